@@ -1,0 +1,1 @@
+"""Command-line interface: ``pose2rgbd <command>``. Each command lives in its own module here."""

@@ -1,0 +1,133 @@
+"""Training cache: a dataset resized once to ``size x size`` and stored as memory-mapped ``.npy`` arrays.
+
+The cache lives in ``<dataset>/cache/<size>-<fingerprint>/`` (or a directory you choose), is built
+atomically (temporary directory, then rename), and is reused while the dataset's fingerprint is the same.
+Resizing follows the paper: the image is squashed to a square (aspect ratio not kept); intrinsics are scaled
+accordingly. RGB uses area interpolation; depth uses nearest-neighbour so that depth edges are not blended
+into values that exist nowhere in the scene (and +inf / NaN keep their meaning).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from pose2rgbd.dataset.format import Dataset
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry.camera import PinholeCamera
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class TrainingCache:
+    """Memory-mapped arrays of one dataset at one resolution."""
+
+    path: Path
+    size: int
+    fingerprint: str
+    camera: PinholeCamera  # scaled to size x size
+    depth_kind: str
+    rgb: np.ndarray  # (N, S, S, 3) uint8, memmap
+    depth: np.ndarray | None  # (N, S, S) float32, memmap; NaN invalid, +inf sky
+    T_world_cam: np.ndarray  # (N, 4, 4) float64
+    stamp_ns: np.ndarray  # (N,) int64
+    source_id: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.stamp_ns)
+
+
+def _cache_dir(dataset: Dataset, size: int, root: Path | None) -> Path:
+    base = root if root is not None else dataset.path / "cache"
+    return base / f"{size}-{dataset.fingerprint()}"
+
+
+def build_cache(
+    dataset: Dataset | str | Path, size: int, *, cache_root: str | Path | None = None, progress: bool = True
+) -> TrainingCache:
+    """Return the cache of ``dataset`` at ``size x size``, building it first if needed."""
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    if size < 8 or size > 4096:
+        raise DatasetError(f"cache size {size} is out of range [8, 4096]")
+    out = _cache_dir(ds, size, Path(cache_root) if cache_root is not None else None)
+    if (out / "meta.yaml").is_file():
+        return load_cache(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        n = len(ds)
+        rgb = np.lib.format.open_memmap(tmp / "rgb.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        depth = None
+        if ds.has_depth:
+            depth = np.lib.format.open_memmap(tmp / "depth.npy", mode="w+", dtype=np.float32, shape=(n, size, size))
+        for i in tqdm(range(n), desc=f"cache {size}x{size}", disable=not progress, unit="frame"):
+            img = ds.read_rgb(i)
+            rgb[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            if depth is not None:
+                depth[i] = _resize_depth_nearest(ds.read_depth(i), size)
+        rgb.flush()
+        del rgb
+        if depth is not None:
+            depth.flush()
+            del depth
+        np.save(tmp / "T_world_cam.npy", ds.frames.T_world_cam)
+        np.save(tmp / "stamp_ns.npy", ds.frames.stamp_ns)
+        np.save(tmp / "source_id.npy", ds.frames.source_id)
+        meta = {
+            "cache_version": CACHE_VERSION,
+            "size": size,
+            "fingerprint": ds.fingerprint(),
+            "dataset": str(ds.path.resolve()),
+            "frames": n,
+            "depth_kind": ds.manifest.depth_kind,
+            "camera": ds.camera.scaled(size, size).to_dict(),
+        }
+        (tmp / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        if out.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_cache(out)
+
+
+def _resize_depth_nearest(d: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize sampling at pixel centres (consistent with PinholeCamera.scaled)."""
+    h, w = d.shape
+    rows = np.clip(((np.arange(size) + 0.5) * h / size).astype(np.int64), 0, h - 1)
+    cols = np.clip(((np.arange(size) + 0.5) * w / size).astype(np.int64), 0, w - 1)
+    return d[np.ix_(rows, cols)]
+
+
+def load_cache(path: str | Path) -> TrainingCache:
+    p = Path(path)
+    try:
+        meta = yaml.safe_load((p / "meta.yaml").read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DatasetError(f"{p}: not a training cache ({e})") from e
+    if meta.get("cache_version") != CACHE_VERSION:
+        raise DatasetError(f"{p}: cache version {meta.get('cache_version')} != {CACHE_VERSION}; delete it to rebuild")
+    depth = np.load(p / "depth.npy", mmap_mode="r") if (p / "depth.npy").exists() else None
+    return TrainingCache(
+        path=p,
+        size=int(meta["size"]),
+        fingerprint=str(meta["fingerprint"]),
+        camera=PinholeCamera.from_dict(meta["camera"]),
+        depth_kind=str(meta["depth_kind"]),
+        rgb=np.load(p / "rgb.npy", mmap_mode="r"),
+        depth=depth,
+        T_world_cam=np.load(p / "T_world_cam.npy"),
+        stamp_ns=np.load(p / "stamp_ns.npy"),
+        source_id=np.load(p / "source_id.npy"),
+    )

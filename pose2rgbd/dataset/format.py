@@ -1,0 +1,490 @@
+"""Dataset format v1: reader, writer and validation. Specification: docs/dataset-format.md.
+
+Layout::
+
+    <dataset>/
+      manifest.yaml      format, version, camera intrinsics, depth kind, frames, datum, sources
+      frames.csv         one row per frame (see FRAME_COLUMNS)
+      rgb/000000.png     8-bit RGB images (png or jpg)
+      depth/000000.npy   float32 z-depth, metres (or unscaled units), NaN invalid, +inf sky
+
+Two writing modes:
+
+* ``atomic`` (conversions, the simulator): everything goes into a sibling temporary directory that is
+  renamed onto the target only when :meth:`DatasetWriter.close` succeeds; an exception or Ctrl-C leaves
+  no half dataset behind.
+* ``append`` (the live recorder): frames go straight into the target; each image is written to a
+  temporary name and renamed, then its row is appended to frames.csv and flushed + fsynced, so a crash
+  leaves a readable dataset and opening it again in ``append`` mode resumes after the last full row.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import yaml
+
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.rotations import canonical_quat_xyzw
+from pose2rgbd.geometry.transforms import T_from_tq, tq_from_T
+
+FORMAT_NAME = "pose2rgbd-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.yaml"
+FRAMES = "frames.csv"
+FRAME_COLUMNS = (
+    "index", "stamp_ns", "tx", "ty", "tz", "qx", "qy", "qz", "qw",
+    "lat", "lon", "alt", "source_id", "rgb", "depth",
+)  # fmt: skip
+DepthKind = Literal["metric", "unscaled", "none"]
+DEPTH_KINDS = ("metric", "unscaled", "none")
+
+
+@dataclass
+class Manifest:
+    """The manifest.yaml of a dataset (format v1)."""
+
+    name: str
+    camera: PinholeCamera
+    depth_kind: str = "metric"
+    rgb_encoding: str = "png"
+    world_frame: str = "map"
+    camera_frame: str = "camera_optical"
+    datum: Datum | None = None
+    sources: list[dict[str, Any]] = field(default_factory=lambda: [{"id": 0, "kind": "unknown", "name": "default"}])
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_utc: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "created_utc": self.created_utc or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "world_frame": self.world_frame,
+            "camera_frame": self.camera_frame,
+            "camera": self.camera.to_dict(),
+            "rgb": {"encoding": self.rgb_encoding},
+            "depth": {
+                "kind": self.depth_kind,
+                "encoding": "npy-float32",
+                "units": _depth_units(self.depth_kind),
+            },
+            "datum": None
+            if self.datum is None
+            else {"lat_deg": self.datum.lat_deg, "lon_deg": self.datum.lon_deg, "alt_m": self.datum.alt_m},
+            "sources": self.sources,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Manifest:
+        if not isinstance(d, dict):
+            raise DatasetError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
+        if d.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{where}: 'format' is {d.get('format')!r}, expected {FORMAT_NAME!r}")
+        if d.get("version") != FORMAT_VERSION:
+            raise DatasetError(
+                f"{where}: dataset format version {d.get('version')!r} is not supported "
+                f"(this pose2rgbd reads version {FORMAT_VERSION})"
+            )
+        for key in ("name", "camera", "depth"):
+            if key not in d:
+                raise DatasetError(f"{where}: missing required key '{key}'")
+        try:
+            camera = PinholeCamera.from_dict(d["camera"])
+        except Exception as e:
+            raise DatasetError(f"{where}: bad 'camera': {e}") from e
+        depth = d["depth"] or {}
+        kind = depth.get("kind")
+        if kind not in DEPTH_KINDS:
+            raise DatasetError(f"{where}: depth.kind is {kind!r}, expected one of {list(DEPTH_KINDS)}")
+        rgb_enc = (d.get("rgb") or {}).get("encoding", "png")
+        if rgb_enc not in ("png", "jpg"):
+            raise DatasetError(f"{where}: rgb.encoding is {rgb_enc!r}, expected 'png' or 'jpg'")
+        datum = None
+        if d.get("datum"):
+            try:
+                datum = Datum(float(d["datum"]["lat_deg"]), float(d["datum"]["lon_deg"]), float(d["datum"]["alt_m"]))
+            except Exception as e:
+                raise DatasetError(f"{where}: bad 'datum': {e}") from e
+        sources = d.get("sources") or []
+        if not isinstance(sources, list) or not all(isinstance(s, dict) and "id" in s for s in sources):
+            raise DatasetError(f"{where}: 'sources' must be a list of mappings with an 'id'")
+        return cls(
+            name=str(d["name"]),
+            camera=camera,
+            depth_kind=kind,
+            rgb_encoding=rgb_enc,
+            world_frame=str(d.get("world_frame", "map")),
+            camera_frame=str(d.get("camera_frame", "camera_optical")),
+            datum=datum,
+            sources=sources,
+            extra=dict(d.get("extra") or {}),
+            created_utc=str(d.get("created_utc", "")),
+        )
+
+
+def _depth_units(kind: str) -> str:
+    return {"metric": "m", "unscaled": "unscaled", "none": "none"}[kind]
+
+
+@dataclass
+class Frames:
+    """The per-frame table as arrays. Quaternions are x, y, z, w."""
+
+    index: np.ndarray  # (N,) int64
+    stamp_ns: np.ndarray  # (N,) int64
+    translation: np.ndarray  # (N, 3) float64, metres in the world frame
+    quat_xyzw: np.ndarray  # (N, 4) float64
+    latlonalt: np.ndarray  # (N, 3) float64, NaN where absent
+    source_id: np.ndarray  # (N,) int64
+    rgb: list[str]
+    depth: list[str]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def T_world_cam(self) -> np.ndarray:
+        return T_from_tq(self.translation, self.quat_xyzw)
+
+
+def _fmt(v: float) -> str:
+    return "" if not np.isfinite(v) else repr(float(v))
+
+
+def _row(
+    i: int, stamp_ns: int, t: np.ndarray, q: np.ndarray, lla: np.ndarray, sid: int, rgb: str, depth: str
+) -> list[str]:
+    return [str(i), str(int(stamp_ns)), *(repr(float(x)) for x in t), *(repr(float(x)) for x in q),
+            *(_fmt(x) for x in lla), str(int(sid)), rgb, depth]  # fmt: skip
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _encode_rgb(rgb: np.ndarray, encoding: str) -> bytes:
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise DatasetError(f"rgb image must be uint8 (H, W, 3), got {a.dtype} {a.shape}")
+    ext = ".png" if encoding == "png" else ".jpg"
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(a[..., ::-1]), params)
+    if not ok:
+        raise DatasetError("could not encode rgb image")
+    return buf.tobytes()
+
+
+def _encode_depth(depth: np.ndarray) -> bytes:
+    d = np.asarray(depth)
+    if d.ndim != 2:
+        raise DatasetError(f"depth must be (H, W), got {d.shape}")
+    bio = io.BytesIO()
+    np.save(bio, d.astype(np.float32, copy=False))
+    return bio.getvalue()
+
+
+class DatasetWriter:
+    """Write a format-v1 dataset; use as a context manager.
+
+    Args:
+        path: target directory.
+        manifest: what goes into manifest.yaml (written at open in ``append`` mode, at close in ``atomic``).
+        mode: ``"atomic"`` or ``"append"`` (see module docstring).
+        overwrite: in ``atomic`` mode, replace an existing target at close.
+    """
+
+    def __init__(self, path: str | Path, manifest: Manifest, *, mode: str = "atomic", overwrite: bool = False) -> None:
+        if mode not in ("atomic", "append"):
+            raise DatasetError(f"unknown writer mode {mode!r}")
+        self.path = Path(path)
+        self.manifest = manifest
+        self.mode = mode
+        self.overwrite = overwrite
+        self._closed = False
+        self._shape: tuple[int, int] | None = None
+        if mode == "atomic":
+            if self.path.exists() and not overwrite:
+                raise DatasetError(f"{self.path} already exists; choose another output or pass overwrite")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+            self._count = 0
+        else:
+            self.root = self.path
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._count = self._prepare_append()
+        (self.root / "rgb").mkdir(exist_ok=True)
+        if manifest.depth_kind != "none":
+            (self.root / "depth").mkdir(exist_ok=True)
+        new_file = not (self.root / FRAMES).exists()
+        self._csv_file = open(self.root / FRAMES, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._csv = csv.writer(self._csv_file)
+        if new_file:
+            self._csv.writerow(FRAME_COLUMNS)
+            self._flush()
+
+    def _prepare_append(self) -> int:
+        """Resume: keep full rows of an existing frames.csv, drop a torn last line, return the row count."""
+        mpath = self.root / MANIFEST
+        if mpath.exists():
+            existing = Manifest.from_dict(yaml.safe_load(mpath.read_text()), str(mpath))
+            if existing.camera != self.manifest.camera or existing.depth_kind != self.manifest.depth_kind:
+                raise DatasetError(f"{self.root}: cannot resume, the existing dataset has another camera or depth kind")
+            self.manifest.created_utc = existing.created_utc
+        _atomic_write_bytes(mpath, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
+        fpath = self.root / FRAMES
+        if not fpath.exists():
+            return 0
+        data = fpath.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]  # torn last row from a crash
+            with open(fpath, "r+b") as f:
+                f.truncate(len(data))
+        lines = [ln for ln in data.decode().splitlines() if ln.strip()]
+        return max(0, len(lines) - 1)
+
+    def _flush(self) -> None:
+        self._csv_file.flush()
+        if self.mode == "append":
+            os.fsync(self._csv_file.fileno())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add_frame(
+        self,
+        stamp_ns: int,
+        T_world_cam: np.ndarray,
+        rgb: np.ndarray,
+        depth: np.ndarray | None = None,
+        *,
+        latlonalt: tuple[float, float, float] | None = None,
+        source_id: int = 0,
+    ) -> int:
+        """Add one frame; returns its index. ``T_world_cam`` is ``(4, 4)``; depth float32 metres."""
+        if self._closed:
+            raise DatasetError("writer is closed")
+        if not isinstance(stamp_ns, (int, np.integer)):
+            raise DatasetError(f"stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__}")
+        rgb = np.asarray(rgb)
+        cam = self.manifest.camera
+        if rgb.shape[:2] != (cam.height, cam.width):
+            raise DatasetError(f"rgb is {rgb.shape[:2]}, manifest camera is {cam.height}x{cam.width}")
+        if (depth is None) != (self.manifest.depth_kind == "none"):
+            raise DatasetError(
+                f"depth given={depth is not None} but manifest depth kind is {self.manifest.depth_kind!r}"
+            )
+        if depth is not None and np.asarray(depth).shape != (cam.height, cam.width):
+            raise DatasetError(f"depth is {np.asarray(depth).shape}, manifest camera is {cam.height}x{cam.width}")
+        t, q = tq_from_T(np.asarray(T_world_cam).reshape(4, 4))
+        i = self._count
+        ext = "png" if self.manifest.rgb_encoding == "png" else "jpg"
+        rgb_rel = f"rgb/{i:06d}.{ext}"
+        _atomic_write_bytes(self.root / rgb_rel, _encode_rgb(rgb, self.manifest.rgb_encoding))
+        depth_rel = ""
+        if depth is not None:
+            depth_rel = f"depth/{i:06d}.npy"
+            _atomic_write_bytes(self.root / depth_rel, _encode_depth(depth))
+        lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
+        self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
+        self._flush()
+        self._count += 1
+        return i
+
+    def close(self) -> Path:
+        """Finish the dataset. In ``atomic`` mode this is when it appears at ``path``."""
+        if self._closed:
+            return self.path
+        self._csv_file.close()
+        self._closed = True
+        if self.mode == "atomic":
+            if self._count == 0:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise DatasetError(f"no frames were written; {self.path} was not created")
+            _atomic_write_bytes(self.root / MANIFEST, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
+            if self.path.exists():
+                if not self.overwrite:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                    raise DatasetError(f"{self.path} appeared while writing; not replacing it")
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                os.replace(self.path, old)
+                os.replace(self.root, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.root, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard an ``atomic`` dataset (an ``append`` dataset keeps what was flushed)."""
+        if not self._closed:
+            self._csv_file.close()
+            self._closed = True
+        if self.mode == "atomic":
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Dataset:
+    """A validated, read-only format-v1 dataset. ``Dataset(path)`` raises :class:`DatasetError` on problems."""
+
+    def __init__(self, path: str | Path, *, check_files: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DatasetError(f"{self.path}: dataset directory not found")
+        mpath = self.path / MANIFEST
+        if not mpath.is_file():
+            raise DatasetError(f"{mpath}: missing; is {self.path} a pose2rgbd dataset?")
+        try:
+            raw = yaml.safe_load(mpath.read_text())
+        except yaml.YAMLError as e:
+            raise DatasetError(f"{mpath}: not valid YAML: {e}") from e
+        self.manifest = Manifest.from_dict(raw, str(mpath))
+        self.frames = _read_frames(self.path / FRAMES, self.manifest)
+        if check_files:
+            self._check_files()
+
+    def _check_files(self) -> None:
+        for rel in self.frames.rgb:
+            if not (self.path / rel).is_file():
+                raise DatasetError(f"{self.path / FRAMES}: image {rel} is listed but missing")
+        for rel in self.frames.depth:
+            if rel and not (self.path / rel).is_file():
+                raise DatasetError(f"{self.path / FRAMES}: depth map {rel} is listed but missing")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def camera(self) -> PinholeCamera:
+        return self.manifest.camera
+
+    @property
+    def has_depth(self) -> bool:
+        return self.manifest.depth_kind != "none"
+
+    def read_rgb(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB."""
+        p = self.path / self.frames.rgb[i]
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"{p}: cannot decode image")
+        return np.ascontiguousarray(img[..., ::-1])
+
+    def read_depth(self, i: int) -> np.ndarray:
+        """float32 (H, W) depth (metres if ``manifest.depth_kind == 'metric'``); NaN invalid, +inf sky."""
+        if not self.has_depth:
+            raise DatasetError(f"{self.path}: dataset has no depth")
+        p = self.path / self.frames.depth[i]
+        try:
+            d = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise DatasetError(f"{p}: cannot read depth: {e}") from e
+        cam = self.camera
+        if d.shape != (cam.height, cam.width) or d.dtype != np.float32:
+            raise DatasetError(f"{p}: depth is {d.dtype} {d.shape}, expected float32 ({cam.height}, {cam.width})")
+        return d
+
+    def fingerprint(self) -> str:
+        """Short content hash of manifest fields and frames.csv (not the pixels): ties checkpoints to data."""
+        h = hashlib.sha256()
+        m = self.manifest.to_dict()
+        m.pop("created_utc", None)
+        h.update(yaml.safe_dump(m, sort_keys=True).encode())
+        h.update((self.path / FRAMES).read_bytes())
+        return h.hexdigest()[:16]
+
+    def iter_frames(self) -> Iterator[int]:
+        return iter(range(len(self)))
+
+
+def _read_frames(path: Path, manifest: Manifest) -> Frames:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing")
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # torn last row (recorder crash): ignore it
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise DatasetError(f"{path}: empty file (no header)")
+    header = tuple(rows[0])
+    if header != FRAME_COLUMNS:
+        missing = [c for c in FRAME_COLUMNS if c not in header]
+        raise DatasetError(f"{path}: header {list(header)} does not match format v1; missing {missing}")
+    body = [r for r in rows[1:] if r]
+    if not body:
+        raise DatasetError(f"{path}: no frames")
+    n = len(body)
+    idx = np.empty(n, np.int64)
+    stamps = np.empty(n, np.int64)
+    tq = np.empty((n, 7))
+    lla = np.full((n, 3), np.nan)
+    sid = np.empty(n, np.int64)
+    rgb, depth = [], []
+    source_ids = {int(s["id"]) for s in manifest.sources}
+    for k, r in enumerate(body):
+        line = k + 2
+        if len(r) != len(FRAME_COLUMNS):
+            raise DatasetError(f"{path}:{line}: expected {len(FRAME_COLUMNS)} fields, got {len(r)}")
+        try:
+            idx[k] = int(r[0])
+            stamps[k] = int(r[1])
+            tq[k] = [float(x) for x in r[2:9]]
+            for j in range(3):
+                lla[k, j] = float(r[9 + j]) if r[9 + j] != "" else np.nan
+            sid[k] = int(r[12])
+        except ValueError as e:
+            raise DatasetError(f"{path}:{line}: {e}") from e
+        if idx[k] != k:
+            raise DatasetError(f"{path}:{line}: index {idx[k]} out of sequence (expected {k})")
+        if not np.all(np.isfinite(tq[k])):
+            raise DatasetError(f"{path}:{line}: pose contains NaN or inf")
+        if abs(np.linalg.norm(tq[k, 3:]) - 1.0) > 1e-3:
+            raise DatasetError(f"{path}:{line}: quaternion (qx, qy, qz, qw) is not unit length")
+        if source_ids and sid[k] not in source_ids:
+            raise DatasetError(f"{path}:{line}: source_id {sid[k]} is not declared in manifest 'sources'")
+        if not r[13]:
+            raise DatasetError(f"{path}:{line}: empty rgb path")
+        if (manifest.depth_kind != "none") != bool(r[14]):
+            raise DatasetError(
+                f"{path}:{line}: depth path {'missing' if not r[14] else 'given'} "
+                f"but depth kind is {manifest.depth_kind!r}"
+            )
+        rgb.append(r[13])
+        depth.append(r[14])
+    for s in np.unique(sid):
+        rows_s = np.flatnonzero(sid == s)
+        back = np.flatnonzero(np.diff(stamps[rows_s]) < 0)
+        if back.size:
+            line = int(rows_s[back[0] + 1]) + 2
+            raise DatasetError(
+                f"{path}:{line}: stamp_ns goes backwards within source {s} (frames must be in time order)"
+            )
+    q = canonical_quat_xyzw(tq[:, 3:])
+    return Frames(idx, stamps, tq[:, :3], q, lla, sid, rgb, depth)

@@ -1,0 +1,31 @@
+"""Typed errors. Library code raises these; only the CLI and the nodes catch, log and exit."""
+
+from __future__ import annotations
+
+
+class Pose2RGBDError(Exception):
+    """Base class of every error pose2rgbd raises on purpose."""
+
+
+class ConfigError(Pose2RGBDError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class GeometryError(Pose2RGBDError, ValueError):
+    """Bad geometric input (wrong shape, NaN, non-unit quaternion, ...)."""
+
+
+class DatasetError(Pose2RGBDError):
+    """A dataset directory is missing, malformed or inconsistent."""
+
+
+class BagError(Pose2RGBDError):
+    """A bag cannot be read or written, or lacks what was asked of it."""
+
+
+class SyncError(Pose2RGBDError):
+    """Streams cannot be synchronized (no overlap, no valid fix, ...)."""
+
+
+class CheckpointError(Pose2RGBDError):
+    """A checkpoint is missing, corrupt, or incompatible with the request."""

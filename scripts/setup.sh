@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh clone: a .venv with pose2rgbd (editable) and its dev tools.
+# torch is pinned to 2.13.0 here: on machines that carry that wheel locally it is the CPU build; an unpinned
+# `torch` would pull several GB of CUDA packages. Set PYTHON=python3.10|3.11|3.12 to choose the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+"$PY" - <<'PYCHECK'
+import sys
+if not ((3, 10) <= sys.version_info[:2] <= (3, 12)):
+    sys.exit(f"pose2rgbd needs Python 3.10-3.12 (ROS 2 Humble uses 3.10, Jazzy 3.12); this is {sys.version.split()[0]}")
+PYCHECK
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.pose2rgbd-installed-$(cat setup.py scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "[setup] installing torch==2.13.0 and pose2rgbd[dev] into .venv (first run takes a few minutes)"
+  .venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0"
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+  rm -f .venv/.pose2rgbd-installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,47 @@
+"""Shared fixtures. Real data is read from ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("POSE2RGBD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; tests that need it fail loudly if it is missing (CI provides it)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set POSE2RGBD_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_rclpy = _has("rclpy")
+    cuda = False
+    if any("gpu" in it.keywords for it in items):
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:
+            cuda = False
+    for it in items:
+        if "ros" in it.keywords and not has_rclpy:
+            it.add_marker(pytest.mark.skip(reason="rclpy not installed (ROS 2 Humble/Jazzy needed)"))
+        if "gpu" in it.keywords and not cuda:
+            it.add_marker(pytest.mark.skip(reason="no CUDA device"))

@@ -38,7 +38,10 @@ def canonical_quat_xyzw(q_xyzw: np.ndarray) -> np.ndarray:
     keys = q[..., [3, 0, 1, 2]]
     first_nz = np.argmax(np.abs(keys) > 1e-12, axis=-1)
     sign = np.sign(np.take_along_axis(keys, first_nz[..., None], axis=-1))
-    return q * sign
+    q = q * sign
+    # a w within rounding of zero is stored as +0 so that "w >= 0" holds exactly
+    q[..., 3] = np.where(np.abs(q[..., 3]) <= 1e-12, 0.0, q[..., 3])
+    return q
 
 
 def check_unit_quat_xyzw(q_xyzw: np.ndarray, tol: float = _UNIT_TOL) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""Dataset format v1: write / read / validate, atomic and append (crash-resumable) modes, training cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest, build_cache, load_cache
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry import Datum, PinholeCamera, T_from_tq, rpy_to_quat_xyzw
+
+CAM = PinholeCamera.from_fov(40, 30, 80.0)
+
+
+def _frame(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(i)
+    rgb = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    depth = rng.uniform(1, 100, (30, 40)).astype(np.float32)
+    depth[:5, :6] = np.nan  # invalid block
+    depth[-5:, -6:] = np.inf  # sky block
+    T = T_from_tq([i * 1.0, -i, 50.0], rpy_to_quat_xyzw(np.array([0.1 * i, -0.5, 0.3])))
+    return rgb, depth, T
+
+
+def _write(path: Path, n: int = 4, **kw) -> Path:
+    m = Manifest("unit", CAM, datum=Datum(44.0, 26.0, 80.0), **kw)
+    with DatasetWriter(path, m) as w:
+        for i in range(n):
+            rgb, depth, T = _frame(i)
+            w.add_frame(1_700_000_000_000_000_000 + i * 33_333_333, T, rgb, depth, latlonalt=(44.0, 26.0, 80.0 + i))
+    return path
+
+
+def test_write_read_round_trip(tmp_path):
+    ds = Dataset(_write(tmp_path / "ds"))
+    assert len(ds) == 4 and ds.manifest.depth_kind == "metric" and ds.camera == CAM
+    for i in range(4):
+        rgb, depth, T = _frame(i)
+        np.testing.assert_array_equal(ds.read_rgb(i), rgb)  # png is lossless
+        np.testing.assert_array_equal(ds.read_depth(i), depth)  # NaN and +inf survive
+        np.testing.assert_allclose(ds.frames.T_world_cam[i], T, atol=1e-12)
+        assert ds.frames.latlonalt[i, 2] == 80.0 + i
+    assert ds.frames.stamp_ns.dtype == np.int64 and ds.frames.stamp_ns[1] - ds.frames.stamp_ns[0] == 33_333_333
+    assert ds.manifest.datum == Datum(44.0, 26.0, 80.0)
+    # no temporary directories left beside the dataset
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_fingerprint_tracks_content(tmp_path):
+    a = Dataset(_write(tmp_path / "a")).fingerprint()
+    b = Dataset(_write(tmp_path / "b")).fingerprint()
+    c = Dataset(_write(tmp_path / "c", n=3)).fingerprint()
+    assert a == b and a != c
+
+
+def test_atomic_writer_leaves_nothing_on_error(tmp_path):
+    out = tmp_path / "ds"
+    with pytest.raises(RuntimeError), DatasetWriter(out, Manifest("x", CAM)) as w:
+        rgb, depth, T = _frame(0)
+        w.add_frame(0, T, rgb, depth)
+        raise RuntimeError("simulated Ctrl-C / crash")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_bad_frames(tmp_path):
+    with DatasetWriter(tmp_path / "ds", Manifest("x", CAM)) as w:
+        rgb, depth, T = _frame(0)
+        with pytest.raises(DatasetError, match="manifest camera"):
+            w.add_frame(0, T, rgb[:10], depth)
+        with pytest.raises(DatasetError, match="integer nanoseconds"):
+            w.add_frame(0.5, T, rgb, depth)  # type: ignore[arg-type]
+        with pytest.raises(DatasetError, match="uint8"):
+            w.add_frame(0, T, rgb.astype(np.float32), depth)
+        w.add_frame(0, T, rgb, depth)
+    with pytest.raises(DatasetError, match="already exists"):
+        DatasetWriter(tmp_path / "ds", Manifest("x", CAM))
+
+
+def test_append_mode_survives_torn_row_and_resumes(tmp_path):
+    out = tmp_path / "rec"
+    w = DatasetWriter(out, Manifest("rec", CAM), mode="append")
+    for i in range(3):
+        rgb, depth, T = _frame(i)
+        w.add_frame(i * 100, T, rgb, depth)
+    # simulate a crash in the middle of writing the 4th row: no close(), torn line
+    with open(out / "frames.csv", "a") as f:
+        f.write("3,300,1.0,2.0")
+    assert len(Dataset(out)) == 3  # readable after the crash
+    w2 = DatasetWriter(out, Manifest("rec", CAM), mode="append")
+    assert len(w2) == 3
+    rgb, depth, T = _frame(3)
+    w2.add_frame(300, T, rgb, depth)
+    w2.close()
+    ds = Dataset(out)
+    assert len(ds) == 4 and list(ds.frames.index) == [0, 1, 2, 3]
+    with pytest.raises(DatasetError, match="another camera"):
+        DatasetWriter(out, Manifest("rec", CAM.scaled(20, 15)), mode="append")
+
+
+def _edit_manifest(path: Path, fn) -> None:
+    m = yaml.safe_load((path / "manifest.yaml").read_text())
+    fn(m)
+    (path / "manifest.yaml").write_text(yaml.safe_dump(m))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(version=2), "version 2 is not supported"),
+        (lambda m: m.update(format="other"), "'format' is 'other'"),
+        (lambda m: m.pop("camera"), "missing required key 'camera'"),
+        (lambda m: m["depth"].update(kind="feet"), "depth.kind is 'feet'"),
+        (lambda m: m["camera"].update(width=-3), "bad 'camera'"),
+        (lambda m: m.update(sources=[{"id": 7}]), "source_id 0 is not declared"),
+    ],
+)
+def test_broken_manifests_name_file_and_problem(tmp_path, edit, message):
+    path = _write(tmp_path / "ds", n=2)
+    _edit_manifest(path, edit)
+    with pytest.raises(DatasetError, match=message) as e:
+        Dataset(path)
+    assert "manifest.yaml" in str(e.value) or "frames.csv" in str(e.value)
+
+
+def test_broken_tables_and_files(tmp_path):
+    path = _write(tmp_path / "ds", n=3)
+    csv_text = (path / "frames.csv").read_text()
+    lines = csv_text.splitlines()
+    (path / "frames.csv").write_text("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")
+    with pytest.raises(DatasetError, match="out of sequence"):
+        Dataset(path)
+    fields = lines[2].split(",")
+    fields[1] = "not-a-stamp"
+    (path / "frames.csv").write_text(csv_text.replace(lines[2], ",".join(fields)))
+    with pytest.raises(DatasetError, match=r"frames.csv:3"):
+        Dataset(path)
+    (path / "frames.csv").write_text(csv_text)
+    os.remove(path / "rgb" / "000001.png")
+    with pytest.raises(DatasetError, match="000001.png is listed but missing"):
+        Dataset(path)
+    (path / "manifest.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(DatasetError, match="not valid YAML"):
+        Dataset(path)
+    with pytest.raises(DatasetError, match="not found"):
+        Dataset(tmp_path / "missing")
+
+
+def test_training_cache_built_once_and_reused(tmp_path):
+    ds = Dataset(_write(tmp_path / "ds", n=3))
+    c = build_cache(ds, 16, progress=False)
+    assert c.rgb.shape == (3, 16, 16, 3) and c.depth is not None and c.depth.shape == (3, 16, 16)
+    assert isinstance(c.rgb, np.memmap)
+    assert c.camera == CAM.scaled(16, 16)
+    np.testing.assert_allclose(c.T_world_cam, ds.frames.T_world_cam)
+    mtime = (c.path / "rgb.npy").stat().st_mtime_ns
+    c2 = build_cache(ds, 16, progress=False)
+    assert c2.path == c.path and (c2.path / "rgb.npy").stat().st_mtime_ns == mtime
+    # nearest-neighbour depth: every cached value exists in the source map (no blended depths)
+    src = ds.read_depth(0)
+    finite = c.depth[0][np.isfinite(c.depth[0])]
+    assert np.isin(finite, src).all()
+    assert load_cache(c.path).fingerprint == ds.fingerprint()
+
+
+def test_torch_dataset_items(tmp_path):
+    torch = pytest.importorskip("torch")
+    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
+    from pose2rgbd.geometry import PoseNormalizer
+
+    ds = Dataset(_write(tmp_path / "ds", n=4))
+    c = build_cache(ds, 8, progress=False)
+    norm = PoseNormalizer.fit(c.T_world_cam[:3], "6dof-quat")
+    td = PoseRGBDDataset(c, [0, 1, 2], norm)
+    item = td[1]
+    assert item["pose"].shape == (7,) and item["rgb"].shape == (3, 8, 8) and item["depth"].shape == (1, 8, 8)
+    assert item["rgb"].min() >= -1 and item["rgb"].max() <= 1 and item["index"] == 1
+    assert torch.isnan(td[0]["depth"]).any()  # raw depth keeps NaN (invalid); the model owns normalization
+    with pytest.raises(IndexError):
+        PoseRGBDDataset(c, [9], norm)

@@ -1,0 +1,213 @@
+"""Geometry conventions: rotations, transforms, interpolation, geodesy, pose encodings (round-trip properties)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.errors import GeometryError
+from pose2rgbd.geometry import (
+    R_BODY_OPTICAL,
+    Datum,
+    PinholeCamera,
+    Pose,
+    PoseNormalizer,
+    T_from_tq,
+    canonical_quat_xyzw,
+    decode_poses,
+    ecef_to_geodetic,
+    encode_poses,
+    geodetic_to_ecef,
+    interpolate_poses,
+    inverse,
+    matrix_to_quat_xyzw,
+    matrix_to_rpy,
+    quat_wxyz_to_xyzw,
+    quat_xyzw_to_matrix,
+    quat_xyzw_to_wxyz,
+    relative,
+    rpy_to_matrix,
+    tq_from_T,
+    transform_points,
+)
+
+finite = st.floats(-1e3, 1e3, allow_nan=False)
+quat_st = st.lists(st.floats(-1, 1, allow_nan=False), min_size=4, max_size=4).filter(lambda q: np.linalg.norm(q) > 0.1)
+
+
+def random_T(rng: np.random.Generator, n: int) -> np.ndarray:
+    R = Rotation.random(n, random_state=int(rng.integers(1 << 31))).as_matrix()
+    t = rng.uniform(-100, 100, (n, 3))
+    return T_from_tq(t, matrix_to_quat_xyzw(R))
+
+
+@given(quat_st)
+def test_quat_matrix_round_trip_and_canonical_sign(q):
+    qc = canonical_quat_xyzw(np.array(q))
+    assert qc[3] >= 0
+    assert np.isclose(np.linalg.norm(qc), 1.0)
+    back = matrix_to_quat_xyzw(quat_xyzw_to_matrix(qc))
+    np.testing.assert_allclose(back, qc, atol=1e-9)
+    # -q is the same rotation; canonical form is unique
+    np.testing.assert_allclose(canonical_quat_xyzw(-qc), qc, atol=1e-12)
+
+
+def test_quat_order_is_xyzw():
+    # 90 deg about z: x, y, z, w = 0, 0, sin45, cos45
+    q = np.array([0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5)])
+    R = quat_xyzw_to_matrix(q)
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(quat_xyzw_to_wxyz(q), [np.sqrt(0.5), 0, 0, np.sqrt(0.5)])
+    np.testing.assert_allclose(quat_wxyz_to_xyzw(quat_xyzw_to_wxyz(q)), q)
+
+
+@given(st.floats(-3.1, 3.1), st.floats(-1.5, 1.5), st.floats(-3.1, 3.1))
+def test_rpy_round_trip(r, p, y):
+    R = rpy_to_matrix(np.array([r, p, y]))
+    np.testing.assert_allclose(rpy_to_matrix(matrix_to_rpy(R)), R, atol=1e-9)
+
+
+def test_rpy_convention_is_rz_ry_rx():
+    r, p, y = 0.1, -0.2, 0.3
+    Rx = Rotation.from_euler("x", r).as_matrix()
+    Ry = Rotation.from_euler("y", p).as_matrix()
+    Rz = Rotation.from_euler("z", y).as_matrix()
+    np.testing.assert_allclose(rpy_to_matrix(np.array([r, p, y])), Rz @ Ry @ Rx, atol=1e-12)
+
+
+def test_body_to_optical_axes():
+    R = np.array(R_BODY_OPTICAL)
+    np.testing.assert_allclose(R @ [0, 0, 1], [1, 0, 0])  # optical z (forward) = body x
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, -1, 0])  # optical x (right) = body -y
+    np.testing.assert_allclose(R @ [0, 1, 0], [0, 0, -1])  # optical y (down) = body -z
+    assert np.isclose(np.linalg.det(R), 1.0)
+
+
+def test_transform_compose_inverse_relative():
+    rng = np.random.default_rng(0)
+    T_w_a, T_w_b = random_T(rng, 2)
+    T_a_b = relative(T_w_a, T_w_b)
+    np.testing.assert_allclose(T_w_a @ T_a_b, T_w_b, atol=1e-9)
+    np.testing.assert_allclose(inverse(T_w_a) @ T_w_a, np.eye(4), atol=1e-9)
+    p_b = rng.normal(size=(5, 3))
+    np.testing.assert_allclose(
+        transform_points(T_w_b, p_b), transform_points(T_w_a, transform_points(T_a_b, p_b)), atol=1e-9
+    )
+    t, q = tq_from_T(T_w_a)
+    np.testing.assert_allclose(T_from_tq(t, q), T_w_a, atol=1e-12)
+    P = Pose.from_matrix(T_w_a)
+    np.testing.assert_allclose((P @ P.inverse()).matrix(), np.eye(4), atol=1e-9)
+
+
+def test_bad_input_raises():
+    with pytest.raises(GeometryError, match="NaN"):
+        quat_xyzw_to_matrix(np.array([np.nan, 0, 0, 1]))
+    with pytest.raises(GeometryError, match="shape"):
+        quat_xyzw_to_matrix(np.zeros(3))
+    with pytest.raises(GeometryError, match="zero-norm"):
+        canonical_quat_xyzw(np.zeros(4))
+    with pytest.raises(GeometryError, match="orthonormal"):
+        tq_from_T(np.diag([2.0, 1, 1, 1]))
+
+
+def test_interpolation_linear_and_slerp():
+    stamps = np.array([0, 1_000_000_000], dtype=np.int64)
+    t = np.array([[0.0, 0, 0], [10.0, 0, 0]])
+    q = np.array([[0, 0, 0, 1.0], [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)]])  # 0 -> 90 deg yaw
+    ti, qi = interpolate_poses(stamps, t, q, np.array([250_000_000, 500_000_000], dtype=np.int64))
+    np.testing.assert_allclose(ti[:, 0], [2.5, 5.0])
+    yaw = Rotation.from_quat(qi).as_euler("xyz")[:, 2]
+    np.testing.assert_allclose(np.rad2deg(yaw), [22.5, 45.0], atol=1e-9)
+    # large int64 stamps (epoch ns) keep sub-microsecond precision
+    base = 1_700_000_000_000_000_000
+    ti2, _ = interpolate_poses(stamps + base, t, q, np.array([base + 1], dtype=np.int64))
+    assert ti2[0, 0] == pytest.approx(1e-8, abs=1e-12)
+    with pytest.raises(GeometryError, match="outside"):
+        interpolate_poses(stamps, t, q, np.array([2_000_000_000]))
+    with pytest.raises(GeometryError, match="increasing"):
+        interpolate_poses(stamps[::-1].copy(), t, q, np.array([0]))
+    with pytest.raises(GeometryError, match="integer"):
+        interpolate_poses(stamps.astype(float), t, q, np.array([0]))
+
+
+@settings(max_examples=50)
+@given(
+    st.floats(-80, 80),
+    st.floats(-179, 179),
+    st.floats(-100, 3000),
+    st.floats(-10_000, 10_000),
+    st.floats(-10_000, 10_000),
+    st.floats(-200, 500),
+)
+def test_geodetic_enu_round_trip_sub_mm_within_10km(lat, lon, alt, e, n, u):
+    datum = Datum(lat, lon, alt)
+    lat2, lon2, alt2 = datum.from_enu(np.array([e, n, u]))
+    enu = datum.to_enu(lat2, lon2, alt2)
+    assert np.linalg.norm(enu - [e, n, u]) < 1e-3
+    ecef = geodetic_to_ecef(lat2, lon2, alt2)
+    lat3, lon3, alt3 = ecef_to_geodetic(ecef)
+    assert np.linalg.norm(geodetic_to_ecef(lat3, lon3, alt3) - ecef) < 1e-3
+
+
+def test_enu_axes_and_known_distance():
+    datum = Datum(45.0, 7.0, 0.0)
+    # one arc-minute of latitude is about 1852 m (nautical mile) at 45 deg
+    enu = datum.to_enu(45.0 + 1 / 60, 7.0, 0.0)
+    assert enu[1] == pytest.approx(1852.2, abs=1.0) and abs(enu[0]) < 1e-6
+    assert datum.to_enu(45.0, 7.001, 0.0)[0] > 0  # east is +x
+    with pytest.raises(GeometryError):
+        datum.to_enu(95.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["6dof-euler", "6dof-quat"])
+def test_encoding_and_normalizer_round_trip(kind):
+    rng = np.random.default_rng(1)
+    # UAV-like attitudes (no gimbal lock): camera pitched down, yaw anywhere in (-pi, pi)
+    rpy = np.stack([rng.uniform(-0.2, 0.2, 50), rng.uniform(-0.3, 0.3, 50), rng.uniform(-3, 3, 50)], -1)
+    T = T_from_tq(rng.uniform(-150, 150, (50, 3)), matrix_to_quat_xyzw(rpy_to_matrix(rpy)))
+    enc = encode_poses(T, kind)
+    assert enc.shape == (50, 6 if kind == "6dof-euler" else 7)
+    np.testing.assert_allclose(decode_poses(enc, kind), T, atol=1e-9)
+    norm = PoseNormalizer.fit(T, kind)
+    x = norm.normalize(T)
+    assert x.dtype == np.float32 and x.min() >= -1 - 1e-6 and x.max() <= 1 + 1e-6
+    np.testing.assert_allclose(x.min(0), -1, atol=1e-6)
+    np.testing.assert_allclose(x.max(0), 1, atol=1e-6)
+    np.testing.assert_allclose(norm.denormalize(x), T, atol=1e-3)
+    # stored and reloaded extremes give identical normalization
+    again = PoseNormalizer.from_dict(norm.to_dict())
+    np.testing.assert_array_equal(again.normalize(T), x)
+    assert not norm.out_of_bounds(T).any()
+    far = T[:1].copy()
+    far[0, 0, 3] += 1000.0
+    assert norm.out_of_bounds(far).all()
+
+
+def test_normalizer_constant_dimension_maps_to_zero():
+    T = T_from_tq(np.array([[0.0, 0, 5], [1.0, 0, 5]]), np.array([[0, 0, 0, 1.0]] * 2))
+    x = PoseNormalizer.fit(T, "6dof-quat").normalize(T)
+    assert np.all(x[:, 2] == 0)  # tz constant
+    np.testing.assert_allclose(x[:, 0], [-1, 1])
+
+
+def test_camera_project_backproject_and_scaling():
+    cam = PinholeCamera.from_fov(64, 48, 90.0)
+    depth = np.full((48, 64), 7.0)
+    pts = cam.backproject(depth)
+    uv, z = cam.project(pts.reshape(-1, 3))
+    u, v = np.meshgrid(np.arange(64), np.arange(48))
+    np.testing.assert_allclose(uv[:, 0], u.ravel(), atol=1e-9)
+    np.testing.assert_allclose(uv[:, 1], v.ravel(), atol=1e-9)
+    np.testing.assert_allclose(z, 7.0)
+    half = cam.scaled(32, 24)
+    assert half.fx == pytest.approx(cam.fx / 2) and half.cx == pytest.approx((cam.cx + 0.5) / 2 - 0.5)
+    # same 3-D point projects to consistent pixel coordinates in both resolutions
+    p = np.array([1.0, -0.5, 4.0])
+    uv_full, _ = cam.project(p)
+    uv_half, _ = half.project(p)
+    np.testing.assert_allclose((uv_full + 0.5) / 2 - 0.5, uv_half, atol=1e-9)
+    with pytest.raises(GeometryError):
+        PinholeCamera(0, 10, 1, 1, 0, 0)

@@ -1,0 +1,524 @@
+"""Read ROS 1 bags and rosbag2 recordings (sqlite3 / mcap, optionally zstd file-compressed) with ``rosbags``.
+
+Why not simply ``rosbags.highlevel.AnyReader``: it trusts ``metadata.yaml`` and matches its topics to the
+storage file's connections *including the QoS text*; when the two disagree (bags written by older ros2 bag,
+e.g. ros2/rosbag2's talker fixtures) it silently yields nothing. It also refuses a whole bag when one embedded
+definition cannot be parsed. Here the storage files are the source of truth: ``metadata.yaml`` only names the
+files and the compression, and is cross-checked (a disagreement is logged, never hides messages). Each message
+type is decoded with the bag's embedded definition, falling back to the ROS 2 typestore of ``default_distro``
+when the embedded one is missing, unparsable or does not fit the bytes; a topic with no usable definition is
+listed with its reason in :attr:`TopicInfo.error` and skipped (with a warning) unless asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pose2rgbd.bags.typestore import get_typestore, new_typestore, normalize_msgtype
+from pose2rgbd.errors import BagError
+
+log = logging.getLogger(__name__)
+
+_STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic: name, ROS 2 style type (``'sensor_msgs/msg/NavSatFix'``, also for ROS 1 bags), message count.
+
+    ``error`` is ``None`` when the topic can be decoded, else why not (it is still listed and counted).
+    """
+
+    name: str
+    msgtype: str
+    count: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BagMessage:
+    """A decoded message. ``stamp_ns``: the bag's log (receive) time, not ``header.stamp``."""
+
+    topic: str
+    stamp_ns: int
+    msg: Any
+    msgtype: str = ""
+
+
+@dataclass
+class _Source:
+    """One opened storage file (rosbags reader object) of a recording."""
+
+    file: Path
+    kind: str  # "rosbag1" | "sqlite3" | "mcap"
+    reader: Any
+    compressed_messages: bool = False
+
+
+@dataclass
+class _Decoder:
+    """Decodes one message type; tries candidate typestores in order and keeps the first that works."""
+
+    msgtype: str
+    candidates: list[tuple[str, Callable[[Any, str], Any]]]
+    notes: list[str] = field(default_factory=list)
+
+    def __call__(self, raw: Any) -> Any:
+        errors = []
+        for i, (label, fn) in enumerate(self.candidates):
+            try:
+                msg = fn(raw, self.msgtype)
+            except Exception as e:  # rosbags raises SerdeError, KeyError, TypesysError, struct.error ...
+                errors.append(f"{label}: {type(e).__name__}: {e}")
+                continue
+            if i:
+                log.info("%s: decoding with %s (%s)", self.msgtype, label, "; ".join(errors))
+                self.candidates = self.candidates[i:]
+            return msg
+        raise BagError(f"cannot decode a {self.msgtype} message: " + "; ".join(self.notes + errors))
+
+
+# service_msgs/msg/ServiceEventInfo (ROS 2 Iron+), needed to decode service-event topics of Humble-era stores.
+_SERVICE_EVENT_INFO = """uint8 REQUEST_SENT = 0
+uint8 REQUEST_RECEIVED = 1
+uint8 RESPONSE_SENT = 2
+uint8 RESPONSE_RECEIVED = 3
+uint8 event_type
+builtin_interfaces/Time stamp
+char[16] client_gid
+int64 sequence_number
+"""
+
+
+def _is_srv_event(msgtype: str, text: str) -> bool:
+    return "/srv/" in msgtype and msgtype.endswith("_Event") and "\n---\n" in "\n" + text
+
+
+def _srv_event_types(msgtype: str, text: str) -> dict[str, Any]:
+    """Types of a rosbag2 service-event topic whose embedded definition is the ``.srv`` text (request --- response).
+
+    rosbags 0.11.9 cannot parse that (it expects a message), so the ``_Event`` wrapper that rosbag2 records
+    (``ServiceEventInfo info``, ``Request[<=1] request``, ``Response[<=1] response``) is rebuilt here.
+    """
+    from rosbags.typesys import get_types_from_msg
+
+    main, sep, deps = text.partition("=" * 80 + "\n")
+    deps = sep + deps if sep else ""
+    lines = main.split("\n")
+    cut = lines.index("---")
+    base = msgtype[: -len("_Event")]
+    typs: dict[str, Any] = {}
+    typs.update(get_types_from_msg(_SERVICE_EVENT_INFO, "service_msgs/msg/ServiceEventInfo"))
+    typs.update(get_types_from_msg("\n".join(lines[:cut]) + "\n" + deps, base + "_Request"))
+    typs.update(get_types_from_msg("\n".join(lines[cut + 1 :]) + "\n" + deps, base + "_Response"))
+    event = f"service_msgs/ServiceEventInfo info\n{base}_Request[<=1] request\n{base}_Response[<=1] response\n"
+    typs.update(get_types_from_msg(event, msgtype))
+    # rosbags normalizes every name to pkg/msg/Name, turning pkg/srv/X into pkg/srv/msg/X: undo that.
+    pkg = msgtype.split("/")[0]
+    return _rename(typs, f"{pkg}/srv/msg/", f"{pkg}/srv/")
+
+
+def _rename(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {_rename(k, old, new): _rename(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_rename(x, old, new) for x in obj]
+        return type(obj)(items) if type(obj) in (list, tuple) else type(obj)(*items)
+    return obj
+
+
+def open_bag(path: str | Path, *, default_distro: str = "humble") -> BagReader:
+    """Open a bag: ROS 1 ``.bag``, rosbag2 directory, bare ``.mcap`` / ``.db3`` (optionally ``.zstd``) file.
+
+    Use as a context manager (``with open_bag(p) as bag:``) or call ``close()``.
+    """
+    return BagReader(path, default_distro=default_distro)
+
+
+class BagReader:
+    """An opened recording; see :func:`open_bag`."""
+
+    def __init__(self, path: str | Path, *, default_distro: str = "humble") -> None:
+        self.path = Path(path)
+        self.default_distro = default_distro
+        self.storage = ""  # "rosbag1" | "sqlite3" | "mcap", with "+zstd" when file-compressed
+        self.metadata: dict[str, Any] | None = None  # parsed metadata.yaml (rosbag2 directories)
+        self._stack = ExitStack()
+        self._sources: list[_Source] = []
+        self._topics: dict[str, TopicInfo] = {}
+        self._decoders: dict[str, _Decoder] = {}
+        self._warned: set[str] = set()
+        self._closed = False
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+    def _fail(self, what: str, e: BaseException | None = None) -> BagError:
+        cause = f": {type(e).__name__}: {e}" if e is not None else ""
+        return BagError(f"{self.path}: {what}{cause}")
+
+    def _open(self) -> None:
+        p = self.path
+        if not p.exists():
+            raise self._fail("no such bag file or directory")
+        if p.is_dir():
+            files, storage_id, mode = self._resolve_dir(p)
+        elif p.suffix == ".bag":
+            files, storage_id, mode = [p], "rosbag1", ""
+        else:
+            storage_id = self._storage_of(p)
+            mode = "file" if p.suffix == ".zstd" else ""
+            files = [p]
+        self.storage = storage_id + ("+zstd" if mode == "file" else "")
+        for f in files:
+            self._sources.append(self._open_source(f, storage_id, mode))
+        self._build_topics()
+
+    def _storage_of(self, f: Path) -> str:
+        name = f.name[: -len(".zstd")] if f.name.endswith(".zstd") else f.name
+        for suf, kind in _STORAGE_SUFFIXES.items():
+            if name.endswith(suf):
+                return kind
+        raise self._fail(
+            f"unrecognised bag file {f.name!r}; expected a ROS 1 .bag, a rosbag2 directory or a .mcap/.db3 file"
+        )
+
+    def _resolve_dir(self, d: Path) -> tuple[list[Path], str, str]:
+        meta = d / "metadata.yaml"
+        if not meta.exists():
+            files = sorted(f for f in d.iterdir() if f.is_file() and any(f.name.endswith(s) for s in (".mcap", ".db3")))
+            zfiles = sorted(f for f in d.iterdir() if f.name.endswith((".mcap.zstd", ".db3.zstd")))
+            if not files and not zfiles:
+                listing = ", ".join(sorted(x.name for x in d.iterdir())[:20]) or "(empty)"
+                raise self._fail(
+                    f"not a rosbag2 directory: no metadata.yaml and no .mcap/.db3 file (contains {listing})"
+                )
+            log.info("%s: no metadata.yaml; reading storage files directly", d)
+            chosen = files or zfiles
+            kinds = {self._storage_of(f) for f in chosen}
+            if len(kinds) > 1:
+                raise self._fail(f"mixed storage files without metadata.yaml: {[f.name for f in chosen]}")
+            return chosen, kinds.pop(), "" if files else "file"
+        from ruamel.yaml import YAML  # a rosbags dependency
+
+        try:
+            doc = YAML(typ="safe").load(meta.read_text())
+            info = doc["rosbag2_bagfile_information"]
+            storage_id = str(info.get("storage_identifier") or "")
+            rel = [Path(str(x)).name for x in info.get("relative_file_paths") or []]
+            mode = str(info.get("compression_mode") or "").lower()
+            fmt = str(info.get("compression_format") or "").lower()
+        except Exception as e:
+            raise self._fail("cannot parse metadata.yaml", e) from e
+        self.metadata = info
+        if mode == "none":
+            mode = ""
+        if mode and fmt != "zstd":
+            raise self._fail(f"compression format {fmt!r} (mode {mode}) is not supported; only zstd")
+        if mode not in ("", "file", "message"):
+            raise self._fail(f"unknown compression_mode {mode!r} in metadata.yaml")
+        if storage_id not in ("sqlite3", "mcap"):
+            raise self._fail(f"storage plugin {storage_id!r} is not supported (only sqlite3 and mcap)")
+        if not rel:
+            raise self._fail("metadata.yaml lists no relative_file_paths")
+        files = [d / r for r in rel]
+        if missing := [f.name for f in files if not f.exists()]:
+            raise self._fail(f"storage files named in metadata.yaml are missing: {missing}")
+        return files, storage_id, mode
+
+    def _open_source(self, f: Path, storage_id: str, mode: str) -> _Source:
+        if storage_id == "rosbag1":
+            from rosbags.rosbag1 import Reader as Reader1
+
+            reader_cls: Any = Reader1
+        elif storage_id == "mcap":
+            from rosbags.rosbag2.storage_mcap import McapReader
+
+            reader_cls = McapReader
+        else:
+            from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+
+            reader_cls = Sqlite3Reader
+        path = f
+        if mode == "file" or f.name.endswith(".zstd"):
+            path = self._decompress(f)
+        try:
+            reader = reader_cls(path)
+            reader.open()
+        except Exception as e:
+            raise self._fail(f"cannot open {storage_id} storage {f.name} (corrupt or truncated?)", e) from e
+        self._stack.callback(reader.close)
+        return _Source(f, storage_id, reader, compressed_messages=mode == "message")
+
+    def _decompress(self, f: Path) -> Path:
+        try:
+            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
+        except ImportError:
+            from backports import zstd  # a rosbags dependency on Python < 3.14
+        tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pose2rgbd-bag-")))
+        out = tmp / (f.name[: -len(".zstd")] if f.name.endswith(".zstd") else f.name)
+        try:
+            with f.open("rb") as raw, zstd.open(raw, "rb") as src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except Exception as e:
+            raise self._fail(f"cannot zstd-decompress {f.name}", e) from e
+        return out
+
+    def _build_topics(self) -> None:
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        ros1 = any(s.kind == "rosbag1" for s in self._sources)
+        embedded = new_typestore(None)
+        self._embedded_store = embedded
+        parse_err: dict[str, str] = {}
+        seen: set[tuple[str, str]] = set()
+        for src in self._sources:
+            for c in src.reader.connections:
+                md = c.msgdef
+                if md.format == MessageDefinitionFormat.NONE or (c.msgtype, md.data) in seen:
+                    continue
+                seen.add((c.msgtype, md.data))
+                try:
+                    if md.format == MessageDefinitionFormat.MSG and _is_srv_event(c.msgtype, md.data):
+                        typs = _srv_event_types(c.msgtype, md.data)
+                    elif md.format == MessageDefinitionFormat.MSG:
+                        typs = get_types_from_msg(md.data, c.msgtype)
+                    else:
+                        typs = {}
+                        sep = "=" * 80 + "\n"
+                        parts = md.data.split(sep)[1:] if md.data.startswith(f"{sep}IDL: ") else [md.data]
+                        for part in parts:
+                            typs.update(
+                                get_types_from_idl(part.split("\n", 1)[1] if part.startswith("IDL: ") else part)
+                            )
+                    # Register only what is new or identical; a conflicting nested type keeps the first one.
+                    embedded.register({k: v for k, v in typs.items() if k not in embedded.fielddefs or k == c.msgtype})
+                except Exception as e:
+                    why = " ".join(str(e).split())
+                    why = why if len(why) < 160 else why[:157] + "..."
+                    parse_err[c.msgtype] = f"embedded definition cannot be used ({type(e).__name__}: {why})"
+        fallback = None if ros1 else get_typestore(self.default_distro)
+
+        counts: dict[str, int] = {}
+        types: dict[str, str] = {}
+        for src in self._sources:
+            for c in src.reader.connections:
+                mt = normalize_msgtype(c.msgtype)
+                if c.topic in types and types[c.topic] != mt:
+                    log.warning("%s: topic %s has several types (%s, %s)", self.path, c.topic, types[c.topic], mt)
+                types.setdefault(c.topic, mt)
+                counts[c.topic] = counts.get(c.topic, 0) + int(c.msgcount)
+                if c.msgtype in self._decoders:
+                    continue
+                cands: list[tuple[str, Callable[[Any, str], Any]]] = []
+                if c.msgtype in embedded.fielddefs:
+                    fn = embedded.deserialize_ros1 if src.kind == "rosbag1" else embedded.deserialize_cdr
+                    cands.append(("embedded definition", fn))
+                if fallback is not None and c.msgtype in fallback.fielddefs:
+                    cands.append((f"{self.default_distro} typestore", fallback.deserialize_cdr))
+                notes = [parse_err[c.msgtype]] if c.msgtype in parse_err else []
+                self._decoders[c.msgtype] = _Decoder(c.msgtype, cands, notes)
+        for topic, mt in sorted(types.items()):
+            dec = self._decoders.get(mt) or next(d for k, d in self._decoders.items() if normalize_msgtype(k) == mt)
+            err = None
+            if not dec.candidates:
+                why = dec.notes[0] if dec.notes else "the bag embeds no definition"
+                err = f"no usable definition for {mt}: {why}, and the {self.default_distro} typestore lacks it"
+            self._topics[topic] = TopicInfo(topic, mt, counts[topic], err)
+        self._crosscheck_metadata()
+
+    def _crosscheck_metadata(self) -> None:
+        if not self.metadata:
+            return
+        try:
+            meta_counts = {
+                t["topic_metadata"]["name"]: int(t["message_count"])
+                for t in self.metadata.get("topics_with_message_count") or []
+            }
+        except Exception:
+            log.warning("%s: metadata.yaml topics_with_message_count is malformed; ignored", self.path)
+            return
+        storage_counts = {k: v.count for k, v in self._topics.items()}
+        if meta_counts != storage_counts:
+            log.warning(
+                "%s: metadata.yaml disagrees with the storage files (metadata %s, storage %s); using the storage",
+                self.path,
+                meta_counts,
+                storage_counts,
+            )
+
+    # ------------------------------------------------------------------ public API
+    def close(self) -> None:
+        self._stack.close()
+        self._sources = []
+        self._closed = True
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def topics(self) -> dict[str, TopicInfo]:
+        """Topic name -> :class:`TopicInfo`, sorted by name."""
+        return dict(self._topics)
+
+    @property
+    def message_count(self) -> int:
+        return sum(t.count for t in self._topics.values())
+
+    @property
+    def start_ns(self) -> int:
+        """Log time of the first message (0 for an empty bag)."""
+        if not self.message_count:
+            return 0
+        return min(s.reader.start_time if s.kind == "rosbag1" else s.reader.metadata.start_time for s in self._sources)
+
+    @property
+    def end_ns(self) -> int:
+        """Log time of the last message (inclusive; 0 for an empty bag)."""
+        if not self.message_count:
+            return 0
+        # rosbags reports one past the last message for both ROS 1 and rosbag2.
+        return max(s.reader.end_time if s.kind == "rosbag1" else s.reader.metadata.end_time for s in self._sources) - 1
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def topics_of_type(self, msgtype: str) -> list[str]:
+        """Topics whose type is ``msgtype`` (``'sensor_msgs/msg/Image'`` or ``'sensor_msgs/Image'``)."""
+        mt = normalize_msgtype(msgtype)
+        return [t.name for t in self._topics.values() if t.msgtype == mt]
+
+    def describe_topics(self) -> str:
+        """One line per topic: ``name  type  count``."""
+        if not self._topics:
+            return "  (no topics)"
+        w = max(len(t) for t in self._topics)
+        return "\n".join(f"  {t.name:<{w}}  {t.msgtype}  ({t.count} msgs)" for t in self._topics.values())
+
+    def find_topic(self, msgtype: str, name: str | None = None) -> str:
+        """The topic of type ``msgtype``; ``name`` (when given) must exist and have that type.
+
+        Raises :class:`BagError` listing every topic and its type when it is missing or ambiguous.
+        """
+        mt = normalize_msgtype(msgtype)
+        if name:
+            info = self._topics.get(name)
+            if info is None:
+                raise BagError(f"{self.path}: topic {name!r} not in bag; topics:\n{self.describe_topics()}")
+            if info.msgtype != mt:
+                raise BagError(
+                    f"{self.path}: topic {name!r} has type {info.msgtype}, expected {mt}; topics:\n"
+                    f"{self.describe_topics()}"
+                )
+            return name
+        cands = self.topics_of_type(mt)
+        if len(cands) == 1:
+            return cands[0]
+        what = "no topic" if not cands else f"{len(cands)} topics ({', '.join(cands)})"
+        raise BagError(
+            f"{self.path}: {what} of type {mt}; name the topic explicitly. Topics:\n{self.describe_topics()}"
+        )
+
+    def messages(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+    ) -> Iterator[BagMessage]:
+        """Decoded messages in log-time order, optionally only ``topics`` and ``start_ns <= t < stop_ns``."""
+        for topic, stamp, msgtype, raw, decoder in self._raw(topics, start_ns, stop_ns):
+            try:
+                msg = decoder(raw)
+            except BagError as e:
+                raise BagError(f"{self.path}: topic {topic} at {stamp} ns: {e}") from e
+            yield BagMessage(topic, stamp, msg, msgtype)
+
+    def raw_messages(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+    ) -> Iterator[tuple[str, int, str, bytes]]:
+        """Undecoded ``(topic, stamp_ns, msgtype, data)``; data is CDR (rosbag2) or ROS 1 serialization."""
+        for topic, stamp, msgtype, raw, _ in self._raw(topics, start_ns, stop_ns, decode=False):
+            yield topic, stamp, msgtype, bytes(raw)
+
+    def _select(self, topics: Iterable[str] | None, decode: bool = True) -> set[str]:
+        if topics is None and not decode:
+            return set(self._topics)
+        if topics is None:
+            wanted = set()
+            for t in self._topics.values():
+                if t.error:
+                    if t.name not in self._warned:
+                        log.warning("%s: skipping topic %s (%d msgs): %s", self.path, t.name, t.count, t.error)
+                        self._warned.add(t.name)
+                else:
+                    wanted.add(t.name)
+            return wanted
+        wanted = {topics} if isinstance(topics, str) else set(topics)
+        if missing := sorted(wanted - self._topics.keys()):
+            raise BagError(f"{self.path}: topic(s) {missing} not in bag; topics:\n{self.describe_topics()}")
+        for name in sorted(wanted):
+            if decode and (err := self._topics[name].error):
+                raise BagError(f"{self.path}: topic {name} cannot be decoded: {err}")
+        return wanted
+
+    def _raw(
+        self, topics: Iterable[str] | None, start_ns: int | None, stop_ns: int | None, decode: bool = True
+    ) -> Iterator[tuple[str, int, str, Any, _Decoder]]:
+        if self._closed:
+            raise BagError(f"{self.path}: bag is closed")
+        wanted = self._select(topics, decode)
+        gens = []
+        for src in self._sources:
+            conns = [c for c in src.reader.connections if c.topic in wanted]
+            if conns:  # an empty list would mean "all" to rosbags
+                gens.append(self._source_iter(src, conns, start_ns, stop_ns))
+        yield from (gens[0] if len(gens) == 1 else heapq.merge(*gens, key=lambda x: x[1]))
+
+    def _source_iter(
+        self, src: _Source, conns: list[Any], start_ns: int | None, stop_ns: int | None
+    ) -> Iterator[tuple[str, int, str, Any, _Decoder]]:
+        decoders = {c.id: self._decoders[c.msgtype] for c in conns}
+        if src.compressed_messages:
+            try:
+                from compression import zstd  # type: ignore[import-not-found]
+            except ImportError:
+                from backports import zstd
+        it = src.reader.messages(conns, start_ns, stop_ns)
+        while True:
+            try:
+                conn, stamp, data = next(it)
+                if src.compressed_messages:
+                    data = zstd.decompress(data)
+            except StopIteration:
+                return
+            except BagError:
+                raise
+            except Exception as e:
+                raise BagError(
+                    f"{self.path}: cannot read messages from {src.file.name} (corrupt or truncated?): "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+            yield conn.topic, stamp, normalize_msgtype(conn.msgtype), data, decoders[conn.id]

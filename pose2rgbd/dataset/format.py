@@ -227,6 +227,9 @@ class DatasetWriter:
                 raise DatasetError(f"{self.path} already exists; choose another output or pass overwrite")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.root = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            self.root.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final dataset gets normal permissions
             self._count = 0
         else:
             self.root = self.path

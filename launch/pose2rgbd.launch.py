@@ -1,0 +1,63 @@
+"""Start both nodes: record the flight into a dataset and render the model's view of the current pose.
+
+ros2 launch pose2rgbd pose2rgbd.launch.py checkpoint:=/path/model.pt dataset:=/data/flight02
+"""
+
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("pose2rgbd")
+    args = [
+        DeclareLaunchArgument("checkpoint", description="model checkpoint (.pt) for the render node"),
+        DeclareLaunchArgument("dataset", default_value="", description="dataset directory for the record node"),
+        DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of both nodes"),
+        DeclareLaunchArgument("world_frame", default_value="map", description="world frame of the model (ENU)"),
+        DeclareLaunchArgument("camera_frame", default_value="camera_optical_frame", description="camera optical frame"),
+        DeclareLaunchArgument("rate", default_value="10.0", description="render rate in Hz"),
+        DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
+        DeclareLaunchArgument(
+            "render_params_file",
+            default_value=PathJoinSubstitution([share, "config", "render.yaml"]),
+            description="parameters of the render node",
+        ),
+        DeclareLaunchArgument(
+            "record_params_file",
+            default_value=PathJoinSubstitution([share, "config", "record.yaml"]),
+            description="parameters of the record node",
+        ),
+    ]
+
+    def include(name: str, **launch_args: LaunchConfiguration) -> IncludeLaunchDescription:
+        return IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", name])),
+            launch_arguments=list(launch_args.items()),
+        )
+
+    c = LaunchConfiguration
+    render = include(
+        "render.launch.py",
+        checkpoint=c("checkpoint"),
+        params_file=c("render_params_file"),
+        namespace=c("namespace"),
+        world_frame=c("world_frame"),
+        camera_frame=c("camera_frame"),
+        rate=c("rate"),
+        device=c("device"),
+        use_sim_time=c("use_sim_time"),
+    )
+    record = include(
+        "record.launch.py",
+        dataset=c("dataset"),
+        params_file=c("record_params_file"),
+        namespace=c("namespace"),
+        camera_frame=c("camera_frame"),
+        use_sim_time=c("use_sim_time"),
+    )
+    return LaunchDescription([*args, render, record])

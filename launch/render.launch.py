@@ -1,0 +1,53 @@
+"""Start the render node: rendered RGB + metric depth for the TF pose of the camera.
+
+ros2 launch pose2rgbd render.launch.py checkpoint:=/path/model.pt [rate:=10.0 device:=cuda ...]
+"""
+
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+
+def generate_launch_description() -> LaunchDescription:
+    args = [
+        DeclareLaunchArgument("checkpoint", description="model checkpoint (.pt) written by `pose2rgbd train`"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare("pose2rgbd"), "config", "render.yaml"]),
+            description="YAML with the render node's parameters (pose2rgbd_renderer: ros__parameters: ...)",
+        ),
+        DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of the node and topics"),
+        DeclareLaunchArgument("world_frame", default_value="map", description="world frame of the model (ENU)"),
+        DeclareLaunchArgument(
+            "camera_frame", default_value="camera_optical_frame", description="camera optical frame followed in TF"
+        ),
+        DeclareLaunchArgument("pose_source", default_value="tf", description="camera pose from 'tf' or a 'topic'"),
+        DeclareLaunchArgument("rate", default_value="10.0", description="render rate in Hz"),
+        DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
+    ]
+    node = Node(
+        package="pose2rgbd",
+        executable="render_node",
+        name="pose2rgbd_renderer",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "engine.checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+                "engine.device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "world_frame": ParameterValue(LaunchConfiguration("world_frame"), value_type=str),
+                "camera_frame": ParameterValue(LaunchConfiguration("camera_frame"), value_type=str),
+                "pose_source": ParameterValue(LaunchConfiguration("pose_source"), value_type=str),
+                "rate_hz": ParameterValue(LaunchConfiguration("rate"), value_type=float),
+                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+            },
+        ],
+    )
+    return LaunchDescription([*args, node])

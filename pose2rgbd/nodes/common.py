@@ -1,0 +1,38 @@
+"""Small pieces shared by the node logic: throttled logging and topic-name resolution."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+
+class Throttle:
+    """Let a message through at most once per ``period_s`` per key (clock: the node's ``now_ns``)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_ns = int(period_s * 1e9)
+        self._last: dict[str, int] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, now_ns: int) -> bool:
+        last = self._last.get(key)
+        if last is not None and 0 <= now_ns - last < self.period_ns:
+            self.suppressed[key] = self.suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now_ns
+        return True
+
+
+def get_logger(logger: Any | None, name: str) -> Any:
+    """The node logic logs pre-formatted strings only, so an rclpy logger works as well as a logging one."""
+    return logger if logger is not None else logging.getLogger(name)
+
+
+def resolve_topic(name: str, namespace: str = "", node_name: str = "") -> str:
+    """ROS-style resolution for the offline runtime: ``rgb`` -> ``/ns/rgb``, ``~/x`` -> ``/ns/node/x``."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if name.startswith("/"):
+        return name
+    if name.startswith("~"):
+        return f"{ns}/{node_name}/{name[1:].lstrip('/')}".replace("//", "/")
+    return f"{ns}/{name}"

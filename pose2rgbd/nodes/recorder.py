@@ -1,0 +1,503 @@
+"""Recorder node logic (no rclpy): camera + NavSatFix + Odometry -> dataset v1 frames and SyncedFrame msgs.
+
+Camera-driven synchronization (policy ``interpolate``, the default): every image waits until GPS and
+odometry both have a sample after its stamp; the two samples bracketing the stamp are interpolated (GPS
+linearly in lat/lon/alt, odometry position linearly and orientation by slerp) if they are at most
+``sync.max_gap_s`` apart, otherwise the image is dropped and counted. Policy ``approximate`` matches the
+three streams with message_filters' ApproximateTimeSynchronizer semantics (``queue_size``, ``slop_s``).
+
+Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, or ``datum.*`` when
+``datum.use_first_fix`` is false; a resumed dataset keeps its datum); orientation = odometry orientation
+(its frame assumed aligned with ENU, REP-105); then the camera mount ``T_base_cam`` (from /tf_static or
+``mount.*``): ``T_world_cam = T_world_base @ T_base_cam``.
+
+Outputs: frames appended to a dataset (``DatasetWriter(mode="append")``: flushed per frame, readable after
+a crash; re-running on the same output resumes after its last stamp) and/or ``pose2rgbd/msg/SyncedFrame``
+messages for ``ros2 bag record``. Recording starts/stops with :meth:`Recorder.set_recording` (the rclpy node
+exposes it as a ``std_srvs/SetBool`` service ``~/set_recording`` and a ``std_msgs/Bool`` topic).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.bags.images import image_msg_to_rgb
+from pose2rgbd.config import help_field
+from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
+from pose2rgbd.nodes import messages as M
+from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
+from pose2rgbd.runtime.tf_buffer import _slerp
+
+Output = tuple[str, Any]
+
+# REP-103 body (x forward, y left, z up) -> optical (x right, y down, z forward), as quat_xyzw
+_Q_BODY_OPTICAL = [-0.5, 0.5, -0.5, 0.5]
+
+
+@dataclass
+class RecorderTopics:
+    """Input and output topics."""
+
+    image: str = help_field("/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage)")
+    compressed: bool = help_field(False, "the image topic carries sensor_msgs/CompressedImage")
+    camera_info: str = help_field("/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo)")
+    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix)")
+    odom: str = help_field("/odom", "odometry whose orientation is used (nav_msgs/Odometry)")
+    synced: str = help_field("synced_frame", "output: synchronized frames (pose2rgbd/msg/SyncedFrame)")
+    recording: str = help_field("~/recording", "input: std_msgs/Bool, true starts and false stops recording")
+    diagnostics: str = help_field("/diagnostics", "counters (diagnostic_msgs/DiagnosticArray)")
+
+
+@dataclass
+class RecorderSync:
+    """How camera, GPS and odometry are matched."""
+
+    policy: str = help_field("interpolate", "'interpolate' (camera-driven) or 'approximate' (message_filters)")
+    max_gap_s: float = help_field(0.5, "interpolate: the two samples around an image may be at most this apart")
+    queue_size: int = help_field(30, "images waiting for GPS/odometry (interpolate) or per-input queue (approximate)")
+    slop_s: float = help_field(0.05, "approximate: largest stamp spread of a matched triple")
+    buffer_s: float = help_field(10.0, "seconds of GPS/odometry history kept")
+
+
+@dataclass
+class RecorderMount:
+    """Camera mount T_base_cam."""
+
+    source: str = help_field("tf_static", "'tf_static' (look base_frame -> camera_frame up) or 'config'")
+    base_frame: str = help_field("base_link", "the frame odometry reports (its child_frame_id)")
+    camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103)")
+    translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")  # noqa: RUF009
+    quat_xyzw: list[float] = help_field(list(_Q_BODY_OPTICAL), "config mount: rotation base -> optical (xyzw)")  # noqa: RUF009
+
+
+@dataclass
+class RecorderDatum:
+    """ENU origin."""
+
+    use_first_fix: bool = help_field(True, "ENU origin at the first valid GPS fix (else lat/lon/alt below)")
+    lat_deg: float = help_field(0.0, "datum latitude (degrees)")
+    lon_deg: float = help_field(0.0, "datum longitude (degrees)")
+    alt_m: float = help_field(0.0, "datum altitude above the WGS-84 ellipsoid (m)")
+
+
+@dataclass
+class RecorderOutput:
+    """Where frames go."""
+
+    dataset: str = help_field("", "dataset directory to append to (empty: do not write a dataset)")
+    name: str = help_field("recording", "dataset name in its manifest")
+    rgb_encoding: str = help_field("png", "png or jpg")
+    width: int = help_field(0, "resize images to this width (0: keep; needs height too)")
+    height: int = help_field(0, "resize images to this height (0: keep)")
+    publish_synced: bool = help_field(True, "publish pose2rgbd/msg/SyncedFrame")
+    source_name: str = help_field("recording", "name of this recording in the manifest's sources")
+
+
+@dataclass
+class RecorderConfig:
+    """The record node."""
+
+    topics: RecorderTopics = field(default_factory=RecorderTopics, metadata={"help": "topics"})
+    sync: RecorderSync = field(default_factory=RecorderSync, metadata={"help": "synchronization"})
+    mount: RecorderMount = field(default_factory=RecorderMount, metadata={"help": "camera mount"})
+    datum: RecorderDatum = field(default_factory=RecorderDatum, metadata={"help": "ENU datum"})
+    output: RecorderOutput = field(default_factory=RecorderOutput, metadata={"help": "outputs"})
+    world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
+    start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
+    min_fix_status: int = help_field(0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)")
+    warn_throttle_s: float = help_field(5.0, "repeat the same warning at most this often")
+
+    def __post_init__(self) -> None:
+        if self.sync.policy not in ("interpolate", "approximate"):
+            raise ConfigError(f"sync.policy: {self.sync.policy!r} is not 'interpolate' or 'approximate'")
+        if self.mount.source not in ("tf_static", "config"):
+            raise ConfigError(f"mount.source: {self.mount.source!r} is not 'tf_static' or 'config'")
+        if self.output.rgb_encoding not in ("png", "jpg"):
+            raise ConfigError("output.rgb_encoding must be png or jpg")
+        if (self.output.width > 0) != (self.output.height > 0):
+            raise ConfigError("output.width and output.height must both be set (or both 0)")
+        if self.sync.queue_size < 1 or self.sync.max_gap_s <= 0:
+            raise ConfigError("sync.queue_size must be >= 1 and sync.max_gap_s > 0")
+
+
+@dataclass
+class _Fix:
+    lla: np.ndarray
+    msg: Any
+
+
+@dataclass
+class _Odom:
+    t: np.ndarray
+    q: np.ndarray
+    msg: Any
+
+
+class Recorder:
+    """Message-level recorder (see module docstring). Call :meth:`close` at the end."""
+
+    def __init__(self, cfg: RecorderConfig, factory: M.MessageFactory, *, logger: Any = None) -> None:
+        self.cfg = cfg
+        self.f = factory
+        self.log = get_logger(logger, "pose2rgbd.recorder")
+        self._warn = Throttle(cfg.warn_throttle_s)
+        horizon = int(cfg.sync.buffer_s * 1e9)
+        self.gps = InterpolatingStream(horizon)
+        self.odom = InterpolatingStream(horizon)
+        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self._approx = ApproximateTimeSync(3, cfg.sync.queue_size, int(cfg.sync.slop_s * 1e9), self._on_triple)
+        self._approx_out: list[Output] = []
+        self.recording = cfg.start_recording
+        self.camera_info: Any = None
+        self.camera: PinholeCamera | None = None
+        self.T_base_cam: np.ndarray | None = None
+        if cfg.mount.source == "config":
+            self.set_mount(
+                M.pose_to_matrix(_PoseLike(cfg.mount.translation, cfg.mount.quat_xyzw)),
+            )
+        self.datum: Datum | None = None
+        if not cfg.datum.use_first_fix:
+            self.datum = Datum(cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m)
+        self.writer: Any = None
+        self.resume_after_ns: int | None = None
+        self.counters = {
+            "frames": 0,
+            "images": 0,
+            "dropped_no_support": 0,
+            "dropped_queue": 0,
+            "dropped_no_mount": 0,
+            "dropped_no_camera_info": 0,
+            "dropped_not_recording": 0,
+            "skipped_already_recorded": 0,
+            "bad_fixes": 0,
+            "bad_odometry": 0,
+            "bad_images": 0,
+        }
+        if cfg.output.dataset:
+            self._load_existing(Path(cfg.output.dataset))
+
+    # ------------------------------------------------------------------ setup
+    def _load_existing(self, path: Path) -> None:
+        """Resume: keep an existing dataset's datum and skip frames up to its last stamp."""
+        from pose2rgbd.dataset import Dataset
+
+        if not (path / "manifest.yaml").is_file():
+            return
+        try:
+            ds = Dataset(path, check_files=False)
+        except DatasetError as e:
+            if "no frames" not in str(e):
+                raise
+            return
+        if ds.manifest.datum is not None:
+            self.datum = ds.manifest.datum
+        self.resume_after_ns = int(ds.frames.stamp_ns.max())
+        self.log.info(f"resuming {path}: {len(ds)} frames, continuing after stamp {self.resume_after_ns}")
+
+    def set_mount(self, T_base_cam: np.ndarray) -> None:
+        self.T_base_cam = np.asarray(T_base_cam, dtype=np.float64)
+
+    def set_recording(self, enable: bool) -> tuple[bool, str]:
+        """Start / stop recording (std_srvs/SetBool semantics: returns (success, message))."""
+        enable = bool(enable)
+        if enable == self.recording:
+            return True, f"already {'recording' if enable else 'stopped'}"
+        self.recording = enable
+        if not enable:
+            self.counters["dropped_not_recording"] += len(self._pending)
+            self._pending.clear()
+            self._approx.queues = [{} for _ in self._approx.queues]
+        self.log.info("recording started" if enable else "recording stopped")
+        return True, "recording" if enable else "stopped"
+
+    def on_recording_msg(self, msg: Any) -> None:
+        self.set_recording(bool(msg.data))
+
+    def input_types(self) -> dict[str, str]:
+        t = self.cfg.topics
+        return {
+            t.image: "sensor_msgs/msg/CompressedImage" if t.compressed else "sensor_msgs/msg/Image",
+            t.camera_info: "sensor_msgs/msg/CameraInfo",
+            t.gps: "sensor_msgs/msg/NavSatFix",
+            t.odom: "nav_msgs/msg/Odometry",
+        }
+
+    def output_types(self) -> dict[str, str]:
+        t = self.cfg.topics
+        return {t.synced: "pose2rgbd/msg/SyncedFrame", t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray"}
+
+    # ------------------------------------------------------------------ inputs
+    def _warning(self, key: str, now_ns: int, text: str) -> None:
+        if self._warn(key, now_ns):
+            n = self._warn.suppressed.pop(key, 0)
+            self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
+
+    def on_camera_info(self, msg: Any) -> None:
+        try:
+            cam = M.camera_from_info(msg)
+        except GeometryError as e:
+            self._warning("info", 0, f"ignoring bad CameraInfo: {e}")
+            return
+        self.camera_info = msg
+        self.camera = cam
+
+    def on_gps(self, msg: Any, now_ns: int) -> list[Output]:
+        lla = np.array([msg.latitude, msg.longitude, msg.altitude], dtype=np.float64)
+        status = int(getattr(msg.status, "status", 0))
+        if not np.all(np.isfinite(lla)) or status < self.cfg.min_fix_status or abs(lla[0]) > 90 or abs(lla[1]) > 180:
+            self.counters["bad_fixes"] += 1
+            self._warning("fix", now_ns, f"ignoring GPS fix (status {status}, lat/lon/alt {lla.tolist()})")
+            return []
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if self.datum is None:
+            self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
+            self.log.info(f"ENU datum at the first fix: {self.datum}")
+        if self.cfg.sync.policy == "approximate":
+            return self._approx_add(1, stamp, _Fix(lla, msg))
+        self.gps.add(stamp, _Fix(lla, msg))
+        return self._process(now_ns)
+
+    def on_odom(self, msg: Any, now_ns: int) -> list[Output]:
+        p, o = msg.pose.pose.position, msg.pose.pose.orientation
+        t = np.array([p.x, p.y, p.z], dtype=np.float64)
+        q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
+        n = np.linalg.norm(q)
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))) or n < 1e-6:
+            self.counters["bad_odometry"] += 1
+            self._warning("odom", now_ns, "ignoring odometry with NaN or a zero quaternion")
+            return []
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if self.cfg.sync.policy == "approximate":
+            return self._approx_add(2, stamp, _Odom(t, q / n, msg))
+        self.odom.add(stamp, _Odom(t, q / n, msg))
+        return self._process(now_ns)
+
+    def on_image(self, msg: Any, now_ns: int) -> list[Output]:
+        self.counters["images"] += 1
+        if not self.recording:
+            self.counters["dropped_not_recording"] += 1
+            return []
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
+            self.counters["skipped_already_recorded"] += 1
+            return []
+        if self.cfg.sync.policy == "approximate":
+            return self._approx_add(0, stamp, msg)
+        self._pending.append((stamp, msg))
+        while len(self._pending) > self.cfg.sync.queue_size:
+            self._pending.popleft()
+            self.counters["dropped_queue"] += 1
+            self._warning("queue", now_ns, "image queue full while waiting for GPS/odometry; dropping the oldest")
+        return self._process(now_ns)
+
+    # ------------------------------------------------------------------ synchronization
+    def _process(self, now_ns: int) -> list[Output]:
+        out: list[Output] = []
+        gap = int(self.cfg.sync.max_gap_s * 1e9)
+        while self._pending:
+            stamp, img = self._pending[0]
+            sg, g = self.gps.status(stamp, gap)
+            so, o = self.odom.status(stamp, gap)
+            if "drop" in (sg, so):
+                self._pending.popleft()
+                self.counters["dropped_no_support"] += 1
+                why = g if sg == "drop" else o
+                self._warning(
+                    "support", now_ns, f"image at {stamp} dropped: {'GPS' if sg == 'drop' else 'odometry'} {why}"
+                )
+                continue
+            if "wait" in (sg, so):
+                break
+            self._pending.popleft()
+            f0, f1, a = g
+            o0, o1, b = o
+            lla = lerp(f0.lla, f1.lla, a)
+            t = lerp(o0.t, o1.t, b)
+            q = _slerp(o0.q, o1.q, b)
+            near_fix = f0 if a < 0.5 else f1
+            near_odom = o0 if b < 0.5 else o1
+            out += self._emit(stamp, img, lla, t, q, near_fix.msg, near_odom.msg, now_ns)
+        return out
+
+    def _approx_add(self, index: int, stamp: int, item: Any) -> list[Output]:
+        self._approx_out = []
+        self._approx_now = stamp
+        self._approx.add(index, stamp, item)
+        out, self._approx_out = self._approx_out, []
+        return out
+
+    def _on_triple(self, img: Any, fix: _Fix, odom: _Odom) -> None:
+        stamp = M.stamp_to_ns(img.header.stamp)
+        self._approx_out += self._emit(stamp, img, fix.lla, odom.t, odom.q, fix.msg, odom.msg, self._approx_now)
+
+    def finish(self) -> None:
+        """End of input: images still waiting for GPS/odometry are dropped (counted)."""
+        self.counters["dropped_no_support"] += len(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.finish()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # ------------------------------------------------------------------ outputs
+    def pose_at(self, lla: np.ndarray, q_odom: np.ndarray) -> np.ndarray:
+        """T_world_cam from an interpolated fix and odometry orientation (needs datum and mount)."""
+        assert self.datum is not None and self.T_base_cam is not None
+        T_world_base = np.eye(4)
+        T_world_base[:3, :3] = quat_xyzw_to_matrix(q_odom)
+        T_world_base[:3, 3] = self.datum.to_enu(lla[0], lla[1], lla[2])
+        return T_world_base @ self.T_base_cam
+
+    def _emit(
+        self,
+        stamp: int,
+        img: Any,
+        lla: np.ndarray,
+        t_odom: np.ndarray,
+        q_odom: np.ndarray,
+        fix: Any,
+        odom: Any,
+        now_ns: int,
+    ) -> list[Output]:
+        if self.T_base_cam is None:
+            self.counters["dropped_no_mount"] += 1
+            self._warning(
+                "mount",
+                now_ns,
+                f"no camera mount yet ({self.cfg.mount.base_frame} -> {self.cfg.mount.camera_frame} not in "
+                "/tf_static); frame dropped",
+            )
+            return []
+        if self.cfg.output.dataset and self.camera is None:
+            self.counters["dropped_no_camera_info"] += 1
+            self._warning("noinfo", now_ns, f"no CameraInfo on {self.cfg.topics.camera_info} yet; frame dropped")
+            return []
+        try:
+            T = self.pose_at(lla, q_odom)
+        except GeometryError as e:
+            self.counters["bad_fixes"] += 1
+            self._warning("pose", now_ns, f"frame dropped: {e}")
+            return []
+        out: list[Output] = []
+        if self.cfg.output.dataset:
+            try:
+                rgb = image_msg_to_rgb(img)
+            except (GeometryError, BagError) as e:
+                self.counters["bad_images"] += 1
+                self._warning("img", now_ns, f"frame dropped: {e}")
+                return []
+            self._write(stamp, T, rgb, lla)
+        self.counters["frames"] += 1
+        if self.cfg.output.publish_synced:
+            out.append((self.cfg.topics.synced, self._synced_msg(stamp, img, lla, t_odom, q_odom, fix, odom, T)))
+        return out
+
+    def _open_writer(self) -> None:
+        from pose2rgbd.dataset import DatasetWriter, Manifest
+
+        assert self.camera is not None
+        out = self.cfg.output
+        cam = self.camera if out.width == 0 else self.camera.scaled(out.width, out.height)
+        manifest = Manifest(
+            name=out.name,
+            camera=cam,
+            depth_kind="none",
+            rgb_encoding=out.rgb_encoding,
+            world_frame=self.cfg.world_frame,
+            camera_frame=self.cfg.mount.camera_frame,
+            datum=self.datum,
+            sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
+            extra={"recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s}},
+        )
+        self.writer = DatasetWriter(out.dataset, manifest, mode="append")
+
+    def _write(self, stamp: int, T: np.ndarray, rgb: np.ndarray, lla: np.ndarray) -> None:
+        if self.writer is None:
+            self._open_writer()
+        cam = self.writer.manifest.camera
+        if rgb.shape[:2] != (cam.height, cam.width):
+            rgb = M.resize_rgb(rgb, cam.width, cam.height)
+        self.writer.add_frame(stamp, T, rgb, None, latlonalt=(float(lla[0]), float(lla[1]), float(lla[2])))
+
+    def _synced_msg(
+        self,
+        stamp: int,
+        img: Any,
+        lla: np.ndarray,
+        t_odom: np.ndarray,
+        q_odom: np.ndarray,
+        fix: Any,
+        odom: Any,
+        T: np.ndarray,
+    ) -> Any:
+        f = self.f
+        hdr = M.header(f, stamp, self.cfg.mount.camera_frame)
+        compressed = hasattr(img, "format") and not hasattr(img, "encoding")
+        fix_msg = f.new(
+            "sensor_msgs/msg/NavSatFix",
+            header=M.header(f, stamp, str(fix.header.frame_id)),
+            status=f.new(
+                "sensor_msgs/msg/NavSatStatus", status=int(fix.status.status), service=int(fix.status.service)
+            ),
+            latitude=float(lla[0]),
+            longitude=float(lla[1]),
+            altitude=float(lla[2]),
+            position_covariance=np.asarray(fix.position_covariance, dtype=np.float64),
+            position_covariance_type=int(fix.position_covariance_type),
+        )
+        pose_odom = M.pose_msg(f, _T(t_odom, q_odom))
+        odom_msg = f.new(
+            "nav_msgs/msg/Odometry",
+            header=M.header(f, stamp, str(odom.header.frame_id)),
+            child_frame_id=str(odom.child_frame_id),
+            pose=f.new(
+                "geometry_msgs/msg/PoseWithCovariance",
+                pose=pose_odom,
+                covariance=np.asarray(odom.pose.covariance, dtype=np.float64),
+            ),
+            twist=odom.twist,
+        )
+        return f.new(
+            "pose2rgbd/msg/SyncedFrame",
+            header=hdr,
+            image=img if not compressed else f.new("sensor_msgs/msg/Image", header=hdr),
+            compressed_image=img if compressed else f.new("sensor_msgs/msg/CompressedImage", header=hdr),
+            camera_info=self.camera_info if self.camera_info is not None else f.new("sensor_msgs/msg/CameraInfo"),
+            fix=fix_msg,
+            odom=odom_msg,
+            pose=M.pose_stamped(f, T, stamp, self.cfg.world_frame),
+        )
+
+    def diagnostics(self, now_ns: int) -> Any:
+        c = self.counters
+        level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
+        text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
+
+
+def _T(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = quat_xyzw_to_matrix(q)
+    T[:3, 3] = t
+    return T
+
+
+class _PoseLike:
+    """Adapter so the config mount goes through the same validation as a geometry_msgs/Pose."""
+
+    def __init__(self, t: Any, q: Any) -> None:
+        if len(t) != 3 or len(q) != 4:
+            raise ConfigError("mount.translation needs 3 numbers and mount.quat_xyzw 4")
+        self.position = type("P", (), {"x": float(t[0]), "y": float(t[1]), "z": float(t[2])})()
+        self.orientation = type("Q", (), {"x": float(q[0]), "y": float(q[1]), "z": float(q[2]), "w": float(q[3])})()

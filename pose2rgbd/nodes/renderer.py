@@ -1,0 +1,279 @@
+"""Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / camera_info / RGBD.
+
+The runtime (rclpy node or offline bag runner) owns subscriptions, timers and publishers and calls:
+
+* :meth:`Renderer.on_pose` for each ``geometry_msgs/PoseStamped`` (pose source ``topic``): the pose is
+  validated and kept as *the* latest one (one slot: a 1 kHz flood never queues work); with ``rate_hz == 0``
+  it is rendered at once, else at the next :meth:`Renderer.tick`;
+* :meth:`Renderer.tick` at ``rate_hz``: looks the camera up in TF (pose source ``tf``) through the ``lookup``
+  callable, or takes the pending topic pose, renders and returns ``[(topic, msg), ...]`` to publish;
+* :meth:`Renderer.render_at_pose` for the RenderAtPose service;
+* :meth:`Renderer.diagnostics` about once a second (latency, out-of-bounds, drops) -> DiagnosticArray.
+
+Bad input never raises out of these calls: NaN poses are rejected and logged, missing / stale TF gives a
+throttled warning and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pose2rgbd.config import help_field
+from pose2rgbd.errors import ConfigError, GeometryError
+from pose2rgbd.inference.engine import EngineConfig, InferenceEngine, RenderResult
+from pose2rgbd.nodes import messages as M
+from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.runtime.tf_buffer import TransformException
+
+Output = tuple[str, Any]
+Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
+
+
+@dataclass
+class RendererTopics:
+    """Output topic names (relative names resolve in the node's namespace)."""
+
+    rgb: str = help_field("rgb/image_raw", "rendered colour image (sensor_msgs/Image, rgb8)")
+    depth: str = help_field("depth/image_raw", "rendered depth (sensor_msgs/Image, 32FC1, metres along optical Z)")
+    confidence: str = help_field("confidence/image_raw", "per-pixel confidence (sensor_msgs/Image, 32FC1, [0, 1])")
+    camera_info: str = help_field("camera_info", "intrinsics at the output size (sensor_msgs/CameraInfo)")
+    rgbd: str = help_field("rgbd", "everything bundled with the query pose (pose2rgbd/msg/RGBD)")
+    diagnostics: str = help_field("/diagnostics", "latency and out-of-bounds (diagnostic_msgs/DiagnosticArray)")
+    pose: str = help_field("pose", "input T_world_cam when pose_source is 'topic' (geometry_msgs/PoseStamped)")
+
+
+@dataclass
+class RendererPublish:
+    """Which outputs to publish."""
+
+    rgb: bool = help_field(True, "publish the rgb image topic")
+    depth: bool = help_field(True, "publish the depth image topic")
+    confidence: bool = help_field(True, "publish the confidence topic (when the model has one)")
+    camera_info: bool = help_field(True, "publish camera_info with every frame")
+    rgbd: bool = help_field(True, "publish the bundled RGBD message")
+
+
+@dataclass
+class RendererConfig:
+    """The render node: which pose to follow, how often, what to publish."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "model and inference settings"})
+    pose_source: str = help_field(
+        "tf", "where the camera pose comes from: 'tf' (world_frame -> camera_frame) or 'topic'"
+    )
+    world_frame: str = help_field("map", "world frame of the model (ENU, the frame the training poses are in)")
+    camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103: x right, y down, z forward)")
+    rate_hz: float = help_field(10.0, "render rate; with pose_source 'topic', 0 renders every received pose")
+    max_pose_age_s: float = help_field(0.5, "skip (and warn) when the newest pose is older than this")
+    tf_timeout_s: float = help_field(0.0, "rclpy only: how long a TF lookup may wait (0: never block)")
+    warn_throttle_s: float = help_field(5.0, "repeat the same warning at most this often")
+    diagnostics_period_s: float = help_field(1.0, "diagnostics publishing period (0: off)")
+    topics: RendererTopics = field(default_factory=RendererTopics, metadata={"help": "topic names"})
+    publish: RendererPublish = field(default_factory=RendererPublish, metadata={"help": "outputs to publish"})
+
+    def __post_init__(self) -> None:
+        if self.pose_source not in ("tf", "topic"):
+            raise ConfigError(f"pose_source: {self.pose_source!r} is not 'tf' or 'topic'")
+        if self.rate_hz < 0 or (self.pose_source == "tf" and self.rate_hz == 0):
+            raise ConfigError("rate_hz must be > 0 (or 0 with pose_source 'topic': render every pose)")
+        if not self.world_frame or not self.camera_frame:
+            raise ConfigError("world_frame and camera_frame must be set")
+
+
+PoseSource = Literal["tf", "topic"]
+
+
+class Renderer:
+    """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
+
+    def __init__(self, cfg: RendererConfig, engine: InferenceEngine, factory: M.MessageFactory, *, logger: Any = None):
+        self.cfg = cfg
+        self.engine = engine
+        self.f = factory
+        self.log = get_logger(logger, "pose2rgbd.renderer")
+        self._warn = Throttle(cfg.warn_throttle_s)
+        self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
+        self._last_rendered_stamp: int | None = None
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self.counters = {
+            "frames": 0,
+            "rejected_poses": 0,
+            "superseded_poses": 0,
+            "tf_failures": 0,
+            "stale_poses": 0,
+            "out_of_bounds": 0,
+            "cache_hits": 0,
+            "render_errors": 0,
+        }
+        self._last_oob = False
+        self._camera_info_cache: Any = None
+
+    # ------------------------------------------------------------------ helpers
+    def _warning(self, key: str, now_ns: int, text: str) -> None:
+        if self._warn(key, now_ns):
+            n = self._warn.suppressed.pop(key, 0)
+            self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
+
+    def pose_from_msg(self, msg: Any) -> tuple[int, np.ndarray]:
+        """PoseStamped -> (stamp_ns, T_world_cam); raises GeometryError (NaN, bad quaternion, wrong frame)."""
+        frame = str(msg.header.frame_id).lstrip("/")
+        if frame and frame != self.cfg.world_frame:
+            raise GeometryError(f"pose is in frame '{frame}', expected the world frame '{self.cfg.world_frame}'")
+        return M.stamp_to_ns(msg.header.stamp), M.pose_to_matrix(msg.pose)
+
+    # ------------------------------------------------------------------ inputs
+    def on_pose(self, msg: Any, now_ns: int) -> list[Output]:
+        """A PoseStamped arrived (pose source 'topic'). Returns outputs only when ``rate_hz == 0``."""
+        try:
+            stamp, T = self.pose_from_msg(msg)
+        except GeometryError as e:
+            self.counters["rejected_poses"] += 1
+            self._warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
+            return []
+        if self._pending is not None:
+            self.counters["superseded_poses"] += 1
+        self._pending = (stamp, T)
+        if self.cfg.rate_hz == 0:
+            return self.tick(now_ns)
+        return []
+
+    def tick(self, now_ns: int, lookup: Lookup | None = None) -> list[Output]:
+        """Render the current pose (TF lookup or latest topic pose). Never raises on bad input."""
+        if self.cfg.pose_source == "tf":
+            if lookup is None:
+                raise ConfigError("pose_source is 'tf' but no TF lookup was given to tick()")
+            try:
+                T, stamp = lookup(self.cfg.world_frame, self.cfg.camera_frame, 0)
+            except TransformException as e:
+                self.counters["tf_failures"] += 1
+                self._warning(
+                    "tf",
+                    now_ns,
+                    f"no transform {self.cfg.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
+                )
+                return []
+            if stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render
+                return []
+        else:
+            if self._pending is None:
+                return []
+            stamp, T = self._pending
+            self._pending = None
+        age_s = (now_ns - stamp) * 1e-9
+        if self.cfg.max_pose_age_s > 0 and age_s > self.cfg.max_pose_age_s:
+            self.counters["stale_poses"] += 1
+            self._warning(
+                "stale", now_ns, f"newest pose is {age_s:.2f} s old (max_pose_age_s {self.cfg.max_pose_age_s}); skipped"
+            )
+            return []
+        try:
+            res = self.engine.render_lookahead(T, stamp)
+        except GeometryError as e:
+            self.counters["rejected_poses"] += 1
+            self._warning("bad_pose", now_ns, f"rejected pose: {e}")
+            return []
+        self._last_rendered_stamp = stamp
+        return self._outputs(res, stamp)
+
+    def render_at_pose(self, request: Any, response: Any, now_ns: int) -> Any:
+        """RenderAtPose service: fills and returns ``response`` (success false + message on bad input)."""
+        try:
+            stamp, T = self.pose_from_msg(request.pose)
+            res = self.engine.render(T)
+        except GeometryError as e:
+            self.counters["rejected_poses"] += 1
+            response.success = False
+            response.message = f"rejected: {e}"
+            return response
+        stamp = stamp or now_ns
+        msgs = self._build(res, stamp)
+        response.success = True
+        response.message = "out of bounds: outside the training poses" if bool(res.out_of_bounds[0]) else "ok"
+        response.rgbd = msgs["rgbd"]
+        return response
+
+    # ------------------------------------------------------------------ outputs
+    def _build(self, res: RenderResult, stamp: int) -> dict[str, Any]:
+        f, cfg = self.f, self.cfg
+        hdr = M.header(f, stamp, cfg.camera_frame)
+        rgb = M.image_msg(f, None if res.rgb is None else res.rgb[0], "rgb8", hdr)
+        depth = M.image_msg(f, None if res.depth is None else res.depth[0], "32FC1", hdr)
+        conf = M.image_msg(f, None if res.confidence is None else res.confidence[0], "32FC1", hdr)
+        info = M.camera_info_msg(f, self.engine.camera, hdr)
+        latency_ms = res.latency_s * 1e3
+        rgbd = f.new(
+            "pose2rgbd/msg/RGBD",
+            header=hdr,
+            query_pose=M.pose_stamped(f, res.T_world_cam[0], stamp, cfg.world_frame),
+            rgb=rgb,
+            depth=depth,
+            confidence=conf,
+            camera_info=info,
+            out_of_bounds=bool(res.out_of_bounds[0]),
+            from_cache=bool(res.from_cache[0]),
+            latency_ms=float(latency_ms),
+        )
+        return {"rgb": rgb, "depth": depth, "confidence": conf, "camera_info": info, "rgbd": rgbd}
+
+    def _outputs(self, res: RenderResult, stamp: int) -> list[Output]:
+        t0 = time.perf_counter()
+        msgs = self._build(res, stamp)
+        self._latency_ms.append((res.latency_s + time.perf_counter() - t0) * 1e3)
+        self.counters["frames"] += 1
+        self.counters["cache_hits"] += int(res.from_cache[0])
+        oob = bool(res.out_of_bounds[0])
+        self.counters["out_of_bounds"] += int(oob)
+        if oob and not self._last_oob:
+            self.log.warning("camera pose is outside the training poses (+ margin): renders are unreliable")
+        self._last_oob = oob
+        pub, top = self.cfg.publish, self.cfg.topics
+        out: list[Output] = []
+        if pub.rgb and res.rgb is not None:
+            out.append((top.rgb, msgs["rgb"]))
+        if pub.depth and res.depth is not None:
+            out.append((top.depth, msgs["depth"]))
+        if pub.confidence and res.confidence is not None:
+            out.append((top.confidence, msgs["confidence"]))
+        if pub.camera_info:
+            out.append((top.camera_info, msgs["camera_info"]))
+        if pub.rgbd:
+            out.append((top.rgbd, msgs["rgbd"]))
+        return out
+
+    def output_types(self) -> dict[str, str]:
+        """topic -> message type for everything :meth:`tick` may return (for bag writers / publishers)."""
+        t = self.cfg.topics
+        return {
+            t.rgb: "sensor_msgs/msg/Image",
+            t.depth: "sensor_msgs/msg/Image",
+            t.confidence: "sensor_msgs/msg/Image",
+            t.camera_info: "sensor_msgs/msg/CameraInfo",
+            t.rgbd: "pose2rgbd/msg/RGBD",
+            t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray",
+        }
+
+    def latency_percentiles_ms(self) -> tuple[float, float]:
+        if not self._latency_ms:
+            return float("nan"), float("nan")
+        a = np.asarray(self._latency_ms)
+        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+    def diagnostics(self, now_ns: int) -> Any:
+        p50, p99 = self.latency_percentiles_ms()
+        c = self.counters
+        if c["frames"] == 0:
+            level, text = 1, "no frame rendered yet (waiting for a pose)"
+        elif self._last_oob:
+            level, text = 1, "current pose is out of the training bounds"
+        else:
+            level, text = 0, "rendering"
+        values = {"latency_p50_ms": f"{p50:.2f}", "latency_p99_ms": f"{p99:.2f}", **c}
+        values["device"] = str(self.engine.device)
+        values["precision"] = self.engine.precision
+        return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)

@@ -1,0 +1,122 @@
+"""A small synthetic flight over flat ground as a rosbag2, consistent with the analytic stand-in model of
+:mod:`pose2rgbd.inference.testing` (tests and benchmarks of the runtimes; the full simulator is
+:mod:`pose2rgbd.sim`).
+
+Topics (the simulator's layout): ``/camera/image_raw`` (rgb8, or ``/camera/image_raw/compressed``),
+``/camera/camera_info``, ``/gps/fix`` (10 Hz), ``/odom`` (50 Hz, odom -> base_link, odom aligned with map),
+``/tf`` map -> base_link (50 Hz), ``/tf_static`` base_link -> camera_optical_frame,
+``/ground_truth/pose`` (map -> camera_optical_frame) and ``/ground_truth/depth`` (32FC1) at camera stamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.geometry.geodesy import Datum
+
+T0_NS = 1_700_000_000_000_000_000
+DATUM = Datum(47.3769, 8.5417, 420.0)
+# camera looking straight down from base_link, 10 cm below it
+T_BASE_CAM = np.array([[1.0, 0, 0, 0.05], [0, -1.0, 0, 0.0], [0, 0, -1.0, -0.1], [0, 0, 0, 1.0]])
+
+
+@dataclass
+class FlightTruth:
+    """What the bag contains, for checks: camera stamps and poses, and the datum of the fixes."""
+
+    camera_stamps_ns: np.ndarray
+    T_world_cam: np.ndarray
+    datum: Datum
+
+
+def T_world_base(t_s: np.ndarray | float) -> np.ndarray:
+    """Smooth flight: 2 m/s east, a gentle north sway, slowly climbing, slowly yawing."""
+    t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+    T = np.repeat(np.eye(4)[None], len(t), axis=0)
+    T[:, :3, 3] = np.stack([2.0 * t - 3.0, 1.5 * np.sin(0.8 * t), 20.0 + 0.5 * t], axis=-1)
+    T[:, :3, :3] = Rotation.from_euler("xyz", np.stack([0.02 * np.sin(t), 0.03 * np.cos(t), 0.15 * t], -1)).as_matrix()
+    return T
+
+
+def write_flight_bag(
+    path: str | Path,
+    *,
+    duration_s: float = 3.0,
+    camera_hz: float = 10.0,
+    size: int = 64,
+    compressed: bool = False,
+    storage: str = "mcap",
+    hfov_deg: float = 90.0,
+) -> FlightTruth:
+    """Write the bag (see module docstring); returns the ground truth."""
+    import torch
+
+    from pose2rgbd.bags import (
+        BagWriter,
+        camera_info,
+        navsatfix,
+        numpy_to_compressed,
+        numpy_to_image,
+        odometry,
+        pose_stamped,
+        tf_message,
+        transform_stamped,
+    )
+    from pose2rgbd.inference.testing import ground_plane_postprocess, make_ground_plane_checkpoint
+
+    ck = make_ground_plane_checkpoint(size, hfov_deg=hfov_deg)
+    cam = ck.camera
+
+    def ns(t: float) -> int:
+        return T0_NS + round(t * 1e9)
+
+    t_cam = np.arange(0.05, duration_s, 1.0 / camera_hz)
+    T_cam = T_world_base(t_cam) @ T_BASE_CAM
+    with torch.inference_mode():
+        out: dict[str, Any] = ground_plane_postprocess(
+            ck.model(torch.from_numpy(ck.pose_normalizer.normalize(T_cam))), None
+        )
+    events: list[tuple[int, int, str, object]] = []  # (stamp, order, topic, msg)
+    events.append(
+        (
+            ns(0.0),
+            0,
+            "/tf_static",
+            tf_message([transform_stamped(ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]),
+        )
+    )
+    for t in np.arange(0.0, duration_s + 1e-9, 0.02):  # 50 Hz
+        T = T_world_base(t)[0]
+        events.append((ns(t), 1, "/tf", tf_message([transform_stamped(ns(t), "map", "base_link", T)])))
+        events.append((ns(t), 2, "/odom", odometry(ns(t), "odom", "base_link", T)))
+    for t in np.arange(0.0, duration_s + 1e-9, 0.1):  # 10 Hz
+        p = T_world_base(t)[0, :3, 3]
+        lat, lon, alt = DATUM.from_enu(p)
+        events.append(
+            (ns(t), 3, "/gps/fix", navsatfix(ns(t), "gps", float(lat), float(lon), float(alt), covariance=[1e-4] * 3))
+        )
+    image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
+    for i, t in enumerate(t_cam):
+        s = ns(t)
+        img = (
+            numpy_to_compressed(out["rgb"][i], "png", stamp_ns=s, frame_id="camera_optical_frame")
+            if compressed
+            else numpy_to_image(out["rgb"][i], "rgb8", s, "camera_optical_frame")
+        )
+        events.append((s, 4, image_topic, img))
+        events.append((s, 5, "/camera/camera_info", camera_info(cam, s, "camera_optical_frame")))
+        events.append((s, 6, "/ground_truth/pose", pose_stamped(s, "map", T_cam[i])))
+        events.append(
+            (s, 7, "/ground_truth/depth", numpy_to_image(out["depth"][i], "32FC1", s, "camera_optical_frame"))
+        )
+    events.sort(key=lambda e: (e[0], e[1]))
+    with BagWriter(path, storage=storage) as w:
+        w.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", qos="transient_local")
+        for stamp, _, topic, msg in events:
+            w.write(topic, stamp, msg)
+    return FlightTruth(np.array([ns(t) for t in t_cam], dtype=np.int64), T_cam, DATUM)

@@ -1,0 +1,228 @@
+"""A time-interpolating TF buffer for offline runs (no ROS): ``/tf`` and ``/tf_static`` -> lookups.
+
+Semantics follow tf2's ``BufferCore``: every child frame has one parent; ``lookup_transform(target, source,
+time_ns)`` walks both frames up to their common ancestor and composes the links, each interpolated at
+``time_ns`` (linear translation, slerp rotation between the two bracketing stamps). Static links hold at
+every time. ``time_ns == 0`` asks for the latest time at which the whole chain is available (tf2's
+"latest common time"). Errors mirror tf2's exception types and messages (``LookupException``,
+``ConnectivityException``, ``ExtrapolationException``), all :class:`TransformException`.
+
+Why not tf2 itself: it needs a ROS install; this is the part of it the offline runtime needs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.geometry.rotations import canonical_quat_xyzw, quat_xyzw_to_matrix
+
+
+class TransformException(Pose2RGBDError):
+    """Base of the TF lookup errors (tf2_ros.TransformException)."""
+
+
+class LookupException(TransformException):
+    """A frame does not exist."""
+
+
+class ConnectivityException(TransformException):
+    """The frames are in different trees."""
+
+
+class ExtrapolationException(TransformException):
+    """The requested time lies outside the buffered data of a link."""
+
+
+def _fmt_time(ns: int) -> str:
+    return f"{ns / 1e9:.6f}"
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
+    # Hand-written on purpose: this runs once per link per lookup, where building SciPy Rotation/Slerp
+    # objects costs tens of microseconds each.
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    if d > 0.9995:
+        q = q0 + a * (q1 - q0)
+        return q / np.linalg.norm(q)
+    th = np.arccos(min(d, 1.0))
+    s = np.sin(th)
+    return (np.sin((1 - a) * th) * q0 + np.sin(a * th) * q1) / s
+
+
+@dataclass
+class _Link:
+    parent: str
+    static: bool
+    stamps: list[int] = field(default_factory=list)
+    t: list[np.ndarray] = field(default_factory=list)
+    q: list[np.ndarray] = field(default_factory=list)
+
+    def insert(self, stamp: int, t: np.ndarray, q: np.ndarray, cache_ns: int) -> None:
+        if self.static:
+            self.stamps, self.t, self.q = [stamp], [t], [q]
+            return
+        i = bisect.bisect_left(self.stamps, stamp)
+        if i < len(self.stamps) and self.stamps[i] == stamp:
+            self.t[i], self.q[i] = t, q
+        else:
+            self.stamps.insert(i, stamp)
+            self.t.insert(i, t)
+            self.q.insert(i, q)
+        cut = bisect.bisect_left(self.stamps, self.stamps[-1] - cache_ns)
+        if cut > 0:
+            del self.stamps[:cut], self.t[:cut], self.q[:cut]
+
+    def at(self, time_ns: int, child: str) -> np.ndarray:
+        if self.static or time_ns == 0:
+            i = len(self.stamps) - 1
+            return _matrix(self.t[i], self.q[i])
+        s = self.stamps
+        if time_ns < s[0]:
+            raise ExtrapolationException(
+                f"Lookup would require extrapolation into the past.  Requested time {_fmt_time(time_ns)} but the "
+                f"earliest data is at time {_fmt_time(s[0])}, when looking up transform from frame [{child}] to "
+                f"frame [{self.parent}]"
+            )
+        if time_ns > s[-1]:
+            raise ExtrapolationException(
+                f"Lookup would require extrapolation into the future.  Requested time {_fmt_time(time_ns)} but the "
+                f"latest data is at time {_fmt_time(s[-1])}, when looking up transform from frame [{child}] to "
+                f"frame [{self.parent}]"
+            )
+        i = bisect.bisect_left(s, time_ns)
+        if s[i] == time_ns:
+            return _matrix(self.t[i], self.q[i])
+        a = (time_ns - s[i - 1]) / (s[i] - s[i - 1])
+        t = self.t[i - 1] + a * (self.t[i] - self.t[i - 1])
+        return _matrix(t, _slerp(self.q[i - 1], self.q[i], a))
+
+
+def _matrix(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = quat_xyzw_to_matrix(q)
+    T[:3, 3] = t
+    return T
+
+
+class TFBuffer:
+    """Thread-safe TF buffer. ``cache_time_s``: how much history each dynamic link keeps."""
+
+    def __init__(self, cache_time_s: float = 10.0) -> None:
+        self._links: dict[str, _Link] = {}
+        self._cache_ns = int(cache_time_s * 1e9)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _strip(frame: str) -> str:
+        return frame[1:] if frame.startswith("/") else frame
+
+    def set_transform(
+        self, parent: str, child: str, stamp_ns: int, translation: Any, quat_xyzw: Any, *, static: bool = False
+    ) -> None:
+        """Add ``T_parent_child`` at ``stamp_ns`` (NaN / zero quaternions raise GeometryError)."""
+        parent, child = self._strip(parent), self._strip(child)
+        if parent == child:
+            raise LookupException(f"Self transform: parent and child frame are both '{child}'")
+        t = np.asarray(translation, dtype=np.float64).reshape(3)
+        if not np.all(np.isfinite(t)):
+            from pose2rgbd.errors import GeometryError
+
+            raise GeometryError(f"transform {parent} -> {child}: translation contains NaN or inf")
+        q = canonical_quat_xyzw(np.asarray(quat_xyzw, dtype=np.float64).reshape(4))
+        with self._lock:
+            link = self._links.get(child)
+            if link is None or link.parent != parent or link.static != static:
+                link = _Link(parent, static)
+                self._links[child] = link
+            link.insert(int(stamp_ns), t, q, self._cache_ns)
+
+    def add_tf_message(self, msg: Any, *, static: bool = False) -> int:
+        """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped)."""
+        from pose2rgbd.errors import GeometryError
+        from pose2rgbd.nodes.messages import stamp_to_ns
+
+        bad = 0
+        for ts in msg.transforms:
+            tr, r = ts.transform.translation, ts.transform.rotation
+            try:
+                self.set_transform(
+                    ts.header.frame_id,
+                    ts.child_frame_id,
+                    stamp_to_ns(ts.header.stamp),
+                    (tr.x, tr.y, tr.z),
+                    (r.x, r.y, r.z, r.w),
+                    static=static,
+                )
+            except (GeometryError, TransformException):
+                bad += 1
+        return bad
+
+    def frames(self) -> list[str]:
+        with self._lock:
+            names = set(self._links) | {link.parent for link in self._links.values()}
+        return sorted(names)
+
+    def _chain(self, frame: str) -> list[str]:
+        chain = [frame]
+        seen = {frame}
+        while chain[-1] in self._links:
+            p = self._links[chain[-1]].parent
+            if p in seen:  # a loop in the tree: stop walking
+                break
+            chain.append(p)
+            seen.add(p)
+        return chain
+
+    def _exists(self, frame: str) -> bool:
+        return frame in self._links or any(link.parent == frame for link in self._links.values())
+
+    def lookup_transform(self, target: str, source: str, time_ns: int = 0) -> tuple[np.ndarray, int]:
+        """``(T_target_source, stamp_ns)`` at ``time_ns`` (0: latest common time; the stamp returned is it)."""
+        target, source = self._strip(target), self._strip(source)
+        with self._lock:
+            for arg, fr in (("target_frame", target), ("source_frame", source)):
+                if not fr:
+                    raise LookupException(f"Invalid argument passed to lookupTransform argument {arg} - frame is empty")
+                if not self._exists(fr):
+                    raise LookupException(f'"{fr}" passed to lookupTransform argument {arg} does not exist. ')
+            if target == source:
+                return np.eye(4), int(time_ns)
+            up_s, up_t = self._chain(source), self._chain(target)
+            common = next((f for f in up_s if f in set(up_t)), None)
+            if common is None:
+                raise ConnectivityException(
+                    f"Could not find a connection between '{target}' and '{source}' because they are not part of "
+                    "the same tree.Tf has two or more unconnected trees."
+                )
+            links_s = up_s[: up_s.index(common)]  # children whose link leads towards common
+            links_t = up_t[: up_t.index(common)]
+            if time_ns == 0:
+                dyn = [self._links[c].stamps[-1] for c in links_s + links_t if not self._links[c].static]
+                time_ns = min(dyn) if dyn else 0
+            T_common_source = np.eye(4)
+            for c in links_s:  # source -> ... -> common
+                T_common_source = self._links[c].at(time_ns, c) @ T_common_source
+            T_common_target = np.eye(4)
+            for c in links_t:
+                T_common_target = self._links[c].at(time_ns, c) @ T_common_target
+        # rigid inverse of T_common_target
+        R = T_common_target[:3, :3]
+        inv = np.eye(4)
+        inv[:3, :3] = R.T
+        inv[:3, 3] = -R.T @ T_common_target[:3, 3]
+        return inv @ T_common_source, int(time_ns)
+
+    def can_transform(self, target: str, source: str, time_ns: int = 0) -> bool:
+        try:
+            self.lookup_transform(target, source, time_ns)
+        except TransformException:
+            return False
+        return True

@@ -1,0 +1,157 @@
+"""Inference engine: rendering contract, validation, look-ahead cache, out-of-bounds, thread safety."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
+from pose2rgbd.inference import EngineConfig, InferenceEngine, extrapolate_constant_velocity
+from pose2rgbd.inference.testing import ground_plane_postprocess, look_down_pose, make_ground_plane_checkpoint
+
+
+def make_engine(size: int = 32, **kw: object) -> InferenceEngine:
+    cfg = EngineConfig(warmup=0, **kw)  # type: ignore[arg-type]
+    return InferenceEngine(cfg, make_ground_plane_checkpoint(size), postprocess=ground_plane_postprocess)
+
+
+def test_render_shapes_and_metric_depth() -> None:
+    eng = make_engine()
+    T = np.stack([look_down_pose(1.0, 2.0, 10.0), look_down_pose(-5.0, 3.0, 25.0, yaw=0.7)])
+    res = eng.render(T)
+    assert res.rgb is not None and res.depth is not None and res.confidence is not None
+    assert res.rgb.shape == (2, 32, 32, 3) and res.rgb.dtype == np.uint8
+    assert res.depth.shape == (2, 32, 32) and res.depth.dtype == np.float32
+    # looking straight down at the ground: z-depth (REP-118, along optical Z) is the altitude at every pixel
+    np.testing.assert_allclose(res.depth[0], 10.0, rtol=1e-4)
+    np.testing.assert_allclose(res.depth[1], 25.0, rtol=1e-4)
+    assert not res.out_of_bounds.any() and not res.from_cache.any()
+    # a single (4, 4) pose is a batch of one
+    assert len(eng.render(T[0])) == 1
+
+
+def test_nan_and_non_rigid_poses_are_rejected() -> None:
+    eng = make_engine()
+    T = look_down_pose(0, 0, 10)
+    T[0, 3] = np.nan
+    with pytest.raises(GeometryError, match="NaN"):
+        eng.render(T)
+    S = look_down_pose(0, 0, 10)
+    S[:3, :3] *= 2.0
+    with pytest.raises(GeometryError, match="orthonormal"):
+        eng.render_lookahead(S, 0)
+    with pytest.raises(GeometryError):
+        eng.render(np.eye(3))
+
+
+def test_out_of_bounds_flag() -> None:
+    eng = make_engine(oob_margin=0.1)  # stub extremes: x, y in [-100, 100], z in [5, 60]
+    T = np.stack([look_down_pose(0, 0, 30), look_down_pose(150, 0, 30), look_down_pose(0, 0, 200)])
+    assert eng.render(T).out_of_bounds.tolist() == [False, True, True]
+    assert eng.out_of_bounds(look_down_pose(105, 0, 30)).tolist() == [False]  # within the margin
+
+
+def test_checkpoint_validation_errors() -> None:
+    ck = make_ground_plane_checkpoint(32)
+    with pytest.raises(CheckpointError, match="expected 64"):
+        InferenceEngine(EngineConfig(expect_size=64, warmup=0), ck, postprocess=ground_plane_postprocess)
+    with pytest.raises(CheckpointError, match="dataset"):
+        InferenceEngine(EngineConfig(expect_fingerprint="abc", warmup=0), ck, postprocess=ground_plane_postprocess)
+    with pytest.raises(CheckpointError, match="preset"):
+        InferenceEngine(EngineConfig(expect_preset="slice10", warmup=0), ck, postprocess=ground_plane_postprocess)
+    ck.model_config.encoding = "6dof-euler"
+    with pytest.raises(CheckpointError, match="encoding"):
+        InferenceEngine(EngineConfig(warmup=0), ck, postprocess=ground_plane_postprocess)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        InferenceEngine.from_config(EngineConfig())
+    with pytest.raises(CheckpointError, match="not found"):
+        InferenceEngine.from_config(EngineConfig(checkpoint=str(tmp_path / "nope.pt")))
+
+
+def test_device_and_precision_selection() -> None:
+    import torch
+
+    eng = make_engine(precision="bf16")
+    if not torch.cuda.is_available():
+        assert eng.device.type == "cpu" and eng.precision == "fp32"  # half precision is GPU only
+        with pytest.raises(ConfigError, match="CUDA"):
+            make_engine(device="cuda")
+    with pytest.raises(ConfigError):
+        EngineConfig(precision="fp8")
+    with pytest.raises(ConfigError):
+        make_engine(device="not-a-device")
+
+
+def test_constant_velocity_extrapolation() -> None:
+    from scipy.spatial.transform import Rotation
+
+    def pose(t: float) -> np.ndarray:  # constant linear and angular velocity in the world frame
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec([0.0, 0.0, 0.3 * t]).as_matrix() @ Rotation.from_euler("x", 0.2).as_matrix()
+        T[:3, 3] = [1.0 + 2.0 * t, -0.5 * t, 10.0]
+        return T
+
+    out = extrapolate_constant_velocity(0, pose(0.0), 100_000_000, pose(0.1), np.array([200_000_000, 500_000_000]))
+    np.testing.assert_allclose(out[0], pose(0.2), atol=1e-9)
+    np.testing.assert_allclose(out[1], pose(0.5), atol=1e-9)
+    held = extrapolate_constant_velocity(5, pose(0.0), 5, pose(0.1), np.array([10]))
+    np.testing.assert_allclose(held[0], pose(0.1))
+
+
+def test_lookahead_serves_cache_within_tolerance() -> None:
+    eng = make_engine(lookahead=4, lookahead_rate_hz=10.0, tolerance_m=0.05, tolerance_deg=0.5)
+    period = 100_000_000
+    # steady motion 1 m/s east: after two poses the predictions match the real ones
+    r0 = eng.render_lookahead(look_down_pose(0.0, 0.0, 20.0), 0)
+    r1 = eng.render_lookahead(look_down_pose(0.1, 0.0, 20.0), period)
+    assert not r0.from_cache[0] and not r1.from_cache[0]
+    hits = [eng.render_lookahead(look_down_pose(0.1 * k, 0.0, 20.0), k * period).from_cache[0] for k in range(2, 5)]
+    assert all(hits)
+    # a cached frame equals a direct render of the pose it was predicted for (within tolerance of the query)
+    served = eng.render_lookahead(look_down_pose(0.5 + 0.01, 0.0, 20.0), 5 * period)
+    direct = eng.render(look_down_pose(0.5, 0.0, 20.0))
+    assert served.from_cache[0]
+    np.testing.assert_array_equal(served.rgb, direct.rgb)
+    # a jump beyond the tolerance is rendered fresh
+    jump = eng.render_lookahead(look_down_pose(5.0, 0.0, 20.0), 6 * period)
+    assert not jump.from_cache[0]
+    assert eng.stats["cache_hits"] == 4 and eng.stats["cache_misses"] == 3
+    # the look-ahead renders the future in the same batch as the current pose
+    assert eng.stats["frames"] == 3 * 5 + 1
+
+
+def test_lookahead_off_is_plain_render() -> None:
+    eng = make_engine(lookahead=0)
+    for k in range(3):
+        assert not eng.render_lookahead(look_down_pose(0, 0, 20), k).from_cache[0]
+    assert eng.stats["renders"] == 3
+
+
+def test_thread_safe_concurrent_renders() -> None:
+    eng = make_engine(lookahead=2)
+    poses = [look_down_pose(float(i), -float(i), 10.0 + i) for i in range(8)]
+    expected = [eng.render(T).depth for T in poses]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(5):
+                results[i] = eng.render(poses[i]).depth
+                eng.render_lookahead(poses[i], i)  # shares the cache with the other threads
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], expected[i])

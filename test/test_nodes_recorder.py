@@ -1,0 +1,150 @@
+"""Recorder node logic: synchronization policies, drops, start/stop, pose composition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pose2rgbd.bags import camera_info, get_typestore, navsatfix, new_typestore, numpy_to_image, odometry
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.nodes import Recorder, RecorderConfig, register_custom_msgs
+from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream
+from pose2rgbd.runtime import TypestoreFactory
+from pose2rgbd.runtime.testing import DATUM
+
+S = 1_000_000_000
+MS = 1_000_000
+
+
+def test_interpolating_stream_status() -> None:
+    s = InterpolatingStream(horizon_ns=10 * S)
+    assert s.status(5, S)[0] == "wait"
+    s.add(0, "a")
+    s.add(100 * MS, "b")
+    s.add(900 * MS, "c")
+    st, (v0, v1, a) = s.status(25 * MS, 200 * MS)
+    assert st == "ready" and (v0, v1) == ("a", "b") and a == pytest.approx(0.25)
+    assert s.status(100 * MS, 1)[1][0] == "b"  # exact stamp
+    assert s.status(500 * MS, 200 * MS)[0] == "drop"  # 800 ms gap > max gap
+    assert s.status(500 * MS, S)[0] == "ready"
+    assert s.status(950 * MS, S)[0] == "wait"  # nothing after it yet
+    assert s.status(-1, S)[0] == "drop"  # before the first sample
+
+
+def test_approximate_time_sync_semantics() -> None:
+    got: list[tuple[int, ...]] = []
+    sync = ApproximateTimeSync(3, queue_size=3, slop_ns=50, callback=lambda *m: got.append(m))
+    sync.add(0, 1000, 1000)
+    sync.add(1, 1030, 1030)
+    assert got == []  # third input missing
+    sync.add(2, 1100, 1100)  # 100 from the image: beyond slop
+    assert got == []
+    sync.add(2, 1020, 1020)
+    assert got == [(1000, 1030, 1020)]
+    assert all(1000 not in q and 1030 not in q and 1020 not in q for q in sync.queues)
+    # closest candidates first, spread must be below the slop
+    sync.add(1, 2040, 2040)
+    sync.add(1, 2010, 2010)
+    sync.add(0, 2000, 2000)
+    sync.add(2, 2005, 2005)
+    assert got[-1] == (2000, 2010, 2005)
+    # bounded queues: oldest dropped
+    for k in range(5):
+        sync.add(0, 10_000 + k * 1000, k)
+    assert len(sync.queues[0]) == 3 and sync.dropped >= 2
+
+
+def _feed_synthetic(rec: Recorder, ts: object, *, gps_gap_at: float | None = None) -> list:
+    """10 Hz images, 10 Hz GPS, 50 Hz odometry, 1 s; the vehicle moves 1 m/s east at 10 m."""
+    events = []
+    cam = PinholeCamera.from_fov(8, 8, 90.0)
+    for k in range(51):
+        t = k * 20 * MS
+        T = np.eye(4)
+        T[:3, 3] = [t / S, 0.0, 10.0]
+        events.append((t, 1, "odom", odometry(t, "odom", "base_link", T, ts=ts)))
+    for k in range(11):
+        t = k * 100 * MS
+        if gps_gap_at is not None and abs(t / S - gps_gap_at) < 0.25:
+            continue
+        lat, lon, alt = DATUM.from_enu(np.array([t / S, 0.0, 10.0]))
+        events.append((t, 0, "gps", navsatfix(t, "gps", float(lat), float(lon), float(alt), ts=ts)))
+    for k in range(10):
+        t = 50 * MS + k * 100 * MS
+        events.append((t, 2, "info", camera_info(cam, t, "camera_optical_frame", ts)))
+        events.append((t, 3, "image", numpy_to_image(np.full((8, 8, 3), k, np.uint8), "rgb8", t, "cam", ts)))
+    out = []
+    for t, _, kind, msg in sorted(events, key=lambda e: (e[0], e[1])):
+        if kind == "odom":
+            out += rec.on_odom(msg, t)
+        elif kind == "gps":
+            out += rec.on_gps(msg, t)
+        elif kind == "info":
+            rec.on_camera_info(msg)
+        else:
+            out += rec.on_image(msg, t)
+    rec.finish()
+    return out
+
+
+def _recorder(**sync: object) -> tuple[Recorder, object]:
+    ts = get_typestore()
+    cfg = RecorderConfig()
+    cfg.mount.source = "config"
+    cfg.mount.translation = [0.0, 0.0, -0.5]
+    cfg.datum.use_first_fix = False
+    cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m = DATUM.lat_deg, DATUM.lon_deg, DATUM.alt_m
+    for k, v in sync.items():
+        setattr(cfg.sync, k, v)
+    return Recorder(cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble")))), ts
+
+
+def test_interpolated_frames_and_poses() -> None:
+    rec, ts = _recorder()
+    out = _feed_synthetic(rec, ts)
+    assert rec.counters["frames"] == 10 and len(out) == 10
+    for i, (topic, msg) in enumerate(out):
+        assert topic == "synced_frame"
+        t = 0.05 + 0.1 * i
+        T = np.eye(4)
+        T[:3, 3] = [msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z]
+        # camera 0.5 m below base_link (mount), at x = t (interpolated GPS between 10 Hz fixes)
+        np.testing.assert_allclose(T[:3, 3], [t, 0.0, 9.5], atol=1e-3)
+        assert msg.fix.latitude == pytest.approx(float(DATUM.from_enu(np.array([t, 0.0, 10.0]))[0]), abs=1e-9)
+        assert msg.odom.pose.pose.position.x == pytest.approx(t, abs=1e-9)
+
+
+def test_frames_without_gps_support_are_dropped_and_counted() -> None:
+    rec, ts = _recorder(max_gap_s=0.15)
+    _feed_synthetic(rec, ts, gps_gap_at=0.5)  # fixes at 0.3 .. 0.7 s missing: 0.2 -> 0.8 is a 0.6 s gap
+    assert rec.counters["dropped_no_support"] == 6  # images at 0.25 .. 0.75 s
+    assert rec.counters["frames"] == 4
+
+
+def test_approximate_policy() -> None:
+    rec, ts = _recorder(policy="approximate", slop_s=0.06)
+    out = _feed_synthetic(rec, ts)
+    assert rec.counters["frames"] == 10
+    np.testing.assert_allclose(out[0][1].pose.pose.position.x, 0.0, atol=0.11)  # nearest, not interpolated
+
+
+def test_start_stop_and_missing_mount() -> None:
+    rec, ts = _recorder()
+    rec.set_recording(False)
+    assert _feed_synthetic(rec, ts) == []
+    assert rec.counters["dropped_not_recording"] == 10
+    assert rec.set_recording(True) == (True, "recording")
+    cfg = RecorderConfig()  # mount from /tf_static, never received
+    rec2 = Recorder(cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble"))))
+    assert _feed_synthetic(rec2, ts) == []
+    assert rec2.counters["dropped_no_mount"] == 10
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        RecorderConfig(sync=RecorderConfig().sync.__class__(policy="exact"))
+    cfg = RecorderConfig()
+    cfg.output.width = 10
+    with pytest.raises(ConfigError):
+        cfg.__post_init__()

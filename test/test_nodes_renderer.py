@@ -1,0 +1,171 @@
+"""Renderer node logic at the message level: outputs, bad input, TF failures, pose floods, the service."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from pose2rgbd.bags import get_typestore, new_typestore, pose_stamped
+from pose2rgbd.config import describe
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.inference import EngineConfig, InferenceEngine
+from pose2rgbd.inference.testing import ground_plane_postprocess, look_down_pose, make_ground_plane_checkpoint
+from pose2rgbd.nodes import Renderer, RendererConfig, register_custom_msgs
+from pose2rgbd.nodes.messages import camera_from_info, image_to_numpy, pose_to_matrix, stamp_to_ns
+from pose2rgbd.runtime import TypestoreFactory
+from pose2rgbd.runtime.tf_buffer import LookupException, TFBuffer
+
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def engine() -> InferenceEngine:
+    return InferenceEngine(
+        EngineConfig(warmup=0), make_ground_plane_checkpoint(32), postprocess=ground_plane_postprocess
+    )
+
+
+@pytest.fixture(scope="module")
+def factory() -> TypestoreFactory:
+    return TypestoreFactory(register_custom_msgs(new_typestore("humble")))
+
+
+def make(engine: InferenceEngine, factory: TypestoreFactory, **kw: object) -> Renderer:
+    cfg = RendererConfig(**kw)  # type: ignore[arg-type]
+    return Renderer(cfg, engine, factory)
+
+
+def test_tf_tick_outputs(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+    r = make(engine, factory)
+    tf = TFBuffer()
+    T = look_down_pose(3.0, 4.0, 12.0)
+    tf.set_transform("map", "camera_optical_frame", 5 * S, T[:3, 3], [1.0, 0.0, 0.0, 0.0])
+    out = dict(r.tick(5 * S + 10_000_000, tf.lookup_transform))
+    assert set(out) == {"rgb/image_raw", "depth/image_raw", "confidence/image_raw", "camera_info", "rgbd"}
+    rgb, depth, info, rgbd = out["rgb/image_raw"], out["depth/image_raw"], out["camera_info"], out["rgbd"]
+    assert rgb.encoding == "rgb8" and depth.encoding == "32FC1" and out["confidence/image_raw"].encoding == "32FC1"
+    for m in (rgb, depth, info, rgbd):
+        assert stamp_to_ns(m.header.stamp) == 5 * S  # the pose's stamp, not the tick time
+        assert m.header.frame_id == "camera_optical_frame"
+    assert (info.width, info.height) == (rgb.width, rgb.height) == (32, 32)
+    assert camera_from_info(info) == engine.camera
+    np.testing.assert_allclose(image_to_numpy(depth), 12.0, rtol=1e-4)
+    np.testing.assert_allclose(pose_to_matrix(rgbd.query_pose.pose), T, atol=1e-9)
+    assert rgbd.query_pose.header.frame_id == "map" and not rgbd.out_of_bounds
+    # messages serialize with the registered custom types
+    ts = factory.typestore
+    back = ts.deserialize_cdr(ts.serialize_cdr(rgbd, "pose2rgbd/msg/RGBD"), "pose2rgbd/msg/RGBD")
+    assert back.depth.height == 32
+    # the same TF stamp is not rendered twice
+    assert r.tick(5 * S + 20_000_000, tf.lookup_transform) == []
+
+
+def test_missing_and_stale_tf_throttled(engine: InferenceEngine, factory: TypestoreFactory, caplog) -> None:
+    r = make(engine, factory, warn_throttle_s=5.0, max_pose_age_s=0.5)
+
+    def missing(target: str, source: str, t: int) -> tuple[np.ndarray, int]:
+        raise LookupException('"camera_optical_frame" passed to lookupTransform argument source_frame does not exist.')
+
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        for k in range(100):  # 10 s at 10 Hz
+            assert r.tick(k * S // 10, missing) == []
+    warnings = [rec for rec in caplog.records if "no transform" in rec.getMessage()]
+    assert len(warnings) == 2  # t = 0 and t = 5 s
+    assert "suppressed" in warnings[1].getMessage()
+    assert r.counters["tf_failures"] == 100
+    tf = TFBuffer()
+    tf.set_transform("map", "camera_optical_frame", 0, [0, 0, 10], [1.0, 0, 0, 0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        assert r.tick(2 * S, tf.lookup_transform) == []  # TF 2 s old: stale
+    assert r.counters["stale_poses"] == 1 and "old" in caplog.text
+
+
+def test_nan_and_wrong_frame_poses_rejected(engine: InferenceEngine, factory: TypestoreFactory, caplog) -> None:
+    ts = get_typestore()
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    bad = pose_stamped(S, "map", look_down_pose(0, 0, 10), ts)
+    bad.pose.position.x = float("nan")
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        assert r.on_pose(bad, S) == []
+    assert "NaN" in caplog.text
+    wrong = pose_stamped(S, "odom", look_down_pose(0, 0, 10), ts)
+    assert r.on_pose(wrong, S) == []
+    assert r.counters["rejected_poses"] == 2 and r.counters["frames"] == 0
+    good = pose_stamped(S, "map", look_down_pose(0, 0, 10), ts)
+    assert len(r.on_pose(good, S)) == 5  # rate 0: rendered at once
+
+
+def test_pose_flood_keeps_latest_only(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+    ts = get_typestore()
+    r = make(engine, factory, pose_source="topic", rate_hz=10.0)
+    calls = {"n": 0}
+    orig = engine.render_lookahead
+
+    def counting(T: np.ndarray, stamp: int):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return orig(T, stamp)
+
+    engine.render_lookahead = counting  # type: ignore[method-assign]
+    try:
+        for k in range(1000):  # 1 kHz for one second between two ticks
+            assert (
+                r.on_pose(
+                    pose_stamped(S + k * 1_000_000, "map", look_down_pose(k * 0.01, 0, 10), ts), S + k * 1_000_000
+                )
+                == []
+            )
+        out = dict(r.tick(2 * S - 500_000_000))
+    finally:
+        del engine.render_lookahead
+    assert calls["n"] == 1  # one render for the whole flood
+    assert r.counters["superseded_poses"] == 999
+    assert stamp_to_ns(out["rgbd"].header.stamp) == S + 999 * 1_000_000
+    np.testing.assert_allclose(pose_to_matrix(out["rgbd"].query_pose.pose)[0, 3], 9.99)
+    assert r.tick(2 * S) == []  # nothing pending any more
+
+
+def test_render_at_pose_service(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+    ts = get_typestore()
+    r = make(engine, factory)
+
+    class Req:
+        pose = pose_stamped(3 * S, "map", look_down_pose(1, 1, 40), ts)
+
+    class Resp:
+        success = False
+        message = ""
+        rgbd = None
+
+    resp = r.render_at_pose(Req(), Resp(), 4 * S)
+    assert resp.success and resp.message == "ok"
+    assert stamp_to_ns(resp.rgbd.header.stamp) == 3 * S
+    np.testing.assert_allclose(image_to_numpy(resp.rgbd.depth), 40.0, rtol=1e-4)
+    Req.pose.pose.orientation.w = float("nan")
+    resp = r.render_at_pose(Req(), Resp(), 4 * S)
+    assert not resp.success and "NaN" in resp.message
+    oob = type("R", (), {"pose": pose_stamped(3 * S, "map", look_down_pose(500, 0, 40), ts)})()
+    assert "out of bounds" in r.render_at_pose(oob, Resp(), 4 * S).message
+
+
+def test_diagnostics_report_latency_and_oob(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    ts = get_typestore()
+    r.on_pose(pose_stamped(S, "map", look_down_pose(500, 0, 10), ts), S)
+    d = r.diagnostics(2 * S)
+    st = d.status[0]
+    values = {kv.key: kv.value for kv in st.values}
+    assert st.level == 1 and "out of the training bounds" in st.message
+    assert float(values["latency_p99_ms"]) > 0 and values["out_of_bounds"] == "1"
+
+
+def test_config_schema() -> None:
+    flat = describe(RendererConfig)
+    assert flat["engine.checkpoint"][0] == "" and flat["rate_hz"][0] == 10.0
+    assert all(help_text for _, help_text in flat.values())
+    with pytest.raises(ConfigError):
+        RendererConfig(pose_source="gps")
+    with pytest.raises(ConfigError):
+        RendererConfig(pose_source="tf", rate_hz=0.0)

@@ -1,0 +1,342 @@
+"""Rosbag (ROS 1, rosbag2 sqlite3 / mcap) -> dataset; and GPS-vs-odometry time alignment for camera-less bags.
+
+Topics are found by message type (``BagReader.find_topic``) unless named in the config. Stamps: the
+message ``header.stamp`` when set, else the bag log time. Times inside the pipeline are seconds since the
+first image (or the bag start).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.convert.core import (
+    ConvertConfig,
+    OrientationTrack,
+    Streams,
+    dump_json,
+    mount_matrix,
+    plan_poses,
+    write_dataset,
+)
+from pose2rgbd.errors import BagError, SyncError
+from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
+from pose2rgbd.sync.flow import FlowMagnitude
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+def _stamp(m: Any) -> int:
+    from pose2rgbd.bags import header_stamp_ns
+
+    try:
+        s = header_stamp_ns(m.msg)
+    except AttributeError:
+        s = 0
+    return s if s > 0 else m.stamp_ns
+
+
+def _find_optional(bag: Any, msgtype: str, name: str) -> str | None:
+    if name:
+        return bag.find_topic(msgtype, name)
+    c = bag.topics_of_type(msgtype)
+    return c[0] if len(c) == 1 else None
+
+
+def find_image_topic(bag: Any, name: str = "") -> str:
+    """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
+    if name:
+        info = bag.topics.get(name)
+        if info is None or info.msgtype not in IMAGE_TYPES:
+            what = "not in the bag" if info is None else f"of type {info.msgtype}"
+            raise BagError(f"{bag.path}: image topic {name!r} is {what}; topics present:\n{bag.describe_topics()}")
+        return name
+    cands = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
+    if not cands:
+        raise BagError(
+            f"{bag.path}: no camera topic (sensor_msgs Image or CompressedImage); topics present:\n"
+            f"{bag.describe_topics()}"
+        )
+    if len(cands) > 1:
+        raise BagError(f"{bag.path}: several camera topics {cands}; choose one with --image-topic")
+    return cands[0]
+
+
+def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.ndarray, str] | None:
+    """``T_body_cam`` from /tf_static, walking from the camera frame up to a body frame."""
+    from pose2rgbd.bags import transform_to_matrix
+
+    topics = [t for t in bag.topics_of_type("tf2_msgs/msg/TFMessage") if "static" in t]
+    if not topics or not cam_frame:
+        return None
+    parent: dict[str, tuple[str, np.ndarray]] = {}
+    for m in bag.messages(topics):
+        for tr in m.msg.transforms:
+            parent[tr.child_frame_id.lstrip("/")] = (tr.header.frame_id.lstrip("/"), transform_to_matrix(tr.transform))
+    f = cam_frame.lstrip("/")
+    T = np.eye(4)
+    chain = [f]
+    for _ in range(32):
+        if f in body_frames:
+            return T, f"/tf_static {' <- '.join(reversed(chain))}"
+        if f not in parent:
+            return None
+        p, T_p_f = parent[f]
+        T = T_p_f @ T
+        f = p
+        chain.append(f)
+    return None
+
+
+def _orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    ts, qs = [], []
+    for m in bag.messages([topic]):
+        q = m.msg.pose.pose.orientation if kind == "odom" else m.msg.orientation
+        ts.append((_stamp(m) - t0_ns) / 1e9)
+        qs.append([q.x, q.y, q.z, q.w])
+    t = np.asarray(ts)
+    q = np.asarray(qs, dtype=np.float64)
+    n = np.linalg.norm(q, axis=1) if q.size else np.zeros(0)
+    ok = np.isfinite(t) & (n > 0.5)
+    t, q = t[ok], q[ok] / n[ok, None]
+    order = np.argsort(t, kind="stable")
+    t, q = t[order], q[order]
+    keep = np.concatenate([[True], np.diff(t) > 0]) if t.size else np.zeros(0, bool)
+    if keep.sum() < 1:
+        raise BagError(f"{bag.path}: {topic} has no usable orientation")
+    return t[keep], Rotation.from_quat(q[keep]).as_matrix()
+
+
+def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = True) -> tuple[Streams, dict[str, Any]]:
+    """Pass 1 over a bag. Returns the streams and the topic choice (for pass 2 and the report)."""
+    from tqdm import tqdm
+
+    from pose2rgbd.bags import camera_from_info, image_msg_to_rgb, open_bag
+    from pose2rgbd.geometry import PinholeCamera
+
+    bag = open_bag(path)
+    try:
+        img_topic = find_image_topic(bag, cfg.image_topic)
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.gps_topic or None)
+        info_topic = _find_optional(bag, "sensor_msgs/msg/CameraInfo", cfg.info_topic)
+        odom_topic = _find_optional(bag, "nav_msgs/msg/Odometry", cfg.odom_topic)
+        imu_topic = _find_optional(bag, "sensor_msgs/msg/Imu", cfg.imu_topic)
+        depth_topic = cfg.depth_topic if cfg.depth_topic in bag.topics else None
+        if depth_topic and bag.topics[depth_topic].msgtype != "sensor_msgs/msg/Image":
+            depth_topic = None
+        n_img = bag.topics[img_topic].count
+        if n_img == 0:
+            raise BagError(f"{bag.path}: camera topic {img_topic} has no messages")
+        info_cam = None
+        if info_topic:
+            info = next(iter(bag.messages([info_topic])), None)
+            info_cam = camera_from_info(info.msg) if info is not None else None
+        # images: stamps + flow
+        fm = FlowMagnitude(cfg.sync.flow, info_cam)
+        stamps: list[int] = []
+        flows: list[float] = []
+        idx_ok: list[int] = []
+        unreadable = 0
+        cam_frame = ""
+        shape = None
+        for k, m in enumerate(tqdm(bag.messages([img_topic]), total=n_img, desc="flow (pass 1)", unit="frame",
+                                   disable=not progress)):  # fmt: skip
+            try:
+                rgb = image_msg_to_rgb(m.msg)
+            except BagError as e:
+                unreadable += 1
+                log.warning("%s: frame %d unreadable: %s", img_topic, k, e)
+                continue
+            cam_frame = cam_frame or m.msg.header.frame_id
+            shape = rgb.shape
+            st = _stamp(m)
+            if stamps and st <= stamps[-1]:
+                raise SyncError(
+                    f"{bag.path}: {img_topic} stamps are not increasing at message {k} ({stamps[-1]} -> {st} ns)"
+                )
+            stamps.append(st)
+            idx_ok.append(k)
+            flows.append(fm.add_image((st - stamps[0]) / 1e9, rgb))
+        if not stamps:
+            raise BagError(f"{bag.path}: no readable image on {img_topic}")
+        t0 = stamps[0]
+        # GPS
+        rows = []
+        for m in bag.messages([gps_topic]):
+            f = m.msg
+            rows.append(((_stamp(m) - t0) / 1e9, f.latitude, f.longitude, f.altitude, int(f.status.status)))
+        if not rows:
+            raise SyncError(f"{bag.path}: GPS topic {gps_topic} has no messages")
+        g = np.asarray(rows, dtype=np.float64)
+        order = np.argsort(g[:, 0], kind="stable")
+        g = g[order]
+        # camera
+        cam = info_cam
+        assumptions = []
+        if cam is None:
+            assert shape is not None  # at least one image was decoded above
+            cam = PinholeCamera.from_fov(shape[1], shape[0], cfg.hfov_deg)
+            assumptions.append(f"no CameraInfo: pinhole with an assumed horizontal FOV of {cfg.hfov_deg} deg")
+        elif shape is not None and (cam.width, cam.height) != (shape[1], shape[0]):
+            cam = cam.scaled(shape[1], shape[0])
+        body_frames = ["base_link", "base_footprint", "body"]
+        mount = _static_mount(bag, cam_frame, body_frames)
+        if mount is None:
+            T_bc, mount_src = mount_matrix(cfg.mount_rpy_deg), f"configured mount_rpy_deg={list(cfg.mount_rpy_deg)}"
+        else:
+            T_bc, mount_src = mount
+        orient_fn = None
+        src = cfg.orientation
+        if src in ("auto", "imu") and imu_topic:
+            ti, Ri = _orientation_series(bag, imu_topic, "imu", t0)
+            orient_fn = lambda _t, _e, ti=ti, Ri=Ri: OrientationTrack(  # noqa: E731
+                ti, Ri, "imu", f"orientation from {imu_topic} (assumed ENU, REP-145)"
+            )
+        elif src in ("auto", "odom") and odom_topic:
+            to, Ro = _orientation_series(bag, odom_topic, "odom", t0)
+            orient_fn = lambda _t, _e, to=to, Ro=Ro: OrientationTrack(  # noqa: E731
+                to, Ro, "odom", f"orientation from {odom_topic}"
+            )
+        s = Streams(
+            t0_ns=t0, frame_t=(np.asarray(stamps) - t0) / 1e9, flow=np.asarray(flows), gps_t=g[:, 0], lat=g[:, 1],
+            lon=g[:, 2], alt=g[:, 3], gps_speed=np.full(len(g), np.nan), gps_status=g[:, 4].astype(int),
+            gps_source=f"{path}:{gps_topic}", camera=cam, T_body_cam=T_bc, mount_source=mount_src,
+            orientation=orient_fn, has_depth=depth_topic is not None, input_kind="rosbag", input_path=str(path),
+            frames_unreadable=unreadable, extra_assumptions=assumptions,
+        )  # fmt: skip
+        topics = {"image": img_topic, "gps": gps_topic, "info": info_topic, "odom": odom_topic, "imu": imu_topic,
+                  "depth": depth_topic, "frame_index": idx_ok}  # fmt: skip
+        return s, topics
+    finally:
+        bag.close()
+
+
+def convert_bag(
+    path: str | Path, out: str | Path, cfg: ConvertConfig | None = None, *, overwrite: bool = False,
+    progress: bool = True,
+) -> Path:  # fmt: skip
+    """Convert a bag into a dataset at ``out`` (atomic: nothing is left behind on error)."""
+    from pose2rgbd.bags import image_msg_to_depth, image_msg_to_rgb, open_bag
+
+    cfg = cfg or ConvertConfig()
+    s, topics = load_bag_streams(path, cfg, progress=progress)
+    plan = plan_poses(s, cfg)
+    plan.summary["topics"] = {k: v for k, v in topics.items() if k != "frame_index"}
+    msg_to_frame = {k: i for i, k in enumerate(topics["frame_index"])}
+
+    def frames() -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        with open_bag(path) as bag:
+            depth_by_stamp: dict[int, Any] = {}
+            want = [topics["image"]] + ([topics["depth"]] if topics["depth"] else [])
+            k = -1
+            for m in bag.messages(want):
+                if m.topic == topics["depth"]:
+                    depth_by_stamp[_stamp(m)] = m.msg
+                    continue
+                k += 1
+                i = msg_to_frame.get(k)
+                if i is None or not plan.keep[i]:
+                    continue
+                depth = None
+                if topics["depth"]:
+                    st = _stamp(m)
+                    dm = depth_by_stamp.pop(st, None)
+                    if dm is None:  # depth may come right after the image in log order
+                        for m2 in bag.messages([topics["depth"]], start_ns=m.stamp_ns, stop_ns=m.stamp_ns + 10**9):
+                            if _stamp(m2) == st:
+                                dm = m2.msg
+                                break
+                    if dm is None:
+                        raise SyncError(f"{path}: no {topics['depth']} message with the stamp of image {k} ({st} ns)")
+                    depth = image_msg_to_depth(dm)
+                yield i, image_msg_to_rgb(m.msg), depth
+
+    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GPS vs wheel odometry (camera-less bags such as the Husky test bag)
+
+
+@dataclass
+class GpsOdomAlignment:
+    result: SyncResult
+    odom_t: np.ndarray
+    odom_speed: np.ndarray
+    gps_t: np.ndarray
+    gps_speed: np.ndarray
+    enu: np.ndarray
+    summary: dict[str, Any]
+
+
+def align_gps_to_odometry(
+    path: str | Path, cfg: ConvertConfig | None = None, *, report_dir: str | Path | None = None
+) -> GpsOdomAlignment:
+    """Estimate the GPS time offset against wheel-odometry speed (same core as the flow estimator).
+
+    The odometry (``|twist.linear|``) is the reference clock. GPS speed comes from the ENU track. If
+    ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
+    """
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.convert.logs import GpsTrack, clean_fixes
+    from pose2rgbd.convert.report import plot_sync, plot_track
+    from pose2rgbd.geometry import Datum
+
+    cfg = cfg or ConvertConfig()
+    with open_bag(path) as bag:
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.gps_topic or None)
+        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.odom_topic or None)
+        od = [(_stamp(m), np.hypot(m.msg.twist.twist.linear.x, m.msg.twist.twist.linear.y))
+              for m in bag.messages([odom_topic])]  # fmt: skip
+        gp = [(_stamp(m), m.msg.latitude, m.msg.longitude, m.msg.altitude, m.msg.status.status)
+              for m in bag.messages([gps_topic])]  # fmt: skip
+    if len(od) < 3 or len(gp) < 3:
+        raise SyncError(f"{path}: too few messages ({len(od)} odometry, {len(gp)} GPS)")
+    o = np.asarray(od, dtype=np.float64)
+    g = np.asarray(gp, dtype=np.float64)
+    t0 = min(o[0, 0], g[0, 0])
+    o = o[np.argsort(o[:, 0], kind="stable")]
+    g = g[np.argsort(g[:, 0], kind="stable")]
+    ot, ov = (o[:, 0] - t0) / 1e9, o[:, 1]
+    keep = np.concatenate([[True], np.diff(ot) > 0])
+    ot, ov = ot[keep], ov[keep]
+    tr = GpsTrack((g[:, 0] - t0) / 1e9, g[:, 1], g[:, 2], g[:, 3], np.full(len(g), np.nan), g[:, 4].astype(int),
+                  f"{path}:{gps_topic}")  # fmt: skip
+    datum = cfg.datum_obj()
+    if datum is None:
+        okf = (tr.status >= 0) & np.isfinite(tr.lat)
+        if not okf.any():
+            raise SyncError(f"{path}: no valid GPS fix on {gps_topic}")
+        i0 = int(np.argmax(okf))
+        datum = Datum(float(tr.lat[i0]), float(tr.lon[i0]), float(tr.alt[i0]))
+    kept, enu = clean_fixes(tr, datum.to_enu, max_speed_mps=cfg.max_speed_mps)
+    gs = speed_from_positions(kept.t_s, enu, cfg.speed_window_s)
+    res = correlate_signals(ot, ov, kept.t_s, gs, cfg.sync, fallback_offset_s=cfg.time_offset_s)
+    summary = {
+        "input": str(path), "gps_topic": gps_topic, "odom_topic": odom_topic,
+        "offset_definition": "a GPS fix stamped t was measured at odometry time t - offset_s",
+        "estimator": res.to_dict(), "fixes": {"total": len(tr), "kept": len(kept), "dropped": kept.dropped},
+        "datum": {"lat_deg": datum.lat_deg, "lon_deg": datum.lon_deg, "alt_m": datum.alt_m},
+        "track_extent_m": (enu.max(0) - enu.min(0)).tolist(),
+    }  # fmt: skip
+    if report_dir is not None:
+        rd = Path(report_dir)
+        rd.mkdir(parents=True, exist_ok=True)
+        name = Path(path).name
+        plot_sync(rd / "sync.png", ot, ov, kept.t_s, gs, res, res.offset_s, ref_label="wheel-odometry speed",
+                  other_label="GPS speed (from positions)", title=f"GPS vs wheel odometry: {name}")  # fmt: skip
+        plot_track(rd / "track.png", enu, kept.t_s, None, np.zeros((0, 3)), title=f"GPS track: {name} (ENU)")
+        dump_json(rd / "summary.json", summary)
+    return GpsOdomAlignment(res, ot, ov, kept.t_s, gs, enu, summary)
+
+
+__all__ = ["GpsOdomAlignment", "SyncConfig", "align_gps_to_odometry", "convert_bag", "find_image_topic",
+           "load_bag_streams"]  # fmt: skip

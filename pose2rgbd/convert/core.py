@@ -1,0 +1,488 @@
+"""Rosbag / video + GPS -> format-v1 dataset, with Algorithm 1 time synchronization (docs/convert.md).
+
+Pipeline (both inputs):
+
+1. pass 1 reads frame stamps and the per-frame optical-flow magnitude (:mod:`pose2rgbd.sync.flow`), the GPS
+   fixes (cleaned: NO_FIX, NaN, impossible jumps dropped and counted) and an orientation source;
+2. GPS -> local ENU about the datum (first valid fix or given); GPS speed (reported, or a local
+   least-squares slope of the ENU track);
+3. the time offset ``d`` (GPS stamp ``t`` was measured at camera time ``t - d``) from
+   :func:`pose2rgbd.sync.correlate_signals`, or the user's value; a ``weak`` verdict uses the user's
+   ``time_offset_s`` or 0 and says so;
+4. frames outside the corrected GPS coverage (or in GPS gaps) are dropped: the maximal intersection;
+5. pass 2 writes the kept frames with ``T_world_cam`` (optical frame, ENU map) through an atomic
+   :class:`~pose2rgbd.dataset.DatasetWriter`, plus ``report/`` (plots and ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+
+from pose2rgbd.config import help_field, to_dict
+from pose2rgbd.errors import BagError, ConfigError, SyncError
+from pose2rgbd.geometry import R_BODY_OPTICAL, Datum, PinholeCamera, make_T
+from pose2rgbd.sync.estimator import (
+    SyncConfig,
+    SyncResult,
+    correlate_signals,
+    speed_from_positions,
+    velocity_from_positions,
+)
+from pose2rgbd.sync.flow import FlowMagnitude
+
+log = logging.getLogger(__name__)
+
+ORIENTATION_SOURCES = ("auto", "imu", "odom", "attitude", "course")
+
+
+@dataclass
+class ConvertConfig:
+    """Bag / video + GPS -> dataset conversion."""
+
+    size: str = help_field("", "output image size 'WxH' (intrinsics scaled); empty = as recorded")
+    time_offset_s: float | None = help_field(
+        None, "GPS time offset d in s (fix stamped t was measured at camera time t - d); used when "
+        "estimate_offset is false, and as the fallback when the estimate is too weak (else 0)"
+    )  # fmt: skip
+    estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
+    datum: str = help_field("", "ENU origin 'lat,lon,alt' (deg, deg, m); empty = the first valid fix")
+    max_speed_mps: float = help_field(60.0, "fixes implying a faster jump from the last kept fix are dropped")
+    jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
+    speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
+    speed_window_s: float = help_field(2.0, "window of the local line fit giving GPS speed from positions (s)")
+    use_reported_speed: bool = help_field(True, "use the speed column of a GPS log when present")
+    orientation: str = help_field("auto", "orientation source: auto, imu, odom, attitude or course")
+    mount_rpy_deg: list[float] = help_field(  # noqa: RUF009 - help_field copies the list per instance
+        [0.0, 0.0, 0.0], "camera mount (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
+        "looks down), used when /tf_static has no camera transform"
+    )  # fmt: skip
+    align_odom_yaw: bool = help_field(
+        False, "rotate the odometry frame about z so its heading matches the GPS course (for wheel odometry "
+        "whose frame starts at yaw 0; wrong for vehicles that do not face their direction of travel)"
+    )  # fmt: skip
+    min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
+    hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
+    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
+    image_topic: str = help_field("", "bag image topic (Image or CompressedImage); empty = by type")
+    info_topic: str = help_field("", "bag CameraInfo topic; empty = by type")
+    gps_topic: str = help_field("", "bag NavSatFix topic; empty = by type")
+    odom_topic: str = help_field("", "bag Odometry topic; empty = by type (optional)")
+    imu_topic: str = help_field("", "bag Imu topic; empty = by type (optional)")
+    depth_topic: str = help_field("/ground_truth/depth", "32FC1 depth topic included as metric depth if present")
+    max_frame_gap_s: float = help_field(1.0, "GPS gaps longer than this drop the frames inside them")
+    name: str = help_field("", "dataset name (default: the input file stem)")
+    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sync, dict):
+            from pose2rgbd.config import from_dict
+
+            self.sync = from_dict(SyncConfig, self.sync, where="sync")
+        if self.orientation not in ORIENTATION_SOURCES:
+            raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
+        if self.rgb_encoding not in ("png", "jpg"):
+            raise ConfigError(f"rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
+        if self.size:
+            self.size_wh()
+        if self.datum:
+            self.datum_obj()
+        if len(self.mount_rpy_deg) != 3:
+            raise ConfigError("mount_rpy_deg needs three numbers (roll, pitch, yaw)")
+
+    def size_wh(self) -> tuple[int, int] | None:
+        if not self.size:
+            return None
+        try:
+            w, h = (int(v) for v in self.size.lower().split("x"))
+        except ValueError as e:
+            raise ConfigError(f"size must look like 640x480, got {self.size!r}") from e
+        if w < 8 or h < 8:
+            raise ConfigError(f"size {self.size!r} is too small")
+        return w, h
+
+    def datum_obj(self) -> Datum | None:
+        if not self.datum:
+            return None
+        try:
+            lat, lon, alt = (float(v) for v in self.datum.split(","))
+            return Datum(lat, lon, alt)
+        except Exception as e:
+            raise ConfigError(f"datum must be 'lat,lon,alt' in degrees/metres, got {self.datum!r}: {e}") from e
+
+
+# ----------------------------------------------------------------------------------------------------------
+# orientation helpers
+
+_R_ENU_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+_R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
+
+
+def mount_matrix(rpy_deg: list[float] | tuple[float, ...]) -> np.ndarray:
+    """``T_body_cam`` (4x4) for a camera on a FLU body: roll/pitch/yaw of the camera *body* axes, then the
+    REP-103 optical rotation. Pitch > 0 tilts the view down (rotation about +y of FLU)."""
+    R = Rotation.from_euler("xyz", np.deg2rad(rpy_deg)).as_matrix() @ np.asarray(R_BODY_OPTICAL)
+    return make_T(R, np.zeros(3))
+
+
+@dataclass
+class OrientationTrack:
+    """``R_world_body`` at times ``t_s`` (seconds on the camera clock) and how it was obtained."""
+
+    t_s: np.ndarray
+    R: np.ndarray  # (N, 3, 3)
+    source: str
+    assumption: str
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        if self.t_s.size == 1:
+            return np.repeat(self.R[:1], len(t), 0)
+        tq = np.clip(t, self.t_s[0], self.t_s[-1])
+        return Slerp(self.t_s, Rotation.from_matrix(self.R))(tq).as_matrix()
+
+
+def course_orientation(t: np.ndarray, enu: np.ndarray, min_speed: float, window_s: float) -> OrientationTrack:
+    """Yaw from the GPS course (ENU velocity direction), roll = pitch = 0; held while slower than ``min_speed``."""
+    v = velocity_from_positions(t, enu, window_s)
+    sp = np.hypot(v[:, 0], v[:, 1])
+    yaw = np.arctan2(v[:, 1], v[:, 0])
+    fast = sp >= min_speed
+    if fast.any():
+        idx = np.flatnonzero(fast)
+        hold = idx[np.clip(np.searchsorted(idx, np.arange(t.size), "right") - 1, 0, idx.size - 1)]
+        yaw = yaw[hold]
+    else:
+        yaw = np.zeros(t.size)
+    yaw = np.unwrap(yaw)
+    R = Rotation.from_euler("z", yaw[:, None]).as_matrix()
+    return OrientationTrack(
+        t, R, "course",
+        "orientation from the GPS course: yaw = direction of travel, roll = pitch = 0 (the camera is assumed "
+        "to look along the direction of travel, turned by the configured mount)",
+    )  # fmt: skip
+
+
+def attitude_orientation(t: np.ndarray, rpy: np.ndarray, frame: str) -> OrientationTrack:
+    R = Rotation.from_euler("ZYX", rpy[:, ::-1]).as_matrix()  # R = Rz(yaw) Ry(pitch) Rx(roll)
+    if frame == "ned":
+        R = _R_ENU_NED @ R @ _R_FRD_FLU
+    return OrientationTrack(
+        t, R, "attitude", f"orientation from the attitude log ({frame}); camera mount as configured"
+    )
+
+
+def align_yaw_to_course(track: OrientationTrack, course: OrientationTrack, speed_ok: np.ndarray) -> float:
+    """Yaw offset (rad) that turns ``track`` (odometry frame) into ENU, from the GPS course while moving."""
+    if not speed_ok.any():
+        return 0.0
+    yo = Rotation.from_matrix(track.at(course.t_s[speed_ok])).as_euler("ZYX")[:, 0]
+    yc = Rotation.from_matrix(course.R[speed_ok]).as_euler("ZYX")[:, 0]
+    d = yc - yo
+    return float(np.arctan2(np.sin(d).mean(), np.cos(d).mean()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# shared assembly
+
+
+@dataclass
+class Streams:
+    """Everything pass 1 collected. Times are seconds relative to ``t0_ns`` on the camera clock (GPS: its own)."""
+
+    t0_ns: int
+    frame_t: np.ndarray
+    flow: np.ndarray
+    gps_t: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    alt: np.ndarray
+    gps_speed: np.ndarray  # reported speed or NaN
+    gps_status: np.ndarray
+    gps_source: str
+    camera: PinholeCamera
+    T_body_cam: np.ndarray
+    mount_source: str
+    orientation: Callable[[np.ndarray, np.ndarray], OrientationTrack] | None = None  # (gps_t_corr, enu) -> track
+    attitude_follows_gps: bool = False
+    has_depth: bool = False
+    input_kind: str = ""
+    input_path: str = ""
+    frames_unreadable: int = 0
+    extra_assumptions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What pass 2 writes, and the report."""
+
+    keep: np.ndarray  # (N,) bool over frames
+    T_world_cam: np.ndarray  # (N, 4, 4) valid where keep
+    lla: np.ndarray  # (N, 3)
+    datum: Datum
+    sync: SyncResult | None
+    summary: dict[str, Any]
+    enu: np.ndarray
+    gps_t_corr: np.ndarray
+    gps_speed: np.ndarray
+    dropped_fixes_enu: np.ndarray
+
+
+def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
+    from pose2rgbd.convert.logs import GpsTrack, clean_fixes
+
+    if s.frame_t.size == 0:
+        raise SyncError(f"{s.input_path}: no readable frames")
+    track = GpsTrack(s.gps_t, s.lat, s.lon, s.alt, s.gps_speed, s.gps_status, s.gps_source)
+    datum = cfg.datum_obj()
+    if datum is None:
+        good = (s.gps_status >= 0) & np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(s.alt)
+        good &= (np.abs(s.lat) <= 90) & (np.abs(s.lon) <= 180)
+        if not good.any():
+            raise SyncError(f"{s.gps_source}: no valid GPS fix among {len(track)} (all NO_FIX, NaN or out of range)")
+        i0 = int(np.argmax(good))
+        datum = Datum(float(s.lat[i0]), float(s.lon[i0]), float(s.alt[i0]))
+    kept, enu = clean_fixes(track, datum.to_enu, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
+    all_enu_ok = np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(s.alt) & (np.abs(s.lat) <= 90)
+    dropped_enu = np.zeros((0, 3))
+    if (~np.isin(s.gps_t, kept.t_s) & all_enu_ok).any():
+        m = ~np.isin(s.gps_t, kept.t_s) & all_enu_ok & (np.abs(s.lon) <= 180)
+        dropped_enu = datum.to_enu(s.lat[m], s.lon[m], s.alt[m])
+    reported = cfg.use_reported_speed and np.isfinite(kept.speed).mean() > 0.9
+    if reported:
+        ok = np.isfinite(kept.speed)
+        speed = np.interp(kept.t_s, kept.t_s[ok], kept.speed[ok])
+        speed_note = "GPS speed: the log's speed column"
+    else:
+        speed = speed_from_positions(kept.t_s, enu, cfg.speed_window_s, horizontal=not cfg.speed_3d)
+        speed_note = (f"GPS speed: local line fit over {cfg.speed_window_s} s of ENU positions "
+                      f"({'3-D' if cfg.speed_3d else 'horizontal'})")  # fmt: skip
+    # --- time offset
+    sync: SyncResult | None = None
+    user = cfg.time_offset_s
+    if cfg.estimate_offset:
+        good = np.isfinite(s.flow)
+        if good.sum() < 3:
+            raise SyncError(f"{s.input_path}: fewer than 3 frames with an optical-flow value; cannot synchronize")
+        from pose2rgbd.sync.flow import flow_times
+
+        tflow = flow_times(s.frame_t, cfg.sync.flow.frame_step)
+        sync = correlate_signals(tflow[good], s.flow[good], kept.t_s, speed, cfg.sync, fallback_offset_s=user)
+        offset = sync.offset_s
+        if sync.verdict != "ok":
+            log.warning(
+                "time offset: the signal is too weak to decide (%s); using %s = %+.3f s",
+                "; ".join(sync.reasons), "the given --time-offset" if user is not None else "0", offset,
+            )  # fmt: skip
+        else:
+            log.info("time offset: %s", sync.describe())
+    else:
+        offset = 0.0 if user is None else float(user)
+    gps_t_corr = kept.t_s - offset
+    # --- positions at frame times, maximal intersection
+    ft = s.frame_t
+    reasons = np.full(ft.size, "", dtype=object)
+    reasons[~np.isfinite(ft)] = "bad stamp"
+    outside = (ft < gps_t_corr[0]) | (ft > gps_t_corr[-1])
+    reasons[(reasons == "") & outside] = "outside GPS coverage (after the time offset)"
+    j = np.clip(np.searchsorted(gps_t_corr, ft), 1, gps_t_corr.size - 1)
+    gap = (gps_t_corr[j] - gps_t_corr[j - 1]) > cfg.max_frame_gap_s
+    reasons[(reasons == "") & gap] = f"inside a GPS gap > {cfg.max_frame_gap_s} s"
+    keep = reasons == ""
+    pos = np.stack([np.interp(ft, gps_t_corr, enu[:, k]) for k in range(3)], -1)
+    # --- orientation
+    course = course_orientation(gps_t_corr, enu, cfg.min_course_speed_mps, cfg.speed_window_s)
+    orient = course
+    if cfg.orientation != "course" and s.orientation is not None:
+        try:
+            o = s.orientation(gps_t_corr, enu)
+            if o.source == "attitude" and s.attitude_follows_gps:
+                o = OrientationTrack(o.t_s - offset, o.R, o.source, o.assumption)
+            if o.source == "odom" and not cfg.align_odom_yaw:
+                o = OrientationTrack(o.t_s, o.R, o.source, o.assumption + " (its frame assumed ENU-aligned)")
+            elif o.source == "odom":
+                fast = speed >= cfg.min_course_speed_mps
+                yaw0 = align_yaw_to_course(o, course, fast)
+                Rz = Rotation.from_euler("z", yaw0).as_matrix()
+                o = OrientationTrack(o.t_s, Rz @ o.R, o.source,
+                                     f"{o.assumption}; odometry yaw aligned to the GPS course "
+                                     f"({math.degrees(yaw0):+.1f} deg)")  # fmt: skip
+            orient = o
+        except (BagError, SyncError) as e:
+            if cfg.orientation != "auto":
+                raise
+            log.warning("orientation source unusable (%s); using the GPS course", e)
+    if cfg.orientation not in ("auto", "course") and orient.source != cfg.orientation:
+        raise SyncError(f"orientation source {cfg.orientation!r} requested but the input has none")
+    R_wb = orient.at(ft)
+    T_wb = make_T(R_wb, pos)
+    T_wc = T_wb @ s.T_body_cam
+    lat, lon, alt = datum.from_enu(pos)
+    lla = np.stack([lat, lon, alt], -1)
+    n_keep = int(keep.sum())
+    if n_keep == 0:
+        span_f = (float(np.nanmin(ft)), float(np.nanmax(ft)))
+        raise SyncError(
+            f"{s.input_path}: no frame lies within the GPS coverage: frames {span_f[0]:.2f}..{span_f[1]:.2f} s, "
+            f"GPS (offset {offset:+.2f} s applied) {gps_t_corr[0]:.2f}..{gps_t_corr[-1]:.2f} s"
+        )
+    frame_drops: dict[str, int] = {}
+    for r in reasons[~keep]:
+        frame_drops[str(r)] = frame_drops.get(str(r), 0) + 1
+    if s.frames_unreadable:
+        frame_drops["unreadable image"] = s.frames_unreadable
+    assumptions = list(s.extra_assumptions)
+    assumptions.append(orient.assumption)
+    assumptions.append(f"camera mount: {s.mount_source}")
+    assumptions.append(speed_note)
+    assumptions.append("GPS antenna position = camera position (no lever arm)")
+    summary: dict[str, Any] = {
+        "input": {"kind": s.input_kind, "path": s.input_path, "gps": s.gps_source},
+        "offset_definition": "a GPS fix stamped t was measured at camera time t - offset_s",
+        "time_offset": {
+            "offset_s": offset,
+            "source": "estimated" if sync is not None and sync.ok else (
+                "user (--time-offset)" if user is not None else "zero (no usable estimate)"),
+            **({"estimator": sync.to_dict()} if sync is not None else {}),
+        },
+        "frames": {"total": int(ft.size + s.frames_unreadable), "kept": n_keep, "dropped": frame_drops},
+        "fixes": {"total": len(track), "kept": len(kept), "dropped": kept.dropped},
+        "datum": {"lat_deg": datum.lat_deg, "lon_deg": datum.lon_deg, "alt_m": datum.alt_m},
+        "orientation_source": orient.source,
+        "assumptions": assumptions,
+        "depth": "metric (ground-truth depth topic)" if s.has_depth else "none",
+        "config": to_dict(cfg),
+    }  # fmt: skip
+    return Plan(keep, T_wc, lla, datum, sync, summary, enu, gps_t_corr, speed, dropped_enu)
+
+
+def write_dataset(
+    out: Path,
+    s: Streams,
+    plan: Plan,
+    cfg: ConvertConfig,
+    frames: Iterator[tuple[int, np.ndarray, np.ndarray | None]],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    report_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Pass 2: ``frames`` yields ``(frame_index, rgb, depth|None)`` for kept frames, in order."""
+    from tqdm import tqdm
+
+    from pose2rgbd.convert.report import write_report
+    from pose2rgbd.dataset import DatasetWriter, Manifest
+
+    wh = cfg.size_wh()
+    cam = s.camera if wh is None else s.camera.scaled(*wh)
+    man = Manifest(
+        name=cfg.name or Path(s.input_path).stem,
+        camera=cam,
+        depth_kind="metric" if s.has_depth else "none",
+        rgb_encoding=cfg.rgb_encoding,
+        datum=plan.datum,
+        sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
+        extra={"conversion": {k: plan.summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
+    )
+    import cv2
+
+    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite)
+    try:
+        bar = tqdm(total=int(plan.keep.sum()), desc="writing frames", unit="frame", disable=not progress)
+        for i, rgb, depth in _prefetch(frames):
+            if wh is not None and (rgb.shape[1], rgb.shape[0]) != wh:
+                rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
+                if depth is not None:
+                    depth = cv2.resize(depth, wh, interpolation=cv2.INTER_NEAREST)
+            writer.add_frame(
+                int(s.t0_ns + round(s.frame_t[i] * 1e9)), plan.T_world_cam[i], rgb, depth,
+                latlonalt=tuple(plan.lla[i]), source_id=0,
+            )  # fmt: skip
+            bar.update(1)
+        bar.close()
+        if len(writer) != int(plan.keep.sum()):
+            raise SyncError(f"{s.input_path}: expected {int(plan.keep.sum())} frames in pass 2, read {len(writer)}")
+        rep = writer.root / "report"
+        rep.mkdir(exist_ok=True)
+        write_report(rep, s, plan)
+        if report_extra is not None:
+            report_extra(rep)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _prefetch(it: Iterator[Any], depth: int = 8) -> Iterator[Any]:
+    """Run ``it`` (decoding: OpenCV/rosbags release the GIL) in a thread while the caller encodes/writes."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for x in it:
+                if stop.is_set():
+                    return
+                q.put(x)
+            q.put(end)
+        except BaseException as e:
+            q.put(e)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    try:
+        while True:
+            x = q.get()
+            if x is end:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def dump_json(path: Path, obj: Any) -> None:
+    def conv(v: Any) -> Any:
+        if isinstance(v, (np.floating, float)):
+            return None if not np.isfinite(v) else float(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.ndarray):
+            return [conv(x) for x in v.tolist()]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(conv(obj), indent=2))
+
+
+def flow_pass(stamps_and_images: Iterator[tuple[float, np.ndarray]], cfg: SyncConfig, total: int | None,
+              progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Pass 1 helper: flow magnitude per frame (NaN for the first)."""
+    from tqdm import tqdm
+
+    fm = FlowMagnitude(cfg.flow)
+    ts, vs = [], []
+    for t, img in tqdm(stamps_and_images, total=total, desc=desc, unit="frame", disable=not progress):
+        ts.append(t)
+        vs.append(fm.add_image(t, img))
+    return np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)

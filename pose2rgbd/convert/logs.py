@@ -1,0 +1,276 @@
+"""GPS and attitude logs beside a video: readers, and the fix cleaning shared with the bag converter.
+
+Formats (``gps_format``):
+
+* ``csv`` (documented, also written by the simulator): header ``time_s,lat,lon,alt,speed_mps,fix``;
+  ``time_s`` = seconds on the video clock (0 = first frame); ``speed_mps`` optional/empty; ``fix`` 1/0.
+* ``gpx``: ``<trkpt lat= lon=><ele/><time/></trkpt>``; times are UTC, mapped to the video clock with
+  ``video_start_utc`` (ISO 8601) or, without it, by taking the first track point as video time 0.
+* ``gopro-gps5``: the GoPro GPS5 CSV (``video_time_s, gps_fix, lat_deg, lon_deg, alt_m, speed2d_mps``...).
+* ``karma``: the drone ``GLOBAL_POSITION_INT``-like CSV (``time_s`` boot clock, ``video_payload_pts_s``,
+  ``idx_in_payload``, ``n_in_payload``, ``lat_deg, lon_deg, alt_msl_m, vx_north_mps, vy_east_mps``): the
+  boot clock is mapped to the video clock by the median offset to the payload times.
+
+Attitude logs: ``time_s,roll,pitch,yaw`` (degrees with ``attitude_degrees``), or the karma ATTITUDE CSV
+(``time_s`` boot clock, ``roll_rad, pitch_rad, yaw_rad``; aircraft NED/FRD convention).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pose2rgbd.errors import SyncError
+
+GPS_FORMATS = ("csv", "gpx", "gopro-gps5", "karma")
+
+
+@dataclass
+class GpsTrack:
+    """Fixes on their own clock: ``t_s`` seconds (float64), degrees, metres; ``speed`` NaN where absent;
+    ``status`` >= 0 a fix, -1 no fix (NavSatStatus.STATUS_NO_FIX)."""
+
+    t_s: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    alt: np.ndarray
+    speed: np.ndarray
+    status: np.ndarray
+    source: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.t_s.size)
+
+    def subset(self, keep: np.ndarray) -> GpsTrack:
+        return GpsTrack(
+            self.t_s[keep], self.lat[keep], self.lon[keep], self.alt[keep], self.speed[keep], self.status[keep],
+            self.source, dict(self.dropped),
+        )  # fmt: skip
+
+
+@dataclass
+class AttitudeLog:
+    """``t_s`` seconds (float64) and ``rpy`` (N, 3) radians; ``frame`` 'ned' (aircraft FRD) or 'enu' (FLU)."""
+
+    t_s: np.ndarray
+    rpy: np.ndarray
+    frame: str = "ned"
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise SyncError(f"{path}: log file not found")
+    try:
+        with open(path, newline="") as f:
+            rd = csv.DictReader(f)
+            rows = list(rd)
+            header = list(rd.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SyncError(f"{path}: cannot read as CSV: {e}") from e
+    return header, rows
+
+
+def _need(path: Path, header: list[str], cols: list[str], fmt: str) -> None:
+    missing = [c for c in cols if c not in header]
+    if missing:
+        raise SyncError(
+            f"{path}: columns {missing} missing for --gps-format {fmt}; the header is {header}. "
+            f"Supported formats: {', '.join(GPS_FORMATS)} (see docs/convert.md)"
+        )
+
+
+def _col(rows: list[dict[str, str]], name: str) -> np.ndarray:
+    out = np.empty(len(rows))
+    for i, r in enumerate(rows):
+        v = (r.get(name) or "").strip()
+        try:
+            out[i] = float(v) if v else np.nan
+        except ValueError:
+            out[i] = np.nan
+    return out
+
+
+def _karma_video_time(rows: list[dict[str, str]]) -> np.ndarray:
+    """Boot-clock time mapped onto the video clock (median offset to evenly spaced payload times)."""
+    tb = _col(rows, "time_s")
+    even = _col(rows, "video_payload_pts_s") + _col(rows, "payload_dur_s") * _col(rows, "idx_in_payload") / _col(
+        rows, "n_in_payload"
+    )
+    ok = np.isfinite(tb) & np.isfinite(even)
+    if not ok.any():
+        raise SyncError("karma log: no row with both time_s and payload timing")
+    return tb - float(np.median(tb[ok] - even[ok]))
+
+
+def _parse_utc(s: str) -> float:
+    s = s.strip().replace("Z", "+00:00")
+    t = _dt.datetime.fromisoformat(s)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def read_gps_log(path: str | Path, fmt: str = "csv", *, video_start_utc: str | None = None) -> GpsTrack:
+    """Read a GPS log (see the module docstring for formats); times in seconds on the video clock."""
+    p = Path(path)
+    if fmt not in GPS_FORMATS:
+        raise SyncError(f"unknown GPS format {fmt!r}; choose one of {', '.join(GPS_FORMATS)}")
+    if fmt == "gpx":
+        return _read_gpx(p, video_start_utc)
+    header, rows = _read_rows(p)
+    if not rows:
+        raise SyncError(f"{p}: no GPS rows (header {header})")
+    if fmt == "csv":
+        _need(p, header, ["time_s", "lat", "lon", "alt"], fmt)
+        t = _col(rows, "time_s")
+        speed = _col(rows, "speed_mps") if "speed_mps" in header else np.full(len(rows), np.nan)
+        fix = _col(rows, "fix") if "fix" in header else np.ones(len(rows))
+        status = np.where(fix > 0, 0, -1)
+        return GpsTrack(t, _col(rows, "lat"), _col(rows, "lon"), _col(rows, "alt"), speed, status, str(p))
+    if fmt == "gopro-gps5":
+        _need(p, header, ["video_time_s", "lat_deg", "lon_deg", "alt_m"], fmt)
+        fix = _col(rows, "gps_fix") if "gps_fix" in header else np.full(len(rows), 3.0)
+        speed = _col(rows, "speed2d_mps") if "speed2d_mps" in header else np.full(len(rows), np.nan)
+        status = np.where(fix >= 2, 0, -1)  # GPS5 fix: 0 none, 2 2D, 3 3D
+        return GpsTrack(
+            _col(rows, "video_time_s"), _col(rows, "lat_deg"), _col(rows, "lon_deg"), _col(rows, "alt_m"),
+            speed, status, str(p),
+        )  # fmt: skip
+    # karma
+    _need(p, header, ["time_s", "video_payload_pts_s", "payload_dur_s", "idx_in_payload", "n_in_payload",
+                      "lat_deg", "lon_deg"], fmt)  # fmt: skip
+    alt = _col(rows, "alt_msl_m") if "alt_msl_m" in header else _col(rows, "alt_m")
+    if "vx_north_mps" in header:
+        speed = np.hypot(_col(rows, "vx_north_mps"), _col(rows, "vy_east_mps"))
+    elif "speed_mps" in header:
+        speed = _col(rows, "speed_mps")
+    else:
+        speed = np.full(len(rows), np.nan)
+    status = np.zeros(len(rows), int)
+    if "fix_type" in header:
+        status = np.where(_col(rows, "fix_type") >= 2, 0, -1)
+    return GpsTrack(_karma_video_time(rows), _col(rows, "lat_deg"), _col(rows, "lon_deg"), alt, speed, status, str(p))
+
+
+def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
+    if not p.is_file():
+        raise SyncError(f"{p}: log file not found")
+    try:
+        root = ET.parse(p).getroot()
+    except ET.ParseError as e:
+        raise SyncError(f"{p}: not valid GPX/XML: {e}") from e
+    rows = []
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] != "trkpt":
+            continue
+        ele = tm = None
+        for ch in el:
+            tag = ch.tag.rsplit("}", 1)[-1]
+            if tag == "ele":
+                ele = ch.text
+            elif tag == "time":
+                tm = ch.text
+        if tm is None:
+            raise SyncError(f"{p}: a trkpt has no <time>; GPX without times cannot be synchronized")
+        try:
+            rows.append((_parse_utc(tm), float(el.get("lat", "nan")), float(el.get("lon", "nan")),
+                         float(ele) if ele else 0.0))  # fmt: skip
+        except ValueError as e:
+            raise SyncError(f"{p}: bad trkpt: {e}") from e
+    if not rows:
+        raise SyncError(f"{p}: no <trkpt> elements")
+    a = np.asarray(rows)
+    t0 = _parse_utc(video_start_utc) if video_start_utc else a[0, 0]
+    n = len(a)
+    return GpsTrack(a[:, 0] - t0, a[:, 1], a[:, 2], a[:, 3], np.full(n, np.nan), np.zeros(n, int), str(p))
+
+
+def read_attitude_log(path: str | Path, *, degrees: bool = False, frame: str = "ned") -> AttitudeLog:
+    """``time_s,roll,pitch,yaw`` CSV or the karma ATTITUDE CSV (recognised by its columns)."""
+    p = Path(path)
+    header, rows = _read_rows(p)
+    if not rows:
+        raise SyncError(f"{p}: no attitude rows")
+    if {"roll_rad", "pitch_rad", "yaw_rad", "video_payload_pts_s"} <= set(header):
+        t = _karma_video_time(rows)
+        rpy = np.stack([_col(rows, "roll_rad"), _col(rows, "pitch_rad"), _col(rows, "yaw_rad")], -1)
+        frame = "ned"
+    else:
+        _need(p, header, ["time_s", "roll", "pitch", "yaw"], "attitude")
+        t = _col(rows, "time_s")
+        rpy = np.stack([_col(rows, "roll"), _col(rows, "pitch"), _col(rows, "yaw")], -1)
+        if degrees:
+            rpy = np.deg2rad(rpy)
+    ok = np.isfinite(t) & np.isfinite(rpy).all(1)
+    t, rpy = t[ok], rpy[ok]
+    order = np.argsort(t, kind="stable")
+    t, rpy = t[order], rpy[order]
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    if keep.sum() < 1:
+        raise SyncError(f"{p}: no valid attitude samples")
+    return AttitudeLog(t[keep], rpy[keep], frame)
+
+
+def clean_fixes(
+    track: GpsTrack, to_enu, *, max_speed_mps: float, tolerance_m: float = 10.0
+) -> tuple[GpsTrack, np.ndarray]:
+    """Drop fixes with NO_FIX status, NaN fields, non-increasing stamps or impossible jumps.
+
+    ``to_enu(lat, lon, alt) -> (N, 3)``. A jump is a fix whose distance from the last kept fix implies
+    more than ``max_speed_mps`` after ``tolerance_m`` of noise is allowed for. Returns the kept track
+    (``dropped`` counts per reason) and its ENU points.
+    """
+    n = len(track)
+    if n == 0:
+        raise SyncError(f"{track.source}: the GPS log is empty")
+    dropped: dict[str, int] = {}
+    ok = np.ones(n, bool)
+
+    def drop(mask: np.ndarray, why: str) -> None:
+        m = mask & ok
+        if m.any():
+            dropped[why] = dropped.get(why, 0) + int(m.sum())
+            ok[m] = False
+
+    drop(track.status < 0, "no fix (status -1)")
+    drop(~(np.isfinite(track.lat) & np.isfinite(track.lon) & np.isfinite(track.alt) & np.isfinite(track.t_s)),
+         "NaN field")  # fmt: skip
+    drop((np.abs(track.lat) > 90) | (np.abs(track.lon) > 180), "latitude/longitude out of range")
+    idx = np.flatnonzero(ok)
+    back = np.flatnonzero(np.diff(track.t_s[idx]) < 0)
+    if back.size:
+        i = int(idx[back[0] + 1])
+        raise SyncError(
+            f"{track.source}: GPS stamps go backwards at fix {i} ({track.t_s[i - 1]:.3f} s -> {track.t_s[i]:.3f} s); "
+            "sort the log by time first"
+        )
+    if idx.size == 0:
+        raise SyncError(
+            f"{track.source}: no valid GPS fix among {n} ({', '.join(f'{v} {k}' for k, v in dropped.items())})"
+        )
+    enu_all = np.full((n, 3), np.nan)
+    enu_all[idx] = to_enu(track.lat[idx], track.lon[idx], track.alt[idx])
+    last = idx[0]
+    for i in idx[1:]:
+        dt = track.t_s[i] - track.t_s[last]
+        if dt <= 0:
+            dropped["stamp not after the previous fix"] = dropped.get("stamp not after the previous fix", 0) + 1
+            ok[i] = False
+            continue
+        dist = float(np.linalg.norm(enu_all[i, :2] - enu_all[last, :2]))
+        if (dist - tolerance_m) / dt > max_speed_mps:
+            dropped["jump faster than max_speed_mps"] = dropped.get("jump faster than max_speed_mps", 0) + 1
+            ok[i] = False
+            continue
+        last = i
+    out = track.subset(ok)
+    out.dropped = dropped
+    if len(out) < 2:
+        raise SyncError(f"{track.source}: fewer than two valid GPS fixes left ({len(out)} of {n}; dropped: {dropped})")
+    return out, enu_all[ok]

@@ -1,0 +1,139 @@
+"""Video file + GPS log (+ attitude log) -> dataset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose2rgbd.convert.core import (
+    ConvertConfig,
+    OrientationTrack,
+    Streams,
+    attitude_orientation,
+    flow_pass,
+    mount_matrix,
+    plan_poses,
+    write_dataset,
+)
+from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.errors import SyncError
+from pose2rgbd.geometry import PinholeCamera
+
+log = logging.getLogger(__name__)
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.is_file():
+        raise SyncError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SyncError(f"{path}: cannot open as a video (unknown container/codec or corrupt file)")
+    return cap
+
+
+def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(index, t_s, bgr)``; ``t_s`` from the container timestamps (0 = first frame), or index / fps."""
+    p = Path(path)
+    cap = _open(p)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        i = 0
+        t_first = None
+        last = -np.inf
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            if t_first is None:
+                t_first = t
+            t -= t_first
+            if not np.isfinite(t) or t <= last:  # container without usable timestamps
+                if fps <= 0:
+                    raise SyncError(f"{p}: frame {i} has no usable timestamp and the frame rate is unknown")
+                t = i / fps
+            last = t
+            yield i, float(t), frame
+            i += 1
+    finally:
+        cap.release()
+
+
+def load_video_streams(
+    video: str | Path,
+    gps_log: str | Path,
+    cfg: ConvertConfig,
+    *,
+    gps_format: str = "csv",
+    attitude: str | Path | None = None,
+    attitude_degrees: bool = False,
+    video_start_utc: str | None = None,
+    progress: bool = True,
+) -> Streams:
+    """Pass 1 over a video: frame times, flow; the GPS and attitude logs."""
+    vp = Path(video)
+    cap = _open(vp)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    cap.release()
+    track = read_gps_log(gps_log, gps_format, video_start_utc=video_start_utc)
+    att = read_attitude_log(attitude, degrees=attitude_degrees) if attitude else None
+
+    def frames() -> Iterator[tuple[float, np.ndarray]]:
+        for _, t, bgr in read_video_frames(vp):
+            yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+    ft, flow = flow_pass(frames(), cfg.sync, n, progress, "flow (pass 1)")
+    if ft.size == 0:
+        raise SyncError(f"{vp}: no frame could be decoded (empty or corrupt video)")
+    orient = None
+    if att is not None and cfg.orientation in ("auto", "attitude"):
+
+        def orient(_t: np.ndarray, _enu: np.ndarray, a=att) -> OrientationTrack:
+            return attitude_orientation(a.t_s, a.rpy, a.frame)
+
+    cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
+    return Streams(
+        t0_ns=0, frame_t=ft, flow=flow, gps_t=track.t_s, lat=track.lat, lon=track.lon, alt=track.alt,
+        gps_speed=track.speed, gps_status=track.status, gps_source=str(gps_log), camera=cam,
+        T_body_cam=mount_matrix(cfg.mount_rpy_deg),
+        mount_source=f"configured mount_rpy_deg={list(cfg.mount_rpy_deg)}", orientation=orient,
+        attitude_follows_gps=True, input_kind="video", input_path=str(vp),
+        extra_assumptions=[
+            f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no calibration "
+            "for a video)",
+            "the attitude log (if any) shares the GPS clock and gets the same time offset",
+        ],
+    )  # fmt: skip
+
+
+def convert_video(
+    video: str | Path,
+    gps_log: str | Path,
+    out: str | Path,
+    cfg: ConvertConfig | None = None,
+    *,
+    gps_format: str = "csv",
+    attitude: str | Path | None = None,
+    attitude_degrees: bool = False,
+    video_start_utc: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error)."""
+    cfg = cfg or ConvertConfig()
+    s = load_video_streams(video, gps_log, cfg, gps_format=gps_format, attitude=attitude,
+                           attitude_degrees=attitude_degrees, video_start_utc=video_start_utc,
+                           progress=progress)  # fmt: skip
+    plan = plan_poses(s, cfg)
+
+    def frames() -> Iterator[tuple[int, np.ndarray, None]]:
+        for i, _, bgr in read_video_frames(video):
+            if i < plan.keep.size and plan.keep[i]:
+                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+
+    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, progress=progress)

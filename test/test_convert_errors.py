@@ -1,0 +1,145 @@
+"""Bad input fails clearly and leaves nothing half written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose2rgbd.cli.main import main
+from pose2rgbd.errors import BagError, Pose2RGBDError, SyncError
+
+FIXTURES = [
+    "evo_nav2_turtlebot_sim_mcap/nav2_turtlebot.mcap",
+    "evo_tf_example_sqlite3",
+    "nav2_cm_moving_obstacle_mcap_zstd",
+    "rosbag2_talker_mcap",
+    "rosbag2_talker_sqlite3",
+    "rosbag2_topics_and_service_events_mcap",
+    "rosbag2_topics_and_service_events_sqlite3",
+]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_convert_bag_without_camera_fails_clearly(shared_data: Path, tmp_path: Path, name: str) -> None:
+    from pose2rgbd.convert.bag import convert_bag
+
+    out = tmp_path / "out"
+    with pytest.raises(BagError) as e:
+        convert_bag(shared_data / "ros2-bag-fixtures" / name, out, progress=False)
+    msg = str(e.value)
+    # either the bag opens and we say what is missing, or the reader says why it cannot open it
+    assert ("no camera topic" in msg and "topics present" in msg) or name.endswith("events_mcap"), msg
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["rosbag2_talker_mcap", "rosbag2_talker_sqlite3"])
+def test_talker_bags_give_their_messages_or_an_error(shared_data: Path, name: str) -> None:
+    from pose2rgbd.bags import open_bag
+
+    try:
+        with open_bag(shared_data / "ros2-bag-fixtures" / name) as bag:
+            n = sum(1 for _ in bag.messages())
+    except BagError as e:
+        assert str(e)
+        return
+    assert n == 20
+
+
+def test_cli_lists_topics_when_the_gps_topic_is_missing(shared_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    rc = main(["convert", "bag", str(shared_data / "husky-gps-odom-imu-bag" / "test1.bag"), "--out", str(out),
+               "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "no camera topic" in err and "/fix" in err and "NavSatFix" in err
+    assert not out.exists()
+
+
+def test_truncated_bag(shared_data: Path, tmp_path: Path) -> None:
+    from pose2rgbd.convert.bag import convert_bag
+
+    src = shared_data / "husky-gps-odom-imu-bag" / "test1.bag"
+    bad = tmp_path / "cut.bag"
+    bad.write_bytes(src.read_bytes()[:300_000])
+    out = tmp_path / "out"
+    with pytest.raises(Pose2RGBDError):
+        convert_bag(bad, out, progress=False)
+    assert not out.exists()
+    junk = tmp_path / "junk.bag"
+    junk.write_bytes(b"\x00not a bag" * 100)
+    with pytest.raises(Pose2RGBDError):
+        convert_bag(junk, out, progress=False)
+    assert not out.exists()
+
+
+def _video(path: Path, n: int = 60, size: tuple[int, int] = (160, 120)) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    tex = (rng.random((size[1] * 2, size[0] * 4)) * 255).astype(np.uint8)
+    tex = cv2.GaussianBlur(tex, (0, 0), 2)
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+    for i in range(n):
+        x = int(2 * i)
+        wr.write(cv2.cvtColor(np.ascontiguousarray(tex[: size[1], x : x + size[0]]), cv2.COLOR_GRAY2BGR))
+    wr.release()
+    return path
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("time_s,lat,lon,alt,speed_mps,fix\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_video_errors_leave_nothing(tmp_path: Path) -> None:
+    from pose2rgbd.convert.video import convert_video
+
+    vid = _video(tmp_path / "v.mp4")
+    out = tmp_path / "out"
+    good = [f"{t:.2f},44.43,{26.1 + 1e-5 * t:.7f},80,,1" for t in np.arange(0, 2.0, 0.1)]
+    cases = {
+        "no valid GPS fix": _csv(tmp_path / "nofix.csv", [r[:-1] + "0" for r in good]),
+        "empty": _csv(tmp_path / "empty.csv", []),
+        "backwards": _csv(tmp_path / "back.csv", [good[0], good[5], good[2], *good[6:]]),
+        "missing": tmp_path / "missing.csv",
+    }
+    expect = {"no valid GPS fix": "no valid GPS fix", "empty": "no GPS rows", "backwards": "backwards",
+              "missing": "not found"}  # fmt: skip
+    for k, log in cases.items():
+        with pytest.raises(SyncError) as e:
+            convert_video(vid, log, out, progress=False)
+        assert expect[k] in str(e.value), (k, str(e.value))
+        assert not out.exists()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(SyncError) as e:
+        convert_video(bad, cases["empty"], out, progress=False)
+    assert "video" in str(e.value)
+    assert not out.exists()
+    # columns missing: the error names them and the header
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("t,la,lo\n0,1,2\n")
+    with pytest.raises(SyncError) as e:
+        convert_video(vid, wrong, out, progress=False)
+    assert "time_s" in str(e.value) and "header" in str(e.value)
+
+
+def test_interrupt_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pose2rgbd.convert import core
+    from pose2rgbd.convert.video import convert_video
+
+    vid = _video(tmp_path / "v.mp4")
+    log = _csv(tmp_path / "g.csv", [f"{t:.2f},44.43,{26.1 + 1e-5 * t:.7f},80,,1" for t in np.arange(0, 2.0, 0.1)])
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pose2rgbd.convert.report.write_report", boom)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        convert_video(vid, log, out, core.ConvertConfig(estimate_offset=False), progress=False)
+    assert not out.exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+    shutil.rmtree(tmp_path / "unused", ignore_errors=True)

@@ -1,0 +1,306 @@
+"""Evaluate a checkpoint on a dataset split: metrics table (Markdown + JSON) for the model and the
+nearest-pose baseline, a qualitative grid (paper Fig. 6), training curves, and a fly-through video along a
+route the model never trained on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pose2rgbd.dataset import Dataset, build_cache
+from pose2rgbd.dataset.cache import TrainingCache
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
+from pose2rgbd.evaluation.metrics import MetricAccumulator
+from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
+from pose2rgbd.models import LoadedCheckpoint, count_parameters, load_checkpoint, outputs_to_numpy
+from pose2rgbd.training.splits import Split, make_split
+from pose2rgbd.training.trainer import resolve_device
+
+log = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("random", "route", "all")
+
+
+@dataclass
+class EvaluationResult:
+    out_dir: Path
+    metrics: dict[str, dict[str, float]]  # {"model": {...}, "baseline": {...}}
+    files: dict[str, Path]
+    split: str
+    frames: int
+    depth_unit: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def depth_unit_label(depth_kind: str) -> str:
+    return "m" if depth_kind == "metric" else "units, unscaled"
+
+
+@torch.no_grad()
+def predict(
+    loaded: LoadedCheckpoint, T_world_cam: np.ndarray, *, batch_size: int = 16, device: torch.device | None = None
+) -> dict[str, np.ndarray | None]:
+    """Model predictions in data units for ``(N, 4, 4)`` poses (see :func:`pose2rgbd.models.outputs_to_numpy`)."""
+    dev = device or next(loaded.model.parameters()).device
+    model = loaded.model.to(dev).eval()
+    parts: list[dict[str, np.ndarray | None]] = []
+    for s in range(0, len(T_world_cam), batch_size):
+        x = torch.from_numpy(loaded.pose_normalizer.normalize(T_world_cam[s : s + batch_size])).to(dev)
+        parts.append(outputs_to_numpy(model(x), loaded.depth_normalizer))
+    out: dict[str, np.ndarray | None] = {}
+    for k in ("rgb", "depth", "confidence"):
+        vals = [p[k] for p in parts]
+        out[k] = None if not vals or vals[0] is None else np.concatenate(vals)  # type: ignore[arg-type]
+    return out
+
+
+def _split(cache: TrainingCache, kind: str, train_cfg: dict[str, Any]) -> Split:
+    if kind == "all":
+        n = len(cache)
+        return Split("all", np.zeros(0, np.int64), np.arange(n), f"all {n} frames")
+    return make_split(
+        cache.source_id,
+        cache.stamp_ns,
+        kind,
+        seed=int(train_cfg.get("seed", 0)),
+        val_fraction=float(train_cfg.get("val_fraction", 0.2)),
+    )
+
+
+def _route_frames(cache: TrainingCache, split: Split, n_max: int) -> tuple[np.ndarray, str]:
+    """Frames of one never-trained route, in time order, at most ``n_max`` (uniform stride)."""
+    test = split.val
+    sids = cache.source_id[test]
+    train_sources = set(np.unique(cache.source_id[split.train]).tolist())
+    held = [s for s in np.unique(sids) if s not in train_sources]
+    if split.kind == "all":
+        sid = np.bincount(sids - sids.min()).argmax() + sids.min()
+        sel = test[sids == sid]
+        what = f"route of source {int(sid)} (all frames evaluated)"
+    elif held:
+        counts = {s: int((sids == s).sum()) for s in held}
+        sid = max(counts, key=lambda s: counts[s])
+        sel = test[sids == sid]
+        what = f"held-out route (source {int(sid)}), never trained on"
+    else:
+        sel = test
+        what = (
+            "held-out time blocks of the recording"
+            if split.kind == "route"
+            else "validation frames (random split: interleaved with training frames)"
+        )
+    sel = sel[np.argsort(cache.stamp_ns[sel], kind="stable")]
+    stride = max(1, math.ceil(len(sel) / max(n_max, 1)))
+    return sel[::stride][:n_max], what
+
+
+def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit: str) -> str:
+    """A Markdown table of metric dicts (one row per method)."""
+    head = (
+        f"| method | frames | RGB MAE (px) | PSNR (dB) | SSIM | depth MAE ({depth_unit}) | depth RMSE ({depth_unit}) "
+        "| AbsRel |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+
+    def f(m: dict[str, float], k: str, fmt: str) -> str:
+        v = m.get(k)
+        return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+
+    lines = [
+        f"| {name} | {int(m.get('frames', 0))} | {f(m, 'rgb_mae_px', '.2f')} | {f(m, 'rgb_psnr_db', '.2f')} | "
+        f"{f(m, 'rgb_ssim', '.3f')} | {f(m, 'depth_mae', '.2f')} | {f(m, 'depth_rmse', '.2f')} "
+        f"| {f(m, 'depth_absrel', '.3f')} |"
+        for name, m in rows
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def evaluate(
+    checkpoint: str | Path,
+    dataset: str | Path | Dataset,
+    split: str | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    baseline: bool = True,
+    rot_weight_m: float | None = None,
+    max_frames: int = 0,
+    grid_rows: int = 4,
+    fly_frames: int = 120,
+    fps: float = 10.0,
+    batch_size: int = 16,
+    device: str = "auto",
+    cache_root: str | Path | None = None,
+    allow_other_dataset: bool = False,
+    progress: bool = True,
+    write_files: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``checkpoint`` on ``dataset``.
+
+    ``split``: ``random`` | ``route`` | ``all`` (``None``: the split the checkpoint was trained with, same seed,
+    so the test frames are exactly its validation frames). The checkpoint must come from this dataset
+    (fingerprint) unless ``allow_other_dataset`` (then ``split`` defaults to ``all`` and there is no baseline).
+    Writes into ``out_dir`` (default ``<checkpoint dir>/eval-<split>``): ``metrics.json``, ``metrics.md``,
+    ``grid.png``, ``flythrough.mp4`` (GIF if MP4 cannot be written), ``curves.png`` (when ``log.csv`` sits
+    next to the checkpoint).
+    """
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    dev = resolve_device(device)
+    loaded = load_checkpoint(
+        checkpoint, map_location=dev, expect_fingerprint=None if allow_other_dataset else ds.fingerprint()
+    )
+    mc = loaded.model_config
+    other = loaded.dataset_fingerprint != ds.fingerprint()
+    kind = split or ("all" if other else str(loaded.train_config.get("split", "random")))
+    if kind not in EVAL_SPLITS:
+        raise ConfigError(f"evaluation split {kind!r} is not one of {list(EVAL_SPLITS)}")
+    cache = build_cache(ds, mc.size, cache_root=cache_root, progress=progress)
+    sp = _split(cache, kind, loaded.train_config)
+    notes: list[str] = []
+    if kind != "all" and kind != loaded.train_config.get("split") and not other:
+        notes.append(
+            f"evaluated on the {kind} split but trained with the {loaded.train_config.get('split')} split: "
+            "test frames may have been seen in training"
+        )
+    test = sp.val
+    if max_frames and len(test) > max_frames:
+        test = test[evenly_spaced(len(test), max_frames)]
+    if len(test) == 0:
+        raise ConfigError(f"{ds.path}: the {kind} split has no test frames")
+    use_baseline = baseline and len(sp.train) > 0 and not other
+    unit = depth_unit_label(loaded.depth_kind)
+    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
+
+    nn_base = None
+    if use_baseline:
+        w = rot_weight_m if rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
+        nn_base = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w)
+    max_depth = _range(loaded)[1] if loaded.depth_normalizer is not None else np.inf
+    acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
+    oob = loaded.pose_normalizer.out_of_bounds(cache.T_world_cam[test], margin=0.0)
+    bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not progress, leave=False)
+    for s in range(0, len(test), batch_size):
+        idx = test[s : s + batch_size]
+        order = np.argsort(idx)  # memmap reads in increasing order
+        idx = idx[order]
+        gt_rgb = np.asarray(cache.rgb[idx])
+        gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
+        pred = predict(loaded, cache.T_world_cam[idx], batch_size=batch_size, device=dev)
+        acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
+        if nn_base is not None:
+            j, _ = nn_base.query(cache.T_world_cam[idx])
+            uj, inv = np.unique(j, return_inverse=True)
+            b_rgb = np.asarray(cache.rgb[uj])[inv] if mc.has_rgb else None
+            b_depth = None
+            if mc.has_depth and cache.depth is not None:
+                bd = np.asarray(cache.depth[uj])[inv]
+                # the baseline answers in the model's output range, like the model (sky -> range max)
+                b_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *_range(loaded)))
+            acc_b.add(b_rgb, gt_rgb, b_depth, gt_depth)
+        bar.update(len(idx))
+    bar.close()
+    metrics = {"model": acc_m.result()}
+    if nn_base is not None:
+        metrics["baseline"] = acc_b.result()
+    metrics["model"]["poses_outside_training_range"] = float(np.mean(oob))
+    info = {
+        "checkpoint": str(Path(checkpoint)),
+        "dataset": str(ds.path),
+        "preset": mc.preset,
+        "outputs": mc.outputs,
+        "encoding": mc.encoding,
+        "size": mc.size,
+        "parameters": count_parameters(loaded.model),
+        "step": loaded.step,
+        "epoch": loaded.epoch,
+        "split": sp.description,
+        "depth_unit": unit,
+        "baseline": None
+        if nn_base is None
+        else f"nearest training pose, d = |dt| + {nn_base.rot_weight_m:.1f} m/rad * angle",
+        "notes": notes,
+    }
+    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info)
+    if write_files:
+        _write_outputs(result, loaded, cache, sp, test, grid_rows=grid_rows, fly_frames=fly_frames, fps=fps, device=dev)
+    return result
+
+
+def _range(loaded: LoadedCheckpoint) -> tuple[float, float]:
+    dn = loaded.depth_normalizer
+    return (dn.min_m, dn.max_m) if dn is not None else (0.0, 1.0)
+
+
+def _write_outputs(
+    res: EvaluationResult,
+    loaded: LoadedCheckpoint,
+    cache: TrainingCache,
+    sp: Split,
+    test: np.ndarray,
+    *,
+    grid_rows: int,
+    fly_frames: int,
+    fps: float,
+    device: torch.device,
+) -> None:
+    out = res.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    mc = loaded.model_config
+    rows = [(f"model ({mc.preset}, {mc.outputs}, {mc.encoding})", res.metrics["model"])]
+    if "baseline" in res.metrics:
+        rows.append(("nearest-pose baseline", res.metrics["baseline"]))
+    (out / "metrics.json").write_text(json.dumps({"metrics": res.metrics, "info": res.info}, indent=2, default=float))
+    md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
+    md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {mc.size}x{mc.size}.\n"
+    if res.info["baseline"]:
+        md += f"Baseline: {res.info['baseline']}.\n"
+    far = res.metrics["model"].get("depth_far_fraction")
+    md += "Depth metrics over finite ground-truth pixels only (sky = +inf and invalid = NaN excluded)"
+    if far is not None:
+        md += f", up to the model's depth range maximum {_range(loaded)[1]:.1f} ({100 * far:.2f} % of pixels beyond it)"
+    md += ".\n"
+    for n in res.info["notes"]:
+        md += f"\nNote: {n}.\n"
+    (out / "metrics.md").write_text(md)
+    res.files.update({"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"})
+
+    rng = _range(loaded)
+    sel = np.sort(test[evenly_spaced(len(test), grid_rows)])
+    pred = predict(loaded, cache.T_world_cam[sel], device=device)
+    gt_depth = None if cache.depth is None else np.asarray(cache.depth[sel])
+    res.files["grid"] = qualitative_grid(
+        out / "grid.png",
+        np.asarray(cache.rgb[sel]),
+        pred["rgb"],
+        gt_depth,
+        pred["depth"],
+        pred["confidence"],
+        depth_range=rng,
+        depth_unit=res.depth_unit,
+        title=f"{mc.preset} / {mc.outputs} / {mc.encoding} -- {res.info['split']}",
+        row_labels=[f"frame {int(i)}" for i in sel],
+    )
+    route, what = _route_frames(cache, sp, fly_frames)
+    frames: list[np.ndarray] = []
+    for s in range(0, len(route), 32):
+        idx = route[s : s + 32]
+        p = predict(loaded, cache.T_world_cam[idx], device=device)
+        gd = None if cache.depth is None or not mc.has_depth else np.asarray(cache.depth[idx])
+        frames += flythrough_frames(
+            np.asarray(cache.rgb[idx]), p["rgb"], gd, p["depth"], depth_range=rng, tile=max(256, mc.size)
+        )
+    res.files["flythrough"] = write_video(frames, out / "flythrough.mp4", fps=fps)
+    res.info["flythrough"] = f"{len(frames)} frames of the {what}"
+    log_csv = Path(res.info["checkpoint"]).parent / "log.csv"
+    if log_csv.exists():
+        res.files["curves"] = training_curves(
+            log_csv, out / "curves.png", title=f"{mc.preset} / {mc.outputs}", depth_unit=res.depth_unit
+        )
+    (out / "metrics.json").write_text(json.dumps({"metrics": res.metrics, "info": res.info}, indent=2, default=float))

@@ -1,0 +1,146 @@
+"""Image metrics in data units (numpy): the paper's RGB / depth mean absolute errors, PSNR, SSIM, AbsRel.
+
+* RGB: uint8 images; MAE in [0, 255] pixel values (paper Sec. 3), PSNR with peak 255, SSIM (Wang et al. 2004:
+  11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, computed per channel and averaged). SSIM is written
+  here with OpenCV's Gaussian blur because scikit-image is not a dependency.
+* Depth: metres (dataset units when the depth is unscaled). Only finite ground-truth pixels count: NaN
+  (invalid) and +inf (sky) are excluded from every depth metric, and so are pixels farther than ``max_depth``
+  (the model's depth range: beyond it the model is trained to answer "far", like sky -- the usual depth
+  evaluation cap, e.g. 80 m on KITTI). AbsRel = mean(|pred - gt| / gt) over those pixels with gt > 0.
+  Pixel-weighted over the whole split (the paper's "mean pixel" error).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+def rgb_abs_error_sum(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
+    """Sum of |pred - gt| over all pixels and channels of uint8 images, and the number of values."""
+    d = np.abs(pred.astype(np.int16) - gt.astype(np.int16))
+    return float(d.sum(dtype=np.int64)), int(d.size)
+
+
+def rgb_mae(pred: np.ndarray, gt: np.ndarray) -> float:
+    s, n = rgb_abs_error_sum(pred, gt)
+    return s / n
+
+
+def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR in dB of one uint8 image pair (inf when identical)."""
+    mse = float(np.mean((pred.astype(np.float64) - gt.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean SSIM of one uint8 image pair ``(H, W)`` or ``(H, W, C)``."""
+    x = pred.astype(np.float64)
+    y = gt.astype(np.float64)
+    if x.ndim == 2:
+        x, y = x[..., None], y[..., None]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    vals = []
+    for c in range(x.shape[2]):
+        a, b = x[..., c], y[..., c]
+
+        def blur(z: np.ndarray) -> np.ndarray:
+            return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+        mu_a, mu_b = blur(a), blur(b)
+        saa = blur(a * a) - mu_a**2
+        sbb = blur(b * b) - mu_b**2
+        sab = blur(a * b) - mu_a * mu_b
+        num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
+        den = (mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2)
+        vals.append(float(np.mean(num / den)))
+    return float(np.mean(vals))
+
+
+def depth_error_sums(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf) -> dict[str, float]:
+    """Sums over finite gt <= ``max_depth``: ``abs`` (|pred-gt|), ``sq``, ``n``; ``rel``, ``n_rel`` over gt > 0;
+    ``far``: finite gt pixels beyond ``max_depth`` (excluded)."""
+    p = np.asarray(pred, dtype=np.float64)
+    g = np.asarray(gt, dtype=np.float64)
+    fin = np.isfinite(g)
+    m = fin & (g <= max_depth)
+    e = np.abs(p[m] - g[m])
+    pos = g[m] > 0
+    return {
+        "abs": float(e.sum()),
+        "sq": float((e**2).sum()),
+        "n": float(m.sum()),
+        "rel": float((e[pos] / g[m][pos]).sum()),
+        "n_rel": float(pos.sum()),
+        "far": float((fin & ~m).sum()),
+    }
+
+
+def depth_mae(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf) -> float:
+    s = depth_error_sums(pred, gt, max_depth)
+    return s["abs"] / s["n"] if s["n"] else math.nan
+
+
+def abs_rel(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf) -> float:
+    s = depth_error_sums(pred, gt, max_depth)
+    return s["rel"] / s["n_rel"] if s["n_rel"] else math.nan
+
+
+class MetricAccumulator:
+    """Accumulates predictions batch by batch; :meth:`result` gives the split's metrics.
+
+    Keys: ``frames``, ``rgb_mae_px``, ``rgb_psnr_db``, ``rgb_ssim`` (per-image means), ``depth_mae``,
+    ``depth_rmse``, ``depth_absrel`` (pixel-weighted over finite ground truth <= ``max_depth``),
+    ``depth_valid_fraction`` (share of pixels evaluated), ``depth_far_fraction`` (finite but beyond ``max_depth``).
+    """
+
+    def __init__(self, max_depth: float = np.inf) -> None:
+        self.max_depth = float(max_depth)
+        self.frames = 0
+        self.rgb_abs = 0.0
+        self.rgb_n = 0
+        self.psnr: list[float] = []
+        self.ssim: list[float] = []
+        self.d = {"abs": 0.0, "sq": 0.0, "n": 0.0, "rel": 0.0, "n_rel": 0.0, "far": 0.0}
+        self.depth_pixels = 0
+
+    def add(
+        self,
+        pred_rgb: np.ndarray | None,
+        gt_rgb: np.ndarray | None,
+        pred_depth: np.ndarray | None,
+        gt_depth: np.ndarray | None,
+    ) -> None:
+        """Batches: rgb uint8 ``(B, H, W, 3)``, depth float ``(B, H, W)``; None for what is not predicted."""
+        b = len(pred_rgb) if pred_rgb is not None else len(pred_depth) if pred_depth is not None else 0
+        self.frames += b
+        if pred_rgb is not None and gt_rgb is not None:
+            s, n = rgb_abs_error_sum(pred_rgb, gt_rgb)
+            self.rgb_abs += s
+            self.rgb_n += n
+            for i in range(b):
+                p = psnr(pred_rgb[i], gt_rgb[i])
+                self.psnr.append(min(p, 100.0))
+                self.ssim.append(ssim(pred_rgb[i], gt_rgb[i]))
+        if pred_depth is not None and gt_depth is not None:
+            s2 = depth_error_sums(pred_depth, gt_depth, self.max_depth)
+            for k in self.d:
+                self.d[k] += s2[k]
+            self.depth_pixels += int(np.asarray(gt_depth).size)
+
+    def result(self) -> dict[str, float]:
+        r: dict[str, float] = {"frames": float(self.frames)}
+        if self.rgb_n:
+            r["rgb_mae_px"] = self.rgb_abs / self.rgb_n
+            r["rgb_psnr_db"] = float(np.mean(self.psnr))
+            r["rgb_ssim"] = float(np.mean(self.ssim))
+        if self.depth_pixels:
+            n = self.d["n"]
+            r["depth_mae"] = self.d["abs"] / n if n else math.nan
+            r["depth_rmse"] = math.sqrt(self.d["sq"] / n) if n else math.nan
+            r["depth_absrel"] = self.d["rel"] / self.d["n_rel"] if self.d["n_rel"] else math.nan
+            r["depth_valid_fraction"] = n / self.depth_pixels
+            r["depth_far_fraction"] = self.d["far"] / self.depth_pixels
+        return r

@@ -1,0 +1,229 @@
+"""Figures and videos: the qualitative grid (paper Fig. 6), training curves, and the fly-through."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SKY_RGB = (200, 225, 255)  # +inf (sky) in a depth image
+INVALID_RGB = (90, 90, 90)  # NaN (invalid) in a depth image
+
+
+def colorize_depth(depth: np.ndarray, lo: float, hi: float, *, cmap: str = "turbo") -> np.ndarray:
+    """float ``(H, W)`` depth -> uint8 ``(H, W, 3)``: near = blue ... far = red on a log scale between ``lo`` and
+    ``hi`` (linear when ``lo <= 0``), sky (+inf) light blue, NaN grey."""
+    import matplotlib
+
+    d = np.asarray(depth, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if lo > 0 and hi > lo:
+            x = np.log(np.maximum(d, lo) / lo) / np.log(hi / lo)
+        else:
+            x = (d - lo) / max(hi - lo, 1e-9)
+    x = np.clip(x, 0.0, 1.0)
+    rgb = (matplotlib.colormaps[cmap](np.nan_to_num(x, nan=0.0))[..., :3] * 255).astype(np.uint8)
+    rgb[np.isposinf(d)] = SKY_RGB
+    rgb[np.isnan(d)] = INVALID_RGB
+    return rgb
+
+
+def _gray(x: np.ndarray, hi: float) -> np.ndarray:
+    g = (np.clip(np.asarray(x, dtype=np.float64) / max(hi, 1e-9), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def qualitative_grid(
+    path: str | Path,
+    gt_rgb: np.ndarray,
+    pred_rgb: np.ndarray | None,
+    gt_depth: np.ndarray | None,
+    pred_depth: np.ndarray | None,
+    confidence: np.ndarray | None,
+    *,
+    depth_range: tuple[float, float],
+    depth_unit: str = "m",
+    title: str = "",
+    row_labels: Sequence[str] = (),
+) -> Path:
+    """Paper Fig. 6: columns GT RGB | predicted RGB | GT depth | predicted depth | confidence, one row per frame.
+
+    Confidence = sum of slice probabilities shown in [0, 2]: black = no slice fired, grey (1) = exactly one
+    slice (the ideal), white = several slices."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(gt_rgb)
+    cols = ["GT RGB", "predicted RGB", f"GT depth ({depth_unit})", f"predicted depth ({depth_unit})", "confidence"]
+    fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.5 * n + 0.6), squeeze=False)
+    lo, hi = depth_range
+    for i in range(n):
+        cells = [
+            gt_rgb[i],
+            None if pred_rgb is None else pred_rgb[i],
+            None if gt_depth is None else colorize_depth(gt_depth[i], lo, hi),
+            None if pred_depth is None else colorize_depth(pred_depth[i], lo, hi),
+            None if confidence is None else _gray(confidence[i], 2.0),
+        ]
+        for j, img in enumerate(cells):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is None:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                ax.set_facecolor("0.95")
+            else:
+                ax.imshow(img, interpolation="nearest")
+            if i == 0:
+                ax.set_title(cols[j], fontsize=9)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """``log.csv`` -> ``{(phase, name): (steps, values)}``."""
+    series: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["phase"], row["name"])
+            s, v = series.setdefault(key, ([], []))
+            s.append(float(row["step"]))
+            v.append(float(row["value"]))
+    return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in series.items()}
+
+
+def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", depth_unit: str = "m") -> Path:
+    """Loss (train and validation) and the validation RGB / depth errors against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = read_log(log_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax = axes[0]
+    for key, style in ((("train", "loss"), "-"), (("val", "loss"), "o-")):
+        if key in s:
+            ax.plot(*s[key], style, label=f"{key[0]} loss", ms=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (normalized units)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    drew = False
+    if ("val", "rgb_mae_px") in s:
+        ax.plot(*s[("val", "rgb_mae_px")], "o-", color="C2", label="val RGB MAE (px)", ms=3)
+        drew = True
+    ax.set_xlabel("step")
+    ax.set_ylabel("RGB MAE (px, 0-255)")
+    if ("val", "depth_mae") in s:
+        ax2 = ax.twinx()
+        ax2.plot(*s[("val", "depth_mae")], "s-", color="C3", label=f"val depth MAE ({depth_unit})", ms=3)
+        ax2.set_ylabel(f"depth MAE ({depth_unit})")
+        ax2.legend(loc="upper center")
+        drew = True
+    if drew:
+        ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    out = img.copy()
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def flythrough_frames(
+    gt_rgb: np.ndarray,
+    pred_rgb: np.ndarray | None,
+    gt_depth: np.ndarray | None,
+    pred_depth: np.ndarray | None,
+    *,
+    depth_range: tuple[float, float],
+    tile: int = 256,
+) -> list[np.ndarray]:
+    """Side-by-side frames: top GT RGB | predicted RGB, bottom GT depth | predicted depth (uint8 RGB)."""
+    lo, hi = depth_range
+    blank = np.full((tile, tile, 3), 240, np.uint8)
+
+    def up(img: np.ndarray | None) -> np.ndarray:
+        if img is None:
+            return blank
+        return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST)
+
+    frames = []
+    for i in range(len(gt_rgb)):
+        top = [_label(up(gt_rgb[i]), "GT RGB"), _label(up(None if pred_rgb is None else pred_rgb[i]), "predicted RGB")]
+        gd = None if gt_depth is None else colorize_depth(gt_depth[i], lo, hi)
+        pd = None if pred_depth is None else colorize_depth(pred_depth[i], lo, hi)
+        bottom = [_label(up(gd), "GT depth"), _label(up(pd), "predicted depth")]
+        frames.append(np.vstack([np.hstack(top), np.hstack(bottom)]))
+    return frames
+
+
+def write_video(frames: Sequence[np.ndarray], path: str | Path, *, fps: float = 10.0) -> Path:
+    """MP4 (OpenCV, mp4v) when ``path`` ends in .mp4 and the codec works, else an animated GIF (imageio)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if not frames:
+        raise ValueError("write_video: no frames")
+    h, w = frames[0].shape[:2]
+    if p.suffix.lower() == ".mp4":
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
+        vw = cv2.VideoWriter(str(p), fourcc, float(fps), (w, h))
+        if vw.isOpened():
+            for f in frames:
+                vw.write(np.ascontiguousarray(f[..., ::-1]))
+            vw.release()
+            if p.exists() and p.stat().st_size > 0:
+                return p
+        log.warning("OpenCV cannot write %s (no mp4v encoder); writing a GIF instead", p)
+        p = p.with_suffix(".gif")
+    import imageio.v2 as imageio
+
+    imageio.mimsave(p, list(frames), duration=1.0 / fps, loop=0)
+    return p
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """``k`` indices spread over ``range(n)`` (all of them when ``k >= n``)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+__all__ = [
+    "colorize_depth",
+    "evenly_spaced",
+    "flythrough_frames",
+    "qualitative_grid",
+    "read_log",
+    "training_curves",
+    "write_video",
+]

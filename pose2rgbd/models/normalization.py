@@ -1,0 +1,126 @@
+"""Depth normalization to the network's [-1, 1] output range (paper Sec. 2: min-max over the training set).
+
+Sky (+inf) is clipped to the range maximum -- "as far as the model can say" -- and -inf to the minimum; NaN
+(invalid) stays NaN so that losses and metrics can mask it out. Works on numpy arrays and torch tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DepthNormalizer:
+    """Maps depth ``[min_m, max_m]`` (metres, or dataset units for unscaled depth) to ``[-1, 1]``."""
+
+    min_m: float
+    max_m: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_m) and math.isfinite(self.max_m)) or self.max_m <= self.min_m:
+            raise ConfigError(f"DepthNormalizer: need finite min < max, got [{self.min_m}, {self.max_m}]")
+
+    @classmethod
+    def fit(
+        cls,
+        depth: np.ndarray,
+        *,
+        indices: np.ndarray | None = None,
+        max_m: float | None = None,
+        max_percentile: float = 100.0,
+        max_frames: int = 400,
+        chunk: int = 64,
+    ) -> DepthNormalizer:
+        """Range of the finite values of ``depth[indices]`` (``(N, H, W)``, may be a memmap; read in chunks).
+
+        The minimum is the finite minimum. The maximum is ``max_m`` when given, else the ``max_percentile``
+        percentile of the finite values (100 = the plain maximum, the paper's min-max; a lower percentile keeps
+        a few grazing rays at kilometres from squashing the useful range), estimated on at most ``max_frames``
+        evenly spread frames.
+        """
+        idx = np.arange(len(depth)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+        lo, hi = math.inf, -math.inf
+        for s in range(0, len(idx), chunk):
+            d = np.asarray(depth[idx[s : s + chunk]], dtype=np.float32)
+            f = d[np.isfinite(d)]
+            if f.size:
+                lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
+        if max_m is None and max_percentile < 100.0 and len(idx) and math.isfinite(lo):
+            sub = np.unique(idx[np.linspace(0, len(idx) - 1, min(max_frames, len(idx))).astype(np.int64)])
+            vals = []
+            for s in range(0, len(sub), chunk):
+                d = np.asarray(depth[sub[s : s + chunk]], dtype=np.float32)
+                vals.append(d[np.isfinite(d)])
+            max_m = float(np.percentile(np.concatenate(vals), max_percentile))
+        if not math.isfinite(lo):
+            raise ConfigError("DepthNormalizer.fit: no finite depth in the training frames")
+        if max_m is not None:
+            hi = float(max_m)
+        if hi <= lo:
+            hi = lo + 1.0
+        return cls(lo, hi)
+
+    @property
+    def span(self) -> float:
+        return self.max_m - self.min_m
+
+    def normalize(self, depth: Any) -> Any:
+        """metres -> [-1, 1]; +inf -> 1, values outside the range clipped, NaN kept."""
+        if isinstance(depth, np.ndarray) or np.isscalar(depth):
+            d = np.asarray(depth, dtype=np.float32)
+            d = np.clip(d, self.min_m, self.max_m)  # clip maps +inf -> max, -inf -> min, keeps NaN
+            return (2.0 * (d - self.min_m) / self.span - 1.0).astype(np.float32)
+        d = depth.clamp(self.min_m, self.max_m)  # torch: same semantics (inf clamped, NaN propagated)
+        return 2.0 * (d - self.min_m) / self.span - 1.0
+
+    def denormalize(self, x: Any) -> Any:
+        """[-1, 1] -> metres (inputs outside [-1, 1] are clipped first)."""
+        if isinstance(x, np.ndarray) or np.isscalar(x):
+            x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+            return ((x + 1.0) * 0.5 * self.span + self.min_m).astype(np.float32)
+        return (x.clamp(-1.0, 1.0) + 1.0) * 0.5 * self.span + self.min_m
+
+    def to_dict(self) -> dict[str, float]:
+        return {"min_m": float(self.min_m), "max_m": float(self.max_m)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DepthNormalizer:
+        try:
+            return cls(float(d["min_m"]), float(d["max_m"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"depth normalizer: bad mapping {d!r} ({e})") from e
+
+
+def slice_targets(depth_norm: Any, num_slices: int) -> Any:
+    """One-hot depth slices (paper Sec. 2): channel k is 1 where the normalized depth lies in the k-th of
+    ``num_slices`` equal intervals of [-1, 1] (the intervals are [a, b), the last one includes 1).
+
+    ``depth_norm``: ``(B, 1, H, W)`` torch tensor or ``(..., H, W)`` numpy array in [-1, 1]. NaN pixels get
+    all-zero targets (mask them out of the loss). Returns ``(B, S, H, W)`` (torch) or ``(..., S, H, W)``.
+    """
+    if num_slices < 1:
+        raise ConfigError("slice_targets: num_slices must be >= 1")
+    if isinstance(depth_norm, np.ndarray):
+        d = np.asarray(depth_norm, dtype=np.float64)
+        valid = np.isfinite(d)
+        idx = np.clip(np.floor((np.where(valid, d, 0.0) + 1.0) * 0.5 * num_slices), 0, num_slices - 1)
+        k = np.arange(num_slices).reshape((num_slices,) + (1,) * 2)
+        out = (idx[..., None, :, :] == k) & valid[..., None, :, :]
+        return out.astype(np.float32)
+    import torch
+
+    dt: torch.Tensor = depth_norm
+    if dt.dim() != 4 or dt.shape[1] != 1:
+        raise ConfigError(f"slice_targets: expected (B, 1, H, W), got {tuple(dt.shape)}")
+    vt = torch.isfinite(dt)
+    it = torch.floor((torch.where(vt, dt, torch.zeros_like(dt)) + 1.0) * 0.5 * num_slices)
+    it = it.clamp(0, num_slices - 1).long()
+    ot = torch.zeros(dt.shape[0], num_slices, dt.shape[2], dt.shape[3], dtype=dt.dtype, device=dt.device)
+    ot.scatter_(1, it, 1.0)
+    return ot * vt.to(dt.dtype)

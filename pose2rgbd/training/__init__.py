@@ -1,0 +1,28 @@
+"""Training: a generic trainer (model contract of :mod:`pose2rgbd.models.base`), callbacks, splits, and the
+Pose2RGBD entry points ``train_model`` / ``train_quick``. Importing this package imports torch."""
+
+from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
+from pose2rgbd.training.config import SPLITS, TrainConfig
+from pose2rgbd.training.splits import Split, make_split
+from pose2rgbd.training.train import TrainResult, split_for, train_model, train_quick
+from pose2rgbd.training.trainer import Callback, Trainer, resolve_amp, resolve_device, seed_everything
+
+__all__ = [
+    "SPLITS",
+    "CSVLogger",
+    "Callback",
+    "CheckpointCallback",
+    "ProgressBar",
+    "Split",
+    "TensorBoardLogger",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "make_split",
+    "resolve_amp",
+    "resolve_device",
+    "seed_everything",
+    "split_for",
+    "train_model",
+    "train_quick",
+]

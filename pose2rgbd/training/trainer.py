@@ -1,0 +1,295 @@
+"""A generic trainer for models that follow :mod:`pose2rgbd.models.base` (Pose2RGBD, a GAN, ...).
+
+It owns: devices and mixed precision, seeding, data loaders (reshuffled per epoch from ``seed + epoch``, so a
+resumed run sees the same order as an uninterrupted one), one optimizer per parameter group, the loop, and
+validation. Everything else -- logs, progress bar, checkpoints, early stop -- is a :class:`Callback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.models.base import ModelBase
+from pose2rgbd.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds third-party code that uses the legacy global RNG
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), where bf16 autocast is several times faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`. Set ``trainer.should_stop = True`` to end training early."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
+
+    def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` (items are dicts; default collation), validating on ``val_set``.
+
+    Attributes callbacks may read: ``step`` (optimization steps done), ``epoch`` (epochs finished),
+    ``device``, ``amp_dtype``, ``optimizers`` (dict by parameter group), ``last_val`` (latest validation
+    logs), ``elapsed_s`` (training time so far, summed over resumes).
+    """
+
+    def __init__(
+        self,
+        model: ModelBase,
+        train_set: Dataset,
+        cfg: TrainConfig,
+        *,
+        val_set: Dataset | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.cfg = cfg
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.model = model.to(self.device)
+        self.train_set = train_set
+        self.val_set = val_set
+        self.callbacks = list(callbacks)
+        groups = model.get_param_groups()
+        if not groups:
+            raise ConfigError("model.get_param_groups() returned no parameter groups")
+        self.optimizers = {name: self._make_optimizer(params) for name, params in groups.items()}
+        self.loss_groups = model.loss_groups()
+        if self.loss_groups is not None and set(self.loss_groups) != set(self.optimizers):
+            raise ConfigError(
+                f"model.loss_groups() keys {sorted(self.loss_groups)} differ from "
+                f"param groups {sorted(self.optimizers)}"
+            )
+        self.step = 0
+        self.epoch = 0
+        self.elapsed_s = 0.0
+        self.should_stop = False
+        self.stop_reason = ""
+        self.last_val: dict[str, float] = {}
+        self.extra_state: dict[str, Any] = {}  # small plain values callbacks want saved with the trainer state
+
+    def _make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        c = self.cfg
+        params = list(params)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr)
+        return torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+        sampler = None
+        if shuffle:
+            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            sampler = RandomSampler(ds, generator=g)  # type: ignore[arg-type]
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+        )
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimization step on ``batch``; returns the losses, their sum ``loss`` and the metrics."""
+        self.model.train()
+        batch = _to_device(batch, self.device)
+        with self._autocast():
+            outputs = self.model.get_outputs(batch)
+            losses = self.model.get_loss_dict(outputs, batch)
+        if not losses:
+            raise ConfigError("model.get_loss_dict() returned no losses")
+        total: torch.Tensor = torch.stack([v.float() for v in losses.values()]).sum()
+        if not torch.isfinite(total.detach()):
+            raise FloatingPointError(
+                f"non-finite loss at step {self.step}: { {k: float(v) for k, v in losses.items()} }"
+            )
+        if self.loss_groups is None:
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in self.optimizers.values():
+                opt.step()
+        else:
+            names = list(self.loss_groups)
+            for i, name in enumerate(names):
+                for opt in self.optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                group_loss = torch.stack([losses[k].float() for k in self.loss_groups[name]]).sum()
+                group_loss.backward(retain_graph=i < len(names) - 1)
+                self.optimizers[name].step()
+        self.step += 1
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        logs["loss"] = float(total.detach())
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        logs.update({k: float(v) for k, v in metrics.items()})
+        return logs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Sample-weighted means of the losses and metrics over ``val_set`` (keys prefixed ``val/``)."""
+        if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
+            return {}
+        self.model.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in self._loader(self.val_set, shuffle=False):
+            batch = _to_device(batch, self.device)
+            b = int(batch[next(iter(batch))].shape[0]) if torch.is_tensor(batch[next(iter(batch))]) else 1
+            with self._autocast():
+                outputs = self.model.get_outputs(batch)
+                losses = self.model.get_loss_dict(outputs, batch)
+            vals = {k: float(v) for k, v in losses.items()}
+            vals["loss"] = sum(vals.values())
+            vals.update({k: float(v) for k, v in self.model.get_metrics_dict(outputs, batch).items()})
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v * b
+            n += b
+        self.last_val = {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
+        for cb in self.callbacks:
+            cb.on_validation_end(self, self.last_val)
+        return self.last_val
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def _budget_left(self, t0: float, elapsed0: float) -> bool:
+        c = self.cfg
+        if c.max_steps and self.step >= c.max_steps:
+            self.stop_reason = f"max_steps {c.max_steps} reached"
+            return False
+        if c.max_minutes and elapsed0 + (time.monotonic() - t0) >= c.max_minutes * 60.0:
+            self.stop_reason = f"time budget {c.max_minutes} min reached"
+            return False
+        return True
+
+    def fit(self) -> Trainer:
+        """Train from ``self.epoch`` to ``cfg.epochs`` (or until a budget / callback stops it)."""
+        c = self.cfg
+        t0, elapsed0 = time.monotonic(), self.elapsed_s
+        log.info(
+            "training on %s (amp: %s), %d train / %d val frames, %d epochs from epoch %d",
+            self.device,
+            self.amp_dtype or "off",
+            len(self.train_set),  # type: ignore[arg-type]
+            len(self.val_set) if self.val_set is not None else 0,  # type: ignore[arg-type]
+            c.epochs,
+            self.epoch,
+        )
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        while self.epoch < c.epochs and not self.should_stop:
+            for cb in self.callbacks:
+                cb.on_epoch_start(self)
+            ran_out, complete = False, True
+            loader = self._loader(self.train_set, shuffle=True, epoch=self.epoch)
+            n_batches = len(loader)
+            for i, batch in enumerate(loader):
+                logs = self.train_step(batch)
+                self.elapsed_s = elapsed0 + (time.monotonic() - t0)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, logs)
+                if self.should_stop or not self._budget_left(t0, elapsed0):
+                    ran_out, complete = True, i == n_batches - 1
+                    break
+            if complete:
+                self.epoch += 1  # an interrupted epoch is not counted: a resume repeats it from its start
+            last = ran_out or self.should_stop or self.epoch >= c.epochs
+            if c.val_every and (last or self.epoch % c.val_every == 0):
+                self.validate()
+            for cb in self.callbacks:
+                cb.on_epoch_end(self)
+            if ran_out:
+                self.should_stop = True
+        self.elapsed_s = elapsed0 + (time.monotonic() - t0)
+        if not self.stop_reason:
+            self.stop_reason = "callback asked to stop" if self.should_stop and self.epoch < c.epochs else "done"
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        log.info("training stopped after %d steps / %d epochs (%s)", self.step, self.epoch, self.stop_reason)
+        return self
+
+    # -- state (resume) ------------------------------------------------------------------------------------
+    def optimizer_states(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "elapsed_s": self.elapsed_s, "extra": dict(self.extra_state)}
+
+    def load_state(
+        self, *, model_state: dict[str, Any], optimizers: dict[str, Any], trainer_state: dict[str, Any]
+    ) -> None:
+        """Restore a previous run (``trainer_state`` as from :meth:`trainer_state`)."""
+        self.model.load_state_dict(model_state)
+        for name, st in optimizers.items():
+            if name not in self.optimizers:
+                raise ConfigError(f"resume: optimizer group {name!r} does not exist in this model")
+            self.optimizers[name].load_state_dict(st)
+        self.step = int(trainer_state.get("step", 0))
+        self.epoch = int(trainer_state.get("epoch", 0))
+        self.elapsed_s = float(trainer_state.get("elapsed_s", 0.0))
+        self.extra_state = dict(trainer_state.get("extra") or {})
+        if not math.isfinite(self.elapsed_s):
+            self.elapsed_s = 0.0

@@ -1,0 +1,78 @@
+"""Metrics against hand-computed values, and the nearest-pose baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
+from pose2rgbd.evaluation.metrics import MetricAccumulator, abs_rel, depth_mae, psnr, rgb_mae, ssim
+from pose2rgbd.geometry import make_T
+from pose2rgbd.geometry.rotations import rpy_to_matrix
+
+
+def test_rgb_metrics_hand_computed() -> None:
+    gt = np.zeros((2, 2, 3), np.uint8)
+    pred = gt.copy()
+    pred[0, 0] = [12, 0, 0]  # one value off by 12 of 12 values
+    pred[1, 1] = [0, 255, 0]
+    assert rgb_mae(pred, gt) == pytest.approx((12 + 255) / 12)
+    mse = (12**2 + 255**2) / 12
+    assert psnr(pred, gt) == pytest.approx(10 * math.log10(255**2 / mse))
+    assert psnr(gt, gt) == math.inf
+    assert ssim(gt, gt) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    noisy = np.clip(img.astype(int) + rng.integers(-40, 41, img.shape), 0, 255).astype(np.uint8)
+    assert 0.0 < ssim(noisy, img) < 0.99
+    # SSIM of a constant shift of a flat image is the luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
+    a, b = np.full((16, 16), 100, np.uint8), np.full((16, 16), 150, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    assert ssim(a, b) == pytest.approx((2 * 100 * 150 + c1) / (100**2 + 150**2 + c1), rel=1e-6)
+
+
+def test_depth_metrics_exclude_nan_and_sky() -> None:
+    gt = np.array([[10.0, 20.0], [np.inf, np.nan]], np.float32)
+    pred = np.array([[12.0, 15.0], [300.0, 1.0]], np.float32)
+    assert depth_mae(pred, gt) == pytest.approx((2 + 5) / 2)
+    assert abs_rel(pred, gt) == pytest.approx((2 / 10 + 5 / 20) / 2)
+    assert depth_mae(pred, gt, max_depth=15.0) == pytest.approx(2.0)  # 20 m is beyond the range: excluded
+
+
+def test_accumulator_is_pixel_weighted() -> None:
+    acc = MetricAccumulator()
+    g1 = np.array([[[1.0, np.inf]]], np.float32)  # 1 valid pixel, error 1
+    g2 = np.array([[[2.0, 4.0]]], np.float32)  # 2 valid pixels, errors 0 and 3
+    acc.add(None, None, np.array([[[2.0, 0.0]]], np.float32), g1)
+    acc.add(None, None, np.array([[[2.0, 1.0]]], np.float32), g2)
+    r = acc.result()
+    assert r["frames"] == 2
+    assert r["depth_mae"] == pytest.approx((1 + 0 + 3) / 3)
+    assert r["depth_rmse"] == pytest.approx(math.sqrt((1 + 0 + 9) / 3))
+    assert r["depth_valid_fraction"] == pytest.approx(3 / 4)
+    acc2 = MetricAccumulator(max_depth=3.0)
+    acc2.add(None, None, np.array([[[2.0, 1.0]]], np.float32), g2)
+    assert acc2.result()["depth_mae"] == 0.0 and acc2.result()["depth_far_fraction"] == 0.5
+    assert "rgb_mae_px" not in r
+
+
+def _T(x: float, yaw: float) -> np.ndarray:
+    return make_T(rpy_to_matrix(np.array([0.0, 0.0, yaw])), np.array([x, 0.0, 0.0]))
+
+
+def test_nearest_pose_baseline_distance() -> None:
+    train = np.stack([_T(0.0, 0.0), _T(10.0, 0.0), _T(1.0, np.pi / 2)])
+    nn_ = NearestPoseBaseline(train, np.array([5, 6, 7]), rot_weight_m=10.0)
+    d = nn_.distances(_T(0.9, 0.0)[None])[0]
+    assert d == pytest.approx([0.9, 9.1, 0.1 + 10.0 * np.pi / 2])
+    idx, dist = nn_.query(np.stack([_T(0.9, 0.0), _T(1.2, 1.5), _T(9.0, 0.1)]))
+    assert idx.tolist() == [5, 7, 6]
+    assert dist[0] == pytest.approx(0.9)
+
+
+def test_default_rot_weight_is_median_depth() -> None:
+    depth = np.array([[[1.0, 3.0]], [[np.inf, 5.0]], [[100.0, 100.0]]], np.float32)
+    assert default_rot_weight(depth, np.array([0, 1])) == pytest.approx(3.0)
+    assert default_rot_weight(None, np.array([0])) == 10.0

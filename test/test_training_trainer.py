@@ -1,0 +1,128 @@
+"""Trainer: loss decreases, 2-step smoke train of every preset, logs, resume, GAN-style param groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pose2rgbd.dataset import Dataset, build_cache
+from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
+from pose2rgbd.errors import CheckpointError
+from pose2rgbd.experiments.toy import make_toy_dataset
+from pose2rgbd.geometry import PoseNormalizer
+from pose2rgbd.models import DepthNormalizer, ModelBase, build_model, load_checkpoint, preset_config
+from pose2rgbd.training import Callback, TrainConfig, Trainer, train_model
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "ds", n_survey=40, n_route=10, size=32)
+
+
+def test_loss_decreases_on_tiny_set(toy: Path) -> None:
+    cache = build_cache(toy, 64, progress=False)
+    idx = np.arange(8)
+    pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
+    ds = PoseRGBDDataset(cache, idx, pn)
+    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth))
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.01, amp="off", progress=False, tensorboard=False)
+    tr = Trainer(model, ds, cfg)
+    batch = next(iter(tr._loader(ds, shuffle=False)))
+    losses = [tr.train_step(batch)["loss"] for _ in range(12)]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("preset", ["base", "slice10", "slice32", "slice64"])
+def test_two_step_smoke_train_every_preset(toy: Path, tmp_path: Path, preset: str) -> None:
+    mc = preset_config(preset, size=64, outputs="rgbd")
+    tc = TrainConfig(epochs=1, batch_size=2, max_steps=2, split="route", progress=False, tensorboard=preset == "base")
+    res = train_model(toy, tmp_path / preset, mc, tc)
+    assert res.steps == 2 and res.last.exists()
+    ck = load_checkpoint(res.last, expect_fingerprint=Dataset(toy).fingerprint(), expect_size=64, expect_preset=preset)
+    assert ck.train_config["split"] == "route" and ck.step == 2
+    assert ck.depth_normalizer is not None and ck.depth_normalizer.max_m < 300
+    log = (tmp_path / preset / "log.csv").read_text().splitlines()
+    assert log[0] == "wall_s,step,epoch,phase,name,value" and any(",val,loss," in r for r in log)
+    if preset == "base":
+        assert list((tmp_path / preset / "tb").glob("events.out.tfevents.*"))
+
+
+def test_resume_continues_and_rejects_other_model(toy: Path, tmp_path: Path) -> None:
+    mc = preset_config("base", size=64, outputs="depth")
+    out = tmp_path / "run"
+    tc1 = TrainConfig(epochs=1, batch_size=16, split="random", progress=False, tensorboard=False)
+    r1 = train_model(toy, out, mc, tc1)
+    steps_per_epoch = r1.steps
+    assert r1.epochs == 1
+    tc2 = TrainConfig(epochs=2, batch_size=16, split="random", progress=False, tensorboard=False)
+    r2 = train_model(toy, out, mc, tc2, resume=True)
+    assert r2.epochs == 2 and r2.steps == 2 * steps_per_epoch
+    assert load_checkpoint(r2.last).epoch == 2
+    with pytest.raises(CheckpointError, match="outputs"):
+        train_model(toy, out, preset_config("base", size=64, outputs="rgbd"), tc2, resume=True)
+    with pytest.raises(CheckpointError, match="split"):
+        train_model(toy, out, mc, TrainConfig(epochs=3, split="route", progress=False), resume=True)
+
+
+class _TwoGroup(ModelBase):
+    """A GAN-shaped toy: 'gen' minimizes its loss, 'disc' another; each optimizer must see only its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = nn.Linear(2, 1)
+        self.disc = nn.Linear(1, 1)
+
+    def get_outputs(self, batch: dict) -> dict:
+        return {"y": self.gen(batch["x"])}
+
+    def get_loss_dict(self, outputs: dict, batch: dict) -> dict:
+        return {
+            "g": ((self.disc(outputs["y"]) - 1.0) ** 2).mean(),
+            "d": (self.disc(outputs["y"].detach()) ** 2).mean(),
+        }
+
+    def get_param_groups(self) -> dict:
+        return {"generator": list(self.gen.parameters()), "discriminator": list(self.disc.parameters())}
+
+    def loss_groups(self) -> dict:
+        return {"generator": ["g"], "discriminator": ["d"]}
+
+
+class _Stopper(Callback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, trainer: Trainer, logs: dict) -> None:
+        self.steps += 1
+        if self.steps == 3:
+            trainer.should_stop = True
+
+
+def test_param_groups_and_callbacks() -> None:
+    data = [{"x": torch.randn(2)} for _ in range(40)]
+    model = _TwoGroup()
+    d0 = [p.detach().clone() for p in model.disc.parameters()]
+    stopper = _Stopper()
+    cfg = TrainConfig(epochs=5, batch_size=4, lr=0.05, progress=False, tensorboard=False, amp="off")
+    tr = Trainer(model, data, cfg, callbacks=[stopper])
+    assert set(tr.optimizers) == {"generator", "discriminator"}
+    tr.fit()
+    assert tr.step == 3 and tr.should_stop
+    assert any(not torch.equal(a, b) for a, b in zip(d0, model.disc.parameters()))
+    # the generator optimizer never received discriminator-loss gradients: its state covers gen params only
+    assert len(tr.optimizers["generator"].state) == 2 and len(tr.optimizers["discriminator"].state) == 2
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_smoke(toy: Path, tmp_path: Path) -> None:
+    tc = TrainConfig(epochs=1, batch_size=4, max_steps=2, device="cuda", progress=False, tensorboard=False)
+    res = train_model(toy, tmp_path / "gpu", preset_config("slice10", size=64, outputs="rgbd"), tc)
+    ck = load_checkpoint(res.last, map_location="cuda")
+    with torch.no_grad():
+        out = ck.model(torch.zeros(1, 7, device="cuda"))
+    assert out["depth"].device.type == "cuda" and torch.isfinite(out["depth"]).all()

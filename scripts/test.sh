@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite: lint, types, tests. Extra args go to pytest.
+# Set up (idempotent), then the whole check: lint (ruff), format, types (mypy on the core), tests (pytest).
+# Extra args go to pytest, e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh test/test_geometry.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MPLBACKEND=Agg
+echo "[test] ruff check + format check"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "[test] mypy (core package)"
+.venv/bin/mypy
+echo "[test] pytest"
 .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -140,7 +140,7 @@ def test_broken_tables_and_files(tmp_path):
         Dataset(path)
     (path / "frames.csv").write_text(csv_text)
     os.remove(path / "rgb" / "000001.png")
-    with pytest.raises(DatasetError, match="000001.png is listed but missing"):
+    with pytest.raises(DatasetError, match=r"000001\.png is listed but missing"):
         Dataset(path)
     (path / "manifest.yaml").write_text("name: [unclosed\n")
     with pytest.raises(DatasetError, match="not valid YAML"):

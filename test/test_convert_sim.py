@@ -1,4 +1,4 @@
-"""Synthetic round trip: a simulator bag (known GPS offset, 1.5 m GPS noise) -> dataset with metric depth."""
+"""Synthetic sync and round trip: simulator bags (known GPS offset, 1.5 m GPS noise) -> offset, dataset."""
 
 from __future__ import annotations
 
@@ -12,6 +12,48 @@ import pytest
 
 FRAME = 1 / 30
 TRUE_OFFSET = 0.7
+
+
+# One line of a mapping flight (docs/convert.md, "Synthetic"): the first straight leg of the seed-0 transect
+# (hover, speed changes 0-9.5 m/s, mid-line hovers, braking to the line end; it ends before the first turn in
+# place), gimbal-stabilized nadir camera, 96x96.
+TRANSECT_S = 48.0
+
+
+@pytest.fixture(scope="session")
+def transect_streams(tmp_path_factory: pytest.TempPathFactory):
+    from pose2rgbd.convert.bag import load_bag_streams
+    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.sim import SimConfig, export_bag
+    from pose2rgbd.sim.export import flight_plan
+
+    cfg = SimConfig(width=96, height=96, routes=["transect"], route_duration_s=TRANSECT_S, stabilized=True,
+                    camera_pitch_deg=90.0, gps_noise_h_m=1.5, gps_rate_hz=10.0, gps_time_offset_s=TRUE_OFFSET,
+                    bag_routes=["transect"], video_routes=["transect"], shadows=False,
+                    ground_truth_topics=False)  # fmt: skip
+    plan = flight_plan(cfg, "transect")
+    t = np.arange(0.0, TRANSECT_S, 0.05)
+    speed = plan.speed_at(t)
+    yaw_rate = np.abs(plan.twist_at(t)[1][:, 2])
+    assert yaw_rate.max() < np.radians(2.0), "the clip must stay on one straight line (no turn in place)"
+    assert speed.max() > 8.0 and (speed < 0.05).sum() > 40  # fast cruise and hovers: several speed changes
+    bag = export_bag(cfg, tmp_path_factory.mktemp("transect") / "transect", "transect", progress=False)
+    return load_bag_streams(bag, ConvertConfig(), progress=False)[0]
+
+
+@pytest.mark.parametrize("d", [-2.0, -0.5, 0.0, 0.7, 1.5])
+def test_offset_recovered_on_a_mapping_line(transect_streams, d: float) -> None:
+    """Stabilized nadir camera on a straight transect: verdict ok with high confidence, raw peak within 2 frames
+    (measured 1.1-1.2 frames: one frame is at the information limit of 1.5 m / 10 Hz GPS, docs/convert.md)."""
+    from pose2rgbd.convert.core import ConvertConfig, plan_poses
+
+    s2 = copy.copy(transect_streams)
+    s2.gps_t = transect_streams.gps_t + (d - TRUE_OFFSET)
+    r = plan_poses(s2, ConvertConfig()).sync
+    assert r is not None
+    assert r.verdict == "ok", r.describe()
+    assert r.confidence > 0.9, r.describe()
+    assert abs(r.offset_s - d) < 3 * FRAME, r.describe()
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +76,8 @@ def sim_streams(sim_bag: Path):
 
 @pytest.mark.parametrize("d", [-2.0, -0.5, 0.0, 0.7, 1.5])
 def test_offset_recovered_for_restamped_gps(sim_streams, d: float) -> None:
-    """Re-stamp the GPS of the one rendered flight to each offset; the correlation peak lands on it."""
+    """The crossing flight (body-fixed camera facing the city centre): the raw peak lands on the offset, the
+    verdict stays weak (its image-side signal is biased by rotation and depth changes, docs/convert.md)."""
     from pose2rgbd.convert.core import ConvertConfig, plan_poses
 
     s, _ = sim_streams

@@ -61,7 +61,7 @@ class ConvertConfig:
     speed_window_s: float = help_field(2.0, "window of the local line fit giving GPS speed from positions (s)")
     use_reported_speed: bool = help_field(True, "use the speed column of a GPS log when present")
     orientation: str = help_field("auto", "orientation source: auto, imu, odom, attitude or course")
-    mount_rpy_deg: list[float] = help_field(  # noqa: RUF009 - help_field copies the list per instance
+    mount_rpy_deg: list[float] = help_field(
         [0.0, 0.0, 0.0], "camera mount (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
         "looks down), used when /tf_static has no camera transform"
     )  # fmt: skip

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.sim.flight import DEFAULT_START_NS, ROUTES
+from pose2rgbd.sim.flight import DEFAULT_ROUTES, DEFAULT_START_NS, ROUTES
 
 GPS_OFFSET_HELP = (
     "GPS clock offset d in seconds: a fix stamped t was measured at camera-clock time t - d "
@@ -26,7 +26,11 @@ class SimConfig:
     camera_rate_hz: int = help_field(30, "camera frame rate: 24 or 30 Hz")
     camera_pitch_deg: float = help_field(40.0, "camera mount pitch below the horizontal, degrees")
     shadows: bool = help_field(True, "render hard sun shadows")
-    routes: list[str] = help_field(list(ROUTES), f"routes to fly, survey first; any of {list(ROUTES)}")  # noqa: RUF009
+    stabilized: bool = help_field(
+        False, "gimbal-stabilized camera: no tilt into the acceleration, +-0.3 deg roll/pitch jitter; base_link "
+        "is then the stabilized camera carrier (body position and yaw), the mount stays static"
+    )  # fmt: skip
+    routes: list[str] = help_field(list(DEFAULT_ROUTES), f"routes to fly, survey first; any of {list(ROUTES)}")
     survey_duration_s: float = help_field(360.0, "duration of the survey route, seconds (360 s: whole rosette)")
     route_duration_s: float = help_field(90.0, "duration of each held-out route, seconds")
     frames: int = help_field(0, "if > 0: frames per route at the camera rate (overrides the durations)")
@@ -50,8 +54,8 @@ class SimConfig:
     compressed: bool = help_field(False, "bag images as /camera/image_raw/compressed (jpeg) instead of raw rgb8")
     jpeg_quality: int = help_field(90, "JPEG quality of compressed bag images")
     ground_truth_topics: bool = help_field(True, "bag also has /ground_truth/depth and /ground_truth/pose")
-    bag_routes: list[str] = help_field(["survey"], "routes written as bags (one bag directory per route)")  # noqa: RUF009
-    video_routes: list[str] = help_field(["survey"], "routes written as MP4 + GPS CSV (one per route)")  # noqa: RUF009
+    bag_routes: list[str] = help_field(["survey"], "routes written as bags (one bag directory per route)")
+    video_routes: list[str] = help_field(["survey"], "routes written as MP4 + GPS CSV (one per route)")
 
     def __post_init__(self) -> None:
         if self.camera_rate_hz not in (24, 30):

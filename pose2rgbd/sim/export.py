@@ -24,6 +24,10 @@ Bag topics (frames: ``map``, ``odom`` (= map), ``base_link``, ``camera_optical_f
     /ground_truth/pose           geometry_msgs/msg/PoseStamped        camera stamps, map -> camera_optical_frame
 
 Every message is logged at its header stamp.
+
+With ``cfg.stabilized`` (a gimbal), ``base_link`` in ``/odom``, ``/tf`` and ``/tf_static`` is the
+gimbal-stabilized camera carrier (body position and yaw, small roll/pitch jitter, no tilt into the
+acceleration), so the static mount still gives ``T_map_cam = T_map_base @ T_base_cam`` at every stamp.
 """
 
 from __future__ import annotations
@@ -89,7 +93,14 @@ def world_of(cfg: SimConfig) -> World:
 
 
 def flight_plan(cfg: SimConfig, route: str) -> FlightPlan:
-    return FlightPlan(route, cfg.world_size_m, cfg.duration_of(route), cfg.seed, camera_pitch_deg=cfg.camera_pitch_deg)
+    return FlightPlan(
+        route,
+        cfg.world_size_m,
+        cfg.duration_of(route),
+        cfg.seed,
+        camera_pitch_deg=cfg.camera_pitch_deg,
+        stabilized=cfg.stabilized,
+    )
 
 
 def route_start_ns(cfg: SimConfig, route: str) -> int:

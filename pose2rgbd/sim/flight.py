@@ -18,6 +18,17 @@ Routes (sizes scale with the world, numbers below for 300 m):
 
 The held-out routes use smaller jitter / acceleration limits and radii inside the survey's, so their poses
 stay within the survey's pose extremes (a model trained on the survey interpolates).
+
+* ``transect`` (not in the default routes): a mapping flight, lawnmower lines east-west over the city
+  (|x| <= 120 m, lines 30 m apart after both passes) at a constant 52.5 m (+-0.5 m), yaw along the course.
+  Each straight leg starts from a hover, cruises at 3-10 m/s with speed changes and occasional mid-line
+  hovers, and brakes to a hover at its end; the drone turns in place (90 deg, peak 30 deg/s) between legs.
+  It is a sync test flight, not a held-out route: its poses leave the survey's pose extremes.
+
+``stabilized=True`` (a gimbal): the camera carrier keeps the body's position and yaw but not its tilt into
+the acceleration; roll and pitch are only a small seeded jitter (+-0.3 deg). The published ``base_link`` is
+then that gimbal-stabilized frame, so ``T_world_cam = T_world_base @ T_base_cam`` still holds with the static
+mount (see docs/sim.md). Position and yaw are identical with and without it.
 """
 
 from __future__ import annotations
@@ -31,7 +42,10 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import R_BODY_OPTICAL, make_T
 from pose2rgbd.geometry.rotations import rpy_to_matrix
 
-ROUTES = ("survey", "orbit", "crossing", "figure8")
+ROUTES = ("survey", "orbit", "crossing", "figure8", "transect")
+DEFAULT_ROUTES = ("survey", "orbit", "crossing", "figure8")  # the survey + the held-out routes
+GIMBAL_JITTER_DEG = 0.3  # residual roll/pitch of a stabilized camera (bound of a smooth jitter)
+TRANSECT_YAW_RATE_DEG = 30.0  # peak yaw rate of the turns in place between transect legs
 GRAVITY = 9.81
 DEFAULT_START_NS = 1_700_000_000_000_000_000
 _DT = 0.01  # internal integration step (s)
@@ -85,6 +99,7 @@ class FlightPlan:
         *,
         camera_pitch_deg: float = 40.0,
         altitude_m: float = 52.5,
+        stabilized: bool = False,
     ) -> None:
         if name not in ROUTES:
             raise ConfigError(f"unknown route {name!r}; choose from {list(ROUTES)}")
@@ -94,24 +109,34 @@ class FlightPlan:
         self.size_m = float(size_m)
         self.duration_s = float(duration_s)
         self.altitude_m = float(altitude_m)
+        self.stabilized = bool(stabilized)
         self.T_base_cam = camera_mount(camera_pitch_deg)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), ROUTES.index(name), 0xF11]))
         survey = name == "survey"
+        transect = name == "transect"
         self._p = _Params(
             radius_scale=1.0,
             jitter_rp_deg=3.0 if survey else 1.8,
-            jitter_yaw_deg=6.0 if survey else 3.5,
-            alt_jitter_m=2.0 if survey else 1.2,
-            a_max=1.5 if survey else 1.0,
+            jitter_yaw_deg=6.0 if survey else (1.5 if transect else 3.5),
+            alt_jitter_m=2.0 if survey else (0.5 if transect else 1.2),
+            a_max=1.5 if survey else (1.2 if transect else 1.0),
             a_lat=2.0 if survey else 0.9,
             v_min=3.0,
-            v_max=10.0 if survey else 8.5,
+            v_max=10.0 if survey or transect else 8.5,
         )
         self._path = _path_xy(name, self.size_m / 2.0)
         seg = np.linalg.norm(np.diff(self._path, axis=0), axis=1)
         self._s = np.concatenate([[0.0], np.cumsum(seg)])
         self.length_m = float(self._s[-1])
-        self._build(rng)
+        if transect:
+            self._build_transect(rng)
+        else:
+            self._build(rng)
+        if self.stabilized:  # own stream: position and yaw stay identical to the unstabilized flight
+            g = np.random.default_rng(np.random.SeedSequence([int(seed), ROUTES.index(name), 0x61B]))
+            jit = np.deg2rad(GIMBAL_JITTER_DEG)
+            self._rpy[:, 0] = jit * _smooth_noise(g, self._t, 4, 0.02, 0.3)
+            self._rpy[:, 1] = jit * _smooth_noise(g, self._t, 4, 0.02, 0.3)
 
     # -------------------------------------------------------------- construction
     def _build(self, rng: np.random.Generator) -> None:
@@ -172,10 +197,15 @@ class FlightPlan:
         # altitude with smooth jitter
         z = self.altitude_m + p.alt_jitter_m * _smooth_noise(rng, t, 4, 0.01, 0.05)
         pos = np.column_stack([xy, z])
-        vel = np.gradient(pos, _DT, axis=0)
-        acc = np.gradient(vel, _DT, axis=0)
         # yaw towards the city centre (+ jitter); tilt into the acceleration (+ jitter)
         yaw = np.unwrap(np.arctan2(-xy[:, 1], -xy[:, 0]))
+        self._attitude(rng, t, pos, yaw)
+
+    def _attitude(self, rng: np.random.Generator, t: np.ndarray, pos: np.ndarray, yaw: np.ndarray) -> None:
+        """Body attitude: ``yaw`` + smooth jitter; roll/pitch tilt the thrust into the acceleration + jitter."""
+        p = self._p
+        vel = np.gradient(pos, _DT, axis=0)
+        acc = np.gradient(vel, _DT, axis=0)
         yaw = yaw + np.deg2rad(p.jitter_yaw_deg) * _smooth_noise(rng, t, 4, 0.01, 0.06)
         cy, sy = np.cos(yaw), np.sin(yaw)
         a_fwd = cy * acc[:, 0] + sy * acc[:, 1]
@@ -185,6 +215,85 @@ class FlightPlan:
         roll = np.arctan2(-a_left, g) + np.deg2rad(p.jitter_rp_deg) * _smooth_noise(rng, t, 4, 0.02, 0.15)
         self._pos = pos
         self._rpy = np.column_stack([roll, pitch, yaw])
+
+    def _build_transect(self, rng: np.random.Generator) -> None:
+        """Mapping flight: straight legs from hover to hover, turns in place between them, yaw along the leg."""
+        p = self._p
+        n = int(np.ceil((self.duration_s + 5.0) / _DT)) + 1
+        t = np.arange(n) * _DT
+        V = self._path  # closed polyline of leg vertices
+        d = np.diff(V, axis=0)
+        lengths = np.linalg.norm(d, axis=1)
+        heading = np.arctan2(d[:, 1], d[:, 0])
+        long_leg = 0.5 * lengths.max()
+        w_turn = np.deg2rad(TRANSECT_YAW_RATE_DEG)
+        s_out = np.empty(n)
+        yaw_out = np.empty(n)
+        k = 0
+        s_base = 0.0
+        yaw = float(heading[0])
+
+        def hold(dur: float, s_at: float, yaw_at: np.ndarray | float) -> None:
+            nonlocal k
+            m = min(max(1, round(dur / _DT)), n - k)
+            s_out[k : k + m] = s_at
+            yaw_out[k : k + m] = yaw_at if np.ndim(yaw_at) == 0 else np.asarray(yaw_at)[:m]
+            k += m
+
+        hold(rng.uniform(1.0, 2.5), 0.0, yaw)  # start from a hover
+        leg = 0
+        while k < n:
+            j = leg % len(lengths)
+            # turn in place onto the leg heading (cosine profile: peak rate w_turn), then a short hover
+            dy = float(np.angle(np.exp(1j * (heading[j] - yaw))))
+            if abs(dy) > 1e-6:
+                m = max(int(np.ceil(abs(dy) * np.pi / 2 / w_turn / _DT)), int(1.5 / _DT))
+                u = np.arange(1, m + 1) / m
+                hold(m * _DT, s_base, yaw + dy * (1 - np.cos(np.pi * u)) / 2)
+                yaw += dy
+                hold(rng.uniform(0.5, 1.5), s_base, yaw)
+            # fly the leg: target speeds from a seeded schedule, acceleration-limited, braking for the end
+            L = float(lengths[j])
+            cross = long_leg > L
+            sl, v = 0.0, 0.0
+            target, until, hover_left, hovered = 0.0, -1.0, 0.0, False
+            while k < n and sl < L:
+                tk = k * _DT
+                if hover_left > 0 and v == 0.0:  # a mid-line hover: count it down once stopped
+                    hover_left -= _DT
+                    if hover_left <= 0:
+                        until = -1.0
+                elif tk >= until and hover_left <= 0:
+                    if not (cross or hovered) and 0.15 * L < sl < 0.6 * L and rng.random() < 0.25:
+                        target, hover_left, until, hovered = 0.0, rng.uniform(1.5, 3.0), np.inf, True
+                    else:
+                        vmax = min(p.v_max, 5.0) if cross else p.v_max
+                        target, until = rng.uniform(p.v_min, vmax), tk + rng.uniform(4.0, 12.0)
+                brake = np.sqrt(2.0 * p.a_max * max(L - sl - v * _DT, 0.0))  # one step of look-ahead
+                want = min(target, max(brake, 0.05))
+                v_new = max(v + min(max(want - v, -p.a_max * _DT), p.a_max * _DT), 0.0)
+                if target == 0.0 and v_new < p.a_max * _DT:
+                    v_new = 0.0
+                sl = min(sl + 0.5 * (v + v_new) * _DT, L)
+                v = v_new
+                if L - sl < 1e-3:
+                    sl = L
+                s_out[k] = s_base + sl
+                yaw_out[k] = yaw
+                k += 1
+            s_base += L
+            hold(rng.uniform(0.5, 1.5), s_base, yaw)  # hover at the line end before turning
+            leg += 1
+        # 0.6 s moving average: continuous accelerations (the hovers at the vertices are longer than that)
+        w = int(0.6 / _DT)
+        kern = np.ones(w) / w
+        s = np.convolve(np.pad(s_out, (w, w), mode="edge"), kern, mode="same")[w:-w]
+        self._t = t
+        self._sv = s
+        self._speed = np.gradient(s, _DT)
+        xy = self._xy_at_s(s)
+        z = self.altitude_m + p.alt_jitter_m * _smooth_noise(rng, t, 4, 0.01, 0.05)
+        self._attitude(rng, t, np.column_stack([xy, z]), yaw_out)
 
     def _curvature_speed(self) -> np.ndarray:
         """Max speed along the path from the lateral acceleration limit (0 at sharp corners)."""
@@ -274,6 +383,7 @@ def plan_route(
     *,
     camera_pitch_deg: float = 40.0,
     t0_ns: int = DEFAULT_START_NS,
+    stabilized: bool = False,
 ) -> Trajectory:
     """Plan route ``name`` over a world (a :class:`~pose2rgbd.sim.world.World` or its size in metres) and
     sample it at ``rate_hz``: give ``n_frames`` or ``duration_s``."""
@@ -282,7 +392,7 @@ def plan_route(
         if not n_frames or n_frames < 1:
             raise ConfigError("plan_route: give n_frames >= 1 or duration_s > 0")
         duration_s = max((n_frames - 1) / rate_hz, 1.0 / rate_hz)
-    plan = FlightPlan(name, size, duration_s, seed, camera_pitch_deg=camera_pitch_deg)
+    plan = FlightPlan(name, size, duration_s, seed, camera_pitch_deg=camera_pitch_deg, stabilized=stabilized)
     return plan.sample(rate_hz, n_frames, t0_ns)
 
 
@@ -310,6 +420,13 @@ def _path_xy(name: str, half: float) -> np.ndarray:
         ang = np.pi / 2 + 2 * np.pi * 2 * np.arange(8) / 7  # {7/2} star, closed
         V = np.column_stack([R * np.cos(ang), R * np.sin(ang)])
         P = np.concatenate([np.linspace(V[i], V[i + 1], 1400, endpoint=False) for i in range(7)] + [V[:1]])
+    elif name == "transect":  # lawnmower vertices: 4 lines up, 4 interleaved lines back, closed
+        x = 0.8 * half
+        verts: list[tuple[float, float]] = []
+        for i, y in enumerate((-0.6, -0.2, 0.2, 0.6, 0.4, 0.0, -0.4, -0.8)):
+            a, b = (-x, x) if i % 2 == 0 else (x, -x)
+            verts += [(a, y * half), (b, y * half)]
+        P = np.array([*verts, verts[0]], dtype=np.float64)
     else:  # figure8 in (angle, radius) on the south-west side
         u = np.linspace(0.0, 2 * np.pi, 12000)
         th = -3 * np.pi / 4 + 0.9 * np.sin(u)

@@ -22,7 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--frames", type=int, help="frames per route (overrides durations)")
     p.add_argument("--duration", type=float, help="survey duration, s")
     p.add_argument("--route-duration", type=float, help="duration of each held-out route, s")
-    p.add_argument("--routes", help="comma-separated routes to fly (survey,orbit,crossing,figure8)")
+    p.add_argument(
+        "--routes", help="comma-separated routes to fly: survey,orbit,crossing,figure8 (default) or transect"
+    )
+    p.add_argument(
+        "--stabilized",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gimbal-stabilized camera (no tilt into accelerations); default off",
+    )
     p.add_argument("--stride", type=int, help="dataset keeps every k-th camera frame")
     p.add_argument("--world-size", type=float, help="city side, metres")
     p.add_argument("--dataset", action=argparse.BooleanOptionalAction, default=True, help="write out/dataset")
@@ -66,6 +74,7 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "gps_rate_hz": args.gps_rate,
         "gps_time_offset_s": args.gps_offset,
         "gps_dropouts": args.gps_dropouts,
+        "stabilized": args.stabilized,
     }
     d.update({k: v for k, v in sets.items() if v is not None})
     if args.size:

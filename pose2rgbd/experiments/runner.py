@@ -65,8 +65,8 @@ class ExperimentsConfig:
     lr: float = help_field(1e-3, "learning rate of the runs (fixed; the paper's 0.01 does not learn in our budget)")
     paper_lr_control: bool = help_field(True, "also train Base / RGBD / quat at the paper's lr 0.01 (Table 1 epochs)")
     seed: int = help_field(0, "seed of weights, shuffling and the random split")
-    splits: list[str] = help_field(["random", "route"], "splits to run: random (paper) and/or route (held out)")  # noqa: RUF009
-    tables: list[str] = help_field(["1", "2", "4"], "which tables to produce")  # noqa: RUF009
+    splits: list[str] = help_field(["random", "route"], "splits to run: random (paper) and/or route (held out)")
+    tables: list[str] = help_field(["1", "2", "4"], "which tables to produce")
     eval_max_frames: int = help_field(300, "evaluate at most this many test frames per run, evenly spread (0: all)")
     fly_frames: int = help_field(60, "frames of each run's fly-through video")
     bench_size: int = help_field(512, "resolution of the Table 4 benchmark")

@@ -30,7 +30,7 @@ class ModelConfig:
     encoding: str = help_field("6dof-quat", "pose input: 6dof-euler (t + roll/pitch/yaw) or 6dof-quat (t + quaternion)")
     size: int = help_field(128, "square output resolution, a power of two in [64, 512] (the paper uses 512)")
     dense_channels: int = help_field(1024, "channels of the 4x4 map produced by the dense layer from the pose")
-    trunk_channels: list[int] = help_field(list(DEFAULT_TRUNK), "transposed-conv channels per upsampling, at 512")  # noqa: RUF009
+    trunk_channels: list[int] = help_field(list(DEFAULT_TRUNK), "transposed-conv channels per upsampling, at 512")
     kernel_size: int = help_field(3, "kernel of the transposed convolutions (stride 2; 3 or 4)")
     bottleneck_channels: int = help_field(32, "width of the 3x3 bottleneck of the Slice models")
     slice_loss_weight: float = help_field(1.0, "weight of the per-slice binary cross entropy in the loss")

@@ -75,8 +75,8 @@ class RecorderMount:
     source: str = help_field("tf_static", "'tf_static' (look base_frame -> camera_frame up) or 'config'")
     base_frame: str = help_field("base_link", "the frame odometry reports (its child_frame_id)")
     camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103)")
-    translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")  # noqa: RUF009
-    quat_xyzw: list[float] = help_field(list(_Q_BODY_OPTICAL), "config mount: rotation base -> optical (xyzw)")  # noqa: RUF009
+    translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")
+    quat_xyzw: list[float] = help_field(list(_Q_BODY_OPTICAL), "config mount: rotation base -> optical (xyzw)")
 
 
 @dataclass

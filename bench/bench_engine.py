@@ -1,26 +1,36 @@
-"""Benchmark of the serving path (not a test): engine latency and offline renderer pose-to-images latency.
+"""Benchmark of the serving path (not a test): renderer pose-to-images latency, batch 1 vs look-ahead.
 
-    .venv/bin/python bench/bench_engine.py                    # all sizes, both presets, CPU
-    .venv/bin/python bench/bench_engine.py --sizes 256 --iters 50 --device cuda --precision bf16
+    .venv/bin/python bench/bench_engine.py                                  # Base + Slice-10, 128/256/512, CPU
+    .venv/bin/python bench/bench_engine.py --sizes 256 --threads 1 2 --precisions fp32 bf16
+    .venv/bin/python bench/bench_engine.py --device cuda --precisions bf16
 
-Measures, with untrained weights (speed does not depend on training):
+**Pose-to-images latency** (what is measured): the render node's time from a camera pose in hand (after the
+TF lookup) to the finished output messages -- pose validation and encoding, the forward pass, tensor -> numpy
+(uint8 RGB, metric depth), and building the Image / CameraInfo / RGBD messages. It excludes bag reading,
+the TF lookup and bag writing (serialization). It is the ``latency_ms`` the renderer reports in its RGBD
+message and diagnostics, and what ``run_renderer_bag`` returns in ``RunStats.latency_ms``.
 
-1. engine latency p50 / p99 per pose for Base and Slice-10 at each size: batch 1 (``render``) and with
-   look-ahead (``render_lookahead`` on a smooth 10 Hz trajectory; cache hits are nearly free, misses
-   render 1 + lookahead poses in one batch);
-2. the render node's pose-to-images p99 (render + message building) in the offline runtime on a synthetic
-   bag at 256x256 (goal: <= 33 ms).
+For each model / size / precision / thread count, the offline runtime (``run_renderer_bag``) replays a
+synthetic flight bag (``pose2rgbd.runtime.testing.write_flight_bag``: 2 m/s, gentle sway and yaw, TF at
+50 Hz) and renders at 10 Hz from TF, once with batch 1 (``engine.lookahead`` 0) and once with look-ahead
+(``--lookahead`` extrapolated poses rendered in the same batch, served from the cache while the real pose is
+within ``--tolerance-m`` / ``--tolerance-deg``). Weights are untrained: speed does not depend on training.
+Results are printed as they come and as a Markdown table at the end (with the command and the machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shlex
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64": "Slice-64"}
 
 
 def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
@@ -30,11 +40,14 @@ def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
     from pose2rgbd.inference.testing import look_down_pose
     from pose2rgbd.models import DepthNormalizer, build_model, preset_config, save_checkpoint
 
+    path = tmp / f"{preset}-{size}.pt"
+    if path.is_file():
+        return path
     torch.manual_seed(0)
     mc = preset_config(preset, size=size, outputs="rgbd", encoding="6dof-quat")
     T = np.stack([look_down_pose(x, y, z) for x in (-100, 100) for y in (-100, 100) for z in (5, 60)])
     return save_checkpoint(
-        tmp / f"{preset}-{size}.pt",
+        path,
         model=build_model(mc, DepthNormalizer(1.0, 200.0)),
         pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
         depth_normalizer=DepthNormalizer(1.0, 200.0),
@@ -44,100 +57,130 @@ def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
     )
 
 
-def _trajectory(n: int) -> tuple[np.ndarray, np.ndarray]:
-    from pose2rgbd.inference.testing import look_down_pose
-
-    t = np.arange(n) * 0.1  # 10 Hz, 1 m/s east, slow yaw
-    return (t * 1e9).astype(np.int64), np.stack([look_down_pose(ti, 0.0, 20.0, yaw=0.01 * ti) for ti in t])
-
-
-def bench_engine(args: argparse.Namespace, tmp: Path) -> list[tuple]:
-    from pose2rgbd.inference import EngineConfig, InferenceEngine
-
-    rows = []
-    for preset in args.presets:
-        for size in args.sizes:
-            ck = _checkpoint(tmp, preset, size)
-            base = {"checkpoint": str(ck), "device": args.device, "precision": args.precision, "warmup": 3}
-            eng = InferenceEngine.from_config(EngineConfig(**base))
-            stamps, T = _trajectory(args.iters)
-            lat = []
-            for i in range(args.iters):
-                t0 = time.perf_counter()
-                eng.render(T[i])
-                lat.append(time.perf_counter() - t0)
-            eng_la = InferenceEngine.from_config(
-                EngineConfig(
-                    **base, lookahead=args.lookahead, lookahead_rate_hz=10.0, tolerance_m=0.15, tolerance_deg=1.0
-                )
-            )
-            lat_la = []
-            for i in range(args.iters):
-                t0 = time.perf_counter()
-                eng_la.render_lookahead(T[i], int(stamps[i]))
-                lat_la.append(time.perf_counter() - t0)
-            hit = eng_la.stats["cache_hits"] / max(1, eng_la.stats["cache_hits"] + eng_la.stats["cache_misses"])
-            row = (preset, size, *_pct(lat), *_pct(lat_la), hit)
-            rows.append(row)
-            print(
-                f"{preset:8s} {size:4d}  batch1 p50 {row[2]:7.1f} p99 {row[3]:7.1f} ms   "
-                f"look-ahead({args.lookahead}) p50 {row[4]:7.1f} p99 {row[5]:7.1f} ms  hit rate {hit:.0%}",
-                flush=True,
-            )
-    return rows
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def _pct(lat: list[float]) -> tuple[float, float]:
-    a = np.asarray(lat) * 1e3
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+def _machine(args: argparse.Namespace) -> str:
+    import torch
+
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "no GPU used"
+    flags = ""
+    try:
+        flags = " AVX512-BF16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else ""
+        flags += " AMX" if "amx_tile" in Path("/proc/cpuinfo").read_text() else ""
+    except OSError:
+        pass
+    return f"{_cpu_name()}{flags}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
 
 
-def bench_offline(args: argparse.Namespace, tmp: Path) -> None:
+def run_one(
+    args: argparse.Namespace, tmp: Path, bag: Path, preset: str, size: int, precision: str, threads: int, la: int
+) -> dict[str, float]:
+    import torch
+
     from pose2rgbd.inference import EngineConfig, InferenceEngine
     from pose2rgbd.nodes import RendererConfig
     from pose2rgbd.runtime import run_renderer_bag
-    from pose2rgbd.runtime.testing import write_flight_bag
 
-    bag = tmp / "flight"
-    write_flight_bag(bag, duration_s=args.bag_seconds, size=64)
-    for preset in args.presets:
-        ck = _checkpoint(tmp, preset, args.offline_size)
-        cfg = RendererConfig(rate_hz=10.0)
-        cfg.engine = EngineConfig(checkpoint=str(ck), device=args.device, precision=args.precision, warmup=3)
-        eng = InferenceEngine.from_config(cfg.engine)
-        stats = run_renderer_bag(cfg, bag, tmp / f"out-{preset}", engine=eng)
-        print(
-            f"offline renderer {preset} {args.offline_size}x{args.offline_size}: {stats.counters['frames']} frames, "
-            f"pose-to-images p50 {stats.latency_percentile(50):.1f} ms, p99 {stats.latency_percentile(99):.1f} ms "
-            f"(wall {stats.wall_s:.1f} s)",
-            flush=True,
-        )
+    cfg = RendererConfig(rate_hz=10.0)
+    cfg.engine = EngineConfig(
+        checkpoint=str(_checkpoint(tmp, preset, size)),
+        device=args.device,
+        precision=precision,
+        threads=threads,
+        warmup=3,
+        lookahead=la,
+        tolerance_m=args.tolerance_m,
+        tolerance_deg=args.tolerance_deg,
+    )
+    if threads == 0:
+        torch.set_num_threads(args.default_threads)  # undo an earlier run's setting
+    eng = InferenceEngine.from_config(cfg.engine)
+    stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True)
+    lat = np.asarray(stats.latency_ms)
+    frames = stats.counters["frames"]
+    return {
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "max": float(lat.max()),
+        "frames": frames,
+        "hit": stats.counters["cache_hits"] / max(1, frames),
+        "threads": torch.get_num_threads(),
+        "precision": eng.precision,
+        "wall": stats.wall_s,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["base", "slice10"])
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256, 512])
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--lookahead", type=int, default=4)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="auto, fp32, bf16, fp16")
+    p.add_argument("--threads", nargs="+", type=int, default=[0], help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--offline-size", type=int, default=256)
-    p.add_argument("--bag-seconds", type=float, default=6.0)
-    p.add_argument("--skip-engine", action="store_true")
-    p.add_argument("--skip-offline", action="store_true")
+    p.add_argument("--lookahead", type=int, default=4, help="look-ahead poses (the second run of each row)")
+    p.add_argument("--tolerance-m", type=float, default=0.15)
+    p.add_argument("--tolerance-deg", type=float, default=1.0)
+    p.add_argument("--bag-seconds", type=float, default=6.0, help="flight length: 10 renders per second")
+    p.add_argument("--note", default="", help="load note for the table, e.g. 'quiet machine'")
     args = p.parse_args()
     import torch
 
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CUDA {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}"
-    )
+    args.default_threads = torch.get_num_threads()
+    load0 = os.getloadavg()[0]
+    machine = _machine(args)
+    print(f"machine: {machine}; load average {load0:.1f}", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as d:
-        if not args.skip_engine:
-            bench_engine(args, Path(d))
-        if not args.skip_offline:
-            bench_offline(args, Path(d))
+        tmp = Path(d)
+        from pose2rgbd.runtime.testing import write_flight_bag
+
+        bag = tmp / "flight"
+        write_flight_bag(bag, duration_s=args.bag_seconds, size=64)
+        for preset in args.presets:
+            for size in args.sizes:
+                for precision in args.precisions:
+                    for threads in args.threads:
+                        r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0)
+                        r2 = run_one(args, tmp, bag, preset, size, precision, threads, args.lookahead)
+                        rows.append((preset, size, r1, r2))
+                        print(
+                            f"{NAMES.get(preset, preset):9s} {size:4d} {r1['precision']:5s} {r1['threads']} thr  "
+                            f"batch 1: p50 {r1['p50']:7.1f} p99 {r1['p99']:7.1f} ms   look-ahead {args.lookahead}: "
+                            f"p50 {r2['p50']:7.1f} p99 {r2['p99']:7.1f} ms, hits {r2['hit']:.0%}  "
+                            f"({r1['frames']} frames each)",
+                            flush=True,
+                        )
+    load1 = os.getloadavg()[0]
+    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bench_engine.py", *sys.argv[1:]])
+    print()
+    print(f"`{cmd}`")
+    print()
+    note = f"; {args.note}" if args.note else ""
+    print(
+        f"Machine: {machine}; load average {load0:.1f} at start, {load1:.1f} at end{note}. "
+        f"Renderer pose-to-images latency in the offline runtime (10 Hz from TF, {rows[0][2]['frames'] if rows else 0} "
+        f"renders per run); look-ahead: {args.lookahead} poses, tolerance {args.tolerance_m} m / "
+        f"{args.tolerance_deg} deg, 2 m/s flight."
+    )
+    print()
+    print(
+        f"| model | size | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / p99 (ms) "
+        "| look-ahead hits |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for preset, size, r1, r2 in rows:
+        print(
+            f"| {NAMES.get(preset, preset)} | {size} | {r1['precision']} | {r1['threads']} | "
+            f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def test_device_and_precision_selection() -> None:
 
     eng = make_engine(precision="bf16")
     if not torch.cuda.is_available():
-        assert eng.device.type == "cpu" and eng.precision == "fp32"  # half precision is GPU only
+        assert eng.device.type == "cpu" and eng.precision == "bf16"  # bf16 autocast runs on CPU too
+        assert make_engine(precision="fp16").precision == "fp32"  # fp16 is GPU only
+        assert make_engine().precision == "fp32"  # auto: fp32 on CPU
         with pytest.raises(ConfigError, match="CUDA"):
             make_engine(device="cuda")
     with pytest.raises(ConfigError):
@@ -155,3 +157,33 @@ def test_thread_safe_concurrent_renders() -> None:
     assert not errors
     for i in range(8):
         np.testing.assert_array_equal(results[i], expected[i])
+
+
+@pytest.mark.parametrize("preset", ["base", "slice10"])
+def test_inference_preparation_keeps_outputs(preset: str) -> None:
+    """BatchNorm folding + channels-last give the same images as the plain eval model; the caller's model is
+    left as it was."""
+    import torch
+
+    from pose2rgbd.inference.engine import fold_batchnorm, prepare_for_inference
+    from pose2rgbd.models import DepthNormalizer, build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(preset_config(preset, size=64, outputs="rgbd"), DepthNormalizer(1.0, 100.0)).eval()
+    for m in model.modules():  # non-trivial statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fast = prepare_for_inference(model, torch.device("cpu"))
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn  # untouched
+    # every BatchNorm after a convolution is folded (the one after the dense layer stays)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules()) == 1
+    assert fold_batchnorm(fast) == 0
+    x = torch.rand(3, 7) * 2 - 1
+    with torch.inference_mode():
+        ref, out = model(x), fast(x)
+    for k in ("rgb", "depth", *(["confidence"] if preset != "base" else [])):
+        torch.testing.assert_close(out[k].contiguous(), ref[k], atol=2e-5, rtol=1e-4)

@@ -33,7 +33,13 @@ def _load_node_config(cls: type, path: Path | None) -> Any:
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt) from `pose2rgbd train`")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"], help="GPU precision")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: fp32 on CPU, bf16/fp16 on GPU; bf16 also on CPU (faster on CPUs with native bf16)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: one per core; 1 on a busy CPU)")
     p.add_argument("--lookahead", type=int, default=None, help="future poses rendered per batch (0: off)")
 
 
@@ -43,6 +49,8 @@ def apply_engine_args(eng: Any, args: argparse.Namespace) -> None:
         eng.device = args.device
     if args.precision:
         eng.precision = args.precision
+    if getattr(args, "threads", None) is not None:
+        eng.threads = args.threads
     if args.lookahead is not None:
         eng.lookahead = args.lookahead
     eng.__post_init__()

@@ -35,7 +35,7 @@ setup(
             "pytest>=7.4",
             "pytest-xdist>=3.3",
             "hypothesis>=6.80",
-            "ruff>=0.5",
+            "ruff>=0.17,<0.18",  # pinned minor: new ruff releases add rules and formatting changes
             "mypy>=1.8",
             "types-PyYAML",
             "catkin_pkg>=0.5",

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.spatial.transform import Rotation
+from scipy.spatial.transform import Rotation, Slerp
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry import (
+    Q_BODY_OPTICAL_XYZW,
     R_BODY_OPTICAL,
     Datum,
     PinholeCamera,
@@ -30,6 +31,7 @@ from pose2rgbd.geometry import (
     quat_xyzw_to_wxyz,
     relative,
     rpy_to_matrix,
+    slerp_quat_xyzw,
     tq_from_T,
     transform_points,
 )
@@ -80,6 +82,7 @@ def test_rpy_convention_is_rz_ry_rx():
 
 def test_body_to_optical_axes():
     R = np.array(R_BODY_OPTICAL)
+    np.testing.assert_allclose(quat_xyzw_to_matrix(np.array(Q_BODY_OPTICAL_XYZW)), R, atol=1e-12)
     np.testing.assert_allclose(R @ [0, 0, 1], [1, 0, 0])  # optical z (forward) = body x
     np.testing.assert_allclose(R @ [1, 0, 0], [0, -1, 0])  # optical x (right) = body -y
     np.testing.assert_allclose(R @ [0, 1, 0], [0, 0, -1])  # optical y (down) = body -z
@@ -111,6 +114,20 @@ def test_bad_input_raises():
         canonical_quat_xyzw(np.zeros(4))
     with pytest.raises(GeometryError, match="orthonormal"):
         tq_from_T(np.diag([2.0, 1, 1, 1]))
+
+
+def test_slerp_matches_scipy_and_takes_short_arc():
+    rng = np.random.default_rng(3)
+    q0, q1 = Rotation.random(2, random_state=4).as_quat()
+    for a in (0.0, 0.3, 0.77, 1.0):
+        ref = Slerp([0.0, 1.0], Rotation.from_quat([q0, q1]))([a]).as_quat()[0]
+        got = slerp_quat_xyzw(q0, q1, a)
+        assert min(np.abs(got - ref).max(), np.abs(got + ref).max()) < 1e-9
+    # q and -q are the same rotation: the result must not take the long way round
+    mid = slerp_quat_xyzw(q0, -q0, 0.5)
+    assert min(np.abs(mid - q0).max(), np.abs(mid + q0).max()) < 1e-9
+    near = canonical_quat_xyzw(q0 + rng.normal(0, 1e-6, 4))
+    assert np.isclose(np.linalg.norm(slerp_quat_xyzw(q0, near, 0.5)), 1.0)
 
 
 def test_interpolation_linear_and_slerp():

@@ -11,7 +11,7 @@
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.encoding import ENCODINGS, PoseNormalizer, decode_poses, encode_poses, encoding_dim
 from pose2rgbd.geometry.geodesy import Datum, ecef_to_geodetic, geodetic_to_ecef
-from pose2rgbd.geometry.interpolation import interpolate_poses, interpolate_translations
+from pose2rgbd.geometry.interpolation import interpolate_poses, interpolate_translations, slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import (
     canonical_quat_xyzw,
     matrix_to_quat_xyzw,
@@ -37,9 +37,12 @@ from pose2rgbd.geometry.transforms import (
 # Rotation from REP-103 body axes (x forward, y left, z up) to optical axes (x right, y down, z forward):
 # a camera "body" frame looking along +x has optical frame R_body_optical below.
 R_BODY_OPTICAL = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
+# The same rotation as a quaternion (x, y, z, w), canonical sign (test_geometry checks they agree).
+Q_BODY_OPTICAL_XYZW = [-0.5, 0.5, -0.5, 0.5]
 
 __all__ = [
     "ENCODINGS",
+    "Q_BODY_OPTICAL_XYZW",
     "R_BODY_OPTICAL",
     "Datum",
     "PinholeCamera",
@@ -66,6 +69,7 @@ __all__ = [
     "relative",
     "rpy_to_matrix",
     "rpy_to_quat_xyzw",
+    "slerp_quat_xyzw",
     "tq_from_T",
     "transform_points",
 ]

@@ -57,3 +57,19 @@ def interpolate_poses(
     xq = (np.asarray(query_ns, dtype=np.int64) - s[0]).astype(np.float64)
     rots = Slerp(x, Rotation.from_quat(q))(xq)
     return t, canonical_quat_xyzw(rots.as_quat())
+
+
+def slerp_quat_xyzw(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
+    """Spherical interpolation between two unit quaternions (x, y, z, w) at fraction ``a`` in [0, 1].
+
+    Hand-written on purpose: TF lookups call this once per link per lookup, where building SciPy
+    ``Rotation`` / ``Slerp`` objects costs tens of microseconds each. Takes the short arc.
+    """
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    if d > 0.9995:  # nearly parallel: normalized lerp avoids dividing by sin(~0)
+        q = q0 + a * (q1 - q0)
+        return q / np.linalg.norm(q)
+    th = np.arccos(min(d, 1.0))
+    return (np.sin((1 - a) * th) * q0 + np.sin(a * th) * q1) / np.sin(th)

@@ -29,18 +29,17 @@ import numpy as np
 from pose2rgbd.bags.images import image_msg_to_rgb
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
+from pose2rgbd.geometry import Q_BODY_OPTICAL_XYZW
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
+from pose2rgbd.geometry.transforms import T_from_tq
 from pose2rgbd.nodes import messages as M
 from pose2rgbd.nodes.common import Throttle, get_logger
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
-from pose2rgbd.runtime.tf_buffer import _slerp
 
 Output = tuple[str, Any]
-
-# REP-103 body (x forward, y left, z up) -> optical (x right, y down, z forward), as quat_xyzw
-_Q_BODY_OPTICAL = [-0.5, 0.5, -0.5, 0.5]
 
 
 @dataclass
@@ -76,7 +75,7 @@ class RecorderMount:
     base_frame: str = help_field("base_link", "the frame odometry reports (its child_frame_id)")
     camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103)")
     translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")
-    quat_xyzw: list[float] = help_field(list(_Q_BODY_OPTICAL), "config mount: rotation base -> optical (xyzw)")
+    quat_xyzw: list[float] = help_field(list(Q_BODY_OPTICAL_XYZW), "config mount: rotation base -> optical (xyzw)")
 
 
 @dataclass
@@ -322,7 +321,7 @@ class Recorder:
             o0, o1, b = o
             lla = lerp(f0.lla, f1.lla, a)
             t = lerp(o0.t, o1.t, b)
-            q = _slerp(o0.q, o1.q, b)
+            q = slerp_quat_xyzw(o0.q, o1.q, b)
             near_fix = f0 if a < 0.5 else f1
             near_odom = o0 if b < 0.5 else o1
             out += self._emit(stamp, img, lla, t, q, near_fix.msg, near_odom.msg, now_ns)
@@ -456,7 +455,7 @@ class Recorder:
             position_covariance=np.asarray(fix.position_covariance, dtype=np.float64),
             position_covariance_type=int(fix.position_covariance_type),
         )
-        pose_odom = M.pose_msg(f, _T(t_odom, q_odom))
+        pose_odom = M.pose_msg(f, T_from_tq(t_odom, q_odom))
         odom_msg = f.new(
             "nav_msgs/msg/Odometry",
             header=M.header(f, stamp, str(odom.header.frame_id)),
@@ -484,13 +483,6 @@ class Recorder:
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
         text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
-
-
-def _T(t: np.ndarray, q: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix(q)
-    T[:3, 3] = t
-    return T
 
 
 class _PoseLike:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import Pose2RGBDError
-from pose2rgbd.geometry.rotations import canonical_quat_xyzw, quat_xyzw_to_matrix
+from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
+from pose2rgbd.geometry.rotations import canonical_quat_xyzw
+from pose2rgbd.geometry.transforms import T_from_tq
 
 
 class TransformException(Pose2RGBDError):
@@ -41,20 +43,6 @@ class ExtrapolationException(TransformException):
 
 def _fmt_time(ns: int) -> str:
     return f"{ns / 1e9:.6f}"
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
-    # Hand-written on purpose: this runs once per link per lookup, where building SciPy Rotation/Slerp
-    # objects costs tens of microseconds each.
-    d = float(np.dot(q0, q1))
-    if d < 0.0:
-        q1, d = -q1, -d
-    if d > 0.9995:
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = np.arccos(min(d, 1.0))
-    s = np.sin(th)
-    return (np.sin((1 - a) * th) * q0 + np.sin(a * th) * q1) / s
 
 
 @dataclass
@@ -83,7 +71,7 @@ class _Link:
     def at(self, time_ns: int, child: str) -> np.ndarray:
         if self.static or time_ns == 0:
             i = len(self.stamps) - 1
-            return _matrix(self.t[i], self.q[i])
+            return T_from_tq(self.t[i], self.q[i])
         s = self.stamps
         if time_ns < s[0]:
             raise ExtrapolationException(
@@ -99,17 +87,10 @@ class _Link:
             )
         i = bisect.bisect_left(s, time_ns)
         if s[i] == time_ns:
-            return _matrix(self.t[i], self.q[i])
+            return T_from_tq(self.t[i], self.q[i])
         a = (time_ns - s[i - 1]) / (s[i] - s[i - 1])
         t = self.t[i - 1] + a * (self.t[i] - self.t[i - 1])
-        return _matrix(t, _slerp(self.q[i - 1], self.q[i], a))
-
-
-def _matrix(t: np.ndarray, q: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix(q)
-    T[:3, 3] = t
-    return T
+        return T_from_tq(t, slerp_quat_xyzw(self.q[i - 1], self.q[i], a))
 
 
 class TFBuffer:

@@ -126,3 +126,48 @@ def test_cuda_bf16_smoke(toy: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         out = ck.model(torch.zeros(1, 7, device="cuda"))
     assert out["depth"].device.type == "cuda" and torch.isfinite(out["depth"]).all()
+
+
+def test_batchnorm_recalibration_gives_exact_statistics_without_drawing_random_numbers(toy: Path) -> None:
+    from pose2rgbd.training.trainer import recalibrate_batchnorm
+
+    cache = build_cache(toy, 64, progress=False)
+    idx = np.arange(len(cache))
+    pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
+    ds = PoseRGBDDataset(cache, idx, pn)
+    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth))
+    model.eval()
+    bn = model.dense_bn
+    seen: list[torch.Tensor] = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    # stale statistics, as after a few fast optimizer steps
+    bn.running_mean.fill_(5.0)
+    rng_before = torch.get_rng_state()
+    assert len(ds) % 10 == 0  # equal batches: the cumulative average of batch means is the sample mean
+    n = recalibrate_batchnorm(model, ds, batch_size=10, device=torch.device("cpu"))
+    hook.remove()
+    assert n == len(ds)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training after it is not perturbed
+    x = torch.cat(seen)  # (N, C, 4, 4) inputs of the first BatchNorm
+    torch.testing.assert_close(bn.running_mean, x.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training  # restored (the model was in eval mode before)
+
+
+def test_trainer_recalibrates_before_validation_and_at_the_end(toy: Path) -> None:
+    cache = build_cache(toy, 64, progress=False)
+    pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
+    ds = PoseRGBDDataset(cache, np.arange(len(cache)), pn)
+    calls: list[int] = []
+
+    class Spy(Callback):
+        def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+            calls.append(trainer.step)
+
+    model = build_model(preset_config("base", size=64, outputs="depth"), DepthNormalizer.fit(cache.depth))
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.01, max_steps=3, val_every=0, progress=False, tensorboard=False)
+    tr = Trainer(model, ds, cfg, callbacks=[Spy()])
+    tr.fit()
+    assert tr.bn_fresh and calls == []  # no validation configured, but the end-of-training pass ran
+    mean_after_fit = model.dense_bn.running_mean.clone()
+    tr.recalibrate_batchnorm()
+    torch.testing.assert_close(model.dense_bn.running_mean, mean_after_fit)  # already exact: idempotent

@@ -4,7 +4,7 @@ Pose2RGBD entry points ``train_model`` / ``train_quick``. Importing this package
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import SPLITS, TrainConfig
 from pose2rgbd.training.splits import Split, make_split
-from pose2rgbd.training.train import TrainResult, split_for, train_model, train_quick
+from pose2rgbd.training.train import TrainResult, recalibrate_checkpoint, split_for, train_model, train_quick
 from pose2rgbd.training.trainer import Callback, Trainer, resolve_amp, resolve_device, seed_everything
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "make_split",
+    "recalibrate_checkpoint",
     "resolve_amp",
     "resolve_device",
     "seed_everything",

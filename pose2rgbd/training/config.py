@@ -25,6 +25,10 @@ class TrainConfig:
     split: str = help_field("random", "train/validation split: random (paper, 80/20) | route (held-out routes)")
     val_fraction: float = help_field(0.2, "validation share of the random split / of the blocks of a one-route set")
     val_every: int = help_field(1, "validate every N epochs (0: never)")
+    recalibrate_bn: bool = help_field(
+        True, "recompute BatchNorm statistics for the current weights before validating and at the end (precise BN)"
+    )
+    recalibrate_bn_batches: int = help_field(64, "training batches used to recompute BatchNorm statistics (0: all)")
     max_minutes: float = help_field(0.0, "stop after this much training time (0: no limit); a checkpoint is written")
     max_steps: int = help_field(0, "stop after this many optimization steps (0: no limit)")
     log_every: int = help_field(10, "log training losses every N steps")

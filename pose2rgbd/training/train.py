@@ -137,6 +137,7 @@ def train_model(
                 "split": split.description,
                 "val": dict(trainer.last_val),
                 "dataset": str(ds.path.resolve()),
+                "bn_recalibrated": bool(train_cfg.recalibrate_bn and trainer.bn_fresh),
             },
         )
 
@@ -227,3 +228,48 @@ def train_quick(
         tensorboard=True,
     )
     return train_model(dataset_dir, out_dir, mc, tc).checkpoint
+
+
+def recalibrate_checkpoint(
+    checkpoint: str | Path, dataset: str | Path | Dataset, *, batch_size: int = 16, max_batches: int = 64
+) -> Path:
+    """Give a checkpoint written before BatchNorm recalibration existed exact statistics, in place.
+
+    Uses the checkpoint's own training split (same kind and seed) of ``dataset``, the same pass the trainer
+    now runs at the end of training (:func:`pose2rgbd.training.trainer.recalibrate_batchnorm`), and writes
+    the checkpoint back atomically with ``extra["bn_recalibrated"] = True``. Returns its path.
+    """
+    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
+    from pose2rgbd.models import load_checkpoint
+    from pose2rgbd.training.trainer import recalibrate_batchnorm, resolve_device
+
+    path = Path(checkpoint)
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    ck = load_checkpoint(path, expect_fingerprint=ds.fingerprint())
+    tc = ck.train_config
+    cache = build_cache(ds, ck.size, progress=False)
+    split = split_for(cache, str(tc.get("split", "random")), int(tc.get("seed", 0)), float(tc.get("val_fraction", 0.2)))
+    device = resolve_device("cpu")
+    recalibrate_batchnorm(
+        ck.model,
+        PoseRGBDDataset(cache, split.train, ck.pose_normalizer),
+        batch_size=batch_size,
+        device=device,
+        max_batches=max_batches,
+    )
+    save_checkpoint(  # atomic: temporary file, then rename
+        path,
+        model=ck.model,
+        pose_normalizer=ck.pose_normalizer,
+        depth_normalizer=ck.depth_normalizer,
+        dataset_fingerprint=ck.dataset_fingerprint,
+        camera=ck.camera,
+        depth_kind=ck.depth_kind,
+        world_frame=ck.world_frame,
+        train_config=tc,
+        step=ck.step,
+        epoch=ck.epoch,
+        optimizers=ck.optimizers,
+        extra={**ck.extra, "bn_recalibrated": True},
+    )
+    return path

@@ -64,6 +64,59 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: ModelBase,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    autocast: Any = None,
+    max_batches: int = 0,
+) -> int:
+    """Recompute every BatchNorm's running mean / variance for the current weights ("precise BN").
+
+    During training the running statistics are exponential averages over batches seen with *older* weights;
+    with few steps and a fast optimizer they lag behind, and an eval-mode forward pass is then far off the
+    train-mode one (measured: a Slice-32 RGBD model after 192 steps, depth MAE 219 m in eval mode against
+    37 m after recalibration). This pass resets them and accumulates exact averages over ``dataset``
+    (in order, no gradients, no random numbers drawn, so training is not perturbed). Returns the number of
+    samples used (0 when the model has no BatchNorm).
+    """
+    from torch.utils.data import default_collate
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(dataset) == 0:  # type: ignore[arg-type]
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: the exact mean over the batches below
+    was_training = model.training
+    model.train()
+    n = 0
+    try:
+        total = len(dataset)  # type: ignore[arg-type]
+        limit = total if max_batches <= 0 else min(total, max_batches * batch_size)
+        # evenly spread over the whole set (a prefix of a flight would be biased to its first part)
+        order = np.unique(np.linspace(0, total - 1, limit).round().astype(np.int64))
+        for s in range(0, len(order), batch_size):
+            batch = default_collate([dataset[int(i)] for i in order[s : s + batch_size]])
+            batch = _to_device(batch, device)
+            with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
+                model.get_outputs(batch)
+            n += len(order[s : s + batch_size])
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+        model.train(was_training)
+    return n
+
+
 class Callback:
     """Hooks called by :class:`Trainer`. Set ``trainer.should_stop = True`` to end training early."""
 
@@ -121,6 +174,7 @@ class Trainer:
         self.should_stop = False
         self.stop_reason = ""
         self.last_val: dict[str, float] = {}
+        self.bn_fresh = True  # BatchNorm statistics match the weights (no step since the last recalibration)
         self.extra_state: dict[str, Any] = {}  # small plain values callbacks want saved with the trainer state
 
     def _make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -183,6 +237,7 @@ class Trainer:
                 group_loss.backward(retain_graph=i < len(names) - 1)
                 self.optimizers[name].step()
         self.step += 1
+        self.bn_fresh = False
         logs = {k: float(v.detach()) for k, v in losses.items()}
         logs["loss"] = float(total.detach())
         metrics = self.model.get_metrics_dict(outputs, batch)
@@ -194,6 +249,7 @@ class Trainer:
         """Sample-weighted means of the losses and metrics over ``val_set`` (keys prefixed ``val/``)."""
         if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
             return {}
+        self.recalibrate_batchnorm()
         self.model.eval()
         sums: dict[str, float] = {}
         n = 0
@@ -213,6 +269,19 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_validation_end(self, self.last_val)
         return self.last_val
+
+    def recalibrate_batchnorm(self) -> None:
+        """Exact BatchNorm statistics for the current weights (``cfg.recalibrate_bn``); see the function."""
+        if self.cfg.recalibrate_bn and has_batchnorm(self.model):
+            recalibrate_batchnorm(
+                self.model,
+                self.train_set,
+                batch_size=self.cfg.batch_size,
+                device=self.device,
+                autocast=self._autocast(),
+                max_batches=self.cfg.recalibrate_bn_batches,
+            )
+        self.bn_fresh = True
 
     # -- the loop ------------------------------------------------------------------------------------------
     def _budget_left(self, t0: float, elapsed0: float) -> bool:
@@ -263,6 +332,8 @@ class Trainer:
                 cb.on_epoch_end(self)
             if ran_out:
                 self.should_stop = True
+        if not self.bn_fresh:
+            self.recalibrate_batchnorm()  # the final checkpoint gets statistics of the final weights
         self.elapsed_s = elapsed0 + (time.monotonic() - t0)
         if not self.stop_reason:
             self.stop_reason = "callback asked to stop" if self.should_stop and self.epoch < c.epochs else "done"

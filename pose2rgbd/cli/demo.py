@@ -28,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)")
     p.add_argument("--size", type=int, default=128, help="simulated image resolution (default 128)")
     p.add_argument("--model-size", type=int, default=64, help="model output resolution, power of two (default 64)")
-    p.add_argument("--preset", default="slice10", help="model preset: base, slice10, slice32, slice64")
+    p.add_argument(
+        "--preset",
+        default="base",
+        help="model preset: base (default), slice10 (adds the confidence map), slice32, slice64",
+    )
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--train-minutes", type=float, default=3.0, help="training time budget in minutes")
     p.add_argument("--overwrite", action="store_true", help="redo stages whose outputs exist")

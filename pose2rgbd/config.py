@@ -131,8 +131,8 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
 def load_yaml(cls: type[C], path: str | Path, *, section: str | None = None) -> C:
     """Load ``cls`` from a YAML file (``yaml.safe_load``). ``section`` selects a nested key.
 
-    A ROS 2 params file (``node: {ros__parameters: {...}}``) is accepted too: pass the node name as
-    ``section`` and the ``ros__parameters`` level is unwrapped.
+    A ROS 2 params file (``node: {ros__parameters: {...}}``) is accepted too: the ``ros__parameters`` level
+    is unwrapped (pass the node name as ``section`` when the file holds several nodes).
     """
     p = Path(path)
     if not p.is_file():
@@ -145,6 +145,10 @@ def load_yaml(cls: type[C], path: str | Path, *, section: str | None = None) -> 
         if section not in data:
             raise ConfigError(f"{p}: no section '{section}' (found {sorted(data)})")
         data = data[section]
+    elif isinstance(data, dict) and len(data) == 1:
+        only = next(iter(data))
+        if isinstance(data[only], dict) and set(data[only]) == {"ros__parameters"}:
+            data = data[only]  # a ROS 2 params file of one node: `node_name: {ros__parameters: ...}`
     if isinstance(data, dict) and set(data) == {"ros__parameters"}:
         data = unflatten(data["ros__parameters"])
     return from_dict(cls, data, where=str(p))

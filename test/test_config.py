@@ -53,6 +53,7 @@ def test_load_yaml_plain_and_ros_params(tmp_path):
     r.write_text("my_node:\n  ros__parameters:\n    size: 32\n    inner.rate_hz: 2.0\n")
     cfg = load_yaml(Outer, r, section="my_node")
     assert cfg.size == 32 and cfg.inner.rate_hz == 2.0
+    assert load_yaml(Outer, r) == cfg  # one node: found without naming it
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(Outer, tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"

@@ -11,23 +11,10 @@ log = logging.getLogger("pose2rgbd.render")
 
 
 def _load_node_config(cls: type, path: Path | None) -> Any:
-    """A node config from a YAML file: plain nested, or a ROS params file (``node: ros__parameters: ...``)."""
-    import yaml
+    """A node config from a YAML file (plain nested, or a ROS 2 params file of that node), or the defaults."""
+    from pose2rgbd.config import load_yaml
 
-    from pose2rgbd.config import from_dict, load_yaml
-    from pose2rgbd.errors import ConfigError
-
-    if path is None:
-        return cls()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read config: {e}") from e
-    if isinstance(data, dict) and len(data) == 1:
-        ((key, inner),) = data.items()
-        if isinstance(inner, dict) and "ros__parameters" in inner:
-            return load_yaml(cls, path, section=key)
-    return from_dict(cls, data, where=str(path))
+    return cls() if path is None else load_yaml(cls, path)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:

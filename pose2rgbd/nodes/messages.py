@@ -14,9 +14,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from pose2rgbd.bags.images import ENCODINGS
+from pose2rgbd.bags.images import image_to_numpy as image_to_numpy  # re-exported: one decoder for nodes and bags
+from pose2rgbd.bags.messages import stamp_to_ns as stamp_to_ns  # re-exported (also reads ROS 1 secs/nsecs)
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.rotations import canonical_quat_xyzw, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from pose2rgbd.geometry.rotations import canonical_quat_xyzw, matrix_to_quat_xyzw
+from pose2rgbd.geometry.transforms import T_from_tq
 
 CUSTOM_MSGS = ("RGBD", "SyncedFrame")
 CUSTOM_SRVS = ("RenderAtPose",)
@@ -63,11 +67,6 @@ def register_custom_msgs(typestore: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- time
-def stamp_to_ns(stamp: Any) -> int:
-    """``builtin_interfaces/Time`` -> int nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def ns_to_stamp_fields(stamp_ns: int) -> dict[str, int]:
     s, ns = divmod(int(stamp_ns), 1_000_000_000)
     return {"sec": int(s), "nanosec": int(ns)}
@@ -94,10 +93,7 @@ def pose_to_matrix(pose: Any) -> np.ndarray:
         raise GeometryError("pose orientation is a zero quaternion")
     if abs(n - 1.0) > 1e-2:
         raise GeometryError(f"pose orientation is not a unit quaternion (norm {n:.3f})")
-    T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix(q / n)
-    T[:3, 3] = t
-    return T
+    return T_from_tq(t, q / n)
 
 
 def transform_to_matrix(tr: Any) -> np.ndarray:
@@ -107,10 +103,7 @@ def transform_to_matrix(tr: Any) -> np.ndarray:
     q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
     if not (np.all(np.isfinite(tv)) and np.all(np.isfinite(q))) or np.linalg.norm(q) < 1e-6:
         raise GeometryError("transform contains NaN / inf or a zero quaternion")
-    T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix(canonical_quat_xyzw(q))
-    T[:3, 3] = tv
-    return T
+    return T_from_tq(tv, canonical_quat_xyzw(q))
 
 
 def pose_msg(f: MessageFactory, T: np.ndarray) -> Any:
@@ -128,25 +121,11 @@ def pose_stamped(f: MessageFactory, T: np.ndarray, stamp_ns: int, frame_id: str)
 
 
 # ---------------------------------------------------------------------------------------------- images
-_ENCODINGS = {
-    "rgb8": (np.uint8, 3),
-    "bgr8": (np.uint8, 3),
-    "rgba8": (np.uint8, 4),
-    "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1),
-    "8UC1": (np.uint8, 1),
-    "8UC3": (np.uint8, 3),
-    "mono16": (np.uint16, 1),
-    "16UC1": (np.uint16, 1),
-    "32FC1": (np.float32, 1),
-}
-
-
 def image_msg(f: MessageFactory, array: np.ndarray | None, encoding: str, hdr: Any) -> Any:
     """numpy -> ``sensor_msgs/Image`` (little endian). ``None`` gives an empty 0x0 image."""
     if array is None:
         return f.new("sensor_msgs/msg/Image", header=hdr, encoding=encoding, data=np.zeros(0, np.uint8))
-    dtype, ch = _ENCODINGS[encoding]
+    dtype, ch = ENCODINGS[encoding]
     a = np.ascontiguousarray(np.asarray(array, dtype=dtype))
     if a.ndim == 2:
         a = a[..., None]
@@ -163,22 +142,6 @@ def image_msg(f: MessageFactory, array: np.ndarray | None, encoding: str, hdr: A
         step=w * ch * a.dtype.itemsize,
         data=np.frombuffer(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), dtype=np.uint8),
     )
-
-
-def image_to_numpy(msg: Any) -> np.ndarray:
-    """``sensor_msgs/Image`` -> numpy (H, W[, C]) of the encoding's dtype (row padding removed)."""
-    enc = str(msg.encoding)
-    if enc not in _ENCODINGS:
-        raise GeometryError(f"unsupported image encoding {enc!r}; supported: {sorted(_ENCODINGS)}")
-    dtype, ch = _ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    raw = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, np.ndarray) else msg.data, np.uint8)
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row = w * ch * dt.itemsize
-    if raw.size < h * step or step < row:
-        raise GeometryError(f"image data has {raw.size} bytes, expected {h}x{step}")
-    a = raw[: h * step].reshape(h, step)[:, :row].copy().view(dt).reshape(h, w, ch).astype(dtype)
-    return a[..., 0] if ch == 1 else a
 
 
 def camera_info_msg(f: MessageFactory, camera: PinholeCamera, hdr: Any) -> Any:

@@ -104,3 +104,58 @@ def test_speed_from_noisy_positions() -> None:
     p = np.stack([4.0 * t, 3.0 * t, np.zeros_like(t)], -1) + rng.normal(0, 1.5, (t.size, 3))
     s = speed_from_positions(t, p, 2.0)
     assert abs(np.median(s) - 5.0) < 0.3
+
+
+def _turn_corrupted(seed: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flow that follows the speed except during three 'turns in place', where rotation flow dominates."""
+    rng = np.random.default_rng(seed)
+    tf = np.arange(0, 60, 1 / 30)
+    flow = _speed_profile(tf, seed) + 0.1 * rng.standard_normal(tf.size)
+    turning = np.zeros(tf.size, bool)
+    for c in (12.0, 31.0, 47.0):
+        m = np.abs(tf - c) < 1.5
+        flow[m] += 25.0 * np.sin(np.pi * (tf[m] - c + 1.5) / 3.0)  # large, smooth: not caught as outliers
+        turning |= m
+    tg = np.arange(0, 60, 0.1)
+    return tf, flow, tg, _speed_profile(tg - 0.7, seed), turning
+
+
+def test_masked_reference_samples_are_left_out() -> None:
+    tf, flow, tg, speed, turning = _turn_corrupted()
+    cfg = SyncConfig(n_surrogates=0)
+    bad = correlate_signals(tf, flow, tg, speed, cfg)
+    good = correlate_signals(tf, flow, tg, speed, cfg, ref_valid=~turning)
+    assert abs(good.estimate_s - 0.7) < 1 / 30, good.describe()
+    assert good.peak_ncc > 0.95
+    assert bad.peak_ncc < good.peak_ncc - 0.1  # the turns do corrupt the unmasked estimate
+    # masked samples are not bridged by interpolation: replacing them by anything gives the same answer
+    flow2 = flow.copy()
+    flow2[turning] = 1e3
+    again = correlate_signals(tf, flow2, tg, speed, cfg, ref_valid=~turning)
+    assert again.estimate_s == pytest.approx(good.estimate_s)
+
+
+def test_everything_masked_is_weak_and_says_why() -> None:
+    tf, flow, tg, speed, _ = _turn_corrupted()
+    r = correlate_signals(tf, flow, tg, speed, SyncConfig(n_surrogates=0), ref_valid=np.zeros(tf.size, bool),
+                          fallback_offset_s=0.1)  # fmt: skip
+    assert r.verdict == "weak" and r.offset_s == 0.1
+    assert "masked" in r.reasons[0] and "max_rotation_dps" in r.reasons[0]
+    with pytest.raises(SyncError, match="validity flags"):
+        correlate_signals(tf, flow, tg, speed, ref_valid=np.ones(3, bool))
+
+
+def test_online_leaves_out_turning_samples() -> None:
+    tf, flow, tg, speed, turning = _turn_corrupted()
+    cfg = SyncConfig(n_surrogates=0, max_rotation_dps=10.0)
+    on = OnlineSync(cfg)
+    gi = 0
+    for t, v, turn in zip(tf, flow, turning):
+        on.add_flow(t, v, rotation_dps=30.0 if turn else 1.0)
+        while gi < tg.size and tg[gi] <= t:
+            on.add_speed(tg[gi], speed[gi])
+            gi += 1
+    a = on.estimate()
+    b = correlate_signals(tf, flow, tg[:gi], speed[:gi], cfg, ref_valid=~turning)
+    assert a.estimate_s == pytest.approx(b.estimate_s)
+    assert abs(a.estimate_s - 0.7) < 1 / 30

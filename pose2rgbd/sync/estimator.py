@@ -7,7 +7,9 @@ So ``other(t) ~ ref(t - d)`` and the estimator searches ``d`` in ``[-max_lag_s, 
 Steps (:func:`correlate_signals`):
 
 1. denoise: reference samples far above the robust level (median + ``outlier_mad`` x MAD: the camera
-   whipping around, scene cuts) are masked, then both signals are median filtered (``scipy.signal.medfilt``);
+   whipping around, scene cuts) are masked, and so are the samples the caller marks invalid (``ref_valid``:
+   the converter marks frames during which the camera turns faster than ``max_rotation_dps``, measured by
+   the IMU / odometry / TF orientation); then both signals are median filtered (``scipy.signal.medfilt``);
 2. both are resampled onto one uniform grid (the reference sample period) with validity masks (gaps and
    ends are masked, never extrapolated);
 3. the masked normalized cross-correlation (NCC) for every lag on the grid, all lags at once with FFTs
@@ -60,6 +62,11 @@ class SyncConfig:
     max_p_value: float = help_field(0.01, "verdict ok needs the surrogate p-value to be at most this")
     jackknife_blocks: int = help_field(6, "time blocks for the jackknife lag uncertainty (0 = skip)")
     max_uncertainty_s: float = help_field(0.25, "verdict ok needs a jackknife lag std of at most this (s)")
+    max_rotation_dps: float = help_field(
+        10.0, "flow samples during which the camera turns faster than this (deg/s) are left out of the "
+        "correlation: rotation flow is not speed (turns in place, yaw corrections). Needs an orientation on "
+        "the camera clock (IMU, odometry or TF in a bag); 0 = off"
+    )  # fmt: skip
     seed: int = help_field(0, "random seed of the surrogates (results are deterministic)")
     flow: FlowConfig = field(default_factory=FlowConfig, metadata={"help": "optical-flow magnitude settings"})
 
@@ -74,6 +81,8 @@ class SyncConfig:
             raise ConfigError(f"grid_dt_s must be >= 0, got {self.grid_dt_s}")
         if self.other_median_n < 1 or self.other_median_n % 2 == 0:
             raise ConfigError(f"other_median_n must be a positive odd number, got {self.other_median_n}")
+        if self.max_rotation_dps < 0:
+            raise ConfigError(f"max_rotation_dps must be >= 0 (0 = off), got {self.max_rotation_dps}")
         if self.n_surrogates < 0 or self.jackknife_blocks < 0 or self.jackknife_blocks == 1:
             raise ConfigError("n_surrogates must be >= 0 and jackknife_blocks 0 or >= 2")
         if self.n_surrogates > 0 and 1.0 / (1 + self.n_surrogates) > self.max_p_value:
@@ -138,13 +147,19 @@ class SyncResult:
 # helpers
 
 
-def _check_series(t: np.ndarray, x: np.ndarray, name: str, min_n: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _check_series(
+    t: np.ndarray, x: np.ndarray, name: str, min_n: int = 3, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite samples of ``(t, x)`` and their caller-given validity (all True when ``valid`` is None)."""
     t = np.asarray(t, dtype=np.float64).ravel()
     x = np.asarray(x, dtype=np.float64).ravel()
     if t.shape != x.shape:
         raise SyncError(f"{name}: {t.size} stamps but {x.size} values")
+    v = np.ones(t.shape, bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
+    if v.shape != t.shape:
+        raise SyncError(f"{name}: {t.size} stamps but {v.size} validity flags")
     keep = np.isfinite(t) & np.isfinite(x)
-    t, x = t[keep], x[keep]
+    t, x, v = t[keep], x[keep], v[keep]
     if t.size < min_n:
         raise SyncError(f"{name}: only {t.size} usable samples (need at least {min_n})")
     d = np.diff(t)
@@ -154,7 +169,7 @@ def _check_series(t: np.ndarray, x: np.ndarray, name: str, min_n: int = 3) -> tu
             f"{name}: stamps are not strictly increasing at sample {i} ({t[i]:.6f} s -> {t[i + 1]:.6f} s); "
             "sort the stream or drop duplicates first"
         )
-    return t, x
+    return t, x, v
 
 
 def _robust_mask(x: np.ndarray, k: float) -> np.ndarray:
@@ -172,7 +187,8 @@ def _odd(n: int) -> int:
 
 
 def _to_grid(t: np.ndarray, x: np.ndarray, valid: np.ndarray, grid: np.ndarray, max_gap: float):
-    """Linear interpolation onto ``grid`` with a mask: outside the span, inside long gaps or next to invalid."""
+    """Linear interpolation onto ``grid`` with a mask: outside the span, inside long gaps, or where the nearest
+    sample is invalid (a masked sample is left out, never bridged by interpolating its neighbours)."""
     tv, xv = t[valid], x[valid]
     out = np.zeros(grid.size)
     m = np.zeros(grid.size, bool)
@@ -182,6 +198,10 @@ def _to_grid(t: np.ndarray, x: np.ndarray, valid: np.ndarray, grid: np.ndarray, 
     m = (grid >= tv[0]) & (grid <= tv[-1])
     j = np.clip(np.searchsorted(tv, grid), 1, tv.size - 1)
     m &= (tv[j] - tv[j - 1]) <= max_gap
+    if not valid.all():
+        k = np.clip(np.searchsorted(t, grid), 1, t.size - 1)
+        nearest = np.where(grid - t[k - 1] <= t[k] - grid, k - 1, k)
+        m &= valid[nearest]
     return np.where(m, out, 0.0), m
 
 
@@ -249,24 +269,36 @@ def correlate_signals(
     cfg: SyncConfig | None = None,
     *,
     fallback_offset_s: float | None = None,
+    ref_valid: np.ndarray | None = None,
 ) -> SyncResult:
     """Estimate ``d`` with ``y_other(t) ~ x_ref(t - d)`` (times in seconds; see the module docstring).
 
     ``x_ref`` is the image-side signal (flow magnitude at frame times), ``y_other`` the speed from the
-    stream whose clock may be off (GPS fixes, wheel odometry). Raises :class:`SyncError` for empty,
-    NaN-only or non-monotonic input; returns a ``weak`` verdict (never raises) when the data cannot
-    decide.
+    stream whose clock may be off (GPS fixes, wheel odometry). ``ref_valid`` (bool per reference sample)
+    leaves samples out of the correlation, e.g. frames taken while the camera turned (the converter uses
+    ``OrientationTrack.rotation_rate_dps`` and ``cfg.max_rotation_dps``).
+    Raises :class:`SyncError` for empty, NaN-only or non-monotonic input; returns a ``weak`` verdict (never
+    raises) when the data cannot decide.
     """
     cfg = cfg or SyncConfig()
     fallback = 0.0 if fallback_offset_s is None else float(fallback_offset_s)
-    t_ref, x_ref = _check_series(t_ref, x_ref, "reference signal (flow)")
-    t_other, y_other = _check_series(t_other, y_other, "speed signal")
+    t_ref, x_ref, ref_ok = _check_series(t_ref, x_ref, "reference signal (flow)", valid=ref_valid)
+    t_other, y_other, _ = _check_series(t_other, y_other, "speed signal")
 
     dt = cfg.grid_dt_s or float(np.median(np.diff(t_ref)))
     if dt <= 0:
         raise SyncError("reference signal: zero sample period")
     # 1. denoise
-    vx = _robust_mask(x_ref, cfg.outlier_mad)
+    if ref_ok.sum() < 3:
+        return SyncResult(
+            fallback, float("nan"), "weak",
+            [f"only {int(ref_ok.sum())} of {ref_ok.size} flow samples are usable (the rest were masked, e.g. "
+             f"taken while the camera turned faster than max_rotation_dps={cfg.max_rotation_dps} deg/s)"],
+            0.0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), 0.0, dt,
+            np.zeros(0), np.zeros(0),
+        )  # fmt: skip
+    vx = ref_ok.copy()
+    vx[ref_ok] = _robust_mask(x_ref[ref_ok], cfg.outlier_mad)
     if vx.sum() >= 3:
         xs = x_ref.copy()
         xs[vx] = medfilt(x_ref[vx], _odd(round(cfg.ref_median_s / dt)))
@@ -439,22 +471,28 @@ class OnlineSync:
         self.cfg = cfg or SyncConfig()
         self.buffer_s = float(buffer_s)
         self._flow = FlowMagnitude(self.cfg.flow)
-        self._ref: deque[tuple[float, float]] = deque()
+        self._ref: deque[tuple[float, float, bool]] = deque()
         self._other: deque[tuple[float, float]] = deque()
 
-    def _trim(self, q: deque[tuple[float, float]]) -> None:
+    def _trim(self, q: deque[Any]) -> None:
         while q and q[-1][0] - q[0][0] > self.buffer_s:
             q.popleft()
 
-    def add_flow(self, t_s: float, value: float) -> None:
+    def add_flow(self, t_s: float, value: float, *, rotation_dps: float | None = None) -> None:
+        """Add one flow value; ``rotation_dps`` (camera turn rate over the flow's frame pair, e.g. from the
+        IMU) above ``cfg.max_rotation_dps`` keeps the sample out of the correlation."""
         if np.isfinite(value) and (not self._ref or t_s > self._ref[-1][0]):
-            self._ref.append((float(t_s), float(value)))
+            lim = self.cfg.max_rotation_dps
+            ok = rotation_dps is None or lim <= 0 or not np.isfinite(rotation_dps) or rotation_dps <= lim
+            self._ref.append((float(t_s), float(value), bool(ok)))
             self._trim(self._ref)
 
-    def add_frame(self, t_s: float, image: np.ndarray, *, is_bgr: bool = False) -> float:
+    def add_frame(
+        self, t_s: float, image: np.ndarray, *, is_bgr: bool = False, rotation_dps: float | None = None
+    ) -> float:
         """Add a camera frame (uint8 RGB/BGR/gray); returns its flow value (NaN for the first)."""
         v = self._flow.add_image(t_s, image, is_bgr=is_bgr)
-        self.add_flow(self._flow.last_mid_t, v)
+        self.add_flow(self._flow.last_mid_t, v, rotation_dps=rotation_dps)
         return v
 
     def add_speed(self, t_s: float, speed_mps: float) -> None:
@@ -474,6 +512,8 @@ class OnlineSync:
         """Current estimate over the buffered data (raises :class:`SyncError` if too few samples)."""
         if len(self._ref) < 3 or len(self._other) < 3:
             raise SyncError(f"not enough data yet: {len(self._ref)} flow samples, {len(self._other)} speeds")
-        tr, xr = np.asarray(self._ref).T
+        tr, xr, vr = (np.asarray(c) for c in zip(*self._ref, strict=True))
         to, yo = np.asarray(self._other).T
-        return correlate_signals(tr, xr, to, yo, self.cfg, fallback_offset_s=fallback_offset_s)
+        return correlate_signals(
+            tr, xr, to, yo, self.cfg, fallback_offset_s=fallback_offset_s, ref_valid=vr.astype(bool)
+        )

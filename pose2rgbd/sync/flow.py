@@ -38,9 +38,12 @@ class FlowConfig:
         0.3, "pixels whose gradient magnitude is below this quantile are ignored (flat sky, water)"
     )
     statistic: str = help_field(
-        "mean", "per-frame statistic: 'mean' or 'median' of |flow|, or 'derotated' (mean |flow - fitted "
-        "rotation field|, needs intrinsics; measured worse: it also absorbs ground-plane translation flow)"
+        "mean", "per-frame statistic: 'mean' or 'median' of |flow|, 'quantile' (the `quantile` of |flow|: "
+        "for nadir mapping cameras over buildings, where it follows the ground and not the roofs passing "
+        "beneath; wrong for a camera that sees the horizon), or 'derotated' (mean |flow - fitted rotation "
+        "field|, needs intrinsics; measured worse: it also absorbs ground-plane translation flow)"
     )  # fmt: skip
+    quantile: float = help_field(0.25, "the quantile of |flow| used by statistic 'quantile', in (0, 1)")
 
     def __post_init__(self) -> None:
         if self.width < 16:
@@ -55,8 +58,10 @@ class FlowConfig:
             raise ConfigError(f"flow.sky_band must be in [0, 0.9), got {self.sky_band}")
         if not 0.0 <= self.texture_quantile < 1.0:
             raise ConfigError(f"flow.texture_quantile must be in [0, 1), got {self.texture_quantile}")
-        if self.statistic not in ("auto", "mean", "median", "derotated"):
-            raise ConfigError(f"flow.statistic must be auto/mean/median/derotated, got {self.statistic!r}")
+        if self.statistic not in ("auto", "mean", "median", "quantile", "derotated"):
+            raise ConfigError(f"flow.statistic must be auto/mean/median/quantile/derotated, got {self.statistic!r}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"flow.quantile must be in (0, 1), got {self.quantile}")
 
 
 _PRESETS = {
@@ -148,7 +153,12 @@ class FlowMagnitude:
             v = self._derotated(fl, keep)
         else:
             vals = mag[keep]
-            v = float(np.mean(vals) if self.statistic == "mean" else np.median(vals))
+            if self.statistic == "mean":
+                v = float(np.mean(vals))
+            elif self.statistic == "median":
+                v = float(np.median(vals))
+            else:
+                v = float(np.quantile(vals, self.cfg.quantile))
         return v / (t_s - prev_t)
 
     def _derotated(self, fl: np.ndarray, keep: np.ndarray) -> float:

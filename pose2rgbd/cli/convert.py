@@ -17,7 +17,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-lag", type=float, dest="max_lag", help="search offsets within +-S seconds (default 5)")
     p.add_argument("--datum", help="ENU origin lat,lon,alt (default: first valid fix)")
     p.add_argument("--max-speed", type=float, dest="max_speed", help="drop GPS jumps faster than this (m/s)")
-    p.add_argument("--orientation", choices=["auto", "imu", "odom", "attitude", "course"])
+    p.add_argument("--orientation", choices=["auto", "imu", "odom", "tf", "attitude", "course"])
     p.add_argument("--mount-rpy", dest="mount_rpy", help="camera mount roll,pitch,yaw in degrees (pitch>0 looks down)")
     p.add_argument("--hfov", type=float, help="assumed horizontal FOV in degrees when there is no CameraInfo")
     p.add_argument("--jpg", action="store_true", help="store images as JPEG instead of PNG")

@@ -70,8 +70,9 @@ def find_image_topic(bag: Any, name: str = "") -> str:
     return cands[0]
 
 
-def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.ndarray, str] | None:
-    """``T_body_cam`` from /tf_static, walking from the camera frame up to a body frame."""
+def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.ndarray, str, str] | None:
+    """``(T_body_cam, description, body_frame)`` from /tf_static, walking from the camera frame up to a body
+    frame."""
     from pose2rgbd.bags import transform_to_matrix
 
     topics = [t for t in bag.topics_of_type("tf2_msgs/msg/TFMessage") if "static" in t]
@@ -86,7 +87,7 @@ def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.
     chain = [f]
     for _ in range(32):
         if f in body_frames:
-            return T, f"/tf_static {' <- '.join(reversed(chain))}"
+            return T, f"/tf_static {' <- '.join(reversed(chain))}", f
         if f not in parent:
             return None
         p, T_p_f = parent[f]
@@ -115,6 +116,141 @@ def _orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np
     return t[keep], Rotation.from_quat(q[keep]).as_matrix()
 
 
+# World frames whose orientation the TF source accepts, in order of preference. map / world / odom are taken as
+# ENU-aligned (REP-105 map and odom, REP-103 ENU); earth is ECEF (REP-105) and is rotated into ENU at the datum.
+TF_WORLD_FRAMES = ("map", "world", "earth", "odom")
+# Body frames (the camera mount hangs from one of them), in order of preference.
+BODY_FRAMES = ("base_link", "base_footprint", "body")
+_TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
+
+
+def _tf_topics(bag: Any) -> tuple[list[str], list[str]]:
+    """``(dynamic, static)`` TFMessage topics (static: "static" in the name, as /tf_static)."""
+    tf = bag.topics_of_type("tf2_msgs/msg/TFMessage")
+    static = [t for t in tf if "static" in t]
+    return [t for t in tf if t not in static], static
+
+
+def _tf_need(body_frames: list[str] | tuple[str, ...]) -> str:
+    return f"orientation from TF needs a /tf chain from one of {list(TF_WORLD_FRAMES)} to one of {list(body_frames)}"
+
+
+def _require_dynamic_tf(bag: Any, body_frames: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The TF topics, or a BagError saying that there is no dynamic one."""
+    dyn, static = _tf_topics(bag)
+    if not dyn:
+        raise BagError(
+            f"{bag.path}: {_tf_need(body_frames)}, but the bag has no dynamic TF topic (tf2_msgs/msg/TFMessage)"
+            f"{f', only {static}' if static else ''}; {_TF_TODO}"
+        )
+    return dyn, static
+
+
+def _tf_orientation_series(
+    bag: Any, body_frames: list[str], t0_ns: int, datum_latlon: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(t_s, R_world_body, assumption)`` from the TF tree (/tf plus /tf_static).
+
+    The body is the first of ``body_frames`` that has one of :data:`TF_WORLD_FRAMES` among its TF ancestors;
+    the world is the first such frame in that order. ``R_world_body`` is sampled at the stamps of the dynamic
+    transforms of that chain: the native rate of the source, so nothing is resampled here (the lookup
+    interpolates the other links of the chain like tf2; samples a link cannot give without extrapolating are
+    skipped) and :meth:`OrientationTrack.at` slerps between them at the frame times.
+    """
+    from pose2rgbd.bags import stamp_to_ns
+    from pose2rgbd.errors import Pose2RGBDError
+    from pose2rgbd.runtime.tf_buffer import TFBuffer, TransformException
+
+    dyn, static = _require_dynamic_tf(bag, body_frames)
+    what, todo = _tf_need(body_frames), _TF_TODO
+    # child -> (parent, static, [(stamp_ns, translation, quat_xyzw)]); a re-parented child keeps its last parent
+    links: dict[str, tuple[str, bool, list[tuple[int, tuple[float, ...], tuple[float, ...]]]]] = {}
+    dyn_frames: set[str] = set()
+    for m in bag.messages(dyn + static):
+        is_static = m.topic in static
+        for tr in m.msg.transforms:
+            child, parent = tr.child_frame_id.lstrip("/"), tr.header.frame_id.lstrip("/")
+            if not child or not parent or child == parent:
+                continue
+            if not is_static:
+                dyn_frames.update((child, parent))
+            st = stamp_to_ns(tr.header.stamp)
+            tt, rr = tr.transform.translation, tr.transform.rotation
+            entry = (st if st > 0 else m.stamp_ns, (tt.x, tt.y, tt.z), (rr.x, rr.y, rr.z, rr.w))
+            link = links.get(child)
+            if link is None or link[0] != parent or link[1] != is_static:
+                links[child] = (parent, is_static, [entry])
+            else:
+                link[2].append(entry)
+    frames = set(links) | {v[0] for v in links.values()}
+    present = f"frames in {dyn}: {sorted(dyn_frames)}" + (
+        f"; in {static}: {sorted(frames - dyn_frames)}" if frames - dyn_frames else ""
+    )
+
+    def ancestors(f: str) -> list[str]:
+        chain = [f]
+        while chain[-1] in links and links[chain[-1]][0] not in chain:
+            chain.append(links[chain[-1]][0])
+        return chain
+
+    chosen = None
+    for body in [b for b in body_frames if b in frames]:
+        chain = ancestors(body)
+        world = next((w for w in TF_WORLD_FRAMES if w in chain), None)
+        if world is not None:
+            chosen = body, world, chain[: chain.index(world) + 1]
+            break
+    if chosen is None:
+        found = [f"{b}'s ancestors are {ancestors(b)}" for b in body_frames if b in frames]
+        why = "; ".join(found) if found else f"none of the body frames {body_frames} is in the TF tree"
+        raise BagError(f"{bag.path}: {what}, but {why}; {present}; {todo}")
+    body, world, chain = chosen
+    dynamic = [c for c in chain[:-1] if not links[c][1]]
+    if not dynamic:
+        raise BagError(f"{bag.path}: {what}, but the chain {' -> '.join(reversed(chain))} is all static; {todo}")
+    entries = [e for c in chain[:-1] for e in links[c][2]]
+    span_s = (max(e[0] for e in entries) - min(e[0] for e in entries)) / 1e9
+    buf = TFBuffer(cache_time_s=span_s + 1.0)  # keep the whole recording
+    bad = 0
+    for c in chain[:-1]:
+        parent, is_static, ents = links[c]
+        for st, tt, qq in sorted(ents, key=lambda e: e[0]):
+            try:
+                buf.set_transform(parent, c, st, tt, qq, static=is_static)
+            except Pose2RGBDError:
+                bad += 1
+    stamps = np.unique(np.asarray([e[0] for c in dynamic for e in links[c][2]], dtype=np.int64))
+    ts, Rs = [], []
+    for st in stamps.tolist():
+        try:
+            T, _ = buf.lookup_transform(world, body, st)
+        except TransformException:
+            continue
+        ts.append((st - t0_ns) / 1e9)
+        Rs.append(T[:3, :3])
+    if not ts:
+        raise BagError(
+            f"{bag.path}: {what}, but {world} -> {body} cannot be looked up at any stamp of its links "
+            f"({' -> '.join(reversed(chain))}; {bad} bad transforms); {todo}"
+        )
+    R = np.asarray(Rs)
+    path = " -> ".join(reversed(chain))
+    if world == "earth":
+        if datum_latlon is None:
+            raise BagError(f"{bag.path}: TF world frame 'earth' (ECEF) needs a datum; no valid GPS fix")
+        import pymap3d
+
+        lat, lon = datum_latlon  # R_enu_body = R_enu_ecef @ R_ecef_body, column by column
+        R = np.stack(pymap3d.ecef2enuv(R[:, 0, :], R[:, 1, :], R[:, 2, :], lat, lon), axis=1)
+        frame_note = f"'earth' taken as ECEF (REP-105), rotated into ENU at the datum ({lat:.6f}, {lon:.6f})"
+    else:
+        frame_note = f"the '{world}' frame assumed ENU-aligned (REP-105 / REP-103)"
+    skipped = stamps.size - len(ts)
+    log.info("orientation from TF: %s, %d samples (%d skipped: a link of the chain not yet/no longer available)",
+             path, len(ts), skipped)  # fmt: skip
+    return np.asarray(ts), R, f"orientation from {', '.join(dyn)}: {path}; {frame_note}"
+
+
 def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = True) -> tuple[Streams, dict[str, Any]]:
     """Pass 1 over a bag. Returns the streams and the topic choice (for pass 2 and the report)."""
     from tqdm import tqdm
@@ -132,6 +268,8 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
         depth_topic = cfg.depth_topic if cfg.depth_topic in bag.topics else None
         if depth_topic and bag.topics[depth_topic].msgtype != "sensor_msgs/msg/Image":
             depth_topic = None
+        if cfg.orientation == "tf":  # fail before the long image pass
+            _require_dynamic_tf(bag, BODY_FRAMES)
         n_img = bag.topics[img_topic].count
         if n_img == 0:
             raise BagError(f"{bag.path}: camera topic {img_topic} has no messages")
@@ -187,12 +325,13 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
             assumptions.append(f"no CameraInfo: pinhole with an assumed horizontal FOV of {cfg.hfov_deg} deg")
         elif shape is not None and (cam.width, cam.height) != (shape[1], shape[0]):
             cam = cam.scaled(shape[1], shape[0])
-        body_frames = ["base_link", "base_footprint", "body"]
+        body_frames = list(BODY_FRAMES)
         mount = _static_mount(bag, cam_frame, body_frames)
         if mount is None:
             T_bc, mount_src = mount_matrix(cfg.mount_rpy_deg), f"configured mount_rpy_deg={list(cfg.mount_rpy_deg)}"
         else:
-            T_bc, mount_src = mount
+            T_bc, mount_src, mount_body = mount
+            body_frames = [mount_body]  # orientation of the body the mount hangs from
         orient_fn = None
         src = cfg.orientation
         if src in ("auto", "imu") and imu_topic:
@@ -205,6 +344,25 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
             orient_fn = lambda _t, _e, to=to, Ro=Ro: OrientationTrack(  # noqa: E731
                 to, Ro, "odom", f"orientation from {odom_topic}"
             )
+        elif src == "tf" or (src == "auto" and _tf_topics(bag)[0]):
+            # auto order imu > odom > tf > course: IMU and odometry are explicit orientation topics; a TF tree is
+            # used when a bag has neither (its world frame is only a convention, and /tf also carries frames of
+            # other purposes). An explicit request fails loudly; auto falls back to the course with a warning.
+            datum = cfg.datum_obj()  # for an ECEF 'earth' frame: the datum plan_poses will use
+            okf = (g[:, 4] >= 0) & np.isfinite(g[:, 1:4]).all(1) & (np.abs(g[:, 1]) <= 90) & (np.abs(g[:, 2]) <= 180)
+            latlon = None
+            if datum is not None:
+                latlon = (datum.lat_deg, datum.lon_deg)
+            elif okf.any():
+                latlon = (float(g[np.argmax(okf), 1]), float(g[np.argmax(okf), 2]))
+            try:
+                tt, Rt, tf_note = _tf_orientation_series(bag, body_frames, t0, latlon)
+            except BagError as e:
+                if src == "tf":
+                    raise
+                log.warning("TF orientation unusable (%s); using the GPS course", e)
+            else:
+                orient_fn = lambda _t, _e, tt=tt, Rt=Rt, n=tf_note: OrientationTrack(tt, Rt, "tf", n)  # noqa: E731
         s = Streams(
             t0_ns=t0, frame_t=(np.asarray(stamps) - t0) / 1e9, flow=np.asarray(flows), gps_t=g[:, 0], lat=g[:, 1],
             lon=g[:, 2], alt=g[:, 3], gps_speed=np.full(len(g), np.nan), gps_status=g[:, 4].astype(int),

@@ -41,7 +41,7 @@ from pose2rgbd.sync.flow import FlowMagnitude
 
 log = logging.getLogger(__name__)
 
-ORIENTATION_SOURCES = ("auto", "imu", "odom", "attitude", "course")
+ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
 
 
 @dataclass
@@ -58,16 +58,23 @@ class ConvertConfig:
     max_speed_mps: float = help_field(60.0, "fixes implying a faster jump from the last kept fix are dropped")
     jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
     speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
-    speed_window_s: float = help_field(2.0, "window of the local line fit giving GPS speed from positions (s)")
+    speed_window_s: float = help_field(
+        2.0, "window of the local line fit giving GPS speed from positions (s); longer averages more GPS noise "
+        "but blurs speed changes and dips the speed in turns (docs/convert.md)"
+    )  # fmt: skip
     use_reported_speed: bool = help_field(True, "use the speed column of a GPS log when present")
-    orientation: str = help_field("auto", "orientation source: auto, imu, odom, attitude or course")
+    orientation: str = help_field(
+        "auto", "orientation source: auto (the first present of: bags imu > odom > tf, videos attitude; else "
+        "the GPS course), imu, odom, tf (the /tf tree from map/world/earth/odom to the body frame), attitude or course"
+    )  # fmt: skip
     mount_rpy_deg: list[float] = help_field(
         [0.0, 0.0, 0.0], "camera mount (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
         "looks down), used when /tf_static has no camera transform"
     )  # fmt: skip
     align_odom_yaw: bool = help_field(
-        False, "rotate the odometry frame about z so its heading matches the GPS course (for wheel odometry "
-        "whose frame starts at yaw 0; wrong for vehicles that do not face their direction of travel)"
+        False, "rotate the odometry or TF world frame about z so its heading matches the GPS course (for wheel "
+        "odometry whose frame starts at yaw 0, or a SLAM map with arbitrary yaw; wrong for vehicles that do not "
+        "face their direction of travel)"
     )  # fmt: skip
     min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
     hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
@@ -147,6 +154,22 @@ class OrientationTrack:
             return np.repeat(self.R[:1], len(t), 0)
         tq = np.clip(t, self.t_s[0], self.t_s[-1])
         return Slerp(self.t_s, Rotation.from_matrix(self.R))(tq).as_matrix()
+
+    def rotation_rate_dps(self, t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
+        """Mean turn rate (deg/s) of the body between ``t_a`` and ``t_b``: the angle of ``R(t_a)^T R(t_b)``
+        over the time. A fixed camera mount turns with the body by the same angle. NaN outside the track
+        (plus one sample period) or for ``t_b <= t_a``."""
+        t_a, t_b = np.asarray(t_a, dtype=np.float64), np.asarray(t_b, dtype=np.float64)
+        out = np.full(t_a.shape, np.nan)
+        if self.t_s.size < 2:
+            return out
+        pad = float(np.median(np.diff(self.t_s)))
+        ok = (t_b > t_a) & (t_a >= self.t_s[0] - pad) & (t_b <= self.t_s[-1] + pad)
+        if ok.any():
+            Ra = Rotation.from_matrix(self.at(t_a[ok]))
+            Rb = Rotation.from_matrix(self.at(t_b[ok]))
+            out[ok] = np.degrees((Ra.inv() * Rb).magnitude()) / (t_b[ok] - t_a[ok])
+        return out
 
 
 def course_orientation(t: np.ndarray, enu: np.ndarray, min_speed: float, window_s: float) -> OrientationTrack:
@@ -233,6 +256,40 @@ class Plan:
     gps_t_corr: np.ndarray
     gps_speed: np.ndarray
     dropped_fixes_enu: np.ndarray
+    flow_masked: np.ndarray  # (N,) bool: flow samples left out of the time-offset estimate (camera turning)
+
+
+# Orientation sources whose stamps are on the camera clock (an attitude log shares the GPS clock, whose offset
+# is what is being estimated; the GPS course is derived from the fixes themselves).
+_CAMERA_CLOCK_SOURCES = ("imu", "odom", "tf")
+
+
+def _turning_frames(s: Streams, cfg: ConvertConfig, gps_t: np.ndarray, enu: np.ndarray) -> tuple[np.ndarray, str]:
+    """Frames whose flow was measured while the camera turned faster than ``cfg.sync.max_rotation_dps``.
+
+    Rotation moves every pixel whatever the speed (a 30 deg/s turn in place gives more flow than a 10 m/s
+    cruise at 50 m), so those samples are left out of the correlation (they stay in the dataset). Needs an
+    orientation on the camera clock; returns ``(mask over frames, note for the report)``.
+    """
+    none = np.zeros(s.frame_t.size, bool)
+    lim = cfg.sync.max_rotation_dps
+    if lim <= 0 or s.orientation is None or cfg.orientation in ("course", "attitude"):
+        return none, ""
+    try:
+        track = s.orientation(gps_t, enu)
+    except (BagError, SyncError) as e:
+        log.warning("no rotation mask for the time-offset estimate (%s)", e)
+        return none, ""
+    if track.source not in _CAMERA_CLOCK_SOURCES:
+        return none, ""
+    k = cfg.sync.flow.frame_step
+    t_prev = np.full(s.frame_t.size, np.nan)
+    t_prev[k:] = s.frame_t[:-k] if k < s.frame_t.size else []
+    rate = track.rotation_rate_dps(t_prev, s.frame_t)
+    turning = np.isfinite(rate) & (rate > lim)
+    note = (f"time offset: {int(turning.sum())} of {s.frame_t.size} flow samples left out, taken while the camera "
+            f"turned faster than {lim:g} deg/s ({track.source} orientation)")  # fmt: skip
+    return turning, note
 
 
 def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
@@ -267,6 +324,8 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
     # --- time offset
     sync: SyncResult | None = None
     user = cfg.time_offset_s
+    assumptions_sync: list[str] = []
+    flow_masked = np.zeros(s.frame_t.size, bool)
     if cfg.estimate_offset:
         good = np.isfinite(s.flow)
         if good.sum() < 3:
@@ -274,7 +333,12 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
         from pose2rgbd.sync.flow import flow_times
 
         tflow = flow_times(s.frame_t, cfg.sync.flow.frame_step)
-        sync = correlate_signals(tflow[good], s.flow[good], kept.t_s, speed, cfg.sync, fallback_offset_s=user)
+        turning, rot_note = _turning_frames(s, cfg, kept.t_s, enu)
+        if rot_note:
+            assumptions_sync.append(rot_note)
+        sync = correlate_signals(tflow[good], s.flow[good], kept.t_s, speed, cfg.sync, fallback_offset_s=user,
+                                 ref_valid=~turning[good])  # fmt: skip
+        flow_masked = turning
         offset = sync.offset_s
         if sync.verdict != "ok":
             log.warning(
@@ -307,12 +371,13 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
                 o = OrientationTrack(o.t_s - offset, o.R, o.source, o.assumption)
             if o.source == "odom" and not cfg.align_odom_yaw:
                 o = OrientationTrack(o.t_s, o.R, o.source, o.assumption + " (its frame assumed ENU-aligned)")
-            elif o.source == "odom":
+            elif o.source in ("odom", "tf") and cfg.align_odom_yaw:  # tf: its assumption already names the frame
                 fast = speed >= cfg.min_course_speed_mps
                 yaw0 = align_yaw_to_course(o, course, fast)
                 Rz = Rotation.from_euler("z", yaw0).as_matrix()
+                what = "odometry yaw" if o.source == "odom" else "then its yaw (only its z axis taken as up)"
                 o = OrientationTrack(o.t_s, Rz @ o.R, o.source,
-                                     f"{o.assumption}; odometry yaw aligned to the GPS course "
+                                     f"{o.assumption}; {what} aligned to the GPS course "
                                      f"({math.degrees(yaw0):+.1f} deg)")  # fmt: skip
             orient = o
         except (BagError, SyncError) as e:
@@ -342,6 +407,7 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
     assumptions.append(orient.assumption)
     assumptions.append(f"camera mount: {s.mount_source}")
     assumptions.append(speed_note)
+    assumptions.extend(assumptions_sync)
     assumptions.append("GPS antenna position = camera position (no lever arm)")
     summary: dict[str, Any] = {
         "input": {"kind": s.input_kind, "path": s.input_path, "gps": s.gps_source},
@@ -360,7 +426,7 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
         "depth": "metric (ground-truth depth topic)" if s.has_depth else "none",
         "config": to_dict(cfg),
     }  # fmt: skip
-    return Plan(keep, T_wc, lla, datum, sync, summary, enu, gps_t_corr, speed, dropped_enu)
+    return Plan(keep, T_wc, lla, datum, sync, summary, enu, gps_t_corr, speed, dropped_enu, flow_masked)
 
 
 def write_dataset(

@@ -39,8 +39,12 @@ def plot_sync(
     ref_label: str = "optical-flow magnitude",
     other_label: str = "GPS speed",
     title: str = "",
+    ref_masked: np.ndarray | None = None,
 ) -> None:
-    """Figure: signals before / after alignment (each scaled to its 2-98 % range) and NCC vs lag."""
+    """Figure: signals before / after alignment (each scaled to its 2-98 % range) and NCC vs lag.
+
+    ``ref_masked`` (bool per reference sample): samples the estimator left out (camera turning); shaded.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +66,12 @@ def plot_sync(
             t_ref, np.clip(_z(xs, True), -0.2, 1.6), color="tab:green", lw=1.8, label=f"{ref_label} (median filtered)"
         )
         a.plot(np.asarray(t_other) - shift, _z(y_other), color="tab:red", lw=1.8, marker=".", ms=3, label=other_label)
+        if ref_masked is not None and np.any(ref_masked):
+            m = np.asarray(ref_masked, dtype=bool)
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], m.astype(np.int8), [0]])))
+            for j, (i0, i1) in enumerate(zip(edges[::2], edges[1::2], strict=True)):
+                a.axvspan(t_ref[i0], t_ref[i1 - 1], color="tab:purple", alpha=0.15, lw=0,
+                          label="left out: camera turning" if j == 0 else None)  # fmt: skip
         a.set_title(lab, fontsize=11, loc="left")
         a.set_ylabel("scaled (2-98 %)")
         a.set_ylim(-0.25, 1.65)
@@ -143,8 +153,12 @@ def write_report(rep: Path, s: Streams, plan: Plan) -> dict[str, Any]:
     name = Path(s.input_path).name
     ok = np.isfinite(s.flow)
     if ok.sum() >= 2:
-        plot_sync(rep / "sync.png", s.frame_t[ok], s.flow[ok], plan.gps_t_corr + off, plan.gps_speed, plan.sync, off,
-                  title=f"Time synchronization: {name}")  # fmt: skip
+        from pose2rgbd.sync.flow import flow_times
+
+        cfg_flow = plan.summary.get("config", {}).get("sync", {}).get("flow", {})
+        tflow = flow_times(s.frame_t, int(cfg_flow.get("frame_step", 1)))  # the flow's own stamps (midpoints)
+        plot_sync(rep / "sync.png", tflow[ok], s.flow[ok], plan.gps_t_corr + off, plan.gps_speed, plan.sync, off,
+                  title=f"Time synchronization: {name}", ref_masked=plan.flow_masked[ok])  # fmt: skip
     pos = plan.T_world_cam[plan.keep, :3, 3]
     plot_track(rep / "track.png", plan.enu, plan.gps_t_corr, pos, plan.dropped_fixes_enu,
                title=f"Flight path: {name} (ENU about the datum)")  # fmt: skip

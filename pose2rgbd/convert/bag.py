@@ -121,6 +121,7 @@ def _orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np
 TF_WORLD_FRAMES = ("map", "world", "earth", "odom")
 # Body frames (the camera mount hangs from one of them), in order of preference.
 BODY_FRAMES = ("base_link", "base_footprint", "body")
+_WHOLE_RECORDING_S = 1e7  # TF history kept while reading a bag: all of it (115 days)
 _TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
 
 
@@ -157,69 +158,36 @@ def _tf_orientation_series(
     interpolates the other links of the chain like tf2; samples a link cannot give without extrapolating are
     skipped) and :meth:`OrientationTrack.at` slerps between them at the frame times.
     """
-    from pose2rgbd.bags import stamp_to_ns
-    from pose2rgbd.errors import Pose2RGBDError
     from pose2rgbd.runtime.tf_buffer import TFBuffer, TransformException
 
     dyn, static = _require_dynamic_tf(bag, body_frames)
     what, todo = _tf_need(body_frames), _TF_TODO
-    # child -> (parent, static, [(stamp_ns, translation, quat_xyzw)]); a re-parented child keeps its last parent
-    links: dict[str, tuple[str, bool, list[tuple[int, tuple[float, ...], tuple[float, ...]]]]] = {}
-    dyn_frames: set[str] = set()
+    buf = TFBuffer(cache_time_s=_WHOLE_RECORDING_S)
+    bad = 0
     for m in bag.messages(dyn + static):
-        is_static = m.topic in static
-        for tr in m.msg.transforms:
-            child, parent = tr.child_frame_id.lstrip("/"), tr.header.frame_id.lstrip("/")
-            if not child or not parent or child == parent:
-                continue
-            if not is_static:
-                dyn_frames.update((child, parent))
-            st = stamp_to_ns(tr.header.stamp)
-            tt, rr = tr.transform.translation, tr.transform.rotation
-            entry = (st if st > 0 else m.stamp_ns, (tt.x, tt.y, tt.z), (rr.x, rr.y, rr.z, rr.w))
-            link = links.get(child)
-            if link is None or link[0] != parent or link[1] != is_static:
-                links[child] = (parent, is_static, [entry])
-            else:
-                link[2].append(entry)
-    frames = set(links) | {v[0] for v in links.values()}
+        bad += buf.add_tf_message(m.msg, static=m.topic in static, default_stamp_ns=m.stamp_ns)
+    frames = buf.frames()
+    links = {f: ln for f in frames if (ln := buf.link(f)) is not None}
+    dyn_frames = {f for c, (p, st, _) in links.items() if not st for f in (c, p)}
     present = f"frames in {dyn}: {sorted(dyn_frames)}" + (
-        f"; in {static}: {sorted(frames - dyn_frames)}" if frames - dyn_frames else ""
+        f"; in {static}: {sorted(set(frames) - dyn_frames)}" if set(frames) - dyn_frames else ""
     )
-
-    def ancestors(f: str) -> list[str]:
-        chain = [f]
-        while chain[-1] in links and links[chain[-1]][0] not in chain:
-            chain.append(links[chain[-1]][0])
-        return chain
-
     chosen = None
     for body in [b for b in body_frames if b in frames]:
-        chain = ancestors(body)
+        chain = buf.ancestors(body)
         world = next((w for w in TF_WORLD_FRAMES if w in chain), None)
         if world is not None:
             chosen = body, world, chain[: chain.index(world) + 1]
             break
     if chosen is None:
-        found = [f"{b}'s ancestors are {ancestors(b)}" for b in body_frames if b in frames]
+        found = [f"{b}'s ancestors are {buf.ancestors(b)}" for b in body_frames if b in frames]
         why = "; ".join(found) if found else f"none of the body frames {body_frames} is in the TF tree"
         raise BagError(f"{bag.path}: {what}, but {why}; {present}; {todo}")
     body, world, chain = chosen
     dynamic = [c for c in chain[:-1] if not links[c][1]]
     if not dynamic:
         raise BagError(f"{bag.path}: {what}, but the chain {' -> '.join(reversed(chain))} is all static; {todo}")
-    entries = [e for c in chain[:-1] for e in links[c][2]]
-    span_s = (max(e[0] for e in entries) - min(e[0] for e in entries)) / 1e9
-    buf = TFBuffer(cache_time_s=span_s + 1.0)  # keep the whole recording
-    bad = 0
-    for c in chain[:-1]:
-        parent, is_static, ents = links[c]
-        for st, tt, qq in sorted(ents, key=lambda e: e[0]):
-            try:
-                buf.set_transform(parent, c, st, tt, qq, static=is_static)
-            except Pose2RGBDError:
-                bad += 1
-    stamps = np.unique(np.asarray([e[0] for c in dynamic for e in links[c][2]], dtype=np.int64))
+    stamps = np.unique(np.asarray([st for c in dynamic for st in links[c][2]], dtype=np.int64))
     ts, Rs = [], []
     for st in stamps.tolist():
         try:

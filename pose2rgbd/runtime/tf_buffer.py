@@ -125,19 +125,21 @@ class TFBuffer:
                 self._links[child] = link
             link.insert(int(stamp_ns), t, q, self._cache_ns)
 
-    def add_tf_message(self, msg: Any, *, static: bool = False) -> int:
-        """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped)."""
+    def add_tf_message(self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0) -> int:
+        """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped).
+        ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
         from pose2rgbd.errors import GeometryError
         from pose2rgbd.nodes.messages import stamp_to_ns
 
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
+            st = stamp_to_ns(ts.header.stamp)
             try:
                 self.set_transform(
                     ts.header.frame_id,
                     ts.child_frame_id,
-                    stamp_to_ns(ts.header.stamp),
+                    st if st > 0 else default_stamp_ns,
                     (tr.x, tr.y, tr.z),
                     (r.x, r.y, r.z, r.w),
                     static=static,
@@ -150,6 +152,17 @@ class TFBuffer:
         with self._lock:
             names = set(self._links) | {link.parent for link in self._links.values()}
         return sorted(names)
+
+    def link(self, child: str) -> tuple[str, bool, list[int]] | None:
+        """``(parent, static, stamps_ns)`` of the link above ``child`` (None for a root or unknown frame)."""
+        with self._lock:
+            ln = self._links.get(self._strip(child))
+            return None if ln is None else (ln.parent, ln.static, list(ln.stamps))
+
+    def ancestors(self, frame: str) -> list[str]:
+        """``frame`` and its parents up to the root of its tree."""
+        with self._lock:
+            return self._chain(self._strip(frame))
 
     def _chain(self, frame: str) -> list[str]:
         chain = [frame]

@@ -10,17 +10,16 @@ import sys
 import threading
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.time import Time
 
-from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.nodes.messages import transform_to_matrix
 from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
 from pose2rgbd_ros.factory import RclpyFactory
 from pose2rgbd_ros.params import declare_config
+from pose2rgbd_ros.spin import run_node
 
 
 class RecordNode(Node):
@@ -109,25 +108,7 @@ class RecordNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecordNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Pose2RGBDError as e:
-        (node.get_logger() if node else rclpy.logging.get_logger("pose2rgbd_recorder")).fatal(str(e))
-        return 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(args, RecordNode, SingleThreadedExecutor, "pose2rgbd_recorder")
 
 
 if __name__ == "__main__":

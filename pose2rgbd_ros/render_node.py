@@ -11,20 +11,19 @@ import threading
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.time import Time
 
-from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.nodes.messages import stamp_to_ns, transform_to_matrix
 from pose2rgbd.nodes.renderer import Renderer, RendererConfig
 from pose2rgbd.runtime.tf_buffer import TransformException
 from pose2rgbd_ros.factory import RclpyFactory
 from pose2rgbd_ros.params import declare_config
+from pose2rgbd_ros.spin import run_node
 
 
 class RenderNode(Node):
@@ -106,24 +105,7 @@ class RenderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RenderNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Pose2RGBDError as e:
-        (node.get_logger() if node else rclpy.logging.get_logger("pose2rgbd_renderer")).fatal(str(e))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(args, RenderNode, lambda: MultiThreadedExecutor(num_threads=3), "pose2rgbd_renderer")
 
 
 if __name__ == "__main__":

@@ -165,8 +165,8 @@ def test_inference_preparation_keeps_outputs(preset: str) -> None:
     left as it was."""
     import torch
 
-    from pose2rgbd.inference.engine import fold_batchnorm, prepare_for_inference
     from pose2rgbd.models import DepthNormalizer, build_model, preset_config
+    from pose2rgbd.models.device import fold_batchnorm, prepare_for_inference
 
     torch.manual_seed(0)
     model = build_model(preset_config(preset, size=64, outputs="rgbd"), DepthNormalizer(1.0, 100.0)).eval()

@@ -22,8 +22,8 @@ from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weigh
 from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
 from pose2rgbd.models import LoadedCheckpoint, count_parameters, load_checkpoint, outputs_to_numpy
+from pose2rgbd.models.device import resolve_device
 from pose2rgbd.training.splits import Split, make_split
-from pose2rgbd.training.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 

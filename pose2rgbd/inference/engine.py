@@ -18,7 +18,6 @@ ROS-free and thread-safe. The engine
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -144,57 +143,6 @@ def extrapolate_constant_velocity(
     return out
 
 
-def fold_batchnorm(model: Any) -> int:
-    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` / ``ConvTranspose2d`` inside an
-    ``nn.Sequential`` into that convolution (in place; the BatchNorm becomes ``Identity``). Only Sequential
-    containers are touched because there the module order is the execution order. Returns the number folded."""
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    n = 0
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in itertools.pairwise(names):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if (
-                isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
-                and type(bn) is nn.BatchNorm2d
-                and bn.track_running_stats
-                and bn.running_mean is not None
-                and not conv.training
-                and not bn.training
-            ):
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
-                seq._modules[b] = nn.Identity()
-                n += 1
-    return n
-
-
-def prepare_for_inference(model: Any, device: Any, *, fuse_bn: bool = True, channels_last: bool = True) -> Any:
-    """A copy of ``model`` on ``device``, in eval mode, ready for fast inference (the caller's model is untouched).
-
-    * ``fuse_bn``: :func:`fold_batchnorm` (exact up to float rounding);
-    * ``channels_last``: weights of plain ``Conv2d`` layers in channels-last layout, so oneDNN (CPU) / cuDNN
-      run them in NHWC. Transposed convolutions stay contiguous: measured slower in channels-last with
-      oneDNN 3.12 here (Base 256x256: 12 -> 25 ms), while the Slice bottleneck's full-resolution 3x3 convolutions
-      gain about 20 %. See docs/ros.md (Speed).
-    """
-    import copy
-
-    from torch import nn
-
-    m = copy.deepcopy(model).to(device).eval()
-    if fuse_bn:
-        fold_batchnorm(m)
-    if channels_last:
-        import torch
-
-        for mod in m.modules():
-            if type(mod) is nn.Conv2d:
-                mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
-    return m
-
-
 def _pose_close(Ta: np.ndarray, Tb: np.ndarray, tol_m: float, tol_rad: float) -> tuple[bool, float]:
     dt = float(np.linalg.norm(Ta[:3, 3] - Tb[:3, 3]))
     c = (np.trace(Ta[:3, :3].T @ Tb[:3, :3]) - 1.0) / 2.0
@@ -225,19 +173,23 @@ class InferenceEngine:
     ) -> None:
         import torch
 
+        from pose2rgbd.models.device import prepare_for_inference, resolve_device, resolve_precision, set_threads
+
         self.cfg = cfg
         self.loaded = loaded
         self._torch = torch
+        from pose2rgbd.models.device import autocast
+
+        self._autocast = autocast
         if postprocess is None:
             from pose2rgbd.models import outputs_to_numpy
 
             postprocess = outputs_to_numpy
         self._postprocess = postprocess
         self._validate(loaded)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        self.device = self._select_device(cfg.device)
-        self.precision = self._select_precision(cfg.precision, self.device)
+        set_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.model = prepare_for_inference(
             loaded.model, self.device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last
         )
@@ -324,34 +276,6 @@ class InferenceEngine:
                 "%s: model has a depth head but no depth normalizer; depth is left as the model gives it", where
             )
 
-    def _select_device(self, name: str) -> Any:
-        torch = self._torch
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError as e:
-            raise ConfigError(f"engine.device: {name!r} is not a torch device ({e})") from e
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"engine.device is {name!r} but CUDA is not available; use auto or cpu")
-        return dev
-
-    def _select_precision(self, name: str, device: Any) -> str:
-        torch = self._torch
-        if device.type != "cuda":
-            if name == "fp16":
-                log.warning("precision fp16 requested on CPU; using fp32 (fp16 is GPU only here, try bf16)")
-                return "fp32"
-            if name == "bf16":
-                native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
-                if not native:
-                    log.warning("precision bf16 on a CPU without native bf16 support: expect it to be slow")
-                return "bf16"
-            return "fp32"
-        if name == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return name
-
     # ------------------------------------------------------------------ rendering
     @property
     def has_rgb(self) -> bool:
@@ -374,12 +298,8 @@ class InferenceEngine:
             x, _ = self._encode(T)
         x = torch.from_numpy(x).to(self.device)
         with torch.inference_mode():
-            if self.precision == "fp32":
+            with self._autocast(self.device, self.precision):
                 out = self.model(x)
-            else:
-                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-                with torch.autocast(device_type=self.device.type, dtype=dtype):
-                    out = self.model(x)
             out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
         return self._postprocess(out, self.depth_normalizer)
 

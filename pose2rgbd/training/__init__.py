@@ -5,7 +5,7 @@ from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, Progress
 from pose2rgbd.training.config import SPLITS, TrainConfig
 from pose2rgbd.training.splits import Split, make_split
 from pose2rgbd.training.train import TrainResult, recalibrate_checkpoint, split_for, train_model, train_quick
-from pose2rgbd.training.trainer import Callback, Trainer, resolve_amp, resolve_device, seed_everything
+from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
 __all__ = [
     "SPLITS",
@@ -20,8 +20,6 @@ __all__ = [
     "Trainer",
     "make_split",
     "recalibrate_checkpoint",
-    "resolve_amp",
-    "resolve_device",
     "seed_everything",
     "split_for",
     "train_model",

@@ -241,7 +241,8 @@ def recalibrate_checkpoint(
     """
     from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
     from pose2rgbd.models import load_checkpoint
-    from pose2rgbd.training.trainer import recalibrate_batchnorm, resolve_device
+    from pose2rgbd.models.device import resolve_device
+    from pose2rgbd.training.trainer import recalibrate_batchnorm
 
     path = Path(checkpoint)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)

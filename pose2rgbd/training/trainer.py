@@ -12,7 +12,6 @@ import math
 import random
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.device import autocast, precision_dtype, resolve_device, resolve_precision
 from pose2rgbd.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,34 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds third-party code that uses the legacy global RNG
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), where bf16 autocast is several times faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -153,7 +125,10 @@ class Trainer:
         self.cfg = cfg
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.precision = resolve_precision(
+            "fp32" if cfg.amp == "off" else cfg.amp, self.device, cpu_bf16_when_native=True
+        )
+        self.amp_dtype = precision_dtype(self.precision)
         self.model = model.to(self.device)
         self.train_set = train_set
         self.val_set = val_set
@@ -203,9 +178,7 @@ class Trainer:
         )
 
     def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.precision)
 
     # -- one step ------------------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,143 @@
+"""Where and how a network runs: device, precision, CPU threads and inference preparation.
+
+One module for the trainer and every engine, so "auto" means the same everywhere:
+
+* :func:`resolve_device`: ``auto`` -> CUDA when present, else CPU; a named CUDA device without CUDA is a
+  :class:`ConfigError` that says what to use instead.
+* :func:`resolve_precision`: ``fp32`` | ``bf16`` | ``fp16`` from a requested name. ``auto`` is bf16 on CUDA
+  (fp16 where the GPU has no bf16); on CPU it is fp32, or bf16 when ``cpu_bf16_when_native`` and the CPU has
+  native bf16 instructions (AVX512-BF16 / AMX: there bf16 autocast is several times faster; elsewhere it is
+  emulated and slower). fp16 on a CPU falls back to fp32 with a warning.
+* :func:`autocast`: the matching ``torch.autocast`` context (disabled for fp32).
+* :func:`prepare_for_inference`: a copy of a model in eval mode with BatchNorm folded into the preceding
+  convolution and plain convolutions in channels-last layout.
+
+Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from pose2rgbd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch device that exists here (else ConfigError)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
+    return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), read from /proc/cpuinfo (False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device, *, cpu_bf16_when_native: bool = False) -> Precision:
+    """The precision to run at on ``device`` for the requested ``name`` (see the module docstring)."""
+    if name not in PRECISION_CHOICES:
+        raise ConfigError(f"precision {name!r} is not one of {list(PRECISION_CHOICES)}")
+    if device.type == "cuda":
+        if name == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return name  # type: ignore[return-value]
+    if name == "fp16":
+        log.warning("precision fp16 requested on CPU; using fp32 (fp16 is GPU only here, try bf16)")
+        return "fp32"
+    if name == "bf16":
+        if not cpu_has_native_bf16():
+            log.warning("precision bf16 on a CPU without native bf16 instructions: expect it to be slow")
+        return "bf16"
+    if name == "auto" and cpu_bf16_when_native and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (``None`` for fp32)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """``torch.autocast`` for ``precision`` on ``device`` (a disabled one for fp32)."""
+    dtype = precision_dtype(precision)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def set_threads(threads: int) -> None:
+    """Torch CPU threads (0: leave torch's default, one per core)."""
+    if threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {threads}")
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` / ``ConvTranspose2d`` inside an
+    ``nn.Sequential`` into that convolution (in place; the BatchNorm becomes ``Identity``). Only Sequential
+    containers are touched because there the module order is the execution order. Returns the number folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    n = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in itertools.pairwise(names):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if (
+                isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
+                and type(bn) is nn.BatchNorm2d
+                and bn.track_running_stats
+                and bn.running_mean is not None
+                and not conv.training
+                and not bn.training
+            ):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                seq._modules[b] = nn.Identity()
+                n += 1
+    return n
+
+
+def prepare_for_inference(
+    model: nn.Module, device: torch.device, *, fuse_bn: bool = True, channels_last: bool = True
+) -> nn.Module:
+    """A copy of ``model`` on ``device``, in eval mode, ready for fast inference (the caller's model is untouched).
+
+    * ``fuse_bn``: :func:`fold_batchnorm` (exact up to float rounding);
+    * ``channels_last``: weights of plain ``Conv2d`` layers in channels-last layout, so oneDNN (CPU) / cuDNN
+      run them in NHWC. Transposed convolutions stay contiguous: measured slower in channels-last with
+      oneDNN 3.12 (Base 256x256: 12 -> 25 ms), while the Slice bottleneck's full-resolution 3x3 convolutions
+      gain about 20 %. See docs/ros.md (Speed).
+    """
+    m = copy.deepcopy(model).to(device).eval()
+    if fuse_bn:
+        fold_batchnorm(m)
+    if channels_last:
+        for mod in m.modules():
+            if type(mod) is nn.Conv2d:
+                mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
+    return m

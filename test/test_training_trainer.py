@@ -1,8 +1,10 @@
-"""Trainer: loss decreases, 2-step smoke train of every preset, logs, resume, GAN-style param groups."""
+"""Trainer: loss decreases, 2-step smoke train of every preset, logs, resume, parameter groups, callbacks,
+best-checkpoint selection by the model's metric (GAN updates: test_training_gan.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,11 +13,11 @@ from torch import nn
 
 from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
-from pose2rgbd.errors import CheckpointError
+from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.experiments.toy import make_toy_dataset
 from pose2rgbd.geometry import PoseNormalizer
 from pose2rgbd.models import DepthNormalizer, ModelBase, build_model, load_checkpoint, preset_config
-from pose2rgbd.training import Callback, TrainConfig, Trainer, train_model
+from pose2rgbd.training import Callback, CheckpointCallback, TrainConfig, Trainer, train_model
 
 
 @pytest.fixture(scope="module")
@@ -70,27 +72,21 @@ def test_resume_continues_and_rejects_other_model(toy: Path, tmp_path: Path) -> 
 
 
 class _TwoGroup(ModelBase):
-    """A GAN-shaped toy: 'gen' minimizes its loss, 'disc' another; each optimizer must see only its own."""
+    """Two parameter groups, one objective (the default train_step): each optimizer holds only its group."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.gen = nn.Linear(2, 1)
-        self.disc = nn.Linear(1, 1)
+        self.enc = nn.Linear(2, 3)
+        self.dec = nn.Linear(3, 2)
 
     def get_outputs(self, batch: dict) -> dict:
-        return {"y": self.gen(batch["x"])}
+        return {"y": self.dec(self.enc(batch["x"]))}
 
     def get_loss_dict(self, outputs: dict, batch: dict) -> dict:
-        return {
-            "g": ((self.disc(outputs["y"]) - 1.0) ** 2).mean(),
-            "d": (self.disc(outputs["y"].detach()) ** 2).mean(),
-        }
+        return {"mse": ((outputs["y"] - batch["x"]) ** 2).mean()}
 
     def get_param_groups(self) -> dict:
-        return {"generator": list(self.gen.parameters()), "discriminator": list(self.disc.parameters())}
-
-    def loss_groups(self) -> dict:
-        return {"generator": ["g"], "discriminator": ["d"]}
+        return {"encoder": list(self.enc.parameters()), "decoder": list(self.dec.parameters())}
 
 
 class _Stopper(Callback):
@@ -106,16 +102,69 @@ class _Stopper(Callback):
 def test_param_groups_and_callbacks() -> None:
     data = [{"x": torch.randn(2)} for _ in range(40)]
     model = _TwoGroup()
-    d0 = [p.detach().clone() for p in model.disc.parameters()]
+    e0 = [p.detach().clone() for p in model.enc.parameters()]
     stopper = _Stopper()
     cfg = TrainConfig(epochs=5, batch_size=4, lr=0.05, progress=False, tensorboard=False, amp="off")
     tr = Trainer(model, data, cfg, callbacks=[stopper])
-    assert set(tr.optimizers) == {"generator", "discriminator"}
+    assert set(tr.optimizers) == {"encoder", "decoder"}
     tr.fit()
-    assert tr.step == 3 and tr.should_stop
-    assert any(not torch.equal(a, b) for a, b in zip(d0, model.disc.parameters()))
-    # the generator optimizer never received discriminator-loss gradients: its state covers gen params only
-    assert len(tr.optimizers["generator"].state) == 2 and len(tr.optimizers["discriminator"].state) == 2
+    assert tr.step == 3 and tr.should_stop and tr.stop_reason == "callback asked to stop"
+    assert all(not torch.equal(a, b) for a, b in zip(e0, model.enc.parameters()))
+    for name, module in (("encoder", model.enc), ("decoder", model.dec)):
+        state = tr.optimizers[name].state
+        assert {id(p) for p in state} == {id(p) for p in module.parameters()}
+
+
+class _Scored(ModelBase):
+    """Validation reports a scripted score per validation (one batch), for best-checkpoint selection."""
+
+    def __init__(self, scores: list[float], metric: tuple[str, str]) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.scores = list(scores)
+        self.best_metric = metric  # type: ignore[misc]
+
+    def get_outputs(self, batch: dict) -> dict:
+        return {"y": self.lin(batch["x"])}
+
+    def get_loss_dict(self, outputs: dict, batch: dict) -> dict:
+        return {"mse": ((outputs["y"] - batch["x"]) ** 2).mean()}
+
+    def validation_step(self, batch: dict, *, autocast: Any) -> dict:
+        return {"score": self.scores.pop(0), **super().validation_step(batch, autocast=autocast)}
+
+
+def _best_epochs(scores: list[float], mode: str, tmp_path: Path, resume_from: dict | None = None) -> tuple:
+    saved: list[tuple[int, str, float]] = []
+    model = _Scored(scores, ("val/score", mode))
+    cb = CheckpointCallback(tmp_path, lambda tr, p: saved.append((tr.epoch, p.name, tr.last_val["val/score"])))
+    data = [{"x": torch.randn(2)} for _ in range(4)]
+    cfg = TrainConfig(epochs=len(scores) + (resume_from or {}).get("epoch", 0), batch_size=4, progress=False, amp="off")
+    tr = Trainer(model, data, cfg, val_set=data, callbacks=[cb])
+    if resume_from is not None:
+        tr.load_state(model_state=model.state_dict(), optimizers={}, trainer_state=resume_from)
+    tr.fit()
+    return [(e, v) for e, name, v in saved if name == "best.pt"], tr, cb
+
+
+def test_best_checkpoint_follows_the_models_metric_and_mode(tmp_path: Path) -> None:
+    scores = [0.2, 0.5, 0.4, 0.7, 0.6]
+    best_max, tr, cb = _best_epochs(scores, "max", tmp_path)
+    assert best_max == [(1, 0.2), (2, 0.5), (4, 0.7)]
+    assert (cb.monitor, cb.mode, tr.extra_state["best val/score"]) == ("val/score", "max", 0.7)
+    best_min, _, _ = _best_epochs(scores, "min", tmp_path)
+    assert best_min == [(1, 0.2)]
+    # the best value survives a resume: 0.65 does not beat 0.7, 0.8 does
+    (tmp_path / "best.pt").touch()
+    resumed, _, cb2 = _best_epochs([0.65, 0.8], "max", tmp_path, resume_from=tr.trainer_state())
+    assert cb2.best_path == tmp_path / "best.pt" and resumed == [(7, 0.8)]
+    # an explicit monitor wins over the model's metric and is minimized unless told otherwise
+    model = _Scored([0.1], ("val/score", "max"))
+    cb3 = CheckpointCallback(tmp_path, lambda tr, p: None, monitor="val/mse")
+    cb3.on_train_start(Trainer(model, [{"x": torch.randn(2)}], TrainConfig(progress=False)))
+    assert (cb3.monitor, cb3.mode) == ("val/mse", "min")
+    with pytest.raises(ConfigError, match="best_metric mode 'up'"):
+        Trainer(_Scored([], ("val/score", "up")), [{"x": torch.randn(2)}], TrainConfig(progress=False))
 
 
 @pytest.mark.gpu

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.models.base import METRIC_MODES
 from pose2rgbd.training.trainer import Callback
 
 if TYPE_CHECKING:
@@ -99,7 +102,8 @@ class TensorBoardLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running loss."""
+    """A tqdm bar per epoch with the running ``loss`` (single objective) or, for a multi-objective model, one
+    value per group: the first logged name of each ``<group>/`` prefix (e.g. ``generator/adv``)."""
 
     def __init__(self, desc: str = "train") -> None:
         self.desc = desc
@@ -116,7 +120,21 @@ class ProgressBar(Callback):
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+            self._bar.set_postfix(self.shown(logs))
+
+    @staticmethod
+    def shown(logs: dict[str, float]) -> dict[str, str]:
+        """What the bar shows for one step's ``logs``."""
+        if "loss" in logs:
+            return {"loss": f"{logs['loss']:.4f}"}
+        picked: dict[str, str] = {}
+        seen: set[str] = set()
+        for k, v in logs.items():
+            group = k.split("/", 1)[0] if "/" in k else ""
+            if group not in seen:
+                seen.add(group)
+                picked[k] = f"{v:.4g}"
+        return dict(list(picked.items())[:4])
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         if self._bar is not None:
@@ -131,7 +149,13 @@ class ProgressBar(Callback):
 
 class CheckpointCallback(Callback):
     """Calls ``save(trainer, path)`` for ``last.pt`` after every ``every`` epochs and at the end, and for
-    ``best.pt`` whenever the validation ``monitor`` value improves (lower is better)."""
+    ``best.pt`` whenever the validation value ``monitor`` improves.
+
+    ``monitor`` / ``mode`` default to the model's ``best_metric`` (``("val/loss", "min")`` unless the model
+    names another, e.g. ``("val/median_position_error_m", "min")`` or an accuracy with ``"max"``); a
+    ``monitor`` given without ``mode`` is minimized unless it is the model's own metric. The best value is
+    kept in ``trainer.extra_state["best <monitor>"]``, so it survives a resume.
+    """
 
     def __init__(
         self,
@@ -139,19 +163,32 @@ class CheckpointCallback(Callback):
         save: Callable[[Trainer, Path], Any],
         *,
         every: int = 1,
-        monitor: str = "val/loss",
+        monitor: str | None = None,
+        mode: str | None = None,
     ) -> None:
+        if mode is not None and mode not in METRIC_MODES:
+            raise ConfigError(f"CheckpointCallback mode {mode!r} is not one of {list(METRIC_MODES)}")
         self.out_dir = Path(out_dir)
         self.save = save
         self.every = max(1, int(every))
-        self.monitor = monitor
-        self.best = float("inf")
+        self._monitor, self._mode = monitor, mode
+        self.monitor = monitor or "val/loss"
+        self.mode = mode or "min"
+        self.best = math.inf
         self.best_path: Path | None = None
         self.last_path: Path | None = None
+        self._warned = False
+
+    def _better(self, v: float, than: float) -> bool:
+        return v < than if self.mode == "min" else v > than
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.best = float(trainer.extra_state.get(f"best {self.monitor}", float("inf")))  # survives a resume
-        if (self.out_dir / "best.pt").exists() and self.best < float("inf"):
+        metric, metric_mode = trainer.model.best_metric
+        self.monitor = self._monitor or metric
+        self.mode = self._mode or (metric_mode if self.monitor == metric else "min")
+        worst = math.inf if self.mode == "min" else -math.inf
+        self.best = float(trainer.extra_state.get(f"best {self.monitor}", worst))  # survives a resume
+        if (self.out_dir / "best.pt").exists() and math.isfinite(self.best):
             self.best_path = self.out_dir / "best.pt"
 
     @property
@@ -160,7 +197,14 @@ class CheckpointCallback(Callback):
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         v = trainer.last_val.get(self.monitor)
-        if v is not None and v < self.best:
+        if v is None and trainer.last_val and not self._warned:
+            self._warned = True
+            log.warning(
+                "best.pt is not written: validation has no %r (it has %s); set the model's best_metric",
+                self.monitor,
+                sorted(trainer.last_val),
+            )
+        if v is not None and math.isfinite(v) and self._better(v, self.best):
             self.best = v
             trainer.extra_state[f"best {self.monitor}"] = v
             self.best_path = self.out_dir / "best.pt"

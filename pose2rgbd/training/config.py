@@ -1,13 +1,80 @@
-"""Training configuration (paper Sec. 3: AdamW, fixed learning rate 0.01, up to 100 epochs, 80/20 split)."""
+"""Training configuration (paper Sec. 3: AdamW, fixed learning rate 0.01, up to 100 epochs, 80/20 split).
+
+Optimizer settings are resolved per parameter group (``ModelBase.get_param_groups()``) into an
+:class:`OptimizerConfig` by :func:`resolve_optimizer_configs`; per group and per key, later wins:
+
+1. the ``TrainConfig`` globals ``optimizer``, ``lr``, ``weight_decay`` (a global ``adam`` uses no weight decay,
+   as before) and the ``OptimizerConfig`` defaults for every other key;
+2. the model's own defaults, ``model.optimizer_defaults()[group]`` (e.g. a GAN: Adam, 2e-4, betas (0, 0.9));
+3. ``TrainConfig.groups[group]``, the user's per-group overrides.
+
+So the globals configure every group the model has no opinion on (Pose2RGBD: its one group ``model``); to
+change a setting a model sets itself, name the group in ``groups``.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from pose2rgbd.config import help_field
+from pose2rgbd.config import from_dict, help_field
 from pose2rgbd.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("random", "route")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule of one parameter group (see the module docstring for precedence).
+
+    Schedules are functions of the trainer step ``t`` (optimization steps done, so a resumed run continues
+    the same curve): ``constant``: ``lr``; ``cosine``: from ``lr`` down to ``lr * min_lr_factor`` over
+    ``schedule_steps`` steps (0: the run's planned steps, ``max_steps`` or ``epochs`` x batches per epoch,
+    whichever is smaller; a time budget is not foreseen), then flat; ``step``: ``lr * gamma ** (t //
+    step_size)``. ``warmup_steps`` > 0 multiplies any of them by ``min(1, (t + 1) / warmup_steps)``.
+    """
+
+    optimizer: str = help_field("adamw", "adamw | adam | sgd")
+    lr: float = help_field(0.01, "base learning rate")
+    betas: tuple[float, float] = help_field((0.9, 0.999), "Adam / AdamW moment coefficients (beta1, beta2)")
+    weight_decay: float = help_field(
+        0.01, "weight decay: decoupled for adamw, an L2 term in the gradient for adam and sgd"
+    )
+    momentum: float = help_field(0.9, "SGD momentum")
+    schedule: str = help_field("constant", "learning-rate schedule: constant | cosine | step")
+    schedule_steps: int = help_field(0, "cosine: steps from lr to lr * min_lr_factor (0: the run's planned steps)")
+    min_lr_factor: float = help_field(0.0, "cosine: final learning rate as a fraction of lr")
+    step_size: int = help_field(0, "step: multiply the learning rate by gamma every step_size steps (required)")
+    gamma: float = help_field(0.1, "step: decay factor")
+    warmup_steps: int = help_field(0, "linear warm-up over this many steps (0: none)")
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {self.optimizer!r} is not one of {' | '.join(OPTIMIZERS)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r} is not one of {' | '.join(SCHEDULES)}")
+        if self.schedule_steps < 0 or self.warmup_steps < 0 or self.step_size < 0:
+            raise ConfigError("schedule_steps, warmup_steps and step_size must be >= 0")
+        if not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ConfigError(f"min_lr_factor must be in [0, 1], got {self.min_lr_factor}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.schedule == "step" and self.step_size < 1:
+            raise ConfigError("schedule 'step' needs step_size >= 1 (steps between decays)")
 
 
 @dataclass
@@ -16,9 +83,17 @@ class TrainConfig:
 
     epochs: int = help_field(100, "number of passes over the training frames (the paper trains up to 100)")
     batch_size: int = help_field(16, "frames per optimization step")
-    optimizer: str = help_field("adamw", "optimizer of every parameter group: adamw | adam | sgd")
-    lr: float = help_field(0.01, "learning rate, fixed (the paper: AdamW, 0.01, no schedule)")
-    weight_decay: float = help_field(0.01, "AdamW weight decay (PyTorch's default)")
+    optimizer: str = help_field(
+        "adamw", "optimizer of every parameter group the model and 'groups' do not set: adamw | adam | sgd"
+    )
+    lr: float = help_field(0.01, "learning rate, fixed (the paper: AdamW, 0.01, no schedule); see 'groups'")
+    weight_decay: float = help_field(0.01, "AdamW / SGD weight decay (PyTorch's AdamW default); see 'groups'")
+    groups: dict[str, dict[str, Any]] = help_field(
+        {},
+        "per parameter group optimizer settings, {group: {key: value}} with the keys of OptimizerConfig "
+        "(optimizer, lr, betas, weight_decay, momentum, schedule, schedule_steps, min_lr_factor, step_size, "
+        "gamma, warmup_steps); they override the globals and the model's own defaults",
+    )
     seed: int = help_field(0, "seed of weights, shuffling and the random split")
     device: str = help_field("auto", "auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     amp: str = help_field("auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | off")
@@ -45,11 +120,73 @@ class TrainConfig:
             raise ConfigError("train.epochs and train.batch_size must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train.lr must be positive")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
+        if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer {self.optimizer!r} is not one of adamw | adam | sgd")
+        if not isinstance(self.groups, Mapping):
+            raise ConfigError(f"train.groups: expected a mapping {{group: {{key: value}}}}, got {self.groups!r}")
+        # each group's keys and values on their own (the model's groups are checked when the trainer is built)
+        self.groups = {str(g): _check_group(g, v, self.global_optimizer_settings()) for g, v in self.groups.items()}
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp {self.amp!r} is not one of auto | bf16 | off")
         if self.split not in SPLITS:
             raise ConfigError(f"train.split {self.split!r} is not one of {list(SPLITS)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("train.val_fraction must be in (0, 1)")
+
+    def global_optimizer_settings(self) -> dict[str, Any]:
+        """The globals as ``OptimizerConfig`` keys (a global ``adam`` had and has no weight decay)."""
+        return {
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": 0.0 if self.optimizer == "adam" else self.weight_decay,
+        }
+
+
+def _check_group(group: Any, settings: Any, base: Mapping[str, Any], where: str = "train.groups") -> dict[str, Any]:
+    """Validate one group's partial settings (keys, types, values on top of ``base``); returns them coerced."""
+    w = f"{where}.{group}"
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{w}: expected a mapping of OptimizerConfig keys, got {settings!r}")
+    full = _optimizer_config({**base, **settings}, w)
+    return {k: getattr(full, k) for k in settings}
+
+
+def _optimizer_config(data: Mapping[str, Any], where: str) -> OptimizerConfig:
+    """``from_dict`` with value errors of ``OptimizerConfig.__post_init__`` prefixed by ``where`` too."""
+    try:
+        return from_dict(OptimizerConfig, dict(data), where=where)  # unknown keys, wrong types: named already
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def resolve_optimizer_configs(
+    cfg: TrainConfig, groups: Sequence[str], model_defaults: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, OptimizerConfig]:
+    """The :class:`OptimizerConfig` of each parameter group in ``groups`` (precedence: module docstring).
+
+    Group names in ``cfg.groups`` or ``model_defaults`` that are not in ``groups`` are a :class:`ConfigError`
+    that lists the model's groups.
+    """
+    model_defaults = dict(model_defaults or {})
+    known = list(groups)
+    for source, names in (("train.groups", cfg.groups), ("model.optimizer_defaults()", model_defaults)):
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown parameter group(s) {unknown}; the model's groups are {known}")
+    base = cfg.global_optimizer_settings()
+    out: dict[str, OptimizerConfig] = {}
+    for g in known:
+        model_g = _check_group(g, model_defaults.get(g, {}), base, where="model.optimizer_defaults()")
+        user_g = dict(cfg.groups.get(g, {}))
+        out[g] = _optimizer_config({**base, **model_g, **user_g}, f"train.groups.{g}")
+        defaults = TrainConfig().global_optimizer_settings()
+        shadowed = [k for k in base if k in model_g and k not in user_g and base[k] != defaults[k]]
+        if shadowed:
+            log.warning(
+                "group %r: the model's own %s override the global train settings; set train.groups.%s to change them",
+                g,
+                ", ".join(f"{k}={model_g[k]!r}" for k in shadowed),
+                g,
+            )
+    return out

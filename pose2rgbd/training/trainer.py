@@ -1,8 +1,19 @@
-"""A generic trainer for models that follow :mod:`pose2rgbd.models.base` (Pose2RGBD, a GAN, ...).
+"""A generic trainer for models that follow :mod:`pose2rgbd.models.base` (Pose2RGBD, a GAN, a localizer).
 
-It owns: devices and mixed precision, seeding, data loaders (reshuffled per epoch from ``seed + epoch``, so a
-resumed run sees the same order as an uninterrupted one), one optimizer per parameter group, the loop, and
-validation. Everything else -- logs, progress bar, checkpoints, early stop -- is a :class:`Callback`.
+It owns: device and mixed precision (:mod:`pose2rgbd.models.device`), seeding, data loaders (reshuffled per
+epoch from ``seed + epoch``, so a resumed run sees the same order as an uninterrupted one), one optimizer per
+parameter group with its own settings and learning-rate schedule (:class:`OptimizerConfig`, resolved by
+:func:`resolve_optimizer_configs`: globals < ``model.optimizer_defaults()`` < ``TrainConfig.groups``), the
+loop, budgets, the non-finite check, validation, BatchNorm recalibration and the resume state. Everything
+else -- logs, progress bar, checkpoints, early stop -- is a :class:`Callback`.
+
+The update itself, its order included, belongs to the model: each step the trainer sets every group's
+learning rate for the current step and calls ``model.train_step(batch, optimizers, autocast=..., step=...)``
+(default: one objective, one backward, every optimizer steps; a GAN overrides it with its D and G updates).
+What that returns is logged as it is: a single-objective model logs its losses, their sum ``loss`` and its
+metrics; a multi-objective model logs group-prefixed names (``generator/adv``) and no sum. Validation calls
+``model.validation_step`` per batch and logs the batch-size-weighted means as ``val/<name>``; the model's
+``best_metric`` names the value :class:`~pose2rgbd.training.callbacks.CheckpointCallback` selects ``best.pt`` by.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -19,9 +31,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.base import METRIC_MODES, ModelBase
 from pose2rgbd.models.device import autocast, precision_dtype, resolve_device, resolve_precision
-from pose2rgbd.training.config import TrainConfig
+from pose2rgbd.training.config import OptimizerConfig, TrainConfig, resolve_optimizer_configs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +46,38 @@ def seed_everything(seed: int) -> None:
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], oc: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer ``oc`` describes (its learning rate is then set per step by :func:`schedule_factor`)."""
+    params = list(params)
+    if oc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+    if oc.optimizer == "adam":
+        return torch.optim.Adam(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+    return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+
+
+def schedule_factor(oc: OptimizerConfig, step: int, planned_steps: int) -> float:
+    """Learning rate at trainer step ``step`` as a fraction of ``oc.lr`` (see :class:`OptimizerConfig`)."""
+    f = 1.0
+    if oc.schedule == "cosine":
+        total = max(1, oc.schedule_steps or planned_steps)
+        t = min(step, total) / total
+        f = oc.min_lr_factor + (1.0 - oc.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    elif oc.schedule == "step":
+        f = oc.gamma ** (step // oc.step_size)
+    if oc.warmup_steps > 0:
+        f *= min(1.0, (step + 1) / oc.warmup_steps)
+    return f
+
+
+def _floats(values: dict[str, Any], what: str, step: int) -> dict[str, float]:
+    out = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in values.items()}
+    bad = {k: v for k, v in out.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite {what} at step {step}: {bad} (all: {out})")
+    return out
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:
@@ -109,8 +153,12 @@ class Trainer:
     """Train ``model`` on ``train_set`` (items are dicts; default collation), validating on ``val_set``.
 
     Attributes callbacks may read: ``step`` (optimization steps done), ``epoch`` (epochs finished),
-    ``device``, ``amp_dtype``, ``optimizers`` (dict by parameter group), ``last_val`` (latest validation
-    logs), ``elapsed_s`` (training time so far, summed over resumes).
+    ``device``, ``amp_dtype``, ``optimizers`` and ``optimizer_configs`` (dicts by parameter group),
+    ``planned_steps``, ``last_val`` (latest validation logs), ``elapsed_s`` (training time so far, summed over
+    resumes), ``bn_fresh``, ``stop_reason``, ``extra_state`` (small values saved with the trainer state).
+
+    Raises :class:`ConfigError` when the model's groups, the optimizer settings or ``best_metric`` are
+    invalid (naming the group and the key), and :class:`FloatingPointError` on a non-finite logged value.
     """
 
     def __init__(
@@ -133,16 +181,26 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.callbacks = list(callbacks)
+        if hasattr(model, "loss_groups"):
+            raise ConfigError(
+                f"{type(model).__name__}.loss_groups() is no longer read: override ModelBase.train_step to "
+                "update the groups in an explicit order (see pose2rgbd.models.base)"
+            )
         groups = model.get_param_groups()
         if not groups:
             raise ConfigError("model.get_param_groups() returned no parameter groups")
-        self.optimizers = {name: self._make_optimizer(params) for name, params in groups.items()}
-        self.loss_groups = model.loss_groups()
-        if self.loss_groups is not None and set(self.loss_groups) != set(self.optimizers):
-            raise ConfigError(
-                f"model.loss_groups() keys {sorted(self.loss_groups)} differ from "
-                f"param groups {sorted(self.optimizers)}"
-            )
+        empty = [name for name, params in groups.items() if not list(params)]
+        if empty:
+            raise ConfigError(f"model.get_param_groups(): group(s) {empty} have no parameters")
+        #: the resolved settings of each parameter group (precedence: pose2rgbd.training.config)
+        self.optimizer_configs = resolve_optimizer_configs(cfg, list(groups), model.optimizer_defaults())
+        self.optimizers = {name: build_optimizer(groups[name], oc) for name, oc in self.optimizer_configs.items()}
+        _, mode = model.best_metric
+        if mode not in METRIC_MODES:
+            raise ConfigError(f"{type(model).__name__}.best_metric mode {mode!r} is not one of {list(METRIC_MODES)}")
+        n_batches = math.ceil(len(train_set) / cfg.batch_size)  # type: ignore[arg-type]
+        #: steps the run plans (cosine schedules end there unless they set schedule_steps)
+        self.planned_steps = cfg.epochs * n_batches if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * n_batches)
         self.step = 0
         self.epoch = 0
         self.elapsed_s = 0.0
@@ -151,15 +209,6 @@ class Trainer:
         self.last_val: dict[str, float] = {}
         self.bn_fresh = True  # BatchNorm statistics match the weights (no step since the last recalibration)
         self.extra_state: dict[str, Any] = {}  # small plain values callbacks want saved with the trainer state
-
-    def _make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        c = self.cfg
-        params = list(params)
-        if c.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr)
-        return torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
 
     # -- data ----------------------------------------------------------------------------------------------
     def _loader(self, ds: Dataset, *, shuffle: bool, epoch: int = 0) -> DataLoader:
@@ -177,49 +226,37 @@ class Trainer:
             drop_last=False,
         )
 
-    def _autocast(self) -> Any:
-        return autocast(self.device, self.precision)
+    def _autocast(self) -> AbstractContextManager[Any]:
+        """A fresh mixed-precision context (the factory models get as ``autocast``)."""
+        return autocast(self.device, self.precision)  # type: ignore[no-any-return]
+
+    def learning_rates(self, step: int | None = None) -> dict[str, float]:
+        """Each group's learning rate at trainer step ``step`` (default: the next step)."""
+        t = self.step if step is None else step
+        return {g: oc.lr * schedule_factor(oc, t, self.planned_steps) for g, oc in self.optimizer_configs.items()}
+
+    def _apply_schedules(self) -> None:
+        for g, lr in self.learning_rates().items():
+            for pg in self.optimizers[g].param_groups:
+                pg["lr"] = lr
 
     # -- one step ------------------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One optimization step on ``batch``; returns the losses, their sum ``loss`` and the metrics."""
+        """One optimization step on ``batch`` through ``model.train_step``; returns its logs as floats."""
         self.model.train()
         batch = _to_device(batch, self.device)
-        with self._autocast():
-            outputs = self.model.get_outputs(batch)
-            losses = self.model.get_loss_dict(outputs, batch)
-        if not losses:
-            raise ConfigError("model.get_loss_dict() returned no losses")
-        total: torch.Tensor = torch.stack([v.float() for v in losses.values()]).sum()
-        if not torch.isfinite(total.detach()):
-            raise FloatingPointError(
-                f"non-finite loss at step {self.step}: { {k: float(v) for k, v in losses.items()} }"
-            )
-        if self.loss_groups is None:
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in self.optimizers.values():
-                opt.step()
-        else:
-            names = list(self.loss_groups)
-            for i, name in enumerate(names):
-                for opt in self.optimizers.values():
-                    opt.zero_grad(set_to_none=True)
-                group_loss = torch.stack([losses[k].float() for k in self.loss_groups[name]]).sum()
-                group_loss.backward(retain_graph=i < len(names) - 1)
-                self.optimizers[name].step()
+        self._apply_schedules()
+        logs = self.model.train_step(batch, self.optimizers, autocast=self._autocast, step=self.step)
+        if not logs:
+            raise ConfigError(f"{type(self.model).__name__}.train_step() returned nothing to log")
+        out = _floats(logs, "training value", self.step)
         self.step += 1
         self.bn_fresh = False
-        logs = {k: float(v.detach()) for k, v in losses.items()}
-        logs["loss"] = float(total.detach())
-        metrics = self.model.get_metrics_dict(outputs, batch)
-        logs.update({k: float(v) for k, v in metrics.items()})
-        return logs
+        return out
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Sample-weighted means of the losses and metrics over ``val_set`` (keys prefixed ``val/``)."""
+        """Sample-weighted means of ``model.validation_step`` over ``val_set`` (keys prefixed ``val/``)."""
         if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
             return {}
         self.recalibrate_batchnorm()
@@ -228,13 +265,9 @@ class Trainer:
         n = 0
         for batch in self._loader(self.val_set, shuffle=False):
             batch = _to_device(batch, self.device)
-            b = int(batch[next(iter(batch))].shape[0]) if torch.is_tensor(batch[next(iter(batch))]) else 1
-            with self._autocast():
-                outputs = self.model.get_outputs(batch)
-                losses = self.model.get_loss_dict(outputs, batch)
-            vals = {k: float(v) for k, v in losses.items()}
-            vals["loss"] = sum(vals.values())
-            vals.update({k: float(v) for k, v in self.model.get_metrics_dict(outputs, batch).items()})
+            first = batch[next(iter(batch))]
+            b = int(first.shape[0]) if torch.is_tensor(first) else 1
+            vals = _floats(self.model.validation_step(batch, autocast=self._autocast), "validation value", self.step)
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             n += b

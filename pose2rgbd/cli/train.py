@@ -86,7 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     mc, tc = cfg["model"], cfg["train"]
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root)
-    print(f"trained {mc.preset}/{mc.outputs}/{mc.encoding} {mc.size}x{mc.size} ({res.parameters:,} parameters)")
+    what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k)) or args.method
+    size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""
+    print(f"trained {what}{size} ({res.parameters:,} parameters)")
     print(f"  {res.steps} steps, {res.epochs} epochs, {res.elapsed_s / 60:.1f} min ({res.stop_reason})")
     if res.final_val:
         print(

@@ -263,3 +263,12 @@ def test_train_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
         _parse([*COMMANDS["train"], "--method", "nope"])
     assert main([*COMMANDS["train"], "--method", "nope"]) == 2
     assert "known methods: pose2rgbd" in capsys.readouterr().err
+
+
+def test_mount_source_is_validated_by_both_configs() -> None:
+    with pytest.raises(ConfigError, match=r"mount\.source must be one of \('auto', 'tf_static', 'config'\)"):
+        config_from_args(_parse([*COMMANDS["convert bag"], "--set", "mount.source=tf"]))
+    with pytest.raises(ConfigError, match=r"mount\.source: 'tf' is not 'tf_static' or 'config'"):
+        config_from_args(_parse([*COMMANDS["record bag"], "--set", "mount.source=tf"]))
+    cfg = config_from_args(_parse([*COMMANDS["convert bag"], "--mount", "config", "--mount-rpy=0,-30,0"]))
+    assert cfg.mount.source == "config" and cfg.mount.rpy_deg == [0.0, -30.0, 0.0]

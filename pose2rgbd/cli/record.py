@@ -41,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         allow_abbrev=False,
     )
     b.add_argument("--bag", type=Path, required=True, help="input bag")
-    b.add_argument("--out-bag", type=Path, default=None, help="also write pose2rgbd/msg/SyncedFrame to this bag")
+    b.add_argument(
+        "--out-bag",
+        type=Path,
+        default=None,
+        help="also write pose2rgbd/msg/SyncedFrame to this bag (offline, output.publish_synced follows this flag)",
+    )
     b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
     b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out-bag")

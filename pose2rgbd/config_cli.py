@@ -218,9 +218,9 @@ def add_config_flags(
         if "schema" in state:
             return
         if prepare is not None:
-            sch = schema(prepare(list(argv)))  # type: ignore[call-arg]
+            sch = schema(prepare(list(argv)))
         else:
-            sch = schema()  # type: ignore[call-arg]
+            sch = schema()
         state["schema"] = sch
         al = aliases() if callable(aliases) else aliases
         if parser.usage is None:  # the usage line names the command's own flags, not every generated one
@@ -238,7 +238,7 @@ def add_config_flags(
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
     parser.set_defaults(**{OPS: None})
-    parser.populate_config_flags = populate  # type: ignore[attr-defined]
+    parser.populate_config_flags = populate  # type: ignore[attr-defined]  # (for tools that list the flags)
 
 
 def _set_path(data: dict[str, Any], key: str, value: Any) -> None:

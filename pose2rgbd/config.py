@@ -8,10 +8,11 @@ flat ``section.key`` dicts (ROS 2 parameters), with unknown keys and wrong types
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
@@ -120,12 +121,40 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+        hint = "".join(f"; did you mean {' or '.join(c)} for '{u}'?" for u in unknown if (c := closest(u, names)))
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}{hint}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+def read_yaml_dict(path: str | Path, *, section: str | None = None) -> dict[str, Any]:
+    """A nested dict from a YAML file: plain nested, or a ROS 2 params file (``node: {ros__parameters: ...}``,
+    dotted keys allowed). ``section`` selects a top-level key (the node name when the file holds several)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys to values, got {type(data).__name__}")
+    if section is not None:
+        if section not in data:
+            raise ConfigError(f"{p}: no section '{section}' (found {sorted(data)})")
+        data = data[section]
+    elif len(data) == 1:
+        only = next(iter(data))
+        if isinstance(data[only], dict) and set(data[only]) == {"ros__parameters"}:
+            data = data[only]  # a ROS 2 params file of one node: `node_name: {ros__parameters: ...}`
+    if isinstance(data, dict) and set(data) == {"ros__parameters"}:
+        data = data["ros__parameters"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys to values")
+    return unflatten(data)
 
 
 def load_yaml(cls: type[C], path: str | Path, *, section: str | None = None) -> C:
@@ -134,24 +163,7 @@ def load_yaml(cls: type[C], path: str | Path, *, section: str | None = None) -> 
     A ROS 2 params file (``node: {ros__parameters: {...}}``) is accepted too: the ``ros__parameters`` level
     is unwrapped (pass the node name as ``section`` when the file holds several nodes).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if section is not None:
-        if section not in data:
-            raise ConfigError(f"{p}: no section '{section}' (found {sorted(data)})")
-        data = data[section]
-    elif isinstance(data, dict) and len(data) == 1:
-        only = next(iter(data))
-        if isinstance(data[only], dict) and set(data[only]) == {"ros__parameters"}:
-            data = data[only]  # a ROS 2 params file of one node: `node_name: {ros__parameters: ...}`
-    if isinstance(data, dict) and set(data) == {"ros__parameters"}:
-        data = unflatten(data["ros__parameters"])
-    return from_dict(cls, data, where=str(p))
+    return from_dict(cls, read_yaml_dict(path, section=section), where=str(Path(path)))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -181,15 +193,165 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def describe(cls: type, prefix: str = "") -> dict[str, tuple[Any, str]]:
-    """Flat ``{"a.b": (default, help)}`` for every leaf field: what the ROS node declares as parameters."""
-    out: dict[str, tuple[Any, str]] = {}
-    inst = cls()
+class Leaf(NamedTuple):
+    """One leaf field of a config schema: its dotted key (the ROS 2 parameter name), type, default and help."""
+
+    key: str
+    type: Any
+    default: Any
+    help: str
+
+
+def leaves(cls: type, prefix: str = "") -> dict[str, Leaf]:
+    """``{"a.b": Leaf}`` for every leaf field of ``cls`` (nested dataclasses are walked), in field order."""
+    out: dict[str, Leaf] = {}
+    defaults = to_dict(cls())
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
-            out.update(describe(hints[f.name], name + "."))
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(leaves(tp, name + "."))  # type: ignore[arg-type]
         else:
-            out[name] = (to_dict(inst)[f.name], str(f.metadata.get("help", "")))
+            out[name] = Leaf(name, tp, defaults[f.name], str(f.metadata.get("help", "")))
     return out
+
+
+def describe(cls: type, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Flat ``{"a.b": (default, help)}`` for every leaf field: what the ROS node declares as parameters."""
+    return {k: (leaf.default, leaf.help) for k, leaf in leaves(cls, prefix).items()}
+
+
+def closest(key: str, valid: typing.Iterable[str], n: int = 3) -> list[str]:
+    """The valid keys nearest to a misspelt one (also matching on the last dotted part)."""
+    valid = list(valid)
+    found = difflib.get_close_matches(key, valid, n=n, cutoff=0.6)
+    tail = key.rsplit(".", 1)[-1]
+    for v in valid:
+        if len(found) < n and v not in found and v.rsplit(".", 1)[-1] == tail:
+            found.append(v)
+    return found
+
+
+def type_name(tp: Any) -> str:
+    """A short human name of a field type (used in help and errors)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {type_name(args[0])}" if args else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def parse_text(raw: str, tp: Any, key: str) -> Any:
+    """A command-line string -> a value of the field type ``tp`` (then :func:`from_dict` validates it).
+
+    Numbers and booleans are read by type (``1e-3``, ``true``/``false``); strings and paths are taken as
+    written; lists are ``a,b,c`` or a YAML list ``[a, b]``; ``null`` / ``none`` gives None where allowed.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or origin is dict:
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: {raw!r} is not a valid YAML value: {e}") from e
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.strip().lower() in ("", "none", "null", "~"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return parse_text(raw, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {raw!r}")
+    if origin is typing.Literal:
+        for a in args:
+            if str(a) == raw:
+                return a
+        raise ConfigError(f"{key}: {raw!r} is not one of {[str(a) for a in args]}")
+    if origin in (list, tuple):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                items = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{key}: {raw!r} is not a valid YAML list: {e}") from e
+            items = ["" if v is None else str(v) for v in items]
+        else:
+            items = [v.strip() for v in text.split(",")] if text else []
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} comma-separated items, got {raw!r}")
+            return [parse_text(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(items, args))]
+        inner_tp = args[0] if args else Any
+        return [parse_text(v, inner_tp, f"{key}[{i}]") for i, v in enumerate(items)]
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {raw!r}") from None
+    return raw
+
+
+def parse_numbers(text: str, n: int, key: str, form: str) -> list[float]:
+    """``"a,b,c"`` -> ``n`` floats; a ConfigError naming ``key`` and the expected ``form`` otherwise."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != n:
+        raise ConfigError(f"{key}: expected {form}, got {text!r}")
+    return vals
+
+
+def parse_size(text: str, key: str = "size") -> tuple[int, int] | None:
+    """``"WIDTHxHEIGHT"`` (e.g. ``640x480``) -> ``(w, h)``; empty -> None (keep the recorded size)."""
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 640x480 (empty: keep), got {text!r}") from None
+    if w < 8 or h < 8:
+        raise ConfigError(f"{key}: {text!r} is too small (at least 8x8)")
+    return w, h
+
+
+# One vocabulary for the two ways a recording becomes a dataset (`pose2rgbd record bag` and `pose2rgbd convert
+# bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts.
+DATUM_HELP = (
+    "ENU origin 'lat,lon,alt' (degrees, degrees, metres above the WGS-84 ellipsoid); empty: the first valid GPS fix"
+)
+SIZE_HELP = "output image size 'WIDTHxHEIGHT', e.g. 640x480 (intrinsics scaled); empty: as recorded"
+MOUNT_SOURCE_HELP = (
+    "where the camera mount comes from: 'tf_static' (the recording's /tf_static; an error when absent), "
+    "'config' (the mount.* values below)"
+)
+
+
+def parse_datum_text(text: str, key: str = "datum") -> tuple[float, float, float] | None:
+    """``"lat,lon,alt"`` -> three floats; empty -> None (the first valid fix)."""
+    if not text:
+        return None
+    lat, lon, alt = parse_numbers(text, 3, key, "'lat,lon,alt' in degrees, degrees, metres (empty: first fix)")
+    return lat, lon, alt

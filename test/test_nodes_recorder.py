@@ -93,8 +93,7 @@ def _recorder(**sync: object) -> tuple[Recorder, object]:
     cfg = RecorderConfig()
     cfg.mount.source = "config"
     cfg.mount.translation = [0.0, 0.0, -0.5]
-    cfg.datum.use_first_fix = False
-    cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m = DATUM.lat_deg, DATUM.lon_deg, DATUM.alt_m
+    cfg.datum = f"{DATUM.lat_deg!r},{DATUM.lon_deg!r},{DATUM.alt_m!r}"
     for k, v in sync.items():
         setattr(cfg.sync, k, v)
     return Recorder(cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble")))), ts
@@ -144,7 +143,7 @@ def test_start_stop_and_missing_mount() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError):
         RecorderConfig(sync=RecorderConfig().sync.__class__(policy="exact"))
-    cfg = RecorderConfig()
-    cfg.output.width = 10
-    with pytest.raises(ConfigError):
-        cfg.__post_init__()
+    with pytest.raises(ConfigError, match="size: expected WIDTHxHEIGHT"):
+        RecorderConfig(size="10")
+    with pytest.raises(ConfigError, match="datum: expected 'lat,lon,alt'"):
+        RecorderConfig(datum="44.4,26.1")

@@ -113,9 +113,8 @@ def _record_cfg(dataset: Path | None) -> RecorderConfig:
 def test_record_bag_poses_match_ground_truth(flight, tmp_path: Path) -> None:
     bag, truth = flight
     cfg = _record_cfg(tmp_path / "ds")
-    cfg.datum.use_first_fix = False
     d = truth.datum
-    cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m = d.lat_deg, d.lon_deg, d.alt_m
+    cfg.datum = f"{d.lat_deg!r},{d.lon_deg!r},{d.alt_m!r}"
     stats = run_recorder_bag(cfg, bag, out_bag=tmp_path / "synced")
     ds = Dataset(tmp_path / "ds")
     assert len(ds) == len(truth.camera_stamps_ns) == stats.counters["frames"]

@@ -5,22 +5,43 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+
+# Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount and the --*-topic spellings.
+COMMON_ALIASES = (
+    Alias("--datum", "datum", metavar="LAT,LON,ALT"),
+    Alias("--size", "size", metavar="WIDTHxHEIGHT"),
+    Alias("--mount", "mount.source", choices=("auto", "tf_static", "config")),
+    Alias("--mount-rpy", "mount.rpy_deg", metavar="R,P,Y"),
+    Alias("--time-offset", "time_offset_s"),
+    Alias("--no-estimate", "estimate_offset", const=False, help="do not estimate the offset; use --time-offset or 0"),
+    Alias("--max-lag", "sync.max_lag_s"),
+    Alias("--max-speed", "max_speed_mps"),
+    Alias("--orientation", "orientation", choices=("auto", "imu", "odom", "tf", "attitude", "course")),
+    Alias("--hfov", "hfov_deg"),
+    Alias("--jpg", "rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
+)
+BAG_ALIASES = (
+    *COMMON_ALIASES,
+    Alias("--image-topic", "image_topic"),
+    Alias(("--camera-info-topic", "--info-topic"), "info_topic"),
+    Alias("--gps-topic", "gps_topic"),
+    Alias("--odom-topic", "odom_topic"),
+    Alias("--imu-topic", "imu_topic"),
+    Alias("--depth-topic", "depth_topic"),
+)
+GPS_ODOM_ALIASES = (Alias("--max-lag", "sync.max_lag_s"),)
+CONFIG_HELP = "YAML with ConvertConfig keys (plain nested, or a ROS 2 params file); flags and --set override it"
+
+
+def _schema() -> Schema:
+    from pose2rgbd.convert.core import ConvertConfig
+
+    return Schema(ConvertConfig)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output dataset directory (written atomically)")
-    p.add_argument("--config", type=Path, help="YAML with ConvertConfig fields (command-line flags win)")
-    p.add_argument("--size", help="output image size WxH (intrinsics scaled)")
-    p.add_argument("--time-offset", type=float, dest="time_offset",
-                   help="GPS offset d in s (fix stamped t measured at camera time t - d): the fallback when the "
-                        "estimate is too weak, or THE offset with --no-estimate")  # fmt: skip
-    p.add_argument("--no-estimate", action="store_true", help="do not estimate the offset; use --time-offset or 0")
-    p.add_argument("--max-lag", type=float, dest="max_lag", help="search offsets within +-S seconds (default 5)")
-    p.add_argument("--datum", help="ENU origin lat,lon,alt (default: first valid fix)")
-    p.add_argument("--max-speed", type=float, dest="max_speed", help="drop GPS jumps faster than this (m/s)")
-    p.add_argument("--orientation", choices=["auto", "imu", "odom", "tf", "attitude", "course"])
-    p.add_argument("--mount-rpy", dest="mount_rpy", help="camera mount roll,pitch,yaw in degrees (pitch>0 looks down)")
-    p.add_argument("--hfov", type=float, help="assumed horizontal FOV in degrees when there is no CameraInfo")
-    p.add_argument("--jpg", action="store_true", help="store images as JPEG instead of PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -28,13 +49,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("convert", help="rosbag or video + GPS -> dataset (with time synchronization)")
     csub = p.add_subparsers(dest="convert_command", metavar="<input>", required=True)
-    b = csub.add_parser("bag", help="ROS 1 / rosbag2 (sqlite3, mcap) bag -> dataset")
+    b = csub.add_parser(
+        "bag",
+        help="ROS 1 / rosbag2 (sqlite3, mcap) bag -> dataset",
+        description="Converts a recording whose camera and GPS clocks may differ: the GPS time offset is estimated "
+        "from optical flow vs GPS speed (Algorithm 1, docs/convert.md). For topics already synchronized on one "
+        "clock, `pose2rgbd record bag` runs the record node (the same as online).",
+        allow_abbrev=False,
+    )
     b.add_argument("bag", type=Path)
     _common(b)
-    for t in ("image", "info", "gps", "odom", "imu", "depth"):
-        b.add_argument(f"--{t}-topic", dest=f"{t}_topic", help=f"{t} topic (default: found by message type)")
+    add_config_flags(b, _schema, BAG_ALIASES, config_help=CONFIG_HELP)
     b.set_defaults(func=_bag)
-    v = csub.add_parser("video", help="video file + GPS log (csv, gpx, gopro-gps5, karma) -> dataset")
+    v = csub.add_parser("video", help="video file + GPS log (csv, gpx, gopro-gps5, karma) -> dataset",
+                        allow_abbrev=False)  # fmt: skip
     v.add_argument("video", type=Path)
     v.add_argument("--gps", type=Path, required=True, help="GPS log")
     v.add_argument("--gps-format", default="csv", choices=["csv", "gpx", "gopro-gps5", "karma"])
@@ -42,41 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
     v.add_argument("--attitude-degrees", action="store_true", help="attitude angles are in degrees")
     _common(v)
+    add_config_flags(v, _schema, COMMON_ALIASES, config_help=CONFIG_HELP)
     v.set_defaults(func=_video)
-    s = csub.add_parser("gps-odom", help="align GPS to wheel odometry in a camera-less bag; write a report")
+    s = csub.add_parser("gps-odom", help="align GPS to wheel odometry in a camera-less bag; write a report",
+                        allow_abbrev=False)  # fmt: skip
     s.add_argument("bag", type=Path)
     s.add_argument("--report", type=Path, required=True, help="directory for sync.png, track.png, summary.json")
-    s.add_argument("--max-lag", type=float, dest="max_lag")
+    add_config_flags(s, _schema, GPS_ODOM_ALIASES, config_help=CONFIG_HELP)
     s.set_defaults(func=_gps_odom)
-
-
-def _config(args: argparse.Namespace):
-    from pose2rgbd.config import load_yaml
-    from pose2rgbd.convert.core import ConvertConfig
-
-    cfg = load_yaml(ConvertConfig, args.config) if getattr(args, "config", None) else ConvertConfig()
-    for flag, name in (("size", "size"), ("datum", "datum"), ("max_speed", "max_speed_mps"),
-                       ("orientation", "orientation"), ("hfov", "hfov_deg")):  # fmt: skip
-        v = getattr(args, flag, None)
-        if v is not None:
-            setattr(cfg, name, v)
-    if getattr(args, "time_offset", None) is not None:
-        cfg.time_offset_s = args.time_offset
-    if getattr(args, "no_estimate", False):
-        cfg.estimate_offset = False
-    if getattr(args, "max_lag", None) is not None:
-        cfg.sync.max_lag_s = args.max_lag
-    if getattr(args, "mount_rpy", None):
-        cfg.mount_rpy_deg = [float(x) for x in args.mount_rpy.split(",")]
-    if getattr(args, "jpg", False):
-        cfg.rgb_encoding = "jpg"
-    for t in ("image", "info", "gps", "odom", "imu", "depth"):
-        v = getattr(args, f"{t}_topic", None)
-        if v:
-            setattr(cfg, f"{t}_topic", v)
-    cfg.__post_init__()
-    cfg.sync.__post_init__()
-    return cfg
 
 
 def _print_result(out: Path) -> None:
@@ -95,7 +96,8 @@ def _print_result(out: Path) -> None:
 def _bag(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.bag import convert_bag
 
-    out = convert_bag(args.bag, args.out, _config(args), overwrite=args.overwrite, progress=not args.no_progress)
+    cfg = config_from_args(args)
+    out = convert_bag(args.bag, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
     _print_result(out)
     return 0
 
@@ -104,7 +106,7 @@ def _video(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.video import convert_video
 
     out = convert_video(
-        args.video, args.gps, args.out, _config(args), gps_format=args.gps_format, attitude=args.attitude,
+        args.video, args.gps, args.out, config_from_args(args), gps_format=args.gps_format, attitude=args.attitude,
         attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc, overwrite=args.overwrite,
         progress=not args.no_progress,
     )  # fmt: skip
@@ -115,7 +117,7 @@ def _video(args: argparse.Namespace) -> int:
 def _gps_odom(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.bag import align_gps_to_odometry
 
-    a = align_gps_to_odometry(args.bag, _config(args), report_dir=args.report)
+    a = align_gps_to_odometry(args.bag, config_from_args(args), report_dir=args.report)
     print(f"{args.bag}: {a.result.describe()}")
     print(f"  report: {args.report}")
     return 0

@@ -5,68 +5,60 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+
+# Shared with `convert bag` (pose2rgbd/cli/convert.py): --datum, --size, --mount and the --*-topic spellings.
+ALIASES = (
+    Alias("--out", "output.dataset", metavar="DIR", help="dataset directory (appended to / resumed if it exists)"),
+    Alias("--datum", "datum", metavar="LAT,LON,ALT"),
+    Alias("--size", "size", metavar="WIDTHxHEIGHT"),
+    Alias("--mount", "mount.source", choices=("tf_static", "config")),
+    Alias("--image-topic", "topics.image"),
+    Alias(("--camera-info-topic", "--info-topic"), "topics.camera_info"),
+    Alias("--gps-topic", "topics.gps"),
+    Alias("--odom-topic", "topics.odom"),
+    Alias("--policy", "sync.policy", choices=("interpolate", "approximate")),
+    Alias("--max-gap", "sync.max_gap_s"),
+    Alias("--slop", "sync.slop_s"),
+)
+
+
+def _schema() -> Schema:
+    from pose2rgbd.nodes.recorder import RecorderConfig
+
+    return Schema(RecorderConfig)
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("record", help="synchronize camera + GPS + odometry into a dataset (offline record node)")
     rsub = p.add_subparsers(dest="record_command", metavar="<source>", required=True)
-    b = rsub.add_parser("bag", help="replay a bag through the record node")
+    b = rsub.add_parser(
+        "bag",
+        help="replay a bag through the record node",
+        description="Replays a bag whose camera, NavSatFix and Odometry share one clock through the record node "
+        "(the same node as `ros2 run pose2rgbd record_node`). For a recording whose GPS clock may be offset from "
+        "the camera's, use `pose2rgbd convert bag` (it estimates the offset).",
+        allow_abbrev=False,
+    )
     b.add_argument("--bag", type=Path, required=True, help="input bag")
-    b.add_argument("--out", type=Path, default=None, help="dataset directory (appended to / resumed if it exists)")
-    b.add_argument("--out-bag", type=Path, default=None, help="also write pose2rgbd/msg/SyncedFrame to this bag")
-    b.add_argument("--config", type=Path, default=None, help="record node YAML (e.g. config/record.yaml)")
-    b.add_argument("--image-topic", default=None)
-    b.add_argument("--camera-info-topic", default=None)
-    b.add_argument("--gps-topic", default=None)
-    b.add_argument("--odom-topic", default=None)
-    b.add_argument("--policy", choices=["interpolate", "approximate"], default=None, help="synchronization")
-    b.add_argument("--max-gap", type=float, default=None, help="interpolate: max seconds between samples")
-    b.add_argument("--slop", type=float, default=None, help="approximate: max stamp spread (s)")
-    b.add_argument("--mount", choices=["tf_static", "config"], default=None, help="camera mount source")
-    b.add_argument("--datum", default=None, help="lat,lon,alt of the ENU origin (default: first fix)")
-    b.add_argument("--size", default=None, help="resize images, WIDTHxHEIGHT")
+    b.add_argument(
+        "--out-bag",
+        type=Path,
+        default=None,
+        help="also write pose2rgbd/msg/SyncedFrame to this bag (offline, output.publish_synced follows this flag)",
+    )
     b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
     b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out-bag")
+    add_config_flags(b, _schema, ALIASES, config_help="record node YAML (e.g. config/record.yaml); flags override it")
     b.set_defaults(func=_bag)
 
 
 def _bag(args: argparse.Namespace) -> int:
-    from pose2rgbd.cli.render import _load_node_config
-    from pose2rgbd.errors import ConfigError
-    from pose2rgbd.nodes.recorder import RecorderConfig
     from pose2rgbd.runtime.offline import run_recorder_bag
 
-    cfg = _load_node_config(RecorderConfig, args.config)
-    if args.out is not None:
-        cfg.output.dataset = str(args.out)
-    cfg.output.publish_synced = args.out_bag is not None
-    t = cfg.topics
-    for attr, val in (("image", args.image_topic), ("camera_info", args.camera_info_topic),
-                      ("gps", args.gps_topic), ("odom", args.odom_topic)):  # fmt: skip
-        if val:
-            setattr(t, attr, val)
-    if args.policy:
-        cfg.sync.policy = args.policy
-    if args.max_gap is not None:
-        cfg.sync.max_gap_s = args.max_gap
-    if args.slop is not None:
-        cfg.sync.slop_s = args.slop
-    if args.mount:
-        cfg.mount.source = args.mount
-    if args.datum:
-        try:
-            lat, lon, alt = (float(x) for x in args.datum.split(","))
-        except ValueError as e:
-            raise ConfigError(f"--datum: expected lat,lon,alt, got {args.datum!r}") from e
-        cfg.datum.use_first_fix = False
-        cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m = lat, lon, alt
-    if args.size:
-        try:
-            w, h = (int(x) for x in args.size.lower().split("x"))
-        except ValueError as e:
-            raise ConfigError(f"--size: expected WIDTHxHEIGHT, got {args.size!r}") from e
-        cfg.output.width, cfg.output.height = w, h
-    cfg.__post_init__()
+    # offline there is nowhere to publish: SyncedFrame messages are made only for --out-bag
+    cfg = config_from_args(args, extra={"output.publish_synced": args.out_bag is not None})
     stats = run_recorder_bag(
         cfg,
         args.bag,
@@ -81,8 +73,8 @@ def _bag(args: argparse.Namespace) -> int:
     dropped = {k: v for k, v in c.items() if k not in ("frames", "images") and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")
-    if args.out is not None:
-        print(f"  dataset: {args.out}")
+    if cfg.output.dataset:
+        print(f"  dataset: {cfg.output.dataset}")
     if args.out_bag is not None:
         print(f"  synced frames bag: {args.out_bag} {stats.messages_out}")
     return 0 if c["frames"] or c["skipped_already_recorded"] else 1

@@ -1,86 +1,94 @@
-"""``pose2rgbd train``: train a Pose2RGBD model on a format-v1 dataset."""
+"""``pose2rgbd train``: train a model of one method (default: Pose2RGBD) on a format-v1 dataset."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-PRESET_CHOICES = ("base", "slice10", "slice32", "slice64")
+from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+
+DEFAULT_METHOD = "pose2rgbd"
+
+# The short spellings users and docs rely on; each feeds the same keys as --model.* / --train.* / --set.
+ALIASES = (
+    Alias("--preset", "model.preset"),
+    Alias("--outputs", "model.outputs"),
+    Alias("--encoding", "model.encoding"),
+    Alias("--size", "model.size"),
+    Alias("--epochs", "train.epochs"),
+    Alias("--batch-size", "train.batch_size"),
+    Alias("--lr", "train.lr"),
+    Alias("--split", "train.split"),
+    Alias("--seed", "train.seed"),
+    Alias("--device", "train.device"),
+    Alias("--amp", "train.amp"),
+    Alias("--max-minutes", "train.max_minutes"),
+    Alias("--no-tensorboard", "train.tensorboard", const=False, help="do not write TensorBoard events"),
+    Alias("--no-progress", "train.progress", const=False, help="no progress bar"),
+)
+
+
+def _method_config_cls(name: str) -> type:
+    """The model config class of a training method."""
+    # registry lookup: replaced at merge
+    from pose2rgbd.errors import ConfigError
+
+    if name != DEFAULT_METHOD:
+        raise ConfigError(f"--method: unknown method {name!r}; known methods: {DEFAULT_METHOD}")
+    from pose2rgbd.models.config import ModelConfig
+
+    return ModelConfig
+
+
+def _train(method: str, dataset: Path, out: Path, model_cfg: Any, train_cfg: Any, **kw: Any) -> Any:
+    """Run the training entry of ``method`` (the one call into the training library)."""
+    from pose2rgbd.training import train_model
+
+    return train_model(dataset, out, model_cfg, train_cfg, **kw)
+
+
+def _pre_parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--method", default=DEFAULT_METHOD)
+    return p.parse_known_args(argv)[0]
+
+
+def _schema(pre: argparse.Namespace) -> Schema:
+    from pose2rgbd.training.config import TrainConfig
+
+    return Schema({"model": _method_config_cls(pre.method), "train": TrainConfig})
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "train",
-        help="train a Pose2RGBD model (Base / Slice-S) on a dataset",
+        help="train a model (default method pose2rgbd: Base / Slice-S) on a dataset",
         description="Train f(pose) -> RGB / depth / RGBD. Writes OUT/last.pt, OUT/best.pt, OUT/log.csv, OUT/tb/ "
         "(tensorboard --logdir OUT/tb), OUT/config.yaml and OUT/split.json. Defaults follow the paper "
-        "(AdamW, lr 0.01, 6dof-quat input, random 80/20 split) except the resolution (128 here, 512 in the paper).",
+        "(AdamW, lr 0.01, 6dof-quat input, random 80/20 split) except the resolution (128 here, 512 in the paper). "
+        "The --model.* flags are those of the chosen --method.",
+        allow_abbrev=False,
     )
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"training method / model kind (default {DEFAULT_METHOD})")
     p.add_argument("--dataset", type=Path, required=True, help="format-v1 dataset directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--config", type=Path, help="YAML with 'model:' and/or 'train:' sections (flags override it)")
-    p.add_argument("--preset", choices=PRESET_CHOICES, help="architecture (default slice10)")
-    p.add_argument("--outputs", choices=("rgb", "depth", "rgbd"), help="what to predict (default rgbd)")
-    p.add_argument("--encoding", choices=("6dof-euler", "6dof-quat"), help="pose input (default 6dof-quat)")
-    p.add_argument("--size", type=int, help="output resolution, power of two in [64, 512] (default 128)")
-    p.add_argument("--epochs", type=int, help="epochs (default 100)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 16)")
-    p.add_argument("--lr", type=float, help="learning rate (default 0.01, fixed)")
-    p.add_argument("--split", choices=("random", "route"), help="random 80/20 (default) or held-out routes")
-    p.add_argument("--seed", type=int, help="seed (default 0)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--amp", choices=("auto", "bf16", "off"), help="mixed precision (default auto)")
-    p.add_argument("--max-minutes", type=float, help="stop after this many minutes of training")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     p.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
-    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(
+        p, _schema, ALIASES, prepare=_pre_parse,
+        config_help="YAML with 'model:' and/or 'train:' sections; flags and --set override it",
+    )  # fmt: skip
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pose2rgbd import config as cfgmod
-    from pose2rgbd.errors import ConfigError
-    from pose2rgbd.models import ModelConfig
-    from pose2rgbd.training import TrainConfig, train_model
-
-    model_d: dict = {}
-    train_d: dict = {}
-    if args.config:
-        try:
-            data = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{args.config}: cannot read YAML: {e}") from e
-        unknown = set(data) - {"model", "train"}
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown section(s) {sorted(unknown)}; use 'model' and 'train'")
-        model_d = dict(data.get("model") or {})
-        train_d = dict(data.get("train") or {})
-    for flag, key in (("preset", "preset"), ("outputs", "outputs"), ("encoding", "encoding"), ("size", "size")):
-        if getattr(args, flag) is not None:
-            model_d[key] = getattr(args, flag)
-    for flag, key in (
-        ("epochs", "epochs"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("split", "split"),
-        ("seed", "seed"),
-        ("device", "device"),
-        ("amp", "amp"),
-        ("max_minutes", "max_minutes"),
-    ):
-        if getattr(args, flag) is not None:
-            train_d[key] = getattr(args, flag)
-    if args.no_tensorboard:
-        train_d["tensorboard"] = False
-    if args.no_progress:
-        train_d["progress"] = False
-    mc = cfgmod.from_dict(ModelConfig, model_d, where="model")
-    tc = cfgmod.from_dict(TrainConfig, train_d, where="train")
-    res = train_model(args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root)
-    print(f"trained {mc.preset}/{mc.outputs}/{mc.encoding} {mc.size}x{mc.size} ({res.parameters:,} parameters)")
+    cfg = config_from_args(args)
+    mc, tc = cfg["model"], cfg["train"]
+    res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root)
+    what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k)) or args.method
+    size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""
+    print(f"trained {what}{size} ({res.parameters:,} parameters)")
     print(f"  {res.steps} steps, {res.epochs} epochs, {res.elapsed_s / 60:.1f} min ({res.stop_reason})")
     if res.final_val:
         print(

@@ -294,9 +294,14 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
         elif shape is not None and (cam.width, cam.height) != (shape[1], shape[0]):
             cam = cam.scaled(shape[1], shape[0])
         body_frames = list(BODY_FRAMES)
-        mount = _static_mount(bag, cam_frame, body_frames)
+        mount = None if cfg.mount.source == "config" else _static_mount(bag, cam_frame, body_frames)
+        if mount is None and cfg.mount.source == "tf_static":
+            raise BagError(
+                f"{bag.path}: mount.source is 'tf_static' but /tf_static has no transform from a body frame "
+                f"{body_frames} to the camera frame {cam_frame!r}; use mount.source auto or config"
+            )
         if mount is None:
-            T_bc, mount_src = mount_matrix(cfg.mount_rpy_deg), f"configured mount_rpy_deg={list(cfg.mount_rpy_deg)}"
+            T_bc, mount_src = mount_matrix(cfg.mount.rpy_deg), f"configured mount.rpy_deg={list(cfg.mount.rpy_deg)}"
         else:
             T_bc, mount_src, mount_body = mount
             body_frames = [mount_body]  # orientation of the body the mount hangs from

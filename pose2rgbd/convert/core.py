@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from pose2rgbd.config import help_field, to_dict
+from pose2rgbd.config import (
+    DATUM_HELP,
+    MOUNT_SOURCE_HELP,
+    SIZE_HELP,
+    help_field,
+    parse_datum_text,
+    parse_size,
+    to_dict,
+)
 from pose2rgbd.errors import BagError, ConfigError, SyncError
 from pose2rgbd.geometry import R_BODY_OPTICAL, Datum, PinholeCamera, make_T
 from pose2rgbd.sync.estimator import (
@@ -44,17 +52,33 @@ log = logging.getLogger(__name__)
 ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
 
 
+MOUNT_SOURCES = ("auto", "tf_static", "config")
+
+
+@dataclass
+class ConvertMount:
+    """Camera mount T_body_cam."""
+
+    source: str = help_field(
+        "auto", MOUNT_SOURCE_HELP + ", or 'auto' (default: /tf_static when it has the camera transform, else config)"
+    )
+    rpy_deg: list[float] = help_field(
+        [0.0, 0.0, 0.0], "config mount: camera (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
+        "looks down); the camera sits at the body origin"
+    )  # fmt: skip
+
+
 @dataclass
 class ConvertConfig:
     """Bag / video + GPS -> dataset conversion."""
 
-    size: str = help_field("", "output image size 'WxH' (intrinsics scaled); empty = as recorded")
+    size: str = help_field("", SIZE_HELP)
     time_offset_s: float | None = help_field(
         None, "GPS time offset d in s (fix stamped t was measured at camera time t - d); used when "
         "estimate_offset is false, and as the fallback when the estimate is too weak (else 0)"
     )  # fmt: skip
     estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
-    datum: str = help_field("", "ENU origin 'lat,lon,alt' (deg, deg, m); empty = the first valid fix")
+    datum: str = help_field("", DATUM_HELP)
     max_speed_mps: float = help_field(60.0, "fixes implying a faster jump from the last kept fix are dropped")
     jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
     speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
@@ -67,10 +91,7 @@ class ConvertConfig:
         "auto", "orientation source: auto (the first present of: bags imu > odom > tf, videos attitude; else "
         "the GPS course), imu, odom, tf (the /tf tree from map/world/earth/odom to the body frame), attitude or course"
     )  # fmt: skip
-    mount_rpy_deg: list[float] = help_field(
-        [0.0, 0.0, 0.0], "camera mount (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
-        "looks down), used when /tf_static has no camera transform"
-    )  # fmt: skip
+    mount: ConvertMount = field(default_factory=ConvertMount, metadata={"help": "camera mount"})
     align_odom_yaw: bool = help_field(
         False, "rotate the odometry or TF world frame about z so its heading matches the GPS course (for wheel "
         "odometry whose frame starts at yaw 0, or a SLAM map with arbitrary yaw; wrong for vehicles that do not "
@@ -102,28 +123,26 @@ class ConvertConfig:
             self.size_wh()
         if self.datum:
             self.datum_obj()
-        if len(self.mount_rpy_deg) != 3:
-            raise ConfigError("mount_rpy_deg needs three numbers (roll, pitch, yaw)")
+        if isinstance(self.mount, dict):
+            from pose2rgbd.config import from_dict
+
+            self.mount = from_dict(ConvertMount, self.mount, where="mount")
+        if self.mount.source not in MOUNT_SOURCES:
+            raise ConfigError(f"mount.source must be one of {MOUNT_SOURCES}, got {self.mount.source!r}")
+        if len(self.mount.rpy_deg) != 3:
+            raise ConfigError("mount.rpy_deg needs three numbers (roll, pitch, yaw)")
 
     def size_wh(self) -> tuple[int, int] | None:
-        if not self.size:
-            return None
-        try:
-            w, h = (int(v) for v in self.size.lower().split("x"))
-        except ValueError as e:
-            raise ConfigError(f"size must look like 640x480, got {self.size!r}") from e
-        if w < 8 or h < 8:
-            raise ConfigError(f"size {self.size!r} is too small")
-        return w, h
+        return parse_size(self.size, "size")
 
     def datum_obj(self) -> Datum | None:
-        if not self.datum:
+        lla = parse_datum_text(self.datum, "datum")
+        if lla is None:
             return None
         try:
-            lat, lon, alt = (float(v) for v in self.datum.split(","))
-            return Datum(lat, lon, alt)
+            return Datum(*lla)
         except Exception as e:
-            raise ConfigError(f"datum must be 'lat,lon,alt' in degrees/metres, got {self.datum!r}: {e}") from e
+            raise ConfigError(f"datum {self.datum!r}: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------------------

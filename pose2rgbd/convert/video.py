@@ -20,7 +20,7 @@ from pose2rgbd.convert.core import (
     write_dataset,
 )
 from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
-from pose2rgbd.errors import SyncError
+from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,15 @@ def load_video_streams(
             return attitude_orientation(a.t_s, a.rpy, a.frame)
 
     cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
+    if cfg.mount.source == "tf_static":
+        raise ConfigError(
+            "mount.source is 'tf_static' but a video has no /tf_static; use auto or config (mount.rpy_deg)"
+        )
     return Streams(
         t0_ns=0, frame_t=ft, flow=flow, gps_t=track.t_s, lat=track.lat, lon=track.lon, alt=track.alt,
         gps_speed=track.speed, gps_status=track.status, gps_source=str(gps_log), camera=cam,
-        T_body_cam=mount_matrix(cfg.mount_rpy_deg),
-        mount_source=f"configured mount_rpy_deg={list(cfg.mount_rpy_deg)}", orientation=orient,
+        T_body_cam=mount_matrix(cfg.mount.rpy_deg),
+        mount_source=f"configured mount.rpy_deg={list(cfg.mount.rpy_deg)}", orientation=orient,
         attitude_follows_gps=True, input_kind="video", input_path=str(vp),
         extra_assumptions=[
             f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no calibration "

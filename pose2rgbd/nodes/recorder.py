@@ -6,8 +6,8 @@ linearly in lat/lon/alt, odometry position linearly and orientation by slerp) if
 ``sync.max_gap_s`` apart, otherwise the image is dropped and counted. Policy ``approximate`` matches the
 three streams with message_filters' ApproximateTimeSynchronizer semantics (``queue_size``, ``slop_s``).
 
-Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, or ``datum.*`` when
-``datum.use_first_fix`` is false; a resumed dataset keeps its datum); orientation = odometry orientation
+Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, or ``datum`` =
+``"lat,lon,alt"`` when set; a resumed dataset keeps its datum); orientation = odometry orientation
 (its frame assumed aligned with ENU, REP-105); then the camera mount ``T_base_cam`` (from /tf_static or
 ``mount.*``): ``T_world_cam = T_world_base @ T_base_cam``.
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.bags.images import image_msg_to_rgb
-from pose2rgbd.config import help_field
+from pose2rgbd.config import DATUM_HELP, MOUNT_SOURCE_HELP, SIZE_HELP, help_field, parse_datum_text, parse_size
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry import Q_BODY_OPTICAL_XYZW
 from pose2rgbd.geometry.camera import PinholeCamera
@@ -71,21 +71,11 @@ class RecorderSync:
 class RecorderMount:
     """Camera mount T_base_cam."""
 
-    source: str = help_field("tf_static", "'tf_static' (look base_frame -> camera_frame up) or 'config'")
+    source: str = help_field("tf_static", MOUNT_SOURCE_HELP + "; tf_static looks base_frame -> camera_frame up")
     base_frame: str = help_field("base_link", "the frame odometry reports (its child_frame_id)")
     camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103)")
     translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")
     quat_xyzw: list[float] = help_field(list(Q_BODY_OPTICAL_XYZW), "config mount: rotation base -> optical (xyzw)")
-
-
-@dataclass
-class RecorderDatum:
-    """ENU origin."""
-
-    use_first_fix: bool = help_field(True, "ENU origin at the first valid GPS fix (else lat/lon/alt below)")
-    lat_deg: float = help_field(0.0, "datum latitude (degrees)")
-    lon_deg: float = help_field(0.0, "datum longitude (degrees)")
-    alt_m: float = help_field(0.0, "datum altitude above the WGS-84 ellipsoid (m)")
 
 
 @dataclass
@@ -95,8 +85,6 @@ class RecorderOutput:
     dataset: str = help_field("", "dataset directory to append to (empty: do not write a dataset)")
     name: str = help_field("recording", "dataset name in its manifest")
     rgb_encoding: str = help_field("png", "png or jpg")
-    width: int = help_field(0, "resize images to this width (0: keep; needs height too)")
-    height: int = help_field(0, "resize images to this height (0: keep)")
     publish_synced: bool = help_field(True, "publish pose2rgbd/msg/SyncedFrame")
     source_name: str = help_field("recording", "name of this recording in the manifest's sources")
 
@@ -108,8 +96,9 @@ class RecorderConfig:
     topics: RecorderTopics = field(default_factory=RecorderTopics, metadata={"help": "topics"})
     sync: RecorderSync = field(default_factory=RecorderSync, metadata={"help": "synchronization"})
     mount: RecorderMount = field(default_factory=RecorderMount, metadata={"help": "camera mount"})
-    datum: RecorderDatum = field(default_factory=RecorderDatum, metadata={"help": "ENU datum"})
     output: RecorderOutput = field(default_factory=RecorderOutput, metadata={"help": "outputs"})
+    datum: str = help_field("", DATUM_HELP)
+    size: str = help_field("", SIZE_HELP)
     world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
     start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
     min_fix_status: int = help_field(0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)")
@@ -122,10 +111,20 @@ class RecorderConfig:
             raise ConfigError(f"mount.source: {self.mount.source!r} is not 'tf_static' or 'config'")
         if self.output.rgb_encoding not in ("png", "jpg"):
             raise ConfigError("output.rgb_encoding must be png or jpg")
-        if (self.output.width > 0) != (self.output.height > 0):
-            raise ConfigError("output.width and output.height must both be set (or both 0)")
+        parse_size(self.size, "size")
+        self.datum_obj()
         if self.sync.queue_size < 1 or self.sync.max_gap_s <= 0:
             raise ConfigError("sync.queue_size must be >= 1 and sync.max_gap_s > 0")
+
+    def datum_obj(self) -> Datum | None:
+        """The fixed ENU origin, or None for the first valid fix."""
+        lla = parse_datum_text(self.datum, "datum")
+        if lla is None:
+            return None
+        try:
+            return Datum(*lla)
+        except GeometryError as e:
+            raise ConfigError(f"datum {self.datum!r}: {e}") from e
 
 
 @dataclass
@@ -163,9 +162,7 @@ class Recorder:
             self.set_mount(
                 M.pose_to_matrix(_PoseLike(cfg.mount.translation, cfg.mount.quat_xyzw)),
             )
-        self.datum: Datum | None = None
-        if not cfg.datum.use_first_fix:
-            self.datum = Datum(cfg.datum.lat_deg, cfg.datum.lon_deg, cfg.datum.alt_m)
+        self.datum: Datum | None = cfg.datum_obj()
         self.writer: Any = None
         self.resume_after_ns: int | None = None
         self.counters = {
@@ -407,7 +404,8 @@ class Recorder:
 
         assert self.camera is not None
         out = self.cfg.output
-        cam = self.camera if out.width == 0 else self.camera.scaled(out.width, out.height)
+        wh = parse_size(self.cfg.size, "size")
+        cam = self.camera if wh is None else self.camera.scaled(*wh)
         manifest = Manifest(
             name=out.name,
             camera=cam,

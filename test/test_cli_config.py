@@ -1,0 +1,274 @@
+"""Flags generated from the config schemas: every key has its flag, one override path, errors name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pose2rgbd.cli.main import build_parser, main
+from pose2rgbd.config import Leaf, to_dict
+from pose2rgbd.config_cli import SCHEMA, config_data, config_from_args
+from pose2rgbd.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# every command built on a config schema, with the arguments it requires
+COMMANDS: dict[str, list[str]] = {
+    "train": ["train", "--dataset", "d", "--out", "o"],
+    "render bag": ["render", "bag", "--bag", "b", "--out", "o"],
+    "render trajectory": ["render", "trajectory", "--trajectory", "t.csv", "--out", "o"],
+    "record bag": ["record", "bag", "--bag", "b"],
+    "convert bag": ["convert", "bag", "b", "--out", "o"],
+    "convert video": ["convert", "video", "v.mp4", "--gps", "g.csv", "--out", "o"],
+    "convert gps-odom": ["convert", "gps-odom", "b", "--report", "r"],
+    "sim": ["sim", "--out", "o"],
+    "experiments": ["experiments", "--out", "o"],
+}
+
+
+def _parse(argv: list[str]) -> Any:
+    return build_parser().parse_args(argv)
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, list):
+        return ",".join(_text(x) for x in v)
+    return str(v)
+
+
+def _other(leaf: Leaf, choices: Any) -> Any:
+    """A value of the leaf's type that differs from its default."""
+    if choices:
+        return next(c for c in choices if c != _text(leaf.default))
+    tp, d = leaf.type, leaf.default
+    if typing.get_origin(tp) in (typing.Union, type(int | None)):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is bool:
+        return not d
+    if tp is int:
+        return d + 3
+    if tp is float:
+        return (d or 0.0) + 0.25
+    if typing.get_origin(tp) in (list, tuple):
+        inner = typing.get_args(tp)[0]
+        return {int: [7, 8, 9], float: [1.5, -2.0, 3.0], str: ["a", "b"]}[inner]
+    return f"{d}x"
+
+
+def _dig(d: dict, key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_leaf_has_its_dotted_flag_and_round_trips(command: str) -> None:
+    base = COMMANDS[command]
+    args = _parse(base)
+    schema = getattr(args, SCHEMA)
+    assert schema.leaves, command
+    default = config_from_args(args)
+    # 1. each key's flag, given its default as text, rebuilds the default config (parse + coercion + validation)
+    argv = [*base, *(f"--{key}={_text(leaf.default)}" for key, leaf in schema.leaves.items())]
+    assert _as_dict(config_from_args(_parse(argv))) == _as_dict(default)
+    # 2. each key's flag carries a changed value to that key (types parsed from the text)
+    parser = build_parser()
+    parser.parse_args(base)  # adds the generated flags to the command's parser
+    sub = _subparser(parser, base)
+    expected = {
+        key: _other(leaf, sub._option_string_actions[f"--{key}"].choices) for key, leaf in schema.leaves.items()
+    }
+    data = config_data(_parse([*base, *(f"--{key}={_text(v)}" for key, v in expected.items())]))
+    for key, v in expected.items():
+        assert _dig(data, key) == v, key
+
+
+def _as_dict(cfg: Any) -> Any:
+    return {k: to_dict(v) for k, v in cfg.items()} if isinstance(cfg, dict) else to_dict(cfg)
+
+
+def _subparser(parser: Any, argv: list[str]) -> Any:
+    """The (populated) parser of the command named by the leading words of ``argv``."""
+    p = parser
+    for word in argv:
+        if word.startswith("-"):
+            break
+        subs = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs or word not in subs[0].choices:
+            break
+        p = subs[0].choices[word]
+    return p
+
+
+def test_set_with_a_misspelt_key_names_the_closest_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse([*COMMANDS["render bag"], "--set", "engine.chekpoint=m.pt"])
+    with pytest.raises(ConfigError, match=r"unknown key 'engine\.chekpoint'; did you mean engine\.checkpoint"):
+        config_from_args(args)
+    args = _parse([*COMMANDS["train"], "--set", "train.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"did you mean train\.lr\b"):
+        config_from_args(args)
+    # through main: a message and exit code 2, no traceback
+    rc = main([*COMMANDS["record bag"], "--set", "sync.polcy=approximate"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "sync.policy" in err and "Traceback" not in err
+
+
+def test_wrong_type_names_the_key_and_the_expected_type() -> None:
+    with pytest.raises(ConfigError, match=r"train\.lr.*expected a number, got 'fast'"):
+        config_from_args(_parse([*COMMANDS["train"], "--set", "train.lr=fast"]))
+    with pytest.raises(ConfigError, match=r"--train\.epochs \(train\.epochs\): expected an integer, got '2\.5'"):
+        config_from_args(_parse([*COMMANDS["train"], "--train.epochs", "2.5"]))
+    with pytest.raises(ConfigError, match=r"--lr \(train\.lr\): expected a number"):
+        config_from_args(_parse([*COMMANDS["train"], "--lr", "x"]))
+    with pytest.raises(ConfigError, match=r"publish\.rgb.*expected true or false"):
+        config_from_args(_parse([*COMMANDS["render bag"], "--publish.rgb", "maybe"]))
+    # validation by the config class itself (its __post_init__, run by construction)
+    with pytest.raises(ConfigError, match=r"model\.size 100 must be a power of two"):
+        config_from_args(_parse([*COMMANDS["train"], "--size", "100"]))
+
+
+def test_precedence_file_then_flags_and_set_in_command_line_order(tmp_path: Path) -> None:
+    f = tmp_path / "train.yaml"
+    f.write_text("model:\n  preset: base\ntrain:\n  lr: 0.5\n  epochs: 7\n")
+    base = [*COMMANDS["train"], "--config", str(f)]
+    cfg = config_from_args(_parse(base))
+    assert (cfg["train"].lr, cfg["train"].epochs, cfg["model"].preset) == (0.5, 7, "base")
+    cfg = config_from_args(_parse([*base, "--lr", "0.2"]))
+    assert cfg["train"].lr == 0.2 and cfg["train"].epochs == 7  # file keys not overridden stay
+    cfg = config_from_args(_parse([*base, "--lr", "0.2", "--set", "train.lr=0.3"]))
+    assert cfg["train"].lr == 0.3
+    cfg = config_from_args(_parse([*base, "--set", "train.lr=0.3", "--train.lr", "0.2"]))
+    assert cfg["train"].lr == 0.2
+    # --config after the flags still ranks below them
+    cfg = config_from_args(_parse([*COMMANDS["train"], "--lr", "0.2", "--config", str(f)]))
+    assert cfg["train"].lr == 0.2 and cfg["train"].epochs == 7
+
+
+def test_a_ros_params_file_configures_the_record_command() -> None:
+    cfg = config_from_args(_parse([*COMMANDS["record bag"], "--config", str(REPO / "config" / "record.yaml")]))
+    assert cfg.mount.source == "tf_static" and cfg.datum == "" and cfg.size == ""
+    cfg = config_from_args(_parse([*COMMANDS["record bag"], "--config", str(REPO / "config" / "record.yaml"),
+                                   "--datum", "44.43,26.1,80", "--size", "320x240"]))  # fmt: skip
+    assert cfg.datum_obj().lat_deg == 44.43 and cfg.size == "320x240"
+
+
+def test_misspelt_key_in_a_config_file_suggests_the_valid_one(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("engine:\n  chekpoint: m.pt\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['chekpoint'\]; did you mean checkpoint"):
+        config_from_args(_parse([*COMMANDS["render bag"], "--config", str(f)]))
+
+
+@pytest.mark.parametrize(
+    ("command", "alias_argv", "dotted_argv"),
+    [
+        ("train", ["--lr", "0.2", "--size", "64", "--no-progress", "--batch-size", "4"],
+         ["--train.lr", "0.2", "--model.size", "64", "--train.progress", "false", "--train.batch_size", "4"]),
+        ("render bag", ["--checkpoint", "m.pt", "--rate-hz", "5", "--pose-topic", "/p", "--precision", "fp32"],
+         ["--engine.checkpoint", "m.pt", "--rate_hz", "5", "--topics.pose", "/p", "--engine.precision", "fp32"]),
+        ("render trajectory", ["--checkpoint", "m.pt", "--threads", "1"],
+         ["--engine.checkpoint", "m.pt", "--engine.threads", "1"]),
+        ("record bag", ["--out", "ds", "--info-topic", "/ci", "--mount", "config", "--max-gap", "0.2"],
+         ["--output.dataset", "ds", "--topics.camera_info", "/ci", "--mount.source", "config",
+          "--sync.max_gap_s", "0.2"]),
+        ("convert bag", ["--camera-info-topic", "/ci", "--mount-rpy", "0,30,0", "--no-estimate", "--jpg",
+                         "--max-lag", "2", "--time-offset", "0.4"],
+         ["--info_topic", "/ci", "--mount.rpy_deg", "[0, 30, 0]", "--estimate_offset", "false",
+          "--rgb_encoding", "jpg", "--sync.max_lag_s", "2", "--time_offset_s", "0.4"]),
+        ("sim", ["--size", "32", "24", "--gps-noise", "1", "--no-compressed", "--rate", "24"],
+         ["--width", "32", "--height", "24", "--gps_noise_h_m", "1", "--gps_noise_v_m", "1.6",
+          "--compressed", "false", "--camera_rate_hz", "24"]),
+        ("experiments", ["--splits", "route", "--tables", "1", "4", "--sim-stride", "5"],
+         ["--splits", "route", "--tables", "1,4", "--sim_stride", "5"]),
+    ],
+)  # fmt: skip
+def test_aliases_feed_the_same_keys(command: str, alias_argv: list[str], dotted_argv: list[str]) -> None:
+    a = config_from_args(_parse([*COMMANDS[command], *alias_argv]))
+    b = config_from_args(_parse([*COMMANDS[command], *dotted_argv]))
+    assert _as_dict(a) == _as_dict(b)
+    assert _as_dict(a) != _as_dict(config_from_args(_parse(COMMANDS[command])))
+
+
+def test_every_alias_names_a_key_of_its_schema() -> None:
+    from pose2rgbd.cli import convert, experiments, record, render, sim, train
+
+    tables = [(train.ALIASES, "train"), (render.BAG_ALIASES, "render bag"),
+              (render.engine_aliases(), "render trajectory"), (record.ALIASES, "record bag"),
+              (convert.BAG_ALIASES, "convert bag"), (convert.COMMON_ALIASES, "convert video"),
+              (sim.ALIASES, "sim"), (experiments.ALIASES, "experiments")]  # fmt: skip
+    for table, command in tables:
+        schema = getattr(_parse(COMMANDS[command]), SCHEMA)
+        for alias in table:
+            assert alias.key is None or alias.key in schema.leaves, (command, alias)
+
+
+def _help(argv: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "pose2rgbd", *argv, "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return " ".join(out.stdout.split())  # unwrapped
+
+
+def test_record_and_convert_share_one_vocabulary() -> None:
+    rec, conv = _help(["record", "bag"]), _help(["convert", "bag"])
+    for text in (rec, conv):
+        for flag in ("--datum LAT,LON,ALT", "--size WIDTHxHEIGHT", "--mount {", "--image-topic", "--camera-info-topic",
+                     "--info-topic", "--gps-topic", "--odom-topic", "--mount.source"):  # fmt: skip
+            assert flag in text, flag
+        assert "first valid GPS fix" in text and "e.g. 640x480" in text
+    # the same keys and formats in both configs
+    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.nodes.recorder import RecorderConfig
+
+    r = RecorderConfig(datum="44.43,26.1,80", size="320x240")
+    c = ConvertConfig(datum="44.43,26.1,80", size="320x240")
+    assert r.datum_obj() == c.datum_obj() and c.size_wh() == (320, 240)
+    with pytest.raises(ConfigError, match="datum: expected 'lat,lon,alt'"):
+        RecorderConfig(datum="44,26")
+    with pytest.raises(ConfigError, match="datum: expected 'lat,lon,alt'"):
+        ConvertConfig(datum="44,26")
+
+
+def test_node_command_help_is_light() -> None:
+    """`record bag --help` / `convert bag --help` / `render bag --help` do not import torch."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from pose2rgbd.cli.main import main\n"
+        "for argv in (['record', 'bag', '-h'], ['convert', 'bag', '-h'], ['render', 'bag', '-h']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(','.join(sorted(m for m in ('torch', 'rclpy') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == ""
+
+
+def test_train_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse([*COMMANDS["train"], "--method", "pose2rgbd", "--preset", "base"])
+    assert config_from_args(args)["model"].preset == "base"
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        _parse([*COMMANDS["train"], "--method", "nope"])
+    assert main([*COMMANDS["train"], "--method", "nope"]) == 2
+    assert "known methods: pose2rgbd" in capsys.readouterr().err
+
+
+def test_mount_source_is_validated_by_both_configs() -> None:
+    with pytest.raises(ConfigError, match=r"mount\.source must be one of \('auto', 'tf_static', 'config'\)"):
+        config_from_args(_parse([*COMMANDS["convert bag"], "--set", "mount.source=tf"]))
+    with pytest.raises(ConfigError, match=r"mount\.source: 'tf' is not 'tf_static' or 'config'"):
+        config_from_args(_parse([*COMMANDS["record bag"], "--set", "mount.source=tf"]))
+    cfg = config_from_args(_parse([*COMMANDS["convert bag"], "--mount", "config", "--mount-rpy=0,-30,0"]))
+    assert cfg.mount.source == "config" and cfg.mount.rpy_deg == [0.0, -30.0, 0.0]

@@ -160,12 +160,12 @@ def _trajectory(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.inference import EngineConfig, InferenceEngine
+    from pose2rgbd.inference import EngineConfig, RenderEngine
 
     times, T = read_trajectory_csv(args.trajectory)
     cfg = EngineConfig()
     apply_engine_args(cfg, args)
-    engine = InferenceEngine.from_config(cfg)
+    engine = RenderEngine.from_config(cfg)
     oob = engine.out_of_bounds(T)
     if oob.any():
         log.warning("%d of %d poses are outside the training poses (+ margin)", int(oob.sum()), len(T))

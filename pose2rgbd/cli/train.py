@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from pose2rgbd import config as cfgmod
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.models import ModelConfig
+    from pose2rgbd.methods.pose2rgbd import Pose2RGBDConfig as ModelConfig
     from pose2rgbd.training import TrainConfig, train_model
 
     model_d: dict = {}

@@ -22,7 +22,8 @@ from typing import Any
 _CHILD = r"""
 import json, sys, time
 import torch
-from pose2rgbd.models import build_model, count_parameters, preset_config
+from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+from pose2rgbd.models import count_parameters
 
 def status(key):
     for line in open('/proc/self/status'):

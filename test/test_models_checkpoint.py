@@ -132,7 +132,7 @@ def test_version1_checkpoint_is_converted_on_load(tmp_path: Path) -> None:
 def test_version1_with_a_pose_normalizer_of_another_encoding_is_rejected(tmp_path: Path) -> None:
     p = tmp_path / "v1.pt"
     _save_v1(p, _model(), PoseNormalizer("6dof-euler", np.zeros(6), np.ones(6)))
-    with pytest.raises(CheckpointError, match="version-1.*'6dof-euler' but the model expects '6dof-quat'"):
+    with pytest.raises(CheckpointError, match=r"version-1.*'6dof-euler' but the model expects '6dof-quat'"):
         load_checkpoint(p)
 
 
@@ -148,7 +148,7 @@ def test_mismatches_name_what_differs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="model kind is 'pose2rgbd', expected 'posegan'"):
         load_checkpoint(p, expect_kind="posegan")
     # every unmet expectation is named in one message
-    with pytest.raises(CheckpointError, match="size is 64, expected 32.*preset is 'slice10', expected 'base'"):
+    with pytest.raises(CheckpointError, match=r"size is 64, expected 32.*preset is 'slice10', expected 'base'"):
         load_checkpoint(p, expect=Expectations(size=32, preset="base"))
 
 
@@ -169,7 +169,7 @@ def test_unknown_kind_and_version(tmp_path: Path) -> None:
     raw = torch.load(p, weights_only=True)
     raw["model_kind"] = "nerf"
     torch.save(raw, tmp_path / "nerf.pt")
-    with pytest.raises(CheckpointError, match="unknown model kind 'nerf'; known kinds: .*pose2rgbd"):
+    with pytest.raises(CheckpointError, match=r"unknown model kind 'nerf'; known kinds: .*pose2rgbd"):
         load_checkpoint(tmp_path / "nerf.pt")
     raw["model_kind"], raw["version"] = "pose2rgbd", 99
     torch.save(raw, tmp_path / "v99.pt")

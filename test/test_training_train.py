@@ -101,3 +101,9 @@ def test_driver_trains_and_resumes_any_kind(tiny: ModelFamily, tmp_path: Path) -
     np.testing.assert_array_equal(load_checkpoint(r2.last).model.pose_min.numpy(), ck.model.pose_min.numpy())
     with pytest.raises(CheckpointError, match="cannot resume, it holds a 'tiny-render' model, not 'pose2rgbd'"):
         train("pose2rgbd", ds, tmp_path / "run", None, tc2, resume=True, cache_root=tmp_path / "cache")
+    # BatchNorm recalibration of an old checkpoint rebuilds the data through the kind's own recipe
+    from pose2rgbd.training import recalibrate_checkpoint
+
+    recalibrate_checkpoint(r2.last, ds)
+    again = load_checkpoint(r2.last)
+    assert again.extra["bn_recalibrated"] is True and again.step == r2.steps

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pose2rgbd import config as cfgmod
@@ -93,9 +93,6 @@ class ModelFamily:
     def config_from_dict(self, d: dict[str, Any], *, where: str = "model") -> Any:
         """Validated config from a plain mapping (YAML, checkpoint); unknown keys raise ConfigError."""
         return cfgmod.from_dict(self.config_cls, d, where=where)
-
-    def config_with(self, config: Any, **overrides: Any) -> Any:
-        return replace(config, **overrides)
 
     # -- training ------------------------------------------------------------------------------------------
     def load_recipe(self) -> Callable[..., Any]:

@@ -335,7 +335,7 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
         md.append(
             "\nRSS added = resident memory after the forward pass (outputs alive) minus before; peak added = peak "
             "resident memory during the pass minus before. fp32, no autograd, one fresh process per row. "
-            "GPU columns were not run: no GPU was lent to this task.\n"
+            "GPU columns: not measured: no CUDA device on the benchmark machine.\n"
         )
     return "\n".join(md)
 

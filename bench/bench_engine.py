@@ -36,9 +36,10 @@ NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64"
 def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
     import torch
 
-    from pose2rgbd.geometry import PinholeCamera, PoseNormalizer
+    from pose2rgbd.geometry import PinholeCamera
     from pose2rgbd.inference.testing import look_down_pose
-    from pose2rgbd.models import DepthNormalizer, build_model, preset_config, save_checkpoint
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
 
     path = tmp / f"{preset}-{size}.pt"
     if path.is_file():
@@ -48,9 +49,7 @@ def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
     T = np.stack([look_down_pose(x, y, z) for x in (-100, 100) for y in (-100, 100) for z in (5, 60)])
     return save_checkpoint(
         path,
-        model=build_model(mc, DepthNormalizer(1.0, 200.0)),
-        pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
-        depth_normalizer=DepthNormalizer(1.0, 200.0),
+        build_model(mc, DepthNormalizer(1.0, 200.0), PoseNormalizer.fit(T, "6dof-quat")),
         dataset_fingerprint="bench",
         camera=PinholeCamera.from_fov(size, size, 90.0),
         depth_kind="metric",
@@ -85,7 +84,7 @@ def run_one(
 ) -> dict[str, float]:
     import torch
 
-    from pose2rgbd.inference import EngineConfig, InferenceEngine
+    from pose2rgbd.inference import EngineConfig, RenderEngine
     from pose2rgbd.nodes import RendererConfig
     from pose2rgbd.runtime import run_renderer_bag
 
@@ -102,7 +101,7 @@ def run_one(
     )
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # undo an earlier run's setting
-    eng = InferenceEngine.from_config(cfg.engine)
+    eng = RenderEngine.from_config(cfg.engine)
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True)
     lat = np.asarray(stats.latency_ms)
     frames = stats.counters["frames"]

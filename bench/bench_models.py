@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def train_throughput(presets: list[str], size: int, batch: int, steps: int) -> list[dict]:
     import torch
 
-    from pose2rgbd.models import build_model, preset_config
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
 
     rows = []
     for amp in ("off", "bf16"):
@@ -70,7 +70,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from pose2rgbd.experiments.table4 import machine_description, run_table4, table4_markdown
-    from pose2rgbd.models import PAPER_PARAMETERS
+    from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS
 
     out: dict = {"machine": machine_description()}
     m = out["machine"]

@@ -34,12 +34,12 @@ class RenderNode(Node):
         from pose2rgbd.srv import RenderAtPose
         from tf2_ros import Buffer, TransformListener
 
-        from pose2rgbd.inference import InferenceEngine
+        from pose2rgbd.inference import RenderEngine
 
         self.cfg = declare_config(self, RendererConfig)
         if self.cfg.rate_hz > 0:
             self.cfg.engine.lookahead_rate_hz = self.cfg.rate_hz
-        self.engine = InferenceEngine.from_config(self.cfg.engine)  # heavy: once, at start
+        self.engine = RenderEngine.from_config(self.cfg.engine)  # heavy: once, at start
         self.factory = RclpyFactory()
         self.logic = Renderer(self.cfg, self.engine, self.factory, logger=self.get_logger())
         self._lock = threading.Lock()  # the logic is called from the timer, pose and service callbacks

@@ -23,17 +23,17 @@ def flight_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained Base checkpoint at 64x64: the CLI plumbing does not depend on training."""
-    from pose2rgbd.geometry import PinholeCamera, PoseNormalizer, T_from_tq
-    from pose2rgbd.models import DepthNormalizer, build_model, save_checkpoint
-    from pose2rgbd.models.config import preset_config
+    from pose2rgbd.geometry import PinholeCamera, T_from_tq
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
 
     T = T_from_tq(np.array([[-30.0, -30, 40], [30.0, 30, 60]]), np.array([[0, 0, 0, 1.0], [0.1, 0, 0, 0.995]]))
-    model = build_model(preset_config("base", size=64, outputs="rgbd"))
+    model = build_model(
+        preset_config("base", size=64, outputs="rgbd"), DepthNormalizer(1.0, 200.0), PoseNormalizer.fit(T, "6dof-quat")
+    )
     return save_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "model.pt",
-        model=model,
-        pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
-        depth_normalizer=DepthNormalizer(1.0, 200.0),
+        model,
         dataset_fingerprint="0123456789abcdef",
         camera=PinholeCamera.from_fov(64, 64, 90.0),
         depth_kind="metric",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pose2rgbd.cli.main import build_parser, main
 from pose2rgbd.config import Leaf, to_dict
@@ -42,6 +43,8 @@ def _text(v: Any) -> str:
         return "null"
     if isinstance(v, list):
         return ",".join(_text(x) for x in v)
+    if isinstance(v, dict):  # a mapping field (e.g. train.groups) is given as YAML flow text
+        return yaml.safe_dump(v, default_flow_style=True).strip()
     return str(v)
 
 
@@ -61,6 +64,8 @@ def _other(leaf: Leaf, choices: Any) -> Any:
     if typing.get_origin(tp) in (list, tuple):
         inner = typing.get_args(tp)[0]
         return {int: [7, 8, 9], float: [1.5, -2.0, 3.0], str: ["a", "b"]}[inner]
+    if typing.get_origin(tp) is dict:
+        return {"model": {"lr": 0.5}}
     return f"{d}x"
 
 
@@ -259,10 +264,11 @@ def test_node_command_help_is_light() -> None:
 def test_train_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parse([*COMMANDS["train"], "--method", "pose2rgbd", "--preset", "base"])
     assert config_from_args(args)["model"].preset == "base"
-    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+    with pytest.raises(ConfigError, match="unknown model kind 'nope'"):
         _parse([*COMMANDS["train"], "--method", "nope"])
     assert main([*COMMANDS["train"], "--method", "nope"]) == 2
-    assert "known methods: pose2rgbd" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "known kinds:" in err and "pose2rgbd" in err  # (kinds other tests registered may be listed too)
 
 
 def test_mount_source_is_validated_by_both_configs() -> None:

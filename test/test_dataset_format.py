@@ -169,15 +169,20 @@ def test_training_cache_built_once_and_reused(tmp_path):
 def test_torch_dataset_items(tmp_path):
     torch = pytest.importorskip("torch")
     from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
-    from pose2rgbd.geometry import PoseNormalizer
+    from pose2rgbd.models.normalization import PoseNormalizer
+
+    class Model:  # the dataset asks the model to normalize poses (the model owns its normalizer)
+        def normalize_poses(self, T):
+            return norm.normalize(T)
 
     ds = Dataset(_write(tmp_path / "ds", n=4))
     c = build_cache(ds, 8, progress=False)
     norm = PoseNormalizer.fit(c.T_world_cam[:3], "6dof-quat")
-    td = PoseRGBDDataset(c, [0, 1, 2], norm)
+    td = PoseRGBDDataset(c, [0, 1, 2], Model())
+    torch.testing.assert_close(td[2]["pose"], torch.from_numpy(norm.normalize(c.T_world_cam[2:3])[0]))
     item = td[1]
     assert item["pose"].shape == (7,) and item["rgb"].shape == (3, 8, 8) and item["depth"].shape == (1, 8, 8)
     assert item["rgb"].min() >= -1 and item["rgb"].max() <= 1 and item["index"] == 1
     assert torch.isnan(td[0]["depth"]).any()  # raw depth keeps NaN (invalid); the model owns normalization
     with pytest.raises(IndexError):
-        PoseRGBDDataset(c, [9], norm)
+        PoseRGBDDataset(c, [9], Model())

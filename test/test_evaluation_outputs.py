@@ -10,7 +10,7 @@ import pytest
 from pose2rgbd.errors import CheckpointError
 from pose2rgbd.evaluation import evaluate
 from pose2rgbd.experiments.toy import make_toy_dataset
-from pose2rgbd.models import preset_config
+from pose2rgbd.methods.pose2rgbd import preset_config
 from pose2rgbd.training import TrainConfig, train_model
 
 

@@ -15,7 +15,6 @@ from pose2rgbd.geometry import (
     Datum,
     PinholeCamera,
     Pose,
-    PoseNormalizer,
     T_from_tq,
     canonical_quat_xyzw,
     decode_poses,
@@ -35,6 +34,7 @@ from pose2rgbd.geometry import (
     tq_from_T,
     transform_points,
 )
+from pose2rgbd.models.normalization import PoseNormalizer
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 quat_st = st.lists(st.floats(-1, 1, allow_nan=False), min_size=4, max_size=4).filter(lambda q: np.linalg.norm(q) > 0.1)

@@ -8,26 +8,24 @@ import numpy as np
 import pytest
 
 from pose2rgbd.errors import CheckpointError
-from pose2rgbd.geometry import PinholeCamera, PoseNormalizer
-from pose2rgbd.inference import EngineConfig, InferenceEngine
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.inference import EngineConfig, RenderEngine, load_engine
 from pose2rgbd.inference.testing import look_down_pose
 
 torch = pytest.importorskip("torch")
 
 
 def _save(path: Path, preset: str = "slice10", size: int = 64, fingerprint: str = "fp-abc") -> Path:
-    from pose2rgbd.models import DepthNormalizer, build_model, preset_config, save_checkpoint
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
 
     torch.manual_seed(0)
     mc = preset_config(preset, size=size, outputs="rgbd", encoding="6dof-quat")
-    dn = DepthNormalizer(1.0, 80.0)
-    model = build_model(mc, dn)
     T = np.stack([look_down_pose(x, y, 20.0) for x in (-50, 50) for y in (-50, 50)])
+    model = build_model(mc, DepthNormalizer(1.0, 80.0), PoseNormalizer.fit(T, "6dof-quat"))
     return save_checkpoint(
         path,
-        model=model,
-        pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
-        depth_normalizer=dn,
+        model,
         dataset_fingerprint=fingerprint,
         camera=PinholeCamera.from_fov(256, 256, 75.0),
         depth_kind="metric",
@@ -36,7 +34,7 @@ def _save(path: Path, preset: str = "slice10", size: int = 64, fingerprint: str 
 
 def test_engine_on_a_saved_checkpoint(tmp_path: Path) -> None:
     ck = _save(tmp_path / "m.pt")
-    eng = InferenceEngine.from_config(
+    eng = load_engine(
         EngineConfig(checkpoint=str(ck), warmup=1, expect_size=64, expect_preset="slice10", expect_fingerprint="fp-abc")
     )
     res = eng.render(np.stack([look_down_pose(0, 0, 20), look_down_pose(10, 5, 20)]))
@@ -44,7 +42,7 @@ def test_engine_on_a_saved_checkpoint(tmp_path: Path) -> None:
     assert res.depth is not None and res.depth.dtype == np.float32
     assert np.nanmin(res.depth) >= 1.0 - 1e-4 and np.nanmax(res.depth) <= 80.0 + 1e-3  # metres, denormalized
     assert res.confidence is not None and res.confidence.shape == (2, 64, 64)  # slice models give confidence
-    assert eng.camera.width == 64 and eng.world_frame == "map"
+    assert isinstance(eng, RenderEngine) and eng.camera.width == 64 and eng.world_frame == "map"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +69,7 @@ def test_bad_checkpoints_fail_at_start(tmp_path: Path, mutate: str, match: str) 
     elif mutate == "preset":
         cfg.expect_preset = "base"
     with pytest.raises(CheckpointError, match=match):
-        InferenceEngine.from_config(cfg)
+        RenderEngine.from_config(cfg)
 
 
 def test_cli_trajectory_to_pngs_and_video(tmp_path: Path) -> None:

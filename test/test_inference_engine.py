@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
-from pose2rgbd.inference import EngineConfig, InferenceEngine, extrapolate_constant_velocity
-from pose2rgbd.inference.testing import ground_plane_postprocess, look_down_pose, make_ground_plane_checkpoint
+from pose2rgbd.inference import EngineConfig, RenderEngine, extrapolate_constant_velocity, load_engine
+from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
 
 
-def make_engine(size: int = 32, **kw: object) -> InferenceEngine:
+def make_engine(size: int = 32, **kw: object) -> RenderEngine:
     cfg = EngineConfig(warmup=0, **kw)  # type: ignore[arg-type]
-    return InferenceEngine(cfg, make_ground_plane_checkpoint(size), postprocess=ground_plane_postprocess)
+    return RenderEngine(cfg, make_ground_plane_checkpoint(size))
 
 
 def test_render_shapes_and_metric_depth() -> None:
@@ -53,24 +53,31 @@ def test_out_of_bounds_flag() -> None:
     assert eng.out_of_bounds(look_down_pose(105, 0, 30)).tolist() == [False]  # within the margin
 
 
-def test_checkpoint_validation_errors() -> None:
+def test_checkpoint_validation_errors(tmp_path) -> None:
+    """The engine's expectations are checked by the checkpoint loader, once, for any model kind."""
+    from pose2rgbd.models import save_checkpoint
+
     ck = make_ground_plane_checkpoint(32)
+    p = save_checkpoint(tmp_path / "gp.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera)
     with pytest.raises(CheckpointError, match="expected 64"):
-        InferenceEngine(EngineConfig(expect_size=64, warmup=0), ck, postprocess=ground_plane_postprocess)
+        RenderEngine.from_config(EngineConfig(checkpoint=str(p), expect_size=64, warmup=0))
     with pytest.raises(CheckpointError, match="dataset"):
-        InferenceEngine(EngineConfig(expect_fingerprint="abc", warmup=0), ck, postprocess=ground_plane_postprocess)
+        RenderEngine.from_config(EngineConfig(checkpoint=str(p), expect_fingerprint="abc", warmup=0))
     with pytest.raises(CheckpointError, match="preset"):
-        InferenceEngine(EngineConfig(expect_preset="slice10", warmup=0), ck, postprocess=ground_plane_postprocess)
-    ck.model_config.encoding = "6dof-euler"
-    with pytest.raises(CheckpointError, match="encoding"):
-        InferenceEngine(EngineConfig(warmup=0), ck, postprocess=ground_plane_postprocess)
+        RenderEngine.from_config(EngineConfig(checkpoint=str(p), expect_preset="slice10", warmup=0))
+    # met expectations: the saved ground plane serves exactly like the in-memory one
+    cfg = EngineConfig(checkpoint=str(p), expect_size=32, expect_fingerprint="stub", warmup=0)
+    eng = load_engine(cfg)
+    assert isinstance(eng, RenderEngine)
+    T = look_down_pose(3.0, -4.0, 12.0)
+    np.testing.assert_array_equal(eng.render(T).rgb, make_engine().render(T).rgb)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        InferenceEngine.from_config(EngineConfig())
+        RenderEngine.from_config(EngineConfig())
     with pytest.raises(CheckpointError, match="not found"):
-        InferenceEngine.from_config(EngineConfig(checkpoint=str(tmp_path / "nope.pt")))
+        RenderEngine.from_config(EngineConfig(checkpoint=str(tmp_path / "nope.pt")))
 
 
 def test_device_and_precision_selection() -> None:
@@ -165,7 +172,8 @@ def test_inference_preparation_keeps_outputs(preset: str) -> None:
     left as it was."""
     import torch
 
-    from pose2rgbd.models import DepthNormalizer, build_model, preset_config
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer
     from pose2rgbd.models.device import fold_batchnorm, prepare_for_inference
 
     torch.manual_seed(0)

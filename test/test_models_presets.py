@@ -9,17 +9,9 @@ import pytest
 import torch
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.models import (
-    PAPER_PARAMETERS,
-    PRESETS,
-    DepthNormalizer,
-    ModelConfig,
-    build_model,
-    count_parameters,
-    outputs_to_numpy,
-    preset_config,
-    slice_targets,
-)
+from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, PRESETS, build_model, preset_config
+from pose2rgbd.methods.pose2rgbd import Pose2RGBDConfig as ModelConfig
+from pose2rgbd.models import DepthNormalizer, count_parameters, slice_targets
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -154,16 +146,21 @@ def test_depth_normalizer_fit_ignores_inf_nan() -> None:
     assert DepthNormalizer.fit(np.concatenate([ramp, far])).max_m == 1e6  # plain min-max (the paper)
 
 
-def test_outputs_to_numpy_units() -> None:
+def test_outputs_to_arrays_units() -> None:
+    """The model turns its outputs into data units with its own transforms (depth range buffer)."""
     dn = DepthNormalizer(0.0, 100.0)
+    model = build_model(preset_config("base", size=64, outputs="rgbd"), dn)
     out = {
         "rgb": torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2),
         "depth": torch.full((1, 1, 2, 2), 0.5),
         "confidence": torch.ones(1, 1, 2, 2),
     }
-    a = outputs_to_numpy(out, dn)
+    a = model.outputs_to_arrays(out)
     assert a["rgb"].dtype == np.uint8 and a["rgb"].shape == (1, 2, 2, 3)
     assert a["rgb"][0, 0, 0].tolist() == [0, 128, 255]
     assert a["depth"].shape == (1, 2, 2) and a["depth"][0, 0, 0] == pytest.approx(75.0)
     assert a["confidence"].shape == (1, 2, 2)
-    assert outputs_to_numpy({"rgb": out["rgb"]}, None)["depth"] is None
+    assert model.outputs_to_arrays({"rgb": out["rgb"]})["depth"] is None
+    model.set_depth_normalizer(DepthNormalizer(10.0, 20.0))  # one source of truth: the buffer
+    assert model.outputs_to_arrays(out)["depth"][0, 0, 0] == pytest.approx(17.5)
+    assert model.depth_range_m == (10.0, 20.0)

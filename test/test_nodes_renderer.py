@@ -10,8 +10,8 @@ import pytest
 from pose2rgbd.bags import get_typestore, new_typestore, pose_stamped
 from pose2rgbd.config import describe
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.inference import EngineConfig, InferenceEngine
-from pose2rgbd.inference.testing import ground_plane_postprocess, look_down_pose, make_ground_plane_checkpoint
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
 from pose2rgbd.nodes import Renderer, RendererConfig, register_custom_msgs
 from pose2rgbd.nodes.messages import camera_from_info, image_to_numpy, pose_to_matrix, stamp_to_ns
 from pose2rgbd.runtime import TypestoreFactory
@@ -21,10 +21,8 @@ S = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
-def engine() -> InferenceEngine:
-    return InferenceEngine(
-        EngineConfig(warmup=0), make_ground_plane_checkpoint(32), postprocess=ground_plane_postprocess
-    )
+def engine() -> RenderEngine:
+    return RenderEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(32))
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +30,12 @@ def factory() -> TypestoreFactory:
     return TypestoreFactory(register_custom_msgs(new_typestore("humble")))
 
 
-def make(engine: InferenceEngine, factory: TypestoreFactory, **kw: object) -> Renderer:
+def make(engine: RenderEngine, factory: TypestoreFactory, **kw: object) -> Renderer:
     cfg = RendererConfig(**kw)  # type: ignore[arg-type]
     return Renderer(cfg, engine, factory)
 
 
-def test_tf_tick_outputs(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+def test_tf_tick_outputs(engine: RenderEngine, factory: TypestoreFactory) -> None:
     r = make(engine, factory)
     tf = TFBuffer()
     T = look_down_pose(3.0, 4.0, 12.0)
@@ -62,7 +60,7 @@ def test_tf_tick_outputs(engine: InferenceEngine, factory: TypestoreFactory) -> 
     assert r.tick(5 * S + 20_000_000, tf.lookup_transform) == []
 
 
-def test_missing_and_stale_tf_throttled(engine: InferenceEngine, factory: TypestoreFactory, caplog) -> None:
+def test_missing_and_stale_tf_throttled(engine: RenderEngine, factory: TypestoreFactory, caplog) -> None:
     r = make(engine, factory, warn_throttle_s=5.0, max_pose_age_s=0.5)
 
     def missing(target: str, source: str, t: int) -> tuple[np.ndarray, int]:
@@ -83,7 +81,7 @@ def test_missing_and_stale_tf_throttled(engine: InferenceEngine, factory: Typest
     assert r.counters["stale_poses"] == 1 and "old" in caplog.text
 
 
-def test_nan_and_wrong_frame_poses_rejected(engine: InferenceEngine, factory: TypestoreFactory, caplog) -> None:
+def test_nan_and_wrong_frame_poses_rejected(engine: RenderEngine, factory: TypestoreFactory, caplog) -> None:
     ts = get_typestore()
     r = make(engine, factory, pose_source="topic", rate_hz=0.0)
     bad = pose_stamped(S, "map", look_down_pose(0, 0, 10), ts)
@@ -98,7 +96,7 @@ def test_nan_and_wrong_frame_poses_rejected(engine: InferenceEngine, factory: Ty
     assert len(r.on_pose(good, S)) == 5  # rate 0: rendered at once
 
 
-def test_pose_flood_keeps_latest_only(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+def test_pose_flood_keeps_latest_only(engine: RenderEngine, factory: TypestoreFactory) -> None:
     ts = get_typestore()
     r = make(engine, factory, pose_source="topic", rate_hz=10.0)
     calls = {"n": 0}
@@ -127,7 +125,7 @@ def test_pose_flood_keeps_latest_only(engine: InferenceEngine, factory: Typestor
     assert r.tick(2 * S) == []  # nothing pending any more
 
 
-def test_render_at_pose_service(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+def test_render_at_pose_service(engine: RenderEngine, factory: TypestoreFactory) -> None:
     ts = get_typestore()
     r = make(engine, factory)
 
@@ -150,7 +148,7 @@ def test_render_at_pose_service(engine: InferenceEngine, factory: TypestoreFacto
     assert "out of bounds" in r.render_at_pose(oob, Resp(), 4 * S).message
 
 
-def test_diagnostics_report_latency_and_oob(engine: InferenceEngine, factory: TypestoreFactory) -> None:
+def test_diagnostics_report_latency_and_oob(engine: RenderEngine, factory: TypestoreFactory) -> None:
     r = make(engine, factory, pose_source="topic", rate_hz=0.0)
     ts = get_typestore()
     r.on_pose(pose_stamped(S, "map", look_down_pose(500, 0, 10), ts), S)

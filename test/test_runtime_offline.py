@@ -16,8 +16,8 @@ from pose2rgbd.bags import open_bag
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.geometry import pose_errors
-from pose2rgbd.inference import EngineConfig, InferenceEngine
-from pose2rgbd.inference.testing import ground_plane_postprocess, make_ground_plane_checkpoint
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.inference.testing import make_ground_plane_checkpoint
 from pose2rgbd.nodes import RecorderConfig, RendererConfig
 from pose2rgbd.nodes.messages import camera_from_info, image_to_numpy, pose_to_matrix, stamp_to_ns
 from pose2rgbd.runtime import run_recorder_bag, run_renderer_bag
@@ -35,10 +35,8 @@ def flight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> InferenceEngine:
-    return InferenceEngine(
-        EngineConfig(warmup=0), make_ground_plane_checkpoint(64), postprocess=ground_plane_postprocess
-    )
+def engine() -> RenderEngine:
+    return RenderEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(64))
 
 
 def _read(path: Path) -> dict[str, list]:

@@ -33,7 +33,8 @@ NS = "p2r"
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
 
-    from pose2rgbd.models import build_model, load_checkpoint, preset_config, save_checkpoint
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import load_checkpoint, save_checkpoint
     from pose2rgbd.sim import SimConfig
     from pose2rgbd.sim.export import export_bag, export_dataset, make_camera, world_of
     from pose2rgbd.training.config import TrainConfig
@@ -55,9 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.manual_seed(1)
     untrained = save_checkpoint(
         d / "untrained.pt",
-        model=build_model(mc, lc.depth_normalizer),
-        pose_normalizer=lc.pose_normalizer,
-        depth_normalizer=lc.depth_normalizer,
+        build_model(mc, lc.model.depth_normalizer, lc.model.pose_normalizer),
         dataset_fingerprint=lc.dataset_fingerprint,
         camera=lc.camera,
         depth_kind="metric",
@@ -77,7 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "bag": d / "bag",
         "trained": trained,
         "untrained": untrained,
-        "max_m": lc.depth_normalizer.max_m,
+        "max_m": lc.model.depth_normalizer.max_m,
         "K": make_camera(sim).K,  # the simulator renders at the model size
         "gt_depth": gt_depth,
         "gt_rgb": gt_rgb,

@@ -15,8 +15,8 @@ from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.experiments.toy import make_toy_dataset
-from pose2rgbd.geometry import PoseNormalizer
-from pose2rgbd.models import DepthNormalizer, ModelBase, build_model, load_checkpoint, preset_config
+from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+from pose2rgbd.models import DepthNormalizer, ModelBase, PoseNormalizer, load_checkpoint
 from pose2rgbd.training import Callback, CheckpointCallback, TrainConfig, Trainer, train_model
 
 
@@ -29,8 +29,8 @@ def test_loss_decreases_on_tiny_set(toy: Path) -> None:
     cache = build_cache(toy, 64, progress=False)
     idx = np.arange(8)
     pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
-    ds = PoseRGBDDataset(cache, idx, pn)
-    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth))
+    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth), pn)
+    ds = PoseRGBDDataset(cache, idx, model)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=0.01, amp="off", progress=False, tensorboard=False)
     tr = Trainer(model, ds, cfg)
     batch = next(iter(tr._loader(ds, shuffle=False)))
@@ -47,7 +47,7 @@ def test_two_step_smoke_train_every_preset(toy: Path, tmp_path: Path, preset: st
     assert res.steps == 2 and res.last.exists()
     ck = load_checkpoint(res.last, expect_fingerprint=Dataset(toy).fingerprint(), expect_size=64, expect_preset=preset)
     assert ck.train_config["split"] == "route" and ck.step == 2
-    assert ck.depth_normalizer is not None and ck.depth_normalizer.max_m < 300
+    assert ck.model.depth_normalizer.max_m < 300
     log = (tmp_path / preset / "log.csv").read_text().splitlines()
     assert log[0] == "wall_s,step,epoch,phase,name,value" and any(",val,loss," in r for r in log)
     if preset == "base":
@@ -183,8 +183,8 @@ def test_batchnorm_recalibration_gives_exact_statistics_without_drawing_random_n
     cache = build_cache(toy, 64, progress=False)
     idx = np.arange(len(cache))
     pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
-    ds = PoseRGBDDataset(cache, idx, pn)
-    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth))
+    model = build_model(preset_config("base", size=64, outputs="rgbd"), DepthNormalizer.fit(cache.depth), pn)
+    ds = PoseRGBDDataset(cache, idx, model)
     model.eval()
     bn = model.dense_bn
     seen: list[torch.Tensor] = []
@@ -205,14 +205,14 @@ def test_batchnorm_recalibration_gives_exact_statistics_without_drawing_random_n
 def test_trainer_recalibrates_before_validation_and_at_the_end(toy: Path) -> None:
     cache = build_cache(toy, 64, progress=False)
     pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
-    ds = PoseRGBDDataset(cache, np.arange(len(cache)), pn)
+    model = build_model(preset_config("base", size=64, outputs="depth"), DepthNormalizer.fit(cache.depth), pn)
+    ds = PoseRGBDDataset(cache, np.arange(len(cache)), model)
     calls: list[int] = []
 
     class Spy(Callback):
         def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
             calls.append(trainer.step)
 
-    model = build_model(preset_config("base", size=64, outputs="depth"), DepthNormalizer.fit(cache.depth))
     cfg = TrainConfig(epochs=1, batch_size=8, lr=0.01, max_steps=3, val_every=0, progress=False, tensorboard=False)
     tr = Trainer(model, ds, cfg, callbacks=[Spy()])
     tr.fit()

@@ -42,7 +42,7 @@ def _renderer_schema() -> Schema:
 
 
 def _engine_schema() -> Schema:
-    from pose2rgbd.inference.engine import EngineConfig
+    from pose2rgbd.inference.common import EngineConfig
 
     return Schema({"engine": EngineConfig})
 
@@ -113,12 +113,12 @@ def _bag(args: argparse.Namespace) -> int:
 
 def _trajectory(args: argparse.Namespace) -> int:
     from pose2rgbd.evaluation.trajectory import read_trajectory_csv, render_trajectory
-    from pose2rgbd.inference import InferenceEngine
+    from pose2rgbd.inference import RenderEngine
 
     cfg = config_from_args(args)["engine"]
     _need_checkpoint(cfg)
     times, T = read_trajectory_csv(args.trajectory)
-    engine = InferenceEngine.from_config(cfg)
+    engine = RenderEngine.from_config(cfg)
     res = render_trajectory(engine, times, T, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)
     print(f"{res.out}: {res.frames} frames ({res.out_of_bounds} out of bounds)")
     return 0

@@ -31,21 +31,16 @@ ALIASES = (
 
 def _method_config_cls(name: str) -> type:
     """The model config class of a training method."""
-    # registry lookup: replaced at merge
-    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models.registry import get_family
 
-    if name != DEFAULT_METHOD:
-        raise ConfigError(f"--method: unknown method {name!r}; known methods: {DEFAULT_METHOD}")
-    from pose2rgbd.models.config import ModelConfig
-
-    return ModelConfig
+    return get_family(name).config_cls
 
 
 def _train(method: str, dataset: Path, out: Path, model_cfg: Any, train_cfg: Any, **kw: Any) -> Any:
     """Run the training entry of ``method`` (the one call into the training library)."""
-    from pose2rgbd.training import train_model
+    from pose2rgbd.training.train import train
 
-    return train_model(dataset, out, model_cfg, train_cfg, **kw)
+    return train(method, dataset, out, model_cfg, train_cfg, **kw)
 
 
 def _pre_parse(argv: list[str]) -> argparse.Namespace:

@@ -414,6 +414,28 @@ class Dataset:
             raise DatasetError(f"{p}: depth is {d.dtype} {d.shape}, expected float32 ({cam.height}, {cam.width})")
         return d
 
+    def capabilities(self) -> set[str]:
+        """What a model can train on from this dataset (the ``data`` of a model family):
+
+        * ``pose_to_image``: camera pose -> image pairs (every non-empty dataset);
+        * ``image_to_pose``: image -> camera pose pairs (the same frames, read the other way);
+        * ``sequences``: short time-ordered frame sequences with intrinsics (self-supervised depth and
+          ego-motion): some source has at least 3 frames with strictly increasing stamps, and the camera has
+          positive focal lengths.
+        """
+        if len(self) == 0:
+            return set()
+        caps = {"pose_to_image", "image_to_pose"}
+        cam = self.camera
+        if cam.fx > 0 and cam.fy > 0:
+            f = self.frames
+            for sid in np.unique(f.source_id):
+                st = np.sort(f.stamp_ns[f.source_id == sid])
+                if len(st) >= 3 and np.all(np.diff(st) > 0):
+                    caps.add("sequences")
+                    break
+        return caps
+
     def fingerprint(self) -> str:
         """Short content hash of manifest fields and frames.csv (not the pixels): ties checkpoints to data."""
         h = hashlib.sha256()

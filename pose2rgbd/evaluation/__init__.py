@@ -1,7 +1,13 @@
 """Evaluation: metrics in data units, the nearest-pose baseline, figures, fly-through (imports torch)."""
 
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
-from pose2rgbd.evaluation.evaluate import EvaluationResult, evaluate, format_metrics_markdown, predict
+from pose2rgbd.evaluation.evaluate import (
+    EvaluationResult,
+    evaluate,
+    evaluation_engine,
+    format_metrics_markdown,
+    predict,
+)
 from pose2rgbd.evaluation.metrics import MetricAccumulator, abs_rel, depth_mae, psnr, rgb_mae, ssim
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "default_rot_weight",
     "depth_mae",
     "evaluate",
+    "evaluation_engine",
     "format_metrics_markdown",
     "predict",
     "psnr",

@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
 from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
-from pose2rgbd.models import LoadedCheckpoint, count_parameters, load_checkpoint, outputs_to_numpy
-from pose2rgbd.models.device import resolve_device
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.training.splits import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,22 @@ def depth_unit_label(depth_kind: str) -> str:
     return "m" if depth_kind == "metric" else "units, unscaled"
 
 
-@torch.no_grad()
-def predict(
-    loaded: LoadedCheckpoint, T_world_cam: np.ndarray, *, batch_size: int = 16, device: torch.device | None = None
-) -> dict[str, np.ndarray | None]:
-    """Model predictions in data units for ``(N, 4, 4)`` poses (see :func:`pose2rgbd.models.outputs_to_numpy`)."""
-    dev = device or next(loaded.model.parameters()).device
-    model = loaded.model.to(dev).eval()
-    parts: list[dict[str, np.ndarray | None]] = []
-    for s in range(0, len(T_world_cam), batch_size):
-        x = torch.from_numpy(loaded.pose_normalizer.normalize(T_world_cam[s : s + batch_size])).to(dev)
-        parts.append(outputs_to_numpy(model(x), loaded.depth_normalizer))
+def predict(engine: RenderEngine, T_world_cam: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray | None]:
+    """Model predictions in data units for ``(N, 4, 4)`` poses, rendered by ``engine`` in batches:
+    ``{"rgb": uint8 (N, S, S, 3) | None, "depth": float32 (N, S, S) | None, "confidence": ... | None}``."""
+    parts = [engine.render(T_world_cam[s : s + batch_size]) for s in range(0, len(T_world_cam), batch_size)]
     out: dict[str, np.ndarray | None] = {}
     for k in ("rgb", "depth", "confidence"):
-        vals = [p[k] for p in parts]
-        out[k] = None if not vals or vals[0] is None else np.concatenate(vals)  # type: ignore[arg-type]
+        vals = [getattr(p, k) for p in parts]
+        out[k] = None if not vals or vals[0] is None else np.concatenate(vals)
     return out
+
+
+def evaluation_engine(loaded: LoadedCheckpoint, device: str = "auto") -> RenderEngine:
+    """The render engine evaluation predicts with: fp32, no BatchNorm folding or layout change (the metrics are
+    those of the model as trained), no warm-up."""
+    cfg = EngineConfig(device=device, precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
+    return RenderEngine(cfg, loaded)
 
 
 def _split(cache: TrainingCache, kind: str, train_cfg: dict[str, Any]) -> Split:
@@ -152,16 +152,17 @@ def evaluate(
     next to the checkpoint).
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    dev = resolve_device(device)
-    loaded = load_checkpoint(
-        checkpoint, map_location=dev, expect_fingerprint=None if allow_other_dataset else ds.fingerprint()
-    )
-    mc = loaded.model_config
+    loaded = load_checkpoint(checkpoint, expect_fingerprint=None if allow_other_dataset else ds.fingerprint())
+    model = loaded.model
+    if not isinstance(model, PoseToImage):
+        raise ConfigError(f"{checkpoint}: evaluation renders images from poses; a {loaded.kind!r} model does not")
+    engine = evaluation_engine(loaded, device)
+    size = model.image_hw[0]
     other = loaded.dataset_fingerprint != ds.fingerprint()
     kind = split or ("all" if other else str(loaded.train_config.get("split", "random")))
     if kind not in EVAL_SPLITS:
         raise ConfigError(f"evaluation split {kind!r} is not one of {list(EVAL_SPLITS)}")
-    cache = build_cache(ds, mc.size, cache_root=cache_root, progress=progress)
+    cache = build_cache(ds, size, cache_root=cache_root, progress=progress)
     sp = _split(cache, kind, loaded.train_config)
     notes: list[str] = []
     if kind != "all" and kind != loaded.train_config.get("split") and not other:
@@ -182,9 +183,9 @@ def evaluate(
     if use_baseline:
         w = rot_weight_m if rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
         nn_base = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w)
-    max_depth = _range(loaded)[1] if loaded.depth_normalizer is not None else np.inf
+    max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
-    oob = loaded.pose_normalizer.out_of_bounds(cache.T_world_cam[test], margin=0.0)
+    oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not progress, leave=False)
     for s in range(0, len(test), batch_size):
         idx = test[s : s + batch_size]
@@ -192,17 +193,17 @@ def evaluate(
         idx = idx[order]
         gt_rgb = np.asarray(cache.rgb[idx])
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
-        pred = predict(loaded, cache.T_world_cam[idx], batch_size=batch_size, device=dev)
+        pred = predict(engine, cache.T_world_cam[idx], batch_size=batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
         if nn_base is not None:
             j, _ = nn_base.query(cache.T_world_cam[idx])
             uj, inv = np.unique(j, return_inverse=True)
-            b_rgb = np.asarray(cache.rgb[uj])[inv] if mc.has_rgb else None
+            b_rgb = np.asarray(cache.rgb[uj])[inv] if model.has_rgb else None
             b_depth = None
-            if mc.has_depth and cache.depth is not None:
+            if model.has_depth and cache.depth is not None:
                 bd = np.asarray(cache.depth[uj])[inv]
                 # the baseline answers in the model's output range, like the model (sky -> range max)
-                b_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *_range(loaded)))
+                b_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *_range(model)))
             acc_b.add(b_rgb, gt_rgb, b_depth, gt_depth)
         bar.update(len(idx))
     bar.close()
@@ -210,14 +211,14 @@ def evaluate(
     if nn_base is not None:
         metrics["baseline"] = acc_b.result()
     metrics["model"]["poses_outside_training_range"] = float(np.mean(oob))
-    info = {
+    mcd = cfgmod.to_dict(loaded.model_config)
+    info: dict[str, Any] = {
         "checkpoint": str(Path(checkpoint)),
         "dataset": str(ds.path),
-        "preset": mc.preset,
-        "outputs": mc.outputs,
-        "encoding": mc.encoding,
-        "size": mc.size,
-        "parameters": count_parameters(loaded.model),
+        "model_kind": loaded.kind,
+        **{k: mcd[k] for k in ("preset", "outputs", "encoding") if k in mcd},
+        "size": size,
+        "parameters": count_parameters(model),
         "step": loaded.step,
         "epoch": loaded.epoch,
         "split": sp.description,
@@ -229,18 +230,25 @@ def evaluate(
     }
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info)
     if write_files:
-        _write_outputs(result, loaded, cache, sp, test, grid_rows=grid_rows, fly_frames=fly_frames, fps=fps, device=dev)
+        _write_outputs(result, loaded, engine, cache, sp, test, grid_rows=grid_rows, fly_frames=fly_frames, fps=fps)
     return result
 
 
-def _range(loaded: LoadedCheckpoint) -> tuple[float, float]:
-    dn = loaded.depth_normalizer
-    return (dn.min_m, dn.max_m) if dn is not None else (0.0, 1.0)
+def _range(model: PoseToImage) -> tuple[float, float]:
+    """The model's depth range (its own state), (0, 1) for a model without one."""
+    return model.depth_range_m or (0.0, 1.0)
+
+
+def _label(info: dict[str, Any]) -> str:
+    """``preset / outputs / encoding`` of the model as far as its kind has them (else the kind)."""
+    parts = [str(info[k]) for k in ("preset", "outputs", "encoding") if k in info]
+    return " / ".join(parts) or str(info.get("model_kind", "model"))
 
 
 def _write_outputs(
     res: EvaluationResult,
     loaded: LoadedCheckpoint,
+    engine: RenderEngine,
     cache: TrainingCache,
     sp: Split,
     test: np.ndarray,
@@ -248,32 +256,33 @@ def _write_outputs(
     grid_rows: int,
     fly_frames: int,
     fps: float,
-    device: torch.device,
 ) -> None:
     out = res.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    mc = loaded.model_config
-    rows = [(f"model ({mc.preset}, {mc.outputs}, {mc.encoding})", res.metrics["model"])]
+    model = engine.model
+    size = int(res.info["size"])
+    label = _label(res.info)
+    rows = [(f"model ({label.replace(' / ', ', ')})", res.metrics["model"])]
     if "baseline" in res.metrics:
         rows.append(("nearest-pose baseline", res.metrics["baseline"]))
     (out / "metrics.json").write_text(json.dumps({"metrics": res.metrics, "info": res.info}, indent=2, default=float))
     md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
-    md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {mc.size}x{mc.size}.\n"
+    md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {size}x{size}.\n"
     if res.info["baseline"]:
         md += f"Baseline: {res.info['baseline']}.\n"
     far = res.metrics["model"].get("depth_far_fraction")
     md += "Depth metrics over finite ground-truth pixels only (sky = +inf and invalid = NaN excluded)"
     if far is not None:
-        md += f", up to the model's depth range maximum {_range(loaded)[1]:.1f} ({100 * far:.2f} % of pixels beyond it)"
+        md += f", up to the model's depth range maximum {_range(model)[1]:.1f} ({100 * far:.2f} % of pixels beyond it)"
     md += ".\n"
     for n in res.info["notes"]:
         md += f"\nNote: {n}.\n"
     (out / "metrics.md").write_text(md)
     res.files.update({"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"})
 
-    rng = _range(loaded)
+    rng = _range(model)
     sel = np.sort(test[evenly_spaced(len(test), grid_rows)])
-    pred = predict(loaded, cache.T_world_cam[sel], device=device)
+    pred = predict(engine, cache.T_world_cam[sel])
     gt_depth = None if cache.depth is None else np.asarray(cache.depth[sel])
     res.files["grid"] = qualitative_grid(
         out / "grid.png",
@@ -284,23 +293,23 @@ def _write_outputs(
         pred["confidence"],
         depth_range=rng,
         depth_unit=res.depth_unit,
-        title=f"{mc.preset} / {mc.outputs} / {mc.encoding} -- {res.info['split']}",
+        title=f"{label} -- {res.info['split']}",
         row_labels=[f"frame {int(i)}" for i in sel],
     )
     route, what = _route_frames(cache, sp, fly_frames)
     frames: list[np.ndarray] = []
     for s in range(0, len(route), 32):
         idx = route[s : s + 32]
-        p = predict(loaded, cache.T_world_cam[idx], device=device)
-        gd = None if cache.depth is None or not mc.has_depth else np.asarray(cache.depth[idx])
+        p = predict(engine, cache.T_world_cam[idx])
+        gd = None if cache.depth is None or not model.has_depth else np.asarray(cache.depth[idx])
         frames += flythrough_frames(
-            np.asarray(cache.rgb[idx]), p["rgb"], gd, p["depth"], depth_range=rng, tile=max(256, mc.size)
+            np.asarray(cache.rgb[idx]), p["rgb"], gd, p["depth"], depth_range=rng, tile=max(256, size)
         )
     res.files["flythrough"] = write_video(frames, out / "flythrough.mp4", fps=fps)
     res.info["flythrough"] = f"{len(frames)} frames of the {what}"
     log_csv = Path(res.info["checkpoint"]).parent / "log.csv"
     if log_csv.exists():
         res.files["curves"] = training_curves(
-            log_csv, out / "curves.png", title=f"{mc.preset} / {mc.outputs}", depth_unit=res.depth_unit
+            log_csv, out / "curves.png", title=" / ".join(label.split(" / ")[:2]), depth_unit=res.depth_unit
         )
     (out / "metrics.json").write_text(json.dumps({"metrics": res.metrics, "info": res.info}, indent=2, default=float))

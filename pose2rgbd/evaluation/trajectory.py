@@ -60,7 +60,7 @@ def render_trajectory(
     max_depth: float = 0.0,
     progress: bool = True,
 ) -> TrajectoryRender:
-    """Render every pose with ``engine`` (an :class:`~pose2rgbd.inference.InferenceEngine`).
+    """Render every pose with ``engine`` (an :class:`~pose2rgbd.inference.RenderEngine`).
 
     ``out`` ending in .mp4 / .avi / .mkv: one video, RGB | colourized depth side by side (``fps`` 0: from the
     times, else 10). Otherwise a directory of ``rgb_NNNNNN.png``, ``depth_NNNNNN.png`` (uint16 millimetres,

@@ -148,7 +148,7 @@ def prepare_dataset(cfg: ExperimentsConfig, out: Path, *, progress: bool = True)
 
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
     from pose2rgbd.evaluation import evaluate
-    from pose2rgbd.models import preset_config
+    from pose2rgbd.methods.pose2rgbd import preset_config
     from pose2rgbd.training import TrainConfig, train_model
 
     run_dir = out / "runs" / spec.split / spec.name
@@ -269,7 +269,7 @@ def _baseline_line(rows: list[dict[str, Any]], unit: str) -> str:
 def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], table4: list[dict[str, Any]],
                      machine: dict[str, Any], dataset_info: str, command: str, wall_s: float) -> str:  # fmt: skip
     from pose2rgbd.experiments.table4 import table4_markdown
-    from pose2rgbd.models import PAPER_PARAMETERS
+    from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS
 
     unit = results[0]["depth_unit"] if results else "m"
     md = ["# Experiments (CPU reproduction of the paper's Tables 1, 2 and 4)\n"]
@@ -335,7 +335,7 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
         md.append(
             "\nRSS added = resident memory after the forward pass (outputs alive) minus before; peak added = peak "
             "resident memory during the pass minus before. fp32, no autograd, one fresh process per row. "
-            "GPU columns were not run: no GPU was lent to this task.\n"
+            "GPU columns: not measured: no CUDA device on the benchmark machine.\n"
         )
     return "\n".join(md)
 

@@ -22,7 +22,8 @@ from typing import Any
 _CHILD = r"""
 import json, sys, time
 import torch
-from pose2rgbd.models import build_model, count_parameters, preset_config
+from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+from pose2rgbd.models import count_parameters
 
 def status(key):
     for line in open('/proc/self/status'):
@@ -137,6 +138,6 @@ def table4_markdown(rows: list[dict[str, Any]], paper: dict[str, int] | None = N
         peak = "n/a" if r.get("peak_added_mib") is None else f"{r['peak_added_mib']:.1f}"
         lines.append(
             f"| {r['preset']} | {r['parameters']:,} | {pp} | {r['batch']} | {r['rss_added_mib']:.1f} | {peak} "
-            f"| {r['fps']:.2f} | not run: no device lent |"
+            f"| {r['fps']:.2f} | not measured: no CUDA device on the benchmark machine |"
         )
     return head + "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@
 """
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.encoding import ENCODINGS, PoseNormalizer, decode_poses, encode_poses, encoding_dim
+from pose2rgbd.geometry.encoding import ENCODINGS, decode_poses, encode_poses, encoding_dim
 from pose2rgbd.geometry.geodesy import Datum, ecef_to_geodetic, geodetic_to_ecef
 from pose2rgbd.geometry.interpolation import interpolate_poses, interpolate_translations, slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import (
@@ -47,7 +47,6 @@ __all__ = [
     "Datum",
     "PinholeCamera",
     "Pose",
-    "PoseNormalizer",
     "T_from_tq",
     "canonical_quat_xyzw",
     "decode_poses",

@@ -1,31 +1,41 @@
-"""Pose2RGBD networks (paper Sec. 2): configs + presets, the model contract, checkpoints, output conversion.
+"""Model core: the model contract, the model registry, checkpoints, normalizers, serving interfaces, device.
 
-Importing this package imports torch.
+Generic only: each model kind lives in ``pose2rgbd.methods.<kind>`` and is found through
+:mod:`pose2rgbd.models.registry`. Importing this package imports torch.
 """
 
 from pose2rgbd.errors import CheckpointError
 from pose2rgbd.models.base import ModelBase, count_parameters
-from pose2rgbd.models.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint_dict, save_checkpoint
-from pose2rgbd.models.config import PAPER_PARAMETERS, PRESETS, ModelConfig, preset_config
-from pose2rgbd.models.convert import outputs_to_numpy
-from pose2rgbd.models.net import Pose2RGBDNet, build_model
-from pose2rgbd.models.normalization import DepthNormalizer, slice_targets
+from pose2rgbd.models.checkpoint import (
+    CHECKPOINT_VERSION,
+    Expectations,
+    LoadedCheckpoint,
+    load_checkpoint,
+    read_checkpoint_dict,
+    save_checkpoint,
+)
+from pose2rgbd.models.interfaces import ImageToPose, PoseNormalization, PoseToImage
+from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer, slice_targets
+from pose2rgbd.models.registry import ModelFamily, family_names, get_family, register_family
 
 __all__ = [
-    "PAPER_PARAMETERS",
-    "PRESETS",
+    "CHECKPOINT_VERSION",
     "CheckpointError",
     "DepthNormalizer",
+    "Expectations",
+    "ImageToPose",
     "LoadedCheckpoint",
     "ModelBase",
-    "ModelConfig",
-    "Pose2RGBDNet",
-    "build_model",
+    "ModelFamily",
+    "PoseNormalization",
+    "PoseNormalizer",
+    "PoseToImage",
     "count_parameters",
+    "family_names",
+    "get_family",
     "load_checkpoint",
-    "outputs_to_numpy",
-    "preset_config",
     "read_checkpoint_dict",
+    "register_family",
     "save_checkpoint",
     "slice_targets",
 ]

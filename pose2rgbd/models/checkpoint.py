@@ -1,11 +1,17 @@
-"""Checkpoints: ``torch.save`` of a dict of plain types and tensors, loadable with ``weights_only=True``.
+"""Checkpoints of every model kind: ``torch.save`` of a dict of plain types and tensors (``weights_only=True``).
 
-Layout (format ``pose2rgbd-checkpoint`` v1)::
+Layout (format ``pose2rgbd-checkpoint`` v2)::
 
-    format, version, model_kind ("pose2rgbd"), model_config (dict), state_dict, parameters (int),
-    pose_normalizer (dict), depth_normalizer (dict | None), dataset_fingerprint (str), camera (dict, scaled
-    to the output size), depth_kind ("metric" | "unscaled"), world_frame (str), train_config (dict),
-    step, epoch, optimizers (dict of optimizer state dicts, for resume), extra (dict), created_utc, version.
+    format, version (2), model_kind (a registry kind, e.g. "pose2rgbd"), model_config (dict),
+    state_dict (weights and the model's transform buffers: pose normalization, depth range, ...),
+    parameters (int), dataset_fingerprint (str), camera (dict scaled to the output size, or None),
+    depth_kind ("metric" | "unscaled" | "none"), world_frame (str), train_config (dict), step, epoch,
+    optimizers (dict of optimizer state dicts, for resume), extra (dict), created_utc, pose2rgbd_version.
+
+:func:`load_checkpoint` rebuilds the right model through :mod:`pose2rgbd.models.registry` and checks what the
+caller expects (:class:`Expectations`: kind, output size, preset, dataset fingerprint) once, naming what differs.
+Version-1 checkpoints (``pose_normalizer`` / ``depth_normalizer`` entries next to the weights, kind
+``pose2rgbd``) are converted on load by the family's ``upgrade_v1``.
 
 Writes are atomic (temporary file + rename), so a crash never leaves half a checkpoint behind.
 """
@@ -24,49 +30,91 @@ import torch
 from pose2rgbd import config as cfgmod
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.encoding import PoseNormalizer
-from pose2rgbd.models.base import count_parameters
-from pose2rgbd.models.config import ModelConfig
-from pose2rgbd.models.net import Pose2RGBDNet, build_model
-from pose2rgbd.models.normalization import DepthNormalizer
+from pose2rgbd.models.base import ModelBase, count_parameters
+from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
+from pose2rgbd.models.registry import ModelFamily, get_family, model_identity
 
 CHECKPOINT_FORMAT = "pose2rgbd-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+@dataclass
+class Expectations:
+    """What a caller requires of a checkpoint (``None`` / empty: no check)."""
+
+    kind: str | None = None
+    size: int | None = None
+    preset: str | None = None
+    fingerprint: str | None = None
+
+    def problems(self, kind: str, config: Any, fingerprint: str) -> list[str]:
+        """One sentence per expectation the checkpoint does not meet."""
+        out: list[str] = []
+        if self.kind and kind != self.kind:
+            out.append(f"model kind is {kind!r}, expected {self.kind!r}")
+        if self.fingerprint and fingerprint != self.fingerprint:
+            out.append(
+                f"dataset fingerprint is {fingerprint}, expected {self.fingerprint} (trained on another dataset; "
+                "use a checkpoint trained on this dataset or drop the fingerprint expectation)"
+            )
+        for name, want in (("size", self.size), ("preset", self.preset)):
+            if not want:
+                continue
+            if not hasattr(config, name):
+                out.append(f"model kind {kind!r} has no {name} (expected {name} {want!r})")
+                continue
+            have = getattr(config, name)
+            if name == "size" and int(have) != int(want):
+                out.append(f"output size is {have}, expected {want}")
+            elif name == "preset" and have != want:
+                out.append(f"model preset is {have!r}, expected {want!r}")
+        return out
 
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint ready for inference (``model`` is in eval mode on ``map_location``)."""
+    """A model ready for inference (eval mode on ``map_location``) and what was saved with it."""
 
-    path: Path
-    model: Pose2RGBDNet
-    model_config: ModelConfig
-    pose_normalizer: PoseNormalizer
-    depth_normalizer: DepthNormalizer | None
+    path: Path | None  # None for a checkpoint built in memory
+    model: ModelBase
+    family: ModelFamily
+    model_config: Any
     dataset_fingerprint: str
-    camera: PinholeCamera
-    depth_kind: str
-    world_frame: str
-    train_config: dict[str, Any]
-    step: int
-    epoch: int
+    camera: PinholeCamera | None
+    depth_kind: str = "metric"
+    world_frame: str = "map"
+    train_config: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    epoch: int = 0
     optimizers: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    source_version: int = CHECKPOINT_VERSION  # the format version the file was written in
 
     @property
-    def size(self) -> int:
-        return self.model_config.size
+    def kind(self) -> str:
+        return self.family.kind
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else f"<in-memory {self.kind} model>"
+
+
+def _output_hw(model: ModelBase) -> tuple[int, int] | None:
+    if isinstance(model, PoseToImage):
+        return model.image_hw
+    if isinstance(model, ImageToPose):
+        return model.input_hw
+    return None
 
 
 def save_checkpoint(
     path: str | Path,
+    model: ModelBase,
     *,
-    model: Pose2RGBDNet,
-    pose_normalizer: PoseNormalizer,
-    depth_normalizer: DepthNormalizer | None,
     dataset_fingerprint: str,
-    camera: PinholeCamera,
-    depth_kind: str,
+    camera: PinholeCamera | None,
+    depth_kind: str = "metric",
     world_frame: str = "map",
     train_config: dict[str, Any] | None = None,
     step: int = 0,
@@ -74,26 +122,29 @@ def save_checkpoint(
     optimizers: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint of ``model`` (a :class:`Pose2RGBDNet`) and everything inference needs."""
+    """Write a checkpoint of ``model`` (any registered kind: its class ``kind`` and ``config`` say what it is).
+
+    ``camera``: the dataset camera; it is scaled to the model's image size (pose -> image and image -> pose
+    models). The model's transforms (pose normalization, depth range) are buffers and travel in its weights.
+    """
     from pose2rgbd import __version__
 
-    p = Path(path)
-    mc: ModelConfig = model.config
-    if camera.width != mc.size or camera.height != mc.size:
-        camera = camera.scaled(mc.size, mc.size)
-    if depth_normalizer is not None:
-        model.set_depth_normalizer(depth_normalizer)
+    try:
+        family, config = model_identity(model)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: cannot save: {e}") from e
+    hw = _output_hw(model)
+    if camera is not None and hw is not None and (camera.height, camera.width) != hw:
+        camera = camera.scaled(hw[1], hw[0])
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "model_kind": "pose2rgbd",
-        "model_config": cfgmod.to_dict(mc),
+        "model_kind": family.kind,
+        "model_config": cfgmod.to_dict(config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "parameters": count_parameters(model),
-        "pose_normalizer": pose_normalizer.to_dict(),
-        "depth_normalizer": None if depth_normalizer is None else depth_normalizer.to_dict(),
         "dataset_fingerprint": str(dataset_fingerprint),
-        "camera": camera.to_dict(),
+        "camera": None if camera is None else camera.to_dict(),
         "depth_kind": str(depth_kind),
         "world_frame": str(world_frame),
         "train_config": dict(train_config or {}),
@@ -104,6 +155,7 @@ def save_checkpoint(
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "pose2rgbd_version": __version__,
     }
+    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
@@ -116,7 +168,8 @@ def save_checkpoint(
 
 
 def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict, validated as a pose2rgbd checkpoint (raises :class:`CheckpointError`)."""
+    """The raw checkpoint dict in the current layout (v1 files converted), validated as a pose2rgbd checkpoint
+    (raises :class:`CheckpointError`). ``data["source_version"]`` is the version the file was written in."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found")
@@ -126,13 +179,28 @@ def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device =
         raise CheckpointError(f"{p}: cannot read checkpoint (corrupt, truncated or not a torch file): {e}") from e
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a pose2rgbd checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
-    if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {data.get('version')!r}, this pose2rgbd reads v1")
-    missing = [
-        k for k in ("model_config", "state_dict", "pose_normalizer", "dataset_fingerprint", "camera") if k not in data
-    ]
+    version = data.get("version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{p}: checkpoint version {version!r}; this pose2rgbd reads versions {list(READABLE_VERSIONS)}"
+        )
+    kind = str(data.get("model_kind") or "pose2rgbd")  # v1 files of the first releases are all pose2rgbd
+    try:
+        family = get_family(kind)
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: {e}") from e
+    if version == 1:
+        if family.upgrade_v1 is None:
+            raise CheckpointError(f"{p}: version-1 checkpoint of kind {kind!r}, which never had version 1")
+        try:
+            data = family.upgrade_v1(dict(data))
+        except (KeyError, ValueError, TypeError, ConfigError) as e:
+            raise CheckpointError(f"{p}: cannot convert this version-1 checkpoint: {e}") from e
+    missing = [k for k in ("model_config", "state_dict", "dataset_fingerprint") if k not in data]
     if missing:
         raise CheckpointError(f"{p}: checkpoint lacks {missing}")
+    data["model_kind"] = kind
+    data["source_version"] = int(version)
     return data  # type: ignore[no-any-return]
 
 
@@ -140,52 +208,54 @@ def load_checkpoint(
     path: str | Path,
     *,
     map_location: str | torch.device = "cpu",
+    expect: Expectations | None = None,
+    expect_kind: str | None = None,
     expect_fingerprint: str | None = None,
     expect_size: int | None = None,
     expect_preset: str | None = None,
-    expect_outputs: str | None = None,
 ) -> LoadedCheckpoint:
-    """Load a checkpoint for inference. Any problem, or a mismatch with an ``expect_*`` value, raises
-    :class:`CheckpointError` naming what differs."""
+    """Load a checkpoint of any registered kind for inference (model in eval mode on ``map_location``).
+
+    ``expect`` (or the ``expect_*`` shorthands, merged into it) says what the caller requires; any mismatch or
+    problem raises :class:`CheckpointError` naming what differs.
+    """
     p = Path(path)
+    want = expect or Expectations()
+    want = Expectations(
+        kind=expect_kind or want.kind,
+        size=expect_size or want.size,
+        preset=expect_preset or want.preset,
+        fingerprint=expect_fingerprint or want.fingerprint,
+    )
     data = read_checkpoint_dict(p, map_location=map_location)
+    family = get_family(data["model_kind"])
     try:
-        mc = cfgmod.from_dict(ModelConfig, data["model_config"], where="model_config")
+        config = family.config_from_dict(data["model_config"], where="model_config")
     except ConfigError as e:
-        raise CheckpointError(f"{p}: bad model_config: {e}") from e
-    fp = str(data["dataset_fingerprint"])
-    problems = []
-    if expect_fingerprint is not None and fp != expect_fingerprint:
-        problems.append(f"dataset fingerprint is {fp}, expected {expect_fingerprint} (trained on another dataset)")
-    if expect_size is not None and mc.size != int(expect_size):
-        problems.append(f"output size is {mc.size}, expected {expect_size}")
-    if expect_preset is not None and mc.preset != expect_preset:
-        problems.append(f"model preset is {mc.preset!r}, expected {expect_preset!r}")
-    if expect_outputs is not None and mc.outputs != expect_outputs:
-        problems.append(f"model outputs are {mc.outputs!r}, expected {expect_outputs!r}")
+        raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
+    fingerprint = str(data["dataset_fingerprint"])
+    problems = want.problems(family.kind, config, fingerprint)
     if problems:
         raise CheckpointError(f"{p}: " + "; ".join(problems))
     try:
-        pn = PoseNormalizer.from_dict(data["pose_normalizer"])
-        dn = None if data.get("depth_normalizer") is None else DepthNormalizer.from_dict(data["depth_normalizer"])
-        camera = PinholeCamera.from_dict(data["camera"])
+        camera = None if data.get("camera") is None else PinholeCamera.from_dict(data["camera"])
     except Exception as e:
-        raise CheckpointError(f"{p}: bad normalizer or camera entry: {e}") from e
-    if pn.kind != mc.encoding:
-        raise CheckpointError(f"{p}: pose normalizer is {pn.kind!r} but the model expects {mc.encoding!r}")
-    model = build_model(mc, dn)
+        raise CheckpointError(f"{p}: bad camera entry: {e}") from e
+    model = family.build(config)
     try:
         model.load_state_dict(data["state_dict"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{p}: weights do not fit model {mc.preset}/{mc.outputs}/{mc.size}: {e}") from e
+        raise CheckpointError(f"{p}: weights do not fit a {family.kind} model with this model_config: {e}") from e
+    hw = _output_hw(model)
+    if camera is not None and hw is not None and (camera.height, camera.width) != hw:
+        raise CheckpointError(f"{p}: camera {camera.width}x{camera.height} does not match the model's {hw[1]}x{hw[0]}")
     model.to(map_location).eval()
     return LoadedCheckpoint(
         path=p,
         model=model,
-        model_config=mc,
-        pose_normalizer=pn,
-        depth_normalizer=dn,
-        dataset_fingerprint=fp,
+        family=family,
+        model_config=config,
+        dataset_fingerprint=fingerprint,
         camera=camera,
         depth_kind=str(data.get("depth_kind", "metric")),
         world_frame=str(data.get("world_frame", "map")),
@@ -194,4 +264,5 @@ def load_checkpoint(
         epoch=int(data.get("epoch", 0)),
         optimizers=dict(data.get("optimizers") or {}),
         extra=dict(data.get("extra") or {}),
+        source_version=int(data["source_version"]),
     )

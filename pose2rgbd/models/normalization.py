@@ -1,7 +1,13 @@
-"""Depth normalization to the network's [-1, 1] output range (paper Sec. 2: min-max over the training set).
+"""The input / output normalizations a model owns (paper Sec. 2: min-max over the training set).
 
-Sky (+inf) is clipped to the range maximum -- "as far as the model can say" -- and -inf to the minimum; NaN
-(invalid) stays NaN so that losses and metrics can mask it out. Works on numpy arrays and torch tensors.
+* :class:`PoseNormalizer`: encoded poses (:mod:`pose2rgbd.geometry.encoding`) -> [-1, 1] from the per-dimension
+  extremes of the training poses (a dimension that is constant in training maps to 0).
+* :class:`DepthNormalizer`: depth in metres <-> the network's [-1, 1] output range.
+
+A model stores them as buffers (saved in its ``state_dict``, hence in checkpoints), so inference uses exactly
+the training scaling. Depth: sky (+inf) is clipped to the range maximum -- "as far as the model can say" --
+and -inf to the minimum; NaN (invalid) stays NaN so that losses and metrics can mask it out (numpy arrays and
+torch tensors alike).
 """
 
 from __future__ import annotations
@@ -12,7 +18,67 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import ConfigError, GeometryError
+from pose2rgbd.geometry.encoding import decode_poses, encode_poses, encoding_dim
+
+
+@dataclass
+class PoseNormalizer:
+    """Min-max normalization of encoded poses to [-1, 1] from stored training extremes."""
+
+    kind: str
+    minimum: np.ndarray
+    maximum: np.ndarray
+
+    def __post_init__(self) -> None:
+        d = encoding_dim(self.kind)
+        self.minimum = np.asarray(self.minimum, dtype=np.float64).reshape(d)
+        self.maximum = np.asarray(self.maximum, dtype=np.float64).reshape(d)
+        if not (np.all(np.isfinite(self.minimum)) and np.all(np.isfinite(self.maximum))):
+            raise GeometryError("PoseNormalizer: the pose extremes are not finite")
+        if np.any(self.maximum < self.minimum):
+            raise GeometryError("PoseNormalizer: maximum < minimum")
+
+    @classmethod
+    def fit(cls, T_world_cam: np.ndarray, kind: str) -> PoseNormalizer:
+        enc = encode_poses(T_world_cam, kind)
+        return cls(kind, enc.min(axis=0), enc.max(axis=0))
+
+    @property
+    def span(self) -> np.ndarray:
+        return self.maximum - self.minimum
+
+    def normalize_encoded(self, enc: np.ndarray) -> np.ndarray:
+        span = self.span
+        safe = np.where(span > 0, span, 1.0)
+        out = 2.0 * (np.asarray(enc, dtype=np.float64) - self.minimum) / safe - 1.0
+        return np.where(span > 0, out, 0.0)
+
+    def denormalize_encoded(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(self.span > 0, (x + 1.0) / 2.0 * self.span + self.minimum, self.minimum)
+
+    def normalize(self, T_world_cam: np.ndarray) -> np.ndarray:
+        """``(N, 4, 4)`` -> ``(N, D)`` float32 in [-1, 1] for poses within the training extremes."""
+        return self.normalize_encoded(encode_poses(T_world_cam, self.kind)).astype(np.float32)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return decode_poses(self.denormalize_encoded(x), self.kind)
+
+    def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
+        """``(N,)`` bool: some normalized dimension lies outside [-1 - margin, 1 + margin]."""
+        x = self.normalize_encoded(encode_poses(T_world_cam, self.kind))
+        return np.any(np.abs(x) > 1.0 + margin, axis=-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "minimum": self.minimum.tolist(), "maximum": self.maximum.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PoseNormalizer:
+        try:
+            return cls(d["kind"], np.asarray(d["minimum"]), np.asarray(d["maximum"]))
+        except KeyError as e:
+            raise ConfigError(f"pose normalizer: missing key {e}") from e
 
 
 @dataclass(frozen=True)

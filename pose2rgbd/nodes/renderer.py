@@ -26,7 +26,7 @@ import numpy as np
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, GeometryError
-from pose2rgbd.inference.engine import EngineConfig, InferenceEngine, RenderResult
+from pose2rgbd.inference import EngineConfig, RenderEngine, RenderResult
 from pose2rgbd.nodes import messages as M
 from pose2rgbd.nodes.common import Throttle, get_logger
 from pose2rgbd.runtime.tf_buffer import TransformException
@@ -92,7 +92,7 @@ PoseSource = Literal["tf", "topic"]
 class Renderer:
     """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
 
-    def __init__(self, cfg: RendererConfig, engine: InferenceEngine, factory: M.MessageFactory, *, logger: Any = None):
+    def __init__(self, cfg: RendererConfig, engine: RenderEngine, factory: M.MessageFactory, *, logger: Any = None):
         self.cfg = cfg
         self.engine = engine
         self.f = factory

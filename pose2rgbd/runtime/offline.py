@@ -92,14 +92,14 @@ def run_renderer_bag(
 
     Args:
         cfg: renderer configuration (``cfg.topics.pose`` is the input topic when ``pose_source`` is 'topic').
-        engine: a ready :class:`~pose2rgbd.inference.InferenceEngine` (default: built from ``cfg.engine``).
+        engine: a ready :class:`~pose2rgbd.inference.RenderEngine` (default: built from ``cfg.engine``).
         rate: 0 as fast as possible, 1.0 bag speed.
         namespace: prefix for relative output topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
     """
-    from pose2rgbd.inference import InferenceEngine
+    from pose2rgbd.inference import RenderEngine
 
     if engine is None:
-        engine = InferenceEngine.from_config(cfg.engine)
+        engine = RenderEngine.from_config(cfg.engine)
     if cfg.rate_hz > 0:
         engine.cfg.lookahead_rate_hz = cfg.rate_hz
     ts = _output_typestore()

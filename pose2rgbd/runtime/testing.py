@@ -54,8 +54,6 @@ def write_flight_bag(
     hfov_deg: float = 90.0,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth."""
-    import torch
-
     from pose2rgbd.bags import (
         BagWriter,
         camera_info,
@@ -67,20 +65,18 @@ def write_flight_bag(
         tf_message,
         transform_stamped,
     )
-    from pose2rgbd.inference.testing import ground_plane_postprocess, make_ground_plane_checkpoint
+    from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
 
     ck = make_ground_plane_checkpoint(size, hfov_deg=hfov_deg)
     cam = ck.camera
+    assert cam is not None
 
     def ns(t: float) -> int:
         return T0_NS + round(t * 1e9)
 
     t_cam = np.arange(0.05, duration_s, 1.0 / camera_hz)
     T_cam = T_world_base(t_cam) @ T_BASE_CAM
-    with torch.inference_mode():
-        out: dict[str, Any] = ground_plane_postprocess(
-            ck.model(torch.from_numpy(ck.pose_normalizer.normalize(T_cam))), None
-        )
+    out: dict[str, Any] = render_ground_plane(ck, T_cam)
     events: list[tuple[int, int, str, object]] = []  # (stamp, order, topic, msg)
     events.append(
         (

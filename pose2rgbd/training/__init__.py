@@ -1,10 +1,20 @@
 """Training: a generic trainer (model contract of :mod:`pose2rgbd.models.base`), callbacks, splits, and the
-Pose2RGBD entry points ``train_model`` / ``train_quick``. Importing this package imports torch."""
+training driver ``train(method, ...)`` and the entry points ``train_model`` / ``train_quick``. Importing this
+package imports torch."""
 
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import SPLITS, TrainConfig
 from pose2rgbd.training.splits import Split, make_split
-from pose2rgbd.training.train import TrainResult, recalibrate_checkpoint, split_for, train_model, train_quick
+from pose2rgbd.training.train import (
+    RecipeContext,
+    TrainingSetup,
+    TrainResult,
+    recalibrate_checkpoint,
+    split_for,
+    train,
+    train_model,
+    train_quick,
+)
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
 __all__ = [
@@ -13,15 +23,18 @@ __all__ = [
     "Callback",
     "CheckpointCallback",
     "ProgressBar",
+    "RecipeContext",
     "Split",
     "TensorBoardLogger",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingSetup",
     "make_split",
     "recalibrate_checkpoint",
     "seed_everything",
     "split_for",
+    "train",
     "train_model",
     "train_quick",
 ]

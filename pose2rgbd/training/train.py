@@ -1,22 +1,33 @@
-"""Train a Pose2RGBD model on a format-v1 dataset: ``train_model`` (full control) and ``train_quick`` (demo)."""
+"""The training driver: ``train(method, dataset, out_dir, ...)`` trains any registered model kind.
+
+The method's family (:mod:`pose2rgbd.models.registry`) names a *recipe*: a function
+``recipe(ctx: RecipeContext) -> TrainingSetup`` that knows the method's data (cache, split, the model's fitted
+transforms such as pose / depth normalization, the torch datasets). The driver does the rest, the same for every
+method: dataset capability check, resume checks, ``config.yaml`` and ``split.json``, loggers, checkpoints
+(:func:`pose2rgbd.models.save_checkpoint`), the :class:`~pose2rgbd.training.trainer.Trainer` run and the
+:class:`TrainResult`.
+
+``train_model(dataset, out_dir, model_cfg, train_cfg)`` trains the kind whose config ``model_cfg`` is;
+``train_quick`` is the demo's few-minute Pose2RGBD run.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pose2rgbd import config as cfgmod
-from pose2rgbd.dataset import Dataset, build_cache
+from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import CheckpointError, ConfigError
-from pose2rgbd.geometry.encoding import PoseNormalizer
-from pose2rgbd.models import DepthNormalizer, ModelConfig, build_model, count_parameters, save_checkpoint
-from pose2rgbd.models.checkpoint import read_checkpoint_dict
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
+from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.splits import Split, make_split
@@ -42,6 +53,36 @@ class TrainResult:
     split: Split
     log_csv: Path
     final_val: dict[str, float]
+    method: str = "pose2rgbd"
+
+
+@dataclass
+class RecipeContext:
+    """What a recipe gets. ``model`` is set when the transforms must not be refitted (a resumed run, a
+    BatchNorm recalibration): build the data for that model instead of a new one."""
+
+    dataset: Dataset
+    model_config: Any
+    train_config: TrainConfig
+    cache_root: Path | None = None
+    model: ModelBase | None = None
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.train_config.progress)
+
+
+@dataclass
+class TrainingSetup:
+    """What a recipe returns: the model (transforms fitted on the training split) and its data."""
+
+    model: ModelBase
+    train_set: Any  # a torch Dataset of dict items
+    val_set: Any | None
+    split: Split
+    camera: PinholeCamera | None  # the dataset camera at the model's resolution (saved with the checkpoints)
+    description: str = ""  # short label for the progress bar, e.g. "slice10/rgbd"
+    extra: dict[str, Any] = field(default_factory=dict)  # plain values saved in each checkpoint's ``extra``
 
 
 def split_for(cache_or_ds: Any, kind: str, seed: int, val_fraction: float) -> Split:
@@ -53,79 +94,84 @@ def split_for(cache_or_ds: Any, kind: str, seed: int, val_fraction: float) -> Sp
     return make_split(cache_or_ds.source_id, cache_or_ds.stamp_ns, kind, seed=seed, val_fraction=val_fraction)
 
 
-def train_model(
+def check_dataset_for(family: ModelFamily, ds: Dataset) -> None:
+    """Refuse a dataset that cannot give what ``family`` trains on (ConfigError naming both)."""
+    caps = ds.capabilities()
+    if family.data not in caps:
+        raise ConfigError(
+            f"{ds.path}: model kind {family.kind!r} trains on {family.data} data, this dataset gives "
+            f"{', '.join(sorted(caps)) or 'nothing usable'}"
+        )
+
+
+def train(
+    method: str,
     dataset: str | Path | Dataset,
     out_dir: str | Path,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    model_cfg: Any = None,
+    train_cfg: TrainConfig | None = None,
     *,
     resume: bool | str | Path = False,
     cache_root: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train ``model_cfg`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``, ``log.csv``,
-    TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
+    """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
+    ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
 
-    ``resume``: ``True`` resumes from ``out_dir/last.pt`` if it exists; a path resumes from that checkpoint.
-    The cache of the dataset at ``model_cfg.size`` is built once and shared (``<dataset>/cache`` or
-    ``cache_root``).
+    ``model_cfg``: the family's config (default: its default preset); ``train_cfg``: default ``TrainConfig()``.
+    ``resume``: ``True`` resumes from ``out_dir/last.pt`` if it exists; a path resumes from that checkpoint
+    (the model, dataset and data split must be the same). ``cache_root``: where training caches live
+    (default ``<dataset>/cache``).
     """
-    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
-
+    family = get_family(method)
+    mc = family.make_config() if model_cfg is None else model_cfg
+    if not isinstance(mc, family.config_cls):
+        raise ConfigError(
+            f"model config is a {type(mc).__name__}, method {method!r} takes a {family.config_cls.__name__}"
+        )
+    tc = train_cfg if train_cfg is not None else TrainConfig()
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    check_dataset_for(family, ds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if model_cfg.has_depth and not ds.has_depth:
-        raise ConfigError(f"{ds.path}: the dataset has no depth; train with outputs 'rgb'")
-    if ds.manifest.depth_kind == "unscaled":
-        log.info("depth is unscaled: depth errors are in dataset units, not metres")
     fingerprint = ds.fingerprint()
-    cache = build_cache(ds, model_cfg.size, cache_root=cache_root, progress=train_cfg.progress)
-    split = split_for(cache, train_cfg.split, train_cfg.seed, train_cfg.val_fraction)
-    log.info("split: %s -> %d train / %d val frames", split.description, len(split.train), len(split.val))
 
-    pose_norm = PoseNormalizer.fit(cache.T_world_cam[split.train], model_cfg.encoding)
-    depth_norm = None
-    if ds.has_depth and cache.depth is not None:
-        depth_norm = DepthNormalizer.fit(
-            cache.depth,
-            indices=split.train,
-            max_m=train_cfg.depth_max or None,
-            max_percentile=train_cfg.depth_max_percentile,
-        )
-        log.info(
-            "depth range [%.2f, %.2f] (beyond: clipped to the maximum, like sky)", depth_norm.min_m, depth_norm.max_m
-        )
-
-    resume_data: dict[str, Any] | None = None
+    resumed: LoadedCheckpoint | None = None
     if resume:
         rpath = out / "last.pt" if resume is True else Path(resume)
         if rpath.exists() or resume is not True:
-            resume_data = read_checkpoint_dict(rpath)
-            _check_resume(rpath, resume_data, model_cfg, train_cfg, fingerprint)
-            pose_norm = PoseNormalizer.from_dict(resume_data["pose_normalizer"])
-            if resume_data.get("depth_normalizer") is not None:
-                depth_norm = DepthNormalizer.from_dict(resume_data["depth_normalizer"])
-            log.info("resuming from %s (step %s, epoch %s)", rpath, resume_data.get("step"), resume_data.get("epoch"))
+            resumed = load_checkpoint(rpath)
+            _check_resume(rpath, resumed, family, mc, tc, fingerprint)
+            log.info("resuming from %s (step %s, epoch %s)", rpath, resumed.step, resumed.epoch)
 
-    model = build_model(model_cfg, depth_norm)
-    train_set = PoseRGBDDataset(cache, split.train, pose_norm)
-    val_set = PoseRGBDDataset(cache, split.val, pose_norm) if len(split.val) else None
-    train_dict = cfgmod.to_dict(train_cfg)
-    meta = {"dataset": str(ds.path.resolve()), "dataset_fingerprint": fingerprint, "split": split.description}
+    recipe = family.load_recipe()
+    setup: TrainingSetup = recipe(
+        RecipeContext(
+            dataset=ds,
+            model_config=mc,
+            train_config=tc,
+            cache_root=None if cache_root is None else Path(cache_root),
+            model=None if resumed is None else resumed.model,
+        )
+    )
+    split, model = setup.split, setup.model
+    log.info("split: %s -> %d train / %d val frames", split.description, len(split.train), len(split.val))
+    train_dict = cfgmod.to_dict(tc)
+    dataset_path = str(ds.path.resolve())
+    meta = {"dataset": dataset_path, "dataset_fingerprint": fingerprint, "split": split.description}
     (out / "config.yaml").write_text(
-        yaml.safe_dump({"model": cfgmod.to_dict(model_cfg), "train": train_dict, **meta}, sort_keys=False)
+        yaml.safe_dump(
+            {"method": family.kind, "model": cfgmod.to_dict(mc), "train": train_dict, **meta}, sort_keys=False
+        )
     )
     (out / "split.json").write_text(json.dumps(split.to_dict()))
 
     def save(trainer: Trainer, path: Path) -> None:
         save_checkpoint(
             path,
-            model=trainer.model,  # type: ignore[arg-type]
-            pose_normalizer=pose_norm,
-            depth_normalizer=depth_norm,
+            trainer.model,
             dataset_fingerprint=fingerprint,
-            camera=cache.camera,
+            camera=setup.camera,
             depth_kind=ds.manifest.depth_kind,
             world_frame=ds.manifest.world_frame,
             train_config=train_dict,
@@ -133,29 +179,28 @@ def train_model(
             epoch=trainer.epoch,
             optimizers=trainer.optimizer_states(),
             extra={
+                **setup.extra,
                 "trainer_state": trainer.trainer_state(),
                 "split": split.description,
                 "val": dict(trainer.last_val),
-                "dataset": str(ds.path.resolve()),
-                "bn_recalibrated": bool(train_cfg.recalibrate_bn and trainer.bn_fresh),
+                "dataset": dataset_path,
+                "bn_recalibrated": bool(tc.recalibrate_bn and trainer.bn_fresh),
             },
         )
 
     ckpt_cb = CheckpointCallback(out, save)
-    cbs: list[Callback] = [CSVLogger(out / "log.csv", every=train_cfg.log_every)]
-    if train_cfg.tensorboard:
-        cbs.append(TensorBoardLogger(out / "tb", every=train_cfg.log_every))
-    if train_cfg.progress:
-        cbs.append(ProgressBar(desc=f"{model_cfg.preset}/{model_cfg.outputs}"))
+    cbs: list[Callback] = [CSVLogger(out / "log.csv", every=tc.log_every)]
+    if tc.tensorboard:
+        cbs.append(TensorBoardLogger(out / "tb", every=tc.log_every))
+    if tc.progress:
+        cbs.append(ProgressBar(desc=setup.description or family.kind))
     cbs += [*callbacks, ckpt_cb]
-    trainer = Trainer(model, train_set, train_cfg, val_set=val_set, callbacks=cbs)
-    if resume_data is not None:
-        extra = resume_data.get("extra") or {}
+    trainer = Trainer(model, setup.train_set, tc, val_set=setup.val_set, callbacks=cbs)
+    if resumed is not None:
         trainer.load_state(
-            model_state=resume_data["state_dict"],
-            optimizers=resume_data.get("optimizers") or {},
-            trainer_state=extra.get("trainer_state")
-            or {"step": resume_data.get("step"), "epoch": resume_data.get("epoch")},
+            model_state=resumed.model.state_dict(),
+            optimizers=resumed.optimizers,
+            trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
     trainer.fit()
     best = ckpt_cb.best_path if ckpt_cb.best_path is not None and ckpt_cb.best_path.exists() else None
@@ -172,25 +217,48 @@ def train_model(
         split=split,
         log_csv=out / "log.csv",
         final_val=dict(trainer.last_val),
+        method=family.kind,
     )
 
 
-def _check_resume(path: Path, data: dict[str, Any], mc: ModelConfig, tc: TrainConfig, fingerprint: str) -> None:
-    have = data.get("model_config") or {}
-    want = cfgmod.to_dict(mc)
+def _check_resume(
+    path: Path, ck: LoadedCheckpoint, family: ModelFamily, mc: Any, tc: TrainConfig, fingerprint: str
+) -> None:
+    if ck.kind != family.kind:
+        raise CheckpointError(f"{path}: cannot resume, it holds a {ck.kind!r} model, not {family.kind!r}")
+    have, want = cfgmod.to_dict(ck.model_config), cfgmod.to_dict(mc)
     diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
     if diff:
         raise CheckpointError(f"{path}: cannot resume, the model differs ({'; '.join(diff)})")
-    if data.get("dataset_fingerprint") != fingerprint:
+    if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(
-            f"{path}: cannot resume, trained on dataset {data.get('dataset_fingerprint')}, "
-            f"this dataset is {fingerprint}"
+            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}"
         )
-    old = data.get("train_config") or {}
-    tdict = cfgmod.to_dict(tc)
-    diff = [f"{k}: {old.get(k)!r} vs {tdict[k]!r}" for k in _RESUME_FIXED if k in old and old.get(k) != tdict[k]]
+    old, tdict = ck.train_config, cfgmod.to_dict(tc)
+    diff = [
+        f"{k}: {old.get(k)!r} vs {tdict[k]!r}"
+        for k in _RESUME_FIXED
+        if k in old and k in tdict and old.get(k) != tdict[k]
+    ]
     if diff:
         raise CheckpointError(f"{path}: cannot resume with another data split ({'; '.join(diff)})")
+
+
+def train_model(
+    dataset: str | Path | Dataset,
+    out_dir: str | Path,
+    model_cfg: Any,
+    train_cfg: TrainConfig,
+    *,
+    resume: bool | str | Path = False,
+    cache_root: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """:func:`train` for the model kind whose config ``model_cfg`` is (e.g. a Pose2RGBD config)."""
+    family = family_of_config(model_cfg)
+    return train(
+        family.kind, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root, callbacks=callbacks
+    )
 
 
 def train_quick(
@@ -208,14 +276,13 @@ def train_quick(
     lr: float | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train a small model for about ``minutes`` of wall time (the demo); returns the checkpoint path.
+    """Train a small Pose2RGBD model for about ``minutes`` of wall time (the demo); returns the checkpoint path.
 
     The epoch count is an upper bound (200); the time budget ends training, with a validation and a
     checkpoint. ``split='route'`` holds out the non-survey routes so the fly-through shows unseen poses.
     """
-    from pose2rgbd.models import preset_config
-
-    mc = preset_config(preset, size=size, outputs=outputs, encoding=encoding)
+    family = get_family("pose2rgbd")
+    mc = family.make_config(preset, size=size, outputs=outputs, encoding=encoding)
     tc = TrainConfig(
         epochs=200,
         batch_size=batch_size,
@@ -227,7 +294,7 @@ def train_quick(
         progress=progress,
         tensorboard=True,
     )
-    return train_model(dataset_dir, out_dir, mc, tc).checkpoint
+    return train(family.kind, dataset_dir, out_dir, mc, tc).checkpoint
 
 
 def recalibrate_checkpoint(
@@ -235,12 +302,11 @@ def recalibrate_checkpoint(
 ) -> Path:
     """Give a checkpoint written before BatchNorm recalibration existed exact statistics, in place.
 
-    Uses the checkpoint's own training split (same kind and seed) of ``dataset``, the same pass the trainer
-    now runs at the end of training (:func:`pose2rgbd.training.trainer.recalibrate_batchnorm`), and writes
-    the checkpoint back atomically with ``extra["bn_recalibrated"] = True``. Returns its path.
+    Uses the checkpoint's own training split (same kind and seed) of ``dataset`` as its method's recipe builds
+    it, the same pass the trainer now runs at the end of training
+    (:func:`pose2rgbd.training.trainer.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
+    the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
     """
-    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
-    from pose2rgbd.models import load_checkpoint
     from pose2rgbd.models.device import resolve_device
     from pose2rgbd.training.trainer import recalibrate_batchnorm
 
@@ -248,21 +314,21 @@ def recalibrate_checkpoint(
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     ck = load_checkpoint(path, expect_fingerprint=ds.fingerprint())
     tc = ck.train_config
-    cache = build_cache(ds, ck.size, progress=False)
-    split = split_for(cache, str(tc.get("split", "random")), int(tc.get("seed", 0)), float(tc.get("val_fraction", 0.2)))
-    device = resolve_device("cpu")
+    split_cfg = TrainConfig(
+        split=str(tc.get("split", "random")),
+        seed=int(tc.get("seed", 0)),
+        val_fraction=float(tc.get("val_fraction", 0.2)),
+        progress=False,
+    )
+    setup: TrainingSetup = ck.family.load_recipe()(
+        RecipeContext(dataset=ds, model_config=ck.model_config, train_config=split_cfg, model=ck.model)
+    )
     recalibrate_batchnorm(
-        ck.model,
-        PoseRGBDDataset(cache, split.train, ck.pose_normalizer),
-        batch_size=batch_size,
-        device=device,
-        max_batches=max_batches,
+        ck.model, setup.train_set, batch_size=batch_size, device=resolve_device("cpu"), max_batches=max_batches
     )
     save_checkpoint(  # atomic: temporary file, then rename
         path,
-        model=ck.model,
-        pose_normalizer=ck.pose_normalizer,
-        depth_normalizer=ck.depth_normalizer,
+        ck.model,
         dataset_fingerprint=ck.dataset_fingerprint,
         camera=ck.camera,
         depth_kind=ck.depth_kind,

@@ -1,4 +1,4 @@
-"""Model configuration (one schema, used by the CLI, YAML files and checkpoints) and the paper's presets."""
+"""Pose2RGBD model configuration (one schema for the CLI, YAML files and checkpoints) and the paper's presets."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DEFAULT_TRUNK: tuple[int, ...] = (256, 128, 64, 64, 32, 32)
 
 
 @dataclass
-class ModelConfig:
+class Pose2RGBDConfig:
     """Architecture of a Pose2RGBD network (paper Sec. 2, Fig. 1)."""
 
     preset: str = help_field("slice10", "architecture preset: base | slice10 | slice32 | slice64")
@@ -84,17 +84,17 @@ class ModelConfig:
     def input_dim(self) -> int:
         return encoding_dim(self.encoding)
 
-    def with_(self, **kw: Any) -> ModelConfig:
+    def with_(self, **kw: Any) -> Pose2RGBDConfig:
         return replace(self, **kw)
 
 
-def preset_config(preset: str, **overrides: Any) -> ModelConfig:
-    """A :class:`ModelConfig` for one of :data:`PRESETS` with some fields overridden."""
+def preset_config(preset: str, **overrides: Any) -> Pose2RGBDConfig:
+    """A :class:`Pose2RGBDConfig` for one of :data:`PRESETS` with some fields overridden."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
     kw = dict(PRESETS[preset])
     kw.update(overrides)
-    return ModelConfig(**kw)
+    return Pose2RGBDConfig(**kw)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

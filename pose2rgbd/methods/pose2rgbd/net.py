@@ -11,8 +11,11 @@ bottleneck of 3x3 convolutions (BN + ReLU)::
                                                       \\-> confidence = sum of the S slice probabilities
 
 The slice head is trained with a per-slice binary cross entropy against one-hot depth slices
-(:func:`pose2rgbd.models.normalization.slice_targets`). Every output lies in [-1, 1]; depth is normalized by
-the model's :class:`DepthNormalizer` (stored as the ``depth_range`` buffer and in checkpoints).
+(:func:`pose2rgbd.models.normalization.slice_targets`). Every output lies in [-1, 1].
+
+The model owns its transforms as buffers (saved with the weights): the pose normalization (``pose_min`` /
+``pose_max``, :class:`~pose2rgbd.models.interfaces.PoseToImage`) and the depth range (``depth_range``,
+:class:`DepthNormalizer`, the one source of truth for depth scaling in training, evaluation and serving).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
 from pose2rgbd.models.base import ModelBase
-from pose2rgbd.models.config import ModelConfig
-from pose2rgbd.models.normalization import DepthNormalizer, slice_targets
+from pose2rgbd.models.interfaces import PoseToImage
+from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer, slice_targets
 
 
 def _up(cin: int, cout: int, k: int, *, bias: bool) -> nn.ConvTranspose2d:
@@ -37,12 +41,20 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class Pose2RGBDNet(ModelBase):
+class Pose2RGBDNet(PoseToImage, ModelBase):
     """Base / Slice network. ``forward(pose (B, D) in [-1, 1]) -> dict`` (see :func:`build_model`)."""
 
-    def __init__(self, config: ModelConfig, depth_normalizer: DepthNormalizer | None = None) -> None:
+    kind = "pose2rgbd"
+
+    def __init__(
+        self,
+        config: Pose2RGBDConfig,
+        depth_normalizer: DepthNormalizer | None = None,
+        pose_normalizer: PoseNormalizer | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.init_pose_normalization(config.encoding, pose_normalizer)
         c = config
         c0 = int(c.dense_channels)
         self.dense = nn.Linear(c.input_dim, 16 * c0)
@@ -78,6 +90,30 @@ class Pose2RGBDNet(ModelBase):
 
     def set_depth_normalizer(self, dn: DepthNormalizer) -> None:
         self.depth_range.copy_(torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
+
+    # -- serving transforms (PoseToImage) ----------------------------------------------------------------
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return (int(self.config.size), int(self.config.size))
+
+    @property
+    def has_rgb(self) -> bool:
+        return self.config.has_rgb
+
+    @property
+    def has_depth(self) -> bool:
+        return self.config.has_depth
+
+    @property
+    def depth_range_m(self) -> tuple[float, float] | None:
+        if not self.config.has_depth:
+            return None
+        dn = self.depth_normalizer
+        return (dn.min_m, dn.max_m)
+
+    def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.depth_range[0].to(depth.dtype), self.depth_range[1].to(depth.dtype)
+        return (depth.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo
 
     # -- forward -----------------------------------------------------------------------------------------
     def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -148,12 +184,19 @@ class Pose2RGBDNet(ModelBase):
         return m
 
 
-def build_model(cfg: ModelConfig, depth_normalizer: DepthNormalizer | None = None) -> Pose2RGBDNet:
+def build_model(
+    cfg: Pose2RGBDConfig,
+    depth_normalizer: DepthNormalizer | None = None,
+    pose_normalizer: PoseNormalizer | None = None,
+) -> Pose2RGBDNet:
     """The network for ``cfg``. ``model(pose)`` returns a dict:
 
     * ``"rgb"`` ``(B, 3, S, S)`` in [-1, 1] when ``cfg.outputs`` has RGB;
     * ``"depth"`` ``(B, 1, S, S)`` in [-1, 1] (see ``model.depth_normalizer``) when it has depth;
     * slice presets also ``"slices"`` ``(B, K, S, S)`` probabilities, ``"slice_logits"`` and
       ``"confidence"`` ``(B, 1, S, S)`` = sum of the slice probabilities.
+
+    The normalizers are the model's transforms (buffers); left out, they are set later (training fits them,
+    a checkpoint load restores them).
     """
-    return Pose2RGBDNet(cfg, depth_normalizer)
+    return Pose2RGBDNet(cfg, depth_normalizer, pose_normalizer)

@@ -1,0 +1,88 @@
+"""What every engine shares: :class:`EngineConfig`, loading a checkpoint for serving, and preparing its model
+(device, precision, threads, BatchNorm folding, channels-last: :mod:`pose2rgbd.models.device`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pose2rgbd.config import help_field
+from pose2rgbd.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+
+
+@dataclass
+class EngineConfig:
+    """How to load and run a checkpoint (shared by every engine kind; the look-ahead and out-of-bounds
+    settings concern the render engine)."""
+
+    checkpoint: str = help_field("", "path to the model checkpoint (.pt) written by `pose2rgbd train`")
+    device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    precision: str = help_field(
+        "auto",
+        "auto (fp32 on CPU, bf16 on CUDA when supported else fp16), fp32, bf16 (CPU: fastest on CPUs with native "
+        "bf16, e.g. AVX512-BF16 / AMX) or fp16 (GPU only)",
+    )
+    threads: int = help_field(
+        0, "CPU threads for torch (0: torch's default, one per core); 1 avoids latency spikes on a busy CPU"
+    )
+    fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
+    channels_last: bool = help_field(
+        True, "run plain (non-transposed) convolutions in channels-last layout (faster with oneDNN / tensor cores)"
+    )
+    warmup: int = help_field(2, "warm-up forward passes at start (first calls are slow)")
+    lookahead: int = help_field(0, "extra future poses rendered per batch by look-ahead (0: off)")
+    lookahead_rate_hz: float = help_field(10.0, "rate at which look-ahead poses are extrapolated (the node rate)")
+    tolerance_m: float = help_field(0.05, "look-ahead: serve a cached render if its pose is within this (m)...")
+    tolerance_deg: float = help_field(0.5, "...and within this angle (degrees) of the requested pose")
+    oob_margin: float = help_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]")
+    expect_fingerprint: str = help_field("", "refuse a checkpoint trained on another dataset (empty: no check)")
+    expect_size: int = help_field(0, "refuse a checkpoint with another output size (0: no check)")
+    expect_preset: str = help_field("", "refuse a checkpoint of another model preset, e.g. base (empty: no check)")
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"engine.precision: {self.precision!r} is not one of auto, fp32, bf16, fp16")
+        if self.lookahead < 0 or self.lookahead > 64:
+            raise ConfigError(f"engine.lookahead: {self.lookahead} must be within [0, 64]")
+        if self.lookahead_rate_hz <= 0:
+            raise ConfigError("engine.lookahead_rate_hz must be > 0")
+        if self.tolerance_m < 0 or self.tolerance_deg < 0 or self.oob_margin < 0:
+            raise ConfigError("engine tolerances and margin must be >= 0")
+
+
+def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
+    """Load ``cfg.checkpoint`` with the config's expectations (checked once, by the loader); problems raise
+    :class:`CheckpointError` with a clear message."""
+    from pose2rgbd.models.checkpoint import Expectations, load_checkpoint
+
+    if not cfg.checkpoint:
+        raise CheckpointError("no checkpoint given; set engine.checkpoint (a .pt file from `pose2rgbd train`)")
+    p = Path(cfg.checkpoint).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return load_checkpoint(
+        p,
+        map_location="cpu",
+        expect=Expectations(
+            size=cfg.expect_size or None,
+            preset=cfg.expect_preset or None,
+            fingerprint=cfg.expect_fingerprint or None,
+        ),
+    )
+
+
+def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
+    """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect)."""
+    from pose2rgbd.models.device import prepare_for_inference, resolve_device, resolve_precision, set_threads
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    prepared = prepare_for_inference(model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last)
+    return prepared, device, precision

@@ -1,0 +1,172 @@
+"""What a servable model says about its inputs and outputs: the transforms it owns, as saved state.
+
+A model that an engine serves mixes one of these into its :class:`~pose2rgbd.models.base.ModelBase` class::
+
+    class MyRenderer(PoseToImage, ModelBase): ...     # pose -> images, served by the render engine
+    class MyLocalizer(ImageToPose, ModelBase): ...    # images -> pose, served by the localize engine
+
+Both keep the pose normalization (:class:`~pose2rgbd.models.normalization.PoseNormalizer`: encoding kind +
+per-dimension training extremes) as the buffers ``pose_min`` / ``pose_max`` of the model, so it is part of the
+``state_dict`` and of every checkpoint; datasets, evaluation and engines call the model's methods instead of
+keeping a copy of the normalization. Call :meth:`PoseNormalization.init_pose_normalization` in ``__init__``.
+
+``forward(x)`` of a servable model takes the tensor the model's ``*_to_input`` method makes and returns a dict of
+tensors, which the model's ``outputs_to_*`` method turns into numpy arrays in data units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.encoding import encode_poses, encoding_dim
+from pose2rgbd.models.normalization import PoseNormalizer
+
+
+class PoseNormalization(nn.Module):
+    """Pose normalization as model state (buffers ``pose_min`` / ``pose_max``, float64, one per dimension)."""
+
+    pose_min: torch.Tensor
+    pose_max: torch.Tensor
+    pose_encoding: str
+
+    def init_pose_normalization(self, encoding: str, normalizer: PoseNormalizer | None = None) -> None:
+        """Register the buffers for ``encoding`` (``6dof-quat`` | ``6dof-euler``). Until a normalizer is set
+        (:meth:`set_pose_normalizer`, or loaded with the weights) the encoded pose is used as is."""
+        d = encoding_dim(encoding)
+        self.pose_encoding = encoding
+        self.register_buffer("pose_min", torch.full((d,), -1.0, dtype=torch.float64))
+        self.register_buffer("pose_max", torch.full((d,), 1.0, dtype=torch.float64))
+        if normalizer is not None:
+            self.set_pose_normalizer(normalizer)
+
+    @property
+    def pose_normalizer(self) -> PoseNormalizer:
+        """The current normalization (rebuilt only when the buffers changed: a load, a copy, a move)."""
+        key = (self.pose_min._version, self.pose_max._version, self.pose_min.data_ptr(), self.pose_max.data_ptr())
+        cached = self.__dict__.get("_pose_normalizer_cache")
+        if cached is None or cached[0] != key:
+            pn = PoseNormalizer(
+                self.pose_encoding,
+                self.pose_min.detach().cpu().numpy().copy(),
+                self.pose_max.detach().cpu().numpy().copy(),
+            )
+            cached = (key, pn)
+            self.__dict__["_pose_normalizer_cache"] = cached
+        return cached[1]  # type: ignore[no-any-return]
+
+    def set_pose_normalizer(self, normalizer: PoseNormalizer) -> None:
+        """Adopt ``normalizer`` (e.g. fitted on the training poses); its encoding must be the model's."""
+        if normalizer.kind != self.pose_encoding:
+            raise ConfigError(
+                f"pose normalizer is for {normalizer.kind!r} but the model takes {self.pose_encoding!r} poses"
+            )
+        with torch.no_grad():
+            self.pose_min.copy_(torch.as_tensor(normalizer.minimum, dtype=torch.float64))
+            self.pose_max.copy_(torch.as_tensor(normalizer.maximum, dtype=torch.float64))
+
+    def normalize_poses(self, T_world_cam: np.ndarray) -> np.ndarray:
+        """``(N, 4, 4)`` -> ``(N, D)`` float32, in [-1, 1] for poses within the training extremes."""
+        return self.pose_normalizer.normalize(np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4))
+
+    def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
+        """``(N,)`` bool: some normalized pose dimension lies outside [-1 - margin, 1 + margin]."""
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        return np.asarray(self.pose_normalizer.out_of_bounds(T, margin), dtype=bool).reshape(len(T))
+
+
+class PoseToImage(PoseNormalization):
+    """Mixin of models that render images from camera poses (served by the render engine).
+
+    A subclass defines ``image_hw`` and ``has_rgb`` / ``has_depth``; it may override :meth:`depth_to_metres`
+    (default: the depth output already is in metres) and ``depth_range_m``. ``forward(pose (N, D))`` returns
+    ``"rgb"`` ``(N, 3, H, W)`` in [-1, 1], ``"depth"`` ``(N, 1, H, W)`` and optionally ``"confidence"``
+    ``(N, 1, H, W)``.
+    """
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """Output image size (height, width)."""
+        raise NotImplementedError
+
+    @property
+    def has_rgb(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def has_depth(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def depth_range_m(self) -> tuple[float, float] | None:
+        """The depth range the model can answer in (metres or dataset units), ``None`` when unbounded."""
+        return None
+
+    def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
+        """The ``"depth"`` output -> metres (or dataset units for unscaled depth)."""
+        return depth
+
+    def poses_to_input(self, T_world_cam: np.ndarray, *, oob_margin: float = 0.1) -> tuple[torch.Tensor, np.ndarray]:
+        """``(N, 4, 4)`` poses -> the network input ``(N, D)`` float32 on the model's device and the
+        out-of-bounds flags ``(N,)`` (normalized pose beyond [-1 - margin, 1 + margin]), from one encoding pass."""
+        pn = self.pose_normalizer
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        x = pn.normalize_encoded(encode_poses(T, pn.kind))
+        oob = np.any(np.abs(x) > 1.0 + oob_margin, axis=-1).reshape(len(T))
+        return torch.from_numpy(x.astype(np.float32)).to(self.pose_min.device), oob
+
+    def outputs_to_arrays(self, outputs: dict[str, Any]) -> dict[str, np.ndarray | None]:
+        """``{"rgb": uint8 (N, H, W, 3) | None, "depth": float32 (N, H, W) metres | None,
+        "confidence": float32 (N, H, W) | None}`` (``None`` for heads the model does not have)."""
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy()  # type: ignore[no-any-return]
+
+        out: dict[str, np.ndarray | None] = {"rgb": None, "depth": None, "confidence": None}
+        if outputs.get("rgb") is not None:
+            x = arr(outputs["rgb"]).transpose(0, 2, 3, 1)
+            out["rgb"] = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        if outputs.get("depth") is not None:
+            out["depth"] = arr(self.depth_to_metres(outputs["depth"].float()))[:, 0].astype(np.float32)
+        if outputs.get("confidence") is not None:
+            out["confidence"] = arr(outputs["confidence"])[:, 0].astype(np.float32)
+        return out
+
+
+class ImageToPose(PoseNormalization):
+    """Mixin of models that localize the camera from an image (served by the localize engine).
+
+    A subclass defines ``input_hw``. ``forward(images (N, 3, H, W) in [-1, 1])`` returns ``"pose"`` ``(N, D)``
+    (the normalized pose encoding) and optionally ``"confidence"`` ``(N,)`` in [0, 1]; override
+    :meth:`outputs_to_poses` for another output layout.
+    """
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """Input image size (height, width) the network takes."""
+        raise NotImplementedError
+
+    def images_to_input(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` RGB at :attr:`input_hw` -> ``(N, 3, H, W)`` float32 in [-1, 1] on the model's
+        device. Another size raises :class:`ConfigError` (resize before, e.g. with the dataset cache)."""
+        a = np.asarray(images)
+        if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+            raise ConfigError(f"images: expected uint8 (N, H, W, 3), got {a.dtype} {a.shape}")
+        if tuple(a.shape[1:3]) != tuple(self.input_hw):
+            raise ConfigError(
+                f"images are {a.shape[1]}x{a.shape[2]}, the model takes {self.input_hw[0]}x{self.input_hw[1]}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(a)).to(self.pose_min.device)
+        return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+    def outputs_to_poses(self, outputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(T_world_cam (N, 4, 4) float64, confidence (N,) float32)`` from the network outputs."""
+        x = outputs["pose"].detach().float().cpu().numpy().astype(np.float64)
+        T = self.pose_normalizer.denormalize(x)
+        conf = outputs.get("confidence")
+        c = np.ones(len(T), np.float32) if conf is None else conf.detach().float().cpu().numpy().reshape(len(T))
+        return T, c.astype(np.float32)

@@ -1,0 +1,143 @@
+"""A new model kind in under 100 lines: a toy pose -> 8x8 RGB model registered, trained two steps, checkpointed,
+loaded by the generic loader and served by the render engine. Then registry errors and the driver's checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pose2rgbd.geometry import PinholeCamera, T_from_tq
+from pose2rgbd.inference import EngineConfig, RenderEngine, load_engine
+from pose2rgbd.models import ModelBase, ModelFamily, PoseNormalizer, PoseToImage, load_checkpoint, save_checkpoint
+from pose2rgbd.models.registry import register_family, unregister_family
+from pose2rgbd.training import TrainConfig, Trainer
+
+
+@dataclass
+class ToyConfig:
+    size: int = 8
+
+
+class ToyRenderer(PoseToImage, ModelBase):
+    kind = "toy-render"
+
+    def __init__(self, config: ToyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.init_pose_normalization("6dof-quat")
+        self.linear = nn.Linear(7, 3 * config.size**2)
+
+    image_hw = property(lambda self: (self.config.size, self.config.size))
+    has_rgb = property(lambda self: True)
+    has_depth = property(lambda self: False)
+
+    def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"rgb": torch.tanh(self.linear(pose)).view(-1, 3, self.config.size, self.config.size)}
+
+    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self(batch["pose"])
+
+    def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"rgb_mse": F.mse_loss(outputs["rgb"], batch["rgb"])}
+
+
+TOY = ModelFamily(
+    kind="toy-render", config_cls=ToyConfig, build=ToyRenderer, presets={"tiny": {}}, default_preset="tiny",
+    data="pose_to_image", engine="render", description="toy: pose -> 8x8 RGB through one linear layer",
+)  # fmt: skip
+
+
+@pytest.fixture
+def toy_kind():
+    register_family(TOY)
+    yield TOY
+    unregister_family(TOY.kind)
+
+
+def _poses(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(n, 4))
+    return T_from_tq(rng.uniform(-50, 50, (n, 3)), q / np.linalg.norm(q, axis=1, keepdims=True))
+
+
+def test_a_new_kind_trains_checkpoints_loads_and_serves(toy_kind: ModelFamily, tmp_path: Path) -> None:
+    T = _poses(8)
+    model = toy_kind.build(toy_kind.make_config())
+    model.set_pose_normalizer(PoseNormalizer.fit(T, "6dof-quat"))  # the model owns its transforms
+    x = model.normalize_poses(T)
+    data = [{"pose": torch.from_numpy(x[i]), "rgb": torch.full((3, 8, 8), float(i) / 8 - 0.5)} for i in range(8)]
+    before = model.linear.weight.detach().clone()
+    cfg = TrainConfig(epochs=1, batch_size=4, max_steps=2, val_every=0, progress=False, tensorboard=False)
+    trainer = Trainer(model, data, cfg)  # type: ignore[arg-type]
+    trainer.fit()
+    assert trainer.step == 2 and not torch.equal(model.linear.weight.detach(), before)
+
+    camera = PinholeCamera.from_fov(64, 64, 90.0)
+    path = save_checkpoint(tmp_path / "toy.pt", model, dataset_fingerprint="toy", camera=camera, step=trainer.step)
+    ck = load_checkpoint(path, expect_kind="toy-render", expect_size=8)
+    assert type(ck.model) is ToyRenderer and ck.kind == "toy-render" and ck.step == 2
+    assert ck.camera is not None and (ck.camera.width, ck.camera.height) == (8, 8)  # scaled to the model's size
+    np.testing.assert_allclose(ck.model.pose_normalizer.maximum, model.pose_normalizer.maximum)
+
+    engine = load_engine(EngineConfig(checkpoint=str(path), warmup=0))
+    assert isinstance(engine, RenderEngine)
+    res = engine.render(T[:3])
+    assert res.rgb is not None and res.rgb.shape == (3, 8, 8, 3) and res.rgb.dtype == np.uint8
+    assert res.depth is None and res.confidence is None and not res.out_of_bounds.any()
+    assert not np.array_equal(res.rgb[0], res.rgb[1])  # the image depends on the pose
+    with torch.no_grad():
+        direct = model.eval().outputs_to_arrays(model(torch.from_numpy(x[:3])))["rgb"]
+    np.testing.assert_array_equal(res.rgb, direct)
+
+
+# -- registry errors and the driver's dataset check ------------------------------------------------------------
+def test_registry_lookup_and_errors(toy_kind: ModelFamily) -> None:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models import family_names, get_family
+
+    assert {"pose2rgbd", "toy-render"} <= set(family_names())
+    fam = get_family("pose2rgbd")
+    assert fam.engine == "render" and fam.data == "pose_to_image" and fam.default_preset in fam.presets
+    assert fam.make_config("base", size=64).preset == "base" and fam.make_config().preset == fam.default_preset
+    assert fam.load_recipe().__name__ == "prepare"
+    with pytest.raises(ConfigError, match=r"unknown model kind 'posegan'; known kinds: .*pose2rgbd.*toy-render"):
+        get_family("posegan")
+    with pytest.raises(ConfigError, match="already registered"):
+        register_family(ModelFamily(kind="toy-render", config_cls=ToyConfig, build=ToyRenderer))
+    with pytest.raises(ConfigError, match="already registered"):  # a built-in kind cannot be shadowed silently
+        register_family(ModelFamily(kind="pose2rgbd", config_cls=ToyConfig, build=ToyRenderer))
+    with pytest.raises(ConfigError, match="unknown pose2rgbd preset 'huge'"):
+        fam.make_config("huge")
+    with pytest.raises(ConfigError, match="has no field"):
+        fam.make_config("base", colour=3)
+    with pytest.raises(ConfigError, match="data 'video'"):
+        ModelFamily(kind="x", config_cls=ToyConfig, build=ToyRenderer, data="video")
+    with pytest.raises(ConfigError, match="engine 'fly'"):
+        ModelFamily(kind="x", config_cls=ToyConfig, build=ToyRenderer, engine="fly")
+
+
+def test_driver_refuses_data_the_dataset_cannot_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.experiments.toy import make_toy_dataset
+    from pose2rgbd.training import train
+
+    seq = ModelFamily(kind="toy-seq", config_cls=ToyConfig, build=ToyRenderer, data="sequences", train="x:y")
+    register_family(seq)
+    try:
+        ds = Dataset(make_toy_dataset(tmp_path / "ds", n_survey=6, n_route=3, size=16))
+        assert {"pose_to_image", "image_to_pose", "sequences"} <= ds.capabilities()
+        monkeypatch.setattr(Dataset, "capabilities", lambda self: {"pose_to_image", "image_to_pose"})
+        with pytest.raises(ConfigError, match="'toy-seq' trains on sequences data, this dataset gives image_to_pose"):
+            train("toy-seq", ds, tmp_path / "out", ToyConfig())
+        with pytest.raises(ConfigError, match="takes a ToyConfig"):
+            train("toy-seq", ds, tmp_path / "out", object())
+    finally:
+        unregister_family("toy-seq")

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.time import Time
 
-from pose2rgbd.nodes.messages import transform_to_matrix
+from pose2rgbd.messages import transform_to_matrix
 from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
 from pose2rgbd_ros.factory import RclpyFactory
 from pose2rgbd_ros.params import declare_config

@@ -18,9 +18,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.time import Time
 
-from pose2rgbd.nodes.messages import stamp_to_ns, transform_to_matrix
+from pose2rgbd.geometry.tf_buffer import TransformException
+from pose2rgbd.messages import stamp_to_ns, transform_to_matrix
 from pose2rgbd.nodes.renderer import Renderer, RendererConfig
-from pose2rgbd.runtime.tf_buffer import TransformException
 from pose2rgbd_ros.factory import RclpyFactory
 from pose2rgbd_ros.params import declare_config
 from pose2rgbd_ros.spin import run_node

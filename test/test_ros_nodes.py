@@ -20,16 +20,15 @@ def rclpy_context():  # type: ignore[no-untyped-def]
 
 
 def test_factory_builds_rclpy_messages(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    from pose2rgbd import messages as M
     from pose2rgbd.geometry import PinholeCamera
-    from pose2rgbd.nodes import messages as M
     from pose2rgbd_ros.factory import RclpyFactory
 
     f = RclpyFactory()
-    hdr = M.header(f, 1_500_000_000, "cam")
-    img = M.image_msg(f, np.full((4, 5), 2.5, np.float32), "32FC1", hdr)
+    img = M.image(f, 1_500_000_000, "cam", np.full((4, 5), 2.5, np.float32), "32FC1")
     assert img.width == 5 and img.step == 20 and len(img.data) == 80
     np.testing.assert_allclose(M.image_to_numpy(img), 2.5)
-    info = M.camera_info_msg(f, PinholeCamera.from_fov(5, 4, 90.0), hdr)
+    info = M.camera_info(f, 1_500_000_000, "cam", PinholeCamera.from_fov(5, 4, 90.0))
     assert M.camera_from_info(info).width == 5
     d = M.diagnostic_array(f, 0, "x", 1, "warn", {"a": 1})
     assert d.status[0].level == b"\x01"

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from pose2rgbd.bags.images import image_msg_to_rgb
+from pose2rgbd import messages as M
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry import Q_BODY_OPTICAL_XYZW
@@ -35,7 +36,6 @@ from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
 from pose2rgbd.geometry.transforms import T_from_tq
-from pose2rgbd.nodes import messages as M
 from pose2rgbd.nodes.common import Throttle, get_logger
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
 
@@ -243,7 +243,7 @@ class Recorder:
     def on_camera_info(self, msg: Any) -> None:
         try:
             cam = M.camera_from_info(msg)
-        except GeometryError as e:
+        except (GeometryError, BagError) as e:
             self._warning("info", 0, f"ignoring bad CameraInfo: {e}")
             return
         self.camera_info = msg
@@ -391,7 +391,7 @@ class Recorder:
         out: list[Output] = []
         if self.cfg.output.dataset:
             try:
-                rgb = image_msg_to_rgb(img)
+                rgb = M.image_msg_to_rgb(img)
             except (GeometryError, BagError) as e:
                 self.counters["bad_images"] += 1
                 self._warning("img", now_ns, f"frame dropped: {e}")
@@ -426,7 +426,7 @@ class Recorder:
             self._open_writer()
         cam = self.writer.manifest.camera
         if rgb.shape[:2] != (cam.height, cam.width):
-            rgb = M.resize_rgb(rgb, cam.width, cam.height)
+            rgb = cv2.resize(rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
         self.writer.add_frame(stamp, T, rgb, None, latlonalt=(float(lla[0]), float(lla[1]), float(lla[2])))
 
     def _synced_msg(
@@ -443,28 +443,25 @@ class Recorder:
         f = self.f
         hdr = M.header(f, stamp, self.cfg.mount.camera_frame)
         compressed = hasattr(img, "format") and not hasattr(img, "encoding")
-        fix_msg = f.new(
-            "sensor_msgs/msg/NavSatFix",
-            header=M.header(f, stamp, str(fix.header.frame_id)),
-            status=f.new(
-                "sensor_msgs/msg/NavSatStatus", status=int(fix.status.status), service=int(fix.status.service)
-            ),
-            latitude=float(lla[0]),
-            longitude=float(lla[1]),
-            altitude=float(lla[2]),
-            position_covariance=np.asarray(fix.position_covariance, dtype=np.float64),
-            position_covariance_type=int(fix.position_covariance_type),
+        fix_msg = M.navsatfix(
+            f,
+            stamp,
+            str(fix.header.frame_id),
+            float(lla[0]),
+            float(lla[1]),
+            float(lla[2]),
+            status=int(fix.status.status),
+            service=int(fix.status.service),
+            covariance=np.asarray(fix.position_covariance, dtype=np.float64),
+            covariance_type=int(fix.position_covariance_type),
         )
-        pose_odom = M.pose_msg(f, T_from_tq(t_odom, q_odom))
-        odom_msg = f.new(
-            "nav_msgs/msg/Odometry",
-            header=M.header(f, stamp, str(odom.header.frame_id)),
-            child_frame_id=str(odom.child_frame_id),
-            pose=f.new(
-                "geometry_msgs/msg/PoseWithCovariance",
-                pose=pose_odom,
-                covariance=np.asarray(odom.pose.covariance, dtype=np.float64),
-            ),
+        odom_msg = M.odometry(
+            f,
+            stamp,
+            str(odom.header.frame_id),
+            str(odom.child_frame_id),
+            T_from_tq(t_odom, q_odom),
+            pose_cov=np.asarray(odom.pose.covariance, dtype=np.float64),
             twist=odom.twist,
         )
         return f.new(
@@ -475,7 +472,7 @@ class Recorder:
             camera_info=self.camera_info if self.camera_info is not None else f.new("sensor_msgs/msg/CameraInfo"),
             fix=fix_msg,
             odom=odom_msg,
-            pose=M.pose_stamped(f, T, stamp, self.cfg.world_frame),
+            pose=M.pose_stamped(f, stamp, self.cfg.world_frame, T),
         )
 
     def diagnostics(self, now_ns: int) -> Any:

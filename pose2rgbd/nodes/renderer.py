@@ -24,12 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pose2rgbd import messages as M
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, GeometryError
+from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.engine import EngineConfig, InferenceEngine, RenderResult
-from pose2rgbd.nodes import messages as M
 from pose2rgbd.nodes.common import Throttle, get_logger
-from pose2rgbd.runtime.tf_buffer import TransformException
 
 Output = tuple[str, Any]
 Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
@@ -201,16 +201,17 @@ class Renderer:
     # ------------------------------------------------------------------ outputs
     def _build(self, res: RenderResult, stamp: int) -> dict[str, Any]:
         f, cfg = self.f, self.cfg
-        hdr = M.header(f, stamp, cfg.camera_frame)
-        rgb = M.image_msg(f, None if res.rgb is None else res.rgb[0], "rgb8", hdr)
-        depth = M.image_msg(f, None if res.depth is None else res.depth[0], "32FC1", hdr)
-        conf = M.image_msg(f, None if res.confidence is None else res.confidence[0], "32FC1", hdr)
-        info = M.camera_info_msg(f, self.engine.camera, hdr)
+        cam = cfg.camera_frame
+        hdr = M.header(f, stamp, cam)
+        rgb = M.image(f, stamp, cam, None if res.rgb is None else res.rgb[0], "rgb8")
+        depth = M.image(f, stamp, cam, None if res.depth is None else res.depth[0], "32FC1")
+        conf = M.image(f, stamp, cam, None if res.confidence is None else res.confidence[0], "32FC1")
+        info = M.camera_info(f, stamp, cam, self.engine.camera)
         latency_ms = res.latency_s * 1e3
         rgbd = f.new(
             "pose2rgbd/msg/RGBD",
             header=hdr,
-            query_pose=M.pose_stamped(f, res.T_world_cam[0], stamp, cfg.world_frame),
+            query_pose=M.pose_stamped(f, stamp, cfg.world_frame, res.T_world_cam[0]),
             rgb=rgb,
             depth=depth,
             confidence=conf,

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pose2rgbd.bags import BagWriter, new_typestore, open_bag
+from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
+from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
+from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.common import resolve_topic
-from pose2rgbd.nodes.messages import register_custom_msgs
 from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
 from pose2rgbd.nodes.renderer import Renderer, RendererConfig
-from pose2rgbd.runtime.factory import TypestoreFactory
-from pose2rgbd.runtime.tf_buffer import TFBuffer, TransformException
 
 log = logging.getLogger(__name__)
 

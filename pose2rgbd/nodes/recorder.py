@@ -271,19 +271,6 @@ class Recorder:
         self.set_recording(bool(msg.data))
         return []
 
-    def input_types(self) -> dict[str, str]:
-        t = self.cfg.topics
-        return {
-            t.image: "sensor_msgs/msg/CompressedImage" if t.compressed else "sensor_msgs/msg/Image",
-            t.camera_info: "sensor_msgs/msg/CameraInfo",
-            t.gps: "sensor_msgs/msg/NavSatFix",
-            t.odom: "nav_msgs/msg/Odometry",
-        }
-
-    def output_types(self) -> dict[str, str]:
-        t = self.cfg.topics
-        return {t.synced: "pose2rgbd/msg/SyncedFrame", t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray"}
-
     # ------------------------------------------------------------------ inputs
     def _warning(self, key: str, now_ns: int, text: str) -> None:
         if self._warn(key, now_ns):

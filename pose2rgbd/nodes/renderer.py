@@ -291,18 +291,6 @@ class Renderer:
             out.append((top.rgbd, msgs["rgbd"]))
         return out
 
-    def output_types(self) -> dict[str, str]:
-        """topic -> message type for everything :meth:`tick` may return (for bag writers / publishers)."""
-        t = self.cfg.topics
-        return {
-            t.rgb: "sensor_msgs/msg/Image",
-            t.depth: "sensor_msgs/msg/Image",
-            t.confidence: "sensor_msgs/msg/Image",
-            t.camera_info: "sensor_msgs/msg/CameraInfo",
-            t.rgbd: "pose2rgbd/msg/RGBD",
-            t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray",
-        }
-
     def latency_percentiles_ms(self) -> tuple[float, float]:
         if not self._latency_ms:
             return float("nan"), float("nan")

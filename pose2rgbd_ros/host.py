@@ -35,7 +35,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.messages import stamp_to_ns, transform_to_matrix
-from pose2rgbd.nodes.spec import NodeSpec, config_from_flat, get_key, with_resources
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
@@ -127,6 +127,7 @@ class NodeHost(LifecycleNode):
             cfg = self._config_from_parameters()
             resources = with_resources(self.spec, cfg, None)
             logic = self.spec.build(cfg, self.factory, self.get_logger(), **resources)
+            check_logic(self.spec, logic)
         except Pose2RGBDError as e:
             self.configure_error = e
             self.get_logger().error(f"configure failed: {e}")

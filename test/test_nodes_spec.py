@@ -60,6 +60,27 @@ def test_spec_validation_names_the_problem() -> None:
         NodeSpec("x", RendererConfig, build, live=("speed",))
 
 
+def test_logic_is_checked_against_its_spec(flight: Path, tmp_path: Path) -> None:
+    class Half:
+        def __init__(self, cfg: EchoConfig, *_: Any, **__: Any) -> None:
+            self.cfg = cfg
+
+        def on_pose(self, msg: Any, now_ns: int) -> None:
+            return None
+
+    spec = NodeSpec(
+        "half",
+        EchoConfig,
+        Half,
+        inputs=ECHO.inputs,
+        timers=ECHO.timers,
+        tf=ECHO.tf,
+        live=("lift",),
+    )
+    with pytest.raises(ConfigError, match=r"'half': Half lacks on_parameter_change, set_tf_lookup, tf_update, tick"):
+        run_node_bag(spec, EchoConfig(), flight, None)
+
+
 def test_parameters_carry_ranges_and_live_flags() -> None:
     p = RENDERER.parameters()
     assert p["rate_hz"].range == (0.0, 1000.0) and p["rate_hz"].live
@@ -169,6 +190,12 @@ class Echo:
 
     def set_tf_lookup(self, lookup: Any) -> None:
         self.lookup = lookup
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        new, reason = parameter_change(self.cfg, name, value, ECHO.live)
+        if new is not None:
+            self.cfg = new
+        return new is not None, reason
 
     def on_pose(self, msg: Any, now_ns: int) -> list[tuple[str, Any]]:
         from pose2rgbd.messages import pose_stamped

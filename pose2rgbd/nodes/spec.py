@@ -177,6 +177,21 @@ def validate_spec(spec: NodeSpec) -> None:
             raise ConfigError(f"{where}: live parameter {pattern!r} matches no field of {spec.config.__name__}")
 
 
+def check_logic(spec: NodeSpec, logic: Any) -> None:
+    """Check that a built logic object has what ``spec`` promises the runtimes (handlers, hooks); raises
+    ConfigError listing what is missing."""
+    need = [i.handler for i in spec.inputs] + [t.handler for t in spec.timers] + [s.handler for s in spec.services]
+    if spec.tf is not None:
+        need += ["set_tf_lookup"] + ([spec.tf.on_update] if spec.tf.on_update else [])
+    if spec.live:
+        need.append("on_parameter_change")
+    missing = sorted({n for n in need if not callable(getattr(logic, n, None))})
+    if not hasattr(logic, "cfg"):
+        missing.append("cfg (attribute)")
+    if missing:
+        raise ConfigError(f"node {spec.name!r}: {type(logic).__name__} lacks {', '.join(missing)}")
+
+
 def is_live(name: str, live: Collection[str]) -> bool:
     """``name`` is in ``live`` (exact, or under a ``"section.*"`` entry)."""
     return any(name == p or (p.endswith(".*") and name.startswith(p[:-1])) for p in live)
@@ -256,6 +271,7 @@ __all__ = [
     "TFNeed",
     "Timer",
     "changed_config",
+    "check_logic",
     "config_from_flat",
     "get_key",
     "is_live",

@@ -27,7 +27,7 @@ from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_
 from pose2rgbd.nodes.common import resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
-from pose2rgbd.nodes.spec import NodeSpec, get_key, with_resources
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def run_node_bag(
 
         resources = with_resources(spec, cfg, resources)
         logic = spec.build(cfg, TypestoreFactory(ts), None, **resources)
+        check_logic(spec, logic)
         tf = TFBuffer(cache_time_s=TF_CACHE_S)
         if spec.tf_used(cfg):
             logic.set_tf_lookup(tf.lookup_transform)

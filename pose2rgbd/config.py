@@ -355,3 +355,23 @@ def parse_datum_text(text: str, key: str = "datum") -> tuple[float, float, float
         return None
     lat, lon, alt = parse_numbers(text, 3, key, "'lat,lon,alt' in degrees, degrees, metres (empty: first fix)")
     return lat, lon, alt
+
+
+def ranged_field(default: float, help: str, lo: float, hi: float) -> Any:
+    """A :func:`help_field` for a number with its allowed closed range ``[lo, hi]`` (metadata key ``range``):
+    declared as the ROS parameter's range and checked when a node parameter changes."""
+    if not lo <= default <= hi:
+        raise ConfigError(f"default {default} outside its range [{lo}, {hi}]")
+    return dataclasses.field(default=default, metadata={"help": help, "range": (lo, hi)})
+
+
+def param_ranges(cls: type, prefix: str = "") -> dict[str, tuple[float, float]]:
+    """Flat ``{"a.b": (lo, hi)}`` for every leaf field declared with :func:`ranged_field`."""
+    out: dict[str, tuple[float, float]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(param_ranges(hints[f.name], f"{prefix}{f.name}."))
+        elif "range" in f.metadata:
+            out[f"{prefix}{f.name}"] = tuple(f.metadata["range"])  # type: ignore[assignment]
+    return out

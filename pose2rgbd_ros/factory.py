@@ -1,4 +1,4 @@
-"""A :class:`pose2rgbd.nodes.messages.MessageFactory` that builds rclpy messages.
+"""A :class:`pose2rgbd.messages.MessageFactory` that builds rclpy messages.
 
 The node logic hands over numpy arrays; rclpy's generated setters want ``array.array`` for sequences of
 numbers (they iterate anything else element by element, which is slow for images), numpy for fixed-size

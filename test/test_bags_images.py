@@ -1,23 +1,25 @@
-"""Image <-> NumPy conversions of pose2rgbd.bags.images (no cv_bridge)."""
+"""Image <-> NumPy conversions of pose2rgbd.messages.images (no cv_bridge)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pose2rgbd.bags import (
+from pose2rgbd.errors import BagError
+from pose2rgbd.messages import (
     ENCODINGS,
+    compressed_image,
     compressed_to_numpy,
+    default_factory,
     get_typestore,
+    image,
     image_msg_to_depth,
     image_msg_to_rgb,
     image_to_numpy,
-    numpy_to_compressed,
-    numpy_to_image,
 )
-from pose2rgbd.errors import BagError
 
 RNG = np.random.default_rng(7)
+F = default_factory()
 
 
 def _random(enc: str, h: int = 5, w: int = 7) -> np.ndarray:
@@ -38,7 +40,7 @@ def _serialize_roundtrip(msg):
 @pytest.mark.parametrize("enc", sorted(ENCODINGS))
 def test_image_roundtrip_every_encoding(enc: str) -> None:
     a = _random(enc)
-    msg = numpy_to_image(a, enc, 123, "cam")
+    msg = image(F, 123, "cam", a, enc)
     assert msg.encoding == enc and msg.height == 5 and msg.width == 7
     assert msg.step == 7 * a.itemsize * ENCODINGS[enc][1]
     back = image_to_numpy(_serialize_roundtrip(msg))
@@ -49,7 +51,7 @@ def test_image_roundtrip_every_encoding(enc: str) -> None:
 @pytest.mark.parametrize("alias,enc", [("8UC1", "mono8"), ("8UC3", "bgr8"), ("mono16", "16UC1")])
 def test_aliases_give_same_pixels(alias: str, enc: str) -> None:
     a = _random(enc)
-    np.testing.assert_array_equal(image_to_numpy(numpy_to_image(a, alias)), a)
+    np.testing.assert_array_equal(image_to_numpy(image(F, 0, "", a, alias)), a)
 
 
 def _padded(a: np.ndarray, enc: str, pad: int, bigendian: bool):
@@ -59,7 +61,7 @@ def _padded(a: np.ndarray, enc: str, pad: int, bigendian: bool):
     raw = a.astype(a.dtype.newbyteorder(">" if bigendian else "<")).reshape(h, -1).view(np.uint8).reshape(h, rowbytes)
     junk = np.full((h, pad), 0xAB, np.uint8)
     data = np.concatenate([raw, junk], axis=1).reshape(-1)
-    msg = numpy_to_image(a, enc)
+    msg = image(F, 0, "", a, enc)
     msg.step, msg.is_bigendian, msg.data = rowbytes + pad, int(bigendian), data
     return msg
 
@@ -77,7 +79,7 @@ def test_step_padding_and_byte_order(enc: str, bigendian: bool) -> None:
 
 def test_bigendian_32fc1_values() -> None:
     a = np.array([[1.5, -2.25], [np.inf, 1e-3]], np.float32)
-    msg = numpy_to_image(a, "32FC1")
+    msg = image(F, 0, "", a, "32FC1")
     msg.is_bigendian = 1
     msg.data = a.astype(">f4").reshape(-1).view(np.uint8).copy()
     out = image_to_numpy(msg)
@@ -89,22 +91,22 @@ def test_bigendian_32fc1_values() -> None:
 
 
 def test_clear_errors() -> None:
-    msg = numpy_to_image(_random("rgb8"), "rgb8")
+    msg = image(F, 0, "", _random("rgb8"), "rgb8")
     msg.encoding = "bayer_rggb8"
     with pytest.raises(BagError, match="unsupported image encoding 'bayer_rggb8'"):
         image_to_numpy(msg)
-    msg = numpy_to_image(_random("rgb8"), "rgb8")
+    msg = image(F, 0, "", _random("rgb8"), "rgb8")
     msg.data = msg.data[:-30]
     with pytest.raises(BagError, match="data has"):
         image_to_numpy(msg)
-    msg = numpy_to_image(_random("rgb8"), "rgb8")
+    msg = image(F, 0, "", _random("rgb8"), "rgb8")
     msg.step = 3
     with pytest.raises(BagError, match="step"):
         image_to_numpy(msg)
     with pytest.raises(BagError, match="does not fit"):
-        numpy_to_image(np.zeros((4, 4, 3), np.uint8), "mono8")
+        image(F, 0, "", np.zeros((4, 4, 3), np.uint8), "mono8")
     with pytest.raises(BagError, match="does not fit"):
-        numpy_to_image(np.zeros((4, 4), np.float32), "16UC1")
+        image(F, 0, "", np.zeros((4, 4), np.float32), "16UC1")
 
 
 def test_rclpy_style_data_accepted() -> None:
@@ -112,7 +114,7 @@ def test_rclpy_style_data_accepted() -> None:
     import array
 
     a = _random("bgr8")
-    msg = numpy_to_image(a, "bgr8")
+    msg = image(F, 0, "", a, "bgr8")
     msg.data = array.array("B", msg.data.tobytes())
     np.testing.assert_array_equal(image_to_numpy(msg), a)
     msg.data = bytes(msg.data)
@@ -122,18 +124,18 @@ def test_rclpy_style_data_accepted() -> None:
 @pytest.mark.parametrize("enc", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC3"])
 def test_png_exact_and_to_rgb(enc: str) -> None:
     a = _random(enc, 16, 12)
-    msg = _serialize_roundtrip(numpy_to_compressed(a, "png", enc, 5, "cam"))
+    msg = _serialize_roundtrip(compressed_image(F, 5, "cam", a, "png", enc))
     assert "png" in msg.format and msg.format.startswith(enc)
     # passthrough gives back the original array, channel order included
     np.testing.assert_array_equal(compressed_to_numpy(msg, want="passthrough"), a)
     rgb = image_msg_to_rgb(msg)
     assert rgb.dtype == np.uint8 and rgb.shape == (16, 12, 3)
-    np.testing.assert_array_equal(rgb, image_msg_to_rgb(numpy_to_image(a, enc)))
+    np.testing.assert_array_equal(rgb, image_msg_to_rgb(image(F, 0, "", a, enc)))
 
 
 def test_png_16bit_kept() -> None:
     a = _random("16UC1", 9, 11)
-    msg = numpy_to_compressed(a, "png", "16UC1")
+    msg = compressed_image(F, 0, "", a, "png", "16UC1")
     out = compressed_to_numpy(msg, want="passthrough")
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out, a)
@@ -145,7 +147,7 @@ def test_png_16bit_kept() -> None:
 def test_jpeg_approximate() -> None:
     yy, xx = np.mgrid[0:48, 0:64]
     rgb = np.stack([xx * 4, yy * 5, 255 - xx * 3], -1).astype(np.uint8)  # smooth: jpeg-friendly
-    msg = numpy_to_compressed(rgb, "jpeg", "rgb8", quality=95)
+    msg = compressed_image(F, 0, "", rgb, "jpeg", "rgb8", quality=95)
     assert msg.format == "rgb8; jpeg compressed bgr8"
     out = image_msg_to_rgb(msg)
     assert out.shape == rgb.shape
@@ -154,7 +156,7 @@ def test_jpeg_approximate() -> None:
     assert np.abs(out[..., ::-1].astype(int) - rgb).mean() > 30
     bgr = compressed_to_numpy(msg, want="bgr8")
     np.testing.assert_array_equal(bgr, out[..., ::-1])
-    mono = compressed_to_numpy(numpy_to_compressed(rgb[..., 0], "jpeg", "mono8"), want="rgb8")
+    mono = compressed_to_numpy(compressed_image(F, 0, "", rgb[..., 0], "jpeg", "mono8"), want="rgb8")
     assert mono.shape == (48, 64, 3) and (mono[..., 0] == mono[..., 2]).all()
 
 
@@ -168,20 +170,20 @@ def test_image_msg_to_rgb_every_colour_encoding() -> None:
         "8UC3": rgb[..., ::-1],
     }
     for enc, arr in cases.items():
-        np.testing.assert_array_equal(image_msg_to_rgb(numpy_to_image(arr, enc)), rgb, err_msg=enc)
+        np.testing.assert_array_equal(image_msg_to_rgb(image(F, 0, "", arr, enc)), rgb, err_msg=enc)
     mono = rgb[..., 1]
     for enc in ("mono8", "8UC1"):
-        np.testing.assert_array_equal(image_msg_to_rgb(numpy_to_image(mono, enc)), np.repeat(mono[..., None], 3, -1))
+        np.testing.assert_array_equal(image_msg_to_rgb(image(F, 0, "", mono, enc)), np.repeat(mono[..., None], 3, -1))
     np.testing.assert_array_equal(
-        image_msg_to_rgb(numpy_to_image(mono.astype(np.uint16) << 8, "mono16")), np.repeat(mono[..., None], 3, -1)
+        image_msg_to_rgb(image(F, 0, "", mono.astype(np.uint16) << 8, "mono16")), np.repeat(mono[..., None], 3, -1)
     )
     with pytest.raises(BagError, match="not a colour encoding"):
-        image_msg_to_rgb(numpy_to_image(np.zeros((2, 2), np.float32), "32FC1"))
+        image_msg_to_rgb(image(F, 0, "", np.zeros((2, 2), np.float32), "32FC1"))
 
 
 def test_depth_32fc1() -> None:
     d = np.array([[1.0, 0.0], [np.nan, np.inf]], np.float32)
-    out = image_msg_to_depth(numpy_to_image(d, "32FC1"))
+    out = image_msg_to_depth(image(F, 0, "", d, "32FC1"))
     assert out[0, 0] == 1.0 and np.isnan(out[0, 1]) and np.isnan(out[1, 0]) and np.isposinf(out[1, 1])
 
 
@@ -193,14 +195,14 @@ def test_compressed_depth_16uc1() -> None:
     ok, png = cv2.imencode(".png", d)
     assert ok
     hdr = np.concatenate([np.array([0], "<i4").view(np.uint8), np.zeros(8, np.uint8)])
-    msg = numpy_to_compressed(_random("mono8"), "png", "mono8")
+    msg = compressed_image(F, 0, "", _random("mono8"), "png", "mono8")
     msg.format = "16UC1; compressedDepth png"
     msg.data = np.concatenate([hdr, png.reshape(-1)])
     np.testing.assert_array_equal(compressed_to_numpy(msg), d)
 
 
 def test_corrupt_compressed_raises() -> None:
-    msg = numpy_to_compressed(_random("rgb8"), "png", "rgb8")
+    msg = compressed_image(F, 0, "", _random("rgb8"), "png", "rgb8")
     msg.data = msg.data[:20]
     with pytest.raises(BagError, match="cannot decode CompressedImage"):
         image_msg_to_rgb(msg)

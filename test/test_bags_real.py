@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose2rgbd.bags import open_bag, stamp_to_ns
+from pose2rgbd.bags import open_bag
 from pose2rgbd.errors import BagError
 from pose2rgbd.geometry import Datum
+from pose2rgbd.messages import stamp_to_ns
 
 HUSKY_COUNTS = {"/fix": 989, "/husky_velocity_controller/odom": 3952, "/imu/data": 11865}
 HUSKY_TYPES = {

@@ -7,33 +7,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose2rgbd.bags import (
-    BagWriter,
+from pose2rgbd.bags import BagWriter, open_bag
+from pose2rgbd.errors import BagError, GeometryError
+from pose2rgbd.geometry import PinholeCamera, T_from_tq, rpy_to_quat_xyzw
+from pose2rgbd.messages import (
+    TypestoreFactory,
     camera_from_info,
     camera_info,
+    compressed_image,
+    default_factory,
     get_typestore,
+    header,
     header_stamp_ns,
+    image,
     image_to_numpy,
     imu,
     navsatfix,
     new_typestore,
-    ns_to_stamp,
-    numpy_to_compressed,
-    numpy_to_image,
     odometry,
-    open_bag,
     pose_stamped,
     pose_to_matrix,
     register_msg_definitions,
+    stamp,
     stamp_to_ns,
     tf_message,
     transform_stamped,
     transform_to_matrix,
 )
-from pose2rgbd.errors import BagError
-from pose2rgbd.geometry import PinholeCamera, T_from_tq, rpy_to_quat_xyzw
 
 RNG = np.random.default_rng(3)
+F = default_factory()
 
 
 def _T(i: int) -> np.ndarray:
@@ -46,18 +49,18 @@ def _write_sample(path: Path, storage: str, n: int = 4) -> dict:
     expected: dict = {"fix": [], "odom": [], "img": [], "tf": [], "ps": [], "stamps": []}
     with BagWriter(path, storage=storage) as w:
         w.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", qos="transient_local")
-        w.write("/tf_static", 10, tf_message([transform_stamped(10, "base_link", "camera", _T(9))]))
+        w.write("/tf_static", 10, tf_message(F, [transform_stamped(F, 10, "base_link", "camera", _T(9))]))
         for i in range(n):
             t = 1_700_000_000_123_456_789 + i * 100_000_000
             lat, lon, alt = 42.3758 + i * 1e-5, -71.1474 - i * 2e-5, 30.0 + i
-            w.write("/fix", t, navsatfix(t, "gps", lat, lon, alt, status=1, covariance=np.diag([1.0, 2.0, 4.0])))
-            w.write("/odom", t + 1, odometry(t, "odom", "base_link", _T(i), linear=(1.0, 0, 0), angular=(0, 0, 0.5)))
+            w.write("/fix", t, navsatfix(F, t, "gps", lat, lon, alt, status=1, covariance=np.diag([1.0, 2.0, 4.0])))
+            w.write("/odom", t + 1, odometry(F, t, "odom", "base_link", _T(i), linear=(1.0, 0, 0), angular=(0, 0, 0.5)))
             img = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-            w.write("/cam/image", t + 2, numpy_to_image(img, "rgb8", t, "camera"))
-            w.write("/cam/info", t + 2, camera_info(cam, t, "camera"))
-            w.write("/pose", t + 3, pose_stamped(t, "map", _T(i + 1)))
-            w.write("/tf", t + 4, tf_message([transform_stamped(t, "odom", "base_link", _T(i))]))
-            w.write("/cam/compressed", t + 5, numpy_to_compressed(img, "png", "rgb8", t, "camera"))
+            w.write("/cam/image", t + 2, image(F, t, "camera", img, "rgb8"))
+            w.write("/cam/info", t + 2, camera_info(F, t, "camera", cam))
+            w.write("/pose", t + 3, pose_stamped(F, t, "map", _T(i + 1)))
+            w.write("/tf", t + 4, tf_message(F, [transform_stamped(F, t, "odom", "base_link", _T(i))]))
+            w.write("/cam/compressed", t + 5, compressed_image(F, t, "camera", img, "png", "rgb8"))
             expected["fix"].append((t, lat, lon, alt))
             expected["odom"].append(_T(i))
             expected["img"].append(img)
@@ -147,7 +150,7 @@ def test_tf_static_is_transient_local(tmp_path: Path) -> None:
 def test_atomic_writer_leaves_nothing_on_exception(tmp_path: Path) -> None:
     path = tmp_path / "bag"
     with pytest.raises(RuntimeError, match=r"boom"), BagWriter(path) as w:
-        w.write("/fix", 1, navsatfix(1, "gps", 1.0, 2.0, 3.0))
+        w.write("/fix", 1, navsatfix(F, 1, "gps", 1.0, 2.0, 3.0))
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
@@ -159,12 +162,12 @@ def test_writer_refuses_existing_and_overwrite_replaces(tmp_path: Path) -> None:
         BagWriter(path)
     # A failed overwrite leaves the old bag intact.
     with pytest.raises(RuntimeError), BagWriter(path, overwrite=True) as w:
-        w.write("/x", 1, navsatfix(1, "gps", 1.0, 2.0, 3.0))
+        w.write("/x", 1, navsatfix(F, 1, "gps", 1.0, 2.0, 3.0))
         raise RuntimeError
     with open_bag(path) as bag:
         assert bag.topics["/fix"].count == 1
     with BagWriter(path, overwrite=True, storage="mcap") as w:
-        w.write("/only", 5, navsatfix(5, "gps", 1.0, 2.0, 3.0))
+        w.write("/only", 5, navsatfix(F, 5, "gps", 1.0, 2.0, 3.0))
     with open_bag(path) as bag:
         assert list(bag.topics) == ["/only"] and bag.storage == "mcap"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
@@ -172,9 +175,9 @@ def test_writer_refuses_existing_and_overwrite_replaces(tmp_path: Path) -> None:
 
 def test_writer_errors(tmp_path: Path) -> None:
     with BagWriter(tmp_path / "b") as w:
-        w.write("/fix", 1, navsatfix(1, "gps", 1.0, 2.0, 3.0))
+        w.write("/fix", 1, navsatfix(F, 1, "gps", 1.0, 2.0, 3.0))
         with pytest.raises(BagError, match=r"is sensor_msgs/msg/NavSatFix"):
-            w.write("/fix", 2, pose_stamped(2, "map", np.eye(4)))
+            w.write("/fix", 2, pose_stamped(F, 2, "map", np.eye(4)))
         with pytest.raises(BagError, match=r"unknown to the typestore"):
             w.add_topic("/rgbd", "pose2rgbd/msg/Nope")
         with pytest.raises(BagError, match=r"storage must be"):
@@ -194,11 +197,13 @@ def test_custom_message_definitions(tmp_path: Path) -> None:
     with pytest.raises(BagError, match=r"already present|cannot register"):
         register_msg_definitions(ts, {"pose2rgbd/msg/Sample": "int32 other\n"})
     assert "pose2rgbd/msg/Sample" not in get_typestore("humble").fielddefs  # the shared store is untouched
-    from pose2rgbd.bags import header
-
     cls = ts.types["pose2rgbd/msg/Sample"]
     with BagWriter(tmp_path / "b", typestore=ts) as w:
-        w.write("/s", 7, cls(header=header(7, "x", ts), values=np.array([1.5, 2.5], np.float32), label="hi"))
+        w.write(
+            "/s",
+            7,
+            cls(header=header(TypestoreFactory(ts), 7, "x"), values=np.array([1.5, 2.5], np.float32), label="hi"),
+        )
     with open_bag(tmp_path / "b") as bag:  # decoded from the definition embedded in the bag
         (m,) = list(bag.messages())
         assert m.msgtype == "pose2rgbd/msg/Sample" and m.msg.label == "hi"
@@ -207,7 +212,7 @@ def test_custom_message_definitions(tmp_path: Path) -> None:
 
 def test_time_conversions() -> None:
     for ns in (0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789, -1, -1_500_000_000):
-        st = ns_to_stamp(ns)
+        st = stamp(F, ns)
         assert 0 <= st.nanosec < 1_000_000_000
         assert stamp_to_ns(st) == ns
 
@@ -218,13 +223,13 @@ def test_time_conversions() -> None:
 
 
 def test_builders_and_duck_typed_readers() -> None:
-    m = imu(5, "imu", quat_xyzw=[0, 0, 0, 1], angular_velocity=(0.1, 0.2, 0.3))
+    m = imu(F, 5, "imu", quat_xyzw=[0, 0, 0, 1], angular_velocity=(0.1, 0.2, 0.3))
     assert m.angular_velocity.z == 0.3 and m.orientation.w == 1.0
-    assert imu(5, "imu").orientation_covariance[0] == -1.0
-    with pytest.raises(BagError, match=r"3x3"):
-        navsatfix(0, "gps", 1, 2, 3, covariance=[1, 2])
-    assert navsatfix(0, "gps", 1, 2, 3).position_covariance_type == 0
-    assert navsatfix(0, "gps", 1, 2, 3, covariance=np.ones((3, 3))).position_covariance_type == 3
+    assert imu(F, 5, "imu").orientation_covariance[0] == -1.0
+    with pytest.raises(GeometryError, match=r"3x3"):
+        navsatfix(F, 0, "gps", 1, 2, 3, covariance=[1, 2])
+    assert navsatfix(F, 0, "gps", 1, 2, 3).position_covariance_type == 0
+    assert navsatfix(F, 0, "gps", 1, 2, 3, covariance=np.ones((3, 3))).position_covariance_type == 3
 
     class Obj:
         def __init__(self, **kw):
@@ -234,7 +239,7 @@ def test_builders_and_duck_typed_readers() -> None:
     info = Obj(width=640, height=480, K=[500, 0, 319.5, 0, 510, 239.5, 0, 0, 1], P=[0.0] * 12, binning_x=2, binning_y=2)
     cam = camera_from_info(info)
     assert (cam.width, cam.height) == (320, 240) and cam.fx == pytest.approx(250.0)
-    with pytest.raises(BagError, match=r"neither a valid P nor a valid K"):
+    with pytest.raises(GeometryError, match=r"neither a valid P nor a valid K"):
         camera_from_info(Obj(width=4, height=4, k=[0.0] * 9, p=[0.0] * 12))
     pose = Obj(position=Obj(x=1.0, y=2.0, z=3.0), orientation=Obj(x=0.0, y=0.0, z=0.0, w=1.0))
     np.testing.assert_allclose(pose_to_matrix(Obj(pose=pose))[:3, 3], [1, 2, 3])

@@ -117,10 +117,11 @@ def test_offset_recovered_for_restamped_gps(sim_streams, d: float) -> None:
 
 @pytest.mark.slow
 def test_bag_to_dataset_round_trip(sim_bag: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from pose2rgbd.bags import open_bag, pose_to_matrix
+    from pose2rgbd.bags import open_bag
     from pose2rgbd.convert.bag import convert_bag
     from pose2rgbd.convert.core import ConvertConfig
     from pose2rgbd.dataset import Dataset
+    from pose2rgbd.messages import pose_to_matrix
 
     caplog.set_level(logging.INFO)
     out = tmp_path / "ds"

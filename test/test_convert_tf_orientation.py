@@ -44,17 +44,17 @@ def _rewrite_tf(T_fn: Callable[[np.ndarray], np.ndarray], parent: str | None = N
     """An ``extra`` for :func:`_copy_bag` that writes /tf again with ``T_fn(T)`` (and optionally a new parent)."""
 
     def extra(bag: Any, w: Any) -> None:
-        from pose2rgbd.bags import header_stamp_ns, tf_message, transform_stamped, transform_to_matrix
+        from pose2rgbd.messages import header_stamp_ns, tf_message, transform_stamped, transform_to_matrix
 
-        ts = w.typestore
+        ts = w.factory
         w.add_topic("/tf", "tf2_msgs/msg/TFMessage")
         for m in bag.messages(["/tf"]):
             trs = [
-                transform_stamped(header_stamp_ns(tr), parent or tr.header.frame_id, tr.child_frame_id,
-                                  T_fn(transform_to_matrix(tr.transform)), ts=ts)
+                transform_stamped(ts, header_stamp_ns(tr), parent or tr.header.frame_id, tr.child_frame_id,
+                                  T_fn(transform_to_matrix(tr.transform)))
                 for tr in m.msg.transforms
             ]  # fmt: skip
-            w.write("/tf", m.stamp_ns, tf_message(trs, ts=ts))
+            w.write("/tf", m.stamp_ns, tf_message(ts, trs))
 
     return extra
 
@@ -73,10 +73,11 @@ def _angles_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
 
 
 def test_tf_orientation_matches_ground_truth_and_odometry(sim_bag: Path, tmp_path: Path) -> None:
-    from pose2rgbd.bags import open_bag, pose_to_matrix
+    from pose2rgbd.bags import open_bag
     from pose2rgbd.convert.bag import convert_bag
     from pose2rgbd.convert.core import ConvertConfig
     from pose2rgbd.dataset import Dataset
+    from pose2rgbd.messages import pose_to_matrix
 
     out = tmp_path / "ds"
     convert_bag(sim_bag, out, ConvertConfig(orientation="tf", estimate_offset=False, time_offset_s=OFFSET),
@@ -160,9 +161,10 @@ def test_auto_uses_tf_only_without_imu_and_odometry(sim_bag: Path, tmp_path: Pat
 def test_tf_chain_of_a_real_nav2_bag_matches_amcl(shared_data: Path) -> None:
     """nav2 turtlebot recording: /tf map -> odom (amcl) -> base_link (odometry). R_map_base_link from the chain
     agrees with /amcl_pose; the odometry alone is ~20 deg off (so the map link is really used)."""
-    from pose2rgbd.bags import header_stamp_ns, open_bag, pose_to_matrix
+    from pose2rgbd.bags import open_bag
     from pose2rgbd.convert.bag import BODY_FRAMES, _tf_orientation_series
     from pose2rgbd.convert.core import OrientationTrack
+    from pose2rgbd.messages import header_stamp_ns, pose_to_matrix
 
     path = shared_data / "ros2-bag-fixtures" / "evo_nav2_turtlebot_sim_mcap" / "nav2_turtlebot.mcap"
     with open_bag(path) as bag:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose2rgbd.bags import camera_info, get_typestore, navsatfix, new_typestore, numpy_to_image, odometry
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera
-from pose2rgbd.nodes import Recorder, RecorderConfig, register_custom_msgs
+from pose2rgbd.messages import (
+    TypestoreFactory,
+    camera_info,
+    default_factory,
+    image,
+    navsatfix,
+    new_typestore,
+    odometry,
+    register_custom_msgs,
+)
+from pose2rgbd.nodes import Recorder, RecorderConfig
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream
-from pose2rgbd.runtime import TypestoreFactory
 from pose2rgbd.runtime.testing import DATUM
 
 S = 1_000_000_000
@@ -63,17 +71,17 @@ def _feed_synthetic(rec: Recorder, ts: object, *, gps_gap_at: float | None = Non
         t = k * 20 * MS
         T = np.eye(4)
         T[:3, 3] = [t / S, 0.0, 10.0]
-        events.append((t, 1, "odom", odometry(t, "odom", "base_link", T, ts=ts)))
+        events.append((t, 1, "odom", odometry(ts, t, "odom", "base_link", T)))
     for k in range(11):
         t = k * 100 * MS
         if gps_gap_at is not None and abs(t / S - gps_gap_at) < 0.25:
             continue
         lat, lon, alt = DATUM.from_enu(np.array([t / S, 0.0, 10.0]))
-        events.append((t, 0, "gps", navsatfix(t, "gps", float(lat), float(lon), float(alt), ts=ts)))
+        events.append((t, 0, "gps", navsatfix(ts, t, "gps", float(lat), float(lon), float(alt))))
     for k in range(10):
         t = 50 * MS + k * 100 * MS
-        events.append((t, 2, "info", camera_info(cam, t, "camera_optical_frame", ts)))
-        events.append((t, 3, "image", numpy_to_image(np.full((8, 8, 3), k, np.uint8), "rgb8", t, "cam", ts)))
+        events.append((t, 2, "info", camera_info(ts, t, "camera_optical_frame", cam)))
+        events.append((t, 3, "image", image(ts, t, "cam", np.full((8, 8, 3), k, np.uint8), "rgb8")))
     out = []
     for t, _, kind, msg in sorted(events, key=lambda e: (e[0], e[1])):
         if kind == "odom":
@@ -89,7 +97,7 @@ def _feed_synthetic(rec: Recorder, ts: object, *, gps_gap_at: float | None = Non
 
 
 def _recorder(**sync: object) -> tuple[Recorder, object]:
-    ts = get_typestore()
+    ts = default_factory()
     cfg = RecorderConfig()
     cfg.mount.source = "config"
     cfg.mount.translation = [0.0, 0.0, -0.5]

@@ -7,17 +7,26 @@ import logging
 import numpy as np
 import pytest
 
-from pose2rgbd.bags import get_typestore, new_typestore, pose_stamped
 from pose2rgbd.config import describe
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.tf_buffer import LookupException, TFBuffer
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
-from pose2rgbd.nodes import Renderer, RendererConfig, register_custom_msgs
-from pose2rgbd.nodes.messages import camera_from_info, image_to_numpy, pose_to_matrix, stamp_to_ns
-from pose2rgbd.runtime import TypestoreFactory
-from pose2rgbd.runtime.tf_buffer import LookupException, TFBuffer
+from pose2rgbd.messages import (
+    TypestoreFactory,
+    camera_from_info,
+    default_factory,
+    image_to_numpy,
+    new_typestore,
+    pose_stamped,
+    pose_to_matrix,
+    register_custom_msgs,
+    stamp_to_ns,
+)
+from pose2rgbd.nodes import Renderer, RendererConfig
 
 S = 1_000_000_000
+F = default_factory()
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +91,20 @@ def test_missing_and_stale_tf_throttled(engine: RenderEngine, factory: Typestore
 
 
 def test_nan_and_wrong_frame_poses_rejected(engine: RenderEngine, factory: TypestoreFactory, caplog) -> None:
-    ts = get_typestore()
     r = make(engine, factory, pose_source="topic", rate_hz=0.0)
-    bad = pose_stamped(S, "map", look_down_pose(0, 0, 10), ts)
+    bad = pose_stamped(F, S, "map", look_down_pose(0, 0, 10))
     bad.pose.position.x = float("nan")
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
         assert r.on_pose(bad, S) == []
     assert "NaN" in caplog.text
-    wrong = pose_stamped(S, "odom", look_down_pose(0, 0, 10), ts)
+    wrong = pose_stamped(F, S, "odom", look_down_pose(0, 0, 10))
     assert r.on_pose(wrong, S) == []
     assert r.counters["rejected_poses"] == 2 and r.counters["frames"] == 0
-    good = pose_stamped(S, "map", look_down_pose(0, 0, 10), ts)
+    good = pose_stamped(F, S, "map", look_down_pose(0, 0, 10))
     assert len(r.on_pose(good, S)) == 5  # rate 0: rendered at once
 
 
 def test_pose_flood_keeps_latest_only(engine: RenderEngine, factory: TypestoreFactory) -> None:
-    ts = get_typestore()
     r = make(engine, factory, pose_source="topic", rate_hz=10.0)
     calls = {"n": 0}
     orig = engine.render_lookahead
@@ -110,9 +117,7 @@ def test_pose_flood_keeps_latest_only(engine: RenderEngine, factory: TypestoreFa
     try:
         for k in range(1000):  # 1 kHz for one second between two ticks
             assert (
-                r.on_pose(
-                    pose_stamped(S + k * 1_000_000, "map", look_down_pose(k * 0.01, 0, 10), ts), S + k * 1_000_000
-                )
+                r.on_pose(pose_stamped(F, S + k * 1_000_000, "map", look_down_pose(k * 0.01, 0, 10)), S + k * 1_000_000)
                 == []
             )
         out = dict(r.tick(2 * S - 500_000_000))
@@ -126,11 +131,10 @@ def test_pose_flood_keeps_latest_only(engine: RenderEngine, factory: TypestoreFa
 
 
 def test_render_at_pose_service(engine: RenderEngine, factory: TypestoreFactory) -> None:
-    ts = get_typestore()
     r = make(engine, factory)
 
     class Req:
-        pose = pose_stamped(3 * S, "map", look_down_pose(1, 1, 40), ts)
+        pose = pose_stamped(F, 3 * S, "map", look_down_pose(1, 1, 40))
 
     class Resp:
         success = False
@@ -144,14 +148,13 @@ def test_render_at_pose_service(engine: RenderEngine, factory: TypestoreFactory)
     Req.pose.pose.orientation.w = float("nan")
     resp = r.render_at_pose(Req(), Resp(), 4 * S)
     assert not resp.success and "NaN" in resp.message
-    oob = type("R", (), {"pose": pose_stamped(3 * S, "map", look_down_pose(500, 0, 40), ts)})()
+    oob = type("R", (), {"pose": pose_stamped(F, 3 * S, "map", look_down_pose(500, 0, 40))})()
     assert "out of bounds" in r.render_at_pose(oob, Resp(), 4 * S).message
 
 
 def test_diagnostics_report_latency_and_oob(engine: RenderEngine, factory: TypestoreFactory) -> None:
     r = make(engine, factory, pose_source="topic", rate_hz=0.0)
-    ts = get_typestore()
-    r.on_pose(pose_stamped(S, "map", look_down_pose(500, 0, 10), ts), S)
+    r.on_pose(pose_stamped(F, S, "map", look_down_pose(500, 0, 10)), S)
     d = r.diagnostics(2 * S)
     st = d.status[0]
     values = {kv.key: kv.value for kv in st.values}

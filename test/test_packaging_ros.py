@@ -175,9 +175,7 @@ def test_interfaces_shipped_as_package_data_are_identical() -> None:
 def test_custom_msgs_register_and_roundtrip() -> None:
     import numpy as np
 
-    from pose2rgbd.bags import new_typestore
-    from pose2rgbd.nodes.messages import msg_definitions, register_custom_msgs
-    from pose2rgbd.runtime import TypestoreFactory
+    from pose2rgbd.messages import TypestoreFactory, msg_definitions, new_typestore, register_custom_msgs
 
     ts = register_custom_msgs(new_typestore("humble"))
     register_custom_msgs(ts)  # idempotent

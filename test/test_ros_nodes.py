@@ -1,9 +1,15 @@
-"""rclpy runtime (marker ``ros``: skipped when rclpy is absent). Runs the glue against a real ROS 2 install."""
+"""rclpy runtime (marker ``ros``: skipped when rclpy is absent). Runs the host against a real ROS 2 install."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import pytest
+
+from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
 
 pytestmark = pytest.mark.ros
 
@@ -19,36 +25,125 @@ def rclpy_context():  # type: ignore[no-untyped-def]
             rclpy.shutdown()
 
 
+# A toy node on std_msgs only: Int32 in -> Int32 (value * gain) out, plus a timer.
+@dataclass
+class ToyTopics:
+    input: str = help_field("toy_in", "input (std_msgs/Int32)")
+    output: str = help_field("toy_out", "output (std_msgs/Int32)")
+
+
+@dataclass
+class ToyConfig:
+    gain: int = ranged_field(2, "output = input * gain", 0, 10)
+    period_s: float = ranged_field(0.0, "timer period (0: off)", 0.0, 5.0)
+    topics: ToyTopics = field(default_factory=ToyTopics, metadata={"help": "topics"})
+
+
+class Toy:
+    def __init__(self, cfg: ToyConfig, factory: Any, logger: Any = None) -> None:
+        self.cfg, self.f = cfg, factory
+        self.counters = {"in": 0, "ticks": 0}
+
+    def on_int(self, msg: Any, now_ns: int) -> list[tuple[str, Any]]:
+        self.counters["in"] += 1
+        return [(self.cfg.topics.output, self.f.new("std_msgs/msg/Int32", data=msg.data * self.cfg.gain))]
+
+    def tick(self, now_ns: int) -> list[tuple[str, Any]]:
+        self.counters["ticks"] += 1
+        return []
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        new, reason = parameter_change(self.cfg, name, value, ("gain", "period_s"))
+        if new is None:
+            return False, reason
+        self.cfg = new
+        return True, ""
+
+
+TOY = NodeSpec(
+    name="toy",
+    config=ToyConfig,
+    build=lambda cfg, factory, logger=None, **_: Toy(cfg, factory, logger),
+    inputs=(Input("topics.input", ("std_msgs/msg/Int32",), "on_int", qos="reliable"),),
+    outputs=(Output("topics.output", "std_msgs/msg/Int32"),),
+    timers=(Timer(lambda c: c.period_s, "tick"),),
+    live=("gain", "period_s"),
+)
+
+
 def test_factory_builds_rclpy_messages(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    from pose2rgbd import messages as M
     from pose2rgbd.geometry import PinholeCamera
-    from pose2rgbd.nodes import messages as M
     from pose2rgbd_ros.factory import RclpyFactory
 
     f = RclpyFactory()
-    hdr = M.header(f, 1_500_000_000, "cam")
-    img = M.image_msg(f, np.full((4, 5), 2.5, np.float32), "32FC1", hdr)
+    img = M.image(f, 1_500_000_000, "cam", np.full((4, 5), 2.5, np.float32), "32FC1")
     assert img.width == 5 and img.step == 20 and len(img.data) == 80
     np.testing.assert_allclose(M.image_to_numpy(img), 2.5)
-    info = M.camera_info_msg(f, PinholeCamera.from_fov(5, 4, 90.0), hdr)
+    info = M.camera_info(f, 1_500_000_000, "cam", PinholeCamera.from_fov(5, 4, 90.0))
     assert M.camera_from_info(info).width == 5
     d = M.diagnostic_array(f, 0, "x", 1, "warn", {"a": 1})
     assert d.status[0].level == b"\x01"
 
 
-def test_params_declared_from_the_schema(rclpy_context) -> None:  # type: ignore[no-untyped-def]
-    from rclpy.node import Node
+def test_host_declares_parameters_with_descriptions_and_ranges(rclpy_context) -> None:  # type: ignore[no-untyped-def]
     from rclpy.parameter import Parameter
 
-    from pose2rgbd.config import describe
-    from pose2rgbd.nodes import RecorderConfig
-    from pose2rgbd_ros.params import declare_config
+    from pose2rgbd.nodes.recorder import RECORDER
+    from pose2rgbd_ros.host import NodeHost
 
-    node = Node("p", parameter_overrides=[Parameter("sync.max_gap_s", value=0.25)])
+    overrides = [Parameter("autostart", value=False), Parameter("sync.max_gap_s", value=0.25)]
+    node = NodeHost(RECORDER, parameter_overrides=overrides)  # not configured: no TF, no custom messages needed
     try:
-        cfg = declare_config(node, RecorderConfig)
-        assert cfg.sync.max_gap_s == 0.25
-        for name, (_, help_text) in describe(RecorderConfig).items():
-            assert node.describe_parameter(name).description == help_text
+        assert node.get_parameter("sync.max_gap_s").value == 0.25
+        for name, p in RECORDER.parameters().items():
+            d = node.describe_parameter(name)
+            assert d.description == p.description
+            if p.range is not None and isinstance(p.default, float):
+                assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == p.range
+        assert node.describe_parameter("sync.queue_size").integer_range[0].from_value == 1
+        # unconfigured: any valid value is taken (read at configure); invalid ones are refused with the reason
+        assert node.set_parameters([Parameter("sync.policy", value="approximate")])[0].successful
+        bad = node.set_parameters([Parameter("sync.policy", value="nearest")])[0]
+        assert not bad.successful and "sync.policy" in bad.reason
+        assert not node.set_parameters([Parameter("sync.max_gap_s", value=100.0)])[0].successful  # out of range
+    finally:
+        node.destroy_node()
+
+
+def test_host_lifecycle_and_live_parameters(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle_msgs.msg import State
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Int32
+
+    from pose2rgbd_ros.host import NodeHost
+
+    node = NodeHost(TOY, parameter_overrides=[Parameter("autostart", value=False)])
+    try:
+        assert node.logic is None  # built in on_configure
+        node.trigger_configure()
+        assert node.logic is not None and node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
+        node.trigger_activate()
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+        out = node._input_callback("on_int")
+        got: list[int] = []
+        assert "toy_out" in node._host_pubs
+        node._publish = lambda outs: got.extend(m.data for _, m in outs or [])  # type: ignore[method-assign]
+        out(Int32(data=3))
+        assert got == [6]
+        assert node.set_parameters([Parameter("gain", value=5)])[0].successful  # live
+        out(Int32(data=3))
+        assert got == [6, 15]
+        r = node.set_parameters([Parameter("topics.input", value="other")])[0]
+        assert not r.successful and "configure" in r.reason
+        assert node.get_parameter("topics.input").value == "toy_in"
+        assert not node.set_parameters([Parameter("gain", value=11)])[0].successful  # the range
+        assert node.set_parameters([Parameter("period_s", value=0.5)])[0].successful
+        assert node._host_timers[0][1] == 0.5  # the timer was created with the new period
+        node.trigger_deactivate()
+        assert node._host_subs == [] and node._host_timers == {}
+        node.trigger_cleanup()
+        assert node.logic is None
     finally:
         node.destroy_node()
 

@@ -19,8 +19,8 @@ import pytest
 
 from pose2rgbd.bags import open_bag
 from pose2rgbd.inference import EngineConfig
+from pose2rgbd.messages import camera_from_info, image_to_numpy, stamp_to_ns
 from pose2rgbd.nodes import RendererConfig
-from pose2rgbd.nodes.messages import camera_from_info, image_to_numpy, stamp_to_ns
 from pose2rgbd.runtime import run_renderer_bag
 
 pytestmark = pytest.mark.slow  # 60 training steps: ~20 s on a busy 2-core CPU

@@ -117,7 +117,7 @@ def test_bag_export_topics_rates_frames_and_offset(tmp_path, world):
     expect = (flight_plan(cfg, "survey").pose_at(0.5)[0] @ T_BASE_GPS)[:3, 3]
     np.testing.assert_allclose(enu, expect, atol=1e-3)
     # odom pose matches the ground-truth camera pose through the static mount
-    from pose2rgbd.bags import pose_to_matrix, transform_to_matrix
+    from pose2rgbd.messages import pose_to_matrix, transform_to_matrix
 
     T_bc = transform_to_matrix(
         next(t for t in msgs["/tf_static"][0][1].transforms if t.child_frame_id.startswith("camera")).transform

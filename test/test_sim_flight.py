@@ -160,7 +160,8 @@ def test_stabilized_camera_has_no_tilt_and_same_track(transect, plans):
 
 def test_stabilized_bag_tf_tree_is_consistent(tmp_path):
     """/odom, /tf and /tf_static give the /ground_truth/pose of every camera frame (stabilized transect)."""
-    from pose2rgbd.bags import open_bag, pose_to_matrix, transform_to_matrix
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.messages import pose_to_matrix, transform_to_matrix
     from pose2rgbd.sim import export_bag
 
     cfg = SimConfig(width=8, height=8, frames=16, routes=["transect"], bag_routes=["transect"],

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.bags.typestore import get_typestore, new_typestore, normalize_msgtype
 from pose2rgbd.errors import BagError
+from pose2rgbd.messages.typestore import get_typestore, new_typestore, normalize_msgtype
 
 log = logging.getLogger(__name__)
 

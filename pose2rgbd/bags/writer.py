@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.bags.typestore import get_typestore, normalize_msgtype
 from pose2rgbd.errors import BagError
+from pose2rgbd.messages.factory import TypestoreFactory
+from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class BagWriter:
 
     >>> with BagWriter("out_bag", storage="mcap") as w:  # doctest: +SKIP
     ...     w.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", qos="transient_local")
-    ...     w.write("/fix", stamp_ns, navsatfix(stamp_ns, "gps", lat, lon, alt, ts=w.typestore))
+    ...     w.write("/fix", stamp_ns, navsatfix(w.factory, stamp_ns, "gps", lat, lon, alt))
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class BagWriter:
             raise BagError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.storage = storage
         self.typestore = typestore if typestore is not None else get_typestore("humble")
+        self.factory = TypestoreFactory(self.typestore)  # builds messages of this bag's typestore
         self._conns: dict[str, Any] = {}
         self._counts: dict[str, int] = {}
         self._closed = False

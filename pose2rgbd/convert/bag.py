@@ -23,9 +23,11 @@ from pose2rgbd.convert.core import (
     dump_json,
     mount_matrix,
     plan_poses,
-    write_dataset,
 )
+from pose2rgbd.convert.output import write_dataset
 from pose2rgbd.errors import BagError, SyncError
+from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
+from pose2rgbd.messages import camera_from_info, header_stamp_ns, image_msg_to_depth, image_msg_to_rgb
 from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
 from pose2rgbd.sync.flow import FlowMagnitude
 
@@ -35,8 +37,6 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
 def _stamp(m: Any) -> int:
-    from pose2rgbd.bags import header_stamp_ns
-
     try:
         s = header_stamp_ns(m.msg)
     except AttributeError:
@@ -71,30 +71,19 @@ def find_image_topic(bag: Any, name: str = "") -> str:
 
 
 def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.ndarray, str, str] | None:
-    """``(T_body_cam, description, body_frame)`` from /tf_static, walking from the camera frame up to a body
-    frame."""
-    from pose2rgbd.bags import transform_to_matrix
-
+    """``(T_body_cam, description, body_frame)`` from /tf_static: the TF buffer walks from the camera frame up
+    to the nearest body frame."""
     topics = [t for t in bag.topics_of_type("tf2_msgs/msg/TFMessage") if "static" in t]
     if not topics or not cam_frame:
         return None
-    parent: dict[str, tuple[str, np.ndarray]] = {}
+    buf = TFBuffer()
     for m in bag.messages(topics):
-        for tr in m.msg.transforms:
-            parent[tr.child_frame_id.lstrip("/")] = (tr.header.frame_id.lstrip("/"), transform_to_matrix(tr.transform))
-    f = cam_frame.lstrip("/")
-    T = np.eye(4)
-    chain = [f]
-    for _ in range(32):
-        if f in body_frames:
-            return T, f"/tf_static {' <- '.join(reversed(chain))}", f
-        if f not in parent:
-            return None
-        p, T_p_f = parent[f]
-        T = T_p_f @ T
-        f = p
-        chain.append(f)
-    return None
+        buf.add_tf_message(m.msg, static=True, default_stamp_ns=m.stamp_ns)
+    found = buf.lookup_up_to(cam_frame, body_frames)
+    if found is None:
+        return None
+    T, body, chain = found
+    return T, f"/tf_static {' <- '.join(reversed(chain))}", body
 
 
 def _orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +147,6 @@ def _tf_orientation_series(
     interpolates the other links of the chain like tf2; samples a link cannot give without extrapolating are
     skipped) and :meth:`OrientationTrack.at` slerps between them at the frame times.
     """
-    from pose2rgbd.runtime.tf_buffer import TFBuffer, TransformException
-
     dyn, static = _require_dynamic_tf(bag, body_frames)
     what, todo = _tf_need(body_frames), _TF_TODO
     buf = TFBuffer(cache_time_s=_WHOLE_RECORDING_S)
@@ -223,7 +210,7 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
     """Pass 1 over a bag. Returns the streams and the topic choice (for pass 2 and the report)."""
     from tqdm import tqdm
 
-    from pose2rgbd.bags import camera_from_info, image_msg_to_rgb, open_bag
+    from pose2rgbd.bags import open_bag
     from pose2rgbd.geometry import PinholeCamera
 
     bag = open_bag(path)
@@ -355,7 +342,7 @@ def convert_bag(
     progress: bool = True,
 ) -> Path:  # fmt: skip
     """Convert a bag into a dataset at ``out`` (atomic: nothing is left behind on error)."""
-    from pose2rgbd.bags import image_msg_to_depth, image_msg_to_rgb, open_bag
+    from pose2rgbd.bags import open_bag
 
     cfg = cfg or ConvertConfig()
     s, topics = load_bag_streams(path, cfg, progress=progress)

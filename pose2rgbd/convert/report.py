@@ -147,7 +147,7 @@ def plot_track(path: Path, enu: np.ndarray, t: np.ndarray, kept_pos: np.ndarray 
 
 
 def write_report(rep: Path, s: Streams, plan: Plan) -> dict[str, Any]:
-    from pose2rgbd.convert.core import dump_json
+    from pose2rgbd.convert.core import dump_json  # report -> core only (core never imports report)
 
     off = float(plan.summary["time_offset"]["offset_s"])
     name = Path(s.input_path).name

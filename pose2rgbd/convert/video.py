@@ -17,9 +17,9 @@ from pose2rgbd.convert.core import (
     flow_pass,
     mount_matrix,
     plan_poses,
-    write_dataset,
 )
 from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.output import write_dataset
 from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
 

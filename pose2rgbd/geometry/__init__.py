@@ -23,6 +23,13 @@ from pose2rgbd.geometry.rotations import (
     rpy_to_matrix,
     rpy_to_quat_xyzw,
 )
+from pose2rgbd.geometry.tf_buffer import (
+    ConnectivityException,
+    ExtrapolationException,
+    LookupException,
+    TFBuffer,
+    TransformException,
+)
 from pose2rgbd.geometry.transforms import (
     Pose,
     T_from_tq,
@@ -44,10 +51,15 @@ __all__ = [
     "ENCODINGS",
     "Q_BODY_OPTICAL_XYZW",
     "R_BODY_OPTICAL",
+    "ConnectivityException",
     "Datum",
+    "ExtrapolationException",
+    "LookupException",
     "PinholeCamera",
     "Pose",
+    "TFBuffer",
     "T_from_tq",
+    "TransformException",
     "canonical_quat_xyzw",
     "decode_poses",
     "ecef_to_geodetic",

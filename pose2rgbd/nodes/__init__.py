@@ -1,16 +1,25 @@
-"""Node logic at the message level (no rclpy): the render and record nodes, run by pose2rgbd_ros (live)
-or pose2rgbd.runtime (offline over bags)."""
+"""Node logic at the message level (no rclpy). Each node declares its interface once in a
+:class:`~pose2rgbd.nodes.spec.NodeSpec` (:data:`NODES`); pose2rgbd.runtime (offline over bags) and
+pose2rgbd_ros (live) serve every node from its spec."""
 
-from pose2rgbd.nodes.messages import MessageFactory, msg_definitions, register_custom_msgs
-from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
-from pose2rgbd.nodes.renderer import Renderer, RendererConfig
+from pose2rgbd.nodes.recorder import RECORDER, Recorder, RecorderConfig
+from pose2rgbd.nodes.registry import NODES, node_spec
+from pose2rgbd.nodes.renderer import RENDERER, Renderer, RendererConfig
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
 
 __all__ = [
-    "MessageFactory",
+    "NODES",
+    "RECORDER",
+    "RENDERER",
+    "Input",
+    "NodeSpec",
+    "Output",
     "Recorder",
     "RecorderConfig",
     "Renderer",
     "RendererConfig",
-    "msg_definitions",
-    "register_custom_msgs",
+    "Service",
+    "TFNeed",
+    "Timer",
+    "node_spec",
 ]

@@ -13,8 +13,9 @@ Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, 
 
 Outputs: frames appended to a dataset (``DatasetWriter(mode="append")``: flushed per frame, readable after
 a crash; re-running on the same output resumes after its last stamp) and/or ``pose2rgbd/msg/SyncedFrame``
-messages for ``ros2 bag record``. Recording starts/stops with :meth:`Recorder.set_recording` (the rclpy node
-exposes it as a ``std_srvs/SetBool`` service ``~/set_recording`` and a ``std_msgs/Bool`` topic).
+messages for ``ros2 bag record``. Recording starts/stops with :meth:`Recorder.set_recording` (the node spec
+:data:`RECORDER` exposes it as a ``std_srvs/SetBool`` service ``~/set_recording`` and a ``std_msgs/Bool``
+topic).
 """
 
 from __future__ import annotations
@@ -24,22 +25,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from pose2rgbd.bags.images import image_msg_to_rgb
-from pose2rgbd.config import DATUM_HELP, MOUNT_SOURCE_HELP, SIZE_HELP, help_field, parse_datum_text, parse_size
+from pose2rgbd import messages as M
+from pose2rgbd.config import (
+    DATUM_HELP,
+    MOUNT_SOURCE_HELP,
+    SIZE_HELP,
+    help_field,
+    parse_datum_text,
+    parse_size,
+    ranged_field,
+)
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry import Q_BODY_OPTICAL_XYZW
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
+from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.geometry.transforms import T_from_tq
-from pose2rgbd.nodes import messages as M
 from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
 
-Output = tuple[str, Any]
+Outgoing = tuple[str, Any]
 
 
 @dataclass
@@ -61,10 +72,14 @@ class RecorderSync:
     """How camera, GPS and odometry are matched."""
 
     policy: str = help_field("interpolate", "'interpolate' (camera-driven) or 'approximate' (message_filters)")
-    max_gap_s: float = help_field(0.5, "interpolate: the two samples around an image may be at most this apart")
-    queue_size: int = help_field(30, "images waiting for GPS/odometry (interpolate) or per-input queue (approximate)")
-    slop_s: float = help_field(0.05, "approximate: largest stamp spread of a matched triple")
-    buffer_s: float = help_field(10.0, "seconds of GPS/odometry history kept")
+    max_gap_s: float = ranged_field(
+        0.5, "interpolate: the two samples around an image may be at most this apart", 0.001, 60.0
+    )
+    queue_size: int = ranged_field(
+        30, "images waiting for GPS/odometry (interpolate) or per-input queue (approximate)", 1, 100000
+    )
+    slop_s: float = ranged_field(0.05, "approximate: largest stamp spread of a matched triple", 0.0, 10.0)
+    buffer_s: float = ranged_field(10.0, "seconds of GPS/odometry history kept", 0.1, 3600.0)
 
 
 @dataclass
@@ -101,8 +116,10 @@ class RecorderConfig:
     size: str = help_field("", SIZE_HELP)
     world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
     start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
-    min_fix_status: int = help_field(0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)")
-    warn_throttle_s: float = help_field(5.0, "repeat the same warning at most this often")
+    min_fix_status: int = ranged_field(
+        0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)", -1, 2
+    )
+    warn_throttle_s: float = ranged_field(5.0, "repeat the same warning at most this often", 0.0, 3600.0)
 
     def __post_init__(self) -> None:
         if self.sync.policy not in ("interpolate", "approximate"):
@@ -143,17 +160,21 @@ class _Odom:
 class Recorder:
     """Message-level recorder (see module docstring). Call :meth:`close` at the end."""
 
-    def __init__(self, cfg: RecorderConfig, factory: M.MessageFactory, *, logger: Any = None) -> None:
+    def __init__(
+        self, cfg: RecorderConfig, factory: M.MessageFactory, *, logger: Any = None, tf_lookup: Lookup | None = None
+    ) -> None:
         self.cfg = cfg
         self.f = factory
         self.log = get_logger(logger, "pose2rgbd.recorder")
+        self.tf_lookup = tf_lookup
+        self._mount_warned = False
         self._warn = Throttle(cfg.warn_throttle_s)
         horizon = int(cfg.sync.buffer_s * 1e9)
         self.gps = InterpolatingStream(horizon)
         self.odom = InterpolatingStream(horizon)
         self._pending: collections.deque[tuple[int, Any]] = collections.deque()
         self._approx = ApproximateTimeSync(3, cfg.sync.queue_size, int(cfg.sync.slop_s * 1e9), self._on_triple)
-        self._approx_out: list[Output] = []
+        self._approx_out: list[Outgoing] = []
         self.recording = cfg.start_recording
         self.camera_info: Any = None
         self.camera: PinholeCamera | None = None
@@ -202,6 +223,42 @@ class Recorder:
     def set_mount(self, T_base_cam: np.ndarray) -> None:
         self.T_base_cam = np.asarray(T_base_cam, dtype=np.float64)
 
+    def set_tf_lookup(self, lookup: Lookup | None) -> None:
+        """The runtime's TF (the camera mount comes from it when ``mount.source`` is 'tf_static')."""
+        self.tf_lookup = lookup
+
+    def try_mount(self, now_ns: int) -> bool:
+        """Look the camera mount up in TF (once). True when the mount is known."""
+        if self.T_base_cam is not None:
+            return True
+        if self.tf_lookup is None:
+            return False
+        m = self.cfg.mount
+        try:
+            T, _ = self.tf_lookup(m.base_frame, m.camera_frame, 0)
+        except TransformException as e:
+            self._warning("mount_wait", now_ns, f"waiting for the camera mount {m.base_frame} -> {m.camera_frame}: {e}")
+            return False
+        self.set_mount(T)
+        self.log.info(f"camera mount {m.base_frame} -> {m.camera_frame} found")
+        return True
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        """Apply a parameter change at once (``(True, "")``) or refuse it with the reason."""
+        new, reason = parameter_change(self.cfg, name, value, RECORDER_LIVE)
+        if new is None:
+            return False, reason
+        self.cfg = new
+        self._warn.period_ns = int(new.warn_throttle_s * 1e9)
+        self._approx.slop_ns = int(new.sync.slop_s * 1e9)
+        self.log.info(f"parameter {name} = {value!r} applied")
+        return True, ""
+
+    def on_set_recording(self, request: Any, response: Any, now_ns: int) -> Any:
+        """``std_srvs/SetBool`` service."""
+        response.success, response.message = self.set_recording(request.data)
+        return response
+
     def set_recording(self, enable: bool) -> tuple[bool, str]:
         """Start / stop recording (std_srvs/SetBool semantics: returns (success, message))."""
         enable = bool(enable)
@@ -215,21 +272,9 @@ class Recorder:
         self.log.info("recording started" if enable else "recording stopped")
         return True, "recording" if enable else "stopped"
 
-    def on_recording_msg(self, msg: Any) -> None:
+    def on_recording_msg(self, msg: Any, now_ns: int = 0) -> list[Outgoing]:
         self.set_recording(bool(msg.data))
-
-    def input_types(self) -> dict[str, str]:
-        t = self.cfg.topics
-        return {
-            t.image: "sensor_msgs/msg/CompressedImage" if t.compressed else "sensor_msgs/msg/Image",
-            t.camera_info: "sensor_msgs/msg/CameraInfo",
-            t.gps: "sensor_msgs/msg/NavSatFix",
-            t.odom: "nav_msgs/msg/Odometry",
-        }
-
-    def output_types(self) -> dict[str, str]:
-        t = self.cfg.topics
-        return {t.synced: "pose2rgbd/msg/SyncedFrame", t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray"}
+        return []
 
     # ------------------------------------------------------------------ inputs
     def _warning(self, key: str, now_ns: int, text: str) -> None:
@@ -237,16 +282,17 @@ class Recorder:
             n = self._warn.suppressed.pop(key, 0)
             self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
 
-    def on_camera_info(self, msg: Any) -> None:
+    def on_camera_info(self, msg: Any, now_ns: int = 0) -> list[Outgoing]:
         try:
             cam = M.camera_from_info(msg)
-        except GeometryError as e:
-            self._warning("info", 0, f"ignoring bad CameraInfo: {e}")
-            return
+        except (GeometryError, BagError) as e:
+            self._warning("info", now_ns, f"ignoring bad CameraInfo: {e}")
+            return []
         self.camera_info = msg
         self.camera = cam
+        return []
 
-    def on_gps(self, msg: Any, now_ns: int) -> list[Output]:
+    def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
         lla = np.array([msg.latitude, msg.longitude, msg.altitude], dtype=np.float64)
         status = int(getattr(msg.status, "status", 0))
         if not np.all(np.isfinite(lla)) or status < self.cfg.min_fix_status or abs(lla[0]) > 90 or abs(lla[1]) > 180:
@@ -262,7 +308,7 @@ class Recorder:
         self.gps.add(stamp, _Fix(lla, msg))
         return self._process(now_ns)
 
-    def on_odom(self, msg: Any, now_ns: int) -> list[Output]:
+    def on_odom(self, msg: Any, now_ns: int) -> list[Outgoing]:
         p, o = msg.pose.pose.position, msg.pose.pose.orientation
         t = np.array([p.x, p.y, p.z], dtype=np.float64)
         q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
@@ -277,7 +323,7 @@ class Recorder:
         self.odom.add(stamp, _Odom(t, q / n, msg))
         return self._process(now_ns)
 
-    def on_image(self, msg: Any, now_ns: int) -> list[Output]:
+    def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
         self.counters["images"] += 1
         if not self.recording:
             self.counters["dropped_not_recording"] += 1
@@ -296,8 +342,8 @@ class Recorder:
         return self._process(now_ns)
 
     # ------------------------------------------------------------------ synchronization
-    def _process(self, now_ns: int) -> list[Output]:
-        out: list[Output] = []
+    def _process(self, now_ns: int) -> list[Outgoing]:
+        out: list[Outgoing] = []
         gap = int(self.cfg.sync.max_gap_s * 1e9)
         while self._pending:
             stamp, img = self._pending[0]
@@ -324,7 +370,7 @@ class Recorder:
             out += self._emit(stamp, img, lla, t, q, near_fix.msg, near_odom.msg, now_ns)
         return out
 
-    def _approx_add(self, index: int, stamp: int, item: Any) -> list[Output]:
+    def _approx_add(self, index: int, stamp: int, item: Any) -> list[Outgoing]:
         self._approx_out = []
         self._approx_now = stamp
         self._approx.add(index, stamp, item)
@@ -339,6 +385,12 @@ class Recorder:
         """End of input: images still waiting for GPS/odometry are dropped (counted)."""
         self.counters["dropped_no_support"] += len(self._pending)
         self._pending.clear()
+        if self.T_base_cam is None and self.counters["dropped_no_mount"] and not self._mount_warned:
+            self._mount_warned = True
+            m = self.cfg.mount
+            self.log.warning(
+                f"no camera mount {m.base_frame} -> {m.camera_frame} was found in /tf_static; every frame was dropped"
+            )
 
     def close(self) -> None:
         self.finish()
@@ -365,7 +417,7 @@ class Recorder:
         fix: Any,
         odom: Any,
         now_ns: int,
-    ) -> list[Output]:
+    ) -> list[Outgoing]:
         if self.T_base_cam is None:
             self.counters["dropped_no_mount"] += 1
             self._warning(
@@ -385,10 +437,10 @@ class Recorder:
             self.counters["bad_fixes"] += 1
             self._warning("pose", now_ns, f"frame dropped: {e}")
             return []
-        out: list[Output] = []
+        out: list[Outgoing] = []
         if self.cfg.output.dataset:
             try:
-                rgb = image_msg_to_rgb(img)
+                rgb = M.image_msg_to_rgb(img)
             except (GeometryError, BagError) as e:
                 self.counters["bad_images"] += 1
                 self._warning("img", now_ns, f"frame dropped: {e}")
@@ -424,7 +476,7 @@ class Recorder:
             self._open_writer()
         cam = self.writer.manifest.camera
         if rgb.shape[:2] != (cam.height, cam.width):
-            rgb = M.resize_rgb(rgb, cam.width, cam.height)
+            rgb = cv2.resize(rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
         self.writer.add_frame(stamp, T, rgb, None, latlonalt=(float(lla[0]), float(lla[1]), float(lla[2])))
 
     def _synced_msg(
@@ -441,28 +493,25 @@ class Recorder:
         f = self.f
         hdr = M.header(f, stamp, self.cfg.mount.camera_frame)
         compressed = hasattr(img, "format") and not hasattr(img, "encoding")
-        fix_msg = f.new(
-            "sensor_msgs/msg/NavSatFix",
-            header=M.header(f, stamp, str(fix.header.frame_id)),
-            status=f.new(
-                "sensor_msgs/msg/NavSatStatus", status=int(fix.status.status), service=int(fix.status.service)
-            ),
-            latitude=float(lla[0]),
-            longitude=float(lla[1]),
-            altitude=float(lla[2]),
-            position_covariance=np.asarray(fix.position_covariance, dtype=np.float64),
-            position_covariance_type=int(fix.position_covariance_type),
+        fix_msg = M.navsatfix(
+            f,
+            stamp,
+            str(fix.header.frame_id),
+            float(lla[0]),
+            float(lla[1]),
+            float(lla[2]),
+            status=int(fix.status.status),
+            service=int(fix.status.service),
+            covariance=np.asarray(fix.position_covariance, dtype=np.float64),
+            covariance_type=int(fix.position_covariance_type),
         )
-        pose_odom = M.pose_msg(f, T_from_tq(t_odom, q_odom))
-        odom_msg = f.new(
-            "nav_msgs/msg/Odometry",
-            header=M.header(f, stamp, str(odom.header.frame_id)),
-            child_frame_id=str(odom.child_frame_id),
-            pose=f.new(
-                "geometry_msgs/msg/PoseWithCovariance",
-                pose=pose_odom,
-                covariance=np.asarray(odom.pose.covariance, dtype=np.float64),
-            ),
+        odom_msg = M.odometry(
+            f,
+            stamp,
+            str(odom.header.frame_id),
+            str(odom.child_frame_id),
+            T_from_tq(t_odom, q_odom),
+            pose_cov=np.asarray(odom.pose.covariance, dtype=np.float64),
             twist=odom.twist,
         )
         return f.new(
@@ -473,8 +522,12 @@ class Recorder:
             camera_info=self.camera_info if self.camera_info is not None else f.new("sensor_msgs/msg/CameraInfo"),
             fix=fix_msg,
             odom=odom_msg,
-            pose=M.pose_stamped(f, T, stamp, self.cfg.world_frame),
+            pose=M.pose_stamped(f, stamp, self.cfg.world_frame, T),
         )
+
+    def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
+        """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
+        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
 
     def diagnostics(self, now_ns: int) -> Any:
         c = self.counters
@@ -491,3 +544,63 @@ class _PoseLike:
             raise ConfigError("mount.translation needs 3 numbers and mount.quat_xyzw 4")
         self.position = type("P", (), {"x": float(t[0]), "y": float(t[1]), "z": float(t[2])})()
         self.orientation = type("Q", (), {"x": float(q[0]), "y": float(q[1]), "z": float(q[2]), "w": float(q[3])})()
+
+
+# ---------------------------------------------------------------------------------------------- the node spec
+RECORDER_LIVE = (
+    "world_frame",
+    "min_fix_status",
+    "warn_throttle_s",
+    "sync.max_gap_s",
+    "sync.slop_s",
+    "output.publish_synced",
+)
+
+
+def build_recorder(cfg: RecorderConfig, factory: M.MessageFactory, logger: Any = None, **_res: Any) -> Recorder:
+    return Recorder(cfg, factory, logger=logger)
+
+
+def _describe_recorder(cfg: RecorderConfig, _res: dict[str, Any]) -> str:
+    t = cfg.topics
+    return (
+        f"recording {t.image} + {t.gps} + {t.odom} ({cfg.sync.policy}) into {cfg.output.dataset or '<no dataset>'}; "
+        f"SyncedFrame on {t.synced}: {cfg.output.publish_synced}"
+    )
+
+
+_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+RECORDER = NodeSpec(
+    name="pose2rgbd_recorder",
+    config=RecorderConfig,
+    build=build_recorder,
+    inputs=(
+        Input("topics.image", _IMAGE_TYPES, "on_image", choose_type=lambda c: _IMAGE_TYPES[int(c.topics.compressed)]),
+        Input("topics.gps", ("sensor_msgs/msg/NavSatFix",), "on_gps"),
+        Input("topics.odom", ("nav_msgs/msg/Odometry",), "on_odom"),
+        Input(
+            "topics.camera_info",
+            ("sensor_msgs/msg/CameraInfo",),
+            "on_camera_info",
+            required=lambda c: bool(c.output.dataset),
+        ),
+        Input("topics.recording", ("std_msgs/msg/Bool",), "on_recording_msg", qos="reliable", required=lambda c: False),
+    ),
+    outputs=(
+        Output("topics.synced", "pose2rgbd/msg/SyncedFrame"),
+        Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+    ),
+    timers=(Timer(lambda c: 1.0, "diagnostics_tick", "diagnostics"),),
+    services=(Service("~/set_recording", "std_srvs/srv/SetBool", "on_set_recording"),),
+    tf=TFNeed(
+        when=lambda c: c.mount.source == "tf_static",
+        required=lambda c: c.mount.source == "tf_static",
+        static_only=True,
+        on_update="try_mount",
+        why="mount.source is 'tf_static'",
+    ),
+    live=RECORDER_LIVE,
+    description="camera + GPS + odometry -> dataset frames and SyncedFrame messages",
+    extras={"describe": _describe_recorder},
+)

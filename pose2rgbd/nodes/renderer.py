@@ -1,14 +1,18 @@
 """Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / camera_info / RGBD.
 
-The runtime (rclpy node or offline bag runner) owns subscriptions, timers and publishers and calls:
+:data:`RENDERER` is its :class:`~pose2rgbd.nodes.spec.NodeSpec`: the runtime (the rclpy host or the offline
+bag runner) builds subscriptions, timers, services and publishers from it and calls:
 
 * :meth:`Renderer.on_pose` for each ``geometry_msgs/PoseStamped`` (pose source ``topic``): the pose is
   validated and kept as *the* latest one (one slot: a 1 kHz flood never queues work); with ``rate_hz == 0``
   it is rendered at once, else at the next :meth:`Renderer.tick`;
-* :meth:`Renderer.tick` at ``rate_hz``: looks the camera up in TF (pose source ``tf``) through the ``lookup``
-  callable, or takes the pending topic pose, renders and returns ``[(topic, msg), ...]`` to publish;
+* :meth:`Renderer.tick` at ``rate_hz``: looks the camera up in TF (pose source ``tf``) through the lookup
+  given to :meth:`Renderer.set_tf_lookup` (or passed to ``tick``), or takes the pending topic pose, renders
+  and returns ``[(topic, msg), ...]`` to publish;
 * :meth:`Renderer.render_at_pose` for the RenderAtPose service;
-* :meth:`Renderer.diagnostics` about once a second (latency, out-of-bounds, drops) -> DiagnosticArray.
+* :meth:`Renderer.diagnostics` about once a second (latency, out-of-bounds, drops) -> DiagnosticArray;
+* :meth:`Renderer.on_parameter_change` when a parameter is set while it runs (rates, tolerances of the
+  node, publish flags, frames apply at once; the engine and topics need a reconfigure).
 
 Bad input never raises out of these calls: NaN poses are rejected and logged, missing / stale TF gives a
 throttled warning and publishes nothing.
@@ -17,6 +21,8 @@ throttled warning and publishes nothing.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +30,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pose2rgbd.config import help_field
+from pose2rgbd import messages as M
+from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError, GeometryError
-from pose2rgbd.inference import EngineConfig, RenderEngine, RenderResult
-from pose2rgbd.nodes import messages as M
+from pose2rgbd.geometry.tf_buffer import TransformException
+from pose2rgbd.inference.common import EngineConfig
+from pose2rgbd.inference.render import RenderEngine, RenderResult
 from pose2rgbd.nodes.common import Throttle, get_logger
-from pose2rgbd.runtime.tf_buffer import TransformException
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 
-Output = tuple[str, Any]
+Outgoing = tuple[str, Any]
 Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
 
 
@@ -69,11 +77,15 @@ class RendererConfig:
     )
     world_frame: str = help_field("map", "world frame of the model (ENU, the frame the training poses are in)")
     camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103: x right, y down, z forward)")
-    rate_hz: float = help_field(10.0, "render rate; with pose_source 'topic', 0 renders every received pose")
-    max_pose_age_s: float = help_field(0.5, "skip (and warn) when the newest pose is older than this")
-    tf_timeout_s: float = help_field(0.0, "rclpy only: how long a TF lookup may wait (0: never block)")
-    warn_throttle_s: float = help_field(5.0, "repeat the same warning at most this often")
-    diagnostics_period_s: float = help_field(1.0, "diagnostics publishing period (0: off)")
+    rate_hz: float = ranged_field(
+        10.0, "render rate; with pose_source 'topic', 0 renders every received pose", 0.0, 1000.0
+    )
+    max_pose_age_s: float = ranged_field(
+        0.5, "skip (and warn) when the newest pose is older than this (0: never)", 0.0, 3600.0
+    )
+    tf_timeout_s: float = ranged_field(0.0, "rclpy only: how long a TF lookup may wait (0: never block)", 0.0, 10.0)
+    warn_throttle_s: float = ranged_field(5.0, "repeat the same warning at most this often", 0.0, 3600.0)
+    diagnostics_period_s: float = ranged_field(1.0, "diagnostics publishing period (0: off)", 0.0, 3600.0)
     topics: RendererTopics = field(default_factory=RendererTopics, metadata={"help": "topic names"})
     publish: RendererPublish = field(default_factory=RendererPublish, metadata={"help": "outputs to publish"})
 
@@ -92,11 +104,21 @@ PoseSource = Literal["tf", "topic"]
 class Renderer:
     """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
 
-    def __init__(self, cfg: RendererConfig, engine: RenderEngine, factory: M.MessageFactory, *, logger: Any = None):
+    def __init__(
+        self,
+        cfg: RendererConfig,
+        engine: RenderEngine,
+        factory: M.MessageFactory,
+        *,
+        logger: Any = None,
+        tf_lookup: Lookup | None = None,
+    ):
         self.cfg = cfg
         self.engine = engine
         self.f = factory
         self.log = get_logger(logger, "pose2rgbd.renderer")
+        self.tf_lookup = tf_lookup
+        self.last_latency_ms = math.nan  # of the newest rendered frame
         self._warn = Throttle(cfg.warn_throttle_s)
         self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
         self._last_rendered_stamp: int | None = None
@@ -114,6 +136,27 @@ class Renderer:
         self._last_oob = False
         self._camera_info_cache: Any = None
 
+    # ------------------------------------------------------------------ runtime hooks
+    def set_tf_lookup(self, lookup: Lookup | None) -> None:
+        """The runtime's TF: ``lookup(target, source, time_ns) -> (T_target_source, stamp_ns)``."""
+        self.tf_lookup = lookup
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        """Apply a parameter change at once (``(True, "")``) or refuse it with the reason."""
+        if name == "rate_hz" and self.engine.cfg.lookahead > 0 and value != self.cfg.rate_hz:
+            return False, (
+                "rate_hz sets the look-ahead spacing of the loaded engine (engine.lookahead > 0): reconfigure the "
+                "node to change it"
+            )
+        new, reason = parameter_change(self.cfg, name, value, RENDERER_LIVE)
+        if new is None:
+            return False, reason
+        self.cfg = new
+        if name == "warn_throttle_s":
+            self._warn.period_ns = int(new.warn_throttle_s * 1e9)
+        self.log.info(f"parameter {name} = {value!r} applied")
+        return True, ""
+
     # ------------------------------------------------------------------ helpers
     def _warning(self, key: str, now_ns: int, text: str) -> None:
         if self._warn(key, now_ns):
@@ -128,7 +171,7 @@ class Renderer:
         return M.stamp_to_ns(msg.header.stamp), M.pose_to_matrix(msg.pose)
 
     # ------------------------------------------------------------------ inputs
-    def on_pose(self, msg: Any, now_ns: int) -> list[Output]:
+    def on_pose(self, msg: Any, now_ns: int) -> list[Outgoing]:
         """A PoseStamped arrived (pose source 'topic'). Returns outputs only when ``rate_hz == 0``."""
         try:
             stamp, T = self.pose_from_msg(msg)
@@ -143,11 +186,12 @@ class Renderer:
             return self.tick(now_ns)
         return []
 
-    def tick(self, now_ns: int, lookup: Lookup | None = None) -> list[Output]:
+    def tick(self, now_ns: int, lookup: Lookup | None = None) -> list[Outgoing]:
         """Render the current pose (TF lookup or latest topic pose). Never raises on bad input."""
         if self.cfg.pose_source == "tf":
+            lookup = lookup or self.tf_lookup
             if lookup is None:
-                raise ConfigError("pose_source is 'tf' but no TF lookup was given to tick()")
+                raise ConfigError("pose_source is 'tf' but no TF lookup was given (set_tf_lookup or tick())")
             try:
                 T, stamp = lookup(self.cfg.world_frame, self.cfg.camera_frame, 0)
             except TransformException as e:
@@ -201,16 +245,17 @@ class Renderer:
     # ------------------------------------------------------------------ outputs
     def _build(self, res: RenderResult, stamp: int) -> dict[str, Any]:
         f, cfg = self.f, self.cfg
-        hdr = M.header(f, stamp, cfg.camera_frame)
-        rgb = M.image_msg(f, None if res.rgb is None else res.rgb[0], "rgb8", hdr)
-        depth = M.image_msg(f, None if res.depth is None else res.depth[0], "32FC1", hdr)
-        conf = M.image_msg(f, None if res.confidence is None else res.confidence[0], "32FC1", hdr)
-        info = M.camera_info_msg(f, self.engine.camera, hdr)
+        cam = cfg.camera_frame
+        hdr = M.header(f, stamp, cam)
+        rgb = M.image(f, stamp, cam, None if res.rgb is None else res.rgb[0], "rgb8")
+        depth = M.image(f, stamp, cam, None if res.depth is None else res.depth[0], "32FC1")
+        conf = M.image(f, stamp, cam, None if res.confidence is None else res.confidence[0], "32FC1")
+        info = M.camera_info(f, stamp, cam, self.engine.camera)
         latency_ms = res.latency_s * 1e3
         rgbd = f.new(
             "pose2rgbd/msg/RGBD",
             header=hdr,
-            query_pose=M.pose_stamped(f, res.T_world_cam[0], stamp, cfg.world_frame),
+            query_pose=M.pose_stamped(f, stamp, cfg.world_frame, res.T_world_cam[0]),
             rgb=rgb,
             depth=depth,
             confidence=conf,
@@ -221,10 +266,11 @@ class Renderer:
         )
         return {"rgb": rgb, "depth": depth, "confidence": conf, "camera_info": info, "rgbd": rgbd}
 
-    def _outputs(self, res: RenderResult, stamp: int) -> list[Output]:
+    def _outputs(self, res: RenderResult, stamp: int) -> list[Outgoing]:
         t0 = time.perf_counter()
         msgs = self._build(res, stamp)
-        self._latency_ms.append((res.latency_s + time.perf_counter() - t0) * 1e3)
+        self.last_latency_ms = (res.latency_s + time.perf_counter() - t0) * 1e3
+        self._latency_ms.append(self.last_latency_ms)
         self.counters["frames"] += 1
         self.counters["cache_hits"] += int(res.from_cache[0])
         oob = bool(res.out_of_bounds[0])
@@ -233,7 +279,7 @@ class Renderer:
             self.log.warning("camera pose is outside the training poses (+ margin): renders are unreliable")
         self._last_oob = oob
         pub, top = self.cfg.publish, self.cfg.topics
-        out: list[Output] = []
+        out: list[Outgoing] = []
         if pub.rgb and res.rgb is not None:
             out.append((top.rgb, msgs["rgb"]))
         if pub.depth and res.depth is not None:
@@ -246,23 +292,15 @@ class Renderer:
             out.append((top.rgbd, msgs["rgbd"]))
         return out
 
-    def output_types(self) -> dict[str, str]:
-        """topic -> message type for everything :meth:`tick` may return (for bag writers / publishers)."""
-        t = self.cfg.topics
-        return {
-            t.rgb: "sensor_msgs/msg/Image",
-            t.depth: "sensor_msgs/msg/Image",
-            t.confidence: "sensor_msgs/msg/Image",
-            t.camera_info: "sensor_msgs/msg/CameraInfo",
-            t.rgbd: "pose2rgbd/msg/RGBD",
-            t.diagnostics: "diagnostic_msgs/msg/DiagnosticArray",
-        }
-
     def latency_percentiles_ms(self) -> tuple[float, float]:
         if not self._latency_ms:
             return float("nan"), float("nan")
         a = np.asarray(self._latency_ms)
         return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+    def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
+        """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
+        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
 
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency_percentiles_ms()
@@ -277,3 +315,63 @@ class Renderer:
         values["device"] = str(self.engine.device)
         values["precision"] = self.engine.precision
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)
+
+
+# ---------------------------------------------------------------------------------------------- the node spec
+RENDERER_LIVE = (
+    "rate_hz",
+    "max_pose_age_s",
+    "tf_timeout_s",
+    "warn_throttle_s",
+    "diagnostics_period_s",
+    "world_frame",
+    "camera_frame",
+    "publish.*",
+)
+
+
+def configure_renderer(cfg: RendererConfig) -> dict[str, Any]:
+    """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's rate."""
+    engine_cfg = cfg.engine
+    if cfg.rate_hz > 0:
+        engine_cfg = dataclasses.replace(engine_cfg, lookahead_rate_hz=cfg.rate_hz)
+    return {"engine": RenderEngine.from_config(engine_cfg)}
+
+
+def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> Renderer:
+    return Renderer(cfg, res["engine"], factory, logger=logger)
+
+
+def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
+    engine = res["engine"]
+    source = f"TF {cfg.world_frame} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
+    return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} at {cfg.rate_hz} Hz"
+
+
+RENDERER = NodeSpec(
+    name="pose2rgbd_renderer",
+    config=RendererConfig,
+    configure=configure_renderer,
+    build=build_renderer,
+    inputs=(
+        Input("topics.pose", ("geometry_msgs/msg/PoseStamped",), "on_pose", when=lambda c: c.pose_source == "topic"),
+    ),
+    outputs=(
+        Output("topics.rgb", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.depth", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.confidence", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.camera_info", "sensor_msgs/msg/CameraInfo", depth=2),
+        Output("topics.rgbd", "pose2rgbd/msg/RGBD", depth=2),
+        Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+    ),
+    timers=(
+        Timer(lambda c: 1.0 / c.rate_hz if c.rate_hz > 0 else 0.0, "tick", "render"),
+        Timer(lambda c: c.diagnostics_period_s, "diagnostics_tick", "diagnostics"),
+    ),
+    services=(Service("~/render_at_pose", "pose2rgbd/srv/RenderAtPose", "render_at_pose"),),
+    tf=TFNeed(required=lambda c: c.pose_source == "tf", timeout_s=lambda c: c.tf_timeout_s, why="pose_source is 'tf'"),
+    live=RENDERER_LIVE,
+    description="pose -> rendered RGB, metric depth and confidence",
+    threads=3,
+    extras={"describe": _describe_renderer},
+)

@@ -1,9 +1,10 @@
-"""Offline runtime: bag -> node logic -> bag / dataset, without ROS.
+"""Offline runtime: bag -> any node (served from its :class:`~pose2rgbd.nodes.spec.NodeSpec`) -> bag.
 
 Messages are fed to the node logic in log-time order; the bag's log time is the node clock, so a run is
 deterministic. Timers (the renderer's ``rate_hz``, diagnostics) fire at their bag-time deadlines *before*
-the first message at or after that deadline is handled. ``rate=0`` runs as fast as possible; ``rate=1.0``
-replays at bag speed (``2.0`` twice as fast).
+the first message at or after that deadline is handled. TF topics feed a :class:`TFBuffer` that the logic
+looks transforms up in. ``rate=0`` runs as fast as possible; ``rate=1.0`` replays at bag speed (``2.0``
+twice as fast).
 
 Output bags carry the custom ``pose2rgbd/msg/*`` types (registered from msg/ in the typestore).
 """
@@ -19,19 +20,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pose2rgbd.bags import BagWriter, new_typestore, open_bag
+from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
+from pose2rgbd.geometry.tf_buffer import TFBuffer
+from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.common import resolve_topic
-from pose2rgbd.nodes.messages import register_custom_msgs
-from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
-from pose2rgbd.nodes.renderer import Renderer, RendererConfig
-from pose2rgbd.runtime.factory import TypestoreFactory
-from pose2rgbd.runtime.tf_buffer import TFBuffer, TransformException
+from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
+from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
 
 log = logging.getLogger(__name__)
 
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
+TF_CACHE_S = 30.0
 
 
 @dataclass
@@ -41,7 +43,7 @@ class RunStats:
     messages_in: int = 0
     messages_out: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
-    latency_ms: list[float] = field(default_factory=list)  # per rendered frame (renderer runs)
+    latency_ms: list[float] = field(default_factory=list)  # per produced frame (nodes with last_latency_ms)
     wall_s: float = 0.0
 
     def latency_percentile(self, q: float) -> float:
@@ -74,12 +76,27 @@ def _output_typestore() -> Any:
     return register_custom_msgs(new_typestore("humble"))
 
 
-def run_renderer_bag(
-    cfg: RendererConfig,
+class _FrameLatency:
+    """Records ``logic.last_latency_ms`` each time the logic's ``frames`` counter grows."""
+
+    def __init__(self, logic: Any, stats: RunStats) -> None:
+        self.logic, self.stats = logic, stats
+        self.enabled = hasattr(logic, "last_latency_ms") and "frames" in getattr(logic, "counters", {})
+        self.frames = logic.counters["frames"] if self.enabled else 0
+
+    def __call__(self) -> None:
+        if self.enabled and self.logic.counters["frames"] > self.frames:
+            self.frames = self.logic.counters["frames"]
+            self.stats.latency_ms.append(float(self.logic.last_latency_ms))
+
+
+def run_node_bag(
+    spec: NodeSpec,
+    cfg: Any,
     bag: str | Path,
-    out: str | Path,
+    out: str | Path | None = None,
     *,
-    engine: Any = None,
+    resources: dict[str, Any] | None = None,
     rate: float = 0.0,
     namespace: str = "",
     storage: str = "mcap",
@@ -88,159 +105,96 @@ def run_renderer_bag(
     tf_topic: str = TF_TOPIC,
     tf_static_topic: str = TF_STATIC_TOPIC,
 ) -> RunStats:
-    """Replay ``bag`` through the renderer; write what it publishes to the bag ``out``.
+    """Replay ``bag`` through the node of ``spec``; write what it publishes to the bag ``out`` (if given).
 
     Args:
-        cfg: renderer configuration (``cfg.topics.pose`` is the input topic when ``pose_source`` is 'topic').
-        engine: a ready :class:`~pose2rgbd.inference.RenderEngine` (default: built from ``cfg.engine``).
+        spec: the node (e.g. :data:`~pose2rgbd.nodes.renderer.RENDERER`).
+        cfg: its config (an instance of ``spec.config``; not modified).
+        resources: what ``spec.configure(cfg)`` would build (e.g. ``{"engine": engine}``); default: built.
         rate: 0 as fast as possible, 1.0 bag speed.
-        namespace: prefix for relative output topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
+        namespace: prefix for relative topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
     """
-    from pose2rgbd.inference import RenderEngine
-
-    if engine is None:
-        engine = RenderEngine.from_config(cfg.engine)
-    if cfg.rate_hz > 0:
-        engine.cfg.lookahead_rate_hz = cfg.rate_hz
-    ts = _output_typestore()
-    factory = TypestoreFactory(ts)
-    renderer = Renderer(cfg, engine, factory)
-    tf = TFBuffer(cache_time_s=30.0)
-    stats = RunStats()
+    if not isinstance(cfg, spec.config):
+        raise ConfigError(f"{spec.name}: expected a {spec.config.__name__}, got {type(cfg).__name__}")
     pacer = _Pacer(rate)
-    t_wall = time.perf_counter()
-    period = int(1e9 / cfg.rate_hz) if cfg.rate_hz > 0 else 0
-    diag_period = int(cfg.diagnostics_period_s * 1e9)
-    out_topics = {name: resolve_topic(name, namespace) for name in renderer.output_types()}
-
-    with open_bag(bag) as reader:
-        wanted = [t for t in (tf_topic, tf_static_topic) if t in reader.topics]
-        pose_topic = None
-        if cfg.pose_source == "topic":
-            pose_topic = resolve_topic(cfg.topics.pose, namespace)
-            reader.find_topic("geometry_msgs/msg/PoseStamped", pose_topic)
-            wanted.append(pose_topic)
-        elif tf_topic not in reader.topics and tf_static_topic not in reader.topics:
-            raise BagError(f"{bag}: pose_source is 'tf' but the bag has neither {tf_topic} nor {tf_static_topic}")
-        with BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite) as writer:
-            for name, mt in renderer.output_types().items():
-                writer.add_topic(out_topics[name], mt)
-
-            def emit(outputs: list[tuple[str, Any]], now: int) -> None:
-                for name, msg in outputs:
-                    writer.write(out_topics[name], now, msg)
-
-            def lookup(target: str, source: str, t: int) -> tuple[np.ndarray, int]:
-                return tf.lookup_transform(target, source, t)
-
-            next_tick: int | None = None
-            next_diag: int | None = None
-            total = sum(reader.topics[t].count for t in wanted)
-            for m in tqdm(reader.messages(wanted), total=total, disable=not progress, desc="render", unit="msg"):
-                now = m.stamp_ns
-                pacer(now)
-                if next_tick is None:
-                    next_tick = now + period if period else None
-                    next_diag = now + diag_period if diag_period else None
-                while next_tick is not None and next_tick <= now:
-                    outs = renderer.tick(next_tick, lookup)
-                    if outs:
-                        stats.latency_ms.append(renderer._latency_ms[-1])
-                    emit(outs, next_tick)
-                    next_tick += period
-                while next_diag is not None and next_diag <= now:
-                    writer.write(out_topics[cfg.topics.diagnostics], next_diag, renderer.diagnostics(next_diag))
-                    next_diag += diag_period
-                stats.messages_in += 1
-                if m.topic == tf_topic:
-                    tf.add_tf_message(m.msg)
-                elif m.topic == tf_static_topic:
-                    tf.add_tf_message(m.msg, static=True)
-                elif m.topic == pose_topic:
-                    n_before = renderer.counters["frames"]
-                    outs = renderer.on_pose(m.msg, now)
-                    if renderer.counters["frames"] > n_before:
-                        stats.latency_ms.append(renderer._latency_ms[-1])
-                    emit(outs, now)
-            stats.messages_out = writer.counts
-    stats.counters = dict(renderer.counters)
-    stats.wall_s = time.perf_counter() - t_wall
-    return stats
-
-
-def run_recorder_bag(
-    cfg: RecorderConfig,
-    bag: str | Path,
-    *,
-    out_bag: str | Path | None = None,
-    rate: float = 0.0,
-    namespace: str = "",
-    storage: str = "mcap",
-    overwrite: bool = False,
-    progress: bool = False,
-    tf_static_topic: str = TF_STATIC_TOPIC,
-) -> RunStats:
-    """Replay ``bag`` through the recorder: frames go to ``cfg.output.dataset`` (if set), SyncedFrame
-    messages to ``out_bag`` (if given). The image topic's type (raw / compressed) is taken from the bag."""
-    if not cfg.output.dataset and out_bag is None:
-        raise ConfigError("nothing to record into: give a dataset directory (output.dataset) and/or an output bag")
-    ts = _output_typestore()
-    factory = TypestoreFactory(ts)
     stats = RunStats()
-    pacer = _Pacer(rate)
     t_wall = time.perf_counter()
+    ts = _output_typestore()
     with open_bag(bag) as reader:
-        t = cfg.topics
-        img_info = reader.topics.get(t.image)
-        if img_info is None:
-            raise BagError(f"{bag}: image topic {t.image!r} not found; topics:\n{reader.describe_topics()}")
-        t.compressed = img_info.msgtype == "sensor_msgs/msg/CompressedImage"
-        reader.find_topic("sensor_msgs/msg/NavSatFix", t.gps)
-        reader.find_topic("nav_msgs/msg/Odometry", t.odom)
-        wanted = [t.image, t.gps, t.odom]
-        if t.camera_info in reader.topics:
-            wanted.append(t.camera_info)
-        elif cfg.output.dataset:
-            raise BagError(f"{bag}: camera info topic {t.camera_info!r} not found (needed for the dataset camera)")
-        if cfg.mount.source == "tf_static":
-            if tf_static_topic not in reader.topics:
-                raise BagError(f"{bag}: mount.source is 'tf_static' but the bag has no {tf_static_topic}")
-            wanted.append(tf_static_topic)
-        recorder = Recorder(cfg, factory)
-        tf = TFBuffer()
+        # inputs: topic -> handler (the bag's type must be one the input accepts)
+        handlers: dict[str, Any] = {}
+        for inp in spec.active_inputs(cfg):
+            topic = resolve_topic(get_key(cfg, inp.topic), namespace)
+            info = reader.topics.get(topic)
+            if info is None:
+                if inp.required(cfg):
+                    raise BagError(
+                        f"{bag}: topic {topic!r} ({inp.topic}, {' or '.join(inp.types)}) not in bag; topics:\n"
+                        f"{reader.describe_topics()}"
+                    )
+                continue
+            if info.msgtype not in inp.types:
+                raise BagError(
+                    f"{bag}: topic {topic!r} has type {info.msgtype}, expected {' or '.join(inp.types)}; topics:\n"
+                    f"{reader.describe_topics()}"
+                )
+            handlers[topic] = inp.handler
+        tf_topics: dict[str, bool] = {}  # topic -> static
+        if spec.tf_used(cfg):
+            assert spec.tf is not None
+            cands = [(tf_static_topic, True)] if spec.tf.static_only else [(tf_topic, False), (tf_static_topic, True)]
+            tf_topics = {t: st for t, st in cands if t in reader.topics}
+            if not tf_topics and spec.tf.required(cfg):
+                names = [t for t, _ in cands]
+                has = f"neither {' nor '.join(names)}" if len(names) > 1 else f"no {names[0]}"
+                raise BagError(f"{bag}: {spec.tf.why or spec.name + ' needs TF'} but the bag has {has}")
+        wanted = list(handlers) + [t for t in tf_topics if t not in handlers]
+
+        resources = with_resources(spec, cfg, resources)
+        logic = spec.build(cfg, TypestoreFactory(ts), None, **resources)
+        check_logic(spec, logic)
+        tf = TFBuffer(cache_time_s=TF_CACHE_S)
+        if spec.tf_used(cfg):
+            logic.set_tf_lookup(tf.lookup_transform)
+        tf_waiting = bool(spec.tf_used(cfg) and spec.tf is not None and spec.tf.on_update)
+        latency = _FrameLatency(logic, stats)
+        out_topics = {name: resolve_topic(name, namespace) for name in spec.output_types(cfg)}
+        timers = [(getattr(logic, t.handler), int(t.period_s(cfg) * 1e9)) for t in spec.timers]
+        timers = [(fn, period) for fn, period in timers if period > 0]
         writer = None
-        out_topics = {name: resolve_topic(name, namespace) for name in recorder.output_types()}
         try:
-            if out_bag is not None:
-                writer = BagWriter(out_bag, storage=storage, typestore=ts, overwrite=overwrite)
-                for name, mt in recorder.output_types().items():
+            if out is not None:
+                writer = BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite)
+                for name, mt in spec.output_types(cfg).items():
                     writer.add_topic(out_topics[name], mt)
-            total = sum(reader.topics[x].count for x in wanted)
-            for m in tqdm(reader.messages(wanted), total=total, disable=not progress, desc="record", unit="msg"):
+
+            def emit(outputs: list[tuple[str, Any]] | None, now: int) -> None:
+                latency()
+                if writer is not None:
+                    for name, msg in outputs or ():
+                        writer.write(out_topics[name], now, msg)
+
+            deadlines: list[int | None] = [None] * len(timers)
+            total = sum(reader.topics[t].count for t in wanted)
+            for m in tqdm(reader.messages(wanted), total=total, disable=not progress, desc=spec.name, unit="msg"):
                 now = m.stamp_ns
                 pacer(now)
+                for k, (fn, period) in enumerate(timers):
+                    if deadlines[k] is None:
+                        deadlines[k] = now + period
+                    while (due := deadlines[k]) is not None and due <= now:
+                        emit(fn(due), due)
+                        deadlines[k] = due + period
                 stats.messages_in += 1
-                outs: list[tuple[str, Any]] = []
-                if m.topic == t.image:
-                    outs = recorder.on_image(m.msg, now)
-                elif m.topic == t.gps:
-                    outs = recorder.on_gps(m.msg, now)
-                elif m.topic == t.odom:
-                    outs = recorder.on_odom(m.msg, now)
-                elif m.topic == t.camera_info:
-                    recorder.on_camera_info(m.msg)
-                elif m.topic == tf_static_topic:
-                    tf.add_tf_message(m.msg, static=True)
-                    if recorder.T_base_cam is None:
-                        try:
-                            T, _ = tf.lookup_transform(cfg.mount.base_frame, cfg.mount.camera_frame, 0)
-                            recorder.set_mount(T)
-                        except TransformException:
-                            pass
-                if writer is not None:
-                    for name, msg in outs:
-                        writer.write(out_topics[name], now, msg)
-            recorder.finish()
+                if m.topic in tf_topics:
+                    tf.add_tf_message(m.msg, static=tf_topics[m.topic], default_stamp_ns=now)
+                    if tf_waiting:
+                        assert spec.tf is not None
+                        tf_waiting = not getattr(logic, spec.tf.on_update)(now)
+                if m.topic in handlers:
+                    emit(getattr(logic, handlers[m.topic])(m.msg, now), now)
+            if callable(getattr(logic, "finish", None)):
+                logic.finish()
             if writer is not None:
                 writer.close()
                 stats.messages_out = writer.counts
@@ -249,14 +203,35 @@ def run_recorder_bag(
                 writer.abort()
             raise
         finally:
-            recorder.close()
-    stats.counters = dict(recorder.counters)
-    if recorder.T_base_cam is None and recorder.counters["dropped_no_mount"]:
-        log.warning(
-            "no camera mount %s -> %s was found in %s; every frame was dropped",
-            cfg.mount.base_frame,
-            cfg.mount.camera_frame,
-            tf_static_topic,
-        )
+            if callable(getattr(logic, "close", None)):
+                logic.close()
+    stats.counters = dict(getattr(logic, "counters", {}))
     stats.wall_s = time.perf_counter() - t_wall
     return stats
+
+
+def run_renderer_bag(
+    cfg: RendererConfig,
+    bag: str | Path,
+    out: str | Path,
+    *,
+    engine: Any = None,
+    **kwargs: Any,
+) -> RunStats:
+    """Replay ``bag`` through the render node (:data:`RENDERER`); write what it publishes to the bag ``out``.
+
+    ``engine``: a ready :class:`~pose2rgbd.inference.RenderEngine` (default: loaded from ``cfg.engine``,
+    its look-ahead spaced at ``cfg.rate_hz``). Other arguments: :func:`run_node_bag`.
+    """
+    return run_node_bag(RENDERER, cfg, bag, out, resources=None if engine is None else {"engine": engine}, **kwargs)
+
+
+def run_recorder_bag(
+    cfg: RecorderConfig, bag: str | Path, *, out_bag: str | Path | None = None, **kwargs: Any
+) -> RunStats:
+    """Replay ``bag`` through the record node (:data:`RECORDER`): frames go to ``cfg.output.dataset`` (if set),
+    what it publishes (SyncedFrame, diagnostics) to ``out_bag`` (if given). The image topic's type (raw /
+    compressed) is taken from the bag. Other arguments: :func:`run_node_bag`."""
+    if not cfg.output.dataset and out_bag is None:
+        raise ConfigError("nothing to record into: give a dataset directory (output.dataset) and/or an output bag")
+    return run_node_bag(RECORDER, cfg, bag, out_bag, **kwargs)

@@ -52,21 +52,27 @@ def write_flight_bag(
     compressed: bool = False,
     storage: str = "mcap",
     hfov_deg: float = 90.0,
+    camera_info_fields: dict[str, Any] | None = None,
 ) -> FlightTruth:
-    """Write the bag (see module docstring); returns the ground truth."""
-    from pose2rgbd.bags import (
-        BagWriter,
+    """Write the bag (see module docstring); returns the ground truth.
+
+    ``camera_info_fields`` replace fields of every CameraInfo (e.g. a P that differs from K, binning).
+    """
+    from pose2rgbd.bags import BagWriter
+    from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
+    from pose2rgbd.messages import (
         camera_info,
+        compressed_image,
+        default_factory,
+        image,
         navsatfix,
-        numpy_to_compressed,
-        numpy_to_image,
         odometry,
         pose_stamped,
         tf_message,
         transform_stamped,
     )
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
 
+    f = default_factory()
     ck = make_ground_plane_checkpoint(size, hfov_deg=hfov_deg)
     cam = ck.camera
     assert cam is not None
@@ -83,33 +89,39 @@ def write_flight_bag(
             ns(0.0),
             0,
             "/tf_static",
-            tf_message([transform_stamped(ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]),
+            tf_message(f, [transform_stamped(f, ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]),
         )
     )
     for t in np.arange(0.0, duration_s + 1e-9, 0.02):  # 50 Hz
         T = T_world_base(t)[0]
-        events.append((ns(t), 1, "/tf", tf_message([transform_stamped(ns(t), "map", "base_link", T)])))
-        events.append((ns(t), 2, "/odom", odometry(ns(t), "odom", "base_link", T)))
+        events.append((ns(t), 1, "/tf", tf_message(f, [transform_stamped(f, ns(t), "map", "base_link", T)])))
+        events.append((ns(t), 2, "/odom", odometry(f, ns(t), "odom", "base_link", T)))
     for t in np.arange(0.0, duration_s + 1e-9, 0.1):  # 10 Hz
         p = T_world_base(t)[0, :3, 3]
         lat, lon, alt = DATUM.from_enu(p)
         events.append(
-            (ns(t), 3, "/gps/fix", navsatfix(ns(t), "gps", float(lat), float(lon), float(alt), covariance=[1e-4] * 3))
+            (
+                ns(t),
+                3,
+                "/gps/fix",
+                navsatfix(f, ns(t), "gps", float(lat), float(lon), float(alt), covariance=[1e-4] * 3),
+            )
         )
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     for i, t in enumerate(t_cam):
         s = ns(t)
         img = (
-            numpy_to_compressed(out["rgb"][i], "png", stamp_ns=s, frame_id="camera_optical_frame")
+            compressed_image(f, s, "camera_optical_frame", out["rgb"][i], "png")
             if compressed
-            else numpy_to_image(out["rgb"][i], "rgb8", s, "camera_optical_frame")
+            else image(f, s, "camera_optical_frame", out["rgb"][i], "rgb8")
         )
         events.append((s, 4, image_topic, img))
-        events.append((s, 5, "/camera/camera_info", camera_info(cam, s, "camera_optical_frame")))
-        events.append((s, 6, "/ground_truth/pose", pose_stamped(s, "map", T_cam[i])))
-        events.append(
-            (s, 7, "/ground_truth/depth", numpy_to_image(out["depth"][i], "32FC1", s, "camera_optical_frame"))
-        )
+        info = camera_info(f, s, "camera_optical_frame", cam)
+        for k, v in (camera_info_fields or {}).items():
+            setattr(info, k, v)
+        events.append((s, 5, "/camera/camera_info", info))
+        events.append((s, 6, "/ground_truth/pose", pose_stamped(f, s, "map", T_cam[i])))
+        events.append((s, 7, "/ground_truth/depth", image(f, s, "camera_optical_frame", out["depth"][i], "32FC1")))
     events.sort(key=lambda e: (e[0], e[1]))
     with BagWriter(path, storage=storage) as w:
         w.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", qos="transient_local")

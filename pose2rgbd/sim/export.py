@@ -288,12 +288,12 @@ def export_bag(
 
     Topics and timing: see the module docstring. Deterministic for a config.
     """
-    from pose2rgbd.bags import (
-        BagWriter,
+    from pose2rgbd.bags import BagWriter
+    from pose2rgbd.messages import (
         camera_info,
+        compressed_image,
+        image,
         navsatfix,
-        numpy_to_compressed,
-        numpy_to_image,
         odometry,
         pose_stamped,
         tf_message,
@@ -317,7 +317,7 @@ def export_bag(
     cov = np.maximum(cov, 1e-4)
     image_topic = TOPIC_IMAGE_COMPRESSED if cfg.compressed else TOPIC_IMAGE
     with BagWriter(out_path, storage=cfg.bag_storage, overwrite=overwrite) as w:
-        ts = w.typestore
+        mf = w.factory
         w.add_topic(image_topic, "sensor_msgs/msg/CompressedImage" if cfg.compressed else "sensor_msgs/msg/Image")
         w.add_topic(TOPIC_INFO, "sensor_msgs/msg/CameraInfo")
         w.add_topic(TOPIC_GPS, "sensor_msgs/msg/NavSatFix")
@@ -334,23 +334,23 @@ def export_bag(
                         TOPIC_TF_STATIC,
                         stamp,
                         tf_message(
+                            mf,
                             [
-                                transform_stamped(stamp, BASE_FRAME, CAMERA_FRAME, tr.T_base_cam, ts=ts),
-                                transform_stamped(stamp, BASE_FRAME, GPS_FRAME, T_BASE_GPS, ts=ts),
+                                transform_stamped(mf, stamp, BASE_FRAME, CAMERA_FRAME, tr.T_base_cam),
+                                transform_stamped(mf, stamp, BASE_FRAME, GPS_FRAME, T_BASE_GPS),
                             ],
-                            ts=ts,
                         ),
                     )
                 elif kind == "odom":
                     w.write(
                         TOPIC_ODOM,
                         stamp,
-                        odometry(stamp, ODOM_FRAME, BASE_FRAME, T_odom[k], linear=lin[k], angular=ang[k], ts=ts),
+                        odometry(mf, stamp, ODOM_FRAME, BASE_FRAME, T_odom[k], linear=lin[k], angular=ang[k]),
                     )
                     w.write(
                         TOPIC_TF,
                         stamp,
-                        tf_message([transform_stamped(stamp, MAP_FRAME, BASE_FRAME, T_odom[k], ts=ts)], ts=ts),
+                        tf_message(mf, [transform_stamped(mf, stamp, MAP_FRAME, BASE_FRAME, T_odom[k])]),
                     )
                 elif kind == "gps":
                     ok = bool(gps.valid[k])
@@ -358,6 +358,7 @@ def export_bag(
                         TOPIC_GPS,
                         stamp,
                         navsatfix(
+                            mf,
                             stamp,
                             GPS_FRAME,
                             float(gps.lat[k]) if ok else float("nan"),
@@ -366,20 +367,19 @@ def export_bag(
                             status=cfg.gps_status if ok else -1,
                             service=cfg.gps_service,
                             covariance=cov if cfg.gps_covariance else None,
-                            ts=ts,
                         ),
                     )
                 else:
                     rgb, depth = renderer.render(Twc[k])
                     if cfg.compressed:
-                        img = numpy_to_compressed(rgb, "jpeg", "rgb8", stamp, CAMERA_FRAME, cfg.jpeg_quality, ts=ts)
+                        img = compressed_image(mf, stamp, CAMERA_FRAME, rgb, "jpeg", "rgb8", cfg.jpeg_quality)
                     else:
-                        img = numpy_to_image(rgb, "rgb8", stamp, CAMERA_FRAME, ts=ts)
+                        img = image(mf, stamp, CAMERA_FRAME, rgb, "rgb8")
                     w.write(image_topic, stamp, img)
-                    w.write(TOPIC_INFO, stamp, camera_info(camera, stamp, CAMERA_FRAME, ts=ts))
+                    w.write(TOPIC_INFO, stamp, camera_info(mf, stamp, CAMERA_FRAME, camera))
                     if cfg.ground_truth_topics:
-                        w.write(TOPIC_GT_DEPTH, stamp, numpy_to_image(depth, "32FC1", stamp, CAMERA_FRAME, ts=ts))
-                        w.write(TOPIC_GT_POSE, stamp, pose_stamped(stamp, MAP_FRAME, Twc[k], ts=ts))
+                        w.write(TOPIC_GT_DEPTH, stamp, image(mf, stamp, CAMERA_FRAME, depth, "32FC1"))
+                        w.write(TOPIC_GT_POSE, stamp, pose_stamped(mf, stamp, MAP_FRAME, Twc[k]))
                     bar.update(1)
     log.info("bag: route %s, %d frames -> %s", route, len(tr), out_path)
     return Path(out_path)

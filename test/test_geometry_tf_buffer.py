@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pose2rgbd.geometry import T_from_tq, inverse
-from pose2rgbd.runtime.tf_buffer import (
+from pose2rgbd.geometry.tf_buffer import (
     ConnectivityException,
     ExtrapolationException,
     LookupException,
@@ -81,12 +81,12 @@ def test_cache_time_prunes_old_data() -> None:
 
 
 def test_tf_message_ingest_skips_bad_transforms() -> None:
-    from pose2rgbd.bags import get_typestore, tf_message, transform_stamped
+    from pose2rgbd.messages import default_factory, tf_message, transform_stamped
 
-    ts = get_typestore()
-    good = transform_stamped(S, "map", "base", np.eye(4), ts)
-    bad = transform_stamped(S, "map", "cam", np.eye(4), ts)
+    F = default_factory()
+    good = transform_stamped(F, S, "map", "base", np.eye(4))
+    bad = transform_stamped(F, S, "map", "cam", np.eye(4))
     bad.transform.translation.x = float("nan")
     b = TFBuffer()
-    assert b.add_tf_message(tf_message([good, bad], ts)) == 1
+    assert b.add_tf_message(tf_message(F, [good, bad])) == 1
     assert b.frames() == ["base", "map"]

@@ -1,4 +1,7 @@
-"""A time-interpolating TF buffer for offline runs (no ROS): ``/tf`` and ``/tf_static`` -> lookups.
+"""A time-interpolating TF buffer and chain walker (no ROS): ``/tf`` and ``/tf_static`` -> lookups.
+
+Used by node logic, conversion (TF orientation source, camera mount from ``/tf_static``) and the offline
+runtime; it imports only :mod:`pose2rgbd.geometry`, so every layer above may import it.
 
 Semantics follow tf2's ``BufferCore``: every child frame has one parent; ``lookup_transform(target, source,
 time_ns)`` walks both frames up to their common ancestor and composes the links, each interpolated at
@@ -7,7 +10,7 @@ every time. ``time_ns == 0`` asks for the latest time at which the whole chain i
 "latest common time"). Errors mirror tf2's exception types and messages (``LookupException``,
 ``ConnectivityException``, ``ExtrapolationException``), all :class:`TransformException`.
 
-Why not tf2 itself: it needs a ROS install; this is the part of it the offline runtime needs.
+Why not tf2 itself: it needs a ROS install; this is the part of it the ROS-free code needs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.errors import GeometryError, Pose2RGBDError
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
 from pose2rgbd.geometry.rotations import canonical_quat_xyzw
 from pose2rgbd.geometry.transforms import T_from_tq
@@ -39,6 +42,19 @@ class ConnectivityException(TransformException):
 
 class ExtrapolationException(TransformException):
     """The requested time lies outside the buffered data of a link."""
+
+
+def _stamp_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` (ROS 2 ``sec``/``nanosec``, ROS 1 ``secs``/``nsecs``) -> int ns."""
+    sec = getattr(stamp, "sec", None)
+    nsec = getattr(stamp, "nanosec", None)
+    if sec is None:
+        sec = stamp.secs
+    if nsec is None:
+        nsec = getattr(stamp, "nsec", None)
+    if nsec is None:
+        nsec = stamp.nsecs
+    return int(sec) * 1_000_000_000 + int(nsec)
 
 
 def _fmt_time(ns: int) -> str:
@@ -114,8 +130,6 @@ class TFBuffer:
             raise LookupException(f"Self transform: parent and child frame are both '{child}'")
         t = np.asarray(translation, dtype=np.float64).reshape(3)
         if not np.all(np.isfinite(t)):
-            from pose2rgbd.errors import GeometryError
-
             raise GeometryError(f"transform {parent} -> {child}: translation contains NaN or inf")
         q = canonical_quat_xyzw(np.asarray(quat_xyzw, dtype=np.float64).reshape(4))
         with self._lock:
@@ -128,13 +142,10 @@ class TFBuffer:
     def add_tf_message(self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0) -> int:
         """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped).
         ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
-        from pose2rgbd.errors import GeometryError
-        from pose2rgbd.nodes.messages import stamp_to_ns
-
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
-            st = stamp_to_ns(ts.header.stamp)
+            st = _stamp_ns(ts.header.stamp)
             try:
                 self.set_transform(
                     ts.header.frame_id,
@@ -163,6 +174,24 @@ class TFBuffer:
         """``frame`` and its parents up to the root of its tree."""
         with self._lock:
             return self._chain(self._strip(frame))
+
+    def lookup_up_to(
+        self, frame: str, candidates: list[str] | tuple[str, ...], time_ns: int = 0
+    ) -> tuple[np.ndarray, str, list[str]] | None:
+        """Walk from ``frame`` up its TF ancestors to the first of ``candidates`` (nearest first; ``frame``
+        itself counts). Returns ``(T_candidate_frame, candidate, chain)`` with ``chain`` from ``frame`` up to
+        the candidate, or None when no candidate is an ancestor (or the lookup fails at ``time_ns``)."""
+        chain = self.ancestors(frame)
+        for i, f in enumerate(chain):
+            if f in candidates:
+                if i == 0:
+                    return np.eye(4), f, [f]
+                try:
+                    T, _ = self.lookup_transform(f, chain[0], time_ns)
+                except TransformException:
+                    return None
+                return T, f, chain[: i + 1]
+        return None
 
     def _chain(self, frame: str) -> list[str]:
         chain = [frame]

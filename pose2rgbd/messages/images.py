@@ -1,5 +1,9 @@
 """``sensor_msgs/Image`` and ``CompressedImage`` <-> NumPy with NumPy/OpenCV (no cv_bridge, no ROS).
 
+Readers (``image_to_numpy``, ``compressed_to_numpy``, ``image_msg_to_rgb``, ``image_msg_to_depth``) accept any
+duck-typed message; builders (:func:`image`, :func:`compressed_image`) take a message factory first, like
+every builder of :mod:`pose2rgbd.messages.build`. Decoding errors raise :class:`BagError`.
+
 Why not cv_bridge: it needs a ROS installation, and the core package must work without one. The
 encoding table below covers what cameras and depth sensors publish in practice.
 """
@@ -11,8 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose2rgbd.bags.messages import _new, header
 from pose2rgbd.errors import BagError
+from pose2rgbd.messages.build import header
+from pose2rgbd.messages.factory import MessageFactory
 
 # encoding -> (numpy dtype, channels)
 ENCODINGS: dict[str, tuple[str, int]] = {
@@ -85,15 +90,18 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     return out.reshape((h, w) if ch == 1 else (h, w, ch))
 
 
-def numpy_to_image(arr: np.ndarray, encoding: str, stamp_ns: int = 0, frame_id: str = "", ts: Any = None) -> Any:
+def image(f: MessageFactory, stamp_ns: int, frame_id: str, arr: np.ndarray | None, encoding: str) -> Any:
     """Array in ``encoding``'s channel order -> ``sensor_msgs/msg/Image`` (little-endian, no padding).
 
     Values are cast to the encoding's dtype only when that is lossless in kind (e.g. float64 -> 32FC1);
-    an integer/float mismatch raises :class:`BagError`.
+    an integer/float mismatch raises :class:`BagError`. ``arr=None`` gives an empty 0x0 image (an output the
+    model does not have).
     """
     enc = _norm_encoding(encoding)
     if enc not in ENCODINGS:
         raise BagError(f"unsupported image encoding {encoding!r}; supported: {', '.join(sorted(ENCODINGS))}")
+    if arr is None:
+        return f.new("sensor_msgs/msg/Image", header=header(f, stamp_ns, frame_id), encoding=enc)
     kind, ch = ENCODINGS[enc]
     a = np.asarray(arr)
     if a.ndim == 3 and ch == 1 and a.shape[2] == 1:
@@ -108,10 +116,9 @@ def numpy_to_image(arr: np.ndarray, encoding: str, stamp_ns: int = 0, frame_id: 
         a = a.astype(dt)
     a = np.ascontiguousarray(a, dtype=dt.newbyteorder("<"))
     h, w = a.shape[:2]
-    return _new(
-        ts,
+    return f.new(
         "sensor_msgs/msg/Image",
-        header=header(stamp_ns, frame_id, ts),
+        header=header(f, stamp_ns, frame_id),
         height=h,
         width=w,
         encoding=enc,
@@ -253,14 +260,14 @@ def _decode_compressed_depth(buf: np.ndarray, orig: str) -> np.ndarray:
     return img
 
 
-def numpy_to_compressed(
+def compressed_image(
+    f: MessageFactory,
+    stamp_ns: int,
+    frame_id: str,
     arr: np.ndarray,
     fmt: str = "jpeg",
     encoding: str = "rgb8",
-    stamp_ns: int = 0,
-    frame_id: str = "",
     quality: int = 90,
-    ts: Any = None,
 ) -> Any:
     """Array (channel order given by ``encoding``) -> ``sensor_msgs/msg/CompressedImage`` as image_transport does.
 
@@ -297,10 +304,9 @@ def numpy_to_compressed(
     ok, out = cv2.imencode(".jpg" if codec == "jpeg" else ".png", np.ascontiguousarray(img), params)
     if not ok:
         raise BagError(f"OpenCV could not {codec}-encode an array of shape {a.shape}")
-    return _new(
-        ts,
+    return f.new(
         "sensor_msgs/msg/CompressedImage",
-        header=header(stamp_ns, frame_id, ts),
+        header=header(f, stamp_ns, frame_id),
         format=f"{enc}; {codec} compressed {stored}",
         data=out.reshape(-1).astype(np.uint8, copy=False),
     )

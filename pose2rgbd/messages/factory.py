@@ -1,4 +1,9 @@
-"""A :class:`pose2rgbd.nodes.messages.MessageFactory` backed by a rosbags typestore (offline runtime).
+"""How messages are built: the :class:`MessageFactory` protocol and its rosbags implementation.
+
+Every builder of :mod:`pose2rgbd.messages.build` takes a factory first. :class:`TypestoreFactory` (this module)
+builds rosbags typestore messages (bags, conversion, the offline runtime); ``pose2rgbd_ros.factory.RclpyFactory``
+builds rclpy messages (the live nodes). Readers (:mod:`pose2rgbd.messages.read`) only access fields, so they
+accept both.
 
 rosbags message classes are dataclasses whose every field is required; this factory fills the ones not
 given with ROS defaults (0, '', False, empty sequences, zero arrays, default nested messages), turns
@@ -8,12 +13,14 @@ serializer expects.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
 import numpy as np
 from rosbags.typesys.store import Nodetype
 
 from pose2rgbd.errors import BagError
+from pose2rgbd.messages.typestore import get_typestore
 
 _NUMPY = {
     "bool": np.bool_,
@@ -30,6 +37,16 @@ _NUMPY = {
     "float32": np.float32,
     "float64": np.float64,
 }
+
+
+class MessageFactory(Protocol):
+    """Builds ROS messages by type name (``'sensor_msgs/msg/Image'``); fields not given get their defaults,
+    nested messages may be given as dicts. ``byte_as_bytes``: the ``byte`` type is a length-1 ``bytes``
+    (rclpy) rather than an int (rosbags)."""
+
+    byte_as_bytes: bool
+
+    def new(self, msgtype: str, **fields: Any) -> Any: ...
 
 
 class TypestoreFactory:
@@ -92,3 +109,10 @@ class TypestoreFactory:
                 return [self.new(sub[1], **v) if isinstance(v, dict) else v for v in value]
             return list(value)
         return value
+
+
+@cache
+def default_factory(distro: str = "humble") -> TypestoreFactory:
+    """A :class:`TypestoreFactory` over the cached, shared typestore of ``distro`` (what :class:`BagWriter`
+    uses by default). Pass ``TypestoreFactory(writer.typestore)`` when a bag is written with another one."""
+    return TypestoreFactory(get_typestore(distro))

@@ -1,0 +1,111 @@
+"""Pass 2 of a conversion: write the kept frames as a dataset plus its report.
+
+Separate from :mod:`.core` (config, streams, pose planning) and :mod:`.report` (plots) so that imports run one
+way: core <- report <- output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.convert.core import ConvertConfig, Plan, Streams
+from pose2rgbd.errors import SyncError
+
+
+def write_dataset(
+    out: Path,
+    s: Streams,
+    plan: Plan,
+    cfg: ConvertConfig,
+    frames: Iterator[tuple[int, np.ndarray, np.ndarray | None]],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    report_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Pass 2: ``frames`` yields ``(frame_index, rgb, depth|None)`` for kept frames, in order."""
+    from tqdm import tqdm
+
+    from pose2rgbd.convert import report
+    from pose2rgbd.dataset import DatasetWriter, Manifest
+
+    wh = cfg.size_wh()
+    cam = s.camera if wh is None else s.camera.scaled(*wh)
+    man = Manifest(
+        name=cfg.name or Path(s.input_path).stem,
+        camera=cam,
+        depth_kind="metric" if s.has_depth else "none",
+        rgb_encoding=cfg.rgb_encoding,
+        datum=plan.datum,
+        sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
+        extra={"conversion": {k: plan.summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
+    )
+    import cv2
+
+    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite)
+    try:
+        bar = tqdm(total=int(plan.keep.sum()), desc="writing frames", unit="frame", disable=not progress)
+        for i, rgb, depth in _prefetch(frames):
+            if wh is not None and (rgb.shape[1], rgb.shape[0]) != wh:
+                rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
+                if depth is not None:
+                    depth = cv2.resize(depth, wh, interpolation=cv2.INTER_NEAREST)
+            writer.add_frame(
+                int(s.t0_ns + round(s.frame_t[i] * 1e9)), plan.T_world_cam[i], rgb, depth,
+                latlonalt=tuple(plan.lla[i]), source_id=0,
+            )  # fmt: skip
+            bar.update(1)
+        bar.close()
+        if len(writer) != int(plan.keep.sum()):
+            raise SyncError(f"{s.input_path}: expected {int(plan.keep.sum())} frames in pass 2, read {len(writer)}")
+        rep = writer.root / "report"
+        rep.mkdir(exist_ok=True)
+        report.write_report(rep, s, plan)
+        if report_extra is not None:
+            report_extra(rep)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _prefetch(it: Iterator[Any], depth: int = 8) -> Iterator[Any]:
+    """Run ``it`` (decoding: OpenCV/rosbags release the GIL) in a thread while the caller encodes/writes."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for x in it:
+                if stop.is_set():
+                    return
+                q.put(x)
+            q.put(end)
+        except BaseException as e:
+            q.put(e)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    try:
+        while True:
+            x = q.get()
+            if x is end:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)

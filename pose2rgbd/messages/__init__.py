@@ -1,0 +1,90 @@
+"""The one message layer: read and build every ROS message type pose2rgbd touches, without ROS.
+
+* :mod:`.read`: messages -> NumPy / geometry (duck typed: rclpy and rosbags messages alike; validating).
+* :mod:`.build`: NumPy / geometry -> messages through a :class:`MessageFactory`, factory first, then
+  ``stamp_ns, frame_id``, then the payload.
+* :mod:`.images`: Image / CompressedImage codecs (readers and builders).
+* :mod:`.factory`: the :class:`MessageFactory` protocol and :class:`TypestoreFactory` (rosbags);
+  ``pose2rgbd_ros.factory.RclpyFactory`` is the rclpy one.
+* :mod:`.typestore`: rosbags typestores; :mod:`.interfaces`: the custom ``pose2rgbd/msg/*`` definitions.
+
+Bags, conversion, node logic and runtimes import this package; it imports none of them.
+"""
+
+from pose2rgbd.messages.build import (
+    camera_info,
+    diagnostic_array,
+    header,
+    imu,
+    navsatfix,
+    odometry,
+    pose,
+    pose_stamped,
+    stamp,
+    tf_message,
+    transform,
+    transform_stamped,
+    vector3,
+)
+from pose2rgbd.messages.factory import MessageFactory, TypestoreFactory, default_factory
+from pose2rgbd.messages.images import (
+    ENCODINGS,
+    compressed_image,
+    compressed_to_numpy,
+    image,
+    image_msg_to_depth,
+    image_msg_to_rgb,
+    image_to_numpy,
+    is_compressed,
+)
+from pose2rgbd.messages.interfaces import CUSTOM_MSGS, CUSTOM_SRVS, msg_definitions, register_custom_msgs
+from pose2rgbd.messages.read import (
+    camera_from_info,
+    header_stamp_ns,
+    navsatfix_to_array,
+    pose_to_matrix,
+    stamp_to_ns,
+    transform_to_matrix,
+)
+from pose2rgbd.messages.typestore import get_typestore, new_typestore, normalize_msgtype, register_msg_definitions
+
+__all__ = [
+    "CUSTOM_MSGS",
+    "CUSTOM_SRVS",
+    "ENCODINGS",
+    "MessageFactory",
+    "TypestoreFactory",
+    "camera_from_info",
+    "camera_info",
+    "compressed_image",
+    "compressed_to_numpy",
+    "default_factory",
+    "diagnostic_array",
+    "get_typestore",
+    "header",
+    "header_stamp_ns",
+    "image",
+    "image_msg_to_depth",
+    "image_msg_to_rgb",
+    "image_to_numpy",
+    "imu",
+    "is_compressed",
+    "msg_definitions",
+    "navsatfix",
+    "navsatfix_to_array",
+    "new_typestore",
+    "normalize_msgtype",
+    "odometry",
+    "pose",
+    "pose_stamped",
+    "pose_to_matrix",
+    "register_custom_msgs",
+    "register_msg_definitions",
+    "stamp",
+    "stamp_to_ns",
+    "tf_message",
+    "transform",
+    "transform_stamped",
+    "transform_to_matrix",
+    "vector3",
+]

@@ -1,0 +1,324 @@
+"""The one rclpy host: a lifecycle node built from a :class:`~pose2rgbd.nodes.spec.NodeSpec`.
+
+Every node pose2rgbd ships runs in :class:`NodeHost`; ``render_node.py`` and ``record_node.py`` only name
+their spec. Lifecycle (REP-2002 managed node):
+
+* construction: every config leaf is declared as a parameter with its description, its numeric range
+  (``FloatingPointRange`` / ``IntegerRange`` from the schema) and whether it applies live or at configure;
+  plus ``autostart`` (default true: the node configures and activates itself, so a plain ``ros2 run`` or
+  launch file works; set it false to drive the transitions from a lifecycle manager);
+* ``on_configure``: the config is read from the parameters and checked, the heavy resources are built
+  (``spec.configure``: the render model is loaded here), the logic, TF listener and publishers are created;
+* ``on_activate``: subscriptions, timers and services are created (nothing is consumed while inactive);
+* ``on_deactivate``: they are destroyed again; ``on_cleanup``: logic, publishers and resources are dropped.
+
+Parameters: a set request goes through a callback. Before configure every valid value is accepted (it is
+read at configure); afterwards the logic's ``on_parameter_change`` applies it at once or refuses it with the
+reason (``ros2 param set`` then reports the failure). Timers whose period depends on a changed parameter are
+re-created.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+
+from pose2rgbd.errors import ConfigError, Pose2RGBDError
+from pose2rgbd.geometry.tf_buffer import TransformException
+from pose2rgbd.messages import stamp_to_ns, transform_to_matrix
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
+from pose2rgbd_ros.factory import RclpyFactory
+
+AUTOSTART = "autostart"
+
+
+def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
+    """The descriptor of one config parameter: description, range, when it applies."""
+    p = spec.parameters()[name]
+    d = ParameterDescriptor(
+        description=p.description,
+        additional_constraints="applied while running" if p.live else "applied at the next configure",
+    )
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, bool):
+            pass
+        elif isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        elif isinstance(p.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def _qos(kind: str, depth: int) -> Any:
+    if kind == "sensor_data":
+        return qos_profile_sensor_data
+    if kind == "latched":
+        return QoSProfile(depth=depth, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=depth)
+
+
+class NodeHost(LifecycleNode):
+    """A lifecycle node serving ``spec`` (see the module docstring)."""
+
+    def __init__(self, spec: NodeSpec, **kwargs: Any) -> None:
+        super().__init__(spec.name, **kwargs)
+        self.spec = spec
+        self.factory = RclpyFactory()
+        self.cfg: Any = None
+        self.logic: Any = None
+        self.resources: dict[str, Any] = {}
+        self.configure_error: Pose2RGBDError | None = None
+        self._lock = threading.RLock()  # the logic is called from inputs, timers, services and parameter sets
+        self._host_pubs: dict[str, Any] = {}
+        self._host_subs: list[Any] = []
+        self._host_services: list[Any] = []
+        self._host_timers: dict[int, tuple[Any, float]] = {}  # timer index -> (rclpy timer, period)
+        self._tf_buffer: Any = None
+        self._tf_listener: Any = None
+        self._tf_poll: Any = None
+        self._active = False
+        self._work_group = MutuallyExclusiveCallbackGroup()  # renders, services, TF polling
+        self._input_group = ReentrantCallbackGroup()  # inputs keep arriving while the work group is busy
+        from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+        for name, p in spec.parameters().items():
+            try:
+                self.declare_parameter(name, p.default, parameter_descriptor(spec, name))
+            except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+                raise ConfigError(f"{self.get_name()}: parameter {name}: {e}") from e
+        self.declare_parameter(
+            AUTOSTART,
+            True,
+            ParameterDescriptor(
+                description="configure and activate at start (false: wait for a lifecycle manager)", read_only=True
+            ),
+        )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.get_parameter(AUTOSTART).value:
+            self.autostart()
+
+    # ------------------------------------------------------------------ lifecycle
+    def autostart(self) -> None:
+        """configure + activate; a failure raises the error that caused it (the node then exits)."""
+        for step, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+            result = trigger()
+            if result != TransitionCallbackReturn.SUCCESS:
+                if self.configure_error is not None:
+                    raise self.configure_error
+                raise ConfigError(f"{self.get_name()}: {step} failed ({result})")
+
+    def _config_from_parameters(self) -> Any:
+        flat = {name: self.get_parameter(name).value for name in self.spec.parameters()}
+        return config_from_flat(self.spec.config, flat, where=self.get_name())
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        self.configure_error = None
+        try:
+            cfg = self._config_from_parameters()
+            resources = with_resources(self.spec, cfg, None)
+            logic = self.spec.build(cfg, self.factory, self.get_logger(), **resources)
+            check_logic(self.spec, logic)
+        except Pose2RGBDError as e:
+            self.configure_error = e
+            self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self.cfg, self.resources, self.logic = cfg, resources, logic
+        if self.spec.tf_used(cfg):
+            self._start_tf(cfg)
+        for out in self.spec.outputs:
+            topic = get_key(cfg, out.topic)
+            self._host_pubs[topic] = self.create_lifecycle_publisher(
+                self.factory.cls(out.type), topic, _qos(out.qos, out.depth)
+            )
+        describe: Callable[..., str] | None = self.spec.extras.get("describe")
+        self.get_logger().info(describe(cfg, resources) if describe else f"{self.spec.name} configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        cfg = self.cfg
+        for inp in self.spec.active_inputs(cfg):
+            msgtype = inp.choose_type(cfg) if inp.choose_type else inp.types[0]
+            self._host_subs.append(
+                self.create_subscription(
+                    self.factory.cls(msgtype),
+                    get_key(cfg, inp.topic),
+                    self._input_callback(inp.handler),
+                    _qos(inp.qos, inp.depth),
+                    callback_group=self._input_group,
+                )
+            )
+        for k in range(len(self.spec.timers)):
+            self._start_timer(k)
+        for srv in self.spec.services:
+            self._host_services.append(
+                self.create_service(
+                    self.factory.cls(srv.type), srv.name, self._service_callback(srv.handler),
+                    callback_group=self._work_group,
+                )
+            )  # fmt: skip
+        if self.spec.tf_used(cfg) and self.spec.tf is not None and self.spec.tf.on_update:
+            self._tf_poll = self.create_timer(self.spec.tf.poll_s, self._poll_tf, callback_group=self._work_group)
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        for s in self._host_subs:
+            self.destroy_subscription(s)
+        for srv in self._host_services:
+            self.destroy_service(srv)
+        for t, _ in self._host_timers.values():
+            self.destroy_timer(t)
+        if self._tf_poll is not None:
+            self.destroy_timer(self._tf_poll)
+        self._host_subs, self._host_services, self._host_timers, self._tf_poll = [], [], {}, None
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        for pub in self._host_pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._host_pubs = {}
+        self._tf_listener, self._tf_buffer = None, None
+        with self._lock:
+            if self.logic is not None and callable(getattr(self.logic, "close", None)):
+                self.logic.close()
+            self.logic, self.resources = None, {}
+
+    def close(self) -> None:
+        """Called by :func:`pose2rgbd_ros.spin.run_node` before the node is destroyed."""
+        self._release()
+
+    # ------------------------------------------------------------------ callbacks
+    def _now(self) -> int:
+        return int(self.get_clock().now().nanoseconds)
+
+    def _publish(self, outputs: list[tuple[str, Any]] | None) -> None:
+        for topic, msg in outputs or ():
+            self._host_pubs[topic].publish(msg)
+
+    def _input_callback(self, handler: str) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            with self._lock:
+                if self.logic is None:
+                    return
+                outputs = getattr(self.logic, handler)(msg, self._now())
+            self._publish(outputs)
+
+        return callback
+
+    def _timer_callback(self, handler: str) -> Callable[[], None]:
+        def callback() -> None:
+            with self._lock:
+                if self.logic is None:
+                    return
+                outputs = getattr(self.logic, handler)(self._now())
+            self._publish(outputs)
+
+        return callback
+
+    def _service_callback(self, handler: str) -> Callable[[Any, Any], Any]:
+        def callback(request: Any, response: Any) -> Any:
+            with self._lock:
+                return getattr(self.logic, handler)(request, response, self._now())
+
+        return callback
+
+    def _start_timer(self, k: int) -> None:
+        spec = self.spec.timers[k]
+        period = float(spec.period_s(self.cfg))
+        old = self._host_timers.pop(k, None)
+        if old is not None:
+            self.destroy_timer(old[0])
+        if period > 0:
+            t = self.create_timer(period, self._timer_callback(spec.handler), callback_group=self._work_group)
+            self._host_timers[k] = (t, period)
+
+    # ------------------------------------------------------------------ TF
+    def _start_tf(self, cfg: Any) -> None:
+        from tf2_ros import Buffer, TransformListener
+
+        self._tf_buffer = Buffer()
+        self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=True)
+        self.logic.set_tf_lookup(self._lookup)
+
+    def _lookup(self, target: str, source: str, _time_ns: int) -> tuple[np.ndarray, int]:
+        import tf2_ros
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        assert self.spec.tf is not None
+        timeout = Duration(seconds=float(self.spec.tf.timeout_s(self.cfg)))
+        try:
+            tf = self._tf_buffer.lookup_transform(target, source, Time(), timeout=timeout)
+        except tf2_ros.TransformException as e:  # Lookup / Connectivity / Extrapolation / InvalidArgument
+            raise TransformException(str(e)) from e
+        return transform_to_matrix(tf.transform), stamp_to_ns(tf.header.stamp)
+
+    def _poll_tf(self) -> None:
+        assert self.spec.tf is not None
+        with self._lock:
+            done = self.logic is not None and getattr(self.logic, self.spec.tf.on_update)(self._now())
+        if done and self._tf_poll is not None:
+            self._tf_poll.cancel()
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        known = self.spec.parameters()
+        ours = [p for p in params if p.name in known]
+        if not ours:
+            return SetParametersResult(successful=True)
+        with self._lock:
+            if self.logic is None:  # not configured: any valid value, read at configure
+                flat = {name: self.get_parameter(name).value for name in known}
+                flat.update({p.name: p.value for p in ours})
+                try:
+                    config_from_flat(self.spec.config, flat, where=self.get_name())
+                except Pose2RGBDError as e:
+                    return SetParametersResult(successful=False, reason=str(e))
+                return SetParametersResult(successful=True)
+            applied: list[tuple[str, Any]] = []
+            for p in ours:
+                old = get_key(self.logic.cfg, p.name)
+                ok, reason = self.logic.on_parameter_change(p.name, p.value)
+                if not ok:
+                    for name, value in reversed(applied):  # all or nothing
+                        self.logic.on_parameter_change(name, value)
+                    return SetParametersResult(successful=False, reason=reason)
+                applied.append((p.name, old))
+            self.cfg = self.logic.cfg
+            if self._active:  # re-create the timers whose period changed
+                for k, spec in enumerate(self.spec.timers):
+                    current = self._host_timers.get(k)
+                    if (current[1] if current else 0.0) != float(spec.period_s(self.cfg)):
+                        self._start_timer(k)
+        return SetParametersResult(successful=True)
+
+
+def make_executor(spec: NodeSpec) -> Executor:
+    return MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
+
+
+def main_for(spec: NodeSpec, args: list[str] | None = None) -> int:
+    """``main`` of a node executable: spin a :class:`NodeHost` of ``spec`` until Ctrl-C / shutdown."""
+    from pose2rgbd_ros.spin import run_node
+
+    return run_node(args, lambda: NodeHost(spec), lambda: make_executor(spec), spec.name)

@@ -1,0 +1,242 @@
+"""Node specs: validation, parameter ranges and live changes, and one offline runner serving every node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pose2rgbd.config import help_field, param_ranges, ranged_field
+from pose2rgbd.errors import BagError, ConfigError
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+from pose2rgbd.messages import TypestoreFactory, new_typestore, pose_to_matrix, register_custom_msgs
+from pose2rgbd.nodes import NODES, RECORDER, RENDERER, Recorder, RecorderConfig, Renderer, RendererConfig, node_spec
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, TFNeed, Timer, config_from_flat, parameter_change
+from pose2rgbd.runtime.offline import run_node_bag
+
+
+@pytest.fixture(scope="module")
+def engine() -> RenderEngine:
+    return RenderEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(32))
+
+
+@pytest.fixture(scope="module")
+def factory() -> TypestoreFactory:
+    return TypestoreFactory(register_custom_msgs(new_typestore("humble")))
+
+
+@pytest.fixture(scope="module")
+def flight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pose2rgbd.runtime.testing import write_flight_bag
+
+    path = tmp_path_factory.mktemp("spec") / "flight"
+    write_flight_bag(path, duration_s=1.5, size=32)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- specs
+def test_node_table() -> None:
+    assert NODES["render"] is RENDERER and NODES["record"] is RECORDER
+    assert node_spec("pose2rgbd_renderer") is RENDERER
+    with pytest.raises(ConfigError, match="unknown node"):
+        node_spec("localize")
+
+
+def test_spec_validation_names_the_problem() -> None:
+    def build(*_: Any, **__: Any) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"topics\.nope"):
+        NodeSpec("x", RendererConfig, build, inputs=(Input("topics.nope", ("std_msgs/msg/Bool",), "h"),))
+    with pytest.raises(ConfigError, match="rate_hz"):  # a number is not a topic name
+        NodeSpec("x", RendererConfig, build, outputs=(Output("rate_hz", "std_msgs/msg/Bool"),))
+    with pytest.raises(ConfigError, match="live parameter 'speed'"):
+        NodeSpec("x", RendererConfig, build, live=("speed",))
+
+
+def test_logic_is_checked_against_its_spec(flight: Path, tmp_path: Path) -> None:
+    class Half:
+        def __init__(self, cfg: EchoConfig, *_: Any, **__: Any) -> None:
+            self.cfg = cfg
+
+        def on_pose(self, msg: Any, now_ns: int) -> None:
+            return None
+
+    spec = NodeSpec(
+        "half",
+        EchoConfig,
+        Half,
+        inputs=ECHO.inputs,
+        timers=ECHO.timers,
+        tf=ECHO.tf,
+        live=("lift",),
+    )
+    with pytest.raises(ConfigError, match=r"'half': Half lacks on_parameter_change, set_tf_lookup, tf_update, tick"):
+        run_node_bag(spec, EchoConfig(), flight, None)
+
+
+def test_parameters_carry_ranges_and_live_flags() -> None:
+    p = RENDERER.parameters()
+    assert p["rate_hz"].range == (0.0, 1000.0) and p["rate_hz"].live
+    assert p["engine.checkpoint"].range is None and not p["engine.checkpoint"].live
+    assert p["publish.depth"].live  # "publish.*"
+    assert p["rate_hz"].description.startswith("render rate")
+    r = RECORDER.parameters()
+    assert r["sync.queue_size"].range == (1, 100000) and r["min_fix_status"].range == (-1, 2)
+    assert param_ranges(RecorderConfig)["sync.max_gap_s"] == (0.001, 60.0)
+    with pytest.raises(ConfigError, match=r"rate_hz: -1\.0 is outside its range"):
+        config_from_flat(RendererConfig, {"rate_hz": -1.0})
+    with pytest.raises(ConfigError, match="outside its range"):
+        ranged_field(5.0, "x", 0.0, 1.0)
+
+
+def test_renderer_parameter_changes(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    cfg = RendererConfig()
+    r = Renderer(cfg, engine, factory)
+    assert r.on_parameter_change("rate_hz", 5.0) == (True, "")
+    assert r.cfg.rate_hz == 5.0 and cfg.rate_hz == 10.0  # the caller's config is not modified
+    assert RENDERER.timers[0].period_s(r.cfg) == pytest.approx(0.2)  # the host re-creates the timer from this
+    ok, why = r.on_parameter_change("engine.checkpoint", "/other.pt")
+    assert not ok and "engine.checkpoint is read when the node is configured" in why and "configure" in why
+    ok, why = r.on_parameter_change("pose_source", "topic")
+    assert not ok and "configured" in why
+    ok, why = r.on_parameter_change("rate_hz", 5000.0)
+    assert not ok and "outside its range [0.0, 1000.0]" in why
+    ok, why = r.on_parameter_change("rate_hz", 0.0)  # cross-field rule: tf source needs a rate
+    assert not ok and "rate_hz must be > 0" in why
+    assert r.on_parameter_change("publish.depth", False)[0] and not r.cfg.publish.depth
+    assert r.on_parameter_change("warn_throttle_s", 1.0)[0] and r._warn.period_ns == 1_000_000_000
+    look_engine = RenderEngine(EngineConfig(warmup=0, lookahead=2), make_ground_plane_checkpoint(32))
+    look = Renderer(cfg, look_engine, factory)
+    ok, why = look.on_parameter_change("rate_hz", 5.0)
+    assert not ok and "look-ahead" in why
+
+
+def test_recorder_parameter_changes(factory: TypestoreFactory) -> None:
+    rec = Recorder(RecorderConfig(), factory)
+    assert rec.on_parameter_change("sync.slop_s", 0.2) == (True, "")
+    assert rec._approx.slop_ns == 200_000_000
+    ok, why = rec.on_parameter_change("sync.policy", "approximate")
+    assert not ok and "sync.policy is read when the node is configured" in why
+    ok, why = rec.on_parameter_change("sync.max_gap_s", 0.0)
+    assert not ok and "outside its range" in why
+    assert parameter_change(RecorderConfig(), "nope", 1, ("nope",))[1].startswith("nope: not a parameter")
+
+
+def test_configure_spaces_lookahead_at_the_node_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pose2rgbd.nodes import renderer
+
+    seen: list[EngineConfig] = []
+    monkeypatch.setattr(renderer.RenderEngine, "from_config", staticmethod(lambda c: seen.append(c) or "engine"))
+    cfg = RendererConfig(rate_hz=25.0)
+    assert RENDERER.configure(cfg) == {"engine": "engine"}
+    assert seen[0].lookahead_rate_hz == 25.0 and cfg.engine.lookahead_rate_hz == 10.0  # passed, not mutated
+
+
+# ---------------------------------------------------------------------------------------------- one runner
+def test_runner_serves_both_nodes_from_their_specs(flight: Path, engine: RenderEngine, tmp_path: Path) -> None:
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.dataset import Dataset
+
+    cfg = RendererConfig(rate_hz=5.0)
+    stats = run_node_bag(RENDERER, cfg, flight, tmp_path / "render", resources={"engine": engine})
+    assert stats.counters["frames"] >= 6 and len(stats.latency_ms) == stats.counters["frames"]
+    assert cfg.engine.lookahead_rate_hz == 10.0  # the runner does not touch the config
+    rec_cfg = RecorderConfig()
+    rec_cfg.output.dataset = str(tmp_path / "ds")
+    stats = run_node_bag(RECORDER, rec_cfg, flight, tmp_path / "record")
+    assert stats.counters["frames"] == len(Dataset(tmp_path / "ds")) > 0
+    assert rec_cfg.topics.compressed is False  # the image type came from the bag, the config is untouched
+    with open_bag(tmp_path / "record") as bag:
+        assert bag.topics["/synced_frame"].count == stats.counters["frames"]
+        assert bag.topics["/diagnostics"].count >= 1  # the spec's diagnostics timer, at bag time
+
+
+def test_runner_errors_name_what_is_missing(flight: Path, engine: RenderEngine, tmp_path: Path) -> None:
+    cfg = RecorderConfig()
+    cfg.output.dataset = str(tmp_path / "ds")
+    cfg.topics.gps = "/no/gps"
+    with pytest.raises(BagError, match=r"topic '/no/gps' \(topics.gps, sensor_msgs/msg/NavSatFix\) not in bag"):
+        run_node_bag(RECORDER, cfg, flight, None)
+    with pytest.raises(ConfigError, match="expected a RendererConfig"):
+        run_node_bag(RENDERER, RecorderConfig(), flight, tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------- a new node
+@dataclass
+class EchoTopics:
+    pose: str = help_field("/ground_truth/pose", "input poses")
+    echo: str = help_field("echo", "output: the input pose moved up by `lift`")
+
+
+@dataclass
+class EchoConfig:
+    lift: float = ranged_field(1.0, "metres added to z", 0.0, 100.0)
+    topics: EchoTopics = field(default_factory=EchoTopics, metadata={"help": "topics"})
+
+
+class Echo:
+    def __init__(self, cfg: EchoConfig, factory: Any, logger: Any = None) -> None:
+        self.cfg, self.f = cfg, factory
+        self.counters = {"frames": 0, "ticks": 0, "tf_seen": 0}
+        self.last_latency_ms = 0.5
+        self.lookup: Any = None
+
+    def set_tf_lookup(self, lookup: Any) -> None:
+        self.lookup = lookup
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        new, reason = parameter_change(self.cfg, name, value, ECHO.live)
+        if new is not None:
+            self.cfg = new
+        return new is not None, reason
+
+    def on_pose(self, msg: Any, now_ns: int) -> list[tuple[str, Any]]:
+        from pose2rgbd.messages import pose_stamped
+
+        T = pose_to_matrix(msg.pose)
+        T[2, 3] += self.cfg.lift
+        self.counters["frames"] += 1
+        return [(self.cfg.topics.echo, pose_stamped(self.f, now_ns, "map", T))]
+
+    def tick(self, now_ns: int) -> None:
+        self.counters["ticks"] += 1
+
+    def tf_update(self, now_ns: int) -> bool:
+        from pose2rgbd.geometry import TransformException
+
+        self.counters["tf_seen"] += 1
+        try:
+            self.lookup("map", "base_link", 0)
+        except TransformException:
+            return False  # called again on the next TF message
+        return True
+
+
+ECHO = NodeSpec(
+    name="echo",
+    config=EchoConfig,
+    build=lambda cfg, factory, logger=None, **_: Echo(cfg, factory, logger),
+    inputs=(Input("topics.pose", ("geometry_msgs/msg/PoseStamped",), "on_pose"),),
+    outputs=(Output("topics.echo", "geometry_msgs/msg/PoseStamped"),),
+    timers=(Timer(lambda c: 0.5, "tick"),),
+    tf=TFNeed(on_update="tf_update"),
+    live=("lift",),
+)
+
+
+def test_a_new_node_is_one_spec(flight: Path, tmp_path: Path) -> None:
+    from pose2rgbd.bags import open_bag
+
+    stats = run_node_bag(ECHO, EchoConfig(lift=2.0), flight, tmp_path / "echo", namespace="e")
+    c = stats.counters
+    assert c["frames"] == 15 and c["ticks"] == 3 and c["tf_seen"] == 2  # ticks at 0.5, 1 and 1.5 s
+    assert stats.latency_ms == [0.5] * 15
+    with open_bag(tmp_path / "echo") as bag:
+        out = [pose_to_matrix(m.msg.pose) for m in bag.messages(["/e/echo"])]
+        gt = [pose_to_matrix(m.msg.pose) for m in open_bag(flight).messages(["/ground_truth/pose"])]
+    np.testing.assert_allclose(np.array(out)[:, 2, 3], np.array(gt)[:, 2, 3] + 2.0)

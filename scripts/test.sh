@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then the whole check: lint (ruff), format, types (mypy on the core), tests (pytest).
+# Set up (idempotent), then the whole check: lint (ruff), format, layering (import-linter), types (mypy on the
+# core), tests (pytest).
 # Extra args go to pytest, e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh test/test_geometry.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ export MPLBACKEND=Agg
 echo "[test] ruff check + format check"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "[test] import-linter (layering, docs/architecture.md)"
+.venv/bin/lint-imports
 echo "[test] mypy (core package)"
 .venv/bin/mypy
 echo "[test] pytest"

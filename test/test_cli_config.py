@@ -29,6 +29,7 @@ COMMANDS: dict[str, list[str]] = {
     "convert gps-odom": ["convert", "gps-odom", "b", "--report", "r"],
     "sim": ["sim", "--out", "o"],
     "experiments": ["experiments", "--out", "o"],
+    "evaluate": ["evaluate", "--checkpoint", "c.pt", "--dataset", "d"],
 }
 
 
@@ -194,6 +195,10 @@ def test_misspelt_key_in_a_config_file_suggests_the_valid_one(tmp_path: Path) ->
           "--compressed", "false", "--camera_rate_hz", "24"]),
         ("experiments", ["--splits", "route", "--tables", "1", "4", "--sim-stride", "5"],
          ["--splits", "route", "--tables", "1,4", "--sim_stride", "5"]),
+        ("evaluate", ["--split", "route", "--max-frames", "7", "--no-baseline", "--rot-weight", "12.5",
+                      "--fly-frames", "9", "--fps", "5", "--device", "cpu", "--allow-other-dataset", "--no-progress"],
+         ["--split", "route", "--max_frames", "7", "--baseline", "false", "--rot_weight_m", "12.5",
+          "--fly_frames", "9", "--fps", "5", "--device", "cpu", "--allow_other_dataset", "--progress=false"]),
     ],
 )  # fmt: skip
 def test_aliases_feed_the_same_keys(command: str, alias_argv: list[str], dotted_argv: list[str]) -> None:
@@ -204,12 +209,13 @@ def test_aliases_feed_the_same_keys(command: str, alias_argv: list[str], dotted_
 
 
 def test_every_alias_names_a_key_of_its_schema() -> None:
-    from pose2rgbd.cli import convert, experiments, record, render, sim, train
+    from pose2rgbd.cli import convert, evaluate, experiments, record, render, sim, train
 
     tables = [(train.ALIASES, "train"), (render.BAG_ALIASES, "render bag"),
               (render.engine_aliases(), "render trajectory"), (record.ALIASES, "record bag"),
               (convert.BAG_ALIASES, "convert bag"), (convert.COMMON_ALIASES, "convert video"),
-              (sim.ALIASES, "sim"), (experiments.ALIASES, "experiments")]  # fmt: skip
+              (sim.ALIASES, "sim"), (experiments.ALIASES, "experiments"),
+              (evaluate.ALIASES, "evaluate")]  # fmt: skip
     for table, command in tables:
         schema = getattr(_parse(COMMANDS[command]), SCHEMA)
         for alias in table:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -17,35 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pose2rgbd.bags import open_bag
+    from pose2rgbd.bags.summary import summarize_bag
 
-    with open_bag(args.path) as bag:
-        first: dict[str, int] = {}
-        last: dict[str, int] = {}
-        if not args.no_scan:
-            readable = [t.name for t in bag.topics.values() if t.count]
-            for topic, stamp, _mt, _data in bag.raw_messages(readable):
-                first.setdefault(topic, stamp)
-                last[topic] = stamp
-        dur = bag.duration_ns / 1e9
-        start = (
-            datetime.fromtimestamp(bag.start_ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
-            if bag.message_count
-            else "-"
-        )
-        print(f"{bag.path}")
-        print(f"  storage   {bag.storage}")
-        print(f"  start     {start} ({bag.start_ns} ns)")
-        print(f"  duration  {dur:.3f} s")
-        print(f"  messages  {bag.message_count} on {len(bag.topics)} topic(s)")
-        if not bag.topics:
-            return 0
-        wn = max(len(t) for t in bag.topics)
-        wt = max(len(t.msgtype) for t in bag.topics.values())
-        for t in bag.topics.values():
-            rate = ""
-            if t.name in first and t.count > 1 and last[t.name] > first[t.name]:
-                rate = f"{(t.count - 1) / ((last[t.name] - first[t.name]) / 1e9):9.2f} Hz"
-            note = f"  [cannot decode: {t.error[:120]}]" if t.error else ""
-            print(f"  {t.name:<{wn}}  {t.msgtype:<{wt}}  {t.count:>8}  {rate:>12}{note}")
+    s = summarize_bag(args.path, scan=not args.no_scan)
+    print(f"{s.path}")
+    print(f"  storage   {s.storage}")
+    print(f"  start     {s.start_utc or '-'} ({s.start_ns} ns)")
+    print(f"  duration  {s.duration_s:.3f} s")
+    print(f"  messages  {s.message_count} on {len(s.topics)} topic(s)")
+    if not s.topics:
+        return 0
+    wn = max(len(t.name) for t in s.topics)
+    wt = max(len(t.msgtype) for t in s.topics)
+    for t in s.topics:
+        rate = "" if t.rate_hz is None else f"{t.rate_hz:9.2f} Hz"
+        note = f"  [cannot decode: {t.error[:120]}]" if t.error else ""
+        print(f"  {t.name:<{wn}}  {t.msgtype:<{wt}}  {t.count:>8}  {rate:>12}{note}")
     return 0

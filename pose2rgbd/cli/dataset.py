@@ -19,21 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _info(args: argparse.Namespace) -> int:
-    import numpy as np
+    from pose2rgbd.dataset.summary import summarize_dataset
 
-    from pose2rgbd.dataset import Dataset
-
-    ds = Dataset(args.path)
-    f = ds.frames
-    dur = (f.stamp_ns[-1] - f.stamp_ns[0]) / 1e9
-    ext = f.translation.max(0) - f.translation.min(0)
-    print(f"{ds.path}: pose2rgbd dataset v1, valid")
-    print(f"  name         {ds.manifest.name}")
-    print(f"  frames       {len(ds)} over {dur:.1f} s, {len(np.unique(f.source_id))} source(s)")
-    print(f"  camera       {ds.camera.width}x{ds.camera.height} fx={ds.camera.fx:.1f} fy={ds.camera.fy:.1f}")
-    print(f"  depth        {ds.manifest.depth_kind}")
-    print(f"  extent (m)   x {ext[0]:.1f}  y {ext[1]:.1f}  z {ext[2]:.1f}")
-    print(f"  fingerprint  {ds.fingerprint()}")
+    s = summarize_dataset(args.path)
+    ex, ey, ez = s.extent_m
+    print(f"{s.path}: pose2rgbd dataset v1, valid")
+    print(f"  name         {s.name}")
+    print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s)")
+    print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
+    print(f"  depth        {s.depth_kind}")
+    print(f"  extent (m)   x {ex:.1f}  y {ey:.1f}  z {ez:.1f}")
+    print(f"  fingerprint  {s.fingerprint}")
     return 0
 
 

@@ -19,6 +19,7 @@ from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
+from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
 from pose2rgbd.inference import EngineConfig, RenderEngine
@@ -26,8 +27,6 @@ from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, lo
 from pose2rgbd.training.splits import Split, make_split
 
 log = logging.getLogger(__name__)
-
-EVAL_SPLITS = ("random", "route", "all")
 
 
 @dataclass
@@ -128,41 +127,36 @@ def evaluate(
     dataset: str | Path | Dataset,
     split: str | None = None,
     *,
+    config: EvaluateConfig | None = None,
     out_dir: str | Path | None = None,
-    baseline: bool = True,
-    rot_weight_m: float | None = None,
-    max_frames: int = 0,
-    grid_rows: int = 4,
-    fly_frames: int = 120,
-    fps: float = 10.0,
-    batch_size: int = 16,
-    device: str = "auto",
     cache_root: str | Path | None = None,
-    allow_other_dataset: bool = False,
-    progress: bool = True,
     write_files: bool = True,
+    **settings: Any,
 ) -> EvaluationResult:
     """Evaluate ``checkpoint`` on ``dataset``.
 
-    ``split``: ``random`` | ``route`` | ``all`` (``None``: the split the checkpoint was trained with, same seed,
-    so the test frames are exactly its validation frames). The checkpoint must come from this dataset
-    (fingerprint) unless ``allow_other_dataset`` (then ``split`` defaults to ``all`` and there is no baseline).
-    Writes into ``out_dir`` (default ``<checkpoint dir>/eval-<split>``): ``metrics.json``, ``metrics.md``,
-    ``grid.png``, ``flythrough.mp4`` (GIF if MP4 cannot be written), ``curves.png`` (when ``log.csv`` sits
-    next to the checkpoint).
+    The settings are an :class:`EvaluateConfig` (``config``; default: its defaults), each of which may also be
+    given as a keyword (``max_frames=50``, ``baseline=False``, ...; a keyword wins over ``config``), and
+    ``split`` positionally (it wins over both). ``split``: ``random`` | ``route`` | ``all`` (``None``: the split
+    the checkpoint was trained with, same seed, so the test frames are exactly its validation frames). The
+    checkpoint must come from this dataset (fingerprint) unless ``allow_other_dataset`` (then ``split`` defaults
+    to ``all`` and there is no baseline). Writes into ``out_dir`` (default ``<checkpoint dir>/eval-<split>``):
+    ``metrics.json``, ``metrics.md``, ``grid.png``, ``flythrough.mp4`` (GIF if MP4 cannot be written),
+    ``curves.png`` (when ``log.csv`` sits next to the checkpoint); nothing with ``write_files=False``.
     """
+    cfg = evaluate_config(config, split=split, **settings)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    loaded = load_checkpoint(checkpoint, expect_fingerprint=None if allow_other_dataset else ds.fingerprint())
+    loaded = load_checkpoint(checkpoint, expect_fingerprint=None if cfg.allow_other_dataset else ds.fingerprint())
     model = loaded.model
     if not isinstance(model, PoseToImage):
         raise ConfigError(f"{checkpoint}: evaluation renders images from poses; a {loaded.kind!r} model does not")
-    engine = evaluation_engine(loaded, device)
+    engine = evaluation_engine(loaded, cfg.device)
     size = model.image_hw[0]
     other = loaded.dataset_fingerprint != ds.fingerprint()
-    kind = split or ("all" if other else str(loaded.train_config.get("split", "random")))
+    kind = cfg.split or ("all" if other else str(loaded.train_config.get("split", "random")))
     if kind not in EVAL_SPLITS:
         raise ConfigError(f"evaluation split {kind!r} is not one of {list(EVAL_SPLITS)}")
-    cache = build_cache(ds, size, cache_root=cache_root, progress=progress)
+    cache = build_cache(ds, size, cache_root=cache_root, progress=cfg.progress)
     sp = _split(cache, kind, loaded.train_config)
     notes: list[str] = []
     if kind != "all" and kind != loaded.train_config.get("split") and not other:
@@ -171,29 +165,29 @@ def evaluate(
             "test frames may have been seen in training"
         )
     test = sp.val
-    if max_frames and len(test) > max_frames:
-        test = test[evenly_spaced(len(test), max_frames)]
+    if cfg.max_frames and len(test) > cfg.max_frames:
+        test = test[evenly_spaced(len(test), cfg.max_frames)]
     if len(test) == 0:
         raise ConfigError(f"{ds.path}: the {kind} split has no test frames")
-    use_baseline = baseline and len(sp.train) > 0 and not other
+    use_baseline = cfg.baseline and len(sp.train) > 0 and not other
     unit = depth_unit_label(loaded.depth_kind)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
 
     nn_base = None
     if use_baseline:
-        w = rot_weight_m if rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
+        w = cfg.rot_weight_m if cfg.rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
         nn_base = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w)
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
-    bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not progress, leave=False)
-    for s in range(0, len(test), batch_size):
-        idx = test[s : s + batch_size]
+    bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not cfg.progress, leave=False)
+    for s in range(0, len(test), cfg.batch_size):
+        idx = test[s : s + cfg.batch_size]
         order = np.argsort(idx)  # memmap reads in increasing order
         idx = idx[order]
         gt_rgb = np.asarray(cache.rgb[idx])
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
-        pred = predict(engine, cache.T_world_cam[idx], batch_size=batch_size)
+        pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
         if nn_base is not None:
             j, _ = nn_base.query(cache.T_world_cam[idx])
@@ -230,8 +224,22 @@ def evaluate(
     }
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info)
     if write_files:
-        _write_outputs(result, loaded, engine, cache, sp, test, grid_rows=grid_rows, fly_frames=fly_frames, fps=fps)
+        _write_outputs(
+            result, loaded, engine, cache, sp, test, grid_rows=cfg.grid_rows, fly_frames=cfg.fly_frames, fps=cfg.fps
+        )
     return result
+
+
+def evaluate_config(
+    config: EvaluateConfig | None = None, *, split: str | None = None, **settings: Any
+) -> EvaluateConfig:
+    """``config`` (default: the defaults) with the keyword ``settings`` and a non-None ``split`` applied,
+    coerced and validated like a config file (an unknown keyword names the closest valid ones)."""
+    data = cfgmod.to_dict(config if config is not None else EvaluateConfig())
+    data.update(settings)
+    if split is not None:
+        data["split"] = split
+    return cfgmod.from_dict(EvaluateConfig, data, where="evaluate")
 
 
 def _range(model: PoseToImage) -> tuple[float, float]:

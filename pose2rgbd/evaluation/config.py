@@ -1,0 +1,56 @@
+"""Evaluation settings (``pose2rgbd evaluate``, :func:`pose2rgbd.evaluation.evaluate`): one schema for the
+command-line flags, ``--config`` files and keyword arguments of the library call."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pose2rgbd.config import help_field
+from pose2rgbd.errors import ConfigError
+
+EVAL_SPLITS = ("random", "route", "all")
+
+
+@dataclass
+class EvaluateConfig:
+    """What :func:`~pose2rgbd.evaluation.evaluate` measures and writes (the checkpoint, dataset and output
+    directory are arguments of the call, not settings)."""
+
+    split: str | None = help_field(
+        None,
+        "test frames: random | route | all (null: the split the checkpoint was trained with, same seed; "
+        "all when evaluating on another dataset)",
+    )
+    baseline: bool = help_field(True, "also evaluate the nearest-pose baseline (needs training frames)")
+    rot_weight_m: float | None = help_field(
+        None, "baseline metres per radian of rotation (null: the median scene depth of the training frames)"
+    )
+    max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
+    grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")
+    fly_frames: int = help_field(120, "frames in the fly-through video")
+    fps: float = help_field(10.0, "fly-through frame rate")
+    batch_size: int = help_field(16, "poses per forward pass")
+    device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    allow_other_dataset: bool = help_field(
+        False, "evaluate on a dataset the checkpoint was not trained on (split all, no baseline)"
+    )
+    progress: bool = help_field(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        if self.split is not None and self.split not in EVAL_SPLITS:
+            raise ConfigError(f"split {self.split!r} is not one of {' | '.join(EVAL_SPLITS)} (or null: as trained)")
+        if self.rot_weight_m is not None and not (math.isfinite(self.rot_weight_m) and self.rot_weight_m > 0):
+            raise ConfigError(
+                f"rot_weight_m must be a positive number of metres per radian, got {self.rot_weight_m} "
+                "(or null: the median scene depth)"
+            )
+        if self.max_frames < 0:
+            raise ConfigError(f"max_frames must be >= 0 (0: all test frames), got {self.max_frames}")
+        for name in ("grid_rows", "fly_frames", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ConfigError(f"fps must be a positive frame rate, got {self.fps}")
+        if not self.device.strip():
+            raise ConfigError("device is empty: use auto, cpu, cuda or cuda:N")

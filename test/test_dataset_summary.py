@@ -1,0 +1,70 @@
+"""Dataset summaries (pose2rgbd.dataset.summary) and the `dataset info` output built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
+from pose2rgbd.dataset.summary import DatasetSummary, summarize_dataset
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry import PinholeCamera, T_from_tq
+
+CAM = PinholeCamera(40, 30, 35.25, 36.5, 19.5, 14.5)
+T0 = 1_700_000_000_000_000_000
+# (stamp offset ns, position m, source id)
+FRAMES = [
+    (0, (-2.0, 10.0, 50.0), 0),
+    (250_000_000, (3.5, 12.0, 48.0), 0),
+    (1_000_000_000, (1.0, 4.0, 51.5), 2),
+    (2_750_000_000, (0.0, 7.0, 49.0), 5),
+]
+
+
+def _write(path: Path, depth_kind: str = "metric") -> Path:
+    sources = [{"id": i, "kind": "sim", "name": f"s{i}"} for i in (0, 2, 5)]
+    with DatasetWriter(path, Manifest("summary-unit", CAM, depth_kind=depth_kind, sources=sources)) as w:
+        for dt, pos, sid in FRAMES:
+            rgb = np.full((30, 40, 3), 90, np.uint8)
+            depth = np.full((30, 40), 20.0, np.float32) if depth_kind != "none" else None
+            w.add_frame(T0 + dt, T_from_tq(list(pos), [0.0, 0.0, 0.0, 1.0]), rgb, depth, source_id=sid)
+    return path
+
+
+def test_summary_numbers(tmp_path: Path) -> None:
+    path = _write(tmp_path / "ds")
+    s = summarize_dataset(path)
+    assert isinstance(s, DatasetSummary)
+    assert s.path == path and s.name == "summary-unit" and s.frames == 4
+    assert s.duration_s == pytest.approx(2.75, abs=1e-9)
+    assert s.sources == 3
+    assert (s.width, s.height, s.fx, s.fy) == (40, 30, 35.25, 36.5)
+    assert s.depth_kind == "metric"
+    assert s.extent_m == pytest.approx((5.5, 8.0, 3.5))
+    assert s.fingerprint == Dataset(path).fingerprint() and len(s.fingerprint) == 16
+    # an opened Dataset gives the same summary
+    assert summarize_dataset(Dataset(path)) == s
+    assert summarize_dataset(_write(tmp_path / "nodepth", "none")).depth_kind == "none"
+
+
+def test_summary_of_a_missing_dataset_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="dataset directory not found"):
+        summarize_dataset(tmp_path / "missing")
+
+
+def test_cli_dataset_info_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pose2rgbd.cli.main import main
+
+    path = _write(tmp_path / "ds")
+    assert main(["dataset", "info", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: pose2rgbd dataset v1, valid",
+        "  name         summary-unit",
+        "  frames       4 over 2.8 s, 3 source(s)",
+        "  camera       40x30 fx=35.2 fy=36.5",
+        "  depth        metric",
+        "  extent (m)   x 5.5  y 8.0  z 3.5",
+        f"  fingerprint  {Dataset(path).fingerprint()}",
+    ]

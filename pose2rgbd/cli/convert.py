@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.convert.logs import GPS_FORMATS
 
 # Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount and the --*-topic spellings.
 COMMON_ALIASES = (
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         allow_abbrev=False)  # fmt: skip
     v.add_argument("video", type=Path)
     v.add_argument("--gps", type=Path, required=True, help="GPS log")
-    v.add_argument("--gps-format", default="csv", choices=["csv", "gpx", "gopro-gps5", "karma"])
+    v.add_argument("--gps-format", default="csv", choices=GPS_FORMATS, help="GPS log format (docs/convert.md)")
     v.add_argument("--video-start-utc", help="GPX only: UTC time of the first frame (ISO 8601); default: first point")
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
     v.add_argument("--attitude-degrees", action="store_true", help="attitude angles are in degrees")

@@ -20,14 +20,13 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pose2rgbd.errors import SyncError
-
-GPS_FORMATS = ("csv", "gpx", "gopro-gps5", "karma")
 
 
 @dataclass
@@ -116,35 +115,39 @@ def _parse_utc(s: str) -> float:
     return t.timestamp()
 
 
-def read_gps_log(path: str | Path, fmt: str = "csv", *, video_start_utc: str | None = None) -> GpsTrack:
-    """Read a GPS log (see the module docstring for formats); times in seconds on the video clock."""
-    p = Path(path)
-    if fmt not in GPS_FORMATS:
-        raise SyncError(f"unknown GPS format {fmt!r}; choose one of {', '.join(GPS_FORMATS)}")
-    if fmt == "gpx":
-        return _read_gpx(p, video_start_utc)
+def _read_csv_rows(p: Path) -> tuple[list[str], list[dict[str, str]]]:
     header, rows = _read_rows(p)
     if not rows:
         raise SyncError(f"{p}: no GPS rows (header {header})")
-    if fmt == "csv":
-        _need(p, header, ["time_s", "lat", "lon", "alt"], fmt)
-        t = _col(rows, "time_s")
-        speed = _col(rows, "speed_mps") if "speed_mps" in header else np.full(len(rows), np.nan)
-        fix = _col(rows, "fix") if "fix" in header else np.ones(len(rows))
-        status = np.where(fix > 0, 0, -1)
-        return GpsTrack(t, _col(rows, "lat"), _col(rows, "lon"), _col(rows, "alt"), speed, status, str(p))
-    if fmt == "gopro-gps5":
-        _need(p, header, ["video_time_s", "lat_deg", "lon_deg", "alt_m"], fmt)
-        fix = _col(rows, "gps_fix") if "gps_fix" in header else np.full(len(rows), 3.0)
-        speed = _col(rows, "speed2d_mps") if "speed2d_mps" in header else np.full(len(rows), np.nan)
-        status = np.where(fix >= 2, 0, -1)  # GPS5 fix: 0 none, 2 2D, 3 3D
-        return GpsTrack(
-            _col(rows, "video_time_s"), _col(rows, "lat_deg"), _col(rows, "lon_deg"), _col(rows, "alt_m"),
-            speed, status, str(p),
-        )  # fmt: skip
-    # karma
+    return header, rows
+
+
+def _read_csv(p: Path, video_start_utc: str | None) -> GpsTrack:
+    header, rows = _read_csv_rows(p)
+    _need(p, header, ["time_s", "lat", "lon", "alt"], "csv")
+    t = _col(rows, "time_s")
+    speed = _col(rows, "speed_mps") if "speed_mps" in header else np.full(len(rows), np.nan)
+    fix = _col(rows, "fix") if "fix" in header else np.ones(len(rows))
+    status = np.where(fix > 0, 0, -1)
+    return GpsTrack(t, _col(rows, "lat"), _col(rows, "lon"), _col(rows, "alt"), speed, status, str(p))
+
+
+def _read_gopro_gps5(p: Path, video_start_utc: str | None) -> GpsTrack:
+    header, rows = _read_csv_rows(p)
+    _need(p, header, ["video_time_s", "lat_deg", "lon_deg", "alt_m"], "gopro-gps5")
+    fix = _col(rows, "gps_fix") if "gps_fix" in header else np.full(len(rows), 3.0)
+    speed = _col(rows, "speed2d_mps") if "speed2d_mps" in header else np.full(len(rows), np.nan)
+    status = np.where(fix >= 2, 0, -1)  # GPS5 fix: 0 none, 2 2D, 3 3D
+    return GpsTrack(
+        _col(rows, "video_time_s"), _col(rows, "lat_deg"), _col(rows, "lon_deg"), _col(rows, "alt_m"),
+        speed, status, str(p),
+    )  # fmt: skip
+
+
+def _read_karma(p: Path, video_start_utc: str | None) -> GpsTrack:
+    header, rows = _read_csv_rows(p)
     _need(p, header, ["time_s", "video_payload_pts_s", "payload_dur_s", "idx_in_payload", "n_in_payload",
-                      "lat_deg", "lon_deg"], fmt)  # fmt: skip
+                      "lat_deg", "lon_deg"], "karma")  # fmt: skip
     alt = _col(rows, "alt_msl_m") if "alt_msl_m" in header else _col(rows, "alt_m")
     if "vx_north_mps" in header:
         speed = np.hypot(_col(rows, "vx_north_mps"), _col(rows, "vy_east_mps"))
@@ -156,6 +159,17 @@ def read_gps_log(path: str | Path, fmt: str = "csv", *, video_start_utc: str | N
     if "fix_type" in header:
         status = np.where(_col(rows, "fix_type") >= 2, 0, -1)
     return GpsTrack(_karma_video_time(rows), _col(rows, "lat_deg"), _col(rows, "lon_deg"), alt, speed, status, str(p))
+
+
+def read_gps_log(path: str | Path, fmt: str = "csv", *, video_start_utc: str | None = None) -> GpsTrack:
+    """Read a GPS log (see the module docstring for formats); times in seconds on the video clock.
+
+    The format is looked up in :data:`GPS_READERS`; a new log format is one reader function plus one entry there.
+    """
+    reader = GPS_READERS.get(fmt)
+    if reader is None:
+        raise SyncError(f"unknown GPS format {fmt!r}; choose one of {', '.join(GPS_READERS)}")
+    return reader(Path(path), video_start_utc)
 
 
 def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
@@ -189,6 +203,16 @@ def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
     t0 = _parse_utc(video_start_utc) if video_start_utc else a[0, 0]
     n = len(a)
     return GpsTrack(a[:, 0] - t0, a[:, 1], a[:, 2], a[:, 3], np.full(n, np.nan), np.zeros(n, int), str(p))
+
+
+# format name -> reader(path, video_start_utc) -> GpsTrack: the table of GPS log formats (``gps_format``).
+GPS_READERS: dict[str, Callable[[Path, str | None], GpsTrack]] = {
+    "csv": _read_csv,
+    "gpx": _read_gpx,
+    "gopro-gps5": _read_gopro_gps5,
+    "karma": _read_karma,
+}
+GPS_FORMATS = tuple(GPS_READERS)
 
 
 def read_attitude_log(path: str | Path, *, degrees: bool = False, frame: str = "ned") -> AttitudeLog:

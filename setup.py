@@ -39,7 +39,7 @@ setup(
             "mypy>=1.8",
             "types-PyYAML",
             "catkin_pkg>=0.5",
-            "import-linter>=2.1",  # layering contracts (pyproject.toml [tool.importlinter])
+            "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
         ],
     },
     entry_points={

@@ -10,28 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pose2rgbd.viz import colorize_depth
+
 log = logging.getLogger(__name__)
-
-SKY_RGB = (200, 225, 255)  # +inf (sky) in a depth image
-INVALID_RGB = (90, 90, 90)  # NaN (invalid) in a depth image
-
-
-def colorize_depth(depth: np.ndarray, lo: float, hi: float, *, cmap: str = "turbo") -> np.ndarray:
-    """float ``(H, W)`` depth -> uint8 ``(H, W, 3)``: near = blue ... far = red on a log scale between ``lo`` and
-    ``hi`` (linear when ``lo <= 0``), sky (+inf) light blue, NaN grey."""
-    import matplotlib
-
-    d = np.asarray(depth, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if lo > 0 and hi > lo:
-            x = np.log(np.maximum(d, lo) / lo) / np.log(hi / lo)
-        else:
-            x = (d - lo) / max(hi - lo, 1e-9)
-    x = np.clip(x, 0.0, 1.0)
-    rgb = (matplotlib.colormaps[cmap](np.nan_to_num(x, nan=0.0))[..., :3] * 255).astype(np.uint8)
-    rgb[np.isposinf(d)] = SKY_RGB
-    rgb[np.isnan(d)] = INVALID_RGB
-    return rgb
 
 
 def _gray(x: np.ndarray, hi: float) -> np.ndarray:
@@ -219,7 +200,6 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
 
 
 __all__ = [
-    "colorize_depth",
     "evenly_spaced",
     "flythrough_frames",
     "qualitative_grid",

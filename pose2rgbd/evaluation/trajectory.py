@@ -70,7 +70,7 @@ def render_trajectory(
     import cv2
     from tqdm import tqdm
 
-    from pose2rgbd.evaluation.plots import colorize_depth
+    from pose2rgbd.viz import colorize_depth
 
     out = Path(out)
     T = np.asarray(T_world_cam)

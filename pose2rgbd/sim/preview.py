@@ -9,19 +9,7 @@ import numpy as np
 from pose2rgbd.sim.config import SimConfig
 from pose2rgbd.sim.export import camera_trajectory, make_camera, world_of
 from pose2rgbd.sim.render import Renderer
-
-
-def depth_to_color(depth: np.ndarray, near: float = 5.0, far: float = 400.0) -> np.ndarray:
-    """float depth (m, +inf sky) -> uint8 RGB (log-scaled turbo colormap, sky black)."""
-    import cv2
-
-    d = np.asarray(depth, dtype=np.float64)
-    fin = np.isfinite(d)
-    x = np.zeros(d.shape)
-    x[fin] = np.clip((np.log(np.maximum(d[fin], near)) - np.log(near)) / (np.log(far) - np.log(near)), 0.0, 1.0)
-    bgr = cv2.applyColorMap((255 * (1 - x)).astype(np.uint8), cv2.COLORMAP_TURBO)
-    bgr[~fin] = 0
-    return np.ascontiguousarray(bgr[..., ::-1])
+from pose2rgbd.viz import colorize_depth
 
 
 def contact_sheet(cfg: SimConfig, path: str | Path, *, columns: int = 6, tile: int = 224, colors: int = 192) -> Path:
@@ -44,7 +32,7 @@ def contact_sheet(cfg: SimConfig, path: str | Path, *, columns: int = 6, tile: i
     for label, T in picks:
         rgb, depth = r.render(T)
         rgb = cv2.resize(rgb, (tile, tile), interpolation=cv2.INTER_AREA)
-        dc = cv2.resize(depth_to_color(depth), (tile, tile), interpolation=cv2.INTER_NEAREST)
+        dc = cv2.resize(colorize_depth(depth, 5.0, 400.0), (tile, tile), interpolation=cv2.INTER_NEAREST)
         col = np.concatenate([rgb, np.full((4, tile, 3), 255, np.uint8), dc], axis=0)
         col = np.ascontiguousarray(col)
         cv2.putText(col, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)

@@ -220,3 +220,48 @@ def test_trainer_recalibrates_before_validation_and_at_the_end(toy: Path) -> Non
     mean_after_fit = model.dense_bn.running_mean.clone()
     tr.recalibrate_batchnorm()
     torch.testing.assert_close(model.dense_bn.running_mean, mean_after_fit)  # already exact: idempotent
+
+
+def test_training_precision_never_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models import device as dev
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dev.resolve_training_precision("auto", cuda) == "fp32"  # a GPU without bf16: fp32, not fp16
+    assert dev.resolve_precision("auto", cuda) == "fp16"  # (serving may use fp16 there)
+    with pytest.raises(ConfigError, match="does not support bf16"):
+        dev.resolve_training_precision("bf16", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.resolve_training_precision("auto", cuda) == "bf16"
+    assert dev.resolve_training_precision("off", cuda) == "fp32"
+    with pytest.raises(ConfigError, match="fp16 is not supported for training"):
+        dev.resolve_training_precision("fp16", cuda)
+    with pytest.raises(ConfigError, match=r"train\.amp .fp16. is not supported for training"):
+        TrainConfig(amp="fp16")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.resolve_training_precision("auto", torch.device("cpu")) == "fp32"
+
+
+class _Lin(ModelBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+
+    def get_outputs(self, batch: dict) -> dict:
+        return {"y": self.lin(batch["x"])}
+
+    def get_loss_dict(self, outputs: dict, batch: dict) -> dict:
+        return {"l": outputs["y"].pow(2).mean()}
+
+
+@pytest.mark.parametrize(("bf16", "want"), [(False, "fp32"), (True, "bf16")])
+def test_trainer_auto_precision_on_a_gpu(monkeypatch: pytest.MonkeyPatch, bf16: bool, want: str) -> None:
+    from pose2rgbd.training import trainer as trainer_mod
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(trainer_mod, "resolve_device", lambda name: torch.device("cuda"))
+    model = _Lin()
+    monkeypatch.setattr(model, "to", lambda *a, **k: model)  # no GPU needed: the weights stay where they are
+    tr = Trainer(model, [{"x": torch.ones(1)}], TrainConfig(amp="auto", progress=False, tensorboard=False))
+    assert tr.precision == want and tr.amp_dtype == (torch.bfloat16 if bf16 else None)

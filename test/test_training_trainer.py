@@ -265,3 +265,23 @@ def test_trainer_auto_precision_on_a_gpu(monkeypatch: pytest.MonkeyPatch, bf16: 
     monkeypatch.setattr(model, "to", lambda *a, **k: model)  # no GPU needed: the weights stay where they are
     tr = Trainer(model, [{"x": torch.ones(1)}], TrainConfig(amp="auto", progress=False, tensorboard=False))
     assert tr.precision == want and tr.amp_dtype == (torch.bfloat16 if bf16 else None)
+
+
+def test_resume_of_a_checkpoint_that_kept_the_depth_range_settings_in_train_config(toy: Path, tmp_path: Path) -> None:
+    """Checkpoints written while depth_max / depth_max_percentile were train settings resume with those values
+    as the model's (and refuse another value, like any model key)."""
+    mc = preset_config("base", size=64, outputs="depth", depth_max_percentile=97.0)
+    out = tmp_path / "run"
+    tc1 = TrainConfig(epochs=1, batch_size=16, split="random", progress=False, tensorboard=False, device="cpu")
+    r1 = train_model(toy, out, mc, tc1)
+    data = torch.load(r1.last, weights_only=True)  # rewrite it in the layout of the older code
+    data["train_config"].update(depth_max=0.0, depth_max_percentile=data["model_config"].pop("depth_max_percentile"))
+    del data["model_config"]["depth_max"]
+    torch.save(data, r1.last)
+    ck = load_checkpoint(r1.last)
+    assert ck.model_config.depth_max_percentile == 97.0 and "depth_max_percentile" not in ck.train_config
+    tc2 = TrainConfig(epochs=2, batch_size=16, split="random", progress=False, tensorboard=False, device="cpu")
+    with pytest.raises(CheckpointError, match=r"depth_max_percentile: checkpoint 97\.0 vs requested 99\.0"):
+        train_model(toy, out, preset_config("base", size=64, outputs="depth"), tc2, resume=True)
+    r2 = train_model(toy, out, mc, tc2, resume=True)
+    assert r2.epochs == 2 and load_checkpoint(r2.last).model_config.depth_max_percentile == 97.0

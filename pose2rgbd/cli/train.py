@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,9 @@ def _with_defaults(cls: type, values: dict[str, Any]) -> type:
     annotations: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
-            v = values[f.name]
             annotations[f.name] = f.type
-            ns[f.name] = dataclasses.field(default_factory=lambda v=v: copy.deepcopy(v), metadata=f.metadata)
+            ns[f.name] = dataclasses.field(default_factory=functools.partial(copy.deepcopy, values[f.name]),
+                                           metadata=f.metadata)  # fmt: skip
     ns["__annotations__"] = annotations
     return dataclasses.dataclass(type(cls.__name__, (cls,), ns))
 

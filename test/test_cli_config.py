@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import typing
@@ -9,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+from torch import nn
 
 from pose2rgbd.cli.main import build_parser, main
 from pose2rgbd.config import Leaf, to_dict
 from pose2rgbd.config_cli import SCHEMA, config_data, config_from_args
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.models import ModelBase, PoseToImage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -284,3 +288,145 @@ def test_mount_source_is_validated_by_both_configs() -> None:
         config_from_args(_parse([*COMMANDS["record bag"], "--set", "mount.source=tf"]))
     cfg = config_from_args(_parse([*COMMANDS["convert bag"], "--mount", "config", "--mount-rpy=0,-30,0"]))
     assert cfg.mount.source == "config" and cfg.mount.rpy_deg == [0.0, -30.0, 0.0]
+
+
+# -- `pose2rgbd train --method <kind>` for a kind other than pose2rgbd --------------------------------------------
+@dataclasses.dataclass
+class ToyCliConfig:
+    """A toy kind's config: no `preset`, `outputs` or `encoding` field."""
+
+    size: int = 8
+    hidden: int = 3
+    scale: float = 1.0
+
+
+class ToyCliModel(PoseToImage, ModelBase):
+    kind = "toy"
+
+    def __init__(self, config: ToyCliConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.init_pose_normalization("6dof-quat")
+        self.body = nn.Sequential(nn.Linear(7, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 3 * config.size**2))
+
+    image_hw = property(lambda self: (self.config.size, self.config.size))
+    has_rgb = property(lambda self: True)
+    has_depth = property(lambda self: False)
+
+    def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.config.scale * torch.tanh(self.body(pose))
+        return {"rgb": y.view(-1, 3, self.config.size, self.config.size)}
+
+    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self(batch["pose"])
+
+    def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"rgb_mse": ((outputs["rgb"] - batch["rgb"]) ** 2).mean()}
+
+
+def _toy_recipe(ctx: Any) -> Any:
+    import numpy as np
+
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.models import PoseNormalizer
+    from pose2rgbd.training import TrainingSetup, split_for
+
+    tc = ctx.train_config
+    cache = build_cache(ctx.dataset, ctx.model_config.size, cache_root=ctx.cache_root, progress=False)
+    split = split_for(cache, tc.split, tc.seed, tc.val_fraction)
+    model = ctx.model or ToyCliModel(ctx.model_config)
+    if ctx.model is None:
+        model.set_pose_normalizer(PoseNormalizer.fit(cache.T_world_cam[split.train], "6dof-quat"))
+    x = model.normalize_poses(cache.T_world_cam)
+
+    def items(idx: Any) -> list[dict[str, Any]]:
+        rgb = [torch.from_numpy(np.array(cache.rgb[i])).permute(2, 0, 1).float() / 127.5 - 1 for i in idx]
+        return [{"pose": torch.from_numpy(x[i]), "rgb": r} for i, r in zip(idx, rgb)]
+
+    return TrainingSetup(model, items(split.train), items(split.val), split, cache.camera, "toy")
+
+
+@pytest.fixture
+def toy_kind(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import types
+
+    from pose2rgbd.models.registry import ModelFamily, register_family, unregister_family
+
+    module = types.ModuleType("toy_cli_recipe_for_test")
+    module.prepare = _toy_recipe  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "toy_cli_recipe_for_test", module)
+    fam = ModelFamily(
+        kind="toy", config_cls=ToyCliConfig, build=ToyCliModel, engine="render",
+        presets={"small": {"hidden": 2}, "wide": {"hidden": 6, "scale": 0.5}}, default_preset="small",
+        train="toy_cli_recipe_for_test:prepare",
+    )  # fmt: skip
+    register_family(fam)
+    yield fam
+    unregister_family("toy")
+
+
+def test_train_cli_parses_the_chosen_kinds_schema_with_its_presets(toy_kind: Any, tmp_path: Path) -> None:
+    toy = [*COMMANDS["train"], "--method", "toy"]
+    # the default preset is the base (hidden 2, not the class default 3); --preset picks another one
+    assert to_dict(config_from_args(_parse(toy))["model"]) == {"size": 8, "hidden": 2, "scale": 1.0}
+    assert to_dict(config_from_args(_parse([*toy, "--preset", "wide"]))["model"]) == {
+        "size": 8, "hidden": 6, "scale": 0.5,
+    }  # fmt: skip
+    # a config file, then flags / --set override the preset's values
+    f = tmp_path / "toy.yaml"
+    f.write_text("model:\n  scale: 0.75\n  size: 16\n")
+    cfg = config_from_args(_parse([*toy, "--preset", "wide", "--config", str(f), "--size", "32"]))
+    assert to_dict(cfg["model"]) == {"size": 32, "hidden": 6, "scale": 0.75}
+    # Pose2RGBD-only short spellings are not offered for a kind without those keys
+    with pytest.raises(SystemExit):
+        _parse([*toy, "--outputs", "rgb"])
+    with pytest.raises(ConfigError, match=r"unknown toy preset 'huge'; choose one of \['small', 'wide'\]"):
+        _parse([*toy, "--preset", "huge"])
+    # pose2rgbd: --preset is the family preset, and model.preset (a field there) still works
+    p2 = config_from_args(_parse([*COMMANDS["train"], "--preset", "base"]))["model"]
+    assert p2.preset == "base" and p2.outputs == "rgbd"
+    assert config_from_args(_parse([*COMMANDS["train"], "--set", "model.preset=slice32"]))["model"].preset == "slice32"
+    assert config_from_args(_parse(COMMANDS["train"]))["model"].preset == "slice10"  # the default preset
+
+
+def test_help_lists_the_known_kinds_and_the_presets_of_the_chosen_one(
+    toy_kind: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        _parse(["train", "--method", "toy", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "one of: pose2rgbd, toy" in out and "a preset of --method toy: small | wide (default: small)" in out
+    assert "--model.hidden" in out and "(default: 2)" in out and "--model.preset" not in out
+
+
+def test_train_cli_trains_a_toy_kind(toy_kind: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pose2rgbd.experiments.toy import make_toy_dataset
+    from pose2rgbd.models import load_checkpoint
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=8, n_route=2, size=16)
+    out = tmp_path / "run"
+    argv = ["train", "--method", "toy", "--preset", "wide", "--dataset", str(ds), "--out", str(out),
+            "--set", "model.scale=0.25", "--epochs", "1", "--batch-size", "4", "--train.max_steps", "2",
+            "--device", "cpu", "--amp", "off", "--no-progress", "--no-tensorboard",
+            "--cache-root", str(tmp_path / "cache")]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "trained toy (wide) 8x8" in printed and "2 steps" in printed
+    ck = load_checkpoint(out / "last.pt", expect_kind="toy")
+    assert type(ck.model_config) is ToyCliConfig and to_dict(ck.model_config) == {"size": 8, "hidden": 6, "scale": 0.25}
+    assert ck.step == 2 and yaml.safe_load((out / "config.yaml").read_text())["method"] == "toy"
+
+
+def test_moved_depth_keys_name_their_new_place(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'train\.depth_max' is now 'model\.depth_max'"):
+        _parse([*COMMANDS["train"], "--set", "train.depth_max=50"])
+    with pytest.raises(ConfigError, match=r"--train\.depth_max_percentile: 'train\.depth_max_percentile' is now"):
+        _parse([*COMMANDS["train"], "--train.depth_max_percentile", "97"])
+    f = tmp_path / "old.yaml"
+    f.write_text("train:\n  depth_max: 50\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: 'train\.depth_max' is now 'model\.depth_max'"):
+        _parse([*COMMANDS["train"], "--config", str(f)])
+    cfg = config_from_args(
+        _parse([*COMMANDS["train"], "--model.depth_max", "50", "--set", "model.depth_max_percentile=97"])
+    )
+    assert (cfg["model"].depth_max, cfg["model"].depth_max_percentile) == (50.0, 97.0)

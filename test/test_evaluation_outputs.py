@@ -74,7 +74,7 @@ def test_cli_train_and_evaluate(toy: Path, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_train_quick_then_evaluate(toy: Path, tmp_path: Path) -> None:
-    from pose2rgbd.training import train_quick
+    from pose2rgbd.methods.pose2rgbd.recipe import train_quick
 
     ckpt = train_quick(toy, tmp_path / "q", size=64, minutes=0.01, preset="base", progress=False)
     assert ckpt.exists() and ckpt.parent == tmp_path / "q"

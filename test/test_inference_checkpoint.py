@@ -35,7 +35,14 @@ def _save(path: Path, preset: str = "slice10", size: int = 64, fingerprint: str 
 def test_engine_on_a_saved_checkpoint(tmp_path: Path) -> None:
     ck = _save(tmp_path / "m.pt")
     eng = load_engine(
-        EngineConfig(checkpoint=str(ck), warmup=1, expect_size=64, expect_preset="slice10", expect_fingerprint="fp-abc")
+        EngineConfig(
+            checkpoint=str(ck),
+            warmup=1,
+            device="cpu",
+            expect_size=64,
+            expect_preset="slice10",
+            expect_fingerprint="fp-abc",
+        )
     )
     res = eng.render(np.stack([look_down_pose(0, 0, 20), look_down_pose(10, 5, 20)]))
     assert res.rgb is not None and res.rgb.shape == (2, 64, 64, 3) and res.rgb.dtype == np.uint8
@@ -57,7 +64,7 @@ def test_engine_on_a_saved_checkpoint(tmp_path: Path) -> None:
 )
 def test_bad_checkpoints_fail_at_start(tmp_path: Path, mutate: str, match: str) -> None:
     ck = tmp_path / "m.pt"
-    cfg = EngineConfig(checkpoint=str(ck), warmup=0)
+    cfg = EngineConfig(checkpoint=str(ck), warmup=0, device="cpu")
     if mutate != "missing":
         _save(ck)
     if mutate == "corrupt":
@@ -90,3 +97,22 @@ def test_cli_trajectory_to_pngs_and_video(tmp_path: Path) -> None:
     assert (tmp_path / "v.mp4").stat().st_size > 0
     csv.write_text("frame,time_s,tx\n0,0,1\n")
     assert main([*args, "--out", str(tmp_path / "x")]) == 2  # clear error, no traceback
+
+
+def test_a_saved_ground_plane_checkpoint_loads_in_a_process_that_never_imported_its_module(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+    from pose2rgbd.models import save_checkpoint
+
+    ck = make_ground_plane_checkpoint(16)
+    p = save_checkpoint(tmp_path / "gp.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera)
+    code = (
+        "import sys; from pose2rgbd.models import load_checkpoint; "
+        f"ck = load_checkpoint({str(p)!r}); "
+        "assert 'pose2rgbd.inference.testing' in sys.modules; print(ck.kind, type(ck.model).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ground-plane", "GroundPlaneModel"]

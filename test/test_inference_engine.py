@@ -13,7 +13,7 @@ from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkp
 
 
 def make_engine(size: int = 32, **kw: object) -> RenderEngine:
-    cfg = EngineConfig(warmup=0, **kw)  # type: ignore[arg-type]
+    cfg = EngineConfig(**{"warmup": 0, "device": "cpu", "precision": "fp32", **kw})  # type: ignore[arg-type]
     return RenderEngine(cfg, make_ground_plane_checkpoint(size))
 
 
@@ -66,7 +66,9 @@ def test_checkpoint_validation_errors(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="preset"):
         RenderEngine.from_config(EngineConfig(checkpoint=str(p), expect_preset="slice10", warmup=0))
     # met expectations: the saved ground plane serves exactly like the in-memory one
-    cfg = EngineConfig(checkpoint=str(p), expect_size=32, expect_fingerprint="stub", warmup=0)
+    cfg = EngineConfig(
+        checkpoint=str(p), expect_size=32, expect_fingerprint="stub", warmup=0, device="cpu", precision="fp32"
+    )
     eng = load_engine(cfg)
     assert isinstance(eng, RenderEngine)
     T = look_down_pose(3.0, -4.0, 12.0)
@@ -87,7 +89,7 @@ def test_device_and_precision_selection() -> None:
     if not torch.cuda.is_available():
         assert eng.device.type == "cpu" and eng.precision == "bf16"  # bf16 autocast runs on CPU too
         assert make_engine(precision="fp16").precision == "fp32"  # fp16 is GPU only
-        assert make_engine().precision == "fp32"  # auto: fp32 on CPU
+        assert make_engine(precision="auto").precision == "fp32"  # auto: fp32 on CPU
         with pytest.raises(ConfigError, match="CUDA"):
             make_engine(device="cuda")
     with pytest.raises(ConfigError):

@@ -67,7 +67,7 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 def test_localize_engine_serves_an_image_to_pose_model(checkpoint: Path) -> None:
-    eng = load_engine(EngineConfig(checkpoint=str(checkpoint), warmup=1))
+    eng = load_engine(EngineConfig(checkpoint=str(checkpoint), warmup=1, device="cpu", precision="fp32"))
     assert isinstance(eng, LocalizeEngine) and isinstance(eng, Localizer)
     assert eng.input_hw == (8, 8) and eng.world_frame == "odom"
     rng = np.random.default_rng(0)
@@ -89,17 +89,21 @@ def test_localize_engine_serves_an_image_to_pose_model(checkpoint: Path) -> None
 
 
 def test_localize_input_errors_and_engine_kinds(checkpoint: Path) -> None:
-    eng = LocalizeEngine.from_config(EngineConfig(checkpoint=str(checkpoint), warmup=0))
+    eng = LocalizeEngine.from_config(EngineConfig(checkpoint=str(checkpoint), warmup=0, device="cpu"))
     with pytest.raises(ConfigError, match="the model takes 8x8"):
         eng.localize(np.zeros((1, 16, 16, 3), np.uint8))
     with pytest.raises(ConfigError, match="uint8"):
         eng.localize(np.zeros((1, 8, 8, 3), np.float32))
-    with pytest.raises(CheckpointError, match="does not render images from poses"):
-        RenderEngine.from_config(EngineConfig(checkpoint=str(checkpoint), warmup=0))
+    with pytest.raises(CheckpointError) as err:
+        RenderEngine.from_config(EngineConfig(checkpoint=str(checkpoint), warmup=0, device="cpu"))
+    msg = str(err.value)
+    assert "holds a 'toy-localize' model, an image -> pose model, served by the localize engine" in msg
+    assert "the render node, `pose2rgbd render`) needs a pose -> image model" in msg
+    assert "'pose2rgbd'" in msg and "--method pose2rgbd" in msg
 
 
 def test_render_checkpoint_refused_by_the_localize_engine() -> None:
     from pose2rgbd.inference.testing import make_ground_plane_checkpoint
 
     with pytest.raises(CheckpointError, match="does not localize images"):
-        LocalizeEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(8))
+        LocalizeEngine(EngineConfig(warmup=0, device="cpu"), make_ground_plane_checkpoint(8))

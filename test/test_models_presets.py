@@ -11,7 +11,8 @@ import torch
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, PRESETS, build_model, preset_config
 from pose2rgbd.methods.pose2rgbd import Pose2RGBDConfig as ModelConfig
-from pose2rgbd.models import DepthNormalizer, count_parameters, slice_targets
+from pose2rgbd.methods.pose2rgbd.slices import slice_targets
+from pose2rgbd.models import DepthNormalizer, count_parameters
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -74,7 +74,9 @@ def test_a_new_kind_trains_checkpoints_loads_and_serves(toy_kind: ModelFamily, t
     x = model.normalize_poses(T)
     data = [{"pose": torch.from_numpy(x[i]), "rgb": torch.full((3, 8, 8), float(i) / 8 - 0.5)} for i in range(8)]
     before = model.linear.weight.detach().clone()
-    cfg = TrainConfig(epochs=1, batch_size=4, max_steps=2, val_every=0, progress=False, tensorboard=False)
+    cfg = TrainConfig(  # CPU: the toy batches are CPU tensors and the comparison below is exact
+        epochs=1, batch_size=4, max_steps=2, val_every=0, progress=False, tensorboard=False, device="cpu", amp="off"
+    )
     trainer = Trainer(model, data, cfg)  # type: ignore[arg-type]
     trainer.fit()
     assert trainer.step == 2 and not torch.equal(model.linear.weight.detach(), before)
@@ -86,7 +88,7 @@ def test_a_new_kind_trains_checkpoints_loads_and_serves(toy_kind: ModelFamily, t
     assert ck.camera is not None and (ck.camera.width, ck.camera.height) == (8, 8)  # scaled to the model's size
     np.testing.assert_allclose(ck.model.pose_normalizer.maximum, model.pose_normalizer.maximum)
 
-    engine = load_engine(EngineConfig(checkpoint=str(path), warmup=0))
+    engine = load_engine(EngineConfig(checkpoint=str(path), warmup=0, device="cpu", precision="fp32"))
     assert isinstance(engine, RenderEngine)
     res = engine.render(T[:3])
     assert res.rgb is not None and res.rgb.shape == (3, 8, 8, 3) and res.rgb.dtype == np.uint8

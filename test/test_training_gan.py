@@ -319,3 +319,43 @@ def test_non_finite_loss_stops_before_any_weight_changes() -> None:
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0: \{'adv': -?inf\}"):
         tr.train_step({"x": torch.randn(8, 1)})
     assert _changed(model.gen, g0) == [] and tr.step == 0
+
+
+# -- BatchNorm recalibration runs every network that has BatchNorm ----------------------------------------------
+class _TwoNetBN(ModelBase):
+    """A generator and a discriminator, each with BatchNorm; the discriminator sees real and generated samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+        self.disc = nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+
+    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"fake": self.gen(torch.randn(batch["x"].shape[0], 1))}
+
+    def recalibration_forward(self, batch: dict[str, Any]) -> None:
+        fake = self.get_outputs(batch)["fake"]
+        self.disc(torch.cat([batch["x"].view(-1, 1), fake]))
+
+    def get_loss_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"l": outputs["fake"].mean()}
+
+
+def test_batchnorm_recalibration_uses_the_models_hook_and_reaches_the_second_network() -> None:
+    from pose2rgbd.training.trainer import recalibrate_batchnorm
+
+    model = _TwoNetBN()
+    data = real_samples(32)
+    gen_bn, disc_bn = model.gen[1], model.disc[1]
+    assert isinstance(disc_bn, nn.BatchNorm1d) and isinstance(gen_bn, nn.BatchNorm1d)
+    n = recalibrate_batchnorm(model, data, batch_size=8, device=torch.device("cpu"))
+    assert n == 32
+    # both networks got statistics (the defaults are mean 0, variance 1, no batches tracked)
+    for bn in (gen_bn, disc_bn):
+        assert int(bn.num_batches_tracked) == 4
+        assert bn.running_mean is not None and not torch.equal(bn.running_mean, torch.zeros(4))
+    # the plain get_outputs pass (the default hook) would leave the discriminator untouched
+    plain = _TwoNetBN()
+    plain.recalibration_forward = ModelBase.recalibration_forward.__get__(plain)  # type: ignore[method-assign]
+    recalibrate_batchnorm(plain, data, batch_size=8, device=torch.device("cpu"))
+    assert int(plain.gen[1].num_batches_tracked) == 4 and int(plain.disc[1].num_batches_tracked) == 0

@@ -85,7 +85,7 @@ def tiny(monkeypatch: pytest.MonkeyPatch):
 
 def test_driver_trains_and_resumes_any_kind(tiny: ModelFamily, tmp_path: Path) -> None:
     ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=16)
-    tc = TrainConfig(epochs=1, batch_size=4, split="random", progress=False, tensorboard=False)
+    tc = TrainConfig(epochs=1, batch_size=4, split="random", progress=False, tensorboard=False, device="cpu")
     r1 = train("tiny-render", ds, tmp_path / "run", TinyConfig(), tc, cache_root=tmp_path / "cache")
     assert r1.method == "tiny-render" and r1.epochs == 1 and r1.last.exists()
     assert r1.parameters == 7 * 192 + 192 and "val/loss" in r1.final_val
@@ -94,7 +94,7 @@ def test_driver_trains_and_resumes_any_kind(tiny: ModelFamily, tmp_path: Path) -
     assert (tmp_path / "run" / "split.json").exists() and (tmp_path / "run" / "log.csv").exists()
     ck = load_checkpoint(r1.last, expect_kind="tiny-render")
     assert type(ck.model) is TinyRenderer and ck.camera is not None and ck.camera.width == 8
-    tc2 = TrainConfig(epochs=2, batch_size=4, split="random", progress=False, tensorboard=False)
+    tc2 = TrainConfig(epochs=2, batch_size=4, split="random", progress=False, tensorboard=False, device="cpu")
     r2 = train("tiny-render", ds, tmp_path / "run", TinyConfig(), tc2, resume=True, cache_root=tmp_path / "cache")
     assert r2.epochs == 2 and r2.steps == 2 * r1.steps
     # the resumed model kept the transforms it was trained with

@@ -220,3 +220,68 @@ def test_trainer_recalibrates_before_validation_and_at_the_end(toy: Path) -> Non
     mean_after_fit = model.dense_bn.running_mean.clone()
     tr.recalibrate_batchnorm()
     torch.testing.assert_close(model.dense_bn.running_mean, mean_after_fit)  # already exact: idempotent
+
+
+def test_training_precision_never_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models import device as dev
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dev.resolve_training_precision("auto", cuda) == "fp32"  # a GPU without bf16: fp32, not fp16
+    assert dev.resolve_precision("auto", cuda) == "fp16"  # (serving may use fp16 there)
+    with pytest.raises(ConfigError, match="does not support bf16"):
+        dev.resolve_training_precision("bf16", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.resolve_training_precision("auto", cuda) == "bf16"
+    assert dev.resolve_training_precision("off", cuda) == "fp32"
+    with pytest.raises(ConfigError, match="fp16 is not supported for training"):
+        dev.resolve_training_precision("fp16", cuda)
+    with pytest.raises(ConfigError, match=r"train\.amp .fp16. is not supported for training"):
+        TrainConfig(amp="fp16")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.resolve_training_precision("auto", torch.device("cpu")) == "fp32"
+
+
+class _Lin(ModelBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+
+    def get_outputs(self, batch: dict) -> dict:
+        return {"y": self.lin(batch["x"])}
+
+    def get_loss_dict(self, outputs: dict, batch: dict) -> dict:
+        return {"l": outputs["y"].pow(2).mean()}
+
+
+@pytest.mark.parametrize(("bf16", "want"), [(False, "fp32"), (True, "bf16")])
+def test_trainer_auto_precision_on_a_gpu(monkeypatch: pytest.MonkeyPatch, bf16: bool, want: str) -> None:
+    from pose2rgbd.training import trainer as trainer_mod
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(trainer_mod, "resolve_device", lambda name: torch.device("cuda"))
+    model = _Lin()
+    monkeypatch.setattr(model, "to", lambda *a, **k: model)  # no GPU needed: the weights stay where they are
+    tr = Trainer(model, [{"x": torch.ones(1)}], TrainConfig(amp="auto", progress=False, tensorboard=False))
+    assert tr.precision == want and tr.amp_dtype == (torch.bfloat16 if bf16 else None)
+
+
+def test_resume_of_a_checkpoint_that_kept_the_depth_range_settings_in_train_config(toy: Path, tmp_path: Path) -> None:
+    """Checkpoints written while depth_max / depth_max_percentile were train settings resume with those values
+    as the model's (and refuse another value, like any model key)."""
+    mc = preset_config("base", size=64, outputs="depth", depth_max_percentile=97.0)
+    out = tmp_path / "run"
+    tc1 = TrainConfig(epochs=1, batch_size=16, split="random", progress=False, tensorboard=False, device="cpu")
+    r1 = train_model(toy, out, mc, tc1)
+    data = torch.load(r1.last, weights_only=True)  # rewrite it in the layout of the older code
+    data["train_config"].update(depth_max=0.0, depth_max_percentile=data["model_config"].pop("depth_max_percentile"))
+    del data["model_config"]["depth_max"]
+    torch.save(data, r1.last)
+    ck = load_checkpoint(r1.last)
+    assert ck.model_config.depth_max_percentile == 97.0 and "depth_max_percentile" not in ck.train_config
+    tc2 = TrainConfig(epochs=2, batch_size=16, split="random", progress=False, tensorboard=False, device="cpu")
+    with pytest.raises(CheckpointError, match=r"depth_max_percentile: checkpoint 97\.0 vs requested 99\.0"):
+        train_model(toy, out, preset_config("base", size=64, outputs="depth"), tc2, resume=True)
+    r2 = train_model(toy, out, mc, tc2, resume=True)
+    assert r2.epochs == 2 and load_checkpoint(r2.last).model_config.depth_max_percentile == 97.0

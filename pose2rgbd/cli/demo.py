@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str, Path]:
-    from pose2rgbd.training import train_quick
+    from pose2rgbd.methods.pose2rgbd.recipe import train_quick
 
     run_dir = args.out / "train"
     ckpt = run_dir / "checkpoint.pt"

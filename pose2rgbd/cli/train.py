@@ -1,18 +1,28 @@
-"""``pose2rgbd train``: train a model of one method (default: Pose2RGBD) on a format-v1 dataset."""
+"""``pose2rgbd train``: train a model of any registered kind (``--method``, default pose2rgbd) on a dataset.
+
+The ``model.*`` keys are those of the chosen method's config class; ``--preset NAME`` picks one of the
+method's presets (default: its ``default_preset``), whose values are the base that ``--config`` files, flags
+and ``--set`` override. The short model spellings (``--outputs``, ``--size``, ...) exist only for methods whose
+config has that key.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.errors import ConfigError
 
 DEFAULT_METHOD = "pose2rgbd"
 
 # The short spellings users and docs rely on; each feeds the same keys as --model.* / --train.* / --set.
+# A model.* alias is offered only when the chosen method's config has that key.
 ALIASES = (
-    Alias("--preset", "model.preset"),
     Alias("--outputs", "model.outputs"),
     Alias("--encoding", "model.encoding"),
     Alias("--size", "model.size"),
@@ -28,12 +38,25 @@ ALIASES = (
     Alias("--no-progress", "train.progress", const=False, help="no progress bar"),
 )
 
+# Keys that moved from the train section to the Pose2RGBD model section: old spellings get an error naming the
+# new key (in --config files, --set and as flags).
+MOVED_KEYS = {
+    "train.depth_max": "model.depth_max",
+    "train.depth_max_percentile": "model.depth_max_percentile",
+}
 
-def _method_config_cls(name: str) -> type:
-    """The model config class of a training method."""
+
+def _family(name: str) -> Any:
     from pose2rgbd.models.registry import get_family
 
-    return get_family(name).config_cls
+    return get_family(name)
+
+
+def _known_methods() -> str:
+    """The kinds that have a training recipe (built-in and registered)."""
+    from pose2rgbd.models.registry import family_names, get_family
+
+    return ", ".join(k for k in family_names() if get_family(k).train)
 
 
 def _train(method: str, dataset: Path, out: Path, model_cfg: Any, train_cfg: Any, **kw: Any) -> Any:
@@ -46,42 +69,134 @@ def _train(method: str, dataset: Path, out: Path, model_cfg: Any, train_cfg: Any
 def _pre_parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--method", default=DEFAULT_METHOD)
-    return p.parse_known_args(argv)[0]
+    p.add_argument("--preset", default=None)
+    p.add_argument("--config", action="append", type=Path, default=[])
+    p.add_argument("--set", action="append", default=[])
+    pre, rest = p.parse_known_args(argv)
+    _refuse_moved_keys(pre, rest)
+    return pre
+
+
+def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
+    """A clear error for a key that moved (a flag, ``--set`` or a ``--config`` file)."""
+    from pose2rgbd.config import read_yaml_dict
+
+    used: list[tuple[str, str]] = []
+    for tok in rest:
+        key = tok.removeprefix("--").split("=", 1)[0]
+        if tok.startswith("--") and key in MOVED_KEYS:
+            used.append((tok.split("=", 1)[0], key))
+    for item in pre.set:
+        key = item.split("=", 1)[0].strip()
+        if key in MOVED_KEYS:
+            used.append((f"--set {key}", key))
+    for path in pre.config:
+        if not Path(path).is_file():
+            continue  # the config reader names a missing file
+        section = read_yaml_dict(path).get("train")
+        for key in MOVED_KEYS:
+            if isinstance(section, dict) and key.split(".", 1)[1] in section:
+                used.append((f"{path}", key))
+    if used:
+        where, old = used[0]
+        raise ConfigError(
+            f"{where}: '{old}' is now '{MOVED_KEYS[old]}' (the depth range is a setting of the Pose2RGBD model, "
+            f"saved with it); rename it"
+        )
+
+
+def _with_defaults(cls: type, values: dict[str, Any]) -> type:
+    """A subclass of the dataclass ``cls`` whose defaults are ``values`` (a preset), so the generated flags
+    show them and the config file / flags / --set apply on top of them."""
+    if not values:
+        return cls
+    ns: dict[str, Any] = {"__module__": cls.__module__, "__doc__": cls.__doc__, "__qualname__": cls.__qualname__}
+    annotations: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            annotations[f.name] = f.type
+            ns[f.name] = dataclasses.field(default_factory=functools.partial(copy.deepcopy, values[f.name]),
+                                           metadata=f.metadata)  # fmt: skip
+    ns["__annotations__"] = annotations
+    return dataclasses.dataclass(type(cls.__name__, (cls,), ns))
 
 
 def _schema(pre: argparse.Namespace) -> Schema:
     from pose2rgbd.training.config import TrainConfig
 
-    return Schema({"model": _method_config_cls(pre.method), "train": TrainConfig})
+    family = _family(pre.method)
+    name = pre.preset if pre.preset is not None else family.default_preset
+    base = family.make_config(name) if name is not None else family.config_cls()
+    overrides = {k: v for k, v in dataclasses.asdict(base).items() if k in (family.presets.get(name) or {})}
+    return Schema({"model": _with_defaults(family.config_cls, overrides), "train": TrainConfig})
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "train",
-        help="train a model (default method pose2rgbd: Base / Slice-S) on a dataset",
-        description="Train f(pose) -> RGB / depth / RGBD. Writes OUT/last.pt, OUT/best.pt, OUT/log.csv, OUT/tb/ "
-        "(tensorboard --logdir OUT/tb), OUT/config.yaml and OUT/split.json. Defaults follow the paper "
-        "(AdamW, lr 0.01, 6dof-quat input, random 80/20 split) except the resolution (128 here, 512 in the paper). "
-        "The --model.* flags are those of the chosen --method.",
+        help="train a model of any registered kind (--method; default pose2rgbd) on a dataset",
+        description="Train a model of the kind --method names on a format-v1 dataset. Writes OUT/last.pt, "
+        "OUT/best.pt, OUT/log.csv, OUT/tb/ (tensorboard --logdir OUT/tb), OUT/config.yaml and OUT/split.json. "
+        "The --model.* flags are those of the chosen --method (see `pose2rgbd train --method KIND --help`); "
+        "--preset picks one of its presets as the base the other settings override. Default method pose2rgbd: "
+        "the paper's Base / Slice-S (AdamW, lr 0.01, 6dof-quat input, random 80/20 split; resolution 128 here, "
+        "512 in the paper).",
         allow_abbrev=False,
     )
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"training method / model kind (default {DEFAULT_METHOD})")
+    method = p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        help=f"model kind to train (default {DEFAULT_METHOD}; the known kinds are listed when this command parses)",
+    )
+    preset = p.add_argument(
+        "--preset",
+        help="a preset of the method; default: the method's default preset. Its values are the base that "
+        "--config, flags and --set override",
+    )
     p.add_argument("--dataset", type=Path, required=True, help="format-v1 dataset directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     p.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
+    state: dict[str, Schema] = {}
+
+    def schema(pre: argparse.Namespace) -> Schema:
+        # the registry is read only when this command parses (it imports torch): then the help can list it
+        family = _family(pre.method)
+        method.help = f"model kind to train, one of: {_known_methods()} (default {DEFAULT_METHOD})"
+        names = " | ".join(family.presets) or "none"
+        dflt = family.default_preset or "none: the config defaults"
+        preset.help = (
+            f"a preset of --method {family.kind}: {names} (default: {dflt}). Its values are the base that "
+            "--config, flags and --set override"
+        )
+        state["schema"] = _schema(pre)
+        return state["schema"]
+
+    def aliases() -> list[Alias]:
+        keys = state["schema"].leaves
+        return [a for a in ALIASES if a.key is None or a.key in keys]
+
     add_config_flags(
-        p, _schema, ALIASES, prepare=_pre_parse,
+        p, schema, aliases, prepare=_pre_parse,
         config_help="YAML with 'model:' and/or 'train:' sections; flags and --set override it",
     )  # fmt: skip
     p.set_defaults(func=_run)
 
 
+def model_config(method: str, cfg: Any) -> Any:
+    """The parsed ``model`` section as the method's own config class (the parser's class carries the preset's
+    values as defaults)."""
+    from pose2rgbd import config as cfgmod
+
+    return _family(method).config_from_dict(cfgmod.to_dict(cfg["model"]))
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    mc, tc = cfg["model"], cfg["train"]
+    mc, tc = model_config(args.method, cfg), cfg["train"]
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root)
-    what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k)) or args.method
+    what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))
+    what = what or (f"{args.method} ({args.preset})" if args.preset else args.method)
     size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""
     print(f"trained {what}{size} ({res.parameters:,} parameters)")
     print(f"  {res.steps} steps, {res.epochs} epochs, {res.elapsed_s / 60:.1f} min ({res.stop_reason})")

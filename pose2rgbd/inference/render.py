@@ -116,6 +116,25 @@ def _pose_close(Ta: np.ndarray, Tb: np.ndarray, tol_m: float, tol_rad: float) ->
     return ok, score
 
 
+def _not_a_renderer(loaded: LoadedCheckpoint) -> str:
+    """Why a checkpoint cannot be served by the render engine, and what to use instead."""
+    from pose2rgbd.models.registry import family_names, get_family
+
+    engine = loaded.family.engine
+    if engine == "localize":
+        what = "an image -> pose model, served by the localize engine (pose2rgbd.inference.LocalizeEngine)"
+    elif engine is None:
+        what = "a model no engine serves"
+    else:
+        what = f"a model served by the {engine!r} engine"
+    renderers = [k for k in family_names() if get_family(k).engine == "render"]
+    return (
+        f"{loaded.where}: this checkpoint holds a {loaded.kind!r} model, {what}. The render engine (the render "
+        f"node, `pose2rgbd render`) needs a pose -> image model: give a checkpoint of kind "
+        f"{' | '.join(repr(k) for k in renderers)} (e.g. from `pose2rgbd train --method pose2rgbd`)"
+    )
+
+
 class RenderEngine:
     """Serve a pose -> image model. Build with :meth:`from_config` (loads ``cfg.checkpoint``) or from a
     :class:`~pose2rgbd.models.LoadedCheckpoint` (e.g. one made in memory).
@@ -134,10 +153,7 @@ class RenderEngine:
         from pose2rgbd.models.interfaces import PoseToImage
 
         if not isinstance(loaded.model, PoseToImage):
-            raise CheckpointError(
-                f"{loaded.where}: a {loaded.kind!r} model does not render images from poses "
-                f"(its engine is {loaded.family.engine!r}); use pose2rgbd.inference.load_engine"
-            )
+            raise CheckpointError(_not_a_renderer(loaded))
         if loaded.camera is None:
             raise CheckpointError(f"{loaded.where}: the checkpoint has no camera; the render engine needs one")
         self.cfg = cfg

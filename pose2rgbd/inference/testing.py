@@ -1,10 +1,11 @@
 """An analytic stand-in for a trained checkpoint (tests and benchmarks of the serving path, no training).
 
 :func:`make_ground_plane_checkpoint` returns a :class:`~pose2rgbd.models.LoadedCheckpoint` of model kind
-``ground-plane`` (registered when this module is imported): a :class:`GroundPlaneModel` with the
-``PoseToImage`` transforms that renders what a camera at the (denormalized) pose sees of the flat ground
-``z = 0``: exact metric z-depth (``+inf`` above the horizon), a colour that depends on the ground position, and
-confidence 1 below the horizon. It saves and loads like any checkpoint and serves through the render engine.
+``ground-plane`` (a built-in kind of :mod:`pose2rgbd.models.registry`, so its saved checkpoints load anywhere):
+a :class:`GroundPlaneModel` with the ``PoseToImage`` transforms that renders what a camera at the (denormalized)
+pose sees of the flat ground ``z = 0``: exact metric z-depth (``+inf`` above the horizon), a colour that depends
+on the ground position, and confidence 1 below the horizon. It saves and loads like any checkpoint and serves
+through the render engine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import PoseNormalizer
-from pose2rgbd.models.registry import ModelFamily, register_family
+from pose2rgbd.models.registry import ModelFamily
 
 KIND = "ground-plane"
 
@@ -125,9 +126,6 @@ FAMILY = ModelFamily(
     engine="render",
     description="analytic ground-plane renderer (tests and benchmarks of the serving path)",
 )
-
-
-register_family(FAMILY, replace_existing=True)  # importing this module makes the kind loadable from files
 
 
 def make_ground_plane_checkpoint(

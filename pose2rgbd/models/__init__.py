@@ -15,7 +15,7 @@ from pose2rgbd.models.checkpoint import (
     save_checkpoint,
 )
 from pose2rgbd.models.interfaces import ImageToPose, PoseNormalization, PoseToImage
-from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer, slice_targets
+from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.models.registry import ModelFamily, family_names, get_family, register_family
 
 __all__ = [
@@ -37,5 +37,4 @@ __all__ = [
     "read_checkpoint_dict",
     "register_family",
     "save_checkpoint",
-    "slice_targets",
 ]

@@ -33,6 +33,11 @@ Methods with a default that a model overrides when it needs to:
   in eval mode under ``torch.no_grad()``; the trainer averages them over the validation set (weighted by
   batch size) and prefixes ``val/``. Default: the losses, their sum ``"loss"`` and the metrics; a
   multi-objective model overrides it like ``train_step`` (group-prefixed names, no sum);
+* ``recalibration_forward(batch) -> None``: the forward pass of BatchNorm recalibration (the trainer resets
+  every BatchNorm's statistics and averages them over training batches run through this, in train mode, without
+  gradients). Default: ``get_outputs(batch)``. A multi-network model (a GAN) overrides it to run every network
+  whose BatchNorm needs statistics, each on the inputs it sees in training (e.g. the discriminator on real and
+  generated images);
 * ``best_metric``: ``(name, "min" | "max")``, the validation value that selects ``best.pt`` (default
   ``("val/loss", "min")``; a localizer: ``("val/median_position_error_m", "min")``; a class attribute or a
   property).
@@ -108,6 +113,11 @@ class ModelBase(nn.Module):
 
     def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
         return {}
+
+    def recalibration_forward(self, batch: dict[str, Any]) -> None:
+        """The BatchNorm recalibration pass of one batch (see the module docstring): every network whose
+        BatchNorm needs statistics runs; the outputs are not used."""
+        self.get_outputs(batch)
 
     def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for p in self.parameters() if p.requires_grad]}

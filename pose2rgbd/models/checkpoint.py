@@ -11,7 +11,9 @@ Layout (format ``pose2rgbd-checkpoint`` v2)::
 :func:`load_checkpoint` rebuilds the right model through :mod:`pose2rgbd.models.registry` and checks what the
 caller expects (:class:`Expectations`: kind, output size, preset, dataset fingerprint) once, naming what differs.
 Version-1 checkpoints (``pose_normalizer`` / ``depth_normalizer`` entries next to the weights, kind
-``pose2rgbd``) are converted on load by the family's ``upgrade_v1``.
+``pose2rgbd``) are converted on load by the family's ``upgrade_v1``; then the family's ``migrate`` (if any) moves
+settings of older checkpoints to where the current config keeps them (Pose2RGBD: ``train_config``'s
+``depth_max`` / ``depth_max_percentile`` into ``model_config``).
 
 Writes are atomic (temporary file + rename), so a crash never leaves half a checkpoint behind.
 """
@@ -196,6 +198,11 @@ def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device =
             data = family.upgrade_v1(dict(data))
         except (KeyError, ValueError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{p}: cannot convert this version-1 checkpoint: {e}") from e
+    if family.migrate is not None and isinstance(data.get("model_config"), dict):
+        try:
+            data = family.migrate(dict(data))
+        except (KeyError, ValueError, TypeError, ConfigError) as e:
+            raise CheckpointError(f"{p}: cannot bring this checkpoint's settings up to date: {e}") from e
     missing = [k for k in ("model_config", "state_dict", "dataset_fingerprint") if k not in data]
     if missing:
         raise CheckpointError(f"{p}: checkpoint lacks {missing}")

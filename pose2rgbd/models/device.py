@@ -8,6 +8,9 @@ One module for the trainer and every engine, so "auto" means the same everywhere
   (fp16 where the GPU has no bf16); on CPU it is fp32, or bf16 when ``cpu_bf16_when_native`` and the CPU has
   native bf16 instructions (AVX512-BF16 / AMX: there bf16 autocast is several times faster; elsewhere it is
   emulated and slower). fp16 on a CPU falls back to fp32 with a warning.
+* :func:`resolve_training_precision`: the trainer's choice, ``auto`` | ``bf16`` | ``off``. Never fp16 (fp16
+  gradients underflow without loss scaling, which the trainer does not do): ``auto`` is bf16 on a CUDA GPU that
+  supports it, else fp32; on CPU as :func:`resolve_precision` with ``cpu_bf16_when_native``.
 * :func:`autocast`: the matching ``torch.autocast`` context (disabled for fp32).
 * :func:`prepare_for_inference`: a copy of a model in eval mode with BatchNorm folded into the preceding
   convolution and plain convolutions in channels-last layout.
@@ -74,6 +77,28 @@ def resolve_precision(name: str, device: torch.device, *, cpu_bf16_when_native: 
     if name == "auto" and cpu_bf16_when_native and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def resolve_training_precision(amp: str, device: torch.device) -> Precision:
+    """The precision the trainer runs at for ``train.amp`` (``auto`` | ``bf16`` | ``off``) on ``device``: never
+    fp16 (see the module docstring); an explicit ``fp16`` raises :class:`ConfigError`."""
+    if amp == "fp16":
+        raise ConfigError(
+            "fp16 is not supported for training (its gradients need loss scaling, which the trainer does not do); "
+            "use bf16 (GPUs with bf16 support) or off (fp32)"
+        )
+    if amp not in ("auto", "bf16", "off"):
+        raise ConfigError(f"train.amp {amp!r} is not one of auto | bf16 | off")
+    if amp == "off":
+        return "fp32"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16"
+        if amp == "bf16":
+            raise ConfigError("train.amp bf16: this GPU does not support bf16; use auto or off (fp32)")
+        log.info("this GPU has no bf16: training in fp32 (fp16 would need loss scaling)")
+        return "fp32"
+    return resolve_precision(amp, device, cpu_bf16_when_native=True)
 
 
 def precision_dtype(precision: str) -> torch.dtype | None:

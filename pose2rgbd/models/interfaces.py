@@ -116,7 +116,7 @@ class PoseToImage(PoseNormalization):
         pn = self.pose_normalizer
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         x = pn.normalize_encoded(encode_poses(T, pn.kind))
-        oob = np.any(np.abs(x) > 1.0 + oob_margin, axis=-1).reshape(len(T))
+        oob = np.asarray(pn.out_of_bounds_normalized(x, oob_margin), dtype=bool).reshape(len(T))
         return torch.from_numpy(x.astype(np.float32)).to(self.pose_min.device), oob
 
     def outputs_to_arrays(self, outputs: dict[str, Any]) -> dict[str, np.ndarray | None]:

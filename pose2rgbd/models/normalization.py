@@ -67,8 +67,12 @@ class PoseNormalizer:
 
     def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
         """``(N,)`` bool: some normalized dimension lies outside [-1 - margin, 1 + margin]."""
-        x = self.normalize_encoded(encode_poses(T_world_cam, self.kind))
-        return np.any(np.abs(x) > 1.0 + margin, axis=-1)
+        return self.out_of_bounds_normalized(self.normalize_encoded(encode_poses(T_world_cam, self.kind)), margin)
+
+    @staticmethod
+    def out_of_bounds_normalized(x: np.ndarray, margin: float = 0.1) -> np.ndarray:
+        """``(N,)`` bool from already normalized poses ``(N, D)`` (the one out-of-bounds rule)."""
+        return np.any(np.abs(np.asarray(x)) > 1.0 + margin, axis=-1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "minimum": self.minimum.tolist(), "maximum": self.maximum.tolist()}
@@ -161,32 +165,3 @@ class DepthNormalizer:
             return cls(float(d["min_m"]), float(d["max_m"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"depth normalizer: bad mapping {d!r} ({e})") from e
-
-
-def slice_targets(depth_norm: Any, num_slices: int) -> Any:
-    """One-hot depth slices (paper Sec. 2): channel k is 1 where the normalized depth lies in the k-th of
-    ``num_slices`` equal intervals of [-1, 1] (the intervals are [a, b), the last one includes 1).
-
-    ``depth_norm``: ``(B, 1, H, W)`` torch tensor or ``(..., H, W)`` numpy array in [-1, 1]. NaN pixels get
-    all-zero targets (mask them out of the loss). Returns ``(B, S, H, W)`` (torch) or ``(..., S, H, W)``.
-    """
-    if num_slices < 1:
-        raise ConfigError("slice_targets: num_slices must be >= 1")
-    if isinstance(depth_norm, np.ndarray):
-        d = np.asarray(depth_norm, dtype=np.float64)
-        valid = np.isfinite(d)
-        idx = np.clip(np.floor((np.where(valid, d, 0.0) + 1.0) * 0.5 * num_slices), 0, num_slices - 1)
-        k = np.arange(num_slices).reshape((num_slices,) + (1,) * 2)
-        out = (idx[..., None, :, :] == k) & valid[..., None, :, :]
-        return out.astype(np.float32)
-    import torch
-
-    dt: torch.Tensor = depth_norm
-    if dt.dim() != 4 or dt.shape[1] != 1:
-        raise ConfigError(f"slice_targets: expected (B, 1, H, W), got {tuple(dt.shape)}")
-    vt = torch.isfinite(dt)
-    it = torch.floor((torch.where(vt, dt, torch.zeros_like(dt)) + 1.0) * 0.5 * num_slices)
-    it = it.clamp(0, num_slices - 1).long()
-    ot = torch.zeros(dt.shape[0], num_slices, dt.shape[2], dt.shape[3], dtype=dt.dtype, device=dt.device)
-    ot.scatter_(1, it, 1.0)
-    return ot * vt.to(dt.dtype)

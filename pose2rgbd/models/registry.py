@@ -26,6 +26,7 @@ ENGINE_KINDS: tuple[str, ...] = ("render", "localize")
 # kind -> module that exports FAMILY (imported lazily, on first lookup)
 _BUILTIN: dict[str, str] = {
     "pose2rgbd": "pose2rgbd.methods.pose2rgbd",
+    "ground-plane": "pose2rgbd.inference.testing",  # analytic renderer for tests and benchmarks of serving
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}
@@ -47,6 +48,9 @@ class ModelFamily:
             :func:`pose2rgbd.training.train.train`).
         description: one line for ``--help`` and listings.
         upgrade_v1: converts a version-1 checkpoint dict of this kind to version 2 (``None``: v1 never existed).
+        migrate: brings a checkpoint dict of this kind (any readable version, after ``upgrade_v1``) to the
+            current layout of its config sections, e.g. a setting that moved from ``train_config`` into
+            ``model_config`` (``None``: nothing to migrate). It must leave a current checkpoint unchanged.
     """
 
     kind: str
@@ -59,6 +63,7 @@ class ModelFamily:
     train: str = ""
     description: str = ""
     upgrade_v1: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.kind or not self.kind.replace("-", "").replace("_", "").isalnum():

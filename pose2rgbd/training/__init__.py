@@ -1,5 +1,5 @@
 """Training: a generic trainer (model contract of :mod:`pose2rgbd.models.base`), callbacks, splits, and the
-training driver ``train(method, ...)`` and the entry points ``train_model`` / ``train_quick``. Importing this
+training driver ``train(method, ...)`` and the entry point ``train_model``. Importing this
 package imports torch."""
 
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
@@ -13,7 +13,6 @@ from pose2rgbd.training.train import (
     split_for,
     train,
     train_model,
-    train_quick,
 )
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
@@ -36,5 +35,4 @@ __all__ = [
     "split_for",
     "train",
     "train_model",
-    "train_quick",
 ]

@@ -96,7 +96,11 @@ class TrainConfig:
     )
     seed: int = help_field(0, "seed of weights, shuffling and the random split")
     device: str = help_field("auto", "auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
-    amp: str = help_field("auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | off")
+    amp: str = help_field(
+        "auto",
+        "mixed precision: auto (bf16 on CUDA GPUs that support it, else fp32; on CPU bf16 only with native bf16 "
+        "instructions) | bf16 | off (fp32). Training never uses fp16 (it would need loss scaling)",
+    )
     split: str = help_field("random", "train/validation split: random (paper, 80/20) | route (held-out routes)")
     val_fraction: float = help_field(0.2, "validation share of the random split / of the blocks of a one-route set")
     val_every: int = help_field(1, "validate every N epochs (0: never)")
@@ -108,10 +112,6 @@ class TrainConfig:
     max_steps: int = help_field(0, "stop after this many optimization steps (0: no limit)")
     log_every: int = help_field(10, "log training losses every N steps")
     num_workers: int = help_field(0, "DataLoader worker processes (0: load in the training process)")
-    depth_max: float = help_field(0.0, "cap of the depth range in metres (0: set by depth_max_percentile)")
-    depth_max_percentile: float = help_field(
-        99.0, "depth range maximum = this percentile of the training depths (100: plain min-max, as the paper)"
-    )
     tensorboard: bool = help_field(True, "also write TensorBoard event files (tensorboard --logdir OUT)")
     progress: bool = help_field(True, "show a tqdm progress bar")
 
@@ -126,6 +126,11 @@ class TrainConfig:
             raise ConfigError(f"train.groups: expected a mapping {{group: {{key: value}}}}, got {self.groups!r}")
         # each group's keys and values on their own (the model's groups are checked when the trainer is built)
         self.groups = {str(g): _check_group(g, v, self.global_optimizer_settings()) for g, v in self.groups.items()}
+        if self.amp == "fp16":
+            raise ConfigError(
+                "train.amp 'fp16' is not supported for training (fp16 gradients need loss scaling, which the "
+                "trainer does not do); use bf16 (GPUs with bf16 support) or off (fp32)"
+            )
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp {self.amp!r} is not one of auto | bf16 | off")
         if self.split not in SPLITS:

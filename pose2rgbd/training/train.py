@@ -7,8 +7,9 @@ method: dataset capability check, resume checks, ``config.yaml`` and ``split.jso
 (:func:`pose2rgbd.models.save_checkpoint`), the :class:`~pose2rgbd.training.trainer.Trainer` run and the
 :class:`TrainResult`.
 
-``train_model(dataset, out_dir, model_cfg, train_cfg)`` trains the kind whose config ``model_cfg`` is;
-``train_quick`` is the demo's few-minute Pose2RGBD run.
+``train_model(dataset, out_dir, model_cfg, train_cfg)`` trains the kind whose config ``model_cfg`` is. A method's
+own data settings (e.g. the Pose2RGBD depth range) are fields of its model config, so a resumed run must keep them
+like every other model key.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from pose2rgbd.training.trainer import Callback, Trainer
 
 log = logging.getLogger(__name__)
 
-# Train-config fields that must not change when resuming (they define the data the model saw).
-_RESUME_FIXED = ("split", "seed", "val_fraction", "depth_max", "depth_max_percentile")
+# Train-config fields that must not change when resuming (they define the data the model saw). Every model-config
+# key is fixed on resume as well (see _check_resume), method-owned data settings included.
+_RESUME_FIXED = ("split", "seed", "val_fraction")
 
 
 @dataclass
@@ -53,7 +55,7 @@ class TrainResult:
     split: Split
     log_csv: Path
     final_val: dict[str, float]
-    method: str = "pose2rgbd"
+    method: str  # the model kind trained
 
 
 @dataclass
@@ -259,42 +261,6 @@ def train_model(
     return train(
         family.kind, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root, callbacks=callbacks
     )
-
-
-def train_quick(
-    dataset_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    size: int = 64,
-    minutes: float = 2.5,
-    preset: str = "slice10",
-    outputs: str = "rgbd",
-    encoding: str = "6dof-quat",
-    split: str = "route",
-    batch_size: int = 16,
-    seed: int = 0,
-    lr: float | None = None,
-    progress: bool = True,
-) -> Path:
-    """Train a small Pose2RGBD model for about ``minutes`` of wall time (the demo); returns the checkpoint path.
-
-    The epoch count is an upper bound (200); the time budget ends training, with a validation and a
-    checkpoint. ``split='route'`` holds out the non-survey routes so the fly-through shows unseen poses.
-    """
-    family = get_family("pose2rgbd")
-    mc = family.make_config(preset, size=size, outputs=outputs, encoding=encoding)
-    tc = TrainConfig(
-        epochs=200,
-        batch_size=batch_size,
-        split=split,
-        seed=seed,
-        lr=lr if lr is not None else TrainConfig.lr,
-        max_minutes=minutes,
-        val_every=5,
-        progress=progress,
-        tensorboard=True,
-    )
-    return train(family.kind, dataset_dir, out_dir, mc, tc).checkpoint
 
 
 def recalibrate_checkpoint(

@@ -13,6 +13,7 @@ import torch
 
 from pose2rgbd.methods.pose2rgbd.config import PAPER_PARAMETERS, PRESETS, Pose2RGBDConfig, preset_config
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet, build_model
+from pose2rgbd.methods.pose2rgbd.slices import slice_targets
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.models.registry import ModelFamily
 
@@ -38,6 +39,22 @@ def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Settings older checkpoints kept in train_config and the Pose2RGBD model config holds now.
+MOVED_FROM_TRAIN: tuple[str, ...] = ("depth_max", "depth_max_percentile")
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint dict of any version -> the current layout: the depth range settings, once train settings
+    (``train_config.depth_max`` / ``depth_max_percentile``), are model settings (``model_config``)."""
+    mc = dict(data["model_config"])
+    tc = dict(data.get("train_config") or {})
+    for key in MOVED_FROM_TRAIN:
+        if key in tc:
+            value = tc.pop(key)
+            mc.setdefault(key, value)
+    return {**data, "model_config": mc, "train_config": tc}
+
+
 FAMILY = ModelFamily(
     kind="pose2rgbd",
     config_cls=Pose2RGBDConfig,
@@ -49,15 +66,19 @@ FAMILY = ModelFamily(
     train="pose2rgbd.methods.pose2rgbd.recipe:prepare",
     description="Pose2RGBD (Base / Slice-S): camera pose -> RGB / depth / RGBD images",
     upgrade_v1=upgrade_v1,
+    migrate=migrate,
 )
 
 __all__ = [
     "FAMILY",
+    "MOVED_FROM_TRAIN",
     "PAPER_PARAMETERS",
     "PRESETS",
     "Pose2RGBDConfig",
     "Pose2RGBDNet",
     "build_model",
+    "migrate",
     "preset_config",
+    "slice_targets",
     "upgrade_v1",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ MIN_SIZE, MAX_SIZE = 64, 512
 # Decoder channel schedule at 512x512 (the paper's resolution): after the dense layer (4x4 x dense_channels),
 # transposed convolution k (k = 0, 1, ...) doubles the resolution and outputs trunk_channels[k] channels; the
 # last upsampling outputs the image (Base) or bottleneck_channels (Slice). A smaller output drops upsamplings
-# from the end of this list. With 6dof-quat input and a Depth output this gives 2,924,961 parameters for Base
+# from the end of this list. With 6dof-quat input and a Depth output this gives 2,927,009 parameters for Base
 # (paper: 2,928,673) -- see docs/models.md for the derivation.
 DEFAULT_TRUNK: tuple[int, ...] = (256, 128, 64, 64, 32, 32)
 
@@ -34,6 +35,12 @@ class Pose2RGBDConfig:
     kernel_size: int = help_field(3, "kernel of the transposed convolutions (stride 2; 3 or 4)")
     bottleneck_channels: int = help_field(32, "width of the 3x3 bottleneck of the Slice models")
     slice_loss_weight: float = help_field(1.0, "weight of the per-slice binary cross entropy in the loss")
+    depth_max: float = help_field(
+        0.0, "cap of the depth range in metres, fitted once on the training split (0: set by depth_max_percentile)"
+    )
+    depth_max_percentile: float = help_field(
+        99.0, "depth range maximum = this percentile of the training depths (100: plain min-max, as the paper)"
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in PRESET_NAMES:
@@ -52,6 +59,10 @@ class Pose2RGBDConfig:
             raise ConfigError(f"model.trunk_channels needs {n_needed} positive widths (one per upsampling at 512)")
         if self.bottleneck_channels <= 0:
             raise ConfigError("model.bottleneck_channels must be positive")
+        if not (self.depth_max >= 0.0 and math.isfinite(self.depth_max)):
+            raise ConfigError(f"model.depth_max {self.depth_max} must be a finite number >= 0 (0: use the percentile)")
+        if not 0.0 < self.depth_max_percentile <= 100.0:
+            raise ConfigError(f"model.depth_max_percentile {self.depth_max_percentile} must be in (0, 100]")
         if self.is_slice and self.outputs == "rgb":
             raise ConfigError("slice presets predict depth slices: outputs must be 'depth' or 'rgbd'")
 

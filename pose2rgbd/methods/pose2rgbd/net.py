@@ -11,7 +11,7 @@ bottleneck of 3x3 convolutions (BN + ReLU)::
                                                       \\-> confidence = sum of the S slice probabilities
 
 The slice head is trained with a per-slice binary cross entropy against one-hot depth slices
-(:func:`pose2rgbd.models.normalization.slice_targets`). Every output lies in [-1, 1].
+(:func:`pose2rgbd.methods.pose2rgbd.slices.slice_targets`). Every output lies in [-1, 1].
 
 The model owns its transforms as buffers (saved with the weights): the pose normalization (``pose_min`` /
 ``pose_max``, :class:`~pose2rgbd.models.interfaces.PoseToImage`) and the depth range (``depth_range``,
@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
+from pose2rgbd.methods.pose2rgbd.slices import slice_targets
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
-from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer, slice_targets
+from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 
 
 def _up(cin: int, cout: int, k: int, *, bias: bool) -> nn.ConvTranspose2d:
@@ -112,8 +113,7 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
         return (dn.min_m, dn.max_m)
 
     def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.depth_range[0].to(depth.dtype), self.depth_range[1].to(depth.dtype)
-        return (depth.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo
+        return self.depth_normalizer.denormalize(depth)  # type: ignore[no-any-return]
 
     # -- forward -----------------------------------------------------------------------------------------
     def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,13 +1,16 @@
 """How to train a Pose2RGBD model: the recipe the generic driver (:func:`pose2rgbd.training.train.train`) calls.
 
 It builds the dataset cache at the model's size, makes the split, fits the model's transforms on the training
-frames (pose normalization; depth range from ``train.depth_max`` / ``train.depth_max_percentile``) and wraps the
+frames (pose normalization; depth range from ``model.depth_max`` / ``model.depth_max_percentile``) and wraps the
 frames as :class:`~pose2rgbd.dataset.torch_dataset.PoseRGBDDataset` (poses normalized by the model).
+
+:func:`train_quick` is the demo's few-minute Pose2RGBD run.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pose2rgbd.dataset import build_cache
 from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
@@ -15,7 +18,9 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet, build_model
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
-from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
+from pose2rgbd.models.registry import get_family
+from pose2rgbd.training.config import TrainConfig
+from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for, train
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,8 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             dn = DepthNormalizer.fit(
                 cache.depth,
                 indices=split.train,
-                max_m=tc.depth_max or None,
-                max_percentile=tc.depth_max_percentile,
+                max_m=mc.depth_max or None,
+                max_percentile=mc.depth_max_percentile,
             )
             model.set_depth_normalizer(dn)
             log.info("depth range [%.2f, %.2f] (beyond: clipped to the maximum, like sky)", dn.min_m, dn.max_m)
@@ -56,3 +61,39 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         camera=cache.camera,
         description=f"{mc.preset}/{mc.outputs}",
     )
+
+
+def train_quick(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    size: int = 64,
+    minutes: float = 2.5,
+    preset: str = "slice10",
+    outputs: str = "rgbd",
+    encoding: str = "6dof-quat",
+    split: str = "route",
+    batch_size: int = 16,
+    seed: int = 0,
+    lr: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train a small Pose2RGBD model for about ``minutes`` of wall time (the demo); returns the checkpoint path.
+
+    The epoch count is an upper bound (200); the time budget ends training, with a validation and a
+    checkpoint. ``split='route'`` holds out the non-survey routes so the fly-through shows unseen poses.
+    """
+    family = get_family("pose2rgbd")
+    mc = family.make_config(preset, size=size, outputs=outputs, encoding=encoding)
+    tc = TrainConfig(
+        epochs=200,
+        batch_size=batch_size,
+        split=split,
+        seed=seed,
+        lr=lr if lr is not None else TrainConfig.lr,
+        max_minutes=minutes,
+        val_every=5,
+        progress=progress,
+        tensorboard=True,
+    )
+    return train(family.kind, dataset_dir, out_dir, mc, tc).checkpoint

@@ -82,8 +82,13 @@ def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str
     from pose2rgbd.methods.pose2rgbd.recipe import train_quick
 
     run_dir = args.out / "train"
-    ckpt = run_dir / "checkpoint.pt"
-    if args.overwrite or not ckpt.is_file():
+    # written when the training stage finished: the checkpoint's name and the settings it was trained with
+    done = run_dir / "demo-trained.txt"
+    settings = f"{args.preset} {args.model_size} {args.train_minutes} {args.seed}"
+    lines = done.read_text().splitlines() if done.is_file() else []
+    ckpt = run_dir / lines[0] if len(lines) == 2 else run_dir / "best.pt"
+    if args.overwrite or len(lines) != 2 or lines[1] != settings or not ckpt.is_file():
+        done.unlink(missing_ok=True)
         print(
             f"[2/4] training {args.preset} (RGBD, 6dof-quat, {args.model_size}x{args.model_size}) on the survey "
             f"route for about {args.train_minutes:.1f} min; the other routes are held out"
@@ -101,6 +106,7 @@ def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str
             seed=args.seed,
             lr=1e-3,
         )
+        done.write_text(f"{ckpt.name}\n{settings}\n")
     else:
         print(f"[2/4] reusing {ckpt}")
     print(f"      checkpoint: {ckpt}")

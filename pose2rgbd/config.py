@@ -120,6 +120,11 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
+    renamed = getattr(cls, "RENAMED_KEYS", None) or {}  # {old key: what to write instead (text or fn(value))}
+    for u in unknown:
+        if u in renamed:
+            instead = renamed[u](data[u]) if callable(renamed[u]) else renamed[u]
+            raise ConfigError(f"{where + '.' if where else ''}{u} is no longer a key: write {instead}")
     if unknown:
         hint = "".join(f"; did you mean {' or '.join(c)} for '{u}'?" for u in unknown if (c := closest(u, names)))
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}{hint}; valid keys are {sorted(names)}")

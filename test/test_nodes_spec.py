@@ -266,6 +266,32 @@ def test_a_new_node_is_one_spec(flight: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(np.array(out)[:, 2, 3], np.array(gt)[:, 2, 3] + 2.0)
 
 
+def test_a_new_node_runs_through_the_generic_cli(
+    flight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The toy node, added to the node table only, runs offline through `pose2rgbd node` with flags generated
+    from its config (no CLI code of its own)."""
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.nodes import registry
+
+    monkeypatch.setitem(registry.NODES, "echo", ECHO)
+    out = tmp_path / "echo"
+    argv = ["node", "echo", "--bag", str(flight), "--out", str(out), "--lift", "3", "--set", "topics.echo=/lifted"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "echo:" in text and "frames" in text and "/lifted" in text
+    with open_bag(out) as bag:
+        z = [pose_to_matrix(m.msg.pose)[2, 3] for m in bag.messages(["/lifted"])]
+    with open_bag(flight) as bag:
+        gt = [pose_to_matrix(m.msg.pose)[2, 3] for m in bag.messages(["/ground_truth/pose"])]
+    np.testing.assert_allclose(z, np.array(gt) + 3.0)
+    assert main(["node", "echo", "--bag", str(flight), "--lift", "500"]) == 2  # its range, from its schema
+    assert "lift: 500.0 is outside its range" in capsys.readouterr().err
+    assert main(["node", "nope", "--bag", str(flight)]) == 2
+    assert "unknown node 'nope'; known: render, record, echo" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("short", "path"), [("render", "config/render.yaml"), ("record", "config/record.yaml")])
 def test_config_files_list_exactly_the_node_parameters(short: str, path: str) -> None:
     """config/<node>.yaml lists every parameter of the node, and nothing else (no parameter left silently unset

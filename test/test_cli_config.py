@@ -238,9 +238,22 @@ def test_record_and_convert_share_one_vocabulary() -> None:
                      "--info-topic", "--gps-topic", "--odom-topic", "--mount.source"):  # fmt: skip
             assert flag in text, flag
         assert "first valid GPS fix" in text and "e.g. 640x480" in text
+    for text in (rec, conv):
+        for flag in ("--mount-rpy R,P,Y", "--mount-xyz X,Y,Z", "--jpg", "--mount.rpy_deg", "--mount.translation",
+                     "--mount.base_frame", "--mount.camera_frame", "--topics.image", "--topics.camera_info",
+                     "--topics.gps", "--topics.odom", "--output.rgb_encoding"):  # fmt: skip
+            assert flag in text, flag
     # the same keys and formats in both configs
+    import dataclasses
+
     from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.geometry.mount import CameraMount
     from pose2rgbd.nodes.recorder import RecorderConfig
+
+    assert type(RecorderConfig().mount) is type(ConvertConfig().mount) is CameraMount  # one mount section
+    rec_topics = {f.name for f in dataclasses.fields(RecorderConfig().topics)}
+    conv_topics = {f.name for f in dataclasses.fields(ConvertConfig().topics)}
+    assert {"image", "camera_info", "gps", "odom"} <= rec_topics & conv_topics
 
     r = RecorderConfig(datum="44.43,26.1,80", size="320x240")
     c = ConvertConfig(datum="44.43,26.1,80", size="320x240")

@@ -343,15 +343,12 @@ def parse_size(text: str, key: str = "size") -> tuple[int, int] | None:
 
 
 # One vocabulary for the two ways a recording becomes a dataset (`pose2rgbd record bag` and `pose2rgbd convert
-# bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts.
+# bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts (the camera mount
+# section is one class, pose2rgbd.geometry.mount.CameraMount).
 DATUM_HELP = (
     "ENU origin 'lat,lon,alt' (degrees, degrees, metres above the WGS-84 ellipsoid); empty: the first valid GPS fix"
 )
 SIZE_HELP = "output image size 'WIDTHxHEIGHT', e.g. 640x480 (intrinsics scaled); empty: as recorded"
-MOUNT_SOURCE_HELP = (
-    "where the camera mount comes from: 'tf_static' (the recording's /tf_static; an error when absent), "
-    "'config' (the mount.* values below)"
-)
 
 
 def parse_datum_text(text: str, key: str = "datum") -> tuple[float, float, float] | None:

@@ -127,8 +127,10 @@ def test_recorder_parameter_changes(factory: TypestoreFactory) -> None:
     assert not ok and "world_frame is read when the node is configured" in why and rec.cfg.world_frame == "map"
     ok, why = rec.on_parameter_change("sync.policy", "approximate")
     assert not ok and "sync.policy is read when the node is configured" in why
-    ok, why = rec.on_parameter_change("sync.max_gap_s", 0.0)
+    ok, why = rec.on_parameter_change("sync.slop_s", 20.0)
     assert not ok and "outside its range" in why
+    ok, why = rec.on_parameter_change("sync.max_gap_s", 0.2)  # the dataset manifest records it
+    assert not ok and "sync.max_gap_s is read when the node is configured" in why
     assert parameter_change(RecorderConfig(), "nope", 1, ("nope",))[1].startswith("nope: not a parameter")
 
 

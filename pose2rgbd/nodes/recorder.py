@@ -550,14 +550,14 @@ class Recorder:
 
 
 # ---------------------------------------------------------------------------------------------- the node spec
-# Live parameters only change per-message decisions. Not live (read at configure), each for a reason: world_frame
-# and mount.camera_frame are written into the dataset manifest when it is created (a change would give the
-# SyncedFrame messages other frame ids than the dataset), datum / mount.* / size fix the geometry of every frame,
-# sync.policy / queue_size / buffer_s size the synchronizer, topics.* are subscriptions.
+# Live parameters only change per-message decisions. Not live (read at configure), each for a reason: world_frame,
+# mount.camera_frame and sync.max_gap_s are written into the dataset manifest when it is created (a change would
+# give the SyncedFrame messages other frame ids than the dataset, or frames synchronized otherwise than its
+# manifest says), datum / mount.* / size fix the geometry of every frame, sync.policy / queue_size / buffer_s
+# size the synchronizer, topics.* are subscriptions.
 RECORDER_LIVE = (
     "min_fix_status",
     "warn_throttle_s",
-    "sync.max_gap_s",
     "sync.slop_s",
     "output.publish_synced",
 )

@@ -51,7 +51,8 @@ def main() -> None:
         lat = 44.43 + pos / 111_000.0
         rows = [f"{a:.3f},{b:.8f},26.1,80,{c:.3f},1" for a, b, c in zip(gt, lat, v)]
         (d / "g.csv").write_text("time_s,lat,lon,alt,speed_mps,fix\n" + "\n".join(rows) + "\n")
-        cfg = ConvertConfig(rgb_encoding="jpg" if args.jpg else "png")
+        cfg = ConvertConfig()
+        cfg.output.rgb_encoding = "jpg" if args.jpg else "png"
         t0 = time.perf_counter()
         out = convert_video(d / "v.mp4", d / "g.csv", d / "ds", cfg, progress=False)
         dt = time.perf_counter() - t0

@@ -25,9 +25,15 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic"),
         DeclareLaunchArgument("gps_topic", default_value="/gps/fix", description="NavSatFix topic"),
         DeclareLaunchArgument("odom_topic", default_value="/odom", description="Odometry topic"),
-        DeclareLaunchArgument("base_frame", default_value="base_link", description="frame of the odometry"),
         DeclareLaunchArgument(
-            "camera_frame", default_value="camera_optical_frame", description="camera optical frame (mount from TF)"
+            "base_frame",
+            default_value="",
+            description="mount.base_frame: frame of the odometry (empty: base_link, base_footprint or body)",
+        ),
+        DeclareLaunchArgument(
+            "camera_frame",
+            default_value="",
+            description="mount.camera_frame: camera optical frame (empty: the images' frame_id)",
         ),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
     ]

@@ -120,6 +120,11 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
+    renamed = getattr(cls, "RENAMED_KEYS", None) or {}  # {old key: what to write instead (text or fn(value))}
+    for u in unknown:
+        if u in renamed:
+            instead = renamed[u](data[u]) if callable(renamed[u]) else renamed[u]
+            raise ConfigError(f"{where + '.' if where else ''}{u} is no longer a key: write {instead}")
     if unknown:
         hint = "".join(f"; did you mean {' or '.join(c)} for '{u}'?" for u in unknown if (c := closest(u, names)))
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}{hint}; valid keys are {sorted(names)}")
@@ -338,15 +343,12 @@ def parse_size(text: str, key: str = "size") -> tuple[int, int] | None:
 
 
 # One vocabulary for the two ways a recording becomes a dataset (`pose2rgbd record bag` and `pose2rgbd convert
-# bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts.
+# bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts (the camera mount
+# section is one class, pose2rgbd.geometry.mount.CameraMount).
 DATUM_HELP = (
     "ENU origin 'lat,lon,alt' (degrees, degrees, metres above the WGS-84 ellipsoid); empty: the first valid GPS fix"
 )
 SIZE_HELP = "output image size 'WIDTHxHEIGHT', e.g. 640x480 (intrinsics scaled); empty: as recorded"
-MOUNT_SOURCE_HELP = (
-    "where the camera mount comes from: 'tf_static' (the recording's /tf_static; an error when absent), "
-    "'config' (the mount.* values below)"
-)
 
 
 def parse_datum_text(text: str, key: str = "datum") -> tuple[float, float, float] | None:

@@ -1,7 +1,7 @@
 """The one rclpy host: a lifecycle node built from a :class:`~pose2rgbd.nodes.spec.NodeSpec`.
 
-Every node pose2rgbd ships runs in :class:`NodeHost`; ``render_node.py`` and ``record_node.py`` only name
-their spec. Lifecycle (REP-2002 managed node):
+Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` -> :mod:`pose2rgbd_ros.node_main`
+-> the node table entry NAME). Lifecycle (REP-2002 managed node):
 
 * construction: every config leaf is declared as a parameter with its description, its numeric range
   (``FloatingPointRange`` / ``IntegerRange`` from the schema) and whether it applies live or at configure;

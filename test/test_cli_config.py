@@ -165,7 +165,7 @@ def test_precedence_file_then_flags_and_set_in_command_line_order(tmp_path: Path
 
 def test_a_ros_params_file_configures_the_record_command() -> None:
     cfg = config_from_args(_parse([*COMMANDS["record bag"], "--config", str(REPO / "config" / "record.yaml")]))
-    assert cfg.mount.source == "tf_static" and cfg.datum == "" and cfg.size == ""
+    assert cfg.mount.source == "auto" and cfg.datum == "" and cfg.size == ""
     cfg = config_from_args(_parse([*COMMANDS["record bag"], "--config", str(REPO / "config" / "record.yaml"),
                                    "--datum", "44.43,26.1,80", "--size", "320x240"]))  # fmt: skip
     assert cfg.datum_obj().lat_deg == 44.43 and cfg.size == "320x240"
@@ -187,13 +187,15 @@ def test_misspelt_key_in_a_config_file_suggests_the_valid_one(tmp_path: Path) ->
          ["--engine.checkpoint", "m.pt", "--rate_hz", "5", "--topics.pose", "/p", "--engine.precision", "fp32"]),
         ("render trajectory", ["--checkpoint", "m.pt", "--threads", "1"],
          ["--engine.checkpoint", "m.pt", "--engine.threads", "1"]),
-        ("record bag", ["--out", "ds", "--info-topic", "/ci", "--mount", "config", "--max-gap", "0.2"],
+        ("record bag", ["--out", "ds", "--info-topic", "/ci", "--mount", "config", "--max-gap", "0.2",
+                        "--mount-rpy", "0,30,0", "--mount-xyz", "0.1,0,0", "--jpg"],
          ["--output.dataset", "ds", "--topics.camera_info", "/ci", "--mount.source", "config",
-          "--sync.max_gap_s", "0.2"]),
+          "--sync.max_gap_s", "0.2", "--mount.rpy_deg", "0,30,0", "--mount.translation", "[0.1, 0, 0]",
+          "--output.rgb_encoding", "jpg"]),
         ("convert bag", ["--camera-info-topic", "/ci", "--mount-rpy", "0,30,0", "--no-estimate", "--jpg",
                          "--max-lag", "2", "--time-offset", "0.4"],
-         ["--info_topic", "/ci", "--mount.rpy_deg", "[0, 30, 0]", "--estimate_offset", "false",
-          "--rgb_encoding", "jpg", "--sync.max_lag_s", "2", "--time_offset_s", "0.4"]),
+         ["--topics.camera_info", "/ci", "--mount.rpy_deg", "[0, 30, 0]", "--estimate_offset", "false",
+          "--output.rgb_encoding", "jpg", "--sync.max_lag_s", "2", "--time_offset_s", "0.4"]),
         ("sim", ["--size", "32", "24", "--gps-noise", "1", "--no-compressed", "--rate", "24"],
          ["--width", "32", "--height", "24", "--gps_noise_h_m", "1", "--gps_noise_v_m", "1.6",
           "--compressed", "false", "--camera_rate_hz", "24"]),
@@ -240,9 +242,22 @@ def test_record_and_convert_share_one_vocabulary() -> None:
                      "--info-topic", "--gps-topic", "--odom-topic", "--mount.source"):  # fmt: skip
             assert flag in text, flag
         assert "first valid GPS fix" in text and "e.g. 640x480" in text
+    for text in (rec, conv):
+        for flag in ("--mount-rpy R,P,Y", "--mount-xyz X,Y,Z", "--jpg", "--mount.rpy_deg", "--mount.translation",
+                     "--mount.base_frame", "--mount.camera_frame", "--topics.image", "--topics.camera_info",
+                     "--topics.gps", "--topics.odom", "--output.rgb_encoding"):  # fmt: skip
+            assert flag in text, flag
     # the same keys and formats in both configs
+    import dataclasses
+
     from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.geometry.mount import CameraMount
     from pose2rgbd.nodes.recorder import RecorderConfig
+
+    assert type(RecorderConfig().mount) is type(ConvertConfig().mount) is CameraMount  # one mount section
+    rec_topics = {f.name for f in dataclasses.fields(RecorderConfig().topics)}
+    conv_topics = {f.name for f in dataclasses.fields(ConvertConfig().topics)}
+    assert {"image", "camera_info", "gps", "odom"} <= rec_topics & conv_topics
 
     r = RecorderConfig(datum="44.43,26.1,80", size="320x240")
     c = ConvertConfig(datum="44.43,26.1,80", size="320x240")
@@ -282,10 +297,9 @@ def test_train_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_mount_source_is_validated_by_both_configs() -> None:
-    with pytest.raises(ConfigError, match=r"mount\.source must be one of \('auto', 'tf_static', 'config'\)"):
-        config_from_args(_parse([*COMMANDS["convert bag"], "--set", "mount.source=tf"]))
-    with pytest.raises(ConfigError, match=r"mount\.source: 'tf' is not 'tf_static' or 'config'"):
-        config_from_args(_parse([*COMMANDS["record bag"], "--set", "mount.source=tf"]))
+    for command in ("convert bag", "record bag"):
+        with pytest.raises(ConfigError, match=r"mount\.source must be one of \('auto', 'tf_static', 'config'\)"):
+            config_from_args(_parse([*COMMANDS[command], "--set", "mount.source=tf"]))
     cfg = config_from_args(_parse([*COMMANDS["convert bag"], "--mount", "config", "--mount-rpy=0,-30,0"]))
     assert cfg.mount.source == "config" and cfg.mount.rpy_deg == [0.0, -30.0, 0.0]
 

@@ -115,7 +115,7 @@ def test_constant_velocity_extrapolation() -> None:
 
 
 def test_lookahead_serves_cache_within_tolerance() -> None:
-    eng = make_engine(lookahead=4, lookahead_rate_hz=10.0, tolerance_m=0.05, tolerance_deg=0.5)
+    eng = make_engine(lookahead=4, tolerance_m=0.05, tolerance_deg=0.5)
     period = 100_000_000
     # steady motion 1 m/s east: after two poses the predictions match the real ones
     r0 = eng.render_lookahead(look_down_pose(0.0, 0.0, 20.0), 0)

@@ -142,10 +142,24 @@ def test_start_stop_and_missing_mount() -> None:
     assert _feed_synthetic(rec, ts) == []
     assert rec.counters["dropped_not_recording"] == 10
     assert rec.set_recording(True) == (True, "recording")
-    cfg = RecorderConfig()  # mount from /tf_static, never received
+    cfg = RecorderConfig()
+    cfg.mount.source = "tf_static"  # mount from /tf_static, never received
     rec2 = Recorder(cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble"))))
     assert _feed_synthetic(rec2, ts) == []
     assert rec2.counters["dropped_no_mount"] == 10
+
+
+def test_auto_mount_falls_back_to_the_configured_mount() -> None:
+    ts = default_factory()
+    cfg = RecorderConfig(datum=f"{DATUM.lat_deg!r},{DATUM.lon_deg!r},{DATUM.alt_m!r}")
+    assert cfg.mount.source == "auto"  # the default, as convert's
+    cfg.mount.translation = [0.0, 0.0, -0.5]
+    rec = Recorder(cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble"))))
+    out = _feed_synthetic(rec, ts)  # no /tf_static: the configured mount is used
+    assert rec.counters["frames"] == 10 and rec.counters["dropped_no_mount"] == 0
+    assert rec.mount_source.startswith("configured mount.rpy_deg=[0.0, 0.0, 0.0]")
+    assert out[0][1].pose.pose.position.z == pytest.approx(9.5, abs=1e-3)
+    assert out[0][1].header.frame_id == rec.camera_frame != ""  # the images' frame_id (mount.camera_frame empty)
 
 
 def test_config_validation() -> None:

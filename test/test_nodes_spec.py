@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ def test_renderer_parameter_changes(engine: RenderEngine, factory: TypestoreFact
     ok, why = r.on_parameter_change("rate_hz", 0.0)  # cross-field rule: tf source needs a rate
     assert not ok and "rate_hz must be > 0" in why
     assert r.on_parameter_change("publish.depth", False)[0] and not r.cfg.publish.depth
+    ok, why = r.on_parameter_change("world_frame", "odom")  # the model's frame, fixed when it is loaded
+    assert not ok and "world_frame is read when the node is configured" in why
     assert r.on_parameter_change("warn_throttle_s", 1.0)[0] and r._warn.period_ns == 1_000_000_000
     look_engine = RenderEngine(EngineConfig(warmup=0, lookahead=2), make_ground_plane_checkpoint(32))
     look = Renderer(cfg, look_engine, factory)
@@ -120,21 +123,44 @@ def test_recorder_parameter_changes(factory: TypestoreFactory) -> None:
     rec = Recorder(RecorderConfig(), factory)
     assert rec.on_parameter_change("sync.slop_s", 0.2) == (True, "")
     assert rec._approx.slop_ns == 200_000_000
+    ok, why = rec.on_parameter_change("world_frame", "odom")  # the dataset manifest holds it
+    assert not ok and "world_frame is read when the node is configured" in why and rec.cfg.world_frame == "map"
     ok, why = rec.on_parameter_change("sync.policy", "approximate")
     assert not ok and "sync.policy is read when the node is configured" in why
-    ok, why = rec.on_parameter_change("sync.max_gap_s", 0.0)
+    ok, why = rec.on_parameter_change("sync.slop_s", 20.0)
     assert not ok and "outside its range" in why
+    ok, why = rec.on_parameter_change("sync.max_gap_s", 0.2)  # the dataset manifest records it
+    assert not ok and "sync.max_gap_s is read when the node is configured" in why
     assert parameter_change(RecorderConfig(), "nope", 1, ("nope",))[1].startswith("nope: not a parameter")
 
 
 def test_configure_spaces_lookahead_at_the_node_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     from pose2rgbd.nodes import renderer
 
-    seen: list[EngineConfig] = []
-    monkeypatch.setattr(renderer.RenderEngine, "from_config", staticmethod(lambda c: seen.append(c) or "engine"))
+    seen: list[tuple[EngineConfig, float]] = []
+
+    def from_config(c: EngineConfig, *, lookahead_rate_hz: float = 10.0) -> str:
+        seen.append((c, lookahead_rate_hz))
+        return "engine"
+
+    monkeypatch.setattr(renderer.RenderEngine, "from_config", staticmethod(from_config))
     cfg = RendererConfig(rate_hz=25.0)
     assert RENDERER.configure(cfg) == {"engine": "engine"}
-    assert seen[0].lookahead_rate_hz == 25.0 and cfg.engine.lookahead_rate_hz == 10.0  # passed, not mutated
+    assert seen[0] == (cfg.engine, 25.0)  # the node's rate spaces the look-ahead poses
+    assert "lookahead_rate_hz" not in {f.name for f in dataclasses.fields(EngineConfig)}  # no ignored parameter
+    with pytest.raises(ConfigError, match=r"engine\.lookahead > 0 needs rate_hz > 0"):
+        RendererConfig(pose_source="topic", rate_hz=0.0, engine=EngineConfig(lookahead=2))
+
+
+def test_engine_parameters_declare_their_ranges() -> None:
+    ranges = param_ranges(RendererConfig)
+    for name in ("threads", "warmup", "lookahead", "tolerance_m", "tolerance_deg", "oob_margin", "expect_size"):
+        assert f"engine.{name}" in ranges, name
+    assert ranges["engine.lookahead"] == (0, 64)
+    with pytest.raises(ConfigError, match=r"engine.lookahead: 65 is outside its range \[0, 64\]"):
+        EngineConfig(lookahead=65)
+    with pytest.raises(ConfigError, match=r"engine\.tolerance_m"):
+        EngineConfig(tolerance_m=-1.0)
 
 
 # ---------------------------------------------------------------------------------------------- one runner
@@ -145,7 +171,7 @@ def test_runner_serves_both_nodes_from_their_specs(flight: Path, engine: RenderE
     cfg = RendererConfig(rate_hz=5.0)
     stats = run_node_bag(RENDERER, cfg, flight, tmp_path / "render", resources={"engine": engine})
     assert stats.counters["frames"] >= 6 and len(stats.latency_ms) == stats.counters["frames"]
-    assert cfg.engine.lookahead_rate_hz == 10.0  # the runner does not touch the config
+    assert cfg == RendererConfig(rate_hz=5.0)  # the runner does not touch the config
     rec_cfg = RecorderConfig()
     rec_cfg.output.dataset = str(tmp_path / "ds")
     stats = run_node_bag(RECORDER, rec_cfg, flight, tmp_path / "record")
@@ -240,3 +266,50 @@ def test_a_new_node_is_one_spec(flight: Path, tmp_path: Path) -> None:
         out = [pose_to_matrix(m.msg.pose) for m in bag.messages(["/e/echo"])]
         gt = [pose_to_matrix(m.msg.pose) for m in open_bag(flight).messages(["/ground_truth/pose"])]
     np.testing.assert_allclose(np.array(out)[:, 2, 3], np.array(gt)[:, 2, 3] + 2.0)
+
+
+def test_a_new_node_runs_through_the_generic_cli(
+    flight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The toy node, added to the node table only, runs offline through `pose2rgbd node` with flags generated
+    from its config (no CLI code of its own)."""
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.nodes import registry
+
+    monkeypatch.setitem(registry.NODES, "echo", ECHO)
+    out = tmp_path / "echo"
+    argv = ["node", "echo", "--bag", str(flight), "--out", str(out), "--lift", "3", "--set", "topics.echo=/lifted"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "echo:" in text and "frames" in text and "/lifted" in text
+    with open_bag(out) as bag:
+        z = [pose_to_matrix(m.msg.pose)[2, 3] for m in bag.messages(["/lifted"])]
+    with open_bag(flight) as bag:
+        gt = [pose_to_matrix(m.msg.pose)[2, 3] for m in bag.messages(["/ground_truth/pose"])]
+    np.testing.assert_allclose(z, np.array(gt) + 3.0)
+    assert main(["node", "echo", "--bag", str(flight), "--lift", "500"]) == 2  # its range, from its schema
+    assert "lift: 500.0 is outside its range" in capsys.readouterr().err
+    assert main(["node", "nope", "--bag", str(flight)]) == 2
+    assert "unknown node 'nope'; known: render, record, echo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("short", "path"), [("render", "config/render.yaml"), ("record", "config/record.yaml")])
+def test_config_files_list_exactly_the_node_parameters(short: str, path: str) -> None:
+    """config/<node>.yaml lists every parameter of the node, and nothing else (no parameter left silently unset
+    or ignored), under the ROS node name."""
+    import yaml
+
+    from pose2rgbd.config import read_yaml_dict
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = NODES[short]
+    assert set(yaml.safe_load((repo / path).read_text())) == {spec.name}
+
+    def flat(d: dict[str, Any], prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+        return out
+
+    assert flat(read_yaml_dict(repo / path)) == set(spec.parameters())

@@ -26,9 +26,11 @@ def _cmake() -> str:
 
 
 def _installed_programs() -> set[str]:
-    m = re.search(r"install\(PROGRAMS(.*?)DESTINATION", _cmake(), re.S)
-    assert m, "CMakeLists.txt installs no PROGRAMS"
-    return {Path(p).name for p in m.group(1).split()}
+    """CMakeLists.txt installs every ros_nodes/*_node (a glob)."""
+    text = _cmake()
+    assert re.search(r'file\(GLOB (\w+) "\$\{CMAKE_CURRENT_SOURCE_DIR\}/ros_nodes/\*_node"\)', text), text
+    assert re.search(r"install\(PROGRAMS \$\{POSE2RGBD_NODE_PROGRAMS\} DESTINATION lib/\$\{PROJECT_NAME\}\)", text)
+    return {p.name for p in (REPO / "ros_nodes").glob("*_node")}
 
 
 def test_package_xml_is_valid() -> None:
@@ -51,7 +53,7 @@ def test_cmake_references_existing_files() -> None:
     text = _cmake()
     for rel in re.findall(r'"((?:msg|srv)/[^"]+)"', text):
         assert (REPO / rel).is_file(), rel
-    for m in re.finditer(r"install\((?:PROGRAMS|FILES)(.*?)DESTINATION", text, re.S):
+    for m in re.finditer(r"install\(FILES(.*?)DESTINATION", text, re.S):
         for rel in m.group(1).split():
             assert (REPO / rel).is_file(), rel
     for m in re.finditer(r"install\(DIRECTORY(.*?)DESTINATION", text, re.S):
@@ -67,13 +69,16 @@ def test_cmake_references_existing_files() -> None:
 
 
 def test_node_executables() -> None:
+    from pose2rgbd.nodes import NODES
+
+    assert _installed_programs() == {f"{short}_node" for short in NODES}  # one executable per node table entry
     for name in _installed_programs():
         p = REPO / "ros_nodes" / name
         assert os.access(p, os.X_OK), f"{p} is not executable"
         text = p.read_text()
         assert text.startswith("#!/usr/bin/env python3")
         mod = re.search(r"from (pose2rgbd_ros\.\w+) import main", text)
-        assert mod, p
+        assert mod and mod.group(1) == "pose2rgbd_ros.node_main", p
         assert (REPO / (mod.group(1).replace(".", "/") + ".py")).is_file()
 
 

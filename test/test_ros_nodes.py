@@ -150,7 +150,7 @@ def test_host_lifecycle_and_live_parameters(rclpy_context) -> None:  # type: ign
 
 def test_render_node_refuses_missing_checkpoint(rclpy_context) -> None:  # type: ignore[no-untyped-def]
     from pose2rgbd.errors import CheckpointError
-    from pose2rgbd_ros.render_node import RenderNode
+    from pose2rgbd_ros.node_main import make_node
 
     with pytest.raises(CheckpointError):
-        RenderNode()
+        make_node("render")

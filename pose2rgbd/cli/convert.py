@@ -8,28 +8,30 @@ from pathlib import Path
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.convert.logs import GPS_FORMATS
 
-# Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount and the --*-topic spellings.
+# Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount, --mount-rpy, --mount-xyz and the
+# --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*).
 COMMON_ALIASES = (
     Alias("--datum", "datum", metavar="LAT,LON,ALT"),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),
     Alias("--mount", "mount.source", choices=("auto", "tf_static", "config")),
     Alias("--mount-rpy", "mount.rpy_deg", metavar="R,P,Y"),
+    Alias("--mount-xyz", "mount.translation", metavar="X,Y,Z"),
     Alias("--time-offset", "time_offset_s"),
     Alias("--no-estimate", "estimate_offset", const=False, help="do not estimate the offset; use --time-offset or 0"),
     Alias("--max-lag", "sync.max_lag_s"),
     Alias("--max-speed", "max_speed_mps"),
     Alias("--orientation", "orientation", choices=("auto", "imu", "odom", "tf", "attitude", "course")),
     Alias("--hfov", "hfov_deg"),
-    Alias("--jpg", "rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
+    Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
 )
 BAG_ALIASES = (
     *COMMON_ALIASES,
-    Alias("--image-topic", "image_topic"),
-    Alias(("--camera-info-topic", "--info-topic"), "info_topic"),
-    Alias("--gps-topic", "gps_topic"),
-    Alias("--odom-topic", "odom_topic"),
-    Alias("--imu-topic", "imu_topic"),
-    Alias("--depth-topic", "depth_topic"),
+    Alias("--image-topic", "topics.image"),
+    Alias(("--camera-info-topic", "--info-topic"), "topics.camera_info"),
+    Alias("--gps-topic", "topics.gps"),
+    Alias("--odom-topic", "topics.odom"),
+    Alias("--imu-topic", "topics.imu"),
+    Alias("--depth-topic", "topics.depth"),
 )
 GPS_ODOM_ALIASES = (Alias("--max-lag", "sync.max_lag_s"),)
 CONFIG_HELP = "YAML with ConvertConfig keys (plain nested, or a ROS 2 params file); flags and --set override it"

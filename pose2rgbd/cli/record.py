@@ -7,16 +7,20 @@ from pathlib import Path
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
-# Shared with `convert bag` (pose2rgbd/cli/convert.py): --datum, --size, --mount and the --*-topic spellings.
+# Shared with `convert bag` (pose2rgbd/cli/convert.py): --datum, --size, --mount, --mount-rpy, --mount-xyz, --jpg and
+# the --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*, output.rgb_encoding).
 ALIASES = (
     Alias("--out", "output.dataset", metavar="DIR", help="dataset directory (appended to / resumed if it exists)"),
     Alias("--datum", "datum", metavar="LAT,LON,ALT"),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),
-    Alias("--mount", "mount.source", choices=("tf_static", "config")),
+    Alias("--mount", "mount.source", choices=("auto", "tf_static", "config")),
+    Alias("--mount-rpy", "mount.rpy_deg", metavar="R,P,Y"),
+    Alias("--mount-xyz", "mount.translation", metavar="X,Y,Z"),
     Alias("--image-topic", "topics.image"),
     Alias(("--camera-info-topic", "--info-topic"), "topics.camera_info"),
     Alias("--gps-topic", "topics.gps"),
     Alias("--odom-topic", "topics.odom"),
+    Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
     Alias("--policy", "sync.policy", choices=("interpolate", "approximate")),
     Alias("--max-gap", "sync.max_gap_s"),
     Alias("--slop", "sync.slop_s"),

@@ -21,13 +21,20 @@ from pose2rgbd.convert.core import (
     OrientationTrack,
     Streams,
     dump_json,
-    mount_matrix,
     plan_poses,
 )
 from pose2rgbd.convert.output import write_dataset
 from pose2rgbd.errors import BagError, SyncError
+from pose2rgbd.geometry.mount import BODY_FRAMES  # noqa: F401  (re-exported: the frames an empty mount.base_frame means)
 from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
-from pose2rgbd.messages import camera_from_info, header_stamp_ns, image_msg_to_depth, image_msg_to_rgb
+from pose2rgbd.messages import (
+    camera_from_info,
+    header_stamp_ns,
+    image_msg_to_depth,
+    image_msg_to_rgb,
+    orientation_xyzw,
+    read_navsatfix,
+)
 from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
 from pose2rgbd.sync.flow import FlowMagnitude
 
@@ -87,29 +94,33 @@ def _static_mount(bag: Any, cam_frame: str, body_frames: list[str]) -> tuple[np.
 
 
 def _orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(t_s, R_world_body)`` of an Imu or Odometry topic. Samples whose orientation breaks the message layer's
+    rule (:func:`pose2rgbd.messages.orientation_xyzw`: NaN, zero, not unit; an Imu without orientation) are
+    left out and counted in a warning, so a few bad samples do not stop a conversion."""
     ts, qs = [], []
+    bad = 0
     for m in bag.messages([topic]):
-        q = m.msg.pose.pose.orientation if kind == "odom" else m.msg.orientation
+        q = orientation_xyzw(m.msg)
+        if q is None:
+            bad += 1
+            continue
         ts.append((_stamp(m) - t0_ns) / 1e9)
-        qs.append([q.x, q.y, q.z, q.w])
-    t = np.asarray(ts)
-    q = np.asarray(qs, dtype=np.float64)
-    n = np.linalg.norm(q, axis=1) if q.size else np.zeros(0)
-    ok = np.isfinite(t) & (n > 0.5)
-    t, q = t[ok], q[ok] / n[ok, None]
+        qs.append(q)
+    if bad:
+        log.warning("%s: %d %s orientation samples left out (NaN, zero or non-unit quaternion)", topic, bad, kind)
+    t = np.asarray(ts, dtype=np.float64)
+    q = np.asarray(qs, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(t, kind="stable")
     t, q = t[order], q[order]
     keep = np.concatenate([[True], np.diff(t) > 0]) if t.size else np.zeros(0, bool)
     if keep.sum() < 1:
-        raise BagError(f"{bag.path}: {topic} has no usable orientation")
+        raise BagError(f"{bag.path}: {topic} has no usable orientation ({bad} samples with an invalid quaternion)")
     return t[keep], Rotation.from_quat(q[keep]).as_matrix()
 
 
 # World frames whose orientation the TF source accepts, in order of preference. map / world / odom are taken as
 # ENU-aligned (REP-105 map and odom, REP-103 ENU); earth is ECEF (REP-105) and is rotated into ENU at the datum.
 TF_WORLD_FRAMES = ("map", "world", "earth", "odom")
-# Body frames (the camera mount hangs from one of them), in order of preference.
-BODY_FRAMES = ("base_link", "base_footprint", "body")
 _WHOLE_RECORDING_S = 1e7  # TF history kept while reading a bag: all of it (115 days)
 _TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
 
@@ -215,16 +226,17 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
 
     bag = open_bag(path)
     try:
-        img_topic = find_image_topic(bag, cfg.image_topic)
-        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.gps_topic or None)
-        info_topic = _find_optional(bag, "sensor_msgs/msg/CameraInfo", cfg.info_topic)
-        odom_topic = _find_optional(bag, "nav_msgs/msg/Odometry", cfg.odom_topic)
-        imu_topic = _find_optional(bag, "sensor_msgs/msg/Imu", cfg.imu_topic)
-        depth_topic = cfg.depth_topic if cfg.depth_topic in bag.topics else None
+        tp = cfg.topics
+        img_topic = find_image_topic(bag, tp.image)
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", tp.gps or None)
+        info_topic = _find_optional(bag, "sensor_msgs/msg/CameraInfo", tp.camera_info)
+        odom_topic = _find_optional(bag, "nav_msgs/msg/Odometry", tp.odom)
+        imu_topic = _find_optional(bag, "sensor_msgs/msg/Imu", tp.imu)
+        depth_topic = tp.depth if tp.depth in bag.topics else None
         if depth_topic and bag.topics[depth_topic].msgtype != "sensor_msgs/msg/Image":
             depth_topic = None
         if cfg.orientation == "tf":  # fail before the long image pass
-            _require_dynamic_tf(bag, BODY_FRAMES)
+            _require_dynamic_tf(bag, cfg.mount.base_frames())
         n_img = bag.topics[img_topic].count
         if n_img == 0:
             raise BagError(f"{bag.path}: camera topic {img_topic} has no messages")
@@ -264,8 +276,8 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
         # GPS
         rows = []
         for m in bag.messages([gps_topic]):
-            f = m.msg
-            rows.append(((_stamp(m) - t0) / 1e9, f.latitude, f.longitude, f.altitude, int(f.status.status)))
+            fix = read_navsatfix(m.msg)
+            rows.append(((_stamp(m) - t0) / 1e9, *fix.lla, fix.status))
         if not rows:
             raise SyncError(f"{bag.path}: GPS topic {gps_topic} has no messages")
         g = np.asarray(rows, dtype=np.float64)
@@ -280,15 +292,17 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
             assumptions.append(f"no CameraInfo: pinhole with an assumed horizontal FOV of {cfg.hfov_deg} deg")
         elif shape is not None and (cam.width, cam.height) != (shape[1], shape[0]):
             cam = cam.scaled(shape[1], shape[0])
-        body_frames = list(BODY_FRAMES)
+        body_frames = list(cfg.mount.base_frames())
+        cam_frame = cfg.mount.camera_frame or cam_frame
         mount = None if cfg.mount.source == "config" else _static_mount(bag, cam_frame, body_frames)
         if mount is None and cfg.mount.source == "tf_static":
             raise BagError(
                 f"{bag.path}: mount.source is 'tf_static' but /tf_static has no transform from a body frame "
-                f"{body_frames} to the camera frame {cam_frame!r}; use mount.source auto or config"
+                f"{body_frames} to the camera frame {cam_frame!r}; use mount.source auto or config, or set "
+                "mount.base_frame / mount.camera_frame"
             )
         if mount is None:
-            T_bc, mount_src = mount_matrix(cfg.mount.rpy_deg), f"configured mount.rpy_deg={list(cfg.mount.rpy_deg)}"
+            T_bc, mount_src = cfg.mount.config_matrix(), cfg.mount.describe_config()
         else:
             T_bc, mount_src, mount_body = mount
             body_frames = [mount_body]  # orientation of the body the mount hangs from
@@ -410,12 +424,11 @@ def align_gps_to_odometry(
 
     cfg = cfg or ConvertConfig()
     with open_bag(path) as bag:
-        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.gps_topic or None)
-        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.odom_topic or None)
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.topics.gps or None)
+        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.topics.odom or None)
         od = [(_stamp(m), np.hypot(m.msg.twist.twist.linear.x, m.msg.twist.twist.linear.y))
               for m in bag.messages([odom_topic])]  # fmt: skip
-        gp = [(_stamp(m), m.msg.latitude, m.msg.longitude, m.msg.altitude, m.msg.status.status)
-              for m in bag.messages([gps_topic])]  # fmt: skip
+        gp = [(_stamp(m), *(fix := read_navsatfix(m.msg)).lla, fix.status) for m in bag.messages([gps_topic])]
     if len(od) < 3 or len(gp) < 3:
         raise SyncError(f"{path}: too few messages ({len(od)} odometry, {len(gp)} GPS)")
     o = np.asarray(od, dtype=np.float64)

@@ -22,14 +22,13 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from pose2rgbd.config import (
     DATUM_HELP,
-    MOUNT_SOURCE_HELP,
     SIZE_HELP,
     help_field,
     parse_datum_text,
@@ -37,7 +36,8 @@ from pose2rgbd.config import (
     to_dict,
 )
 from pose2rgbd.errors import BagError, ConfigError, SyncError
-from pose2rgbd.geometry import R_BODY_OPTICAL, Datum, PinholeCamera, make_T
+from pose2rgbd.geometry import Datum, PinholeCamera, make_T
+from pose2rgbd.geometry.mount import CameraMount
 from pose2rgbd.sync.estimator import (
     SyncConfig,
     SyncResult,
@@ -52,20 +52,37 @@ log = logging.getLogger(__name__)
 ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
 
 
-MOUNT_SOURCES = ("auto", "tf_static", "config")
+@dataclass
+class ConvertTopics:
+    """Bag topics (the same keys as the record node's ``topics``); empty: found by message type."""
+
+    image: str = help_field("", "camera images (Image or CompressedImage); empty = by type")
+    camera_info: str = help_field("", "CameraInfo; empty = by type")
+    gps: str = help_field("", "NavSatFix; empty = by type")
+    odom: str = help_field("", "Odometry; empty = by type (optional)")
+    imu: str = help_field("", "Imu; empty = by type (optional)")
+    depth: str = help_field("/ground_truth/depth", "32FC1 depth included as metric depth if present")
 
 
 @dataclass
-class ConvertMount:
-    """Camera mount T_body_cam."""
+class ConvertOutput:
+    """The dataset written (the same keys as the record node's ``output``)."""
 
-    source: str = help_field(
-        "auto", MOUNT_SOURCE_HELP + ", or 'auto' (default: /tf_static when it has the camera transform, else config)"
-    )
-    rpy_deg: list[float] = help_field(
-        [0.0, 0.0, 0.0], "config mount: camera (body FLU -> camera body) roll, pitch, yaw in degrees (pitch > 0 "
-        "looks down); the camera sits at the body origin"
-    )  # fmt: skip
+    name: str = help_field("", "dataset name in its manifest (default: the input file stem)")
+    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
+
+
+# keys of older versions, refused with the key to write instead (pose2rgbd.config.from_dict reads this)
+CONVERT_RENAMED_KEYS = {
+    "image_topic": "topics.image",
+    "info_topic": "topics.camera_info",
+    "gps_topic": "topics.gps",
+    "odom_topic": "topics.odom",
+    "imu_topic": "topics.imu",
+    "depth_topic": "topics.depth",
+    "rgb_encoding": "output.rgb_encoding",
+    "name": "output.name",
+}
 
 
 @dataclass
@@ -91,7 +108,7 @@ class ConvertConfig:
         "auto", "orientation source: auto (the first present of: bags imu > odom > tf, videos attitude; else "
         "the GPS course), imu, odom, tf (the /tf tree from map/world/earth/odom to the body frame), attitude or course"
     )  # fmt: skip
-    mount: ConvertMount = field(default_factory=ConvertMount, metadata={"help": "camera mount"})
+    mount: CameraMount = field(default_factory=CameraMount, metadata={"help": "camera mount (as the record node's)"})
     align_odom_yaw: bool = help_field(
         False, "rotate the odometry or TF world frame about z so its heading matches the GPS course (for wheel "
         "odometry whose frame starts at yaw 0, or a SLAM map with arbitrary yaw; wrong for vehicles that do not "
@@ -99,16 +116,12 @@ class ConvertConfig:
     )  # fmt: skip
     min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
     hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
-    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
-    image_topic: str = help_field("", "bag image topic (Image or CompressedImage); empty = by type")
-    info_topic: str = help_field("", "bag CameraInfo topic; empty = by type")
-    gps_topic: str = help_field("", "bag NavSatFix topic; empty = by type")
-    odom_topic: str = help_field("", "bag Odometry topic; empty = by type (optional)")
-    imu_topic: str = help_field("", "bag Imu topic; empty = by type (optional)")
-    depth_topic: str = help_field("/ground_truth/depth", "32FC1 depth topic included as metric depth if present")
+    topics: ConvertTopics = field(default_factory=ConvertTopics, metadata={"help": "bag topics"})
+    output: ConvertOutput = field(default_factory=ConvertOutput, metadata={"help": "the dataset written"})
     max_frame_gap_s: float = help_field(1.0, "GPS gaps longer than this drop the frames inside them")
-    name: str = help_field("", "dataset name (default: the input file stem)")
     sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = CONVERT_RENAMED_KEYS
 
     def __post_init__(self) -> None:
         if isinstance(self.sync, dict):
@@ -117,20 +130,12 @@ class ConvertConfig:
             self.sync = from_dict(SyncConfig, self.sync, where="sync")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
-        if self.rgb_encoding not in ("png", "jpg"):
-            raise ConfigError(f"rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
+        if self.output.rgb_encoding not in ("png", "jpg"):
+            raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
         if self.size:
             self.size_wh()
         if self.datum:
             self.datum_obj()
-        if isinstance(self.mount, dict):
-            from pose2rgbd.config import from_dict
-
-            self.mount = from_dict(ConvertMount, self.mount, where="mount")
-        if self.mount.source not in MOUNT_SOURCES:
-            raise ConfigError(f"mount.source must be one of {MOUNT_SOURCES}, got {self.mount.source!r}")
-        if len(self.mount.rpy_deg) != 3:
-            raise ConfigError("mount.rpy_deg needs three numbers (roll, pitch, yaw)")
 
     def size_wh(self) -> tuple[int, int] | None:
         return parse_size(self.size, "size")
@@ -150,13 +155,6 @@ class ConvertConfig:
 
 _R_ENU_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 _R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
-
-
-def mount_matrix(rpy_deg: list[float] | tuple[float, ...]) -> np.ndarray:
-    """``T_body_cam`` (4x4) for a camera on a FLU body: roll/pitch/yaw of the camera *body* axes, then the
-    REP-103 optical rotation. Pitch > 0 tilts the view down (rotation about +y of FLU)."""
-    R = Rotation.from_euler("xyz", np.deg2rad(rpy_deg)).as_matrix() @ np.asarray(R_BODY_OPTICAL)
-    return make_T(R, np.zeros(3))
 
 
 @dataclass

@@ -36,10 +36,10 @@ def write_dataset(
     wh = cfg.size_wh()
     cam = s.camera if wh is None else s.camera.scaled(*wh)
     man = Manifest(
-        name=cfg.name or Path(s.input_path).stem,
+        name=cfg.output.name or Path(s.input_path).stem,
         camera=cam,
         depth_kind="metric" if s.has_depth else "none",
-        rgb_encoding=cfg.rgb_encoding,
+        rgb_encoding=cfg.output.rgb_encoding,
         datum=plan.datum,
         sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
         extra={"conversion": {k: plan.summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},

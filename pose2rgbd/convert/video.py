@@ -15,7 +15,6 @@ from pose2rgbd.convert.core import (
     Streams,
     attitude_orientation,
     flow_pass,
-    mount_matrix,
     plan_poses,
 )
 from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
@@ -104,8 +103,8 @@ def load_video_streams(
     return Streams(
         t0_ns=0, frame_t=ft, flow=flow, gps_t=track.t_s, lat=track.lat, lon=track.lon, alt=track.alt,
         gps_speed=track.speed, gps_status=track.status, gps_source=str(gps_log), camera=cam,
-        T_body_cam=mount_matrix(cfg.mount.rpy_deg),
-        mount_source=f"configured mount.rpy_deg={list(cfg.mount.rpy_deg)}", orientation=orient,
+        T_body_cam=cfg.mount.config_matrix(),
+        mount_source=cfg.mount.describe_config(), orientation=orient,
         attitude_follows_gps=True, input_kind="video", input_path=str(vp),
         extra_assumptions=[
             f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no calibration "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pose2rgbd.config import help_field
+from pose2rgbd.config import help_field, param_ranges, ranged_field
 from pose2rgbd.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -28,32 +28,33 @@ class EngineConfig:
         "auto (fp32 on CPU, bf16 on CUDA when supported else fp16), fp32, bf16 (CPU: fastest on CPUs with native "
         "bf16, e.g. AVX512-BF16 / AMX) or fp16 (GPU only)",
     )
-    threads: int = help_field(
-        0, "CPU threads for torch (0: torch's default, one per core); 1 avoids latency spikes on a busy CPU"
+    threads: int = ranged_field(
+        0, "CPU threads for torch (0: torch's default, one per core); 1 avoids latency spikes on a busy CPU", 0, 1024
     )
     fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
     channels_last: bool = help_field(
         True, "run plain (non-transposed) convolutions in channels-last layout (faster with oneDNN / tensor cores)"
     )
-    warmup: int = help_field(2, "warm-up forward passes at start (first calls are slow)")
-    lookahead: int = help_field(0, "extra future poses rendered per batch by look-ahead (0: off)")
-    lookahead_rate_hz: float = help_field(10.0, "rate at which look-ahead poses are extrapolated (the node rate)")
-    tolerance_m: float = help_field(0.05, "look-ahead: serve a cached render if its pose is within this (m)...")
-    tolerance_deg: float = help_field(0.5, "...and within this angle (degrees) of the requested pose")
-    oob_margin: float = help_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]")
+    warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
+    lookahead: int = ranged_field(
+        0, "extra future poses rendered per batch by look-ahead (0: off), spaced at the render node's rate_hz", 0, 64
+    )
+    tolerance_m: float = ranged_field(
+        0.05, "look-ahead: serve a cached render if its pose is within this (m)...", 0.0, 1000.0
+    )
+    tolerance_deg: float = ranged_field(0.5, "...and within this angle (degrees) of the requested pose", 0.0, 180.0)
+    oob_margin: float = ranged_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]", 0.0, 100.0)
     expect_fingerprint: str = help_field("", "refuse a checkpoint trained on another dataset (empty: no check)")
-    expect_size: int = help_field(0, "refuse a checkpoint with another output size (0: no check)")
+    expect_size: int = ranged_field(0, "refuse a checkpoint with another output size (0: no check)", 0, 65536)
     expect_preset: str = help_field("", "refuse a checkpoint of another model preset, e.g. base (empty: no check)")
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"engine.precision: {self.precision!r} is not one of auto, fp32, bf16, fp16")
-        if self.lookahead < 0 or self.lookahead > 64:
-            raise ConfigError(f"engine.lookahead: {self.lookahead} must be within [0, 64]")
-        if self.lookahead_rate_hz <= 0:
-            raise ConfigError("engine.lookahead_rate_hz must be > 0")
-        if self.tolerance_m < 0 or self.tolerance_deg < 0 or self.oob_margin < 0:
-            raise ConfigError("engine tolerances and margin must be >= 0")
+        for name, (lo, hi) in param_ranges(EngineConfig).items():
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise ConfigError(f"engine.{name}: {v} is outside its range [{lo}, {hi}]")
 
 
 def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:

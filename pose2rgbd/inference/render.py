@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pose2rgbd.errors import CheckpointError, GeometryError
+from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving, prepare_serving
 
@@ -146,7 +146,7 @@ class RenderEngine:
 
     kind = "render"
 
-    def __init__(self, cfg: EngineConfig, loaded: LoadedCheckpoint) -> None:
+    def __init__(self, cfg: EngineConfig, loaded: LoadedCheckpoint, *, lookahead_rate_hz: float = 10.0) -> None:
         import torch
 
         from pose2rgbd.models.device import autocast
@@ -156,7 +156,10 @@ class RenderEngine:
             raise CheckpointError(_not_a_renderer(loaded))
         if loaded.camera is None:
             raise CheckpointError(f"{loaded.where}: the checkpoint has no camera; the render engine needs one")
+        if lookahead_rate_hz <= 0:
+            raise ConfigError(f"lookahead_rate_hz must be > 0, got {lookahead_rate_hz}")
         self.cfg = cfg
+        self.lookahead_rate_hz = float(lookahead_rate_hz)  # spacing of the look-ahead poses (the node's rate)
         self.loaded = loaded
         self._torch = torch
         self._autocast = autocast
@@ -188,9 +191,10 @@ class RenderEngine:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, cfg: EngineConfig) -> RenderEngine:
-        """Load ``cfg.checkpoint`` (raises :class:`CheckpointError` with a clear message) and build."""
-        return cls(cfg, load_for_serving(cfg))
+    def from_config(cls, cfg: EngineConfig, *, lookahead_rate_hz: float = 10.0) -> RenderEngine:
+        """Load ``cfg.checkpoint`` (raises :class:`CheckpointError` with a clear message) and build;
+        ``lookahead_rate_hz`` spaces the look-ahead poses (the render node passes its ``rate_hz``)."""
+        return cls(cfg, load_for_serving(cfg), lookahead_rate_hz=lookahead_rate_hz)
 
     # ------------------------------------------------------------------ rendering
     @property
@@ -271,7 +275,7 @@ class RenderEngine:
                     time.perf_counter() - t_start,
                 )
             self.stats["cache_misses"] += 1
-            period_ns = round(1e9 / self.cfg.lookahead_rate_hz)
+            period_ns = round(1e9 / self.lookahead_rate_hz)
             stamps = int(stamp_ns) + period_ns * np.arange(1, self.cfg.lookahead + 1, dtype=np.int64)
             if len(self._history) == 2:
                 (ta, Ta), (tb, Tb) = self._history

@@ -2,11 +2,14 @@
 
 Readers only access fields, so they accept rclpy messages and rosbags typestore messages (ROS 1 and ROS 2)
 alike; ROS 1 field spellings (``CameraInfo.K``/``P``, ``Time.secs``/``nsecs``) are handled. Poses and
-transforms are validated: NaN / inf, a zero or a non-unit quaternion raise :class:`GeometryError`.
+transforms are validated: NaN / inf, a zero or a non-unit quaternion raise :class:`GeometryError`. Streams of
+samples (IMU / odometry orientations, GPS fixes) are read without raising: :func:`orientation_xyzw` returns None
+for an orientation breaking the same rule (:func:`quat_problem`), :class:`FixReading` says why a fix is unusable.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,30 +42,52 @@ def header_stamp_ns(msg: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- poses
-def _checked_tq(t: np.ndarray, q: np.ndarray, what: str) -> np.ndarray:
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        raise GeometryError(f"{what} contains NaN or inf")
+def quat_problem(q_xyzw: np.ndarray) -> str | None:
+    """THE validity rule of an orientation quaternion, shared by every reader: None when ``q`` is finite and
+    its norm is within :data:`QUAT_NORM_TOLERANCE` of 1 (it is then normalized), else what is wrong with it."""
+    q = np.asarray(q_xyzw, dtype=np.float64)
+    if not np.all(np.isfinite(q)):
+        return "contains NaN or inf"
     n = float(np.linalg.norm(q))
     if n < 1e-6:
-        raise GeometryError(f"{what} orientation is a zero quaternion")
+        return "is a zero quaternion"
     if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
-        raise GeometryError(f"{what} orientation is not a unit quaternion (norm {n:.3f})")
-    return T_from_tq(t, q / n)
+        return f"is not a unit quaternion (norm {n:.3f})"
+    return None
 
 
-def pose_to_matrix(pose: Any) -> np.ndarray:
-    """``geometry_msgs/Pose`` (or ``PoseStamped``, ``PoseWithCovariance[Stamped]``, ``Odometry``) -> 4x4.
-
-    Raises GeometryError for NaN / inf, a zero or a non-unit quaternion, or a message without a pose.
-    """
-    p = pose
+def _pose_of(msg: Any) -> Any:
+    """The innermost object with ``position`` and ``orientation`` (Pose, PoseStamped, Odometry, ...)."""
+    p = msg
     while not hasattr(p, "position"):
         if not hasattr(p, "pose"):
-            raise GeometryError(f"{type(pose).__name__} has no pose")
+            raise GeometryError(f"{type(msg).__name__} has no pose")
         p = p.pose
+    return p
+
+
+def _checked_tq(t: np.ndarray, q: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if not np.all(np.isfinite(t)):
+        raise GeometryError(f"{what} position contains NaN or inf")
+    problem = quat_problem(q)
+    if problem is not None:
+        raise GeometryError(f"{what} orientation {problem}")
+    return t, q / np.linalg.norm(q)
+
+
+def pose_tq(pose: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``geometry_msgs/Pose`` (or ``PoseStamped``, ``PoseWithCovariance[Stamped]``, ``Odometry``) ->
+    ``(t (3,), unit q_xyzw (4,))``. Raises GeometryError for a NaN / inf position or an orientation that
+    breaks :func:`quat_problem`'s rule, or a message without a pose."""
+    p = _pose_of(pose)
     t = np.array([p.position.x, p.position.y, p.position.z], dtype=np.float64)
     o = p.orientation
     return _checked_tq(t, np.array([o.x, o.y, o.z, o.w], dtype=np.float64), "pose")
+
+
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """:func:`pose_tq` as a 4x4 matrix; raises GeometryError as it does."""
+    return T_from_tq(*pose_tq(pose))
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
@@ -71,7 +96,26 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     tf = getattr(transform, "transform", transform)
     tr, r = tf.translation, tf.rotation
     t = np.array([tr.x, tr.y, tr.z], dtype=np.float64)
-    return _checked_tq(t, np.array([r.x, r.y, r.z, r.w], dtype=np.float64), "transform")
+    return T_from_tq(*_checked_tq(t, np.array([r.x, r.y, r.z, r.w], dtype=np.float64), "transform"))
+
+
+def orientation_xyzw(msg: Any) -> np.ndarray | None:
+    """The unit orientation quaternion of a ``sensor_msgs/Imu`` (``orientation``) or of anything with a pose
+    (``Odometry``, ``PoseStamped``, ...), or **None** when it breaks :func:`quat_problem`'s rule (NaN / inf,
+    zero, norm off 1). A stream reader drops those samples and goes on (a few bad IMU samples do not spoil a
+    recording); a single pose that must be right uses :func:`pose_tq` / :func:`pose_to_matrix`, which raise.
+    An Imu whose ``orientation_covariance[0]`` is -1 ("no orientation estimate", REP-145) also gives None."""
+    o = getattr(msg, "orientation", None)
+    if o is None:
+        o = _pose_of(msg).orientation
+    else:
+        cov = getattr(msg, "orientation_covariance", None)
+        if cov is not None and len(cov) > 0 and float(cov[0]) == -1.0:
+            return None
+    q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
+    if quat_problem(q) is not None:
+        return None
+    return q / np.linalg.norm(q)
 
 
 # ---------------------------------------------------------------------------------------------- sensors
@@ -111,6 +155,45 @@ def camera_from_info(msg: Any) -> PinholeCamera:
     return cam
 
 
-def navsatfix_to_array(msg: Any) -> np.ndarray:
-    """``NavSatFix`` -> ``[lat_deg, lon_deg, alt_m]``."""
-    return np.array([msg.latitude, msg.longitude, msg.altitude], dtype=np.float64)
+# NavSatStatus.status values (sensor_msgs, ROS 1 and ROS 2 alike)
+FIX_STATUS_NAMES = {-1: "NO_FIX", 0: "FIX", 1: "SBAS_FIX", 2: "GBAS_FIX"}
+
+
+@dataclass(frozen=True)
+class FixReading:
+    """One ``sensor_msgs/NavSatFix``: ``lla`` = ``[lat_deg, lon_deg, alt_m]`` (may hold NaN: see
+    :meth:`problem`), the status fields and the position covariance (row-major 3x3 as 9 numbers, ENU m^2)."""
+
+    lla: np.ndarray
+    status: int
+    service: int
+    covariance: np.ndarray
+    covariance_type: int
+
+    def problem(self, min_status: int = 0) -> str | None:
+        """None for a usable fix, else why not: status below ``min_status`` (default 0: NO_FIX = -1 is not
+        usable), NaN / inf coordinates, or a latitude / longitude out of range."""
+        if self.status < min_status:
+            name = FIX_STATUS_NAMES.get(self.status, str(self.status))
+            return f"status {name} ({self.status}) is below {min_status}"
+        if not np.all(np.isfinite(self.lla)):
+            return "NaN or inf coordinates"
+        if abs(self.lla[0]) > 90 or abs(self.lla[1]) > 180:
+            return f"latitude / longitude out of range ({self.lla[0]}, {self.lla[1]})"
+        return None
+
+
+def read_navsatfix(msg: Any) -> FixReading:
+    """``sensor_msgs/NavSatFix`` (same fields in ROS 1 and ROS 2) -> :class:`FixReading`; never raises for bad
+    values (check :meth:`FixReading.problem`). A message without ``status`` counts as FIX (0)."""
+    st = getattr(msg, "status", None)
+    cov = np.asarray(getattr(msg, "position_covariance", np.zeros(9)), dtype=np.float64).reshape(-1)
+    if cov.size != 9:
+        cov = np.zeros(9)
+    return FixReading(
+        lla=np.array([msg.latitude, msg.longitude, msg.altitude], dtype=np.float64),
+        status=int(getattr(st, "status", 0)) if st is not None else 0,
+        service=int(getattr(st, "service", 0)) if st is not None else 0,
+        covariance=cov,
+        covariance_type=int(getattr(msg, "position_covariance_type", 0)),
+    )

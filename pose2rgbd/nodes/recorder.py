@@ -9,7 +9,8 @@ three streams with message_filters' ApproximateTimeSynchronizer semantics (``que
 Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, or ``datum`` =
 ``"lat,lon,alt"`` when set; a resumed dataset keeps its datum); orientation = odometry orientation
 (its frame assumed aligned with ENU, REP-105); then the camera mount ``T_base_cam`` (from /tf_static or
-``mount.*``): ``T_world_cam = T_world_base @ T_base_cam``.
+``mount.translation`` / ``mount.rpy_deg``, :class:`pose2rgbd.geometry.mount.CameraMount`, the same section as
+``convert``'s): ``T_world_cam = T_world_base @ T_base_cam``.
 
 Outputs: frames appended to a dataset (``DatasetWriter(mode="append")``: flushed per frame, readable after
 a crash; re-running on the same output resumes after its last stamp) and/or ``pose2rgbd/msg/SyncedFrame``
@@ -31,7 +32,6 @@ import numpy as np
 from pose2rgbd import messages as M
 from pose2rgbd.config import (
     DATUM_HELP,
-    MOUNT_SOURCE_HELP,
     SIZE_HELP,
     help_field,
     parse_datum_text,
@@ -39,10 +39,10 @@ from pose2rgbd.config import (
     ranged_field,
 )
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
-from pose2rgbd.geometry import Q_BODY_OPTICAL_XYZW
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
+from pose2rgbd.geometry.mount import CameraMount
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.geometry.transforms import T_from_tq
@@ -83,17 +83,6 @@ class RecorderSync:
 
 
 @dataclass
-class RecorderMount:
-    """Camera mount T_base_cam."""
-
-    source: str = help_field("tf_static", MOUNT_SOURCE_HELP + "; tf_static looks base_frame -> camera_frame up")
-    base_frame: str = help_field("base_link", "the frame odometry reports (its child_frame_id)")
-    camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103)")
-    translation: list[float] = help_field([0.0, 0.0, 0.0], "config mount: camera position in base_frame (m)")
-    quat_xyzw: list[float] = help_field(list(Q_BODY_OPTICAL_XYZW), "config mount: rotation base -> optical (xyzw)")
-
-
-@dataclass
 class RecorderOutput:
     """Where frames go."""
 
@@ -110,7 +99,7 @@ class RecorderConfig:
 
     topics: RecorderTopics = field(default_factory=RecorderTopics, metadata={"help": "topics"})
     sync: RecorderSync = field(default_factory=RecorderSync, metadata={"help": "synchronization"})
-    mount: RecorderMount = field(default_factory=RecorderMount, metadata={"help": "camera mount"})
+    mount: CameraMount = field(default_factory=CameraMount, metadata={"help": "camera mount (as convert's)"})
     output: RecorderOutput = field(default_factory=RecorderOutput, metadata={"help": "outputs"})
     datum: str = help_field("", DATUM_HELP)
     size: str = help_field("", SIZE_HELP)
@@ -124,8 +113,6 @@ class RecorderConfig:
     def __post_init__(self) -> None:
         if self.sync.policy not in ("interpolate", "approximate"):
             raise ConfigError(f"sync.policy: {self.sync.policy!r} is not 'interpolate' or 'approximate'")
-        if self.mount.source not in ("tf_static", "config"):
-            raise ConfigError(f"mount.source: {self.mount.source!r} is not 'tf_static' or 'config'")
         if self.output.rgb_encoding not in ("png", "jpg"):
             raise ConfigError("output.rgb_encoding must be png or jpg")
         parse_size(self.size, "size")
@@ -148,6 +135,7 @@ class RecorderConfig:
 class _Fix:
     lla: np.ndarray
     msg: Any
+    reading: M.FixReading
 
 
 @dataclass
@@ -179,10 +167,12 @@ class Recorder:
         self.camera_info: Any = None
         self.camera: PinholeCamera | None = None
         self.T_base_cam: np.ndarray | None = None
+        self.mount_source = ""  # where T_base_cam came from (for the log)
+        # the camera optical frame: mount.camera_frame, else the frame_id of the first image
+        self.camera_frame: str | None = cfg.mount.camera_frame or None
         if cfg.mount.source == "config":
-            self.set_mount(
-                M.pose_to_matrix(_PoseLike(cfg.mount.translation, cfg.mount.quat_xyzw)),
-            )
+            self.set_mount(cfg.mount.config_matrix())
+            self.mount_source = cfg.mount.describe_config()
         self.datum: Datum | None = cfg.datum_obj()
         self.writer: Any = None
         self.resume_after_ns: int | None = None
@@ -227,21 +217,45 @@ class Recorder:
         """The runtime's TF (the camera mount comes from it when ``mount.source`` is 'tf_static')."""
         self.tf_lookup = lookup
 
+    def _mount_text(self) -> str:
+        bases = self.cfg.mount.base_frames()
+        base = bases[0] if len(bases) == 1 else "one of " + "/".join(bases)
+        return f"{base} -> {self.camera_frame or '<the images frame_id>'}"
+
     def try_mount(self, now_ns: int) -> bool:
-        """Look the camera mount up in TF (once). True when the mount is known."""
+        """Look the camera mount up in TF (once), from ``mount.base_frame`` (or the first of the usual body
+        frames) to the camera frame. True when the mount is known."""
         if self.T_base_cam is not None:
             return True
-        if self.tf_lookup is None:
+        if self.tf_lookup is None or self.camera_frame is None or self.cfg.mount.source == "config":
             return False
-        m = self.cfg.mount
-        try:
-            T, _ = self.tf_lookup(m.base_frame, m.camera_frame, 0)
-        except TransformException as e:
-            self._warning("mount_wait", now_ns, f"waiting for the camera mount {m.base_frame} -> {m.camera_frame}: {e}")
-            return False
-        self.set_mount(T)
-        self.log.info(f"camera mount {m.base_frame} -> {m.camera_frame} found")
-        return True
+        last: Exception | None = None
+        for base in self.cfg.mount.base_frames():
+            try:
+                T, _ = self.tf_lookup(base, self.camera_frame, 0)
+            except TransformException as e:
+                last = e
+                continue
+            self.set_mount(T)
+            self.mount_source = f"/tf_static {base} -> {self.camera_frame}"
+            self.log.info(f"camera mount {base} -> {self.camera_frame} found")
+            return True
+        self._warning("mount_wait", now_ns, f"waiting for the camera mount {self._mount_text()}: {last}")
+        return False
+
+    def _resolve_mount(self, now_ns: int) -> bool:
+        """At a frame without a mount: TF once more; with ``mount.source`` 'auto', else the configured mount."""
+        if self.try_mount(now_ns):
+            return True
+        if self.cfg.mount.source == "auto":
+            self.set_mount(self.cfg.mount.config_matrix())
+            self.mount_source = self.cfg.mount.describe_config()
+            self.log.warning(
+                f"no camera mount {self._mount_text()} in /tf_static at the first frame; mount.source is 'auto': "
+                f"using the {self.mount_source}"
+            )
+            return True
+        return False
 
     def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
         """Apply a parameter change at once (``(True, "")``) or refuse it with the reason."""
@@ -293,34 +307,33 @@ class Recorder:
         return []
 
     def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
-        lla = np.array([msg.latitude, msg.longitude, msg.altitude], dtype=np.float64)
-        status = int(getattr(msg.status, "status", 0))
-        if not np.all(np.isfinite(lla)) or status < self.cfg.min_fix_status or abs(lla[0]) > 90 or abs(lla[1]) > 180:
+        fix = M.read_navsatfix(msg)
+        problem = fix.problem(self.cfg.min_fix_status)
+        if problem is not None:
             self.counters["bad_fixes"] += 1
-            self._warning("fix", now_ns, f"ignoring GPS fix (status {status}, lat/lon/alt {lla.tolist()})")
+            self._warning("fix", now_ns, f"ignoring GPS fix: {problem} (lat/lon/alt {fix.lla.tolist()})")
             return []
+        lla = fix.lla
         stamp = M.stamp_to_ns(msg.header.stamp)
         if self.datum is None:
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
             self.log.info(f"ENU datum at the first fix: {self.datum}")
         if self.cfg.sync.policy == "approximate":
-            return self._approx_add(1, stamp, _Fix(lla, msg))
-        self.gps.add(stamp, _Fix(lla, msg))
+            return self._approx_add(1, stamp, _Fix(lla, msg, fix))
+        self.gps.add(stamp, _Fix(lla, msg, fix))
         return self._process(now_ns)
 
     def on_odom(self, msg: Any, now_ns: int) -> list[Outgoing]:
-        p, o = msg.pose.pose.position, msg.pose.pose.orientation
-        t = np.array([p.x, p.y, p.z], dtype=np.float64)
-        q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
-        n = np.linalg.norm(q)
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))) or n < 1e-6:
+        try:
+            t, q = M.pose_tq(msg)
+        except GeometryError as e:
             self.counters["bad_odometry"] += 1
-            self._warning("odom", now_ns, "ignoring odometry with NaN or a zero quaternion")
+            self._warning("odom", now_ns, f"ignoring odometry: {e}")
             return []
         stamp = M.stamp_to_ns(msg.header.stamp)
         if self.cfg.sync.policy == "approximate":
-            return self._approx_add(2, stamp, _Odom(t, q / n, msg))
-        self.odom.add(stamp, _Odom(t, q / n, msg))
+            return self._approx_add(2, stamp, _Odom(t, q, msg))
+        self.odom.add(stamp, _Odom(t, q, msg))
         return self._process(now_ns)
 
     def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
@@ -328,6 +341,8 @@ class Recorder:
         if not self.recording:
             self.counters["dropped_not_recording"] += 1
             return []
+        if self.camera_frame is None:
+            self.camera_frame = str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
         stamp = M.stamp_to_ns(msg.header.stamp)
         if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
             self.counters["skipped_already_recorded"] += 1
@@ -365,9 +380,9 @@ class Recorder:
             lla = lerp(f0.lla, f1.lla, a)
             t = lerp(o0.t, o1.t, b)
             q = slerp_quat_xyzw(o0.q, o1.q, b)
-            near_fix = f0 if a < 0.5 else f1
+            near_fix: _Fix = f0 if a < 0.5 else f1
             near_odom = o0 if b < 0.5 else o1
-            out += self._emit(stamp, img, lla, t, q, near_fix.msg, near_odom.msg, now_ns)
+            out += self._emit(stamp, img, lla, t, q, near_fix, near_odom.msg, now_ns)
         return out
 
     def _approx_add(self, index: int, stamp: int, item: Any) -> list[Outgoing]:
@@ -379,7 +394,7 @@ class Recorder:
 
     def _on_triple(self, img: Any, fix: _Fix, odom: _Odom) -> None:
         stamp = M.stamp_to_ns(img.header.stamp)
-        self._approx_out += self._emit(stamp, img, fix.lla, odom.t, odom.q, fix.msg, odom.msg, self._approx_now)
+        self._approx_out += self._emit(stamp, img, fix.lla, odom.t, odom.q, fix, odom.msg, self._approx_now)
 
     def finish(self) -> None:
         """End of input: images still waiting for GPS/odometry are dropped (counted)."""
@@ -387,9 +402,9 @@ class Recorder:
         self._pending.clear()
         if self.T_base_cam is None and self.counters["dropped_no_mount"] and not self._mount_warned:
             self._mount_warned = True
-            m = self.cfg.mount
             self.log.warning(
-                f"no camera mount {m.base_frame} -> {m.camera_frame} was found in /tf_static; every frame was dropped"
+                f"no camera mount {self._mount_text()} was found in /tf_static; every frame was dropped "
+                "(mount.source is 'tf_static': set mount.source auto or config, or mount.base_frame / camera_frame)"
             )
 
     def close(self) -> None:
@@ -414,17 +429,14 @@ class Recorder:
         lla: np.ndarray,
         t_odom: np.ndarray,
         q_odom: np.ndarray,
-        fix: Any,
+        fix: _Fix,
         odom: Any,
         now_ns: int,
     ) -> list[Outgoing]:
-        if self.T_base_cam is None:
+        if self.T_base_cam is None and not self._resolve_mount(now_ns):
             self.counters["dropped_no_mount"] += 1
             self._warning(
-                "mount",
-                now_ns,
-                f"no camera mount yet ({self.cfg.mount.base_frame} -> {self.cfg.mount.camera_frame} not in "
-                "/tf_static); frame dropped",
+                "mount", now_ns, f"no camera mount yet ({self._mount_text()} not in /tf_static); frame dropped"
             )
             return []
         if self.cfg.output.dataset and self.camera is None:
@@ -464,7 +476,7 @@ class Recorder:
             depth_kind="none",
             rgb_encoding=out.rgb_encoding,
             world_frame=self.cfg.world_frame,
-            camera_frame=self.cfg.mount.camera_frame,
+            camera_frame=self.camera_frame or "camera_optical_frame",
             datum=self.datum,
             sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
             extra={"recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s}},
@@ -486,24 +498,25 @@ class Recorder:
         lla: np.ndarray,
         t_odom: np.ndarray,
         q_odom: np.ndarray,
-        fix: Any,
+        fix: _Fix,
         odom: Any,
         T: np.ndarray,
     ) -> Any:
         f = self.f
-        hdr = M.header(f, stamp, self.cfg.mount.camera_frame)
+        hdr = M.header(f, stamp, self.camera_frame or "camera_optical_frame")
         compressed = hasattr(img, "format") and not hasattr(img, "encoding")
+        r = fix.reading
         fix_msg = M.navsatfix(
             f,
             stamp,
-            str(fix.header.frame_id),
+            str(fix.msg.header.frame_id),
             float(lla[0]),
             float(lla[1]),
             float(lla[2]),
-            status=int(fix.status.status),
-            service=int(fix.status.service),
-            covariance=np.asarray(fix.position_covariance, dtype=np.float64),
-            covariance_type=int(fix.position_covariance_type),
+            status=r.status,
+            service=r.service,
+            covariance=r.covariance,
+            covariance_type=r.covariance_type,
         )
         odom_msg = M.odometry(
             f,
@@ -536,22 +549,15 @@ class Recorder:
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
 
 
-class _PoseLike:
-    """Adapter so the config mount goes through the same validation as a geometry_msgs/Pose."""
-
-    def __init__(self, t: Any, q: Any) -> None:
-        if len(t) != 3 or len(q) != 4:
-            raise ConfigError("mount.translation needs 3 numbers and mount.quat_xyzw 4")
-        self.position = type("P", (), {"x": float(t[0]), "y": float(t[1]), "z": float(t[2])})()
-        self.orientation = type("Q", (), {"x": float(q[0]), "y": float(q[1]), "z": float(q[2]), "w": float(q[3])})()
-
-
 # ---------------------------------------------------------------------------------------------- the node spec
+# Live parameters only change per-message decisions. Not live (read at configure), each for a reason: world_frame,
+# mount.camera_frame and sync.max_gap_s are written into the dataset manifest when it is created (a change would
+# give the SyncedFrame messages other frame ids than the dataset, or frames synchronized otherwise than its
+# manifest says), datum / mount.* / size fix the geometry of every frame, sync.policy / queue_size / buffer_s
+# size the synchronizer, topics.* are subscriptions.
 RECORDER_LIVE = (
-    "world_frame",
     "min_fix_status",
     "warn_throttle_s",
-    "sync.max_gap_s",
     "sync.slop_s",
     "output.publish_synced",
 )
@@ -594,11 +600,11 @@ RECORDER = NodeSpec(
     timers=(Timer(lambda c: 1.0, "diagnostics_tick", "diagnostics"),),
     services=(Service("~/set_recording", "std_srvs/srv/SetBool", "on_set_recording"),),
     tf=TFNeed(
-        when=lambda c: c.mount.source == "tf_static",
+        when=lambda c: c.mount.source != "config",
         required=lambda c: c.mount.source == "tf_static",
         static_only=True,
         on_update="try_mount",
-        why="mount.source is 'tf_static'",
+        why="mount.source is 'tf_static' or 'auto'",
     ),
     live=RECORDER_LIVE,
     description="camera + GPS + odometry -> dataset frames and SyncedFrame messages",

@@ -21,7 +21,6 @@ throttled warning and publishes nothing.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -94,6 +93,11 @@ class RendererConfig:
             raise ConfigError(f"pose_source: {self.pose_source!r} is not 'tf' or 'topic'")
         if self.rate_hz < 0 or (self.pose_source == "tf" and self.rate_hz == 0):
             raise ConfigError("rate_hz must be > 0 (or 0 with pose_source 'topic': render every pose)")
+        if self.rate_hz == 0 and self.engine.lookahead > 0:
+            raise ConfigError(
+                "engine.lookahead > 0 needs rate_hz > 0: the look-ahead poses are spaced at the node's rate "
+                "(set rate_hz, or engine.lookahead 0)"
+            )
         if not self.world_frame or not self.camera_frame:
             raise ConfigError("world_frame and camera_frame must be set")
 
@@ -318,24 +322,24 @@ class Renderer:
 
 
 # ---------------------------------------------------------------------------------------------- the node spec
+# Not live: world_frame (the frame of the loaded model's training poses: the engine is built for it at configure),
+# engine.* (the loaded model), pose_source and topics.* (subscriptions).
 RENDERER_LIVE = (
     "rate_hz",
     "max_pose_age_s",
     "tf_timeout_s",
     "warn_throttle_s",
     "diagnostics_period_s",
-    "world_frame",
     "camera_frame",
     "publish.*",
 )
 
 
 def configure_renderer(cfg: RendererConfig) -> dict[str, Any]:
-    """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's rate."""
-    engine_cfg = cfg.engine
+    """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's ``rate_hz``."""
     if cfg.rate_hz > 0:
-        engine_cfg = dataclasses.replace(engine_cfg, lookahead_rate_hz=cfg.rate_hz)
-    return {"engine": RenderEngine.from_config(engine_cfg)}
+        return {"engine": RenderEngine.from_config(cfg.engine, lookahead_rate_hz=cfg.rate_hz)}
+    return {"engine": RenderEngine.from_config(cfg.engine)}
 
 
 def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> Renderer:

@@ -256,6 +256,15 @@ def config_from_flat(cls: type[C], flat: dict[str, Any], where: str = "") -> C:
     return from_dict(cls, unflatten(flat), where=where)
 
 
+def check_ranges(cfg: Any) -> None:
+    """Raise ConfigError when a numeric parameter of ``cfg`` is outside its declared range (as the ROS host
+    refuses it)."""
+    for name, (lo, hi) in param_ranges(type(cfg)).items():
+        v = get_key(cfg, name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
+            raise ConfigError(f"{name}: {v} is outside its range [{lo}, {hi}]")
+
+
 def with_resources(spec: NodeSpec, cfg: Any, resources: dict[str, Any] | None) -> dict[str, Any]:
     """``resources`` when given (e.g. a ready engine in tests), else ``spec.configure(cfg)``."""
     return dict(resources) if resources is not None else spec.configure(cfg)
@@ -272,6 +281,7 @@ __all__ = [
     "Timer",
     "changed_config",
     "check_logic",
+    "check_ranges",
     "config_from_flat",
     "get_key",
     "is_live",

@@ -177,6 +177,48 @@ def test_os_error_while_writing_is_a_message_not_a_traceback(
     monkeypatch.setattr(cache_mod.np, "save", real_save)
 
 
+SIM = ["--size", "16", "--duration", "2", "--route-duration", "1", "--no-progress", "--no-video"]
+
+
+@pytest.mark.parametrize("target", ["dataset", "bag"])
+def test_disk_full_in_sim_keeps_the_earlier_output(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sim"
+    assert main(["sim", "--out", str(out), *SIM]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    calls = {"n": 0}
+
+    def full(*a: object, **k: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:  # a few writes succeed, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(a[0]) if target == "dataset" else None)
+        return real(*a, **k)
+
+    if target == "dataset":
+        import pose2rgbd.dataset.format as fmt
+
+        real = fmt._atomic_write_bytes
+        monkeypatch.setattr(fmt, "_atomic_write_bytes", full)
+        only = ["--no-bag"]
+    else:
+        from rosbags.rosbag2 import Writer
+
+        real = Writer.write
+        monkeypatch.setattr(Writer, "write", lambda self, *a, **k: full(self, *a, **k))
+        only = ["--no-dataset"]
+    assert main(["sim", "--out", str(out), *SIM, *only, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("pose2rgbd sim: error: ") and "free some space or write the output to another disk" in err
+    if target == "dataset":
+        assert f"{out / 'dataset'}: no space left on the device" in err
+    else:
+        assert str(out / "bags") in err and "No space left on device" in err
+    assert snapshot(out) == before  # the earlier output is untouched, nothing half-written sits next to it
+    assert hidden_leftovers(out) == [] and hidden_leftovers(out / "bags") == []
+
+
 def test_read_only_dataset_names_cache_root(
     toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

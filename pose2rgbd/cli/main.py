@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             rc = args.func(args)
             sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except Pose2RGBDError as e:
-        print(f"pose2rgbd {args.command}: error: {e}", file=sys.stderr)
+        msg = str(e)
+        cause = e.__cause__
+        if isinstance(cause, OSError) and cause.errno in _OS_ERRORS and _OS_ERRORS[cause.errno][1] not in msg:
+            msg += f"; {_OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
+        print(f"pose2rgbd {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
@@ -143,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_broken_pipe()
         return 141
     except OSError as e:
-        msg = os_error_message(e)
-        if msg is None:
+        os_msg = os_error_message(e)
+        if os_msg is None:
             raise
         if args.verbose:
             traceback.print_exc()
-        print(f"pose2rgbd {args.command}: error: {msg}", file=sys.stderr)
+        print(f"pose2rgbd {args.command}: error: {os_msg}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

@@ -60,7 +60,7 @@ def test_cli_dataset_info_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     path = _write(tmp_path / "ds")
     assert main(["dataset", "info", str(path)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{path}: pose2rgbd dataset v1, valid",
+        f"{path}: pose2rgbd dataset v1, valid (files present; --deep reads every image and depth map)",
         "  name         summary-unit",
         "  frames       4 over 2.8 s, 3 source(s)",
         "  camera       40x30 fx=35.2 fy=36.5",

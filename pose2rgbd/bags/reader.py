@@ -216,7 +216,24 @@ class BagReader:
 
         try:
             doc = YAML(typ="safe").load(meta.read_text())
-            info = doc["rosbag2_bagfile_information"]
+        except Exception as e:
+            raise self._fail("cannot parse metadata.yaml", e) from e
+        info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
+        if not isinstance(info, dict):
+            got = (
+                "it is empty"
+                if doc is None
+                else (
+                    f"it is a {type(doc).__name__}"
+                    if not isinstance(doc, dict)
+                    else "it has no 'rosbag2_bagfile_information' mapping"
+                )
+            )
+            raise self._fail(
+                f"metadata.yaml is not rosbag2 metadata ({got}); restore it, or delete it to read the "
+                ".mcap / .db3 storage files directly"
+            )
+        try:
             storage_id = str(info.get("storage_identifier") or "")
             rel = [Path(str(x)).name for x in info.get("relative_file_paths") or []]
             mode = str(info.get("compression_mode") or "").lower()

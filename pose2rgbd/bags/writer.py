@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
 from pose2rgbd.errors import BagError
 from pose2rgbd.messages.factory import TypestoreFactory
 from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
@@ -99,7 +99,8 @@ class BagWriter:
         self._counts: dict[str, int] = {}
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        sweep_stale_siblings(self.path)
+        self._tmpdir = make_temp_dir(self.path, "tmp")
         self._tmp = self._tmpdir / self.path.name
         try:
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3

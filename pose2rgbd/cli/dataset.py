@@ -9,33 +9,64 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("dataset", help="inspect / validate / cache a dataset (format v1)")
     dsub = p.add_subparsers(dest="dataset_command", metavar="<action>", required=True)
-    info = dsub.add_parser("info", help="validate a dataset and print a summary")
+    info = dsub.add_parser(
+        "info",
+        help="validate a dataset and print a summary",
+        description="Validate a dataset (manifest, frames.csv, every listed file exists) and print a summary. "
+        "--deep also reads every image and depth map and lists each bad one (exit 1 if any).",
+    )
     info.add_argument("path", type=Path)
+    info.add_argument(
+        "--deep",
+        action="store_true",
+        help="read every image and depth file (decodes, 8-bit, camera size, depth float32 HxW) and "
+        "report each bad file; costs a full read of the dataset",
+    )
+    info.add_argument("--no-progress", action="store_true", help="no progress bar for --deep")
     info.set_defaults(func=_info)
     cache = dsub.add_parser("cache", help="build (or reuse) the training cache at a resolution")
     cache.add_argument("path", type=Path)
     cache.add_argument("--size", type=int, default=128, help="square output size in pixels")
+    cache.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
     cache.set_defaults(func=_cache)
 
 
 def _info(args: argparse.Namespace) -> int:
+    from pose2rgbd.dataset import Dataset
     from pose2rgbd.dataset.summary import summarize_dataset
 
-    s = summarize_dataset(args.path)
+    ds = Dataset(args.path)
+    s = summarize_dataset(ds)
+    check = ds.verify_files(progress=not args.no_progress) if args.deep else None
     ex, ey, ez = s.extent_m
-    print(f"{s.path}: pose2rgbd dataset v1, valid")
+    if check is None:
+        verdict = "valid (files present; --deep reads every image and depth map)"
+    elif check.ok:
+        verdict = f"valid (all {check.frames_checked} frames' files read)"
+    else:
+        verdict = f"INVALID: {len(check.bad)} bad file(s)"
+    print(f"{s.path}: pose2rgbd dataset v1, {verdict}")
     print(f"  name         {s.name}")
     print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s)")
     print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
     print(f"  depth        {s.depth_kind}")
     print(f"  extent (m)   x {ex:.1f}  y {ey:.1f}  z {ez:.1f}")
     print(f"  fingerprint  {s.fingerprint}")
+    if check is not None and check.negative_depth_pixels:
+        print(
+            f"  depth < 0    {check.negative_depth_pixels} pixel(s) in {check.negative_depth_files} file(s), "
+            "read as invalid (NaN)"
+        )
+    if check is not None and check.bad:
+        for rel, why in check.bad:
+            print(f"  bad file     {rel}: {why}")
+        return 1
     return 0
 
 
 def _cache(args: argparse.Namespace) -> int:
     from pose2rgbd.dataset import build_cache
 
-    c = build_cache(args.path, args.size)
+    c = build_cache(args.path, args.size, cache_root=args.cache_root)
     print(c.path)
     return 0

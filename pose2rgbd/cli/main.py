@@ -8,11 +8,19 @@ errors (:mod:`pose2rgbd.errors`); this is the only place that turns them into me
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
+import signal
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from pose2rgbd import __version__
+from pose2rgbd.atomic import output_of
 from pose2rgbd.errors import Pose2RGBDError
 
 # Order here is the order in `pose2rgbd --help`.
@@ -50,6 +58,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errno -> (what happened, what to do)
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write the output to another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write the output to another disk"),
+    errno.EROFS: ("the file system is read-only", "write the output to a writable directory"),
+    errno.EACCES: ("permission denied", "check the permissions, or write the output to a directory you own"),
+    errno.EPERM: ("operation not permitted", "check the permissions, or write the output to a directory you own"),
+}
+
+
+def os_error_message(e: OSError) -> str | None:
+    """A one-line message for a disk-full / read-only / permission error, naming the path; None for others."""
+    known = _OS_ERRORS.get(e.errno) if e.errno is not None else None
+    if known is None:
+        return None
+    what, todo = known
+    where = e.filename if e.filename is not None else None
+    if where is None and isinstance(e.__cause__, OSError):
+        where = e.__cause__.filename
+    where_s = ""
+    if where is not None:
+        where_s = f"{os.fsdecode(where)}: "
+        out = output_of(os.fsdecode(where))
+        if out is not None:  # a hidden temporary of an atomic writer: name the output the user asked for
+            where_s = f"{out}: "
+    return f"{where_s}{what} ({e.strerror or os.strerror(e.errno or 0)}); {todo}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same cleanup runs as for Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``| head``): stop quietly, and keep Python from failing at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -64,13 +130,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        rc = args.func(args)
+        with _sigterm_as_interrupt():
+            rc = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except Pose2RGBDError as e:
-        print(f"pose2rgbd {args.command}: error: {e}", file=sys.stderr)
+        msg = str(e)
+        cause = e.__cause__
+        if isinstance(cause, OSError) and cause.errno in _OS_ERRORS and _OS_ERRORS[cause.errno][1] not in msg:
+            msg += f"; {_OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
+        print(f"pose2rgbd {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pose2rgbd {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        print(f"pose2rgbd {args.command}: {how}; nothing half-written was kept", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 141
+    except OSError as e:
+        os_msg = os_error_message(e)
+        if os_msg is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"pose2rgbd {args.command}: error: {os_msg}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -9,9 +9,10 @@ into values that exist nowhere in the scene (and +inf / NaN keep their meaning).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +21,15 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from pose2rgbd.atomic import make_temp_dir, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.dataset.format import Dataset
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
 
 CACHE_VERSION = 1
+
+log = logging.getLogger(__name__)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass
@@ -59,12 +64,21 @@ def build_cache(
     if size < 8 or size > 4096:
         raise DatasetError(f"cache size {size} is out of range [8, 4096]")
     out = _cache_dir(ds, size, Path(cache_root) if cache_root is not None else None)
-    if (out / "meta.yaml").is_file():
-        return load_cache(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    if out.exists():
+        try:
+            return load_cache(out)
+        except DatasetError as e:  # a cache is derived data: rebuild it rather than fail
+            log.warning("%s; rebuilding it", e)
+            _remove_cache(out, cache_root)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_siblings(out)
+        tmp = make_temp_dir(out, "partial")
+    except OSError as e:
+        raise _unwritable(out, e, cache_root) from e
     try:
         n = len(ds)
+        negative = 0
         rgb = np.lib.format.open_memmap(tmp / "rgb.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
         depth = None
         if ds.has_depth:
@@ -73,7 +87,9 @@ def build_cache(
             img = ds.read_rgb(i)
             rgb[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
             if depth is not None:
-                depth[i] = _resize_depth_nearest(ds.read_depth(i), size)
+                d, k = ds.read_depth_counted(i)
+                negative += k
+                depth[i] = _resize_depth_nearest(d, size)
         rgb.flush()
         del rgb
         if depth is not None:
@@ -99,7 +115,28 @@ def build_cache(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if negative:
+        log.warning("%s: %d negative depth pixel(s) read as invalid (NaN) in the cache", ds.path, negative)
     return load_cache(out)
+
+
+def _unwritable(out: Path, e: OSError, cache_root: str | Path | None) -> Exception:
+    if e.errno in _NOT_WRITABLE and cache_root is None:
+        return DatasetError(
+            f"cannot write the training cache into {out.parent} ({e.strerror}): the dataset directory is not "
+            "writable; pass --cache-root DIR to keep caches in a writable directory"
+        )
+    return e  # the CLI turns disk full / read-only / permission errors on --cache-root into a message
+
+
+def _remove_cache(out: Path, cache_root: str | Path | None) -> None:
+    """Move a damaged cache aside (one rename, so a reader never sees half of it), then delete it."""
+    aside = out.with_name(sibling_prefix(out, "old"))
+    try:
+        os.replace(out, aside)
+    except OSError as e:
+        raise _unwritable(out, e, cache_root) from e
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _resize_depth_nearest(d: np.ndarray, size: int) -> np.ndarray:
@@ -111,23 +148,48 @@ def _resize_depth_nearest(d: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_cache(path: str | Path) -> TrainingCache:
+    """Open a cache built by :func:`build_cache`; a damaged or foreign one raises :class:`DatasetError`
+    (``build_cache`` then rebuilds it)."""
     p = Path(path)
     try:
         meta = yaml.safe_load((p / "meta.yaml").read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise DatasetError(f"{p}: not a training cache ({e})") from e
+        raise DatasetError(f"{p}: not a training cache, or a damaged one ({e})") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{p}: damaged training cache (meta.yaml is {type(meta).__name__}, not a mapping)")
     if meta.get("cache_version") != CACHE_VERSION:
-        raise DatasetError(f"{p}: cache version {meta.get('cache_version')} != {CACHE_VERSION}; delete it to rebuild")
-    depth = np.load(p / "depth.npy", mmap_mode="r") if (p / "depth.npy").exists() else None
-    return TrainingCache(
-        path=p,
-        size=int(meta["size"]),
-        fingerprint=str(meta["fingerprint"]),
-        camera=PinholeCamera.from_dict(meta["camera"]),
-        depth_kind=str(meta["depth_kind"]),
-        rgb=np.load(p / "rgb.npy", mmap_mode="r"),
-        depth=depth,
-        T_world_cam=np.load(p / "T_world_cam.npy"),
-        stamp_ns=np.load(p / "stamp_ns.npy"),
-        source_id=np.load(p / "source_id.npy"),
-    )
+        raise DatasetError(
+            f"{p}: training cache version {meta.get('cache_version')}, this pose2rgbd uses {CACHE_VERSION}"
+        )
+    try:
+        size, n = int(meta["size"]), int(meta["frames"])
+        depth = np.load(p / "depth.npy", mmap_mode="r") if (p / "depth.npy").exists() else None
+        cache = TrainingCache(
+            path=p,
+            size=size,
+            fingerprint=str(meta["fingerprint"]),
+            camera=PinholeCamera.from_dict(meta["camera"]),
+            depth_kind=str(meta["depth_kind"]),
+            rgb=np.load(p / "rgb.npy", mmap_mode="r"),
+            depth=depth,
+            T_world_cam=np.load(p / "T_world_cam.npy"),
+            stamp_ns=np.load(p / "stamp_ns.npy"),
+            source_id=np.load(p / "source_id.npy"),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as e:
+        raise DatasetError(f"{p}: damaged training cache ({type(e).__name__}: {e})") from e
+    expect = {
+        "rgb": (cache.rgb, (n, size, size, 3), np.uint8),
+        "depth": (cache.depth, (n, size, size), np.float32),
+        "T_world_cam": (cache.T_world_cam, (n, 4, 4), np.float64),
+        "stamp_ns": (cache.stamp_ns, (n,), np.int64),
+        "source_id": (cache.source_id, (n,), np.int64),
+    }
+    for name, (a, shape, dtype) in expect.items():
+        if a is None:
+            if name == "depth" and cache.depth_kind == "none":
+                continue
+            raise DatasetError(f"{p}: damaged training cache ({name}.npy is missing)")
+        if a.shape != shape or a.dtype != dtype:
+            raise DatasetError(f"{p}: damaged training cache ({name}.npy is {a.dtype} {a.shape}, expected {shape})")
+    return cache

@@ -26,7 +26,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import cv2
 import numpy as np
 import yaml
 
+from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
@@ -226,7 +226,8 @@ class DatasetWriter:
             if self.path.exists() and not overwrite:
                 raise DatasetError(f"{self.path} already exists; choose another output or pass overwrite")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.root = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+            sweep_stale_siblings(self.path)
+            self.root = make_temp_dir(self.path, "partial")
             umask = os.umask(0)
             os.umask(umask)
             self.root.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final dataset gets normal permissions
@@ -354,6 +355,27 @@ class DatasetWriter:
             self.abort()
 
 
+@dataclass
+class FileCheck:
+    """What :meth:`Dataset.verify_files` found: ``bad`` holds ``(relative path, reason)`` per unreadable file;
+    negative depth is not an error (read as NaN, invalid) but is counted."""
+
+    frames_checked: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    negative_depth_pixels: int = 0
+    negative_depth_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+def _reason(e: DatasetError, p: Path) -> str:
+    msg = str(e)
+    prefix = f"{p}: "
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
 class Dataset:
     """A validated, read-only format-v1 dataset. ``Dataset(path)`` raises :class:`DatasetError` on problems."""
 
@@ -393,26 +415,73 @@ class Dataset:
         return self.manifest.depth_kind != "none"
 
     def read_rgb(self, i: int) -> np.ndarray:
-        """uint8 (H, W, 3) RGB."""
+        """uint8 (H, W, 3) RGB. Refuses (:class:`DatasetError` naming the file) an image that cannot be decoded,
+        is not 8-bit, or is not the manifest camera's size: images are never resized or rescaled on load."""
         p = self.path / self.frames.rgb[i]
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        # ANYDEPTH: a 16-bit file stays 16-bit so that it is refused below instead of silently cut to 8 bits
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
         if img is None:
-            raise DatasetError(f"{p}: cannot decode image")
+            raise DatasetError(f"{p}: cannot decode image (not a PNG / JPEG file, or damaged)")
+        if img.dtype != np.uint8:
+            bits = "16-bit" if img.dtype == np.uint16 else str(img.dtype)
+            raise DatasetError(
+                f"{p}: {bits} image; dataset images must be 8-bit RGB (or 8-bit grey). Convert it to 8 bits "
+                "(for 16-bit: value * 255 / 65535, or stretch its actual range) and write it again"
+            )
+        cam = self.camera
+        if img.shape[:2] != (cam.height, cam.width):
+            raise DatasetError(
+                f"{p}: image is {img.shape[1]}x{img.shape[0]}, the manifest camera is {cam.width}x{cam.height}; "
+                "images are never resized on load: fix the image or the manifest's camera"
+            )
         return np.ascontiguousarray(img[..., ::-1])
 
     def read_depth(self, i: int) -> np.ndarray:
-        """float32 (H, W) depth (metres if ``manifest.depth_kind == 'metric'``); NaN invalid, +inf sky."""
+        """float32 (H, W) depth (metres if ``manifest.depth_kind == 'metric'``); NaN invalid, +inf sky.
+        Negative values are invalid and come back as NaN (:meth:`read_depth_counted` also counts them)."""
+        return self.read_depth_counted(i)[0]
+
+    def read_depth_counted(self, i: int) -> tuple[np.ndarray, int]:
+        """``(depth, n)``: :meth:`read_depth` and how many negative pixels it turned into NaN."""
         if not self.has_depth:
             raise DatasetError(f"{self.path}: dataset has no depth")
         p = self.path / self.frames.depth[i]
         try:
             d = np.load(p, allow_pickle=False)
         except Exception as e:
-            raise DatasetError(f"{p}: cannot read depth: {e}") from e
+            raise DatasetError(f"{p}: cannot read depth ({type(e).__name__}: {e}); not a NumPy .npy file?") from e
         cam = self.camera
         if d.shape != (cam.height, cam.width) or d.dtype != np.float32:
             raise DatasetError(f"{p}: depth is {d.dtype} {d.shape}, expected float32 ({cam.height}, {cam.width})")
-        return d
+        neg = d < 0
+        n = int(np.count_nonzero(neg))
+        if n:
+            d = np.array(d, copy=True)
+            d[neg] = np.nan
+        return d, n
+
+    def verify_files(self, *, progress: bool = False) -> FileCheck:
+        """Read every image and depth map (what :meth:`read_rgb` / :meth:`read_depth` would refuse), collecting
+        each bad file with the reason instead of stopping at the first. Costs a full read of the dataset."""
+        from tqdm import tqdm
+
+        check = FileCheck()
+        for i in tqdm(range(len(self)), desc="checking files", disable=not progress, unit="frame"):
+            try:
+                self.read_rgb(i)
+            except DatasetError as e:
+                check.bad.append((self.frames.rgb[i], _reason(e, self.path / self.frames.rgb[i])))
+            if self.has_depth:
+                try:
+                    _, n = self.read_depth_counted(i)
+                except DatasetError as e:
+                    check.bad.append((self.frames.depth[i], _reason(e, self.path / self.frames.depth[i])))
+                else:
+                    if n:
+                        check.negative_depth_pixels += n
+                        check.negative_depth_files += 1
+            check.frames_checked += 1
+        return check
 
     def capabilities(self) -> set[str]:
         """What a model can train on from this dataset (the ``data`` of a model family):

@@ -37,6 +37,13 @@ def read_trajectory_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
         bad = int(np.argmax(~(np.isfinite(t).all(1) & np.isfinite(q).all(1))))
         raise ConfigError(f"{path}: row {bad + 2} has NaN / inf")
+    qn = np.linalg.norm(q, axis=-1)
+    if np.any(qn < 1e-6):
+        bad = int(np.argmax(qn < 1e-6))
+        raise ConfigError(
+            f"{path}: row {bad + 2} has a zero quaternion (qx, qy, qz, qw); an orientation needs a non-zero "
+            "quaternion, e.g. 0,0,0,1 for no rotation"
+        )
     return np.asarray(data["time_s"]), T_from_tq(t, q)
 
 

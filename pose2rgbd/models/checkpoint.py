@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from pose2rgbd import config as cfgmod
+from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.models.base import ModelBase, count_parameters
@@ -159,6 +160,7 @@ def save_checkpoint(
     }
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_siblings(p)  # leftovers of a killed save (pose2rgbd.atomic)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
         torch.save(payload, tmp)

@@ -45,6 +45,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
 from pose2rgbd.config import to_dict
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
@@ -420,7 +421,8 @@ def export_video(
     tr = camera_trajectory(cfg, route, plan)
     gps = gps_track(cfg, route, plan)
     t0 = int(tr.stamps_ns[0])
-    tmp = mp4.with_name(f".{mp4.stem}.partial.mp4")
+    sweep_stale_siblings(mp4)
+    tmp = mp4.with_name(f"{sibling_prefix(mp4, 'partial')}.mp4")  # OpenCV picks the container by suffix
     vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(cfg.camera_rate_hz), (cfg.width, cfg.height))
     if not vw.isOpened():
         raise DatasetError(f"{mp4}: OpenCV cannot open an mp4v video writer (no FFmpeg backend?)")

@@ -1,0 +1,129 @@
+"""Leftovers of atomic writers: name the hidden siblings they create, and sweep those of killed runs.
+
+Every writer that makes an output appear all at once (a dataset, a training cache, a bag, a checkpoint, a
+simulator video) first writes a hidden sibling of the output and renames it at the end. The sibling's name
+carries the writer's process id::
+
+    .<output name>.<kind>-<pid>[-<random> | .<suffix>]      kind: partial, tmp or old
+
+Ctrl-C and SIGTERM remove it (the CLI turns SIGTERM into the same KeyboardInterrupt as Ctrl-C); SIGKILL, a
+power cut or an OOM kill cannot. :func:`sweep_stale_siblings`, called by each writer before it writes the same
+output again, removes the siblings whose process is gone (with a log line) and reports, without touching,
+those it cannot attribute (no process id in the name, or a process that is still running).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SIBLING_KINDS = ("partial", "tmp", "old")
+
+
+def sibling_prefix(path: str | Path, kind: str) -> str:
+    """The hidden name prefix a writer of ``path`` uses: ``.<name>.<kind>-<pid>``."""
+    if kind not in SIBLING_KINDS:
+        raise ValueError(f"kind must be one of {SIBLING_KINDS}, not {kind!r}")
+    return f".{Path(path).name}.{kind}-{os.getpid()}"
+
+
+def make_temp_dir(path: str | Path, kind: str = "partial") -> Path:
+    """A fresh hidden directory next to ``path`` (in its parent, which must exist), named for this process."""
+    p = Path(path)
+    return Path(tempfile.mkdtemp(prefix=sibling_prefix(p, kind) + "-", dir=p.parent))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (ours included)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell: assume alive, never remove
+    return True
+
+
+def _sibling_re(name: str) -> re.Pattern[str]:
+    kinds = "|".join(SIBLING_KINDS)
+    return re.compile(rf"^\.{re.escape(name)}\.(?P<kind>{kinds})(?:-(?P<pid>\d+)(?:[-.].*)?|-.*|)$")
+
+
+_ANY_SIBLING = re.compile(rf"^\.(?P<name>.+)\.(?:{'|'.join(SIBLING_KINDS)})-\d+(?:[-.].*)?$")
+
+
+def output_of(path: str | Path) -> Path | None:
+    """The output a hidden sibling (or a file inside one) is being written for, or None: turns
+    ``d/.ds.partial-12-x/rgb/1.png`` into ``d/ds`` so that messages name what the user asked for."""
+    p = Path(path)
+    for anc in (p, *p.parents):
+        m = _ANY_SIBLING.match(anc.name)
+        if m:
+            return anc.parent / m.group("name")
+    return None
+
+
+def stale_siblings(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(stale, unknown)`` hidden siblings of ``path``: stale ones carry the id of a process that no longer
+    exists; unknown ones have no process id in their name (older versions) or belong to a running process."""
+    p = Path(path)
+    parent = p.parent
+    if not parent.is_dir():
+        return [], []
+    pat = _sibling_re(p.name)
+    stale: list[Path] = []
+    unknown: list[Path] = []
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return [], []
+    for e in entries:
+        m = pat.match(e.name)
+        if not m:
+            continue
+        pid = m.group("pid")
+        if pid is not None and not pid_alive(int(pid)):
+            stale.append(e)
+        elif pid is None or int(pid) != os.getpid():
+            unknown.append(e)
+    return stale, unknown
+
+
+def sweep_stale_siblings(path: str | Path) -> list[Path]:
+    """Remove the leftovers of killed writers of ``path`` (logging each); log the ones that cannot be attributed.
+
+    Returns the removed paths. Never raises: a leftover that cannot be removed is reported and kept.
+    """
+    stale, unknown = stale_siblings(path)
+    removed: list[Path] = []
+    for s in stale:
+        try:
+            if s.is_dir() and not s.is_symlink():
+                shutil.rmtree(s)
+            else:
+                s.unlink()
+        except OSError as e:
+            log.warning("%s: leftover of a killed run; could not remove it (%s); remove it by hand", s, e)
+            continue
+        log.warning("removed %s: the leftover of an earlier run of %s that was killed", s, Path(path).name)
+        removed.append(s)
+    for u in unknown:
+        log.warning(
+            "%s looks like the leftover of an interrupted write of %s; remove it by hand if no other "
+            "pose2rgbd process is writing there",
+            u,
+            Path(path).name,
+        )
+    return removed

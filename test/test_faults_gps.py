@@ -144,8 +144,8 @@ def test_zero_header_stamps_fall_back_to_the_log_time(
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        pytest.param({"t0_ns": T0_NS - 3600 * 10**9}, r"starts 3600 s before its first frame", id="8-earlier-flight"),
-        pytest.param({"t0_ns": T0_NS + 3600 * 10**9}, r"starts 3595 s after its last frame", id="8-later-flight"),
+        pytest.param({"t0_ns": T0_NS - 3600 * 10**9}, r"starts 3600 s before the first frame", id="8-earlier-flight"),
+        pytest.param({"t0_ns": T0_NS + 3600 * 10**9}, r"starts 3595 s after the last frame", id="8-later-flight"),
         pytest.param(
             {"t0_ns": T0_NS + 60 * 10**9, "fix_fault": lambda i, la, lo, al: (la + 5 * NORTH_1KM_DEG, lo, al)},
             r"starts 5\.\d km from the last frame",

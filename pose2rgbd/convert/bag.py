@@ -37,6 +37,7 @@ from pose2rgbd.messages import (
 )
 from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
 from pose2rgbd.sync.flow import FlowMagnitude
+from pose2rgbd.sync.gps import null_island
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +328,8 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
             latlon = None
             if datum is not None:
                 latlon = (datum.lat_deg, datum.lon_deg)
-            elif okf.any():
-                latlon = (float(g[np.argmax(okf), 1]), float(g[np.argmax(okf), 2]))
+            elif (okf := okf & ~null_island(g[:, 1], g[:, 2])).any():  # robust to a bad first fix: the median
+                latlon = (float(np.median(g[okf, 1])), float(np.median(g[okf, 2])))
             try:
                 tt, Rt, tf_note = _tf_orientation_series(bag, body_frames, t0, latlon)
             except BagError as e:

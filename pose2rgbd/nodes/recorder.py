@@ -463,9 +463,9 @@ class Recorder:
         if first - gap <= stamp <= last + gap:
             return
         where = (
-            f"{(first - stamp) / 1e9:.0f} s before its first"
+            f"{(first - stamp) / 1e9:.0f} s before the first"
             if stamp < first
-            else f"{(stamp - last) / 1e9:.0f} s after its last"
+            else f"{(stamp - last) / 1e9:.0f} s after the last"
         )
         raise DatasetError(
             f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "

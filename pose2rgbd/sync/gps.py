@@ -118,7 +118,7 @@ class FixGate:
     :meth:`add` returns ``(released, dropped)``: the fixes now accepted as ``(t_s, item)`` and the reasons of
     the fixes dropped by this call (empty when none was)."""
 
-    def __init__(self, max_speed_mps: float, tolerance_m: float, *, min_consensus: int = 5, window: int = 20) -> None:
+    def __init__(self, max_speed_mps: float, tolerance_m: float, *, min_consensus: int = 3, window: int = 20) -> None:
         self.max_speed, self.tol = float(max_speed_mps), float(tolerance_m)
         self.min_consensus, self.window = int(min_consensus), int(window)
         self.anchored = False

@@ -205,3 +205,57 @@ def test_11_nan_altitude_names_the_option_and_fixed_altitude_works(
         _on_path(tmp_path / out, 40)
         np.testing.assert_allclose(Dataset(tmp_path / out).frames.latlonalt[:, 2], 440.0)
     assert _snapshot(bag) == before
+
+
+# ------------------------------------------------------------------ the shared gate itself (5, 6)
+def test_5_the_gate_anchors_on_a_consensus_online_and_offline() -> None:
+    from pose2rgbd.sync.gps import FixGate, consensus_keep
+
+    t = np.arange(40) * 0.1
+    lat = DATUM.lat_deg + np.arange(40) * 2e-6  # ~0.2 m per fix
+    lon = np.full(40, DATUM.lon_deg)
+    lat[:3] += NORTH_1KM_DEG  # a bad start that agrees with itself
+    lat[20] += NORTH_1KM_DEG  # and one outlier
+    keep, dropped = consensus_keep(t, lat, lon, np.ones(40, bool), max_speed_mps=60.0, tolerance_m=10.0)
+    assert not keep[:3].any() and not keep[20] and keep[3:20].all() and keep[21:].all()
+    assert dropped == {"jump faster than max_speed_mps": 4}
+    gate = FixGate(60.0, 10.0)
+    kept: list[int] = []
+    drops: list[str] = []
+    for i in range(40):
+        released, why = gate.add(float(t[i]), float(lat[i]), float(lon[i]), i)
+        kept += [k for _, k in released]
+        drops += why
+    # online the bad start agrees first; three good fixes in a row re-anchor the gate on the true track
+    assert gate.reanchors == 1 and 20 not in kept and set(range(3, 20)) | set(range(21, 40)) <= set(kept)
+    assert kept == sorted(kept) and drops.count("jump faster than max_speed_mps") >= 1
+
+
+def test_7_an_image_stamp_going_backwards_is_dropped_and_counted() -> None:
+    from pose2rgbd.messages import default_factory, image
+    from pose2rgbd.nodes.recorder import Recorder
+
+    f = default_factory()
+    rec = Recorder(RecorderConfig(), f)
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rec.on_image(image(f, T0_NS + 10**9, "cam", rgb, "rgb8"), T0_NS + 10**9)
+    rec.on_image(image(f, T0_NS, "cam", rgb, "rgb8"), T0_NS + 2 * 10**9)
+    assert rec.counters["dropped_stamp_not_increasing"] == 1
+
+
+def test_8_a_live_recorder_refusing_a_flight_stops_and_says_why(tmp_path: Path) -> None:
+    from pose2rgbd.messages import default_factory, image
+    from pose2rgbd.nodes.recorder import Recorder
+
+    _record(_flight(tmp_path, "a"), tmp_path / "rec")
+    before = _snapshot(tmp_path / "rec")
+    f = default_factory()
+    rec = Recorder(from_dict(RecorderConfig, {"output": {"dataset": str(tmp_path / "rec")}}), f)
+    late = T0_NS + 7200 * 10**9
+    assert rec.on_image(image(f, late, "cam", np.zeros((4, 4, 3), np.uint8), "rgb8"), late) == []
+    assert not rec.recording and rec.set_recording(True)[0] is False
+    assert "different flight" in str(rec.diagnostics(late).status[0].message)
+    with pytest.raises(DatasetError, match="different flight"):
+        rec.finish()
+    rec.close()
+    assert _snapshot(tmp_path / "rec") == before

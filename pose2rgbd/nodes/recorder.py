@@ -208,6 +208,9 @@ class Recorder:
         self.gate = FixGate(cfg.max_speed_mps, cfg.jump_tolerance_m)
         self._zero_stamp_warned: set[str] = set()
         self._last_image_ns: int | None = None
+        self._reanchors = 0
+        self._datum_from_gate = False
+        self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self.counters = {
             "frames": 0,
             "images": 0,
@@ -325,6 +328,8 @@ class Recorder:
     def set_recording(self, enable: bool) -> tuple[bool, str]:
         """Start / stop recording (std_srvs/SetBool semantics: returns (success, message))."""
         enable = bool(enable)
+        if enable and self.refused:
+            return False, self.refused
         if enable == self.recording:
             return True, f"already {'recording' if enable else 'stopped'}"
         self.recording = enable
@@ -391,18 +396,29 @@ class Recorder:
             )
             self.counters[key] += 1
             self._warning("fix_" + key, now_ns, f"ignoring GPS fix at {fix.lla[:2].tolist()}: {why}")
+        if self.gate.reanchors != self._reanchors:  # the fixes kept so far were the outliers
+            self._reanchors = self.gate.reanchors
+            self.log.warning(
+                f"GPS re-anchored at {fix.lla[:2].tolist()}: the fixes kept before disagree with the last "
+                f"{self.gate.min_consensus}, which agree with each other; frames until now may be off"
+            )
+            self.gps = InterpolatingStream(self.gps.horizon_ns)  # never interpolate across the jump
+            if self._datum_from_gate and self.writer is None:
+                self.datum = None  # nothing written about it yet: take the new anchor
         out: list[Outgoing] = []
         for _, (st, item) in released:
             out += self._add_fix(st, item, now_ns)
         return out
 
     def _add_fix(self, stamp: int, item: _Fix, now_ns: int) -> list[Outgoing]:
+        if self.refused:
+            return []
         lla = item.lla
         if not self._resume_checked and self._resume_last_lla is not None:
             self._resume_checked = True
             d = float(horizontal_distance_m(lla[0], lla[1], self._resume_last_lla[0], self._resume_last_lla[1]))
             if d > self.cfg.output.resume_distance_m:
-                raise DatasetError(
+                return self._refuse(
                     f"this recording starts {d / 1000:.1f} km from the last frame of the dataset "
                     f"{self.cfg.output.dataset} (more than output.resume_distance_m "
                     f"{self.cfg.output.resume_distance_m:g} m): it looks like a different flight. "
@@ -410,6 +426,7 @@ class Recorder:
                 )
         if self.datum is None:
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
+            self._datum_from_gate = True
             self.log.info(f"ENU datum at the first fix the GPS gate kept: {self.datum}")
         if self.cfg.sync.policy == "approximate":
             return self._approx_add(1, stamp, item)
@@ -437,8 +454,8 @@ class Recorder:
         if self.camera_frame is None:
             self.camera_frame = str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
         stamp = self._stamp(msg, now_ns, "image")
-        if self._resume_first_ns is not None and self._last_image_ns is None:
-            self._check_resume_time(stamp)  # the first image of this run
+        if self._resume_first_ns is not None and self._last_image_ns is None and not self._check_resume_time(stamp):
+            return []  # the first image of this run is far from the dataset's frames
         if self._last_image_ns is not None and stamp <= self._last_image_ns:
             self.counters["dropped_stamp_not_increasing"] += 1
             self._warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
@@ -456,22 +473,33 @@ class Recorder:
             self._warning("queue", now_ns, "image queue full while waiting for GPS/odometry; dropping the oldest")
         return self._process(now_ns)
 
-    def _check_resume_time(self, stamp: int) -> None:
+    def _refuse(self, text: str) -> list[Outgoing]:
+        """Stop for good: the recording is not the dataset's flight (logged now, raised by :meth:`finish`)."""
+        self.refused = text
+        self.log.error(text + "; recording stopped, the dataset is untouched")
+        self.recording = False
+        self.counters["dropped_not_recording"] += len(self._pending)
+        self._pending.clear()
+        self._approx.queues = [{} for _ in self._approx.queues]
+        return []
+
+    def _check_resume_time(self, stamp: int) -> bool:
         first, last = self._resume_first_ns, self.resume_after_ns
         assert first is not None and last is not None
         gap = int(self.cfg.output.resume_gap_s * 1e9)
         if first - gap <= stamp <= last + gap:
-            return
+            return True
         where = (
             f"{(first - stamp) / 1e9:.0f} s before the first"
             if stamp < first
             else f"{(stamp - last) / 1e9:.0f} s after the last"
         )
-        raise DatasetError(
+        self._refuse(
             f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "
             f"output.resume_gap_s {self.cfg.output.resume_gap_s:g} s): it looks like a different flight, and "
             "resuming would skip or mix its frames. Record it into a new dataset (another --out)"
         )
+        return False
 
     # ------------------------------------------------------------------ synchronization
     def _process(self, now_ns: int) -> list[Outgoing]:
@@ -514,7 +542,13 @@ class Recorder:
         self._approx_out += self._emit(stamp, img, fix.lla, odom.t, odom.q, fix, odom.msg, self._approx_now)
 
     def finish(self) -> None:
-        """End of input: images still waiting for GPS/odometry are dropped (counted)."""
+        """End of input: images still waiting for GPS/odometry are dropped (counted). Raises the
+        :class:`DatasetError` of a recording refused as a different flight (the dataset was left untouched)."""
+        self._end()
+        if self.refused:
+            raise DatasetError(self.refused)
+
+    def _end(self) -> None:
         self.counters["dropped_no_support"] += len(self._pending)
         self._pending.clear()
         if self.T_base_cam is None and self.counters["dropped_no_mount"] and not self._mount_warned:
@@ -525,7 +559,7 @@ class Recorder:
             )
 
     def close(self) -> None:
-        self.finish()
+        self._end()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -663,6 +697,8 @@ class Recorder:
         c = self.counters
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
         text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        if self.refused:
+            level, text = 2, self.refused
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
 
 

@@ -259,3 +259,18 @@ def test_8_a_live_recorder_refusing_a_flight_stops_and_says_why(tmp_path: Path) 
         rec.finish()
     rec.close()
     assert _snapshot(tmp_path / "rec") == before
+
+
+def test_9_bad_tf_feeding_the_renderer_is_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pose2rgbd.inference import EngineConfig, RenderEngine
+    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+    from pose2rgbd.nodes import RendererConfig
+    from pose2rgbd.runtime import run_renderer_bag
+
+    bag = _flight(tmp_path, bad_tf_every=10)  # 251 /tf messages: 25 bad, 12 NaN translations and 13 zero quaternions
+    engine = RenderEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(32))
+    with caplog.at_level(logging.WARNING):
+        stats = run_renderer_bag(RendererConfig(rate_hz=10.0), bag, tmp_path / "out", engine=engine)
+    assert stats.counters["tf_rejected"] == 25
+    assert "rejected a transform on /tf" in caplog.text and "map -> base_link" in caplog.text
+    assert stats.counters["frames"] >= 45  # the good transforms around each bad one still serve

@@ -58,6 +58,7 @@ def write_flight_bag(
     fix_fault: Callable[[int, float, float, float], tuple[float, float, float]] | None = None,
     zero_stamps: Collection[str] = (),
     bad_static_tf: bool = False,
+    bad_tf_every: int = 0,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
@@ -65,7 +66,8 @@ def write_flight_bag(
     Faults (for the fault tests): ``t0_ns`` moves the whole flight in time; ``fix_fault(i, lat, lon, alt)`` gives
     the ``(lat, lon, alt)`` written for fix ``i`` (a bad fix, a cold start at 0,0, NaN altitude); the topics in
     ``zero_stamps`` get zero header stamps (their bag log times stay right); ``bad_static_tf`` adds a transform
-    with a NaN translation and one with a zero quaternion to /tf_static.
+    with a NaN translation and one with a zero quaternion to /tf_static; with ``bad_tf_every`` n, every n-th /tf
+    message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform.
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
@@ -104,9 +106,16 @@ def write_flight_bag(
         zero_q.transform.rotation.w = 0.0
         static += [nan_t, zero_q]
     events.append((ns(0.0), 0, "/tf_static", tf_message(f, static)))
-    for t in np.arange(0.0, duration_s + 1e-9, 0.02):  # 50 Hz
+    for k, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.02)):  # 50 Hz
         T = T_world_base(t)[0]
-        events.append((ns(t), 1, "/tf", tf_message(f, [transform_stamped(f, hs(t, "/tf"), "map", "base_link", T)])))
+        ts = transform_stamped(f, hs(t, "/tf"), "map", "base_link", T)
+        if bad_tf_every and k % bad_tf_every == bad_tf_every - 1:
+            if (k // bad_tf_every) % 2:
+                ts.transform.translation.x = float("nan")
+            else:
+                ts.transform.rotation.x = ts.transform.rotation.y = ts.transform.rotation.z = 0.0
+                ts.transform.rotation.w = 0.0
+        events.append((ns(t), 1, "/tf", tf_message(f, [ts])))
         events.append((ns(t), 2, "/odom", odometry(f, hs(t, "/odom"), "odom", "base_link", T)))
     for i, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.1)):  # 10 Hz
         p = T_world_base(t)[0, :3, 3]

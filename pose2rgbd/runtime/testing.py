@@ -134,8 +134,8 @@ def write_flight_bag(
         )
         events.append((s, 4, image_topic, img))
         info = camera_info(f, hs(t, "/camera/camera_info"), "camera_optical_frame", cam)
-        for k, v in (camera_info_fields or {}).items():
-            setattr(info, k, v)
+        for name, v in (camera_info_fields or {}).items():
+            setattr(info, name, v)
         events.append((s, 5, "/camera/camera_info", info))
         events.append((s, 6, "/ground_truth/pose", pose_stamped(f, s, "map", T_cam[i])))
         events.append((s, 7, "/ground_truth/depth", image(f, s, "camera_optical_frame", out["depth"][i], "32FC1")))

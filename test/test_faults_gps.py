@@ -274,3 +274,20 @@ def test_9_bad_tf_feeding_the_renderer_is_counted_and_logged(tmp_path: Path, cap
     assert stats.counters["tf_rejected"] == 25
     assert "rejected a transform on /tf" in caplog.text and "map -> base_link" in caplog.text
     assert stats.counters["frames"] >= 45  # the good transforms around each bad one still serve
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"max_speed_mps": -1.0}, r"max_speed_mps must be a speed > 0"),
+        ({"jump_tolerance_m": float("nan")}, r"jump_tolerance_m must be >= 0"),
+        ({"gps": {"altitude": "baro"}}, r"gps\.altitude must be 'fix' or 'fixed'"),
+    ],
+)
+def test_gate_settings_that_would_drop_every_fix_are_refused(tmp_path: Path, over: dict, match: str) -> None:
+    bag = _flight(tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        _record(bag, tmp_path / "rec", **over)
+    with pytest.raises(ConfigError, match=match):
+        _convert(bag, tmp_path / "conv", **over)
+    assert not (tmp_path / "rec").exists() and not (tmp_path / "conv").exists()

@@ -44,6 +44,8 @@ class GpsConfig:
     def __post_init__(self) -> None:
         if self.altitude not in ("fix", "fixed"):
             raise ConfigError(f"gps.altitude must be 'fix' or 'fixed', got {self.altitude!r}")
+        if not np.isfinite(self.fixed_altitude_m):
+            raise ConfigError(f"gps.fixed_altitude_m must be a finite number of metres, got {self.fixed_altitude_m}")
 
     def altitudes(self, alt: Any) -> np.ndarray:
         """The altitude column to use (``alt`` itself, or the fixed altitude everywhere)."""
@@ -62,6 +64,14 @@ def horizontal_distance_m(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndar
 def consistent(dist_m: Any, dt_s: Any, max_speed_mps: float, tolerance_m: float) -> np.ndarray:
     """The jump rule: ``dist - tolerance <= max_speed * |dt|``."""
     return np.asarray(dist_m) - tolerance_m <= max_speed_mps * np.abs(np.asarray(dt_s))
+
+
+def check_gate(max_speed_mps: float, tolerance_m: float) -> None:
+    """The gate's settings must make sense (else every fix would be dropped, or none)."""
+    if not (np.isfinite(max_speed_mps) and max_speed_mps > 0):
+        raise ConfigError(f"max_speed_mps must be a speed > 0 (m/s), got {max_speed_mps}")
+    if not (np.isfinite(tolerance_m) and tolerance_m >= 0):
+        raise ConfigError(f"jump_tolerance_m must be >= 0 (m), got {tolerance_m}")
 
 
 def null_island(lat: Any, lon: Any) -> np.ndarray:
@@ -83,6 +93,7 @@ def consensus_keep(
 
     The anchor is the consensus among the first ``window`` valid fixes; from it the track is walked forwards
     and backwards, each fix compared with the last kept one (jumps and repeated stamps dropped)."""
+    check_gate(max_speed_mps, tolerance_m)
     keep = np.zeros(t_s.size, bool)
     dropped: dict[str, int] = {}
     idx = np.flatnonzero(valid)
@@ -119,6 +130,7 @@ class FixGate:
     the fixes dropped by this call (empty when none was)."""
 
     def __init__(self, max_speed_mps: float, tolerance_m: float, *, min_consensus: int = 3, window: int = 20) -> None:
+        check_gate(max_speed_mps, tolerance_m)
         self.max_speed, self.tol = float(max_speed_mps), float(tolerance_m)
         self.min_consensus, self.window = int(min_consensus), int(window)
         self.anchored = False

@@ -37,6 +37,7 @@ from pose2rgbd.messages import (
 )
 from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
 from pose2rgbd.sync.flow import FlowMagnitude
+from pose2rgbd.sync.gps import null_island
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +328,8 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
             latlon = None
             if datum is not None:
                 latlon = (datum.lat_deg, datum.lon_deg)
-            elif okf.any():
-                latlon = (float(g[np.argmax(okf), 1]), float(g[np.argmax(okf), 2]))
+            elif (okf := okf & ~null_island(g[:, 1], g[:, 2])).any():  # robust to a bad first fix: the median
+                latlon = (float(np.median(g[okf, 1])), float(np.median(g[okf, 2])))
             try:
                 tt, Rt, tf_note = _tf_orientation_series(bag, body_frames, t0, latlon)
             except BagError as e:
@@ -418,7 +419,7 @@ def align_gps_to_odometry(
     ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
     """
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.logs import GpsTrack, clean_fixes
+    from pose2rgbd.convert.logs import GpsTrack, describe_dropped, gate_fixes
     from pose2rgbd.convert.report import plot_sync, plot_track
     from pose2rgbd.geometry import Datum
 
@@ -439,16 +440,13 @@ def align_gps_to_odometry(
     ot, ov = (o[:, 0] - t0) / 1e9, o[:, 1]
     keep = np.concatenate([[True], np.diff(ot) > 0])
     ot, ov = ot[keep], ov[keep]
-    tr = GpsTrack((g[:, 0] - t0) / 1e9, g[:, 1], g[:, 2], g[:, 3], np.full(len(g), np.nan), g[:, 4].astype(int),
-                  f"{path}:{gps_topic}")  # fmt: skip
-    datum = cfg.datum_obj()
-    if datum is None:
-        okf = (tr.status >= 0) & np.isfinite(tr.lat)
-        if not okf.any():
-            raise SyncError(f"{path}: no valid GPS fix on {gps_topic}")
-        i0 = int(np.argmax(okf))
-        datum = Datum(float(tr.lat[i0]), float(tr.lon[i0]), float(tr.alt[i0]))
-    kept, enu = clean_fixes(tr, datum.to_enu, max_speed_mps=cfg.max_speed_mps)
+    tr = GpsTrack((g[:, 0] - t0) / 1e9, g[:, 1], g[:, 2], cfg.gps.altitudes(g[:, 3]), np.full(len(g), np.nan),
+                  g[:, 4].astype(int), f"{path}:{gps_topic}")  # fmt: skip
+    kept = gate_fixes(tr, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
+    if line := describe_dropped(kept.dropped, len(tr)):
+        log.warning("%s: %s", tr.source, line)
+    datum = cfg.datum_obj() or Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
+    enu = datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
     gs = speed_from_positions(kept.t_s, enu, cfg.speed_window_s)
     res = correlate_signals(ot, ov, kept.t_s, gs, cfg.sync, fallback_offset_s=cfg.time_offset_s)
     summary = {

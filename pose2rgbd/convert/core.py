@@ -4,8 +4,8 @@ Pipeline (both inputs):
 
 1. pass 1 reads frame stamps and the per-frame optical-flow magnitude (:mod:`pose2rgbd.sync.flow`), the GPS
    fixes (cleaned: NO_FIX, NaN, impossible jumps dropped and counted) and an orientation source;
-2. GPS -> local ENU about the datum (first valid fix or given); GPS speed (reported, or a local
-   least-squares slope of the ENU track);
+2. GPS -> local ENU about the datum (the first fix kept by the consensus gate, or given); GPS speed
+   (reported, or a local least-squares slope of the ENU track);
 3. the time offset ``d`` (GPS stamp ``t`` was measured at camera time ``t - d``) from
    :func:`pose2rgbd.sync.correlate_signals`, or the user's value; a ``weak`` verdict uses the user's
    ``time_offset_s`` or 0 and says so;
@@ -46,6 +46,7 @@ from pose2rgbd.sync.estimator import (
     velocity_from_positions,
 )
 from pose2rgbd.sync.flow import FlowMagnitude
+from pose2rgbd.sync.gps import GpsConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ class ConvertConfig:
     )  # fmt: skip
     estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
     datum: str = help_field("", DATUM_HELP)
-    max_speed_mps: float = help_field(60.0, "fixes implying a faster jump from the last kept fix are dropped")
+    max_speed_mps: float = help_field(
+        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
+    )
+    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as the record node's)"})
     jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
     speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
     speed_window_s: float = help_field(
@@ -128,6 +132,10 @@ class ConvertConfig:
             from pose2rgbd.config import from_dict
 
             self.sync = from_dict(SyncConfig, self.sync, where="sync")
+        if isinstance(self.gps, dict):
+            from pose2rgbd.config import from_dict
+
+            self.gps = from_dict(GpsConfig, self.gps, where="gps")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
         if self.output.rgb_encoding not in ("png", "jpg"):
@@ -310,25 +318,24 @@ def _turning_frames(s: Streams, cfg: ConvertConfig, gps_t: np.ndarray, enu: np.n
 
 
 def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
-    from pose2rgbd.convert.logs import GpsTrack, clean_fixes
+    from pose2rgbd.convert.logs import GpsTrack, describe_dropped, gate_fixes
 
     if s.frame_t.size == 0:
         raise SyncError(f"{s.input_path}: no readable frames")
-    track = GpsTrack(s.gps_t, s.lat, s.lon, s.alt, s.gps_speed, s.gps_status, s.gps_source)
+    alt = cfg.gps.altitudes(s.alt)
+    track = GpsTrack(s.gps_t, s.lat, s.lon, alt, s.gps_speed, s.gps_status, s.gps_source)
+    kept = gate_fixes(track, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
+    if line := describe_dropped(kept.dropped, len(track)):
+        log.warning("%s: %s", s.gps_source, line)
     datum = cfg.datum_obj()
-    if datum is None:
-        good = (s.gps_status >= 0) & np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(s.alt)
-        good &= (np.abs(s.lat) <= 90) & (np.abs(s.lon) <= 180)
-        if not good.any():
-            raise SyncError(f"{s.gps_source}: no valid GPS fix among {len(track)} (all NO_FIX, NaN or out of range)")
-        i0 = int(np.argmax(good))
-        datum = Datum(float(s.lat[i0]), float(s.lon[i0]), float(s.alt[i0]))
-    kept, enu = clean_fixes(track, datum.to_enu, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
-    all_enu_ok = np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(s.alt) & (np.abs(s.lat) <= 90)
+    if datum is None:  # the first fix the consensus gate kept (a bad first fix cannot become the origin)
+        datum = Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
+    enu = datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
+    all_enu_ok = np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(alt) & (np.abs(s.lat) <= 90)
     dropped_enu = np.zeros((0, 3))
     if (~np.isin(s.gps_t, kept.t_s) & all_enu_ok).any():
         m = ~np.isin(s.gps_t, kept.t_s) & all_enu_ok & (np.abs(s.lon) <= 180)
-        dropped_enu = datum.to_enu(s.lat[m], s.lon[m], s.alt[m])
+        dropped_enu = datum.to_enu(s.lat[m], s.lon[m], alt[m])
     reported = cfg.use_reported_speed and np.isfinite(kept.speed).mean() > 0.9
     if reported:
         ok = np.isfinite(kept.speed)

@@ -241,15 +241,24 @@ def read_attitude_log(path: str | Path, *, degrees: bool = False, frame: str = "
     return AttitudeLog(t[keep], rpy[keep], frame)
 
 
-def clean_fixes(
-    track: GpsTrack, to_enu, *, max_speed_mps: float, tolerance_m: float = 10.0
-) -> tuple[GpsTrack, np.ndarray]:
-    """Drop fixes with NO_FIX status, NaN fields, non-increasing stamps or impossible jumps.
+def describe_dropped(dropped: dict[str, int], total: int) -> str:
+    """``"12 of 451 GPS fixes dropped: 10 lat/lon exactly 0,0 ..., 2 jump ..."`` (empty when none was)."""
+    n = sum(dropped.values())
+    if not n:
+        return ""
+    return f"{n} of {total} GPS fixes dropped: " + ", ".join(f"{v} {k}" for k, v in dropped.items())
 
-    ``to_enu(lat, lon, alt) -> (N, 3)``. A jump is a fix whose distance from the last kept fix implies
-    more than ``max_speed_mps`` after ``tolerance_m`` of noise is allowed for. Returns the kept track
-    (``dropped`` counts per reason) and its ENU points.
+
+def gate_fixes(track: GpsTrack, *, max_speed_mps: float, tolerance_m: float = 10.0) -> GpsTrack:
+    """Drop fixes with NO_FIX status, NaN fields, lat/lon 0,0, out-of-range values, repeated stamps or
+    impossible jumps; the kept track with ``dropped`` counts per reason.
+
+    Jumps are judged from a consensus anchor, not the first fix (:func:`pose2rgbd.sync.gps.consensus_keep`):
+    a fix whose horizontal distance from the last kept fix (walking away from the anchor) implies more than
+    ``max_speed_mps`` after ``tolerance_m`` of noise is dropped.
     """
+    from pose2rgbd.sync.gps import REASON_NAN_ALT, REASON_NULL_ISLAND, consensus_keep, null_island
+
     n = len(track)
     if n == 0:
         raise SyncError(f"{track.source}: the GPS log is empty")
@@ -263,9 +272,10 @@ def clean_fixes(
             ok[m] = False
 
     drop(track.status < 0, "no fix (status -1)")
-    drop(~(np.isfinite(track.lat) & np.isfinite(track.lon) & np.isfinite(track.alt) & np.isfinite(track.t_s)),
-         "NaN field")  # fmt: skip
+    drop(~(np.isfinite(track.lat) & np.isfinite(track.lon) & np.isfinite(track.t_s)), "NaN field")
+    drop(~np.isfinite(track.alt), REASON_NAN_ALT)
     drop((np.abs(track.lat) > 90) | (np.abs(track.lon) > 180), "latitude/longitude out of range")
+    drop(null_island(track.lat, track.lon), REASON_NULL_ISLAND)
     idx = np.flatnonzero(ok)
     back = np.flatnonzero(np.diff(track.t_s[idx]) < 0)
     if back.size:
@@ -278,23 +288,21 @@ def clean_fixes(
         raise SyncError(
             f"{track.source}: no valid GPS fix among {n} ({', '.join(f'{v} {k}' for k, v in dropped.items())})"
         )
-    enu_all = np.full((n, 3), np.nan)
-    enu_all[idx] = to_enu(track.lat[idx], track.lon[idx], track.alt[idx])
-    last = idx[0]
-    for i in idx[1:]:
-        dt = track.t_s[i] - track.t_s[last]
-        if dt <= 0:
-            dropped["stamp not after the previous fix"] = dropped.get("stamp not after the previous fix", 0) + 1
-            ok[i] = False
-            continue
-        dist = float(np.linalg.norm(enu_all[i, :2] - enu_all[last, :2]))
-        if (dist - tolerance_m) / dt > max_speed_mps:
-            dropped["jump faster than max_speed_mps"] = dropped.get("jump faster than max_speed_mps", 0) + 1
-            ok[i] = False
-            continue
-        last = i
-    out = track.subset(ok)
+    keep, jumps = consensus_keep(
+        track.t_s, track.lat, track.lon, ok, max_speed_mps=max_speed_mps, tolerance_m=tolerance_m
+    )
+    for k, v in jumps.items():
+        dropped[k] = dropped.get(k, 0) + v
+    out = track.subset(keep)
     out.dropped = dropped
     if len(out) < 2:
         raise SyncError(f"{track.source}: fewer than two valid GPS fixes left ({len(out)} of {n}; dropped: {dropped})")
-    return out, enu_all[ok]
+    return out
+
+
+def clean_fixes(
+    track: GpsTrack, to_enu, *, max_speed_mps: float, tolerance_m: float = 10.0
+) -> tuple[GpsTrack, np.ndarray]:
+    """:func:`gate_fixes`, and the kept fixes' ENU points from ``to_enu(lat, lon, alt) -> (N, 3)``."""
+    out = gate_fixes(track, max_speed_mps=max_speed_mps, tolerance_m=tolerance_m)
+    return out, np.asarray(to_enu(out.lat, out.lon, out.alt)).reshape(-1, 3)

@@ -116,6 +116,8 @@ class TFBuffer:
         self._links: dict[str, _Link] = {}
         self._cache_ns = int(cache_time_s * 1e9)
         self._lock = threading.Lock()
+        self.rejected = 0  # transforms refused by add_tf_message (NaN translation, bad quaternion, self transform)
+        self.last_rejection = ""  # why the latest one was refused
 
     @staticmethod
     def _strip(frame: str) -> str:
@@ -140,8 +142,10 @@ class TFBuffer:
             link.insert(int(stamp_ns), t, q, self._cache_ns)
 
     def add_tf_message(self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0) -> int:
-        """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped).
-        ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
+        """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped; also
+        counted in :attr:`rejected`, the reason of the latest in :attr:`last_rejection`: the quaternion rule is
+        the message layer's ``quat_problem``). ``default_stamp_ns`` stands in for a zero header stamp (e.g. the
+        bag log time)."""
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
@@ -155,8 +159,10 @@ class TFBuffer:
                     (r.x, r.y, r.z, r.w),
                     static=static,
                 )
-            except (GeometryError, TransformException):
+            except (GeometryError, TransformException) as e:
                 bad += 1
+                self.rejected += 1
+                self.last_rejection = f"{ts.header.frame_id} -> {ts.child_frame_id}: {e}"
         return bad
 
     def frames(self) -> list[str]:

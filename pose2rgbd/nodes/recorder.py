@@ -22,6 +22,7 @@ topic).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from pose2rgbd.geometry.transforms import T_from_tq
 from pose2rgbd.nodes.common import Throttle, get_logger
 from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
+from pose2rgbd.sync.gps import REASON_JUMP, REASON_NULL_ISLAND, FixGate, GpsConfig, horizontal_distance_m
 
 Outgoing = tuple[str, Any]
 
@@ -91,6 +93,14 @@ class RecorderOutput:
     rgb_encoding: str = help_field("png", "png or jpg")
     publish_synced: bool = help_field(True, "publish pose2rgbd/msg/SyncedFrame")
     source_name: str = help_field("recording", "name of this recording in the manifest's sources")
+    resume_gap_s: float = ranged_field(
+        600.0, "resuming an existing dataset: a recording whose first image is more than this before its first "
+        "or after its last frame is refused as a different flight", 0.0, 1e9,
+    )  # fmt: skip
+    resume_distance_m: float = ranged_field(
+        2000.0, "resuming: a recording whose first kept fix is farther than this from the dataset's last frame "
+        "is refused as a different flight", 0.0, 1e9,
+    )  # fmt: skip
 
 
 @dataclass
@@ -105,6 +115,14 @@ class RecorderConfig:
     size: str = help_field("", SIZE_HELP)
     world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
     start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
+    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as convert's)"})
+    max_speed_mps: float = ranged_field(
+        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)",
+        0.1, 100000.0,
+    )  # fmt: skip
+    jump_tolerance_m: float = ranged_field(
+        10.0, "GPS noise allowance (m) subtracted from a jump before the speed test", 0.0, 1e6
+    )
     min_fix_status: int = ranged_field(
         0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)", -1, 2
     )
@@ -129,6 +147,14 @@ class RecorderConfig:
             return Datum(*lla)
         except GeometryError as e:
             raise ConfigError(f"datum {self.datum!r}: {e}") from e
+
+
+def _same_datum(a: Datum, b: Datum) -> bool:
+    return abs(a.lat_deg - b.lat_deg) < 1e-9 and abs(a.lon_deg - b.lon_deg) < 1e-9 and abs(a.alt_m - b.alt_m) < 1e-3
+
+
+def _datum_text(d: Datum) -> str:
+    return f"{d.lat_deg:.9g},{d.lon_deg:.9g},{d.alt_m:.6g}"
 
 
 @dataclass
@@ -176,6 +202,15 @@ class Recorder:
         self.datum: Datum | None = cfg.datum_obj()
         self.writer: Any = None
         self.resume_after_ns: int | None = None
+        self._resume_first_ns: int | None = None
+        self._resume_last_lla: np.ndarray | None = None
+        self._resume_checked = False
+        self.gate = FixGate(cfg.max_speed_mps, cfg.jump_tolerance_m)
+        self._zero_stamp_warned: set[str] = set()
+        self._last_image_ns: int | None = None
+        self._reanchors = 0
+        self._datum_from_gate = False
+        self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self.counters = {
             "frames": 0,
             "images": 0,
@@ -186,6 +221,11 @@ class Recorder:
             "dropped_not_recording": 0,
             "skipped_already_recorded": 0,
             "bad_fixes": 0,
+            "fixes_dropped_jump": 0,
+            "fixes_dropped_cold_start": 0,
+            "fixes_dropped_stamp": 0,
+            "stamps_from_receive_time": 0,
+            "dropped_stamp_not_increasing": 0,
             "bad_odometry": 0,
             "bad_images": 0,
         }
@@ -205,9 +245,21 @@ class Recorder:
             if "no frames" not in str(e):
                 raise
             return
-        if ds.manifest.datum is not None:
-            self.datum = ds.manifest.datum
+        mine = self.cfg.datum_obj()
+        theirs = ds.manifest.datum
+        if mine is not None and theirs is not None and not _same_datum(mine, theirs):
+            raise ConfigError(
+                f"datum {_datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
+                f"{_datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
+                "or record into a new dataset"
+            )
+        if theirs is not None:
+            self.datum = theirs
         self.resume_after_ns = int(ds.frames.stamp_ns.max())
+        self._resume_first_ns = int(ds.frames.stamp_ns.min())
+        last = int(np.argmax(ds.frames.stamp_ns))
+        lla = np.asarray(ds.frames.latlonalt[last, :2], dtype=np.float64)
+        self._resume_last_lla = lla if np.isfinite(lla).all() else None
         self.log.info(f"resuming {path}: {len(ds)} frames, continuing after stamp {self.resume_after_ns}")
 
     def set_mount(self, T_base_cam: np.ndarray) -> None:
@@ -276,6 +328,8 @@ class Recorder:
     def set_recording(self, enable: bool) -> tuple[bool, str]:
         """Start / stop recording (std_srvs/SetBool semantics: returns (success, message))."""
         enable = bool(enable)
+        if enable and self.refused:
+            return False, self.refused
         if enable == self.recording:
             return True, f"already {'recording' if enable else 'stopped'}"
         self.recording = enable
@@ -306,21 +360,77 @@ class Recorder:
         self.camera = cam
         return []
 
+    def _stamp(self, msg: Any, now_ns: int, what: str) -> int:
+        """The header stamp, or the receive time ``now_ns`` (the bag log time offline, the node clock live) for a
+        zero stamp, with one warning per input (the same policy as ``convert``)."""
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if stamp > 0:
+            return stamp
+        self.counters["stamps_from_receive_time"] += 1
+        if what not in self._zero_stamp_warned:
+            self._zero_stamp_warned.add(what)
+            self.log.warning(
+                f"{what} messages have a zero header stamp; using the receive time instead (the bag log time "
+                "offline, the node clock live)"
+            )
+        return int(now_ns)
+
     def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
         fix = M.read_navsatfix(msg)
+        if self.cfg.gps.altitude == "fixed":
+            fix = dataclasses.replace(fix, lla=np.array([fix.lla[0], fix.lla[1], self.cfg.gps.fixed_altitude_m]))
         problem = fix.problem(self.cfg.min_fix_status)
         if problem is not None:
+            if np.isfinite(fix.lla[:2]).all() and not np.isfinite(fix.lla[2]):
+                problem = "NaN altitude (a 2-D receiver? set gps.altitude: fixed and gps.fixed_altitude_m)"
             self.counters["bad_fixes"] += 1
             self._warning("fix", now_ns, f"ignoring GPS fix: {problem} (lat/lon/alt {fix.lla.tolist()})")
             return []
-        lla = fix.lla
-        stamp = M.stamp_to_ns(msg.header.stamp)
+        stamp = self._stamp(msg, now_ns, "GPS")
+        released, dropped = self.gate.add(
+            stamp / 1e9, float(fix.lla[0]), float(fix.lla[1]), (stamp, _Fix(fix.lla, msg, fix))
+        )
+        for why in dropped:
+            key = {REASON_JUMP: "fixes_dropped_jump", REASON_NULL_ISLAND: "fixes_dropped_cold_start"}.get(
+                why, "fixes_dropped_stamp"
+            )
+            self.counters[key] += 1
+            self._warning("fix_" + key, now_ns, f"ignoring GPS fix at {fix.lla[:2].tolist()}: {why}")
+        if self.gate.reanchors != self._reanchors:  # the fixes kept so far were the outliers
+            self._reanchors = self.gate.reanchors
+            self.log.warning(
+                f"GPS re-anchored at {fix.lla[:2].tolist()}: the fixes kept before disagree with the last "
+                f"{self.gate.min_consensus}, which agree with each other; frames until now may be off"
+            )
+            self.gps = InterpolatingStream(self.gps.horizon_ns)  # never interpolate across the jump
+            if self._datum_from_gate and self.writer is None:
+                self.datum = None  # nothing written about it yet: take the new anchor
+        out: list[Outgoing] = []
+        for _, (st, item) in released:
+            out += self._add_fix(st, item, now_ns)
+        return out
+
+    def _add_fix(self, stamp: int, item: _Fix, now_ns: int) -> list[Outgoing]:
+        if self.refused:
+            return []
+        lla = item.lla
+        if not self._resume_checked and self._resume_last_lla is not None:
+            self._resume_checked = True
+            d = float(horizontal_distance_m(lla[0], lla[1], self._resume_last_lla[0], self._resume_last_lla[1]))
+            if d > self.cfg.output.resume_distance_m:
+                return self._refuse(
+                    f"this recording starts {d / 1000:.1f} km from the last frame of the dataset "
+                    f"{self.cfg.output.dataset} (more than output.resume_distance_m "
+                    f"{self.cfg.output.resume_distance_m:g} m): it looks like a different flight. "
+                    "Record it into a new dataset (another --out)"
+                )
         if self.datum is None:
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
-            self.log.info(f"ENU datum at the first fix: {self.datum}")
+            self._datum_from_gate = True
+            self.log.info(f"ENU datum at the first fix the GPS gate kept: {self.datum}")
         if self.cfg.sync.policy == "approximate":
-            return self._approx_add(1, stamp, _Fix(lla, msg, fix))
-        self.gps.add(stamp, _Fix(lla, msg, fix))
+            return self._approx_add(1, stamp, item)
+        self.gps.add(stamp, item)
         return self._process(now_ns)
 
     def on_odom(self, msg: Any, now_ns: int) -> list[Outgoing]:
@@ -330,7 +440,7 @@ class Recorder:
             self.counters["bad_odometry"] += 1
             self._warning("odom", now_ns, f"ignoring odometry: {e}")
             return []
-        stamp = M.stamp_to_ns(msg.header.stamp)
+        stamp = self._stamp(msg, now_ns, "odometry")
         if self.cfg.sync.policy == "approximate":
             return self._approx_add(2, stamp, _Odom(t, q, msg))
         self.odom.add(stamp, _Odom(t, q, msg))
@@ -343,18 +453,53 @@ class Recorder:
             return []
         if self.camera_frame is None:
             self.camera_frame = str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
-        stamp = M.stamp_to_ns(msg.header.stamp)
+        stamp = self._stamp(msg, now_ns, "image")
+        if self._resume_first_ns is not None and self._last_image_ns is None and not self._check_resume_time(stamp):
+            return []  # the first image of this run is far from the dataset's frames
+        if self._last_image_ns is not None and stamp <= self._last_image_ns:
+            self.counters["dropped_stamp_not_increasing"] += 1
+            self._warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
+            return []
+        self._last_image_ns = stamp
         if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
             self.counters["skipped_already_recorded"] += 1
             return []
         if self.cfg.sync.policy == "approximate":
-            return self._approx_add(0, stamp, msg)
+            return self._approx_add(0, stamp, (stamp, msg))
         self._pending.append((stamp, msg))
         while len(self._pending) > self.cfg.sync.queue_size:
             self._pending.popleft()
             self.counters["dropped_queue"] += 1
             self._warning("queue", now_ns, "image queue full while waiting for GPS/odometry; dropping the oldest")
         return self._process(now_ns)
+
+    def _refuse(self, text: str) -> list[Outgoing]:
+        """Stop for good: the recording is not the dataset's flight (logged now, raised by :meth:`finish`)."""
+        self.refused = text
+        self.log.error(text + "; recording stopped, the dataset is untouched")
+        self.recording = False
+        self.counters["dropped_not_recording"] += len(self._pending)
+        self._pending.clear()
+        self._approx.queues = [{} for _ in self._approx.queues]
+        return []
+
+    def _check_resume_time(self, stamp: int) -> bool:
+        first, last = self._resume_first_ns, self.resume_after_ns
+        assert first is not None and last is not None
+        gap = int(self.cfg.output.resume_gap_s * 1e9)
+        if first - gap <= stamp <= last + gap:
+            return True
+        where = (
+            f"{(first - stamp) / 1e9:.0f} s before the first"
+            if stamp < first
+            else f"{(stamp - last) / 1e9:.0f} s after the last"
+        )
+        self._refuse(
+            f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "
+            f"output.resume_gap_s {self.cfg.output.resume_gap_s:g} s): it looks like a different flight, and "
+            "resuming would skip or mix its frames. Record it into a new dataset (another --out)"
+        )
+        return False
 
     # ------------------------------------------------------------------ synchronization
     def _process(self, now_ns: int) -> list[Outgoing]:
@@ -392,12 +537,18 @@ class Recorder:
         out, self._approx_out = self._approx_out, []
         return out
 
-    def _on_triple(self, img: Any, fix: _Fix, odom: _Odom) -> None:
-        stamp = M.stamp_to_ns(img.header.stamp)
+    def _on_triple(self, img_item: tuple[int, Any], fix: _Fix, odom: _Odom) -> None:
+        stamp, img = img_item
         self._approx_out += self._emit(stamp, img, fix.lla, odom.t, odom.q, fix, odom.msg, self._approx_now)
 
     def finish(self) -> None:
-        """End of input: images still waiting for GPS/odometry are dropped (counted)."""
+        """End of input: images still waiting for GPS/odometry are dropped (counted). Raises the
+        :class:`DatasetError` of a recording refused as a different flight (the dataset was left untouched)."""
+        self._end()
+        if self.refused:
+            raise DatasetError(self.refused)
+
+    def _end(self) -> None:
         self.counters["dropped_no_support"] += len(self._pending)
         self._pending.clear()
         if self.T_base_cam is None and self.counters["dropped_no_mount"] and not self._mount_warned:
@@ -408,7 +559,7 @@ class Recorder:
             )
 
     def close(self) -> None:
-        self.finish()
+        self._end()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -546,6 +697,8 @@ class Recorder:
         c = self.counters
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
         text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        if self.refused:
+            level, text = 2, self.refused
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
 
 

@@ -24,7 +24,7 @@ from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.geometry.tf_buffer import TFBuffer
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
-from pose2rgbd.nodes.common import resolve_topic
+from pose2rgbd.nodes.common import Throttle, resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
@@ -174,6 +174,19 @@ def run_node_bag(
                     for name, msg in outputs or ():
                         writer.write(out_topics[name], now, msg)
 
+            tf_throttle = Throttle(getattr(cfg, "warn_throttle_s", 5.0))
+
+            def tf_rejected(now: int) -> None:
+                counters = getattr(logic, "counters", None)
+                if isinstance(counters, dict):  # in the node's diagnostics
+                    counters["tf_rejected"] = tf.rejected
+                if tf_throttle("tf", now):
+                    n = tf_throttle.suppressed.pop("tf", 0)
+                    log.warning(
+                        "rejected a transform on %s (%d so far): %s%s", m.topic, tf.rejected, tf.last_rejection,
+                        f" ({n} similar suppressed)" if n else "",
+                    )  # fmt: skip
+
             deadlines: list[int | None] = [None] * len(timers)
             total = sum(reader.topics[t].count for t in wanted)
             for m in tqdm(reader.messages(wanted), total=total, disable=not progress, desc=spec.name, unit="msg"):
@@ -187,7 +200,8 @@ def run_node_bag(
                         deadlines[k] = due + period
                 stats.messages_in += 1
                 if m.topic in tf_topics:
-                    tf.add_tf_message(m.msg, static=tf_topics[m.topic], default_stamp_ns=now)
+                    if tf.add_tf_message(m.msg, static=tf_topics[m.topic], default_stamp_ns=now):
+                        tf_rejected(now)
                     if tf_waiting:
                         assert spec.tf is not None
                         tf_waiting = not getattr(logic, spec.tf.on_update)(now)
@@ -206,6 +220,8 @@ def run_node_bag(
             if callable(getattr(logic, "close", None)):
                 logic.close()
     stats.counters = dict(getattr(logic, "counters", {}))
+    if tf.rejected:
+        stats.counters["tf_rejected"] = tf.rejected
     stats.wall_s = time.perf_counter() - t_wall
     return stats
 

@@ -10,6 +10,7 @@ Topics (the simulator's layout): ``/camera/image_raw`` (rgb8, or ``/camera/image
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,20 @@ def write_flight_bag(
     storage: str = "mcap",
     hfov_deg: float = 90.0,
     camera_info_fields: dict[str, Any] | None = None,
+    t0_ns: int = T0_NS,
+    fix_fault: Callable[[int, float, float, float], tuple[float, float, float]] | None = None,
+    zero_stamps: Collection[str] = (),
+    bad_static_tf: bool = False,
+    bad_tf_every: int = 0,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
     ``camera_info_fields`` replace fields of every CameraInfo (e.g. a P that differs from K, binning).
+    Faults (for the fault tests): ``t0_ns`` moves the whole flight in time; ``fix_fault(i, lat, lon, alt)`` gives
+    the ``(lat, lon, alt)`` written for fix ``i`` (a bad fix, a cold start at 0,0, NaN altitude); the topics in
+    ``zero_stamps`` get zero header stamps (their bag log times stay right); ``bad_static_tf`` adds a transform
+    with a NaN translation and one with a zero quaternion to /tf_static; with ``bad_tf_every`` n, every n-th /tf
+    message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform.
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
@@ -78,47 +89,53 @@ def write_flight_bag(
     assert cam is not None
 
     def ns(t: float) -> int:
-        return T0_NS + round(t * 1e9)
+        return t0_ns + round(t * 1e9)
+
+    def hs(t: float, topic: str) -> int:  # header stamp
+        return 0 if topic in zero_stamps else ns(t)
 
     t_cam = np.arange(0.05, duration_s, 1.0 / camera_hz)
     T_cam = T_world_base(t_cam) @ T_BASE_CAM
     out: dict[str, Any] = render_ground_plane(ck, T_cam)
     events: list[tuple[int, int, str, object]] = []  # (stamp, order, topic, msg)
-    events.append(
-        (
-            ns(0.0),
-            0,
-            "/tf_static",
-            tf_message(f, [transform_stamped(f, ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]),
-        )
-    )
-    for t in np.arange(0.0, duration_s + 1e-9, 0.02):  # 50 Hz
+    static = [transform_stamped(f, ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]
+    if bad_static_tf:
+        nan_t = transform_stamped(f, ns(0.0), "base_link", "gps_link", np.eye(4))
+        nan_t.transform.translation.x = float("nan")
+        zero_q = transform_stamped(f, ns(0.0), "base_link", "imu_link", np.eye(4))
+        zero_q.transform.rotation.w = 0.0
+        static += [nan_t, zero_q]
+    events.append((ns(0.0), 0, "/tf_static", tf_message(f, static)))
+    for k, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.02)):  # 50 Hz
         T = T_world_base(t)[0]
-        events.append((ns(t), 1, "/tf", tf_message(f, [transform_stamped(f, ns(t), "map", "base_link", T)])))
-        events.append((ns(t), 2, "/odom", odometry(f, ns(t), "odom", "base_link", T)))
-    for t in np.arange(0.0, duration_s + 1e-9, 0.1):  # 10 Hz
+        ts = transform_stamped(f, hs(t, "/tf"), "map", "base_link", T)
+        if bad_tf_every and k % bad_tf_every == bad_tf_every - 1:
+            if (k // bad_tf_every) % 2:
+                ts.transform.translation.x = float("nan")
+            else:
+                ts.transform.rotation.x = ts.transform.rotation.y = ts.transform.rotation.z = 0.0
+                ts.transform.rotation.w = 0.0
+        events.append((ns(t), 1, "/tf", tf_message(f, [ts])))
+        events.append((ns(t), 2, "/odom", odometry(f, hs(t, "/odom"), "odom", "base_link", T)))
+    for i, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.1)):  # 10 Hz
         p = T_world_base(t)[0, :3, 3]
-        lat, lon, alt = DATUM.from_enu(p)
+        lla = tuple(float(v) for v in DATUM.from_enu(p))
+        lat, lon, alt = fix_fault(i, *lla) if fix_fault is not None else lla
         events.append(
-            (
-                ns(t),
-                3,
-                "/gps/fix",
-                navsatfix(f, ns(t), "gps", float(lat), float(lon), float(alt), covariance=[1e-4] * 3),
-            )
+            (ns(t), 3, "/gps/fix", navsatfix(f, hs(t, "/gps/fix"), "gps", lat, lon, alt, covariance=[1e-4] * 3))
         )
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     for i, t in enumerate(t_cam):
         s = ns(t)
         img = (
-            compressed_image(f, s, "camera_optical_frame", out["rgb"][i], "png")
+            compressed_image(f, hs(t, image_topic), "camera_optical_frame", out["rgb"][i], "png")
             if compressed
-            else image(f, s, "camera_optical_frame", out["rgb"][i], "rgb8")
+            else image(f, hs(t, image_topic), "camera_optical_frame", out["rgb"][i], "rgb8")
         )
         events.append((s, 4, image_topic, img))
-        info = camera_info(f, s, "camera_optical_frame", cam)
-        for k, v in (camera_info_fields or {}).items():
-            setattr(info, k, v)
+        info = camera_info(f, hs(t, "/camera/camera_info"), "camera_optical_frame", cam)
+        for name, v in (camera_info_fields or {}).items():
+            setattr(info, name, v)
         events.append((s, 5, "/camera/camera_info", info))
         events.append((s, 6, "/ground_truth/pose", pose_stamped(f, s, "map", T_cam[i])))
         events.append((s, 7, "/ground_truth/depth", image(f, s, "camera_optical_frame", out["depth"][i], "32FC1")))

@@ -14,6 +14,7 @@ import sys
 
 from pose2rgbd import __version__
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.output_guard import take_kept
 
 # Order here is the order in `pose2rgbd --help`.
 COMMAND_MODULES = (
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pose2rgbd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pose2rgbd {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        kept = take_kept()  # what the command finished and kept (e.g. the frames `record` wrote)
+        done = f"kept {'; '.join(kept)}" if kept else "nothing half-written was kept"
+        print(f"pose2rgbd {args.command}: interrupted; {done}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -198,8 +198,9 @@ def test_live_recorder_writer_refuses_a_folder_that_is_not_a_dataset(tmp_path: P
 
 
 # ---------------------------------------------------------------------------- 4: Ctrl-C keeps the dataset and bag
+@pytest.mark.parametrize("command", ["record bag", "node record"])
 def test_record_interrupted_keeps_and_closes_the_dataset_and_the_bag(
-    bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    command: str, bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pose2rgbd.bags import open_bag
     from pose2rgbd.dataset import Dataset, DatasetWriter
@@ -215,7 +216,10 @@ def test_record_interrupted_keeps_and_closes_the_dataset_and_the_bag(
 
     monkeypatch.setattr(DatasetWriter, "add_frame", add_then_interrupt)
     ds, ob = tmp_path / "rec", tmp_path / "synced"
-    rc, out = run_cli(capsys, "record", "bag", "--bag", bag, "--out", ds, "--out-bag", ob)
+    if command == "record bag":
+        rc, out = run_cli(capsys, "record", "bag", "--bag", bag, "--out", ds, "--out-bag", ob)
+    else:
+        rc, out = run_cli(capsys, "node", "record", "--bag", bag, "--out", ob, "--output.dataset", ds)
     assert rc == 130
     assert "nothing half-written was kept" not in out, out
     assert f"kept {ob} (bag, " in out and f"{ds} (dataset, 4 frames, 4 new;" in out, out

@@ -107,7 +107,7 @@ def run_node_bag(
     tf_topic: str = TF_TOPIC,
     tf_static_topic: str = TF_STATIC_TOPIC,
     inputs: Sequence[str | Path] = (),
-    keep_on_interrupt: bool = False,
+    keep_on_interrupt: bool | None = None,
 ) -> RunStats:
     """Replay ``bag`` through the node of ``spec``; write what it publishes to the bag ``out`` (if given).
 
@@ -120,10 +120,49 @@ def run_node_bag(
         inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
             nor ``bag``).
         keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note
-            it for the CLI's message) instead of discarding it.
+            it for the CLI's message) instead of discarding it; default: for the record node (its dataset is
+            kept as well: it is flushed frame by frame).
     """
+    dataset = str(getattr(getattr(cfg, "output", None), "dataset", "") or "") if spec is RECORDER else ""
+    if keep_on_interrupt is None:
+        keep_on_interrupt = spec is RECORDER
+    if dataset:  # checked before the replay, not at the first frame
+        check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
+        check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
+        inputs = [*inputs, dataset]
     if out is not None:  # before anything is read
         check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
+    before = _dataset_frames(dataset) if dataset else 0
+    try:
+        return _run_node_bag(
+            spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
+            overwrite=overwrite, progress=progress, tf_topic=tf_topic, tf_static_topic=tf_static_topic,
+            inputs=inputs, keep_on_interrupt=keep_on_interrupt,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if dataset and Path(dataset, "manifest.yaml").is_file():
+            n = _dataset_frames(dataset)
+            note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; run the same command again to resume)")
+        raise
+
+
+def _run_node_bag(
+    spec: NodeSpec,
+    cfg: Any,
+    bag: str | Path,
+    out: str | Path | None,
+    *,
+    resources: dict[str, Any] | None,
+    rate: float,
+    namespace: str,
+    storage: str,
+    overwrite: bool,
+    progress: bool,
+    tf_topic: str,
+    tf_static_topic: str,
+    inputs: Sequence[str | Path],
+    keep_on_interrupt: bool,
+) -> RunStats:
     if not isinstance(cfg, spec.config):
         raise ConfigError(f"{spec.name}: expected a {spec.config.__name__}, got {type(cfg).__name__}")
     pacer = _Pacer(rate)
@@ -251,19 +290,7 @@ def run_recorder_bag(
     compressed) is taken from the bag. Other arguments: :func:`run_node_bag`."""
     if not cfg.output.dataset and out_bag is None:
         raise ConfigError("nothing to record into: give a dataset directory (output.dataset) and/or an output bag")
-    dataset = cfg.output.dataset
-    if dataset:  # checked before the replay, not at the first frame
-        check_output(dataset, DATASET, inputs=[bag] + ([out_bag] if out_bag is not None else []))
-        check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
-    before = _dataset_frames(dataset) if dataset else 0
-    try:
-        return run_node_bag(RECORDER, cfg, bag, out_bag, inputs=[dataset] if dataset else [], keep_on_interrupt=True,
-                            **kwargs)  # fmt: skip
-    except KeyboardInterrupt:
-        if dataset and Path(dataset, "manifest.yaml").is_file():
-            n = _dataset_frames(dataset)
-            note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; run the same command again to resume)")
-        raise
+    return run_node_bag(RECORDER, cfg, bag, out_bag, **kwargs)
 
 
 def _dataset_frames(path: str | Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -114,6 +115,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _check_finite(value: Any, where: str) -> None:
+    """NaN and inf are refused in every float config value (a field opts out with metadata ``nonfinite``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a usable number (NaN or infinite); give a finite value")
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
 def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
     """Build ``cls`` from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
     data = dict(data or {})
@@ -129,6 +139,10 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
         hint = "".join(f"; did you mean {' or '.join(c)} for '{u}'?" for u in unknown if (c := closest(u, names)))
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}{hint}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for k, v in kwargs.items():
+        if not fields[k].metadata.get("nonfinite"):
+            _check_finite(v, f"{where + '.' if where else ''}{k}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
 from pose2rgbd.errors import BagError
 from pose2rgbd.messages.factory import TypestoreFactory
 from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
+from pose2rgbd.output_guard import BAG, check_output
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class BagWriter:
     >>> with BagWriter("out_bag", storage="mcap") as w:  # doctest: +SKIP
     ...     w.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", qos="transient_local")
     ...     w.write("/fix", stamp_ns, navsatfix(w.factory, stamp_ns, "gps", lat, lon, alt))
+
+    ``inputs``: the paths being read to make this bag; ``path`` may not be, contain or lie inside one, and
+    ``overwrite`` replaces only an earlier bag (:func:`pose2rgbd.output_guard.check_output`).
     """
 
     def __init__(
@@ -84,10 +88,11 @@ class BagWriter:
         typestore: Any = None,
         overwrite: bool = False,
         version: int = DEFAULT_METADATA_VERSION,
+        inputs: Iterable[str | Path | None] = (),
     ) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        self.path = Path(path)
+        self.path = check_output(path, BAG, inputs=inputs, overwrite=overwrite)
         if storage not in ("mcap", "sqlite3"):
             raise BagError(f"{self.path}: storage must be 'mcap' or 'sqlite3', not {storage!r}")
         if self.path.exists() and not overwrite:

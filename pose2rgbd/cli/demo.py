@@ -105,6 +105,7 @@ def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str
             split="route",
             seed=args.seed,
             lr=1e-3,
+            overwrite=True,  # the demo's own folder: an earlier demo run with other settings is replaced
         )
         done.write_text(f"{ckpt.name}\n{settings}\n")
     else:

@@ -22,6 +22,7 @@ from types import FrameType
 from pose2rgbd import __version__
 from pose2rgbd.atomic import output_of
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.output_guard import take_kept
 
 # Order here is the order in `pose2rgbd --help`.
 COMMAND_MODULES = (
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
-        print(f"pose2rgbd {args.command}: {how}; nothing half-written was kept", file=sys.stderr)
+        kept = take_kept()  # what the command finished and kept (e.g. the frames `record` wrote)
+        done = f"kept {'; '.join(kept)}" if kept else "nothing half-written was kept"
+        print(f"pose2rgbd {args.command}: {how}; {done}", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
     except BrokenPipeError:
         _quiet_broken_pipe()

@@ -78,7 +78,8 @@ def _bag(args: argparse.Namespace) -> int:
     if dropped:
         print(f"  dropped / skipped: {dropped}")
     if cfg.output.dataset:
-        print(f"  dataset: {cfg.output.dataset}")
+        made = (Path(cfg.output.dataset) / "manifest.yaml").is_file()
+        print(f"  dataset: {cfg.output.dataset}" if made else f"  no dataset was written at {cfg.output.dataset}")
     if args.out_bag is not None:
         print(f"  synced frames bag: {args.out_bag} {stats.messages_out}")
     return 0 if c["frames"] or c["skipped_already_recorded"] else 1

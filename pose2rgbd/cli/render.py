@@ -114,9 +114,11 @@ def _bag(args: argparse.Namespace) -> int:
 def _trajectory(args: argparse.Namespace) -> int:
     from pose2rgbd.evaluation.trajectory import read_trajectory_csv, render_trajectory
     from pose2rgbd.inference import RenderEngine
+    from pose2rgbd.output_guard import VIDEO, check_output
 
     cfg = config_from_args(args)["engine"]
     _need_checkpoint(cfg)
+    check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
     times, T = read_trajectory_csv(args.trajectory)
     engine = RenderEngine.from_config(cfg)
     res = render_trajectory(engine, times, T, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)

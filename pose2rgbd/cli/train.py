@@ -156,6 +156,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dataset", type=Path, required=True, help="format-v1 dataset directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in OUT (its files are moved to OUT/previous-run-*/ and deleted when the new "
+        "run finishes; put back if it stops before its first checkpoint)",
+    )
     p.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
     state: dict[str, Schema] = {}
 
@@ -194,7 +200,8 @@ def model_config(method: str, cfg: Any) -> Any:
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     mc, tc = model_config(args.method, cfg), cfg["train"]
-    res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root)
+    res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
+                 overwrite=args.overwrite)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))
     what = what or (f"{args.method} ({args.preset})" if args.preset else args.method)
     size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""

@@ -35,6 +35,7 @@ from pose2rgbd.messages import (
     orientation_xyzw,
     read_navsatfix,
 )
+from pose2rgbd.output_guard import DATASET, check_output
 from pose2rgbd.sync.estimator import SyncConfig, SyncResult, correlate_signals, speed_from_positions
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
@@ -359,6 +360,7 @@ def convert_bag(
     """Convert a bag into a dataset at ``out`` (atomic: nothing is left behind on error)."""
     from pose2rgbd.bags import open_bag
 
+    check_output(out, DATASET, inputs=[path], overwrite=overwrite)  # before the long first pass
     cfg = cfg or ConvertConfig()
     s, topics = load_bag_streams(path, cfg, progress=progress)
     plan = plan_poses(s, cfg)
@@ -392,7 +394,7 @@ def convert_bag(
                     depth = image_msg_to_depth(dm)
                 yield i, image_msg_to_rgb(m.msg), depth
 
-    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, progress=progress)
+    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, inputs=[path], progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -138,6 +138,10 @@ class ConvertConfig:
             self.gps = from_dict(GpsConfig, self.gps, where="gps")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
+        if self.max_speed_mps <= 0:
+            raise ConfigError(
+                f"max_speed_mps must be > 0 (m/s, the fastest plausible GPS jump), got {self.max_speed_mps}"
+            )
         if self.output.rgb_encoding not in ("png", "jpg"):
             raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
         if self.size:

@@ -6,7 +6,7 @@ way: core <- report <- output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ def write_dataset(
     frames: Iterator[tuple[int, np.ndarray, np.ndarray | None]],
     *,
     overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
     progress: bool = True,
     report_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Pass 2: ``frames`` yields ``(frame_index, rgb, depth|None)`` for kept frames, in order."""
+    """Pass 2: ``frames`` yields ``(frame_index, rgb, depth|None)`` for kept frames, in order. ``inputs``: the
+    files read (the recording; :func:`pose2rgbd.output_guard.check_output` keeps ``out`` away from them)."""
     from tqdm import tqdm
 
     from pose2rgbd.convert import report
@@ -46,7 +48,7 @@ def write_dataset(
     )
     import cv2
 
-    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite)
+    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=(s.input_path, *inputs))
     try:
         bar = tqdm(total=int(plan.keep.sum()), desc="writing frames", unit="frame", disable=not progress)
         for i, rgb, depth in _prefetch(frames):

@@ -21,6 +21,7 @@ from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
 from pose2rgbd.convert.output import write_dataset
 from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.output_guard import DATASET, check_output
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ def convert_video(
     progress: bool = True,
 ) -> Path:
     """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error)."""
+    inputs = [video, gps_log, attitude]
+    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)  # before the long first pass
     cfg = cfg or ConvertConfig()
     s = load_video_streams(video, gps_log, cfg, gps_format=gps_format, attitude=attitude,
                            attitude_degrees=attitude_degrees, video_start_utc=video_start_utc,
@@ -139,4 +142,4 @@ def convert_video(
             if i < plan.keep.size and plan.keep[i]:
                 yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
 
-    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, progress=progress)
+    return write_dataset(Path(out), s, plan, cfg, frames(), overwrite=overwrite, inputs=inputs, progress=progress)

@@ -26,7 +26,7 @@ import hashlib
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.geometry.rotations import canonical_quat_xyzw
 from pose2rgbd.geometry.transforms import T_from_tq, tq_from_T
+from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output
 
 FORMAT_NAME = "pose2rgbd-dataset"
 FORMAT_VERSION = 1
@@ -210,13 +211,28 @@ class DatasetWriter:
         path: target directory.
         manifest: what goes into manifest.yaml (written at open in ``append`` mode, at close in ``atomic``).
         mode: ``"atomic"`` or ``"append"`` (see module docstring).
-        overwrite: in ``atomic`` mode, replace an existing target at close.
+        overwrite: in ``atomic`` mode, replace an existing target (an earlier dataset only) at close.
+        inputs: the paths being read to make it; ``path`` may not be, contain or lie inside one
+            (:func:`pose2rgbd.output_guard.check_output`). In ``append`` mode an existing non-empty folder must
+            be a dataset (it has manifest.yaml).
     """
 
-    def __init__(self, path: str | Path, manifest: Manifest, *, mode: str = "atomic", overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        manifest: Manifest,
+        *,
+        mode: str = "atomic",
+        overwrite: bool = False,
+        inputs: Iterable[str | Path | None] = (),
+    ) -> None:
         if mode not in ("atomic", "append"):
             raise DatasetError(f"unknown writer mode {mode!r}")
-        self.path = Path(path)
+        self.path = check_output(path, DATASET, inputs=inputs, overwrite=overwrite and mode == "atomic")
+        if mode == "append":
+            check_not_foreign_dir(
+                self.path, DATASET, what_to_do="record into a new or empty folder, or into an existing dataset"
+            )
         self.manifest = manifest
         self.mode = mode
         self.overwrite = overwrite

@@ -24,6 +24,7 @@ from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
+from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
 from pose2rgbd.training.splits import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,10 @@ def evaluate(
     """
     cfg = evaluate_config(config, split=split, **settings)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    if out_dir is not None and write_files:  # it only adds files, so it may hold the checkpoint, not be it
+        check_output(out_dir, EVALUATION, inputs=[ds.path])
+        if Path(out_dir).is_file():
+            raise OutputError(f"output {out_dir} is a file (e.g. the checkpoint); give a folder for the results")
     loaded = load_checkpoint(checkpoint, expect_fingerprint=None if cfg.allow_other_dataset else ds.fingerprint())
     model = loaded.model
     if not isinstance(model, PoseToImage):

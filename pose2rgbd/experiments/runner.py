@@ -208,7 +208,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         progress=progress,
     )
     t0 = time.monotonic()
-    tr = train_model(dataset, run_dir, mc, tc)
+    tr = train_model(dataset, run_dir, mc, tc, overwrite=True)  # the runner's own folder; result.json said redo
     t_train = time.monotonic() - t0
     ev, eval_s = run_eval(tr.last)
     res = {

@@ -65,9 +65,9 @@ def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
     if not cfg.checkpoint:
         raise CheckpointError("no checkpoint given; set engine.checkpoint (a .pt file from `pose2rgbd train`)")
     p = Path(cfg.checkpoint).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
-    return load_checkpoint(
+    return load_checkpoint(  # a folder, an empty or a text file: named by the loader
         p,
         map_location="cpu",
         expect=Expectations(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,9 @@ class Expectations:
             out.append(f"model kind is {kind!r}, expected {self.kind!r}")
         if self.fingerprint and fingerprint != self.fingerprint:
             out.append(
-                f"dataset fingerprint is {fingerprint}, expected {self.fingerprint} (trained on another dataset; "
-                "use a checkpoint trained on this dataset or drop the fingerprint expectation)"
+                f"the checkpoint was trained on dataset fingerprint {fingerprint}, but {self.fingerprint} is "
+                "expected (this dataset's); use a checkpoint trained on this dataset or drop the fingerprint "
+                "expectation"
             )
         for name, want in (("size", self.size), ("preset", self.preset)):
             if not want:
@@ -171,16 +173,50 @@ def save_checkpoint(
     return p
 
 
+def _check_checkpoint_file(p: Path) -> None:
+    """Clear messages for what torch.load reports badly: a folder, a missing, empty or text file."""
+    if p.is_dir():
+        pts = sorted(x.name for x in p.glob("*.pt"))
+        hint = f"; it holds {', '.join(pts)}: pass one of them, e.g. {p / pts[0]}" if pts else ""
+        raise CheckpointError(f"{p}: is a folder, not a checkpoint file (a .pt written by `pose2rgbd train`){hint}")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{p}: cannot open the checkpoint: {e.strerror or e}") from e
+    if not head:
+        raise CheckpointError(f"{p}: cannot read checkpoint: the file is empty (0 bytes; an interrupted copy?)")
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # a torch zip archive (or a legacy pickle)
+        raise CheckpointError(
+            f"{p}: cannot read checkpoint: not a torch file (it starts with {head!r}; a text file?); "
+            "use a .pt written by `pose2rgbd train`"
+        )
+
+
 def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict in the current layout (v1 files converted), validated as a pose2rgbd checkpoint
     (raises :class:`CheckpointError`). ``data["source_version"]`` is the version the file was written in."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file not found")
+    _check_checkpoint_file(p)
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # damaged pickle data
+            raise CheckpointError(f"{p}: cannot read checkpoint: the file is damaged or not a torch file") from e
+        # weights_only refused an object: never in a file pose2rgbd wrote
+        raise CheckpointError(
+            f"{p}: not a pose2rgbd checkpoint: it holds Python objects other than tensors and plain values, "
+            "which pose2rgbd never saves (not loaded: unpickling them could run code). Use a .pt written by "
+            "`pose2rgbd train` (OUT/best.pt or OUT/last.pt)"
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, Exception) as e:
-        raise CheckpointError(f"{p}: cannot read checkpoint (corrupt, truncated or not a torch file): {e}") from e
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{p}: cannot read checkpoint: the file is damaged (truncated or modified) or not a torch file "
+            f"({first[:160]}); use a .pt written by `pose2rgbd train`, or train again"
+        ) from e
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a pose2rgbd checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
     version = data.get("version")

@@ -236,8 +236,10 @@ class Recorder:
     def _load_existing(self, path: Path) -> None:
         """Resume: keep an existing dataset's datum and skip frames up to its last stamp."""
         from pose2rgbd.dataset import Dataset
+        from pose2rgbd.output_guard import DATASET, check_not_foreign_dir
 
-        if not (path / "manifest.yaml").is_file():
+        if not (path / "manifest.yaml").is_file():  # a new dataset: refuse a folder of other files at configure
+            check_not_foreign_dir(path, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
             return
         try:
             ds = Dataset(path, check_files=False)

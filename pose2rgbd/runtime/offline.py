@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pose2rgbd.nodes.common import Throttle, resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
+from pose2rgbd.output_guard import BAG, DATASET, check_not_foreign_dir, check_output, note_kept
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ def run_node_bag(
     progress: bool = False,
     tf_topic: str = TF_TOPIC,
     tf_static_topic: str = TF_STATIC_TOPIC,
+    inputs: Sequence[str | Path] = (),
+    keep_on_interrupt: bool | None = None,
 ) -> RunStats:
     """Replay ``bag`` through the node of ``spec``; write what it publishes to the bag ``out`` (if given).
 
@@ -113,7 +117,52 @@ def run_node_bag(
         resources: what ``spec.configure(cfg)`` would build (e.g. ``{"engine": engine}``); default: built.
         rate: 0 as fast as possible, 1.0 bag speed.
         namespace: prefix for relative topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
+        inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
+            nor ``bag``).
+        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note
+            it for the CLI's message) instead of discarding it; default: for the record node (its dataset is
+            kept as well: it is flushed frame by frame).
     """
+    dataset = str(getattr(getattr(cfg, "output", None), "dataset", "") or "") if spec is RECORDER else ""
+    if keep_on_interrupt is None:
+        keep_on_interrupt = spec is RECORDER
+    if dataset:  # checked before the replay, not at the first frame
+        check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
+        check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
+        inputs = [*inputs, dataset]
+    if out is not None:  # before anything is read
+        check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
+    before = _dataset_frames(dataset) if dataset else 0
+    try:
+        return _run_node_bag(
+            spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
+            overwrite=overwrite, progress=progress, tf_topic=tf_topic, tf_static_topic=tf_static_topic,
+            inputs=inputs, keep_on_interrupt=keep_on_interrupt,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if dataset and Path(dataset, "manifest.yaml").is_file():
+            n = _dataset_frames(dataset)
+            note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; run the same command again to resume)")
+        raise
+
+
+def _run_node_bag(
+    spec: NodeSpec,
+    cfg: Any,
+    bag: str | Path,
+    out: str | Path | None,
+    *,
+    resources: dict[str, Any] | None,
+    rate: float,
+    namespace: str,
+    storage: str,
+    overwrite: bool,
+    progress: bool,
+    tf_topic: str,
+    tf_static_topic: str,
+    inputs: Sequence[str | Path],
+    keep_on_interrupt: bool,
+) -> RunStats:
     if not isinstance(cfg, spec.config):
         raise ConfigError(f"{spec.name}: expected a {spec.config.__name__}, got {type(cfg).__name__}")
     pacer = _Pacer(rate)
@@ -164,7 +213,7 @@ def run_node_bag(
         writer = None
         try:
             if out is not None:
-                writer = BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite)
+                writer = BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite, inputs=[bag, *inputs])
                 for name, mt in spec.output_types(cfg).items():
                     writer.add_topic(out_topics[name], mt)
 
@@ -212,6 +261,13 @@ def run_node_bag(
             if writer is not None:
                 writer.close()
                 stats.messages_out = writer.counts
+        except KeyboardInterrupt:
+            if writer is not None and keep_on_interrupt:
+                writer.close()  # a bag of what was recorded up to now
+                note_kept(f"{out} (bag, {sum(writer.counts.values())} messages)")
+            elif writer is not None:
+                writer.abort()
+            raise
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -251,3 +307,11 @@ def run_recorder_bag(
     if not cfg.output.dataset and out_bag is None:
         raise ConfigError("nothing to record into: give a dataset directory (output.dataset) and/or an output bag")
     return run_node_bag(RECORDER, cfg, bag, out_bag, **kwargs)
+
+
+def _dataset_frames(path: str | Path) -> int:
+    """Rows of a dataset's frames.csv (0 when there is none)."""
+    f = Path(path) / "frames.csv"
+    if not f.is_file():
+        return 0
+    return max(0, sum(1 for ln in f.read_text().splitlines() if ln.strip()) - 1)

@@ -49,6 +49,7 @@ from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
 from pose2rgbd.config import to_dict
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
+from pose2rgbd.output_guard import FILE, VIDEO, check_output
 from pose2rgbd.sim.config import SimConfig
 from pose2rgbd.sim.flight import FlightPlan, Trajectory
 from pose2rgbd.sim.render import Renderer
@@ -410,7 +411,8 @@ def export_video(
     route = route or (cfg.video_routes[0] if cfg.video_routes else cfg.routes[0])
     out = Path(out_dir)
     mp4, gcsv, pcsv = out / f"{route}.mp4", out / f"{route}_gps.csv", out / f"{route}_poses.csv"
-    for p in (mp4, gcsv, pcsv):
+    for p, kind in ((mp4, VIDEO), (gcsv, FILE), (pcsv, FILE)):
+        check_output(p, kind, overwrite=overwrite)
         if p.exists() and not overwrite:
             raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,11 @@ like every other model key.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
+from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.splits import Split, make_split
@@ -116,6 +120,7 @@ def train(
     resume: bool | str | Path = False,
     cache_root: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
     ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
@@ -124,6 +129,11 @@ def train(
     ``resume``: ``True`` resumes from ``out_dir/last.pt`` if it exists; a path resumes from that checkpoint
     (the model, dataset and data split must be the same). ``cache_root``: where training caches live
     (default ``<dataset>/cache``).
+
+    An ``out_dir`` holding an earlier run is refused unless ``resume`` or ``overwrite``; a folder with other
+    files in it is always refused. ``overwrite`` moves the earlier run's files into
+    ``out_dir/previous-run-<UTC time>/`` when the new run starts and deletes them when it finishes; if the new
+    run fails before writing ``last.pt`` they are moved back (else they stay there, and a warning says so).
     """
     family = get_family(method)
     mc = family.make_config() if model_cfg is None else model_cfg
@@ -135,6 +145,7 @@ def train(
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     check_dataset_for(family, ds)
     out = Path(out_dir)
+    earlier = _check_out_dir(out, ds.path, resume=bool(resume), overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = ds.fingerprint()
 
@@ -156,9 +167,32 @@ def train(
             model=None if resumed is None else resumed.model,
         )
     )
-    split, model = setup.split, setup.model
+    split = setup.split
     log.info("split: %s -> %d train / %d val frames", split.description, len(split.train), len(split.val))
     train_dict = cfgmod.to_dict(tc)
+    aside = _move_aside(out, earlier) if earlier else None
+    try:
+        return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside)
+    except BaseException:
+        if aside is not None:
+            _restore(out, aside)
+        raise
+
+
+def _fit(
+    family: ModelFamily,
+    ds: Dataset,
+    out: Path,
+    mc: Any,
+    tc: TrainConfig,
+    setup: TrainingSetup,
+    resumed: LoadedCheckpoint | None,
+    train_dict: dict[str, Any],
+    fingerprint: str,
+    callbacks: Sequence[Callback],
+    aside: Path | None,
+) -> TrainResult:
+    split, model = setup.split, setup.model
     dataset_path = str(ds.path.resolve())
     meta = {"dataset": dataset_path, "dataset_fingerprint": fingerprint, "split": split.description}
     (out / "config.yaml").write_text(
@@ -205,6 +239,8 @@ def train(
             trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
     trainer.fit()
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)  # the new run is complete: the earlier one goes
     best = ckpt_cb.best_path if ckpt_cb.best_path is not None and ckpt_cb.best_path.exists() else None
     return TrainResult(
         out_dir=out,
@@ -221,6 +257,54 @@ def train(
         final_val=dict(trainer.last_val),
         method=family.kind,
     )
+
+
+# What a training run writes into its folder (train() docstring).
+RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb")
+
+
+def _check_out_dir(out: Path, dataset: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse an ``out`` that would destroy the dataset, a foreign folder or (without resume / overwrite) an
+    earlier run; returns the earlier run's files that ``overwrite`` will replace."""
+    check_output(out, TRAINING_RUN, inputs=[dataset], overwrite=overwrite)
+    if not out.exists():
+        return []
+    check_not_foreign_dir(out, TRAINING_RUN, what_to_do="choose a new or empty --out folder")
+    earlier = [n for n in RUN_FILES if (out / n).exists()]
+    if resume or not earlier:
+        return []
+    if not overwrite:
+        raise OutputError(
+            f"{out} holds an earlier training run ({', '.join(earlier)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out (nothing was changed)"
+        )
+    return earlier
+
+
+def _move_aside(out: Path, names: list[str]) -> Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = out / f"previous-run-{stamp}"
+    aside.mkdir()
+    for n in names:
+        os.replace(out / n, aside / n)
+    log.info("replacing the earlier run in %s: its files are in %s until the new run finishes", out, aside)
+    return aside
+
+
+def _restore(out: Path, aside: Path) -> None:
+    """The new run failed: bring the earlier run back unless the new one already wrote a checkpoint."""
+    if (out / "last.pt").exists():
+        log.warning("the new run stopped after writing %s; the earlier run is kept in %s", out / "last.pt", aside)
+        return
+    for p in aside.iterdir():
+        dst = out / p.name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        os.replace(p, dst)
+    aside.rmdir()
+    log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
 
 
 def _check_resume(
@@ -255,12 +339,14 @@ def train_model(
     resume: bool | str | Path = False,
     cache_root: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """:func:`train` for the model kind whose config ``model_cfg`` is (e.g. a Pose2RGBD config)."""
     family = family_of_config(model_cfg)
     return train(
-        family.kind, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root, callbacks=callbacks
-    )
+        family.kind, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root,
+        callbacks=callbacks, overwrite=overwrite,
+    )  # fmt: skip
 
 
 def recalibrate_checkpoint(

@@ -77,8 +77,10 @@ def train_quick(
     seed: int = 0,
     lr: float | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Train a small Pose2RGBD model for about ``minutes`` of wall time (the demo); returns the checkpoint path.
+    ``overwrite``: replace an earlier run in ``out_dir`` (:func:`pose2rgbd.training.train`).
 
     The epoch count is an upper bound (200); the time budget ends training, with a validation and a
     checkpoint. ``split='route'`` holds out the non-survey routes so the fly-through shows unseen poses.
@@ -96,4 +98,4 @@ def train_quick(
         progress=progress,
         tensorboard=True,
     )
-    return train(family.kind, dataset_dir, out_dir, mc, tc).checkpoint
+    return train(family.kind, dataset_dir, out_dir, mc, tc, overwrite=overwrite).checkpoint

@@ -1,0 +1,128 @@
+"""The one check before anything is written to (or replaced at) an output path.
+
+Every command and writer that can replace an output (bags, datasets, training runs, evaluation folders,
+trajectory files) calls :func:`check_output` first. It refuses, whatever ``overwrite`` says:
+
+- an output that *is*, *contains* or *lies inside* one of the inputs (symlinks resolved): replacing it would
+  delete the recording being read;
+- with ``overwrite``, an existing path that is not an output of the same kind (a bag folder has
+  ``metadata.yaml``, a dataset ``manifest.yaml``, a training run ``config.yaml`` or ``*.pt``, ...): replacing
+  it would delete something the user made by other means.
+
+An existing output without ``overwrite`` is left to the writer (it names the flag to pass).
+
+:func:`note_kept` / :func:`take_kept`: what a command kept when it was interrupted (e.g. the frames a
+``record`` run wrote), for the message the CLI prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pose2rgbd.errors import Pose2RGBDError
+
+
+class OutputError(Pose2RGBDError):
+    """An output path would destroy an input or something that is not an earlier output of the same kind."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What an output of one kind looks like on disk."""
+
+    name: str  # "bag", "dataset", ...
+    is_dir: bool
+    markers: tuple[str, ...] = ()  # a directory of this kind holds at least one of these (glob patterns)
+    suffixes: tuple[str, ...] = ()  # a file of this kind ends in one of these (empty: any)
+
+    def matches(self, path: Path) -> bool:
+        if self.is_dir:
+            return path.is_dir() and any(any(path.glob(m)) for m in self.markers)
+        return path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))
+
+
+BAG = OutputKind("bag", True, ("metadata.yaml",))
+DATASET = OutputKind("dataset", True, ("manifest.yaml",))
+TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"))
+EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
+VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
+FILE = OutputKind("file", False)
+
+
+def _resolved(p: str | Path) -> Path:
+    return Path(os.path.realpath(Path(p).expanduser()))
+
+
+def _within(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def check_output(
+    out: str | Path,
+    kind: OutputKind,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Raise :class:`OutputError` if writing ``out`` (an output of ``kind``) could destroy an input or a
+    foreign file; returns ``out`` as a Path. See the module docstring for the rules."""
+    p = Path(out)
+    rp = _resolved(p)
+    for inp in inputs:
+        if inp is None or str(inp) == "":
+            continue
+        ri = _resolved(inp)
+        if _within(rp, ri) or _within(ri, rp):
+            how = "is" if rp == ri else ("lies inside" if _within(rp, ri) else "contains")
+            raise OutputError(
+                f"output {p} {how} the input {inp}; writing it would destroy the input. Choose an output "
+                "path outside the input (nothing was written)"
+            )
+    if overwrite and (p.exists() or p.is_symlink()):
+        if kind.is_dir and p.is_dir() and not any(p.iterdir()):
+            return p  # an empty folder holds nothing to lose
+        if not kind.matches(p):
+            what = "a folder" if p.is_dir() else "a file"
+            looks = (
+                f"a {kind.name} folder has {' or '.join(kind.markers)}"
+                if kind.is_dir
+                else f"a {kind.name} is a file" + (f" ending in {', '.join(kind.suffixes)}" if kind.suffixes else "")
+            )
+            raise OutputError(
+                f"{p} exists and is {what} that is not a {kind.name} ({looks}); --overwrite only replaces an "
+                f"earlier {kind.name}. Choose another output path or move {p} away yourself (nothing was written)"
+            )
+    return p
+
+
+def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str) -> None:
+    """Refuse to write *into* an existing non-empty folder that is not of ``kind`` (e.g. appending frames to a
+    folder that is not a dataset would overwrite the user's files)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{p} is a file, not a {kind.name} folder; {what_to_do}")
+    if p.is_dir() and any(p.iterdir()) and not kind.matches(p):
+        raise OutputError(
+            f"{p} is a folder with other files in it and not a pose2rgbd {kind.name} "
+            f"(no {' or '.join(kind.markers)}); {what_to_do} (nothing was written)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------- kept outputs
+_KEPT: list[str] = []
+
+
+def note_kept(description: str) -> None:
+    """Record that an interrupted command kept ``description`` (a path and what it holds)."""
+    _KEPT.append(description)
+
+
+def take_kept() -> Sequence[str]:
+    """What was noted with :func:`note_kept` since the last call (and forget it)."""
+    out = list(_KEPT)
+    _KEPT.clear()
+    return out

@@ -1,6 +1,6 @@
 """Fault injection, outputs: nothing the user owns is lost, and bad values end in a message, not a traceback.
 
-One test per row of the table in docs/reliability-outputs.md. Each runs the command as a user would
+One test per row of the outputs table in docs/reliability.md. Each runs the command as a user would
 (``pose2rgbd.cli.main.main``), asserts the message, and that the input and any earlier output are
 byte-identical afterwards (the trees are hashed before and after).
 """

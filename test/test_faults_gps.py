@@ -1,4 +1,4 @@
-"""Fault injection, GPS and stamps: bad input must never give a silently wrong dataset (docs/reliability.md, "GPS, stamps and TF").
+"""Fault injection, GPS and stamps: bad input never gives a silently wrong dataset (docs/reliability.md, GPS).
 
 Each row writes a small synthetic flight bag with a known truth (``write_flight_bag`` with a fault), records
 and / or converts it, and checks the outcome (frames on the true path, counts, the message) and that the input

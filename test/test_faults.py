@@ -464,3 +464,43 @@ def test_sigkill_leftover_is_removed_by_the_next_run_of_the_command(tmp_path: Pa
     assert r.returncode == 0, r.stderr
     assert f"removed {left}: the leftover of an earlier run of dataset that was killed" in r.stderr
     assert hidden_leftovers(out) == [] and (out / "dataset" / "manifest.yaml").is_file()
+
+
+def test_disk_full_while_saving_a_checkpoint_names_the_disk_and_keeps_the_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save's zip writer reported a full disk as "unexpected pos"; the checkpoint writer now raises the
+    OSError (ENOSPC), which the CLI turns into "no space left on the device", and the earlier file stays."""
+    import pose2rgbd.models.checkpoint as ckmod
+    from pose2rgbd.geometry import PinholeCamera
+    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+    from pose2rgbd.models import save_checkpoint
+
+    model = make_ground_plane_checkpoint(16).model
+    path = tmp_path / "run" / "last.pt"
+    save_checkpoint(path, model, dataset_fingerprint="x", camera=PinholeCamera.from_fov(16, 16, 90.0))
+    before = path.read_bytes()
+
+    class FullDisk:
+        def __init__(self, name: object, mode: str) -> None:
+            self.f = open(name, mode)  # noqa: SIM115 - closed in __exit__
+
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.f.name)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+    monkeypatch.setattr(ckmod, "open", FullDisk, raising=False)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(path, model, dataset_fingerprint="x", camera=PinholeCamera.from_fov(16, 16, 90.0))
+    assert err.value.errno == errno.ENOSPC
+    from pose2rgbd.cli.main import os_error_message
+
+    msg = os_error_message(err.value)
+    assert msg is not None and msg.startswith(f"{path}: no space left on the device"), msg
+    assert path.read_bytes() == before  # the earlier checkpoint is untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no hidden leftover

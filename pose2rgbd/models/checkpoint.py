@@ -21,6 +21,7 @@ Writes are atomic (temporary file + rename), so a crash never leaves half a chec
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import os
 import pickle
 import zipfile
@@ -165,7 +166,15 @@ def save_checkpoint(
     sweep_stale_siblings(p)  # leftovers of a killed save (pose2rgbd.atomic)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
-        torch.save(payload, tmp)
+        # serialized in memory, then written with plain file calls: a full disk or a read-only folder then
+        # raises the OSError that names it (ENOSPC, EROFS, ...), where torch.save's zip writer reports only
+        # "unexpected pos"; fsync before the rename so a power cut cannot leave a renamed, empty file.
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     finally:
         if tmp.exists():

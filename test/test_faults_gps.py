@@ -280,7 +280,7 @@ def test_9_bad_tf_feeding_the_renderer_is_counted_and_logged(tmp_path: Path, cap
     ("over", "match"),
     [
         ({"max_speed_mps": -1.0}, r"max_speed_mps must be a speed > 0"),
-        ({"jump_tolerance_m": float("nan")}, r"jump_tolerance_m must be >= 0"),
+        ({"jump_tolerance_m": float("nan")}, r"jump_tolerance_m: nan is not a usable number"),
         ({"gps": {"altitude": "baro"}}, r"gps\.altitude must be 'fix' or 'fixed'"),
     ],
 )

@@ -270,7 +270,7 @@ def test_fingerprint_mismatch_names_which_is_which() -> None:
         ("train --lr nan", ["train", "--dataset", "{data}", "--out", "{tmp}/run", "--lr", "nan"], "train.lr: nan is not a usable number"),  # noqa: E501
         ("train --lr inf", ["train", "--dataset", "{data}", "--out", "{tmp}/run", "--lr", "inf"], "train.lr: inf is not a usable number"),  # noqa: E501
         ("convert --time-offset nan", ["convert", "bag", "{bag}", "--out", "{tmp}/d", "--time-offset", "nan"], "time_offset_s: nan is not a usable number"),  # noqa: E501
-        ("convert --max-speed -1", ["convert", "bag", "{bag}", "--out", "{tmp}/d", "--max-speed", "-1"], "max_speed_mps must be > 0"),  # noqa: E501
+        ("convert --max-speed -1", ["convert", "bag", "{bag}", "--out", "{tmp}/d", "--max-speed", "-1"], "max_speed_mps must be a speed > 0"),  # noqa: E501
     ],
 )  # fmt: skip
 def test_non_finite_and_negative_settings_are_refused(

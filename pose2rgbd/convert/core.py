@@ -46,7 +46,7 @@ from pose2rgbd.sync.estimator import (
     velocity_from_positions,
 )
 from pose2rgbd.sync.flow import FlowMagnitude
-from pose2rgbd.sync.gps import GpsConfig
+from pose2rgbd.sync.gps import GpsConfig, check_gate
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,7 @@ class ConvertConfig:
             self.gps = from_dict(GpsConfig, self.gps, where="gps")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
-        if self.max_speed_mps <= 0:
-            raise ConfigError(
-                f"max_speed_mps must be > 0 (m/s, the fastest plausible GPS jump), got {self.max_speed_mps}"
-            )
+        check_gate(self.max_speed_mps, self.jump_tolerance_m)  # the GPS gate's own rule (pose2rgbd.sync.gps)
         if self.output.rgb_encoding not in ("png", "jpg"):
             raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
         if self.size:

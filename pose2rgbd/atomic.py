@@ -14,6 +14,7 @@ those it cannot attribute (no process id in the name, or a process that is still
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -127,3 +128,31 @@ def sweep_stale_siblings(path: str | Path) -> list[Path]:
             Path(path).name,
         )
     return removed
+
+
+# errno -> (what happened, what to do): the errors of writing that a user can fix
+OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write the output to another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write the output to another disk"),
+    errno.EROFS: ("the file system is read-only", "write the output to a writable directory"),
+    errno.EACCES: ("permission denied", "check the permissions, or write the output to a directory you own"),
+    errno.EPERM: ("operation not permitted", "check the permissions, or write the output to a directory you own"),
+}
+
+
+def os_error_message(e: OSError) -> str | None:
+    """A one-line message for a disk-full / read-only / permission error, naming the path; None for others."""
+    known = OS_ERRORS.get(e.errno) if e.errno is not None else None
+    if known is None:
+        return None
+    what, todo = known
+    where = e.filename if e.filename is not None else None
+    if where is None and isinstance(e.__cause__, OSError):
+        where = e.__cause__.filename
+    where_s = ""
+    if where is not None:
+        where_s = f"{os.fsdecode(where)}: "
+        out = output_of(os.fsdecode(where))
+        if out is not None:  # a hidden temporary of an atomic writer: name the output the user asked for
+            where_s = f"{out}: "
+    return f"{where_s}{what} ({e.strerror or os.strerror(e.errno or 0)}); {todo}"

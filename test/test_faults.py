@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -498,9 +499,38 @@ def test_disk_full_while_saving_a_checkpoint_names_the_disk_and_keeps_the_earlie
     with pytest.raises(OSError) as err:
         save_checkpoint(path, model, dataset_fingerprint="x", camera=PinholeCamera.from_fov(16, 16, 90.0))
     assert err.value.errno == errno.ENOSPC
-    from pose2rgbd.cli.main import os_error_message
+    from pose2rgbd.atomic import os_error_message
 
     msg = os_error_message(err.value)
     assert msg is not None and msg.startswith(f"{path}: no space left on the device"), msg
     assert path.read_bytes() == before  # the earlier checkpoint is untouched
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no hidden leftover
+
+
+def test_disk_full_while_recording_stops_says_why_and_keeps_the_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record node's edge (the same logic live and offline): a write error stops recording with a message
+    naming the disk, the frames already written stay a readable, resumable dataset, the command exits 2."""
+    import pose2rgbd.dataset.format as fmt
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.runtime.testing import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=3.0, size=32)
+    before = snapshot(bag)
+    real_add = fmt.DatasetWriter.add_frame
+
+    def add_frame(self: Any, *a: Any, **k: Any) -> Any:
+        if len(self) >= 5:  # five frames fit, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path / "rgb" / "000005.png"))
+        return real_add(self, *a, **k)
+
+    monkeypatch.setattr(fmt.DatasetWriter, "add_frame", add_frame)
+    out = tmp_path / "rec"
+    assert main(["record", "bag", "--bag", str(bag), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the dataset: " in err and "no space left on the device" in err, err
+    assert "Traceback" not in err
+    assert len(Dataset(out)) == 5  # what was written before the disk filled stays a valid dataset
+    assert snapshot(bag) == before

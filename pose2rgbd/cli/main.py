@@ -8,7 +8,6 @@ errors (:mod:`pose2rgbd.errors`); this is the only place that turns them into me
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from pose2rgbd import __version__
-from pose2rgbd.atomic import output_of
+from pose2rgbd.atomic import OS_ERRORS, os_error_message
 from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.output_guard import take_kept
 
@@ -57,34 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.register(sub)
     return parser
-
-
-# errno -> (what happened, what to do)
-_OS_ERRORS = {
-    errno.ENOSPC: ("no space left on the device", "free some space or write the output to another disk"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or write the output to another disk"),
-    errno.EROFS: ("the file system is read-only", "write the output to a writable directory"),
-    errno.EACCES: ("permission denied", "check the permissions, or write the output to a directory you own"),
-    errno.EPERM: ("operation not permitted", "check the permissions, or write the output to a directory you own"),
-}
-
-
-def os_error_message(e: OSError) -> str | None:
-    """A one-line message for a disk-full / read-only / permission error, naming the path; None for others."""
-    known = _OS_ERRORS.get(e.errno) if e.errno is not None else None
-    if known is None:
-        return None
-    what, todo = known
-    where = e.filename if e.filename is not None else None
-    if where is None and isinstance(e.__cause__, OSError):
-        where = e.__cause__.filename
-    where_s = ""
-    if where is not None:
-        where_s = f"{os.fsdecode(where)}: "
-        out = output_of(os.fsdecode(where))
-        if out is not None:  # a hidden temporary of an atomic writer: name the output the user asked for
-            where_s = f"{out}: "
-    return f"{where_s}{what} ({e.strerror or os.strerror(e.errno or 0)}); {todo}"
 
 
 class _Terminated(KeyboardInterrupt):
@@ -137,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except Pose2RGBDError as e:
         msg = str(e)
         cause = e.__cause__
-        if isinstance(cause, OSError) and cause.errno in _OS_ERRORS and _OS_ERRORS[cause.errno][1] not in msg:
-            msg += f"; {_OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
+        if isinstance(cause, OSError) and cause.errno in OS_ERRORS and OS_ERRORS[cause.errno][1] not in msg:
+            msg += f"; {OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
         print(f"pose2rgbd {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from pose2rgbd import messages as M
+from pose2rgbd.atomic import os_error_message
 from pose2rgbd.config import (
     DATUM_HELP,
     SIZE_HELP,
@@ -475,10 +476,11 @@ class Recorder:
             self._warning("queue", now_ns, "image queue full while waiting for GPS/odometry; dropping the oldest")
         return self._process(now_ns)
 
-    def _refuse(self, text: str) -> list[Outgoing]:
-        """Stop for good: the recording is not the dataset's flight (logged now, raised by :meth:`finish`)."""
+    def _refuse(self, text: str, *, kept: str = "the dataset is untouched") -> list[Outgoing]:
+        """Stop for good (logged now, raised by :meth:`finish`): the recording is not the dataset's flight, or the
+        dataset cannot be written (disk full, read-only, permission)."""
         self.refused = text
-        self.log.error(text + "; recording stopped, the dataset is untouched")
+        self.log.error(f"{text}; recording stopped, {kept}")
         self.recording = False
         self.counters["dropped_not_recording"] += len(self._pending)
         self._pending.clear()
@@ -610,7 +612,15 @@ class Recorder:
                 self.counters["bad_images"] += 1
                 self._warning("img", now_ns, f"frame dropped: {e}")
                 return []
-            self._write(stamp, T, rgb, lla)
+            try:
+                self._write(stamp, T, rgb, lla)
+            except OSError as e:  # disk full, read-only, permission: stop, keep what was written, say why
+                why = os_error_message(e) or f"{e.filename or self.cfg.output.dataset}: {e.strerror or e}"
+                self._refuse(
+                    f"cannot write to the dataset: {why}",
+                    kept=f"the {len(self.writer) if self.writer else 0} frames written so far are kept",
+                )
+                return []
         self.counters["frames"] += 1
         if self.cfg.output.publish_synced:
             out.append((self.cfg.topics.synced, self._synced_msg(stamp, img, lla, t_odom, q_odom, fix, odom, T)))

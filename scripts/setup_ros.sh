@@ -31,7 +31,7 @@ t1=$(date +%s)
 # The wheels' CMake files name the Python include directories of the machine they were built on.
 pyinc=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 npinc=$(.venv/bin/python -c "import numpy; print(numpy.get_include())")
-grep -rlZ --include='*.cmake' '/opt/python/cp3' .venv/share | xargs -0 -r sed -i -E \
+{ grep -rlZ --include='*.cmake' '/opt/python/cp3' .venv/share || true; } | xargs -0 -r sed -i -E \
   -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${npinc}#g" \
   -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${pyinc}#g"
 venv=$(cd .venv && pwd)
@@ -53,10 +53,10 @@ done
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 pyver=$(.venv/bin/python -c "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")
 # .pth lines run in alphabetical order: this one comes before ros_wheels_bootstrapper.pth, which re-executes
-# Python with LD_LIBRARY_PATH taken from os.environ.
+# Python with LD_LIBRARY_PATH taken from os.environ. POSE2RGBD_NO_ROS_PREFIX=1 leaves .ros out (a test of a
+# colcon install space sets it, so that only the install space is used).
 cat > "$site/pose2rgbd_ros_interfaces.pth" <<PTH
-$ros/install/lib/$pyver/site-packages
-import os; _l = os.environ.get('LD_LIBRARY_PATH', ''); '$ros/install/lib' in _l.split(':') or os.environ.__setitem__('LD_LIBRARY_PATH', '$ros/install/lib' + (':' + _l if _l else ''))
+import os, sys; _l = os.environ.get('LD_LIBRARY_PATH', ''); os.environ.get('POSE2RGBD_NO_ROS_PREFIX') or sys.path.append('$ros/install/lib/$pyver/site-packages') or '$ros/install/lib' in _l.split(':') or os.environ.__setitem__('LD_LIBRARY_PATH', '$ros/install/lib' + (':' + _l if _l else ''))
 PTH
 rm -f .venv/.pose2rgbd-ros-*
 touch "$stamp"

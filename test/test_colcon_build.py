@@ -4,14 +4,20 @@ services, the package share found through ament_index_python. Marker ``ros`` + `
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from pose2rgbd.config import flatten
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -113,3 +119,71 @@ def test_installed_executable_runs(install_space: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 1, out.stdout + out.stderr
     assert str(missing) in out.stdout + out.stderr
+
+
+def _installed_nodes(install_space: Path, tmp_path: Path) -> dict[str, Any]:
+    """What the installed package says about its nodes: executable -> (node name, declared parameters)."""
+    code = (
+        "import json, os\n"
+        "from ament_index_python.packages import get_package_prefix\n"
+        "from pose2rgbd.nodes import node_spec\n"
+        "from pose2rgbd_ros.node_main import node_name_from_executable\n"
+        "lib = os.path.join(get_package_prefix('pose2rgbd'), 'lib', 'pose2rgbd')\n"
+        "out = {}\n"
+        "for exe in sorted(os.listdir(lib)):\n"
+        "    spec = node_spec(node_name_from_executable(exe))\n"
+        "    out[exe] = [spec.name, sorted(spec.parameters())]\n"
+        "print(json.dumps(out))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_install_env(install_space),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_launch_files_name_what_the_install_space_has(install_space: Path, tmp_path: Path) -> None:
+    """Every executable, parameter file, included launch file and parameter a launch file names exists in the
+    install space (``ros2 launch`` itself cannot run here: launch / launch_ros have no wheels)."""
+    share = install_space / "share" / "pose2rgbd"
+    nodes = _installed_nodes(install_space, tmp_path)
+    assert set(nodes) == {"render_node", "record_node"}
+    common = {"use_sim_time", "autostart"}  # declared by rclpy / the host for every node
+    launch_files = sorted((share / "launch").glob("*.launch.py"))
+    assert launch_files
+    started: set[str] = set()
+    for path in launch_files:
+        tree = ast.parse(path.read_text())
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            fname = getattr(call.func, "id", getattr(call.func, "attr", ""))
+            kw = {k.arg: k.value for k in call.keywords}
+            if fname == "Node":
+                assert isinstance(kw["package"], ast.Constant) and kw["package"].value == "pose2rgbd"
+                exe = kw["executable"]
+                assert isinstance(exe, ast.Constant) and exe.value in nodes, f"{path.name}: executable {ast.dump(exe)}"
+                assert os.access(install_space / "lib" / "pose2rgbd" / exe.value, os.X_OK)
+                node_name, params = nodes[exe.value]
+                assert isinstance(kw["name"], ast.Constant) and kw["name"].value == node_name, path.name
+                started.add(exe.value)
+                plist = kw["parameters"]
+                assert isinstance(plist, ast.List)
+                for d in (e for e in plist.elts if isinstance(e, ast.Dict)):
+                    keys = {k.value for k in d.keys if isinstance(k, ast.Constant)}
+                    assert keys, path.name
+                    assert keys <= set(params) | common, (
+                        f"{path.name}: not declared by {node_name}: {keys - set(params)}"
+                    )
+            elif fname == "PathJoinSubstitution":
+                parts = [e.value for e in call.args[0].elts if isinstance(e, ast.Constant)]  # type: ignore[attr-defined]
+                if len(parts) == 2 and parts[0] in ("config", "launch"):
+                    assert (share / parts[0] / parts[1]).is_file(), f"{path.name}: {parts} is not installed"
+            elif fname == "include":
+                assert (share / "launch" / call.args[0].value).is_file()  # type: ignore[attr-defined]
+    assert started == set(nodes), "every node executable is started by a launch file"
+    # the installed parameter files: one node each, every parameter declared by that node
+    by_name = {name: set(params) | common for name, params in nodes.values()}
+    for f in sorted((share / "config").glob("*.yaml")):
+        data = yaml.safe_load(f.read_text())
+        (node_name,) = data
+        assert node_name in by_name, f"{f.name}: {node_name} is no installed node"
+        names = set(flatten(data[node_name]["ros__parameters"]))
+        assert names <= by_name[node_name], f"{f.name}: not declared: {names - by_name[node_name]}"

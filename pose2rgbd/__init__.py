@@ -12,7 +12,3 @@ Conventions (defined once, in :mod:`pose2rgbd.geometry`):
 """
 
 __version__ = "0.1.0"
-
-# The ROS interfaces (pose2rgbd.msg, pose2rgbd.srv) are generated into another `pose2rgbd` folder on the path
-# (a colcon install space, or .ros/ of scripts/setup.sh next to an editable checkout): look there too.
-__path__ = __import__("pkgutil").extend_path(__path__, __name__)

@@ -52,12 +52,38 @@ for pkg in tf2_msgs pose2rgbd; do
 done
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 pyver=$(.venv/bin/python -c "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")
-# .pth lines run in alphabetical order: this one comes before ros_wheels_bootstrapper.pth, which re-executes
-# Python with LD_LIBRARY_PATH taken from os.environ. POSE2RGBD_NO_ROS_PREFIX=1 leaves .ros out (a test of a
-# colcon install space sets it, so that only the install space is used).
-cat > "$site/pose2rgbd_ros_interfaces.pth" <<PTH
-import os, sys; _l = os.environ.get('LD_LIBRARY_PATH', ''); os.environ.get('POSE2RGBD_NO_ROS_PREFIX') or sys.path.append('$ros/install/lib/$pyver/site-packages') or '$ros/install/lib' in _l.split(':') or os.environ.__setitem__('LD_LIBRARY_PATH', '$ros/install/lib' + (':' + _l if _l else ''))
-PTH
+# A .pth file runs _pose2rgbd_ros_prefix at every start of the venv's Python. .pth files run in alphabetical
+# order: after __editable__.pose2rgbd-*.pth (the checkout's finder) and before ros_wheels_bootstrapper.pth, which
+# re-executes Python with LD_LIBRARY_PATH taken from os.environ.
+cat > "$site/_pose2rgbd_ros_prefix.py" <<PY
+"""Written by pose2rgbd's scripts/setup_ros.sh: the interfaces built into .ros/ for this venv.
+
+The checkout's pose2rgbd is imported first (through the editable install) and the generated pose2rgbd.msg /
+pose2rgbd.srv folder is added to its __path__: .ros/ on sys.path alone would shadow the checkout with the
+generated (empty) pose2rgbd package. tf2_msgs comes from .ros/ on sys.path; the built libraries from
+LD_LIBRARY_PATH. POSE2RGBD_NO_ROS_PREFIX=1 leaves all of it out (a test of a colcon install space sets it).
+"""
+
+import os
+import sys
+
+SITE = "$ros/install/lib/$pyver/site-packages"
+LIB = "$ros/install/lib"
+
+if not os.environ.get("POSE2RGBD_NO_ROS_PREFIX"):
+    try:
+        import pose2rgbd
+    except ImportError:
+        pose2rgbd = None
+    sys.path.append(SITE)
+    if pose2rgbd is not None and os.path.join(SITE, "pose2rgbd") not in pose2rgbd.__path__:
+        pose2rgbd.__path__.append(os.path.join(SITE, "pose2rgbd"))
+    parts = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if LIB not in parts:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([LIB, *parts])
+PY
+rm -f "$site/pose2rgbd_ros_interfaces.pth"
+echo "import _pose2rgbd_ros_prefix" > "$site/pose2rgbd_ros_prefix.pth"
 rm -f .venv/.pose2rgbd-ros-*
 touch "$stamp"
 t2=$(date +%s)

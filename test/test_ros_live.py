@@ -371,7 +371,8 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     m = next(x for x in reversed(rgbd) if _ns(x.header.stamp) in pose_stamps)
     np.testing.assert_allclose(_image_array(m.depth), 15.0, rtol=1e-4)
 
-    assert node.interrupt() == 0, node.output()[-3000:]
+    rc = node.interrupt()
+    assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"
     assert "Traceback" not in node.output(), node.output()[-3000:]
 
 
@@ -495,7 +496,8 @@ def test_record_node_live(ros: Harness, tmp_path: Path) -> None:
     m = next(x for x in synced if len(x.compressed_image.data))
     assert m.compressed_image.format == "jpeg" and m.image.width == 0
 
-    assert node.interrupt() == 0, node.output()[-3000:]
+    rc = node.interrupt()
+    assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"
     assert "Traceback" not in node.output(), node.output()[-3000:]
     from pose2rgbd.dataset import Dataset
 

@@ -8,7 +8,8 @@ Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` ->
   plus ``autostart`` (default true: the node configures and activates itself, so a plain ``ros2 run`` or
   launch file works; set it false to drive the transitions from a lifecycle manager);
 * ``on_configure``: the config is read from the parameters and checked, the heavy resources are built
-  (``spec.configure``: the render model is loaded here), the logic, TF listener and publishers are created;
+  (``spec.configure``: the render model is loaded here), the logic, the ``/tf`` + ``/tf_static``
+  subscriptions that feed the core's TF buffer and the publishers are created;
 * ``on_activate``: subscriptions, timers and services are created (nothing is consumed while inactive);
 * ``on_deactivate``: they are destroyed again; ``on_cleanup``: logic, publishers and resources are dropped.
 
@@ -21,6 +22,7 @@ re-created.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,15 +32,16 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.geometry.tf_buffer import TransformException
-from pose2rgbd.messages import stamp_to_ns, transform_to_matrix
+from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+TF_CACHE_S = 10.0  # history kept per dynamic TF link (tf2's default buffer length)
 
 
 def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
@@ -67,6 +70,15 @@ def _qos(kind: str, depth: int) -> Any:
     return QoSProfile(depth=depth)
 
 
+def tf_qos(static: bool) -> QoSProfile:
+    """tf2's listener QoS: reliable, depth 100; ``/tf_static`` transient local (late joiners get the mounts)."""
+    if static:
+        return QoSProfile(
+            depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+        )
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
 class NodeHost(LifecycleNode):
     """A lifecycle node serving ``spec`` (see the module docstring)."""
 
@@ -83,8 +95,8 @@ class NodeHost(LifecycleNode):
         self._host_subs: list[Any] = []
         self._host_services: list[Any] = []
         self._host_timers: dict[int, tuple[Any, float]] = {}  # timer index -> (rclpy timer, period)
-        self._tf_buffer: Any = None
-        self._tf_listener: Any = None
+        self._tf_buffer: TFBuffer | None = None
+        self._tf_subs: list[Any] = []
         self._tf_poll: Any = None
         self._active = False
         self._work_group = MutuallyExclusiveCallbackGroup()  # renders, services, TF polling
@@ -197,7 +209,7 @@ class NodeHost(LifecycleNode):
         for pub in self._host_pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._host_pubs = {}
-        self._tf_listener, self._tf_buffer = None, None
+        self._stop_tf()
         with self._lock:
             if self.logic is not None and callable(getattr(self.logic, "close", None)):
                 self.logic.close()
@@ -254,24 +266,47 @@ class NodeHost(LifecycleNode):
 
     # ------------------------------------------------------------------ TF
     def _start_tf(self, cfg: Any) -> None:
-        from tf2_ros import Buffer, TransformListener
-
-        self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=True)
+        """Feed the core's :class:`TFBuffer` from ``/tf`` and ``/tf_static`` (tf2_ros is not used; docs/ros.md)."""
+        assert self.spec.tf is not None
+        self._tf_buffer = TFBuffer(cache_time_s=TF_CACHE_S)
+        topics = [(TF_STATIC_TOPIC, True)] if self.spec.tf.static_only else [(TF_TOPIC, False), (TF_STATIC_TOPIC, True)]
+        msgtype = self.factory.cls("tf2_msgs/msg/TFMessage")
+        for topic, static in topics:
+            self._tf_subs.append(
+                self.create_subscription(
+                    msgtype, topic, self._tf_callback(static), tf_qos(static), callback_group=self._input_group
+                )
+            )
         self.logic.set_tf_lookup(self._lookup)
 
-    def _lookup(self, target: str, source: str, _time_ns: int) -> tuple[np.ndarray, int]:
-        import tf2_ros
-        from rclpy.duration import Duration
-        from rclpy.time import Time
+    def _stop_tf(self) -> None:
+        for sub in self._tf_subs:
+            self.destroy_subscription(sub)
+        self._tf_subs, self._tf_buffer = [], None
 
+    def _tf_callback(self, static: bool) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            buffer = self._tf_buffer
+            if buffer is not None:
+                buffer.add_tf_message(msg, static=static, default_stamp_ns=self._now())
+
+        return callback
+
+    def _lookup(self, target: str, source: str, _time_ns: int) -> tuple[np.ndarray, int]:
+        """The latest common transform; waits up to the spec's ``timeout_s`` for it to become available (TF
+        keeps arriving on the input callback group meanwhile), as tf2_ros' ``lookup_transform`` does."""
         assert self.spec.tf is not None
-        timeout = Duration(seconds=float(self.spec.tf.timeout_s(self.cfg)))
-        try:
-            tf = self._tf_buffer.lookup_transform(target, source, Time(), timeout=timeout)
-        except tf2_ros.TransformException as e:  # Lookup / Connectivity / Extrapolation / InvalidArgument
-            raise TransformException(str(e)) from e
-        return transform_to_matrix(tf.transform), stamp_to_ns(tf.header.stamp)
+        buffer = self._tf_buffer
+        if buffer is None:
+            raise TransformException("TF is not running (the node is not configured)")
+        deadline = time.monotonic() + float(self.spec.tf.timeout_s(self.cfg))
+        while True:
+            try:
+                return buffer.lookup_transform(target, source, 0)
+            except TransformException:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     def _poll_tf(self) -> None:
         assert self.spec.tf is not None

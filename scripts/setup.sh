@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh clone: a .venv with pose2rgbd (editable) and its dev tools.
+# Idempotent set-up on a fresh clone: a .venv with pose2rgbd (editable), its dev tools and ROS 2 Jazzy from PyPI
+# wheels (scripts/setup_ros.sh: about 100 s more on the first run).
 # torch is pinned to 2.13.0 here: on machines that carry that wheel locally it is the CPU build; an unpinned
 # `torch` would pull several GB of CUDA packages. Set PYTHON=python3.10|3.11|3.12 to choose the interpreter.
 set -euo pipefail
@@ -19,3 +20,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.pose2rgbd-installed-*
   touch "$stamp"
 fi
+# ROS 2 Jazzy wheels + the interfaces built into .ros/ (skip with POSE2RGBD_NO_ROS=1; the core never needs them)
+bash scripts/setup_ros.sh

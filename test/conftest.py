@@ -32,6 +32,10 @@ def _has(module: str) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     has_rclpy = _has("rclpy")
+    if not has_rclpy and os.environ.get("POSE2RGBD_REQUIRE_ROS") == "1":
+        raise pytest.UsageError(
+            "POSE2RGBD_REQUIRE_ROS=1 but rclpy is not installed (bash scripts/setup.sh installs it)"
+        )
     cuda = False
     if any(it.get_closest_marker("gpu") for it in items):
         try:

@@ -6,6 +6,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pose2rgbd
 
@@ -13,9 +14,9 @@ FORBIDDEN = ("rclpy", "pose2rgbd_ros", "tf2_ros", "launch", "launch_ros")
 
 
 def _core_modules() -> list[str]:
-    return sorted(
-        m.name for m in pkgutil.walk_packages(pose2rgbd.__path__, "pose2rgbd.") if not m.name.endswith("__main__")
-    )
+    # the checkout's modules only: pose2rgbd.__path__ also names the generated interfaces' folder (.ros/)
+    here = [str(Path(pose2rgbd.__file__).parent)]
+    return sorted(m.name for m in pkgutil.walk_packages(here, "pose2rgbd.") if not m.name.endswith("__main__"))
 
 
 def test_core_imports_without_ros():

@@ -43,7 +43,7 @@ def test_package_xml_is_valid() -> None:
     assert "rosidl_interface_packages" in [g.name for g in pkg.member_of_groups]
     deps = {d.name for d in pkg.build_depends + pkg.exec_depends + pkg.buildtool_depends}
     # every ROS package the rclpy runtime and the interfaces import
-    for name in ("rclpy", "tf2_ros_py", "std_srvs", "diagnostic_msgs", "rcl_interfaces", "sensor_msgs",
+    for name in ("rclpy", "tf2_msgs", "std_srvs", "diagnostic_msgs", "rcl_interfaces", "sensor_msgs",
                  "geometry_msgs", "nav_msgs", "std_msgs", "rosidl_default_generators", "launch_ros"):  # fmt: skip
         assert name in deps, name
     from catkin_pkg.package_version import __name__ as _  # noqa: F401  (catkin_pkg fully importable)

@@ -1,0 +1,284 @@
+"""Live benchmark over DDS (not a test): the real node processes, as ``ros2 run`` starts them.
+
+    .venv/bin/python bench/bench_ros_live.py                       # Base + Slice-10 at 128/256/512, recorder
+    .venv/bin/python bench/bench_ros_live.py --sizes 256 --threads 2 --poses 100
+
+**Renderer, end to end**: ``ros_nodes/render_node`` with ``pose_source: topic`` and ``rate_hz: 0`` (one render per
+PoseStamped). This process publishes a PoseStamped and takes the time until the rendered ``rgb/image_raw`` with
+that stamp arrives: pose serialization and DDS delivery, the node's callback, the render (pose-to-images), the
+Image / depth / CameraInfo / RGBD messages and their delivery back. One pose at a time (the next is sent when the
+image arrived, after a short pause), so no queueing is measured. Weights are untrained (speed does not depend on
+training); the first ``--skip`` renders are left out (warm-up).
+
+**Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB) and publishing SyncedFrame while
+this process publishes a 640x480 rgb8 camera at 30 Hz, NavSatFix and Odometry at 50 Hz for ``--record-s``
+seconds: frames written per second against images sent.
+
+Every run uses a random ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST. Prints a Markdown table with
+the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from bench_engine import NAMES, _checkpoint, _machine  # noqa: E402
+
+NS = "/pose2rgbd"
+
+
+def _cpu_flags() -> str:
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    keep = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+    return " ".join(f for f in keep if f in flags) or "none of AVX / AVX-512 / AMX"
+
+
+def _stamp(ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class Node:
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(
+            [str(REPO / "ros_nodes" / f"{name}_node"), "--ros-args", "-r", f"__ns:={NS}", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+def _spin_until(executor: Any, cond: Any, timeout_s: float, node: Node, what: str) -> bool:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if node.proc.poll() is not None:
+            raise SystemExit(f"{what}: the node exited; see {node.log.name}")
+        if time.monotonic() > end:
+            return False
+        executor.spin_once(timeout_sec=0.001)
+    return True
+
+
+def bench_render(rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path) -> list[float]:
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import Image
+
+    from pose2rgbd.inference.testing import look_down_pose
+
+    node = Node(
+        "render",
+        ["--params-file", str(REPO / "config" / "render.yaml"), "-p", f"engine.checkpoint:={ck}",
+         "-p", f"engine.device:={args.device}", "-p", f"engine.threads:={args.threads}", "-p", "pose_source:=topic",
+         "-p", "rate_hz:=0.0", "-p", "max_pose_age_s:=0.0"],
+        tmp / f"render-{ck.stem}.log",
+    )  # fmt: skip
+    sent: dict[int, float] = {}
+    latencies: list[float] = []
+
+    def on_image(msg: Any) -> None:
+        t = sent.pop(_ns(msg.header.stamp), None)
+        if t is not None:
+            latencies.append((time.perf_counter() - t) * 1e3)
+
+    sub = rclpy_node.create_subscription(Image, f"{NS}/rgb/image_raw", on_image, 10)
+    pub = rclpy_node.create_publisher(PoseStamped, f"{NS}/pose", 10)
+    try:
+        k = 0
+        ready = False
+        start = time.monotonic()
+        while len(latencies) < args.poses + args.skip:
+            T = look_down_pose(-20.0 + 0.5 * (k % 80), 3.0, 30.0)
+            m = PoseStamped()
+            ns = int(rclpy_node.get_clock().now().nanoseconds)
+            m.header.stamp, m.header.frame_id = _stamp(ns), "map"
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, T[:3, 3])
+            m.pose.orientation.x, m.pose.orientation.w = 1.0, 0.0  # 180 deg about x: looking straight down
+            n0 = len(latencies)
+            sent[ns] = time.perf_counter()
+            pub.publish(m)
+            k += 1
+            # until the first image: the node starts and discovers us (a pose every 2 s); then one render each
+            got = _spin_until(executor, lambda n0=n0: len(latencies) > n0, 30.0 if ready else 2.0, node, "render")
+            ready = ready or got
+            if not ready and time.monotonic() - start > 180:
+                raise SystemExit(f"no image from the render node in 180 s; see {node.log.name}")
+            sent.clear()
+            end = time.monotonic() + args.gap_s
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.001)
+    finally:
+        rclpy_node.destroy_subscription(sub)
+        rclpy_node.destroy_publisher(pub)
+        node.stop()
+    return latencies[args.skip :]
+
+
+def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path) -> tuple[int, int, int, float]:
+    """(images sent, SyncedFrames received, frames in the dataset, seconds)."""
+    from nav_msgs.msg import Odometry
+    from pose2rgbd.msg import SyncedFrame
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
+
+    from pose2rgbd.dataset import Dataset
+
+    dataset = tmp / "recorded"
+    node = Node(
+        "record",
+        ["--params-file", str(REPO / "config" / "record.yaml"), "-p", f"output.dataset:={dataset}",
+         "-p", "mount.source:=config"],
+        tmp / "record.log",
+    )  # fmt: skip
+    received: list[int] = []
+    rclpy_node.create_subscription(SyncedFrame, f"{NS}/synced_frame", lambda m: received.append(1), 100)
+    image_pub = rclpy_node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+    info_pub = rclpy_node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
+    gps_pub = rclpy_node.create_publisher(NavSatFix, "/gps/fix", qos_profile_sensor_data)
+    odom_pub = rclpy_node.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
+    W, H = 640, 480
+    rng = np.random.default_rng(0)
+    base = (rng.random((H, W, 3)) * 60).astype(np.uint8)
+    base += np.linspace(0, 180, W, dtype=np.uint8)[None, :, None]
+    sent = {"images": 0, "on": False}
+
+    def sensors() -> None:
+        ns = int(rclpy_node.get_clock().now().nanoseconds)
+        fix = NavSatFix(latitude=48.0 + 1e-6 * (ns % 10**9) / 1e9, longitude=11.0, altitude=500.0)
+        fix.status.status = NavSatStatus.STATUS_FIX
+        fix.header.stamp, fix.header.frame_id = _stamp(ns), "gps"
+        gps_pub.publish(fix)
+        od = Odometry()
+        od.header.stamp, od.header.frame_id, od.child_frame_id = _stamp(ns), "odom", "base_link"
+        od.pose.pose.orientation.w = 1.0
+        odom_pub.publish(od)
+
+    def camera() -> None:
+        if not sent["on"]:
+            return
+        ns = int(rclpy_node.get_clock().now().nanoseconds) - 30_000_000
+        info = CameraInfo(width=W, height=H, k=[500.0, 0, W / 2, 0, 500.0, H / 2, 0, 0, 1.0])
+        info.header.stamp, info.header.frame_id = _stamp(ns), "camera_optical_frame"
+        info_pub.publish(info)
+        img = Image(height=H, width=W, encoding="rgb8", step=3 * W, data=np.roll(base, sent["images"], 1).tobytes())
+        img.header.stamp, img.header.frame_id = _stamp(ns), "camera_optical_frame"
+        image_pub.publish(img)
+        sent["images"] += 1
+
+    timers = [rclpy_node.create_timer(0.02, sensors), rclpy_node.create_timer(1.0 / 30.0, camera)]
+    try:
+        sent["on"] = True  # wait until frames come through, then count from zero
+        if not _spin_until(executor, lambda: len(received) > 0, 90.0, node, "record"):
+            raise SystemExit(f"no SyncedFrame from the record node; see {node.log.name}")
+        received.clear()
+        sent["images"] = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.record_s:
+            executor.spin_once(timeout_sec=0.001)
+        sent["on"] = False
+        seconds = time.monotonic() - t0
+        n_sent, n_received = sent["images"], len(received)
+        _spin_until(executor, lambda: False, 2.0, node, "record")  # let the node drain
+    finally:
+        for t in timers:
+            rclpy_node.destroy_timer(t)
+        node.stop()
+    return n_sent, n_received, len(Dataset(dataset)), seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["base", "slice10"], choices=sorted(NAMES))
+    ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256, 512])
+    ap.add_argument("--threads", type=int, default=1, help="engine.threads of the render node")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--poses", type=int, default=60, help="measured renders per configuration")
+    ap.add_argument("--skip", type=int, default=5, help="first renders left out (warm-up)")
+    ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
+    ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    rclpy.init()
+    rnode = rclpy.create_node("bench_ros_live")
+    executor = SingleThreadedExecutor()
+    executor.add_node(rnode)
+    load0 = os.getloadavg()[0]
+    rows = []
+    record_row = None
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            for preset in args.presets:
+                for size in args.sizes:
+                    lat = bench_render(rnode, executor, _checkpoint(tmp, preset, size), args, tmp)
+                    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+                    rows.append((NAMES[preset], size, p50, p99, len(lat)))
+                    print(
+                        f"{NAMES[preset]} {size}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lat)} renders)", flush=True
+                    )
+            if args.record_s > 0:
+                record_row = bench_record(rnode, executor, args, tmp)
+                print(f"recorder: {record_row}", flush=True)
+    finally:
+        rnode.destroy_node()
+        rclpy.shutdown()
+    cmd = shlex.join([".venv/bin/python", "bench/bench_ros_live.py", *sys.argv[1:]])
+    note = f"; {args.note}" if args.note else ""
+    print(f"\n`{cmd}`\n")
+    print(
+        f"Machine: {_machine(args)}, CPU flags {_cpu_flags()}; ROS 2 Jazzy wheels (FastDDS, "
+        f"localhost); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
+        f"engine.threads {args.threads}, fp32, device {args.device}; one pose at a time.\n"
+    )
+    print("| model | size | pose published -> Image received p50 / p99 (ms) | renders |")
+    print("|---|---|---|---|")
+    for name, size, p50, p99, n in rows:
+        print(f"| {name} | {size} | {p50:.1f} / {p99:.1f} | {n} |")
+    if record_row:
+        n_sent, n_recv, n_ds, secs = record_row
+        print(
+            f"\nRecorder (dataset with PNG RGB + SyncedFrame), 640x480 rgb8 camera at 30 Hz for {secs:.0f} s: "
+            f"{n_sent} images sent, {n_recv} SyncedFrames received ({n_recv / secs:.1f} Hz), "
+            f"{n_ds} frames in the dataset."
+        )
+
+
+if __name__ == "__main__":
+    main()

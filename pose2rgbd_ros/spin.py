@@ -22,6 +22,7 @@ def run_node(
     """
     rclpy.init(args=args)
     node: Any = None
+    executor: Executor | None = None
     try:
         node = make_node()
         executor = make_executor()
@@ -33,6 +34,8 @@ def run_node(
         (node.get_logger() if node else rclpy.logging.get_logger(logger_name)).fatal(str(e))
         return 1
     finally:
+        if executor is not None:  # no callback may still run while the node is closed and destroyed
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             if callable(getattr(node, "close", None)):
                 node.close()

@@ -239,6 +239,12 @@ def _diag_status(arrays: list[Any], name: str) -> Any:
     return None
 
 
+def _diag_ok(arrays: list[Any], name: str) -> bool:
+    """The newest status of ``name`` is OK (level 0)."""
+    st = _diag_status(arrays, name)
+    return st is not None and st.level == b"\x00"
+
+
 # ---------------------------------------------------------------------------------------------- the renderer
 SIZE = 32
 RENDERER = f"{NS}/pose2rgbd_renderer"
@@ -293,7 +299,8 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
 
     timer = h.node.create_timer(0.05, publish_tf)
     h.spin_until(lambda: len(rgbd) >= 3 and len(rgb) >= 3 and len(info) >= 3, START_TIMEOUT_S, "rendered frames", node)
-    h.spin_until(lambda: _diag_status(diags, "pose2rgbd: renderer") is not None, WAIT_S, "diagnostics", node)
+    # diagnostics come once a second: wait for one published after the first frames (an earlier one says "waiting")
+    h.spin_until(lambda: _diag_ok(diags, "pose2rgbd: renderer"), WAIT_S, "diagnostics after the first frames", node)
 
     m = rgbd[-1]
     stamp = _ns(m.header.stamp)
@@ -460,7 +467,7 @@ def test_record_node_live(ros: Harness, tmp_path: Path) -> None:
     assert m.pose.header.frame_id == "map" and _ns(m.pose.header.stamp) == stamp
     p = m.pose.pose.position
     np.testing.assert_allclose([p.x, p.y, p.z], [0.2, 0.0, -0.1], atol=1e-6)  # GPS at the datum + the TF mount
-    h.spin_until(lambda: _diag_status(diags, "pose2rgbd: recorder") is not None, WAIT_S, "diagnostics", node)
+    h.spin_until(lambda: _diag_ok(diags, "pose2rgbd: recorder"), WAIT_S, "diagnostics after the first frames", node)
     st = _diag_status(diags, "pose2rgbd: recorder")
     assert "recording" in st.message and st.level == b"\x00", st
 

@@ -18,4 +18,16 @@ echo "[test] pytest"
 # leaves ROS out of the set-up and lets them skip)
 [ "${POSE2RGBD_NO_ROS:-0}" = 1 ] || export POSE2RGBD_REQUIRE_ROS=1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST  # DDS discovery stays on loopback (each live test also sets it)
-.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+pytest=(.venv/bin/python -m pytest -n 2 --dist loadfile "$@")
+# Where the machine allows it, the tests run in a private network namespace with only a loopback interface: the
+# live DDS tests (and anything else) cannot send a packet off this machine. POSE2RGBD_NO_NETNS=1 turns it off.
+netns=()
+if [ "${POSE2RGBD_NO_NETNS:-0}" != 1 ] && command -v unshare > /dev/null && command -v ip > /dev/null; then
+  if unshare -n true 2> /dev/null; then netns=(unshare -n); elif unshare -rn true 2> /dev/null; then netns=(unshare -rn); fi
+fi
+if [ ${#netns[@]} -gt 0 ]; then
+  echo "[test] pytest in a private network namespace (${netns[*]}; loopback only)"
+  exec "${netns[@]}" sh -c 'ip link set lo up && exec "$@"' sh "${pytest[@]}"
+fi
+echo "[test] no private network namespace here (unshare / ip unavailable or not permitted): DDS stays on loopback"
+"${pytest[@]}"

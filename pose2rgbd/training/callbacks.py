@@ -144,7 +144,10 @@ class ProgressBar(Callback):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(trainer.last_val.items()))
             log.info("epoch %d: %s", trainer.epoch, shown)
 
-    on_train_end = on_epoch_end
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self._bar is not None:  # the validation of the last epoch was logged by on_epoch_end already
+            self._bar.close()
+            self._bar = None
 
 
 class CheckpointCallback(Callback):

@@ -287,8 +287,16 @@ class NodeHost(LifecycleNode):
     def _tf_callback(self, static: bool) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
             buffer = self._tf_buffer
-            if buffer is not None:
-                buffer.add_tf_message(msg, static=static, default_stamp_ns=self._now())
+            if buffer is not None and buffer.add_tf_message(msg, static=static, default_stamp_ns=self._now()):
+                # a transform with NaN or a bad quaternion was rejected: counted in the node's diagnostics
+                counters = getattr(self.logic, "counters", None)
+                if isinstance(counters, dict):
+                    counters["tf_rejected"] = buffer.rejected
+                self.get_logger().warning(
+                    f"rejected a transform on {'/tf_static' if static else '/tf'} ({buffer.rejected} so far): "
+                    f"{buffer.last_rejection}",
+                    throttle_duration_sec=5.0,
+                )
 
         return callback
 

@@ -50,3 +50,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             it.add_marker(pytest.mark.skip(reason="rclpy not installed (ROS 2 Humble/Jazzy needed)"))
         if it.get_closest_marker("gpu") and not cuda:
             it.add_marker(pytest.mark.skip(reason="no CUDA device"))
+
+
+@pytest.fixture
+def ros_domain_id() -> int:
+    """A random ROS 2 domain in this pytest worker's own range (gw0: 1-50, gw1: 51-100; 1-100 without xdist),
+    so DDS tests of two files running at once never share a domain."""
+    import random
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    return random.randint(1, 100) if k < 0 else 1 + 50 * (k % 2) + random.randrange(50)

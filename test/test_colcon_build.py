@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -104,12 +103,12 @@ def test_install_space_imports(install_space: Path, tmp_path: Path) -> None:
     assert Path(share) == install_space / "share" / "pose2rgbd"
 
 
-def test_installed_executable_runs(install_space: Path, tmp_path: Path) -> None:
+def test_installed_executable_runs(install_space: Path, tmp_path: Path, ros_domain_id: int) -> None:
     """`ros2 run pose2rgbd render_node` runs the installed file: without a checkpoint it exits 1 with the reason."""
     exe = install_space / "lib" / "pose2rgbd" / "render_node"
     missing = tmp_path / "missing.pt"
     env = _install_env(install_space) | {
-        "ROS_DOMAIN_ID": str(random.randint(1, 100)),
+        "ROS_DOMAIN_ID": str(ros_domain_id),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
     }
     out = subprocess.run(

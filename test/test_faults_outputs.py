@@ -314,3 +314,17 @@ def test_record_without_frames_says_no_dataset_was_written(
     rc, out = run_cli(capsys, "record", "bag", "--bag", bag, "--out", rec, "--max-gap", "0.000001")
     assert rc == 1 and "recorded 0 frames" in out and f"no dataset was written at {rec}" in out, out
     assert f"dataset: {rec}" not in out and not rec.exists()
+
+
+def test_train_overwrite_never_deletes_the_config_file_it_reads(
+    toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --config RUN/config.yaml --out RUN --overwrite`: the config is an input inside the output."""
+    run = _fake_run(tmp_path / "run")
+    (run / "config.yaml").write_text("train:\n  epochs: 1\n")
+    before = tree_hash(run)
+    rc, out = run_cli(
+        capsys, "train", "--dataset", toy_dataset, "--out", run, "--overwrite", "--config", run / "config.yaml"
+    )
+    assert rc == 2 and f"output {run} contains the input {run / 'config.yaml'}" in out, out
+    assert tree_hash(run) == before

@@ -11,9 +11,9 @@ against the exact value (a camera looking straight down at altitude h sees depth
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -61,8 +61,9 @@ class LiveNode:
             self.kill()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # the whole group: nothing the node started outlives it
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
             self.proc.wait(10)
         self._out.close()
 
@@ -78,12 +79,12 @@ def _need(module: str, reason: str) -> Any:
 
 
 @pytest.fixture
-def ros(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+def ros(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ros_domain_id: int) -> Iterator[Any]:
     """rclpy in this process on a random domain, localhost only; yields a :class:`Harness`."""
     rclpy = _need("rclpy", "rclpy not installed")
     _need("pose2rgbd.msg", "the interfaces are not built (bash scripts/setup.sh builds them)")
     _need("tf2_msgs.msg", "tf2_msgs is not built (bash scripts/setup.sh builds it)")
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.delenv("ROS_STATIC_PEERS", raising=False)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -326,6 +327,18 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     st = _diag_status(diags, "pose2rgbd: renderer")
     values = {kv.key: kv.value for kv in st.values}
     assert st.level == b"\x00" and int(values["frames"]) >= 1 and values["device"] == "cpu", st
+
+    # a transform with a NaN translation on /tf is rejected, counted in the diagnostics and logged
+    bad = _transform("map", "base_link", T_map_base, h.now_ns())
+    bad.transform.translation.x = float("nan")
+    tf_pub.publish(TFMessage(transforms=[bad]))
+
+    def rejected_counted() -> bool:
+        st = _diag_status(diags, "pose2rgbd: renderer")
+        return st is not None and int({kv.key: kv.value for kv in st.values}.get("tf_rejected", "0")) >= 1
+
+    h.spin_until(rejected_counted, WAIT_S, "tf_rejected in the diagnostics", node)
+    h.spin_until(lambda: "rejected a transform on /tf" in node.output(), WAIT_S, "the rejection logged", node)
 
     # the RenderAtPose service: any pose; a pose in another frame is refused with the reason
     req = RenderAtPose.Request(pose=_pose_stamped("map", look_down_pose(-5.0, 4.0, 12.5), h.now_ns()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +15,10 @@ pytestmark = pytest.mark.ros
 
 
 @pytest.fixture
-def rclpy_context(monkeypatch):  # type: ignore[no-untyped-def]
+def rclpy_context(monkeypatch, ros_domain_id):  # type: ignore[no-untyped-def]
     rclpy = pytest.importorskip("rclpy")
     # nodes are created (DDS participants): a random domain, discovery on localhost only
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init()
     try:

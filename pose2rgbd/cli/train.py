@@ -15,7 +15,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.errors import ConfigError
 
 DEFAULT_METHOD = "pose2rgbd"
@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     mc, tc = model_config(args.method, cfg), cfg["train"]
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
-                 overwrite=args.overwrite)  # fmt: skip
+                 overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [])  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))
     what = what or (f"{args.method} ({args.preset})" if args.preset else args.method)
     size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""

@@ -347,7 +347,11 @@ class DatasetWriter:
                     raise DatasetError(f"{self.path} appeared while writing; not replacing it")
                 old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
                 os.replace(self.path, old)
-                os.replace(self.root, self.path)
+                try:
+                    os.replace(self.root, self.path)
+                except BaseException:
+                    os.replace(old, self.path)  # the earlier dataset goes back where it was
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(self.root, self.path)

@@ -121,6 +121,7 @@ def train(
     cache_root: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> TrainResult:
     """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
     ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
@@ -134,6 +135,7 @@ def train(
     files in it is always refused. ``overwrite`` moves the earlier run's files into
     ``out_dir/previous-run-<UTC time>/`` when the new run starts and deletes them when it finishes; if the new
     run fails before writing ``last.pt`` they are moved back (else they stay there, and a warning says so).
+    ``inputs``: other files this run reads (config files): ``out_dir`` may not be, contain or lie inside one.
     """
     family = get_family(method)
     mc = family.make_config() if model_cfg is None else model_cfg
@@ -145,7 +147,8 @@ def train(
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     check_dataset_for(family, ds)
     out = Path(out_dir)
-    earlier = _check_out_dir(out, ds.path, resume=bool(resume), overwrite=overwrite)
+    extra = [*inputs, *([resume] if isinstance(resume, (str, Path)) else [])]
+    earlier = _check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = ds.fingerprint()
 
@@ -263,10 +266,13 @@ def _fit(
 RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb")
 
 
-def _check_out_dir(out: Path, dataset: Path, *, resume: bool, overwrite: bool) -> list[str]:
-    """Refuse an ``out`` that would destroy the dataset, a foreign folder or (without resume / overwrite) an
-    earlier run; returns the earlier run's files that ``overwrite`` will replace."""
-    check_output(out, TRAINING_RUN, inputs=[dataset], overwrite=overwrite)
+def _check_out_dir(
+    out: Path, dataset: Path, others: Sequence[str | Path], *, resume: bool, overwrite: bool
+) -> list[str]:
+    """Refuse an ``out`` that would destroy the dataset or another input (a config file: a resume leaves the
+    files in ``out`` alone, so there only the dataset counts), a foreign folder or (without resume / overwrite)
+    an earlier run; returns the earlier run's files that ``overwrite`` will replace."""
+    check_output(out, TRAINING_RUN, inputs=[dataset] if resume else [dataset, *others], overwrite=overwrite)
     if not out.exists():
         return []
     check_not_foreign_dir(out, TRAINING_RUN, what_to_do="choose a new or empty --out folder")

@@ -31,12 +31,12 @@ from pose2rgbd.config import (
     DATUM_HELP,
     SIZE_HELP,
     help_field,
-    parse_datum_text,
     parse_size,
     to_dict,
 )
 from pose2rgbd.errors import BagError, ConfigError, SyncError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T
+from pose2rgbd.geometry.geodesy import datum_from_text
 from pose2rgbd.geometry.mount import CameraMount
 from pose2rgbd.sync.estimator import (
     SyncConfig,
@@ -150,13 +150,7 @@ class ConvertConfig:
         return parse_size(self.size, "size")
 
     def datum_obj(self) -> Datum | None:
-        lla = parse_datum_text(self.datum, "datum")
-        if lla is None:
-            return None
-        try:
-            return Datum(*lla)
-        except Exception as e:
-            raise ConfigError(f"datum {self.datum!r}: {e}") from e
+        return datum_from_text(self.datum)
 
 
 # ----------------------------------------------------------------------------------------------------------

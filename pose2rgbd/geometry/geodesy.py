@@ -64,3 +64,18 @@ class Datum:
         p = _arr(enu, "enu")
         lat, lon, alt = pymap3d.enu2geodetic(p[..., 0], p[..., 1], p[..., 2], self.lat_deg, self.lon_deg, self.alt_m)
         return np.asarray(lat), np.asarray(lon), np.asarray(alt)
+
+
+def datum_from_text(text: str, key: str = "datum") -> Datum | None:
+    """``"lat,lon,alt"`` -> :class:`Datum`; empty -> None (the first valid fix). The one parser of the ``datum``
+    setting of ``record`` and ``convert``; a malformed or impossible datum is a ConfigError naming ``key``."""
+    from pose2rgbd.config import parse_datum_text
+    from pose2rgbd.errors import ConfigError
+
+    lla = parse_datum_text(text, key)
+    if lla is None:
+        return None
+    try:
+        return Datum(*lla)
+    except GeometryError as e:
+        raise ConfigError(f"{key} {text!r}: {e}") from e

@@ -36,13 +36,12 @@ from pose2rgbd.config import (
     DATUM_HELP,
     SIZE_HELP,
     help_field,
-    parse_datum_text,
     parse_size,
     ranged_field,
 )
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.geodesy import Datum, datum_from_text
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
 from pose2rgbd.geometry.mount import CameraMount
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
@@ -141,13 +140,7 @@ class RecorderConfig:
 
     def datum_obj(self) -> Datum | None:
         """The fixed ENU origin, or None for the first valid fix."""
-        lla = parse_datum_text(self.datum, "datum")
-        if lla is None:
-            return None
-        try:
-            return Datum(*lla)
-        except GeometryError as e:
-            raise ConfigError(f"datum {self.datum!r}: {e}") from e
+        return datum_from_text(self.datum)
 
 
 def _same_datum(a: Datum, b: Datum) -> bool:

@@ -26,12 +26,18 @@ setup(
         "numba>=0.58",
         "pymap3d>=3.0",
         "imageio>=2.30",
+        "onnxruntime>=1.17",  # serving exported models (pose2rgbd export; engine backend onnxruntime)
+        "pycolmap>=3.10",  # COLMAP reconstructions in (convert images --format colmap)
+        "py-gpmf-parser>=0.1",  # GPS / IMU from the GPMF track inside GoPro MP4 files
     ],
     extras_require={
-        "train": ["torch>=2.1", "tensorboard>=2.14"],
+        "train": ["torch>=2.1", "tensorboard>=2.14", "kornia>=0.7", "onnx>=1.15", "onnxscript>=0.1"],
         "dev": [
             "torch>=2.1",
             "tensorboard>=2.14",
+            "kornia>=0.7",  # differentiable warping and SSIM (self-supervised depth, consistency losses)
+            "onnx>=1.15",
+            "onnxscript>=0.1",  # torch.onnx export
             "pytest>=7.4",
             "pytest-xdist>=3.3",
             "hypothesis>=6.80",

@@ -16,7 +16,9 @@ stamp=".venv/.pose2rgbd-installed-$(cat setup.py scripts/setup.sh | sha256sum | 
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing torch==2.13.0 and pose2rgbd[dev] into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0"
-  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+  # compat mode: a path entry, so a checkout run from its own root (a git worktree, a test run) imports its own
+  # pose2rgbd before the installed one
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[dev]" --config-settings editable_mode=compat
   rm -f .venv/.pose2rgbd-installed-*
   touch "$stamp"
 fi

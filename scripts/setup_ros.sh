@@ -53,15 +53,16 @@ done
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 pyver=$(.venv/bin/python -c "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")
 # A .pth file runs _pose2rgbd_ros_prefix at every start of the venv's Python. .pth files run in alphabetical
-# order: after __editable__.pose2rgbd-*.pth (the checkout's finder) and before ros_wheels_bootstrapper.pth, which
-# re-executes Python with LD_LIBRARY_PATH taken from os.environ.
+# order: before ros_wheels_bootstrapper.pth, which re-executes Python with LD_LIBRARY_PATH taken from os.environ.
 cat > "$site/_pose2rgbd_ros_prefix.py" <<PY
 """Written by pose2rgbd's scripts/setup_ros.sh: the interfaces built into .ros/ for this venv.
 
-The checkout's pose2rgbd is imported first (through the editable install) and the generated pose2rgbd.msg /
-pose2rgbd.srv folder is added to its __path__: .ros/ on sys.path alone would shadow the checkout with the
-generated (empty) pose2rgbd package. tf2_msgs comes from .ros/ on sys.path; the built libraries from
-LD_LIBRARY_PATH. POSE2RGBD_NO_ROS_PREFIX=1 leaves all of it out (a test of a colcon install space sets it).
+The generated pose2rgbd.msg / pose2rgbd.srv folder is added to the __path__ of the pose2rgbd package that the
+normal import finds, at its first import (a finder first on sys.meta_path): .ros/ on sys.path alone would shadow
+the checkout with the generated (empty) pose2rgbd package, and importing pose2rgbd here, at start-up, would pin
+the installed checkout even where another one comes first on sys.path (a git worktree run from its own root).
+tf2_msgs comes from .ros/ on sys.path; the built libraries from LD_LIBRARY_PATH. POSE2RGBD_NO_ROS_PREFIX=1 leaves
+all of it out (a test of a colcon install space sets it).
 """
 
 import os
@@ -70,14 +71,28 @@ import sys
 SITE = "$ros/install/lib/$pyver/site-packages"
 LIB = "$ros/install/lib"
 
+
+class _Pose2rgbdInterfaces:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "pose2rgbd":
+            return None
+        for finder in sys.meta_path:
+            if finder is _Pose2rgbdInterfaces or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                extra = os.path.join(SITE, "pose2rgbd")
+                locations = spec.submodule_search_locations
+                if locations is not None and extra not in locations:
+                    locations.append(extra)
+                return spec
+        return None
+
+
 if not os.environ.get("POSE2RGBD_NO_ROS_PREFIX"):
-    try:
-        import pose2rgbd
-    except ImportError:
-        pose2rgbd = None
+    sys.meta_path.insert(0, _Pose2rgbdInterfaces)
     sys.path.append(SITE)
-    if pose2rgbd is not None and os.path.join(SITE, "pose2rgbd") not in pose2rgbd.__path__:
-        pose2rgbd.__path__.append(os.path.join(SITE, "pose2rgbd"))
     parts = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     if LIB not in parts:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([LIB, *parts])

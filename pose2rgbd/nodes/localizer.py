@@ -32,18 +32,20 @@ import collections
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pose2rgbd import messages as M
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDError
-from pose2rgbd.evaluation.calibration import Calibration, default_covariance, load_calibration
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import fit_to_input
 from pose2rgbd.nodes.common import Throttle, get_logger
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
+
+if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
+    from pose2rgbd.evaluation.calibration import Calibration
 
 Outgoing = tuple[str, Any]
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -164,6 +166,8 @@ class LocalizerNode:
             **{f"rejected_{r}": 0 for r in REJECT_REASONS},
             "localize_errors": 0,
         }
+        from pose2rgbd.evaluation.calibration import default_covariance
+
         if calibration is None:
             self.base_cov = default_covariance()
             self.cov_source = "default"
@@ -350,6 +354,8 @@ LOCALIZER_LIVE = (
 
 def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:
     """The calibration the node uses (``None``: the conservative default, with a warning)."""
+    from pose2rgbd.evaluation.calibration import load_calibration
+
     log = get_logger(log, "pose2rgbd.localizer")
     if cfg.covariance_source == "default" or (cfg.covariance_source == "auto" and not cfg.covariance_file):
         if cfg.covariance_source == "auto":

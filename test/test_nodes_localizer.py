@@ -276,6 +276,25 @@ def test_live_parameter_changes(engine: LocalizeEngine) -> None:
     assert not ok and "outside its range" in why
 
 
+def test_a_failing_model_is_counted_not_raised(engine: LocalizeEngine) -> None:
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    class Broken:
+        input_hw = (8, 8)
+        world_frame = "map"
+
+        def localize(self, images: np.ndarray) -> Any:
+            raise RuntimeError("CUDA out of memory")
+
+    f = TypestoreFactory(get_typestore("humble"))
+    node = LocalizerNode(LocalizerConfig(), Broken(), f)
+    msg = M.image(f, 5, "cam", _images(1)[0], "rgb8")
+    assert node.on_image(msg, 10) == [] and node.counters["localize_errors"] == 1
+    ok = LocalizerNode(LocalizerConfig(), engine, f).on_image(msg, 10)
+    assert [t for t, _ in ok] == ["pose", "out_of_distribution", "localization_status"]
+    assert M.stamp_to_ns(ok[0][1].header.stamp) == 5
+
+
 # ---------------------------------------------------------------------------------------------- the CLI
 def test_cli_localize_images_and_bag(ckpt: Path, engine: LocalizeEngine, tmp_path: Path) -> None:
     from pose2rgbd.cli.main import main

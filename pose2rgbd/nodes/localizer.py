@@ -247,9 +247,9 @@ class LocalizerNode:
         try:
             x = fit_to_input(rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
             res = self.engine.localize(x)
-        except Pose2RGBDError as e:
+        except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
             self.counters["localize_errors"] += 1
-            self._warning("localize", now_ns, f"localization failed: {e}")
+            self._warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
             return []
         T = res.T_world_cam[0]
         conf = float(res.confidence[0])

@@ -1,12 +1,15 @@
-"""Start both nodes: record the flight into a dataset and render the model's view of the current pose.
+"""Start the nodes: record the flight into a dataset, render the model's view of the current pose and, with a
+localizer checkpoint, localize the camera images (image -> pose with covariance).
 
-ros2 launch pose2rgbd pose2rgbd.launch.py checkpoint:=/path/model.pt dataset:=/data/flight02
+ros2 launch pose2rgbd pose2rgbd.launch.py checkpoint:=/path/model.pt dataset:=/data/flight02 \
+    localize_checkpoint:=/path/localizer.pt covariance_file:=/path/calib.yaml
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription
+from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -30,6 +33,24 @@ def generate_launch_description() -> LaunchDescription:
             "record_params_file",
             default_value=PathJoinSubstitution([share, "config", "record.yaml"]),
             description="parameters of the record node",
+        ),
+        DeclareLaunchArgument(
+            "localize_checkpoint",
+            default_value="",
+            description="image -> pose checkpoint (.pt) for the localize node (empty: no localize node)",
+        ),
+        DeclareLaunchArgument(
+            "covariance_file",
+            default_value="",
+            description="localize node: calibration YAML of `pose2rgbd localize calibrate` (empty: default)",
+        ),
+        DeclareLaunchArgument(
+            "image_topic", default_value="/camera/image_raw", description="camera images for the localize node"
+        ),
+        DeclareLaunchArgument(
+            "localize_params_file",
+            default_value=PathJoinSubstitution([share, "config", "localize.yaml"]),
+            description="parameters of the localize node",
         ),
     ]
 
@@ -59,4 +80,16 @@ def generate_launch_description() -> LaunchDescription:
         camera_frame=c("camera_frame"),
         use_sim_time=c("use_sim_time"),
     )
-    return LaunchDescription([*args, render, record])
+    localize = include(
+        "localize.launch.py",
+        checkpoint=c("localize_checkpoint"),
+        params_file=c("localize_params_file"),
+        namespace=c("namespace"),
+        image_topic=c("image_topic"),
+        world_frame=c("world_frame"),
+        covariance_file=c("covariance_file"),
+        device=c("device"),
+        use_sim_time=c("use_sim_time"),
+    )
+    with_localizer = IfCondition(PythonExpression(["'", c("localize_checkpoint"), "' != ''"]))
+    return LaunchDescription([*args, render, record, GroupAction([localize], condition=with_localizer)])

@@ -273,7 +273,8 @@ def test_node_command_help_is_light() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from pose2rgbd.cli.main import main\n"
-        "for argv in (['record', 'bag', '-h'], ['convert', 'bag', '-h'], ['render', 'bag', '-h']):\n"
+        "for argv in (['record', 'bag', '-h'], ['convert', 'bag', '-h'], ['render', 'bag', '-h'],\n"
+        "             ['localize', 'bag', '-h'], ['localize', 'images', '-h']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
         "        try:\n"
         "            main(argv)\n"

@@ -70,7 +70,7 @@ def _install_env(prefix: Path) -> dict[str, str]:
 
 def test_install_space_files(install_space: Path) -> None:
     share = install_space / "share" / "pose2rgbd"
-    for name in ("render_node", "record_node"):
+    for name in ("render_node", "record_node", "localize_node"):
         exe = install_space / "lib" / "pose2rgbd" / name
         assert exe.is_file() and os.access(exe, os.X_OK), exe
     assert {p.name for p in (share / "launch").glob("*.launch.py")} == {
@@ -145,7 +145,7 @@ def test_launch_files_name_what_the_install_space_has(install_space: Path, tmp_p
     install space (``ros2 launch`` itself cannot run here: launch / launch_ros have no wheels)."""
     share = install_space / "share" / "pose2rgbd"
     nodes = _installed_nodes(install_space, tmp_path)
-    assert set(nodes) == {"render_node", "record_node"}
+    assert set(nodes) == {"render_node", "record_node", "localize_node"}
     common = {"use_sim_time", "autostart"}  # declared by rclpy / the host for every node
     launch_files = sorted((share / "launch").glob("*.launch.py"))
     assert launch_files

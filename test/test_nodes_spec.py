@@ -44,7 +44,7 @@ def test_node_table() -> None:
     assert NODES["render"] is RENDERER and NODES["record"] is RECORDER
     assert node_spec("pose2rgbd_renderer") is RENDERER
     with pytest.raises(ConfigError, match="unknown node"):
-        node_spec("localize")
+        node_spec("teleport")
 
 
 def test_spec_validation_names_the_problem() -> None:
@@ -291,10 +291,13 @@ def test_a_new_node_runs_through_the_generic_cli(
     assert main(["node", "echo", "--bag", str(flight), "--lift", "500"]) == 2  # its range, from its schema
     assert "lift: 500.0 is outside its range" in capsys.readouterr().err
     assert main(["node", "nope", "--bag", str(flight)]) == 2
-    assert "unknown node 'nope'; known: render, record, echo" in capsys.readouterr().err
+    assert "unknown node 'nope'; known: render, record, localize, echo" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("short", "path"), [("render", "config/render.yaml"), ("record", "config/record.yaml")])
+@pytest.mark.parametrize(
+    ("short", "path"),
+    [("render", "config/render.yaml"), ("record", "config/record.yaml"), ("localize", "config/localize.yaml")],
+)
 def test_config_files_list_exactly_the_node_parameters(short: str, path: str) -> None:
     """config/<node>.yaml lists every parameter of the node, and nothing else (no parameter left silently unset
     or ignored), under the ROS node name."""

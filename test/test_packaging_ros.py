@@ -13,11 +13,19 @@ import pytest
 import yaml
 
 from pose2rgbd.config import describe, flatten, load_yaml
-from pose2rgbd.nodes import RecorderConfig, RendererConfig
+from pose2rgbd.nodes import LocalizerConfig, RecorderConfig, RendererConfig
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_CONFIGS = {"pose2rgbd_renderer": RendererConfig, "pose2rgbd_recorder": RecorderConfig}
-PARAMS_FILES = {"render.yaml": "pose2rgbd_renderer", "record.yaml": "pose2rgbd_recorder"}
+NODE_CONFIGS = {
+    "pose2rgbd_renderer": RendererConfig,
+    "pose2rgbd_recorder": RecorderConfig,
+    "pose2rgbd_localizer": LocalizerConfig,
+}
+PARAMS_FILES = {
+    "render.yaml": "pose2rgbd_renderer",
+    "record.yaml": "pose2rgbd_recorder",
+    "localize.yaml": "pose2rgbd_localizer",
+}
 
 
 def _cmake() -> str:

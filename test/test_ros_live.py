@@ -601,3 +601,89 @@ def test_render_node_live_with_a_trained_model_gives_metric_depth_near_ground_tr
     e, c, m = float(np.mean(err)), float(np.mean(const)), float(np.mean(mean))
     assert e < 0.5 * m and e < 0.8 * c, (e, c, m)  # measured: 37.4 m, constant 55.1 m, mean 96.0 m
     assert node.interrupt() == 0
+
+
+# ---------------------------------------------------------------------------------------------- the localizer
+LOCALIZER = f"{NS}/pose2rgbd_localizer"
+
+
+def test_localize_node_live(ros: Harness, tmp_path: Path) -> None:
+    """The localize node process: images (sensor-data QoS) in, PoseWithCovarianceStamped with the image's stamp
+    in the checkpoint's world frame, OOD flags, debug TF, a bad image counted, a live parameter, Ctrl-C."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd.evaluation.calibration import check_covariance, compute_calibration, save_calibration
+    from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
+    from pose2rgbd.models import save_checkpoint
+
+    ck = make_toy_localizer_checkpoint(SIZE, world_frame="odom")
+    ckpt = save_checkpoint(tmp_path / "toy.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera,
+                           world_frame="odom")  # fmt: skip
+    rng = np.random.default_rng(0)
+    T_true = np.repeat(np.eye(4)[None], 50, 0)
+    T_est = T_true.copy()
+    T_est[:, :3, 3] = rng.normal(size=(50, 3))
+    calib = save_calibration(compute_calibration(T_est, T_true, rng.uniform(0, 1, 50)), tmp_path / "calib.yaml")
+    h = ros
+    node = h.start(
+        "localize",
+        "--params-file", str(REPO / "config" / "localize.yaml"),
+        "-p", f"engine.checkpoint:={ckpt}", "-p", "engine.device:=cpu", "-p", "engine.threads:=1",
+        "-p", "engine.warmup:=1", "-p", "topics.image:=/cam/image", "-p", f"covariance_file:={calib}",
+        "-p", "publish_tf:=true", "-p", "ood_threshold:=0.0",
+    )  # fmt: skip
+    poses = h.subscribe(f"{NS}/pose", PoseWithCovarianceStamped)
+    flags = h.subscribe(f"{NS}/out_of_distribution", Bool)
+    diags = h.subscribe("/diagnostics", DiagnosticArray)
+    tfs = h.subscribe("/tf", TFMessage)
+    pub = h.node.create_publisher(Image, "/cam/image", qos_profile_sensor_data)
+    sent: set[int] = set()
+    img = (rng.integers(0, 256, (24, 40, 3))).astype(np.uint8)
+
+    def publish_image(encoding: str = "rgb8") -> None:
+        ns = h.now_ns()
+        m = Image(encoding=encoding, height=24, width=40, is_bigendian=0)
+        m.header.stamp, m.header.frame_id = _stamp(ns), CAMERA
+        if encoding == "rgb8":
+            m.step, m.data = 120, img.tobytes()
+            sent.add(ns)
+        else:  # a depth image: rejected
+            m.step, m.data = 160, np.ones((24, 40), np.float32).tobytes()
+        pub.publish(m)
+
+    timer = h.node.create_timer(0.1, publish_image)
+    h.spin_until(lambda: len(poses) >= 3, START_TIMEOUT_S, "localized poses", node)
+    m = poses[-1]
+    assert _ns(m.header.stamp) in sent and m.header.frame_id == "odom"
+    check_covariance(np.asarray(m.pose.covariance).reshape(6, 6))
+    assert flags and not any(f.data for f in flags)  # threshold 0: never out of distribution
+    h.spin_until(lambda: any(t.transforms[0].child_frame_id == "camera_localized" for t in tfs), WAIT_S, "TF", node)
+
+    pub.publish(Image())  # an empty image: rejected (size), never a crash
+    h.node.destroy_timer(timer)
+    bad_timer = h.node.create_timer(0.2, lambda: publish_image("32FC1"))
+
+    def rejected() -> bool:
+        st = _diag_status(diags, "pose2rgbd: localizer")
+        return st is not None and int({kv.key: kv.value for kv in st.values}.get("rejected_encoding", "0")) >= 1
+
+    h.spin_until(rejected, WAIT_S, "rejected_encoding in the diagnostics", node)
+    h.node.destroy_timer(bad_timer)
+
+    # a live parameter: every image is now below the threshold -> flagged, covariance x ood_covariance_scale
+    assert h.set_param(node, LOCALIZER, "ood_threshold", 1.0).successful
+    r = h.set_param(node, LOCALIZER, "covariance_file", "/elsewhere.yaml")
+    assert not r.successful and "configure" in r.reason
+    flags.clear()
+    h.node.create_timer(0.1, publish_image)
+    h.spin_until(lambda: len(flags) >= 2, WAIT_S, "flags after the change", node)
+    assert all(f.data for f in flags)
+
+    rc = node.interrupt()
+    assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"
+    assert "Traceback" not in node.output(), node.output()[-3000:]

@@ -5,6 +5,7 @@ it from the spec."""
 from __future__ import annotations
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.nodes.localizer import LOCALIZER
 from pose2rgbd.nodes.recorder import RECORDER
 from pose2rgbd.nodes.renderer import RENDERER
 from pose2rgbd.nodes.spec import NodeSpec
@@ -12,6 +13,7 @@ from pose2rgbd.nodes.spec import NodeSpec
 NODES: dict[str, NodeSpec] = {
     "render": RENDERER,
     "record": RECORDER,
+    "localize": LOCALIZER,
 }
 
 

@@ -145,3 +145,39 @@ def write_flight_bag(
         for stamp, _, topic, msg in events:
             w.write(topic, stamp, msg)
     return FlightTruth(np.array([ns(t) for t in t_cam], dtype=np.int64), T_cam, DATUM)
+
+
+def write_image_bag(
+    path: str | Path,
+    images: list[Any],
+    *,
+    topic: str = "/camera/image_raw",
+    compressed: bool = False,
+    frame_id: str = "camera_optical_frame",
+    camera_hz: float = 10.0,
+    t0_ns: int = T0_NS,
+    storage: str = "mcap",
+) -> np.ndarray:
+    """A bag of camera images only (the localize node's input): each entry of ``images`` is a uint8 RGB array
+    (encoded as rgb8, or jpeg with ``compressed``) or a ready Image / CompressedImage message of the bag's
+    typestore (e.g. a deliberately broken one; its stamp is set here). Returns the image stamps (ns)."""
+    from pose2rgbd import messages as M
+    from pose2rgbd.bags import BagWriter
+
+    stamps = t0_ns + (np.arange(len(images)) * 1e9 / camera_hz).astype(np.int64)
+    mt = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    with BagWriter(path, storage=storage) as w:
+        w.add_topic(topic, mt, qos="sensor_data")
+        for stamp, img in zip(stamps, images):
+            s = int(stamp)
+            if isinstance(img, np.ndarray):
+                msg = (
+                    M.compressed_image(w.factory, s, frame_id, img)
+                    if compressed
+                    else M.image(w.factory, s, frame_id, img, "rgb8")
+                )
+            else:
+                msg = img
+                msg.header = M.header(w.factory, s, frame_id)
+            w.write(topic, s, msg)
+    return stamps

@@ -1,0 +1,256 @@
+"""``pose2rgbd localize``: camera images -> camera poses with an image -> pose checkpoint.
+
+* ``localize bag``: replay a bag through the localize node (offline; the same node as ``ros2 run pose2rgbd
+  localize_node``) and write what it publishes (poses with covariance, OOD flags, status) to a new bag;
+* ``localize images DIR``: every image of a folder -> one pose + confidence per image (CSV or TUM);
+* ``localize calibrate``: the covariance and out-of-distribution threshold of a checkpoint, from its errors
+  on a dataset's validation frames -> a YAML sidecar for the node's ``covariance_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pose2rgbd.cli.render import engine_aliases
+from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+BAG_ALIASES = (
+    *engine_aliases(),
+    Alias("--image-topic", "topics.image"),
+    Alias("--image-type", "image_type", choices=("raw", "compressed")),
+    Alias("--world-frame", "world_frame"),
+    Alias("--covariance-file", "covariance_file"),
+    Alias("--crop-scale", "crop_scale"),
+)
+
+
+def _localizer_schema() -> Schema:
+    from pose2rgbd.nodes.localizer import LocalizerConfig
+
+    return Schema(LocalizerConfig)
+
+
+def _engine_schema() -> Schema:
+    from pose2rgbd.inference.common import EngineConfig
+
+    return Schema({"engine": EngineConfig})
+
+
+def _need_checkpoint(engine_cfg: Any) -> None:
+    from pose2rgbd.errors import ConfigError
+
+    if not engine_cfg.checkpoint:
+        raise ConfigError("engine.checkpoint is not set: pass --checkpoint PATH (or set it in --config)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("localize", help="camera images -> camera poses: over a bag (offline node), a folder, calibrate")
+    lsub = p.add_subparsers(dest="localize_command", metavar="<source>", required=True)
+
+    b = lsub.add_parser("bag", help="replay a bag through the localize node; write its topics to a new bag",
+                        allow_abbrev=False)  # fmt: skip
+    b.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
+    b.add_argument("--out", type=Path, required=True, help="output bag directory")
+    b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
+    b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
+    b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    add_config_flags(
+        b, _localizer_schema, BAG_ALIASES,
+        config_help="localize node YAML (e.g. config/localize.yaml); flags override it",
+    )  # fmt: skip
+    b.set_defaults(func=_bag)
+
+    i = lsub.add_parser("images", help="a folder of images -> poses with confidence (.csv or TUM .tum/.txt)",
+                        allow_abbrev=False)  # fmt: skip
+    i.add_argument("dir", type=Path, metavar="DIR", help=f"folder of images ({', '.join(IMAGE_SUFFIXES)}), name order")
+    i.add_argument("--out", type=Path, required=True,
+                   help="poses.csv (image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution) or poses.tum / .txt "
+                   "(TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
+    i.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    i.add_argument(
+        "--crop-scale",
+        type=float,
+        default=1.0,
+        help="resize to cover crop_scale x the model input, then centre-crop (1.125: resize 144 / crop 128)",
+    )
+    i.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="calibration YAML (`localize calibrate`): its threshold sets the out_of_distribution column",
+    )
+    i.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_config_flags(i, _engine_schema, engine_aliases(),
+                     config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
+    i.set_defaults(func=_images)
+
+    c = lsub.add_parser("calibrate", help="covariance + OOD threshold from a checkpoint's validation errors -> YAML",
+                        allow_abbrev=False)  # fmt: skip
+    c.add_argument("--checkpoint", type=Path, required=True, help="image -> pose checkpoint (.pt)")
+    c.add_argument("--dataset", type=Path, required=True, help="the dataset (format v1) with ground-truth poses")
+    c.add_argument("--split", choices=["random", "route", "all"], default=None,
+                   help="frames to calibrate on (default: the validation frames of the split the checkpoint was "
+                   "trained with)")  # fmt: skip
+    c.add_argument("--out", type=Path, required=True, help="calibration YAML to write (for covariance_file)")
+    c.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
+    c.add_argument("--batch", type=int, default=16, help="images per forward pass")
+    c.add_argument("--max-frames", type=int, default=0, help="at most this many frames, evenly spaced (0: all)")
+    c.add_argument("--crop-scale", type=float, default=1.0, help="as the node's crop_scale")
+    c.add_argument("--ood-quantile", type=float, default=0.05,
+                   help="OOD threshold: this quantile of the validation confidences")  # fmt: skip
+    c.add_argument("--bins", type=int, default=4, help="confidence bins for the covariance scaling (1: none)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing calibration file")
+    c.set_defaults(func=_calibrate)
+
+
+def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: list[Any], overwrite: bool) -> None:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output
+
+    if not out.name.lower().endswith(suffixes):
+        raise ConfigError(f"--out {out}: a {what} file ends in {', '.join(suffixes)}")
+    check_output(out, OutputKind(what, False, suffixes=suffixes), inputs=inputs, overwrite=overwrite)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    if out.is_dir():
+        raise OutputError(f"{out} is a folder; give a file name (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _bag(args: argparse.Namespace) -> int:
+    from pose2rgbd.nodes.localizer import LOCALIZER
+    from pose2rgbd.nodes.spec import check_ranges
+    from pose2rgbd.runtime.offline import run_node_bag
+
+    cfg = config_from_args(args)
+    _need_checkpoint(cfg.engine)
+    check_ranges(cfg)
+    inputs = [cfg.engine.checkpoint] + ([cfg.covariance_file] if cfg.covariance_file else [])
+    stats = run_node_bag(
+        LOCALIZER, cfg, args.bag, args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
+        overwrite=args.overwrite, progress=True, inputs=inputs,
+    )  # fmt: skip
+    c = stats.counters
+    print(f"{args.out}: {c['frames']} of {c['images']} images localized in {stats.wall_s:.1f} s")
+    for topic, n in sorted(stats.messages_out.items()):
+        print(f"  {topic:<40} {n}")
+    print(
+        f"  image-to-pose latency p50 {stats.latency_percentile(50):.1f} ms, p99 {stats.latency_percentile(99):.1f} ms"
+    )
+    print(f"  out of distribution: {c['out_of_distribution']}")
+    rejected = {k: v for k, v in c.items() if k.startswith("rejected_") and v}
+    if c["rejected"] or c["localize_errors"]:
+        print(f"  rejected: {c['rejected']} {rejected}; localization errors: {c['localize_errors']}")
+    return 0 if c["frames"] else 1
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (not recursive), in name order; an empty or missing folder raises."""
+    from pose2rgbd.errors import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _images(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from pose2rgbd.errors import CheckpointError, ConfigError
+    from pose2rgbd.evaluation.calibration import load_calibration, write_text_atomic
+    from pose2rgbd.geometry.transforms import tq_from_T
+    from pose2rgbd.inference import LocalizeEngine, load_engine
+    from pose2rgbd.inference.images import fit_to_input
+
+    cfg = config_from_args(args)["engine"]
+    _need_checkpoint(cfg)
+    if args.batch < 1:
+        raise ConfigError("--batch must be >= 1")
+    tum = args.out.suffix.lower() in (".tum", ".txt")
+    _check_file_out(args.out, (".csv", ".tum", ".txt"), "poses",
+                    [args.dir, cfg.checkpoint, args.calibration], args.overwrite)  # fmt: skip
+    files = list_images(args.dir)
+    threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
+    engine = load_engine(cfg)
+    if not isinstance(engine, LocalizeEngine):
+        raise CheckpointError(f"{cfg.checkpoint}: a {engine.loaded.kind!r} model does not localize images")
+    rows: list[tuple[int, str, np.ndarray, float]] = []
+    skipped: list[str] = []
+    todo = list(enumerate(files))
+    for k in tqdm(range(0, len(todo), args.batch), disable=not sys.stderr.isatty(), desc="localize", unit="batch"):
+        batch, names = [], []
+        for n, path in todo[k : k + args.batch]:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR; 16-bit / grey files are converted
+            if img is None or min(img.shape[:2]) < 1:
+                skipped.append(path.name)
+                continue
+            batch.append(
+                fit_to_input(np.ascontiguousarray(img[..., ::-1]), engine.input_hw, crop_scale=args.crop_scale)
+            )
+            names.append((n, path.name))
+        if not batch:
+            continue
+        res = engine.localize(np.stack(batch))
+        rows += [(n, name, T, float(c)) for (n, name), T, c in zip(names, res.T_world_cam, res.confidence)]
+    lines = []
+    if tum:
+        lines.append("# index tx ty tz qx qy qz qw  (index: the image's place in name order; "
+                     f"world frame: {engine.world_frame})")  # fmt: skip
+    else:
+        lines.append("image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution")
+    for n, name, T, conf in rows:
+        t, q = tq_from_T(T)
+        nums = " ".join(repr(float(v)) for v in (*t, *q))
+        if tum:
+            lines.append(f"{n} {nums}")
+        else:
+            ood = "" if threshold is None else str(conf < threshold).lower()
+            quoted = '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
+            lines.append(f"{quoted},{nums.replace(' ', ',')},{conf!r},{ood}")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    print(f"{args.out}: {len(rows)} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
+    if skipped:
+        print(f"  skipped {len(skipped)} files that are not readable images: {', '.join(skipped[:10])}"
+              + (" ..." if len(skipped) > 10 else ""))  # fmt: skip
+    return 0 if rows else 1
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import math
+
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.evaluation.calibration import calibrate, save_calibration
+
+    if not 1.0 <= args.crop_scale <= 4.0 or args.batch < 1 or args.max_frames < 0:
+        raise ConfigError("--crop-scale in [1, 4], --batch >= 1, --max-frames >= 0")
+    _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.dataset], args.overwrite)
+    cal, notes = calibrate(
+        args.checkpoint, args.dataset, split=args.split, device=args.device, batch_size=args.batch,
+        crop_scale=args.crop_scale, max_frames=args.max_frames, ood_quantile=args.ood_quantile,
+        confidence_bins=args.bins, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    save_calibration(cal, args.out)
+    sd = [math.sqrt(v) for v in cal.covariance.diagonal()]
+    e = cal.errors
+    print(f"{args.out}: calibrated on {cal.n_frames} frames ({cal.source.get('split')} split)")
+    print(
+        f"  position error median {e['position_median_m']:.3f} m, p90 {e['position_p90_m']:.3f} m; "
+        f"orientation median {e['orientation_median_deg']:.2f} deg, p90 {e['orientation_p90_deg']:.2f} deg"
+    )
+    rot = " ".join(f"{math.degrees(v):.2f}" for v in sd[3:])
+    print(f"  standard deviations x y z {sd[0]:.3f} {sd[1]:.3f} {sd[2]:.3f} m, rotX rotY rotZ {rot} deg (world axes)")
+    print(f"  out-of-distribution threshold: confidence < {cal.ood_threshold:.4f} ({cal.ood_quantile:.0%} quantile)")
+    for n in notes:
+        print(f"  note: {n}")
+    return 0

@@ -1,0 +1,427 @@
+"""Localization node logic (no rclpy): camera image -> camera pose in the world frame, with a covariance.
+
+:data:`LOCALIZER` is its :class:`~pose2rgbd.nodes.spec.NodeSpec`; the runtime (the rclpy host or the offline
+bag runner) subscribes to the image topic (``sensor_msgs/Image`` or ``CompressedImage``, sensor-data QoS, queue
+depth 1 live: the newest image wins) and calls:
+
+* :meth:`LocalizerNode.on_image` per image: decode (any colour encoding; jpeg / png), fit to the model's
+  input (:func:`pose2rgbd.inference.images.fit_to_input`: keep the aspect ratio, resize to cover, centre
+  crop), localize with the engine (any checkpoint whose kind is served by the localize engine) and return:
+
+  - ``topics.pose``: ``geometry_msgs/PoseWithCovarianceStamped``, the camera (REP-103 optical frame) in the
+    world frame: ``header.stamp`` = the image's stamp, ``header.frame_id`` = the world frame, covariance from
+    the calibration file (:mod:`pose2rgbd.evaluation.calibration`), scaled by the image's confidence, and by
+    ``ood_covariance_scale`` when the image is out of distribution;
+  - ``topics.ood``: ``std_msgs/Bool``, one per pose, true when the image is out of distribution: the model's
+    confidence is below ``ood_threshold`` (-1: the calibration file's threshold, the 5 % quantile of the
+    validation images' confidences);
+  - ``topics.status``: ``diagnostic_msgs/DiagnosticArray`` per image, stamped with the image's stamp (level
+    WARN when out of distribution; values: confidence, threshold, latency, covariance scale);
+  - ``topics.tf`` (with ``publish_tf``): ``world_frame -> tf_child_frame`` for debugging;
+
+* :meth:`LocalizerNode.diagnostics_tick` every ``diagnostics_period_s``: latency p50 / p99, confidence, images
+  rejected and why, out-of-distribution count.
+
+Bad images never raise out of :meth:`~LocalizerNode.on_image`: an unsupported encoding (depth, Bayer ...),
+corrupt compressed data or a size that cannot be fitted are rejected, counted per reason and logged (throttled).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pose2rgbd import messages as M
+from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDError
+from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
+from pose2rgbd.inference.images import fit_to_input
+from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
+
+if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
+    from pose2rgbd.evaluation.calibration import Calibration
+
+Outgoing = tuple[str, Any]
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+REJECT_REASONS = ("encoding", "corrupt", "size")
+
+
+@dataclass
+class LocalizerTopics:
+    """Topic names (relative names resolve in the node's namespace)."""
+
+    image: str = help_field("/camera/image_raw", "input camera images (sensor_msgs/Image or CompressedImage)")
+    pose: str = help_field(
+        "pose", "camera pose in the world frame (geometry_msgs/PoseWithCovarianceStamped, stamp of the image)"
+    )
+    refined_pose: str = help_field("pose_refined", "the refined pose, with refine (PoseWithCovarianceStamped)")
+    ood: str = help_field("out_of_distribution", "std_msgs/Bool per pose: the image looks out of distribution")
+    status: str = help_field(
+        "localization_status",
+        "per-image status stamped with the image (diagnostic_msgs/DiagnosticArray: confidence, OOD)",
+    )
+    diagnostics: str = help_field("/diagnostics", "latency, confidence, rejected images (DiagnosticArray)")
+    tf: str = help_field("/tf", "where the debugging transform goes with publish_tf (tf2_msgs/TFMessage)")
+
+
+@dataclass
+class LocalizerConfig:
+    """The localize node: which images, which model, how the covariance and the OOD flag are made."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "model and inference settings"})
+    image_type: str = help_field("raw", "type of topics.image: 'raw' (sensor_msgs/Image) or 'compressed'")
+    world_frame: str = help_field(
+        "", "frame_id of the published poses (empty: the checkpoint's world frame, the frame of its training poses)"
+    )
+    camera_frame: str = help_field(
+        "", "the images' camera optical frame, for the status messages (empty: the images' header.frame_id)"
+    )
+    crop_scale: float = ranged_field(
+        1.0,
+        "images are resized to cover crop_scale x the model input, then centre-cropped (1.125: resize 144 / crop 128)",
+        1.0,
+        4.0,
+    )
+    min_image_side: int = ranged_field(
+        8, "reject images whose shorter side is below this many pixels (cannot be fitted)", 1, 100000
+    )
+    max_aspect: float = ranged_field(
+        8.0, "reject images whose long / short side ratio is above this (cannot be centre-cropped)", 1.0, 1000.0
+    )
+    covariance_source: str = help_field(
+        "auto",
+        "'file' (covariance_file, required), 'default' (a conservative 10 m / 30 deg covariance) or 'auto' "
+        "(the file when covariance_file is set, else the default with a warning)",
+    )
+    covariance_file: str = help_field("", "calibration YAML from `pose2rgbd localize calibrate` (covariance, OOD)")
+    scale_by_confidence: bool = help_field(True, "scale the calibrated covariance by the file's per-confidence factors")
+    ood_threshold: float = ranged_field(
+        -1.0,
+        "flag an image out of distribution when its confidence is below this (-1: the calibration file's "
+        "threshold; without a file nothing is flagged; 0: never)",
+        -1.0,
+        1.0,
+    )
+    ood_covariance_scale: float = ranged_field(
+        100.0, "multiply the covariance of an out-of-distribution image by this", 1.0, 1e12
+    )
+    publish_tf: bool = help_field(False, "also broadcast world_frame -> tf_child_frame (debugging)")
+    tf_child_frame: str = help_field(
+        "camera_localized",
+        "child frame of the debugging TF (not the camera's own frame, which has a parent in the robot's tree)",
+    )
+    refine: bool = help_field(False, "refine each pose by render-and-compare (publishes topics.refined_pose)")
+    warn_throttle_s: float = ranged_field(5.0, "repeat the same warning at most this often", 0.0, 3600.0)
+    diagnostics_period_s: float = ranged_field(1.0, "diagnostics publishing period (0: off)", 0.0, 3600.0)
+    topics: LocalizerTopics = field(default_factory=LocalizerTopics, metadata={"help": "topic names"})
+
+    def __post_init__(self) -> None:
+        if self.image_type not in ("raw", "compressed"):
+            raise ConfigError(f"image_type: {self.image_type!r} is not 'raw' or 'compressed'")
+        if self.covariance_source not in ("auto", "file", "default"):
+            raise ConfigError(f"covariance_source: {self.covariance_source!r} is not 'auto', 'file' or 'default'")
+        if self.covariance_source == "file" and not self.covariance_file:
+            raise ConfigError(
+                "covariance_source is 'file' but covariance_file is empty; write one with `pose2rgbd localize "
+                "calibrate` and set covariance_file"
+            )
+        if self.publish_tf and not self.tf_child_frame:
+            raise ConfigError("publish_tf needs a tf_child_frame")
+
+
+class LocalizerNode:
+    """Message-level localize node (see the module docstring). ``factory`` builds the outgoing messages."""
+
+    def __init__(
+        self,
+        cfg: LocalizerConfig,
+        engine: Any,
+        factory: M.MessageFactory,
+        *,
+        calibration: Calibration | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.f = factory
+        self.calibration = calibration
+        self.log = get_logger(logger, "pose2rgbd.localizer")
+        self.world_frame = cfg.world_frame or getattr(engine, "world_frame", "") or "map"
+        self.last_latency_ms = math.nan
+        self._warn = Throttle(cfg.warn_throttle_s)
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self._confidence: collections.deque[float] = collections.deque(maxlen=1000)
+        self._last_ood = False
+        self.counters: dict[str, int] = {
+            "images": 0,
+            "frames": 0,
+            "out_of_distribution": 0,
+            "rejected": 0,
+            **{f"rejected_{r}": 0 for r in REJECT_REASONS},
+            "localize_errors": 0,
+        }
+        from pose2rgbd.evaluation.calibration import default_covariance
+
+        if calibration is None:
+            self.base_cov = default_covariance()
+            self.cov_source = "default"
+        else:
+            self.base_cov = calibration.covariance
+            self.cov_source = "file"
+
+    # ------------------------------------------------------------------ runtime hooks
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        new, reason = parameter_change(self.cfg, name, value, LOCALIZER_LIVE)
+        if new is None:
+            return False, reason
+        self.cfg = new
+        if name == "warn_throttle_s":
+            self._warn.period_ns = int(new.warn_throttle_s * 1e9)
+        self.log.info(f"parameter {name} = {value!r} applied")
+        return True, ""
+
+    def _warning(self, key: str, now_ns: int, text: str) -> None:
+        if self._warn(key, now_ns):
+            n = self._warn.suppressed.pop(key, 0)
+            self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
+
+    # ------------------------------------------------------------------ the OOD rule and the covariance
+    @property
+    def ood_threshold(self) -> float:
+        """The confidence below which an image is out of distribution (0: nothing is flagged)."""
+        if self.cfg.ood_threshold >= 0:
+            return self.cfg.ood_threshold
+        return self.calibration.ood_threshold if self.calibration is not None else 0.0
+
+    def covariance(self, confidence: float, ood: bool) -> np.ndarray:
+        """The 6x6 covariance published with a pose of this confidence."""
+        if self.calibration is not None and self.cfg.scale_by_confidence:
+            cov = self.calibration.covariance_at(confidence)
+        else:
+            cov = self.base_cov.copy()
+        return cov * self.cfg.ood_covariance_scale if ood else cov
+
+    # ------------------------------------------------------------------ input
+    def _reject(self, reason: str, now_ns: int, text: str) -> list[Outgoing]:
+        self.counters["rejected"] += 1
+        self.counters[f"rejected_{reason}"] += 1
+        self._warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
+        return []
+
+    def decode(self, msg: Any) -> tuple[np.ndarray | None, str, str]:
+        """Image / CompressedImage -> ``(uint8 RGB, "", "")`` or ``(None, reason, text)`` with reason
+        ``encoding`` (not a colour image: depth, unsupported) or ``corrupt`` (data that cannot be decoded)."""
+        try:
+            rgb = M.image_msg_to_rgb(msg)
+        except BagError as e:
+            text = str(e)
+            return None, ("encoding" if "encoding" in text and not M.is_compressed(msg) else "corrupt"), text
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:  # e.g. a compressedDepth message
+            return (
+                None,
+                "encoding",
+                f"not a colour image ({getattr(msg, 'format', '')!r} decodes to {rgb.dtype} {rgb.shape})",
+            )
+        return rgb, "", ""
+
+    def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """An image arrived: localize it (see the module docstring). Never raises on a bad image."""
+        t0 = time.perf_counter()
+        self.counters["images"] += 1
+        rgb, reason, text = self.decode(msg)
+        if rgb is None:
+            return self._reject(reason, now_ns, text)
+        h, w = rgb.shape[:2]
+        if min(h, w) < self.cfg.min_image_side or max(h, w) > self.cfg.max_aspect * min(h, w):
+            return self._reject(
+                "size", now_ns,
+                f"{w}x{h} cannot be fitted to the model input (min_image_side {self.cfg.min_image_side}, "
+                f"max_aspect {self.cfg.max_aspect:g})",
+            )  # fmt: skip
+        try:
+            x = fit_to_input(rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
+            res = self.engine.localize(x)
+        except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
+            self.counters["localize_errors"] += 1
+            self._warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            return []
+        T = res.T_world_cam[0]
+        conf = float(res.confidence[0])
+        if not (np.all(np.isfinite(T)) and math.isfinite(conf)):
+            self.counters["localize_errors"] += 1
+            self._warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
+            return []
+        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        threshold = self.ood_threshold
+        ood = conf < threshold
+        cov = self.covariance(conf, ood)
+        out = self._outputs(stamp, T, conf, ood, cov, threshold, msg)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        self._latency_ms.append(self.last_latency_ms)
+        self._confidence.append(conf)
+        self.counters["frames"] += 1
+        self.counters["out_of_distribution"] += int(ood)
+        if ood and not self._last_ood:
+            self.log.warning(
+                f"image out of distribution (confidence {conf:.3f} < {threshold:.3f}): pose unreliable, covariance "
+                f"x{self.cfg.ood_covariance_scale:g}"
+            )
+        self._last_ood = ood
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def _outputs(
+        self, stamp: int, T: np.ndarray, conf: float, ood: bool, cov: np.ndarray, threshold: float, msg: Any
+    ) -> list[Outgoing]:
+        f, top = self.f, self.cfg.topics
+        pose = f.new(
+            "geometry_msgs/msg/PoseWithCovarianceStamped",
+            header=M.header(f, stamp, self.world_frame),
+            pose=f.new("geometry_msgs/msg/PoseWithCovariance", pose=M.pose(f, T), covariance=cov.reshape(-1).copy()),
+        )
+        out: list[Outgoing] = [(top.pose, pose), (top.ood, f.new("std_msgs/msg/Bool", data=bool(ood)))]
+        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
+        values = {
+            "confidence": f"{conf:.4f}",
+            "ood_threshold": f"{threshold:.4f}",
+            "out_of_distribution": str(ood).lower(),
+            "covariance_source": self.cov_source,
+            "position_sigma_m": f"{math.sqrt(np.trace(cov[:3, :3]) / 3):.3f}",
+            "orientation_sigma_deg": f"{math.degrees(math.sqrt(np.trace(cov[3:, 3:]) / 3)):.3f}",
+        }
+        text = f"out of distribution: confidence {conf:.3f} < {threshold:.3f}" if ood else "localized"
+        out.append(
+            (top.status, M.diagnostic_array(f, stamp, "pose2rgbd: localization", int(ood), text, values, camera))
+        )
+        if self.cfg.publish_tf:
+            tf = M.transform_stamped(f, stamp, self.world_frame, self.cfg.tf_child_frame, T)
+            out.append((top.tf, M.tf_message(f, [tf])))
+        return out
+
+    def latency_percentiles_ms(self) -> tuple[float, float]:
+        if not self._latency_ms:
+            return float("nan"), float("nan")
+        a = np.asarray(self._latency_ms)
+        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+    def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
+        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
+
+    def diagnostics(self, now_ns: int) -> Any:
+        p50, p99 = self.latency_percentiles_ms()
+        c = self.counters
+        if c["frames"] == 0:
+            level, text = 1, "no image localized yet (waiting for images)"
+        elif self._last_ood:
+            level, text = 1, "the current image is out of distribution"
+        else:
+            level, text = 0, "localizing"
+        conf = np.asarray(self._confidence) if self._confidence else np.array([math.nan])
+        values: dict[str, Any] = {
+            "latency_p50_ms": f"{p50:.2f}",
+            "latency_p99_ms": f"{p99:.2f}",
+            "confidence_last": f"{conf[-1]:.4f}",
+            "confidence_median": f"{float(np.median(conf)):.4f}",
+            "ood_threshold": f"{self.ood_threshold:.4f}",
+            "covariance_source": self.cov_source,
+            **c,
+        }
+        values["device"] = str(getattr(self.engine, "device", ""))
+        values["precision"] = str(getattr(self.engine, "precision", ""))
+        return M.diagnostic_array(self.f, now_ns, "pose2rgbd: localizer", level, text, values, self.world_frame)
+
+
+# ---------------------------------------------------------------------------------------------- the node spec
+# Not live: engine.* (the loaded model), image_type and topics.* (subscriptions / publishers), world_frame (the
+# model's frame), covariance_* (read at configure), crop_scale and the image limits (tied to the model), refine.
+LOCALIZER_LIVE = (
+    "ood_threshold",
+    "ood_covariance_scale",
+    "scale_by_confidence",
+    "publish_tf",
+    "tf_child_frame",
+    "camera_frame",
+    "warn_throttle_s",
+    "diagnostics_period_s",
+)
+
+
+def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:
+    """The calibration the node uses (``None``: the conservative default, with a warning)."""
+    from pose2rgbd.evaluation.calibration import load_calibration
+
+    log = get_logger(log, "pose2rgbd.localizer")
+    if cfg.covariance_source == "default" or (cfg.covariance_source == "auto" and not cfg.covariance_file):
+        if cfg.covariance_source == "auto":
+            log.warning(
+                "no covariance_file: publishing a conservative default covariance (10 m, 30 deg standard deviation) "
+                "and flagging nothing as out of distribution; calibrate with `pose2rgbd localize calibrate`"
+            )
+        return None
+    return load_calibration(cfg.covariance_file)
+
+
+def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
+    """Load the model and the calibration (heavy: once, at configure)."""
+    if cfg.refine:
+        try:
+            import pose2rgbd.inference.refine  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "refine: render-and-compare refinement is not available in this build (no "
+                "pose2rgbd.inference.refine); set refine to false"
+            ) from None
+        raise ConfigError("refine: the localize node does not serve refinement yet; set refine to false")
+    engine = load_engine(cfg.engine)
+    if not isinstance(engine, LocalizeEngine):
+        raise CheckpointError(
+            f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize node "
+            "needs an image -> pose checkpoint (a model kind served by the localize engine)"
+        )
+    return {"engine": engine, "calibration": load_node_calibration(cfg)}
+
+
+def build_localizer(cfg: LocalizerConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> LocalizerNode:
+    return LocalizerNode(cfg, res["engine"], factory, calibration=res.get("calibration"), logger=logger)
+
+
+def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:
+    engine = res["engine"]
+    h, w = engine.input_hw
+    cov = "calibrated covariance" if res.get("calibration") is not None else "default covariance"
+    return f"localizing {cfg.image_type} images from {cfg.topics.image} at {w}x{h} on {engine.device} ({cov})"
+
+
+LOCALIZER = NodeSpec(
+    name="pose2rgbd_localizer",
+    config=LocalizerConfig,
+    configure=configure_localizer,
+    build=build_localizer,
+    inputs=(
+        Input(
+            "topics.image",
+            IMAGE_TYPES,
+            "on_image",
+            depth=1,
+            choose_type=lambda c: IMAGE_TYPES[int(c.image_type == "compressed")],
+        ),
+    ),
+    outputs=(
+        Output("topics.pose", "geometry_msgs/msg/PoseWithCovarianceStamped"),
+        Output("topics.refined_pose", "geometry_msgs/msg/PoseWithCovarianceStamped"),
+        Output("topics.ood", "std_msgs/msg/Bool"),
+        Output("topics.status", "diagnostic_msgs/msg/DiagnosticArray"),
+        Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+        Output("topics.tf", "tf2_msgs/msg/TFMessage", depth=100),
+    ),
+    timers=(Timer(lambda c: c.diagnostics_period_s, "diagnostics_tick", "diagnostics"),),
+    live=LOCALIZER_LIVE,
+    description="camera image -> camera pose with covariance and an out-of-distribution flag",
+    extras={"describe": _describe_localizer},
+)

@@ -1,0 +1,362 @@
+"""The localize node (image -> PoseWithCovarianceStamped) through the offline runtime on synthetic bags, its
+covariance calibration file, and the `pose2rgbd localize` commands (bag, images, calibrate)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from pose2rgbd import messages as M
+from pose2rgbd.bags import open_bag
+from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.evaluation.calibration import (
+    MIN_FRAMES,
+    Calibration,
+    check_covariance,
+    compute_calibration,
+    default_covariance,
+    load_calibration,
+    save_calibration,
+)
+from pose2rgbd.geometry.transforms import T_from_tq
+from pose2rgbd.inference import EngineConfig, LocalizeEngine
+from pose2rgbd.inference.images import fit_to_input
+from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
+from pose2rgbd.models.checkpoint import save_checkpoint
+from pose2rgbd.nodes import LOCALIZER, NODES, LocalizerConfig, LocalizerNode, node_spec
+from pose2rgbd.runtime.offline import run_node_bag
+from pose2rgbd.runtime.testing import write_image_bag
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ck = make_toy_localizer_checkpoint(SIZE, world_frame="odom")
+    path = tmp_path_factory.mktemp("loc") / "toy.pt"
+    return save_checkpoint(path, ck.model, dataset_fingerprint="fp", camera=ck.camera, world_frame="odom")
+
+
+@pytest.fixture(scope="module")
+def engine(ckpt: Path) -> LocalizeEngine:
+    return LocalizeEngine.from_config(EngineConfig(checkpoint=str(ckpt), warmup=0, device="cpu"))
+
+
+def _images(n: int, h: int = 24, w: int = 40, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):  # smooth images that differ (the toy model's pose depends on them)
+        base = rng.integers(0, 256, (3, 4, 3)).astype(np.uint8)
+        out.append(cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR) // (1 + k % 3))
+    return out
+
+
+def _calibration(tmp: Path, conf: np.ndarray | None = None) -> Path:
+    rng = np.random.default_rng(1)
+    n = 200
+    T_true = T_from_tq(rng.normal(size=(n, 3)) * 10, np.tile([0.0, 0, 0, 1], (n, 1)))
+    dp = rng.normal(size=(n, 3)) * [1.0, 2.0, 0.5]
+    rv = rng.normal(size=(n, 3)) * np.radians([1.0, 2.0, 3.0])
+    from scipy.spatial.transform import Rotation
+
+    T_est = T_true.copy()
+    T_est[:, :3, 3] += dp
+    T_est[:, :3, :3] = Rotation.from_rotvec(rv).as_matrix() @ T_true[:, :3, :3]
+    c = rng.uniform(0.1, 0.4, n) if conf is None else conf
+    cal = compute_calibration(T_est, T_true, c, source={"checkpoint": "toy"})
+    return save_calibration(cal, tmp / "calib.yaml")
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def test_calibration_recovers_a_known_covariance_and_round_trips(tmp_path: Path) -> None:
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    sig_p, sig_r = np.array([1.0, 2.0, 0.5]), np.radians([1.0, 2.0, 4.0])
+    R_true = Rotation.random(n, random_state=3).as_matrix()
+    T_true = np.repeat(np.eye(4)[None], n, 0)
+    T_true[:, :3, :3] = R_true
+    T_true[:, :3, 3] = rng.normal(size=(n, 3)) * 50
+    T_est = T_true.copy()
+    T_est[:, :3, 3] += rng.normal(size=(n, 3)) * sig_p
+    # errors about the world axes: R_est = exp(e) R_true
+    T_est[:, :3, :3] = Rotation.from_rotvec(rng.normal(size=(n, 3)) * sig_r).as_matrix() @ R_true
+    conf = rng.uniform(0, 1, n)
+    cal = compute_calibration(T_est, T_true, conf, ood_quantile=0.05, confidence_bins=4)
+    C = cal.covariance
+    assert np.allclose(np.sqrt(np.diag(C)[:3]), sig_p, rtol=0.06)
+    assert np.allclose(np.sqrt(np.diag(C)[3:]), sig_r, rtol=0.06)  # world-frame rotation vectors
+    assert np.allclose(C, C.T) and np.linalg.eigvalsh(C).min() > 0
+    assert abs(C[0, 1]) < 0.1 * math.sqrt(C[0, 0] * C[1, 1])
+    assert cal.ood_threshold == pytest.approx(np.quantile(conf, 0.05))
+    assert len(cal.bin_confidence) == 4 and all(0.5 < s < 2 for s in cal.bin_position_scale)
+    path = save_calibration(cal, tmp_path / "c.yaml")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    back = load_calibration(path)
+    assert np.allclose(back.covariance, C) and back.ood_threshold == cal.ood_threshold
+    assert back.bin_confidence == cal.bin_confidence and back.n_frames == n
+    for c in (0.0, 0.3, 0.99, None):
+        check_covariance(back.covariance_at(c))  # scaled covariances stay SPD
+
+
+def test_calibration_scales_with_confidence_and_refuses_bad_input(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    n = 400
+    T_true = np.repeat(np.eye(4)[None], n, 0)
+    conf = np.linspace(0.05, 0.95, n)
+    T_est = T_true.copy()
+    T_est[:, :3, 3] = rng.normal(size=(n, 3)) * (3.0 - 2.5 * conf)[:, None]  # confident: smaller errors
+    cal = compute_calibration(T_est, T_true, conf)
+    lo, hi = cal.covariance_at(0.05), cal.covariance_at(0.95)
+    assert lo[0, 0] > 3 * hi[0, 0]
+    with pytest.raises(ConfigError, match=f"at least {MIN_FRAMES}"):
+        compute_calibration(T_est[:5], T_true[:5], conf[:5])
+    with pytest.raises(ConfigError, match="not positive definite"):
+        check_covariance(np.diag([1.0, 1, 1, 1, 1, 0]))
+    with pytest.raises(ConfigError, match="not symmetric"):
+        check_covariance(np.eye(6) + np.eye(6, k=1))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: something-else\n")
+    with pytest.raises(ConfigError, match="not a localize calibration file"):
+        load_calibration(bad)
+    d = cal.to_dict()
+    d["covariance"][5][5] = -1.0
+    bad.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="not positive definite"):
+        load_calibration(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_calibration(tmp_path / "missing.yaml")
+    check_covariance(default_covariance())
+
+
+def test_fit_to_input_keeps_the_centre() -> None:
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, 20:60] = 255  # the centre 40x40 is white
+    out = fit_to_input(img, (16, 16))
+    assert out.shape == (16, 16, 3) and out.min() == 255
+    assert fit_to_input(img, (40, 80)) is img
+    zoom = fit_to_input(img, (16, 16), crop_scale=1.125)
+    assert zoom.shape == (16, 16, 3)
+    with pytest.raises(ConfigError, match="uint8"):
+        fit_to_input(img.astype(np.float32), (16, 16))
+
+
+# ---------------------------------------------------------------------------------------------- the node offline
+def _read(out: Path) -> dict[str, list[tuple[int, Any]]]:
+    got: dict[str, list[tuple[int, Any]]] = {}
+    with open_bag(out) as r:
+        for m in r.messages():
+            got.setdefault(m.topic, []).append((m.stamp_ns, m.msg))
+    return got
+
+
+def test_localize_node_offline_on_a_synthetic_bag(ckpt: Path, engine: LocalizeEngine, tmp_path: Path) -> None:
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    f = TypestoreFactory(get_typestore("humble"))
+    good = _images(8)
+    depth = M.image(f, 0, "cam", np.ones((24, 40), np.float32), "32FC1")  # wrong encoding
+    short = f.new("sensor_msgs/msg/Image", header=M.header(f, 0, "cam"), height=24, width=40, encoding="rgb8",
+                  step=120, data=np.zeros(100, np.uint8))  # fmt: skip  # corrupt: data shorter than the image
+    tiny = M.image(f, 0, "cam", np.zeros((2, 3, 3), np.uint8), "rgb8")  # cannot be fitted
+    sliver = M.image(f, 0, "cam", np.zeros((10, 200, 3), np.uint8), "rgb8")  # aspect 20
+    images: list[Any] = [*good[:3], depth, *good[3:5], short, tiny, *good[5:], sliver]
+    bag = tmp_path / "cam"
+    stamps = write_image_bag(bag, images)
+    good_stamps = [int(s) for s, im in zip(stamps, images) if isinstance(im, np.ndarray)]
+    cal = _calibration(tmp_path)
+    cfg = LocalizerConfig(
+        engine=EngineConfig(checkpoint=str(ckpt), warmup=0, device="cpu"),
+        covariance_file=str(cal),
+        publish_tf=True,
+        ood_threshold=0.0,
+        diagnostics_period_s=0.2,
+    )
+    out = tmp_path / "out"
+    stats = run_node_bag(LOCALIZER, cfg, bag, out, namespace="loc")
+    c = stats.counters
+    assert c["images"] == len(images) and c["frames"] == len(good)
+    assert (c["rejected"], c["rejected_encoding"], c["rejected_corrupt"], c["rejected_size"]) == (4, 1, 1, 2)
+    assert len(stats.latency_ms) == len(good) and all(v > 0 for v in stats.latency_ms)
+    got = _read(out)
+    poses = got["/loc/pose"]
+    assert [s for s, _ in poses] == good_stamps  # written at the image's time...
+    assert [M.stamp_to_ns(m.header.stamp) for _, m in poses] == good_stamps  # ...and stamped with it
+    assert {m.header.frame_id for _, m in poses} == {"odom"}  # the checkpoint's world frame
+    calib = load_calibration(cal)
+    for (_, m), img in zip(poses, good):
+        cov = np.asarray(m.pose.covariance).reshape(6, 6)
+        check_covariance(cov)
+        ref = engine.localize(fit_to_input(img, engine.input_hw))
+        assert np.allclose(M.pose_to_matrix(m.pose.pose), ref.T_world_cam[0], atol=1e-5)
+        assert np.allclose(cov, calib.covariance_at(float(ref.confidence[0])))  # scaled by its confidence
+    ts = [M.pose_to_matrix(m.pose.pose)[:3, 3] for _, m in poses]
+    assert np.ptp(np.array(ts), axis=0).max() > 1e-3  # the poses depend on the images
+    assert [m.data for _, m in got["/loc/out_of_distribution"]] == [False] * len(good)  # threshold 0: never
+    status = got["/loc/localization_status"]
+    assert [M.stamp_to_ns(m.header.stamp) for _, m in status] == good_stamps
+    tfs = got["/tf"]
+    assert [(t.transforms[0].header.frame_id, t.transforms[0].child_frame_id) for _, t in tfs] == [
+        ("odom", "camera_localized")
+    ] * len(good)
+    diag = got["/diagnostics"][-1][1].status[0]
+    values = {kv.key: kv.value for kv in diag.values}
+    assert values["rejected_encoding"] == "1" and float(values["latency_p99_ms"]) > 0
+    assert 0 < int(values["frames"]) <= len(good)  # timers fire before the message at their deadline
+    assert "/loc/pose_refined" not in got
+
+
+def test_ood_flag_and_compressed_input(ckpt: Path, engine: LocalizeEngine, tmp_path: Path) -> None:
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    f = TypestoreFactory(get_typestore("humble"))
+    good = _images(10, 48, 64, seed=3)
+    confs = np.array([float(engine.localize(fit_to_input(i, engine.input_hw)).confidence[0]) for i in good])
+    thr = float(np.median(confs))
+    broken = f.new("sensor_msgs/msg/CompressedImage", header=M.header(f, 0, "cam"), format="rgb8; jpeg compressed bgr8",
+                   data=np.frombuffer(b"\xff\xd8not a jpeg", np.uint8).copy())  # fmt: skip
+    bag = tmp_path / "cam_c"
+    write_image_bag(bag, [*good, broken], compressed=True, topic="/cam/compressed")
+    cfg = LocalizerConfig(
+        engine=EngineConfig(checkpoint=str(ckpt), warmup=0, device="cpu"),
+        image_type="compressed",
+        world_frame="map",
+        ood_threshold=thr,
+        covariance_source="default",
+    )
+    cfg.topics.image = "/cam/compressed"
+    out = tmp_path / "out_c"
+    stats = run_node_bag(LOCALIZER, cfg, bag, out)
+    assert stats.counters["rejected_corrupt"] == 1 and stats.counters["frames"] == len(good)
+    got = _read(out)
+    flags = [m.data for _, m in got["/out_of_distribution"]]
+    covs = [np.asarray(m.pose.covariance).reshape(6, 6) for _, m in got["/pose"]]
+    assert {m.header.frame_id for _, m in got["/pose"]} == {"map"}
+    # jpeg changes the pixels a little: compare with the decoded images' confidences
+    dec_conf = []
+    for img in good:
+        msg = M.compressed_image(f, 0, "c", img)
+        dec_conf.append(float(engine.localize(fit_to_input(M.image_msg_to_rgb(msg), engine.input_hw)).confidence[0]))
+    assert flags == [c < thr for c in dec_conf] and any(flags) and not all(flags)
+    assert stats.counters["out_of_distribution"] == sum(flags)
+    for flag, cov in zip(flags, covs):
+        assert np.allclose(cov, default_covariance() * (100.0 if flag else 1.0))  # OOD: covariance x100
+
+
+def test_node_refuses_refinement_render_models_and_bad_settings(tmp_path: Path) -> None:
+    assert NODES["localize"] is LOCALIZER and node_spec("pose2rgbd_localizer") is LOCALIZER
+    with pytest.raises(ConfigError, match="refine"):
+        LOCALIZER.configure(LocalizerConfig(refine=True))
+    ck = make_ground_plane_checkpoint(16)
+    path = save_checkpoint(tmp_path / "render.pt", ck.model, dataset_fingerprint="x", camera=ck.camera)
+    with pytest.raises(CheckpointError, match="needs an image -> pose checkpoint"):
+        LOCALIZER.configure(LocalizerConfig(engine=EngineConfig(checkpoint=str(path), warmup=0)))
+    with pytest.raises(ConfigError, match="covariance_file is empty"):
+        LocalizerConfig(covariance_source="file")
+    with pytest.raises(ConfigError, match="image_type"):
+        LocalizerConfig(image_type="h264")
+
+
+def test_live_parameter_changes(engine: LocalizeEngine) -> None:
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    node = LocalizerNode(LocalizerConfig(), engine, TypestoreFactory(get_typestore("humble")))
+    assert node.on_parameter_change("ood_threshold", 0.5) == (True, "") and node.ood_threshold == 0.5
+    ok, why = node.on_parameter_change("covariance_file", "/x.yaml")
+    assert not ok and "configured" in why
+    ok, why = node.on_parameter_change("ood_threshold", 3.0)
+    assert not ok and "outside its range" in why
+
+
+def test_a_failing_model_is_counted_not_raised(engine: LocalizeEngine) -> None:
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    class Broken:
+        input_hw = (8, 8)
+        world_frame = "map"
+
+        def localize(self, images: np.ndarray) -> Any:
+            raise RuntimeError("CUDA out of memory")
+
+    f = TypestoreFactory(get_typestore("humble"))
+    node = LocalizerNode(LocalizerConfig(), Broken(), f)
+    msg = M.image(f, 5, "cam", _images(1)[0], "rgb8")
+    assert node.on_image(msg, 10) == [] and node.counters["localize_errors"] == 1
+    ok = LocalizerNode(LocalizerConfig(), engine, f).on_image(msg, 10)
+    assert [t for t, _ in ok] == ["pose", "out_of_distribution", "localization_status"]
+    assert M.stamp_to_ns(ok[0][1].header.stamp) == 5
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def test_cli_localize_images_and_bag(ckpt: Path, engine: LocalizeEngine, tmp_path: Path) -> None:
+    from pose2rgbd.cli.main import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    imgs = _images(5, 30, 50, seed=7)
+    for k, img in enumerate(imgs):
+        cv2.imwrite(str(folder / f"f{k:03d}.png"), img[..., ::-1])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "z_broken.png").write_bytes(b"not a png")
+    out = tmp_path / "poses.csv"
+    cal = _calibration(tmp_path)
+    assert main(["localize", "images", str(folder), "--checkpoint", str(ckpt), "--out", str(out),
+                 "--device", "cpu", "--calibration", str(cal), "--batch", "2"]) == 0  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert lines[0] == "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution"
+    assert [ln.split(",")[0] for ln in lines[1:]] == [f"f{k:03d}.png" for k in range(5)]
+    thr = load_calibration(cal).ood_threshold
+    for ln, img in zip(lines[1:], imgs):
+        v = ln.split(",")
+        ref = engine.localize(fit_to_input(img, engine.input_hw))
+        assert np.allclose([float(x) for x in v[1:4]], ref.T_world_cam[0, :3, 3], atol=1e-4)
+        assert float(v[8]) == pytest.approx(float(ref.confidence[0]), abs=1e-6)
+        assert v[9] == str(float(v[8]) < thr).lower()
+    assert main(["localize", "images", str(folder), "--checkpoint", str(ckpt), "--out", str(out)]) == 2  # exists
+    tum = tmp_path / "poses.tum"
+    assert main(["localize", "images", str(folder), "--checkpoint", str(ckpt), "--out", str(tum)]) == 0
+    rows = [ln.split() for ln in tum.read_text().splitlines() if not ln.startswith("#")]
+    assert len(rows) == 5 and all(len(r) == 8 for r in rows) and rows[2][0] == "2"
+
+    bag = tmp_path / "cam"
+    write_image_bag(bag, _images(4))
+    out_bag = tmp_path / "out_bag"
+    assert main(["localize", "bag", "--bag", str(bag), "--out", str(out_bag), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--namespace", ""]) == 0  # fmt: skip
+    assert len(_read(out_bag)["/pose"]) == 4
+    assert main(["node", "localize", "--bag", str(bag), "--out", str(tmp_path / "o2"),
+                 "--set", f"engine.checkpoint={ckpt}"]) == 0  # fmt: skip  # the generic runner serves it too
+
+
+def test_cli_localize_calibrate(ckpt: Path, tmp_path: Path) -> None:
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset.format import DatasetWriter, Manifest
+    from pose2rgbd.geometry.camera import PinholeCamera
+
+    ds = tmp_path / "ds"
+    cam = PinholeCamera.from_fov(40, 24, 90.0)
+    rng = np.random.default_rng(5)
+    with DatasetWriter(ds, Manifest("t", cam, depth_kind="none")) as w:
+        for k, img in enumerate(_images(30)):
+            T = T_from_tq(rng.normal(size=3) * 20 + [0, 0, 30], np.array([1.0, 0, 0, 0]))
+            w.add_frame(1_000_000_000 * k, T, img)
+    out = tmp_path / "calib.yaml"
+    assert main(["localize", "calibrate", "--checkpoint", str(ckpt), "--dataset", str(ds), "--out", str(out),
+                 "--split", "all", "--bins", "2"]) == 0  # fmt: skip
+    cal = load_calibration(out)
+    assert isinstance(cal, Calibration) and cal.n_frames == 30 and cal.source["split"] == "all"
+    check_covariance(cal.covariance)
+    assert cal.errors["position_median_m"] > 0
+    before = out.read_text()
+    assert main(["localize", "calibrate", "--checkpoint", str(ckpt), "--dataset", str(ds),
+                 "--out", str(ckpt)]) == 2  # fmt: skip  # never the checkpoint
+    assert main(["localize", "calibrate", "--checkpoint", str(ckpt), "--dataset", str(ds), "--out", str(out)]) == 2
+    assert out.read_text() == before

@@ -1,51 +1,33 @@
 """Nearest-neighbour pose retrieval baseline: answer a pose with the training frame whose pose is closest.
 
-Distance between camera poses a, b::
-
-    d(a, b) = ||t_a - t_b||  +  w * angle(R_a, R_b)        (metres; angle in radians)
-
-``w`` (metres per radian) trades rotation for translation. Rotating the camera by a small angle moves the
-image by about ``f * angle`` pixels; translating by ``t`` moves a point at depth ``z`` by ``f * t / z`` pixels,
-so one radian is worth about one scene depth: by default ``w`` = the median finite depth of the training
-frames (10 m when there is no depth).
+The distance between camera poses is :class:`pose2rgbd.geometry.coverage.PoseSet`'s: position gap plus
+``w`` (metres per radian) times the rotation angle; by default ``w`` = the median finite depth of the training
+frames, 10 m when there is no depth (:func:`default_rot_weight`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
+from pose2rgbd.geometry.coverage import PoseSet
 
 
 class NearestPoseBaseline:
+    """Answer a query pose with the training frame nearest in the distance above (:class:`PoseSet`)."""
+
     def __init__(self, T_world_cam_train: np.ndarray, train_indices: np.ndarray, *, rot_weight_m: float) -> None:
-        T = np.asarray(T_world_cam_train, dtype=np.float64).reshape(-1, 4, 4)
-        self.t = T[:, :3, 3]
-        self.q = matrix_to_quat_xyzw(T[:, :3, :3])
+        self.poses = PoseSet(T_world_cam_train, rot_weight_m=rot_weight_m)
         self.indices = np.asarray(train_indices, dtype=np.int64)
         self.rot_weight_m = float(rot_weight_m)
 
     def distances(self, T_world_cam: np.ndarray) -> np.ndarray:
         """``(M, N_train)`` distances (use :meth:`query` for large M; this holds the full matrix)."""
-        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
-        t = T[:, :3, 3]
-        q = matrix_to_quat_xyzw(T[:, :3, :3])
-        dt = np.linalg.norm(t[:, None, :] - self.t[None, :, :], axis=-1)
-        dot = np.clip(np.abs(q @ self.q.T), 0.0, 1.0)
-        ang = 2.0 * np.arccos(dot)
-        return dt + self.rot_weight_m * ang
+        return self.poses.distances(T_world_cam)
 
     def query(self, T_world_cam: np.ndarray, *, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Frame indices (into the full dataset / cache) of the nearest training poses, and the distances."""
-        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
-        idx = np.empty(len(T), dtype=np.int64)
-        dist = np.empty(len(T))
-        for s in range(0, len(T), chunk):
-            d = self.distances(T[s : s + chunk])
-            j = np.argmin(d, axis=1)
-            idx[s : s + chunk] = self.indices[j]
-            dist[s : s + chunk] = d[np.arange(len(j)), j]
-        return idx, dist
+        c = self.poses.coverage(T_world_cam, chunk=chunk)
+        return self.indices[c.index], c.distance
 
 
 def default_rot_weight(depth: np.ndarray | None, indices: np.ndarray, *, max_frames: int = 200) -> float:

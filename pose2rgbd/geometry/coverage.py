@@ -1,0 +1,77 @@
+"""How far a query pose is from a set of reference poses (the training cameras): where a model can be trusted.
+
+Distance between camera poses a, b (the nearest-pose baseline's distance)::
+
+    d(a, b) = ||t_a - t_b||  +  w * angle(R_a, R_b)        (metres; angle in radians)
+
+``w`` (metres per radian) trades rotation for translation: rotating by a small angle moves the image by about
+``f * angle`` pixels, translating by ``t`` moves a point at depth ``z`` by ``f * t / z`` pixels, so one radian
+is worth about one scene depth (callers pass the median training depth; 10 m when there is none).
+
+:meth:`PoseSet.coverage` answers, per query, the reference pose nearest in that distance and its two parts:
+the position gap in metres and the viewing-direction gap in degrees. A render far from every training camera in
+either is extrapolation; the render node publishes both with each image, and evaluation plots error against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pose2rgbd.errors import GeometryError
+from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
+
+
+@dataclass
+class Coverage:
+    """Per query pose: the nearest reference pose and how far it is."""
+
+    index: np.ndarray  # (M,) int64 row of the nearest reference pose (into the poses given to PoseSet)
+    distance: np.ndarray  # (M,) float64 combined distance d (metres)
+    position_m: np.ndarray  # (M,) float64 ||t_query - t_nearest||
+    angle_deg: np.ndarray  # (M,) float64 rotation angle between the query and the nearest reference
+
+
+class PoseSet:
+    """Reference camera poses ``(N, 4, 4)`` (``T_world_cam``) with a rotation weight ``rot_weight_m`` (m/rad)."""
+
+    def __init__(self, T_world_cam: np.ndarray, *, rot_weight_m: float) -> None:
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        if len(T) == 0:
+            raise GeometryError("pose coverage needs at least one reference pose")
+        if not np.isfinite(rot_weight_m) or rot_weight_m < 0:
+            raise GeometryError(f"rotation weight must be a finite number >= 0 (m/rad), got {rot_weight_m}")
+        self.t = T[:, :3, 3]
+        self.q = matrix_to_quat_xyzw(T[:, :3, :3])
+        self.rot_weight_m = float(rot_weight_m)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def parts(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, N)`` position gaps (m) and rotation angles (rad) to every reference (holds the full matrices)."""
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        dt = np.linalg.norm(T[:, None, :3, 3] - self.t[None, :, :], axis=-1)
+        dot = np.clip(np.abs(matrix_to_quat_xyzw(T[:, :3, :3]) @ self.q.T), 0.0, 1.0)
+        return dt, 2.0 * np.arccos(dot)
+
+    def distances(self, T_world_cam: np.ndarray) -> np.ndarray:
+        """``(M, N)`` combined distances d (use :meth:`coverage` for large M)."""
+        dt, ang = self.parts(T_world_cam)
+        return dt + self.rot_weight_m * ang
+
+    def coverage(self, T_world_cam: np.ndarray, *, chunk: int = 256) -> Coverage:
+        """The nearest reference (by d) of each query pose ``(M, 4, 4)`` or ``(4, 4)``, in chunks of ``chunk``."""
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        m = len(T)
+        idx, dist = np.empty(m, np.int64), np.empty(m)
+        pos, ang = np.empty(m), np.empty(m)
+        for s in range(0, m, chunk):
+            dt, a = self.parts(T[s : s + chunk])
+            d = dt + self.rot_weight_m * a
+            j = np.argmin(d, axis=1)
+            r = np.arange(len(j))
+            idx[s : s + chunk], dist[s : s + chunk] = j, d[r, j]
+            pos[s : s + chunk], ang[s : s + chunk] = dt[r, j], np.degrees(a[r, j])
+        return Coverage(idx, dist, pos, ang)

@@ -250,38 +250,54 @@ def plot_poses(path: Path, T_world_cam: np.ndarray, check: PoseCheck, *, points:
     c = T[:, :3, 3] @ B.T
     z = T[:, :3, 2] @ B.T
     extent = float(np.max(np.ptp(c, axis=0))) if len(c) > 1 else 1.0
-    L = 0.12 * (extent if extent > 0 else 1.0)
+    L = 0.18 * (extent if extent > 0 else 1.0)
     bad = check.bad_cameras if check.bad_cameras is not None else np.zeros(len(T), bool)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
+    pts = None
+    if points is not None and len(points):
+        pts = np.asarray(points, dtype=np.float64)[:: max(1, len(points) // 3000)] @ B.T
+    # what the view shows: the cameras with their arrows, the target and the bulk (2-98 %) of the points
+    keep = [c, c + L * z]
+    if check.target is not None:
+        keep.append((check.target @ B.T)[None])
+    if pts is not None:
+        keep.append(np.percentile(pts, [2, 98], axis=0))
+    allp = np.concatenate(keep)
+    lo, hi = allp.min(0), allp.max(0)
+    pad = 0.08 * max(float(np.max(hi - lo)), 1e-6)
+    import textwrap
+
+    notes = [textwrap.fill(m, 160) for m in check.mistakes]
+    n_lines = sum(t.count("\n") + 1 for t in notes)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.0 + 0.16 * n_lines))
+    fig.subplots_adjust(left=0.06, right=0.88, top=0.9, bottom=0.1 + 0.16 * n_lines / (6.0 + 0.16 * n_lines))
     for ax, (i, j), view in ((axes[0], (0, 1), "top view"), (axes[1], (0, 2), "side view")):
-        if points is not None and len(points):
-            pts = np.asarray(points)[:: max(1, len(points) // 3000)] @ B.T
-            ax.scatter(pts[:, i], pts[:, j], s=1, color="0.7", label="scene points", zorder=0)
+        if pts is not None:
+            ax.scatter(pts[:, i], pts[:, j], s=1, color="0.75", label="scene points", zorder=0)
         ax.plot(c[:, i], c[:, j], color="0.5", lw=0.6, zorder=1)
-        sc = ax.scatter(c[:, i], c[:, j], c=np.arange(len(c)), cmap="viridis", s=14, zorder=3, label="cameras")
-        ax.quiver(c[~bad, i], c[~bad, j], z[~bad, i], z[~bad, j], angles="xy", scale_units="xy", scale=1 / L,
-                  color="tab:blue", width=0.003, zorder=2, label="viewing direction (optical z)")  # fmt: skip
-        if bad.any():
-            ax.quiver(c[bad, i], c[bad, j], z[bad, i], z[bad, j], angles="xy", scale_units="xy", scale=1 / L,
-                      color="tab:red", width=0.004, zorder=2, label="flagged cameras")  # fmt: skip
+        sc = ax.scatter(c[:, i], c[:, j], c=np.arange(len(c)), cmap="viridis", s=16, zorder=4, label="cameras")
+        for m, col, lab_ in ((~bad, "tab:blue", "viewing direction (optical z)"), (bad, "tab:red", "flagged cameras")):
+            if m.any():
+                ax.quiver(c[m, i], c[m, j], z[m, i], z[m, j], angles="xy", scale_units="xy", scale=1 / L, color=col,
+                          width=0.005, zorder=3, label=lab_)  # fmt: skip
         if check.target is not None:
             tg = check.target @ B.T
-            ax.plot(tg[i], tg[j], "k*", ms=14, label="common target of the axes", zorder=4)
-        ax.plot(c[0, i], c[0, j], "k^", ms=8, label="first camera", zorder=4)
+            ax.plot(tg[i], tg[j], "k*", ms=14, label="common target of the axes", zorder=5)
+        ax.plot(c[0, i], c[0, j], "k^", ms=8, label="first camera", zorder=5)
+        half = 0.5 * max(hi[i] - lo[i], hi[j] - lo[j]) + pad  # one scale on both axes
+        ax.set_xlim(0.5 * (lo[i] + hi[i]) - half, 0.5 * (lo[i] + hi[i]) + half)
+        ax.set_ylim(0.5 * (lo[j] + hi[j]) - half, 0.5 * (lo[j] + hi[j]) + half)
         ax.set_xlabel(f"{lab[i]} (world)")
         ax.set_ylabel(f"{lab[j]} (world)" + (" = up" if j == 2 else ""))
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
         ax.set_title(view, fontsize=11)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.colorbar(sc, ax=axes, label="frame index", shrink=0.7)
+    axes[0].legend(fontsize=7, loc="upper left", framealpha=0.8)
+    cax = fig.add_axes((0.9, 0.25, 0.015, 0.55))
+    fig.colorbar(sc, cax=cax, label="frame index")
     color = {"ok": "tab:green", "check": "tab:orange", "suspect": "tab:red"}[check.verdict]
     head = f"pose check: {check.verdict.upper()}" + (f" - {title}" if title else "")
     fig.suptitle(head, color=color, fontsize=12)
-    if check.mistakes:
-        import textwrap
-
-        txt = "\n".join(textwrap.fill(m, 150) for m in check.mistakes)
-        fig.text(0.01, 0.01, txt, fontsize=7.5, color=color, va="bottom")
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7.5, color=color, va="bottom")
     fig.savefig(path, dpi=80)
     plt.close(fig)

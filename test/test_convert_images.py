@@ -113,9 +113,24 @@ def test_transforms_json_round_trip(ring, tmp_path: Path) -> None:  # type: igno
 
 
 def test_transforms_json_per_frame_intrinsics_and_fov(ring, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    T, rgb, _ = ring
+    T, rgb, depth = ring
     src = _transforms_json(tmp_path / "a", T, rgb, per_frame=True)
     np.testing.assert_allclose(_poses_of(convert_images(src, tmp_path / "da", progress=False)), T, atol=1e-6)
+    # depth maps named as the images: a metric RGB-D dataset (16-bit png in mm: 0 = no measurement)
+    (tmp_path / "depth").mkdir()
+    for i in range(len(T)):
+        if i % 2:
+            np.save(tmp_path / "depth" / f"frame_{i:03d}.npy", depth[i])
+        else:
+            mm = np.where(depth[i] < 65.0, np.round(depth[i] * 1000), 0).astype(np.uint16)  # inf, far: 0
+            cv2.imwrite(str(tmp_path / "depth" / f"frame_{i:03d}.png"), mm)
+    dd = Dataset(convert_images(src, tmp_path / "dd", ImagesConfig(depth=str(tmp_path / "depth")), progress=False))
+    assert dd.manifest.depth_kind == "metric"
+    np.testing.assert_array_equal(dd.read_depth(1), depth[1])
+    fin = depth[0] < 65.0
+    assert 0 < fin.sum() < fin.size
+    np.testing.assert_allclose(dd.read_depth(0)[fin], depth[0][fin], atol=6e-4)
+    assert np.isnan(dd.read_depth(0)[~fin]).all()
     # camera_angle_x only (Blender synthetic): fx from the angle, centre principal point, w/h from the image
     cam = PinholeCamera.from_fov(W, H, 70.0)
     doc = json.loads(src.read_text())
@@ -289,6 +304,10 @@ def test_tum_interpolated_by_timestamp(drive, tmp_path: Path) -> None:  # type: 
         convert_images(traj, tmp_path / "ds2", cfg, progress=False)
     cfg.skip_unmatched = True
     assert len(Dataset(convert_images(traj, tmp_path / "ds3", cfg, progress=False))) == len(T)
+    # distortion given by flags is undone like any other
+    cfg.distortion = [-0.1, 0.01]
+    out = convert_images(traj, tmp_path / "ds4", cfg, progress=False)
+    assert json.loads((out / "report" / "summary.json").read_text())["undistortion"]["frames_remapped"] == len(T)
 
 
 def _distort(img: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:

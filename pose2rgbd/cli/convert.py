@@ -41,6 +41,7 @@ IMAGES_ALIASES = (
     Alias("--cx", "cx"),
     Alias("--cy", "cy"),
     Alias("--hfov", "hfov_deg"),
+    Alias("--distortion", "distortion", metavar="K1,K2,P1,P2[,K3]"),
     Alias("--calib", "calib", metavar="FILE"),
     Alias("--times", "times", metavar="FILE"),
     Alias("--image-list", "image_list", metavar="FILE"),

@@ -128,7 +128,8 @@ def _target_test(T: np.ndarray, convention: str) -> tuple[Finding, np.ndarray | 
     if f <= 0.2:
         msg = (f"cameras look away from the scene: the optical axes meet at a common point but {100 * (1 - f):.0f} % "
                f"of the cameras face away from it. The z axis points backwards: {convention}; were the axes "
-               "flipped twice, or not at all?")  # fmt: skip
+               "flipped twice, or not at all? (Unless this is an inside-out capture: cameras on a ring looking "
+               "outwards.)")  # fmt: skip
         return Finding("common_target", "fail", msg, vals), p, ~front
     msg = (
         f"the optical axes meet at a common point but only {100 * f:.0f} % of the cameras face it: some poses "
@@ -172,8 +173,9 @@ def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) ->
             return Finding("upright", "ok", f"images are upright in the world (median cos {med:.2f} between image "
                            "up and the format's up axis)", vals), none  # fmt: skip
         if med < -0.2:
+            down = (np.round(-u, 3) + 0.0).tolist()
             return Finding("upright", "warn", f"upside down: the images' up points along the world's down "
-                           f"({(-u).tolist()}; median cos {med:.2f}). The y axis is flipped (optical y points "
+                           f"({down}; median cos {med:.2f}). The y axis is flipped (optical y points "
                            f"down, OpenGL y up): {convention}; or the world itself is upside down (a flip applied "
                            "to the world, on the left of the pose, instead of the camera)", vals), d < 0  # fmt: skip
         return Finding("upright", "info", f"the images' up is roughly horizontal in the world (median cos {med:.2f}): "

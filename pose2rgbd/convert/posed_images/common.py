@@ -46,6 +46,10 @@ class ImagesConfig:
     cx: float = help_field(-1.0, "principal point x in pixels, pixel centres at integers (-1: (width - 1) / 2)")
     cy: float = help_field(-1.0, "principal point y in pixels, pixel centres at integers (-1: (height - 1) / 2)")
     hfov_deg: float = help_field(0.0, "horizontal field of view (deg) instead of fx, for formats without intrinsics")
+    distortion: list[float] = help_field(
+        [], "with --fx / --hfov: OpenCV distortion k1,k2,p1,p2[,k3] of the images (undistorted on import); "
+        "empty: none"
+    )  # fmt: skip
     calib: str = help_field("", "KITTI calib.txt (default: calib.txt beside the poses file or the image folder)")
     kitti_camera: int = help_field(
         -1, "KITTI camera of the images, the calib line P<N> (-1: N from an image folder named image_N, else 0); "
@@ -93,6 +97,8 @@ class ImagesConfig:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
         if self.fx < 0 or self.fy < 0 or not 0 <= self.hfov_deg < 180:
             raise ConfigError("fx, fy must be >= 0 and hfov_deg in [0, 180)")
+        if len(self.distortion) > 5 or not all(np.isfinite(self.distortion)):
+            raise ConfigError(f"distortion is k1,k2,p1,p2[,k3] (up to 5 finite numbers), got {self.distortion}")
         if self.size:
             self.size_wh()
 
@@ -115,7 +121,8 @@ class ImagesConfig:
         fy = self.fy if self.fy > 0 else fx
         cx = self.cx if self.cx >= 0 else (width - 1) / 2.0
         cy = self.cy if self.cy >= 0 else (height - 1) / 2.0
-        return SourceCamera(width, height, fx, fy, cx, cy)
+        dist = tuple(float(x) for x in self.distortion)
+        return SourceCamera(width, height, fx, fy, cx, cy, dist if any(dist) else ())
 
 
 @dataclass(frozen=True)

@@ -229,12 +229,43 @@ def test_colmap_round_trip(ring, tmp_path: Path) -> None:  # type: ignore[no-unt
     s = json.loads((out / "report" / "summary.json").read_text())
     f = s["pose_check"]["findings"][0]
     assert f["name"] == "points_in_front" and f["status"] == "ok" and f["values"]["median_fraction_in_front"] == 1.0
+    # the same model as .bin files (written by pycolmap) reads the same
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(proj / "sparse" / "0"))
+    (tmp_path / "bin").mkdir()
+    rec.write_binary(str(tmp_path / "bin"))
+    assert (tmp_path / "bin" / "cameras.bin").is_file()
+    cfg = ImagesConfig(images=str(proj / "images"))
+    np.testing.assert_allclose(_poses_of(convert_images(tmp_path / "bin", tmp_path / "dsb", cfg, progress=False)), T,
+                               atol=1e-6)  # fmt: skip
     # an unsupported camera model is named with what to do
     m2 = tmp_path / "fish"
     _colmap_text(m2, T, depth, f"OPENCV_FISHEYE {W} {H} 30 30 20 15 0.1 0 0 0")
     with pytest.raises(PoseImportError, match=r"OPENCV_FISHEYE.*image_undistorter"):
         convert_images(m2, tmp_path / "d2", ImagesConfig(images=str(proj / "images")), progress=False)
     assert not (tmp_path / "d2").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "expect"),
+    [
+        ("SIMPLE_PINHOLE", [50, 32, 24], (50, 50, 31.5, 23.5, ())),
+        ("PINHOLE", [50, 51, 32, 24], (50, 51, 31.5, 23.5, ())),
+        ("SIMPLE_RADIAL", [50, 32, 24, 0.1], (50, 50, 31.5, 23.5, (0.1, 0, 0, 0))),
+        ("RADIAL", [50, 32, 24, 0.1, -0.02], (50, 50, 31.5, 23.5, (0.1, -0.02, 0, 0))),
+        ("OPENCV", [50, 51, 32, 24, 0.1, -0.02, 0.001, 0.002], (50, 51, 31.5, 23.5, (0.1, -0.02, 0.001, 0.002))),
+    ],
+)
+def test_colmap_camera_models(model: str, params: list[float], expect: tuple) -> None:  # type: ignore[type-arg]
+    import pycolmap
+
+    from pose2rgbd.convert.posed_images.colmap import _camera
+
+    c = _camera(pycolmap.Camera(model=model, width=64, height=48, params=params), "cam")
+    assert (c.width, c.height) == (64, 48)
+    np.testing.assert_allclose([c.fx, c.fy, c.cx, c.cy], expect[:4])
+    np.testing.assert_allclose(c.dist, expect[4])
 
 
 def test_kitti_round_trip_and_camera2(drive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -404,3 +435,17 @@ def _kitti_file(d: Path) -> Path:
     p = d / "k.txt"
     p.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n")
     return p
+
+
+def test_cli_error_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pose2rgbd.cli.main import main
+
+    odd = tmp_path / "odd.txt"
+    odd.write_text("# t x y z\n1 2 3 4\n")
+    assert main(["convert", "images", str(odd), "--out", str(tmp_path / "o"), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "4 numbers per line" in err and "--format" in err and not (tmp_path / "o").exists()
+    traj = tmp_path / "t.txt"
+    traj.write_text("0.0 0 0 1 0 0 0 1\n")  # TUM without images
+    assert main(["convert", "images", str(traj), "--out", str(tmp_path / "o")]) != 0
+    assert "--images DIR" in capsys.readouterr().err

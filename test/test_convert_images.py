@@ -174,6 +174,16 @@ def test_pose_check_trajectory_backwards_and_points(drive, ring) -> None:  # typ
     assert {f.name: f.status for f in ok.findings}["motion"] == "ok" and ok.verdict == "ok"
     back = check_poses(T @ GL)  # OpenGL poses read as optical
     assert {f.name: f.status for f in back.findings}["motion"] == "warn" and "backwards" in back.mistakes[0]
+    assert back.verdict == "check"  # a rear camera is possible
+    up = np.array([0.0, 0.0, 1.0])
+    assert check_poses(T, up_hint=up).verdict == "ok"
+    named = check_poses(T @ GL, up_hint=up)  # backwards and upside down: the OpenGL / optical mix-up
+    assert named.verdict == "suspect" and "OpenGL" in named.mistakes[0] and "180 deg" in named.mistakes[0]
+    # a car in a turn: its optical axes meet behind it, which is no mistake
+    a = np.linspace(0, np.pi / 2, 30)
+    arc = np.stack([_look_at([20 * np.cos(t), 20 * np.sin(t), 1.5],
+                             [20 * np.cos(t) - np.sin(t), 20 * np.sin(t) + np.cos(t), 1.4]) for t in a])  # fmt: skip
+    assert check_poses(arc, up_hint=up).verdict == "ok"
     Tr, _, depth = ring
     pts = np.concatenate([(Tr[i, :3, :3] @ CAM.backproject(depth[i])[::5, ::5].reshape(-1, 3).T).T + Tr[i, :3, 3]
                           for i in range(len(Tr))])  # fmt: skip

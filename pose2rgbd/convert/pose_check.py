@@ -14,6 +14,10 @@ Tests (each gives a :class:`Finding`; ``fail`` = a likely convention mistake, ``
   Sideways / downward cameras make it inconclusive (info only).
 * ``upright``: where the format defines the world's up axis (transforms.json: +z; KITTI: -y), the image's up
   (optical -y) should point up for most cameras; otherwise the cameras should at least agree with each other.
+* ``axes_convention``: a trajectory that looks backwards *and* is upside down is the camera turned 180 deg about
+  its x axis: OpenGL axes taken for optical ones (or converted twice).
+* ``common_target`` and ``motion`` disagree on a curved path (the axes of a car in a turn meet behind it); a
+  camera that looks along its direction of travel wins and the target test says "not conclusive".
 """
 
 from __future__ import annotations
@@ -131,11 +135,9 @@ def _target_test(T: np.ndarray, convention: str) -> tuple[Finding, np.ndarray | 
                "flipped twice, or not at all? (Unless this is an inside-out capture: cameras on a ring looking "
                "outwards.)")  # fmt: skip
         return Finding("common_target", "fail", msg, vals), p, ~front
-    msg = (
-        f"the optical axes meet at a common point but only {100 * f:.0f} % of the cameras face it: some poses "
-        "have their axes flipped"
-    )
-    return Finding("common_target", "fail", msg, vals), p, ~front
+    msg = (f"the optical axes pass near a common point but only {100 * f:.0f} % of the cameras face it: not an object "
+           "capture (a curved path?); not conclusive")  # fmt: skip
+    return Finding("common_target", "info", msg, vals), None, none
 
 
 def _motion_test(T: np.ndarray) -> Finding:
@@ -216,12 +218,28 @@ def check_poses(
         findings.append(f)
         bad |= b
     f, target, b = _target_test(T, conv)
+    motion = _motion_test(T)
+    if f.status == "fail" and motion.status == "ok":
+        # cameras looking along their direction of travel are not all turned round: the axes of a camera on a
+        # curved path meet behind it too (a car in a turn)
+        f = Finding("common_target", "info", "the optical axes meet behind the cameras, but the cameras look along "
+                    "the direction of travel (a curved path): not conclusive", f.values)  # fmt: skip
+        target, b = None, np.zeros(len(T), bool)
     findings.append(f)
     bad |= b
-    findings.append(_motion_test(T))
+    findings.append(motion)
     f, b = _upright_test(T, up_hint, conv)
     findings.append(f)
     bad |= b
+    if motion.status == "warn" and f.status == "warn" and "world_up" in f.values:
+        # backwards and upside down together: the camera turned by 180 deg about its x axis
+        findings.append(Finding(
+            "axes_convention", "fail", "cameras look backwards along their path and are upside down: the camera is "
+            "turned 180 deg about its x axis, the OpenGL (x right, y up, z back) vs optical (x right, y down, "
+            f"z forward) mix-up: {conv}. Were the poses written with OpenGL axes (then --camera-axes opengl)?",
+            {"median_cos_view_travel": motion.values.get("median_cos_view_travel"),
+             "median_cos_image_up": f.values.get("median_cos_image_up")},
+        ))  # fmt: skip
     fails = [f.message for f in findings if f.status == "fail"]
     warns = [f.message for f in findings if f.status == "warn"]
     verdict = "suspect" if fails else ("check" if warns else "ok")

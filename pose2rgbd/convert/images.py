@@ -130,7 +130,8 @@ class Undistorter:
 
 
 def _read_rgb(path: Path, cam: SourceCamera) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # as stored: an EXIF orientation tag is not applied (the source's intrinsics describe the stored pixels)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise PoseImportError(f"{path}: cannot decode image")
     if (img.shape[1], img.shape[0]) != (cam.width, cam.height):

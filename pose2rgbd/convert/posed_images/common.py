@@ -245,7 +245,7 @@ def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, read from its header by OpenCV (decodes it)."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: as stored, no EXIF rotation
     if img is None:
         raise PoseImportError(f"{path}: cannot decode image")
     return int(img.shape[1]), int(img.shape[0])

@@ -235,7 +235,7 @@ def test_colmap_round_trip(ring, tmp_path: Path) -> None:  # type: ignore[no-unt
     out = convert_images(proj, tmp_path / "ds", progress=False)  # images/ found beside sparse/
     ds = Dataset(out)
     np.testing.assert_allclose(ds.frames.T_world_cam, T, atol=1e-6)
-    assert ds.camera == CAM
+    assert ds.camera == CAM and ds.manifest.name == "proj"  # named after the project, not sparse/0
     s = json.loads((out / "report" / "summary.json").read_text())
     f = s["pose_check"]["findings"][0]
     assert f["name"] == "points_in_front" and f["status"] == "ok" and f["values"]["median_fraction_in_front"] == 1.0

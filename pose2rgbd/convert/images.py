@@ -186,6 +186,14 @@ def _check_depth_files(cfg: ImagesConfig, pi: PosedImages) -> list[Path] | None:
     return [p for p in paths if p is not None]
 
 
+def _default_name(source: Path) -> str:
+    """The folder a source lives in, above ``sparse/0`` and the like (``project/sparse/0`` -> ``project``)."""
+    p = source.resolve().parent if source.is_file() else source.resolve()
+    while p.parent != p and (p.name.isdigit() or p.name in ("sparse", "poses")):
+        p = p.parent
+    return p.name or "posed-images"
+
+
 def convert_images(
     source: str | Path,
     out: str | Path,
@@ -232,7 +240,7 @@ def convert_images(
         "config": to_dict(cfg),
     }
     man = Manifest(
-        name=cfg.output.name or (pi.source.parent.name if pi.source.is_file() else pi.source.name),
+        name=cfg.output.name or _default_name(pi.source),
         camera=cam, depth_kind="metric" if depth_files else "none", rgb_encoding=cfg.output.rgb_encoding,
         world_frame=cfg.world_frame,
         sources=[{"id": 0, "kind": pi.kind, "name": pi.source.name}],

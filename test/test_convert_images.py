@@ -459,3 +459,24 @@ def test_cli_error_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[
     traj.write_text("0.0 0 0 1 0 0 0 1\n")  # TUM without images
     assert main(["convert", "images", str(traj), "--out", str(tmp_path / "o")]) != 0
     assert "--images DIR" in capsys.readouterr().err
+
+
+def test_own_reader_through_write_posed_images(drive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The docs' recipe for another format: build PosedImages, call write_posed_images."""
+    from pose2rgbd.convert.images import write_posed_images
+    from pose2rgbd.convert.posed_images import PosedImages, SourceCamera
+
+    T, rgb = drive
+    paths = []
+    for i in range(len(T)):
+        paths.append(tmp_path / "imgs" / f"{i:04d}.jpg")
+        paths[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(paths[-1]), rgb[i][..., ::-1])
+    cam = SourceCamera(W, H, CAM.fx, CAM.fy, CAM.cx, CAM.cy)
+    pi = PosedImages(kind="my-format", source=tmp_path / "imgs", images=paths, T_world_cam=T,
+                     stamps_ns=np.arange(len(T)) * 100_000_000, cameras=[cam] * len(T))  # fmt: skip
+    with pytest.raises(Exception, match="input"):  # never written into what it reads
+        write_posed_images(pi, tmp_path / "imgs" / "ds", progress=False)
+    ds = Dataset(write_posed_images(pi, tmp_path / "ds", progress=False))
+    np.testing.assert_allclose(ds.frames.T_world_cam, T, atol=1e-6)
+    assert ds.manifest.sources[0]["kind"] == "my-format" and (tmp_path / "ds" / "report" / "poses.png").is_file()

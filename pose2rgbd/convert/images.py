@@ -203,14 +203,33 @@ def convert_images(
     progress: bool = True,
 ) -> Path:
     """Import posed images at ``source`` as a dataset at ``out`` (atomic) with ``report/`` beside the frames."""
+    cfg = cfg or ImagesConfig()
+    inputs = [source, cfg.images or None, cfg.depth or None, cfg.image_list or None, cfg.calib or None]
+    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
+    pi = read_posed_images(source, cfg)
+    return write_posed_images(pi, out, cfg, overwrite=overwrite, progress=progress, inputs=inputs)
+
+
+def write_posed_images(
+    pi: PosedImages,
+    out: str | Path,
+    cfg: ImagesConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    inputs: list[str | Path | None] | None = None,
+) -> Path:
+    """Write :class:`PosedImages` (from any reader, also your own) as a dataset: pose check, undistortion, atomic
+    writing, ``report/``. ``inputs``: the paths read (never overwritten); default: the source and image folders."""
     from tqdm import tqdm
 
     from pose2rgbd.dataset import DatasetWriter, Manifest
 
     cfg = cfg or ImagesConfig()
-    inputs = [source, cfg.images or None, cfg.depth or None, cfg.image_list or None, cfg.calib or None]
+    source = pi.source
+    if inputs is None:
+        inputs = [pi.source, *sorted({str(p.parent) for p in pi.images})]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
-    pi = read_posed_images(source, cfg)
     check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
                         convention=pi.convention)  # fmt: skip
     if cfg.strict and check.verdict == "suspect":

@@ -184,8 +184,22 @@ class PosedImages:
         n = len(self.images)
         if n == 0:
             raise PoseImportError(f"{self.source}: no posed images found")
+        self.T_world_cam = np.asarray(self.T_world_cam, dtype=np.float64)
         if self.T_world_cam.shape != (n, 4, 4) or len(self.stamps_ns) != n or len(self.cameras) != n:
-            raise PoseImportError(f"{self.source}: internal: {n} images but poses/stamps/cameras differ in count")
+            raise PoseImportError(
+                f"{self.source}: {n} images but {len(self.T_world_cam)} poses, {len(self.stamps_ns)} stamps and "
+                f"{len(self.cameras)} cameras; give one of each per image (poses as (N, 4, 4))"
+            )
+        self.stamps_ns = np.asarray(self.stamps_ns, dtype=np.int64)
+        back = np.flatnonzero(np.diff(self.stamps_ns) < 0)
+        if back.size:
+            k = int(back[0]) + 1
+            raise PoseImportError(
+                f"{self.source}: frame {k} ({self.images[k].name}) is stamped earlier than frame {k - 1}; frames "
+                "must be in time order (sort them, or check the times file)"
+            )
+        # a reader has checked its poses with line numbers already; a hand-made PosedImages has not
+        self.T_world_cam = check_rotations(self.T_world_cam, [f"{self.source}: {p.name}" for p in self.images])
 
 
 def check_rotations(T: np.ndarray, where: list[str]) -> np.ndarray:

@@ -475,6 +475,12 @@ def test_own_reader_through_write_posed_images(drive, tmp_path: Path) -> None:  
     cam = SourceCamera(W, H, CAM.fx, CAM.fy, CAM.cx, CAM.cy)
     pi = PosedImages(kind="my-format", source=tmp_path / "imgs", images=paths, T_world_cam=T,
                      stamps_ns=np.arange(len(T)) * 100_000_000, cameras=[cam] * len(T))  # fmt: skip
+    with pytest.raises(PoseImportError, match="time order"):
+        PosedImages(kind="x", source=tmp_path, images=paths, T_world_cam=T, stamps_ns=-np.arange(len(T)),
+                    cameras=[cam] * len(T))  # fmt: skip
+    with pytest.raises(PoseImportError, match="9 images but 8 poses"):
+        PosedImages(kind="x", source=tmp_path, images=paths, T_world_cam=T[:8], stamps_ns=np.arange(len(T)),
+                    cameras=[cam] * len(T))  # fmt: skip
     with pytest.raises(Exception, match="input"):  # never written into what it reads
         write_posed_images(pi, tmp_path / "imgs" / "ds", progress=False)
     ds = Dataset(write_posed_images(pi, tmp_path / "ds", progress=False))

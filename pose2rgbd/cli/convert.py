@@ -75,7 +75,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("convert", help="rosbag or video + GPS -> dataset (with time synchronization)")
+    p = sub.add_parser("convert", help="rosbag or video + GPS -> dataset (with time synchronization); posed images")
     csub = p.add_subparsers(dest="convert_command", metavar="<input>", required=True)
     b = csub.add_parser(
         "bag",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, list[str]] = {
     "convert bag": ["convert", "bag", "b", "--out", "o"],
     "convert video": ["convert", "video", "v.mp4", "--gps", "g.csv", "--out", "o"],
     "convert gps-odom": ["convert", "gps-odom", "b", "--report", "r"],
+    "convert images": ["convert", "images", "t.json", "--out", "o"],
     "sim": ["sim", "--out", "o"],
     "experiments": ["experiments", "--out", "o"],
     "evaluate": ["evaluate", "--checkpoint", "c.pt", "--dataset", "d"],
@@ -221,7 +222,7 @@ def test_every_alias_names_a_key_of_its_schema() -> None:
               (render.engine_aliases(), "render trajectory"), (record.ALIASES, "record bag"),
               (convert.BAG_ALIASES, "convert bag"), (convert.COMMON_ALIASES, "convert video"),
               (sim.ALIASES, "sim"), (experiments.ALIASES, "experiments"),
-              (evaluate.ALIASES, "evaluate")]  # fmt: skip
+              (evaluate.ALIASES, "evaluate"), (convert.IMAGES_ALIASES, "convert images")]  # fmt: skip
     for table, command in tables:
         schema = getattr(_parse(COMMANDS[command]), SCHEMA)
         for alias in table:

@@ -33,6 +33,25 @@ BAG_ALIASES = (
     Alias("--imu-topic", "topics.imu"),
     Alias("--depth-topic", "topics.depth"),
 )
+IMAGES_ALIASES = (
+    Alias("--format", "format", choices=("auto", "transforms-json", "colmap", "kitti", "tum")),
+    Alias("--images", "images", metavar="DIR"),
+    Alias("--fx", "fx"),
+    Alias("--fy", "fy"),
+    Alias("--cx", "cx"),
+    Alias("--cy", "cy"),
+    Alias("--hfov", "hfov_deg"),
+    Alias("--distortion", "distortion", metavar="K1,K2,P1,P2[,K3]"),
+    Alias("--calib", "calib", metavar="FILE"),
+    Alias("--times", "times", metavar="FILE"),
+    Alias("--image-list", "image_list", metavar="FILE"),
+    Alias("--tolerance", "tolerance_s"),
+    Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
+    Alias("--depth", "depth", metavar="DIR"),
+    Alias("--depth-scale", "depth_scale"),
+    Alias("--size", "size", metavar="WIDTHxHEIGHT"),
+    Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
+)
 GPS_ODOM_ALIASES = (Alias("--max-lag", "sync.max_lag_s"),)
 CONFIG_HELP = "YAML with ConvertConfig keys (plain nested, or a ROS 2 params file); flags and --set override it"
 
@@ -43,6 +62,12 @@ def _schema() -> Schema:
     return Schema(ConvertConfig)
 
 
+def _images_schema() -> Schema:
+    from pose2rgbd.convert.posed_images import ImagesConfig
+
+    return Schema(ImagesConfig)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output dataset directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
@@ -50,7 +75,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("convert", help="rosbag or video + GPS -> dataset (with time synchronization)")
+    p = sub.add_parser("convert", help="rosbag or video + GPS -> dataset (with time synchronization); posed images")
     csub = p.add_subparsers(dest="convert_command", metavar="<input>", required=True)
     b = csub.add_parser(
         "bag",
@@ -81,6 +106,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--report", type=Path, required=True, help="directory for sync.png, track.png, summary.json")
     add_config_flags(s, _schema, GPS_ODOM_ALIASES, config_help=CONFIG_HELP)
     s.set_defaults(func=_gps_odom)
+    im = csub.add_parser(
+        "images",
+        help="posed photos (transforms.json, COLMAP model, KITTI / TUM trajectory + images) -> dataset",
+        description="Imports posed images as a dataset (RGB-only unless depth is given), undistorts them with "
+        "OpenCV where the source has distortion, and writes a pose check beside the dataset (report/poses.png, "
+        "summary.json): do the cameras look at the scene, are they upright. Formats and conventions: docs/byod.md.",
+        allow_abbrev=False,
+    )
+    im.add_argument("source", type=Path, help="transforms.json (or its folder), COLMAP model folder, or trajectory")
+    _common(im)
+    add_config_flags(im, _images_schema, IMAGES_ALIASES, config_help="YAML with ImagesConfig keys")
+    im.set_defaults(func=_images)
 
 
 def _print_result(out: Path) -> None:
@@ -123,4 +160,13 @@ def _gps_odom(args: argparse.Namespace) -> int:
     a = align_gps_to_odometry(args.bag, config_from_args(args), report_dir=args.report)
     print(f"{args.bag}: {a.result.describe()}")
     print(f"  report: {args.report}")
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from pose2rgbd.convert.images import convert_images, print_result
+
+    out = convert_images(args.source, args.out, config_from_args(args), overwrite=args.overwrite,
+                         progress=not args.no_progress)  # fmt: skip
+    print_result(out)
     return 0

@@ -1,0 +1,319 @@
+"""Posed images -> format-v1 dataset (``pose2rgbd convert images``; docs/byod.md).
+
+1. detect the input format (:func:`detect_format`) and read it (:mod:`pose2rgbd.convert.posed_images`) into
+   ``T_world_cam`` in the optical frame, per-frame intrinsics + distortion, stamps;
+2. check the poses (:mod:`pose2rgbd.convert.pose_check`) before anything is written (``strict`` refuses a
+   suspect import);
+3. undistort with OpenCV into one pinhole camera (the first camera's, through
+   ``cv2.getOptimalNewCameraMatrix``) when the source has distortion or several cameras;
+4. write the frames through an atomic :class:`~pose2rgbd.dataset.DatasetWriter` plus ``report/``
+   (``poses.png``, ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pose2rgbd.config import to_dict
+from pose2rgbd.convert.pose_check import PoseCheck, check_poses, plot_poses
+from pose2rgbd.convert.posed_images.common import ImagesConfig, PosedImages, PoseImportError, SourceCamera
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.output_guard import DATASET, check_output
+
+log = logging.getLogger(__name__)
+
+
+def detect_format(path: str | Path) -> str:
+    """``transforms-json``, ``colmap``, ``kitti`` or ``tum`` when ``path`` says so unambiguously, else an error
+    naming ``--format``: a ``.json`` file or a folder with ``transforms.json``; a folder with (``sparse/0/``)
+    ``cameras.bin``/``.txt``; a text file with 12 (KITTI) or 8 (TUM) numbers per line."""
+    from pose2rgbd.convert.posed_images.colmap import find_model_dir
+    from pose2rgbd.convert.posed_images.trajectory import columns
+
+    p = Path(path)
+    if not p.exists():
+        raise PoseImportError(f"{p}: not found")
+    if p.is_dir():
+        found = []
+        if (p / "transforms.json").is_file():
+            found.append("transforms-json")
+        if find_model_dir(p) is not None:
+            found.append("colmap")
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise PoseImportError(f"{p}: holds both a transforms.json and a COLMAP model; pick one with --format")
+        raise PoseImportError(
+            f"{p}: neither a transforms.json nor a COLMAP model (cameras.bin / cameras.txt, here or in sparse/0) "
+            "is in this folder; give the file or model folder, or --format"
+        )
+    if p.suffix.lower() == ".json":
+        return "transforms-json"
+    n = columns(p)
+    if n == 12:
+        return "kitti"
+    if n == 8:
+        return "tum"
+    raise PoseImportError(
+        f"{p}: cannot tell the format ({'not a table of numbers' if n is None else f'{n} numbers per line'}; "
+        "KITTI has 12, TUM 8); give --format transforms-json, colmap, kitti or tum"
+    )
+
+
+def read_posed_images(path: str | Path, cfg: ImagesConfig) -> PosedImages:
+    """Read any supported source (``cfg.format``, or detected) into :class:`PosedImages`."""
+    fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    if fmt == "transforms-json":
+        from pose2rgbd.convert.posed_images.transforms_json import read_transforms_json
+
+        return read_transforms_json(path, cfg)
+    if fmt == "colmap":
+        from pose2rgbd.convert.posed_images.colmap import read_colmap
+
+        return read_colmap(path, cfg)
+    from pose2rgbd.convert.posed_images.trajectory import read_kitti, read_tum
+
+    return read_kitti(path, cfg) if fmt == "kitti" else read_tum(path, cfg)
+
+
+@dataclass
+class Undistorter:
+    """Maps every source camera onto one pinhole ``target`` (OpenCV remap); identity where nothing changes."""
+
+    target: PinholeCamera
+    alpha: float
+
+    def __post_init__(self) -> None:
+        self._maps: dict[SourceCamera, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    @classmethod
+    def for_cameras(cls, cams: list[SourceCamera], alpha: float) -> Undistorter:
+        ref = cams[0]
+        if ref.has_distortion:
+            K, _ = cv2.getOptimalNewCameraMatrix(ref.K, ref.dist_array(), (ref.width, ref.height), alpha,
+                                                 (ref.width, ref.height))  # fmt: skip
+            target = PinholeCamera(ref.width, ref.height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]),
+                                   float(K[1, 2]))  # fmt: skip
+        else:
+            target = ref.pinhole()
+        return cls(target, alpha)
+
+    def needs_remap(self, cam: SourceCamera) -> bool:
+        return cam.has_distortion or cam.pinhole() != self.target
+
+    def maps(self, cam: SourceCamera) -> tuple[np.ndarray, np.ndarray] | None:
+        if cam not in self._maps:
+            if not self.needs_remap(cam):
+                self._maps[cam] = None
+            else:
+                t = self.target
+                self._maps[cam] = cv2.initUndistortRectifyMap(
+                    cam.K, cam.dist_array(), None, t.K, (t.width, t.height), cv2.CV_32FC1
+                )
+        return self._maps[cam]
+
+    def apply(self, img: np.ndarray, cam: SourceCamera, *, nearest: bool = False) -> np.ndarray:
+        m = self.maps(cam)
+        if m is None:
+            return img
+        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+        border = cv2.BORDER_CONSTANT
+        fill = float("nan") if nearest and img.dtype == np.float32 else 0
+        return cv2.remap(img, m[0], m[1], interp, borderMode=border, borderValue=fill)
+
+
+def _read_rgb(path: Path, cam: SourceCamera) -> np.ndarray:
+    # as stored: an EXIF orientation tag is not applied (the source's intrinsics describe the stored pixels)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise PoseImportError(f"{path}: cannot decode image")
+    if (img.shape[1], img.shape[0]) != (cam.width, cam.height):
+        raise PoseImportError(
+            f"{path}: image is {img.shape[1]}x{img.shape[0]} but its camera says {cam.width}x{cam.height}; the pose "
+            "file and the images do not belong together (or the images were resized after the poses were made)"
+        )
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def _depth_path(cfg: ImagesConfig, pi: PosedImages, i: int) -> Path | None:
+    if cfg.depth:
+        stem = pi.images[i].stem
+        for ext in (".npy", ".png", ".tif", ".tiff"):
+            p = Path(cfg.depth) / (stem + ext)
+            if p.is_file():
+                return p
+        raise PoseImportError(f"{cfg.depth}: no depth map named {stem}.npy / .png / .tif for image {pi.images[i]}")
+    return pi.depths[i] if pi.depths is not None else None
+
+
+def _read_depth(path: Path, cam: SourceCamera, scale: float) -> np.ndarray:
+    if path.suffix == ".npy":
+        try:
+            d = np.load(path, allow_pickle=False).astype(np.float32)
+        except Exception as e:
+            raise PoseImportError(f"{path}: cannot read depth: {e}") from e
+    else:
+        raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+        if raw is None:
+            raise PoseImportError(f"{path}: cannot decode depth image")
+        if raw.dtype == np.uint8:
+            raise PoseImportError(
+                f"{path}: 8-bit depth image; expected 16-bit (units per metre: --depth-scale) or .npy"
+            )
+        d = raw.astype(np.float32)
+        if raw.dtype == np.uint16:
+            d[raw == 0] = np.nan  # 0 = no measurement in 16-bit depth (TUM, nerfstudio)
+        d /= np.float32(scale)
+    if d.shape != (cam.height, cam.width):
+        raise PoseImportError(f"{path}: depth is {d.shape}, the image is {cam.height}x{cam.width}")
+    return d
+
+
+def _check_depth_files(cfg: ImagesConfig, pi: PosedImages) -> list[Path] | None:
+    paths = [_depth_path(cfg, pi, i) for i in range(len(pi.images))]
+    if all(p is None for p in paths):
+        return None
+    miss = [str(pi.images[i]) for i, p in enumerate(paths) if p is None or not p.is_file()]
+    if miss:
+        raise PoseImportError(f"depth is given for some frames but {len(miss)} lack it (first: {miss[0]})")
+    return [p for p in paths if p is not None]
+
+
+def _default_name(source: Path) -> str:
+    """The folder a source lives in, above ``sparse/0`` and the like (``project/sparse/0`` -> ``project``)."""
+    p = source.resolve().parent if source.is_file() else source.resolve()
+    while p.parent != p and (p.name.isdigit() or p.name in ("sparse", "poses")):
+        p = p.parent
+    return p.name or "posed-images"
+
+
+def convert_images(
+    source: str | Path,
+    out: str | Path,
+    cfg: ImagesConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Import posed images at ``source`` as a dataset at ``out`` (atomic) with ``report/`` beside the frames."""
+    cfg = cfg or ImagesConfig()
+    inputs = [source, cfg.images or None, cfg.depth or None, cfg.image_list or None, cfg.calib or None]
+    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
+    pi = read_posed_images(source, cfg)
+    return write_posed_images(pi, out, cfg, overwrite=overwrite, progress=progress, inputs=inputs)
+
+
+def write_posed_images(
+    pi: PosedImages,
+    out: str | Path,
+    cfg: ImagesConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    inputs: list[str | Path | None] | None = None,
+) -> Path:
+    """Write :class:`PosedImages` (from any reader, also your own) as a dataset: pose check, undistortion, atomic
+    writing, ``report/``. ``inputs``: the paths read (never overwritten); default: the source and image folders."""
+    from tqdm import tqdm
+
+    from pose2rgbd.dataset import DatasetWriter, Manifest
+
+    cfg = cfg or ImagesConfig()
+    source = pi.source
+    if inputs is None:
+        inputs = [pi.source, *sorted({str(p.parent) for p in pi.images})]
+    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
+    check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
+                        convention=pi.convention)  # fmt: skip
+    if cfg.strict and check.verdict == "suspect":
+        raise PoseImportError(
+            f"{source}: the pose check found a likely mistake (strict, nothing written): " + " | ".join(check.mistakes)
+        )
+    depth_files = _check_depth_files(cfg, pi)
+    und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
+    wh = cfg.size_wh()
+    cam = und.target if wh is None else und.target.scaled(*wh)
+    remapped = sum(und.needs_remap(c) for c in pi.cameras)
+    summary: dict[str, Any] = {
+        "input": {"kind": pi.kind, "source": str(pi.source), "images": str(pi.images[0].parent)},
+        "frames": {"total": len(pi.images), "kept": len(pi.images)},
+        "camera": cam.to_dict(),
+        "source_cameras": [c.to_dict() for c in dict.fromkeys(pi.cameras)],
+        "undistortion": {
+            "frames_remapped": int(remapped),
+            "method": "OpenCV initUndistortRectifyMap + remap onto the first camera's pinhole "
+            f"(getOptimalNewCameraMatrix alpha {cfg.undistort_alpha})"
+            if remapped
+            else "none (pinhole source)",
+        },
+        "depth": "given" if depth_files else "none (RGB-only)",
+        "pose_check": check.to_dict(),
+        "assumptions": pi.assumptions,
+        "config": to_dict(cfg),
+    }
+    man = Manifest(
+        name=cfg.output.name or _default_name(pi.source),
+        camera=cam, depth_kind="metric" if depth_files else "none", rgb_encoding=cfg.output.rgb_encoding,
+        world_frame=cfg.world_frame,
+        sources=[{"id": 0, "kind": pi.kind, "name": pi.source.name}],
+        extra={"conversion": {k: summary[k] for k in ("input", "undistortion", "assumptions")},
+               "pose_check": check.verdict},
+    )  # fmt: skip
+    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=inputs)
+    try:
+        for i in tqdm(range(len(pi.images)), desc="writing frames", unit="frame", disable=not progress):
+            sc = pi.cameras[i]
+            rgb = und.apply(_read_rgb(pi.images[i], sc), sc)
+            depth = None
+            if depth_files is not None:
+                depth = und.apply(_read_depth(depth_files[i], sc, cfg.depth_scale), sc, nearest=True)
+            if wh is not None:
+                rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
+                if depth is not None:
+                    depth = cv2.resize(depth, wh, interpolation=cv2.INTER_NEAREST)
+            writer.add_frame(int(pi.stamps_ns[i]), pi.T_world_cam[i], rgb, depth, source_id=0)
+        rep = writer.root / "report"
+        rep.mkdir(exist_ok=True)
+        write_pose_report(rep, pi, check, summary)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def write_pose_report(rep: Path, pi: PosedImages, check: PoseCheck, summary: dict[str, Any]) -> None:
+    from pose2rgbd.convert.core import dump_json
+
+    up = pi.up_hint
+    if up is None:
+        f = next((f for f in check.findings if f.name == "upright" and "estimated_up" in f.values), None)
+        up = np.asarray(f.values["estimated_up"]) if f is not None else None
+    plot_poses(rep / "poses.png", pi.T_world_cam, check, points=pi.points, up=up,
+               title=f"{pi.kind}: {pi.source.name} ({len(pi.images)} cameras)")  # fmt: skip
+    dump_json(rep / "summary.json", summary)
+
+
+PrintFn = Callable[[str], None]
+
+
+def print_result(out: Path, say: PrintFn = print) -> None:
+    """The CLI's lines: frames, camera, pose-check verdict with its mistakes, the report folder."""
+    import json
+
+    s = json.loads((out / "report" / "summary.json").read_text())
+    c = s["camera"]
+    say(f"{out}: {s['frames']['kept']} frames from {s['input']['kind']} ({s['input']['source']}); camera "
+        f"{c['width']}x{c['height']} fx {c['fx']:.1f}; undistorted {s['undistortion']['frames_remapped']}; depth "
+        f"{s['depth']}")  # fmt: skip
+    pc = s["pose_check"]
+    say(f"  pose check: {pc['verdict'].upper()}")
+    for m in pc["mistakes"]:
+        say(f"  WARNING: {m}")
+    say(f"  report: {out / 'report'} (poses.png: camera positions and viewing directions)")

@@ -1,0 +1,265 @@
+"""What every posed-image importer returns (:class:`PosedImages`), the importer config, and shared helpers.
+
+Conventions of the result (the dataset's): ``T_world_cam`` maps points from the camera's REP-103 optical frame
+(x right, y down, z forward) into the source's world frame; intrinsics use the OpenCV / ROS convention (pixel
+centres at integers), distortion OpenCV's ``(k1, k2, p1, p2[, k3])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pose2rgbd.config import SIZE_HELP, help_field, parse_size
+from pose2rgbd.convert.core import ConvertOutput
+from pose2rgbd.errors import ConfigError, DatasetError
+from pose2rgbd.geometry import PinholeCamera
+
+FORMATS = ("auto", "transforms-json", "colmap", "kitti", "tum")
+CAMERA_AXES = ("optical", "opengl", "flu")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".bmp", ".tif", ".tiff")
+
+# OpenGL / Blender camera (x right, y up, z back) -> REP-103 optical (x right, y down, z forward): flip y and z.
+# T_world_opt = T_world_gl @ GL_FROM_OPTICAL (a rotation of pi about the camera's x axis).
+GL_FROM_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
+# ROS body (x forward, y left, z up) -> optical: columns are the optical axes in the body frame.
+FLU_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+class PoseImportError(DatasetError):
+    """A posed-image source (pose file, model, image folder) cannot be imported as it is."""
+
+
+@dataclass
+class ImagesConfig:
+    """Posed images (transforms.json, COLMAP, KITTI / TUM trajectory + image folder) -> dataset."""
+
+    format: str = help_field("auto", "input format: auto, transforms-json, colmap, kitti or tum (docs/byod.md)")
+    images: str = help_field(
+        "", "image folder (KITTI / TUM: required; COLMAP: default the images/ folder of the project; "
+        "transforms.json: paths are relative to the json file)"
+    )  # fmt: skip
+    fx: float = help_field(0.0, "focal length x in pixels, for formats without intrinsics (0: not given)")
+    fy: float = help_field(0.0, "focal length y in pixels (0: = fx)")
+    cx: float = help_field(-1.0, "principal point x in pixels, pixel centres at integers (-1: (width - 1) / 2)")
+    cy: float = help_field(-1.0, "principal point y in pixels, pixel centres at integers (-1: (height - 1) / 2)")
+    hfov_deg: float = help_field(0.0, "horizontal field of view (deg) instead of fx, for formats without intrinsics")
+    distortion: list[float] = help_field(
+        [], "with --fx / --hfov: OpenCV distortion k1,k2,p1,p2[,k3] of the images (undistorted on import); "
+        "empty: none"
+    )  # fmt: skip
+    calib: str = help_field("", "KITTI calib.txt (default: calib.txt beside the poses file or the image folder)")
+    kitti_camera: int = help_field(
+        -1, "KITTI camera of the images, the calib line P<N> (-1: N from an image folder named image_N, else 0); "
+        "poses are of camera 0, so N > 0 adds that camera's baseline"
+    )  # fmt: skip
+    times: str = help_field("", "KITTI times.txt, one time (s) per pose (default: times.txt beside calib.txt)")
+    image_list: str = help_field(
+        "", "TUM: a 'timestamp filename' list (e.g. rgb.txt); default: the timestamp is the image file name"
+    )  # fmt: skip
+    tolerance_s: float = help_field(0.02, "TUM: an image needs a pose within this many seconds of its timestamp")
+    skip_unmatched: bool = help_field(False, "TUM: drop images without a pose within tolerance_s instead of failing")
+    camera_axes: str = help_field(
+        "optical", "KITTI / TUM: axes of the trajectory's camera frame: optical (x right, y down, z forward; "
+        "KITTI, TUM RGB-D, ORB-SLAM), opengl (x right, y up, z back) or flu (x forward, y left, z up)"
+    )  # fmt: skip
+    frame_interval_s: float = help_field(1.0, "stamp step between frames when the source has no times (s)")
+    undistort_alpha: float = help_field(
+        0.0, "undistortion: 0 keeps only valid pixels (crops), 1 keeps every source pixel (black borders)"
+    )
+    depth: str = help_field(
+        "", "folder of depth maps named as the images (.npy float metres, or 16-bit .png divided by depth_scale); "
+        "empty: RGB-only (transforms.json frames' depth_file_path are used when present)"
+    )  # fmt: skip
+    depth_scale: float = help_field(1000.0, "16-bit depth png units per metre (1000: millimetres; TUM RGB-D: 5000)")
+    size: str = help_field("", SIZE_HELP)
+    world_frame: str = help_field("map", "name of the world frame written to the manifest (the source's own frame)")
+    strict: bool = help_field(False, "refuse to write the dataset when the pose check finds a likely mistake")
+    output: ConvertOutput = field(default_factory=ConvertOutput, metadata={"help": "the dataset written"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.output, dict):
+            from pose2rgbd.config import from_dict
+
+            self.output = from_dict(ConvertOutput, self.output, where="output")
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.camera_axes not in CAMERA_AXES:
+            raise ConfigError(f"camera_axes must be one of {CAMERA_AXES}, got {self.camera_axes!r}")
+        if self.output.rgb_encoding not in ("png", "jpg"):
+            raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
+        if not 0.0 <= self.undistort_alpha <= 1.0:
+            raise ConfigError(f"undistort_alpha must be in [0, 1], got {self.undistort_alpha}")
+        for k in ("tolerance_s", "frame_interval_s", "depth_scale"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if self.fx < 0 or self.fy < 0 or not 0 <= self.hfov_deg < 180:
+            raise ConfigError("fx, fy must be >= 0 and hfov_deg in [0, 180)")
+        if len(self.distortion) > 5 or not all(np.isfinite(self.distortion)):
+            raise ConfigError(f"distortion is k1,k2,p1,p2[,k3] (up to 5 finite numbers), got {self.distortion}")
+        if self.size:
+            self.size_wh()
+
+    def size_wh(self) -> tuple[int, int] | None:
+        return parse_size(self.size, "size")
+
+    def has_intrinsics(self) -> bool:
+        return self.fx > 0 or self.hfov_deg > 0
+
+    def flag_camera(self, width: int, height: int, what: str) -> SourceCamera:
+        """The camera the flags describe, for a format without intrinsics (``what`` names the format)."""
+        if self.fx > 0:
+            fx = self.fx
+        elif self.hfov_deg > 0:
+            fx = (width / 2.0) / float(np.tan(np.deg2rad(self.hfov_deg) / 2.0))
+        else:
+            raise ConfigError(
+                f"{what} carries no camera intrinsics: give --fx (and --fy, --cx, --cy) in pixels, or --hfov DEG"
+            )
+        fy = self.fy if self.fy > 0 else fx
+        cx = self.cx if self.cx >= 0 else (width - 1) / 2.0
+        cy = self.cy if self.cy >= 0 else (height - 1) / 2.0
+        dist = tuple(float(x) for x in self.distortion)
+        return SourceCamera(width, height, fx, fy, cx, cy, dist if any(dist) else ())
+
+
+@dataclass(frozen=True)
+class SourceCamera:
+    """Intrinsics of the source images: pinhole (OpenCV pixel-centre convention) + OpenCV distortion."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    dist: tuple[float, ...] = ()  # (k1, k2, p1, p2[, k3]); empty: none
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or not (self.fx > 0 and self.fy > 0):
+            raise PoseImportError(f"invalid camera intrinsics {self}: width, height, fx and fy must be > 0")
+        if not all(np.isfinite([self.fx, self.fy, self.cx, self.cy, *self.dist])):
+            raise PoseImportError(f"camera intrinsics contain NaN or inf: {self}")
+
+    @property
+    def has_distortion(self) -> bool:
+        return any(abs(x) > 0 for x in self.dist)
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def dist_array(self) -> np.ndarray:
+        d = list(self.dist) + [0.0] * (5 - len(self.dist))
+        return np.asarray(d[: max(5, len(self.dist))], dtype=np.float64)
+
+    def pinhole(self) -> PinholeCamera:
+        return PinholeCamera(self.width, self.height, self.fx, self.fy, self.cx, self.cy)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"width": self.width, "height": self.height, "fx": self.fx, "fy": self.fy, "cx": self.cx,
+                "cy": self.cy, "distortion_k1_k2_p1_p2_k3": list(self.dist)}  # fmt: skip
+
+
+@dataclass
+class PosedImages:
+    """An importer's result: one entry per frame, in dataset order."""
+
+    kind: str  # "transforms.json", "colmap", "kitti", "tum"
+    source: Path  # the pose file or model folder
+    images: list[Path]
+    T_world_cam: np.ndarray  # (N, 4, 4), REP-103 optical camera frame
+    stamps_ns: np.ndarray  # (N,) int64, non-decreasing
+    cameras: list[SourceCamera]  # per frame
+    points: np.ndarray | None = None  # (M, 3) scene points in the world frame (COLMAP)
+    observations: list[np.ndarray] | None = None  # per frame: indices into points it observes
+    up_hint: np.ndarray | None = None  # the world's up axis when the format defines one
+    convention: str = ""  # the format's camera convention, for messages of the pose check
+    depths: list[Path | None] | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if n == 0:
+            raise PoseImportError(f"{self.source}: no posed images found")
+        self.T_world_cam = np.asarray(self.T_world_cam, dtype=np.float64)
+        if self.T_world_cam.shape != (n, 4, 4) or len(self.stamps_ns) != n or len(self.cameras) != n:
+            raise PoseImportError(
+                f"{self.source}: {n} images but {len(self.T_world_cam)} poses, {len(self.stamps_ns)} stamps and "
+                f"{len(self.cameras)} cameras; give one of each per image (poses as (N, 4, 4))"
+            )
+        self.stamps_ns = np.asarray(self.stamps_ns, dtype=np.int64)
+        back = np.flatnonzero(np.diff(self.stamps_ns) < 0)
+        if back.size:
+            k = int(back[0]) + 1
+            raise PoseImportError(
+                f"{self.source}: frame {k} ({self.images[k].name}) is stamped earlier than frame {k - 1}; frames "
+                "must be in time order (sort them, or check the times file)"
+            )
+        # a reader has checked its poses with line numbers already; a hand-made PosedImages has not
+        self.T_world_cam = check_rotations(self.T_world_cam, [f"{self.source}: {p.name}" for p in self.images])
+
+
+def check_rotations(T: np.ndarray, where: list[str]) -> np.ndarray:
+    """Refuse non-finite poses, non-orthonormal rotations and reflections (det -1: one axis flipped alone);
+    re-orthonormalise (SVD) rotations that are orthonormal to 1e-3 (text files round to ~7 digits)."""
+    T = np.asarray(T, dtype=np.float64).copy()
+    for i in range(len(T)):
+        if not np.all(np.isfinite(T[i])):
+            raise PoseImportError(f"{where[i]}: pose contains NaN or inf")
+        R = T[i, :3, :3]
+        d = float(np.linalg.det(R))
+        if d < 0:
+            raise PoseImportError(
+                f"{where[i]}: the rotation is a reflection (determinant {d:.3f}): a single camera axis was flipped "
+                "(e.g. only y, or only z, of an OpenGL pose); flip two axes (y and z) or none"
+            )
+        if np.abs(R.T @ R - np.eye(3)).max() > 1e-3:
+            s = np.linalg.svd(R, compute_uv=False)
+            raise PoseImportError(
+                f"{where[i]}: the rotation part is not orthonormal (singular values {np.round(s, 4).tolist()}): "
+                "a scaled or sheared pose (instant-ngp 'scale'? a projection matrix instead of a pose?)"
+            )
+        u, _, vt = np.linalg.svd(R)
+        T[i, :3, :3] = u @ vt
+        T[i, 3] = (0.0, 0.0, 0.0, 1.0)
+    return T
+
+
+def axes_matrix(axes: str) -> np.ndarray:
+    """``T_source_optical`` for the camera axes of a trajectory (``optical``, ``opengl`` or ``flu``)."""
+    return {"optical": np.eye(4), "opengl": GL_FROM_OPTICAL, "flu": FLU_FROM_OPTICAL}[axes]
+
+
+def image_files(folder: Path, what: str) -> list[Path]:
+    """The image files in ``folder`` sorted by name (refuses a missing or empty folder)."""
+    if not folder.is_dir():
+        raise PoseImportError(f"{folder}: image folder not found ({what}); give it with --images DIR")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+    if not files:
+        raise PoseImportError(f"{folder}: no image files ({', '.join(sorted({s.lower() for s in IMAGE_SUFFIXES}))})")
+    return files
+
+
+def missing_images(paths: list[Path], source: Path) -> None:
+    """One error listing every missing image (the first few by name)."""
+    miss = [p for p in paths if not p.is_file()]
+    if miss:
+        shown = ", ".join(str(p) for p in miss[:3]) + (" ..." if len(miss) > 3 else "")
+        raise PoseImportError(f"{source}: {len(miss)} of {len(paths)} images are missing: {shown}")
+
+
+def stamps_from_interval(n: int, interval_s: float) -> np.ndarray:
+    return (np.arange(n, dtype=np.int64) * round(interval_s * 1e9)).astype(np.int64)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header by OpenCV (decodes it)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: as stored, no EXIF rotation
+    if img is None:
+        raise PoseImportError(f"{path}: cannot decode image")
+    return int(img.shape[1]), int(img.shape[0])

@@ -1,0 +1,147 @@
+"""``transforms.json`` (instant-ngp / nerfstudio) -> :class:`PosedImages`.
+
+Conventions of the format: ``transform_matrix`` is camera-to-world (``T_world_cam``) with OpenGL / Blender
+camera axes (x right, y up, z back), converted here to the optical frame by flipping the camera's y and z
+(:data:`GL_FROM_OPTICAL`). Intrinsics are top-level (shared) or per frame: ``fl_x``, ``fl_y``, ``cx``, ``cy``,
+``w``, ``h`` or ``camera_angle_x`` (and ``camera_angle_y``); distortion ``k1 k2 p1 p2 [k3]`` (OpenCV's model).
+The principal point is in the pixel-corner convention of both tools (pixel centres at +0.5), so 0.5 is
+subtracted to reach the OpenCV / ROS convention of the dataset. The world's up axis is +z (Blender, nerfstudio).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.convert.posed_images.common import (
+    GL_FROM_OPTICAL,
+    IMAGE_SUFFIXES,
+    ImagesConfig,
+    PosedImages,
+    PoseImportError,
+    SourceCamera,
+    check_rotations,
+    image_size,
+    missing_images,
+    stamps_from_interval,
+)
+
+_FISHEYE = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE")
+_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "p1", "p2")
+
+
+def _resolve(base: Path, rel: str) -> Path:
+    p = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    if p.suffix in IMAGE_SUFFIXES or p.is_file():
+        return p
+    for s in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):  # Blender sets list "./train/r_0" without the suffix
+        if p.with_name(p.name + s).is_file():
+            return p.with_name(p.name + s)
+    return p
+
+
+def _camera(params: dict[str, Any], image: Path, where: str) -> SourceCamera:
+    model = str(params.get("camera_model", "OPENCV")).upper()
+    if model in _FISHEYE:
+        raise PoseImportError(
+            f"{where}: camera_model {model} is not supported (pinhole + OpenCV distortion only); undistort the "
+            "images first (e.g. nerfstudio's ns-process-data with --camera-type perspective) and import that"
+        )
+    if any(params.get(k) for k in ("k4",)):
+        raise PoseImportError(f"{where}: k4 is a fisheye coefficient; only k1 k2 p1 p2 k3 (OPENCV) are supported")
+    if "w" in params and "h" in params:
+        w, h = int(params["w"]), int(params["h"])
+    else:
+        if not image.is_file():
+            raise PoseImportError(f"{where}: no 'w'/'h' and the image {image} is missing, so its size is unknown")
+        w, h = image_size(image)
+    try:
+        if "fl_x" in params:
+            fx = float(params["fl_x"])
+            fy = float(params.get("fl_y", fx))
+        elif "camera_angle_x" in params:
+            fx = 0.5 * w / math.tan(0.5 * float(params["camera_angle_x"]))
+            fy = 0.5 * h / math.tan(0.5 * float(params["camera_angle_y"])) if "camera_angle_y" in params else fx
+        else:
+            raise PoseImportError(
+                f"{where}: no intrinsics: give fl_x (and fl_y, cx, cy) or camera_angle_x, shared at the top level "
+                "or in each frame"
+            )
+        # corner convention (pixel centres at +0.5) -> OpenCV (pixel centres at integers)
+        cx = float(params.get("cx", w / 2.0)) - 0.5
+        cy = float(params.get("cy", h / 2.0)) - 0.5
+        dist = tuple(float(params.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2", "k3"))
+    except (TypeError, ValueError) as e:
+        raise PoseImportError(f"{where}: bad intrinsics value: {e}") from e
+    if not any(dist):
+        dist = ()
+    elif dist[4] == 0.0:
+        dist = dist[:4]
+    return SourceCamera(w, h, fx, fy, cx, cy, dist)
+
+
+def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "transforms.json"
+    if not p.is_file():
+        raise PoseImportError(f"{p}: file not found")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PoseImportError(f"{p}: not valid JSON: {e}") from e
+    frames = doc.get("frames") if isinstance(doc, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise PoseImportError(f"{p}: no 'frames' list; is this an instant-ngp / nerfstudio transforms.json?")
+    base = p.parent if not cfg.images else Path(cfg.images)
+    shared = {k: doc[k] for k in (*_KEYS, "k4", "camera_model") if k in doc}
+    images: list[Path] = []
+    cams: list[SourceCamera] = []
+    mats: list[np.ndarray] = []
+    depths: list[Path | None] = []
+    where: list[str] = []
+    cache: dict[str, SourceCamera] = {}
+    for i, fr in enumerate(frames):
+        w = f"{p}: frames[{i}]"
+        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+            raise PoseImportError(f"{w}: needs 'file_path' and 'transform_matrix'")
+        img = _resolve(base, str(fr["file_path"]))
+        try:
+            M = np.asarray(fr["transform_matrix"], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise PoseImportError(f"{w}: transform_matrix is not a matrix of numbers: {e}") from e
+        if M.shape == (3, 4):
+            M = np.vstack([M, [0.0, 0.0, 0.0, 1.0]])
+        if M.shape != (4, 4):
+            raise PoseImportError(f"{w}: transform_matrix has shape {M.shape}, expected 4x4 (or 3x4)")
+        params = {**shared, **{k: fr[k] for k in (*_KEYS, "k4", "camera_model") if k in fr}}
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in cache or ("w" not in params and img.is_file()):
+            cache[key] = _camera(params, img, w)
+        images.append(img)
+        cams.append(cache[key])
+        mats.append(M)
+        dp = fr.get("depth_file_path")
+        depths.append(_resolve(p.parent, str(dp)) if dp else None)
+        where.append(w)
+    missing_images(images, p)
+    T = check_rotations(np.stack(mats), where) @ GL_FROM_OPTICAL
+    notes = [
+        "transform_matrix is camera-to-world with OpenGL camera axes (x right, y up, z back); converted to the "
+        "optical frame (x right, y down, z forward) by flipping the camera's y and z",
+        "the world frame is the file's own (z up by the format's convention; not ENU, no datum)",
+        f"frames have no capture times: stamps are index x {cfg.frame_interval_s} s",
+    ]
+    if "scale" in doc or "offset" in doc:
+        notes.append("instant-ngp 'scale' / 'offset' are ignored: poses are written in the file's own units")
+    return PosedImages(
+        kind="transforms.json", source=p, images=images, T_world_cam=T,
+        stamps_ns=stamps_from_interval(len(images), cfg.frame_interval_s), cameras=cams,
+        up_hint=np.array([0.0, 0.0, 1.0]), convention="transforms.json uses OpenGL camera axes (x right, y up, "
+        "z back), converted once here",
+        depths=depths if any(d is not None for d in depths) else None, assumptions=notes,
+    )  # fmt: skip

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset, build_cache
@@ -25,6 +24,7 @@ from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualita
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
+from pose2rgbd.progress import bar as progress_bar
 from pose2rgbd.training.splits import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def evaluate(
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
-    bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):
         idx = test[s : s + cfg.batch_size]
         order = np.argsort(idx)  # memmap reads in increasing order

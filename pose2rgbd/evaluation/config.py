@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 
-EVAL_SPLITS = ("random", "route", "all")
+EVAL_SPLITS = ("random", "route", "every-nth", "all")
 
 
 @dataclass
@@ -19,7 +19,8 @@ class EvaluateConfig:
 
     split: str | None = help_field(
         None,
-        "test frames: random | route | all (null: the split the checkpoint was trained with, same seed; "
+        "test frames: random | route | every-nth | all (null: the split the checkpoint was trained with, same seed "
+        "and fractions: its test frames; "
         "all when evaluating on another dataset)",
     )
     baseline: bool = help_field(True, "also evaluate the nearest-pose baseline (needs training frames)")

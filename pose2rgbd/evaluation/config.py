@@ -25,7 +25,9 @@ class EvaluateConfig:
     )
     baseline: bool = help_field(True, "also evaluate the nearest-pose baseline (needs training frames)")
     rot_weight_m: float | None = help_field(
-        None, "baseline metres per radian of rotation (null: the median scene depth of the training frames)"
+        None,
+        "baseline metres per radian of rotation (null: the median scene depth of the training frames; 10 m/rad "
+        "when the dataset has no depth: give the scene's typical distance then)",
     )
     max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
     grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")

@@ -145,3 +145,24 @@ def test_convert_gopro_mp4_without_a_csv(shared_data: Path, tmp_path: Path, caps
     cap = capsys.readouterr()
     if s["time_offset"]["estimator"]["verdict"] == "weak":
         assert (cap.out + cap.err).count("too weak") <= 1
+
+
+def test_gps9_fields_and_payload_timing_fallback() -> None:
+    """GPS9 (HERO11+; no such clip in the shared data): per-sample UTC from days since 2000 + seconds since
+    midnight, DOP and fix; without a fitted rate, samples are spread evenly over their payload."""
+    from types import SimpleNamespace
+
+    from pose2rgbd.convert.gopro import _Chunk, _gps
+
+    def no_rate(*_a: object) -> tuple[float, float, float]:
+        return 0.0, 0.0, 0.0
+
+    p = SimpleNamespace(GetGPMFSampleRate=no_rate, Str2FourCC=lambda s: s)
+    day = (dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc) - dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)).days
+    rows = np.array([[45.0 + 1e-5 * k, 7.0, 300.0, 1.5, 1.6, day, 3600.0 + 0.1 * k, 1.2, 3] for k in range(20)])
+    chunks = [_Chunk(0, 0.0, 1.0, rows[:10]), _Chunk(1, 1.0, 2.0, rows[10:])]
+    g = _gps(p, 0, "GPS9", chunks)
+    assert np.allclose(g.t_s, np.arange(20) * 0.1) and "evenly spaced" in g.timing
+    want = dt.datetime(2024, 3, 1, 1, 0, tzinfo=dt.timezone.utc).timestamp()
+    assert g.utc_s[0] == pytest.approx(want) and g.utc_s[19] == pytest.approx(want + 1.9)
+    assert (g.fix == 3).all() and np.allclose(g.dop, 1.2) and np.allclose(g.lat, rows[:, 0])

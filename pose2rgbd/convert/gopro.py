@@ -152,9 +152,10 @@ def _collect(p: Any, h: int, keys: tuple[str, ...], devices: list[str]) -> dict[
     (``DVNM``) are appended to ``devices``."""
     want = {p.Str2FourCC(k): k for k in keys}
     out: dict[str, list[_Chunk]] = {k: [] for k in keys}
+    res = 0
     for i in range(p.GetNumberPayloads(h)):
         size = p.GetPayloadSize(h, i)
-        res = p.GetPayloadResource(h, 0, size)
+        res = p.GetPayloadResource(h, res, size)  # one buffer, grown as needed (the parser's own pattern)
         payload = p.GetPayload(h, res, i, size)
         _, t_in, t_out = p.GetPayloadTime(h, i)
         ret, ms = p.GPMF_Init(payload, size)
@@ -203,7 +204,7 @@ def _times(p: Any, h: int, key: str, chunks: list[_Chunk]) -> tuple[np.ndarray, 
     total = int(counts.sum())
     try:
         rate, start, end = p.GetGPMFSampleRate(h, p.Str2FourCC(key), p.Str2FourCC("SHUT"))
-    except Exception:
+    except Exception:  # the binding raises plain errors for a stream it cannot time: use the payload times
         rate, start, end = 0.0, 0.0, 0.0
     if rate > 0 and np.isfinite(start) and abs((end - start) * rate - total) <= max(1.0, 0.02 * total):
         return start + np.arange(total) / rate, f"fitted rate {rate:.3f} Hz from the first sample at {start:+.3f} s"

@@ -38,7 +38,7 @@ class EvaluateConfig:
     allow_other_dataset: bool = help_field(
         False, "evaluate on a dataset the checkpoint was not trained on (split all, no baseline)"
     )
-    progress: bool = help_field(True, "show progress bars")
+    progress: bool = help_field(True, "show progress bars (on a terminal only; `pose2rgbd --progress` forces them)")
 
     def __post_init__(self) -> None:
         if self.split is not None and self.split not in EVAL_SPLITS:

@@ -125,7 +125,7 @@ def test_video_without_gpmf_and_without_gps_log_is_a_clear_error(tmp_path: Path,
     assert not (tmp_path / "o").exists()
 
 
-def test_convert_gopro_mp4_without_a_csv(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_convert_gopro_mp4_without_a_csv(shared_data: Path, tmp_path: Path, capsys, caplog) -> None:
     from pose2rgbd.dataset import Dataset
 
     out = tmp_path / "h7"
@@ -141,10 +141,13 @@ def test_convert_gopro_mp4_without_a_csv(shared_data: Path, tmp_path: Path, caps
     assert 10 < np.linalg.norm(p[-1, :2] - p[0, :2]) < 30
     text = json.dumps(s)
     assert "GPMF GPS5" in text
-    # the weak-estimate warning appears once in everything the command wrote (stdout + stderr + logs)
-    cap = capsys.readouterr()
-    if s["time_offset"]["estimator"]["verdict"] == "weak":
-        assert (cap.out + cap.err).count("too weak") <= 1
+    # hero7 is the fragile clip: the estimate is weak (docs/convert.md). The warning is logged once, and the
+    # summary on stdout names the verdict without repeating it.
+    assert s["time_offset"]["estimator"]["verdict"] == "weak"
+    warned = [r for r in caplog.records if "too weak" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    out_text = capsys.readouterr().out
+    assert "too weak" not in out_text and "estimate weak (see the warning above)" in out_text
 
 
 def test_gps9_fields_and_payload_timing_fallback() -> None:

@@ -173,6 +173,11 @@ def evaluate(
             f"evaluated on the {kind} split but trained with the {loaded.train_config.get('split')} split: "
             "test frames may have been seen in training"
         )
+    if kind != "all" and not sp.separate_test:
+        notes.append(
+            "no separate test set (trained with test_fraction 0 or before the three-way split): the test frames are "
+            "the validation frames that selected best.pt, which flatters best.pt"
+        )
     test = sp.test  # never the validation frames that picked best.pt, unless the run had no test set
     if cfg.max_frames and len(test) > cfg.max_frames:
         test = test[evenly_spaced(len(test), cfg.max_frames)]

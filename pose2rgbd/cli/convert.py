@@ -89,11 +89,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _common(b)
     add_config_flags(b, _schema, BAG_ALIASES, config_help=CONFIG_HELP)
     b.set_defaults(func=_bag)
-    v = csub.add_parser("video", help="video file + GPS log (csv, gpx, gopro-gps5, karma) -> dataset",
-                        allow_abbrev=False)  # fmt: skip
+    v = csub.add_parser(
+        "video",
+        help="video file + GPS log (csv, gpx, gopro-gps5, karma), or a GoPro MP4 with its own GPS -> dataset",
+        description="A GoPro MP4 carries its GPS in its telemetry track (GPMF): `convert video clip.mp4 --out D` "
+        "reads it from there when no --gps is given. Other videos need a GPS log (--gps); its format is detected "
+        "from the file (docs/convert.md).",
+        allow_abbrev=False,
+    )
     v.add_argument("video", type=Path)
-    v.add_argument("--gps", type=Path, required=True, help="GPS log")
-    v.add_argument("--gps-format", default="csv", choices=GPS_FORMATS, help="GPS log format (docs/convert.md)")
+    v.add_argument("--gps", type=Path, help="GPS log; default: the GPS inside a GoPro MP4 (GPMF telemetry)")
+    v.add_argument("--gps-format", default="auto", choices=("auto", *GPS_FORMATS),
+                   help="GPS log format; auto (default) detects it from the file (docs/convert.md)")  # fmt: skip
     v.add_argument("--video-start-utc", help="GPX only: UTC time of the first frame (ISO 8601); default: first point")
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
     v.add_argument("--attitude-degrees", action="store_true", help="attitude angles are in degrees")
@@ -125,11 +132,12 @@ def _print_result(out: Path) -> None:
 
     s = json.loads((out / "report" / "summary.json").read_text())
     to = s["time_offset"]
-    print(f"{out}: {s['frames']['kept']}/{s['frames']['total']} frames kept; time offset {to['offset_s']:+.3f} s "
-          f"({to['source']})")  # fmt: skip
     est = to.get("estimator")
-    if est and est["verdict"] != "ok":
-        print("  WARNING: the flow/speed signal was too weak to estimate the offset: " + "; ".join(est["reasons"]))
+    # A weak estimate was already logged once as a WARNING with its reasons (convert/core.py); the summary
+    # only names the verdict, so a log that holds stdout and stderr shows the warning once.
+    weak = "; estimate weak (see the warning above)" if est and est["verdict"] != "ok" else ""
+    print(f"{out}: {s['frames']['kept']}/{s['frames']['total']} frames kept; time offset {to['offset_s']:+.3f} s "
+          f"({to['source']}{weak})")  # fmt: skip
     print(f"  report: {out / 'report'}")
 
 

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pose2rgbd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--progress", action="store_true", dest="force_progress",
+                        help="draw progress bars even when stderr is not a terminal (by default bars appear on a "
+                        "terminal only; --no-progress of a command turns them off)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         try:
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.force_progress:  # the top-level flag (commands keep their own --no-progress)
+        from pose2rgbd.progress import force_progress
+
+        force_progress()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

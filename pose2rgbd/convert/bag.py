@@ -221,10 +221,9 @@ def _tf_orientation_series(
 
 def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = True) -> tuple[Streams, dict[str, Any]]:
     """Pass 1 over a bag. Returns the streams and the topic choice (for pass 2 and the report)."""
-    from tqdm import tqdm
-
     from pose2rgbd.bags import open_bag
     from pose2rgbd.geometry import PinholeCamera
+    from pose2rgbd.progress import bar
 
     bag = open_bag(path)
     try:
@@ -254,8 +253,8 @@ def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = T
         unreadable = 0
         cam_frame = ""
         shape = None
-        for k, m in enumerate(tqdm(bag.messages([img_topic]), total=n_img, desc="flow (pass 1)", unit="frame",
-                                   disable=not progress)):  # fmt: skip
+        for k, m in enumerate(bar(bag.messages([img_topic]), total=n_img, desc="flow (pass 1)", unit="frame",
+                                  progress=progress)):  # fmt: skip
             try:
                 rgb = image_msg_to_rgb(m.msg)
             except BagError as e:

@@ -465,14 +465,21 @@ def dump_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(conv(obj), indent=2))
 
 
-def flow_pass(stamps_and_images: Iterator[tuple[float, np.ndarray]], cfg: SyncConfig, total: int | None,
-              progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Pass 1 helper: flow magnitude per frame (NaN for the first)."""
-    from tqdm import tqdm
+def flow_pass(
+    stamps_and_images: Iterator[tuple[float, np.ndarray]],
+    cfg: SyncConfig,
+    total: int | None,
+    progress: bool,
+    desc: str,
+    camera: PinholeCamera | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 helper: flow magnitude per frame (NaN for the first). ``camera``: intrinsics of the full-size
+    frames (needed by the ``derotated`` statistic)."""
+    from pose2rgbd.progress import bar
 
-    fm = FlowMagnitude(cfg.flow)
+    fm = FlowMagnitude(cfg.flow, camera)
     ts, vs = [], []
-    for t, img in tqdm(stamps_and_images, total=total, desc=desc, unit="frame", disable=not progress):
+    for t, img in bar(stamps_and_images, total=total, desc=desc, unit="frame", progress=progress):
         ts.append(t)
         vs.append(fm.add_image(t, img))
     return np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)

@@ -11,6 +11,11 @@ Formats (``gps_format``):
   ``idx_in_payload``, ``n_in_payload``, ``lat_deg, lon_deg, alt_msl_m, vx_north_mps, vy_east_mps``): the
   boot clock is mapped to the video clock by the median offset to the payload times.
 
+* ``gopro-mp4``: the GPS inside a GoPro MP4's telemetry track (GPMF: GPS5, GPS9 or the Karma drone's GPRI),
+  timed on the video clock (:mod:`pose2rgbd.convert.gopro`); the video file itself is the "log".
+* ``auto`` (the default): the format is detected from the file (:func:`detect_gps_format`): an MP4/MOV
+  container is ``gopro-mp4``, XML with ``<gpx`` is ``gpx``, and a CSV is matched by its header columns.
+
 Attitude logs: ``time_s,roll,pitch,yaw`` (degrees with ``attitude_degrees``), or the karma ATTITUDE CSV
 (``time_s`` boot clock, ``roll_rad, pitch_rad, yaw_rad``; aircraft NED/FRD convention).
 """
@@ -161,15 +166,66 @@ def _read_karma(p: Path, video_start_utc: str | None) -> GpsTrack:
     return GpsTrack(_karma_video_time(rows), _col(rows, "lat_deg"), _col(rows, "lon_deg"), alt, speed, status, str(p))
 
 
-def read_gps_log(path: str | Path, fmt: str = "csv", *, video_start_utc: str | None = None) -> GpsTrack:
+def read_gps_log(path: str | Path, fmt: str = "auto", *, video_start_utc: str | None = None) -> GpsTrack:
     """Read a GPS log (see the module docstring for formats); times in seconds on the video clock.
 
-    The format is looked up in :data:`GPS_READERS`; a new log format is one reader function plus one entry there.
+    The format is looked up in :data:`GPS_READERS`; a new log format is one reader function plus one entry
+    there (and, for a CSV, its header columns in :data:`CSV_SIGNATURES`). ``auto`` detects it from the file.
     """
+    if fmt == "auto":
+        fmt = detect_gps_format(path)
     reader = GPS_READERS.get(fmt)
     if reader is None:
-        raise SyncError(f"unknown GPS format {fmt!r}; choose one of {', '.join(GPS_READERS)}")
+        raise SyncError(f"unknown GPS format {fmt!r}; choose one of auto, {', '.join(GPS_READERS)}")
     return reader(Path(path), video_start_utc)
+
+
+# CSV format -> the header columns that identify it (all must be present). A header matching more than one
+# format is ambiguous and needs --gps-format.
+CSV_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "csv": ("time_s", "lat", "lon", "alt"),
+    "gopro-gps5": ("video_time_s", "lat_deg", "lon_deg", "alt_m"),
+    "karma": ("time_s", "video_payload_pts_s", "payload_dur_s", "idx_in_payload", "n_in_payload", "lat_deg",
+              "lon_deg"),
+}  # fmt: skip
+
+
+def detect_gps_format(path: str | Path) -> str:
+    """The GPS log format of ``path`` from its content: an ISO base-media container (``ftyp`` box: MP4/MOV)
+    is ``gopro-mp4``; XML whose first element is ``<gpx`` is ``gpx``; a CSV is matched against
+    :data:`CSV_SIGNATURES` by its header. No match or more than one is a :class:`SyncError` naming the
+    candidates and ``--gps-format``."""
+    p = Path(path)
+    if not p.is_file():
+        raise SyncError(f"{p}: log file not found")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise SyncError(f"{p}: cannot read: {e}") from e
+    if head[4:8] == b"ftyp":
+        return "gopro-mp4"
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if text.startswith("<"):
+        if "<gpx" in text:
+            return "gpx"
+        raise SyncError(f"{p}: an XML file without a <gpx> element; not a GPS log this tool reads "
+                        f"(formats: {', '.join(GPS_FORMATS)}; docs/convert.md)")  # fmt: skip
+    header, _ = _read_rows(p)
+    cols = {c.strip() for c in header}
+    found = [name for name, need in CSV_SIGNATURES.items() if set(need) <= cols]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SyncError(
+            f"{p}: the GPS log format could not be detected from its header {header}. Known CSV headers: "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in CSV_SIGNATURES.items())
+            + f". Rename the columns or give --gps-format ({', '.join(GPS_FORMATS)}; docs/convert.md)"
+        )
+    raise SyncError(
+        f"{p}: the header {header} fits several GPS log formats ({', '.join(found)}); choose one with "
+        f"--gps-format {' or --gps-format '.join(found)}"
+    )
 
 
 def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
@@ -205,12 +261,24 @@ def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
     return GpsTrack(a[:, 0] - t0, a[:, 1], a[:, 2], a[:, 3], np.full(n, np.nan), np.zeros(n, int), str(p))
 
 
+def _read_gopro_mp4(p: Path, video_start_utc: str | None) -> GpsTrack:
+    """The GPS of a GoPro MP4 (GPMF), timed on the video clock (``video_start_utc`` is not needed). Speed is the
+    2D (ground) speed; a fix below 2D is no fix."""
+    from pose2rgbd.convert.gopro import read_gpmf_gps  # py_gpmf_parser loads only when a GoPro file is read
+
+    g = read_gpmf_gps(p)
+    fix = np.where(np.isfinite(g.fix), g.fix, 3.0)
+    status = np.where(fix >= 2, 0, -1)
+    return GpsTrack(g.t_s, g.lat, g.lon, g.alt, g.speed2d, status, f"{p} (GPMF {g.stream})")
+
+
 # format name -> reader(path, video_start_utc) -> GpsTrack: the table of GPS log formats (``gps_format``).
 GPS_READERS: dict[str, Callable[[Path, str | None], GpsTrack]] = {
     "csv": _read_csv,
     "gpx": _read_gpx,
     "gopro-gps5": _read_gopro_gps5,
     "karma": _read_karma,
+    "gopro-mp4": _read_gopro_mp4,
 }
 GPS_FORMATS = tuple(GPS_READERS)
 

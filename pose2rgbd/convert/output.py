@@ -30,10 +30,9 @@ def write_dataset(
 ) -> Path:
     """Pass 2: ``frames`` yields ``(frame_index, rgb, depth|None)`` for kept frames, in order. ``inputs``: the
     files read (the recording; :func:`pose2rgbd.output_guard.check_output` keeps ``out`` away from them)."""
-    from tqdm import tqdm
-
     from pose2rgbd.convert import report
     from pose2rgbd.dataset import DatasetWriter, Manifest
+    from pose2rgbd.progress import bar as progress_bar
 
     wh = cfg.size_wh()
     cam = s.camera if wh is None else s.camera.scaled(*wh)
@@ -50,7 +49,7 @@ def write_dataset(
 
     writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=(s.input_path, *inputs))
     try:
-        bar = tqdm(total=int(plan.keep.sum()), desc="writing frames", unit="frame", disable=not progress)
+        bar = progress_bar(total=int(plan.keep.sum()), desc="writing frames", unit="frame", progress=progress)
         for i, rgb, depth in _prefetch(frames):
             if wh is not None and (rgb.shape[1], rgb.shape[0]) != wh:
                 rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)

@@ -63,31 +63,61 @@ def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray
         cap.release()
 
 
+def resolve_gps_log(video: str | Path, gps_log: str | Path | None, gps_format: str) -> tuple[Path, str]:
+    """``(log path, format)``: without a GPS log, the video itself when it carries GoPro telemetry (GPMF),
+    else a clear error; ``auto`` is detected from the file (:func:`~pose2rgbd.convert.logs.detect_gps_format`)."""
+    from pose2rgbd.convert.logs import detect_gps_format
+
+    vp = Path(video)
+    if gps_log is None:
+        if gps_format not in ("auto", "gopro-mp4"):
+            raise ConfigError(f"--gps-format {gps_format} needs a GPS log file: give it with --gps")
+        from pose2rgbd.convert.gopro import has_gpmf
+
+        if not vp.is_file():
+            raise SyncError(f"{vp}: video file not found")
+        if not has_gpmf(vp):
+            raise SyncError(
+                f"{vp}: no GPS log given (--gps) and the video has no GoPro telemetry (GPMF) track to read one from. "
+                "Give the GPS log with --gps LOG (csv, gpx, GoPro GPS5 csv, karma csv; docs/convert.md). A GoPro "
+                "file loses its telemetry track when an editor re-encodes it: use the file from the camera's card"
+            )
+        return vp, "gopro-mp4"
+    gp = Path(gps_log)
+    return gp, detect_gps_format(gp) if gps_format == "auto" else gps_format
+
+
 def load_video_streams(
     video: str | Path,
-    gps_log: str | Path,
+    gps_log: str | Path | None,
     cfg: ConvertConfig,
     *,
-    gps_format: str = "csv",
+    gps_format: str = "auto",
     attitude: str | Path | None = None,
     attitude_degrees: bool = False,
     video_start_utc: str | None = None,
     progress: bool = True,
 ) -> Streams:
-    """Pass 1 over a video: frame times, flow; the GPS and attitude logs."""
+    """Pass 1 over a video: frame times, flow; the GPS and attitude logs. Without ``gps_log`` the GPS comes
+    from the video's GoPro telemetry track (:mod:`pose2rgbd.convert.gopro`)."""
     vp = Path(video)
     cap = _open(vp)
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     cap.release()
-    track = read_gps_log(gps_log, gps_format, video_start_utc=video_start_utc)
+    gps_path, gps_format = resolve_gps_log(vp, gps_log, gps_format)
+    track = read_gps_log(gps_path, gps_format, video_start_utc=video_start_utc)
+    log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
+    # Assumed pinhole intrinsics from the horizontal FOV (--hfov) and the frame size: used by the pose output
+    # and by the flow statistic 'derotated'.
+    cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
     att = read_attitude_log(attitude, degrees=attitude_degrees) if attitude else None
 
     def frames() -> Iterator[tuple[float, np.ndarray]]:
         for _, t, bgr in read_video_frames(vp):
             yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
 
-    ft, flow = flow_pass(frames(), cfg.sync, n, progress, "flow (pass 1)")
+    ft, flow = flow_pass(frames(), cfg.sync, n, progress, "flow (pass 1)", cam)
     if ft.size == 0:
         raise SyncError(f"{vp}: no frame could be decoded (empty or corrupt video)")
     orient = None
@@ -96,14 +126,13 @@ def load_video_streams(
         def orient(_t: np.ndarray, _enu: np.ndarray, a=att) -> OrientationTrack:
             return attitude_orientation(a.t_s, a.rpy, a.frame)
 
-    cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
     if cfg.mount.source == "tf_static":
         raise ConfigError(
             "mount.source is 'tf_static' but a video has no /tf_static; use auto or config (mount.rpy_deg)"
         )
     return Streams(
         t0_ns=0, frame_t=ft, flow=flow, gps_t=track.t_s, lat=track.lat, lon=track.lon, alt=track.alt,
-        gps_speed=track.speed, gps_status=track.status, gps_source=str(gps_log), camera=cam,
+        gps_speed=track.speed, gps_status=track.status, gps_source=track.source or str(gps_path), camera=cam,
         T_body_cam=cfg.mount.config_matrix(),
         mount_source=cfg.mount.describe_config(), orientation=orient,
         attitude_follows_gps=True, input_kind="video", input_path=str(vp),
@@ -117,18 +146,20 @@ def load_video_streams(
 
 def convert_video(
     video: str | Path,
-    gps_log: str | Path,
+    gps_log: str | Path | None,
     out: str | Path,
     cfg: ConvertConfig | None = None,
     *,
-    gps_format: str = "csv",
+    gps_format: str = "auto",
     attitude: str | Path | None = None,
     attitude_degrees: bool = False,
     video_start_utc: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error)."""
+    """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error).
+
+    ``gps_log`` None: the GPS inside a GoPro MP4 (GPMF); ``gps_format`` 'auto' detects the log's format."""
     inputs = [video, gps_log, attitude]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)  # before the long first pass
     cfg = cfg or ConvertConfig()

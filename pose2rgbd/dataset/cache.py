@@ -19,12 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from pose2rgbd.atomic import make_temp_dir, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.dataset.format import Dataset
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.progress import bar
 
 CACHE_VERSION = 1
 
@@ -83,7 +83,7 @@ def build_cache(
         depth = None
         if ds.has_depth:
             depth = np.lib.format.open_memmap(tmp / "depth.npy", mode="w+", dtype=np.float32, shape=(n, size, size))
-        for i in tqdm(range(n), desc=f"cache {size}x{size}", disable=not progress, unit="frame"):
+        for i in bar(range(n), desc=f"cache {size}x{size}", progress=progress, unit="frame"):
             img = ds.read_rgb(i)
             rgb[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
             if depth is not None:

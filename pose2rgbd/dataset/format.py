@@ -483,10 +483,10 @@ class Dataset:
     def verify_files(self, *, progress: bool = False) -> FileCheck:
         """Read every image and depth map (what :meth:`read_rgb` / :meth:`read_depth` would refuse), collecting
         each bad file with the reason instead of stopping at the first. Costs a full read of the dataset."""
-        from tqdm import tqdm
+        from pose2rgbd.progress import bar
 
         check = FileCheck()
-        for i in tqdm(range(len(self)), desc="checking files", disable=not progress, unit="frame"):
+        for i in bar(range(len(self)), desc="checking files", progress=progress, unit="frame"):
             try:
                 self.read_rgb(i)
             except DatasetError as e:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 
-EVAL_SPLITS = ("random", "route", "all")
+EVAL_SPLITS = ("random", "route", "every-nth", "all")
 
 
 @dataclass
@@ -19,12 +19,15 @@ class EvaluateConfig:
 
     split: str | None = help_field(
         None,
-        "test frames: random | route | all (null: the split the checkpoint was trained with, same seed; "
+        "test frames: random | route | every-nth | all (null: the split the checkpoint was trained with, same seed "
+        "and fractions: its test frames; "
         "all when evaluating on another dataset)",
     )
     baseline: bool = help_field(True, "also evaluate the nearest-pose baseline (needs training frames)")
     rot_weight_m: float | None = help_field(
-        None, "baseline metres per radian of rotation (null: the median scene depth of the training frames)"
+        None,
+        "baseline metres per radian of rotation (null: the median scene depth of the training frames; 10 m/rad "
+        "when the dataset has no depth: give the scene's typical distance then)",
     )
     max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
     grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")
@@ -35,7 +38,7 @@ class EvaluateConfig:
     allow_other_dataset: bool = help_field(
         False, "evaluate on a dataset the checkpoint was not trained on (split all, no baseline)"
     )
-    progress: bool = help_field(True, "show progress bars")
+    progress: bool = help_field(True, "show progress bars (on a terminal only; `pose2rgbd --progress` forces them)")
 
     def __post_init__(self) -> None:
         if self.split is not None and self.split not in EVAL_SPLITS:

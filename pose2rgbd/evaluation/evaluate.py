@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset, build_cache
@@ -25,7 +24,8 @@ from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualita
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
-from pose2rgbd.training.splits import Split, make_split
+from pose2rgbd.progress import bar as progress_bar
+from pose2rgbd.training.splits import Split, split_from_config
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class EvaluationResult:
 
 
 def depth_unit_label(depth_kind: str) -> str:
-    return "m" if depth_kind == "metric" else "units, unscaled"
+    """How depth values are labelled: metres, dataset units (unscaled depth), or '' without depth."""
+    return {"metric": "m", "none": ""}.get(depth_kind, "units, unscaled")
 
 
 def predict(engine: RenderEngine, T_world_cam: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray | None]:
@@ -67,18 +68,12 @@ def _split(cache: TrainingCache, kind: str, train_cfg: dict[str, Any]) -> Split:
     if kind == "all":
         n = len(cache)
         return Split("all", np.zeros(0, np.int64), np.arange(n), f"all {n} frames")
-    return make_split(
-        cache.source_id,
-        cache.stamp_ns,
-        kind,
-        seed=int(train_cfg.get("seed", 0)),
-        val_fraction=float(train_cfg.get("val_fraction", 0.2)),
-    )
+    return split_from_config(cache.source_id, cache.stamp_ns, {**train_cfg, "split": kind})
 
 
 def _route_frames(cache: TrainingCache, split: Split, n_max: int) -> tuple[np.ndarray, str]:
     """Frames of one never-trained route, in time order, at most ``n_max`` (uniform stride)."""
-    test = split.val
+    test = split.test
     sids = cache.source_id[test]
     train_sources = set(np.unique(cache.source_id[split.train]).tolist())
     held = [s for s in np.unique(sids) if s not in train_sources]
@@ -93,31 +88,39 @@ def _route_frames(cache: TrainingCache, split: Split, n_max: int) -> tuple[np.nd
         what = f"held-out route (source {int(sid)}), never trained on"
     else:
         sel = test
-        what = (
-            "held-out time blocks of the recording"
-            if split.kind == "route"
-            else "validation frames (random split: interleaved with training frames)"
-        )
+        what = {
+            "route": "held-out time blocks of the recording",
+            "every-nth": "every N-th frame of the recording (interleaved with training frames)",
+        }.get(split.kind, "test frames (random split: interleaved with training frames)")
     sel = sel[np.argsort(cache.stamp_ns[sel], kind="stable")]
     stride = max(1, math.ceil(len(sel) / max(n_max, 1)))
     return sel[::stride][:n_max], what
 
 
 def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit: str) -> str:
-    """A Markdown table of metric dicts (one row per method)."""
-    head = (
-        f"| method | frames | RGB MAE (px) | PSNR (dB) | SSIM | depth MAE ({depth_unit}) | depth RMSE ({depth_unit}) "
-        "| AbsRel |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
+    """A Markdown table of metric dicts (one row per method). A column no row has a value for (the depth
+    columns of an RGB-only model on a dataset without depth) is left out instead of showing "n/a" throughout."""
+    cols = [
+        ("RGB MAE (px)", "rgb_mae_px", ".2f"),
+        ("PSNR (dB)", "rgb_psnr_db", ".2f"),
+        ("SSIM", "rgb_ssim", ".3f"),
+        (f"depth MAE ({depth_unit})", "depth_mae", ".2f"),
+        (f"depth RMSE ({depth_unit})", "depth_rmse", ".2f"),
+        ("AbsRel", "depth_absrel", ".3f"),
+    ]
+
+    def ok(v: Any) -> bool:
+        return v is not None and math.isfinite(v)
+
+    cols = [c for c in cols if any(ok(m.get(c[1])) for _, m in rows)]
 
     def f(m: dict[str, float], k: str, fmt: str) -> str:
         v = m.get(k)
-        return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+        return format(v, fmt) if ok(v) else "n/a"
 
+    head = "| method | frames | " + " | ".join(c[0] for c in cols) + " |\n|---|---:|" + "---:|" * len(cols) + "\n"
     lines = [
-        f"| {name} | {int(m.get('frames', 0))} | {f(m, 'rgb_mae_px', '.2f')} | {f(m, 'rgb_psnr_db', '.2f')} | "
-        f"{f(m, 'rgb_ssim', '.3f')} | {f(m, 'depth_mae', '.2f')} | {f(m, 'depth_rmse', '.2f')} "
-        f"| {f(m, 'depth_absrel', '.3f')} |"
+        f"| {name} | {int(m.get('frames', 0))} | " + " | ".join(f(m, k, fmt) for _, k, fmt in cols) + " |"
         for name, m in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -138,8 +141,9 @@ def evaluate(
 
     The settings are an :class:`EvaluateConfig` (``config``; default: its defaults), each of which may also be
     given as a keyword (``max_frames=50``, ``baseline=False``, ...; a keyword wins over ``config``), and
-    ``split`` positionally (it wins over both). ``split``: ``random`` | ``route`` | ``all`` (``None``: the split
-    the checkpoint was trained with, same seed, so the test frames are exactly its validation frames). The
+    ``split`` positionally (it wins over both). ``split``: ``random`` | ``route`` | ``every-nth`` | ``all``
+    (``None``: the split the checkpoint was trained with, same seed and fractions, so the test frames are its test
+    frames, never its validation frames, unless it was trained with ``test_fraction`` 0). The
     checkpoint must come from this dataset (fingerprint) unless ``allow_other_dataset`` (then ``split`` defaults
     to ``all`` and there is no baseline). Writes into ``out_dir`` (default ``<checkpoint dir>/eval-<split>``):
     ``metrics.json``, ``metrics.md``, ``grid.png``, ``flythrough.mp4`` (GIF if MP4 cannot be written),
@@ -169,13 +173,19 @@ def evaluate(
             f"evaluated on the {kind} split but trained with the {loaded.train_config.get('split')} split: "
             "test frames may have been seen in training"
         )
-    test = sp.val
+    if kind != "all" and not sp.separate_test:
+        notes.append(
+            "no separate test set (trained with test_fraction 0 or before the three-way split): the test frames are "
+            "the validation frames that selected best.pt, which flatters best.pt"
+        )
+    test = sp.test  # never the validation frames that picked best.pt, unless the run had no test set
     if cfg.max_frames and len(test) > cfg.max_frames:
         test = test[evenly_spaced(len(test), cfg.max_frames)]
     if len(test) == 0:
         raise ConfigError(f"{ds.path}: the {kind} split has no test frames")
     use_baseline = cfg.baseline and len(sp.train) > 0 and not other
-    unit = depth_unit_label(loaded.depth_kind)
+    # no depth anywhere (an RGB-only model on a dataset without depth): no depth unit, no depth columns
+    unit = depth_unit_label(loaded.depth_kind if model.has_depth or cache.depth is not None else "none")
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
 
     nn_base = None
@@ -185,7 +195,7 @@ def evaluate(
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
-    bar = tqdm(total=len(test), desc=f"evaluate {kind}", unit="frame", disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):
         idx = test[s : s + cfg.batch_size]
         order = np.argsort(idx)  # memmap reads in increasing order
@@ -224,8 +234,17 @@ def evaluate(
         "depth_unit": unit,
         "baseline": None
         if nn_base is None
-        else f"nearest training pose, d = |dt| + {nn_base.rot_weight_m:.1f} m/rad * angle",
+        else f"nearest training pose, d = |dt| + {nn_base.rot_weight_m:.1f} m/rad * angle ("
+        + (
+            "--rot-weight"
+            if cfg.rot_weight_m is not None
+            else "the median depth of the training frames"
+            if cache.depth is not None
+            else "the default without depth; set it with --rot-weight"
+        )
+        + ")",
         "notes": notes,
+        "baseline_rot_weight_m": None if nn_base is None else nn_base.rot_weight_m,
     }
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info)
     if write_files:
@@ -284,10 +303,12 @@ def _write_outputs(
     if res.info["baseline"]:
         md += f"Baseline: {res.info['baseline']}.\n"
     far = res.metrics["model"].get("depth_far_fraction")
-    md += "Depth metrics over finite ground-truth pixels only (sky = +inf and invalid = NaN excluded)"
-    if far is not None:
-        md += f", up to the model's depth range maximum {_range(model)[1]:.1f} ({100 * far:.2f} % of pixels beyond it)"
-    md += ".\n"
+    if res.depth_unit:  # nothing to say about depth when there is none
+        md += "Depth metrics over finite ground-truth pixels only (sky = +inf and invalid = NaN excluded)"
+        if far is not None:
+            md += (f", up to the model's depth range maximum {_range(model)[1]:.1f} ({100 * far:.2f} % of pixels "
+                   "beyond it)")  # fmt: skip
+        md += ".\n"
     for n in res.info["notes"]:
         md += f"\nNote: {n}.\n"
     (out / "metrics.md").write_text(md)
@@ -297,6 +318,14 @@ def _write_outputs(
     sel = np.sort(test[evenly_spaced(len(test), grid_rows)])
     pred = predict(engine, cache.T_world_cam[sel])
     gt_depth = None if cache.depth is None else np.asarray(cache.depth[sel])
+    base_rgb = base_depth = None
+    if res.info["baseline"] and len(sp.train):  # the nearest-pose baseline's answer, as a column of the grid
+        w = float(res.info.get("baseline_rot_weight_m") or 10.0)
+        j, _ = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w).query(cache.T_world_cam[sel])
+        base_rgb = np.asarray(cache.rgb[j])
+        if model.has_depth and cache.depth is not None:
+            bd = np.asarray(cache.depth[j])
+            base_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *rng))
     res.files["grid"] = qualitative_grid(
         out / "grid.png",
         np.asarray(cache.rgb[sel]),
@@ -308,6 +337,8 @@ def _write_outputs(
         depth_unit=res.depth_unit,
         title=f"{label} -- {res.info['split']}",
         row_labels=[f"frame {int(i)}" for i in sel],
+        baseline_rgb=base_rgb,
+        baseline_depth=base_depth,
     )
     route, what = _route_frames(cache, sp, fly_frames)
     frames: list[np.ndarray] = []

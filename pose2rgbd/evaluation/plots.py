@@ -32,8 +32,13 @@ def qualitative_grid(
     depth_unit: str = "m",
     title: str = "",
     row_labels: Sequence[str] = (),
+    baseline_rgb: np.ndarray | None = None,
+    baseline_depth: np.ndarray | None = None,
 ) -> Path:
-    """Paper Fig. 6: columns GT RGB | predicted RGB | GT depth | predicted depth | confidence, one row per frame.
+    """Paper Fig. 6, one row per frame: GT RGB | predicted RGB | baseline RGB | GT depth | predicted depth |
+    baseline depth | confidence. A column with nothing to show (no depth in an RGB-only evaluation, no slices,
+    no baseline) is left out; ``baseline_*`` are the nearest-pose baseline's answers (the training frame it
+    returns).
 
     Confidence = sum of slice probabilities shown in [0, 2]: black = no slice fired, grey (1) = exactly one
     slice (the ideal), white = several slices."""
@@ -43,28 +48,31 @@ def qualitative_grid(
     import matplotlib.pyplot as plt
 
     n = len(gt_rgb)
-    cols = ["GT RGB", "predicted RGB", f"GT depth ({depth_unit})", f"predicted depth ({depth_unit})", "confidence"]
-    fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.5 * n + 0.6), squeeze=False)
     lo, hi = depth_range
+    unit = f" ({depth_unit})" if depth_unit else ""
+
+    def depth(a: np.ndarray | None) -> list[np.ndarray] | None:
+        return None if a is None else [colorize_depth(a[i], lo, hi) for i in range(n)]
+
+    columns = [
+        ("GT RGB", list(gt_rgb)),
+        ("predicted RGB", None if pred_rgb is None else list(pred_rgb)),
+        ("nearest-pose baseline RGB", None if baseline_rgb is None else list(baseline_rgb)),
+        (f"GT depth{unit}", depth(gt_depth)),
+        (f"predicted depth{unit}", depth(pred_depth)),
+        (f"baseline depth{unit}", depth(baseline_depth)),
+        ("confidence", None if confidence is None else [_gray(confidence[i], 2.0) for i in range(n)]),
+    ]
+    shown = [(t, c) for t, c in columns if c is not None]
+    fig, axes = plt.subplots(n, len(shown), figsize=(2.5 * len(shown), 2.5 * n + 0.6), squeeze=False)
     for i in range(n):
-        cells = [
-            gt_rgb[i],
-            None if pred_rgb is None else pred_rgb[i],
-            None if gt_depth is None else colorize_depth(gt_depth[i], lo, hi),
-            None if pred_depth is None else colorize_depth(pred_depth[i], lo, hi),
-            None if confidence is None else _gray(confidence[i], 2.0),
-        ]
-        for j, img in enumerate(cells):
+        for j, (name, cells) in enumerate(shown):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
-            if img is None:
-                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="0.4")
-                ax.set_facecolor("0.95")
-            else:
-                ax.imshow(img, interpolation="nearest")
+            ax.imshow(cells[i], interpolation="nearest")
             if i == 0:
-                ax.set_title(cols[j], fontsize=9)
+                ax.set_title(name, fontsize=9)
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=8)
     if title:

@@ -75,8 +75,8 @@ def render_trajectory(
     ends at the 99th percentile of the first depth image.
     """
     import cv2
-    from tqdm import tqdm
 
+    from pose2rgbd.progress import bar
     from pose2rgbd.viz import colorize_depth
 
     out = Path(out)
@@ -92,7 +92,7 @@ def render_trajectory(
     writer = None
     n = 0
     try:
-        for s in tqdm(range(0, len(T), batch), desc="render", unit="batch", disable=not progress):
+        for s in bar(range(0, len(T), batch), desc="render", unit="batch", progress=progress):
             res = engine.render(T[s : s + batch])
             for i in range(len(res)):
                 k = s + i

@@ -107,13 +107,13 @@ def run_table4(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure every (preset, batch); returns one dict per measurement (see module docstring)."""
-    from tqdm import tqdm
+    from pose2rgbd.progress import bar
 
     rows = []
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     jobs = [(p, b) for p in presets for b in batches]
-    for p, b in tqdm(jobs, desc="table 4", disable=not progress, leave=False):
+    for p, b in bar(jobs, desc="table 4", progress=progress, leave=False):
         cmd = [sys.executable, "-c", _CHILD, p, str(size), str(b), str(min_seconds), str(min_runs), str(threads)]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if r.returncode != 0:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
@@ -30,6 +29,7 @@ from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
 from pose2rgbd.output_guard import BAG, DATASET, check_not_foreign_dir, check_output, note_kept
+from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _run_node_bag(
 
             deadlines: list[int | None] = [None] * len(timers)
             total = sum(reader.topics[t].count for t in wanted)
-            for m in tqdm(reader.messages(wanted), total=total, disable=not progress, desc=spec.name, unit="msg"):
+            for m in bar(reader.messages(wanted), total=total, progress=progress, desc=spec.name, unit="msg"):
                 now = m.stamp_ns
                 pacer(now)
                 for k, (fn, period) in enumerate(timers):

@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
 from pose2rgbd.config import to_dict
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
 from pose2rgbd.output_guard import FILE, VIDEO, check_output
+from pose2rgbd.progress import bar
 from pose2rgbd.sim.config import SimConfig
 from pose2rgbd.sim.flight import FlightPlan, Trajectory
 from pose2rgbd.sim.render import Renderer
@@ -171,7 +171,7 @@ def _route_index(route: str) -> int:
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
-    return tqdm(total=total, desc=desc, unit="frame", disable=not progress, leave=False)
+    return bar(total=total, desc=desc, unit="frame", progress=progress, leave=False)
 
 
 # ---------------------------------------------------------------- dataset

@@ -110,7 +110,10 @@ class FlowMagnitude:
         if stat == "auto":
             stat = "mean"
         if stat == "derotated" and camera is None:
-            raise ConfigError("flow.statistic 'derotated' needs the camera intrinsics")
+            raise ConfigError(
+                "flow.statistic 'derotated' needs the camera intrinsics: a bag's CameraInfo topic, or for a video "
+                "the assumed horizontal field of view (--hfov) and the frame size"
+            )
         self.statistic = stat
         self._basis: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self.last_mid_t = float("nan")

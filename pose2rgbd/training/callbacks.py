@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES
+from pose2rgbd.progress import bar
 from pose2rgbd.training.trainer import Callback
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ class ProgressBar(Callback):
         import math
 
         n = math.ceil(len(trainer.train_set) / trainer.cfg.batch_size)  # type: ignore[arg-type]
-        self._bar = tqdm(
+        self._bar = bar(
             total=n, desc=f"{self.desc} epoch {trainer.epoch + 1}/{trainer.cfg.epochs}", unit="step", leave=False
         )
 

@@ -24,7 +24,7 @@ from pose2rgbd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("random", "route")
+SPLITS = ("random", "route", "every-nth")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -101,8 +101,21 @@ class TrainConfig:
         "mixed precision: auto (bf16 on CUDA GPUs that support it, else fp32; on CPU bf16 only with native bf16 "
         "instructions) | bf16 | off (fp32). Training never uses fp16 (it would need loss scaling)",
     )
-    split: str = help_field("random", "train/validation split: random (paper, 80/20) | route (held-out routes)")
-    val_fraction: float = help_field(0.2, "validation share of the random split / of the blocks of a one-route set")
+    split: str = help_field(
+        "random",
+        "train/validation/test split: random (shuffled frames) | route (held-out routes, or held-out time blocks "
+        "of a single recording) | every-nth (every N-th frame in time tests, the one halfway between validates; "
+        "N = every_nth). Saved with the run in split.json (docs/training.md)",
+    )
+    val_fraction: float = help_field(
+        0.1, "validation share of the random split / of the blocks of a one-route set (selects best.pt)"
+    )
+    test_fraction: float = help_field(
+        0.1,
+        "test share of the random split / of the blocks of a one-route set, never used in training or to pick "
+        "best.pt; 0: no separate test set, the validation frames are the test frames (the paper's 80/20)",
+    )
+    every_nth: int = help_field(10, "split every-nth: every N-th frame (in time order) is a test frame")
     val_every: int = help_field(1, "validate every N epochs (0: never)")
     recalibrate_bn: bool = help_field(
         True, "recompute BatchNorm statistics for the current weights before validating and at the end (precise BN)"
@@ -137,6 +150,16 @@ class TrainConfig:
             raise ConfigError(f"train.split {self.split!r} is not one of {list(SPLITS)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("train.val_fraction must be in (0, 1)")
+        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"train.test_fraction must be in [0, 1) and leave training frames (val_fraction + test_fraction < 1); "
+                f"got val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
+            )
+        if self.every_nth < (3 if self.test_fraction > 0 else 2):
+            raise ConfigError(
+                f"train.every_nth must be >= 3 (>= 2 with test_fraction 0), got {self.every_nth}: every N-th frame "
+                "tests and the one halfway between validates"
+            )
 
     def global_optimizer_settings(self) -> dict[str, Any]:
         """The globals as ``OptimizerConfig`` keys (a global ``adam`` had and has no weight decay)."""

@@ -35,14 +35,14 @@ from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
-from pose2rgbd.training.splits import Split, make_split
+from pose2rgbd.training.splits import Split, make_split, split_from_config
 from pose2rgbd.training.trainer import Callback, Trainer
 
 log = logging.getLogger(__name__)
 
 # Train-config fields that must not change when resuming (they define the data the model saw). Every model-config
 # key is fixed on resume as well (see _check_resume), method-owned data settings included.
-_RESUME_FIXED = ("split", "seed", "val_fraction")
+_RESUME_FIXED = ("split", "seed", "val_fraction", "test_fraction", "every_nth")
 
 
 @dataclass
@@ -60,6 +60,7 @@ class TrainResult:
     log_csv: Path
     final_val: dict[str, float]
     method: str  # the model kind trained
+    best_val: dict[str, float] = field(default_factory=dict)  # the validation that best.pt was saved with
 
 
 @dataclass
@@ -91,13 +92,22 @@ class TrainingSetup:
     extra: dict[str, Any] = field(default_factory=dict)  # plain values saved in each checkpoint's ``extra``
 
 
-def split_for(cache_or_ds: Any, kind: str, seed: int, val_fraction: float) -> Split:
-    """The split of a :class:`TrainingCache` (or :class:`Dataset`) as training makes it."""
-    if hasattr(cache_or_ds, "frames"):
-        return make_split(
-            cache_or_ds.frames.source_id, cache_or_ds.frames.stamp_ns, kind, seed=seed, val_fraction=val_fraction
-        )
-    return make_split(cache_or_ds.source_id, cache_or_ds.stamp_ns, kind, seed=seed, val_fraction=val_fraction)
+def split_for(
+    cache_or_ds: Any,
+    kind: str | TrainConfig,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    *,
+    test_fraction: float = 0.0,
+    every_nth: int = 10,
+) -> Split:
+    """The split of a :class:`TrainingCache` (or :class:`Dataset`) as training makes it: ``split_for(cache, tc)``
+    with the run's :class:`TrainConfig` (what the built-in recipes do), or the split settings one by one."""
+    src = cache_or_ds.frames if hasattr(cache_or_ds, "frames") else cache_or_ds
+    if isinstance(kind, TrainConfig):
+        return split_from_config(src.source_id, src.stamp_ns, kind)
+    return make_split(src.source_id, src.stamp_ns, kind, seed=seed, val_fraction=val_fraction,
+                      test_fraction=test_fraction, every_nth=every_nth)  # fmt: skip
 
 
 def check_dataset_for(family: ModelFamily, ds: Dataset) -> None:
@@ -171,7 +181,13 @@ def train(
         )
     )
     split = setup.split
-    log.info("split: %s -> %d train / %d val frames", split.description, len(split.train), len(split.val))
+    log.info("split: %s -> %d train / %d val / %d test frames", split.description, len(split.train), len(split.val),
+             len(split.test))  # fmt: skip
+    if not split.separate_test:
+        log.warning(
+            "no separate test set (train.test_fraction 0 or a two-way recipe): best.pt is selected on the frames "
+            "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"
+        )
     train_dict = cfgmod.to_dict(tc)
     aside = _move_aside(out, earlier) if earlier else None
     try:
@@ -205,7 +221,12 @@ def _fit(
     )
     (out / "split.json").write_text(json.dumps(split.to_dict()))
 
+    best_val: dict[str, float] = {}
+
     def save(trainer: Trainer, path: Path) -> None:
+        if path.name == "best.pt":
+            best_val.clear()
+            best_val.update(trainer.last_val)
         save_checkpoint(
             path,
             trainer.model,
@@ -259,7 +280,16 @@ def _fit(
         log_csv=out / "log.csv",
         final_val=dict(trainer.last_val),
         method=family.kind,
+        best_val=dict(best_val) if best_val or best is None else _saved_val(best),
     )
+
+
+def _saved_val(path: Path) -> dict[str, float]:
+    """The validation a checkpoint was saved with (a resumed run whose best.pt was not beaten)."""
+    try:
+        return {str(k): float(v) for k, v in (load_checkpoint(path).extra.get("val") or {}).items()}
+    except (CheckpointError, OSError, ValueError, TypeError):
+        return {}
 
 
 # What a training run writes into its folder (train() docstring).
@@ -376,6 +406,8 @@ def recalibrate_checkpoint(
         split=str(tc.get("split", "random")),
         seed=int(tc.get("seed", 0)),
         val_fraction=float(tc.get("val_fraction", 0.2)),
+        test_fraction=float(tc.get("test_fraction", 0.0)),  # a run from before the three-way split: two-way
+        every_nth=int(tc.get("every_nth", 10)),
         progress=False,
     )
     setup: TrainingSetup = ck.family.load_recipe()(

@@ -64,7 +64,10 @@ class Pose2RGBDConfig:
         if not 0.0 < self.depth_max_percentile <= 100.0:
             raise ConfigError(f"model.depth_max_percentile {self.depth_max_percentile} must be in (0, 100]")
         if self.is_slice and self.outputs == "rgb":
-            raise ConfigError("slice presets predict depth slices: outputs must be 'depth' or 'rgbd'")
+            raise ConfigError(
+                f"preset {self.preset} predicts depth slices: outputs must be 'depth' or 'rgbd'; for an RGB-only "
+                "model use --outputs rgb --preset base"
+            )
 
     @staticmethod
     def n_upsamplings(size: int) -> int:

@@ -31,11 +31,14 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     if not isinstance(mc, Pose2RGBDConfig):
         raise ConfigError(f"pose2rgbd training needs a Pose2RGBDConfig, got {type(mc).__name__}")
     if mc.has_depth and not ds.has_depth:
-        raise ConfigError(f"{ds.path}: the dataset has no depth; train with outputs 'rgb'")
+        raise ConfigError(
+            f"{ds.path}: the dataset has no depth (depth kind {ds.manifest.depth_kind!r}): train an RGB-only model "
+            f"with --outputs rgb --preset base (model.outputs rgb, model.preset base; slice presets predict depth)"
+        )
     if ds.manifest.depth_kind == "unscaled":
         log.info("depth is unscaled: depth errors are in dataset units, not metres")
     cache = build_cache(ds, mc.size, cache_root=ctx.cache_root, progress=ctx.progress)
-    split = split_for(cache, tc.split, tc.seed, tc.val_fraction)
+    split = split_for(cache, tc)
     if ctx.model is not None:
         if not isinstance(ctx.model, Pose2RGBDNet):
             raise ConfigError(f"pose2rgbd training got a {type(ctx.model).__name__} model to continue")

@@ -1,0 +1,71 @@
+"""Progress bars only on a terminal: a bar drawn to a redirected stream fails these tests."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pose2rgbd import progress
+from pose2rgbd.progress import bar, bar_enabled
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _drawn(text: str) -> bool:
+    return "%|" in text or "it/s" in text or "frame/s" in text or "step/s" in text
+
+
+@pytest.fixture(autouse=True)
+def _not_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(progress.FORCE_ENV, raising=False)
+    monkeypatch.setattr(progress, "_forced", False)
+
+
+def test_bar_only_on_a_terminal_or_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    tty, pipe = _Tty(), io.StringIO()
+    for _ in bar(range(3), desc="x", file=tty, mininterval=0):
+        pass
+    assert _drawn(tty.getvalue())  # the check below can fail: a terminal does get a bar
+    for _ in bar(range(3), desc="x", file=pipe, mininterval=0):
+        pass
+    assert pipe.getvalue() == ""
+    assert not bar_enabled(False, tty)
+    monkeypatch.setenv(progress.FORCE_ENV, "1")
+    assert bar_enabled(True, pipe) and not bar_enabled(False, pipe)
+    monkeypatch.delenv(progress.FORCE_ENV)
+    progress.force_progress()
+    assert bar_enabled(True, pipe)
+
+
+def test_call_sites_draw_nothing_to_a_redirected_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """The long loops, called with progress=True (the default of every command), against a non-TTY stderr."""
+    from pose2rgbd.convert.core import flow_pass
+    from pose2rgbd.sync.estimator import SyncConfig
+    from pose2rgbd.training.callbacks import ProgressBar
+
+    rng = np.random.default_rng(0)
+    frames = ((i / 10, rng.integers(0, 255, (24, 32), np.uint8)) for i in range(6))
+    flow_pass(frames, SyncConfig(), 6, True, "flow")
+    pb = ProgressBar("t")
+    trainer = SimpleNamespace(train_set=list(range(8)), cfg=SimpleNamespace(batch_size=2, epochs=1), epoch=0,
+                              last_val={})  # fmt: skip
+    pb.on_epoch_start(trainer)  # type: ignore[arg-type]
+    for _ in range(4):
+        pb.on_step_end(trainer, {"loss": 1.0})  # type: ignore[arg-type]
+    pb.on_epoch_end(trainer)  # type: ignore[arg-type]
+    cap = capsys.readouterr()
+    assert not _drawn(cap.err) and not _drawn(cap.out), cap.err[:200]
+
+
+def test_cli_progress_flag_forces_bars(capsys: pytest.CaptureFixture[str]) -> None:
+    from pose2rgbd.cli.main import main
+
+    assert main([]) == 0 and not bar_enabled(True, io.StringIO())
+    assert main(["--progress"]) == 0  # no command: help, but the flag is applied first
+    assert bar_enabled(True, io.StringIO())

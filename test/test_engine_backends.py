@@ -110,8 +110,11 @@ def test_backend_file_and_precision_mismatches(exported: dict) -> None:
     ck, onnx_path = exported["base"]
     with pytest.raises(ConfigError, match=r"engine.backend torch cannot run .*\(an exported ONNX file\)"):
         RenderEngine.from_config(_cfg(onnx_path, backend="torch"))
-    with pytest.raises(ConfigError, match=r"needs an exported \.onnx file.*pose2rgbd export --checkpoint"):
-        RenderEngine.from_config(_cfg(ck, backend="onnxruntime"))
+    on_the_fly = RenderEngine.from_config(_cfg(ck, backend="onnxruntime"))  # a .pt exported at start
+    assert on_the_fly.backend.name == "onnxruntime"
+    T = _poses()
+    a, b = on_the_fly.render(T), RenderEngine.from_config(_cfg(onnx_path)).render(T)
+    assert a.depth is not None and b.depth is not None and np.abs(a.depth - b.depth).max() <= DEPTH_TOL_M
     with pytest.raises(ConfigError, match="onnxruntime backend runs the exported fp32 graph"):
         RenderEngine.from_config(_cfg(onnx_path, precision="bf16"))
     with pytest.raises(CheckpointError, match="output size is 64, expected 128"):
@@ -166,3 +169,18 @@ def test_bf16_without_native_support_is_warned_about_or_refused(monkeypatch, cap
     with caplog.at_level(logging.WARNING):
         RenderEngine(EngineConfig(warmup=0, device="cpu", precision="bf16", slow_precision="refuse"), ck)
     assert not any("native bf16" in r.message for r in caplog.records)
+
+
+def test_large_requests_are_split_into_max_batch_chunks() -> None:
+    ck = make_ground_plane_checkpoint(32)
+    T = np.stack([look_down_pose(float(i), 0.0, 10.0 + i) for i in range(5)])
+    whole = RenderEngine(EngineConfig(warmup=0, device="cpu", max_batch=64), ck)
+    split = RenderEngine(EngineConfig(warmup=0, device="cpu", max_batch=2), ck)
+    a, b = whole.render(T), split.render(T)
+    assert whole.stats["renders"] == 1 and split.stats["renders"] == 3 and split.stats["frames"] == 5
+    for k in ("rgb", "depth", "confidence"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    auto = RenderEngine(EngineConfig(warmup=0, device="cpu"), ck)  # CPU auto: 512x512 pixels per call
+    assert auto.max_batch == 256 and RenderEngine(
+        EngineConfig(warmup=0), make_ground_plane_checkpoint(512)
+    ).max_batch in (1, 1 << 30)

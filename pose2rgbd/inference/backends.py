@@ -3,7 +3,8 @@
 * :class:`TorchBackend`: the checkpoint's torch module, prepared for inference (device, precision autocast,
   BatchNorm folding, channels-last: :func:`pose2rgbd.inference.common.prepare_serving`);
 * :class:`OnnxRuntimeBackend`: an exported ``.onnx`` file (``pose2rgbd export``) in an ONNX Runtime session
-  (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on.
+  (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on. A ``.pt`` checkpoint
+  with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch).
 
 Both are called with the network input tensor the model's transforms make and return ``{name: tensor}`` of the
 serving outputs, so the engines' transforms (pose -> input, outputs -> arrays) are the same code for both.
@@ -58,6 +59,14 @@ class TorchBackend:
             return self.model(x)  # type: ignore[no-any-return]
 
 
+def _check_fp32(cfg: EngineConfig) -> None:
+    if cfg.precision not in ("auto", "fp32"):
+        raise ConfigError(
+            f"engine.precision {cfg.precision}: the onnxruntime backend runs the exported fp32 graph; use "
+            "precision auto or fp32 (or the torch backend for bf16 / fp16 autocast)"
+        )
+
+
 class OnnxRuntimeBackend:
     """An exported file in an ONNX Runtime session (fp32). ``threads`` > 0 sets the intra-op threads."""
 
@@ -71,11 +80,7 @@ class OnnxRuntimeBackend:
 
         self._torch = torch
         self.device = resolve_device(cfg.device)
-        if cfg.precision not in ("auto", "fp32"):
-            raise ConfigError(
-                f"engine.precision {cfg.precision}: the onnxruntime backend runs the exported fp32 graph; use "
-                "precision auto or fp32 (or the torch backend for bf16 / fp16 autocast)"
-            )
+        _check_fp32(cfg)
         self.precision = "fp32"
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -118,13 +123,25 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
             raise ConfigError(f"{loaded.where}: an exported ONNX model is served by engine.backend onnxruntime")
         tb = TorchBackend(cfg, loaded.model)
         return tb, tb.model
+    _check_fp32(cfg)
     meta = loaded.extra.get("onnx")
-    if meta is None or loaded.path is None:
-        raise ConfigError(
-            f"{loaded.where}: engine.backend onnxruntime needs an exported .onnx file (`pose2rgbd export`)"
-        )
-    ob = OnnxRuntimeBackend(cfg, loaded.path, list(meta["outputs"]), str(meta["input"]["name"]))
-    return ob, loaded.model
+    if meta is not None and loaded.path is not None:
+        ob = OnnxRuntimeBackend(cfg, loaded.path, list(meta["outputs"]), str(meta["input"]["name"]))
+        return ob, loaded.model
+    # a torch checkpoint served by ONNX Runtime: exported (and checked against torch) at start, in a temporary
+    # folder that ONNX Runtime has read once the session exists
+    import tempfile
+
+    import torch
+
+    from pose2rgbd.models.export import INPUT_NAME, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="pose2rgbd-onnx-") as d:
+        rep = export_onnx(loaded, Path(d) / "model.onnx", exporter="torchscript", check_batch=2)
+        log.info("exported %s to ONNX at start (max abs error %s)", loaded.where, rep.max_abs_error)
+        ob = OnnxRuntimeBackend(cfg, rep.path, list(rep.outputs), INPUT_NAME)
+    model = loaded.model.to(torch.device("cpu")).eval()  # its transforms (inputs go to ONNX Runtime as numpy)
+    return ob, model
 
 
 __all__ = [

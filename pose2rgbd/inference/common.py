@@ -29,7 +29,8 @@ class EngineConfig:
     )
     backend: str = help_field(
         "auto",
-        "what runs the network: auto (onnxruntime for a .onnx checkpoint, else torch), torch, onnxruntime",
+        "what runs the network: auto (onnxruntime for a .onnx checkpoint, else torch), torch, onnxruntime (a .pt "
+        "checkpoint is exported to ONNX at start, checked against torch; faster on CPU, see docs/serving.md)",
     )
     device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: str = help_field(
@@ -43,6 +44,13 @@ class EngineConfig:
     fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
     channels_last: bool = help_field(
         True, "run plain (non-transposed) convolutions in channels-last layout (faster with oneDNN / tensor cores)"
+    )
+    max_batch: int = ranged_field(
+        0,
+        "most frames per network call; a larger request is split (0: auto -- on CPU as many frames as fit in "
+        "512x512 output pixels, since larger batches are slower per frame there (memory-bound); unlimited on GPU)",
+        0,
+        4096,
     )
     slow_precision: str = help_field(
         "warn",
@@ -93,11 +101,6 @@ def resolve_backend(cfg: EngineConfig) -> str:
         raise ConfigError(
             f"engine.backend torch cannot run {cfg.checkpoint} (an exported ONNX file): use engine.backend "
             "onnxruntime (or auto), or give the .pt checkpoint it was exported from"
-        )
-    if name == "onnxruntime" and cfg.checkpoint and not onnx_file:
-        raise ConfigError(
-            f"engine.backend onnxruntime needs an exported .onnx file, not {cfg.checkpoint}: run "
-            f"`pose2rgbd export --checkpoint {cfg.checkpoint} --format onnx --out MODEL.onnx` and serve MODEL.onnx"
         )
     return name
 

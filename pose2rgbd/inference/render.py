@@ -247,6 +247,27 @@ class RenderEngine:
         out = {k: (v.float() if hasattr(v, "float") else v) for k, v in out.items()}
         return self.model.outputs_to_arrays(out)
 
+    @property
+    def max_batch(self) -> int:
+        """Most frames per network call (``engine.max_batch``; 0: auto, see :class:`EngineConfig`)."""
+        if self.cfg.max_batch > 0:
+            return int(self.cfg.max_batch)
+        if self.device.type != "cpu":
+            return 1 << 30
+        h, w = self.model.image_hw
+        return max(1, (512 * 512) // max(1, h * w))
+
+    def _forward_chunked(self, x: Any) -> tuple[dict[str, np.ndarray | None], int]:
+        """The arrays for input ``x`` in chunks of :attr:`max_batch` frames, and the number of network calls."""
+        n, step = len(x), self.max_batch
+        if n <= step:
+            return self._forward(x), 1
+        parts = [self._forward(x[i : i + step]) for i in range(0, n, step)]
+        out: dict[str, np.ndarray | None] = {}
+        for k in parts[0]:
+            out[k] = None if parts[0][k] is None else np.concatenate([p[k] for p in parts], axis=0)  # type: ignore[misc]
+        return out, len(parts)
+
     def _render(self, T: np.ndarray, *, inline: bool) -> RenderResult:
         t0 = time.perf_counter()
         x, oob = self._encode(T)
@@ -255,14 +276,14 @@ class RenderEngine:
                 self._inline_waiting += 1
         try:
             with self._forward_lock:
-                arrays = self._forward(x)
+                arrays, calls = self._forward_chunked(x)
         finally:
             if inline:
                 with self._lock:
                     self._inline_waiting -= 1
                     self._wake.notify_all()
         with self._lock:
-            self.stats["renders"] += 1
+            self.stats["renders"] += calls
             self.stats["frames"] += len(T)
             self.stats["inline_frames" if inline else "ahead_frames"] += len(T)
         return RenderResult(

@@ -141,6 +141,7 @@ def test_lookahead_miss_renders_one_pose_and_predictions_come_from_the_cache() -
     assert eng.stats["renders"] - before["renders"] >= 1
     assert eng.wait_lookahead()
     assert eng.stats["ahead_frames"] == 3  # ... and the 3 predictions in the background
+    assert eng._worker is not None and eng._worker.is_alive()
     hits = []
     for k in (2, 3, 4):  # the predicted poses are served from the cache, no inline render
         hits.append(eng.render_lookahead(look_down_pose(float(k), 0.0, 20.0), k * period))
@@ -150,6 +151,11 @@ def test_lookahead_miss_renders_one_pose_and_predictions_come_from_the_cache() -
     assert eng.stats["ahead_frames"] == 3 + 3  # the window moved on by one frame per request
     for k, hit in zip((2, 3, 4), hits, strict=True):
         np.testing.assert_array_equal(hit.depth, eng.render(look_down_pose(float(k), 0.0, 20.0)).depth)
+    worker = eng._worker
+    eng.close()  # also run at interpreter exit: the thread leaves after its frame
+    assert worker is not None and not worker.is_alive()
+    late = eng.render_lookahead(look_down_pose(9.0, 0.0, 20.0), 9 * period)  # still serves, inline only
+    assert not late.from_cache[0] and eng.wait_lookahead(0.1) and eng._worker is None
 
 
 def test_bf16_without_native_support_is_warned_about_or_refused(monkeypatch, caplog) -> None:

@@ -27,9 +27,11 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +143,17 @@ def _not_a_renderer(loaded: LoadedCheckpoint) -> str:
     )
 
 
+_ENGINES: weakref.WeakSet[RenderEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_lookahead_threads() -> None:
+    """At interpreter exit: let every look-ahead thread finish its frame and leave (a daemon thread killed inside
+    a native kernel aborts the process)."""
+    for eng in list(_ENGINES):
+        eng.close()
+
+
 @dataclass(eq=False)
 class _Ahead:
     """One look-ahead frame: a predicted pose, and its render once the background thread has made it."""
@@ -191,6 +204,7 @@ class RenderEngine:
         self._forward_lock = threading.Lock()  # one network call at a time (requests go first)
         self._inline_waiting = 0  # requests waiting for the network: the look-ahead thread lets them go first
         self._worker: threading.Thread | None = None
+        self._closed = False
         self._in_flight: _Ahead | None = None
         self._history: list[tuple[int, np.ndarray]] = []  # last two (stamp_ns, T) seen by render_lookahead
         self._ahead: list[_Ahead] = []  # the current pose's frame and the predicted ones, nearest first
@@ -202,6 +216,7 @@ class RenderEngine:
             "cache_hits": 0,
             "cache_misses": 0,
         }
+        _ENGINES.add(self)
         if self.depth_kind != "metric" and self.has_depth:
             log.warning("checkpoint depth kind is %r: published depth is not in metres", self.depth_kind)
         log.info(
@@ -359,6 +374,8 @@ class RenderEngine:
         """The look-ahead list for a request at ``stamp_ns``: the request's own frame (when it was rendered
         now) and the next ``lookahead`` predicted poses; entries of the old list that are within tolerance of a
         prediction are kept (finished or not), the others are dropped, new predictions are queued."""
+        if self._closed:
+            return
         period_ns = round(1e9 / self.lookahead_rate_hz)
         stamps = stamp_ns + period_ns * np.arange(1, self.cfg.lookahead + 1, dtype=np.int64)
         if len(self._history) == 2:
@@ -398,13 +415,25 @@ class RenderEngine:
             self._ensure_worker()
             self._wake.notify_all()
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the look-ahead thread (after the frame it is rendering); later requests render inline only."""
+        with self._lock:
+            self._closed = True
+            self._drop_ahead()
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout_s)
+
     def _ensure_worker(self) -> None:
+        if self._closed:
+            return
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._work, name="pose2rgbd-lookahead", daemon=True)
             self._worker.start()
 
     def _next_job(self) -> _Ahead | None:
-        if self._inline_waiting:
+        if self._inline_waiting or self._closed:
             return None
         return next((e for e in self._ahead if e.result is None and not e.cancelled), None)
 
@@ -416,7 +445,7 @@ class RenderEngine:
                 job = self._next_job()
                 while job is None:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or self._closed:
                         self._worker = None
                         return
                     self._wake.wait(left)

@@ -14,6 +14,8 @@ from the reference path (``torch-ref``: the plain eval-mode module, the test ora
 * ``torch-engine``: what the torch backend of the engine runs (BatchNorm folded, plain convolutions
   channels-last: :func:`pose2rgbd.models.device.prepare_for_inference`);
 * ``torch-contig``: BatchNorm folded, everything contiguous (NCHW);
+* ``torch-cl-all``: BatchNorm folded, transposed convolutions channels-last too (no layout copies between them
+  and the 3x3 convolutions);
 * ``torch-jit``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusion);
 * ``ort``: the exported ONNX graph in ONNX Runtime, graph optimizations on (the engine's onnxruntime backend);
 * ``ort-int8``: that graph quantized to int8 by ONNX Runtime (static, QDQ, per-channel weights, calibrated on
@@ -43,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64": "Slice-64"}
-PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-jit", "ort", "ort-int8")
+PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-cl-all", "torch-jit", "ort", "ort-int8")
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 
 
@@ -139,6 +141,17 @@ def make_runner(path: str, model: Any, tmp: Path, batch: int) -> Any:
                 return m(x)["depth"].contiguous().numpy()
 
         return prepared
+    if path == "torch-cl-all":
+        m = prepare_for_inference(model, torch.device("cpu"), fuse_bn=True, channels_last=True)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.ConvTranspose2d):
+                mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+        def cl_all(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return m(x)["depth"].contiguous().numpy()
+
+        return cl_all
     if path == "torch-jit":
         m = copy.deepcopy(model).eval()
         fold_batchnorm(m)

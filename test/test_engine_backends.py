@@ -190,3 +190,36 @@ def test_large_requests_are_split_into_max_batch_chunks() -> None:
     assert auto.max_batch == 256 and RenderEngine(
         EngineConfig(warmup=0), make_ground_plane_checkpoint(512)
     ).max_batch in (1, 1 << 30)
+
+
+def test_optimized_torch_paths_match_the_reference(exported: dict) -> None:
+    """The reference (the checkpoint's plain eval-mode module) is the oracle of every optimized torch path:
+    BatchNorm folded, channels-last 3x3 convolutions, transposed convolutions in either layout (auto: timed)."""
+    import torch
+    from torch import nn
+
+    from pose2rgbd.models.export import example_input
+
+    ck = exported["slice10"][0]
+    ref_model = load_checkpoint(ck).model.eval()
+    x = example_input(ref_model, 3, seed=5)
+    with torch.inference_mode():
+        ref = ref_model(x)
+    for tcl in ("off", "on", "auto"):
+        eng = RenderEngine.from_config(_cfg(ck, precision="fp32", transposed_channels_last=tcl, warmup=0))
+        out = eng.backend(x)
+        for k in ("rgb", "depth", "confidence"):
+            assert float((out[k].float() - ref[k]).abs().max()) <= 1e-5, (tcl, k)
+        cl = [
+            m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+            for m in eng.backend.model.modules()
+            if type(m) is nn.ConvTranspose2d
+        ]
+        if tcl == "on":
+            assert all(cl)
+        elif tcl == "off":
+            assert not any(cl)
+        else:
+            assert all(cl) or not any(cl)
+    with pytest.raises(ConfigError, match="transposed_channels_last"):
+        EngineConfig(transposed_channels_last="maybe")

@@ -57,6 +57,11 @@ class EngineConfig:
         "a precision this hardware cannot run fast (bf16 on a CPU without AVX512-BF16 / AMX, where it is emulated "
         "and several times slower): warn (log a warning at start) or refuse (a configuration error)",
     )
+    transposed_channels_last: str = help_field(
+        "auto",
+        "transposed convolutions in channels-last too (with channels_last): auto (CPU: time both layouts at start, "
+        "keep the faster; GPU: off), on, off -- which is faster depends on the CPU (docs/serving.md)",
+    )
     warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
     lookahead: int = ranged_field(
         0, "extra future poses rendered per batch by look-ahead (0: off), spaced at the render node's rate_hz", 0, 64
@@ -75,6 +80,10 @@ class EngineConfig:
             raise ConfigError(f"engine.precision: {self.precision!r} is not one of auto, fp32, bf16, fp16")
         if self.backend not in BACKENDS:
             raise ConfigError(f"engine.backend: {self.backend!r} is not one of auto, torch, onnxruntime")
+        if self.transposed_channels_last not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"engine.transposed_channels_last: {self.transposed_channels_last!r} is not one of auto, on, off"
+            )
         if self.slow_precision not in ("warn", "refuse"):
             raise ConfigError(f"engine.slow_precision: {self.slow_precision!r} is not one of warn, refuse")
         for name, (lo, hi) in param_ranges(EngineConfig).items():
@@ -148,7 +157,13 @@ def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: st
 
 def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
     """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect)."""
-    from pose2rgbd.models.device import prepare_for_inference, resolve_device, resolve_precision, set_threads
+    from pose2rgbd.models.device import (
+        has_transposed_convolutions,
+        prepare_for_inference,
+        resolve_device,
+        resolve_precision,
+        set_threads,
+    )
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -156,5 +171,45 @@ def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, s
     slow = check_precision_speed(cfg, device, precision)
     if slow:
         log.warning("%s", slow)
-    prepared = prepare_for_inference(model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last)
-    return prepared, device, precision
+
+    def prep(tcl: bool) -> Any:
+        return prepare_for_inference(
+            model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last, transposed_channels_last=tcl
+        )
+
+    choice = cfg.transposed_channels_last
+    if choice != "auto" or not cfg.channels_last or not has_transposed_convolutions(model):
+        return prep(choice == "on" and cfg.channels_last), device, precision
+    if device.type != "cpu":
+        return prep(False), device, precision
+    a, b = prep(False), prep(True)
+    ta, tb = _forward_seconds(a, precision, device), _forward_seconds(b, precision, device)
+    if ta is None or tb is None:
+        return a, device, precision
+    log.info("transposed convolutions: NCHW %.1f ms, channels-last %.1f ms per forward", 1e3 * ta, 1e3 * tb)
+    return (b if tb < 0.95 * ta else a), device, precision
+
+
+def _forward_seconds(model: Any, precision: str, device: torch.device, reps: int = 2) -> float | None:
+    """Best time of ``reps`` batch-1 forward passes on a random network input (after one warm-up pass);
+    ``None`` for a model whose input is not known."""
+    import time
+
+    import torch
+
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.models.device import autocast
+    from pose2rgbd.models.export import example_input
+
+    try:
+        x = example_input(model, 1).to(device)
+    except CheckpointError:
+        return None
+    best = float("inf")
+    with torch.inference_mode(), autocast(device, precision):
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            model(x)
+            if i:
+                best = min(best, time.perf_counter() - t0)
+    return best

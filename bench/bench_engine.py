@@ -72,15 +72,24 @@ def _machine(args: argparse.Namespace) -> str:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "no GPU used"
     flags = ""
     try:
-        flags = " AVX512-BF16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else ""
-        flags += " AMX" if "amx_tile" in Path("/proc/cpuinfo").read_text() else ""
-    except OSError:
+        have = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
+        simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+        flags = " (SIMD " + " ".join(f for f in simd if f in have) + ")"
+    except (OSError, StopIteration):
         pass
     return f"{_cpu_name()}{flags}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
 
 
 def run_one(
-    args: argparse.Namespace, tmp: Path, bag: Path, preset: str, size: int, precision: str, threads: int, la: int
+    args: argparse.Namespace,
+    tmp: Path,
+    bag: Path,
+    preset: str,
+    size: int,
+    precision: str,
+    threads: int,
+    la: int,
+    backend: str = "torch",
 ) -> dict[str, float]:
     import torch
 
@@ -96,13 +105,14 @@ def run_one(
         threads=threads,
         warmup=3,
         lookahead=la,
+        backend=backend,
         tolerance_m=args.tolerance_m,
         tolerance_deg=args.tolerance_deg,
     )
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # undo an earlier run's setting
     eng = RenderEngine.from_config(cfg.engine)
-    stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True)
+    stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
     lat = np.asarray(stats.latency_ms)
     frames = stats.counters["frames"]
     return {
@@ -113,6 +123,7 @@ def run_one(
         "hit": stats.counters["cache_hits"] / max(1, frames),
         "threads": torch.get_num_threads(),
         "precision": eng.precision,
+        "backend": eng.backend.name,
         "wall": stats.wall_s,
     }
 
@@ -124,6 +135,14 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="auto, fp32, bf16, fp16")
     p.add_argument("--threads", nargs="+", type=int, default=[0], help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backends", nargs="+", default=["torch"], help="engine backends: torch, onnxruntime")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="bag replay speed: 0 as fast as possible (no idle time between renders), 1.0 real time (the look-ahead "
+        "thread renders in the idle time between the 10 Hz requests, as on a live node)",
+    )
     p.add_argument("--lookahead", type=int, default=4, help="look-ahead poses (the second run of each row)")
     p.add_argument("--tolerance-m", type=float, default=0.15)
     p.add_argument("--tolerance-deg", type=float, default=1.0)
@@ -147,37 +166,43 @@ def main() -> None:
             for size in args.sizes:
                 for precision in args.precisions:
                     for threads in args.threads:
-                        r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0)
-                        r2 = run_one(args, tmp, bag, preset, size, precision, threads, args.lookahead)
-                        rows.append((preset, size, r1, r2))
-                        print(
-                            f"{NAMES.get(preset, preset):9s} {size:4d} {r1['precision']:5s} {r1['threads']} thr  "
-                            f"batch 1: p50 {r1['p50']:7.1f} p99 {r1['p99']:7.1f} ms   look-ahead {args.lookahead}: "
-                            f"p50 {r2['p50']:7.1f} p99 {r2['p99']:7.1f} ms, hits {r2['hit']:.0%}  "
-                            f"({r1['frames']} frames each)",
-                            flush=True,
-                        )
+                        for backend in args.backends:
+                            if backend == "onnxruntime" and precision not in ("auto", "fp32"):
+                                continue  # the exported graph is fp32
+                            r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0, backend)
+                            r2 = run_one(args, tmp, bag, preset, size, precision, threads, args.lookahead, backend)
+                            rows.append((preset, size, r1, r2))
+                            print(
+                                f"{NAMES.get(preset, preset):9s} {size:4d} {r1['backend']:11s} {r1['precision']:5s} "
+                                f"{r1['threads']} thr  "
+                                f"batch 1: p50 {r1['p50']:7.1f} p99 {r1['p99']:7.1f} ms   look-ahead {args.lookahead}: "
+                                f"p50 {r2['p50']:7.1f} p99 {r2['p99']:7.1f} ms, hits {r2['hit']:.0%}  "
+                                f"({r1['frames']} frames each)",
+                                flush=True,
+                            )
     load1 = os.getloadavg()[0]
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bench_engine.py", *sys.argv[1:]])
     print()
     print(f"`{cmd}`")
     print()
     note = f"; {args.note}" if args.note else ""
+    pace = {0.0: "as fast as possible", 1.0: "real time"}.get(args.rate, "scaled")
     print(
         f"Machine: {machine}; load average {load0:.1f} at start, {load1:.1f} at end{note}. "
         f"Renderer pose-to-images latency in the offline runtime (10 Hz from TF, {rows[0][2]['frames'] if rows else 0} "
-        f"renders per run); look-ahead: {args.lookahead} poses, tolerance {args.tolerance_m} m / "
+        f"renders per run, bag replayed at rate {args.rate:g}: {pace}); look-ahead: {args.lookahead} poses, "
+        f"tolerance {args.tolerance_m} m / "
         f"{args.tolerance_deg} deg, 2 m/s flight."
     )
     print()
     print(
-        f"| model | size | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / p99 (ms) "
-        "| look-ahead hits |"
+        f"| model | size | backend | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / "
+        "p99 (ms) | look-ahead hits |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for preset, size, r1, r2 in rows:
         print(
-            f"| {NAMES.get(preset, preset)} | {size} | {r1['precision']} | {r1['threads']} | "
+            f"| {NAMES.get(preset, preset)} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
             f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} |"
         )
 

@@ -121,19 +121,28 @@ def test_lookahead_serves_cache_within_tolerance() -> None:
     r0 = eng.render_lookahead(look_down_pose(0.0, 0.0, 20.0), 0)
     r1 = eng.render_lookahead(look_down_pose(0.1, 0.0, 20.0), period)
     assert not r0.from_cache[0] and not r1.from_cache[0]
-    hits = [eng.render_lookahead(look_down_pose(0.1 * k, 0.0, 20.0), k * period).from_cache[0] for k in range(2, 5)]
+    assert eng.stats["inline_frames"] == 2  # a miss renders only the requested pose on the request path
+    hits = []
+    for k in range(2, 5):
+        assert eng.wait_lookahead()  # the node's period: the background thread renders the predictions
+        hits.append(eng.render_lookahead(look_down_pose(0.1 * k, 0.0, 20.0), k * period).from_cache[0])
     assert all(hits)
     # a cached frame equals a direct render of the pose it was predicted for (within tolerance of the query)
+    assert eng.wait_lookahead()
     served = eng.render_lookahead(look_down_pose(0.5 + 0.01, 0.0, 20.0), 5 * period)
     direct = eng.render(look_down_pose(0.5, 0.0, 20.0))
     assert served.from_cache[0]
     np.testing.assert_array_equal(served.rgb, direct.rgb)
     # a jump beyond the tolerance is rendered fresh
+    assert eng.wait_lookahead()
     jump = eng.render_lookahead(look_down_pose(5.0, 0.0, 20.0), 6 * period)
     assert not jump.from_cache[0]
     assert eng.stats["cache_hits"] == 4 and eng.stats["cache_misses"] == 3
-    # the look-ahead renders the future in the same batch as the current pose
-    assert eng.stats["frames"] == 3 * 5 + 1
+    # inline: the 3 misses and the direct render; ahead: 4 predictions after r1, one more per hit (the window
+    # moves on by one period), the jump's 4 (predicted from the last two poses)
+    assert eng.wait_lookahead()
+    assert eng.stats["inline_frames"] == 4
+    assert eng.stats["ahead_frames"] == 4 + 4 + 4
 
 
 def test_lookahead_off_is_plain_render() -> None:

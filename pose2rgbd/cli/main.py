@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "pose2rgbd.cli.experiments",
     "pose2rgbd.cli.render",
     "pose2rgbd.cli.localize",
+    "pose2rgbd.cli.export",
     "pose2rgbd.cli.record",
     "pose2rgbd.cli.node",
 )

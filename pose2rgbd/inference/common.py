@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,13 +16,22 @@ if TYPE_CHECKING:
 
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class EngineConfig:
     """How to load and run a checkpoint (shared by every engine kind; the look-ahead and out-of-bounds
     settings concern the render engine)."""
 
-    checkpoint: str = help_field("", "path to the model checkpoint (.pt) written by `pose2rgbd train`")
+    checkpoint: str = help_field(
+        "", "path to the model checkpoint (.pt) written by `pose2rgbd train`, or a .onnx from `pose2rgbd export`"
+    )
+    backend: str = help_field(
+        "auto",
+        "what runs the network: auto (onnxruntime for a .onnx checkpoint, else torch), torch, onnxruntime (a .pt "
+        "checkpoint is exported to ONNX at start, checked against torch; faster on CPU, see docs/serving.md)",
+    )
     device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: str = help_field(
         "auto",
@@ -34,6 +44,23 @@ class EngineConfig:
     fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
     channels_last: bool = help_field(
         True, "run plain (non-transposed) convolutions in channels-last layout (faster with oneDNN / tensor cores)"
+    )
+    max_batch: int = ranged_field(
+        0,
+        "most frames per network call; a larger request is split (0: auto -- on CPU as many frames as fit in "
+        "512x512 output pixels, since larger batches are slower per frame there (memory-bound); unlimited on GPU)",
+        0,
+        4096,
+    )
+    slow_precision: str = help_field(
+        "warn",
+        "a precision this hardware cannot run fast (bf16 on a CPU without AVX512-BF16 / AMX, where it is emulated "
+        "and several times slower): warn (log a warning at start) or refuse (a configuration error)",
+    )
+    transposed_channels_last: str = help_field(
+        "auto",
+        "transposed convolutions in channels-last too (with channels_last): auto (CPU: time both layouts at start, "
+        "keep the faster; GPU: off), on, off -- which is faster depends on the CPU (docs/serving.md)",
     )
     warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
     lookahead: int = ranged_field(
@@ -51,10 +78,40 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"engine.precision: {self.precision!r} is not one of auto, fp32, bf16, fp16")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"engine.backend: {self.backend!r} is not one of auto, torch, onnxruntime")
+        if self.transposed_channels_last not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"engine.transposed_channels_last: {self.transposed_channels_last!r} is not one of auto, on, off"
+            )
+        if self.slow_precision not in ("warn", "refuse"):
+            raise ConfigError(f"engine.slow_precision: {self.slow_precision!r} is not one of warn, refuse")
         for name, (lo, hi) in param_ranges(EngineConfig).items():
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise ConfigError(f"engine.{name}: {v} is outside its range [{lo}, {hi}]")
+
+
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+
+
+def is_onnx_path(path: str | Path) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
+def resolve_backend(cfg: EngineConfig) -> str:
+    """``torch`` | ``onnxruntime`` for ``cfg`` (``auto``: by the checkpoint's suffix); a mismatch of backend
+    and file raises :class:`ConfigError` saying what to do."""
+    onnx_file = is_onnx_path(cfg.checkpoint)
+    name = cfg.backend
+    if name == "auto":
+        return "onnxruntime" if onnx_file else "torch"
+    if name == "torch" and onnx_file:
+        raise ConfigError(
+            f"engine.backend torch cannot run {cfg.checkpoint} (an exported ONNX file): use engine.backend "
+            "onnxruntime (or auto), or give the .pt checkpoint it was exported from"
+        )
+    return name
 
 
 def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
@@ -67,23 +124,92 @@ def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
     p = Path(cfg.checkpoint).expanduser()
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
-    return load_checkpoint(  # a folder, an empty or a text file: named by the loader
-        p,
-        map_location="cpu",
-        expect=Expectations(
-            size=cfg.expect_size or None,
-            preset=cfg.expect_preset or None,
-            fingerprint=cfg.expect_fingerprint or None,
-        ),
+    expect = Expectations(
+        size=cfg.expect_size or None,
+        preset=cfg.expect_preset or None,
+        fingerprint=cfg.expect_fingerprint or None,
     )
+    resolve_backend(cfg)  # a backend that cannot run this file: say so before loading it
+    if is_onnx_path(p):
+        from pose2rgbd.models.export import load_onnx_checkpoint
+
+        return load_onnx_checkpoint(p, expect=expect)
+    # a folder, an empty or a text file: named by the loader
+    return load_checkpoint(p, map_location="cpu", expect=expect)
+
+
+def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: str) -> str | None:
+    """The warning for a precision ``device`` cannot run fast (bf16 on a CPU without native bf16), or ``None``;
+    with ``cfg.slow_precision == "refuse"`` it is raised as a :class:`ConfigError` instead."""
+    from pose2rgbd.models.device import cpu_has_native_bf16
+
+    if device.type != "cpu" or precision != "bf16" or cpu_has_native_bf16():
+        return None
+    msg = (
+        "engine.precision bf16 on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 in "
+        "/proc/cpuinfo): bf16 is emulated there and several times slower than fp32 (measured 3-9x on an AVX2 CPU, "
+        "docs/serving.md); use precision fp32 (or auto) on this machine"
+    )
+    if cfg.slow_precision == "refuse":
+        raise ConfigError(msg + " (refused: engine.slow_precision is refuse)")
+    return msg
 
 
 def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
     """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect)."""
-    from pose2rgbd.models.device import prepare_for_inference, resolve_device, resolve_precision, set_threads
+    from pose2rgbd.models.device import (
+        has_transposed_convolutions,
+        prepare_for_inference,
+        resolve_device,
+        resolve_precision,
+        set_threads,
+    )
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    prepared = prepare_for_inference(model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last)
-    return prepared, device, precision
+    slow = check_precision_speed(cfg, device, precision)
+    if slow:
+        log.warning("%s", slow)
+
+    def prep(tcl: bool) -> Any:
+        return prepare_for_inference(
+            model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last, transposed_channels_last=tcl
+        )
+
+    choice = cfg.transposed_channels_last
+    if choice != "auto" or not cfg.channels_last or not has_transposed_convolutions(model):
+        return prep(choice == "on" and cfg.channels_last), device, precision
+    if device.type != "cpu":
+        return prep(False), device, precision
+    a, b = prep(False), prep(True)
+    ta, tb = _forward_seconds(a, precision, device), _forward_seconds(b, precision, device)
+    if ta is None or tb is None:
+        return a, device, precision
+    log.info("transposed convolutions: NCHW %.1f ms, channels-last %.1f ms per forward", 1e3 * ta, 1e3 * tb)
+    return (b if tb < 0.95 * ta else a), device, precision
+
+
+def _forward_seconds(model: Any, precision: str, device: torch.device, reps: int = 2) -> float | None:
+    """Best time of ``reps`` batch-1 forward passes on a random network input (after one warm-up pass);
+    ``None`` for a model whose input is not known."""
+    import time
+
+    import torch
+
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.models.device import autocast
+    from pose2rgbd.models.export import example_input
+
+    try:
+        x = example_input(model, 1).to(device)
+    except CheckpointError:
+        return None
+    best = float("inf")
+    with torch.inference_mode(), autocast(device, precision):
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            model(x)
+            if i:
+                best = min(best, time.perf_counter() - t0)
+    return best

@@ -12,13 +12,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.inference.common import EngineConfig, load_for_serving, prepare_serving
+from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
@@ -65,14 +65,13 @@ def check_image_batch(images: np.ndarray) -> np.ndarray:
 class LocalizeEngine:
     """Serve an image -> pose model. Build with :meth:`from_config` (loads ``cfg.checkpoint``) or from a
     :class:`~pose2rgbd.models.LoadedCheckpoint`. Device, precision, threads, BatchNorm folding and
-    channels-last follow ``cfg`` as for the render engine."""
+    channels-last follow ``cfg`` as for the render engine; so does the backend (torch, or an exported ``.onnx``
+    file in ONNX Runtime)."""
 
     kind = "localize"
 
     def __init__(self, cfg: EngineConfig, loaded: LoadedCheckpoint) -> None:
-        import torch
-
-        from pose2rgbd.models.device import autocast
+        from pose2rgbd.inference.backends import make_backend
         from pose2rgbd.models.interfaces import ImageToPose
 
         if not isinstance(loaded.model, ImageToPose):
@@ -82,16 +81,25 @@ class LocalizeEngine:
             )
         self.cfg = cfg
         self.loaded = loaded
-        self._torch = torch
-        self._autocast = autocast
-        self.model: ImageToPose
-        self.model, self.device, self.precision = prepare_serving(cfg, loaded.model)
+        self.backend: Any
+        self.model: ImageToPose  # the model's transforms (for torch: the prepared module the backend runs)
+        self.backend, self.model = make_backend(cfg, loaded)
+        self.device = self.backend.device
+        self.precision = self.backend.precision
         self.camera = loaded.camera
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()
         self.stats = {"calls": 0, "frames": 0}
         h, w = self.input_hw
-        log.info("localize engine: %s on %s (%s), %dx%d input", loaded.where, self.device, self.precision, w, h)
+        log.info(
+            "localize engine: %s on %s (%s, %s), %dx%d input",
+            loaded.where,
+            self.device,
+            self.backend.name,
+            self.precision,
+            w,
+            h,
+        )
         for _ in range(max(0, cfg.warmup)):
             self.localize(np.zeros((1, h, w, 3), np.uint8))
         self.stats = {"calls": 0, "frames": 0}
@@ -109,13 +117,10 @@ class LocalizeEngine:
         """Poses and confidences for one image ``(H, W, 3)`` or a batch ``(N, H, W, 3)`` (uint8 RGB)."""
         t0 = time.perf_counter()
         batch = check_image_batch(images)
-        torch = self._torch
         with self._lock:
             x = self.model.images_to_input(batch)
-            with torch.inference_mode():
-                with self._autocast(self.device, self.precision):
-                    out = self.model(x)
-                out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
+            out = self.backend(x)
+            out = {k: (v.float() if hasattr(v, "float") else v) for k, v in out.items()}
             T, conf = self.model.outputs_to_poses(out)
             self.stats["calls"] += 1
             self.stats["frames"] += len(batch)

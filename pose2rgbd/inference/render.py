@@ -12,27 +12,35 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
   convolution, plain convolutions in channels-last layout (see :func:`prepare_for_inference`);
 * renders batches of ``T_world_cam`` poses (4x4, world ENU -> REP-103 optical camera) through the model's
   own transforms (``poses_to_input``, ``outputs_to_arrays``);
-* optionally renders *ahead*: :meth:`RenderEngine.render_lookahead` extrapolates the next poses at the
-  caller's rate with a constant-velocity model (translation and rotation), renders them together with the
-  current pose in one batch, and serves later requests from that cache while the real pose stays within a
-  tolerance (metres + degrees) of a cached one;
+* runs the network through a backend (:mod:`pose2rgbd.inference.backends`): the torch module, or an exported
+  ``.onnx`` file in ONNX Runtime (``engine.backend``; ``auto`` picks by the file's suffix) -- the transforms
+  are the model's own in both cases;
+* optionally renders *ahead*, off the request path: :meth:`RenderEngine.render_lookahead` extrapolates the
+  next ``lookahead`` poses at the caller's rate with a constant-velocity model (translation and rotation); a
+  background thread renders them one by one, nearest first, while the caller serves the current frame, and
+  later requests are served from that cache while the real pose stays within a tolerance (metres + degrees) of
+  a cached one. A request that finds no cached frame (a *miss*) renders only its own pose inline, ahead of
+  any queued background work (which waits for at most the frame it is rendering); a request whose predicted
+  frame is being rendered at that moment waits for it;
 * flags poses outside the training extremes (plus a margin) as out of bounds.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.inference.common import EngineConfig, load_for_serving, prepare_serving
+from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
@@ -135,9 +143,31 @@ def _not_a_renderer(loaded: LoadedCheckpoint) -> str:
     )
 
 
+_ENGINES: weakref.WeakSet[RenderEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_lookahead_threads() -> None:
+    """At interpreter exit: let every look-ahead thread finish its frame and leave (a daemon thread killed inside
+    a native kernel aborts the process)."""
+    for eng in list(_ENGINES):
+        eng.close()
+
+
+@dataclass(eq=False)
+class _Ahead:
+    """One look-ahead frame: a predicted pose, and its render once the background thread has made it."""
+
+    stamp_ns: int
+    T: np.ndarray
+    result: RenderResult | None = None
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class RenderEngine:
-    """Serve a pose -> image model. Build with :meth:`from_config` (loads ``cfg.checkpoint``) or from a
-    :class:`~pose2rgbd.models.LoadedCheckpoint` (e.g. one made in memory).
+    """Serve a pose -> image model. Build with :meth:`from_config` (loads ``cfg.checkpoint``: a ``.pt`` checkpoint
+    or an exported ``.onnx`` file) or from a :class:`~pose2rgbd.models.LoadedCheckpoint` (e.g. one made in memory).
 
     Args:
         cfg: engine configuration (its ``expect_*`` values are checked by the loader in :meth:`from_config`).
@@ -145,11 +175,10 @@ class RenderEngine:
     """
 
     kind = "render"
+    IDLE_EXIT_S = 2.0  # the look-ahead thread ends after this long without work (restarted on demand)
 
     def __init__(self, cfg: EngineConfig, loaded: LoadedCheckpoint, *, lookahead_rate_hz: float = 10.0) -> None:
-        import torch
-
-        from pose2rgbd.models.device import autocast
+        from pose2rgbd.inference.backends import make_backend
         from pose2rgbd.models.interfaces import PoseToImage
 
         if not isinstance(loaded.model, PoseToImage):
@@ -161,33 +190,48 @@ class RenderEngine:
         self.cfg = cfg
         self.lookahead_rate_hz = float(lookahead_rate_hz)  # spacing of the look-ahead poses (the node's rate)
         self.loaded = loaded
-        self._torch = torch
-        self._autocast = autocast
-        self.model: PoseToImage
-        self.model, self.device, self.precision = prepare_serving(cfg, loaded.model)
+        self.backend: Any
+        self.model: PoseToImage  # the model's transforms (for torch: the prepared module the backend runs)
+        self.backend, self.model = make_backend(cfg, loaded)
+        self.device = self.backend.device
+        self.precision = self.backend.precision
         self.camera: PinholeCamera = loaded.camera
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
         self.world_frame = loaded.world_frame or "map"
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
+        self._wake = threading.Condition(self._lock)
+        self._forward_lock = threading.Lock()  # one network call at a time (requests go first)
+        self._inline_waiting = 0  # requests waiting for the network: the look-ahead thread lets them go first
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._in_flight: _Ahead | None = None
         self._history: list[tuple[int, np.ndarray]] = []  # last two (stamp_ns, T) seen by render_lookahead
-        self._cache: list[tuple[int, np.ndarray, RenderResult]] = []  # (pred stamp, pose, single-frame result)
-        self.stats = {"renders": 0, "frames": 0, "cache_hits": 0, "cache_misses": 0}
+        self._ahead: list[_Ahead] = []  # the current pose's frame and the predicted ones, nearest first
+        self.stats = {
+            "renders": 0,  # network calls
+            "frames": 0,  # frames rendered (inline and ahead)
+            "inline_frames": 0,  # frames rendered on the request path
+            "ahead_frames": 0,  # frames rendered by the look-ahead thread
+            "cache_hits": 0,
+            "cache_misses": 0,
+        }
+        _ENGINES.add(self)
         if self.depth_kind != "metric" and self.has_depth:
             log.warning("checkpoint depth kind is %r: published depth is not in metres", self.depth_kind)
         log.info(
-            "render engine: %s on %s (%s), %dx%d, look-ahead %d",
+            "render engine: %s on %s (%s, %s), %dx%d, look-ahead %d",
             loaded.where,
             self.device,
+            self.backend.name,
             self.precision,
             self.camera.width,
             self.camera.height,
             cfg.lookahead,
         )
-        # warm up every batch size the engine will run (oneDNN builds its kernels per input shape)
-        for n in sorted({1, cfg.lookahead + 1}):
-            for _ in range(max(0, cfg.warmup)):
-                self._forward(self._encode(np.repeat(np.eye(4)[None], n, axis=0))[0])
+        # warm up the batch size the engine runs (oneDNN builds its kernels per input shape)
+        for _ in range(max(0, cfg.warmup)):
+            self._forward(self._encode(np.eye(4)[None])[0])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,22 +258,49 @@ class RenderEngine:
         return self.model.poses_to_input(T, oob_margin=self.cfg.oob_margin)
 
     def _forward(self, x: object) -> dict[str, np.ndarray | None]:
-        torch = self._torch
-        with torch.inference_mode():
-            with self._autocast(self.device, self.precision):
-                out = self.model(x)
-            out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
+        out = self.backend(x)
+        out = {k: (v.float() if hasattr(v, "float") else v) for k, v in out.items()}
         return self.model.outputs_to_arrays(out)
 
-    def render(self, T_world_cam: np.ndarray) -> RenderResult:
-        """Render a batch of poses ``(N, 4, 4)`` (or one ``(4, 4)``); bad poses raise GeometryError."""
+    @property
+    def max_batch(self) -> int:
+        """Most frames per network call (``engine.max_batch``; 0: auto, see :class:`EngineConfig`)."""
+        if self.cfg.max_batch > 0:
+            return int(self.cfg.max_batch)
+        if self.device.type != "cpu":
+            return 1 << 30
+        h, w = self.model.image_hw
+        return max(1, (512 * 512) // max(1, h * w))
+
+    def _forward_chunked(self, x: Any) -> tuple[dict[str, np.ndarray | None], int]:
+        """The arrays for input ``x`` in chunks of :attr:`max_batch` frames, and the number of network calls."""
+        n, step = len(x), self.max_batch
+        if n <= step:
+            return self._forward(x), 1
+        parts = [self._forward(x[i : i + step]) for i in range(0, n, step)]
+        out: dict[str, np.ndarray | None] = {}
+        for k in parts[0]:
+            out[k] = None if parts[0][k] is None else np.concatenate([p[k] for p in parts], axis=0)  # type: ignore[misc]
+        return out, len(parts)
+
+    def _render(self, T: np.ndarray, *, inline: bool) -> RenderResult:
         t0 = time.perf_counter()
-        T = check_pose_batch(T_world_cam)
         x, oob = self._encode(T)
+        if inline:
+            with self._lock:
+                self._inline_waiting += 1
+        try:
+            with self._forward_lock:
+                arrays, calls = self._forward_chunked(x)
+        finally:
+            if inline:
+                with self._lock:
+                    self._inline_waiting -= 1
+                    self._wake.notify_all()
         with self._lock:
-            arrays = self._forward(x)
-            self.stats["renders"] += 1
+            self.stats["renders"] += calls
             self.stats["frames"] += len(T)
+            self.stats["inline_frames" if inline else "ahead_frames"] += len(T)
         return RenderResult(
             T,
             arrays.get("rgb"),
@@ -240,11 +311,16 @@ class RenderEngine:
             time.perf_counter() - t0,
         )
 
+    def render(self, T_world_cam: np.ndarray) -> RenderResult:
+        """Render a batch of poses ``(N, 4, 4)`` (or one ``(4, 4)``); bad poses raise GeometryError."""
+        return self._render(check_pose_batch(T_world_cam), inline=True)
+
     def render_lookahead(self, T_world_cam: np.ndarray, stamp_ns: int) -> RenderResult:
         """Render one pose, using and refilling the look-ahead cache (see the module docstring).
 
         With ``lookahead == 0`` this is :meth:`render` of one pose. The result's ``T_world_cam`` is the
-        requested pose; ``from_cache`` says whether the images were rendered for a nearby predicted pose.
+        requested pose; ``from_cache`` says whether the images were rendered for a nearby predicted pose. A miss
+        renders only the requested pose; the predicted ones are rendered by a background thread.
         """
         T = check_pose_batch(T_world_cam)
         if len(T) != 1:
@@ -253,57 +329,177 @@ class RenderEngine:
             return self.render(T)
         t_start = time.perf_counter()
         T1 = T[0]
-        tol_rad = np.deg2rad(self.cfg.tolerance_deg)
         with self._lock:
-            best: RenderResult | None = None
-            best_score = np.inf
-            for _, Tc, res in self._cache:
-                ok, score = _pose_close(Tc, T1, self.cfg.tolerance_m, tol_rad)
-                if ok and score < best_score:
-                    best, best_score = res, score
             self._push_history(int(stamp_ns), T1)
-            if best is not None:
+            best = self._closest(T1)
+        served: RenderResult | None = None
+        if best is not None:
+            best.done.wait()  # immediate for a finished frame; the frame being rendered now: wait for it
+            served = best.result
+        if served is not None:
+            with self._lock:
                 self.stats["cache_hits"] += 1
-                oob = self.model.out_of_bounds(T, self.cfg.oob_margin)
-                return RenderResult(
-                    T,
-                    best.rgb,
-                    best.depth,
-                    best.confidence,
-                    oob,
-                    np.ones(1, dtype=bool),
-                    time.perf_counter() - t_start,
-                )
-            self.stats["cache_misses"] += 1
-            period_ns = round(1e9 / self.lookahead_rate_hz)
-            stamps = int(stamp_ns) + period_ns * np.arange(1, self.cfg.lookahead + 1, dtype=np.int64)
-            if len(self._history) == 2:
-                (ta, Ta), (tb, Tb) = self._history
-                future = extrapolate_constant_velocity(ta, Ta, tb, Tb, stamps)
+            res = RenderResult(
+                T,
+                served.rgb,
+                served.depth,
+                served.confidence,
+                self.model.out_of_bounds(T, self.cfg.oob_margin),
+                np.ones(1, dtype=bool),
+                0.0,
+            )
+        else:
+            with self._lock:
+                self.stats["cache_misses"] += 1
+            res = self._render(T, inline=True)  # only the requested pose on the request path
+        with self._lock:
+            self._replan(int(stamp_ns), T1, None if served is not None else res)
+        res.latency_s = time.perf_counter() - t_start
+        return res
+
+    def _closest(self, T1: np.ndarray) -> _Ahead | None:
+        """The best look-ahead entry within tolerance of ``T1`` that is finished or being rendered now."""
+        tol_rad = float(np.deg2rad(self.cfg.tolerance_deg))
+        best: _Ahead | None = None
+        best_score = np.inf
+        for e in self._ahead:
+            if e.cancelled or (e.result is None and e is not self._in_flight):
+                continue  # queued, not started: rendering the request inline is faster than waiting
+            ok, score = _pose_close(e.T, T1, self.cfg.tolerance_m, tol_rad)
+            if ok and score < best_score:
+                best, best_score = e, score
+        return best
+
+    def _replan(self, stamp_ns: int, T1: np.ndarray, rendered: RenderResult | None) -> None:
+        """The look-ahead list for a request at ``stamp_ns``: the request's own frame (when it was rendered
+        now) and the next ``lookahead`` predicted poses; entries of the old list that are within tolerance of a
+        prediction are kept (finished or not), the others are dropped, new predictions are queued."""
+        if self._closed:
+            return
+        period_ns = round(1e9 / self.lookahead_rate_hz)
+        stamps = stamp_ns + period_ns * np.arange(1, self.cfg.lookahead + 1, dtype=np.int64)
+        if len(self._history) == 2:
+            (ta, Ta), (tb, Tb) = self._history
+            future = extrapolate_constant_velocity(ta, Ta, tb, Tb, stamps)
+        else:
+            future = np.repeat(T1[None], len(stamps), axis=0)
+        tol_m, tol_rad = self.cfg.tolerance_m, float(np.deg2rad(self.cfg.tolerance_deg))
+        old = [e for e in self._ahead if not e.cancelled]
+        new: list[_Ahead] = []
+        if rendered is not None:
+            done = _Ahead(stamp_ns, T1.copy(), rendered.frame(0))
+            done.done.set()
+            new.append(done)
+
+        def near(entries: list[_Ahead], Tp: np.ndarray) -> _Ahead | None:
+            hits = [(s, e) for e in entries for ok, s in [_pose_close(e.T, Tp, tol_m, tol_rad)] if ok]
+            return min(hits, key=lambda h: (h[1].result is None, h[0]))[1] if hits else None
+
+        for s, Tp in zip(stamps, future, strict=True):
+            if near(new, Tp) is not None:
+                continue  # already covered (a slow or hovering camera): no duplicate render
+            keep = near(old, Tp)
+            if keep is not None:
+                old.remove(keep)
+                keep.stamp_ns = int(s)
+                new.append(keep)
             else:
-                future = np.repeat(T1[None], len(stamps), axis=0)
-            batch = self.render(np.concatenate([T, future], axis=0))
-            self._cache = [(int(s), future[i], batch.frame(i + 1)) for i, s in enumerate(stamps)]
-        first = batch.frame(0)
-        first.latency_s = time.perf_counter() - t_start
-        return first
+                new.append(_Ahead(int(s), Tp.copy()))
+        for e in old:
+            if e not in new:
+                e.cancelled = True
+                if e is not self._in_flight:
+                    e.done.set()
+        self._ahead = new
+        if any(e.result is None for e in new):
+            self._ensure_worker()
+            self._wake.notify_all()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the look-ahead thread (after the frame it is rendering); later requests render inline only."""
+        with self._lock:
+            self._closed = True
+            self._drop_ahead()
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout_s)
+
+    def _ensure_worker(self) -> None:
+        if self._closed:
+            return
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="pose2rgbd-lookahead", daemon=True)
+            self._worker.start()
+
+    def _next_job(self) -> _Ahead | None:
+        if self._inline_waiting or self._closed:
+            return None
+        return next((e for e in self._ahead if e.result is None and not e.cancelled), None)
+
+    def _work(self) -> None:
+        """The look-ahead thread: render queued predictions one by one, nearest first; leave when idle."""
+        while True:
+            with self._lock:
+                deadline = time.monotonic() + self.IDLE_EXIT_S
+                job = self._next_job()
+                while job is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._closed:
+                        self._worker = None
+                        return
+                    self._wake.wait(left)
+                    job = self._next_job()
+                self._in_flight = job
+            result: RenderResult | None = None
+            try:
+                result = self._render(job.T[None], inline=False).frame(0)
+            except Exception:  # never let the thread die silently; the request path renders inline instead
+                log.exception("look-ahead render failed")
+            with self._lock:
+                if not job.cancelled:
+                    job.result = result
+                    if result is None:
+                        job.cancelled = True
+                self._in_flight = None
+                job.done.set()
+                self._wake.notify_all()
+
+    def wait_lookahead(self, timeout_s: float = 10.0) -> bool:
+        """Block until the look-ahead thread has rendered every queued prediction (tests, benchmarks);
+        ``False`` on timeout."""
+        end = time.monotonic() + timeout_s
+        with self._lock:
+            while any(e.result is None and not e.cancelled for e in self._ahead):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(min(left, 0.05))
+        return True
 
     def _push_history(self, stamp_ns: int, T: np.ndarray) -> None:
         if self._history and stamp_ns <= self._history[-1][0]:
             if stamp_ns < self._history[-1][0]:  # time went backwards (bag loop): forget the motion
                 self._history.clear()
-                self._cache.clear()
+                self._drop_ahead()
             else:
                 self._history[-1] = (stamp_ns, T.copy())
                 return
         self._history.append((stamp_ns, T.copy()))
         del self._history[:-2]
 
+    def _drop_ahead(self) -> None:
+        for e in self._ahead:
+            e.cancelled = True
+            if e is not self._in_flight:
+                e.done.set()
+        self._ahead = []
+
     def reset(self) -> None:
         """Forget the look-ahead history and cache (e.g. after a jump in time)."""
         with self._lock:
             self._history.clear()
-            self._cache.clear()
+            self._drop_ahead()
 
     def out_of_bounds(self, T_world_cam: np.ndarray) -> np.ndarray:
         T = check_pose_batch(T_world_cam)

@@ -148,21 +148,33 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 def prepare_for_inference(
-    model: nn.Module, device: torch.device, *, fuse_bn: bool = True, channels_last: bool = True
+    model: nn.Module,
+    device: torch.device,
+    *,
+    fuse_bn: bool = True,
+    channels_last: bool = True,
+    transposed_channels_last: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` on ``device``, in eval mode, ready for fast inference (the caller's model is untouched).
 
     * ``fuse_bn``: :func:`fold_batchnorm` (exact up to float rounding);
     * ``channels_last``: weights of plain ``Conv2d`` layers in channels-last layout, so oneDNN (CPU) / cuDNN
-      run them in NHWC. Transposed convolutions stay contiguous: measured slower in channels-last with
-      oneDNN 3.12 (Base 256x256: 12 -> 25 ms), while the Slice bottleneck's full-resolution 3x3 convolutions
-      gain about 20 %. See docs/ros.md (Speed).
+      run them in NHWC (the Slice bottleneck's full-resolution 3x3 convolutions gain about 20 %);
+    * ``transposed_channels_last``: the ``ConvTranspose2d`` layers too. Which is faster depends on the CPU and
+      oneDNN build: on an AVX512-BF16 CPU with oneDNN 3.12 it doubled Base 256x256 (12 -> 25 ms, docs/ros.md);
+      on an AVX2 CPU it made Base 256 1.4x and Slice-10 512 1.6x *faster* (no NCHW <-> NHWC copies between the
+      last transposed convolution and the bottleneck; docs/serving.md). The engine times both at start
+      (``engine.transposed_channels_last: auto``).
     """
     m = copy.deepcopy(model).to(device).eval()
     if fuse_bn:
         fold_batchnorm(m)
     if channels_last:
         for mod in m.modules():
-            if type(mod) is nn.Conv2d:
+            if type(mod) is nn.Conv2d or (transposed_channels_last and type(mod) is nn.ConvTranspose2d):
                 mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
     return m
+
+
+def has_transposed_convolutions(model: nn.Module) -> bool:
+    return any(type(m) is nn.ConvTranspose2d for m in model.modules())

@@ -1,0 +1,344 @@
+"""Benchmark of the CPU serving paths of the Pose2RGBD networks (not a test): which runtime and settings render
+fastest on this machine, at what fraction of the machine's own matmul speed, and how close to the reference.
+
+    .venv/bin/python bench/bench_serving.py                                   # Base + Slice-10, 512, batch 1 and 10
+    .venv/bin/python bench/bench_serving.py --presets slice10 --batches 1 4 --paths torch-ref torch-engine ort
+    .venv/bin/python bench/bench_serving.py --profile slice10                 # where Slice-10 spends its time
+
+For each preset / batch size / path it reports ms per frame, frames/s, the achieved GFLOP/s (FLOPs of one
+forward counted with ``torch.utils.flop_counter``, a multiply-add = 2 FLOPs) and that as a percentage of a
+2048x2048 fp32 matmul measured in the same run on the same threads, and the max abs difference of the outputs
+from the reference path (``torch-ref``: the plain eval-mode module, the test oracle). Paths:
+
+* ``torch-ref``: ``model.eval()`` as trained (no preparation);
+* ``torch-engine``: what the torch backend of the engine runs (BatchNorm folded, plain convolutions
+  channels-last: :func:`pose2rgbd.models.device.prepare_for_inference`);
+* ``torch-contig``: BatchNorm folded, everything contiguous (NCHW);
+* ``torch-cl-all``: BatchNorm folded, transposed convolutions channels-last too (no layout copies between them
+  and the 3x3 convolutions);
+* ``torch-jit``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusion);
+* ``ort``: the exported ONNX graph in ONNX Runtime, graph optimizations on (the engine's onnxruntime backend);
+* ``ort-int8``: that graph quantized to int8 by ONNX Runtime (static, QDQ, per-channel weights, calibrated on
+  random normalized poses); measured here only, not a backend of the engine.
+
+The machine line gives the CPU model, its SIMD flags and the load average: other processes on the cores lower
+every number, so compare ratios (to the matmul, between paths) rather than absolute values across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64": "Slice-64"}
+PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-cl-all", "torch-jit", "ort", "ort-int8")
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    flags: set[str] = set()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == "Model name":
+                cpu = v.strip()
+            if k.strip() == "Flags":
+                flags = set(v.split())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "simd": [f for f in SIMD_FLAGS if f in flags],
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg": os.getloadavg()[0],
+    }
+
+
+def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
+    """fp32 ``n x n`` matmul GFLOP/s on torch's threads (best of repeated timings)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def build(preset: str, size: int) -> Any:
+    import torch
+
+    from pose2rgbd.inference.testing import look_down_pose
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer
+
+    torch.manual_seed(0)
+    T = np.stack([look_down_pose(x, y, z) for x in (-100, 100) for y in (-100, 100) for z in (5, 60)])
+    mc = preset_config(preset, size=size, outputs="depth", encoding="6dof-quat")
+    model = build_model(mc, DepthNormalizer(1.0, 200.0), PoseNormalizer.fit(T, "6dof-quat"))
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():  # trained-looking BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def flops_per_frame(model: Any) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 7)
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        model(x)
+    return float(fc.get_total_flops())
+
+
+def make_runner(path: str, model: Any, tmp: Path, batch: int) -> Any:
+    """A callable ``x (B, 7) float32 tensor -> depth (B, 1, S, S) numpy`` for ``path``."""
+    import torch
+
+    from pose2rgbd.models.device import fold_batchnorm, prepare_for_inference
+
+    if path == "torch-ref":
+
+        def ref(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return model(x)["depth"].numpy()
+
+        return ref
+    if path in ("torch-engine", "torch-contig"):
+        m = prepare_for_inference(model, torch.device("cpu"), fuse_bn=True, channels_last=path == "torch-engine")
+
+        def prepared(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return m(x)["depth"].contiguous().numpy()
+
+        return prepared
+    if path == "torch-cl-all":
+        m = prepare_for_inference(model, torch.device("cpu"), fuse_bn=True, channels_last=True)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.ConvTranspose2d):
+                mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+        def cl_all(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return m(x)["depth"].contiguous().numpy()
+
+        return cl_all
+    if path == "torch-jit":
+        m = copy.deepcopy(model).eval()
+        fold_batchnorm(m)
+
+        class Depth(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.inner(x)["depth"]
+
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(Depth(m).eval(), torch.zeros(batch, 7))
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+        def jit(x: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                return frozen(x).contiguous().numpy()
+
+        return jit
+    if path in ("ort", "ort-int8"):
+        import onnxruntime as ort
+
+        onnx_path = export_once(model, tmp)
+        if path == "ort-int8":
+            onnx_path = quantize_once(onnx_path, model, tmp)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            return sess.run(["depth"], {"input": x.numpy()})[0]  # type: ignore[no-any-return]
+
+        return run
+    raise SystemExit(f"unknown path {path!r}; choose from {PATHS}")
+
+
+_EXPORTED: dict[int, Path] = {}
+
+
+def export_once(model: Any, tmp: Path) -> Path:
+    from pose2rgbd.geometry import PinholeCamera
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    from pose2rgbd.models.export import export_onnx
+    from pose2rgbd.models.registry import get_family
+
+    key = id(model)
+    if key not in _EXPORTED:
+        s = model.config.size
+        loaded = LoadedCheckpoint(
+            path=None,
+            model=model,
+            family=get_family("pose2rgbd"),
+            model_config=model.config,
+            dataset_fingerprint="bench",
+            camera=PinholeCamera.from_fov(s, s, 90.0),
+        )
+        out = tmp / f"{model.config.preset}-{s}.onnx"
+        _EXPORTED[key] = export_onnx(loaded, out, exporter="torchscript", check_batch=2).path
+    return _EXPORTED[key]
+
+
+def quantize_once(onnx_path: Path, model: Any, tmp: Path) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    out = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
+    if out.exists():
+        return out
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": rng.uniform(-1, 1, (1, 7)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(
+        str(onnx_path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    return out
+
+
+def time_runner(fn: Any, x: Any, min_seconds: float, max_reps: int) -> float:
+    """Median seconds per call (after one warm-up call)."""
+    fn(x)
+    times: list[float] = []
+    end = time.perf_counter() + min_seconds
+    while (time.perf_counter() < end or len(times) < 3) and len(times) < max_reps:
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def profile(preset: str, size: int) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    from pose2rgbd.models.device import prepare_for_inference
+
+    model = build(preset, size)
+    m = prepare_for_inference(model, torch.device("cpu"))
+    x = torch.zeros(1, 7)
+    with torch.inference_mode():
+        m(x)
+        with tprofile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(2):
+                m(x)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=14))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["base", "slice10"])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 10])
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    ap.add_argument("--threads", type=int, default=0, help="torch / ORT threads (0: torch's default)")
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="time each row at least this long")
+    ap.add_argument("--max-reps", type=int, default=20)
+    ap.add_argument("--profile", metavar="PRESET", help="print a torch.profiler table of PRESET and exit")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.profile:
+        profile(args.profile, args.size)
+        return 0
+    m = machine()
+    mm = matmul_gflops()
+    cmd = "bench/bench_serving.py " + shlex.join(sys.argv[1:])
+    print(f"command: {cmd}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, SIMD {' '.join(m['simd']) or 'none of ' + ','.join(SIMD_FLAGS)}; "
+        f"torch {m['torch']} ({m['threads']} threads), onnxruntime {m['onnxruntime']}; load average {m['load_avg']:.1f}"
+    )
+    print(f"fp32 2048x2048 matmul: {mm:.1f} GFLOP/s\n")
+    rows: list[dict[str, Any]] = []
+    print("| model | batch | path | ms / frame | FPS | GFLOP/s | % of matmul | max abs err vs torch-ref |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for preset in args.presets:
+            model = build(preset, args.size)
+            fl = flops_per_frame(model)
+            for b in args.batches:
+                x = torch.rand(b, 7, generator=torch.Generator().manual_seed(b)) * 2 - 1
+                ref = None
+                for path in args.paths:
+                    try:
+                        fn = make_runner(path, model, tmp, b)
+                        out = fn(x)
+                    except Exception as e:  # a path that does not work here: say so, go on
+                        print(f"| {NAMES[preset]} | {b} | {path} | not measured: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:80]} | | | | |")  # fmt: skip
+                        continue
+                    if ref is None:
+                        ref = make_runner("torch-ref", model, tmp, b)(x) if path != "torch-ref" else out
+                    err = float(np.abs(out - ref).max())
+                    s = time_runner(fn, x, args.min_seconds, args.max_reps) / b
+                    gf = fl / s / 1e9
+                    row = {"preset": preset, "batch": b, "path": path, "ms_per_frame": 1e3 * s, "fps": 1 / s,
+                           "gflops": gf, "pct_matmul": 100 * gf / mm, "max_abs_err": err,
+                           "gflop_per_frame": fl / 1e9}  # fmt: skip
+                    rows.append(row)
+                    print(f"| {NAMES[preset]} | {b} | {path} | {1e3 * s:.1f} | {1 / s:.2f} | {gf:.1f} | "
+                          f"{100 * gf / mm:.0f} % | {err:.1e} |", flush=True)  # fmt: skip
+            print(f"({NAMES[preset]} at {args.size}: {fl / 1e9:.2f} GFLOP per frame)")
+    m["load_avg_end"] = os.getloadavg()[0]
+    print(f"\nload average at end {m['load_avg_end']:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"command": cmd, "machine": m, "matmul_gflops": mm, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""``pose2rgbd export``: a checkpoint -> an ONNX file that ONNX Runtime / TensorRT run (see docs/serving.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's network to ONNX (dynamic batch, checked against torch)",
+        description=(
+            "Export the network of a servable checkpoint (render or localize kind) to ONNX: the graph takes the "
+            "model's network input (normalized pose, or images in [-1, 1]) and returns its serving outputs; the "
+            "transforms' state (pose normalization, depth range, camera, ...) is stored in the file's metadata "
+            "'pose2rgbd'. The file is checked against torch with ONNX Runtime before it is kept. Serve it with "
+            "engine.checkpoint MODEL.onnx (engine.backend auto | onnxruntime)."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt) from `pose2rgbd train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx)")
+    p.add_argument(
+        "--exporter",
+        choices=["dynamo", "torchscript"],
+        default="dynamo",
+        help="torch.onnx exporter: dynamo (torch.export based, the default) or torchscript (the older tracer)",
+    )
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest max abs difference allowed between ONNX Runtime's and torch's outputs (default 1e-4)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx output")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models.checkpoint import load_checkpoint
+    from pose2rgbd.models.export import export_onnx
+    from pose2rgbd.output_guard import OutputKind, check_output
+
+    out: Path = args.out
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out}: an ONNX file must end in .onnx (the engine picks its backend by it)")
+    check_output(out, OutputKind("ONNX model", False, suffixes=(".onnx",)), inputs=[args.checkpoint],
+                 overwrite=args.overwrite)  # fmt: skip
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    loaded = load_checkpoint(args.checkpoint, map_location="cpu")
+    rep = export_onnx(loaded, out, exporter=args.exporter, opset=args.opset, tolerance=args.tolerance)
+    errs = ", ".join(f"{k} {v:.2e}" for k, v in rep.max_abs_error.items())
+    print(f"{rep.path}: {loaded.kind} ({loaded.family.engine} engine), {rep.exporter} exporter, opset {rep.opset}")
+    print(f"  input {['batch', *rep.input_shape]} -> outputs {list(rep.outputs)} (dynamic batch)")
+    print(f"  checked with ONNX Runtime at batch {' and '.join(map(str, rep.batches_checked))}: max abs error {errs}"
+          f" (tolerance {rep.tolerance:g})")  # fmt: skip
+    print(f"  serve it: engine.checkpoint {rep.path} (engine.backend auto picks onnxruntime)")
+    return 0

@@ -1,0 +1,155 @@
+"""What runs the network for an engine: one engine, two backends.
+
+* :class:`TorchBackend`: the checkpoint's torch module, prepared for inference (device, precision autocast,
+  BatchNorm folding, channels-last: :func:`pose2rgbd.inference.common.prepare_serving`);
+* :class:`OnnxRuntimeBackend`: an exported ``.onnx`` file (``pose2rgbd export``) in an ONNX Runtime session
+  (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on. A ``.pt`` checkpoint
+  with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch).
+
+Both are called with the network input tensor the model's transforms make and return ``{name: tensor}`` of the
+serving outputs, so the engines' transforms (pose -> input, outputs -> arrays) are the same code for both.
+:func:`make_backend` picks one from ``EngineConfig.backend`` (``auto``: ONNX Runtime for a ``.onnx`` file, else
+torch).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.inference.common import BACKENDS, is_onnx_path, prepare_serving, resolve_backend
+
+if TYPE_CHECKING:
+    import torch
+
+    from pose2rgbd.inference.common import EngineConfig
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """``backend(x) -> {output name: tensor}`` (float32 or autocast dtype; the engine converts)."""
+
+    name: str
+    device: torch.device
+    precision: str
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+class TorchBackend:
+    """The torch module, prepared once for inference (see the module docstring)."""
+
+    name = "torch"
+
+    def __init__(self, cfg: EngineConfig, model: Any) -> None:
+        import torch
+
+        from pose2rgbd.models.device import autocast
+
+        self._torch = torch
+        self._autocast = autocast
+        self.model, self.device, self.precision = prepare_serving(cfg, model)
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self._torch.inference_mode(), self._autocast(self.device, self.precision):
+            return self.model(x)  # type: ignore[no-any-return]
+
+
+def _check_fp32(cfg: EngineConfig) -> None:
+    if cfg.precision not in ("auto", "fp32"):
+        raise ConfigError(
+            f"engine.precision {cfg.precision}: the onnxruntime backend runs the exported fp32 graph; use "
+            "precision auto or fp32 (or the torch backend for bf16 / fp16 autocast)"
+        )
+
+
+class OnnxRuntimeBackend:
+    """An exported file in an ONNX Runtime session (fp32). ``threads`` > 0 sets the intra-op threads."""
+
+    name = "onnxruntime"
+
+    def __init__(self, cfg: EngineConfig, path: str | Path, outputs: list[str], input_name: str) -> None:
+        import onnxruntime as ort
+        import torch
+
+        from pose2rgbd.models.device import resolve_device
+
+        self._torch = torch
+        self.device = resolve_device(cfg.device)
+        _check_fp32(cfg)
+        self.precision = "fp32"
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(
+                    f"engine.device {cfg.device}: this onnxruntime has no CUDA provider "
+                    f"(it has {ort.get_available_providers()}); use device cpu or install onnxruntime-gpu"
+                )
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if cfg.threads > 0:
+            so.intra_op_num_threads = int(cfg.threads)
+            so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: onnxruntime cannot load this file: {str(e)[:300]}") from e
+        self.outputs = list(outputs)
+        self.input_name = input_name
+        have = {o.name for o in self.session.get_outputs()}
+        missing = [o for o in self.outputs if o not in have]
+        if missing:
+            raise CheckpointError(f"{path}: the graph lacks the outputs {missing} its metadata names; export again")
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        torch = self._torch
+        a = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        got = self.session.run(self.outputs, {self.input_name: a})
+        return {k: torch.from_numpy(v) for k, v in zip(self.outputs, got, strict=True)}
+
+
+def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, Any]:
+    """``(backend, transforms model)``: the model whose transforms the engine calls (for torch: the prepared
+    module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata)."""
+    name = resolve_backend(cfg)
+    if name == "torch":
+        if "onnx" in loaded.extra:
+            raise ConfigError(f"{loaded.where}: an exported ONNX model is served by engine.backend onnxruntime")
+        tb = TorchBackend(cfg, loaded.model)
+        return tb, tb.model
+    _check_fp32(cfg)
+    meta = loaded.extra.get("onnx")
+    if meta is not None and loaded.path is not None:
+        ob = OnnxRuntimeBackend(cfg, loaded.path, list(meta["outputs"]), str(meta["input"]["name"]))
+        return ob, loaded.model
+    # a torch checkpoint served by ONNX Runtime: exported (and checked against torch) at start, in a temporary
+    # folder that ONNX Runtime has read once the session exists
+    import tempfile
+
+    import torch
+
+    from pose2rgbd.models.export import INPUT_NAME, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="pose2rgbd-onnx-") as d:
+        rep = export_onnx(loaded, Path(d) / "model.onnx", exporter="torchscript", check_batch=2)
+        log.info("exported %s to ONNX at start (max abs error %s)", loaded.where, rep.max_abs_error)
+        ob = OnnxRuntimeBackend(cfg, rep.path, list(rep.outputs), INPUT_NAME)
+    model = loaded.model.to(torch.device("cpu")).eval()  # its transforms (inputs go to ONNX Runtime as numpy)
+    return ob, model
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "OnnxRuntimeBackend",
+    "TorchBackend",
+    "is_onnx_path",
+    "make_backend",
+    "resolve_backend",
+]

@@ -165,13 +165,13 @@ def list_images(folder: Path) -> list[Path]:
 def _images(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
-    from tqdm import tqdm
 
     from pose2rgbd.errors import CheckpointError, ConfigError
     from pose2rgbd.evaluation.calibration import load_calibration, write_text_atomic
     from pose2rgbd.geometry.transforms import tq_from_T
     from pose2rgbd.inference import LocalizeEngine, load_engine
     from pose2rgbd.inference.images import fit_to_input
+    from pose2rgbd.progress import bar
 
     cfg = config_from_args(args)["engine"]
     _need_checkpoint(cfg)
@@ -188,7 +188,7 @@ def _images(args: argparse.Namespace) -> int:
     rows: list[tuple[int, str, np.ndarray, float]] = []
     skipped: list[str] = []
     todo = list(enumerate(files))
-    for k in tqdm(range(0, len(todo), args.batch), disable=not sys.stderr.isatty(), desc="localize", unit="batch"):
+    for k in bar(range(0, len(todo), args.batch), desc="localize", unit="batch"):
         batch, names = [], []
         for n, path in todo[k : k + args.batch]:
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR; 16-bit / grey files are converted

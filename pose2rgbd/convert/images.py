@@ -221,9 +221,8 @@ def write_posed_images(
 ) -> Path:
     """Write :class:`PosedImages` (from any reader, also your own) as a dataset: pose check, undistortion, atomic
     writing, ``report/``. ``inputs``: the paths read (never overwritten); default: the source and image folders."""
-    from tqdm import tqdm
-
     from pose2rgbd.dataset import DatasetWriter, Manifest
+    from pose2rgbd.progress import bar
 
     cfg = cfg or ImagesConfig()
     source = pi.source
@@ -268,7 +267,7 @@ def write_posed_images(
     )  # fmt: skip
     writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=inputs)
     try:
-        for i in tqdm(range(len(pi.images)), desc="writing frames", unit="frame", disable=not progress):
+        for i in bar(range(len(pi.images)), progress=progress, desc="writing frames", unit="frame"):
             sc = pi.cameras[i]
             rgb = und.apply(_read_rgb(pi.images[i], sc), sc)
             depth = None

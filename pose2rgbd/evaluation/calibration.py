@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from pose2rgbd.atomic import sibling_prefix
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.transforms import pose_errors
+from pose2rgbd.progress import bar
 
 FORMAT = "pose2rgbd-localize-calibration"
 VERSION = 1
@@ -291,7 +291,7 @@ def localize_frames(
     Ts: list[np.ndarray] = []
     cs: list[np.ndarray] = []
     hw = localizer.input_hw
-    for k in tqdm(range(0, len(idx), batch_size), disable=not progress, desc="localize", unit="batch"):
+    for k in bar(range(0, len(idx), batch_size), progress=progress, desc="localize", unit="batch"):
         batch = np.stack([fit_to_input(read_rgb(i), hw, crop_scale=crop_scale) for i in idx[k : k + batch_size]])
         res = localizer.localize(batch)
         Ts.append(res.T_world_cam)

@@ -36,6 +36,29 @@ def test_evaluate_writes_every_output(toy: Path, tmp_path: Path) -> None:
     assert "never trained on" in data["info"]["flythrough"]
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "nearest-pose baseline" in md and "depth MAE (m)" in md
+    # the reprojection baseline (nearest RGB-D frames warped into the test pose) on the same frames
+    r = data["metrics"]["reprojection"]
+    assert r["frames"] == 5 and 0 <= r["hole_fraction"] < 1 and 0 < r["rgb_mae_px"] < 255 and r["depth_mae"] > 0
+    assert "reprojection baseline" in md and "Coverage" in md
+    # coverage: per test frame, the distance to the nearest training camera, against the model's error
+    assert (tmp_path / "eval" / "coverage.png").stat().st_size > 0
+    rows = (tmp_path / "eval" / "per_frame.csv").read_text().splitlines()
+    assert rows[0] == "frame,rgb_mae,depth_mae,coverage_m,coverage_deg" and len(rows) == 6
+    assert m["coverage_median_m"] > 0  # a held-out route: never exactly a training camera
+    # the checkpoint carries its training cameras: the engine reports 0 at one of them, more away from them
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference import EngineConfig, RenderEngine
+    from pose2rgbd.models import load_checkpoint
+
+    ck = load_checkpoint(res.last)
+    tq = ck.extra["training_poses"].numpy()
+    assert tq.shape == (len(res.split.train), 7) and ck.extra["coverage_rot_weight_m"] > 0
+    T = Dataset(toy).frames.T_world_cam
+    eng = RenderEngine(EngineConfig(warmup=0), ck)
+    out = eng.render(T[[res.split.train[0], res.split.test[-1]]])
+    assert out.coverage_m is not None and out.coverage_deg is not None
+    assert out.coverage_m[0] == pytest.approx(0.0, abs=1e-5) and out.coverage_deg[0] == pytest.approx(0.0, abs=1e-3)
+    assert out.coverage_m[1] > 0.1 and out.frame(1).coverage_m[0] == out.coverage_m[1]
     # an RGB-only model on a random split: depth columns absent, no confidence column needed
     res2 = train_model(
         toy,

@@ -146,6 +146,8 @@ def test_trained_model_renders_metric_depth_close_to_ground_truth(world: dict, r
         assert stamp_to_ns(m_rgbd.msg.query_pose.header.stamp) == s
         assert m_rgbd.msg.query_pose.header.frame_id == "map"
         assert not m_rgbd.msg.out_of_bounds
+        # the trained checkpoint carries its training cameras: the bag flies the training route
+        assert 0.0 <= m_rgbd.msg.coverage_m < 5.0 and 0.0 <= m_rgbd.msg.coverage_deg < 20.0
         info = m_info.msg
         assert (info.width, info.height) == (SIZE, SIZE)
         K = np.asarray(info.k).reshape(3, 3)

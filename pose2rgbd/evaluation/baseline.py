@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, PoseSet, median_depth_weight
 
 
 class NearestPoseBaseline:
@@ -29,12 +29,15 @@ class NearestPoseBaseline:
         c = self.poses.coverage(T_world_cam, chunk=chunk)
         return self.indices[c.index], c.distance
 
+    def query_k(self, T_world_cam: np.ndarray, k: int) -> np.ndarray:
+        """``(M, k)`` frame indices (into the full dataset / cache) of the ``k`` nearest training poses, nearest
+        first (fewer columns when there are fewer training frames)."""
+        return self.indices[self.poses.nearest(T_world_cam, k)]
+
 
 def default_rot_weight(depth: np.ndarray | None, indices: np.ndarray, *, max_frames: int = 200) -> float:
     """Median finite depth of (up to ``max_frames`` of) the training frames; 10 m without depth."""
     if depth is None or len(indices) == 0:
-        return 10.0
+        return DEFAULT_ROT_WEIGHT_M
     sel = np.sort(np.asarray(indices)[np.linspace(0, len(indices) - 1, min(max_frames, len(indices))).astype(int)])
-    d = np.asarray(depth[np.unique(sel)], dtype=np.float32)
-    f = d[np.isfinite(d) & (d > 0)]
-    return float(np.median(f)) if f.size else 10.0
+    return median_depth_weight(np.asarray(depth[np.unique(sel)], dtype=np.float32))

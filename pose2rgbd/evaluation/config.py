@@ -29,6 +29,11 @@ class EvaluateConfig:
         "baseline metres per radian of rotation (null: the median scene depth of the training frames; 10 m/rad "
         "when the dataset has no depth: give the scene's typical distance then)",
     )
+    reprojection_frames: int = help_field(
+        3,
+        "reprojection baseline: warp this many nearest training RGB-D frames into each test pose with their depth "
+        "(z-buffered; holes filled from the nearest frame); 0: off. Needs depth in the dataset",
+    )
     max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
     grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")
     fly_frames: int = help_field(120, "frames in the fly-through video")
@@ -48,6 +53,8 @@ class EvaluateConfig:
                 f"rot_weight_m must be a positive number of metres per radian, got {self.rot_weight_m} "
                 "(or null: the median scene depth)"
             )
+        if not 0 <= self.reprojection_frames <= 16:
+            raise ConfigError(f"reprojection_frames must be in 0..16 (0: off), got {self.reprojection_frames}")
         if self.max_frames < 0:
             raise ConfigError(f"max_frames must be >= 0 (0: all test frames), got {self.max_frames}")
         for name in ("grid_rows", "fly_frames", "batch_size"):

@@ -19,8 +19,16 @@ from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
-from pose2rgbd.evaluation.metrics import MetricAccumulator
-from pose2rgbd.evaluation.plots import evenly_spaced, flythrough_frames, qualitative_grid, training_curves, write_video
+from pose2rgbd.evaluation.metrics import MetricAccumulator, depth_mae
+from pose2rgbd.evaluation.plots import (
+    coverage_plot,
+    evenly_spaced,
+    flythrough_frames,
+    qualitative_grid,
+    training_curves,
+    write_video,
+)
+from pose2rgbd.evaluation.reprojection import reproject_nearest
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
@@ -39,6 +47,8 @@ class EvaluationResult:
     frames: int
     depth_unit: str
     info: dict[str, Any] = field(default_factory=dict)
+    # per test frame (in ``frame`` order): the model's errors and the distance to the nearest training camera
+    per_frame: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def depth_unit_label(depth_kind: str) -> str:
@@ -194,6 +204,11 @@ def evaluate(
         nn_base = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w)
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
+    acc_r = None  # the reprojection baseline: needs metric depth of the training frames
+    if nn_base is not None and cache.depth is not None and cfg.reprojection_frames > 0:
+        acc_r = MetricAccumulator(max_depth)
+    holes: list[float] = []
+    per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "depth_mae": []}
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):
@@ -204,6 +219,11 @@ def evaluate(
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
+        _add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
+        if acc_r is not None and nn_base is not None:
+            r_rgb, r_depth, h = reprojection_answers(cache, nn_base, idx, cfg.reprojection_frames, _range(model))
+            acc_r.add(r_rgb if model.has_rgb else None, gt_rgb, r_depth if model.has_depth else None, gt_depth)
+            holes += h
         if nn_base is not None:
             j, _ = nn_base.query(cache.T_world_cam[idx])
             uj, inv = np.unique(j, return_inverse=True)
@@ -219,6 +239,16 @@ def evaluate(
     metrics = {"model": acc_m.result()}
     if nn_base is not None:
         metrics["baseline"] = acc_b.result()
+    if acc_r is not None:
+        metrics["reprojection"] = {**acc_r.result(), "hole_fraction": float(np.mean(holes))}
+    frames = np.asarray(per_frame["frame"], np.int64)
+    arrays = {k: np.asarray(v) for k, v in per_frame.items()}
+    if nn_base is not None:
+        cov = nn_base.poses.coverage(cache.T_world_cam[frames])
+        arrays["coverage_m"], arrays["coverage_deg"] = cov.position_m, cov.angle_deg
+        for name, a in (("m", cov.position_m), ("deg", cov.angle_deg)):
+            metrics["model"][f"coverage_median_{name}"] = float(np.median(a))
+            metrics["model"][f"coverage_p90_{name}"] = float(np.percentile(a, 90))
     metrics["model"]["poses_outside_training_range"] = float(np.mean(oob))
     mcd = cfgmod.to_dict(loaded.model_config)
     info: dict[str, Any] = {
@@ -246,12 +276,63 @@ def evaluate(
         "notes": notes,
         "baseline_rot_weight_m": None if nn_base is None else nn_base.rot_weight_m,
     }
-    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info)
+    if acc_r is not None:
+        info["reprojection"] = (
+            f"the {cfg.reprojection_frames} nearest training RGB-D frames (baseline distance) warped into the test "
+            f"pose with their depth, z-buffered; holes ({100 * metrics['reprojection']['hole_fraction']:.1f} % of "
+            "pixels) filled from the nearest frame"
+        )
+    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays)
     if write_files:
         _write_outputs(
             result, loaded, engine, cache, sp, test, grid_rows=cfg.grid_rows, fly_frames=cfg.fly_frames, fps=cfg.fps
         )
     return result
+
+
+def _add_frame_errors(
+    per_frame: dict[str, list[float]],
+    idx: np.ndarray,
+    pred: dict[str, np.ndarray | None],
+    gt_rgb: np.ndarray,
+    gt_depth: np.ndarray | None,
+    max_depth: float,
+) -> None:
+    """Append each frame's RGB MAE (0-255) and depth MAE (NaN where not predicted) to ``per_frame``."""
+    for b, i in enumerate(idx):
+        per_frame["frame"].append(int(i))
+        p_rgb, p_depth = pred["rgb"], pred["depth"]
+        per_frame["rgb_mae"].append(
+            math.nan if p_rgb is None else float(np.abs(p_rgb[b].astype(np.float32) - gt_rgb[b]).mean())
+        )
+        per_frame["depth_mae"].append(
+            math.nan if p_depth is None or gt_depth is None else depth_mae(p_depth[b], gt_depth[b], max_depth)
+        )
+
+
+def reprojection_answers(
+    cache: TrainingCache, nn_base: NearestPoseBaseline, idx: np.ndarray, k: int, depth_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The reprojection baseline's RGB ``(B, S, S, 3)`` and depth ``(B, S, S)`` for the cache frames ``idx`` (the
+    ``k`` nearest training frames warped into each pose, holes filled from the nearest; depth clipped to the model's
+    range like the model's answers, sky kept) and each frame's hole fraction."""
+    if cache.depth is None:
+        raise ConfigError("the reprojection baseline needs depth in the dataset")
+    sources = nn_base.query_k(cache.T_world_cam[idx], k)
+    rgbs, depths, holes = [], [], []
+    for q, src in zip(idx, sources):
+        r = reproject_nearest(
+            np.asarray(cache.rgb[src]),
+            np.asarray(cache.depth[src]),
+            cache.T_world_cam[src],
+            cache.camera,
+            cache.T_world_cam[q],
+            fill="nearest",
+        )
+        rgbs.append(r.rgb)
+        depths.append(np.where(np.isnan(r.depth), np.float32(np.nan), np.clip(r.depth, *depth_range)))
+        holes.append(r.hole_fraction)
+    return np.stack(rgbs), np.stack(depths).astype(np.float32), holes
 
 
 def evaluate_config(
@@ -297,11 +378,22 @@ def _write_outputs(
     rows = [(f"model ({label.replace(' / ', ', ')})", res.metrics["model"])]
     if "baseline" in res.metrics:
         rows.append(("nearest-pose baseline", res.metrics["baseline"]))
+    if "reprojection" in res.metrics:
+        rows.append(("reprojection baseline", res.metrics["reprojection"]))
     (out / "metrics.json").write_text(json.dumps({"metrics": res.metrics, "info": res.info}, indent=2, default=float))
     md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
     md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {size}x{size}.\n"
     if res.info["baseline"]:
         md += f"Baseline: {res.info['baseline']}.\n"
+    if res.info.get("reprojection"):
+        md += f"Reprojection baseline: {res.info['reprojection']}.\n"
+    if "coverage_median_m" in res.metrics["model"]:
+        m = res.metrics["model"]
+        md += (
+            f"Coverage (test pose to the nearest training camera): median {m['coverage_median_m']:.2f} m / "
+            f"{m['coverage_median_deg']:.1f} deg, 90th percentile {m['coverage_p90_m']:.2f} m / "
+            f"{m['coverage_p90_deg']:.1f} deg; per frame in per_frame.csv, error against it in coverage.png.\n"
+        )
     far = res.metrics["model"].get("depth_far_fraction")
     if res.depth_unit:  # nothing to say about depth when there is none
         md += "Depth metrics over finite ground-truth pixels only (sky = +inf and invalid = NaN excluded)"
@@ -313,6 +405,13 @@ def _write_outputs(
         md += f"\nNote: {n}.\n"
     (out / "metrics.md").write_text(md)
     res.files.update({"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"})
+    if res.per_frame:
+        cols = list(res.per_frame)
+        table = np.column_stack([res.per_frame[c].astype(np.float64) for c in cols])
+        np.savetxt(out / "per_frame.csv", table, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
+        res.files["per_frame"] = out / "per_frame.csv"
+        if "coverage_m" in res.per_frame:
+            res.files["coverage"] = coverage_plot(out / "coverage.png", res.per_frame, res.depth_unit)
 
     rng = _range(model)
     sel = np.sort(test[evenly_spaced(len(test), grid_rows)])

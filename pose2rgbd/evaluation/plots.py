@@ -141,6 +141,33 @@ def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", d
     return p
 
 
+def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit: str = "m") -> Path:
+    """Per test frame: the model's RGB (and depth) error against the distance to the nearest training camera
+    (position gap on x, colour = viewing-direction gap): where the model can be trusted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, lab) for k, lab in (("rgb_mae", "RGB MAE (0-255)"), ("depth_mae", f"depth MAE ({depth_unit})"))
+              if k in per_frame and np.isfinite(per_frame[k]).any()]  # fmt: skip
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.8), squeeze=False)
+    sc = None
+    for ax, (key, label) in zip(axes[0], panels):
+        sc = ax.scatter(per_frame["coverage_m"], per_frame[key], c=per_frame["coverage_deg"], s=10, cmap="viridis")
+        ax.set_xlabel("distance to the nearest training camera (m)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if sc is not None:
+        fig.colorbar(sc, ax=axes[0].tolist(), label="angle to that camera (deg)")
+    fig.suptitle("test-frame error against coverage", fontsize=10)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     out = img.copy()
     cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)

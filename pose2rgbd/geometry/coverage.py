@@ -15,12 +15,24 @@ either is extrapolation; the render node publishes both with each image, and eva
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
+
+DEFAULT_ROT_WEIGHT_M = 10.0  # metres per radian when there is no depth to take the scene distance from
+
+
+def median_depth_weight(depths: Iterable[np.ndarray] | np.ndarray) -> float:
+    """The rotation weight ``w`` from sample depth maps: their median finite positive depth (metres per radian);
+    :data:`DEFAULT_ROT_WEIGHT_M` when there is none."""
+    vals = [np.asarray(d, dtype=np.float32).reshape(-1) for d in depths]
+    f = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    f = f[np.isfinite(f) & (f > 0)]
+    return float(np.median(f)) if f.size else DEFAULT_ROT_WEIGHT_M
 
 
 @dataclass
@@ -60,6 +72,18 @@ class PoseSet:
         """``(M, N)`` combined distances d (use :meth:`coverage` for large M)."""
         dt, ang = self.parts(T_world_cam)
         return dt + self.rot_weight_m * ang
+
+    def nearest(self, T_world_cam: np.ndarray, k: int, *, chunk: int = 256) -> np.ndarray:
+        """``(M, k)`` rows of the ``k`` nearest references of each query pose, nearest first."""
+        T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
+        k = max(1, min(int(k), len(self)))
+        out = np.empty((len(T), k), np.int64)
+        for s in range(0, len(T), chunk):
+            d = self.distances(T[s : s + chunk])
+            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
+            order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
+            out[s : s + chunk] = np.take_along_axis(part, order, axis=1)
+        return out
 
     def coverage(self, T_world_cam: np.ndarray, *, chunk: int = 256) -> Coverage:
         """The nearest reference (by d) of each query pose ``(M, 4, 4)`` or ``(4, 4)``, in chunks of ``chunk``."""

@@ -40,12 +40,27 @@ from scipy.spatial.transform import Rotation
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.transforms import T_from_tq
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
+
+
+def training_pose_set(loaded: LoadedCheckpoint) -> PoseSet | None:
+    """The training cameras saved with a checkpoint (``extra["training_poses"]``: ``(N, 7)`` x y z qx qy qz qw,
+    ``extra["coverage_rot_weight_m"]``), or ``None`` for a checkpoint without them."""
+    tq = loaded.extra.get("training_poses")
+    if tq is None:
+        return None
+    a = np.asarray(tq, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 7 or len(a) == 0:
+        log.warning("%s: training_poses of shape %s ignored (expected (N, 7))", loaded.where, a.shape)
+        return None
+    return PoseSet(T_from_tq(a[:, :3], a[:, 3:]), rot_weight_m=float(loaded.extra.get("coverage_rot_weight_m", 10.0)))
 
 
 @dataclass
@@ -59,6 +74,10 @@ class RenderResult:
     out_of_bounds: np.ndarray  # (N,) bool
     from_cache: np.ndarray  # (N,) bool: served from the look-ahead cache
     latency_s: float  # wall time of the call
+    # distance to the nearest training camera (pose2rgbd.geometry.coverage): metres and degrees; None when the
+    # checkpoint carries no training poses (written by older versions)
+    coverage_m: np.ndarray | None = None  # (N,) float64
+    coverage_deg: np.ndarray | None = None  # (N,) float64
 
     def __len__(self) -> int:
         return len(self.T_world_cam)
@@ -75,6 +94,8 @@ class RenderResult:
             self.out_of_bounds[i : i + 1],
             self.from_cache[i : i + 1],
             self.latency_s,
+            pick(self.coverage_m),
+            pick(self.coverage_deg),
         )
 
 
@@ -198,6 +219,7 @@ class RenderEngine:
         self.camera: PinholeCamera = loaded.camera
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
+        self.training_poses = training_pose_set(loaded)
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
         self._wake = threading.Condition(self._lock)
@@ -309,7 +331,16 @@ class RenderEngine:
             oob,
             np.zeros(len(T), dtype=bool),
             time.perf_counter() - t0,
+            *self.coverage(T),
         )
+
+    def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest training camera (``(None, None)`` when
+        the checkpoint carries no training poses)."""
+        if self.training_poses is None:
+            return None, None
+        c = self.training_poses.coverage(T_world_cam)
+        return c.position_m, c.angle_deg
 
     def render(self, T_world_cam: np.ndarray) -> RenderResult:
         """Render a batch of poses ``(N, 4, 4)`` (or one ``(4, 4)``); bad poses raise GeometryError."""
@@ -347,6 +378,7 @@ class RenderEngine:
                 self.model.out_of_bounds(T, self.cfg.oob_margin),
                 np.ones(1, dtype=bool),
                 0.0,
+                *self.coverage(T),
             )
         else:
             with self._lock:

@@ -264,6 +264,8 @@ def export_onnx(
             "exporter": exporter,
             "opset": opset,
             "check": {"max_abs_error": err, "tolerance": tolerance, "batches": list(batches)},
+            # the training cameras, for the coverage the render engine reports (absent in older checkpoints)
+            "coverage": _coverage_meta(loaded.extra),
         }
         m = onnx.load(str(tmp))
         del m.metadata_props[:]
@@ -340,6 +342,17 @@ def _build_transforms_only(family: Any, config: Any, transforms: dict[str, Any],
     raise CheckpointError(f"{where}: cannot rebuild the {family.kind!r} model's transforms; export again")
 
 
+def _coverage_meta(extra: dict[str, Any]) -> dict[str, Any] | None:
+    """``training_poses`` (as nested lists) and ``coverage_rot_weight_m`` of a checkpoint's extra, or None."""
+    tq = extra.get("training_poses")
+    if tq is None:
+        return None
+    return {
+        "training_poses": np.asarray(tq, dtype=np.float64).round(6).tolist(),
+        "coverage_rot_weight_m": float(extra.get("coverage_rot_weight_m", 10.0)),
+    }
+
+
 def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None) -> LoadedCheckpoint:
     """A :class:`LoadedCheckpoint` for an exported file: the model's transforms rebuilt from the metadata (its
     ``forward`` is not usable; serve the graph with ONNX Runtime), ``extra["onnx"]`` the metadata."""
@@ -369,5 +382,5 @@ def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None
         depth_kind=str(meta.get("depth_kind", "metric")),
         world_frame=str(meta.get("world_frame", "map")),
         step=int(meta.get("step", 0)),
-        extra={"onnx": meta},
+        extra={"onnx": meta, **(meta.get("coverage") or {})},
     )

@@ -267,6 +267,8 @@ class Renderer:
             out_of_bounds=bool(res.out_of_bounds[0]),
             from_cache=bool(res.from_cache[0]),
             latency_ms=float(latency_ms),
+            coverage_m=float("nan") if res.coverage_m is None else float(res.coverage_m[0]),
+            coverage_deg=float("nan") if res.coverage_deg is None else float(res.coverage_deg[0]),
         )
         return {"rgb": rgb, "depth": depth, "confidence": conf, "camera_info": info, "rgbd": rgbd}
 

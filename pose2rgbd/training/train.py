@@ -24,19 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
+from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.splits import Split, make_split, split_from_config
-from pose2rgbd.training.trainer import Callback, Trainer
+from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +174,7 @@ def train(
             log.info("resuming from %s (step %s, epoch %s)", rpath, resumed.step, resumed.epoch)
 
     recipe = family.load_recipe()
+    seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
     setup: TrainingSetup = recipe(
         RecipeContext(
             dataset=ds,
@@ -198,6 +202,27 @@ def train(
         raise
 
 
+def training_coverage(ds: Dataset, split: Split, *, depth_frames: int = 32) -> dict[str, Any]:
+    """What a checkpoint carries so that serving can say how far a query is from what the model saw
+    (:func:`pose2rgbd.inference.render.training_pose_set`): the training cameras ``training_poses`` ``(N, 7)``
+    (x y z qx qy qz qw, float64 tensor) and the rotation weight ``coverage_rot_weight_m`` (median depth of up to
+    ``depth_frames`` training frames, :func:`pose2rgbd.geometry.coverage.median_depth_weight`)."""
+    import torch
+
+    train = np.asarray(split.train, dtype=np.int64)
+    if len(train) == 0:
+        return {}
+    t, q = tq_from_T(ds.frames.T_world_cam[train])
+    weight = DEFAULT_ROT_WEIGHT_M
+    if ds.has_depth:
+        sel = np.unique(train[np.linspace(0, len(train) - 1, min(depth_frames, len(train))).astype(int)])
+        weight = median_depth_weight(ds.read_depth(int(i)) for i in sel)
+    return {
+        "training_poses": torch.from_numpy(np.concatenate([t, q], axis=1)),
+        "coverage_rot_weight_m": float(weight),
+    }
+
+
 def _fit(
     family: ModelFamily,
     ds: Dataset,
@@ -222,6 +247,7 @@ def _fit(
     (out / "split.json").write_text(json.dumps(split.to_dict()))
 
     best_val: dict[str, float] = {}
+    coverage = training_coverage(ds, split)
 
     def save(trainer: Trainer, path: Path) -> None:
         if path.name == "best.pt":
@@ -240,6 +266,7 @@ def _fit(
             optimizers=trainer.optimizer_states(),
             extra={
                 **setup.extra,
+                **coverage,
                 "trainer_state": trainer.trainer_state(),
                 "split": split.description,
                 "val": dict(trainer.last_val),

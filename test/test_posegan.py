@@ -43,11 +43,23 @@ def toy_ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def toy_ds_large(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The scene to learn: 96 survey + 8 route frames."""
-    from pose2rgbd.experiments.toy import make_toy_dataset
+def grid_ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scene to learn: 64 views of the toy ground plane from random (x, y) at 30 m, heading 0.3 +- 0.2 rad."""
+    from pose2rgbd.dataset import DatasetWriter, Manifest
+    from pose2rgbd.experiments.toy import _pose, _render
+    from pose2rgbd.geometry import PinholeCamera
 
-    return make_toy_dataset(tmp_path_factory.mktemp("pg") / "ds", n_survey=96, n_route=8, size=48)
+    rng = np.random.default_rng(0)
+    cam = PinholeCamera.from_fov(48, 48, 70.0)
+    path = tmp_path_factory.mktemp("pg") / "grid"
+    man = Manifest(name="grid", camera=cam, depth_kind="metric", sources=[{"id": 0, "kind": "sim", "name": "grid"}])
+    with DatasetWriter(path, man) as w:
+        for i in range(64):
+            x, y = rng.uniform(-40, 40, 2)
+            T = _pose(x, y, 30.0, 0.3 + rng.uniform(-0.2, 0.2), 0.8)
+            rgb, depth = _render(T, cam)
+            w.add_frame(i * 100_000_000, T, rgb, depth, source_id=0)
+    return path
 
 
 # -- architecture --------------------------------------------------------------------------------------------
@@ -279,16 +291,17 @@ def test_cli_train_configA(toy_ds: Path, tmp_path: Path) -> None:
     assert ck.step == 2 and ck.model_config.g_channels == 4
 
 
-def test_pose_head_beats_the_mean_pose_after_a_short_train(toy_ds_large: Path, tmp_path: Path) -> None:
-    """configA (D's pose head as a regressor) on the toy ground-plane scene, random split, a few seconds:
-    its held-out median position error is well below that of always answering the mean training pose."""
+def test_pose_head_beats_the_mean_pose_after_a_short_train(grid_ds: Path, tmp_path: Path) -> None:
+    """configA (D's pose head as a regressor) on a tiny ground-plane scene, random split, 84 steps (seconds):
+    its held-out median position error is well below that of always answering the mean training pose
+    (measured: 0.45-0.56 of it over seeds and learning rates; an untrained or broken head stays near 1)."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.training import Trainer
     from pose2rgbd.training.train import RecipeContext
 
-    cfg = _tiny("configA", d_channels=8)
-    tc = _quiet(max_steps=0, epochs=12, batch_size=16, split="random", groups={"discriminator": {"lr": 2e-3}})
-    setup = FAMILY.load_recipe()(RecipeContext(Dataset(toy_ds_large), cfg, tc, cache_root=tmp_path / "cache"))
+    cfg = _tiny("configA", g_channels=2, d_channels=8)
+    tc = _quiet(max_steps=0, epochs=12, batch_size=8, split="random", groups={"discriminator": {"lr": 3e-3}})
+    setup = FAMILY.load_recipe()(RecipeContext(Dataset(grid_ds), cfg, tc, cache_root=tmp_path / "cache"))
     Trainer(setup.model, setup.train_set, tc).fit()
     model, cache = setup.model.eval(), setup.train_set.cache
     val = setup.split.val
@@ -299,7 +312,7 @@ def test_pose_head_beats_the_mean_pose_after_a_short_train(toy_ds_large: Path, t
     err = np.linalg.norm(T_hat[:, :3, 3] - truth[:, :3, 3], axis=1)
     mean_pos = cache.T_world_cam[setup.split.train][:, :3, 3].mean(axis=0)
     chance = np.linalg.norm(truth[:, :3, 3] - mean_pos, axis=1)
-    assert np.median(err) < 0.6 * np.median(chance), (np.median(err), np.median(chance))
+    assert np.median(err) < 0.75 * np.median(chance), (np.median(err), np.median(chance))
     assert np.all(conf == 1.0)  # configA: the real / fake head is untrained, confidence carries nothing
 
 

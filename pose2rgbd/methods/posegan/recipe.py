@@ -85,6 +85,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             raise ConfigError(f"posegan training got a {type(ctx.model).__name__} model to continue")
         model = ctx.model
     else:
+        torch.manual_seed(tc.seed)  # the initial weights follow train.seed (the trainer seeds only after this)
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], ENCODING))
     train_set = PoseImageDataset(cache, split.train, model, random_crop=True)
     val_set = PoseImageDataset(cache, split.val, model, random_crop=False) if len(split.val) else None

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--checkpoint", type=Path, required=True, help="OUT/last.pt of `depth train`")
     e.add_argument("--out", type=Path, required=True, help="output dataset (written atomically)")
     e.add_argument("--gps", choices=("auto", "on", "off"), default="auto",
-                   help="scale to metres from the GPS poses: auto (every frame has lat/lon), on, off (unscaled)")  # fmt: skip
+                   help="metres from the GPS poses: auto (every frame has lat/lon), on, off (unscaled)")  # fmt: skip
     e.add_argument("--overwrite", action="store_true", help="replace an earlier output dataset")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with a 'scale:' section")

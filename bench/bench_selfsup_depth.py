@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--max-depth-m", type=float, default=400.0, help="evaluate ground truth below this")
     ap.add_argument("--eval-frames", type=int, default=120)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine loaded by other work)")
     a = ap.parse_args()
 
     from pose2rgbd.convert.scale import ScaleConfig, fit_scale
@@ -63,7 +64,7 @@ def main() -> None:
     from pose2rgbd.training.config import TrainConfig
     from pose2rgbd.training.train import train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     ds = Dataset(a.dataset)
     fam = get_family("selfsup-depth")
     mc = fam.make_config(pose_source=a.pose_source, velocity_weight=a.velocity_weight)

@@ -283,3 +283,57 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
         load_sequence_frames(Dataset(few), 64, 64)
     with pytest.raises(ConfigError, match="multiples of 32"):
         fam.make_config(width=100)
+
+
+def test_pose_graph_with_skip_edges_reduces_the_drift_of_composition() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from pose2rgbd.methods.selfsup_depth.trajectory import pose_graph
+
+    T = _flight(60, speed=8.0)
+    rng = np.random.default_rng(3)
+
+    def noisy(M: np.ndarray) -> np.ndarray:
+        N = M.copy()
+        N[:3, :3] = Rotation.from_rotvec(0.004 * rng.standard_normal(3)).as_matrix() @ M[:3, :3]
+        N[:3, 3] += 0.03 * rng.standard_normal(3)
+        return N
+
+    edges, meas = [], []
+    for s in (1, 2, 4, 8):
+        for i in range(0, len(T) - s):
+            edges.append((i, i + s))
+            meas.append(noisy(np.linalg.inv(T[i + s]) @ T[i]))
+    chain = [m for (i, j), m in zip(edges, meas) if j == i + 1]
+    composed = compose_poses(np.stack(chain), T[0])
+    refined = pose_graph(composed, edges, np.stack(meas))
+    ate_c, _ = ate_sim3(composed[:, :3, 3], T[:, :3, 3])
+    ate_r, _ = ate_sim3(refined[:, :3, 3], T[:, :3, 3])
+    assert np.allclose(refined[0], T[0])
+    assert ate_r < 0.9 * ate_c, (ate_r, ate_c)
+
+
+@pytest.mark.slow
+def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(tmp_path: Path) -> None:
+    """`convert video V --depth selfsup` without --gps: unscaled depth, poses from the video (pose graph)."""
+    import cv2
+
+    from pose2rgbd.cli.main import main
+
+    cam = PinholeCamera.from_fov(64, 64, 60.0)
+    video = tmp_path / "flight.mp4"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 64))
+    for k in range(10):
+        rgb, _ = render_plane(down_pose(0.4 * k, 0.1 * k, 12.0, (0.0, 0.0, 0.01 * k)), cam)
+        wr.write(np.ascontiguousarray((rgb * 255).astype(np.uint8)[..., ::-1]))
+    wr.release()
+    out = tmp_path / "out"
+    assert main(["convert", "video", str(video), "--out", str(out), "--no-progress"]) != 0  # needs --gps
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0.01",
+               "--no-progress", "--hfov", "60"])  # fmt: skip
+    assert rc == 0
+    ds = Dataset(out)
+    assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
+    assert len(ds) == 10 and np.allclose(ds.frames.T_world_cam[0], np.eye(4), atol=1e-9)
+    assert not np.allclose(ds.frames.T_world_cam[-1], np.eye(4))  # the poses come from the network, not placeholders
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # the work folder is gone

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v = csub.add_parser("video", help="video file + GPS log (csv, gpx, gopro-gps5, karma) -> dataset",
                         allow_abbrev=False)  # fmt: skip
     v.add_argument("video", type=Path)
-    v.add_argument("--gps", type=Path, required=True, help="GPS log")
+    v.add_argument("--gps", type=Path, help="GPS log (required unless --depth selfsup: then the video-only path)")
     v.add_argument("--gps-format", default="csv", choices=GPS_FORMATS, help="GPS log format (docs/convert.md)")
     v.add_argument("--video-start-utc", help="GPX only: UTC time of the first frame (ISO 8601); default: first point")
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
@@ -112,6 +112,10 @@ def _bag(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.video import convert_video
 
+    if args.gps is None and args.depth != "selfsup":
+        from pose2rgbd.errors import ConfigError
+
+        raise ConfigError("convert video needs --gps LOG (or --depth selfsup for video-only pseudo-absolute poses)")
     if args.depth == "selfsup":
         import sys
 

@@ -26,12 +26,13 @@ from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
-from pose2rgbd.methods.selfsup_depth.trajectory import compose_poses, umeyama_sim3
+from pose2rgbd.methods.selfsup_depth.trajectory import compose_poses, pose_graph, umeyama_sim3
 from pose2rgbd.models import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 GPS_MODES = ("auto", "on", "off")
+POSE_MODES = ("dataset", "video")
 
 
 @dataclass
@@ -81,12 +82,48 @@ def predict(
     return Prediction(depth, T_rel, same)
 
 
+@torch.no_grad()
+def video_poses(
+    model: SelfSupDepthNet,
+    frames: SequenceFrames,
+    pred: Prediction,
+    *,
+    skips: tuple[int, ...] = (2, 4),
+    refine: bool = True,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Pseudo-absolute ``T_world_cam`` (N, 4, 4) from video alone, per source: the consecutive relative poses
+    composed from the source's first frame (the key frame, at the identity; network units, up to scale), then
+    (``refine``) a pose graph over those and skip edges ``(i, i + k)`` predicted by the pose network for ``k`` in
+    ``skips`` (:func:`~pose2rgbd.methods.selfsup_depth.trajectory.pose_graph`)."""
+    out = np.empty((len(frames), 4, 4))
+    for sid in np.unique(frames.source_id):
+        idx = np.flatnonzero(frames.source_id == sid)
+        T = compose_poses(pred.T_rel[idx[:-1]])
+        if refine and len(idx) > 2:
+            edges = [(k, k + 1) for k in range(len(idx) - 1)]
+            meas = [pred.T_rel[idx[k]] for k in range(len(idx) - 1)]
+            for s in skips:
+                a = np.arange(0, len(idx) - s, max(1, s // 2))
+                for b0 in range(0, len(a), batch_size):
+                    ks = a[b0 : b0 + batch_size]
+                    x = torch.from_numpy(np.array(frames.rgb[idx[ks]])).permute(0, 3, 1, 2).float().div_(255.0)
+                    y = torch.from_numpy(np.array(frames.rgb[idx[ks + s]])).permute(0, 3, 1, 2).float().div_(255.0)
+                    Tm = model.relative_pose(x, y).double().numpy()
+                    edges += [(int(k), int(k + s)) for k in ks]
+                    meas += list(Tm)
+            T = pose_graph(T, edges, np.stack(meas))
+        out[idx] = T
+    return out
+
+
 def export_depth(
     dataset: str | Path | Dataset,
     checkpoint: str | Path,
     out: str | Path,
     *,
     gps: str = "auto",
+    poses: str = "dataset",
     scale_cfg: ScaleConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -95,9 +132,13 @@ def export_depth(
     """Write ``dataset`` with the depth of the model in ``checkpoint`` to ``out`` (see the module docstring).
 
     ``gps``: ``auto`` scales to metres when every frame has a GPS position (lat / lon), ``on`` requires it,
-    ``off`` writes unscaled depth."""
+    ``off`` writes unscaled depth. ``poses``: ``dataset`` keeps the dataset's poses; ``video`` replaces them by
+    pseudo-absolute poses from the video alone (:func:`video_poses`, relative to each source's first frame, up to
+    scale: in network units, or in metres when the depth is scaled from GPS)."""
     if gps not in GPS_MODES:
         raise ConfigError(f"gps {gps!r} is not one of {list(GPS_MODES)}")
+    if poses not in POSE_MODES:
+        raise ConfigError(f"poses {poses!r} is not one of {list(POSE_MODES)}")
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     ck = load_checkpoint(checkpoint)
     if not isinstance(ck.model, SelfSupDepthNet):
@@ -118,7 +159,19 @@ def export_depth(
             fit = fits[sid]
             log.info("source %d: scale %.4f +- %.4f m per unit (%d windows)", sid, fit.scale, fit.sigma, fit.n_windows)
     kind = "metric" if use_gps else "unscaled"
+    T_out = ds.frames.T_world_cam
     extra = dict(ds.manifest.extra)
+    if poses == "video":
+        T_out = video_poses(ck.model, frames, pred)
+        for sid in scale_of:
+            m = frames.source_id == sid
+            T_out[m, :3, 3] *= scale_of[sid]
+        extra["poses"] = {
+            "kind": "pseudo-absolute",
+            "from": "video (composed relative poses of the pose network, refined by a pose graph)",
+            "key_frame": "the first frame of each source, at the identity",
+            "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
+        }
     extra["depth"] = {
         "source": "selfsup-depth",
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -145,7 +198,7 @@ def export_depth(
             d = (d * scale_of[int(f.source_id[i])]).astype(np.float32)
             ll = f.latlonalt[i]
             lla = (float(ll[0]), float(ll[1]), float(ll[2])) if np.all(np.isfinite(ll)) else None
-            writer.add_frame(int(f.stamp_ns[i]), f.T_world_cam[i], ds.read_rgb(i), d, latlonalt=lla,
+            writer.add_frame(int(f.stamp_ns[i]), T_out[i], ds.read_rgb(i), d, latlonalt=lla,
                              source_id=int(f.source_id[i]))  # fmt: skip
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)

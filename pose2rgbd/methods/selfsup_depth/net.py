@@ -189,7 +189,7 @@ class SelfSupDepthNet(ModelBase):
             if c.smoothness_weight > 0:
                 img_s = tgt if s == 0 else F.interpolate(tgt, disp.shape[-2:], mode="area")
                 nd = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
-                smooth = smooth + kornia.losses.inverse_depth_smoothness_loss(nd, img_s) / (2**s)
+                smooth = smooth + kornia.losses.inverse_depth_smoothness_loss(nd, img_s.to(nd.dtype)) / (2**s)
         losses = {"photometric": photo / c.scales}
         if c.smoothness_weight > 0:
             losses["smoothness"] = c.smoothness_weight * smooth / c.scales

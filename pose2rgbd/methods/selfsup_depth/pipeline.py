@@ -23,9 +23,50 @@ from pose2rgbd.training.train import train
 log = logging.getLogger(__name__)
 
 
+def video_frames_dataset(
+    video: str | Path,
+    out: str | Path,
+    *,
+    hfov_deg: float = 80.0,
+    size_wh: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Every frame of ``video`` as a dataset without GPS: pinhole camera of ``hfov_deg`` (no calibration for a
+    video), placeholder identity poses (``extra.poses.kind: placeholder``), no depth. The input of the
+    video-only path: train depth on it, then export with ``poses="video"``."""
+    import cv2
+    import numpy as np
+
+    from pose2rgbd.convert.video import read_video_frames
+    from pose2rgbd.dataset.format import DatasetWriter, Manifest
+    from pose2rgbd.errors import SyncError
+    from pose2rgbd.geometry.camera import PinholeCamera
+
+    it = read_video_frames(video)
+    first = next(it, None)
+    if first is None:
+        raise SyncError(f"{video}: no frame could be decoded (empty or corrupt video)")
+    h, w = first[2].shape[:2]
+    W, H = size_wh or (w, h)
+    man = Manifest(name=Path(video).stem, camera=PinholeCamera.from_fov(W, H, hfov_deg), depth_kind="none",
+                   sources=[{"id": 0, "kind": "video", "name": Path(video).name}],
+                   extra={"poses": {"kind": "placeholder", "note": "video without GPS: identity poses"}})  # fmt: skip
+    from itertools import chain
+
+    from tqdm import tqdm
+
+    with DatasetWriter(out, man, inputs=[video]) as wr:
+        for _, t, bgr in tqdm(chain([first], it), desc="frames", unit="frame", disable=not progress):
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if (w, h) != (W, H):
+                rgb = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA)
+            wr.add_frame(round(t * 1e9), np.eye(4), rgb)
+    return Path(out)
+
+
 def convert_video_with_depth(
     video: str | Path,
-    gps_log: str | Path,
+    gps_log: str | Path | None,
     out: str | Path,
     cfg: ConvertConfig | None = None,
     *,
@@ -37,7 +78,8 @@ def convert_video_with_depth(
     progress: bool = True,
     **convert_kw: Any,
 ) -> ExportResult:
-    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export."""
+    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export. Without
+    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video."""
     out = Path(out)
     inputs = [video, gps_log, convert_kw.get("attitude")]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
@@ -45,12 +87,18 @@ def convert_video_with_depth(
     if work.exists():
         shutil.rmtree(work)
     try:
-        frames_ds = convert_video(video, gps_log, work / "frames", cfg, progress=progress, **convert_kw)
+        if gps_log is None:
+            c = cfg or ConvertConfig()
+            frames_ds = video_frames_dataset(video, work / "frames", hfov_deg=c.hfov_deg, size_wh=c.size_wh(),
+                                             progress=progress)  # fmt: skip
+        else:
+            frames_ds = convert_video(video, gps_log, work / "frames", cfg, progress=progress, **convert_kw)
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
                                       tensorboard=False)  # fmt: skip
         res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
-        return export_depth(frames_ds, res.last, out, gps="on", scale_cfg=scale_cfg, overwrite=overwrite,
+        return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
+                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg, overwrite=overwrite,
                             progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)

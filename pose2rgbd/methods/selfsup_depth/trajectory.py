@@ -62,3 +62,57 @@ def ate_sim3(positions: np.ndarray, reference: np.ndarray) -> tuple[float, float
     rmse = float(np.sqrt(np.mean(np.sum((aligned - reference) ** 2, axis=1))))
     length = float(np.sum(np.linalg.norm(np.diff(reference, axis=0), axis=1)))
     return rmse, rmse / length if length > 0 else float("nan")
+
+
+def _pose_params(T: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return np.concatenate([Rotation.from_matrix(T[:, :3, :3]).as_rotvec(), T[:, :3, 3]], axis=1).ravel()
+
+
+def _params_pose(x: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    p = x.reshape(-1, 6)
+    T = np.tile(np.eye(4), (len(p), 1, 1))
+    T[:, :3, :3] = Rotation.from_rotvec(p[:, :3]).as_matrix()
+    T[:, :3, 3] = p[:, 3:]
+    return T
+
+
+def pose_graph(
+    T_init: np.ndarray,
+    edges: list[tuple[int, int]],
+    measurements: np.ndarray,
+    *,
+    rot_weight: float = 1.0,
+    max_nfev: int = 20,
+) -> np.ndarray:
+    """Refine ``T_world_cam`` (N, 4, 4; frame 0 held fixed) against relative measurements ``T_j_i`` (E, 4, 4)
+    on ``edges`` (i, j): consecutive frames plus skip edges (i, i + k), which tie the chain together and reduce
+    the drift of plain composition. Least squares over all edges (SciPy ``least_squares`` with a sparse Jacobian,
+    Huber loss); residuals are the rotation vector (times ``rot_weight``) and translation of
+    ``measurement^-1 @ T_cam_j_world @ T_world_cam_i``."""
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+    from scipy.spatial.transform import Rotation
+
+    n = len(T_init)
+    e = np.asarray(edges, dtype=np.int64)
+    M_inv = np.linalg.inv(np.asarray(measurements, dtype=np.float64))
+    T0 = np.asarray(T_init[0], dtype=np.float64)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        T = np.concatenate([T0[None], _params_pose(x)])
+        E = M_inv @ np.linalg.inv(T[e[:, 1]]) @ T[e[:, 0]]
+        r = Rotation.from_matrix(E[:, :3, :3]).as_rotvec() * rot_weight
+        return np.concatenate([r, E[:, :3, 3]], axis=1).ravel()
+
+    sparsity = lil_matrix((6 * len(e), 6 * (n - 1)), dtype=np.int8)
+    for k, (i, j) in enumerate(e):
+        for v in (i, j):
+            if v > 0:
+                sparsity[6 * k : 6 * k + 6, 6 * (v - 1) : 6 * v] = 1
+    res = least_squares(residuals, _pose_params(np.asarray(T_init[1:], dtype=np.float64)), jac_sparsity=sparsity,
+                        loss="huber", f_scale=0.05, max_nfev=max_nfev, method="trf")  # fmt: skip
+    return np.concatenate([T0[None], _params_pose(res.x)])

@@ -98,12 +98,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         allow_abbrev=False,
     )
     v.add_argument("video", type=Path)
-    v.add_argument("--gps", type=Path, help="GPS log; default: the GPS inside a GoPro MP4 (GPMF telemetry)")
+    v.add_argument("--gps", type=Path, help="GPS log; default: the GPS inside a GoPro MP4 (GPMF telemetry); none "
+                   "at all: only with --depth selfsup (the video-only path, poses up to scale)")  # fmt: skip
     v.add_argument("--gps-format", default="auto", choices=("auto", *GPS_FORMATS),
                    help="GPS log format; auto (default) detects it from the file (docs/convert.md)")  # fmt: skip
     v.add_argument("--video-start-utc", help="GPX only: UTC time of the first frame (ISO 8601); default: first point")
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
     v.add_argument("--attitude-degrees", action="store_true", help="attitude angles are in degrees")
+    v.add_argument("--depth", choices=("none", "selfsup"), default="none",
+                   help="selfsup: train self-supervised depth on the flight and write it scaled to metres from the GPS "
+                   "(Algorithm 2; `pose2rgbd depth train|export` for the steps one by one)")  # fmt: skip
+    v.add_argument("--depth-minutes", type=float, default=20.0, help="--depth selfsup: training time budget, minutes")
     _common(v)
     add_config_flags(v, _schema, COMMON_ALIASES, config_help=CONFIG_HELP)
     v.set_defaults(func=_video)
@@ -152,6 +157,22 @@ def _bag(args: argparse.Namespace) -> int:
 
 def _video(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.video import convert_video
+
+    if args.depth == "selfsup":
+        from pose2rgbd.cli.depth import print_export
+        from pose2rgbd.convert.gopro import has_gpmf
+        from pose2rgbd.methods.selfsup_depth.pipeline import convert_video_with_depth
+
+        gps = args.gps
+        if gps is None and args.video.is_file() and has_gpmf(args.video):
+            gps = args.video  # a GoPro MP4 carries its GPS: metric depth, not the video-only path
+        res = convert_video_with_depth(
+            args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
+            overwrite=args.overwrite, progress=not args.no_progress, gps_format=args.gps_format,
+            attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
+        )  # fmt: skip
+        print_export(res)
+        return 0
 
     out = convert_video(
         args.video, args.gps, args.out, config_from_args(args), gps_format=args.gps_format, attitude=args.attitude,

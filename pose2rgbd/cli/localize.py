@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +237,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     cal, notes = calibrate(
         args.checkpoint, args.dataset, split=args.split, device=args.device, batch_size=args.batch,
         crop_scale=args.crop_scale, max_frames=args.max_frames, ood_quantile=args.ood_quantile,
-        confidence_bins=args.bins, progress=sys.stderr.isatty(),
+        confidence_bins=args.bins, progress=True,
     )  # fmt: skip
     save_calibration(cal, args.out)
     sd = [math.sqrt(v) for v in cal.covariance.diagonal()]

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "pose2rgbd.cli.bag",
     "pose2rgbd.cli.convert",
     "pose2rgbd.cli.train",
+    "pose2rgbd.cli.depth",
     "pose2rgbd.cli.evaluate",
     "pose2rgbd.cli.experiments",
     "pose2rgbd.cli.render",

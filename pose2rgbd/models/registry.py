@@ -29,6 +29,7 @@ _BUILTIN: dict[str, str] = {
     "ground-plane": "pose2rgbd.inference.testing",  # analytic renderer for tests and benchmarks of serving
     "toy-localizer": "pose2rgbd.inference.testing_localize",  # for tests and benchmarks of serving
     "posegan": "pose2rgbd.methods.posegan",
+    "selfsup-depth": "pose2rgbd.methods.selfsup_depth",
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}

@@ -1,0 +1,104 @@
+"""``pose2rgbd depth``: self-supervised depth from a dataset's video frames (Algorithm 2).
+
+``depth train`` trains the ``selfsup-depth`` model on a dataset with frame sequences (the same as ``pose2rgbd
+train --method selfsup-depth``); ``depth export`` writes a copy of the dataset with its depth, scaled to metres
+from the GPS poses when every frame has one (or unscaled), plus a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
+
+TRAIN_ALIASES = (
+    Alias("--pose-source", "model.pose_source", choices=("posenet", "essential")),
+    Alias("--velocity-weight", "model.velocity_weight"),
+    Alias("--width", "model.width"),
+    Alias("--height", "model.height"),
+    Alias("--batch-size", "train.batch_size"),
+    Alias("--lr", "train.lr"),
+    Alias(("--minutes", "--max-minutes"), "train.max_minutes"),
+    Alias("--epochs", "train.epochs"),
+    Alias("--split", "train.split"),
+    Alias("--no-progress", "train.progress", const=False, help="no progress bar"),
+)
+EXPORT_ALIASES = (Alias("--min-baseline", "scale.min_baseline_m"),)
+
+
+def _train_schema() -> Schema:
+    from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
+    from pose2rgbd.training.config import TrainConfig
+
+    return Schema({"model": SelfSupDepthConfig, "train": TrainConfig})
+
+
+def _export_schema() -> Schema:
+    from pose2rgbd.convert.scale import ScaleConfig
+
+    return Schema({"scale": ScaleConfig})
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("depth", help="self-supervised depth from video frames: train, export (Algorithm 2)")
+    dsub = p.add_subparsers(dest="depth_command", metavar="<action>", required=True)
+    t = dsub.add_parser(
+        "train",
+        help="train depth + ego-motion on a dataset's frame sequences (view synthesis)",
+        description="Trains the selfsup-depth model (a depth network and a relative-pose source) on the time-ordered "
+        "frames of a dataset, e.g. one made by `pose2rgbd convert video`. Writes OUT/last.pt, OUT/log.csv, "
+        "OUT/config.yaml. Then `pose2rgbd depth export`.",
+        allow_abbrev=False,
+    )
+    t.add_argument("--dataset", type=Path, required=True, help="format-v1 dataset with frame sequences")
+    t.add_argument("--out", type=Path, required=True, help="training run directory")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    add_config_flags(t, _train_schema, TRAIN_ALIASES, config_help="YAML with 'model:' and/or 'train:' sections")
+    t.set_defaults(func=_train)
+    e = dsub.add_parser(
+        "export",
+        help="dataset + trained depth model -> dataset with depth (metric from GPS, or unscaled) and a report",
+        allow_abbrev=False,
+    )
+    e.add_argument("--dataset", type=Path, required=True, help="the dataset the model was trained on (or another)")
+    e.add_argument("--checkpoint", type=Path, required=True, help="OUT/last.pt of `depth train`")
+    e.add_argument("--out", type=Path, required=True, help="output dataset (written atomically)")
+    e.add_argument("--gps", choices=("auto", "on", "off"), default="auto",
+                   help="metres from the GPS poses: auto (every frame has lat/lon), on, off (unscaled)")  # fmt: skip
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier output dataset")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with a 'scale:' section")
+    e.set_defaults(func=_export)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pose2rgbd.training.train import train
+
+    cfg = config_from_args(args)
+    res = train("selfsup-depth", args.dataset, args.out, cfg["model"], cfg["train"], resume=args.resume,
+                overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [])  # fmt: skip
+    print(f"trained selfsup-depth ({res.parameters:,} parameters): {res.steps} steps, {res.elapsed_s / 60:.1f} min "
+          f"({res.stop_reason})")  # fmt: skip
+    print(f"  checkpoint: {res.last}")
+    return 0
+
+
+def print_export(res: object) -> None:
+    path, kind, fits = res.path, res.depth_kind, res.fits  # type: ignore[attr-defined]
+    print(f"{path}: {res.frames} frames with {kind} depth")  # type: ignore[attr-defined]
+    for sid, f in fits.items():
+        print(f"  source {sid}: scale {f.scale:.4g} +- {f.sigma:.2g} m per unit ({f.n_windows} windows, "
+              f"{f.n_hover} hover windows rejected)")  # fmt: skip
+    print(f"  report: {path / 'report'}")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pose2rgbd.methods.selfsup_depth.export import export_depth
+
+    cfg = config_from_args(args)
+    res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, scale_cfg=cfg["scale"],
+                       overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
+    print_export(res)
+    return 0

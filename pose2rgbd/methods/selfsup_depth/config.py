@@ -1,0 +1,71 @@
+"""Self-supervised depth + ego-motion configuration (one schema for the CLI, YAML files and checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.errors import ConfigError
+
+POSE_SOURCES: tuple[str, ...] = ("posenet", "essential")
+
+
+@dataclass
+class SelfSupDepthConfig:
+    """Depth network + relative-pose source trained by view synthesis between neighbouring frames."""
+
+    width: int = help_field(128, "network input / depth width in pixels (a multiple of 32)")
+    height: int = help_field(96, "network input / depth height in pixels (a multiple of 32)")
+    stride: int = help_field(1, "neighbouring frames are this many dataset frames before / after the target")
+    pose_source: str = help_field(
+        "posenet",
+        "relative pose used for view synthesis: posenet (a learned pose network, SfMLearner) | essential "
+        "(rotation and translation direction from tracked features + essential matrix with RANSAC, OpenCV; the "
+        "translation length from the pose network; the pose network where RANSAC fails)",
+    )
+    channels: list[int] = help_field([16, 32, 64, 96, 128], "encoder widths of the depth network (5 levels)")
+    pose_channels: list[int] = help_field([16, 32, 64, 128, 128], "encoder widths of the pose network")
+    scales: int = help_field(4, "output scales of the depth network used in the loss (1-4)")
+    ssim_weight: float = ranged_field(0.85, "photometric loss = w * (1 - SSIM) / 2 + (1 - w) * L1", 0.0, 1.0)
+    smoothness_weight: float = ranged_field(1e-3, "edge-aware disparity smoothness weight", 0.0, 1.0)
+    automask: bool = help_field(True, "auto-masking: ignore pixels an unwarped source frame explains as well")
+    min_depth: float = help_field(0.1, "smallest depth the network can output (network units)")
+    max_depth: float = help_field(100.0, "largest depth the network can output (network units)")
+    velocity_weight: float = ranged_field(
+        0.0,
+        "GPS-to-scale (velocity) loss weight: |‖t‖ - GPS distance| per frame pair; > 0 makes the network metric "
+        "(needs GPS-derived dataset poses); 0: unscaled, scale fitted afterwards",
+        0.0,
+        100.0,
+    )
+    gps_window_s: float = help_field(2.0, "velocity loss: GPS speed from positions +- this many seconds apart")
+    essential_width: int = help_field(320, "essential pose source: image width for feature tracking")
+
+    def __post_init__(self) -> None:
+        if self.width % 32 or self.height % 32 or not 32 <= self.width <= 1024 or not 32 <= self.height <= 1024:
+            raise ConfigError(f"model.width / model.height must be multiples of 32 in [32, 1024], got "
+                              f"{self.width}x{self.height}")  # fmt: skip
+        if self.stride < 1:
+            raise ConfigError(f"model.stride must be >= 1, got {self.stride}")
+        if self.pose_source not in POSE_SOURCES:
+            raise ConfigError(f"model.pose_source {self.pose_source!r} is not one of {list(POSE_SOURCES)}")
+        if len(self.channels) != 5 or any(int(c) <= 0 for c in self.channels):
+            raise ConfigError("model.channels: give 5 positive widths")
+        if len(self.pose_channels) < 3 or any(int(c) <= 0 for c in self.pose_channels):
+            raise ConfigError("model.pose_channels: give at least 3 positive widths")
+        if not 1 <= self.scales <= 4:
+            raise ConfigError(f"model.scales must be in [1, 4], got {self.scales}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise ConfigError(
+                f"model.min_depth / max_depth: need 0 < min < max, got {self.min_depth}, {self.max_depth}"
+            )
+        if self.gps_window_s <= 0:
+            raise ConfigError("model.gps_window_s must be > 0")
+        if self.essential_width < 64:
+            raise ConfigError("model.essential_width must be >= 64")
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "small": {},
+    "tiny": {"channels": [8, 16, 24, 32, 48], "pose_channels": [8, 16, 32, 32], "width": 64, "height": 64},
+}

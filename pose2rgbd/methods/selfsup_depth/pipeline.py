@@ -1,0 +1,104 @@
+"""Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
+Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, self-supervised training on that
+flight, then the depth export scaled from the GPS poses (Algorithm 2) into the output, written atomically. The
+work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pose2rgbd.convert.core import ConvertConfig
+from pose2rgbd.convert.scale import ScaleConfig
+from pose2rgbd.convert.video import convert_video
+from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
+from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
+from pose2rgbd.output_guard import DATASET, check_output
+from pose2rgbd.training.config import TrainConfig
+from pose2rgbd.training.train import train
+
+log = logging.getLogger(__name__)
+
+
+def video_frames_dataset(
+    video: str | Path,
+    out: str | Path,
+    *,
+    hfov_deg: float = 80.0,
+    size_wh: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Every frame of ``video`` as a dataset without GPS: pinhole camera of ``hfov_deg`` (no calibration for a
+    video), placeholder identity poses (``extra.poses.kind: placeholder``), no depth. The input of the
+    video-only path: train depth on it, then export with ``poses="video"``."""
+    import cv2
+    import numpy as np
+
+    from pose2rgbd.convert.video import read_video_frames
+    from pose2rgbd.dataset.format import DatasetWriter, Manifest
+    from pose2rgbd.errors import SyncError
+    from pose2rgbd.geometry.camera import PinholeCamera
+
+    it = read_video_frames(video)
+    first = next(it, None)
+    if first is None:
+        raise SyncError(f"{video}: no frame could be decoded (empty or corrupt video)")
+    h, w = first[2].shape[:2]
+    W, H = size_wh or (w, h)
+    man = Manifest(name=Path(video).stem, camera=PinholeCamera.from_fov(W, H, hfov_deg), depth_kind="none",
+                   sources=[{"id": 0, "kind": "video", "name": Path(video).name}],
+                   extra={"poses": {"kind": "placeholder", "note": "video without GPS: identity poses"}})  # fmt: skip
+    from itertools import chain
+
+    from pose2rgbd.progress import bar
+
+    with DatasetWriter(out, man, inputs=[video]) as wr:
+        for _, t, bgr in bar(chain([first], it), desc="frames", unit="frame", progress=progress):
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if (w, h) != (W, H):
+                rgb = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA)
+            wr.add_frame(round(t * 1e9), np.eye(4), rgb)
+    return Path(out)
+
+
+def convert_video_with_depth(
+    video: str | Path,
+    gps_log: str | Path | None,
+    out: str | Path,
+    cfg: ConvertConfig | None = None,
+    *,
+    model_cfg: SelfSupDepthConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    minutes: float = 20.0,
+    scale_cfg: ScaleConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **convert_kw: Any,
+) -> ExportResult:
+    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export. Without
+    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video."""
+    out = Path(out)
+    inputs = [video, gps_log, convert_kw.get("attitude")]
+    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
+    work = out.parent / f".{out.name}.selfsup-work-{os.getpid()}"
+    if work.exists():
+        shutil.rmtree(work)
+    try:
+        if gps_log is None:
+            c = cfg or ConvertConfig()
+            frames_ds = video_frames_dataset(video, work / "frames", hfov_deg=c.hfov_deg, size_wh=c.size_wh(),
+                                             progress=progress)  # fmt: skip
+        else:
+            frames_ds = convert_video(video, gps_log, work / "frames", cfg, progress=progress, **convert_kw)
+        tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
+                                      tensorboard=False)  # fmt: skip
+        res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
+        log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
+        return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
+                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg, overwrite=overwrite,
+                            progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

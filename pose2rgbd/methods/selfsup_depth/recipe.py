@@ -1,0 +1,113 @@
+"""How to train self-supervised depth on one flight: the recipe the generic driver
+(:func:`pose2rgbd.training.train.train`) calls.
+
+It reads every frame once at the model's size, refuses a static video, makes the split (the trainer's), builds
+``(previous, target, next)`` triplets within each split and, for ``pose_source: essential``, the OpenCV relative
+poses of every pair; for the velocity loss the GPS distances of every pair from the dataset poses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from pose2rgbd.convert.scale import gps_pair_distances
+from pose2rgbd.dataset.format import Dataset
+from pose2rgbd.dataset.sequences import SequenceDataset, SequenceFrames, load_sequence_frames, triplet_centres
+from pose2rgbd.errors import ConfigError, DatasetError
+from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
+from pose2rgbd.methods.selfsup_depth.essential import essential_poses
+from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, build_model
+from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
+
+log = logging.getLogger(__name__)
+
+STATIC_GREY_LEVELS = 1.0  # mean absolute difference between neighbours (0-255) below which a pair is static
+MIN_MOVING_SHARE = 0.2
+
+
+def check_motion(frames: SequenceFrames, stride: int, where: str) -> float:
+    """The share of neighbouring pairs that differ visibly; refuses a static video (DatasetError)."""
+    grey = frames.rgb.mean(axis=3, dtype=np.float32)
+    i = triplet_centres(frames.source_id, stride)
+    if len(i) == 0:
+        raise DatasetError(f"{where}: too few frames: need at least 3 time-ordered frames per source "
+                           f"({2 * stride + 1} with model.stride {stride})")  # fmt: skip
+    diff = np.abs(grey[i + stride] - grey[i]).mean(axis=(1, 2))
+    share = float(np.mean(diff > STATIC_GREY_LEVELS))
+    if share < MIN_MOVING_SHARE:
+        raise DatasetError(
+            f"{where}: the video is static ({share:.0%} of neighbouring frames differ by more than "
+            f"{STATIC_GREY_LEVELS} grey level): self-supervised depth needs camera motion. Use a part of the flight "
+            "where the camera moves, or a larger model.stride"
+        )
+    return share
+
+
+def has_gps_poses(ds: Dataset) -> bool:
+    """Dataset poses that come with a GPS position (lat / lon) on every frame."""
+    return bool(np.all(np.isfinite(ds.frames.latlonalt[:, :2])))
+
+
+def essential_for(ds: Dataset, mc: SelfSupDepthConfig, centres: np.ndarray, progress: bool) -> dict:
+    """Essential-matrix poses of every (target, source) pair at ``mc.essential_width`` (aspect kept)."""
+    cam = ds.camera
+    w = min(mc.essential_width, cam.width)
+    h = max(8, round(cam.height * w / cam.width))
+    scaled = cam.scaled(w, h)
+    need = sorted({int(x) for c in centres for x in (c - mc.stride, c, c + mc.stride)})
+    gray = np.zeros((len(ds), h, w), np.uint8)
+    for i in need:
+        g = cv2.cvtColor(ds.read_rgb(i), cv2.COLOR_RGB2GRAY)
+        gray[i] = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) if g.shape != (h, w) else g
+    pairs = [(int(c), int(c + d)) for c in centres for d in (-mc.stride, mc.stride)]
+    ess = essential_poses(gray, scaled.K, pairs, progress=progress)
+    log.info("essential poses: %d of %d pairs usable", len(ess), len(pairs))
+    return ess
+
+
+def prepare(ctx: RecipeContext) -> TrainingSetup:
+    ds, mc, tc = ctx.dataset, ctx.model_config, ctx.train_config
+    if not isinstance(mc, SelfSupDepthConfig):
+        raise ConfigError(f"selfsup-depth training needs a SelfSupDepthConfig, got {type(mc).__name__}")
+    frames = load_sequence_frames(ds, mc.width, mc.height, progress=ctx.progress)
+    check_motion(frames, mc.stride, str(ds.path))
+    split = split_for(ds, tc.split, tc.seed, tc.val_fraction)
+    centres = triplet_centres(frames.source_id, mc.stride)
+    tr = np.intersect1d(centres, split.train)
+    va = np.intersect1d(centres, split.val)
+    if len(tr) == 0:
+        raise DatasetError(f"{ds.path}: too few frames in the training split for (previous, target, next) triplets")
+    ess = essential_for(ds, mc, np.concatenate([tr, va]), ctx.progress) if mc.pose_source == "essential" else None
+    gps = None
+    if mc.velocity_weight > 0:
+        if not has_gps_poses(ds):
+            raise ConfigError(
+                f"{ds.path}: model.velocity_weight > 0 needs GPS-derived poses (lat / lon on every frame); "
+                "set it to 0 for a video without GPS"
+            )
+        n = len(ds)
+        gps = np.full((n, 2), np.nan)
+        for j, d in enumerate((-mc.stride, mc.stride)):
+            idx = np.arange(n)
+            src = np.clip(idx + d, 0, n - 1)
+            gps[:, j] = gps_pair_distances(ds.frames.translation, ds.frames.stamp_ns, np.stack([idx, src], 1),
+                                           mc.gps_window_s)  # fmt: skip
+    if ctx.model is not None:
+        if not isinstance(ctx.model, SelfSupDepthNet):
+            raise ConfigError(f"selfsup-depth training got a {type(ctx.model).__name__} model to continue")
+        model = ctx.model
+    else:
+        model = build_model(mc)
+    train_set = SequenceDataset(frames, tr, mc.stride, essential=ess, gps_dist=gps)
+    val_set = SequenceDataset(frames, va, mc.stride, essential=ess, gps_dist=gps) if len(va) else None
+    return TrainingSetup(
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+        split=split,
+        camera=frames.camera,
+        description=f"selfsup/{mc.pose_source}",
+    )

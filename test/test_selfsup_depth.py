@@ -1,0 +1,339 @@
+"""Self-supervised depth (Algorithm 2): view synthesis, photometric loss, GPS scale, pose composition, the
+training recipe through the generic trainer, the depth export, and the errors on bad input."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pose2rgbd.convert.scale import ScaleConfig, fit_scale, gps_pair_distances, segment_scales
+from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
+from pose2rgbd.errors import ConfigError, DatasetError, SyncError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.methods.selfsup_depth.net import photometric_error, warp
+from pose2rgbd.methods.selfsup_depth.trajectory import (
+    ate_sim3,
+    compose_poses,
+    relative_from_absolute,
+    relative_pose_errors,
+)
+
+# -- an analytic scene: a textured ground plane z = 0 seen from above -----------------------------------------
+
+
+def _rot(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("xyz", [roll, pitch, yaw]).as_matrix()
+
+
+def down_pose(x: float, y: float, h: float, tilt: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Camera at (x, y, h) looking down (optical z -> world -z), slightly tilted."""
+    R0 = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])  # columns: camera axes in the world
+    T = np.eye(4)
+    T[:3, :3] = R0 @ _rot(*tilt)
+    T[:3, 3] = (x, y, h)
+    return T
+
+
+def texture(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    c = [
+        0.5
+        + 0.2 * np.sin(1.3 * x + 0.4 * y)
+        + 0.15 * np.cos(2.1 * y - 0.3 * x)
+        + 0.1 * np.sin(3.7 * x * 0.5 + 2.9 * y * 0.5),
+        0.5 + 0.2 * np.cos(1.1 * x - 0.7 * y) + 0.15 * np.sin(2.5 * y + 0.2 * x),
+        0.5 + 0.2 * np.sin(0.9 * y + 1.7 * x) + 0.1 * np.cos(4.1 * x),
+    ]
+    return np.clip(np.stack(c, -1), 0.0, 1.0)
+
+
+def render_plane(T_world_cam: np.ndarray, cam: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
+    """``(rgb float (H, W, 3) in [0, 1], z-depth (H, W))`` of the plane z = 0 (exact ray intersection)."""
+    rays = cam.rays()  # z = 1 in the camera frame
+    d_world = rays @ T_world_cam[:3, :3].T
+    o = T_world_cam[:3, 3]
+    s = -o[2] / d_world[..., 2]  # ray parameter = z-depth since rays have z = 1
+    p = o + s[..., None] * d_world
+    return texture(p[..., 0], p[..., 1]), s.astype(np.float32)
+
+
+CAM = PinholeCamera.from_fov(64, 48, 60.0)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=torch.float32)
+
+
+def _views(
+    T0: np.ndarray, T1: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    img0, d0 = render_plane(T0, CAM)
+    img1, _ = render_plane(T1, CAM)
+    T_1_0 = np.linalg.inv(T1) @ T0
+    return (_t(img0).permute(2, 0, 1)[None], _t(img1).permute(2, 0, 1)[None], _t(d0)[None, None],
+            _t(T_1_0)[None], _t(CAM.K)[None])  # fmt: skip
+
+
+def test_warp_with_known_depth_and_pose_reproduces_the_rendered_frame() -> None:
+    T0 = down_pose(0.0, 0.0, 10.0, (0.05, -0.03, 0.1))
+    T1 = down_pose(0.8, 0.3, 10.2, (0.02, 0.04, 0.15))
+    img0, img1, d0, T_1_0, K = _views(T0, T1)
+    assert float((img1 - img0).abs().mean()) > 0.03  # the two views really differ
+    synth = warp(img1, d0, T_1_0, K)
+    seen = warp(torch.ones_like(img1), d0, T_1_0, K) > 0.999  # target pixels the source frame sees
+    assert float(seen.float().mean()) > 0.5
+    err = float((synth - img0).abs()[seen].mean())
+    assert err < 0.01, err
+    # the same warp with a wrong pose does not reproduce it
+    T_bad = T_1_0.clone()
+    T_bad[0, 0, 3] += 0.5
+    assert float((warp(img1, d0, T_bad, K) - img0).abs()[seen].mean()) > 3 * err
+
+
+def test_photometric_loss_is_zero_for_identical_views_and_grows_with_pose_error() -> None:
+    T0 = down_pose(0.0, 0.0, 10.0)
+    T1 = down_pose(0.6, -0.2, 10.0, (0.0, 0.0, 0.05))
+    img0, img1, d0, T_1_0, K = _views(T0, T1)
+    assert float(photometric_error(img0, img0).max()) < 1e-6
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))
+    losses = []
+    for dx in (0.0, 0.1, 0.3, 0.8):
+        T = T_1_0.clone()
+        T[0, 0, 3] += dx
+        losses.append(float(photometric_error(warp(img1, d0, T, K), img0)[inner].mean()))
+    assert losses[0] < 0.01
+    assert all(b > a for a, b in itertools.pairwise(losses)), losses
+
+
+# -- GPS scale -----------------------------------------------------------------------------------------------
+
+
+def _flight(n: int, rate: float = 10.0, speed: float = 8.0, hover: tuple[int, int] | None = None) -> np.ndarray:
+    """Camera poses along a gentle curve at ``speed`` m/s; optionally standing still over frames [a, b)."""
+    v = np.full(n, speed / rate)
+    if hover is not None:
+        v[hover[0] : hover[1]] = 0.0
+    s = np.concatenate([[0.0], np.cumsum(v[:-1])])
+    x, y = 60.0 * np.sin(s / 120.0), s * 0.8
+    T = np.stack([down_pose(a, b, 50.0, (0.0, 0.0, 0.2 * np.sin(k / 50.0))) for k, (a, b) in enumerate(zip(x, y))])
+    return T
+
+
+def _fit(T: np.ndarray, true_scale: float, gps_noise: float, seed: int = 0, rate: float = 10.0, **kw: float):
+    rng = np.random.default_rng(seed)
+    T_rel = relative_from_absolute(T)
+    net = T_rel.copy()
+    net[:, :3, 3] /= true_scale
+    net[:, :3, 3] *= 1.0 + 0.02 * rng.standard_normal((len(net), 1))  # network noise
+    gps = T[:, :3, 3] + gps_noise * rng.standard_normal((len(T), 3))
+    stamps = (np.arange(len(T)) * (1e9 / rate)).astype(np.int64)
+    return fit_scale(gps, stamps, net, ScaleConfig(**kw))
+
+
+def test_scale_is_recovered_from_noisy_gps() -> None:
+    T = _flight(1200)  # 120 s at 10 Hz, 8 m/s
+    fit = _fit(T, 37.0, 1.5)
+    assert abs(fit.scale / 37.0 - 1.0) < 0.03, fit
+    assert 0 < fit.sigma < 0.03 * 37.0
+    assert fit.n_windows >= 20 and fit.n_hover == 0
+    seg = segment_scales(fit, 30.0)
+    assert len(seg) >= 3 and all(abs(s["scale"] / 37.0 - 1) < 0.1 for s in seg)
+    # without the fix the error is large: a tiny baseline makes the ratios noise-dominated
+    noisy = _fit(T, 37.0, 1.5, min_baseline_m=1.0)
+    assert noisy.mad > 3 * fit.mad
+
+
+def test_hovers_are_rejected_and_gps_without_motion_is_an_error() -> None:
+    T = _flight(1500, hover=(400, 800))  # 40 s hovering in the middle
+    fit = _fit(T, 5.0, 1.5)
+    assert fit.n_hover >= 1
+    assert abs(fit.scale / 5.0 - 1.0) < 0.05
+    T_still = _flight(600, speed=0.0)
+    with pytest.raises(SyncError, match="too little motion"):
+        _fit(T_still, 5.0, 1.5)
+
+
+def test_gps_pair_distances_average_the_noise() -> None:
+    T = _flight(600)
+    rng = np.random.default_rng(1)
+    p = T[:, :3, 3] + 1.5 * rng.standard_normal((600, 3))
+    stamps = (np.arange(600) * 1e8).astype(np.int64)
+    pairs = np.stack([np.arange(100, 500), np.arange(101, 501)], 1)
+    true = np.linalg.norm(T[pairs[:, 1], :3, 3] - T[pairs[:, 0], :3, 3], axis=1)
+    d = gps_pair_distances(p, stamps, pairs, 2.0)
+    assert np.median(np.abs(d / true - 1)) < 0.1
+    naive = np.linalg.norm(p[pairs[:, 1]] - p[pairs[:, 0]], axis=1)
+    assert np.median(np.abs(naive / true - 1)) > 0.5  # single fixes are useless at this baseline
+
+
+# -- pose composition ----------------------------------------------------------------------------------------
+
+
+def test_composition_of_relative_poses_matches_ground_truth() -> None:
+    T = _flight(300)
+    T_rel = relative_from_absolute(T)
+    back = compose_poses(T_rel, T[0])
+    assert np.allclose(back, T, atol=1e-8)
+    rot, tdir = relative_pose_errors(T_rel, T_rel)
+    assert rot.max() < 1e-5 and np.nanmax(tdir) < 1e-3
+    # an unscaled, rotated copy aligns back exactly under Sim(3); noise on the relative poses shows as drift
+    rmse, rel = ate_sim3(compose_poses(T_rel)[:, :3, 3] * 0.1, T[:, :3, 3])  # key frame at the origin, 1/10 scale
+    assert rmse < 1e-6 and rel < 1e-8
+    noisy = T_rel.copy()
+    noisy[:, :3, 3] += 0.05 * np.random.default_rng(0).standard_normal((len(noisy), 3))
+    rmse2, rel2 = ate_sim3(compose_poses(noisy)[:, :3, 3], T[:, :3, 3])
+    assert rmse2 > 0.1 and rel2 > 1e-4
+
+
+# -- the recipe through the generic trainer, the export, bad input ---------------------------------------------
+
+
+def _write_dataset(path: Path, n: int, *, move: bool = True, cam: PinholeCamera | None = None) -> Path:
+    cam = cam or PinholeCamera.from_fov(64, 64, 60.0)
+    datum = Datum(44.43, 26.10, 80.0)
+    man = Manifest(name="plane", camera=cam, depth_kind="none", datum=datum,
+                   sources=[{"id": 0, "kind": "video", "name": "plane"}])  # fmt: skip
+    with DatasetWriter(path, man) as w:
+        for k in range(n):
+            m = float(move)
+            T = down_pose(0.4 * k * m, 0.1 * k * m, 12.0, (0.02 * np.sin(k) * m, 0.0, 0.01 * k * m))
+            rgb, _ = render_plane(T, cam)
+            lat, lon, alt = datum.from_enu(T[:3, 3][None])
+            w.add_frame(int(1e9 + k * 1e8), T, (rgb * 255).astype(np.uint8),
+                        latlonalt=(float(lat[0]), float(lon[0]), float(alt[0])))  # fmt: skip
+    return path
+
+
+def _tc(**kw: object):
+    from pose2rgbd.training.config import TrainConfig
+
+    base = dict(epochs=1, max_steps=2, batch_size=2, lr=1e-4, progress=False, tensorboard=False, val_every=1)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> None:
+    """The essential pose source through the library API, unscaled export."""
+    from pose2rgbd.methods.selfsup_depth.export import export_depth
+    from pose2rgbd.models.registry import get_family
+    from pose2rgbd.training.train import train
+
+    ds_path = _write_dataset(tmp_path / "ds", 12)
+    mc = get_family("selfsup-depth").make_config("tiny", pose_source="essential")
+    res = train("selfsup-depth", ds_path, tmp_path / "run", mc, _tc())
+    assert res.steps == 2 and res.last.is_file()
+    assert np.isfinite(res.final_val["val/photometric"])
+    out = export_depth(ds_path, res.last, tmp_path / "out", gps="off", progress=False)
+    ds = Dataset(out.path)
+    assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["depth"]["scaled_from"] == "none"
+    d = ds.read_depth(3)
+    assert d.shape == (64, 64) and d.dtype == np.float32 and np.all(np.isfinite(d)) and d.min() > 0
+    assert (out.path / "report" / "samples.png").is_file() and (out.path / "report" / "trajectory.png").is_file()
+
+
+def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pose2rgbd depth train` (pose network, velocity loss) and `depth export --gps on`: metric depth, the scale
+    and its uncertainty in the manifest, depth = scale * unscaled depth."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.methods.selfsup_depth.export import export_depth
+
+    ds_path = _write_dataset(tmp_path / "ds", 12)
+    run = tmp_path / "run"
+    rc = main(["depth", "train", "--dataset", str(ds_path), "--out", str(run), "--width", "64", "--height", "64",
+               "--set", "model.channels=[8,16,24,32,48]", "--set", "model.pose_channels=[8,16,32,32]",
+               "--velocity-weight", "1", "--set", "train.max_steps=2", "--batch-size", "2", "--no-progress",
+               "--set", "train.tensorboard=false", "--set", "train.epochs=1"])  # fmt: skip
+    assert rc == 0 and (run / "last.pt").is_file()
+    met = tmp_path / "met"
+    rc = main(["depth", "export", "--dataset", str(ds_path), "--checkpoint", str(run / "last.pt"), "--out", str(met),
+               "--gps", "on", "--min-baseline", "0.8", "--set", "scale.min_windows=2", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    assert "metric depth" in capsys.readouterr().out
+    mds = Dataset(met)
+    assert mds.manifest.depth_kind == "metric"
+    info = mds.manifest.extra["depth"]
+    s = info["scale"]["0"]["scale"]
+    assert info["scaled_from"] == "gps" and s > 0 and info["scale"]["0"]["sigma"] >= 0
+    assert (met / "report" / "scale.png").is_file() and (met / "report" / "summary.json").is_file()
+    un = export_depth(ds_path, run / "last.pt", tmp_path / "un", gps="off", progress=False)
+    assert np.allclose(mds.read_depth(3), Dataset(un.path).read_depth(3) * s, rtol=1e-4)
+
+
+def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
+    from pose2rgbd.models.registry import get_family
+    from pose2rgbd.training.train import train
+
+    fam = get_family("selfsup-depth")
+    mc = fam.make_config("tiny")
+    few = _write_dataset(tmp_path / "few", 2)
+    with pytest.raises(ConfigError, match="sequences"):
+        train("selfsup-depth", few, tmp_path / "r1", mc, _tc())
+    static = _write_dataset(tmp_path / "static", 8, move=False)
+    with pytest.raises(DatasetError, match="static"):
+        train("selfsup-depth", static, tmp_path / "r2", mc, _tc())
+    from pose2rgbd.dataset.sequences import load_sequence_frames
+
+    with pytest.raises(DatasetError, match=r"focal|3 or more frames"):
+        load_sequence_frames(Dataset(few), 64, 64)
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        fam.make_config(width=100)
+
+
+def test_pose_graph_with_skip_edges_reduces_the_drift_of_composition() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from pose2rgbd.methods.selfsup_depth.trajectory import pose_graph
+
+    T = _flight(60, speed=8.0)
+    rng = np.random.default_rng(3)
+
+    def noisy(M: np.ndarray) -> np.ndarray:
+        N = M.copy()
+        N[:3, :3] = Rotation.from_rotvec(0.004 * rng.standard_normal(3)).as_matrix() @ M[:3, :3]
+        N[:3, 3] += 0.03 * rng.standard_normal(3)
+        return N
+
+    edges, meas = [], []
+    for s in (1, 2, 4, 8):
+        for i in range(0, len(T) - s):
+            edges.append((i, i + s))
+            meas.append(noisy(np.linalg.inv(T[i + s]) @ T[i]))
+    chain = [m for (i, j), m in zip(edges, meas) if j == i + 1]
+    composed = compose_poses(np.stack(chain), T[0])
+    refined = pose_graph(composed, edges, np.stack(meas))
+    ate_c, _ = ate_sim3(composed[:, :3, 3], T[:, :3, 3])
+    ate_r, _ = ate_sim3(refined[:, :3, 3], T[:, :3, 3])
+    assert np.allclose(refined[0], T[0])
+    assert ate_r < 0.9 * ate_c, (ate_r, ate_c)
+
+
+@pytest.mark.slow
+def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(tmp_path: Path) -> None:
+    """`convert video V --depth selfsup` without --gps: unscaled depth, poses from the video (pose graph)."""
+    import cv2
+
+    from pose2rgbd.cli.main import main
+
+    cam = PinholeCamera.from_fov(64, 64, 60.0)
+    video = tmp_path / "flight.mp4"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 64))
+    for k in range(10):
+        rgb, _ = render_plane(down_pose(0.4 * k, 0.1 * k, 12.0, (0.0, 0.0, 0.01 * k)), cam)
+        wr.write(np.ascontiguousarray((rgb * 255).astype(np.uint8)[..., ::-1]))
+    wr.release()
+    out = tmp_path / "out"
+    assert main(["convert", "video", str(video), "--out", str(out), "--no-progress"]) != 0  # needs --gps
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0.01",
+               "--no-progress", "--hfov", "60"])  # fmt: skip
+    assert rc == 0
+    ds = Dataset(out)
+    assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
+    assert len(ds) == 10 and np.allclose(ds.frames.T_world_cam[0], np.eye(4), atol=1e-9)
+    assert not np.allclose(ds.frames.T_world_cam[-1], np.eye(4))  # the poses come from the network, not placeholders
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # the work folder is gone

@@ -401,20 +401,24 @@ class Trainer:
         stop = threading.Event()
         it = iter(loader)  # here: making the iterator draws from the global RNG, at the same point every run
 
+        def put(item: Any) -> bool:
+            """Hand ``item`` over unless the training thread has stopped taking batches."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 for b in it:
-                    while not stop.is_set():
-                        try:
-                            q.put(b, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(b):
                         return
-                q.put(done)
+                put(done)
             except BaseException as e:  # handed to the training thread
-                q.put(e)
+                put(e)
 
         th = threading.Thread(target=produce, name="pose2rgbd-batches", daemon=True)
         th.start()

@@ -1,0 +1,155 @@
+"""Trainer throughput against the bare training step of the same model and batch, in one run.
+
+For each preset: (1) *bare*: ``model.train_step`` (forward + loss + backward + AdamW step) in a Python loop on
+one fixed batch already in memory; (2) *trainer*: ``pose2rgbd.training.train`` with its defaults (memory-mapped
+cache, shuffled batches made ahead in a thread, CSV log, TensorBoard, validation at most every 60 s, last.pt every
+300 s and best.pt when it improves, written in the background) on a toy set of that size; (3) optionally
+*per-epoch*: the trainer set as it was before these defaults (validation, BatchNorm recalibration and a
+checkpoint written in the loop after every epoch, batches made in the loop). Samples/s are counted after
+``--warmup`` steps; "end to end" includes the final validation, recalibration and checkpoint write.
+
+Usage::
+
+    .venv/bin/python bench/bench_trainer.py                          # base and slice10, 64x64, batch 16
+    .venv/bin/python bench/bench_trainer.py --presets base --steps 60 --per-epoch --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def cpu_description() -> str:
+    """CPU model and the vector-instruction flags that matter for torch (AVX2, AVX-512, AMX, bf16)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags_line = next((ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("Flags")), "")
+    keep = [f for f in flags_line.split() if f.startswith(("avx", "amx", "fma")) or f in ("f16c",)]
+    cpus = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("CPU(s)")), "?")
+    return f"{model}, {cpus} CPUs, flags {' '.join(keep) or 'none of avx/amx'}"
+
+
+def bare(preset: str, size: int, batch: int, steps: int, warmup: int, cache: Any) -> float:
+    """Samples/s of ``model.train_step`` on one fixed batch (no data loading, no logs)."""
+    import torch
+    from torch.utils.data import default_collate
+
+    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer
+
+    torch.manual_seed(0)
+    pn = PoseNormalizer.fit(cache.T_world_cam, "6dof-quat")
+    model = build_model(preset_config(preset, size=size, outputs="rgbd"), DepthNormalizer.fit(cache.depth), pn)
+    model.train()
+    ds = PoseRGBDDataset(cache, list(range(batch)), model)
+    b = default_collate([ds[i] for i in range(batch)])
+    opts = {"model": torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.01)}
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        model.train_step(b, opts, autocast=nullcontext, step=i)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Path, per_epoch: bool) -> dict:
+    """Samples/s of the full training driver, steady state (steps after the warm-up) and end to end."""
+    from pose2rgbd.methods.pose2rgbd import preset_config
+    from pose2rgbd.training import Callback, TrainConfig, train_model
+
+    marks: dict[str, float] = {}
+
+    class Clock(Callback):
+        def on_step_end(self, trainer: Any, logs: dict) -> None:
+            if trainer.step == warmup:
+                marks["start"] = time.perf_counter()
+            marks["last_step"] = time.perf_counter()
+
+        def on_validation_end(self, trainer: Any, logs: dict) -> None:
+            marks["validations"] = marks.get("validations", 0) + 1
+
+    old = {"val_min_seconds": 0, "checkpoint_every_epochs": 1, "checkpoint_every_seconds": 0,
+           "checkpoint_background": False, "prefetch_batches": 0} if per_epoch else {}  # fmt: skip
+    tc = TrainConfig(batch_size=batch, max_steps=warmup + steps, progress=False, device="cpu", amp="off", **old)
+    with tempfile.TemporaryDirectory() as out:
+        res = train_model(ds, Path(out) / "run", preset_config(preset, size=size, outputs="rgbd"), tc,
+                          callbacks=[Clock()])  # fmt: skip
+        end = time.perf_counter()
+    n = steps * batch
+    return {
+        "steady_samples_s": n / (marks["last_step"] - marks["start"]),
+        "end_to_end_samples_s": n / (end - marks["start"]),
+        "validations": int(marks.get("validations", 0)),
+        "steps": res.steps,
+        "epochs": res.epochs,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["base", "slice10"])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=40, help="toy set size (train + validation)")
+    ap.add_argument("--steps", type=int, default=40, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--per-epoch", action="store_true", help="also time the old per-epoch settings")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+
+    import torch
+
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    info = {"cpu": cpu_description(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    print(f"# {info['cpu']}; torch {info['torch']}, {info['threads']} threads")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = make_toy_dataset(Path(tmp) / "ds", n_survey=a.frames - a.frames // 5, n_route=a.frames // 5, size=a.size)
+        cache = build_cache(ds, a.size, progress=False)
+        for p in a.presets:
+            row: dict[str, Any] = {"preset": p, "size": a.size, "batch": a.batch}
+            row["bare_samples_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)
+            row["trainer"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=False)
+            if a.per_epoch:
+                row["per_epoch"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=True)
+            row["bare_again_samples_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)  # load drift
+            rows.append(row)
+            b = (row["bare_samples_s"] + row["bare_again_samples_s"]) / 2
+            tr = row["trainer"]
+            line = (
+                f"{p:8s} bare {row['bare_samples_s']:.1f} / {row['bare_again_samples_s']:.1f} samples/s; trainer "
+                f"{tr['steady_samples_s']:.1f} steady ({tr['steady_samples_s'] / b:.0%}), "
+                f"{tr['end_to_end_samples_s']:.1f} end to end ({tr['end_to_end_samples_s'] / b:.0%}), "
+                f"{tr['validations']} validations"
+            )
+            if a.per_epoch:
+                pe = row["per_epoch"]
+                line += (
+                    f"; per-epoch settings {pe['steady_samples_s']:.1f} steady ({pe['steady_samples_s'] / b:.0%}), "
+                    f"{pe['validations']} validations"
+                )
+            print(line, flush=True)
+    if a.json:
+        a.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

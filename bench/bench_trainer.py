@@ -6,7 +6,9 @@ cache, shuffled batches made ahead in a thread, CSV log, TensorBoard, validation
 300 s and best.pt when it improves, written in the background) on a toy set of that size; (3) optionally
 *per-epoch*: the trainer set as it was before these defaults (validation, BatchNorm recalibration and a
 checkpoint written in the loop after every epoch, batches made in the loop). Samples/s are counted after
-``--warmup`` steps; "end to end" includes the final validation, recalibration and checkpoint write.
+``--warmup`` steps, per second of wall time and per second of CPU time of this process (all its threads: on
+shared cores the CPU-time rate is what other processes disturb least); "end to end" (wall) includes the final
+validation, recalibration and checkpoint write.
 
 Usage::
 
@@ -43,8 +45,9 @@ def cpu_description() -> str:
     return f"{model}, {cpus} CPUs, flags {' '.join(keep) or 'none of avx/amx'}"
 
 
-def bare(preset: str, size: int, batch: int, steps: int, warmup: int, cache: Any) -> float:
-    """Samples/s of ``model.train_step`` on one fixed batch (no data loading, no logs)."""
+def bare(preset: str, size: int, batch: int, steps: int, warmup: int, cache: Any) -> tuple[float, float]:
+    """Samples per second of wall time and per second of CPU time (all threads of this process) of
+    ``model.train_step`` on one fixed batch (no data loading, no logs)."""
     import torch
     from torch.utils.data import default_collate
 
@@ -59,12 +62,12 @@ def bare(preset: str, size: int, batch: int, steps: int, warmup: int, cache: Any
     ds = PoseRGBDDataset(cache, list(range(batch)), model)
     b = default_collate([ds[i] for i in range(batch)])
     opts = {"model": torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.01)}
-    t0 = 0.0
+    t0 = c0 = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         model.train_step(b, opts, autocast=nullcontext, step=i)
-    return steps * batch / (time.perf_counter() - t0)
+    return steps * batch / (time.perf_counter() - t0), steps * batch / (time.process_time() - c0)
 
 
 def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Path, per_epoch: bool) -> dict:
@@ -77,8 +80,8 @@ def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Pat
     class Clock(Callback):
         def on_step_end(self, trainer: Any, logs: dict) -> None:
             if trainer.step == warmup:
-                marks["start"] = time.perf_counter()
-            marks["last_step"] = time.perf_counter()
+                marks["start"], marks["start_cpu"] = time.perf_counter(), time.process_time()
+            marks["last_step"], marks["last_step_cpu"] = time.perf_counter(), time.process_time()
 
         def on_validation_end(self, trainer: Any, logs: dict) -> None:
             marks["validations"] = marks.get("validations", 0) + 1
@@ -93,6 +96,7 @@ def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Pat
     n = steps * batch
     return {
         "steady_samples_s": n / (marks["last_step"] - marks["start"]),
+        "steady_samples_cpu_s": n / (marks["last_step_cpu"] - marks["start_cpu"]),
         "end_to_end_samples_s": n / (end - marks["start"]),
         "validations": int(marks.get("validations", 0)),
         "steps": res.steps,
@@ -112,9 +116,14 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
 
+    import faulthandler
+    import signal
+
     import torch
 
     from pose2rgbd.dataset import build_cache
+
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where it is
     from pose2rgbd.experiments.toy import make_toy_dataset
 
     info = {"cpu": cpu_description(), "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -125,27 +134,30 @@ def main() -> int:
         cache = build_cache(ds, a.size, progress=False)
         for p in a.presets:
             row: dict[str, Any] = {"preset": p, "size": a.size, "batch": a.batch}
-            row["bare_samples_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)
+            row["bare_samples_s"], row["bare_samples_cpu_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)
+            print(f"  {p}: bare {row['bare_samples_s']:.1f} samples/s", flush=True)
             row["trainer"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=False)
             if a.per_epoch:
                 row["per_epoch"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=True)
-            row["bare_again_samples_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)  # load drift
+            again = bare(p, a.size, a.batch, a.steps, a.warmup, cache)  # load drift
+            row["bare_again_samples_s"], row["bare_again_samples_cpu_s"] = again
             rows.append(row)
             b = (row["bare_samples_s"] + row["bare_again_samples_s"]) / 2
-            tr = row["trainer"]
-            line = (
-                f"{p:8s} bare {row['bare_samples_s']:.1f} / {row['bare_again_samples_s']:.1f} samples/s; trainer "
-                f"{tr['steady_samples_s']:.1f} steady ({tr['steady_samples_s'] / b:.0%}), "
-                f"{tr['end_to_end_samples_s']:.1f} end to end ({tr['end_to_end_samples_s'] / b:.0%}), "
-                f"{tr['validations']} validations"
+            bc = (row["bare_samples_cpu_s"] + row["bare_again_samples_cpu_s"]) / 2
+            runs = [("trainer", row["trainer"])] + ([("per-epoch settings", row["per_epoch"])] if a.per_epoch else [])
+            print(
+                f"{p:8s} bare {row['bare_samples_s']:.1f} / {row['bare_again_samples_s']:.1f} samples/s wall, "
+                f"{row['bare_samples_cpu_s']:.1f} / {row['bare_again_samples_cpu_s']:.1f} per CPU-s",
+                flush=True,
             )
-            if a.per_epoch:
-                pe = row["per_epoch"]
-                line += (
-                    f"; per-epoch settings {pe['steady_samples_s']:.1f} steady ({pe['steady_samples_s'] / b:.0%}), "
-                    f"{pe['validations']} validations"
+            for name, r in runs:
+                print(
+                    f"  {name}: steady {r['steady_samples_s']:.1f} samples/s wall ({r['steady_samples_s'] / b:.0%} of "
+                    f"bare), {r['steady_samples_cpu_s']:.1f} per CPU-s ({r['steady_samples_cpu_s'] / bc:.0%}); end to "
+                    f"end {r['end_to_end_samples_s']:.1f} ({r['end_to_end_samples_s'] / b:.0%}); "
+                    f"{r['validations']} validations",
+                    flush=True,
                 )
-            print(line, flush=True)
     if a.json:
         a.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
     return 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.models import ModelBase
 from pose2rgbd.training import Callback, CheckpointCallback, TrainConfig, Trainer
 from pose2rgbd.training.callbacks import BackgroundWriter, atomic_copy
@@ -77,10 +77,10 @@ def test_time_budget_alone_sets_the_length() -> None:
     assert TrainConfig().max_epochs == 100  # no budget: the paper's 100 epochs
     assert TrainConfig(max_minutes=1).max_epochs is None and TrainConfig(max_steps=5).max_epochs is None
     assert TrainConfig(epochs=3, max_minutes=1).max_epochs == 3  # epochs given: the first limit wins
-    # 1 batch per epoch, 1/8 s per step, 0.5 min: 240 steps = 240 epochs (more than the old 100-epoch cap)
-    tr, _ = _trainer(TrainConfig(batch_size=8, max_minutes=0.5, val_every=0, **_BASE), dt=0.125)
+    # 1 batch per epoch, 1/4 s per step, 0.5 min: 120 steps = 120 epochs (more than the old 100-epoch cap)
+    tr, _ = _trainer(TrainConfig(batch_size=8, max_minutes=0.5, val_every=0, **_BASE), dt=0.25)
     tr.fit()
-    assert tr.step == 240 and tr.epoch == 240
+    assert tr.step == 120 and tr.epoch == 120
     assert tr.stop_reason == "time budget 0.5 min reached"
     tr, _ = _trainer(TrainConfig(batch_size=8, epochs=7, max_minutes=0.5, val_every=0, **_BASE), dt=0.125)
     assert tr.fit().step == 7 and tr.stop_reason == "done"
@@ -248,13 +248,13 @@ def test_background_write_errors_stop_training(tmp_path: Path) -> None:
             time.sleep(0.01)
 
     tr = Trainer(_Lin(), _data(8), cfg, callbacks=[_Slow(), cb])
-    with pytest.raises(CheckpointError, match=r"writing .*last.pt failed: OSError: .*No space left on device"):
+    with pytest.raises(OSError, match=r"No space left on device") as err:
         tr.fit()
-    assert tr.step < 200  # surfaced during training, not only at the end
+    assert err.value.errno == 28 and tr.step < 200  # surfaced during training, not only at the end
     # and at the end, when the failing write is the last one
     w = BackgroundWriter()
     w.submit(lambda: (_ for _ in ()).throw(OSError(30, "Read-only file system")), what="x/last.pt")
-    with pytest.raises(CheckpointError, match=r"writing x/last.pt failed: OSError: .*Read-only"):
+    with pytest.raises(OSError, match=r"Read-only"):
         w.join()
 
 

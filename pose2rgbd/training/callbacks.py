@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from pose2rgbd.atomic import sweep_stale_siblings
-from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES
 from pose2rgbd.training.trainer import Callback
 
@@ -150,7 +150,8 @@ class ProgressBar(Callback):
 
 class BackgroundWriter:
     """Runs one write at a time in a background thread: :meth:`submit` waits for the previous write first;
-    :meth:`check` raises the error of a finished write, :meth:`join` waits and raises it. The thread is not a
+    :meth:`check` raises the error of a finished write, :meth:`join` waits and raises it (the exception the write
+    raised, e.g. the ``OSError`` of a full disk). The thread is not a
     daemon, so a write in progress completes before the interpreter exits."""
 
     def __init__(self) -> None:
@@ -186,8 +187,8 @@ class BackgroundWriter:
             th.join()
         err, self._error = self._error, None
         if err is not None:
-            msg = str(err) if isinstance(err, CheckpointError) else f"{type(err).__name__}: {err}"
-            raise CheckpointError(f"writing {self._what} failed: {msg}") from err
+            log.error("writing %s failed: %s", self._what, err)
+            raise err  # as it is: the CLI names an OSError's file and cause (disk full, read-only, ...)
 
 
 def atomic_copy(src: Path, dst: Path) -> None:

@@ -70,7 +70,9 @@ def bare(preset: str, size: int, batch: int, steps: int, warmup: int, cache: Any
     return steps * batch / (time.perf_counter() - t0), steps * batch / (time.process_time() - c0)
 
 
-def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Path, per_epoch: bool) -> dict:
+def trainer(
+    preset: str, size: int, batch: int, steps: int, warmup: int, ds: Path, per_epoch: bool, overrides: dict
+) -> dict:
     """Samples/s of the full training driver, steady state (steps after the warm-up) and end to end."""
     from pose2rgbd.methods.pose2rgbd import preset_config
     from pose2rgbd.training import Callback, TrainConfig, train_model
@@ -88,7 +90,8 @@ def trainer(preset: str, size: int, batch: int, steps: int, warmup: int, ds: Pat
 
     old = {"val_min_seconds": 0, "checkpoint_every_epochs": 1, "checkpoint_every_seconds": 0,
            "checkpoint_background": False, "prefetch_batches": 0} if per_epoch else {}  # fmt: skip
-    tc = TrainConfig(batch_size=batch, max_steps=warmup + steps, progress=False, device="cpu", amp="off", **old)
+    kw = {"batch_size": batch, "max_steps": warmup + steps, "progress": False, "device": "cpu", "amp": "off"}
+    tc = TrainConfig(**{**kw, **overrides, **old})
     with tempfile.TemporaryDirectory() as out:
         res = train_model(ds, Path(out) / "run", preset_config(preset, size=size, outputs="rgbd"), tc,
                           callbacks=[Clock()])  # fmt: skip
@@ -111,10 +114,20 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=40, help="toy set size (train + validation)")
     ap.add_argument("--steps", type=int, default=40, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--per-epoch", action="store_true", help="also time the old per-epoch settings")
+    ap.add_argument(
+        "--trainer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig value for the trainer run, e.g. prefetch_batches=0 (YAML value)",
+    )
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.trainer_set)}
 
     import faulthandler
     import signal
@@ -126,7 +139,8 @@ def main() -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where it is
     from pose2rgbd.experiments.toy import make_toy_dataset
 
-    info = {"cpu": cpu_description(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = {"cpu": cpu_description(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "trainer_set": overrides}  # fmt: skip
     print(f"# {info['cpu']}; torch {info['torch']}, {info['threads']} threads")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,9 +150,9 @@ def main() -> int:
             row: dict[str, Any] = {"preset": p, "size": a.size, "batch": a.batch}
             row["bare_samples_s"], row["bare_samples_cpu_s"] = bare(p, a.size, a.batch, a.steps, a.warmup, cache)
             print(f"  {p}: bare {row['bare_samples_s']:.1f} samples/s", flush=True)
-            row["trainer"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=False)
+            row["trainer"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=False, overrides=overrides)
             if a.per_epoch:
-                row["per_epoch"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=True)
+                row["per_epoch"] = trainer(p, a.size, a.batch, a.steps, a.warmup, ds, per_epoch=True, overrides={})
             again = bare(p, a.size, a.batch, a.steps, a.warmup, cache)  # load drift
             row["bare_again_samples_s"], row["bare_again_samples_cpu_s"] = again
             rows.append(row)

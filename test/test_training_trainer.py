@@ -139,7 +139,10 @@ def _best_epochs(scores: list[float], mode: str, tmp_path: Path, resume_from: di
     model = _Scored(scores, ("val/score", mode))
     cb = CheckpointCallback(tmp_path, lambda tr, p: saved.append((tr.epoch, p.name, tr.last_val["val/score"])))
     data = [{"x": torch.randn(2)} for _ in range(4)]
-    cfg = TrainConfig(epochs=len(scores) + (resume_from or {}).get("epoch", 0), batch_size=4, progress=False, amp="off")
+    cfg = TrainConfig(
+        epochs=len(scores) + (resume_from or {}).get("epoch", 0), batch_size=4, progress=False, amp="off",
+        val_min_seconds=0,
+    )  # fmt: skip
     tr = Trainer(model, data, cfg, val_set=data, callbacks=[cb])
     if resume_from is not None:
         tr.load_state(model_state=model.state_dict(), optimizers={}, trainer_state=resume_from)

@@ -1,14 +1,18 @@
-"""Trainer callbacks: CSV + TensorBoard logs, a tqdm progress bar, checkpoints."""
+"""Trainer callbacks: CSV + TensorBoard logs, a tqdm progress bar, checkpoints (written in the background)."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import math
+import os
+import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES
 from pose2rgbd.progress import bar
@@ -101,25 +105,22 @@ class TensorBoardLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running ``loss`` (single objective) or, for a multi-objective model, one
-    value per group: the first logged name of each ``<group>/`` prefix (e.g. ``generator/adv``)."""
+    """One tqdm bar for the run (out of the planned steps when they are known) with the epoch and the running
+    ``loss`` (single objective) or, for a multi-objective model, one value per group: the first logged name of
+    each ``<group>/`` prefix (e.g. ``generator/adv``). Each validation is logged (INFO)."""
 
     def __init__(self, desc: str = "train") -> None:
         self.desc = desc
         self._bar: Any = None
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        import math
-
-        n = math.ceil(len(trainer.train_set) / trainer.cfg.batch_size)  # type: ignore[arg-type]
-        self._bar = bar(
-            total=n, desc=f"{self.desc} epoch {trainer.epoch + 1}/{trainer.cfg.epochs}", unit="step", leave=False
-        )
+    def on_train_start(self, trainer: Trainer) -> None:
+        total = trainer.planned_steps or None
+        self._bar = bar(total=total, initial=trainer.step, desc=self.desc, unit="step", leave=False)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(self.shown(logs))
+            self._bar.set_postfix({"epoch": trainer.epoch + 1, **self.shown(logs)})
 
     @staticmethod
     def shown(logs: dict[str, float]) -> dict[str, str]:
@@ -135,23 +136,85 @@ class ProgressBar(Callback):
                 picked[k] = f"{v:.4g}"
         return dict(list(picked.items())[:4])
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        if logs:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items()))
+            log.info("step %d, epoch %d: %s", trainer.step, trainer.epoch, shown)
+
+    def on_train_end(self, trainer: Trainer) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if trainer.last_val:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(trainer.last_val.items()))
-            log.info("epoch %d: %s", trainer.epoch, shown)
 
-    def on_train_end(self, trainer: Trainer) -> None:
-        if self._bar is not None:  # the validation of the last epoch was logged by on_epoch_end already
-            self._bar.close()
-            self._bar = None
+
+class BackgroundWriter:
+    """Runs one write at a time in a background thread: :meth:`submit` waits for the previous write first;
+    :meth:`check` raises the error of a finished write, :meth:`join` waits and raises it (the exception the write
+    raised, e.g. the ``OSError`` of a full disk). The thread is not a
+    daemon, so a write in progress completes before the interpreter exits."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._what = ""
+
+    def submit(self, fn: Callable[[], Any], what: str = "checkpoint") -> None:
+        self.join()
+        self._what = what
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # handed to the training thread by check() / join()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="pose2rgbd-checkpoint-writer")
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def check(self) -> None:
+        """Raise the error of a write that has finished (nothing while one is still running)."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.join()
+
+    def join(self) -> None:
+        th, self._thread = self._thread, None
+        if th is not None:
+            th.join()
+        err, self._error = self._error, None
+        if err is not None:
+            log.error("writing %s failed: %s", self._what, err)
+            raise err  # as it is: the CLI names an OSError's file and cause (disk full, read-only, ...)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a hidden temporary file renamed into place (fsynced first)."""
+    sweep_stale_siblings(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            shutil.copyfileobj(fi, fo, 16 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 class CheckpointCallback(Callback):
-    """Calls ``save(trainer, path)`` for ``last.pt`` after every ``every`` epochs and at the end, and for
-    ``best.pt`` whenever the validation value ``monitor`` improves.
+    """Writes ``last.pt`` when the trainer's checkpoint cadence says so (:meth:`Callback.on_checkpoint` with
+    ``last_due``) and at the end, and ``best.pt`` after a validation whose value ``monitor`` improved (when the
+    trainer next offers a checkpoint: right after that validation, or at the end).
+
+    Writing: either ``save(trainer, path)``, called in the training thread, or ``snapshot(trainer)``, called in
+    the training thread, returning ``write(path)`` that writes what the snapshot copied; with ``background``
+    that write runs in a :class:`BackgroundWriter` thread while training goes on (one write at a time; the
+    next one and the end of training wait for it; its error stops training). When ``best.pt`` and ``last.pt``
+    are due together, one is written and the other is an atomic copy of it.
 
     ``monitor`` / ``mode`` default to the model's ``best_metric`` (``("val/loss", "min")`` unless the model
     names another, e.g. ``("val/median_position_error_m", "min")`` or an accuracy with ``"max"``); a
@@ -162,24 +225,30 @@ class CheckpointCallback(Callback):
     def __init__(
         self,
         out_dir: str | Path,
-        save: Callable[[Trainer, Path], Any],
+        save: Callable[[Trainer, Path], Any] | None = None,
         *,
-        every: int = 1,
+        snapshot: Callable[[Trainer], Callable[[Path], Any]] | None = None,
+        background: bool = False,
         monitor: str | None = None,
         mode: str | None = None,
     ) -> None:
         if mode is not None and mode not in METRIC_MODES:
             raise ConfigError(f"CheckpointCallback mode {mode!r} is not one of {list(METRIC_MODES)}")
+        if (save is None) == (snapshot is None):
+            raise ConfigError("CheckpointCallback needs exactly one of save= and snapshot=")
         self.out_dir = Path(out_dir)
         self.save = save
-        self.every = max(1, int(every))
+        self.snapshot = snapshot
+        self.writer = BackgroundWriter() if background and snapshot is not None else None
         self._monitor, self._mode = monitor, mode
         self.monitor = monitor or "val/loss"
         self.mode = mode or "min"
         self.best = math.inf
         self.best_path: Path | None = None
         self.last_path: Path | None = None
+        self._best_due = False
         self._warned = False
+        self.writes = 0  # checkpoint files written (copies included)
 
     def _better(self, v: float, than: float) -> bool:
         return v < than if self.mode == "min" else v > than
@@ -197,24 +266,55 @@ class CheckpointCallback(Callback):
     def last(self) -> Path:
         return self.out_dir / "last.pt"
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
-        v = trainer.last_val.get(self.monitor)
-        if v is None and trainer.last_val and not self._warned:
+    def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        v = logs.get(self.monitor)
+        if v is None and logs and not self._warned:
             self._warned = True
             log.warning(
                 "best.pt is not written: validation has no %r (it has %s); set the model's best_metric",
                 self.monitor,
-                sorted(trainer.last_val),
+                sorted(logs),
             )
         if v is not None and math.isfinite(v) and self._better(v, self.best):
             self.best = v
             trainer.extra_state[f"best {self.monitor}"] = v
-            self.best_path = self.out_dir / "best.pt"
-            self.save(trainer, self.best_path)
-        if trainer.epoch % self.every == 0:
-            self.save(trainer, self.last)
-            self.last_path = self.last
+            self._best_due = True
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        if self.writer is not None:
+            self.writer.check()  # a failed background write stops training here
+
+    def on_checkpoint(self, trainer: Trainer, *, last_due: bool) -> None:
+        self._write(trainer, last=last_due)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self.save(trainer, self.last)
-        self.last_path = self.last
+        self._write(trainer, last=True)
+        if self.writer is not None:
+            self.writer.join()
+
+    def _write(self, trainer: Trainer, *, last: bool) -> None:
+        paths = ([self.out_dir / "best.pt"] if self._best_due else []) + ([self.last] if last else [])
+        if not paths:
+            return
+        if self._best_due:
+            self.best_path = self.out_dir / "best.pt"
+            self._best_due = False
+        if last:
+            self.last_path = self.last
+        self.writes += len(paths)
+        if self.save is not None:
+            for p in paths:
+                self.save(trainer, p)
+            return
+        assert self.snapshot is not None
+        write = self.snapshot(trainer)
+
+        def job() -> None:
+            write(paths[0])
+            for p in paths[1:]:
+                atomic_copy(paths[0], p)
+
+        if self.writer is not None:
+            self.writer.submit(job, what=" and ".join(str(p) for p in paths))
+        else:
+            job()

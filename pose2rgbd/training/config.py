@@ -81,8 +81,15 @@ class OptimizerConfig:
 class TrainConfig:
     """How a model is trained (generic: used by Pose2RGBD and the GAN alike)."""
 
-    epochs: int = help_field(100, "number of passes over the training frames (the paper trains up to 100)")
-    batch_size: int = help_field(16, "frames per optimization step")
+    epochs: int = help_field(
+        0,
+        "passes over the training frames. 0 (default): unlimited when max_minutes or max_steps is set (the budget "
+        "sets the length), else 100 (the paper trains up to 100). Training ends at the first of epochs, "
+        "max_steps, max_minutes",
+    )
+    batch_size: int = help_field(
+        16, "frames per optimization step: the global batch; under torchrun each of the N processes takes batch/N"
+    )
     optimizer: str = help_field(
         "adamw", "optimizer of every parameter group the model and 'groups' do not set: adamw | adam | sgd"
     )
@@ -116,21 +123,53 @@ class TrainConfig:
         "best.pt; 0: no separate test set, the validation frames are the test frames (the paper's 80/20)",
     )
     every_nth: int = help_field(10, "split every-nth: every N-th frame (in time order) is a test frame")
-    val_every: int = help_field(1, "validate every N epochs (0: never)")
+    val_every: int = help_field(1, "validate at the end of every N-th epoch (0: not by epochs)")
+    val_every_steps: int = help_field(0, "also validate every N optimization steps (0: not by steps)")
+    val_every_seconds: float = help_field(0.0, "also validate every this many seconds of training (0: not by time)")
+    val_min_seconds: float = help_field(
+        60.0,
+        "at most one validation per this many seconds of training: one due earlier (by epochs or steps) waits "
+        "until then (0: no limit). The final validation always runs. Set val_every 0 (and the others 0) for none",
+    )
     recalibrate_bn: bool = help_field(
         True, "recompute BatchNorm statistics for the current weights before validating and at the end (precise BN)"
     )
     recalibrate_bn_batches: int = help_field(64, "training batches used to recompute BatchNorm statistics (0: all)")
-    max_minutes: float = help_field(0.0, "stop after this much training time (0: no limit); a checkpoint is written")
+    max_minutes: float = help_field(
+        0.0,
+        "stop after this much training time (0: no limit); with epochs 0 it alone sets the run's length. "
+        "Validation and last.pt follow at the end",
+    )
     max_steps: int = help_field(0, "stop after this many optimization steps (0: no limit)")
+    checkpoint_every_seconds: float = help_field(
+        300.0, "write last.pt every this many seconds of training (0: not by time); always at the end"
+    )
+    checkpoint_every_steps: int = help_field(0, "write last.pt every N optimization steps (0: not by steps)")
+    checkpoint_every_epochs: int = help_field(0, "write last.pt at the end of every N-th epoch (0: not by epochs)")
+    checkpoint_background: bool = help_field(
+        True,
+        "write checkpoints in a background thread (the weights are copied first, so training goes on while the "
+        "file is written; the write is atomic and an error stops training with its message)",
+    )
+    prefetch_batches: int = help_field(
+        2, "batches made ahead in a background thread while the model trains (0: made in the loop)"
+    )
     log_every: int = help_field(10, "log training losses every N steps")
     num_workers: int = help_field(0, "DataLoader worker processes (0: load in the training process)")
     tensorboard: bool = help_field(True, "also write TensorBoard event files (tensorboard --logdir OUT)")
     progress: bool = help_field(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError("train.epochs must be >= 0 (0: set by the budget) and train.batch_size >= 1")
+        for k in ("val_every", "val_every_steps", "checkpoint_every_steps", "checkpoint_every_epochs",
+                  "prefetch_batches", "max_steps"):  # fmt: skip
+            if getattr(self, k) < 0:
+                raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+        for k in ("val_every_seconds", "val_min_seconds", "checkpoint_every_seconds", "max_minutes"):
+            v = getattr(self, k)
+            if not (v >= 0 and v < float("inf")):
+                raise ConfigError(f"train.{k} must be a finite number >= 0, got {v}")
         if self.lr <= 0:
             raise ConfigError("train.lr must be positive")
         if self.optimizer not in OPTIMIZERS:
@@ -160,6 +199,14 @@ class TrainConfig:
                 f"train.every_nth must be >= 3 (>= 2 with test_fraction 0), got {self.every_nth}: every N-th frame "
                 "tests and the one halfway between validates"
             )
+
+    @property
+    def max_epochs(self) -> int | None:
+        """The epoch limit the run obeys: ``epochs`` when set; else unlimited (``None``) when a step or time
+        budget is given, else 100."""
+        if self.epochs > 0:
+            return self.epochs
+        return None if (self.max_steps or self.max_minutes) else 100
 
     def global_optimizer_settings(self) -> dict[str, Any]:
         """The globals as ``OptimizerConfig`` keys (a global ``adam`` had and has no weight decay)."""

@@ -14,6 +14,7 @@ like every other model key.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -36,6 +37,7 @@ from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
+from pose2rgbd.training import distributed
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.splits import Split, make_split, split_from_config
@@ -136,6 +138,36 @@ def train(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
 ) -> TrainResult:
+    """:func:`train_one_process` in this process, or in each process ``torchrun`` started (it joins their
+    process group here and leaves it at the end; :mod:`pose2rgbd.training.distributed`). Under torchrun only rank
+    0 checks and writes ``out_dir`` (logs, checkpoints) and builds the cache first; ``callbacks`` run on rank 0
+    only; every rank reads the checkpoint it resumes from (``out_dir`` must be on a shared file system when the
+    processes run on several machines). Every rank returns the :class:`TrainResult`."""
+    device = (train_cfg or TrainConfig()).device
+    _, own_group = distributed.init_from_env(device)
+    try:
+        return train_one_process(
+            method, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root,
+            callbacks=callbacks, overwrite=overwrite, inputs=inputs,
+        )  # fmt: skip
+    finally:
+        if own_group:
+            distributed.destroy()
+
+
+def train_one_process(
+    method: str,
+    dataset: str | Path | Dataset,
+    out_dir: str | Path,
+    model_cfg: Any = None,
+    train_cfg: TrainConfig | None = None,
+    *,
+    resume: bool | str | Path = False,
+    cache_root: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
+) -> TrainResult:
     """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
     ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
 
@@ -161,7 +193,10 @@ def train(
     check_dataset_for(family, ds)
     out = Path(out_dir)
     extra = [*inputs, *([resume] if isinstance(resume, (str, Path)) else [])]
-    earlier = _check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite)
+    main = distributed.current().is_main  # under torchrun rank 0 checks and writes out_dir, alone
+    if not main:
+        distributed.barrier()  # wait for rank 0's checks and cache (released below)
+    earlier = _check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite) if main else []
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = ds.fingerprint()
 
@@ -184,6 +219,8 @@ def train(
             model=None if resumed is None else resumed.model,
         )
     )
+    if main:
+        distributed.barrier()  # the other ranks now find the cache built
     split = setup.split
     log.info("split: %s -> %d train / %d val / %d test frames", split.description, len(split.train), len(split.val),
              len(split.test))  # fmt: skip
@@ -239,32 +276,26 @@ def _fit(
     split, model = setup.split, setup.model
     dataset_path = str(ds.path.resolve())
     meta = {"dataset": dataset_path, "dataset_fingerprint": fingerprint, "split": split.description}
-    (out / "config.yaml").write_text(
-        yaml.safe_dump(
-            {"method": family.kind, "model": cfgmod.to_dict(mc), "train": train_dict, **meta}, sort_keys=False
+    main = distributed.current().is_main
+    if main:
+        (out / "config.yaml").write_text(
+            yaml.safe_dump(
+                {"method": family.kind, "model": cfgmod.to_dict(mc), "train": train_dict, **meta}, sort_keys=False
+            )
         )
-    )
-    (out / "split.json").write_text(json.dumps(split.to_dict()))
+        (out / "split.json").write_text(json.dumps(split.to_dict()))
 
-    best_val: dict[str, float] = {}
+    best_val: dict[str, float] = {}  # the validation that selected best.pt (the train summary prints it)
     coverage = training_coverage(ds, split)
 
-    def save(trainer: Trainer, path: Path) -> None:
-        if path.name == "best.pt":
-            best_val.clear()
-            best_val.update(trainer.last_val)
-        save_checkpoint(
-            path,
-            trainer.model,
-            dataset_fingerprint=fingerprint,
-            camera=setup.camera,
-            depth_kind=ds.manifest.depth_kind,
-            world_frame=ds.manifest.world_frame,
-            train_config=train_dict,
-            step=trainer.step,
-            epoch=trainer.epoch,
-            optimizers=trainer.optimizer_states(),
-            extra={
+    def snapshot(trainer: Trainer) -> Any:
+        """Copy what the checkpoint holds now (weights, optimizer states, trainer state: a few tens of ms) so
+        that ``write(path)`` can run in a background thread while training changes the originals."""
+        model_copy = copy.deepcopy(trainer.model)
+        opt_states = copy.deepcopy(trainer.optimizer_states())
+        step, epoch = trainer.step, trainer.epoch
+        extra = copy.deepcopy(
+            {
                 **setup.extra,
                 **coverage,
                 "trainer_state": trainer.trainer_state(),
@@ -272,16 +303,38 @@ def _fit(
                 "val": dict(trainer.last_val),
                 "dataset": dataset_path,
                 "bn_recalibrated": bool(tc.recalibrate_bn and trainer.bn_fresh),
-            },
+            }
         )
 
-    ckpt_cb = CheckpointCallback(out, save)
-    cbs: list[Callback] = [CSVLogger(out / "log.csv", every=tc.log_every)]
-    if tc.tensorboard:
-        cbs.append(TensorBoardLogger(out / "tb", every=tc.log_every))
-    if tc.progress:
-        cbs.append(ProgressBar(desc=setup.description or family.kind))
-    cbs += [*callbacks, ckpt_cb]
+        def write(path: Path) -> None:
+            if path.name == "best.pt":
+                best_val.clear()
+                best_val.update(extra["val"])
+            save_checkpoint(
+                path,
+                model_copy,
+                dataset_fingerprint=fingerprint,
+                camera=setup.camera,
+                depth_kind=ds.manifest.depth_kind,
+                world_frame=ds.manifest.world_frame,
+                train_config=train_dict,
+                step=step,
+                epoch=epoch,
+                optimizers=opt_states,
+                extra=extra,
+            )
+
+        return write
+
+    ckpt_cb = CheckpointCallback(out, snapshot=snapshot, background=tc.checkpoint_background)
+    cbs: list[Callback] = []
+    if main:  # under torchrun: logs, progress and checkpoints on rank 0 only
+        cbs.append(CSVLogger(out / "log.csv", every=tc.log_every))
+        if tc.tensorboard:
+            cbs.append(TensorBoardLogger(out / "tb", every=tc.log_every))
+        if tc.progress:
+            cbs.append(ProgressBar(desc=setup.description or family.kind))
+        cbs += [*callbacks, ckpt_cb]
     trainer = Trainer(model, setup.train_set, tc, val_set=setup.val_set, callbacks=cbs)
     if resumed is not None:
         trainer.load_state(
@@ -290,7 +343,8 @@ def _fit(
             trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
     trainer.fit()
-    if aside is not None:
+    distributed.barrier()  # rank 0's last checkpoint is written (its writer joined in on_train_end)
+    if aside is not None and main:
         shutil.rmtree(aside, ignore_errors=True)  # the new run is complete: the earlier one goes
     best = ckpt_cb.best_path if ckpt_cb.best_path is not None and ckpt_cb.best_path.exists() else None
     return TrainResult(

@@ -14,25 +14,43 @@ What that returns is logged as it is: a single-objective model logs its losses, 
 metrics; a multi-objective model logs group-prefixed names (``generator/adv``) and no sum. Validation calls
 ``model.validation_step`` per batch and logs the batch-size-weighted means as ``val/<name>``; the model's
 ``best_metric`` names the value :class:`~pose2rgbd.training.callbacks.CheckpointCallback` selects ``best.pt`` by.
+
+Length and cadence (:class:`TrainConfig`): training ends at the first of ``epochs`` (0: unlimited when a step or
+time budget is given, else 100), ``max_steps``, ``max_minutes`` or a callback. Validation runs at the end of every
+``val_every``-th epoch, every ``val_every_steps`` steps and every ``val_every_seconds`` of training time, but at
+most once per ``val_min_seconds`` (a validation due earlier waits), and once at the end. ``last.pt`` is due every
+``checkpoint_every_seconds`` / ``_steps`` / ``_epochs`` and at the end; callbacks get ``on_checkpoint`` then. All
+times are training time read from ``trainer.clock`` (``time.monotonic``; tests replace it). Checkpoints may fall
+inside an epoch: ``epoch_step`` (batches done in the current epoch) is saved, and a resume skips those batches of
+the epoch's (seeded) order, so it continues where the run stopped.
+
+Batches are made ahead in a background thread (``prefetch_batches``) while the model trains; under ``torchrun``
+(:mod:`pose2rgbd.training.distributed`) each process trains on its share of every global batch, gradients are
+averaged before each optimizer step, and only rank 0 validates and runs the callbacks it is given (the driver
+gives the loggers and checkpoints to rank 0 only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import queue
 import random
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES, ModelBase
 from pose2rgbd.models.device import autocast, precision_dtype, resolve_device, resolve_training_precision
+from pose2rgbd.training import distributed as dist_
 from pose2rgbd.training.config import OptimizerConfig, TrainConfig, resolve_optimizer_configs
 
 log = logging.getLogger(__name__)
@@ -145,6 +163,10 @@ class Callback:
 
     def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
 
+    def on_checkpoint(self, trainer: Trainer, *, last_due: bool) -> None:
+        """After a validation (``last_due`` False unless a checkpoint is due too) and when ``last.pt`` is due
+        by the checkpoint cadence (``last_due`` True); not at the end (``on_train_end`` follows there)."""
+
     def on_epoch_end(self, trainer: Trainer) -> None: ...
 
     def on_train_end(self, trainer: Trainer) -> None: ...
@@ -155,8 +177,10 @@ class Trainer:
 
     Attributes callbacks may read: ``step`` (optimization steps done), ``epoch`` (epochs finished),
     ``device``, ``amp_dtype``, ``optimizers`` and ``optimizer_configs`` (dicts by parameter group),
-    ``planned_steps``, ``last_val`` (latest validation logs), ``elapsed_s`` (training time so far, summed over
-    resumes), ``bn_fresh``, ``stop_reason``, ``extra_state`` (small values saved with the trainer state).
+    ``planned_steps`` (0: not known, a time budget ends the run), ``max_epochs`` (``None``: unlimited),
+    ``epoch_step`` (batches done in the current epoch), ``last_val`` (latest validation logs), ``elapsed_s``
+    (training time so far, summed over resumes), ``bn_fresh``, ``stop_reason``, ``extra_state`` (small values
+    saved with the trainer state), ``dist`` (:class:`~pose2rgbd.training.distributed.DistInfo`), ``clock``.
 
     Raises :class:`ConfigError` when the model's groups, the optimizer settings or ``best_metric`` are
     invalid (naming the group and the key), and :class:`FloatingPointError` on a non-finite logged value.
@@ -173,7 +197,19 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         seed_everything(cfg.seed)
+        self.dist = dist_.current()
         self.device = resolve_device(cfg.device)
+        if self.dist.enabled and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
+        world = self.dist.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size {cfg.batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({world}); use e.g. {max(1, cfg.batch_size // world) * world}"
+            )
+        #: frames per step in this process (the global batch split over the processes)
+        self.local_batch_size = cfg.batch_size // self.dist.world_size
+        self.clock: Callable[[], float] = time.monotonic
         self.precision = resolve_training_precision(cfg.amp, self.device)
         self.amp_dtype = precision_dtype(self.precision)
         self.model = model.to(self.device)
@@ -197,10 +233,28 @@ class Trainer:
         _, mode = model.best_metric
         if mode not in METRIC_MODES:
             raise ConfigError(f"{type(model).__name__}.best_metric mode {mode!r} is not one of {list(METRIC_MODES)}")
-        n_batches = math.ceil(len(train_set) / cfg.batch_size)  # type: ignore[arg-type]
-        #: steps the run plans (cosine schedules end there unless they set schedule_steps)
-        self.planned_steps = cfg.epochs * n_batches if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * n_batches)
+        if len(train_set) == 0:  # type: ignore[arg-type]
+            raise ConfigError("the training set is empty")
+        self.max_epochs = cfg.max_epochs
+        #: batches per epoch (in every process)
+        self.batches_per_epoch = math.ceil(
+            math.ceil(len(train_set) / self.dist.world_size) / self.local_batch_size  # type: ignore[arg-type]
+        )
+        by_epochs = self.max_epochs * self.batches_per_epoch if self.max_epochs is not None else 0
+        #: steps the run plans (cosine schedules end there unless they set schedule_steps); 0: not known
+        self.planned_steps = min(x for x in (cfg.max_steps, by_epochs) if x) if (cfg.max_steps or by_epochs) else 0
+        if not self.planned_steps:
+            open_ended = [
+                g for g, oc in self.optimizer_configs.items() if oc.schedule == "cosine" and not oc.schedule_steps
+            ]
+            if open_ended:
+                raise ConfigError(
+                    f"group(s) {open_ended}: a cosine schedule over the run's planned steps needs a run length in "
+                    "steps, and a time budget alone does not give one; set train.max_steps, train.epochs or "
+                    "the group's schedule_steps"
+                )
         self.step = 0
+        self.epoch_step = 0
         self.epoch = 0
         self.elapsed_s = 0.0
         self.should_stop = False
@@ -210,14 +264,27 @@ class Trainer:
         self.extra_state: dict[str, Any] = {}  # small plain values callbacks want saved with the trainer state
 
     # -- data ----------------------------------------------------------------------------------------------
-    def _loader(self, ds: Dataset, *, shuffle: bool, epoch: int = 0) -> DataLoader:
-        sampler = None
+    def _loader(self, ds: Dataset, *, shuffle: bool, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
+        """Batches of ``ds``: shuffled per epoch from ``seed`` and ``epoch`` (the same order in one process and
+        across ``torchrun`` processes: process r takes every r-th frame of it), the first ``skip_batches``
+        left out (a resume inside an epoch)."""
+        sampler: Sampler[int] | None = None
+        batch = self.local_batch_size if shuffle else self.cfg.batch_size
         if shuffle:
-            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            sampler = RandomSampler(ds, generator=g)  # type: ignore[arg-type]
+            seed = self.cfg.seed * 100_003
+            if self.dist.enabled:
+                ds_sampler: DistributedSampler[int] = DistributedSampler(
+                    ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=seed
+                )
+                ds_sampler.set_epoch(epoch)
+                sampler = ds_sampler
+            else:
+                sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed + epoch))  # type: ignore[arg-type]
+            if skip_batches:
+                sampler = _Skip(sampler, skip_batches * batch)
         return DataLoader(
             ds,
-            batch_size=self.cfg.batch_size,
+            batch_size=batch,
             sampler=sampler,
             shuffle=False,
             num_workers=self.cfg.num_workers,
@@ -256,7 +323,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Sample-weighted means of ``model.validation_step`` over ``val_set`` (keys prefixed ``val/``)."""
-        if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
+        if self.val_set is None or len(self.val_set) == 0 or not self.dist.is_main:  # type: ignore[arg-type]
             return {}
         self.recalibrate_batchnorm()
         self.model.eval()
@@ -289,61 +356,159 @@ class Trainer:
         self.bn_fresh = True
 
     # -- the loop ------------------------------------------------------------------------------------------
-    def _budget_left(self, t0: float, elapsed0: float) -> bool:
+    def _training_time(self) -> float:
+        return self._elapsed0 + (self.clock() - self._t0)
+
+    def _budget_left(self) -> bool:
         c = self.cfg
         if c.max_steps and self.step >= c.max_steps:
             self.stop_reason = f"max_steps {c.max_steps} reached"
             return False
-        if c.max_minutes and elapsed0 + (time.monotonic() - t0) >= c.max_minutes * 60.0:
-            self.stop_reason = f"time budget {c.max_minutes} min reached"
+        if c.max_minutes and self._training_time() >= c.max_minutes * 60.0:
+            self.stop_reason = f"time budget {c.max_minutes:g} min reached"
+            return False
+        if self.max_epochs is not None and self.epoch >= self.max_epochs:
+            self.stop_reason = "done"
             return False
         return True
 
+    def _validation_due(self, epoch_end: bool) -> bool:
+        """Whether a validation trigger fired at this step (it then waits for ``val_min_seconds``)."""
+        c, t = self.cfg, self._training_time()
+        if epoch_end and c.val_every and self.epoch % c.val_every == 0:
+            return True
+        if c.val_every_steps and self.step % c.val_every_steps == 0:
+            return True
+        return bool(c.val_every_seconds and t - self._last_val_t >= c.val_every_seconds)
+
+    def _checkpoint_due(self, epoch_end: bool) -> bool:
+        c, t = self.cfg, self._training_time()
+        if epoch_end and c.checkpoint_every_epochs and self.epoch % c.checkpoint_every_epochs == 0:
+            return True
+        if c.checkpoint_every_steps and self.step % c.checkpoint_every_steps == 0:
+            return True
+        return bool(c.checkpoint_every_seconds and t - self._last_ckpt_t >= c.checkpoint_every_seconds)
+
+    def _batches(self, loader: DataLoader) -> Generator[dict[str, Any], None, None]:
+        """``loader``'s batches, made ahead in a background thread when ``prefetch_batches`` > 0 (batches are
+        made from memory-mapped arrays by numpy / torch code that releases the GIL for the copies)."""
+        n = self.cfg.prefetch_batches
+        if n <= 0 or self.cfg.num_workers > 0:  # worker processes prefetch already
+            yield from loader
+            return
+        q: queue.Queue[Any] = queue.Queue(maxsize=n)
+        done = object()
+        stop = threading.Event()
+        it = iter(loader)  # here: making the iterator draws from the global RNG, at the same point every run
+
+        def put(item: Any) -> bool:
+            """Hand ``item`` over unless the training thread has stopped taking batches."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for b in it:
+                    if not put(b):
+                        return
+                put(done)
+            except BaseException as e:  # handed to the training thread
+                put(e)
+
+        th = threading.Thread(target=produce, name="pose2rgbd-batches", daemon=True)
+        th.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            th.join()
+
     def fit(self) -> Trainer:
-        """Train from ``self.epoch`` to ``cfg.epochs`` (or until a budget / callback stops it)."""
+        """Train until ``max_epochs`` (see :class:`TrainConfig`), a budget or a callback stops it."""
         c = self.cfg
-        t0, elapsed0 = time.monotonic(), self.elapsed_s
+        self._t0, self._elapsed0 = self.clock(), self.elapsed_s
+        self._last_val_t = self._last_ckpt_t = self.elapsed_s
+        val_pending = False
+        dist_.broadcast_module(self.model)  # every process starts from rank 0's weights (a no-op alone)
+        hooks = [dist_.average_gradients_before_step(o) for o in self.optimizers.values()] if self.dist.enabled else []
         log.info(
-            "training on %s (amp: %s), %d train / %d val frames, %d epochs from epoch %d",
+            "training on %s (amp: %s), %d train / %d val frames, %s from epoch %d%s",
             self.device,
             self.amp_dtype or "off",
             len(self.train_set),  # type: ignore[arg-type]
             len(self.val_set) if self.val_set is not None else 0,  # type: ignore[arg-type]
-            c.epochs,
+            f"{self.max_epochs} epochs" if self.max_epochs is not None else "epochs unlimited (a budget ends it)",
             self.epoch,
+            f", {self.dist.world_size} processes x batch {self.local_batch_size}" if self.dist.enabled else "",
         )
-        for cb in self.callbacks:
-            cb.on_train_start(self)
-        while self.epoch < c.epochs and not self.should_stop:
+        try:
             for cb in self.callbacks:
-                cb.on_epoch_start(self)
-            ran_out, complete = False, True
-            loader = self._loader(self.train_set, shuffle=True, epoch=self.epoch)
-            n_batches = len(loader)
-            for i, batch in enumerate(loader):
-                logs = self.train_step(batch)
-                self.elapsed_s = elapsed0 + (time.monotonic() - t0)
+                cb.on_train_start(self)
+            stop = not dist_.broadcast_flag(self._budget_left())
+            epoch_end = False
+            while not stop:
                 for cb in self.callbacks:
-                    cb.on_step_end(self, logs)
-                if self.should_stop or not self._budget_left(t0, elapsed0):
-                    ran_out, complete = True, i == n_batches - 1
-                    break
-            if complete:
-                self.epoch += 1  # an interrupted epoch is not counted: a resume repeats it from its start
-            last = ran_out or self.should_stop or self.epoch >= c.epochs
-            if c.val_every and (last or self.epoch % c.val_every == 0):
-                self.validate()
+                    cb.on_epoch_start(self)
+                loader = self._loader(self.train_set, shuffle=True, epoch=self.epoch, skip_batches=self.epoch_step)
+                epoch_end = False
+                with contextlib.closing(self._batches(loader)) as batches:
+                    for batch in batches:
+                        logs = self.train_step(batch)
+                        self.epoch_step += 1
+                        epoch_end = self.epoch_step >= self.batches_per_epoch
+                        if epoch_end:
+                            self.epoch += 1
+                            self.epoch_step = 0
+                        self.elapsed_s = self._training_time()
+                        for cb in self.callbacks:
+                            cb.on_step_end(self, logs)
+                        stop = dist_.broadcast_flag(self.should_stop or not self._budget_left())
+                        if stop:
+                            if not self.stop_reason:
+                                self.stop_reason = "callback asked to stop" if self.should_stop else "rank 0 stopped"
+                            break  # the final validation and checkpoint follow below
+                        val_pending = val_pending or self._validation_due(epoch_end)
+                        t = self._training_time()
+                        validated = False
+                        if val_pending and t - self._last_val_t >= c.val_min_seconds:
+                            self.validate()
+                            self._last_val_t, val_pending, validated = self._training_time(), False, True
+                        ckpt = self._checkpoint_due(epoch_end)
+                        if ckpt:
+                            self._last_ckpt_t = self._training_time()
+                        if (validated or ckpt) and self.dist.is_main:
+                            for cb in self.callbacks:
+                                cb.on_checkpoint(self, last_due=ckpt)
+                        if epoch_end:
+                            for cb in self.callbacks:
+                                cb.on_epoch_end(self)
+                            break
+            if c.val_every or c.val_every_steps or c.val_every_seconds:
+                self.validate()  # the final weights (recalibrated), whatever the cadence
+            if stop and epoch_end:
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self)
+            if not self.bn_fresh and self.dist.is_main:
+                self.recalibrate_batchnorm()  # the final checkpoint gets statistics of the final weights
+            self.elapsed_s = self._training_time()
+            if not self.stop_reason:
+                self.stop_reason = "done"
             for cb in self.callbacks:
-                cb.on_epoch_end(self)
-            if ran_out:
-                self.should_stop = True
-        if not self.bn_fresh:
-            self.recalibrate_batchnorm()  # the final checkpoint gets statistics of the final weights
-        self.elapsed_s = elapsed0 + (time.monotonic() - t0)
-        if not self.stop_reason:
-            self.stop_reason = "callback asked to stop" if self.should_stop and self.epoch < c.epochs else "done"
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+                cb.on_train_end(self)
+        finally:
+            for h in hooks:
+                h.remove()
         log.info("training stopped after %d steps / %d epochs (%s)", self.step, self.epoch, self.stop_reason)
         return self
 
@@ -352,7 +517,13 @@ class Trainer:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "elapsed_s": self.elapsed_s, "extra": dict(self.extra_state)}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "elapsed_s": self.elapsed_s,
+            "extra": dict(self.extra_state),
+        }
 
     def load_state(
         self, *, model_state: dict[str, Any], optimizers: dict[str, Any], trainer_state: dict[str, Any]
@@ -365,7 +536,25 @@ class Trainer:
             self.optimizers[name].load_state_dict(st)
         self.step = int(trainer_state.get("step", 0))
         self.epoch = int(trainer_state.get("epoch", 0))
+        self.epoch_step = int(trainer_state.get("epoch_step", 0))
+        if not 0 <= self.epoch_step < self.batches_per_epoch:
+            self.epoch_step = 0  # another batch size or split: restart the epoch
         self.elapsed_s = float(trainer_state.get("elapsed_s", 0.0))
         self.extra_state = dict(trainer_state.get("extra") or {})
         if not math.isfinite(self.elapsed_s):
             self.elapsed_s = 0.0
+
+
+class _Skip(Sampler[int]):
+    """``sampler`` without its first ``n`` indices (a resume inside an epoch)."""
+
+    def __init__(self, sampler: Sampler[int], n: int) -> None:
+        self.sampler, self.n = sampler, n
+
+    def __iter__(self) -> Iterator[int]:
+        for i, idx in enumerate(self.sampler):
+            if i >= self.n:
+                yield idx
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.n)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.cli.render import engine_aliases
+from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, engine_schema, need_checkpoint
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -34,31 +34,13 @@ def _localizer_schema() -> Schema:
     return Schema(LocalizerConfig)
 
 
-def _engine_schema() -> Schema:
-    from pose2rgbd.inference.common import EngineConfig
-
-    return Schema({"engine": EngineConfig})
-
-
-def _need_checkpoint(engine_cfg: Any) -> None:
-    from pose2rgbd.errors import ConfigError
-
-    if not engine_cfg.checkpoint:
-        raise ConfigError("engine.checkpoint is not set: pass --checkpoint PATH (or set it in --config)")
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("localize", help="camera images -> camera poses: over a bag (offline node), a folder, calibrate")
     lsub = p.add_subparsers(dest="localize_command", metavar="<source>", required=True)
 
     b = lsub.add_parser("bag", help="replay a bag through the localize node; write its topics to a new bag",
                         allow_abbrev=False)  # fmt: skip
-    b.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
-    b.add_argument("--out", type=Path, required=True, help="output bag directory")
-    b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
-    b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
-    b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    add_bag_replay_args(b)
     add_config_flags(
         b, _localizer_schema, BAG_ALIASES,
         config_help="localize node YAML (e.g. config/localize.yaml); flags override it",
@@ -85,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="calibration YAML (`localize calibrate`): its threshold sets the out_of_distribution column",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_config_flags(i, _engine_schema, engine_aliases(),
+    add_config_flags(i, engine_schema, engine_aliases(),
                      config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
     i.set_defaults(func=_images)
 
@@ -128,7 +110,7 @@ def _bag(args: argparse.Namespace) -> int:
     from pose2rgbd.runtime.offline import run_node_bag
 
     cfg = config_from_args(args)
-    _need_checkpoint(cfg.engine)
+    need_checkpoint(cfg.engine)
     check_ranges(cfg)
     inputs = [cfg.engine.checkpoint] + ([cfg.covariance_file] if cfg.covariance_file else [])
     stats = run_node_bag(
@@ -173,7 +155,7 @@ def _images(args: argparse.Namespace) -> int:
     from pose2rgbd.progress import bar
 
     cfg = config_from_args(args)["engine"]
-    _need_checkpoint(cfg)
+    need_checkpoint(cfg)
     if args.batch < 1:
         raise ConfigError("--batch must be >= 1")
     tum = args.out.suffix.lower() in (".tum", ".txt")

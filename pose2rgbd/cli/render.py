@@ -42,13 +42,23 @@ def _renderer_schema() -> Schema:
     return Schema(RendererConfig)
 
 
-def _engine_schema() -> Schema:
+def engine_schema() -> Schema:
     from pose2rgbd.inference.common import EngineConfig
 
     return Schema({"engine": EngineConfig})
 
 
-def _need_checkpoint(engine_cfg: Any) -> None:
+def add_bag_replay_args(b: argparse.ArgumentParser) -> None:
+    """The flags of every ``<command> bag`` replay through a node: input and output bag, rate, namespace."""
+    b.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
+    b.add_argument("--out", type=Path, required=True, help="output bag directory")
+    b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
+    b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
+    b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+
+
+def need_checkpoint(engine_cfg: Any) -> None:
     from pose2rgbd.errors import ConfigError
 
     if not engine_cfg.checkpoint:
@@ -61,12 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     b = rsub.add_parser("bag", help="replay a bag through the render node; write its topics to a new bag",
                         allow_abbrev=False)  # fmt: skip
-    b.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
-    b.add_argument("--out", type=Path, required=True, help="output bag directory")
-    b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
-    b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
-    b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    add_bag_replay_args(b)
     add_config_flags(
         b, _renderer_schema, BAG_ALIASES, config_help="render node YAML (e.g. config/render.yaml); flags override it"
     )
@@ -79,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--fps", type=float, default=0.0, help="video frame rate (0: from the CSV times, else 10)")
     t.add_argument("--batch", type=int, default=8, help="poses per forward pass")
     t.add_argument("--max-depth", type=float, default=0.0, help="depth colour scale (0: 99th percentile)")
-    add_config_flags(t, _engine_schema, engine_aliases(),
+    add_config_flags(t, engine_schema, engine_aliases(),
                      config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
     t.set_defaults(func=_trajectory)
 
@@ -88,7 +93,7 @@ def _bag(args: argparse.Namespace) -> int:
     from pose2rgbd.runtime.offline import run_renderer_bag
 
     cfg = config_from_args(args)
-    _need_checkpoint(cfg.engine)
+    need_checkpoint(cfg.engine)
     stats = run_renderer_bag(
         cfg,
         args.bag,
@@ -118,7 +123,7 @@ def _trajectory(args: argparse.Namespace) -> int:
     from pose2rgbd.output_guard import VIDEO, check_output
 
     cfg = config_from_args(args)["engine"]
-    _need_checkpoint(cfg)
+    need_checkpoint(cfg)
     check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
     times, T = read_trajectory_csv(args.trajectory)
     engine = RenderEngine.from_config(cfg)

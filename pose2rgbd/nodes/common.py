@@ -1,9 +1,12 @@
-"""Small pieces shared by the node logic: throttled logging and topic-name resolution."""
+"""Small pieces shared by the node logic: throttled logging, topic-name resolution, latency percentiles."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 
 class Throttle:
@@ -36,3 +39,11 @@ def resolve_topic(name: str, namespace: str = "", node_name: str = "") -> str:
     if name.startswith("~"):
         return f"{ns}/{node_name}/{name[1:].lstrip('/')}".replace("//", "/")
     return f"{ns}/{name}"
+
+
+def latency_percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float]:
+    """``(p50, p99)`` of the recorded latencies (NaN, NaN before the first)."""
+    if not latencies_ms:
+        return float("nan"), float("nan")
+    a = np.asarray(latencies_ms)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))

@@ -41,7 +41,7 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDError
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import fit_to_input
-from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
 
 if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
@@ -305,10 +305,7 @@ class LocalizerNode:
         return out
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
-        if not self._latency_ms:
-            return float("nan"), float("nan")
-        a = np.asarray(self._latency_ms)
-        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+        return latency_percentiles_ms(self._latency_ms)
 
     def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
         return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]

@@ -35,7 +35,7 @@ from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
-from pose2rgbd.nodes.common import Throttle, get_logger
+from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 
 Outgoing = tuple[str, Any]
@@ -299,10 +299,7 @@ class Renderer:
         return out
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
-        if not self._latency_ms:
-            return float("nan"), float("nan")
-        a = np.asarray(self._latency_ms)
-        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+        return latency_percentiles_ms(self._latency_ms)
 
     def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
         """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""

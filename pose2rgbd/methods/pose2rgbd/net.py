@@ -212,12 +212,13 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
             parts = [{k: v[i * B : (i + 1) * B] for k, v in every.items()} for i in range(len(poses))]
             outputs = parts[0]
             losses = self.get_loss_dict(outputs, batch)
-            k = 1
-            if d_c is not None:
-                losses.update(self.consistency_losses(outputs, parts[k], batch, d_c))
-                k += 1
-            if d_a is not None:
-                losses.update(self.augment_losses(parts[k], batch, d_a))
+        # the warps run in fp32 outside mixed precision: bf16 matmuls would move points by decimetres at 50 m
+        k = 1
+        if d_c is not None:
+            losses.update(self.consistency_losses(outputs, parts[k], batch, d_c))
+            k += 1
+        if d_a is not None:
+            losses.update(self.augment_losses(parts[k], batch, d_a))
         total = backward_and_step(losses, optimizers.values(), step=step)
         logs: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
         logs["loss"] = total

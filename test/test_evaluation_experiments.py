@@ -114,7 +114,6 @@ def test_aggregate_mean_std_over_seeds_in_markdown() -> None:
     assert "| reprojection | -- | -- | 30.50 ± 0.71 | 4.00 ± 0.00 |" in md
 
 
-@pytest.mark.slow
 def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch) -> None:
     import json
 

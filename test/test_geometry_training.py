@@ -16,7 +16,7 @@ from pose2rgbd.inference.testing import GroundPlaneConfig, GroundPlaneModel, loo
 from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, PRESETS, build_model, preset_config
 from pose2rgbd.methods.pose2rgbd.config import GEOMETRY_SWITCHES, PAPER_PRESETS, Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.geometry_losses import backward_warp, forward_splat, perturb_poses
-from pose2rgbd.models import DepthNormalizer, PoseNormalizer, count_parameters
+from pose2rgbd.models import DepthNormalizer, PoseNormalizer, count_parameters, load_checkpoint
 from pose2rgbd.training import TrainConfig, train
 
 SIZE = 64
@@ -179,6 +179,12 @@ def test_switch_smoke_trains_two_steps(toy: Path, tmp_path: Path, preset: str, s
     )  # fmt: skip
     r = train("pose2rgbd", toy, tmp_path / "run", mc, tc, cache_root=toy.parent / "cache")  # one shared cache
     assert r.steps == 2
+    # the checkpoint keeps the switches and serves like any pose2rgbd model (the terms are training-only)
+    ck = load_checkpoint(r.last)
+    assert {k: getattr(ck.model_config, k) for k in switches} == switches
+    x, _ = ck.model.poses_to_input(np.stack([np.eye(4)]))
+    with torch.no_grad():
+        assert ck.model(x)["depth"].shape == (1, 1, SIZE, SIZE)
     logged = (tmp_path / "run" / "log.csv").read_text()
     names = {"consistency_weight": "consistency", "consistency_real_weight": "consistency_real"}
     for key in switches or {"consistency_weight": 1, "consistency_real_weight": 1, "pose_augment_weight": 1}:

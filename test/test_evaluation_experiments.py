@@ -70,3 +70,102 @@ def test_table4_one_row() -> None:
     assert r["batch"] == 2 and r["parameters"] > 2_000_000 and r["fps"] > 0 and r["rss_added_mib"] > 0
     md = table4_markdown(rows, {"base": 2_928_673})
     assert "2,928,673" in md and "not measured: no CUDA device on the benchmark machine" in md
+
+
+def test_plan_seeds_variants_and_bad_variant() -> None:
+    from pose2rgbd.experiments.runner import parse_variant
+
+    cfg = ExperimentsConfig(tables=["g"], splits=["route"], seeds=[0, 1, 2],
+                            geometry_variants=["base=base", "cons=base:consistency_weight=0.1"])  # fmt: skip
+    runs = planned_runs(cfg)
+    assert len(runs) == 6 and sorted({r.seed for r in runs}) == [0, 1, 2]
+    assert {r.overrides for r in runs} == {(), (("consistency_weight", 0.1),)}
+    assert len({r.name for r in runs}) == 6  # one folder per run and seed
+    assert parse_variant("aug=slice10+:pose_augment_radius_m=0.25") == (
+        "aug", "slice10+", (("pose_augment_radius_m", 0.25),)
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="LABEL=PRESET"):
+        ExperimentsConfig(geometry_variants=["x=nonsense"])
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        ExperimentsConfig(geometry_variants=["x=base:no_such_setting=1"])
+    with pytest.raises(ConfigError, match="each seed once"):
+        ExperimentsConfig(seeds=[1, 1])
+
+
+def test_aggregate_mean_std_over_seeds_in_markdown() -> None:
+    from pose2rgbd.experiments.runner import aggregate
+
+    rows = []
+    for seed, (rgb, depth) in enumerate([(20.0, 5.0), (22.0, 7.0)]):
+        r = _fake("route", "base", "rgbd", "6dof-quat", 2, rgb, depth)
+        r["spec"]["seed"] = seed
+        r["reprojection"] = {"rgb_mae_px": 30.0 + seed, "depth_mae": 4.0, "hole_fraction": 0.25, "k": 3.0}
+        rows.append(r)
+    agg = aggregate(rows)
+    assert len(agg) == 1 and agg[0]["seeds"] == [0, 1]
+    mean, std, n = agg[0]["model"]["rgb_mae_px"]
+    assert (mean, n) == (21.0, 2) and std == pytest.approx(2**0.5)
+    cfg = ExperimentsConfig(epochs_table2=2, splits=["route"], tables=["2", "g"], seeds=[0, 1],
+                            geometry_variants=["plain=base"])  # fmt: skip
+    md = results_markdown(cfg, rows, [], machine_description(), "toy", "cmd", 1.0)
+    assert "| base | rgbd | 21.00 ± 1.41 | 6.00 ± 1.41 |" in md
+    assert "Reprojection baseline (3 nearest training frames" in md and "hole fraction 25.0 ± 0.0 %" in md
+    assert "| plain | base | 2 | 21.00 ± 1.41 |" in md and "| +36 % | +33 % |" in md  # vs 33 px / 9 m
+    assert "| reprojection | -- | -- | 30.50 ± 0.71 | 4.00 ± 0.00 |" in md
+
+
+def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch) -> None:
+    import json
+
+    from pose2rgbd.experiments import runner
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=64)
+    cfg = ExperimentsConfig(
+        dataset=str(ds), size=64, splits=["route"], tables=["g"], seeds=[0, 1], max_steps=2, batch_size=4,
+        epochs_table2=3, patience=1, min_delta=0.5, eval_max_frames=3, fly_frames=2, reprojection_k=2,
+        geometry_variants=["aug=base:pose_augment_weight=0.5"],
+    )  # fmt: skip
+    out = tmp_path / "exp"
+    data = runner.run_experiments(out, cfg, command="test", progress=False)
+    assert len(data["runs"]) == 2 and all(r["steps"] <= 2 for r in data["runs"])
+    rp = data["runs"][0]["reprojection"]
+    assert rp["k"] == 2 and 0.0 <= rp["hole_fraction"] < 1.0 and rp["rgb_mae_px"] > 0 and rp["frames"] == 3
+    assert json.loads((out / "progress.json").read_text())["done"] == 2
+    md = (out / "results.md").read_text()
+    assert "| aug | base, pose_augment_weight=0.5 | 2 |" in md and "| reprojection |" in md
+    # a finished run is skipped; a run interrupted after its last.pt resumes from it
+    calls: list[dict] = []
+    real = runner.__dict__.get("_run_one")
+    run_dir = out / "runs" / "route" / planned_runs(cfg)[1].name
+    (run_dir / "result.json").unlink()
+
+    import pose2rgbd.training as training
+
+    orig = training.train_model
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(training, "train_model", spy)
+    data2 = runner.run_experiments(out, cfg, command="test", progress=False)
+    assert real is not None and len(calls) == 1 and calls[0].get("resume") is True
+    assert [r["name"] for r in data2["runs"]] == [r["name"] for r in data["runs"]]
+
+
+def test_early_stopping_counts_plateaus_and_keeps_state_for_resume() -> None:
+    from types import SimpleNamespace
+
+    from pose2rgbd.experiments.early_stopping import EarlyStopping
+
+    tr = SimpleNamespace(extra_state={}, should_stop=False, stop_reason="")
+    es = EarlyStopping(patience=2, min_delta=0.1)
+    for v in (1.0, 0.8, 0.75):  # 0.75 is not 10 % below 0.8: one bad validation
+        es.on_validation_end(tr, {"val/loss": v})
+    assert not tr.should_stop and tr.extra_state["early_stopping"] == {"best": 0.8, "bad": 1}
+    es2 = EarlyStopping(patience=2, min_delta=0.1)  # a resumed run: the count goes on from the saved state
+    es2.on_validation_end(tr, {"val/loss": 0.79})
+    assert tr.should_stop and "early stop" in tr.stop_reason
+    with pytest.raises(ConfigError):
+        EarlyStopping(patience=0)

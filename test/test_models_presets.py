@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, PRESETS, build_model, preset_config
+from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, build_model, preset_config
 from pose2rgbd.methods.pose2rgbd import Pose2RGBDConfig as ModelConfig
+from pose2rgbd.methods.pose2rgbd.config import PAPER_PRESETS
 from pose2rgbd.methods.pose2rgbd.slices import slice_targets
 from pose2rgbd.models import DepthNormalizer, count_parameters
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(PAPER_PRESETS))
 @pytest.mark.parametrize("outputs", ["rgb", "depth", "rgbd"])
 @pytest.mark.parametrize("encoding", ["6dof-euler", "6dof-quat"])
 def test_output_shapes(preset: str, outputs: str, encoding: str) -> None:
@@ -78,7 +79,7 @@ def _expected_parameters(cfg: ModelConfig) -> int:
     return n + 9 * b * out + out
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(PAPER_PRESETS))
 def test_parameter_counts_at_512_near_paper(preset: str) -> None:
     cfg = preset_config(preset, size=512, outputs="depth", encoding="6dof-quat")
     n = count_parameters(build_model(cfg))
@@ -87,7 +88,7 @@ def test_parameter_counts_at_512_near_paper(preset: str) -> None:
 
 
 def test_slice_parameter_deltas_track_paper() -> None:
-    counts = {p: count_parameters(build_model(preset_config(p, size=512, outputs="depth"))) for p in PRESETS}
+    counts = {p: count_parameters(build_model(preset_config(p, size=512, outputs="depth"))) for p in PAPER_PRESETS}
     # paper: 544 parameters per extra slice; ours: 9 * 32 (head) + 1 (bias) + 9 * 32 (b3 input) = 577
     per_slice = (counts["slice64"] - counts["slice10"]) / 54
     paper_per_slice = (PAPER_PARAMETERS["slice64"] - PAPER_PARAMETERS["slice10"]) / 54

@@ -18,6 +18,13 @@ ALIASES = (
     Alias("--tables", "tables", nargs="+", metavar="TABLE"),
     Alias("--eval-max-frames", "eval_max_frames"),
     Alias("--bench-size", "bench_size"),
+    Alias("--seeds", "seeds", nargs="+", metavar="SEED"),
+    Alias("--budget-minutes", "budget_minutes"),
+    Alias("--max-steps", "max_steps"),
+    Alias("--patience", "patience"),
+    Alias("--min-delta", "min_delta"),
+    Alias("--reprojection-k", "reprojection_k"),
+    Alias("--variants", "geometry_variants", nargs="+", metavar="LABEL=PRESET[:KEY=VALUE...]"),
 )
 
 
@@ -26,8 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "experiments",
         help="reproduce the paper's Tables 1, 2 and 4 at CPU scale (about 35 min on 2 cores)",
         description="Trains and evaluates every model of the paper's Tables 1 and 2 on the synthetic world (random "
-        "and route splits, with the nearest-pose baseline) and benchmarks inference (Table 4). Writes "
-        "OUT/results.md (docs-ready), OUT/results.json and one directory per run. Re-running reuses finished runs.",
+        "and route splits, with the nearest-pose and reprojection baselines), optionally the geometry-aware variants "
+        "(--tables g, --variants), and benchmarks inference (Table 4). Budgets per run: epochs, --budget-minutes, "
+        "--max-steps, early stopping (--patience, --min-delta); --seeds repeats every run and the tables show mean "
+        "± std. Writes OUT/results.md (docs-ready), OUT/results.json, OUT/progress.json and one directory per run. "
+        "Re-running reuses finished runs and resumes interrupted ones from their last.pt.",
         allow_abbrev=False,
     )
     p.add_argument("--out", type=Path, required=True)

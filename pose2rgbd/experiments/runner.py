@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,25 @@ class ExperimentsConfig:
     batch_size: int = help_field(16, "batch size of every run")
     lr: float = help_field(1e-3, "learning rate of the runs (fixed; the paper's 0.01 does not learn in our budget)")
     paper_lr_control: bool = help_field(True, "also train Base / RGBD / quat at the paper's lr 0.01 (Table 1 epochs)")
-    seed: int = help_field(0, "seed of weights, shuffling and the random split")
+    seed: int = help_field(0, "seed of weights, shuffling and the random split (when 'seeds' is empty)")
+    seeds: list[int] = help_field(
+        [], "seeds to repeat every run with; the tables show mean +- standard deviation over them (empty: [seed])"
+    )
+    budget_minutes: float = help_field(0.0, "training time limit of each run, minutes (0: none; epochs still bound it)")
+    max_steps: int = help_field(0, "optimization step limit of each run (0: none)")
+    patience: int = help_field(
+        0, "early stopping: validations without a relative val-loss improvement > min_delta before a run stops (0: off)"
+    )
+    min_delta: float = help_field(0.01, "early stopping: smallest relative val-loss improvement that counts")
+    val_every: int = help_field(1, "epochs between validations when early stopping is on")
+    reprojection_k: int = help_field(
+        3, "reprojection baseline: warp this many nearest training frames into each test pose (0: leave it out)"
+    )
+    geometry_variants: list[str] = help_field(
+        ["base=base", "base+=base+", "slice10=slice10", "slice10+=slice10+"],
+        "table g (geometry-aware training): runs LABEL=PRESET[:KEY=VALUE...] (model config overrides), RGBD, "
+        "6dof-quat, epochs_table2",
+    )
     splits: list[str] = help_field(["random", "route"], "splits to run: random (paper) and/or route (held out)")
     tables: list[str] = help_field(["1", "2", "4"], "which tables to produce")
     eval_max_frames: int = help_field(300, "evaluate at most this many test frames per run, evenly spread (0: all)")
@@ -76,9 +94,44 @@ class ExperimentsConfig:
         bad = set(self.splits) - {"random", "route"}
         if bad or not self.splits:
             raise ConfigError(f"experiments.splits {self.splits}: use random and/or route")
-        bad = set(self.tables) - {"1", "2", "4"}
+        bad = set(self.tables) - {"1", "2", "4", "g"}
         if bad:
-            raise ConfigError(f"experiments.tables {self.tables}: use 1, 2, 4")
+            raise ConfigError(f"experiments.tables {self.tables}: use 1, 2, 4, g")
+        if self.budget_minutes < 0 or self.max_steps < 0 or self.patience < 0 or self.reprojection_k < 0:
+            raise ConfigError("experiments: budget_minutes, max_steps, patience and reprojection_k must be >= 0")
+        if self.patience and self.val_every < 1:
+            raise ConfigError("experiments: early stopping (patience > 0) needs val_every >= 1")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"experiments.seeds {self.seeds}: each seed once")
+        for v in self.geometry_variants:
+            parse_variant(v)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in self.seeds] or [int(self.seed)]
+
+
+def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
+    """``"LABEL=PRESET[:KEY=VALUE...]"`` -> ``(label, preset, ((key, value), ...))`` (values parsed as YAML)."""
+    import yaml
+
+    from pose2rgbd.methods.pose2rgbd.config import PRESETS, Pose2RGBDConfig
+
+    label, sep, rest = str(text).partition("=")
+    parts = [p.strip() for p in rest.split(":")] if sep else []
+    if not label.strip() or not parts or parts[0] not in PRESETS:
+        raise ConfigError(
+            f"experiments.geometry_variants {text!r}: write LABEL=PRESET[:KEY=VALUE...] with PRESET one of "
+            f"{list(PRESETS)}"
+        )
+    names = set(Pose2RGBDConfig.__dataclass_fields__)
+    over = []
+    for kv in parts[1:]:
+        k, eq, v = kv.partition("=")
+        if not eq or k.strip() not in names:
+            raise ConfigError(f"experiments.geometry_variants {text!r}: {kv!r} is not KEY=VALUE of a model setting")
+        over.append((k.strip(), yaml.safe_load(v)))
+    return label.strip(), parts[0], tuple(over)
 
 
 PAPER_LR = 0.01
@@ -92,11 +145,24 @@ class RunSpec:
     encoding: str
     epochs: int
     lr: float
+    seed: int = 0
+    overrides: tuple[tuple[str, Any], ...] = ()  # model settings beyond the preset (table g)
 
     @property
     def name(self) -> str:
         enc = "quat" if self.encoding == "6dof-quat" else "euler"
-        return f"{self.preset}-{self.outputs}-{enc}-e{self.epochs}-lr{self.lr:g}"
+        over = "".join(f"-{k}{v}" for k, v in self.overrides)
+        return f"{self.preset}{over}-{self.outputs}-{enc}-e{self.epochs}-lr{self.lr:g}-s{self.seed}"
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """The run without its seed: runs of one group are averaged in the tables."""
+        return (self.split, self.preset, self.outputs, self.encoding, self.epochs, self.lr, self.overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["overrides"] = {k: v for k, v in self.overrides}
+        return d
 
 
 def planned_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
@@ -112,12 +178,16 @@ def planned_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
             for p in ("base", "slice10", "slice32", "slice64"):
                 for o in ("depth", "rgbd"):
                     runs.append(RunSpec(split, p, o, "6dof-quat", cfg.epochs_table2, cfg.lr))
+        if "g" in cfg.tables:
+            for v in cfg.geometry_variants:
+                _, preset, over = parse_variant(v)
+                runs.append(RunSpec(split, preset, "rgbd", "6dof-quat", cfg.epochs_table2, cfg.lr, 0, over))
     seen, uniq = set(), []
     for r in runs:
         if r not in seen:
             seen.add(r)
             uniq.append(r)
-    return uniq
+    return [replace(r, seed=s) for r in uniq for s in cfg.seed_list]
 
 
 def prepare_dataset(cfg: ExperimentsConfig, out: Path, *, progress: bool = True) -> Path:
@@ -148,13 +218,17 @@ def prepare_dataset(cfg: ExperimentsConfig, out: Path, *, progress: bool = True)
 
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
     from pose2rgbd.evaluation import evaluate
+    from pose2rgbd.evaluation.calibration import write_text_atomic as atomic_write_text
+    from pose2rgbd.experiments.early_stopping import EarlyStopping
     from pose2rgbd.methods.pose2rgbd import preset_config
     from pose2rgbd.training import TrainConfig, train_model
 
     run_dir = out / "runs" / spec.split / spec.name
     done = run_dir / "result.json"
-    key = {"spec": spec.__dict__, "size": cfg.size, "batch_size": cfg.batch_size, "seed": cfg.seed,
-           "dataset": str(dataset), "eval_max_frames": cfg.eval_max_frames}  # fmt: skip
+    key = {"spec": spec.as_dict(), "size": cfg.size, "batch_size": cfg.batch_size, "dataset": str(dataset),
+           "eval_max_frames": cfg.eval_max_frames, "budget_minutes": cfg.budget_minutes,
+           "max_steps": cfg.max_steps, "patience": cfg.patience, "min_delta": cfg.min_delta,
+           "val_every": cfg.val_every if cfg.patience else 0, "reprojection_k": cfg.reprojection_k}  # fmt: skip
 
     def run_eval(checkpoint: Path) -> tuple[Any, float]:
         t0 = time.monotonic()
@@ -165,6 +239,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             out_dir=run_dir / "eval",
             max_frames=cfg.eval_max_frames,
             fly_frames=cfg.fly_frames,
+            reprojection_frames=cfg.reprojection_k if spec.outputs == "rgbd" else 0,
             progress=progress,
         )
         return ev, time.monotonic() - t0
@@ -175,6 +250,10 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             "split": ev.info["split"],
             "model": ev.metrics["model"],
             "baseline": ev.metrics.get("baseline", {}),
+            # the reprojection baseline on the same test frames (evaluate --reprojection-frames k)
+            "reprojection": {**ev.metrics["reprojection"], "k": float(cfg.reprojection_k)}
+            if "reprojection" in ev.metrics
+            else {},
             "depth_unit": ev.depth_unit,
             "files": {k: str(v) for k, v in ev.files.items()},
             "bn_recalibrated": True,
@@ -194,45 +273,103 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             recalibrate_checkpoint(run_dir / "last.pt", dataset, batch_size=cfg.batch_size)
             ev, prev["eval_s"] = run_eval(run_dir / "last.pt")
             prev.update(eval_fields(ev))
-            done.write_text(json.dumps(prev, indent=2, default=float))
+            atomic_write_text(done, json.dumps(prev, indent=2, default=float))
             return prev
-    mc = preset_config(spec.preset, size=cfg.size, outputs=spec.outputs, encoding=spec.encoding)
+    mc = preset_config(spec.preset, size=cfg.size, outputs=spec.outputs, encoding=spec.encoding, **dict(spec.overrides))
     tc = TrainConfig(
         epochs=spec.epochs,
         batch_size=cfg.batch_size,
         lr=spec.lr,
-        seed=cfg.seed,
+        seed=spec.seed,
         split=spec.split,
-        val_fraction=0.2,  # the paper's 80/20: nothing is selected on validation here (val_every 0), so the
-        test_fraction=0.0,  # two-way split is unbiased and keeps the tables comparable with earlier runs
-        val_every=0,  # the evaluation below is the validation (saves a pass over the test frames)
+        # Without early stopping nothing is selected on validation: the paper's 80/20 two-way split is unbiased,
+        # keeps the tables comparable with earlier runs, and the evaluation below is the validation. Early
+        # stopping selects on validation frames, so those runs hold out a separate test set.
+        val_fraction=0.1 if cfg.patience else 0.2,
+        test_fraction=0.2 if cfg.patience else 0.0,
+        val_every=cfg.val_every if cfg.patience else 0,
+        max_minutes=cfg.budget_minutes,
+        max_steps=cfg.max_steps,
         tensorboard=False,
         progress=progress,
     )
+    callbacks = [EarlyStopping(cfg.patience, cfg.min_delta)] if cfg.patience else []
+    # an interrupted run of the same settings continues from its last.pt; anything else starts over
+    started = run_dir / "run_key.json"
+    resume = (run_dir / "last.pt").exists() and started.exists() and json.loads(started.read_text()) == key
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    tr = train_model(dataset, run_dir, mc, tc, overwrite=True)  # the runner's own folder; result.json said redo
+    if resume:
+        log.info("resuming interrupted run %s", run_dir)
+        tr = train_model(dataset, run_dir, mc, tc, resume=True, callbacks=callbacks)
+    else:
+        # the runner's own folder; result.json (if any) was for other settings
+        for stale in (done, started):
+            stale.unlink(missing_ok=True)
+        tr = train_model(dataset, run_dir, mc, tc, overwrite=True, callbacks=callbacks)
+        atomic_write_text(started, json.dumps(key, default=float))
     t_train = time.monotonic() - t0
     ev, eval_s = run_eval(tr.last)
     res = {
         "key": key,
-        "spec": spec.__dict__,
+        "spec": spec.as_dict(),
         "name": spec.name,
         "parameters": tr.parameters,
         "steps": tr.steps,
         "epochs": tr.epochs,
+        "stop_reason": getattr(tr, "stop_reason", ""),
         "train_s": t_train,
         "eval_s": eval_s,
         "train_frames": len(tr.split.train),
         **eval_fields(ev),
     }
-    done.write_text(json.dumps(res, indent=2, default=float))
-    return res
+    atomic_write_text(done, json.dumps(res, indent=2, default=float))
+    return {**res, "_trained": True}
 
 
 def _fmt(v: Any, fmt: str) -> str:
+    """A number, or ``(mean, std, n)`` of several seeds as ``mean ± std``; ``n/a`` for none / not finite."""
     import math
 
+    if isinstance(v, tuple):
+        mean, std, n = v
+        if n > 1 and math.isfinite(mean):
+            return f"{format(mean, fmt)} ± {format(std, fmt)}"
+        v = mean
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _mean_std(values: list[Any]) -> tuple[float, float, int]:
+    import math
+
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return (float("nan"), float("nan"), 0)
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return (m, sd, len(vals))
+
+
+def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs that differ only in their seed -> one row each: every metric of ``model``, ``baseline`` and
+    ``reprojection`` as ``(mean, sample std, n)``, ``train_s`` and ``steps`` averaged, ``seeds`` listed."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        spec = {k: v for k, v in r["spec"].items() if k != "seed"}
+        groups.setdefault(json.dumps(spec, sort_keys=True, default=str), []).append(r)
+    rows = []
+    for rs in groups.values():
+        row = dict(rs[0])
+        row["spec"] = {k: v for k, v in rs[0]["spec"].items() if k != "seed"}
+        row["seeds"] = [r["spec"].get("seed", 0) for r in rs]
+        for part in ("model", "baseline", "reprojection"):
+            keys = {k for r in rs for k in (r.get(part) or {})}
+            row[part] = {k: _mean_std([(r.get(part) or {}).get(k) for r in rs]) for k in sorted(keys)}
+        row["train_s"] = sum(float(r["train_s"]) for r in rs) / len(rs)
+        row["steps"] = sum(int(r.get("steps", 0)) for r in rs) / len(rs)
+        rows.append(row)
+    return rows
 
 
 def _table(rows: list[dict[str, Any]], first_cols: list[tuple[str, Any]], paper: dict[Any, Any], unit: str) -> str:
@@ -261,11 +398,84 @@ def _baseline_line(rows: list[dict[str, Any]], unit: str) -> str:
     b = next((r["baseline"] for r in rows if r["spec"]["outputs"] == "rgbd" and r.get("baseline")), None)
     if not b:
         return ""
-    return (
+    line = (
         f"\nNearest-pose baseline on the same test frames: RGB MAE {_fmt(b.get('rgb_mae_px'), '.2f')} px, "
         f"depth MAE {_fmt(b.get('depth_mae'), '.2f')} {unit}, PSNR {_fmt(b.get('rgb_psnr_db'), '.2f')} dB, "
         f"SSIM {_fmt(b.get('rgb_ssim'), '.3f')}, AbsRel {_fmt(b.get('depth_absrel'), '.3f')}.\n"
     )
+    rp = next((r["reprojection"] for r in rows if r["spec"]["outputs"] == "rgbd" and r.get("reprojection")), None)
+    if rp:
+        k = rp.get("k")
+        k_txt = _fmt(k[0] if isinstance(k, tuple) else k, ".0f")
+        hole = rp.get("hole_fraction")
+        hole_pct = (hole[0] * 100, hole[1] * 100, hole[2]) if isinstance(hole, tuple) else (hole or 0) * 100
+        line += (
+            f"Reprojection baseline ({k_txt} nearest training frames warped with their depth, z-buffered; holes "
+            f"filled from the nearest frame, hole fraction {_fmt(hole_pct, '.1f')} %): RGB MAE "
+            f"{_fmt(rp.get('rgb_mae_px'), '.2f')} px, depth MAE {_fmt(rp.get('depth_mae'), '.2f')} {unit}, PSNR "
+            f"{_fmt(rp.get('rgb_psnr_db'), '.2f')} dB, SSIM {_fmt(rp.get('rgb_ssim'), '.3f')}, AbsRel "
+            f"{_fmt(rp.get('depth_absrel'), '.3f')}.\n"
+        )
+    return line
+
+
+def _geometry_table(cfg: ExperimentsConfig, rows: list[dict[str, Any]], unit: str) -> str:
+    """Table g: one row per variant, then retrieval and reprojection on the same test frames."""
+    head = (
+        "| variant | preset + settings | seeds | RGB MAE (px) | depth MAE (" + unit + ") | PSNR (dB) | SSIM "
+        "| AbsRel | RGB vs retrieval | depth vs retrieval | steps | train (min) |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+
+    import math
+
+    def first(v: Any) -> Any:
+        return v[0] if isinstance(v, tuple) else v
+
+    def gain(m: Any, b: Any) -> str:
+        m, b = first(m), first(b)
+        if m is None or b is None or math.isnan(b) or math.isnan(m) or b == 0:
+            return "n/a"
+        return f"{(1 - m / b) * 100:+.0f} %"
+
+    lines, base_row = [], None
+    for v in cfg.geometry_variants:
+        label, preset, over = parse_variant(v)
+        r = next(
+            (
+                r
+                for r in rows
+                if r["spec"]["preset"] == preset
+                and r["spec"]["outputs"] == "rgbd"
+                and r["spec"]["encoding"] == "6dof-quat"
+                and r["spec"]["epochs"] == cfg.epochs_table2
+                and r["spec"]["lr"] == cfg.lr
+                and r["spec"].get("overrides", {}) == dict(over)
+            ),
+            None,
+        )
+        if r is None:
+            continue
+        base_row = base_row or r
+        m, b = r["model"], r.get("baseline") or {}
+        settings = preset + "".join(f", {k}={val}" for k, val in over)
+        lines.append(
+            f"| {label} | {settings} | {len(r.get('seeds', [0]))} | {_fmt(m.get('rgb_mae_px'), '.2f')} "
+            f"| {_fmt(m.get('depth_mae'), '.2f')} | {_fmt(m.get('rgb_psnr_db'), '.2f')} "
+            f"| {_fmt(m.get('rgb_ssim'), '.3f')} | {_fmt(m.get('depth_absrel'), '.3f')} "
+            f"| {gain(m.get('rgb_mae_px'), b.get('rgb_mae_px'))} | {gain(m.get('depth_mae'), b.get('depth_mae'))} "
+            f"| {first(r.get('steps', 0)):.0f} | {r['train_s'] / 60:.1f} |"
+        )
+    if base_row is not None:
+        for name, key in (("nearest-pose retrieval", "baseline"), ("reprojection", "reprojection")):
+            m = base_row.get(key) or {}
+            if m:
+                lines.append(
+                    f"| {name} | -- | -- | {_fmt(m.get('rgb_mae_px'), '.2f')} | {_fmt(m.get('depth_mae'), '.2f')} "
+                    f"| {_fmt(m.get('rgb_psnr_db'), '.2f')} | {_fmt(m.get('rgb_ssim'), '.3f')} "
+                    f"| {_fmt(m.get('depth_absrel'), '.3f')} | | | | |"
+                )
+    return head + "\n".join(lines) + "\n"
 
 
 def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], table4: list[dict[str, Any]],
@@ -290,14 +500,34 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
             f"Learning rate: {cfg.lr:g} instead of the paper's {PAPER_LR:g} -- with a few epochs the paper's rate "
             f"stays at about the mean image; the `lr 0.01` rows of Table 1 are the control.\n"
         )
+    seeds = cfg.seed_list
+    if len(seeds) > 1:
+        md.append(
+            f"Seeds {seeds}: every number is the mean ± sample standard deviation over the {len(seeds)} seeds "
+            "(weights, shuffling and, on the random split, the split itself).\n"
+        )
+    if cfg.budget_minutes or cfg.max_steps or cfg.patience:
+        stop = "off"
+        if cfg.patience:
+            stop = f"after {cfg.patience} validations without a {cfg.min_delta:g} relative val-loss improvement"
+        md.append(
+            f"Budget per run: {cfg.budget_minutes:g} min (0: none), {cfg.max_steps} steps (0: none), "
+            f"early stopping {stop}.\n"
+        )
     for split in cfg.splits:
-        rs = [r for r in results if r["spec"]["split"] == split]
+        rs = aggregate([r for r in results if r["spec"]["split"] == split])
         if not rs:
             continue
         desc = rs[0]["split"]
         ntr, nte = rs[0]["train_frames"], rs[0]["test_frames"]
         if "1" in cfg.tables:
-            t1 = [r for r in rs if r["spec"]["preset"] == "base" and r["spec"]["epochs"] == cfg.epochs_table1]
+            t1 = [
+                r
+                for r in rs
+                if r["spec"]["preset"] == "base"
+                and r["spec"]["epochs"] == cfg.epochs_table1
+                and not r["spec"].get("overrides")
+            ]
             t1.sort(
                 key=lambda r: (
                     r["spec"]["lr"] != cfg.lr,
@@ -319,6 +549,8 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
                 r
                 for r in rs
                 if r["spec"]["encoding"] == "6dof-quat"
+                and not r["spec"].get("overrides")
+                and r["spec"]["preset"] in PRESET_LABEL
                 and r["spec"]["epochs"] == cfg.epochs_table2
                 and r["spec"]["lr"] == cfg.lr
             ]
@@ -329,6 +561,13 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
             cols = [("model", lambda r: r["spec"]["preset"]), ("output", lambda r: r["spec"]["outputs"])]
             md.append(_table(t2, cols, PAPER_TABLE2, unit))
             md.append(_baseline_line(t2, unit))
+        if "g" in cfg.tables:
+            md.append(f"\n## Geometry-aware training (beyond the paper), RGBD, 6dof-quat ({split} split)\n")
+            md.append(
+                f"{desc}: {ntr} training / {nte} test frames. 'vs retrieval': how much lower the error is than "
+                "nearest-pose retrieval's on the same frames (positive: the model is better).\n\n"
+            )
+            md.append(_geometry_table(cfg, rs, unit))
     if table4:
         md.append(
             f"\n## Table 4 analog -- inference cost at {cfg.bench_size}x{cfg.bench_size} (depth output, 6dof-quat)\n\n"
@@ -355,21 +594,38 @@ def run_experiments(
     machine = machine_description()
     results: list[dict[str, Any]] = []
     dataset_info = ""
-    runs = planned_runs(cfg) if ({"1", "2"} & set(cfg.tables)) else []
+    runs = planned_runs(cfg) if ({"1", "2", "g"} & set(cfg.tables)) else []
     if runs:
         dpath = prepare_dataset(cfg, out, progress=progress)
         ds = Dataset(dpath)
         build_cache(ds, cfg.size, progress=progress)  # built once, shared by every run
         n_src = {int(s["id"]): str(s.get("name", s["id"])) for s in ds.manifest.sources}
         dataset_info = f"`{dpath}` ({len(ds)} frames, sources {n_src}, depth {ds.manifest.depth_kind})"
+        t_runs, n_trained = 0.0, 0
         for i, spec in enumerate(runs):
-            log.info("[%d/%d] %s / %s", i + 1, len(runs), spec.split, spec.name)
-            results.append(_run_one(spec, cfg, dpath, out, progress=progress))
+            eta = f", about {t_runs / n_trained * (len(runs) - i) / 60:.0f} min left" if n_trained else ""
+            log.info("[%d/%d] %s / %s%s", i + 1, len(runs), spec.split, spec.name, eta)
+            _progress(out, i, len(runs), spec.split + "/" + spec.name, time.monotonic() - t0)
+            t_run = time.monotonic()
+            res = _run_one(spec, cfg, dpath, out, progress=progress)
+            if res.get("_trained"):
+                t_runs += time.monotonic() - t_run
+                n_trained += 1
+            results.append({k: v for k, v in res.items() if k != "_trained"})
             _write(out, cfg, results, [], machine, dataset_info, command, time.monotonic() - t0)
+        _progress(out, len(runs), len(runs), "", time.monotonic() - t0)
     table4: list[dict[str, Any]] = []
     if "4" in cfg.tables:
         table4 = run_table4(size=cfg.bench_size, min_seconds=cfg.bench_min_seconds, progress=progress)
     return _write(out, cfg, results, table4, machine, dataset_info, command, time.monotonic() - t0)
+
+
+def _progress(out: Path, done: int, total: int, current: str, wall_s: float) -> None:
+    """``OUT/progress.json``: runs finished (or reused) / planned, the run under way, wall time so far."""
+    from pose2rgbd.evaluation.calibration import write_text_atomic
+
+    state = {"done": done, "total": total, "current": current, "wall_s": round(wall_s, 1)}
+    write_text_atomic(out / "progress.json", json.dumps(state))
 
 
 def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], table4: list[dict[str, Any]],

@@ -20,15 +20,25 @@ The model owns its transforms as buffers (saved with the weights): the pose norm
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
+from pose2rgbd.methods.pose2rgbd.geometry_losses import (
+    backward_warp,
+    forward_splat,
+    masked_mean,
+    perturb_poses,
+    photometric_error,
+)
 from pose2rgbd.methods.pose2rgbd.slices import slice_targets
-from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.base import AutocastFactory, ModelBase, backward_and_step
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 
@@ -143,6 +153,152 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
     # -- model contract ----------------------------------------------------------------------------------
     def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self(batch["pose"])
+
+    # -- geometry-aware training (config switches, all off for the paper's presets) ----------------------
+    def set_training_camera(self, camera: PinholeCamera) -> None:
+        """The intrinsics of the training images (at the model's size), needed by the geometry-aware terms.
+        Not saved with the weights: the recipe sets it for every run (a resumed one included)."""
+        if (camera.width, camera.height) != self.image_hw[::-1]:
+            raise ConfigError(
+                f"training camera is {camera.width}x{camera.height}, the model renders {self.image_hw[1]}x"
+                f"{self.image_hw[0]}: scale it first (PinholeCamera.scaled)"
+            )
+        self.__dict__["_training_camera"] = camera
+
+    def _K(self, n: int, device: torch.device) -> torch.Tensor:
+        cam = self.__dict__.get("_training_camera")
+        if cam is None:
+            raise ConfigError(
+                "geometry-aware training terms need the training camera: train through the pose2rgbd recipe "
+                "(it calls model.set_training_camera) or call it yourself"
+            )
+        return torch.as_tensor(cam.K, dtype=torch.float64, device=device)[None].expand(n, 3, 3)
+
+    def _encode(self, T_world_cam: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        x, _ = self.poses_to_input(T_world_cam.detach().cpu().numpy())
+        return x.to(device=like.device, dtype=like.dtype)
+
+    def _metres(self, depth: torch.Tensor) -> torch.Tensor:
+        return self.depth_normalizer.denormalize(depth.float())  # type: ignore[no-any-return]
+
+    def train_step(
+        self,
+        batch: dict[str, Any],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        *,
+        autocast: AutocastFactory,
+        step: int,
+    ) -> dict[str, torch.Tensor | float]:
+        """The single-objective step, plus the geometry-aware terms when a switch is on (one forward over the
+        training poses and the perturbed ones together, so they share BatchNorm statistics). Validation keeps
+        the plain losses, so validation values stay comparable with and without the switches."""
+        if not self.config.uses_geometry:
+            return super().train_step(batch, optimizers, autocast=autocast, step=step)
+        c = self.config
+        if "T_world_cam" not in batch:
+            raise ConfigError("geometry-aware training needs batch['T_world_cam']: train through the pose2rgbd recipe")
+        T = batch["T_world_cam"].double()
+        B = T.shape[0]
+        poses = [batch["pose"]]
+        T_c = T_a = d_c = d_a = None
+        if c.uses_consistency:
+            T_c, d_c = perturb_poses(T, c.consistency_radius_m, c.consistency_radius_deg)
+            poses.append(self._encode(T_c, batch["pose"]))
+        if c.pose_augment_weight > 0:
+            T_a, d_a = perturb_poses(T, c.pose_augment_radius_m, c.pose_augment_radius_deg)
+            poses.append(self._encode(T_a, batch["pose"]))
+        with autocast():
+            every = self(torch.cat(poses, dim=0))
+            parts = [{k: v[i * B : (i + 1) * B] for k, v in every.items()} for i in range(len(poses))]
+            outputs = parts[0]
+            losses = self.get_loss_dict(outputs, batch)
+        # the warps run in fp32 outside mixed precision: bf16 matmuls would move points by decimetres at 50 m
+        k = 1
+        if d_c is not None:
+            losses.update(self.consistency_losses(outputs, parts[k], batch, d_c))
+            k += 1
+        if d_a is not None:
+            losses.update(self.augment_losses(parts[k], batch, d_a))
+        total = backward_and_step(losses, optimizers.values(), step=step)
+        logs: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
+        logs["loss"] = total
+        logs.update(self.get_metrics_dict(outputs, batch))
+        return logs
+
+    def consistency_losses(
+        self,
+        out0: dict[str, torch.Tensor],
+        out1: dict[str, torch.Tensor],
+        batch: dict[str, Any],
+        T_cam0_cam1: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Multi-view consistency between the render at the training pose (``out0``) and at a nearby pose
+        (``out1``, ``T_cam0_cam1`` the relative pose), already weighted:
+
+        * ``consistency``: render 1 warped into pose 0 through the predicted depth 0 vs render 0 (photometric,
+          plus ``consistency_depth_weight`` x the depth disagreement in normalized units), where visible;
+        * ``consistency_real``: the real training frame warped into pose 1 through the predicted depth 1 vs
+          render 1 (photometric and depth against the real depth), where visible.
+        Pixels at the depth cap (sky / beyond range) count photometrically but not in the depth terms.
+        """
+        c = self.config
+        K = self._K(T_cam0_cam1.shape[0], T_cam0_cam1.device)
+        half_span = 0.5 * self.depth_normalizer.span
+        losses: dict[str, torch.Tensor] = {}
+        D0, D1 = self._metres(out0["depth"]), self._metres(out1["depth"])
+        near0 = (out0["depth"].detach() < 0.99).float()
+        if c.consistency_weight > 0:
+            src = out1["rgb"].float() if c.has_rgb else out1["depth"].float()
+            warped, z1, d1_at, valid = backward_warp(
+                src, D1, D0, torch.linalg.inv(T_cam0_cam1), K, occlusion_tol=c.consistency_occlusion_tol
+            )
+            term = torch.zeros((), device=D0.device)
+            if c.has_rgb:
+                photo = photometric_error(out0["rgb"].float(), warped, ssim_share=c.consistency_ssim)
+                term = term + masked_mean(photo, valid)
+            dz = (d1_at - z1).abs() / half_span
+            term = term + c.consistency_depth_weight * masked_mean(dz, valid & (near0 > 0))
+            losses["consistency"] = c.consistency_weight * term
+        if c.consistency_real_weight > 0:
+            gt = batch["depth"].float()
+            gt_ok = ~torch.isnan(gt)
+            gt_m = torch.where(gt_ok, gt.clamp(max=self.depth_normalizer.max_m), torch.zeros_like(gt))
+            # the real frame's "has depth" mask travels with it: source pixels without depth (NaN) do not count
+            src = torch.cat([batch["rgb"].float() if c.has_rgb else gt_m, gt_ok.float()], dim=1)
+            warped, z0, d0_at, valid = backward_warp(
+                src, gt_m, D1, T_cam0_cam1, K, occlusion_tol=c.consistency_occlusion_tol
+            )
+            valid = valid & (warped[:, -1:].detach() > 0.999)
+            warped = warped[:, :-1]
+            near1 = out1["depth"].detach() < 0.99
+            term = torch.zeros((), device=D1.device)
+            if c.has_rgb:
+                photo = photometric_error(out1["rgb"].float(), warped, ssim_share=c.consistency_ssim)
+                term = term + masked_mean(photo, valid)
+            dz = (d0_at - z0).abs() / half_span
+            term = term + c.consistency_depth_weight * masked_mean(dz, valid & near1)
+            losses["consistency_real"] = c.consistency_real_weight * term
+        return losses
+
+    def augment_losses(
+        self, out: dict[str, torch.Tensor], batch: dict[str, Any], T_cam_aug: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Pose-space augmentation: the render at the perturbed pose vs the training frame forward-splatted
+        into it with its own depth (z-buffered; holes and pixels without depth left out), weighted
+        ``pose_augment_weight`` (``augment`` = its RGB and depth mean squared errors)."""
+        c = self.config
+        K = self._K(T_cam_aug.shape[0], T_cam_aug.device)
+        dn = self.depth_normalizer
+        rgb_t, depth_t, valid = forward_splat(
+            batch["rgb"].float(), batch["depth"].float(), torch.linalg.inv(T_cam_aug), K, far_m=dn.max_m
+        )
+        term = torch.zeros((), device=rgb_t.device)
+        if c.has_rgb:
+            term = term + masked_mean((out["rgb"].float() - rgb_t) ** 2, valid)
+        if c.has_depth:
+            t = dn.normalize(torch.where(valid, depth_t, torch.zeros_like(depth_t)))
+            term = term + masked_mean((out["depth"].float() - t) ** 2, valid)
+        return {"augment": c.pose_augment_weight * term}
 
     def _depth_target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized depth target (sky/+inf -> 1, i.e. the range maximum) and the valid mask (not NaN)."""

@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from pose2rgbd.dataset import build_cache
 from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
 from pose2rgbd.errors import ConfigError
@@ -23,6 +26,16 @@ from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for, train
 
 log = logging.getLogger(__name__)
+
+
+class PosedRGBDDataset(PoseRGBDDataset):
+    """:class:`PoseRGBDDataset` items plus ``"T_world_cam"`` ``(4, 4)`` float64, the pose the geometry-aware
+    training terms perturb and warp with."""
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor | int]:
+        item = super().__getitem__(k)
+        item["T_world_cam"] = torch.from_numpy(np.asarray(self.cache.T_world_cam[self.indices[k]], dtype=np.float64))
+        return item
 
 
 def prepare(ctx: RecipeContext) -> TrainingSetup:
@@ -54,8 +67,21 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             )
             model.set_depth_normalizer(dn)
             log.info("depth range [%.2f, %.2f] (beyond: clipped to the maximum, like sky)", dn.min_m, dn.max_m)
-    train_set = PoseRGBDDataset(cache, split.train, model)
-    val_set = PoseRGBDDataset(cache, split.val, model) if len(split.val) else None
+    data_cls: type[PoseRGBDDataset] = PoseRGBDDataset
+    if mc.uses_geometry:
+        if not (ds.has_depth and cache.depth is not None):
+            raise ConfigError(
+                f"{ds.path}: geometry-aware training (model.consistency_* / pose_augment_*) needs depth data"
+            )
+        if ds.manifest.depth_kind == "unscaled":
+            raise ConfigError(
+                f"{ds.path}: depth is unscaled; geometry-aware training warps with metric depth -- set "
+                "model.consistency_weight, consistency_real_weight and pose_augment_weight to 0"
+            )
+        model.set_training_camera(cache.camera)
+        data_cls = PosedRGBDDataset
+    train_set = data_cls(cache, split.train, model)
+    val_set = data_cls(cache, split.val, model) if len(split.val) else None
     return TrainingSetup(
         model=model,
         train_set=train_set,

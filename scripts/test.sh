@@ -17,6 +17,8 @@ echo "[test] pytest"
 # the ROS tests (marker ros: the live node tests, colcon build) must run here, not be skipped (POSE2RGBD_NO_ROS=1
 # leaves ROS out of the set-up and lets them skip)
 [ "${POSE2RGBD_NO_ROS:-0}" = 1 ] || export POSE2RGBD_REQUIRE_ROS=1
+# two pytest workers on two cores: one torch / OpenMP thread each, so the workers do not oversubscribe the cores
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST  # DDS discovery stays on loopback (each live test also sets it)
 pytest=(.venv/bin/python -m pytest -n 2 --dist loadfile "$@")
 # Where the machine allows it, the tests run in a private network namespace with only a loopback interface: the

@@ -411,7 +411,10 @@ def test_help_lists_the_known_kinds_and_the_presets_of_the_chosen_one(
     with pytest.raises(SystemExit):
         _parse(["train", "--method", "toy", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "one of: pose2rgbd, toy" in out and "a preset of --method toy: small | wide (default: small)" in out
+    kinds = out.split("one of: ", 1)[1].split(" (default", 1)[0].split(", ")
+    assert {"pose2rgbd", "posegan", "selfsup-depth", "toy"} <= set(kinds)  # every kind with a training recipe
+    assert "ground-plane" not in kinds  # no recipe: not trainable
+    assert "a preset of --method toy: small | wide (default: small)" in out
     assert "--model.hidden" in out and "(default: 2)" in out and "--model.preset" not in out
 
 

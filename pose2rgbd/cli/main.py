@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "pose2rgbd.cli.render",
     "pose2rgbd.cli.record",
     "pose2rgbd.cli.node",
+    "pose2rgbd.cli.interpolate",
 )
 
 

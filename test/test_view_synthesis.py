@@ -113,8 +113,9 @@ def test_interpolate_between_dataset_frames(gp_checkpoint: Path, tmp_path: Path)
 
     ds = make_toy_dataset(tmp_path / "ds", n_survey=6, n_route=3, size=16)
     out = tmp_path / "frames"
-    rc = main(["interpolate", "--checkpoint", str(gp_checkpoint), "--dataset", str(ds), "--from-frame", "0",
-               "--to-frame", "4", "--out", str(out), "--frames", "4", "--mode", "linear", "--device", "cpu"])  # fmt: skip
+    argv = ["interpolate", "--checkpoint", str(gp_checkpoint), "--dataset", str(ds), "--from-frame", "0",
+            "--to-frame", "4", "--out", str(out), "--frames", "4", "--mode", "linear", "--device", "cpu"]  # fmt: skip
+    rc = main(argv)
     assert rc == 0
     assert (out / "sheet_linear.png").exists() and not (out / "sheet_parabolic.png").exists()
     import json

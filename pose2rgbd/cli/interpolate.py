@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--frames", type=int, default=30, help="frames per route, end points included")
     p.add_argument("--mode", choices=("linear", "parabolic", "both"), default="both", help="position interpolation")
-    p.add_argument("--bulge", type=float, default=0.25,
-                   help="parabolic: peak sideways offset as a fraction of the start-end distance (sign: side)")  # fmt: skip
+    p.add_argument(
+        "--bulge", type=float, default=0.25, help="parabolic: peak sideways offset / start-end distance (sign: side)"
+    )
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier interpolation in --out")

@@ -104,3 +104,143 @@ def test_figures_are_written(tmp_path: Path) -> None:
     ):
         assert p.exists() and p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+# -- the experiments command with a toy image -> pose (+ pose -> image) kind ------------------------------------
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from pose2rgbd.models import ImageToPose, ModelBase, ModelFamily, PoseToImage  # noqa: E402
+from pose2rgbd.models.registry import register_family, unregister_family  # noqa: E402
+
+
+@dataclass
+class ToyLocGanConfig:
+    size: int = 16
+    preset: str = "posegan"
+
+
+class ToyLocGan(ImageToPose, PoseToImage, ModelBase):
+    """Both ways, like PoseGAN: images (N, 3, S, S) -> pose; poses (N, 7) -> RGB."""
+
+    kind = "toy-locgan"
+
+    def __init__(self, config: ToyLocGanConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.init_pose_normalization("6dof-quat")
+        s = config.size
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 4, 4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * (s // 4) ** 2, 7))
+        self.dec = nn.Linear(7, 3 * s * s)
+
+    input_hw = property(lambda self: (self.config.size, self.config.size))
+    image_hw = property(lambda self: (self.config.size, self.config.size))
+    has_rgb = property(lambda self: True)
+    has_depth = property(lambda self: False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.ndim == 2:
+            s = self.config.size
+            return {"rgb": torch.tanh(self.dec(x)).view(-1, 3, s, s)}
+        return {"pose": torch.tanh(self.enc(x))}
+
+    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"pose": self(batch["rgb"])["pose"], "rgb": self(batch["pose"])["rgb"]}
+
+    def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"pose_mse": ((outputs["pose"] - batch["pose"]) ** 2).mean(),
+                "rgb_mse": ((outputs["rgb"] - batch["rgb"]) ** 2).mean()}  # fmt: skip
+
+
+def toy_recipe(ctx: Any) -> Any:
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
+    from pose2rgbd.models import PoseNormalizer
+    from pose2rgbd.training.train import TrainingSetup, split_for
+
+    mc, tc = ctx.model_config, ctx.train_config
+    cache = build_cache(ctx.dataset, mc.size, progress=False)
+    split = split_for(cache, tc.split, tc.seed, tc.val_fraction)
+    torch.manual_seed(tc.seed)
+    model = ctx.model or ToyLocGan(mc)
+    if ctx.model is None:
+        model.set_pose_normalizer(PoseNormalizer.fit(cache.T_world_cam[split.train], "6dof-quat"))
+    return TrainingSetup(model, PoseRGBDDataset(cache, split.train, model), None, split, cache.camera, "toy")
+
+
+TOY_LOCGAN = ModelFamily(
+    kind="toy-locgan", config_cls=ToyLocGanConfig, build=ToyLocGan,
+    presets={"posegan": {"preset": "posegan"}, "configA": {"preset": "configA"}}, default_preset="posegan",
+    data="image_to_pose", engine="localize", train=f"{__name__}:toy_recipe",
+)  # fmt: skip
+
+
+@pytest.fixture
+def toy_locgan():
+    register_family(TOY_LOCGAN)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TOY_LOCGAN
+    torch.set_num_threads(n)
+    unregister_family(TOY_LOCGAN.kind)
+
+
+def test_localization_experiments_command(toy_locgan: ModelFamily, tmp_path: Path, monkeypatch: Any) -> None:
+    import json
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=24, n_route=8, size=16)
+    out = tmp_path / "exp"
+    argv = ["experiments", "localization", "--out", str(out), "--no-progress", "--set", f"dataset={ds}",
+            "--set", "kind=toy-locgan", "--set", "size=16", "--set", "steps=3", "--set", "minutes=0",
+            "--presets", "posegan", "configA", "--refine-frames", "2", "--set", "refine.iterations=3",
+            "--set", "refine.levels=1", "--set", "threads=1", "--set", "grid_frames=3"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "localization.json").read_text())
+    runs = data["runs"]
+    assert {(r["split"], r["preset"]) for r in runs} == {
+        (s, p) for s in ("random", "route") for p in ("posegan", "configA", "retrieval")
+    }
+    for split in ("random", "route"):
+        rs = [r for r in runs if r["split"] == split]
+        assert len({r["test_frames"] for r in rs}) == 1  # every method on the same frames
+        for r in rs:
+            assert r["color"]["position_m"]["median"] >= 0 and "gray" in r
+        trained = [r for r in rs if r["preset"] != "retrieval"]
+        assert all(r["steps"] == 3 for r in trained)
+        main_run = next(r for r in rs if r["preset"] == "posegan")
+        ref = main_run["refine"]
+        assert ref["frames"] == 2 and ref["after"]["position_m"]["median"] >= 0
+        assert ref["residual_after"]["median"] <= ref["residual_before"]["median"] + 1e-9  # never worse
+        for fig in ("cdf", "trajectory", "real_vs_generated"):
+            assert (out / f"{fig}_{split}.png").exists(), fig
+        # retrieval's training images are not the test frames, and the route split holds out source 1
+        est = np.load(out / "runs" / split / "retrieval-s0" / "estimates.npz")
+        assert len(est["test"]) == rs[0]["test_frames"]
+    md = (out / "localization.md").read_text()
+    assert "## Table 1 analog -- route split" in md and "## Table 2 analog -- grayscale" in md
+    assert "PoseGAN-configA" in md and "image retrieval" in md and "Targets:" in md and "Refinement" in md
+    assert "Command: `pose2rgbd" in md or "Command: `" in md
+
+    # re-running reuses every finished run: no training at all
+    def no_training(*a: Any, **k: Any) -> None:
+        raise AssertionError("a finished run was trained again")
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("pose2rgbd.training.train"), "train", no_training)
+    assert main(argv) == 0
+
+
+def test_localization_experiments_refuse_a_kind_that_does_not_localize(tmp_path: Path) -> None:
+    from pose2rgbd.experiments.localization import LocalizationExperimentsConfig, run_localization_experiments
+
+    with pytest.raises(ConfigError, match="does not localize images"):
+        run_localization_experiments(tmp_path, LocalizationExperimentsConfig(kind="ground-plane", presets=["default"]))
+    with pytest.raises(ConfigError, match="splits"):
+        LocalizationExperimentsConfig(splits=["diagonal"])

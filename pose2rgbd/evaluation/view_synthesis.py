@@ -223,6 +223,10 @@ def synthesize_views(
             oob += int(np.sum(r.out_of_bounds))
         rgb = np.concatenate(rgbs)
         depth = np.concatenate(depths) if depths else None
+        if depth is not None and engine.depth_range_m is None:  # no stated range: the route's own depths
+            fin = depth[np.isfinite(depth)]
+            if fin.size:
+                depth_range = (float(fin.min()), float(np.percentile(fin, 99)) + 1e-6)
         tiles = [_tile(rgb[i], None if depth is None else depth[i], depth_range, tile_px) for i in range(len(T))]
         video = write_mp4([_label(t, f"{mode} {i + 1}/{len(T)}") for i, t in enumerate(tiles)],
                           out / f"route_{mode}.mp4", fps=fps)  # fmt: skip

@@ -200,7 +200,7 @@ def _train_eval(
     return res
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     from pose2rgbd.atomic import sibling_prefix
 
     tmp = path.with_name(f"{sibling_prefix(path, 'partial')}.npz")
@@ -339,7 +339,7 @@ def _figures(
     main_run = next((r for r in rows if r["seed"] == seed and r["preset"] == cfg.presets[0]), None)
     size = cfg.size
     if main_run is not None:
-        size = int(load_checkpoint(main_run["checkpoint"]).model.input_hw[0])
+        size = int(main_run.get("input_size", cfg.size))
     cache = build_cache(dataset, size, progress=progress)
     T_true = cache.T_world_cam[first]
     reports = [LocalizationReport(n, T, T_true) for n, (t, T) in ests.items() if np.array_equal(t, first)]

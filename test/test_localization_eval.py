@@ -244,3 +244,25 @@ def test_localization_experiments_refuse_a_kind_that_does_not_localize(tmp_path:
         run_localization_experiments(tmp_path, LocalizationExperimentsConfig(kind="ground-plane", presets=["default"]))
     with pytest.raises(ConfigError, match="splits"):
         LocalizationExperimentsConfig(splits=["diagonal"])
+
+
+def test_frame_view_prepares_frames_as_the_model_does(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.experiments.localization import FrameView
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=6, n_route=3, size=24)
+
+    def crop(imgs: np.ndarray) -> np.ndarray:
+        return imgs[:, 2:18, 2:18]
+
+    model = SimpleNamespace(input_hw=(16, 16), config=SimpleNamespace(load_size=20), prepare_images=crop)
+    view = FrameView(model, ds)
+    idx = np.array([5, 1, 3])
+    got = view.images(idx)
+    ref = np.asarray(build_cache(ds, 20, progress=False).rgb)[idx][:, 2:18, 2:18]
+    assert got.shape == (3, 16, 16, 3) and np.array_equal(got, ref)  # order kept, prepared like the model
+    plain = FrameView(SimpleNamespace(input_hw=(12, 12)), ds).images(idx)
+    assert plain.shape == (3, 12, 12, 3)

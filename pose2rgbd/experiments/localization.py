@@ -116,6 +116,34 @@ def _model_config(cfg: LocalizationExperimentsConfig, preset: str) -> Any:
     return fam.make_config(preset, **over)
 
 
+class FrameView:
+    """Dataset frames as a model sees them at evaluation: the training cache at the size the model's recipe
+    loads (``model.config.load_size`` when the kind has one, e.g. PoseGAN's 144 for 128, else the model's own
+    size), then the model's ``prepare_images`` (e.g. the centre crop) when it has one. Every method of a
+    comparison -- retrieval included -- gets the same images."""
+
+    def __init__(self, model: Any, dataset: Path, *, progress: bool = False) -> None:
+        from pose2rgbd.dataset import build_cache
+
+        hw = model.input_hw if hasattr(model, "input_hw") else model.image_hw
+        self.hw = (int(hw[0]), int(hw[1]))
+        load = getattr(getattr(model, "config", None), "load_size", None)
+        self.cache = build_cache(dataset, int(load or self.hw[0]), progress=progress)
+        self._prepare = getattr(model, "prepare_images", None)
+
+    def images(self, idx: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` of frames ``idx`` (any order) at the model's input size."""
+        idx = np.asarray(idx, dtype=np.int64)
+        order = np.argsort(idx)
+        imgs = np.empty((len(idx), *self.cache.rgb.shape[1:]), np.uint8)
+        imgs[order] = np.asarray(self.cache.rgb[idx[order]])  # memmap reads in increasing order
+        if imgs.shape[1:3] != self.hw:
+            if self._prepare is None:
+                raise ConfigError(f"frames are {imgs.shape[1]}x{imgs.shape[2]}, the model takes {self.hw}")
+            imgs = np.asarray(self._prepare(imgs))
+        return imgs
+
+
 def _test_frames(sp: Any, max_frames: int) -> np.ndarray:
     from pose2rgbd.evaluation.plots import evenly_spaced
 
@@ -142,7 +170,6 @@ def _train_eval(
     cfg: LocalizationExperimentsConfig, dataset: Path, split: str, preset: str, seed: int, out: Path, *, progress: bool
 ) -> dict[str, Any]:
     """Train one preset (or reuse a finished run) and localize its test frames (colour and grayscale)."""
-    from pose2rgbd.dataset import build_cache
     from pose2rgbd.evaluation.localization import LocalizationReport, localize_frames, to_grayscale
     from pose2rgbd.models import load_checkpoint
     from pose2rgbd.training import TrainConfig
@@ -165,10 +192,11 @@ def _train_eval(
     train_s = time.monotonic() - t0
     loaded = load_checkpoint(tr.last)
     engine = _eval_engine(loaded)
-    cache = build_cache(dataset, int(engine.input_hw[0]), progress=progress)
+    view = FrameView(loaded.model, dataset, progress=progress)
+    cache = view.cache
     sp = split_for(cache, split, seed, tc.val_fraction)
     test = _test_frames(sp, cfg.eval_max_frames)
-    images = np.asarray(cache.rgb[test])
+    images = view.images(test)
     T_true = cache.T_world_cam[test]
     T_est, sec = localize_frames(engine, images)
     rep = LocalizationReport(label(preset), T_est, T_true, sec)
@@ -212,19 +240,22 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 
 def _retrieval(
-    cfg: LocalizationExperimentsConfig, dataset: Path, split: str, seed: int, size: int, out: Path, *, progress: bool
-) -> dict[str, Any]:
-    from pose2rgbd.dataset import build_cache
+    cfg: LocalizationExperimentsConfig, dataset: Path, split: str, seed: int, main: dict[str, Any], out: Path,
+    *, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The retrieval baseline on the main run's test frames, seeing the images as the main model does."""
     from pose2rgbd.evaluation.localization import LocalizationReport, RetrievalLocalizer, localize_frames, to_grayscale
+    from pose2rgbd.models import load_checkpoint
     from pose2rgbd.training.train import split_for
 
-    cache = build_cache(dataset, size, progress=progress)
+    view = FrameView(load_checkpoint(main["checkpoint"]).model, dataset, progress=progress)
+    cache = view.cache
     sp = split_for(cache, split, seed, 0.2)
     test = _test_frames(sp, cfg.eval_max_frames)
     t0 = time.perf_counter()
-    ret = RetrievalLocalizer(np.asarray(cache.rgb[sp.train]), cache.T_world_cam[sp.train], thumb=cfg.retrieval_thumb)
+    ret = RetrievalLocalizer(view.images(sp.train), cache.T_world_cam[sp.train], thumb=cfg.retrieval_thumb)
     build_s = time.perf_counter() - t0
-    images = np.asarray(cache.rgb[test])
+    images = view.images(test)
     T_true = cache.T_world_cam[test]
     T_est, sec = localize_frames(ret, images)
     res: dict[str, Any] = {
@@ -252,7 +283,6 @@ def _refine(
     cfg: LocalizationExperimentsConfig, dataset: Path, main: dict[str, Any], out: Path, *, progress: bool
 ) -> dict[str, Any] | None:
     """Refine the main model's estimates on ``refine_frames`` test frames; ``None`` when nothing can render."""
-    from pose2rgbd.dataset import build_cache
     from pose2rgbd.evaluation.localization import pose_errors, summarize
     from pose2rgbd.evaluation.plots import evenly_spaced
     from pose2rgbd.inference.refine import Refiner
@@ -275,14 +305,14 @@ def _refine(
     test, T_est = est["test"], est["T_est"]
     pick = evenly_spaced(len(test), cfg.refine_frames)
     idx = test[pick]
-    h, _ = rl.model.image_hw
-    cache = build_cache(dataset, int(h), progress=progress)
+    view = FrameView(rl.model, dataset, progress=progress)
+    cache = view.cache
     refiner = Refiner(rl.model, cfg.refine)
     T0 = T_est[pick]
     T_ref = np.empty_like(T0)
     before_res, after_res, iters, secs = [], [], [], []
     for k in range(len(idx)):  # one frame at a time: the per-frame time is what a node would pay
-        r = refiner.refine(np.asarray(cache.rgb[idx[k : k + 1]]), T0[k : k + 1])
+        r = refiner.refine(view.images(idx[k : k + 1]), T0[k : k + 1])
         T_ref[k] = r.T_world_cam[0]
         before_res.append(float(r.residual_before[0]))
         after_res.append(float(r.residual_after[0]))
@@ -337,10 +367,7 @@ def _figures(
         return figs
     first = next(iter(ests.values()))[0]
     main_run = next((r for r in rows if r["seed"] == seed and r["preset"] == cfg.presets[0]), None)
-    size = cfg.size
-    if main_run is not None:
-        size = int(main_run.get("input_size", cfg.size))
-    cache = build_cache(dataset, size, progress=progress)
+    cache = build_cache(dataset, cfg.size, progress=progress)  # poses and sources only
     T_true = cache.T_world_cam[first]
     reports = [LocalizationReport(n, T, T_true) for n, (t, T) in ests.items() if np.array_equal(t, first)]
     figs["cdf"] = str(error_cdf_figure(reports, out / f"cdf_{split}.png", title=f"localization errors, {split} split"))
@@ -360,10 +387,9 @@ def _figures(
 
             pick = np.sort(first[evenly_spaced(len(first), cfg.grid_frames)])
             gen = predict(evaluation_engine(loaded, "cpu"), cache.T_world_cam[pick])["rgb"]
-            gcache = build_cache(dataset, int(loaded.model.image_hw[0]), progress=progress)
             if gen is not None:
                 figs["grid"] = str(real_vs_generated_grid(
-                    np.asarray(gcache.rgb[pick]), gen, out / f"real_vs_generated_{split}.png",
+                    FrameView(loaded.model, dataset).images(pick), gen, out / f"real_vs_generated_{split}.png",
                     labels=[f"frame {int(i)}" for i in pick], title=f"{label(cfg.presets[0])}: real vs G(y), {split}",
                 ))  # fmt: skip
     return figs
@@ -537,8 +563,9 @@ def run_localization_experiments(
                 res = {**res, "refine": ref}
         data["runs"].append(res)
         if preset == cfg.presets[-1]:
-            size = int(res.get("input_size", cfg.size))
-            data["runs"].append(_retrieval(cfg, dpath, split, seed, size, out, progress=progress))
+            main = next(r for r in data["runs"] if r["split"] == split and r["seed"] == seed
+                        and r["preset"] == cfg.presets[0])  # fmt: skip
+            data["runs"].append(_retrieval(cfg, dpath, split, seed, main, out, progress=progress))
         data["wall_s"] = time.monotonic() - t0
         _write(out, cfg, data)
     for split in cfg.splits:

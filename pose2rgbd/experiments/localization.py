@@ -62,6 +62,7 @@ class LocalizationExperimentsConfig:
     minutes: float = help_field(3.0, "training budget per run: minutes (0: no limit)")
     epochs: int = help_field(1000, "epoch cap per run (the budget above normally stops first)")
     batch_size: int = help_field(16, "batch size (the paper: 16)")
+    recalibrate_batches: int = help_field(16, "training batches for the final BatchNorm recalibration (0: none)")
     eval_max_frames: int = help_field(200, "evaluate at most this many test frames per split, evenly spread (0: all)")
     retrieval_thumb: int = help_field(16, "retrieval descriptor: grayscale thumbnail side (pixels)")
     grayscale: bool = help_field(True, "also evaluate on grayscale test images (Table 2 analog)")
@@ -163,7 +164,8 @@ def _eval_engine(loaded: Any) -> Any:
 def _run_key(cfg: LocalizationExperimentsConfig, dataset: Path, split: str, preset: str, seed: int) -> dict[str, Any]:
     return {"kind": cfg.kind, "preset": preset, "split": split, "seed": seed, "size": cfg.size,
             "model_set": cfg.model_set, "steps": cfg.steps, "minutes": cfg.minutes, "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size, "dataset": str(dataset), "eval_max_frames": cfg.eval_max_frames}  # fmt: skip
+            "batch_size": cfg.batch_size, "dataset": str(dataset), "eval_max_frames": cfg.eval_max_frames,
+            "recalibrate_batches": cfg.recalibrate_batches}  # fmt: skip
 
 
 def _train_eval(
@@ -186,6 +188,7 @@ def _train_eval(
     tc = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, split=split, val_every=0, tensorboard=False,
         progress=progress, max_steps=cfg.steps, max_minutes=cfg.minutes,
+        recalibrate_bn=cfg.recalibrate_batches > 0, recalibrate_bn_batches=max(cfg.recalibrate_batches, 1),
     )  # fmt: skip
     t0 = time.monotonic()
     tr = train(cfg.kind, dataset, run_dir, _model_config(cfg, preset), tc, overwrite=True)
@@ -499,7 +502,8 @@ def _targets(cfg: LocalizationExperimentsConfig, by: dict[str, list[dict[str, An
             ok = red >= need
             lines.append(
                 f"{label(main)} median {q.split('_')[0]} {a:.2f} {unit} vs {o['name']} {b:.2f} {unit}: "
-                f"{100 * red:+.0f} % lower (target >= {100 * need:.0f} %): {'met' if ok else 'NOT met'}"
+                f"{abs(100 * red):.0f} % {'lower' if red >= 0 else 'higher'} (target: at least "
+                f"{100 * need:.0f} % lower): {'met' if ok else 'NOT met'}"
             )
 
     if len(cfg.presets) > 1 and "configA" in cfg.presets:

@@ -109,8 +109,8 @@ def test_registry_lookup_and_errors(toy_kind: ModelFamily) -> None:
     assert fam.engine == "render" and fam.data == "pose_to_image" and fam.default_preset in fam.presets
     assert fam.make_config("base", size=64).preset == "base" and fam.make_config().preset == fam.default_preset
     assert fam.load_recipe().__name__ == "prepare"
-    with pytest.raises(ConfigError, match=r"unknown model kind 'posegan'; known kinds: .*pose2rgbd.*toy-render"):
-        get_family("posegan")
+    with pytest.raises(ConfigError, match=r"unknown model kind 'no-such-kind'; known kinds: .*pose2rgbd.*toy-render"):
+        get_family("no-such-kind")
     with pytest.raises(ConfigError, match="already registered"):
         register_family(ModelFamily(kind="toy-render", config_cls=ToyConfig, build=ToyRenderer))
     with pytest.raises(ConfigError, match="already registered"):  # a built-in kind cannot be shadowed silently

@@ -27,6 +27,7 @@ ENGINE_KINDS: tuple[str, ...] = ("render", "localize")
 _BUILTIN: dict[str, str] = {
     "pose2rgbd": "pose2rgbd.methods.pose2rgbd",
     "ground-plane": "pose2rgbd.inference.testing",  # analytic renderer for tests and benchmarks of serving
+    "posegan": "pose2rgbd.methods.posegan",
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}

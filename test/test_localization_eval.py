@@ -266,3 +266,30 @@ def test_frame_view_prepares_frames_as_the_model_does(tmp_path: Path) -> None:
     assert got.shape == (3, 16, 16, 3) and np.array_equal(got, ref)  # order kept, prepared like the model
     plain = FrameView(SimpleNamespace(input_hw=(12, 12)), ds).images(idx)
     assert plain.shape == (3, 12, 12, 3)
+
+
+def test_localization_experiments_with_the_posegan_kind(tmp_path: Path) -> None:
+    """The real kind end to end at a toy budget: D localizes, G renders for refinement, frames cropped like
+    PoseGAN's evaluation (load size 36 -> centre 32)."""
+    import json
+
+    from pose2rgbd.experiments.localization import LocalizationExperimentsConfig, run_localization_experiments
+    from pose2rgbd.experiments.toy import make_toy_dataset
+    from pose2rgbd.inference.refine import RefineConfig
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=16, n_route=6, size=40)
+    cfg = LocalizationExperimentsConfig(
+        dataset=str(ds), size=32, steps=2, minutes=0, presets=["posegan", "configA"], splits=["route"],
+        model_set={"g_channels": 8, "d_channels": 8}, eval_max_frames=6, refine_frames=1,
+        refine=RefineConfig(levels=1, iterations=2), threads=1, recalibrate_batches=1, grid_frames=2,
+    )  # fmt: skip
+    n = torch.get_num_threads()
+    try:
+        run_localization_experiments(tmp_path / "out", cfg, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    data = json.loads((tmp_path / "out" / "localization.json").read_text())
+    runs = {r["preset"]: r for r in data["runs"]}
+    assert set(runs) == {"posegan", "configA", "retrieval"} and runs["posegan"]["input_size"] == 32
+    assert runs["posegan"]["refine"]["frames"] == 1 and runs["posegan"]["steps"] == 2
+    assert (tmp_path / "out" / "real_vs_generated_route.png").exists()

@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "pose2rgbd.cli.export",
     "pose2rgbd.cli.record",
     "pose2rgbd.cli.node",
+    "pose2rgbd.cli.interpolate",
 )
 
 

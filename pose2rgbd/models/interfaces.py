@@ -27,6 +27,48 @@ from pose2rgbd.geometry.encoding import encode_poses, encoding_dim
 from pose2rgbd.models.normalization import PoseNormalizer
 
 
+def _quat_xyzw_from_matrix_torch(R: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)`` -> ``(N, 4)`` unit quaternions (x, y, z, w), canonical sign (w >= 0), differentiable.
+
+    Shepperd's method: the four candidate formulas are all evaluated (square roots of clamped, hence finite,
+    arguments) and the numerically best one is picked per rotation with ``torch.where``, so gradients stay
+    finite everywhere. Hand-written because the only torch library with it (kornia) is a training extra.
+    """
+    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
+    tr = m00 + m11 + m22
+    eps = 1e-12
+    s0 = torch.sqrt((1.0 + tr).clamp(min=eps)) * 2.0  # 4 w
+    s1 = torch.sqrt((1.0 + m00 - m11 - m22).clamp(min=eps)) * 2.0  # 4 x
+    s2 = torch.sqrt((1.0 - m00 + m11 - m22).clamp(min=eps)) * 2.0  # 4 y
+    s3 = torch.sqrt((1.0 - m00 - m11 + m22).clamp(min=eps)) * 2.0  # 4 z
+    q0 = torch.stack([(R[:, 2, 1] - R[:, 1, 2]) / s0, (R[:, 0, 2] - R[:, 2, 0]) / s0,
+                      (R[:, 1, 0] - R[:, 0, 1]) / s0, 0.25 * s0], dim=1)  # fmt: skip
+    q1 = torch.stack([0.25 * s1, (R[:, 0, 1] + R[:, 1, 0]) / s1,
+                      (R[:, 0, 2] + R[:, 2, 0]) / s1, (R[:, 2, 1] - R[:, 1, 2]) / s1], dim=1)  # fmt: skip
+    q2 = torch.stack([(R[:, 0, 1] + R[:, 1, 0]) / s2, 0.25 * s2,
+                      (R[:, 1, 2] + R[:, 2, 1]) / s2, (R[:, 0, 2] - R[:, 2, 0]) / s2], dim=1)  # fmt: skip
+    q3 = torch.stack([(R[:, 0, 2] + R[:, 2, 0]) / s3, (R[:, 1, 2] + R[:, 2, 1]) / s3,
+                      0.25 * s3, (R[:, 1, 0] - R[:, 0, 1]) / s3], dim=1)  # fmt: skip
+    pick = torch.stack([tr, m00, m11, m22], dim=1).argmax(dim=1)[:, None]
+    q = torch.where(pick == 0, q0, torch.where(pick == 1, q1, torch.where(pick == 2, q2, q3)))
+    q = q / q.norm(dim=1, keepdim=True)
+    return torch.where(q[:, 3:4] < 0, -q, q)
+
+
+def _encode_poses_torch(T: torch.Tensor, kind: str) -> torch.Tensor:
+    """Torch twin of :func:`pose2rgbd.geometry.encoding.encode_poses` (differentiable)."""
+    t = T[:, :3, 3]
+    R = T[:, :3, :3]
+    if kind == "6dof-quat":
+        return torch.cat([t, _quat_xyzw_from_matrix_torch(R)], dim=1)
+    if kind == "6dof-euler":  # extrinsic xyz (R = Rz(yaw) Ry(pitch) Rx(roll)), as geometry.rotations
+        roll = torch.atan2(R[:, 2, 1], R[:, 2, 2])
+        pitch = torch.asin((-R[:, 2, 0]).clamp(-1.0 + 1e-7, 1.0 - 1e-7))
+        yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
+        return torch.cat([t, torch.stack([roll, pitch, yaw], dim=1)], dim=1)
+    raise ConfigError(f"unknown pose encoding {kind!r}")
+
+
 class PoseNormalization(nn.Module):
     """Pose normalization as model state (buffers ``pose_min`` / ``pose_max``, float64, one per dimension)."""
 
@@ -72,6 +114,18 @@ class PoseNormalization(nn.Module):
     def normalize_poses(self, T_world_cam: np.ndarray) -> np.ndarray:
         """``(N, 4, 4)`` -> ``(N, D)`` float32, in [-1, 1] for poses within the training extremes."""
         return self.pose_normalizer.normalize(np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4))
+
+    def poses_to_input_torch(self, T_world_cam: torch.Tensor) -> torch.Tensor:
+        """Differentiable twin of the numpy pose path: ``(N, 4, 4)`` torch poses -> the normalized encoding
+        ``(N, D)`` float32 (the same numbers as :meth:`normalize_poses`), with gradients to ``T_world_cam``.
+        Used by render-and-compare refinement (:mod:`pose2rgbd.inference.refine`)."""
+        T = T_world_cam.reshape(-1, 4, 4)
+        enc = _encode_poses_torch(T, self.pose_encoding)
+        lo = self.pose_min.to(enc)
+        span = (self.pose_max - self.pose_min).to(enc)
+        safe = torch.where(span > 0, span, torch.ones_like(span))
+        x = 2.0 * (enc - lo) / safe - 1.0
+        return torch.where(span > 0, x, torch.zeros_like(x)).float()
 
     def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
         """``(N,)`` bool: some normalized pose dimension lies outside [-1 - margin, 1 + margin]."""

@@ -253,8 +253,10 @@ def test_ood_flag_and_compressed_input(ckpt: Path, engine: LocalizeEngine, tmp_p
 
 def test_node_refuses_refinement_render_models_and_bad_settings(tmp_path: Path) -> None:
     assert NODES["localize"] is LOCALIZER and node_spec("pose2rgbd_localizer") is LOCALIZER
-    with pytest.raises(ConfigError, match="refine"):
-        LOCALIZER.configure(LocalizerConfig(refine=True))
+    loc = make_toy_localizer_checkpoint(SIZE)
+    loc_path = save_checkpoint(tmp_path / "loc.pt", loc.model, dataset_fingerprint="x", camera=loc.camera)
+    with pytest.raises(ConfigError, match="does not render RGB images from poses"):  # nothing to render with
+        LOCALIZER.configure(LocalizerConfig(engine=EngineConfig(checkpoint=str(loc_path), warmup=0), refine=True))
     ck = make_ground_plane_checkpoint(16)
     path = save_checkpoint(tmp_path / "render.pt", ck.model, dataset_fingerprint="x", camera=ck.camera)
     with pytest.raises(CheckpointError, match="needs an image -> pose checkpoint"):
@@ -360,3 +362,34 @@ def test_cli_localize_calibrate(ckpt: Path, tmp_path: Path) -> None:
                  "--out", str(ckpt)]) == 2  # fmt: skip  # never the checkpoint
     assert main(["localize", "calibrate", "--checkpoint", str(ckpt), "--dataset", str(ds), "--out", str(out)]) == 2
     assert out.read_text() == before
+
+
+def test_refine_publishes_a_render_and_compare_pose(ckpt: Path, tmp_path: Path) -> None:
+    """With refine, each localized image also gets a refined pose (same stamp, frame and covariance) from
+    render-and-compare against a pose -> image model (here the analytic ground plane, refine_checkpoint)."""
+    from pose2rgbd.inference.refine import RefineConfig
+    from pose2rgbd.inference.testing import look_down_pose, render_ground_plane
+
+    plane = make_ground_plane_checkpoint(SIZE)
+    plane_path = save_checkpoint(tmp_path / "plane.pt", plane.model, dataset_fingerprint="x", camera=plane.camera)
+    poses = [look_down_pose(3.0 * k, -2.0 * k, 25.0 + k) for k in range(3)]
+    images = list(render_ground_plane(plane, np.stack(poses))["rgb"])
+    bag = tmp_path / "cam"
+    write_image_bag(bag, images)
+    cfg = LocalizerConfig(
+        engine=EngineConfig(checkpoint=str(ckpt), warmup=0, device="cpu"),
+        covariance_source="default",
+        refine=True,
+        refine_checkpoint=str(plane_path),
+        refinement=RefineConfig(levels=1, iterations=8, patience=8),
+    )
+    stats = run_node_bag(LOCALIZER, cfg, bag, tmp_path / "out")
+    assert stats.counters["frames"] == 3 and stats.counters["refined"] == 3 and stats.counters["refine_errors"] == 0
+    got = _read(tmp_path / "out")
+    pose, refined = got["/pose"], got["/pose_refined"]
+    assert [M.stamp_to_ns(m.header.stamp) for _, m in refined] == [M.stamp_to_ns(m.header.stamp) for _, m in pose]
+    assert {m.header.frame_id for _, m in refined} == {"odom"}
+    for (_, a), (_, b) in zip(pose, refined):
+        assert np.allclose(a.pose.covariance, b.pose.covariance)
+        # the refined pose moved away from the localizer's (gradient steps on the photometric error)
+        assert not np.allclose(M.pose_to_matrix(a.pose.pose), M.pose_to_matrix(b.pose.pose), atol=1e-6)

@@ -41,6 +41,7 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDError
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import fit_to_input
+from pose2rgbd.inference.refine import RefineConfig, Refiner
 from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
 
@@ -116,7 +117,17 @@ class LocalizerConfig:
         "camera_localized",
         "child frame of the debugging TF (not the camera's own frame, which has a parent in the robot's tree)",
     )
-    refine: bool = help_field(False, "refine each pose by render-and-compare (publishes topics.refined_pose)")
+    refine: bool = help_field(
+        False,
+        "also refine each pose by render-and-compare and publish it on topics.refined_pose (costs seconds per "
+        "image on a CPU: docs/results.md)",
+    )
+    refine_checkpoint: str = help_field(
+        "",
+        "pose -> image checkpoint to render with for refine (empty: the localizer's own checkpoint, e.g. PoseGAN's "
+        "generator)",
+    )
+    refinement: RefineConfig = field(default_factory=RefineConfig, metadata={"help": "render-and-compare settings"})
     warn_throttle_s: float = ranged_field(5.0, "repeat the same warning at most this often", 0.0, 3600.0)
     diagnostics_period_s: float = ranged_field(1.0, "diagnostics publishing period (0: off)", 0.0, 3600.0)
     topics: LocalizerTopics = field(default_factory=LocalizerTopics, metadata={"help": "topic names"})
@@ -145,10 +156,12 @@ class LocalizerNode:
         factory: M.MessageFactory,
         *,
         calibration: Calibration | None = None,
+        refiner: Any = None,
         logger: Any = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
+        self.refiner = refiner  # a pose2rgbd.inference.refine.Refiner, with refine
         self.f = factory
         self.calibration = calibration
         self.log = get_logger(logger, "pose2rgbd.localizer")
@@ -165,7 +178,10 @@ class LocalizerNode:
             "rejected": 0,
             **{f"rejected_{r}": 0 for r in REJECT_REASONS},
             "localize_errors": 0,
+            "refined": 0,
+            "refine_errors": 0,
         }
+        self.last_refine: Any = None
         from pose2rgbd.evaluation.calibration import default_covariance
 
         if calibration is None:
@@ -262,6 +278,8 @@ class LocalizerNode:
         ood = conf < threshold
         cov = self.covariance(conf, ood)
         out = self._outputs(stamp, T, conf, ood, cov, threshold, msg)
+        if self.refiner is not None:
+            out += self._refined(x, T, stamp, cov, now_ns)
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         self._latency_ms.append(self.last_latency_ms)
         self._confidence.append(conf)
@@ -274,6 +292,27 @@ class LocalizerNode:
             )
         self._last_ood = ood
         return out
+
+    def _refined(self, x: np.ndarray, T: np.ndarray, stamp: int, cov: np.ndarray, now_ns: int) -> list[Outgoing]:
+        """Render-and-compare from the localizer's pose; the refined pose on topics.refined_pose (same stamp and
+        covariance: the calibration is the localizer's). A failed refinement is counted, never raised."""
+        try:
+            r = self.refiner.refine(x[None] if x.ndim == 3 else x, T[None])
+        except (Pose2RGBDError, RuntimeError) as e:
+            self.counters["refine_errors"] += 1
+            self._warning("refine", now_ns, f"refinement failed: {type(e).__name__}: {e}")
+            return []
+        self.last_refine = r
+        self.counters["refined"] += 1
+        f = self.f
+        pose = f.new(
+            "geometry_msgs/msg/PoseWithCovarianceStamped",
+            header=M.header(f, stamp, self.world_frame),
+            pose=f.new(
+                "geometry_msgs/msg/PoseWithCovariance", pose=M.pose(f, r.T_world_cam[0]), covariance=cov.reshape(-1)
+            ),
+        )
+        return [(self.cfg.topics.refined_pose, pose)]
 
     # ------------------------------------------------------------------ outputs
     def _outputs(
@@ -366,26 +405,36 @@ def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration 
 
 def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
     """Load the model and the calibration (heavy: once, at configure)."""
-    if cfg.refine:
-        try:
-            import pose2rgbd.inference.refine  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "refine: render-and-compare refinement is not available in this build (no "
-                "pose2rgbd.inference.refine); set refine to false"
-            ) from None
-        raise ConfigError("refine: the localize node does not serve refinement yet; set refine to false")
     engine = load_engine(cfg.engine)
     if not isinstance(engine, LocalizeEngine):
         raise CheckpointError(
             f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize node "
             "needs an image -> pose checkpoint (a model kind served by the localize engine)"
         )
-    return {"engine": engine, "calibration": load_node_calibration(cfg)}
+    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg)}
+
+
+def load_refiner(cfg: LocalizerConfig) -> Refiner | None:
+    """The render-and-compare refiner for ``refine`` (``None`` without): a fresh, unprepared copy of the model that
+    renders (``refine_checkpoint``, else the localizer's own checkpoint when it also renders images)."""
+    if not cfg.refine:
+        return None
+    from pose2rgbd.models import PoseToImage, load_checkpoint
+
+    path = cfg.refine_checkpoint or cfg.engine.checkpoint
+    loaded = load_checkpoint(path, map_location="cpu")
+    if not isinstance(loaded.model, PoseToImage) or not loaded.model.has_rgb:
+        raise ConfigError(
+            f"refine: {path} ({loaded.kind!r}) does not render RGB images from poses; set refine_checkpoint to a "
+            "pose -> image checkpoint of the same place (e.g. a Pose2RGBD model), or refine to false"
+        )
+    return Refiner(loaded.model, cfg.refinement)
 
 
 def build_localizer(cfg: LocalizerConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> LocalizerNode:
-    return LocalizerNode(cfg, res["engine"], factory, calibration=res.get("calibration"), logger=logger)
+    return LocalizerNode(
+        cfg, res["engine"], factory, calibration=res.get("calibration"), refiner=res.get("refiner"), logger=logger
+    )
 
 
 def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:

@@ -156,3 +156,16 @@ def os_error_message(e: OSError) -> str | None:
         if out is not None:  # a hidden temporary of an atomic writer: name the output the user asked for
             where_s = f"{out}: "
     return f"{where_s}{what} ({e.strerror or os.strerror(e.errno or 0)}); {todo}"
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a hidden sibling and rename it onto ``path`` (a reader never sees half a file)."""
+    p = Path(path)
+    tmp = p.with_name(sibling_prefix(p, "tmp") + p.suffix)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p

@@ -3,6 +3,7 @@ covariance calibration file, and the `pose2rgbd localize` commands (bag, images,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -371,7 +372,10 @@ def test_refine_publishes_a_render_and_compare_pose(ckpt: Path, tmp_path: Path) 
     from pose2rgbd.inference.testing import look_down_pose, render_ground_plane
 
     plane = make_ground_plane_checkpoint(SIZE)
-    plane_path = save_checkpoint(tmp_path / "plane.pt", plane.model, dataset_fingerprint="x", camera=plane.camera)
+    elsewhere = save_checkpoint(tmp_path / "map.pt", plane.model, dataset_fingerprint="x", camera=plane.camera)
+    plane_path = save_checkpoint(
+        tmp_path / "plane.pt", plane.model, dataset_fingerprint="x", camera=plane.camera, world_frame="odom"
+    )
     poses = [look_down_pose(3.0 * k, -2.0 * k, 25.0 + k) for k in range(3)]
     images = list(render_ground_plane(plane, np.stack(poses))["rgb"])
     bag = tmp_path / "cam"
@@ -383,6 +387,9 @@ def test_refine_publishes_a_render_and_compare_pose(ckpt: Path, tmp_path: Path) 
         refine_checkpoint=str(plane_path),
         refinement=RefineConfig(levels=1, iterations=8, patience=8),
     )
+    bad = dataclasses.replace(cfg, refine_checkpoint=str(elsewhere))  # the localizer answers in odom, this in map
+    with pytest.raises(ConfigError, match="same place and frame"):
+        LOCALIZER.configure(bad)
     stats = run_node_bag(LOCALIZER, cfg, bag, tmp_path / "out")
     assert stats.counters["frames"] == 3 and stats.counters["refined"] == 3 and stats.counters["refine_errors"] == 0
     got = _read(tmp_path / "out")

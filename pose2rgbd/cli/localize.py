@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument(
         "--crop-scale",
         type=float,
-        default=1.0,
-        help="resize to cover crop_scale x the model input, then centre-crop (1.125: resize 144 / crop 128)",
+        default=0.0,
+        help="0 (auto): the model's own preparation of a frame, as trained; 1-4: resize to cover crop_scale x the "
+        "model input keeping the aspect ratio, then centre-crop",
     )
     i.add_argument(
         "--calibration",
@@ -75,14 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         allow_abbrev=False)  # fmt: skip
     c.add_argument("--checkpoint", type=Path, required=True, help="image -> pose checkpoint (.pt)")
     c.add_argument("--dataset", type=Path, required=True, help="the dataset (format v1) with ground-truth poses")
-    c.add_argument("--split", choices=["random", "route", "all"], default=None,
+    c.add_argument("--split", choices=["random", "route", "every-nth", "all"], default=None,
                    help="frames to calibrate on (default: the validation frames of the split the checkpoint was "
                    "trained with)")  # fmt: skip
     c.add_argument("--out", type=Path, required=True, help="calibration YAML to write (for covariance_file)")
     c.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
     c.add_argument("--batch", type=int, default=16, help="images per forward pass")
     c.add_argument("--max-frames", type=int, default=0, help="at most this many frames, evenly spaced (0: all)")
-    c.add_argument("--crop-scale", type=float, default=1.0, help="as the node's crop_scale")
+    c.add_argument("--crop-scale", type=float, default=0.0, help="as the node's crop_scale (0: auto)")
     c.add_argument("--ood-quantile", type=float, default=0.05,
                    help="OOD threshold: this quantile of the validation confidences")  # fmt: skip
     c.add_argument("--bins", type=int, default=4, help="confidence bins for the covariance scaling (1: none)")
@@ -147,11 +148,12 @@ def _images(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from pose2rgbd.atomic import write_text_atomic
     from pose2rgbd.errors import CheckpointError, ConfigError
-    from pose2rgbd.evaluation.calibration import load_calibration, write_text_atomic
+    from pose2rgbd.evaluation.calibration import load_calibration
     from pose2rgbd.geometry.transforms import tq_from_T
     from pose2rgbd.inference import LocalizeEngine, load_engine
-    from pose2rgbd.inference.images import fit_to_input
+    from pose2rgbd.inference.images import prepare_for_model
     from pose2rgbd.progress import bar
 
     cfg = config_from_args(args)["engine"]
@@ -177,7 +179,12 @@ def _images(args: argparse.Namespace) -> int:
                 skipped.append(path.name)
                 continue
             batch.append(
-                fit_to_input(np.ascontiguousarray(img[..., ::-1]), engine.input_hw, crop_scale=args.crop_scale)
+                prepare_for_model(
+                    getattr(engine, "model", None),
+                    np.ascontiguousarray(img[..., ::-1]),
+                    engine.input_hw,
+                    crop_scale=args.crop_scale,
+                )
             )
             names.append((n, path.name))
         if not batch:
@@ -213,7 +220,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.evaluation.calibration import calibrate, save_calibration
 
-    if not 1.0 <= args.crop_scale <= 4.0 or args.batch < 1 or args.max_frames < 0:
+    if not (args.crop_scale == 0.0 or 1.0 <= args.crop_scale <= 4.0) or args.batch < 1 or args.max_frames < 0:
         raise ConfigError("--crop-scale in [1, 4], --batch >= 1, --max-frames >= 0")
     _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.dataset], args.overwrite)
     cal, notes = calibrate(

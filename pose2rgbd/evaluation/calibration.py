@@ -24,7 +24,6 @@ touched), read by the localize node (``covariance_file``) with :func:`load_calib
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pose2rgbd.atomic import sibling_prefix
+from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.transforms import pose_errors
 from pose2rgbd.progress import bar
@@ -240,19 +239,6 @@ def compute_calibration(
     )
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a hidden sibling and rename it onto ``path`` (a reader never sees half a file)."""
-    p = Path(path)
-    tmp = p.with_name(sibling_prefix(p, "tmp") + p.suffix)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
-
-
 def save_calibration(cal: Calibration, path: str | Path) -> Path:
     """Write ``cal`` as YAML to ``path`` atomically."""
     header = (
@@ -280,19 +266,22 @@ def localize_frames(
     frames: Iterable[int],
     *,
     batch_size: int = 16,
-    crop_scale: float = 1.0,
+    crop_scale: float = 0.0,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(T_world_cam (N, 4, 4), confidence (N,))`` of ``localizer`` on the images ``read_rgb(i)`` of
-    ``frames``, each fitted to the localizer's input (:func:`pose2rgbd.inference.images.fit_to_input`)."""
-    from pose2rgbd.inference.images import fit_to_input
+    ``frames``, each prepared as the node does (:func:`pose2rgbd.inference.images.prepare_for_model`)."""
+    from pose2rgbd.inference.images import prepare_for_model
 
     idx = list(frames)
     Ts: list[np.ndarray] = []
     cs: list[np.ndarray] = []
     hw = localizer.input_hw
     for k in bar(range(0, len(idx), batch_size), progress=progress, desc="localize", unit="batch"):
-        batch = np.stack([fit_to_input(read_rgb(i), hw, crop_scale=crop_scale) for i in idx[k : k + batch_size]])
+        model = getattr(localizer, "model", None)
+        batch = np.stack(
+            [prepare_for_model(model, read_rgb(i), hw, crop_scale=crop_scale) for i in idx[k : k + batch_size]]
+        )
         res = localizer.localize(batch)
         Ts.append(res.T_world_cam)
         cs.append(res.confidence)
@@ -308,7 +297,7 @@ def calibrate(
     split: str | None = None,
     device: str = "cpu",
     batch_size: int = 16,
-    crop_scale: float = 1.0,
+    crop_scale: float = 0.0,
     max_frames: int = 0,
     ood_quantile: float = 0.05,
     confidence_bins: int = 4,
@@ -321,7 +310,7 @@ def calibrate(
     calibration and notes for the user (e.g. frames that may have been trained on)."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_for_serving
-    from pose2rgbd.training.splits import make_split
+    from pose2rgbd.training.splits import SPLIT_KINDS, split_from_config
 
     notes: list[str] = []
     ds = Dataset(dataset)
@@ -337,16 +326,10 @@ def calibrate(
     kind = split or ("all" if other else str(tc.get("split", "random")))
     if kind == "all":
         frames = np.arange(len(ds))
-    elif kind in ("random", "route"):
-        frames = make_split(
-            ds.frames.source_id,
-            ds.frames.stamp_ns,
-            kind,
-            seed=int(tc.get("seed", 0)),
-            val_fraction=float(tc.get("val_fraction", 0.2)),
-        ).val
+    elif kind in SPLIT_KINDS:  # the checkpoint's own split settings (fractions, every_nth): its validation frames
+        frames = split_from_config(ds.frames.source_id, ds.frames.stamp_ns, {**tc, "split": kind}).val
     else:
-        raise ConfigError(f"split {kind!r} is not one of random, route, all")
+        raise ConfigError(f"split {kind!r} is not one of {', '.join(SPLIT_KINDS)}, all")
     if other:
         notes.append("the checkpoint was trained on another dataset (fingerprint differs)")
     elif kind == "all" or kind != tc.get("split", kind):

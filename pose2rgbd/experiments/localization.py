@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd import config as cfgmod
+from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.inference.refine import RefineConfig
@@ -186,7 +187,10 @@ def _train_eval(
             log.info("reusing finished run %s", run_dir)
             return prev
     tc = TrainConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, split=split, val_every=0, tensorboard=False,
+        # the paper's two-way 80/20 split: nothing is selected on validation (val_every 0), so the validation
+        # frames are the unbiased test frames every method is scored on (retrieval uses the same split)
+        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, split=split, val_fraction=0.2, test_fraction=0.0,
+        val_every=0, tensorboard=False,
         progress=progress, max_steps=cfg.steps, max_minutes=cfg.minutes,
         recalibrate_bn=cfg.recalibrate_batches > 0, recalibrate_bn_batches=max(cfg.recalibrate_batches, 1),
     )  # fmt: skip
@@ -197,7 +201,7 @@ def _train_eval(
     engine = _eval_engine(loaded)
     view = FrameView(loaded.model, dataset, progress=progress)
     cache = view.cache
-    sp = split_for(cache, split, seed, tc.val_fraction)
+    sp = split_for(cache, tc)
     test = _test_frames(sp, cfg.eval_max_frames)
     images = view.images(test)
     T_true = cache.T_world_cam[test]
@@ -227,7 +231,7 @@ def _train_eval(
         res["gray"] = LocalizationReport(label(preset), T_gray, T_true, sec_g).summary()
         arrays["T_est_gray"] = T_gray
     _save_npz(run_dir / "estimates.npz", arrays)
-    done.write_text(json.dumps(res, indent=2, default=float))
+    write_text_atomic(done, json.dumps(res, indent=2, default=float))
     return res
 
 
@@ -253,7 +257,7 @@ def _retrieval(
 
     view = FrameView(load_checkpoint(main["checkpoint"]).model, dataset, progress=progress)
     cache = view.cache
-    sp = split_for(cache, split, seed, 0.2)
+    sp = split_for(cache, split, seed, 0.2, test_fraction=0.0)  # the main runs' split (_train_eval)
     test = _test_frames(sp, cfg.eval_max_frames)
     t0 = time.perf_counter()
     ret = RetrievalLocalizer(view.images(sp.train), cache.T_world_cam[sp.train], thumb=cfg.retrieval_thumb)
@@ -337,7 +341,7 @@ def _refine(
         "improved_fraction": float(np.mean(pa < pb)) if len(pa) else float("nan"),
     }
     _save_npz(run_dir / "refined.npz", {"test": idx, "T_initial": T0, "T_refined": T_ref})
-    done.write_text(json.dumps(res, indent=2, default=float))
+    write_text_atomic(done, json.dumps(res, indent=2, default=float))
     return res
 
 
@@ -580,6 +584,6 @@ def run_localization_experiments(
 
 
 def _write(out: Path, cfg: LocalizationExperimentsConfig, data: dict[str, Any]) -> dict[str, Any]:
-    (out / "localization.json").write_text(json.dumps(data, indent=2, default=float))
-    (out / "localization.md").write_text(results_markdown(cfg, data))
+    write_text_atomic(out / "localization.json", json.dumps(data, indent=2, default=float))
+    write_text_atomic(out / "localization.md", results_markdown(cfg, data))
     return data

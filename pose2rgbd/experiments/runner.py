@@ -217,8 +217,8 @@ def prepare_dataset(cfg: ExperimentsConfig, out: Path, *, progress: bool = True)
 
 
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
+    from pose2rgbd.atomic import write_text_atomic as atomic_write_text
     from pose2rgbd.evaluation import evaluate
-    from pose2rgbd.evaluation.calibration import write_text_atomic as atomic_write_text
     from pose2rgbd.experiments.early_stopping import EarlyStopping
     from pose2rgbd.methods.pose2rgbd import preset_config
     from pose2rgbd.training import TrainConfig, train_model
@@ -294,21 +294,20 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         progress=progress,
     )
     callbacks = [EarlyStopping(cfg.patience, cfg.min_delta)] if cfg.patience else []
-    # an interrupted run of the same settings continues from its last.pt; anything else starts over
-    started = run_dir / "run_key.json"
+    # An interrupted run of the same settings continues from its last.pt; anything else starts over. The run's
+    # settings are written beside its folder before training starts (inside, the training driver would take the
+    # folder for someone else's), so a run killed during training resumes.
+    started = run_dir.with_name(run_dir.name + ".key.json")
     resume = (run_dir / "last.pt").exists() and started.exists() and json.loads(started.read_text()) == key
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if resume:
         log.info("resuming interrupted run %s", run_dir)
         tr = train_model(dataset, run_dir, mc, tc, resume=True, callbacks=callbacks)
     else:
-        # the runner's own folder; result.json (if any) was for other settings
-        for stale in (done, started):
-            stale.unlink(missing_ok=True)
-        tr = train_model(dataset, run_dir, mc, tc, overwrite=True, callbacks=callbacks)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        done.unlink(missing_ok=True)  # the runner's own file; it was for other settings
         atomic_write_text(started, json.dumps(key, default=float))
+        tr = train_model(dataset, run_dir, mc, tc, overwrite=True, callbacks=callbacks)
     t_train = time.monotonic() - t0
     ev, eval_s = run_eval(tr.last)
     res = {
@@ -622,7 +621,7 @@ def run_experiments(
 
 def _progress(out: Path, done: int, total: int, current: str, wall_s: float) -> None:
     """``OUT/progress.json``: runs finished (or reused) / planned, the run under way, wall time so far."""
-    from pose2rgbd.evaluation.calibration import write_text_atomic
+    from pose2rgbd.atomic import write_text_atomic
 
     state = {"done": done, "total": total, "current": current, "wall_s": round(wall_s, 1)}
     write_text_atomic(out / "progress.json", json.dumps(state))

@@ -8,6 +8,8 @@ first, as a model trained on "resize to 144, centre-crop 128" expects (``crop_sc
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -35,3 +37,26 @@ def fit_to_input(rgb: np.ndarray, input_hw: tuple[int, int], *, crop_scale: floa
         a = cv2.resize(a, (nw, nh), interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
     y0, x0 = (nh - h_in) // 2, (nw - w_in) // 2
     return np.ascontiguousarray(a[y0 : y0 + h_in, x0 : x0 + w_in])
+
+
+AUTO_CROP = 0.0  # crop_scale "auto": the model's own preparation
+
+
+def prepare_for_model(
+    model: Any, rgb: np.ndarray, input_hw: tuple[int, int], *, crop_scale: float = AUTO_CROP
+) -> np.ndarray:
+    """A camera frame ``(H, W, 3)`` uint8 as an image -> pose model takes it.
+
+    ``crop_scale`` 0 (auto): the model's own ``prepare_images`` when it has one -- it knows how its training frames
+    were made (PoseGAN squashes a frame to its load size and centre-crops, as its training cache did) -- else
+    :func:`fit_to_input` at crop scale 1. A value in [1, 4]: :func:`fit_to_input` at that crop scale (keeps the
+    aspect ratio), whatever the model."""
+    if crop_scale == AUTO_CROP:
+        prep = getattr(model, "prepare_images", None)
+        if callable(prep):
+            a = np.asarray(rgb)
+            if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+                raise ConfigError(f"image: expected uint8 (H, W, 3) RGB, got {a.dtype} {a.shape}")
+            return np.asarray(prep(a[None]))[0]
+        crop_scale = 1.0
+    return fit_to_input(rgb, input_hw, crop_scale=crop_scale)

@@ -66,7 +66,7 @@ class RefineConfig:
         for name, (lo, hi) in param_ranges(RefineConfig).items():
             v = getattr(self, name)
             if not lo <= v <= hi:
-                raise ConfigError(f"refine.{name}: {v} is outside its range [{lo}, {hi}]")
+                raise ConfigError(f"{name}: {v} is outside its range [{lo}, {hi}]")
 
 
 @dataclass

@@ -40,7 +40,7 @@ from pose2rgbd import messages as M
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDError
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
-from pose2rgbd.inference.images import fit_to_input
+from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.inference.refine import RefineConfig, Refiner
 from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
@@ -84,9 +84,11 @@ class LocalizerConfig:
         "", "the images' camera optical frame, for the status messages (empty: the images' header.frame_id)"
     )
     crop_scale: float = ranged_field(
-        1.0,
-        "images are resized to cover crop_scale x the model input, then centre-cropped (1.125: resize 144 / crop 128)",
-        1.0,
+        0.0,
+        "0 (auto): the model's own preparation of a camera frame (PoseGAN: squash to its load size and centre-crop, "
+        "as trained; others: as 1); 1-4: resize to cover crop_scale x the model input keeping the aspect ratio, "
+        "then centre-crop",
+        0.0,
         4.0,
     )
     min_image_side: int = ranged_field(
@@ -261,7 +263,8 @@ class LocalizerNode:
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
         try:
-            x = fit_to_input(rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
+            model = getattr(self.engine, "model", None)  # a Localizer need not expose one
+            x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
             res = self.engine.localize(x)
         except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
             self.counters["localize_errors"] += 1
@@ -278,10 +281,10 @@ class LocalizerNode:
         ood = conf < threshold
         cov = self.covariance(conf, ood)
         out = self._outputs(stamp, T, conf, ood, cov, threshold, msg)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3  # image -> pose (refinement is reported apart)
+        self._latency_ms.append(self.last_latency_ms)
         if self.refiner is not None:
             out += self._refined(x, T, stamp, cov, now_ns)
-        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
-        self._latency_ms.append(self.last_latency_ms)
         self._confidence.append(conf)
         self.counters["frames"] += 1
         self.counters["out_of_distribution"] += int(ood)
@@ -342,6 +345,12 @@ class LocalizerNode:
             tf = M.transform_stamped(f, stamp, self.world_frame, self.cfg.tf_child_frame, T)
             out.append((top.tf, M.tf_message(f, [tf])))
         return out
+
+    def close(self) -> None:
+        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
         return latency_percentiles_ms(self._latency_ms)
@@ -411,24 +420,42 @@ def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
             f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize node "
             "needs an image -> pose checkpoint (a model kind served by the localize engine)"
         )
-    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg)}
+    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg, engine)}
 
 
-def load_refiner(cfg: LocalizerConfig) -> Refiner | None:
+def load_refiner(cfg: LocalizerConfig, engine: Any = None) -> Refiner | None:
     """The render-and-compare refiner for ``refine`` (``None`` without): a fresh, unprepared copy of the model that
-    renders (``refine_checkpoint``, else the localizer's own checkpoint when it also renders images)."""
+    renders (``refine_checkpoint``, else the localizer's own checkpoint when it also renders images), on the
+    engine's device unless ``refinement.device`` names one."""
     if not cfg.refine:
         return None
+    import dataclasses
+
     from pose2rgbd.models import PoseToImage, load_checkpoint
 
     path = cfg.refine_checkpoint or cfg.engine.checkpoint
+    if str(path).endswith(".onnx"):
+        raise ConfigError(
+            f"refine differentiates through a torch model, and {path} is an exported ONNX graph: set "
+            "refine_checkpoint to the .pt checkpoint (of this localizer or of a Pose2RGBD model of the same place)"
+        )
     loaded = load_checkpoint(path, map_location="cpu")
+    if engine is not None and cfg.refine_checkpoint:
+        mine = getattr(engine, "loaded", None)
+        if mine is not None and mine.world_frame != loaded.world_frame:
+            raise ConfigError(
+                f"refine_checkpoint {path} renders in world frame {loaded.world_frame!r}, the localizer answers in "
+                f"{mine.world_frame!r}: refinement needs a renderer of the same place and frame"
+            )
+    rcfg = cfg.refinement
+    if rcfg.device == "auto" and engine is not None and getattr(engine, "device", None) is not None:
+        rcfg = dataclasses.replace(rcfg, device=str(engine.device))
     if not isinstance(loaded.model, PoseToImage) or not loaded.model.has_rgb:
         raise ConfigError(
             f"refine: {path} ({loaded.kind!r}) does not render RGB images from poses; set refine_checkpoint to a "
             "pose -> image checkpoint of the same place (e.g. a Pose2RGBD model), or refine to false"
         )
-    return Refiner(loaded.model, cfg.refinement)
+    return Refiner(loaded.model, rcfg)
 
 
 def build_localizer(cfg: LocalizerConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> LocalizerNode:

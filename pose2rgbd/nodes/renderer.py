@@ -298,6 +298,12 @@ class Renderer:
             out.append((top.rgbd, msgs["rgbd"]))
         return out
 
+    def close(self) -> None:
+        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
+
     def latency_percentiles_ms(self) -> tuple[float, float]:
         return latency_percentiles_ms(self._latency_ms)
 

@@ -342,7 +342,17 @@ def _fit(
             optimizers=resumed.optimizers,
             trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except BaseException:
+        # a background checkpoint write may still be running: let it finish (or fail) before the caller decides
+        # whether an earlier run is put back, so it cannot rename a new last.pt over the restored files
+        if ckpt_cb.writer is not None:
+            try:
+                ckpt_cb.writer.join()
+            except Exception as e:  # the training error is the one to report
+                log.warning("a checkpoint write of the stopped run failed too: %s", e)
+        raise
     distributed.barrier()  # rank 0's last checkpoint is written (its writer joined in on_train_end)
     if aside is not None and main:
         shutil.rmtree(aside, ignore_errors=True)  # the new run is complete: the earlier one goes

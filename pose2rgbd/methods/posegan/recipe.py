@@ -77,7 +77,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     if not isinstance(mc, PoseGANConfig):
         raise ConfigError(f"posegan training needs a PoseGANConfig, got {type(mc).__name__}")
     cache = build_cache(ds, mc.load_size, cache_root=ctx.cache_root, progress=ctx.progress)
-    split = split_for(cache, tc.split, tc.seed, tc.val_fraction)
+    split = split_for(cache, tc)
     if len(split.train) == 0:
         raise ConfigError(f"{ds.path}: the {tc.split} split leaves no training frames")
     if ctx.model is not None:

@@ -74,7 +74,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         raise ConfigError(f"selfsup-depth training needs a SelfSupDepthConfig, got {type(mc).__name__}")
     frames = load_sequence_frames(ds, mc.width, mc.height, progress=ctx.progress)
     check_motion(frames, mc.stride, str(ds.path))
-    split = split_for(ds, tc.split, tc.seed, tc.val_fraction)
+    split = split_for(ds, tc)
     centres = triplet_centres(frames.source_id, mc.stride)
     tr = np.intersect1d(centres, split.train)
     va = np.intersect1d(centres, split.val)

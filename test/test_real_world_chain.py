@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # 185 s on the 2-core CPU under load (load average ~5.5); idle: not measured
+pytestmark = pytest.mark.slow  # 104-185 s on the 2-core CPU shared with other jobs (load 5-7); idle: not measured
 
 OFFSET = 0.5  # s: a GPS fix stamped t was measured at camera time t - OFFSET
 RATE = 30  # camera rate of the simulator, Hz

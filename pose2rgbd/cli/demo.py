@@ -129,7 +129,13 @@ def _evaluate_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[
             f"      baseline: RGB MAE {b.get('rgb_mae_px', float('nan')):.1f} px, "
             f"depth MAE {b.get('depth_mae', float('nan')):.1f} m  (nearest training pose)"
         )
-    for key in ("metrics_md", "grid", "curves", "flythrough"):
+    r = res.metrics.get("reprojection", {})
+    if r:
+        print(
+            f"      reprojection: RGB MAE {r.get('rgb_mae_px', float('nan')):.1f} px, depth MAE "
+            f"{r.get('depth_mae', float('nan')):.1f} m  (nearest training RGB-D frames warped into the pose)"
+        )
+    for key in ("metrics_md", "grid", "curves", "flythrough", "coverage"):
         if key in res.files:
             print(f"      {key + ':':12s}{res.files[key]}")
     return results

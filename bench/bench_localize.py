@@ -9,7 +9,7 @@ runner, as fast as possible, one image at a time (no batching: each image is loc
 Latency per image is the node's own: decode, fit to the model input (resize / centre-crop), the forward pass,
 the covariance and the messages (``last_latency_ms``); the first ``--skip`` images are left out (warm-up).
 Throughput is localized images per second of node time (sum of the latencies), and also per wall second of the
-whole replay (bag reading and writing included). Targets (issue 10): 10 images/s at 128x128 on the CPU, p99 under
+whole replay (bag reading and writing included). Targets: 10 images/s at 128x128 on the CPU, p99 under
 100 ms without refinement.
 
 Without ``--checkpoint`` a ``toy-localizer`` (a tiny untrained network, :mod:`pose2rgbd.inference.testing_localize`)

@@ -489,7 +489,8 @@ def results_markdown(cfg: LocalizationExperimentsConfig, data: dict[str, Any]) -
 
 
 def _targets(cfg: LocalizationExperimentsConfig, by: dict[str, list[dict[str, Any]]]) -> str:
-    """The issue's targets, checked on this split: met or not met, with the numbers."""
+    """The localization targets (PoseGAN below configA and retrieval, refinement halving the error), checked on
+    this split: met or not met, with the numbers."""
     main = cfg.presets[0]
     if main not in by:
         return ""

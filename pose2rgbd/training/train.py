@@ -224,7 +224,8 @@ def train_one_process(
     split = setup.split
     log.info("split: %s -> %d train / %d val / %d test frames", split.description, len(split.train), len(split.val),
              len(split.test))  # fmt: skip
-    if not split.separate_test:
+    selects = bool(tc.val_every or tc.val_every_steps or tc.val_every_seconds)  # best.pt picked on validation
+    if not split.separate_test and selects:
         log.warning(
             "no separate test set (train.test_fraction 0 or a two-way recipe): best.pt is selected on the frames "
             "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"

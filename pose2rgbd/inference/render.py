@@ -331,7 +331,8 @@ class RenderEngine:
             oob,
             np.zeros(len(T), dtype=bool),
             time.perf_counter() - t0,
-            *self.coverage(T),
+            # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
+            *(self.coverage(T) if inline else (None, None)),
         )
 
     def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

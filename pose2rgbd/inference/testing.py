@@ -128,6 +128,14 @@ FAMILY = ModelFamily(
 )
 
 
+def area_pose_normalizer(extent_m: float, altitude_m: tuple[float, float]) -> PoseNormalizer:
+    """A 6dof-quat pose normalizer over x, y in [-extent, extent], z in ``altitude_m`` and the full quaternion
+    range (w >= 0): the stand-in models' training extremes."""
+    lo = np.array([-extent_m, -extent_m, altitude_m[0], -1.0, -1.0, -1.0, 0.0])
+    hi = np.array([extent_m, extent_m, altitude_m[1], 1.0, 1.0, 1.0, 1.0])
+    return PoseNormalizer("6dof-quat", lo, hi)
+
+
 def make_ground_plane_checkpoint(
     size: int = 64,
     *,
@@ -141,9 +149,7 @@ def make_ground_plane_checkpoint(
     The pose normalizer spans x, y in [-extent, extent], z in ``altitude_m`` and the full quaternion range.
     """
     model = GroundPlaneModel(GroundPlaneConfig(size=size, hfov_deg=hfov_deg, work_channels=work_channels))
-    lo = np.array([-extent_m, -extent_m, altitude_m[0], -1.0, -1.0, -1.0, 0.0])
-    hi = np.array([extent_m, extent_m, altitude_m[1], 1.0, 1.0, 1.0, 1.0])
-    model.set_pose_normalizer(PoseNormalizer("6dof-quat", lo, hi))
+    model.set_pose_normalizer(area_pose_normalizer(extent_m, altitude_m))
     return LoadedCheckpoint(
         path=None,
         model=model.eval(),

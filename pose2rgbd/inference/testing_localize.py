@@ -12,17 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.inference.testing import area_pose_normalizer
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.interfaces import ImageToPose
-from pose2rgbd.models.normalization import PoseNormalizer
 from pose2rgbd.models.registry import ModelFamily
 
 KIND = "toy-localizer"
@@ -108,9 +107,7 @@ def make_toy_localizer_checkpoint(
             p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
         model.head.weight.mul_(0.3)  # outputs spread over the pose range instead of saturating the tanh
         model.head.bias.zero_()
-    lo = np.array([-extent_m, -extent_m, altitude_m[0], -1.0, -1.0, -1.0, 0.0])
-    hi = np.array([extent_m, extent_m, altitude_m[1], 1.0, 1.0, 1.0, 1.0])
-    model.set_pose_normalizer(PoseNormalizer("6dof-quat", lo, hi))
+    model.set_pose_normalizer(area_pose_normalizer(extent_m, altitude_m))
     return LoadedCheckpoint(
         path=None,
         model=model.eval(),

@@ -1,4 +1,5 @@
-"""Small pieces shared by the node logic: throttled logging, topic-name resolution, latency percentiles."""
+"""Small pieces shared by the node logic: throttled logging, topic-name resolution, latency percentiles, and what
+every node serving an engine has in common (:class:`EngineNode`)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,29 @@ def latency_percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float]
         return float("nan"), float("nan")
     a = np.asarray(latencies_ms)
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class EngineNode:
+    """Mixin of the node logic that serves an engine (renderer, localizer). It expects ``self.engine``,
+    ``self._latency_ms`` (recent latencies, ms), ``self.cfg.topics.diagnostics`` and a ``diagnostics(now_ns)``
+    method building the node's own DiagnosticArray."""
+
+    engine: Any
+    cfg: Any
+    _latency_ms: Sequence[float]
+
+    def close(self) -> None:
+        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
+
+    def latency_percentiles_ms(self) -> tuple[float, float]:
+        return latency_percentiles_ms(self._latency_ms)
+
+    def diagnostics(self, now_ns: int) -> Any:
+        raise NotImplementedError
+
+    def diagnostics_tick(self, now_ns: int) -> list[tuple[str, Any]]:
+        """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
+        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]

@@ -42,7 +42,7 @@ from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDEr
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.inference.refine import RefineConfig, Refiner
-from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
+from pose2rgbd.nodes.common import EngineNode, Throttle, get_logger
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
 
 if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
@@ -148,7 +148,7 @@ class LocalizerConfig:
             raise ConfigError("publish_tf needs a tf_child_frame")
 
 
-class LocalizerNode:
+class LocalizerNode(EngineNode):
     """Message-level localize node (see the module docstring). ``factory`` builds the outgoing messages."""
 
     def __init__(
@@ -345,18 +345,6 @@ class LocalizerNode:
             tf = M.transform_stamped(f, stamp, self.world_frame, self.cfg.tf_child_frame, T)
             out.append((top.tf, M.tf_message(f, [tf])))
         return out
-
-    def close(self) -> None:
-        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
-        close = getattr(self.engine, "close", None)
-        if callable(close):
-            close()
-
-    def latency_percentiles_ms(self) -> tuple[float, float]:
-        return latency_percentiles_ms(self._latency_ms)
-
-    def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
-        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
 
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency_percentiles_ms()

@@ -35,7 +35,7 @@ from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
-from pose2rgbd.nodes.common import Throttle, get_logger, latency_percentiles_ms
+from pose2rgbd.nodes.common import EngineNode, Throttle, get_logger
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 
 Outgoing = tuple[str, Any]
@@ -105,7 +105,7 @@ class RendererConfig:
 PoseSource = Literal["tf", "topic"]
 
 
-class Renderer:
+class Renderer(EngineNode):
     """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
 
     def __init__(
@@ -297,19 +297,6 @@ class Renderer:
         if pub.rgbd:
             out.append((top.rgbd, msgs["rgbd"]))
         return out
-
-    def close(self) -> None:
-        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
-        close = getattr(self.engine, "close", None)
-        if callable(close):
-            close()
-
-    def latency_percentiles_ms(self) -> tuple[float, float]:
-        return latency_percentiles_ms(self._latency_ms)
-
-    def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
-        """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
-        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
 
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency_percentiles_ms()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pose2rgbd.errors import ConfigError
@@ -169,3 +171,38 @@ def test_early_stopping_counts_plateaus_and_keeps_state_for_resume() -> None:
     assert tr.should_stop and "early stop" in tr.stop_reason
     with pytest.raises(ConfigError):
         EarlyStopping(patience=0)
+
+
+def test_shards_split_the_runs_and_the_full_command_reuses_them(tmp_path, monkeypatch) -> None:
+    import json
+
+    import pose2rgbd.training as training
+    from pose2rgbd.experiments import runner
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=64)
+    base = dict(dataset=str(ds), size=64, splits=["route"], tables=["g"], seeds=[0, 1, 2], max_steps=1,
+                batch_size=4, epochs_table2=1, eval_max_frames=2, fly_frames=2, reprojection_k=0,
+                geometry_variants=["b=base"])  # fmt: skip
+    out = tmp_path / "exp"
+    trained: list[str] = []
+    orig = training.train_model
+
+    def spy(dataset, run_dir, *a, **kw):
+        trained.append(Path(run_dir).name)
+        return orig(dataset, run_dir, *a, **kw)
+
+    monkeypatch.setattr(training, "train_model", spy)
+    names = [r.name for r in planned_runs(ExperimentsConfig(**base))]
+    for k in (0, 1):
+        data = runner.run_experiments(out, ExperimentsConfig(**base, shard=f"{k}/2"), progress=False)
+        assert [r["name"] for r in data["runs"]] == names[k::2]
+        assert json.loads((out / f"progress.shard{k}.json").read_text())["done"] == len(names[k::2])
+    assert sorted(trained) == sorted(names) and not (out / "results.md").exists()
+    trained.clear()
+    data = runner.run_experiments(out, ExperimentsConfig(**base), progress=False)
+    assert trained == [] and [r["name"] for r in data["runs"]] == names  # every run reused, none trained twice
+    assert "| b | base | 3 |" in (out / "results.md").read_text()
+    for bad in ("2/2", "1", "a/b", "0/0"):
+        with pytest.raises(ConfigError, match="K/N"):
+            ExperimentsConfig(shard=bad)

@@ -106,6 +106,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("experiments: --out is required (the output folder)")
     cfg = config_from_args(args)
-    run_experiments(args.out, cfg, command=_command(), progress=not args.no_progress)
-    print((Path(args.out) / "results.md").read_text())
+    data = run_experiments(args.out, cfg, command=_command(), progress=not args.no_progress)
+    if cfg.shard:
+        print(
+            f"shard {cfg.shard}: {len(data['runs'])} runs finished in {args.out}/runs; run the same command "
+            "without shard for the tables"
+        )
+    else:
+        print((Path(args.out) / "results.md").read_text())
     return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,12 @@ class ExperimentsConfig:
     fly_frames: int = help_field(60, "frames of each run's fly-through video")
     bench_size: int = help_field(512, "resolution of the Table 4 benchmark")
     bench_min_seconds: float = help_field(2.0, "Table 4: time each (model, batch) at least this long")
+    shard: str = help_field(
+        "",
+        "K/N: train and evaluate only planned runs K, K+N, K+2N, ... (K from 0), so N processes share one OUT "
+        "(one GPU, or machines on a shared disk); shards skip Table 4 and the tables. Afterwards run the same "
+        "command without shard: it reuses every finished run and writes the tables",
+    )
 
     def __post_init__(self) -> None:
         bad = set(self.splits) - {"random", "route"}
@@ -105,6 +113,20 @@ class ExperimentsConfig:
             raise ConfigError(f"experiments.seeds {self.seeds}: each seed once")
         for v in self.geometry_variants:
             parse_variant(v)
+        self.shard_index()
+
+    def shard_index(self) -> tuple[int, int] | None:
+        """``shard`` as ``(K, N)``; ``None`` when the command runs every planned run."""
+        if not self.shard:
+            return None
+        k, sep, n = str(self.shard).partition("/")
+        try:
+            ki, ni = int(k), int(n)
+        except ValueError:
+            ki, ni = -1, 0
+        if not sep or ni < 1 or not 0 <= ki < ni:
+            raise ConfigError(f"experiments.shard {self.shard!r}: write K/N with 0 <= K < N, e.g. 0/4")
+        return ki, ni
 
     @property
     def seed_list(self) -> list[int]:
@@ -208,12 +230,27 @@ def prepare_dataset(cfg: ExperimentsConfig, out: Path, *, progress: bool = True)
     )
     stamp = target.parent / "sim_config.json"
     want = json.dumps(cfgmod.to_dict(sim), sort_keys=True)
-    if target.exists() and stamp.exists() and stamp.read_text() == want:
-        return target
-    log.info("exporting the synthetic world (%dx%d, stride %d) to %s", cfg.size, cfg.size, cfg.sim_stride, target)
-    export_dataset(sim, target, overwrite=True, progress=progress)
-    stamp.write_text(want)
+    with _exclusive(target.parent / ".lock"):  # shards started together: one exports, the others wait
+        if target.exists() and stamp.exists() and stamp.read_text() == want:
+            return target
+        log.info("exporting the synthetic world (%dx%d, stride %d) to %s", cfg.size, cfg.size, cfg.sim_stride, target)
+        export_dataset(sim, target, overwrite=True, progress=progress)
+        stamp.write_text(want)
     return target
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock file (``fcntl.flock``) held for the block: parallel shards of one OUT take turns."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
@@ -483,9 +520,10 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
     from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS
 
     unit = results[0]["depth_unit"] if results else "m"
-    md = ["# Experiments (CPU reproduction of the paper's Tables 1, 2 and 4)\n"]
+    md = ["# Experiments (the paper's Tables 1, 2 and 4 on the synthetic world)\n"]
+    gpu = f"GPU {machine['gpu']} (training and evaluation ran on it)" if machine.get("gpu") else "no GPU"
     md.append(
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, no GPU; "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, {gpu}; "
         f"torch {machine['torch']} ({machine['torch_threads']} threads). Total wall time {wall_s / 60:.1f} min.\n"
     )
     md.append(f"Command: `{command}`\n")
@@ -513,6 +551,19 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
             f"Budget per run: {cfg.budget_minutes:g} min (0: none), {cfg.max_steps} steps (0: none), "
             f"early stopping {stop}.\n"
         )
+    reasons: dict[str, int] = {}
+    for r in results:
+        why = str(r.get("stop_reason") or "epochs done")
+        why = "early stopping (validation plateau)" if "early" in why.lower() or "plateau" in why.lower() else why
+        why = "time budget" if why.startswith("time budget") else ("step limit" if "step" in why.lower() else why)
+        reasons[why] = reasons.get(why, 0) + 1
+    if reasons:
+        md.append(
+            "Why the runs stopped: " + ", ".join(f"{why} {n}" for why, n in sorted(reasons.items()))
+            + (" -- runs stopped by a budget had not reached a validation plateau (not converged)."
+               if any(k in reasons for k in ("time budget", "step limit")) and cfg.patience else "")
+            + "\n"
+        )  # fmt: skip
     for split in cfg.splits:
         rs = aggregate([r for r in results if r["spec"]["split"] == split])
         if not rs:
@@ -548,6 +599,7 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
                 r
                 for r in rs
                 if r["spec"]["encoding"] == "6dof-quat"
+                and r["spec"]["outputs"] in ("depth", "rgbd")
                 and not r["spec"].get("overrides")
                 and r["spec"]["preset"] in PRESET_LABEL
                 and r["spec"]["epochs"] == cfg.epochs_table2
@@ -594,37 +646,47 @@ def run_experiments(
     results: list[dict[str, Any]] = []
     dataset_info = ""
     runs = planned_runs(cfg) if ({"1", "2", "g"} & set(cfg.tables)) else []
+    shard = cfg.shard_index()
+    if shard is not None:
+        runs = runs[shard[0] :: shard[1]]
     if runs:
         dpath = prepare_dataset(cfg, out, progress=progress)
         ds = Dataset(dpath)
-        build_cache(ds, cfg.size, progress=progress)  # built once, shared by every run
+        with _exclusive(out / "data" / ".cache.lock"):
+            build_cache(ds, cfg.size, progress=progress)  # built once, shared by every run (and shard)
         n_src = {int(s["id"]): str(s.get("name", s["id"])) for s in ds.manifest.sources}
         dataset_info = f"`{dpath}` ({len(ds)} frames, sources {n_src}, depth {ds.manifest.depth_kind})"
         t_runs, n_trained = 0.0, 0
         for i, spec in enumerate(runs):
             eta = f", about {t_runs / n_trained * (len(runs) - i) / 60:.0f} min left" if n_trained else ""
             log.info("[%d/%d] %s / %s%s", i + 1, len(runs), spec.split, spec.name, eta)
-            _progress(out, i, len(runs), spec.split + "/" + spec.name, time.monotonic() - t0)
+            _progress(out, i, len(runs), spec.split + "/" + spec.name, time.monotonic() - t0, shard)
             t_run = time.monotonic()
             res = _run_one(spec, cfg, dpath, out, progress=progress)
             if res.get("_trained"):
                 t_runs += time.monotonic() - t_run
                 n_trained += 1
             results.append({k: v for k, v in res.items() if k != "_trained"})
-            _write(out, cfg, results, [], machine, dataset_info, command, time.monotonic() - t0)
-        _progress(out, len(runs), len(runs), "", time.monotonic() - t0)
+            if shard is None:
+                _write(out, cfg, results, [], machine, dataset_info, command, time.monotonic() - t0)
+        _progress(out, len(runs), len(runs), "", time.monotonic() - t0, shard)
+    if shard is not None:
+        log.info("shard %d/%d done: %d runs; run the command without shard for the tables", *shard, len(runs))
+        return {"runs": results, "shard": cfg.shard}
     table4: list[dict[str, Any]] = []
     if "4" in cfg.tables:
         table4 = run_table4(size=cfg.bench_size, min_seconds=cfg.bench_min_seconds, progress=progress)
     return _write(out, cfg, results, table4, machine, dataset_info, command, time.monotonic() - t0)
 
 
-def _progress(out: Path, done: int, total: int, current: str, wall_s: float) -> None:
-    """``OUT/progress.json``: runs finished (or reused) / planned, the run under way, wall time so far."""
+def _progress(out: Path, done: int, total: int, current: str, wall_s: float, shard: tuple[int, int] | None) -> None:
+    """``OUT/progress.json`` (a shard: ``OUT/progress.shardK.json``): runs finished (or reused) / planned, the
+    run under way, wall time so far."""
     from pose2rgbd.atomic import write_text_atomic
 
     state = {"done": done, "total": total, "current": current, "wall_s": round(wall_s, 1)}
-    write_text_atomic(out / "progress.json", json.dumps(state))
+    name = "progress.json" if shard is None else f"progress.shard{shard[0]}.json"
+    write_text_atomic(out / name, json.dumps(state))
 
 
 def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], table4: list[dict[str, Any]],
@@ -638,6 +700,10 @@ def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], tab
         "runs": results,
         "table4": table4,
     }
-    (out / "results.json").write_text(json.dumps(data, indent=2, default=float))
-    (out / "results.md").write_text(results_markdown(cfg, results, table4, machine, dataset_info, command, wall_s))
+    from pose2rgbd.atomic import write_text_atomic
+
+    write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=float))
+    write_text_atomic(
+        out / "results.md", results_markdown(cfg, results, table4, machine, dataset_info, command, wall_s)
+    )
     return data

@@ -535,7 +535,8 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
     if cfg.lr != PAPER_LR:
         md.append(
             f"Learning rate: {cfg.lr:g} instead of the paper's {PAPER_LR:g} -- with a few epochs the paper's rate "
-            f"stays at about the mean image; the `lr 0.01` rows of Table 1 are the control.\n"
+            "stays at about the mean image"
+            + ("; the `lr 0.01` rows of Table 1 are the control.\n" if cfg.paper_lr_control else ".\n")
         )
     seeds = cfg.seed_list
     if len(seeds) > 1:

@@ -92,6 +92,18 @@ def test_plan_seeds_variants_and_bad_variant() -> None:
         ExperimentsConfig(geometry_variants=["x=base:no_such_setting=1"])
     with pytest.raises(ConfigError, match="each seed once"):
         ExperimentsConfig(seeds=[1, 1])
+    # another pose -> image kind of the registry: KIND/PRESET, its own config fields
+    from pose2rgbd.experiments.runner import _model_config
+
+    assert parse_variant("gp=ground-plane/default:hfov_deg=60") == ("gp", "ground-plane/default", (("hfov_deg", 60),))
+    cfg = ExperimentsConfig(tables=["g"], splits=["route"], geometry_variants=["gp=ground-plane/default:hfov_deg=60"])
+    (run,) = planned_runs(cfg)
+    assert run.name.startswith("ground-plane-default-hfov_deg60-rgbd") and "/" not in run.name
+    mc = _model_config(run, 32)
+    assert type(mc).__name__ == "GroundPlaneConfig" and mc.size == 32 and mc.hfov_deg == 60
+    for bad in ("x=ground-plane/nope", "x=toy-localizer/default", "x=ground-plane/default:no_such=1"):
+        with pytest.raises(ConfigError):
+            ExperimentsConfig(geometry_variants=[bad])
 
 
 def test_aggregate_mean_std_over_seeds_in_markdown() -> None:

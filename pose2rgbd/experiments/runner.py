@@ -134,19 +134,34 @@ class ExperimentsConfig:
 
 
 def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
-    """``"LABEL=PRESET[:KEY=VALUE...]"`` -> ``(label, preset, ((key, value), ...))`` (values parsed as YAML)."""
+    """``"LABEL=PRESET[:KEY=VALUE...]"`` -> ``(label, preset, ((key, value), ...))`` (values parsed as YAML).
+
+    ``PRESET`` is a Pose2RGBD preset (``base``, ``slice10+`` ...) or ``KIND/PRESET`` for another pose -> image
+    model kind of the registry (e.g. ``hybrid/hybrid``); ``KEY`` is a field of that kind's model config."""
     import yaml
 
     from pose2rgbd.methods.pose2rgbd.config import PRESETS, Pose2RGBDConfig
 
     label, sep, rest = str(text).partition("=")
     parts = [p.strip() for p in rest.split(":")] if sep else []
-    if not label.strip() or not parts or parts[0] not in PRESETS:
+    kind, slash, kind_preset = parts[0].partition("/") if parts else ("", "", "")
+    if slash:
+        from pose2rgbd.models.registry import get_family
+
+        fam = get_family(kind)
+        if fam.data != "pose_to_image" or kind_preset not in fam.presets:
+            raise ConfigError(
+                f"experiments.geometry_variants {text!r}: {kind!r} must be a pose -> image kind and "
+                f"{kind_preset!r} one of its presets {list(fam.presets)}"
+            )
+        names = {f for f in fam.config_cls.__dataclass_fields__}
+    elif not label.strip() or not parts or parts[0] not in PRESETS:
         raise ConfigError(
             f"experiments.geometry_variants {text!r}: write LABEL=PRESET[:KEY=VALUE...] with PRESET one of "
-            f"{list(PRESETS)}"
+            f"{list(PRESETS)} or KIND/PRESET of another pose -> image model kind"
         )
-    names = set(Pose2RGBDConfig.__dataclass_fields__)
+    else:
+        names = set(Pose2RGBDConfig.__dataclass_fields__)
     over = []
     for kv in parts[1:]:
         k, eq, v = kv.partition("=")
@@ -174,7 +189,8 @@ class RunSpec:
     def name(self) -> str:
         enc = "quat" if self.encoding == "6dof-quat" else "euler"
         over = "".join(f"-{k}{v}" for k, v in self.overrides)
-        return f"{self.preset}{over}-{self.outputs}-{enc}-e{self.epochs}-lr{self.lr:g}-s{self.seed}"
+        preset = self.preset.replace("/", "-")  # KIND/PRESET of another model kind
+        return f"{preset}{over}-{self.outputs}-{enc}-e{self.epochs}-lr{self.lr:g}-s{self.seed}"
 
     @property
     def group(self) -> tuple[Any, ...]:
@@ -253,11 +269,28 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _model_config(spec: RunSpec, size: int) -> Any:
+    """The model config of a run: a Pose2RGBD preset, or ``KIND/PRESET`` of another pose -> image kind (its
+    ``size`` / ``outputs`` / ``encoding`` set where its config has those fields)."""
+    kind, slash, preset = spec.preset.partition("/")
+    if not slash:
+        from pose2rgbd.methods.pose2rgbd import preset_config
+
+        return preset_config(
+            spec.preset, size=size, outputs=spec.outputs, encoding=spec.encoding, **dict(spec.overrides)
+        )
+    from pose2rgbd.models.registry import get_family
+
+    fam = get_family(kind)
+    names = set(fam.config_cls.__dataclass_fields__)
+    common = {"size": size, "outputs": spec.outputs, "encoding": spec.encoding}
+    return fam.make_config(preset, **{k: v for k, v in common.items() if k in names}, **dict(spec.overrides))
+
+
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
     from pose2rgbd.atomic import write_text_atomic as atomic_write_text
     from pose2rgbd.evaluation import evaluate
     from pose2rgbd.experiments.early_stopping import EarlyStopping
-    from pose2rgbd.methods.pose2rgbd import preset_config
     from pose2rgbd.training import TrainConfig, train_model
 
     run_dir = out / "runs" / spec.split / spec.name
@@ -312,7 +345,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             prev.update(eval_fields(ev))
             atomic_write_text(done, json.dumps(prev, indent=2, default=float))
             return prev
-    mc = preset_config(spec.preset, size=cfg.size, outputs=spec.outputs, encoding=spec.encoding, **dict(spec.overrides))
+    mc = _model_config(spec, cfg.size)
     tc = TrainConfig(
         epochs=spec.epochs,
         batch_size=cfg.batch_size,

@@ -14,6 +14,7 @@ every number.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -154,7 +155,7 @@ def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
                 f"experiments.geometry_variants {text!r}: {kind!r} must be a pose -> image kind and "
                 f"{kind_preset!r} one of its presets {list(fam.presets)}"
             )
-        names = {f for f in fam.config_cls.__dataclass_fields__}
+        names = {f.name for f in dataclasses.fields(fam.config_cls)}
     elif not label.strip() or not parts or parts[0] not in PRESETS:
         raise ConfigError(
             f"experiments.geometry_variants {text!r}: write LABEL=PRESET[:KEY=VALUE...] with PRESET one of "
@@ -282,7 +283,7 @@ def _model_config(spec: RunSpec, size: int) -> Any:
     from pose2rgbd.models.registry import get_family
 
     fam = get_family(kind)
-    names = set(fam.config_cls.__dataclass_fields__)
+    names = {f.name for f in dataclasses.fields(fam.config_cls)}
     common = {"size": size, "outputs": spec.outputs, "encoding": spec.encoding}
     return fam.make_config(preset, **{k: v for k, v in common.items() if k in names}, **dict(spec.overrides))
 

@@ -13,30 +13,44 @@ from pose2rgbd.cli import demo
 def test_training_stage_reused_only_when_finished_with_the_same_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pose2rgbd.methods.pose2rgbd.recipe as recipe
+    import pose2rgbd.training.quick as quick
 
     calls: list[str] = []
 
     def fake_train_quick(dataset: Path, run_dir: Path, **kw: object) -> Path:
         calls.append(str(kw["preset"]))
+        assert kw["kind"] == demo.DEMO_METHOD
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "best.pt").write_bytes(b"weights")
         return run_dir / "best.pt"
 
-    monkeypatch.setattr(recipe, "train_quick", fake_train_quick)
+    monkeypatch.setattr(quick, "train_quick", fake_train_quick)
 
-    def run(preset: str = "base", overwrite: bool = False) -> Path:
+    def run(preset: str | None = None, overwrite: bool = False) -> Path:
         args = argparse.Namespace(
             out=tmp_path, preset=preset, model_size=64, train_minutes=0.1, seed=0, overwrite=overwrite
         )
         return demo._train_stage(args, {"dataset": tmp_path / "ds"})["checkpoint"]
 
-    assert run() == tmp_path / "train" / "best.pt" and calls == ["base"]
-    assert run() == tmp_path / "train" / "best.pt" and calls == ["base"]  # finished, same settings: reused
+    d = str(demo.DEMO_PRESET)
+    assert run() == tmp_path / "train" / "best.pt" and calls == [d]  # no --preset: the demo's preset
+    assert run() == tmp_path / "train" / "best.pt" and calls == [d]  # finished, same settings: reused
     run(preset="slice10")
-    assert calls == ["base", "slice10"]  # other settings: trained again
+    assert calls == [d, "slice10"]  # other settings: trained again
     run(preset="slice10", overwrite=True)
-    assert calls == ["base", "slice10", "slice10"]
+    assert calls == [d, "slice10", "slice10"]
     (tmp_path / "train" / "demo-trained.txt").unlink()  # an interrupted stage leaves no marker: trained again
     run(preset="slice10")
     assert len(calls) == 4
+
+
+def test_quick_model_config_sets_the_fields_a_kind_has_and_refuses_non_renderers() -> None:
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.training.quick import quick_model_config
+
+    mc = quick_model_config("pose2rgbd", "slice10", size=64, outputs="depth", encoding="6dof-euler")
+    assert (mc.size, mc.outputs, mc.encoding, mc.preset) == (64, "depth", "6dof-euler", "slice10")
+    gp = quick_model_config("ground-plane", None, size=32)  # no outputs / encoding fields: left out
+    assert gp.size == 32
+    with pytest.raises(ConfigError, match="not a pose -> image model kind"):
+        quick_model_config("toy-localizer", None, size=64)

@@ -4,7 +4,7 @@ It builds the dataset cache at the model's size, makes the split, fits the model
 frames (pose normalization; depth range from ``model.depth_max`` / ``model.depth_max_percentile``) and wraps the
 frames as :class:`~pose2rgbd.dataset.torch_dataset.PoseRGBDDataset` (poses normalized by the model).
 
-:func:`train_quick` is the demo's few-minute Pose2RGBD run.
+:func:`train_quick` is a few-minute Pose2RGBD run (:func:`pose2rgbd.training.quick.train_quick` for any kind).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet, build_model
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
-from pose2rgbd.models.registry import get_family
-from pose2rgbd.training.config import TrainConfig
-from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for, train
+from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +112,10 @@ def train_quick(
     The epoch count is an upper bound (200); the time budget ends training, with a validation and a
     checkpoint. ``split='route'`` holds out the non-survey routes so the fly-through shows unseen poses.
     """
-    family = get_family("pose2rgbd")
-    mc = family.make_config(preset, size=size, outputs=outputs, encoding=encoding)
-    tc = TrainConfig(
-        epochs=200,
-        batch_size=batch_size,
-        split=split,
-        seed=seed,
-        lr=lr if lr is not None else TrainConfig.lr,
-        max_minutes=minutes,
-        val_every=5,
-        progress=progress,
-        tensorboard=True,
-    )
-    return train(family.kind, dataset_dir, out_dir, mc, tc, overwrite=overwrite).checkpoint
+    from pose2rgbd.training.quick import train_quick as train_any
+
+    return train_any(
+        dataset_dir, out_dir, kind="pose2rgbd", preset=preset, size=size, minutes=minutes, outputs=outputs,
+        encoding=encoding, split=split, batch_size=batch_size, seed=seed, lr=lr, progress=progress,
+        overwrite=overwrite,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ from pose2rgbd.convert.scale import ScaleConfig
 from pose2rgbd.convert.video import convert_video
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
+from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 from pose2rgbd.output_guard import DATASET, check_output
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.train import train
@@ -74,12 +75,14 @@ def convert_video_with_depth(
     train_cfg: TrainConfig | None = None,
     minutes: float = 20.0,
     scale_cfg: ScaleConfig | None = None,
+    trajectory_cfg: TrajectoryConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
 ) -> ExportResult:
     """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export. Without
-    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video."""
+    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video
+    (``trajectory_cfg``: which back end makes them, default COLMAP structure from motion)."""
     out = Path(out)
     inputs = [video, gps_log, convert_kw.get("attitude")]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
@@ -98,7 +101,8 @@ def convert_video_with_depth(
         res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
         return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg, overwrite=overwrite,
+                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg,
+                            trajectory_cfg=trajectory_cfg, overwrite=overwrite,
                             progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Self-supervised depth (Algorithm 2) on a synthetic flight, against the simulator's ground truth.
 
-The dataset (seed-0 synthetic world, 128x96, 10 Hz: a 120 s survey + three 30 s held-out routes; about a minute):
+The dataset (seed-0 synthetic world, 128x96, 10 Hz: a 120 s survey + three 30 s held-out routes; about a minute;
+from a checkout without the ``pose2rgbd`` command: ``python -m pose2rgbd sim ...``):
 
     pose2rgbd sim --out /tmp/ssd/sim --no-bag --no-video --size 128 96 --duration 120 --route-duration 30 --stride 3
 
@@ -21,6 +22,13 @@ stdout (flushed). ``--device auto`` trains on CUDA when there is one.
 
     nice -n 10 .venv/bin/python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd-bench \
         --minutes 6 --pose-source posenet --velocity-weight 0
+
+g2s (velocity loss) off / on, on a GPU, same budget (``max_depth=1000`` so a metric network can hold 100-400 m):
+
+    python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd/g2s-off --device cuda \
+        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0 --model-set max_depth=1000
+    python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd/g2s-on --device cuda \
+        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0.1 --model-set max_depth=1000
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import signal
 import time
 from pathlib import Path
@@ -86,6 +95,8 @@ def main() -> None:
     ap.add_argument("--segment-s", type=float, default=30.0, help="segment length for the scale consistency")
     ap.add_argument("--backends", default="compose,pose-graph,colmap",
                     help="video-only trajectory back ends to measure on the longest flight ('' for none)")  # fmt: skip
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a selfsup-depth model setting (YAML value), e.g. max_depth=1000; repeatable")  # fmt: skip
     ap.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a machine loaded by other work)")
     ap.add_argument("--workers", type=int, default=0, help="data loader workers")
@@ -116,7 +127,8 @@ def main() -> None:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     a.out.mkdir(parents=True, exist_ok=True)
-    tag = f"{a.pose_source}-v{a.velocity_weight:g}"
+    tag = f"{a.pose_source}-v{a.velocity_weight:g}" + "".join(f"-{kv}" for kv in a.model_set)
+    tag = re.sub(r"[^A-Za-z0-9._-]", "_", tag)  # a plain file name
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     out: dict[str, Any] = {"machine": machine(), "device": device, "torch": torch.__version__, "args": args}
     if device.startswith("cuda"):
@@ -134,7 +146,10 @@ def main() -> None:
     # one GPS realization for everything: the velocity loss trains on it, the post-hoc fit uses it
     gps_all = f.translation + a.gps_noise * np.random.default_rng(0).standard_normal(f.translation.shape)
     fam = get_family("selfsup-depth")
-    mc = fam.make_config(pose_source=a.pose_source, velocity_weight=a.velocity_weight)
+    import yaml
+
+    extra = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.model_set)}
+    mc = fam.make_config(pose_source=a.pose_source, velocity_weight=a.velocity_weight, **extra)
     if a.checkpoint is None:
         ds_train = Dataset(a.dataset)
         ds_train.frames.translation = gps_all.copy()  # what a GPS-derived dataset holds (the velocity loss reads it)

@@ -315,7 +315,9 @@ def test_pose_graph_with_skip_edges_reduces_the_drift_of_composition() -> None:
 
 
 @pytest.mark.slow
-def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(tmp_path: Path) -> None:
+def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`convert video V --depth selfsup` without --gps: unscaled depth, poses from the video (pose graph)."""
     import cv2
 
@@ -330,6 +332,17 @@ def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(tmp_
     wr.release()
     out = tmp_path / "out"
     assert main(["convert", "video", str(video), "--out", str(out), "--no-progress"]) != 0  # needs --gps
+    # the default back end, COLMAP, finds too little texture here: a clear error, the trained model kept
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0.01",
+               "--no-progress", "--hfov", "60"])  # fmt: skip
+    assert rc != 0 and not out.exists()
+    err = capsys.readouterr().err
+    assert "COLMAP registered" in err and "kept in" in err and "--trajectory-backend compose" in err, err
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".out.selfsup-work")]
+    assert len(kept) == 1 and (kept[0] / "run" / "last.pt").is_file()
+    import shutil
+
+    shutil.rmtree(kept[0])
     rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0.01",
                "--no-progress", "--hfov", "60", "--trajectory-backend", "pose-graph"])  # fmt: skip
     assert rc == 0

@@ -1,7 +1,9 @@
 """Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
 Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, self-supervised training on that
 flight, then the depth export scaled from the GPS poses (Algorithm 2) into the output, written atomically. The
-work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C."""
+work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
+export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
+command that exports from it."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from pose2rgbd.convert.core import ConvertConfig
 from pose2rgbd.convert.scale import ScaleConfig
 from pose2rgbd.convert.video import convert_video
+from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
@@ -89,6 +92,7 @@ def convert_video_with_depth(
     work = out.parent / f".{out.name}.selfsup-work-{os.getpid()}"
     if work.exists():
         shutil.rmtree(work)
+    keep = False
     try:
         if gps_log is None:
             c = cfg or ConvertConfig()
@@ -100,9 +104,24 @@ def convert_video_with_depth(
                                       tensorboard=False)  # fmt: skip
         res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
-        return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg,
-                            trajectory_cfg=trajectory_cfg, overwrite=overwrite,
-                            progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+        try:
+            return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
+                                poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg,
+                                trajectory_cfg=trajectory_cfg, overwrite=overwrite,
+                                progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+        except Pose2RGBDError as e:  # e.g. COLMAP registered too few frames: keep the trained model
+            keep = True
+            poses = " --poses video --trajectory-backend compose" if gps_log is None else ""
+            msg = (
+                f"{e}\nThe trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
+                f"depth export --dataset {work / 'frames'} --checkpoint {res.last} --out {out} "
+                f"--gps {'off' if gps_log is None else 'on'}{poses}` (or other settings), then delete {work}"
+            )
+            try:
+                err = type(e)(msg)
+            except TypeError:  # an error class with another constructor
+                err = Pose2RGBDError(msg)
+            raise err from e
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

@@ -23,12 +23,13 @@ stdout (flushed). ``--device auto`` trains on CUDA when there is one.
     nice -n 10 .venv/bin/python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd-bench \
         --minutes 6 --pose-source posenet --velocity-weight 0
 
-g2s (velocity loss) off / on, on a GPU, same budget (``max_depth=1000`` so a metric network can hold 100-400 m):
+g2s (velocity loss) off / on, on a GPU, same budget (``max_depth=1000`` so a metric network can hold 100-400 m;
+``--backends compose``: the GPU image may lack pycolmap, and the pose graph costs minutes of CPU):
 
     python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd/g2s-off --device cuda \
-        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0 --model-set max_depth=1000
+        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0 --model-set max_depth=1000 --backends compose
     python bench/bench_selfsup_depth.py --dataset /tmp/ssd/sim/dataset --out /tmp/ssd/g2s-on --device cuda \
-        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0.1 --model-set max_depth=1000
+        --minutes 30 --batch-size 8 --threads 8 --velocity-weight 0.1 --model-set max_depth=1000 --backends compose
 """
 
 from __future__ import annotations

@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="selfsup: train self-supervised depth on the flight and write it scaled to metres from the GPS "
                    "(Algorithm 2; `pose2rgbd depth train|export` for the steps one by one)")  # fmt: skip
     v.add_argument("--depth-minutes", type=float, default=20.0, help="--depth selfsup: training time budget, minutes")
+    v.add_argument("--trajectory-backend", choices=("compose", "pose-graph", "colmap"), default="colmap",
+                   help="--depth selfsup without GPS: what makes the pseudo-absolute poses: COLMAP structure from "
+                   "motion (default), the composed pose-network poses, or those refined by a pose graph")  # fmt: skip
     _common(v)
     add_config_flags(v, _schema, COMMON_ALIASES, config_help=CONFIG_HELP)
     v.set_defaults(func=_video)
@@ -162,13 +165,15 @@ def _video(args: argparse.Namespace) -> int:
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
         from pose2rgbd.methods.selfsup_depth.pipeline import convert_video_with_depth
+        from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
         gps = args.gps
         if gps is None and args.video.is_file() and has_gpmf(args.video):
             gps = args.video  # a GoPro MP4 carries its GPS: metric depth, not the video-only path
         res = convert_video_with_depth(
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
-            overwrite=args.overwrite, progress=not args.no_progress, gps_format=args.gps_format,
+            trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), overwrite=args.overwrite,
+            progress=not args.no_progress, gps_format=args.gps_format,
             attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
         )  # fmt: skip
         print_export(res)

@@ -24,7 +24,10 @@ TRAIN_ALIASES = (
     Alias("--split", "train.split"),
     Alias("--no-progress", "train.progress", const=False, help="no progress bar"),
 )
-EXPORT_ALIASES = (Alias("--min-baseline", "scale.min_baseline_m"),)
+EXPORT_ALIASES = (
+    Alias("--min-baseline", "scale.min_baseline_m"),
+    Alias("--trajectory-backend", "trajectory.backend", choices=("compose", "pose-graph", "colmap")),
+)
 
 
 def _train_schema() -> Schema:
@@ -36,8 +39,9 @@ def _train_schema() -> Schema:
 
 def _export_schema() -> Schema:
     from pose2rgbd.convert.scale import ScaleConfig
+    from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
-    return Schema({"scale": ScaleConfig})
+    return Schema({"scale": ScaleConfig, "trajectory": TrajectoryConfig})
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,9 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--out", type=Path, required=True, help="output dataset (written atomically)")
     e.add_argument("--gps", choices=("auto", "on", "off"), default="auto",
                    help="metres from the GPS poses: auto (every frame has lat/lon), on, off (unscaled)")  # fmt: skip
+    e.add_argument("--poses", choices=("dataset", "video"), default="dataset",
+                   help="dataset: keep the dataset's poses; video: pseudo-absolute poses from the video alone "
+                   "(relative to each source's first frame, up to scale; made by --trajectory-backend)")  # fmt: skip
     e.add_argument("--overwrite", action="store_true", help="replace an earlier output dataset")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with a 'scale:' section")
+    add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with 'scale:' / 'trajectory:' sections")
     e.set_defaults(func=_export)
 
 
@@ -98,7 +105,8 @@ def _export(args: argparse.Namespace) -> int:
     from pose2rgbd.methods.selfsup_depth.export import export_depth
 
     cfg = config_from_args(args)
-    res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, scale_cfg=cfg["scale"],
-                       overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
+    res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, poses=args.poses,
+                       scale_cfg=cfg["scale"], trajectory_cfg=cfg["trajectory"], overwrite=args.overwrite,
+                       progress=not args.no_progress)  # fmt: skip
     print_export(res)
     return 0

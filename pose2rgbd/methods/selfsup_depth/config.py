@@ -34,7 +34,8 @@ class SelfSupDepthConfig:
     velocity_weight: float = ranged_field(
         0.0,
         "GPS-to-scale (velocity) loss weight: |‖t‖ - GPS distance| per frame pair; > 0 makes the network metric "
-        "(needs GPS-derived dataset poses); 0: unscaled, scale fitted afterwards",
+        "(needs GPS-derived dataset poses); 0 (default): unscaled, scale fitted afterwards, which did better in a "
+        "short CPU probe (docs/results.md, 'g2s velocity loss')",
         0.0,
         100.0,
     )

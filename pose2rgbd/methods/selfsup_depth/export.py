@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,13 @@ from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
-from pose2rgbd.methods.selfsup_depth.trajectory import compose_poses, pose_graph, umeyama_sim3
+from pose2rgbd.methods.selfsup_depth.trajectory import (
+    TrajectoryConfig,
+    compose_poses,
+    fill_unregistered,
+    pose_graph,
+    umeyama_sim3,
+)
 from pose2rgbd.models import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ def predict(
     from pose2rgbd.progress import bar
 
     model.eval()
+    dev = next(model.parameters()).device
     n = len(frames)
     h, w = frames.rgb.shape[1:3]
     depth = np.empty((n, h, w), np.float32)
@@ -68,53 +77,91 @@ def predict(
     same = frames.source_id[1:] == frames.source_id[:-1]
 
     def img(a: int, b: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(frames.rgb[a:b])).permute(0, 3, 1, 2).float().div_(255.0)
+        return torch.from_numpy(np.array(frames.rgb[a:b])).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
 
     for a in bar(range(0, n, batch_size), desc="depth + pose", unit="batch", progress=progress):
         b = min(n, a + batch_size)
         x = img(a, b)
-        depth[a:b] = model.depth(x)[:, 0].numpy()
+        depth[a:b] = model.depth(x)[:, 0].cpu().numpy()
         if b - a > 1 or b < n:
             nxt = img(a + 1, min(n, b + 1))
             m = len(nxt)
-            T_rel[a : a + m] = model.relative_pose(x[:m], nxt).double().numpy()
+            T_rel[a : a + m] = model.relative_pose(x[:m], nxt).double().cpu().numpy()
     T_rel[~same] = np.eye(4)
     return Prediction(depth, T_rel, same)
 
 
 @torch.no_grad()
+def video_trajectory(
+    model: SelfSupDepthNet,
+    frames: SequenceFrames,
+    pred: Prediction,
+    cfg: TrajectoryConfig | None = None,
+    *,
+    read_rgb: Callable[[int], np.ndarray] | None = None,
+    K: np.ndarray | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pseudo-absolute ``T_world_cam`` (N, 4, 4) from video alone, per source, relative to the source's first
+    frame (the key frame, at the identity; network units, up to scale), by ``cfg.backend``
+    (:class:`~pose2rgbd.methods.selfsup_depth.trajectory.TrajectoryConfig`): the consecutive relative poses
+    composed; or refined by a pose graph over those and skip edges ``(i, i + k)`` predicted by the pose network
+    (:func:`~pose2rgbd.methods.selfsup_depth.trajectory.pose_graph`); or COLMAP structure from motion on the frames
+    ``read_rgb(i)`` (default: ``frames.rgb``) with intrinsics ``K`` (default: ``frames.camera.K``), its
+    unregistered frames filled from the composed chain
+    (:func:`~pose2rgbd.methods.selfsup_depth.trajectory.fill_unregistered`). Also returns what was done per source
+    (``{"backend", "sources": {id: {"frames", "registered", "tried", "models", "seconds"}}}``)."""
+    cfg = cfg or TrajectoryConfig()
+    dev = next(model.parameters()).device
+    out = np.empty((len(frames), 4, 4))
+    info: dict[str, Any] = {"backend": cfg.backend, "sources": {}}
+    for sid in np.unique(frames.source_id):
+        idx = np.flatnonzero(frames.source_id == sid)
+        t0 = time.monotonic()
+        T = compose_poses(pred.T_rel[idx[:-1]])
+        entry: dict[str, Any] = {"frames": len(idx)}
+        if cfg.backend == "pose-graph" and len(idx) > 2:
+            edges = [(k, k + 1) for k in range(len(idx) - 1)]
+            meas = [pred.T_rel[idx[k]] for k in range(len(idx) - 1)]
+            for s in cfg.skips:
+                a = np.arange(0, len(idx) - s, max(1, s // 2))
+                for b0 in range(0, len(a), batch_size):
+                    ks = a[b0 : b0 + batch_size]
+                    x = torch.from_numpy(np.array(frames.rgb[idx[ks]])).to(dev).permute(0, 3, 1, 2).float() / 255.0
+                    y = torch.from_numpy(np.array(frames.rgb[idx[ks + s]])).to(dev).permute(0, 3, 1, 2).float() / 255.0
+                    Tm = model.relative_pose(x, y).double().cpu().numpy()
+                    edges += [(int(k), int(k + s)) for k in ks]
+                    meas += list(Tm)
+            T = pose_graph(T, edges, np.stack(meas))
+        elif cfg.backend == "colmap":
+            from pose2rgbd.methods.selfsup_depth.sfm import colmap_poses
+
+            rd = read_rgb or (lambda i: np.asarray(frames.rgb[i]))
+            sfm = colmap_poses(rd, idx, frames.camera.K if K is None else K, cfg, progress=progress)
+            T = fill_unregistered(sfm.T_world_cam, sfm.registered, T, model=sfm.model)
+            entry.update(registered=sfm.n_registered, tried=sfm.tried, models=int(sfm.model.max()) + 1)
+            log.info("source %d: COLMAP registered %d of %d frames given (%d in the source; the rest filled from "
+                     "the composed network poses)", sid, sfm.n_registered, sfm.tried, len(idx))  # fmt: skip
+        entry["seconds"] = round(time.monotonic() - t0, 2)
+        info["sources"][str(int(sid))] = entry
+        out[idx] = T
+    return out, info
+
+
 def video_poses(
     model: SelfSupDepthNet,
     frames: SequenceFrames,
     pred: Prediction,
     *,
-    skips: tuple[int, ...] = (2, 4),
     refine: bool = False,
-    batch_size: int = 16,
+    cfg: TrajectoryConfig | None = None,
+    **kw: Any,
 ) -> np.ndarray:
-    """Pseudo-absolute ``T_world_cam`` (N, 4, 4) from video alone, per source: the consecutive relative poses
-    composed from the source's first frame (the key frame, at the identity; network units, up to scale), then
-    (``refine``) a pose graph over those and skip edges ``(i, i + k)`` predicted by the pose network for ``k`` in
-    ``skips`` (:func:`~pose2rgbd.methods.selfsup_depth.trajectory.pose_graph`)."""
-    out = np.empty((len(frames), 4, 4))
-    for sid in np.unique(frames.source_id):
-        idx = np.flatnonzero(frames.source_id == sid)
-        T = compose_poses(pred.T_rel[idx[:-1]])
-        if refine and len(idx) > 2:
-            edges = [(k, k + 1) for k in range(len(idx) - 1)]
-            meas = [pred.T_rel[idx[k]] for k in range(len(idx) - 1)]
-            for s in skips:
-                a = np.arange(0, len(idx) - s, max(1, s // 2))
-                for b0 in range(0, len(a), batch_size):
-                    ks = a[b0 : b0 + batch_size]
-                    x = torch.from_numpy(np.array(frames.rgb[idx[ks]])).permute(0, 3, 1, 2).float().div_(255.0)
-                    y = torch.from_numpy(np.array(frames.rgb[idx[ks + s]])).permute(0, 3, 1, 2).float().div_(255.0)
-                    Tm = model.relative_pose(x, y).double().numpy()
-                    edges += [(int(k), int(k + s)) for k in ks]
-                    meas += list(Tm)
-            T = pose_graph(T, edges, np.stack(meas))
-        out[idx] = T
-    return out
+    """:func:`video_trajectory`'s poses; ``refine=True`` is ``backend: pose-graph``, else ``cfg`` (default
+    ``compose``)."""
+    cfg = TrajectoryConfig(backend="pose-graph") if refine else (cfg or TrajectoryConfig(backend="compose"))
+    return video_trajectory(model, frames, pred, cfg, **kw)[0]
 
 
 def export_depth(
@@ -124,6 +171,7 @@ def export_depth(
     *,
     gps: str = "auto",
     poses: str = "dataset",
+    trajectory_cfg: TrajectoryConfig | None = None,
     refine_poses: bool = False,
     scale_cfg: ScaleConfig | None = None,
     overwrite: bool = False,
@@ -135,9 +183,9 @@ def export_depth(
     ``gps``: ``auto`` scales to metres when every frame has a GPS position (lat / lon), ``on`` requires it,
     ``off`` writes unscaled depth. ``poses``: ``dataset`` keeps the dataset's poses; ``video`` replaces them by
     pseudo-absolute poses from the video alone (:func:`video_poses`, relative to each source's first frame, up to
-    scale: in network units, or in metres when the depth is scaled from GPS). ``refine_poses``: add the pose graph
-    over skip edges (off by default: on the 2-minute synthetic survey it raised the ATE from 5.5 % to 7.3 % of the
-    path with a briefly trained pose network, docs/results.md)."""
+    scale: in network units, or in metres when the depth is scaled from GPS) made by ``trajectory_cfg.backend``
+    (default ``colmap``: structure from motion; ``compose`` / ``pose-graph`` use the pose network alone; measured
+    in docs/results.md). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``."""
     if gps not in GPS_MODES:
         raise ConfigError(f"gps {gps!r} is not one of {list(GPS_MODES)}")
     if poses not in POSE_MODES:
@@ -165,14 +213,23 @@ def export_depth(
     T_out = ds.frames.T_world_cam
     extra = dict(ds.manifest.extra)
     if poses == "video":
-        T_out = video_poses(ck.model, frames, pred, refine=refine_poses)
+        tcfg = TrajectoryConfig(backend="pose-graph") if refine_poses else (trajectory_cfg or TrajectoryConfig())
+        T_out, tinfo = video_trajectory(ck.model, frames, pred, tcfg, read_rgb=ds.read_rgb, K=ds.camera.K,
+                                        progress=progress)  # fmt: skip
         for sid in scale_of:
             m = frames.source_id == sid
             T_out[m, :3, 3] *= scale_of[sid]
         extra["poses"] = {
             "kind": "pseudo-absolute",
-            "from": "video: composed relative poses of the pose network"
-            + (", refined by a pose graph with skip edges" if refine_poses else ""),
+            "from": {
+                "compose": "video: composed relative poses of the pose network",
+                "pose-graph": "video: composed relative poses of the pose network, refined by a pose graph with "
+                "skip edges",
+                "colmap": "video: COLMAP structure from motion (intrinsics fixed); frames it did not register "
+                "filled from the composed pose-network poses",
+            }[tcfg.backend],
+            "backend": tcfg.backend,
+            "per_source": tinfo["sources"],
             "key_frame": "the first frame of each source, at the identity",
             "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
         }
@@ -206,7 +263,8 @@ def export_depth(
                              source_id=int(f.source_id[i]))  # fmt: skip
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)
-        write_report(rep, ds, frames, pred, fits, scale_of, kind)
+        write_report(rep, ds, frames, pred, fits, scale_of, kind, video=T_out if poses == "video" else None,
+                     poses_info=extra.get("poses") if poses == "video" else None)  # fmt: skip
         path = writer.close()
     except BaseException:
         writer.abort()
@@ -222,8 +280,12 @@ def write_report(
     fits: dict[int, ScaleFit],
     scale_of: dict[int, float],
     kind: str,
+    *,
+    video: np.ndarray | None = None,
+    poses_info: dict[str, Any] | None = None,
 ) -> None:
-    """samples.png, scale.png (metric only), trajectory.png and summary.json into ``rep``."""
+    """samples.png, scale.png (metric only), trajectory.png and summary.json into ``rep``; with ``video`` (the
+    video-only poses written) its trajectory is drawn too, and ``poses_info`` goes into the summary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,6 +336,11 @@ def write_report(
             net = (s * (R @ net.T)).T + t
         ax.plot(ref[:, 0], ref[:, 1], "k-", lw=1, label=f"source {sid}: dataset poses")
         ax.plot(net[:, 0], net[:, 1], "-", lw=1, label=f"source {sid}: composed network poses (Sim(3)-aligned)")
+        if video is not None and len(idx) >= 3:
+            v = video[idx, :3, 3]
+            s, R, t = umeyama_sim3(v, ref)
+            v = (s * (R @ v.T)).T + t
+            ax.plot(v[:, 0], v[:, 1], "--", lw=1, label=f"source {sid}: written video-only poses (Sim(3)-aligned)")
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
@@ -287,4 +354,6 @@ def write_report(
         "depth_kind": kind,
         "scale": {str(s): {**fits[s].summary(), "segments": segment_scales(fits[s], 30.0)} for s in fits},
     }
+    if poses_info is not None:
+        summary["poses"] = poses_info
     (rep / "summary.json").write_text(json.dumps(summary, indent=2))

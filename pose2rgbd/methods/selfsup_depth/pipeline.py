@@ -1,7 +1,9 @@
 """Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
 Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, self-supervised training on that
 flight, then the depth export scaled from the GPS poses (Algorithm 2) into the output, written atomically. The
-work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C."""
+work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
+export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
+command that exports from it."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Any
 from pose2rgbd.convert.core import ConvertConfig
 from pose2rgbd.convert.scale import ScaleConfig
 from pose2rgbd.convert.video import convert_video
+from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
+from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 from pose2rgbd.output_guard import DATASET, check_output
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.train import train
@@ -74,18 +78,21 @@ def convert_video_with_depth(
     train_cfg: TrainConfig | None = None,
     minutes: float = 20.0,
     scale_cfg: ScaleConfig | None = None,
+    trajectory_cfg: TrajectoryConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
 ) -> ExportResult:
     """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export. Without
-    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video."""
+    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video
+    (``trajectory_cfg``: which back end makes them, default COLMAP structure from motion)."""
     out = Path(out)
     inputs = [video, gps_log, convert_kw.get("attitude")]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
     work = out.parent / f".{out.name}.selfsup-work-{os.getpid()}"
     if work.exists():
         shutil.rmtree(work)
+    keep = False
     try:
         if gps_log is None:
             c = cfg or ConvertConfig()
@@ -97,8 +104,24 @@ def convert_video_with_depth(
                                       tensorboard=False)  # fmt: skip
         res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
-        return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                            poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg, overwrite=overwrite,
-                            progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+        try:
+            return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
+                                poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg,
+                                trajectory_cfg=trajectory_cfg, overwrite=overwrite,
+                                progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+        except Pose2RGBDError as e:  # e.g. COLMAP registered too few frames: keep the trained model
+            keep = True
+            poses = " --poses video --trajectory-backend compose" if gps_log is None else ""
+            msg = (
+                f"{e}\nThe trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
+                f"depth export --dataset {work / 'frames'} --checkpoint {res.last} --out {out} "
+                f"--gps {'off' if gps_log is None else 'on'}{poses}` (or other settings), then delete {work}"
+            )
+            try:
+                err = type(e)(msg)
+            except TypeError:  # an error class with another constructor
+                err = Pose2RGBDError(msg)
+            raise err from e
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""Structure from motion on a flight's frames with COLMAP (pycolmap): the ``colmap`` video-only trajectory back end.
+
+SIFT features, sequential matching (each frame with the next ``colmap_overlap``), incremental mapping with the
+dataset's intrinsics as one fixed PINHOLE camera (focal length, principal point and distortion never refined).
+COLMAP's database and image copies live in a temporary folder that is removed afterwards. The poses come back in
+COLMAP's own frame and scale; :func:`pose2rgbd.methods.selfsup_depth.trajectory.fill_unregistered` ties them to
+the network's composed trajectory and fills the frames COLMAP did not register.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
+
+log = logging.getLogger(__name__)
+
+MIN_REGISTERED = 3
+ADVICE = (
+    "structure from motion needs overlapping views with parallax: use a part of the flight where the camera "
+    "moves steadily with overlap between frames (a slower flight, a higher frame rate), a smaller "
+    "trajectory.colmap_every (every n-th frame) or a larger trajectory.colmap_overlap, or "
+    "trajectory.backend compose"
+)
+
+
+@dataclass
+class SfmResult:
+    """``T_world_cam`` (N, 4, 4) in COLMAP's frame and scale, NaN where ``registered`` (N,) is False; ``model``
+    (N,) the index of the reconstruction a frame is in (-1: none; models sorted by size, largest first)."""
+
+    T_world_cam: np.ndarray
+    registered: np.ndarray
+    model: np.ndarray
+    tried: int  # frames given to COLMAP
+    seconds: float
+
+    @property
+    def n_registered(self) -> int:
+        return int(self.registered.sum())
+
+
+def _pycolmap():  # type: ignore[no-untyped-def]
+    try:
+        import pycolmap
+    except ImportError as e:
+        raise ConfigError(
+            "trajectory.backend colmap needs pycolmap (pip install pycolmap); or set trajectory.backend compose"
+        ) from e
+    if not hasattr(pycolmap, "FeatureExtractionOptions") or not hasattr(pycolmap, "IncrementalPipelineOptions"):
+        raise ConfigError(f"trajectory.backend colmap needs pycolmap >= 3.12 (found {pycolmap.__version__}); "
+                          "upgrade it or set trajectory.backend compose")  # fmt: skip
+    return pycolmap
+
+
+def colmap_poses(
+    read_rgb: Callable[[int], np.ndarray],
+    indices: Sequence[int] | np.ndarray,
+    K: np.ndarray,
+    cfg: TrajectoryConfig | None = None,
+    *,
+    progress: bool = False,
+) -> SfmResult:
+    """Run COLMAP on the frames ``read_rgb(i)`` (RGB uint8) for ``i`` in ``indices`` (time-ordered, one source),
+    every ``cfg.colmap_every``-th of them, with the pinhole intrinsics ``K`` of those images. Result rows follow
+    ``indices``. Raises :class:`ConfigError` (saying what to do) when fewer than 3 frames register."""
+    cfg = cfg or TrajectoryConfig(backend="colmap")
+    pycolmap = _pycolmap()
+    from pose2rgbd.progress import bar
+
+    t0 = time.monotonic()
+    n = len(indices)
+    pick = np.arange(0, n, cfg.colmap_every)
+    if n - 1 not in pick:
+        pick = np.append(pick, n - 1)  # the last frame too, so nothing is extrapolated at the end
+    T = np.full((n, 4, 4), np.nan)
+    model_of = np.full(n, -1, np.int64)
+    level = pycolmap.logging.minloglevel
+    if not log.isEnabledFor(logging.DEBUG):
+        pycolmap.logging.minloglevel = 2  # COLMAP's own INFO / WARNING lines only with DEBUG logging
+    with contextlib.ExitStack() as stack:
+        stack.callback(setattr, pycolmap.logging, "minloglevel", level)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pose2rgbd-colmap-"))
+        root = Path(tmp)
+        img_dir = root / "images"
+        img_dir.mkdir()
+        names = []
+        Ks = np.asarray(K, dtype=np.float64).copy()
+        for k in bar(pick, desc="frames for COLMAP", unit="frame", progress=progress):
+            rgb = read_rgb(int(indices[int(k)]))
+            h, w = rgb.shape[:2]
+            f = min(1.0, cfg.colmap_max_size / max(h, w))
+            if f < 1.0:
+                rgb = cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+            name = f"{int(k):07d}.png"
+            if not cv2.imwrite(str(img_dir / name), np.ascontiguousarray(rgb[..., ::-1])):
+                raise OSError(f"{img_dir / name}: could not write a frame for COLMAP")
+            names.append(name)
+        first = cv2.imread(str(img_dir / names[0]), cv2.IMREAD_UNCHANGED)
+        if first is None:
+            raise OSError(f"{img_dir / names[0]}: could not read back a frame written for COLMAP")
+        h1, w1 = first.shape[:2]
+        Ks[0, :] *= w1 / w
+        Ks[1, :] *= h1 / h
+        Ks[2] = (0.0, 0.0, 1.0)
+        db = root / "database.db"
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        reader.camera_params = ",".join(f"{v:.10g}" for v in (Ks[0, 0], Ks[1, 1], Ks[0, 2], Ks[1, 2]))
+        ext = pycolmap.FeatureExtractionOptions()
+        ext.num_threads = cfg.colmap_threads
+        ext.max_image_size = cfg.colmap_max_size
+        ext.sift.max_num_features = cfg.colmap_max_features
+        ext.sift.peak_threshold = 0.004  # below COLMAP's 0.0067: small, low-contrast aerial frames need more features
+        log.info("COLMAP: %d of %d frames (every %d), %dx%d", len(names), n, cfg.colmap_every, w1, h1)
+        pycolmap.extract_features(db, img_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                  reader_options=reader, extraction_options=ext,
+                                  device=pycolmap.Device.cpu)  # fmt: skip
+        match = pycolmap.FeatureMatchingOptions()
+        match.num_threads = cfg.colmap_threads
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = cfg.colmap_overlap
+        pairing.quadratic_overlap = False
+        pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.num_threads = cfg.colmap_threads
+        opts.random_seed = 0
+        opts.ba_refine_focal_length = False
+        opts.ba_refine_principal_point = False
+        opts.ba_refine_extra_params = False
+        opts.mapper.abs_pose_refine_focal_length = False
+        opts.mapper.abs_pose_refine_extra_params = False
+        opts.mapper.init_min_tri_angle = 4.0  # COLMAP's 16 deg is for photo collections; a video pair has less
+        opts.mapper.init_min_num_inliers = 30
+        (root / "sparse").mkdir()
+        recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
+        models = sorted(recs.values(), key=lambda r: -r.num_reg_images())
+        for m, rec in enumerate(models):
+            for im in rec.images.values():
+                if not im.has_pose:
+                    continue
+                k = int(Path(im.name).stem)
+                if model_of[k] >= 0:
+                    continue  # already in a larger model
+                T[k, :3, :] = im.cam_from_world().inverse().matrix()  # 3x4
+                model_of[k] = m
+    T[:, 3, :] = (0.0, 0.0, 0.0, 1.0)
+    reg = model_of >= 0
+    T[~reg] = np.nan
+    res = SfmResult(T_world_cam=T, registered=reg, model=model_of, tried=len(names), seconds=time.monotonic() - t0)
+    log.info("COLMAP: %d of %d frames registered in %d model(s), %.1f s", res.n_registered, len(names),
+             len(models), res.seconds)  # fmt: skip
+    if res.n_registered < MIN_REGISTERED:
+        raise ConfigError(f"COLMAP registered {res.n_registered} of {len(names)} frames (need {MIN_REGISTERED}): "
+                          + ADVICE)  # fmt: skip
+    return res

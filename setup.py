@@ -27,7 +27,7 @@ setup(
         "pymap3d>=3.0",
         "imageio>=2.30",
         "onnxruntime>=1.17",  # serving exported models (pose2rgbd export; engine backend onnxruntime)
-        "pycolmap>=3.10",  # COLMAP reconstructions in (convert images --format colmap)
+        "pycolmap>=3.12",  # COLMAP models in (convert images --format colmap); SfM for video-only poses
         "py-gpmf-parser>=0.1",  # GPS / IMU from the GPMF track inside GoPro MP4 files
     ],
     extras_require={

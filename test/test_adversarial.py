@@ -236,3 +236,23 @@ def test_smoke_train_checkpoint_resume_and_serving(toy: Path, tmp_path: Path) ->
     assert not any("discriminator" in n for n in names), sorted(names)[:20]
     back = load_onnx_checkpoint(rep.path)
     assert back.model_config.adversarial_weight == 0.01
+
+
+def test_optimizer_settings_and_experiment_variants() -> None:
+    from pose2rgbd.experiments.runner import parse_variant
+    from pose2rgbd.training.config import resolve_optimizer_configs
+
+    model = build_model(preset_config("base", size=SIZE, adversarial_weight=0.01, adversarial_channels=4))
+    groups = list(model.get_param_groups())
+    got = resolve_optimizer_configs(TrainConfig(lr=0.01), groups, model.optimizer_defaults())
+    assert (got["discriminator"].optimizer, got["discriminator"].lr, tuple(got["discriminator"].betas)) == (
+        "adam", 2e-4, (0.0, 0.9),
+    )  # fmt: skip
+    assert got["model"].lr == 0.01 and got["model"].optimizer == TrainConfig.optimizer
+    tc = TrainConfig(lr=0.01, groups={"discriminator": {"lr": 1e-4, "betas": [0.5, 0.999]}})
+    over = resolve_optimizer_configs(tc, groups, model.optimizer_defaults())["discriminator"]
+    assert over.lr == 1e-4 and tuple(over.betas) == (0.5, 0.999)
+    # the experiments command's variant syntax passes the switch through
+    label, preset, kv = parse_variant("adv=base:adversarial_weight=0.01:adversarial_depth=true")
+    cfg = preset_config(preset, size=SIZE, **dict(kv))
+    assert (label, cfg.adversarial_weight, cfg.adversarial_depth, cfg.preset) == ("adv", 0.01, True, "base")

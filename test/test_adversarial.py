@@ -209,6 +209,7 @@ def test_smoke_train_checkpoint_resume_and_serving(toy: Path, tmp_path: Path) ->
     # the checkpoint holds D and both optimizers; loading restores D exactly
     raw = torch.load(r.last, map_location="cpu", weights_only=False)
     assert any(k.startswith("discriminator.") for k in raw["state_dict"])
+    assert set(raw["optimizers"]) == {"model", "discriminator"} and raw["optimizers"]["discriminator"]["state"]
     ck = load_checkpoint(r.last)
     assert ck.model_config.adversarial_weight == 0.01
     for k, v in raw["state_dict"].items():

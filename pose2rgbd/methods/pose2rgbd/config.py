@@ -69,6 +69,19 @@ class Pose2RGBDConfig:
     )
     pose_augment_radius_m: float = help_field(0.5, "largest translation of an augmented pose, m")
     pose_augment_radius_deg: float = help_field(3.0, "largest rotation of an augmented pose, degrees")
+    # Adversarial term (beyond the paper): a pose-conditioned discriminator built from PoseGAN's blocks. Off by
+    # default; only when on does the model own discriminator parameters (a second optimizer group, training-only).
+    adversarial_weight: float = help_field(
+        0.0,
+        "weight of the hinge adversarial term in the renderer's loss, from a pose-conditioned discriminator "
+        "trained alongside (optimizer group 'discriminator'; 0: off, no discriminator is built)",
+    )
+    adversarial_depth: bool = help_field(
+        False, "the discriminator also sees the depth channel (RGB-D; needs depth output); else RGB only"
+    )
+    adversarial_channels: int = help_field(
+        32, "base width of the discriminator: its DBlocks output 1, 2, 4, 8, 16, 16, ... times this"
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in PRESET_NAMES:
@@ -105,6 +118,7 @@ class Pose2RGBDConfig:
             "pose_augment_weight",
             "pose_augment_radius_m",
             "pose_augment_radius_deg",
+            "adversarial_weight",
         ):
             v = float(getattr(self, name))
             if not (v >= 0.0 and math.isfinite(v)):
@@ -117,6 +131,14 @@ class Pose2RGBDConfig:
             raise ConfigError(
                 "model.consistency_weight / consistency_real_weight warp with the predicted depth: use outputs "
                 "'depth' or 'rgbd', or set them to 0"
+            )
+
+        if int(self.adversarial_channels) < 1:
+            raise ConfigError(f"model.adversarial_channels must be >= 1, got {self.adversarial_channels}")
+        if self.uses_adversarial and self.adversarial_depth and not self.has_depth:
+            raise ConfigError(
+                "model.adversarial_depth shows the discriminator the predicted depth: use outputs 'depth' or "
+                "'rgbd', or set adversarial_depth false"
             )
 
     @staticmethod
@@ -144,6 +166,16 @@ class Pose2RGBDConfig:
     def uses_geometry(self) -> bool:
         """A geometry-aware training term is on (it needs metric depth data and the camera intrinsics)."""
         return self.uses_consistency or self.pose_augment_weight > 0
+
+    @property
+    def uses_adversarial(self) -> bool:
+        """The adversarial term is on (the model then owns a discriminator, see ``net.PoseDiscriminator``)."""
+        return self.adversarial_weight > 0
+
+    @property
+    def adversarial_in_channels(self) -> int:
+        """Channels the discriminator sees: RGB (+ depth with ``adversarial_depth``; depth alone without RGB)."""
+        return 3 * self.has_rgb + 1 * (self.has_depth and (self.adversarial_depth or not self.has_rgb))
 
     @property
     def is_slice(self) -> bool:

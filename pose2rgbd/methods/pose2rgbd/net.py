@@ -29,6 +29,7 @@ from torch import nn
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.methods.pose2rgbd.adversarial import PoseDiscriminator
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.geometry_losses import (
     backward_warp,
@@ -38,9 +39,12 @@ from pose2rgbd.methods.pose2rgbd.geometry_losses import (
     photometric_error,
 )
 from pose2rgbd.methods.pose2rgbd.slices import slice_targets
-from pose2rgbd.models.base import AutocastFactory, ModelBase, backward_and_step
+from pose2rgbd.methods.posegan import losses as gan_losses
+from pose2rgbd.models.base import AutocastFactory, ModelBase, backward_and_step, group_logs
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+
+DISCRIMINATOR = "discriminator"  # optimizer group of the adversarial term's discriminator
 
 
 def _up(cin: int, cout: int, k: int, *, bias: bool) -> nn.ConvTranspose2d:
@@ -89,6 +93,10 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
             self.slice_head = nn.Conv2d(b, c.slices, 3, padding=1, bias=True)
             self.b3 = _conv_bn_relu(b + c.slices, b)
             self.out_conv = nn.Conv2d(b, c.out_channels, 3, padding=1, bias=True)
+        if c.uses_adversarial:  # training-only; never built (no parameters, same state dict) when off
+            self.discriminator = PoseDiscriminator(
+                c.adversarial_in_channels, c.input_dim, int(c.size), int(c.adversarial_channels)
+            )
         dn = depth_normalizer or DepthNormalizer(0.0, 1.0)
         self.depth_range: torch.Tensor
         self.register_buffer("depth_range", torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
@@ -181,6 +189,26 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
     def _metres(self, depth: torch.Tensor) -> torch.Tensor:
         return self.depth_normalizer.denormalize(depth.float())  # type: ignore[no-any-return]
 
+    # -- optimizer groups (a second one only with the adversarial term) ----------------------------------
+    def renderer_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the renderer (everything but the discriminator)."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
+
+    def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        if not self.config.uses_adversarial:
+            return super().get_param_groups()
+        return {
+            "model": self.renderer_parameters(),
+            DISCRIMINATOR: [p for p in self.discriminator.parameters() if p.requires_grad],
+        }
+
+    def optimizer_defaults(self) -> dict[str, dict[str, Any]]:
+        """The discriminator's optimizer is PoseGAN's (SN-GAN's): Adam, lr 2e-4, betas (0, 0.9), no weight
+        decay (``train.groups.discriminator.*`` overrides it); the renderer keeps the global settings."""
+        if not self.config.uses_adversarial:
+            return {}
+        return {DISCRIMINATOR: {"optimizer": "adam", "lr": 2e-4, "betas": (0.0, 0.9), "weight_decay": 0.0}}
+
     def train_step(
         self,
         batch: dict[str, Any],
@@ -191,10 +219,38 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor | float]:
         """The single-objective step, plus the geometry-aware terms when a switch is on (one forward over the
         training poses and the perturbed ones together, so they share BatchNorm statistics). Validation keeps
-        the plain losses, so validation values stay comparable with and without the switches."""
-        if not self.config.uses_geometry:
-            return super().train_step(batch, optimizers, autocast=autocast, step=step)
+        the plain losses, so validation values stay comparable with and without the switches.
+
+        With the adversarial term (``adversarial_weight`` > 0) the renders of that one forward also train the
+        discriminator: first a D update on the real frames vs the (detached) renders, then the renderer's
+        update with ``adversarial_weight * hinge_g`` added, through the just-updated D held fixed (eval mode:
+        no spectral-norm power iteration, no gradients into D). Each update steps only its own group."""
         c = self.config
+        if not c.uses_geometry and not c.uses_adversarial:
+            return super().train_step(batch, optimizers, autocast=autocast, step=step)
+        outputs, losses = self._renderer_losses(batch, autocast)
+        logs: dict[str, torch.Tensor | float] = {}
+        g_opts: list[torch.optim.Optimizer] = list(optimizers.values())
+        if c.uses_adversarial:
+            logs.update(self.discriminator_update(batch, outputs, optimizers[DISCRIMINATOR], autocast, step=step))
+            losses["adversarial"] = c.adversarial_weight * self.adversarial_term(outputs, batch, autocast)
+            g_opts = [optimizers["model"]]
+        total = backward_and_step(losses, g_opts, step=step)
+        logs.update({k: v.detach() for k, v in losses.items()})
+        logs["loss"] = total
+        logs.update(self.get_metrics_dict(outputs, batch))
+        return logs
+
+    def _renderer_losses(
+        self, batch: dict[str, Any], autocast: AutocastFactory
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(outputs at the batch's poses, the renderer's weighted losses: plain + geometry-aware terms)."""
+        c = self.config
+        if not c.uses_geometry:
+            with autocast():
+                outputs = self.get_outputs(batch)
+                losses = self.get_loss_dict(outputs, batch)
+            return outputs, losses
         if "T_world_cam" not in batch:
             raise ConfigError("geometry-aware training needs batch['T_world_cam']: train through the pose2rgbd recipe")
         T = batch["T_world_cam"].double()
@@ -219,11 +275,70 @@ class Pose2RGBDNet(PoseToImage, ModelBase):
             k += 1
         if d_a is not None:
             losses.update(self.augment_losses(parts[k], batch, d_a))
-        total = backward_and_step(losses, optimizers.values(), step=step)
-        logs: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
-        logs["loss"] = total
-        logs.update(self.get_metrics_dict(outputs, batch))
-        return logs
+        return outputs, losses
+
+    # -- adversarial term (config switch, off for the paper's presets) ------------------------------------
+    def discriminator_images(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, rendered) ``(B, C, S, S)`` images as the discriminator sees them: RGB and/or normalized depth
+        (``config.adversarial_in_channels``). Pixels without real depth (NaN) are 0 in both, so a missing
+        depth does not tell real from rendered."""
+        c = self.config
+        real: list[torch.Tensor] = []
+        fake: list[torch.Tensor] = []
+        if c.has_rgb:
+            real.append(batch["rgb"].float())
+            fake.append(outputs["rgb"].float())
+        if c.adversarial_in_channels > 3 * c.has_rgb:
+            t, valid = self._depth_target(batch)
+            v = valid.float()
+            real.append(t * v)
+            fake.append(outputs["depth"].float() * v)
+        return torch.cat(real, dim=1), torch.cat(fake, dim=1)
+
+    def discriminator_update(
+        self,
+        batch: dict[str, Any],
+        outputs: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        autocast: AutocastFactory,
+        *,
+        step: int,
+    ) -> dict[str, float]:
+        """One D update (hinge loss, real frames vs the detached renders at their poses); only ``optimizer``
+        (the discriminator's) steps and no gradient reaches the renderer. Returns ``discriminator/*`` logs."""
+        real, fake = self.discriminator_images(outputs, batch)
+        y = batch["pose"]
+        n = real.shape[0]
+        with autocast():
+            scores = self.discriminator(torch.cat([real, fake.detach()], dim=0), torch.cat([y, y], dim=0))
+            terms = {"hinge": gan_losses.hinge_d(scores[:n], scores[n:])}
+        total = backward_and_step(terms, [optimizer], step=step, what="discriminator loss")
+        extra = {"real_score": scores[:n].detach().float().mean(), "fake_score": scores[n:].detach().float().mean()}
+        return group_logs(DISCRIMINATOR, {**extra, "loss": total})
+
+    def adversarial_term(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, Any], autocast: AutocastFactory
+    ) -> torch.Tensor:
+        """PoseGAN's generator hinge term ``-mean(D(render, pose))`` (unweighted), with D fixed: eval mode (its
+        spectral-norm vectors are not advanced) and no gradients for its parameters, so D stays bit-identical."""
+        disc = self.discriminator
+        params = list(disc.parameters())
+        flags = [p.requires_grad for p in params]
+        was_training = disc.training
+        disc.eval()
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            _, fake = self.discriminator_images(outputs, batch)
+            with autocast():
+                score = disc(fake, batch["pose"])
+            return gan_losses.hinge_g(score)
+        finally:
+            disc.train(was_training)
+            for p, f in zip(params, flags):
+                p.requires_grad_(f)
 
     def consistency_losses(
         self,

@@ -223,18 +223,22 @@ def test_config_checks_and_presets() -> None:
             fam.make_config("hybrid", **bad)
 
 
+@pytest.mark.slow  # trains and evaluates: about 20 s on a quiet 2-core machine
 def test_short_training_is_not_worse_than_the_reprojection_it_starts_from(toy: Path, tmp_path: Path) -> None:
     from pose2rgbd.evaluation import evaluate
 
     fam = get_family("hybrid")
-    mc = fam.make_config("hybrid-lite", size=SIZE, exclude_window=3)
+    mc = fam.make_config(
+        "hybrid-lite", size=SIZE, dense_channels=32, trunk_channels=[16] * 6, fill_channels=8, exclude_window=3,
+        loss="l1",
+    )  # fmt: skip
     tc = TrainConfig(
-        epochs=40, batch_size=8, max_steps=40, lr=1e-3, split="route", progress=False, tensorboard=False,
-        device="cpu", val_every=0, recalibrate_bn=True, recalibrate_bn_batches=4,
+        epochs=40, batch_size=4, max_steps=12, lr=1e-3, split="route", progress=False, tensorboard=False,
+        device="cpu", val_every=0, recalibrate_bn=False,
     )  # fmt: skip
     r = train("hybrid", toy, tmp_path / "run", mc, tc, cache_root=toy.parent / "cache")
     res = evaluate(r.last, toy, "route", write_files=False, cache_root=toy.parent / "cache")
     m, rp = res.metrics["model"], res.metrics["reprojection"]
-    # the residual starts at zero (the reprojection answer); 40 steps must not make it worse
-    assert m["rgb_mae_px"] <= rp["rgb_mae_px"] * 1.02, (m, rp)
+    # the residual starts at zero (the reprojection answer); a short training must not make it worse
+    assert m["rgb_mae_px"] <= rp["rgb_mae_px"] * 1.03, (m, rp)
     assert m["depth_mae"] <= rp["depth_mae"] * 1.05, (m, rp)

@@ -50,7 +50,7 @@ class HybridConfig:
     # the fill network
     fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
-    loss: str = help_field("mse", "image loss of the final and decoder outputs: mse | l1")
+    loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
     depth_max: float = help_field(
         0.0, "cap of the depth range in metres, fitted once on the training split (0: set by depth_max_percentile)"
     )

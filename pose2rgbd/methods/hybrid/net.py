@@ -11,7 +11,7 @@ experiments serve it unchanged:
    the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
-   outputs a residual that is added to the warped answer. Its last convolution starts at zero, so an untrained
+   outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its last convolution starts at zero, so an untrained
    model answers exactly the reprojection baseline (up to sky, which is splatted instead of filled) and
    training only has to learn the corrections.
 
@@ -294,6 +294,14 @@ class HybridNet(PoseToImage, ModelBase):
         f_d = torch.where(torch.isnan(f_d), torch.ones_like(f_d), f_d)
         return {"rgb": f_rgb, "depth": f_d, "valid": valid, "hits": hits / float(k)}
 
+    def _correct_depth(self, depth_n: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """The warped depth (normalized) scaled by ``exp(log_scale)`` in metres, normalized again. A relative
+        correction: an additive one in normalized units moved near depths by metres at every optimizer step (one
+        normalized unit is half the depth range, hundreds of metres outdoors), which cost more than it fixed."""
+        dn = self.depth_normalizer
+        metres = dn.denormalize(depth_n.float()).clamp_min(max(dn.min_m, 1e-3))
+        return dn.normalize(metres * torch.exp(log_scale.float().clamp(-4.0, 4.0)))  # type: ignore[no-any-return]
+
     def forward(
         self,
         pose: torch.Tensor,
@@ -308,7 +316,7 @@ class HybridNet(PoseToImage, ModelBase):
         res = self.fill(x.to(dec["rgb"].dtype))
         return {
             "rgb": w["rgb"] + res[:, :3],
-            "depth": w["depth"] + res[:, 3:4],
+            "depth": self._correct_depth(w["depth"], res[:, 3:4]),
             "confidence": w["valid"].float(),
             "decoder_rgb": dec["rgb"],
             "decoder_depth": dec["depth"],

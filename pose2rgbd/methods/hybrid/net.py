@@ -11,9 +11,9 @@ experiments serve it unchanged:
    the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
-   outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its last convolution starts at zero, so an untrained
-   model answers exactly the reprojection baseline (up to sky, which is splatted instead of filled) and
-   training only has to learn the corrections.
+   outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its
+   last convolution starts at zero, so an untrained model answers the reprojection baseline (up to sky, which is
+   splatted instead of filled, and float16 depth) and training only has to learn the corrections.
 
 Outputs: ``"rgb"`` ``(B, 3, S, S)`` (about [-1, 1]; clipped when converted), ``"depth"`` ``(B, 1, S, S)``
 normalized by the model's depth range, ``"confidence"`` ``(B, 1, S, S)`` = 1 where a keyframe point landed, 0 in

@@ -218,7 +218,8 @@ def test_config_checks_and_presets() -> None:
         assert fam.make_config("hybrid", size=size).decoder_config().size == size
     from pose2rgbd.errors import ConfigError
 
-    for bad in ({"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}):
+    bads = ({"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"})
+    for bad in bads:
         with pytest.raises(ConfigError):
             fam.make_config("hybrid", **bad)
 

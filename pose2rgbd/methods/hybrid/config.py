@@ -12,6 +12,7 @@ from pose2rgbd.geometry.encoding import ENCODINGS, encoding_dim
 from pose2rgbd.methods.pose2rgbd.config import DEFAULT_TRUNK, MAX_SIZE, MIN_SIZE, Pose2RGBDConfig
 
 LOSSES: tuple[str, ...] = ("mse", "l1")
+HOLE_DEPTHS: tuple[str, ...] = ("nearest", "learned")
 
 
 @dataclass
@@ -50,6 +51,11 @@ class HybridConfig:
     # the fill network
     fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
+    hole_depth: str = help_field(
+        "nearest",
+        "depth where no keyframe point lands: nearest (the nearest keyframe's, as the reprojection baseline) | "
+        "learned (corrected by the fill network like the rest)",
+    )
     loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
     depth_max: float = help_field(
         0.0, "cap of the depth range in metres, fitted once on the training split (0: set by depth_max_percentile)"
@@ -76,6 +82,8 @@ class HybridConfig:
             raise ConfigError(f"model.fill_channels {self.fill_channels} must be in 4..256")
         if not 0 <= int(self.fill_levels) <= 4 or s >> int(self.fill_levels) < 8:
             raise ConfigError(f"model.fill_levels {self.fill_levels} must be in 0..4 (and leave at least 8x8)")
+        if self.hole_depth not in HOLE_DEPTHS:
+            raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss {self.loss!r} is not one of {list(LOSSES)}")
         for name in ("decoder_loss_weight", "depth_max"):

@@ -224,7 +224,7 @@ def test_config_checks_and_presets() -> None:
             fam.make_config("hybrid", **bad)
 
 
-@pytest.mark.slow  # trains and evaluates: about 20 s on a quiet 2-core machine
+@pytest.mark.slow  # trains and evaluates: 65 s on 2 loaded cores (not timed on a quiet machine)
 def test_short_training_is_not_worse_than_the_reprojection_it_starts_from(toy: Path, tmp_path: Path) -> None:
     from pose2rgbd.evaluation import evaluate
 

@@ -202,6 +202,9 @@ def export_onnx(
     family = loaded.family
     if family.engine is None:
         raise CheckpointError(f"{loaded.where}: model kind {loaded.kind!r} is not served by any engine: no export")
+    why_not = getattr(loaded.model, "onnx_unsupported", None)  # a model class says why it has no ONNX graph
+    if why_not:
+        raise CheckpointError(f"{loaded.where}: a {loaded.kind!r} model cannot be exported to ONNX: {why_not}")
     model = copy.deepcopy(loaded.model).cpu().float().eval()
     names_all = serving_output_names(model)
     x1 = example_input(model, 1, seed=seed)

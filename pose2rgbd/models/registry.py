@@ -30,6 +30,7 @@ _BUILTIN: dict[str, str] = {
     "toy-localizer": "pose2rgbd.inference.testing_localize",  # for tests and benchmarks of serving
     "posegan": "pose2rgbd.methods.posegan",
     "selfsup-depth": "pose2rgbd.methods.selfsup_depth",
+    "hybrid": "pose2rgbd.methods.hybrid",
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}

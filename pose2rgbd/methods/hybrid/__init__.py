@@ -1,0 +1,29 @@
+"""Hybrid warp-and-fill (beyond the paper): the nearest training RGB-D frames warped into the query pose, filled
+and corrected by a network.
+
+``FAMILY`` is its registry entry (kind ``hybrid``): config :class:`HybridConfig` (presets ``hybrid``,
+``hybrid-lite``), builder :func:`build_model`, trained on pose -> image pairs with depth by
+:func:`pose2rgbd.methods.hybrid.recipe.prepare`, served by the render engine (not exportable to ONNX). Importing
+this package imports torch.
+"""
+
+from __future__ import annotations
+
+from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
+from pose2rgbd.methods.hybrid.net import FillUNet, HybridNet, build_model
+from pose2rgbd.methods.hybrid.warp import splat_keyframes
+from pose2rgbd.models.registry import ModelFamily
+
+FAMILY = ModelFamily(
+    kind="hybrid",
+    config_cls=HybridConfig,
+    build=build_model,
+    presets=PRESETS,
+    default_preset="hybrid",
+    data="pose_to_image",
+    engine="render",
+    train="pose2rgbd.methods.hybrid.recipe:prepare",
+    description="hybrid warp-and-fill: nearest training RGB-D frames warped into the pose, filled by a network",
+)
+
+__all__ = ["FAMILY", "PRESETS", "FillUNet", "HybridConfig", "HybridNet", "build_model", "splat_keyframes"]

@@ -1,0 +1,120 @@
+"""Configuration of the hybrid warp-and-fill model (one schema for the CLI, YAML files and checkpoints)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pose2rgbd.config import help_field
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.encoding import ENCODINGS, encoding_dim
+from pose2rgbd.methods.pose2rgbd.config import DEFAULT_TRUNK, MAX_SIZE, MIN_SIZE, Pose2RGBDConfig
+
+LOSSES: tuple[str, ...] = ("mse", "l1")
+HOLE_DEPTHS: tuple[str, ...] = ("nearest", "learned")
+
+
+@dataclass
+class HybridConfig:
+    """Hybrid warp-and-fill: the nearest training RGB-D frames (a keyframe store saved with the weights) splatted
+    into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and corrects."""
+
+    preset: str = help_field("hybrid", "preset name (recorded in checkpoints and reports)")
+    encoding: str = help_field("6dof-quat", "pose input of the decoder: 6dof-euler or 6dof-quat")
+    size: int = help_field(64, "square output resolution, a power of two in [64, 512]")
+    # the pose decoder (a Pose2RGBD Base network, methods/pose2rgbd/net.py)
+    dense_channels: int = help_field(1024, "decoder: channels of the 4x4 map made by the dense layer from the pose")
+    trunk_channels: list[int] = help_field(
+        list(DEFAULT_TRUNK), "decoder: transposed-conv channels per upsampling, at 512"
+    )
+    kernel_size: int = help_field(3, "decoder: kernel of the transposed convolutions (3 or 4)")
+    decoder_loss_weight: float = help_field(
+        0.5, "weight of the decoder's own RGB / depth losses next to the final output's (0: trained only through fill)"
+    )
+    # the keyframe store and the warp
+    neighbours: int = help_field(
+        3, "keyframes warped into each query pose (nearest first, as the reprojection baseline)"
+    )
+    max_keyframes: int = help_field(
+        4000, "most training frames kept in the store (saved in the checkpoint; a larger training split is subsampled "
+        "evenly in time); a checkpoint holds about 5 bytes per pixel per keyframe"
+    )  # fmt: skip
+    exclude_window: int = help_field(
+        30,
+        "training: a query never warps its own frame nor frames of the same source within this many frames of it, "
+        "so the network learns to fill from farther views as on unseen routes (0: only the frame itself)",
+    )
+    exclude_random: bool = help_field(
+        True, "training: draw each query's window uniformly from 0..exclude_window (False: always exclude_window)"
+    )
+    # the fill network
+    fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
+    fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
+    hole_depth: str = help_field(
+        "nearest",
+        "depth where no keyframe point lands: nearest (the nearest keyframe's, as the reprojection baseline) | "
+        "learned (corrected by the fill network like the rest)",
+    )
+    loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
+    depth_max: float = help_field(
+        0.0, "cap of the depth range in metres, fitted once on the training split (0: set by depth_max_percentile)"
+    )
+    depth_max_percentile: float = help_field(
+        99.0, "depth range maximum = this percentile of the training depths (100: plain min-max)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"model.encoding {self.encoding!r} is not one of {list(ENCODINGS)}")
+        s = int(self.size)
+        if s < MIN_SIZE or s > MAX_SIZE or s & (s - 1):
+            raise ConfigError(f"model.size {self.size} must be a power of two in [{MIN_SIZE}, {MAX_SIZE}]")
+        if self.kernel_size not in (3, 4):
+            raise ConfigError(f"model.kernel_size {self.kernel_size} must be 3 or 4")
+        if not 1 <= int(self.neighbours) <= 16:
+            raise ConfigError(f"model.neighbours {self.neighbours} must be in 1..16")
+        if int(self.max_keyframes) < 1:
+            raise ConfigError(f"model.max_keyframes {self.max_keyframes} must be >= 1")
+        if int(self.exclude_window) < 0:
+            raise ConfigError(f"model.exclude_window {self.exclude_window} must be >= 0 (0: only the frame itself)")
+        if not 4 <= int(self.fill_channels) <= 256:
+            raise ConfigError(f"model.fill_channels {self.fill_channels} must be in 4..256")
+        if not 0 <= int(self.fill_levels) <= 4 or s >> int(self.fill_levels) < 8:
+            raise ConfigError(f"model.fill_levels {self.fill_levels} must be in 0..4 (and leave at least 8x8)")
+        if self.hole_depth not in HOLE_DEPTHS:
+            raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"model.loss {self.loss!r} is not one of {list(LOSSES)}")
+        for name in ("decoder_loss_weight", "depth_max"):
+            v = float(getattr(self, name))
+            if not (v >= 0.0 and math.isfinite(v)):
+                raise ConfigError(f"model.{name} {getattr(self, name)} must be a finite number >= 0")
+        if not 0.0 < self.depth_max_percentile <= 100.0:
+            raise ConfigError(f"model.depth_max_percentile {self.depth_max_percentile} must be in (0, 100]")
+        self.decoder_config()  # the decoder's own checks (trunk widths)
+
+    @property
+    def input_dim(self) -> int:
+        return encoding_dim(self.encoding)
+
+    def decoder_config(self) -> Pose2RGBDConfig:
+        """The Pose2RGBD Base network that renders RGB-D from the pose alone."""
+        return Pose2RGBDConfig(
+            preset="base",
+            outputs="rgbd",
+            encoding=self.encoding,
+            size=int(self.size),
+            dense_channels=int(self.dense_channels),
+            trunk_channels=[int(c) for c in self.trunk_channels],
+            kernel_size=int(self.kernel_size),
+            depth_max=self.depth_max,
+            depth_max_percentile=self.depth_max_percentile,
+        )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "hybrid": {"preset": "hybrid"},
+    # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further
+    "hybrid-lite": {"preset": "hybrid-lite", "dense_channels": 256, "trunk_channels": [64, 32, 32, 16, 16, 16]},
+}

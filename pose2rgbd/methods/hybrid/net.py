@@ -1,0 +1,386 @@
+"""The hybrid warp-and-fill network: keyframe store + forward warp + Pose2RGBD decoder + fill U-Net.
+
+``forward(pose (B, D) normalized)`` -- the same input and output dict as
+:class:`~pose2rgbd.methods.pose2rgbd.net.Pose2RGBDNet`, so the render engine, evaluation, the render node and the
+experiments serve it unchanged:
+
+1. the pose is denormalized to ``T_world_cam`` (the model's own pose normalization, as the engine gave it);
+2. the ``neighbours`` keyframes nearest to it (:class:`~pose2rgbd.geometry.coverage.PoseSet` distance: metres +
+   ``rot_weight_m`` x radians, the nearest-pose baseline's) are forward-splatted into it with their metric depth,
+   z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes`); pixels no keyframe reaches (holes) take
+   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
+3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
+4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
+   outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its
+   last convolution starts at zero, so an untrained model answers the reprojection baseline (up to sky, which is
+   splatted instead of filled, and float16 depth) and training only has to learn the corrections.
+
+Outputs: ``"rgb"`` ``(B, 3, S, S)`` (about [-1, 1]; clipped when converted), ``"depth"`` ``(B, 1, S, S)``
+normalized by the model's depth range, ``"confidence"`` ``(B, 1, S, S)`` = 1 where a keyframe point landed, 0 in
+holes; and for training ``"decoder_rgb"`` / ``"decoder_depth"``.
+
+The keyframe store (training frames only: RGB uint8, depth float16 metres, poses, intrinsics, source / time
+position for the training exclusion) consists of persistent buffers, so it travels in every checkpoint; its size
+is set by the recipe and restored on load (:meth:`HybridNet._load_from_state_dict` resizes the buffers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.methods.hybrid.config import HybridConfig
+from pose2rgbd.methods.hybrid.warp import splat_keyframes
+from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
+from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.interfaces import PoseToImage
+from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+
+FILL_INPUTS = 10  # decoder RGB 3 + depth 1, warped RGB 3 + depth 1, valid 1, hits 1
+
+# keyframe store buffers: name -> (dtype, shape after the keyframe count N)
+_STORE: dict[str, tuple[torch.dtype, tuple[str, ...]]] = {
+    "kf_rgb": (torch.uint8, ("H", "W", "3")),
+    "kf_depth": (torch.float16, ("H", "W")),
+    "kf_T": (torch.float64, ("4", "4")),
+    "kf_source": (torch.int64, ()),
+    "kf_pos": (torch.int64, ()),
+    "kf_index": (torch.int64, ()),
+}
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+class FillUNet(nn.Module):
+    """A small U-Net: ``levels`` stride-2 stages of two 3x3 convolutions (widths c, 2c, 4c, ...), bilinear
+    upsampling with skip connections, a zero-initialized 3x3 output convolution (4 channels: RGB + depth)."""
+
+    def __init__(self, cin: int, channels: int, levels: int) -> None:
+        super().__init__()
+        c = int(channels)
+        self.stem = nn.Sequential(_conv(cin, c), _conv(c, c))
+        widths = [c * 2**i for i in range(levels + 1)]
+        self.down = nn.ModuleList(
+            nn.Sequential(_conv(widths[i], widths[i + 1], 2), _conv(widths[i + 1], widths[i + 1]))
+            for i in range(levels)
+        )
+        self.up = nn.ModuleList(_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels)))
+        self.out = nn.Conv2d(c, 4, 3, padding=1)
+        with torch.no_grad():  # the residual starts at zero: the untrained model answers the warped frames
+            self.out.weight.zero_()
+            self.out.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for stage in self.down:
+            skips.append(stage(skips[-1]))
+        y = skips.pop()
+        for stage in self.up:
+            s = skips.pop()
+            y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            y = stage(torch.cat([y, s], dim=1))
+        return self.out(y)  # type: ignore[no-any-return]
+
+
+class HybridNet(PoseToImage, ModelBase):
+    """Hybrid warp-and-fill model (see the module docstring). Build with :func:`build_model`."""
+
+    kind = "hybrid"
+    # the forward pass selects keyframes in numpy and splats with data-dependent scatters: no ONNX graph
+    onnx_unsupported = (
+        "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
+        "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint with the torch backend"
+    )
+
+    kf_rgb: torch.Tensor
+    kf_depth: torch.Tensor
+    kf_T: torch.Tensor
+    kf_source: torch.Tensor
+    kf_pos: torch.Tensor
+    kf_index: torch.Tensor
+    kf_K: torch.Tensor
+    rot_weight_m: torch.Tensor
+    depth_range: torch.Tensor
+
+    def __init__(
+        self,
+        config: HybridConfig,
+        depth_normalizer: DepthNormalizer | None = None,
+        pose_normalizer: PoseNormalizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.init_pose_normalization(config.encoding, pose_normalizer)
+        self.decoder = Pose2RGBDNet(config.decoder_config())
+        self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels)
+        dn = depth_normalizer or DepthNormalizer(0.0, 1.0)
+        self.register_buffer("depth_range", torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
+        self.register_buffer("kf_K", torch.eye(3, dtype=torch.float64))
+        self.register_buffer("rot_weight_m", torch.tensor(10.0, dtype=torch.float64))
+        self._alloc_store(0)
+
+    # -- keyframe store ------------------------------------------------------------------------------------
+    def _alloc_store(self, n: int) -> None:
+        S = int(self.config.size)
+        dims = {"H": S, "W": S, "3": 3, "4": 4}
+        for name, (dtype, shape) in _STORE.items():
+            self.register_buffer(name, torch.zeros((n, *(dims[s] for s in shape)), dtype=dtype))
+
+    @property
+    def n_keyframes(self) -> int:
+        return int(self.kf_T.shape[0])
+
+    def set_keyframes(
+        self,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        T_world_cam: np.ndarray,
+        camera: PinholeCamera,
+        *,
+        source_id: np.ndarray,
+        seq_pos: np.ndarray,
+        index: np.ndarray,
+        rot_weight_m: float,
+    ) -> None:
+        """Fill the store: ``rgb`` ``(N, S, S, 3)`` uint8, ``depth`` ``(N, S, S)`` metres (NaN invalid, +inf sky),
+        poses ``(N, 4, 4)``, the camera at the model's size, per frame its source id, position in time within the
+        source and dataset index; ``rot_weight_m`` the pose distance's metres per radian."""
+        S = int(self.config.size)
+        n = len(T_world_cam)
+        if n == 0:
+            raise ConfigError("the hybrid keyframe store needs at least one training frame")
+        if (camera.width, camera.height) != (S, S):
+            raise ConfigError(f"keyframe camera is {camera.width}x{camera.height}, the model renders {S}x{S}")
+        rgb_a = np.asarray(rgb)
+        depth_a = np.asarray(depth, dtype=np.float32)
+        if rgb_a.shape != (n, S, S, 3) or rgb_a.dtype != np.uint8 or depth_a.shape != (n, S, S):
+            raise ConfigError(
+                f"keyframes: expected rgb uint8 ({n}, {S}, {S}, 3) and depth ({n}, {S}, {S}), got "
+                f"{rgb_a.dtype} {rgb_a.shape} and {depth_a.shape}"
+            )
+        dev = self.kf_K.device
+        self._alloc_store(n)
+        with torch.no_grad():
+            self.kf_rgb.copy_(torch.from_numpy(np.ascontiguousarray(rgb_a)))
+            self.kf_depth.copy_(torch.from_numpy(depth_a).to(torch.float16))  # > 65504 m -> +inf (sky)
+            self.kf_T.copy_(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64).reshape(n, 4, 4)))
+            self.kf_source.copy_(torch.as_tensor(np.asarray(source_id, dtype=np.int64).reshape(n)))
+            self.kf_pos.copy_(torch.as_tensor(np.asarray(seq_pos, dtype=np.int64).reshape(n)))
+            self.kf_index.copy_(torch.as_tensor(np.asarray(index, dtype=np.int64).reshape(n)))
+            self.kf_K.copy_(torch.as_tensor(np.asarray(camera.K, dtype=np.float64)))
+            self.rot_weight_m.fill_(float(rot_weight_m))
+        for name in _STORE:
+            self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Resize the store buffers to the saved keyframe count before the usual copy (a fresh model has none)."""
+        key = prefix + "kf_T"
+        if key in state_dict:
+            n = int(state_dict[key].shape[0])
+            if n != self.n_keyframes:
+                dev = self.kf_K.device
+                self._alloc_store(n)
+                for name in _STORE:
+                    self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _pose_set(self) -> PoseSet:
+        """The store's poses as a :class:`PoseSet` (rebuilt only when the store changed)."""
+        key = (self.kf_T._version, self.kf_T.data_ptr(), self.n_keyframes, float(self.rot_weight_m))
+        cached = self.__dict__.get("_pose_set_cache")
+        if cached is None or cached[0] != key:
+            ps = PoseSet(self.kf_T.detach().cpu().numpy(), rot_weight_m=float(self.rot_weight_m))
+            cached = (key, ps, self.kf_source.cpu().numpy(), self.kf_pos.cpu().numpy())
+            self.__dict__["_pose_set_cache"] = cached
+        return cached[1]  # type: ignore[no-any-return]
+
+    def select_keyframes(
+        self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The store rows of the ``neighbours`` keyframes nearest each query ``(B, 4, 4)``, nearest first, and
+        which of them may be used ``(B, k)`` bool. ``exclude = (source_id (B,), seq_pos (B,), window (B,))``
+        removes, per query, the keyframes of its source within ``window`` frames of it (training)."""
+        if self.n_keyframes == 0:
+            raise ConfigError(
+                "the hybrid model's keyframe store is empty: train it with `pose2rgbd train --method hybrid` (the "
+                "recipe fills the store from the training split) or load a trained checkpoint"
+            )
+        ps = self._pose_set()
+        _, _, src, pos = self.__dict__["_pose_set_cache"]
+        d = ps.distances(T_world_cam)  # (B, N): metres + rot_weight_m * radians (the baseline's distance)
+        if exclude is not None:
+            q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
+            d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
+        k = min(int(self.config.neighbours), d.shape[1])
+        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
+        order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
+        rows = np.take_along_axis(part, order, axis=1)
+        return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+
+    # -- depth range ---------------------------------------------------------------------------------------
+    @property
+    def depth_normalizer(self) -> DepthNormalizer:
+        lo, hi = (float(v) for v in self.depth_range.tolist())
+        return DepthNormalizer(lo, hi)
+
+    def set_depth_normalizer(self, dn: DepthNormalizer) -> None:
+        self.depth_range.copy_(torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
+        self.decoder.set_depth_normalizer(dn)
+
+    # -- serving transforms (PoseToImage) --------------------------------------------------------------------
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return (int(self.config.size), int(self.config.size))
+
+    @property
+    def has_rgb(self) -> bool:
+        return True
+
+    @property
+    def has_depth(self) -> bool:
+        return True
+
+    @property
+    def depth_range_m(self) -> tuple[float, float] | None:
+        dn = self.depth_normalizer
+        return (dn.min_m, dn.max_m)
+
+    def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
+        return self.depth_normalizer.denormalize(depth)  # type: ignore[no-any-return]
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def _poses(self, pose: torch.Tensor) -> np.ndarray:
+        """``(B, 4, 4)`` float64 poses from the normalized network input (non-finite rows -> identity)."""
+        T: np.ndarray = self.pose_normalizer.denormalize(pose.detach().float().cpu().numpy())
+        bad = ~np.isfinite(T).all(axis=(1, 2))
+        T[bad] = np.eye(4)
+        return T
+
+    def warp(
+        self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The reprojection answer for the query poses: ``rgb`` ``(B, 3, S, S)`` in [-1, 1] and ``depth``
+        ``(B, 1, S, S)`` normalized (holes filled from the nearest usable keyframe; NaN -> 1), ``valid`` and
+        ``hits`` ``(B, 1, S, S)``."""
+        rows, usable = self.select_keyframes(T_world_cam, exclude)
+        dev = self.kf_K.device
+        B, k = rows.shape
+        r = torch.from_numpy(rows).to(dev)
+        rgb = self.kf_rgb[r].permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, S, S)
+        depth = self.kf_depth[r].float()[:, :, None]  # (B, k, 1, S, S)
+        T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
+        T_q_src = T_q[:, None] @ self.kf_T[r]
+        use = torch.from_numpy(usable).to(dev)
+        dn = self.depth_normalizer
+        with torch.autocast(dev.type, enabled=False):
+            w_rgb, w_d, valid, hits = splat_keyframes(rgb, depth, T_q_src, self.kf_K, far_m=dn.max_m, usable=use)
+        # holes: the nearest usable keyframe's own pixel (the reprojection baseline's fill)
+        first = torch.from_numpy(usable.argmax(axis=1)).to(dev)
+        any_use = torch.from_numpy(usable.any(axis=1)).to(dev)[:, None, None, None]
+        b = torch.arange(B, device=dev)
+        near_rgb = torch.where(any_use, rgb[b, first], torch.zeros_like(rgb[:, 0]))
+        near_d = torch.where(any_use, depth[b, first], torch.full_like(depth[:, 0], float("nan")))
+        f_rgb = torch.where(valid, w_rgb, near_rgb)
+        f_d = dn.normalize(torch.where(valid, w_d.float(), near_d))
+        f_d = torch.where(torch.isnan(f_d), torch.ones_like(f_d), f_d)
+        return {"rgb": f_rgb, "depth": f_d, "valid": valid, "hits": hits / float(k)}
+
+    def _correct_depth(self, depth_n: torch.Tensor, log_scale: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The warped depth (normalized) scaled by ``exp(log_scale)`` in metres, normalized again. A relative
+        correction: an additive one in normalized units moved near depths by metres at every optimizer step (one
+        normalized unit is half the depth range, hundreds of metres outdoors), which cost more than it fixed.
+        With ``hole_depth`` ``nearest`` only pixels a keyframe point landed on are corrected; holes keep the
+        nearest keyframe's depth (measured: a learned hole depth doubled the hole error after 93 steps)."""
+        dn = self.depth_normalizer
+        metres = dn.denormalize(depth_n.float()).clamp_min(max(dn.min_m, 1e-3))
+        out = dn.normalize(metres * torch.exp(log_scale.float().clamp(-4.0, 4.0)))
+        if self.config.hole_depth == "nearest":
+            out = torch.where(valid, out, depth_n.float())
+        return out  # type: ignore[no-any-return]
+
+    def forward(
+        self,
+        pose: torch.Tensor,
+        T_world_cam: np.ndarray | None = None,
+        exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
+        w = self.warp(T, exclude)
+        dec = self.decoder(pose)
+        valid = w["valid"].to(dec["rgb"].dtype)
+        x = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], valid, w["hits"]], dim=1)
+        res = self.fill(x.to(dec["rgb"].dtype))
+        return {
+            "rgb": w["rgb"] + res[:, :3],
+            "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"]),
+            "confidence": w["valid"].float(),
+            "decoder_rgb": dec["rgb"],
+            "decoder_depth": dec["depth"],
+        }
+
+    # -- model contract ------------------------------------------------------------------------------------
+    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        T = batch.get("T_world_cam")
+        T_np = None if T is None else T.detach().cpu().numpy().astype(np.float64)
+        exclude = None
+        if self.training and "source_id" in batch and "seq_pos" in batch:
+            n = len(batch["pose"])
+            w = int(self.config.exclude_window)
+            random = self.config.exclude_random  # torch generator: seeded by the trainer
+            window = torch.randint(0, w + 1, (n,)).numpy() if random else np.full(n, w)
+            exclude = (batch["source_id"].cpu().numpy(), batch["seq_pos"].cpu().numpy(), window)
+        return self(batch["pose"], T_np, exclude)  # type: ignore[no-any-return]
+
+    def _image_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        err = (pred.float() - target) ** 2 if self.config.loss == "mse" else (pred.float() - target).abs()
+        if mask is None:
+            return err.mean()
+        m = mask.float().expand_as(err)
+        return (err * m).sum() / m.sum().clamp_min(1.0)
+
+    def get_loss_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        d = batch["depth"].float()
+        valid = ~torch.isnan(d)
+        t = self.depth_normalizer.normalize(torch.where(valid, d, torch.zeros_like(d)))
+        rgb = batch["rgb"].float()
+        losses = {
+            "rgb_loss": self._image_loss(outputs["rgb"], rgb),
+            "depth_loss": self._image_loss(outputs["depth"], t, valid),
+        }
+        w = float(self.config.decoder_loss_weight)
+        if w > 0:
+            losses["decoder_rgb_loss"] = w * self._image_loss(outputs["decoder_rgb"], rgb)
+            losses["decoder_depth_loss"] = w * self._image_loss(outputs["decoder_depth"], t, valid)
+        return losses
+
+    @torch.no_grad()
+    def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
+        """Cheap batch metrics in data units (the full evaluation lives in pose2rgbd.evaluation)."""
+        m: dict[str, Any] = {"rgb_mae_px": (outputs["rgb"].float().clamp(-1, 1) - batch["rgb"]).abs().mean() * 127.5}
+        gt = batch["depth"].float()
+        dn = self.depth_normalizer
+        fin = torch.isfinite(gt) & (gt <= dn.max_m)
+        if bool(fin.any()):
+            m["depth_mae"] = (dn.denormalize(outputs["depth"].float()) - gt)[fin].abs().mean()
+        m["hole_fraction"] = 1.0 - outputs["confidence"].float().mean()
+        return m
+
+
+def build_model(
+    cfg: HybridConfig,
+    depth_normalizer: DepthNormalizer | None = None,
+    pose_normalizer: PoseNormalizer | None = None,
+) -> HybridNet:
+    """A hybrid network for ``cfg`` with an empty keyframe store (the recipe fills it; a checkpoint load restores
+    it). ``model(pose)`` returns ``"rgb"``, ``"depth"``, ``"confidence"``, ``"decoder_rgb"``, ``"decoder_depth"``
+    (see :class:`HybridNet`)."""
+    return HybridNet(cfg, depth_normalizer, pose_normalizer)

@@ -1,0 +1,245 @@
+"""The hybrid warp-and-fill model kind: the torch splat against the numpy reprojection baseline on an analytic
+scene, outputs, the keyframe store (training frames only, the query and its neighbours left out in training),
+2-step training through the CLI, checkpoint round trip, serving through the render engine, ONNX refusal, and a
+short training run that must not be worse than the reprojection baseline it starts from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pose2rgbd.errors import CheckpointError
+from pose2rgbd.evaluation.reprojection import reproject_nearest, splat
+from pose2rgbd.experiments.toy import make_toy_dataset
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
+from pose2rgbd.methods.hybrid import HybridConfig, build_model, splat_keyframes
+from pose2rgbd.methods.hybrid.recipe import sequence_positions, store_indices
+from pose2rgbd.models import DepthNormalizer, PoseNormalizer, load_checkpoint
+from pose2rgbd.models.registry import get_family
+from pose2rgbd.training import TrainConfig, train
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def plane():
+    ck = make_ground_plane_checkpoint(SIZE, hfov_deg=90.0)
+    return ck, ck.camera
+
+
+def _render(ck, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = render_ground_plane(ck, np.asarray(T).reshape(-1, 4, 4))
+    return out["rgb"], out["depth"].astype(np.float32)
+
+
+def _sources_and_query() -> tuple[np.ndarray, np.ndarray]:
+    src = np.stack([look_down_pose(0.0, 0.0, 25.0, yaw=0.0), look_down_pose(6.0, 2.0, 24.0, yaw=0.3)])
+    return src, look_down_pose(3.0, 1.0, 22.0, yaw=0.15)
+
+
+def test_torch_splat_reproduces_the_numpy_reprojection_baseline(plane) -> None:
+    ck, cam = plane
+    src, query = _sources_and_query()
+    rgbs, ds = _render(ck, src)
+    ref_rgb, ref_d, ref_valid = splat(rgbs, ds, src, cam, query, cam)
+    assert 0.5 < ref_valid.mean() < 1.0  # some holes: the comparison covers both
+    rgb_t = torch.from_numpy(rgbs).permute(0, 3, 1, 2).float()[None]
+    d_t = torch.from_numpy(ds)[None, :, None]
+    T_q_src = torch.from_numpy(np.linalg.inv(query)[None] @ src)[None]
+    rgb, depth, valid, hits = splat_keyframes(rgb_t, d_t, T_q_src, torch.from_numpy(cam.K), far_m=100.0)
+    v = valid[0, 0].numpy()
+    assert (v != ref_valid).mean() < 0.002  # rounding at exact half pixels may differ on a few pixels
+    both = v & ref_valid
+    np.testing.assert_allclose(depth[0, 0].numpy()[both], ref_d[both], rtol=1e-4)
+    same_rgb = (rgb[0].permute(1, 2, 0).numpy().round().astype(np.uint8) == ref_rgb).all(axis=-1)
+    assert same_rgb[both].mean() > 0.995
+    assert np.isnan(depth[0, 0].numpy()[~v]).all()
+    assert hits.max() == 2 and (hits[0, 0].numpy()[v] >= 1).all()
+    # a keyframe marked unusable splats nothing
+    _, _, v1, _ = splat_keyframes(
+        rgb_t, d_t, T_q_src, torch.from_numpy(cam.K), far_m=100.0, usable=torch.tensor([[True, False]])
+    )
+    only0 = splat(rgbs[:1], ds[:1], src[:1], cam, query, cam)[2]
+    assert (v1[0, 0].numpy() != only0).mean() < 0.002
+
+
+def _plane_model(plane, n_key: int = 6, **cfg) -> tuple:
+    """A hybrid model (untrained) whose store holds ground-plane frames along a line."""
+    ck, cam = plane
+    model = build_model(
+        HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6, **cfg),
+        pose_normalizer=PoseNormalizer("6dof-quat", [-50, -50, 5, -1, -1, -1, 0], [50, 50, 60, 1, 1, 1, 1]),
+    )
+    model.set_depth_normalizer(DepthNormalizer(0.0, 80.0))
+    T = np.stack([look_down_pose(2.0 * i, 0.5 * i, 24.0, yaw=0.05 * i) for i in range(n_key)])
+    rgb, depth = _render(ck, T)
+    model.set_keyframes(
+        rgb, depth, T, cam, source_id=np.zeros(n_key), seq_pos=np.arange(n_key), index=np.arange(n_key),
+        rot_weight_m=20.0,
+    )  # fmt: skip
+    return model.eval(), T
+
+
+def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane) -> None:
+    ck, cam = plane
+    model, T = _plane_model(plane)
+    query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
+    x, _ = model.poses_to_input(query)
+    with torch.no_grad():
+        out = model(x)
+    for k in ("rgb", "depth", "confidence", "decoder_rgb", "decoder_depth"):
+        assert out[k].shape[:1] == (1,) and out[k].shape[-2:] == (SIZE, SIZE), k
+    arrays = model.outputs_to_arrays(out)
+    # the reprojection baseline with the same neighbours (PoseSet distance, nearest first), holes filled
+    rows, _ = model.select_keyframes(query)
+    assert len(rows[0]) == 3 and rows[0][0] == 2  # x = 3.1 is nearest the keyframe at x = 4 ... and 2
+    rgb_k, d_k = _render(ck, T[rows[0]])
+    ref = reproject_nearest(rgb_k, d_k, T[rows[0]], cam, query[0], fill="nearest")
+    assert np.abs(arrays["rgb"].astype(int)[0] - ref.rgb).max() <= 1
+    np.testing.assert_allclose(arrays["depth"][0], ref.depth, rtol=2e-3, atol=0.05)  # depth stored as float16
+    np.testing.assert_array_equal(arrays["confidence"][0] > 0.5, ref.valid)
+    # and the reprojection is a real answer: far closer to the truth than the nearest keyframe alone
+    truth, _ = _render(ck, query)
+    assert np.abs(arrays["rgb"][0].astype(int) - truth[0]).mean() < 0.5 * np.abs(rgb_k[0].astype(int) - truth[0]).mean()
+
+
+def test_training_exclusion_leaves_out_the_query_and_its_neighbours(plane) -> None:
+    model, T = _plane_model(plane, n_key=8, neighbours=2)
+    rows, usable = model.select_keyframes(T[3:4])
+    assert rows[0][0] == 3 and usable.all()  # without exclusion a keyframe's own pose is its nearest
+    rows, usable = model.select_keyframes(T[3:4], (np.array([0]), np.array([3]), np.array([0])))
+    assert 3 not in rows[0] and usable.all()
+    rows, usable = model.select_keyframes(T[3:4], (np.array([0]), np.array([3]), np.array([2])))
+    assert not set(rows[0]) & {1, 2, 3, 4, 5} and usable.all()
+    assert set(rows[0]) == {0, 6}
+    # another source is never excluded
+    rows, _ = model.select_keyframes(T[3:4], (np.array([1]), np.array([3]), np.array([2])))
+    assert rows[0][0] == 3
+    # everything excluded: the frames are returned but marked unusable, and the warp has only holes
+    rows, usable = model.select_keyframes(T[3:4], (np.array([0]), np.array([3]), np.array([10])))
+    assert not usable.any()
+    w = model.warp(T[3:4], (np.array([0]), np.array([3]), np.array([10])))
+    assert not w["valid"].any() and torch.isfinite(w["depth"]).all()
+
+
+def test_store_positions_and_subsampling() -> None:
+    pos = sequence_positions(np.array([1, 0, 1, 0, 0]), np.array([5, 9, 1, 3, 4]))
+    np.testing.assert_array_equal(pos, [1, 2, 0, 0, 1])
+    keep = store_indices(np.arange(100, 200), 10)
+    assert len(keep) == 10 and keep[0] == 100 and keep[-1] == 199
+    np.testing.assert_array_equal(store_indices(np.array([5, 2]), 10), [2, 5])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("hyb") / "ds", n_survey=30, n_route=8, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def trained(toy: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-step run through the CLI (`pose2rgbd train --method hybrid`), random three-way split."""
+    from pose2rgbd.cli.main import main
+
+    out = tmp_path_factory.mktemp("hybrun") / "run"
+    rc = main(
+        [
+            "train", "--method", "hybrid", "--preset", "hybrid-lite", "--dataset", str(toy), "--out", str(out),
+            "--cache-root", str(toy.parent / "cache"), "--set", "model.size=64", "--set", "train.split=random",
+            "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "train.epochs=1",
+            "--set", "train.device=cpu", "--set", "train.progress=false", "--set", "train.tensorboard=false",
+            "--set", "train.recalibrate_bn=false", "--set", "train.val_fraction=0.2",
+            "--set", "train.test_fraction=0.2",
+            "--set", "model.max_keyframes=12",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_two_step_cli_train_and_store_holds_training_frames_only(trained: Path) -> None:
+    import json
+
+    ck = load_checkpoint(trained / "last.pt")
+    assert ck.kind == "hybrid" and ck.step == 2 and ck.model_config.preset == "hybrid-lite"
+    split = json.loads((trained / "split.json").read_text())
+    kept = set(ck.model.kf_index.tolist())
+    assert len(kept) == 12 == ck.model.n_keyframes  # subsampled to max_keyframes
+    assert kept <= set(split["train"])
+    assert not kept & (set(split["val"]) | set(split["test"]))
+    log = (trained / "log.csv").read_text()
+    assert "decoder_rgb_loss" in log and "rgb_loss" in log
+
+
+def test_checkpoint_round_trip_renders_identically_and_the_engine_serves_it(
+    trained: Path, toy: Path, tmp_path: Path
+) -> None:
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.models import save_checkpoint
+
+    a = load_checkpoint(trained / "last.pt")  # a fresh model (empty store) resized to the saved keyframes
+    assert a.model.n_keyframes == 12
+    cache = build_cache(toy, SIZE, cache_root=toy.parent / "cache", progress=False)
+    kf = a.model.kf_index.numpy()
+    np.testing.assert_array_equal(a.model.kf_rgb.numpy(), cache.rgb[kf])
+    np.testing.assert_allclose(a.model.kf_depth.float().numpy(), cache.depth[kf], rtol=1e-3)  # float16
+    save_checkpoint(tmp_path / "copy.pt", a.model, dataset_fingerprint=a.dataset_fingerprint, camera=a.camera)
+    b = load_checkpoint(tmp_path / "copy.pt")
+    T = cache.T_world_cam[[1, 7, 33]]
+    ea = RenderEngine(EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0), a)
+    eb = RenderEngine(EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0), b)
+    ra, rb = ea.render(T), eb.render(T)
+    np.testing.assert_array_equal(ra.rgb, rb.rgb)
+    np.testing.assert_array_equal(ra.depth, rb.depth)
+    # the serving engine as the render node builds it (BatchNorm folded, channels-last, warm-up) serves it too
+    served = RenderEngine.from_config(EngineConfig(checkpoint=str(trained / "last.pt"), device="cpu"))
+    r = served.render(T)
+    assert r.rgb.shape == (3, SIZE, SIZE, 3) and r.depth.shape == (3, SIZE, SIZE) and r.confidence is not None
+    assert np.abs(r.rgb.astype(int) - ra.rgb).max() <= 2
+    assert np.nanmax(np.abs(r.depth - ra.depth)) < 0.5
+    assert r.coverage_m is not None
+
+
+def test_onnx_export_is_refused_with_a_reason(trained: Path, tmp_path: Path) -> None:
+    from pose2rgbd.models.export import export_onnx
+
+    with pytest.raises(CheckpointError, match=r"cannot be exported to ONNX.*torch backend"):
+        export_onnx(load_checkpoint(trained / "last.pt"), tmp_path / "h.onnx")
+    assert not (tmp_path / "h.onnx").exists()
+
+
+def test_config_checks_and_presets() -> None:
+    fam = get_family("hybrid")
+    assert set(fam.presets) == {"hybrid", "hybrid-lite"}
+    for size in (64, 512):
+        assert fam.make_config("hybrid", size=size).decoder_config().size == size
+    from pose2rgbd.errors import ConfigError
+
+    bads = ({"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"})
+    for bad in bads:
+        with pytest.raises(ConfigError):
+            fam.make_config("hybrid", **bad)
+
+
+@pytest.mark.slow  # trains and evaluates: 65 s on 2 loaded cores (not timed on a quiet machine)
+def test_short_training_is_not_worse_than_the_reprojection_it_starts_from(toy: Path, tmp_path: Path) -> None:
+    from pose2rgbd.evaluation import evaluate
+
+    fam = get_family("hybrid")
+    mc = fam.make_config(
+        "hybrid-lite", size=SIZE, dense_channels=32, trunk_channels=[16] * 6, fill_channels=8, exclude_window=3,
+        loss="l1",
+    )  # fmt: skip
+    tc = TrainConfig(
+        epochs=40, batch_size=4, max_steps=12, lr=1e-3, split="route", progress=False, tensorboard=False,
+        device="cpu", val_every=0, recalibrate_bn=False,
+    )  # fmt: skip
+    r = train("hybrid", toy, tmp_path / "run", mc, tc, cache_root=toy.parent / "cache")
+    res = evaluate(r.last, toy, "route", write_files=False, cache_root=toy.parent / "cache")
+    m, rp = res.metrics["model"], res.metrics["reprojection"]
+    # the residual starts at zero (the reprojection answer); a short training must not make it worse
+    assert m["rgb_mae_px"] <= rp["rgb_mae_px"] * 1.03, (m, rp)
+    assert m["depth_mae"] <= rp["depth_mae"] * 1.05, (m, rp)

@@ -67,7 +67,7 @@ def main() -> None:
     train_s = time.monotonic() - t0
     model = load_checkpoint(res.last).model
     fr = load_sequence_frames(ds, mc.width, mc.height)
-    out: dict = {"stride_setting": a.stride, "stride_used": int(model.config.stride), "steps": res.steps,
+    out: dict = {"stride_setting": a.stride, "stride_used": model.used_stride, "steps": res.steps,
                  "seconds": round(train_s, 1), "batch_size": a.batch_size, "extra": extra, "sources": {}}  # fmt: skip
     f = ds.frames
     for sid in np.unique(f.source_id):

@@ -115,13 +115,17 @@ def depth_spread(depth: torch.Tensor, min_depth: float, max_depth: float) -> dic
     (median depth). A network that found the far-plane solution (every disparity 0, depth = max_depth: no
     parallax, so warping changes nothing and the photometric loss no longer depends on depth) has
     ``log_std`` ~ 0 and ``at_max`` ~ 1."""
+    return {k: float(v) for k, v in depth_spread_tensors(depth, min_depth, max_depth).items()}
+
+
+def depth_spread_tensors(depth: torch.Tensor, min_depth: float, max_depth: float) -> dict[str, torch.Tensor]:
+    """:func:`depth_spread` as 0-d tensors on ``depth``'s device (no host synchronisation: per-step logging)."""
     d = depth.detach().float().reshape(depth.shape[0], -1).clamp_min(1e-12)
-    ld = d.log()
     return {
-        "log_std": float(ld.std(dim=1, unbiased=False).median()),
-        "at_max": float((d >= max_depth * (1.0 - SATURATION)).float().mean()),
-        "at_min": float((d <= min_depth * (1.0 + SATURATION)).float().mean()),
-        "depth_med": float(d.median()),
+        "log_std": d.log().std(dim=1, unbiased=False).median(),
+        "at_max": (d >= max_depth * (1.0 - SATURATION)).float().mean(),
+        "at_min": (d <= min_depth * (1.0 + SATURATION)).float().mean(),
+        "depth_med": d.median(),
     }
 
 
@@ -264,7 +268,8 @@ class SelfSupDepthNet(ModelBase):
     def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
         t = outputs["T_net"][:, :, :3, 3].norm(dim=-1)
         c = self.config
-        sp = depth_spread(disp_to_depth(outputs["disp/0"].detach(), c.min_depth, c.max_depth), c.min_depth, c.max_depth)
+        depth = disp_to_depth(outputs["disp/0"].detach(), c.min_depth, c.max_depth)
+        sp = depth_spread_tensors(depth, c.min_depth, c.max_depth)
         return {"t_len": t.mean().detach(), "depth_log_std": sp["log_std"], "depth_at_max": sp["at_max"],
                 "depth_med": sp["depth_med"]}  # fmt: skip
 

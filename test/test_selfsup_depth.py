@@ -454,3 +454,100 @@ def test_export_video_poses_with_the_colmap_backend(tmp_path: Path) -> None:
     assert np.allclose(ds.frames.T_world_cam[0], np.eye(4), atol=1e-6)
     summary = __import__("json").loads((out / "report" / "summary.json").read_text())
     assert summary["poses"]["per_source"]["0"]["registered"] == poses["per_source"]["0"]["registered"]
+
+
+# -- the far-plane collapse and the automatic stride ------------------------------------------------------------
+
+
+def _collapse_weights(path: Path) -> None:
+    """Make the depth heads of a checkpoint output disparity ~0 everywhere: depth = max_depth (the far plane)."""
+    data = torch.load(path, weights_only=True)
+    for k, v in data["state_dict"].items():
+        if k.startswith("depth_net.heads."):
+            data["state_dict"][k] = torch.full_like(v, -30.0) if k.endswith("bias") else torch.zeros_like(v)
+    torch.save(data, path)
+
+
+def test_depth_spread_tells_a_collapsed_depth_from_one_with_structure() -> None:
+    from pose2rgbd.methods.selfsup_depth.net import depth_spread, is_collapsed
+
+    _, d = render_plane(down_pose(0.0, 0.0, 10.0, (0.5, 0.0, 0.0)), CAM)  # a tilted view of a plane: depth varies
+    real = depth_spread(_t(d)[None, None], 0.1, 100.0)
+    assert real["log_std"] > 0.05 and real["at_max"] == 0.0 and not is_collapsed(real)
+    far = depth_spread(torch.full((2, 1, 8, 8), 100.0), 0.1, 100.0)
+    assert far["at_max"] == 1.0 and far["log_std"] < 1e-6 and is_collapsed(far)
+    flat = depth_spread(torch.full((2, 1, 8, 8), 3.0) + 1e-3 * torch.rand(2, 1, 8, 8), 0.1, 100.0)
+    assert flat["at_max"] == 0.0 and is_collapsed(flat)  # constant but not at a plane: no structure either
+
+
+def test_a_collapsed_model_is_reported_by_export_and_depth_train_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pose2rgbd.cli.depth import print_export
+    from pose2rgbd.methods.selfsup_depth.export import check_trained_depth, export_depth
+    from pose2rgbd.models.registry import get_family
+    from pose2rgbd.training.train import train
+
+    ds_path = _write_dataset(tmp_path / "ds", 10)
+    res = train("selfsup-depth", ds_path, tmp_path / "run", get_family("selfsup-depth").make_config("tiny"), _tc())
+    from pose2rgbd.models import load_checkpoint
+
+    assert load_checkpoint(res.last).model.used_stride == 2  # stride 0: ~1.85 px per frame -> 2 (recorded)
+    _collapse_weights(res.last)
+    spread, collapsed = check_trained_depth(ds_path, res.last, frames=4)
+    assert collapsed and spread["at_max"] > 0.99
+    out = export_depth(ds_path, res.last, tmp_path / "out", gps="off", progress=False)
+    assert out.collapsed and "collapsed" in out.warning
+    assert Dataset(out.path).manifest.extra["depth"]["spread"]["collapsed"] is True
+    print_export(out)
+    assert "WARNING" in capsys.readouterr().err
+
+
+def test_automatic_stride_is_larger_for_a_slow_far_flight_than_a_fast_near_one() -> None:
+    from pose2rgbd.dataset.sequences import expected_motion_px, stride_for_motion
+
+    f = 83.4  # 128 px wide, 75 deg horizontal field of view
+    slow_far = stride_for_motion(expected_motion_px(4.8, 10.0, 68.0, f))  # ~0.6 px per frame
+    fast_near = stride_for_motion(expected_motion_px(15.0, 10.0, 20.0, f))  # ~6 px per frame
+    assert fast_near == 1 and slow_far == 6
+    assert stride_for_motion(0.0) == 10 and stride_for_motion(0.2, max_stride=4) == 4
+    with pytest.raises(ValueError, match="must be > 0"):
+        expected_motion_px(1.0, 10.0, 0.0, f)
+
+
+def _plane_frames(step_m: float, n: int = 16):
+    from pose2rgbd.dataset.sequences import SequenceFrames
+
+    cam = PinholeCamera.from_fov(64, 48, 60.0)
+    Ts = [down_pose(step_m * k, 0.0, 12.0) for k in range(n)]
+    rgb = np.stack([(render_plane(T, cam)[0] * 255).astype(np.uint8) for T in Ts])
+    return SequenceFrames(rgb, cam, np.arange(n, dtype=np.int64) * 100_000_000, np.zeros(n, np.int64), np.stack(Ts))
+
+
+def test_automatic_stride_from_the_measured_image_motion() -> None:
+    from pose2rgbd.dataset.sequences import auto_stride, expected_motion_px, median_image_motion
+
+    cam = PinholeCamera.from_fov(64, 48, 60.0)
+    for step in (0.06, 0.5):  # metres per frame at 12 m: ~0.28 and ~2.3 px per frame
+        want = expected_motion_px(step * 10.0, 10.0, 12.0, cam.fx)
+        got = median_image_motion(_plane_frames(step))
+        assert abs(got - want) < 0.25 * want, (step, got, want)
+    slow, _ = auto_stride(_plane_frames(0.06, 48))
+    fast, _ = auto_stride(_plane_frames(0.5, 48))
+    assert fast == 2 and slow == 10  # ceil(3 / 2.3) = 2; ceil(3 / 0.28) = 11, capped at max_stride 10
+    short, _ = auto_stride(_plane_frames(0.06, 16))
+    assert short == 3  # at most a quarter of the frames: (16 - 1) // 4
+
+
+def test_pose_root_turns_a_stride_pose_into_a_per_frame_pose() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from pose2rgbd.methods.selfsup_depth.export import _root
+
+    T1 = np.eye(4)
+    T1[:3, :3] = Rotation.from_rotvec([0.0, 0.02, 0.01]).as_matrix()
+    T1[:3, 3] = (0.3, -0.1, 1.0)
+    T5 = np.linalg.matrix_power(T1, 5)
+    got = _root(np.stack([T5, T1]), np.array([5.0, 1.0]))
+    assert np.allclose(got[1], T1)
+    assert np.allclose(got[0], T1, atol=1e-9)

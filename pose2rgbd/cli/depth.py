@@ -8,6 +8,7 @@ from the GPS poses when every frame has one (or unscaled), plus a report.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
@@ -89,6 +90,14 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained selfsup-depth ({res.parameters:,} parameters): {res.steps} steps, {res.elapsed_s / 60:.1f} min "
           f"({res.stop_reason})")  # fmt: skip
     print(f"  checkpoint: {res.last}")
+    from pose2rgbd.methods.selfsup_depth.export import check_trained_depth
+    from pose2rgbd.methods.selfsup_depth.net import collapse_message
+
+    spread, collapsed = check_trained_depth(args.dataset, res.last)
+    print(f"  depth spread: per-image log-depth std {spread['log_std']:.3g}, {spread['at_max']:.0%} of pixels at the "
+          f"far plane")  # fmt: skip
+    if collapsed:
+        print(f"WARNING: {collapse_message(spread, str(res.last))}", file=sys.stderr)
     return 0
 
 
@@ -99,6 +108,8 @@ def print_export(res: object) -> None:
         print(f"  source {sid}: scale {f.scale:.4g} +- {f.sigma:.2g} m per unit ({f.n_windows} windows, "
               f"{f.n_hover} hover windows rejected)")  # fmt: skip
     print(f"  report: {path / 'report'}")
+    if getattr(res, "collapsed", False):
+        print(f"WARNING: {res.warning}", file=sys.stderr)  # type: ignore[attr-defined]
 
 
 def _export(args: argparse.Namespace) -> int:

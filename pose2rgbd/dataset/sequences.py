@@ -68,6 +68,52 @@ def triplet_centres(source_id: np.ndarray, stride: int) -> np.ndarray:
     return i[ok]
 
 
+def expected_motion_px(speed_m_s: float, fps: float, depth_m: float, focal_px: float) -> float:
+    """Image motion (pixels per frame) of a scene point ``depth_m`` away when the camera moves sideways at
+    ``speed_m_s``: ``focal * (speed / fps) / depth``. The parallax that self-supervised depth learns from is of
+    this order; below about a pixel, warping barely changes the photometric loss and the network can settle on
+    the far plane (no parallax at all)."""
+    if min(speed_m_s, fps, depth_m, focal_px) <= 0:
+        raise ValueError("expected_motion_px: speed, fps, depth and focal length must be > 0")
+    return focal_px * speed_m_s / fps / depth_m
+
+
+def stride_for_motion(motion_px_per_frame: float, target_px: float = 3.0, max_stride: int = 10) -> int:
+    """The smallest frame stride whose image motion reaches ``target_px`` (1 .. ``max_stride``)."""
+    if not motion_px_per_frame > 0:
+        return max_stride
+    return int(min(max_stride, max(1, np.ceil(target_px / motion_px_per_frame - 1e-9))))
+
+
+def median_image_motion(frames: SequenceFrames, *, pairs: int = 40, gap: int = 3) -> float:
+    """Median image motion between consecutive frames (pixels per frame at the frames' resolution): dense optical
+    flow (OpenCV Farneback) between frames ``gap`` apart within a source, at up to ``pairs`` evenly spread
+    places, the per-pair median flow length divided by ``gap``; the median over the pairs. NaN when no source
+    has ``gap + 1`` frames."""
+    sid = frames.source_id
+    i = np.arange(len(sid) - gap)
+    i = i[sid[i] == sid[i + gap]]
+    if len(i) == 0:
+        return float("nan")
+    i = i[np.unique(np.linspace(0, len(i) - 1, min(pairs, len(i))).round().astype(int))]
+    out = []
+    for a in i:
+        g0 = cv2.cvtColor(frames.rgb[a], cv2.COLOR_RGB2GRAY)
+        g1 = cv2.cvtColor(frames.rgb[a + gap], cv2.COLOR_RGB2GRAY)
+        flow = cv2.calcOpticalFlowFarneback(g0, g1, np.zeros((*g0.shape, 2), np.float32), 0.5, 3, 15, 3, 5, 1.2, 0)
+        out.append(float(np.median(np.linalg.norm(flow, axis=2))) / gap)
+    return float(np.median(out))
+
+
+def auto_stride(frames: SequenceFrames, target_px: float = 3.0, max_stride: int = 10) -> tuple[int, float]:
+    """``(stride, motion)``: the stride from :func:`stride_for_motion` on the measured
+    :func:`median_image_motion`, at most a quarter of the longest source (so that triplets remain)."""
+    motion = median_image_motion(frames)
+    longest = int(np.max(np.unique(frames.source_id, return_counts=True)[1])) if len(frames) else 0
+    cap = max(1, min(max_stride, (longest - 1) // 4))
+    return stride_for_motion(motion, target_px, cap), motion
+
+
 class SequenceDataset(_TorchDataset):
     """Items: ``{"target": (3, H, W), "sources": (2, 3, H, W)`` (previous, next; float32 in [0, 1]),
     ``"K": (3, 3)`` float32, ``"index": int`` (the target frame), ``"gps_dist": (2,)`` float32 (distance of

@@ -16,7 +16,14 @@ class SelfSupDepthConfig:
 
     width: int = help_field(128, "network input / depth width in pixels (a multiple of 32)")
     height: int = help_field(96, "network input / depth height in pixels (a multiple of 32)")
-    stride: int = help_field(1, "neighbouring frames are this many dataset frames before / after the target")
+    stride: int = help_field(
+        0,
+        "neighbouring frames are this many dataset frames before / after the target; 0: automatic, the smallest "
+        "stride whose measured image motion (optical flow) reaches target_motion_px, so that there is parallax to "
+        "learn depth from (with too little, the depth collapses to the far plane)",
+    )
+    target_motion_px: float = help_field(3.0, "stride 0: image motion (pixels) between a frame and its neighbours")
+    max_stride: int = help_field(10, "stride 0: the largest stride chosen")
     pose_source: str = help_field(
         "posenet",
         "relative pose used for view synthesis: posenet (a learned pose network, SfMLearner) | essential "
@@ -46,8 +53,10 @@ class SelfSupDepthConfig:
         if self.width % 32 or self.height % 32 or not 32 <= self.width <= 1024 or not 32 <= self.height <= 1024:
             raise ConfigError(f"model.width / model.height must be multiples of 32 in [32, 1024], got "
                               f"{self.width}x{self.height}")  # fmt: skip
-        if self.stride < 1:
-            raise ConfigError(f"model.stride must be >= 1, got {self.stride}")
+        if self.stride < 0:
+            raise ConfigError(f"model.stride must be >= 1, or 0 (automatic), got {self.stride}")
+        if not self.target_motion_px > 0 or self.max_stride < 1:
+            raise ConfigError("model.target_motion_px must be > 0 and model.max_stride >= 1")
         if self.pose_source not in POSE_SOURCES:
             raise ConfigError(f"model.pose_source {self.pose_source!r} is not one of {list(POSE_SOURCES)}")
         if len(self.channels) != 5 or any(int(c) <= 0 for c in self.channels):

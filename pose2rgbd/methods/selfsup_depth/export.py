@@ -26,7 +26,7 @@ from pose2rgbd.convert.scale import ScaleConfig, ScaleFit, fit_scale, segment_sc
 from pose2rgbd.dataset.format import Dataset, DatasetWriter, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet
+from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import (
     TrajectoryConfig,
@@ -59,6 +59,9 @@ class ExportResult:
     depth_kind: str
     fits: dict[int, ScaleFit] = field(default_factory=dict)  # source id -> fit (metric depth only)
     frames: int = 0
+    spread: dict[str, float] = field(default_factory=dict)  # net.depth_spread of the predicted depth
+    collapsed: bool = False  # the depth is (nearly) constant: net.is_collapsed
+    warning: str = ""  # the collapse warning, when collapsed
 
 
 @torch.no_grad()
@@ -79,16 +82,57 @@ def predict(
     def img(a: int, b: int) -> torch.Tensor:
         return torch.from_numpy(np.array(frames.rgb[a:b])).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
 
-    for a in bar(range(0, n, batch_size), desc="depth + pose", unit="batch", progress=progress):
+    for a in bar(range(0, n, batch_size), desc="depth", unit="batch", progress=progress):
         b = min(n, a + batch_size)
-        x = img(a, b)
-        depth[a:b] = model.depth(x)[:, 0].cpu().numpy()
-        if b - a > 1 or b < n:
-            nxt = img(a + 1, min(n, b + 1))
-            m = len(nxt)
-            T_rel[a : a + m] = model.relative_pose(x[:m], nxt).double().cpu().numpy()
+        depth[a:b] = model.depth(img(a, b))[:, 0].cpu().numpy()
+    # the pose network saw frames ``stride`` apart in training: ask it for T_{k+g}_k with g = stride (less at the
+    # end of a run of one source) and take the g-th root (rotation vector / g, translation / g) as T_{k+1}_k
+    s = model.used_stride
+    end = np.arange(n)  # last index of the contiguous run of each frame's source
+    for k in range(n - 2, -1, -1):
+        if same[k]:
+            end[k] = end[k + 1]
+    ks = np.flatnonzero(same)
+    js = np.minimum(ks + s, end[ks])
+    for a in bar(range(0, len(ks), batch_size), desc="pose", unit="batch", progress=progress):
+        kb, jb = ks[a : a + batch_size], js[a : a + batch_size]
+        x = torch.from_numpy(np.array(frames.rgb[kb])).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        y = torch.from_numpy(np.array(frames.rgb[jb])).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        T = model.relative_pose(x, y).double().cpu().numpy()
+        T_rel[kb] = _root(T, (jb - kb).astype(np.float64))
     T_rel[~same] = np.eye(4)
     return Prediction(depth, T_rel, same)
+
+
+def _root(T: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The ``g``-th root of rigid transforms (B, 4, 4): ``expm(logm(T) / g)`` (SciPy), the per-frame motion of a
+    camera moving with constant velocity (screw motion) over ``g`` frames."""
+    from scipy.linalg import expm, logm
+
+    out = np.array(T, dtype=np.float64, copy=True)
+    for i in np.flatnonzero(g != 1):
+        out[i] = expm(np.real(logm(T[i])) / g[i])
+    out[:, 3] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
+@torch.no_grad()
+def check_trained_depth(
+    dataset: str | Path | Dataset, checkpoint: str | Path, *, frames: int = 32
+) -> tuple[dict[str, float], bool]:
+    """``(spread, collapsed)`` of the depth the model in ``checkpoint`` predicts on ``frames`` evenly spread frames
+    of ``dataset`` (:func:`~pose2rgbd.methods.selfsup_depth.net.depth_spread`, :func:`~.net.is_collapsed`)."""
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    model = load_checkpoint(checkpoint).model
+    if not isinstance(model, SelfSupDepthNet):
+        raise ConfigError(f"{checkpoint}: holds a {type(model).__name__}, not a selfsup-depth model")
+    mc = model.config
+    model.eval()
+    pick = np.unique(np.linspace(0, len(ds) - 1, min(frames, len(ds))).round().astype(int))
+    rgb = np.stack([cv2.resize(ds.read_rgb(int(i)), (mc.width, mc.height), interpolation=cv2.INTER_AREA) for i in pick])
+    depth = model.depth(torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0))
+    spread = depth_spread(depth, mc.min_depth, mc.max_depth)
+    return spread, is_collapsed(spread)
 
 
 @torch.no_grad()
@@ -200,6 +244,11 @@ def export_depth(
     mc = ck.model.config
     frames = load_sequence_frames(ds, mc.width, mc.height, progress=progress)
     pred = predict(ck.model, frames, progress=progress)
+    spread = depth_spread(torch.from_numpy(pred.depth), mc.min_depth, mc.max_depth)
+    collapsed = is_collapsed(spread)
+    warning = collapse_message(spread, str(checkpoint)) if collapsed else ""
+    if collapsed:
+        log.warning("%s", warning)
     fits: dict[int, ScaleFit] = {}
     scale_of = {int(s): 1.0 for s in np.unique(frames.source_id)}
     if use_gps:
@@ -240,6 +289,7 @@ def export_depth(
         "units": "metres" if use_gps else "network units (unscaled)",
         "scale": {str(s): fits[s].summary() for s in fits},
         "model": {"width": mc.width, "height": mc.height, "pose_source": mc.pose_source},
+        "spread": {**spread, "collapsed": collapsed},
     }
     man = Manifest(
         name=ds.manifest.name, camera=ds.camera, depth_kind=kind, rgb_encoding=ds.manifest.rgb_encoding,
@@ -264,12 +314,14 @@ def export_depth(
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)
         write_report(rep, ds, frames, pred, fits, scale_of, kind, video=T_out if poses == "video" else None,
-                     poses_info=extra.get("poses") if poses == "video" else None)  # fmt: skip
+                     poses_info=extra.get("poses") if poses == "video" else None,
+                     spread={**spread, "collapsed": collapsed})  # fmt: skip
         path = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return ExportResult(path=path, depth_kind=kind, fits=fits, frames=len(ds))
+    return ExportResult(path=path, depth_kind=kind, fits=fits, frames=len(ds), spread=spread, collapsed=collapsed,
+                        warning=warning)  # fmt: skip
 
 
 def write_report(
@@ -283,9 +335,11 @@ def write_report(
     *,
     video: np.ndarray | None = None,
     poses_info: dict[str, Any] | None = None,
+    spread: dict[str, Any] | None = None,
 ) -> None:
-    """samples.png, scale.png (metric only), trajectory.png and summary.json into ``rep``; with ``video`` (the
-    video-only poses written) its trajectory is drawn too, and ``poses_info`` goes into the summary."""
+    """samples.png, scale.png (metric only), trajectory.png and summary.json (with the depth ``spread``) into
+    ``rep``; with ``video`` (the video-only poses written) its trajectory is drawn too, and ``poses_info`` goes
+    into the summary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,6 +407,7 @@ def write_report(
         "frames": n,
         "depth_kind": kind,
         "scale": {str(s): {**fits[s].summary(), "segments": segment_scales(fits[s], 30.0)} for s in fits},
+        "depth_spread": spread or {},
     }
     if poses_info is not None:
         summary["poses"] = poses_info

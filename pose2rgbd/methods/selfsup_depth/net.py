@@ -101,6 +101,54 @@ def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tor
     return 1.0 / (lo + (hi - lo) * disp)
 
 
+SATURATION = 0.01  # a pixel is "at the far (near) plane" when its depth is within 1 % of max_depth (min_depth)
+COLLAPSE_LOG_STD = 0.02  # median per-image std of log depth below this: the depth is (nearly) one constant
+COLLAPSE_SATURATED = 0.5  # ... or more than this share of the pixels sits at the far or near plane
+
+
+def depth_spread(depth: torch.Tensor, min_depth: float, max_depth: float) -> dict[str, float]:
+    """How much the predicted depth varies, to make a collapsed depth network visible.
+
+    ``depth``: (B, 1, H, W) or (B, H, W) in network units. Returns ``log_std`` (median over the images of the
+    per-image standard deviation of log depth: scale-free, 0 for a constant map; a 50-300 m scene is ~0.4),
+    ``at_max`` / ``at_min`` (share of pixels within :data:`SATURATION` of the far / near plane) and ``depth_med``
+    (median depth). A network that found the far-plane solution (every disparity 0, depth = max_depth: no
+    parallax, so warping changes nothing and the photometric loss no longer depends on depth) has
+    ``log_std`` ~ 0 and ``at_max`` ~ 1."""
+    return {k: float(v) for k, v in depth_spread_tensors(depth, min_depth, max_depth).items()}
+
+
+def depth_spread_tensors(depth: torch.Tensor, min_depth: float, max_depth: float) -> dict[str, torch.Tensor]:
+    """:func:`depth_spread` as 0-d tensors on ``depth``'s device (no host synchronisation: per-step logging)."""
+    d = depth.detach().float().reshape(depth.shape[0], -1).clamp_min(1e-12)
+    return {
+        "log_std": d.log().std(dim=1, unbiased=False).median(),
+        "at_max": (d >= max_depth * (1.0 - SATURATION)).float().mean(),
+        "at_min": (d <= min_depth * (1.0 + SATURATION)).float().mean(),
+        "depth_med": d.median(),
+    }
+
+
+def is_collapsed(spread: dict[str, float]) -> bool:
+    """The depth of :func:`depth_spread` is (nearly) constant or stuck at the far / near plane."""
+    return (
+        spread["log_std"] < COLLAPSE_LOG_STD
+        or spread["at_max"] > COLLAPSE_SATURATED
+        or spread["at_min"] > COLLAPSE_SATURATED
+    )
+
+
+def collapse_message(spread: dict[str, float], where: str) -> str:
+    """A warning for the user when :func:`is_collapsed` holds."""
+    return (
+        f"{where}: the trained depth is (nearly) constant (per-image log-depth std {spread['log_std']:.3g}, "
+        f"{spread['at_max']:.0%} of pixels at the far plane, {spread['at_min']:.0%} at the near plane): the depth "
+        "network collapsed and its depth has no structure. Usual cause: too little parallax between the frames "
+        "it compares (slow flight, far scene, low resolution). Train again with a larger model.stride (or "
+        "model.stride 0: chosen from the measured image motion) or a higher resolution"
+    )
+
+
 def photometric_error(a: torch.Tensor, b: torch.Tensor, ssim_weight: float = 0.85) -> torch.Tensor:
     """Per-pixel ``w * (1 - SSIM) / 2 + (1 - w) * |a - b|``, channel mean: (B, 1, H, W). SSIM: kornia (3x3)."""
     l1 = (a - b).abs().mean(1, keepdim=True)
@@ -132,6 +180,20 @@ class SelfSupDepthNet(ModelBase):
         self.config = config
         self.depth_net = DepthNet(config.channels)
         self.pose_net = PoseNet(config.pose_channels)
+        # the frame stride training used (config.stride, or the automatic choice for 0); 0: not recorded
+        self.register_buffer("train_stride", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the stride was recorded: training used config.stride (then always >= 1)
+        state_dict.setdefault(prefix + "train_stride", torch.tensor(max(1, self.config.stride), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def used_stride(self) -> int:
+        """The stride between the frames the pose network learnt from (>= 1)."""
+        stride = self.train_stride
+        assert isinstance(stride, torch.Tensor)
+        return max(1, int(stride) or self.config.stride)
 
     def optimizer_defaults(self) -> dict[str, dict[str, Any]]:
         # the monodepth2 family trains with Adam at 1e-4; 2e-4 suits the short per-flight budgets here
@@ -205,7 +267,11 @@ class SelfSupDepthNet(ModelBase):
 
     def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
         t = outputs["T_net"][:, :, :3, 3].norm(dim=-1)
-        return {"t_len": t.mean().detach()}
+        c = self.config
+        depth = disp_to_depth(outputs["disp/0"].detach(), c.min_depth, c.max_depth)
+        sp = depth_spread_tensors(depth, c.min_depth, c.max_depth)
+        return {"t_len": t.mean().detach(), "depth_log_std": sp["log_std"], "depth_at_max": sp["at_max"],
+                "depth_med": sp["depth_med"]}  # fmt: skip
 
 
 def build_model(config: SelfSupDepthConfig) -> SelfSupDepthNet:

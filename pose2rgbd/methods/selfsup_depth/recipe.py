@@ -15,7 +15,13 @@ import numpy as np
 
 from pose2rgbd.convert.scale import gps_pair_distances
 from pose2rgbd.dataset.format import Dataset
-from pose2rgbd.dataset.sequences import SequenceDataset, SequenceFrames, load_sequence_frames, triplet_centres
+from pose2rgbd.dataset.sequences import (
+    SequenceDataset,
+    SequenceFrames,
+    auto_stride,
+    load_sequence_frames,
+    triplet_centres,
+)
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.essential import essential_poses
@@ -51,18 +57,28 @@ def has_gps_poses(ds: Dataset) -> bool:
     return bool(np.all(np.isfinite(ds.frames.latlonalt[:, :2])))
 
 
-def essential_for(ds: Dataset, mc: SelfSupDepthConfig, centres: np.ndarray, progress: bool) -> dict:
+def resolve_stride(frames: SequenceFrames, mc: SelfSupDepthConfig) -> int:
+    """``mc.stride``, or for 0 the automatic stride (:func:`pose2rgbd.dataset.sequences.auto_stride`)."""
+    if mc.stride > 0:
+        return mc.stride
+    stride, motion = auto_stride(frames, mc.target_motion_px, mc.max_stride)
+    log.info("model.stride 0 (automatic): median image motion %.2f px per frame at %dx%d -> stride %d "
+             "(%.1f px between neighbours)", motion, mc.width, mc.height, stride, motion * stride)  # fmt: skip
+    return stride
+
+
+def essential_for(ds: Dataset, mc: SelfSupDepthConfig, centres: np.ndarray, progress: bool, stride: int) -> dict:
     """Essential-matrix poses of every (target, source) pair at ``mc.essential_width`` (aspect kept)."""
     cam = ds.camera
     w = min(mc.essential_width, cam.width)
     h = max(8, round(cam.height * w / cam.width))
     scaled = cam.scaled(w, h)
-    need = sorted({int(x) for c in centres for x in (c - mc.stride, c, c + mc.stride)})
+    need = sorted({int(x) for c in centres for x in (c - stride, c, c + stride)})
     gray = np.zeros((len(ds), h, w), np.uint8)
     for i in need:
         g = cv2.cvtColor(ds.read_rgb(i), cv2.COLOR_RGB2GRAY)
         gray[i] = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) if g.shape != (h, w) else g
-    pairs = [(int(c), int(c + d)) for c in centres for d in (-mc.stride, mc.stride)]
+    pairs = [(int(c), int(c + d)) for c in centres for d in (-stride, stride)]
     ess = essential_poses(gray, scaled.K, pairs, progress=progress)
     log.info("essential poses: %d of %d pairs usable", len(ess), len(pairs))
     return ess
@@ -73,14 +89,17 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     if not isinstance(mc, SelfSupDepthConfig):
         raise ConfigError(f"selfsup-depth training needs a SelfSupDepthConfig, got {type(mc).__name__}")
     frames = load_sequence_frames(ds, mc.width, mc.height, progress=ctx.progress)
-    check_motion(frames, mc.stride, str(ds.path))
+    stride = resolve_stride(frames, mc)
+    check_motion(frames, stride, str(ds.path))
     split = split_for(ds, tc)
-    centres = triplet_centres(frames.source_id, mc.stride)
+    centres = triplet_centres(frames.source_id, stride)
     tr = np.intersect1d(centres, split.train)
     va = np.intersect1d(centres, split.val)
     if len(tr) == 0:
         raise DatasetError(f"{ds.path}: too few frames in the training split for (previous, target, next) triplets")
-    ess = essential_for(ds, mc, np.concatenate([tr, va]), ctx.progress) if mc.pose_source == "essential" else None
+    ess = (
+        essential_for(ds, mc, np.concatenate([tr, va]), ctx.progress, stride) if mc.pose_source == "essential" else None
+    )
     gps = None
     if mc.velocity_weight > 0:
         if not has_gps_poses(ds):
@@ -90,7 +109,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             )
         n = len(ds)
         gps = np.full((n, 2), np.nan)
-        for j, d in enumerate((-mc.stride, mc.stride)):
+        for j, d in enumerate((-stride, stride)):
             idx = np.arange(n)
             src = np.clip(idx + d, 0, n - 1)
             gps[:, j] = gps_pair_distances(ds.frames.translation, ds.frames.stamp_ns, np.stack([idx, src], 1),
@@ -101,13 +120,14 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         model = ctx.model
     else:
         model = build_model(mc)
-    train_set = SequenceDataset(frames, tr, mc.stride, essential=ess, gps_dist=gps)
-    val_set = SequenceDataset(frames, va, mc.stride, essential=ess, gps_dist=gps) if len(va) else None
+    model.train_stride.fill_(stride)  # type: ignore[operator]
+    train_set = SequenceDataset(frames, tr, stride, essential=ess, gps_dist=gps)
+    val_set = SequenceDataset(frames, va, stride, essential=ess, gps_dist=gps) if len(va) else None
     return TrainingSetup(
         model=model,
         train_set=train_set,
         val_set=val_set,
         split=split,
         camera=frames.camera,
-        description=f"selfsup/{mc.pose_source}",
+        description=f"selfsup/{mc.pose_source}, stride {stride}",
     )

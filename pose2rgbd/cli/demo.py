@@ -19,8 +19,8 @@ log = logging.getLogger("pose2rgbd.demo")
 
 # The demo's model: the best kind / preset on the held-out routes within the demo's 3 CPU minutes
 # (docs/results.md).
-DEMO_METHOD = "pose2rgbd"
-DEMO_PRESET = "base"
+DEMO_METHOD = "hybrid"
+DEMO_PRESET = "hybrid"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

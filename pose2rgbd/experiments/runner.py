@@ -82,7 +82,7 @@ class ExperimentsConfig:
         3, "reprojection baseline: warp this many nearest training frames into each test pose (0: leave it out)"
     )
     geometry_variants: list[str] = help_field(
-        ["base=base", "base+=base+", "slice10=slice10", "slice10+=slice10+"],
+        ["base=base", "base+=base+", "slice10=slice10", "slice10+=slice10+", "hybrid=hybrid/hybrid"],
         "table g (geometry-aware training): runs LABEL=PRESET[:KEY=VALUE...] (model config overrides), RGBD, "
         "6dof-quat, epochs_table2",
     )

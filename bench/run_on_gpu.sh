@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/results.md on a bare CUDA machine, in phases that fit 10-minute commands.
 #
-#   bash bench/gpu_session.sh setup            # wheels (from .whl/ when the machine is offline), machine facts
-#   bash bench/gpu_session.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
-#   bash bench/gpu_session.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
+#   bash bench/run_on_gpu.sh setup            # wheels (from .whl/ when the machine is offline), machine facts
+#   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
+#   bash bench/run_on_gpu.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
 #                                              #   depth benches (phase ssd), all detached (they outlive this command)
-#   bash bench/gpu_session.sh wait SECONDS     # progress until all jobs end or SECONDS pass; packs results
+#   bash bench/run_on_gpu.sh wait SECONDS     # progress until all jobs end or SECONDS pass; packs results
 #
 # Work lives in $WORK (default /tmp/p2r-gpu): a copy of the checkout the jobs run from (so that the checkout
 # can change meanwhile), the experiments' OUT, the benches' outputs and logs. Results are packed into
@@ -57,7 +57,7 @@ start)
         OMP_NUM_THREADS=1 setsid nohup $PY -m pose2rgbd experiments --out "$WORK/exp" "${EXP_ARGS[@]}" \
             --set shard=$k/$shards > "$WORK/logs/shard$k.log" 2>&1 < /dev/null &
     done
-    setsid nohup bash bench/gpu_session.sh ssd > "$WORK/logs/ssd.log" 2>&1 < /dev/null &
+    setsid nohup bash bench/run_on_gpu.sh ssd > "$WORK/logs/ssd.log" 2>&1 < /dev/null &
     disown -a
     sleep 5
     echo "started $shards shards and the depth benches"

@@ -243,3 +243,17 @@ def test_short_training_is_not_worse_than_the_reprojection_it_starts_from(toy: P
     # the residual starts at zero (the reprojection answer); a short training must not make it worse
     assert m["rgb_mae_px"] <= rp["rgb_mae_px"] * 1.03, (m, rp)
     assert m["depth_mae"] <= rp["depth_mae"] * 1.05, (m, rp)
+
+
+def test_refinement_refuses_the_hybrid_whose_warp_has_no_pose_gradient(plane) -> None:
+    """The warped keyframes (most of the render) carry no gradient to the pose: refinement would silently follow
+    the decoder's gradient alone (zero for an untrained fill), so it is refused with the reason."""
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.inference.refine import Refiner
+
+    model, T = _plane_model(plane)
+    Tt = torch.as_tensor(T[:1]).requires_grad_(True)
+    g = torch.autograd.grad(model(model.poses_to_input_torch(Tt))["rgb"].sum(), Tt)[0]
+    assert float(g.abs().sum()) == 0.0  # why: no gradient reaches the pose through the output
+    with pytest.raises(ConfigError, match=r"hybrid.*gradient"):
+        Refiner(model)

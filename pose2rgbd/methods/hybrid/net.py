@@ -100,6 +100,11 @@ class HybridNet(PoseToImage, ModelBase):
         "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
         "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint with the torch backend"
     )
+    # the warped keyframes (most of the render) are splatted without gradient: d(render)/d(pose) misses them
+    pose_gradient_unsupported = (
+        "its render is mostly training frames forward-splatted into the pose, which carries no gradient to the "
+        "pose (only the small decoder does); refine with a Pose2RGBD or PoseGAN checkpoint of the same place"
+    )
 
     kf_rgb: torch.Tensor
     kf_depth: torch.Tensor

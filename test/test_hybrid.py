@@ -257,3 +257,31 @@ def test_refinement_refuses_the_hybrid_whose_warp_has_no_pose_gradient(plane) ->
     assert float(g.abs().sum()) == 0.0  # why: no gradient reaches the pose through the output
     with pytest.raises(ConfigError, match=r"hybrid.*gradient"):
         Refiner(model)
+
+
+def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> None:
+    """The engine gives the model only the normalized pose; a dimension that never varied in training (here the
+    altitude: every keyframe at 24 m) used to normalize to 0 and come back as 24 m, so a query at 21 m was warped
+    as if at 24 m. The warp must see the query's own pose; the decoder keeps seeing 0 on that dimension."""
+    ck, cam = plane
+    T = np.stack([look_down_pose(2.0 * i, 0.5 * i, 24.0, yaw=0.05 * i) for i in range(6)])
+    model = build_model(
+        HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6),
+        pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
+    )
+    model.set_depth_normalizer(DepthNormalizer(0.0, 80.0))
+    rgb, depth = _render(ck, T)
+    model.set_keyframes(rgb, depth, T, cam, source_id=np.zeros(6), seq_pos=np.arange(6), index=np.arange(6),
+                        rot_weight_m=20.0)  # fmt: skip
+    model.eval()
+    query = look_down_pose(3.1, 0.9, 21.0, yaw=0.08)[None]
+    x, _ = model.poses_to_input(query)
+    with torch.no_grad():
+        served = model(x)["depth"]
+        truth = model(x, query)["depth"]
+    np.testing.assert_allclose(model._poses(x)[0], query[0], atol=1e-4)
+    torch.testing.assert_close(served, truth)
+    # the altitude is marked fixed; training poses still normalize to 0 there (what the decoder learnt on)
+    z = 2  # 6dof-quat: x, y, z, qx, qy, qz, qw
+    assert bool(model.pose_fixed[z])
+    assert np.abs(model.poses_to_input(T)[0].numpy()[:, z]).max() < 1e-6

@@ -36,6 +36,7 @@ from torch import nn
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
@@ -124,6 +125,10 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> None:
         super().__init__()
         self.config = config
+        # pose dimensions constant over the training poses (see set_pose_normalizer); registered first because
+        # init_pose_normalization calls set_pose_normalizer
+        self.pose_fixed: torch.Tensor
+        self.register_buffer("pose_fixed", torch.zeros(encoding_dim(config.encoding), dtype=torch.bool))
         self.init_pose_normalization(config.encoding, pose_normalizer)
         self.decoder = Pose2RGBDNet(config.decoder_config())
         self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels)
@@ -186,8 +191,25 @@ class HybridNet(PoseToImage, ModelBase):
         for name in _STORE:
             self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
 
+    def set_pose_normalizer(self, normalizer: PoseNormalizer) -> None:
+        """Set the pose normalization, widening every dimension that is constant over the training poses by 1
+        unit each side (marked in ``pose_fixed``). The warp recovers the query pose from the normalized input,
+        and a zero-span dimension normalizes to 0 whatever the query (a flight at one altitude would be warped
+        at that altitude); the decoder keeps seeing 0 there (``forward`` masks it), as it did in training."""
+        fixed = ~(normalizer.span > 0)
+        if fixed.any():
+            normalizer = PoseNormalizer(
+                normalizer.kind,
+                np.where(fixed, normalizer.minimum - 1.0, normalizer.minimum),
+                np.where(fixed, normalizer.maximum + 1.0, normalizer.maximum),
+            )
+        super().set_pose_normalizer(normalizer)
+        self.pose_fixed.copy_(torch.from_numpy(fixed))
+
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         """Resize the store buffers to the saved keyframe count before the usual copy (a fresh model has none)."""
+        # checkpoints written before pose_fixed existed: no dimension was widened
+        state_dict.setdefault(prefix + "pose_fixed", torch.zeros_like(self.pose_fixed))
         key = prefix + "kf_T"
         if key in state_dict:
             n = int(state_dict[key].shape[0])
@@ -320,7 +342,7 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
-        dec = self.decoder(pose)
+        dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
         valid = w["valid"].to(dec["rgb"].dtype)
         x = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], valid, w["hits"]], dim=1)
         res = self.fill(x.to(dec["rgb"].dtype))

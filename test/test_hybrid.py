@@ -285,3 +285,19 @@ def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> 
     z = 2  # 6dof-quat: x, y, z, qx, qy, qz, qw
     assert bool(model.pose_fixed[z])
     assert np.abs(model.poses_to_input(T)[0].numpy()[:, z]).max() < 1e-6
+
+
+def test_batchnorm_recalibration_draws_no_random_numbers(plane) -> None:
+    """The trainer recalibrates BatchNorm before every validation and promises not to perturb training; the
+    hybrid's training forward draws each query's exclusion window, so recalibration must not go through it."""
+    model, T = _plane_model(plane)
+    model.train()
+    x, _ = model.poses_to_input(T[:4])
+    batch = {"pose": x, "T_world_cam": torch.from_numpy(T[:4]), "source_id": torch.zeros(4, dtype=torch.long),
+             "seq_pos": torch.arange(4)}  # fmt: skip
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        model.recalibration_forward(batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(int(m.num_batches_tracked) == 1 for m in bn)  # the decoder's statistics were updated

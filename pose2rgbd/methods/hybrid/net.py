@@ -367,6 +367,12 @@ class HybridNet(PoseToImage, ModelBase):
             exclude = (batch["source_id"].cpu().numpy(), batch["seq_pos"].cpu().numpy(), window)
         return self(batch["pose"], T_np, exclude)  # type: ignore[no-any-return]
 
+    def recalibration_forward(self, batch: dict[str, Any]) -> None:
+        """BatchNorm recalibration: only the decoder has BatchNorm and it sees the pose alone, so only it runs
+        (the full training forward would draw the exclusion windows from the global generator, which the
+        trainer's recalibration before each validation must not perturb; and the warp is not needed)."""
+        self.decoder(batch["pose"].masked_fill(self.pose_fixed, 0.0))
+
     def _image_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         err = (pred.float() - target) ** 2 if self.config.loss == "mse" else (pred.float() - target).abs()
         if mask is None:

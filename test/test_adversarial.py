@@ -90,6 +90,8 @@ def test_switch_off_is_the_paper_model() -> None:
         off = build_model(preset_config(p, size=SIZE))
         on = build_model(preset_config(p, size=SIZE, adversarial_weight=0.01))
         assert sum(x.numel() for x in on.renderer_parameters()) == count_parameters(off)
+        assert count_parameters(on) == count_parameters(off)  # the printed / reported count: the renderer's
+        assert count_parameters(on.discriminator) > 0
         assert {k for k in on.state_dict() if not k.startswith("discriminator.")} == set(off.state_dict())
         groups = on.get_param_groups()
         assert set(groups) == {"model", "discriminator"}

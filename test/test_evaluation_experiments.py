@@ -101,7 +101,9 @@ def test_plan_seeds_variants_and_bad_variant() -> None:
     assert run.name.startswith("ground-plane-default-hfov_deg60-rgbd") and "/" not in run.name
     mc = _model_config(run, 32)
     assert type(mc).__name__ == "GroundPlaneConfig" and mc.size == 32 and mc.hfov_deg == 60
-    for bad in ("x=ground-plane/nope", "x=toy-localizer/default", "x=ground-plane/default:no_such=1"):
+    bads = ("x=ground-plane/nope", "x=toy-localizer/default", "x=ground-plane/default:no_such=1",
+            "=hybrid/hybrid", "x=hybrid/hybrid:size=128", "x=base:outputs=rgb")  # fmt: skip
+    for bad in bads:  # no label; a setting the run itself sets (size / outputs / encoding / preset)
         with pytest.raises(ConfigError):
             ExperimentsConfig(geometry_variants=[bad])
 

@@ -243,3 +243,61 @@ def test_short_training_is_not_worse_than_the_reprojection_it_starts_from(toy: P
     # the residual starts at zero (the reprojection answer); a short training must not make it worse
     assert m["rgb_mae_px"] <= rp["rgb_mae_px"] * 1.03, (m, rp)
     assert m["depth_mae"] <= rp["depth_mae"] * 1.05, (m, rp)
+
+
+def test_refinement_refuses_the_hybrid_whose_warp_has_no_pose_gradient(plane) -> None:
+    """The warped keyframes (most of the render) carry no gradient to the pose: refinement would silently follow
+    the decoder's gradient alone (zero for an untrained fill), so it is refused with the reason."""
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.inference.refine import Refiner
+
+    model, T = _plane_model(plane)
+    Tt = torch.as_tensor(T[:1]).requires_grad_(True)
+    g = torch.autograd.grad(model(model.poses_to_input_torch(Tt))["rgb"].sum(), Tt)[0]
+    assert float(g.abs().sum()) == 0.0  # why: no gradient reaches the pose through the output
+    with pytest.raises(ConfigError, match=r"hybrid.*gradient"):
+        Refiner(model)
+
+
+def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> None:
+    """The engine gives the model only the normalized pose; a dimension that never varied in training (here the
+    altitude: every keyframe at 24 m) used to normalize to 0 and come back as 24 m, so a query at 21 m was warped
+    as if at 24 m. The warp must see the query's own pose; the decoder keeps seeing 0 on that dimension."""
+    ck, cam = plane
+    T = np.stack([look_down_pose(2.0 * i, 0.5 * i, 24.0, yaw=0.05 * i) for i in range(6)])
+    model = build_model(
+        HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6),
+        pose_normalizer=PoseNormalizer.fit(T, "6dof-quat"),
+    )
+    model.set_depth_normalizer(DepthNormalizer(0.0, 80.0))
+    rgb, depth = _render(ck, T)
+    model.set_keyframes(rgb, depth, T, cam, source_id=np.zeros(6), seq_pos=np.arange(6), index=np.arange(6),
+                        rot_weight_m=20.0)  # fmt: skip
+    model.eval()
+    query = look_down_pose(3.1, 0.9, 21.0, yaw=0.08)[None]
+    x, _ = model.poses_to_input(query)
+    with torch.no_grad():
+        served = model(x)["depth"]
+        truth = model(x, query)["depth"]
+    np.testing.assert_allclose(model._poses(x)[0], query[0], atol=1e-4)
+    torch.testing.assert_close(served, truth)
+    # the altitude is marked fixed; training poses still normalize to 0 there (what the decoder learnt on)
+    z = 2  # 6dof-quat: x, y, z, qx, qy, qz, qw
+    assert bool(model.pose_fixed[z])
+    assert np.abs(model.poses_to_input(T)[0].numpy()[:, z]).max() < 1e-6
+
+
+def test_batchnorm_recalibration_draws_no_random_numbers(plane) -> None:
+    """The trainer recalibrates BatchNorm before every validation and promises not to perturb training; the
+    hybrid's training forward draws each query's exclusion window, so recalibration must not go through it."""
+    model, T = _plane_model(plane)
+    model.train()
+    x, _ = model.poses_to_input(T[:4])
+    batch = {"pose": x, "T_world_cam": torch.from_numpy(T[:4]), "source_id": torch.zeros(4, dtype=torch.long),
+             "seq_pos": torch.arange(4)}  # fmt: skip
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        model.recalibration_forward(batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(int(m.num_batches_tracked) == 1 for m in bn)  # the decoder's statistics were updated

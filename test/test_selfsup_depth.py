@@ -551,3 +551,37 @@ def test_pose_root_turns_a_stride_pose_into_a_per_frame_pose() -> None:
     got = _root(np.stack([T5, T1]), np.array([5.0, 1.0]))
     assert np.allclose(got[1], T1)
     assert np.allclose(got[0], T1, atol=1e-9)
+
+
+def test_colmap_backend_leaves_a_source_too_short_for_structure_from_motion_to_the_composed_poses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dataset with the ``sequences`` capability may hold sources of 1-2 frames beside long ones; COLMAP can
+    never register 3 frames of them, so they keep the composed poses instead of failing the whole export."""
+    from pose2rgbd.dataset.sequences import SequenceFrames
+    from pose2rgbd.methods.selfsup_depth import sfm
+    from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
+    from pose2rgbd.methods.selfsup_depth.export import Prediction, video_trajectory
+    from pose2rgbd.methods.selfsup_depth.net import build_model
+    from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
+
+    f = _plane_frames(0.5, 10)
+    src = np.array([0] * 8 + [1] * 2, np.int64)
+    frames = SequenceFrames(f.rgb, f.camera, f.stamp_ns, src, f.T_world_cam)
+    same = src[1:] == src[:-1]
+    T_rel = relative_from_absolute(f.T_world_cam)
+    T_rel[~same] = np.eye(4)
+    pred = Prediction(np.ones((10, 48, 64), np.float32), T_rel, same)
+
+    def fake_colmap(read_rgb, indices, K, cfg=None, *, progress=False):  # the real one's contract, no COLMAP run
+        if len(indices) < sfm.MIN_REGISTERED:
+            raise ConfigError(f"COLMAP registered 0 of {len(indices)} frames (need {sfm.MIN_REGISTERED})")
+        n = len(indices)
+        return sfm.SfmResult(f.T_world_cam[indices], np.ones(n, bool), np.zeros(n, np.int64), n, 0.0)
+
+    monkeypatch.setattr(sfm, "colmap_poses", fake_colmap)
+    model = build_model(SelfSupDepthConfig(width=64, height=64))
+    T, info = video_trajectory(model, frames, pred, TrajectoryConfig(backend="colmap"))
+    short = np.flatnonzero(src == 1)
+    np.testing.assert_allclose(T[short], compose_poses(T_rel[short[:-1]]), atol=1e-9)
+    assert info["sources"]["0"]["registered"] == 8 and info["sources"]["1"]["registered"] == 0

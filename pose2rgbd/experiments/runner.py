@@ -134,6 +134,9 @@ class ExperimentsConfig:
         return [int(s) for s in self.seeds] or [int(self.seed)]
 
 
+RUN_SET = ("size", "outputs", "encoding", "preset")  # model settings every run sets (_model_config)
+
+
 def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
     """``"LABEL=PRESET[:KEY=VALUE...]"`` -> ``(label, preset, ((key, value), ...))`` (values parsed as YAML).
 
@@ -146,6 +149,8 @@ def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
     label, sep, rest = str(text).partition("=")
     parts = [p.strip() for p in rest.split(":")] if sep else []
     kind, slash, kind_preset = parts[0].partition("/") if parts else ("", "", "")
+    if slash and not label.strip():
+        raise ConfigError(f"experiments.geometry_variants {text!r}: write LABEL=KIND/PRESET[:KEY=VALUE...]")
     if slash:
         from pose2rgbd.models.registry import get_family
 
@@ -168,6 +173,11 @@ def parse_variant(text: str) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
         k, eq, v = kv.partition("=")
         if not eq or k.strip() not in names:
             raise ConfigError(f"experiments.geometry_variants {text!r}: {kv!r} is not KEY=VALUE of a model setting")
+        if k.strip() in RUN_SET:
+            raise ConfigError(
+                f"experiments.geometry_variants {text!r}: {k.strip()!r} is set by the run itself (size, outputs, "
+                "encoding from the experiments settings, the preset from PRESET)"
+            )
         over.append((k.strip(), yaml.safe_load(v)))
     return label.strip(), parts[0], tuple(over)
 

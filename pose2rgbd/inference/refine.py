@@ -181,6 +181,10 @@ class Refiner:
             )
         if not model.has_rgb:
             raise ConfigError("refinement compares RGB images: the model has no RGB output")
+        why_not = getattr(model, "pose_gradient_unsupported", None)  # a model class says why it cannot refine
+        if why_not:
+            kind = getattr(model, "kind", type(model).__name__)
+            raise ConfigError(f"refinement follows the render's gradient in the pose; a {kind!r} model: {why_not}")
         self.cfg = config if config is not None else RefineConfig()
         self._torch = torch
         if self.cfg.device == "auto":

@@ -155,5 +155,10 @@ class ModelBase(nn.Module):
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters, as the paper's Table 4 counts them (BN running stats excluded)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    """Number of (trainable) parameters, as the paper's Table 4 counts them (BN running stats excluded). Submodules
+    marked ``training_only = True`` (e.g. Pose2RGBD's adversarial discriminator: never served or exported) are not
+    counted unless ``model`` is one itself."""
+    skip = {
+        id(p) for m in model.modules() if m is not model and getattr(m, "training_only", False) for p in m.parameters()
+    }
+    return sum(p.numel() for p in model.parameters() if (p.requires_grad or not trainable_only) and id(p) not in skip)

@@ -36,6 +36,7 @@ from torch import nn
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
@@ -100,6 +101,11 @@ class HybridNet(PoseToImage, ModelBase):
         "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
         "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint with the torch backend"
     )
+    # the warped keyframes (most of the render) are splatted without gradient: d(render)/d(pose) misses them
+    pose_gradient_unsupported = (
+        "its render is mostly training frames forward-splatted into the pose, which carries no gradient to the "
+        "pose (only the small decoder does); refine with a Pose2RGBD or PoseGAN checkpoint of the same place"
+    )
 
     kf_rgb: torch.Tensor
     kf_depth: torch.Tensor
@@ -119,6 +125,10 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> None:
         super().__init__()
         self.config = config
+        # pose dimensions constant over the training poses (see set_pose_normalizer); registered first because
+        # init_pose_normalization calls set_pose_normalizer
+        self.pose_fixed: torch.Tensor
+        self.register_buffer("pose_fixed", torch.zeros(encoding_dim(config.encoding), dtype=torch.bool))
         self.init_pose_normalization(config.encoding, pose_normalizer)
         self.decoder = Pose2RGBDNet(config.decoder_config())
         self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels)
@@ -181,8 +191,25 @@ class HybridNet(PoseToImage, ModelBase):
         for name in _STORE:
             self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
 
+    def set_pose_normalizer(self, normalizer: PoseNormalizer) -> None:
+        """Set the pose normalization, widening every dimension that is constant over the training poses by 1
+        unit each side (marked in ``pose_fixed``). The warp recovers the query pose from the normalized input,
+        and a zero-span dimension normalizes to 0 whatever the query (a flight at one altitude would be warped
+        at that altitude); the decoder keeps seeing 0 there (``forward`` masks it), as it did in training."""
+        fixed = ~(normalizer.span > 0)
+        if fixed.any():
+            normalizer = PoseNormalizer(
+                normalizer.kind,
+                np.where(fixed, normalizer.minimum - 1.0, normalizer.minimum),
+                np.where(fixed, normalizer.maximum + 1.0, normalizer.maximum),
+            )
+        super().set_pose_normalizer(normalizer)
+        self.pose_fixed.copy_(torch.from_numpy(fixed))
+
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         """Resize the store buffers to the saved keyframe count before the usual copy (a fresh model has none)."""
+        # checkpoints written before pose_fixed existed: no dimension was widened
+        state_dict.setdefault(prefix + "pose_fixed", torch.zeros_like(self.pose_fixed))
         key = prefix + "kf_T"
         if key in state_dict:
             n = int(state_dict[key].shape[0])
@@ -315,7 +342,7 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
-        dec = self.decoder(pose)
+        dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
         valid = w["valid"].to(dec["rgb"].dtype)
         x = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], valid, w["hits"]], dim=1)
         res = self.fill(x.to(dec["rgb"].dtype))
@@ -339,6 +366,12 @@ class HybridNet(PoseToImage, ModelBase):
             window = torch.randint(0, w + 1, (n,)).numpy() if random else np.full(n, w)
             exclude = (batch["source_id"].cpu().numpy(), batch["seq_pos"].cpu().numpy(), window)
         return self(batch["pose"], T_np, exclude)  # type: ignore[no-any-return]
+
+    def recalibration_forward(self, batch: dict[str, Any]) -> None:
+        """BatchNorm recalibration: only the decoder has BatchNorm and it sees the pose alone, so only it runs
+        (the full training forward would draw the exclusion windows from the global generator, which the
+        trainer's recalibration before each validation must not perturb; and the warp is not needed)."""
+        self.decoder(batch["pose"].masked_fill(self.pose_fixed, 0.0))
 
     def _image_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         err = (pred.float() - target) ** 2 if self.config.loss == "mse" else (pred.float() - target).abs()

@@ -36,6 +36,8 @@ def discriminator_widths(size: int, channels: int) -> list[int]:
 class PoseDiscriminator(nn.Module):
     """``forward(images (N, C, S, S) in [-1, 1], poses (N, D) normalized) -> scores (N,)`` (real: high)."""
 
+    training_only = True  # not served nor exported: count_parameters leaves it out of the renderer's count
+
     def __init__(self, in_channels: int, pose_dim: int, size: int, channels: int) -> None:
         super().__init__()
         w = [int(in_channels), *discriminator_widths(size, channels)]

@@ -178,6 +178,10 @@ def video_trajectory(
                     edges += [(int(k), int(k + s)) for k in ks]
                     meas += list(Tm)
             T = pose_graph(T, edges, np.stack(meas))
+        elif cfg.backend == "colmap" and len(idx) < 3:  # sfm.MIN_REGISTERED: COLMAP can never register enough
+            entry.update(registered=0, tried=0, models=0)
+            log.info("source %d: %d frame(s), too few for structure from motion: composed network poses", sid,
+                     len(idx))  # fmt: skip
         elif cfg.backend == "colmap":
             from pose2rgbd.methods.selfsup_depth.sfm import colmap_poses
 

@@ -54,3 +54,13 @@ def test_quick_model_config_sets_the_fields_a_kind_has_and_refuses_non_renderers
     assert gp.size == 32
     with pytest.raises(ConfigError, match="not a pose -> image model kind"):
         quick_model_config("toy-localizer", None, size=64)
+
+
+def test_a_preset_of_another_kind_is_refused_before_the_simulation(tmp_path: Path) -> None:
+    from pose2rgbd.errors import ConfigError
+
+    args = argparse.Namespace(out=tmp_path / "d", method=demo.DEMO_METHOD, preset="slice10", model_size=64, size=64,
+                              seed=0, train_minutes=0.1, overwrite=False)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"slice10.*--method pose2rgbd"):
+        demo._run(args)
+    assert not (tmp_path / "d").exists()  # nothing simulated, nothing written

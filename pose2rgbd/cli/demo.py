@@ -64,9 +64,26 @@ def _sim_config(size: int, seed: int):  # type: ignore[no-untyped-def]
     )
 
 
+def _model_choice(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The kind and preset to train, checked before anything runs (a wrong preset fails in seconds, not after
+    the simulation)."""
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.training.quick import quick_model_config
+
+    method = getattr(args, "method", DEMO_METHOD)
+    preset = args.preset if args.preset is not None else (DEMO_PRESET if method == DEMO_METHOD else None)
+    try:
+        quick_model_config(method, preset, size=args.model_size)
+    except ConfigError as e:
+        hint = "" if getattr(args, "method", None) != DEMO_METHOD else " (a Pose2RGBD preset needs --method pose2rgbd)"
+        raise ConfigError(f"demo: {e}{hint}") from None
+    return method, preset
+
+
 def _run(args: argparse.Namespace) -> int:
     from pose2rgbd.sim import simulate
 
+    _model_choice(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -92,8 +109,7 @@ def _run(args: argparse.Namespace) -> int:
 def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str, Path]:
     from pose2rgbd.training import quick
 
-    method = getattr(args, "method", DEMO_METHOD)
-    preset = args.preset if args.preset is not None else (DEMO_PRESET if method == DEMO_METHOD else None)
+    method, preset = _model_choice(args)
     run_dir = args.out / "train"
     # written when the training stage finished: the checkpoint's name and the settings it was trained with
     done = run_dir / "demo-trained.txt"

@@ -18,29 +18,28 @@ def test_training_stage_reused_only_when_finished_with_the_same_settings(
     calls: list[str] = []
 
     def fake_train_quick(dataset: Path, run_dir: Path, **kw: object) -> Path:
-        calls.append(str(kw["preset"]))
-        assert kw["kind"] == demo.DEMO_METHOD
+        calls.append(f"{kw['kind']}/{kw['preset']}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "best.pt").write_bytes(b"weights")
         return run_dir / "best.pt"
 
     monkeypatch.setattr(quick, "train_quick", fake_train_quick)
 
-    def run(preset: str | None = None, overwrite: bool = False) -> Path:
+    def run(preset: str | None = None, overwrite: bool = False, method: str = demo.DEMO_METHOD) -> Path:
         args = argparse.Namespace(
-            out=tmp_path, preset=preset, model_size=64, train_minutes=0.1, seed=0, overwrite=overwrite
+            out=tmp_path, method=method, preset=preset, model_size=64, train_minutes=0.1, seed=0, overwrite=overwrite
         )
         return demo._train_stage(args, {"dataset": tmp_path / "ds"})["checkpoint"]
 
-    d = str(demo.DEMO_PRESET)
+    d = f"{demo.DEMO_METHOD}/{demo.DEMO_PRESET}"
     assert run() == tmp_path / "train" / "best.pt" and calls == [d]  # no --preset: the demo's preset
     assert run() == tmp_path / "train" / "best.pt" and calls == [d]  # finished, same settings: reused
-    run(preset="slice10")
-    assert calls == [d, "slice10"]  # other settings: trained again
-    run(preset="slice10", overwrite=True)
-    assert calls == [d, "slice10", "slice10"]
+    run(preset="slice10", method="pose2rgbd")
+    assert calls == [d, "pose2rgbd/slice10"]  # other settings: trained again
+    run(preset="slice10", method="pose2rgbd", overwrite=True)
+    assert calls == [d, "pose2rgbd/slice10", "pose2rgbd/slice10"]
     (tmp_path / "train" / "demo-trained.txt").unlink()  # an interrupted stage leaves no marker: trained again
-    run(preset="slice10")
+    run(preset="slice10", method="pose2rgbd")
     assert len(calls) == 4
 
 

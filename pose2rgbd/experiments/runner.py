@@ -580,7 +580,11 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
         md.append(
             f"Learning rate: {cfg.lr:g} instead of the paper's {PAPER_LR:g} -- with a few epochs the paper's rate "
             "stays at about the mean image"
-            + ("; the `lr 0.01` rows of Table 1 are the control.\n" if cfg.paper_lr_control else ".\n")
+            + (
+                "; the `lr 0.01` rows of Table 1 are the control.\n"
+                if cfg.paper_lr_control and "1" in cfg.tables
+                else ".\n"
+            )
         )
     seeds = cfg.seed_list
     if len(seeds) > 1:

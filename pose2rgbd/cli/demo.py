@@ -2,7 +2,7 @@
 
 1. simulate: a seeded city, the survey flight (training) and held-out routes -> dataset v1; the held-out
    ``orbit`` route also as a rosbag2 (mcap) recording like a real UAV's;
-2. train a small Pose2RGBD model on the survey (CPU-sized);
+2. train the demo's model on the survey for a few CPU minutes (the hybrid kind; ``--method`` picks another);
 3. evaluate on the held-out routes: metrics table, Figure-6-like grid, training curves, fly-through video;
 4. render the held-out bag through the offline runtime (TF pose -> RGB / depth / confidence topics) into
    an mcap you can open in Foxglove.
@@ -119,7 +119,7 @@ def _train_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str
     if args.overwrite or len(lines) != 2 or lines[1] != settings or not ckpt.is_file():
         done.unlink(missing_ok=True)
         print(
-            f"[2/4] training {method} {preset or '(default preset)'} (RGBD, 6dof-quat, "
+            f"[2/4] training {method}/{preset or '(default preset)'} (RGBD, 6dof-quat, "
             f"{args.model_size}x{args.model_size}) on the survey "
             f"route for about {args.train_minutes:.1f} min; the other routes are held out"
         )

@@ -290,12 +290,10 @@ def _model_config(spec: RunSpec, size: int) -> Any:
         return preset_config(
             spec.preset, size=size, outputs=spec.outputs, encoding=spec.encoding, **dict(spec.overrides)
         )
-    from pose2rgbd.models.registry import get_family
+    from pose2rgbd.training.quick import quick_model_config
 
-    fam = get_family(kind)
-    names = {f.name for f in dataclasses.fields(fam.config_cls)}
-    common = {"size": size, "outputs": spec.outputs, "encoding": spec.encoding}
-    return fam.make_config(preset, **{k: v for k, v in common.items() if k in names}, **dict(spec.overrides))
+    return quick_model_config(kind, preset, size=size, outputs=spec.outputs, encoding=spec.encoding,
+                              **dict(spec.overrides))  # fmt: skip
 
 
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:

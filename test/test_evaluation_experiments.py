@@ -25,6 +25,33 @@ def test_plan_covers_tables_and_shares_runs() -> None:
         ExperimentsConfig(splits=["diagonal"])
 
 
+def test_plan_takes_a_subset_of_outputs_and_slice_models() -> None:
+    cfg = ExperimentsConfig(
+        epochs_table1=9, epochs_table2=9, splits=["route"], tables=["1", "2"], outputs=["rgbd"],
+        slice_presets=["slice10"], paper_lr_control=False, seeds=[0, 1],
+    )  # fmt: skip
+    runs = planned_runs(cfg)
+    # Euler and quaternion Base, Slice-10 (Table 2's Base is Table 1's quaternion run at equal epochs), 2 seeds
+    assert sorted({(r.preset, r.encoding) for r in runs}) == [
+        ("base", "6dof-euler"), ("base", "6dof-quat"), ("slice10", "6dof-quat")
+    ]  # fmt: skip
+    assert len(runs) == 6 and {r.outputs for r in runs} == {"rgbd"}
+    base_only = planned_runs(ExperimentsConfig(splits=["route"], tables=["2"], slice_presets=[], outputs=["depth"]))
+    assert [(r.preset, r.outputs) for r in base_only] == [("base", "depth")]
+    with pytest.raises(ConfigError, match="outputs"):
+        ExperimentsConfig(outputs=["normals"])
+    with pytest.raises(ConfigError, match="slice_presets"):
+        ExperimentsConfig(slice_presets=["slice7"])
+
+
+def test_steps_cell_names_the_selected_checkpoint() -> None:
+    from pose2rgbd.experiments.runner import _steps
+
+    assert _steps({"steps": 1200.0, "evaluated": "best.pt", "evaluated_step": 900.0}) == "1200 (best 900)"
+    assert _steps({"steps": 1200.0, "evaluated": "best.pt", "evaluated_step": 1200.0}) == "1200"
+    assert _steps({"steps": 1200.0, "evaluated": "last.pt", "evaluated_step": 1200.0}) == "1200"
+
+
 def _fake(
     split: str, preset: str, outputs: str, enc: str, epochs: int, rgb: float, depth: float, lr: float = 1e-3
 ) -> dict:
@@ -145,6 +172,9 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
     out = tmp_path / "exp"
     data = runner.run_experiments(out, cfg, command="test", progress=False)
     assert len(data["runs"]) == 2 and all(r["steps"] <= 2 for r in data["runs"])
+    # early stopping selects on validation frames, so the held-out test frames score best.pt
+    assert {r["evaluated"] for r in data["runs"]} == {"best.pt"}
+    assert all(0 < r["evaluated_step"] <= r["steps"] for r in data["runs"])
     rp = data["runs"][0]["reprojection"]
     assert rp["k"] == 2 and 0.0 <= rp["hole_fraction"] < 1.0 and rp["rgb_mae_px"] > 0 and rp["frames"] == 3
     assert json.loads((out / "progress.json").read_text())["done"] == 2

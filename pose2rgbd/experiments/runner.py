@@ -87,6 +87,12 @@ class ExperimentsConfig:
         "6dof-quat, epochs_table2",
     )
     splits: list[str] = help_field(["random", "route"], "splits to run: random (paper) and/or route (held out)")
+    outputs: list[str] = help_field(
+        ["depth", "rgb", "rgbd"], "outputs of the Table 1 runs; Table 2 runs the depth / rgbd among them"
+    )
+    slice_presets: list[str] = help_field(
+        ["slice10", "slice32", "slice64"], "Slice models Table 2 trains beside Base (empty: Base only)"
+    )
     tables: list[str] = help_field(["1", "2", "4"], "which tables to produce")
     eval_max_frames: int = help_field(300, "evaluate at most this many test frames per run, evenly spread (0: all)")
     fly_frames: int = help_field(60, "frames of each run's fly-through video")
@@ -103,6 +109,12 @@ class ExperimentsConfig:
         bad = set(self.splits) - {"random", "route"}
         if bad or not self.splits:
             raise ConfigError(f"experiments.splits {self.splits}: use random and/or route")
+        bad = set(self.outputs) - {"depth", "rgb", "rgbd"}
+        if bad or not self.outputs:
+            raise ConfigError(f"experiments.outputs {self.outputs}: use depth, rgb and/or rgbd")
+        bad = set(self.slice_presets) - (set(PRESET_LABEL) - {"base"})
+        if bad:
+            raise ConfigError(f"experiments.slice_presets {self.slice_presets}: use slice10, slice32, slice64")
         bad = set(self.tables) - {"1", "2", "4", "g"}
         if bad:
             raise ConfigError(f"experiments.tables {self.tables}: use 1, 2, 4, g")
@@ -219,13 +231,13 @@ def planned_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
     for split in cfg.splits:
         if "1" in cfg.tables:
             for enc in ("6dof-euler", "6dof-quat"):
-                for o in ("depth", "rgb", "rgbd"):
+                for o in [o for o in ("depth", "rgb", "rgbd") if o in cfg.outputs]:
                     runs.append(RunSpec(split, "base", o, enc, cfg.epochs_table1, cfg.lr))
             if cfg.paper_lr_control and cfg.lr != PAPER_LR:
                 runs.append(RunSpec(split, "base", "rgbd", "6dof-quat", cfg.epochs_table1, PAPER_LR))
         if "2" in cfg.tables:
-            for p in ("base", "slice10", "slice32", "slice64"):
-                for o in ("depth", "rgbd"):
+            for p in ["base"] + [p for p in ("slice10", "slice32", "slice64") if p in cfg.slice_presets]:
+                for o in [o for o in ("depth", "rgbd") if o in cfg.outputs]:
                     runs.append(RunSpec(split, p, o, "6dof-quat", cfg.epochs_table2, cfg.lr))
         if "g" in cfg.tables:
             for v in cfg.geometry_variants:
@@ -308,6 +320,8 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
            "eval_max_frames": cfg.eval_max_frames, "budget_minutes": cfg.budget_minutes,
            "max_steps": cfg.max_steps, "patience": cfg.patience, "min_delta": cfg.min_delta,
            "val_every": cfg.val_every if cfg.patience else 0, "reprojection_k": cfg.reprojection_k}  # fmt: skip
+    if cfg.patience:
+        key["evaluated"] = "best.pt"  # selected on validation (runs before this setting evaluated last.pt)
 
     def run_eval(checkpoint: Path) -> tuple[Any, float]:
         t0 = time.monotonic()
@@ -388,7 +402,15 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         atomic_write_text(started, json.dumps(key, default=float))
         tr = train_model(dataset, run_dir, mc, tc, overwrite=True, callbacks=callbacks)
     t_train = time.monotonic() - t0
-    ev, eval_s = run_eval(tr.last)
+    # With early stopping the runs hold out a test set and the checkpoint is the one validation selected
+    # (best.pt, BatchNorm recalibrated at that validation); without it, the final weights.
+    evaluated = tr.checkpoint if cfg.patience else tr.last
+    best_step = tr.steps
+    if evaluated != tr.last:
+        from pose2rgbd.models.checkpoint import read_checkpoint_dict
+
+        best_step = int(read_checkpoint_dict(evaluated).get("step", tr.steps))
+    ev, eval_s = run_eval(evaluated)
     res = {
         "key": key,
         "spec": spec.as_dict(),
@@ -396,6 +418,8 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         "parameters": tr.parameters,
         "steps": tr.steps,
         "epochs": tr.epochs,
+        "evaluated": evaluated.name,
+        "evaluated_step": best_step,
         "stop_reason": getattr(tr, "stop_reason", ""),
         "train_s": t_train,
         "eval_s": eval_s,
@@ -446,16 +470,27 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[part] = {k: _mean_std([(r.get(part) or {}).get(k) for r in rs]) for k in sorted(keys)}
         row["train_s"] = sum(float(r["train_s"]) for r in rs) / len(rs)
         row["steps"] = sum(int(r.get("steps", 0)) for r in rs) / len(rs)
+        row["evaluated_step"] = sum(int(r.get("evaluated_step", r.get("steps", 0))) for r in rs) / len(rs)
         rows.append(row)
     return rows
+
+
+def _steps(row: dict[str, Any]) -> str:
+    """Optimization steps of a table row (mean over seeds); with the step of the evaluated checkpoint when
+    validation selected one (``best.pt``) earlier than the last step."""
+    steps = f"{row.get('steps', 0):.0f}"
+    ev = row.get("evaluated_step")
+    if row.get("evaluated") == "best.pt" and ev is not None and round(ev) != round(row.get("steps", 0)):
+        steps += f" (best {ev:.0f})"
+    return steps
 
 
 def _table(rows: list[dict[str, Any]], first_cols: list[tuple[str, Any]], paper: dict[Any, Any], unit: str) -> str:
     cols = [c for c, _ in first_cols]
     head = (
         "| " + " | ".join(cols) + f" | RGB MAE (px) | depth MAE ({unit}) | PSNR (dB) | SSIM | AbsRel "
-        f"| paper RGB (px) | paper depth (m) | train (min) |\n"
-        "|" + "---|" * len(cols) + "---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| paper RGB (px) | paper depth (m) | steps | train (min) |\n"
+        "|" + "---|" * len(cols) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
@@ -467,7 +502,7 @@ def _table(rows: list[dict[str, Any]], first_cols: list[tuple[str, Any]], paper:
             "| " + " | ".join(cells) + f" | {_fmt(m.get('rgb_mae_px'), '.2f')} | {_fmt(m.get('depth_mae'), '.2f')} "
             f"| {_fmt(m.get('rgb_psnr_db'), '.2f')} | {_fmt(m.get('rgb_ssim'), '.3f')} "
             f"| {_fmt(m.get('depth_absrel'), '.3f')} "
-            f"| {_fmt(prgb, '.2f')} | {_fmt(pdep, '.2f')} | {r['train_s'] / 60:.1f} |"
+            f"| {_fmt(prgb, '.2f')} | {_fmt(pdep, '.2f')} | {_steps(r)} | {r['train_s'] / 60:.1f} |"
         )
     return head + "\n".join(lines) + "\n"
 

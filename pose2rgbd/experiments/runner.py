@@ -77,7 +77,9 @@ class ExperimentsConfig:
         0, "early stopping: validations without a relative val-loss improvement > min_delta before a run stops (0: off)"
     )
     min_delta: float = help_field(0.01, "early stopping: smallest relative val-loss improvement that counts")
-    val_every: int = help_field(1, "epochs between validations when early stopping is on")
+    val_every: int = help_field(
+        1, "epochs between validations when early stopping is on (patience counts these validations)"
+    )
     reprojection_k: int = help_field(
         3, "reprojection baseline: warp this many nearest training frames into each test pose (0: leave it out)"
     )
@@ -321,7 +323,9 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
            "max_steps": cfg.max_steps, "patience": cfg.patience, "min_delta": cfg.min_delta,
            "val_every": cfg.val_every if cfg.patience else 0, "reprojection_k": cfg.reprojection_k}  # fmt: skip
     if cfg.patience:
-        key["evaluated"] = "best.pt"  # selected on validation (runs before this setting evaluated last.pt)
+        # best.pt selected on validation, validations by epochs only (earlier runs: last.pt, at most one a minute)
+        key["evaluated"] = "best.pt"
+        key["val_min_seconds"] = 0.0
 
     def run_eval(checkpoint: Path) -> tuple[Any, float]:
         t0 = time.monotonic()
@@ -381,6 +385,9 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         val_fraction=0.1 if cfg.patience else 0.2,
         test_fraction=0.2 if cfg.patience else 0.0,
         val_every=cfg.val_every if cfg.patience else 0,
+        # Early stopping counts validations: at a fixed epoch cadence, never waiting for training time
+        # (the trainer's val_min_seconds), so when a run stops does not depend on the machine or its load.
+        val_min_seconds=0.0,
         max_minutes=cfg.budget_minutes,
         max_steps=cfg.max_steps,
         tensorboard=False,

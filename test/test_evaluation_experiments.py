@@ -191,12 +191,14 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
     orig = training.train_model
 
     def spy(*a, **kw):
-        calls.append(kw)
+        calls.append({**kw, "tc": a[3]})
         return orig(*a, **kw)
 
     monkeypatch.setattr(training, "train_model", spy)
     data2 = runner.run_experiments(out, cfg, command="test", progress=False)
     assert real is not None and len(calls) == 1 and calls[0].get("resume") is True
+    # patience counts validations at the epoch cadence, never thinned by the trainer's once-a-minute floor
+    assert calls[0]["tc"].val_every == cfg.val_every and calls[0]["tc"].val_min_seconds == 0.0
     assert [r["name"] for r in data2["runs"]] == [r["name"] for r in data["runs"]]
 
 

@@ -175,6 +175,7 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
     # early stopping selects on validation frames, so the held-out test frames score best.pt
     assert {r["evaluated"] for r in data["runs"]} == {"best.pt"}
     assert all(0 < r["evaluated_step"] <= r["steps"] for r in data["runs"])
+    assert (out / "validation_route.png").stat().st_size > 0  # the validation curves of the runs
     rp = data["runs"][0]["reprojection"]
     assert rp["k"] == 2 and 0.0 <= rp["hole_fraction"] < 1.0 and rp["rgb_mae_px"] > 0 and rp["frames"] == 3
     assert json.loads((out / "progress.json").read_text())["done"] == 2
@@ -252,3 +253,18 @@ def test_shards_split_the_runs_and_the_full_command_reuses_them(tmp_path, monkey
     for bad in ("2/2", "1", "a/b", "0/0"):
         with pytest.raises(ConfigError, match="K/N"):
             ExperimentsConfig(shard=bad)
+
+
+def test_validation_curves_plot_runs_with_validations_only(tmp_path) -> None:
+    from pose2rgbd.evaluation.plots import validation_curves
+
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "wall_s,step,epoch,phase,name,value\n1,10,0,train,loss,0.5\n2,10,0,val,loss,0.4\n3,20,1,val,loss,0.3\n"
+    )
+    no_val = tmp_path / "train_only.csv"
+    no_val.write_text("wall_s,step,epoch,phase,name,value\n1,10,0,train,loss,0.5\n")
+    assert validation_curves([("a", no_val), ("b", tmp_path / "missing.csv")], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+    p = validation_curves([("a", log), ("a", log), ("b", no_val)], tmp_path / "v.png", title="t")
+    assert p is not None and p.stat().st_size > 0

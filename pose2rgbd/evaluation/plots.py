@@ -141,6 +141,48 @@ def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", d
     return p
 
 
+def validation_curves(
+    runs: Sequence[tuple[str, str | Path]], path: str | Path, *, title: str = "", monitor: str = "loss"
+) -> Path | None:
+    """Validation ``monitor`` against the step for several runs in one figure: ``runs`` is ``(label, log.csv)``;
+    runs with one label (seeds of one setting) share a colour, and a dot marks each run's best validation.
+    Returns ``None`` when no run has a validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = []
+    for label, log_csv in runs:
+        if Path(log_csv).exists():
+            steps, values = read_log(log_csv).get(("val", monitor), (np.zeros(0), np.zeros(0)))
+            if len(steps):
+                curves.append((label, steps, values))
+    if not curves:
+        return None
+    colours = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(c[0] for c in curves))}
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    drawn: set[str] = set()
+    for label, steps, values in curves:
+        ax.plot(steps, values, "-", color=colours[label], alpha=0.8, lw=1.2, label=None if label in drawn else label)
+        b = int(np.argmin(values))
+        ax.plot(steps[b], values[b], "o", color=colours[label], ms=5)
+        drawn.add(label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation {monitor} (dots: best)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
 def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit: str = "m") -> Path:
     """Per test frame: the model's RGB (and depth) error against the distance to the nearest training camera
     (position gap on x, colour = viewing-direction gap): where the model can be trusted."""

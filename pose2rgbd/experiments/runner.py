@@ -778,6 +778,25 @@ def _progress(out: Path, done: int, total: int, current: str, wall_s: float, sha
     write_text_atomic(out / name, json.dumps(state))
 
 
+def _validation_figures(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]]) -> None:
+    """``OUT/validation_<split>.png``: every run's validation loss against the step (seeds of one setting share
+    a colour), where runs validated (early stopping): it shows whether the curves had flattened."""
+    from pose2rgbd.evaluation.plots import validation_curves
+
+    for split in cfg.splits:
+        runs = []
+        for r in results:
+            spec = r["spec"]
+            if spec["split"] != split:
+                continue
+            over = "".join(f" {k}={v}" for k, v in (spec.get("overrides") or {}).items())
+            enc = "quat" if spec["encoding"] == "6dof-quat" else "euler"
+            label = f"{spec['preset']}{over} {spec['outputs']} {enc} lr {spec['lr']:g}"
+            if r.get("name"):
+                runs.append((label, out / "runs" / split / r["name"] / "log.csv"))
+        validation_curves(runs, out / f"validation_{split}.png", title=f"validation loss, {split} split")
+
+
 def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], table4: list[dict[str, Any]],
            machine: dict[str, Any], dataset_info: str, command: str, wall_s: float) -> dict[str, Any]:  # fmt: skip
     data = {
@@ -792,6 +811,7 @@ def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], tab
     from pose2rgbd.atomic import write_text_atomic
 
     write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=float))
+    _validation_figures(out, cfg, results)
     write_text_atomic(
         out / "results.md", results_markdown(cfg, results, table4, machine, dataset_info, command, wall_s)
     )

@@ -12,6 +12,8 @@
 # $OUT/gpu-results.tar.gz (result.json of every finished run, results of the shards, bench JSON, logs).
 # The experiments' settings are in EXP_ARGS below; `pose2rgbd experiments` without --set shard=... on the same
 # OUT afterwards (here or on any machine with the packed result.json files) writes the tables.
+# EXP_MINUTES (default 1.2) caps each run; with EXP_MINUTES=30 the runs end on the validation plateau
+# (early stopping validates every epoch), the converged tables that "Converged tables on this CPU" measured at 64x64.
 set -euo pipefail
 WORK=${WORK:-/tmp/p2r-gpu}
 OUT=${OUT:-$WORK/out}

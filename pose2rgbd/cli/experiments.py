@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "and route splits, with the nearest-pose and reprojection baselines), optionally the geometry-aware variants "
         "(--tables g, --variants), and benchmarks inference (Table 4). Budgets per run: epochs, --budget-minutes, "
         "--max-steps, early stopping (--patience, --min-delta); --seeds repeats every run and the tables show mean "
-        "± std. Writes OUT/results.md (docs-ready), OUT/results.json, OUT/progress.json and one directory per run. "
+        "± std. Writes OUT/results.md (docs-ready), OUT/results.json, OUT/progress.json, "
+        "OUT/validation_<split>.png (the runs' validation curves, with early stopping) and one directory per run. "
         "Re-running reuses finished runs and resumes interrupted ones from their last.pt.",
         allow_abbrev=False,
     )

@@ -85,6 +85,8 @@ def test_results_markdown_has_paper_columns() -> None:
         for o in ("depth", "rgbd")
     ]
     md = results_markdown(cfg, results, [], machine_description(), "toy", "pose2rgbd experiments --out X", 60.0)
+    # the machine line names the SIMD flags and the runs' summed time (12 runs of 1 min), not only this wall time
+    assert f"({machine_description()['cpu_flags']})" in md and "summed over runs" in md and ": 12.0 min." in md
     assert "Table 1 analog" in md and "Table 2 analog" in md
     assert "| 0.001 | 6dof-euler | rgbd | 25.50 | 7.25 |" in md
     assert "| 21.45 | 8.85 |" in md  # paper's Euler RGBD row

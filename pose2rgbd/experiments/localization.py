@@ -91,19 +91,6 @@ def label(preset: str) -> str:
     return LABELS.get(preset, preset)
 
 
-def cpu_flags() -> str:
-    """The SIMD flags of this CPU that matter for torch (from /proc/cpuinfo), e.g. ``avx2 fma avx512f``."""
-    want = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in want if f in have)
-    except OSError:
-        pass
-    return "unknown"
-
-
 # ----------------------------------------------------------------------------------------------------- one run
 def _model_config(cfg: LocalizationExperimentsConfig, preset: str) -> Any:
     from pose2rgbd.models.registry import get_family
@@ -527,9 +514,7 @@ def _targets(cfg: LocalizationExperimentsConfig, by: dict[str, list[dict[str, An
 def machine() -> dict[str, Any]:
     from pose2rgbd.experiments.table4 import machine_description
 
-    m = machine_description()
-    m["cpu_flags"] = cpu_flags()
-    return m
+    return machine_description()  # with cpu_flags
 
 
 def run_localization_experiments(

@@ -607,8 +607,16 @@ def results_markdown(cfg: ExperimentsConfig, results: list[dict[str, Any]], tabl
     md = ["# Experiments (the paper's Tables 1, 2 and 4 on the synthetic world)\n"]
     gpu = f"GPU {machine['gpu']} (training and evaluation ran on it)" if machine.get("gpu") else "no GPU"
     md.append(
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, {gpu}; "
-        f"torch {machine['torch']} ({machine['torch_threads']} threads). Total wall time {wall_s / 60:.1f} min.\n"
+        f"Machine: {machine['cpu']} ({machine.get('cpu_flags') or 'SIMD flags unknown'}), {machine['cores']} cores, "
+        f"{machine['memory_gib']} GiB RAM, {gpu}; torch {machine['torch']} ({machine['torch_threads']} threads). "
+        f"Total wall time {wall_s / 60:.1f} min"
+        + (
+            f"; the runs' training and evaluation, summed over runs (earlier invocations and shards included): "
+            f"{sum(float(r.get('train_s', 0)) + float(r.get('eval_s', 0)) for r in results) / 60:.1f} min"
+            if results
+            else ""
+        )
+        + ".\n"
     )
     md.append(f"Command: `{command}`\n")
     md.append(

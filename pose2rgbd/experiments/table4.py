@@ -92,6 +92,19 @@ print(json.dumps({
 """
 
 
+def cpu_flags() -> str:
+    """The SIMD flags of this CPU that matter for torch (from /proc/cpuinfo), e.g. ``avx2 fma avx512f``."""
+    want = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in want if f in have)
+    except OSError:
+        pass
+    return "unknown"
+
+
 def machine_description() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -112,6 +125,7 @@ def machine_description() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu,
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "memory_gib": mem_gib,
         "torch": torch.__version__,

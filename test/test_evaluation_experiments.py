@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,7 +196,8 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
 
     def spy(*a, **kw):
         calls.append({**kw, "tc": a[3]})
-        return orig(*a, **kw)
+        res = orig(*a, **kw)
+        return replace(res, elapsed_s=1e4)  # as if the interrupted invocation had trained for hours
 
     monkeypatch.setattr(training, "train_model", spy)
     data2 = runner.run_experiments(out, cfg, command="test", progress=False)
@@ -203,6 +205,8 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
     # patience counts validations at the epoch cadence, never thinned by the trainer's once-a-minute floor
     assert calls[0]["tc"].val_every == cfg.val_every and calls[0]["tc"].val_min_seconds == 0.0
     assert [r["name"] for r in data2["runs"]] == [r["name"] for r in data["runs"]]
+    # the resumed run's training time is the trainer's, summed over its invocations, not this invocation's alone
+    assert data2["runs"][1]["train_s"] == 1e4 and data2["runs"][0]["train_s"] < 1e4
 
 
 def test_early_stopping_counts_plateaus_and_keeps_state_for_resume() -> None:

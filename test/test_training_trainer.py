@@ -115,6 +115,24 @@ def test_param_groups_and_callbacks() -> None:
         assert {id(p) for p in state} == {id(p) for p in module.parameters()}
 
 
+def test_a_stop_asked_at_a_validation_trains_no_further_step() -> None:
+    """Early stopping decides at an epoch-end validation: training ends there, and the final validation is not
+    repeated on the weights just validated."""
+    data = [{"x": torch.randn(2)} for _ in range(8)]  # 2 steps per epoch
+    seen: list[int] = []
+
+    class StopAtSecondValidation(Callback):
+        def on_validation_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+            seen.append(trainer.step)
+            if len(seen) == 2:
+                trainer.should_stop = True
+
+    cfg = TrainConfig(epochs=10, batch_size=4, progress=False, tensorboard=False, amp="off", val_min_seconds=0)
+    tr = Trainer(_TwoGroup(), data, cfg, val_set=data, callbacks=[StopAtSecondValidation()])
+    tr.fit()
+    assert seen == [2, 4] and tr.step == 4 and tr.epoch == 2 and tr.stop_reason == "callback asked to stop"
+
+
 class _Scored(ModelBase):
     """Validation reports a scripted score per validation (one batch), for best-checkpoint selection."""
 

@@ -258,6 +258,7 @@ class Trainer:
         self.epoch = 0
         self.elapsed_s = 0.0
         self.should_stop = False
+        self._val_step = -1  # the step of the last validation (the final one is skipped when it is this step)
         self.stop_reason = ""
         self.last_val: dict[str, float] = {}
         self.bn_fresh = True  # BatchNorm statistics match the weights (no step since the last recalibration)
@@ -326,6 +327,7 @@ class Trainer:
         if self.val_set is None or len(self.val_set) == 0 or not self.dist.is_main:  # type: ignore[arg-type]
             return {}
         self.recalibrate_batchnorm()
+        self._val_step = self.step
         self.model.eval()
         sums: dict[str, float] = {}
         n = 0
@@ -439,6 +441,7 @@ class Trainer:
         c = self.cfg
         self._t0, self._elapsed0 = self.clock(), self.elapsed_s
         self._last_val_t = self._last_ckpt_t = self.elapsed_s
+        self._val_step = -1  # the step of the last validation
         val_pending = False
         dist_.broadcast_module(self.model)  # every process starts from rank 0's weights (a no-op alone)
         hooks = [dist_.average_gradients_before_step(o) for o in self.optimizers.values()] if self.dist.enabled else []
@@ -458,6 +461,9 @@ class Trainer:
             stop = not dist_.broadcast_flag(self._budget_left())
             epoch_end = False
             while not stop:
+                if dist_.broadcast_flag(self.should_stop):  # asked at the end of the last epoch (early stopping)
+                    self.stop_reason = self.stop_reason or "callback asked to stop"
+                    break
                 for cb in self.callbacks:
                     cb.on_epoch_start(self)
                 loader = self._loader(self.train_set, shuffle=True, epoch=self.epoch, skip_batches=self.epoch_step)
@@ -494,8 +500,8 @@ class Trainer:
                             for cb in self.callbacks:
                                 cb.on_epoch_end(self)
                             break
-            if c.val_every or c.val_every_steps or c.val_every_seconds:
-                self.validate()  # the final weights (recalibrated), whatever the cadence
+            if (c.val_every or c.val_every_steps or c.val_every_seconds) and self._val_step != self.step:
+                self.validate()  # the final weights (recalibrated), whatever the cadence, unless just validated
             if stop and epoch_end:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self)

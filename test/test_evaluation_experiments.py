@@ -274,3 +274,14 @@ def test_validation_curves_plot_runs_with_validations_only(tmp_path) -> None:
     assert not (tmp_path / "none.png").exists()
     p = validation_curves([("a", log), ("a", log), ("b", no_val)], tmp_path / "v.png", title="t")
     assert p is not None and p.stat().st_size > 0
+
+
+def test_read_log_keeps_the_resumed_rows_where_a_run_went_back(tmp_path) -> None:
+    from pose2rgbd.evaluation.plots import read_log
+
+    log = tmp_path / "log.csv"
+    rows = [(10, 0.5), (20, 0.4), (30, 0.3), (40, 0.2)]  # interrupted after 40; its checkpoint was at step 20
+    rows += [(30, 0.35), (40, 0.25), (50, 0.2)]  # the resumed run
+    log.write_text("wall_s,step,epoch,phase,name,value\n" + "".join(f"0,{s},0,val,loss,{v}\n" for s, v in rows))
+    steps, values = read_log(log)[("val", "loss")]
+    assert steps.tolist() == [10, 20, 30, 40, 50] and values.tolist() == [0.5, 0.4, 0.35, 0.25, 0.2]

@@ -86,13 +86,22 @@ def qualitative_grid(
 
 
 def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """``log.csv`` -> ``{(phase, name): (steps, values)}``."""
+    """``log.csv`` -> ``{(phase, name): (steps, values)}``.
+
+    A resumed run appends to the log from the step of its checkpoint; rows the interrupted run wrote after that
+    step belong to weights that were lost, so a series whose step goes back keeps only the resumed rows there.
+    """
     series: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             key = (row["phase"], row["name"])
             s, v = series.setdefault(key, ([], []))
-            s.append(float(row["step"]))
+            step = float(row["step"])
+            if s and step < s[-1]:  # the step went back: a resume; drop the lost rows from this step on
+                while s and s[-1] >= step:
+                    s.pop()
+                    v.pop()
+            s.append(step)
             v.append(float(row["value"]))
     return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in series.items()}
 

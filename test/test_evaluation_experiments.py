@@ -39,6 +39,9 @@ def test_plan_takes_a_subset_of_outputs_and_slice_models() -> None:
     assert len(runs) == 6 and {r.outputs for r in runs} == {"rgbd"}
     base_only = planned_runs(ExperimentsConfig(splits=["route"], tables=["2"], slice_presets=[], outputs=["depth"]))
     assert [(r.preset, r.outputs) for r in base_only] == [("base", "depth")]
+    # the paper-lr control is an RGBD run: not trained when RGBD is not among the outputs
+    depth_only = planned_runs(ExperimentsConfig(splits=["route"], tables=["1"], outputs=["depth"]))
+    assert {(r.outputs, r.lr) for r in depth_only} == {("depth", 1e-3)}
     with pytest.raises(ConfigError, match="outputs"):
         ExperimentsConfig(outputs=["normals"])
     with pytest.raises(ConfigError, match="slice_presets"):
@@ -224,6 +227,15 @@ def test_early_stopping_counts_plateaus_and_keeps_state_for_resume() -> None:
     assert tr.should_stop and "early stop" in tr.stop_reason
     with pytest.raises(ConfigError):
         EarlyStopping(patience=0)
+    # a run resumed from the checkpoint written when it stopped (killed during its evaluation) stops at once
+    stopped = SimpleNamespace(
+        extra_state={"early_stopping": {"best": 0.8, "bad": 2}}, should_stop=False, stop_reason=""
+    )
+    EarlyStopping(patience=2, min_delta=0.1).on_train_start(stopped)
+    assert stopped.should_stop and "early stop" in stopped.stop_reason
+    going = SimpleNamespace(extra_state={"early_stopping": {"best": 0.8, "bad": 1}}, should_stop=False, stop_reason="")
+    EarlyStopping(patience=2, min_delta=0.1).on_train_start(going)
+    assert not going.should_stop
 
 
 def test_shards_split_the_runs_and_the_full_command_reuses_them(tmp_path, monkeypatch) -> None:
@@ -285,3 +297,20 @@ def test_read_log_keeps_the_resumed_rows_where_a_run_went_back(tmp_path) -> None
     log.write_text("wall_s,step,epoch,phase,name,value\n" + "".join(f"0,{s},0,val,loss,{v}\n" for s, v in rows))
     steps, values = read_log(log)[("val", "loss")]
     assert steps.tolist() == [10, 20, 30, 40, 50] and values.tolist() == [0.5, 0.4, 0.35, 0.25, 0.2]
+    # the resumed run validates first at the very step the interrupted one last did
+    log.write_text("wall_s,step,epoch,phase,name,value\n" + "".join(f"0,{s},0,val,loss,{v}\n" for s, v in
+                   [(12, 0.7), (24, 0.6), (36, 0.5), (36, 0.55), (48, 0.45)]))  # fmt: skip
+    steps, values = read_log(log)[("val", "loss")]
+    assert steps.tolist() == [12, 24, 36, 48] and values.tolist() == [0.7, 0.6, 0.55, 0.45]
+
+
+def test_a_figure_that_fails_costs_no_table(tmp_path, monkeypatch) -> None:
+    from pose2rgbd.experiments import runner
+
+    def broken(*a, **kw):
+        raise ValueError("could not convert string to float: ''")
+
+    monkeypatch.setattr(runner, "_validation_figures", broken)
+    cfg = ExperimentsConfig(splits=["route"], tables=["1"])
+    runner._write(tmp_path, cfg, [], [], machine_description(), "toy", "test", 1.0)
+    assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").exists()

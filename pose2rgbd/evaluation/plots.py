@@ -97,7 +97,7 @@ def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.nda
             key = (row["phase"], row["name"])
             s, v = series.setdefault(key, ([], []))
             step = float(row["step"])
-            if s and step < s[-1]:  # the step went back: a resume; drop the lost rows from this step on
+            if s and step <= s[-1]:  # the step went back: a resume; drop the lost rows from this step on
                 while s and s[-1] >= step:
                     s.pop()
                     v.pop()

@@ -32,6 +32,17 @@ class EarlyStopping(Callback):
         st: dict[str, Any] = trainer.extra_state.setdefault("early_stopping", {"best": None, "bad": 0})
         return st
 
+    def on_train_start(self, trainer: Any) -> None:
+        """A run resumed from the checkpoint written when it stopped (e.g. killed during its evaluation) stops
+        again before training a step, instead of training on to the next validation."""
+        st = self._state(trainer)
+        if int(st["bad"]) >= self.patience:
+            trainer.should_stop = True
+            trainer.stop_reason = (
+                f"early stop: {self.monitor} {st['best']:.5g} not improved by > {self.min_delta:g} (relative) "
+                f"for {self.patience} validations"
+            )
+
     def on_validation_end(self, trainer: Any, logs: dict[str, float]) -> None:
         v = logs.get(self.monitor)
         if v is None or not math.isfinite(float(v)):

@@ -235,7 +235,7 @@ def planned_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
             for enc in ("6dof-euler", "6dof-quat"):
                 for o in [o for o in ("depth", "rgb", "rgbd") if o in cfg.outputs]:
                     runs.append(RunSpec(split, "base", o, enc, cfg.epochs_table1, cfg.lr))
-            if cfg.paper_lr_control and cfg.lr != PAPER_LR:
+            if cfg.paper_lr_control and cfg.lr != PAPER_LR and "rgbd" in cfg.outputs:
                 runs.append(RunSpec(split, "base", "rgbd", "6dof-quat", cfg.epochs_table1, PAPER_LR))
         if "2" in cfg.tables:
             for p in ["base"] + [p for p in ("slice10", "slice32", "slice64") if p in cfg.slice_presets]:
@@ -585,7 +585,7 @@ def _geometry_table(cfg: ExperimentsConfig, rows: list[dict[str, Any]], unit: st
             f"| {_fmt(m.get('depth_mae'), '.2f')} | {_fmt(m.get('rgb_psnr_db'), '.2f')} "
             f"| {_fmt(m.get('rgb_ssim'), '.3f')} | {_fmt(m.get('depth_absrel'), '.3f')} "
             f"| {gain(m.get('rgb_mae_px'), b.get('rgb_mae_px'))} | {gain(m.get('depth_mae'), b.get('depth_mae'))} "
-            f"| {first(r.get('steps', 0)):.0f} | {r['train_s'] / 60:.1f} |"
+            f"| {_steps(r)} | {r['train_s'] / 60:.1f} |"
         )
     if base_row is not None:
         for name, key in (("nearest-pose retrieval", "baseline"), ("reprojection", "reprojection")):
@@ -800,7 +800,7 @@ def _validation_figures(out: Path, cfg: ExperimentsConfig, results: list[dict[st
                 continue
             over = "".join(f" {k}={v}" for k, v in (spec.get("overrides") or {}).items())
             enc = "quat" if spec["encoding"] == "6dof-quat" else "euler"
-            label = f"{spec['preset']}{over} {spec['outputs']} {enc} lr {spec['lr']:g}"
+            label = f"{spec['preset']}{over} {spec['outputs']} {enc} e{spec['epochs']} lr {spec['lr']:g}"
             if r.get("name"):
                 runs.append((label, out / "runs" / split / r["name"] / "log.csv"))
         validation_curves(runs, out / f"validation_{split}.png", title=f"validation loss, {split} split")
@@ -820,8 +820,11 @@ def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], tab
     from pose2rgbd.atomic import write_text_atomic
 
     write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=float))
-    _validation_figures(out, cfg, results)
     write_text_atomic(
         out / "results.md", results_markdown(cfg, results, table4, machine, dataset_info, command, wall_s)
     )
+    try:
+        _validation_figures(out, cfg, results)
+    except Exception as e:  # a damaged log.csv or a plotting error must not cost the tables
+        log.warning("validation figures not written: %s", e)
     return data

@@ -129,7 +129,8 @@ class TrainConfig:
     val_min_seconds: float = help_field(
         60.0,
         "at most one validation per this many seconds of training: one due earlier (by epochs or steps) waits "
-        "until then (0: no limit). The final validation always runs. Set val_every 0 (and the others 0) for none",
+        "until then (0: no limit). The final validation always runs (unless the last one was at the final step). "
+        "Set val_every 0 (and the others 0) for none",
     )
     recalibrate_bn: bool = help_field(
         True, "recompute BatchNorm statistics for the current weights before validating and at the end (precise BN)"

@@ -18,7 +18,9 @@ metrics; a multi-objective model logs group-prefixed names (``generator/adv``) a
 Length and cadence (:class:`TrainConfig`): training ends at the first of ``epochs`` (0: unlimited when a step or
 time budget is given, else 100), ``max_steps``, ``max_minutes`` or a callback. Validation runs at the end of every
 ``val_every``-th epoch, every ``val_every_steps`` steps and every ``val_every_seconds`` of training time, but at
-most once per ``val_min_seconds`` (a validation due earlier waits), and once at the end. ``last.pt`` is due every
+most once per ``val_min_seconds`` (a validation due earlier waits), and once at the end unless the last one was
+at the final step. A callback that sets ``should_stop`` at an epoch-end validation ends training there; one set
+at a validation inside an epoch takes effect after the next step. ``last.pt`` is due every
 ``checkpoint_every_seconds`` / ``_steps`` / ``_epochs`` and at the end; callbacks get ``on_checkpoint`` then. All
 times are training time read from ``trainer.clock`` (``time.monotonic``; tests replace it). Checkpoints may fall
 inside an epoch: ``epoch_step`` (batches done in the current epoch) is saved, and a resume skips those batches of

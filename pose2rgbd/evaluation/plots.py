@@ -6,6 +6,7 @@ import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,7 +78,15 @@ def qualitative_grid(
                 ax.set_ylabel(row_labels[i], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: str | Path, *, tight: bool = True) -> Path:
+    """Lay out (``tight``), write ``path`` (its folder made) at 100 dpi and close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=100)
@@ -142,12 +151,7 @@ def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", d
     ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, path)
 
 
 def validation_curves(
@@ -184,12 +188,7 @@ def validation_curves(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, path)
 
 
 def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit: str = "m") -> Path:
@@ -212,11 +211,7 @@ def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit
     if sc is not None:
         fig.colorbar(sc, ax=axes[0].tolist(), label="angle to that camera (deg)")
     fig.suptitle("test-frame error against coverage", fontsize=10)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save_figure(fig, path, tight=False)
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:

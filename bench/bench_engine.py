@@ -57,13 +57,9 @@ def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from pose2rgbd.experiments.table4 import machine_description
+
+    return str(machine_description()["cpu"]) or platform.machine()
 
 
 def _machine(args: argparse.Namespace) -> str:

@@ -71,13 +71,9 @@ def rel_spread(values: list[float]) -> float | None:
 
 
 def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from pose2rgbd.experiments.table4 import machine_description
+
+    return str(machine_description()["cpu"]) or platform.machine()
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ def run_node(
 ) -> int:
     """Spin ``make_node()`` on ``make_executor()`` (both built after ``rclpy.init``) until Ctrl-C / shutdown.
 
-    Returns 1 after a :class:`Pose2RGBDError` (logged as fatal), else 0. A node with a ``close()`` method has
+    Returns 1 after a :class:`Pose2RGBDError` (logged as fatal), else 0 (also when rclpy fails a take that
+    races the shutdown). A node with a ``close()`` method has
     it called before it is destroyed.
     """
     rclpy.init(args=args)
@@ -33,6 +34,13 @@ def run_node(
     except Pose2RGBDError as e:
         (node.get_logger() if node else rclpy.logging.get_logger(logger_name)).fatal(str(e))
         return 1
+    except RuntimeError as e:
+        # rclpy can fail a message take that races Ctrl-C's context shutdown ("Unable to convert call argument
+        # ... to Python object", seen under load): once the context is shut down that is the shutdown itself,
+        # not a fault of the node, so the node exits cleanly. While the context is still up it is a real error.
+        if rclpy.ok():
+            raise
+        rclpy.logging.get_logger(logger_name).debug(f"error while shutting down, ignored: {e}")
     finally:
         if executor is not None:  # no callback may still run while the node is closed and destroyed
             executor.shutdown(timeout_sec=5.0)

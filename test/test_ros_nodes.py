@@ -157,3 +157,36 @@ def test_render_node_refuses_missing_checkpoint(rclpy_context) -> None:  # type:
 
     with pytest.raises(CheckpointError):
         make_node("render")
+
+
+def test_run_node_exits_cleanly_when_a_take_races_the_shutdown(monkeypatch, ros_domain_id) -> None:  # type: ignore[no-untyped-def]
+    """rclpy can fail a take that races Ctrl-C's context shutdown (a RuntimeError from pybind11): after the
+    shutdown that is exit 0, while the context is still up the same error propagates."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
+
+    from pose2rgbd_ros.spin import run_node
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    closed: list[bool] = []
+
+    class Racing(SingleThreadedExecutor):
+        def __init__(self, shut_down_first: bool) -> None:
+            super().__init__()
+            self.shut_down_first = shut_down_first
+
+        def spin(self) -> None:  # type: ignore[override]
+            if self.shut_down_first:
+                rclpy.shutdown()
+            raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+    class ClosingNode(rclpy.node.Node):
+        def close(self) -> None:
+            closed.append(True)
+
+    assert run_node(None, lambda: ClosingNode("racing"), lambda: Racing(True), "racing") == 0
+    assert closed == [True]
+    with pytest.raises(RuntimeError, match="Unable to convert"):
+        run_node(None, lambda: ClosingNode("racing"), lambda: Racing(False), "racing")
+    assert closed == [True, True] and not rclpy.ok()

@@ -1,7 +1,12 @@
 """Start the localize node: camera images -> camera pose in the world frame with a calibrated covariance.
 
+ros2 launch pose2rgbd localize.launch.py map:=/path/place_map [gps_topic:=/fix] [covariance_file:=/path/calib.yaml]
 ros2 launch pose2rgbd localize.launch.py checkpoint:=/path/localizer.pt covariance_file:=/path/calib.yaml \
     [image_topic:=/camera/image_raw image_type:=raw publish_tf:=false device:=cuda ...]
+
+With map:= the node matches each image against the place map (`pose2rgbd map build`) and publishes a pose or, with
+the reason in its status, none; with checkpoint:= only, it runs the image -> pose model (PoseGAN); with both and
+method:=structure+posegan, the model's estimate is the map search's prior.
 """
 
 from launch import LaunchDescription
@@ -15,8 +20,15 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument(
-            "checkpoint", description="image -> pose checkpoint (.pt) written by `pose2rgbd train` (e.g. PoseGAN)"
+            "checkpoint",
+            default_value="",
+            description="image -> pose checkpoint (.pt) written by `pose2rgbd train` (e.g. PoseGAN); empty with map:=",
         ),
+        DeclareLaunchArgument("map", default_value="", description="place map folder (`pose2rgbd map build`)"),
+        DeclareLaunchArgument(
+            "method", default_value="auto", description="auto | structure | posegan | structure+posegan"
+        ),
+        DeclareLaunchArgument("gps_topic", default_value="", description="NavSatFix used as a prior (empty: none)"),
         DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("pose2rgbd"), "config", "localize.yaml"]),
@@ -54,6 +66,9 @@ def generate_launch_description() -> LaunchDescription:
             LaunchConfiguration("params_file"),
             {
                 "engine.checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+                "map": ParameterValue(LaunchConfiguration("map"), value_type=str),
+                "method": ParameterValue(LaunchConfiguration("method"), value_type=str),
+                "topics.gps": ParameterValue(LaunchConfiguration("gps_topic"), value_type=str),
                 "engine.device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                 "topics.image": ParameterValue(LaunchConfiguration("image_topic"), value_type=str),
                 "image_type": ParameterValue(LaunchConfiguration("image_type"), value_type=str),

@@ -61,3 +61,32 @@ def ros_domain_id() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
     return random.randint(1, 100) if k < 0 else 1 + 50 * (k % 2) + random.randrange(50)
+
+
+MAP_WORLD_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def map_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A simulated survey (the map) and a held-out crossing route (the queries) at 128x128, plus the crossing of
+    another city (seed 1) as queries from a place the map has never seen."""
+    from pose2rgbd.map import MapBuildConfig, MapSelection, build_map
+    from pose2rgbd.sim import SimConfig
+    from pose2rgbd.sim.export import export_dataset, world_of
+
+    d = tmp_path_factory.mktemp("map")
+    sim = SimConfig(width=MAP_WORLD_SIZE, height=MAP_WORLD_SIZE, routes=["survey", "crossing"], survey_duration_s=360.0,
+                    route_duration_s=60.0, dataset_stride=30)  # fmt: skip
+    export_dataset(sim, d / "dataset", progress=False, world=world_of(sim))
+    other = SimConfig(
+        seed=1,
+        width=MAP_WORLD_SIZE,
+        height=MAP_WORLD_SIZE,
+        routes=["crossing"],
+        route_duration_s=60.0,
+        dataset_stride=30,
+    )
+    export_dataset(other, d / "other", progress=False, world=world_of(other))
+    cfg = MapBuildConfig(selection=MapSelection(sources=[0]))
+    build_map(d / "dataset", d / "map", cfg, progress=False)
+    return {"dir": d, "dataset": d / "dataset", "map": d / "map", "other": d / "other"}

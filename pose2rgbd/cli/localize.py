@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, engine_schema, need_checkpoint
+from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, need_checkpoint
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -25,7 +25,19 @@ BAG_ALIASES = (
     Alias("--world-frame", "world_frame"),
     Alias("--covariance-file", "covariance_file"),
     Alias("--crop-scale", "crop_scale"),
+    Alias("--map", "map"),
+    Alias("--method", "method", choices=("auto", "structure", "posegan", "structure+posegan")),
+    Alias("--gps-topic", "topics.gps"),
+    Alias("--odometry-topic", "topics.odometry"),
+    Alias("--camera-info-topic", "topics.camera_info"),
 )
+
+
+def _images_schema() -> Schema:
+    from pose2rgbd.inference.common import EngineConfig
+    from pose2rgbd.inference.structure import StructureConfig
+
+    return Schema({"engine": EngineConfig, "structure": StructureConfig})
 
 
 def _localizer_schema() -> Schema:
@@ -62,23 +74,41 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "model input keeping the aspect ratio, then centre-crop",
     )
     i.add_argument(
+        "--bit-depth",
+        type=int,
+        default=0,
+        help="significant bits of 16-bit images (10 for 10-bit data in a 16-bit PNG / TIFF); 0: inferred per image "
+        "from its largest value (10, 12, 14 or 16 bits)",
+    )
+    i.add_argument(
         "--calibration",
         type=Path,
         default=None,
         help="calibration YAML (`localize calibrate`): its threshold sets the out_of_distribution column",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_config_flags(i, engine_schema, engine_aliases(),
-                     config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
+    i.add_argument("--map", default="", help="place map folder (`pose2rgbd map build`): the structure localizer")
+    i.add_argument("--method", default="auto", choices=("auto", "structure", "posegan", "structure+posegan"),
+                   help="structure (against --map) | posegan (--checkpoint) | structure+posegan (the model's estimate "
+                   "as the prior) | auto: structure when --map is given")  # fmt: skip
+    i.add_argument("--no-sequence", action="store_true",
+                   help="structure: unordered photos, not a sequence (the previous fix is no prior)")  # fmt: skip
+    i.add_argument("--camera", default="", metavar="FX,FY,CX,CY",
+                   help="structure: intrinsics at the images' own size (default: the map's camera scaled)")  # fmt: skip
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(i, _images_schema, engine_aliases(),
+                     config_help="YAML with 'engine:' and 'structure:' sections; flags override it")  # fmt: skip
     i.set_defaults(func=_images)
 
     c = lsub.add_parser("calibrate", help="covariance + OOD threshold from a checkpoint's validation errors -> YAML",
                         allow_abbrev=False)  # fmt: skip
-    c.add_argument("--checkpoint", type=Path, required=True, help="image -> pose checkpoint (.pt)")
+    c.add_argument("--checkpoint", type=Path, default=None, help="image -> pose checkpoint (.pt)")
+    c.add_argument("--map", type=Path, default=None,
+                   help="or a place map: calibrate the structure localizer (frames outside the map only)")  # fmt: skip
     c.add_argument("--dataset", type=Path, required=True, help="the dataset (format v1) with ground-truth poses")
     c.add_argument("--split", choices=["random", "route", "every-nth", "all"], default=None,
                    help="frames to calibrate on (default: the validation frames of the split the checkpoint was "
-                   "trained with)")  # fmt: skip
+                   "trained with / the map was selected with)")  # fmt: skip
     c.add_argument("--out", type=Path, required=True, help="calibration YAML to write (for covariance_file)")
     c.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
     c.add_argument("--batch", type=int, default=16, help="images per forward pass")
@@ -106,30 +136,35 @@ def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: lis
 
 
 def _bag(args: argparse.Namespace) -> int:
+    from pose2rgbd.inference.structure import resolve_method
     from pose2rgbd.nodes.localizer import LOCALIZER
     from pose2rgbd.nodes.spec import check_ranges
     from pose2rgbd.runtime.offline import run_node_bag
 
     cfg = config_from_args(args)
-    need_checkpoint(cfg.engine)
+    resolve_method(cfg.method, cfg.map, cfg.engine.checkpoint)
     check_ranges(cfg)
-    inputs = [cfg.engine.checkpoint] + ([cfg.covariance_file] if cfg.covariance_file else [])
+    inputs = [p for p in (cfg.engine.checkpoint, cfg.covariance_file, cfg.map) if p]
     stats = run_node_bag(
         LOCALIZER, cfg, args.bag, args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
-        overwrite=args.overwrite, progress=True, inputs=inputs,
+        overwrite=args.overwrite, progress=not args.no_progress, inputs=inputs,
     )  # fmt: skip
     c = stats.counters
-    print(f"{args.out}: {c['frames']} of {c['images']} images localized in {stats.wall_s:.1f} s")
+    done = c.get("fixes", c["frames"])  # the structure localizer may answer "no fix"
+    print(f"{args.out}: {done} of {c['images']} images localized in {stats.wall_s:.1f} s")
     for topic, n in sorted(stats.messages_out.items()):
         print(f"  {topic:<40} {n}")
-    print(
-        f"  image-to-pose latency p50 {stats.latency_percentile(50):.1f} ms, p99 {stats.latency_percentile(99):.1f} ms"
-    )
+    if c["frames"]:
+        p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
+        print(f"  image-to-pose latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"  out of distribution: {c['out_of_distribution']}")
+    if "no_fix" in c:
+        why = {k[len("no_fix_") :].replace("_", " "): v for k, v in c.items() if k.startswith("no_fix_") and v}
+        print(f"  fixes: {c['fixes']}; no fix: {c['no_fix']}" + (f" {why}" if why else ""))
     rejected = {k: v for k, v in c.items() if k.startswith("rejected_") and v}
     if c["rejected"] or c["localize_errors"]:
         print(f"  rejected: {c['rejected']} {rejected}; localization errors: {c['localize_errors']}")
-    return 0 if c["frames"] else 1
+    return 0 if done else 1
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -145,25 +180,114 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _images(args: argparse.Namespace) -> int:
-    import cv2
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.inference.structure import resolve_method
+
+    cfgs = config_from_args(args)
+    cfg = cfgs["engine"]
+    method = resolve_method(args.method, args.map, cfg.checkpoint)
+    if args.batch < 1:
+        raise ConfigError("--batch must be >= 1")
+    _check_file_out(args.out, (".csv", ".tum", ".txt"), "poses",
+                    [args.dir, cfg.checkpoint, args.calibration, args.map], args.overwrite)  # fmt: skip
+    files = list_images(args.dir)
+    if method == "posegan":
+        return _images_model(args, cfg, files)
+    return _images_structure(args, cfgs, method, files)
+
+
+def _read_image(path: Path, bit_depth: int = 0) -> tuple[Any, str]:
+    """uint8 RGB of an image file (:func:`read_rgb_image`), or (None, why not)."""
+    from pose2rgbd.errors import BagError
+
+    try:
+        return read_rgb_image(path, bit_depth), ""
+    except (BagError, OSError) as e:
+        return None, (str(e) if isinstance(e, BagError) else f"{path.name}: {e.strerror or e}")
+
+
+def _pose_fields(T: Any) -> str:
+    from pose2rgbd.geometry.transforms import tq_from_T
+
+    t, q = tq_from_T(T)
+    return ",".join(repr(float(v)) for v in (*t, *q))
+
+
+def _csv_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
+
+
+def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: list[Path]) -> int:
+    """The structure localizer over the folder: a sequence in name order unless --no-sequence; rows without a fix
+    keep their place (empty pose fields, the reason)."""
+    import dataclasses
+
+    from pose2rgbd.atomic import write_text_atomic
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.evaluation.calibration import load_calibration
+    from pose2rgbd.inference import load_engine
+    from pose2rgbd.inference.structure import load_structure_localizer
+    from pose2rgbd.progress import bar
+
+    scfg = cfgs["structure"]
+    if args.no_sequence:
+        scfg = dataclasses.replace(scfg, use_previous_fix=False)
+    prior_engine = load_engine(cfgs["engine"]) if "posegan" in method else None
+    loc = load_structure_localizer(args.map, scfg, prior_engine=prior_engine)
+    if args.camera:
+        try:
+            fx, fy, cx, cy = (float(v) for v in args.camera.split(","))
+        except ValueError as e:
+            raise ConfigError(f"--camera {args.camera!r}: give FX,FY,CX,CY (four numbers)") from e
+        loc.query_intrinsics = (fx, fy, cx, cy)
+    threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
+    tum = args.out.suffix.lower() in (".tum", ".txt")
+    lines = [f"# index tx ty tz qx qy qz qw  (index: the image's place in name order; world frame: {loc.world_frame}; "
+             "images without a fix are comment lines)"] if tum else [
+        "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution,fix,reason,inliers"]  # fmt: skip
+    fixes = 0
+    for n, path in enumerate(bar(files, progress=not args.no_progress, desc="localize", unit="image")):
+        rgb, why = _read_image(path, args.bit_depth)
+        fix = None if rgb is None else loc.localize_one(rgb)
+        if fix is not None and fix.ok:
+            fixes += 1
+            pose, conf = _pose_fields(fix.T_world_cam), fix.confidence
+            if tum:
+                lines.append(f"{n} {pose.replace(',', ' ')}")
+                continue
+            ood = "" if threshold is None else str(conf < threshold).lower()
+            lines.append(f"{_csv_name(path.name)},{pose},{conf!r},{ood},true,,{fix.inliers}")
+            continue
+        reason = why if fix is None else fix.reason
+        if tum:
+            lines.append(f"# {n} {path.name}: no fix ({reason})")
+        else:
+            lines.append(f"{_csv_name(path.name)},,,,,,,,,,false,{reason},{0 if fix is None else fix.inliers}")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    print(f"{args.out}: {fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
+          f"({method}; {'unordered' if args.no_sequence else 'a sequence in name order'}; world frame "
+          f"{loc.world_frame})")  # fmt: skip
+    if fixes < len(files):
+        print(f"  {len(files) - fixes} images without a fix: their rows give the reason")
+    return 0 if fixes else 1
+
+
+def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
     import numpy as np
 
     from pose2rgbd.atomic import write_text_atomic
-    from pose2rgbd.errors import CheckpointError, ConfigError
+    from pose2rgbd.errors import BagError, CheckpointError, ConfigError
     from pose2rgbd.evaluation.calibration import load_calibration
-    from pose2rgbd.geometry.transforms import tq_from_T
     from pose2rgbd.inference import LocalizeEngine, load_engine
     from pose2rgbd.inference.images import prepare_for_model
     from pose2rgbd.progress import bar
 
-    cfg = config_from_args(args)["engine"]
     need_checkpoint(cfg)
     if args.batch < 1:
         raise ConfigError("--batch must be >= 1")
+    if args.bit_depth and not 8 <= args.bit_depth <= 16:
+        raise ConfigError(f"--bit-depth {args.bit_depth}: expected 0 (inferred per image) or 8 to 16")
     tum = args.out.suffix.lower() in (".tum", ".txt")
-    _check_file_out(args.out, (".csv", ".tum", ".txt"), "poses",
-                    [args.dir, cfg.checkpoint, args.calibration], args.overwrite)  # fmt: skip
-    files = list_images(args.dir)
     threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
     engine = load_engine(cfg)
     if not isinstance(engine, LocalizeEngine):
@@ -171,20 +295,16 @@ def _images(args: argparse.Namespace) -> int:
     rows: list[tuple[int, str, np.ndarray, float]] = []
     skipped: list[str] = []
     todo = list(enumerate(files))
-    for k in bar(range(0, len(todo), args.batch), desc="localize", unit="batch"):
+    for k in bar(range(0, len(todo), args.batch), progress=not args.no_progress, desc="localize", unit="batch"):
         batch, names = [], []
         for n, path in todo[k : k + args.batch]:
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR; 16-bit / grey files are converted
-            if img is None or min(img.shape[:2]) < 1:
-                skipped.append(path.name)
+            try:
+                rgb = read_rgb_image(path, args.bit_depth)
+            except (BagError, OSError) as e:
+                skipped.append(str(e) if isinstance(e, BagError) else f"{path.name}: {e.strerror or e}")
                 continue
             batch.append(
-                prepare_for_model(
-                    getattr(engine, "model", None),
-                    np.ascontiguousarray(img[..., ::-1]),
-                    engine.input_hw,
-                    crop_scale=args.crop_scale,
-                )
+                prepare_for_model(getattr(engine, "model", None), rgb, engine.input_hw, crop_scale=args.crop_scale)
             )
             names.append((n, path.name))
         if not batch:
@@ -198,20 +318,37 @@ def _images(args: argparse.Namespace) -> int:
     else:
         lines.append("image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution")
     for n, name, T, conf in rows:
-        t, q = tq_from_T(T)
-        nums = " ".join(repr(float(v)) for v in (*t, *q))
+        pose = _pose_fields(T)
         if tum:
-            lines.append(f"{n} {nums}")
+            lines.append(f"{n} {pose.replace(',', ' ')}")
         else:
             ood = "" if threshold is None else str(conf < threshold).lower()
-            quoted = '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
-            lines.append(f"{quoted},{nums.replace(' ', ',')},{conf!r},{ood}")
+            lines.append(f"{_csv_name(name)},{pose},{conf!r},{ood}")
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"{args.out}: {len(rows)} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
     if skipped:
-        print(f"  skipped {len(skipped)} files that are not readable images: {', '.join(skipped[:10])}"
-              + (" ..." if len(skipped) > 10 else ""))  # fmt: skip
+        print(f"  skipped {len(skipped)} file(s) that are not usable images (no pose written for them):")
+        for why in skipped[:20]:
+            print(f"    {why}")
+        if len(skipped) > 20:
+            print(f"    ... and {len(skipped) - 20} more")
     return 0 if rows else 1
+
+
+def read_rgb_image(path: Path, bit_depth: int = 0) -> Any:
+    """An image file -> uint8 ``(H, W, 3)`` RGB: grey and alpha are converted, a 16-bit image is scaled by its
+    ``bit_depth`` (0: inferred; :func:`pose2rgbd.messages.decode.to_uint8`). An undecodable, truncated or corrupt
+    file, or one of another sample type (float TIFF), raises :class:`BagError` naming it."""
+    import cv2
+    import numpy as np
+
+    from pose2rgbd.messages.decode import decode_image_bytes, to_uint8
+
+    img = to_uint8(decode_image_bytes(path.read_bytes(), what=path.name), bit_depth, what=path.name)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2RGB)
+    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(img, code)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -222,7 +359,24 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if not (args.crop_scale == 0.0 or 1.0 <= args.crop_scale <= 4.0) or args.batch < 1 or args.max_frames < 0:
         raise ConfigError("--crop-scale in [1, 4], --batch >= 1, --max-frames >= 0")
-    _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.dataset], args.overwrite)
+    if (args.checkpoint is None) == (args.map is None):
+        raise ConfigError("give --checkpoint (an image -> pose model) or --map (the structure localizer), not both")
+    _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.map, args.dataset],
+                    args.overwrite)  # fmt: skip
+    if args.map is not None:
+        from pose2rgbd.evaluation.calibration import calibrate_map
+
+        cal, notes = calibrate_map(args.map, args.dataset, split=args.split, max_frames=args.max_frames,
+                                   ood_quantile=args.ood_quantile, progress=True)  # fmt: skip
+        save_calibration(cal, args.out)
+        print(f"{args.out}: calibrated the structure localizer of {args.map} on {cal.n_frames} frames with a fix")
+        e = cal.errors
+        print(f"  position error median {e['position_median_m']:.3f} m, p90 {e['position_p90_m']:.3f} m; "
+              f"orientation median {e['orientation_median_deg']:.2f} deg")  # fmt: skip
+        print(f"  covariance scale: each fix's information covariance x {cal.information_scale:.3g}")
+        for n in notes:
+            print(f"  note: {n}")
+        return 0
     cal, notes = calibrate(
         args.checkpoint, args.dataset, split=args.split, device=args.device, batch_size=args.batch,
         crop_scale=args.crop_scale, max_frames=args.max_frames, ood_quantile=args.ood_quantile,

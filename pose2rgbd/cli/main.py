@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "pose2rgbd.cli.evaluate",
     "pose2rgbd.cli.experiments",
     "pose2rgbd.cli.render",
+    "pose2rgbd.cli.map",
     "pose2rgbd.cli.localize",
     "pose2rgbd.cli.export",
     "pose2rgbd.cli.record",
@@ -65,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules of the optional extras (setup.py extras_require): a command that needs one names the extra to install.
+EXTRA_MODULES = {"torch": "train", "kornia": "train", "tensorboard": "train", "onnx": "train", "onnxscript": "train"}
+
+
+def _missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The message for a module of an optional extra that is not installed, or None for any other module."""
+    root = (e.name or "").split(".")[0]
+    extra = EXTRA_MODULES.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {root!r}, which is in the [{extra}] extra and is not installed here; install it with "
+        f"pip install 'pose2rgbd[{extra}]' (or bash scripts/setup.sh, which installs every extra)"
+    )
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that the same cleanup runs as for Ctrl-C."""
 
@@ -86,6 +103,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _output_of(args: argparse.Namespace) -> str | None:
+    """The output a command writes (its --out, --out-bag, ...), for an OS error that names no file."""
+    for key in ("out", "out_bag", "output.dataset", "output_dataset"):
+        val = getattr(args, key, None)
+        if val:
+            return str(val)
+    return None
+
+
 def _quiet_broken_pipe() -> None:
     """The reader of stdout went away (``| head``): stop quietly, and keep Python from failing at exit."""
     try:
@@ -96,11 +122,24 @@ def _quiet_broken_pipe() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the commands are imported or the flags parsed: nothing was started
+        print("pose2rgbd: interrupted; nothing was started", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except Pose2RGBDError as e:  # a schema chosen by an earlier flag (train --method) can refuse it
         print(f"pose2rgbd: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # a command's schema (train: the model registry) imports an extra
+        if (why := _missing_extra(e)) is None:
+            raise
+        print(f"pose2rgbd: error: {why}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -132,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 141
+    except ModuleNotFoundError as e:
+        if (why := _missing_extra(e)) is None:
+            raise
+        print(f"pose2rgbd {args.command}: error: {why}", file=sys.stderr)
+        return 2
     except OSError as e:
-        os_msg = os_error_message(e)
+        os_msg = os_error_message(e, _output_of(args))
         if os_msg is None:
             raise
         if args.verbose:

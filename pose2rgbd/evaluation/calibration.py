@@ -39,6 +39,7 @@ from pose2rgbd.progress import bar
 
 FORMAT = "pose2rgbd-localize-calibration"
 VERSION = 1
+CHI2_6_MEDIAN = 5.348120627447122  # median of the chi-square distribution with 6 degrees of freedom
 MIN_FRAMES = 12  # fewer errors than this cannot estimate a 6x6 second moment with any confidence
 POSITION_FLOOR_M2 = 1e-6  # eigenvalue floors: (1 mm)^2 and (0.06 deg)^2
 ORIENTATION_FLOOR_RAD2 = 1e-6
@@ -68,6 +69,9 @@ class Calibration:
     bin_orientation_scale: list[float] = field(default_factory=list)
     errors: dict[str, float] = field(default_factory=dict)  # medians / 90th percentiles, for the record
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint, model kind, dataset, split
+    # a localizer that gives each fix its own covariance (the structure localizer): the factor that makes it match
+    # the validation errors (0: none; the fixed covariance above is used)
+    information_scale: float = 0.0
 
     def __post_init__(self) -> None:
         self.covariance = check_covariance(self.covariance, "calibration covariance")
@@ -78,6 +82,15 @@ class Calibration:
             raise ConfigError("calibration: confidence bin scales must be finite and > 0")
         if not 0.0 <= self.ood_quantile < 1.0 or not math.isfinite(self.ood_threshold):
             raise ConfigError("calibration: ood_quantile must be in [0, 1) and ood_threshold finite")
+        if not (math.isfinite(self.information_scale) and self.information_scale >= 0):
+            raise ConfigError("calibration: information_scale must be finite and >= 0")
+
+    def covariance_of_fix(self, information_covariance: np.ndarray) -> np.ndarray:
+        """A fix's own covariance (from its inliers' information) scaled by :attr:`information_scale`; without
+        that factor (a file calibrated for another localizer) the fixed covariance."""
+        if self.information_scale > 0:
+            return np.asarray(information_covariance) * self.information_scale
+        return self.covariance.copy()
 
     def covariance_at(self, confidence: float | None = None) -> np.ndarray:
         """The covariance for an image of this confidence (the bins' scales interpolated; ``None`` or no bins:
@@ -105,6 +118,7 @@ class Calibration:
                 "orientation_scale": [float(v) for v in self.bin_orientation_scale],
             },
             "errors": {k: float(v) for k, v in self.errors.items()},
+            "information_scale": float(self.information_scale),
             "source": {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in self.source.items()},
         }
 
@@ -126,6 +140,7 @@ class Calibration:
                 bin_orientation_scale=[float(v) for v in bins.get("orientation_scale", [])],
                 errors={str(k): float(v) for k, v in (d.get("errors") or {}).items()},
                 source=dict(d.get("source") or {}),
+                information_scale=float(d.get("information_scale", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConfigError):
@@ -176,9 +191,13 @@ def compute_calibration(
     ood_quantile: float = 0.05,
     confidence_bins: int = 4,
     source: dict[str, Any] | None = None,
+    information: np.ndarray | None = None,
 ) -> Calibration:
     """The :class:`Calibration` of estimates ``T_est`` against ``T_true`` (both ``(N, 4, 4)``) with the
-    model's ``confidence`` ``(N,)`` (see the module docstring). Raises :class:`ConfigError` for fewer than
+    model's ``confidence`` ``(N,)`` (see the module docstring). With ``information`` ``(N, 6, 6)`` (each fix's
+    own covariance from its inliers) also the :attr:`Calibration.information_scale` that makes those match the
+    errors: the median squared Mahalanobis error over the median of chi-square with 6 degrees of freedom (a
+    median, so that a few gross errors do not inflate every covariance). Raises :class:`ConfigError` for fewer than
     :data:`MIN_FRAMES` frames or non-finite estimates."""
     T_est = np.asarray(T_est, dtype=np.float64).reshape(-1, 4, 4)
     T_true = np.asarray(T_true, dtype=np.float64).reshape(-1, 4, 4)
@@ -226,7 +245,14 @@ def compute_calibration(
             sr.append(max(float(np.mean(np.sum(dr[idx] ** 2, axis=1))), 3 * ORIENTATION_FLOOR_RAD2) / r2_all)
         if len(set(centres)) < len(centres):  # equal confidences (a model without one): no scaling
             centres, sp, sr = [], [], []
+    info_scale = 0.0
+    if information is not None:
+        info = np.asarray(information, dtype=np.float64).reshape(n, 6, 6)
+        m2 = np.array([float(e[k] @ np.linalg.solve(info[k], e[k])) for k in range(n)])
+        info_scale = float(np.median(m2) / CHI2_6_MEDIAN)
+        errors["information_scale"] = info_scale
     return Calibration(
+        information_scale=info_scale,
         covariance=cov,
         n_frames=n,
         ood_quantile=float(ood_quantile),
@@ -359,6 +385,7 @@ __all__ = [
     "DEFAULT_POSITION_SIGMA_M",
     "Calibration",
     "calibrate",
+    "calibrate_map",
     "check_covariance",
     "compute_calibration",
     "default_covariance",
@@ -368,3 +395,66 @@ __all__ = [
     "save_calibration",
     "write_text_atomic",
 ]
+
+
+def calibrate_map(
+    map_path: str | Path,
+    dataset: str | Path,
+    *,
+    split: str | None = None,
+    structure: Any = None,
+    max_frames: int = 0,
+    ood_quantile: float = 0.05,
+    progress: bool = False,
+) -> tuple[Calibration, list[str]]:
+    """Calibrate the structure localizer of the place map ``map_path`` on ``dataset``'s frames that are not
+    keyframes: by default the validation frames of the split the map was selected with (``split``: another
+    split's validation frames, or ``all`` frames outside the map). Images are localized one by one without priors;
+    the frames with a fix give the covariance, the :attr:`Calibration.information_scale` and the OOD threshold."""
+    import dataclasses
+
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.dataset.splits import SPLIT_KINDS, make_split
+    from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
+    from pose2rgbd.map import PlaceMap
+
+    ds = Dataset(dataset)
+    pm = PlaceMap(map_path)
+    pm.check_dataset(ds.fingerprint(), str(dataset))
+    sel = pm.manifest.get("selection", {})
+    kind = split or sel.get("split") or "all"
+    notes: list[str] = []
+    if kind == "all":
+        frames = np.arange(len(ds))
+    elif kind in SPLIT_KINDS:
+        vf, tf = float(sel.get("val_fraction", 0.1)), float(sel.get("test_fraction", 0.1))
+        sp = make_split(ds.frames.source_id, ds.frames.stamp_ns, kind, seed=int(sel.get("seed", 0)),
+                        val_fraction=vf, test_fraction=tf, every_nth=int(sel.get("every_nth", 10)))  # fmt: skip
+        frames = sp.val
+    else:
+        raise ConfigError(f"split {kind!r} is not one of {', '.join(SPLIT_KINDS)}, all")
+    inside = np.isin(frames, pm.frames)
+    if inside.any():
+        notes.append(f"{int(inside.sum())} of the {kind} frames are keyframes of the map: left out")
+    frames = frames[~inside]
+    if max_frames and len(frames) > max_frames:
+        frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
+    cfg = dataclasses.replace(structure or StructureConfig(), use_previous_fix=False)
+    loc = StructureLocalizer(pm, cfg)
+    fixes = [loc.localize_one(ds.read_rgb(int(i))) for i in bar(frames, progress=progress, desc="localize")]
+    ok = np.array([f.ok for f in fixes], bool)
+    notes.append(f"{int(ok.sum())} of {len(frames)} frames got a fix ({kind} frames outside the map)")
+    if ok.sum() < MIN_FRAMES:
+        raise ConfigError(
+            f"only {int(ok.sum())} of {len(frames)} calibration frames got a fix (need {MIN_FRAMES}): a map of "
+            "another place, or frames far from its keyframes"
+        )
+    good = [f for f in fixes if f.ok]
+    source = {"map": str(map_path), "method": "structure", "dataset": str(ds.path),
+              "dataset_fingerprint": ds.fingerprint(), "split": kind, "fix_rate": float(ok.mean())}  # fmt: skip
+    cal = compute_calibration(
+        np.stack([f.T_world_cam for f in good]), ds.frames.T_world_cam[frames[ok]],
+        np.array([f.confidence for f in good]), ood_quantile=ood_quantile, confidence_bins=1, source=source,
+        information=np.stack([f.covariance for f in good]),
+    )  # fmt: skip
+    return cal, notes

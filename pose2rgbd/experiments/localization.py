@@ -74,6 +74,13 @@ class LocalizationExperimentsConfig:
     refine: RefineConfig = field(default_factory=RefineConfig, metadata={"help": "refinement settings"})
     threads: int = help_field(0, "torch CPU threads (0: torch's default); 1 is faster on a busy machine")
     grid_frames: int = help_field(8, "frames in the real vs G(y) grid")
+    structure: bool = help_field(True, "also evaluate the structure localizer (a place map of the training frames)")
+    structure_size: int = help_field(256, "image size of the structure localizer's world copy (the map and queries)")
+    structure_map: str = help_field("", "a prebuilt place map to evaluate instead (refused if it holds test frames)")
+    sparse_every: int = help_field(10, "sparse-map mode: every N-th training frame in the map (0: skip the mode)")
+    gps_noise_m: float = help_field(1.5, "GPS-prior mode: noise (standard deviation per axis) of the prior, m")
+    posegan_prior_radius_m: float = help_field(150.0, "PoseGAN-prior mode: search radius around its estimate, m")
+    wrong_m: float = help_field(5.0, "a fix off by more than this counts as wrong")
 
     def __post_init__(self) -> None:
         bad = set(self.splits) - {"random", "route"}
@@ -456,6 +463,14 @@ def results_markdown(cfg: LocalizationExperimentsConfig, data: dict[str, Any]) -
                 f"{rf['residual_after']['median']:.3f}.\n"
             )
         md.append(_targets(cfg, by))
+        failed = [r for r in data.get("structure", []) if r["split"] == split and "error" in r]
+        for r in failed:
+            md.append(f"\nStructure localizer (seed {r['seed']}): not evaluated -- {r['error']}\n")
+        st = [r for r in data.get("structure", []) if r["split"] == split and "error" not in r]
+        if st:
+            from pose2rgbd.experiments.structure_localization import structure_markdown
+
+            md.append(structure_markdown(st))
         if cfg.grayscale:
             md.append(f"\n## Table 2 analog -- grayscale test images, {split} split\n\n")
             grows = []
@@ -560,6 +575,17 @@ def run_localization_experiments(
             main = next(r for r in data["runs"] if r["split"] == split and r["seed"] == seed
                         and r["preset"] == cfg.presets[0])  # fmt: skip
             data["runs"].append(_retrieval(cfg, dpath, split, seed, main, out, progress=progress))
+            if cfg.structure:
+                from pose2rgbd.experiments.structure_localization import run_structure
+                from pose2rgbd.map import MapError
+
+                est = Path(main["checkpoint"]).parent / "estimates.npz"
+                try:
+                    st = run_structure(cfg, split, seed, np.load(est)["test"], est, out, progress=progress)
+                except (MapError, ConfigError) as e:  # e.g. a world too plain to map: the other rows still stand
+                    log.warning("structure localizer, %s split, seed %d: not evaluated: %s", split, seed, e)
+                    st = {"split": split, "seed": seed, "error": str(e)}
+                data.setdefault("structure", []).append(st)
         data["wall_s"] = time.monotonic() - t0
         _write(out, cfg, data)
     for split in cfg.splits:

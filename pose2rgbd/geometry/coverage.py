@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 
+BRUTE_FORCE_MAX = 512  # references up to which a full distance matrix is faster than the k-d tree
 DEFAULT_ROT_WEIGHT_M = 10.0  # metres per radian when there is no depth to take the scene distance from
 
 
@@ -57,6 +59,7 @@ class PoseSet:
         self.t = T[:, :3, 3]
         self.q = matrix_to_quat_xyzw(T[:, :3, :3])
         self.rot_weight_m = float(rot_weight_m)
+        self._kdtree: Any = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -73,10 +76,45 @@ class PoseSet:
         dt, ang = self.parts(T_world_cam)
         return dt + self.rot_weight_m * ang
 
+    def _tree(self) -> Any:
+        if self._kdtree is None:
+            from scipy.spatial import cKDTree
+
+            self._kdtree = cKDTree(self.t)
+        return self._kdtree
+
     def nearest(self, T_world_cam: np.ndarray, k: int, *, chunk: int = 256) -> np.ndarray:
-        """``(M, k)`` rows of the ``k`` nearest references of each query pose, nearest first."""
+        """``(M, k)`` rows of the ``k`` nearest references of each query pose, nearest first.
+
+        Exact. Above :data:`BRUTE_FORCE_MAX` references a k-d tree over the positions (SciPy ``cKDTree``) finds
+        them: since ``d >= ||t_a - t_b||``, the ``k`` nearest by ``d`` lie inside the ball of radius ``r`` = the
+        ``k``-th smallest ``d`` among the ``4k`` nearest positions; only that ball is scored."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         k = max(1, min(int(k), len(self)))
+        if len(self) <= BRUTE_FORCE_MAX:
+            return self._nearest_brute(T, k, chunk)
+        tree = self._tree()
+        out = np.empty((len(T), k), np.int64)
+        _, first = tree.query(T[:, :3, 3], k=min(len(self), 4 * k))
+        first = np.asarray(first).reshape(len(T), -1)
+        for m in range(len(T)):
+            cand = first[m]
+            d = self._distances_to(T[m], cand)
+            r = float(np.partition(d, k - 1)[k - 1])
+            ball = np.asarray(tree.query_ball_point(T[m, :3, 3], r * (1 + 1e-9) + 1e-9), np.int64)
+            if len(ball) > len(cand):
+                cand = np.sort(ball)
+                d = self._distances_to(T[m], cand)
+            order = np.lexsort((cand, d))[:k]  # by distance, ties by row (as the brute force)
+            out[m] = cand[order]
+        return out
+
+    def _distances_to(self, T: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        dt = np.linalg.norm(self.t[rows] - T[:3, 3], axis=-1)
+        dot = np.clip(np.abs(self.q[rows] @ matrix_to_quat_xyzw(T[None, :3, :3])[0]), 0.0, 1.0)
+        return np.asarray(dt + self.rot_weight_m * 2.0 * np.arccos(dot))
+
+    def _nearest_brute(self, T: np.ndarray, k: int, chunk: int) -> np.ndarray:
         out = np.empty((len(T), k), np.int64)
         for s in range(0, len(T), chunk):
             d = self.distances(T[s : s + chunk])
@@ -84,6 +122,10 @@ class PoseSet:
             order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
             out[s : s + chunk] = np.take_along_axis(part, order, axis=1)
         return out
+
+    def within(self, position: np.ndarray, radius_m: float) -> np.ndarray:
+        """Rows of the references whose position is within ``radius_m`` of ``position`` (3,), sorted."""
+        return np.sort(np.asarray(self._tree().query_ball_point(np.asarray(position, np.float64), radius_m), np.int64))
 
     def coverage(self, T_world_cam: np.ndarray, *, chunk: int = 256) -> Coverage:
         """The nearest reference (by d) of each query pose ``(M, 4, 4)`` or ``(4, 4)``, in chunks of ``chunk``."""

@@ -33,6 +33,8 @@ class LocalizeResult:
     T_world_cam: np.ndarray  # (N, 4, 4) float64 camera poses (world -> REP-103 optical camera)
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     latency_s: float  # wall time of the call
+    # per frame, from localizers that can refuse (the structure localizer): a fix or not, why, the covariance
+    fixes: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.T_world_cam)

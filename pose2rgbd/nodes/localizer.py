@@ -42,6 +42,7 @@ from pose2rgbd.errors import BagError, CheckpointError, ConfigError, Pose2RGBDEr
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.inference.refine import RefineConfig, Refiner
+from pose2rgbd.inference.structure import LOCALIZE_METHODS, Prior, StructureConfig
 from pose2rgbd.nodes.common import EngineNode, Throttle, get_logger
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
 
@@ -69,6 +70,17 @@ class LocalizerTopics:
     )
     diagnostics: str = help_field("/diagnostics", "latency, confidence, rejected images (DiagnosticArray)")
     tf: str = help_field("/tf", "where the debugging transform goes with publish_tf (tf2_msgs/TFMessage)")
+    gps: str = help_field(
+        "", "structure: sensor_msgs/NavSatFix whose position (in the map's ENU datum) is a prior (empty: none)"
+    )
+    odometry: str = help_field(
+        "",
+        "structure: nav_msgs/Odometry whose position is a prior when its header.frame_id is the world frame "
+        "(empty: none)",
+    )
+    camera_info: str = help_field(
+        "", "structure: sensor_msgs/CameraInfo of the images (empty: the camera parameter, else the map's camera)"
+    )
 
 
 @dataclass
@@ -76,6 +88,25 @@ class LocalizerConfig:
     """The localize node: which images, which model, how the covariance and the OOD flag are made."""
 
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "model and inference settings"})
+    method: str = help_field(
+        "auto",
+        "structure (match the image against the place map: a pose or no fix) | posegan (the checkpoint's image -> "
+        "pose model) | structure+posegan (the model's estimate is the structure localizer's prior) | auto "
+        "(structure when map is set, else posegan)",
+    )
+    map: str = help_field("", "place map folder (`pose2rgbd map build`) for the structure localizer")
+    structure: StructureConfig = field(
+        default_factory=StructureConfig, metadata={"help": "structure localizer settings"}
+    )
+    camera: str = help_field(
+        "", "structure: 'fx,fy,cx,cy' of the images at their own size (empty: topics.camera_info, else the map's)"
+    )
+    posegan_prior_radius_m: float = ranged_field(
+        150.0, "structure+posegan: keyframes within this of the model's estimate are candidates", 1.0, 1e6
+    )
+    prior_max_age_s: float = ranged_field(
+        2.0, "a GPS / odometry message older than this (against the image stamp) is no prior", 0.0, 3600.0
+    )
     image_type: str = help_field("raw", "type of topics.image: 'raw' (sensor_msgs/Image) or 'compressed'")
     world_frame: str = help_field(
         "", "frame_id of the published poses (empty: the checkpoint's world frame, the frame of its training poses)"
@@ -90,6 +121,14 @@ class LocalizerConfig:
         "then centre-crop",
         0.0,
         4.0,
+    )
+    input_bit_depth: int = ranged_field(
+        0,
+        "significant bits of 16-bit images (mono16, rgb16, 16-bit PNG): 10 for 10-bit data in a 16-bit container, "
+        "16 for full-range data; 0: inferred per image from its largest value (10, 12, 14 or 16 bits). 8-bit "
+        "images are used as they are",
+        0,
+        16,
     )
     min_image_side: int = ranged_field(
         8, "reject images whose shorter side is below this many pixels (cannot be fitted)", 1, 100000
@@ -146,6 +185,23 @@ class LocalizerConfig:
             )
         if self.publish_tf and not self.tf_child_frame:
             raise ConfigError("publish_tf needs a tf_child_frame")
+        if self.input_bit_depth and not 8 <= self.input_bit_depth <= 16:
+            raise ConfigError(f"input_bit_depth: {self.input_bit_depth} is not 0 (inferred per image) or 8 to 16")
+        if self.method not in LOCALIZE_METHODS:
+            raise ConfigError(f"method {self.method!r} is not one of {', '.join(LOCALIZE_METHODS)}")
+        self.intrinsics()  # refuses a malformed camera
+
+    def intrinsics(self) -> tuple[float, float, float, float] | None:
+        """``camera`` as (fx, fy, cx, cy), or None when empty."""
+        if not self.camera.strip():
+            return None
+        try:
+            v = tuple(float(x) for x in self.camera.split(","))
+        except ValueError:
+            v = ()
+        if len(v) != 4 or not all(math.isfinite(x) for x in v) or v[0] <= 0 or v[1] <= 0:
+            raise ConfigError(f"camera: give 'fx,fy,cx,cy' (four numbers, focal lengths > 0), got {self.camera!r}")
+        return v  # type: ignore[return-value]
 
 
 class LocalizerNode(EngineNode):
@@ -184,6 +240,15 @@ class LocalizerNode(EngineNode):
             "refine_errors": 0,
         }
         self.last_refine: Any = None
+        # the structure localizer (a place map): images at their own size, priors, "no fix" answers
+        self.structured = callable(getattr(engine, "localize_one", None))
+        self.last_fix: Any = None
+        self._gps: tuple[int, np.ndarray, float] | None = None  # stamp, map position, search radius
+        self._odom: tuple[int, np.ndarray] | None = None
+        if self.structured:
+            self.counters.update({"fixes": 0, "no_fix": 0})
+            if cfg.intrinsics() is not None:
+                engine.query_intrinsics = cfg.intrinsics()
         from pose2rgbd.evaluation.calibration import default_covariance
 
         if calibration is None:
@@ -236,7 +301,7 @@ class LocalizerNode(EngineNode):
         """Image / CompressedImage -> ``(uint8 RGB, "", "")`` or ``(None, reason, text)`` with reason
         ``encoding`` (not a colour image: depth, unsupported) or ``corrupt`` (data that cannot be decoded)."""
         try:
-            rgb = M.image_msg_to_rgb(msg)
+            rgb = M.image_msg_to_rgb(msg, bit_depth=self.cfg.input_bit_depth)
         except BagError as e:
             text = str(e)
             return None, ("encoding" if "encoding" in text and not M.is_compressed(msg) else "corrupt"), text
@@ -262,6 +327,8 @@ class LocalizerNode(EngineNode):
                 f"{w}x{h} cannot be fitted to the model input (min_image_side {self.cfg.min_image_side}, "
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
+        if self.structured:
+            return self._on_image_structure(msg, rgb, now_ns, t0)
         try:
             model = getattr(self.engine, "model", None)  # a Localizer need not expose one
             x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
@@ -296,6 +363,84 @@ class LocalizerNode(EngineNode):
         self._last_ood = ood
         return out
 
+    # ------------------------------------------------------------------ the structure localizer
+    def _on_image_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
+        """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""
+        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        try:
+            fix = self.engine.localize_one(rgb, self._prior(stamp))
+        except (Pose2RGBDError, RuntimeError) as e:
+            self.counters["localize_errors"] += 1
+            self._warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            return []
+        self.last_fix = fix
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        self._latency_ms.append(self.last_latency_ms)
+        self.counters["frames"] += 1
+        values = {"inliers": fix.inliers, "correspondences": fix.correspondences, "prior": fix.prior or "none",
+                  "latency_ms": f"{self.last_latency_ms:.1f}"}  # fmt: skip
+        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
+        if not fix.ok:
+            self.counters["no_fix"] += 1
+            key = "no_fix_" + fix.reason.replace(" ", "_")
+            self.counters[key] = self.counters.get(key, 0) + 1
+            self._last_ood = True
+            self._warning("no_fix", now_ns, f"no fix: {fix.reason} ({fix.inliers} inliers)")
+            status = M.diagnostic_array(self.f, stamp, "pose2rgbd: localization", 1, f"no fix: {fix.reason}",
+                                        {"fix": "false", "reason": fix.reason, **values}, camera)  # fmt: skip
+            return [(self.cfg.topics.status, status)]
+        self.counters["fixes"] += 1
+        cov = self.calibration.covariance_of_fix(fix.covariance) if self.calibration else fix.covariance
+        threshold = self.ood_threshold
+        ood = fix.confidence < threshold
+        self.counters["out_of_distribution"] += int(ood)
+        self._last_ood = ood
+        self._confidence.append(fix.confidence)
+        return self._outputs(stamp, fix.T_world_cam, fix.confidence, ood, cov, threshold, msg,
+                             {"fix": "true", **values})  # fmt: skip
+
+    def _prior(self, stamp: int) -> Prior | None:
+        """The freshest odometry or GPS position within prior_max_age_s of the image (odometry first)."""
+        age = int(self.cfg.prior_max_age_s * 1e9)
+        if self._odom is not None and abs(stamp - self._odom[0]) <= age:
+            return Prior(self._odom[1], None, 0.0, "odometry")
+        if self._gps is not None and abs(stamp - self._gps[0]) <= age:
+            return Prior(self._gps[1], None, self._gps[2], "gps")
+        return None
+
+    def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """A NavSatFix: its position in the map's ENU frame becomes the prior of the next images."""
+        datum = getattr(getattr(self.engine, "map", None), "datum", None)
+        if datum is None:
+            self._warning("gps_datum", now_ns, "GPS prior unused: the map's dataset has no datum (no GPS origin)")
+            return []
+        fix = M.read_navsatfix(msg)
+        if fix.problem() is not None:
+            return []
+        enu = datum.to_enu(*fix.lla)
+        sigma = math.sqrt(max(fix.covariance[0], fix.covariance[4], 0.0)) if fix.covariance_type > 0 else 0.0
+        radius = max(self.cfg.structure.prior_radius_m, 3.0 * sigma)
+        self._gps = (M.stamp_to_ns(msg.header.stamp) or now_ns, np.asarray(enu, np.float64).reshape(3), radius)
+        return []
+
+    def on_odometry(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """An Odometry in the world frame: its position becomes the prior of the next images."""
+        frame = str(msg.header.frame_id).lstrip("/")
+        if frame != self.world_frame:
+            why = f"its frame {frame!r} is not the world frame {self.world_frame!r}"
+            self._warning("odom_frame", now_ns, f"odometry prior unused: {why} (publish it in the map frame)")
+            return []
+        p = msg.pose.pose.position
+        self._odom = (M.stamp_to_ns(msg.header.stamp) or now_ns, np.array([p.x, p.y, p.z], np.float64))
+        return []
+
+    def on_camera_info(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """The images' intrinsics (unless the camera parameter gives them)."""
+        if not self.cfg.camera and self.structured:
+            cam = M.camera_from_info(msg)
+            self.engine.query_intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
+        return []
+
     def _refined(self, x: np.ndarray, T: np.ndarray, stamp: int, cov: np.ndarray, now_ns: int) -> list[Outgoing]:
         """Render-and-compare from the localizer's pose; the refined pose on topics.refined_pose (same stamp and
         covariance: the calibration is the localizer's). A failed refinement is counted, never raised."""
@@ -319,8 +464,9 @@ class LocalizerNode(EngineNode):
 
     # ------------------------------------------------------------------ outputs
     def _outputs(
-        self, stamp: int, T: np.ndarray, conf: float, ood: bool, cov: np.ndarray, threshold: float, msg: Any
-    ) -> list[Outgoing]:
+        self, stamp: int, T: np.ndarray, conf: float, ood: bool, cov: np.ndarray, threshold: float, msg: Any,
+        extra: dict[str, Any] | None = None,
+    ) -> list[Outgoing]:  # fmt: skip
         f, top = self.f, self.cfg.topics
         pose = f.new(
             "geometry_msgs/msg/PoseWithCovarianceStamped",
@@ -336,6 +482,7 @@ class LocalizerNode(EngineNode):
             "covariance_source": self.cov_source,
             "position_sigma_m": f"{math.sqrt(np.trace(cov[:3, :3]) / 3):.3f}",
             "orientation_sigma_deg": f"{math.degrees(math.sqrt(np.trace(cov[3:, 3:]) / 3)):.3f}",
+            **(extra or {}),
         }
         text = f"out of distribution: confidence {conf:.3f} < {threshold:.3f}" if ood else "localized"
         out.append(
@@ -351,6 +498,8 @@ class LocalizerNode(EngineNode):
         c = self.counters
         if c["frames"] == 0:
             level, text = 1, "no image localized yet (waiting for images)"
+        elif self.structured and self.last_fix is not None and not self.last_fix.ok:
+            level, text = 1, f"no fix for the current image: {self.last_fix.reason}"
         elif self._last_ood:
             level, text = 1, "the current image is out of distribution"
         else:
@@ -365,6 +514,9 @@ class LocalizerNode(EngineNode):
             "covariance_source": self.cov_source,
             **c,
         }
+        if self.structured:
+            values["fix_rate"] = f"{c['fixes'] / max(c['frames'], 1):.3f}"
+            values["map"] = self.cfg.map
         values["device"] = str(getattr(self.engine, "device", ""))
         values["precision"] = str(getattr(self.engine, "precision", ""))
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: localizer", level, text, values, self.world_frame)
@@ -391,7 +543,12 @@ def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration 
 
     log = get_logger(log, "pose2rgbd.localizer")
     if cfg.covariance_source == "default" or (cfg.covariance_source == "auto" and not cfg.covariance_file):
-        if cfg.covariance_source == "auto":
+        if cfg.covariance_source == "auto" and cfg.map and cfg.method != "posegan":
+            log.info(
+                "no covariance_file: each fix's covariance comes from its inliers' information, uncalibrated; "
+                "calibrate with `pose2rgbd localize calibrate --map`"
+            )
+        elif cfg.covariance_source == "auto":
             log.warning(
                 "no covariance_file: publishing a conservative default covariance (10 m, 30 deg standard deviation) "
                 "and flagging nothing as out of distribution; calibrate with `pose2rgbd localize calibrate`"
@@ -401,14 +558,24 @@ def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration 
 
 
 def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
-    """Load the model and the calibration (heavy: once, at configure)."""
-    engine = load_engine(cfg.engine)
-    if not isinstance(engine, LocalizeEngine):
-        raise CheckpointError(
-            f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize node "
-            "needs an image -> pose checkpoint (a model kind served by the localize engine)"
+    """Load the map and / or the model, and the calibration (heavy: once, at configure)."""
+    from pose2rgbd.inference.structure import load_structure_localizer, resolve_method
+
+    method = resolve_method(cfg.method, cfg.map, cfg.engine.checkpoint)
+    engine: Any = None
+    if "posegan" in method:
+        engine = load_engine(cfg.engine)
+        if not isinstance(engine, LocalizeEngine):
+            raise CheckpointError(
+                f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize "
+                "node needs an image -> pose checkpoint (a model kind served by the localize engine)"
+            )
+    if "structure" in method:
+        engine = load_structure_localizer(
+            cfg.map, cfg.structure, prior_engine=engine, prior_radius_m=cfg.posegan_prior_radius_m
         )
-    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg, engine)}
+    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg, engine),
+            "method": method}  # fmt: skip
 
 
 def load_refiner(cfg: LocalizerConfig, engine: Any = None) -> Refiner | None:
@@ -422,6 +589,10 @@ def load_refiner(cfg: LocalizerConfig, engine: Any = None) -> Refiner | None:
     from pose2rgbd.models import PoseToImage, load_checkpoint
 
     path = cfg.refine_checkpoint or cfg.engine.checkpoint
+    if not path:
+        raise ConfigError(
+            "refine renders with a pose -> image model: set refine_checkpoint (the structure localizer has none)"
+        )
     if str(path).endswith(".onnx"):
         raise ConfigError(
             f"refine differentiates through a torch model, and {path} is an exported ONNX graph: set "
@@ -454,8 +625,16 @@ def build_localizer(cfg: LocalizerConfig, factory: M.MessageFactory, logger: Any
 
 def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:
     engine = res["engine"]
+    cal = res.get("calibration") is not None
+    if res.get("method", "posegan").startswith("structure"):
+        priors = [n for n, t in (("gps", cfg.topics.gps), ("odometry", cfg.topics.odometry)) if t]
+        return (
+            f"localizing {cfg.image_type} images from {cfg.topics.image} against the place map {cfg.map} "
+            f"({len(engine.map)} keyframes; method {res['method']}; priors: previous fix"
+            f"{''.join(', ' + p for p in priors)}; {'calibrated' if cal else 'information'} covariance)"
+        )
     h, w = engine.input_hw
-    cov = "calibrated covariance" if res.get("calibration") is not None else "default covariance"
+    cov = "calibrated covariance" if cal else "default covariance"
     return f"localizing {cfg.image_type} images from {cfg.topics.image} at {w}x{h} on {engine.device} ({cov})"
 
 
@@ -471,6 +650,27 @@ LOCALIZER = NodeSpec(
             "on_image",
             depth=1,
             choose_type=lambda c: IMAGE_TYPES[int(c.image_type == "compressed")],
+        ),
+        Input(
+            "topics.gps",
+            ("sensor_msgs/msg/NavSatFix",),
+            "on_gps",
+            when=lambda c: bool(c.topics.gps),
+            required=lambda c: False,
+        ),
+        Input(
+            "topics.odometry",
+            ("nav_msgs/msg/Odometry",),
+            "on_odometry",
+            when=lambda c: bool(c.topics.odometry),
+            required=lambda c: False,
+        ),
+        Input(
+            "topics.camera_info",
+            ("sensor_msgs/msg/CameraInfo",),
+            "on_camera_info",
+            when=lambda c: bool(c.topics.camera_info),
+            required=lambda c: False,
         ),
     ),
     outputs=(

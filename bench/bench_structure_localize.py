@@ -1,0 +1,144 @@
+"""Structure localizer benchmark (not a test): image in -> pose out against a place map, and what the map costs.
+
+    .venv/bin/python bench/bench_structure_localize.py --dataset D --map M [--queries 200] [--note "under load"]
+    .venv/bin/python bench/bench_structure_localize.py --build-only --dataset D --map M --split route
+
+Latency per query image is the structure localizer's own (:meth:`StructureLocalizer.localize_one`: SIFT on the
+image, place recognition, matching against the candidate keyframes read lazily from the map, pycolmap LO-RANSAC
+PnP + refinement, verification, covariance), one image at a time as the node sees them, in three modes: no prior,
+a sequence (the previous fix as prior) and a GPS-like prior (true position + 1.5 m noise). Queries are the
+dataset's frames that are not keyframes of the map (the held-out routes of a route-split map), evenly spread; the
+first ``--skip`` are left out of the statistics (warm-up, page faults). The map's build time and size come from its
+manifest (``--build-only`` builds it first and times it). Resident memory (VmRSS, VmHWM) is read from /proc.
+
+Every run prints the machine (CPU model, SIMD flags, cores) and the same cores' float32 matrix-product GFLOP/s
+measured in the run, so that numbers from machines of other speeds can be compared by ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from bench_serving import matmul_gflops  # noqa: E402
+
+
+def rss_mb() -> tuple[float, float]:
+    d = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            d[k] = int(v.split()[0]) / 1024
+    return d.get("VmRSS", float("nan")), d.get("VmHWM", float("nan"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--map", type=Path, required=True)
+    p.add_argument("--build-only", action="store_true", help="build the map (timed), print its size, stop")
+    p.add_argument("--split", default="route", help="with --build-only: the split whose training frames are mapped")
+    p.add_argument("--stride", type=int, default=1, help="with --build-only: every N-th selected frame")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--skip", type=int, default=5)
+    p.add_argument("--max-side", type=int, default=0, help="query SIFT on images downscaled to this longer side")
+    p.add_argument("--note", default="", help="load note for the output, e.g. 'under load'")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+
+    import dataclasses
+
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
+    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
+    from pose2rgbd.map.features import FeatureConfig
+
+    m = machine_description()
+    gf = matmul_gflops()
+    out: dict = {"machine": m, "matmul_gflops": gf, "command": "python " + shlex.join(sys.argv), "note": args.note}
+    print(f"machine: {m['cpu']} ({m.get('cpu_flags', '')}), {m['cores']} cores; float32 matmul {gf:.0f} GFLOP/s"
+          + (f"; {args.note}" if args.note else ""))  # fmt: skip
+    if args.build_only:
+        t0 = time.perf_counter()
+        cfg = MapBuildConfig(selection=MapSelection(split=args.split, stride=args.stride))
+        build_map(args.dataset, args.map, cfg, overwrite=True, progress=False)
+        out["build_wall_s"] = time.perf_counter() - t0
+    pm = PlaceMap(args.map)
+    info = pm.info()
+    out["map"] = {k: info[k] for k in ("keyframes", "image", "features", "size_bytes", "size_mb_per_1000_keyframes",
+                                       "build_s", "build_s_per_1000_keyframes")}  # fmt: skip
+    h, w = pm.image_hw
+    print(f"map: {info['keyframes']} keyframes at {w}x{h}, {info['size_bytes'] / 1e6:.1f} MB "
+          f"({info['size_mb_per_1000_keyframes']:.0f} MB per 1,000), built in {info['build_s']:.0f} s "
+          f"({info['build_s_per_1000_keyframes']:.0f} s per 1,000 keyframes; {gf:.0f} GFLOP/s matmul)")  # fmt: skip
+    if args.build_only:
+        _dump(args.json, out)
+        return
+    ds = Dataset(args.dataset)
+    f = ds.frames
+    rows = np.setdiff1d(np.arange(len(ds)), pm.frames)
+    rows = rows[np.linspace(0, len(rows) - 1, min(args.queries, len(rows))).round().astype(int)]
+    rows = rows[np.lexsort((f.stamp_ns[rows], f.source_id[rows]))]
+    imgs = [ds.read_rgb(int(i)) for i in rows]
+    T = f.T_world_cam[rows]
+    base = StructureConfig(features=dataclasses.replace(FeatureConfig(), max_side=args.max_side))
+    rng = np.random.default_rng(0)
+    modes = {
+        "no prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False)), None),
+        "sequence": (StructureLocalizer(pm, base), None),
+        "GPS prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False)),
+                      [Prior(t[:3, 3] + rng.normal(0, 1.5, 3), source="gps") for t in T]),
+    }  # fmt: skip
+    out["modes"] = {}
+    print(f"{len(rows)} queries at {ds.camera.width}x{ds.camera.height} (frames outside the map, in time order)")
+    print("| mode | with a fix | median pos (m) | median rot (deg) | p50 ms | p99 ms | images/s | RSS MB (peak) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (loc, priors) in modes.items():
+        lat, ok, pe, re_ = [], [], [], []
+        prev = None
+        for k, img in enumerate(imgs):
+            if f.source_id[rows[k]] != prev:
+                loc.reset()
+                prev = f.source_id[rows[k]]
+            t0 = time.perf_counter()
+            fx = loc.localize_one(img, None if priors is None else priors[k])
+            dt = time.perf_counter() - t0
+            if k >= args.skip:
+                lat.append(dt * 1e3)
+            ok.append(fx.ok)
+            if fx.ok:
+                from pose2rgbd.evaluation.localization import pose_errors
+
+                a, b = pose_errors(fx.T_world_cam[None], T[k][None])
+                pe.append(float(a[0]))
+                re_.append(float(b[0]))
+        lat_a = np.asarray(lat)
+        rss, hwm = rss_mb()
+        r = {"fix_rate": float(np.mean(ok)), "median_pos_m": float(np.median(pe)) if pe else float("nan"),
+             "median_rot_deg": float(np.median(re_)) if re_ else float("nan"),
+             "p50_ms": float(np.percentile(lat_a, 50)), "p99_ms": float(np.percentile(lat_a, 99)),
+             "per_s": 1000.0 / float(np.mean(lat_a)), "rss_mb": rss, "peak_rss_mb": hwm}  # fmt: skip
+        out["modes"][name] = r
+        print(f"| {name} | {100 * r['fix_rate']:.1f} % | {r['median_pos_m']:.3f} | {r['median_rot_deg']:.3f} "
+              f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['per_s']:.1f} | {rss:.0f} ({hwm:.0f}) |")  # fmt: skip
+    out["map_cache"] = pm.cache_stats()
+    _dump(args.json, out)
+
+
+def _dump(path: Path | None, data: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

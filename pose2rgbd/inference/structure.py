@@ -1,0 +1,499 @@
+"""The structure localizer: image -> camera pose against a place map, or an honest "no fix" with its reason.
+
+Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given):
+
+1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`).
+2. **Candidate keyframes**: with a *prior* -- the previous fix of a sequence, a GPS / odometry position, PoseGAN's
+   estimate -- the keyframes near it (pose distance when the prior has an orientation, else position within
+   ``prior_radius_m``), ranked by place-recognition similarity; without one (or when the prior's candidates give
+   no fix), the keyframes most similar by the global descriptor (:mod:`pose2rgbd.map.place`), grouped into
+   places (keyframes within ``place_radius_m`` of the best one), each place widened by its spatial neighbours.
+3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test; the
+   keyframe's features carry world points (lifted from its depth or triangulated at build time).
+4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
+   Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
+   ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and
+   its RANSAC is seeded (reproducible).
+5. **Verification**: a fix needs ``min_inliers`` distinct query keypoints as inliers, an inlier share of
+   ``min_inlier_ratio``, inliers spread over ``min_spread`` of the image (bounding box), a pose near the map's
+   keyframes that gave the inliers and looking at the inlier points from about where those keyframes did (the
+   median angle between the two rays at most ``max_view_angle_deg``: SIFT does not match across larger viewpoint
+   changes, so a wrong pose that reprojects a few points fails it), and no second place of comparable support
+   (``ambiguity_ratio``; a loose prior's fix -- a learned model's guess -- or a marginal one is compared with what
+   place recognition finds); otherwise
+   the answer is "no fix" and why (``too few matches``, ``too few inliers``, ``inliers bunched``, ``ambiguous
+   place``, ``inconsistent viewpoint``, ``far from the prior``, ...).
+6. **Covariance** from the solution's information: ``sigma^2 (J^T J)^-1`` of the inliers' reprojection residuals
+   with respect to the camera position (world axes, metres) and a rotation about the world axes (radians) --
+   the ``geometry_msgs/PoseWithCovariance`` convention -- with ``sigma^2`` the inliers' residual variance
+   (at least ``min_sigma_px^2``). ``pose2rgbd localize calibrate --map`` measures how far that is from the real
+   errors on validation frames and stores the factor. **Confidence** ``1 - exp(-inliers / confident_inliers)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, match_ratio, root_sift
+
+log = logging.getLogger(__name__)
+
+NO_FIX_REASONS = (
+    "too few features",
+    "no candidate keyframes",
+    "too few matches",
+    "pose not found",
+    "too few inliers",
+    "inliers bunched",
+    "far from the keyframes",
+    "inconsistent viewpoint",
+    "ambiguous place",
+    "far from the prior",
+)
+
+
+@dataclass
+class StructureConfig:
+    """The structure localizer (matching a query image against a place map)."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig, metadata={"help": "query SIFT features"})
+    candidates: int = ranged_field(10, "keyframes matched per place (the best by similarity and nearness)", 1, 200)
+    retrieval_top: int = ranged_field(20, "without a prior: the most similar keyframes grouped into places", 1, 1000)
+    max_places: int = ranged_field(3, "without a prior: at most this many places tried", 1, 50)
+    place_radius_m: float = ranged_field(
+        40.0, "keyframes within this of a place's best keyframe belong to it", 0.1, 1e5
+    )
+    prior_radius_m: float = ranged_field(
+        40.0, "a position prior (GPS): its candidates are the keyframes within this distance", 0.1, 1e5
+    )
+    ratio: float = ranged_field(0.8, "Lowe's ratio test of the matching", 0.3, 1.0)
+    max_error_px: float = ranged_field(
+        4.0, "RANSAC inlier threshold, pixels at a 256-pixel-wide image (scaled with the query width)", 0.5, 100.0
+    )
+    ransac_trials: int = ranged_field(2000, "RANSAC: at most this many trials", 50, 1000000)
+    min_inliers: int = ranged_field(20, "verification: at least this many distinct inlier keypoints", 4, 100000)
+    min_inlier_ratio: float = ranged_field(0.15, "verification: inliers / correspondences at least this", 0.0, 1.0)
+    min_spread: float = ranged_field(
+        0.04, "verification: the inliers' bounding box covers at least this share of the image", 0.0, 1.0
+    )
+    max_keyframe_distance_m: float = ranged_field(
+        0.0,
+        "verification: the pose lies within this of a keyframe that gave inliers (0: 3 x the map's rotation weight, "
+        "about three scene depths)",
+        0.0,
+        1e6,
+    )
+    max_view_angle_deg: float = ranged_field(
+        40.0,
+        "verification: the median angle between the query's and the keyframes' rays to the inlier points at most "
+        "this (SIFT matches do not survive larger viewpoint changes; a wrong pose fails it)",
+        1.0,
+        180.0,
+    )
+    ambiguity_ratio: float = ranged_field(
+        0.7, "verification: no fix when another place has at least this share of the best place's inliers", 0.0, 1.0
+    )
+    confident_inliers: float = ranged_field(50.0, "confidence = 1 - exp(-inliers / this)", 1.0, 1e5)
+    min_sigma_px: float = ranged_field(0.5, "covariance: reprojection noise floor, pixels", 0.01, 100.0)
+    use_previous_fix: bool = help_field(
+        True, "a sequence: the previous fix is the next image's prior (until max_misses images without a fix)"
+    )
+    max_misses: int = ranged_field(3, "forget the previous fix after this many images without one", 0, 1000)
+    seed: int = help_field(0, "RANSAC seed (reproducible fixes)")
+
+
+@dataclass
+class Prior:
+    """What is known of a query's pose before matching: a full pose, or only a position (``T`` with ``R`` = NaN)."""
+
+    position: np.ndarray  # (3,) world metres
+    T_world_cam: np.ndarray | None = None  # (4, 4) when the orientation is known too
+    radius_m: float = 0.0  # search radius (0: the localizer's prior_radius_m)
+    source: str = ""  # sequence | gps | odometry | posegan | ...
+
+    @classmethod
+    def from_pose(cls, T_world_cam: np.ndarray, source: str, radius_m: float = 0.0) -> Prior:
+        T = np.asarray(T_world_cam, np.float64)
+        return cls(T[:3, 3].copy(), T.copy(), radius_m, source)
+
+
+@dataclass
+class Fix:
+    """The answer for one image: a pose with covariance, or none and why."""
+
+    ok: bool
+    reason: str  # "" with a fix
+    T_world_cam: np.ndarray  # (4, 4); NaN without a fix
+    covariance: np.ndarray  # (6, 6) world position (m) + rotation about world axes (rad); NaN without a fix
+    confidence: float
+    inliers: int = 0
+    correspondences: int = 0
+    keyframes: list[int] = field(default_factory=list)  # map rows of the matched keyframes
+    prior: str = ""  # which prior gave the candidates ("" none)
+    seconds: float = 0.0
+
+
+def _nan_fix(reason: str, **kw: Any) -> Fix:
+    return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)
+
+
+def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return np.asarray(Rotation.from_rotvec(w).as_matrix())
+
+
+def information_covariance(
+    T_world_cam: np.ndarray, X: np.ndarray, x: np.ndarray, K: np.ndarray, min_sigma_px: float
+) -> np.ndarray:
+    """``sigma^2 (J^T J)^-1`` of reprojection residuals of world points ``X`` (n, 3) observed at ``x`` (n, 2),
+    w.r.t. the camera position (world) and a rotation about the world axes (``R' = exp(w) R``); central
+    differences (6 parameters, 12 projections of the inliers -- cheaper than deriving the Jacobian by hand)."""
+
+    def residuals(delta: np.ndarray) -> np.ndarray:
+        R = _rotvec_matrix(delta[3:]) @ T_world_cam[:3, :3]
+        c = T_world_cam[:3, 3] + delta[:3]
+        p = (X - c) @ R  # world -> camera: R^T (X - c)
+        uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+        return (uv - x).reshape(-1)
+
+    r0 = residuals(np.zeros(6))
+    J = np.empty((len(r0), 6))
+    for k, h in enumerate([1e-4] * 3 + [1e-6] * 3):
+        e = np.zeros(6)
+        e[k] = h
+        J[:, k] = (residuals(e) - residuals(-e)) / (2 * h)
+    dof = max(len(r0) - 6, 1)
+    s2 = max(float(r0 @ r0) / dof, min_sigma_px**2)
+    info = J.T @ J
+    try:
+        cov = s2 * np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        cov = s2 * np.linalg.pinv(info)
+    return 0.5 * (cov + cov.T)  # type: ignore[no-any-return]
+
+
+class StructureLocalizer:
+    """Localize images against a :class:`~pose2rgbd.map.PlaceMap` (see the module docstring). Thread-safe;
+    stateful only through the previous fix of a sequence (:meth:`reset` forgets it)."""
+
+    kind = "structure"
+
+    def __init__(self, place_map: Any, cfg: StructureConfig | None = None, camera: PinholeCamera | None = None) -> None:
+        self.map = place_map
+        self.cfg = cfg or StructureConfig()
+        self.query_camera = camera  # None: the map's camera scaled to each image
+        self.query_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the image's size
+        self.camera = camera or place_map.camera(0)
+        self.world_frame = place_map.world_frame
+        self._lock = threading.RLock()
+        self._last: np.ndarray | None = None
+        self._misses = 0
+        self.last_view_angle_deg = math.nan  # of the last pose that reached the viewpoint check (diagnostics)
+        self.prior_model: Any = None  # PriorFromModel: a learned localizer's estimate as the last prior
+        self.stats = {"calls": 0, "frames": 0, "fixes": 0}
+        mk = self.cfg.max_keyframe_distance_m
+        self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """The map's image size (queries of any size are accepted; this is what a node fits images to)."""
+        return self.map.image_hw  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        """Forget the previous fix (a new sequence starts)."""
+        with self._lock:
+            self._last, self._misses = None, 0
+
+    # ------------------------------------------------------------------ API
+    def localize(self, images: np.ndarray, priors: list[Prior | None] | None = None) -> Any:
+        """A batch ``(N, H, W, 3)`` (or one image) -> a :class:`~pose2rgbd.inference.localize.LocalizeResult`
+        with ``fixes`` (NaN poses where there is none)."""
+        from pose2rgbd.inference.localize import LocalizeResult
+
+        t0 = time.perf_counter()
+        a = np.asarray(images)
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):  # one RGB or grey image
+            a = a[None]
+        fixes = [self.localize_one(a[k], None if priors is None else priors[k]) for k in range(len(a))]
+        return LocalizeResult(
+            np.stack([f.T_world_cam for f in fixes]),
+            np.array([f.confidence for f in fixes], np.float32),
+            time.perf_counter() - t0,
+            fixes=fixes,
+        )
+
+    def localize_one(self, image: np.ndarray, prior: Prior | None = None) -> Fix:
+        """One uint8 image (RGB or grey) -> :class:`Fix`. Candidates come first from the previous fix (a
+        sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone."""
+        t0 = time.perf_counter()
+        img = np.asarray(image)
+        if img.dtype != np.uint8 or img.ndim not in (2, 3):
+            raise ConfigError(f"structure localizer: expected a uint8 (H, W[, 3]) image, got {img.dtype} {img.shape}")
+        h, w = img.shape[:2]
+        if self.query_intrinsics is not None:
+            cam = PinholeCamera(w, h, *self.query_intrinsics)
+        else:
+            cam = self.query_camera or self.map.camera(0)
+            if abs(cam.width / cam.height - w / h) > 0.01 * (w / h):
+                whose = "the given camera" if self.query_camera else "the map's camera"
+                raise ConfigError(
+                    f"the image is {w}x{h} and {whose} is {cam.width}x{cam.height}, another aspect ratio: give "
+                    "the images' own intrinsics (--camera FX,FY,CX,CY, the camera parameter or a CameraInfo topic)"
+                )
+            if (cam.width, cam.height) != (w, h):
+                cam = cam.scaled(w, h)
+        feats = extract(img, self.cfg.features)
+        with self._lock:
+            last = self._last if self.cfg.use_previous_fix else None
+        priors = ([Prior.from_pose(last, "sequence")] if last is not None else []) + ([prior] if prior else [])
+        if self.prior_model is not None and not priors:
+            learned = self.prior_model(img)
+            priors += [learned] if learned is not None else []
+        fix = self._solve(img, feats, cam, (w, h), priors)
+        fix.seconds = time.perf_counter() - t0
+        with self._lock:
+            self.stats["calls"] += 1
+            self.stats["frames"] += 1
+            if fix.ok:
+                self.stats["fixes"] += 1
+                self._last, self._misses = fix.T_world_cam.copy(), 0
+            else:
+                self._misses += 1
+                if self._misses > self.cfg.max_misses:
+                    self._last = None
+        return fix
+
+    # ------------------------------------------------------------------ internals
+    def _root(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f = self.map.features(i)
+        ok = np.all(np.isfinite(f.xyz), axis=1)
+        return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64), f.xy[ok]
+
+    def _solve(
+        self, img: np.ndarray, feats: ImageFeatures, cam: PinholeCamera, wh: tuple[int, int], priors: list[Prior]
+    ) -> Fix:
+        c = self.cfg
+        if len(feats.xy) < c.min_inliers:
+            return _nan_fix("too few features")
+        q_rs = root_sift(feats.desc)
+        sims = self.map.global_desc @ self.map.describer.describe(img, feats.desc)
+        tried: list[Fix] = []  # answers that are no fix (their best reason is the answer if nothing fixes)
+        results: list[Fix] = []  # fixes and strong rival hypotheses, compared for ambiguity below
+        for prior in priors:
+            cand = self._prior_candidates(prior, sims)
+            if not len(cand):
+                continue
+            f = self._place(q_rs, feats, cam, wh, cand)
+            f.prior = prior.source
+            radius = prior.radius_m or c.prior_radius_m
+            if (
+                f.ok
+                and prior.T_world_cam is None
+                and np.linalg.norm(f.T_world_cam[:3, 3] - prior.position) > 2 * radius
+            ):
+                f = _nan_fix("far from the prior", prior=prior.source, inliers=f.inliers)
+            if not f.ok:
+                tried.append(f)
+                continue
+            # a tight prior (a pose, or a position known to within a place) with decisive support is the answer; a
+            # loose one (a learned model's guess) or a marginal fix is compared with what place recognition finds
+            tight = prior.T_world_cam is not None or radius <= c.place_radius_m
+            if tight and f.inliers >= 2 * c.min_inliers:
+                return f
+            results.append(f)
+        for cand in self._places(sims)[: c.max_places]:
+            f = self._place(q_rs, feats, cam, wh, cand)
+            results.append(f)
+            if f.ok and f.inliers >= 3 * c.min_inliers:
+                break  # decisive: no other place of comparable support is plausible
+        ok = [f for f in results if f.ok]
+        if not ok:
+            best = max(results + tried, key=lambda f: f.inliers, default=None)
+            return best if best is not None else _nan_fix("no candidate keyframes")
+        best = max(ok, key=lambda f: f.inliers)
+        for f in results:
+            if f is best or f.inliers < c.ambiguity_ratio * best.inliers or f.inliers < c.min_inliers:
+                continue
+            if f.ok and np.linalg.norm(f.T_world_cam[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
+                continue  # the same place seen from two keyframe groups
+            return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
+        return best
+
+    def _prior_candidates(self, prior: Prior, sims: np.ndarray) -> np.ndarray:
+        c = self.cfg
+        if prior.T_world_cam is not None:
+            near = self.map.poses.nearest(prior.T_world_cam, 3 * c.candidates)[0]
+        else:
+            near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
+        if len(near) == 0:
+            return near
+        return near[np.argsort(-sims[near], kind="stable")][: c.candidates]  # type: ignore[no-any-return]
+
+    def _places(self, sims: np.ndarray) -> list[np.ndarray]:
+        """Groups of candidate keyframes, most similar place first."""
+        c = self.cfg
+        top = np.argsort(-sims, kind="stable")[: c.retrieval_top]
+        pos = self.map.positions
+        places, used = [], np.zeros(len(top), bool)
+        for k in range(len(top)):
+            if used[k]:
+                continue
+            d = np.linalg.norm(pos[top] - pos[top[k]], axis=1)
+            members = (~used) & (d <= c.place_radius_m)
+            used |= members
+            # widen by the spatial neighbours of the place's best keyframe, ranked by similarity
+            near = self.map.poses.nearest(self.map.T_world_cam[top[k]], 2 * c.candidates)[0]
+            group = np.unique(np.concatenate([top[members], near]))
+            places.append(group[np.argsort(-sims[group], kind="stable")][: c.candidates])
+        return places
+
+    def _place(
+        self, q_rs: np.ndarray, feats: ImageFeatures, cam: PinholeCamera, wh: tuple[int, int], cand: np.ndarray
+    ) -> Fix:
+        import pycolmap
+
+        c = self.cfg
+        qs, Xs, kfs, scores = [], [], [], []
+        for i in cand:
+            rs, xyz, _ = self._root(int(i))
+            qi, ki, sc = match_ratio(q_rs, rs, c.ratio, with_score=True)
+            if len(qi):
+                qs.append(qi)
+                Xs.append(xyz[ki])
+                kfs.append(np.full(len(qi), int(i)))
+                scores.append(sc)
+        if not qs:
+            return _nan_fix("too few matches", keyframes=[int(i) for i in cand])
+        # one correspondence per query keypoint: its most distinctive match over the candidate keyframes (the same
+        # world point seen in several keyframes would otherwise enter RANSAC several times, slowing it down)
+        order = np.argsort(np.concatenate(scores), kind="stable")
+        q_all = np.concatenate(qs)[order]
+        q_all, first = np.unique(q_all, return_index=True)
+        pick = order[first]
+        q, X, kf = q_all, np.concatenate(Xs)[pick], np.concatenate(kfs)[pick]
+        n_corr = len(q)
+        if n_corr < c.min_inliers:
+            return _nan_fix("too few matches", correspondences=n_corr, keyframes=[int(i) for i in cand])
+        x = feats.xy[q].astype(np.float64)
+        camera = pycolmap.Camera(model="PINHOLE", width=wh[0], height=wh[1], params=[cam.fx, cam.fy, cam.cx, cam.cy])
+        est = pycolmap.AbsolutePoseEstimationOptions()
+        est.ransac.max_error = c.max_error_px * wh[0] / 256.0
+        est.ransac.max_num_trials = c.ransac_trials
+        est.ransac.min_inlier_ratio = 0.05
+        est.ransac.random_seed = c.seed
+        try:
+            res = pycolmap.estimate_and_refine_absolute_pose(x, X, camera, est)
+        except (RuntimeError, ValueError) as e:
+            log.debug("absolute pose failed: %s", e)
+            res = None
+        if res is None:
+            return _nan_fix("pose not found", correspondences=n_corr, keyframes=[int(i) for i in cand])
+        T_cam_world = np.eye(4)
+        T_cam_world[:3] = np.asarray(res["cam_from_world"].matrix())
+        T = np.linalg.inv(T_cam_world)
+        inl = np.asarray(res["inlier_mask"], bool)
+        n_in = int(inl.sum())
+        kfl = [int(i) for i in cand]
+        if n_in < c.min_inliers or n_in < c.min_inlier_ratio * n_corr:
+            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+        xi = x[inl]
+        box = np.ptp(xi[:, 0]) * np.ptp(xi[:, 1]) / float(wh[0] * wh[1])
+        if box < c.min_spread:
+            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+        support = np.unique(kf[inl])
+        if np.min(np.linalg.norm(self.map.positions[support] - T[:3, 3], axis=1)) > self.max_kf_distance:
+            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+        # SIFT matches survive a limited change of viewpoint: the query's rays to its inlier points must look at
+        # them from about where the keyframes that hold them did (a wrong pose that happens to reproject 20
+        # points sees them from elsewhere)
+        Xi = X[inl]
+        a = Xi - T[:3, 3]
+        b = Xi - self.map.positions[kf[inl]]
+        cosang = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        self.last_view_angle_deg = float(np.degrees(np.arccos(np.clip(np.median(cosang), -1.0, 1.0))))
+        if self.last_view_angle_deg > c.max_view_angle_deg:
+            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+        cov = information_covariance(T, X[inl], xi, cam.K, c.min_sigma_px)
+        conf = 1.0 - math.exp(-n_in / c.confident_inliers)
+        return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl)
+
+
+# ---------------------------------------------------------------------------------------------- choosing a method
+LOCALIZE_METHODS = ("auto", "structure", "posegan", "structure+posegan")
+
+
+def resolve_method(method: str, map_path: str, checkpoint: str) -> str:
+    """The localization method to run: ``auto`` is ``structure`` with a map, ``posegan`` (the checkpoint's
+    image -> pose model) without; each method is checked against what it needs."""
+    if method not in LOCALIZE_METHODS:
+        raise ConfigError(f"method {method!r} is not one of {', '.join(LOCALIZE_METHODS)}")
+    if method == "auto":
+        method = "structure" if map_path else "posegan"
+    if "structure" in method and not map_path:
+        raise ConfigError(
+            f"method {method!r} needs a place map: set map (--map M; build one with `pose2rgbd map build`)"
+        )
+    if "posegan" in method and not checkpoint:
+        raise ConfigError(
+            f"method {method!r} needs an image -> pose checkpoint (engine.checkpoint / --checkpoint), e.g. PoseGAN's"
+            + (" -- or give only a place map for the structure localizer" if method == "posegan" else "")
+        )
+    return method
+
+
+class PriorFromModel:
+    """A learned image -> pose model (PoseGAN) as the structure localizer's prior: its position, searched within
+    ``radius_m`` (its orientation is not trusted: candidates come from the position only)."""
+
+    def __init__(self, engine: Any, radius_m: float, crop_scale: float = 0.0) -> None:
+        self.engine = engine
+        self.radius_m = float(radius_m)
+        self.crop_scale = crop_scale
+
+    def __call__(self, rgb: np.ndarray) -> Prior | None:
+        from pose2rgbd.inference.images import prepare_for_model
+
+        if rgb.ndim != 3:
+            rgb = np.repeat(rgb[..., None], 3, axis=-1)
+        model = getattr(self.engine, "model", None)
+        x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.crop_scale)
+        T = self.engine.localize(x).T_world_cam[0]
+        if not np.all(np.isfinite(T)):
+            return None
+        return Prior(T[:3, 3].copy(), None, self.radius_m, "posegan")
+
+
+def load_structure_localizer(
+    map_path: str,
+    cfg: StructureConfig,
+    *,
+    camera: PinholeCamera | None = None,
+    prior_engine: Any = None,
+    prior_radius_m: float = 150.0,
+) -> StructureLocalizer:
+    """Open the map and build the localizer; with ``prior_engine`` (structure+posegan) the model's estimate is the
+    prior of images that have no better one. Refuses a model of another world frame than the map's."""
+    from pose2rgbd.map import PlaceMap
+
+    pm = PlaceMap(map_path)
+    loc = StructureLocalizer(pm, cfg, camera)
+    if prior_engine is not None:
+        theirs = getattr(prior_engine, "world_frame", pm.world_frame)
+        if theirs != pm.world_frame:
+            raise ConfigError(
+                f"the checkpoint answers in world frame {theirs!r}, the map {map_path} in {pm.world_frame!r}: "
+                "use a model and a map of the same place"
+            )
+        loc.prior_model = PriorFromModel(prior_engine, prior_radius_m)
+    return loc

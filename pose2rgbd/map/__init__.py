@@ -1,0 +1,22 @@
+"""The place map: the one keyframe store of a place (docs/place-map.md).
+
+Built once from a dataset's frames (:func:`build_map`, ``pose2rgbd map build``): per keyframe the pose,
+intrinsics, image, metric depth, SIFT features with their world points, a global descriptor for place
+recognition, and a spatial index over the keyframe poses. Opened lazily (:class:`PlaceMap`): the structure
+localizer, the hybrid renderer, the baselines and coverage read keyframes from it.
+"""
+
+from pose2rgbd.map.build import MapBuildConfig, MapSelection, build_map, select_frames
+from pose2rgbd.map.format import PLACE_MAP, MapError
+from pose2rgbd.map.place_map import KeyframeFeatures, PlaceMap
+
+__all__ = [
+    "PLACE_MAP",
+    "KeyframeFeatures",
+    "MapBuildConfig",
+    "MapError",
+    "MapSelection",
+    "PlaceMap",
+    "build_map",
+    "select_frames",
+]

@@ -1,0 +1,125 @@
+"""Local features of keyframes and queries: SIFT (OpenCV, no downloaded weights), RootSIFT matching.
+
+SIFT is rotation and scale invariant, so a query taken at another heading than the survey still matches. Keypoints
+are extracted on the grey image; descriptors are stored as uint8 (OpenCV's float descriptors hold integers in
+[0, 255]). Matching uses RootSIFT (L1-normalize, square root: Hellinger distance, which matches better than L2 on
+SIFT) with Lowe's ratio test per keyframe: a query feature is matched to each candidate keyframe separately,
+because the same world point in several keyframes would fail a ratio test over their union.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pose2rgbd.config import ranged_field
+from pose2rgbd.errors import ConfigError
+
+
+@dataclass
+class FeatureConfig:
+    """Local features (SIFT) of the map's keyframes and of query images."""
+
+    max_features: int = ranged_field(1000, "at most this many SIFT features per image (strongest first)", 16, 100000)
+    contrast_threshold: float = ranged_field(
+        0.02, "SIFT contrast threshold (lower: more features in low-texture images)", 0.001, 1.0
+    )
+    max_side: int = ranged_field(
+        0, "extract on images downscaled so that the longer side is at most this (0: as given)", 0, 100000
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_side and self.max_side < 32:
+            raise ConfigError("features.max_side must be 0 or >= 32")
+
+
+@dataclass
+class ImageFeatures:
+    """Keypoints of one image at its own pixel coordinates."""
+
+    xy: np.ndarray  # (K, 2) float32 (x right, y down; pixel centres at integers)
+    desc: np.ndarray  # (K, 128) uint8
+
+
+_local = threading.local()  # one SIFT object per thread (OpenCV detectors are not thread-safe)
+
+
+def _sift(cfg: FeatureConfig) -> cv2.SIFT:
+    key = (cfg.max_features, cfg.contrast_threshold)
+    cache = getattr(_local, "sift", None)
+    if cache is None or cache[0] != key:
+        sift = cv2.SIFT_create(  # type: ignore[attr-defined]
+            nfeatures=cfg.max_features, contrastThreshold=cfg.contrast_threshold
+        )
+        _local.sift = (key, sift)
+    return _local.sift[1]  # type: ignore[no-any-return]
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB or (H, W) grey -> uint8 (H, W) grey."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ConfigError(f"features: expected a uint8 image, got {a.dtype}")
+    if a.ndim == 2:
+        return a
+    if a.ndim == 3 and a.shape[2] == 3:
+        return cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+    raise ConfigError(f"features: expected (H, W, 3) RGB or (H, W) grey, got {a.shape}")
+
+
+def extract(image: np.ndarray, cfg: FeatureConfig, mask: np.ndarray | None = None) -> ImageFeatures:
+    """SIFT keypoints and descriptors of ``image`` (RGB or grey, uint8), in the image's pixel coordinates.
+    ``mask`` (H, W) bool: where keypoints may be (e.g. where the keyframe has depth)."""
+    g = to_gray(image)
+    h, w = g.shape
+    s = 1.0
+    if cfg.max_side and max(h, w) > cfg.max_side:
+        s = cfg.max_side / max(h, w)
+        g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        if mask is not None:
+            mask = cv2.resize(mask.astype(np.uint8), (g.shape[1], g.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    m = None if mask is None else (np.asarray(mask, bool).astype(np.uint8) * 255)
+    kps, desc = _sift(cfg).detectAndCompute(g, m)
+    if desc is None or not kps:
+        return ImageFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    xy = np.array([k.pt for k in kps], np.float32)
+    if s != 1.0:  # back to the full image's pixel centres
+        xy = (xy + 0.5) / s - 0.5
+    return ImageFeatures(xy, np.clip(np.round(desc), 0, 255).astype(np.uint8))
+
+
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    """uint8 SIFT (K, 128) -> float32 RootSIFT (L1-normalized, square-rooted: unit L2 norm)."""
+    d = np.asarray(desc, np.float32)
+    d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
+    return np.sqrt(d)
+
+
+def match_ratio(
+    query: np.ndarray, ref: np.ndarray, ratio: float, *, with_score: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Lowe's ratio test between RootSIFT descriptors: ``(query_idx, ref_idx)`` of the matches whose nearest
+    reference is closer than ``ratio`` x the second nearest (squared distances from one matrix product, which is
+    what a brute-force matcher does; OpenCV's BFMatcher is several times slower at these sizes). ``with_score``:
+    also each match's distance ratio (nearest / second nearest, lower is more distinctive)."""
+    if len(query) == 0 or len(ref) < 2:
+        empty = np.zeros(0, np.int64)
+        return (empty, empty, np.zeros(0)) if with_score else (empty, empty)
+    # unit vectors: |a - b|^2 = 2 - 2 a.b; the best and second-best by two arg-max passes (several times faster
+    # than a partial sort of every row)
+    sim = query @ ref.T
+    rows = np.arange(len(sim))
+    best = np.argmax(sim, axis=1)
+    s1 = sim[rows, best].copy()
+    sim[rows, best] = -np.inf
+    s2 = np.max(sim, axis=1)
+    d1 = np.maximum(2.0 - 2.0 * s1, 0.0)
+    d2 = np.maximum(2.0 - 2.0 * s2, 0.0)
+    ok = d1 < (ratio * ratio) * d2
+    q = np.flatnonzero(ok)
+    if with_score:
+        return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))  # type: ignore[return-value]
+    return q, best[ok]

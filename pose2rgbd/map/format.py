@@ -1,0 +1,285 @@
+"""The place map on disk: one folder, memory-mappable arrays, a manifest. Specification: docs/place-map.md.
+
+Layout::
+
+    <map>/
+      map.json           format, version, the dataset (path, fingerprint), the selection, sizes, build settings
+      poses.npy          (N, 4, 4) float64 T_world_cam of each keyframe (REP-103 optical camera)
+      intrinsics.npy     (N, 4) float64 fx, fy, cx, cy at the keyframes' image size
+      frames.npy         (N,) int64 the keyframe's row in the dataset's frames.csv
+      stamp_ns.npy       (N,) int64;  source_id.npy (N,) int64
+      images.bin         the keyframes' RGB images, each one encoded file (jpg or png), back to back
+      images_offsets.npy (N + 1,) int64 byte offsets into images.bin
+      depth.bin          the keyframes' metric depth, each a 16-bit PNG of log-quantized metres (absent without
+      depth_offsets.npy  depth); codes: 0 invalid (NaN), 65535 sky (+inf), else exp(log_min + (code - 1) * step)
+      kp_offsets.npy     (N + 1,) int64 row offsets of each keyframe's local features into the kp_* arrays
+      kp_xy.npy          (K, 2) float32 keypoint pixel positions (x right, y down)
+      kp_desc.npy        (K, 128) uint8 SIFT descriptors
+      kp_xyz.npy         (K, 3) float32 world points of the keypoints (NaN: no depth / not triangulated)
+      global.npy         (N, D) float32 unit global descriptors (place recognition)
+      vocabulary.npz     what computes a query's global descriptor (VLAD centroids, PCA)
+
+Everything per keyframe is read through ``np.load(mmap_mode="r")``: opening a map reads the manifest and the
+small per-keyframe arrays (poses, the global descriptors: "the index"); images, depth and features are paged in
+only for the keyframes a query touches (with an LRU cache of decoded images and depth maps).
+A map is written into a hidden sibling folder and renamed into place when complete (:class:`MapWriter`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings, write_text_atomic
+from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.output_guard import OutputKind
+
+FORMAT_NAME = "pose2rgbd-map"
+FORMAT_VERSION = 1
+MANIFEST = "map.json"
+PLACE_MAP = OutputKind("place map", True, (MANIFEST,))
+
+# log-quantized depth: 1.76e-4 relative step (float16, the hybrid's former store, has 4.9e-4)
+DEPTH_LOG_MIN = math.log(0.05)
+DEPTH_LOG_MAX = math.log(5000.0)
+DEPTH_STEP = (DEPTH_LOG_MAX - DEPTH_LOG_MIN) / 65533.0
+
+
+class MapError(Pose2RGBDError):
+    """A place map is missing, malformed, or does not belong with what it is used with."""
+
+
+# ------------------------------------------------------------------------------------------------------ codecs
+def encode_depth(depth: np.ndarray) -> bytes:
+    """float (H, W) metres (NaN invalid, +inf sky) -> 16-bit PNG bytes of log-quantized depth (see above)."""
+    d = np.asarray(depth, dtype=np.float64)
+    code = np.zeros(d.shape, np.uint16)
+    fin = np.isfinite(d) & (d > 0)
+    q = np.round((np.log(np.clip(d[fin], 0.05, 5000.0)) - DEPTH_LOG_MIN) / DEPTH_STEP) + 1
+    code[fin] = np.clip(q, 1, 65534).astype(np.uint16)
+    code[np.isposinf(d)] = 65535
+    ok, buf = cv2.imencode(".png", code, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise MapError("cannot encode a depth map as 16-bit PNG")
+    return bytes(buf)
+
+
+def decode_depth(data: bytes | np.ndarray) -> np.ndarray:
+    """The inverse of :func:`encode_depth`: float32 (H, W) metres, NaN invalid, +inf sky."""
+    code = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if code is None or code.dtype != np.uint16:
+        raise MapError("a stored depth map cannot be decoded (damaged map file depth.bin?)")
+    d = np.exp(DEPTH_LOG_MIN + (code.astype(np.float64) - 1.0) * DEPTH_STEP).astype(np.float32)
+    d[code == 0] = np.nan
+    d[code == 65535] = np.inf
+    return d
+
+
+def encode_rgb(rgb: np.ndarray, codec: str, quality: int) -> bytes:
+    bgr = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1])
+    params = (  # JPEG without chroma subsampling: colour edges stay where the renderers warp them
+        [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+        if codec == "jpg"
+        else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    )
+    ok, buf = cv2.imencode("." + codec, bgr, params)
+    if not ok:
+        raise MapError(f"cannot encode a keyframe image as {codec}")
+    return bytes(buf)
+
+
+def decode_rgb(data: bytes | np.ndarray) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MapError("a stored keyframe image cannot be decoded (damaged map file images.bin?)")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+# ------------------------------------------------------------------------------------------------------ writer
+class _Blobs:
+    """Encoded files appended back to back to ``<name>.bin``; offsets kept for ``<name>_offsets.npy``."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.name = name
+        self.folder = folder
+        self.f = open(folder / f"{name}.bin", "wb")  # noqa: SIM115 -- closed in finish()
+        self.offsets = [0]
+
+    def add(self, data: bytes) -> None:
+        self.f.write(data)
+        self.offsets.append(self.offsets[-1] + len(data))
+
+    def finish(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        np.save(self.folder / f"{self.name}_offsets.npy", np.asarray(self.offsets, np.int64))
+
+
+class MapWriter:
+    """Writes a map into a hidden sibling of ``out``; :meth:`close` renames it onto ``out`` (replacing an earlier
+    map only when ``overwrite``), :meth:`abort` (or an exception inside ``with``) removes it."""
+
+    def __init__(self, out: str | Path, *, has_depth: bool, image_codec: str, image_quality: int) -> None:
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_siblings(self.out)
+        self.tmp = make_temp_dir(self.out)
+        self.codec, self.quality = image_codec, int(image_quality)
+        self.images = _Blobs(self.tmp, "images")
+        self.depth = _Blobs(self.tmp, "depth") if has_depth else None
+        self.kp_counts: list[int] = []
+        self._kp_files = {k: open(self.tmp / f".{k}.raw", "wb") for k in ("xy", "desc", "xyz")}  # noqa: SIM115
+        self.closed = False
+
+    def add_keyframe(
+        self, rgb: np.ndarray, depth: np.ndarray | None, xy: np.ndarray, desc: np.ndarray, xyz: np.ndarray
+    ) -> None:
+        """One keyframe's image, depth (metres; None without) and local features (xy, uint8 desc, world xyz)."""
+        enc_d = None if depth is None else encode_depth(depth)
+        self.add_encoded(encode_rgb(rgb, self.codec, self.quality), enc_d, xy, desc, xyz)
+
+    def add_encoded(self, rgb: bytes, depth: bytes | None, xy: np.ndarray, desc: np.ndarray, xyz: np.ndarray) -> None:
+        """:meth:`add_keyframe` with the image and depth already encoded (:func:`encode_rgb`, :func:`encode_depth`)."""
+        self.images.add(rgb)
+        if self.depth is not None:
+            if depth is None:
+                raise MapError("a map with depth needs every keyframe's depth")
+            self.depth.add(depth)
+        n = len(xy)
+        self._kp_files["xy"].write(np.ascontiguousarray(xy, np.float32).reshape(n, 2).tobytes())
+        self._kp_files["desc"].write(np.ascontiguousarray(desc, np.uint8).reshape(n, 128).tobytes())
+        self._kp_files["xyz"].write(np.ascontiguousarray(xyz, np.float32).reshape(n, 3).tobytes())
+        self.kp_counts.append(n)
+
+    def set_points(self, xyz: np.ndarray) -> None:
+        """Replace every keypoint's world point (K, 3) (triangulation after all keyframes were added)."""
+        self._kp_files["xyz"].close()
+        path = self.tmp / ".xyz.raw"
+        path.write_bytes(np.ascontiguousarray(xyz, np.float32).reshape(-1, 3).tobytes())
+        self._kp_files["xyz"] = open(path, "ab")  # noqa: SIM115
+
+    def finish_features(self) -> None:
+        """Turn the streamed feature files into the .npy arrays (called by :meth:`close`)."""
+        cols = {"xy": (np.float32, 2), "desc": (np.uint8, 128), "xyz": (np.float32, 3)}
+        for k, f in self._kp_files.items():
+            f.close()
+            dt, c = cols[k]
+            raw = self.tmp / f".{k}.raw"
+            arr = np.fromfile(raw, dtype=dt).reshape(-1, c)
+            np.save(self.tmp / f"kp_{k}.npy", arr)
+            raw.unlink()
+        np.save(self.tmp / "kp_offsets.npy", np.concatenate([[0], np.cumsum(self.kp_counts)]).astype(np.int64))
+
+    def read_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What was added so far: (offsets, xy, desc), read back for triangulation."""
+        for f in self._kp_files.values():
+            f.flush()
+        xy = np.fromfile(self.tmp / ".xy.raw", np.float32).reshape(-1, 2)
+        desc = np.fromfile(self.tmp / ".desc.raw", np.uint8).reshape(-1, 128)
+        return np.concatenate([[0], np.cumsum(self.kp_counts)]).astype(np.int64), xy, desc
+
+    def save_array(self, name: str, arr: np.ndarray) -> None:
+        np.save(self.tmp / f"{name}.npy", arr)
+
+    def save_npz(self, name: str, **arrays: np.ndarray) -> None:
+        np.savez(self.tmp / f"{name}.npz", **arrays)  # type: ignore[arg-type]
+
+    def close(self, manifest: dict[str, Any], *, overwrite: bool) -> Path:
+        """Finish the files, write the manifest, rename the folder onto ``out``."""
+        self.images.finish()
+        if self.depth is not None:
+            self.depth.finish()
+        self.finish_features()
+        manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
+        manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        manifest["files"] = {p.name: p.stat().st_size for p in sorted(self.tmp.iterdir())}
+        write_text_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        if self.out.exists() or self.out.is_symlink():
+            if not overwrite:
+                raise MapError(f"{self.out} exists; pass --overwrite to replace it (the new map was not kept)")
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.out)
+        self.closed = True
+        return self.out
+
+    def abort(self) -> None:
+        for f in self._kp_files.values():
+            f.close()
+        if not self.images.f.closed:
+            self.images.f.close()
+        if self.depth is not None and not self.depth.f.closed:
+            self.depth.f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> MapWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.closed:
+            self.abort()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------------ reader
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the map folder ``path``; a clear :class:`MapError` when it is not a map."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise MapError(f"{p}: place map folder not found (build one with `pose2rgbd map build`)")
+    m = p / MANIFEST
+    if not m.is_file():
+        raise MapError(f"{p}: not a place map ({MANIFEST} missing); build one with `pose2rgbd map build`")
+    try:
+        d = json.loads(m.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MapError(f"{m}: not valid JSON: {e}") from e
+    if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
+        raise MapError(f"{m}: 'format' is not {FORMAT_NAME!r}")
+    if d.get("version") != FORMAT_VERSION:
+        raise MapError(f"{m}: map format version {d.get('version')!r} is not supported (this reads {FORMAT_VERSION})")
+    return d
+
+
+class LRU:
+    """A small least-recently-used cache of decoded keyframe data (thread-unsafe: callers hold a lock)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(0, int(size))
+        self.data: OrderedDict[Any, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: Any, make: Any) -> Any:
+        if key in self.data:
+            self.data.move_to_end(key)
+            self.hits += 1
+            return self.data[key]
+        self.misses += 1
+        v = make()
+        if self.size:
+            self.data[key] = v
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return v

@@ -1,0 +1,181 @@
+"""The place map, opened lazily: the keyframe store every map consumer reads (the structure localizer, the hybrid
+renderer, the baselines, coverage). Format: :mod:`pose2rgbd.map.format`, docs/place-map.md.
+
+Opening reads the manifest and the index -- poses, intrinsics, global descriptors (a few hundred bytes per
+keyframe) and a k-d tree over positions (:class:`~pose2rgbd.geometry.coverage.PoseSet`); keyframe images, depth
+and local features stay on disk (memory-mapped) until a query asks for them, and the decoded ones are kept in a
+small LRU cache. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.map.place import GlobalDescriber
+
+
+@dataclass
+class KeyframeFeatures:
+    """One keyframe's local features with world points (only those with a point are stored)."""
+
+    xy: np.ndarray  # (K, 2) float32 pixels
+    desc: np.ndarray  # (K, 128) uint8 SIFT
+    xyz: np.ndarray  # (K, 3) float32 world points
+
+
+class PlaceMap:
+    """A place map folder (see the module docstring). ``PlaceMap(path)`` raises :class:`MapError` on problems."""
+
+    def __init__(self, path: str | Path, *, cache_keyframes: int = 64) -> None:
+        self.path = Path(path).expanduser()
+        self.manifest = read_manifest(self.path)
+        need = ["poses.npy", "intrinsics.npy", "frames.npy", "images.bin", "images_offsets.npy", "kp_offsets.npy",
+                "kp_xy.npy", "kp_desc.npy", "kp_xyz.npy", "global.npy", "vocabulary.npz"]  # fmt: skip
+        if self.manifest.get("depth"):
+            need += ["depth.bin", "depth_offsets.npy"]
+        missing = [n for n in need if not (self.path / n).is_file()]
+        if missing:
+            raise MapError(f"{self.path}: incomplete place map, missing {', '.join(missing)}; build it again")
+        try:
+            self.T_world_cam = np.load(self.path / "poses.npy").astype(np.float64)
+            self.intrinsics = np.load(self.path / "intrinsics.npy").astype(np.float64)
+            self.frames = np.load(self.path / "frames.npy")
+            self.stamp_ns = np.load(self.path / "stamp_ns.npy") if (self.path / "stamp_ns.npy").is_file() else None
+            self.source_id = np.load(self.path / "source_id.npy") if (self.path / "source_id.npy").is_file() else None
+            self.global_desc = np.load(self.path / "global.npy").astype(np.float32)
+            with np.load(self.path / "vocabulary.npz") as z:
+                self.describer = GlobalDescriber.from_arrays({k: z[k] for k in z.files})
+            self._kp_offsets = np.load(self.path / "kp_offsets.npy")
+            self._kp_xy = np.load(self.path / "kp_xy.npy", mmap_mode="r")
+            self._kp_desc = np.load(self.path / "kp_desc.npy", mmap_mode="r")
+            self._kp_xyz = np.load(self.path / "kp_xyz.npy", mmap_mode="r")
+            self._img_off = np.load(self.path / "images_offsets.npy")
+            self._img = np.memmap(self.path / "images.bin", np.uint8, mode="r") if self._img_off[-1] else None
+            self._depth_off = None
+            self._depth: Any = None
+            if self.manifest.get("depth"):
+                self._depth_off = np.load(self.path / "depth_offsets.npy")
+                self._depth = np.memmap(self.path / "depth.bin", np.uint8, mode="r")
+        except (OSError, ValueError, KeyError) as e:
+            raise MapError(f"{self.path}: damaged place map ({type(e).__name__}: {e}); build it again") from e
+        n = len(self.T_world_cam)
+        per_keyframe = (self.intrinsics, self.frames, self.global_desc, self._img_off[1:], self._kp_offsets[1:])
+        if n == 0 or any(len(a) != n for a in per_keyframe):
+            raise MapError(f"{self.path}: inconsistent place map (array lengths differ); build it again")
+        self.poses = PoseSet(self.T_world_cam, rot_weight_m=float(self.manifest.get("rot_weight_m", 10.0)))
+        self._lock = threading.Lock()
+        self._cache = LRU(cache_keyframes)
+
+    # ------------------------------------------------------------------ the index
+    def __len__(self) -> int:
+        return len(self.T_world_cam)
+
+    @property
+    def has_depth(self) -> bool:
+        return self._depth is not None
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        im = self.manifest["image"]
+        return int(im["height"]), int(im["width"])
+
+    @property
+    def world_frame(self) -> str:
+        return str(self.manifest.get("dataset", {}).get("world_frame", "map"))
+
+    @property
+    def datum(self) -> Any:
+        """The dataset's ENU origin (:class:`~pose2rgbd.geometry.geodesy.Datum`), or None: GPS fixes -> map."""
+        from pose2rgbd.geometry.geodesy import Datum
+
+        d = self.manifest.get("dataset", {}).get("datum")
+        return None if not d else Datum(float(d["lat_deg"]), float(d["lon_deg"]), float(d["alt_m"]))
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the dataset the map was built from."""
+        return str(self.manifest.get("dataset", {}).get("fingerprint", ""))
+
+    def camera(self, i: int = 0) -> PinholeCamera:
+        """Keyframe ``i``'s intrinsics at the stored image size."""
+        h, w = self.image_hw
+        fx, fy, cx, cy = (float(v) for v in self.intrinsics[i])
+        return PinholeCamera(w, h, fx, fy, cx, cy)
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.T_world_cam[:, :3, 3]
+
+    # ------------------------------------------------------------------ lazily read keyframe data
+    def features(self, i: int) -> KeyframeFeatures:
+        a, b = int(self._kp_offsets[i]), int(self._kp_offsets[i + 1])
+        return KeyframeFeatures(
+            np.asarray(self._kp_xy[a:b]), np.asarray(self._kp_desc[a:b]), np.asarray(self._kp_xyz[a:b])
+        )
+
+    def rgb(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of keyframe ``i`` (decoded, cached)."""
+        if self._img is None:
+            raise MapError(
+                f"{self.path}: this map holds no keyframe images (a localization-only map, built with "
+                "keyframe_images false); build it again with them for the hybrid renderer"
+            )
+        off = self._img_off
+        with self._lock:
+            return self._cache.get(("rgb", int(i)), lambda: decode_rgb(self._img[off[i] : off[i + 1]]))  # type: ignore[no-any-return,index]
+
+    def depth(self, i: int) -> np.ndarray:
+        """float32 (H, W) metric depth of keyframe ``i`` (NaN invalid, +inf sky; decoded, cached)."""
+        if self._depth is None or self._depth_off is None:
+            raise MapError(
+                f"{self.path}: this map has no depth (built from a dataset without metric depth, or a "
+                "localization-only map)"
+            )
+        off = self._depth_off
+        with self._lock:
+            return self._cache.get(("depth", int(i)), lambda: decode_depth(self._depth[off[i] : off[i + 1]]))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ checks and summary
+    def check_dataset(self, fingerprint: str, what: str) -> None:
+        """Refuse a map built from another dataset than ``what`` (whose fingerprint is given)."""
+        if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
+            raise MapError(
+                f"{self.path} was built from another dataset (fingerprint {self.fingerprint}) than {what} "
+                f"({fingerprint}); build a map of this dataset with `pose2rgbd map build`"
+            )
+
+    def info(self) -> dict[str, Any]:
+        m = self.manifest
+        files = m.get("files", {})
+        total = int(sum(files.values()))
+        h, w = self.image_hw
+        lo, hi = self.positions.min(axis=0), self.positions.max(axis=0)
+        return {
+            "path": str(self.path),
+            "keyframes": len(self),
+            "image": f"{w}x{h} {m['image'].get('codec')}" if self._img is not None else f"{w}x{h}, not stored",
+            "depth": "metric (log-quantized 16-bit)" if self.has_depth else "none",
+            "points": m.get("points", ""),
+            "features": int(self._kp_offsets[-1]),
+            "features_per_keyframe": float(self._kp_offsets[-1]) / len(self),
+            "global": f"{self.describer.kind} ({self.global_desc.shape[1]} dims)",
+            "dataset": m.get("dataset", {}),
+            "selection": m.get("selection", {}),
+            "extent_m": [float(v) for v in hi - lo],
+            "size_bytes": total,
+            "size_mb_per_1000_keyframes": total / 1e6 * 1000 / len(self),
+            "build_s": m.get("build_s"),
+            "build_s_per_1000_keyframes": (m.get("build_s") or 0) * 1000 / len(self),
+            "created_utc": m.get("created_utc"),
+        }
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"cached": len(self._cache.data), "hits": self._cache.hits, "misses": self._cache.misses}

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_engine.py                                  # Base + Slice-10, 128/256/512, CPU
     .venv/bin/python bench/bench_engine.py --sizes 256 --threads 1 2 --precisions fp32 bf16
     .venv/bin/python bench/bench_engine.py --device cuda --precisions bf16
+    .venv/bin/python bench/bench_engine.py --presets hybrid base slice10 --keyframes 1801 --precisions fp32
 
 **Pose-to-images latency** (what is measured): the render node's time from a camera pose in hand (after the
 TF lookup) to the finished output messages -- pose validation and encoding, the forward pass, tensor -> numpy
@@ -16,6 +17,14 @@ synthetic flight bag (``pose2rgbd.runtime.testing.write_flight_bag``: 2 m/s, gen
 (``--lookahead`` extrapolated poses rendered in the same batch, served from the cache while the real pose is
 within ``--tolerance-m`` / ``--tolerance-deg``). Weights are untrained: speed does not depend on training.
 Results are printed as they come and as a Markdown table at the end (with the command and the machine).
+
+The hybrid (``--presets hybrid`` / ``hybrid-lite``) is a checkpoint whose keyframe store holds ``--keyframes``
+analytic ground-plane frames (:func:`pose2rgbd.methods.hybrid.testing.make_hybrid_checkpoint`, saved and loaded
+as a node loads it), on a 2 m grid that the flight crosses. **Resident** is the process's peak resident memory
+(VmHWM, reset before the engine is loaded: the checkpoint load, the engine's preparation and the renders, plus
+the Python / torch baseline of about 0.4 GB) and the resident memory after the run (VmRSS, the engine still
+loaded: what a running render node holds). The machine line gives an fp32 matmul
+GFLOP/s measured in the same run (the CPU's speed at that moment, on a machine others share).
 """
 
 from __future__ import annotations
@@ -30,11 +39,54 @@ from pathlib import Path
 
 import numpy as np
 
-NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64": "Slice-64"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
+
+NAMES = {
+    "base": "Base",
+    "slice10": "Slice-10",
+    "slice32": "Slice-32",
+    "slice64": "Slice-64",
+    "hybrid": "Hybrid",
+    "hybrid-lite": "Hybrid-lite",
+}
 
 
-def _checkpoint(tmp: Path, preset: str, size: int) -> Path:
+def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
+    from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint
+    from pose2rgbd.models import save_checkpoint
+
+    path = tmp / f"{preset}-{size}-{keyframes}.pt"
+    if path.is_file():
+        return path
+    ck = make_hybrid_checkpoint(size, keyframes, preset=preset)
+    return save_checkpoint(path, ck.model, dataset_fingerprint="bench", camera=ck.camera, depth_kind="metric")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: /proc/self/clear_refs, 5); False elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_gb(key: str = "VmHWM") -> float:
+    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory in GiB (NaN where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> Path:
     import torch
+
+    if preset.startswith("hybrid"):
+        return _hybrid_checkpoint(tmp, preset, size, keyframes)
 
     from pose2rgbd.geometry import PinholeCamera
     from pose2rgbd.inference.testing import look_down_pose
@@ -87,6 +139,8 @@ def run_one(
     la: int,
     backend: str = "torch",
 ) -> dict[str, float]:
+    import gc
+
     import torch
 
     from pose2rgbd.inference import EngineConfig, RenderEngine
@@ -94,8 +148,11 @@ def run_one(
     from pose2rgbd.runtime import run_renderer_bag
 
     cfg = RendererConfig(rate_hz=10.0)
+    ckpt = _checkpoint(tmp, preset, size, args.keyframes)
+    gc.collect()
+    reset = _reset_peak_rss()
     cfg.engine = EngineConfig(
-        checkpoint=str(_checkpoint(tmp, preset, size)),
+        checkpoint=str(ckpt),
         device=args.device,
         precision=precision,
         threads=threads,
@@ -111,15 +168,23 @@ def run_one(
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
     lat = np.asarray(stats.latency_ms)
     frames = stats.counters["frames"]
+    rss = _rss_gb() if reset else float("nan")
+    rss_now = _rss_gb("VmRSS")
+    precision, backend_name = eng.precision, eng.backend.name
+    eng.close()
+    del eng
+    gc.collect()
     return {
+        "rss_gb": rss,
+        "rss_now_gb": rss_now,
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
         "max": float(lat.max()),
         "frames": frames,
         "hit": stats.counters["cache_hits"] / max(1, frames),
         "threads": torch.get_num_threads(),
-        "precision": eng.precision,
-        "backend": eng.backend.name,
+        "precision": precision,
+        "backend": backend_name,
         "wall": stats.wall_s,
     }
 
@@ -144,12 +209,21 @@ def main() -> None:
     p.add_argument("--tolerance-deg", type=float, default=1.0)
     p.add_argument("--bag-seconds", type=float, default=6.0, help="flight length: 10 renders per second")
     p.add_argument("--note", default="", help="load note for the table, e.g. 'quiet machine'")
+    p.add_argument(
+        "--keyframes",
+        type=int,
+        default=1801,
+        help="hybrid: keyframes in the checkpoint's store (1801: the demo survey's; keyframes read from a place "
+        "map instead: bench/bench_hybrid_map.py)",
+    )
     args = p.parse_args()
     import torch
 
     args.default_threads = torch.get_num_threads()
     load0 = os.getloadavg()[0]
-    machine = _machine(args)
+    from bench_serving import matmul_gflops
+
+    machine = _machine(args) + f", fp32 2048^3 matmul {matmul_gflops():.0f} GFLOP/s at start"
     print(f"machine: {machine}; load average {load0:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -173,6 +247,7 @@ def main() -> None:
                                 f"{r1['threads']} thr  "
                                 f"batch 1: p50 {r1['p50']:7.1f} p99 {r1['p99']:7.1f} ms   look-ahead {args.lookahead}: "
                                 f"p50 {r2['p50']:7.1f} p99 {r2['p99']:7.1f} ms, hits {r2['hit']:.0%}  "
+                                f"resident peak {r1['rss_gb']:.2f} / after {r1['rss_now_gb']:.2f} GiB "
                                 f"({r1['frames']} frames each)",
                                 flush=True,
                             )
@@ -193,13 +268,15 @@ def main() -> None:
     print()
     print(
         f"| model | size | backend | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / "
-        "p99 (ms) | look-ahead hits |"
+        "p99 (ms) | look-ahead hits | resident peak / after the run (GiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for preset, size, r1, r2 in rows:
+        name = NAMES.get(preset, preset) + (f" ({args.keyframes} kf)" if preset.startswith("hybrid") else "")
         print(
-            f"| {NAMES.get(preset, preset)} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
-            f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} |"
+            f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
+            f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} | "
+            f"{r1['rss_gb']:.2f} / {r1['rss_now_gb']:.2f} |"
         )
 
 

@@ -4,6 +4,8 @@ fastest on this machine, at what fraction of the machine's own matmul speed, and
     .venv/bin/python bench/bench_serving.py                                   # Base + Slice-10, 512, batch 1 and 10
     .venv/bin/python bench/bench_serving.py --presets slice10 --batches 1 4 --paths torch-ref torch-engine ort
     .venv/bin/python bench/bench_serving.py --profile slice10                 # where Slice-10 spends its time
+    .venv/bin/python bench/bench_serving.py --presets hybrid base slice10 --size 256 --batches 1
+    .venv/bin/python bench/bench_serving.py --profile hybrid --size 256       # the hybrid's forward, stage by stage
 
 For each preset / batch size / path it reports ms per frame, frames/s, the achieved GFLOP/s (FLOPs of one
 forward counted with ``torch.utils.flop_counter``, a multiply-add = 2 FLOPs) and that as a percentage of a
@@ -20,6 +22,14 @@ from the reference path (``torch-ref``: the plain eval-mode module, the test ora
 * ``ort``: the exported ONNX graph in ONNX Runtime, graph optimizations on (the engine's onnxruntime backend);
 * ``ort-int8``: that graph quantized to int8 by ONNX Runtime (static, QDQ, per-channel weights, calibrated on
   random normalized poses); measured here only, not a backend of the engine.
+
+The hybrid (``--presets hybrid`` / ``hybrid-lite``; ``--keyframes`` ground-plane keyframes in its store, made by
+:func:`pose2rgbd.methods.hybrid.testing.make_hybrid_checkpoint`, queries among them) has three paths: ``torch-ref``
+(the model as trained, with the torch splat: the serving path before the numba warp), ``torch-engine`` (the engine's
+torch backend: prepared as above, the numba warp) and ``ort`` (that, with the decoder + fill network part in ONNX
+Runtime: ``engine.backend onnxruntime``); its FLOPs are the networks' (the warp's gathers and scatters count 0).
+``--profile hybrid`` times its forward stage by stage (neighbour search, keyframe gather, splat, decoder, fill,
+depth correction, tensor -> numpy), for the reference and the engine's path.
 
 The machine line gives the CPU model, its SIMD flags and the load average: other processes on the cores lower
 every number, so compare ratios (to the matmul, between paths) rather than absolute values across runs.
@@ -43,8 +53,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import NAMES
 
-NAMES = {"base": "Base", "slice10": "Slice-10", "slice32": "Slice-32", "slice64": "Slice-64"}
+HYBRID_PATHS = ("torch-ref", "torch-engine", "ort")
 PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-cl-all", "torch-jit", "ort", "ort-int8")
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 
@@ -91,8 +103,13 @@ def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def build(preset: str, size: int) -> Any:
+def build(preset: str, size: int, keyframes: int = 1801) -> Any:
     import torch
+
+    if preset.startswith("hybrid"):
+        from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint
+
+        return make_hybrid_checkpoint(size, keyframes, preset=preset).model
 
     from pose2rgbd.inference.testing import look_down_pose
     from pose2rgbd.methods.pose2rgbd import build_model, preset_config
@@ -110,11 +127,22 @@ def build(preset: str, size: int) -> Any:
     return model.eval()
 
 
+def inputs(model: Any, batch: int) -> Any:
+    """Network inputs of ``batch`` frames: random normalized poses, or for the hybrid poses among its keyframes."""
+    import torch
+
+    if getattr(model, "kind", "") == "hybrid":
+        from pose2rgbd.methods.hybrid.testing import query_poses
+
+        return model.poses_to_input(query_poses(batch, seed=batch, n_keyframes=model.n_keyframes))[0]
+    return torch.rand(batch, 7, generator=torch.Generator().manual_seed(batch)) * 2 - 1
+
+
 def flops_per_frame(model: Any) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 7)
+    x = inputs(model, 1)
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         model(x)
     return float(fc.get_total_flops())
@@ -126,6 +154,8 @@ def make_runner(path: str, model: Any, tmp: Path, batch: int) -> Any:
 
     from pose2rgbd.models.device import fold_batchnorm, prepare_for_inference
 
+    if getattr(model, "kind", "") == "hybrid":
+        return hybrid_runner(path, model)
     if path == "torch-ref":
 
         def ref(x: torch.Tensor) -> np.ndarray:
@@ -189,6 +219,96 @@ def make_runner(path: str, model: Any, tmp: Path, batch: int) -> Any:
 
         return run
     raise SystemExit(f"unknown path {path!r}; choose from {PATHS}")
+
+
+def hybrid_runner(path: str, model: Any) -> Any:
+    import torch
+
+    from pose2rgbd.models.device import prepare_for_inference
+
+    if path not in HYBRID_PATHS:
+        raise ValueError(f"not a path of the hybrid (it has {', '.join(HYBRID_PATHS)})")
+    if path == "torch-ref":
+        m = model
+        m.warp_kernel = "torch"
+    else:
+        m = prepare_for_inference(model, torch.device("cpu"))
+        m.warp_kernel = "auto"
+        if path == "ort":
+            m.serve_network_part_with_onnxruntime(threads=torch.get_num_threads())
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return m(x)["depth"].contiguous().numpy()  # type: ignore[no-any-return]
+
+    return run
+
+
+def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
+    """The hybrid's forward stage by stage, median ms over ``reps`` queries: the reference (torch splat, plain
+    module) and the engine's torch path (numba warp, prepared module)."""
+    import torch
+
+    from pose2rgbd.methods.hybrid.testing import query_poses
+    from pose2rgbd.models.device import prepare_for_inference
+
+    model = build(preset, size, keyframes)
+    Q = query_poses(reps, n_keyframes=keyframes)
+    stages = ("encode pose", "neighbour search", "keyframe gather + T", "warp (splat + merge + holes)", "decoder",
+              "concat (copy)", "fill U-Net", "depth correction", "tensor -> numpy", "whole forward")  # fmt: skip
+    res: dict[str, dict[str, list[float]]] = {}
+    for name, m, kernel in (
+        ("reference (torch splat)", model, "torch"),
+        ("engine (numba warp, prepared)", prepare_for_inference(model, torch.device("cpu")), "auto"),
+    ):
+        m.warp_kernel = kernel
+        st: dict[str, list[float]] = {k: [] for k in stages}
+        with torch.inference_mode():
+            for it in range(reps + 2):
+                marks: list[float] = [time.perf_counter()]
+                mark = (lambda ms: lambda: ms.append(time.perf_counter()))(marks)
+
+                x, _ = m.poses_to_input(Q[it % reps][None])
+                mark()
+                T = m._poses(x)
+                rows, usable = m.select_keyframes(T)
+                mark()
+                r = torch.from_numpy(rows)
+                rgb, depth = m.kf_rgb[r], m.kf_depth[r]
+                T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ m.kf_T[r]
+                mark()
+                from pose2rgbd.methods.hybrid.warp import warp_gathered
+
+                dn = m.depth_normalizer
+                w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
+                                  depth_max_m=dn.max_m, kernel=kernel)  # fmt: skip
+                mark()
+                dec = m.decoder(x.masked_fill(m.pose_fixed, 0.0))
+                mark()
+                v = w["valid"].to(dec["rgb"].dtype)
+                xx = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], v, w["hits"]], dim=1)
+                mark()
+                out = m.fill(xx)
+                mark()
+                o = {"rgb": w["rgb"] + out[:, :3], "depth": m._correct_depth(w["depth"], out[:, 3:4], w["valid"]),
+                     "confidence": w["valid"].float()}  # fmt: skip
+                mark()
+                m.outputs_to_arrays(o)
+                mark()
+                t0 = time.perf_counter()
+                m(x)
+                marks.append(marks[-1] + time.perf_counter() - t0)
+                if it >= 2:  # warm-up done
+                    for k, a, b in zip(stages, marks[:-1], marks[1:], strict=True):
+                        st[k].append(1e3 * (b - a))
+        res[name] = st
+    names = list(res)
+    print(f"\n{NAMES.get(preset, preset)} {size}x{size}, {keyframes} keyframes, {torch.get_num_threads()} threads, "
+          f"median of {reps} queries (ms)\n")  # fmt: skip
+    print("| stage | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for k in stages:
+        print(f"| {k} | " + " | ".join(f"{np.median(res[n][k]):.1f}" for n in names) + " |")
 
 
 _EXPORTED: dict[int, Path] = {}
@@ -283,6 +403,8 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=2.0, help="time each row at least this long")
     ap.add_argument("--max-reps", type=int, default=20)
     ap.add_argument("--profile", metavar="PRESET", help="print a torch.profiler table of PRESET and exit")
+    ap.add_argument("--keyframes", type=int, default=1801, help="hybrid: keyframes in the store (the demo's 1801)")
+    ap.add_argument("--reps", type=int, default=10, help="--profile hybrid: queries timed")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
 
@@ -291,7 +413,14 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile:
-        profile(args.profile, args.size)
+        m = machine()
+        print(f"command: bench/bench_serving.py {shlex.join(sys.argv[1:])}")
+        print(f"machine: {m['cpu']}, {m['cores']} cores, SIMD {' '.join(m['simd'])}; load average {m['load_avg']:.1f}; "
+              f"fp32 2048x2048 matmul {matmul_gflops():.1f} GFLOP/s")  # fmt: skip
+        if args.profile.startswith("hybrid"):
+            profile_hybrid(args.profile, args.size, args.keyframes, args.reps)
+        else:
+            profile(args.profile, args.size)
         return 0
     m = machine()
     mm = matmul_gflops()
@@ -308,12 +437,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for preset in args.presets:
-            model = build(preset, args.size)
+            model = build(preset, args.size, args.keyframes)
             fl = flops_per_frame(model)
+            hybrid = preset.startswith("hybrid")
             for b in args.batches:
-                x = torch.rand(b, 7, generator=torch.Generator().manual_seed(b)) * 2 - 1
+                x = inputs(model, b)
                 ref = None
-                for path in args.paths:
+                for path in [p for p in args.paths if not hybrid or p in HYBRID_PATHS]:
                     try:
                         fn = make_runner(path, model, tmp, b)
                         out = fn(x)
@@ -332,7 +462,9 @@ def main() -> int:
                     rows.append(row)
                     print(f"| {NAMES[preset]} | {b} | {path} | {1e3 * s:.1f} | {1 / s:.2f} | {gf:.1f} | "
                           f"{100 * gf / mm:.0f} % | {err:.1e} |", flush=True)  # fmt: skip
-            print(f"({NAMES[preset]} at {args.size}: {fl / 1e9:.2f} GFLOP per frame)")
+            kf = f", {args.keyframes} keyframes" if hybrid else ""
+            print(f"({NAMES[preset]} at {args.size}{kf}: {fl / 1e9:.2f} GFLOP per frame)")
+            del model
     m["load_avg_end"] = os.getloadavg()[0]
     print(f"\nload average at end {m['load_avg_end']:.1f}")
     if args.json:

@@ -15,6 +15,11 @@ def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument("checkpoint", description="model checkpoint (.pt) written by `pose2rgbd train`"),
         DeclareLaunchArgument(
+            "map",
+            default_value="",
+            description="place map the hybrid reads its keyframes from (empty: the checkpoint's own, or its embedded)",
+        ),
+        DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("pose2rgbd"), "config", "render.yaml"]),
             description="YAML with the render node's parameters (pose2rgbd_renderer: ros__parameters: ...)",
@@ -40,6 +45,7 @@ def generate_launch_description() -> LaunchDescription:
             LaunchConfiguration("params_file"),
             {
                 "engine.checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+                "engine.map": ParameterValue(LaunchConfiguration("map"), value_type=str),
                 "engine.device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                 "world_frame": ParameterValue(LaunchConfiguration("world_frame"), value_type=str),
                 "camera_frame": ParameterValue(LaunchConfiguration("camera_frame"), value_type=str),

@@ -43,3 +43,15 @@ def test_v2_checkpoint_with_depth_settings_in_the_train_config_loads_them_into_t
     ck = load_checkpoint(FIX / "v2_slice10.pt")
     assert ck.model_config.depth_max == 40.0 and ck.model_config.depth_max_percentile == 97.0
     assert ck.model.depth_range_m == pytest.approx((0.5, 40.0))
+
+
+def test_v3_hybrid_with_an_embedded_store_renders_what_the_old_code_rendered() -> None:
+    """A hybrid checkpoint whose keyframes travel inside it (written before place maps) still loads and renders
+    exactly as the code that wrote it."""
+    want = np.load(FIX / "v3_hybrid_outputs.npz")
+    eng = load_engine(EngineConfig(checkpoint=str(FIX / "v3_hybrid.pt"), device="cpu", precision="fp32"))
+    assert isinstance(eng, RenderEngine) and eng.loaded.kind == "hybrid"
+    r = eng.render(want["T_world_cam"])
+    assert np.abs(r.rgb.astype(int) - want["rgb"].astype(int)).max() <= 1
+    np.testing.assert_allclose(r.depth, want["depth"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(r.confidence, want["confidence"])

@@ -18,6 +18,8 @@ from pose2rgbd.messages import (
     default_factory,
     image_to_numpy,
     new_typestore,
+    pack_rgb,
+    point_cloud2_fields,
     pose_stamped,
     pose_to_matrix,
     register_custom_msgs,
@@ -50,7 +52,10 @@ def test_tf_tick_outputs(engine: RenderEngine, factory: TypestoreFactory) -> Non
     T = look_down_pose(3.0, 4.0, 12.0)
     tf.set_transform("map", "camera_optical_frame", 5 * S, T[:3, 3], [1.0, 0.0, 0.0, 0.0])
     out = dict(r.tick(5 * S + 10_000_000, tf.lookup_transform))
-    assert set(out) == {"rgb/image_raw", "depth/image_raw", "confidence/image_raw", "camera_info", "rgbd"}
+    assert set(out) == {
+        "rgb/image_raw", "depth/image_raw", "confidence/image_raw", "camera_info", "rgbd", "depth/points",
+        "mask/image_raw",
+    }  # fmt: skip
     rgb, depth, info, rgbd = out["rgb/image_raw"], out["depth/image_raw"], out["camera_info"], out["rgbd"]
     assert rgb.encoding == "rgb8" and depth.encoding == "32FC1" and out["confidence/image_raw"].encoding == "32FC1"
     for m in (rgb, depth, info, rgbd):
@@ -67,6 +72,79 @@ def test_tf_tick_outputs(engine: RenderEngine, factory: TypestoreFactory) -> Non
     assert back.depth.height == 32
     # the same TF stamp is not rendered twice
     assert r.tick(5 * S + 20_000_000, tf.lookup_transform) == []
+
+
+def _tilted_pose(x: float, y: float, z: float, pitch_deg: float) -> np.ndarray:
+    """A camera above the ground plane tilted ``pitch_deg`` up from straight down: the horizon is in view, so the
+    top rows see sky (+inf depth: no point) and the rest the ground at varying depths."""
+    T = look_down_pose(x, y, z, yaw=0.2)
+    a = np.deg2rad(pitch_deg)
+    R_tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    T[:3, :3] = T[:3, :3] @ R_tilt  # about the optical x axis
+    return T
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_point_cloud_back_projects_to_the_depth_image_and_the_mask_matches(
+    engine: RenderEngine, factory: TypestoreFactory, stride: int
+) -> None:
+    """Every point of the organized cloud is the depth pixel it came from, back-projected: x = (u - cx) z / fx,
+    y = (v - cy) z / fy, z = depth; NaN exactly where the depth is invalid (sky above the horizon, beyond
+    max_range), the mask 255 exactly where a point is; the packed colour is the rgb image's."""
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    r.cfg.cloud.stride = stride
+    r.cfg.cloud.max_range_m = 30.0
+    out = dict(r.on_pose(pose_stamped(F, S, "map", _tilted_pose(1.0, 2.0, 12.0, 60.0)), S))
+    cloud, mask_msg = out["depth/points"], out["mask/image_raw"]
+    depth = image_to_numpy(out["depth/image_raw"])
+    rgb = image_to_numpy(out["rgb/image_raw"])
+    cam = engine.camera
+    assert cloud.header.frame_id == mask_msg.header.frame_id == "camera_optical_frame"
+    assert stamp_to_ns(cloud.header.stamp) == S and not cloud.is_dense
+    n = -(-cam.width // stride)
+    assert (cloud.height, cloud.width) == (n, n) and cloud.point_step == 16 and cloud.row_step == 16 * n
+    assert [fd.name for fd in cloud.fields] == ["x", "y", "z", "rgb"]
+    # serialized and read back, as a subscriber gets it
+    ts = factory.typestore
+    cloud = ts.deserialize_cdr(ts.serialize_cdr(cloud, "sensor_msgs/msg/PointCloud2"), "sensor_msgs/msg/PointCloud2")
+    pts = point_cloud2_fields(cloud)
+    v, u = np.mgrid[0 : cam.height : stride, 0 : cam.width : stride].astype(np.float64)
+    z = depth[::stride, ::stride].astype(np.float64)
+    ok = np.isfinite(z) & (z > 0) & (z <= 30.0)
+    assert 0.2 < ok.mean() < 0.9  # sky, far ground and near ground all in view
+    assert np.isinf(z).any() and (np.isfinite(z) & (z > 30.0)).any()
+    np.testing.assert_array_equal(pts["z"][ok], depth[::stride, ::stride][ok])  # the depth itself, bit for bit
+    np.testing.assert_allclose(pts["x"][ok], ((u - cam.cx) * z / cam.fx)[ok], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(pts["y"][ok], ((v - cam.cy) * z / cam.fy)[ok], rtol=1e-6, atol=1e-6)
+    for k in ("x", "y", "z"):
+        assert np.isnan(pts[k][~ok]).all(), k
+    # projecting the points lands on their own pixel
+    uv, _ = cam.project(np.stack([pts["x"], pts["y"], pts["z"]], axis=-1)[ok].astype(np.float64))
+    np.testing.assert_allclose(uv, np.stack([u[ok], v[ok]], axis=-1), atol=1e-3)
+    packed = pts["rgb"].view(np.uint32)
+    np.testing.assert_array_equal(packed, pack_rgb(rgb[::stride, ::stride]).view(np.uint32))
+    np.testing.assert_array_equal((packed >> 16) & 255, rgb[::stride, ::stride, 0])
+    # the mask: full resolution, the same validity rule
+    mask = image_to_numpy(mask_msg)
+    assert mask_msg.encoding == "mono8" and mask.shape == (cam.height, cam.width)
+    full_ok = np.isfinite(depth) & (depth > 0) & (depth <= 30.0)
+    np.testing.assert_array_equal(mask, np.where(full_ok, 255, 0))
+
+
+def test_planner_outputs_follow_their_settings(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    assert r.on_parameter_change("cloud.colour", False)[0]
+    assert r.on_parameter_change("publish.mask", False)[0]
+    out = dict(r.on_pose(pose_stamped(F, S, "map", look_down_pose(0, 0, 10)), S))
+    assert "mask/image_raw" not in out
+    cloud = out["depth/points"]
+    assert [fd.name for fd in cloud.fields] == ["x", "y", "z"] and cloud.point_step == 12 and cloud.is_dense
+    np.testing.assert_allclose(point_cloud2_fields(cloud)["z"], 10.0, rtol=1e-5)
+    assert r.on_parameter_change("cloud.min_confidence", 0.5)[0]
+    assert not r.on_parameter_change("cloud.stride", 0)[0]  # range 1..64
+    assert r.on_parameter_change("publish.points", False)[0]
+    out = dict(r.on_pose(pose_stamped(F, 2 * S, "map", look_down_pose(0, 0, 10)), 2 * S))
+    assert "depth/points" not in out and "depth/image_raw" in out
 
 
 def test_missing_and_stale_tf_throttled(engine: RenderEngine, factory: TypestoreFactory, caplog) -> None:
@@ -101,7 +179,7 @@ def test_nan_and_wrong_frame_poses_rejected(engine: RenderEngine, factory: Types
     assert r.on_pose(wrong, S) == []
     assert r.counters["rejected_poses"] == 2 and r.counters["frames"] == 0
     good = pose_stamped(F, S, "map", look_down_pose(0, 0, 10))
-    assert len(r.on_pose(good, S)) == 5  # rate 0: rendered at once
+    assert len(r.on_pose(good, S)) == 7  # rate 0: rendered at once
 
 
 def test_pose_flood_keeps_latest_only(engine: RenderEngine, factory: TypestoreFactory) -> None:

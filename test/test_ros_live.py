@@ -131,7 +131,8 @@ class Harness:
                 pytest.fail(f"{what}: the node exited ({node.proc.returncode}):\n{node.output()[-3000:]}")
             if time.monotonic() > deadline:
                 log = f"\nnode output:\n{node.output()[-3000:]}" if node is not None else ""
-                pytest.fail(f"timed out after {timeout_s} s waiting for {what}{log}")
+                counts = {t: len(v) for t, v in self.received.items()}
+                pytest.fail(f"timed out after {timeout_s} s waiting for {what} (received: {counts}){log}")
             self.executor.spin_once(timeout_sec=0.02)
 
     def spin_for(self, seconds: float) -> None:
@@ -266,7 +267,7 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     from lifecycle_msgs.msg import Transition
     from pose2rgbd.msg import RGBD
     from pose2rgbd.srv import RenderAtPose
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from tf2_msgs.msg import TFMessage
 
     h = ros
@@ -281,6 +282,8 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     conf = h.subscribe(f"{NS}/confidence/image_raw", Image)
     info = h.subscribe(f"{NS}/camera_info", CameraInfo)
     rgbd = h.subscribe(f"{NS}/rgbd", RGBD)
+    points = h.subscribe(f"{NS}/depth/points", PointCloud2)
+    mask = h.subscribe(f"{NS}/mask/image_raw", Image)
     diags = h.subscribe("/diagnostics", DiagnosticArray)
     tf_pub = h.node.create_publisher(TFMessage, "/tf", 10)
     static_pub = h.node.create_publisher(TFMessage, "/tf_static", _latched())
@@ -299,7 +302,10 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
         tf_pub.publish(TFMessage(transforms=[_transform("map", "base_link", T_map_base, ns)]))
 
     timer = h.node.create_timer(0.05, publish_tf)
-    h.spin_until(lambda: len(rgbd) >= 3 and len(rgb) >= 3 and len(info) >= 3, START_TIMEOUT_S, "rendered frames", node)
+    h.spin_until(
+        lambda: len(rgbd) >= 3 and len(rgb) >= 3 and len(info) >= 3 and len(points) >= 1 and len(mask) >= 1,
+        START_TIMEOUT_S, "rendered frames", node,
+    )  # fmt: skip
     # diagnostics come once a second: wait for one published after the first frames (an earlier one says "waiting")
     h.spin_until(lambda: _diag_ok(diags, "pose2rgbd: renderer"), WAIT_S, "diagnostics after the first frames", node)
 
@@ -324,6 +330,17 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     np.testing.assert_allclose(K, [[SIZE / 2, 0, SIZE / 2], [0, SIZE / 2, SIZE / 2], [0, 0, 1]], atol=0.51)  # 90 deg
     by_stamp = {_ns(x.header.stamp) for x in depth} & {_ns(x.header.stamp) for x in info}
     assert by_stamp, "depth and CameraInfo share stamps"
+    # for planners: the organized cloud in the optical frame (depth 20 m everywhere, back-projected) and the mask
+    from pose2rgbd.messages import point_cloud2_fields
+
+    pc = points[-1]
+    assert (pc.height, pc.width, pc.header.frame_id) == (SIZE, SIZE, CAMERA) and pc.point_step == 16
+    pts = point_cloud2_fields(pc)
+    np.testing.assert_allclose(pts["z"], 20.0, rtol=1e-4)
+    u = np.arange(SIZE, dtype=np.float64)
+    np.testing.assert_allclose(pts["x"], (u[None, :] - K[0, 2]) * pts["z"] / K[0, 0], rtol=1e-5, atol=1e-5)
+    assert mask[-1].encoding == "mono8" and (_image_array(mask[-1]) == 255).all()
+    assert _ns(pc.header.stamp) in {_ns(x.header.stamp) for x in depth}
     st = _diag_status(diags, "pose2rgbd: renderer")
     values = {kv.key: kv.value for kv in st.values}
     assert st.level == b"\x00" and int(values["frames"]) >= 1 and values["device"] == "cpu", st
@@ -687,3 +704,70 @@ def test_localize_node_live(ros: Harness, tmp_path: Path) -> None:
     rc = node.interrupt()
     assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"
     assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+def test_localize_node_live_with_a_place_map(ros: Harness, map_world: dict) -> None:
+    """The localize node process with map:= and no checkpoint (the structure localizer): images of the held-out
+    route come back as poses near the truth with their own covariance; an image of another city gets no pose,
+    and the per-image status and the diagnostics say why."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.evaluation.calibration import check_covariance
+
+    ds = Dataset(map_world["dataset"])
+    rows = np.flatnonzero(ds.frames.source_id == 1)[:4]
+    foreign = Dataset(map_world["other"]).read_rgb(3)
+    h = ros
+    node = h.start(
+        "localize",
+        "--params-file", str(REPO / "config" / "localize.yaml"),
+        "-p", f"map:={map_world['map']}", "-p", "topics.image:=/cam/image",
+    )  # fmt: skip
+    poses = h.subscribe(f"{NS}/pose", PoseWithCovarianceStamped)
+    status = h.subscribe(f"{NS}/localization_status", DiagnosticArray)
+    diags = h.subscribe("/diagnostics", DiagnosticArray)
+    pub = h.node.create_publisher(Image, "/cam/image", qos_profile_sensor_data)
+    truth: dict[int, np.ndarray] = {}
+    k = [0]
+
+    def publish(img: np.ndarray | None = None, T: np.ndarray | None = None) -> None:
+        if img is None:
+            i = int(rows[k[0] % len(rows)])
+            k[0] += 1
+            img, T = ds.read_rgb(i), ds.frames.T_world_cam[i]
+        ns = h.now_ns()
+        m = Image(encoding="rgb8", height=img.shape[0], width=img.shape[1], is_bigendian=0, step=3 * img.shape[1])
+        m.header.stamp, m.header.frame_id, m.data = _stamp(ns), CAMERA, img.tobytes()
+        if T is not None:
+            truth[ns] = T
+        pub.publish(m)
+
+    timer = h.node.create_timer(0.3, publish)
+    h.spin_until(lambda: len(poses) >= 3, START_TIMEOUT_S, "poses from the map", node)
+    h.node.destroy_timer(timer)
+    for m in poses:
+        T = truth[_ns(m.header.stamp)]
+        p = m.pose.pose.position
+        assert np.linalg.norm([p.x - T[0, 3], p.y - T[1, 3], p.z - T[2, 3]]) < 1.0
+        check_covariance(np.asarray(m.pose.covariance).reshape(6, 6))
+    n_poses = len(poses)
+    timer = h.node.create_timer(0.3, lambda: publish(foreign))
+
+    def refused() -> bool:
+        return any(st.message.startswith("no fix") for arr in status for st in arr.status)
+
+    h.spin_until(refused, WAIT_S, "a no-fix status for the foreign image", node)
+    h.node.destroy_timer(timer)
+
+    def counted() -> bool:
+        st = _diag_status(diags, "pose2rgbd: localizer")
+        return st is not None and int({kv.key: kv.value for kv in st.values}.get("no_fix", "0")) >= 1
+
+    h.spin_until(counted, WAIT_S, "no_fix in the diagnostics", node)
+    assert all(truth.get(_ns(m.header.stamp)) is not None for m in poses[n_poses:])  # no pose for the foreign image
+    rc = node.interrupt()
+    assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"

@@ -56,6 +56,7 @@ def add_bag_replay_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
     b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def need_checkpoint(engine_cfg: Any) -> None:
@@ -102,19 +103,39 @@ def _bag(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         storage=args.storage,
         overwrite=args.overwrite,
-        progress=True,
+        progress=not args.no_progress,
     )
     c = stats.counters
     print(f"{args.out}: {c['frames']} frames in {stats.wall_s:.1f} s")
     for topic, n in sorted(stats.messages_out.items()):
         print(f"  {topic:<40} {n}")
-    print(
-        f"  pose-to-images latency p50 {stats.latency_percentile(50):.1f} ms, p99 {stats.latency_percentile(99):.1f} ms"
-    )
+    if c["frames"]:
+        p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
+        print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     skipped = {k: v for k, v in c.items() if k not in ("frames", "cache_hits") and v}
     if skipped:
         print(f"  not rendered / flagged: {skipped}")
+    if not c["frames"]:
+        held = sum(stats.messages_out.values())
+        print(f"  no frame was rendered: {no_frame_reason(cfg, c)}. The output bag {args.out} holds only the "
+              f"node's diagnostics ({held} messages); delete it or run again with --overwrite")  # fmt: skip
     return 0 if c["frames"] else 1
+
+
+def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
+    """Why a render run over a bag rendered nothing, from its settings and counters."""
+    if cfg.pose_source == "tf":
+        if c.get("tf_failures"):
+            return (
+                f"no transform {cfg.world_frame} -> {cfg.camera_frame} could be looked up in the bag's TF "
+                f"({c['tf_failures']} tries failed); check --world-frame and --camera-frame against the bag's /tf and "
+                "/tf_static, or use --pose-source topic"
+            )
+        return f"the bag's TF never gave a pose of {cfg.camera_frame} in {cfg.world_frame} (no /tf messages?)"
+    why = [f"{c[k]} {k.replace('_', ' ')}" for k in ("rejected_poses", "stale_poses", "render_errors") if c.get(k)]
+    if why:
+        return f"every pose on {cfg.topics.pose} was refused ({', '.join(why)})"
+    return f"no pose message on {cfg.topics.pose} (check --pose-topic; the bag's topics: `pose2rgbd bag info`)"
 
 
 def _trajectory(args: argparse.Namespace) -> int:

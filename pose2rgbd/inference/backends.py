@@ -4,7 +4,10 @@
   BatchNorm folding, channels-last: :func:`pose2rgbd.inference.common.prepare_serving`);
 * :class:`OnnxRuntimeBackend`: an exported ``.onnx`` file (``pose2rgbd export``) in an ONNX Runtime session
   (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on. A ``.pt`` checkpoint
-  with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch).
+  with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch);
+* ``torch+onnxruntime``: a model whose forward is only partly a graph (it has
+  ``serve_network_part_with_onnxruntime``: the hybrid, whose warp stays in torch / numba) runs as the torch
+  module with its network part exported at start and run by ONNX Runtime.
 
 Both are called with the network input tensor the model's transforms make and return ``{name: tensor}`` of the
 serving outputs, so the engines' transforms (pose -> input, outputs -> arrays) are the same code for both.
@@ -67,13 +70,37 @@ def _check_fp32(cfg: EngineConfig) -> None:
         )
 
 
+def ort_session(path: str | Path, device: torch.device, threads: int = 0) -> Any:
+    """An ONNX Runtime session for ``path`` on ``device`` (CPU, or CUDA when this onnxruntime has the provider;
+    else a :class:`ConfigError`), all graph optimizations on; ``threads`` > 0 sets the intra-op threads."""
+    import onnxruntime as ort
+
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ConfigError(
+                f"engine.device {device}: this onnxruntime has no CUDA provider "
+                f"(it has {ort.get_available_providers()}); use device cpu or install onnxruntime-gpu"
+            )
+        providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+    else:
+        providers = ["CPUExecutionProvider"]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise CheckpointError(f"{path}: onnxruntime cannot load this file: {str(e)[:300]}") from e
+
+
 class OnnxRuntimeBackend:
     """An exported file in an ONNX Runtime session (fp32). ``threads`` > 0 sets the intra-op threads."""
 
     name = "onnxruntime"
 
     def __init__(self, cfg: EngineConfig, path: str | Path, outputs: list[str], input_name: str) -> None:
-        import onnxruntime as ort
         import torch
 
         from pose2rgbd.models.device import resolve_device
@@ -82,24 +109,7 @@ class OnnxRuntimeBackend:
         self.device = resolve_device(cfg.device)
         _check_fp32(cfg)
         self.precision = "fp32"
-        if self.device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError(
-                    f"engine.device {cfg.device}: this onnxruntime has no CUDA provider "
-                    f"(it has {ort.get_available_providers()}); use device cpu or install onnxruntime-gpu"
-                )
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
-        else:
-            providers = ["CPUExecutionProvider"]
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if cfg.threads > 0:
-            so.intra_op_num_threads = int(cfg.threads)
-            so.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise CheckpointError(f"{path}: onnxruntime cannot load this file: {str(e)[:300]}") from e
+        self.session = ort_session(path, self.device, cfg.threads)
         self.outputs = list(outputs)
         self.input_name = input_name
         have = {o.name for o in self.session.get_outputs()}
@@ -118,6 +128,15 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
     """``(backend, transforms model)``: the model whose transforms the engine calls (for torch: the prepared
     module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata)."""
     name = resolve_backend(cfg)
+    serve_part = getattr(loaded.model, "serve_network_part_with_onnxruntime", None)
+    if name == "onnxruntime" and serve_part is not None and "onnx" not in loaded.extra:
+        # a model whose forward is only partly a graph (the hybrid: the warp in torch / numba): its network part
+        # is exported at start and served by ONNX Runtime inside the prepared torch module
+        _check_fp32(cfg)
+        tb = TorchBackend(cfg, loaded.model)
+        tb.model.serve_network_part_with_onnxruntime(threads=cfg.threads, device=tb.device)
+        tb.name = "torch+onnxruntime"
+        return tb, tb.model
     if name == "torch":
         if "onnx" in loaded.extra:
             raise ConfigError(f"{loaded.where}: an exported ONNX model is served by engine.backend onnxruntime")

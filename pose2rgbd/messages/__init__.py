@@ -2,7 +2,7 @@
 
 * :mod:`.read`: messages -> NumPy / geometry (duck typed: rclpy and rosbags messages alike; validating).
 * :mod:`.build`: NumPy / geometry -> messages through a :class:`MessageFactory`, factory first, then
-  ``stamp_ns, frame_id``, then the payload.
+  ``stamp_ns, frame_id``, then the payload (also organized ``PointCloud2`` from points + colours).
 * :mod:`.images`: Image / CompressedImage codecs (readers and builders).
 * :mod:`.factory`: the :class:`MessageFactory` protocol and :class:`TypestoreFactory` (rosbags);
   ``pose2rgbd_ros.factory.RclpyFactory`` is the rclpy one.
@@ -18,6 +18,8 @@ from pose2rgbd.messages.build import (
     imu,
     navsatfix,
     odometry,
+    pack_rgb,
+    point_cloud2,
     pose,
     pose_stamped,
     stamp,
@@ -44,6 +46,7 @@ from pose2rgbd.messages.read import (
     camera_from_info,
     header_stamp_ns,
     orientation_xyzw,
+    point_cloud2_fields,
     pose_to_matrix,
     pose_tq,
     quat_problem,
@@ -82,6 +85,9 @@ __all__ = [
     "normalize_msgtype",
     "odometry",
     "orientation_xyzw",
+    "pack_rgb",
+    "point_cloud2",
+    "point_cloud2_fields",
     "pose",
     "pose_stamped",
     "pose_to_matrix",

@@ -210,6 +210,62 @@ def camera_info(f: MessageFactory, stamp_ns: int, frame_id: str, camera: Pinhole
     )
 
 
+# ---------------------------------------------------------------------------------------------- point clouds
+POINTFIELD_FLOAT32 = 7  # sensor_msgs/PointField datatype FLOAT32
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 -> ``(...)`` float32 whose bits are ``0x00RRGGBB``: the packed ``rgb`` field PCL, RViz,
+    Nav2 and the PX4 avoidance planner read (a float reinterpretation of the integer, not a conversion)."""
+    c = np.asarray(rgb)
+    if c.shape[-1:] != (3,) or c.dtype != np.uint8:
+        raise GeometryError(f"pack_rgb: expected (..., 3) uint8 colours, got {c.dtype} {c.shape}")
+    c32 = c.astype(np.uint32)
+    packed = (c32[..., 0] << 16) | (c32[..., 1] << 8) | c32[..., 2]
+    return packed.view(np.float32)
+
+
+def point_cloud2(
+    f: MessageFactory, stamp_ns: int, frame_id: str, xyz: np.ndarray, rgb: np.ndarray | None = None
+) -> Any:
+    """An organized ``sensor_msgs/PointCloud2`` (height x width = the array's rows x columns) of float32 ``x, y,
+    z`` (+ a packed float32 ``rgb`` when ``rgb`` ``(H, W, 3)`` uint8 is given), little-endian, no padding.
+
+    ``xyz`` ``(H, W, 3)`` in ``frame_id``; NaN marks a pixel without a point (``is_dense`` is then false, as
+    consumers expect of an organized cloud with invalid points). Built in one vectorized copy."""
+    p = np.asarray(xyz)
+    if p.ndim != 3 or p.shape[2] != 3:
+        raise GeometryError(f"point_cloud2: expected organized points (H, W, 3), got shape {p.shape}")
+    h, w = p.shape[:2]
+    names = ["x", "y", "z"]
+    cols = 3
+    if rgb is not None:
+        if np.asarray(rgb).shape != (h, w, 3):
+            raise GeometryError(f"point_cloud2: colours of shape {np.asarray(rgb).shape}, points of {p.shape}")
+        names.append("rgb")
+        cols = 4
+    buf = np.empty((h, w, cols), dtype="<f4")
+    buf[..., :3] = p
+    if rgb is not None:
+        buf[..., 3] = pack_rgb(rgb)
+    fields = [
+        f.new("sensor_msgs/msg/PointField", name=n, offset=4 * i, datatype=POINTFIELD_FLOAT32, count=1)
+        for i, n in enumerate(names)
+    ]
+    return f.new(
+        "sensor_msgs/msg/PointCloud2",
+        header=header(f, stamp_ns, frame_id),
+        height=int(h),
+        width=int(w),
+        fields=fields,
+        is_bigendian=False,
+        point_step=4 * cols,
+        row_step=4 * cols * int(w),
+        data=buf.reshape(-1).view(np.uint8),
+        is_dense=bool(np.isfinite(p).all()),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- diagnostics
 def diagnostic_array(
     f: MessageFactory,

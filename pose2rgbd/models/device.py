@@ -34,6 +34,7 @@ from pose2rgbd.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
+SHARE_BUFFER_BYTES = 16 * 2**20  # prepare_for_inference shares buffers at least this large instead of copying
 PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -155,7 +156,8 @@ def prepare_for_inference(
     channels_last: bool = True,
     transposed_channels_last: bool = False,
 ) -> nn.Module:
-    """A copy of ``model`` on ``device``, in eval mode, ready for fast inference (the caller's model is untouched).
+    """A copy of ``model`` on ``device``, in eval mode, ready for fast inference (the caller's model is untouched;
+    buffers of at least :data:`SHARE_BUFFER_BYTES` already on ``device`` are shared with it, not copied).
 
     * ``fuse_bn``: :func:`fold_batchnorm` (exact up to float rounding);
     * ``channels_last``: weights of plain ``Conv2d`` layers in channels-last layout, so oneDNN (CPU) / cuDNN
@@ -166,7 +168,16 @@ def prepare_for_inference(
       last transposed convolution and the bottleneck; docs/serving.md). The engine times both at start
       (``engine.transposed_channels_last: auto``).
     """
-    m = copy.deepcopy(model).to(device).eval()
+    # large buffers already on the device (a hybrid model's keyframe store: hundreds of MiB) are shared with the
+    # caller's model instead of copied: preparation never changes a buffer in place (it folds BatchNorm into new
+    # convolutions and changes the layout of convolution weights, which are parameters), and a copy would double
+    # the resident memory of a render node that keeps the loaded checkpoint
+    memo: dict[int, Any] = {
+        id(b): b
+        for b in model.buffers()
+        if b is not None and b.device == device and b.numel() * b.element_size() >= SHARE_BUFFER_BYTES
+    }
+    m = copy.deepcopy(model, memo).to(device).eval()
     if fuse_bn:
         fold_batchnorm(m)
     if channels_last:

@@ -1,4 +1,5 @@
-"""Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / camera_info / RGBD.
+"""Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / camera_info / RGBD,
+and for planners an organized PointCloud2 and a validity mask.
 
 :data:`RENDERER` is its :class:`~pose2rgbd.nodes.spec.NodeSpec`: the runtime (the rclpy host or the offline
 bag runner) builds subscriptions, timers, services and publishers from it and calls:
@@ -12,7 +13,16 @@ bag runner) builds subscriptions, timers, services and publishers from it and ca
 * :meth:`Renderer.render_at_pose` for the RenderAtPose service;
 * :meth:`Renderer.diagnostics` about once a second (latency, out-of-bounds, drops) -> DiagnosticArray;
 * :meth:`Renderer.on_parameter_change` when a parameter is set while it runs (rates, tolerances of the
-  node, publish flags, frames apply at once; the engine and topics need a reconfigure).
+  node, publish flags, cloud settings, frames apply at once; the engine and topics need a reconfigure).
+
+Outputs for obstacle-avoidance planners (Nav2 voxel / obstacle layers, PX4 avoidance; docs/ros.md): ``points``
+is an organized ``sensor_msgs/PointCloud2`` in the camera's optical frame, one point per ``cloud.stride``-th
+pixel back-projected from the rendered depth (:func:`~pose2rgbd.geometry.camera.depth_to_points`), NaN where the
+render has no valid depth; ``mask`` is a ``mono8`` image at full resolution, 255 where the depth is valid and 0
+elsewhere, under the same rule as the cloud (finite depth > 0, within ``cloud.max_range_m``, confidence at least
+``cloud.min_confidence``). mono8 rather than 32FC1: the continuous confidence is already published as 32FC1;
+the mask is the binary decision itself, a quarter of the bytes, shown as black / white by image viewers and
+usable as an OpenCV mask as it is.
 
 Bad input never raises out of these calls: NaN poses are rejected and logged, missing / stale TF gives a
 throttled warning and publishes nothing.
@@ -32,6 +42,7 @@ import numpy as np
 from pose2rgbd import messages as M
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError, GeometryError
+from pose2rgbd.geometry.camera import depth_to_points
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
@@ -51,6 +62,10 @@ class RendererTopics:
     confidence: str = help_field("confidence/image_raw", "per-pixel confidence (sensor_msgs/Image, 32FC1, [0, 1])")
     camera_info: str = help_field("camera_info", "intrinsics at the output size (sensor_msgs/CameraInfo)")
     rgbd: str = help_field("rgbd", "everything bundled with the query pose (pose2rgbd/msg/RGBD)")
+    points: str = help_field(
+        "depth/points", "organized point cloud in the optical frame, NaN where invalid (sensor_msgs/PointCloud2)"
+    )
+    mask: str = help_field("mask/image_raw", "validity mask: 255 valid depth, 0 not (sensor_msgs/Image, mono8)")
     diagnostics: str = help_field("/diagnostics", "latency and out-of-bounds (diagnostic_msgs/DiagnosticArray)")
     pose: str = help_field("pose", "input T_world_cam when pose_source is 'topic' (geometry_msgs/PoseStamped)")
 
@@ -64,6 +79,22 @@ class RendererPublish:
     confidence: bool = help_field(True, "publish the confidence topic (when the model has one)")
     camera_info: bool = help_field(True, "publish camera_info with every frame")
     rgbd: bool = help_field(True, "publish the bundled RGBD message")
+    points: bool = help_field(True, "publish the PointCloud2 (when the model has depth)")
+    mask: bool = help_field(True, "publish the validity mask (when the model has depth)")
+
+
+@dataclass
+class RendererCloud:
+    """The point cloud and the validity mask (what a planner sees as an obstacle)."""
+
+    stride: int = ranged_field(
+        1, "keep every stride-th pixel in u and v (cloud ceil(H/stride) x ceil(W/stride); the mask stays full)", 1, 64
+    )
+    max_range_m: float = ranged_field(
+        0.0, "depth beyond this (metres along optical Z) is invalid (0: no limit)", 0.0, 1e6
+    )
+    min_confidence: float = ranged_field(0.0, "pixels whose confidence is below this are invalid", 0.0, 1.0)
+    colour: bool = help_field(True, "add the rendered colour as a packed float32 'rgb' field (PCL / RViz layout)")
 
 
 @dataclass
@@ -87,6 +118,9 @@ class RendererConfig:
     diagnostics_period_s: float = ranged_field(1.0, "diagnostics publishing period (0: off)", 0.0, 3600.0)
     topics: RendererTopics = field(default_factory=RendererTopics, metadata={"help": "topic names"})
     publish: RendererPublish = field(default_factory=RendererPublish, metadata={"help": "outputs to publish"})
+    cloud: RendererCloud = field(
+        default_factory=RendererCloud, metadata={"help": "point cloud and validity mask for planners"}
+    )
 
     def __post_init__(self) -> None:
         if self.pose_source not in ("tf", "topic"):
@@ -272,9 +306,41 @@ class Renderer(EngineNode):
         )
         return {"rgb": rgb, "depth": depth, "confidence": conf, "camera_info": info, "rgbd": rgbd}
 
+    def valid_mask(self, res: RenderResult) -> np.ndarray | None:
+        """``(H, W)`` bool of frame 0: finite depth > 0, within ``cloud.max_range_m``, confidence at least
+        ``cloud.min_confidence`` (``None`` without depth). The cloud and the mask topic both follow it."""
+        if res.depth is None:
+            return None
+        c = self.cfg.cloud
+        d = res.depth[0]
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(d) & (d > 0)
+            if c.max_range_m > 0:
+                ok &= d <= c.max_range_m
+            if c.min_confidence > 0 and res.confidence is not None:
+                ok &= res.confidence[0] >= c.min_confidence
+        return ok
+
+    def _planner_outputs(self, res: RenderResult, stamp: int) -> dict[str, Any]:
+        """The PointCloud2 and the mono8 mask of frame 0 (those asked for in ``publish``)."""
+        pub = self.cfg.publish
+        valid = self.valid_mask(res) if pub.points or pub.mask else None
+        if valid is None or res.depth is None:
+            return {}
+        f, cam, c = self.f, self.cfg.camera_frame, self.cfg.cloud
+        out: dict[str, Any] = {}
+        if pub.points:
+            xyz = depth_to_points(self.engine.camera, res.depth[0], valid, stride=c.stride)
+            rgb = res.rgb[0][:: c.stride, :: c.stride] if c.colour and res.rgb is not None else None
+            out["points"] = M.point_cloud2(f, stamp, cam, xyz, rgb)
+        if pub.mask:
+            out["mask"] = M.image(f, stamp, cam, valid.astype(np.uint8) * np.uint8(255), "mono8")
+        return out
+
     def _outputs(self, res: RenderResult, stamp: int) -> list[Outgoing]:
         t0 = time.perf_counter()
         msgs = self._build(res, stamp)
+        msgs.update(self._planner_outputs(res, stamp))
         self.last_latency_ms = (res.latency_s + time.perf_counter() - t0) * 1e3
         self._latency_ms.append(self.last_latency_ms)
         self.counters["frames"] += 1
@@ -296,6 +362,10 @@ class Renderer(EngineNode):
             out.append((top.camera_info, msgs["camera_info"]))
         if pub.rgbd:
             out.append((top.rgbd, msgs["rgbd"]))
+        if "points" in msgs:
+            out.append((top.points, msgs["points"]))
+        if "mask" in msgs:
+            out.append((top.mask, msgs["mask"]))
         return out
 
     def diagnostics(self, now_ns: int) -> Any:
@@ -324,6 +394,7 @@ RENDERER_LIVE = (
     "diagnostics_period_s",
     "camera_frame",
     "publish.*",
+    "cloud.*",
 )
 
 
@@ -358,6 +429,8 @@ RENDERER = NodeSpec(
         Output("topics.confidence", "sensor_msgs/msg/Image", depth=2),
         Output("topics.camera_info", "sensor_msgs/msg/CameraInfo", depth=2),
         Output("topics.rgbd", "pose2rgbd/msg/RGBD", depth=2),
+        Output("topics.points", "sensor_msgs/msg/PointCloud2", depth=2),
+        Output("topics.mask", "sensor_msgs/msg/Image", depth=2),
         Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
     ),
     timers=(
@@ -367,7 +440,7 @@ RENDERER = NodeSpec(
     services=(Service("~/render_at_pose", "pose2rgbd/srv/RenderAtPose", "render_at_pose"),),
     tf=TFNeed(required=lambda c: c.pose_source == "tf", timeout_s=lambda c: c.tf_timeout_s, why="pose_source is 'tf'"),
     live=RENDERER_LIVE,
-    description="pose -> rendered RGB, metric depth and confidence",
+    description="pose -> rendered RGB, metric depth, confidence, point cloud and validity mask",
     threads=3,
     extras={"describe": _describe_renderer},
 )

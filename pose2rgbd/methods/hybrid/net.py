@@ -7,13 +7,17 @@ experiments serve it unchanged:
 1. the pose is denormalized to ``T_world_cam`` (the model's own pose normalization, as the engine gave it);
 2. the ``neighbours`` keyframes nearest to it (:class:`~pose2rgbd.geometry.coverage.PoseSet` distance: metres +
    ``rot_weight_m`` x radians, the nearest-pose baseline's) are forward-splatted into it with their metric depth,
-   z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes`); pixels no keyframe reaches (holes) take
+   z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`: a numba kernel on CPU, the torch
+   :func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes` on CUDA); pixels no keyframe reaches (holes) take
    the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
    outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its
    last convolution starts at zero, so an untrained model answers the reprojection baseline (up to sky, which is
    splatted instead of filled, and float16 depth) and training only has to learn the corrections.
+
+Steps 3-4 are the network part (:mod:`pose2rgbd.methods.hybrid.network`), which exports to ONNX and runs in ONNX
+Runtime when the engine serves the model with ``engine.backend onnxruntime``.
 
 Outputs: ``"rgb"`` ``(B, 3, S, S)`` (about [-1, 1]; clipped when converted), ``"depth"`` ``(B, 1, S, S)``
 normalized by the model's depth range, ``"confidence"`` ``(B, 1, S, S)`` = 1 where a keyframe point landed, 0 in
@@ -26,6 +30,7 @@ is set by the recipe and restored on load (:meth:`HybridNet._load_from_state_dic
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -38,11 +43,14 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
-from pose2rgbd.methods.hybrid.warp import splat_keyframes
+from pose2rgbd.methods.hybrid.network import NetworkPart, OnnxNetworkPart, export_network_part
+from pose2rgbd.methods.hybrid.warp import warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+
+log = logging.getLogger(__name__)
 
 FILL_INPUTS = 10  # decoder RGB 3 + depth 1, warped RGB 3 + depth 1, valid 1, hits 1
 
@@ -96,10 +104,12 @@ class HybridNet(PoseToImage, ModelBase):
     """Hybrid warp-and-fill model (see the module docstring). Build with :func:`build_model`."""
 
     kind = "hybrid"
-    # the forward pass selects keyframes in numpy and splats with data-dependent scatters: no ONNX graph
+    # the forward pass selects keyframes in numpy and splats with data-dependent scatters: no ONNX graph of the
+    # whole model; its network part (decoder + fill) is one (serve_network_part_with_onnxruntime)
     onnx_unsupported = (
         "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
-        "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint with the torch backend"
+        "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint (engine.backend torch, "
+        "or onnxruntime: its decoder and fill network then run in ONNX Runtime, the warp in torch)"
     )
     # the warped keyframes (most of the render) are splatted without gradient: d(render)/d(pose) misses them
     pose_gradient_unsupported = (
@@ -107,6 +117,7 @@ class HybridNet(PoseToImage, ModelBase):
         "pose (only the small decoder does); refine with a Pose2RGBD or PoseGAN checkpoint of the same place"
     )
 
+    warp_kernel = "auto"  # warp_gathered's kernel: auto (numba on CPU, torch on CUDA) | numba | torch
     kf_rgb: torch.Tensor
     kf_depth: torch.Tensor
     kf_T: torch.Tensor
@@ -147,7 +158,34 @@ class HybridNet(PoseToImage, ModelBase):
 
     @property
     def n_keyframes(self) -> int:
-        return int(self.kf_T.shape[0])
+        """Keyframes the model warps: the attached place map's, else the embedded store's."""
+        mk = self.__dict__.get("_map_keyframes")
+        return len(mk) if mk is not None else int(self.kf_T.shape[0])
+
+    @property
+    def map_keyframes(self) -> Any:
+        """The attached :class:`~pose2rgbd.methods.hybrid.map_keyframes.MapKeyframes`, or None."""
+        return self.__dict__.get("_map_keyframes")
+
+    def attach_map(self, place_map: Any, *, cache_keyframes: int = 256) -> None:
+        """Serve keyframes from ``place_map`` (a :class:`~pose2rgbd.map.PlaceMap` of the training dataset) instead
+        of the embedded store, which is dropped: only the keyframes near the poses rendered are decoded and kept
+        (an LRU cache of ``cache_keyframes``). The map's camera must be the model's (scaled to its size)."""
+        from pose2rgbd.methods.hybrid.map_keyframes import MapKeyframes
+
+        mk = MapKeyframes(place_map, int(self.config.size), float(self.rot_weight_m), cache_keyframes)
+        if self.kf_T.shape[0] and not np.allclose(mk.K, self.kf_K.cpu().numpy(), rtol=1e-3, atol=1e-3):
+            raise ConfigError(
+                f"{place_map.path}: its camera at {self.config.size}x{self.config.size} ({mk.K[0, 0]:.2f} px focal) "
+                f"is not the one the model was trained with ({float(self.kf_K[0, 0]):.2f} px): a map of another camera"
+            )
+        dev = self.kf_K.device
+        with torch.no_grad():
+            self.kf_K.copy_(torch.as_tensor(mk.K, dtype=torch.float64))
+        self._alloc_store(0)  # the embedded keyframes are not needed any more
+        for name in _STORE:
+            self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
+        self.__dict__["_map_keyframes"] = mk
 
     def set_keyframes(
         self,
@@ -239,8 +277,14 @@ class HybridNet(PoseToImage, ModelBase):
         if self.n_keyframes == 0:
             raise ConfigError(
                 "the hybrid model's keyframe store is empty: train it with `pose2rgbd train --method hybrid` (the "
-                "recipe fills the store from the training split) or load a trained checkpoint"
+                "recipe fills the store from the training split), load a trained checkpoint, or attach its place map"
             )
+        mk = self.map_keyframes
+        if mk is not None:
+            if exclude is not None:
+                raise ConfigError("training excludes neighbours of the embedded store; a place map serves renders only")
+            rows = mk.poses.nearest(T_world_cam, min(int(self.config.neighbours), len(mk)))
+            return rows, np.ones(rows.shape, bool)
         ps = self._pose_set()
         _, _, src, pos = self.__dict__["_pose_set_cache"]
         d = ps.distances(T_world_cam)  # (B, N): metres + rot_weight_m * radians (the baseline's distance)
@@ -300,26 +344,27 @@ class HybridNet(PoseToImage, ModelBase):
         ``hits`` ``(B, 1, S, S)``."""
         rows, usable = self.select_keyframes(T_world_cam, exclude)
         dev = self.kf_K.device
-        B, k = rows.shape
-        r = torch.from_numpy(rows).to(dev)
-        rgb = self.kf_rgb[r].permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, S, S)
-        depth = self.kf_depth[r].float()[:, :, None]  # (B, k, 1, S, S)
+        mk = self.map_keyframes
+        if mk is not None:  # decoded from the map (LRU), moved to the model's device
+            m_rgb, m_depth, m_T = mk.gather(rows)
+            kf_rgb, kf_depth = torch.from_numpy(m_rgb).to(dev), torch.from_numpy(m_depth).to(dev)
+            kf_T = torch.from_numpy(np.asarray(m_T, np.float64)).to(dev)
+        else:
+            r = torch.from_numpy(rows).to(dev)
+            kf_rgb, kf_depth, kf_T = self.kf_rgb[r], self.kf_depth[r], self.kf_T[r]
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
-        T_q_src = T_q[:, None] @ self.kf_T[r]
-        use = torch.from_numpy(usable).to(dev)
         dn = self.depth_normalizer
         with torch.autocast(dev.type, enabled=False):
-            w_rgb, w_d, valid, hits = splat_keyframes(rgb, depth, T_q_src, self.kf_K, far_m=dn.max_m, usable=use)
-        # holes: the nearest usable keyframe's own pixel (the reprojection baseline's fill)
-        first = torch.from_numpy(usable.argmax(axis=1)).to(dev)
-        any_use = torch.from_numpy(usable.any(axis=1)).to(dev)[:, None, None, None]
-        b = torch.arange(B, device=dev)
-        near_rgb = torch.where(any_use, rgb[b, first], torch.zeros_like(rgb[:, 0]))
-        near_d = torch.where(any_use, depth[b, first], torch.full_like(depth[:, 0], float("nan")))
-        f_rgb = torch.where(valid, w_rgb, near_rgb)
-        f_d = dn.normalize(torch.where(valid, w_d.float(), near_d))
-        f_d = torch.where(torch.isnan(f_d), torch.ones_like(f_d), f_d)
-        return {"rgb": f_rgb, "depth": f_d, "valid": valid, "hits": hits / float(k)}
+            return warp_gathered(
+                kf_rgb,
+                kf_depth,
+                T_q[:, None] @ kf_T,
+                self.kf_K,
+                torch.from_numpy(usable).to(dev),
+                depth_min_m=dn.min_m,
+                depth_max_m=dn.max_m,
+                kernel=self.warp_kernel,
+            )
 
     def _correct_depth(self, depth_n: torch.Tensor, log_scale: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The warped depth (normalized) scaled by ``exp(log_scale)`` in metres, normalized again. A relative
@@ -342,6 +387,14 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
+        runner = None if self.training else self.__dict__.get("_network_runner")
+        if runner is not None:  # serving: the network part in ONNX Runtime
+            rgb, log_scale = runner(pose, w["rgb"], w["depth"], w["valid"].float(), w["hits"])
+            return {
+                "rgb": rgb,
+                "depth": self._correct_depth(w["depth"], log_scale, w["valid"]),
+                "confidence": w["valid"].float(),
+            }
         dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
         valid = w["valid"].to(dec["rgb"].dtype)
         x = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], valid, w["hits"]], dim=1)
@@ -353,6 +406,28 @@ class HybridNet(PoseToImage, ModelBase):
             "decoder_rgb": dec["rgb"],
             "decoder_depth": dec["depth"],
         }
+
+    def network_part(self) -> NetworkPart:
+        """The decoder + fill as one exportable module (shares this model's weights)."""
+        return NetworkPart(self.decoder, self.fill, self.pose_fixed)
+
+    def serve_network_part_with_onnxruntime(self, *, threads: int = 0, device: torch.device | None = None) -> float:
+        """Export the network part to ONNX (checked against torch) and run it in ONNX Runtime in every later
+        eval-mode forward (training forwards keep torch); returns the export's max abs error. The render engine
+        calls this for ``engine.backend onnxruntime`` on the prepared copy it serves."""
+        import tempfile
+        from pathlib import Path
+
+        dev = device or self.kf_K.device
+        with tempfile.TemporaryDirectory(prefix="pose2rgbd-hybrid-onnx-") as d:
+            path = Path(d) / "network.onnx"
+            err = export_network_part(
+                self.network_part(), path, pose_dim=int(self.pose_fixed.numel()), size=int(self.config.size)
+            )
+            runner = OnnxNetworkPart(path, dev, threads)  # the session has read the file
+        self.__dict__["_network_runner"] = runner
+        log.info("hybrid: decoder + fill served by ONNX Runtime on %s (max abs error to torch %.2g)", dev, err)
+        return err
 
     # -- model contract ------------------------------------------------------------------------------------
     def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

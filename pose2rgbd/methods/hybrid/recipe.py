@@ -97,7 +97,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             f"{ds.path}: depth is unscaled; the hybrid model warps with metric depth (scale it first, e.g. "
             "`pose2rgbd convert` with GPS scale, or train a pose2rgbd model)"
         )
-    cache = build_cache(ds, mc.size, cache_root=ctx.cache_root, progress=ctx.progress)
+    cache = build_cache(ds, mc.size, cache_root=ctx.cache_root, progress=ctx.progress, deep=ctx.cache_deep)
     if cache.depth is None:
         raise ConfigError(f"{ds.path}: the training cache has no depth")
     split = split_for(cache, tc)

@@ -48,7 +48,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         )
     if ds.manifest.depth_kind == "unscaled":
         log.info("depth is unscaled: depth errors are in dataset units, not metres")
-    cache = build_cache(ds, mc.size, cache_root=ctx.cache_root, progress=ctx.progress)
+    cache = build_cache(ds, mc.size, cache_root=ctx.cache_root, progress=ctx.progress, deep=ctx.cache_deep)
     split = split_for(cache, tc)
     if ctx.model is not None:
         if not isinstance(ctx.model, Pose2RGBDNet):

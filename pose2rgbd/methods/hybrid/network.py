@@ -1,0 +1,132 @@
+"""The hybrid's network part -- the Pose2RGBD decoder and the fill U-Net -- as one module with plain tensor inputs
+and outputs, so it exports to ONNX and runs in ONNX Runtime while the warp (data-dependent scatters, no graph)
+stays in torch / numba.
+
+:class:`NetworkPart` ``(pose, warped rgb, warped depth, valid, hits) -> (rgb, log depth scale)``: exactly the
+computation of :meth:`pose2rgbd.methods.hybrid.net.HybridNet.forward` between the warp and the depth correction.
+:func:`export_network_part` writes it to an ``.onnx`` file (dynamic batch axis) and checks the file against torch;
+:class:`OnnxNetworkPart` runs such a file with the same call signature. The render engine uses them when a hybrid
+``.pt`` checkpoint is served with ``engine.backend onnxruntime``
+(:meth:`~pose2rgbd.methods.hybrid.net.HybridNet.serve_network_part_with_onnxruntime`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pose2rgbd.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("pose", "warped_rgb", "warped_depth", "valid", "hits")
+OUTPUTS = ("rgb", "log_scale")
+DEFAULT_TOLERANCE = 1e-3  # max abs difference to torch, in the outputs' units ([-1, 1] colour, log scale)
+
+
+class NetworkPart(nn.Module):
+    """Decoder + fill of a hybrid model (shares their weights): ``forward(pose (B, D) normalized, warped_rgb
+    (B, 3, S, S), warped_depth (B, 1, S, S) normalized, valid (B, 1, S, S) float, hits (B, 1, S, S)) ->
+    (rgb (B, 3, S, S), log_scale (B, 1, S, S))``."""
+
+    def __init__(self, decoder: nn.Module, fill: nn.Module, pose_fixed: torch.Tensor) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.fill = fill
+        self.pose_fixed: torch.Tensor
+        self.register_buffer("pose_fixed", pose_fixed.clone(), persistent=False)
+
+    def forward(
+        self, pose: torch.Tensor, w_rgb: torch.Tensor, w_depth: torch.Tensor, valid: torch.Tensor, hits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
+        dt = dec["rgb"].dtype
+        x = torch.cat([dec["rgb"], dec["depth"], w_rgb.to(dt), w_depth.to(dt), valid.to(dt), hits.to(dt)], dim=1)
+        res = self.fill(x)
+        return w_rgb + res[:, :3], res[:, 3:4]
+
+
+def example_inputs(pose_dim: int, size: int, batch: int, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs in the ranges the warp produces."""
+    g = torch.Generator().manual_seed(seed)
+    s = int(size)
+    pose = torch.rand((batch, pose_dim), generator=g) * 2 - 1
+    rgb = torch.rand((batch, 3, s, s), generator=g) * 2 - 1
+    depth = torch.rand((batch, 1, s, s), generator=g) * 2 - 1
+    valid = (torch.rand((batch, 1, s, s), generator=g) > 0.2).float()
+    hits = torch.randint(0, 4, (batch, 1, s, s), generator=g).float() / 3.0
+    return pose, rgb, depth, valid, hits
+
+
+def export_network_part(
+    part: NetworkPart,
+    path: str | Path,
+    *,
+    pose_dim: int,
+    size: int,
+    opset: int = 17,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> float:
+    """Write ``part`` (a CPU fp32 copy) to ``path`` as ONNX (torchscript exporter, dynamic batch), check it in ONNX
+    Runtime at batches 2 and 1 against torch and return the max abs error; a larger error than ``tolerance``
+    raises :class:`CheckpointError` and leaves no file."""
+    import onnxruntime as ort
+
+    m = copy.deepcopy(part).cpu().float().eval()
+    for mod in m.modules():  # the exporter traces in the default layout
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+            mod.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    p = Path(path)
+    x1 = example_inputs(pose_dim, size, 1)
+    dyn = {n: {0: "batch"} for n in (*INPUTS, *OUTPUTS)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter; the result is checked below
+            torch.onnx.export(
+                m, x1, str(p), input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=opset,
+                dynamo=False, dynamic_axes=dyn,
+            )  # fmt: skip
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        err = 0.0
+        for i, b in enumerate((2, 1)):
+            xs = example_inputs(pose_dim, size, b, seed=1 + i)
+            with torch.inference_mode():
+                ref = m(*xs)
+            got = sess.run(list(OUTPUTS), {n: x.numpy() for n, x in zip(INPUTS, xs, strict=True)})
+            for r, g in zip(ref, got, strict=True):
+                err = max(err, float(np.abs(r.numpy() - g).max()))
+        if not err <= tolerance:
+            raise CheckpointError(
+                f"the hybrid's network part exported to ONNX does not match torch: max abs error {err:.3g} > "
+                f"{tolerance:g}; serve it with engine.backend torch"
+            )
+    except Exception:
+        if p.exists():
+            os.unlink(p)
+        raise
+    return err
+
+
+class OnnxNetworkPart:
+    """An exported network part in an ONNX Runtime session, called like :class:`NetworkPart` (torch tensors in,
+    torch tensors out on the inputs' device)."""
+
+    def __init__(self, path: str | Path, device: torch.device, threads: int = 0) -> None:
+        from pose2rgbd.inference.backends import ort_session
+
+        self.session = ort_session(path, device, threads)
+        self.device = device
+
+    def __call__(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feed = {n: x.detach().to("cpu", torch.float32).contiguous().numpy() for n, x in zip(INPUTS, xs, strict=True)}
+        got: list[Any] = self.session.run(list(OUTPUTS), feed)
+        rgb, log_scale = (torch.from_numpy(g).to(self.device) for g in got)
+        return rgb, log_scale

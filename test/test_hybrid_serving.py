@@ -1,0 +1,130 @@
+"""The hybrid's fast serving paths give the reference renders: the numba warp against the torch splat (sky,
+holes, unusable keyframes, batches), the engine's prepared model (BatchNorm folded, channels-last) and the network
+part exported to ONNX Runtime against the plain torch model, and on CUDA (marker gpu) everything on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.inference.testing import look_down_pose
+from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint, query_poses
+from pose2rgbd.methods.hybrid.warp import warp_gathered
+
+SIZE = 64
+N_KEY = 40
+
+
+@pytest.fixture(scope="module")
+def ck():
+    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64)
+
+
+def _tilted(T: np.ndarray, deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    R = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    out = T.copy()
+    out[:3, :3] = T[:3, :3] @ R
+    return out
+
+
+def _queries() -> np.ndarray:
+    Q = query_poses(4, n_keyframes=N_KEY)
+    # a camera tilted towards the horizon (holes where the keyframes saw nothing) and one far outside the
+    # keyframes (mostly holes)
+    return np.concatenate([Q, _tilted(Q[0], 50.0)[None], look_down_pose(60.0, 60.0, 30.0)[None]])
+
+
+def _reference_config() -> EngineConfig:
+    return EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
+
+
+def test_numba_warp_equals_the_torch_splat(ck) -> None:
+    m = ck.model
+    Q = _queries()
+    rows, usable = m.select_keyframes(Q)
+    usable[1, 0] = False  # the nearest keyframe unusable: holes fill from the next one
+    usable[2, :] = False  # none usable: only holes, no colour, NaN depth -> 1
+    r = torch.from_numpy(rows)
+    rgb, depth = m.kf_rgb[r].clone(), m.kf_depth[r].clone()
+    depth[0, :, :12] = float("inf")  # sky rows in the keyframes: splatted far; a surface wins over sky
+    depth[0, 2, 20:24, 5:40] = float("nan")  # invalid depth never splats
+    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ m.kf_T[r]
+    args = (rgb, depth, T, m.kf_K, torch.from_numpy(usable))
+    a = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="numba")
+    b = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="torch")
+    assert 0.2 < a["valid"].float().mean() < 0.95  # holes and splatted pixels both compared
+    assert not a["valid"][2].any() and (a["rgb"][2] == 0).all() and (a["depth"][2] == 1).all()
+    for k in ("rgb", "depth", "valid", "hits"):
+        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
+        differ = (a[k] != b[k]).flatten(1).any(dim=0) if k == "rgb" else (a[k] != b[k])
+        # the same float64 arithmetic: only a point exactly on a half pixel may round the other way
+        assert differ.float().mean() < 1e-3, (k, differ.float().mean())
+    with pytest.raises(ValueError, match="kernel"):
+        warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="cuda")
+
+
+def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) -> None:
+    Q = _queries()
+    ref = RenderEngine(_reference_config(), ck).render(Q)
+    fast = RenderEngine(EngineConfig(device="cpu", warmup=1), ck)  # BatchNorm folded, channels-last
+    ort = RenderEngine(EngineConfig(device="cpu", backend="onnxruntime", warmup=1), ck)
+    assert ort.backend.name == "torch+onnxruntime" and fast.backend.name == "torch"
+    assert ck.model.__dict__.get("_network_runner") is None  # the checkpoint's own model is untouched
+    for eng in (fast, ort):
+        got = eng.render(Q)
+        assert np.abs(got.rgb.astype(int) - ref.rgb).max() <= 1
+        np.testing.assert_array_equal(np.isnan(got.depth), np.isnan(ref.depth))
+        np.testing.assert_allclose(got.depth, ref.depth, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(got.confidence, ref.confidence)
+    # the fill network's correction is part of what was compared (its output layer is not zero here)
+    warped_only = ck.model.warp(Q)["rgb"]
+    assert not torch.allclose(torch.from_numpy(ref.rgb).float(), (warped_only.permute(0, 2, 3, 1) + 1) * 127.5)
+
+
+def test_onnxruntime_serving_refuses_other_precisions_and_whole_model_export(ck, tmp_path) -> None:
+    from pose2rgbd.models.export import export_onnx
+
+    with pytest.raises(ConfigError, match="fp32"):
+        RenderEngine(EngineConfig(device="cpu", backend="onnxruntime", precision="bf16", warmup=0), ck)
+    with pytest.raises(CheckpointError, match="decoder and fill network then run in ONNX Runtime"):
+        export_onnx(ck, tmp_path / "h.onnx")
+    assert not (tmp_path / "h.onnx").exists()
+
+
+@pytest.mark.gpu
+def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(ck) -> None:
+    Q = _queries()
+    ref = RenderEngine(_reference_config(), ck).render(Q)
+    eng = RenderEngine(EngineConfig(device="cuda", precision="fp32", warmup=1), ck)
+    m = eng.model
+    assert m.kf_rgb.device.type == "cuda" and m.kf_depth.device.type == "cuda"  # the store lives on the GPU
+    w = m.warp(Q)
+    assert all(v.device.type == "cuda" for v in w.values())  # the warp runs there (torch splat)
+    got = eng.render(Q)
+    differ = (np.abs(got.rgb.astype(int) - ref.rgb) > 2).any(axis=-1)
+    assert differ.mean() < 2e-3  # cuDNN convolutions: float rounding, and half-pixel ties of the scatter
+    np.testing.assert_allclose(got.confidence, ref.confidence, atol=0, rtol=0)
+
+
+def test_the_prepared_model_shares_the_keyframe_store_instead_of_copying_it(ck, monkeypatch) -> None:
+    """The engine keeps the loaded checkpoint and serves a prepared copy of its model: a copied keyframe store
+    would be resident twice (hundreds of MiB)."""
+    import pose2rgbd.models.device as device
+
+    monkeypatch.setattr(device, "SHARE_BUFFER_BYTES", ck.model.kf_rgb.numel())  # this small store counts as large
+    eng = RenderEngine(EngineConfig(device="cpu", warmup=0), ck)
+    prepared = eng.model
+    assert prepared is not ck.model
+    assert prepared.kf_rgb.data_ptr() == ck.model.kf_rgb.data_ptr()
+    assert prepared.kf_depth.data_ptr() != ck.model.kf_depth.data_ptr()  # half the bytes: below the threshold
+    conv = prepared.fill.stem[0][0]
+    assert conv.weight.data_ptr() != ck.model.fill.stem[0][0].weight.data_ptr()  # parameters are still copied
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert ck.model.fill.stem[0][0].weight.is_contiguous()  # ... and the caller's model keeps its layout
+    Q = _queries()
+    ref = RenderEngine(_reference_config(), ck).render(Q)
+    np.testing.assert_allclose(eng.render(Q).depth, ref.depth, rtol=1e-4, atol=1e-4)

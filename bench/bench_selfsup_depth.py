@@ -16,6 +16,10 @@ after Sim(3) alignment, % of the path) of each ``--backends`` entry (compose, po
 flight, with its wall time. With ``--velocity-weight`` > 0 the network is trained with the GPS-to-scale
 (velocity) loss on the same noisy GPS positions the post-hoc fit uses (``--gps-noise``).
 
+``--pose-source metric``: metric poses first (COLMAP on the training flight aligned to the noisy GPS by the robust
+Sim(3)), the depth trained against them; evaluated as is (network depth x metres per unit: ``depth_metric``,
+``metric_scale_rel_error``) besides the post-hoc fits.
+
 Writes ``<out>/results.json`` (also ``results-<pose>-v<weight>.json``): once after training, again at the end;
 ``--minutes`` ends training on time (and Ctrl-C ends it early) and the evaluation still runs. Progress lines go to
 stdout (flushed). ``--device auto`` trains on CUDA when there is one.
@@ -76,13 +80,48 @@ def machine() -> str:
     return str(machine_description()["cpu"]) or platform.machine()
 
 
+def metric_poses_for(a: argparse.Namespace, ds: Any, gps_all: np.ndarray, out: dict[str, Any]) -> Path:
+    """pose_source metric: COLMAP on the training flight (the longest source; the held-out routes are never trained
+    on, so they get none), aligned to the noisy GPS ``gps_all`` by the robust Sim(3); written to
+    ``<out>/metric_poses.npz``; what it did (and its ATE against the simulator) into ``out["metric_poses"]``."""
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.methods.selfsup_depth.metric import metric_poses_from_sfm
+    from pose2rgbd.methods.selfsup_depth.sfm import colmap_poses
+    from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
+
+    f = ds.frames
+    sids, counts = np.unique(f.source_id, return_counts=True)
+    train_sid = int(sids[np.argmax(counts)])
+    idx = np.flatnonzero(f.source_id == train_sid)
+    tcfg = TrajectoryConfig(backend="colmap")
+    say(f"metric poses: COLMAP on source {train_sid} ({len(idx)} frames, every {tcfg.colmap_every})")
+    t0 = time.monotonic()
+    runs: dict[int, Any] = {int(s): ConfigError("held out: not trained on") for s in sids}
+    try:
+        runs[train_sid] = colmap_poses(ds.read_rgb, idx, ds.camera.K, tcfg)
+    except ConfigError as e:
+        runs[train_sid] = e
+    mp = metric_poses_from_sfm(runs, gps_all, f.source_id, colmap_every=tcfg.colmap_every)
+    ok = mp.ok
+    err = np.linalg.norm(mp.T_world_cam[ok, :3, 3] - f.translation[ok], axis=1) if ok.any() else np.zeros(0)
+    pos_err = {"rms": float(np.sqrt(np.mean(err**2))), "median": float(np.median(err))} if len(err) else None
+    out["metric_poses"] = {
+        "seconds": round(time.monotonic() - t0, 1),
+        "metric_frames": mp.n_metric,
+        "source": mp.info["sources"][str(train_sid)],
+        "position_err_vs_truth_m": pos_err,
+    }
+    say(f"metric poses: {json.dumps(out['metric_poses'], default=str)}")
+    return mp.save(a.out / "metric_poses.npz")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     ap.add_argument("--checkpoint", type=Path, help="evaluate this selfsup-depth checkpoint instead of training")
-    ap.add_argument("--pose-source", default="posenet")
+    ap.add_argument("--pose-source", default="posenet", help="posenet | essential | metric (SfM + GPS Sim(3))")
     ap.add_argument("--velocity-weight", type=float, default=0.0, help="g2s / velocity loss weight (0: post-hoc fit)")
     ap.add_argument("--gps-noise", type=float, default=1.5, help="GPS noise, m per axis on every frame")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -146,6 +185,9 @@ def main() -> None:
     import yaml
 
     extra = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.model_set)}
+    if a.pose_source == "metric" and a.checkpoint is None:
+        extra["metric_poses"] = str(metric_poses_for(a, ds, gps_all, out))
+        save()
     mc = fam.make_config(pose_source=a.pose_source, velocity_weight=a.velocity_weight, **extra)
     if a.checkpoint is None:
         ds_train = Dataset(a.dataset)
@@ -259,6 +301,11 @@ def main() -> None:
         entry["oracle_segments_rel_spread"] = rel_spread([s["scale"] for s in oseg])
         entry["raw_scale_rel_error"] = float(1.0 / oracle - 1.0)  # the network's own scale (metric with g2s)
         entry["depth_raw"] = depth_metrics(P, G, a.max_depth_m)
+        unit = float(getattr(model, "metric_unit", 0.0))
+        if unit > 0:  # pose_source metric: the depth is metric by construction (network units x metres per unit)
+            entry["metres_per_unit"] = unit
+            entry["metric_scale_rel_error"] = float(unit / oracle - 1.0)
+            entry["depth_metric"] = depth_metrics(P * unit, G, a.max_depth_m)
         if fit is not None:
             entry["scale_rel_error"] = float(fit.scale / oracle - 1.0)
             entry["depth_gps_scaled"] = depth_metrics(P * fit.scale, G, a.max_depth_m)
@@ -269,7 +316,8 @@ def main() -> None:
         rmse, rel = ate_sim3(pos, f.translation[idx])
         entry["ate_sim3_m"], entry["ate_sim3_rel_path"] = rmse, rel
         per_source[int(sid)] = entry
-        brief = {k: entry.get(k) for k in ("scale_rel_error", "depth_gps_scaled", "ate_sim3_rel_path")}
+        brief = {k: entry.get(k) for k in ("scale_rel_error", "depth_gps_scaled", "ate_sim3_rel_path",
+                                           "metric_scale_rel_error", "depth_metric")}  # fmt: skip
         say(f"source {int(sid)}: {json.dumps(brief, default=str)}")
     out["sources"] = per_source
     save()

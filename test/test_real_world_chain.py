@@ -67,6 +67,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     depth_tc = TrainConfig(epochs=1000, max_steps=DEPTH_STEPS, batch_size=4, lr=1e-3, val_every=0, progress=False,
                            tensorboard=False)  # fmt: skip
     res = convert_video_with_depth(mp4, gps_csv, d / "dataset", conv, model_cfg=depth_cfg, train_cfg=depth_tc,
+                                   depth_poses="posenet",  # the pose-network path this test documents
                                    scale_cfg=ScaleConfig(min_baseline_m=10.0), progress=False)  # fmt: skip
     ds = Dataset(res.path)
 

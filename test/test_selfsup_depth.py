@@ -390,6 +390,18 @@ def test_colmap_backend_registers_frames_and_beats_the_drifting_composition() ->
     reg = res.registered
     _, rel_sfm = ate_sim3(res.T_world_cam[reg, :3, 3], T[reg, :3, 3])
     assert rel_sfm < 0.005, rel_sfm
+    # the triangulated points each frame sees, in its camera frame: on the plane, at the SfM's scale
+    from pose2rgbd.geometry.similarity import umeyama
+
+    s_sfm = umeyama(T[reg, :3, 3], res.T_world_cam[reg, :3, 3])[0]
+    k = int(np.flatnonzero(reg)[3])
+    pts = res.points[k]
+    assert len(pts) > 30 and np.all(pts[:, 3] >= 2) and np.all(pts[:, 4] >= 0)
+    uv = pts[:, :3] @ cam.K.T
+    uv = uv[:, :2] / uv[:, 2:]
+    z_true = render_plane(T[k], cam)[1][np.clip(uv[:, 1].round().astype(int), 0, 119),
+                                         np.clip(uv[:, 0].round().astype(int), 0, 159)]  # fmt: skip
+    np.testing.assert_allclose(np.median(pts[:, 2] / (s_sfm * z_true)), 1.0, rtol=0.02)
     rng = np.random.default_rng(1)
     rel = relative_from_absolute(T)
     rel[:, :3, 3] = 0.3 * rel[:, :3, 3] + 0.02 * rng.standard_normal((len(rel), 3))  # unscaled, noisy

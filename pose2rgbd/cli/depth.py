@@ -14,7 +14,7 @@ from pathlib import Path
 from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
 
 TRAIN_ALIASES = (
-    Alias("--pose-source", "model.pose_source", choices=("posenet", "essential")),
+    Alias("--pose-source", "model.pose_source", choices=("posenet", "essential", "metric")),
     Alias("--velocity-weight", "model.velocity_weight"),
     Alias("--width", "model.width"),
     Alias("--height", "model.height"),
@@ -40,9 +40,10 @@ def _train_schema() -> Schema:
 
 def _export_schema() -> Schema:
     from pose2rgbd.convert.scale import ScaleConfig
+    from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
     from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
-    return Schema({"scale": ScaleConfig, "trajectory": TrajectoryConfig})
+    return Schema({"scale": ScaleConfig, "trajectory": TrajectoryConfig, "metric": MetricPosesConfig})
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,9 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--out", type=Path, required=True, help="output dataset (written atomically)")
     e.add_argument("--gps", choices=("auto", "on", "off"), default="auto",
                    help="metres from the GPS poses: auto (every frame has lat/lon), on, off (unscaled)")  # fmt: skip
-    e.add_argument("--poses", choices=("dataset", "video"), default="dataset",
+    e.add_argument("--poses", choices=("dataset", "video", "metric"), default="dataset",
                    help="dataset: keep the dataset's poses; video: pseudo-absolute poses from the video alone "
-                   "(relative to each source's first frame, up to scale; made by --trajectory-backend)")  # fmt: skip
+                   "(relative to each source's first frame, up to scale; made by --trajectory-backend); metric: "
+                   "structure from motion aligned to the GPS poses by a robust Sim(3) (the model's metric poses "
+                   "file, or computed), the pose network between")  # fmt: skip
     e.add_argument("--overwrite", action="store_true", help="replace an earlier output dataset")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with 'scale:' / 'trajectory:' sections")
@@ -107,9 +110,33 @@ def print_export(res: object) -> None:
     for sid, f in fits.items():
         print(f"  source {sid}: scale {f.scale:.4g} +- {f.sigma:.2g} m per unit ({f.n_windows} windows, "
               f"{f.n_hover} hover windows rejected)")  # fmt: skip
+    print_metric(getattr(res, "metric", {}))
     print(f"  report: {path / 'report'}")
     if getattr(res, "collapsed", False):
         print(f"WARNING: {res.warning}", file=sys.stderr)  # type: ignore[attr-defined]
+
+
+def print_metric(m: dict) -> None:
+    """The metric-pose lines of an export: registered frames, Sim(3) per model, segments, the scale check."""
+    if not m:
+        return
+    print(f"  metric poses: {m['metric_frames']} of {m['frames']} frames")
+    for sid, src in m.get("per_source", {}).items():
+        line = f"    source {sid}: structure from motion registered {src['registered']} of {src['tried']} frames given"
+        print(line + (f"; FELL BACK to the pose network: {src['fallback']}" if "fallback" in src else ""))
+        for mo in src.get("models", []):
+            if mo.get("used"):
+                print(f"      model {mo['model']}: Sim(3) to GPS: scale {mo['scale']:.4g} +- "
+                      f"{mo['scale_rel_sigma']:.2%}, residual RMS {mo['residual_rms_m']:.2f} m (median "
+                      f"{mo['residual_median_m']:.2f} m), {mo['inliers']} of {mo['points']} frames within "
+                      f"{mo['threshold_m']:g} m")  # fmt: skip
+            else:
+                print(f"      model {mo['model']}: not used ({mo.get('why', '')})")
+    segs = m.get("segments", [])
+    print("    segments: " + ", ".join(f"{s['start']}-{s['end']} {s['pose_source']}" for s in segs))
+    chk = m.get("check", {})
+    if chk.get("message"):
+        print(f"  scale check: {chk['message']}", file=sys.stdout if chk.get("agree", True) else sys.stderr)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -117,7 +144,8 @@ def _export(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, poses=args.poses,
-                       scale_cfg=cfg["scale"], trajectory_cfg=cfg["trajectory"], overwrite=args.overwrite,
+                       scale_cfg=cfg["scale"], trajectory_cfg=cfg["trajectory"], metric_cfg=cfg["metric"],
+                       overwrite=args.overwrite,
                        progress=not args.no_progress)  # fmt: skip
     print_export(res)
     return 0

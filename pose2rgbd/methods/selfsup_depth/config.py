@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 
-POSE_SOURCES: tuple[str, ...] = ("posenet", "essential")
+POSE_SOURCES: tuple[str, ...] = ("posenet", "essential", "metric")
 
 
 @dataclass
@@ -28,8 +28,28 @@ class SelfSupDepthConfig:
         "posenet",
         "relative pose used for view synthesis: posenet (a learned pose network, SfMLearner) | essential "
         "(rotation and translation direction from tracked features + essential matrix with RANSAC, OpenCV; the "
-        "translation length from the pose network; the pose network where RANSAC fails)",
+        "translation length from the pose network; the pose network where RANSAC fails) | metric (fixed metric "
+        "poses: structure from motion aligned to the GPS by a Sim(3), pose2rgbd.methods.selfsup_depth.metric; the "
+        "pose network only where SfM has no pose; needs GPS poses)",
     )
+    metric_poses: str = help_field(
+        "",
+        "pose_source metric: the metric poses file (.npz, written by `convert video --depth selfsup`); empty: "
+        "computed at the start of training (COLMAP on the dataset's frames, aligned to its GPS poses)",
+    )
+    metric_unit_m: float = help_field(
+        0.0,
+        "pose_source metric: metres per network depth unit; 0: automatic (the median depth of the triangulated "
+        "points is 10 units, inside min_depth .. max_depth)",
+    )
+    sparse_weight: float = ranged_field(
+        0.1,
+        "pose_source metric: weight of the sparse metric depth term (robust log-depth error at the triangulated "
+        "points, each weighted by its track length and reprojection error)",
+        0.0,
+        100.0,
+    )
+    sparse_points: int = help_field(256, "pose_source metric: triangulated points per training frame, at most")
     channels: list[int] = help_field([16, 32, 64, 96, 128], "encoder widths of the depth network (5 levels)")
     pose_channels: list[int] = help_field([16, 32, 64, 128, 128], "encoder widths of the pose network")
     scales: int = help_field(4, "output scales of the depth network used in the loss (1-4)")
@@ -71,6 +91,8 @@ class SelfSupDepthConfig:
             )
         if self.gps_window_s <= 0:
             raise ConfigError("model.gps_window_s must be > 0")
+        if self.metric_unit_m < 0 or self.sparse_points < 0:
+            raise ConfigError("model.metric_unit_m and model.sparse_points must be >= 0")
         if self.essential_width < 64:
             raise ConfigError("model.essential_width must be >= 64")
 

@@ -26,11 +26,13 @@ from pose2rgbd.convert.scale import ScaleConfig, ScaleFit, fit_scale, segment_sc
 from pose2rgbd.dataset.format import Dataset, DatasetWriter, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import (
     TrajectoryConfig,
     compose_poses,
+    fill_gaps,
     fill_unregistered,
     pose_graph,
     umeyama_sim3,
@@ -40,7 +42,8 @@ from pose2rgbd.models import load_checkpoint
 log = logging.getLogger(__name__)
 
 GPS_MODES = ("auto", "on", "off")
-POSE_MODES = ("dataset", "video")
+POSE_MODES = ("dataset", "video", "metric")
+CHECK_TOLERANCE = 0.05  # the GPS window fit and the sparse points must agree with the metric scale within 5 %
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ExportResult:
     spread: dict[str, float] = field(default_factory=dict)  # net.depth_spread of the predicted depth
     collapsed: bool = False  # the depth is (nearly) constant: net.is_collapsed
     warning: str = ""  # the collapse warning, when collapsed
+    metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
 
 
 @torch.no_grad()
@@ -222,6 +226,8 @@ def export_depth(
     trajectory_cfg: TrajectoryConfig | None = None,
     refine_poses: bool = False,
     scale_cfg: ScaleConfig | None = None,
+    metric: MetricPoses | None = None,
+    metric_cfg: MetricPosesConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     inputs: tuple[str | Path, ...] = (),
@@ -233,7 +239,12 @@ def export_depth(
     pseudo-absolute poses from the video alone (:func:`video_poses`, relative to each source's first frame, up to
     scale: in network units, or in metres when the depth is scaled from GPS) made by ``trajectory_cfg.backend``
     (default ``colmap``: structure from motion; ``compose`` / ``pose-graph`` use the pose network alone; measured
-    in docs/results.md). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``."""
+    in docs/results.md). ``metric``: metric poses (structure from motion aligned to GPS by a Sim(3),
+    :mod:`pose2rgbd.methods.selfsup_depth.metric`; ``metric`` or the model's ``metric_poses`` file, else computed
+    now with ``metric_cfg``) where they exist, the pose network's composed poses (scaled to metres) between them,
+    the dataset's poses for a source without any; the depth scale is the model's metres per unit when it was
+    trained against metric poses, checked against the GPS window fit and the triangulated points (both
+    reported). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``."""
     if gps not in GPS_MODES:
         raise ConfigError(f"gps {gps!r} is not one of {list(GPS_MODES)}")
     if poses not in POSE_MODES:
@@ -245,6 +256,9 @@ def export_depth(
     use_gps = gps == "on" or (gps == "auto" and has_gps_poses(ds))
     if gps == "on" and not has_gps_poses(ds):
         raise ConfigError(f"{ds.path}: --gps on, but not every frame has a GPS position (lat / lon)")
+    if poses == "metric" and not (use_gps and has_gps_poses(ds)):
+        raise ConfigError(f"{ds.path}: --poses metric needs GPS poses (lat / lon on every frame) and --gps auto / on; "
+                          "use --poses video for a video without GPS")  # fmt: skip
     mc = ck.model.config
     frames = load_sequence_frames(ds, mc.width, mc.height, progress=progress)
     pred = predict(ck.model, frames, progress=progress)
@@ -255,13 +269,28 @@ def export_depth(
         log.warning("%s", warning)
     fits: dict[int, ScaleFit] = {}
     scale_of = {int(s): 1.0 for s in np.unique(frames.source_id)}
+    mp = None
+    unit = ck.model.metric_unit
+    if poses == "metric":
+        mp = metric if metric is not None else _metric_poses_for(ds, mc, metric_cfg, progress)
+        if len(mp.label) != len(ds):
+            raise ConfigError(f"metric poses of {len(mp.label)} frames for the {len(ds)} frames of {ds.path}")
+    T_rel_fit = pred.T_rel
+    if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
+        T_rel_fit = _metric_relative(mp, pred, unit)
     if use_gps:
         for sid in scale_of:
             idx = np.flatnonzero(frames.source_id == sid)
-            fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], pred.T_rel[idx[:-1]], scale_cfg)
-            scale_of[sid] = fits[sid].scale
+            fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel_fit[idx[:-1]], scale_cfg)
+            scale_of[sid] = unit if unit > 0 else fits[sid].scale
             fit = fits[sid]
-            log.info("source %d: scale %.4f +- %.4f m per unit (%d windows)", sid, fit.scale, fit.sigma, fit.n_windows)
+            log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
+                     fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
+    metric_info: dict[str, Any] = {}
+    if mp is not None:
+        metric_info = _metric_report(mp, pred, frames, fits, unit, scale_of)
+        if metric_info["check"].get("agree") is False:
+            log.warning("%s", metric_info["check"]["message"])
     kind = "metric" if use_gps else "unscaled"
     T_out = ds.frames.T_world_cam
     extra = dict(ds.manifest.extra)
@@ -286,10 +315,23 @@ def export_depth(
             "key_frame": "the first frame of each source, at the identity",
             "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
         }
+    if mp is not None:
+        T_out = _metric_trajectory(mp, pred, frames, ds.frames.T_world_cam, scale_of)
+        extra["poses"] = {
+            "kind": "metric",
+            "from": "structure from motion (COLMAP) aligned to the GPS positions by a robust Sim(3); where it has "
+            "no pose, the pose network's composed poses (scaled to metres) carried from the nearest SfM poses; a "
+            "source without any SfM pose keeps the GPS poses",
+            **metric_info,
+        }
     extra["depth"] = {
         "source": "selfsup-depth",
         "checkpoint": str(Path(checkpoint).resolve()),
-        "scaled_from": "gps" if use_gps else "none",
+        "scaled_from": ("metric poses (SfM + GPS Sim(3)) and triangulated points" if unit > 0 else "gps")
+        if use_gps
+        else "none",
+        "metres_per_unit": unit,
+        "scale_check": metric_info.get("check", {}),
         "units": "metres" if use_gps else "network units (unscaled)",
         "scale": {str(s): fits[s].summary() for s in fits},
         "model": {"width": mc.width, "height": mc.height, "pose_source": mc.pose_source},
@@ -317,15 +359,108 @@ def export_depth(
                              source_id=int(f.source_id[i]))  # fmt: skip
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)
-        write_report(rep, ds, frames, pred, fits, scale_of, kind, video=T_out if poses == "video" else None,
-                     poses_info=extra.get("poses") if poses == "video" else None,
+        write_report(rep, ds, frames, pred, fits, scale_of, kind, video=T_out if poses != "dataset" else None,
+                     poses_info=extra.get("poses") if poses != "dataset" else None,
                      spread={**spread, "collapsed": collapsed})  # fmt: skip
         path = writer.close()
     except BaseException:
         writer.abort()
         raise
     return ExportResult(path=path, depth_kind=kind, fits=fits, frames=len(ds), spread=spread, collapsed=collapsed,
-                        warning=warning)  # fmt: skip
+                        warning=warning, metric=metric_info)  # fmt: skip
+
+
+def _metric_poses_for(ds: Dataset, mc: Any, cfg: MetricPosesConfig | None, progress: bool) -> MetricPoses:
+    """The model's metric poses file when it still exists and fits ``ds``, else computed now (COLMAP)."""
+    p = Path(mc.metric_poses) if getattr(mc, "metric_poses", "") else None
+    if p is not None and p.is_file():
+        mp = MetricPoses.load(p)
+        if len(mp.label) == len(ds):
+            return mp
+    return compute_metric_poses(ds, cfg=cfg, progress=progress)
+
+
+def _metric_relative(mp: MetricPoses, pred: Prediction, unit: float) -> np.ndarray:
+    """``T_{k+1}_k`` from the metric poses (translation / ``unit``) where both frames of one source have one, else
+    the pose network's."""
+    out = np.array(pred.T_rel, dtype=np.float64, copy=True)
+    k = np.flatnonzero(mp.ok[:-1] & mp.ok[1:] & pred.same_source)
+    rel = np.linalg.inv(mp.T_world_cam[k + 1]) @ mp.T_world_cam[k]
+    rel[:, :3, 3] /= unit
+    out[k] = rel
+    return out
+
+
+def _metric_trajectory(
+    mp: MetricPoses, pred: Prediction, frames: SequenceFrames, T_dataset: np.ndarray, scale_of: dict[int, float]
+) -> np.ndarray:
+    """Metric poses, their gaps filled from the composed pose-network poses (metres), per source; a source
+    without any metric pose keeps ``T_dataset`` (the GPS poses)."""
+    out = np.array(T_dataset, dtype=np.float64, copy=True)
+    for sid, u in scale_of.items():
+        idx = np.flatnonzero(frames.source_id == sid)
+        ok = mp.ok[idx]
+        if not ok.any():
+            continue
+        T_c = compose_poses(pred.T_rel[idx[:-1]])
+        T_c[:, :3, 3] *= u
+        out[idx] = fill_gaps(mp.T_world_cam[idx], ok, T_c)
+    return out
+
+
+def _metric_report(
+    mp: MetricPoses,
+    pred: Prediction,
+    frames: SequenceFrames,
+    fits: dict[int, ScaleFit],
+    unit: float,
+    scale_of: dict[int, float],
+) -> dict[str, Any]:
+    """What the metric-pose path did (registered frames, Sim(3) per model, segments and their pose source) and the
+    scale check: the GPS window fit and the median ratio of the depth to the triangulated points' depth."""
+    info: dict[str, Any] = {
+        "metric_frames": mp.n_metric,
+        "frames": len(mp.label),
+        "per_source": mp.info.get("sources", {}),
+        "segments": mp.info.get("segments", []),
+    }
+    check: dict[str, Any] = {"metres_per_unit": unit}
+    if unit <= 0:
+        check["message"] = ("the depth model was not trained against metric poses (every frame fell back to the "
+                            "pose network, or pose_source is not metric): its scale is the GPS window fit")  # fmt: skip
+        info["check"] = check
+        return info
+    h, w = pred.depth.shape[1:]
+    K = frames.camera.K
+    ratios = []
+    for k, p in mp.points.items():
+        uv = p[:, :3] @ K.T
+        uv = uv[:, :2] / uv[:, 2:]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
+        if inside.any():
+            d = pred.depth[k][uv[inside, 1].round().astype(int), uv[inside, 0].round().astype(int)]
+            ratios.append(np.median(d * scale_of[int(frames.source_id[k])] / p[inside, 2]))
+    if ratios:
+        check["depth_to_points"] = float(np.median(ratios))
+    for sid, f in fits.items():
+        check[f"gps_fit_source_{sid}"] = {"scale": f.scale, "sigma": f.sigma, "rel_diff": f.scale / unit - 1.0}
+    bad = [
+        f"GPS window fit of source {sid}: {f.scale:.4g} +- {f.sigma:.2g} m per unit"
+        for sid, f in fits.items()
+        if abs(f.scale / unit - 1.0) > max(CHECK_TOLERANCE, 3 * f.sigma / unit)
+    ]
+    if ratios and abs(check["depth_to_points"] - 1.0) > CHECK_TOLERANCE:
+        bad.append(f"depth / triangulated points: {check['depth_to_points']:.3f}")
+    check["agree"] = not bad
+    check["message"] = (
+        "the metric scale agrees with the GPS window fit and the triangulated points"
+        if not bad
+        else f"the metric scale ({unit:.4g} m per network unit, from the metric poses) disagrees with: "
+        + "; ".join(bad)
+        + ". The depth may be mis-scaled: check the Sim(3) residual and the GPS in the report"
+    )
+    info["check"] = check
+    return info
 
 
 def write_report(
@@ -398,7 +533,7 @@ def write_report(
             v = video[idx, :3, 3]
             s, R, t = umeyama_sim3(v, ref)
             v = (s * (R @ v.T)).T + t
-            ax.plot(v[:, 0], v[:, 1], "--", lw=1, label=f"source {sid}: written video-only poses (Sim(3)-aligned)")
+            ax.plot(v[:, 0], v[:, 1], "--", lw=1, label=f"source {sid}: written poses (Sim(3)-aligned)")
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import kornia
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -166,6 +167,27 @@ def warp(
     return kornia.geometry.depth.warp_frame_depth(source, depth_target, T_source_target, K)
 
 
+SPARSE_SCALE = 0.1  # Cauchy scale of the sparse term: a 10 % depth error is where a point starts to count less
+
+
+def sparse_depth_loss(depth: torch.Tensor, sparse: torch.Tensor, scale: float = SPARSE_SCALE) -> torch.Tensor:
+    """Robust error of ``depth`` (B, 1, H, W) against sparse known depths ``sparse`` (B, P, 4): pixel x, y
+    (integer-pixel-centre convention), depth (same units) and weight (0 for padding). Per point the Cauchy
+    loss ``log(1 + (r / scale)^2)`` of the log-depth error ``r`` (robust to a wrong triangulation), weighted
+    mean over the points; 0 (with a gradient path) when a batch has none."""
+    H, W = depth.shape[-2:]
+    w = sparse[..., 3].to(depth.dtype)
+    if not bool((w > 0).any()):
+        return depth.sum() * 0.0
+    grid = torch.stack([2.0 * sparse[..., 0] / max(W - 1, 1) - 1.0, 2.0 * sparse[..., 1] / max(H - 1, 1) - 1.0], -1)
+    d = F.grid_sample(depth, grid[:, :, None].to(depth.dtype), mode="bilinear", padding_mode="border",
+                      align_corners=True)[:, 0, :, 0]  # fmt: skip
+    z = sparse[..., 2].to(depth.dtype).clamp_min(1e-6)
+    r = torch.log(d.clamp_min(1e-6)) - torch.log(z)
+    rho = torch.log1p((r / scale) ** 2)
+    return (w * rho).sum() / w.sum()
+
+
 class SelfSupDepthNet(ModelBase):
     """Depth + relative pose, trained by view synthesis (see the module docstring).
 
@@ -182,11 +204,33 @@ class SelfSupDepthNet(ModelBase):
         self.pose_net = PoseNet(config.pose_channels)
         # the frame stride training used (config.stride, or the automatic choice for 0); 0: not recorded
         self.register_buffer("train_stride", torch.zeros((), dtype=torch.long))
+        # pose_source metric: metres per network depth unit (the depth is metric by construction); 0: unscaled
+        self.register_buffer("metres_per_unit", torch.zeros((), dtype=torch.float64))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints written before the stride was recorded: training used config.stride (then always >= 1)
         state_dict.setdefault(prefix + "train_stride", torch.tensor(max(1, self.config.stride), dtype=torch.long))
+        state_dict.setdefault(prefix + "metres_per_unit", torch.zeros((), dtype=torch.float64))  # before metric poses
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def init_depth(self, depth: float) -> None:
+        """Set the disparity heads' bias so that an untrained network predicts about ``depth`` (network units)
+        everywhere: training against metric poses starts near the scene's scale instead of the sigmoid's
+        midpoint (a depth of ~2 * min_depth, where every warp leaves the image and only auto-masking remains)."""
+        c = self.config
+        lo, hi = 1.0 / c.max_depth, 1.0 / c.min_depth
+        disp = min(max((1.0 / depth - lo) / (hi - lo), 1e-4), 1 - 1e-4)
+        for head in self.depth_net.heads.values():
+            assert isinstance(head, nn.Conv2d) and head.bias is not None
+            head.bias.fill_(float(np.log(disp / (1.0 - disp))))
+
+    @property
+    def metric_unit(self) -> float:
+        """Metres per network depth unit when trained against metric poses (pose_source metric), else 0."""
+        u = self.metres_per_unit
+        assert isinstance(u, torch.Tensor)
+        return float(u)
 
     @property
     def used_stride(self) -> int:
@@ -214,8 +258,14 @@ class SelfSupDepthNet(ModelBase):
         tgt, srcs = batch["target"], batch["sources"]
         disps = self.depth_net(tgt)
         n_src = srcs.shape[1]
-        T_net = torch.stack([self.pose_net(tgt, srcs[:, j]) for j in range(n_src)], 1)
+        fixed = self.config.pose_source == "metric" and "fix_T" in batch
+        if fixed and bool(batch["fix_ok"].all()):  # every pose known: the pose network is not needed
+            T_net = batch["fix_T"].to(tgt.dtype)
+        else:
+            T_net = torch.stack([self.pose_net(tgt, srcs[:, j]) for j in range(n_src)], 1)
         T = T_net
+        if fixed:  # the known metric poses (network units), no gradient; the pose network only where none is known
+            T = torch.where(batch["fix_ok"][:, :, None, None], batch["fix_T"].to(T_net.dtype), T_net)
         if self.config.pose_source == "essential" and "ess_T" in batch:
             ess, ok = batch["ess_T"].to(T_net.dtype), batch["ess_ok"]
             length = T_net[:, :, :3, 3].norm(dim=-1, keepdim=True)  # (B, S, 1)
@@ -253,6 +303,9 @@ class SelfSupDepthNet(ModelBase):
                 nd = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
                 smooth = smooth + kornia.losses.inverse_depth_smoothness_loss(nd, img_s.to(nd.dtype)) / (2**s)
         losses = {"photometric": photo / c.scales}
+        if c.pose_source == "metric" and c.sparse_weight > 0 and "sparse" in batch:
+            depth0 = disp_to_depth(outputs["disp/0"], c.min_depth, c.max_depth)
+            losses["sparse"] = c.sparse_weight * sparse_depth_loss(depth0, batch["sparse"])
         if c.smoothness_weight > 0:
             losses["smoothness"] = c.smoothness_weight * smooth / c.scales
         if c.velocity_weight > 0:

@@ -1,6 +1,7 @@
 """Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
-Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, self-supervised training on that
-flight, then the depth export scaled from the GPS poses (Algorithm 2) into the output, written atomically. The
+Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, metric poses (structure from
+motion aligned to GPS; :mod:`pose2rgbd.methods.selfsup_depth.metric`), self-supervised depth trained against them
+on that flight, then the depth export (Algorithm 2) into the output, written atomically. The
 work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
 export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
 command that exports from it."""
@@ -10,21 +11,25 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pose2rgbd.convert.core import ConvertConfig
 from pose2rgbd.convert.scale import ScaleConfig
 from pose2rgbd.convert.video import convert_video
-from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.dataset.format import Dataset
+from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
+from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 from pose2rgbd.output_guard import DATASET, check_output
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.train import train
 
 log = logging.getLogger(__name__)
+DEPTH_POSES = ("metric", "posenet")
 
 
 def video_frames_dataset(
@@ -79,13 +84,23 @@ def convert_video_with_depth(
     minutes: float = 20.0,
     scale_cfg: ScaleConfig | None = None,
     trajectory_cfg: TrajectoryConfig | None = None,
+    depth_poses: str = "metric",
+    metric_cfg: MetricPosesConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
 ) -> ExportResult:
-    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export. Without
-    a GPS log (``gps_log=None``): the video-only path, unscaled depth and pseudo-absolute poses from the video
-    (``trajectory_cfg``: which back end makes them, default COLMAP structure from motion)."""
+    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export.
+
+    With a GPS log and ``depth_poses="metric"`` (default): metric poses first (COLMAP structure from motion aligned
+    to the GPS positions by a robust Sim(3), :mod:`pose2rgbd.methods.selfsup_depth.metric`; the pose network where
+    SfM has none, reported per segment), the depth trained against them (``pose_source: metric``) and written with
+    them. ``depth_poses="posenet"``: the earlier path (the pose network for view synthesis, the GPS poses
+    written, the scale fitted from GPS afterwards). Without a GPS log (``gps_log=None``): the video-only path,
+    unscaled depth and pseudo-absolute poses from the video (``trajectory_cfg``: which back end makes them,
+    default COLMAP structure from motion)."""
+    if depth_poses not in DEPTH_POSES:
+        raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
     out = Path(out)
     inputs = [video, gps_log, convert_kw.get("attitude")]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
@@ -100,18 +115,27 @@ def convert_video_with_depth(
                                              progress=progress)  # fmt: skip
         else:
             frames_ds = convert_video(video, gps_log, work / "frames", cfg, progress=progress, **convert_kw)
+        mc = model_cfg or SelfSupDepthConfig()
+        mp = None
+        if gps_log is not None and depth_poses == "metric":
+            tcfg = trajectory_cfg if trajectory_cfg is not None and trajectory_cfg.backend == "colmap" else None
+            mp = compute_metric_poses(Dataset(frames_ds), tcfg, metric_cfg, progress=progress)
+            path = mp.save(work / "metric_poses.npz")
+            mc = replace(mc, pose_source="metric", metric_poses=str(path))
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
                                       tensorboard=False)  # fmt: skip
-        res = train("selfsup-depth", frames_ds, work / "run", model_cfg or SelfSupDepthConfig(), tc)
+        res = train("selfsup-depth", frames_ds, work / "run", mc, tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
         try:
+            pose_mode = "video" if gps_log is None else "metric" if mp is not None else "dataset"
             return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                                poses="video" if gps_log is None else "dataset", scale_cfg=scale_cfg,
+                                poses=pose_mode, scale_cfg=scale_cfg, metric=mp,
                                 trajectory_cfg=trajectory_cfg, overwrite=overwrite,
                                 progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
         except Pose2RGBDError as e:  # e.g. COLMAP registered too few frames: keep the trained model
             keep = True
-            poses = " --poses video --trajectory-backend compose" if gps_log is None else ""
+            poses = (" --poses video --trajectory-backend compose" if gps_log is None
+                     else " --poses metric" if mp is not None else "")  # fmt: skip
             msg = (
                 f"{e}\nThe trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
                 f"depth export --dataset {work / 'frames'} --checkpoint {res.last} --out {out} "

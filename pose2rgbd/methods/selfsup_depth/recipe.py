@@ -29,6 +29,7 @@ from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, build_model
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)
+TARGET_UNITS = 10.0  # pose_source metric: the median scene depth in network units (metres / metric_unit_m)
 
 STATIC_GREY_LEVELS = 1.0  # mean absolute difference between neighbours (0-255) below which a pair is static
 MIN_MOVING_SHARE = 0.2
@@ -84,6 +85,41 @@ def essential_for(ds: Dataset, mc: SelfSupDepthConfig, centres: np.ndarray, prog
     return ess
 
 
+def metric_inputs(
+    ds: Dataset, mc: SelfSupDepthConfig, frames: SequenceFrames, centres: np.ndarray, stride: int, progress: bool
+) -> tuple[dict, dict, float]:
+    """pose_source metric: ``(fixed poses, sparse depths, metres per unit)`` from the metric poses
+    (:mod:`pose2rgbd.methods.selfsup_depth.metric`; ``mc.metric_poses`` or computed now). Metres per unit 0 when no
+    frame has a metric pose (every source fell back to the pose network: the depth is then unscaled)."""
+    from pose2rgbd.methods.selfsup_depth.metric import (
+        MetricPoses,
+        auto_unit,
+        compute_metric_poses,
+        training_pairs,
+    )
+
+    if mc.metric_poses:
+        mp = MetricPoses.load(mc.metric_poses)
+        if len(mp.label) != len(ds):
+            raise ConfigError(f"{mc.metric_poses}: metric poses of {len(mp.label)} frames, the dataset {ds.path} has "
+                              f"{len(ds)}: compute them for this dataset (empty model.metric_poses)")  # fmt: skip
+    else:
+        if not has_gps_poses(ds):
+            raise ConfigError(f"{ds.path}: model.pose_source metric needs GPS poses (lat / lon on every frame); "
+                              "use pose_source posenet for a video without GPS")  # fmt: skip
+        mp = compute_metric_poses(ds, progress=progress)
+    if mp.n_metric == 0:
+        log.warning("no frame has a metric pose: the pose network makes every pose (depth unscaled; GPS scale "
+                    "fitted at export)")  # fmt: skip
+        return {}, {}, 0.0
+    unit = mc.metric_unit_m or auto_unit(mp, TARGET_UNITS)
+    fixed, sparse = training_pairs(mp, centres, stride, frames.camera.K, (mc.width, mc.height), unit)
+    log.info("metric poses: %d of %d frames; %d of %d frame pairs with fixed poses, %d frames with sparse depth; "
+             "%.4g m per network unit", mp.n_metric, len(ds), len(fixed), 2 * len(centres), len(sparse),
+             unit)  # fmt: skip
+    return fixed, sparse, unit
+
+
 def prepare(ctx: RecipeContext) -> TrainingSetup:
     ds, mc, tc = ctx.dataset, ctx.model_config, ctx.train_config
     if not isinstance(mc, SelfSupDepthConfig):
@@ -114,15 +150,23 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             src = np.clip(idx + d, 0, n - 1)
             gps[:, j] = gps_pair_distances(ds.frames.translation, ds.frames.stamp_ns, np.stack([idx, src], 1),
                                            mc.gps_window_s)  # fmt: skip
+    fixed = sparse = None
+    unit = 0.0
+    if mc.pose_source == "metric":
+        fixed, sparse, unit = metric_inputs(ds, mc, frames, np.concatenate([tr, va]), stride, ctx.progress)
     if ctx.model is not None:
         if not isinstance(ctx.model, SelfSupDepthNet):
             raise ConfigError(f"selfsup-depth training got a {type(ctx.model).__name__} model to continue")
         model = ctx.model
     else:
         model = build_model(mc)
+        if unit > 0:
+            model.init_depth(TARGET_UNITS)
     model.train_stride.fill_(stride)  # type: ignore[operator]
-    train_set = SequenceDataset(frames, tr, stride, essential=ess, gps_dist=gps)
-    val_set = SequenceDataset(frames, va, stride, essential=ess, gps_dist=gps) if len(va) else None
+    model.metres_per_unit.fill_(unit)  # type: ignore[operator]
+    kw = {"essential": ess, "gps_dist": gps, "fixed": fixed, "sparse": sparse, "sparse_points": mc.sparse_points}
+    train_set = SequenceDataset(frames, tr, stride, **kw)  # type: ignore[arg-type]
+    val_set = SequenceDataset(frames, va, stride, **kw) if len(va) else None  # type: ignore[arg-type]
     return TrainingSetup(
         model=model,
         train_set=train_set,

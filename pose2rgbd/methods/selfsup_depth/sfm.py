@@ -14,7 +14,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -44,6 +44,9 @@ class SfmResult:
     model: np.ndarray
     tried: int  # frames given to COLMAP
     seconds: float
+    # frame index (row of ``indices``) -> (P, 5): the triangulated points it observes in its camera frame (x, y, z,
+    # COLMAP's units), their track length and mean reprojection error (pixels at COLMAP's image size)
+    points: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_registered(self) -> int:
@@ -61,6 +64,24 @@ def _pycolmap():  # type: ignore[no-untyped-def]
         raise ConfigError(f"trajectory.backend colmap needs pycolmap >= 3.12 (found {pycolmap.__version__}); "
                           "upgrade it or set trajectory.backend compose")  # fmt: skip
     return pycolmap
+
+
+def _observed_points(rec, im, most: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """(P, 5) for the triangulated points ``im`` observes: camera-frame x, y, z, track length, reprojection
+    error; at most ``most``, the longest tracks / smallest errors first."""
+    ids = [p.point3D_id for p in im.points2D if p.has_point3D()]
+    if not ids:
+        return np.zeros((0, 5))
+    pts = [rec.points3D[i] for i in ids]
+    xyz = np.array([p.xyz for p in pts], dtype=np.float64)
+    cam = im.cam_from_world().matrix()  # 3x4
+    xc = xyz @ cam[:, :3].T + cam[:, 3]
+    track = np.array([p.track.length() for p in pts], dtype=np.float64)
+    err = np.array([p.error if p.has_error() else np.nan for p in pts], dtype=np.float64)
+    out = np.concatenate([xc, track[:, None], err[:, None]], 1)
+    out = out[(xc[:, 2] > 0) & np.isfinite(err)]
+    order = np.lexsort((out[:, 4], -out[:, 3]))
+    return out[order[:most]]
 
 
 def colmap_poses(
@@ -84,6 +105,7 @@ def colmap_poses(
     if n - 1 not in pick:
         pick = np.append(pick, n - 1)  # the last frame too, so nothing is extrapolated at the end
     T = np.full((n, 4, 4), np.nan)
+    points: dict[int, np.ndarray] = {}
     model_of = np.full(n, -1, np.int64)
     level = pycolmap.logging.minloglevel
     if not log.isEnabledFor(logging.DEBUG):
@@ -154,10 +176,14 @@ def colmap_poses(
                     continue  # already in a larger model
                 T[k, :3, :] = im.cam_from_world().inverse().matrix()  # 3x4
                 model_of[k] = m
+                if cfg.colmap_points > 0:
+                    points[k] = _observed_points(rec, im, cfg.colmap_points)
     T[:, 3, :] = (0.0, 0.0, 0.0, 1.0)
     reg = model_of >= 0
     T[~reg] = np.nan
-    res = SfmResult(T_world_cam=T, registered=reg, model=model_of, tried=len(names), seconds=time.monotonic() - t0)
+    res = SfmResult(
+        T_world_cam=T, registered=reg, model=model_of, tried=len(names), seconds=time.monotonic() - t0, points=points
+    )
     log.info("COLMAP: %d of %d frames registered in %d model(s), %.1f s", res.n_registered, len(names),
              len(models), res.seconds)  # fmt: skip
     if res.n_registered < MIN_REGISTERED:

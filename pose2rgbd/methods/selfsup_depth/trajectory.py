@@ -15,6 +15,7 @@ import numpy as np
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.similarity import umeyama
 
 TRAJECTORY_BACKENDS: tuple[str, ...] = ("compose", "pose-graph", "colmap")
 
@@ -39,6 +40,9 @@ class TrajectoryConfig:
     colmap_max_size: int = help_field(1024, "colmap: frames are downscaled to at most this many pixels wide / high")
     colmap_max_features: int = help_field(4096, "colmap: SIFT features per frame, at most")
     colmap_threads: int = help_field(-1, "colmap: CPU threads (-1: all)")
+    colmap_points: int = help_field(
+        512, "colmap: triangulated points kept per frame (sparse metric depth of the metric-pose path); 0: none"
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in TRAJECTORY_BACKENDS:
@@ -47,6 +51,8 @@ class TrajectoryConfig:
             raise ConfigError(f"trajectory.skips: give skip lengths >= 2, got {self.skips}")
         if self.colmap_every < 1 or self.colmap_overlap < 1:
             raise ConfigError("trajectory.colmap_every and trajectory.colmap_overlap must be >= 1")
+        if self.colmap_points < 0:
+            raise ConfigError("trajectory.colmap_points must be >= 0")
         if self.colmap_max_size < 64 or self.colmap_max_features < 64:
             raise ConfigError("trajectory.colmap_max_size and trajectory.colmap_max_features must be >= 64")
 
@@ -82,21 +88,8 @@ def relative_pose_errors(T_pred: np.ndarray, T_true: np.ndarray) -> tuple[np.nda
 
 
 def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """``(s, R, t)`` minimizing ``|dst - (s R src + t)|^2`` (Umeyama 1991). Written here because it is ten
-    lines of SVD and the trajectory-evaluation packages that ship it are not dependencies."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1
-    R = U @ S @ Vt
-    var_s = (xs**2).sum() / len(src)
-    s = float(np.trace(np.diag(D) @ S) / var_s) if var_s > 0 else 1.0
-    t = mu_d - s * R @ mu_s
-    return s, R, t
+    """``(s, R, t)`` minimizing ``|dst - (s R src + t)|^2`` (:func:`pose2rgbd.geometry.similarity.umeyama`)."""
+    return umeyama(src, dst)
 
 
 def ate_sim3(positions: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -206,12 +199,24 @@ def fill_unregistered(
         raise ConfigError(f"structure from motion registered {n_raw} frame(s) ({len(reg)} in models of 3 or more "
                           f"frames), need at least {min_registered}")  # fmt: skip
 
+    return np.linalg.inv(out[0]) @ fill_gaps(out, is_reg, T_c)
+
+
+def fill_gaps(T: np.ndarray, known: np.ndarray, T_composed: np.ndarray) -> np.ndarray:
+    """``T`` (N, 4, 4) with the frames where ``known`` (N,) is False filled from the composed trajectory
+    ``T_composed`` (same units as ``T``): a frame between known frames ``a < k < b`` gets the composed motion from
+    ``a`` and from ``b``, blended linearly in position and by slerp in rotation (one side only before the first /
+    after the last known frame). Needs at least one known frame."""
+    out = np.array(T, dtype=np.float64, copy=True)
+    T_c = np.asarray(T_composed, dtype=np.float64)
+    reg = np.flatnonzero(known)
+
     def carried(src: int, k: int) -> np.ndarray:  # out[src] moved by the composed motion src -> k
         return out[src] @ np.linalg.inv(T_c[src]) @ T_c[k]
 
     n = len(T_c)
     nxt = np.searchsorted(reg, np.arange(n))  # index into reg of the first registered frame >= k
-    for k in (int(x) for x in np.flatnonzero(~is_reg)):
+    for k in (int(x) for x in np.flatnonzero(~np.asarray(known, bool))):
         j = nxt[k]
         a = reg[j - 1] if j > 0 else None
         b = reg[j] if j < len(reg) else None
@@ -225,4 +230,4 @@ def fill_unregistered(
             out[k] = np.eye(4)
             out[k, :3, :3] = _slerp_pair(Ta[:3, :3], Tb[:3, :3], w)
             out[k, :3, 3] = (1 - w) * Ta[:3, 3] + w * Tb[:3, 3]
-    return np.linalg.inv(out[0]) @ out
+    return out

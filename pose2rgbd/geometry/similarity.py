@@ -1,0 +1,179 @@
+"""Similarity transforms (Sim(3)) between point sets: the closed-form least-squares fit (Umeyama 1991), weighted,
+and a robust fit for trajectories with outliers (RANSAC over minimal samples, then iteratively re-weighted least
+squares), with the residual statistics and a bootstrap uncertainty of the scale.
+
+The use: camera centres of a structure-from-motion reconstruction (arbitrary frame and scale) against the GPS
+positions of the same frames (ENU metres), so that every SfM pose becomes metric. GPS fixes jump (multipath,
+a bad fix after a turn), so a plain least-squares fit is pulled by a few wrong fixes; RANSAC finds the consensus
+and the re-weighting uses every fix by how well it agrees.
+
+Written here, not taken from a library: the weighted Umeyama fit is a few lines of SVD, and the libraries that
+have RANSAC Sim(3) (open3d, evo) are large and not dependencies; ``skimage.measure.ransac`` has no weighted
+refit or bootstrap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.errors import ConfigError
+
+
+def umeyama(
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(s, R, t)`` minimizing ``sum_i w_i |dst_i - (s R src_i + t)|^2`` (Umeyama 1991, weighted)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / max(float(w.sum()), 1e-300)
+    mu_s, mu_d = w @ src, w @ dst
+    xs, xd = src - mu_s, dst - mu_d
+    cov = (xd * w[:, None]).T @ xs
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    var_s = float(w @ (xs**2).sum(1))
+    s = float(np.trace(np.diag(D) @ S) / var_s) if var_s > 0 else 1.0
+    t = mu_d - s * R @ mu_s
+    return s, R, t
+
+
+def apply_sim3(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``s R p + t`` for each row of ``points`` (N, 3)."""
+    return s * np.asarray(points, np.float64) @ np.asarray(R).T + np.asarray(t)
+
+
+@dataclass
+class Sim3Fit:
+    """A robust Sim(3) ``dst ~ s R src + t``: ``inliers`` (N,) bool; residuals (metres of ``dst``) ``rms`` over
+    the inliers and ``median`` over all points; ``scale_sigma`` (bootstrap std of ``s``) and ``scale_ci`` (its
+    2.5 / 97.5 percentiles); ``weights`` (N,) the weights of the final fit (the inlier mask)."""
+
+    s: float
+    R: np.ndarray
+    t: np.ndarray
+    inliers: np.ndarray = field(repr=False)
+    residuals: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+    rms: float
+    median: float
+    scale_sigma: float
+    scale_ci: tuple[float, float]
+    threshold: float
+
+    @property
+    def n_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return apply_sim3(self.s, self.R, self.t, points)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scale": self.s,
+            "scale_sigma": self.scale_sigma,
+            "scale_rel_sigma": self.scale_sigma / self.s if self.s > 0 else float("nan"),
+            "scale_ci95": [float(self.scale_ci[0]), float(self.scale_ci[1])],
+            "residual_rms_m": self.rms,
+            "residual_median_m": self.median,
+            "points": len(self.inliers),
+            "inliers": self.n_inliers,
+            "threshold_m": self.threshold,
+        }
+
+
+def _residuals(s: float, R: np.ndarray, t: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(apply_sim3(s, R, t, src) - dst, axis=1)
+
+
+def _well_spread(p: np.ndarray) -> bool:
+    """Three points that span a triangle (not nearly collinear), so the rotation is determined."""
+    a, b = p[1] - p[0], p[2] - p[0]
+    return float(np.linalg.norm(np.cross(a, b))) > 1e-6 * max(float(np.dot(a, a) + np.dot(b, b)), 1e-300)
+
+
+def robust_sim3(
+    src: np.ndarray,
+    dst: np.ndarray,
+    *,
+    threshold: float = 5.0,
+    iterations: int = 500,
+    irls_iterations: int = 10,
+    bootstrap: int = 300,
+    block: int = 0,
+    seed: int = 0,
+) -> Sim3Fit:
+    """Robust ``dst ~ s R src + t`` (see the module docstring).
+
+    RANSAC: ``iterations`` minimal samples of 3 points, each scored by the count of points within ``threshold``
+    (units of ``dst``: metres for GPS); the best consensus is refitted (Umeyama), then ``irls_iterations`` of
+    re-weighting with Cauchy weights ``1 / (1 + (r / c)^2)`` (``c`` = ``threshold`` / 2), so a fix that agrees
+    counts fully and an outlier counts almost nothing. Inliers: residual below ``threshold`` after that; the
+    result is the least-squares fit over the inliers (``weights``: 1 for an inlier, 0 otherwise).
+
+    Scale uncertainty: a moving-block bootstrap over the points in their order (``block`` points per block; 0:
+    ``sqrt(N)``), each resample refitted with the final weights: blocks keep the time correlation of GPS errors,
+    which a point-by-point bootstrap would hide."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    n = len(src)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
+        raise ConfigError(f"sim3: need two (N, 3) point sets of one shape, got {src.shape} and {dst.shape}")
+    if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
+        raise ConfigError("sim3: the points contain NaN / inf; give only the frames that have both positions")
+    if n < 3:
+        raise ConfigError(f"sim3: need at least 3 point pairs, got {n}")
+    if not threshold > 0:
+        raise ConfigError(f"sim3: threshold must be > 0, got {threshold}")
+    rng = np.random.default_rng(seed)
+    best: np.ndarray | None = None
+    best_score = (-1, np.inf)
+    for _ in range(iterations):
+        k = rng.choice(n, 3, replace=False)
+        if not (_well_spread(src[k]) and _well_spread(dst[k])):
+            continue
+        s, R, t = umeyama(src[k], dst[k])
+        if not s > 0:
+            continue
+        r = _residuals(s, R, t, src, dst)
+        inl = r < threshold
+        score = (int(inl.sum()), float(np.sum(np.minimum(r, threshold))))
+        if score[0] > best_score[0] or (score[0] == best_score[0] and score[1] < best_score[1]):
+            best, best_score = inl, score
+    if best is None or best.sum() < 3:
+        best = np.ones(n, bool)  # degenerate (collinear) data: least squares over all, the re-weighting decides
+    s, R, t = umeyama(src[best], dst[best])
+    c = threshold / 2.0
+    w = best.astype(np.float64)
+    for _ in range(irls_iterations):
+        r = _residuals(s, R, t, src, dst)
+        w = 1.0 / (1.0 + (r / c) ** 2)
+        s, R, t = umeyama(src, dst, w)
+    r = _residuals(s, R, t, src, dst)
+    inl = r < threshold
+    if inl.sum() < 3:
+        inl = np.isin(np.arange(n), np.argsort(r)[:3])
+    # the final estimate: least squares over the inliers (unbiased for Gaussian GPS noise, where the Cauchy
+    # weights would still let the outliers pull a little)
+    w = inl.astype(np.float64)
+    s, R, t = umeyama(src, dst, w)
+    r = _residuals(s, R, t, src, dst)
+    b = block or max(1, round(np.sqrt(n)))
+    b = min(b, n)
+    n_blocks = int(np.ceil(n / b))
+    scales = np.empty(bootstrap)
+    for j in range(bootstrap):
+        starts = rng.integers(0, n - b + 1, n_blocks)
+        idx = (starts[:, None] + np.arange(b)[None]).ravel()[:n]
+        wj = w[idx]
+        scales[j] = umeyama(src[idx], dst[idx], wj)[0] if wj.sum() >= 3 else s
+    lo, hi = np.percentile(scales, [2.5, 97.5])
+    return Sim3Fit(
+        s=float(s), R=R, t=t, inliers=inl, residuals=r, weights=w,
+        rms=float(np.sqrt(np.mean(r[inl] ** 2))), median=float(np.median(r)),
+        scale_sigma=float(np.std(scales)), scale_ci=(float(lo), float(hi)), threshold=float(threshold),
+    )  # fmt: skip

@@ -1,0 +1,135 @@
+"""Metric poses for a video + GPS: SfM poses aligned to GPS by a robust Sim(3), per-segment fallback to the pose
+network where structure from motion does not register frames (synthetic SfM results: no COLMAP run)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.methods.selfsup_depth.metric import (
+    POSENET,
+    MetricPoses,
+    MetricPosesConfig,
+    metric_poses_from_sfm,
+)
+from pose2rgbd.methods.selfsup_depth.sfm import SfmResult
+
+S = 0.25  # SfM units per metre
+R_SFM = Rotation.from_euler("xyz", [30.0, -10.0, 75.0], degrees=True).as_matrix()
+T_SFM = np.array([3.0, -1.0, 2.0])
+N = 90
+EVERY = 3
+WORLD_POINT = np.array([50.0, 10.0, 0.0])
+
+
+def _truth(n: int = N) -> np.ndarray:
+    """Camera looking down, 60 m up, flying an arc at ~3 m per frame."""
+    T = np.tile(np.eye(4), (n, 1, 1))
+    a = np.linspace(0.0, 1.5, n)
+    T[:, :3, 3] = np.stack([150.0 * np.sin(a), 150.0 * (1 - np.cos(a)), 60.0 + 3 * np.sin(3 * a)], 1)
+    base = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
+    for k in range(n):
+        T[k, :3, :3] = Rotation.from_euler("z", a[k]).as_matrix() @ base
+    return T
+
+
+def _sfm(T_true: np.ndarray, registered: np.ndarray) -> SfmResult:
+    """The SfM result of ``registered`` frames: the true poses in COLMAP's frame and scale, with the camera-frame
+    coordinates of one world point as the only triangulated point of each frame."""
+    n = len(T_true)
+    T = np.full((n, 4, 4), np.nan)
+    pts = {}
+    for k in np.flatnonzero(registered):
+        T[k] = np.eye(4)
+        T[k, :3, :3] = R_SFM @ T_true[k, :3, :3]
+        T[k, :3, 3] = S * R_SFM @ T_true[k, :3, 3] + T_SFM
+        x_cam = np.linalg.inv(T_true[k]) @ np.append(WORLD_POINT, 1.0)
+        pts[int(k)] = np.array([[*(S * x_cam[:3]), 6.0, 0.4]])
+    model = np.where(registered, 0, -1)
+    return SfmResult(T, registered, model, tried=len(range(0, n, EVERY)), seconds=1.0, points=pts)
+
+
+def _gps(T_true: np.ndarray, noise: float = 1.0, seed: int = 0) -> np.ndarray:
+    return T_true[:, :3, 3] + np.random.default_rng(seed).normal(0, noise, (len(T_true), 3))
+
+
+def test_sfm_poses_become_metric_and_a_gap_falls_back_to_the_pose_network() -> None:
+    T_true = _truth()
+    reg = np.zeros(N, bool)
+    reg[::EVERY] = True
+    reg[N - 1] = True  # COLMAP is given the last frame too (sfm.colmap_poses)
+    reg[36:60] = False  # COLMAP lost track here: registered ... 33, 60 ...
+    mp = metric_poses_from_sfm({0: _sfm(T_true, reg)}, _gps(T_true), np.zeros(N, np.int64), MetricPosesConfig(),
+                               colmap_every=EVERY)  # fmt: skip
+    # frames between registered ones are interpolated; the gap between 33 and 60 is the pose network's
+    assert np.all(mp.label[:34] != POSENET) and np.all(mp.label[60:] != POSENET)
+    assert np.all(mp.label[34:60] == POSENET)
+    segs = [(s["start"], s["end"], s["pose_source"]) for s in mp.info["segments"]]
+    assert [p for *_, p in segs] == ["sfm", "posenet", "sfm"]
+    assert segs[0][0] == 0 and segs[-1][1] == N - 1
+    ok = mp.ok
+    pos_err = np.linalg.norm(mp.T_world_cam[ok, :3, 3] - T_true[ok, :3, 3], axis=1)
+    assert np.max(pos_err) < 1.5
+    rot_err = Rotation.from_matrix(np.swapaxes(mp.T_world_cam[ok, :3, :3], 1, 2) @ T_true[ok, :3, :3]).magnitude()
+    assert np.degrees(rot_err).max() < 0.5
+    assert np.all(np.isnan(mp.T_world_cam[~ok]))
+    src = mp.info["sources"]["0"]
+    assert "fallback" not in src and src["registered"] == int(reg.sum()) and src["metric_frames"] == 34 + 30
+    m = src["models"][0]
+    assert m["used"] and m["scale"] == pytest.approx(1 / S, rel=0.02) and m["residual_rms_m"] < 3.0
+    assert m["scale_ci95"][0] <= 1 / S <= m["scale_ci95"][1]
+    # the triangulated point has its metric camera-frame depth, with a weight
+    k = int(np.flatnonzero(reg)[0])
+    z_true = (np.linalg.inv(T_true[k]) @ np.append(WORLD_POINT, 1.0))[2]
+    assert mp.points[k][0, 2] == pytest.approx(z_true, rel=0.02)
+    assert 0 < mp.points[k][0, 3] <= 1
+
+
+def test_too_few_registered_frames_fall_back_with_a_clear_reason(caplog: pytest.LogCaptureFixture) -> None:
+    T_true = _truth()
+    reg = np.zeros(N, bool)
+    reg[[0, 3, 6, 9, 12]] = True
+    with caplog.at_level(logging.WARNING):
+        mp = metric_poses_from_sfm({0: _sfm(T_true, reg)}, _gps(T_true), np.zeros(N, np.int64))
+    assert np.all(mp.label == POSENET) and mp.n_metric == 0
+    reason = mp.info["sources"]["0"]["fallback"]
+    assert "registered 5 of 30" in reason and "min_registered" in reason
+    assert "pose network" in caplog.text and "registered 5 of 30" in caplog.text
+    assert [s["pose_source"] for s in mp.info["segments"]] == ["posenet"]
+
+
+def test_colmap_failure_and_a_misaligned_model_fall_back() -> None:
+    T_true = _truth()
+    mp = metric_poses_from_sfm({0: ConfigError("COLMAP registered 2 of 30 frames")}, _gps(T_true),
+                               np.zeros(N, np.int64))  # fmt: skip
+    assert mp.n_metric == 0 and "COLMAP registered 2 of 30" in mp.info["sources"]["0"]["fallback"]
+    # an SfM trajectory that is not a similarity of the GPS track (scrambled): residual too large, not used
+    reg = np.zeros(N, bool)
+    reg[::EVERY] = True
+    bad = _sfm(T_true, reg)
+    rng = np.random.default_rng(1)
+    bad.T_world_cam[reg, :3, 3] = rng.permutation(bad.T_world_cam[reg, :3, 3])
+    mp = metric_poses_from_sfm({0: bad}, _gps(T_true), np.zeros(N, np.int64))
+    assert mp.n_metric == 0
+    assert "min_inlier_share" in mp.info["sources"]["0"]["fallback"]
+
+
+def test_two_sources_are_decided_separately_and_the_result_round_trips(tmp_path: Path) -> None:
+    T_true = _truth()
+    reg = np.zeros(N, bool)
+    reg[::EVERY] = True
+    reg[N - 1] = True
+    T2 = np.concatenate([T_true, T_true])
+    sid = np.repeat([0, 1], N)
+    mp = metric_poses_from_sfm({0: _sfm(T_true, reg)}, _gps(T2), sid, colmap_every=EVERY)  # no SfM for source 1
+    assert np.all(mp.label[:N] != POSENET) and np.all(mp.label[N:] == POSENET)
+    assert "no structure from motion" in mp.info["sources"]["1"]["fallback"]
+    back = MetricPoses.load(mp.save(tmp_path / "metric_poses.npz"))
+    np.testing.assert_array_equal(back.label, mp.label)
+    np.testing.assert_allclose(back.T_world_cam, mp.T_world_cam, equal_nan=True)
+    assert back.points.keys() == mp.points.keys() and back.info == mp.info

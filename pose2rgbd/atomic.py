@@ -19,7 +19,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -67,13 +71,93 @@ _ANY_SIBLING = re.compile(rf"^\.(?P<name>.+)\.(?:{'|'.join(SIBLING_KINDS)})-\d+(
 
 def output_of(path: str | Path) -> Path | None:
     """The output a hidden sibling (or a file inside one) is being written for, or None: turns
-    ``d/.ds.partial-12-x/rgb/1.png`` into ``d/ds`` so that messages name what the user asked for."""
+    ``d/.ds.partial-12-x/rgb/1.png`` into ``d/ds`` so that messages name what the user asked for (also through a
+    staging folder of :class:`StagedOutputs`: ``d/.ds.partial-12-stage/.ds.partial-12-y/rgb/1.png`` -> ``d/ds``)."""
     p = Path(path)
     for anc in (p, *p.parents):
         m = _ANY_SIBLING.match(anc.name)
         if m:
-            return anc.parent / m.group("name")
+            out = anc.parent / m.group("name")
+            return output_of(out) or out
     return None
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (a few renames that belong together); they are delivered
+    right after it. Outside the main thread, or where signals cannot be masked, the block runs as it is."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class StagedOutputs:
+    """Several outputs that must change together (the simulator's dataset, bags, videos and the config that
+    describes them): each is written into a hidden staging folder beside its target
+    (``.<name>.partial-<pid>-stage/<name>``) by its own atomic writer, and :meth:`commit` moves them all into
+    place (earlier ones aside, then deleted) with Ctrl-C / SIGTERM held, after which :meth:`commit` writes the
+    files given to it. An error or an interruption before :meth:`commit` removes the staging folders and leaves
+    every earlier output as it was; a killed run's staging folders are swept like any hidden sibling."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (staging folder, final target)
+
+    def stage(self, target: str | Path) -> Path:
+        """Where to write ``target`` now (its writer's own atomic write happens inside the staging folder)."""
+        t = Path(target)
+        t.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_siblings(t)
+        folder = t.parent / f"{sibling_prefix(t, 'partial')}-stage"
+        folder.mkdir()
+        self._staged.append((folder, t))
+        return folder / t.name
+
+    def stage_files(self, target: str | Path) -> Path:
+        """A staging folder for several files that go into the folder holding ``target`` (a video and its CSVs:
+        ``target`` is the video); the folder's other files stay."""
+        t = Path(target)
+        t.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_siblings(t)
+        folder = t.parent / f"{sibling_prefix(t, 'partial')}-stage"
+        folder.mkdir()
+        self._staged.append((folder, t.parent))
+        return folder
+
+    def discard(self) -> None:
+        for folder, _ in self._staged:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._staged.clear()
+
+    def commit(self, files: dict[Path, str] | None = None) -> None:
+        """Move every staged output into place, then write ``files`` (path -> text) atomically."""
+        aside: list[Path] = []
+        with signals_deferred():
+            for folder, target in self._staged:
+                moves = (
+                    [(folder / target.name, target)]
+                    if (folder / target.name).exists()
+                    else [(f, target / f.name) for f in sorted(folder.iterdir())]
+                )
+                for src, dst in moves:
+                    if dst.exists() or dst.is_symlink():
+                        old = dst.with_name(sibling_prefix(dst, "old"))
+                        os.replace(dst, old)
+                        aside.append(old)
+                    os.replace(src, dst)
+            for path, text in (files or {}).items():
+                write_text_atomic(path, text)
+        for old in aside:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        self.discard()
 
 
 def stale_siblings(path: str | Path) -> tuple[list[Path], list[Path]]:
@@ -140,8 +224,10 @@ OS_ERRORS = {
 }
 
 
-def os_error_message(e: OSError) -> str | None:
-    """A one-line message for a disk-full / read-only / permission error, naming the path; None for others."""
+def os_error_message(e: OSError, output: str | Path | None = None) -> str | None:
+    """A one-line message for a disk-full / read-only / permission error, naming the path; None for others.
+    ``output``: what to name when the error carries no file name (a write into an open file: the kernel's
+    ``ENOSPC`` from ``write`` has none), the output the command was writing."""
     known = OS_ERRORS.get(e.errno) if e.errno is not None else None
     if known is None:
         return None
@@ -149,6 +235,8 @@ def os_error_message(e: OSError) -> str | None:
     where = e.filename if e.filename is not None else None
     if where is None and isinstance(e.__cause__, OSError):
         where = e.__cause__.filename
+    if where is None and output is not None:
+        where = os.fspath(output)
     where_s = ""
     if where is not None:
         where_s = f"{os.fsdecode(where)}: "

@@ -234,11 +234,28 @@ def add_config_flags(
         import sys
 
         populate(list(sys.argv[1:] if args is None else args))
-        return original(args, namespace)
+        ns, extra = original(args, namespace)
+        _suggest_for_unknown_flags(parser, extra)
+        return ns, extra
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
     parser.set_defaults(**{OPS: None})
     parser.populate_config_flags = populate  # type: ignore[attr-defined]  # (for tools that list the flags)
+
+
+def _suggest_for_unknown_flags(parser: argparse.ArgumentParser, extra: Sequence[str]) -> None:
+    """An unknown ``--flag`` close to a known one (``--train.lrr``) is an error naming the nearest flags, as an
+    unknown ``--set`` key is; others are left to argparse's own "unrecognized arguments"."""
+    known = [o.removeprefix("--") for o in parser._option_string_actions if o.startswith("--")]
+    for tok in extra:
+        if not tok.startswith("--") or tok == "--":
+            continue
+        near = closest(tok.removeprefix("--").split("=", 1)[0], known)
+        if near:
+            parser.error(
+                f"unrecognized argument {tok.split('=', 1)[0]}; did you mean {' or '.join('--' + n for n in near)}? "
+                "(every flag is listed by --help)"
+            )
 
 
 def _set_path(data: dict[str, Any], key: str, value: Any) -> None:

@@ -17,6 +17,7 @@ An existing output without ``overwrite`` is left to the writer (it names the fla
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ def check_output(
     """Raise :class:`OutputError` if writing ``out`` (an output of ``kind``) could destroy an input or a
     foreign file; returns ``out`` as a Path. See the module docstring for the rules."""
     p = Path(out)
+    _check_links(p)
     rp = _resolved(p)
     for inp in inputs:
         if inp is None or str(inp) == "":
@@ -97,6 +99,25 @@ def check_output(
                 f"earlier {kind.name}. Choose another output path or move {p} away yourself (nothing was written)"
             )
     return p
+
+
+def _check_links(p: Path) -> None:
+    """Refuse an output that is, or lies under, a symbolic link to nothing (a dangling link) or a link loop:
+    writing there fails only after the work, with a bare OS error."""
+    for anc in (p, *p.parents):
+        if not anc.is_symlink():
+            continue
+        try:
+            os.stat(anc)
+        except OSError as e:
+            target = os.readlink(anc)
+            loop = e.errno == errno.ELOOP
+            what = "a symbolic link loop" if loop else f"a symbolic link to {target}, which does not exist"
+            where = "is" if anc == p else f"lies under {anc}, which is"
+            fix = "remove the link" if loop else "create its target, remove the link"
+            raise OutputError(
+                f"output {p} {where} {what}; {fix}, or choose another output path (nothing was written)"
+            ) from None
 
 
 def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str) -> None:

@@ -115,6 +115,10 @@ def _edit_manifest(path: Path, fn) -> None:
         (lambda m: m.pop("camera"), "missing required key 'camera'"),
         (lambda m: m["depth"].update(kind="feet"), "depth.kind is 'feet'"),
         (lambda m: m["camera"].update(width=-3), "bad 'camera'"),
+        (lambda m: m["camera"].update(fx=float("nan")), "bad 'camera': camera: fx is nan; intrinsics must be finite"),
+        (lambda m: m["camera"].update(cy=float("inf")), "cy is inf; intrinsics must be finite"),
+        (lambda m: m["camera"].update(width=64.9), "camera width is 64.9, not a whole number of pixels"),
+        (lambda m: m["camera"].update(height="12.5"), "camera height is '12.5', not a whole number"),
         (lambda m: m.update(sources=[{"id": 7}]), "source_id 0 is not declared"),
     ],
 )
@@ -124,6 +128,13 @@ def test_broken_manifests_name_file_and_problem(tmp_path, edit, message):
     with pytest.raises(DatasetError, match=message) as e:
         Dataset(path)
     assert "manifest.yaml" in str(e.value) or "frames.csv" in str(e.value)
+
+
+def test_whole_float_size_is_accepted(tmp_path):
+    path = _write(tmp_path / "ds", n=2)
+    w = CAM.width
+    _edit_manifest(path, lambda m: m["camera"].update(width=float(w)))
+    assert Dataset(path).camera.width == w
 
 
 def test_broken_tables_and_files(tmp_path):

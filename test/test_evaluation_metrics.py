@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +78,39 @@ def test_default_rot_weight_is_median_depth() -> None:
     depth = np.array([[[1.0, 3.0]], [[np.inf, 5.0]], [[100.0, 100.0]]], np.float32)
     assert default_rot_weight(depth, np.array([0, 1])) == pytest.approx(3.0)
     assert default_rot_weight(None, np.array([0])) == 10.0
+
+
+def test_depth_metrics_over_pixels_valid_in_both() -> None:
+    """A hole in the answer (a baseline's warped keyframe) is excluded and counted, not a NaN for the split."""
+    acc = MetricAccumulator()
+    gt = np.array([[[1.0, 2.0, np.nan, 4.0]]], np.float32)
+    pred = np.array([[[2.0, np.nan, 3.0, 4.0]]], np.float32)  # one hole where gt is valid
+    acc.add(None, None, pred, gt)
+    r = acc.result()
+    assert r["depth_mae"] == pytest.approx(0.5)  # pixels 0 and 3
+    assert r["depth_rmse"] == pytest.approx(math.sqrt(0.5))
+    assert r["depth_valid_fraction"] == pytest.approx(0.5)
+    assert r["depth_pred_missing_fraction"] == pytest.approx(0.25)
+    assert depth_mae(pred[0], gt[0]) == pytest.approx(0.5)
+
+
+def test_psnr_bounded_and_metrics_json_strict(tmp_path: Path) -> None:
+    from pose2rgbd.evaluation.evaluate import EvaluationResult, _write_metrics_json
+    from pose2rgbd.evaluation.metrics import PSNR_CAP_DB
+
+    img = np.full((1, 8, 8, 3), 100, np.uint8)
+    far = img.copy()
+    far[..., 0] = 0
+    acc = MetricAccumulator()
+    acc.add(img, img, None, None)  # a zero-error frame (a repeat answered by its twin)
+    acc.add(far, img, None, None)
+    r = acc.result()
+    assert r["rgb_psnr_db"] == pytest.approx((PSNR_CAP_DB + psnr(far[0], img[0])) / 2)
+    res = EvaluationResult(tmp_path, {"model": {"depth_mae": math.nan, "x": math.inf, "n": 1.0}}, {}, "all", 1, "m")
+    res.info = {"notes": [], "w": np.float32(2.0)}
+    _write_metrics_json(tmp_path / "metrics.json", res)
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["metrics"]["model"] == {"depth_mae": None, "x": None, "n": 1.0}
+    assert data["info"]["w"] == 2.0

@@ -18,7 +18,7 @@ from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.geometry import pose_errors
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.inference.testing import make_ground_plane_checkpoint
-from pose2rgbd.messages import camera_from_info, image_to_numpy, pose_to_matrix, stamp_to_ns
+from pose2rgbd.messages import camera_from_info, image_to_numpy, point_cloud2_fields, pose_to_matrix, stamp_to_ns
 from pose2rgbd.nodes import RecorderConfig, RendererConfig
 from pose2rgbd.runtime import run_recorder_bag, run_renderer_bag
 from pose2rgbd.runtime.testing import T0_NS as T0
@@ -72,6 +72,18 @@ def test_render_bag_from_tf(flight, engine, tmp_path: Path) -> None:
         t = (stamp_to_ns(rgbd.header.stamp) - T0) / 1e9
         np.testing.assert_allclose(pose_to_matrix(rgbd.query_pose.pose), T_world_base(t)[0] @ T_BASE_CAM, atol=1e-6)
         assert m_rgbd.stamp_ns >= stamp_to_ns(rgbd.header.stamp)  # published after the pose existed
+    # for planners: the organized cloud (optical frame, the depth back-projected) and the mono8 validity mask
+    assert len(msgs["/p2r/depth/points"]) == len(msgs["/p2r/mask/image_raw"]) == n
+    for m_cloud, m_mask, m_depth in zip(msgs["/p2r/depth/points"], msgs["/p2r/mask/image_raw"],
+                                        msgs["/p2r/depth/image_raw"]):  # fmt: skip
+        cloud, depth = m_cloud.msg, image_to_numpy(m_depth.msg)
+        assert cloud.header.frame_id == "camera_optical_frame" and (cloud.height, cloud.width) == depth.shape
+        assert stamp_to_ns(cloud.header.stamp) == stamp_to_ns(m_depth.msg.header.stamp)
+        pts = point_cloud2_fields(cloud)
+        ok = np.isfinite(depth)
+        np.testing.assert_array_equal(pts["z"][ok], depth[ok])
+        assert np.isnan(pts["z"][~ok]).all()
+        np.testing.assert_array_equal(image_to_numpy(m_mask.msg) == 255, ok)
 
 
 def test_render_bag_from_pose_topic_matches_ground_truth_depth(flight, engine, tmp_path: Path) -> None:

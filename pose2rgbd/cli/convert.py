@@ -23,6 +23,7 @@ COMMON_ALIASES = (
     Alias("--orientation", "orientation", choices=("auto", "imu", "odom", "tf", "attitude", "course")),
     Alias("--hfov", "hfov_deg"),
     Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
+    Alias("--keep-repeats", "output.keep_repeats", const=True, help="keep frames identical to the previous one"),
 )
 BAG_ALIASES = (
     *COMMON_ALIASES,
@@ -49,8 +50,12 @@ IMAGES_ALIASES = (
     Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
     Alias("--depth", "depth", metavar="DIR"),
     Alias("--depth-scale", "depth_scale"),
+    Alias("--skip-missing", "skip_missing", const=True, help="transforms.json: leave out frames without an image"),
+    Alias("--allow-outside", "allow_outside", const=True, help="transforms.json: allow paths outside its folder"),
+    Alias("--depth-invalid-codes", "depth_invalid_codes", metavar="zero,max|none|N,..."),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),
     Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
+    Alias("--keep-repeats", "output.keep_repeats", const=True, help="keep frames identical to the previous one"),
 )
 GPS_ODOM_ALIASES = (Alias("--max-lag", "sync.max_lag_s"),)
 CONFIG_HELP = "YAML with ConvertConfig keys (plain nested, or a ROS 2 params file); flags and --set override it"
@@ -108,6 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--depth", choices=("none", "selfsup"), default="none",
                    help="selfsup: train self-supervised depth on the flight and write it scaled to metres from the GPS "
                    "(Algorithm 2; `pose2rgbd depth train|export` for the steps one by one)")  # fmt: skip
+    v.add_argument("--depth-poses", choices=("metric", "posenet"), default="metric",
+                   help="--depth selfsup with GPS: metric (default): structure from motion aligned to the GPS by a "
+                   "robust Sim(3) gives the poses, the depth is trained against them (metric by construction), the "
+                   "pose network only where SfM has no pose; posenet: the earlier path (pose network, GPS scale "
+                   "fitted afterwards, GPS poses written)")  # fmt: skip
     v.add_argument("--depth-minutes", type=float, default=20.0, help="--depth selfsup: training time budget, minutes")
     v.add_argument("--trajectory-backend", choices=("compose", "pose-graph", "colmap"), default="colmap",
                    help="--depth selfsup without GPS: what makes the pseudo-absolute poses: COLMAP structure from "
@@ -146,6 +156,10 @@ def _print_result(out: Path) -> None:
     weak = "; estimate weak (see the warning above)" if est and est["verdict"] != "ok" else ""
     print(f"{out}: {s['frames']['kept']}/{s['frames']['total']} frames kept; time offset {to['offset_s']:+.3f} s "
           f"({to['source']}{weak})")  # fmt: skip
+    rp = s["frames"].get("repeats") or {}
+    if rp.get("repeats"):
+        print(f"  {rp['repeats']} repeated frame(s) (pixels identical to the previous frame's) {rp['policy']}; "
+              f"{s['frames'].get('written', s['frames']['kept'])} written")  # fmt: skip
     print(f"  report: {out / 'report'}")
 
 
@@ -172,7 +186,8 @@ def _video(args: argparse.Namespace) -> int:
             gps = args.video  # a GoPro MP4 carries its GPS: metric depth, not the video-only path
         res = convert_video_with_depth(
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
-            trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), overwrite=args.overwrite,
+            trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), depth_poses=args.depth_poses,
+            overwrite=args.overwrite,
             progress=not args.no_progress, gps_format=args.gps_format,
             attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
         )  # fmt: skip

@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cache.add_argument("path", type=Path)
     cache.add_argument("--size", type=int, default=128, help="square output size in pixels")
     cache.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
+    cache.add_argument(
+        "--deep",
+        action="store_true",
+        help="reuse an existing cache only if the content (SHA-256) of every image and depth file is unchanged; "
+        "by default their size and modification time are compared",
+    )
     cache.set_defaults(func=_cache)
 
 
@@ -57,6 +63,18 @@ def _info(args: argparse.Namespace) -> int:
             f"  depth < 0    {check.negative_depth_pixels} pixel(s) in {check.negative_depth_files} file(s), "
             "read as invalid (NaN)"
         )
+    from pose2rgbd.convert.posed_images.depth import depth_import_lines
+
+    for line in depth_import_lines((ds.manifest.extra.get("conversion") or {}).get("depth_import")):
+        print(f"  import       {line}")
+    if check is not None and check.saturated_depth_pixels:
+        vals = ", ".join(f"{v:g}" for v in check.saturated_depth_values)
+        print(
+            f"  WARNING      depth = {vals}: {check.saturated_depth_pixels} pixel(s) in {check.saturated_depth_files} "
+            "file(s) sit at a 16-bit sensor's maximum code (65535) over a usual depth scale: a saturated / "
+            "'no return' value imported as a distance. Import the source again (16-bit codes are invalid by "
+            "default: --depth-invalid-codes), or set them to NaN"
+        )
     if check is not None and check.bad:
         for rel, why in check.bad:
             print(f"  bad file     {rel}: {why}")
@@ -67,6 +85,6 @@ def _info(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from pose2rgbd.dataset import build_cache
 
-    c = build_cache(args.path, args.size, cache_root=args.cache_root)
+    c = build_cache(args.path, args.size, cache_root=args.cache_root, deep=args.deep)
     print(c.path)
     return 0

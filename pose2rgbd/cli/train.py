@@ -167,6 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "run finishes; put back if it stops before its first checkpoint)",
     )
     p.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="reuse the training cache only if the content (SHA-256) of every image and depth file is unchanged; "
+        "by default their size and modification time are compared (an edit that keeps both is missed)",
+    )
     state: dict[str, Schema] = {}
 
     def schema(pre: argparse.Namespace) -> Schema:
@@ -232,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     mc, tc = model_config(args.method, cfg), cfg["train"]
     mc = _fit_rgb_only(args, mc)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
-                 overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [])  # fmt: skip
+                 overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))
     what = what or (f"{args.method} ({args.preset})" if args.preset else args.method)
     size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""

@@ -71,6 +71,10 @@ class ConvertOutput:
 
     name: str = help_field("", "dataset name in its manifest (default: the input file stem)")
     rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
+    keep_repeats: bool = help_field(
+        False, "keep frames whose pixels are identical to the previous frame's (a repeating camera stream); "
+        "default: drop them, counted in the report"
+    )  # fmt: skip
 
 
 # keys of older versions, refused with the key to write instead (pose2rgbd.config.from_dict reads this)
@@ -259,6 +263,7 @@ class Streams:
     input_kind: str = ""
     input_path: str = ""
     frames_unreadable: int = 0
+    frames_lost: dict[str, int] = field(default_factory=dict)  # not in frame_t, by reason (e.g. a truncated video)
     extra_assumptions: list[str] = field(default_factory=list)
 
 
@@ -422,6 +427,7 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
         frame_drops[str(r)] = frame_drops.get(str(r), 0) + 1
     if s.frames_unreadable:
         frame_drops["unreadable image"] = s.frames_unreadable
+    frame_drops.update(s.frames_lost)
     assumptions = list(s.extra_assumptions)
     assumptions.append(orient.assumption)
     assumptions.append(f"camera mount: {s.mount_source}")
@@ -437,7 +443,8 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> Plan:
                 "user (--time-offset)" if user is not None else "zero (no usable estimate)"),
             **({"estimator": sync.to_dict()} if sync is not None else {}),
         },
-        "frames": {"total": int(ft.size + s.frames_unreadable), "kept": n_keep, "dropped": frame_drops},
+        "frames": {"total": int(ft.size + s.frames_unreadable + sum(s.frames_lost.values())), "kept": n_keep,
+                   "dropped": frame_drops},
         "fixes": {"total": len(track), "kept": len(kept), "dropped": kept.dropped},
         "datum": {"lat_deg": datum.lat_deg, "lon_deg": datum.lon_deg, "alt_m": datum.alt_m},
         "orientation_source": orient.source,

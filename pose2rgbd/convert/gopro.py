@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.convert.mp4 import truncation
 from pose2rgbd.errors import SyncError
 
 GPS_STREAMS = ("GPS5", "GPS9", "GPRI")
@@ -99,6 +100,9 @@ def _open(path: Path) -> tuple[Any, int]:
     p = _lib()
     h = p.OpenMP4Source(str(path), p.MOV_GPMF_TRAK_TYPE, p.MOV_GPMF_TRAK_SUBTYPE, 0)
     if not h:
+        cut = truncation(path)
+        if cut is not None:  # not "no telemetry": the index that would say where it is is missing or cut
+            raise SyncError(f"{path}: cannot read the GoPro telemetry: {cut}. Use a complete copy of the recording")
         raise SyncError(
             f"{path}: no GoPro telemetry (GPMF) track in this file, so there is no GPS inside it; give a GPS "
             "log with --gps (formats: docs/convert.md). A GoPro file that went through an editor or a re-encoder "

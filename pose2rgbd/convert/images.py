@@ -23,7 +23,15 @@ import numpy as np
 
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.pose_check import PoseCheck, check_poses, plot_poses
-from pose2rgbd.convert.posed_images.common import ImagesConfig, PosedImages, PoseImportError, SourceCamera
+from pose2rgbd.convert.posed_images.common import (
+    ImagesConfig,
+    PosedImages,
+    PoseImportError,
+    SourceCamera,
+    parse_invalid_codes,
+)
+from pose2rgbd.convert.posed_images.depth import DepthReadStats, depth_import_lines, read_depth_map, resolve_depth_scale
+from pose2rgbd.convert.repeats import RepeatFilter
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.output_guard import DATASET, check_output
 
@@ -153,29 +161,6 @@ def _depth_path(cfg: ImagesConfig, pi: PosedImages, i: int) -> Path | None:
     return pi.depths[i] if pi.depths is not None else None
 
 
-def _read_depth(path: Path, cam: SourceCamera, scale: float) -> np.ndarray:
-    if path.suffix == ".npy":
-        try:
-            d = np.load(path, allow_pickle=False).astype(np.float32)
-        except Exception as e:
-            raise PoseImportError(f"{path}: cannot read depth: {e}") from e
-    else:
-        raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
-        if raw is None:
-            raise PoseImportError(f"{path}: cannot decode depth image")
-        if raw.dtype == np.uint8:
-            raise PoseImportError(
-                f"{path}: 8-bit depth image; expected 16-bit (units per metre: --depth-scale) or .npy"
-            )
-        d = raw.astype(np.float32)
-        if raw.dtype == np.uint16:
-            d[raw == 0] = np.nan  # 0 = no measurement in 16-bit depth (TUM, nerfstudio)
-        d /= np.float32(scale)
-    if d.shape != (cam.height, cam.width):
-        raise PoseImportError(f"{path}: depth is {d.shape}, the image is {cam.height}x{cam.width}")
-    return d
-
-
 def _check_depth_files(cfg: ImagesConfig, pi: PosedImages) -> list[Path] | None:
     paths = [_depth_path(cfg, pi, i) for i in range(len(pi.images))]
     if all(p is None for p in paths):
@@ -236,13 +221,19 @@ def write_posed_images(
             f"{source}: the pose check found a likely mistake (strict, nothing written): " + " | ".join(check.mistakes)
         )
     depth_files = _check_depth_files(cfg, pi)
+    codes = parse_invalid_codes(cfg.depth_invalid_codes)
+    from_source = not cfg.depth and pi.depth_scale is not None  # the source's own depth files, in its units
+    dscale = resolve_depth_scale(cfg.depth_scale, pi.depth_scale if from_source else None, pi.depth_scale_note)
+    npy_scale = dscale.units_per_m if from_source else None
+    dstats = DepthReadStats()
+    repeats = RepeatFilter(keep=cfg.output.keep_repeats)
     und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
     wh = cfg.size_wh()
     cam = und.target if wh is None else und.target.scaled(*wh)
     remapped = sum(und.needs_remap(c) for c in pi.cameras)
     summary: dict[str, Any] = {
         "input": {"kind": pi.kind, "source": str(pi.source), "images": str(pi.images[0].parent)},
-        "frames": {"total": len(pi.images), "kept": len(pi.images)},
+        "frames": {"total": len(pi.images) + len(pi.skipped), "kept": len(pi.images)},
         "camera": cam.to_dict(),
         "source_cameras": [c.to_dict() for c in dict.fromkeys(pi.cameras)],
         "undistortion": {
@@ -269,15 +260,26 @@ def write_posed_images(
     try:
         for i in bar(range(len(pi.images)), progress=progress, desc="writing frames", unit="frame"):
             sc = pi.cameras[i]
-            rgb = und.apply(_read_rgb(pi.images[i], sc), sc)
+            raw = _read_rgb(pi.images[i], sc)
+            if repeats.drop(raw, pi.images[i].name):
+                continue
+            rgb = und.apply(raw, sc)
             depth = None
             if depth_files is not None:
-                depth = und.apply(_read_depth(depth_files[i], sc, cfg.depth_scale), sc, nearest=True)
+                d = read_depth_map(depth_files[i], (sc.height, sc.width), dscale, codes, dstats, npy_scale=npy_scale)
+                depth = und.apply(d, sc, nearest=True)
             if wh is not None:
                 rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                 if depth is not None:
                     depth = cv2.resize(depth, wh, interpolation=cv2.INTER_NEAREST)
             writer.add_frame(int(pi.stamps_ns[i]), pi.T_world_cam[i], rgb, depth, source_id=0)
+        summary["frames"].update(kept=len(writer), repeats=repeats.to_dict())
+        if pi.skipped:
+            summary["frames"]["skipped_missing"] = {"count": len(pi.skipped), "entries": pi.skipped}
+        man.extra["conversion"]["repeats"] = summary["frames"]["repeats"]
+        if depth_files is not None:
+            summary["depth_import"] = dstats.to_dict(dscale, codes)
+            man.extra["conversion"]["depth_import"] = summary["depth_import"]  # written at close (atomic)
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)
         write_pose_report(rep, pi, check, summary)
@@ -312,6 +314,16 @@ def print_result(out: Path, say: PrintFn = print) -> None:
         f"{c['width']}x{c['height']} fx {c['fx']:.1f}; undistorted {s['undistortion']['frames_remapped']}; depth "
         f"{s['depth']}")  # fmt: skip
     pc = s["pose_check"]
+    sk = s["frames"].get("skipped_missing")
+    if sk:
+        say(f"  {sk['count']} listed frame(s) left out, image missing (--skip-missing): "
+            + ", ".join(sk["entries"][:3]) + (" ..." if sk["count"] > 3 else ""))  # fmt: skip
+    rp = s["frames"].get("repeats") or {}
+    if rp.get("repeats"):
+        shown = ", ".join(rp["examples"][:3]) + (" ..." if rp["repeats"] > 3 else "")
+        say(f"  {rp['repeats']} repeated frame(s) (pixels identical to the previous frame's) {rp['policy']}: {shown}")
+    for line in depth_import_lines(s.get("depth_import")):
+        say(f"  {line}")
     say(f"  pose check: {pc['verdict'].upper()}")
     for m in pc["mistakes"]:
         say(f"  WARNING: {m}")

@@ -6,6 +6,7 @@ way: core <- report <- output.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.convert.core import ConvertConfig, Plan, Streams
+from pose2rgbd.convert.repeats import RepeatFilter
 from pose2rgbd.errors import SyncError
+
+log = logging.getLogger(__name__)
 
 
 def write_dataset(
@@ -50,7 +54,11 @@ def write_dataset(
     writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=(s.input_path, *inputs))
     try:
         bar = progress_bar(total=int(plan.keep.sum()), desc="writing frames", unit="frame", progress=progress)
+        repeats = RepeatFilter(keep=cfg.output.keep_repeats)
         for i, rgb, depth in _prefetch(frames):
+            bar.update(1)
+            if repeats.drop(rgb, f"frame {i}"):
+                continue
             if wh is not None and (rgb.shape[1], rgb.shape[0]) != wh:
                 rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                 if depth is not None:
@@ -59,10 +67,15 @@ def write_dataset(
                 int(s.t0_ns + round(s.frame_t[i] * 1e9)), plan.T_world_cam[i], rgb, depth,
                 latlonalt=tuple(plan.lla[i]), source_id=0,
             )  # fmt: skip
-            bar.update(1)
         bar.close()
-        if len(writer) != int(plan.keep.sum()):
-            raise SyncError(f"{s.input_path}: expected {int(plan.keep.sum())} frames in pass 2, read {len(writer)}")
+        n_read = len(writer) + (0 if repeats.keep else repeats.repeats)
+        if n_read != int(plan.keep.sum()):
+            raise SyncError(f"{s.input_path}: expected {int(plan.keep.sum())} frames in pass 2, read {n_read}")
+        if repeats.repeats:
+            log.warning("%s: %s", s.input_path, repeats.line())
+        # the manifest's conversion record holds this same dict: it is written at close
+        plan.summary["frames"]["repeats"] = repeats.to_dict()
+        plan.summary["frames"]["written"] = len(writer)
         rep = writer.root / "report"
         rep.mkdir(exist_ok=True)
         report.write_report(rep, s, plan)

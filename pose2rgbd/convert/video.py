@@ -18,6 +18,7 @@ from pose2rgbd.convert.core import (
     plan_poses,
 )
 from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.mp4 import truncation
 from pose2rgbd.convert.output import write_dataset
 from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
@@ -31,8 +32,34 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise SyncError(f"{path}: video file not found")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
+        cut = truncation(path)
+        if cut is not None:
+            raise SyncError(f"{path}: cannot open as a video: {cut}. Use a complete copy of the recording")
         raise SyncError(f"{path}: cannot open as a video (unknown container/codec or corrupt file)")
     return cap
+
+
+def _account_for_a_cut(
+    vp: Path, declared: int | None, ft: np.ndarray, flow: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
+    """A video file cut short but still readable (its index at the front): the frames after the cut are counted as
+    lost, and the last decoded frame is dropped too (the decoder fills what is missing of it). Returns the frame
+    times and flow to use, the lost frames by reason and a note for the report."""
+    cut = truncation(vp)
+    if cut is None or ft.size == 0:
+        return ft, flow, {}, []
+    missing = max(0, (declared or 0) - int(ft.size))
+    lost = {"video truncated: the frame before the cut (may be incomplete)": 1}
+    if missing:
+        lost["video truncated: after the cut"] = missing
+    total = declared or int(ft.size)
+    log.warning(
+        "%s: %s; converting the %d frames before the cut of %d the file lists (the last decoded frame is dropped: "
+        "the decoder fills in what is missing of it)",
+        vp, cut, ft.size - 1, total,
+    )  # fmt: skip
+    note = f"the video file is truncated ({cut}); {ft.size - 1} of {total} frames used"
+    return ft[:-1], flow[:-1], lost, [note]
 
 
 def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -76,6 +103,11 @@ def resolve_gps_log(video: str | Path, gps_log: str | Path | None, gps_format: s
 
         if not vp.is_file():
             raise SyncError(f"{vp}: video file not found")
+        if (cut := truncation(vp)) is not None and not has_gpmf(vp):
+            raise SyncError(
+                f"{vp}: no GPS log given (--gps), and the GoPro telemetry in the video cannot be read: {cut}. Use a "
+                "complete copy of the recording, or give the GPS log with --gps LOG"
+            )
         if not has_gpmf(vp):
             raise SyncError(
                 f"{vp}: no GPS log given (--gps) and the video has no GoPro telemetry (GPMF) track to read one from. "
@@ -118,8 +150,10 @@ def load_video_streams(
             yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
 
     ft, flow = flow_pass(frames(), cfg.sync, n, progress, "flow (pass 1)", cam)
+    ft, flow, lost, cut_note = _account_for_a_cut(vp, n, ft, flow)
     if ft.size == 0:
-        raise SyncError(f"{vp}: no frame could be decoded (empty or corrupt video)")
+        why = truncation(vp)
+        raise SyncError(f"{vp}: no frame could be decoded ({why or 'empty or corrupt video'})")
     orient = None
     if att is not None and cfg.orientation in ("auto", "attitude"):
 
@@ -135,8 +169,9 @@ def load_video_streams(
         gps_speed=track.speed, gps_status=track.status, gps_source=track.source or str(gps_path), camera=cam,
         T_body_cam=cfg.mount.config_matrix(),
         mount_source=cfg.mount.describe_config(), orientation=orient,
-        attitude_follows_gps=True, input_kind="video", input_path=str(vp),
+        attitude_follows_gps=True, input_kind="video", input_path=str(vp), frames_lost=lost,
         extra_assumptions=[
+            *cut_note,
             f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no calibration "
             "for a video)",
             "the attitude log (if any) shares the GPS clock and gets the same time offset",

@@ -1,7 +1,12 @@
 """Training cache: a dataset resized once to ``size x size`` and stored as memory-mapped ``.npy`` arrays.
 
 The cache lives in ``<dataset>/cache/<size>-<fingerprint>/`` (or a directory you choose), is built
-atomically (temporary directory, then rename), and is reused while the dataset's fingerprint is the same.
+atomically (temporary directory, then rename), and is reused while the dataset's fingerprint is the same and
+every image and depth file it was built from is unchanged: their size and modification time are recorded at build
+time (``source_stat.npy``) and compared at each use, and with ``deep`` their SHA-256 too (``source_sha256.npy``),
+which also catches an edit that kept the size and modification time (``cp -p``, ``rsync -t``). The dataset
+fingerprint covers the manifest and frames.csv, not the pixels, so an image or depth map edited in place must be
+caught here or training would use the old pixels.
 Resizing follows the paper: the image is squashed to a square (aspect ratio not kept); intrinsics are scaled
 accordingly. RGB uses area interpolation; depth uses nearest-neighbour so that depth edges are not blended
 into values that exist nowhere in the scene (and +inf / NaN keep their meaning).
@@ -10,6 +15,7 @@ into values that exist nowhere in the scene (and +inf / NaN keep their meaning).
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -26,7 +32,7 @@ from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.progress import bar
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the source files' size, modification time and SHA-256 are recorded
 
 log = logging.getLogger(__name__)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -56,19 +62,93 @@ def _cache_dir(dataset: Dataset, size: int, root: Path | None) -> Path:
     return base / f"{size}-{dataset.fingerprint()}"
 
 
+def _source_files(ds: Dataset) -> list[str]:
+    """The files a cache is built from, relative to the dataset: every image, then every depth map."""
+    return list(ds.frames.rgb) + (list(ds.frames.depth) if ds.has_depth else [])
+
+
+def _stat_table(ds: Dataset, files: list[str]) -> np.ndarray:
+    """``(len(files), 2)`` int64: size in bytes and modification time in ns (-1, -1 for a file that is gone)."""
+    table = np.full((len(files), 2), -1, dtype=np.int64)
+    for k, rel in enumerate(files):
+        try:
+            st = os.stat(ds.path / rel)
+        except OSError:
+            continue
+        table[k] = (st.st_size, st.st_mtime_ns)
+    return table
+
+
+def _sha256_table(ds: Dataset, files: list[str], progress: bool) -> np.ndarray:
+    """``(len(files), 32)`` uint8: the SHA-256 of each file's bytes (zeros for a file that cannot be read)."""
+    table = np.zeros((len(files), 32), dtype=np.uint8)
+    for k in bar(range(len(files)), desc="hashing files", progress=progress, unit="file"):
+        try:
+            digest = hashlib.sha256((ds.path / files[k]).read_bytes()).digest()
+        except OSError:
+            continue
+        table[k] = np.frombuffer(digest, dtype=np.uint8)
+    return table
+
+
+def _changed(files: list[str], old: np.ndarray | None, new: np.ndarray) -> str | None:
+    """Why a cache recorded as ``old`` no longer matches ``new`` (None: it does)."""
+    if old is None or old.shape != new.shape:
+        return "it does not record the files it was built from"
+    diff = np.flatnonzero(np.any(old.reshape(len(old), -1) != new.reshape(len(new), -1), axis=1))
+    if len(diff) == 0:
+        return None
+    shown = ", ".join(files[k] for k in diff[:3]) + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")
+    return f"{len(diff)} file(s) changed since it was built ({shown})"
+
+
+def _stale_reason(ds: Dataset, out: Path, deep: bool, progress: bool) -> str | None:
+    """Why the cache in ``out`` does not describe the dataset's files as they are now (None: it does)."""
+    files = _source_files(ds)
+    old = _load_table(out / "source_stat.npy")
+    why = _changed(files, old, _stat_table(ds, files))
+    if why is None and deep:
+        why = _changed(files, _load_table(out / "source_sha256.npy"), _sha256_table(ds, files, progress))
+        why = None if why is None else f"{why}, by content (SHA-256)"
+    return why
+
+
+def _load_table(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def build_cache(
-    dataset: Dataset | str | Path, size: int, *, cache_root: str | Path | None = None, progress: bool = True
+    dataset: Dataset | str | Path,
+    size: int,
+    *,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    deep: bool = False,
 ) -> TrainingCache:
-    """Return the cache of ``dataset`` at ``size x size``, building it first if needed."""
+    """Return the cache of ``dataset`` at ``size x size``, building it first if needed.
+
+    An existing cache is used only if every image and depth file has the size and modification time it had when
+    the cache was built; ``deep`` also compares their SHA-256 (a full read of the dataset). Else it is rebuilt,
+    with a warning naming the changed files."""
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     if size < 8 or size > 4096:
         raise DatasetError(f"cache size {size} is out of range [8, 4096]")
     out = _cache_dir(ds, size, Path(cache_root) if cache_root is not None else None)
     if out.exists():
         try:
-            return load_cache(out)
+            cache = load_cache(out)
         except DatasetError as e:  # a cache is derived data: rebuild it rather than fail
             log.warning("%s; rebuilding it", e)
+            _remove_cache(out, cache_root)
+        else:
+            stale = _stale_reason(ds, out, deep, progress)
+            if stale is None:
+                return cache
+            del cache  # its memory maps: the files are moved aside and deleted below
+            log.warning("%s: training cache out of date: %s; rebuilding it", out, stale)
             _remove_cache(out, cache_root)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +159,10 @@ def build_cache(
     try:
         n = len(ds)
         negative = 0
+        # recorded before the pixels are read: a file changed while building shows up as changed at the next use
+        files = _source_files(ds)
+        np.save(tmp / "source_stat.npy", _stat_table(ds, files))
+        np.save(tmp / "source_sha256.npy", _sha256_table(ds, files, progress))
         rgb = np.lib.format.open_memmap(tmp / "rgb.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
         depth = None
         if ds.has_depth:
@@ -89,7 +173,7 @@ def build_cache(
             if depth is not None:
                 d, k = ds.read_depth_counted(i)
                 negative += k
-                depth[i] = _resize_depth_nearest(d, size)
+                depth[i] = resize_depth_nearest(d, size)
         rgb.flush()
         del rgb
         if depth is not None:
@@ -139,7 +223,7 @@ def _remove_cache(out: Path, cache_root: str | Path | None) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _resize_depth_nearest(d: np.ndarray, size: int) -> np.ndarray:
+def resize_depth_nearest(d: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize sampling at pixel centres (consistent with PinholeCamera.scaled)."""
     h, w = d.shape
     rows = np.clip(((np.arange(size) + 0.5) * h / size).astype(np.int64), 0, h - 1)

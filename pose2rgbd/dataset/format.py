@@ -384,6 +384,11 @@ class FileCheck:
     bad: list[tuple[str, str]] = field(default_factory=list)
     negative_depth_pixels: int = 0
     negative_depth_files: int = 0
+    # pixels at exactly a 16-bit sensor's maximum code over a depth scale (65535 / 1000 = 65.535 m): a saturated
+    # "no return" imported as a distance (by an importer without the code check, or another tool); not an error
+    saturated_depth_pixels: int = 0
+    saturated_depth_files: int = 0
+    saturated_depth_values: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -394,6 +399,22 @@ def _reason(e: DatasetError, p: Path) -> str:
     msg = str(e)
     prefix = f"{p}: "
     return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
+SATURATION_SCALES = (1000.0, 5000.0)  # the usual 16-bit depth scales: millimetres, TUM RGB-D
+
+
+def saturation_values(manifest: Manifest) -> np.ndarray:
+    """float32 depth values that are a 16-bit sensor's maximum code (65535) over a usual depth scale or the one
+    the dataset's import recorded (``extra.conversion.depth_import.scale.units_per_m``): 65.535 m, 13.107 m."""
+    scales = list(SATURATION_SCALES)
+    conv = manifest.extra.get("conversion") if isinstance(manifest.extra, dict) else None
+    di = conv.get("depth_import") if isinstance(conv, dict) else None
+    sc = di.get("scale") if isinstance(di, dict) else None
+    rec = sc.get("units_per_m") if isinstance(sc, dict) else None
+    if isinstance(rec, (int, float)) and rec > 0:
+        scales.append(float(rec))
+    return np.unique(np.float32(65535.0) / np.asarray(scales, np.float32))
 
 
 class Dataset:
@@ -486,6 +507,7 @@ class Dataset:
         from pose2rgbd.progress import bar
 
         check = FileCheck()
+        codes = saturation_values(self.manifest)
         for i in bar(range(len(self)), desc="checking files", progress=progress, unit="frame"):
             try:
                 self.read_rgb(i)
@@ -493,10 +515,16 @@ class Dataset:
                 check.bad.append((self.frames.rgb[i], _reason(e, self.path / self.frames.rgb[i])))
             if self.has_depth:
                 try:
-                    _, n = self.read_depth_counted(i)
+                    d, n = self.read_depth_counted(i)
                 except DatasetError as e:
                     check.bad.append((self.frames.depth[i], _reason(e, self.path / self.frames.depth[i])))
                 else:
+                    sat = np.isin(d, codes)
+                    if sat.any():
+                        check.saturated_depth_pixels += int(np.count_nonzero(sat))
+                        check.saturated_depth_files += 1
+                        found = {float(v) for v in np.unique(d[sat])} | set(check.saturated_depth_values)
+                        check.saturated_depth_values = sorted(found)
                     if n:
                         check.negative_depth_pixels += n
                         check.negative_depth_files += 1

@@ -119,7 +119,10 @@ class SequenceDataset(_TorchDataset):
     ``"K": (3, 3)`` float32, ``"index": int`` (the target frame), ``"gps_dist": (2,)`` float32 (distance of
     each source frame's camera from the target's, from the dataset poses, metres; NaN unknown) and
     ``"ess_T": (2, 4, 4)``, ``"ess_ok": (2,)`` (a pose from the essential matrix, ``T_source_target`` with a unit
-    translation, and whether it is valid; zeros / False when none was computed)}."""
+    translation, and whether it is valid; zeros / False when none was computed)}. With ``fixed`` (known
+    ``T_source_target`` per ``(target, source)`` pair, network units) also ``"fix_T": (2, 4, 4)``, ``"fix_ok":
+    (2,)``; with ``sparse`` (frame -> (P, 4): pixel x, y, depth, weight) also ``"sparse": (sparse_points, 4)``
+    (padded with weight 0)."""
 
     def __init__(
         self,
@@ -129,6 +132,9 @@ class SequenceDataset(_TorchDataset):
         *,
         essential: dict[tuple[int, int], np.ndarray] | None = None,
         gps_dist: np.ndarray | None = None,
+        fixed: dict[tuple[int, int], np.ndarray] | None = None,
+        sparse: dict[int, np.ndarray] | None = None,
+        sparse_points: int = 256,
     ) -> None:
         self.frames = frames
         self.centres = np.asarray(centres, dtype=np.int64)
@@ -140,6 +146,9 @@ class SequenceDataset(_TorchDataset):
         self.K = torch.as_tensor(frames.camera.K, dtype=torch.float32)
         self.essential = essential or {}
         self.gps_dist = gps_dist
+        self.fixed = fixed
+        self.sparse = sparse
+        self.sparse_points = int(sparse_points)
 
     def __len__(self) -> int:
         return len(self.centres)
@@ -160,7 +169,25 @@ class SequenceDataset(_TorchDataset):
                 ess_ok[j] = True
             if self.gps_dist is not None:
                 gd[j] = float(self.gps_dist[i, j])
+        item: dict[str, torch.Tensor | int] = {}
+        if self.fixed is not None:
+            fix_T = torch.eye(4).repeat(2, 1, 1)
+            fix_ok = torch.zeros(2, dtype=torch.bool)
+            for j, s in enumerate(srcs):
+                f = self.fixed.get((i, s))
+                if f is not None:
+                    fix_T[j] = torch.as_tensor(f, dtype=torch.float32)
+                    fix_ok[j] = True
+            item.update(fix_T=fix_T, fix_ok=fix_ok)
+        if self.sparse is not None:
+            sp = torch.zeros(self.sparse_points, 4)
+            p = self.sparse.get(i)
+            if p is not None and len(p):
+                p = p[: self.sparse_points]
+                sp[: len(p)] = torch.as_tensor(p, dtype=torch.float32)
+            item["sparse"] = sp
         return {
+            **item,
             "target": self._img(i),
             "sources": torch.stack([self._img(s) for s in srcs]),
             "K": self.K,

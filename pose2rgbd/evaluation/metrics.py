@@ -3,16 +3,22 @@
 * RGB: uint8 images; MAE in [0, 255] pixel values (paper Sec. 3), PSNR with peak 255, SSIM (Wang et al. 2004:
   11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, computed per channel and averaged). SSIM is written
   here with OpenCV's Gaussian blur because scikit-image is not a dependency.
-* Depth: metres (dataset units when the depth is unscaled). Only finite ground-truth pixels count: NaN
-  (invalid) and +inf (sky) are excluded from every depth metric, and so are pixels farther than ``max_depth``
-  (the model's depth range: beyond it the model is trained to answer "far", like sky -- the usual depth
-  evaluation cap, e.g. 80 m on KITTI). AbsRel = mean(|pred - gt| / gt) over those pixels with gt > 0.
-  Pixel-weighted over the whole split (the paper's "mean pixel" error).
+* Depth: metres (dataset units when the depth is unscaled). Only pixels valid in BOTH the prediction and the
+  ground truth count: ground truth NaN (invalid) and +inf (sky) are excluded from every depth metric, and so are
+  pixels farther than ``max_depth`` (the model's depth range: beyond it the model is trained to answer "far", like
+  sky -- the usual depth evaluation cap, e.g. 80 m on KITTI); a non-finite prediction (a hole in a baseline's
+  warped keyframe) is excluded too and counted (``depth_pred_missing_fraction``), so that one hole does not turn
+  the split's metric into NaN. AbsRel = mean(|pred - gt| / gt) over those pixels with gt > 0. Pixel-weighted
+  over the whole split (the paper's "mean pixel" error).
+* PSNR is bounded: a frame identical to its ground truth (mse 0, e.g. a repeated frame answered by its twin)
+  scores :data:`PSNR_CAP_DB` instead of +inf, so that one such frame cannot dominate the split's mean (the mean
+  of the per-frame values, each capped).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,10 +35,21 @@ def rgb_mae(pred: np.ndarray, gt: np.ndarray) -> float:
     return s / n
 
 
+PSNR_CAP_DB = 60.0
+"""The bound on one frame's PSNR (dB): 8-bit images differing by one level in one pixel of a 640x480 image
+already score about 103 dB, an identical pair +inf; 60 dB (an RMS error of 0.26 levels) is beyond any real
+rendering, so capping there changes no honest score and keeps a zero-error frame from dominating the mean."""
+
+
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """PSNR in dB of one uint8 image pair (inf when identical)."""
+    """PSNR in dB of one uint8 image pair (inf when identical; :func:`bounded_psnr` caps it)."""
     mse = float(np.mean((pred.astype(np.float64) - gt.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def bounded_psnr(pred: np.ndarray, gt: np.ndarray, cap_db: float = PSNR_CAP_DB) -> float:
+    """:func:`psnr` capped at ``cap_db`` (the per-frame value the split's mean PSNR averages)."""
+    return min(psnr(pred, gt), cap_db)
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -60,12 +77,14 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def depth_error_sums(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf) -> dict[str, float]:
-    """Sums over finite gt <= ``max_depth``: ``abs`` (|pred-gt|), ``sq``, ``n``; ``rel``, ``n_rel`` over gt > 0;
-    ``far``: finite gt pixels beyond ``max_depth`` (excluded)."""
+    """Sums over the pixels with finite gt <= ``max_depth`` AND a finite prediction: ``abs`` (|pred-gt|), ``sq``,
+    ``n``; ``rel``, ``n_rel`` over gt > 0; ``far``: finite gt pixels beyond ``max_depth`` (excluded);
+    ``pred_missing``: gt pixels that count but whose prediction is not finite (excluded)."""
     p = np.asarray(pred, dtype=np.float64)
     g = np.asarray(gt, dtype=np.float64)
     fin = np.isfinite(g)
-    m = fin & (g <= max_depth)
+    in_range = fin & (g <= max_depth)
+    m = in_range & np.isfinite(p)
     e = np.abs(p[m] - g[m])
     pos = g[m] > 0
     return {
@@ -74,7 +93,8 @@ def depth_error_sums(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf
         "n": float(m.sum()),
         "rel": float((e[pos] / g[m][pos]).sum()),
         "n_rel": float(pos.sum()),
-        "far": float((fin & ~m).sum()),
+        "far": float((fin & ~in_range).sum()),
+        "pred_missing": float((in_range & ~m).sum()),
     }
 
 
@@ -91,9 +111,11 @@ def abs_rel(pred: np.ndarray, gt: np.ndarray, max_depth: float = np.inf) -> floa
 class MetricAccumulator:
     """Accumulates predictions batch by batch; :meth:`result` gives the split's metrics.
 
-    Keys: ``frames``, ``rgb_mae_px``, ``rgb_psnr_db``, ``rgb_ssim`` (per-image means), ``depth_mae``,
-    ``depth_rmse``, ``depth_absrel`` (pixel-weighted over finite ground truth <= ``max_depth``),
-    ``depth_valid_fraction`` (share of pixels evaluated), ``depth_far_fraction`` (finite but beyond ``max_depth``).
+    Keys: ``frames``, ``rgb_mae_px``, ``rgb_psnr_db`` (the mean of the per-image PSNR, each capped at
+    :data:`PSNR_CAP_DB`), ``rgb_ssim`` (per-image mean), ``depth_mae``, ``depth_rmse``, ``depth_absrel``
+    (pixel-weighted over the pixels valid in both: finite ground truth <= ``max_depth`` and a finite prediction),
+    ``depth_valid_fraction`` (share of pixels evaluated), ``depth_far_fraction`` (finite but beyond ``max_depth``),
+    ``depth_pred_missing_fraction`` (valid ground truth the prediction has no depth for: excluded).
     """
 
     def __init__(self, max_depth: float = np.inf) -> None:
@@ -103,7 +125,7 @@ class MetricAccumulator:
         self.rgb_n = 0
         self.psnr: list[float] = []
         self.ssim: list[float] = []
-        self.d = {"abs": 0.0, "sq": 0.0, "n": 0.0, "rel": 0.0, "n_rel": 0.0, "far": 0.0}
+        self.d = {"abs": 0.0, "sq": 0.0, "n": 0.0, "rel": 0.0, "n_rel": 0.0, "far": 0.0, "pred_missing": 0.0}
         self.depth_pixels = 0
 
     def add(
@@ -121,8 +143,7 @@ class MetricAccumulator:
             self.rgb_abs += s
             self.rgb_n += n
             for i in range(b):
-                p = psnr(pred_rgb[i], gt_rgb[i])
-                self.psnr.append(min(p, 100.0))
+                self.psnr.append(bounded_psnr(pred_rgb[i], gt_rgb[i]))
                 self.ssim.append(ssim(pred_rgb[i], gt_rgb[i]))
         if pred_depth is not None and gt_depth is not None:
             s2 = depth_error_sums(pred_depth, gt_depth, self.max_depth)
@@ -143,4 +164,24 @@ class MetricAccumulator:
             r["depth_absrel"] = self.d["rel"] / self.d["n_rel"] if self.d["n_rel"] else math.nan
             r["depth_valid_fraction"] = n / self.depth_pixels
             r["depth_far_fraction"] = self.d["far"] / self.depth_pixels
+            r["depth_pred_missing_fraction"] = self.d["pred_missing"] / self.depth_pixels
         return r
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, so that ``json.dumps(...,
+    allow_nan=False)`` writes strict JSON (``null``) instead of the bare ``NaN`` other parsers refuse."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

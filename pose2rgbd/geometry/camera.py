@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,12 @@ class PinholeCamera:
     cy: float
 
     def __post_init__(self) -> None:
+        bad = [k for k in ("fx", "fy", "cx", "cy") if not math.isfinite(float(getattr(self, k)))]
+        if bad:
+            raise GeometryError(
+                f"camera: {', '.join(f'{k} is {getattr(self, k)}' for k in bad)}; intrinsics must be finite numbers "
+                "(pixels): fix the camera (manifest.yaml 'camera', or the source's calibration)"
+            )
         if self.width <= 0 or self.height <= 0 or self.fx <= 0 or self.fy <= 0:
             raise GeometryError(f"camera: invalid intrinsics {self}")
 
@@ -79,12 +86,62 @@ class PinholeCamera:
     def from_dict(cls, d: dict[str, Any]) -> PinholeCamera:
         try:
             return cls(
-                int(d["width"]),
-                int(d["height"]),
+                _whole_pixels(d["width"], "width"),
+                _whole_pixels(d["height"], "height"),
                 float(d["fx"]),
                 float(d["fy"]),
                 float(d["cx"]),
                 float(d["cy"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise GeometryError(f"camera intrinsics: {e!r} in {d}") from e
+        except GeometryError:
+            raise  # already says what is wrong
+        except KeyError as e:
+            raise GeometryError(f"camera intrinsics: missing key {e} in {d}") from e
+        except (TypeError, ValueError) as e:
+            raise GeometryError(f"camera intrinsics: {e} in {d}") from e
+
+
+def _whole_pixels(v: Any, key: str) -> int:
+    """An image size in pixels: a whole number (``64`` or ``64.0``), never truncated (``64.9`` is refused)."""
+    if isinstance(v, bool):
+        raise GeometryError(f"camera {key} is {v!r}; give a whole number of pixels")
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as e:
+        raise GeometryError(f"camera {key} is {v!r}; give a whole number of pixels") from e
+    if not (math.isfinite(f) and f.is_integer()):
+        raise GeometryError(
+            f"camera {key} is {v!r}, not a whole number of pixels; give the image's {key} in pixels (it is never "
+            "rounded or truncated)"
+        )
+    return int(f)
+
+
+def depth_to_points(
+    camera: PinholeCamera, depth: np.ndarray, valid: np.ndarray | None = None, *, stride: int = 1
+) -> np.ndarray:
+    """Organized optical-frame points ``(ceil(H / stride), ceil(W / stride), 3)`` float32 of every ``stride``-th
+    pixel (rows and columns 0, stride, 2 stride, ...): ``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``, ``z`` =
+    the depth (REP-118 z-depth in metres). NaN where ``valid`` ``(H, W)`` is false or the depth is not a finite
+    number > 0 (all three coordinates). Vectorized: one broadcast per axis, no per-point Python."""
+    d = np.asarray(depth)
+    if d.shape != (camera.height, camera.width):
+        raise GeometryError(f"depth shape {d.shape} does not match camera {camera.height}x{camera.width}")
+    s = int(stride)
+    if s < 1:
+        raise GeometryError(f"stride must be >= 1, got {stride}")
+    z = d[::s, ::s].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(z) & (z > 0)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)[::s, ::s]
+    z = np.where(ok, z, np.nan)
+    u = np.arange(0, camera.width, s, dtype=np.float64)
+    v = np.arange(0, camera.height, s, dtype=np.float64)
+    out = np.empty((*z.shape, 3), dtype=np.float32)
+    out[..., 0] = (u - camera.cx)[None, :] * z / camera.fx
+    out[..., 1] = (v - camera.cy)[:, None] * z / camera.fy
+    out[..., 2] = z
+    return out

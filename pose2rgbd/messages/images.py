@@ -17,6 +17,7 @@ import numpy as np
 
 from pose2rgbd.errors import BagError
 from pose2rgbd.messages.build import header
+from pose2rgbd.messages.decode import decode_image_bytes, to_uint8
 from pose2rgbd.messages.factory import MessageFactory
 
 # encoding -> (numpy dtype, channels)
@@ -139,11 +140,12 @@ def _parse_format(fmt: str) -> tuple[str, str, bool]:
     return _norm_encoding(orig) if orig else "", codec, depth
 
 
-def _to_channels(img: np.ndarray, src: str, want: str) -> np.ndarray:
-    """Convert a decoded colour image between rgb8/bgr8/mono8/rgba8/bgra8 layouts (8 bit)."""
+def _to_channels(img: np.ndarray, src: str, want: str, bit_depth: int = 16) -> np.ndarray:
+    """Convert a decoded colour image between rgb8/bgr8/mono8/rgba8/bgra8 layouts (8 bit); a 16-bit one is first
+    reduced to 8 bits by ``bit_depth`` (:func:`pose2rgbd.messages.decode.to_uint8`; 0: inferred per image)."""
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
-            img = (img >> 8).astype(np.uint8)
+            img = to_uint8(img, bit_depth)
         else:
             raise BagError(f"cannot convert a {img.dtype} image to {want}")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -201,13 +203,15 @@ _LAYOUT = {
 }
 
 
-def compressed_to_numpy(msg: Any, *, want: str = "rgb8") -> np.ndarray:
+def compressed_to_numpy(msg: Any, *, want: str = "rgb8", bit_depth: int = 16) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (jpeg/png, also ``compressedDepth``) -> array.
 
-    ``want``: ``"rgb8"``, ``"bgr8"``, ``"rgba8"``, ``"bgra8"``, ``"mono8"`` (8-bit, converted), or
-    ``"passthrough"``: as stored, in the original encoding's channel order named by the format string
-    (``"rgb8; jpeg compressed bgr8"`` -> RGB), with 16-bit PNGs kept 16-bit. ``compressedDepth`` messages
-    always decode to depth: uint16 (16UC1) or float32 metres (32FC1, NaN where invalid).
+    ``want``: ``"rgb8"``, ``"bgr8"``, ``"rgba8"``, ``"bgra8"``, ``"mono8"`` (8-bit, converted; a 16-bit PNG by
+    ``bit_depth``, 0: inferred per image), or ``"passthrough"``: as stored, in the original encoding's channel
+    order named by the format string (``"rgb8; jpeg compressed bgr8"`` -> RGB), with 16-bit PNGs kept 16-bit.
+    ``compressedDepth`` messages always decode to depth: uint16 (16UC1) or float32 metres (32FC1, NaN where
+    invalid). A truncated or corrupt JPEG raises :class:`BagError` (libjpeg would decode it, grey or garbage
+    where the data is missing or damaged: :func:`pose2rgbd.messages.decode.decode_image_bytes`).
     """
     orig, _codec, is_depth = _parse_format(msg.format)
     buf = _as_bytes(msg.data)
@@ -215,9 +219,10 @@ def compressed_to_numpy(msg: Any, *, want: str = "rgb8") -> np.ndarray:
         return _decode_compressed_depth(buf, orig)
     if buf.size == 0:
         raise BagError(f"empty CompressedImage ({msg.format!r})")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise BagError(f"cannot decode CompressedImage with format {msg.format!r} ({buf.size} bytes)")
+    try:
+        img = decode_image_bytes(buf, what=f"CompressedImage ({msg.format!r}, {buf.size} bytes)")
+    except BagError as e:
+        raise BagError(f"cannot decode {e}") from e
     src = "mono" if img.ndim == 2 else {3: "bgr", 4: "bgra"}.get(img.shape[2], "")
     if want in ("passthrough", "", None):
         if img.dtype != np.uint8:
@@ -231,7 +236,7 @@ def compressed_to_numpy(msg: Any, *, want: str = "rgb8") -> np.ndarray:
     target = _LAYOUT.get(_norm_encoding(want))
     if target not in ("rgb", "bgr", "rgba", "bgra", "mono") or want in ("8UC1", "8UC3", "8UC4"):
         raise BagError(f"compressed_to_numpy: want must be rgb8/bgr8/rgba8/bgra8/mono8/passthrough, not {want!r}")
-    return _to_channels(img, src, target)
+    return _to_channels(img, src, target, bit_depth)
 
 
 def _swap_rb(img: np.ndarray, orig: str) -> np.ndarray:
@@ -320,23 +325,25 @@ def is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, *, bit_depth: int = 16) -> np.ndarray:
     """``Image`` or ``CompressedImage`` in any colour/mono encoding -> uint8 ``(H, W, 3)`` RGB.
 
-    16-bit colour/mono is reduced to its high byte. Depth encodings (16UC1, 32FC1) raise :class:`BagError`;
-    use :func:`image_msg_to_depth` for those.
+    16-bit colour/mono (``mono16``, ``rgb16``, a 16-bit PNG) is reduced to the top 8 of its ``bit_depth``
+    significant bits (16: its high byte; 10 for 10-bit data in a 16-bit container; 0: inferred per image from its
+    largest value). Depth encodings (16UC1, 32FC1) raise :class:`BagError`; use :func:`image_msg_to_depth`.
     """
     if is_compressed(msg):
-        return compressed_to_numpy(msg, want="rgb8")
+        return compressed_to_numpy(msg, want="rgb8", bit_depth=bit_depth)
     enc = _norm_encoding(msg.encoding)
     layout = _LAYOUT.get(enc)
     if layout is None:
         raise BagError(f"image encoding {msg.encoding!r} is not a colour encoding (depth? use image_msg_to_depth)")
-    return np.ascontiguousarray(_to_channels(image_to_numpy(msg), layout, "rgb"))
+    return np.ascontiguousarray(_to_channels(image_to_numpy(msg), layout, "rgb", bit_depth))
 
 
 def image_msg_to_depth(msg: Any, *, depth_scale: float = 0.001) -> np.ndarray:
-    """Depth ``Image`` (16UC1 mm, 32FC1 m) or ``compressedDepth`` -> float32 metres, NaN where invalid (0/NaN)."""
+    """Depth ``Image`` (16UC1 mm, 32FC1 m) or ``compressedDepth`` -> float32 metres, NaN where invalid
+    (0, the integer type's maximum, NaN)."""
     if is_compressed(msg):
         d = compressed_to_numpy(msg, want="passthrough")
     else:
@@ -348,7 +355,8 @@ def image_msg_to_depth(msg: Any, *, depth_scale: float = 0.001) -> np.ndarray:
         raise BagError(f"depth image must have one channel, got shape {d.shape}")
     if d.dtype.kind in "ui":
         out = d.astype(np.float32) * np.float32(depth_scale)
-        out[d == 0] = np.nan
+        # 0: no measurement (REP-118); the type's maximum (65535): saturated / no return on many drivers
+        out[(d == 0) | (d == np.iinfo(d.dtype).max)] = np.nan
         return out
     out = d.astype(np.float32)
     out[~np.isfinite(out) & ~np.isposinf(out)] = np.nan

@@ -197,3 +197,37 @@ def read_navsatfix(msg: Any) -> FixReading:
         covariance=cov,
         covariance_type=int(getattr(msg, "position_covariance_type", 0)),
     )
+
+
+# ---------------------------------------------------------------------------------------------- point clouds
+# sensor_msgs/PointField datatype -> numpy type
+_POINTFIELD_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+
+
+def point_cloud2_fields(msg: Any) -> dict[str, np.ndarray]:
+    """``sensor_msgs/PointCloud2`` -> ``{field name: (height, width) array}`` in native byte order (a field with
+    ``count > 1`` gets a trailing axis). Honours ``point_step``, ``row_step`` and ``is_bigendian``; a packed
+    ``rgb`` float stays a float (``.view(np.uint32)`` gives ``0x00RRGGBB``)."""
+    h, w = int(msg.height), int(msg.width)
+    step, row = int(msg.point_step), int(msg.row_step)
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for fd in msg.fields:
+        kind = _POINTFIELD_TYPES.get(int(fd.datatype))
+        if kind is None:
+            raise GeometryError(f"PointCloud2 field {fd.name!r}: unknown datatype {fd.datatype}")
+        n = max(1, int(fd.count))
+        names.append(str(fd.name))
+        formats.append((order + kind, (n,)) if n > 1 else order + kind)
+        offsets.append(int(fd.offset))
+    if row < w * step:
+        raise GeometryError(f"PointCloud2 {w}x{h}: row_step {row} < width x point_step {w * step}")
+    data = msg.data
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(memoryview(data), dtype=np.uint8)
+    buf = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)
+    if buf.size < row * h:
+        raise GeometryError(f"PointCloud2 {w}x{h}: data has {buf.size} bytes, expected {row * h}")
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    rows = buf[: row * h].reshape(h, row)[:, : w * step]
+    pts = np.ascontiguousarray(rows).view(dt).reshape(h, w)
+    return {n: pts[n].astype(pts[n].dtype.newbyteorder("="), copy=True) for n in names}

@@ -28,7 +28,7 @@ from pose2rgbd.nodes.common import Throttle, resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
-from pose2rgbd.output_guard import BAG, DATASET, check_not_foreign_dir, check_output, note_kept
+from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, note_kept
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ def run_node_bag(
     if out is not None:  # before anything is read
         check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
     before = _dataset_frames(dataset) if dataset else 0
+    if out is not None and before and Path(out, "metadata.yaml").is_file():
+        _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
     try:
         return _run_node_bag(
             spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
@@ -142,8 +144,38 @@ def run_node_bag(
     except KeyboardInterrupt:
         if dataset and Path(dataset, "manifest.yaml").is_file():
             n = _dataset_frames(dataset)
-            note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; run the same command again to resume)")
+            again = (
+                "run the same command again to resume"
+                if out is None
+                else ("to resume, run the same command again with a new output bag: a bag is not appended to")
+            )
+            note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; {again})")
         raise
+
+
+def _refuse_bag_of_a_resumed_recording(out: Path, dataset: Path, frames: int, overwrite: bool) -> None:
+    """The dataset is resumed after its last frame, so its frames are not recorded again: the output bag of this
+    run would start there. An existing bag (an interrupted run's) would be refused without --overwrite, and
+    replaced by a bag missing its first frames with it: say so, and what to do, before anything is written."""
+    try:
+        with open_bag(out) as r:
+            held = f"{r.message_count} messages"
+    except Exception:  # a damaged bag: its size says enough
+        held = "the messages of an earlier run"
+    base = (
+        f"the output bag {out} holds {held} of an earlier run (an interrupted one?), and the dataset {dataset} "
+        f"will be resumed after its {frames} frames, which are not recorded again: a bag is not appended to"
+    )
+    if overwrite:
+        raise OutputError(
+            f"{base}, so --overwrite would replace {out} by a bag that starts after the dataset's last frame and lose "
+            f"the messages recorded so far. To record the rest, give a new output bag ({out} keeps what was "
+            "recorded); to record everything again into one bag, record into a new dataset (nothing was written)"
+        )
+    raise OutputError(
+        f"{base}. To record the rest, give a new output bag ({out} keeps what was recorded so far); to record "
+        "everything again into one bag, record into a new dataset with --overwrite (nothing was written)"
+    )
 
 
 def _run_node_bag(

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
+from pose2rgbd.atomic import StagedOutputs, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.config import to_dict
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
@@ -487,24 +487,49 @@ def simulate(
 ) -> dict[str, Any]:
     """Write ``out_dir/sim_config.yaml`` and, as asked, ``out_dir/dataset`` (every route),
     ``out_dir/bags/<route>`` (``cfg.bag_routes``) and ``out_dir/video/<route>.mp4`` + CSVs
-    (``cfg.video_routes``). Returns ``{"config", "dataset", "bags": [...], "videos": [(mp4, gps_csv), ...]}``.
+    (``cfg.video_routes``), all put in place together at the end (:class:`pose2rgbd.atomic.StagedOutputs`): the
+    config always describes the outputs beside it.
+    Returns ``{"config", "dataset", "bags": [...], "videos": [(mp4, gps_csv), ...]}``.
     """
+    from pose2rgbd.output_guard import BAG, DATASET
+
     out = Path(out_dir)
+    targets: list[tuple[Path, Any]] = []
+    if dataset:
+        targets.append((out / "dataset", DATASET))
+    if bag:
+        targets += [(out / "bags" / r, BAG) for r in cfg.bag_routes]
+    if video:
+        for r in cfg.video_routes:
+            targets += [(out / "video" / f"{r}.mp4", VIDEO), (out / "video" / f"{r}_gps.csv", FILE),
+                        (out / "video" / f"{r}_poses.csv", FILE)]  # fmt: skip
+    for p, kind in targets:  # every refusal before any work
+        check_output(p, kind, overwrite=overwrite)
+        if p.exists() and not overwrite:
+            raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
     out.mkdir(parents=True, exist_ok=True)
     world = world_of(cfg)
     cfg_path = out / "sim_config.yaml"
-    cfg_path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     result: dict[str, Any] = {"config": cfg_path, "dataset": None, "bags": [], "videos": []}
-    if dataset:
-        result["dataset"] = export_dataset(cfg, out / "dataset", overwrite=overwrite, progress=progress, world=world)
-    if bag:
-        for r in cfg.bag_routes:
-            result["bags"].append(
-                export_bag(cfg, out / "bags" / r, r, overwrite=overwrite, progress=progress, world=world)
-            )
-    if video:
-        for r in cfg.video_routes:
-            result["videos"].append(
-                export_video(cfg, out / "video", r, overwrite=overwrite, progress=progress, world=world)
-            )
+    # Everything is written beside its target first and put in place together with sim_config.yaml at the end:
+    # an interruption or a full disk leaves the earlier outputs and the config that describes them as they were.
+    staged = StagedOutputs()
+    try:
+        if dataset:
+            export_dataset(cfg, staged.stage(out / "dataset"), progress=progress, world=world)
+            result["dataset"] = out / "dataset"
+        if bag:
+            for r in cfg.bag_routes:
+                export_bag(cfg, staged.stage(out / "bags" / r), r, progress=progress, world=world)
+                result["bags"].append(out / "bags" / r)
+        if video:
+            for r in cfg.video_routes:
+                mp4, gcsv = export_video(
+                    cfg, staged.stage_files(out / "video" / f"{r}.mp4"), r, progress=progress, world=world
+                )
+                result["videos"].append((out / "video" / mp4.name, out / "video" / gcsv.name))
+        staged.commit({cfg_path: yaml.safe_dump(to_dict(cfg), sort_keys=False)})
+    except BaseException:
+        staged.discard()
+        raise
     return result

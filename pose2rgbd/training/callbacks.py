@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pose2rgbd.atomic import sweep_stale_siblings
+from pose2rgbd.atomic import sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES
 from pose2rgbd.progress import bar
@@ -29,7 +30,9 @@ LOG_COLUMNS = ("wall_s", "step", "epoch", "phase", "name", "value")
 class CSVLogger(Callback):
     """Long-format CSV (one row per value): ``wall_s, step, epoch, phase (train|val), name, value``.
 
-    Training values are averaged over the ``every`` steps since the previous row. Appends on resume.
+    Training values are averaged over the ``every`` steps since the previous row. Appends on resume, after
+    dropping the rows of steps past the resume point: a run killed after its last checkpoint logged steps that
+    the resumed run does again, and their rows would appear twice (a torn last row goes too).
     """
 
     def __init__(self, path: str | Path, every: int = 10) -> None:
@@ -42,6 +45,8 @@ class CSVLogger(Callback):
     def on_train_start(self, trainer: Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
+        if not new:
+            _drop_rows_after(self.path, trainer.step)
         self._f = open(self.path, "a", newline="")  # noqa: SIM115 - closed in on_train_end
         self._w = csv.writer(self._f)
         if new:
@@ -74,6 +79,30 @@ class CSVLogger(Callback):
             self._f = None
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite the log ``path`` (atomically) without rows of steps after ``step`` and without a torn row."""
+    with open(path, newline="") as f:
+        text = f.read()
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or tuple(rows[0]) != LOG_COLUMNS:
+        return  # not ours to edit (train refuses a foreign folder before this)
+    kept = [rows[0]]
+    for r in rows[1:]:
+        try:
+            if len(r) == len(LOG_COLUMNS) and int(r[1]) <= step:
+                kept.append(r)
+        except ValueError:
+            continue
+    dropped = len(rows) - len(kept)
+    if dropped == 0 and text.endswith("\n"):
+        return
+    buf = io.StringIO()
+    csv.writer(buf).writerows(kept)
+    write_text_atomic(path, buf.getvalue())
+    if dropped:
+        log.info("%s: dropped %d row(s) of steps after %d, logged by the run that stopped there", path, dropped, step)
+
+
 class TensorBoardLogger(Callback):
     """TensorBoard scalars ``train/<name>`` every ``every`` steps and ``val/<name>`` after each validation."""
 
@@ -85,7 +114,9 @@ class TensorBoardLogger(Callback):
     def on_train_start(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self._w = SummaryWriter(log_dir=str(self.log_dir))
+        # a resumed run: TensorBoard hides the stopped run's events of steps after the resume point
+        purge = trainer.step + 1 if trainer.step > 0 and self.log_dir.exists() else None
+        self._w = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         if self._w is not None and trainer.step % self.every == 0:

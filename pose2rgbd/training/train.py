@@ -78,6 +78,7 @@ class RecipeContext:
     train_config: TrainConfig
     cache_root: Path | None = None
     model: ModelBase | None = None
+    cache_deep: bool = False  # reuse a training cache only if its files' SHA-256 match (not only size + mtime)
 
     @property
     def progress(self) -> bool:
@@ -137,6 +138,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
+    cache_deep: bool = False,
 ) -> TrainResult:
     """:func:`train_one_process` in this process, or in each process ``torchrun`` started (it joins their
     process group here and leaves it at the end; :mod:`pose2rgbd.training.distributed`). Under torchrun only rank
@@ -148,7 +150,7 @@ def train(
     try:
         return train_one_process(
             method, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root,
-            callbacks=callbacks, overwrite=overwrite, inputs=inputs,
+            callbacks=callbacks, overwrite=overwrite, inputs=inputs, cache_deep=cache_deep,
         )  # fmt: skip
     finally:
         if own_group:
@@ -167,6 +169,7 @@ def train_one_process(
     callbacks: Sequence[Callback] = (),
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
+    cache_deep: bool = False,
 ) -> TrainResult:
     """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
     ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
@@ -174,7 +177,8 @@ def train_one_process(
     ``model_cfg``: the family's config (default: its default preset); ``train_cfg``: default ``TrainConfig()``.
     ``resume``: ``True`` resumes from ``out_dir/last.pt`` if it exists; a path resumes from that checkpoint
     (the model, dataset and data split must be the same). ``cache_root``: where training caches live
-    (default ``<dataset>/cache``).
+    (default ``<dataset>/cache``); ``cache_deep``: reuse a cache only if the SHA-256 of every image and depth file
+    it was built from is unchanged (by default their size and modification time are compared).
 
     An ``out_dir`` holding an earlier run is refused unless ``resume`` or ``overwrite``; a folder with other
     files in it is always refused. ``overwrite`` moves the earlier run's files into
@@ -197,7 +201,29 @@ def train_one_process(
     if not main:
         distributed.barrier()  # wait for rank 0's checks and cache (released below)
     earlier = _check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite) if main else []
+    created = main and not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_in(family, ds, out, mc, tc, resume, cache_root, callbacks, cache_deep, earlier, main)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # made by this run, which wrote nothing into it (e.g. the cache could not be built)
+        raise
+
+
+def _train_in(
+    family: ModelFamily,
+    ds: Dataset,
+    out: Path,
+    mc: Any,
+    tc: TrainConfig,
+    resume: bool | str | Path,
+    cache_root: str | Path | None,
+    callbacks: Sequence[Callback],
+    cache_deep: bool,
+    earlier: list[str],
+    main: bool,
+) -> TrainResult:
     fingerprint = ds.fingerprint()
 
     resumed: LoadedCheckpoint | None = None
@@ -207,6 +233,8 @@ def train_one_process(
             resumed = load_checkpoint(rpath)
             _check_resume(rpath, resumed, family, mc, tc, fingerprint)
             log.info("resuming from %s (step %s, epoch %s)", rpath, resumed.step, resumed.epoch)
+        elif main:
+            _resume_without_checkpoint(out)
 
     recipe = family.load_recipe()
     seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
@@ -217,6 +245,7 @@ def train_one_process(
             train_config=tc,
             cache_root=None if cache_root is None else Path(cache_root),
             model=None if resumed is None else resumed.model,
+            cache_deep=cache_deep,
         )
     )
     if main:
@@ -407,6 +436,38 @@ def _check_out_dir(
             "--overwrite to replace it, or choose another --out (nothing was changed)"
         )
     return earlier
+
+
+def _resume_without_checkpoint(out: Path) -> None:
+    """``--resume`` and ``out`` has no ``last.pt``: refuse when an earlier run moved aside by an ``--overwrite``
+    that was killed is there (continuing it or starting anew is the user's choice), else say that the run starts
+    from its first step."""
+    here = [n for n in RUN_FILES if (out / n).exists()]
+    for aside in sorted(out.glob("previous-run-*"), reverse=True):
+        ck = aside / "last.pt"
+        if not ck.is_file():
+            continue
+        try:
+            st = load_checkpoint(ck)
+            where = f"its last.pt is at step {st.step}, epoch {st.epoch}"
+        except CheckpointError as e:
+            where = f"its last.pt cannot be read: {e}"
+        stopped = f" (its {', '.join(here)} are in {out})" if here else ""
+        raise OutputError(
+            f"{out}: --resume found no last.pt to continue from. A run started with --overwrite was stopped before "
+            f"its first checkpoint{stopped}, and the earlier run it was replacing is in {aside} ({where}). To "
+            f"continue the earlier run, delete the stopped run's files from {out}, move the files of {aside} back "
+            f"into {out} and run with --resume again; to start the new run from its beginning, run it with "
+            f"--overwrite instead of --resume ({aside} stays until you delete it). Nothing was changed"
+        )
+    if here:
+        log.warning(
+            "%s: no last.pt to resume from (%s are there: a run stopped before its first checkpoint); starting from "
+            "step 0",
+            out, ", ".join(here),
+        )  # fmt: skip
+    else:
+        log.info("%s: no last.pt to resume from; starting a new run", out)
 
 
 def _move_aside(out: Path, names: list[str]) -> Path:

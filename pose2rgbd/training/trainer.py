@@ -54,6 +54,7 @@ from pose2rgbd.models.base import METRIC_MODES, ModelBase
 from pose2rgbd.models.device import autocast, precision_dtype, resolve_device, resolve_training_precision
 from pose2rgbd.training import distributed as dist_
 from pose2rgbd.training.config import OptimizerConfig, TrainConfig, resolve_optimizer_configs
+from pose2rgbd.training.rng import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +274,11 @@ class Trainer:
         left out (a resume inside an epoch)."""
         sampler: Sampler[int] | None = None
         batch = self.local_batch_size if shuffle else self.cfg.batch_size
+        seed = self.cfg.seed * 100_003
+        # the loader's own generator gives its worker seeds: without one, each new iterator draws from the global
+        # generator, which a resume inside an epoch would then draw from at another point than the first run
+        generator = torch.Generator().manual_seed(seed + 7_919 + (epoch if shuffle else -1))
         if shuffle:
-            seed = self.cfg.seed * 100_003
             if self.dist.enabled:
                 ds_sampler: DistributedSampler[int] = DistributedSampler(
                     ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=seed
@@ -293,6 +297,7 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=False,
+            generator=generator,
         )
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -468,6 +473,9 @@ class Trainer:
                     break
                 for cb in self.callbacks:
                     cb.on_epoch_start(self)
+                set_epoch = getattr(self.train_set, "set_epoch", None)
+                if callable(set_epoch):  # a data set whose random augmentation follows the epoch (PoseGAN crops)
+                    set_epoch(self.epoch)
                 loader = self._loader(self.train_set, shuffle=True, epoch=self.epoch, skip_batches=self.epoch_step)
                 epoch_end = False
                 with contextlib.closing(self._batches(loader)) as batches:
@@ -531,6 +539,7 @@ class Trainer:
             "epoch_step": self.epoch_step,
             "elapsed_s": self.elapsed_s,
             "extra": dict(self.extra_state),
+            "rng": rng_state(),  # taken between steps on the training thread: what the next step draws from
         }
 
     def load_state(
@@ -551,6 +560,7 @@ class Trainer:
         self.extra_state = dict(trainer_state.get("extra") or {})
         if not math.isfinite(self.elapsed_s):
             self.elapsed_s = 0.0
+        set_rng_state(trainer_state.get("rng") or {})  # last: the trainer's set-up above drew from the generators
 
 
 class _Skip(Sampler[int]):

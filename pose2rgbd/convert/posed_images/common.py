@@ -14,7 +14,8 @@ import numpy as np
 
 from pose2rgbd.config import SIZE_HELP, help_field, parse_size
 from pose2rgbd.convert.core import ConvertOutput
-from pose2rgbd.errors import ConfigError, DatasetError
+from pose2rgbd.convert.posed_images.errors import PoseImportError
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera
 
 FORMATS = ("auto", "transforms-json", "colmap", "kitti", "tum")
@@ -26,10 +27,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".bmp", ".ti
 GL_FROM_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
 # ROS body (x forward, y left, z up) -> optical: columns are the optical axes in the body frame.
 FLU_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-
-
-class PoseImportError(DatasetError):
-    """A posed-image source (pose file, model, image folder) cannot be imported as it is."""
 
 
 @dataclass
@@ -61,6 +58,14 @@ class ImagesConfig:
     )  # fmt: skip
     tolerance_s: float = help_field(0.02, "TUM: an image needs a pose within this many seconds of its timestamp")
     skip_unmatched: bool = help_field(False, "TUM: drop images without a pose within tolerance_s instead of failing")
+    skip_missing: bool = help_field(
+        False, "transforms.json: leave out frames whose image file does not exist (listed in the report) instead "
+        "of failing"
+    )  # fmt: skip
+    allow_outside: bool = help_field(
+        False, "transforms.json: allow file_path / depth_file_path outside the json's folder (../, absolute paths); "
+        "default: refused"
+    )  # fmt: skip
     camera_axes: str = help_field(
         "optical", "KITTI / TUM: axes of the trajectory's camera frame: optical (x right, y down, z forward; "
         "KITTI, TUM RGB-D, ORB-SLAM), opengl (x right, y up, z back) or flu (x forward, y left, z up)"
@@ -73,7 +78,15 @@ class ImagesConfig:
         "", "folder of depth maps named as the images (.npy float metres, or 16-bit .png divided by depth_scale); "
         "empty: RGB-only (transforms.json frames' depth_file_path are used when present)"
     )  # fmt: skip
-    depth_scale: float = help_field(1000.0, "16-bit depth png units per metre (1000: millimetres; TUM RGB-D: 5000)")
+    depth_scale: float = help_field(
+        0.0, "16-bit depth png units per metre (1000: millimetres; TUM RGB-D: 5000); 0: the source's own "
+        "(transforms.json depth_unit_scale_factor), else 1000"
+    )  # fmt: skip
+    depth_invalid_codes: str = help_field(
+        "zero,max", "integer depth values that mean 'no measurement' (read as NaN, counted in the report): zero, "
+        "max (the type's maximum, 65535 for 16-bit: saturated / no return), integers, comma-separated; none: all "
+        "are depths"
+    )  # fmt: skip
     size: str = help_field("", SIZE_HELP)
     world_frame: str = help_field("map", "name of the world frame written to the manifest (the source's own frame)")
     strict: bool = help_field(False, "refuse to write the dataset when the pose check finds a likely mistake")
@@ -92,9 +105,12 @@ class ImagesConfig:
             raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
         if not 0.0 <= self.undistort_alpha <= 1.0:
             raise ConfigError(f"undistort_alpha must be in [0, 1], got {self.undistort_alpha}")
-        for k in ("tolerance_s", "frame_interval_s", "depth_scale"):
+        for k in ("tolerance_s", "frame_interval_s"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if not self.depth_scale >= 0:
+            raise ConfigError(f"depth_scale must be > 0 (units per metre; 0: the source's own), got {self.depth_scale}")
+        parse_invalid_codes(self.depth_invalid_codes)
         if self.fx < 0 or self.fy < 0 or not 0 <= self.hfov_deg < 180:
             raise ConfigError("fx, fy must be >= 0 and hfov_deg in [0, 180)")
         if len(self.distortion) > 5 or not all(np.isfinite(self.distortion)):
@@ -179,6 +195,10 @@ class PosedImages:
     convention: str = ""  # the format's camera convention, for messages of the pose check
     depths: list[Path | None] | None = None
     assumptions: list[str] = field(default_factory=list)
+    # integer depth units per metre declared by the source for its own depth files (``depths``), and where
+    depth_scale: float | None = None
+    depth_scale_note: str = ""
+    skipped: list[str] = field(default_factory=list)  # entries of the source left out (skip_missing)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -200,6 +220,25 @@ class PosedImages:
             )
         # a reader has checked its poses with line numbers already; a hand-made PosedImages has not
         self.T_world_cam = check_rotations(self.T_world_cam, [f"{self.source}: {p.name}" for p in self.images])
+
+
+def parse_invalid_codes(spec: str) -> tuple[str, ...]:
+    """``"zero,max"`` -> ``("zero", "max")``; plain integers are kept as their decimal text; ``none`` -> ()."""
+    items = [s.strip().lower() for s in str(spec).split(",") if s.strip()]
+    if items == ["none"] or not items:
+        return ()
+    out: list[str] = []
+    for s in items:
+        if s in ("zero", "max"):
+            out.append(s)
+        elif s.isdigit():
+            out.append(str(int(s)))
+        else:
+            raise ConfigError(
+                f"depth_invalid_codes: {s!r} is not a depth code; give zero, max (the type's maximum, 65535 for "
+                "16-bit), non-negative integers, comma-separated, or none"
+            )
+    return tuple(dict.fromkeys(out))
 
 
 def check_rotations(T: np.ndarray, where: list[str]) -> np.ndarray:
@@ -243,12 +282,12 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def missing_images(paths: list[Path], source: Path) -> None:
-    """One error listing every missing image (the first few by name)."""
+def missing_images(paths: list[Path], source: Path, hint: str = "") -> None:
+    """One error listing every missing image (the first few by name), ending in ``hint`` (what to do)."""
     miss = [p for p in paths if not p.is_file()]
     if miss:
         shown = ", ".join(str(p) for p in miss[:3]) + (" ..." if len(miss) > 3 else "")
-        raise PoseImportError(f"{source}: {len(miss)} of {len(paths)} images are missing: {shown}")
+        raise PoseImportError(f"{source}: {len(miss)} of {len(paths)} images are missing: {shown}{hint}")
 
 
 def stamps_from_interval(n: int, interval_s: float) -> np.ndarray:

@@ -4,7 +4,8 @@ KITTI odometry (``poses/XX.txt``): one pose per line, 12 numbers, the 3x4 row-ma
 grey camera (camera 0), whose frame is already optical; the world is camera 0's frame at the first pose (so
 world up is -y). Poses are matched to the sorted images by index (the counts must agree). Intrinsics: the
 ``P<N>`` line of ``calib.txt`` (``--calib``; N from an ``image_N`` folder or ``--kitti-camera``; a camera other
-than 0 gets its baseline from ``P<N>``), or flags. Stamps: ``times.txt`` when present, else index x interval.
+than 0 gets its baseline from ``P<N>``; a calib.txt without ``P0:`` labels is read by row, in KITTI's order), or
+flags. Stamps: ``times.txt`` when present, else index x interval.
 
 TUM (``timestamp tx ty tz qx qy qz qw``, seconds, ``T_world_cam``): images are matched by time. Each image's
 time is its file name (``1305031102.175304.png``) or comes from a ``timestamp filename`` list (``rgb.txt``).
@@ -91,18 +92,34 @@ def _kitti_calib(cfg: ImagesConfig, poses: Path, img_dir: Path) -> Path | None:
     return None
 
 
-def _kitti_P(calib: Path, n: int) -> np.ndarray:
-    for raw in calib.read_text(errors="replace").splitlines():
-        key, _, rest = raw.partition(":")
-        if key.strip() == f"P{n}":
-            try:
-                v = np.asarray([float(x) for x in rest.split()], dtype=np.float64)
-            except ValueError:
-                raise PoseImportError(f"{calib}: line P{n} is not 12 numbers") from None
-            if v.size != 12:
-                raise PoseImportError(f"{calib}: line P{n} has {v.size} numbers, expected 12 (3x4 row-major)")
-            return v.reshape(3, 4)
-    raise PoseImportError(f"{calib}: no 'P{n}:' line; pick the camera with --kitti-camera or give --fx ...")
+def _kitti_P(calib: Path, n: int) -> tuple[np.ndarray, str]:
+    """The 3x4 projection matrix of camera ``n`` and which line it came from: the ``P<n>:`` line, or -- in a file
+    without labels (four bare 3x4 rows, as tutorials ship it) -- row ``n`` in KITTI's order P0 P1 P2 P3."""
+    text = [ln.strip() for ln in calib.read_text(errors="replace").splitlines()]
+    text = [ln for ln in text if ln and not ln.startswith("#")]
+
+    def numbers(rest: str, what: str) -> np.ndarray:
+        try:
+            v = np.asarray([float(x) for x in rest.split()], dtype=np.float64)
+        except ValueError:
+            raise PoseImportError(f"{calib}: {what} is not 12 numbers") from None
+        if v.size != 12:
+            raise PoseImportError(f"{calib}: {what} has {v.size} numbers, expected 12 (3x4 row-major)")
+        return v.reshape(3, 4)
+
+    if any(":" in ln for ln in text):
+        for ln in text:
+            key, _, rest = ln.partition(":")
+            if key.strip() == f"P{n}":
+                return numbers(rest, f"line P{n}"), f"line P{n}"
+        raise PoseImportError(f"{calib}: no 'P{n}:' line; pick the camera with --kitti-camera or give --fx ...")
+    if n >= len(text):
+        raise PoseImportError(
+            f"{calib}: no labels (P0: ...) and {len(text)} row(s), so there is no row for camera {n} (rows are "
+            "taken in KITTI's order P0 P1 P2 P3); pick the camera with --kitti-camera or give --fx ..."
+        )
+    what = f"row {n + 1} of {len(text)} (no 'P0:' labels: rows taken in KITTI's order P0 P1 P2 P3, so P{n})"
+    return numbers(text[n], what), what
 
 
 def read_kitti(path: str | Path, cfg: ImagesConfig) -> PosedImages:
@@ -137,10 +154,10 @@ def read_kitti(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         if n != 0:
             notes.append(f"images of camera {n} but no calib.txt used: its baseline to camera 0 is NOT applied")
     elif calib is not None:
-        P = _kitti_P(calib, n)
+        P, line = _kitti_P(calib, n)
         K = P[:, :3]
         cam = SourceCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
-        notes.append(f"intrinsics from {calib.name} line P{n}")
+        notes.append(f"intrinsics from {calib.name} {line}")
         if n != 0:
             # rectified cameras: P_n = K [I | t_n] with t_n the position of camera 0's origin in camera n's frame
             t_n = np.linalg.solve(K, P[:, 3])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ from pose2rgbd.convert.posed_images.common import (
 
 _FISHEYE = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE")
 _KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "p1", "p2")
+
+
+def _inside(base: Path, rel: str) -> bool:
+    """Whether ``rel`` (relative to ``base``, or absolute) names a path inside ``base``, by its spelling
+    (``..`` and absolute paths; symlinks placed inside the folder are the user's own choice and allowed)."""
+    b = os.path.normpath(os.path.abspath(base))
+    q = os.path.normpath(os.path.join(b, rel))
+    return q == b or q.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def _checked(base: Path, rel: str, cfg: ImagesConfig, where: str, key: str) -> str:
+    if not cfg.allow_outside and not _inside(base, rel):
+        raise PoseImportError(
+            f"{where}: {key} {rel!r} points outside {base} (the folder the paths are relative to); refused so that a "
+            "transforms.json cannot make the import read files elsewhere and copy them into the dataset. Move the "
+            "files into the folder, or pass --allow-outside if this is intended"
+        )
+    return rel
 
 
 def _resolve(base: Path, rel: str) -> Path:
@@ -105,11 +124,15 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     depths: list[Path | None] = []
     where: list[str] = []
     cache: dict[str, SourceCamera] = {}
+    skipped: list[str] = []
     for i, fr in enumerate(frames):
         w = f"{p}: frames[{i}]"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise PoseImportError(f"{w}: needs 'file_path' and 'transform_matrix'")
-        img = _resolve(base, str(fr["file_path"]))
+        img = _resolve(base, _checked(base, str(fr["file_path"]), cfg, w, "file_path"))
+        if cfg.skip_missing and not img.is_file():
+            skipped.append(str(fr["file_path"]))
+            continue
         try:
             M = np.asarray(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError) as e:
@@ -126,9 +149,11 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         cams.append(cache[key])
         mats.append(M)
         dp = fr.get("depth_file_path")
-        depths.append(_resolve(p.parent, str(dp)) if dp else None)
+        depths.append(_resolve(p.parent, _checked(p.parent, str(dp), cfg, w, "depth_file_path")) if dp else None)
         where.append(w)
-    missing_images(images, p)
+    if not images:
+        raise PoseImportError(f"{p}: none of the {len(frames)} images listed exists (first: {skipped[0]})")
+    missing_images(images, p, "; pass --skip-missing to leave those frames out (they are listed in the report)")
     T = check_rotations(np.stack(mats), where) @ GL_FROM_OPTICAL
     notes = [
         "transform_matrix is camera-to-world with OpenGL camera axes (x right, y up, z back); converted to the "
@@ -136,6 +161,10 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         "the world frame is the file's own (z up by the format's convention; not ENU, no datum)",
         f"frames have no capture times: stamps are index x {cfg.frame_interval_s} s",
     ]
+    depth_scale, depth_note = _depth_scale(doc, p)
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        notes.append(f"{len(skipped)} of {len(frames)} frames left out: image missing (skip_missing): {shown}")
     if "scale" in doc or "offset" in doc:
         notes.append("instant-ngp 'scale' / 'offset' are ignored: poses are written in the file's own units")
     return PosedImages(
@@ -144,4 +173,23 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         up_hint=np.array([0.0, 0.0, 1.0]), convention="transforms.json uses OpenGL camera axes (x right, y up, "
         "z back), converted once here",
         depths=depths if any(d is not None for d in depths) else None, assumptions=notes,
+        depth_scale=depth_scale, depth_scale_note=depth_note, skipped=skipped,
     )  # fmt: skip
+
+
+def _depth_scale(doc: dict[str, Any], p: Path) -> tuple[float | None, str]:
+    """nerfstudio's ``depth_unit_scale_factor`` (metres per depth unit; nerfstudio multiplies every depth image by
+    it, .npy too) as units per metre, with the note the report shows; ``(None, "")`` when absent."""
+    if "depth_unit_scale_factor" not in doc:
+        return None, ""
+    v = doc["depth_unit_scale_factor"]
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        f = math.nan
+    if not (math.isfinite(f) and f > 0):
+        raise PoseImportError(
+            f"{p}: depth_unit_scale_factor is {v!r}; it must be a number > 0 (metres per depth unit, e.g. 0.001 for "
+            "millimetres), or leave it out and give --depth-scale"
+        )
+    return 1.0 / f, f"transforms.json depth_unit_scale_factor {f:g} (metres per unit)"

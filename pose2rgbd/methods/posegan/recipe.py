@@ -39,10 +39,19 @@ class PoseImageDataset(_TorchDataset):
     """Items: ``{"pose": (7,) float32 normalized by the model, "rgb": (3, S, S) float32 in [-1, 1] (a random
     crop when ``random_crop``, else the centre crop), "rgb_center": (3, S, S) the centre crop, "index": int}``.
 
-    Random crops draw from torch's global generator, which the trainer seeds (``train.seed``)."""
+    A random crop is a function of ``seed``, the epoch (the trainer calls :meth:`set_epoch`) and the item, not a
+    draw from a global generator: the batches made ahead in the trainer's background thread then neither race the
+    training step for random numbers nor depend on when they were made, and a resumed run crops as an
+    uninterrupted one."""
 
     def __init__(
-        self, cache: TrainingCache, indices: Sequence[int] | np.ndarray, model: PoseGAN, *, random_crop: bool
+        self,
+        cache: TrainingCache,
+        indices: Sequence[int] | np.ndarray,
+        model: PoseGAN,
+        *,
+        random_crop: bool,
+        seed: int = 0,
     ) -> None:
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -52,10 +61,16 @@ class PoseImageDataset(_TorchDataset):
         if cache.size < self.size:
             raise ConfigError(f"cache of {cache.size} px is smaller than the {self.size} px crop")
         self.random_crop = random_crop
+        self.seed = int(seed)
+        self.epoch = 0
         self.poses = torch.from_numpy(model.normalize_poses(cache.T_world_cam[self.indices]))
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next items are for (their random crops depend on it)."""
+        self.epoch = int(epoch)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor | int]:
         i = int(self.indices[k])
@@ -64,7 +79,8 @@ class PoseImageDataset(_TorchDataset):
         c0 = (r - s) // 2
         center = img[:, c0 : c0 + s, c0 : c0 + s]
         if self.random_crop and r > s:
-            t, left = (int(v) for v in torch.randint(0, r - s + 1, (2,)))
+            rng = np.random.default_rng([self.seed % 2**32, self.epoch, k])
+            t, left = (int(v) for v in rng.integers(0, r - s + 1, 2))
             rgb = img[:, t : t + s, left : left + s]
         else:
             rgb = center
@@ -76,7 +92,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     ds, mc, tc = ctx.dataset, ctx.model_config, ctx.train_config
     if not isinstance(mc, PoseGANConfig):
         raise ConfigError(f"posegan training needs a PoseGANConfig, got {type(mc).__name__}")
-    cache = build_cache(ds, mc.load_size, cache_root=ctx.cache_root, progress=ctx.progress)
+    cache = build_cache(ds, mc.load_size, cache_root=ctx.cache_root, progress=ctx.progress, deep=ctx.cache_deep)
     split = split_for(cache, tc)
     if len(split.train) == 0:
         raise ConfigError(f"{ds.path}: the {tc.split} split leaves no training frames")
@@ -87,7 +103,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     else:
         torch.manual_seed(tc.seed)  # the initial weights follow train.seed (the trainer seeds only after this)
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], ENCODING))
-    train_set = PoseImageDataset(cache, split.train, model, random_crop=True)
+    train_set = PoseImageDataset(cache, split.train, model, random_crop=True, seed=tc.seed)
     val_set = PoseImageDataset(cache, split.val, model, random_crop=False) if len(split.val) else None
     return TrainingSetup(
         model=model,

@@ -2,8 +2,8 @@
 
 1. detect the input format (:func:`detect_format`) and read it (:mod:`pose2rgbd.convert.posed_images`) into
    ``T_world_cam`` in the optical frame, per-frame intrinsics + distortion, stamps;
-2. check the poses (:mod:`pose2rgbd.convert.pose_check`) before anything is written (``strict`` refuses a
-   suspect import);
+2. check the poses (:mod:`pose2rgbd.convert.pose_check`, with a sample of the depth maps when there are any)
+   before anything is written (``strict`` refuses a suspect import);
 3. undistort with OpenCV into one pinhole camera (the first camera's, through
    ``cv2.getOptimalNewCameraMatrix``) when the source has distortion or several cameras;
 4. write the frames through an atomic :class:`~pose2rgbd.dataset.DatasetWriter` plus ``report/``
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from pose2rgbd.config import to_dict
-from pose2rgbd.convert.pose_check import PoseCheck, check_poses, plot_poses
+from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, depth_sample, plot_poses
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
@@ -214,17 +214,23 @@ def write_posed_images(
     if inputs is None:
         inputs = [pi.source, *sorted({str(p.parent) for p in pi.images})]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
-    check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
-                        convention=pi.convention)  # fmt: skip
-    if cfg.strict and check.verdict == "suspect":
-        raise PoseImportError(
-            f"{source}: the pose check found a likely mistake (strict, nothing written): " + " | ".join(check.mistakes)
-        )
     depth_files = _check_depth_files(cfg, pi)
     codes = parse_invalid_codes(cfg.depth_invalid_codes)
     from_source = not cfg.depth and pi.depth_scale is not None  # the source's own depth files, in its units
     dscale = resolve_depth_scale(cfg.depth_scale, pi.depth_scale if from_source else None, pi.depth_scale_note)
     npy_scale = dscale.units_per_m if from_source else None
+    evidence = None
+    if depth_files is not None:  # what the depth proves about the poses (a sample of frames, read as imported)
+        idx = depth_sample(len(pi.images))
+        sample = [read_depth_map(depth_files[i], (pi.cameras[i].height, pi.cameras[i].width), dscale, codes,
+                                 DepthReadStats(), npy_scale=npy_scale) for i in idx]  # fmt: skip
+        evidence = DepthEvidence(idx, [pi.cameras[i].K for i in idx], sample)
+    check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
+                        convention=pi.convention, depth=evidence)  # fmt: skip
+    if cfg.strict and check.verdict == "suspect":
+        raise PoseImportError(
+            f"{source}: the pose check found a likely mistake (strict, nothing written): " + " | ".join(check.mistakes)
+        )
     dstats = DepthReadStats()
     repeats = RepeatFilter(keep=cfg.output.keep_repeats)
     und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)

@@ -7,13 +7,24 @@ Tests (each gives a :class:`Finding`; ``fail`` = a likely convention mistake, ``
   or whose camera axes are turned, puts about half or most of them behind.
 * ``common_target`` (object captures, no points needed): the point nearest to every optical axis in the
   least-squares sense. Lines have no direction, so this point is the same whether the cameras face it or face
-  away; when the axes really meet (they pass within 20 deg of it), it must lie in *front* of the cameras. All
-  behind: the cameras look away from the scene, the classic OpenGL / optical mix-up.
+  away; when the axes really meet (they pass within 20 deg of it, it lies within a few camera spreads and the viewing
+  directions fan out by more than 30 deg: the meeting point of the nearly parallel axes of a sweep or a pan
+  lies behind or ahead alike and proves nothing), it must lie in *front* of the cameras. All behind: the
+  cameras look away from the scene, the classic OpenGL / optical mix-up.
 * ``motion`` (trajectories): the viewing direction against the direction of travel. A forward camera has a
   positive median cosine; a strongly negative one means the camera looks backwards (a rear camera, or z flipped).
   Sideways / downward cameras make it inconclusive (info only).
+* ``depth`` (when the source has depth): what depth proves. Pixels of a sampled keyframe are back-projected
+  with its depth and pose and projected into the next sampled keyframe; a correct import puts them on that
+  keyframe's depth (within 10 %). The same is measured with the poses inverted (world-to-camera read as
+  camera-to-world), with OpenGL camera axes and with the depth scaled: a hypothesis that fits far better than
+  the poses as given names the mistake. When the depth agrees as given, it outweighs the geometric guesses
+  below (a ``fail`` of theirs becomes ``info``): the camera-to-world direction, the camera axes and the depth
+  scale are proven, whatever the axes' layout suggests.
 * ``upright``: where the format defines the world's up axis (transforms.json: +z; KITTI: -y), the image's up
-  (optical -y) should point up for most cameras; otherwise the cameras should at least agree with each other.
+  (optical -y) should point up for most cameras -- unless the cameras' common horizon says that the world's up
+  is another axis altogether (a SLAM / handheld world frame that is not gravity aligned: not judged);
+  otherwise the cameras should at least agree with each other.
 * ``axes_convention``: a trajectory that looks backwards *and* is upside down is the camera turned 180 deg about
   its x axis: OpenGL axes taken for optical ones (or converted twice).
 * ``common_target`` and ``motion`` disagree on a curved path (the axes of a car in a turn meet behind it); a
@@ -30,6 +41,14 @@ import numpy as np
 
 FRONT_OK = 0.9  # fraction of observed points in front of a correct camera (noise, outliers)
 AXES_MEET_DEG = 20.0
+TARGET_MAX_SPREADS = 3.0  # a common target farther than this many camera spreads away: the axes are ~parallel
+PARALLEL_FAN_DEG = 30.0  # 90 % of the viewing directions within this of their mean: a sweep, not an object capture
+NOT_GRAVITY_DEG = 30.0  # the cameras' common up this far from the format's up axis: the world is not that-up
+DEPTH_TOL = 0.10  # relative depth difference of a back-projected point that still agrees
+DEPTH_SAMPLES = 24  # keyframes whose depth the check reads
+DEPTH_POINTS = 3000  # points back-projected per keyframe (a pixel grid)
+DEPTH_AGREE_OK = 0.5  # share of landed points that agree for a correct import
+GL_AXES = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (x right, y up, z back) <-> optical
 
 
 @dataclass
@@ -38,6 +57,21 @@ class Finding:
     status: str  # ok, warn, fail, info
     message: str
     values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DepthEvidence:
+    """Depth of a few frames for the pose check: ``frames`` indices into the poses (time order), per frame the
+    ``(3, 3)`` intrinsics ``K`` of its depth map and the map itself (``(H, W)`` float metres, NaN invalid)."""
+
+    frames: list[int]
+    K: list[np.ndarray]
+    depth: list[np.ndarray]
+
+
+def depth_sample(n: int, count: int = DEPTH_SAMPLES) -> list[int]:
+    """The frames whose depth the check reads: ``count`` evenly spaced over ``n`` frames, in order."""
+    return sorted({round(float(x)) for x in np.linspace(0, n - 1, min(n, count))})
 
 
 @dataclass
@@ -123,6 +157,17 @@ def _target_test(T: np.ndarray, convention: str) -> tuple[Finding, np.ndarray | 
         )
         return Finding("common_target", "info", f"no common target ({why}): not an object capture"), None, none
     c, z = T[:, :3, 3], T[:, :3, 2]
+    spread = float(np.max(np.linalg.norm(c - c.mean(0), axis=1)))
+    far = float(np.linalg.norm(p - c.mean(0)))
+    mean_z = z.mean(0) / max(float(np.linalg.norm(z.mean(0))), 1e-12)
+    fan = float(np.degrees(np.arccos(np.clip(np.percentile(z @ mean_z, 10), -1.0, 1.0))))
+    vals.update(target_distance_in_spreads=far / max(spread, 1e-9), view_fan_deg=fan)
+    if far > TARGET_MAX_SPREADS * max(spread, 1e-9) or fan < PARALLEL_FAN_DEG:
+        msg = (f"no common target: the optical axes are nearly parallel (90 % within {fan:.0f} deg of their mean "
+               f"direction; their least-squares meeting point lies {far:.3g} away, "
+               f"{far / max(spread, 1e-9):.1f} times the cameras' spread, where a sweep's or a pan's axes meet "
+               "behind or ahead alike): not an object capture")  # fmt: skip
+        return Finding("common_target", "info", msg, vals), None, none
     front = np.einsum("ni,ni->n", p[None] - c, z) > 0
     f = float(front.mean())
     vals.update(fraction_facing_target=f, target=[float(x) for x in p])
@@ -163,11 +208,30 @@ def _motion_test(T: np.ndarray) -> Finding:
                    f"{med:.2f}): not conclusive", vals)  # fmt: skip
 
 
+def _common_up(T: np.ndarray) -> np.ndarray | None:
+    """The axis the cameras' x axes are all (nearly) perpendicular to -- the up of a shared horizon, sign
+    unknown -- or None when the cameras roll freely (or there are fewer than 3)."""
+    if len(T) < 3:
+        return None
+    x = T[:, :3, 0]
+    w, V = np.linalg.eigh(x.T @ x / len(T))
+    return None if w[0] > 0.05 else V[:, 0]
+
+
 def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) -> tuple[Finding, np.ndarray]:
     up_img = -T[:, :3, 1]  # image up (optical -y) in the world
     none = np.zeros(len(T), bool)
+    common = _common_up(T)
     if up_hint is not None:
         u = np.asarray(up_hint, dtype=np.float64) / np.linalg.norm(up_hint)
+        if common is not None and np.degrees(np.arccos(min(1.0, abs(float(common @ u))))) > NOT_GRAVITY_DEG:
+            ang = float(np.degrees(np.arccos(min(1.0, abs(float(common @ u))))))
+            vals = {"world_up": u.tolist(), "estimated_up": common.tolist(), "angle_to_format_up_deg": ang}
+            up_est = (np.round(common, 2) + 0.0).tolist()
+            return Finding("upright", "info", f"the cameras share a horizon whose up axis is {ang:.0f} deg from the "
+                           f"format's up axis {(np.round(u, 3) + 0.0).tolist()}: the world frame is not gravity "
+                           f"aligned that way (a SLAM or handheld world frame; its up is about {up_est}), so "
+                           "'upright' is not judged", vals), none  # fmt: skip
         d = up_img @ u
         med = float(np.median(d))
         vals = {"world_up": u.tolist(), "median_cos_image_up": med, "fraction_upright": float(np.mean(d > 0))}
@@ -184,11 +248,9 @@ def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) ->
                        "cameras look straight up/down or the world's up is another axis", vals), none  # fmt: skip
     if len(T) < 3:
         return Finding("upright", "info", "fewer than 3 cameras: not tested"), none
-    x = T[:, :3, 0]
-    w, V = np.linalg.eigh(x.T @ x / len(T))
-    if w[0] > 0.05:
+    if common is None:
         return Finding("upright", "info", "the cameras roll freely (no common horizon): not tested"), none
-    u = V[:, 0] * np.sign(np.sum(np.sign(up_img @ V[:, 0])) or 1.0)
+    u = common * np.sign(np.sum(np.sign(up_img @ common)) or 1.0)
     d = up_img @ u
     f = float(np.mean(d > 0))
     vals = {"estimated_up": u.tolist(), "fraction_agreeing": f}
@@ -199,6 +261,96 @@ def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) ->
                    "upside down relative to the others (their y axis flipped)", vals), d < 0  # fmt: skip
 
 
+def _pixel_grid(K: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points of a grid of about DEPTH_POINTS valid pixels in the camera frame ``(M, 3)`` and their depths."""
+    h, w = depth.shape
+    step = max(1, int(np.sqrt(h * w / DEPTH_POINTS)))
+    v, u = np.mgrid[step // 2 : h : step, step // 2 : w : step]
+    d = depth[v, u]
+    ok = np.isfinite(d) & (d > 0)
+    u, v, d = u[ok].astype(np.float64), v[ok].astype(np.float64), d[ok].astype(np.float64)
+    x = (u - K[0, 2]) / K[0, 0] * d
+    y = (v - K[1, 2]) / K[1, 1] * d
+    return np.stack([x, y, d], 1), d
+
+
+def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.ndarray, dj: np.ndarray) -> np.ndarray:
+    """Of points ``pts_i`` (camera i) that land in image j, in front of it, on a valid depth pixel: their
+    relative depth difference ``|z_j - depth_j| / depth_j``."""
+    T_ji = np.linalg.inv(Tj) @ Ti
+    p = pts_i @ T_ji[:3, :3].T + T_ji[:3, 3]
+    p = p[p[:, 2] > 1e-6]
+    z = p[:, 2]
+    u = np.rint(Kj[0, 0] * p[:, 0] / z + Kj[0, 2]).astype(np.int64)
+    v = np.rint(Kj[1, 1] * p[:, 1] / z + Kj[1, 2]).astype(np.int64)
+    h, w = dj.shape
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    d = dj[v[inside], u[inside]].astype(np.float64)
+    ok = np.isfinite(d) & (d > 0)
+    return np.abs(z[inside][ok] - d[ok]) / d[ok]
+
+
+DEPTH_SCALES = (0.1, 0.2, 0.5, 2.0, 5.0, 10.0)
+
+
+def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
+    """The ``depth`` test of the module docstring. Each sampled keyframe is compared with the next two (the
+    second gives the parallax that shows a wrong depth scale). Hypotheses are ranked by the median relative
+    depth difference of the points that land; one that fits clearly better than the poses as given (half the
+    error, and half a per cent less) names the mistake."""
+    if len(ev.frames) < 2:
+        return Finding("depth", "info", "fewer than 2 frames with depth: not tested")
+    hyps: dict[str, tuple[np.ndarray, float]] = {"as given": (T, 1.0), "inverted": (np.linalg.inv(T), 1.0),
+                                                 "opengl": (T @ GL_AXES, 1.0)}  # fmt: skip
+    for s in DEPTH_SCALES:
+        hyps[f"scale {s:g}"] = (T, s)
+    grids = [_pixel_grid(K, d) for K, d in zip(ev.K, ev.depth, strict=True)]
+    pairs = [(a, b) for a in range(len(ev.frames)) for b in (a + 1, a + 2) if b < len(ev.frames)]
+    errs: dict[str, np.ndarray] = {}
+    for name, (TT, s) in hyps.items():
+        e = [_relative_errors(TT[ev.frames[a]], TT[ev.frames[b]], grids[a][0] * s, ev.K[b], ev.depth[b] * s)
+             for a, b in pairs]  # fmt: skip
+        errs[name] = np.concatenate(e) if e else np.zeros(0)
+    most = max(len(e) for e in errs.values())
+    vals: dict[str, Any] = {"frames": len(ev.frames), "pairs": len(pairs), "tolerance": DEPTH_TOL,
+                            "points": int(sum(len(g[1]) for g in grids))}  # fmt: skip
+    if most < 50:
+        return Finding("depth", "info", f"the {len(ev.frames)} sampled keyframes barely see each other's depth "
+                       "(too far apart or no overlap): not tested", vals)  # fmt: skip
+    med = {k: float(np.median(e)) for k, e in errs.items() if len(e) >= 0.3 * most}
+    given = errs["as given"]
+    share = float(np.mean(given <= DEPTH_TOL)) if len(given) else 0.0
+    vals.update(agreeing_share_as_given=share, landed_as_given=len(given),
+                median_relative_error={k: round(v, 4) for k, v in med.items()})  # fmt: skip
+    best = min(med, key=lambda k: med[k])
+    g = med.get("as given", np.inf)
+    if best != "as given" and g >= 2.0 * med[best] + 0.005:
+        why = {
+            "inverted": "with the poses inverted: the poses are world-to-camera, read as camera-to-world (or "
+                        "inverted twice)",
+            "opengl": "with OpenGL camera axes (x right, y up, z back) read as optical ones: --camera-axes opengl",
+        }.get(best) or (
+            f"with the depth multiplied by {best.split()[1]}: the depth units are off (units per metre: "
+            "--depth-scale; nerfstudio's depth_unit_scale_factor)"
+        )  # fmt: skip
+        shown = "no point lands" if not np.isfinite(g) else f"the median difference is {100 * g:.1f} %"
+        msg = (
+            f"the depth contradicts the poses: points back-projected from one keyframe onto the next ones' depth "
+            f"miss it as given ({shown}) but fit {why} (median difference {100 * med[best]:.1f} %)"
+        )
+        return Finding("depth", "fail", msg, {**vals, "best_hypothesis": best})
+    if share >= DEPTH_AGREE_OK:
+        return Finding("depth", "ok", f"the depth agrees across keyframes: {100 * share:.0f} % of the points "
+                       f"back-projected from one keyframe land on the next ones' depth within "
+                       f"{100 * DEPTH_TOL:.0f} % ({len(ev.frames)} keyframes): the poses' direction, the camera "
+                       "axes and the depth scale are right", vals)  # fmt: skip
+    msg = (f"the depth and the poses disagree: only {100 * share:.0f} % of the points back-projected from one "
+           f"keyframe land on the next ones' depth within {100 * DEPTH_TOL:.0f} %, and no simple convention "
+           "mistake explains it (intrinsics wrong, depth not registered to the colour camera, depth and poses "
+           "not synchronised?)")  # fmt: skip
+    return Finding("depth", "warn", msg, vals)
+
+
 def check_poses(
     T_world_cam: np.ndarray,
     *,
@@ -206,6 +358,7 @@ def check_poses(
     observations: list[np.ndarray] | None = None,
     up_hint: np.ndarray | None = None,
     convention: str = "",
+    depth: DepthEvidence | None = None,
 ) -> PoseCheck:
     """Run the tests of the module docstring on ``(N, 4, 4)`` optical-frame camera poses."""
     T = np.asarray(T_world_cam, dtype=np.float64)
@@ -240,6 +393,22 @@ def check_poses(
             {"median_cos_view_travel": motion.values.get("median_cos_view_travel"),
              "median_cos_image_up": f.values.get("median_cos_image_up")},
         ))  # fmt: skip
+    if depth is not None:
+        df = _depth_test(T, depth)
+        if df.status == "ok":  # proven by the depth: the geometric guesses about orientation are outweighed
+            for k, f in enumerate(findings):
+                if f.status in ("fail", "warn") and f.name in ("points_in_front", "common_target", "motion",
+                                                               "axes_convention"):  # fmt: skip
+                    findings[k] = Finding(f.name, "info", f"{f.message} -- outweighed: the depth agrees across "
+                                          "keyframes as given", f.values)  # fmt: skip
+                    bad[:] = False
+                    target = None if f.name == "common_target" else target
+                elif f.status == "warn" and f.name == "upright":
+                    findings[k] = Finding(f.name, "info", f"{f.message} -- the depth agrees across keyframes, so "
+                                          "the camera axes are right: it is the world frame that is turned, which "
+                                          "rendering does not mind", f.values)  # fmt: skip
+                    bad[:] = False
+        findings.insert(0, df)
     fails = [f.message for f in findings if f.status == "fail"]
     warns = [f.message for f in findings if f.status == "warn"]
     verdict = "suspect" if fails else ("check" if warns else "ok")

@@ -1,0 +1,129 @@
+"""The pose check on a handheld RGB-D sweep in a world that is not z-up (issue: a correct sweep was called
+SUSPECT): what the depth proves outweighs the geometric guesses, and a wrong convention still fails, named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.convert.pose_check import GL_AXES, DepthEvidence, check_poses, depth_sample
+
+W, H = 64, 48
+K = np.array([[50.0, 0.0, W / 2], [0.0, 50.0, H / 2], [0.0, 0.0, 1.0]])
+ROOM_LO, ROOM_HI = np.array([-3.0, 0.0, -1.5]), np.array([3.0, 2.6, 3.0])  # y is up (a SLAM-style world)
+
+
+def _sweep(n: int = 30, seed: int = 0, pan_deg: float = 15.0) -> np.ndarray:
+    """A handheld sweep: sideways along x at chest height, looking at the far wall (-z) and panning outwards
+    by +-``pan_deg`` (the optical axes diverge: their least-squares meeting point lies behind the cameras),
+    with hand jitter."""
+    rng = np.random.default_rng(seed)
+    R0 = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])  # columns: optical x, y (down), z (forward) in the world
+    T = np.tile(np.eye(4), (n, 1, 1))
+    for i in range(n):
+        pan = Rotation.from_rotvec([0.0, np.radians(pan_deg * (1 - 2 * i / (n - 1))), 0.0]).as_matrix()
+        jitter = Rotation.from_euler("yxz", rng.normal(0, [3.0, 3.0, 2.0]), degrees=True).as_matrix()
+        T[i, :3, :3] = pan @ R0 @ jitter
+        T[i, :3, 3] = [-1.5 + 3.0 * i / (n - 1), 1.4 + rng.normal(0, 0.03), 1.5 + rng.normal(0, 0.05)]
+    return T
+
+
+def _room_depth(T: np.ndarray) -> np.ndarray:
+    """Depth along optical z of the inside of the room box, seen from camera pose ``T`` (T_world_cam)."""
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1) @ T[:3, :3].T
+    c = T[:3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(rays > 0, (ROOM_HI - c) / rays, (ROOM_LO - c) / rays)
+    t[~np.isfinite(t) | (t <= 0)] = np.inf
+    return t.min(-1).astype(np.float32)  # ray z component is 1: the ray parameter is the optical depth
+
+
+def _evidence(T: np.ndarray, depth_scale: float = 1.0) -> DepthEvidence:
+    idx = depth_sample(len(T), 12)
+    return DepthEvidence(idx, [K] * len(idx), [_room_depth(T[i]) * depth_scale for i in idx])
+
+
+@pytest.mark.parametrize("pan_deg", [15.0, 25.0])
+def test_a_correct_handheld_sweep_in_a_y_up_world_is_not_suspect(pan_deg: float) -> None:
+    T = _sweep(pan_deg=pan_deg)
+    # without depth: nearly parallel axes prove nothing, and +z is not this world's up: nothing is called a mistake
+    plain = check_poses(T, up_hint=np.array([0.0, 0.0, 1.0]))
+    st = {f.name: f for f in plain.findings}
+    assert plain.verdict == "ok", plain.mistakes
+    assert st["common_target"].status == "info" and "parallel" in st["common_target"].message
+    assert st["upright"].status == "info" and "not gravity aligned" in st["upright"].message
+    np.testing.assert_allclose(np.abs(st["upright"].values["estimated_up"]), [0, 1, 0], atol=0.15)
+    # with depth: proven right
+    c = check_poses(T, up_hint=np.array([0.0, 0.0, 1.0]), depth=_evidence(T))
+    d = c.findings[0]
+    assert d.name == "depth" and d.status == "ok", d.message
+    assert d.values["agreeing_share_as_given"] > 0.9 and c.verdict == "ok"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "named"),
+    [("inverted", "world-to-camera"), ("opengl", "--camera-axes opengl"), ("scale", "depth units")],
+)
+def test_depth_names_the_convention_mistake(mistake: str, named: str) -> None:
+    T = _sweep()
+    if mistake == "inverted":
+        Tw, ev = np.linalg.inv(T), _evidence(T)
+    elif mistake == "opengl":
+        Tw, ev = T @ GL_AXES, _evidence(T)
+    else:
+        Tw, ev = T, _evidence(T, depth_scale=5.0)  # millimetres read with the wrong units per metre
+    c = check_poses(Tw, depth=ev)
+    d = c.findings[0]
+    assert d.name == "depth" and d.status == "fail" and named in d.message, d.message
+    assert c.verdict == "suspect"
+
+
+def test_depth_outweighs_a_geometric_guess() -> None:
+    """Cameras on a ring looking outwards (an inside-out capture of the room): their axes meet at the ring's
+    centre, behind every camera, which the target test calls 'facing away'; the depth proves them right."""
+    R0 = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])
+    T = np.tile(np.eye(4), (36, 1, 1))
+    for i in range(36):
+        T[i, :3, :3] = Rotation.from_rotvec([0.0, np.radians(10.0 * i), 0.0]).as_matrix() @ R0
+        T[i, :3, 3] = np.array([0.0, 1.4, 0.5]) + 0.5 * T[i, :3, 2]
+    plain = check_poses(T)
+    assert plain.verdict == "suspect" and "face away" in plain.mistakes[0]
+    c = check_poses(T, depth=_evidence(T))
+    st = {f.name: f for f in c.findings}
+    assert c.verdict == "ok", c.mistakes
+    assert st["depth"].status == "ok" and st["common_target"].status == "info"
+    assert "outweighed" in st["common_target"].message and not c.bad_cameras.any()
+
+
+def _write_transforms_json(root: Path, T: np.ndarray) -> Path:
+    """The sweep as nerfstudio writes it (OpenGL camera axes) with 16-bit millimetre depth PNGs."""
+    (root / "images").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rng = np.random.default_rng(1)
+    frames = []
+    for i, Ti in enumerate(T):
+        cv2.imwrite(str(root / "images" / f"{i:03d}.png"), rng.integers(0, 255, (H, W, 3), np.uint8))
+        mm = np.clip(np.rint(_room_depth(Ti) * 1000.0), 0, 65535).astype(np.uint16)
+        cv2.imwrite(str(root / "depth" / f"{i:03d}.png"), mm)
+        frames.append({"file_path": f"images/{i:03d}.png", "depth_file_path": f"depth/{i:03d}.png",
+                       "transform_matrix": (Ti @ GL_AXES).tolist()})  # fmt: skip
+    doc = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": W, "h": H, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(doc))
+    return root / "transforms.json"
+
+
+def test_import_of_the_sweep_reports_what_depth_proves(tmp_path: Path) -> None:
+    from pose2rgbd.convert.images import convert_images
+    from pose2rgbd.convert.posed_images import ImagesConfig
+
+    src = _write_transforms_json(tmp_path / "sweep", _sweep())
+    out = convert_images(src, tmp_path / "ds", ImagesConfig(strict=True), progress=False)  # strict: not suspect
+    pc = json.loads((out / "report" / "summary.json").read_text())["pose_check"]
+    assert pc["verdict"] == "ok", pc["mistakes"]
+    assert pc["findings"][0]["name"] == "depth" and pc["findings"][0]["status"] == "ok"

@@ -25,7 +25,7 @@ import torch
 from pose2rgbd.convert.scale import ScaleConfig, ScaleFit, fit_scale, segment_scales
 from pose2rgbd.dataset.format import Dataset, DatasetWriter, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
@@ -278,17 +278,27 @@ def export_depth(
     T_rel_fit = pred.T_rel
     if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
         T_rel_fit = _metric_relative(mp, pred, unit)
+    unchecked: dict[int, str] = {}  # source -> why its GPS window fit could not be made (metric scale: a check)
     if use_gps:
         for sid in scale_of:
             idx = np.flatnonzero(frames.source_id == sid)
-            fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel_fit[idx[:-1]], scale_cfg)
+            try:
+                fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel_fit[idx[:-1]],
+                                      scale_cfg)  # fmt: skip
+            except SyncError as e:
+                if not (mp is not None and unit > 0):
+                    raise  # the fit is the scale itself: without it there is no metric depth
+                unchecked[sid] = str(e)  # the metric poses give the scale; the fit was only its check
+                scale_of[sid] = unit
+                log.warning("source %d: the GPS window fit, a check of the metric scale, is not possible: %s", sid, e)
+                continue
             scale_of[sid] = unit if unit > 0 else fits[sid].scale
             fit = fits[sid]
             log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
                      fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
     metric_info: dict[str, Any] = {}
     if mp is not None:
-        metric_info = _metric_report(mp, pred, frames, fits, unit, scale_of)
+        metric_info = _metric_report(mp, pred, frames, fits, unit, scale_of, unchecked)
         if metric_info["check"].get("agree") is False:
             log.warning("%s", metric_info["check"]["message"])
     kind = "metric" if use_gps else "unscaled"
@@ -415,9 +425,11 @@ def _metric_report(
     fits: dict[int, ScaleFit],
     unit: float,
     scale_of: dict[int, float],
+    unchecked: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """What the metric-pose path did (registered frames, Sim(3) per model, segments and their pose source) and the
-    scale check: the GPS window fit and the median ratio of the depth to the triangulated points' depth."""
+    scale check: the GPS window fit (``unchecked``: sources where it could not be made, and why) and the median
+    ratio of the depth to the triangulated points' depth."""
     info: dict[str, Any] = {
         "metric_frames": mp.n_metric,
         "frames": len(mp.label),
@@ -451,14 +463,21 @@ def _metric_report(
     ]
     if ratios and abs(check["depth_to_points"] - 1.0) > CHECK_TOLERANCE:
         bad.append(f"depth / triangulated points: {check['depth_to_points']:.3f}")
+    for sid, why in (unchecked or {}).items():
+        check[f"gps_fit_source_{sid}"] = {"not_possible": why}
+    checked = ("the GPS window fit" if fits else "") + (" and " if fits and ratios else "") + (
+        "the triangulated points" if ratios else "")  # fmt: skip
     check["agree"] = not bad
     check["message"] = (
-        "the metric scale agrees with the GPS window fit and the triangulated points"
+        (f"the metric scale agrees with {checked}" if checked else "the metric scale could not be checked")
         if not bad
         else f"the metric scale ({unit:.4g} m per network unit, from the metric poses) disagrees with: "
         + "; ".join(bad)
         + ". The depth may be mis-scaled: check the Sim(3) residual and the GPS in the report"
     )
+    if unchecked:
+        check["message"] += "; no GPS window fit for source(s) " + ", ".join(str(k) for k in unchecked) + (
+            " (too little GPS motion for its windows: the metric poses' Sim(3) gives the scale)")  # fmt: skip
     info["check"] = check
     return info
 

@@ -87,7 +87,7 @@ def _plane_model(plane, n_key: int = 6, **cfg) -> tuple:
 
 def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane) -> None:
     ck, cam = plane
-    model, T = _plane_model(plane)
+    model, T = _plane_model(plane, hole_depth="nearest")  # the default (background) differs in holes only, below
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -302,3 +302,62 @@ def test_batchnorm_recalibration_draws_no_random_numbers(plane) -> None:
     assert torch.equal(torch.get_rng_state(), state)
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bn and all(int(m.num_batches_tracked) == 1 for m in bn)  # the decoder's statistics were updated
+
+
+def test_background_fill_takes_the_farther_surface_around_a_hole() -> None:
+    from pose2rgbd.methods.hybrid.net import RING_STEPS, background_fill
+
+    w = 2 * RING_STEPS + 12
+    d = torch.full((1, 1, 3, w), -0.6)  # a near surface on the left ...
+    d[..., w // 2 :] = 0.3  # ... a farther one on the right
+    valid = torch.ones_like(d, dtype=torch.bool)
+    valid[..., w // 2 - 1 : w // 2 + 2] = False  # a narrow disocclusion at the depth edge, all rows
+    out = background_fill(d, valid)
+    assert torch.equal(out[valid], d[valid])
+    np.testing.assert_allclose(out[..., w // 2 :].numpy(), 0.3)  # reached from both sides: the farther wins
+    np.testing.assert_allclose(out[..., w // 2 - 1].numpy(), -0.6)  # reached from the near side first
+    # a hole wider than the rings grow: its middle takes the farther of the row's known depths beside it
+    valid2 = torch.ones_like(d, dtype=torch.bool)
+    valid2[..., 2 : w - 2] = False
+    out2 = background_fill(d, valid2)
+    mid = out2[0, 0, 1, 2 + RING_STEPS : w - 2 - RING_STEPS]
+    assert len(mid) and torch.allclose(mid, torch.tensor(0.3))
+    # sky (normalized 1) is no surface; a row with nothing known keeps its input value
+    d3 = torch.full((1, 1, 20, 4), 0.5)
+    d3[..., 0, :] = 1.0
+    v3 = torch.zeros_like(d3, dtype=torch.bool)
+    v3[..., 0, :] = True  # a sky row
+    v3[..., 19, 0] = True
+    d3[..., 19, 0] = -0.2
+    out3 = background_fill(d3, v3)
+    np.testing.assert_allclose(out3[0, 0, :10].numpy(), d3[0, 0, :10].numpy())  # beyond the rings: unchanged
+    np.testing.assert_allclose(out3[0, 0, 12:].numpy(), -0.2)  # the rings from the one surface pixel
+
+
+def test_background_hole_depth_changes_only_the_holes(plane) -> None:
+    from pose2rgbd.methods.hybrid.net import background_fill
+
+    near, _ = _plane_model(plane, hole_depth="nearest")
+    back, _ = _plane_model(plane)  # the default
+    back.load_state_dict(near.state_dict())
+    query = look_down_pose(3.1, 0.9, 18.0, yaw=0.4)[None]  # lower and turned: holes at the borders
+    x, _ = near.poses_to_input(query)
+    with torch.no_grad():
+        a, b = near(x), back(x)
+    valid = a["confidence"] > 0.5
+    assert (~valid).sum() > 0 and torch.equal(a["depth"][valid], b["depth"][valid])
+    torch.testing.assert_close(b["depth"], torch.where(valid, a["depth"], background_fill(a["depth"], valid)))
+    assert not torch.equal(a["depth"][~valid], b["depth"][~valid])
+
+
+def test_background_fill_opencv_and_torch_agree() -> None:
+    """The CPU path (OpenCV dilation) and the torch path (CUDA's) give the same fill."""
+    from pose2rgbd.methods.hybrid.net import _background_fill_torch, background_fill
+
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand((2, 1, 40, 56), generator=g) * 2 - 1
+    d[0, 0, :5] = 1.0  # sky rows
+    valid = torch.rand((2, 1, 40, 56), generator=g) > 0.3
+    valid[1, 0, :, 10:40] = False  # a hole wider than the rings grow
+    valid[0, 0, 20:] = False  # rows with nothing known below the rings' reach
+    torch.testing.assert_close(background_fill(d, valid), _background_fill_torch(d, valid))

@@ -12,7 +12,7 @@ from pose2rgbd.geometry.encoding import ENCODINGS, encoding_dim
 from pose2rgbd.methods.pose2rgbd.config import DEFAULT_TRUNK, MAX_SIZE, MIN_SIZE, Pose2RGBDConfig
 
 LOSSES: tuple[str, ...] = ("mse", "l1")
-HOLE_DEPTHS: tuple[str, ...] = ("nearest", "learned")
+HOLE_DEPTHS: tuple[str, ...] = ("nearest", "background", "learned")
 
 
 @dataclass
@@ -52,9 +52,10 @@ class HybridConfig:
     fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
     hole_depth: str = help_field(
-        "nearest",
+        "background",
         "depth where no keyframe point lands: nearest (the nearest keyframe's, as the reprojection baseline) | "
-        "learned (corrected by the fill network like the rest)",
+        "background (the farther warped surface around the hole, grown in from its edges: a disocclusion shows "
+        "what lay behind) | learned (corrected by the fill network like the rest)",
     )
     loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
     depth_max: float = help_field(

@@ -49,6 +49,7 @@ BAG = OutputKind("bag", True, ("metadata.yaml",))
 DATASET = OutputKind("dataset", True, ("manifest.yaml",))
 TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"))
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
+POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",))
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
 FILE = OutputKind("file", False)
 

@@ -71,6 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dataset", action=argparse.BooleanOptionalAction, default=True, help="write out/dataset")
     p.add_argument("--bag", action=argparse.BooleanOptionalAction, default=True, help="write out/bags/<route>")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=False, help="write out/video/*.mp4 + CSV")
+    p.add_argument(
+        "--posed-images",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="write out/posed_images/<route>: transforms.json + images + 16-bit depth (for `convert images`)",
+    )
+    p.add_argument(
+        "--realism",
+        action="store_true",
+        help="real-sensor effects on the dataset and posed images: depth holes and saturation codes, repeated "
+        "frames, exposure changes, JPEG (= --set realism.enabled=true; realism.* below; docs/sim.md)",
+    )
     p.add_argument("--preview", action="store_true", help="also write a contact sheet and a flight-path plot (PNG)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -79,11 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
     cfg = config_from_args(args)
     if args.video:  # video of the flown routes only (the default video route may not be flown)
         cfg = config_from_args(
             args, extra={"video_routes": [r for r in cfg.video_routes if r in cfg.routes] or cfg.routes[:1]}
         )
+    if args.realism:
+        cfg = replace(cfg, realism=replace(cfg.realism, enabled=True))
     return cfg
 
 
@@ -101,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         bag=args.bag,
         video=args.video,
+        posed_images=args.posed_images,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
@@ -112,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  bag      {b}")
     for mp4, csvp in res["videos"]:
         print(f"  video    {mp4}  (GPS log {csvp})")
+    for pi in res["posed_images"]:
+        print(f"  posed    {pi}  (transforms.json; `pose2rgbd convert images {pi} --out DS`)")
+    if cfg.realism.enabled:
+        print("  realism  on: " + ", ".join(f"{k} {v}" for k, v in vars(cfg.realism).items() if k != "enabled"))
     if args.preview:
         print(f"  preview  {contact_sheet(cfg, Path(args.out) / 'sim_contact_sheet.png')}")
         print(f"  preview  {flight_paths_plot(cfg, Path(args.out) / 'sim_flight_paths.png')}")

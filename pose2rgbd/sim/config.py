@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.sim.flight import DEFAULT_ROUTES, DEFAULT_START_NS, ROUTES
+from pose2rgbd.sim.realism import RealismConfig
 
 GPS_OFFSET_HELP = (
     "GPS clock offset d in seconds: a fix stamped t was measured at camera-clock time t - d "
@@ -56,6 +57,13 @@ class SimConfig:
     ground_truth_topics: bool = help_field(True, "bag also has /ground_truth/depth and /ground_truth/pose")
     bag_routes: list[str] = help_field(["survey"], "routes written as bags (one bag directory per route)")
     video_routes: list[str] = help_field(["survey"], "routes written as MP4 + GPS CSV (one per route)")
+    posed_routes: list[str] = help_field(
+        ["survey"], "routes written as posed images (transforms.json + images + 16-bit depth, one folder per route)"
+    )
+    realism: RealismConfig = field(
+        default_factory=RealismConfig,
+        metadata={"help": "real-sensor effects of the dataset and posed-images exports (docs/sim.md)"},
+    )
 
     def __post_init__(self) -> None:
         if self.camera_rate_hz not in (24, 30):
@@ -66,7 +74,7 @@ class SimConfig:
             raise ConfigError(f"hfov_deg must be within [10, 150], got {self.hfov_deg}")
         if not self.routes:
             raise ConfigError("routes: give at least one route")
-        for name in [*self.routes, *self.bag_routes, *self.video_routes]:
+        for name in [*self.routes, *self.bag_routes, *self.video_routes, *self.posed_routes]:
             if name not in ROUTES:
                 raise ConfigError(f"unknown route {name!r}; choose from {list(ROUTES)}")
         if len(set(self.routes)) != len(self.routes):

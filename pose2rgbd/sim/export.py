@@ -52,6 +52,7 @@ from pose2rgbd.output_guard import FILE, VIDEO, check_output
 from pose2rgbd.progress import bar
 from pose2rgbd.sim.config import SimConfig
 from pose2rgbd.sim.flight import FlightPlan, Trajectory
+from pose2rgbd.sim.realism import SensorRealism
 from pose2rgbd.sim.render import Renderer
 from pose2rgbd.sim.world import World, make_world
 
@@ -164,6 +165,13 @@ def gps_track(cfg: SimConfig, route: str, plan: FlightPlan | None = None) -> Gps
     return GpsTrack(tau, stamps, np.asarray(lat), np.asarray(lon), np.asarray(alt), speed, valid)
 
 
+def realism_of(cfg: SimConfig, camera: PinholeCamera, route: str) -> SensorRealism | None:
+    """The sensor effects of ``route``'s frames when ``cfg.realism`` is on (seeded by the config and the route)."""
+    if not cfg.realism.enabled:
+        return None
+    return SensorRealism(cfg.realism, camera, seed=cfg.seed * 1000 + _route_index(route))
+
+
 def _route_index(route: str) -> int:
     from pose2rgbd.sim.flight import ROUTES
 
@@ -229,14 +237,22 @@ def export_dataset(
         created_utc=_iso(cfg.start_time_ns),
     )
     total = sum(counts.values())
+    if cfg.realism.enabled:
+        manifest.extra["sensor_realism"] = {"repeated_frames": {}}
     with DatasetWriter(out_dir, manifest, overwrite=overwrite) as w, _bar(total, "dataset", progress) as bar:
         for i, r in enumerate(cfg.routes):
             tr = trajs[r]
             idx = np.arange(0, len(tr), cfg.dataset_stride)
             Twc = tr.T_world_cam[idx]
             lat, lon, alt = datum.from_enu(Twc[:, :3, 3])
+            sensor = realism_of(cfg, camera, r)
             for j, k in enumerate(idx):
                 rgb, depth = renderer.render(Twc[j])
+                if sensor is not None:
+                    f = sensor.frame(rgb, depth, Twc[j])
+                    rgb, depth = f.rgb, f.depth
+                    if f.repeated:
+                        manifest.extra["sensor_realism"]["repeated_frames"].setdefault(r, []).append(len(w))
                 w.add_frame(
                     int(tr.stamps_ns[k]),
                     Twc[j],
@@ -482,16 +498,19 @@ def simulate(
     dataset: bool = True,
     bag: bool = True,
     video: bool = False,
+    posed_images: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``out_dir/sim_config.yaml`` and, as asked, ``out_dir/dataset`` (every route),
-    ``out_dir/bags/<route>`` (``cfg.bag_routes``) and ``out_dir/video/<route>.mp4`` + CSVs
-    (``cfg.video_routes``), all put in place together at the end (:class:`pose2rgbd.atomic.StagedOutputs`): the
-    config always describes the outputs beside it.
-    Returns ``{"config", "dataset", "bags": [...], "videos": [(mp4, gps_csv), ...]}``.
+    ``out_dir/bags/<route>`` (``cfg.bag_routes``), ``out_dir/video/<route>.mp4`` + CSVs (``cfg.video_routes``)
+    and ``out_dir/posed_images/<route>`` (``cfg.posed_routes``: transforms.json + images + 16-bit depth,
+    :mod:`pose2rgbd.sim.export_posed`), all put in place together at the end
+    (:class:`pose2rgbd.atomic.StagedOutputs`): the config always describes the outputs beside it.
+    Returns ``{"config", "dataset", "bags": [...], "videos": [(mp4, gps_csv), ...], "posed_images": [...]}``.
     """
-    from pose2rgbd.output_guard import BAG, DATASET
+    from pose2rgbd.output_guard import BAG, DATASET, POSED_IMAGES
+    from pose2rgbd.sim.export_posed import export_posed_images
 
     out = Path(out_dir)
     targets: list[tuple[Path, Any]] = []
@@ -503,6 +522,8 @@ def simulate(
         for r in cfg.video_routes:
             targets += [(out / "video" / f"{r}.mp4", VIDEO), (out / "video" / f"{r}_gps.csv", FILE),
                         (out / "video" / f"{r}_poses.csv", FILE)]  # fmt: skip
+    if posed_images:
+        targets += [(out / "posed_images" / r, POSED_IMAGES) for r in cfg.posed_routes]
     for p, kind in targets:  # every refusal before any work
         check_output(p, kind, overwrite=overwrite)
         if p.exists() and not overwrite:
@@ -510,7 +531,7 @@ def simulate(
     out.mkdir(parents=True, exist_ok=True)
     world = world_of(cfg)
     cfg_path = out / "sim_config.yaml"
-    result: dict[str, Any] = {"config": cfg_path, "dataset": None, "bags": [], "videos": []}
+    result: dict[str, Any] = {"config": cfg_path, "dataset": None, "bags": [], "videos": [], "posed_images": []}
     # Everything is written beside its target first and put in place together with sim_config.yaml at the end:
     # an interruption or a full disk leaves the earlier outputs and the config that describes them as they were.
     staged = StagedOutputs()
@@ -528,6 +549,10 @@ def simulate(
                     cfg, staged.stage_files(out / "video" / f"{r}.mp4"), r, progress=progress, world=world
                 )
                 result["videos"].append((out / "video" / mp4.name, out / "video" / gcsv.name))
+        if posed_images:
+            for r in cfg.posed_routes:
+                export_posed_images(cfg, staged.stage(out / "posed_images" / r), r, progress=progress, world=world)
+                result["posed_images"].append(out / "posed_images" / r)
         staged.commit({cfg_path: yaml.safe_dump(to_dict(cfg), sort_keys=False)})
     except BaseException:
         staged.discard()

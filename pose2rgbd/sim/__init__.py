@@ -25,9 +25,9 @@ from pose2rgbd.sim.export import (
     make_camera,
     make_datum,
     route_start_ns,
-    simulate,
 )
 from pose2rgbd.sim.flight import ROUTES, FlightPlan, Trajectory, camera_mount, plan_route
+from pose2rgbd.sim.outputs import simulate
 from pose2rgbd.sim.render import Renderer, look_at
 from pose2rgbd.sim.world import World, make_world
 

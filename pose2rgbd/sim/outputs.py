@@ -1,0 +1,84 @@
+"""One simulation's outputs, put in place together: ``sim_config.yaml`` beside the dataset, bags, videos and
+posed images it describes (:func:`simulate`, what ``pose2rgbd sim`` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pose2rgbd.atomic import StagedOutputs
+from pose2rgbd.config import to_dict
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output
+from pose2rgbd.sim.config import SimConfig
+from pose2rgbd.sim.export import export_bag, export_dataset, export_video, world_of
+from pose2rgbd.sim.export_posed import export_posed_images
+
+
+def simulate(
+    cfg: SimConfig,
+    out_dir: str | Path,
+    *,
+    dataset: bool = True,
+    bag: bool = True,
+    video: bool = False,
+    posed_images: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``out_dir/sim_config.yaml`` and, as asked, ``out_dir/dataset`` (every route),
+    ``out_dir/bags/<route>`` (``cfg.bag_routes``), ``out_dir/video/<route>.mp4`` + CSVs (``cfg.video_routes``)
+    and ``out_dir/posed_images/<route>`` (``cfg.posed_routes``: transforms.json + images + 16-bit depth,
+    :mod:`pose2rgbd.sim.export_posed`), all put in place together at the end
+    (:class:`pose2rgbd.atomic.StagedOutputs`): the config always describes the outputs beside it.
+    Returns ``{"config", "dataset", "bags": [...], "videos": [(mp4, gps_csv), ...], "posed_images": [...]}``.
+    """
+
+    out = Path(out_dir)
+    targets: list[tuple[Path, Any]] = []
+    if dataset:
+        targets.append((out / "dataset", DATASET))
+    if bag:
+        targets += [(out / "bags" / r, BAG) for r in cfg.bag_routes]
+    if video:
+        for r in cfg.video_routes:
+            targets += [(out / "video" / f"{r}.mp4", VIDEO), (out / "video" / f"{r}_gps.csv", FILE),
+                        (out / "video" / f"{r}_poses.csv", FILE)]  # fmt: skip
+    if posed_images:
+        targets += [(out / "posed_images" / r, POSED_IMAGES) for r in cfg.posed_routes]
+    for p, kind in targets:  # every refusal before any work
+        check_output(p, kind, overwrite=overwrite)
+        if p.exists() and not overwrite:
+            raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    world = world_of(cfg)
+    cfg_path = out / "sim_config.yaml"
+    result: dict[str, Any] = {"config": cfg_path, "dataset": None, "bags": [], "videos": [], "posed_images": []}
+    # Everything is written beside its target first and put in place together with sim_config.yaml at the end:
+    # an interruption or a full disk leaves the earlier outputs and the config that describes them as they were.
+    staged = StagedOutputs()
+    try:
+        if dataset:
+            export_dataset(cfg, staged.stage(out / "dataset"), progress=progress, world=world)
+            result["dataset"] = out / "dataset"
+        if bag:
+            for r in cfg.bag_routes:
+                export_bag(cfg, staged.stage(out / "bags" / r), r, progress=progress, world=world)
+                result["bags"].append(out / "bags" / r)
+        if video:
+            for r in cfg.video_routes:
+                mp4, gcsv = export_video(
+                    cfg, staged.stage_files(out / "video" / f"{r}.mp4"), r, progress=progress, world=world
+                )
+                result["videos"].append((out / "video" / mp4.name, out / "video" / gcsv.name))
+        if posed_images:
+            for r in cfg.posed_routes:
+                export_posed_images(cfg, staged.stage(out / "posed_images" / r), r, progress=progress, world=world)
+                result["posed_images"].append(out / "posed_images" / r)
+        staged.commit({cfg_path: yaml.safe_dump(to_dict(cfg), sort_keys=False)})
+    except BaseException:
+        staged.discard()
+        raise
+    return result

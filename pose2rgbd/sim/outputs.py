@@ -12,8 +12,8 @@ from pose2rgbd.atomic import StagedOutputs
 from pose2rgbd.config import to_dict
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output
+from pose2rgbd.sim import export as ex  # looked up at call time: tests stop an export midway by patching it
 from pose2rgbd.sim.config import SimConfig
-from pose2rgbd.sim.export import export_bag, export_dataset, export_video, world_of
 from pose2rgbd.sim.export_posed import export_posed_images
 
 
@@ -53,7 +53,7 @@ def simulate(
         if p.exists() and not overwrite:
             raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    world = world_of(cfg)
+    world = ex.world_of(cfg)
     cfg_path = out / "sim_config.yaml"
     result: dict[str, Any] = {"config": cfg_path, "dataset": None, "bags": [], "videos": [], "posed_images": []}
     # Everything is written beside its target first and put in place together with sim_config.yaml at the end:
@@ -61,15 +61,15 @@ def simulate(
     staged = StagedOutputs()
     try:
         if dataset:
-            export_dataset(cfg, staged.stage(out / "dataset"), progress=progress, world=world)
+            ex.export_dataset(cfg, staged.stage(out / "dataset"), progress=progress, world=world)
             result["dataset"] = out / "dataset"
         if bag:
             for r in cfg.bag_routes:
-                export_bag(cfg, staged.stage(out / "bags" / r), r, progress=progress, world=world)
+                ex.export_bag(cfg, staged.stage(out / "bags" / r), r, progress=progress, world=world)
                 result["bags"].append(out / "bags" / r)
         if video:
             for r in cfg.video_routes:
-                mp4, gcsv = export_video(
+                mp4, gcsv = ex.export_video(
                     cfg, staged.stage_files(out / "video" / f"{r}.mp4"), r, progress=progress, world=world
                 )
                 result["videos"].append((out / "video" / mp4.name, out / "video" / gcsv.name))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pose2rgbd.convert.core import ConvertConfig, Plan, Streams
 from pose2rgbd.convert.repeats import RepeatFilter
 from pose2rgbd.errors import SyncError
+from pose2rgbd.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def write_dataset(
     try:
         bar = progress_bar(total=int(plan.keep.sum()), desc="writing frames", unit="frame", progress=progress)
         repeats = RepeatFilter(keep=cfg.output.keep_repeats)
-        for i, rgb, depth in _prefetch(frames):
+        for i, rgb, depth in prefetch(frames, 8, name="pose2rgbd-decode"):  # decoding ahead of writing
             bar.update(1)
             if repeats.drop(rgb, f"frame {i}"):
                 continue
@@ -85,41 +85,3 @@ def write_dataset(
     except BaseException:
         writer.abort()
         raise
-
-
-def _prefetch(it: Iterator[Any], depth: int = 8) -> Iterator[Any]:
-    """Run ``it`` (decoding: OpenCV/rosbags release the GIL) in a thread while the caller encodes/writes."""
-    import queue
-    import threading
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def work() -> None:
-        try:
-            for x in it:
-                if stop.is_set():
-                    return
-                q.put(x)
-            q.put(end)
-        except BaseException as e:
-            q.put(e)
-
-    th = threading.Thread(target=work, daemon=True)
-    th.start()
-    try:
-        while True:
-            x = q.get()
-            if x is end:
-                return
-            if isinstance(x, BaseException):
-                raise x
-            yield x
-    finally:
-        stop.set()
-        while th.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                th.join(0.05)

@@ -37,9 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -52,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES, ModelBase
 from pose2rgbd.models.device import autocast, precision_dtype, resolve_device, resolve_training_precision
+from pose2rgbd.prefetch import prefetch
 from pose2rgbd.training import distributed as dist_
 from pose2rgbd.training.config import OptimizerConfig, TrainConfig, resolve_optimizer_configs
 from pose2rgbd.training.rng import rng_state, set_rng_state
@@ -405,43 +404,8 @@ class Trainer:
         if n <= 0 or self.cfg.num_workers > 0:  # worker processes prefetch already
             yield from loader
             return
-        q: queue.Queue[Any] = queue.Queue(maxsize=n)
-        done = object()
-        stop = threading.Event()
-        it = iter(loader)  # here: making the iterator draws from the global RNG, at the same point every run
-
-        def put(item: Any) -> bool:
-            """Hand ``item`` over unless the training thread has stopped taking batches."""
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.05)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                for b in it:
-                    if not put(b):
-                        return
-                put(done)
-            except BaseException as e:  # handed to the training thread
-                put(e)
-
-        th = threading.Thread(target=produce, name="pose2rgbd-batches", daemon=True)
-        th.start()
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            th.join()
+        # here: making the iterator draws from the global RNG, at the same point every run
+        yield from prefetch(iter(loader), n, name="pose2rgbd-batches")
 
     def fit(self) -> Trainer:
         """Train until ``max_epochs`` (see :class:`TrainConfig`), a budget or a callback stops it."""

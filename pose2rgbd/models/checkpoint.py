@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,46 @@ def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device =
     return data  # type: ignore[no-any-return]
 
 
+@dataclass
+class CheckpointHeader:
+    """What every saved model says about itself, in a ``.pt`` checkpoint or an exported file's metadata."""
+
+    family: ModelFamily
+    config: Any
+    fingerprint: str
+    camera: PinholeCamera | None
+    depth_kind: str
+    world_frame: str
+    step: int
+
+
+def parse_header(p: Path, data: Mapping[str, Any], expect: Expectations) -> CheckpointHeader:
+    """The header entries of a checkpoint dict or exported-file metadata (``model_kind``, ``model_config``,
+    ``dataset_fingerprint``, ``camera``, ``depth_kind``, ``world_frame``, ``step``), checked against ``expect``;
+    every problem a :class:`CheckpointError` naming ``p``. One parser for :func:`load_checkpoint` and
+    :func:`pose2rgbd.models.export.load_onnx_checkpoint`."""
+    try:
+        family = get_family(str(data["model_kind"]))
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{p}: {e}") from e
+    try:
+        config = family.config_from_dict(data["model_config"], where="model_config")
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
+    fingerprint = str(data.get("dataset_fingerprint", ""))
+    problems = expect.problems(family.kind, config, fingerprint)
+    if problems:
+        raise CheckpointError(f"{p}: " + "; ".join(problems))
+    try:
+        camera = None if data.get("camera") is None else PinholeCamera.from_dict(data["camera"])
+    except Exception as e:
+        raise CheckpointError(f"{p}: bad camera entry: {e}") from e
+    return CheckpointHeader(
+        family, config, fingerprint, camera, str(data.get("depth_kind", "metric")), str(data.get("world_frame", "map")),
+        int(data.get("step", 0)),
+    )  # fmt: skip
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -282,19 +323,8 @@ def load_checkpoint(
         fingerprint=expect_fingerprint or want.fingerprint,
     )
     data = read_checkpoint_dict(p, map_location=map_location)
-    family = get_family(data["model_kind"])
-    try:
-        config = family.config_from_dict(data["model_config"], where="model_config")
-    except ConfigError as e:
-        raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
-    fingerprint = str(data["dataset_fingerprint"])
-    problems = want.problems(family.kind, config, fingerprint)
-    if problems:
-        raise CheckpointError(f"{p}: " + "; ".join(problems))
-    try:
-        camera = None if data.get("camera") is None else PinholeCamera.from_dict(data["camera"])
-    except Exception as e:
-        raise CheckpointError(f"{p}: bad camera entry: {e}") from e
+    h = parse_header(p, data, want)
+    family, config, camera = h.family, h.config, h.camera
     model = family.build(config)
     try:
         model.load_state_dict(data["state_dict"], strict=True)
@@ -309,12 +339,12 @@ def load_checkpoint(
         model=model,
         family=family,
         model_config=config,
-        dataset_fingerprint=fingerprint,
+        dataset_fingerprint=h.fingerprint,
         camera=camera,
-        depth_kind=str(data.get("depth_kind", "metric")),
-        world_frame=str(data.get("world_frame", "map")),
+        depth_kind=h.depth_kind,
+        world_frame=h.world_frame,
         train_config=dict(data.get("train_config") or {}),
-        step=int(data.get("step", 0)),
+        step=h.step,
         epoch=int(data.get("epoch", 0)),
         optimizers=dict(data.get("optimizers") or {}),
         extra=dict(data.get("extra") or {}),

@@ -38,11 +38,9 @@ from torch import nn
 from pose2rgbd import config as cfgmod
 from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
-from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.models.base import ModelBase
-from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint
+from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint, parse_header
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
-from pose2rgbd.models.registry import get_family
 
 log = logging.getLogger(__name__)
 
@@ -361,29 +359,17 @@ def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None
     ``forward`` is not usable; serve the graph with ONNX Runtime), ``extra["onnx"]`` the metadata."""
     p = Path(path)
     meta = read_onnx_metadata(p)
-    try:
-        family = get_family(str(meta["model_kind"]))
-    except (ConfigError, KeyError) as e:
-        raise CheckpointError(f"{p}: {e}") from e
-    try:
-        config = family.config_from_dict(meta["model_config"], where="model_config")
-    except ConfigError as e:
-        raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
-    fingerprint = str(meta.get("dataset_fingerprint", ""))
-    problems = (expect or Expectations()).problems(family.kind, config, fingerprint)
-    if problems:
-        raise CheckpointError(f"{p}: " + "; ".join(problems))
-    model = _build_transforms_only(family, config, dict(meta.get("transforms") or {}), p)
-    camera = None if meta.get("camera") is None else PinholeCamera.from_dict(meta["camera"])
+    h = parse_header(p, meta, expect or Expectations())
+    model = _build_transforms_only(h.family, h.config, dict(meta.get("transforms") or {}), p)
     return LoadedCheckpoint(
         path=p,
         model=model,
-        family=family,
-        model_config=config,
-        dataset_fingerprint=fingerprint,
-        camera=camera,
-        depth_kind=str(meta.get("depth_kind", "metric")),
-        world_frame=str(meta.get("world_frame", "map")),
-        step=int(meta.get("step", 0)),
+        family=h.family,
+        model_config=h.config,
+        dataset_fingerprint=h.fingerprint,
+        camera=h.camera,
+        depth_kind=h.depth_kind,
+        world_frame=h.world_frame,
+        step=h.step,
         extra={"onnx": meta, **(meta.get("coverage") or {})},
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pose2rgbd.config import help_field
+from pose2rgbd.config import from_dict, help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.sim.flight import DEFAULT_ROUTES, DEFAULT_START_NS, ROUTES
 from pose2rgbd.sim.realism import RealismConfig
@@ -66,6 +66,8 @@ class SimConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.realism, dict):  # SimConfig(realism={...}); from_dict builds the dataclass itself
+            self.realism = from_dict(RealismConfig, self.realism, where="realism")
         if self.camera_rate_hz not in (24, 30):
             raise ConfigError(f"camera_rate_hz must be 24 or 30, got {self.camera_rate_hz}")
         if self.width < 8 or self.height < 8:

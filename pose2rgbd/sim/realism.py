@@ -22,7 +22,7 @@ Everything is seeded from the config's seed and the route, so the same config gi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class RealismConfig:
     )
     glass_share: float = ranged_field(0.15, "share of building facade patches that are glass (no depth)", 0.0, 1.0)
     max_range_m: float = ranged_field(120.0, "depth sensor range: farther returns saturate (invalid)", 1.0, 1e5)
-    repeat_prob: float = ranged_field(0.03, "probability that a frame repeats the previous one, byte-identical", 0, 0.5)
+    repeat_prob: float = ranged_field(0.03, "probability that a frame repeats the previous one, byte-identical", 0, 1)
     exposure_drift: float = ranged_field(0.03, "std of the per-frame random walk of the log exposure gain", 0.0, 0.5)
     exposure_step_prob: float = ranged_field(0.02, "probability of an exposure step per frame", 0.0, 1.0)
     exposure_step: float = ranged_field(0.35, "size of an exposure step (log gain, either sign)", 0.0, 2.0)
@@ -55,6 +55,15 @@ class RealismConfig:
     )
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            if "range" not in f.metadata:
+                continue
+            lo, hi = f.metadata["range"]
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"realism.{f.name} must be within [{lo}, {hi}], got {v!r}")
+        if self.jpeg_quality != int(self.jpeg_quality):
+            raise ConfigError(f"realism.jpeg_quality must be an integer, got {self.jpeg_quality!r}")
         if self.world_up not in WORLD_UPS:
             raise ConfigError(f"realism.world_up must be one of {list(WORLD_UPS)}, got {self.world_up!r}")
 

@@ -3,8 +3,10 @@ run, the intrinsics and images of transforms.json through `convert images` (test
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -12,6 +14,7 @@ from pose2rgbd.config import from_dict
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.sim import SimConfig
+from pose2rgbd.sim.export import make_camera, world_of
 from pose2rgbd.sim.realism import RealismConfig
 
 W, H = 40, 30
@@ -48,3 +51,33 @@ def test_clean_run_records_the_config_as_before(tmp_path: Path) -> None:
     simulate(on, tmp_path / "b", bag=False, progress=False)
     back = from_dict(SimConfig, yaml.safe_load((tmp_path / "b" / "sim_config.yaml").read_text()))
     assert back == on and back.realism.jpeg_quality == 40 and back.posed_routes == ["orbit"]
+
+
+def test_posed_images_intrinsics_and_pixels_round_trip(tmp_path: Path) -> None:
+    """transforms.json writes the principal point in nerfstudio's pixel-corner convention, so `convert images`
+    gives back the simulator's camera exactly; a clean export's images are the renders."""
+    from pose2rgbd.convert.images import convert_images
+    from pose2rgbd.sim.export_posed import export_posed_images
+    from pose2rgbd.sim.render import Renderer
+
+    cfg = SimConfig(width=W, height=H, frames=3, routes=["survey"])
+    root = export_posed_images(cfg, tmp_path / "posed", progress=False)
+    doc = json.loads((root / "transforms.json").read_text())
+    cam = make_camera(cfg)
+    assert (doc["cx"], doc["cy"]) == pytest.approx((W / 2, H / 2))  # (W - 1) / 2 + 0.5
+    ds = Dataset(convert_images(root / "transforms.json", tmp_path / "ds", progress=False))
+    got = ds.camera
+    assert (got.width, got.height) == (W, H)
+    assert (got.fx, got.fy, got.cx, got.cy) == pytest.approx((cam.fx, cam.fy, cam.cx, cam.cy), abs=1e-9)
+    gt = np.load(root / "ground_truth.npz")
+    renderer = Renderer(world_of(cfg), cam)
+    assert len(ds) == 3
+    for i in range(len(ds)):
+        T = gt["T_world_cam_enu"][i]
+        np.testing.assert_allclose(ds.frames.T_world_cam[i], T, atol=1e-9)
+        rgb, depth = renderer.render(T)
+        assert np.array_equal(ds.read_rgb(i), rgb)
+        d = ds.read_depth(i)
+        ok = np.isfinite(d)
+        assert ok.mean() > 0.5 and np.isfinite(depth[ok]).all()  # sky (+inf) came back as no return
+        np.testing.assert_allclose(d[ok], depth[ok], atol=0.0051)  # 1 cm units

@@ -3,7 +3,8 @@
 
 Layout::
 
-    OUT/transforms.json      fl_x fl_y cx cy w h, depth_unit_scale_factor, frames: file_path, depth_file_path,
+    OUT/transforms.json      fl_x fl_y cx cy w h (cx cy in the pixel-corner convention: OpenCV's + 0.5),
+                             depth_unit_scale_factor, frames: file_path, depth_file_path,
                              transform_matrix (camera-to-world, OpenGL camera axes as nerfstudio writes them;
                              the world is ENU, or y-up with ``realism.world_up: y``)
     OUT/images/NNNNN.jpg     (.png without JPEG: ``realism.jpeg_quality 0`` or realism off)
@@ -87,7 +88,9 @@ def export_posed_images(
                     (out / frames[n][key]).write_bytes((out / frames[n - 1][key]).read_bytes())
     doc = {
         "camera_model": "OPENCV",
-        "fl_x": camera.fx, "fl_y": camera.fy, "cx": camera.cx, "cy": camera.cy, "w": camera.width, "h": camera.height,
+        "fl_x": camera.fx, "fl_y": camera.fy, "w": camera.width, "h": camera.height,
+        # nerfstudio / instant-ngp put pixel centres at +0.5 (the importer subtracts it): OpenCV's cx + 0.5
+        "cx": camera.cx + 0.5, "cy": camera.cy + 0.5,
         "depth_unit_scale_factor": DEPTH_UNIT_M,
         "frames": frames,
     }  # fmt: skip

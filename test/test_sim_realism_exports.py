@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -81,3 +82,28 @@ def test_posed_images_intrinsics_and_pixels_round_trip(tmp_path: Path) -> None:
         ok = np.isfinite(d)
         assert ok.mean() > 0.5 and np.isfinite(depth[ok]).all()  # sky (+inf) came back as no return
         np.testing.assert_allclose(d[ok], depth[ok], atol=0.0051)  # 1 cm units
+
+
+def test_posed_jpeg_is_the_sensors_own_encoding(tmp_path: Path) -> None:
+    """The posed images are the JPEG the sensor wrote (decoded: the dataset's pixels of the same frame), not a
+    second encoding of its decoded pixels; a repeat's files are byte-identical to its twin's."""
+    from pose2rgbd.sim import simulate
+
+    on = RealismConfig(enabled=True, jpeg_quality=60, repeat_prob=0.3)
+    cfg = SimConfig(width=W, height=H, frames=8, routes=["survey"], bag_routes=[], realism=on)
+    simulate(cfg, tmp_path / "s", bag=False, posed_images=True, progress=False)
+    ds = Dataset(tmp_path / "s" / "dataset")
+    root = tmp_path / "s" / "posed_images" / "survey"
+    frames = json.loads((root / "transforms.json").read_text())["frames"]
+    assert len(frames) == len(ds) == 8
+    for i, fr in enumerate(frames):
+        data = (root / fr["file_path"]).read_bytes()
+        assert fr["file_path"].endswith(".jpg")
+        dec = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert np.array_equal(dec, ds.read_rgb(i)), i
+        ok, again = cv2.imencode(".jpg", ds.read_rgb(i)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
+        assert ok and bytes(again) != data  # not re-encoded at quality 100
+    rep = np.load(root / "ground_truth.npz")["repeated"]
+    assert len(rep) >= 1
+    for n in rep:
+        assert (root / frames[n]["file_path"]).read_bytes() == (root / frames[n - 1]["file_path"]).read_bytes()

@@ -87,6 +87,7 @@ class SensorFrame:
     depth: np.ndarray  # (H, W) float32 metres, NaN where the sensor gave no valid value (holes and saturation)
     saturated: np.ndarray  # (H, W) bool: beyond the range (a subset of the NaN pixels)
     repeated: bool  # a byte-identical copy of the previous frame
+    jpeg: bytes | None = None  # the sensor's JPEG of ``rgb`` (``rgb`` is its decoding) when jpeg_quality > 0
 
 
 def surface_normals(depth: np.ndarray, camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
@@ -129,15 +130,18 @@ class SensorRealism:
         sign = 1.0 if self.rng.random() < 0.5 else -1.0
         self.log_gain = float(np.clip(self.log_gain + drift + (sign * c.exposure_step if step else 0.0), -1.5, 1.5))
         if repeat and self.prev is not None:
-            out = SensorFrame(self.prev.rgb.copy(), self.prev.depth.copy(), self.prev.saturated.copy(), True)
+            p = self.prev
+            out = SensorFrame(p.rgb.copy(), p.depth.copy(), p.saturated.copy(), True, p.jpeg)
             self.prev = out
             return out
         d, saturated = self._depth(np.asarray(depth, dtype=np.float32), np.asarray(T_world_cam, dtype=np.float64))
-        out = SensorFrame(self._rgb(np.asarray(rgb, dtype=np.uint8)), d, saturated, False)
+        img, jpeg = self._rgb(np.asarray(rgb, dtype=np.uint8))
+        out = SensorFrame(img, d, saturated, False, jpeg)
         self.prev = out
         return out
 
-    def _rgb(self, rgb: np.ndarray) -> np.ndarray:
+    def _rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, bytes | None]:
+        """The exposed image and, with JPEG, the encoded bytes (the image is then their decoding)."""
         img = np.clip(rgb.astype(np.float32) * np.float32(np.exp(self.log_gain)), 0, 255).round().astype(np.uint8)
         if self.cfg.jpeg_quality > 0:
             import cv2
@@ -148,8 +152,8 @@ class SensorRealism:
             dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             if dec is None:
                 raise ConfigError("realism: OpenCV could not decode its own JPEG")
-            img = np.ascontiguousarray(dec[..., ::-1])
-        return img
+            return np.ascontiguousarray(dec[..., ::-1]), bytes(buf)
+        return img, None
 
     def _depth(self, depth: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.cfg

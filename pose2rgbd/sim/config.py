@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from pose2rgbd.config import help_field
+from pose2rgbd.config import from_dict, help_field, to_dict
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.sim.flight import DEFAULT_ROUTES, DEFAULT_START_NS, ROUTES
 from pose2rgbd.sim.realism import RealismConfig
@@ -66,6 +67,8 @@ class SimConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.realism, dict):  # SimConfig(realism={...}); from_dict builds the dataclass itself
+            self.realism = from_dict(RealismConfig, self.realism, where="realism")
         if self.camera_rate_hz not in (24, 30):
             raise ConfigError(f"camera_rate_hz must be 24 or 30, got {self.camera_rate_hz}")
         if self.width < 8 or self.height < 8:
@@ -100,3 +103,16 @@ class SimConfig:
 
     def frames_of(self, route: str) -> int | None:
         return self.frames if self.frames > 0 else None
+
+
+def sim_config_dict(cfg: SimConfig) -> dict[str, Any]:
+    """The config as ``sim_config.yaml`` and a dataset's manifest (``extra.sim_config``) record it. Keys that came
+    after the first exports are left out while they do not change anything (``realism`` while it is off,
+    ``posed_routes`` at its default), so a run that uses neither writes the files, and so the dataset fingerprint,
+    of a run before they existed; reading the record back gives the same config."""
+    d = to_dict(cfg)
+    if not cfg.realism.enabled:
+        d.pop("realism")
+    if cfg.posed_routes == SimConfig().posed_routes:
+        d.pop("posed_routes")
+    return d

@@ -44,12 +44,11 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
-from pose2rgbd.config import to_dict
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
 from pose2rgbd.output_guard import FILE, VIDEO, check_output
 from pose2rgbd.progress import bar
-from pose2rgbd.sim.config import SimConfig
+from pose2rgbd.sim.config import SimConfig, sim_config_dict
 from pose2rgbd.sim.flight import FlightPlan, Trajectory
 from pose2rgbd.sim.realism import SensorRealism
 from pose2rgbd.sim.render import Renderer
@@ -229,7 +228,7 @@ def export_dataset(
         sources=sources,
         extra={
             "generator": "pose2rgbd.sim",
-            "sim_config": to_dict(cfg),
+            "sim_config": sim_config_dict(cfg),
             "T_base_cam": T_base_cam.round(12).tolist(),
             "world": {"buildings": world.n_buildings, "boxes": len(world.boxes), "trees": len(world.ells)},
         },

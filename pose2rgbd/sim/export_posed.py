@@ -3,10 +3,11 @@
 
 Layout::
 
-    OUT/transforms.json      fl_x fl_y cx cy w h, depth_unit_scale_factor, frames: file_path, depth_file_path,
+    OUT/transforms.json      fl_x fl_y cx cy w h (cx cy in the pixel-corner convention: OpenCV's + 0.5),
+                             depth_unit_scale_factor, frames: file_path, depth_file_path,
                              transform_matrix (camera-to-world, OpenGL camera axes as nerfstudio writes them;
                              the world is ENU, or y-up with ``realism.world_up: y``)
-    OUT/images/NNNNN.jpg     (.png without JPEG: ``realism.jpeg_quality 0`` or realism off)
+    OUT/images/NNNNN.jpg     the sensor's JPEG bytes (.png without JPEG: ``realism.jpeg_quality 0`` or realism off)
     OUT/depth/NNNNN.png      16-bit depth in units of ``DEPTH_UNIT_M`` (1 cm: up to 655 m); 0 where the sensor
                              had no return (holes, sky), 65535 where it saturated (beyond ``realism.max_range_m``)
     OUT/ground_truth.npz     the clean render's depth (metres, +inf sky) and the ENU poses, for tests
@@ -58,9 +59,10 @@ def export_posed_images(
             rgb, depth = renderer.render(T)
             gt_depth.append(depth)
             saturated = np.zeros(depth.shape, bool)
+            data = None
             if sensor is not None:
                 f = sensor.frame(rgb, depth, T)
-                rgb, depth, saturated = f.rgb, f.depth, f.saturated
+                rgb, depth, saturated, data = f.rgb, f.depth, f.saturated, f.jpeg
                 if f.repeated:
                     repeated.append(n)
             units = np.where(np.isfinite(depth), np.rint(depth / DEPTH_UNIT_M), NO_RETURN)
@@ -68,8 +70,9 @@ def export_posed_images(
             units[saturated] = SATURATED
             name = f"{n:05d}"
             img = f"images/{name}.{'jpg' if jpeg else 'png'}"
-            params = [cv2.IMWRITE_JPEG_QUALITY, 100] if jpeg else []  # the sensor's JPEG is in the pixels already
-            if not cv2.imwrite(str(out / img), np.ascontiguousarray(rgb[..., ::-1]), params):
+            if data is not None:  # the sensor's own JPEG (what the dataset holds is its decoding), not a re-encoding
+                (out / img).write_bytes(data)
+            elif not cv2.imwrite(str(out / img), np.ascontiguousarray(rgb[..., ::-1])):
                 raise OSError(f"{out / img}: could not write the image")
             if not cv2.imwrite(str(out / "depth" / f"{name}.png"), units):
                 raise OSError(f"{out / 'depth' / name}.png: could not write the depth")
@@ -87,7 +90,9 @@ def export_posed_images(
                     (out / frames[n][key]).write_bytes((out / frames[n - 1][key]).read_bytes())
     doc = {
         "camera_model": "OPENCV",
-        "fl_x": camera.fx, "fl_y": camera.fy, "cx": camera.cx, "cy": camera.cy, "w": camera.width, "h": camera.height,
+        "fl_x": camera.fx, "fl_y": camera.fy, "w": camera.width, "h": camera.height,
+        # nerfstudio / instant-ngp put pixel centres at +0.5 (the importer subtracts it): OpenCV's cx + 0.5
+        "cx": camera.cx + 0.5, "cy": camera.cy + 0.5,
         "depth_unit_scale_factor": DEPTH_UNIT_M,
         "frames": frames,
     }  # fmt: skip

@@ -9,11 +9,10 @@ from typing import Any
 import yaml
 
 from pose2rgbd.atomic import StagedOutputs
-from pose2rgbd.config import to_dict
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output
 from pose2rgbd.sim import export as ex  # looked up at call time: tests stop an export midway by patching it
-from pose2rgbd.sim.config import SimConfig
+from pose2rgbd.sim.config import SimConfig, sim_config_dict
 from pose2rgbd.sim.export_posed import export_posed_images
 
 
@@ -77,7 +76,7 @@ def simulate(
             for r in cfg.posed_routes:
                 export_posed_images(cfg, staged.stage(out / "posed_images" / r), r, progress=progress, world=world)
                 result["posed_images"].append(out / "posed_images" / r)
-        staged.commit({cfg_path: yaml.safe_dump(to_dict(cfg), sort_keys=False)})
+        staged.commit({cfg_path: yaml.safe_dump(sim_config_dict(cfg), sort_keys=False)})
     except BaseException:
         staged.discard()
         raise

@@ -22,7 +22,7 @@ Everything is seeded from the config's seed and the route, so the same config gi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class RealismConfig:
     )
     glass_share: float = ranged_field(0.15, "share of building facade patches that are glass (no depth)", 0.0, 1.0)
     max_range_m: float = ranged_field(120.0, "depth sensor range: farther returns saturate (invalid)", 1.0, 1e5)
-    repeat_prob: float = ranged_field(0.03, "probability that a frame repeats the previous one, byte-identical", 0, 0.5)
+    repeat_prob: float = ranged_field(0.03, "probability that a frame repeats the previous one, byte-identical", 0, 1)
     exposure_drift: float = ranged_field(0.03, "std of the per-frame random walk of the log exposure gain", 0.0, 0.5)
     exposure_step_prob: float = ranged_field(0.02, "probability of an exposure step per frame", 0.0, 1.0)
     exposure_step: float = ranged_field(0.35, "size of an exposure step (log gain, either sign)", 0.0, 2.0)
@@ -55,6 +55,15 @@ class RealismConfig:
     )
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            if "range" not in f.metadata:
+                continue
+            lo, hi = f.metadata["range"]
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"realism.{f.name} must be within [{lo}, {hi}], got {v!r}")
+        if self.jpeg_quality != int(self.jpeg_quality):
+            raise ConfigError(f"realism.jpeg_quality must be an integer, got {self.jpeg_quality!r}")
         if self.world_up not in WORLD_UPS:
             raise ConfigError(f"realism.world_up must be one of {list(WORLD_UPS)}, got {self.world_up!r}")
 
@@ -78,6 +87,7 @@ class SensorFrame:
     depth: np.ndarray  # (H, W) float32 metres, NaN where the sensor gave no valid value (holes and saturation)
     saturated: np.ndarray  # (H, W) bool: beyond the range (a subset of the NaN pixels)
     repeated: bool  # a byte-identical copy of the previous frame
+    jpeg: bytes | None = None  # the sensor's JPEG of ``rgb`` (``rgb`` is its decoding) when jpeg_quality > 0
 
 
 def surface_normals(depth: np.ndarray, camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
@@ -120,15 +130,18 @@ class SensorRealism:
         sign = 1.0 if self.rng.random() < 0.5 else -1.0
         self.log_gain = float(np.clip(self.log_gain + drift + (sign * c.exposure_step if step else 0.0), -1.5, 1.5))
         if repeat and self.prev is not None:
-            out = SensorFrame(self.prev.rgb.copy(), self.prev.depth.copy(), self.prev.saturated.copy(), True)
+            p = self.prev
+            out = SensorFrame(p.rgb.copy(), p.depth.copy(), p.saturated.copy(), True, p.jpeg)
             self.prev = out
             return out
         d, saturated = self._depth(np.asarray(depth, dtype=np.float32), np.asarray(T_world_cam, dtype=np.float64))
-        out = SensorFrame(self._rgb(np.asarray(rgb, dtype=np.uint8)), d, saturated, False)
+        img, jpeg = self._rgb(np.asarray(rgb, dtype=np.uint8))
+        out = SensorFrame(img, d, saturated, False, jpeg)
         self.prev = out
         return out
 
-    def _rgb(self, rgb: np.ndarray) -> np.ndarray:
+    def _rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, bytes | None]:
+        """The exposed image and, with JPEG, the encoded bytes (the image is then their decoding)."""
         img = np.clip(rgb.astype(np.float32) * np.float32(np.exp(self.log_gain)), 0, 255).round().astype(np.uint8)
         if self.cfg.jpeg_quality > 0:
             import cv2
@@ -139,8 +152,8 @@ class SensorRealism:
             dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             if dec is None:
                 raise ConfigError("realism: OpenCV could not decode its own JPEG")
-            img = np.ascontiguousarray(dec[..., ::-1])
-        return img
+            return np.ascontiguousarray(dec[..., ::-1]), bytes(buf)
+        return img, None
 
     def _depth(self, depth: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.cfg

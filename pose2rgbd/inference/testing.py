@@ -1,11 +1,11 @@
 """An analytic stand-in for a trained checkpoint (tests and benchmarks of the serving path, no training).
 
 :func:`make_ground_plane_checkpoint` returns a :class:`~pose2rgbd.models.LoadedCheckpoint` of model kind
-``ground-plane`` (a built-in kind of :mod:`pose2rgbd.models.registry`, so its saved checkpoints load anywhere):
-a :class:`GroundPlaneModel` with the ``PoseToImage`` transforms that renders what a camera at the (denormalized)
-pose sees of the flat ground ``z = 0``: exact metric z-depth (``+inf`` above the horizon), a colour that depends
-on the ground position, and confidence 1 below the horizon. It saves and loads like any checkpoint and serves
-through the render engine.
+``ground-plane`` (a stand-in that :mod:`pose2rgbd.models.registry` resolves by name without listing it, so its
+saved checkpoints load anywhere): a :class:`GroundPlaneModel` with the ``PoseToImage`` transforms that renders
+what a camera at the (denormalized) pose sees of the flat ground ``z = 0``: exact metric z-depth (``+inf`` above
+the horizon), a colour that depends on the ground position, and confidence 1 below the horizon. It saves and
+loads like any checkpoint and serves through the render engine.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A stand-in image -> pose checkpoint (tests and benchmarks of the localize engine and node, no training).
 
 :func:`make_toy_localizer_checkpoint` returns a :class:`~pose2rgbd.models.LoadedCheckpoint` of model kind
-``toy-localizer`` (a built-in kind of :mod:`pose2rgbd.models.registry`, so its saved checkpoints load anywhere):
+``toy-localizer`` (a stand-in that :mod:`pose2rgbd.models.registry` resolves by name without listing it, so its
+saved checkpoints load anywhere):
 a :class:`ToyLocalizerModel`, a tiny network with seeded random weights and the ``ImageToPose`` transforms
 (image -> normalized pose + confidence). Its poses depend on the image but mean nothing; it is the image -> pose
 counterpart of the ground-plane renderer in :mod:`pose2rgbd.inference.testing`.

@@ -4,7 +4,10 @@ Checkpoints record the kind; :func:`pose2rgbd.models.checkpoint.load_checkpoint`
 (:func:`pose2rgbd.training.train.train`), the engines and the CLI find the family here. Built-in kinds are one
 line each in :data:`_BUILTIN` (kind -> module exporting ``FAMILY``), imported on first use, so this package never
 imports ``pose2rgbd.methods`` statically (methods sit above models). Tests and plugins add kinds with
-:func:`register_family`.
+:func:`register_family` (and remove them with :func:`unregister_family`). The analytic stand-ins that tests and
+benchmarks of the serving path use in place of a trained model are no model kinds: they sit in :data:`_STAND_INS`,
+resolved by name like a built-in kind (so their saved checkpoints load in any process: a node, a benchmark) but
+listed by neither :func:`family_names` nor anything built on it.
 
 A model class of a family declares ``kind`` (a class attribute equal to the family's kind) and keeps its config
 dataclass as ``self.config``; that is how :func:`~pose2rgbd.models.checkpoint.save_checkpoint` knows what it saves.
@@ -23,14 +26,19 @@ from pose2rgbd.errors import ConfigError
 DATA_KINDS: tuple[str, ...] = ("pose_to_image", "image_to_pose", "sequences")
 ENGINE_KINDS: tuple[str, ...] = ("render", "localize")
 
-# kind -> module that exports FAMILY (imported lazily, on first lookup)
+# kind -> module that exports FAMILY (imported lazily, on first lookup): the model kinds
 _BUILTIN: dict[str, str] = {
     "pose2rgbd": "pose2rgbd.methods.pose2rgbd",
-    "ground-plane": "pose2rgbd.inference.testing",  # analytic renderer for tests and benchmarks of serving
-    "toy-localizer": "pose2rgbd.inference.testing_localize",  # for tests and benchmarks of serving
     "posegan": "pose2rgbd.methods.posegan",
     "selfsup-depth": "pose2rgbd.methods.selfsup_depth",
     "hybrid": "pose2rgbd.methods.hybrid",
+}
+
+# the same for the stand-ins of tests and benchmarks of the serving path (no trained weights, no recipe):
+# resolvable by name, listed nowhere
+_STAND_INS: dict[str, str] = {
+    "ground-plane": "pose2rgbd.inference.testing",  # analytic ground-plane renderer
+    "toy-localizer": "pose2rgbd.inference.testing_localize",  # seeded random image -> pose network
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}
@@ -117,7 +125,7 @@ class ModelFamily:
 
 def register_family(family: ModelFamily, *, replace_existing: bool = False) -> ModelFamily:
     """Add a model kind (tests, plugins). Registering a kind twice raises unless ``replace_existing``."""
-    taken = family.kind in _REGISTRY or family.kind in _BUILTIN
+    taken = family.kind in _REGISTRY or family.kind in _BUILTIN or family.kind in _STAND_INS
     if taken and not replace_existing and _REGISTRY.get(family.kind) is not family:
         raise ConfigError(f"model kind {family.kind!r} is already registered; pick another kind name")
     _REGISTRY[family.kind] = family
@@ -130,8 +138,8 @@ def unregister_family(kind: str) -> None:
 
 
 def family_names() -> list[str]:
-    """Every known kind: the built-in ones and the registered ones, sorted."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
+    """Every known kind: the built-in ones and the registered ones, sorted (the stand-ins are not model kinds)."""
+    return sorted((set(_BUILTIN) | set(_REGISTRY)) - set(_STAND_INS))
 
 
 def get_family(kind: str) -> ModelFamily:
@@ -139,7 +147,7 @@ def get_family(kind: str) -> ModelFamily:
     fam = _REGISTRY.get(kind)
     if fam is not None:
         return fam
-    module = _BUILTIN.get(kind)
+    module = _BUILTIN.get(kind) or _STAND_INS.get(kind)
     if module is None:
         raise ConfigError(f"unknown model kind {kind!r}; known kinds: {', '.join(family_names())}")
     fam = importlib.import_module(module).FAMILY
@@ -151,7 +159,7 @@ def get_family(kind: str) -> ModelFamily:
 
 def family_of_config(config: Any) -> ModelFamily:
     """The family whose config class ``config`` is an instance of (built-in families are imported)."""
-    for kind in family_names():
+    for kind in [*family_names(), *_STAND_INS]:
         fam = get_family(kind)
         if type(config) is fam.config_cls:
             return fam

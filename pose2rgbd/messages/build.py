@@ -287,31 +287,3 @@ def diagnostic_array(
         values=kvs,
     )
     return f.new("diagnostic_msgs/msg/DiagnosticArray", header=header(f, stamp_ns, ""), status=[status])
-
-
-def synced_frame(
-    f: MessageFactory,
-    stamp_ns: int,
-    camera_frame: str,
-    img: Any,
-    camera_info_msg: Any | None,
-    fix: Any,
-    odom: Any,
-    world_frame: str,
-    T_world_cam: np.ndarray,
-) -> Any:
-    """``pose2rgbd/msg/SyncedFrame``: one image (raw or compressed; the other field an empty message) with its
-    CameraInfo, the GPS fix and odometry interpolated to its stamp (``fix`` and ``odom`` are messages already
-    stamped so) and its world pose."""
-    hdr = header(f, stamp_ns, camera_frame)
-    compressed = hasattr(img, "format") and not hasattr(img, "encoding")
-    return f.new(
-        "pose2rgbd/msg/SyncedFrame",
-        header=hdr,
-        image=img if not compressed else f.new("sensor_msgs/msg/Image", header=hdr),
-        compressed_image=img if compressed else f.new("sensor_msgs/msg/CompressedImage", header=hdr),
-        camera_info=camera_info_msg if camera_info_msg is not None else f.new("sensor_msgs/msg/CameraInfo"),
-        fix=fix,
-        odom=odom,
-        pose=pose_stamped(f, stamp_ns, world_frame, T_world_cam),
-    )

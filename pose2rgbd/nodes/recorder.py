@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +33,122 @@ import numpy as np
 from pose2rgbd import messages as M
 from pose2rgbd.atomic import os_error_message
 from pose2rgbd.config import (
+    DATUM_HELP,
+    SIZE_HELP,
+    help_field,
     parse_size,
+    ranged_field,
 )
 from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.geodesy import Datum, datum_from_text
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
+from pose2rgbd.geometry.mount import CameraMount
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.geometry.transforms import T_from_tq
 from pose2rgbd.nodes.common import Throttle, get_logger
-from pose2rgbd.nodes.recorder_config import RecorderConfig, datum_text, same_datum
 from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream, lerp
-from pose2rgbd.sync.gps import REASON_JUMP, REASON_NULL_ISLAND, FixGate, horizontal_distance_m
+from pose2rgbd.sync.gps import REASON_JUMP, REASON_NULL_ISLAND, FixGate, GpsConfig, horizontal_distance_m
 
 Outgoing = tuple[str, Any]
+
+
+@dataclass
+class RecorderTopics:
+    """Input and output topics."""
+
+    image: str = help_field("/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage)")
+    compressed: bool = help_field(False, "the image topic carries sensor_msgs/CompressedImage")
+    camera_info: str = help_field("/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo)")
+    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix)")
+    odom: str = help_field("/odom", "odometry whose orientation is used (nav_msgs/Odometry)")
+    synced: str = help_field("synced_frame", "output: synchronized frames (pose2rgbd/msg/SyncedFrame)")
+    recording: str = help_field("~/recording", "input: std_msgs/Bool, true starts and false stops recording")
+    diagnostics: str = help_field("/diagnostics", "counters (diagnostic_msgs/DiagnosticArray)")
+
+
+@dataclass
+class RecorderSync:
+    """How camera, GPS and odometry are matched."""
+
+    policy: str = help_field("interpolate", "'interpolate' (camera-driven) or 'approximate' (message_filters)")
+    max_gap_s: float = ranged_field(
+        0.5, "interpolate: the two samples around an image may be at most this apart", 0.001, 60.0
+    )
+    queue_size: int = ranged_field(
+        30, "images waiting for GPS/odometry (interpolate) or per-input queue (approximate)", 1, 100000
+    )
+    slop_s: float = ranged_field(0.05, "approximate: largest stamp spread of a matched triple", 0.0, 10.0)
+    buffer_s: float = ranged_field(10.0, "seconds of GPS/odometry history kept", 0.1, 3600.0)
+
+
+@dataclass
+class RecorderOutput:
+    """Where frames go."""
+
+    dataset: str = help_field("", "dataset directory to append to (empty: do not write a dataset)")
+    name: str = help_field("recording", "dataset name in its manifest")
+    rgb_encoding: str = help_field("png", "png or jpg")
+    publish_synced: bool = help_field(True, "publish pose2rgbd/msg/SyncedFrame")
+    source_name: str = help_field("recording", "name of this recording in the manifest's sources")
+    resume_gap_s: float = ranged_field(
+        600.0, "resuming an existing dataset: a recording whose first image is more than this before its first "
+        "or after its last frame is refused as a different flight", 0.0, 1e9,
+    )  # fmt: skip
+    resume_distance_m: float = ranged_field(
+        2000.0, "resuming: a recording whose first kept fix is farther than this from the dataset's last frame "
+        "is refused as a different flight", 0.0, 1e9,
+    )  # fmt: skip
+
+
+@dataclass
+class RecorderConfig:
+    """The record node."""
+
+    topics: RecorderTopics = field(default_factory=RecorderTopics, metadata={"help": "topics"})
+    sync: RecorderSync = field(default_factory=RecorderSync, metadata={"help": "synchronization"})
+    mount: CameraMount = field(default_factory=CameraMount, metadata={"help": "camera mount (as convert's)"})
+    output: RecorderOutput = field(default_factory=RecorderOutput, metadata={"help": "outputs"})
+    datum: str = help_field("", DATUM_HELP)
+    size: str = help_field("", SIZE_HELP)
+    world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
+    start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
+    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as convert's)"})
+    max_speed_mps: float = ranged_field(
+        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)",
+        0.1, 100000.0,
+    )  # fmt: skip
+    jump_tolerance_m: float = ranged_field(
+        10.0, "GPS noise allowance (m) subtracted from a jump before the speed test", 0.0, 1e6
+    )
+    min_fix_status: int = ranged_field(
+        0, "ignore fixes with status below this (-1 NO_FIX, 0 FIX, 1 SBAS, 2 GBAS)", -1, 2
+    )
+    warn_throttle_s: float = ranged_field(5.0, "repeat the same warning at most this often", 0.0, 3600.0)
+
+    def __post_init__(self) -> None:
+        if self.sync.policy not in ("interpolate", "approximate"):
+            raise ConfigError(f"sync.policy: {self.sync.policy!r} is not 'interpolate' or 'approximate'")
+        if self.output.rgb_encoding not in ("png", "jpg"):
+            raise ConfigError("output.rgb_encoding must be png or jpg")
+        parse_size(self.size, "size")
+        self.datum_obj()
+        if self.sync.queue_size < 1 or self.sync.max_gap_s <= 0:
+            raise ConfigError("sync.queue_size must be >= 1 and sync.max_gap_s > 0")
+
+    def datum_obj(self) -> Datum | None:
+        """The fixed ENU origin, or None for the first valid fix."""
+        return datum_from_text(self.datum)
+
+
+def _same_datum(a: Datum, b: Datum) -> bool:
+    return abs(a.lat_deg - b.lat_deg) < 1e-9 and abs(a.lon_deg - b.lon_deg) < 1e-9 and abs(a.alt_m - b.alt_m) < 1e-3
+
+
+def _datum_text(d: Datum) -> str:
+    return f"{d.lat_deg:.9g},{d.lon_deg:.9g},{d.alt_m:.6g}"
 
 
 @dataclass
@@ -143,10 +243,10 @@ class Recorder:
             return
         mine = self.cfg.datum_obj()
         theirs = ds.manifest.datum
-        if mine is not None and theirs is not None and not same_datum(mine, theirs):
+        if mine is not None and theirs is not None and not _same_datum(mine, theirs):
             raise ConfigError(
-                f"datum {datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
-                f"{datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
+                f"datum {_datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
+                f"{_datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
                 "or record into a new dataset"
             )
         if theirs is not None:
@@ -558,15 +658,41 @@ class Recorder:
         odom: Any,
         T: np.ndarray,
     ) -> Any:
-        f, r = self.f, fix.reading
-        fix_msg = M.navsatfix(f, stamp, str(fix.msg.header.frame_id), float(lla[0]), float(lla[1]), float(lla[2]),
-                              status=r.status, service=r.service, covariance=r.covariance,
-                              covariance_type=r.covariance_type)  # fmt: skip
-        odom_msg = M.odometry(f, stamp, str(odom.header.frame_id), str(odom.child_frame_id),
-                              T_from_tq(t_odom, q_odom), pose_cov=np.asarray(odom.pose.covariance, dtype=np.float64),
-                              twist=odom.twist)  # fmt: skip
-        return M.synced_frame(f, stamp, self.camera_frame or "camera_optical_frame", img, self.camera_info, fix_msg,
-                              odom_msg, self.cfg.world_frame, T)  # fmt: skip
+        f = self.f
+        hdr = M.header(f, stamp, self.camera_frame or "camera_optical_frame")
+        compressed = hasattr(img, "format") and not hasattr(img, "encoding")
+        r = fix.reading
+        fix_msg = M.navsatfix(
+            f,
+            stamp,
+            str(fix.msg.header.frame_id),
+            float(lla[0]),
+            float(lla[1]),
+            float(lla[2]),
+            status=r.status,
+            service=r.service,
+            covariance=r.covariance,
+            covariance_type=r.covariance_type,
+        )
+        odom_msg = M.odometry(
+            f,
+            stamp,
+            str(odom.header.frame_id),
+            str(odom.child_frame_id),
+            T_from_tq(t_odom, q_odom),
+            pose_cov=np.asarray(odom.pose.covariance, dtype=np.float64),
+            twist=odom.twist,
+        )
+        return f.new(
+            "pose2rgbd/msg/SyncedFrame",
+            header=hdr,
+            image=img if not compressed else f.new("sensor_msgs/msg/Image", header=hdr),
+            compressed_image=img if compressed else f.new("sensor_msgs/msg/CompressedImage", header=hdr),
+            camera_info=self.camera_info if self.camera_info is not None else f.new("sensor_msgs/msg/CameraInfo"),
+            fix=fix_msg,
+            odom=odom_msg,
+            pose=M.pose_stamped(f, stamp, self.cfg.world_frame, T),
+        )
 
     def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
         """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""

@@ -36,20 +36,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
-from pose2rgbd.nodes.spec import (
-    TF_CACHE_S,
-    TF_STATIC_TOPIC,
-    TF_TOPIC,
-    NodeSpec,
-    check_logic,
-    config_from_flat,
-    get_key,
-    tf_rejection,
-    with_resources,
-)
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+TF_CACHE_S = 10.0  # history kept per dynamic TF link (tf2's default buffer length)
 
 
 def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
@@ -296,8 +288,15 @@ class NodeHost(LifecycleNode):
         def callback(msg: Any) -> None:
             buffer = self._tf_buffer
             if buffer is not None and buffer.add_tf_message(msg, static=static, default_stamp_ns=self._now()):
-                topic = TF_STATIC_TOPIC if static else TF_TOPIC
-                self.get_logger().warning(tf_rejection(self.logic, buffer, topic), throttle_duration_sec=5.0)
+                # a transform with NaN or a bad quaternion was rejected: counted in the node's diagnostics
+                counters = getattr(self.logic, "counters", None)
+                if isinstance(counters, dict):
+                    counters["tf_rejected"] = buffer.rejected
+                self.get_logger().warning(
+                    f"rejected a transform on {'/tf_static' if static else '/tf'} ({buffer.rejected} so far): "
+                    f"{buffer.last_rejection}",
+                    throttle_duration_sec=5.0,
+                )
 
         return callback
 

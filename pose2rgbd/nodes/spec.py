@@ -32,21 +32,6 @@ from typing import Any, Literal, TypeVar
 from pose2rgbd.config import describe, from_dict, param_ranges, to_dict, unflatten
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 
-# TF as both runtimes (the rclpy host and the offline bag runner) feed it to a node
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
-TF_CACHE_S = 30.0  # history kept per dynamic TF link (tf2 keeps 10 s; an image that arrives late still resolves)
-
-
-def tf_rejection(logic: Any, buffer: Any, topic: str) -> str:
-    """A transform on ``topic`` was refused by ``buffer`` (a :class:`~pose2rgbd.geometry.tf_buffer.TFBuffer`:
-    NaN, a bad quaternion, a self transform): count it in the node's diagnostics (``logic.counters``) and return
-    the warning each runtime logs, throttled its own way."""
-    counters = getattr(logic, "counters", None)
-    if isinstance(counters, dict):
-        counters["tf_rejected"] = buffer.rejected
-    return f"rejected a transform on {topic} ({buffer.rejected} so far): {buffer.last_rejection}"
-
-
 C = TypeVar("C")
 QoS = Literal["sensor_data", "reliable", "latched"]
 Lookup = Callable[[str, str, int], Any]  # (target, source, time_ns) -> (T_target_source, stamp_ns)

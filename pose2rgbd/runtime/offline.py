@@ -27,20 +27,15 @@ from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_
 from pose2rgbd.nodes.common import Throttle, resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
-from pose2rgbd.nodes.spec import (
-    TF_CACHE_S,
-    TF_STATIC_TOPIC,
-    TF_TOPIC,
-    NodeSpec,
-    check_logic,
-    get_key,
-    tf_rejection,
-    with_resources,
-)
+from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
 from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, note_kept
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
+
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+TF_CACHE_S = 30.0
 
 
 @dataclass
@@ -263,10 +258,15 @@ def _run_node_bag(
             tf_throttle = Throttle(getattr(cfg, "warn_throttle_s", 5.0))
 
             def tf_rejected(now: int) -> None:
-                text = tf_rejection(logic, tf, m.topic)
+                counters = getattr(logic, "counters", None)
+                if isinstance(counters, dict):  # in the node's diagnostics
+                    counters["tf_rejected"] = tf.rejected
                 if tf_throttle("tf", now):
                     n = tf_throttle.suppressed.pop("tf", 0)
-                    log.warning("%s%s", text, f" ({n} similar suppressed)" if n else "")
+                    log.warning(
+                        "rejected a transform on %s (%d so far): %s%s", m.topic, tf.rejected, tf.last_rejection,
+                        f" ({n} similar suppressed)" if n else "",
+                    )  # fmt: skip
 
             deadlines: list[int | None] = [None] * len(timers)
             total = sum(reader.topics[t].count for t in wanted)

@@ -43,8 +43,9 @@ from pose2rgbd.inference import EngineConfig, LocalizeEngine, load_engine
 from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.inference.refine import RefineConfig, Refiner
 from pose2rgbd.inference.structure import LOCALIZE_METHODS, Prior, StructureConfig
-from pose2rgbd.nodes.common import EngineNode, Throttle, get_logger
-from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer, parameter_change
+from pose2rgbd.nodes.common import EngineNode, get_logger
+from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer
 
 if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
     from pose2rgbd.evaluation.calibration import Calibration
@@ -204,8 +205,25 @@ class LocalizerConfig:
         return v  # type: ignore[return-value]
 
 
-class LocalizerNode(EngineNode):
+# Not live: engine.* (the loaded model), image_type and topics.* (subscriptions / publishers), world_frame (the
+# model's frame), covariance_* (read at configure), crop_scale and the image limits (tied to the model), refine.
+LOCALIZER_LIVE = (
+    "ood_threshold",
+    "ood_covariance_scale",
+    "scale_by_confidence",
+    "publish_tf",
+    "tf_child_frame",
+    "camera_frame",
+    "warn_throttle_s",
+    "diagnostics_period_s",
+)
+
+
+class LocalizerNode(EngineNode, NodeLogic):
     """Message-level localize node (see the module docstring). ``factory`` builds the outgoing messages."""
+
+    live = LOCALIZER_LIVE
+    logger_name = "pose2rgbd.localizer"
 
     def __init__(
         self,
@@ -217,28 +235,17 @@ class LocalizerNode(EngineNode):
         refiner: Any = None,
         logger: Any = None,
     ) -> None:
-        self.cfg = cfg
+        counters = ["images", "frames", "out_of_distribution", "rejected", *(f"rejected_{r}" for r in REJECT_REASONS),
+                    "localize_errors", "refined", "refine_errors"]  # fmt: skip
+        super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
         self.refiner = refiner  # a pose2rgbd.inference.refine.Refiner, with refine
-        self.f = factory
         self.calibration = calibration
-        self.log = get_logger(logger, "pose2rgbd.localizer")
         self.world_frame = cfg.world_frame or getattr(engine, "world_frame", "") or "map"
         self.last_latency_ms = math.nan
-        self._warn = Throttle(cfg.warn_throttle_s)
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
         self._confidence: collections.deque[float] = collections.deque(maxlen=1000)
         self._last_ood = False
-        self.counters: dict[str, int] = {
-            "images": 0,
-            "frames": 0,
-            "out_of_distribution": 0,
-            "rejected": 0,
-            **{f"rejected_{r}": 0 for r in REJECT_REASONS},
-            "localize_errors": 0,
-            "refined": 0,
-            "refine_errors": 0,
-        }
         self.last_refine: Any = None
         # the structure localizer (a place map): images at their own size, priors, "no fix" answers
         self.structured = callable(getattr(engine, "localize_one", None))
@@ -258,22 +265,6 @@ class LocalizerNode(EngineNode):
             self.base_cov = calibration.covariance
             self.cov_source = "file"
 
-    # ------------------------------------------------------------------ runtime hooks
-    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
-        new, reason = parameter_change(self.cfg, name, value, LOCALIZER_LIVE)
-        if new is None:
-            return False, reason
-        self.cfg = new
-        if name == "warn_throttle_s":
-            self._warn.period_ns = int(new.warn_throttle_s * 1e9)
-        self.log.info(f"parameter {name} = {value!r} applied")
-        return True, ""
-
-    def _warning(self, key: str, now_ns: int, text: str) -> None:
-        if self._warn(key, now_ns):
-            n = self._warn.suppressed.pop(key, 0)
-            self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
-
     # ------------------------------------------------------------------ the OOD rule and the covariance
     @property
     def ood_threshold(self) -> float:
@@ -292,9 +283,9 @@ class LocalizerNode(EngineNode):
 
     # ------------------------------------------------------------------ input
     def _reject(self, reason: str, now_ns: int, text: str) -> list[Outgoing]:
-        self.counters["rejected"] += 1
-        self.counters[f"rejected_{reason}"] += 1
-        self._warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
+        self.count("rejected")
+        self.count(f"rejected_{reason}")
+        self.warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
         return []
 
     def decode(self, msg: Any) -> tuple[np.ndarray | None, str, str]:
@@ -316,7 +307,7 @@ class LocalizerNode(EngineNode):
     def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
         """An image arrived: localize it (see the module docstring). Never raises on a bad image."""
         t0 = time.perf_counter()
-        self.counters["images"] += 1
+        self.count("images")
         rgb, reason, text = self.decode(msg)
         if rgb is None:
             return self._reject(reason, now_ns, text)
@@ -334,14 +325,14 @@ class LocalizerNode(EngineNode):
             x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
             res = self.engine.localize(x)
         except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
-            self.counters["localize_errors"] += 1
-            self._warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            self.count("localize_errors")
+            self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
             return []
         T = res.T_world_cam[0]
         conf = float(res.confidence[0])
         if not (np.all(np.isfinite(T)) and math.isfinite(conf)):
-            self.counters["localize_errors"] += 1
-            self._warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
+            self.count("localize_errors")
+            self.warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
             return []
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
         threshold = self.ood_threshold
@@ -353,8 +344,8 @@ class LocalizerNode(EngineNode):
         if self.refiner is not None:
             out += self._refined(x, T, stamp, cov, now_ns)
         self._confidence.append(conf)
-        self.counters["frames"] += 1
-        self.counters["out_of_distribution"] += int(ood)
+        self.count("frames")
+        self.count("out_of_distribution", int(ood))
         if ood and not self._last_ood:
             self.log.warning(
                 f"image out of distribution (confidence {conf:.3f} < {threshold:.3f}): pose unreliable, covariance "
@@ -370,30 +361,30 @@ class LocalizerNode(EngineNode):
         try:
             fix = self.engine.localize_one(rgb, self._prior(stamp))
         except (Pose2RGBDError, RuntimeError) as e:
-            self.counters["localize_errors"] += 1
-            self._warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            self.count("localize_errors")
+            self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
             return []
         self.last_fix = fix
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         self._latency_ms.append(self.last_latency_ms)
-        self.counters["frames"] += 1
+        self.count("frames")
         values = {"inliers": fix.inliers, "correspondences": fix.correspondences, "prior": fix.prior or "none",
                   "latency_ms": f"{self.last_latency_ms:.1f}"}  # fmt: skip
         camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
         if not fix.ok:
-            self.counters["no_fix"] += 1
+            self.count("no_fix")
             key = "no_fix_" + fix.reason.replace(" ", "_")
-            self.counters[key] = self.counters.get(key, 0) + 1
+            self.count(key)
             self._last_ood = True
-            self._warning("no_fix", now_ns, f"no fix: {fix.reason} ({fix.inliers} inliers)")
+            self.warning("no_fix", now_ns, f"no fix: {fix.reason} ({fix.inliers} inliers)")
             status = M.diagnostic_array(self.f, stamp, "pose2rgbd: localization", 1, f"no fix: {fix.reason}",
                                         {"fix": "false", "reason": fix.reason, **values}, camera)  # fmt: skip
             return [(self.cfg.topics.status, status)]
-        self.counters["fixes"] += 1
+        self.count("fixes")
         cov = self.calibration.covariance_of_fix(fix.covariance) if self.calibration else fix.covariance
         threshold = self.ood_threshold
         ood = fix.confidence < threshold
-        self.counters["out_of_distribution"] += int(ood)
+        self.count("out_of_distribution", int(ood))
         self._last_ood = ood
         self._confidence.append(fix.confidence)
         return self._outputs(stamp, fix.T_world_cam, fix.confidence, ood, cov, threshold, msg,
@@ -412,7 +403,7 @@ class LocalizerNode(EngineNode):
         """A NavSatFix: its position in the map's ENU frame becomes the prior of the next images."""
         datum = getattr(getattr(self.engine, "map", None), "datum", None)
         if datum is None:
-            self._warning("gps_datum", now_ns, "GPS prior unused: the map's dataset has no datum (no GPS origin)")
+            self.warning("gps_datum", now_ns, "GPS prior unused: the map's dataset has no datum (no GPS origin)")
             return []
         fix = M.read_navsatfix(msg)
         if fix.problem() is not None:
@@ -428,7 +419,7 @@ class LocalizerNode(EngineNode):
         frame = str(msg.header.frame_id).lstrip("/")
         if frame != self.world_frame:
             why = f"its frame {frame!r} is not the world frame {self.world_frame!r}"
-            self._warning("odom_frame", now_ns, f"odometry prior unused: {why} (publish it in the map frame)")
+            self.warning("odom_frame", now_ns, f"odometry prior unused: {why} (publish it in the map frame)")
             return []
         p = msg.pose.pose.position
         self._odom = (M.stamp_to_ns(msg.header.stamp) or now_ns, np.array([p.x, p.y, p.z], np.float64))
@@ -447,11 +438,11 @@ class LocalizerNode(EngineNode):
         try:
             r = self.refiner.refine(x[None] if x.ndim == 3 else x, T[None])
         except (Pose2RGBDError, RuntimeError) as e:
-            self.counters["refine_errors"] += 1
-            self._warning("refine", now_ns, f"refinement failed: {type(e).__name__}: {e}")
+            self.count("refine_errors")
+            self.warning("refine", now_ns, f"refinement failed: {type(e).__name__}: {e}")
             return []
         self.last_refine = r
-        self.counters["refined"] += 1
+        self.count("refined")
         f = self.f
         pose = f.new(
             "geometry_msgs/msg/PoseWithCovarianceStamped",
@@ -523,20 +514,6 @@ class LocalizerNode(EngineNode):
 
 
 # ---------------------------------------------------------------------------------------------- the node spec
-# Not live: engine.* (the loaded model), image_type and topics.* (subscriptions / publishers), world_frame (the
-# model's frame), covariance_* (read at configure), crop_scale and the image limits (tied to the model), refine.
-LOCALIZER_LIVE = (
-    "ood_threshold",
-    "ood_covariance_scale",
-    "scale_by_confidence",
-    "publish_tf",
-    "tf_child_frame",
-    "camera_frame",
-    "warn_throttle_s",
-    "diagnostics_period_s",
-)
-
-
 def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:
     """The calibration the node uses (``None``: the conservative default, with a warning)."""
     from pose2rgbd.evaluation.calibration import load_calibration

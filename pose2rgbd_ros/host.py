@@ -35,13 +35,12 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
+from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
+from pose2rgbd.nodes.tf import TFInput, tf_topics
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
-TF_CACHE_S = 10.0  # history kept per dynamic TF link (tf2's default buffer length)
 
 
 def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
@@ -95,7 +94,7 @@ class NodeHost(LifecycleNode):
         self._host_subs: list[Any] = []
         self._host_services: list[Any] = []
         self._host_timers: dict[int, tuple[Any, float]] = {}  # timer index -> (rclpy timer, period)
-        self._tf_buffer: TFBuffer | None = None
+        self._tf: TFInput | None = None
         self._tf_subs: list[Any] = []
         self._tf_poll: Any = None
         self._active = False
@@ -266,15 +265,15 @@ class NodeHost(LifecycleNode):
 
     # ------------------------------------------------------------------ TF
     def _start_tf(self, cfg: Any) -> None:
-        """Feed the core's :class:`TFBuffer` from ``/tf`` and ``/tf_static`` (tf2_ros is not used; docs/ros.md)."""
+        """Feed the core's :class:`~pose2rgbd.nodes.tf.TFInput` (the offline runner's buffer and rejection handling)
+        from ``/tf`` and ``/tf_static`` (tf2_ros is not used; docs/ros.md)."""
         assert self.spec.tf is not None
-        self._tf_buffer = TFBuffer(cache_time_s=TF_CACHE_S)
-        topics = [(TF_STATIC_TOPIC, True)] if self.spec.tf.static_only else [(TF_TOPIC, False), (TF_STATIC_TOPIC, True)]
+        self._tf = TFInput(self.logic, self.get_logger())
         msgtype = self.factory.cls("tf2_msgs/msg/TFMessage")
-        for topic, static in topics:
+        for topic, static in tf_topics(self.spec.tf):
             self._tf_subs.append(
                 self.create_subscription(
-                    msgtype, topic, self._tf_callback(static), tf_qos(static), callback_group=self._input_group
+                    msgtype, topic, self._tf_callback(topic, static), tf_qos(static), callback_group=self._input_group
                 )
             )
         self.logic.set_tf_lookup(self._lookup)
@@ -282,21 +281,13 @@ class NodeHost(LifecycleNode):
     def _stop_tf(self) -> None:
         for sub in self._tf_subs:
             self.destroy_subscription(sub)
-        self._tf_subs, self._tf_buffer = [], None
+        self._tf_subs, self._tf = [], None
 
-    def _tf_callback(self, static: bool) -> Callable[[Any], None]:
+    def _tf_callback(self, topic: str, static: bool) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
-            buffer = self._tf_buffer
-            if buffer is not None and buffer.add_tf_message(msg, static=static, default_stamp_ns=self._now()):
-                # a transform with NaN or a bad quaternion was rejected: counted in the node's diagnostics
-                counters = getattr(self.logic, "counters", None)
-                if isinstance(counters, dict):
-                    counters["tf_rejected"] = buffer.rejected
-                self.get_logger().warning(
-                    f"rejected a transform on {'/tf_static' if static else '/tf'} ({buffer.rejected} so far): "
-                    f"{buffer.last_rejection}",
-                    throttle_duration_sec=5.0,
-                )
+            tf = self._tf
+            if tf is not None:  # a rejected transform is counted in the node's diagnostics and logged
+                tf.add(msg, topic, static=static, now_ns=self._now())
 
         return callback
 
@@ -304,13 +295,13 @@ class NodeHost(LifecycleNode):
         """The latest common transform; waits up to the spec's ``timeout_s`` for it to become available (TF
         keeps arriving on the input callback group meanwhile), as tf2_ros' ``lookup_transform`` does."""
         assert self.spec.tf is not None
-        buffer = self._tf_buffer
-        if buffer is None:
+        tf = self._tf
+        if tf is None:
             raise TransformException("TF is not running (the node is not configured)")
         deadline = time.monotonic() + float(self.spec.tf.timeout_s(self.cfg))
         while True:
             try:
-                return buffer.lookup_transform(target, source, 0)
+                return tf.lookup_transform(target, source, 0)
             except TransformException:
                 if time.monotonic() >= deadline:
                     raise

@@ -316,3 +316,45 @@ def test_config_files_list_exactly_the_node_parameters(short: str, path: str) ->
         return out
 
     assert flat(read_yaml_dict(repo / path)) == set(spec.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- shared pieces
+def test_a_spec_declares_the_dataset_its_node_writes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dataset key 'rate_hz' is not a string field of RendererConfig"):
+        NodeSpec("x", RendererConfig, lambda *_, **__: None, dataset="rate_hz")
+    cfg = RecorderConfig()
+    assert RECORDER.dataset == "output.dataset" and RECORDER.dataset_dir(cfg) == ""
+    cfg.output.dataset = str(tmp_path / "ds")
+    assert RECORDER.dataset_dir(cfg) == str(tmp_path / "ds")
+    assert RENDERER.dataset_dir(RendererConfig()) == "" and not RENDERER.dataset
+
+
+def test_rejected_transforms_are_handled_one_way(
+    engine: RenderEngine, factory: TypestoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both runtimes feed TF through TFInput: one cache length, rejections counted and logged (throttled by the
+    node's warn_throttle_s for NodeLogic, by a default for any other logic)."""
+    import logging
+
+    from pose2rgbd.messages import tf_message, transform_stamped
+    from pose2rgbd.nodes.tf import TF_CACHE_S, TFInput
+
+    bad = transform_stamped(factory, 10**9, "map", "base_link", np.eye(4))
+    bad.transform.translation.x = float("nan")
+    msg = tf_message(factory, [bad])
+    r = Renderer(RendererConfig(warn_throttle_s=10.0), engine, factory)
+    tf = TFInput(r, logging.getLogger("test"))
+    assert tf.buffer._cache_ns == int(TF_CACHE_S * 1e9)
+    with caplog.at_level(logging.WARNING):
+        for k in range(3):
+            assert tf.add(msg, "/tf", static=False, now_ns=k * 10**9) == 1
+        tf.add(msg, "/tf", static=False, now_ns=11 * 10**9)
+    assert r.counters["tf_rejected"] == tf.rejected == 4
+    lines = [m for m in caplog.messages if "rejected a transform on /tf" in m]
+    assert len(lines) == 2 and "(4 so far)" in lines[1] and "(2 similar suppressed)" in lines[1]
+    plain = type("Plain", (), {"counters": {}})()
+    other = TFInput(plain, logging.getLogger("test"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        other.add(msg, "/tf_static", static=True, now_ns=0)
+    assert plain.counters == {"tf_rejected": 1} and "rejected a transform on /tf_static" in caplog.text

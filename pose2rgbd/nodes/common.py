@@ -1,5 +1,6 @@
 """Small pieces shared by the node logic: throttled logging, topic-name resolution, latency percentiles, and what
-every node serving an engine has in common (:class:`EngineNode`)."""
+every node serving an engine has in common (:class:`EngineNode`; what every node has in common is
+:class:`pose2rgbd.nodes.logic.NodeLogic`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class Throttle:
         return True
 
 
+def throttled_warning(throttle: Throttle, log: Any, key: str, now_ns: int, text: str) -> None:
+    """Log ``text`` unless ``throttle`` holds ``key`` back; the next one let through counts those suppressed."""
+    if throttle(key, now_ns):
+        n = throttle.suppressed.pop(key, 0)
+        log.warning(text + (f" ({n} similar suppressed)" if n else ""))
+
+
 def get_logger(logger: Any | None, name: str) -> Any:
     """The node logic logs pre-formatted strings only, so an rclpy logger works as well as a logging one."""
     return logger if logger is not None else logging.getLogger(name)
@@ -51,12 +59,11 @@ def latency_percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float]
 
 
 class EngineNode:
-    """Mixin of the node logic that serves an engine (renderer, localizer). It expects ``self.engine``,
-    ``self._latency_ms`` (recent latencies, ms), ``self.cfg.topics.diagnostics`` and a ``diagnostics(now_ns)``
-    method building the node's own DiagnosticArray."""
+    """Mixin of the node logic that serves an engine (renderer, localizer), next to
+    :class:`~pose2rgbd.nodes.logic.NodeLogic`. It expects ``self.engine`` and ``self._latency_ms`` (recent
+    latencies, ms)."""
 
     engine: Any
-    cfg: Any
     _latency_ms: Sequence[float]
 
     def close(self) -> None:
@@ -67,10 +74,3 @@ class EngineNode:
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
         return latency_percentiles_ms(self._latency_ms)
-
-    def diagnostics(self, now_ns: int) -> Any:
-        raise NotImplementedError
-
-    def diagnostics_tick(self, now_ns: int) -> list[tuple[str, Any]]:
-        """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
-        return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]

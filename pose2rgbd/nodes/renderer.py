@@ -46,8 +46,9 @@ from pose2rgbd.geometry.camera import depth_to_points
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
-from pose2rgbd.nodes.common import EngineNode, Throttle, get_logger
-from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer, parameter_change
+from pose2rgbd.nodes.common import EngineNode
+from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
 
 Outgoing = tuple[str, Any]
 Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
@@ -138,9 +139,25 @@ class RendererConfig:
 
 PoseSource = Literal["tf", "topic"]
 
+# Not live: world_frame (the frame of the loaded model's training poses: the engine is built for it at configure),
+# engine.* (the loaded model), pose_source and topics.* (subscriptions).
+RENDERER_LIVE = (
+    "rate_hz",
+    "max_pose_age_s",
+    "tf_timeout_s",
+    "warn_throttle_s",
+    "diagnostics_period_s",
+    "camera_frame",
+    "publish.*",
+    "cloud.*",
+)
 
-class Renderer(EngineNode):
+
+class Renderer(EngineNode, NodeLogic):
     """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
+
+    live = RENDERER_LIVE
+    logger_name = "pose2rgbd.renderer"
 
     def __init__(
         self,
@@ -151,26 +168,15 @@ class Renderer(EngineNode):
         logger: Any = None,
         tf_lookup: Lookup | None = None,
     ):
-        self.cfg = cfg
+        counters = ("frames", "rejected_poses", "superseded_poses", "tf_failures", "stale_poses", "out_of_bounds",
+                    "cache_hits", "render_errors")  # fmt: skip
+        super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
-        self.f = factory
-        self.log = get_logger(logger, "pose2rgbd.renderer")
         self.tf_lookup = tf_lookup
         self.last_latency_ms = math.nan  # of the newest rendered frame
-        self._warn = Throttle(cfg.warn_throttle_s)
         self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
         self._last_rendered_stamp: int | None = None
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
-        self.counters = {
-            "frames": 0,
-            "rejected_poses": 0,
-            "superseded_poses": 0,
-            "tf_failures": 0,
-            "stale_poses": 0,
-            "out_of_bounds": 0,
-            "cache_hits": 0,
-            "render_errors": 0,
-        }
         self._last_oob = False
         self._camera_info_cache: Any = None
 
@@ -179,28 +185,15 @@ class Renderer(EngineNode):
         """The runtime's TF: ``lookup(target, source, time_ns) -> (T_target_source, stamp_ns)``."""
         self.tf_lookup = lookup
 
-    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
-        """Apply a parameter change at once (``(True, "")``) or refuse it with the reason."""
+    def refuse_parameter(self, name: str, value: Any) -> str:
         if name == "rate_hz" and self.engine.cfg.lookahead > 0 and value != self.cfg.rate_hz:
-            return False, (
+            return (
                 "rate_hz sets the look-ahead spacing of the loaded engine (engine.lookahead > 0): reconfigure the "
                 "node to change it"
             )
-        new, reason = parameter_change(self.cfg, name, value, RENDERER_LIVE)
-        if new is None:
-            return False, reason
-        self.cfg = new
-        if name == "warn_throttle_s":
-            self._warn.period_ns = int(new.warn_throttle_s * 1e9)
-        self.log.info(f"parameter {name} = {value!r} applied")
-        return True, ""
+        return ""
 
     # ------------------------------------------------------------------ helpers
-    def _warning(self, key: str, now_ns: int, text: str) -> None:
-        if self._warn(key, now_ns):
-            n = self._warn.suppressed.pop(key, 0)
-            self.log.warning(text + (f" ({n} similar suppressed)" if n else ""))
-
     def pose_from_msg(self, msg: Any) -> tuple[int, np.ndarray]:
         """PoseStamped -> (stamp_ns, T_world_cam); raises GeometryError (NaN, bad quaternion, wrong frame)."""
         frame = str(msg.header.frame_id).lstrip("/")
@@ -214,11 +207,11 @@ class Renderer(EngineNode):
         try:
             stamp, T = self.pose_from_msg(msg)
         except GeometryError as e:
-            self.counters["rejected_poses"] += 1
-            self._warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
+            self.count("rejected_poses")
+            self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
             return []
         if self._pending is not None:
-            self.counters["superseded_poses"] += 1
+            self.count("superseded_poses")
         self._pending = (stamp, T)
         if self.cfg.rate_hz == 0:
             return self.tick(now_ns)
@@ -233,8 +226,8 @@ class Renderer(EngineNode):
             try:
                 T, stamp = lookup(self.cfg.world_frame, self.cfg.camera_frame, 0)
             except TransformException as e:
-                self.counters["tf_failures"] += 1
-                self._warning(
+                self.count("tf_failures")
+                self.warning(
                     "tf",
                     now_ns,
                     f"no transform {self.cfg.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
@@ -249,16 +242,16 @@ class Renderer(EngineNode):
             self._pending = None
         age_s = (now_ns - stamp) * 1e-9
         if self.cfg.max_pose_age_s > 0 and age_s > self.cfg.max_pose_age_s:
-            self.counters["stale_poses"] += 1
-            self._warning(
+            self.count("stale_poses")
+            self.warning(
                 "stale", now_ns, f"newest pose is {age_s:.2f} s old (max_pose_age_s {self.cfg.max_pose_age_s}); skipped"
             )
             return []
         try:
             res = self.engine.render_lookahead(T, stamp)
         except GeometryError as e:
-            self.counters["rejected_poses"] += 1
-            self._warning("bad_pose", now_ns, f"rejected pose: {e}")
+            self.count("rejected_poses")
+            self.warning("bad_pose", now_ns, f"rejected pose: {e}")
             return []
         self._last_rendered_stamp = stamp
         return self._outputs(res, stamp)
@@ -269,7 +262,7 @@ class Renderer(EngineNode):
             stamp, T = self.pose_from_msg(request.pose)
             res = self.engine.render(T)
         except GeometryError as e:
-            self.counters["rejected_poses"] += 1
+            self.count("rejected_poses")
             response.success = False
             response.message = f"rejected: {e}"
             return response
@@ -343,10 +336,10 @@ class Renderer(EngineNode):
         msgs.update(self._planner_outputs(res, stamp))
         self.last_latency_ms = (res.latency_s + time.perf_counter() - t0) * 1e3
         self._latency_ms.append(self.last_latency_ms)
-        self.counters["frames"] += 1
-        self.counters["cache_hits"] += int(res.from_cache[0])
+        self.count("frames")
+        self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
-        self.counters["out_of_bounds"] += int(oob)
+        self.count("out_of_bounds", int(oob))
         if oob and not self._last_oob:
             self.log.warning("camera pose is outside the training poses (+ margin): renders are unreliable")
         self._last_oob = oob
@@ -384,20 +377,6 @@ class Renderer(EngineNode):
 
 
 # ---------------------------------------------------------------------------------------------- the node spec
-# Not live: world_frame (the frame of the loaded model's training poses: the engine is built for it at configure),
-# engine.* (the loaded model), pose_source and topics.* (subscriptions).
-RENDERER_LIVE = (
-    "rate_hz",
-    "max_pose_age_s",
-    "tf_timeout_s",
-    "warn_throttle_s",
-    "diagnostics_period_s",
-    "camera_frame",
-    "publish.*",
-    "cloud.*",
-)
-
-
 def configure_renderer(cfg: RendererConfig) -> dict[str, Any]:
     """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's ``rate_hz``."""
     if cfg.rate_hz > 0:

@@ -18,9 +18,16 @@ numeric range from :func:`pose2rgbd.config.ranged_field`). :attr:`NodeSpec.live`
 applies at once (``"publish.*"`` covers a section); the logic's ``on_parameter_change(name, value) ->
 (ok, reason)`` applies them, everything else is refused with a reason (it is read at configure).
 
+A node that records (:attr:`NodeSpec.dataset`: the config key of the dataset folder it appends frames to) has
+that folder checked before an offline replay starts, and what it wrote so far reported and kept (with the output
+bag) when the replay is interrupted.
+
 The logic object may also have: ``counters`` (dict, reported by the runners), ``last_latency_ms`` (float, a
 runner records it per frame), ``set_tf_lookup(lookup)`` (given when the spec has a TF need), ``finish()`` (end
-of an offline input) and ``close()``.
+of an offline input) and ``close()``. The nodes pose2rgbd ships build their logic on
+:class:`pose2rgbd.nodes.logic.NodeLogic` (throttled warnings, counters, ``on_parameter_change``, the diagnostics
+timer); both runtimes feed TF through :class:`pose2rgbd.nodes.tf.TFInput` (one cache length, one handling of
+rejected transforms).
 """
 
 from __future__ import annotations
@@ -116,6 +123,7 @@ class NodeSpec:
     live: tuple[str, ...] = ()
     description: str = ""
     threads: int = 1  # live executor threads (the renderer takes poses while it renders)
+    dataset: str = ""  # config key of the dataset folder the node appends frames to ("" in the config: none)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,6 +148,10 @@ class NodeSpec:
     def tf_used(self, cfg: Any) -> bool:
         return self.tf is not None and self.tf.when(cfg)
 
+    def dataset_dir(self, cfg: Any) -> str:
+        """The dataset folder this node writes with ``cfg`` ("" when none)."""
+        return str(get_key(cfg, self.dataset) or "") if self.dataset else ""
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -163,6 +175,8 @@ def validate_spec(spec: NodeSpec) -> None:
                 raise ConfigError(f"{where}: {kind} topic key {k!r} is not a string field of {spec.config.__name__}")
         if len(set(keys)) != len(keys):
             raise ConfigError(f"{where}: an {kind} topic key is listed twice: {keys}")
+    if spec.dataset and (spec.dataset not in leaves or not isinstance(leaves[spec.dataset][0], str)):
+        raise ConfigError(f"{where}: dataset key {spec.dataset!r} is not a string field of {spec.config.__name__}")
     for i in spec.inputs:
         if not i.types or not i.handler:
             raise ConfigError(f"{where}: input {i.topic!r} needs message types and a handler")

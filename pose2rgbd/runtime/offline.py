@@ -2,7 +2,8 @@
 
 Messages are fed to the node logic in log-time order; the bag's log time is the node clock, so a run is
 deterministic. Timers (the renderer's ``rate_hz``, diagnostics) fire at their bag-time deadlines *before*
-the first message at or after that deadline is handled. TF topics feed a :class:`TFBuffer` that the logic
+the first message at or after that deadline is handled. TF topics feed the node's
+:class:`~pose2rgbd.nodes.tf.TFInput` (the same buffer and rejection handling as the rclpy host) that the logic
 looks transforms up in. ``rate=0`` runs as fast as possible; ``rate=1.0`` replays at bag speed (``2.0``
 twice as fast).
 
@@ -22,20 +23,16 @@ import numpy as np
 
 from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
-from pose2rgbd.geometry.tf_buffer import TFBuffer
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
-from pose2rgbd.nodes.common import Throttle, resolve_topic
+from pose2rgbd.nodes.common import resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
+from pose2rgbd.nodes.tf import TF_STATIC_TOPIC, TF_TOPIC, TFInput, tf_topics
 from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, note_kept
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
-
-TF_TOPIC = "/tf"
-TF_STATIC_TOPIC = "/tf_static"
-TF_CACHE_S = 30.0
 
 
 @dataclass
@@ -120,12 +117,12 @@ def run_node_bag(
         inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
             nor ``bag``).
         keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note
-            it for the CLI's message) instead of discarding it; default: for the record node (its dataset is
-            kept as well: it is flushed frame by frame).
+            it for the CLI's message) instead of discarding it; default: for a node that records a dataset
+            (``spec.dataset``, the record node: its dataset is kept as well, it is flushed frame by frame).
     """
-    dataset = str(getattr(getattr(cfg, "output", None), "dataset", "") or "") if spec is RECORDER else ""
+    dataset = spec.dataset_dir(cfg)
     if keep_on_interrupt is None:
-        keep_on_interrupt = spec is RECORDER
+        keep_on_interrupt = bool(spec.dataset)
     if dataset:  # checked before the replay, not at the first frame
         check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
         check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
@@ -220,21 +217,21 @@ def _run_node_bag(
                     f"{reader.describe_topics()}"
                 )
             handlers[topic] = inp.handler
-        tf_topics: dict[str, bool] = {}  # topic -> static
+        tf_in: dict[str, bool] = {}  # topic -> static
         if spec.tf_used(cfg):
             assert spec.tf is not None
-            cands = [(tf_static_topic, True)] if spec.tf.static_only else [(tf_topic, False), (tf_static_topic, True)]
-            tf_topics = {t: st for t, st in cands if t in reader.topics}
-            if not tf_topics and spec.tf.required(cfg):
+            cands = tf_topics(spec.tf, tf_topic, tf_static_topic)
+            tf_in = {t: st for t, st in cands if t in reader.topics}
+            if not tf_in and spec.tf.required(cfg):
                 names = [t for t, _ in cands]
                 has = f"neither {' nor '.join(names)}" if len(names) > 1 else f"no {names[0]}"
                 raise BagError(f"{bag}: {spec.tf.why or spec.name + ' needs TF'} but the bag has {has}")
-        wanted = list(handlers) + [t for t in tf_topics if t not in handlers]
+        wanted = list(handlers) + [t for t in tf_in if t not in handlers]
 
         resources = with_resources(spec, cfg, resources)
         logic = spec.build(cfg, TypestoreFactory(ts), None, **resources)
         check_logic(spec, logic)
-        tf = TFBuffer(cache_time_s=TF_CACHE_S)
+        tf = TFInput(logic, log)
         if spec.tf_used(cfg):
             logic.set_tf_lookup(tf.lookup_transform)
         tf_waiting = bool(spec.tf_used(cfg) and spec.tf is not None and spec.tf.on_update)
@@ -255,19 +252,6 @@ def _run_node_bag(
                     for name, msg in outputs or ():
                         writer.write(out_topics[name], now, msg)
 
-            tf_throttle = Throttle(getattr(cfg, "warn_throttle_s", 5.0))
-
-            def tf_rejected(now: int) -> None:
-                counters = getattr(logic, "counters", None)
-                if isinstance(counters, dict):  # in the node's diagnostics
-                    counters["tf_rejected"] = tf.rejected
-                if tf_throttle("tf", now):
-                    n = tf_throttle.suppressed.pop("tf", 0)
-                    log.warning(
-                        "rejected a transform on %s (%d so far): %s%s", m.topic, tf.rejected, tf.last_rejection,
-                        f" ({n} similar suppressed)" if n else "",
-                    )  # fmt: skip
-
             deadlines: list[int | None] = [None] * len(timers)
             total = sum(reader.topics[t].count for t in wanted)
             for m in bar(reader.messages(wanted), total=total, progress=progress, desc=spec.name, unit="msg"):
@@ -280,9 +264,8 @@ def _run_node_bag(
                         emit(fn(due), due)
                         deadlines[k] = due + period
                 stats.messages_in += 1
-                if m.topic in tf_topics:
-                    if tf.add_tf_message(m.msg, static=tf_topics[m.topic], default_stamp_ns=now):
-                        tf_rejected(now)
+                if m.topic in tf_in:
+                    tf.add(m.msg, m.topic, static=tf_in[m.topic], now_ns=now)
                     if tf_waiting:
                         assert spec.tf is not None
                         tf_waiting = not getattr(logic, spec.tf.on_update)(now)

@@ -1,0 +1,228 @@
+"""The localize node (:class:`LocalizerNode`, :data:`LOCALIZER`): decoding and checking images, localizing them
+with the engine, the diagnostics and the spec; the parts are in the sibling modules
+(:mod:`~pose2rgbd.nodes.localizer.config`, :mod:`~pose2rgbd.nodes.localizer.outputs`,
+:mod:`~pose2rgbd.nodes.localizer.structure`, :mod:`~pose2rgbd.nodes.localizer.resources`)."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pose2rgbd import messages as M
+from pose2rgbd.errors import BagError, Pose2RGBDError
+from pose2rgbd.inference.images import prepare_for_model
+from pose2rgbd.nodes.common import EngineNode
+from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig
+from pose2rgbd.nodes.localizer.resources import configure_localizer
+from pose2rgbd.nodes.localizer.structure import StructureInput
+from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer
+
+if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
+    from pose2rgbd.evaluation.calibration import Calibration
+
+Outgoing = tuple[str, Any]
+REJECT_REASONS = ("encoding", "corrupt", "size")
+
+
+class LocalizerNode(EngineNode, StructureInput):
+    """Message-level localize node (see the package docstring). ``factory`` builds the outgoing messages."""
+
+    live = LOCALIZER_LIVE
+    logger_name = "pose2rgbd.localizer"
+
+    def __init__(
+        self,
+        cfg: LocalizerConfig,
+        engine: Any,
+        factory: M.MessageFactory,
+        *,
+        calibration: Calibration | None = None,
+        refiner: Any = None,
+        logger: Any = None,
+    ) -> None:
+        counters = ["images", "frames", "out_of_distribution", "rejected", *(f"rejected_{r}" for r in REJECT_REASONS),
+                    "localize_errors", "refined", "refine_errors"]  # fmt: skip
+        super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
+        self.engine = engine
+        self.last_latency_ms = math.nan
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self._init_outputs(cfg, engine, calibration, refiner)
+        # the structure localizer (a place map): images at their own size, priors, "no fix" answers
+        self._init_structure(cfg, engine)
+
+    # ------------------------------------------------------------------ input
+    def _reject(self, reason: str, now_ns: int, text: str) -> list[Outgoing]:
+        self.count("rejected")
+        self.count(f"rejected_{reason}")
+        self.warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
+        return []
+
+    def decode(self, msg: Any) -> tuple[np.ndarray | None, str, str]:
+        """Image / CompressedImage -> ``(uint8 RGB, "", "")`` or ``(None, reason, text)`` with reason
+        ``encoding`` (not a colour image: depth, unsupported) or ``corrupt`` (data that cannot be decoded)."""
+        try:
+            rgb = M.image_msg_to_rgb(msg, bit_depth=self.cfg.input_bit_depth)
+        except BagError as e:
+            text = str(e)
+            return None, ("encoding" if "encoding" in text and not M.is_compressed(msg) else "corrupt"), text
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:  # e.g. a compressedDepth message
+            return (
+                None,
+                "encoding",
+                f"not a colour image ({getattr(msg, 'format', '')!r} decodes to {rgb.dtype} {rgb.shape})",
+            )
+        return rgb, "", ""
+
+    def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """An image arrived: localize it (see the module docstring). Never raises on a bad image."""
+        t0 = time.perf_counter()
+        self.count("images")
+        rgb, reason, text = self.decode(msg)
+        if rgb is None:
+            return self._reject(reason, now_ns, text)
+        h, w = rgb.shape[:2]
+        if min(h, w) < self.cfg.min_image_side or max(h, w) > self.cfg.max_aspect * min(h, w):
+            return self._reject(
+                "size", now_ns,
+                f"{w}x{h} cannot be fitted to the model input (min_image_side {self.cfg.min_image_side}, "
+                f"max_aspect {self.cfg.max_aspect:g})",
+            )  # fmt: skip
+        if self.structured:
+            return self._on_image_structure(msg, rgb, now_ns, t0)
+        try:
+            model = getattr(self.engine, "model", None)  # a Localizer need not expose one
+            x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
+            res = self.engine.localize(x)
+        except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
+            self.count("localize_errors")
+            self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            return []
+        T = res.T_world_cam[0]
+        conf = float(res.confidence[0])
+        if not (np.all(np.isfinite(T)) and math.isfinite(conf)):
+            self.count("localize_errors")
+            self.warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
+            return []
+        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        threshold = self.ood_threshold
+        ood = conf < threshold
+        cov = self.covariance(conf, ood)
+        out = self._outputs(stamp, T, conf, ood, cov, threshold, msg)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3  # image -> pose (refinement is reported apart)
+        self._latency_ms.append(self.last_latency_ms)
+        if self.refiner is not None:
+            out += self._refined(x, T, stamp, cov, now_ns)
+        self._confidence.append(conf)
+        self.count("frames")
+        self.count("out_of_distribution", int(ood))
+        if ood and not self._last_ood:
+            self.log.warning(
+                f"image out of distribution (confidence {conf:.3f} < {threshold:.3f}): pose unreliable, covariance "
+                f"x{self.cfg.ood_covariance_scale:g}"
+            )
+        self._last_ood = ood
+        return out
+
+    def diagnostics(self, now_ns: int) -> Any:
+        p50, p99 = self.latency_percentiles_ms()
+        c = self.counters
+        if c["frames"] == 0:
+            level, text = 1, "no image localized yet (waiting for images)"
+        elif self.structured and self.last_fix is not None and not self.last_fix.ok:
+            level, text = 1, f"no fix for the current image: {self.last_fix.reason}"
+        elif self._last_ood:
+            level, text = 1, "the current image is out of distribution"
+        else:
+            level, text = 0, "localizing"
+        conf = np.asarray(self._confidence) if self._confidence else np.array([math.nan])
+        values: dict[str, Any] = {
+            "latency_p50_ms": f"{p50:.2f}",
+            "latency_p99_ms": f"{p99:.2f}",
+            "confidence_last": f"{conf[-1]:.4f}",
+            "confidence_median": f"{float(np.median(conf)):.4f}",
+            "ood_threshold": f"{self.ood_threshold:.4f}",
+            "covariance_source": self.cov_source,
+            **c,
+        }
+        if self.structured:
+            values["fix_rate"] = f"{c['fixes'] / max(c['frames'], 1):.3f}"
+            values["map"] = self.cfg.map
+        values["device"] = str(getattr(self.engine, "device", ""))
+        values["precision"] = str(getattr(self.engine, "precision", ""))
+        return M.diagnostic_array(self.f, now_ns, "pose2rgbd: localizer", level, text, values, self.world_frame)
+
+
+# ---------------------------------------------------------------------------------------------- the node spec
+def build_localizer(cfg: LocalizerConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> LocalizerNode:
+    return LocalizerNode(
+        cfg, res["engine"], factory, calibration=res.get("calibration"), refiner=res.get("refiner"), logger=logger
+    )
+
+
+def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:
+    engine = res["engine"]
+    cal = res.get("calibration") is not None
+    if res.get("method", "posegan").startswith("structure"):
+        priors = [n for n, t in (("gps", cfg.topics.gps), ("odometry", cfg.topics.odometry)) if t]
+        return (
+            f"localizing {cfg.image_type} images from {cfg.topics.image} against the place map {cfg.map} "
+            f"({len(engine.map)} keyframes; method {res['method']}; priors: previous fix"
+            f"{''.join(', ' + p for p in priors)}; {'calibrated' if cal else 'information'} covariance)"
+        )
+    h, w = engine.input_hw
+    cov = "calibrated covariance" if cal else "default covariance"
+    return f"localizing {cfg.image_type} images from {cfg.topics.image} at {w}x{h} on {engine.device} ({cov})"
+
+
+LOCALIZER = NodeSpec(
+    name="pose2rgbd_localizer",
+    config=LocalizerConfig,
+    configure=configure_localizer,
+    build=build_localizer,
+    inputs=(
+        Input(
+            "topics.image",
+            IMAGE_TYPES,
+            "on_image",
+            depth=1,
+            choose_type=lambda c: IMAGE_TYPES[int(c.image_type == "compressed")],
+        ),
+        Input(
+            "topics.gps",
+            ("sensor_msgs/msg/NavSatFix",),
+            "on_gps",
+            when=lambda c: bool(c.topics.gps),
+            required=lambda c: False,
+        ),
+        Input(
+            "topics.odometry",
+            ("nav_msgs/msg/Odometry",),
+            "on_odometry",
+            when=lambda c: bool(c.topics.odometry),
+            required=lambda c: False,
+        ),
+        Input(
+            "topics.camera_info",
+            ("sensor_msgs/msg/CameraInfo",),
+            "on_camera_info",
+            when=lambda c: bool(c.topics.camera_info),
+            required=lambda c: False,
+        ),
+    ),
+    outputs=(
+        Output("topics.pose", "geometry_msgs/msg/PoseWithCovarianceStamped"),
+        Output("topics.refined_pose", "geometry_msgs/msg/PoseWithCovarianceStamped"),
+        Output("topics.ood", "std_msgs/msg/Bool"),
+        Output("topics.status", "diagnostic_msgs/msg/DiagnosticArray"),
+        Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+        Output("topics.tf", "tf2_msgs/msg/TFMessage", depth=100),
+    ),
+    timers=(Timer(lambda c: c.diagnostics_period_s, "diagnostics_tick", "diagnostics"),),
+    live=LOCALIZER_LIVE,
+    description="camera image -> camera pose with covariance and an out-of-distribution flag",
+    extras={"describe": _describe_localizer},
+)

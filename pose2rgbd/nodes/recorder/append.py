@@ -1,0 +1,145 @@
+"""The recorder's dataset output (:class:`DatasetAppend`): frames are appended to a dataset
+(``DatasetWriter(mode="append")``: flushed per frame, readable after a crash); re-running on the same output
+resumes after its last stamp, with its datum, and refuses a recording that looks like a different flight (its
+first image too far in time from the dataset's frames, or its first kept fix too far from the last frame)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pose2rgbd.config import parse_size
+from pose2rgbd.errors import ConfigError, DatasetError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.recorder.config import RecorderConfig
+from pose2rgbd.sync.gps import horizontal_distance_m
+
+Outgoing = tuple[str, Any]
+
+
+def _same_datum(a: Datum, b: Datum) -> bool:
+    return abs(a.lat_deg - b.lat_deg) < 1e-9 and abs(a.lon_deg - b.lon_deg) < 1e-9 and abs(a.alt_m - b.alt_m) < 1e-3
+
+
+def _datum_text(d: Datum) -> str:
+    return f"{d.lat_deg:.9g},{d.lon_deg:.9g},{d.alt_m:.6g}"
+
+
+class DatasetAppend(NodeLogic):
+    """Part of the :class:`~pose2rgbd.nodes.recorder.Recorder`: the dataset it appends to, and resuming it."""
+
+    cfg: RecorderConfig
+    camera: PinholeCamera | None  # from CameraInfo
+    camera_frame: str | None
+
+    def _init_dataset(self, cfg: RecorderConfig) -> None:
+        self.datum: Datum | None = cfg.datum_obj()
+        self.writer: Any = None
+        self.resume_after_ns: int | None = None
+        self._resume_first_ns: int | None = None
+        self._resume_last_lla: np.ndarray | None = None
+        self._resume_checked = False
+        if cfg.output.dataset:
+            self._load_existing(Path(cfg.output.dataset))
+
+    def _refuse(self, text: str, *, kept: str = "the dataset is untouched") -> list[Outgoing]:
+        """Stop recording for good, saying why (the recorder's)."""
+        raise NotImplementedError
+
+    def _load_existing(self, path: Path) -> None:
+        """Resume: keep an existing dataset's datum and skip frames up to its last stamp."""
+        from pose2rgbd.dataset import Dataset
+        from pose2rgbd.output_guard import DATASET, check_not_foreign_dir
+
+        if not (path / "manifest.yaml").is_file():  # a new dataset: refuse a folder of other files at configure
+            check_not_foreign_dir(path, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
+            return
+        try:
+            ds = Dataset(path, check_files=False)
+        except DatasetError as e:
+            if "no frames" not in str(e):
+                raise
+            return
+        mine = self.cfg.datum_obj()
+        theirs = ds.manifest.datum
+        if mine is not None and theirs is not None and not _same_datum(mine, theirs):
+            raise ConfigError(
+                f"datum {_datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
+                f"{_datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
+                "or record into a new dataset"
+            )
+        if theirs is not None:
+            self.datum = theirs
+        self.resume_after_ns = int(ds.frames.stamp_ns.max())
+        self._resume_first_ns = int(ds.frames.stamp_ns.min())
+        last = int(np.argmax(ds.frames.stamp_ns))
+        lla = np.asarray(ds.frames.latlonalt[last, :2], dtype=np.float64)
+        self._resume_last_lla = lla if np.isfinite(lla).all() else None
+        self.log.info(f"resuming {path}: {len(ds)} frames, continuing after stamp {self.resume_after_ns}")
+
+    def _check_resume_time(self, stamp: int) -> bool:
+        first, last = self._resume_first_ns, self.resume_after_ns
+        assert first is not None and last is not None
+        gap = int(self.cfg.output.resume_gap_s * 1e9)
+        if first - gap <= stamp <= last + gap:
+            return True
+        where = (
+            f"{(first - stamp) / 1e9:.0f} s before the first"
+            if stamp < first
+            else f"{(stamp - last) / 1e9:.0f} s after the last"
+        )
+        self._refuse(
+            f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "
+            f"output.resume_gap_s {self.cfg.output.resume_gap_s:g} s): it looks like a different flight, and "
+            "resuming would skip or mix its frames. Record it into a new dataset (another --out)"
+        )
+        return False
+
+    def _check_resume_place(self, lla: np.ndarray) -> bool:
+        """At the first fix the gate keeps: is it near the last frame of the dataset being resumed? (else refuse)"""
+        if self._resume_checked or self._resume_last_lla is None:
+            return True
+        self._resume_checked = True
+        d = float(horizontal_distance_m(lla[0], lla[1], self._resume_last_lla[0], self._resume_last_lla[1]))
+        if d <= self.cfg.output.resume_distance_m:
+            return True
+        self._refuse(
+            f"this recording starts {d / 1000:.1f} km from the last frame of the dataset "
+            f"{self.cfg.output.dataset} (more than output.resume_distance_m "
+            f"{self.cfg.output.resume_distance_m:g} m): it looks like a different flight. "
+            "Record it into a new dataset (another --out)"
+        )
+        return False
+
+    def _open_writer(self) -> None:
+        from pose2rgbd.dataset import DatasetWriter, Manifest
+
+        assert self.camera is not None
+        out = self.cfg.output
+        wh = parse_size(self.cfg.size, "size")
+        cam = self.camera if wh is None else self.camera.scaled(*wh)
+        manifest = Manifest(
+            name=out.name,
+            camera=cam,
+            depth_kind="none",
+            rgb_encoding=out.rgb_encoding,
+            world_frame=self.cfg.world_frame,
+            camera_frame=self.camera_frame or "camera_optical_frame",
+            datum=self.datum,
+            sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
+            extra={"recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s}},
+        )
+        self.writer = DatasetWriter(out.dataset, manifest, mode="append")
+
+    def _write(self, stamp: int, T: np.ndarray, rgb: np.ndarray, lla: np.ndarray) -> None:
+        if self.writer is None:
+            self._open_writer()
+        cam = self.writer.manifest.camera
+        if rgb.shape[:2] != (cam.height, cam.width):
+            rgb = cv2.resize(rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+        self.writer.add_frame(stamp, T, rgb, None, latlonalt=(float(lla[0]), float(lla[1]), float(lla[2])))

@@ -1,0 +1,294 @@
+"""The record node (:class:`Recorder`, :data:`RECORDER`): its message handlers, the frame output and the spec;
+the parts are in the sibling modules (:mod:`~pose2rgbd.nodes.recorder.frame_sync`,
+:mod:`~pose2rgbd.nodes.recorder.gps`, :mod:`~pose2rgbd.nodes.recorder.mount`,
+:mod:`~pose2rgbd.nodes.recorder.append`, :mod:`~pose2rgbd.nodes.recorder.synced`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd import messages as M
+from pose2rgbd.atomic import os_error_message
+from pose2rgbd.errors import BagError, DatasetError, GeometryError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
+from pose2rgbd.nodes.recorder.config import RECORDER_LIVE, RecorderConfig
+from pose2rgbd.nodes.recorder.frame_sync import FixSample, OdomSample
+from pose2rgbd.nodes.recorder.gps import GpsInput
+from pose2rgbd.nodes.recorder.mount import MountLookup
+from pose2rgbd.nodes.recorder.synced import synced_frame_msg
+from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer
+
+Outgoing = tuple[str, Any]
+COUNTERS = (
+    "frames",
+    "images",
+    "dropped_no_support",
+    "dropped_queue",
+    "dropped_no_mount",
+    "dropped_no_camera_info",
+    "dropped_not_recording",
+    "skipped_already_recorded",
+    "bad_fixes",
+    "fixes_dropped_jump",
+    "fixes_dropped_cold_start",
+    "fixes_dropped_stamp",
+    "stamps_from_receive_time",
+    "dropped_stamp_not_increasing",
+    "bad_odometry",
+    "bad_images",
+)
+
+
+class Recorder(GpsInput, MountLookup):
+    """Message-level recorder (see the package docstring). Call :meth:`close` at the end."""
+
+    live = RECORDER_LIVE
+    logger_name = "pose2rgbd.recorder"
+    cfg: RecorderConfig
+
+    def __init__(
+        self, cfg: RecorderConfig, factory: M.MessageFactory, *, logger: Any = None, tf_lookup: Lookup | None = None
+    ) -> None:
+        super().__init__(cfg, factory, logger, dict.fromkeys(COUNTERS, 0))
+        self._init_sync(cfg)
+        self._init_mount(cfg, tf_lookup)
+        self._init_gps(cfg)
+        self.recording = cfg.start_recording
+        self.camera_info: Any = None
+        self.camera: PinholeCamera | None = None
+        self._zero_stamp_warned: set[str] = set()
+        self._last_image_ns: int | None = None
+        self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
+        self._init_dataset(cfg)  # last: resuming logs and may refuse the configuration
+
+    def parameter_applied(self, name: str) -> None:
+        self._approx.slop_ns = int(self.cfg.sync.slop_s * 1e9)
+
+    # ------------------------------------------------------------------ recording on / off
+    def on_set_recording(self, request: Any, response: Any, now_ns: int) -> Any:
+        """``std_srvs/SetBool`` service."""
+        response.success, response.message = self.set_recording(request.data)
+        return response
+
+    def set_recording(self, enable: bool) -> tuple[bool, str]:
+        """Start / stop recording (std_srvs/SetBool semantics: returns (success, message))."""
+        enable = bool(enable)
+        if enable and self.refused:
+            return False, self.refused
+        if enable == self.recording:
+            return True, f"already {'recording' if enable else 'stopped'}"
+        self.recording = enable
+        if not enable:
+            self._drop_pending("dropped_not_recording")
+        self.log.info("recording started" if enable else "recording stopped")
+        return True, "recording" if enable else "stopped"
+
+    def on_recording_msg(self, msg: Any, now_ns: int = 0) -> list[Outgoing]:
+        self.set_recording(bool(msg.data))
+        return []
+
+    # ------------------------------------------------------------------ inputs
+    def on_camera_info(self, msg: Any, now_ns: int = 0) -> list[Outgoing]:
+        try:
+            cam = M.camera_from_info(msg)
+        except (GeometryError, BagError) as e:
+            self.warning("info", now_ns, f"ignoring bad CameraInfo: {e}")
+            return []
+        self.camera_info = msg
+        self.camera = cam
+        return []
+
+    def _stamp(self, msg: Any, now_ns: int, what: str) -> int:
+        """The header stamp, or the receive time ``now_ns`` (the bag log time offline, the node clock live) for a
+        zero stamp, with one warning per input (the same policy as ``convert``)."""
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if stamp > 0:
+            return stamp
+        self.count("stamps_from_receive_time")
+        if what not in self._zero_stamp_warned:
+            self._zero_stamp_warned.add(what)
+            self.log.warning(
+                f"{what} messages have a zero header stamp; using the receive time instead (the bag log time "
+                "offline, the node clock live)"
+            )
+        return int(now_ns)
+
+    def on_odom(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        try:
+            t, q = M.pose_tq(msg)
+        except GeometryError as e:
+            self.count("bad_odometry")
+            self.warning("odom", now_ns, f"ignoring odometry: {e}")
+            return []
+        stamp = self._stamp(msg, now_ns, "odometry")
+        return self._queue_odom(stamp, OdomSample(t, q, msg), now_ns)
+
+    def on_image(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        self.count("images")
+        if not self.recording:
+            self.count("dropped_not_recording")
+            return []
+        if self.camera_frame is None:
+            self.camera_frame = str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
+        stamp = self._stamp(msg, now_ns, "image")
+        if self._resume_first_ns is not None and self._last_image_ns is None and not self._check_resume_time(stamp):
+            return []  # the first image of this run is far from the dataset's frames
+        if self._last_image_ns is not None and stamp <= self._last_image_ns:
+            self.count("dropped_stamp_not_increasing")
+            self.warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
+            return []
+        self._last_image_ns = stamp
+        if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
+            self.count("skipped_already_recorded")
+            return []
+        return self._queue_image(stamp, msg, now_ns)
+
+    def _refuse(self, text: str, *, kept: str = "the dataset is untouched") -> list[Outgoing]:
+        """Stop for good (logged now, raised by :meth:`finish`): the recording is not the dataset's flight, or the
+        dataset cannot be written (disk full, read-only, permission)."""
+        self.refused = text
+        self.log.error(f"{text}; recording stopped, {kept}")
+        self.recording = False
+        self._drop_pending("dropped_not_recording")
+        return []
+
+    def finish(self) -> None:
+        """End of input: images still waiting for GPS/odometry are dropped (counted). Raises the
+        :class:`DatasetError` of a recording refused as a different flight (the dataset was left untouched)."""
+        self._end()
+        if self.refused:
+            raise DatasetError(self.refused)
+
+    def _end(self) -> None:
+        self.count("dropped_no_support", len(self._pending))
+        self._pending.clear()
+        self._warn_no_mount()
+
+    def close(self) -> None:
+        self._end()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # ------------------------------------------------------------------ outputs
+    def pose_at(self, lla: np.ndarray, q_odom: np.ndarray) -> np.ndarray:
+        """T_world_cam from an interpolated fix and odometry orientation (needs datum and mount)."""
+        assert self.datum is not None and self.T_base_cam is not None
+        T_world_base = np.eye(4)
+        T_world_base[:3, :3] = quat_xyzw_to_matrix(q_odom)
+        T_world_base[:3, 3] = self.datum.to_enu(lla[0], lla[1], lla[2])
+        return T_world_base @ self.T_base_cam
+
+    def _emit(
+        self,
+        stamp: int,
+        img: Any,
+        lla: np.ndarray,
+        t_odom: np.ndarray,
+        q_odom: np.ndarray,
+        fix: FixSample,
+        odom: Any,
+        now_ns: int,
+    ) -> list[Outgoing]:
+        if self.T_base_cam is None and not self._resolve_mount(now_ns):
+            self.count("dropped_no_mount")
+            self.warning(
+                "mount", now_ns, f"no camera mount yet ({self._mount_text()} not in /tf_static); frame dropped"
+            )
+            return []
+        if self.cfg.output.dataset and self.camera is None:
+            self.count("dropped_no_camera_info")
+            self.warning("noinfo", now_ns, f"no CameraInfo on {self.cfg.topics.camera_info} yet; frame dropped")
+            return []
+        try:
+            T = self.pose_at(lla, q_odom)
+        except GeometryError as e:
+            self.count("bad_fixes")
+            self.warning("pose", now_ns, f"frame dropped: {e}")
+            return []
+        out: list[Outgoing] = []
+        if self.cfg.output.dataset:
+            try:
+                rgb = M.image_msg_to_rgb(img)
+            except (GeometryError, BagError) as e:
+                self.count("bad_images")
+                self.warning("img", now_ns, f"frame dropped: {e}")
+                return []
+            try:
+                self._write(stamp, T, rgb, lla)
+            except OSError as e:  # disk full, read-only, permission: stop, keep what was written, say why
+                why = os_error_message(e) or f"{e.filename or self.cfg.output.dataset}: {e.strerror or e}"
+                self._refuse(
+                    f"cannot write to the dataset: {why}",
+                    kept=f"the {len(self.writer) if self.writer else 0} frames written so far are kept",
+                )
+                return []
+        self.count("frames")
+        if self.cfg.output.publish_synced:
+            camera = self.camera_frame or "camera_optical_frame"
+            msg = synced_frame_msg(self.f, stamp, camera, self.cfg.world_frame, img, self.camera_info, lla, t_odom,
+                                   q_odom, fix, odom, T)  # fmt: skip
+            out.append((self.cfg.topics.synced, msg))
+        return out
+
+    def diagnostics(self, now_ns: int) -> Any:
+        c = self.counters
+        level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
+        text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        if self.refused:
+            level, text = 2, self.refused
+        return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))
+
+
+# ---------------------------------------------------------------------------------------------- the node spec
+def build_recorder(cfg: RecorderConfig, factory: M.MessageFactory, logger: Any = None, **_res: Any) -> Recorder:
+    return Recorder(cfg, factory, logger=logger)
+
+
+def _describe_recorder(cfg: RecorderConfig, _res: dict[str, Any]) -> str:
+    t = cfg.topics
+    return (
+        f"recording {t.image} + {t.gps} + {t.odom} ({cfg.sync.policy}) into {cfg.output.dataset or '<no dataset>'}; "
+        f"SyncedFrame on {t.synced}: {cfg.output.publish_synced}"
+    )
+
+
+_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+RECORDER = NodeSpec(
+    name="pose2rgbd_recorder",
+    config=RecorderConfig,
+    build=build_recorder,
+    inputs=(
+        Input("topics.image", _IMAGE_TYPES, "on_image", choose_type=lambda c: _IMAGE_TYPES[int(c.topics.compressed)]),
+        Input("topics.gps", ("sensor_msgs/msg/NavSatFix",), "on_gps"),
+        Input("topics.odom", ("nav_msgs/msg/Odometry",), "on_odom"),
+        Input(
+            "topics.camera_info",
+            ("sensor_msgs/msg/CameraInfo",),
+            "on_camera_info",
+            required=lambda c: bool(c.output.dataset),
+        ),
+        Input("topics.recording", ("std_msgs/msg/Bool",), "on_recording_msg", qos="reliable", required=lambda c: False),
+    ),
+    outputs=(
+        Output("topics.synced", "pose2rgbd/msg/SyncedFrame"),
+        Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+    ),
+    timers=(Timer(lambda c: 1.0, "diagnostics_tick", "diagnostics"),),
+    services=(Service("~/set_recording", "std_srvs/srv/SetBool", "on_set_recording"),),
+    tf=TFNeed(
+        when=lambda c: c.mount.source != "config",
+        required=lambda c: c.mount.source == "tf_static",
+        static_only=True,
+        on_update="try_mount",
+        why="mount.source is 'tf_static' or 'auto'",
+    ),
+    live=RECORDER_LIVE,
+    dataset="output.dataset",
+    description="camera + GPS + odometry -> dataset frames and SyncedFrame messages",
+    extras={"describe": _describe_recorder},
+)

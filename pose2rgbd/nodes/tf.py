@@ -1,0 +1,67 @@
+"""The TF a node looks transforms up in, the same for both runtimes (the offline runner and the rclpy host).
+
+:class:`TFInput` is one :class:`~pose2rgbd.geometry.tf_buffer.TFBuffer` keeping :data:`TF_CACHE_S` of history per
+dynamic link (tf2's default buffer length), fed with every ``tf2_msgs/TFMessage`` from ``/tf`` and ``/tf_static``
+(:func:`tf_topics`: which of them a node's :class:`~pose2rgbd.nodes.spec.TFNeed` reads). A transform the buffer
+rejects (a NaN translation, a quaternion breaking the rule, a self transform) is skipped, counted as
+``tf_rejected`` in the node's counters (its diagnostics) and logged as a throttled warning: through
+:meth:`NodeLogic.warning <pose2rgbd.nodes.logic.NodeLogic.warning>` (the node's ``warn_throttle_s``) for a logic
+built on :class:`~pose2rgbd.nodes.logic.NodeLogic`, else at most every :data:`TF_WARN_THROTTLE_S`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pose2rgbd.geometry.tf_buffer import TFBuffer
+from pose2rgbd.nodes.common import Throttle, throttled_warning
+from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.spec import TFNeed
+
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+TF_CACHE_S = 10.0  # history kept per dynamic TF link (tf2's default buffer length)
+TF_WARN_THROTTLE_S = 5.0  # rejected-transform warnings of a logic that is no NodeLogic
+
+
+def tf_topics(need: TFNeed, tf_topic: str = TF_TOPIC, tf_static_topic: str = TF_STATIC_TOPIC) -> list[tuple[str, bool]]:
+    """``[(topic, static), ...]`` that feed a node with this TF need (``/tf_static`` alone for a static need)."""
+    if need.static_only:
+        return [(tf_static_topic, True)]
+    return [(tf_topic, False), (tf_static_topic, True)]
+
+
+class TFInput:
+    """A node's TF buffer and the handling of rejected transforms (see the module docstring)."""
+
+    def __init__(self, logic: Any, log: Any) -> None:
+        self.buffer = TFBuffer(cache_time_s=TF_CACHE_S)
+        self.logic = logic
+        self.log = log  # for a logic that is no NodeLogic
+        self._throttle = Throttle(TF_WARN_THROTTLE_S)
+
+    @property
+    def rejected(self) -> int:
+        return self.buffer.rejected
+
+    def lookup_transform(self, target: str, source: str, time_ns: int = 0) -> Any:
+        return self.buffer.lookup_transform(target, source, time_ns)
+
+    def add(self, msg: Any, topic: str, *, static: bool, now_ns: int) -> int:
+        """Add a TFMessage received on ``topic`` at ``now_ns`` (the stamp of a transform without one); returns how
+        many of its transforms were rejected (counted and logged)."""
+        bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns)
+        if bad:
+            self._rejected(topic, now_ns)
+        return bad
+
+    def _rejected(self, topic: str, now_ns: int) -> None:
+        b = self.buffer
+        counters = getattr(self.logic, "counters", None)
+        if isinstance(counters, dict):  # in the node's diagnostics
+            counters["tf_rejected"] = b.rejected
+        text = f"rejected a transform on {topic} ({b.rejected} so far): {b.last_rejection}"
+        if isinstance(self.logic, NodeLogic):
+            self.logic.warning("tf_rejected", now_ns, text)
+        else:
+            throttled_warning(self._throttle, self.log, "tf_rejected", now_ns, text)

@@ -1,12 +1,13 @@
 """The TF a node looks transforms up in, the same for both runtimes (the offline runner and the rclpy host).
 
 :class:`TFInput` is one :class:`~pose2rgbd.geometry.tf_buffer.TFBuffer` keeping :data:`TF_CACHE_S` of history per
-dynamic link (tf2's default buffer length), fed with every ``tf2_msgs/TFMessage`` from ``/tf`` and ``/tf_static``
-(:func:`tf_topics`: which of them a node's :class:`~pose2rgbd.nodes.spec.TFNeed` reads). A transform the buffer
-rejects (a NaN translation, a quaternion breaking the rule, a self transform) is skipped, counted as
-``tf_rejected`` in the node's counters (its diagnostics) and logged as a throttled warning: through
-:meth:`NodeLogic.warning <pose2rgbd.nodes.logic.NodeLogic.warning>` (the node's ``warn_throttle_s``) for a logic
-built on :class:`~pose2rgbd.nodes.logic.NodeLogic`, else at most every :data:`TF_WARN_THROTTLE_S`.
+dynamic link (tf2's default is 10 s; an image that arrives late still resolves), fed with every
+``tf2_msgs/TFMessage`` from ``/tf`` and ``/tf_static`` (:func:`tf_topics`: which of them a node's
+:class:`~pose2rgbd.nodes.spec.TFNeed` reads). A transform the buffer rejects (a NaN translation, a quaternion
+breaking the rule, a self transform) is skipped, counted as ``tf_rejected`` in the node's counters (its diagnostics)
+and logged as a throttled warning: through :meth:`NodeLogic.warning <pose2rgbd.nodes.logic.NodeLogic.warning>` (the
+node's ``warn_throttle_s``) for a logic built on :class:`~pose2rgbd.nodes.logic.NodeLogic`, else at most every
+:data:`TF_WARN_THROTTLE_S`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pose2rgbd.nodes.spec import TFNeed
 
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
-TF_CACHE_S = 10.0  # history kept per dynamic TF link (tf2's default buffer length)
+TF_CACHE_S = 30.0  # history kept per dynamic TF link (tf2 keeps 10 s; the offline runner always kept 30 s)
 TF_WARN_THROTTLE_S = 5.0  # rejected-transform warnings of a logic that is no NodeLogic
 
 

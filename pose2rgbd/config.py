@@ -12,6 +12,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -221,18 +222,28 @@ class Leaf(NamedTuple):
     help: str
 
 
-def leaves(cls: type, prefix: str = "") -> dict[str, Leaf]:
-    """``{"a.b": Leaf}`` for every leaf field of ``cls`` (nested dataclasses are walked), in field order."""
+def leaves(cls: type, prefix: str = "", defaults: Mapping[str, Any] | None = None) -> dict[str, Leaf]:
+    """``{"a.b": Leaf}`` for every leaf field of ``cls`` (nested dataclasses are walked), in field order.
+    ``defaults``: values that replace the class's own defaults (nested like :func:`to_dict`'s output, e.g. a
+    preset's), shown as the defaults."""
     out: dict[str, Leaf] = {}
-    defaults = to_dict(cls())
+    base = merged(to_dict(cls()), defaults or {})
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f"{prefix}{f.name}"
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            out.update(leaves(tp, name + "."))  # type: ignore[arg-type]
+            out.update(leaves(tp, name + ".", base[f.name]))  # type: ignore[arg-type]
         else:
-            out[name] = Leaf(name, tp, defaults[f.name], str(f.metadata.get("help", "")))
+            out[name] = Leaf(name, tp, base[f.name], str(f.metadata.get("help", "")))
+    return out
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` applied key by key, nested mappings merged rather than replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 

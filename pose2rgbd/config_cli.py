@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.config import Leaf, closest, from_dict, leaves, parse_text, read_yaml_dict, type_name
+from pose2rgbd.config import Leaf, closest, from_dict, leaves, merged, parse_text, read_yaml_dict, type_name
 from pose2rgbd.errors import ConfigError
 
 OPS = "_config_ops"  # namespace attribute: the overrides in command-line order
@@ -61,13 +61,23 @@ class Alias:
 
 
 class Schema:
-    """The config schema of a command: one dataclass (keys ``a.b``) or named sections (keys ``section.a.b``)."""
+    """The config schema of a command: one dataclass (keys ``a.b``) or named sections (keys ``section.a.b``).
 
-    def __init__(self, spec: type | Mapping[str, type]) -> None:
+    ``defaults``: per section (``""`` for a single dataclass), values that replace the class's own defaults, e.g.
+    the preset a command was given: ``--help`` shows them and every other source (``--config``, flags, ``--set``)
+    applies on top of them."""
+
+    def __init__(
+        self, spec: type | Mapping[str, type], defaults: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         self.sections: dict[str, type] = {"": spec} if isinstance(spec, type) else dict(spec)
+        self.defaults: dict[str, Mapping[str, Any]] = dict(defaults or {})
+        unknown = sorted(set(self.defaults) - set(self.sections))
+        if unknown:
+            raise ConfigError(f"defaults for unknown section(s) {unknown}")
         self.leaves: dict[str, Leaf] = {}
         for name, cls in self.sections.items():
-            self.leaves.update(leaves(cls, f"{name}." if name else ""))
+            self.leaves.update(leaves(cls, f"{name}." if name else "", self.defaults.get(name)))
 
     def leaf(self, key: str, origin: str) -> Leaf:
         if key in self.leaves:
@@ -79,13 +89,16 @@ class Schema:
     def build(self, data: dict[str, Any], where: str = "") -> Any:
         """Nested dict -> the config (one instance, or ``{section: instance}``)."""
         if "" in self.sections:
-            return from_dict(self.sections[""], data, where=where)
+            return from_dict(self.sections[""], merged(self.defaults.get("", {}), data), where=where)
         unknown = sorted(set(data) - set(self.sections))
         if unknown:
             raise ConfigError(
                 f"{where or 'config'}: unknown section(s) {unknown}; valid sections are {sorted(self.sections)}"
             )
-        return {name: from_dict(cls, data.get(name) or {}, where=name) for name, cls in self.sections.items()}
+        return {
+            name: from_dict(cls, merged(self.defaults.get(name, {}), data.get(name) or {}), where=name)
+            for name, cls in self.sections.items()
+        }
 
 
 class _Record(argparse.Action):

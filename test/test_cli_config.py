@@ -393,6 +393,7 @@ def test_train_cli_parses_the_chosen_kinds_schema_with_its_presets(toy_kind: Any
     f.write_text("model:\n  scale: 0.75\n  size: 16\n")
     cfg = config_from_args(_parse([*toy, "--preset", "wide", "--config", str(f), "--size", "32"]))
     assert to_dict(cfg["model"]) == {"size": 32, "hidden": 6, "scale": 0.75}
+    assert type(cfg["model"]) is ToyCliConfig  # the kind's own class, with the preset as its defaults
     # Pose2RGBD-only short spellings are not offered for a kind without those keys
     with pytest.raises(SystemExit):
         _parse([*toy, "--outputs", "rgb"])

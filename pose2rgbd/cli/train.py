@@ -9,12 +9,10 @@ config has that key.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
+from pose2rgbd import config as cfgmod
 from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.errors import ConfigError
 
@@ -108,30 +106,15 @@ def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
         )
 
 
-def _with_defaults(cls: type, values: dict[str, Any]) -> type:
-    """A subclass of the dataclass ``cls`` whose defaults are ``values`` (a preset), so the generated flags
-    show them and the config file / flags / --set apply on top of them."""
-    if not values:
-        return cls
-    ns: dict[str, Any] = {"__module__": cls.__module__, "__doc__": cls.__doc__, "__qualname__": cls.__qualname__}
-    annotations: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            annotations[f.name] = f.type
-            ns[f.name] = dataclasses.field(default_factory=functools.partial(copy.deepcopy, values[f.name]),
-                                           metadata=f.metadata)  # fmt: skip
-    ns["__annotations__"] = annotations
-    return dataclasses.dataclass(type(cls.__name__, (cls,), ns))
-
-
 def _schema(pre: argparse.Namespace) -> Schema:
     from pose2rgbd.training.config import TrainConfig
 
     family = _family(pre.method)
     name = pre.preset if pre.preset is not None else family.default_preset
     base = family.make_config(name) if name is not None else family.config_cls()
-    overrides = {k: v for k, v in dataclasses.asdict(base).items() if k in (family.presets.get(name) or {})}
-    return Schema({"model": _with_defaults(family.config_cls, overrides), "train": TrainConfig})
+    # the preset's values become the defaults the config file, flags and --set override (and --help shows)
+    overrides = {k: v for k, v in cfgmod.to_dict(base).items() if k in (family.presets.get(name) or {})}
+    return Schema({"model": family.config_cls, "train": TrainConfig}, defaults={"model": overrides})
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -199,14 +182,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
-def model_config(method: str, cfg: Any) -> Any:
-    """The parsed ``model`` section as the method's own config class (the parser's class carries the preset's
-    values as defaults)."""
-    from pose2rgbd import config as cfgmod
-
-    return _family(method).config_from_dict(cfgmod.to_dict(cfg["model"]))
-
-
 def _fit_rgb_only(args: argparse.Namespace, mc: Any) -> Any:
     """A dataset without depth: an RGB-only model (``outputs rgb``, ``preset base``) when the user chose neither
     setting, with a note; else one error that names every setting needed, not one at a time."""
@@ -235,7 +210,7 @@ def _fit_rgb_only(args: argparse.Namespace, mc: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    mc, tc = model_config(args.method, cfg), cfg["train"]
+    mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
     mc = _fit_rgb_only(args, mc)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
                  overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip

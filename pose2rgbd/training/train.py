@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from pose2rgbd import config as cfgmod
+from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
@@ -307,13 +308,14 @@ def _fit(
     dataset_path = str(ds.path.resolve())
     meta = {"dataset": dataset_path, "dataset_fingerprint": fingerprint, "split": split.description}
     main = distributed.current().is_main
-    if main:
-        (out / "config.yaml").write_text(
+    if main:  # each written whole or not at all: a run stopped here never leaves half a config beside a checkpoint
+        write_text_atomic(
+            out / "config.yaml",
             yaml.safe_dump(
                 {"method": family.kind, "model": cfgmod.to_dict(mc), "train": train_dict, **meta}, sort_keys=False
-            )
+            ),
         )
-        (out / "split.json").write_text(json.dumps(split.to_dict()))
+        write_text_atomic(out / "split.json", json.dumps(split.to_dict()))
 
     best_val: dict[str, float] = {}  # the validation that selected best.pt (the train summary prints it)
     coverage = training_coverage(ds, split)

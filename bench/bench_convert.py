@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--jpg", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from pose2rgbd.convert.core import ConvertConfig
-    from pose2rgbd.convert.video import convert_video
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.video import convert_video
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

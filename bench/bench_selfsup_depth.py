@@ -140,11 +140,11 @@ def main() -> None:
 
     import cv2
 
-    from pose2rgbd.convert.scale import ScaleConfig, fit_scale, segment_scales
+    from pose2rgbd.convert.stages.depth_predict import predict, video_trajectory
+    from pose2rgbd.convert.stages.scale import ScaleConfig, fit_scale, segment_scales
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.dataset.sequences import load_sequence_frames
     from pose2rgbd.methods.selfsup_depth.essential import essential_pose
-    from pose2rgbd.methods.selfsup_depth.export import predict, video_trajectory
     from pose2rgbd.methods.selfsup_depth.trajectory import (
         TrajectoryConfig,
         ate_sim3,
@@ -333,7 +333,7 @@ def main() -> None:
 
         sub = replace(sub, rgb=sub.rgb[keep], stamp_ns=sub.stamp_ns[keep], source_id=sub.source_id[keep],
                       T_world_cam=sub.T_world_cam[keep])  # fmt: skip
-        from pose2rgbd.methods.selfsup_depth.export import Prediction
+        from pose2rgbd.convert.stages.depth_predict import Prediction
 
         psub = Prediction(pred.depth[idx], pred.T_rel[idx[:-1]], pred.same_source[idx[:-1]])
         traj: dict[str, Any] = {"source": sid, "frames": len(idx)}

@@ -19,7 +19,7 @@ import numpy as np
 
 def main() -> None:
     from pose2rgbd.convert.gopro import read_gpmf
-    from pose2rgbd.convert.video import read_video_frames
+    from pose2rgbd.convert.sources.video import read_video_frames
     from pose2rgbd.geometry import PinholeCamera
     from pose2rgbd.sync.flow import FlowConfig, FlowMagnitude, to_flow_gray
 

@@ -44,9 +44,9 @@ def main() -> None:
 
     import cv2
 
+    from pose2rgbd.convert.stages.depth_predict import predict
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
-    from pose2rgbd.methods.selfsup_depth.export import predict
     from pose2rgbd.methods.selfsup_depth.net import depth_spread, is_collapsed
     from pose2rgbd.models import load_checkpoint
     from pose2rgbd.models.registry import get_family

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pose2rgbd.convert.bag import load_bag_streams
-from pose2rgbd.convert.core import ConvertConfig, plan_poses
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.sources.bag import load_bag_streams
+from pose2rgbd.convert.stages.time_offset import plan_poses
 from pose2rgbd.geometry import Datum
 from pose2rgbd.sim import SimConfig, export_bag
 from pose2rgbd.sim.export import flight_plan
@@ -64,7 +65,7 @@ def main() -> None:
             vt = np.arange(0.0, plan.duration_s, 0.01)
             true = np.linalg.norm(plan.twist_at(vt)[0], axis=1)
             base = ConvertConfig()
-            s, _ = load_bag_streams(bag, base, progress=False)
+            s = load_bag_streams(bag, base, progress=False)
             enu = Datum(s.lat[0], s.lon[0], s.alt[0]).to_enu(s.lat, s.lon, s.alt)
             gps = speed_from_positions(s.gps_t - TRUE, enu, base.speed_window_s, horizontal=False)
             rg = correlate_signals(vt, true, s.gps_t - TRUE, gps, SyncConfig(n_surrogates=0))
@@ -79,7 +80,7 @@ def main() -> None:
                     from pose2rgbd.sync.flow import FlowConfig
 
                     c.sync.flow = FlowConfig(**over["sync"]["flow"])
-                    s_v, _ = load_bag_streams(bag, c, progress=False)
+                    s_v = load_bag_streams(bag, c, progress=False)
                 else:
                     s_v = s
                 cells = []

@@ -139,8 +139,12 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     if unknown:
         hint = "".join(f"; did you mean {' or '.join(c)} for '{u}'?" for u in unknown if (c := closest(u, names)))
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}{hint}; valid keys are {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for k, v in data.items():  # a nested section starts from its field's default (which may differ from its class's)
+        factory = fields[k].default_factory
+        if isinstance(v, dict) and factory is not dataclasses.MISSING and dataclasses.is_dataclass(hints[k]):
+            data[k] = merged(to_dict(factory()), v)
+    kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     for k, v in kwargs.items():
         if not fields[k].metadata.get("nonfinite"):
             _check_finite(v, f"{where + '.' if where else ''}{k}")

@@ -251,7 +251,7 @@ def test_record_and_convert_share_one_vocabulary() -> None:
     # the same keys and formats in both configs
     import dataclasses
 
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
     from pose2rgbd.geometry.mount import CameraMount
     from pose2rgbd.nodes.recorder import RecorderConfig
 

@@ -11,8 +11,8 @@ from pose2rgbd.cli.main import main
 
 def test_derotated_on_a_simulated_video_with_hfov(tmp_path: Path) -> None:
     from pose2rgbd.config import from_dict
-    from pose2rgbd.convert.core import ConvertConfig
-    from pose2rgbd.convert.video import load_video_streams
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.video import load_video_streams
     from pose2rgbd.sim import SimConfig, export_video, make_world
 
     cfg = SimConfig(seed=1, width=96, height=72, frames=45)

@@ -24,7 +24,7 @@ FIXTURES = [
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_convert_bag_without_camera_fails_clearly(shared_data: Path, tmp_path: Path, name: str) -> None:
-    from pose2rgbd.convert.bag import convert_bag
+    from pose2rgbd.convert.sources.bag import convert_bag
 
     out = tmp_path / "out"
     with pytest.raises(BagError) as e:
@@ -58,7 +58,7 @@ def test_cli_lists_topics_when_the_gps_topic_is_missing(shared_data: Path, tmp_p
 
 
 def test_truncated_bag(shared_data: Path, tmp_path: Path) -> None:
-    from pose2rgbd.convert.bag import convert_bag
+    from pose2rgbd.convert.sources.bag import convert_bag
 
     src = shared_data / "husky-gps-odom-imu-bag" / "test1.bag"
     bad = tmp_path / "cut.bag"
@@ -94,7 +94,7 @@ def _csv(path: Path, rows: list[str]) -> Path:
 
 
 def test_video_errors_leave_nothing(tmp_path: Path) -> None:
-    from pose2rgbd.convert.video import convert_video
+    from pose2rgbd.convert.sources.video import convert_video
 
     vid = _video(tmp_path / "v.mp4")
     out = tmp_path / "out"
@@ -127,8 +127,8 @@ def test_video_errors_leave_nothing(tmp_path: Path) -> None:
 
 
 def test_interrupt_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pose2rgbd.convert import core
-    from pose2rgbd.convert.video import convert_video
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.video import convert_video
 
     vid = _video(tmp_path / "v.mp4")
     log = _csv(tmp_path / "g.csv", [f"{t:.2f},44.43,{26.1 + 1e-5 * t:.7f},80,,1" for t in np.arange(0, 2.0, 0.1)])
@@ -139,7 +139,21 @@ def test_interrupt_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("pose2rgbd.convert.report.write_report", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        convert_video(vid, log, out, core.ConvertConfig(estimate_offset=False), progress=False)
+        convert_video(vid, log, out, ConvertConfig(estimate_offset=False), progress=False)
     assert not out.exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
     shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+def test_every_registered_source_keeps_the_source_contract() -> None:
+    """Each SOURCES entry resolves to a class with the pipeline's Source methods (pose2rgbd.convert.pipeline)."""
+    from pose2rgbd.convert import SOURCES, source_class
+    from pose2rgbd.errors import ConfigError
+
+    for name in SOURCES:
+        cls = source_class(name)
+        assert isinstance(cls.kind, str) and cls.kind, name
+        for method in ("inputs", "plan", "frames", "report", "__enter__", "__exit__"):
+            assert callable(getattr(cls, method, None)), (name, method)
+    with pytest.raises(ConfigError, match="no conversion source"):
+        source_class("fax")

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pose2rgbd.convert.images import convert_images, detect_format
 from pose2rgbd.convert.pose_check import check_poses
 from pose2rgbd.convert.posed_images import ImagesConfig, PoseImportError
+from pose2rgbd.convert.sources.images import convert_images, detect_format
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
@@ -463,8 +463,8 @@ def test_cli_error_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_own_reader_through_write_posed_images(drive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The docs' recipe for another format: build PosedImages, call write_posed_images."""
-    from pose2rgbd.convert.images import write_posed_images
     from pose2rgbd.convert.posed_images import PosedImages, SourceCamera
+    from pose2rgbd.convert.sources.images import write_posed_images
 
     T, rgb = drive
     paths = []

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pose2rgbd.convert.images import convert_images
 from pose2rgbd.convert.posed_images import ImagesConfig, PoseImportError
+from pose2rgbd.convert.sources.images import convert_images
 from pose2rgbd.dataset import Dataset
 
 W, H = 16, 12
@@ -131,8 +131,8 @@ def test_repeated_frames_are_dropped_and_reported(tmp_path: Path, capsys: pytest
 
 
 def test_video_repeats_are_dropped(tmp_path: Path) -> None:
-    from pose2rgbd.convert.core import ConvertConfig
-    from pose2rgbd.convert.video import convert_video
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.video import convert_video
 
     rng = np.random.default_rng(0)
     tex = cv2.GaussianBlur((rng.random((120, 480)) * 255).astype(np.uint8), (0, 0), 2)

@@ -60,11 +60,12 @@ def _rewrite_tf(T_fn: Callable[[np.ndarray], np.ndarray], parent: str | None = N
 
 
 def _plan(bag: Path, **kw: Any):
-    from pose2rgbd.convert.bag import load_bag_streams
-    from pose2rgbd.convert.core import ConvertConfig, plan_poses
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import load_bag_streams
+    from pose2rgbd.convert.stages.time_offset import plan_poses
 
     cfg = ConvertConfig(estimate_offset=False, time_offset_s=OFFSET, **kw)
-    s, _ = load_bag_streams(bag, cfg, progress=False)
+    s = load_bag_streams(bag, cfg, progress=False)
     return s, plan_poses(s, cfg)
 
 
@@ -74,8 +75,8 @@ def _angles_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
 
 def test_tf_orientation_matches_ground_truth_and_odometry(sim_bag: Path, tmp_path: Path) -> None:
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.bag import convert_bag
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import convert_bag
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.messages import pose_to_matrix
 
@@ -120,8 +121,8 @@ def test_align_odom_yaw_rotates_a_yawed_tf_map_onto_the_course(sim_bag: Path, tm
 
 @pytest.mark.parametrize("case", ["no_tf", "no_world_frame"])
 def test_tf_requested_but_unusable_fails_clearly(sim_bag: Path, tmp_path: Path, case: str) -> None:
-    from pose2rgbd.convert.bag import convert_bag
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import convert_bag
     from pose2rgbd.errors import BagError
 
     if case == "no_tf":
@@ -162,13 +163,14 @@ def test_tf_chain_of_a_real_nav2_bag_matches_amcl(shared_data: Path) -> None:
     """nav2 turtlebot recording: /tf map -> odom (amcl) -> base_link (odometry). R_map_base_link from the chain
     agrees with /amcl_pose; the odometry alone is ~20 deg off (so the map link is really used)."""
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.bag import BODY_FRAMES, _tf_orientation_series
-    from pose2rgbd.convert.core import OrientationTrack
+    from pose2rgbd.convert.sources.bag_orientation import tf_orientation_series
+    from pose2rgbd.convert.stages.orientation import OrientationTrack
+    from pose2rgbd.geometry.mount import BODY_FRAMES
     from pose2rgbd.messages import header_stamp_ns, pose_to_matrix
 
     path = shared_data / "ros2-bag-fixtures" / "evo_nav2_turtlebot_sim_mcap" / "nav2_turtlebot.mcap"
     with open_bag(path) as bag:
-        t, R, note = _tf_orientation_series(bag, list(BODY_FRAMES), 0, None)
+        t, R, note = tf_orientation_series(bag, list(BODY_FRAMES), 0, None)
         ref = {
             topic: [(header_stamp_ns(m.msg) / 1e9, pose_to_matrix(m.msg.pose.pose)[:3, :3]) for m in
                     bag.messages([topic])]

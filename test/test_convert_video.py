@@ -98,7 +98,7 @@ def test_clean_fixes_counts_drops() -> None:
 
 def test_config_describe_and_yaml(tmp_path: Path) -> None:
     from pose2rgbd.config import describe, load_yaml, to_dict
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
     from pose2rgbd.errors import ConfigError
 
     flat = describe(ConvertConfig)

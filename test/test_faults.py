@@ -198,7 +198,7 @@ def test_disk_full_in_sim_keeps_the_earlier_output(
         return real(*a, **k)
 
     if target == "dataset":
-        import pose2rgbd.dataset.format as fmt
+        import pose2rgbd.dataset.writer as fmt
 
         real = fmt._atomic_write_bytes
         monkeypatch.setattr(fmt, "_atomic_write_bytes", full)
@@ -512,7 +512,7 @@ def test_disk_full_while_recording_stops_says_why_and_keeps_the_frames(
 ) -> None:
     """The record node's edge (the same logic live and offline): a write error stops recording with a message
     naming the disk, the frames already written stay a readable, resumable dataset, the command exits 2."""
-    import pose2rgbd.dataset.format as fmt
+    import pose2rgbd.dataset.writer as fmt
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.runtime.testing import write_flight_bag
 

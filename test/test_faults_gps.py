@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from pose2rgbd.config import from_dict
-from pose2rgbd.convert.bag import convert_bag
-from pose2rgbd.convert.core import ConvertConfig
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.sources.bag import convert_bag
 from pose2rgbd.errors import ConfigError, DatasetError, SyncError
 from pose2rgbd.nodes.recorder import RecorderConfig
 from pose2rgbd.runtime.offline import run_recorder_bag

@@ -235,7 +235,7 @@ def test_a_faststart_video_cut_short_is_reported_and_its_last_frame_dropped(
     data = fast.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 3 // 10])
-    from pose2rgbd.convert.video import read_video_frames
+    from pose2rgbd.convert.sources.video import read_video_frames
 
     decoded = sum(1 for _ in read_video_frames(cut))
     assert 0 < decoded < declared  # OpenCV reads it, up to the cut

@@ -354,7 +354,7 @@ def test_a_disk_full_error_without_a_file_name_names_the_output(
     import errno
     import os
 
-    import pose2rgbd.dataset.format as fmt
+    import pose2rgbd.dataset.writer as fmt
 
     def full(*a: Any, **k: Any) -> None:  # what write() into an open file raises: no file name
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

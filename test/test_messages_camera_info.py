@@ -58,8 +58,8 @@ def binned_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_record_and_convert_read_the_same_camera(binned_bag: Path, tmp_path: Path) -> None:
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.bag import load_bag_streams
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import load_bag_streams
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.nodes import RecorderConfig
     from pose2rgbd.runtime import run_recorder_bag
@@ -71,5 +71,5 @@ def test_record_and_convert_read_the_same_camera(binned_bag: Path, tmp_path: Pat
     cfg.output.dataset = str(tmp_path / "ds")
     run_recorder_bag(cfg, binned_bag)
     recorded = Dataset(tmp_path / "ds").manifest.camera
-    streams, _ = load_bag_streams(binned_bag, ConvertConfig(estimate_offset=False), progress=False)
+    streams = load_bag_streams(binned_bag, ConvertConfig(estimate_offset=False), progress=False)
     assert recorded == streams.camera == EXPECTED

@@ -11,8 +11,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pose2rgbd.config import from_dict
-from pose2rgbd.convert.bag import convert_bag, load_bag_streams
-from pose2rgbd.convert.core import ConvertConfig
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.sources.bag import convert_bag, load_bag_streams
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import R_BODY_OPTICAL
 from pose2rgbd.geometry.mount import CameraMount, mount_matrix, rpy_deg_of_optical_quat
@@ -49,11 +49,11 @@ def test_the_same_mount_gives_the_same_T_base_cam_in_both_commands(flight: Path)
     conv_cfg = from_dict(ConvertConfig, {"mount": mount, "estimate_offset": False})
     assert type(rec_cfg.mount) is type(conv_cfg.mount) is CameraMount
     rec = Recorder(rec_cfg, TypestoreFactory(register_custom_msgs(new_typestore("humble"))))
-    streams, _ = load_bag_streams(flight, conv_cfg, progress=False)
+    streams = load_bag_streams(flight, conv_cfg, progress=False)
     assert rec.T_base_cam is not None
     np.testing.assert_allclose(rec.T_base_cam, streams.T_body_cam, atol=1e-12)
     np.testing.assert_allclose(streams.T_body_cam, T_BASE_CAM, atol=1e-9)  # = the bag's /tf_static
-    tf_streams, _ = load_bag_streams(flight, from_dict(ConvertConfig, {"estimate_offset": False}), progress=False)
+    tf_streams = load_bag_streams(flight, from_dict(ConvertConfig, {"estimate_offset": False}), progress=False)
     np.testing.assert_allclose(tf_streams.T_body_cam, T_BASE_CAM, atol=1e-9)  # auto: /tf_static
 
 

@@ -341,7 +341,7 @@ def test_cli_localize_images_and_bag(ckpt: Path, engine: LocalizeEngine, tmp_pat
 
 def test_cli_localize_calibrate(ckpt: Path, tmp_path: Path) -> None:
     from pose2rgbd.cli.main import main
-    from pose2rgbd.dataset.format import DatasetWriter, Manifest
+    from pose2rgbd.dataset import DatasetWriter, Manifest
     from pose2rgbd.geometry.camera import PinholeCamera
 
     ds = tmp_path / "ds"

@@ -119,8 +119,8 @@ def _write_transforms_json(root: Path, T: np.ndarray) -> Path:
 
 
 def test_import_of_the_sweep_reports_what_depth_proves(tmp_path: Path) -> None:
-    from pose2rgbd.convert.images import convert_images
     from pose2rgbd.convert.posed_images import ImagesConfig
+    from pose2rgbd.convert.sources.images import convert_images
 
     src = _write_transforms_json(tmp_path / "sweep", _sweep())
     out = convert_images(src, tmp_path / "ds", ImagesConfig(strict=True), progress=False)  # strict: not suspect

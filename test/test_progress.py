@@ -45,7 +45,7 @@ def test_bar_only_on_a_terminal_or_when_asked(monkeypatch: pytest.MonkeyPatch) -
 
 def test_call_sites_draw_nothing_to_a_redirected_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     """The long loops, called with progress=True (the default of every command), against a non-TTY stderr."""
-    from pose2rgbd.convert.core import flow_pass
+    from pose2rgbd.convert.sources.video import flow_pass
     from pose2rgbd.sync.estimator import SyncConfig
     from pose2rgbd.training.callbacks import ProgressBar
 

@@ -36,12 +36,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import torch
 
     from pose2rgbd.config import from_dict
-    from pose2rgbd.convert.core import ConvertConfig
-    from pose2rgbd.convert.scale import ScaleConfig
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.stages.depth import convert_video_with_depth
+    from pose2rgbd.convert.stages.scale import ScaleConfig
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference import EngineConfig, RenderEngine
     from pose2rgbd.methods.pose2rgbd import preset_config
-    from pose2rgbd.methods.selfsup_depth.pipeline import convert_video_with_depth
     from pose2rgbd.models.registry import get_family
     from pose2rgbd.sim import SimConfig, export_video
     from pose2rgbd.sim.export import camera_trajectory, make_camera, world_of

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose2rgbd.convert.scale import ScaleConfig, fit_scale, gps_pair_distances, segment_scales
+from pose2rgbd.convert.stages.scale import ScaleConfig, fit_scale, segment_scales
 from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
 from pose2rgbd.errors import ConfigError, DatasetError, SyncError
 from pose2rgbd.geometry.camera import PinholeCamera
@@ -23,6 +23,7 @@ from pose2rgbd.methods.selfsup_depth.trajectory import (
     relative_from_absolute,
     relative_pose_errors,
 )
+from pose2rgbd.sync.gps import gps_pair_distances
 
 # -- an analytic scene: a textured ground plane z = 0 seen from above -----------------------------------------
 
@@ -221,7 +222,7 @@ def _tc(**kw: object):
 
 def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> None:
     """The essential pose source through the library API, unscaled export."""
-    from pose2rgbd.methods.selfsup_depth.export import export_depth
+    from pose2rgbd.convert.stages.depth_export import export_depth
     from pose2rgbd.models.registry import get_family
     from pose2rgbd.training.train import train
 
@@ -242,7 +243,7 @@ def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.Captur
     """`pose2rgbd depth train` (pose network, velocity loss) and `depth export --gps on`: metric depth, the scale
     and its uncertainty in the manifest, depth = scale * unscaled depth."""
     from pose2rgbd.cli.main import main
-    from pose2rgbd.methods.selfsup_depth.export import export_depth
+    from pose2rgbd.convert.stages.depth_export import export_depth
 
     ds_path = _write_dataset(tmp_path / "ds", 12)
     run = tmp_path / "run"
@@ -496,7 +497,8 @@ def test_a_collapsed_model_is_reported_by_export_and_depth_train_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pose2rgbd.cli.depth import print_export
-    from pose2rgbd.methods.selfsup_depth.export import check_trained_depth, export_depth
+    from pose2rgbd.convert.stages.depth_export import export_depth
+    from pose2rgbd.convert.stages.depth_predict import check_trained_depth
     from pose2rgbd.models.registry import get_family
     from pose2rgbd.training.train import train
 
@@ -554,7 +556,7 @@ def test_automatic_stride_from_the_measured_image_motion() -> None:
 def test_pose_root_turns_a_stride_pose_into_a_per_frame_pose() -> None:
     from scipy.spatial.transform import Rotation
 
-    from pose2rgbd.methods.selfsup_depth.export import _root
+    from pose2rgbd.convert.stages.depth_predict import _root
 
     T1 = np.eye(4)
     T1[:3, :3] = Rotation.from_rotvec([0.0, 0.02, 0.01]).as_matrix()
@@ -570,10 +572,10 @@ def test_colmap_backend_leaves_a_source_too_short_for_structure_from_motion_to_t
 ) -> None:
     """A dataset with the ``sequences`` capability may hold sources of 1-2 frames beside long ones; COLMAP can
     never register 3 frames of them, so they keep the composed poses instead of failing the whole export."""
+    from pose2rgbd.convert.stages.depth_predict import Prediction, video_trajectory
     from pose2rgbd.dataset.sequences import SequenceFrames
     from pose2rgbd.methods.selfsup_depth import sfm
     from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
-    from pose2rgbd.methods.selfsup_depth.export import Prediction, video_trajectory
     from pose2rgbd.methods.selfsup_depth.net import build_model
     from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 

@@ -171,8 +171,8 @@ def _metric_dataset(tmp_path, n: int = 16, n_metric: int = 10):  # type: ignore[
 
 def test_depth_train_and_export_with_metric_poses(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from pose2rgbd.cli.main import main
+    from pose2rgbd.convert.stages.depth_export import export_depth
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.methods.selfsup_depth.export import export_depth
     from pose2rgbd.models import load_checkpoint
 
     ds_path, mp_path, mp = _metric_dataset(tmp_path)
@@ -219,12 +219,12 @@ def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few
 
     from pose2rgbd.cli.depth import print_export
     from pose2rgbd.config import from_dict
-    from pose2rgbd.convert.core import ConvertConfig
-    from pose2rgbd.convert.scale import ScaleConfig
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.stages.depth import convert_video_with_depth
+    from pose2rgbd.convert.stages.scale import ScaleConfig
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.geodesy import Datum
     from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
-    from pose2rgbd.methods.selfsup_depth.pipeline import convert_video_with_depth
     from pose2rgbd.training.config import TrainConfig
 
     n, rate = 20, 10.0

@@ -120,8 +120,8 @@ def test_importer_on_a_real_sensor_capture(realistic: dict[str, Path], tmp_path:
     """`convert images` on the realistic capture: the codes read as holes and counted, repeats dropped and
     reported, the depth in metres where valid, and the pose check proves the poses from the depth in a world
     that is not z-up (strict: a SUSPECT verdict would refuse)."""
-    from pose2rgbd.convert.images import convert_images
     from pose2rgbd.convert.posed_images import ImagesConfig
+    from pose2rgbd.convert.sources.images import convert_images
 
     root = realistic["posed"]
     gt = np.load(root / "ground_truth.npz")

@@ -57,7 +57,7 @@ def test_clean_run_records_the_config_as_before(tmp_path: Path) -> None:
 def test_posed_images_intrinsics_and_pixels_round_trip(tmp_path: Path) -> None:
     """transforms.json writes the principal point in nerfstudio's pixel-corner convention, so `convert images`
     gives back the simulator's camera exactly; a clean export's images are the renders."""
-    from pose2rgbd.convert.images import convert_images
+    from pose2rgbd.convert.sources.images import convert_images
     from pose2rgbd.sim.export_posed import export_posed_images
     from pose2rgbd.sim.render import Renderer
 

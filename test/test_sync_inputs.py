@@ -43,7 +43,7 @@ def test_flow_config_errors() -> None:
 
 
 def test_rotation_rate_of_an_orientation_track() -> None:
-    from pose2rgbd.convert.core import OrientationTrack
+    from pose2rgbd.convert.stages.orientation import OrientationTrack
 
     t = np.arange(0.0, 10.0, 0.02)
     yaw = np.where(t < 5.0, 0.0, np.radians(30.0) * (t - 5.0))  # hover, then a 30 deg/s turn in place

@@ -17,7 +17,7 @@ SHIFTS = (-1.0, -0.5, 0.5, 1.0)
 def _flow(video: Path) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
-    from pose2rgbd.convert.video import read_video_frames
+    from pose2rgbd.convert.sources.video import read_video_frames
 
     fm = FlowMagnitude()
     ts, vs = [], []
@@ -67,7 +67,7 @@ def test_hero7_is_consistent_or_says_it_is_unsure(gopro) -> None:
 
 @pytest.mark.parametrize("form", ["test1.bag", "husky_test1_rosbag2_sqlite3", "husky_test1_rosbag2_mcap"])
 def test_husky_gps_vs_wheel_odometry(shared_data: Path, tmp_path: Path, form: str) -> None:
-    from pose2rgbd.convert.bag import align_gps_to_odometry
+    from pose2rgbd.convert.gps_odom import align_gps_to_odometry
 
     a = align_gps_to_odometry(shared_data / "husky-gps-odom-imu-bag" / form, report_dir=tmp_path / "rep")
     r = a.result

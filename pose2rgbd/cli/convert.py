@@ -62,7 +62,7 @@ CONFIG_HELP = "YAML with ConvertConfig keys (plain nested, or a ROS 2 params fil
 
 
 def _schema() -> Schema:
-    from pose2rgbd.convert.core import ConvertConfig
+    from pose2rgbd.convert.config import ConvertConfig
 
     return Schema(ConvertConfig)
 
@@ -164,7 +164,7 @@ def _print_result(out: Path) -> None:
 
 
 def _bag(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.bag import convert_bag
+    from pose2rgbd.convert.sources.bag import convert_bag
 
     cfg = config_from_args(args)
     out = convert_bag(args.bag, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
@@ -173,12 +173,12 @@ def _bag(args: argparse.Namespace) -> int:
 
 
 def _video(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.video import convert_video
+    from pose2rgbd.convert.sources.video import convert_video
 
     if args.depth == "selfsup":
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
-        from pose2rgbd.methods.selfsup_depth.pipeline import convert_video_with_depth
+        from pose2rgbd.convert.stages.depth import convert_video_with_depth
         from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
         gps = args.gps
@@ -204,7 +204,7 @@ def _video(args: argparse.Namespace) -> int:
 
 
 def _gps_odom(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.bag import align_gps_to_odometry
+    from pose2rgbd.convert.gps_odom import align_gps_to_odometry
 
     a = align_gps_to_odometry(args.bag, config_from_args(args), report_dir=args.report)
     print(f"{args.bag}: {a.result.describe()}")
@@ -213,7 +213,7 @@ def _gps_odom(args: argparse.Namespace) -> int:
 
 
 def _images(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.images import convert_images, print_result
+    from pose2rgbd.convert.sources.images import convert_images, print_result
 
     out = convert_images(args.source, args.out, config_from_args(args), overwrite=args.overwrite,
                          progress=not args.no_progress)  # fmt: skip

@@ -39,7 +39,7 @@ def _train_schema() -> Schema:
 
 
 def _export_schema() -> Schema:
-    from pose2rgbd.convert.scale import ScaleConfig
+    from pose2rgbd.convert.stages.scale import ScaleConfig
     from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
     from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained selfsup-depth ({res.parameters:,} parameters): {res.steps} steps, {res.elapsed_s / 60:.1f} min "
           f"({res.stop_reason})")  # fmt: skip
     print(f"  checkpoint: {res.last}")
-    from pose2rgbd.methods.selfsup_depth.export import check_trained_depth
+    from pose2rgbd.convert.stages.depth_predict import check_trained_depth
     from pose2rgbd.methods.selfsup_depth.net import collapse_message
 
     spread, collapsed = check_trained_depth(args.dataset, res.last)
@@ -140,7 +140,7 @@ def print_metric(m: dict) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pose2rgbd.methods.selfsup_depth.export import export_depth
+    from pose2rgbd.convert.stages.depth_export import export_depth
 
     cfg = config_from_args(args)
     res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, poses=args.poses,

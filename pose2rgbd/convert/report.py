@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from pose2rgbd.convert.core import Plan, Streams
+    from pose2rgbd.convert.stages.time_offset import PosePlan, Streams
     from pose2rgbd.sync.estimator import SyncResult
 
 
@@ -146,9 +146,8 @@ def plot_track(path: Path, enu: np.ndarray, t: np.ndarray, kept_pos: np.ndarray 
     plt.close(fig)
 
 
-def write_report(rep: Path, s: Streams, plan: Plan) -> dict[str, Any]:
-    from pose2rgbd.convert.core import dump_json  # report -> core only (core never imports report)
-
+def write_report(rep: Path, s: Streams, plan: PosePlan) -> None:
+    """sync.png and track.png of a time-synchronized conversion (the pipeline writes summary.json)."""
     off = float(plan.summary["time_offset"]["offset_s"])
     name = Path(s.input_path).name
     ok = np.isfinite(s.flow)
@@ -162,5 +161,3 @@ def write_report(rep: Path, s: Streams, plan: Plan) -> dict[str, Any]:
     pos = plan.T_world_cam[plan.keep, :3, 3]
     plot_track(rep / "track.png", plan.enu, plan.gps_t_corr, pos, plan.dropped_fixes_enu,
                title=f"Flight path: {name} (ENU about the datum)")  # fmt: skip
-    dump_json(rep / "summary.json", plan.summary)
-    return plan.summary

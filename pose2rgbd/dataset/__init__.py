@@ -6,10 +6,10 @@ from pose2rgbd.dataset.format import (
     FORMAT_VERSION,
     FRAME_COLUMNS,
     Dataset,
-    DatasetWriter,
     Frames,
     Manifest,
 )
+from pose2rgbd.dataset.writer import DatasetWriter
 
 __all__ = [
     "DEPTH_KINDS",

@@ -184,3 +184,18 @@ class FixGate:
             self.reanchors += 1
             return out, []
         return [], [REASON_JUMP]
+
+
+def gps_pair_distances(positions: np.ndarray, stamps_ns: np.ndarray, pairs: np.ndarray, window_s: float) -> np.ndarray:
+    """GPS-derived distance between the frames of each pair (P, 2): the GPS speed around the first frame (positions
+    +- ``window_s`` apart, so the noise of single fixes averages out) times the time between the frames. For the
+    velocity (GPS-to-scale) loss."""
+    p = np.asarray(positions, dtype=np.float64)
+    t = (np.asarray(stamps_ns, dtype=np.int64) - int(stamps_ns[0])) / 1e9
+    lo = np.searchsorted(t, t - window_s, side="left")
+    hi = np.clip(np.searchsorted(t, t + window_s, side="right") - 1, 0, len(t) - 1)
+    dt = t[hi] - t[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        speed = np.where(dt > 0, np.linalg.norm(p[hi] - p[lo], axis=1) / dt, np.nan)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    return speed[pairs[:, 0]] * np.abs(t[pairs[:, 1]] - t[pairs[:, 0]])

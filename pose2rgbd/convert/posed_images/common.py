@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pose2rgbd.config import SIZE_HELP, help_field, parse_size
-from pose2rgbd.convert.core import ConvertOutput
+from pose2rgbd.convert.pipeline import ConvertOutput
 from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera

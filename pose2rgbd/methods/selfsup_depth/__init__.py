@@ -3,8 +3,9 @@
 ``FAMILY`` is its registry entry (kind ``selfsup-depth``, data ``sequences``): a depth network and a relative-pose
 source (:class:`~pose2rgbd.methods.selfsup_depth.config.SelfSupDepthConfig` ``pose_source``) trained by view
 synthesis between neighbouring frames of the user's own flight (:mod:`.net`, recipe :func:`.recipe.prepare`).
-:func:`pose2rgbd.methods.selfsup_depth.export.export_depth` writes a dataset with its depth, scaled to metres
-from the GPS poses (:mod:`pose2rgbd.convert.scale`) or marked unscaled. Importing this package imports torch.
+The conversion stage :func:`pose2rgbd.convert.stages.depth_export.export_depth` (Algorithm 2) writes a dataset with
+its depth, scaled to metres from the GPS poses (:mod:`pose2rgbd.convert.stages.scale`) or marked unscaled.
+Importing this package imports torch.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import logging
 import cv2
 import numpy as np
 
-from pose2rgbd.convert.scale import gps_pair_distances
 from pose2rgbd.dataset.format import Dataset
 from pose2rgbd.dataset.sequences import (
     SequenceDataset,
@@ -26,6 +25,7 @@ from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.essential import essential_poses
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, build_model
+from pose2rgbd.sync.gps import gps_pair_distances
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)

@@ -9,18 +9,16 @@ from pose2rgbd.config import DATUM_HELP, SIZE_HELP, help_field, parse_size, rang
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.geodesy import Datum, datum_from_text
 from pose2rgbd.geometry.mount import CameraMount
+from pose2rgbd.messages.topics import SensorTopics
 from pose2rgbd.sync.gps import GpsConfig
 
 
 @dataclass
-class RecorderTopics:
-    """Input and output topics."""
+class RecorderTopics(SensorTopics):
+    """Input and output topics: the sensor topics (:class:`~pose2rgbd.messages.topics.SensorTopics`, shared with
+    ``convert bag``) and the node's own."""
 
-    image: str = help_field("/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage)")
     compressed: bool = help_field(False, "the image topic carries sensor_msgs/CompressedImage")
-    camera_info: str = help_field("/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo)")
-    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix)")
-    odom: str = help_field("/odom", "odometry whose orientation is used (nav_msgs/Odometry)")
     synced: str = help_field("synced_frame", "output: synchronized frames (pose2rgbd/msg/SyncedFrame)")
     recording: str = help_field("~/recording", "input: std_msgs/Bool, true starts and false stops recording")
     diagnostics: str = help_field("/diagnostics", "counters (diagnostic_msgs/DiagnosticArray)")

@@ -1,7 +1,8 @@
-"""Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
-Algorithm 1 (:func:`pose2rgbd.convert.video.convert_video`) into a work folder, metric poses (structure from
-motion aligned to GPS; :mod:`pose2rgbd.methods.selfsup_depth.metric`), self-supervised depth trained against them
-on that flight, then the depth export (Algorithm 2) into the output, written atomically. The
+"""Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``): the
+pipeline with Algorithm 1 (:class:`pose2rgbd.convert.sources.video.VideoSource`) into a work folder, metric poses
+(structure from motion aligned to GPS; :mod:`pose2rgbd.methods.selfsup_depth.metric`), self-supervised depth
+trained against them on that flight, then the pipeline again with Algorithm 2 (:mod:`.depth_export`) into the
+output, written atomically. The
 work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
 export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
 command that exports from it."""
@@ -15,13 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.convert.core import ConvertConfig
-from pose2rgbd.convert.scale import ScaleConfig
-from pose2rgbd.convert.video import convert_video
-from pose2rgbd.dataset.format import Dataset
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.sources.video import convert_video
+from pose2rgbd.convert.stages.depth_export import ExportResult, export_depth
+from pose2rgbd.convert.stages.scale import ScaleConfig
+from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
-from pose2rgbd.methods.selfsup_depth.export import ExportResult, export_depth
 from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 from pose2rgbd.output_guard import DATASET, check_output
@@ -46,8 +47,8 @@ def video_frames_dataset(
     import cv2
     import numpy as np
 
-    from pose2rgbd.convert.video import read_video_frames
-    from pose2rgbd.dataset.format import DatasetWriter, Manifest
+    from pose2rgbd.convert.sources.video import read_video_frames
+    from pose2rgbd.dataset import DatasetWriter, Manifest
     from pose2rgbd.errors import SyncError
     from pose2rgbd.geometry.camera import PinholeCamera
 

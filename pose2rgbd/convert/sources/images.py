@@ -1,4 +1,4 @@
-"""Posed images -> format-v1 dataset (``pose2rgbd convert images``; docs/byod.md).
+"""Posed images as a conversion source (``pose2rgbd convert images``; docs/byod.md).
 
 1. detect the input format (:func:`detect_format`) and read it (:mod:`pose2rgbd.convert.posed_images`) into
    ``T_world_cam`` in the optical frame, per-frame intrinsics + distortion, stamps;
@@ -6,22 +6,24 @@
    before anything is written (``strict`` refuses a suspect import);
 3. undistort with OpenCV into one pinhole camera (the first camera's, through
    ``cv2.getOptimalNewCameraMatrix``) when the source has distortion or several cameras;
-4. write the frames through an atomic :class:`~pose2rgbd.dataset.DatasetWriter` plus ``report/``
-   (``poses.png``, ``summary.json``).
+4. the pipeline (:mod:`pose2rgbd.convert.pipeline`) writes the frames and ``report/`` (``poses.png``,
+   ``summary.json``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import cv2
 import numpy as np
 
 from pose2rgbd.config import to_dict
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, convert
 from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, depth_sample, plot_poses
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
@@ -31,9 +33,8 @@ from pose2rgbd.convert.posed_images.common import (
     parse_invalid_codes,
 )
 from pose2rgbd.convert.posed_images.depth import DepthReadStats, depth_import_lines, read_depth_map, resolve_depth_scale
-from pose2rgbd.convert.repeats import RepeatFilter
+from pose2rgbd.dataset import Manifest
 from pose2rgbd.geometry import PinholeCamera
-from pose2rgbd.output_guard import DATASET, check_output
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,119 @@ def _default_name(source: Path) -> str:
     return p.name or "posed-images"
 
 
+class PosedImagesSource:
+    """Posed images read by a format reader (:class:`PosedImages`, from any reader, also your own): the plan is
+    the pose check and the undistortion onto one pinhole camera; pass 2 reads, undistorts and yields the frames."""
+
+    kind = "posed-images"
+
+    def __init__(self, source: str | Path | PosedImages, cfg: ImagesConfig | None = None,
+                 inputs: list[Path] | None = None) -> None:  # fmt: skip
+        """``source``: a path in any supported format (``cfg.format``, or detected; read in :meth:`plan`, after the
+        output check), or :class:`PosedImages` already read."""
+        self.cfg = cfg = cfg or ImagesConfig()
+        if isinstance(source, PosedImages):
+            self._pi: PosedImages | None = source
+            default = [source.source, *sorted({p.parent for p in source.images})]
+        else:
+            self._pi, self.source = None, Path(source)
+            default = [Path(p) for p in (source, cfg.images, cfg.depth, cfg.image_list, cfg.calib) if p]
+        self._inputs = inputs if inputs is not None else default
+        self._dstats = DepthReadStats()
+
+    @property
+    def pi(self) -> PosedImages:
+        if self._pi is None:
+            self._pi = read_posed_images(self.source, self.cfg)
+        return self._pi
+
+    def inputs(self) -> list[Path]:
+        return self._inputs
+
+    def __enter__(self) -> PosedImagesSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        pi, cfg = self.pi, self.cfg
+        self._depth_files = depth_files = _check_depth_files(cfg, pi)
+        self._codes = codes = parse_invalid_codes(cfg.depth_invalid_codes)
+        from_source = not cfg.depth and pi.depth_scale is not None  # the source's own depth files, in its units
+        self._dscale = dscale = resolve_depth_scale(cfg.depth_scale, pi.depth_scale if from_source else None,
+                                                    pi.depth_scale_note)  # fmt: skip
+        self._npy_scale = npy_scale = dscale.units_per_m if from_source else None
+        evidence = None
+        if depth_files is not None:  # what the depth proves about the poses (a sample of frames, read as imported)
+            idx = depth_sample(len(pi.images))
+            sample = [read_depth_map(depth_files[i], (pi.cameras[i].height, pi.cameras[i].width), dscale, codes,
+                                     DepthReadStats(), npy_scale=npy_scale) for i in idx]  # fmt: skip
+            evidence = DepthEvidence(idx, [pi.cameras[i].K for i in idx], sample)
+        check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
+                            convention=pi.convention, depth=evidence)  # fmt: skip
+        if cfg.strict and check.verdict == "suspect":
+            raise PoseImportError(
+                f"{pi.source}: the pose check found a likely mistake (strict, nothing written): "
+                + " | ".join(check.mistakes)
+            )
+        self._und = und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
+        wh = cfg.size_wh()
+        cam = und.target if wh is None else und.target.scaled(*wh)
+        remapped = sum(und.needs_remap(c) for c in pi.cameras)
+        summary: dict[str, Any] = {
+            "input": {"kind": pi.kind, "source": str(pi.source), "images": str(pi.images[0].parent)},
+            "frames": {"total": len(pi.images) + len(pi.skipped), "kept": len(pi.images)},
+            "camera": cam.to_dict(),
+            "source_cameras": [c.to_dict() for c in dict.fromkeys(pi.cameras)],
+            "undistortion": {
+                "frames_remapped": int(remapped),
+                "method": "OpenCV initUndistortRectifyMap + remap onto the first camera's pinhole "
+                f"(getOptimalNewCameraMatrix alpha {cfg.undistort_alpha})"
+                if remapped
+                else "none (pinhole source)",
+            },
+            "depth": "given" if depth_files else "none (RGB-only)",
+            "pose_check": check.to_dict(),
+            "assumptions": pi.assumptions,
+            "config": to_dict(cfg),
+        }
+        man = Manifest(
+            name=cfg.output.name or _default_name(pi.source),
+            camera=cam, depth_kind="metric" if depth_files else "none", rgb_encoding=cfg.output.rgb_encoding,
+            world_frame=cfg.world_frame,
+            sources=[{"id": 0, "kind": pi.kind, "name": pi.source.name}],
+            extra={"conversion": {k: summary[k] for k in ("input", "undistortion", "assumptions")},
+                   "pose_check": check.verdict},
+        )  # fmt: skip
+        return DatasetPlan(man, np.asarray(pi.stamps_ns, dtype=np.int64), pi.T_world_cam, summary, detail=check)
+
+    def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
+        pi, und = self.pi, self._und
+        for i in range(len(pi.images)):
+            sc = pi.cameras[i]
+            rgb = und.apply(_read_rgb(pi.images[i], sc), sc)
+            depth = None
+            if self._depth_files is not None:
+                d = read_depth_map(self._depth_files[i], (sc.height, sc.width), self._dscale, self._codes,
+                                   self._dstats, npy_scale=self._npy_scale)  # fmt: skip
+                depth = und.apply(d, sc, nearest=True)
+            yield Frame(i, rgb, depth, pi.images[i].name)
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        pi, summary, conversion = self.pi, plan.summary, plan.manifest.extra["conversion"]
+        frames = summary["frames"]
+        frames["kept"] = frames.pop("written")  # here "kept" has always counted the frames written
+        if pi.skipped:
+            frames["skipped_missing"] = {"count": len(pi.skipped), "entries": pi.skipped}
+        conversion["repeats"] = frames["repeats"]
+        if self._depth_files is not None:
+            summary["depth_import"] = conversion["depth_import"] = self._dstats.to_dict(self._dscale, self._codes)
+        plot_pose_report(folder, pi, plan.detail)
+
+
 def convert_images(
     source: str | Path,
     out: str | Path,
@@ -189,10 +303,7 @@ def convert_images(
 ) -> Path:
     """Import posed images at ``source`` as a dataset at ``out`` (atomic) with ``report/`` beside the frames."""
     cfg = cfg or ImagesConfig()
-    inputs = [source, cfg.images or None, cfg.depth or None, cfg.image_list or None, cfg.calib or None]
-    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
-    pi = read_posed_images(source, cfg)
-    return write_posed_images(pi, out, cfg, overwrite=overwrite, progress=progress, inputs=inputs)
+    return convert(PosedImagesSource(source, cfg), out, cfg.output, overwrite=overwrite, progress=progress)
 
 
 def write_posed_images(
@@ -206,105 +317,19 @@ def write_posed_images(
 ) -> Path:
     """Write :class:`PosedImages` (from any reader, also your own) as a dataset: pose check, undistortion, atomic
     writing, ``report/``. ``inputs``: the paths read (never overwritten); default: the source and image folders."""
-    from pose2rgbd.dataset import DatasetWriter, Manifest
-    from pose2rgbd.progress import bar
-
     cfg = cfg or ImagesConfig()
-    source = pi.source
-    if inputs is None:
-        inputs = [pi.source, *sorted({str(p.parent) for p in pi.images})]
-    check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
-    depth_files = _check_depth_files(cfg, pi)
-    codes = parse_invalid_codes(cfg.depth_invalid_codes)
-    from_source = not cfg.depth and pi.depth_scale is not None  # the source's own depth files, in its units
-    dscale = resolve_depth_scale(cfg.depth_scale, pi.depth_scale if from_source else None, pi.depth_scale_note)
-    npy_scale = dscale.units_per_m if from_source else None
-    evidence = None
-    if depth_files is not None:  # what the depth proves about the poses (a sample of frames, read as imported)
-        idx = depth_sample(len(pi.images))
-        sample = [read_depth_map(depth_files[i], (pi.cameras[i].height, pi.cameras[i].width), dscale, codes,
-                                 DepthReadStats(), npy_scale=npy_scale) for i in idx]  # fmt: skip
-        evidence = DepthEvidence(idx, [pi.cameras[i].K for i in idx], sample)
-    check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
-                        convention=pi.convention, depth=evidence)  # fmt: skip
-    if cfg.strict and check.verdict == "suspect":
-        raise PoseImportError(
-            f"{source}: the pose check found a likely mistake (strict, nothing written): " + " | ".join(check.mistakes)
-        )
-    dstats = DepthReadStats()
-    repeats = RepeatFilter(keep=cfg.output.keep_repeats)
-    und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
-    wh = cfg.size_wh()
-    cam = und.target if wh is None else und.target.scaled(*wh)
-    remapped = sum(und.needs_remap(c) for c in pi.cameras)
-    summary: dict[str, Any] = {
-        "input": {"kind": pi.kind, "source": str(pi.source), "images": str(pi.images[0].parent)},
-        "frames": {"total": len(pi.images) + len(pi.skipped), "kept": len(pi.images)},
-        "camera": cam.to_dict(),
-        "source_cameras": [c.to_dict() for c in dict.fromkeys(pi.cameras)],
-        "undistortion": {
-            "frames_remapped": int(remapped),
-            "method": "OpenCV initUndistortRectifyMap + remap onto the first camera's pinhole "
-            f"(getOptimalNewCameraMatrix alpha {cfg.undistort_alpha})"
-            if remapped
-            else "none (pinhole source)",
-        },
-        "depth": "given" if depth_files else "none (RGB-only)",
-        "pose_check": check.to_dict(),
-        "assumptions": pi.assumptions,
-        "config": to_dict(cfg),
-    }
-    man = Manifest(
-        name=cfg.output.name or _default_name(pi.source),
-        camera=cam, depth_kind="metric" if depth_files else "none", rgb_encoding=cfg.output.rgb_encoding,
-        world_frame=cfg.world_frame,
-        sources=[{"id": 0, "kind": pi.kind, "name": pi.source.name}],
-        extra={"conversion": {k: summary[k] for k in ("input", "undistortion", "assumptions")},
-               "pose_check": check.verdict},
-    )  # fmt: skip
-    writer = DatasetWriter(out, man, mode="atomic", overwrite=overwrite, inputs=inputs)
-    try:
-        for i in bar(range(len(pi.images)), progress=progress, desc="writing frames", unit="frame"):
-            sc = pi.cameras[i]
-            raw = _read_rgb(pi.images[i], sc)
-            if repeats.drop(raw, pi.images[i].name):
-                continue
-            rgb = und.apply(raw, sc)
-            depth = None
-            if depth_files is not None:
-                d = read_depth_map(depth_files[i], (sc.height, sc.width), dscale, codes, dstats, npy_scale=npy_scale)
-                depth = und.apply(d, sc, nearest=True)
-            if wh is not None:
-                rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
-                if depth is not None:
-                    depth = cv2.resize(depth, wh, interpolation=cv2.INTER_NEAREST)
-            writer.add_frame(int(pi.stamps_ns[i]), pi.T_world_cam[i], rgb, depth, source_id=0)
-        summary["frames"].update(kept=len(writer), repeats=repeats.to_dict())
-        if pi.skipped:
-            summary["frames"]["skipped_missing"] = {"count": len(pi.skipped), "entries": pi.skipped}
-        man.extra["conversion"]["repeats"] = summary["frames"]["repeats"]
-        if depth_files is not None:
-            summary["depth_import"] = dstats.to_dict(dscale, codes)
-            man.extra["conversion"]["depth_import"] = summary["depth_import"]  # written at close (atomic)
-        rep = writer.root / "report"
-        rep.mkdir(exist_ok=True)
-        write_pose_report(rep, pi, check, summary)
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    paths = None if inputs is None else [Path(p) for p in inputs if p is not None]
+    return convert(PosedImagesSource(pi, cfg, paths), out, cfg.output, overwrite=overwrite, progress=progress)
 
 
-def write_pose_report(rep: Path, pi: PosedImages, check: PoseCheck, summary: dict[str, Any]) -> None:
-    from pose2rgbd.convert.core import dump_json
-
+def plot_pose_report(rep: Path, pi: PosedImages, check: PoseCheck) -> None:
+    """poses.png: camera positions and viewing directions, the up direction, the check's findings."""
     up = pi.up_hint
     if up is None:
         f = next((f for f in check.findings if f.name == "upright" and "estimated_up" in f.values), None)
         up = np.asarray(f.values["estimated_up"]) if f is not None else None
     plot_poses(rep / "poses.png", pi.T_world_cam, check, points=pi.points, up=up,
                title=f"{pi.kind}: {pi.source.name} ({len(pi.images)} cameras)")  # fmt: skip
-    dump_json(rep / "summary.json", summary)
 
 
 PrintFn = Callable[[str], None]

@@ -1,0 +1,110 @@
+"""The configuration of a rosbag or video conversion (``pose2rgbd convert bag|video``): one schema for the CLI
+flags, the ``--config`` YAML and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pose2rgbd.config import DATUM_HELP, SIZE_HELP, help_field, parse_size
+from pose2rgbd.convert.pipeline import ConvertOutput
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry import Datum
+from pose2rgbd.geometry.geodesy import datum_from_text
+from pose2rgbd.geometry.mount import CameraMount
+from pose2rgbd.messages.topics import FIND_BY_TYPE, SensorTopics
+from pose2rgbd.sync.estimator import SyncConfig
+from pose2rgbd.sync.gps import GpsConfig, check_gate
+
+ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
+
+
+@dataclass
+class ConvertTopics(SensorTopics):
+    """Bag topics: the sensor topics of the record node (:class:`~pose2rgbd.messages.topics.SensorTopics`; empty
+    here: found by message type) and the two only a conversion reads."""
+
+    imu: str = help_field("", "Imu; empty = by type (optional)")
+    depth: str = help_field("/ground_truth/depth", "32FC1 depth included as metric depth if present")
+
+
+def _bag_topics() -> ConvertTopics:
+    return ConvertTopics(**FIND_BY_TYPE)
+
+
+# keys of older versions, refused with the key to write instead (pose2rgbd.config.from_dict reads this)
+CONVERT_RENAMED_KEYS = {
+    "image_topic": "topics.image",
+    "info_topic": "topics.camera_info",
+    "gps_topic": "topics.gps",
+    "odom_topic": "topics.odom",
+    "imu_topic": "topics.imu",
+    "depth_topic": "topics.depth",
+    "rgb_encoding": "output.rgb_encoding",
+    "name": "output.name",
+}
+
+
+@dataclass
+class ConvertConfig:
+    """Bag / video + GPS -> dataset conversion."""
+
+    size: str = help_field("", SIZE_HELP)
+    time_offset_s: float | None = help_field(
+        None, "GPS time offset d in s (fix stamped t was measured at camera time t - d); used when "
+        "estimate_offset is false, and as the fallback when the estimate is too weak (else 0)"
+    )  # fmt: skip
+    estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
+    datum: str = help_field("", DATUM_HELP)
+    max_speed_mps: float = help_field(
+        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
+    )
+    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as the record node's)"})
+    jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
+    speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
+    speed_window_s: float = help_field(
+        2.0, "window of the local line fit giving GPS speed from positions (s); longer averages more GPS noise "
+        "but blurs speed changes and dips the speed in turns (docs/convert.md)"
+    )  # fmt: skip
+    use_reported_speed: bool = help_field(True, "use the speed column of a GPS log when present")
+    orientation: str = help_field(
+        "auto", "orientation source: auto (the first present of: bags imu > odom > tf, videos attitude; else "
+        "the GPS course), imu, odom, tf (the /tf tree from map/world/earth/odom to the body frame), attitude or course"
+    )  # fmt: skip
+    mount: CameraMount = field(default_factory=CameraMount, metadata={"help": "camera mount (as the record node's)"})
+    align_odom_yaw: bool = help_field(
+        False, "rotate the odometry or TF world frame about z so its heading matches the GPS course (for wheel "
+        "odometry whose frame starts at yaw 0, or a SLAM map with arbitrary yaw; wrong for vehicles that do not "
+        "face their direction of travel)"
+    )  # fmt: skip
+    min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
+    hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
+    topics: ConvertTopics = field(default_factory=_bag_topics, metadata={"help": "bag topics (empty: found by type)"})
+    output: ConvertOutput = field(default_factory=ConvertOutput, metadata={"help": "the dataset written"})
+    max_frame_gap_s: float = help_field(1.0, "GPS gaps longer than this drop the frames inside them")
+    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = CONVERT_RENAMED_KEYS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sync, dict):
+            from pose2rgbd.config import from_dict
+
+            self.sync = from_dict(SyncConfig, self.sync, where="sync")
+        if isinstance(self.gps, dict):
+            from pose2rgbd.config import from_dict
+
+            self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        if self.orientation not in ORIENTATION_SOURCES:
+            raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
+        check_gate(self.max_speed_mps, self.jump_tolerance_m)  # the GPS gate's own rule (pose2rgbd.sync.gps)
+        if self.size:
+            self.size_wh()
+        if self.datum:
+            self.datum_obj()
+
+    def size_wh(self) -> tuple[int, int] | None:
+        return parse_size(self.size, "size")
+
+    def datum_obj(self) -> Datum | None:
+        return datum_from_text(self.datum)

@@ -1,0 +1,88 @@
+"""GPS against wheel odometry in a camera-less bag (``pose2rgbd convert gps-odom``): the time offset of
+Algorithm 1 with the odometry speed as the reference clock, and a report; no dataset is written."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.pipeline import dump_json
+from pose2rgbd.convert.sources.bag_orientation import stamp_ns
+from pose2rgbd.errors import SyncError
+from pose2rgbd.messages import read_navsatfix
+from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GpsOdomAlignment:
+    result: SyncResult
+    odom_t: np.ndarray
+    odom_speed: np.ndarray
+    gps_t: np.ndarray
+    gps_speed: np.ndarray
+    enu: np.ndarray
+    summary: dict[str, Any]
+
+
+def align_gps_to_odometry(
+    path: str | Path, cfg: ConvertConfig | None = None, *, report_dir: str | Path | None = None
+) -> GpsOdomAlignment:
+    """Estimate the GPS time offset against wheel-odometry speed (same core as the flow estimator).
+
+    The odometry (``|twist.linear|``) is the reference clock. GPS speed comes from the ENU track. If
+    ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
+    """
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.convert.logs import GpsTrack, describe_dropped, gate_fixes
+    from pose2rgbd.convert.report import plot_sync, plot_track
+    from pose2rgbd.geometry import Datum
+
+    cfg = cfg or ConvertConfig()
+    with open_bag(path) as bag:
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.topics.gps or None)
+        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.topics.odom or None)
+        od = [(stamp_ns(m), np.hypot(m.msg.twist.twist.linear.x, m.msg.twist.twist.linear.y))
+              for m in bag.messages([odom_topic])]  # fmt: skip
+        gp = [(stamp_ns(m), *(fix := read_navsatfix(m.msg)).lla, fix.status) for m in bag.messages([gps_topic])]
+    if len(od) < 3 or len(gp) < 3:
+        raise SyncError(f"{path}: too few messages ({len(od)} odometry, {len(gp)} GPS)")
+    o = np.asarray(od, dtype=np.float64)
+    g = np.asarray(gp, dtype=np.float64)
+    t0 = min(o[0, 0], g[0, 0])
+    o = o[np.argsort(o[:, 0], kind="stable")]
+    g = g[np.argsort(g[:, 0], kind="stable")]
+    ot, ov = (o[:, 0] - t0) / 1e9, o[:, 1]
+    keep = np.concatenate([[True], np.diff(ot) > 0])
+    ot, ov = ot[keep], ov[keep]
+    tr = GpsTrack((g[:, 0] - t0) / 1e9, g[:, 1], g[:, 2], cfg.gps.altitudes(g[:, 3]), np.full(len(g), np.nan),
+                  g[:, 4].astype(int), f"{path}:{gps_topic}")  # fmt: skip
+    kept = gate_fixes(tr, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
+    if line := describe_dropped(kept.dropped, len(tr)):
+        log.warning("%s: %s", tr.source, line)
+    datum = cfg.datum_obj() or Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
+    enu = datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
+    gs = speed_from_positions(kept.t_s, enu, cfg.speed_window_s)
+    res = correlate_signals(ot, ov, kept.t_s, gs, cfg.sync, fallback_offset_s=cfg.time_offset_s)
+    summary = {
+        "input": str(path), "gps_topic": gps_topic, "odom_topic": odom_topic,
+        "offset_definition": "a GPS fix stamped t was measured at odometry time t - offset_s",
+        "estimator": res.to_dict(), "fixes": {"total": len(tr), "kept": len(kept), "dropped": kept.dropped},
+        "datum": {"lat_deg": datum.lat_deg, "lon_deg": datum.lon_deg, "alt_m": datum.alt_m},
+        "track_extent_m": (enu.max(0) - enu.min(0)).tolist(),
+    }  # fmt: skip
+    if report_dir is not None:
+        rd = Path(report_dir)
+        rd.mkdir(parents=True, exist_ok=True)
+        name = Path(path).name
+        plot_sync(rd / "sync.png", ot, ov, kept.t_s, gs, res, res.offset_s, ref_label="wheel-odometry speed",
+                  other_label="GPS speed (from positions)", title=f"GPS vs wheel odometry: {name}")  # fmt: skip
+        plot_track(rd / "track.png", enu, kept.t_s, None, np.zeros((0, 3)), title=f"GPS track: {name} (ENU)")
+        dump_json(rd / "summary.json", summary)
+    return GpsOdomAlignment(res, ot, ov, kept.t_s, gs, enu, summary)

@@ -1,0 +1,190 @@
+"""The one conversion pipeline: a :class:`Source` in, a format-v1 dataset out, in three steps.
+
+1. **plan**: the source reads its input (pass 1) and runs its stages -- for a rosbag or a video, the time offset of
+   Algorithm 1 and the frame poses (:mod:`pose2rgbd.convert.stages.time_offset`); for posed images, the pose check;
+   for a flight's depth, Algorithm 2 (:mod:`pose2rgbd.convert.stages.depth`) -- into a :class:`DatasetPlan`: the
+   manifest, the kept frames' stamps and poses, the report's summary;
+2. **write**: the source yields the kept frames (pass 2); the pipeline drops repeated frames
+   (:mod:`pose2rgbd.convert.repeats`), resizes to the manifest's camera and writes them through an atomic
+   :class:`~pose2rgbd.dataset.DatasetWriter`, decoding ahead of writing on a thread;
+3. **report**: the source draws its figures into ``report/``; the pipeline adds what it counted and writes
+   ``report/summary.json``; the dataset appears at ``out`` only now, whole.
+
+The output check (never an input, ``--overwrite`` only of an earlier dataset) runs once, when the writer opens,
+before the long first pass. A new kind of input is one module in :mod:`pose2rgbd.convert.sources` with a class
+that keeps this contract, plus one line in ``SOURCES`` there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from pose2rgbd.config import help_field
+from pose2rgbd.dataset import DatasetWriter, Manifest
+from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.prefetch import prefetch
+
+log = logging.getLogger(__name__)
+
+RGB_ENCODINGS = ("png", "jpg")
+
+
+@dataclass
+class ConvertOutput:
+    """The dataset written (the same keys in every conversion, and as the record node's ``output``)."""
+
+    name: str = help_field("", "dataset name in its manifest (default: the input file stem)")
+    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
+    keep_repeats: bool = help_field(
+        False, "keep frames whose pixels are identical to the previous frame's (a repeating camera stream); "
+        "default: drop them, counted in the report"
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.rgb_encoding not in RGB_ENCODINGS:
+            raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
+
+
+class Frame(NamedTuple):
+    """One kept frame of pass 2: ``k`` indexes the plan's arrays; ``label`` names it in messages."""
+
+    k: int
+    rgb: np.ndarray
+    depth: np.ndarray | None
+    label: str
+
+
+@dataclass
+class DatasetPlan:
+    """What the write step writes: ``stamps_ns`` / ``T_world_cam`` / ``lla`` of the kept frames, in the order the
+    source yields them; ``summary`` becomes ``report/summary.json`` (its ``frames`` dict gets ``written`` and
+    ``repeats``); ``detail`` is the source's own record of planning, for its report."""
+
+    manifest: Manifest
+    stamps_ns: np.ndarray
+    T_world_cam: np.ndarray
+    summary: dict[str, Any]
+    lla: np.ndarray | None = None
+    source_id: np.ndarray | None = None
+    detail: Any = None
+    desc: str = "writing frames"
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stamps_ns)
+
+
+class Source(Protocol):
+    """What can become a dataset. A context manager that opens its input once (``__enter__``) and closes it."""
+
+    kind: str  # the manifest's ``sources[].kind`` and the report's ``input.kind``
+
+    def inputs(self) -> list[Path]:
+        """Every path it reads: the output may not be, hold or lie inside one."""
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        """Pass 1 and the stages."""
+
+    def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
+        """Pass 2: the kept frames, in order."""
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        """Figures into ``folder`` (``report/``); may add to ``plan.summary`` and ``plan.manifest.extra``."""
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def convert(
+    source: Source,
+    out: str | Path,
+    output: ConvertOutput | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """plan -> write -> report (see the module docstring); returns the dataset's path."""
+    from pose2rgbd.convert.repeats import RepeatFilter
+    from pose2rgbd.progress import bar as progress_bar
+
+    output = output or ConvertOutput()
+    writer = DatasetWriter(out, None, mode="atomic", overwrite=overwrite, inputs=source.inputs())
+    try:
+        with source:
+            plan = source.plan(progress=progress)
+            writer.begin(plan.manifest)
+            cam = plan.manifest.camera
+            wh = (cam.width, cam.height)
+            repeats = RepeatFilter(keep=output.keep_repeats)
+            bar = progress_bar(total=len(plan), desc=plan.desc, unit="frame", progress=progress)
+            n_read = 0
+            for k, rgb, depth, label in prefetch(source.frames(plan), 8, name="pose2rgbd-decode"):
+                bar.update(1)
+                n_read += 1
+                if repeats.drop(rgb, label):
+                    continue
+                writer.add_frame(
+                    int(plan.stamps_ns[k]), plan.T_world_cam[k], _resized(rgb, wh, False),
+                    None if depth is None else _resized(depth, wh, True),
+                    latlonalt=None if plan.lla is None else _lla(plan.lla[k]),
+                    source_id=0 if plan.source_id is None else int(plan.source_id[k]),
+                )  # fmt: skip
+            bar.close()
+            if n_read != len(plan):
+                raise SyncError(f"{source.inputs()[0]}: expected {len(plan)} frames in pass 2, read {n_read}")
+            if repeats.repeats:
+                log.warning("%s: %s", source.inputs()[0], repeats.line())
+            frames = plan.summary.setdefault("frames", {})
+            frames["repeats"] = repeats.to_dict()
+            frames["written"] = len(writer)
+            folder = writer.root / "report"
+            folder.mkdir(exist_ok=True)
+            source.report(plan, folder)
+            dump_json(folder / "summary.json", plan.summary)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _resized(img: np.ndarray, wh: tuple[int, int], nearest: bool) -> np.ndarray:
+    """``img`` at the manifest's size: area-averaged RGB, nearest-neighbour depth (no blend across an edge)."""
+    if (img.shape[1], img.shape[0]) == wh:
+        return img
+    import cv2
+
+    return cv2.resize(img, wh, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def _lla(v: np.ndarray) -> tuple[float, float, float] | None:
+    return (float(v[0]), float(v[1]), float(v[2])) if np.all(np.isfinite(v)) else None
+
+
+def dump_json(path: Path, obj: Any) -> None:
+    """``obj`` as JSON, NumPy values as plain numbers and non-finite floats as null."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, (np.floating, float)):
+            return None if not np.isfinite(v) else float(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.ndarray):
+            return [conv(x) for x in v.tolist()]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(conv(obj), indent=2))

@@ -1,0 +1,314 @@
+"""A rosbag (ROS 1, rosbag2 sqlite3 / mcap) as a conversion source; opened once for both passes.
+
+Topics are found by message type (``BagReader.find_topic``) unless named in the config. Stamps: the message
+``header.stamp`` when set, else the bag log time. Times inside the pipeline are seconds since the first image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.pipeline import convert
+from pose2rgbd.convert.sources.bag_orientation import (
+    orientation_series,
+    require_dynamic_tf,
+    stamp_ns,
+    tf_orientation_series,
+    tf_topics,
+)
+from pose2rgbd.convert.sources.synced import SyncedSource
+from pose2rgbd.convert.stages.orientation import OrientationTrack
+from pose2rgbd.convert.stages.time_offset import Streams
+from pose2rgbd.errors import BagError, SyncError
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.geometry.tf_buffer import TFBuffer
+from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
+from pose2rgbd.sync.flow import FlowMagnitude
+from pose2rgbd.sync.gps import null_island
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+def find_image_topic(bag: Any, name: str = "") -> str:
+    """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
+    if name:
+        info = bag.topics.get(name)
+        if info is None or info.msgtype not in IMAGE_TYPES:
+            what = "not in the bag" if info is None else f"of type {info.msgtype}"
+            raise BagError(f"{bag.path}: image topic {name!r} is {what}; topics present:\n{bag.describe_topics()}")
+        return name
+    cands = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
+    if not cands:
+        raise BagError(
+            f"{bag.path}: no camera topic (sensor_msgs Image or CompressedImage); topics present:\n"
+            f"{bag.describe_topics()}"
+        )
+    if len(cands) > 1:
+        raise BagError(f"{bag.path}: several camera topics {cands}; choose one with --image-topic")
+    return cands[0]
+
+
+def _find_optional(bag: Any, msgtype: str, name: str) -> str | None:
+    if name:
+        return bag.find_topic(msgtype, name)
+    c = bag.topics_of_type(msgtype)
+    return c[0] if len(c) == 1 else None
+
+
+@dataclass
+class BagTopics:
+    """The topics a conversion reads from one bag (None: absent)."""
+
+    image: str
+    gps: str
+    info: str | None
+    odom: str | None
+    imu: str | None
+    depth: str | None
+
+    @classmethod
+    def choose(cls, bag: Any, cfg: ConvertConfig) -> BagTopics:
+        tp = cfg.topics
+        depth = tp.depth if tp.depth in bag.topics else None
+        if depth and bag.topics[depth].msgtype != "sensor_msgs/msg/Image":
+            depth = None
+        return cls(
+            image=find_image_topic(bag, tp.image),
+            gps=bag.find_topic("sensor_msgs/msg/NavSatFix", tp.gps or None),
+            info=_find_optional(bag, "sensor_msgs/msg/CameraInfo", tp.camera_info),
+            odom=_find_optional(bag, "nav_msgs/msg/Odometry", tp.odom),
+            imu=_find_optional(bag, "sensor_msgs/msg/Imu", tp.imu),
+            depth=depth,
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        return dict(vars(self))
+
+
+@dataclass
+class _ImagePass:
+    stamps: list[int]
+    flows: list[float]
+    message_index: list[int]  # bag message number of each readable image
+    unreadable: int
+    camera_frame: str
+    shape: tuple[int, ...] | None
+
+
+class BagSource(SyncedSource):
+    """A rosbag: pass 1 reads images (stamps, optical flow), GPS, CameraInfo, /tf_static (the mount) and an
+    orientation topic; pass 2 reads the kept images and their depth. The bag stays open in between."""
+
+    kind = "rosbag"
+
+    def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
+        super().__init__(path, cfg)
+        self.bag: Any = None
+        self.topics: BagTopics | None = None
+        self._message_index: list[int] = []
+
+    def __enter__(self) -> BagSource:
+        from pose2rgbd.bags import open_bag
+
+        self.bag = open_bag(self.path)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.bag is not None:
+            self.bag.close()
+            self.bag = None
+
+    # ---- pass 1
+
+    def read(self, *, progress: bool) -> Streams:
+        bag, cfg = self.bag, self.cfg
+        tp = self.topics = BagTopics.choose(bag, cfg)
+        if cfg.orientation == "tf":  # fail before the long image pass
+            require_dynamic_tf(bag, cfg.mount.base_frames())
+        if bag.topics[tp.image].count == 0:
+            raise BagError(f"{bag.path}: camera topic {tp.image} has no messages")
+        info_cam = None
+        if tp.info:
+            info = next(iter(bag.messages([tp.info])), None)
+            info_cam = camera_from_info(info.msg) if info is not None else None
+        im = self._image_pass(tp.image, info_cam, progress)
+        self._message_index = im.message_index
+        t0 = im.stamps[0]
+        g = self._gps(tp.gps, t0)
+        assumptions = []
+        cam = info_cam
+        if cam is None:
+            assert im.shape is not None  # at least one image was decoded
+            cam = PinholeCamera.from_fov(im.shape[1], im.shape[0], cfg.hfov_deg)
+            assumptions.append(f"no CameraInfo: pinhole with an assumed horizontal FOV of {cfg.hfov_deg} deg")
+        elif im.shape is not None and (cam.width, cam.height) != (im.shape[1], im.shape[0]):
+            cam = cam.scaled(im.shape[1], im.shape[0])
+        T_bc, mount_src, body_frames = self._mount(cfg.mount.camera_frame or im.camera_frame)
+        return Streams(
+            t0_ns=t0, frame_t=(np.asarray(im.stamps) - t0) / 1e9, flow=np.asarray(im.flows), gps_t=g[:, 0],
+            lat=g[:, 1], lon=g[:, 2], alt=g[:, 3], gps_speed=np.full(len(g), np.nan), gps_status=g[:, 4].astype(int),
+            gps_source=f"{self.path}:{tp.gps}", camera=cam, T_body_cam=T_bc, mount_source=mount_src,
+            orientation=self._orientation(tp, body_frames, t0, g), has_depth=tp.depth is not None,
+            input_kind=self.kind, input_path=str(self.path), frames_unreadable=im.unreadable,
+            extra_assumptions=assumptions, topics=tp.to_dict(),
+        )  # fmt: skip
+
+    def _image_pass(self, topic: str, camera: PinholeCamera | None, progress: bool) -> _ImagePass:
+        """Stamps and optical-flow magnitude of every readable image (unreadable ones are counted)."""
+        from pose2rgbd.progress import bar
+
+        bag = self.bag
+        fm = FlowMagnitude(self.cfg.sync.flow, camera)
+        out = _ImagePass([], [], [], 0, "", None)
+        msgs = bar(bag.messages([topic]), total=bag.topics[topic].count, desc="flow (pass 1)", unit="frame",
+                   progress=progress)  # fmt: skip
+        for k, m in enumerate(msgs):
+            try:
+                rgb = image_msg_to_rgb(m.msg)
+            except BagError as e:
+                out.unreadable += 1
+                log.warning("%s: frame %d unreadable: %s", topic, k, e)
+                continue
+            out.camera_frame = out.camera_frame or m.msg.header.frame_id
+            out.shape = rgb.shape
+            st = stamp_ns(m)
+            if out.stamps and st <= out.stamps[-1]:
+                raise SyncError(
+                    f"{bag.path}: {topic} stamps are not increasing at message {k} ({out.stamps[-1]} -> {st} ns)"
+                )
+            out.stamps.append(st)
+            out.message_index.append(k)
+            out.flows.append(fm.add_image((st - out.stamps[0]) / 1e9, rgb))
+        if not out.stamps:
+            raise BagError(f"{bag.path}: no readable image on {topic}")
+        return out
+
+    def _gps(self, topic: str, t0: int) -> np.ndarray:
+        """``(N, 5)`` rows ``t_s, lat, lon, alt, status`` sorted by time."""
+        rows = []
+        for m in self.bag.messages([topic]):
+            fix = read_navsatfix(m.msg)
+            rows.append(((stamp_ns(m) - t0) / 1e9, *fix.lla, fix.status))
+        if not rows:
+            raise SyncError(f"{self.bag.path}: GPS topic {topic} has no messages")
+        g = np.asarray(rows, dtype=np.float64)
+        return g[np.argsort(g[:, 0], kind="stable")]
+
+    def _mount(self, cam_frame: str) -> tuple[np.ndarray, str, list[str]]:
+        """``(T_body_cam, description, body frames)``: /tf_static from the camera frame up to the nearest body frame
+        (``mount.source`` auto / tf_static), else the configured mount."""
+        mount, body_frames = self.cfg.mount, list(self.cfg.mount.base_frames())
+        found = None if mount.source == "config" else self._static_mount(cam_frame, body_frames)
+        if found is None and mount.source == "tf_static":
+            raise BagError(
+                f"{self.bag.path}: mount.source is 'tf_static' but /tf_static has no transform from a body frame "
+                f"{body_frames} to the camera frame {cam_frame!r}; use mount.source auto or config, or set "
+                "mount.base_frame / mount.camera_frame"
+            )
+        if found is None:
+            return mount.config_matrix(), mount.describe_config(), body_frames
+        T, what, body = found
+        return T, what, [body]  # orientation of the body the mount hangs from
+
+    def _static_mount(self, cam_frame: str, body_frames: list[str]) -> tuple[np.ndarray, str, str] | None:
+        static = [t for t in self.bag.topics_of_type("tf2_msgs/msg/TFMessage") if "static" in t]
+        if not static or not cam_frame:
+            return None
+        buf = TFBuffer()
+        for m in self.bag.messages(static):
+            buf.add_tf_message(m.msg, static=True, default_stamp_ns=m.stamp_ns)
+        found = buf.lookup_up_to(cam_frame, body_frames)
+        if found is None:
+            return None
+        T, body, chain = found
+        return T, f"/tf_static {' <- '.join(reversed(chain))}", body
+
+    def _orientation(self, tp: BagTopics, body_frames: list[str], t0: int, g: np.ndarray) -> OrientationTrack | None:
+        """The orientation track of the configured source; auto order imu > odom > tf > (the GPS course, chosen
+        by the time-offset stage): IMU and odometry are explicit orientation topics, a TF tree is used when a bag
+        has neither (its world frame is only a convention, and /tf also carries frames of other purposes). An
+        explicit request fails loudly; auto falls back to the course with a warning."""
+        bag, src = self.bag, self.cfg.orientation
+        if src in ("auto", "imu") and tp.imu:
+            t, R = orientation_series(bag, tp.imu, "imu", t0)
+            return OrientationTrack(t, R, "imu", f"orientation from {tp.imu} (assumed ENU, REP-145)")
+        if src in ("auto", "odom") and tp.odom:
+            t, R = orientation_series(bag, tp.odom, "odom", t0)
+            return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}")
+        if src == "tf" or (src == "auto" and tf_topics(bag)[0]):
+            try:
+                t, R, note = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g))
+            except BagError as e:
+                if src == "tf":
+                    raise
+                log.warning("TF orientation unusable (%s); using the GPS course", e)
+                return None
+            return OrientationTrack(t, R, "tf", note)
+        return None
+
+    def _datum_latlon(self, g: np.ndarray) -> tuple[float, float] | None:
+        """For an ECEF 'earth' TF frame: the datum the time-offset stage will use, or the median of the valid
+        fixes (robust to a bad first fix)."""
+        datum = self.cfg.datum_obj()
+        if datum is not None:
+            return datum.lat_deg, datum.lon_deg
+        ok = (g[:, 4] >= 0) & np.isfinite(g[:, 1:4]).all(1) & (np.abs(g[:, 1]) <= 90) & (np.abs(g[:, 2]) <= 180)
+        ok &= ~null_island(g[:, 1], g[:, 2])
+        return (float(np.median(g[ok, 1])), float(np.median(g[ok, 2]))) if ok.any() else None
+
+    # ---- pass 2
+
+    def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        assert self.topics is not None
+        bag, tp = self.bag, self.topics
+        msg_to_frame = {k: i for i, k in enumerate(self._message_index)}
+        depth_by_stamp: dict[int, Any] = {}
+        k = -1
+        for m in bag.messages([tp.image] + ([tp.depth] if tp.depth else [])):
+            if m.topic == tp.depth:
+                depth_by_stamp[stamp_ns(m)] = m.msg
+                continue
+            k += 1
+            i = msg_to_frame.get(k)
+            if i is None or not keep[i]:
+                continue
+            depth = None
+            if tp.depth:
+                st = stamp_ns(m)
+                dm = depth_by_stamp.pop(st, None)
+                if dm is None:  # depth may come right after the image in log order
+                    for m2 in bag.messages([tp.depth], start_ns=m.stamp_ns, stop_ns=m.stamp_ns + 10**9):
+                        if stamp_ns(m2) == st:
+                            dm = m2.msg
+                            break
+                if dm is None:
+                    raise SyncError(f"{self.path}: no {tp.depth} message with the stamp of image {k} ({st} ns)")
+                depth = image_msg_to_depth(dm)
+            yield i, image_msg_to_rgb(m.msg), depth
+
+
+def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = True) -> Streams:
+    """Pass 1 over a bag alone (what ``convert bag`` plans from; for studies of the time-offset stage)."""
+    with BagSource(path, cfg) as src:
+        return src.read(progress=progress)
+
+
+def convert_bag(
+    path: str | Path, out: str | Path, cfg: ConvertConfig | None = None, *, overwrite: bool = False,
+    progress: bool = True,
+) -> Path:  # fmt: skip
+    """Convert a bag into a dataset at ``out`` (atomic: nothing is left behind on error)."""
+    src = BagSource(path, cfg)
+    return convert(src, out, src.cfg.output, overwrite=overwrite, progress=progress)

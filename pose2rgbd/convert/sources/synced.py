@@ -1,0 +1,78 @@
+"""The plan and report steps of every source whose camera and GPS clocks differ (a rosbag, a video + GPS log):
+pass 1 reads :class:`~pose2rgbd.convert.stages.time_offset.Streams`, the time-offset stage (Algorithm 1) makes
+the frame poses, the report draws the synchronization and the flight path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame
+from pose2rgbd.convert.stages.time_offset import PosePlan, Streams, plan_poses
+from pose2rgbd.dataset import Manifest
+
+
+class SyncedSource:
+    """Base of the time-synchronized sources: a subclass reads the streams (:meth:`read`) and the kept frames
+    (:meth:`kept_frames`); this class plans, builds the manifest and reports."""
+
+    kind = ""
+
+    def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
+        self.path = Path(path)
+        self.cfg = cfg or ConvertConfig()
+        self.streams: Streams | None = None
+
+    def inputs(self) -> list[Path]:
+        return [self.path]
+
+    def __enter__(self) -> SyncedSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def read(self, *, progress: bool) -> Streams:
+        """Pass 1: frame stamps, optical flow, GPS, camera, mount, orientation source."""
+        raise NotImplementedError
+
+    def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Pass 2: ``(frame index, rgb, depth or None)`` of the frames where ``keep`` is true, in order."""
+        raise NotImplementedError
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        s = self.streams = self.read(progress=progress)
+        pose = plan_poses(s, self.cfg)
+        wh = self.cfg.size_wh()
+        keep = np.flatnonzero(pose.keep)
+        summary = pose.summary
+        man = Manifest(
+            name=self.cfg.output.name or Path(s.input_path).stem,
+            camera=s.camera if wh is None else s.camera.scaled(*wh),
+            depth_kind="metric" if s.has_depth else "none",
+            rgb_encoding=self.cfg.output.rgb_encoding,
+            datum=pose.datum,
+            sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
+            # the same dicts as the summary's: what the write step adds to "frames" is in both
+            extra={"conversion": {k: summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
+        )
+        stamps = s.t0_ns + np.round(s.frame_t[keep] * 1e9).astype(np.int64)
+        return DatasetPlan(man, stamps, pose.T_world_cam[keep], summary, lla=pose.lla[keep], detail=pose)
+
+    def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
+        pose: PosePlan = plan.detail
+        slot = np.cumsum(pose.keep) - 1  # frame index -> its row in the plan's arrays
+        for i, rgb, depth in self.kept_frames(pose.keep):
+            yield Frame(int(slot[i]), rgb, depth, f"frame {i}")
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        from pose2rgbd.convert.report import write_report
+
+        assert self.streams is not None
+        write_report(folder, self.streams, plan.detail)

@@ -1,0 +1,247 @@
+"""A video file with its GPS log (csv, gpx, GoPro GPS5 csv, karma) and attitude log, or a GoPro MP4 whose GPS is in
+its own telemetry track (GPMF, :mod:`pose2rgbd.convert.gopro`), as a conversion source.
+
+A video has no random access worth trusting across codecs, so each pass decodes it from the start (pass 1 the
+optical flow, pass 2 the kept frames); the logs are read once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.mp4 import truncation
+from pose2rgbd.convert.pipeline import convert
+from pose2rgbd.convert.sources.synced import SyncedSource
+from pose2rgbd.convert.stages.orientation import attitude_orientation
+from pose2rgbd.convert.stages.time_offset import Streams
+from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.sync.estimator import SyncConfig
+from pose2rgbd.sync.flow import FlowMagnitude
+
+log = logging.getLogger(__name__)
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.is_file():
+        raise SyncError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cut = truncation(path)
+        if cut is not None:
+            raise SyncError(f"{path}: cannot open as a video: {cut}. Use a complete copy of the recording")
+        raise SyncError(f"{path}: cannot open as a video (unknown container/codec or corrupt file)")
+    return cap
+
+
+def _account_for_a_cut(
+    vp: Path, declared: int | None, ft: np.ndarray, flow: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
+    """A video file cut short but still readable (its index at the front): the frames after the cut are counted as
+    lost, and the last decoded frame is dropped too (the decoder fills what is missing of it). Returns the frame
+    times and flow to use, the lost frames by reason and a note for the report."""
+    cut = truncation(vp)
+    if cut is None or ft.size == 0:
+        return ft, flow, {}, []
+    missing = max(0, (declared or 0) - int(ft.size))
+    lost = {"video truncated: the frame before the cut (may be incomplete)": 1}
+    if missing:
+        lost["video truncated: after the cut"] = missing
+    total = declared or int(ft.size)
+    log.warning(
+        "%s: %s; converting the %d frames before the cut of %d the file lists (the last decoded frame is dropped: "
+        "the decoder fills in what is missing of it)",
+        vp, cut, ft.size - 1, total,
+    )  # fmt: skip
+    note = f"the video file is truncated ({cut}); {ft.size - 1} of {total} frames used"
+    return ft[:-1], flow[:-1], lost, [note]
+
+
+def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(index, t_s, bgr)``; ``t_s`` from the container timestamps (0 = first frame), or index / fps."""
+    p = Path(path)
+    cap = _open(p)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        i = 0
+        t_first = None
+        last = -np.inf
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            if t_first is None:
+                t_first = t
+            t -= t_first
+            if not np.isfinite(t) or t <= last:  # container without usable timestamps
+                if fps <= 0:
+                    raise SyncError(f"{p}: frame {i} has no usable timestamp and the frame rate is unknown")
+                t = i / fps
+            last = t
+            yield i, float(t), frame
+            i += 1
+    finally:
+        cap.release()
+
+
+def resolve_gps_log(video: str | Path, gps_log: str | Path | None, gps_format: str) -> tuple[Path, str]:
+    """``(log path, format)``: without a GPS log, the video itself when it carries GoPro telemetry (GPMF),
+    else a clear error; ``auto`` is detected from the file (:func:`~pose2rgbd.convert.logs.detect_gps_format`)."""
+    from pose2rgbd.convert.logs import detect_gps_format
+
+    vp = Path(video)
+    if gps_log is None:
+        if gps_format not in ("auto", "gopro-mp4"):
+            raise ConfigError(f"--gps-format {gps_format} needs a GPS log file: give it with --gps")
+        from pose2rgbd.convert.gopro import has_gpmf
+
+        if not vp.is_file():
+            raise SyncError(f"{vp}: video file not found")
+        if (cut := truncation(vp)) is not None and not has_gpmf(vp):
+            raise SyncError(
+                f"{vp}: no GPS log given (--gps), and the GoPro telemetry in the video cannot be read: {cut}. Use a "
+                "complete copy of the recording, or give the GPS log with --gps LOG"
+            )
+        if not has_gpmf(vp):
+            raise SyncError(
+                f"{vp}: no GPS log given (--gps) and the video has no GoPro telemetry (GPMF) track to read one from. "
+                "Give the GPS log with --gps LOG (csv, gpx, GoPro GPS5 csv, karma csv; docs/convert.md). A GoPro "
+                "file loses its telemetry track when an editor re-encodes it: use the file from the camera's card"
+            )
+        return vp, "gopro-mp4"
+    gp = Path(gps_log)
+    return gp, detect_gps_format(gp) if gps_format == "auto" else gps_format
+
+
+def flow_pass(
+    stamps_and_images: Iterator[tuple[float, np.ndarray]],
+    cfg: SyncConfig,
+    total: int | None,
+    progress: bool,
+    desc: str,
+    camera: PinholeCamera | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 helper: flow magnitude per frame (NaN for the first). ``camera``: intrinsics of the full-size
+    frames (needed by the ``derotated`` statistic)."""
+    from pose2rgbd.progress import bar
+
+    fm = FlowMagnitude(cfg.flow, camera)
+    ts, vs = [], []
+    for t, img in bar(stamps_and_images, total=total, desc=desc, unit="frame", progress=progress):
+        ts.append(t)
+        vs.append(fm.add_image(t, img))
+    return np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)
+
+
+class VideoSource(SyncedSource):
+    """A video + GPS log (``gps_log`` None: the GPS inside a GoPro MP4; ``gps_format`` 'auto' detects the log's
+    format) and an optional attitude log (``time_s,roll,pitch,yaw`` or the karma ATTITUDE csv)."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        video: str | Path,
+        gps_log: str | Path | None,
+        cfg: ConvertConfig | None = None,
+        *,
+        gps_format: str = "auto",
+        attitude: str | Path | None = None,
+        attitude_degrees: bool = False,
+        video_start_utc: str | None = None,
+    ) -> None:
+        super().__init__(video, cfg)
+        self.gps_log = None if gps_log is None else Path(gps_log)
+        self.gps_format = gps_format
+        self.attitude = None if attitude is None else Path(attitude)
+        self.attitude_degrees = attitude_degrees
+        self.video_start_utc = video_start_utc
+
+    def inputs(self) -> list[Path]:
+        return [p for p in (self.path, self.gps_log, self.attitude) if p is not None]
+
+    def read(self, *, progress: bool) -> Streams:
+        """Pass 1: frame times and flow; the GPS and attitude logs."""
+        vp, cfg = self.path, self.cfg
+        cap = _open(vp)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        cap.release()
+        gps_path, gps_format = resolve_gps_log(vp, self.gps_log, self.gps_format)
+        track = read_gps_log(gps_path, gps_format, video_start_utc=self.video_start_utc)
+        log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
+        # Assumed pinhole intrinsics from the horizontal FOV (--hfov) and the frame size: used by the pose output
+        # and by the flow statistic 'derotated'.
+        cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
+        att = read_attitude_log(self.attitude, degrees=self.attitude_degrees) if self.attitude else None
+
+        def gray() -> Iterator[tuple[float, np.ndarray]]:
+            for _, t, bgr in read_video_frames(vp):
+                yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+        ft, flow = flow_pass(gray(), cfg.sync, n, progress, "flow (pass 1)", cam)
+        ft, flow, lost, cut_note = _account_for_a_cut(vp, n, ft, flow)
+        if ft.size == 0:
+            why = truncation(vp)
+            raise SyncError(f"{vp}: no frame could be decoded ({why or 'empty or corrupt video'})")
+        orient = None
+        if att is not None and cfg.orientation in ("auto", "attitude"):
+            orient = attitude_orientation(att.t_s, att.rpy, att.frame)
+        if cfg.mount.source == "tf_static":
+            raise ConfigError(
+                "mount.source is 'tf_static' but a video has no /tf_static; use auto or config (mount.rpy_deg)"
+            )
+        return Streams(
+            t0_ns=0, frame_t=ft, flow=flow, gps_t=track.t_s, lat=track.lat, lon=track.lon, alt=track.alt,
+            gps_speed=track.speed, gps_status=track.status, gps_source=track.source or str(gps_path), camera=cam,
+            T_body_cam=cfg.mount.config_matrix(),
+            mount_source=cfg.mount.describe_config(), orientation=orient,
+            attitude_follows_gps=True, input_kind=self.kind, input_path=str(vp), frames_lost=lost,
+            extra_assumptions=[
+                *cut_note,
+                f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no "
+                "calibration for a video)",
+                "the attitude log (if any) shares the GPS clock and gets the same time offset",
+            ],
+        )  # fmt: skip
+
+    def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        for i, _, bgr in read_video_frames(self.path):
+            if i < keep.size and keep[i]:
+                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+
+
+def load_video_streams(video: str | Path, gps_log: str | Path | None, cfg: ConvertConfig, *,
+                       progress: bool = True, **kw: object) -> Streams:  # fmt: skip
+    """Pass 1 over a video alone (what ``convert video`` plans from); ``kw``: :class:`VideoSource`'s options."""
+    with VideoSource(video, gps_log, cfg, **kw) as src:  # type: ignore[arg-type]
+        return src.read(progress=progress)
+
+
+def convert_video(
+    video: str | Path,
+    gps_log: str | Path | None,
+    out: str | Path,
+    cfg: ConvertConfig | None = None,
+    *,
+    gps_format: str = "auto",
+    attitude: str | Path | None = None,
+    attitude_degrees: bool = False,
+    video_start_utc: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error).
+
+    ``gps_log`` None: the GPS inside a GoPro MP4 (GPMF); ``gps_format`` 'auto' detects the log's format."""
+    src = VideoSource(video, gps_log, cfg, gps_format=gps_format, attitude=attitude,
+                      attitude_degrees=attitude_degrees, video_start_utc=video_start_utc)  # fmt: skip
+    return convert(src, out, src.cfg.output, overwrite=overwrite, progress=progress)

@@ -1,0 +1,309 @@
+"""Algorithm 2 as a stage of the conversion pipeline: a dataset and a trained self-supervised depth model -> the
+same frames with depth in metres (lines 1-4).
+
+:func:`export_depth` predicts depth for every frame and the relative pose between consecutive frames
+(:mod:`.depth_predict`), fits the metric scale per source (flight) from the dataset's GPS poses
+(:func:`pose2rgbd.convert.stages.scale.fit_scale`) and writes, through the conversion pipeline
+(:mod:`pose2rgbd.convert.pipeline`: atomic, ``report/``), a format-v1 copy of the dataset with float32 depth:
+``depth.kind: metric`` and ``extra.depth.scaled_from: gps`` with the scale and its uncertainty per source, or
+``depth.kind: unscaled`` when there is no GPS. ``report/`` holds sample depth maps beside the frames, the scale over
+time with its uncertainty, the trajectory plot (:mod:`.depth_report`) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from pose2rgbd.convert.pipeline import ConvertOutput, DatasetPlan, Frame, convert
+from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
+from pose2rgbd.convert.stages.depth_report import metric_report, write_report
+from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, fit_scale
+from pose2rgbd.dataset import Dataset, Manifest
+from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
+from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfig, compute_metric_poses
+from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
+from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
+from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig, compose_poses, fill_gaps
+from pose2rgbd.models import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+GPS_MODES = ("auto", "on", "off")
+POSE_MODES = ("dataset", "video", "metric")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    depth_kind: str
+    fits: dict[int, ScaleFit] = field(default_factory=dict)  # source id -> fit (metric depth only)
+    frames: int = 0
+    spread: dict[str, float] = field(default_factory=dict)  # net.depth_spread of the predicted depth
+    collapsed: bool = False  # the depth is (nearly) constant: net.is_collapsed
+    warning: str = ""  # the collapse warning, when collapsed
+    metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
+
+
+class DepthSource:
+    """A dataset with the depth of a self-supervised model as a conversion source: the plan predicts and scales
+    (see :func:`export_depth` for the options), pass 2 yields every frame with its depth, the report draws the
+    scale and the trajectories."""
+
+    kind = "selfsup-depth"
+
+    def __init__(
+        self,
+        dataset: str | Path | Dataset,
+        checkpoint: str | Path,
+        *,
+        gps: str = "auto",
+        poses: str = "dataset",
+        trajectory_cfg: TrajectoryConfig | None = None,
+        refine_poses: bool = False,
+        scale_cfg: ScaleConfig | None = None,
+        metric: MetricPoses | None = None,
+        metric_cfg: MetricPosesConfig | None = None,
+        inputs: tuple[str | Path, ...] = (),
+    ) -> None:
+        if gps not in GPS_MODES:
+            raise ConfigError(f"gps {gps!r} is not one of {list(GPS_MODES)}")
+        if poses not in POSE_MODES:
+            raise ConfigError(f"poses {poses!r} is not one of {list(POSE_MODES)}")
+        self.ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        self.checkpoint = checkpoint
+        self.gps, self.poses, self.scale_cfg = gps, poses, scale_cfg
+        self.trajectory_cfg, self.refine_poses = trajectory_cfg, refine_poses
+        self.metric, self.metric_cfg = metric, metric_cfg
+        self._inputs = [Path(p) for p in (self.ds.path, checkpoint, *inputs)]
+        self.result: ExportResult | None = None
+
+    def inputs(self) -> list[Path]:
+        return self._inputs
+
+    def __enter__(self) -> DepthSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        ds, checkpoint, gps, poses = self.ds, self.checkpoint, self.gps, self.poses
+        scale_cfg, metric, metric_cfg = self.scale_cfg, self.metric, self.metric_cfg
+        trajectory_cfg, refine_poses = self.trajectory_cfg, self.refine_poses
+        ck = load_checkpoint(checkpoint)
+        if not isinstance(ck.model, SelfSupDepthNet):
+            raise ConfigError(f"{checkpoint}: holds a {ck.kind!r} model, not a selfsup-depth one")
+        use_gps = gps == "on" or (gps == "auto" and has_gps_poses(ds))
+        if gps == "on" and not has_gps_poses(ds):
+            raise ConfigError(f"{ds.path}: --gps on, but not every frame has a GPS position (lat / lon)")
+        if poses == "metric" and not (use_gps and has_gps_poses(ds)):
+            raise ConfigError(f"{ds.path}: --poses metric needs GPS poses (lat / lon on every frame) and --gps auto / "
+                              "on; use --poses video for a video without GPS")  # fmt: skip
+        mc = ck.model.config
+        frames = load_sequence_frames(ds, mc.width, mc.height, progress=progress)
+        pred = predict(ck.model, frames, progress=progress)
+        spread = depth_spread(torch.from_numpy(pred.depth), mc.min_depth, mc.max_depth)
+        collapsed = is_collapsed(spread)
+        warning = collapse_message(spread, str(checkpoint)) if collapsed else ""
+        if collapsed:
+            log.warning("%s", warning)
+        fits: dict[int, ScaleFit] = {}
+        scale_of = {int(s): 1.0 for s in np.unique(frames.source_id)}
+        mp = None
+        unit = ck.model.metric_unit
+        if poses == "metric":
+            mp = metric if metric is not None else _metric_poses_for(ds, mc, metric_cfg, progress)
+            if len(mp.label) != len(ds):
+                raise ConfigError(f"metric poses of {len(mp.label)} frames for the {len(ds)} frames of {ds.path}")
+        T_rel_fit = pred.T_rel
+        if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
+            T_rel_fit = _metric_relative(mp, pred, unit)
+        unchecked: dict[int, str] = {}  # source -> why its GPS window fit could not be made (metric scale: a check)
+        if use_gps:
+            for sid in scale_of:
+                idx = np.flatnonzero(frames.source_id == sid)
+                try:
+                    fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel_fit[idx[:-1]],
+                                          scale_cfg)  # fmt: skip
+                except SyncError as e:
+                    if not (mp is not None and unit > 0):
+                        raise  # the fit is the scale itself: without it there is no metric depth
+                    unchecked[sid] = str(e)  # the metric poses give the scale; the fit was only its check
+                    scale_of[sid] = unit
+                    log.warning("source %d: the GPS window fit, a check of the metric scale, is not possible: %s",
+                                sid, e)  # fmt: skip
+                    continue
+                scale_of[sid] = unit if unit > 0 else fits[sid].scale
+                fit = fits[sid]
+                log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
+                         fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
+        metric_info: dict[str, Any] = {}
+        if mp is not None:
+            metric_info = metric_report(mp, pred, frames, fits, unit, scale_of, unchecked)
+            if metric_info["check"].get("agree") is False:
+                log.warning("%s", metric_info["check"]["message"])
+        kind = "metric" if use_gps else "unscaled"
+        T_out = ds.frames.T_world_cam
+        extra = dict(ds.manifest.extra)
+        if poses == "video":
+            tcfg = TrajectoryConfig(backend="pose-graph") if refine_poses else (trajectory_cfg or TrajectoryConfig())
+            T_out, tinfo = video_trajectory(ck.model, frames, pred, tcfg, read_rgb=ds.read_rgb, K=ds.camera.K,
+                                            progress=progress)  # fmt: skip
+            for sid in scale_of:
+                m = frames.source_id == sid
+                T_out[m, :3, 3] *= scale_of[sid]
+            extra["poses"] = {
+                "kind": "pseudo-absolute",
+                "from": {
+                    "compose": "video: composed relative poses of the pose network",
+                    "pose-graph": "video: composed relative poses of the pose network, refined by a pose graph with "
+                    "skip edges",
+                    "colmap": "video: COLMAP structure from motion (intrinsics fixed); frames it did not register "
+                    "filled from the composed pose-network poses",
+                }[tcfg.backend],
+                "backend": tcfg.backend,
+                "per_source": tinfo["sources"],
+                "key_frame": "the first frame of each source, at the identity",
+                "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
+            }
+        if mp is not None:
+            T_out = _metric_trajectory(mp, pred, frames, ds.frames.T_world_cam, scale_of)
+            extra["poses"] = {
+                "kind": "metric",
+                "from": "structure from motion (COLMAP) aligned to the GPS positions by a robust Sim(3); where it has "
+                "no pose, the pose network's composed poses (scaled to metres) carried from the nearest SfM poses; a "
+                "source without any SfM pose keeps the GPS poses",
+                **metric_info,
+            }
+        extra["depth"] = {
+            "source": "selfsup-depth",
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "scaled_from": ("metric poses (SfM + GPS Sim(3)) and triangulated points" if unit > 0 else "gps")
+            if use_gps
+            else "none",
+            "metres_per_unit": unit,
+            "scale_check": metric_info.get("check", {}),
+            "units": "metres" if use_gps else "network units (unscaled)",
+            "scale": {str(s): fits[s].summary() for s in fits},
+            "model": {"width": mc.width, "height": mc.height, "pose_source": mc.pose_source},
+            "spread": {**spread, "collapsed": collapsed},
+        }
+        man = Manifest(
+            name=ds.manifest.name, camera=ds.camera, depth_kind=kind, rgb_encoding=ds.manifest.rgb_encoding,
+            world_frame=ds.manifest.world_frame, camera_frame=ds.manifest.camera_frame, datum=ds.manifest.datum,
+            sources=ds.manifest.sources, extra=extra,
+        )  # fmt: skip
+        self._frames, self._pred, self._fits, self._scale_of = frames, pred, fits, scale_of
+        self._kind, self._spread, self._collapsed = kind, spread, collapsed
+        self.result = ExportResult(path=Path(), depth_kind=kind, fits=fits, frames=len(ds), spread=spread,
+                                   collapsed=collapsed, warning=warning, metric=metric_info)  # fmt: skip
+        f = ds.frames
+        written_poses = extra.get("poses") if poses != "dataset" else None
+        return DatasetPlan(man, f.stamp_ns, T_out, {"frames": {"total": len(ds)}}, lla=f.latlonalt,
+                           source_id=f.source_id, detail=written_poses)  # fmt: skip
+
+    def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
+        ds, pred = self.ds, self._pred
+        W, H = ds.camera.width, ds.camera.height
+        sid = ds.frames.source_id
+        for i in range(len(ds)):
+            d = pred.depth[i]
+            if d.shape != (H, W):
+                d = cv2.resize(d, (W, H), interpolation=cv2.INTER_LINEAR)
+            d = (d * self._scale_of[int(sid[i])]).astype(np.float32)
+            yield Frame(i, ds.read_rgb(i), d, f"frame {i}")
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        video = plan.T_world_cam if self.poses != "dataset" else None
+        plan.summary.update(write_report(folder, self.ds, self._frames, self._pred, self._fits, self._scale_of,
+                                         self._kind, video=video, poses_info=plan.detail,
+                                         spread={**self._spread, "collapsed": self._collapsed}))  # fmt: skip
+
+
+def export_depth(
+    dataset: str | Path | Dataset,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    gps: str = "auto",
+    poses: str = "dataset",
+    trajectory_cfg: TrajectoryConfig | None = None,
+    refine_poses: bool = False,
+    scale_cfg: ScaleConfig | None = None,
+    metric: MetricPoses | None = None,
+    metric_cfg: MetricPosesConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    inputs: tuple[str | Path, ...] = (),
+) -> ExportResult:
+    """Write ``dataset`` with the depth of the model in ``checkpoint`` to ``out`` (see the module docstring).
+
+    ``gps``: ``auto`` scales to metres when every frame has a GPS position (lat / lon), ``on`` requires it,
+    ``off`` writes unscaled depth. ``poses``: ``dataset`` keeps the dataset's poses; ``video`` replaces them by
+    pseudo-absolute poses from the video alone (:func:`video_poses`, relative to each source's first frame, up to
+    scale: in network units, or in metres when the depth is scaled from GPS) made by ``trajectory_cfg.backend``
+    (default ``colmap``: structure from motion; ``compose`` / ``pose-graph`` use the pose network alone; measured
+    in docs/results.md). ``metric``: metric poses (structure from motion aligned to GPS by a Sim(3),
+    :mod:`pose2rgbd.methods.selfsup_depth.metric`; ``metric`` or the model's ``metric_poses`` file, else computed
+    now with ``metric_cfg``) where they exist, the pose network's composed poses (scaled to metres) between them,
+    the dataset's poses for a source without any; the depth scale is the model's metres per unit when it was
+    trained against metric poses, checked against the GPS window fit and the triangulated points (both
+    reported). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``."""
+    src = DepthSource(dataset, checkpoint, gps=gps, poses=poses, trajectory_cfg=trajectory_cfg,
+                      refine_poses=refine_poses, scale_cfg=scale_cfg, metric=metric, metric_cfg=metric_cfg,
+                      inputs=inputs)  # fmt: skip
+    # every frame is written, index-aligned with the input dataset (its repeats were dropped when it was made)
+    path = convert(src, out, ConvertOutput(keep_repeats=True), overwrite=overwrite, progress=progress)
+    assert src.result is not None
+    src.result.path = path
+    return src.result
+
+
+def _metric_poses_for(ds: Dataset, mc: Any, cfg: MetricPosesConfig | None, progress: bool) -> MetricPoses:
+    """The model's metric poses file when it still exists and fits ``ds``, else computed now (COLMAP)."""
+    p = Path(mc.metric_poses) if getattr(mc, "metric_poses", "") else None
+    if p is not None and p.is_file():
+        mp = MetricPoses.load(p)
+        if len(mp.label) == len(ds):
+            return mp
+    return compute_metric_poses(ds, cfg=cfg, progress=progress)
+
+
+def _metric_relative(mp: MetricPoses, pred: Prediction, unit: float) -> np.ndarray:
+    """``T_{k+1}_k`` from the metric poses (translation / ``unit``) where both frames of one source have one, else
+    the pose network's."""
+    out = np.array(pred.T_rel, dtype=np.float64, copy=True)
+    k = np.flatnonzero(mp.ok[:-1] & mp.ok[1:] & pred.same_source)
+    rel = np.linalg.inv(mp.T_world_cam[k + 1]) @ mp.T_world_cam[k]
+    rel[:, :3, 3] /= unit
+    out[k] = rel
+    return out
+
+
+def _metric_trajectory(
+    mp: MetricPoses, pred: Prediction, frames: SequenceFrames, T_dataset: np.ndarray, scale_of: dict[int, float]
+) -> np.ndarray:
+    """Metric poses, their gaps filled from the composed pose-network poses (metres), per source; a source
+    without any metric pose keeps ``T_dataset`` (the GPS poses)."""
+    out = np.array(T_dataset, dtype=np.float64, copy=True)
+    for sid, u in scale_of.items():
+        idx = np.flatnonzero(frames.source_id == sid)
+        ok = mp.ok[idx]
+        if not ok.any():
+            continue
+        T_c = compose_poses(pred.T_rel[idx[:-1]])
+        T_c[:, :3, 3] *= u
+        out[idx] = fill_gaps(mp.T_world_cam[idx], ok, T_c)
+    return out

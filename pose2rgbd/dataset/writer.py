@@ -1,0 +1,268 @@
+"""The format-v1 dataset writer (the format: :mod:`pose2rgbd.dataset.format`, docs/dataset-format.md).
+
+Two writing modes:
+
+* ``atomic`` (conversions, the simulator): everything goes into a sibling temporary directory that is
+  renamed onto the target only when :meth:`DatasetWriter.close` succeeds; an exception or Ctrl-C leaves
+  no half dataset behind.
+* ``append`` (the live recorder): frames go straight into the target; each image is written to a
+  temporary name and renamed, then its row is appended to frames.csv and flushed + fsynced, so a crash
+  leaves a readable dataset and opening it again in ``append`` mode resumes after the last full row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+import yaml
+
+from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
+from pose2rgbd.dataset.format import FRAME_COLUMNS, FRAMES, MANIFEST, Manifest
+from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry.transforms import tq_from_T
+from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output
+
+
+def _fmt(v: float) -> str:
+    return "" if not np.isfinite(v) else repr(float(v))
+
+
+def _row(
+    i: int, stamp_ns: int, t: np.ndarray, q: np.ndarray, lla: np.ndarray, sid: int, rgb: str, depth: str
+) -> list[str]:
+    return [str(i), str(int(stamp_ns)), *(repr(float(x)) for x in t), *(repr(float(x)) for x in q),
+            *(_fmt(x) for x in lla), str(int(sid)), rgb, depth]  # fmt: skip
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _encode_rgb(rgb: np.ndarray, encoding: str) -> bytes:
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise DatasetError(f"rgb image must be uint8 (H, W, 3), got {a.dtype} {a.shape}")
+    ext = ".png" if encoding == "png" else ".jpg"
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(a[..., ::-1]), params)
+    if not ok:
+        raise DatasetError("could not encode rgb image")
+    return buf.tobytes()
+
+
+def _encode_depth(depth: np.ndarray) -> bytes:
+    d = np.asarray(depth)
+    if d.ndim != 2:
+        raise DatasetError(f"depth must be (H, W), got {d.shape}")
+    bio = io.BytesIO()
+    np.save(bio, d.astype(np.float32, copy=False))
+    return bio.getvalue()
+
+
+class DatasetWriter:
+    """Write a format-v1 dataset; use as a context manager.
+
+    Args:
+        path: target directory.
+        manifest: what goes into manifest.yaml (written at open in ``append`` mode, at close in ``atomic``). In
+            ``atomic`` mode it may come later (None here, then :meth:`begin`): a conversion opens its writer --
+            the output check and the staging folder -- before its long first pass, and knows the camera only
+            after it.
+        mode: ``"atomic"`` or ``"append"`` (see module docstring).
+        overwrite: in ``atomic`` mode, replace an existing target (an earlier dataset only) at close.
+        inputs: the paths being read to make it; ``path`` may not be, contain or lie inside one
+            (:func:`pose2rgbd.output_guard.check_output`). In ``append`` mode an existing non-empty folder must
+            be a dataset (it has manifest.yaml).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        manifest: Manifest | None,
+        *,
+        mode: str = "atomic",
+        overwrite: bool = False,
+        inputs: Iterable[str | Path | None] = (),
+    ) -> None:
+        if mode not in ("atomic", "append"):
+            raise DatasetError(f"unknown writer mode {mode!r}")
+        if manifest is None and mode != "atomic":
+            raise DatasetError("an append writer needs its manifest when it opens")
+        self.path = check_output(path, DATASET, inputs=inputs, overwrite=overwrite and mode == "atomic")
+        if mode == "append":
+            check_not_foreign_dir(
+                self.path, DATASET, what_to_do="record into a new or empty folder, or into an existing dataset"
+            )
+        self._manifest = manifest
+        self.mode = mode
+        self.overwrite = overwrite
+        self._closed = False
+        self._shape: tuple[int, int] | None = None
+        if mode == "atomic":
+            if self.path.exists() and not overwrite:
+                raise DatasetError(f"{self.path} already exists; choose another output or pass overwrite")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale_siblings(self.path)
+            self.root = make_temp_dir(self.path, "partial")
+            umask = os.umask(0)
+            os.umask(umask)
+            self.root.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final dataset gets normal permissions
+            self._count = 0
+        else:
+            self.root = self.path
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._count = self._prepare_append()
+        self._csv_file: IO[str] | None = None
+        if manifest is not None:
+            self.begin(manifest)
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            raise DatasetError("the dataset writer has no manifest yet: call begin(manifest) first")
+        return self._manifest
+
+    def begin(self, manifest: Manifest) -> None:
+        """Give the manifest of a writer opened without one (its folders and frames.csv are made now)."""
+        if self._csv_file is not None:
+            raise DatasetError("the dataset writer has begun already")
+        self._manifest = manifest
+        (self.root / "rgb").mkdir(exist_ok=True)
+        if manifest.depth_kind != "none":
+            (self.root / "depth").mkdir(exist_ok=True)
+        new_file = not (self.root / FRAMES).exists()
+        self._csv_file = open(self.root / FRAMES, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._csv = csv.writer(self._csv_file)
+        if new_file:
+            self._csv.writerow(FRAME_COLUMNS)
+            self._flush()
+
+    def _prepare_append(self) -> int:
+        """Resume: keep full rows of an existing frames.csv, drop a torn last line, return the row count."""
+        mpath = self.root / MANIFEST
+        if mpath.exists():
+            existing = Manifest.from_dict(yaml.safe_load(mpath.read_text()), str(mpath))
+            if existing.camera != self.manifest.camera or existing.depth_kind != self.manifest.depth_kind:
+                raise DatasetError(f"{self.root}: cannot resume, the existing dataset has another camera or depth kind")
+            self.manifest.created_utc = existing.created_utc
+        _atomic_write_bytes(mpath, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
+        fpath = self.root / FRAMES
+        if not fpath.exists():
+            return 0
+        data = fpath.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]  # torn last row from a crash
+            with open(fpath, "r+b") as f:
+                f.truncate(len(data))
+        lines = [ln for ln in data.decode().splitlines() if ln.strip()]
+        return max(0, len(lines) - 1)
+
+    def _flush(self) -> None:
+        assert self._csv_file is not None
+        self._csv_file.flush()
+        if self.mode == "append":
+            os.fsync(self._csv_file.fileno())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add_frame(
+        self,
+        stamp_ns: int,
+        T_world_cam: np.ndarray,
+        rgb: np.ndarray,
+        depth: np.ndarray | None = None,
+        *,
+        latlonalt: tuple[float, float, float] | None = None,
+        source_id: int = 0,
+    ) -> int:
+        """Add one frame; returns its index. ``T_world_cam`` is ``(4, 4)``; depth float32 metres."""
+        if self._closed:
+            raise DatasetError("writer is closed")
+        if self._csv_file is None:
+            raise DatasetError("the dataset writer has no manifest yet: call begin(manifest) first")
+        if not isinstance(stamp_ns, (int, np.integer)):
+            raise DatasetError(f"stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__}")
+        rgb = np.asarray(rgb)
+        cam = self.manifest.camera
+        if rgb.shape[:2] != (cam.height, cam.width):
+            raise DatasetError(f"rgb is {rgb.shape[:2]}, manifest camera is {cam.height}x{cam.width}")
+        if (depth is None) != (self.manifest.depth_kind == "none"):
+            raise DatasetError(
+                f"depth given={depth is not None} but manifest depth kind is {self.manifest.depth_kind!r}"
+            )
+        if depth is not None and np.asarray(depth).shape != (cam.height, cam.width):
+            raise DatasetError(f"depth is {np.asarray(depth).shape}, manifest camera is {cam.height}x{cam.width}")
+        t, q = tq_from_T(np.asarray(T_world_cam).reshape(4, 4))
+        i = self._count
+        ext = "png" if self.manifest.rgb_encoding == "png" else "jpg"
+        rgb_rel = f"rgb/{i:06d}.{ext}"
+        _atomic_write_bytes(self.root / rgb_rel, _encode_rgb(rgb, self.manifest.rgb_encoding))
+        depth_rel = ""
+        if depth is not None:
+            depth_rel = f"depth/{i:06d}.npy"
+            _atomic_write_bytes(self.root / depth_rel, _encode_depth(depth))
+        lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
+        self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
+        self._flush()
+        self._count += 1
+        return i
+
+    def close(self) -> Path:
+        """Finish the dataset. In ``atomic`` mode this is when it appears at ``path``."""
+        if self._closed:
+            return self.path
+        if self._csv_file is None:
+            self.abort()
+            raise DatasetError(f"no manifest was given, no frames were written; {self.path} was not created")
+        self._csv_file.close()
+        self._closed = True
+        if self.mode == "atomic":
+            if self._count == 0:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise DatasetError(f"no frames were written; {self.path} was not created")
+            _atomic_write_bytes(self.root / MANIFEST, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
+            if self.path.exists():
+                if not self.overwrite:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                    raise DatasetError(f"{self.path} appeared while writing; not replacing it")
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                os.replace(self.path, old)
+                try:
+                    os.replace(self.root, self.path)
+                except BaseException:
+                    os.replace(old, self.path)  # the earlier dataset goes back where it was
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.root, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard an ``atomic`` dataset (an ``append`` dataset keeps what was flushed)."""
+        if not self._closed:
+            if self._csv_file is not None:
+                self._csv_file.close()
+            self._closed = True
+        if self.mode == "atomic":
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

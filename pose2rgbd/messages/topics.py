@@ -1,0 +1,26 @@
+"""The sensor topics a recording reads, one schema for the record node (live and on a bag) and ``convert bag``.
+
+Their defaults are the conventional names a live node subscribes to; a bag conversion starts from empty names
+(:data:`FIND_BY_TYPE`): a topic left empty there is found by its message type. Each user of the schema adds its
+own keys by subclassing (the record node: its outputs; conversion: the IMU and depth topics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pose2rgbd.config import help_field
+
+
+@dataclass
+class SensorTopics:
+    """Input topics (in a bag conversion an empty name is found by message type)."""
+
+    image: str = help_field("/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage)")
+    camera_info: str = help_field("/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo)")
+    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix)")
+    odom: str = help_field("/odom", "odometry whose orientation is used (nav_msgs/Odometry)")
+
+
+# the keys of SensorTopics a bag conversion finds by message type unless they are named
+FIND_BY_TYPE = {"image": "", "camera_info": "", "gps": "", "odom": ""}

@@ -143,3 +143,24 @@ def test_driver_refuses_data_the_dataset_cannot_give(tmp_path: Path, monkeypatch
             train("toy-seq", ds, tmp_path / "out", object())
     finally:
         unregister_family("toy-seq")
+
+
+def test_a_method_owns_its_policy_for_a_dataset_without_depth() -> None:
+    """Pose2RGBD's fit_dataset policy (its recipe, not the CLI): RGB-only when the user chose nothing, one error
+    naming what was chosen otherwise; a kind without a policy leaves the config as it is."""
+    from types import SimpleNamespace
+
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.models.registry import get_family
+
+    fam = get_family("pose2rgbd")
+    no_depth = SimpleNamespace(has_depth=False, path="ds", manifest=SimpleNamespace(depth_kind="none"))
+    mc, note = fam.fit_to_dataset(fam.make_config(), no_depth, {})
+    assert (mc.outputs, mc.preset) == ("rgb", "base") and "RGB-only" in note
+    with pytest.raises(ConfigError, match="preset 'slice10'"):
+        fam.fit_to_dataset(fam.make_config(), no_depth, {"preset": "slice10"})
+    with_depth = SimpleNamespace(has_depth=True)
+    mc2, note2 = fam.fit_to_dataset(fam.make_config(), with_depth, {})
+    assert mc2 == fam.make_config() and note2 == ""
+    hyb = get_family("hybrid")
+    assert hyb.fit_to_dataset("unchanged", no_depth, {}) == ("unchanged", "")

@@ -182,36 +182,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
-def _fit_rgb_only(args: argparse.Namespace, mc: Any) -> Any:
-    """A dataset without depth: an RGB-only model (``outputs rgb``, ``preset base``) when the user chose neither
-    setting, with a note; else one error that names every setting needed, not one at a time."""
-    if not (hasattr(mc, "has_depth") and hasattr(mc, "preset") and mc.has_depth):
-        return mc
+def _fit_to_dataset(args: argparse.Namespace, mc: Any) -> Any:
+    """The method's own policy for a dataset its settings do not suit (the family's ``fit_dataset``, e.g.
+    Pose2RGBD on data without depth), given the ``model.*`` settings the user chose; its note is printed."""
     from pose2rgbd.config_cli import config_data
     from pose2rgbd.dataset import Dataset
+    from pose2rgbd.models.registry import get_family
 
-    ds = Dataset(args.dataset)
-    if ds.has_depth:
+    family = get_family(args.method)
+    if not family.fit_dataset:
         return mc
     given = dict(config_data(args).get("model") or {})
     if args.preset is not None:
         given["preset"] = args.preset
-    chosen = {k: given[k] for k in ("outputs", "preset") if k in given}
-    if not chosen:
-        print(f"note: {args.dataset} has no depth (depth kind {ds.manifest.depth_kind!r}): training an RGB-only "
-              "model (--outputs rgb --preset base; give them to silence this note)")  # fmt: skip
-        return mc.with_(outputs="rgb", preset="base")
-    shown = ", ".join(f"{k} {v!r}" for k, v in chosen.items())
-    raise ConfigError(
-        f"{args.dataset} has no depth (depth kind {ds.manifest.depth_kind!r}), but the model was set to predict it "
-        f"({shown}): train an RGB-only model with --outputs rgb --preset base (slice presets predict depth slices)"
-    )
+    mc, note = family.fit_to_dataset(mc, Dataset(args.dataset), given)
+    if note:
+        print(f"note: {note}")
+    return mc
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
-    mc = _fit_rgb_only(args, mc)
+    mc = _fit_to_dataset(args, mc)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
                  overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))

@@ -63,6 +63,10 @@ class ModelFamily:
         migrate: brings a checkpoint dict of this kind (any readable version, after ``upgrade_v1``) to the
             current layout of its config sections, e.g. a setting that moved from ``train_config`` into
             ``model_config`` (``None``: nothing to migrate). It must leave a current checkpoint unchanged.
+        fit_dataset: the method's policy for a dataset its default settings do not suit, ``"module:function"``
+            called as ``function(config, dataset, given) -> (config, note)`` before training (``given``: the
+            ``model.*`` settings the user chose; raise :class:`~pose2rgbd.errors.ConfigError` to refuse, return a
+            ``note`` to say what changed); see :meth:`fit_to_dataset`.
     """
 
     kind: str
@@ -76,6 +80,7 @@ class ModelFamily:
     description: str = ""
     upgrade_v1: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    fit_dataset: str = ""
 
     def __post_init__(self) -> None:
         if not self.kind or not self.kind.replace("-", "").replace("_", "").isalnum():
@@ -90,6 +95,8 @@ class ModelFamily:
             raise ConfigError(f"model family {self.kind!r}: default preset {self.default_preset!r} is not a preset")
         if self.train and ":" not in self.train:
             raise ConfigError(f"model family {self.kind!r}: train {self.train!r} must be 'module:function'")
+        if self.fit_dataset and ":" not in self.fit_dataset:
+            raise ConfigError(f"model family {self.kind!r}: fit_dataset {self.fit_dataset!r} must be 'module:function'")
 
     # -- configs -------------------------------------------------------------------------------------------
     def make_config(self, preset: str | None = None, **overrides: Any) -> Any:
@@ -121,6 +128,14 @@ class ModelFamily:
             return getattr(importlib.import_module(mod), fn)  # type: ignore[no-any-return]
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"model kind {self.kind!r}: cannot import its training recipe {self.train!r}: {e}") from e
+
+    def fit_to_dataset(self, config: Any, dataset: Any, given: dict[str, Any]) -> tuple[Any, str]:
+        """``(config, note)``: the method's :attr:`fit_dataset` policy applied (unchanged and no note without one)."""
+        if not self.fit_dataset:
+            return config, ""
+        mod, _, fn = self.fit_dataset.partition(":")
+        policy = getattr(importlib.import_module(mod), fn)
+        return policy(config, dataset, given)  # type: ignore[no-any-return]
 
 
 def register_family(family: ModelFamily, *, replace_existing: bool = False) -> ModelFamily:

@@ -64,6 +64,7 @@ FAMILY = ModelFamily(
     data="pose_to_image",
     engine="render",
     train="pose2rgbd.methods.pose2rgbd.recipe:prepare",
+    fit_dataset="pose2rgbd.methods.pose2rgbd.recipe:fit_to_dataset",
     description="Pose2RGBD (Base / Slice-S): camera pose -> RGB / depth / RGBD images",
     upgrade_v1=upgrade_v1,
     migrate=migrate,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from pose2rgbd.dataset import build_cache
+from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
@@ -24,6 +25,26 @@ from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)
+
+
+def fit_to_dataset(mc: Pose2RGBDConfig, ds: Dataset, given: dict[str, Any]) -> tuple[Pose2RGBDConfig, str]:
+    """A dataset without depth (a video, posed photos): an RGB-only model (``outputs rgb``, ``preset base``) when
+    the user chose neither setting (``given``), with a note; else one error that names every setting needed, not
+    one at a time. The family's ``fit_dataset`` policy
+    (:meth:`pose2rgbd.models.registry.ModelFamily.fit_to_dataset`)."""
+    if not mc.has_depth or ds.has_depth:
+        return mc, ""
+    chosen = {k: given[k] for k in ("outputs", "preset") if k in given}
+    kind = ds.manifest.depth_kind
+    if not chosen:
+        note = (f"{ds.path} has no depth (depth kind {kind!r}): training an RGB-only model (--outputs rgb --preset "
+                "base; give them to silence this note)")  # fmt: skip
+        return mc.with_(outputs="rgb", preset="base"), note
+    shown = ", ".join(f"{k} {v!r}" for k, v in chosen.items())
+    raise ConfigError(
+        f"{ds.path} has no depth (depth kind {kind!r}), but the model was set to predict it ({shown}): train an "
+        "RGB-only model with --outputs rgb --preset base (slice presets predict depth slices)"
+    )
 
 
 class PosedRGBDDataset(PoseRGBDDataset):

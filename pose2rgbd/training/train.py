@@ -547,11 +547,11 @@ def recalibrate_checkpoint(
 
     Uses the checkpoint's own training split (same kind and seed) of ``dataset`` as its method's recipe builds
     it, the same pass the trainer now runs at the end of training
-    (:func:`pose2rgbd.training.trainer.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
+    (:func:`pose2rgbd.training.batchnorm.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
     the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
     """
     from pose2rgbd.models.device import resolve_device
-    from pose2rgbd.training.trainer import recalibrate_batchnorm
+    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
 
     path = Path(checkpoint)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)

@@ -12,7 +12,7 @@ correction), that of perfect holes, how the warped pixels' error splits into sma
 and outliers (a point from the wrong surface: occlusion edges, thin structures), and the holes' error under three
 other fills: OpenCV inpainting of the log depth, rings of the farthest neighbour grown into the hole, and the
 farther of the surfaces beside the hole in its row (the hybrid's ``hole_depth: background``,
-``pose2rgbd.methods.hybrid.net.background_fill``).
+``pose2rgbd.methods.hybrid.hole_depth.background_fill``).
 """
 
 from __future__ import annotations

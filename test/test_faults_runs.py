@@ -154,15 +154,13 @@ def test_resume_after_a_killed_overwrite_says_what_it_found(
     noisy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pose2rgbd.output_guard import OutputError
-    from pose2rgbd.training import train
-
-    train_mod = sys.modules["pose2rgbd.training.train"]  # the package's `train` is the function
+    from pose2rgbd.training import run_folder, train
 
     ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
     out = tmp_path / "run"
     train("noisy-render", ds, out, NoisyConfig(), _cfg(max_steps=4))
     with monkeypatch.context() as m, pytest.raises(_Killed):
-        m.setattr(train_mod, "_restore", lambda *a: None)  # SIGKILL: the put-back of a stopped run never runs
+        m.setattr(run_folder, "restore", lambda *a: None)  # SIGKILL: the put-back of a stopped run never runs
         # the replacing run is killed before its first checkpoint (step 4)
         train("noisy-render", ds, out, NoisyConfig(), _cfg(), overwrite=True, callbacks=[_killer(2)])
     aside = next(out.glob("previous-run-*"))

@@ -305,7 +305,7 @@ def test_batchnorm_recalibration_draws_no_random_numbers(plane) -> None:
 
 
 def test_background_fill_takes_the_farther_surface_around_a_hole() -> None:
-    from pose2rgbd.methods.hybrid.net import RING_STEPS, background_fill
+    from pose2rgbd.methods.hybrid.hole_depth import RING_STEPS, background_fill
 
     w = 2 * RING_STEPS + 12
     d = torch.full((1, 1, 3, w), -0.6)  # a near surface on the left ...
@@ -335,7 +335,7 @@ def test_background_fill_takes_the_farther_surface_around_a_hole() -> None:
 
 
 def test_background_hole_depth_changes_only_the_holes(plane) -> None:
-    from pose2rgbd.methods.hybrid.net import background_fill
+    from pose2rgbd.methods.hybrid.hole_depth import background_fill
 
     near, _ = _plane_model(plane, hole_depth="nearest")
     back, _ = _plane_model(plane)  # the default
@@ -352,7 +352,7 @@ def test_background_hole_depth_changes_only_the_holes(plane) -> None:
 
 def test_background_fill_opencv_and_torch_agree() -> None:
     """The CPU path (OpenCV dilation) and the torch path (CUDA's) give the same fill."""
-    from pose2rgbd.methods.hybrid.net import _background_fill_torch, background_fill
+    from pose2rgbd.methods.hybrid.hole_depth import _background_fill_torch, background_fill
 
     g = torch.Generator().manual_seed(0)
     d = torch.rand((2, 1, 40, 56), generator=g) * 2 - 1

@@ -342,7 +342,7 @@ class _TwoNetBN(ModelBase):
 
 
 def test_batchnorm_recalibration_uses_the_models_hook_and_reaches_the_second_network() -> None:
-    from pose2rgbd.training.trainer import recalibrate_batchnorm
+    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
 
     model = _TwoNetBN()
     data = real_samples(32)

@@ -199,7 +199,7 @@ def test_cuda_bf16_smoke(toy: Path, tmp_path: Path) -> None:
 
 
 def test_batchnorm_recalibration_gives_exact_statistics_without_drawing_random_numbers(toy: Path) -> None:
-    from pose2rgbd.training.trainer import recalibrate_batchnorm
+    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
 
     cache = build_cache(toy, 64, progress=False)
     idx = np.arange(len(cache))

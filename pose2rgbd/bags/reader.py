@@ -18,12 +18,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pose2rgbd.bags.decoding import Decoder, embedded_types
 from pose2rgbd.errors import BagError
-from pose2rgbd.messages.typestore import get_typestore, new_typestore, normalize_msgtype
+from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
 
 log = logging.getLogger(__name__)
 
@@ -63,80 +64,6 @@ class _Source:
     compressed_messages: bool = False
 
 
-@dataclass
-class _Decoder:
-    """Decodes one message type; tries candidate typestores in order and keeps the first that works."""
-
-    msgtype: str
-    candidates: list[tuple[str, Callable[[Any, str], Any]]]
-    notes: list[str] = field(default_factory=list)
-
-    def __call__(self, raw: Any) -> Any:
-        errors = []
-        for i, (label, fn) in enumerate(self.candidates):
-            try:
-                msg = fn(raw, self.msgtype)
-            except Exception as e:  # rosbags raises SerdeError, KeyError, TypesysError, struct.error ...
-                errors.append(f"{label}: {type(e).__name__}: {e}")
-                continue
-            if i:
-                log.info("%s: decoding with %s (%s)", self.msgtype, label, "; ".join(errors))
-                self.candidates = self.candidates[i:]
-            return msg
-        raise BagError(f"cannot decode a {self.msgtype} message: " + "; ".join(self.notes + errors))
-
-
-# service_msgs/msg/ServiceEventInfo (ROS 2 Iron+), needed to decode service-event topics of Humble-era stores.
-_SERVICE_EVENT_INFO = """uint8 REQUEST_SENT = 0
-uint8 REQUEST_RECEIVED = 1
-uint8 RESPONSE_SENT = 2
-uint8 RESPONSE_RECEIVED = 3
-uint8 event_type
-builtin_interfaces/Time stamp
-char[16] client_gid
-int64 sequence_number
-"""
-
-
-def _is_srv_event(msgtype: str, text: str) -> bool:
-    return "/srv/" in msgtype and msgtype.endswith("_Event") and "\n---\n" in "\n" + text
-
-
-def _srv_event_types(msgtype: str, text: str) -> dict[str, Any]:
-    """Types of a rosbag2 service-event topic whose embedded definition is the ``.srv`` text (request --- response).
-
-    rosbags 0.11.9 cannot parse that (it expects a message), so the ``_Event`` wrapper that rosbag2 records
-    (``ServiceEventInfo info``, ``Request[<=1] request``, ``Response[<=1] response``) is rebuilt here.
-    """
-    from rosbags.typesys import get_types_from_msg
-
-    main, sep, deps = text.partition("=" * 80 + "\n")
-    deps = sep + deps if sep else ""
-    lines = main.split("\n")
-    cut = lines.index("---")
-    base = msgtype[: -len("_Event")]
-    typs: dict[str, Any] = {}
-    typs.update(get_types_from_msg(_SERVICE_EVENT_INFO, "service_msgs/msg/ServiceEventInfo"))
-    typs.update(get_types_from_msg("\n".join(lines[:cut]) + "\n" + deps, base + "_Request"))
-    typs.update(get_types_from_msg("\n".join(lines[cut + 1 :]) + "\n" + deps, base + "_Response"))
-    event = f"service_msgs/ServiceEventInfo info\n{base}_Request[<=1] request\n{base}_Response[<=1] response\n"
-    typs.update(get_types_from_msg(event, msgtype))
-    # rosbags normalizes every name to pkg/msg/Name, turning pkg/srv/X into pkg/srv/msg/X: undo that.
-    pkg = msgtype.split("/")[0]
-    return _rename(typs, f"{pkg}/srv/msg/", f"{pkg}/srv/")
-
-
-def _rename(obj: Any, old: str, new: str) -> Any:
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, dict):
-        return {_rename(k, old, new): _rename(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        items = [_rename(x, old, new) for x in obj]
-        return type(obj)(items) if type(obj) in (list, tuple) else type(obj)(*items)
-    return obj
-
-
 def open_bag(path: str | Path, *, default_distro: str = "humble") -> BagReader:
     """Open a bag: ROS 1 ``.bag``, rosbag2 directory, bare ``.mcap`` / ``.db3`` (optionally ``.zstd``) file.
 
@@ -156,7 +83,7 @@ class BagReader:
         self._stack = ExitStack()
         self._sources: list[_Source] = []
         self._topics: dict[str, TopicInfo] = {}
-        self._decoders: dict[str, _Decoder] = {}
+        self._decoders: dict[str, Decoder] = {}
         self._warned: set[str] = set()
         self._closed = False
         try:
@@ -295,39 +222,9 @@ class BagReader:
         return out
 
     def _build_topics(self) -> None:
-        from rosbags.interfaces import MessageDefinitionFormat
-        from rosbags.typesys import get_types_from_idl, get_types_from_msg
-
         ros1 = any(s.kind == "rosbag1" for s in self._sources)
-        embedded = new_typestore(None)
+        embedded, parse_err = embedded_types(c for src in self._sources for c in src.reader.connections)
         self._embedded_store = embedded
-        parse_err: dict[str, str] = {}
-        seen: set[tuple[str, str]] = set()
-        for src in self._sources:
-            for c in src.reader.connections:
-                md = c.msgdef
-                if md.format == MessageDefinitionFormat.NONE or (c.msgtype, md.data) in seen:
-                    continue
-                seen.add((c.msgtype, md.data))
-                try:
-                    if md.format == MessageDefinitionFormat.MSG and _is_srv_event(c.msgtype, md.data):
-                        typs = _srv_event_types(c.msgtype, md.data)
-                    elif md.format == MessageDefinitionFormat.MSG:
-                        typs = get_types_from_msg(md.data, c.msgtype)
-                    else:
-                        typs = {}
-                        sep = "=" * 80 + "\n"
-                        parts = md.data.split(sep)[1:] if md.data.startswith(f"{sep}IDL: ") else [md.data]
-                        for part in parts:
-                            typs.update(
-                                get_types_from_idl(part.split("\n", 1)[1] if part.startswith("IDL: ") else part)
-                            )
-                    # Register only what is new or identical; a conflicting nested type keeps the first one.
-                    embedded.register({k: v for k, v in typs.items() if k not in embedded.fielddefs or k == c.msgtype})
-                except Exception as e:
-                    why = " ".join(str(e).split())
-                    why = why if len(why) < 160 else why[:157] + "..."
-                    parse_err[c.msgtype] = f"embedded definition cannot be used ({type(e).__name__}: {why})"
         fallback = None if ros1 else get_typestore(self.default_distro)
 
         counts: dict[str, int] = {}
@@ -348,7 +245,7 @@ class BagReader:
                 if fallback is not None and c.msgtype in fallback.fielddefs:
                     cands.append((f"{self.default_distro} typestore", fallback.deserialize_cdr))
                 notes = [parse_err[c.msgtype]] if c.msgtype in parse_err else []
-                self._decoders[c.msgtype] = _Decoder(c.msgtype, cands, notes)
+                self._decoders[c.msgtype] = Decoder(c.msgtype, cands, notes)
         for topic, mt in sorted(types.items()):
             dec = self._decoders.get(mt) or next(d for k, d in self._decoders.items() if normalize_msgtype(k) == mt)
             err = None
@@ -503,7 +400,7 @@ class BagReader:
 
     def _raw(
         self, topics: Iterable[str] | None, start_ns: int | None, stop_ns: int | None, decode: bool = True
-    ) -> Iterator[tuple[str, int, str, Any, _Decoder]]:
+    ) -> Iterator[tuple[str, int, str, Any, Decoder]]:
         if self._closed:
             raise BagError(f"{self.path}: bag is closed")
         wanted = self._select(topics, decode)
@@ -516,7 +413,7 @@ class BagReader:
 
     def _source_iter(
         self, src: _Source, conns: list[Any], start_ns: int | None, stop_ns: int | None
-    ) -> Iterator[tuple[str, int, str, Any, _Decoder]]:
+    ) -> Iterator[tuple[str, int, str, Any, Decoder]]:
         decoders = {c.id: self._decoders[c.msgtype] for c in conns}
         if src.compressed_messages:
             try:

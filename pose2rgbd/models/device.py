@@ -115,6 +115,12 @@ def autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
+def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A batch (a dict of tensors and other values) with its tensors on ``device`` (copied asynchronously where
+    the memory allows it)."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
 def set_threads(threads: int) -> None:
     """Torch CPU threads (0: leave torch's default, one per core)."""
     if threads < 0:

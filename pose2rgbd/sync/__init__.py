@@ -1,7 +1,6 @@
 """Time synchronization of camera frames with GPS / odometry (Algorithm 1 of the paper, docs/convert.md)."""
 
 from pose2rgbd.sync.estimator import (
-    OnlineSync,
     SyncConfig,
     SyncResult,
     correlate_signals,
@@ -9,6 +8,7 @@ from pose2rgbd.sync.estimator import (
     velocity_from_positions,
 )
 from pose2rgbd.sync.flow import FlowConfig, FlowMagnitude, to_flow_gray
+from pose2rgbd.sync.online import OnlineSync
 
 __all__ = [
     "FlowConfig",

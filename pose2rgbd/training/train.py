@@ -3,9 +3,9 @@
 The method's family (:mod:`pose2rgbd.models.registry`) names a *recipe*: a function
 ``recipe(ctx: RecipeContext) -> TrainingSetup`` that knows the method's data (cache, split, the model's fitted
 transforms such as pose / depth normalization, the torch datasets). The driver does the rest, the same for every
-method: dataset capability check, resume checks, ``config.yaml`` and ``split.json``, loggers, checkpoints
-(:func:`pose2rgbd.models.save_checkpoint`), the :class:`~pose2rgbd.training.trainer.Trainer` run and the
-:class:`TrainResult`.
+method: dataset capability check, the run folder's checks and resume checks (:mod:`pose2rgbd.training.run_folder`),
+``config.yaml`` and ``split.json``, loggers, checkpoints (:func:`pose2rgbd.models.save_checkpoint`), the
+:class:`~pose2rgbd.training.trainer.Trainer` run and the :class:`TrainResult`.
 
 ``train_model(dataset, out_dir, model_cfg, train_cfg)`` trains the kind whose config ``model_cfg`` is. A method's
 own data settings (e.g. the Pose2RGBD depth range) are fields of its model config, so a resumed run must keep them
@@ -15,10 +15,8 @@ like every other model key.
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,18 +35,13 @@ from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weigh
 from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
-from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
-from pose2rgbd.training import distributed
+from pose2rgbd.training import distributed, run_folder
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.splits import Split, make_split, split_from_config
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
-
-# Train-config fields that must not change when resuming (they define the data the model saw). Every model-config
-# key is fixed on resume as well (see _check_resume), method-owned data settings included.
-_RESUME_FIXED = ("split", "seed", "val_fraction", "test_fraction", "every_nth")
 
 
 @dataclass
@@ -201,7 +194,7 @@ def train_one_process(
     main = distributed.current().is_main  # under torchrun rank 0 checks and writes out_dir, alone
     if not main:
         distributed.barrier()  # wait for rank 0's checks and cache (released below)
-    earlier = _check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite) if main else []
+    earlier = run_folder.check_out_dir(out, ds.path, extra, resume=bool(resume), overwrite=overwrite) if main else []
     created = main and not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -232,10 +225,10 @@ def _train_in(
         rpath = out / "last.pt" if resume is True else Path(resume)
         if rpath.exists() or resume is not True:
             resumed = load_checkpoint(rpath)
-            _check_resume(rpath, resumed, family, mc, tc, fingerprint)
+            run_folder.check_resume(rpath, resumed, family, mc, tc, fingerprint)
             log.info("resuming from %s (step %s, epoch %s)", rpath, resumed.step, resumed.epoch)
         elif main:
-            _resume_without_checkpoint(out)
+            run_folder.resume_without_checkpoint(out)
 
     recipe = family.load_recipe()
     seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
@@ -261,18 +254,18 @@ def _train_in(
             "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"
         )
     train_dict = cfgmod.to_dict(tc)
-    aside = _move_aside(out, earlier) if earlier else None
+    aside = run_folder.move_aside(out, earlier) if earlier else None
     try:
         return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside)
     except BaseException:
         if aside is not None:
-            _restore(out, aside)
+            run_folder.restore(out, aside)
         raise
 
 
 def training_coverage(ds: Dataset, split: Split, *, depth_frames: int = 32) -> dict[str, Any]:
     """What a checkpoint carries so that serving can say how far a query is from what the model saw
-    (:func:`pose2rgbd.inference.render.training_pose_set`): the training cameras ``training_poses`` ``(N, 7)``
+    (:func:`pose2rgbd.inference.poses.training_pose_set`): the training cameras ``training_poses`` ``(N, 7)``
     (x y z qx qy qz qw, float64 tensor) and the rotation weight ``coverage_rot_weight_m`` (median depth of up to
     ``depth_frames`` training frames, :func:`pose2rgbd.geometry.coverage.median_depth_weight`)."""
     import torch
@@ -415,112 +408,6 @@ def _saved_val(path: Path) -> dict[str, float]:
         return {}
 
 
-# What a training run writes into its folder (train() docstring).
-RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb")
-
-
-def _check_out_dir(
-    out: Path, dataset: Path, others: Sequence[str | Path], *, resume: bool, overwrite: bool
-) -> list[str]:
-    """Refuse an ``out`` that would destroy the dataset or another input (a config file: a resume leaves the
-    files in ``out`` alone, so there only the dataset counts), a foreign folder or (without resume / overwrite)
-    an earlier run; returns the earlier run's files that ``overwrite`` will replace."""
-    check_output(out, TRAINING_RUN, inputs=[dataset] if resume else [dataset, *others], overwrite=overwrite)
-    if not out.exists():
-        return []
-    check_not_foreign_dir(out, TRAINING_RUN, what_to_do="choose a new or empty --out folder")
-    earlier = [n for n in RUN_FILES if (out / n).exists()]
-    if resume or not earlier:
-        return []
-    if not overwrite:
-        raise OutputError(
-            f"{out} holds an earlier training run ({', '.join(earlier)}); pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out (nothing was changed)"
-        )
-    return earlier
-
-
-def _resume_without_checkpoint(out: Path) -> None:
-    """``--resume`` and ``out`` has no ``last.pt``: refuse when an earlier run moved aside by an ``--overwrite``
-    that was killed is there (continuing it or starting anew is the user's choice), else say that the run starts
-    from its first step."""
-    here = [n for n in RUN_FILES if (out / n).exists()]
-    for aside in sorted(out.glob("previous-run-*"), reverse=True):
-        ck = aside / "last.pt"
-        if not ck.is_file():
-            continue
-        try:
-            st = load_checkpoint(ck)
-            where = f"its last.pt is at step {st.step}, epoch {st.epoch}"
-        except CheckpointError as e:
-            where = f"its last.pt cannot be read: {e}"
-        stopped = f" (its {', '.join(here)} are in {out})" if here else ""
-        raise OutputError(
-            f"{out}: --resume found no last.pt to continue from. A run started with --overwrite was stopped before "
-            f"its first checkpoint{stopped}, and the earlier run it was replacing is in {aside} ({where}). To "
-            f"continue the earlier run, delete the stopped run's files from {out}, move the files of {aside} back "
-            f"into {out} and run with --resume again; to start the new run from its beginning, run it with "
-            f"--overwrite instead of --resume ({aside} stays until you delete it). Nothing was changed"
-        )
-    if here:
-        log.warning(
-            "%s: no last.pt to resume from (%s are there: a run stopped before its first checkpoint); starting from "
-            "step 0",
-            out, ", ".join(here),
-        )  # fmt: skip
-    else:
-        log.info("%s: no last.pt to resume from; starting a new run", out)
-
-
-def _move_aside(out: Path, names: list[str]) -> Path:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    aside = out / f"previous-run-{stamp}"
-    aside.mkdir()
-    for n in names:
-        os.replace(out / n, aside / n)
-    log.info("replacing the earlier run in %s: its files are in %s until the new run finishes", out, aside)
-    return aside
-
-
-def _restore(out: Path, aside: Path) -> None:
-    """The new run failed: bring the earlier run back unless the new one already wrote a checkpoint."""
-    if (out / "last.pt").exists():
-        log.warning("the new run stopped after writing %s; the earlier run is kept in %s", out / "last.pt", aside)
-        return
-    for p in aside.iterdir():
-        dst = out / p.name
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists():
-            dst.unlink()
-        os.replace(p, dst)
-    aside.rmdir()
-    log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
-
-
-def _check_resume(
-    path: Path, ck: LoadedCheckpoint, family: ModelFamily, mc: Any, tc: TrainConfig, fingerprint: str
-) -> None:
-    if ck.kind != family.kind:
-        raise CheckpointError(f"{path}: cannot resume, it holds a {ck.kind!r} model, not {family.kind!r}")
-    have, want = cfgmod.to_dict(ck.model_config), cfgmod.to_dict(mc)
-    diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
-    if diff:
-        raise CheckpointError(f"{path}: cannot resume, the model differs ({'; '.join(diff)})")
-    if ck.dataset_fingerprint != fingerprint:
-        raise CheckpointError(
-            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}"
-        )
-    old, tdict = ck.train_config, cfgmod.to_dict(tc)
-    diff = [
-        f"{k}: {old.get(k)!r} vs {tdict[k]!r}"
-        for k in _RESUME_FIXED
-        if k in old and k in tdict and old.get(k) != tdict[k]
-    ]
-    if diff:
-        raise CheckpointError(f"{path}: cannot resume with another data split ({'; '.join(diff)})")
-
-
 def train_model(
     dataset: str | Path | Dataset,
     out_dir: str | Path,
@@ -547,11 +434,11 @@ def recalibrate_checkpoint(
 
     Uses the checkpoint's own training split (same kind and seed) of ``dataset`` as its method's recipe builds
     it, the same pass the trainer now runs at the end of training
-    (:func:`pose2rgbd.training.trainer.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
+    (:func:`pose2rgbd.training.batchnorm.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
     the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
     """
     from pose2rgbd.models.device import resolve_device
-    from pose2rgbd.training.trainer import recalibrate_batchnorm
+    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
 
     path = Path(checkpoint)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)

@@ -10,7 +10,8 @@ network part runs in ONNX Runtime with ``engine.backend onnxruntime``). Importin
 from __future__ import annotations
 
 from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
-from pose2rgbd.methods.hybrid.net import FillUNet, HybridNet, build_model
+from pose2rgbd.methods.hybrid.net import HybridNet, build_model
+from pose2rgbd.methods.hybrid.network import FillUNet
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
 from pose2rgbd.models.registry import ModelFamily
 

@@ -35,15 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
-from pose2rgbd.methods.hybrid.network import NetworkPart, OnnxNetworkPart, export_network_part
+from pose2rgbd.methods.hybrid.hole_depth import background_fill
+from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet, NetworkPart, OnnxNetworkPart, export_network_part
 from pose2rgbd.methods.hybrid.warp import warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
@@ -51,8 +50,6 @@ from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 
 log = logging.getLogger(__name__)
-
-FILL_INPUTS = 10  # decoder RGB 3 + depth 1, warped RGB 3 + depth 1, valid 1, hits 1
 
 # keyframe store buffers: name -> (dtype, shape after the keyframe count N)
 _STORE: dict[str, tuple[torch.dtype, tuple[str, ...]]] = {
@@ -63,122 +60,6 @@ _STORE: dict[str, tuple[torch.dtype, tuple[str, ...]]] = {
     "kf_pos": (torch.int64, ()),
     "kf_index": (torch.int64, ()),
 }
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
-
-
-class FillUNet(nn.Module):
-    """A small U-Net: ``levels`` stride-2 stages of two 3x3 convolutions (widths c, 2c, 4c, ...), bilinear
-    upsampling with skip connections, a zero-initialized 3x3 output convolution (4 channels: RGB + depth)."""
-
-    def __init__(self, cin: int, channels: int, levels: int) -> None:
-        super().__init__()
-        c = int(channels)
-        self.stem = nn.Sequential(_conv(cin, c), _conv(c, c))
-        widths = [c * 2**i for i in range(levels + 1)]
-        self.down = nn.ModuleList(
-            nn.Sequential(_conv(widths[i], widths[i + 1], 2), _conv(widths[i + 1], widths[i + 1]))
-            for i in range(levels)
-        )
-        self.up = nn.ModuleList(_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels)))
-        self.out = nn.Conv2d(c, 4, 3, padding=1)
-        with torch.no_grad():  # the residual starts at zero: the untrained model answers the warped frames
-            self.out.weight.zero_()
-            self.out.bias.zero_()  # type: ignore[union-attr]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.stem(x)]
-        for stage in self.down:
-            skips.append(stage(skips[-1]))
-        y = skips.pop()
-        for stage in self.up:
-            s = skips.pop()
-            y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            y = stage(torch.cat([y, s], dim=1))
-        return self.out(y)  # type: ignore[no-any-return]
-
-
-RING_STEPS = 8  # pixel rings of a hole filled from their neighbours; the rest from the row (bounded time)
-
-
-def background_fill(depth_n: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Depth for the holes of a warped view ``(B, 1, H, W)`` (normalized; ``valid``: a keyframe point landed).
-
-    A hole in a warped view is mostly a disocclusion, where the nearer surface that hid it has moved aside, so what
-    shows is what lay behind. The hole is grown from its edge for ``RING_STEPS`` pixel rings, each new pixel taking
-    the farthest surface among its known 3x3 neighbours (a masked max filter); what is left of a wider hole takes,
-    along its row, the farther of the nearest known depths to its left and right (the one side where only one
-    exists: two running maxima, constant time). Sky (normalized 1) is no surface; a hole whose row has nothing
-    known keeps its input value.
-
-    Measured on held-out routes (docs/results.md, "What limits the hybrid's depth"): the hybrid's depth MAE 13.99 m
-    with the nearest keyframe's depth in the holes, 12.06 m with the row rule alone, 11.30 m with rings grown to
-    the end (one pass per pixel of hole width), 11.00 m with this mix; OpenCV's inpainting, which blends across the
-    edge, had twice the hole error of the nearest keyframe's depth (bench/bench_hybrid_depth_limit.py).
-
-    On CPU OpenCV's dilation runs the rings (about 6x faster than torch's max filter there: 2.7 ms at 256x256,
-    one thread); elsewhere (CUDA) torch does, on the device. Both give the same answer
-    (test/test_hybrid.py)."""
-    if depth_n.device.type != "cpu":
-        return _background_fill_torch(depth_n, valid)
-    x = depth_n.detach().float().numpy()
-    v = valid.detach().numpy()
-    out = np.stack([[_background_fill_numpy(x[b, c], v[b, c]) for c in range(x.shape[1])] for b in range(len(x))])
-    return torch.from_numpy(out)
-
-
-_NEG = np.float32(-3e38)  # "no known depth" (below any normalized depth, above float32's lowest)
-
-
-def _background_fill_numpy(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """:func:`background_fill` of one ``(H, W)`` float32 image on the CPU (OpenCV dilation + numpy)."""
-    import cv2
-
-    surface = valid & (x < 1.0)
-    d = np.where(surface, x, _NEG).astype(np.float32)
-    known = surface.copy()
-    kernel = np.ones((3, 3), np.uint8)
-    for _ in range(RING_STEPS):
-        grown = cv2.dilate(d, kernel)
-        new = ~known & (grown > _NEG)
-        d = np.where(new, grown, d)
-        known |= new
-    h, w = x.shape
-    cols = np.broadcast_to(np.arange(w), x.shape)
-    left = np.maximum.accumulate(np.where(known, cols, -1), axis=-1)
-    right_f = np.maximum.accumulate(np.where(known[:, ::-1], cols, -1), axis=-1)[:, ::-1]
-    right = np.where(right_f >= 0, w - 1 - right_f, -1)
-    rows = np.arange(h)[:, None]
-    lv = np.where(left >= 0, d[rows, np.clip(left, 0, None)], _NEG)
-    rv = np.where(right >= 0, d[rows, np.clip(right, 0, None)], _NEG)
-    fill = np.where(known, d, np.maximum(lv, rv))
-    return np.where(fill > _NEG, fill, x).astype(np.float32)
-
-
-def _background_fill_torch(depth_n: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """:func:`background_fill` in torch, on the tensors' device."""
-    x = depth_n.float()
-    surface = valid & (x < 1.0)
-    neg = float(_NEG)
-    d = torch.where(surface, x, torch.full_like(x, neg))
-    known = surface
-    for _ in range(RING_STEPS):
-        grown = torch.nn.functional.max_pool2d(d, 3, stride=1, padding=1)
-        new = ~known & (grown > neg)
-        d = torch.where(new, grown, d)
-        known = known | new
-    w = x.shape[-1]
-    cols = torch.arange(w, device=x.device).expand(x.shape)
-    none = torch.full_like(cols, -1)
-    left = torch.where(known, cols, none).cummax(dim=-1).values  # last known column at or before
-    right_f = torch.where(known.flip(-1), cols, none).cummax(dim=-1).values.flip(-1)  # in flipped columns
-    right = torch.where(right_f >= 0, w - 1 - right_f, none)  # first known column at or after
-    lv = torch.where(left >= 0, d.gather(-1, left.clamp_min(0)), torch.full_like(x, neg))
-    rv = torch.where(right >= 0, d.gather(-1, right.clamp_min(0)), torch.full_like(x, neg))
-    fill = torch.where(known, d, torch.maximum(lv, rv))
-    return torch.where(fill > neg, fill, x)
 
 
 class HybridNet(PoseToImage, ModelBase):

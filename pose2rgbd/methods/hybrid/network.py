@@ -2,7 +2,8 @@
 and outputs, so it exports to ONNX and runs in ONNX Runtime while the warp (data-dependent scatters, no graph)
 stays in torch / numba.
 
-:class:`NetworkPart` ``(pose, warped rgb, warped depth, valid, hits) -> (rgb, log depth scale)``: exactly the
+:class:`FillUNet` is the fill network (its input: the ``FILL_INPUTS`` channels of decoder and warped RGB-D, valid
+and hits). :class:`NetworkPart` ``(pose, warped rgb, warped depth, valid, hits) -> (rgb, log depth scale)``: exactly the
 computation of :meth:`pose2rgbd.methods.hybrid.net.HybridNet.forward` between the warp and the depth correction.
 :func:`export_network_part` writes it to an ``.onnx`` file (dynamic batch axis) and checks the file against torch;
 :class:`OnnxNetworkPart` runs such a file with the same call signature. The render engine uses them when a hybrid
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pose2rgbd.errors import CheckpointError
@@ -30,6 +32,42 @@ log = logging.getLogger(__name__)
 INPUTS = ("pose", "warped_rgb", "warped_depth", "valid", "hits")
 OUTPUTS = ("rgb", "log_scale")
 DEFAULT_TOLERANCE = 1e-3  # max abs difference to torch, in the outputs' units ([-1, 1] colour, log scale)
+FILL_INPUTS = 10  # decoder RGB 3 + depth 1, warped RGB 3 + depth 1, valid 1, hits 1
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+class FillUNet(nn.Module):
+    """A small U-Net: ``levels`` stride-2 stages of two 3x3 convolutions (widths c, 2c, 4c, ...), bilinear
+    upsampling with skip connections, a zero-initialized 3x3 output convolution (4 channels: RGB + depth)."""
+
+    def __init__(self, cin: int, channels: int, levels: int) -> None:
+        super().__init__()
+        c = int(channels)
+        self.stem = nn.Sequential(_conv(cin, c), _conv(c, c))
+        widths = [c * 2**i for i in range(levels + 1)]
+        self.down = nn.ModuleList(
+            nn.Sequential(_conv(widths[i], widths[i + 1], 2), _conv(widths[i + 1], widths[i + 1]))
+            for i in range(levels)
+        )
+        self.up = nn.ModuleList(_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels)))
+        self.out = nn.Conv2d(c, 4, 3, padding=1)
+        with torch.no_grad():  # the residual starts at zero: the untrained model answers the warped frames
+            self.out.weight.zero_()
+            self.out.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for stage in self.down:
+            skips.append(stage(skips[-1]))
+        y = skips.pop()
+        for stage in self.up:
+            s = skips.pop()
+            y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            y = stage(torch.cat([y, s], dim=1))
+        return self.out(y)  # type: ignore[no-any-return]
 
 
 class NetworkPart(nn.Module):

@@ -1,0 +1,81 @@
+"""Poses as the render engine takes them: a checked batch (:func:`check_pose_batch`), the next poses predicted
+for the look-ahead (:func:`extrapolate_constant_velocity`), how close a cached frame's pose is to a request
+(:func:`pose_close`), and the training cameras a checkpoint carries (:func:`training_pose_set`, for the distance
+of a request to what the model saw).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pose2rgbd.errors import GeometryError
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.transforms import T_from_tq
+
+if TYPE_CHECKING:
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+def training_pose_set(loaded: LoadedCheckpoint) -> PoseSet | None:
+    """The training cameras saved with a checkpoint (``extra["training_poses"]``: ``(N, 7)`` x y z qx qy qz qw,
+    ``extra["coverage_rot_weight_m"]``), or ``None`` for a checkpoint without them."""
+    tq = loaded.extra.get("training_poses")
+    if tq is None:
+        return None
+    a = np.asarray(tq, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 7 or len(a) == 0:
+        log.warning("%s: training_poses of shape %s ignored (expected (N, 7))", loaded.where, a.shape)
+        return None
+    return PoseSet(T_from_tq(a[:, :3], a[:, 3:]), rot_weight_m=float(loaded.extra.get("coverage_rot_weight_m", 10.0)))
+
+
+def check_pose_batch(T_world_cam: np.ndarray) -> np.ndarray:
+    """``(4, 4)`` or ``(N, 4, 4)`` -> ``(N, 4, 4)`` float64; NaN / inf / non-rigid input raises GeometryError."""
+    T = np.asarray(T_world_cam, dtype=np.float64)
+    if T.shape == (4, 4):
+        T = T[None]
+    if T.ndim != 3 or T.shape[1:] != (4, 4):
+        raise GeometryError(f"poses: expected (N, 4, 4) or (4, 4), got {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise GeometryError("pose contains NaN or inf; rejected")
+    R = T[:, :3, :3]
+    err = np.abs(np.einsum("nji,njk->nik", R, R) - np.eye(3)).max() if len(T) else 0.0
+    if err > 1e-4:
+        raise GeometryError(f"pose rotation is not orthonormal (max error {err:.1e}); rejected")
+    return T
+
+
+def extrapolate_constant_velocity(
+    t0_ns: int, T0: np.ndarray, t1_ns: int, T1: np.ndarray, query_ns: np.ndarray
+) -> np.ndarray:
+    """Constant linear and angular velocity (world frame) from two poses, evaluated at ``query_ns``.
+
+    Returns ``(M, 4, 4)``. With ``t1_ns <= t0_ns`` the pose is held (zero velocity).
+    """
+    q = np.asarray(query_ns, dtype=np.int64)
+    out = np.repeat(np.asarray(T1, dtype=np.float64)[None], len(q), axis=0)
+    dt = (t1_ns - t0_ns) * 1e-9
+    if dt <= 0:
+        return out
+    v = (T1[:3, 3] - T0[:3, 3]) / dt
+    w = Rotation.from_matrix(T1[:3, :3] @ T0[:3, :3].T).as_rotvec() / dt  # world-frame angular velocity
+    h = (q - t1_ns).astype(np.float64) * 1e-9
+    out[:, :3, 3] = T1[:3, 3] + h[:, None] * v
+    out[:, :3, :3] = Rotation.from_rotvec(h[:, None] * w).as_matrix() @ T1[:3, :3]
+    return out
+
+
+def pose_close(Ta: np.ndarray, Tb: np.ndarray, tol_m: float, tol_rad: float) -> tuple[bool, float]:
+    dt = float(np.linalg.norm(Ta[:3, 3] - Tb[:3, 3]))
+    c = (np.trace(Ta[:3, :3].T @ Tb[:3, :3]) - 1.0) / 2.0
+    ang = float(np.arccos(np.clip(c, -1.0, 1.0)))
+    ok = dt <= tol_m and ang <= tol_rad
+    # a single score to pick the best cached entry: metres + radians scaled to metres by the tolerances
+    score = dt / max(tol_m, 1e-9) + ang / max(tol_rad, 1e-9)
+    return ok, score

@@ -1,0 +1,139 @@
+"""The folder of a training run: what it holds (:data:`RUN_FILES`), the checks before a run writes into it, and
+what ``--overwrite`` and ``--resume`` do with an earlier run there (:func:`pose2rgbd.training.train.train`).
+
+* :func:`check_out_dir`: refuse an ``out_dir`` that is, contains or lies inside an input, a foreign folder, or
+  (without ``--resume`` / ``--overwrite``) an earlier run;
+* :func:`move_aside` / :func:`restore`: ``--overwrite`` moves the earlier run into ``previous-run-<UTC time>/``
+  and puts it back if the new run stops before its first checkpoint;
+* :func:`resume_without_checkpoint`, :func:`check_resume`: ``--resume`` with no ``last.pt`` to continue from
+  (e.g. after a killed ``--overwrite``), and a checkpoint whose model, dataset or data split differ from the
+  requested ones.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pose2rgbd import config as cfgmod
+from pose2rgbd.errors import CheckpointError
+from pose2rgbd.models import LoadedCheckpoint, load_checkpoint
+from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
+from pose2rgbd.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Train-config fields that must not change when resuming (they define the data the model saw). Every model-config
+# key is fixed on resume as well (see check_resume), method-owned data settings included.
+RESUME_FIXED = ("split", "seed", "val_fraction", "test_fraction", "every_nth")
+
+# What a training run writes into its folder (pose2rgbd.training.train.train_one_process).
+RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb")
+
+
+def check_out_dir(
+    out: Path, dataset: Path, others: Sequence[str | Path], *, resume: bool, overwrite: bool
+) -> list[str]:
+    """Refuse an ``out`` that would destroy the dataset or another input (a config file: a resume leaves the
+    files in ``out`` alone, so there only the dataset counts), a foreign folder or (without resume / overwrite)
+    an earlier run; returns the earlier run's files that ``overwrite`` will replace."""
+    check_output(out, TRAINING_RUN, inputs=[dataset] if resume else [dataset, *others], overwrite=overwrite)
+    if not out.exists():
+        return []
+    check_not_foreign_dir(out, TRAINING_RUN, what_to_do="choose a new or empty --out folder")
+    earlier = [n for n in RUN_FILES if (out / n).exists()]
+    if resume or not earlier:
+        return []
+    if not overwrite:
+        raise OutputError(
+            f"{out} holds an earlier training run ({', '.join(earlier)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out (nothing was changed)"
+        )
+    return earlier
+
+
+def resume_without_checkpoint(out: Path) -> None:
+    """``--resume`` and ``out`` has no ``last.pt``: refuse when an earlier run moved aside by an ``--overwrite``
+    that was killed is there (continuing it or starting anew is the user's choice), else say that the run starts
+    from its first step."""
+    here = [n for n in RUN_FILES if (out / n).exists()]
+    for aside in sorted(out.glob("previous-run-*"), reverse=True):
+        ck = aside / "last.pt"
+        if not ck.is_file():
+            continue
+        try:
+            st = load_checkpoint(ck)
+            where = f"its last.pt is at step {st.step}, epoch {st.epoch}"
+        except CheckpointError as e:
+            where = f"its last.pt cannot be read: {e}"
+        stopped = f" (its {', '.join(here)} are in {out})" if here else ""
+        raise OutputError(
+            f"{out}: --resume found no last.pt to continue from. A run started with --overwrite was stopped before "
+            f"its first checkpoint{stopped}, and the earlier run it was replacing is in {aside} ({where}). To "
+            f"continue the earlier run, delete the stopped run's files from {out}, move the files of {aside} back "
+            f"into {out} and run with --resume again; to start the new run from its beginning, run it with "
+            f"--overwrite instead of --resume ({aside} stays until you delete it). Nothing was changed"
+        )
+    if here:
+        log.warning(
+            "%s: no last.pt to resume from (%s are there: a run stopped before its first checkpoint); starting from "
+            "step 0",
+            out, ", ".join(here),
+        )  # fmt: skip
+    else:
+        log.info("%s: no last.pt to resume from; starting a new run", out)
+
+
+def move_aside(out: Path, names: list[str]) -> Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = out / f"previous-run-{stamp}"
+    aside.mkdir()
+    for n in names:
+        os.replace(out / n, aside / n)
+    log.info("replacing the earlier run in %s: its files are in %s until the new run finishes", out, aside)
+    return aside
+
+
+def restore(out: Path, aside: Path) -> None:
+    """The new run failed: bring the earlier run back unless the new one already wrote a checkpoint."""
+    if (out / "last.pt").exists():
+        log.warning("the new run stopped after writing %s; the earlier run is kept in %s", out / "last.pt", aside)
+        return
+    for p in aside.iterdir():
+        dst = out / p.name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        os.replace(p, dst)
+    aside.rmdir()
+    log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
+
+
+def check_resume(
+    path: Path, ck: LoadedCheckpoint, family: ModelFamily, mc: Any, tc: TrainConfig, fingerprint: str
+) -> None:
+    if ck.kind != family.kind:
+        raise CheckpointError(f"{path}: cannot resume, it holds a {ck.kind!r} model, not {family.kind!r}")
+    have, want = cfgmod.to_dict(ck.model_config), cfgmod.to_dict(mc)
+    diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
+    if diff:
+        raise CheckpointError(f"{path}: cannot resume, the model differs ({'; '.join(diff)})")
+    if ck.dataset_fingerprint != fingerprint:
+        raise CheckpointError(
+            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}"
+        )
+    old, tdict = ck.train_config, cfgmod.to_dict(tc)
+    diff = [
+        f"{k}: {old.get(k)!r} vs {tdict[k]!r}"
+        for k in RESUME_FIXED
+        if k in old and k in tdict and old.get(k) != tdict[k]
+    ]
+    if diff:
+        raise CheckpointError(f"{path}: cannot resume with another data split ({'; '.join(diff)})")

@@ -65,19 +65,31 @@ class Schema:
 
     ``defaults``: per section (``""`` for a single dataclass), values that replace the class's own defaults, e.g.
     the preset a command was given: ``--help`` shows them and every other source (``--config``, flags, ``--set``)
-    applies on top of them."""
+    applies on top of them. ``moved``: keys that moved to another section, ``{old: (new, why)}``: a ``--config``
+    file that still uses one is refused with both names, as it is read."""
 
     def __init__(
-        self, spec: type | Mapping[str, type], defaults: Mapping[str, Mapping[str, Any]] | None = None
+        self,
+        spec: type | Mapping[str, type],
+        defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        moved: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.sections: dict[str, type] = {"": spec} if isinstance(spec, type) else dict(spec)
         self.defaults: dict[str, Mapping[str, Any]] = dict(defaults or {})
+        self.moved: dict[str, tuple[str, str]] = dict(moved or {})
         unknown = sorted(set(self.defaults) - set(self.sections))
         if unknown:
             raise ConfigError(f"defaults for unknown section(s) {unknown}")
         self.leaves: dict[str, Leaf] = {}
         for name, cls in self.sections.items():
             self.leaves.update(leaves(cls, f"{name}." if name else "", self.defaults.get(name)))
+
+    def check_moved(self, data: Mapping[str, Any], where: str) -> None:
+        """Refuse a key of ``data`` (nested, as read from ``where``) that moved."""
+        for old, (new, why) in self.moved.items():
+            section, _, key = old.partition(".")
+            if isinstance(data.get(section), Mapping) and key in data[section]:
+                raise ConfigError(f"{where}: '{old}' is now '{new}' ({why}); rename it")
 
     def leaf(self, key: str, origin: str) -> Leaf:
         if key in self.leaves:
@@ -295,7 +307,9 @@ def config_data(args: argparse.Namespace, extra: Mapping[str, Any] | None = None
     schema: Schema = getattr(args, SCHEMA)
     data: dict[str, Any] = {}
     for path in getattr(args, FILES, None) or []:
-        _merge(data, read_yaml_dict(path))
+        d = read_yaml_dict(path)
+        schema.check_moved(d, str(path))
+        _merge(data, d)
     for key, value, origin, raw in getattr(args, OPS, None) or []:
         leaf = schema.leaf(key, origin)
         if raw:

@@ -445,7 +445,7 @@ def test_moved_depth_keys_name_their_new_place(tmp_path: Path) -> None:
     f = tmp_path / "old.yaml"
     f.write_text("train:\n  depth_max: 50\n")
     with pytest.raises(ConfigError, match=r"old\.yaml: 'train\.depth_max' is now 'model\.depth_max'"):
-        _parse([*COMMANDS["train"], "--config", str(f)])
+        config_from_args(_parse([*COMMANDS["train"], "--config", str(f)]))  # refused as the file is read
     cfg = config_from_args(
         _parse([*COMMANDS["train"], "--model.depth_max", "50", "--set", "model.depth_max_percentile=97"])
     )

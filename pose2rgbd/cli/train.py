@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd import config as cfgmod
-from pose2rgbd.config_cli import FILES, Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.config_cli import FILES, SCHEMA, Alias, Schema, add_config_flags, config_data
 from pose2rgbd.errors import ConfigError
 
 DEFAULT_METHOD = "pose2rgbd"
@@ -41,9 +41,10 @@ ALIASES = (
 
 # Keys that moved from the train section to the Pose2RGBD model section: old spellings get an error naming the
 # new key (in --config files, --set and as flags).
+WHY_MOVED = "the depth range is a setting of the Pose2RGBD model, saved with it"
 MOVED_KEYS = {
-    "train.depth_max": "model.depth_max",
-    "train.depth_max_percentile": "model.depth_max_percentile",
+    "train.depth_max": ("model.depth_max", WHY_MOVED),
+    "train.depth_max_percentile": ("model.depth_max_percentile", WHY_MOVED),
 }
 
 
@@ -79,9 +80,8 @@ def _pre_parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
-    """A clear error for a key that moved (a flag, ``--set`` or a ``--config`` file)."""
-    from pose2rgbd.config import read_yaml_dict
-
+    """A clear error for a flag or ``--set`` of a key that moved (a ``--config`` file: the schema's ``moved``, as
+    the file is read)."""
     used: list[tuple[str, str]] = []
     for tok in rest:
         key = tok.removeprefix("--").split("=", 1)[0]
@@ -91,19 +91,10 @@ def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
         key = item.split("=", 1)[0].strip()
         if key in MOVED_KEYS:
             used.append((f"--set {key}", key))
-    for path in pre.config:
-        if not Path(path).is_file():
-            continue  # the config reader names a missing file
-        section = read_yaml_dict(path).get("train")
-        for key in MOVED_KEYS:
-            if isinstance(section, dict) and key.split(".", 1)[1] in section:
-                used.append((f"{path}", key))
     if used:
         where, old = used[0]
-        raise ConfigError(
-            f"{where}: '{old}' is now '{MOVED_KEYS[old]}' (the depth range is a setting of the Pose2RGBD model, "
-            f"saved with it); rename it"
-        )
+        new, why = MOVED_KEYS[old]
+        raise ConfigError(f"{where}: '{old}' is now '{new}' ({why}); rename it")
 
 
 def _schema(pre: argparse.Namespace) -> Schema:
@@ -114,7 +105,7 @@ def _schema(pre: argparse.Namespace) -> Schema:
     base = family.make_config(name) if name is not None else family.config_cls()
     # the preset's values become the defaults the config file, flags and --set override (and --help shows)
     overrides = {k: v for k, v in cfgmod.to_dict(base).items() if k in (family.presets.get(name) or {})}
-    return Schema({"model": family.config_cls, "train": TrainConfig}, defaults={"model": overrides})
+    return Schema({"model": family.config_cls, "train": TrainConfig}, defaults={"model": overrides}, moved=MOVED_KEYS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -182,17 +173,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
-def _fit_to_dataset(args: argparse.Namespace, mc: Any) -> Any:
+def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any]) -> Any:
     """The method's own policy for a dataset its settings do not suit (the family's ``fit_dataset``, e.g.
-    Pose2RGBD on data without depth), given the ``model.*`` settings the user chose; its note is printed."""
-    from pose2rgbd.config_cli import config_data
+    Pose2RGBD on data without depth), given the ``model.*`` settings the user chose (in ``data``, what the config
+    was built from); its note is printed."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.models.registry import get_family
 
     family = get_family(args.method)
     if not family.fit_dataset:
         return mc
-    given = dict(config_data(args).get("model") or {})
+    given = dict(data.get("model") or {})
     if args.preset is not None:
         given["preset"] = args.preset
     mc, note = family.fit_to_dataset(mc, Dataset(args.dataset), given)
@@ -202,9 +193,10 @@ def _fit_to_dataset(args: argparse.Namespace, mc: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    data = config_data(args)  # --config files (read once), flags, --set
+    cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
-    mc = _fit_to_dataset(args, mc)
+    mc = _fit_to_dataset(args, mc, data)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
                  overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))

@@ -215,3 +215,15 @@ def test_kitti_calib_without_labels_is_read_by_row(tmp_path: Path) -> None:
     with pytest.raises(PoseImportError, match="no row for camera 7"):
         convert_images(poses, tmp_path / "ds2", ImagesConfig(images=str(seq / "image_2"), kitti_camera=7),
                        progress=False)  # fmt: skip
+
+
+def test_a_dropped_repeat_s_depth_is_not_counted(tmp_path: Path) -> None:
+    """The depth of a repeated frame that is dropped is not imported: the depth-import counts are those of the
+    frames written (a pose-check sample reads depth maps on its own, uncounted)."""
+    s = tmp_path / "s"
+    names = _images(s, 4, repeat_after=(1,))  # f02 repeats f01
+    out = convert_images(_transforms(s, names, _depth_pngs(s, 4), depth_unit_scale_factor=0.001), tmp_path / "ds",
+                         progress=False)  # fmt: skip
+    rep = json.loads((out / "report" / "summary.json").read_text())
+    assert len(Dataset(out)) == 3 and rep["frames"]["repeats"]["repeats"] == 1
+    assert rep["depth_import"]["files"] == 3 and rep["depth_import"]["invalid_code_pixels"] == {"0": 6, "65535": 9}

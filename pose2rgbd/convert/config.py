@@ -21,8 +21,9 @@ ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
 
 @dataclass
 class ConvertTopics(SensorTopics):
-    """Bag topics: the sensor topics of the record node (:class:`~pose2rgbd.messages.topics.SensorTopics`; empty
-    here: found by message type) and the two only a conversion reads."""
+    """Bag topics: the sensor topics of the record node (:class:`~pose2rgbd.messages.topics.SensorTopics`) and the
+    two only a conversion reads. In a :class:`ConvertConfig` the sensor topics start empty (found by message type);
+    a ``ConvertTopics`` made by hand has the record node's names unless given."""
 
     imu: str = help_field("", "Imu; empty = by type (optional)")
     depth: str = help_field("/ground_truth/depth", "32FC1 depth included as metric depth if present")

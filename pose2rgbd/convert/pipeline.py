@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -54,19 +54,23 @@ class ConvertOutput:
 
 
 class Frame(NamedTuple):
-    """One kept frame of pass 2: ``k`` indexes the plan's arrays; ``label`` names it in messages."""
+    """One kept frame of pass 2: ``k`` indexes the plan's arrays; ``label`` names it in messages. ``raw``: the image
+    as stored, which the repeat check compares (default: ``rgb``); ``depth`` may be a function that reads it, called
+    only for a frame that is written."""
 
     k: int
     rgb: np.ndarray
-    depth: np.ndarray | None
+    depth: np.ndarray | Callable[[], np.ndarray] | None
     label: str
+    raw: np.ndarray | None = None
 
 
 @dataclass
 class DatasetPlan:
     """What the write step writes: ``stamps_ns`` / ``T_world_cam`` / ``lla`` of the kept frames, in the order the
     source yields them; ``summary`` becomes ``report/summary.json`` (its ``frames`` dict gets ``written`` and
-    ``repeats``); ``detail`` is the source's own record of planning, for its report."""
+    ``repeats``); ``detail`` is the source's own record of planning, for its report. ``resize``: frames whose size
+    differs from the manifest's camera are resized to it (the user's ``--size``); else such a frame is an error."""
 
     manifest: Manifest
     stamps_ns: np.ndarray
@@ -75,6 +79,7 @@ class DatasetPlan:
     lla: np.ndarray | None = None
     source_id: np.ndarray | None = None
     detail: Any = None
+    resize: bool = False
     desc: str = "writing frames"
     notes: list[str] = field(default_factory=list)
 
@@ -113,8 +118,10 @@ def convert(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    repeats: bool = True,
 ) -> Path:
-    """plan -> write -> report (see the module docstring); returns the dataset's path."""
+    """plan -> write -> report (see the module docstring); returns the dataset's path. ``repeats=False``: no repeat
+    check at all (a stage that rewrites a dataset frame for frame)."""
     from pose2rgbd.convert.repeats import RepeatFilter
     from pose2rgbd.progress import bar as progress_bar
 
@@ -126,27 +133,32 @@ def convert(
             writer.begin(plan.manifest)
             cam = plan.manifest.camera
             wh = (cam.width, cam.height)
-            repeats = RepeatFilter(keep=output.keep_repeats)
+            check = RepeatFilter(keep=output.keep_repeats) if repeats else None
             bar = progress_bar(total=len(plan), desc=plan.desc, unit="frame", progress=progress)
             n_read = 0
-            for k, rgb, depth, label in prefetch(source.frames(plan), 8, name="pose2rgbd-decode"):
+            for k, rgb, depth, label, raw in prefetch(source.frames(plan), 8, name="pose2rgbd-decode"):
                 bar.update(1)
                 n_read += 1
-                if repeats.drop(rgb, label):
+                if check is not None and check.drop(rgb if raw is None else raw, label):
                     continue
+                if callable(depth):
+                    depth = depth()
+                if plan.resize:
+                    rgb = _resized(rgb, wh, False)
+                    depth = None if depth is None else _resized(depth, wh, True)
                 writer.add_frame(
-                    int(plan.stamps_ns[k]), plan.T_world_cam[k], _resized(rgb, wh, False),
-                    None if depth is None else _resized(depth, wh, True),
+                    int(plan.stamps_ns[k]), plan.T_world_cam[k], rgb, depth,
                     latlonalt=None if plan.lla is None else _lla(plan.lla[k]),
                     source_id=0 if plan.source_id is None else int(plan.source_id[k]),
                 )  # fmt: skip
             bar.close()
             if n_read != len(plan):
                 raise SyncError(f"{source.inputs()[0]}: expected {len(plan)} frames in pass 2, read {n_read}")
-            if repeats.repeats:
-                log.warning("%s: %s", source.inputs()[0], repeats.line())
             frames = plan.summary.setdefault("frames", {})
-            frames["repeats"] = repeats.to_dict()
+            if check is not None:
+                if check.repeats:
+                    log.warning("%s: %s", source.inputs()[0], check.line())
+                frames["repeats"] = check.to_dict()
             frames["written"] = len(writer)
             folder = writer.root / "report"
             folder.mkdir(exist_ok=True)

@@ -16,10 +16,16 @@ from pose2rgbd.config import help_field
 class SensorTopics:
     """Input topics (in a bag conversion an empty name is found by message type)."""
 
-    image: str = help_field("/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage)")
-    camera_info: str = help_field("/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo)")
-    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix)")
-    odom: str = help_field("/odom", "odometry whose orientation is used (nav_msgs/Odometry)")
+    image: str = help_field(
+        "/camera/image_raw", "camera images (sensor_msgs/Image, or CompressedImage); convert bag: empty = by type"
+    )
+    camera_info: str = help_field(
+        "/camera/camera_info", "camera intrinsics (sensor_msgs/CameraInfo); convert bag: empty = by type"
+    )
+    gps: str = help_field("/gps/fix", "GPS fixes (sensor_msgs/NavSatFix); convert bag: empty = by type")
+    odom: str = help_field(
+        "/odom", "odometry whose orientation is used (nav_msgs/Odometry); convert bag: empty = by type (optional)"
+    )
 
 
 # the keys of SensorTopics a bag conversion finds by message type unless they are named

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -267,19 +268,22 @@ class PosedImagesSource:
             extra={"conversion": {k: summary[k] for k in ("input", "undistortion", "assumptions")},
                    "pose_check": check.verdict},
         )  # fmt: skip
-        return DatasetPlan(man, np.asarray(pi.stamps_ns, dtype=np.int64), pi.T_world_cam, summary, detail=check)
+        return DatasetPlan(man, np.asarray(pi.stamps_ns, dtype=np.int64), pi.T_world_cam, summary, detail=check,
+                           resize=wh is not None)  # fmt: skip
 
     def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
         pi, und = self.pi, self._und
         for i in range(len(pi.images)):
             sc = pi.cameras[i]
-            rgb = und.apply(_read_rgb(pi.images[i], sc), sc)
-            depth = None
-            if self._depth_files is not None:
-                d = read_depth_map(self._depth_files[i], (sc.height, sc.width), self._dscale, self._codes,
-                                   self._dstats, npy_scale=self._npy_scale)  # fmt: skip
-                depth = und.apply(d, sc, nearest=True)
-            yield Frame(i, rgb, depth, pi.images[i].name)
+            raw = _read_rgb(pi.images[i], sc)  # a repeat is judged as stored, before undistortion
+            depth = None if self._depth_files is None else partial(self._depth, i, sc)  # read for kept frames only
+            yield Frame(i, und.apply(raw, sc), depth, pi.images[i].name, raw)
+
+    def _depth(self, i: int, sc: SourceCamera) -> np.ndarray:
+        assert self._depth_files is not None
+        d = read_depth_map(self._depth_files[i], (sc.height, sc.width), self._dscale, self._codes, self._dstats,
+                           npy_scale=self._npy_scale)  # fmt: skip
+        return self._und.apply(d, sc, nearest=True)
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
         pi, summary, conversion = self.pi, plan.summary, plan.manifest.extra["conversion"]
@@ -318,7 +322,7 @@ def write_posed_images(
     """Write :class:`PosedImages` (from any reader, also your own) as a dataset: pose check, undistortion, atomic
     writing, ``report/``. ``inputs``: the paths read (never overwritten); default: the source and image folders."""
     cfg = cfg or ImagesConfig()
-    paths = None if inputs is None else [Path(p) for p in inputs if p is not None]
+    paths = None if inputs is None else [Path(p) for p in inputs if p]
     return convert(PosedImagesSource(pi, cfg, paths), out, cfg.output, overwrite=overwrite, progress=progress)
 
 

@@ -63,7 +63,8 @@ class SyncedSource:
             extra={"conversion": {k: summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
         )
         stamps = s.t0_ns + np.round(s.frame_t[keep] * 1e9).astype(np.int64)
-        return DatasetPlan(man, stamps, pose.T_world_cam[keep], summary, lla=pose.lla[keep], detail=pose)
+        return DatasetPlan(man, stamps, pose.T_world_cam[keep], summary, lla=pose.lla[keep], detail=pose,
+                           resize=wh is not None)  # fmt: skip
 
     def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
         pose: PosePlan = plan.detail

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from pose2rgbd.convert.pipeline import ConvertOutput, DatasetPlan, Frame, convert
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, convert
 from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
 from pose2rgbd.convert.stages.depth_report import metric_report, write_report
 from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, fit_scale
@@ -226,6 +226,7 @@ class DepthSource:
             yield Frame(i, ds.read_rgb(i), d, f"frame {i}")
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
+        plan.summary["frames"] = plan.summary["frames"]["written"]  # this report's "frames" is the count
         video = plan.T_world_cam if self.poses != "dataset" else None
         plan.summary.update(write_report(folder, self.ds, self._frames, self._pred, self._fits, self._scale_of,
                                          self._kind, video=video, poses_info=plan.detail,
@@ -265,7 +266,7 @@ def export_depth(
                       refine_poses=refine_poses, scale_cfg=scale_cfg, metric=metric, metric_cfg=metric_cfg,
                       inputs=inputs)  # fmt: skip
     # every frame is written, index-aligned with the input dataset (its repeats were dropped when it was made)
-    path = convert(src, out, ConvertOutput(keep_repeats=True), overwrite=overwrite, progress=progress)
+    path = convert(src, out, overwrite=overwrite, progress=progress, repeats=False)
     assert src.result is not None
     src.result.path = path
     return src.result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.convert.logs import GPS_FORMATS
@@ -163,18 +164,22 @@ def _print_result(out: Path) -> None:
     print(f"  report: {out / 'report'}")
 
 
-def _bag(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.sources.bag import convert_bag
+def _convert(name: str, args: argparse.Namespace, *source_args: Any, **source_kw: Any) -> Path:
+    """The pipeline (``pose2rgbd.convert.pipeline.convert``) on the source registered as ``name``."""
+    from pose2rgbd.convert import source_class
+    from pose2rgbd.convert.pipeline import convert
 
     cfg = config_from_args(args)
-    out = convert_bag(args.bag, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
-    _print_result(out)
+    source = source_class(name)(*source_args, cfg, **source_kw)
+    return convert(source, args.out, cfg.output, overwrite=args.overwrite, progress=not args.no_progress)
+
+
+def _bag(args: argparse.Namespace) -> int:
+    _print_result(_convert("bag", args, args.bag))
     return 0
 
 
 def _video(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.sources.video import convert_video
-
     if args.depth == "selfsup":
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
@@ -194,11 +199,8 @@ def _video(args: argparse.Namespace) -> int:
         print_export(res)
         return 0
 
-    out = convert_video(
-        args.video, args.gps, args.out, config_from_args(args), gps_format=args.gps_format, attitude=args.attitude,
-        attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc, overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    out = _convert("video", args, args.video, args.gps, gps_format=args.gps_format, attitude=args.attitude,
+                   attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc)  # fmt: skip
     _print_result(out)
     return 0
 
@@ -213,9 +215,7 @@ def _gps_odom(args: argparse.Namespace) -> int:
 
 
 def _images(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.sources.images import convert_images, print_result
+    from pose2rgbd.convert.sources.images import print_result
 
-    out = convert_images(args.source, args.out, config_from_args(args), overwrite=args.overwrite,
-                         progress=not args.no_progress)  # fmt: skip
-    print_result(out)
+    print_result(_convert("images", args, args.source))
     return 0

@@ -18,7 +18,8 @@ synthetic flight bag (``pose2rgbd.runtime.testing.write_flight_bag``: 2 m/s, gen
 within ``--tolerance-m`` / ``--tolerance-deg``). Weights are untrained: speed does not depend on training.
 Results are printed as they come and as a Markdown table at the end (with the command and the machine).
 
-The hybrid (``--presets hybrid`` / ``hybrid-lite``) is a checkpoint whose keyframe store holds ``--keyframes``
+The hybrid (``--presets hybrid`` / ``hybrid-lite``, or with model settings changed: ``hybrid-lite:fill_channels=8``)
+is a checkpoint whose keyframe store holds ``--keyframes``
 analytic ground-plane frames (:func:`pose2rgbd.methods.hybrid.testing.make_hybrid_checkpoint`, saved and loaded
 as a node loads it), on a 2 m grid that the flight crosses. **Resident** is the process's peak resident memory
 (VmHWM, reset before the engine is loaded: the checkpoint load, the engine's preparation and the renders, plus
@@ -48,6 +49,7 @@ NAMES = {
     "slice64": "Slice-64",
     "hybrid": "Hybrid",
     "hybrid-lite": "Hybrid-lite",
+    "hybrid-fast": "Hybrid-fast",
 }
 
 
@@ -55,10 +57,13 @@ def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Pat
     from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint
     from pose2rgbd.models import save_checkpoint
 
-    path = tmp / f"{preset}-{size}-{keyframes}.pt"
+    name, _, extra = preset.partition(":")  # hybrid-lite:fill_channels=8,fill_levels=3: a preset with overrides
+    pairs = [kv.split("=", 1) for kv in extra.split(",") if kv]
+    overrides = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in pairs}
+    path = tmp / f"{preset.replace(':', '_').replace(',', '_').replace('=', '')}-{size}-{keyframes}.pt"
     if path.is_file():
         return path
-    ck = make_hybrid_checkpoint(size, keyframes, preset=preset)
+    ck = make_hybrid_checkpoint(size, keyframes, preset=name, **overrides)
     return save_checkpoint(path, ck.model, dataset_fingerprint="bench", camera=ck.camera, depth_kind="metric")
 
 

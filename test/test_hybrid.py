@@ -214,9 +214,11 @@ def test_onnx_export_is_refused_with_a_reason(trained: Path, tmp_path: Path) -> 
 
 def test_config_checks_and_presets() -> None:
     fam = get_family("hybrid")
-    assert set(fam.presets) == {"hybrid", "hybrid-lite"}
+    assert set(fam.presets) == {"hybrid", "hybrid-lite", "hybrid-fast"}
     for size in (64, 512):
         assert fam.make_config("hybrid", size=size).decoder_config().size == size
+        fast = fam.make_config("hybrid-fast", size=size)  # valid at every size: 3 fill levels even at 64
+        assert (fast.fill_channels, fast.fill_levels, fast.dense_channels) == (8, 3, 256)
     from pose2rgbd.errors import ConfigError
 
     bads = ({"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"})

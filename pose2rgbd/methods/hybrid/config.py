@@ -118,4 +118,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hybrid": {"preset": "hybrid"},
     # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further
     "hybrid-lite": {"preset": "hybrid-lite", "dense_channels": 256, "trunk_channels": [64, 32, 32, 16, 16, 16]},
+    # for a CPU at sensor rate: the quarter-width decoder and a fill U-Net of half the width with one more level
+    # (its full-resolution convolutions are most of the time; the extra level keeps the receptive field)
+    "hybrid-fast": {
+        "preset": "hybrid-fast",
+        "dense_channels": 256,
+        "trunk_channels": [64, 32, 32, 16, 16, 16],
+        "fill_channels": 8,
+        "fill_levels": 3,
+    },
 }

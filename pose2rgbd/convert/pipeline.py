@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from pose2rgbd.prefetch import prefetch
 log = logging.getLogger(__name__)
 
 RGB_ENCODINGS = ("png", "jpg")
+_S = TypeVar("_S", bound="SourceBase")
 
 
 @dataclass
@@ -80,8 +81,6 @@ class DatasetPlan:
     source_id: np.ndarray | None = None
     detail: Any = None
     resize: bool = False
-    desc: str = "writing frames"
-    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.stamps_ns)
@@ -111,6 +110,25 @@ class Source(Protocol):
     ) -> None: ...
 
 
+class SourceBase:
+    """What the sources share: the paths they read in ``self._inputs``, and nothing held open between the passes (a
+    source that holds its input open, as the bag does, overrides ``__enter__`` / ``__exit__``)."""
+
+    kind = ""
+    _inputs: list[Path]
+
+    def inputs(self) -> list[Path]:
+        return self._inputs
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
 def convert(
     source: Source,
     out: str | Path,
@@ -134,7 +152,7 @@ def convert(
             cam = plan.manifest.camera
             wh = (cam.width, cam.height)
             check = RepeatFilter(keep=output.keep_repeats) if repeats else None
-            bar = progress_bar(total=len(plan), desc=plan.desc, unit="frame", progress=progress)
+            bar = progress_bar(total=len(plan), desc="writing frames", unit="frame", progress=progress)
             n_read = 0
             for k, rgb, depth, label, raw in prefetch(source.frames(plan), 8, name="pose2rgbd-decode"):
                 bar.update(1)

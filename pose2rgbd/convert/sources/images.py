@@ -17,14 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import cv2
 import numpy as np
 
 from pose2rgbd.config import to_dict
-from pose2rgbd.convert.pipeline import DatasetPlan, Frame, convert
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, depth_sample, plot_poses
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
@@ -181,7 +180,7 @@ def _default_name(source: Path) -> str:
     return p.name or "posed-images"
 
 
-class PosedImagesSource:
+class PosedImagesSource(SourceBase):
     """Posed images read by a format reader (:class:`PosedImages`, from any reader, also your own): the plan is
     the pose check and the undistortion onto one pinhole camera; pass 2 reads, undistorts and yields the frames."""
 
@@ -206,17 +205,6 @@ class PosedImagesSource:
         if self._pi is None:
             self._pi = read_posed_images(self.source, self.cfg)
         return self._pi
-
-    def inputs(self) -> list[Path]:
-        return self._inputs
-
-    def __enter__(self) -> PosedImagesSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
         pi, cfg = self.pi, self.cfg

@@ -6,37 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.pipeline import DatasetPlan, Frame
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase
 from pose2rgbd.convert.stages.time_offset import PosePlan, Streams, plan_poses
 from pose2rgbd.dataset import Manifest
 
 
-class SyncedSource:
+class SyncedSource(SourceBase):
     """Base of the time-synchronized sources: a subclass reads the streams (:meth:`read`) and the kept frames
     (:meth:`kept_frames`); this class plans, builds the manifest and reports."""
-
-    kind = ""
 
     def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
         self.path = Path(path)
         self.cfg = cfg or ConvertConfig()
         self.streams: Streams | None = None
-
-    def inputs(self) -> list[Path]:
-        return [self.path]
-
-    def __enter__(self) -> SyncedSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
+        self._inputs = [self.path]
 
     def read(self, *, progress: bool) -> Streams:
         """Pass 1: frame stamps, optical flow, GPS, camera, mount, orientation source."""

@@ -164,9 +164,7 @@ class VideoSource(SyncedSource):
         self.attitude = None if attitude is None else Path(attitude)
         self.attitude_degrees = attitude_degrees
         self.video_start_utc = video_start_utc
-
-    def inputs(self) -> list[Path]:
-        return [p for p in (self.path, self.gps_log, self.attitude) if p is not None]
+        self._inputs = [p for p in (self.path, self.gps_log, self.attitude) if p is not None]
 
     def read(self, *, progress: bool) -> Streams:
         """Pass 1: frame times and flow; the GPS and attitude logs."""

@@ -16,14 +16,13 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from pose2rgbd.convert.pipeline import DatasetPlan, Frame, convert
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
 from pose2rgbd.convert.stages.depth_report import metric_report, write_report
 from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, fit_scale
@@ -54,7 +53,7 @@ class ExportResult:
     metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
 
 
-class DepthSource:
+class DepthSource(SourceBase):
     """A dataset with the depth of a self-supervised model as a conversion source: the plan predicts and scales
     (see :func:`export_depth` for the options), pass 2 yields every frame with its depth, the report draws the
     scale and the trajectories."""
@@ -86,17 +85,6 @@ class DepthSource:
         self.metric, self.metric_cfg = metric, metric_cfg
         self._inputs = [Path(p) for p in (self.ds.path, checkpoint, *inputs)]
         self.result: ExportResult | None = None
-
-    def inputs(self) -> list[Path]:
-        return self._inputs
-
-    def __enter__(self) -> DepthSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
         ds, checkpoint, gps, poses = self.ds, self.checkpoint, self.gps, self.poses

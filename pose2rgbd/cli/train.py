@@ -177,7 +177,6 @@ def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any]) -> 
     """The method's own policy for a dataset its settings do not suit (the family's ``fit_dataset``, e.g.
     Pose2RGBD on data without depth), given the ``model.*`` settings the user chose (in ``data``, what the config
     was built from); its note is printed."""
-    from pose2rgbd.dataset import Dataset
     from pose2rgbd.models.registry import get_family
 
     family = get_family(args.method)
@@ -186,7 +185,7 @@ def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any]) -> 
     given = dict(data.get("model") or {})
     if args.preset is not None:
         given["preset"] = args.preset
-    mc, note = family.fit_to_dataset(mc, Dataset(args.dataset), given)
+    mc, note = family.fit_to_dataset(mc, args.dataset, given)
     if note:
         print(f"note: {note}")
     return mc

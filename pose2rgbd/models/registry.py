@@ -64,9 +64,10 @@ class ModelFamily:
             current layout of its config sections, e.g. a setting that moved from ``train_config`` into
             ``model_config`` (``None``: nothing to migrate). It must leave a current checkpoint unchanged.
         fit_dataset: the method's policy for a dataset its default settings do not suit, ``"module:function"``
-            called as ``function(config, dataset, given) -> (config, note)`` before training (``given``: the
-            ``model.*`` settings the user chose; raise :class:`~pose2rgbd.errors.ConfigError` to refuse, return a
-            ``note`` to say what changed); see :meth:`fit_to_dataset`.
+            called as ``function(config, dataset, given) -> (config, note)`` before training (``dataset``: its path,
+            opened by the policy if it needs it; ``given``: the ``model.*`` settings the user chose; raise
+            :class:`~pose2rgbd.errors.ConfigError` to refuse, return a ``note`` to say what changed); see
+            :meth:`fit_to_dataset`.
     """
 
     kind: str

@@ -27,12 +27,18 @@ from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 log = logging.getLogger(__name__)
 
 
-def fit_to_dataset(mc: Pose2RGBDConfig, ds: Dataset, given: dict[str, Any]) -> tuple[Pose2RGBDConfig, str]:
+def fit_to_dataset(
+    mc: Pose2RGBDConfig, dataset: str | Path | Dataset, given: dict[str, Any]
+) -> tuple[Pose2RGBDConfig, str]:
     """A dataset without depth (a video, posed photos): an RGB-only model (``outputs rgb``, ``preset base``) when
     the user chose neither setting (``given``), with a note; else one error that names every setting needed, not
     one at a time. The family's ``fit_dataset`` policy
-    (:meth:`pose2rgbd.models.registry.ModelFamily.fit_to_dataset`)."""
-    if not mc.has_depth or ds.has_depth:
+    (:meth:`pose2rgbd.models.registry.ModelFamily.fit_to_dataset`); a path is opened only when the model predicts
+    depth."""
+    if not mc.has_depth:
+        return mc, ""
+    ds = Dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    if ds.has_depth:
         return mc, ""
     chosen = {k: given[k] for k in ("outputs", "preset") if k in given}
     kind = ds.manifest.depth_kind

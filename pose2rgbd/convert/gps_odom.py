@@ -40,9 +40,9 @@ def align_gps_to_odometry(
     ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
     """
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.logs import GpsTrack, describe_dropped, gate_fixes
+    from pose2rgbd.convert.logs import GpsTrack
     from pose2rgbd.convert.report import plot_sync, plot_track
-    from pose2rgbd.geometry import Datum
+    from pose2rgbd.convert.stages.time_offset import gps_in_enu
 
     cfg = cfg or ConvertConfig()
     with open_bag(path) as bag:
@@ -63,11 +63,7 @@ def align_gps_to_odometry(
     ot, ov = ot[keep], ov[keep]
     tr = GpsTrack((g[:, 0] - t0) / 1e9, g[:, 1], g[:, 2], cfg.gps.altitudes(g[:, 3]), np.full(len(g), np.nan),
                   g[:, 4].astype(int), f"{path}:{gps_topic}")  # fmt: skip
-    kept = gate_fixes(tr, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
-    if line := describe_dropped(kept.dropped, len(tr)):
-        log.warning("%s: %s", tr.source, line)
-    datum = cfg.datum_obj() or Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
-    enu = datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
+    kept, datum, enu = gps_in_enu(tr, cfg)
     gs = speed_from_positions(kept.t_s, enu, cfg.speed_window_s)
     res = correlate_signals(ot, ov, kept.t_s, gs, cfg.sync, fallback_offset_s=cfg.time_offset_s)
     summary = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -29,6 +29,9 @@ from pose2rgbd.convert.stages.orientation import OrientationTrack, align_yaw_to_
 from pose2rgbd.errors import SyncError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T
 from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
+
+if TYPE_CHECKING:
+    from pose2rgbd.convert.logs import GpsTrack
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +110,27 @@ def _turning_frames(s: Streams, cfg: ConvertConfig) -> tuple[np.ndarray, str]:
     return turning, note
 
 
+def gps_in_enu(track: GpsTrack, cfg: ConvertConfig) -> tuple[GpsTrack, Datum, np.ndarray]:
+    """``(kept fixes, datum, their ENU positions (N, 3))``: the fixes the consensus gate keeps (the dropped ones
+    counted in a warning), about the configured datum or the first kept fix (a bad first fix cannot become the
+    origin)."""
+    from pose2rgbd.convert.logs import describe_dropped, gate_fixes
+
+    kept = gate_fixes(track, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
+    if line := describe_dropped(kept.dropped, len(track)):
+        log.warning("%s: %s", track.source, line)
+    datum = cfg.datum_obj() or Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
+    return kept, datum, datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
+
+
 def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
-    from pose2rgbd.convert.logs import GpsTrack, describe_dropped, gate_fixes
+    from pose2rgbd.convert.logs import GpsTrack
 
     if s.frame_t.size == 0:
         raise SyncError(f"{s.input_path}: no readable frames")
     alt = cfg.gps.altitudes(s.alt)
     track = GpsTrack(s.gps_t, s.lat, s.lon, alt, s.gps_speed, s.gps_status, s.gps_source)
-    kept = gate_fixes(track, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
-    if line := describe_dropped(kept.dropped, len(track)):
-        log.warning("%s: %s", s.gps_source, line)
-    datum = cfg.datum_obj()
-    if datum is None:  # the first fix the consensus gate kept (a bad first fix cannot become the origin)
-        datum = Datum(float(kept.lat[0]), float(kept.lon[0]), float(kept.alt[0]))
-    enu = datum.to_enu(kept.lat, kept.lon, kept.alt).reshape(-1, 3)
+    kept, datum, enu = gps_in_enu(track, cfg)
     all_enu_ok = np.isfinite(s.lat) & np.isfinite(s.lon) & np.isfinite(alt) & (np.abs(s.lat) <= 90)
     dropped_enu = np.zeros((0, 3))
     if (~np.isin(s.gps_t, kept.t_s) & all_enu_ok).any():

@@ -352,8 +352,8 @@ def test_background_hole_depth_changes_only_the_holes(plane) -> None:
     assert not torch.equal(a["depth"][~valid], b["depth"][~valid])
 
 
-def test_background_fill_opencv_and_torch_agree() -> None:
-    """The CPU path (OpenCV dilation) and the torch path (CUDA's) give the same fill."""
+def test_background_fill_numba_and_torch_agree() -> None:
+    """The CPU path (numba, over the hole pixels) and the torch path (CUDA's) give the same fill."""
     from pose2rgbd.methods.hybrid.hole_depth import _background_fill_torch, background_fill
 
     g = torch.Generator().manual_seed(0)
@@ -363,3 +363,9 @@ def test_background_fill_opencv_and_torch_agree() -> None:
     valid[1, 0, :, 10:40] = False  # a hole wider than the rings grow
     valid[0, 0, 20:] = False  # rows with nothing known below the rings' reach
     torch.testing.assert_close(background_fill(d, valid), _background_fill_torch(d, valid))
+    # holes as a warp leaves them: blobs of every size (smooth noise thresholded), at the image borders too
+    noise = torch.nn.functional.interpolate(torch.rand((3, 1, 9, 12), generator=g), size=(72, 96), mode="bicubic")
+    d2 = torch.rand((3, 1, 72, 96), generator=g) * 2 - 1
+    valid2 = noise > torch.tensor([0.3, 0.5, 0.7]).reshape(3, 1, 1, 1)
+    assert 0.2 < (~valid2).float().mean() < 0.8
+    torch.testing.assert_close(background_fill(d2, valid2), _background_fill_torch(d2, valid2))

@@ -67,6 +67,29 @@ def test_numba_warp_equals_the_torch_splat(ck) -> None:
         warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="cuda")
 
 
+def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
+    """A keyframe point that ties with one of an earlier keyframe (same depth, same pixel) loses, as in the
+    torch splat's z-buffer; the colours show which won."""
+    m = ck.model
+    Q = _queries()
+    rows, usable = m.select_keyframes(Q)
+    r = torch.from_numpy(rows)
+    rgb, depth = m.kf_rgb[r].clone(), m.kf_depth[r].clone()
+    # keyframe 1 = keyframe 0 in another colour: each of its points ties with one of keyframe 0 (which must win)
+    rgb[:, 1], depth[:, 1] = 255 - rgb[:, 0], depth[:, 0]
+    depth[0, :, :12] = float("inf")
+    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ m.kf_T[r]
+    T[:, 1] = T[:, 0]
+    usable[0, 2] = False  # query 0: only the two copies
+    args = (rgb, depth, T, m.kf_K, torch.from_numpy(usable))
+    a = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="numba")
+    b = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="torch")
+    assert a["valid"][0].float().mean() > 0.5
+    assert (a["hits"][0][a["valid"][0]] * 3 == 2).all()  # both copies landed on every splatted pixel
+    assert torch.equal(a["rgb"][0], b["rgb"][0])  # keyframe 0's colours
+    assert not torch.equal(a["rgb"][0], ((255 - rgb[0, 0]).float() / 127.5 - 1).permute(2, 0, 1))
+
+
 def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) -> None:
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)

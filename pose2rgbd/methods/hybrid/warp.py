@@ -73,87 +73,167 @@ def splat_keyframes(
 # Why a numba kernel on CPU: the torch splat above runs each keyframe as a chain of full-image tensor ops in float64
 # (project, round, mask, scatter-min, gather the winners, scatter the colours), then merges the keyframes with
 # another argmin / gather: about 20 passes over k x H x W values plus their allocations, 70 % of the CPU forward at
-# 256x256. The kernel below does the same arithmetic in one pass per keyframe with a running z-buffer across
-# keyframes and writes only which keyframe pixel won each query pixel; the colours are then gathered once.
+# 256x256. The kernels below do the same arithmetic in one pass per keyframe with a running z-buffer across
+# keyframes, keeping only which keyframe pixel won each query pixel; a second pass writes the outputs (colours
+# gathered once).
 _jit = njit(cache=True, error_model="numpy", nogil=True)
 EPS_Z = 1e-3  # as forward_splat: points closer than this to the query camera plane are dropped
 
 
 @_jit
-def _splat_merge_kernel(
+def _splat_kernel(
     depth: np.ndarray,  # (B, k, H, W) float32 metres (NaN / <= 0 invalid, +inf sky)
     T: np.ndarray,  # (B, k, 4, 4) float64 keyframe -> query
     K: np.ndarray,  # (3, 3) float64
     usable: np.ndarray,  # (B, k) bool
     sky_m: float,  # where sky is splatted (forward_splat: 1000 * far_m)
-    src: np.ndarray,  # out (B, H, W) int64: j * H * W + pixel of the winning keyframe point, -1 none
-    z_out: np.ndarray,  # out (B, H, W) float32: the winner's depth in the query (+inf sky), NaN none
-    valid: np.ndarray,  # out (B, H, W) bool
-    hits: np.ndarray,  # out (B, H, W) float32: keyframes that landed a point on the pixel
+    cls: np.ndarray,  # out (B, H * W) int8: 0 surface, 1 sky, 2 nothing landed
+    zb: np.ndarray,  # out (B, H * W) float64: the winner's depth in the query (sky: its splat depth)
+    kf: np.ndarray,  # out (B, H * W) int8: the winner's keyframe
+    pix: np.ndarray,  # out (B, H * W) int32: the winner's keyframe pixel (v * W + u)
+    bits: np.ndarray,  # out (B, H * W) int32: bit j set when keyframe j landed a point on the pixel
 ) -> None:
+    """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
+
+    The winner is the minimum of one total order (:func:`_wins`): a surface beats sky beats nothing; among surfaces
+    the nearer wins, then the earlier keyframe (nearer in pose), then the later keyframe pixel (as the scatter of
+    :func:`splat_keyframes`); all sky is equally far, so among sky the earlier keyframe wins, then the nearer
+    point, then the later pixel."""
     B, k, H, W = depth.shape
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    best_z = np.empty(H * W, np.float64)
-    best_cls = np.empty(H * W, np.int8)  # 0 surface, 1 sky, 2 nothing: a surface beats sky beats a hole
-    best_kf = np.empty(H * W, np.int64)
-    mark = np.empty(H * W, np.int64)
+    cls[:] = 2
+    zb[:] = np.inf
+    kf[:] = -1
+    pix[:] = -1
+    bits[:] = 0
+    xn = np.empty(W, np.float64)
+    for u in range(W):
+        xn[u] = (u - cx) / fx
     for b in range(B):
-        best_z[:] = np.inf
-        best_cls[:] = 2
-        best_kf[:] = -1
-        mark[:] = -1
         for j in range(k):
             if not usable[b, j]:
                 continue
-            R = T[b, j]
+            # the transform in locals: the compiler cannot keep array elements in registers across the writes below
+            r00, r01, r02, r03 = T[b, j, 0, 0], T[b, j, 0, 1], T[b, j, 0, 2], T[b, j, 0, 3]
+            r10, r11, r12, r13 = T[b, j, 1, 0], T[b, j, 1, 1], T[b, j, 1, 2], T[b, j, 1, 3]
+            r20, r21, r22, r23 = T[b, j, 2, 0], T[b, j, 2, 1], T[b, j, 2, 2], T[b, j, 2, 3]
+            bit = np.int32(1) << j
             for v in range(H):
                 yn = (v - cy) / fy
+                row = depth[b, j, v]
                 for u in range(W):
-                    d = np.float64(depth[b, j, v, u])
+                    d = np.float64(row[u])
                     sky = d == np.inf
                     if sky:
                         d = sky_m
                     elif not (d > 0.0 and d < np.inf):
                         continue
-                    xs = (u - cx) / fx * d
+                    xs = xn[u] * d
                     ys = yn * d
-                    z = R[2, 0] * xs + R[2, 1] * ys + R[2, 2] * d + R[2, 3]
+                    z = r20 * xs + r21 * ys + r22 * d + r23
                     if not z > EPS_Z:
                         continue
-                    px = R[0, 0] * xs + R[0, 1] * ys + R[0, 2] * d + R[0, 3]
-                    py = R[1, 0] * xs + R[1, 1] * ys + R[1, 2] * d + R[1, 3]
+                    px = r00 * xs + r01 * ys + r02 * d + r03
+                    py = r10 * xs + r11 * ys + r12 * d + r13
                     fu = np.rint(fx * (px / z) + cx)  # half to even, as torch.round
                     fv = np.rint(fy * (py / z) + cy)
                     if not (fu >= 0 and fu < W and fv >= 0 and fv < H):
                         continue
                     q = int(fv) * W + int(fu)
-                    if mark[q] != j:
-                        mark[q] = j
-                        hits[b, q // W, q % W] += 1.0
+                    bits[b, q] |= bit
                     c = 1 if sky else 0
-                    bc = best_cls[q]
-                    same = best_kf[q] == j
-                    # as splat_keyframes: within a keyframe the nearest point (ties: the later one, as the scatter);
-                    # across keyframes a surface beats sky, the nearer surface wins (ties: the earlier keyframe),
-                    # and all sky is equally far (the earlier keyframe's sky stays)
-                    if c < bc or (c == bc and ((z < best_z[q] and (same or c == 0)) or (z == best_z[q] and same))):
-                        best_cls[q] = c
-                        best_z[q] = z
-                        best_kf[q] = j
-                        src[b, q // W, q % W] = j * H * W + v * W + u
-                        z_out[b, q // W, q % W] = np.inf if sky else np.float32(z)
+                    p = v * W + u
+                    if _wins(c, z, j, p, cls[b, q], zb[b, q], kf[b, q], pix[b, q]):
+                        cls[b, q] = c
+                        zb[b, q] = z
+                        kf[b, q] = j
+                        pix[b, q] = p
+
+
+@_jit
+def _wins(c: int, z: float, j: int, p: int, bc: int, bz: float, bj: int, bp: int) -> bool:
+    """Whether point (class c, depth z, keyframe j, keyframe pixel p) beats the current winner (see
+    :func:`_splat_kernel` for the order)."""
+    if c != bc:
+        return c < bc
+    if c == 0:  # surfaces: nearer, then the earlier keyframe, then the later pixel
+        if z != bz:
+            return z < bz
+        return j < bj or (j == bj and p > bp)
+    if j != bj:  # sky: the earlier keyframe, then nearer, then the later pixel
+        return j < bj
+    return z < bz or (z == bz and p > bp)
+
+
+@_jit
+def _finish_kernel(
+    cls: np.ndarray,  # (B, HW) int8: _splat_kernel's winners
+    zb: np.ndarray,  # (B, HW) float64
+    kf: np.ndarray,  # (B, HW) int8
+    pix: np.ndarray,  # (B, HW) int32
+    bits: np.ndarray,  # (B, HW) int32
+    depth: np.ndarray,  # (B, k, HW) float32: the keyframes' depth (holes take the nearest usable one's)
+    rgb: np.ndarray,  # (B, k, HW, 3) uint8: the keyframes' colours
+    usable: np.ndarray,  # (B, k) bool
+    rgb_out: np.ndarray,  # out (B, 3, HW) float32 zeros: the winner's colour in [-1, 1]
+    z_out: np.ndarray,  # out (B, HW) float32 NaN: the winner's depth in the query (+inf sky)
+    valid: np.ndarray,  # out (B, HW) bool False
+    hits: np.ndarray,  # out (B, HW) float32: keyframes that landed a point on the pixel
+) -> None:
+    B, HW = cls.shape
+    k = depth.shape[1]
+    for b in range(B):
         first = -1
         for j in range(k):
             if usable[b, j]:
                 first = j
                 break
-        for q in range(H * W):
-            v, u = q // W, q % W
-            if best_cls[q] < 2:
-                valid[b, v, u] = True
+        for q in range(HW):
+            c, j, p, m = cls[b, q], kf[b, q], pix[b, q], bits[b, q]
+            cnt = 0
+            while m:
+                cnt += m & 1
+                m >>= 1
+            hits[b, q] = cnt
+            if c < 2:
+                valid[b, q] = True
+                z_out[b, q] = np.inf if c == 1 else np.float32(zb[b, q])
             elif first >= 0:  # a hole: the nearest usable keyframe's own pixel (the reprojection baseline's fill)
-                src[b, v, u] = first * H * W + q
-                z_out[b, v, u] = depth[b, first, v, u]
+                j, p = first, q
+                z_out[b, q] = depth[b, first, q]
+            else:
+                continue  # no keyframe usable: colour 0, depth NaN
+            for ch in range(3):  # as torch: uint8 -> float32, / 127.5, - 1, in float32
+                rgb_out[b, ch, q] = np.float32(rgb[b, j, p, ch]) / np.float32(127.5) - np.float32(1.0)
+
+
+def splat_numba(
+    rgb: np.ndarray, depth: np.ndarray, T: np.ndarray, K: np.ndarray, usable: np.ndarray, sky_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
+    float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
+    ``usable`` ``(B, k)`` bool). Returns ``rgb`` ``(B, 3, H, W)`` float32 in [-1, 1] (a hole: the nearest usable
+    keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query,
+    +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that landed a point on the pixel).
+
+    One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
+    slower in the render engine on 2 cores (p50 31 against 26 ms, hybrid-fast at 256x256), where torch's OpenMP
+    threads still spin after the network's layers."""
+    B, k, H, W = depth.shape
+    if k > 31:
+        raise ValueError(f"the numba warp merges at most 31 keyframes per query, got {k}")
+    HW = H * W
+    cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
+    pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
+    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits)
+    rgb_out = np.zeros((B, 3, HW), np.float32)
+    z = np.full((B, HW), np.nan, np.float32)
+    valid = np.zeros((B, HW), np.bool_)
+    hits = np.zeros((B, HW), np.float32)
+    _finish_kernel(
+        cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits
+    )  # fmt: skip
+    return rgb_out.reshape(B, 3, H, W), z.reshape(B, H, W), valid.reshape(B, H, W), hits.reshape(B, H, W)
 
 
 def warp_gathered(
@@ -182,7 +262,7 @@ def warp_gathered(
     up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose)."""
     if kernel not in ("auto", "numba", "torch"):
         raise ValueError(f"kernel {kernel!r} is not auto, numba or torch")
-    B, k, H, W, C = rgb.shape
+    B, k = rgb.shape[:2]
     dev = rgb.device
     span = depth_max_m - depth_min_m
 
@@ -193,28 +273,17 @@ def warp_gathered(
     if kernel == "numba" or (kernel == "auto" and dev.type == "cpu"):
         if dev.type != "cpu":
             raise ValueError("the numba warp runs on CPU tensors; use kernel auto or torch on CUDA")
-        src = torch.full((B, H, W), -1, dtype=torch.int64)
-        z = torch.full((B, H, W), float("nan"), dtype=torch.float32)
-        valid = torch.zeros((B, H, W), dtype=torch.bool)
-        hits = torch.zeros((B, H, W), dtype=torch.float32)
-        _splat_merge_kernel(
+        out_rgb, z_np, valid_np, hits_np = splat_numba(
+            rgb.contiguous().numpy(),
             depth.float().contiguous().numpy(),
             T_query_kf.double().contiguous().numpy(),
-            K.double().numpy(),
+            K.double().contiguous().numpy(),
             usable.contiguous().numpy(),
             1000.0 * float(depth_max_m),
-            src.numpy(),
-            z.numpy(),
-            valid.numpy(),
-            hits.numpy(),
         )
-        flat = rgb.reshape(B, k * H * W, C)
-        idx = src.clamp_min(0).reshape(B, H * W, 1).expand(B, H * W, C)
-        col = torch.gather(flat, 1, idx).reshape(B, H, W, C).permute(0, 3, 1, 2)
-        out_rgb = col.float().div_(127.5).sub_(1.0)
-        out_rgb = torch.where((src >= 0)[:, None], out_rgb, torch.zeros_like(out_rgb))
+        z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
         return {
-            "rgb": out_rgb.contiguous(),
+            "rgb": torch.from_numpy(out_rgb),
             "depth": normalize(z[:, None]),
             "valid": valid[:, None],
             "hits": hits[:, None] / float(k),

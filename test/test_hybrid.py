@@ -87,7 +87,8 @@ def _plane_model(plane, n_key: int = 6, **cfg) -> tuple:
 
 def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane) -> None:
     ck, cam = plane
-    model, T = _plane_model(plane, hole_depth="nearest")  # the default (background) differs in holes only, below
+    # the defaults (background depth and colour) differ in holes only, below
+    model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest")
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -221,7 +222,10 @@ def test_config_checks_and_presets() -> None:
         assert (fast.fill_channels, fast.fill_levels, fast.dense_channels) == (8, 3, 256)
     from pose2rgbd.errors import ConfigError
 
-    bads = ({"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"})
+    bads = (
+        {"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"},
+        {"hole_rgb": "learned"}, {"rgb_correction": "valid"},
+    )  # fmt: skip
     for bad in bads:
         with pytest.raises(ConfigError):
             fam.make_config("hybrid", **bad)
@@ -352,9 +356,53 @@ def test_background_hole_depth_changes_only_the_holes(plane) -> None:
     assert not torch.equal(a["depth"][~valid], b["depth"][~valid])
 
 
+def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_the_holes(plane) -> None:
+    """hole_rgb background: a hole takes the colour of the pixel whose depth it took; rgb_correction holes: the
+    fill network's colour correction (random here, so it shows) changes no pixel a keyframe point landed on."""
+    from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
+
+    old, _ = _plane_model(plane, hole_rgb="nearest", rgb_correction="everywhere")
+    new, _ = _plane_model(plane)  # the defaults
+    assert (new.config.hole_rgb, new.config.rgb_correction) == ("background", "holes")
+    with torch.no_grad():
+        new.fill.out.weight.normal_(0.0, 0.05)
+    old.load_state_dict(new.state_dict())
+    query = look_down_pose(3.1, 0.9, 18.0, yaw=0.4)[None]  # lower and turned: holes at the borders
+    x, _ = new.poses_to_input(query)
+    with torch.no_grad():
+        a, b, w = old(x), new(x), new.warp(query)
+    valid = w["valid"].expand(-1, 3, -1, -1)
+    assert 0.05 < (~valid).float().mean() < 0.9
+    assert torch.equal(b["rgb"][valid], w["rgb"][valid])  # the keyframes' colour where they landed
+    assert not torch.equal(a["rgb"][valid], w["rgb"][valid])  # (everywhere: corrected there too)
+    depth, source = background_fill_with_source(w["depth"], w["valid"])
+    base = background_colour(w["rgb"], source)
+    assert not torch.equal(base[~valid], w["rgb"][~valid])  # the background colour is not the nearest keyframe's
+    res = b["rgb"][~valid] - base[~valid]  # the hole = background colour + the network's correction
+    assert res.abs().max() > 1e-3
+    holes = ~w["valid"]
+    assert torch.equal(b["depth"][holes], depth[holes])  # the holes' depth: the background rule's, in both
+    assert torch.equal(a["depth"][holes], depth[holes])
+
+
+def test_hybrid_checkpoints_written_before_the_colour_rules_keep_their_behaviour() -> None:
+    from pose2rgbd.methods.hybrid import FAMILY
+    from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS
+
+    old = {"model_config": {"preset": "hybrid", "size": 64, "hole_depth": "nearest"}, "state_dict": {}}
+    got = FAMILY.migrate(old)
+    assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
+    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes"}}
+    assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
+
+
 def test_background_fill_numba_and_torch_agree() -> None:
-    """The CPU path (numba, over the hole pixels) and the torch path (CUDA's) give the same fill."""
-    from pose2rgbd.methods.hybrid.hole_depth import _background_fill_torch, background_fill
+    """The CPU path (numba, over the hole pixels) and the torch path (CUDA's) give the same fill, and take it from
+    the same pixels (the colour follows)."""
+    from pose2rgbd.methods.hybrid.hole_depth import _background_fill_torch, background_fill_with_source
+
+    def background_fill(d, valid):  # both answers of the CPU path, compared with the torch path's below
+        return background_fill_with_source(d, valid)
 
     g = torch.Generator().manual_seed(0)
     d = torch.rand((2, 1, 40, 56), generator=g) * 2 - 1

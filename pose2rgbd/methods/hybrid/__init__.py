@@ -9,11 +9,22 @@ network part runs in ONNX Runtime with ``engine.backend onnxruntime``). Importin
 
 from __future__ import annotations
 
-from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
+from typing import Any
+
+from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS, PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.methods.hybrid.network import FillUNet
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
 from pose2rgbd.models.registry import ModelFamily
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before a setting existed keeps what it was trained with (``BEFORE_DEFAULTS``)."""
+    mc = dict(data["model_config"])
+    for key, value in BEFORE_DEFAULTS.items():
+        mc.setdefault(key, value)
+    return {**data, "model_config": mc}
+
 
 FAMILY = ModelFamily(
     kind="hybrid",
@@ -24,6 +35,7 @@ FAMILY = ModelFamily(
     data="pose_to_image",
     engine="render",
     train="pose2rgbd.methods.hybrid.recipe:prepare",
+    migrate=migrate,
     description="hybrid warp-and-fill: nearest training RGB-D frames warped into the pose, filled by a network",
 )
 

@@ -13,6 +13,10 @@ from pose2rgbd.methods.pose2rgbd.config import DEFAULT_TRUNK, MAX_SIZE, MIN_SIZE
 
 LOSSES: tuple[str, ...] = ("mse", "l1")
 HOLE_DEPTHS: tuple[str, ...] = ("nearest", "background", "learned")
+HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
+RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
+# what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
+BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere"}
 
 
 @dataclass
@@ -57,6 +61,17 @@ class HybridConfig:
         "background (the farther warped surface around the hole, grown in from its edges: a disocclusion shows "
         "what lay behind) | learned (corrected by the fill network like the rest)",
     )
+    hole_rgb: str = help_field(
+        "background",
+        "colour of the warped view where no keyframe point lands, the fill network's input and the base its correction "
+        "is added to: nearest (the nearest keyframe's own pixel, as the reprojection baseline) | background (the "
+        "colour of the pixel whose depth hole_depth background gives the hole: the farther surface around it)",
+    )
+    rgb_correction: str = help_field(
+        "holes",
+        "where the fill network's colour correction is added: holes (pixels no keyframe point landed on; warped "
+        "pixels keep the keyframes' colour) | everywhere",
+    )
     loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
     depth_max: float = help_field(
         0.0, "cap of the depth range in metres, fitted once on the training split (0: set by depth_max_percentile)"
@@ -85,6 +100,10 @@ class HybridConfig:
             raise ConfigError(f"model.fill_levels {self.fill_levels} must be in 0..4 (and leave at least 8x8)")
         if self.hole_depth not in HOLE_DEPTHS:
             raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
+        if self.hole_rgb not in HOLE_RGBS:
+            raise ConfigError(f"model.hole_rgb {self.hole_rgb!r} is not one of {list(HOLE_RGBS)}")
+        if self.rgb_correction not in RGB_CORRECTIONS:
+            raise ConfigError(f"model.rgb_correction {self.rgb_correction!r} is not one of {list(RGB_CORRECTIONS)}")
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss {self.loss!r} is not one of {list(LOSSES)}")
         for name in ("decoder_loss_weight", "depth_max"):

@@ -41,7 +41,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
-from pose2rgbd.methods.hybrid.hole_depth import background_fill
+from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
 from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet, NetworkPart, OnnxNetworkPart, export_network_part
 from pose2rgbd.methods.hybrid.warp import warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
@@ -328,14 +328,37 @@ class HybridNet(PoseToImage, ModelBase):
                 kernel=self.warp_kernel,
             )
 
-    def _correct_depth(self, depth_n: torch.Tensor, log_scale: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _holes(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
+        setting uses the background rule; from the warped depth, no gradient)."""
+        c = self.config
+        if c.hole_depth != "background" and c.hole_rgb != "background":
+            return w["rgb"], None
+        depth, source = background_fill_with_source(w["depth"].detach(), w["valid"])
+        rgb = w["rgb"]
+        if c.hole_rgb == "background":
+            rgb = torch.where(w["valid"], rgb, background_colour(rgb, source))
+        return rgb, depth
+
+    def _correct_rgb(self, w_rgb: torch.Tensor, corrected: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The warped colour with the fill network's correction (``corrected``) everywhere, or only in the holes
+        with ``rgb_correction`` ``holes`` (converged on held-out routes, a correction everywhere left the warped
+        pixels 0.2 px worse than the keyframes' own colour: docs/results.md)."""
+        if self.config.rgb_correction == "holes":
+            return torch.where(valid, w_rgb, corrected)
+        return corrected
+
+    def _correct_depth(
+        self, depth_n: torch.Tensor, log_scale: torch.Tensor, valid: torch.Tensor, background: torch.Tensor | None
+    ) -> torch.Tensor:
         """The warped depth (normalized) scaled by ``exp(log_scale)`` in metres, normalized again. A relative
         correction: an additive one in normalized units moved near depths by metres at every optimizer step (one
         normalized unit is half the depth range, hundreds of metres outdoors), which cost more than it fixed.
         With ``hole_depth`` ``nearest`` only pixels a keyframe point landed on are corrected; holes keep the
         nearest keyframe's depth (measured: a learned hole depth doubled the hole error after 93 steps). With
         ``background`` holes take the farther surface around them, grown from their edges
-        (:func:`background_fill`; from the warped depth, uncorrected): holes carry three quarters of
+        (:func:`~pose2rgbd.methods.hybrid.hole_depth.background_fill`, computed once per forward by
+        :meth:`_holes`; from the warped depth, uncorrected): holes carry three quarters of
         reprojection's depth error on held-out routes, which no correction of the warped pixels can reach
         (docs/results.md, "What limits the hybrid's depth")."""
         dn = self.depth_normalizer
@@ -344,7 +367,8 @@ class HybridNet(PoseToImage, ModelBase):
         if self.config.hole_depth == "nearest":
             out = torch.where(valid, out, depth_n.float())
         elif self.config.hole_depth == "background":  # a rule, not learned: no gradient through the holes
-            out = torch.where(valid, out, background_fill(depth_n.detach(), valid))
+            assert background is not None
+            out = torch.where(valid, out, background)
         return out  # type: ignore[no-any-return]
 
     def forward(
@@ -355,21 +379,22 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
+        w_rgb, background = self._holes(w)
         runner = None if self.training else self.__dict__.get("_network_runner")
         if runner is not None:  # serving: the network part in ONNX Runtime
-            rgb, log_scale = runner(pose, w["rgb"], w["depth"], w["valid"].float(), w["hits"])
+            rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
             return {
-                "rgb": rgb,
-                "depth": self._correct_depth(w["depth"], log_scale, w["valid"]),
+                "rgb": self._correct_rgb(w_rgb, rgb, w["valid"]),
+                "depth": self._correct_depth(w["depth"], log_scale, w["valid"], background),
                 "confidence": w["valid"].float(),
             }
         dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
         valid = w["valid"].to(dec["rgb"].dtype)
-        x = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], valid, w["hits"]], dim=1)
+        x = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], valid, w["hits"]], dim=1)
         res = self.fill(x.to(dec["rgb"].dtype))
         return {
-            "rgb": w["rgb"] + res[:, :3],
-            "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"]),
+            "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w["valid"]),
+            "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"], background),
             "confidence": w["valid"].float(),
             "decoder_rgb": dec["rgb"],
             "decoder_depth": dec["depth"],

@@ -2,7 +2,7 @@
 pose-to-images latency as the place grows.
 
     .venv/bin/python bench/bench_hybrid_map.py --dataset D --map M --size 256 --keyframes 2000 20000 \
-        [--poses 200] [--threads 2] [--note "under load"]
+        [--preset hybrid-fast] [--poses 200] [--threads 2] [--note "under load"]
 
 ``--dataset`` / ``--map``: a dataset with metric depth and a place map of its frames (e.g. the simulated survey at
 256x256 with ``pose2rgbd map build``). Each configuration runs in a fresh process (so resident memory is its own):
@@ -14,7 +14,9 @@ pose-to-images latency as the place grows.
   size a larger one made by tiling it (each copy of the place shifted by 400 m: a bigger place with the same
   content, written with the map writer from the stored files, no re-encoding), LRU of 256 decoded keyframes.
 
-The network is untrained (speed and memory do not depend on its weights). Poses: the map's own keyframe poses
+The network (``--preset``, default ``hybrid``) is untrained (speed and memory do not depend on its weights) and
+prepared as the render engine prepares it (BatchNorm folded, convolutions channels-last; the keyframe store is
+shared, not copied). Poses: the map's own keyframe poses
 perturbed by 2 m / 3 deg, in order (a flight through the place). Per configuration: resident memory after
 loading and its peak while rendering (VmRSS / VmHWM), p50 / p99 latency of one pose at a time, and the map's cache
 hits. Every run prints the machine (CPU model, SIMD flags) and the float32 matmul GFLOP/s measured in the run.
@@ -89,7 +91,7 @@ def run_one(args: argparse.Namespace) -> dict:
     n = int(n)
     pm = PlaceMap(args.map_for_run)
     fam = get_family("hybrid")
-    mc = fam.make_config("hybrid", size=args.size, max_keyframes=max(n, 1))
+    mc = fam.make_config(args.preset, size=args.size, max_keyframes=max(n, 1))
     torch.manual_seed(0)
     model = fam.build(mc)
     model.set_pose_normalizer(PoseNormalizer.fit(pm.T_world_cam, mc.encoding))
@@ -105,7 +107,9 @@ def run_one(args: argparse.Namespace) -> dict:
         model.rot_weight_m.fill_(float(pm.poses.rot_weight_m))
         model.kf_K.copy_(torch.as_tensor(cam.K))
         model.attach_map(pm)
-    model.eval()
+    from pose2rgbd.models.device import prepare_for_inference
+
+    model = prepare_for_inference(model.eval(), torch.device("cpu"))
     rss_loaded, _ = rss_mb()
     rng = np.random.default_rng(0)
     idx = np.linspace(0, min(n, len(pm)) - 1, args.poses).round().astype(int)
@@ -137,6 +141,7 @@ def main() -> None:
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--map", type=Path, required=True)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--preset", default="hybrid", help="hybrid preset (hybrid, hybrid-lite, hybrid-fast)")
     p.add_argument("--keyframes", type=int, nargs="+", default=[2000, 20000])
     p.add_argument("--poses", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
@@ -164,12 +169,13 @@ def main() -> None:
             if kind == "embedded" and n > 4000:
                 continue  # the store's cap (max_keyframes 4000): a larger place does not fit in it
             cmd = [sys.executable, __file__, "--dataset", str(args.dataset), "--map", str(args.map), "--size",
-                   str(args.size), "--poses", str(args.poses), "--threads", str(args.threads), "--one",
-                   f"{kind}:{n}", "--map-for-run", str(mp)]  # fmt: skip
+                   str(args.size), "--preset", args.preset, "--poses", str(args.poses), "--threads",
+                   str(args.threads), "--one", f"{kind}:{n}", "--map-for-run", str(mp)]  # fmt: skip
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(res)
-            print(f"| {kind} | {n} | {args.size} | {res['rss_loaded_mb']:.0f} | {res['peak_rss_mb']:.0f} | "
-                  f"{res['p50_ms']:.1f} | {res['p99_ms']:.1f} | {res['matmul_gflops']:.0f} |", flush=True)  # fmt: skip
+            print(f"| {args.preset} | {kind} | {n} | {args.size} | {res['rss_loaded_mb']:.0f} | "
+                  f"{res['peak_rss_mb']:.0f} | {res['p50_ms']:.1f} | {res['p99_ms']:.1f} | "
+                  f"{res['matmul_gflops']:.0f} |", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"machine": m, "note": args.note, "rows": rows}, indent=2))
 

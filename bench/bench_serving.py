@@ -254,8 +254,9 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
 
     model = build(preset, size, keyframes)
     Q = query_poses(reps, n_keyframes=keyframes)
-    stages = ("encode pose", "neighbour search", "keyframe gather + T", "warp (splat + merge + holes)", "decoder",
-              "concat (copy)", "fill U-Net", "depth correction", "tensor -> numpy", "whole forward")  # fmt: skip
+    stages = ("encode pose", "neighbour search", "keyframe gather + T", "warp (splat + merge + holes)",
+              "hole rules (background depth + colour)", "decoder", "concat (copy)", "fill U-Net",
+              "colour + depth correction", "tensor -> numpy", "whole forward")  # fmt: skip
     res: dict[str, dict[str, list[float]]] = {}
     for name, m, kernel in (
         ("reference (torch splat)", model, "torch"),
@@ -283,14 +284,17 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
                                   depth_max_m=dn.max_m, kernel=kernel)  # fmt: skip
                 mark()
+                w_rgb, background = m._holes(w)
+                mark()
                 dec = m.decoder(x.masked_fill(m.pose_fixed, 0.0))
                 mark()
                 v = w["valid"].to(dec["rgb"].dtype)
-                xx = torch.cat([dec["rgb"], dec["depth"], w["rgb"], w["depth"], v, w["hits"]], dim=1)
+                xx = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], v, w["hits"]], dim=1)
                 mark()
                 out = m.fill(xx)
                 mark()
-                o = {"rgb": w["rgb"] + out[:, :3], "depth": m._correct_depth(w["depth"], out[:, 3:4], w["valid"]),
+                o = {"rgb": m._correct_rgb(w_rgb, w_rgb + out[:, :3], w["valid"]),
+                     "depth": m._correct_depth(w["depth"], out[:, 3:4], w["valid"], background),
                      "confidence": w["valid"].float()}  # fmt: skip
                 mark()
                 m.outputs_to_arrays(o)

@@ -417,3 +417,31 @@ def test_background_fill_numba_and_torch_agree() -> None:
     valid2 = noise > torch.tensor([0.3, 0.5, 0.7]).reshape(3, 1, 1, 1)
     assert 0.2 < (~valid2).float().mean() < 0.8
     torch.testing.assert_close(background_fill(d2, valid2), _background_fill_torch(d2, valid2))
+
+
+def test_the_fill_unet_sums_two_convolutions_where_it_would_concatenate() -> None:
+    """Each up stage's convolution of [upsampled, skip] runs as two convolutions summed (no concatenated copy):
+    the same answer as the concatenation, in training (gradients) and inference."""
+    from pose2rgbd.methods.hybrid.network import FillUNet
+
+    torch.manual_seed(0)
+    u = FillUNet(10, 4, 2)
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+
+    def with_concatenation(x: torch.Tensor) -> torch.Tensor:
+        skips = [u.stem(x)]
+        for stage in u.down:
+            skips.append(stage(skips[-1]))
+        y = skips.pop()
+        for stage in u.up:
+            s = skips.pop()
+            y = stage(torch.cat([torch.nn.functional.interpolate(y, size=s.shape[-2:], mode="bilinear"), s], dim=1))
+        return u.out(y)
+
+    x = torch.randn(2, 10, 32, 40, requires_grad=True)
+    a, b = u(x), with_concatenation(x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ga = torch.autograd.grad(a.square().sum(), x)[0]
+    gb = torch.autograd.grad(b.square().sum(), x)[0]
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)

@@ -66,7 +66,13 @@ class FillUNet(nn.Module):
         for stage in self.up:
             s = skips.pop()
             y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            y = stage(torch.cat([y, s], dim=1))
+            # stage(cat([y, s])) as two convolutions summed: the same sum of products without the copy of both
+            # inputs into one tensor (on a CPU in channels-last the copy cost more than the convolutions saved:
+            # the fill at 512x512, 2 threads, 47.6 -> 41.7 ms; docs/serving.md)
+            conv = stage[0]
+            c = y.shape[1]
+            z = F.conv2d(y, conv.weight[:, :c], conv.bias, padding=1) + F.conv2d(s, conv.weight[:, c:], padding=1)
+            y = stage[1](z)
         return self.out(y)  # type: ignore[no-any-return]
 
 

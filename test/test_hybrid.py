@@ -445,3 +445,8 @@ def test_the_fill_unet_sums_two_convolutions_where_it_would_concatenate() -> Non
     ga = torch.autograd.grad(a.square().sum(), x)[0]
     gb = torch.autograd.grad(b.square().sum(), x)[0]
     torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # serving: split copies of the weights, made once, remade when a weight changes
+        torch.testing.assert_close(u(x), with_concatenation(x), rtol=1e-5, atol=1e-6)
+        for stage in u.up:
+            stage[0].weight.mul_(1.5)
+        torch.testing.assert_close(u(x), with_concatenation(x), rtol=1e-5, atol=1e-6)

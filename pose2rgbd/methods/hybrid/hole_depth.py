@@ -1,8 +1,10 @@
-"""Depth in the holes of a hybrid model's warped view (``model.hole_depth background``): :func:`background_fill`.
+"""Depth and colour in the holes of a hybrid model's warped view (``model.hole_depth`` / ``model.hole_rgb``
+background): :func:`background_fill_with_source`, :func:`background_colour`.
 
-A hole is where no keyframe point landed, mostly a disocclusion; it takes the farther surface around it. On CPU
-a numba kernel computes it, on CUDA torch does, on the device; both give the same answer. Used by
-:meth:`pose2rgbd.methods.hybrid.net.HybridNet.forward` before the depth correction.
+A hole is where no keyframe point landed, mostly a disocclusion; it takes the farther surface around it, its
+depth and (through the index of the pixel it came from) its colour. On CPU a numba kernel computes it, on CUDA
+torch does, on the device; both give the same answer. Used by :meth:`pose2rgbd.methods.hybrid.net.HybridNet._holes`
+once per forward, before the fill network (colour) and the depth correction (depth).
 """
 
 from __future__ import annotations

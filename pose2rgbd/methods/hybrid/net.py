@@ -12,9 +12,13 @@ experiments serve it unchanged:
    the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
-   outputs a correction of the warped answer: added to its RGB, a log scale factor of its depth in metres. Its
-   last convolution starts at zero, so an untrained model answers the reprojection baseline (up to sky, which is
-   splatted instead of filled, and float16 depth) and training only has to learn the corrections.
+   outputs a correction of the warped answer: added to its RGB (``rgb_correction``: in the holes only, or
+   everywhere), a log scale factor of its depth in metres where a keyframe point landed. In the output, holes take
+   the depth of the farther surface around them (``hole_depth`` background); with ``hole_rgb`` background that
+   surface's colour is already in the warped RGB the network sees and corrects (:meth:`HybridNet._holes`, one
+   pass of :func:`~pose2rgbd.methods.hybrid.hole_depth.background_fill_with_source`). Its last convolution starts
+   at zero, so an untrained model with the ``nearest`` hole rules answers the reprojection baseline (up to sky,
+   which is splatted instead of filled, and float16 depth) and training only has to learn the corrections.
 
 Steps 3-4 are the network part (:mod:`pose2rgbd.methods.hybrid.network`), which exports to ONNX and runs in ONNX
 Runtime when the engine serves the model with ``engine.backend onnxruntime``.

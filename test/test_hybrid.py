@@ -417,6 +417,12 @@ def test_background_fill_numba_and_torch_agree() -> None:
     valid2 = noise > torch.tensor([0.3, 0.5, 0.7]).reshape(3, 1, 1, 1)
     assert 0.2 < (~valid2).float().mean() < 0.8
     torch.testing.assert_close(background_fill(d2, valid2), _background_fill_torch(d2, valid2))
+    # surface points on a sparse lattice (a close-up of a far keyframe): rings wider than half the image
+    lattice = torch.zeros((1, 1, 64, 64), dtype=torch.bool)
+    lattice[..., ::5, ::5] = True
+    torch.testing.assert_close(
+        background_fill(d2[:1, :, :64, :64], lattice), _background_fill_torch(d2[:1, :, :64, :64], lattice)
+    )
 
 
 def test_the_fill_unet_sums_two_convolutions_where_it_would_concatenate() -> None:

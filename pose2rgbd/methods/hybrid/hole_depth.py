@@ -81,6 +81,7 @@ def _background_fill_kernel(x: np.ndarray, valid: np.ndarray, out: np.ndarray, s
     known = np.empty((H, W), np.bool_)
     queued = np.zeros((H, W), np.int32)  # the ring a pixel is queued for (0: none)
     front = np.empty(H * W, np.int64)
+    following = np.empty(H * W, np.int64)
     grown = np.empty(H * W, np.float32)
     grown_src = np.empty(H * W, np.int64)
     n = 0
@@ -121,17 +122,16 @@ def _background_fill_kernel(x: np.ndarray, valid: np.ndarray, out: np.ndarray, s
             known[front[i] // W, front[i] % W] = True
         if ring == RING_STEPS:
             break
-        m_next = 0  # the next ring goes to the end of the buffer: the front is read while it is built
+        m_next = 0  # the next ring, built in its own buffer while this one is read
         for i in range(n):
             v, u = front[i] // W, front[i] % W
             for vv in range(max(v - 1, 0), min(v + 2, H)):
                 for uu in range(max(u - 1, 0), min(u + 2, W)):
                     if not known[vv, uu] and queued[vv, uu] <= ring:
                         queued[vv, uu] = ring + 1
-                        front[H * W - 1 - m_next] = vv * W + uu
+                        following[m_next] = vv * W + uu
                         m_next += 1
-        for i in range(m_next):
-            front[i] = front[H * W - 1 - i]
+        front, following = following, front
         n = m_next
     side = np.empty(W, np.float32)
     side_src = np.empty(W, np.int64)

@@ -13,7 +13,8 @@ experiments serve it unchanged:
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
    outputs a correction of the warped answer: added to its RGB (``rgb_correction``: in the holes only, or
-   everywhere), a log scale factor of its depth in metres where a keyframe point landed. In the output, holes take
+   everywhere), a log scale factor of its depth in metres where a keyframe point landed (everywhere with
+   ``hole_depth`` learned). In the output, holes take
    the depth of the farther surface around them (``hole_depth`` background); with ``hole_rgb`` background that
    surface's colour is already in the warped RGB the network sees and corrects (:meth:`HybridNet._holes`, one
    pass of :func:`~pose2rgbd.methods.hybrid.hole_depth.background_fill_with_source`). Its last convolution starts

@@ -456,3 +456,16 @@ def test_the_fill_unet_sums_two_convolutions_where_it_would_concatenate() -> Non
         for stage in u.up:
             stage[0].weight.mul_(1.5)
         torch.testing.assert_close(u(x), with_concatenation(x), rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    from pose2rgbd.training.run_folder import check_resume
+
+    fam = get_family("hybrid")
+    old = fam.make_config("hybrid", size=SIZE, hole_rgb="nearest", rgb_correction="everywhere")  # as migrated
+    ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=old, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match=r"--set model\.hole_rgb=nearest --set model\.rgb_correction=everywhere"):
+        check_resume(tmp_path / "last.pt", ck, fam, fam.make_config("hybrid", size=SIZE), None, "f")  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match="trained on dataset"):  # with them given, the model check passes
+        check_resume(tmp_path / "last.pt", ck, fam, old, None, "other")  # type: ignore[arg-type]

@@ -124,7 +124,11 @@ def check_resume(
     have, want = cfgmod.to_dict(ck.model_config), cfgmod.to_dict(mc)
     diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
     if diff:
-        raise CheckpointError(f"{path}: cannot resume, the model differs ({'; '.join(diff)})")
+        keys = " ".join(f"--set model.{k}={have.get(k)}" for k, v in want.items() if have.get(k) != v)
+        raise CheckpointError(
+            f"{path}: cannot resume, the model differs ({'; '.join(diff)}); to resume it, give the checkpoint's "
+            f"settings ({keys})"
+        )
     if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(
             f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}"

@@ -48,7 +48,7 @@ def background_fill_with_source(depth_n: torch.Tensor, valid: torch.Tensor) -> t
     edge, had twice the hole error of the nearest keyframe's depth (bench/bench_hybrid_depth_limit.py).
 
     On CPU a numba kernel grows the rings as a front, visiting only the pixels next to the last ring (OpenCV's
-    dilation of the whole image and numpy before: 2.4 -> 0.6 ms at 256x256 and 9.5 -> 2.3 ms at 512x512, one
+    dilation of the whole image and numpy before: 2.4 -> 0.8 ms at 256x256 and 9.1 -> 2.9 ms at 512x512, one
     thread, on a benchmark view with 36 % holes, the same answer; AMD EPYC, AVX2); elsewhere (CUDA) torch does, on
     the device. Both give the same answer (test/test_hybrid.py)."""
     if depth_n.device.type != "cpu":

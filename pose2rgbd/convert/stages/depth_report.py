@@ -12,6 +12,7 @@ from pose2rgbd.convert.stages.depth_predict import Prediction
 from pose2rgbd.convert.stages.scale import ScaleFit, segment_scales
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.dataset.sequences import SequenceFrames
+from pose2rgbd.geometry.similarity import apply_sim3
 from pose2rgbd.methods.selfsup_depth.metric import MetricPoses
 from pose2rgbd.methods.selfsup_depth.trajectory import compose_poses, umeyama_sim3
 
@@ -144,14 +145,12 @@ def write_report(
         net = compose_poses(pred.T_rel[idx[:-1]])[:, :3, 3]
         ref = ds.frames.translation[idx]
         if len(idx) >= 3:
-            s, R, t = umeyama_sim3(net, ref)
-            net = (s * (R @ net.T)).T + t
+            net = apply_sim3(*umeyama_sim3(net, ref), net)
         ax.plot(ref[:, 0], ref[:, 1], "k-", lw=1, label=f"source {sid}: dataset poses")
         ax.plot(net[:, 0], net[:, 1], "-", lw=1, label=f"source {sid}: composed network poses (Sim(3)-aligned)")
         if video is not None and len(idx) >= 3:
             v = video[idx, :3, 3]
-            s, R, t = umeyama_sim3(v, ref)
-            v = (s * (R @ v.T)).T + t
+            v = apply_sim3(*umeyama_sim3(v, ref), v)
             ax.plot(v[:, 0], v[:, 1], "--", lw=1, label=f"source {sid}: written poses (Sim(3)-aligned)")
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")

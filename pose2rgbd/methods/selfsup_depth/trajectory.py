@@ -15,7 +15,7 @@ import numpy as np
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.geometry.similarity import umeyama
+from pose2rgbd.geometry.similarity import apply_sim3, umeyama
 
 TRAJECTORY_BACKENDS: tuple[str, ...] = ("compose", "pose-graph", "colmap")
 
@@ -94,8 +94,7 @@ def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, n
 
 def ate_sim3(positions: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """Absolute trajectory error after Sim(3) alignment: ``(RMSE metres, RMSE / reference path length)``."""
-    s, R, t = umeyama_sim3(positions, reference)
-    aligned = (s * (R @ np.asarray(positions).T)).T + t
+    aligned = apply_sim3(*umeyama_sim3(positions, reference), positions)
     rmse = float(np.sqrt(np.mean(np.sum((aligned - reference) ** 2, axis=1))))
     length = float(np.sum(np.linalg.norm(np.diff(reference, axis=0), axis=1)))
     return rmse, rmse / length if length > 0 else float("nan")

@@ -42,15 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-NAMES = {
-    "base": "Base",
-    "slice10": "Slice-10",
-    "slice32": "Slice-32",
-    "slice64": "Slice-64",
-    "hybrid": "Hybrid",
-    "hybrid-lite": "Hybrid-lite",
-    "hybrid-fast": "Hybrid-fast",
-}
+from bench_common import NAMES
 
 
 def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
@@ -226,7 +218,7 @@ def main() -> None:
 
     args.default_threads = torch.get_num_threads()
     load0 = os.getloadavg()[0]
-    from bench_serving import matmul_gflops
+    from bench_common import matmul_gflops
 
     machine = _machine(args) + f", fp32 2048^3 matmul {matmul_gflops():.0f} GFLOP/s at start"
     print(f"machine: {machine}; load average {load0:.1f}", flush=True)

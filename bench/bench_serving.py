@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import NAMES
+from bench_common import NAMES, matmul_gflops
 
 HYBRID_PATHS = ("torch-ref", "torch-engine", "ort")
 PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-cl-all", "torch-jit", "ort", "ort-int8")
@@ -86,21 +86,6 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "load_avg": os.getloadavg()[0],
     }
-
-
-def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
-    """fp32 ``n x n`` matmul GFLOP/s on torch's threads (best of repeated timings)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def build(preset: str, size: int, keyframes: int = 1801) -> Any:

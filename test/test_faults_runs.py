@@ -8,7 +8,6 @@ import csv
 import logging
 import random
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,13 @@ def _prepare(ctx: Any) -> Any:
 
 
 @pytest.fixture
-def noisy(monkeypatch: pytest.MonkeyPatch) -> Any:
+def noisy() -> Any:
     from pose2rgbd.models import ModelFamily
     from pose2rgbd.models.registry import register_family, unregister_family
 
-    module = types.ModuleType("noisy_recipe_for_test")
-    module.prepare = _prepare  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "noisy_recipe_for_test", module)
     cls = _noisy_model_class()
     family = ModelFamily(kind="noisy-render", config_cls=NoisyConfig, build=cls, data="pose_to_image",
-                         engine="render", train="noisy_recipe_for_test:prepare")  # fmt: skip
+                         engine="render", train=lambda: _prepare)  # fmt: skip
     register_family(family)
     yield family
     unregister_family("noisy-render")

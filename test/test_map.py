@@ -236,7 +236,7 @@ def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path) -> None:
     from pose2rgbd.cli.main import main
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.transforms import T_from_tq
-    from pose2rgbd.runtime.testing import write_image_bag
+    from pose2rgbd.testing.flight_bag import write_image_bag
 
     _, T_true, imgs = _query_rows(world, 5)
     other = Dataset(world["other"]).read_rgb(3)

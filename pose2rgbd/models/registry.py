@@ -37,8 +37,8 @@ _BUILTIN: dict[str, str] = {
 # the same for the stand-ins of tests and benchmarks of the serving path (no trained weights, no recipe):
 # resolvable by name, listed nowhere
 _STAND_INS: dict[str, str] = {
-    "ground-plane": "pose2rgbd.inference.testing",  # analytic ground-plane renderer
-    "toy-localizer": "pose2rgbd.inference.testing_localize",  # seeded random image -> pose network
+    "ground-plane": "pose2rgbd.testing.ground_plane",  # analytic ground-plane renderer
+    "toy-localizer": "pose2rgbd.testing.toy_localizer",  # seeded random image -> pose network
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}

@@ -13,7 +13,10 @@ setup(
     version="0.1.0",
     description="Neural RGB-D rendering from 6-DoF poses for UAVs and robots (ROS 2 + offline).",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["pose2rgbd", "pose2rgbd.*", "pose2rgbd_ros", "pose2rgbd_ros.*"]),
+    packages=find_packages(
+        include=["pose2rgbd", "pose2rgbd.*", "pose2rgbd_ros", "pose2rgbd_ros.*"],
+        exclude=["pose2rgbd.testing", "pose2rgbd.testing.*"],  # stand-ins of the tests and benchmarks
+    ),
     package_data={"pose2rgbd": ["py.typed", "resources/*", "resources/**/*"]},
     install_requires=[
         "numpy>=1.24",

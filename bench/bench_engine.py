@@ -12,7 +12,7 @@ the TF lookup and bag writing (serialization). It is the ``latency_ms`` the rend
 message and diagnostics, and what ``run_renderer_bag`` returns in ``RunStats.latency_ms``.
 
 For each model / size / precision / thread count, the offline runtime (``run_renderer_bag``) replays a
-synthetic flight bag (``pose2rgbd.runtime.testing.write_flight_bag``: 2 m/s, gentle sway and yaw, TF at
+synthetic flight bag (``pose2rgbd.testing.flight_bag.write_flight_bag``: 2 m/s, gentle sway and yaw, TF at
 50 Hz) and renders at 10 Hz from TF, once with batch 1 (``engine.lookahead`` 0) and once with look-ahead
 (``--lookahead`` extrapolated poses rendered in the same batch, served from the cache while the real pose is
 within ``--tolerance-m`` / ``--tolerance-deg``). Weights are untrained: speed does not depend on training.
@@ -20,7 +20,7 @@ Results are printed as they come and as a Markdown table at the end (with the co
 
 The hybrid (``--presets hybrid`` / ``hybrid-lite``, or with model settings changed: ``hybrid-lite:fill_channels=8``)
 is a checkpoint whose keyframe store holds ``--keyframes``
-analytic ground-plane frames (:func:`pose2rgbd.methods.hybrid.testing.make_hybrid_checkpoint`, saved and loaded
+analytic ground-plane frames (:func:`pose2rgbd.testing.hybrid_keyframes.make_hybrid_checkpoint`, saved and loaded
 as a node loads it), on a 2 m grid that the flight crosses. **Resident** is the process's peak resident memory
 (VmHWM, reset before the engine is loaded: the checkpoint load, the engine's preparation and the renders, plus
 the Python / torch baseline of about 0.4 GB) and the resident memory after the run (VmRSS, the engine still
@@ -42,20 +42,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-NAMES = {
-    "base": "Base",
-    "slice10": "Slice-10",
-    "slice32": "Slice-32",
-    "slice64": "Slice-64",
-    "hybrid": "Hybrid",
-    "hybrid-lite": "Hybrid-lite",
-    "hybrid-fast": "Hybrid-fast",
-}
+from bench_common import NAMES
 
 
 def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
-    from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint
     from pose2rgbd.models import save_checkpoint
+    from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint
 
     name, _, extra = preset.partition(":")  # hybrid-lite:fill_channels=8,fill_levels=3: a preset with overrides
     pairs = [kv.split("=", 1) for kv in extra.split(",") if kv]
@@ -94,9 +86,9 @@ def _checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> Path:
         return _hybrid_checkpoint(tmp, preset, size, keyframes)
 
     from pose2rgbd.geometry import PinholeCamera
-    from pose2rgbd.inference.testing import look_down_pose
     from pose2rgbd.methods.pose2rgbd import build_model, preset_config
     from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
+    from pose2rgbd.testing.ground_plane import look_down_pose
 
     path = tmp / f"{preset}-{size}.pt"
     if path.is_file():
@@ -226,14 +218,14 @@ def main() -> None:
 
     args.default_threads = torch.get_num_threads()
     load0 = os.getloadavg()[0]
-    from bench_serving import matmul_gflops
+    from bench_common import matmul_gflops
 
     machine = _machine(args) + f", fp32 2048^3 matmul {matmul_gflops():.0f} GFLOP/s at start"
     print(f"machine: {machine}; load average {load0:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        from pose2rgbd.runtime.testing import write_flight_bag
+        from pose2rgbd.testing.flight_bag import write_flight_bag
 
         bag = tmp / "flight"
         write_flight_bag(bag, duration_s=args.bag_seconds, size=64)

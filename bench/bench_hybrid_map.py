@@ -78,7 +78,7 @@ def tiled_map(src: Path, n: int, out: Path) -> Path:
 def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process (called by the parent with --one)."""
     import torch
-    from bench_serving import matmul_gflops
+    from bench_common import matmul_gflops
     from bench_structure_localize import rss_mb
 
     from pose2rgbd.dataset import Dataset, build_cache

@@ -12,7 +12,7 @@ Throughput is localized images per second of node time (sum of the latencies), a
 whole replay (bag reading and writing included). Targets: 10 images/s at 128x128 on the CPU, p99 under
 100 ms without refinement.
 
-Without ``--checkpoint`` a ``toy-localizer`` (a tiny untrained network, :mod:`pose2rgbd.inference.testing_localize`)
+Without ``--checkpoint`` a ``toy-localizer`` (a tiny untrained network, :mod:`pose2rgbd.testing.toy_localizer`)
 of ``--size`` is used: it measures the serving path, not a real model. Prints a Markdown row with the command and
 the machine.
 """
@@ -58,7 +58,7 @@ def main() -> None:
     from pose2rgbd.models.checkpoint import save_checkpoint
     from pose2rgbd.nodes.localizer import LOCALIZER, LocalizerConfig
     from pose2rgbd.runtime.offline import run_node_bag
-    from pose2rgbd.runtime.testing import write_image_bag
+    from pose2rgbd.testing.flight_bag import write_image_bag
 
     w, h = (int(v) for v in args.camera.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="bench_localize_") as tmp:
@@ -66,7 +66,7 @@ def main() -> None:
         ckpt = args.checkpoint
         what = str(ckpt)
         if ckpt is None:
-            from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
+            from pose2rgbd.testing.toy_localizer import make_toy_localizer_checkpoint
 
             ck = make_toy_localizer_checkpoint(args.size)
             ckpt = save_checkpoint(t / "toy.pt", ck.model, dataset_fingerprint="bench", camera=ck.camera)

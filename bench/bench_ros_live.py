@@ -94,7 +94,7 @@ def bench_render(rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namesp
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import Image
 
-    from pose2rgbd.inference.testing import look_down_pose
+    from pose2rgbd.testing.ground_plane import look_down_pose
 
     node = Node(
         "render",

@@ -24,7 +24,7 @@ from the reference path (``torch-ref``: the plain eval-mode module, the test ora
   random normalized poses); measured here only, not a backend of the engine.
 
 The hybrid (``--presets hybrid`` / ``hybrid-lite``; ``--keyframes`` ground-plane keyframes in its store, made by
-:func:`pose2rgbd.methods.hybrid.testing.make_hybrid_checkpoint`, queries among them) has three paths: ``torch-ref``
+:func:`pose2rgbd.testing.hybrid_keyframes.make_hybrid_checkpoint`, queries among them) has three paths: ``torch-ref``
 (the model as trained, with the torch splat: the serving path before the numba warp), ``torch-engine`` (the engine's
 torch backend: prepared as above, the numba warp) and ``ort`` (that, with the decoder + fill network part in ONNX
 Runtime: ``engine.backend onnxruntime``); its FLOPs are the networks' (the warp's gathers and scatters count 0).
@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import NAMES
+from bench_common import NAMES, matmul_gflops
 
 HYBRID_PATHS = ("torch-ref", "torch-engine", "ort")
 PATHS = ("torch-ref", "torch-engine", "torch-contig", "torch-cl-all", "torch-jit", "ort", "ort-int8")
@@ -88,32 +88,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
-    """fp32 ``n x n`` matmul GFLOP/s on torch's threads (best of repeated timings)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
-
-
 def build(preset: str, size: int, keyframes: int = 1801) -> Any:
     import torch
 
     if preset.startswith("hybrid"):
-        from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint
+        from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint
 
         return make_hybrid_checkpoint(size, keyframes, preset=preset).model
 
-    from pose2rgbd.inference.testing import look_down_pose
     from pose2rgbd.methods.pose2rgbd import build_model, preset_config
     from pose2rgbd.models import DepthNormalizer, PoseNormalizer
+    from pose2rgbd.testing.ground_plane import look_down_pose
 
     torch.manual_seed(0)
     T = np.stack([look_down_pose(x, y, z) for x in (-100, 100) for y in (-100, 100) for z in (5, 60)])
@@ -132,7 +117,7 @@ def inputs(model: Any, batch: int) -> Any:
     import torch
 
     if getattr(model, "kind", "") == "hybrid":
-        from pose2rgbd.methods.hybrid.testing import query_poses
+        from pose2rgbd.testing.hybrid_keyframes import query_poses
 
         return model.poses_to_input(query_poses(batch, seed=batch, n_keyframes=model.n_keyframes))[0]
     return torch.rand(batch, 7, generator=torch.Generator().manual_seed(batch)) * 2 - 1
@@ -249,8 +234,8 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
     module) and the engine's torch path (numba warp, prepared module)."""
     import torch
 
-    from pose2rgbd.methods.hybrid.testing import query_poses
     from pose2rgbd.models.device import prepare_for_inference
+    from pose2rgbd.testing.hybrid_keyframes import query_poses
 
     model = build(preset, size, keyframes)
     Q = query_poses(reps, n_keyframes=keyframes)

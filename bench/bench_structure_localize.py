@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from bench_serving import matmul_gflops  # noqa: E402
+from bench_common import matmul_gflops  # noqa: E402
 
 
 def rss_mb() -> tuple[float, float]:

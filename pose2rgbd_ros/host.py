@@ -36,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TransformException
-from pose2rgbd.nodes.spec import NodeSpec, check_logic, config_from_flat, get_key, with_resources
+from pose2rgbd.nodes.spec import Handler, NodeSpec, bound, check_logic, config_from_flat, get_key, with_resources
 from pose2rgbd.nodes.tf import TFInput, tf_topics
 from pose2rgbd_ros.factory import RclpyFactory
 
@@ -226,30 +226,30 @@ class NodeHost(LifecycleNode):
         for topic, msg in outputs or ():
             self._host_pubs[topic].publish(msg)
 
-    def _input_callback(self, handler: str) -> Callable[[Any], None]:
+    def _input_callback(self, handler: Handler) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
             with self._lock:
                 if self.logic is None:
                     return
-                outputs = getattr(self.logic, handler)(msg, self._now())
+                outputs = bound(self.logic, handler)(msg, self._now())
             self._publish(outputs)
 
         return callback
 
-    def _timer_callback(self, handler: str) -> Callable[[], None]:
+    def _timer_callback(self, handler: Handler) -> Callable[[], None]:
         def callback() -> None:
             with self._lock:
                 if self.logic is None:
                     return
-                outputs = getattr(self.logic, handler)(self._now())
+                outputs = bound(self.logic, handler)(self._now())
             self._publish(outputs)
 
         return callback
 
-    def _service_callback(self, handler: str) -> Callable[[Any, Any], Any]:
+    def _service_callback(self, handler: Handler) -> Callable[[Any, Any], Any]:
         def callback(request: Any, response: Any) -> Any:
             with self._lock:
-                return getattr(self.logic, handler)(request, response, self._now())
+                return bound(self.logic, handler)(request, response, self._now())
 
         return callback
 
@@ -310,7 +310,7 @@ class NodeHost(LifecycleNode):
     def _poll_tf(self) -> None:
         assert self.spec.tf is not None
         with self._lock:
-            done = self.logic is not None and getattr(self.logic, self.spec.tf.on_update)(self._now())
+            done = self.logic is not None and bound(self.logic, self.spec.tf.on_update)(self._now())
         if done and self._tf_poll is not None:
             self._tf_poll.cancel()
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from pose2rgbd.geometry import PinholeCamera, T_from_tq
-from pose2rgbd.inference.testing import look_down_pose
 from pose2rgbd.models import DepthNormalizer, ImageToPose, ModelBase, ModelFamily, PoseNormalizer, save_checkpoint
+from pose2rgbd.testing.ground_plane import look_down_pose
 
 SIZE = 64  # the smallest Pose2RGBD output size
 

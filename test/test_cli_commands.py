@@ -10,7 +10,7 @@ import pytest
 from pose2rgbd.bags import open_bag
 from pose2rgbd.cli.main import COMMAND_MODULES, main
 from pose2rgbd.dataset import Dataset
-from pose2rgbd.runtime.testing import write_flight_bag
+from pose2rgbd.testing.flight_bag import write_flight_bag
 
 
 @pytest.fixture(scope="module")

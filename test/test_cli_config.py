@@ -363,18 +363,13 @@ def _toy_recipe(ctx: Any) -> Any:
 
 
 @pytest.fixture
-def toy_kind(monkeypatch: pytest.MonkeyPatch) -> Any:
-    import types
-
+def toy_kind() -> Any:
     from pose2rgbd.models.registry import ModelFamily, register_family, unregister_family
 
-    module = types.ModuleType("toy_cli_recipe_for_test")
-    module.prepare = _toy_recipe  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "toy_cli_recipe_for_test", module)
     fam = ModelFamily(
         kind="toy", config_cls=ToyCliConfig, build=ToyCliModel, engine="render",
         presets={"small": {"hidden": 2}, "wide": {"hidden": 6, "scale": 0.5}}, default_preset="small",
-        train="toy_cli_recipe_for_test:prepare",
+        train=lambda: _toy_recipe,
     )  # fmt: skip
     register_family(fam)
     yield fam

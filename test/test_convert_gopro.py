@@ -13,7 +13,7 @@ import pytest
 
 from pose2rgbd.cli.main import main
 from pose2rgbd.convert.gopro import has_gpmf, read_gpmf
-from pose2rgbd.convert.logs import _col, _karma_video_time, _read_rows, detect_gps_format, read_gps_log
+from pose2rgbd.convert.gps_logs import _col, _karma_video_time, _read_rows, detect_gps_format, read_gps_log
 from pose2rgbd.errors import SyncError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pose2rgbd.cli.main import main
-from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
 
 
 def test_karma_cli_end_to_end(shared_data: Path, tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_attitude_logs(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_clean_fixes_counts_drops() -> None:
-    from pose2rgbd.convert.logs import GpsTrack, clean_fixes
+    from pose2rgbd.convert.gps_logs import GpsTrack, clean_fixes
     from pose2rgbd.geometry import Datum
 
     n = 50

@@ -14,10 +14,10 @@ from export_helpers import LOC_FAMILY, localize_checkpoint, pose2rgbd_checkpoint
 
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.inference import EngineConfig, LocalizeEngine, RenderEngine, load_engine
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
 from pose2rgbd.models import load_checkpoint
 from pose2rgbd.models.export import export_onnx
 from pose2rgbd.models.registry import register_family, unregister_family
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint
 
 DEPTH_TOL_M = 1e-3  # depth range 1-200 m: 1e-4 of the [-1, 1] output is < 0.01 m; fp32 rewrites give ~1e-4 m
 CONF_TOL = 1e-4

@@ -267,7 +267,7 @@ def test_bad_rosbag2_metadata_is_a_bag_error(
     content: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     bag = tmp_path / "flight"
     write_flight_bag(bag, duration_s=0.5, size=16)
@@ -363,7 +363,7 @@ def _cache_out(tmp_path: Path) -> Path:
 
 
 def _write_bag(out: Path) -> None:
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     write_flight_bag(out, duration_s=0.3, size=16)
 
@@ -474,8 +474,8 @@ def test_disk_full_while_saving_a_checkpoint_names_the_disk_and_keeps_the_earlie
     OSError (ENOSPC), which the CLI turns into "no space left on the device", and the earlier file stays."""
     import pose2rgbd.models.checkpoint as ckmod
     from pose2rgbd.geometry import PinholeCamera
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
     from pose2rgbd.models import save_checkpoint
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     model = make_ground_plane_checkpoint(16).model
     path = tmp_path / "run" / "last.pt"
@@ -514,7 +514,7 @@ def test_disk_full_while_recording_stops_says_why_and_keeps_the_frames(
     naming the disk, the frames already written stay a readable, resumable dataset, the command exits 2."""
     import pose2rgbd.dataset.writer as fmt
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     bag = tmp_path / "flight"
     write_flight_bag(bag, duration_s=3.0, size=32)

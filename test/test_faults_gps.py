@@ -19,8 +19,8 @@ from pose2rgbd.convert.sources.bag import convert_bag
 from pose2rgbd.errors import ConfigError, DatasetError, SyncError
 from pose2rgbd.nodes.recorder import RecorderConfig
 from pose2rgbd.runtime.offline import run_recorder_bag
-from pose2rgbd.runtime.testing import DATUM, T0_NS, T_world_base, write_flight_bag
 from pose2rgbd.sync.gps import horizontal_distance_m
+from pose2rgbd.testing.flight_bag import DATUM, T0_NS, T_world_base, write_flight_bag
 
 DURATION_S = 5.0
 NORTH_1KM_DEG = 1000.0 / 111_195.0
@@ -263,9 +263,9 @@ def test_8_a_live_recorder_refusing_a_flight_stops_and_says_why(tmp_path: Path) 
 
 def test_9_bad_tf_feeding_the_renderer_is_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from pose2rgbd.inference import EngineConfig, RenderEngine
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
     from pose2rgbd.nodes import RendererConfig
     from pose2rgbd.runtime import run_renderer_bag
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     bag = _flight(tmp_path, bad_tf_every=10)  # 251 /tf messages: 25 bad, 12 NaN translations and 13 zero quaternions
     engine = RenderEngine(EngineConfig(warmup=0), make_ground_plane_checkpoint(32))

@@ -88,8 +88,8 @@ LOC_SIZE = 32
 @pytest.fixture(scope="module")
 def loc_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
     from pose2rgbd.models.checkpoint import save_checkpoint
+    from pose2rgbd.testing.toy_localizer import make_toy_localizer_checkpoint
 
     ck = make_toy_localizer_checkpoint(LOC_SIZE)
     path = tmp_path_factory.mktemp("loc") / "toy.pt"

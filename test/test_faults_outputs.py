@@ -31,7 +31,7 @@ def tree_hash(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def flight_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     bag = tmp_path_factory.mktemp("bags") / "flight"
     write_flight_bag(bag, duration_s=1.0, size=32)

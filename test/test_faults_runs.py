@@ -8,7 +8,6 @@ import csv
 import logging
 import random
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,13 @@ def _prepare(ctx: Any) -> Any:
 
 
 @pytest.fixture
-def noisy(monkeypatch: pytest.MonkeyPatch) -> Any:
+def noisy() -> Any:
     from pose2rgbd.models import ModelFamily
     from pose2rgbd.models.registry import register_family, unregister_family
 
-    module = types.ModuleType("noisy_recipe_for_test")
-    module.prepare = _prepare  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "noisy_recipe_for_test", module)
     cls = _noisy_model_class()
     family = ModelFamily(kind="noisy-render", config_cls=NoisyConfig, build=cls, data="pose_to_image",
-                         engine="render", train="noisy_recipe_for_test:prepare")  # fmt: skip
+                         engine="render", train=lambda: _prepare)  # fmt: skip
     register_family(family)
     yield family
     unregister_family("noisy-render")
@@ -262,7 +258,7 @@ def test_record_again_after_an_interrupt_says_what_to_do_with_the_output_bag(
     again: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pose2rgbd.dataset import Dataset, DatasetWriter
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     bag = tmp_path / "flight"
     write_flight_bag(bag, duration_s=1.0, size=32)
@@ -366,9 +362,9 @@ def test_a_disk_full_error_without_a_file_name_names_the_output(
 
 # ------------------------------------------------------------------------------ tracebacks and unclear messages
 def test_render_bag_where_no_pose_resolves_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
     from pose2rgbd.models.checkpoint import save_checkpoint
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     ck = make_ground_plane_checkpoint(16)
     ckpt = save_checkpoint(tmp_path / "m.pt", ck.model, dataset_fingerprint="x", camera=ck.camera)

@@ -12,11 +12,11 @@ import torch
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.experiments.toy import make_toy_dataset
-from pose2rgbd.inference.testing import GroundPlaneConfig, GroundPlaneModel, look_down_pose
 from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS, PRESETS, build_model, preset_config
 from pose2rgbd.methods.pose2rgbd.config import GEOMETRY_SWITCHES, PAPER_PRESETS, Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.geometry_losses import backward_warp, forward_splat, perturb_poses
 from pose2rgbd.models import DepthNormalizer, PoseNormalizer, count_parameters, load_checkpoint
+from pose2rgbd.testing.ground_plane import GroundPlaneConfig, GroundPlaneModel, look_down_pose
 from pose2rgbd.training import TrainConfig, train
 
 SIZE = 64

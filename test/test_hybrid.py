@@ -16,11 +16,11 @@ from pose2rgbd.errors import CheckpointError
 from pose2rgbd.evaluation.reprojection import reproject_nearest, splat
 from pose2rgbd.experiments.toy import make_toy_dataset
 from pose2rgbd.inference import EngineConfig, RenderEngine
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 from pose2rgbd.methods.hybrid import HybridConfig, build_model, splat_keyframes
 from pose2rgbd.methods.hybrid.recipe import sequence_positions, store_indices
 from pose2rgbd.models import DepthNormalizer, PoseNormalizer, load_checkpoint
 from pose2rgbd.models.registry import get_family
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 from pose2rgbd.training import TrainConfig, train
 
 SIZE = 64

@@ -10,9 +10,9 @@ import torch
 
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.inference import EngineConfig, RenderEngine
-from pose2rgbd.inference.testing import look_down_pose
-from pose2rgbd.methods.hybrid.testing import make_hybrid_checkpoint, query_poses
 from pose2rgbd.methods.hybrid.warp import warp_gathered
+from pose2rgbd.testing.ground_plane import look_down_pose
+from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint, query_poses
 
 SIZE = 64
 N_KEY = 40

@@ -10,7 +10,7 @@ import pytest
 from pose2rgbd.errors import CheckpointError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.inference import EngineConfig, RenderEngine, load_engine
-from pose2rgbd.inference.testing import look_down_pose
+from pose2rgbd.testing.ground_plane import look_down_pose
 
 torch = pytest.importorskip("torch")
 
@@ -103,15 +103,15 @@ def test_a_saved_ground_plane_checkpoint_loads_in_a_process_that_never_imported_
     import subprocess
     import sys
 
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
     from pose2rgbd.models import save_checkpoint
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     ck = make_ground_plane_checkpoint(16)
     p = save_checkpoint(tmp_path / "gp.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera)
     code = (
         "import sys; from pose2rgbd.models import load_checkpoint; "
         f"ck = load_checkpoint({str(p)!r}); "
-        "assert 'pose2rgbd.inference.testing' in sys.modules; print(ck.kind, type(ck.model).__name__)"
+        "assert 'pose2rgbd.testing.ground_plane' in sys.modules; print(ck.kind, type(ck.model).__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -9,7 +9,7 @@ import pytest
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.inference import EngineConfig, RenderEngine, extrapolate_constant_velocity, load_engine
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint
 
 
 def make_engine(size: int = 32, **kw: object) -> RenderEngine:

@@ -103,7 +103,7 @@ def test_localize_input_errors_and_engine_kinds(checkpoint: Path) -> None:
 
 
 def test_render_checkpoint_refused_by_the_localize_engine() -> None:
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     with pytest.raises(CheckpointError, match="does not localize images"):
         LocalizeEngine(EngineConfig(warmup=0, device="cpu"), make_ground_plane_checkpoint(8))

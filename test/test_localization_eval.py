@@ -23,7 +23,7 @@ from pose2rgbd.evaluation.localization import (
     trajectory_figure,
 )
 from pose2rgbd.inference import Localizer
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 
 def test_pose_errors_by_hand() -> None:

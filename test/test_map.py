@@ -236,7 +236,7 @@ def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path) -> None:
     from pose2rgbd.cli.main import main
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.transforms import T_from_tq
-    from pose2rgbd.runtime.testing import write_image_bag
+    from pose2rgbd.testing.flight_bag import write_image_bag
 
     _, T_true, imgs = _query_rows(world, 5)
     other = Dataset(world["other"]).read_rgb(3)
@@ -363,7 +363,6 @@ def test_map_of_an_rgb_only_dataset_triangulates_and_localizes(world: dict, tmp_
     128x128 and about 10 m baselines), the map holds no depth, and held-out frames still localize to under a
     metre."""
     from pose2rgbd.evaluation.localization import pose_errors
-    from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
     from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
 
     ds = _without_depth(world["dataset"], tmp_path / "rgb_only")
@@ -393,7 +392,6 @@ def test_map_of_an_rgb_only_dataset_triangulates_and_localizes(world: dict, tmp_
     assert ok.mean() > 0.4
     pos, _ = pose_errors(np.stack([f.T_world_cam for f in fixes])[ok], T_true[ok])
     assert np.median(pos) < 1.0 and pos.max() < 5.0
-    assert isinstance(StructureLocalizer(pm, StructureConfig()).map, PlaceMap)
 
 
 def test_localization_only_map_is_smaller_and_localizes(world: dict, tmp_path: Path) -> None:
@@ -411,7 +409,11 @@ def test_localization_only_map_is_smaller_and_localizes(world: dict, tmp_path: P
         pm.rgb(0)
     fixes, _ = _localize_route({**world, "map": out}, world["dataset"], use_previous_fix=False)
     full, _ = _localize_route(world, world["dataset"], use_previous_fix=False)
-    assert [f.ok for f in fixes] == [f.ok for f in full]
+    ok = np.array([f.ok for f in full])
+    assert ok.mean() > 0.6  # the comparison below means something only where the full map fixes the route
+    assert [f.ok for f in fixes] == ok.tolist()
+    for a, b in zip((f for f in fixes if f.ok), (f for f in full if f.ok)):
+        assert np.allclose(a.T_world_cam, b.T_world_cam, atol=1e-6)  # the same fix, not merely a fix
 
 
 def test_query_of_another_aspect_ratio_needs_its_intrinsics(world: dict) -> None:

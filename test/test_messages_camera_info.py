@@ -49,7 +49,7 @@ def test_ros1_field_names_and_uncalibrated() -> None:
 
 @pytest.fixture(scope="module")
 def binned_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     path = tmp_path_factory.mktemp("binned") / "flight"
     write_flight_bag(path, duration_s=1.5, size=SIZE, camera_info_fields=BINNED_INFO)

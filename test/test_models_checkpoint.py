@@ -153,7 +153,7 @@ def test_mismatches_name_what_differs(tmp_path: Path) -> None:
 
 
 def test_expectation_a_kind_cannot_meet(tmp_path: Path) -> None:
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     gp = make_ground_plane_checkpoint(16)
     p = save_checkpoint(tmp_path / "gp.pt", gp.model, dataset_fingerprint="x", camera=gp.camera)

@@ -91,9 +91,9 @@ def test_slice_parameter_deltas_track_paper() -> None:
     counts = {p: count_parameters(build_model(preset_config(p, size=512, outputs="depth"))) for p in PAPER_PRESETS}
     # paper: 544 parameters per extra slice; ours: 9 * 32 (head) + 1 (bias) + 9 * 32 (b3 input) = 577
     per_slice = (counts["slice64"] - counts["slice10"]) / 54
-    paper_per_slice = (PAPER_PARAMETERS["slice64"] - PAPER_PARAMETERS["slice10"]) / 54
     assert per_slice == 577
-    assert paper_per_slice == 544
+    paper_per_slice = (PAPER_PARAMETERS["slice64"] - PAPER_PARAMETERS["slice10"]) / 54  # 544
+    assert abs(per_slice / paper_per_slice - 1) < 0.07  # ours tracks the paper's growth per slice within 6.1 %
     assert counts["base"] < counts["slice10"] < counts["slice32"] < counts["slice64"]
 
 

@@ -131,7 +131,7 @@ def test_driver_refuses_data_the_dataset_cannot_give(tmp_path: Path, monkeypatch
     from pose2rgbd.experiments.toy import make_toy_dataset
     from pose2rgbd.training import train
 
-    seq = ModelFamily(kind="toy-seq", config_cls=ToyConfig, build=ToyRenderer, data="sequences", train="x:y")
+    seq = ModelFamily(kind="toy-seq", config_cls=ToyConfig, build=ToyRenderer, data="sequences", train=lambda: print)
     register_family(seq)
     try:
         ds = Dataset(make_toy_dataset(tmp_path / "ds", n_survey=6, n_route=3, size=16))

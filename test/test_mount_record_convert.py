@@ -18,7 +18,7 @@ from pose2rgbd.geometry import R_BODY_OPTICAL
 from pose2rgbd.geometry.mount import CameraMount, mount_matrix, rpy_deg_of_optical_quat
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
-from pose2rgbd.runtime.testing import DATUM, T_BASE_CAM, write_flight_bag
+from pose2rgbd.testing.flight_bag import DATUM, T_BASE_CAM, write_flight_bag
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,12 @@ from pose2rgbd.evaluation.calibration import (
 from pose2rgbd.geometry.transforms import T_from_tq
 from pose2rgbd.inference import EngineConfig, LocalizeEngine
 from pose2rgbd.inference.images import fit_to_input
-from pose2rgbd.inference.testing import make_ground_plane_checkpoint
-from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
 from pose2rgbd.models.checkpoint import save_checkpoint
 from pose2rgbd.nodes import LOCALIZER, NODES, LocalizerConfig, LocalizerNode, node_spec
 from pose2rgbd.runtime.offline import run_node_bag
-from pose2rgbd.runtime.testing import write_image_bag
+from pose2rgbd.testing.flight_bag import write_image_bag
+from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
+from pose2rgbd.testing.toy_localizer import make_toy_localizer_checkpoint
 
 SIZE = 32
 
@@ -369,7 +369,7 @@ def test_refine_publishes_a_render_and_compare_pose(ckpt: Path, tmp_path: Path) 
     """With refine, each localized image also gets a refined pose (same stamp, frame and covariance) from
     render-and-compare against a pose -> image model (here the analytic ground plane, refine_checkpoint)."""
     from pose2rgbd.inference.refine import RefineConfig
-    from pose2rgbd.inference.testing import look_down_pose, render_ground_plane
+    from pose2rgbd.testing.ground_plane import look_down_pose, render_ground_plane
 
     plane = make_ground_plane_checkpoint(SIZE)
     elsewhere = save_checkpoint(tmp_path / "map.pt", plane.model, dataset_fingerprint="x", camera=plane.camera)

@@ -19,7 +19,7 @@ from pose2rgbd.messages import (
 )
 from pose2rgbd.nodes import Recorder, RecorderConfig
 from pose2rgbd.nodes.sync import ApproximateTimeSync, InterpolatingStream
-from pose2rgbd.runtime.testing import DATUM
+from pose2rgbd.testing.flight_bag import DATUM
 
 S = 1_000_000_000
 MS = 1_000_000

@@ -11,7 +11,6 @@ from pose2rgbd.config import describe
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.tf_buffer import LookupException, TFBuffer
 from pose2rgbd.inference import EngineConfig, RenderEngine
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint
 from pose2rgbd.messages import (
     TypestoreFactory,
     camera_from_info,
@@ -26,6 +25,7 @@ from pose2rgbd.messages import (
     stamp_to_ns,
 )
 from pose2rgbd.nodes import Renderer, RendererConfig
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint
 
 S = 1_000_000_000
 F = default_factory()

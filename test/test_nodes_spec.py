@@ -13,11 +13,11 @@ import pytest
 from pose2rgbd.config import help_field, param_ranges, ranged_field
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.inference import EngineConfig, RenderEngine
-from pose2rgbd.inference.testing import make_ground_plane_checkpoint
 from pose2rgbd.messages import TypestoreFactory, new_typestore, pose_to_matrix, register_custom_msgs
 from pose2rgbd.nodes import NODES, RECORDER, RENDERER, Recorder, RecorderConfig, Renderer, RendererConfig, node_spec
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, TFNeed, Timer, config_from_flat, parameter_change
 from pose2rgbd.runtime.offline import run_node_bag
+from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def factory() -> TypestoreFactory:
 
 @pytest.fixture(scope="module")
 def flight(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     path = tmp_path_factory.mktemp("spec") / "flight"
     write_flight_bag(path, duration_s=1.5, size=32)
@@ -247,10 +247,10 @@ ECHO = NodeSpec(
     name="echo",
     config=EchoConfig,
     build=lambda cfg, factory, logger=None, **_: Echo(cfg, factory, logger),
-    inputs=(Input("topics.pose", ("geometry_msgs/msg/PoseStamped",), "on_pose"),),
+    inputs=(Input("topics.pose", ("geometry_msgs/msg/PoseStamped",), Echo.on_pose),),
     outputs=(Output("topics.echo", "geometry_msgs/msg/PoseStamped"),),
-    timers=(Timer(lambda c: 0.5, "tick"),),
-    tf=TFNeed(on_update="tf_update"),
+    timers=(Timer(lambda c: 0.5, Echo.tick),),
+    tf=TFNeed(on_update=Echo.tf_update),
     live=("lift",),
 )
 

@@ -11,8 +11,8 @@ from scipy.spatial.transform import Rotation
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.encoding import encode_poses
 from pose2rgbd.inference.refine import RefineConfig, RefinedLocalizer, Refiner, se3_exp
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 from pose2rgbd.models.interfaces import _encode_poses_torch
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 
 @pytest.fixture(autouse=True)

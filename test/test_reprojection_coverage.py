@@ -10,7 +10,7 @@ from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.evaluation.reprojection import reproject_nearest, splat
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 SIZE = 64
 

@@ -5,7 +5,7 @@ clean exit on SIGINT.
 
 Every test has its own random ``ROS_DOMAIN_ID`` and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (no traffic
 leaves loopback), bounded waits, and the node process is ended in a fixture finaliser (SIGINT, then SIGKILL).
-The renderer serves the analytic ground-plane checkpoint (``pose2rgbd.inference.testing``), so depth is checked
+The renderer serves the analytic ground-plane checkpoint (``pose2rgbd.testing.ground_plane``), so depth is checked
 against the exact value (a camera looking straight down at altitude h sees depth h everywhere).
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pose2rgbd.inference.testing import look_down_pose
+from pose2rgbd.testing.ground_plane import look_down_pose
 
 pytestmark = pytest.mark.ros
 
@@ -255,8 +255,8 @@ CAMERA = "camera_optical_frame"
 
 @pytest.fixture
 def ground_plane_checkpoint(tmp_path: Path) -> Path:
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint
     from pose2rgbd.models import save_checkpoint
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
     ck = make_ground_plane_checkpoint(SIZE)
     return save_checkpoint(tmp_path / "ground.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera)
@@ -635,8 +635,8 @@ def test_localize_node_live(ros: Harness, tmp_path: Path) -> None:
     from tf2_msgs.msg import TFMessage
 
     from pose2rgbd.evaluation.calibration import check_covariance, compute_calibration, save_calibration
-    from pose2rgbd.inference.testing_localize import make_toy_localizer_checkpoint
     from pose2rgbd.models import save_checkpoint
+    from pose2rgbd.testing.toy_localizer import make_toy_localizer_checkpoint
 
     ck = make_toy_localizer_checkpoint(SIZE, world_frame="odom")
     ckpt = save_checkpoint(tmp_path / "toy.pt", ck.model, dataset_fingerprint="stub", camera=ck.camera,

@@ -67,9 +67,9 @@ TOY = NodeSpec(
     name="toy",
     config=ToyConfig,
     build=lambda cfg, factory, logger=None, **_: Toy(cfg, factory, logger),
-    inputs=(Input("topics.input", ("std_msgs/msg/Int32",), "on_int", qos="reliable"),),
+    inputs=(Input("topics.input", ("std_msgs/msg/Int32",), Toy.on_int, qos="reliable"),),
     outputs=(Output("topics.output", "std_msgs/msg/Int32"),),
-    timers=(Timer(lambda c: c.period_s, "tick"),),
+    timers=(Timer(lambda c: c.period_s, Toy.tick),),
     live=("gain", "period_s"),
 )
 
@@ -128,7 +128,7 @@ def test_host_lifecycle_and_live_parameters(rclpy_context) -> None:  # type: ign
         assert node.logic is not None and node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
         node.trigger_activate()
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
-        out = node._input_callback("on_int")
+        out = node._input_callback(Toy.on_int)
         got: list[int] = []
         assert "toy_out" in node._host_pubs
         node._publish = lambda outs: got.extend(m.data for _, m in outs or [])  # type: ignore[method-assign]

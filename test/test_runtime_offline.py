@@ -17,12 +17,12 @@ from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.geometry import pose_errors
 from pose2rgbd.inference import EngineConfig, RenderEngine
-from pose2rgbd.inference.testing import make_ground_plane_checkpoint
 from pose2rgbd.messages import camera_from_info, image_to_numpy, point_cloud2_fields, pose_to_matrix, stamp_to_ns
 from pose2rgbd.nodes import RecorderConfig, RendererConfig
 from pose2rgbd.runtime import run_recorder_bag, run_renderer_bag
-from pose2rgbd.runtime.testing import T0_NS as T0
-from pose2rgbd.runtime.testing import T_BASE_CAM, T_world_base, write_flight_bag
+from pose2rgbd.testing.flight_bag import T0_NS as T0
+from pose2rgbd.testing.flight_bag import T_BASE_CAM, T_world_base, write_flight_bag
+from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose2rgbd.convert.logs import read_gps_log
+from pose2rgbd.convert.gps_logs import read_gps_log
 from pose2rgbd.sync import FlowMagnitude, SyncConfig, correlate_signals
 
 FRAME = 1 / 29.97

@@ -3,8 +3,6 @@ the usual outputs, resumes, and a checkpoint of another kind cannot be resumed i
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +67,12 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
 
 FAMILY = ModelFamily(
     kind="tiny-render", config_cls=TinyConfig, build=TinyRenderer, data="pose_to_image", engine="render",
-    train="tiny_recipe_for_test:prepare",
+    train=lambda: prepare,
 )  # fmt: skip
 
 
 @pytest.fixture
-def tiny(monkeypatch: pytest.MonkeyPatch):
-    module = types.ModuleType("tiny_recipe_for_test")
-    module.prepare = prepare  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tiny_recipe_for_test", module)
+def tiny():
     register_family(FAMILY)
     yield FAMILY
     unregister_family(FAMILY.kind)

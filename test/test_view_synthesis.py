@@ -14,8 +14,8 @@ from pose2rgbd.cli.main import main
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.view_synthesis import interpolate_route, pose_from_values
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 from pose2rgbd.models import save_checkpoint
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 
 def test_routes_linear_parabolic_and_slerp() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
-from pose2rgbd.convert.logs import GPS_FORMATS
+from pose2rgbd.convert.gps_logs import GPS_FORMATS
 
 # Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount, --mount-rpy, --mount-xyz and the
 # --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*).

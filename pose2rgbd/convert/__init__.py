@@ -10,29 +10,62 @@ GPS to wheel odometry in a camera-less bag (a report, no dataset).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pose2rgbd.convert.config import ConvertConfig
 
-# what can become a dataset: name -> "module:class" keeping the Source contract (pose2rgbd.convert.pipeline);
-# imported when used, so the CLI's start-up does not load OpenCV, rosbags or torch for a source it does not use
-SOURCES = {
-    "bag": "pose2rgbd.convert.sources.bag:BagSource",
-    "video": "pose2rgbd.convert.sources.video:VideoSource",
-    "images": "pose2rgbd.convert.sources.images:PosedImagesSource",
-    "selfsup-depth": "pose2rgbd.convert.stages.depth_export:DepthSource",
+if TYPE_CHECKING:
+    from pose2rgbd.convert.pipeline import Source
+
+# A source class: its constructor's arguments differ from source to source (a bag path, a video and a GPS log, ...),
+# what it makes keeps the Source contract; mypy checks each entry below against it.
+SourceClass = Callable[..., "Source"]
+
+# Each source is imported when used (a function per entry), so the CLI's start-up does not load OpenCV, rosbags or
+# torch for a source it does not use; the function names the class, so a reader and mypy can follow it.
+
+
+def _bag() -> SourceClass:
+    from pose2rgbd.convert.sources.bag import BagSource
+
+    return BagSource
+
+
+def _video() -> SourceClass:
+    from pose2rgbd.convert.sources.video import VideoSource
+
+    return VideoSource
+
+
+def _images() -> SourceClass:
+    from pose2rgbd.convert.sources.images import PosedImagesSource
+
+    return PosedImagesSource
+
+
+def _selfsup_depth() -> SourceClass:
+    from pose2rgbd.convert.stages.depth_export import DepthSource
+
+    return DepthSource
+
+
+# what can become a dataset: name -> the class keeping the Source contract (pose2rgbd.convert.pipeline)
+SOURCES: dict[str, Callable[[], SourceClass]] = {
+    "bag": _bag,
+    "video": _video,
+    "images": _images,
+    "selfsup-depth": _selfsup_depth,
 }
 
 
-def source_class(name: str) -> Any:
+def source_class(name: str) -> SourceClass:
     """The source class registered as ``name`` in :data:`SOURCES`."""
     from pose2rgbd.errors import ConfigError
 
     if name not in SOURCES:
         raise ConfigError(f"no conversion source {name!r}; known: {sorted(SOURCES)}")
-    module, cls = SOURCES[name].split(":")
-    return getattr(import_module(module), cls)
+    return SOURCES[name]()
 
 
 __all__ = ["SOURCES", "ConvertConfig", "source_class"]

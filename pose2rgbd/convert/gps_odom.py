@@ -40,7 +40,7 @@ def align_gps_to_odometry(
     ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
     """
     from pose2rgbd.bags import open_bag
-    from pose2rgbd.convert.logs import GpsTrack
+    from pose2rgbd.convert.gps_logs import GpsTrack
     from pose2rgbd.convert.report import plot_sync, plot_track
     from pose2rgbd.convert.stages.time_offset import gps_in_enu
 

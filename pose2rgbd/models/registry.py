@@ -37,11 +37,17 @@ _BUILTIN: dict[str, str] = {
 # the same for the stand-ins of tests and benchmarks of the serving path (no trained weights, no recipe):
 # resolvable by name, listed nowhere
 _STAND_INS: dict[str, str] = {
-    "ground-plane": "pose2rgbd.inference.testing",  # analytic ground-plane renderer
-    "toy-localizer": "pose2rgbd.inference.testing_localize",  # seeded random image -> pose network
+    "ground-plane": "pose2rgbd.testing.ground_plane",  # analytic ground-plane renderer
+    "toy-localizer": "pose2rgbd.testing.toy_localizer",  # seeded random image -> pose network
 }
 
 _REGISTRY: dict[str, ModelFamily] = {}
+
+# ``recipe(ctx: pose2rgbd.training.recipe.RecipeContext) -> TrainingSetup`` (training sits above this layer, so the
+# types are named here, not imported)
+Recipe = Callable[..., Any]
+# ``policy(config, dataset, given) -> (config, note)``
+DatasetPolicy = Callable[[Any, Any, dict[str, Any]], tuple[Any, str]]
 
 
 @dataclass
@@ -56,18 +62,19 @@ class ModelFamily:
         data: what it trains on: ``pose_to_image`` | ``image_to_pose`` | ``sequences`` (datasets declare which
             they can give: :meth:`pose2rgbd.dataset.Dataset.capabilities`).
         engine: the engine that serves it: ``render`` | ``localize`` | ``None`` (not servable).
-        train: the training recipe, ``"module:function"``, imported when training starts (see
-            :func:`pose2rgbd.training.train.train`).
+        train: the training recipe's loader: a function that imports the recipe when training starts and returns it
+            (e.g. ``def _recipe(): from .recipe import prepare; return prepare``), so a family's module does not
+            import the trainer; see :func:`pose2rgbd.training.train.train`.
         description: one line for ``--help`` and listings.
         upgrade_v1: converts a version-1 checkpoint dict of this kind to version 2 (``None``: v1 never existed).
         migrate: brings a checkpoint dict of this kind (any readable version, after ``upgrade_v1``) to the
             current layout of its config sections, e.g. a setting that moved from ``train_config`` into
             ``model_config`` (``None``: nothing to migrate). It must leave a current checkpoint unchanged.
-        fit_dataset: the method's policy for a dataset its default settings do not suit, ``"module:function"``
-            called as ``function(config, dataset, given) -> (config, note)`` before training (``dataset``: its path,
-            opened by the policy if it needs it; ``given``: the ``model.*`` settings the user chose; raise
-            :class:`~pose2rgbd.errors.ConfigError` to refuse, return a ``note`` to say what changed); see
-            :meth:`fit_to_dataset`.
+        fit_dataset: the loader of the method's policy for a dataset its default settings do not suit (as
+            ``train``), the policy called as ``function(config, dataset, given) -> (config, note)`` before training
+            (``dataset``: its path, opened by the policy if it needs it; ``given``: the ``model.*`` settings the
+            user chose; raise :class:`~pose2rgbd.errors.ConfigError` to refuse, return a ``note`` to say what
+            changed); see :meth:`fit_to_dataset`.
     """
 
     kind: str
@@ -77,11 +84,11 @@ class ModelFamily:
     default_preset: str | None = None
     data: str = "pose_to_image"
     engine: str | None = None
-    train: str = ""
+    train: Callable[[], Recipe] | None = None
     description: str = ""
     upgrade_v1: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    fit_dataset: str = ""
+    fit_dataset: Callable[[], DatasetPolicy] | None = None
 
     def __post_init__(self) -> None:
         if not self.kind or not self.kind.replace("-", "").replace("_", "").isalnum():
@@ -94,10 +101,13 @@ class ModelFamily:
             )
         if self.default_preset is not None and self.default_preset not in self.presets:
             raise ConfigError(f"model family {self.kind!r}: default preset {self.default_preset!r} is not a preset")
-        if self.train and ":" not in self.train:
-            raise ConfigError(f"model family {self.kind!r}: train {self.train!r} must be 'module:function'")
-        if self.fit_dataset and ":" not in self.fit_dataset:
-            raise ConfigError(f"model family {self.kind!r}: fit_dataset {self.fit_dataset!r} must be 'module:function'")
+        for name in ("train", "fit_dataset"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigError(
+                    f"model family {self.kind!r}: {name} must be a function returning the {name} function, "
+                    f"got {type(value).__name__}"
+                )
 
     # -- configs -------------------------------------------------------------------------------------------
     def make_config(self, preset: str | None = None, **overrides: Any) -> Any:
@@ -120,23 +130,20 @@ class ModelFamily:
         return cfgmod.from_dict(self.config_cls, d, where=where)
 
     # -- training ------------------------------------------------------------------------------------------
-    def load_recipe(self) -> Callable[..., Any]:
-        """The training recipe function named by :attr:`train`."""
-        if not self.train:
+    def load_recipe(self) -> Recipe:
+        """The training recipe function (:attr:`train` imports it)."""
+        if self.train is None:
             raise ConfigError(f"model kind {self.kind!r} has no training recipe")
-        mod, _, fn = self.train.partition(":")
         try:
-            return getattr(importlib.import_module(mod), fn)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"model kind {self.kind!r}: cannot import its training recipe {self.train!r}: {e}") from e
+            return self.train()
+        except ImportError as e:
+            raise ConfigError(f"model kind {self.kind!r}: cannot import its training recipe: {e}") from e
 
     def fit_to_dataset(self, config: Any, dataset: Any, given: dict[str, Any]) -> tuple[Any, str]:
         """``(config, note)``: the method's :attr:`fit_dataset` policy applied (unchanged and no note without one)."""
-        if not self.fit_dataset:
+        if self.fit_dataset is None:
             return config, ""
-        mod, _, fn = self.fit_dataset.partition(":")
-        policy = getattr(importlib.import_module(mod), fn)
-        return policy(config, dataset, given)  # type: ignore[no-any-return]
+        return self.fit_dataset()(config, dataset, given)
 
 
 def register_family(family: ModelFamily, *, replace_existing: bool = False) -> ModelFamily:

@@ -400,7 +400,9 @@ RENDERER = NodeSpec(
     configure=configure_renderer,
     build=build_renderer,
     inputs=(
-        Input("topics.pose", ("geometry_msgs/msg/PoseStamped",), "on_pose", when=lambda c: c.pose_source == "topic"),
+        Input(
+            "topics.pose", ("geometry_msgs/msg/PoseStamped",), Renderer.on_pose, when=lambda c: c.pose_source == "topic"
+        ),
     ),
     outputs=(
         Output("topics.rgb", "sensor_msgs/msg/Image", depth=2),
@@ -413,10 +415,10 @@ RENDERER = NodeSpec(
         Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
     ),
     timers=(
-        Timer(lambda c: 1.0 / c.rate_hz if c.rate_hz > 0 else 0.0, "tick", "render"),
-        Timer(lambda c: c.diagnostics_period_s, "diagnostics_tick", "diagnostics"),
+        Timer(lambda c: 1.0 / c.rate_hz if c.rate_hz > 0 else 0.0, Renderer.tick, "render"),
+        Timer(lambda c: c.diagnostics_period_s, Renderer.diagnostics_tick, "diagnostics"),
     ),
-    services=(Service("~/render_at_pose", "pose2rgbd/srv/RenderAtPose", "render_at_pose"),),
+    services=(Service("~/render_at_pose", "pose2rgbd/srv/RenderAtPose", Renderer.render_at_pose),),
     tf=TFNeed(required=lambda c: c.pose_source == "tf", timeout_s=lambda c: c.tf_timeout_s, why="pose_source is 'tf'"),
     live=RENDERER_LIVE,
     description="pose -> rendered RGB, metric depth, confidence, point cloud and validity mask",

@@ -4,7 +4,9 @@ A :class:`NodeSpec` names the node, its config class, how to :attr:`~NodeSpec.co
 render model), how to :attr:`~NodeSpec.build` the message-level logic, and what that logic consumes
 (:class:`Input`), produces (:class:`Output`), runs periodically (:class:`Timer`), serves (:class:`Service`) and
 needs from TF (:class:`TFNeed`). Topics are config keys (``"topics.pose"``), so a renamed topic is one
-parameter. Handlers are method names of the logic object:
+parameter. Handlers are methods of the logic class, referenced as such (``Renderer.on_pose``, so a reader and
+mypy can follow them); a runtime calls the logic object's method of that name (:func:`bound`, so a subclass's
+override is the one called):
 
 * input: ``handler(msg, now_ns) -> outputs | None``
 * timer: ``handler(now_ns) -> outputs | None``
@@ -44,8 +46,17 @@ QoS = Literal["sensor_data", "reliable", "latched"]
 Lookup = Callable[[str, str, int], Any]  # (target, source, time_ns) -> (T_target_source, stamp_ns)
 
 
+# a method of the node's logic class, e.g. ``Renderer.on_pose`` (see the module docstring for its signature)
+Handler = Callable[..., Any]
+
+
 def _always(_cfg: Any) -> bool:
     return True
+
+
+def bound(logic: Any, handler: Handler) -> Callable[..., Any]:
+    """The logic object's method ``handler`` names (its own override where it has one)."""
+    return getattr(logic, handler.__name__)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class Input:
 
     topic: str
     types: tuple[str, ...]
-    handler: str
+    handler: Handler
     qos: QoS = "sensor_data"
     depth: int = 10
     when: Callable[[Any], bool] = _always  # used with this config?
@@ -78,7 +89,7 @@ class Timer:
     """A periodic call; ``period_s(cfg) <= 0`` means off."""
 
     period_s: Callable[[Any], float]
-    handler: str
+    handler: Handler
     name: str = ""
 
 
@@ -86,7 +97,7 @@ class Timer:
 class Service:
     name: str  # e.g. "~/render_at_pose"
     type: str  # e.g. "pose2rgbd/srv/RenderAtPose"
-    handler: str
+    handler: Handler
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,7 @@ class TFNeed:
     when: Callable[[Any], bool] = _always
     required: Callable[[Any], bool] = _always
     static_only: bool = False
-    on_update: str = ""
+    on_update: Handler | None = None
     poll_s: float = 0.5
     timeout_s: Callable[[Any], float] = lambda _cfg: 0.0
     why: str = ""  # why TF is needed, for error messages ("mount.source is 'tf_static'")
@@ -163,7 +174,7 @@ class Parameter:
 
 
 def validate_spec(spec: NodeSpec) -> None:
-    """Check a spec against its config class: every topic key names a string leaf, handlers are names, no
+    """Check a spec against its config class: every topic key names a string leaf, handlers are methods, no
     duplicates, live names exist. Raises ConfigError naming the problem."""
     leaves = describe(spec.config)
     where = f"node spec {spec.name!r}"
@@ -178,11 +189,15 @@ def validate_spec(spec: NodeSpec) -> None:
     if spec.dataset and (spec.dataset not in leaves or not isinstance(leaves[spec.dataset][0], str)):
         raise ConfigError(f"{where}: dataset key {spec.dataset!r} is not a string field of {spec.config.__name__}")
     for i in spec.inputs:
-        if not i.types or not i.handler:
-            raise ConfigError(f"{where}: input {i.topic!r} needs message types and a handler")
+        if not i.types:
+            raise ConfigError(f"{where}: input {i.topic!r} needs message types")
     handlers = [i.handler for i in spec.inputs] + [t.handler for t in spec.timers] + [s.handler for s in spec.services]
-    if any(not h.isidentifier() for h in handlers):
-        raise ConfigError(f"{where}: handlers must be method names, got {handlers}")
+    if spec.tf is not None and spec.tf.on_update is not None:
+        handlers.append(spec.tf.on_update)
+    if not all(callable(h) and getattr(h, "__name__", "").isidentifier() for h in handlers):
+        raise ConfigError(
+            f"{where}: handlers must be methods of the logic class (e.g. Renderer.on_pose), got {handlers}"
+        )
     names = [s.name for s in spec.services]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a service is listed twice: {names}")
@@ -194,9 +209,10 @@ def validate_spec(spec: NodeSpec) -> None:
 def check_logic(spec: NodeSpec, logic: Any) -> None:
     """Check that a built logic object has what ``spec`` promises the runtimes (handlers, hooks); raises
     ConfigError listing what is missing."""
-    need = [i.handler for i in spec.inputs] + [t.handler for t in spec.timers] + [s.handler for s in spec.services]
+    handlers = [i.handler for i in spec.inputs] + [t.handler for t in spec.timers] + [s.handler for s in spec.services]
+    need = [h.__name__ for h in handlers]
     if spec.tf is not None:
-        need += ["set_tf_lookup"] + ([spec.tf.on_update] if spec.tf.on_update else [])
+        need += ["set_tf_lookup"] + ([spec.tf.on_update.__name__] if spec.tf.on_update else [])
     if spec.live:
         need.append("on_parameter_change")
     missing = sorted({n for n in need if not callable(getattr(logic, n, None))})

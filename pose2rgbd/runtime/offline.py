@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_
 from pose2rgbd.nodes.common import resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
-from pose2rgbd.nodes.spec import NodeSpec, check_logic, get_key, with_resources
+from pose2rgbd.nodes.spec import NodeSpec, bound, check_logic, get_key, with_resources
 from pose2rgbd.nodes.tf import TF_STATIC_TOPIC, TF_TOPIC, TFInput, tf_topics
 from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, note_kept
 from pose2rgbd.progress import bar
@@ -200,7 +200,7 @@ def _run_node_bag(
     ts = _output_typestore()
     with open_bag(bag) as reader:
         # inputs: topic -> handler (the bag's type must be one the input accepts)
-        handlers: dict[str, Any] = {}
+        handlers: dict[str, Callable[..., Any]] = {}
         for inp in spec.active_inputs(cfg):
             topic = resolve_topic(get_key(cfg, inp.topic), namespace)
             info = reader.topics.get(topic)
@@ -216,7 +216,7 @@ def _run_node_bag(
                     f"{bag}: topic {topic!r} has type {info.msgtype}, expected {' or '.join(inp.types)}; topics:\n"
                     f"{reader.describe_topics()}"
                 )
-            handlers[topic] = inp.handler
+            handlers[topic] = inp.handler  # bound to the logic once it is built
         tf_in: dict[str, bool] = {}  # topic -> static
         if spec.tf_used(cfg):
             assert spec.tf is not None
@@ -231,13 +231,15 @@ def _run_node_bag(
         resources = with_resources(spec, cfg, resources)
         logic = spec.build(cfg, TypestoreFactory(ts), None, **resources)
         check_logic(spec, logic)
+        handlers = {topic: bound(logic, h) for topic, h in handlers.items()}
         tf = TFInput(logic, log)
         if spec.tf_used(cfg):
             logic.set_tf_lookup(tf.lookup_transform)
-        tf_waiting = bool(spec.tf_used(cfg) and spec.tf is not None and spec.tf.on_update)
+        tf_update = bound(logic, spec.tf.on_update) if spec.tf_used(cfg) and spec.tf and spec.tf.on_update else None
+        tf_waiting = tf_update is not None
         latency = _FrameLatency(logic, stats)
         out_topics = {name: resolve_topic(name, namespace) for name in spec.output_types(cfg)}
-        timers = [(getattr(logic, t.handler), int(t.period_s(cfg) * 1e9)) for t in spec.timers]
+        timers = [(bound(logic, t.handler), int(t.period_s(cfg) * 1e9)) for t in spec.timers]
         timers = [(fn, period) for fn, period in timers if period > 0]
         writer = None
         try:
@@ -266,11 +268,10 @@ def _run_node_bag(
                 stats.messages_in += 1
                 if m.topic in tf_in:
                     tf.add(m.msg, m.topic, static=tf_in[m.topic], now_ns=now)
-                    if tf_waiting:
-                        assert spec.tf is not None
-                        tf_waiting = not getattr(logic, spec.tf.on_update)(now)
+                    if tf_waiting and tf_update is not None:
+                        tf_waiting = not tf_update(now)
                 if m.topic in handlers:
-                    emit(getattr(logic, handlers[m.topic])(m.msg, now), now)
+                    emit(handlers[m.topic](m.msg, now), now)
             if callable(getattr(logic, "finish", None)):
                 logic.finish()
             if writer is not None:

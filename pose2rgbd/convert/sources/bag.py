@@ -24,7 +24,7 @@ from pose2rgbd.convert.sources.bag_orientation import (
     tf_orientation_series,
     tf_topics,
 )
-from pose2rgbd.convert.sources.synced import SyncedSource
+from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import OrientationTrack
 from pose2rgbd.convert.stages.time_offset import Streams
 from pose2rgbd.errors import BagError, SyncError
@@ -105,7 +105,7 @@ class _ImagePass:
     shape: tuple[int, ...] | None
 
 
-class BagSource(SyncedSource):
+class BagSource(ClockOffsetSource):
     """A rosbag: pass 1 reads images (stamps, optical flow), GPS, CameraInfo, /tf_static (the mount) and an
     orientation topic; pass 2 reads the kept images and their depth. The bag stays open in between."""
 

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
 from pose2rgbd.convert.mp4 import truncation
 from pose2rgbd.convert.pipeline import convert
-from pose2rgbd.convert.sources.synced import SyncedSource
+from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import attitude_orientation
 from pose2rgbd.convert.stages.time_offset import Streams
 from pose2rgbd.errors import ConfigError, SyncError
@@ -94,8 +94,8 @@ def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray
 
 def resolve_gps_log(video: str | Path, gps_log: str | Path | None, gps_format: str) -> tuple[Path, str]:
     """``(log path, format)``: without a GPS log, the video itself when it carries GoPro telemetry (GPMF),
-    else a clear error; ``auto`` is detected from the file (:func:`~pose2rgbd.convert.logs.detect_gps_format`)."""
-    from pose2rgbd.convert.logs import detect_gps_format
+    else a clear error; ``auto`` is detected from the file (:func:`~pose2rgbd.convert.gps_logs.detect_gps_format`)."""
+    from pose2rgbd.convert.gps_logs import detect_gps_format
 
     vp = Path(video)
     if gps_log is None:
@@ -141,7 +141,7 @@ def flow_pass(
     return np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)
 
 
-class VideoSource(SyncedSource):
+class VideoSource(ClockOffsetSource):
     """A video + GPS log (``gps_log`` None: the GPS inside a GoPro MP4; ``gps_format`` 'auto' detects the log's
     format) and an optional attitude log (``time_s,roll,pitch,yaw`` or the karma ATTITUDE csv)."""
 

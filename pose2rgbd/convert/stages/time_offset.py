@@ -31,7 +31,7 @@ from pose2rgbd.geometry import Datum, PinholeCamera, make_T
 from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
 
 if TYPE_CHECKING:
-    from pose2rgbd.convert.logs import GpsTrack
+    from pose2rgbd.convert.gps_logs import GpsTrack
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def gps_in_enu(track: GpsTrack, cfg: ConvertConfig) -> tuple[GpsTrack, Datum, np
     """``(kept fixes, datum, their ENU positions (N, 3))``: the fixes the consensus gate keeps (the dropped ones
     counted in a warning), about the configured datum or the first kept fix (a bad first fix cannot become the
     origin)."""
-    from pose2rgbd.convert.logs import describe_dropped, gate_fixes
+    from pose2rgbd.convert.gps_logs import describe_dropped, gate_fixes
 
     kept = gate_fixes(track, max_speed_mps=cfg.max_speed_mps, tolerance_m=cfg.jump_tolerance_m)
     if line := describe_dropped(kept.dropped, len(track)):
@@ -124,7 +124,7 @@ def gps_in_enu(track: GpsTrack, cfg: ConvertConfig) -> tuple[GpsTrack, Datum, np
 
 
 def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
-    from pose2rgbd.convert.logs import GpsTrack
+    from pose2rgbd.convert.gps_logs import GpsTrack
 
     if s.frame_t.size == 0:
         raise SyncError(f"{s.input_path}: no readable frames")

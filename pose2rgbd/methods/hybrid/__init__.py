@@ -15,7 +15,7 @@ from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS, PRESETS, HybridConf
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.methods.hybrid.network import FillUNet
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
-from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.models.registry import ModelFamily, Recipe
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -26,6 +26,13 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "model_config": mc}
 
 
+def _recipe() -> Recipe:
+    """The training recipe, imported when training starts (this module does not import the trainer)."""
+    from pose2rgbd.methods.hybrid.recipe import prepare
+
+    return prepare
+
+
 FAMILY = ModelFamily(
     kind="hybrid",
     config_cls=HybridConfig,
@@ -34,7 +41,7 @@ FAMILY = ModelFamily(
     default_preset="hybrid",
     data="pose_to_image",
     engine="render",
-    train="pose2rgbd.methods.hybrid.recipe:prepare",
+    train=_recipe,
     migrate=migrate,
     description="hybrid warp-and-fill: nearest training RGB-D frames warped into the pose, filled by a network",
 )

@@ -15,7 +15,7 @@ from pose2rgbd.methods.pose2rgbd.config import PAPER_PARAMETERS, PRESETS, Pose2R
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet, build_model
 from pose2rgbd.methods.pose2rgbd.slices import slice_targets
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
-from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.models.registry import DatasetPolicy, ModelFamily, Recipe
 
 
 def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +55,19 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "model_config": mc, "train_config": tc}
 
 
+def _recipe() -> Recipe:
+    """The training recipe, imported when training starts (this module does not import the trainer)."""
+    from pose2rgbd.methods.pose2rgbd.recipe import prepare
+
+    return prepare
+
+
+def _dataset_policy() -> DatasetPolicy:
+    from pose2rgbd.methods.pose2rgbd.recipe import fit_to_dataset
+
+    return fit_to_dataset
+
+
 FAMILY = ModelFamily(
     kind="pose2rgbd",
     config_cls=Pose2RGBDConfig,
@@ -63,8 +76,8 @@ FAMILY = ModelFamily(
     default_preset="slice10",
     data="pose_to_image",
     engine="render",
-    train="pose2rgbd.methods.pose2rgbd.recipe:prepare",
-    fit_dataset="pose2rgbd.methods.pose2rgbd.recipe:fit_to_dataset",
+    train=_recipe,
+    fit_dataset=_dataset_policy,
     description="Pose2RGBD (Base / Slice-S): camera pose -> RGB / depth / RGBD images",
     upgrade_v1=upgrade_v1,
     migrate=migrate,

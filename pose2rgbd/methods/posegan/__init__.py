@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from pose2rgbd.methods.posegan.config import PRESETS, PoseGANConfig, preset_config
 from pose2rgbd.methods.posegan.net import Discriminator, Generator, PoseGAN, build_model
-from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.models.registry import ModelFamily, Recipe
+
+
+def _recipe() -> Recipe:
+    """The training recipe, imported when training starts (this module does not import the trainer)."""
+    from pose2rgbd.methods.posegan.recipe import prepare
+
+    return prepare
+
 
 FAMILY = ModelFamily(
     kind="posegan",
@@ -21,7 +29,7 @@ FAMILY = ModelFamily(
     default_preset="posegan",
     data="image_to_pose",
     engine="localize",
-    train="pose2rgbd.methods.posegan.recipe:prepare",
+    train=_recipe,
     description="PoseGAN: pose -> image generator and a discriminator whose pose head localizes the camera",
 )
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from pose2rgbd.methods.selfsup_depth.config import POSE_SOURCES, PRESETS, SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, build_model
-from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.models.registry import ModelFamily, Recipe
+
+
+def _recipe() -> Recipe:
+    """The training recipe, imported when training starts (this module does not import the trainer)."""
+    from pose2rgbd.methods.selfsup_depth.recipe import prepare
+
+    return prepare
+
 
 FAMILY = ModelFamily(
     kind="selfsup-depth",
@@ -22,7 +30,7 @@ FAMILY = ModelFamily(
     default_preset="small",
     data="sequences",
     engine=None,
-    train="pose2rgbd.methods.selfsup_depth.recipe:prepare",
+    train=_recipe,
     description="self-supervised depth + ego-motion from a video (view synthesis; Algorithm 2)",
 )
 

@@ -1,5 +1,5 @@
 """A small synthetic flight over flat ground as a rosbag2, consistent with the analytic stand-in model of
-:mod:`pose2rgbd.inference.testing` (tests and benchmarks of the runtimes; the full simulator is
+:mod:`pose2rgbd.testing.ground_plane` (tests and benchmarks of the runtimes; the full simulator is
 :mod:`pose2rgbd.sim`).
 
 Topics (the simulator's layout): ``/camera/image_raw`` (rgb8, or ``/camera/image_raw/compressed``),
@@ -70,7 +70,6 @@ def write_flight_bag(
     message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform.
     """
     from pose2rgbd.bags import BagWriter
-    from pose2rgbd.inference.testing import make_ground_plane_checkpoint, render_ground_plane
     from pose2rgbd.messages import (
         camera_info,
         compressed_image,
@@ -82,6 +81,7 @@ def write_flight_bag(
         tf_message,
         transform_stamped,
     )
+    from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint, render_ground_plane
 
     f = default_factory()
     ck = make_ground_plane_checkpoint(size, hfov_deg=hfov_deg)

@@ -15,9 +15,10 @@ from pose2rgbd.convert.stages.time_offset import PosePlan, Streams, plan_poses
 from pose2rgbd.dataset import Manifest
 
 
-class SyncedSource(SourceBase):
-    """Base of the time-synchronized sources: a subclass reads the streams (:meth:`read`) and the kept frames
-    (:meth:`kept_frames`); this class plans, builds the manifest and reports."""
+class ClockOffsetSource(SourceBase):
+    """Base of the sources whose camera and GPS clocks differ (Algorithm 1 finds the offset): a subclass reads
+    the streams (:meth:`read`) and the kept frames (:meth:`kept_frames`); this class plans, builds the manifest and
+    reports."""
 
     def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
         self.path = Path(path)

@@ -1,5 +1,5 @@
 """A hybrid checkpoint without training (tests and benchmarks of the serving path): the keyframe store filled
-with analytic ground-plane frames (:mod:`pose2rgbd.inference.testing`) on a lawn-mower grid, the networks at
+with analytic ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
 their initial weights (or randomized, so the fill network's correction is not zero).
 
 The compute of a forward pass does not depend on what the weights learnt, so its timings are those of a trained
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pose2rgbd.inference.testing import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.models.registry import get_family
+from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 
 def keyframe_poses(n: int, *, spacing_m: float = 2.0, altitude_m: float = 24.0) -> np.ndarray:

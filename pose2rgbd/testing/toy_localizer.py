@@ -5,7 +5,7 @@
 saved checkpoints load anywhere):
 a :class:`ToyLocalizerModel`, a tiny network with seeded random weights and the ``ImageToPose`` transforms
 (image -> normalized pose + confidence). Its poses depend on the image but mean nothing; it is the image -> pose
-counterpart of the ground-plane renderer in :mod:`pose2rgbd.inference.testing`.
+counterpart of the ground-plane renderer in :mod:`pose2rgbd.testing.ground_plane`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from torch import nn
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.inference.testing import area_pose_normalizer
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.interfaces import ImageToPose
 from pose2rgbd.models.registry import ModelFamily
+from pose2rgbd.testing.ground_plane import area_pose_normalizer
 
 KIND = "toy-localizer"
 

@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _build(args: argparse.Namespace) -> int:
-    from pose2rgbd.inference.structure_calibration import self_calibrate
+    from pose2rgbd.inference.self_calibration import self_calibrate
     from pose2rgbd.map import PlaceMap, build_map
 
     cfg = config_from_args(args)

@@ -7,29 +7,26 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
   blocks), the gate (the fix's distance to the nearest map keyframe relative to the map's spacing, its inlier
   count and spread), a flagged fix's covariance inflated by ``ood_covariance_scale`` (or the fix refused, by
   ``ood_policy``), and the confidence ``P(position error < bound_m)`` of the covariance it carries.
-* :func:`self_calibrate`: ``map build`` holds out an evenly spread share of the map's keyframes, localizes their
-  images against a map of the rest (:meth:`pose2rgbd.map.view.MapView.without`, points triangulated again without
-  them), and fits the calibration with :mod:`pose2rgbd.inference.calibration` (the one fitter, also behind
-  ``localize calibrate``). The result goes into the map's manifest; the localizer uses it by default.
+* :func:`fit_structure_calibration`: the fit from fixes of known poses, used by ``map build``
+  (:mod:`pose2rgbd.inference.self_calibration`: a held-out share of the map's own keyframes against a map of the
+  rest) and by ``localize calibrate --map`` (a dataset's frames outside the map), through
+  :mod:`pose2rgbd.inference.calibration` (the one fitter).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
 from pose2rgbd.inference.calibration import (
-    MIN_FRAMES,
     Calibration,
     compute_calibration,
     fit_confidence,
     fit_gate,
     pose_error_vectors,
 )
-from pose2rgbd.progress import bar
 
 
 def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
@@ -146,8 +143,7 @@ def fit_structure_calibration(
     from pose2rgbd.geometry.transforms import pose_errors
 
     T_est = np.stack([f.T_world_cam for f in fixes])
-    info = np.stack([getattr(f, "information", None) if getattr(f, "information", None) is not None
-                     else f.covariance for f in fixes])  # fmt: skip
+    info = np.stack([f.covariance if f.information is None else f.information for f in fixes])
     cal = compute_calibration(T_est, T_true, np.array([f.confidence for f in fixes]), ood_quantile=0.0,
                               confidence_bins=1, source=source, information=info)  # fmt: skip
     pos_err, _ = pose_errors(T_est, T_true)
@@ -175,45 +171,3 @@ def published_factors(fixes: list[Any], T_true: np.ndarray) -> dict[str, float]:
         out["mean_confidence"] = float(np.mean([f.confidence for f in fixes]))
         out["share_within_bound"] = float(np.mean(pos_err < np.asarray(bound)))
     return out
-
-
-# ------------------------------------------------------------------------------------------ map build's step
-def held_out_rows(n: int, cfg: Any) -> np.ndarray:
-    """The keyframes ``map build`` holds out: ``share`` of ``n`` (within ``min_queries`` .. ``max_queries``, at
-    most a quarter of the map), evenly spread, never the first or the last (their neighbours are on one side)."""
-    k = min(max(round(cfg.share * n), cfg.min_queries), cfg.max_queries, n // 4)
-    if k < 1 or n < 3:
-        return np.zeros(0, np.int64)
-    return np.unique(np.linspace(1, n - 2, k).round().astype(np.int64))
-
-
-def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any]:
-    """``map build``'s calibration step (see the module docstring): ``view`` the map's keyframes
-    (:class:`~pose2rgbd.map.view.MapView` with ``read_rgb``), ``cfg`` its
-    :class:`~pose2rgbd.map.build.SelfCalibrationConfig`. Returns the manifest entry: ``status`` (``calibrated`` or
-    ``not calibrated`` with the ``reason``), the counts, and the calibration."""
-    from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-
-    n = len(view)
-    held = held_out_rows(n, cfg)
-    if len(held) < MIN_FRAMES:
-        return {"status": "not calibrated", "reason": f"{n} keyframes: too few to hold out {MIN_FRAMES} and keep a "
-                "map of the rest (calibrate with `pose2rgbd localize calibrate --map` on other frames)"}  # fmt: skip
-    rest = view.without(held)
-    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False))
-    fixes = [loc.localize_one(view.read_rgb(int(i))) for i in bar(held, progress=progress, desc="self-calibration")]
-    ok = np.array([f.ok for f in fixes], bool)
-    entry: dict[str, Any] = {"held_out": len(held), "fixes": int(ok.sum()), "share": float(len(held) / n)}
-    if ok.sum() < MIN_FRAMES:
-        reasons = sorted({f.reason for f in fixes if not f.ok})
-        return {**entry, "status": "not calibrated",
-                "reason": f"only {int(ok.sum())} of {len(held)} held-out keyframes got a fix ({', '.join(reasons)}): "
-                "the keyframes are too sparse to localize one against the others"}  # fmt: skip
-    good = [f for f, k in zip(fixes, ok) if k]
-    T_true = view.T_world_cam[held[ok]]
-    spacing = keyframe_spacing(view.T_world_cam, view.rot_weight_m)
-    pr, qr = coverage_ratios(rest.poses, np.stack([f.T_world_cam for f in good]), spacing)
-    cal = fit_structure_calibration(good, T_true, pr, qr, spacing, bound_m=cfg.bound_m,
-                                    gate_quantile=cfg.gate_quantile,
-                                    source={"method": "structure", "split": "map keyframes held out"})  # fmt: skip
-    return {**entry, "status": "calibrated", "calibration": cal.to_dict()}

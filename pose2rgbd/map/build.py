@@ -10,7 +10,7 @@
 4. The **global descriptors** (:mod:`pose2rgbd.map.place`): a visual vocabulary learned from the map's own
    descriptors, every keyframe's VLAD, a PCA.
 5. **Self-calibration** (when the caller hands a ``calibrate`` step, as ``pose2rgbd map build`` does:
-   :func:`pose2rgbd.inference.structure_calibration.self_calibrate`): a held-out share of the keyframes is
+   :func:`pose2rgbd.inference.self_calibration.self_calibrate`): a held-out share of the keyframes is
    localized against a map of the rest; the covariance scale, the out-of-distribution gate and the confidence
    model fitted on them go into the manifest (``calibration``).
 6. Written atomically (a hidden sibling folder renamed into place), with a manifest naming the dataset's

@@ -310,7 +310,8 @@ def test_localize_calibrate_with_a_map(world: dict, tmp_path: Path) -> None:
     assert cal.information_scale > 0 and cal.n_frames >= 12 and cal.source["map"] == str(world["map"])
     assert cal.errors["position_median_m"] < 1.0
     fix_cov = np.diag([0.01, 0.01, 0.04, 1e-6, 1e-6, 1e-6])
-    assert np.allclose(cal.covariance_of_fix(fix_cov), fix_cov * cal.information_scale)
+    scale = np.array([cal.information_scale_position] * 3 + [cal.information_scale_orientation] * 3)
+    assert np.all(scale > 0) and np.allclose(cal.covariance_of_fix(fix_cov), fix_cov * scale)  # per block
 
 
 def test_experiments_structure_rows_and_refusal(world: dict, tmp_path: Path) -> None:

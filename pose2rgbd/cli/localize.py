@@ -63,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         allow_abbrev=False)  # fmt: skip
     i.add_argument("dir", type=Path, metavar="DIR", help=f"folder of images ({', '.join(IMAGE_SUFFIXES)}), name order")
     i.add_argument("--out", type=Path, required=True,
-                   help="poses.csv (image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution) or poses.tum / .txt "
-                   "(TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
+                   help="poses.csv (image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution; with --map also "
+                   "fix,reason,inliers, confidence_bound_m, the six standard deviations, flag: docs/place-map.md) or "
+                   "poses.tum / .txt (TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
     i.add_argument("--batch", type=int, default=8, help="images per forward pass")
     i.add_argument(
         "--crop-scale",
@@ -84,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--calibration",
         type=Path,
         default=None,
-        help="calibration YAML (`localize calibrate`): its threshold sets the out_of_distribution column",
+        help="calibration YAML (`localize calibrate`): its threshold sets the out_of_distribution column; with "
+        "--map it replaces the map's own calibration (covariance, gate, confidence)",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     i.add_argument("--map", default="", help="place map folder (`pose2rgbd map build`): the structure localizer")
@@ -136,7 +138,7 @@ def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: lis
 
 
 def _bag(args: argparse.Namespace) -> int:
-    from pose2rgbd.inference.structure import resolve_method
+    from pose2rgbd.inference.structure_load import resolve_method
     from pose2rgbd.nodes.localizer import LOCALIZER
     from pose2rgbd.nodes.spec import check_ranges
     from pose2rgbd.runtime.offline import run_node_bag
@@ -181,7 +183,7 @@ def list_images(folder: Path) -> list[Path]:
 
 def _images(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.inference.structure import resolve_method
+    from pose2rgbd.inference.structure_load import resolve_method
 
     cfgs = config_from_args(args)
     cfg = cfgs["engine"]
@@ -217,16 +219,36 @@ def _csv_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
 
 
+CSV_STRUCTURE = (
+    "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution,fix,reason,inliers,confidence_bound_m,"
+    "sigma_x_m,sigma_y_m,sigma_z_m,sigma_rx_deg,sigma_ry_deg,sigma_rz_deg,flag"
+)
+
+
+def _sigmas(cov: Any) -> str:
+    """The six standard deviations of a published covariance: x y z (map units) and the rotations about the
+    world's X Y Z axes (degrees) -- the square roots of its diagonal, in PoseWithCovariance order."""
+    import math
+
+    d = [math.sqrt(max(float(v), 0.0)) for v in cov.diagonal()]
+    return ",".join(f"{v:.6g}" for v in (*d[:3], *(math.degrees(v) for v in d[3:])))
+
+
 def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: list[Path]) -> int:
     """The structure localizer over the folder: a sequence in name order unless --no-sequence; rows without a fix
-    keep their place (empty pose fields, the reason)."""
+    keep their place (empty pose fields, the reason), an image the localizer cannot take (another aspect ratio
+    without --camera) too."""
     import dataclasses
+    import time
+    from collections import Counter
+
+    import numpy as np
 
     from pose2rgbd.atomic import write_text_atomic
-    from pose2rgbd.errors import ConfigError
+    from pose2rgbd.errors import ConfigError, Pose2RGBDError
     from pose2rgbd.evaluation.calibration import load_calibration
     from pose2rgbd.inference import load_engine
-    from pose2rgbd.inference.structure import load_structure_localizer
+    from pose2rgbd.inference.structure_load import load_structure_localizer
     from pose2rgbd.progress import bar
 
     scfg = cfgs["structure"]
@@ -240,35 +262,65 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         except ValueError as e:
             raise ConfigError(f"--camera {args.camera!r}: give FX,FY,CX,CY (four numbers)") from e
         loc.query_intrinsics = (fx, fy, cx, cy)
-    threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
+    threshold = None
+    if args.calibration:
+        cal = load_calibration(args.calibration)
+        loc.use_calibration(cal)
+        threshold = cal.ood_threshold if cal.ood_threshold > 0 else None
+    elif loc.calibration is None:
+        print(f"  note: the map {args.map} holds no calibration: covariances are the inliers' raw information "
+              "(too small) and nothing is flagged; rebuild it with `pose2rgbd map build`")  # fmt: skip
     tum = args.out.suffix.lower() in (".tum", ".txt")
     lines = [f"# index tx ty tz qx qy qz qw  (index: the image's place in name order; world frame: {loc.world_frame}; "
-             "images without a fix are comment lines)"] if tum else [
-        "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution,fix,reason,inliers"]  # fmt: skip
-    fixes = 0
+             "images without a fix are comment lines)"] if tum else [CSV_STRUCTURE]  # fmt: skip
+    fixes = flagged = 0
+    why_not: Counter[str] = Counter()
+    seconds: list[float] = []
     for n, path in enumerate(bar(files, progress=not args.no_progress, desc="localize", unit="image")):
+        t0 = time.perf_counter()
         rgb, why = _read_image(path, args.bit_depth)
-        fix = None if rgb is None else loc.localize_one(rgb)
+        fix = None
+        if rgb is not None:
+            try:
+                fix = loc.localize_one(rgb)
+            except Pose2RGBDError as e:  # this image only (e.g. another aspect ratio): its row says why
+                why = f"{path.name}: {e}"
+        seconds.append(time.perf_counter() - t0)
         if fix is not None and fix.ok:
             fixes += 1
             pose, conf = _pose_fields(fix.T_world_cam), fix.confidence
             if tum:
                 lines.append(f"{n} {pose.replace(',', ' ')}")
                 continue
-            ood = "" if threshold is None else str(conf < threshold).lower()
-            lines.append(f"{_csv_name(path.name)},{pose},{conf!r},{ood},true,,{fix.inliers}")
+            ood = bool(fix.flag) or (threshold is not None and conf < threshold)
+            flagged += int(ood)
+            bound = f"{fix.confidence_bound_m:.6g}" if fix.confidence_bound_m > 0 else ""
+            lines.append(f"{_csv_name(path.name)},{pose},{conf!r},{str(ood).lower()},true,,{fix.inliers},{bound},"
+                         f"{_sigmas(fix.covariance)},{_csv_name(fix.flag)}")  # fmt: skip
             continue
         reason = why if fix is None else fix.reason
+        why_not[fix.reason if fix is not None else "unreadable file" if rgb is None else "image not usable"] += 1
         if tum:
             lines.append(f"# {n} {path.name}: no fix ({reason})")
         else:
-            lines.append(f"{_csv_name(path.name)},,,,,,,,,,false,{reason},{0 if fix is None else fix.inliers}")
+            flag = "" if fix is None else fix.flag
+            lines.append(f"{_csv_name(path.name)},,,,,,,,,,false,{_csv_name(reason)},"
+                         f"{0 if fix is None else fix.inliers},,,,,,,,{_csv_name(flag)}")  # fmt: skip
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"{args.out}: {fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
           f"({method}; {'unordered' if args.no_sequence else 'a sequence in name order'}; world frame "
           f"{loc.world_frame})")  # fmt: skip
-    if fixes < len(files):
-        print(f"  {len(files) - fixes} images without a fix: their rows give the reason")
+    p50, p99 = (float(np.percentile(seconds, q)) * 1e3 for q in (50, 99))
+    print(f"  time per image: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    cal_name = {"map": "the map's own calibration", "file": f"{args.calibration}"}.get(loc.calibration_source, "none")
+    print(f"  covariance calibration: {cal_name}; out of distribution: {flagged} fix(es) flagged"
+          + (f" (policy {scfg.ood_policy})" if loc.calibration is not None else ""))  # fmt: skip
+    if loc.calibration is not None and loc.calibration.confidence_model:
+        print(f"  confidence: P(position error < {loc.calibration.confidence_model['bound_m']:.4g} map units)")
+    if why_not:
+        print(f"  {sum(why_not.values())} images without a fix:")
+        for reason, count in why_not.most_common():
+            print(f"    {count:>6}  {reason}")
     return 0 if fixes else 1
 
 
@@ -366,14 +418,27 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.map is not None:
         from pose2rgbd.evaluation.calibration import calibrate_map
 
-        cal, notes = calibrate_map(args.map, args.dataset, split=args.split, max_frames=args.max_frames,
-                                   ood_quantile=args.ood_quantile, progress=True)  # fmt: skip
+        cal, notes, default = calibrate_map(args.map, args.dataset, split=args.split, max_frames=args.max_frames,
+                                            ood_quantile=args.ood_quantile, progress=True)  # fmt: skip
         save_calibration(cal, args.out)
         print(f"{args.out}: calibrated the structure localizer of {args.map} on {cal.n_frames} frames with a fix")
         e = cal.errors
         print(f"  position error median {e['position_median_m']:.3f} m, p90 {e['position_p90_m']:.3f} m; "
               f"orientation median {e['orientation_median_deg']:.2f} deg")  # fmt: skip
-        print(f"  covariance scale: each fix's information covariance x {cal.information_scale:.3g}")
+        print(
+            f"  raw information covariance x {cal.information_scale:.3g} (position block x "
+            f"{cal.information_scale_position:.3g}, orientation x {cal.information_scale_orientation:.3g})"
+        )
+        if "factor" in default:
+            print(f"  the map's own calibration on these frames: covariance factor {default['factor']:.3g} (position "
+                  f"{default['factor_position']:.3g}, orientation {default['factor_orientation']:.3g}; variance, "
+                  f"1 = calibrated) over {cal.n_frames - int(default.get('flagged', 0))} unflagged fixes; "
+                  f"{int(default.get('flagged', 0))} flagged out of distribution")  # fmt: skip
+            if "mean_confidence" in default:
+                print(f"  confidence: mean {default['mean_confidence']:.2f}, share within its bound "
+                      f"{default['share_within_bound']:.2f}")  # fmt: skip
+        elif not default.get("source"):
+            print("  the map holds no calibration of its own (built without one): rebuild it with `map build`")
         for n in notes:
             print(f"  note: {n}")
         return 0

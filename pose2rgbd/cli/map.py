@@ -77,10 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _build(args: argparse.Namespace) -> int:
+    from pose2rgbd.inference.self_calibration import self_calibrate
     from pose2rgbd.map import PlaceMap, build_map
 
     cfg = config_from_args(args)
-    build_map(args.dataset, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
+    build_map(args.dataset, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress,
+              calibrate=self_calibrate)  # fmt: skip
     _print_info(PlaceMap(args.out).info())
     return 0
 

@@ -26,8 +26,14 @@ Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to 
 6. **Covariance** from the solution's information: ``sigma^2 (J^T J)^-1`` of the inliers' reprojection residuals
    with respect to the camera position (world axes, metres) and a rotation about the world axes (radians) --
    the ``geometry_msgs/PoseWithCovariance`` convention -- with ``sigma^2`` the inliers' residual variance
-   (at least ``min_sigma_px^2``). ``pose2rgbd localize calibrate --map`` measures how far that is from the real
-   errors on validation frames and stores the factor. **Confidence** ``1 - exp(-inliers / confident_inliers)``.
+   (at least ``min_sigma_px^2``), **calibrated** by default with what ``map build`` fitted on the map's own
+   held-out keyframes (stored in the map; a ``localize calibrate`` file overrides it): the covariance scale, the
+   out-of-distribution gate (a fix beyond the map's coverage or of weak geometry is flagged -- its covariance
+   inflated -- or refused, ``ood_policy``) and the **confidence** ``P(position error < bound_m)``
+   (:mod:`pose2rgbd.inference.structure_calibration`). A map without a calibration gives the raw information
+   covariance and the score ``1 - exp(-inliers / confident_inliers)``.
+7. **Query size**: a query larger than the map's images is scaled down to their pixel count first (``fit_to_map``;
+   its intrinsics with it): SIFT at the map's resolution matches the map's features best and costs far less.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ import numpy as np
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.inference.calibration import Calibration
+from pose2rgbd.inference.structure_calibration import finish_fix, information_covariance, map_calibration
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, match_ratio, root_sift
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,9 @@ NO_FIX_REASONS = (
     "inconsistent viewpoint",
     "ambiguous place",
     "far from the prior",
+    "out of distribution",
 )
+OOD_POLICIES = ("flag", "refuse")
 
 
 @dataclass
@@ -103,13 +113,29 @@ class StructureConfig:
     ambiguity_ratio: float = ranged_field(
         0.7, "verification: no fix when another place has at least this share of the best place's inliers", 0.0, 1.0
     )
-    confident_inliers: float = ranged_field(50.0, "confidence = 1 - exp(-inliers / this)", 1.0, 1e5)
+    confident_inliers: float = ranged_field(
+        50.0, "a map without a calibration: confidence = 1 - exp(-inliers / this)", 1.0, 1e5
+    )
+    ood_policy: str = help_field(
+        "flag", "a fix the calibration's gate puts out of distribution (beyond the map's coverage, weak geometry): "
+        "flag (published with its reason and an inflated covariance) | refuse (no fix)"
+    )  # fmt: skip
+    ood_covariance_scale: float = ranged_field(
+        100.0, "multiply the covariance of a flagged fix by this (variance; 100 = 10x in standard deviation)", 1.0, 1e12
+    )
+    fit_to_map: bool = help_field(
+        True, "scale a query with more pixels than the map's images down to their pixel count (intrinsics with it)"
+    )
     min_sigma_px: float = ranged_field(0.5, "covariance: reprojection noise floor, pixels", 0.01, 100.0)
     use_previous_fix: bool = help_field(
         True, "a sequence: the previous fix is the next image's prior (until max_misses images without a fix)"
     )
     max_misses: int = ranged_field(3, "forget the previous fix after this many images without one", 0, 1000)
     seed: int = help_field(0, "RANSAC seed (reproducible fixes)")
+
+    def __post_init__(self) -> None:
+        if self.ood_policy not in OOD_POLICIES:
+            raise ConfigError(f"ood_policy {self.ood_policy!r}: use {' or '.join(OOD_POLICIES)}")
 
 
 @dataclass
@@ -141,46 +167,17 @@ class Fix:
     keyframes: list[int] = field(default_factory=list)  # map rows of the matched keyframes
     prior: str = ""  # which prior gave the candidates ("" none)
     seconds: float = 0.0
+    spread: float = math.nan  # share of the image the inliers' bounding box covers
+    information: np.ndarray | None = None  # the raw information covariance (before the calibration)
+    flag: str = ""  # why the calibration's gate puts the fix out of distribution ("" it does not)
+    position_ratio: float = math.nan  # distance to the nearest keyframe over the map's spacing (position)
+    pose_ratio: float = math.nan  # ... in the pose distance (position + rotation)
+    confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
+    scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
 
 
 def _nan_fix(reason: str, **kw: Any) -> Fix:
     return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)
-
-
-def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return np.asarray(Rotation.from_rotvec(w).as_matrix())
-
-
-def information_covariance(
-    T_world_cam: np.ndarray, X: np.ndarray, x: np.ndarray, K: np.ndarray, min_sigma_px: float
-) -> np.ndarray:
-    """``sigma^2 (J^T J)^-1`` of reprojection residuals of world points ``X`` (n, 3) observed at ``x`` (n, 2),
-    w.r.t. the camera position (world) and a rotation about the world axes (``R' = exp(w) R``); central
-    differences (6 parameters, 12 projections of the inliers -- cheaper than deriving the Jacobian by hand)."""
-
-    def residuals(delta: np.ndarray) -> np.ndarray:
-        R = _rotvec_matrix(delta[3:]) @ T_world_cam[:3, :3]
-        c = T_world_cam[:3, 3] + delta[:3]
-        p = (X - c) @ R  # world -> camera: R^T (X - c)
-        uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-        return (uv - x).reshape(-1)
-
-    r0 = residuals(np.zeros(6))
-    J = np.empty((len(r0), 6))
-    for k, h in enumerate([1e-4] * 3 + [1e-6] * 3):
-        e = np.zeros(6)
-        e[k] = h
-        J[:, k] = (residuals(e) - residuals(-e)) / (2 * h)
-    dof = max(len(r0) - 6, 1)
-    s2 = max(float(r0 @ r0) / dof, min_sigma_px**2)
-    info = J.T @ J
-    try:
-        cov = s2 * np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        cov = s2 * np.linalg.pinv(info)
-    return 0.5 * (cov + cov.T)  # type: ignore[no-any-return]
 
 
 class StructureLocalizer:
@@ -202,6 +199,9 @@ class StructureLocalizer:
         self.last_view_angle_deg = math.nan  # of the last pose that reached the viewpoint check (diagnostics)
         self.prior_model: Any = None  # PriorFromModel: a learned localizer's estimate as the last prior
         self.stats = {"calls": 0, "frames": 0, "fixes": 0}
+        # the map's own calibration (map build) unless a file replaces it (use_calibration)
+        self.calibration: Calibration | None = map_calibration(place_map)
+        self.calibration_source = "map" if self.calibration is not None else "none"
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
 
@@ -209,6 +209,10 @@ class StructureLocalizer:
     def input_hw(self) -> tuple[int, int]:
         """The map's image size (queries of any size are accepted; this is what a node fits images to)."""
         return self.map.image_hw  # type: ignore[no-any-return]
+
+    def use_calibration(self, cal: Calibration, source: str = "file") -> None:
+        """Calibrate the fixes with ``cal`` (a ``localize calibrate`` file) instead of the map's own."""
+        self.calibration, self.calibration_source = cal, source
 
     def reset(self) -> None:
         """Forget the previous fix (a new sequence starts)."""
@@ -253,6 +257,17 @@ class StructureLocalizer:
                 )
             if (cam.width, cam.height) != (w, h):
                 cam = cam.scaled(w, h)
+        mh, mw = self.map.image_hw
+        scale = math.sqrt(mh * mw / float(h * w)) if self.cfg.fit_to_map else 1.0
+        if scale < 0.99:  # fit_to_map: SIFT at the map's resolution (the pose is the same: intrinsics scaled too)
+            import cv2
+
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            cam = cam.scaled(nw, nh)
+            w, h = nw, nh
+        else:
+            scale = 1.0
         feats = extract(img, self.cfg.features)
         with self._lock:
             last = self._last if self.cfg.use_previous_fix else None
@@ -261,6 +276,12 @@ class StructureLocalizer:
             learned = self.prior_model(img)
             priors += [learned] if learned is not None else []
         fix = self._solve(img, feats, cam, (w, h), priors)
+        if fix.ok:
+            finish_fix(fix, self.calibration, self.map.poses, self.cfg)
+            if fix.flag and self.cfg.ood_policy == "refuse":
+                fix = _nan_fix("out of distribution", inliers=fix.inliers, correspondences=fix.correspondences,
+                               keyframes=fix.keyframes, prior=fix.prior, flag=fix.flag)  # fmt: skip
+        fix.scale = scale
         fix.seconds = time.perf_counter() - t0
         with self._lock:
             self.stats["calls"] += 1
@@ -426,74 +447,4 @@ class StructureLocalizer:
             return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl)
         cov = information_covariance(T, X[inl], xi, cam.K, c.min_sigma_px)
         conf = 1.0 - math.exp(-n_in / c.confident_inliers)
-        return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl)
-
-
-# ---------------------------------------------------------------------------------------------- choosing a method
-LOCALIZE_METHODS = ("auto", "structure", "posegan", "structure+posegan")
-
-
-def resolve_method(method: str, map_path: str, checkpoint: str) -> str:
-    """The localization method to run: ``auto`` is ``structure`` with a map, ``posegan`` (the checkpoint's
-    image -> pose model) without; each method is checked against what it needs."""
-    if method not in LOCALIZE_METHODS:
-        raise ConfigError(f"method {method!r} is not one of {', '.join(LOCALIZE_METHODS)}")
-    if method == "auto":
-        method = "structure" if map_path else "posegan"
-    if "structure" in method and not map_path:
-        raise ConfigError(
-            f"method {method!r} needs a place map: set map (--map M; build one with `pose2rgbd map build`)"
-        )
-    if "posegan" in method and not checkpoint:
-        raise ConfigError(
-            f"method {method!r} needs an image -> pose checkpoint (engine.checkpoint / --checkpoint), e.g. PoseGAN's"
-            + (" -- or give only a place map for the structure localizer" if method == "posegan" else "")
-        )
-    return method
-
-
-class PriorFromModel:
-    """A learned image -> pose model (PoseGAN) as the structure localizer's prior: its position, searched within
-    ``radius_m`` (its orientation is not trusted: candidates come from the position only)."""
-
-    def __init__(self, engine: Any, radius_m: float, crop_scale: float = 0.0) -> None:
-        self.engine = engine
-        self.radius_m = float(radius_m)
-        self.crop_scale = crop_scale
-
-    def __call__(self, rgb: np.ndarray) -> Prior | None:
-        from pose2rgbd.inference.images import prepare_for_model
-
-        if rgb.ndim != 3:
-            rgb = np.repeat(rgb[..., None], 3, axis=-1)
-        model = getattr(self.engine, "model", None)
-        x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.crop_scale)
-        T = self.engine.localize(x).T_world_cam[0]
-        if not np.all(np.isfinite(T)):
-            return None
-        return Prior(T[:3, 3].copy(), None, self.radius_m, "posegan")
-
-
-def load_structure_localizer(
-    map_path: str,
-    cfg: StructureConfig,
-    *,
-    camera: PinholeCamera | None = None,
-    prior_engine: Any = None,
-    prior_radius_m: float = 150.0,
-) -> StructureLocalizer:
-    """Open the map and build the localizer; with ``prior_engine`` (structure+posegan) the model's estimate is the
-    prior of images that have no better one. Refuses a model of another world frame than the map's."""
-    from pose2rgbd.map import PlaceMap
-
-    pm = PlaceMap(map_path)
-    loc = StructureLocalizer(pm, cfg, camera)
-    if prior_engine is not None:
-        theirs = getattr(prior_engine, "world_frame", pm.world_frame)
-        if theirs != pm.world_frame:
-            raise ConfigError(
-                f"the checkpoint answers in world frame {theirs!r}, the map {map_path} in {pm.world_frame!r}: "
-                "use a model and a map of the same place"
-            )
-        loc.prior_model = PriorFromModel(prior_engine, prior_radius_m)
-    return loc
+        return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl, spread=float(box))

@@ -9,7 +9,11 @@
    (:mod:`pose2rgbd.map.triangulate`).
 4. The **global descriptors** (:mod:`pose2rgbd.map.place`): a visual vocabulary learned from the map's own
    descriptors, every keyframe's VLAD, a PCA.
-5. Written atomically (a hidden sibling folder renamed into place), with a manifest naming the dataset's
+5. **Self-calibration** (when the caller hands a ``calibrate`` step, as ``pose2rgbd map build`` does:
+   :func:`pose2rgbd.inference.self_calibration.self_calibrate`): a held-out share of the keyframes is
+   localized against a map of the rest; the covariance scale, the out-of-distribution gate and the confidence
+   model fitted on them go into the manifest (``calibration``).
+6. Written atomically (a hidden sibling folder renamed into place), with a manifest naming the dataset's
    fingerprint and the selection.
 """
 
@@ -19,6 +23,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, extract
 from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.map.view import MapView
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,27 @@ class MapSelection:
 
 
 @dataclass
+class SelfCalibrationConfig:
+    """How ``map build`` calibrates the structure localizer on the map's own keyframes (docs/place-map.md)."""
+
+    enabled: bool = help_field(
+        True, "localize a held-out share of the keyframes against a map of the rest and store the fitted covariance "
+        "scale, out-of-distribution gate and confidence model in the map"
+    )  # fmt: skip
+    share: float = ranged_field(0.1, "share of the keyframes held out (evenly spread)", 0.01, 0.5)
+    min_queries: int = ranged_field(30, "hold out at least this many (at most a quarter of the map)", 12, 100000)
+    max_queries: int = ranged_field(150, "hold out at most this many (the build time it adds)", 12, 100000)
+    bound_m: float = ranged_field(
+        0.0, "confidence = P(position error < bound_m) (map units); 0: twice the held-out median position error",
+        0.0, 1e6,
+    )  # fmt: skip
+    gate_quantile: float = ranged_field(
+        0.02, "out-of-distribution gate: fewer inliers / less spread than this quantile of the held-out fixes",
+        0.0, 0.5,
+    )  # fmt: skip
+
+
+@dataclass
 class MapBuildConfig:
     """How a place map is built."""
 
@@ -93,6 +120,9 @@ class MapBuildConfig:
         "about half the size",
     )
     workers: int = ranged_field(0, "threads reading and describing keyframes (0: the cores, at most 4)", 0, 64)
+    calibration: SelfCalibrationConfig = field(
+        default_factory=SelfCalibrationConfig, metadata={"help": "self-calibration of the structure localizer"}
+    )
 
     def __post_init__(self) -> None:
         if self.image_codec not in ("jpg", "png"):
@@ -157,9 +187,12 @@ def build_map(
     overwrite: bool = False,
     progress: bool = True,
     rows: np.ndarray | None = None,
+    calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build the place map of ``dataset`` into ``out`` (see the module docstring); returns the manifest.
-    ``rows``: the keyframes' dataset rows, given by the caller instead of ``cfg.selection`` (the experiments)."""
+    ``rows``: the keyframes' dataset rows, given by the caller instead of ``cfg.selection`` (the experiments).
+    ``calibrate``: the self-calibration step (run when ``cfg.calibration.enabled``), given the map's keyframes
+    before they are written; what it returns is the manifest's ``calibration``."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
     from pose2rgbd.output_guard import check_output
@@ -183,6 +216,7 @@ def build_map(
     with MapWriter(out, has_depth=store_depth, image_codec=cfg.image_codec, image_quality=cfg.image_quality) as w:
         depth_samples: list[np.ndarray] = []
         raw_desc: list[int] = []
+        points_kept: list[np.ndarray] = []  # the stored features' world points, for the self-calibration
 
         def keyframe(i: int) -> tuple[bytes, bytes | None, Any, np.ndarray, np.ndarray | None]:
             """Read, extract, lift and encode one keyframe (in a worker thread: OpenCV releases the GIL)."""
@@ -207,6 +241,7 @@ def build_map(
                     if xyz is not None:
                         keep = np.all(np.isfinite(xyz), axis=1)
                         w.add_encoded(enc_rgb, enc_d, feats.xy[keep], feats.desc[keep], xyz[keep])
+                        points_kept.append(xyz[keep])
                         if len(depth_samples) < 32 and sample is not None:
                             depth_samples.append(sample)
                     else:
@@ -225,7 +260,8 @@ def build_map(
                               rot_weight_m=rot_w, progress=progress)  # fmt: skip
             w.set_points(xyz)
             points = "triangulated"
-        offsets, _, desc = w.read_features()
+            points_kept = [xyz]
+        offsets, kp_xy, desc = w.read_features()
         if offsets[-1] < 16:
             raise MapError(
                 f"{len(rows)} keyframes gave only {int(offsets[-1])} local features with a world point: the images "
@@ -245,6 +281,16 @@ def build_map(
         w.save_array("frames", rows.astype(np.int64))
         w.save_array("stamp_ns", ds.frames.stamp_ns[rows])
         w.save_array("source_id", ds.frames.source_id[rows])
+        calibration: dict[str, Any] | None = None
+        if calibrate is not None and cfg.calibration.enabled:
+            t_cal = time.monotonic()
+            view = MapView(T_all[rows].astype(np.float64), np.tile([cam.fx, cam.fy, cam.cx, cam.cy], (len(rows), 1)),
+                           (cam.height, cam.width), offsets, kp_xy, desc,
+                           np.concatenate(points_kept) if points_kept else np.zeros((0, 3), np.float32),
+                           glob.astype(np.float32), describer, float(rot_w), ds.manifest.world_frame,
+                           triangulate_neighbours=cfg.triangulate_neighbours if points == "triangulated" else 0,
+                           read_rgb=lambda k: ds.read_rgb(int(rows[k])))  # fmt: skip
+            calibration = {**calibrate(view, cfg.calibration, progress), "seconds": round(time.monotonic() - t_cal, 2)}
         from pose2rgbd import config as cfgmod
 
         manifest = {
@@ -282,6 +328,7 @@ def build_map(
             },
             "global": {**cfgmod.to_dict(cfg.global_desc), "dims_stored": int(glob.shape[1])},
             "rot_weight_m": float(rot_w),
+            "calibration": calibration,
             "build_s": round(time.monotonic() - t0, 2),
         }
         w.close(manifest, overwrite=overwrite)

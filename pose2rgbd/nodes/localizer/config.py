@@ -9,7 +9,8 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.inference import EngineConfig
 from pose2rgbd.inference.refine import RefineConfig
-from pose2rgbd.inference.structure import LOCALIZE_METHODS, StructureConfig
+from pose2rgbd.inference.structure import StructureConfig
+from pose2rgbd.inference.structure_load import LOCALIZE_METHODS
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -111,7 +112,11 @@ class LocalizerConfig:
         1.0,
     )
     ood_covariance_scale: float = ranged_field(
-        100.0, "multiply the covariance of an out-of-distribution image by this", 1.0, 1e12
+        100.0,
+        "multiply the covariance of an out-of-distribution image by this (the model's poses; a structure "
+        "fix flagged by the map's gate: structure.ood_covariance_scale)",
+        1.0,
+        1e12,
     )
     publish_tf: bool = help_field(False, "also broadcast world_frame -> tf_child_frame (debugging)")
     tf_child_frame: str = help_field(

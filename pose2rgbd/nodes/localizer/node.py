@@ -168,10 +168,14 @@ def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:
     cal = res.get("calibration") is not None
     if res.get("method", "posegan").startswith("structure"):
         priors = [n for n, t in (("gps", cfg.topics.gps), ("odometry", cfg.topics.odometry)) if t]
+        how = {"map": "the map's own calibration", "file": "calibrated by covariance_file"}.get(
+            engine.calibration_source, "uncalibrated information"
+        )
         return (
             f"localizing {cfg.image_type} images from {cfg.topics.image} against the place map {cfg.map} "
             f"({len(engine.map)} keyframes; method {res['method']}; priors: previous fix"
-            f"{''.join(', ' + p for p in priors)}; {'calibrated' if cal else 'information'} covariance)"
+            f"{''.join(', ' + p for p in priors)}; covariance: {how}; out of distribution: "
+            f"{cfg.structure.ood_policy})"
         )
     h, w = engine.input_hw
     cov = "calibrated covariance" if cal else "default covariance"

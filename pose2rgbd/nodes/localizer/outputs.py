@@ -96,12 +96,14 @@ class PoseOutput(NodeLogic):
             "confidence": f"{conf:.4f}",
             "ood_threshold": f"{threshold:.4f}",
             "out_of_distribution": str(ood).lower(),
-            "covariance_source": self.cov_source,
+            "covariance_source": self.cov_source,  # the structure path's extra names the localizer's source
             "position_sigma_m": f"{math.sqrt(np.trace(cov[:3, :3]) / 3):.3f}",
             "orientation_sigma_deg": f"{math.degrees(math.sqrt(np.trace(cov[3:, 3:]) / 3)):.3f}",
             **(extra or {}),
         }
-        text = f"out of distribution: confidence {conf:.3f} < {threshold:.3f}" if ood else "localized"
+        flag = (extra or {}).get("flag", "")
+        text = (f"out of distribution: {flag}" if flag else f"out of distribution: confidence {conf:.3f} < "
+                f"{threshold:.3f}") if ood else "localized"  # fmt: skip
         out.append(
             (top.status, M.diagnostic_array(f, stamp, "pose2rgbd: localization", int(ood), text, values, camera))
         )

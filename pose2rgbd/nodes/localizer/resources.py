@@ -22,10 +22,7 @@ def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration 
     log = get_logger(log, "pose2rgbd.localizer")
     if cfg.covariance_source == "default" or (cfg.covariance_source == "auto" and not cfg.covariance_file):
         if cfg.covariance_source == "auto" and cfg.map and cfg.method != "posegan":
-            log.info(
-                "no covariance_file: each fix's covariance comes from its inliers' information, uncalibrated; "
-                "calibrate with `pose2rgbd localize calibrate --map`"
-            )
+            pass  # the structure localizer calibrates its fixes with the map's own calibration (see configure)
         elif cfg.covariance_source == "auto":
             log.warning(
                 "no covariance_file: publishing a conservative default covariance (10 m, 30 deg standard deviation) "
@@ -37,7 +34,7 @@ def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration 
 
 def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
     """Load the map and / or the model, and the calibration (heavy: once, at configure)."""
-    from pose2rgbd.inference.structure import load_structure_localizer, resolve_method
+    from pose2rgbd.inference.structure_load import load_structure_localizer, resolve_method
 
     method = resolve_method(cfg.method, cfg.map, cfg.engine.checkpoint)
     engine: Any = None
@@ -48,11 +45,21 @@ def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
                 f"{cfg.engine.checkpoint}: a {engine.loaded.kind!r} model renders images from poses; the localize "
                 "node needs an image -> pose checkpoint (a model kind served by the localize engine)"
             )
+    calibration = load_node_calibration(cfg)
     if "structure" in method:
         engine = load_structure_localizer(
             cfg.map, cfg.structure, prior_engine=engine, prior_radius_m=cfg.posegan_prior_radius_m
         )
-    return {"engine": engine, "calibration": load_node_calibration(cfg), "refiner": load_refiner(cfg, engine),
+        if calibration is not None:  # a covariance_file overrides the map's own calibration
+            engine.use_calibration(calibration)
+        elif engine.calibration is None:
+            get_logger(None, "pose2rgbd.localizer").warning(
+                f"the map {cfg.map} holds no calibration (built without one, or too small to calibrate itself): "
+                "each fix's covariance is its inliers' raw information (about 10x too small in standard deviation "
+                "on real data) and nothing is flagged; rebuild the map or set covariance_file "
+                "(`pose2rgbd localize calibrate --map`)"
+            )
+    return {"engine": engine, "calibration": calibration, "refiner": load_refiner(cfg, engine),
             "method": method}  # fmt: skip
 
 

@@ -64,13 +64,17 @@ class StructureInput(PoseOutput):
                                         {"fix": "false", "reason": fix.reason, **values}, camera)  # fmt: skip
             return [(self.cfg.topics.status, status)]
         self.count("fixes")
-        cov = self.calibration.covariance_of_fix(fix.covariance) if self.calibration else fix.covariance
+        # the localizer calibrated the covariance (the map's own calibration, or covariance_file), flagged a fix
+        # beyond the map's coverage and inflated its covariance (structure.ood_covariance_scale)
         threshold = self.ood_threshold
-        ood = fix.confidence < threshold
+        ood = bool(fix.flag) or fix.confidence < threshold
         self.count("out_of_distribution", int(ood))
         self._last_ood = ood
         self._confidence.append(fix.confidence)
-        return self._outputs(stamp, fix.T_world_cam, fix.confidence, ood, cov, threshold, msg,
+        values.update(flag=fix.flag, covariance_source=str(getattr(self.engine, "calibration_source", "")))
+        if fix.confidence_bound_m > 0:
+            values["confidence_bound_m"] = f"{fix.confidence_bound_m:.4g}"
+        return self._outputs(stamp, fix.T_world_cam, fix.confidence, ood, fix.covariance, threshold, msg,
                              {"fix": "true", **values})  # fmt: skip
 
     def _prior(self, stamp: int) -> Prior | None:

@@ -1,0 +1,173 @@
+"""The structure localizer's uncertainty: each fix's information covariance, its calibration, the
+out-of-distribution gate and the confidence -- and ``map build``'s self-calibration that fits them.
+
+* :func:`information_covariance`: ``sigma^2 (J^T J)^-1`` of a fix's inliers' reprojection residuals (raw: about
+  11x too small in standard deviation on a real sequence, since it ignores the map points' own errors).
+* :func:`finish_fix`: a fix as published -- that covariance scaled by the calibration (position and orientation
+  blocks), the gate (the fix's distance to the nearest map keyframe relative to the map's spacing, its inlier
+  count and spread), a flagged fix's covariance inflated by ``ood_covariance_scale`` (or the fix refused, by
+  ``ood_policy``), and the confidence ``P(position error < bound_m)`` of the covariance it carries.
+* :func:`fit_structure_calibration`: the fit from fixes of known poses, used by ``map build``
+  (:mod:`pose2rgbd.inference.self_calibration`: a held-out share of the map's own keyframes against a map of the
+  rest) and by ``localize calibrate --map`` (a dataset's frames outside the map), through
+  :mod:`pose2rgbd.inference.calibration` (the one fitter).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.inference.calibration import (
+    Calibration,
+    compute_calibration,
+    fit_confidence,
+    fit_gate,
+    pose_error_vectors,
+)
+
+
+def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return np.asarray(Rotation.from_rotvec(w).as_matrix())
+
+
+def information_covariance(
+    T_world_cam: np.ndarray, X: np.ndarray, x: np.ndarray, K: np.ndarray, min_sigma_px: float
+) -> np.ndarray:
+    """``sigma^2 (J^T J)^-1`` of reprojection residuals of world points ``X`` (n, 3) observed at ``x`` (n, 2),
+    w.r.t. the camera position (world) and a rotation about the world axes (``R' = exp(w) R``); central
+    differences (6 parameters, 12 projections of the inliers -- cheaper than deriving the Jacobian by hand)."""
+
+    def residuals(delta: np.ndarray) -> np.ndarray:
+        R = _rotvec_matrix(delta[3:]) @ T_world_cam[:3, :3]
+        c = T_world_cam[:3, 3] + delta[:3]
+        p = (X - c) @ R  # world -> camera: R^T (X - c)
+        uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+        return (uv - x).reshape(-1)
+
+    r0 = residuals(np.zeros(6))
+    J = np.empty((len(r0), 6))
+    for k, h in enumerate([1e-4] * 3 + [1e-6] * 3):
+        e = np.zeros(6)
+        e[k] = h
+        J[:, k] = (residuals(e) - residuals(-e)) / (2 * h)
+    dof = max(len(r0) - 6, 1)
+    s2 = max(float(r0 @ r0) / dof, min_sigma_px**2)
+    info = J.T @ J
+    try:
+        cov = s2 * np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        cov = s2 * np.linalg.pinv(info)
+    return 0.5 * (cov + cov.T)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------ coverage of a map
+def keyframe_spacing(T_world_cam: np.ndarray, rot_weight_m: float) -> dict[str, float]:
+    """The map's spacing: the median distance of a keyframe to its nearest other keyframe, in position (map units)
+    and in the pose distance ``||dt|| + rot_weight_m * angle`` (:mod:`pose2rgbd.geometry.coverage`)."""
+    from pose2rgbd.geometry.coverage import PoseSet
+
+    T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+    if len(T) < 2:
+        return {"spacing_position_m": 1.0, "spacing_pose_m": 1.0}
+    nn = PoseSet(T, rot_weight_m=rot_weight_m).nearest(T, 2)
+    j = np.where(nn[:, 0] == np.arange(len(T)), nn[:, 1], nn[:, 0])
+    dt = np.linalg.norm(T[:, :3, 3] - T[j, :3, 3], axis=1)
+    cos = (np.einsum("nij,nij->n", T[:, :3, :3], T[j, :3, :3]) - 1.0) / 2.0
+    ang = np.arccos(np.clip(cos, -1.0, 1.0))
+    return {
+        "spacing_position_m": max(float(np.median(dt)), 1e-6),
+        "spacing_pose_m": max(float(np.median(dt + rot_weight_m * ang)), 1e-6),
+    }
+
+
+def coverage_ratios(poses: Any, T_world_cam: np.ndarray, gate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pose ``(M, 4, 4)``: the distance to the nearest keyframe of ``poses`` (a PoseSet) over the map's spacing
+    (stored in the gate), in position and in the pose distance."""
+    cov = poses.coverage(np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4))
+    return (cov.position_m / gate.get("spacing_position_m", 1.0), cov.distance / gate.get("spacing_pose_m", 1.0))
+
+
+def map_calibration(place_map: Any) -> Calibration | None:
+    """The calibration ``map build`` stored in the map's manifest, or None (a map built without one)."""
+    entry = (getattr(place_map, "manifest", None) or {}).get("calibration") or {}
+    if entry.get("status") != "calibrated":
+        return None
+    return Calibration.from_dict(entry["calibration"], f"{getattr(place_map, 'path', 'map')}: calibration")
+
+
+# ------------------------------------------------------------------------------------------ a fix as published
+def finish_fix(fix: Any, cal: Calibration | None, poses: Any, cfg: Any) -> None:
+    """Turn a fix's raw information covariance into what is published (see the module docstring); in place.
+    ``cfg``: the localizer's :class:`~pose2rgbd.inference.structure.StructureConfig` (``ood_covariance_scale``)."""
+    fix.information = fix.covariance
+    if cal is None:
+        return
+    cov = cal.covariance_of_fix(fix.covariance)
+    if cal.gate:
+        pr, qr = coverage_ratios(poses, fix.T_world_cam, cal.gate)
+        fix.position_ratio, fix.pose_ratio = float(pr[0]), float(qr[0])
+        fix.flag = cal.gate_reason(fix.position_ratio, fix.pose_ratio, fix.inliers, fix.spread)
+    if fix.flag:
+        cov = cov * cfg.ood_covariance_scale
+    fix.covariance = cov
+    p = cal.confidence_of(cov)
+    if p is not None:
+        fix.confidence, fix.confidence_bound_m = p, cal.confidence_model["bound_m"]
+
+
+def sigma_position(cov: np.ndarray) -> float:
+    """The position standard deviation of a covariance: ``sqrt(trace(position block) / 3)``."""
+    return math.sqrt(max(float(np.trace(np.asarray(cov)[:3, :3])) / 3.0, 0.0))
+
+
+def fit_structure_calibration(
+    fixes: list[Any],
+    T_true: np.ndarray,
+    position_ratio: np.ndarray,
+    pose_ratio: np.ndarray,
+    spacing: dict[str, float],
+    *,
+    bound_m: float = 0.0,
+    gate_quantile: float = 0.02,
+    source: dict[str, Any] | None = None,
+) -> Calibration:
+    """The calibration of the structure localizer from fixes (with their raw ``information`` covariance) of
+    images whose true poses are ``T_true``: the block scales (:func:`compute_calibration`), the gate
+    (:func:`fit_gate`, with the map's ``spacing``) and the confidence model (:func:`fit_confidence`; ``bound_m``
+    0: twice the median position error, to two significant digits)."""
+    from pose2rgbd.geometry.transforms import pose_errors
+
+    T_est = np.stack([f.T_world_cam for f in fixes])
+    info = np.stack([f.covariance if f.information is None else f.information for f in fixes])
+    cal = compute_calibration(T_est, T_true, np.array([f.confidence for f in fixes]), ood_quantile=0.0,
+                              confidence_bins=1, source=source, information=info)  # fmt: skip
+    pos_err, _ = pose_errors(T_est, T_true)
+    if bound_m <= 0:
+        b = 2.0 * float(np.median(pos_err))
+        bound_m = float(f"{b:.2g}") if b > 0 else 1e-3
+    cal.confidence_model = fit_confidence(pos_err, np.stack([cal.covariance_of_fix(c)[:3, :3] for c in info]), bound_m)
+    cal.gate = {**fit_gate(position_ratio, pose_ratio, np.array([f.inliers for f in fixes]),
+                           np.array([f.spread for f in fixes]), gate_quantile), **spacing}  # fmt: skip
+    return cal
+
+
+def published_factors(fixes: list[Any], T_true: np.ndarray) -> dict[str, float]:
+    """How the covariances the fixes carry compare with their errors (:func:`information_factors`: 1 is calibrated;
+    variance scale), and the confidence's reliability: mean confidence against the share within its bound."""
+    from pose2rgbd.geometry.transforms import pose_errors
+    from pose2rgbd.inference.calibration import information_factors
+
+    T_est = np.stack([f.T_world_cam for f in fixes])
+    f6, fp, fr = information_factors(pose_error_vectors(T_est, T_true), np.stack([f.covariance for f in fixes]))
+    out = {"factor": f6, "factor_position": fp, "factor_orientation": fr}
+    bound = [getattr(f, "confidence_bound_m", 0.0) for f in fixes]
+    if all(b > 0 for b in bound):
+        pos_err, _ = pose_errors(T_est, T_true)
+        out["mean_confidence"] = float(np.mean([f.confidence for f in fixes]))
+        out["share_within_bound"] = float(np.mean(pos_err < np.asarray(bound)))
+    return out

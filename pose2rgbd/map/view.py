@@ -1,0 +1,75 @@
+"""A place map's keyframes held in memory, with the read interface the structure localizer uses
+(:class:`~pose2rgbd.map.PlaceMap`'s index and ``features(i)``): what ``map build`` hands to its self-calibration
+before the map is written, and the leave-out maps made from it (:meth:`MapView.without`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.place_map import KeyframeFeatures
+
+
+@dataclass
+class MapView:
+    """Keyframes ``(N)``: poses, intrinsics, local features (``offsets`` ``(N + 1,)`` into ``xy``, ``desc``,
+    ``xyz``; NaN points allowed), global descriptors and the describer that makes a query's."""
+
+    T_world_cam: np.ndarray  # (N, 4, 4)
+    intrinsics: np.ndarray  # (N, 4) fx fy cx cy
+    image_hw: tuple[int, int]
+    offsets: np.ndarray
+    xy: np.ndarray
+    desc: np.ndarray
+    xyz: np.ndarray
+    global_desc: np.ndarray  # (N, D)
+    describer: Any
+    rot_weight_m: float
+    world_frame: str = "map"
+    datum: Any = None
+    triangulate_neighbours: int = 0  # > 0: the points were triangulated with this many neighbours (see without)
+    read_rgb: Any = None  # keyframe row -> uint8 RGB (the build's dataset); None in a leave-out map
+
+    def __post_init__(self) -> None:
+        self.poses = PoseSet(self.T_world_cam, rot_weight_m=self.rot_weight_m)
+
+    def __len__(self) -> int:
+        return len(self.T_world_cam)
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.T_world_cam[:, :3, 3]  # type: ignore[no-any-return]
+
+    def camera(self, i: int = 0) -> PinholeCamera:
+        h, w = self.image_hw
+        return PinholeCamera(w, h, *(float(v) for v in self.intrinsics[i]))
+
+    def features(self, i: int) -> KeyframeFeatures:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        ok = np.all(np.isfinite(self.xyz[a:b]), axis=1)
+        return KeyframeFeatures(self.xy[a:b][ok], self.desc[a:b][ok], self.xyz[a:b][ok])
+
+    def without(self, held: np.ndarray) -> MapView:
+        """The map of every keyframe but ``held`` (rows). When the points were triangulated
+        (:attr:`triangulate_neighbours` > 0) the rest's points are triangulated again without the held-out
+        keyframes (a point triangulated with a held-out keyframe's observation would know where that keyframe is:
+        its localization would look better than a query's)."""
+        keep = np.setdiff1d(np.arange(len(self)), np.asarray(held, np.int64))
+        counts = np.diff(self.offsets)[keep]
+        parts = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
+        sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        xy, desc, xyz = self.xy[sel], self.desc[sel], self.xyz[sel]
+        if self.triangulate_neighbours > 0:
+            from pose2rgbd.map.triangulate import triangulate
+
+            K = self.camera(int(keep[0])).K
+            xyz = triangulate(offsets, xy, desc, self.T_world_cam[keep], K, neighbours=self.triangulate_neighbours,
+                              rot_weight_m=self.rot_weight_m)  # fmt: skip
+        return MapView(self.T_world_cam[keep], self.intrinsics[keep], self.image_hw, offsets, xy, desc, xyz,
+                       self.global_desc[keep], self.describer, self.rot_weight_m, self.world_frame, self.datum,
+                       self.triangulate_neighbours)  # fmt: skip

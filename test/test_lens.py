@@ -121,3 +121,14 @@ def test_distorted_query_localized_within_the_pinhole_error(map_world: dict, cap
         assert rate >= rate0 - 0.1 and pos <= 1.25 * pos0 and rot <= 1.5 * rot0 + 0.05, (lens, rate, pos, rot)
         _, pos_pinhole, _ = _route(localizer(None), dimgs, T_true)
         assert pos_pinhole > 3 * pos, (lens, pos_pinhole, pos)
+
+
+def test_node_camera_parameter_takes_the_same_spec() -> None:
+    """The localize node's `camera` parameter is read by the same parser as `--camera` (distortion included)."""
+    from pose2rgbd.nodes.localizer import LocalizerConfig
+
+    q = LocalizerConfig(camera="fisheye:300,300,320,240,0.05,0.01,0,0").query_camera()
+    assert q is not None and q.distortion == Distortion("fisheye", (0.05, 0.01, 0.0, 0.0))
+    assert LocalizerConfig().query_camera() is None
+    with pytest.raises(ConfigError, match="FX,FY,CX,CY"):
+        LocalizerConfig(camera="300,300,320")

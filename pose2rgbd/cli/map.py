@@ -148,6 +148,10 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
     share = 100.0 * with_pt / total if total else 0.0
     print(f"  features     {total} SIFT ({total / n_kf:.0f} per keyframe); {with_pt} ({share:.1f} %, "
           f"{with_pt / n_kf:.0f} per keyframe) with a world point{' ' + how if how else ''}")  # fmt: skip
+    dropped = s.get("features_extracted", total) - total
+    if dropped > 0:
+        why = "no valid depth at the keypoint, or on a depth edge"
+        print(f"               ({dropped} more extracted and not stored: {why})")
     print(f"  places       {s['global']}")
     print(extent_line(s["extent"], s["pose_units"]))
     per = s["size_mb_per_1000_keyframes"]

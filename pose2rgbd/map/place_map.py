@@ -171,6 +171,7 @@ class PlaceMap:
             "features": int(self._kp_offsets[-1]),
             "features_per_keyframe": float(self._kp_offsets[-1]) / len(self),
             "features_with_point": self.features_with_point(),
+            "features_extracted": int(m.get("features", {}).get("extracted") or self._kp_offsets[-1]),
             "global": f"{self.describer.kind} ({self.global_desc.shape[1]} dims)",
             "dataset": m.get("dataset", {}),
             "selection": m.get("selection", {}),

@@ -374,6 +374,11 @@ def print_result(out: Path, say: PrintFn = print) -> None:
     say(f"{out}: {s['frames']['kept']} frames from {s['input']['kind']} ({s['input']['source']}); camera "
         f"{c['width']}x{c['height']} fx {c['fx']:.1f}; undistorted {s['undistortion']['frames_remapped']}; depth "
         f"{s['depth']}")  # fmt: skip
+    for sc in s["source_cameras"]:
+        if sc.get("distortion"):
+            coeffs = ", ".join(f"{v:.4g}" for v in sc["distortion"])
+            say(f"  lens: {sc['model']} ({coeffs}) at {sc['width']}x{sc['height']} fx {sc['fx']:.1f}, undistorted once "
+                "onto the camera above (the manifest keeps it in source_cameras)")  # fmt: skip
     pc = s["pose_check"]
     sk = s["frames"].get("skipped_missing")
     if sk:

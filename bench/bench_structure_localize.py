@@ -93,10 +93,11 @@ def main() -> None:
     T = f.T_world_cam[rows]
     base = StructureConfig(features=dataclasses.replace(FeatureConfig(), max_side=args.max_side))
     rng = np.random.default_rng(0)
+    cam = pm.camera(0)  # the queries are frames of the map's dataset: its camera
     modes = {
-        "no prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False)), None),
-        "sequence": (StructureLocalizer(pm, base), None),
-        "GPS prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False)),
+        "no prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False), cam), None),
+        "sequence": (StructureLocalizer(pm, base, cam), None),
+        "GPS prior": (StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False), cam),
                       [Prior(t[:3, 3] + rng.normal(0, 1.5, 3), source="gps") for t in T]),
     }  # fmt: skip
     out["modes"] = {}

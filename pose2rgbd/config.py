@@ -267,6 +267,13 @@ def closest(key: str, valid: typing.Iterable[str], n: int = 3) -> list[str]:
     return found
 
 
+def ordinal(n: int) -> str:
+    """English ordinal of a whole number: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 102nd (for "every 2nd")."""
+    n = int(n)
+    suffix = "th" if 10 <= abs(n) % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(abs(n) % 10, "th")
+    return f"{n}{suffix}"
+
+
 def type_name(tp: Any) -> str:
     """A short human name of a field type (used in help and errors)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)

@@ -54,6 +54,7 @@ class Alias:
     metavar: str | None = None
     help: str | None = None
     deprecated: str | None = None  # the current spelling, when this one is kept only for old scripts
+    group: str | None = None  # the --help section it is listed in (an argument group of that title); None: common
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -173,7 +174,17 @@ def _default_text(default: Any) -> str:
     return str(default)
 
 
-def _add_generated(parser: argparse.ArgumentParser, schema: Schema, taken: set[str]) -> None:
+def _group(parser: argparse.ArgumentParser, title: str, description: str | None = None) -> Any:
+    """The argument group of ``title`` in ``parser`` (one the command made itself too), created when absent."""
+    for g in parser._action_groups:  # argparse keeps its groups here; it has no public lookup by title
+        if g.title == title:
+            return g
+    return parser.add_argument_group(title, description)
+
+
+def _add_generated(
+    parser: argparse.ArgumentParser, schema: Schema, taken: set[str], titles: Mapping[str, str] | None = None
+) -> None:
     groups: dict[str, Any] = {}
     ordered = sorted(schema.leaves.items(), key=lambda kv: "." in kv[0])  # top-level keys first (stable)
     for key, leaf in ordered:
@@ -183,6 +194,9 @@ def _add_generated(parser: argparse.ArgumentParser, schema: Schema, taken: set[s
         section = key.rsplit(".", 1)[0] if "." in key else ""
         if section not in groups:
             title = f"{section}.* settings" if section else "top-level settings"
+            top = section.split(".", 1)[0]
+            if titles and top in titles:
+                title = f"{titles[top]}: {title}"
             desc = "generated from the config schema: the keys of --config FILE and --set (a node's ROS 2 parameters)"
             groups[section] = parser.add_argument_group(title, desc if not groups else None)
         text = f"{leaf.help} (default: {_default_text(leaf.default)})"
@@ -196,7 +210,7 @@ def _add_generated(parser: argparse.ArgumentParser, schema: Schema, taken: set[s
 
 def _add_aliases(parser: argparse.ArgumentParser, schema: Schema, aliases: Sequence[Alias]) -> set[str]:
     taken: set[str] = set()
-    group = parser.add_argument_group("common options", "short spellings of the settings below")
+    common = None
     for a in aliases:
         leaf = schema.leaf(a.key, a.names[0]) if a.key else None
         text = a.help if a.help is not None else (leaf.help if leaf else "")
@@ -215,6 +229,12 @@ def _add_aliases(parser: argparse.ArgumentParser, schema: Schema, aliases: Seque
                 kw["type"], kw["raw"] = a.type, False
             if a.choices is not None:
                 kw["choices"] = a.choices
+        if a.group is not None:
+            group = _group(parser, a.group)
+        else:
+            if common is None:
+                common = parser.add_argument_group("common options", "short spellings of the settings below")
+            group = common
         group.add_argument(*a.names, action=_Record, **kw)
         taken.update(a.names)
     return taken
@@ -227,8 +247,13 @@ def add_config_flags(
     *,
     config_help: str = "YAML config (plain nested, or a ROS 2 params file); flags and --set override it",
     prepare: Callable[[list[str]], argparse.Namespace] | None = None,
+    section_titles: Mapping[str, str] | None = None,
 ) -> None:
     """Give ``parser`` the generated flags of ``schema``, the ``aliases``, ``--set`` and ``--config``.
+
+    ``section_titles``: a heading for the generated flags of a top-level section (``{"engine": "checkpoint
+    localizer"}`` lists ``--engine.*`` under "checkpoint localizer: engine.* settings"); an alias with a ``group``
+    is listed under that heading (the argument group of that title, the command's own or a new one).
 
     ``schema`` (and a callable ``aliases``) are called only when this command is parsed. With ``prepare``,
     the schema depends on earlier flags (``train --method``): ``prepare(argv)`` pre-parses them and
@@ -250,9 +275,10 @@ def add_config_flags(
         al = aliases() if callable(aliases) else aliases
         if parser.usage is None:  # the usage line names the command's own flags, not every generated one
             usage = parser.format_usage().removeprefix("usage: ").strip().replace("%", "%%")
-            parser.usage = usage + (" [common options]" if al else "") + " [--KEY VALUE ...]"
+            common = any(a.group is None for a in al)
+            parser.usage = usage + (" [common options]" if common else "") + " [--KEY VALUE ...]"
         taken = _add_aliases(parser, sch, al)
-        _add_generated(parser, sch, taken)
+        _add_generated(parser, sch, taken, section_titles)
         parser.set_defaults(**{SCHEMA: sch})
 
     def parse_known_args(args: Sequence[str] | None = None, namespace: Any = None) -> Any:

@@ -47,6 +47,26 @@ def test_help_lists_every_command(capsys):
         assert mod.rsplit(".", 1)[1] in out
 
 
+def test_localize_images_help_puts_the_map_first_and_groups_the_checkpoint(capsys):
+    """`localize images --help`: the map path is the first option, --checkpoint is not called required (a map
+    alone needs none) and the checkpoint-only options sit under their own heading, not among the common ones."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["localize", "images", "--help"])
+    out = capsys.readouterr().out
+    assert "(required)" not in out
+    sections = {m[1]: m[2] for m in re.finditer(r"^(\S[^\n]*):\n(.*?)(?=^\S|\Z)", out, re.M | re.S)}
+    flags = {h: re.findall(r"^  (--[\w.-]+)", body, re.M) for h, body in sections.items()}
+    assert flags["options"][0] == "--map", flags["options"]
+    ck = flags["checkpoint localizer (PoseGAN)"]
+    for flag in ("--checkpoint", "--batch", "--crop-scale", "--backend", "--device", "--precision"):
+        assert flag in ck and flag not in flags["options"], flag
+    assert {"--camera", "--no-sequence", "--out", "--method"} <= set(flags["options"])
+    assert "--engine.checkpoint" in flags["checkpoint localizer (PoseGAN): engine.* settings"]
+    assert "--structure.min_inliers" in flags["structure localizer (--map): structure.* settings"]
+
+
 def test_render_bag_from_the_cli(flight_bag: Path, checkpoint: Path, tmp_path: Path):
     out = tmp_path / "rendered"
     rc = main(["render", "bag", "--checkpoint", str(checkpoint), "--bag", str(flight_bag), "--out", str(out)])

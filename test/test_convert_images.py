@@ -251,8 +251,8 @@ def test_colmap_round_trip(ring, tmp_path: Path) -> None:  # type: ignore[no-unt
                                atol=1e-6)  # fmt: skip
     # an unsupported camera model is named with what to do
     m2 = tmp_path / "fish"
-    _colmap_text(m2, T, depth, f"OPENCV_FISHEYE {W} {H} 30 30 20 15 0.1 0 0 0")
-    with pytest.raises(PoseImportError, match=r"OPENCV_FISHEYE.*image_undistorter"):
+    _colmap_text(m2, T, depth, f"FOV {W} {H} 30 30 20 15 0.5")
+    with pytest.raises(PoseImportError, match=r"FOV is not supported.*image_undistorter"):
         convert_images(m2, tmp_path / "d2", ImagesConfig(images=str(proj / "images")), progress=False)
     assert not (tmp_path / "d2").exists()
 
@@ -265,8 +265,14 @@ def test_colmap_round_trip(ring, tmp_path: Path) -> None:  # type: ignore[no-unt
         ("SIMPLE_RADIAL", [50, 32, 24, 0.1], (50, 50, 31.5, 23.5, (0.1, 0, 0, 0))),
         ("RADIAL", [50, 32, 24, 0.1, -0.02], (50, 50, 31.5, 23.5, (0.1, -0.02, 0, 0))),
         ("OPENCV", [50, 51, 32, 24, 0.1, -0.02, 0.001, 0.002], (50, 51, 31.5, 23.5, (0.1, -0.02, 0.001, 0.002))),
+        ("FULL_OPENCV", [50, 51, 32, 24, 0.1, -0.02, 0.001, 0.002, 0.01, 0.02, 0.03, 0.04],
+         (50, 51, 31.5, 23.5, (0.1, -0.02, 0.001, 0.002, 0.01, 0.02, 0.03, 0.04))),
+        ("SIMPLE_RADIAL_FISHEYE", [50, 32, 24, 0.1], (50, 50, 31.5, 23.5, (0.1, 0, 0, 0))),
+        ("RADIAL_FISHEYE", [50, 32, 24, 0.1, -0.02], (50, 50, 31.5, 23.5, (0.1, -0.02, 0, 0))),
+        ("OPENCV_FISHEYE", [50, 51, 32, 24, 0.1, -0.02, 0.003, 0.004],
+         (50, 51, 31.5, 23.5, (0.1, -0.02, 0.003, 0.004))),
     ],
-)
+)  # fmt: skip
 def test_colmap_camera_models(model: str, params: list[float], expect: tuple) -> None:  # type: ignore[type-arg]
     import pycolmap
 
@@ -276,6 +282,7 @@ def test_colmap_camera_models(model: str, params: list[float], expect: tuple) ->
     assert (c.width, c.height) == (64, 48)
     np.testing.assert_allclose([c.fx, c.fy, c.cx, c.cy], expect[:4])
     np.testing.assert_allclose(c.dist, expect[4])
+    assert c.model == ("fisheye" if "FISHEYE" in model else "opencv")  # OpenCV's model of the same polynomial
 
 
 def test_kitti_round_trip_and_camera2(drive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

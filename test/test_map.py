@@ -436,3 +436,44 @@ def test_query_of_another_aspect_ratio_needs_its_intrinsics(world: dict) -> None
     loc.query_intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy - 16)
     f = loc.localize_one(img)
     assert f.ok and np.linalg.norm(f.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3]) < 1.0
+
+
+def test_map_summary_counts_units_and_ordinals(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`map build` / `map info` say what the map holds: how many features per keyframe and how many of them have
+    a world point (all, lifted from depth; a share, triangulated), the extent in the poses' own units (metres, or
+    "not metres" for unscaled poses) and "every 2nd", not "every 2th"."""
+    import re
+
+    import yaml
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.map import PlaceMap
+
+    ds = _without_depth(world["dataset"], tmp_path / "sfm")
+    man = yaml.safe_load((ds / "manifest.yaml").read_text())
+    man["pose_units"] = "unscaled"  # as a structure-from-motion import writes it
+    (ds / "manifest.yaml").write_text(yaml.safe_dump(man))
+    out = tmp_path / "m"
+    capsys.readouterr()
+    assert main(["map", "build", "--dataset", str(ds), "--out", str(out), "--sources", "0", "--stride", "2",
+                 "--max-features", "300", "--no-progress"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    pm = PlaceMap(out)
+    total = int(pm._kp_offsets[-1])
+    with_point = sum(int(np.all(np.isfinite(pm.features(k).xyz), axis=1).sum()) for k in range(len(pm)))
+    assert 0 < with_point < total
+    assert "every 2nd" in text and "every 2th" not in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("features"))
+    assert f"{total} SIFT ({total / len(pm):.0f} per keyframe); {with_point} (" in line
+    assert f"{100 * with_point / total:.1f} %" in line and "triangulated" in line
+    ext = next(ln for ln in text.splitlines() if ln.strip().startswith("extent"))
+    assert "(m)" not in ext and "not metres" in ext
+    # a map lifted from metric depth: every stored feature has its point; metres
+    assert main(["map", "info", str(world["map"])]) == 0
+    text = capsys.readouterr().out
+    ref = PlaceMap(world["map"])
+    n = int(ref._kp_offsets[-1])
+    assert (
+        re.search(rf"features +{n} SIFT \(\d+ per keyframe\); {n} \(100\.0 %", text) and "lifted from the depth" in text
+    )
+    assert "extent (m)" in text

@@ -36,7 +36,7 @@ BAG_ALIASES = (
     Alias("--depth-topic", "topics.depth"),
 )
 IMAGES_ALIASES = (
-    Alias("--format", "format", choices=("auto", "transforms-json", "colmap", "kitti", "tum")),
+    Alias("--format", "format", choices=("auto", "transforms-json", "colmap", "llff", "kitti", "tum")),
     Alias("--images", "images", metavar="DIR"),
     Alias("--fx", "fx"),
     Alias("--fy", "fy"),
@@ -44,6 +44,7 @@ IMAGES_ALIASES = (
     Alias("--cy", "cy"),
     Alias("--hfov", "hfov_deg"),
     Alias("--distortion", "distortion", metavar="K1,K2,P1,P2[,K3]"),
+    Alias("--distortion-model", "distortion_model", choices=("opencv", "fisheye")),
     Alias("--calib", "calib", metavar="FILE"),
     Alias("--times", "times", metavar="FILE"),
     Alias("--image-list", "image_list", metavar="FILE"),
@@ -134,13 +135,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.set_defaults(func=_gps_odom)
     im = csub.add_parser(
         "images",
-        help="posed photos (transforms.json, COLMAP model, KITTI / TUM trajectory + images) -> dataset",
+        help="posed photos (transforms.json, COLMAP model, LLFF poses_bounds.npy, KITTI / TUM trajectory + images) "
+        "-> dataset",
         description="Imports posed images as a dataset (RGB-only unless depth is given), undistorts them with "
         "OpenCV where the source has distortion, and writes a pose check beside the dataset (report/poses.png, "
         "summary.json): do the cameras look at the scene, are they upright. Formats and conventions: docs/byod.md.",
         allow_abbrev=False,
     )
-    im.add_argument("source", type=Path, help="transforms.json (or its folder), COLMAP model folder, or trajectory")
+    im.add_argument("source", type=Path,
+                    help="transforms.json (or its folder), COLMAP model folder, LLFF poses_bounds.npy (or its folder), "
+                    "or trajectory")  # fmt: skip
     _common(im)
     add_config_flags(im, _images_schema, IMAGES_ALIASES, config_help="YAML with ImagesConfig keys")
     im.set_defaults(func=_images)

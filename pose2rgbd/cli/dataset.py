@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +45,6 @@ def _info(args: argparse.Namespace) -> int:
     ds = Dataset(args.path)
     s = summarize_dataset(ds)
     check = ds.verify_files(progress=not args.no_progress) if args.deep else None
-    ex, ey, ez = s.extent_m
     if check is None:
         verdict = "valid (files present; --deep reads every image and depth map)"
     elif check.ok:
@@ -55,8 +55,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  name         {s.name}")
     print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s)")
     print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
+    for c in ds.manifest.source_cameras:
+        lens = f"{c['model']} {', '.join(f'{v:.4g}' for v in c['distortion'])}" if c.get("distortion") else "pinhole"
+        print(f"  source lens  {c['width']}x{c['height']} fx={c['fx']:.1f} {lens}: the images were undistorted from it")
     print(f"  depth        {s.depth_kind}")
-    print(f"  extent (m)   x {ex:.1f}  y {ey:.1f}  z {ez:.1f}")
+    print(extent_line(s.extent_m, ds.manifest.resolved_pose_units))
     print(f"  fingerprint  {s.fingerprint}")
     if check is not None and check.negative_depth_pixels:
         print(
@@ -80,6 +83,15 @@ def _info(args: argparse.Namespace) -> int:
             print(f"  bad file     {rel}: {why}")
         return 1
     return 0
+
+
+def extent_line(extent: Any, units: str) -> str:
+    """The summary line of the box around the camera positions, in the units the poses have: metres, or the
+    source's own when the poses are unscaled (structure from motion without a scale)."""
+    ex, ey, ez = (float(v) for v in extent)
+    label = "extent (m)  " if units == "m" else "extent      "
+    note = {"m": "", "unscaled": " (the poses' own units, not metres: unscaled)"}.get(units, f" (units {units})")
+    return f"  {label} x {ex:.1f}  y {ey:.1f}  z {ez:.1f}{note}"
 
 
 def _cache(args: argparse.Namespace) -> int:

@@ -16,10 +16,11 @@ from typing import Any
 from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, need_checkpoint
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
+CHECKPOINT_GROUP = "checkpoint localizer (PoseGAN)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 BAG_ALIASES = (
-    *engine_aliases(),
+    *engine_aliases(needed="needed without --map"),
     Alias("--image-topic", "topics.image"),
     Alias("--image-type", "image_type", choices=("raw", "compressed")),
     Alias("--world-frame", "world_frame"),
@@ -59,21 +60,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     b.set_defaults(func=_bag)
 
-    i = lsub.add_parser("images", help="a folder of images -> poses with confidence (.csv or TUM .tum/.txt)",
-                        allow_abbrev=False)  # fmt: skip
+    i = lsub.add_parser(
+        "images",
+        help="a folder of images -> poses with confidence (.csv or TUM .tum/.txt)",
+        description="Localize every image of a folder against a place map (--map, the structure localizer), with "
+        "an image -> pose checkpoint (--checkpoint, PoseGAN), or both (--method structure+posegan: the model's "
+        "estimate is the prior of images without a better one).",
+        allow_abbrev=False,
+    )
     i.add_argument("dir", type=Path, metavar="DIR", help=f"folder of images ({', '.join(IMAGE_SUFFIXES)}), name order")
+    i.add_argument("--map", default="", metavar="MAP",
+                   help="place map folder (`pose2rgbd map build`): the structure localizer")  # fmt: skip
     i.add_argument("--out", type=Path, required=True,
                    help="poses.csv (image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution; with --map also "
                    "fix,reason,inliers, confidence_bound_m, the six standard deviations, flag: docs/place-map.md) or "
                    "poses.tum / .txt (TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
-    i.add_argument("--batch", type=int, default=8, help="images per forward pass")
-    i.add_argument(
-        "--crop-scale",
-        type=float,
-        default=0.0,
-        help="0 (auto): the model's own preparation of a frame, as trained; 1-4: resize to cover crop_scale x the "
-        "model input keeping the aspect ratio, then centre-crop",
-    )
+    i.add_argument("--method", default="auto", choices=("auto", "structure", "posegan", "structure+posegan"),
+                   help="structure (against --map) | posegan (--checkpoint) | structure+posegan (the model's estimate "
+                   "as the prior) | auto: structure when --map is given, else posegan")  # fmt: skip
+    i.add_argument("--camera", default="", metavar="FX,FY,CX,CY[,K1,K2,P1,P2[,K3]]",
+                   help="structure: the images' camera at their own size, OpenCV pixel convention, with OpenCV "
+                   "distortion when the lens has any (query keypoints are undistorted); "
+                   "fisheye:FX,FY,CX,CY,K1,K2,K3,K4 for OpenCV's fisheye model; 'map': the camera the map's images "
+                   "were taken with (its dataset import's, distortion included). Default: the map's (pinhole) "
+                   "camera scaled, with a warning")  # fmt: skip
+    i.add_argument("--no-sequence", action="store_true",
+                   help="structure: unordered photos, not a sequence (the previous fix is no prior)")  # fmt: skip
     i.add_argument(
         "--bit-depth",
         type=int,
@@ -89,17 +101,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--map it replaces the map's own calibration (covariance, gate, confidence)",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    i.add_argument("--map", default="", help="place map folder (`pose2rgbd map build`): the structure localizer")
-    i.add_argument("--method", default="auto", choices=("auto", "structure", "posegan", "structure+posegan"),
-                   help="structure (against --map) | posegan (--checkpoint) | structure+posegan (the model's estimate "
-                   "as the prior) | auto: structure when --map is given")  # fmt: skip
-    i.add_argument("--no-sequence", action="store_true",
-                   help="structure: unordered photos, not a sequence (the previous fix is no prior)")  # fmt: skip
-    i.add_argument("--camera", default="", metavar="FX,FY,CX,CY",
-                   help="structure: intrinsics at the images' own size (default: the map's camera scaled)")  # fmt: skip
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(i, _images_schema, engine_aliases(),
-                     config_help="YAML with 'engine:' and 'structure:' sections; flags override it")  # fmt: skip
+    ck = i.add_argument_group(
+        CHECKPOINT_GROUP, "an image -> pose checkpoint: --method posegan, or structure+posegan (its estimate as the "
+        "structure localizer's prior); not needed with --map alone"
+    )  # fmt: skip
+    ck.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    ck.add_argument(
+        "--crop-scale",
+        type=float,
+        default=0.0,
+        help="0 (auto): the model's own preparation of a frame, as trained; 1-4: resize to cover crop_scale x the "
+        "model input keeping the aspect ratio, then centre-crop",
+    )
+    add_config_flags(
+        i, _images_schema, engine_aliases(group=CHECKPOINT_GROUP, needed="needed without --map"),
+        config_help="YAML with 'engine:' and 'structure:' sections; flags override it",
+        section_titles={"engine": CHECKPOINT_GROUP, "structure": "structure localizer (--map)"},
+    )  # fmt: skip
     i.set_defaults(func=_images)
 
     c = lsub.add_parser("calibrate", help="covariance + OOD threshold from a checkpoint's validation errors -> YAML",
@@ -245,9 +264,10 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     import numpy as np
 
     from pose2rgbd.atomic import write_text_atomic
-    from pose2rgbd.errors import ConfigError, Pose2RGBDError
+    from pose2rgbd.errors import Pose2RGBDError
     from pose2rgbd.evaluation.calibration import load_calibration
     from pose2rgbd.inference import load_engine
+    from pose2rgbd.inference.query_camera import query_camera
     from pose2rgbd.inference.structure_load import load_structure_localizer
     from pose2rgbd.progress import bar
 
@@ -256,12 +276,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         scfg = dataclasses.replace(scfg, use_previous_fix=False)
     prior_engine = load_engine(cfgs["engine"]) if "posegan" in method else None
     loc = load_structure_localizer(args.map, scfg, prior_engine=prior_engine)
-    if args.camera:
-        try:
-            fx, fy, cx, cy = (float(v) for v in args.camera.split(","))
-        except ValueError as e:
-            raise ConfigError(f"--camera {args.camera!r}: give FX,FY,CX,CY (four numbers)") from e
-        loc.query_intrinsics = (fx, fy, cx, cy)
+    loc.query_lens = query_camera(args.camera, loc.map)
     threshold = None
     if args.calibration:
         cal = load_calibration(args.calibration)

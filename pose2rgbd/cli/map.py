@@ -133,16 +133,29 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _print_info(s: dict) -> None:  # type: ignore[type-arg]
+    import re
+
+    from pose2rgbd.cli.dataset import extent_line
+    from pose2rgbd.config import ordinal
+
     ds = s["dataset"]
-    ex, ey, ez = s["extent_m"]
+    # a map built by an older pose2rgbd stored "every 2th"
+    sel = re.sub(r"\bevery (\d+)th\b", lambda m: f"every {ordinal(int(m[1]))}", s["selection"].get("description", ""))
+    n_kf, total, with_pt = s["keyframes"], s["features"], s["features_with_point"]
     print(f"{s['path']}: pose2rgbd place map")
-    print(f"  keyframes    {s['keyframes']} ({s['selection'].get('description', '')}) of {ds.get('frames')} frames")
+    print(f"  keyframes    {n_kf} ({sel}) of {ds.get('frames')} frames")
     print(f"  dataset      {ds.get('path')} (fingerprint {ds.get('fingerprint')}, world frame {ds.get('world_frame')})")
     print(f"  images       {s['image']}; depth {s['depth']}")
-    print(f"  features     {s['features']} SIFT with world points ({s['features_per_keyframe']:.0f} per keyframe, "
-          f"{s['points']})")  # fmt: skip
+    how = {"depth": "lifted from the depth", "triangulated": "triangulated across keyframes"}.get(s["points"], "")
+    share = 100.0 * with_pt / total if total else 0.0
+    print(f"  features     {total} SIFT ({total / n_kf:.0f} per keyframe); {with_pt} ({share:.1f} %, "
+          f"{with_pt / n_kf:.0f} per keyframe) with a world point{' ' + how if how else ''}")  # fmt: skip
+    dropped = s.get("features_extracted", total) - total
+    if dropped > 0:
+        why = "no valid depth at the keypoint, or on a depth edge"
+        print(f"               ({dropped} more extracted and not stored: {why})")
     print(f"  places       {s['global']}")
-    print(f"  extent (m)   x {ex:.1f}  y {ey:.1f}  z {ez:.1f}")
+    print(extent_line(s["extent"], s["pose_units"]))
     per = s["size_mb_per_1000_keyframes"]
     print(f"  size         {s['size_bytes'] / 1e6:.1f} MB ({per:.0f} MB per 1,000 keyframes)")
     if s.get("build_s") is not None:

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 
-def engine_aliases(prefix: str = "engine.") -> tuple[Alias, ...]:
-    """The short engine flags shared by ``render bag`` and ``render trajectory``."""
-    return (
-        Alias(
-            "--checkpoint",
-            f"{prefix}checkpoint",
-            metavar="PATH",
-            help="model checkpoint (.pt) from `pose2rgbd train`, or .onnx from `pose2rgbd export` (required)",
-        ),
-        Alias("--backend", f"{prefix}backend", choices=("auto", "torch", "onnxruntime")),
-        Alias("--device", f"{prefix}device"),
-        Alias("--precision", f"{prefix}precision", choices=("auto", "fp32", "bf16", "fp16")),
-        Alias("--threads", f"{prefix}threads"),
-        Alias("--lookahead", f"{prefix}lookahead"),
+def engine_aliases(prefix: str = "engine.", *, group: str | None = None, needed: str = "required") -> tuple[Alias, ...]:
+    """The short engine flags shared by ``render bag``, ``render trajectory`` and the localize commands; ``group``:
+    the --help section they are listed in (default: the common options); ``needed``: when --checkpoint is needed,
+    as its help says it."""
+    return tuple(
+        dataclasses.replace(a, group=group)
+        for a in (
+            Alias(
+                "--checkpoint",
+                f"{prefix}checkpoint",
+                metavar="PATH",
+                help=f"model checkpoint (.pt) from `pose2rgbd train`, or .onnx from `pose2rgbd export` ({needed})",
+            ),
+            Alias("--backend", f"{prefix}backend", choices=("auto", "torch", "onnxruntime")),
+            Alias("--device", f"{prefix}device"),
+            Alias("--precision", f"{prefix}precision", choices=("auto", "fp32", "bf16", "fp16")),
+            Alias("--threads", f"{prefix}threads"),
+            Alias("--lookahead", f"{prefix}lookahead"),
+        )
     )
 
 

@@ -41,6 +41,10 @@ FRAME_COLUMNS = (
 )  # fmt: skip
 DepthKind = Literal["metric", "unscaled", "none"]
 DEPTH_KINDS = ("metric", "unscaled", "none")
+POSE_UNITS = ("m", "unscaled")
+# source kinds whose poses have no scale of their own (structure from motion): an older manifest without
+# ``pose_units`` whose sources are all of these kinds, with no datum and no metric depth, has unscaled poses
+UNSCALED_SOURCE_KINDS = ("colmap", "transforms.json", "llff")
 
 
 @dataclass
@@ -57,6 +61,25 @@ class Manifest:
     sources: list[dict[str, Any]] = field(default_factory=lambda: [{"id": 0, "kind": "unknown", "name": "default"}])
     extra: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
+    pose_units: str = ""  # "m" or "unscaled" (poses up to an unknown scale); "": inferred, see resolved_pose_units
+    # the cameras the images were taken with, when the stored (pinhole) images were undistorted from them: each
+    # {width, height, fx, fy, cx, cy, model: pinhole|opencv|fisheye, distortion: [...]} (docs/dataset-format.md)
+    source_cameras: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pose_units not in ("", *POSE_UNITS):
+            raise DatasetError(f"pose_units is {self.pose_units!r}, expected one of {list(POSE_UNITS)}")
+
+    @property
+    def resolved_pose_units(self) -> str:
+        """``m`` or ``unscaled``: as written, else inferred -- metres with a GPS datum or metric depth, unscaled when
+        every source is of a kind without a scale of its own (COLMAP, transforms.json, LLFF), else metres."""
+        if self.pose_units:
+            return self.pose_units
+        if self.datum is not None or self.depth_kind == "metric":
+            return "m"
+        kinds = {str(s.get("kind", "")) for s in self.sources}
+        return "unscaled" if kinds and kinds <= set(UNSCALED_SOURCE_KINDS) else "m"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +90,9 @@ class Manifest:
             "world_frame": self.world_frame,
             "camera_frame": self.camera_frame,
             "camera": self.camera.to_dict(),
+            # written when a producer states it (left out otherwise, so that a dataset's fingerprint stays as it was)
+            **({"pose_units": self.pose_units} if self.pose_units else {}),
+            **({"source_cameras": self.source_cameras} if self.source_cameras else {}),
             "rgb": {"encoding": self.rgb_encoding},
             "depth": {
                 "kind": self.depth_kind,
@@ -111,6 +137,12 @@ class Manifest:
                 datum = Datum(float(d["datum"]["lat_deg"]), float(d["datum"]["lon_deg"]), float(d["datum"]["alt_m"]))
             except Exception as e:
                 raise DatasetError(f"{where}: bad 'datum': {e}") from e
+        units = d.get("pose_units", "")
+        if units not in ("", *POSE_UNITS):
+            raise DatasetError(f"{where}: pose_units is {units!r}, expected one of {list(POSE_UNITS)}")
+        source_cameras = d.get("source_cameras") or []
+        for k, c in enumerate(source_cameras if isinstance(source_cameras, list) else [None]):
+            _check_source_camera(c, f"{where}: source_cameras[{k}]")
         sources = d.get("sources") or []
         if not isinstance(sources, list) or not all(isinstance(s, dict) and "id" in s for s in sources):
             raise DatasetError(f"{where}: 'sources' must be a list of mappings with an 'id'")
@@ -125,7 +157,25 @@ class Manifest:
             sources=sources,
             extra=dict(d.get("extra") or {}),
             created_utc=str(d.get("created_utc", "")),
+            pose_units=str(units),
+            source_cameras=list(source_cameras),
         )
+
+
+def _check_source_camera(c: Any, where: str) -> None:
+    """A ``source_cameras`` entry: the six intrinsics, a model and its coefficients (OpenCV's models)."""
+    from pose2rgbd.geometry.lens import Distortion
+
+    try:
+        PinholeCamera.from_dict(c)
+        model, dist = str(c.get("model", "pinhole")), list(c.get("distortion") or [])
+        if model != "pinhole" or dist:
+            Distortion(model, tuple(dist))
+    except Exception as e:
+        raise DatasetError(
+            f"{where}: {e}; expected {{width, height, fx, fy, cx, cy, model: pinhole|opencv|fisheye, distortion: "
+            "[...]}}"
+        ) from e
 
 
 def _depth_units(kind: str) -> str:

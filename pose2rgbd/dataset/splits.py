@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.config import ordinal
 from pose2rgbd.errors import ConfigError
 
 SPLIT_KINDS = ("random", "route", "every-nth")
@@ -129,9 +130,10 @@ def make_split(
         if not test_m.any():
             raise ConfigError(f"every_nth {k}: no source has {k} frames; use a smaller every_nth")
         what = (
-            f"every-nth: every {k}th frame in time order tests, the frame halfway between validates"
+            f"every-nth: every {ordinal(k)} frame in time order tests, the frame halfway between validates"
             if three
-            else f"every-nth: every {k}th frame in time order is held out (no separate test set: test = validation)"
+            else f"every-nth: every {ordinal(k)} frame in time order is held out (no separate test set: test = "
+            "validation)"
         )
         return Split("every-nth", np.flatnonzero(~(test_m | val_m)), np.flatnonzero(val_m), what,
                      np.flatnonzero(test_m))  # fmt: skip

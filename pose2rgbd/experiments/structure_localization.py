@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.atomic import write_text_atomic
+from pose2rgbd.config import ordinal
 from pose2rgbd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,9 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
     T = f.T_world_cam
     rows: list[dict[str, Any]] = []
     base = StructureConfig()
-    unordered = StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False))
-    seq = StructureLocalizer(pm, base)
+    cam = pm.camera(0)  # the queries are frames of the map's dataset: its camera
+    unordered = StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False), cam)
+    seq = StructureLocalizer(pm, base, cam)
     order = test[np.lexsort((f.stamp_ns[test], f.source_id[test]))]
     runs: list[tuple[str, Any, np.ndarray, Any, bool, bool]] = [
         ("no prior", unordered, test, None, False, False),
@@ -228,10 +230,10 @@ def _sparse(cfg: Any, dpath: Path, ds: Any, train: np.ndarray, run_dir: Path, *,
     check_map_excludes(pm.frames, queries, "the sparse map")
     import dataclasses
 
-    loc = StructureLocalizer(pm, dataclasses.replace(StructureConfig(), use_previous_fix=False))
+    loc = StructureLocalizer(pm, dataclasses.replace(StructureConfig(), use_previous_fix=False), pm.camera(0))
     fixes, secs = _run(loc, ds, queries, None, gray=False, sequence=False, source=f.source_id)
-    row = _summary(f"structure, sparse map (every {cfg.sparse_every}th, no prior)", fixes, f.T_world_cam[queries],
-                   secs, cfg.wrong_m)  # fmt: skip
+    what = f"structure, sparse map (every {ordinal(cfg.sparse_every)}, no prior)"
+    row = _summary(what, fixes, f.T_world_cam[queries], secs, cfg.wrong_m)
     row["map_keyframes"] = len(pm)
     return row
 

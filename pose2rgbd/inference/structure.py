@@ -1,6 +1,7 @@
 """The structure localizer: image -> camera pose against a place map, or an honest "no fix" with its reason.
 
-Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given):
+Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given, with a
+warning; a given camera with lens distortion has its keypoints undistorted, :mod:`.query_camera`):
 
 1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`).
 2. **Candidate keyframes**: with a *prior* -- the previous fix of a sequence, a GPS / odometry position, PoseGAN's
@@ -50,7 +51,9 @@ import numpy as np
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.lens import QueryCamera
 from pose2rgbd.inference.calibration import Calibration
+from pose2rgbd.inference.query_camera import unknown_camera_warning
 from pose2rgbd.inference.structure_calibration import finish_fix, information_covariance, map_calibration
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, match_ratio, root_sift
 
@@ -191,6 +194,8 @@ class StructureLocalizer:
         self.cfg = cfg or StructureConfig()
         self.query_camera = camera  # None: the map's camera scaled to each image
         self.query_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the image's size
+        self.query_lens: QueryCamera | None = None  # the images' camera with its distortion (wins over the above)
+        self._warned_camera = False
         self.camera = camera or place_map.camera(0)
         self.world_frame = place_map.world_frame
         self._lock = threading.RLock()
@@ -245,9 +250,15 @@ class StructureLocalizer:
         if img.dtype != np.uint8 or img.ndim not in (2, 3):
             raise ConfigError(f"structure localizer: expected a uint8 (H, W[, 3]) image, got {img.dtype} {img.shape}")
         h, w = img.shape[:2]
-        if self.query_intrinsics is not None:
+        lens = None
+        if self.query_lens is not None:
+            cam, lens = self.query_lens.at(w, h)
+        elif self.query_intrinsics is not None:
             cam = PinholeCamera(w, h, *self.query_intrinsics)
         else:
+            if self.query_camera is None and not self._warned_camera:
+                self._warned_camera = True
+                log.warning(unknown_camera_warning(self.map, w, h))
             cam = self.query_camera or self.map.camera(0)
             if abs(cam.width / cam.height - w / h) > 0.01 * (w / h):
                 whose = "the given camera" if self.query_camera else "the map's camera"
@@ -269,6 +280,8 @@ class StructureLocalizer:
         else:
             scale = 1.0
         feats = extract(img, self.cfg.features)
+        if lens is not None:  # the pinhole coordinates of the keypoints (the map's keyframes are pinhole)
+            feats = ImageFeatures(lens.undistort_points(feats.xy, cam.K).astype(np.float32), feats.desc)
         with self._lock:
             last = self._last if self.cfg.use_previous_fix else None
         priors = ([Prior.from_pose(last, "sequence")] if last is not None else []) + ([prior] if prior else [])

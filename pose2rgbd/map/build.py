@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.config import help_field, ordinal, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, extract
 from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb
@@ -70,7 +70,7 @@ class MapSelection:
         if self.sources:
             parts.append(f"sources {','.join(map(str, self.sources))}")
         if self.stride > 1:
-            parts.append(f"every {self.stride}th")
+            parts.append(f"every {ordinal(self.stride)}")
         return ", ".join(parts) or "every frame"
 
 
@@ -302,6 +302,8 @@ def build_map(
                 "camera_frame": ds.manifest.camera_frame,
                 "frames": len(ds),
                 "depth_kind": ds.manifest.depth_kind,
+                "pose_units": ds.manifest.resolved_pose_units,
+                "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
                 "datum": None
                 if ds.manifest.datum is None
                 else {

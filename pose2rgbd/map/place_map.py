@@ -158,6 +158,10 @@ class PlaceMap:
         total = int(sum(files.values()))
         h, w = self.image_hw
         lo, hi = self.positions.min(axis=0), self.positions.max(axis=0)
+        ds = m.get("dataset", {})
+        units = ds.get("pose_units")
+        if units is None:  # a map of an older pose2rgbd: metres when the dataset had a datum or metric depth
+            units = "m" if ds.get("datum") or ds.get("depth_kind") == "metric" else "not recorded"
         return {
             "path": str(self.path),
             "keyframes": len(self),
@@ -166,16 +170,25 @@ class PlaceMap:
             "points": m.get("points", ""),
             "features": int(self._kp_offsets[-1]),
             "features_per_keyframe": float(self._kp_offsets[-1]) / len(self),
+            "features_with_point": self.features_with_point(),
+            "features_extracted": int(m.get("features", {}).get("extracted") or self._kp_offsets[-1]),
             "global": f"{self.describer.kind} ({self.global_desc.shape[1]} dims)",
             "dataset": m.get("dataset", {}),
             "selection": m.get("selection", {}),
-            "extent_m": [float(v) for v in hi - lo],
+            "extent": [float(v) for v in hi - lo],
+            "pose_units": units,  # of the poses and the extent: "m", "unscaled" (the source's own) or "not recorded"
             "size_bytes": total,
             "size_mb_per_1000_keyframes": total / 1e6 * 1000 / len(self),
             "build_s": m.get("build_s"),
             "build_s_per_1000_keyframes": (m.get("build_s") or 0) * 1000 / len(self),
             "created_utc": m.get("created_utc"),
         }
+
+    def features_with_point(self) -> int:
+        """How many of the stored local features have a world point (all of a map lifted from depth; those
+        triangulated in at least two keyframes of one without), counted in chunks of the memory-mapped points."""
+        n, step = len(self._kp_xyz), 1 << 20
+        return int(sum(np.isfinite(self._kp_xyz[a : a + step, 0]).sum() for a in range(0, n, step)))
 
     def cache_stats(self) -> dict[str, int]:
         return {"cached": len(self._cache.data), "hits": self._cache.hits, "misses": self._cache.misses}

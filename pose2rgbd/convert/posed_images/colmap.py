@@ -23,7 +23,16 @@ from pose2rgbd.convert.posed_images.common import (
     stamps_from_interval,
 )
 
-SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+# COLMAP model -> (OpenCV lens model, where its distortion coefficients sit in the parameters, how many OpenCV takes):
+# the polynomials are the same, COLMAP's radial k is OpenCV's k1 and its fisheye models are OpenCV's equidistant
+# fisheye (theta_d = theta (1 + k1 theta^2 + k2 theta^4 + ...)) with the higher terms zero (docs/byod.md)
+_LENS = {
+    "SIMPLE_PINHOLE": ("opencv", 3, 0), "PINHOLE": ("opencv", 4, 0),
+    "SIMPLE_RADIAL": ("opencv", 3, 4), "RADIAL": ("opencv", 3, 4), "OPENCV": ("opencv", 4, 4),
+    "FULL_OPENCV": ("opencv", 4, 8), "SIMPLE_RADIAL_FISHEYE": ("fisheye", 3, 4),
+    "RADIAL_FISHEYE": ("fisheye", 3, 4), "OPENCV_FISHEYE": ("fisheye", 4, 4),
+}  # fmt: skip
+SUPPORTED_MODELS = tuple(_LENS)
 
 
 def find_model_dir(path: Path) -> Path | None:
@@ -34,33 +43,40 @@ def find_model_dir(path: Path) -> Path | None:
     return None
 
 
+def incomplete_model(path: Path) -> str:
+    """What is missing from a COLMAP model that is only partly there (``path``, ``sparse/0``, ``sparse``, ``0``):
+    ``"sparse/0/images.bin is missing (beside sparse/0/cameras.bin)"``; empty when no model file is found."""
+    for d in (path, path / "sparse" / "0", path / "sparse", path / "0"):
+        for e in ("bin", "txt"):
+            have = [f"{n}.{e}" for n in ("cameras", "images", "points3D") if (d / f"{n}.{e}").is_file()]
+            need = [f"{n}.{e}" for n in ("cameras", "images") if f"{n}.{e}" not in have]
+            if have and need:
+                rel = "" if d == path else f"{d.relative_to(path)}/"
+                return (f"{', '.join(rel + n for n in need)} {'is' if len(need) == 1 else 'are'} missing (beside "
+                        f"{', '.join(rel + n for n in have)})")  # fmt: skip
+    return ""
+
+
 def _camera(cam: object, where: str) -> SourceCamera:
     model = cam.model.name  # type: ignore[attr-defined]
     p = [float(x) for x in cam.params]  # type: ignore[attr-defined]
     w, h = int(cam.width), int(cam.height)  # type: ignore[attr-defined]
-    dist: tuple[float, ...]
-    if model == "SIMPLE_PINHOLE":
-        fx = fy = p[0]
-        cx, cy, dist = p[1], p[2], ()
-    elif model == "PINHOLE":
-        fx, fy, cx, cy, dist = p[0], p[1], p[2], p[3], ()
-    elif model == "SIMPLE_RADIAL":
-        fx = fy = p[0]
-        cx, cy, dist = p[1], p[2], (p[3], 0.0, 0.0, 0.0)
-    elif model == "RADIAL":
-        fx = fy = p[0]
-        cx, cy, dist = p[1], p[2], (p[3], p[4], 0.0, 0.0)
-    elif model == "OPENCV":
-        fx, fy, cx, cy = p[:4]
-        dist = (p[4], p[5], p[6], p[7])
-    else:
+    if model not in _LENS:
         raise PoseImportError(
             f"{where}: COLMAP camera model {model} is not supported (supported: {', '.join(SUPPORTED_MODELS)}). "
             "Undistort the model with COLMAP first (colmap image_undistorter --image_path IMAGES --input_path "
             "SPARSE --output_path OUT) and import OUT (a PINHOLE model with its undistorted images)"
         )
+    lens, n_focal, n_dist = _LENS[model]
+    if n_focal == 3:  # f, cx, cy
+        fx = fy = p[0]
+        cx, cy = p[1], p[2]
+    else:  # fx, fy, cx, cy
+        fx, fy, cx, cy = p[:4]
+    k = p[n_focal:]
+    dist = tuple(k + [0.0] * (n_dist - len(k)))[:n_dist] if n_dist else ()
     # COLMAP pixel-corner convention -> OpenCV / ROS (pixel centres at integers)
-    return SourceCamera(w, h, fx, fy, cx - 0.5, cy - 0.5, dist if any(dist) else ())
+    return SourceCamera(w, h, fx, fy, cx - 0.5, cy - 0.5, dist if any(dist) else (), lens)
 
 
 def _images_dir(model: Path, cfg: ImagesConfig) -> Path:
@@ -80,9 +96,12 @@ def read_colmap(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     p = Path(path)
     model = find_model_dir(p) if p.is_dir() else None
     if model is None:
+        part = incomplete_model(p) if p.is_dir() else ""
         raise PoseImportError(
-            f"{p}: not a COLMAP model folder (no cameras.bin + images.bin or cameras.txt + images.txt here or in "
-            "sparse/0)"
+            f"{p}: an incomplete COLMAP model: {part}"
+            if part
+            else f"{p}: not a COLMAP model folder (no cameras.bin "
+            "+ images.bin or cameras.txt + images.txt here or in sparse/0)"
         )
     try:
         rec = pycolmap.Reconstruction(str(model))
@@ -121,7 +140,7 @@ def read_colmap(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     if unreg:
         notes.append(f"{unreg} images of the model have no pose (not registered) and are left out")
     return PosedImages(
-        kind="colmap", source=model, images=images, T_world_cam=T,
+        kind="colmap", source=model, images=images, T_world_cam=T, pose_units="unscaled",
         stamps_ns=stamps_from_interval(len(images), cfg.frame_interval_s),
         cameras=[cams[im.camera_id] for im in regs], points=points if len(points) else None,
         observations=obs if len(points) else None,

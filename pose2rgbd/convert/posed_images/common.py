@@ -2,7 +2,8 @@
 
 Conventions of the result (the dataset's): ``T_world_cam`` maps points from the camera's REP-103 optical frame
 (x right, y down, z forward) into the source's world frame; intrinsics use the OpenCV / ROS convention (pixel
-centres at integers), distortion OpenCV's ``(k1, k2, p1, p2[, k3])``.
+centres at integers), distortion OpenCV's models (``opencv``: k1, k2, p1, p2[, k3[, k4, k5, k6]]; ``fisheye``:
+k1, k2, k3, k4; :mod:`pose2rgbd.geometry.lens`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 from pose2rgbd.config import SIZE_HELP, help_field, parse_size
 from pose2rgbd.convert.pipeline import ConvertOutput
 from pose2rgbd.convert.posed_images.errors import PoseImportError
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.geometry.lens import LENS_MODELS, Distortion
 
-FORMATS = ("auto", "transforms-json", "colmap", "kitti", "tum")
+FORMATS = ("auto", "transforms-json", "colmap", "llff", "kitti", "tum")
 CAMERA_AXES = ("optical", "opengl", "flu")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".bmp", ".tif", ".tiff")
 
@@ -31,11 +33,14 @@ FLU_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 
 
 @dataclass
 class ImagesConfig:
-    """Posed images (transforms.json, COLMAP, KITTI / TUM trajectory + image folder) -> dataset."""
+    """Posed images (transforms.json, COLMAP, LLFF, KITTI / TUM trajectory + image folder) -> dataset."""
 
-    format: str = help_field("auto", "input format: auto, transforms-json, colmap, kitti or tum (docs/byod.md)")
+    format: str = help_field(
+        "auto", "input format: auto, transforms-json, colmap, llff (poses_bounds.npy), kitti or tum (docs/byod.md)"
+    )
     images: str = help_field(
-        "", "image folder (KITTI / TUM: required; COLMAP: default the images/ folder of the project; "
+        "", "image folder (KITTI / TUM: required; COLMAP: default the images/ folder of the project; LLFF: default "
+        "images/ beside poses_bounds.npy, or e.g. images_4; "
         "transforms.json: paths are relative to the json file)"
     )  # fmt: skip
     fx: float = help_field(0.0, "focal length x in pixels, for formats without intrinsics (0: not given)")
@@ -44,9 +49,10 @@ class ImagesConfig:
     cy: float = help_field(-1.0, "principal point y in pixels, pixel centres at integers (-1: (height - 1) / 2)")
     hfov_deg: float = help_field(0.0, "horizontal field of view (deg) instead of fx, for formats without intrinsics")
     distortion: list[float] = help_field(
-        [], "with --fx / --hfov: OpenCV distortion k1,k2,p1,p2[,k3] of the images (undistorted on import); "
-        "empty: none"
+        [], "KITTI / TUM: the images' lens distortion in OpenCV's order (opencv: k1,k2,p1,p2[,k3[,k4,k5,k6]]; "
+        "fisheye: k1,k2,k3,k4), undistorted on import; empty: none"
     )  # fmt: skip
+    distortion_model: str = help_field("opencv", "model of --distortion: opencv or fisheye (OpenCV's)")
     calib: str = help_field("", "KITTI calib.txt (default: calib.txt beside the poses file or the image folder)")
     kitti_camera: int = help_field(
         -1, "KITTI camera of the images, the calib line P<N> (-1: N from an image folder named image_N, else 0); "
@@ -113,8 +119,16 @@ class ImagesConfig:
         parse_invalid_codes(self.depth_invalid_codes)
         if self.fx < 0 or self.fy < 0 or not 0 <= self.hfov_deg < 180:
             raise ConfigError("fx, fy must be >= 0 and hfov_deg in [0, 180)")
-        if len(self.distortion) > 5 or not all(np.isfinite(self.distortion)):
-            raise ConfigError(f"distortion is k1,k2,p1,p2[,k3] (up to 5 finite numbers), got {self.distortion}")
+        if self.distortion_model not in LENS_MODELS:
+            raise ConfigError(f"distortion_model must be one of {LENS_MODELS}, got {self.distortion_model!r}")
+        if self.distortion:
+            padded = list(self.distortion) + [0.0] * (4 - len(self.distortion))  # k1[,k2]: the rest zero
+            try:
+                Distortion(self.distortion_model, tuple(padded))
+            except GeometryError as e:
+                raise ConfigError(
+                    f"distortion {self.distortion}: {e} (opencv: k1,k2,p1,p2[,k3[,k4,k5,k6]]; fisheye: k1,k2,k3,k4)"
+                ) from None
         if self.size:
             self.size_wh()
 
@@ -137,13 +151,20 @@ class ImagesConfig:
         fy = self.fy if self.fy > 0 else fx
         cx = self.cx if self.cx >= 0 else (width - 1) / 2.0
         cy = self.cy if self.cy >= 0 else (height - 1) / 2.0
-        dist = tuple(float(x) for x in self.distortion)
-        return SourceCamera(width, height, fx, fy, cx, cy, dist if any(dist) else ())
+        return SourceCamera(width, height, fx, fy, cx, cy, *self.flag_distortion())
+
+    def flag_distortion(self) -> tuple[tuple[float, ...], str]:
+        """``(coefficients, model)`` of ``--distortion`` (k1 or k1,k2 alone: the rest zero); ``((), model)``: none."""
+        d = [float(x) for x in self.distortion]
+        d += [0.0] * (4 - len(d)) if d else []
+        return (tuple(d) if any(d) else ()), self.distortion_model
 
 
 @dataclass(frozen=True)
 class SourceCamera:
-    """Intrinsics of the source images: pinhole (OpenCV pixel-centre convention) + OpenCV distortion."""
+    """Intrinsics of the source images: pinhole (OpenCV pixel-centre convention) + the lens's distortion in
+    OpenCV's models (:mod:`pose2rgbd.geometry.lens`): ``opencv`` (k1, k2, p1, p2[, k3[, k4, k5, k6]]) or
+    ``fisheye`` (k1, k2, k3, k4)."""
 
     width: int
     height: int
@@ -151,39 +172,47 @@ class SourceCamera:
     fy: float
     cx: float
     cy: float
-    dist: tuple[float, ...] = ()  # (k1, k2, p1, p2[, k3]); empty: none
+    dist: tuple[float, ...] = ()  # in the order of ``model``; empty: none
+    model: str = "opencv"
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or not (self.fx > 0 and self.fy > 0):
             raise PoseImportError(f"invalid camera intrinsics {self}: width, height, fx and fy must be > 0")
         if not all(np.isfinite([self.fx, self.fy, self.cx, self.cy, *self.dist])):
             raise PoseImportError(f"camera intrinsics contain NaN or inf: {self}")
+        if self.dist:
+            try:
+                Distortion(self.model, self.dist)
+            except GeometryError as e:
+                raise PoseImportError(f"camera {self}: {e}") from e
 
     @property
     def has_distortion(self) -> bool:
         return any(abs(x) > 0 for x in self.dist)
 
     @property
+    def distortion(self) -> Distortion | None:
+        return Distortion(self.model, self.dist) if self.has_distortion else None
+
+    @property
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    def dist_array(self) -> np.ndarray:
-        d = list(self.dist) + [0.0] * (5 - len(self.dist))
-        return np.asarray(d[: max(5, len(self.dist))], dtype=np.float64)
 
     def pinhole(self) -> PinholeCamera:
         return PinholeCamera(self.width, self.height, self.fx, self.fy, self.cx, self.cy)
 
     def to_dict(self) -> dict[str, object]:
+        """As the dataset manifest's ``source_cameras`` entries (docs/dataset-format.md)."""
         return {"width": self.width, "height": self.height, "fx": self.fx, "fy": self.fy, "cx": self.cx,
-                "cy": self.cy, "distortion_k1_k2_p1_p2_k3": list(self.dist)}  # fmt: skip
+                "cy": self.cy, "model": self.model if self.has_distortion else "pinhole",
+                "distortion": list(self.dist) if self.has_distortion else []}  # fmt: skip
 
 
 @dataclass
 class PosedImages:
     """An importer's result: one entry per frame, in dataset order."""
 
-    kind: str  # "transforms.json", "colmap", "kitti", "tum"
+    kind: str  # "transforms.json", "colmap", "llff", "kitti", "tum"
     source: Path  # the pose file or model folder
     images: list[Path]
     T_world_cam: np.ndarray  # (N, 4, 4), REP-103 optical camera frame
@@ -199,6 +228,8 @@ class PosedImages:
     depth_scale: float | None = None
     depth_scale_note: str = ""
     skipped: list[str] = field(default_factory=list)  # entries of the source left out (skip_missing)
+    pose_units: str = "m"  # "unscaled": a format without a scale of its own (structure from motion)
+    bounds: np.ndarray | None = None  # (N, 2) near / far depth of the scene content per frame (LLFF), scene units
 
     def __post_init__(self) -> None:
         n = len(self.images)

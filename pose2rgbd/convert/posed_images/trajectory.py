@@ -156,8 +156,9 @@ def read_kitti(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     elif calib is not None:
         P, line = _kitti_P(calib, n)
         K = P[:, :3]
-        cam = SourceCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
-        notes.append(f"intrinsics from {calib.name} {line}")
+        cam = SourceCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]),
+                           *cfg.flag_distortion())  # fmt: skip
+        notes.append(f"intrinsics from {calib.name} {line}" + (", distortion from --distortion" if cam.dist else ""))
         if n != 0:
             # rectified cameras: P_n = K [I | t_n] with t_n the position of camera 0's origin in camera n's frame
             t_n = np.linalg.solve(K, P[:, 3])

@@ -3,7 +3,8 @@
 Conventions of the format: ``transform_matrix`` is camera-to-world (``T_world_cam``) with OpenGL / Blender
 camera axes (x right, y up, z back), converted here to the optical frame by flipping the camera's y and z
 (:data:`GL_FROM_OPTICAL`). Intrinsics are top-level (shared) or per frame: ``fl_x``, ``fl_y``, ``cx``, ``cy``,
-``w``, ``h`` or ``camera_angle_x`` (and ``camera_angle_y``); distortion ``k1 k2 p1 p2 [k3]`` (OpenCV's model).
+``w``, ``h`` or ``camera_angle_x`` (and ``camera_angle_y``); distortion ``k1 k2 p1 p2 [k3]`` (OpenCV's model), or
+``k1 k2 k3 k4`` with ``camera_model: OPENCV_FISHEYE`` (OpenCV's fisheye model).
 The principal point is in the pixel-corner convention of both tools (pixel centres at +0.5), so 0.5 is
 subtracted to reach the OpenCV / ROS convention of the dataset. The world's up axis is +z (Blender, nerfstudio).
 """
@@ -31,8 +32,9 @@ from pose2rgbd.convert.posed_images.common import (
     stamps_from_interval,
 )
 
-_FISHEYE = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE")
-_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "p1", "p2")
+_UNSUPPORTED = ("EQUIRECTANGULAR", "FISHEYE", "FISHEYE624")
+_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "k4", "p1",
+         "p2")  # fmt: skip
 
 
 def _inside(base: Path, rel: str) -> bool:
@@ -65,13 +67,19 @@ def _resolve(base: Path, rel: str) -> Path:
 
 def _camera(params: dict[str, Any], image: Path, where: str) -> SourceCamera:
     model = str(params.get("camera_model", "OPENCV")).upper()
-    if model in _FISHEYE:
+    if model in _UNSUPPORTED:
         raise PoseImportError(
-            f"{where}: camera_model {model} is not supported (pinhole + OpenCV distortion only); undistort the "
-            "images first (e.g. nerfstudio's ns-process-data with --camera-type perspective) and import that"
+            f"{where}: camera_model {model} is not supported (OPENCV, OPENCV_FISHEYE and pinhole only); convert "
+            "the images to perspective first (e.g. nerfstudio's ns-process-data with --camera-type perspective)"
         )
-    if any(params.get(k) for k in ("k4",)):
-        raise PoseImportError(f"{where}: k4 is a fisheye coefficient; only k1 k2 p1 p2 k3 (OPENCV) are supported")
+    fisheye = model == "OPENCV_FISHEYE"
+    if not fisheye and any(params.get(k) for k in ("k4",)):
+        raise PoseImportError(
+            f"{where}: k4 is a fisheye coefficient; set camera_model OPENCV_FISHEYE (k1 k2 k3 k4), or give only "
+            "k1 k2 p1 p2 k3 (OPENCV)"
+        )
+    if fisheye and any(params.get(k) for k in ("p1", "p2")):
+        raise PoseImportError(f"{where}: OPENCV_FISHEYE has no tangential p1 / p2; only k1 k2 k3 k4")
     if "w" in params and "h" in params:
         w, h = int(params["w"]), int(params["h"])
     else:
@@ -93,14 +101,15 @@ def _camera(params: dict[str, Any], image: Path, where: str) -> SourceCamera:
         # corner convention (pixel centres at +0.5) -> OpenCV (pixel centres at integers)
         cx = float(params.get("cx", w / 2.0)) - 0.5
         cy = float(params.get("cy", h / 2.0)) - 0.5
-        dist = tuple(float(params.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2", "k3"))
+        keys = ("k1", "k2", "k3", "k4") if fisheye else ("k1", "k2", "p1", "p2", "k3")
+        dist = tuple(float(params.get(k, 0.0)) for k in keys)
     except (TypeError, ValueError) as e:
         raise PoseImportError(f"{where}: bad intrinsics value: {e}") from e
     if not any(dist):
         dist = ()
-    elif dist[4] == 0.0:
+    elif not fisheye and dist[4] == 0.0:
         dist = dist[:4]
-    return SourceCamera(w, h, fx, fy, cx, cy, dist)
+    return SourceCamera(w, h, fx, fy, cx, cy, dist, "fisheye" if fisheye else "opencv")
 
 
 def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
@@ -117,7 +126,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     if not isinstance(frames, list) or not frames:
         raise PoseImportError(f"{p}: no 'frames' list; is this an instant-ngp / nerfstudio transforms.json?")
     base = p.parent if not cfg.images else Path(cfg.images)
-    shared = {k: doc[k] for k in (*_KEYS, "k4", "camera_model") if k in doc}
+    shared = {k: doc[k] for k in (*_KEYS, "camera_model") if k in doc}
     images: list[Path] = []
     cams: list[SourceCamera] = []
     mats: list[np.ndarray] = []
@@ -141,7 +150,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
             M = np.vstack([M, [0.0, 0.0, 0.0, 1.0]])
         if M.shape != (4, 4):
             raise PoseImportError(f"{w}: transform_matrix has shape {M.shape}, expected 4x4 (or 3x4)")
-        params = {**shared, **{k: fr[k] for k in (*_KEYS, "k4", "camera_model") if k in fr}}
+        params = {**shared, **{k: fr[k] for k in (*_KEYS, "camera_model") if k in fr}}
         key = json.dumps(params, sort_keys=True, default=str)
         if key not in cache or ("w" not in params and img.is_file()):
             cache[key] = _camera(params, img, w)
@@ -168,7 +177,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     if "scale" in doc or "offset" in doc:
         notes.append("instant-ngp 'scale' / 'offset' are ignored: poses are written in the file's own units")
     return PosedImages(
-        kind="transforms.json", source=p, images=images, T_world_cam=T,
+        kind="transforms.json", source=p, images=images, T_world_cam=T, pose_units="unscaled",
         stamps_ns=stamps_from_interval(len(images), cfg.frame_interval_s), cameras=cams,
         up_hint=np.array([0.0, 0.0, 1.0]), convention="transforms.json uses OpenGL camera axes (x right, y up, "
         "z back), converted once here",

@@ -5,7 +5,9 @@
 2. check the poses (:mod:`pose2rgbd.convert.pose_check`, with a sample of the depth maps when there are any)
    before anything is written (``strict`` refuses a suspect import);
 3. undistort with OpenCV into one pinhole camera (the first camera's, through
-   ``cv2.getOptimalNewCameraMatrix``) when the source has distortion or several cameras;
+   ``cv2.getOptimalNewCameraMatrix``, or its ``cv2.fisheye`` twin; :mod:`pose2rgbd.geometry.lens`) when the
+   source has distortion or several cameras; the manifest states the pinhole written (``camera``) and the
+   cameras it came from (``source_cameras``);
 4. the pipeline (:mod:`pose2rgbd.convert.pipeline`) writes the frames and ``report/`` (``poses.png``,
    ``summary.json``).
 """
@@ -35,15 +37,40 @@ from pose2rgbd.convert.posed_images.common import (
 from pose2rgbd.convert.posed_images.depth import DepthReadStats, depth_import_lines, read_depth_map, resolve_depth_scale
 from pose2rgbd.dataset import Manifest
 from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.geometry.lens import Distortion
 
 log = logging.getLogger(__name__)
 
 
+def _reader(module: str, name: str) -> Reader:
+    def read(path: str | Path, cfg: ImagesConfig) -> PosedImages:
+        import importlib
+
+        fn: Reader = getattr(importlib.import_module(f"pose2rgbd.convert.posed_images.{module}"), name)
+        return fn(path, cfg)
+
+    return read
+
+
+Reader = Callable[[str | Path, ImagesConfig], PosedImages]
+# the posed-image formats: --format name -> reader (imported when used); detect_format picks one by the path
+READERS: dict[str, Reader] = {
+    "transforms-json": _reader("transforms_json", "read_transforms_json"),
+    "colmap": _reader("colmap", "read_colmap"),
+    "llff": _reader("llff", "read_llff"),
+    "kitti": _reader("trajectory", "read_kitti"),
+    "tum": _reader("trajectory", "read_tum"),
+}
+
+
 def detect_format(path: str | Path) -> str:
-    """``transforms-json``, ``colmap``, ``kitti`` or ``tum`` when ``path`` says so unambiguously, else an error
-    naming ``--format``: a ``.json`` file or a folder with ``transforms.json``; a folder with (``sparse/0/``)
-    ``cameras.bin``/``.txt``; a text file with 12 (KITTI) or 8 (TUM) numbers per line."""
-    from pose2rgbd.convert.posed_images.colmap import find_model_dir
+    """``transforms-json``, ``colmap``, ``llff``, ``kitti`` or ``tum`` when ``path`` says so unambiguously, else an
+    error naming ``--format``: a ``.json`` file or a folder with ``transforms.json``; a folder with (``sparse/0/``)
+    ``cameras.bin``/``.txt`` + ``images.bin``/``.txt``; a ``poses_bounds.npy`` or a folder with one; a text file
+    with 12 (KITTI) or 8 (TUM) numbers per line. A folder with part of a COLMAP model is named with the file that
+    is missing."""
+    from pose2rgbd.convert.posed_images.colmap import find_model_dir, incomplete_model
+    from pose2rgbd.convert.posed_images.llff import POSES_BOUNDS
     from pose2rgbd.convert.posed_images.trajectory import columns
 
     p = Path(path)
@@ -55,16 +82,23 @@ def detect_format(path: str | Path) -> str:
             found.append("transforms-json")
         if find_model_dir(p) is not None:
             found.append("colmap")
+        if (p / POSES_BOUNDS).is_file():
+            found.append("llff")
         if len(found) == 1:
             return found[0]
         if found:
-            raise PoseImportError(f"{p}: holds both a transforms.json and a COLMAP model; pick one with --format")
+            raise PoseImportError(f"{p}: holds {' and '.join(found)} poses; pick one with --format")
+        part = incomplete_model(p)
+        if part:
+            raise PoseImportError(f"{p}: an incomplete COLMAP model: {part}; give a complete model folder")
         raise PoseImportError(
-            f"{p}: neither a transforms.json nor a COLMAP model (cameras.bin / cameras.txt, here or in sparse/0) "
-            "is in this folder; give the file or model folder, or --format"
+            f"{p}: no poses found in this folder: no transforms.json, no COLMAP model (cameras + images .bin / "
+            f".txt, here or in sparse/0) and no {POSES_BOUNDS}; give the file or model folder, or --format"
         )
     if p.suffix.lower() == ".json":
         return "transforms-json"
+    if p.suffix.lower() == ".npy":
+        return "llff"
     n = columns(p)
     if n == 12:
         return "kitti"
@@ -72,24 +106,14 @@ def detect_format(path: str | Path) -> str:
         return "tum"
     raise PoseImportError(
         f"{p}: cannot tell the format ({'not a table of numbers' if n is None else f'{n} numbers per line'}; "
-        "KITTI has 12, TUM 8); give --format transforms-json, colmap, kitti or tum"
+        "KITTI has 12, TUM 8); give --format transforms-json, colmap, llff, kitti or tum"
     )
 
 
 def read_posed_images(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     """Read any supported source (``cfg.format``, or detected) into :class:`PosedImages`."""
     fmt = cfg.format if cfg.format != "auto" else detect_format(path)
-    if fmt == "transforms-json":
-        from pose2rgbd.convert.posed_images.transforms_json import read_transforms_json
-
-        return read_transforms_json(path, cfg)
-    if fmt == "colmap":
-        from pose2rgbd.convert.posed_images.colmap import read_colmap
-
-        return read_colmap(path, cfg)
-    from pose2rgbd.convert.posed_images.trajectory import read_kitti, read_tum
-
-    return read_kitti(path, cfg) if fmt == "kitti" else read_tum(path, cfg)
+    return READERS[fmt](path, cfg)
 
 
 @dataclass
@@ -105,9 +129,9 @@ class Undistorter:
     @classmethod
     def for_cameras(cls, cams: list[SourceCamera], alpha: float) -> Undistorter:
         ref = cams[0]
-        if ref.has_distortion:
-            K, _ = cv2.getOptimalNewCameraMatrix(ref.K, ref.dist_array(), (ref.width, ref.height), alpha,
-                                                 (ref.width, ref.height))  # fmt: skip
+        lens = ref.distortion
+        if lens is not None:
+            K = lens.new_camera(ref.K, (ref.width, ref.height), alpha)
             target = PinholeCamera(ref.width, ref.height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]),
                                    float(K[1, 2]))  # fmt: skip
         else:
@@ -122,10 +146,8 @@ class Undistorter:
             if not self.needs_remap(cam):
                 self._maps[cam] = None
             else:
-                t = self.target
-                self._maps[cam] = cv2.initUndistortRectifyMap(
-                    cam.K, cam.dist_array(), None, t.K, (t.width, t.height), cv2.CV_32FC1
-                )
+                lens = cam.distortion or Distortion("opencv", (0.0, 0.0, 0.0, 0.0))  # a pinhole onto another
+                self._maps[cam] = lens.maps(cam.K, self.target)
         return self._maps[cam]
 
     def apply(self, img: np.ndarray, cam: SourceCamera, *, nearest: bool = False) -> np.ndarray:
@@ -136,6 +158,18 @@ class Undistorter:
         border = cv2.BORDER_CONSTANT
         fill = float("nan") if nearest and img.dtype == np.float32 else 0
         return cv2.remap(img, m[0], m[1], interp, borderMode=border, borderValue=fill)
+
+
+def _bounds(b: np.ndarray) -> dict[str, Any]:
+    """The per-frame near / far depth bounds of a source (LLFF), for the report."""
+    return {"near_min": float(b[:, 0].min()), "far_max": float(b[:, 1].max()), "units": "the poses' own",
+            "per_frame": np.round(b, 6).tolist()}  # fmt: skip
+
+
+def _new_camera_how(cam: SourceCamera) -> str:
+    if cam.model == "fisheye" and cam.has_distortion:
+        return "cv2.fisheye initUndistortRectifyMap, estimateNewCameraMatrixForUndistortRectify balance ="
+    return "getOptimalNewCameraMatrix"
 
 
 def _read_rgb(path: Path, cam: SourceCamera) -> np.ndarray:
@@ -239,11 +273,12 @@ class PosedImagesSource(SourceBase):
             "undistortion": {
                 "frames_remapped": int(remapped),
                 "method": "OpenCV initUndistortRectifyMap + remap onto the first camera's pinhole "
-                f"(getOptimalNewCameraMatrix alpha {cfg.undistort_alpha})"
+                f"({_new_camera_how(pi.cameras[0])} alpha {cfg.undistort_alpha})"
                 if remapped
                 else "none (pinhole source)",
             },
             "depth": "given" if depth_files else "none (RGB-only)",
+            **({} if pi.bounds is None else {"depth_bounds": _bounds(pi.bounds)}),
             "pose_check": check.to_dict(),
             "assumptions": pi.assumptions,
             "config": to_dict(cfg),
@@ -253,6 +288,9 @@ class PosedImagesSource(SourceBase):
             camera=cam, depth_kind="metric" if depth_files else "none", rgb_encoding=cfg.output.rgb_encoding,
             world_frame=cfg.world_frame,
             sources=[{"id": 0, "kind": pi.kind, "name": pi.source.name}],
+            # poses of a format without a scale are in its own units, unless metric depth came with them
+            pose_units="m" if depth_files else pi.pose_units,
+            source_cameras=summary["source_cameras"] if remapped else [],
             extra={"conversion": {k: summary[k] for k in ("input", "undistortion", "assumptions")},
                    "pose_check": check.verdict},
         )  # fmt: skip
@@ -336,6 +374,11 @@ def print_result(out: Path, say: PrintFn = print) -> None:
     say(f"{out}: {s['frames']['kept']} frames from {s['input']['kind']} ({s['input']['source']}); camera "
         f"{c['width']}x{c['height']} fx {c['fx']:.1f}; undistorted {s['undistortion']['frames_remapped']}; depth "
         f"{s['depth']}")  # fmt: skip
+    for sc in s["source_cameras"]:
+        if sc.get("distortion"):
+            coeffs = ", ".join(f"{v:.4g}" for v in sc["distortion"])
+            say(f"  lens: {sc['model']} ({coeffs}) at {sc['width']}x{sc['height']} fx {sc['fx']:.1f}, undistorted once "
+                "onto the camera above (the manifest keeps it in source_cameras)")  # fmt: skip
     pc = s["pose_check"]
     sk = s["frames"].get("skipped_missing")
     if sk:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.lens import QueryCamera, parse_camera_spec
 from pose2rgbd.inference import EngineConfig
 from pose2rgbd.inference.refine import RefineConfig
 from pose2rgbd.inference.structure import StructureConfig
@@ -60,7 +60,9 @@ class LocalizerConfig:
         default_factory=StructureConfig, metadata={"help": "structure localizer settings"}
     )
     camera: str = help_field(
-        "", "structure: 'fx,fy,cx,cy' of the images at their own size (empty: topics.camera_info, else the map's)"
+        "",
+        "structure: the images' camera at their own size, 'fx,fy,cx,cy' with OpenCV distortion ',k1,k2,p1,p2[,k3]' "
+        "when the lens has any, or 'fisheye:fx,fy,cx,cy,k1,k2,k3,k4' (empty: topics.camera_info, else the map's)",
     )
     posegan_prior_radius_m: float = ranged_field(
         150.0, "structure+posegan: keyframes within this of the model's estimate are candidates", 1.0, 1e6
@@ -154,19 +156,11 @@ class LocalizerConfig:
             raise ConfigError(f"input_bit_depth: {self.input_bit_depth} is not 0 (inferred per image) or 8 to 16")
         if self.method not in LOCALIZE_METHODS:
             raise ConfigError(f"method {self.method!r} is not one of {', '.join(LOCALIZE_METHODS)}")
-        self.intrinsics()  # refuses a malformed camera
+        self.query_camera()  # refuses a malformed camera
 
-    def intrinsics(self) -> tuple[float, float, float, float] | None:
-        """``camera`` as (fx, fy, cx, cy), or None when empty."""
-        if not self.camera.strip():
-            return None
-        try:
-            v = tuple(float(x) for x in self.camera.split(","))
-        except ValueError:
-            v = ()
-        if len(v) != 4 or not all(math.isfinite(x) for x in v) or v[0] <= 0 or v[1] <= 0:
-            raise ConfigError(f"camera: give 'fx,fy,cx,cy' (four numbers, focal lengths > 0), got {self.camera!r}")
-        return v  # type: ignore[return-value]
+    def query_camera(self) -> QueryCamera | None:
+        """``camera`` as a :class:`~pose2rgbd.geometry.lens.QueryCamera` (with its distortion), or None when empty."""
+        return parse_camera_spec(self.camera, "camera")
 
 
 # Not live: engine.* (the loaded model), image_type and topics.* (subscriptions / publishers), world_frame (the

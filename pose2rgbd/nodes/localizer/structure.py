@@ -35,8 +35,7 @@ class StructureInput(PoseOutput):
         self._odom: tuple[int, np.ndarray] | None = None
         if self.structured:
             self.counters.update({"fixes": 0, "no_fix": 0})
-            if cfg.intrinsics() is not None:
-                engine.query_intrinsics = cfg.intrinsics()
+            engine.query_lens = cfg.query_camera()
 
     def _on_image_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
         """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""

@@ -1,0 +1,67 @@
+"""The camera of query images for the structure localizer: ``--camera`` / the node's ``camera`` parameter, and
+what to say when it is not known.
+
+A place map stores pinhole keyframes (a distorted source was undistorted once, when its dataset was imported:
+:mod:`pose2rgbd.geometry.lens`). A query taken through a lens with distortion is localized by undistorting its
+keypoints with the lens's model (``cv2.undistortPoints``); treated as a pinhole it is localized with errors that
+grow towards the image border (several times the pinhole error for a wide-angle lens). So a query whose camera is
+not given gets a warning, naming the lens the map's images came from when the map knows one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.lens import QueryCamera, distortion_from_dict, parse_camera_spec
+
+MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with (its dataset's source camera)
+
+
+def source_cameras(place_map: Any) -> list[QueryCamera]:
+    """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens."""
+    out = []
+    for c in place_map.manifest.get("dataset", {}).get("source_cameras") or []:
+        dist = None
+        if c.get("model", "pinhole") != "pinhole" and c.get("distortion"):
+            dist = distortion_from_dict({"model": c["model"], "coeffs": c["distortion"]}, f"{place_map.path}")
+        out.append(QueryCamera(float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]), dist,
+                               int(c["width"]), int(c["height"])))  # fmt: skip
+    return out
+
+
+def query_camera(text: str, place_map: Any, what: str = "--camera") -> QueryCamera | None:
+    """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera),
+    or None when empty (the map's pinhole camera scaled to each image)."""
+    if text.strip().lower() != MAP_CAMERA:
+        return parse_camera_spec(text, what)
+    cams = source_cameras(place_map)
+    if len(cams) != 1:
+        why = (
+            "records no source camera (its images were not undistorted on import: they are the source's)"
+            if not cams
+            else f"was imported from {len(cams)} cameras"
+        )
+        raise ConfigError(
+            f"{what} map: the map {place_map.path} {why}; give the queries' camera as FX,FY,CX,CY[,K1,K2,P1,P2[,K3]]"
+        )
+    return cams[0]
+
+
+def unknown_camera_warning(place_map: Any, w: int, h: int) -> str:
+    """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``."""
+    lens = [c for c in source_cameras(place_map) if c.distortion is not None]
+    text = (
+        f"query camera not given: {w}x{h} images are taken as the map's pinhole camera scaled to their size, without "
+        "lens distortion; a distorted photo localizes worse than it could (errors grow towards the border). Give the "
+        "images' camera: --camera FX,FY,CX,CY[,K1,K2,P1,P2[,K3]] (or the node's camera parameter)"
+    )
+    if lens:
+        d = lens[0].distortion
+        assert d is not None
+        coeffs = ", ".join(f"{v:.4g}" for v in d.coeffs)
+        text += (
+            f". The map's images were undistorted from a {d.model} lens ({coeffs}): for photos from that camera "
+            "pass --camera map"
+        )
+    return text

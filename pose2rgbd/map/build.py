@@ -10,7 +10,7 @@
 4. The **global descriptors** (:mod:`pose2rgbd.map.place`): a visual vocabulary learned from the map's own
    descriptors, every keyframe's VLAD, a PCA.
 5. Written atomically (a hidden sibling folder renamed into place), with a manifest naming the dataset's
-   fingerprint and the selection.
+   fingerprint, the selection and every file's size and SHA-256, which are checked once the map is in place.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import numpy as np
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, extract
-from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb
+from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.map.verify import verify_files
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -285,4 +286,7 @@ def build_map(
             "build_s": round(time.monotonic() - t0, 2),
         }
         w.close(manifest, overwrite=overwrite)
+    # the map as renamed into place reads back as written: every file's size and SHA-256 (pose2rgbd.map.verify)
+    checked = verify_files(out, read_manifest(out), hashes=True)
+    log.info("%s: %s", out, checked.line())
     return manifest

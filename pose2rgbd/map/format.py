@@ -3,7 +3,8 @@
 Layout::
 
     <map>/
-      map.json           format, version, the dataset (path, fingerprint), the selection, sizes, build settings
+      map.json           format, version, the dataset (path, fingerprint), the selection, build settings, every
+                         file's size and SHA-256 (checked on load: :mod:`pose2rgbd.map.verify`)
       poses.npy          (N, 4, 4) float64 T_world_cam of each keyframe (REP-103 optical camera)
       intrinsics.npy     (N, 4) float64 fx, fy, cx, cy at the keyframes' image size
       frames.npy         (N,) int64 the keyframe's row in the dataset's frames.csv
@@ -202,7 +203,9 @@ class MapWriter:
         self.finish_features()
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
         manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        manifest["files"] = {p.name: p.stat().st_size for p in sorted(self.tmp.iterdir())}
+        from pose2rgbd.map.verify import file_table  # (verify imports this module)
+
+        manifest.update(file_table(self.tmp))  # every file's size and SHA-256, checked when the map is read
         write_text_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
         if self.out.exists() or self.out.is_symlink():
             if not overwrite:

@@ -42,6 +42,7 @@ import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.map.digests import file_table
 from pose2rgbd.output_guard import OutputKind
 
 FORMAT_NAME = "pose2rgbd-map"
@@ -203,9 +204,7 @@ class MapWriter:
         self.finish_features()
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
         manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        from pose2rgbd.map.verify import file_table  # (verify imports this module)
-
-        manifest.update(file_table(self.tmp))  # every file's size and SHA-256, checked when the map is read
+        manifest.update(file_table(self.tmp, exclude=MANIFEST))  # sizes and SHA-256s, checked when the map is read
         write_text_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
         if self.out.exists() or self.out.is_symlink():
             if not overwrite:

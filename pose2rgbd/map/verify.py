@@ -8,43 +8,23 @@ compares its digest, which also catches a same-size change (a flipped byte) that
 written before the digests were recorded has sizes only: it loads (sizes checked) and ``--verify`` says its
 digests are absent.
 
-SHA-256 from hashlib, read in 1 MiB chunks: on the machines measured it was the fastest digest hashlib offers
-(the CPU's SHA extensions), about 0.8 GB/s on one core; see docs/place-map.md for the cost on a map.
+The digests are computed by :mod:`pose2rgbd.map.digests` (the writer records them, this module compares).
 """
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pose2rgbd.errors import DamagedFileError
-from pose2rgbd.map.format import MANIFEST, MapError
-
-HASH = "sha256"
-CHUNK = 1 << 20
+from pose2rgbd.map.digests import HASH, file_digest
+from pose2rgbd.map.format import MapError
 
 
 class MapDamagedError(MapError, DamagedFileError):
     """A file of a place map is missing, truncated or changed (its size or digest is not the manifest's)."""
-
-
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_table(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """The manifest entries of every file in ``folder`` except the manifest: ``files`` (name -> size in
-    bytes) and ``sha256`` (name -> hex digest)."""
-    paths = [p for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST]
-    return {"files": {p.name: p.stat().st_size for p in paths}, HASH: {p.name: file_digest(p) for p in paths}}
 
 
 def rebuild_command(path: Path, manifest: dict[str, Any]) -> str:

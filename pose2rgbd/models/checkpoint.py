@@ -66,7 +66,7 @@ def content_digest(payload: Mapping[str, Any]) -> str:
         if isinstance(obj, torch.Tensor):
             t = obj.detach().cpu().contiguous().reshape(-1)
             h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
-            h.update(t.view(torch.uint8).numpy())
+            h.update(t.view(torch.uint8).numpy().data)
         elif isinstance(obj, Mapping):
             h.update(f"D{len(obj)}:".encode())
             for k in sorted(obj, key=repr):

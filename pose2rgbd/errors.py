@@ -29,3 +29,12 @@ class SyncError(Pose2RGBDError):
 
 class CheckpointError(Pose2RGBDError):
     """A checkpoint is missing, corrupt, or incompatible with the request."""
+
+
+class DamagedFileError(Pose2RGBDError):
+    """A file pose2rgbd wrote is missing, truncated or changed since (its recorded size or digest differs).
+    ``path``: the damaged file (the first, when several are)."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path

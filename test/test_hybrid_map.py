@@ -100,3 +100,16 @@ def test_linked_checkpoint_names_its_map_and_refuses_a_missing_or_foreign_one(hy
     build_map(map_world["other"], d / "other_map", progress=False)  # another city
     with pytest.raises(CheckpointError, match="another dataset"):
         _render(out, hybrid["queries"], str(d / "other_map"))
+
+
+def test_truncated_map_images_are_refused_when_the_engine_loads(hybrid: dict, tmp_path: Path) -> None:
+    """A map whose images.bin was truncated: the engine refuses it at load naming the file and the command that
+    rebuilds it (it used to load, and the first render that touched a lost keyframe failed inside cv2.imdecode)."""
+    from pose2rgbd.map.verify import MapDamagedError
+
+    m = tmp_path / "map"
+    shutil.copytree(hybrid["map"], m)
+    data = (m / "images.bin").read_bytes()
+    (m / "images.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MapDamagedError, match=r"images.bin is \d+ bytes.*pose2rgbd map build --dataset"):
+        _render(hybrid["checkpoint"], hybrid["queries"], str(m))

@@ -2,7 +2,7 @@
 read; docs/place-map.md).
 
 * ``map build --dataset D --out M [--split KIND | --sources 0,2] [--stride N]``
-* ``map info M``
+* ``map info M [--verify]``
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i = msub.add_parser("info", help="summary of a place map", allow_abbrev=False)
     i.add_argument("path", type=Path, help="the map folder")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every file and compare its SHA-256 with the manifest's (opening a map checks only the sizes)",
+    )
     i.set_defaults(func=_info)
 
 
@@ -124,7 +129,10 @@ def _link(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from pose2rgbd.map import PlaceMap
 
-    info = PlaceMap(args.path).info()
+    pm = PlaceMap(args.path, verify=args.verify)
+    info = pm.info()
+    if args.verify:
+        info["verified"] = pm.verified.line()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -160,3 +168,5 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
     print(f"  size         {s['size_bytes'] / 1e6:.1f} MB ({per:.0f} MB per 1,000 keyframes)")
     if s.get("build_s") is not None:
         print(f"  built in     {s['build_s']:.1f} s ({s['build_s_per_1000_keyframes']:.0f} s per 1,000 keyframes)")
+    if s.get("verified"):
+        print(f"  verified     {s['verified']}")

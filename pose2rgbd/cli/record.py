@@ -74,6 +74,10 @@ def _bag(args: argparse.Namespace) -> int:
     )
     c = stats.counters
     print(f"recorded {c['frames']} frames from {c['images']} images in {stats.wall_s:.1f} s")
+    if c.get("repeated_images"):
+        what = "kept (output.keep_repeats)" if cfg.output.keep_repeats else "dropped (output.keep_repeats keeps them)"
+        print(f"  {c['repeated_images']} of {c['images']} images repeat the previous image byte for byte (a camera "
+              f"re-sending a frame), {what}")  # fmt: skip
     dropped = {k: v for k, v in c.items() if k not in ("frames", "images") and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")

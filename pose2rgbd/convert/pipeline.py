@@ -5,7 +5,7 @@
    for a flight's depth, Algorithm 2 (:mod:`pose2rgbd.convert.stages.depth`) -- into a :class:`DatasetPlan`: the
    manifest, the kept frames' stamps and poses, the report's summary;
 2. **write**: the source yields the kept frames (pass 2); the pipeline drops repeated frames
-   (:mod:`pose2rgbd.convert.repeats`), resizes to the manifest's camera and writes them through an atomic
+   (:mod:`pose2rgbd.dataset.repeats`), resizes to the manifest's camera and writes them through an atomic
    :class:`~pose2rgbd.dataset.DatasetWriter`, decoding ahead of writing on a thread;
 3. **report**: the source draws its figures into ``report/``; the pipeline adds what it counted and writes
    ``report/summary.json``; the dataset appears at ``out`` only now, whole.
@@ -140,7 +140,7 @@ def convert(
 ) -> Path:
     """plan -> write -> report (see the module docstring); returns the dataset's path. ``repeats=False``: no repeat
     check at all (a stage that rewrites a dataset frame for frame)."""
-    from pose2rgbd.convert.repeats import RepeatFilter
+    from pose2rgbd.dataset.repeats import RepeatFilter
     from pose2rgbd.progress import bar as progress_bar
 
     output = output or ConvertOutput()

@@ -150,6 +150,7 @@ def attach_place_map(loaded: LoadedCheckpoint, map_path: str = "") -> None:
     the checkpoint names (``extra["place_map"]``, relative to the checkpoint's folder). The map must be of the
     dataset the model was trained on (fingerprint); a named map that is missing is a clear error."""
     from pose2rgbd.map import MapError, PlaceMap
+    from pose2rgbd.map.verify import MapDamagedError
 
     ref = loaded.extra.get("place_map") or {}
     path = map_path or str(ref.get("path", ""))
@@ -164,6 +165,8 @@ def attach_place_map(loaded: LoadedCheckpoint, map_path: str = "") -> None:
     try:
         pm = PlaceMap(p)
         pm.check_dataset(loaded.dataset_fingerprint, loaded.where)
+    except MapDamagedError:  # names the damaged file and the command that rebuilds the map
+        raise
     except MapError as e:
         raise CheckpointError(
             f"{loaded.where} reads its keyframes from a place map: {e}. Give the map of its training dataset with "

@@ -14,7 +14,7 @@
    localized against a map of the rest; the covariance scale, the out-of-distribution gate and the confidence
    model fitted on them go into the manifest (``calibration``).
 6. Written atomically (a hidden sibling folder renamed into place), with a manifest naming the dataset's
-   fingerprint and the selection.
+   fingerprint, the selection and every file's size and SHA-256, which are checked once the map is in place.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.config import help_field, ordinal, ranged_field
+from pose2rgbd.dataset.repeats import RepeatFilter, digest
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, extract
-from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb
+from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.map.verify import verify_files
 from pose2rgbd.map.view import MapView
 from pose2rgbd.progress import bar
 
@@ -179,6 +181,42 @@ def lift_points(
     return world.astype(np.float32)
 
 
+MAX_REPEAT_SHARE = 0.9  # a selection with more repeated keyframes than this is refused (a frozen camera)
+
+
+def _without_repeats(selected: np.ndarray, kept: np.ndarray, repeats: RepeatFilter, dataset: Path) -> np.ndarray:
+    """The keyframes left after dropping those whose image repeats an earlier keyframe's byte for byte (a frozen
+    camera: the same view with other poses, no new place); refused when (nearly) all of them do."""
+    n = len(selected)
+    if repeats.repeats and (len(kept) < 2 or repeats.repeats > MAX_REPEAT_SHARE * n):
+        raise MapError(
+            f"{repeats.repeats} of the {n} selected keyframes of {dataset} repeat an earlier keyframe's image byte "
+            f"for byte ({len(kept)} distinct): a frozen camera, not a place to map. Record the flight again, or "
+            "select the frames where the camera ran (--sources, --split); `pose2rgbd dataset info` shows the frames"
+        )
+    if repeats.repeats:
+        shown = ", ".join(repeats.examples[:3]) + (" ..." if repeats.repeats > 3 else "")
+        log.warning(
+            "%s: %d of %d selected keyframes repeat an earlier keyframe's image byte for byte (a camera re-sending "
+            "a frame); left out of the map: %s", dataset, repeats.repeats, n, shown,
+        )  # fmt: skip
+    return kept
+
+
+def _check_descriptors(glob: np.ndarray, rows: np.ndarray, kind: str) -> None:
+    """Refuse place-recognition descriptors that are not unit vectors (all-zero: keyframe images too alike for
+    the descriptor to tell apart, e.g. one image under many poses); such a map would find no place."""
+    norm = np.linalg.norm(glob, axis=1)
+    bad = np.flatnonzero(~(np.abs(norm - 1.0) < 1e-3))
+    if len(bad):
+        raise MapError(
+            f"{len(bad)} of {len(rows)} keyframes (dataset rows {', '.join(map(str, rows[bad[:5]]))}"
+            f"{' ...' if len(bad) > 5 else ''}) got a degenerate {kind} place-recognition descriptor (not a unit "
+            "vector): their images are too alike to tell places apart (a frozen or covered camera?); select "
+            "frames that show the place"
+        )
+
+
 def build_map(
     dataset: str | Path,
     out: str | Path,
@@ -218,9 +256,10 @@ def build_map(
         raw_desc: list[int] = []
         points_kept: list[np.ndarray] = []  # the stored features' world points, for the self-calibration
 
-        def keyframe(i: int) -> tuple[bytes, bytes | None, Any, np.ndarray, np.ndarray | None]:
+        def keyframe(i: int) -> tuple[bytes, bytes | None, Any, np.ndarray, np.ndarray | None, bytes]:
             """Read, extract, lift and encode one keyframe (in a worker thread: OpenCV releases the GIL)."""
             rgb = ds.read_rgb(i)
+            seen = digest(rgb)
             depth = ds.read_depth(i) if metric else None
             mask = None if depth is None else np.isfinite(depth) & (depth > 0)
             feats = extract(rgb, cfg.features, mask)
@@ -228,16 +267,23 @@ def build_map(
             enc_d = None if depth is None or not store_depth else encode_depth(depth)
             sample = None if depth is None else depth[::8, ::8]
             enc_rgb = encode_rgb(rgb, cfg.image_codec, cfg.image_quality) if cfg.keyframe_images else b""
-            return enc_rgb, enc_d, feats, xyz, sample  # type: ignore[return-value]
+            return enc_rgb, enc_d, feats, xyz, sample, seen  # type: ignore[return-value]
 
         workers = cfg.workers or min(4, os.cpu_count() or 1)
+        repeats = RepeatFilter(earlier=True)
+        kept: list[int] = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
             todo = iter(int(i) for i in rows)
-            window = [pool.submit(keyframe, i) for i in itertools.islice(todo, 2 * workers)]
+            window = [(i, pool.submit(keyframe, i)) for i in itertools.islice(todo, 2 * workers)]
             with bar(total=len(rows), progress=progress, desc="map keyframes", unit="frame") as pbar:
                 while window:
-                    enc_rgb, enc_d, feats, xyz, sample = window.pop(0).result()
-                    window += [pool.submit(keyframe, i) for i in itertools.islice(todo, 1)]
+                    row, job = window.pop(0)
+                    enc_rgb, enc_d, feats, xyz, sample, seen = job.result()
+                    window += [(i, pool.submit(keyframe, i)) for i in itertools.islice(todo, 1)]
+                    pbar.update(1)
+                    if repeats.drop_digest(seen, f"row {row}"):
+                        continue
+                    kept.append(row)
                     if xyz is not None:
                         keep = np.all(np.isfinite(xyz), axis=1)
                         w.add_encoded(enc_rgb, enc_d, feats.xy[keep], feats.desc[keep], xyz[keep])
@@ -248,7 +294,7 @@ def build_map(
                         nan = np.full((len(feats.xy), 3), np.nan, np.float32)
                         w.add_encoded(enc_rgb, None, feats.xy, feats.desc, nan)
                     raw_desc.append(len(feats.xy))
-                    pbar.update(1)
+        rows = _without_repeats(rows, np.asarray(kept, np.int64), repeats, ds.path)
         if depth_samples:
             rot_w = median_depth_weight(depth_samples)
         points = "depth"
@@ -274,6 +320,7 @@ def build_map(
             glob = describer.finish(raw)
         else:
             glob = np.stack([describer.thumbnail(ds.read_rgb(int(i))) for i in rows])
+        _check_descriptors(glob, rows, describer.kind)
         w.save_array("global", glob.astype(np.float32))
         w.save_npz("vocabulary", **describer.arrays())
         w.save_array("poses", T_all[rows])
@@ -318,6 +365,7 @@ def build_map(
                 "keyframes": len(rows),
             },
             "keyframes": len(rows),
+            "repeats": {"dropped": repeats.repeats, "examples": repeats.examples},
             "image": {"width": cam.width, "height": cam.height, "codec": cfg.image_codec, "quality": cfg.image_quality},
             "depth": {"codec": "png16-log", "min_m": 0.05, "max_m": 5000.0} if store_depth else None,
             "keyframe_images": bool(cfg.keyframe_images),
@@ -334,4 +382,7 @@ def build_map(
             "build_s": round(time.monotonic() - t0, 2),
         }
         w.close(manifest, overwrite=overwrite)
+    # the map as renamed into place reads back as written: every file's size and SHA-256 (pose2rgbd.map.verify)
+    checked = verify_files(out, read_manifest(out), hashes=True)
+    log.info("%s: %s", out, checked.line())
     return manifest

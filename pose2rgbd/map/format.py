@@ -3,7 +3,8 @@
 Layout::
 
     <map>/
-      map.json           format, version, the dataset (path, fingerprint), the selection, sizes, build settings
+      map.json           format, version, the dataset (path, fingerprint), the selection, build settings, every
+                         file's size and SHA-256 (checked on load: :mod:`pose2rgbd.map.verify`)
       poses.npy          (N, 4, 4) float64 T_world_cam of each keyframe (REP-103 optical camera)
       intrinsics.npy     (N, 4) float64 fx, fy, cx, cy at the keyframes' image size
       frames.npy         (N,) int64 the keyframe's row in the dataset's frames.csv
@@ -41,6 +42,7 @@ import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.map.digests import file_table
 from pose2rgbd.output_guard import OutputKind
 
 FORMAT_NAME = "pose2rgbd-map"
@@ -202,7 +204,7 @@ class MapWriter:
         self.finish_features()
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
         manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        manifest["files"] = {p.name: p.stat().st_size for p in sorted(self.tmp.iterdir())}
+        manifest.update(file_table(self.tmp, exclude=MANIFEST))  # sizes and SHA-256s, checked when the map is read
         write_text_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
         if self.out.exists() or self.out.is_symlink():
             if not overwrite:

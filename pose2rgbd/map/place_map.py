@@ -10,6 +10,7 @@ small LRU cache. Thread-safe.
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.map.verify import Verified, rebuild_command, verify_files
 
 
 @dataclass
@@ -32,18 +34,22 @@ class KeyframeFeatures:
 
 
 class PlaceMap:
-    """A place map folder (see the module docstring). ``PlaceMap(path)`` raises :class:`MapError` on problems."""
+    """A place map folder (see the module docstring). ``PlaceMap(path)`` raises :class:`MapError` on problems:
+    :class:`~pose2rgbd.map.verify.MapDamagedError` when a file is missing or not of the size the manifest
+    records; with ``verify`` also when its SHA-256 differs (every file is read: :mod:`pose2rgbd.map.verify`)."""
 
-    def __init__(self, path: str | Path, *, cache_keyframes: int = 64) -> None:
+    def __init__(self, path: str | Path, *, cache_keyframes: int = 64, verify: bool = False) -> None:
         self.path = Path(path).expanduser()
         self.manifest = read_manifest(self.path)
+        self.verified: Verified = verify_files(self.path, self.manifest, hashes=verify)
+        again = f"rebuild it with {rebuild_command(self.path, self.manifest)}"
         need = ["poses.npy", "intrinsics.npy", "frames.npy", "images.bin", "images_offsets.npy", "kp_offsets.npy",
                 "kp_xy.npy", "kp_desc.npy", "kp_xyz.npy", "global.npy", "vocabulary.npz"]  # fmt: skip
         if self.manifest.get("depth"):
             need += ["depth.bin", "depth_offsets.npy"]
         missing = [n for n in need if not (self.path / n).is_file()]
         if missing:
-            raise MapError(f"{self.path}: incomplete place map, missing {', '.join(missing)}; build it again")
+            raise MapError(f"{self.path}: incomplete place map, missing {', '.join(missing)}; {again}")
         try:
             self.T_world_cam = np.load(self.path / "poses.npy").astype(np.float64)
             self.intrinsics = np.load(self.path / "intrinsics.npy").astype(np.float64)
@@ -64,12 +70,13 @@ class PlaceMap:
             if self.manifest.get("depth"):
                 self._depth_off = np.load(self.path / "depth_offsets.npy")
                 self._depth = np.memmap(self.path / "depth.bin", np.uint8, mode="r")
-        except (OSError, ValueError, KeyError) as e:
-            raise MapError(f"{self.path}: damaged place map ({type(e).__name__}: {e}); build it again") from e
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            verify_files(self.path, self.manifest, hashes=True)  # names the changed file where digests can
+            raise MapError(f"{self.path}: damaged place map ({type(e).__name__}: {e}); {again}") from e
         n = len(self.T_world_cam)
         per_keyframe = (self.intrinsics, self.frames, self.global_desc, self._img_off[1:], self._kp_offsets[1:])
         if n == 0 or any(len(a) != n for a in per_keyframe):
-            raise MapError(f"{self.path}: inconsistent place map (array lengths differ); build it again")
+            raise MapError(f"{self.path}: inconsistent place map (array lengths differ); {again}")
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=float(self.manifest.get("rot_weight_m", 10.0)))
         self._lock = threading.Lock()
         self._cache = LRU(cache_keyframes)

@@ -6,7 +6,8 @@ Layout (format ``pose2rgbd-checkpoint`` v2)::
     state_dict (weights and the model's transform buffers: pose normalization, depth range, ...),
     parameters (int), dataset_fingerprint (str), camera (dict scaled to the output size, or None),
     depth_kind ("metric" | "unscaled" | "none"), world_frame (str), train_config (dict), step, epoch,
-    optimizers (dict of optimizer state dicts, for resume), extra (dict), created_utc, pose2rgbd_version.
+    optimizers (dict of optimizer state dicts, for resume), extra (dict), created_utc, pose2rgbd_version,
+    content_sha256 (the SHA-256 of every other entry, :func:`content_digest`; absent in older files).
 
 :func:`load_checkpoint` rebuilds the right model through :mod:`pose2rgbd.models.registry` and checks what the
 caller expects (:class:`Expectations`: kind, output size, preset, dataset fingerprint) once, naming what differs.
@@ -15,12 +16,16 @@ Version-1 checkpoints (``pose_normalizer`` / ``depth_normalizer`` entries next t
 settings of older checkpoints to where the current config keeps them (Pose2RGBD: ``train_config``'s
 ``depth_max`` / ``depth_max_percentile`` into ``model_config``).
 
-Writes are atomic (temporary file + rename), so a crash never leaves half a checkpoint behind.
+Writes are atomic (temporary file + rename), so a crash never leaves half a checkpoint behind. A file damaged
+since (truncated, or a byte changed by a bad copy or disk) is a :class:`CheckpointDamagedError` naming it: torch
+reports a truncated file, but loads a changed tensor byte silently, so the content digest is compared on every
+load (files written before it was recorded load without the comparison).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import os
 import pickle
@@ -34,7 +39,7 @@ import torch
 
 from pose2rgbd import config as cfgmod
 from pose2rgbd.atomic import sweep_stale_siblings
-from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.errors import CheckpointError, ConfigError, DamagedFileError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.models.base import ModelBase, count_parameters
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
@@ -43,6 +48,39 @@ from pose2rgbd.models.registry import ModelFamily, get_family, model_identity
 CHECKPOINT_FORMAT = "pose2rgbd-checkpoint"
 CHECKPOINT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+DIGEST_KEY = "content_sha256"
+RETRAIN = "use an intact copy, or train it again with `pose2rgbd train` (the run's config.yaml holds its settings)"
+
+
+class CheckpointDamagedError(CheckpointError, DamagedFileError):
+    """A checkpoint file was truncated or changed after it was written."""
+
+
+def content_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 over a checkpoint dict's entries except :data:`DIGEST_KEY`, in a canonical order: every tensor
+    as its dtype, shape and bytes, every plain value as its ``repr``. torch's zip container keeps no checksum it
+    checks on load, hence this one (hashlib; one pass over the weights, about 0.8 GB/s on one core)."""
+    h = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+            h.update(t.view(torch.uint8).numpy().data)
+        elif isinstance(obj, Mapping):
+            h.update(f"D{len(obj)}:".encode())
+            for k in sorted(obj, key=repr):
+                h.update(repr(k).encode())
+                feed(obj[k])
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"{type(obj).__name__[0]}{len(obj)}:".encode())
+            for v in obj:
+                feed(v)
+        else:
+            h.update(f"V{obj!r};".encode())
+
+    feed({k: v for k, v in payload.items() if k != DIGEST_KEY})
+    return h.hexdigest()
 
 
 @dataclass
@@ -162,6 +200,7 @@ def save_checkpoint(
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "pose2rgbd_version": __version__,
     }
+    payload[DIGEST_KEY] = content_digest(payload)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_siblings(p)  # leftovers of a killed save (pose2rgbd.atomic)
@@ -197,7 +236,9 @@ def _check_checkpoint_file(p: Path) -> None:
     except OSError as e:
         raise CheckpointError(f"{p}: cannot open the checkpoint: {e.strerror or e}") from e
     if not head:
-        raise CheckpointError(f"{p}: cannot read checkpoint: the file is empty (0 bytes; an interrupted copy?)")
+        raise CheckpointDamagedError(
+            f"{p}: cannot read checkpoint: the file is empty (0 bytes; an interrupted copy?); {RETRAIN}", path=p
+        )
     if head[:2] != b"PK" and head[:1] != b"\x80":  # a torch zip archive (or a legacy pickle)
         raise CheckpointError(
             f"{p}: cannot read checkpoint: not a torch file (it starts with {head!r}; a text file?); "
@@ -205,9 +246,14 @@ def _check_checkpoint_file(p: Path) -> None:
         )
 
 
-def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint_dict(
+    path: str | Path, *, map_location: str | torch.device = "cpu", check_digest: bool = True
+) -> dict[str, Any]:
     """The raw checkpoint dict in the current layout (v1 files converted), validated as a pose2rgbd checkpoint
-    (raises :class:`CheckpointError`). ``data["source_version"]`` is the version the file was written in."""
+    (raises :class:`CheckpointError`). ``data["source_version"]`` is the version the file was written in.
+    The content digest is compared with the one recorded at save (:class:`CheckpointDamagedError`) after the
+    other checks, which name a more specific problem; ``check_digest=False`` leaves that to the caller
+    (:func:`raise_if_changed`, which :func:`load_checkpoint` calls once the weights are in the model)."""
     p = Path(path)
     _check_checkpoint_file(p)
     try:
@@ -223,12 +269,14 @@ def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device =
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, Exception) as e:
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
+        raise CheckpointDamagedError(
             f"{p}: cannot read checkpoint: the file is damaged (truncated or modified) or not a torch file "
-            f"({first[:160]}); use a .pt written by `pose2rgbd train`, or train again"
+            f"({first[:160]}); {RETRAIN}",
+            path=p,
         ) from e
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a pose2rgbd checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
+    intact = DIGEST_KEY not in data or content_digest(data) == data[DIGEST_KEY]  # before any conversion
     version = data.get("version")
     if version not in READABLE_VERSIONS:
         raise CheckpointError(
@@ -256,7 +304,21 @@ def read_checkpoint_dict(path: str | Path, *, map_location: str | torch.device =
         raise CheckpointError(f"{p}: checkpoint lacks {missing}")
     data["model_kind"] = kind
     data["source_version"] = int(version)
+    data["content_intact"] = intact
+    if check_digest:
+        raise_if_changed(p, data)
     return data  # type: ignore[no-any-return]
+
+
+def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
+    """:class:`CheckpointDamagedError` when :func:`read_checkpoint_dict` found the content changed since it was
+    saved (its SHA-256 differs from the recorded one; files without one pass)."""
+    if not data.get("content_intact", True):
+        raise CheckpointDamagedError(
+            f"{p}: damaged checkpoint: its content is not what was saved (the SHA-256 recorded when it was written "
+            f"differs: changed since, by a bad copy or disk); {RETRAIN}",
+            path=p,
+        )
 
 
 @dataclass
@@ -322,7 +384,7 @@ def load_checkpoint(
         preset=expect_preset or want.preset,
         fingerprint=expect_fingerprint or want.fingerprint,
     )
-    data = read_checkpoint_dict(p, map_location=map_location)
+    data = read_checkpoint_dict(p, map_location=map_location, check_digest=False)
     h = parse_header(p, data, want)
     family, config, camera = h.family, h.config, h.camera
     model = family.build(config)
@@ -333,6 +395,7 @@ def load_checkpoint(
     hw = _output_hw(model)
     if camera is not None and hw is not None and (camera.height, camera.width) != hw:
         raise CheckpointError(f"{p}: camera {camera.width}x{camera.height} does not match the model's {hw[1]}x{hw[0]}")
+    raise_if_changed(p, data)  # the weights loaded, but are they what was saved
     model.to(map_location).eval()
     return LoadedCheckpoint(
         path=p,

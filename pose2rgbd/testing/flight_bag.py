@@ -59,6 +59,7 @@ def write_flight_bag(
     zero_stamps: Collection[str] = (),
     bad_static_tf: bool = False,
     bad_tf_every: int = 0,
+    frozen_camera: int = 0,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
@@ -67,7 +68,9 @@ def write_flight_bag(
     the ``(lat, lon, alt)`` written for fix ``i`` (a bad fix, a cold start at 0,0, NaN altitude); the topics in
     ``zero_stamps`` get zero header stamps (their bag log times stay right); ``bad_static_tf`` adds a transform
     with a NaN translation and one with a zero quaternion to /tf_static; with ``bad_tf_every`` n, every n-th /tf
-    message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform.
+    message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform; with
+    ``frozen_camera`` n, the camera re-sends each image n times (image i carries the pixels of image i - i % n,
+    byte for byte, with its own stamp: a driver re-sending its last buffer).
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.messages import (
@@ -127,10 +130,11 @@ def write_flight_bag(
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     for i, t in enumerate(t_cam):
         s = ns(t)
+        rgb = out["rgb"][i - i % frozen_camera if frozen_camera else i]
         img = (
-            compressed_image(f, hs(t, image_topic), "camera_optical_frame", out["rgb"][i], "png")
+            compressed_image(f, hs(t, image_topic), "camera_optical_frame", rgb, "png")
             if compressed
-            else image(f, hs(t, image_topic), "camera_optical_frame", out["rgb"][i], "rgb8")
+            else image(f, hs(t, image_topic), "camera_optical_frame", rgb, "rgb8")
         )
         events.append((s, 4, image_topic, img))
         info = camera_info(f, hs(t, "/camera/camera_info"), "camera_optical_frame", cam)

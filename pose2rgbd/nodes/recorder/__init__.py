@@ -12,6 +12,10 @@ Pose of each frame: position = GPS -> ENU about the datum (the first valid fix, 
 ``mount.translation`` / ``mount.rpy_deg``, :class:`pose2rgbd.geometry.mount.CameraMount`, the same section as
 ``convert``'s): ``T_world_cam = T_world_base @ T_base_cam``.
 
+An image whose bytes repeat the previous image's (a camera re-sending its last buffer, or frozen) is dropped,
+counted (``repeated_images``) and warned about, as ``convert`` drops repeated frames
+(:mod:`pose2rgbd.dataset.repeats`); ``output.keep_repeats`` keeps them.
+
 Outputs: frames appended to a dataset (``DatasetWriter(mode="append")``: flushed per frame, readable after
 a crash; re-running on the same output resumes after its last stamp) and/or ``pose2rgbd/msg/SyncedFrame``
 messages for ``ros2 bag record``. Recording starts/stops with :meth:`Recorder.set_recording` (the node spec

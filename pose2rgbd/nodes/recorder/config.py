@@ -48,6 +48,10 @@ class RecorderOutput:
     rgb_encoding: str = help_field("png", "png or jpg")
     publish_synced: bool = help_field(True, "publish pose2rgbd/msg/SyncedFrame")
     source_name: str = help_field("recording", "name of this recording in the manifest's sources")
+    keep_repeats: bool = help_field(
+        False, "keep images whose bytes repeat the previous image's (a camera re-sending its last buffer); default: "
+        "dropped, counted (repeated_images) and warned about, as convert does",
+    )  # fmt: skip
     resume_gap_s: float = ranged_field(
         600.0, "resuming an existing dataset: a recording whose first image is more than this before its first "
         "or after its last frame is refused as a different flight", 0.0, 1e9,
@@ -108,4 +112,5 @@ RECORDER_LIVE = (
     "warn_throttle_s",
     "sync.slop_s",
     "output.publish_synced",
+    "output.keep_repeats",
 )

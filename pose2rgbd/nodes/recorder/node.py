@@ -11,6 +11,7 @@ import numpy as np
 
 from pose2rgbd import messages as M
 from pose2rgbd.atomic import os_error_message
+from pose2rgbd.dataset.repeats import RepeatFilter
 from pose2rgbd.errors import BagError, DatasetError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
@@ -39,7 +40,9 @@ COUNTERS = (
     "dropped_stamp_not_increasing",
     "bad_odometry",
     "bad_images",
+    "repeated_images",
 )
+FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
 
 
 class Recorder(GpsInput, MountLookup):
@@ -61,11 +64,13 @@ class Recorder(GpsInput, MountLookup):
         self.camera: PinholeCamera | None = None
         self._zero_stamp_warned: set[str] = set()
         self._last_image_ns: int | None = None
+        self.repeats = RepeatFilter(keep=cfg.output.keep_repeats)
         self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self._init_dataset(cfg)  # last: resuming logs and may refuse the configuration
 
     def parameter_applied(self, name: str) -> None:
         self._approx.slop_ns = int(self.cfg.sync.slop_s * 1e9)
+        self.repeats.keep = self.cfg.output.keep_repeats
 
     # ------------------------------------------------------------------ recording on / off
     def on_set_recording(self, request: Any, response: Any, now_ns: int) -> Any:
@@ -144,7 +149,28 @@ class Recorder(GpsInput, MountLookup):
         if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
             self.count("skipped_already_recorded")
             return []
+        if self._repeated(msg, stamp, now_ns):
+            return []
         return self._queue_image(stamp, msg, now_ns)
+
+    def _repeated(self, msg: Any, stamp: int, now_ns: int) -> bool:
+        """Whether this image repeats the previous one byte for byte (a camera re-sending its last buffer: it
+        carries no new view) and is dropped; counted and warned about (throttled) either way, as ``convert``
+        does with repeated frames (pose2rgbd.dataset.repeats)."""
+        data = msg.data
+        raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+        r = self.repeats
+        drop = r.drop(raw, str(stamp))
+        if r.run == 0:
+            return False
+        self.count("repeated_images")
+        what = "dropped (output.keep_repeats keeps them)" if drop else "kept (output.keep_repeats)"
+        self.warning(
+            "repeat", now_ns, f"image repeats the previous one byte for byte ({r.run} in a row; {r.repeats} of "
+            f"{r.frames} images so far): the camera re-sends a frame{' -- frozen?' if r.run >= FROZEN_RUN else ''}; "
+            f"{what}",
+        )  # fmt: skip
+        return drop
 
     def _refuse(self, text: str, *, kept: str = "the dataset is untouched") -> list[Outgoing]:
         """Stop for good (logged now, raised by :meth:`finish`): the recording is not the dataset's flight, or the
@@ -238,6 +264,11 @@ class Recorder(GpsInput, MountLookup):
         c = self.counters
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
         text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        if self.repeats.run >= FROZEN_RUN:
+            level = 1
+            text += f"; camera frozen? the last {self.repeats.run + 1} images are one image"
+        elif c["repeated_images"]:
+            text += f"; {c['repeated_images']} repeated images"
         if self.refused:
             level, text = 2, self.refused
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))

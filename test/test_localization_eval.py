@@ -174,7 +174,7 @@ def toy_recipe(ctx: Any) -> Any:
 TOY_LOCGAN = ModelFamily(
     kind="toy-locgan", config_cls=ToyLocGanConfig, build=ToyLocGan,
     presets={"posegan": {"preset": "posegan"}, "configA": {"preset": "configA"}}, default_preset="posegan",
-    data="image_to_pose", engine="localize", train=f"{__name__}:toy_recipe",
+    data="image_to_pose", engine="localize", train=lambda: toy_recipe,
 )  # fmt: skip
 
 

@@ -21,7 +21,8 @@ MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with 
 def source_cameras(place_map: Any) -> list[QueryCamera]:
     """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens."""
     out = []
-    for c in place_map.manifest.get("dataset", {}).get("source_cameras") or []:
+    manifest = getattr(place_map, "manifest", None) or {}  # a map in memory (the build's view) has none
+    for c in manifest.get("dataset", {}).get("source_cameras") or []:
         dist = None
         if c.get("model", "pinhole") != "pinhole" and c.get("distortion"):
             dist = distortion_from_dict({"model": c["model"], "coeffs": c["distortion"]}, f"{place_map.path}")

@@ -35,7 +35,8 @@ def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any
         return {"status": "not calibrated", "reason": f"{n} keyframes: too few to hold out {MIN_FRAMES} and keep a "
                 "map of the rest (calibrate with `pose2rgbd localize calibrate --map` on other frames)"}  # fmt: skip
     rest = view.without(held)
-    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False))
+    # the held-out keyframes are the map's own images: its camera
+    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
     fixes = [loc.localize_one(view.read_rgb(int(i))) for i in bar(held, progress=progress, desc="self-calibration")]
     ok = np.array([f.ok for f in fixes], bool)
     entry: dict[str, Any] = {"held_out": len(held), "fixes": int(ok.sum()), "share": float(len(held) / n)}

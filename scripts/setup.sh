@@ -22,5 +22,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.pose2rgbd-installed-*
   touch "$stamp"
 fi
+.venv/bin/python -c "import open3d" 2> /dev/null \
+  || echo "[setup] Open3D does not load (the fused geometry and its tests need it); if libusb-1.0 is missing: apt install libusb-1.0-0" >&2
 # ROS 2 Jazzy wheels + the interfaces built into .ros/ (skip with POSE2RGBD_NO_ROS=1; the core never needs them)
 bash scripts/setup_ros.sh

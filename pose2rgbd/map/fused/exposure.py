@@ -6,9 +6,10 @@ records ``c_i = g_i * t + o_i`` of a true colour ``t`` (per channel); the fit fi
 
     a_i * c_i(p) + b_i - a_j * c_j(p) - b_j = 0
 
-in the least-squares sense (scipy ``lsqr`` on the sparse system; colours in [0, 1]), with the gauge fixed to the
-mean keyframe (mean a = 1, mean b = 0) and a weak pull to (1, 0) so that a keyframe without co-visible samples
-keeps its colours. Samples: pixels of keyframe ``i`` with depth, flat (no strong image gradient: a small pose
+in the least-squares sense (colours in [0, 1]; the sparse normal equations, built from sums per keyframe pair and
+solved with SciPy's SuperLU), with a weak pull to (1, 0) so that a keyframe without co-visible samples keeps its
+colours, and the gauge (any common ``(s a, s b + t)`` fits as well) fixed after the solve to the mean keyframe:
+mean a = 1, mean b = 0. Samples: pixels of keyframe ``i`` with depth, flat (no strong image gradient: a small pose
 error moves an edge by a pixel) and unsaturated, lifted to the world and projected into its nearest keyframes,
 kept where that keyframe's own depth agrees (the point is visible there). One refit without the samples whose
 residual exceeds 3 robust standard deviations (specular highlights, moving objects).
@@ -99,14 +100,45 @@ def covisible_pairs(
             cj = bilinear(kf.rgb(j), u[sel], v[sel])
             keep = np.all((cj > SATURATED[0]) & (cj < SATURATED[1]), axis=1)
             sel, cj = sel[keep], cj[keep]
-            I.append(np.full(len(sel), i))
-            J.append(np.full(len(sel), j))
-            CI.append(ci[sel])
-            CJ.append(cj)
+            I.append(np.full(len(sel), i, np.int32))
+            J.append(np.full(len(sel), j, np.int32))
+            CI.append(ci[sel].astype(np.float32))
+            CJ.append(cj.astype(np.float32))
     if not I:
-        e = np.zeros(0, np.int64)
+        e = np.zeros(0, np.int32)
         return e, e, np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
     return np.concatenate(I), np.concatenate(J), np.concatenate(CI), np.concatenate(CJ)
+
+
+def _normal_equations(
+    n: int, i: np.ndarray, j: np.ndarray, ci: np.ndarray, cj: np.ndarray, prior: float
+) -> tuple[Any, np.ndarray]:
+    """The least-squares system of :func:`solve_gains`, ``(2n, 2n)`` sparse: the normal equations of the sample
+    rows, built from per keyframe-pair sums (a row's contribution depends only on its pair and on ``c_i``, ``c_j``:
+    memory grows with the pairs, not the samples), and the prior on the diagonal. No dense gauge row: its LU fill-in
+    grew to the full (2n)^2 matrix (100 MB at 1,800 keyframes); the gauge is set after the solve."""
+    from scipy.sparse import coo_matrix
+
+    pid = i.astype(np.int64) * n + j
+    ci, cj = ci.astype(np.float64), cj.astype(np.float64)
+    uniq, inv = np.unique(pid, return_inverse=True)
+    m = len(uniq)
+    cnt = np.bincount(inv, minlength=m).astype(np.float64)
+    s_i, s_j = np.bincount(inv, ci, m), np.bincount(inv, cj, m)
+    s_ii, s_jj, s_ij = np.bincount(inv, ci * ci, m), np.bincount(inv, cj * cj, m), np.bincount(inv, ci * cj, m)
+    pi, pj = uniq // n, uniq % n
+    ai, bi, aj, bj = pi, n + pi, pj, n + pj  # unknowns: a_0..a_n-1, b_0..b_n-1
+    rows = [ai, ai, bi, bi, aj, aj, bj, bj, ai, aj, ai, bj, bi, aj, bi, bj]
+    cols = [ai, bi, ai, bi, aj, bj, aj, bj, aj, ai, bj, ai, aj, bi, bj, bi]
+    vals = [s_ii, s_i, s_i, cnt, s_jj, s_j, s_j, cnt, -s_ij, -s_ij, -s_i, -s_i, -s_j, -s_j, -cnt, -cnt]
+    k = np.arange(2 * n)
+    rows.append(k)
+    cols.append(k)
+    vals.append(np.full(2 * n, prior**2))
+    H = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(2 * n,) * 2)
+    rhs = np.zeros(2 * n)
+    rhs[:n] = prior**2  # the prior pulls a_k to 1 (and b_k to 0)
+    return H.tocsc(), rhs
 
 
 def solve_gains(
@@ -114,38 +146,24 @@ def solve_gains(
 ) -> np.ndarray:
     """``(n, 2)`` per-keyframe ``(a, b)`` of one channel from co-visible colours ``ci``, ``cj`` in [0, 1] (see the
     module docstring); solved twice, the second time without the outlying samples."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import lsqr
+    from scipy.sparse.linalg import spsolve
 
     keep = np.ones(len(i), bool)
     x = np.concatenate([np.ones(n), np.zeros(n)])
     for _ in range(2):
-        ii, jj, a, b = i[keep], j[keep], ci[keep], cj[keep]
-        p = len(ii)
-        r = np.arange(p)
-        rows = [r, r, r, r]
-        cols = [ii, n + ii, jj, n + jj]
-        vals = [a, np.ones(p), -b, -np.ones(p)]
-        g = np.sqrt(max(p, 1))  # the gauge rows weigh as much as all the samples
-        k = np.arange(n)
-        rows += [np.full(n, p), np.full(n, p + 1), p + 2 + k, p + 2 + n + k]
-        cols += [k, n + k, k, n + k]
-        vals += [np.full(n, g / n), np.full(n, g / n), np.full(n, prior), np.full(n, prior)]
-        A = coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(p + 2 + 2 * n, 2 * n)
-        )
-        rhs = np.zeros(p + 2 + 2 * n)
-        rhs[p] = g
-        rhs[p + 2 : p + 2 + n] = prior  # prior * a_k = prior  (a_k -> 1); prior * b_k = 0
-        x = lsqr(A.tocsr(), rhs, atol=1e-10, btol=1e-10, iter_lim=5000)[0]
-        res = x[i] * ci + x[n + i] - x[j] * cj - x[n + j]
+        H, rhs = _normal_equations(n, i[keep], j[keep], ci[keep], cj[keep], prior)
+        x = np.asarray(spsolve(H, rhs), np.float64)  # SuperLU
+        # the gauge: every (s a, s b + t) fits the samples as well; take the one with mean a = 1, mean b = 0
+        scale = 1.0 / np.mean(x[:n])
+        x = np.concatenate([x[:n] * scale, (x[n:] - np.mean(x[n:])) * scale])
+        res = (x[i] * ci + x[n + i] - x[j] * cj - x[n + j]).astype(np.float32)
         mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep]))) if keep.any() else 0.0
         keep = np.abs(res) <= max(3.0 * mad, 2.0 / 255.0)
     return np.stack([x[:n], x[n:]], axis=1)
 
 
 def fit_exposure(
-    kf: Keyframes, geometry: Any, *, neighbours: int = 4, samples: int = 400
+    kf: Keyframes, geometry: Any, *, neighbours: int = 4, samples: int = 100
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(N, 3, 2)`` float32 ``(a, b)`` per keyframe and channel (``b`` in grey levels) and the fit's statistics."""
     n = len(kf)
@@ -156,12 +174,13 @@ def fit_exposure(
     out[..., 0] = 1.0
     if len(i) == 0 or n < 2:
         return out, {"pairs": 0, "keyframes_fitted": 0, "rms_before": None, "rms_after": None}
-    for c in range(3):
-        ab = solve_gains(n, i, j, ci[:, c] / 255.0, cj[:, c] / 255.0)
+    for c in range(3):  # one channel at a time: the float64 copies are one column each
+        ab = solve_gains(n, i, j, ci[:, c] / np.float32(255.0), cj[:, c] / np.float32(255.0))
         out[:, c, 0] = ab[:, 0]
         out[:, c, 1] = ab[:, 1] * 255.0
     before = ci - cj
     after = (out[i, :, 0] * ci + out[i, :, 1]) - (out[j, :, 0] * cj + out[j, :, 1])
+    del ci, cj
     stats = {
         "pairs": len(i),
         "keyframes_fitted": len(np.unique(np.concatenate([i, j]))),

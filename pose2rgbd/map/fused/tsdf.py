@@ -86,7 +86,7 @@ class FusionConfig:
     exposure: bool = help_field(True, "fit each keyframe's gain and offset per channel (auto-exposure)")
     exposure_neighbours: int = ranged_field(4, "exposure fit: compare each keyframe with this many nearest", 1, 32)
     exposure_samples: int = ranged_field(
-        400, "exposure fit: pixels sampled per keyframe (flat, unsaturated, with depth)", 10, 100000
+        100, "exposure fit: pixels sampled per keyframe (flat, unsaturated, with depth)", 10, 100000
     )
 
     def __post_init__(self) -> None:

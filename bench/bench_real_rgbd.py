@@ -17,7 +17,8 @@ evaluation's cache size (``--size``, square, like ``evaluate``), for each test p
 * nearest pose: the training frame nearest in the baseline's pose distance;
 * reprojection: the 3 nearest training RGB-D frames warped into the pose, holes from the nearest (as ``evaluate``);
 * fused geometry: every training frame's depth fused into one surface (TSDF), ray-cast at the pose, coloured from
-  the training frames that see each point, exposure-compensated (``pose2rgbd.map.fused``).
+  the training frames that see each point, exposure-compensated to the nearest training frame's exposure
+  (``pose2rgbd.map.fused``); and the same with the colours as shot.
 
 Depth is scored as ``evaluate`` scores a hybrid model's: answers clipped to the hybrid's default depth range over the
 training frames, ground truth beyond its far end left out. Prints a Markdown table and the fusion's build time and
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="evaluation cache size (square, as evaluate)")
     ap.add_argument("--stride", type=int, default=1, help="keep every N-th frame in time")
     ap.add_argument("--k", type=int, default=3, help="reprojection: keyframes warped per view")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split (which time blocks are held out)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     a = ap.parse_args(argv)
 
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{dataset}: needs metric depth (this one has {ds.manifest.depth_kind!r})")
     cache = build_cache(ds, a.size, cache_root=a.work / "cache", progress=False)
     keep = np.arange(0, len(cache), a.stride)
-    sp = make_split(cache.source_id[keep], cache.stamp_ns[keep], "route", val_fraction=0.1, test_fraction=0.1)
+    sp = make_split(cache.source_id[keep], cache.stamp_ns[keep], "route", seed=a.seed, val_fraction=0.1,
+                    test_fraction=0.1)  # fmt: skip
     train, test = keep[sp.train], keep[sp.test]
     depth_train = np.asarray(cache.depth[train]) if cache.depth is not None else None
     rot_w = default_rot_weight(depth_train, np.arange(len(train)))
@@ -155,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
     meta = fused.geo.meta
 
-    acc = {k: MetricAccumulator(rng[1]) for k in ("nearest", "reprojection", "fused")}
-    holes: dict[str, list[float]] = {"reprojection": [], "fused": []}
+    from pose2rgbd.map.fused.render import FusedRenderer
+
+    raw = FusedRenderer(fused.kf, fused.geo, neighbours=fused.neighbours, exposure=False)  # the same, colours as shot
+    acc = {k: MetricAccumulator(rng[1]) for k in ("nearest", "reprojection", "fused", "fused_raw")}
+    holes: dict[str, list[float]] = {"reprojection": [], "fused": [], "fused_raw": []}
     t_render = {"reprojection": 0.0, "fused": 0.0}
     for s in range(0, len(test), 16):
         idx = np.sort(test[s : s + 16])
@@ -175,14 +181,18 @@ def main(argv: list[str] | None = None) -> int:
         t_render["fused"] += time.monotonic() - t
         acc["fused"].add(f_rgb, gt_rgb, f_depth, gt_depth)
         holes["fused"] += h
+        f_rgb, f_depth, h = fused_answers(raw, cache, idx, rng)
+        acc["fused_raw"].add(f_rgb, gt_rgb, f_depth, gt_depth)
+        holes["fused_raw"] += h
     res = {k: v.result() for k, v in acc.items()}
-    names = {"reprojection": "reprojection baseline", "fused": "fused geometry", "nearest": "nearest-pose baseline"}
+    names = {"reprojection": "reprojection baseline", "fused": "fused geometry",
+             "fused_raw": "fused geometry, no exposure compensation", "nearest": "nearest-pose baseline"}  # fmt: skip
     print(f"\n{dataset}: {len(keep)} frames (every {a.stride}), {sp.description}; {len(train)} training frames, "
           f"{len(test)} test frames at {a.size}x{a.size}; test pose to the nearest training camera: median "
           f"{np.median(cov.position_m):.2f} m / {np.median(cov.angle_deg):.1f} deg")  # fmt: skip
     print("\n| held-out time block | RGB MAE (px) | PSNR (dB) | depth MAE (m) | AbsRel | holes |")
     print("|---|---:|---:|---:|---:|---:|")
-    for k in ("reprojection", "fused", "nearest"):
+    for k in ("reprojection", "fused", "fused_raw", "nearest"):
         m = res[k]
         hole = f"{100 * np.mean(holes[k]):.1f} %" if k in holes else "-"
         print(f"| {names[k]} | {m['rgb_mae_px']:.2f} | {m['rgb_psnr_db']:.2f} | {m['depth_mae']:.4f} | "

@@ -94,6 +94,16 @@ def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
     inter = ab[..., 0] * offset + ab[..., 1]
     assert np.all(np.abs(slope / slope.mean(axis=0) - 1.0) < 0.02)
     assert np.all(np.abs(inter - inter.mean(axis=0)) < 2.0)  # grey levels
+    # rendering: every keyframe brought to the nearest keyframe's exposure (default), or to the mean keyframe's
+    geo.exposure = ab
+    cam = kf.camera(0)
+    T = ring_poses(1, phase=0.05)[0]  # beside keyframe 0: it is the nearest
+    truth, _ = render_truth(T, cam)
+    for ref, g, o in (("nearest", gain[0], offset[0]), ("mean", slope.mean(axis=0), inter.mean(axis=0))):
+        view = FusedRenderer(kf_shot, geo, exposure_reference=ref).render(T, cam)
+        expect = np.clip(truth.astype(float) * g + o, 0, 255)
+        ok = view.valid & np.all((expect > 8) & (expect < 247), axis=-1)
+        assert np.abs(view.rgb.astype(float) - expect)[ok].mean() < 3.0, ref
 
 
 def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Path) -> None:

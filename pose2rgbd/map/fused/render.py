@@ -11,6 +11,10 @@ much farther the keyframe is from the point than the query (``max(0, 1 - d_query
 has less resolution) -- and a weight ``(1 - p / p_max) / (p + eps)``, with ``p_max`` the largest penalty among
 ``neighbours + 1`` candidates, so that a keyframe's weight falls smoothly to 0 as it leaves the set.
 
+The exposure compensation brings every keyframe's colours to one reference: by default the nearest keyframe's
+exposure (``exposure_reference="nearest"``: the blend is consistent, and a view keeps the exposure of the frames
+shot where it is), or the mean keyframe's (``"mean"``: one exposure for the whole place).
+
 Pixels with no surface or no keyframe that sees their point are holes (``valid`` False); ``fill="nearest"``
 fills them from the nearest keyframe's own pixels, as the reprojection baseline does.
 """
@@ -55,13 +59,17 @@ class FusedRenderer:
         tolerance_rel: float = 0.05,
         distance_weight: float = 0.5,
         exposure: bool = True,
+        exposure_reference: str = "nearest",
     ) -> None:
+        if exposure_reference not in ("nearest", "mean"):
+            raise ValueError(f"exposure_reference {exposure_reference!r}: use nearest or mean")
         self.kf = keyframes
         self.geo = geometry
         self.neighbours = max(1, int(neighbours))
         self.tolerance_rel = float(tolerance_rel)
         self.distance_weight = float(distance_weight)
         self.exposure = geometry.exposure if exposure else None
+        self.exposure_reference = exposure_reference
 
     def tolerance(self, z: np.ndarray) -> np.ndarray:
         """Depth agreement tolerance at distance ``z``: two voxels, or ``tolerance_rel`` of it if more."""
@@ -108,8 +116,7 @@ class FusedRenderer:
                     continue
                 ok, u, v = self.visible(j, X)
                 if ok.any():
-                    ab = None if self.exposure is None else self.exposure[j]
-                    img = apply_exposure(self.kf.rgb(j), ab)
+                    img = apply_exposure(self.kf.rgb(j), self._to_reference(j, int(cand[0])))
                     cols[r, ok] = bilinear(img, u[ok], v[ok])
                     seen[r] = ok
             p_max = pen.max(axis=0) * (1.0 + 1e-6) + 1e-9
@@ -126,6 +133,17 @@ class FusedRenderer:
         if fill == "nearest":
             self._fill_nearest(view, int(cand[0]), camera)
         return view
+
+    def _to_reference(self, j: int, nearest: int) -> np.ndarray | None:
+        """Keyframe ``j``'s ``(3, 2)`` exposure map onto the reference exposure: the mean keyframe's, or the nearest
+        keyframe's (``a_j c + b_j`` brought back through the nearest keyframe's own ``(a, b)``)."""
+        if self.exposure is None:
+            return None
+        ab = np.asarray(self.exposure[j], np.float64)
+        if self.exposure_reference == "mean":
+            return ab
+        ref = np.asarray(self.exposure[nearest], np.float64)
+        return np.stack([ab[:, 0] / ref[:, 0], (ab[:, 1] - ref[:, 1]) / ref[:, 0]], axis=1)
 
     def _fill_nearest(self, view: FusedView, j: int, camera: PinholeCamera) -> None:
         """Holes take the nearest keyframe's own pixels (its depth only where there is no surface)."""

@@ -55,7 +55,8 @@ def test_an_occluded_keyframe_does_not_colour_a_point() -> None:
     T_behind = look_at(np.array([3.0, 0.0, 1.6]), np.array([-1.2, 0.0, 0.0]))  # the box is in between
     views = [render_truth(T, CAM) for T in (T_front, T_behind)]
     rgb = np.stack([views[0][0], np.full_like(views[1][0], (255, 0, 0))])  # the hidden one would paint red
-    kf = ArrayKeyframes(rgb, np.stack([views[0][1], views[1][1]]), np.stack([T_front, T_behind]), CAM)
+    no_depth = np.full_like(views[1][1], np.nan)  # the hidden keyframe's sensor lost its depth: only the fused
+    kf = ArrayKeyframes(rgb, np.stack([views[0][1], no_depth]), np.stack([T_front, T_behind]), CAM)  # surface knows
     r = FusedRenderer(kf, geo, neighbours=2, exposure=False)
     assert r.visible(0, X)[0].tolist() == [True]
     assert r.visible(1, X)[0].tolist() == [False]  # projects inside its image, but the box hides it
@@ -70,7 +71,7 @@ def test_an_occluded_keyframe_does_not_colour_a_point() -> None:
     d_front = views[0][1].copy()
     cy, cx = round(CAM.cy), round(CAM.cx)  # the point is at the image centre of the keyframe looking at it
     d_front[cy - 3 : cy + 4, cx - 3 : cx + 4] = 0.8
-    kf2 = ArrayKeyframes(rgb, np.stack([d_front, views[1][1]]), np.stack([T_front, T_behind]), CAM)
+    kf2 = ArrayKeyframes(rgb, np.stack([d_front, no_depth]), np.stack([T_front, T_behind]), CAM)
     assert FusedRenderer(kf2, geo, neighbours=2).visible(0, X)[0].tolist() == [False]
 
 

@@ -8,6 +8,9 @@ torch is not pinned here so that users keep the CUDA build they have; the setup 
 
 from setuptools import find_packages, setup
 
+OPEN3D_CPU = "open3d-cpu>=0.18; sys_platform == 'linux' and platform_machine == 'x86_64'"
+OPEN3D_OTHER = "open3d>=0.18; sys_platform != 'linux' or platform_machine != 'x86_64'"
+
 setup(
     name="pose2rgbd",
     version="0.1.0",
@@ -34,6 +37,9 @@ setup(
         "py-gpmf-parser>=0.1",  # GPS / IMU from the GPMF track inside GoPro MP4 files
     ],
     extras_require={
+        # the fused geometry of a place (pose2rgbd map fuse): Open3D, the CPU build where PyPI has it (Linux x86-64;
+        # it links libusb-1.0: apt install libusb-1.0-0)
+        "fusion": [OPEN3D_CPU, OPEN3D_OTHER],
         "train": ["torch>=2.1", "tensorboard>=2.14", "kornia>=0.7", "onnx>=1.15", "onnxscript>=0.1"],
         "dev": [
             "torch>=2.1",
@@ -49,6 +55,8 @@ setup(
             "types-PyYAML",
             "catkin_pkg>=0.5",
             "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
+            OPEN3D_CPU,  # the fused geometry (extra "fusion")
+            OPEN3D_OTHER,
         ],
     },
     entry_points={

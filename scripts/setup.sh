@@ -22,5 +22,17 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.pose2rgbd-installed-*
   touch "$stamp"
 fi
+# Open3D (the fused geometry of a place) links the system's libusb-1.0; a bare Debian / Ubuntu lacks it
+if ! .venv/bin/python -c "import open3d" 2> /dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    echo "[setup] installing libusb-1.0-0 (Open3D links it) with apt-get"
+    apt-get update -qq > /dev/null && apt-get install -y -qq libusb-1.0-0 > /dev/null
+  fi
+  .venv/bin/python -c "import open3d" 2> /dev/null || {
+    echo "[setup] Open3D does not load (the fused geometry and its tests need it): install libusb-1.0" \
+      "(sudo apt install libusb-1.0-0), then run this again" >&2
+    exit 1
+  }
+fi
 # ROS 2 Jazzy wheels + the interfaces built into .ros/ (skip with POSE2RGBD_NO_ROS=1; the core never needs them)
 bash scripts/setup_ros.sh

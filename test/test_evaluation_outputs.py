@@ -40,6 +40,10 @@ def test_evaluate_writes_every_output(toy: Path, tmp_path: Path) -> None:
     r = data["metrics"]["reprojection"]
     assert r["frames"] == 5 and 0 <= r["hole_fraction"] < 1 and 0 < r["rgb_mae_px"] < 255 and r["depth_mae"] > 0
     assert "reprojection baseline" in md and "Coverage" in md
+    # the fused-geometry baseline (the training frames' depth fused into one surface, coloured from the frames)
+    f = data["metrics"]["fused"]
+    assert f["frames"] == 5 and 0 <= f["hole_fraction"] < 1 and 0 < f["rgb_mae_px"] < 255 and f["depth_mae"] > 0
+    assert "| fused-geometry baseline |" in md and "Fused-geometry baseline: the " in md
     # coverage: per test frame, the distance to the nearest training camera, against the model's error
     assert (tmp_path / "eval" / "coverage.png").stat().st_size > 0
     rows = (tmp_path / "eval" / "per_frame.csv").read_text().splitlines()

@@ -2,6 +2,7 @@
 read; docs/place-map.md).
 
 * ``map build --dataset D --out M [--split KIND | --sources 0,2] [--stride N]``
+* ``map fuse --map M``: the fused geometry of the place, stored with the map (``map build --fuse`` does both)
 * ``map info M [--verify]``
 """
 
@@ -36,6 +37,12 @@ def _schema() -> Schema:
     return Schema(MapBuildConfig)
 
 
+def _fuse_schema() -> Schema:
+    from pose2rgbd.map.fused import FusionConfig
+
+    return Schema(FusionConfig)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("map", help="build / inspect a place map (keyframes, features, place recognition)")
     msub = p.add_subparsers(dest="map_command", metavar="<action>", required=True)
@@ -53,8 +60,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--out", type=Path, required=True, help="the map folder to write")
     b.add_argument("--overwrite", action="store_true", help="replace an earlier map at --out")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--fuse", action="store_true", help="then fuse its depth (`map fuse` with its defaults)")
     add_config_flags(b, _schema, BUILD_ALIASES, config_help="YAML with MapBuildConfig keys; flags override it")
     b.set_defaults(func=_build)
+    f = msub.add_parser(
+        "fuse",
+        help="fuse a map's keyframe depth into one surface (TSDF), stored with the map",
+        description="Fuse the depth of every keyframe of a place map into a TSDF (Open3D), keep its surface as a "
+        "triangle mesh and each keyframe's exposure (gain and offset per channel, fitted on co-visible pixels) in "
+        "<map>/fused/. The fused-geometry renderer ray-casts it for the depth of any pose and colours it from the "
+        "keyframes that see each point. The voxel size follows the place unless given (--voxel-size).",
+        allow_abbrev=False,
+    )
+    f.add_argument("--map", type=Path, required=True, help="the place map folder (with depth)")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier fused geometry of this map")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(f, _fuse_schema, (Alias("--voxel-size", "voxel_size"),),
+                     config_help="YAML with FusionConfig keys; flags override it")  # fmt: skip
+    f.set_defaults(func=_fuse)
     k = msub.add_parser(
         "link",
         help="a hybrid checkpoint that reads its keyframes from a map instead of carrying them",
@@ -89,7 +112,28 @@ def _build(args: argparse.Namespace) -> int:
     build_map(args.dataset, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress,
               calibrate=self_calibrate)  # fmt: skip
     _print_info(PlaceMap(args.out).info())
+    if args.fuse:
+        from pose2rgbd.map.fused import fuse_map
+
+        _print_fused(args.out, fuse_map(args.out, progress=not args.no_progress).meta)
     return 0
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from pose2rgbd.map.fused import fuse_map
+
+    geo = fuse_map(args.map, config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
+    _print_fused(args.map, geo.meta)
+    return 0
+
+
+def _print_fused(path: Path, m: dict[str, Any]) -> None:
+    e = m.get("exposure") or {}
+    print(f"{path}/fused: {m['keyframes']} keyframes fused at {100 * m['voxel_size_m']:.1f} cm voxels (depth up to "
+          f"{m['depth_max_m']:.1f} m): {m['triangles']} triangles in {m['build_s']:.1f} s")  # fmt: skip
+    if e.get("pairs"):
+        print(f"  exposure     {e['keyframes_fitted']} keyframes fitted on {e['pairs']} co-visible samples; "
+              f"colour mismatch {e['rms_before']:.1f} -> {e['rms_after']:.1f} grey levels (RMS)")  # fmt: skip
 
 
 def _link(args: argparse.Namespace) -> int:

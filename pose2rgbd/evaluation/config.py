@@ -34,6 +34,11 @@ class EvaluateConfig:
         "reprojection baseline: warp this many nearest training RGB-D frames into each test pose with their depth "
         "(z-buffered; holes filled from the nearest frame); 0: off. Needs depth in the dataset",
     )
+    fused_baseline: bool = help_field(
+        True,
+        "also evaluate the fused-geometry baseline: the training frames' depth fused into one surface (TSDF), "
+        "ray-cast at the test pose and coloured from the training frames that see each point (needs depth and Open3D)",
+    )
     max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
     grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")
     fly_frames: int = help_field(120, "frames in the fly-through video")

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a dataset split: metrics table (Markdown + JSON) for the model and the
-nearest-pose baseline, a qualitative grid (paper Fig. 6), training curves, and a fly-through video along a
-route the model never trained on."""
+baselines (nearest pose, reprojection, fused geometry), a qualitative grid (paper Fig. 6), training curves, and a
+fly-through video along a route the model never trained on."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
-from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, bounded_psnr, depth_mae, json_safe
+from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
+from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors, json_safe
 from pose2rgbd.evaluation.plots import (
     coverage_plot,
     evenly_spaced,
@@ -211,6 +212,7 @@ def evaluate(
     if nn_base is not None and cache.depth is not None and cfg.reprojection_frames > 0:
         acc_r = MetricAccumulator(max_depth)
     holes: list[float] = []
+    fused, acc_f, holes_f, fused_note = fused_baseline(cfg, cache, sp.train, nn_base, max_depth)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
@@ -222,11 +224,15 @@ def evaluate(
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
-        _add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
+        add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
         if acc_r is not None and nn_base is not None:
             r_rgb, r_depth, h = reprojection_answers(cache, nn_base, idx, cfg.reprojection_frames, _range(model))
             acc_r.add(r_rgb if model.has_rgb else None, gt_rgb, r_depth if model.has_depth else None, gt_depth)
             holes += h
+        if fused is not None and acc_f is not None:
+            f_rgb, f_depth, h = fused_answers(fused, cache, idx, _range(model))
+            acc_f.add(f_rgb if model.has_rgb else None, gt_rgb, f_depth if model.has_depth else None, gt_depth)
+            holes_f += h
         if nn_base is not None:
             j, _ = nn_base.query(cache.T_world_cam[idx])
             uj, inv = np.unique(j, return_inverse=True)
@@ -244,6 +250,8 @@ def evaluate(
         metrics["baseline"] = acc_b.result()
     if acc_r is not None:
         metrics["reprojection"] = {**acc_r.result(), "hole_fraction": float(np.mean(holes))}
+    if acc_f is not None:
+        metrics["fused"] = {**acc_f.result(), "hole_fraction": float(np.mean(holes_f))}
     frames = np.asarray(per_frame["frame"], np.int64)
     arrays = {k: np.asarray(v) for k, v in per_frame.items()}
     if nn_base is not None:
@@ -285,34 +293,16 @@ def evaluate(
             f"pose with their depth, z-buffered; holes ({100 * metrics['reprojection']['hole_fraction']:.1f} % of "
             "pixels) filled from the nearest frame"
         )
+    if acc_f is not None and fused is not None:
+        info["fused"] = describe_fused(fused, metrics["fused"]["hole_fraction"])
+    elif fused_note:
+        notes.append(fused_note)
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays)
     if write_files:
         _write_outputs(
             result, loaded, engine, cache, sp, test, grid_rows=cfg.grid_rows, fly_frames=cfg.fly_frames, fps=cfg.fps
         )
     return result
-
-
-def _add_frame_errors(
-    per_frame: dict[str, list[float]],
-    idx: np.ndarray,
-    pred: dict[str, np.ndarray | None],
-    gt_rgb: np.ndarray,
-    gt_depth: np.ndarray | None,
-    max_depth: float,
-) -> None:
-    """Append each frame's RGB MAE (0-255), PSNR (dB, capped at :data:`PSNR_CAP_DB`) and depth MAE (NaN where
-    not predicted) to ``per_frame``."""
-    for b, i in enumerate(idx):
-        per_frame["frame"].append(int(i))
-        p_rgb, p_depth = pred["rgb"], pred["depth"]
-        per_frame["rgb_mae"].append(
-            math.nan if p_rgb is None else float(np.abs(p_rgb[b].astype(np.float32) - gt_rgb[b]).mean())
-        )
-        per_frame["rgb_psnr_db"].append(math.nan if p_rgb is None else bounded_psnr(p_rgb[b], gt_rgb[b]))
-        per_frame["depth_mae"].append(
-            math.nan if p_depth is None or gt_depth is None else depth_mae(p_depth[b], gt_depth[b], max_depth)
-        )
 
 
 def reprojection_answers(
@@ -365,7 +355,8 @@ def _label(info: dict[str, Any]) -> str:
 
 def _valid_share(metrics: dict[str, dict[str, float]]) -> str:
     """'valid share: model 93.1 %, nearest-pose baseline 80.2 % (19.8 % without an answer)' for metrics.md."""
-    names = {"model": "model", "baseline": "nearest-pose baseline", "reprojection": "reprojection baseline"}
+    names = {"model": "model", "baseline": "nearest-pose baseline", "reprojection": "reprojection baseline",
+             "fused": "fused-geometry baseline"}  # fmt: skip
     parts = []
     for key, m in metrics.items():
         v = m.get("depth_valid_fraction")
@@ -404,6 +395,8 @@ def _write_outputs(
         rows.append(("nearest-pose baseline", res.metrics["baseline"]))
     if "reprojection" in res.metrics:
         rows.append(("reprojection baseline", res.metrics["reprojection"]))
+    if "fused" in res.metrics:
+        rows.append(("fused-geometry baseline", res.metrics["fused"]))
     _write_metrics_json(out / "metrics.json", res)
     md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
     md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {size}x{size}.\n"
@@ -411,6 +404,8 @@ def _write_outputs(
         md += f"Baseline: {res.info['baseline']}.\n"
     if res.info.get("reprojection"):
         md += f"Reprojection baseline: {res.info['reprojection']}.\n"
+    if res.info.get("fused"):
+        md += f"Fused-geometry baseline: {res.info['fused']}.\n"
     if "coverage_median_m" in res.metrics["model"]:
         m = res.metrics["model"]
         md += (

@@ -185,3 +185,25 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def add_frame_errors(
+    per_frame: dict[str, list[float]],
+    idx: np.ndarray,
+    pred: dict[str, np.ndarray | None],
+    gt_rgb: np.ndarray,
+    gt_depth: np.ndarray | None,
+    max_depth: float,
+) -> None:
+    """Append each frame's RGB MAE (0-255), PSNR (dB, capped at :data:`PSNR_CAP_DB`) and depth MAE (NaN where
+    not predicted) to ``per_frame``."""
+    for b, i in enumerate(idx):
+        per_frame["frame"].append(int(i))
+        p_rgb, p_depth = pred["rgb"], pred["depth"]
+        per_frame["rgb_mae"].append(
+            math.nan if p_rgb is None else float(np.abs(p_rgb[b].astype(np.float32) - gt_rgb[b]).mean())
+        )
+        per_frame["rgb_psnr_db"].append(math.nan if p_rgb is None else bounded_psnr(p_rgb[b], gt_rgb[b]))
+        per_frame["depth_mae"].append(
+            math.nan if p_depth is None or gt_depth is None else depth_mae(p_depth[b], gt_depth[b], max_depth)
+        )

@@ -109,6 +109,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             max_frames=cfg.eval_max_frames,
             fly_frames=cfg.fly_frames,
             reprojection_frames=cfg.reprojection_k if spec.outputs == "rgbd" else 0,
+            fused_baseline=False,  # the tables do not report it; `evaluate` does
             progress=progress,
         )
         return ev, time.monotonic() - t0

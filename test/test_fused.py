@@ -1,0 +1,133 @@
+"""The fused geometry of a place (pose2rgbd.map.fused): TSDF fusion, ray casting, visibility, exposure, storage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fused_scene import render_truth, ring_keyframes, ring_poses, scene_mesh
+
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.map.fused import ArrayKeyframes, FusedGeometry, FusionConfig, fuse_keyframes
+from pose2rgbd.map.fused.render import FusedRenderer
+
+CAM = PinholeCamera.from_fov(160, 120, 70.0)
+
+
+@pytest.fixture(scope="module")
+def ring() -> tuple[ArrayKeyframes, FusedGeometry]:
+    kf, _ = ring_keyframes(12, CAM)
+    return kf, fuse_keyframes(kf, FusionConfig(exposure=False))
+
+
+def test_fused_depth_at_a_held_out_pose_is_within_a_voxel(ring: tuple[ArrayKeyframes, FusedGeometry]) -> None:
+    geo = ring[1]
+    assert 0.01 < geo.voxel_size < 0.1  # auto: centimetres for a scene 3 m away
+    T = ring_poses(1, radius=2.6, height=1.9, phase=0.26)[0]  # between the keyframes, nearer and higher
+    _, truth = render_truth(T, CAM)
+    depth = geo.raycast(T, CAM)
+    seen = np.isfinite(truth)
+    both = seen & np.isfinite(depth)
+    assert both.sum() >= 0.95 * seen.sum()  # the surface covers what the keyframes saw
+    err = np.abs(depth[both] - truth[both])
+    assert np.mean(err <= geo.voxel_size) >= 0.97
+    assert np.median(err) <= 0.25 * geo.voxel_size  # no bias (a half-pixel lookup shift gave half a voxel)
+
+
+def test_fused_render_colours_a_held_out_view(ring: tuple[ArrayKeyframes, FusedGeometry]) -> None:
+    kf, geo = ring
+    T = ring_poses(1, radius=2.6, height=1.9, phase=0.26)[0]
+    rgb_t, _ = render_truth(T, CAM)
+    view = FusedRenderer(kf, geo, neighbours=4).render(T, CAM)
+    assert view.valid.sum() >= 0.9 * view.surface.sum()
+    assert np.abs(view.rgb.astype(float) - rgb_t)[view.valid].mean() < 3.0
+
+
+def test_an_occluded_keyframe_does_not_colour_a_point() -> None:
+    from fused_scene import look_at
+
+    v, t = scene_mesh()
+    geo = FusedGeometry(v, t, {"voxel_size_m": 0.02, "depth_max_m": 10.0})  # the exact surface
+    X = np.array([[-1.2, 0.0, 0.0]])  # on the floor, behind the box as seen from +x
+    T_front = look_at(np.array([-3.0, 0.3, 1.6]), np.array([-1.2, 0.0, 0.0]))  # sees it
+    T_behind = look_at(np.array([3.0, 0.0, 1.6]), np.array([-1.2, 0.0, 0.0]))  # the box is in between
+    views = [render_truth(T, CAM) for T in (T_front, T_behind)]
+    rgb = np.stack([views[0][0], np.full_like(views[1][0], (255, 0, 0))])  # the hidden one would paint red
+    no_depth = np.full_like(views[1][1], np.nan)  # the hidden keyframe's sensor lost its depth: only the fused
+    kf = ArrayKeyframes(rgb, np.stack([views[0][1], no_depth]), np.stack([T_front, T_behind]), CAM)  # surface knows
+    r = FusedRenderer(kf, geo, neighbours=2, exposure=False)
+    assert r.visible(0, X)[0].tolist() == [True]
+    assert r.visible(1, X)[0].tolist() == [False]  # projects inside its image, but the box hides it
+    # a query looking at the point from the front: its colour is the front keyframe's, no red
+    Tq = look_at(np.array([-2.6, -0.4, 1.2]), np.array([-1.2, 0.0, 0.0]))
+    view = r.render(Tq, CAM)
+    truth, _ = render_truth(Tq, CAM)
+    centre = (CAM.height // 2, CAM.width // 2)
+    assert view.valid[centre]
+    assert np.abs(view.rgb[centre].astype(int) - truth[centre]).max() <= 3
+    # the keyframe's own depth also hides a point: an occluder the fused surface does not have (a passer-by)
+    d_front = views[0][1].copy()
+    cy, cx = round(CAM.cy), round(CAM.cx)  # the point is at the image centre of the keyframe looking at it
+    d_front[cy - 3 : cy + 4, cx - 3 : cx + 4] = 0.8
+    kf2 = ArrayKeyframes(rgb, np.stack([d_front, no_depth]), np.stack([T_front, T_behind]), CAM)
+    assert FusedRenderer(kf2, geo, neighbours=2).visible(0, X)[0].tolist() == [False]
+
+
+def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
+    from pose2rgbd.map.fused.exposure import fit_exposure
+
+    kf, _ = ring_keyframes(12, PinholeCamera.from_fov(96, 72, 70.0))
+    rng = np.random.default_rng(3)
+    n = len(kf)
+    gain = rng.uniform(0.75, 1.25, (n, 3))
+    offset = rng.uniform(-12.0, 12.0, (n, 3))
+    raw = np.stack([kf.rgb(i) for i in range(n)]).astype(np.float64)
+    shot = np.clip(np.rint(raw * gain[:, None, None] + offset[:, None, None]), 0, 255).astype(np.uint8)
+    kf_shot = ArrayKeyframes(shot, np.stack([kf.depth(i) for i in range(n)]), kf.T_world_cam, kf.camera(0),
+                             rot_weight_m=3.0)  # fmt: skip
+    geo = FusedGeometry(*scene_mesh(), {"voxel_size_m": 0.03, "depth_max_m": 10.0})
+    ab, stats = fit_exposure(kf_shot, geo, neighbours=4, samples=400)
+    assert stats["keyframes_fitted"] == n and stats["rms_after"] < 0.5 * stats["rms_before"]
+    # corrected = a (g t + o) + b must be one affine function of the true colour t in every keyframe
+    slope = ab[..., 0] * gain  # (n, 3)
+    inter = ab[..., 0] * offset + ab[..., 1]
+    assert np.all(np.abs(slope / slope.mean(axis=0) - 1.0) < 0.02)
+    assert np.all(np.abs(inter - inter.mean(axis=0)) < 2.0)  # grey levels
+    # rendering: every keyframe brought to the nearest keyframe's exposure (default), or to the mean keyframe's
+    geo.exposure = ab
+    cam = kf.camera(0)
+    T = ring_poses(1, phase=0.05)[0]  # beside keyframe 0: it is the nearest
+    truth, _ = render_truth(T, cam)
+    for ref, g, o in (("nearest", gain[0], offset[0]), ("mean", slope.mean(axis=0), inter.mean(axis=0))):
+        view = FusedRenderer(kf_shot, geo, exposure_reference=ref).render(T, cam)
+        expect = np.clip(truth.astype(float) * g + o, 0, 255)
+        ok = view.valid & np.all((expect > 8) & (expect < 247), axis=-1)
+        assert np.abs(view.rgb.astype(float) - expect)[ok].mean() < 3.0, ref
+
+
+def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Path) -> None:
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.map.format import MapError
+    from pose2rgbd.map.fused import load_fused
+
+    m = tmp_path / "map"
+    shutil.copytree(map_world["map"], m)
+    with pytest.raises(MapError, match="map fuse"):
+        load_fused(m)
+    assert main(["map", "fuse", "--map", str(m), "--no-progress"]) == 0
+    geo = load_fused(m)
+    pm = PlaceMap(m)
+    assert geo.meta["keyframes"] == len(pm) and len(geo.triangles) > 1000
+    assert geo.exposure is not None and geo.exposure.shape == (len(pm), 3, 2)
+    assert 0.1 <= geo.voxel_size <= 5.0  # decimetres over a city (the simulator's, seen from the air)
+    assert main(["map", "fuse", "--map", str(m), "--no-progress"]) != 0  # refuses to replace it silently
+    assert not [p.name for p in m.iterdir() if p.name.startswith(".")]  # no partial folder left behind
+    # a keyframe's own pose ray-casts to about its own depth where both exist
+    d_kf = pm.depth(3)
+    d = geo.raycast(pm.T_world_cam[3], pm.camera(3))
+    both = np.isfinite(d) & np.isfinite(d_kf)
+    assert both.mean() > 0.5
+    assert np.median(np.abs(d[both] - d_kf[both])) < 2 * geo.voxel_size

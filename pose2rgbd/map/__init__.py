@@ -8,6 +8,7 @@ localizer, the hybrid renderer, the baselines and coverage read keyframes from i
 
 from pose2rgbd.map.build import MapBuildConfig, MapSelection, build_map, select_frames
 from pose2rgbd.map.format import PLACE_MAP, MapError
+from pose2rgbd.map.merge import merge_maps
 from pose2rgbd.map.place_map import KeyframeFeatures, PlaceMap
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "MapSelection",
     "PlaceMap",
     "build_map",
+    "merge_maps",
     "select_frames",
 ]

@@ -32,6 +32,8 @@ setup(
     ],
     extras_require={
         "train": ["torch>=2.1", "tensorboard>=2.14", "kornia>=0.7", "onnx>=1.15", "onnxscript>=0.1"],
+        # a place map built in pieces on a cluster (pose2rgbd map build --dask; docs/place-map.md)
+        "distributed": ["dask[distributed]>=2024.1"],
         "dev": [
             "torch>=2.1",
             "tensorboard>=2.14",
@@ -46,6 +48,7 @@ setup(
             "types-PyYAML",
             "catkin_pkg>=0.5",
             "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
+            "dask[distributed]>=2024.1",  # the [distributed] extra, so CI runs the map build on a local cluster
         ],
     },
     entry_points={

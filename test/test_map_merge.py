@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_map import _localize_route, _without_depth
 
 ARRAYS = ("poses", "intrinsics", "frames", "stamp_ns", "source_id", "kp_offsets", "kp_xy", "kp_desc", "kp_xyz",
@@ -154,7 +153,9 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
     build_map(world["other"], other, MapBuildConfig(keyframe_images=False), progress=False)
     m = merge_maps([halves[0], other], tmp_path / "two", progress=False)
     pm = PlaceMap(tmp_path / "two")
-    assert len(pm) == len(PlaceMap(halves[0])) + len(PlaceMap(other)) and m["dataset"]["fingerprint"].startswith("merged")
+    assert len(pm) == len(PlaceMap(halves[0])) + len(PlaceMap(other)) and m["dataset"]["fingerprint"].startswith(
+        "merged"
+    )
     with pytest.raises(MapError, match="another dataset"):
         pm.check_dataset(PlaceMap(other).fingerprint, "the other dataset")
     m = merge_maps([halves[0], halves[0], halves[1]], tmp_path / "dup", progress=False)
@@ -164,16 +165,18 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
 def test_build_on_a_local_dask_cluster(world: dict, tmp_path: Path) -> None:
     """`map build --dask`: the survey's pieces as tasks on a two-worker local Dask cluster (two processes, one
     thread each), merged: the whole map's keyframes, features and points; the staging folder is gone."""
-    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed (pose2rgbd[distributed])")
+    distributed = pytest.importorskip(
+        "distributed", reason="Dask distributed is not installed (pose2rgbd[distributed])"
+    )
     from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap
     from pose2rgbd.map.pieces import build_in_pieces
 
     out = tmp_path / "dask"
     cfg = MapBuildConfig(selection=MapSelection(sources=[0]))
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as lc:
-        with distributed.Client(lc) as client:
-            m = build_in_pieces(world["dataset"], out, cfg, scheduler=client, progress=False)
-            assert len(client.nthreads()) == 2
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        m = build_in_pieces(world["dataset"], out, cfg, scheduler=client, progress=False)
+        assert len(client.nthreads()) == 2
     assert len(m["merged_from"]) == 2 and "2 pieces on a Dask cluster" in m["selection"]["description"]
     _same_arrays(world["map"], out, ARRAYS[:-1])
     assert PlaceMap(out).manifest["selection"]["sources"] == [0]

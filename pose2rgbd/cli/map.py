@@ -40,7 +40,7 @@ def _schema() -> Schema:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("map", help="build / inspect a place map (keyframes, features, place recognition)")
+    p = sub.add_parser("map", help="build / merge / inspect a place map (keyframes, features, place recognition)")
     msub = p.add_subparsers(dest="map_command", metavar="<action>", required=True)
     b = msub.add_parser(
         "build",

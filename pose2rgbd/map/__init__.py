@@ -3,7 +3,8 @@
 Built once from a dataset's frames (:func:`build_map`, ``pose2rgbd map build``): per keyframe the pose,
 intrinsics, image, metric depth, SIFT features with their world points, a global descriptor for place
 recognition, and a spatial index over the keyframe poses. Opened lazily (:class:`PlaceMap`): the structure
-localizer, the hybrid renderer, the baselines and coverage read keyframes from it.
+localizer, the hybrid renderer, the baselines and coverage read keyframes from it. Maps built separately (pieces
+of a large place, other flights) are joined by :func:`merge_maps` (``pose2rgbd map merge``).
 """
 
 from pose2rgbd.map.build import MapBuildConfig, MapSelection, build_map, select_frames

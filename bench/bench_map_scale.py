@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True, help="folder for the maps (replaced)")
     p.add_argument("--sources", type=int, nargs="*", default=[0], help="the keyframes' sources (default: 0)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--pieces", type=int, default=2)
+    p.add_argument("--pieces", type=int, default=2, help="pieces to build and merge (0: time the builds only)")
     p.add_argument("--note", default="")
     args = p.parse_args()
 
@@ -69,8 +69,8 @@ def main() -> None:
     args.work.mkdir(parents=True)
     sel = MapSelection(sources=list(args.sources))
     built = []
-    for w in args.workers:
-        out = args.work / f"workers-{w}"
+    for n, w in enumerate(args.workers):
+        out = args.work / f"build{n + 1}-workers-{w}"
         load0, c0, t0 = os.getloadavg()[0], cpu_s(), time.perf_counter()
         m = build_map(args.dataset, out, MapBuildConfig(selection=sel, workers=w), progress=False)
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
@@ -83,6 +83,8 @@ def main() -> None:
             np.array_equal(np.load(built[0] / f"{n}.npy"), np.load(other / f"{n}.npy"), equal_nan=True) for n in names
         )
         print(f"{other.name} == {built[0].name}: {same}")
+    if args.pieces < 2:
+        return
     pieces = []
     for k in range(1, args.pieces + 1):
         out = args.work / f"piece-{k}"

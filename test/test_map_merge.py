@@ -162,6 +162,7 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
     assert m["keyframes"] == len(PlaceMap(world["map"])) and "kept once" in m["merge_notes"][0]
 
 
+@pytest.mark.slow
 def test_build_on_a_local_dask_cluster(world: dict, tmp_path: Path) -> None:
     """`map build --dask`: the survey's pieces as tasks on a two-worker local Dask cluster (two processes, one
     thread each), merged: the whole map's keyframes, features and points; the staging folder is gone."""

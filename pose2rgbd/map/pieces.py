@@ -90,14 +90,22 @@ def build_in_pieces(
                 for f in as_completed(futures):
                     try:
                         f.result()
-                    except (Pose2RGBDError, OSError) as e:
+                    except Exception as e:
+                        where = f"piece {futures[f] + 1} of {n} on a Dask worker"
+                        if "deserializ" in str(e):  # the worker could not unpickle the task: another pose2rgbd
+                            raise MapError(
+                                f"{where} could not read its task ({e.__class__.__name__}): every worker needs the "
+                                "same pose2rgbd and Python packages as this machine"
+                            ) from e
+                        if not isinstance(e, (Pose2RGBDError, OSError)):
+                            raise
                         hint = (
                             "; every worker must see the dataset and the folder of --out at the same paths as this "
                             "machine (a shared file system)"
                             if isinstance(e, FileNotFoundError) or "not found" in str(e)
                             else ""
                         )
-                        raise MapError(f"piece {futures[f] + 1} of {n} on a Dask worker: {e}{hint}") from e
+                        raise MapError(f"{where}: {e}{hint}") from e
                     pbar.update(1)
             from pose2rgbd import config as cfgmod
 

@@ -37,6 +37,21 @@ def _survey(world: dict, n: int) -> np.ndarray:
     return np.flatnonzero(Dataset(world["dataset"]).frames.source_id == 0)[:n]
 
 
+def test_ordered_map_runs_in_worker_processes_in_order() -> None:
+    """The pool behind `--workers`: with 2 the work runs in two other processes (each made its context once: here
+    its process id) and the results come back in the items' order; with 1 it runs in this process."""
+    import operator
+    import os
+
+    from pose2rgbd.map.pool import ordered_map
+
+    items = list(range(0, 4000, 7))
+    out = list(ordered_map(operator.add, items, workers=2, setup=os.getpid))
+    pids = {r - i for r, i in zip(out, items)}  # context (the worker's pid) + item, in order
+    assert len(pids) <= 2 and os.getpid() not in pids and all(p > 0 for p in pids)
+    assert {r - i for r, i in zip(ordered_map(operator.add, items, workers=1, setup=os.getpid), items)} == {os.getpid()}
+
+
 def test_two_workers_build_the_single_process_map(world: dict, tmp_path: Path) -> None:
     """`workers: 2` (two processes: SIFT, lifting and encoding per keyframe; triangulation per keyframe pair) writes
     the map `workers: 1` writes, byte for byte in every array -- with metric depth and without it (triangulated)."""

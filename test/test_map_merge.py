@@ -197,3 +197,19 @@ def test_build_on_a_local_dask_cluster(world: dict, tmp_path: Path) -> None:
     _same_arrays(world["map"], out, ARRAYS[:-1])
     assert PlaceMap(out).manifest["selection"]["sources"] == [0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dask"]
+
+
+def test_dask_build_without_dask_names_the_extra(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without Dask distributed installed, `map build --dask` says which extra to install; nothing is written."""
+    import sys
+
+    from pose2rgbd.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: importing it raises ImportError
+    out = tmp_path / "m"
+    assert main(["map", "build", "--dataset", str(world["dataset"]), "--out", str(out), "--dask", "tcp://127.0.0.1:1",
+                 "--no-progress"]) != 0  # fmt: skip
+    assert "pip install 'pose2rgbd[distributed]'" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

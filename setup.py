@@ -41,6 +41,8 @@ setup(
         # it links libusb-1.0: apt install libusb-1.0-0)
         "fusion": [OPEN3D_CPU, OPEN3D_OTHER],
         "train": ["torch>=2.1", "tensorboard>=2.14", "kornia>=0.7", "onnx>=1.15", "onnxscript>=0.1"],
+        # a place map built in pieces on a cluster (pose2rgbd map build --dask; docs/place-map.md)
+        "distributed": ["dask[distributed]>=2024.1"],
         "dev": [
             "torch>=2.1",
             "tensorboard>=2.14",
@@ -57,6 +59,7 @@ setup(
             "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
             OPEN3D_CPU,  # the fused geometry (extra "fusion")
             OPEN3D_OTHER,
+            "dask[distributed]>=2024.1",  # the [distributed] extra, so CI runs the map build on a local cluster
         ],
     },
     entry_points={

@@ -1,7 +1,9 @@
 """``pose2rgbd map``: build and inspect place maps (the keyframe store the structure localizer and the renderers
 read; docs/place-map.md).
 
-* ``map build --dataset D --out M [--split KIND | --sources 0,2] [--stride N]``
+* ``map build --dataset D --out M [--split KIND | --sources 0,2] [--stride N] [--workers N] [--piece K/N]``
+* ``map build ... --dask SCHEDULER [--pieces N]``: the pieces as tasks on a Dask cluster, merged
+* ``map merge A B ... --out M``: maps built separately, joined (one world frame, one vocabulary)
 * ``map fuse --map M``: the fused geometry of the place, stored with the map (``map build --fuse`` does both)
 * ``map info M [--verify]``
 """
@@ -19,6 +21,7 @@ BUILD_ALIASES = (
     Alias("--split", "selection.split"),
     Alias("--sources", "selection.sources"),
     Alias("--stride", "selection.stride"),
+    Alias("--piece", "selection.piece"),
     Alias("--seed", "selection.seed"),
     Alias("--max-features", "features.max_features"),
     Alias("--image-codec", "image_codec", choices=("jpg", "png")),
@@ -44,7 +47,7 @@ def _fuse_schema() -> Schema:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("map", help="build / inspect a place map (keyframes, features, place recognition)")
+    p = sub.add_parser("map", help="build / merge / inspect a place map (keyframes, features, place recognition)")
     msub = p.add_subparsers(dest="map_command", metavar="<action>", required=True)
     b = msub.add_parser(
         "build",
@@ -61,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--overwrite", action="store_true", help="replace an earlier map at --out")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--fuse", action="store_true", help="then fuse its depth (`map fuse` with its defaults)")
+    b.add_argument(
+        "--dask",
+        default="",
+        metavar="SCHEDULER",
+        help="build in pieces on this Dask cluster (tcp://host:8786; needs pose2rgbd[distributed] and a file "
+        "system every worker shares at the same paths) and merge them here",
+    )
+    b.add_argument("--pieces", type=int, default=0, help="with --dask: this many pieces (0: one per worker thread)")
     add_config_flags(b, _schema, BUILD_ALIASES, config_help="YAML with MapBuildConfig keys; flags override it")
     b.set_defaults(func=_build)
     f = msub.add_parser(
@@ -78,6 +89,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_flags(f, _fuse_schema, (Alias("--voxel-size", "voxel_size"),),
                      config_help="YAML with FusionConfig keys; flags override it")  # fmt: skip
     f.set_defaults(func=_fuse)
+    g = msub.add_parser(
+        "merge",
+        help="maps built separately (pieces, other flights, other machines) -> one place map",
+        description="Join place maps into one: their keyframes copied as stored and numbered anew (pieces of one "
+        "dataset in its frame order, a keyframe in two pieces once), the place-recognition vocabulary learned "
+        "again on the union and every keyframe described over it, written atomically. The maps must share one "
+        "world frame: the same frame name and datum (GPS origin), or, without a datum, the same dataset; "
+        "anything else is refused. Images and depth are kept when every map has them.",
+        allow_abbrev=False,
+    )
+    g.add_argument("maps", type=Path, nargs="+", help="the map folders (at least two)")
+    g.add_argument("--out", type=Path, required=True, help="the map folder to write")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier map at --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--seed", type=int, default=0, help="seed of the vocabulary's k-means")
+    g.set_defaults(func=_merge)
     k = msub.add_parser(
         "link",
         help="a hybrid checkpoint that reads its keyframes from a map instead of carrying them",
@@ -109,8 +136,18 @@ def _build(args: argparse.Namespace) -> int:
     from pose2rgbd.map import PlaceMap, build_map
 
     cfg = config_from_args(args)
-    build_map(args.dataset, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress,
-              calibrate=self_calibrate)  # fmt: skip
+    if args.dask:
+        from pose2rgbd.map.pieces import build_in_pieces
+
+        build_in_pieces(args.dataset, args.out, cfg, scheduler=args.dask, pieces=args.pieces,
+                        overwrite=args.overwrite, progress=not args.no_progress, calibrate=self_calibrate)  # fmt: skip
+    elif args.pieces:
+        from pose2rgbd.errors import ConfigError
+
+        raise ConfigError("--pieces goes with --dask; on one machine use --workers N (or --piece K/N per machine)")
+    else:
+        build_map(args.dataset, args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress,
+                  calibrate=self_calibrate)  # fmt: skip
     _print_info(PlaceMap(args.out).info())
     if args.fuse:
         from pose2rgbd.map.fused import fuse_map
@@ -134,6 +171,19 @@ def _print_fused(path: Path, m: dict[str, Any]) -> None:
     if e.get("pairs"):
         print(f"  exposure     {e['keyframes_fitted']} keyframes fitted on {e['pairs']} co-visible samples; "
               f"colour mismatch {e['rms_before']:.1f} -> {e['rms_after']:.1f} grey levels (RMS)")  # fmt: skip
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pose2rgbd.inference.self_calibration import self_calibrate
+    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.map.merge import merge_maps
+
+    manifest = merge_maps(args.maps, args.out, overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
+                          calibrate=self_calibrate)  # fmt: skip
+    _print_info(PlaceMap(args.out).info())
+    for note in manifest["merge_notes"]:
+        print(f"  note         {note}")
+    return 0
 
 
 def _link(args: argparse.Namespace) -> int:

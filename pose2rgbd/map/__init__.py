@@ -3,11 +3,13 @@
 Built once from a dataset's frames (:func:`build_map`, ``pose2rgbd map build``): per keyframe the pose,
 intrinsics, image, metric depth, SIFT features with their world points, a global descriptor for place
 recognition, and a spatial index over the keyframe poses. Opened lazily (:class:`PlaceMap`): the structure
-localizer, the hybrid renderer, the baselines and coverage read keyframes from it.
+localizer, the hybrid renderer, the baselines and coverage read keyframes from it. Maps built separately (pieces
+of a large place, other flights) are joined by :func:`merge_maps` (``pose2rgbd map merge``).
 """
 
 from pose2rgbd.map.build import MapBuildConfig, MapSelection, build_map, select_frames
 from pose2rgbd.map.format import PLACE_MAP, MapError
+from pose2rgbd.map.merge import merge_maps
 from pose2rgbd.map.place_map import KeyframeFeatures, PlaceMap
 
 __all__ = [
@@ -18,5 +20,6 @@ __all__ = [
     "MapSelection",
     "PlaceMap",
     "build_map",
+    "merge_maps",
     "select_frames",
 ]

@@ -19,12 +19,9 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +31,10 @@ import numpy as np
 from pose2rgbd.config import help_field, ordinal, ranged_field
 from pose2rgbd.dataset.repeats import RepeatFilter, digest
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.features import FeatureConfig, extract
+from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract
 from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.map.pool import ordered_map, resolve_workers
 from pose2rgbd.map.verify import verify_files
 from pose2rgbd.map.view import MapView
 from pose2rgbd.progress import bar
@@ -60,10 +58,28 @@ class MapSelection:
     every_nth: int = help_field(10, "the every-nth split's N (as train.every_nth)")
     sources: list[int] = help_field([], "only frames of these source ids (empty: every source)")
     stride: int = ranged_field(1, "then keep every N-th of the selected frames (1: all): a sparse map", 1, 100000)
+    piece: str = help_field(
+        "", "K/N: then only the K-th of N consecutive parts of them -- a large place built in pieces (on several "
+        "machines), joined by `pose2rgbd map merge`; empty: all"
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.split not in SELECTION_SPLITS:
             raise ConfigError(f"selection.split {self.split!r}: use random, route, every-nth or leave it empty")
+        self.piece_of()
+
+    def piece_of(self) -> tuple[int, int] | None:
+        """``(K, N)`` of ``piece`` (1-based K), or None for the whole selection."""
+        if not self.piece:
+            return None
+        k, _, n = self.piece.partition("/")
+        try:
+            kn = int(k), int(n)
+        except ValueError:
+            kn = (0, 0)
+        if not 1 <= kn[0] <= kn[1]:
+            raise ConfigError(f"selection.piece {self.piece!r}: write K/N with 1 <= K <= N, e.g. 2/4")
+        return kn
 
     def describe(self) -> str:
         parts = []
@@ -73,6 +89,8 @@ class MapSelection:
             parts.append(f"sources {','.join(map(str, self.sources))}")
         if self.stride > 1:
             parts.append(f"every {ordinal(self.stride)}")
+        if self.piece:
+            parts.append(f"piece {self.piece}")
         return ", ".join(parts) or "every frame"
 
 
@@ -121,7 +139,13 @@ class MapBuildConfig:
         "store the keyframes' images and depth (the hybrid renderer warps them); false: a localization-only map, "
         "about half the size",
     )
-    workers: int = ranged_field(0, "threads reading and describing keyframes (0: the cores, at most 4)", 0, 64)
+    workers: int = ranged_field(
+        0,
+        "processes extracting features and triangulating (the per-keyframe work); 0: one per usable core -- a build "
+        "is a batch job, and the map is the same for any count; 1: in this process (a shared machine)",
+        0,
+        256,
+    )
     calibration: SelfCalibrationConfig = field(
         default_factory=SelfCalibrationConfig, metadata={"help": "self-calibration of the structure localizer"}
     )
@@ -154,6 +178,9 @@ def select_frames(ds: Any, sel: MapSelection) -> np.ndarray:
             keep.append(r[:: sel.stride])
         rows = np.concatenate(keep)
     rows = np.sort(rows)
+    kn = sel.piece_of()
+    if kn is not None:  # consecutive rows: neighbours in time stay together (triangulation pairs them)
+        rows = np.array_split(rows, kn[1])[kn[0] - 1]
     if len(rows) < 2:
         raise ConfigError(f"the selection ({sel.describe()}) leaves {len(rows)} keyframe(s); a map needs at least 2")
     return rows
@@ -217,6 +244,43 @@ def _check_descriptors(glob: np.ndarray, rows: np.ndarray, kind: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _KeyframeJob:
+    """What a worker process needs to describe keyframes (sent once per process)."""
+
+    dataset: str
+    metric: bool
+    store_depth: bool
+    cfg: MapBuildConfig
+    T_world_cam: np.ndarray  # every dataset frame's pose
+    K: np.ndarray
+
+
+def _open_dataset(job: _KeyframeJob) -> tuple[_KeyframeJob, Any]:
+    from pose2rgbd.dataset import Dataset
+
+    return job, Dataset(job.dataset)
+
+
+_Keyframe = tuple[bytes, bytes | None, ImageFeatures, np.ndarray | None, np.ndarray | None, bytes]
+
+
+def _keyframe(ctx: tuple[_KeyframeJob, Any], i: int) -> _Keyframe:
+    """Read, extract, lift and encode dataset frame ``i`` (in a worker process of :func:`ordered_map`)."""
+    job, ds = ctx
+    cfg = job.cfg
+    rgb = ds.read_rgb(i)
+    seen = digest(rgb)  # a repeated keyframe (a frozen camera) is dropped by the caller
+    depth = ds.read_depth(i) if job.metric else None
+    mask = None if depth is None else np.isfinite(depth) & (depth > 0)
+    feats = extract(rgb, cfg.features, mask)
+    xyz = None if depth is None else lift_points(feats.xy, depth, job.T_world_cam[i], job.K, cfg.edge_ratio)
+    enc_d = None if depth is None or not job.store_depth else encode_depth(depth)
+    sample = None if depth is None else depth[::8, ::8]
+    enc_rgb = encode_rgb(rgb, cfg.image_codec, cfg.image_quality) if cfg.keyframe_images else b""
+    return enc_rgb, enc_d, feats, xyz, sample, seen
+
+
 def build_map(
     dataset: str | Path,
     out: str | Path,
@@ -256,44 +320,27 @@ def build_map(
         raw_desc: list[int] = []
         points_kept: list[np.ndarray] = []  # the stored features' world points, for the self-calibration
 
-        def keyframe(i: int) -> tuple[bytes, bytes | None, Any, np.ndarray, np.ndarray | None, bytes]:
-            """Read, extract, lift and encode one keyframe (in a worker thread: OpenCV releases the GIL)."""
-            rgb = ds.read_rgb(i)
-            seen = digest(rgb)
-            depth = ds.read_depth(i) if metric else None
-            mask = None if depth is None else np.isfinite(depth) & (depth > 0)
-            feats = extract(rgb, cfg.features, mask)
-            xyz = None if depth is None else lift_points(feats.xy, depth, T_all[i], K, cfg.edge_ratio)
-            enc_d = None if depth is None or not store_depth else encode_depth(depth)
-            sample = None if depth is None else depth[::8, ::8]
-            enc_rgb = encode_rgb(rgb, cfg.image_codec, cfg.image_quality) if cfg.keyframe_images else b""
-            return enc_rgb, enc_d, feats, xyz, sample, seen  # type: ignore[return-value]
-
-        workers = cfg.workers or min(4, os.cpu_count() or 1)
+        job = _KeyframeJob(str(Path(dataset).resolve()), metric, store_depth, cfg, T_all, K)
+        workers = resolve_workers(cfg.workers)
+        done = ordered_map(_keyframe, (int(i) for i in rows), workers=workers, setup=_open_dataset, setup_args=(job,))
         repeats = RepeatFilter(earlier=True)
         kept: list[int] = []
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            todo = iter(int(i) for i in rows)
-            window = [(i, pool.submit(keyframe, i)) for i in itertools.islice(todo, 2 * workers)]
-            with bar(total=len(rows), progress=progress, desc="map keyframes", unit="frame") as pbar:
-                while window:
-                    row, job = window.pop(0)
-                    enc_rgb, enc_d, feats, xyz, sample, seen = job.result()
-                    window += [(i, pool.submit(keyframe, i)) for i in itertools.islice(todo, 1)]
-                    pbar.update(1)
-                    if repeats.drop_digest(seen, f"row {row}"):
-                        continue
-                    kept.append(row)
-                    if xyz is not None:
-                        keep = np.all(np.isfinite(xyz), axis=1)
-                        w.add_encoded(enc_rgb, enc_d, feats.xy[keep], feats.desc[keep], xyz[keep])
-                        points_kept.append(xyz[keep])
-                        if len(depth_samples) < 32 and sample is not None:
-                            depth_samples.append(sample)
-                    else:
-                        nan = np.full((len(feats.xy), 3), np.nan, np.float32)
-                        w.add_encoded(enc_rgb, None, feats.xy, feats.desc, nan)
-                    raw_desc.append(len(feats.xy))
+        with bar(total=len(rows), progress=progress, desc="map keyframes", unit="frame") as pbar:
+            for row, (enc_rgb, enc_d, feats, xyz, sample, seen) in zip(rows, done):
+                pbar.update(1)
+                if repeats.drop_digest(seen, f"row {row}"):
+                    continue
+                kept.append(int(row))
+                if xyz is not None:
+                    keep = np.all(np.isfinite(xyz), axis=1)
+                    w.add_encoded(enc_rgb, enc_d, feats.xy[keep], feats.desc[keep], xyz[keep])
+                    points_kept.append(xyz[keep])
+                    if len(depth_samples) < 32 and sample is not None:
+                        depth_samples.append(sample)
+                else:
+                    nan = np.full((len(feats.xy), 3), np.nan, np.float32)
+                    w.add_encoded(enc_rgb, None, feats.xy, feats.desc, nan)
+                raw_desc.append(len(feats.xy))
         rows = _without_repeats(rows, np.asarray(kept, np.int64), repeats, ds.path)
         if depth_samples:
             rot_w = median_depth_weight(depth_samples)
@@ -303,7 +350,7 @@ def build_map(
 
             offsets, xy, desc = w.read_features()
             xyz = triangulate(offsets, xy, desc, T_all[rows], K, neighbours=cfg.triangulate_neighbours,
-                              rot_weight_m=rot_w, progress=progress)  # fmt: skip
+                              rot_weight_m=rot_w, progress=progress, workers=workers)  # fmt: skip
             w.set_points(xyz)
             points = "triangulated"
             points_kept = [xyz]
@@ -315,9 +362,9 @@ def build_map(
             )
         describer = GlobalDescriber.learn_vocabulary(desc, cfg.global_desc, seed=cfg.seed)
         if describer.kind == "vlad":
-            raw = np.stack([describer.raw_vlad(desc[offsets[k] : offsets[k + 1]]) for k in range(len(rows))])
-            describer.learn_pca(raw[:: max(1, len(raw) // 4000)], cfg.global_desc.dims)
-            glob = describer.finish(raw)
+            glob = describer.describe_keyframes(
+                lambda k: desc[offsets[k] : offsets[k + 1]], len(rows), cfg.global_desc.dims
+            )
         else:
             glob = np.stack([describer.thumbnail(ds.read_rgb(int(i))) for i in rows])
         _check_descriptors(glob, rows, describer.kind)

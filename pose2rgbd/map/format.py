@@ -183,12 +183,17 @@ class MapWriter:
         np.save(self.tmp / "kp_offsets.npy", np.concatenate([[0], np.cumsum(self.kp_counts)]).astype(np.int64))
 
     def read_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What was added so far: (offsets, xy, desc), read back for triangulation."""
+        """What was added so far: (offsets, xy, desc), memory-mapped read-only (triangulation's worker processes
+        map the same files)."""
         for f in self._kp_files.values():
             f.flush()
-        xy = np.fromfile(self.tmp / ".xy.raw", np.float32).reshape(-1, 2)
-        desc = np.fromfile(self.tmp / ".desc.raw", np.uint8).reshape(-1, 128)
-        return np.concatenate([[0], np.cumsum(self.kp_counts)]).astype(np.int64), xy, desc
+        offsets = np.concatenate([[0], np.cumsum(self.kp_counts)]).astype(np.int64)
+        n = int(offsets[-1])
+        if n == 0:  # an empty file cannot be mapped
+            return offsets, np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
+        xy = np.memmap(self.tmp / ".xy.raw", np.float32, mode="r", shape=(n, 2))
+        desc = np.memmap(self.tmp / ".desc.raw", np.uint8, mode="r", shape=(n, 128))
+        return offsets, xy, desc
 
     def save_array(self, name: str, arr: np.ndarray) -> None:
         np.save(self.tmp / f"{name}.npy", arr)

@@ -13,6 +13,7 @@ Similarity is the dot product of unit descriptors (cosine).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -112,6 +113,21 @@ class GlobalDescriber:
         if self.pca is not None and self.pca_mean is not None:
             x = (x - self.pca_mean) @ self.pca.T
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def describe_keyframes(
+        self, desc_of: Callable[[int], np.ndarray], n: int, dims: int, *, pca_samples: int = 4000, chunk: int = 4096
+    ) -> np.ndarray:
+        """(n, D) unit VLADs of ``n`` keyframes whose uint8 SIFT descriptors ``desc_of(k)`` gives: the PCA learned
+        on at most ``pca_samples`` of them (evenly spread), then every keyframe projected in chunks -- memory
+        stays bounded by a chunk of raw VLADs (k * 128 floats each), not the whole map's."""
+        assert self.kind == "vlad"
+        step = max(1, n // pca_samples)
+        self.learn_pca(np.stack([self.raw_vlad(desc_of(k)) for k in range(0, n, step)]), dims)
+        out = [
+            self.finish(np.stack([self.raw_vlad(desc_of(k)) for k in range(a, min(n, a + chunk))]))
+            for a in range(0, n, chunk)
+        ]
+        return np.concatenate(out).astype(np.float32)
 
     def thumbnail(self, image: np.ndarray) -> np.ndarray:
         g = cv2.resize(to_gray(image), (self.thumb, self.thumb), interpolation=cv2.INTER_AREA).astype(np.float32)

@@ -150,6 +150,14 @@ class PlaceMap:
         with self._lock:
             return self._cache.get(("depth", int(i)), lambda: decode_depth(self._depth[off[i] : off[i + 1]]))  # type: ignore[no-any-return]
 
+    def encoded(self, i: int) -> tuple[bytes, bytes | None]:
+        """Keyframe ``i``'s image and depth as stored (encoded files; ``b""`` / None where the map has none):
+        what :mod:`pose2rgbd.map.merge` copies without decoding."""
+        rgb = b"" if self._img is None else bytes(self._img[self._img_off[i] : self._img_off[i + 1]])
+        if self._depth is None or self._depth_off is None:
+            return rgb, None
+        return rgb, bytes(self._depth[self._depth_off[i] : self._depth_off[i + 1]])
+
     # ------------------------------------------------------------------ checks and summary
     def check_dataset(self, fingerprint: str, what: str) -> None:
         """Refuse a map built from another dataset than ``what`` (whose fingerprint is given)."""

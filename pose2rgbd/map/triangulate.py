@@ -15,6 +15,7 @@ import numpy as np
 
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.map.features import match_ratio, root_sift
+from pose2rgbd.map.pool import ordered_map, share, unshare
 from pose2rgbd.progress import bar
 
 RATIO = 0.8
@@ -36,6 +37,84 @@ def _reproj(P: np.ndarray, X: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np
     return np.linalg.norm(uv - x, axis=1), z
 
 
+PAIRS_PER_TASK = 16  # keyframe pairs a worker process matches per task (a few ms each)
+
+
+def keyframe_pairs(T_world_cam: np.ndarray, neighbours: int, rot_weight_m: float) -> np.ndarray:
+    """(P, 2) int64 ``(i, j)``: each keyframe with its ``neighbours`` nearest in the pose distance, each unordered
+    pair once, in keyframe order."""
+    n = len(T_world_cam)
+    near = PoseSet(T_world_cam, rot_weight_m=rot_weight_m).nearest(T_world_cam, min(n, neighbours + 1))
+    done: set[tuple[int, int]] = set()
+    pairs = []
+    for i in range(n):
+        for j in (int(j) for j in near[i]):
+            key = (min(i, j), max(i, j))
+            if j != i and key not in done:
+                done.add(key)
+                pairs.append((i, j))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
+class _Features:
+    """The keyframes' features and cameras a worker matches (made once per process)."""
+
+    def __init__(self, offsets: np.ndarray, xy: object, desc: object, T_world_cam: np.ndarray, K: np.ndarray) -> None:
+        self.offsets, self.xy, self.desc = offsets, unshare(xy), unshare(desc)
+        self.T, self.K, self.Kinv = T_world_cam, K, np.linalg.inv(K)
+        self.Ps = [_P(T, K) for T in T_world_cam]
+
+
+def _pairs(f: _Features, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangulate keyframe pairs: (M,) int64 feature rows and (M, 3) float64 points, each accepted
+    triangulation once for each of its two keypoints."""
+    import cv2
+
+    rows: list[np.ndarray] = []
+    pts: list[np.ndarray] = []
+    for i, j in pairs:
+        i, j = int(i), int(j)
+        ai, bi = int(f.offsets[i]), int(f.offsets[i + 1])
+        aj, bj = int(f.offsets[j]), int(f.offsets[j + 1])
+        if bi - ai < 2 or bj - aj < 2:
+            continue
+        qi, qj = match_ratio(root_sift(f.desc[ai:bi]), root_sift(f.desc[aj:bj]), RATIO)
+        if len(qi) < 8:
+            continue
+        xi, xj = np.asarray(f.xy[ai + qi], np.float64), np.asarray(f.xy[aj + qj], np.float64)
+        # fundamental matrix from the known poses: x_j^T F x_i = 0
+        T_ji = np.linalg.inv(f.T[j]) @ f.T[i]
+        R, t = T_ji[:3, :3], T_ji[:3, 3]
+        if np.linalg.norm(t) < 1e-6:
+            continue
+        tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+        F = f.Kinv.T @ tx @ R @ f.Kinv
+        hi, hj = np.c_[xi, np.ones(len(xi))], np.c_[xj, np.ones(len(xj))]
+        Fx, Ftx = hi @ F.T, hj @ F
+        num = np.sum(hj * Fx, axis=1) ** 2
+        den = Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx[:, 0] ** 2 + Ftx[:, 1] ** 2
+        ok = num / np.maximum(den, 1e-12) < SAMPSON_PX**2
+        if ok.sum() < 4:
+            continue
+        qi, qj, xi, xj = qi[ok], qj[ok], xi[ok], xj[ok]
+        Xh = cv2.triangulatePoints(f.Ps[i], f.Ps[j], xi.T, xj.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = (Xh[:3] / Xh[3]).T
+        ei, zi = _reproj(f.Ps[i], X, xi)
+        ej, zj = _reproj(f.Ps[j], X, xj)
+        ri, rj = X - f.T[i][:3, 3], X - f.T[j][:3, 3]
+        norms = np.linalg.norm(ri, axis=1) * np.linalg.norm(rj, axis=1)
+        cosang = np.sum(ri * rj, axis=1) / np.maximum(norms, 1e-12)
+        good = (zi > 0) & (zj > 0) & (ei < REPROJ_PX) & (ej < REPROJ_PX)
+        good &= cosang < np.cos(np.radians(MIN_PARALLAX_DEG))
+        good &= np.all(np.isfinite(X), axis=1)
+        rows += [ai + qi[good], aj + qj[good]]
+        pts += [X[good], X[good]]
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 3))
+    return np.concatenate(rows).astype(np.int64), np.concatenate(pts)
+
+
 def triangulate(
     offsets: np.ndarray,
     xy: np.ndarray,
@@ -46,65 +125,41 @@ def triangulate(
     neighbours: int = 6,
     rot_weight_m: float = 10.0,
     progress: bool = False,
+    workers: int = 1,
 ) -> np.ndarray:
-    """(K_total, 3) float32 world points of every keypoint (NaN where none was accepted)."""
-    import cv2
-
-    n = len(T_world_cam)
-    estimates: list[list[np.ndarray]] = [[] for _ in range(int(offsets[-1]))]
-    Ps = [_P(T, K) for T in T_world_cam]
-    Kinv = np.linalg.inv(K)
-    near = PoseSet(T_world_cam, rot_weight_m=rot_weight_m).nearest(T_world_cam, min(n, neighbours + 1))
-    done: set[tuple[int, int]] = set()
-    for i in bar(range(n), progress=progress, desc="triangulate", unit="keyframe"):
-        ai, bi = int(offsets[i]), int(offsets[i + 1])
-        if bi - ai < 2:
-            continue
-        di = root_sift(desc[ai:bi])
-        for j in near[i]:
-            j = int(j)
-            if j == i or (min(i, j), max(i, j)) in done:
-                continue
-            done.add((min(i, j), max(i, j)))
-            aj, bj = int(offsets[j]), int(offsets[j + 1])
-            if bj - aj < 2:
-                continue
-            qi, qj = match_ratio(di, root_sift(desc[aj:bj]), RATIO)
-            if len(qi) < 8:
-                continue
-            xi, xj = xy[ai + qi].astype(np.float64), xy[aj + qj].astype(np.float64)
-            # fundamental matrix from the known poses: x_j^T F x_i = 0
-            T_ji = np.linalg.inv(T_world_cam[j]) @ T_world_cam[i]
-            R, t = T_ji[:3, :3], T_ji[:3, 3]
-            if np.linalg.norm(t) < 1e-6:
-                continue
-            tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-            F = Kinv.T @ tx @ R @ Kinv
-            hi, hj = np.c_[xi, np.ones(len(xi))], np.c_[xj, np.ones(len(xj))]
-            Fx, Ftx = hi @ F.T, hj @ F
-            num = np.sum(hj * Fx, axis=1) ** 2
-            den = Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx[:, 0] ** 2 + Ftx[:, 1] ** 2
-            ok = num / np.maximum(den, 1e-12) < SAMPSON_PX**2
-            if ok.sum() < 4:
-                continue
-            qi, qj, xi, xj = qi[ok], qj[ok], xi[ok], xj[ok]
-            Xh = cv2.triangulatePoints(Ps[i], Ps[j], xi.T, xj.T)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                X = (Xh[:3] / Xh[3]).T
-            ei, zi = _reproj(Ps[i], X, xi)
-            ej, zj = _reproj(Ps[j], X, xj)
-            ci, cj = T_world_cam[i][:3, 3], T_world_cam[j][:3, 3]
-            ri, rj = X - ci, X - cj
-            norms = np.linalg.norm(ri, axis=1) * np.linalg.norm(rj, axis=1)
-            cosang = np.sum(ri * rj, axis=1) / np.maximum(norms, 1e-12)
-            good = (zi > 0) & (zj > 0) & (ei < REPROJ_PX) & (ej < REPROJ_PX)
-            good &= cosang < np.cos(np.radians(MIN_PARALLAX_DEG))
-            good &= np.all(np.isfinite(X), axis=1)
-            for a, b, p in zip(qi[good], qj[good], X[good]):
-                estimates[ai + int(a)].append(p)
-                estimates[aj + int(b)].append(p)
-    out = np.full((len(estimates), 3), np.nan, np.float32)
-    for k, e in enumerate(estimates):
-        if e:
-            out[k] = np.median(np.asarray(e), axis=0)
+    """(K_total, 3) float32 world points of every keypoint (NaN where none was accepted). ``workers`` processes
+    match the keyframe pairs (:func:`~pose2rgbd.map.pool.ordered_map`; memory-mapped ``xy`` / ``desc`` are mapped
+    again there, not copied); the points do not depend on their count (a median of the same estimates)."""
+    pairs = keyframe_pairs(T_world_cam, neighbours, rot_weight_m)
+    tasks = [pairs[k : k + PAIRS_PER_TASK] for k in range(0, len(pairs), PAIRS_PER_TASK)]
+    args = (np.asarray(offsets), share(xy), share(desc), np.asarray(T_world_cam), np.asarray(K))
+    rows: list[np.ndarray] = []
+    pts: list[np.ndarray] = []
+    with bar(total=len(pairs), progress=progress, desc="triangulate", unit="pair") as pbar:
+        for (r, p), task in zip(ordered_map(_pairs, tasks, workers=workers, setup=_Features, setup_args=args), tasks):
+            rows.append(r)
+            pts.append(p)
+            pbar.update(len(task))
+    out = np.full((int(offsets[-1]), 3), np.nan, np.float32)
+    if rows:
+        r, p = np.concatenate(rows), np.concatenate(pts)
+        if len(r):
+            keys, median = _grouped_median(r, p)
+            out[keys] = median
     return out
+
+
+def _grouped_median(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct key, the per-column median of its rows of ``values`` (what ``np.median(axis=0)`` gives: the
+    middle value, or the mean of the two middle ones), sorted instead of one ``np.median`` call per keypoint
+    (those calls were most of the triangulation's time)."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    counts = np.diff(np.r_[starts, len(k)])
+    lo, hi = starts + (counts - 1) // 2, starts + counts // 2
+    out = np.empty((len(starts), values.shape[1]))
+    for c in range(values.shape[1]):
+        v = values[np.lexsort((values[:, c], keys)), c]  # by key, then by value
+        out[:, c] = (v[lo] + v[hi]) / 2
+    return k[starts], out

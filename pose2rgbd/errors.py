@@ -29,3 +29,12 @@ class SyncError(Pose2RGBDError):
 
 class CheckpointError(Pose2RGBDError):
     """A checkpoint is missing, corrupt, or incompatible with the request."""
+
+
+class OutputError(Pose2RGBDError):
+    """An output path would destroy an input or something that is not an earlier output of the same kind."""
+
+
+class OutputExistsError(OutputError):
+    """An output exists and replacing it was not asked for (``--overwrite``); see
+    :func:`pose2rgbd.output_guard.refuse_existing`, the one place that raises it."""

@@ -303,3 +303,30 @@ def test_a_killed_swap_of_a_bag_gets_the_earlier_bag_back(tmp_path: Path, caplog
     with caplog.at_level(logging.WARNING), pytest.raises(OutputExistsError):
         write_flight_bag(bag, duration_s=0.3, size=16)
     assert snapshot(bag) == before and hidden(tmp_path) == []
+
+
+def test_a_signal_after_every_output_is_in_place_keeps_the_new_one_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
+) -> None:
+    """Ctrl-C after the last rename (while the markers are finished): the swap is complete, the earlier output
+    goes, and what the command line prints names the new output as complete instead of "nothing was kept"."""
+    import pose2rgbd.atomic.swap as swap_mod
+    from pose2rgbd.atomic import take_kept
+
+    old, new = tmp_path / "out", tmp_path / ".out.partial-x"
+    for p, text in ((old, "old"), (new, "new")):
+        p.mkdir()
+        (p / "a.txt").write_text(text)
+    real = swap_mod.write_marker
+
+    def marker_then_signal(aside: Path, output: Path, state: str) -> None:
+        real(aside, output, state)
+        if state == "replaced":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(swap_mod, "write_marker", marker_then_signal)
+    take_kept()
+    with pytest.raises(KeyboardInterrupt):
+        swap_in([(new, old)])
+    assert (old / "a.txt").read_text() == "new" and hidden(tmp_path) == []
+    assert take_kept() == [f"{old} (complete)"]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from pose2rgbd.atomic import signal_deferral, swap_in, sweep_stale_siblings
+from pose2rgbd.atomic.signals import pending
 from pose2rgbd.cli.main import main
 from pose2rgbd.errors import OutputExistsError
 
@@ -57,6 +59,16 @@ def worker_thread() -> Iterator[threading.Thread]:
     t.join()
 
 
+def send_sigint() -> None:
+    """SIGINT to this process (the kernel picks the thread that takes it), and wait until Python has run its
+    handler: taken by a worker thread, CPython lets the main thread notice it only at a later thread switch."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10_000):  # bounded: a signal that is not held raises KeyboardInterrupt here instead
+        if pending():
+            return
+        time.sleep(0.001)
+
+
 def interrupt_after_rename(monkeypatch: pytest.MonkeyPatch, when: Callable[[Path, Path], bool]) -> dict[str, int]:
     """SIGINT to this process right after the first rename ``src -> dst`` for which ``when(src, dst)`` holds
     (``os.replace`` and ``os.rename`` both watched); returns a counter of signals sent."""
@@ -68,7 +80,7 @@ def interrupt_after_rename(monkeypatch: pytest.MonkeyPatch, when: Callable[[Path
             _real(src, dst, *a, **k)
             if not sent["n"] and when(Path(os.fsdecode(src)), Path(os.fsdecode(dst))):
                 sent["n"] += 1
-                os.kill(os.getpid(), signal.SIGINT)
+                send_sigint()
 
         monkeypatch.setattr(os, name, patched)
     return sent
@@ -256,8 +268,7 @@ def test_a_swap_off_the_main_thread_is_held_too(tmp_path: Path, monkeypatch: pyt
     with signal_deferral(), pytest.raises(KeyboardInterrupt):
         t.start()
         t.join()
-        for _ in range(100):  # the handler runs at the main thread's next check (join returns first at times)
-            threading.Event().wait(0.01)
+        pending()  # the delivery from the worker thread runs the main thread's handler (at the latest here)
     t.join()
     monkeypatch.undo()
     assert sent["n"] == 1 and errors == []
@@ -322,7 +333,7 @@ def test_a_signal_after_every_output_is_in_place_keeps_the_new_one_and_says_so(
     def marker_then_signal(aside: Path, output: Path, state: str) -> None:
         real(aside, output, state)
         if state == "replaced":
-            os.kill(os.getpid(), signal.SIGINT)
+            send_sigint()
 
     monkeypatch.setattr(swap_mod, "write_marker", marker_then_signal)
     take_kept()
@@ -330,3 +341,14 @@ def test_a_signal_after_every_output_is_in_place_keeps_the_new_one_and_says_so(
         swap_in([(new, old)])
     assert (old / "a.txt").read_text() == "new" and hidden(tmp_path) == []
     assert take_kept() == [f"{old} (complete)"]
+
+
+def test_signals_held_delivers_after_the_block_and_puts_the_handler_back() -> None:
+    from pose2rgbd.atomic import signals_held
+
+    before = signal.getsignal(signal.SIGINT)
+    seen = []
+    with pytest.raises(KeyboardInterrupt), signals_held() as held:
+        send_sigint()
+        seen.append(held.pending)
+    assert seen == [True] and signal.getsignal(signal.SIGINT) is before

@@ -6,7 +6,8 @@ handler flags it, and the main thread raises ``KeyboardInterrupt`` at its next b
 swap. So signals are held at the Python level instead: a handler on the main thread (where Python runs every
 signal handler, whichever thread the kernel picked) records the signal while any thread is inside
 :func:`signals_held`, and the signal is delivered, to the handler that was there before, when the last such
-block ends.
+block ends. A signal a worker thread took is noticed by CPython's main thread only at a later switch between
+threads; a swap asks for it (:func:`pending`) before it decides, so one that came during its renames undoes them.
 
 * On the main thread :func:`signals_held` installs that handler itself for the length of the block.
 * Off the main thread a handler cannot be installed (``signal.signal`` raises there); the block is then held
@@ -18,6 +19,7 @@ block ends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -31,10 +33,24 @@ log = logging.getLogger(__name__)
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 
-_lock = threading.Lock()  # guards _depth changes (never taken by the handler: it runs on the main thread)
-_depth = 0  # blocks of signals_held() now running, all threads together
-_pending: list[int] = []  # signals recorded while _depth > 0 (list.append / pop are atomic)
+# The blocks of signals_held() now running, all threads together: one token each, added and removed with single
+# list operations (atomic), so that a KeyboardInterrupt between any two bytecodes never leaves a token behind; no
+# lock, since the handler runs on the main thread and could wait for a lock that thread holds.
+_active: list[object] = []
+_pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
+
+
+def pending() -> bool:
+    """Whether a held signal waits to be delivered. On the main thread it first runs the handlers of signals that
+    arrived in another thread: CPython marks those for the main thread without making it look at once (it
+    notices them at a later switch between threads), and ``signal.signal`` runs them before it does anything."""
+    if not _pending and _on_main_thread():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            handler = signal.getsignal(signal.SIGINT)
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)  # the same handler again: only the check is wanted
+    return bool(_pending)
 
 
 class Held:
@@ -42,12 +58,12 @@ class Held:
 
     @property
     def pending(self) -> bool:
-        return bool(_pending)
+        return pending()
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     _pending.append(signum)
-    if _depth == 0:  # no block is running (any more): deliver now
+    if not _active:  # no block is running (any more): deliver now
         _deliver(frame)
 
 
@@ -125,22 +141,24 @@ def signals_held() -> Iterator[Held]:
     """Hold Ctrl-C and SIGTERM until the block ends (the renames of a swap); the first one that came is
     delivered right after it, to the handler that was installed before (``KeyboardInterrupt`` for Ctrl-C).
     ``Held.pending`` tells the block that one came, e.g. to undo its renames before it is delivered."""
-    global _depth
-    uninstall = _install()
-    if not _on_main_thread() and signal.getsignal(signal.SIGINT) is not _handler:
-        log.debug("signals are not held for this swap: it runs off the main thread without signal_deferral()")
-    with _lock:
-        _depth += 1
+    token = object()
+    uninstall: Callable[[], None] | None = None
     try:
+        _active.append(token)
+        uninstall = _install()
+        if not _on_main_thread() and signal.getsignal(signal.SIGINT) is not _handler:
+            log.debug("signals are not held for this swap: it runs off the main thread without signal_deferral()")
         yield Held()
     finally:
-        with _lock:
-            _depth -= 1
-            last = _depth == 0
-        if uninstall is not None:
-            uninstall()
-        if last and _pending:
-            if _on_main_thread():
-                _deliver()
-            else:  # the main thread's handler delivers it (Python runs signal handlers there only)
-                signal.pthread_kill(threading.main_thread().ident or 0, _pending[0])
+        if token in _active:
+            _active.remove(token)
+        try:
+            if not _active and _pending:
+                if _on_main_thread():
+                    _deliver()  # (our handler still in front: a signal now is delivered at once as well)
+                else:  # the main thread's handler delivers it (Python runs signal handlers there only)
+                    with contextlib.suppress(IndexError):  # the main thread delivered it meanwhile
+                        signal.pthread_kill(threading.main_thread().ident or 0, _pending[0])
+        finally:
+            if uninstall is not None:
+                uninstall()

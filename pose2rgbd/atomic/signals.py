@@ -2,7 +2,7 @@
 
 ``signal.pthread_sigmask`` blocks a signal in the calling thread only: with worker threads alive (a renderer's,
 a data loader's, a checkpoint writer's) the kernel hands a process-directed SIGINT to one of them, Python's C
-handler flags it, and the main thread raises ``KeyboardInterrupt`` at its next bytecode -- in the middle of the
+handler flags it, and the main thread raises ``KeyboardInterrupt`` soon after -- in the middle of the
 swap. So signals are held at the Python level instead: a handler on the main thread (where Python runs every
 signal handler, whichever thread the kernel picked) records the signal while any thread is inside
 :func:`signals_held`, and the signal is delivered, to the handler that was there before, when the last such

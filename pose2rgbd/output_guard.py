@@ -9,25 +9,26 @@ trajectory files) calls :func:`check_output` first. It refuses, whatever ``overw
   ``metadata.yaml``, a dataset ``manifest.yaml``, a training run ``config.yaml`` or ``*.pt``, ...): replacing
   it would delete something the user made by other means.
 
-An existing output without ``overwrite`` is left to the writer (it names the flag to pass).
-
-:func:`note_kept` / :func:`take_kept`: what a command kept when it was interrupted (e.g. the frames a
-``record`` run wrote), for the message the CLI prints.
+:func:`refuse_existing` is the one overwrite policy: an existing output is replaced only with ``overwrite``;
+without it every writer and command raises the same :class:`~pose2rgbd.errors.OutputExistsError` with the same
+message (``OUT exists; pass --overwrite to replace it (nothing was written)``). It first lets
+:func:`pose2rgbd.atomic.sweep_stale_siblings` put back an earlier output that a killed run had moved aside, so
+that the question is asked of what is really there.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.atomic import sweep_stale_siblings
+from pose2rgbd.errors import OutputError, OutputExistsError
 
-
-class OutputError(Pose2RGBDError):
-    """An output path would destroy an input or something that is not an earlier output of the same kind."""
+__all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_dir", "check_output",
+           "refuse_existing"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,17 +135,17 @@ def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str
         )
 
 
-# ----------------------------------------------------------------------------------------------------- kept outputs
-_KEPT: list[str] = []
-
-
-def note_kept(description: str) -> None:
-    """Record that an interrupted command kept ``description`` (a path and what it holds)."""
-    _KEPT.append(description)
-
-
-def take_kept() -> Sequence[str]:
-    """What was noted with :func:`note_kept` since the last call (and forget it)."""
-    out = list(_KEPT)
-    _KEPT.clear()
-    return out
+def refuse_existing(
+    out: str | Path, *, overwrite: bool, holds: str = "", instead: str = "", nothing: str = "nothing was written"
+) -> Path:
+    """The one overwrite policy: raise :class:`OutputExistsError` if ``out`` exists and ``overwrite`` is not
+    set. ``holds``: what is there, when worth saying (``an earlier training run (config.yaml, last.pt)``);
+    ``instead``: the other ways on (``pass --resume to continue it, ``); ``nothing``: what the refusal left as
+    it was. An earlier output that a killed run had moved aside is put back first
+    (:func:`pose2rgbd.atomic.sweep_stale_siblings`)."""
+    p = Path(out)
+    sweep_stale_siblings(p)
+    if overwrite or not (p.exists() or p.is_symlink()):
+        return p
+    what = f"holds {holds}" if holds else "exists"
+    raise OutputExistsError(f"{p} {what}; {instead}pass --overwrite to replace it ({nothing})")

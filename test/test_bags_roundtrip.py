@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pose2rgbd.bags import BagWriter, open_bag
-from pose2rgbd.errors import BagError, GeometryError
+from pose2rgbd.errors import BagError, GeometryError, OutputExistsError
 from pose2rgbd.geometry import PinholeCamera, T_from_tq, rpy_to_quat_xyzw
 from pose2rgbd.messages import (
     TypestoreFactory,
@@ -158,7 +158,7 @@ def test_atomic_writer_leaves_nothing_on_exception(tmp_path: Path) -> None:
 def test_writer_refuses_existing_and_overwrite_replaces(tmp_path: Path) -> None:
     path = tmp_path / "bag"
     _write_sample(path, "sqlite3", n=1)
-    with pytest.raises(BagError, match=r"exists"):
+    with pytest.raises(OutputExistsError, match=r"exists"):
         BagWriter(path)
     # A failed overwrite leaves the old bag intact.
     with pytest.raises(RuntimeError), BagWriter(path, overwrite=True) as w:

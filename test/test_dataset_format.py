@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest, build_cache, load_cache
-from pose2rgbd.errors import DatasetError
+from pose2rgbd.errors import DatasetError, OutputExistsError
 from pose2rgbd.geometry import Datum, PinholeCamera, T_from_tq, rpy_to_quat_xyzw
 
 CAM = PinholeCamera.from_fov(40, 30, 80.0)
@@ -76,7 +76,7 @@ def test_writer_rejects_bad_frames(tmp_path):
         with pytest.raises(DatasetError, match="uint8"):
             w.add_frame(0, T, rgb.astype(np.float32), depth)
         w.add_frame(0, T, rgb, depth)
-    with pytest.raises(DatasetError, match="already exists"):
+    with pytest.raises(OutputExistsError, match="exists; pass --overwrite"):
         DatasetWriter(tmp_path / "ds", Manifest("x", CAM))
 
 

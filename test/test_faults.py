@@ -419,11 +419,13 @@ def test_sweep_matches_only_siblings_of_that_output(tmp_path: Path) -> None:
     ]
     for k in keep:
         k.mkdir()
-    gone = tmp_path / f".ds.old-{pid}"
-    gone.mkdir()
+    back = tmp_path / f".ds.old-{pid}"  # an earlier ds moved aside by a killed swap: put back, never removed
+    back.mkdir()
+    (back / "mine.txt").write_text("earlier")
     mp4 = tmp_path / f".ds.partial-{pid}.mp4"  # the simulator's video: suffix after the pid
     mp4.write_bytes(b"x")
-    assert sorted(sweep_stale_siblings(tmp_path / "ds")) == sorted([gone, mp4])
+    assert sorted(sweep_stale_siblings(tmp_path / "ds")) == [mp4]
+    assert not back.exists() and (tmp_path / "ds" / "mine.txt").read_text() == "earlier"
     assert all(k.exists() for k in keep)
     assert stale_siblings(tmp_path / "ds") == ([], [])
 

@@ -60,10 +60,10 @@ def test_map_round_trip_lazy_and_documented(world: dict) -> None:
 def test_map_build_is_atomic_and_refuses_bad_outputs(world: dict, tmp_path: Path) -> None:
     """An existing map is kept without --overwrite; a failed build leaves nothing behind; a folder that is not a
     map is never replaced; the dataset itself cannot be the output."""
-    from pose2rgbd.map import MapBuildConfig, MapError, MapSelection, build_map
-    from pose2rgbd.output_guard import OutputError
+    from pose2rgbd.map import MapBuildConfig, MapSelection, build_map
+    from pose2rgbd.output_guard import OutputError, OutputExistsError
 
-    with pytest.raises(MapError, match="exists"):
+    with pytest.raises(OutputExistsError, match="exists"):
         build_map(world["dataset"], world["map"], progress=False)
     foreign = tmp_path / "notes"
     foreign.mkdir()

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
+from pose2rgbd.atomic import make_temp_dir, swap_in, sweep_stale_siblings
 from pose2rgbd.errors import BagError
 from pose2rgbd.messages.factory import TypestoreFactory
 from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
-from pose2rgbd.output_guard import BAG, check_output
+from pose2rgbd.output_guard import BAG, check_output, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class BagWriter:
         self.path = check_output(path, BAG, inputs=inputs, overwrite=overwrite)
         if storage not in ("mcap", "sqlite3"):
             raise BagError(f"{self.path}: storage must be 'mcap' or 'sqlite3', not {storage!r}")
-        if self.path.exists() and not overwrite:
-            raise BagError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        refuse_existing(self.path, overwrite=overwrite)
         self.storage = storage
         self.typestore = typestore if typestore is not None else get_typestore("humble")
         self.factory = TypestoreFactory(self.typestore)  # builds messages of this bag's typestore
@@ -193,12 +192,11 @@ class BagWriter:
             return
         try:
             self._writer.close()
-            if self.path.exists():  # overwrite=True (checked in __init__); replace as late as possible
-                old = self._tmpdir / (self.path.name + ".old")
-                self.path.rename(old)
-            self._tmp.rename(self.path)
-        except Exception as e:
+            swap_in([(self._tmp, self.path)])  # an existing bag: overwrite=True (checked in __init__)
+        except BaseException as e:
             self.abort()
+            if not isinstance(e, Exception):
+                raise
             raise BagError(f"{self.path}: cannot finish bag: {type(e).__name__}: {e}") from e
         self._closed = True
         shutil.rmtree(self._tmpdir, ignore_errors=True)

@@ -43,15 +43,14 @@ def _export(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.models.checkpoint import load_checkpoint
     from pose2rgbd.models.export import export_onnx
-    from pose2rgbd.output_guard import OutputKind, check_output
+    from pose2rgbd.output_guard import OutputKind, check_output, refuse_existing
 
     out: Path = args.out
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {out}: an ONNX file must end in .onnx (the engine picks its backend by it)")
     check_output(out, OutputKind("ONNX model", False, suffixes=(".onnx",)), inputs=[args.checkpoint],
                  overwrite=args.overwrite)  # fmt: skip
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=args.overwrite)
     loaded = load_checkpoint(args.checkpoint, map_location="cpu")
     rep = export_onnx(loaded, out, exporter=args.exporter, opset=args.opset, tolerance=args.tolerance)
     errs = ", ".join(f"{k} {v:.2e}" for k, v in rep.max_abs_error.items())

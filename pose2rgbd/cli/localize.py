@@ -144,13 +144,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: list[Any], overwrite: bool) -> None:
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.output_guard import OutputError, OutputKind, check_output
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     if not out.name.lower().endswith(suffixes):
         raise ConfigError(f"--out {out}: a {what} file ends in {', '.join(suffixes)}")
     check_output(out, OutputKind(what, False, suffixes=suffixes), inputs=inputs, overwrite=overwrite)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=overwrite)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name (nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)

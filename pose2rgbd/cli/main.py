@@ -19,9 +19,8 @@ from contextlib import contextmanager
 from types import FrameType
 
 from pose2rgbd import __version__
-from pose2rgbd.atomic import OS_ERRORS, os_error_message
+from pose2rgbd.atomic import OS_ERRORS, os_error_message, signal_deferral, take_kept
 from pose2rgbd.errors import Pose2RGBDError
-from pose2rgbd.output_guard import take_kept
 
 # Order here is the order in `pose2rgbd --help`.
 COMMAND_MODULES = (
@@ -152,7 +151,8 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        with _sigterm_as_interrupt():
+        # SIGTERM raises like Ctrl-C; both are held while any thread puts outputs in place (pose2rgbd.atomic)
+        with _sigterm_as_interrupt(), signal_deferral():
             rc = args.func(args)
             sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except Pose2RGBDError as e:

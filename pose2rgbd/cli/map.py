@@ -192,14 +192,13 @@ def _link(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.map import PlaceMap
     from pose2rgbd.models import load_checkpoint, save_checkpoint
-    from pose2rgbd.output_guard import OutputError, OutputKind, check_output
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     if not args.out.name.endswith(".pt"):
         raise OutputError(f"--out {args.out}: a checkpoint file ends in .pt")
     check_output(args.out, OutputKind("checkpoint", False, suffixes=(".pt",)), inputs=[args.checkpoint, args.map],
                  overwrite=args.overwrite)  # fmt: skip
-    if args.out.exists() and not args.overwrite:
-        raise OutputError(f"{args.out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(args.out, overwrite=args.overwrite)
     loaded = load_checkpoint(args.checkpoint, map_location="cpu")
     model = loaded.model
     attach: Any = getattr(model, "attach_map", None)

@@ -17,7 +17,6 @@ that keeps this contract, plus one line in ``SOURCES`` there.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 from pose2rgbd.config import help_field
 from pose2rgbd.dataset import DatasetWriter, Manifest
 from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.prefetch import prefetch
 
 log = logging.getLogger(__name__)
@@ -203,18 +203,4 @@ def _lla(v: np.ndarray) -> tuple[float, float, float] | None:
 
 def dump_json(path: Path, obj: Any) -> None:
     """``obj`` as JSON, NumPy values as plain numbers and non-finite floats as null."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, (np.floating, float)):
-            return None if not np.isfinite(v) else float(v)
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, np.ndarray):
-            return [conv(x) for x in v.tolist()]
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        return v
-
-    path.write_text(json.dumps(conv(obj), indent=2))
+    path.write_text(json_text(obj))

@@ -214,8 +214,9 @@ def _unwritable(out: Path, e: OSError, cache_root: str | Path | None) -> Excepti
 
 
 def _remove_cache(out: Path, cache_root: str | Path | None) -> None:
-    """Move a damaged cache aside (one rename, so a reader never sees half of it), then delete it."""
-    aside = out.with_name(sibling_prefix(out, "old"))
+    """Move a damaged cache aside (one rename, so a reader never sees half of it), then delete it (named as a
+    temporary: a killed run's is removed by the next one, never put back)."""
+    aside = out.with_name(sibling_prefix(out, "tmp") + "-damaged")
     try:
         os.replace(out, aside)
     except OSError as e:

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import yaml
 
-from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings
+from pose2rgbd.atomic import make_temp_dir, swap_in
 from pose2rgbd.dataset.format import FRAME_COLUMNS, FRAMES, MANIFEST, Manifest
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.transforms import tq_from_T
-from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output
+from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output, refuse_existing
 
 
 def _fmt(v: float) -> str:
@@ -110,10 +110,8 @@ class DatasetWriter:
         self._closed = False
         self._shape: tuple[int, int] | None = None
         if mode == "atomic":
-            if self.path.exists() and not overwrite:
-                raise DatasetError(f"{self.path} already exists; choose another output or pass overwrite")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            sweep_stale_siblings(self.path)
+            refuse_existing(self.path, overwrite=overwrite)  # (an earlier dataset a killed run moved aside is back)
             self.root = make_temp_dir(self.path, "partial")
             umask = os.umask(0)
             os.umask(umask)
@@ -232,21 +230,15 @@ class DatasetWriter:
             if self._count == 0:
                 shutil.rmtree(self.root, ignore_errors=True)
                 raise DatasetError(f"no frames were written; {self.path} was not created")
-            _atomic_write_bytes(self.root / MANIFEST, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
-            if self.path.exists():
-                if not self.overwrite:
-                    shutil.rmtree(self.root, ignore_errors=True)
-                    raise DatasetError(f"{self.path} appeared while writing; not replacing it")
-                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-                os.replace(self.path, old)
-                try:
-                    os.replace(self.root, self.path)
-                except BaseException:
-                    os.replace(old, self.path)  # the earlier dataset goes back where it was
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.root, self.path)
+            try:
+                text = yaml.safe_dump(self.manifest.to_dict(), sort_keys=False)
+                _atomic_write_bytes(self.root / MANIFEST, text.encode())
+                late = "it appeared while this one was written; the new dataset was not kept"
+                refuse_existing(self.path, overwrite=self.overwrite, nothing=late)
+                swap_in([(self.root, self.path)])  # all or nothing, the earlier dataset back on any failure
+            except BaseException:
+                shutil.rmtree(self.root, ignore_errors=True)  # (gone already when the swap was complete)
+                raise
         return self.path
 
     def abort(self) -> None:

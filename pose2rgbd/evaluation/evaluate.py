@@ -4,7 +4,6 @@ fly-through video along a route the model never trained on."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
-from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors, json_safe
+from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors
 from pose2rgbd.evaluation.plots import (
     coverage_plot,
     evenly_spaced,
@@ -31,6 +30,7 @@ from pose2rgbd.evaluation.plots import (
 )
 from pose2rgbd.evaluation.reprojection import reproject_nearest
 from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
 from pose2rgbd.progress import bar as progress_bar
@@ -369,8 +369,7 @@ def _valid_share(metrics: dict[str, dict[str, float]]) -> str:
 
 def _write_metrics_json(path: Path, res: EvaluationResult) -> None:
     """metrics.json as strict JSON: a metric with no value (no pixel to evaluate) is ``null``, never ``NaN``."""
-    doc = json_safe({"metrics": res.metrics, "info": res.info})
-    path.write_text(json.dumps(doc, indent=2, default=str, allow_nan=False))
+    path.write_text(json_text({"metrics": res.metrics, "info": res.info}, default=str))
 
 
 def _write_outputs(

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import cv2
 import numpy as np
@@ -166,25 +165,6 @@ class MetricAccumulator:
             r["depth_far_fraction"] = self.d["far"] / self.depth_pixels
             r["depth_pred_missing_fraction"] = self.d["pred_missing"] / self.depth_pixels
         return r
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, so that ``json.dumps(...,
-    allow_nan=False)`` writes strict JSON (``null``) instead of the bare ``NaN`` other parsers refuse."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def add_frame_errors(

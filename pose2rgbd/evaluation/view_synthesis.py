@@ -15,7 +15,6 @@ and end images frame the row). Frames show RGB, and colourized depth beside it w
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.interpolation import interpolate_poses
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 from pose2rgbd.geometry.transforms import T_from_tq, tq_from_T
-from pose2rgbd.output_guard import OutputKind, check_not_foreign_dir, check_output
+from pose2rgbd.jsonio import json_text
+from pose2rgbd.output_guard import OutputKind, check_not_foreign_dir, check_output, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ def synthesize_views(
     out = Path(out_dir)
     check_output(out, VIEW_SYNTHESIS, inputs=list(inputs), overwrite=overwrite)
     check_not_foreign_dir(out, VIEW_SYNTHESIS, what_to_do="choose an empty or new folder for --out")
-    if VIEW_SYNTHESIS.matches(out) and not overwrite:
-        raise ConfigError(f"{out} holds an earlier interpolation; pass --overwrite to replace it")
+    if VIEW_SYNTHESIS.matches(out):
+        refuse_existing(out, overwrite=overwrite, holds="an earlier interpolation")
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ConfigError(f"interpolation modes {list(modes)}: use {' and/or '.join(MODES)}")
@@ -259,7 +259,7 @@ def synthesize_views(
             ],
         }
     )
-    (out / "interpolation.json").write_text(json.dumps(res.info, indent=2, default=str))
+    (out / "interpolation.json").write_text(json_text(res.info, default=str))
     return res
 
 

@@ -31,6 +31,7 @@ from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.experiments.localization_tables import RETRIEVAL, label, results_markdown
 from pose2rgbd.inference.refine import RefineConfig
+from pose2rgbd.jsonio import json_text
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _train_eval(
         res["gray"] = LocalizationReport(label(preset), T_gray, T_true, sec_g).summary()
         arrays["T_est_gray"] = T_gray
     _save_npz(run_dir / "estimates.npz", arrays)
-    write_text_atomic(done, json.dumps(res, indent=2, default=float))
+    write_text_atomic(done, json_text(res, nan_as_null=False, default=float))
     return res
 
 
@@ -324,7 +325,7 @@ def _refine(
         "improved_fraction": float(np.mean(pa < pb)) if len(pa) else float("nan"),
     }
     _save_npz(run_dir / "refined.npz", {"test": idx, "T_initial": T0, "T_refined": T_ref})
-    write_text_atomic(done, json.dumps(res, indent=2, default=float))
+    write_text_atomic(done, json_text(res, nan_as_null=False, default=float))
     return res
 
 
@@ -456,6 +457,6 @@ def run_localization_experiments(
 
 
 def _write(out: Path, cfg: LocalizationExperimentsConfig, data: dict[str, Any]) -> dict[str, Any]:
-    write_text_atomic(out / "localization.json", json.dumps(data, indent=2, default=float))
+    write_text_atomic(out / "localization.json", json_text(data, nan_as_null=False, default=float))
     write_text_atomic(out / "localization.md", results_markdown(cfg, data))
     return data

@@ -37,6 +37,7 @@ from pose2rgbd.experiments.plan import (  # noqa: F401  (also importable from he
     planned_runs,
 )
 from pose2rgbd.experiments.tables import _steps, aggregate, results_markdown  # noqa: F401
+from pose2rgbd.jsonio import json_text
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
             recalibrate_checkpoint(run_dir / "last.pt", dataset, batch_size=cfg.batch_size)
             ev, prev["eval_s"] = run_eval(run_dir / "last.pt")
             prev.update(eval_fields(ev))
-            atomic_write_text(done, json.dumps(prev, indent=2, default=float))
+            atomic_write_text(done, json_text(prev, nan_as_null=False, default=float))
             return prev
     mc = _model_config(spec, cfg.size)
     tc = TrainConfig(
@@ -179,7 +180,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
     else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         done.unlink(missing_ok=True)  # the runner's own file; it was for other settings
-        atomic_write_text(started, json.dumps(key, default=float))
+        atomic_write_text(started, json_text(key, indent=None, nan_as_null=False, default=float))
         tr = train_model(dataset, run_dir, mc, tc, overwrite=True, callbacks=callbacks)
     t_train = time.monotonic() - t0
     # With early stopping the runs hold out a test set and the checkpoint is the one validation selected
@@ -207,7 +208,7 @@ def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *,
         "train_frames": len(tr.split.train),
         **eval_fields(ev),
     }
-    atomic_write_text(done, json.dumps(res, indent=2, default=float))
+    atomic_write_text(done, json_text(res, nan_as_null=False, default=float))
     return {**res, "_trained": True}
 
 
@@ -281,7 +282,7 @@ def _write(out: Path, cfg: ExperimentsConfig, results: list[dict[str, Any]], tab
     }
     from pose2rgbd.atomic import write_text_atomic
 
-    write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=float))
+    write_text_atomic(out / "results.json", json_text(data, nan_as_null=False, default=float))
     write_text_atomic(
         out / "results.md", results_markdown(cfg, results, table4, machine, dataset_info, command, wall_s)
     )

@@ -29,6 +29,7 @@ import numpy as np
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.config import ordinal
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.jsonio import json_text
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
     res = {"key": key, "split": split, "seed": seed, "rows": rows, "map_keyframes": len(pm),
            "map_build_s": build_s, "map_mb": info["size_bytes"] / 1e6, "size": cfg.structure_size,
            "test_frames": len(test), "place_recognition": recall}  # fmt: skip
-    write_text_atomic(done, json.dumps(res, indent=2, default=float))
+    write_text_atomic(done, json_text(res, nan_as_null=False, default=float))
     return res
 
 

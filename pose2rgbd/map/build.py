@@ -297,13 +297,12 @@ def build_map(
     before they are written; what it returns is the manifest's ``calibration``."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
-    from pose2rgbd.output_guard import check_output
+    from pose2rgbd.output_guard import check_output, refuse_existing
 
     cfg = cfg or MapBuildConfig()
     t0 = time.monotonic()
     check_output(out, PLACE_MAP, inputs=[dataset], overwrite=overwrite)
-    if Path(out).exists() and not overwrite:
-        raise MapError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=overwrite)
     ds = Dataset(dataset)
     explicit = rows is not None
     rows = select_frames(ds, cfg.selection) if rows is None else np.unique(np.asarray(rows, np.int64))

@@ -40,10 +40,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose2rgbd.atomic import make_temp_dir, sweep_stale_siblings, write_text_atomic
+from pose2rgbd.atomic import make_temp_dir, swap_in, sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.map.digests import file_table
-from pose2rgbd.output_guard import OutputKind
+from pose2rgbd.output_guard import OutputKind, refuse_existing
 
 FORMAT_NAME = "pose2rgbd-map"
 FORMAT_VERSION = 1
@@ -210,16 +211,9 @@ class MapWriter:
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
         manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         manifest.update(file_table(self.tmp, exclude=MANIFEST))  # sizes and SHA-256s, checked when the map is read
-        write_text_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
-        if self.out.exists() or self.out.is_symlink():
-            if not overwrite:
-                raise MapError(f"{self.out} exists; pass --overwrite to replace it (the new map was not kept)")
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
+        write_text_atomic(self.tmp / MANIFEST, json_text(manifest) + "\n")
+        refuse_existing(self.out, overwrite=overwrite, nothing="the new map was not kept")
+        swap_in([(self.tmp, self.out)])  # all or nothing, the earlier map back on any failure or Ctrl-C
         self.closed = True
         return self.out
 
@@ -238,16 +232,6 @@ class MapWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self.closed:
             self.abort()
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------------ reader

@@ -118,14 +118,13 @@ def merge_maps(
     the self-calibration ``map build`` runs (:func:`pose2rgbd.inference.self_calibration.self_calibrate`), run
     again on the merged keyframes -- the pieces' own calibrations saw only their piece."""
     from pose2rgbd import config as cfgmod
-    from pose2rgbd.output_guard import check_output
+    from pose2rgbd.output_guard import check_output, refuse_existing
 
     t0 = time.monotonic()
     if len(maps) < 2:
         raise ConfigError(f"map merge needs at least two maps, got {len(maps)}")
     check_output(out, PLACE_MAP, inputs=list(maps), overwrite=overwrite)
-    if Path(out).exists() and not overwrite:
-        raise MapError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=overwrite)
     pms = [PlaceMap(p, cache_keyframes=0) for p in maps]
     check_same_frame(pms)
     first = pms[0]

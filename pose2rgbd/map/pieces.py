@@ -57,12 +57,11 @@ def build_in_pieces(
     except ImportError as e:
         raise ConfigError(f"building on a Dask cluster needs Dask distributed: {INSTALL}") from e
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.output_guard import check_output
+    from pose2rgbd.output_guard import check_output, refuse_existing
 
     cfg = cfg or MapBuildConfig()
     check_output(out, PLACE_MAP, inputs=[dataset], overwrite=overwrite)
-    if Path(out).exists() and not overwrite:
-        raise MapError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=overwrite)
     if cfg.selection.piece:
         raise ConfigError("selection.piece and --dask: the cluster builds every piece; leave selection.piece empty")
     rows = select_frames(Dataset(dataset), cfg.selection)

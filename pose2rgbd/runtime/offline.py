@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.atomic import note_kept
 from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
@@ -29,7 +30,7 @@ from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, bound, check_logic, get_key, with_resources
 from pose2rgbd.nodes.tf import TF_STATIC_TOPIC, TF_TOPIC, TFInput, tf_topics
-from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, note_kept
+from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ import numpy as np
 from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import ConfigError, DatasetError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T, tq_from_T
-from pose2rgbd.output_guard import FILE, VIDEO, check_output
+from pose2rgbd.output_guard import FILE, VIDEO, check_output, refuse_existing
 from pose2rgbd.progress import bar
 from pose2rgbd.sim.config import SimConfig, sim_config_dict
 from pose2rgbd.sim.flight import FlightPlan, Trajectory
@@ -427,8 +427,7 @@ def export_video(
     mp4, gcsv, pcsv = out / f"{route}.mp4", out / f"{route}_gps.csv", out / f"{route}_poses.csv"
     for p, kind in ((mp4, VIDEO), (gcsv, FILE), (pcsv, FILE)):
         check_output(p, kind, overwrite=overwrite)
-        if p.exists() and not overwrite:
-            raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
+        refuse_existing(p, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     world = world or world_of(cfg)
     camera = make_camera(cfg)

@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 
 from pose2rgbd.atomic import StagedOutputs
-from pose2rgbd.errors import DatasetError
-from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output
+from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output, refuse_existing
 from pose2rgbd.sim import export as ex  # looked up at call time: tests stop an export midway by patching it
 from pose2rgbd.sim.config import SimConfig, sim_config_dict
 from pose2rgbd.sim.export_posed import export_posed_images
@@ -49,8 +48,7 @@ def simulate(
         targets += [(out / "posed_images" / r, POSED_IMAGES) for r in cfg.posed_routes]
     for p, kind in targets:  # every refusal before any work
         check_output(p, kind, overwrite=overwrite)
-        if p.exists() and not overwrite:
-            raise DatasetError(f"{p} exists; pass overwrite (--overwrite) to replace it")
+        refuse_existing(p, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     world = ex.world_of(cfg)
     cfg_path = out / "sim_config.yaml"

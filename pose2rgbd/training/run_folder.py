@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd import config as cfgmod
+from pose2rgbd.atomic import move_together, signals_held
 from pose2rgbd.errors import CheckpointError
 from pose2rgbd.models import LoadedCheckpoint, load_checkpoint
 from pose2rgbd.models.registry import ModelFamily
-from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output
+from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output, refuse_existing
 from pose2rgbd.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,8 @@ def check_out_dir(
     earlier = [n for n in RUN_FILES if (out / n).exists()]
     if resume or not earlier:
         return []
-    if not overwrite:
-        raise OutputError(
-            f"{out} holds an earlier training run ({', '.join(earlier)}); pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out (nothing was changed)"
-        )
+    refuse_existing(out, overwrite=overwrite, holds=f"an earlier training run ({', '.join(earlier)})",
+                    instead="pass --resume to continue it, or ", nothing="nothing was changed")  # fmt: skip
     return earlier
 
 
@@ -91,11 +89,16 @@ def resume_without_checkpoint(out: Path) -> None:
 
 
 def move_aside(out: Path, names: list[str]) -> Path:
+    """Move the earlier run's ``names`` into ``out/previous-run-<UTC time>/``, all or none
+    (:func:`pose2rgbd.atomic.move_together`: Ctrl-C / SIGTERM held, any failure or interruption undone)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside = out / f"previous-run-{stamp}"
     aside.mkdir()
-    for n in names:
-        os.replace(out / n, aside / n)
+    try:
+        move_together([(out / n, aside / n) for n in names])
+    except BaseException:
+        aside.rmdir()  # every file went back: it is empty
+        raise
     log.info("replacing the earlier run in %s: its files are in %s until the new run finishes", out, aside)
     return aside
 
@@ -105,14 +108,15 @@ def restore(out: Path, aside: Path) -> None:
     if (out / "last.pt").exists():
         log.warning("the new run stopped after writing %s; the earlier run is kept in %s", out / "last.pt", aside)
         return
-    for p in aside.iterdir():
-        dst = out / p.name
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists():
-            dst.unlink()
-        os.replace(p, dst)
-    aside.rmdir()
+    with signals_held():  # all files back before a (second) Ctrl-C is delivered
+        for p in sorted(aside.iterdir()):
+            dst = out / p.name
+            if dst.is_dir():
+                shutil.rmtree(dst)  # the stopped run's own file
+            elif dst.exists():
+                dst.unlink()
+            os.replace(p, dst)
+        aside.rmdir()
     log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.atomic import make_temp_dir, swap_in
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.map.format import MapError
 from pose2rgbd.map.fused.keyframes import Keyframes
+from pose2rgbd.output_guard import refuse_existing
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -260,21 +261,13 @@ def fuse_map(
         raise MapError(f"{pm.path}: the map has no depth to fuse (built from a dataset without metric depth, or "
                        "localization-only)")  # fmt: skip
     out = pm.path / FUSED_DIR
-    if out.exists() and not overwrite:
-        raise MapError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
+    refuse_existing(out, overwrite=overwrite)
     geo = fuse_keyframes(pm, cfg, progress=progress)
     geo.meta["map_fingerprint"] = pm.fingerprint
-    tmp = pm.path / f".{FUSED_DIR}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # ours: this process's own name
+    tmp = make_temp_dir(out)
     try:
         geo.save(tmp)
-        if out.exists():
-            old = pm.path / f".{FUSED_DIR}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in([(tmp, out)])  # the earlier fused geometry back on any failure or Ctrl-C
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return geo

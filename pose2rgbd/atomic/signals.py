@@ -1,0 +1,164 @@
+"""Ctrl-C and SIGTERM held while outputs are swapped, in every thread of the process.
+
+``signal.pthread_sigmask`` blocks a signal in the calling thread only: with worker threads alive (a renderer's,
+a data loader's, a checkpoint writer's) the kernel hands a process-directed SIGINT to one of them, Python's C
+handler flags it, and the main thread raises ``KeyboardInterrupt`` soon after -- in the middle of the
+swap. So signals are held at the Python level instead: a handler on the main thread (where Python runs every
+signal handler, whichever thread the kernel picked) records the signal while any thread is inside
+:func:`signals_held`, and the signal is delivered, to the handler that was there before, when the last such
+block ends. A signal a worker thread took is noticed by CPython's main thread only at a later switch between
+threads; a swap asks for it (:func:`pending`) before it decides, so one that came during its renames undoes them.
+
+* On the main thread :func:`signals_held` installs that handler itself for the length of the block.
+* Off the main thread a handler cannot be installed (``signal.signal`` raises there); the block is then held
+  only if :func:`signal_deferral` is active on the main thread -- the command line keeps it active for the
+  whole command, so every swap of a command is held whichever thread runs it. Without it (an application
+  embedding pose2rgbd that runs a swap in its own thread) the swap itself is still never torn, since Python
+  raises ``KeyboardInterrupt`` in the main thread only, but the main thread may go on while the swap finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HELD = (signal.SIGINT, signal.SIGTERM)
+
+# The blocks of signals_held() now running, all threads together: one token each, added and removed with single
+# list operations (atomic), so that a KeyboardInterrupt between any two bytecodes never leaves a token behind; no
+# lock, since the handler runs on the main thread and could wait for a lock that thread holds.
+_active: list[object] = []
+_pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
+_previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
+
+
+def pending() -> bool:
+    """Whether a held signal waits to be delivered. On the main thread it first runs the handlers of signals that
+    arrived in another thread: CPython marks those for the main thread without making it look at once (it
+    notices them at a later switch between threads), and ``signal.signal`` runs them before it does anything."""
+    if not _pending and _on_main_thread():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            handler = signal.getsignal(signal.SIGINT)
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)  # the same handler again: only the check is wanted
+    return bool(_pending)
+
+
+class Held:
+    """What a :func:`signals_held` block sees: whether a signal is waiting to be delivered after it."""
+
+    @property
+    def pending(self) -> bool:
+        return pending()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    _pending.append(signum)
+    if not _active:  # no block is running (any more): deliver now
+        _deliver(frame)
+
+
+def _deliver(frame: FrameType | None = None) -> None:
+    """Deliver the first waiting signal to the handler that stood before ours (a second Ctrl-C during the
+    block means the same as the first); on the main thread only."""
+    first: int | None = None
+    while True:
+        try:
+            s = _pending.pop(0)
+        except IndexError:
+            break
+        first = s if first is None else first
+    if first is None:
+        return
+    _call(_previous.get(first, signal.getsignal(first)), first, frame)
+
+
+def _call(handler: Any, signum: int, frame: FrameType | None) -> None:
+    if handler is _handler or handler is None:  # ours again (nested install) or set from C: the default
+        handler = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        if signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # the default action (SIGTERM: the process ends)
+    # SIG_IGN: ignored, as it would have been
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _install() -> Callable[[], None] | None:
+    """Put our handler in front of the current ones (main thread only); returns how to take it away again, or
+    None when it is installed already (or cannot be)."""
+    if not _on_main_thread() or all(signal.getsignal(s) is _handler for s in HELD):
+        return None
+    before = {s: signal.getsignal(s) for s in HELD}
+    try:
+        for s in HELD:
+            if before[s] is not _handler:
+                _previous[s] = before[s]
+                signal.signal(s, _handler)
+    except (ValueError, OSError):  # not the main interpreter: leave signals as they are
+        for s, h in before.items():
+            if h is not None:
+                signal.signal(s, h)
+        return None
+
+    def uninstall() -> None:
+        for s, h in before.items():
+            if signal.getsignal(s) is _handler and h is not None:
+                signal.signal(s, h)
+
+    return uninstall
+
+
+@contextmanager
+def signal_deferral() -> Iterator[None]:
+    """Keep the holding handler installed for a whole run (main thread): :func:`signals_held` blocks in other
+    threads are then held too. A signal that arrives outside a block goes straight to the earlier handler."""
+    uninstall = _install()
+    try:
+        yield
+    finally:
+        if uninstall is not None:
+            uninstall()
+
+
+@contextmanager
+def signals_held() -> Iterator[Held]:
+    """Hold Ctrl-C and SIGTERM until the block ends (the renames of a swap); the first one that came is
+    delivered right after it, to the handler that was installed before (``KeyboardInterrupt`` for Ctrl-C).
+    ``Held.pending`` tells the block that one came, e.g. to undo its renames before it is delivered."""
+    token = object()
+    uninstall: Callable[[], None] | None = None
+    try:
+        _active.append(token)
+        uninstall = _install()
+        if not _on_main_thread() and signal.getsignal(signal.SIGINT) is not _handler:
+            log.debug("signals are not held for this swap: it runs off the main thread without signal_deferral()")
+        yield Held()
+    finally:
+        if token in _active:
+            _active.remove(token)
+        try:
+            if not _active and _pending:
+                if _on_main_thread():
+                    _deliver()  # (our handler still in front: a signal now is delivered at once as well)
+                else:  # the main thread's handler delivers it (Python runs signal handlers there only)
+                    with contextlib.suppress(IndexError):  # the main thread delivered it meanwhile
+                        signal.pthread_kill(threading.main_thread().ident or 0, _pending[0])
+        finally:
+            if uninstall is not None:
+                uninstall()

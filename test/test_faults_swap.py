@@ -1,0 +1,354 @@
+"""Interrupted inside the swap: a real SIGINT sent to the process between the renames that put a new output in
+place (the simulator's outputs, the dataset writer, the map writer, training's run folder), with a worker thread
+alive as in every real run (a thread the signal can be delivered to). Each case checks that the earlier output is
+intact or back and the new one complete or absent, that nothing hidden is left, and that the next run does not
+delete the recovered output; plus what the next run does with what a killed swap (SIGKILL) left (rows of the
+fault table in docs/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pose2rgbd.atomic import signal_deferral, swap_in, sweep_stale_siblings
+from pose2rgbd.atomic.signals import pending
+from pose2rgbd.cli.main import main
+from pose2rgbd.errors import OutputExistsError
+
+SIM = ["--size", "16", "--duration", "2", "--route-duration", "1", "--no-progress", "--no-video"]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (or ``root`` itself) with its bytes."""
+    if root.is_file():
+        return {".": root.read_bytes()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def hidden(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture
+def worker_thread() -> Iterator[threading.Thread]:
+    """A thread that is alive during the swap (renderers, loaders and writers have them): blocking a signal in
+    the main thread only does not keep it out of the process."""
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, name="test-worker", daemon=True)
+    t.start()
+    yield t
+    stop.set()
+    t.join()
+
+
+def send_sigint() -> None:
+    """SIGINT to this process (the kernel picks the thread that takes it), and wait until Python has run its
+    handler: taken by a worker thread, CPython lets the main thread notice it only at a later thread switch."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10_000):  # bounded: a signal that is not held raises KeyboardInterrupt here instead
+        if pending():
+            return
+        time.sleep(0.001)
+
+
+def interrupt_after_rename(monkeypatch: pytest.MonkeyPatch, when: Callable[[Path, Path], bool]) -> dict[str, int]:
+    """SIGINT to this process right after the first rename ``src -> dst`` for which ``when(src, dst)`` holds
+    (``os.replace`` and ``os.rename`` both watched); returns a counter of signals sent."""
+    sent = {"n": 0}
+    for name in ("replace", "rename"):
+        real = getattr(os, name)
+
+        def patched(src: Any, dst: Any, *a: Any, _real: Any = real, **k: Any) -> None:
+            _real(src, dst, *a, **k)
+            if not sent["n"] and when(Path(os.fsdecode(src)), Path(os.fsdecode(dst))):
+                sent["n"] += 1
+                send_sigint()
+
+        monkeypatch.setattr(os, name, patched)
+    return sent
+
+
+def moved_aside(target: Path) -> Callable[[Path, Path], bool]:
+    """The rename that moves the earlier ``target`` aside (the first of a replacement)."""
+    return lambda src, dst: src == target
+
+
+# ------------------------------------------------------------------------------------------------- sim
+def test_sim_overwrite_interrupted_inside_the_swap_keeps_the_earlier_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], worker_thread: Any
+) -> None:
+    out = tmp_path / "sim"
+    assert main(["sim", "--out", str(out), *SIM]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        sent = interrupt_after_rename(m, moved_aside(out / "dataset"))
+        rc = main(["sim", "--out", str(out), *SIM, "--size", "24", "--overwrite"])
+    err = capsys.readouterr().err
+    assert sent["n"] == 1 and rc == 130, err
+    assert "interrupted; nothing half-written was kept" in err, err
+    assert snapshot(out) == before  # config, dataset and bags as they were: the swap was undone
+    assert not [p for p in out.rglob(".*")], list(out.rglob(".*"))
+    # the next run finds the earlier outputs where they belong: refused without --overwrite, nothing deleted
+    assert main(["sim", "--out", str(out), *SIM, "--size", "24"]) == 2
+    assert "exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert main(["sim", "--out", str(out), *SIM, "--size", "24", "--overwrite"]) == 0
+    assert "width: 24" in (out / "sim_config.yaml").read_text()
+
+
+def test_sim_killed_inside_the_swap_gets_its_earlier_dataset_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a SIGKILL between the two renames leaves (the earlier dataset moved aside, the new one not yet in
+    place): the next run puts the earlier dataset back; it never deletes it as a leftover."""
+    out = tmp_path / "sim"
+    assert main(["sim", "--out", str(out), *SIM]) == 0
+    before = snapshot(out / "dataset")
+    aside = out / f".dataset.old-{_dead_pid()}-abcd1234"
+    os.replace(out / "dataset", aside)
+    (out / f"{aside.name}.swap").write_text(json.dumps({"output": "dataset", "state": "replacing"}))
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["sim", "--out", str(out), *SIM]) == 2
+    assert f"restored {out / 'dataset'} from {aside}" in caplog.text
+    assert "exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert snapshot(out / "dataset") == before and hidden(out) == []
+
+
+# ------------------------------------------------------------------------------------------------- dataset
+def _write_dataset(path: Path, n: int, *, overwrite: bool = False, value: int = 0) -> None:
+    from pose2rgbd.dataset import DatasetWriter, Manifest
+    from pose2rgbd.geometry import PinholeCamera
+
+    cam = PinholeCamera(8, 8, 10.0, 10.0, 4.0, 4.0)
+    with DatasetWriter(path, Manifest("x", cam), overwrite=overwrite) as w:
+        for i in range(n):
+            w.add_frame(i, np.eye(4), np.full((8, 8, 3), value + i, np.uint8), np.full((8, 8), 1.0 + i, np.float32))
+
+
+def test_dataset_writer_interrupted_inside_the_swap_keeps_the_earlier_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
+) -> None:
+    ds = tmp_path / "ds"
+    _write_dataset(ds, 2)
+    before = snapshot(ds)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        sent = interrupt_after_rename(m, moved_aside(ds))
+        _write_dataset(ds, 3, overwrite=True, value=50)
+    assert sent["n"] == 1
+    assert snapshot(ds) == before and hidden(tmp_path) == []
+    with pytest.raises(OutputExistsError, match="exists; pass --overwrite to replace it"):
+        _write_dataset(ds, 3, value=50)
+    assert snapshot(ds) == before
+
+
+def test_dataset_writer_swap_that_fails_puts_the_earlier_dataset_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = tmp_path / "ds"
+    _write_dataset(ds, 2)
+    before = snapshot(ds)
+    real = os.replace
+    failed: list[Any] = []
+
+    def fail_second(src: Any, dst: Any) -> None:
+        if Path(os.fsdecode(dst)) == ds and not failed:  # the new dataset cannot be moved in (once)
+            failed.append(src)
+            raise OSError(28, os.strerror(28), os.fsdecode(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(OSError):
+        _write_dataset(ds, 3, overwrite=True, value=50)
+    monkeypatch.setattr(os, "replace", real)
+    assert failed and snapshot(ds) == before and hidden(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------- map
+def _write_map(out: Path, value: int, *, overwrite: bool = False) -> None:
+    from pose2rgbd.map.format import MapWriter
+
+    with MapWriter(out, has_depth=False, image_codec="png", image_quality=95) as w:
+        for k in range(2):
+            xy, xyz = np.zeros((3, 2), np.float32), np.zeros((3, 3), np.float32)
+            w.add_keyframe(np.full((8, 8, 3), value + k, np.uint8), None, xy, np.zeros((3, 128), np.uint8), xyz)
+        w.close({"note": value, "scale": np.float32(1.5)}, overwrite=overwrite)
+
+
+def test_map_writer_interrupted_inside_the_swap_keeps_the_earlier_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
+) -> None:
+    from pose2rgbd.map.format import read_manifest
+
+    out = tmp_path / "map"
+    _write_map(out, 1)
+    before = snapshot(out)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        sent = interrupt_after_rename(m, moved_aside(out))
+        _write_map(out, 2, overwrite=True)
+    assert sent["n"] == 1
+    assert snapshot(out) == before and hidden(tmp_path) == []
+    assert read_manifest(out)["note"] == 1
+    with pytest.raises(OutputExistsError, match="exists; pass --overwrite to replace it"):
+        _write_map(out, 2)
+    assert snapshot(out) == before
+    _write_map(out, 3, overwrite=True)
+    assert read_manifest(out)["note"] == 3 and read_manifest(out)["scale"] == 1.5 and hidden(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------- training
+def test_train_overwrite_interrupted_while_the_earlier_run_is_moved_aside_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
+) -> None:
+    pytest.importorskip("torch")
+    import importlib
+
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    train_mod = importlib.import_module("pose2rgbd.training.train")
+    toy = make_toy_dataset(tmp_path / "toy", n_survey=12, n_route=4, size=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv"):
+        (run / name).write_bytes(f"earlier run's {name}".encode())
+    before = snapshot(run)
+
+    def fit(*a: object, **k: object) -> None:
+        raise AssertionError("the new run must not start: its earlier run was not moved aside")
+
+    monkeypatch.setattr(train_mod.Trainer, "fit", fit)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        sent = interrupt_after_rename(m, lambda src, dst: src.parent == run and dst.parent.name.startswith("previous"))
+        train_mod.train("pose2rgbd", toy, run, overwrite=True)
+    assert sent["n"] == 1
+    assert snapshot(run) == before and sorted(p.name for p in run.iterdir()) == sorted(before)
+    with pytest.raises(OutputExistsError, match="holds an earlier training run"):
+        train_mod.train("pose2rgbd", toy, run)
+    assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------------------------- threads
+def test_a_swap_off_the_main_thread_is_held_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swap in a worker thread: the main thread's handler (installed by the command line for the whole run)
+    holds the signal until the swap is done or undone, then the main thread gets its KeyboardInterrupt."""
+    old, new = tmp_path / "out", tmp_path / ".out.partial-x"
+    for p, text in ((old, "old"), (new, "new")):
+        p.mkdir()
+        (p / "a.txt").write_text(text)
+        (p / "b.txt").write_text(text)
+    sent = interrupt_after_rename(monkeypatch, moved_aside(old))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            swap_in([(new, old)])
+        except BaseException as e:  # a worker thread never sees KeyboardInterrupt
+            errors.append(e)
+
+    t = threading.Thread(target=work)
+    with signal_deferral(), pytest.raises(KeyboardInterrupt):
+        t.start()
+        t.join()
+        pending()  # the delivery from the worker thread runs the main thread's handler (at the latest here)
+    t.join()
+    monkeypatch.undo()
+    assert sent["n"] == 1 and errors == []
+    texts = {(old / n).read_text() for n in ("a.txt", "b.txt")}
+    assert texts in ({"old"}, {"new"})  # whole: all old (undone) or all new, never a mix or nothing
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.old")] == []
+
+
+# ------------------------------------------------------------------------------------------------- recovery
+@pytest.mark.parametrize("state", ["replaced", "replacing", None])
+def test_what_a_killed_swap_left_beside_a_new_output(
+    state: str | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both the new output and the earlier one moved aside: the earlier one is removed only when its marker
+    says the replacement was complete; otherwise both stay and a warning names them."""
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "new.txt").write_text("new")
+    aside = tmp_path / f".ds.old-{_dead_pid()}-abcd1234"
+    aside.mkdir()
+    (aside / "old.txt").write_text("old")
+    if state is not None:
+        (tmp_path / f"{aside.name}.swap").write_text(json.dumps({"output": "ds", "state": state}))
+    with caplog.at_level(logging.WARNING):
+        removed = sweep_stale_siblings(out)
+    assert (out / "new.txt").read_text() == "new"
+    if state == "replaced":
+        assert removed == [aside] and not aside.exists() and hidden(tmp_path) == []
+        assert f"removed {aside}: the earlier ds, replaced by a run that was killed" in caplog.text
+    else:
+        assert removed == [] and (aside / "old.txt").read_text() == "old"
+        assert f"kept {aside}: the earlier ds, moved aside by a run that was killed" in caplog.text
+
+
+def test_a_killed_swap_of_a_bag_gets_the_earlier_bag_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pose2rgbd.runtime.testing import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=0.3, size=16)
+    before = snapshot(bag)
+    aside = tmp_path / f".flight.old-{_dead_pid()}-abcd1234"
+    os.replace(bag, aside)  # no marker: killed before it was written, or an older version's
+    with caplog.at_level(logging.WARNING), pytest.raises(OutputExistsError):
+        write_flight_bag(bag, duration_s=0.3, size=16)
+    assert snapshot(bag) == before and hidden(tmp_path) == []
+
+
+def test_a_signal_after_every_output_is_in_place_keeps_the_new_one_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
+) -> None:
+    """Ctrl-C after the last rename (while the markers are finished): the swap is complete, the earlier output
+    goes, and what the command line prints names the new output as complete instead of "nothing was kept"."""
+    import pose2rgbd.atomic.swap as swap_mod
+    from pose2rgbd.atomic import take_kept
+
+    old, new = tmp_path / "out", tmp_path / ".out.partial-x"
+    for p, text in ((old, "old"), (new, "new")):
+        p.mkdir()
+        (p / "a.txt").write_text(text)
+    real = swap_mod.write_marker
+
+    def marker_then_signal(aside: Path, output: Path, state: str) -> None:
+        real(aside, output, state)
+        if state == "replaced":
+            send_sigint()
+
+    monkeypatch.setattr(swap_mod, "write_marker", marker_then_signal)
+    take_kept()
+    with pytest.raises(KeyboardInterrupt):
+        swap_in([(new, old)])
+    assert (old / "a.txt").read_text() == "new" and hidden(tmp_path) == []
+    assert take_kept() == [f"{old} (complete)"]
+
+
+def test_signals_held_delivers_after_the_block_and_puts_the_handler_back() -> None:
+    from pose2rgbd.atomic import signals_held
+
+    before = signal.getsignal(signal.SIGINT)
+    seen = []
+    with pytest.raises(KeyboardInterrupt), signals_held() as held:
+        send_sigint()
+        seen.append(held.pending)
+    assert seen == [True] and signal.getsignal(signal.SIGINT) is before

@@ -46,6 +46,7 @@ setup(
             "types-PyYAML",
             "catkin_pkg>=0.5",
             "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
+            "build>=1.0",  # the sdist and the wheel of scripts/test_wheel.sh
         ],
     },
     entry_points={

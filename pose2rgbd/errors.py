@@ -29,3 +29,19 @@ class SyncError(Pose2RGBDError):
 
 class CheckpointError(Pose2RGBDError):
     """A checkpoint is missing, corrupt, or incompatible with the request."""
+
+
+# Modules of the optional extras (setup.py extras_require): a command that needs one names the extra to install.
+EXTRA_MODULES = {"torch": "train", "kornia": "train", "tensorboard": "train", "onnx": "train", "onnxscript": "train"}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The message for a module of an optional extra that is not installed, or None for any other module."""
+    root = (e.name or "").split(".")[0]
+    extra = EXTRA_MODULES.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {root!r}, which is in the [{extra}] extra and is not installed here; install it with "
+        f"pip install 'pose2rgbd[{extra}]' (or bash scripts/setup.sh, which installs every extra)"
+    )

@@ -183,7 +183,7 @@ def _video(args: argparse.Namespace) -> int:
     if args.depth == "selfsup":
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
-        from pose2rgbd.convert.stages.depth import convert_video_with_depth
+        from pose2rgbd.convert.video_depth import convert_video_with_depth
         from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
         gps = args.gps

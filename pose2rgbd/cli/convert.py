@@ -51,7 +51,12 @@ IMAGES_ALIASES = (
     Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
     Alias("--depth", "depth", metavar="DIR"),
     Alias("--depth-scale", "depth_scale"),
-    Alias("--skip-missing", "skip_missing", const=True, help="transforms.json: leave out frames without an image"),
+    Alias(
+        "--skip-missing",
+        "skip_missing",
+        const=True,
+        help="transforms.json: leave out frames without their image or depth file",
+    ),
     Alias("--allow-outside", "allow_outside", const=True, help="transforms.json: allow paths outside its folder"),
     Alias("--depth-invalid-codes", "depth_invalid_codes", metavar="zero,max|none|N,..."),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),

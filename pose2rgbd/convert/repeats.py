@@ -6,17 +6,19 @@ split it can land in test beside its twin in training, where the nearest-pose ba
 (zero error, an unbounded PSNR). Every conversion drops them by default and counts them in its report
 (``frames.repeats``); ``output.keep_repeats`` (``--keep-repeats``) keeps them.
 
-The comparison is on the decoded pixels (a BLAKE2b digest of the array bytes and its shape; hashlib, as a
-digest is all that is needed), so a PNG and its byte-different but pixel-identical re-encoding count as one.
+The comparison is on the decoded pixels (:func:`pose2rgbd.dataset.repeats.pixel_digest`), so a PNG and its
+byte-different but pixel-identical re-encoding count as one; evaluation uses the same digest for a test frame that
+repeats a training frame.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from pose2rgbd.dataset.repeats import pixel_digest
 
 SHOWN = 10  # repeats listed by name in the report
 
@@ -32,10 +34,7 @@ class RepeatFilter:
 
     def drop(self, rgb: np.ndarray, label: str) -> bool:
         """True when ``rgb`` repeats the previous frame's pixels and repeats are dropped (counted either way)."""
-        a = np.ascontiguousarray(rgb)
-        h = hashlib.blake2b(a.data, digest_size=16)
-        h.update(repr((a.shape, a.dtype.str)).encode())
-        digest = h.digest()
+        digest = pixel_digest(rgb)
         same = digest == self._prev
         self._prev = digest
         if not same:

@@ -47,6 +47,7 @@ setup(
             "catkin_pkg>=0.5",
             "import-linter>=2.16",  # layering contracts (acyclic_siblings) (pyproject.toml [tool.importlinter])
             "build>=1.0",  # the sdist and the wheel of scripts/test_wheel.sh
+            "setuptools>=70.1",  # builds the wheel without isolation in test_packaging_pip.py (bdist_wheel built in)
         ],
     },
     entry_points={

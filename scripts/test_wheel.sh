@@ -34,7 +34,7 @@ want = {p.as_posix() for pkg in ("pose2rgbd", "pose2rgbd_ros") for p in Path(pkg
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 cmake = re.sub(r"#.*", "", Path("CMakeLists.txt").read_text())
 want |= {"setup.py", "package.xml", "CMakeLists.txt", *re.findall(r'"((?:msg|srv)/[^"]+)"', cmake)}
-want |= {p.as_posix() for d in ("ros_nodes", "launch", "config") for p in Path(d).iterdir()}
+want |= {p.as_posix() for d in ("ros_nodes", "launch", "config") for p in Path(d).iterdir() if p.is_file()}
 missing = sorted(want - names)
 sys.exit(f"not in the sdist: {missing}" if missing else 0)
 PY

@@ -60,6 +60,8 @@ setup(
             OPEN3D_CPU,  # the fused geometry (extra "fusion")
             OPEN3D_OTHER,
             "dask[distributed]>=2024.1",  # the [distributed] extra, so CI runs the map build on a local cluster
+            "build>=1.0",  # the sdist and the wheel of scripts/test_wheel.sh
+            "setuptools>=70.1",  # builds the wheel without isolation in test_packaging_pip.py (bdist_wheel built in)
         ],
     },
     entry_points={

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config import Leaf, closest, from_dict, leaves, merged, parse_text, read_yaml_dict, type_name
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import ConfigError, missing_extra
 
 OPS = "_config_ops"  # namespace attribute: the overrides in command-line order
 FILES = "_config_files"
@@ -267,10 +267,17 @@ def add_config_flags(
     def populate(argv: list[str]) -> None:
         if "schema" in state:
             return
-        if prepare is not None:
-            sch = schema(prepare(list(argv)))
-        else:
-            sch = schema()
+        try:
+            sch = schema(prepare(list(argv))) if prepare is not None else schema()
+        except ModuleNotFoundError as e:  # the schema lives next to an optional extra that is not installed
+            why = missing_extra(e)
+            if why is None or not _asks_for_help(argv):
+                raise
+            # --help still answers: the command's own flags, and why its settings are not listed
+            state["schema"] = None
+            note = f"The settings of this command (--KEY VALUE, --set, --config keys) are not listed here: {why}."
+            parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
+            return
         state["schema"] = sch
         al = aliases() if callable(aliases) else aliases
         if parser.usage is None:  # the usage line names the command's own flags, not every generated one
@@ -292,6 +299,16 @@ def add_config_flags(
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
     parser.set_defaults(**{OPS: None})
     parser.populate_config_flags = populate  # type: ignore[attr-defined]  # (for tools that list the flags)
+
+
+def _asks_for_help(argv: Sequence[str]) -> bool:
+    """Whether ``-h`` / ``--help`` is among the flags (before a ``--`` that ends them)."""
+    for tok in argv:
+        if tok == "--":
+            return False
+        if tok in ("-h", "--help"):
+            return True
+    return False
 
 
 def _suggest_for_unknown_flags(parser: argparse.ArgumentParser, extra: Sequence[str]) -> None:

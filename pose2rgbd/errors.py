@@ -47,3 +47,19 @@ class OutputError(Pose2RGBDError):
 class OutputExistsError(OutputError):
     """An output exists and replacing it was not asked for (``--overwrite``); see
     :func:`pose2rgbd.output_guard.refuse_existing`, the one place that raises it."""
+
+
+# Modules of the optional extras (setup.py extras_require): a command that needs one names the extra to install.
+EXTRA_MODULES = {"torch": "train", "kornia": "train", "tensorboard": "train", "onnx": "train", "onnxscript": "train"}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The message for a module of an optional extra that is not installed, or None for any other module."""
+    root = (e.name or "").split(".")[0]
+    extra = EXTRA_MODULES.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {root!r}, which is in the [{extra}] extra and is not installed here; install it with "
+        f"pip install 'pose2rgbd[{extra}]' (or bash scripts/setup.sh, which installs every extra)"
+    )

@@ -74,7 +74,7 @@ def check_output(
     """Raise :class:`OutputError` if writing ``out`` (an output of ``kind``) could destroy an input or a
     foreign file; returns ``out`` as a Path. See the module docstring for the rules."""
     p = Path(out)
-    _check_links(p)
+    check_links(p)
     rp = _resolved(p)
     for inp in inputs:
         if inp is None or str(inp) == "":
@@ -103,9 +103,11 @@ def check_output(
     return p
 
 
-def _check_links(p: Path) -> None:
+def check_links(path: str | Path, name: str = "output") -> None:
     """Refuse an output that is, or lies under, a symbolic link to nothing (a dangling link) or a link loop:
-    writing there fails only after the work, with a bare OS error."""
+    writing there fails only after the work, with a bare OS error. ``name``: what the path is to the user (an
+    ``output``, a ``--cache-root``)."""
+    p = Path(path)
     for anc in (p, *p.parents):
         if not anc.is_symlink():
             continue
@@ -118,7 +120,7 @@ def _check_links(p: Path) -> None:
             where = "is" if anc == p else f"lies under {anc}, which is"
             fix = "remove the link" if loop else "create its target, remove the link"
             raise OutputError(
-                f"output {p} {where} {what}; {fix}, or choose another output path (nothing was written)"
+                f"{name} {p} {where} {what}; {fix}, or choose another {name} path (nothing was written)"
             ) from None
 
 

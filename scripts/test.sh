@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (idempotent), then the whole check: lint (ruff), format, layering (import-linter), types (mypy on the
-# core), tests (pytest).
-# Extra args go to pytest, e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh test/test_geometry.py`.
+# core), the package as users install it (scripts/test_wheel.sh: sdist + wheel built, the wheel installed into a
+# fresh venv and run from there), tests (pytest).
+# Extra args go to pytest, e.g. `bash scripts/test.sh -m "not slow"` or `bash scripts/test.sh test/test_geometry.py`;
+# such a partial run leaves out the wheel step (it says so), the whole run (no args, what CI runs) never does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,6 +15,12 @@ echo "[test] import-linter (layering, docs/architecture.md)"
 .venv/bin/lint-imports
 echo "[test] mypy (core package)"
 .venv/bin/mypy
+if [ $# -eq 0 ]; then
+  echo "[test] the wheel in a fresh venv (scripts/test_wheel.sh)"
+  bash scripts/test_wheel.sh
+else
+  echo "[test] pytest arguments given: a partial run, without the wheel step (run bash scripts/test_wheel.sh for it)"
+fi
 echo "[test] pytest"
 # the ROS tests (marker ros: the live node tests, colcon build) must run here, not be skipped (POSE2RGBD_NO_ROS=1
 # leaves ROS out of the set-up and lets them skip)

@@ -174,6 +174,33 @@ def test_transforms_json_skip_missing(tmp_path: Path, capsys: pytest.CaptureFixt
     }
 
 
+def test_transforms_json_skip_missing_covers_a_missing_depth_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A listed depth file that does not exist: refused naming it and --skip-missing, or its frame left out and
+    listed (as a missing image is), never a frame written without its depth."""
+    s = tmp_path / "s"
+    names = _images(s, 5)
+    depth = _depth_pngs(s, 5)
+    (s / depth[2]).unlink()
+    src = _transforms(s, names, depth, depth_unit_scale_factor=0.001)
+    with pytest.raises(PoseImportError, match=r"f02.png: its depth file .*depth.* does not exist.*--skip-missing"):
+        convert_images(src, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
+    from pose2rgbd.cli.main import main
+
+    rc = main(["convert", "images", str(src), "--out", str(tmp_path / "ds"), "--skip-missing", "--no-progress"])
+    assert rc == 0
+    assert f"1 listed frame(s) left out, depth file missing (--skip-missing): {depth[2]}" in capsys.readouterr().out
+    ds = Dataset(tmp_path / "ds")
+    assert len(ds) == 4 and ds.has_depth
+    assert ds.frames.T_world_cam[:, 0, 3] == pytest.approx([0.0, 0.5, 1.5, 2.0])  # frames 0, 1, 3, 4 (x = 0.5 i)
+    assert all(np.isfinite(ds.read_depth(i)).any() for i in range(len(ds)))
+    fr = json.loads((tmp_path / "ds" / "report" / "summary.json").read_text())["frames"]
+    assert fr["total"] == 5 and fr["skipped_missing_depth"] == {"count": 1, "entries": [depth[2]]}
+    assert "skipped_missing" not in fr
+
+
 @pytest.mark.parametrize("path", ["../outside/secret.png", "ABSOLUTE"])
 def test_transforms_json_paths_outside_its_folder_are_refused(tmp_path: Path, path: str) -> None:
     s = tmp_path / "s"

@@ -113,3 +113,44 @@ def test_train_quick_then_evaluate(toy: Path, tmp_path: Path) -> None:
     assert ckpt.exists() and ckpt.parent == tmp_path / "q"
     ev = evaluate(ckpt, toy, out_dir=tmp_path / "q" / "eval", fly_frames=3, progress=False)
     assert ev.split == "route" and ev.files["grid"].exists()
+
+
+def test_test_frames_that_repeat_a_training_frame_are_left_out_of_the_metrics(tmp_path: Path) -> None:
+    """A repeated frame (a camera that re-sent an image) in the test set beside its twin in training: the
+    nearest-pose baseline answers it exactly (PSNR at the cap), inflating the baseline. Such frames are found by
+    their pixels and left out of every metric, with a note in metrics.md and the frames in metrics.json."""
+    import shutil
+
+    import numpy as np
+
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.evaluation.baseline import NearestPoseBaseline
+    from pose2rgbd.evaluation.metrics import PSNR_CAP_DB
+
+    ds_path = make_toy_dataset(tmp_path / "ds", n_survey=30, n_route=10, size=32)
+    tc = TrainConfig(epochs=1, batch_size=8, max_steps=2, split="random", progress=False, tensorboard=False)
+    res = train_model(ds_path, tmp_path / "run", preset_config("base", size=64, outputs="rgbd"), tc)
+    before = evaluate(res.last, ds_path, out_dir=tmp_path / "eval0", fly_frames=4, progress=False)
+    test = before.per_frame["frame"]
+    assert before.info["test_frames_repeating_training"] == [] and len(test) >= 3
+    # two test frames become repeats of the training frame the baseline answers them with (nearest pose)
+    ds = Dataset(ds_path)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert sorted(split["test"]) == sorted(test.tolist())
+    train = np.asarray(split["train"])
+    near = NearestPoseBaseline(ds.frames.T_world_cam[train], train, rot_weight_m=before.info["baseline_rot_weight_m"])
+    twins, _ = near.query(ds.frames.T_world_cam[test[:2]])
+    for t, j in zip(test[:2], twins):
+        shutil.copyfile(ds.path / ds.frames.rgb[int(j)], ds.path / ds.frames.rgb[int(t)])
+    repeated = sorted(int(t) for t in test[:2])
+
+    after = evaluate(res.last, ds_path, out_dir=tmp_path / "eval1", fly_frames=4, progress=False)
+    assert after.info["test_frames_repeating_training"] == repeated
+    assert sorted(after.per_frame["frame"]) == sorted(set(test.tolist()) - set(repeated))
+    assert after.metrics["model"]["frames"] == after.metrics["baseline"]["frames"] == len(test) - len(repeated)
+    assert after.metrics["baseline"]["rgb_psnr_db"] < PSNR_CAP_DB  # no exact answer left in the baseline
+    md = (tmp_path / "eval1" / "metrics.md").read_text()
+    assert f"{len(repeated)} of {len(test)} test frames have the pixels of a training frame" in md
+    assert "left out of every metric" in md
+    data = json.loads((tmp_path / "eval1" / "metrics.json").read_text())
+    assert data["info"]["test_frames_repeating_training"] == repeated

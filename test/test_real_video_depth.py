@@ -19,7 +19,7 @@ def test_gopro_walk_through_the_metric_depth_chain(shared_data: Path, tmp_path: 
     pytest.importorskip("pycolmap")
     from pose2rgbd.config import from_dict
     from pose2rgbd.convert.config import ConvertConfig
-    from pose2rgbd.convert.stages.depth import convert_video_with_depth
+    from pose2rgbd.convert.video_depth import convert_video_with_depth
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.methods.selfsup_depth.config import PRESETS, SelfSupDepthConfig
     from pose2rgbd.training.config import TrainConfig

@@ -37,8 +37,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from pose2rgbd.config import from_dict
     from pose2rgbd.convert.config import ConvertConfig
-    from pose2rgbd.convert.stages.depth import convert_video_with_depth
     from pose2rgbd.convert.stages.scale import ScaleConfig
+    from pose2rgbd.convert.video_depth import convert_video_with_depth
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference import EngineConfig, RenderEngine
     from pose2rgbd.methods.pose2rgbd import preset_config

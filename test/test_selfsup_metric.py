@@ -220,8 +220,8 @@ def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few
     from pose2rgbd.cli.depth import print_export
     from pose2rgbd.config import from_dict
     from pose2rgbd.convert.config import ConvertConfig
-    from pose2rgbd.convert.stages.depth import convert_video_with_depth
     from pose2rgbd.convert.stages.scale import ScaleConfig
+    from pose2rgbd.convert.video_depth import convert_video_with_depth
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.geodesy import Datum
     from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig

@@ -13,6 +13,11 @@ from pose2rgbd.atomic.siblings import output_of
 OS_ERRORS = {
     errno.ENOSPC: ("no space left on the device", "free some space or write the output to another disk"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or write the output to another disk"),
+    errno.EFBIG: (
+        "the file grew past what this file system or the process's file-size limit allows",
+        "write the output to a file system that takes larger files (FAT32 stops at 4 GiB) or raise the limit "
+        "(ulimit -f)",
+    ),
     errno.EROFS: ("the file system is read-only", "write the output to a writable directory"),
     errno.EACCES: ("permission denied", "check the permissions, or write the output to a directory you own"),
     errno.EPERM: ("operation not permitted", "check the permissions, or write the output to a directory you own"),

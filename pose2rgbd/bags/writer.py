@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.atomic import make_temp_dir, swap_in, sweep_stale_siblings
+from pose2rgbd.atomic import make_temp_dir, os_error_message, swap_in, sweep_stale_siblings
 from pose2rgbd.errors import BagError
 from pose2rgbd.messages.factory import TypestoreFactory
 from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
@@ -69,6 +69,14 @@ def qos_profiles(qos: str | Sequence[Any] | None) -> list[Any]:
         raise BagError(f"cannot parse QoS profile text {qos!r}: {e}") from e
 
 
+def _failed(path: Path, what: str, e: Exception) -> BagError:
+    """The error of a failed bag write: a full disk, a file-size limit, a read-only or forbidden folder as the one
+    line that names the bag and what to do (:func:`pose2rgbd.atomic.os_error_message`), others as they came."""
+    if isinstance(e, OSError) and (msg := os_error_message(e, path)) is not None:
+        return BagError(msg)
+    return BagError(f"{path}: {what}: {type(e).__name__}: {e}")
+
+
 class BagWriter:
     """Atomic rosbag2 writer.
 
@@ -112,7 +120,7 @@ class BagWriter:
             self._writer.open()
         except Exception as e:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-            raise BagError(f"{self.path}: cannot create bag: {type(e).__name__}: {e}") from e
+            raise _failed(self.path, "cannot create bag", e) from e
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> BagWriter:
@@ -179,7 +187,7 @@ class BagWriter:
         try:
             self._writer.write(self._conns[topic], stamp, data)
         except Exception as e:
-            raise BagError(f"{self.path}: cannot write to {topic}: {type(e).__name__}: {e}") from e
+            raise _failed(self.path, f"cannot write to {topic}", e) from e
         self._counts[topic] += 1
 
     def _check_open(self) -> None:
@@ -197,7 +205,7 @@ class BagWriter:
             self.abort()
             if not isinstance(e, Exception):
                 raise
-            raise BagError(f"{self.path}: cannot finish bag: {type(e).__name__}: {e}") from e
+            raise _failed(self.path, "cannot finish bag", e) from e
         self._closed = True
         shutil.rmtree(self._tmpdir, ignore_errors=True)
         log.debug("%s: wrote %s", self.path, self._counts)

@@ -52,7 +52,12 @@ IMAGES_ALIASES = (
     Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
     Alias("--depth", "depth", metavar="DIR"),
     Alias("--depth-scale", "depth_scale"),
-    Alias("--skip-missing", "skip_missing", const=True, help="transforms.json: leave out frames without an image"),
+    Alias(
+        "--skip-missing",
+        "skip_missing",
+        const=True,
+        help="transforms.json: leave out frames without their image or depth file",
+    ),
     Alias("--allow-outside", "allow_outside", const=True, help="transforms.json: allow paths outside its folder"),
     Alias("--depth-invalid-codes", "depth_invalid_codes", metavar="zero,max|none|N,..."),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),
@@ -187,7 +192,7 @@ def _video(args: argparse.Namespace) -> int:
     if args.depth == "selfsup":
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
-        from pose2rgbd.convert.stages.depth import convert_video_with_depth
+        from pose2rgbd.convert.video_depth import convert_video_with_depth
         from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
         gps = args.gps

@@ -20,7 +20,7 @@ from types import FrameType
 
 from pose2rgbd import __version__
 from pose2rgbd.atomic import OS_ERRORS, os_error_message, signal_deferral, take_kept
-from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.errors import Pose2RGBDError, missing_extra
 
 # Order here is the order in `pose2rgbd --help`.
 COMMAND_MODULES = (
@@ -65,20 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Modules of the optional extras (setup.py extras_require): a command that needs one names the extra to install.
-EXTRA_MODULES = {"torch": "train", "kornia": "train", "tensorboard": "train", "onnx": "train", "onnxscript": "train"}
-
-
-def _missing_extra(e: ModuleNotFoundError) -> str | None:
-    """The message for a module of an optional extra that is not installed, or None for any other module."""
-    root = (e.name or "").split(".")[0]
-    extra = EXTRA_MODULES.get(root)
-    if extra is None:
-        return None
-    return (
-        f"this command needs {root!r}, which is in the [{extra}] extra and is not installed here; install it with "
-        f"pip install 'pose2rgbd[{extra}]' (or bash scripts/setup.sh, which installs every extra)"
-    )
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of ``parser`` (``("convert", "bag")``, ...), read from its argparse tree: what
+    the help of every command is checked over (test_packaging_wheel.py, scripts/test_wheel.sh)."""
+    paths: list[tuple[str, ...]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((*prefix, name))
+                paths.extend(command_paths(sub, (*prefix, name)))
+    return paths
 
 
 class _Terminated(KeyboardInterrupt):
@@ -136,7 +132,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"pose2rgbd: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # a command's schema (train: the model registry) imports an extra
-        if (why := _missing_extra(e)) is None:
+        if (why := missing_extra(e)) is None:
             raise
         print(f"pose2rgbd: error: {why}", file=sys.stderr)
         return 2
@@ -172,7 +168,7 @@ def _main(argv: list[str] | None) -> int:
         _quiet_broken_pipe()
         return 141
     except ModuleNotFoundError as e:
-        if (why := _missing_extra(e)) is None:
+        if (why := missing_extra(e)) is None:
             raise
         print(f"pose2rgbd {args.command}: error: {why}", file=sys.stderr)
         return 2

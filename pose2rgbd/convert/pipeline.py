@@ -2,7 +2,7 @@
 
 1. **plan**: the source reads its input (pass 1) and runs its stages -- for a rosbag or a video, the time offset of
    Algorithm 1 and the frame poses (:mod:`pose2rgbd.convert.stages.time_offset`); for posed images, the pose check;
-   for a flight's depth, Algorithm 2 (:mod:`pose2rgbd.convert.stages.depth`) -- into a :class:`DatasetPlan`: the
+   for a flight's depth, Algorithm 2 (:mod:`pose2rgbd.convert.video_depth`) -- into a :class:`DatasetPlan`: the
    manifest, the kept frames' stamps and poses, the report's summary;
 2. **write**: the source yields the kept frames (pass 2); the pipeline drops repeated frames
    (:mod:`pose2rgbd.dataset.repeats`), resizes to the manifest's camera and writes them through an atomic

@@ -30,12 +30,14 @@ from pose2rgbd.atomic import make_temp_dir, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.dataset.format import Dataset
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.output_guard import check_links
 from pose2rgbd.progress import bar
 
 CACHE_VERSION = 2  # 2: the source files' size, modification time and SHA-256 are recorded
 
 log = logging.getLogger(__name__)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+_NOT_A_FOLDER = (errno.EEXIST, errno.ENOTDIR, errno.ELOOP)
 
 
 @dataclass
@@ -136,6 +138,8 @@ def build_cache(
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     if size < 8 or size > 4096:
         raise DatasetError(f"cache size {size} is out of range [8, 4096]")
+    if cache_root is not None:  # a dangling link or a link loop: a clear error, not the mkdir's below
+        check_links(cache_root, "--cache-root")
     out = _cache_dir(ds, size, Path(cache_root) if cache_root is not None else None)
     if out.exists():
         try:
@@ -209,6 +213,12 @@ def _unwritable(out: Path, e: OSError, cache_root: str | Path | None) -> Excepti
         return DatasetError(
             f"cannot write the training cache into {out.parent} ({e.strerror}): the dataset directory is not "
             "writable; pass --cache-root DIR to keep caches in a writable directory"
+        )
+    if e.errno in _NOT_A_FOLDER and cache_root is not None:  # a file in the way (or a loop made meanwhile)
+        return DatasetError(
+            f"--cache-root {cache_root}: cannot make the cache folder {out.parent} ({e.strerror}: "
+            f"{os.fsdecode(e.filename) if e.filename is not None else out.parent}); --cache-root must be a "
+            "directory (or a path where one can be made)"
         )
     return e  # the CLI turns disk full / read-only / permission errors on --cache-root into a message
 

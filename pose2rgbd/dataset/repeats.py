@@ -7,7 +7,8 @@ split it can land in test beside its twin in training, where the nearest-pose ba
 filter for every place that takes frames in: every conversion drops them by default and counts them in its
 report (``frames.repeats``; ``output.keep_repeats``, ``--keep-repeats``, keeps them), the recorder (live and
 offline) drops and counts them the same way (its ``output.keep_repeats``), and ``map build`` leaves repeated
-keyframes out (refusing a selection that is nearly all repeats).
+keyframes out (refusing a selection that is nearly all repeats). Evaluation leaves out a test frame whose pixels
+repeat a training frame's (:func:`repeats_of`), where the nearest-pose baseline would answer it exactly.
 
 The comparison is on the array's bytes (a BLAKE2b digest of them and the array's shape; hashlib, as a digest
 is all that is needed): decoded pixels, so a PNG and its byte-different but pixel-identical re-encoding count
@@ -87,3 +88,10 @@ class RepeatFilter:
         what = "kept (--keep-repeats)" if self.keep else "dropped (--keep-repeats keeps them)"
         shown = ", ".join(self.examples[:3]) + (" ..." if self.repeats > 3 else "")
         return f"{self.repeats} repeated frame(s) (pixels identical to the previous frame's) {what}: {shown}"
+
+
+def repeats_of(images: np.ndarray, reference: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The frames of ``query`` (indices into ``images``, e.g. a memory-mapped training cache) whose pixels equal
+    those of a frame of ``reference``, in ``query``'s order."""
+    seen = {digest(images[int(i)]) for i in reference}
+    return np.asarray([i for i in query if digest(images[int(i)]) in seen], dtype=np.int64)

@@ -16,7 +16,7 @@ from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
+from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight, without_training_repeats
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
 from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors
@@ -193,6 +193,7 @@ def evaluate(
             "the validation frames that selected best.pt, which flatters best.pt"
         )
     test = sp.test  # never the validation frames that picked best.pt, unless the run had no test set
+    test, repeated = without_training_repeats(cache.rgb, sp.train, test, notes)
     if cfg.max_frames and len(test) > cfg.max_frames:
         test = test[evenly_spaced(len(test), cfg.max_frames)]
     if len(test) == 0:
@@ -285,6 +286,7 @@ def evaluate(
         )
         + ")",
         "notes": notes,
+        "test_frames_repeating_training": repeated,
         "baseline_rot_weight_m": None if nn_base is None else nn_base.rot_weight_m,
     }
     if acc_r is not None:

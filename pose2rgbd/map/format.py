@@ -28,6 +28,7 @@ A map is written into a hidden sibling folder and renamed into place when comple
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -218,12 +219,12 @@ class MapWriter:
         return self.out
 
     def abort(self) -> None:
-        for f in self._kp_files.values():
-            f.close()
-        if not self.images.f.closed:
-            self.images.f.close()
-        if self.depth is not None and not self.depth.f.closed:
-            self.depth.f.close()
+        """Remove the unfinished map. A close that fails (its buffer flushed onto a full disk: the error that
+        stopped the build, raised again) does not stop the removal; the file is closed all the same."""
+        files = [*self._kp_files.values(), self.images.f, *([self.depth.f] if self.depth is not None else [])]
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> MapWriter:

@@ -3,6 +3,7 @@ posed images it describes (:func:`simulate`, what ``pose2rgbd sim`` runs)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ def simulate(
     for p, kind in targets:  # every refusal before any work
         check_output(p, kind, overwrite=overwrite)
         refuse_existing(p, overwrite=overwrite)
+    # the folders this run makes inside OUT (bags/, video/, posed_images/): removed again, if left empty, when it
+    # fails (OUT itself stays, as after an interruption)
+    made = sorted({p.parent for p, _ in targets if p.parent != out and not p.parent.exists()}, reverse=True)
     out.mkdir(parents=True, exist_ok=True)
     world = ex.world_of(cfg)
     cfg_path = out / "sim_config.yaml"
@@ -77,5 +81,8 @@ def simulate(
         staged.commit({cfg_path: yaml.safe_dump(sim_config_dict(cfg), sort_keys=False)})
     except BaseException:
         staged.discard()
+        for d in made:  # deepest first; a folder something else wrote into meanwhile stays
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     return result

@@ -65,8 +65,8 @@ class ImagesConfig:
     tolerance_s: float = help_field(0.02, "TUM: an image needs a pose within this many seconds of its timestamp")
     skip_unmatched: bool = help_field(False, "TUM: drop images without a pose within tolerance_s instead of failing")
     skip_missing: bool = help_field(
-        False, "transforms.json: leave out frames whose image file does not exist (listed in the report) instead "
-        "of failing"
+        False, "transforms.json: leave out frames whose image file, or depth file (depth_file_path), does not exist "
+        "(listed in the report) instead of failing"
     )  # fmt: skip
     allow_outside: bool = help_field(
         False, "transforms.json: allow file_path / depth_file_path outside the json's folder (../, absolute paths); "
@@ -230,6 +230,7 @@ class PosedImages:
     skipped: list[str] = field(default_factory=list)  # entries of the source left out (skip_missing)
     pose_units: str = "m"  # "unscaled": a format without a scale of its own (structure from motion)
     bounds: np.ndarray | None = None  # (N, 2) near / far depth of the scene content per frame (LLFF), scene units
+    skipped_depth: list[str] = field(default_factory=list)  # their depth file missing (skip_missing): the depth path
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -134,6 +134,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     where: list[str] = []
     cache: dict[str, SourceCamera] = {}
     skipped: list[str] = []
+    skipped_depth: list[str] = []
     for i, fr in enumerate(frames):
         w = f"{p}: frames[{i}]"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
@@ -141,6 +142,11 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         img = _resolve(base, _checked(base, str(fr["file_path"]), cfg, w, "file_path"))
         if cfg.skip_missing and not img.is_file():
             skipped.append(str(fr["file_path"]))
+            continue
+        dp = fr.get("depth_file_path")
+        depth = _resolve(p.parent, _checked(p.parent, str(dp), cfg, w, "depth_file_path")) if dp else None
+        if cfg.skip_missing and depth is not None and not depth.is_file():
+            skipped_depth.append(str(dp))
             continue
         try:
             M = np.asarray(fr["transform_matrix"], dtype=np.float64)
@@ -157,11 +163,14 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         images.append(img)
         cams.append(cache[key])
         mats.append(M)
-        dp = fr.get("depth_file_path")
-        depths.append(_resolve(p.parent, _checked(p.parent, str(dp), cfg, w, "depth_file_path")) if dp else None)
+        depths.append(depth)
         where.append(w)
-    if not images:
+    if not images and not skipped_depth:
         raise PoseImportError(f"{p}: none of the {len(frames)} images listed exists (first: {skipped[0]})")
+    if not images:
+        first = (skipped + skipped_depth)[0]
+        raise PoseImportError(f"{p}: none of the {len(frames)} frames listed has its image and depth files (first "
+                              f"missing: {first})")  # fmt: skip
     missing_images(images, p, "; pass --skip-missing to leave those frames out (they are listed in the report)")
     T = check_rotations(np.stack(mats), where) @ GL_FROM_OPTICAL
     notes = [
@@ -174,6 +183,11 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     if skipped:
         shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         notes.append(f"{len(skipped)} of {len(frames)} frames left out: image missing (skip_missing): {shown}")
+    if skipped_depth:
+        shown = ", ".join(skipped_depth[:3]) + (" ..." if len(skipped_depth) > 3 else "")
+        notes.append(
+            f"{len(skipped_depth)} of {len(frames)} frames left out: depth file missing (skip_missing): {shown}"
+        )
     if "scale" in doc or "offset" in doc:
         notes.append("instant-ngp 'scale' / 'offset' are ignored: poses are written in the file's own units")
     return PosedImages(
@@ -182,7 +196,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         up_hint=np.array([0.0, 0.0, 1.0]), convention="transforms.json uses OpenGL camera axes (x right, y up, "
         "z back), converted once here",
         depths=depths if any(d is not None for d in depths) else None, assumptions=notes,
-        depth_scale=depth_scale, depth_scale_note=depth_note, skipped=skipped,
+        depth_scale=depth_scale, depth_scale_note=depth_note, skipped=skipped, skipped_depth=skipped_depth,
     )  # fmt: skip
 
 

@@ -200,9 +200,12 @@ def _check_depth_files(cfg: ImagesConfig, pi: PosedImages) -> list[Path] | None:
     paths = [_depth_path(cfg, pi, i) for i in range(len(pi.images))]
     if all(p is None for p in paths):
         return None
-    miss = [str(pi.images[i]) for i, p in enumerate(paths) if p is None or not p.is_file()]
+    miss = [i for i, p in enumerate(paths) if p is None or not p.is_file()]
     if miss:
-        raise PoseImportError(f"depth is given for some frames but {len(miss)} lack it (first: {miss[0]})")
+        first, dp = pi.images[miss[0]], paths[miss[0]]
+        what = f"{first}: its depth file {dp} does not exist" if dp is not None else f"{first}: no depth file listed"
+        hint = "; pass --skip-missing to leave those frames out" if pi.kind == "transforms.json" and dp else ""
+        raise PoseImportError(f"depth is given for some frames but {len(miss)} lack it (first: {what}){hint}")
     return [p for p in paths if p is not None]
 
 
@@ -267,7 +270,7 @@ class PosedImagesSource(SourceBase):
         remapped = sum(und.needs_remap(c) for c in pi.cameras)
         summary: dict[str, Any] = {
             "input": {"kind": pi.kind, "source": str(pi.source), "images": str(pi.images[0].parent)},
-            "frames": {"total": len(pi.images) + len(pi.skipped), "kept": len(pi.images)},
+            "frames": {"total": len(pi.images) + len(pi.skipped) + len(pi.skipped_depth), "kept": len(pi.images)},
             "camera": cam.to_dict(),
             "source_cameras": [c.to_dict() for c in dict.fromkeys(pi.cameras)],
             "undistortion": {
@@ -317,6 +320,8 @@ class PosedImagesSource(SourceBase):
         frames["kept"] = frames.pop("written")  # here "kept" has always counted the frames written
         if pi.skipped:
             frames["skipped_missing"] = {"count": len(pi.skipped), "entries": pi.skipped}
+        if pi.skipped_depth:
+            frames["skipped_missing_depth"] = {"count": len(pi.skipped_depth), "entries": pi.skipped_depth}
         conversion["repeats"] = frames["repeats"]
         if self._depth_files is not None:
             summary["depth_import"] = conversion["depth_import"] = self._dstats.to_dict(self._dscale, self._codes)
@@ -383,6 +388,10 @@ def print_result(out: Path, say: PrintFn = print) -> None:
     sk = s["frames"].get("skipped_missing")
     if sk:
         say(f"  {sk['count']} listed frame(s) left out, image missing (--skip-missing): "
+            + ", ".join(sk["entries"][:3]) + (" ..." if sk["count"] > 3 else ""))  # fmt: skip
+    sk = s["frames"].get("skipped_missing_depth")
+    if sk:
+        say(f"  {sk['count']} listed frame(s) left out, depth file missing (--skip-missing): "
             + ", ".join(sk["entries"][:3]) + (" ..." if sk["count"] > 3 else ""))  # fmt: skip
     rp = s["frames"].get("repeats") or {}
     if rp.get("repeats"):

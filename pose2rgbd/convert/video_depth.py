@@ -1,8 +1,8 @@
 """Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``): the
 pipeline with Algorithm 1 (:class:`pose2rgbd.convert.sources.video.VideoSource`) into a work folder, metric poses
 (structure from motion aligned to GPS; :mod:`pose2rgbd.methods.selfsup_depth.metric`), self-supervised depth
-trained against them on that flight, then the pipeline again with Algorithm 2 (:mod:`.depth_export`) into the
-output, written atomically. The
+trained against them on that flight, then the pipeline again with Algorithm 2
+(:mod:`pose2rgbd.convert.stages.depth_export`) into the output, written atomically. The
 work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
 export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
 command that exports from it."""

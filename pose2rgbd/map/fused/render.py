@@ -27,8 +27,8 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.map.fused.exposure import apply_exposure, bilinear, depth_agrees, project
-from pose2rgbd.map.fused.keyframes import Keyframes
 from pose2rgbd.map.fused.tsdf import FusedGeometry
+from pose2rgbd.map.keyframes import Keyframes
 
 EPS_PENALTY = 1e-3
 

@@ -34,7 +34,7 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.map.format import MapError
-from pose2rgbd.map.fused.keyframes import Keyframes
+from pose2rgbd.map.keyframes import Keyframes
 from pose2rgbd.output_guard import refuse_existing
 from pose2rgbd.progress import bar
 

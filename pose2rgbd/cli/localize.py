@@ -139,8 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="OOD threshold: this quantile of the validation confidences")  # fmt: skip
     c.add_argument("--bins", type=int, default=4, help="confidence bins for the covariance scaling (1: none)")
     c.add_argument("--scale-level", type=float, default=None,
-                   help="--map: the covariance scale is the upper one-sided confidence bound of the frames' median "
-                   "at this level (default: 0.8, as map build's; 0.5: the median itself; docs/place-map.md)")  # fmt: skip
+                   help="--map: the covariance scale is the upper one-sided confidence bound of the frames' "
+                   "median at this level (default 0.8, as map build; 0.5: the median; docs/place-map.md)")  # fmt: skip
     c.add_argument("--overwrite", action="store_true", help="replace an existing calibration file")
     c.set_defaults(func=_calibrate)
 

@@ -59,8 +59,8 @@ VERSION = 1
 CHI2_6_MEDIAN = 5.348120627447122  # median of the chi-square distribution with 6 degrees of freedom
 CHI2_3_MEDIAN = 2.3659738843753377  # ... with 3 (one block of the covariance)
 GATE_MARGIN = 1.5  # the gate: 1.5x farther than the farthest held-out fix (or 1.5x weaker) is out of distribution
-# the covariance scale is the upper one-sided confidence bound of the held-out median at this level (median_upper_bound):
-# the scale it publishes is at least the true one in at least 80 % of calibrations
+# the covariance scale is the upper one-sided confidence bound of the held-out median at this level
+# (median_upper_bound): the scale it publishes is at least the true one in at least 80 % of calibrations
 SCALE_LEVEL = 0.8
 MIN_FRAMES = 12  # fewer errors than this cannot estimate a 6x6 second moment with any confidence
 POSITION_FLOOR_M2 = 1e-6  # eigenvalue floors: (1 mm)^2 and (0.06 deg)^2

@@ -140,9 +140,9 @@ def fit_structure_calibration(
 ) -> Calibration:
     """The calibration of the structure localizer from fixes (with their raw ``information`` covariance) of
     images whose true poses are ``T_true``: the block scales (:func:`compute_calibration`: the upper confidence
-bound at ``scale_level`` of the held-out median), the gate
-    (:func:`fit_gate`, with the map's ``spacing``) and the confidence model (:func:`fit_confidence`; ``bound_m``
-    0: twice the median position error, to two significant digits)."""
+    bound at ``scale_level`` of the held-out median), the gate (:func:`fit_gate`, with the map's ``spacing``) and
+    the confidence model (:func:`fit_confidence`; ``bound_m`` 0: twice the median position error, to two
+    significant digits)."""
     from pose2rgbd.geometry.transforms import pose_errors
 
     T_est = np.stack([f.T_world_cam for f in fixes])

@@ -57,6 +57,9 @@ def test_map_build_stores_its_calibration_and_the_default_covariance_is_calibrat
     cal = entry["calibration"]
     assert cal["information_scale_position"] > 0 and cal["gate"]["max_position_ratio"] > 0
     assert cal["confidence_model"]["bound_m"] > 0
+    bound = cal["information_scale_bound"]  # the scale is the median's upper 80 % bound over the held-out fixes
+    assert bound["level"] == 0.8 and bound["n"] == entry["fixes"] and bound["coverage"] >= 0.8
+    assert cal["information_scale_position"] >= bound["median_position"]
     fixes, T_true = _route(cal_world, cal_world["cal_map"], _crossing(cal_world))
     inside = np.array([f.ok and not f.flag for f in fixes])
     assert inside.sum() >= 15, [(f.reason, f.flag) for f in fixes]

@@ -138,6 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--ood-quantile", type=float, default=0.05,
                    help="OOD threshold: this quantile of the validation confidences")  # fmt: skip
     c.add_argument("--bins", type=int, default=4, help="confidence bins for the covariance scaling (1: none)")
+    c.add_argument("--scale-level", type=float, default=None,
+                   help="--map: the covariance scale is the upper one-sided confidence bound of the frames' "
+                   "median at this level (default 0.8, as map build; 0.5: the median; docs/place-map.md)")  # fmt: skip
     c.add_argument("--overwrite", action="store_true", help="replace an existing calibration file")
     c.set_defaults(func=_calibrate)
 
@@ -422,9 +425,13 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.evaluation.calibration import calibrate, save_calibration
+    from pose2rgbd.inference.calibration import SCALE_LEVEL
 
     if not (args.crop_scale == 0.0 or 1.0 <= args.crop_scale <= 4.0) or args.batch < 1 or args.max_frames < 0:
         raise ConfigError("--crop-scale in [1, 4], --batch >= 1, --max-frames >= 0")
+    args.scale_level = SCALE_LEVEL if args.scale_level is None else args.scale_level
+    if not 0.5 <= args.scale_level < 1.0:
+        raise ConfigError(f"--scale-level {args.scale_level}: must be in [0.5, 1)")
     if (args.checkpoint is None) == (args.map is None):
         raise ConfigError("give --checkpoint (an image -> pose model) or --map (the structure localizer), not both")
     _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.map, args.dataset],
@@ -433,15 +440,19 @@ def _calibrate(args: argparse.Namespace) -> int:
         from pose2rgbd.evaluation.calibration import calibrate_map
 
         cal, notes, default = calibrate_map(args.map, args.dataset, split=args.split, max_frames=args.max_frames,
-                                            ood_quantile=args.ood_quantile, progress=True)  # fmt: skip
+                                            ood_quantile=args.ood_quantile, scale_level=args.scale_level,
+                                            progress=True)  # fmt: skip
         save_calibration(cal, args.out)
         print(f"{args.out}: calibrated the structure localizer of {args.map} on {cal.n_frames} frames with a fix")
         e = cal.errors
         print(f"  position error median {e['position_median_m']:.3f} m, p90 {e['position_p90_m']:.3f} m; "
               f"orientation median {e['orientation_median_deg']:.2f} deg")  # fmt: skip
+        b = cal.information_scale_bound
         print(
             f"  raw information covariance x {cal.information_scale:.3g} (position block x "
-            f"{cal.information_scale_position:.3g}, orientation x {cal.information_scale_orientation:.3g})"
+            f"{cal.information_scale_position:.3g}, orientation x {cal.information_scale_orientation:.3g}): the "
+            f"upper {b['level']:.0%} confidence bound of the median over {b['n']:.0f} fixes (the median itself: x "
+            f"{b['median']:.3g}, position x {b['median_position']:.3g}, orientation x {b['median_orientation']:.3g})"
         )
         if "factor" in default:
             print(f"  the map's own calibration on these frames: covariance factor {default['factor']:.3g} (position "

@@ -20,6 +20,7 @@ from pose2rgbd.inference.calibration import (
     DEFAULT_ORIENTATION_SIGMA_DEG,
     DEFAULT_POSITION_SIGMA_M,
     MIN_FRAMES,
+    SCALE_LEVEL,
     Calibration,
     check_covariance,
     compute_calibration,
@@ -150,6 +151,7 @@ def calibrate_map(
     structure: Any = None,
     max_frames: int = 0,
     ood_quantile: float = 0.05,
+    scale_level: float = SCALE_LEVEL,
     progress: bool = False,
 ) -> tuple[Calibration, list[str], dict[str, float]]:
     """Calibrate the structure localizer of the place map ``map_path`` on ``dataset``'s frames that are not
@@ -157,7 +159,8 @@ def calibrate_map(
     split's validation frames, or ``all`` frames outside the map). Images are localized one by one without priors,
     with the map's own calibration (``map build``) applied; the fixes give a new calibration
     (:func:`pose2rgbd.inference.structure_calibration.fit_structure_calibration`: block scales of the raw
-    information covariance, gate at ``ood_quantile``, confidence) and ``default``: how the covariance the map's own
+    information covariance at the upper confidence bound of level ``scale_level``, gate at ``ood_quantile``,
+    confidence) and ``default``: how the covariance the map's own
     calibration published compares with the errors (its factor, 1 = calibrated; the confidence's reliability)."""
     import dataclasses
 
@@ -220,5 +223,5 @@ def calibrate_map(
     source = {"map": str(map_path), "method": "structure", "dataset": str(ds.path),
               "dataset_fingerprint": ds.fingerprint(), "split": kind, "fix_rate": float(ok.mean())}  # fmt: skip
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, gate_quantile=min(ood_quantile, 0.5),
-                                    source=source)  # fmt: skip
+                                    scale_level=scale_level, source=source)  # fmt: skip
     return cal, notes, default

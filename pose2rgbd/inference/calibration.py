@@ -22,8 +22,11 @@ touched), read by the localize node (``covariance_file``) with :func:`load_calib
 
 A localizer that gives each fix its own covariance from its inliers' information (the structure localizer) is
 calibrated by scale factors of that covariance, one for the position block and one for the orientation block
-(:meth:`Calibration.covariance_of_fix`), and, fitted on the same held-out fixes (:func:`fit_gate`,
-:func:`fit_confidence`):
+(:meth:`Calibration.covariance_of_fix`). Each factor is the median squared Mahalanobis error over chi-square's
+median, taken not at the sample median but at its upper one-sided confidence bound (:func:`median_upper_bound`,
+level :data:`SCALE_LEVEL`): a few dozen held-out fixes estimate the scale with an error of their own, and a filter
+fed a covariance too small trusts every fix too much, while one too large only weighs it less. Fitted on the same
+held-out fixes (:func:`fit_gate`, :func:`fit_confidence`):
 
 * an **out-of-distribution gate**: a fix farther from the map's keyframes, relative to the map's spacing, than
   any held-out fix was (with :data:`GATE_MARGIN`), or with fewer inliers / a smaller inlier spread than the
@@ -56,6 +59,9 @@ VERSION = 1
 CHI2_6_MEDIAN = 5.348120627447122  # median of the chi-square distribution with 6 degrees of freedom
 CHI2_3_MEDIAN = 2.3659738843753377  # ... with 3 (one block of the covariance)
 GATE_MARGIN = 1.5  # the gate: 1.5x farther than the farthest held-out fix (or 1.5x weaker) is out of distribution
+# the covariance scale is the upper one-sided confidence bound of the held-out median at this level
+# (median_upper_bound): the scale it publishes is at least the true one in at least 80 % of calibrations
+SCALE_LEVEL = 0.8
 MIN_FRAMES = 12  # fewer errors than this cannot estimate a 6x6 second moment with any confidence
 POSITION_FLOOR_M2 = 1e-6  # eigenvalue floors: (1 mm)^2 and (0.06 deg)^2
 ORIENTATION_FLOOR_RAD2 = 1e-6
@@ -91,6 +97,10 @@ class Calibration:
     # ... per block (position, orientation); 0: information_scale for both
     information_scale_position: float = 0.0
     information_scale_orientation: float = 0.0
+    # how those scales were fitted (median_upper_bound): level, n (fixes), rank (the order statistic taken), coverage
+    # (the bound's exact probability of being at least the true scale, >= level), and the point estimates (the
+    # sample medians: median, median_position, median_orientation); empty: the sample median (an older file)
+    information_scale_bound: dict[str, float] = field(default_factory=dict)
     # the out-of-distribution gate of such a localizer (fit_gate; empty: none)
     gate: dict[str, float] = field(default_factory=dict)
     # confidence = P(position error < bound_m) (fit_confidence: bound_m, kappa; empty: the localizer's own score)
@@ -108,8 +118,9 @@ class Calibration:
         scales = (self.information_scale, self.information_scale_position, self.information_scale_orientation)
         if not all(math.isfinite(v) and v >= 0 for v in scales):
             raise ConfigError("calibration: information_scale(s) must be finite and >= 0")
-        if not all(math.isfinite(float(v)) for v in (*self.gate.values(), *self.confidence_model.values())):
-            raise ConfigError("calibration: the gate and the confidence model must be finite numbers")
+        numbers = (*self.gate.values(), *self.confidence_model.values(), *self.information_scale_bound.values())
+        if not all(math.isfinite(float(v)) for v in numbers):
+            raise ConfigError("calibration: the gate, the confidence model and the scale bound must be finite numbers")
         if self.confidence_model and not {"bound_m", "kappa"} <= set(self.confidence_model):
             raise ConfigError("calibration: confidence_model needs bound_m and kappa")
 
@@ -185,6 +196,7 @@ class Calibration:
             "information_scale": float(self.information_scale),
             "information_scale_position": float(self.information_scale_position),
             "information_scale_orientation": float(self.information_scale_orientation),
+            "information_scale_bound": {k: float(v) for k, v in self.information_scale_bound.items()},
             "gate": {k: float(v) for k, v in self.gate.items()},
             "confidence_model": {k: float(v) for k, v in self.confidence_model.items()},
             "source": {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in self.source.items()},
@@ -211,6 +223,7 @@ class Calibration:
                 information_scale=float(d.get("information_scale", 0.0)),
                 information_scale_position=float(d.get("information_scale_position", 0.0)),
                 information_scale_orientation=float(d.get("information_scale_orientation", 0.0)),
+                information_scale_bound={str(k): float(v) for k, v in (d.get("information_scale_bound") or {}).items()},
                 gate={str(k): float(v) for k, v in (d.get("gate") or {}).items()},
                 confidence_model={str(k): float(v) for k, v in (d.get("confidence_model") or {}).items()},
             )
@@ -264,12 +277,14 @@ def compute_calibration(
     confidence_bins: int = 4,
     source: dict[str, Any] | None = None,
     information: np.ndarray | None = None,
+    scale_level: float = SCALE_LEVEL,
 ) -> Calibration:
     """The :class:`Calibration` of estimates ``T_est`` against ``T_true`` (both ``(N, 4, 4)``) with the
     model's ``confidence`` ``(N,)`` (see the module docstring). With ``information`` ``(N, 6, 6)`` (each fix's
     own covariance from its inliers) also the :attr:`Calibration.information_scale` that makes those match the
     errors: the median squared Mahalanobis error over the median of chi-square with 6 degrees of freedom (a
-    median, so that a few gross errors do not inflate every covariance). Raises :class:`ConfigError` for fewer than
+    median, so that a few gross errors do not inflate every covariance), at its upper confidence bound of level
+    ``scale_level`` (:func:`information_factors`; 0.5: the sample median). Raises :class:`ConfigError` for fewer than
     :data:`MIN_FRAMES` frames or non-finite estimates."""
     T_est = np.asarray(T_est, dtype=np.float64).reshape(-1, 4, 4)
     T_true = np.asarray(T_true, dtype=np.float64).reshape(-1, 4, 4)
@@ -318,15 +333,21 @@ def compute_calibration(
         if len(set(centres)) < len(centres):  # equal confidences (a model without one): no scaling
             centres, sp, sr = [], [], []
     info_scale = sp_info = sr_info = 0.0
+    bound: dict[str, float] = {}
     if information is not None:
         info = np.asarray(information, dtype=np.float64).reshape(n, 6, 6)
-        info_scale, sp_info, sr_info = information_factors(e, info)
+        info_scale, sp_info, sr_info = information_factors(e, info, level=scale_level)
+        m6, mp, mr = information_factors(e, info)
+        rank, coverage = median_bound_rank(n, scale_level)
+        bound = {"level": float(scale_level), "n": float(n), "rank": float(rank), "coverage": coverage,
+                 "median": m6, "median_position": mp, "median_orientation": mr}  # fmt: skip
         errors.update(information_scale=info_scale, information_scale_position=sp_info,
                       information_scale_orientation=sr_info)  # fmt: skip
     return Calibration(
         information_scale=info_scale,
         information_scale_position=sp_info,
         information_scale_orientation=sr_info,
+        information_scale_bound=bound,
         covariance=cov,
         n_frames=n,
         ood_quantile=float(ood_quantile),
@@ -339,18 +360,47 @@ def compute_calibration(
     )
 
 
-def information_factors(e: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
+def median_bound_rank(n: int, level: float) -> tuple[int, float]:
+    """The order statistic that bounds the median of ``n`` independent draws from above at confidence ``level``,
+    and its exact coverage: the smallest rank ``k`` (1-based) with ``P(Binomial(n, 1/2) <= k - 1) >= level`` --
+    the k-th smallest draw is at least the population median unless k or more draws fall below it. Distribution
+    free (any continuous distribution). Level 0.5 with an odd ``n``: the sample median. A ``n`` too small for the
+    level gives the largest draw and its coverage ``1 - 2^-n`` (< level)."""
+    from scipy.stats import binom
+
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"calibration: the scale's confidence level must be in (0, 1), got {level}")
+    k = min(int(binom.ppf(level, n, 0.5)) + 1, n)
+    return k, float(binom.cdf(k - 1, n, 0.5))
+
+
+def median_upper_bound(values: np.ndarray, level: float) -> float:
+    """The upper one-sided confidence bound at ``level`` of the median of the distribution ``values`` are
+    independent draws from: their :func:`median_bound_rank`-th smallest. Hand-written (scipy has no
+    order-statistic interval of a quantile); the exact binomial rank rather than a bootstrap, whose upper quantile
+    of a median on a few dozen draws takes the same few order statistics with less certain coverage."""
+    v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    k, _ = median_bound_rank(len(v), level)
+    return float(v[k - 1])
+
+
+def information_factors(e: np.ndarray, cov: np.ndarray, level: float | None = None) -> tuple[float, float, float]:
     """How much larger the errors ``e`` ``(N, 6)`` are than the covariances ``cov`` ``(N, 6, 6)`` say: the median
     squared Mahalanobis error over the median of chi-square (6 degrees of freedom for the whole, 3 for the position
     and the orientation blocks). A median, so that a few gross errors do not inflate every covariance; 1 means
-    calibrated (the variance scale: its square root is the factor in standard deviation)."""
+    calibrated (the variance scale: its square root is the factor in standard deviation). ``level`` ``None``: the
+    sample median (a measurement of how calibrated ``cov`` is); a level: the median's upper confidence bound
+    (:func:`median_upper_bound`; a fit of the scale that errs on the side of too large)."""
     e = np.asarray(e, dtype=np.float64).reshape(-1, 6)
     c = np.asarray(cov, dtype=np.float64).reshape(-1, 6, 6)
     m6 = [float(x @ np.linalg.solve(k, x)) for x, k in zip(e, c)]
     mp = [float(x[:3] @ np.linalg.solve(k[:3, :3], x[:3])) for x, k in zip(e, c)]
     mr = [float(x[3:] @ np.linalg.solve(k[3:, 3:], x[3:])) for x, k in zip(e, c)]
-    return (float(np.median(m6)) / CHI2_6_MEDIAN, float(np.median(mp)) / CHI2_3_MEDIAN,
-            float(np.median(mr)) / CHI2_3_MEDIAN)  # fmt: skip
+
+    def centre(m: list[float]) -> float:
+        return float(np.median(m)) if level is None else median_upper_bound(np.asarray(m), level)
+
+    return centre(m6) / CHI2_6_MEDIAN, centre(mp) / CHI2_3_MEDIAN, centre(mr) / CHI2_3_MEDIAN
 
 
 def pose_error_vectors(T_est: np.ndarray, T_true: np.ndarray) -> np.ndarray:

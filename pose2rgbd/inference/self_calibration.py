@@ -50,6 +50,6 @@ def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any
     spacing = keyframe_spacing(view.T_world_cam, view.rot_weight_m)
     pr, qr = coverage_ratios(rest.poses, np.stack([f.T_world_cam for f in good]), spacing)
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, bound_m=cfg.bound_m,
-                                    gate_quantile=cfg.gate_quantile,
+                                    gate_quantile=cfg.gate_quantile, scale_level=cfg.scale_level,
                                     source={"method": "structure", "split": "map keyframes held out"})  # fmt: skip
     return {**entry, "status": "calibrated", "calibration": cal.to_dict()}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.inference.calibration import (
+    SCALE_LEVEL,
     Calibration,
     compute_calibration,
     fit_confidence,
@@ -134,18 +135,20 @@ def fit_structure_calibration(
     *,
     bound_m: float = 0.0,
     gate_quantile: float = 0.02,
+    scale_level: float = SCALE_LEVEL,
     source: dict[str, Any] | None = None,
 ) -> Calibration:
     """The calibration of the structure localizer from fixes (with their raw ``information`` covariance) of
-    images whose true poses are ``T_true``: the block scales (:func:`compute_calibration`), the gate
-    (:func:`fit_gate`, with the map's ``spacing``) and the confidence model (:func:`fit_confidence`; ``bound_m``
-    0: twice the median position error, to two significant digits)."""
+    images whose true poses are ``T_true``: the block scales (:func:`compute_calibration`: the upper confidence
+    bound at ``scale_level`` of the held-out median), the gate (:func:`fit_gate`, with the map's ``spacing``) and
+    the confidence model (:func:`fit_confidence`; ``bound_m`` 0: twice the median position error, to two
+    significant digits)."""
     from pose2rgbd.geometry.transforms import pose_errors
 
     T_est = np.stack([f.T_world_cam for f in fixes])
     info = np.stack([f.covariance if f.information is None else f.information for f in fixes])
     cal = compute_calibration(T_est, T_true, np.array([f.confidence for f in fixes]), ood_quantile=0.0,
-                              confidence_bins=1, source=source, information=info)  # fmt: skip
+                              confidence_bins=1, source=source, information=info, scale_level=scale_level)  # fmt: skip
     pos_err, _ = pose_errors(T_est, T_true)
     if bound_m <= 0:
         b = 2.0 * float(np.median(pos_err))

@@ -113,6 +113,12 @@ class SelfCalibrationConfig:
         0.02, "out-of-distribution gate: fewer inliers / less spread than this quantile of the held-out fixes",
         0.0, 0.5,
     )  # fmt: skip
+    # 0.8: pose2rgbd.inference.calibration.SCALE_LEVEL (the map layer does not import the inference layer; a test
+    # keeps the two equal)
+    scale_level: float = ranged_field(
+        0.8, "the covariance scale is the upper one-sided confidence bound of the held-out fixes' median at "
+        "this level (at least the true scale in this share of calibrations; 0.5: the median itself)", 0.5, 0.99,
+    )  # fmt: skip
 
 
 @dataclass

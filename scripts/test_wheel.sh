@@ -25,13 +25,14 @@ fi
 sdist=$(ls "$work"/dist/pose2rgbd-*.tar.gz)
 wheel=$(ls "$work"/dist/pose2rgbd-*.whl)
 .venv/bin/python - "$sdist" <<'PY'
-# the sdist holds every file of the packages and what the colcon build reads
+# the sdist holds every file of the packages (but the test stand-ins) and what the colcon build reads
 import re, sys, tarfile
 from pathlib import Path
 
 names = {n.split("/", 1)[1] for n in tarfile.open(sys.argv[1]).getnames() if "/" in n}
 want = {p.as_posix() for pkg in ("pose2rgbd", "pose2rgbd_ros") for p in Path(pkg).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        and not p.as_posix().startswith("pose2rgbd/testing/")}  # the test stand-ins: left out (setup.py)
 cmake = re.sub(r"#.*", "", Path("CMakeLists.txt").read_text())
 want |= {"setup.py", "package.xml", "CMakeLists.txt", *re.findall(r'"((?:msg|srv)/[^"]+)"', cmake)}
 want |= {p.as_posix() for d in ("ros_nodes", "launch", "config") for p in Path(d).iterdir() if p.is_file()}

@@ -117,7 +117,8 @@ def _stale_reason(ds: Dataset, out: Path, deep: bool, progress: bool) -> str | N
 
 def _load_table(path: Path) -> np.ndarray | None:
     try:
-        return np.load(path)
+        table: np.ndarray = np.load(path)
+        return table
     except (OSError, ValueError, EOFError):
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,7 +66,8 @@ def triplet_centres(source_id: np.ndarray, stride: int) -> np.ndarray:
     n = len(source_id)
     i = np.arange(stride, n - stride)
     ok = (source_id[i - stride] == source_id[i]) & (source_id[i + stride] == source_id[i])
-    return i[ok]
+    centres: np.ndarray = i[ok]
+    return centres
 
 
 def expected_motion_px(speed_m_s: float, fps: float, depth_m: float, focal_px: float) -> float:
@@ -114,7 +116,7 @@ def auto_stride(frames: SequenceFrames, target_px: float = 3.0, max_stride: int 
     return stride_for_motion(motion, target_px, cap), motion
 
 
-class SequenceDataset(_TorchDataset):
+class SequenceDataset(_TorchDataset[dict[str, Any]]):
     """Items: ``{"target": (3, H, W), "sources": (2, 3, H, W)`` (previous, next; float32 in [0, 1]),
     ``"K": (3, 3)`` float32, ``"index": int`` (the target frame), ``"gps_dist": (2,)`` float32 (distance of
     each source frame's camera from the target's, from the dataset poses, metres; NaN unknown) and

@@ -200,7 +200,12 @@ def split_from_config(source_id: np.ndarray, stamp_ns: np.ndarray, train_config:
     """The split a training run with ``train_config`` (a :class:`~pose2rgbd.training.config.TrainConfig`, or
     the ``train_config`` dict saved in a checkpoint) uses. A checkpoint written before the three-way split has
     no ``test_fraction``: its split is rebuilt as it was trained (two-way, 20 % validation = test)."""
-    get = train_config.get if isinstance(train_config, Mapping) else lambda k, d: getattr(train_config, k, d)
+
+    def get(key: str, default: Any) -> Any:
+        return (
+            train_config.get(key, default) if isinstance(train_config, Mapping) else getattr(train_config, key, default)
+        )
+
     return make_split(
         source_id,
         stamp_ns,

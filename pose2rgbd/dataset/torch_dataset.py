@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ class PoseInput(Protocol):
     def normalize_poses(self, T_world_cam: np.ndarray) -> np.ndarray: ...
 
 
-class PoseRGBDDataset(_TorchDataset):
+class PoseRGBDDataset(_TorchDataset[dict[str, Any]]):
     """Items: ``{"pose": (D,) float32 in [-1, 1], "rgb": (3, S, S) float32 in [-1, 1],
     "depth": (1, S, S) float32 raw depth (metres or unscaled; NaN invalid, +inf sky; absent if the
     dataset has none), "index": int}``.

@@ -69,7 +69,9 @@ def slerp_quat_xyzw(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
     if d < 0.0:
         q1, d = -q1, -d
     if d > 0.9995:  # nearly parallel: normalized lerp avoids dividing by sin(~0)
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
+        q: np.ndarray = q0 + a * (q1 - q0)
+        unit: np.ndarray = q / np.linalg.norm(q)
+        return unit
     th = np.arccos(min(d, 1.0))
-    return (np.sin((1 - a) * th) * q0 + np.sin(a * th) * q1) / np.sin(th)
+    out: np.ndarray = (np.sin((1 - a) * th) * q0 + np.sin(a * th) * q1) / np.sin(th)
+    return out

@@ -41,7 +41,8 @@ def canonical_quat_xyzw(q_xyzw: np.ndarray) -> np.ndarray:
     q = q * sign
     # a w within rounding of zero is stored as +0 so that "w >= 0" holds exactly
     q[..., 3] = np.where(np.abs(q[..., 3]) <= 1e-12, 0.0, q[..., 3])
-    return q
+    out: np.ndarray = q
+    return out
 
 
 def check_unit_quat_xyzw(q_xyzw: np.ndarray, tol: float = _UNIT_TOL) -> np.ndarray:
@@ -56,7 +57,8 @@ def check_unit_quat_xyzw(q_xyzw: np.ndarray, tol: float = _UNIT_TOL) -> np.ndarr
 def quat_xyzw_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
     q = _as_array(q_xyzw, (4,), "quat_xyzw")
     shape = q.shape[:-1]
-    return Rotation.from_quat(q.reshape(-1, 4)).as_matrix().reshape((*shape, 3, 3))
+    R: np.ndarray = Rotation.from_quat(q.reshape(-1, 4)).as_matrix()
+    return R.reshape((*shape, 3, 3))
 
 
 def matrix_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
@@ -69,7 +71,8 @@ def matrix_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
 def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
     a = _as_array(rpy, (3,), "rpy")
     shape = a.shape[:-1]
-    return Rotation.from_euler("xyz", a.reshape(-1, 3)).as_matrix().reshape((*shape, 3, 3))
+    R: np.ndarray = Rotation.from_euler("xyz", a.reshape(-1, 3)).as_matrix()
+    return R.reshape((*shape, 3, 3))
 
 
 def matrix_to_rpy(R: np.ndarray) -> np.ndarray:
@@ -79,7 +82,7 @@ def matrix_to_rpy(R: np.ndarray) -> np.ndarray:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # gimbal lock: SciPy picks a valid solution
-        e = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler("xyz")
+        e: np.ndarray = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler("xyz")
     return e.reshape((*shape, 3))
 
 
@@ -105,4 +108,5 @@ def rotation_angle_between(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
     """Geodesic angle (radians) between rotation matrices, batched."""
     R = np.einsum("...ji,...jk->...ik", np.asarray(R_a), np.asarray(R_b))
     c = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.arccos(np.clip(c, -1.0, 1.0))
+    angle: np.ndarray = np.arccos(np.clip(c, -1.0, 1.0))
+    return angle

@@ -45,7 +45,8 @@ def umeyama(
 
 def apply_sim3(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``s R p + t`` for each row of ``points`` (N, 3)."""
-    return s * np.asarray(points, np.float64) @ np.asarray(R).T + np.asarray(t)
+    out: np.ndarray = s * np.asarray(points, np.float64) @ np.asarray(R).T + np.asarray(t)
+    return out
 
 
 @dataclass
@@ -88,7 +89,8 @@ class Sim3Fit:
 
 
 def _residuals(s: float, R: np.ndarray, t: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(apply_sim3(s, R, t, src) - dst, axis=1)
+    r: np.ndarray = np.linalg.norm(apply_sim3(s, R, t, src) - dst, axis=1)
+    return r
 
 
 def _well_spread(p: np.ndarray) -> bool:

@@ -76,7 +76,8 @@ def transform_points(T_target_source: np.ndarray, p_source: np.ndarray) -> np.nd
     """Apply one transform ``(4, 4)`` to points ``(N, 3)`` (or batched ``(..., 4, 4)`` with ``(..., N, 3)``)."""
     T = np.asarray(T_target_source, dtype=np.float64)
     p = np.asarray(p_source, dtype=np.float64)
-    return np.einsum("...ij,...nj->...ni", T[..., :3, :3], p) + T[..., None, :3, 3]
+    out: np.ndarray = np.einsum("...ij,...nj->...ni", T[..., :3, :3], p) + T[..., None, :3, 3]
+    return out
 
 
 def pose_errors(T_est: np.ndarray, T_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

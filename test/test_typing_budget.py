@@ -8,9 +8,8 @@ import re
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "pose2rgbd"
-ANY_CEILING = (
-    1004  # occurrences of the word `Any` in pose2rgbd/**/*.py, the test stand-ins (pose2rgbd/testing) left out
-)
+# occurrences of the word `Any` in pose2rgbd/**/*.py, the test stand-ins (pose2rgbd/testing) left out
+ANY_CEILING = 1004
 
 
 def _count_any() -> dict[str, int]:

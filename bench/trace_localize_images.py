@@ -16,9 +16,9 @@ One image's trace is the piece between two calls of the image reader (any functi
 wherever it lives), taken for an image in the middle of the folder: a cycle of the per-image loop. It is counted as
 **stops** (entries into a place: the number of changes along the piece), **places** (distinct ones) and **returns**
 (stops into a place already visited in the piece: stops - places). The issue's wording, "32 stops in 15 rooms with
-17 returns", is the room grain. The **way** is the same piece with repeated excursions merged (``A B A B A``, a
-loop calling into ``B`` once per keyframe, counts as ``A B A``): the route, not how often a loop goes round it.
-``--show`` prints the room sequence and the way.
+17 returns", is the room grain. The **way** is the same piece with repeated excursions merged (a stretch that repeats at once is kept once: ``A B A B A``, a loop calling into ``B`` once per
+keyframe, counts as ``A B A``): the route, not how often a loop goes round it.
+``--show`` prints the sequences.
 """
 
 from __future__ import annotations
@@ -82,16 +82,20 @@ def collapse(places: list[str]) -> list[str]:
 
 
 def way(places: list[str]) -> list[str]:
-    """The piece with repeated excursions merged: ``A B A B A`` (a loop that calls into ``B`` many times) is
-    ``A B A``."""
+    """The piece with repeated excursions merged: a stretch that repeats at once (``A B A B A``, or ``A B A C A B A
+    C A``: a loop over keyframes calling into the same places each time) is kept once (``A B A``, ``A B A C A``)."""
     s = collapse(places)
-    k = 0
-    while k + 3 < len(s):
-        if s[k] == s[k + 2] and s[k + 1] == s[k + 3]:
-            del s[k + 2 : k + 4]
-            k = max(k - 2, 0)
-        else:
-            k += 1
+    changed = True
+    while changed:
+        changed = False
+        for n in range(2, len(s) // 2 + 1):  # the shortest repeats first
+            k = 0
+            while k + 2 * n <= len(s):
+                if s[k : k + n] == s[k + n : k + 2 * n]:
+                    del s[k + n : k + 2 * n]
+                    changed = True
+                else:
+                    k += 1
     return s
 
 
@@ -155,12 +159,15 @@ def main() -> int:
     for grain, col in (("module", 0), ("room", 1)):
         for what, places in (("trace", [p[col] for p in piece]), ("way", way([p[col] for p in piece]))):
             c = count(places)
-            print(f"  one image, {grain} grain, {what}: {c['stops']} stops in {c['places']} {grain}s with "
-                  f"{c['returns']} returns")
+            print(
+                f"  one image, {grain} grain, {what}: {c['stops']} stops in {c['places']} {grain}s with "
+                f"{c['returns']} returns"
+            )
     if args.show:
-        rooms = [p[1] for p in piece]
-        for what, seq in (("rooms", collapse(rooms)), ("way", way(rooms))):
-            print(f"  {what}: " + " -> ".join(r.removeprefix("pose2rgbd.") for r in seq))
+        for grain, col in (("module", 0), ("room", 1)):
+            places = [p[col] for p in piece]
+            for what, seq in (("trace", collapse(places)), ("way", way(places))):
+                print(f"  {grain} {what}: " + " -> ".join(r.removeprefix("pose2rgbd.") for r in seq))
     return 0
 
 

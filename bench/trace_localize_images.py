@@ -16,9 +16,9 @@ One image's trace is the piece between two calls of the image reader (any functi
 wherever it lives), taken for an image in the middle of the folder: a cycle of the per-image loop. It is counted as
 **stops** (entries into a place: the number of changes along the piece), **places** (distinct ones) and **returns**
 (stops into a place already visited in the piece: stops - places). The issue's wording, "32 stops in 15 rooms with
-17 returns", is the room grain. The **way** is the same piece with repeated excursions merged (a stretch that repeats at once is kept once: ``A B A B A``, a loop calling into ``B`` once per
-keyframe, counts as ``A B A``): the route, not how often a loop goes round it.
-``--show`` prints the sequences.
+17 returns", is the room grain. The **way** is the same piece with repeated excursions merged: a stretch that
+repeats at once is kept once (``A B A B A``, a loop calling into ``B`` once per keyframe, counts as ``A B A``) --
+the route, not how often a loop goes round it. ``--show`` prints the sequences.
 """
 
 from __future__ import annotations

@@ -154,3 +154,24 @@ def test_localize_images_with_a_calibration_file_does_not_import_torch(map_world
     text = _no_torch(f"from pose2rgbd.cli.main import main\nassert main({argv!r}) == 0\n")
     assert "TORCH=False" in text and f"covariance calibration: {cal}" in text
     assert [r["image"] for r in csv.DictReader(out.read_text().splitlines())] == ["f00.png", "f01.png", "f02.png"]
+
+
+@pytest.mark.parametrize("command", [["bag", "--bag", "b", "--out", "o"], ["images", "d", "--out", "o.csv"]])
+def test_map_is_one_flag_for_every_localize_command(command: list[str], tmp_path: Path) -> None:
+    """`--map M` is the flag of `localize bag`, `images` and `calibrate`; for `bag` it is the node config's `map`
+    key, which a YAML file (`--config`) still sets, and the flag wins over the file."""
+    from pose2rgbd.cli.main import build_parser
+    from pose2rgbd.config_cli import config_from_args
+
+    parser = build_parser()
+    extra = ["--dataset", "d", "--out", "c.yaml"]
+    assert parser.parse_args(["localize", "calibrate", "--map", "m1", *extra]).map == Path("m1")
+    args = parser.parse_args(["localize", *command, "--map", "m1"])
+    cfg = config_from_args(args)
+    assert (cfg.map if command[0] == "bag" else args.map) == "m1"
+    if command[0] == "bag":
+        yaml_file = tmp_path / "loc.yaml"
+        yaml_file.write_text("map: m2\n")
+        assert config_from_args(parser.parse_args(["localize", *command, "--config", str(yaml_file)])).map == "m2"
+        both = parser.parse_args(["localize", *command, "--config", str(yaml_file), "--map", "m1"])
+        assert config_from_args(both).map == "m1"

@@ -17,6 +17,8 @@ from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, need_check
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 CHECKPOINT_GROUP = "checkpoint localizer (PoseGAN)"
+# pose2rgbd.inference.image_sequence.IMAGE_SUFFIXES (test_image_sequence.py pins them equal): the parser is built
+# without importing the inference layer
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 BAG_ALIASES = (
@@ -32,6 +34,16 @@ BAG_ALIASES = (
     Alias("--odometry-topic", "topics.odometry"),
     Alias("--camera-info-topic", "topics.camera_info"),
 )
+
+
+def __getattr__(name: str) -> Any:
+    """The names that moved to :mod:`pose2rgbd.inference.image_sequence`, imported when asked for (the command
+    module stays light to import)."""
+    if name in ("CSV_STRUCTURE", "list_images", "read_rgb_image"):
+        from pose2rgbd.inference import image_sequence
+
+        return getattr(image_sequence, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _images_schema() -> Schema:
@@ -190,20 +202,9 @@ def _bag(args: argparse.Namespace) -> int:
     return 0 if done else 1
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files of ``folder`` (not recursive), in name order; an empty or missing folder raises."""
-    from pose2rgbd.errors import ConfigError
-
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
 def _images(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import ConfigError
+    from pose2rgbd.inference.image_sequence import list_images
     from pose2rgbd.inference.structure_load import resolve_method
 
     cfgs = config_from_args(args)
@@ -219,59 +220,17 @@ def _images(args: argparse.Namespace) -> int:
     return _images_structure(args, cfgs, method, files)
 
 
-def _read_image(path: Path, bit_depth: int = 0) -> tuple[Any, str]:
-    """uint8 RGB of an image file (:func:`read_rgb_image`), or (None, why not)."""
-    from pose2rgbd.errors import BagError
-
-    try:
-        return read_rgb_image(path, bit_depth), ""
-    except (BagError, OSError) as e:
-        return None, (str(e) if isinstance(e, BagError) else f"{path.name}: {e.strerror or e}")
-
-
-def _pose_fields(T: Any) -> str:
-    from pose2rgbd.geometry.transforms import tq_from_T
-
-    t, q = tq_from_T(T)
-    return ",".join(repr(float(v)) for v in (*t, *q))
-
-
-def _csv_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
-
-
-CSV_STRUCTURE = (
-    "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution,fix,reason,inliers,confidence_bound_m,"
-    "sigma_x_m,sigma_y_m,sigma_z_m,sigma_rx_deg,sigma_ry_deg,sigma_rz_deg,flag"
-)
-
-
-def _sigmas(cov: Any) -> str:
-    """The six standard deviations of a published covariance: x y z (map units) and the rotations about the
-    world's X Y Z axes (degrees) -- the square roots of its diagonal, in PoseWithCovariance order."""
-    import math
-
-    d = [math.sqrt(max(float(v), 0.0)) for v in cov.diagonal()]
-    return ",".join(f"{v:.6g}" for v in (*d[:3], *(math.degrees(v) for v in d[3:])))
-
-
 def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: list[Path]) -> int:
-    """The structure localizer over the folder: a sequence in name order unless --no-sequence; rows without a fix
-    keep their place (empty pose fields, the reason), an image the localizer cannot take (another aspect ratio
-    without --camera) too."""
+    """The structure localizer over the folder (:func:`pose2rgbd.inference.image_sequence.run_sequence`): a
+    sequence in name order unless --no-sequence; rows without a fix keep their place (empty pose fields, the reason),
+    an image the localizer cannot take (another aspect ratio without --camera) too."""
     import dataclasses
-    import time
-    from collections import Counter
 
-    import numpy as np
-
-    from pose2rgbd.atomic import write_text_atomic
-    from pose2rgbd.errors import Pose2RGBDError
-    from pose2rgbd.evaluation.calibration import load_calibration
     from pose2rgbd.inference import load_engine
+    from pose2rgbd.inference.calibration import load_calibration
+    from pose2rgbd.inference.image_sequence import run_sequence
     from pose2rgbd.inference.query_camera import query_camera
     from pose2rgbd.inference.structure_load import load_structure_localizer
-    from pose2rgbd.progress import bar
 
     scfg = cfgs["structure"]
     if args.no_sequence:
@@ -287,145 +246,61 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     elif loc.calibration is None:
         print(f"  note: the map {args.map} holds no calibration: covariances are the inliers' raw information "
               "(too small) and nothing is flagged; rebuild it with `pose2rgbd map build`")  # fmt: skip
-    tum = args.out.suffix.lower() in (".tum", ".txt")
-    lines = [f"# index tx ty tz qx qy qz qw  (index: the image's place in name order; world frame: {loc.world_frame}; "
-             "images without a fix are comment lines)"] if tum else [CSV_STRUCTURE]  # fmt: skip
-    fixes = flagged = 0
-    why_not: Counter[str] = Counter()
-    seconds: list[float] = []
-    for n, path in enumerate(bar(files, progress=not args.no_progress, desc="localize", unit="image")):
-        t0 = time.perf_counter()
-        rgb, why = _read_image(path, args.bit_depth)
-        fix = None
-        if rgb is not None:
-            try:
-                fix = loc.localize_one(rgb)
-            except Pose2RGBDError as e:  # this image only (e.g. another aspect ratio): its row says why
-                why = f"{path.name}: {e}"
-        seconds.append(time.perf_counter() - t0)
-        if fix is not None and fix.ok:
-            fixes += 1
-            pose, conf = _pose_fields(fix.T_world_cam), fix.confidence
-            if tum:
-                lines.append(f"{n} {pose.replace(',', ' ')}")
-                continue
-            ood = bool(fix.flag) or (threshold is not None and conf < threshold)
-            flagged += int(ood)
-            bound = f"{fix.confidence_bound_m:.6g}" if fix.confidence_bound_m > 0 else ""
-            lines.append(f"{_csv_name(path.name)},{pose},{conf!r},{str(ood).lower()},true,,{fix.inliers},{bound},"
-                         f"{_sigmas(fix.covariance)},{_csv_name(fix.flag)}")  # fmt: skip
-            continue
-        reason = why if fix is None else fix.reason
-        why_not[fix.reason if fix is not None else "unreadable file" if rgb is None else "image not usable"] += 1
-        if tum:
-            lines.append(f"# {n} {path.name}: no fix ({reason})")
-        else:
-            flag = "" if fix is None else fix.flag
-            lines.append(f"{_csv_name(path.name)},,,,,,,,,,false,{_csv_name(reason)},"
-                         f"{0 if fix is None else fix.inliers},,,,,,,,{_csv_name(flag)}")  # fmt: skip
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"{args.out}: {fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
+    s = run_sequence(loc, files, args.out, threshold=threshold, bit_depth=args.bit_depth,
+                     progress=not args.no_progress)  # fmt: skip
+    print(f"{args.out}: {s.fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
           f"({method}; {'unordered' if args.no_sequence else 'a sequence in name order'}; world frame "
           f"{loc.world_frame})")  # fmt: skip
-    p50, p99 = (float(np.percentile(seconds, q)) * 1e3 for q in (50, 99))
-    print(f"  time per image: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    print(f"  time per image: p50 {s.percentile_ms(50):.0f} ms, p99 {s.percentile_ms(99):.0f} ms")
     cal_name = {"map": "the map's own calibration", "file": f"{args.calibration}"}.get(loc.calibration_source, "none")
-    print(f"  covariance calibration: {cal_name}; out of distribution: {flagged} fix(es) flagged"
+    print(f"  covariance calibration: {cal_name}; out of distribution: {s.flagged} fix(es) flagged"
           + (f" (policy {scfg.ood_policy})" if loc.calibration is not None else ""))  # fmt: skip
     if loc.calibration is not None and loc.calibration.confidence_model:
         print(f"  confidence: P(position error < {loc.calibration.confidence_model['bound_m']:.4g} map units)")
-    if why_not:
-        print(f"  {sum(why_not.values())} images without a fix:")
-        for reason, count in why_not.most_common():
+    if s.no_fix:
+        print(f"  {sum(s.no_fix.values())} images without a fix:")
+        for reason, count in s.no_fix.most_common():
             print(f"    {count:>6}  {reason}")
-    return 0 if fixes else 1
+    return 0 if s.fixes else 1
 
 
 def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
-    import numpy as np
-
-    from pose2rgbd.atomic import write_text_atomic
-    from pose2rgbd.errors import BagError, CheckpointError, ConfigError
-    from pose2rgbd.evaluation.calibration import load_calibration
+    from pose2rgbd.errors import CheckpointError, ConfigError
     from pose2rgbd.inference import LocalizeEngine, load_engine
-    from pose2rgbd.inference.images import prepare_for_model
-    from pose2rgbd.progress import bar
+    from pose2rgbd.inference.calibration import load_calibration
+    from pose2rgbd.inference.image_sequence import ModelRows, localize_batches
 
     need_checkpoint(cfg)
     if args.batch < 1:
         raise ConfigError("--batch must be >= 1")
     if args.bit_depth and not 8 <= args.bit_depth <= 16:
         raise ConfigError(f"--bit-depth {args.bit_depth}: expected 0 (inferred per image) or 8 to 16")
-    tum = args.out.suffix.lower() in (".tum", ".txt")
     threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
     engine = load_engine(cfg)
     if not isinstance(engine, LocalizeEngine):
         raise CheckpointError(f"{cfg.checkpoint}: a {engine.loaded.kind!r} model does not localize images")
-    rows: list[tuple[int, str, np.ndarray, float]] = []
+    rows = ModelRows(args.out, engine.world_frame, threshold)
     skipped: list[str] = []
-    todo = list(enumerate(files))
-    for k in bar(range(0, len(todo), args.batch), progress=not args.no_progress, desc="localize", unit="batch"):
-        batch, names = [], []
-        for n, path in todo[k : k + args.batch]:
-            try:
-                rgb = read_rgb_image(path, args.bit_depth)
-            except (BagError, OSError) as e:
-                skipped.append(str(e) if isinstance(e, BagError) else f"{path.name}: {e.strerror or e}")
-                continue
-            batch.append(
-                prepare_for_model(getattr(engine, "model", None), rgb, engine.input_hw, crop_scale=args.crop_scale)
-            )
-            names.append((n, path.name))
-        if not batch:
-            continue
-        res = engine.localize(np.stack(batch))
-        rows += [(n, name, T, float(c)) for (n, name), T, c in zip(names, res.T_world_cam, res.confidence)]
-    lines = []
-    if tum:
-        lines.append("# index tx ty tz qx qy qz qw  (index: the image's place in name order; "
-                     f"world frame: {engine.world_frame})")  # fmt: skip
-    else:
-        lines.append("image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution")
-    for n, name, T, conf in rows:
-        pose = _pose_fields(T)
-        if tum:
-            lines.append(f"{n} {pose.replace(',', ' ')}")
-        else:
-            ood = "" if threshold is None else str(conf < threshold).lower()
-            lines.append(f"{_csv_name(name)},{pose},{conf!r},{ood}")
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"{args.out}: {len(rows)} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
+    for pose in localize_batches(engine, files, batch=args.batch, crop_scale=args.crop_scale,
+                                 bit_depth=args.bit_depth, progress=not args.no_progress, skipped=skipped):  # fmt: skip
+        rows.add(pose)
+    rows.write()
+    print(f"{args.out}: {rows.count} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
     if skipped:
         print(f"  skipped {len(skipped)} file(s) that are not usable images (no pose written for them):")
         for why in skipped[:20]:
             print(f"    {why}")
         if len(skipped) > 20:
             print(f"    ... and {len(skipped) - 20} more")
-    return 0 if rows else 1
-
-
-def read_rgb_image(path: Path, bit_depth: int = 0) -> Any:
-    """An image file -> uint8 ``(H, W, 3)`` RGB: grey and alpha are converted, a 16-bit image is scaled by its
-    ``bit_depth`` (0: inferred; :func:`pose2rgbd.messages.decode.to_uint8`). An undecodable, truncated or corrupt
-    file, or one of another sample type (float TIFF), raises :class:`BagError` naming it."""
-    import cv2
-    import numpy as np
-
-    from pose2rgbd.messages.decode import decode_image_bytes, to_uint8
-
-    img = to_uint8(decode_image_bytes(path.read_bytes(), what=path.name), bit_depth, what=path.name)
-    if img.ndim == 2 or img.shape[2] == 1:
-        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2RGB)
-    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(img, code)
+    return 0 if rows.count else 1
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     import math
 
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.evaluation.calibration import calibrate, save_calibration
-    from pose2rgbd.inference.calibration import SCALE_LEVEL
+    from pose2rgbd.evaluation.calibration import calibrate
+    from pose2rgbd.inference.calibration import SCALE_LEVEL, save_calibration
 
     if not (args.crop_scale == 0.0 or 1.0 <= args.crop_scale <= 4.0) or args.batch < 1 or args.max_frames < 0:
         raise ConfigError("--crop-scale in [1, 4], --batch >= 1, --max-frames >= 0")

@@ -178,6 +178,11 @@ class Fix:
     confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
     scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
 
+    def out_of_distribution(self, threshold: float | None) -> bool:
+        """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the
+        node's; ``None``: none) -- the rule of the localize node and of ``localize images``."""
+        return bool(self.flag) or (threshold is not None and self.confidence < threshold)
+
 
 def _nan_fix(reason: str, **kw: Any) -> Fix:
     return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)

@@ -10,7 +10,7 @@ depth 1 live: the newest image wins) and calls:
 
   - ``topics.pose``: ``geometry_msgs/PoseWithCovarianceStamped``, the camera (REP-103 optical frame) in the
     world frame: ``header.stamp`` = the image's stamp, ``header.frame_id`` = the world frame, covariance from
-    the calibration file (:mod:`pose2rgbd.evaluation.calibration`), scaled by the image's confidence, and by
+    the calibration file (:mod:`pose2rgbd.inference.calibration`), scaled by the image's confidence, and by
     ``ood_covariance_scale`` when the image is out of distribution;
   - ``topics.ood``: ``std_msgs/Bool``, one per pose, true when the image is out of distribution: the model's
     confidence is below ``ood_threshold`` (-1: the calibration file's threshold, the 5 % quantile of the

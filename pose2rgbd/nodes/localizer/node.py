@@ -21,8 +21,8 @@ from pose2rgbd.nodes.localizer.resources import configure_localizer
 from pose2rgbd.nodes.localizer.structure import StructureInput
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer
 
-if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
-    from pose2rgbd.evaluation.calibration import Calibration
+if TYPE_CHECKING:
+    from pose2rgbd.inference.calibration import Calibration
 
 Outgoing = tuple[str, Any]
 REJECT_REASONS = ("encoding", "corrupt", "size")

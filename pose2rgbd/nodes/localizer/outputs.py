@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pose2rgbd import messages as M
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd.inference.calibration import Calibration, default_covariance
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
 from pose2rgbd.nodes.logic import NodeLogic
-
-if TYPE_CHECKING:
-    from pose2rgbd.evaluation.calibration import Calibration
 
 Outgoing = tuple[str, Any]
 
@@ -27,8 +25,6 @@ class PoseOutput(NodeLogic):
     cfg: LocalizerConfig
 
     def _init_outputs(self, cfg: LocalizerConfig, engine: Any, calibration: Calibration | None, refiner: Any) -> None:
-        from pose2rgbd.evaluation.calibration import default_covariance
-
         self.refiner = refiner  # a pose2rgbd.inference.refine.Refiner, with refine
         self.last_refine: Any = None
         self.calibration = calibration

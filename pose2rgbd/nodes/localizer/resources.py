@@ -3,22 +3,18 @@ covariance and out-of-distribution threshold, and the render-and-compare refiner
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.inference import LocalizeEngine, load_engine
+from pose2rgbd.inference.calibration import Calibration, load_calibration
 from pose2rgbd.inference.refine import Refiner
 from pose2rgbd.nodes.common import get_logger
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
 
-if TYPE_CHECKING:  # the calibration module is imported when a node is built (evaluation imports torch)
-    from pose2rgbd.evaluation.calibration import Calibration
-
 
 def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:
     """The calibration the node uses (``None``: the conservative default, with a warning)."""
-    from pose2rgbd.evaluation.calibration import load_calibration
-
     log = get_logger(log, "pose2rgbd.localizer")
     if cfg.covariance_source == "default" or (cfg.covariance_source == "auto" and not cfg.covariance_file):
         if cfg.covariance_source == "auto" and cfg.map and cfg.method != "posegan":

@@ -66,7 +66,7 @@ class StructureInput(PoseOutput):
         # the localizer calibrated the covariance (the map's own calibration, or covariance_file), flagged a fix
         # beyond the map's coverage and inflated its covariance (structure.ood_covariance_scale)
         threshold = self.ood_threshold
-        ood = bool(fix.flag) or fix.confidence < threshold
+        ood = fix.out_of_distribution(threshold)
         self.count("out_of_distribution", int(ood))
         self._last_ood = ood
         self._confidence.append(fix.confidence)

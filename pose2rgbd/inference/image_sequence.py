@@ -1,0 +1,303 @@
+"""A folder of image files through a localizer: listing, decoding, the per-image loop, the rows of poses.csv / TUM,
+and the summary (``pose2rgbd localize images``; the command only parses, loads, calls this and prints).
+
+* :func:`list_images`, :func:`read_rgb_image`: the files of a folder in name order, one file -> uint8 RGB;
+* :func:`localize_sequence`: the structure localizer over the files one at a time, in order (a sequence: the
+  localizer's previous fix is the next image's prior, :attr:`StructureConfig.use_previous_fix`), yielding an
+  :class:`ImageResult` per file, with its time; :func:`localize_batches`: an image -> pose model over the files in
+  batches;
+* :class:`StructureRows` / :class:`ModelRows`: the output rows (CSV or TUM by the file's suffix), written atomically;
+* :class:`SequenceSummary`: fixes, images without a fix per reason, fixes flagged out of distribution, time per
+  image (p50 / p99).
+
+The localize node (``localize bag``, ``ros2 run``) takes images one at a time from messages: it shares the
+localizer (:meth:`StructureLocalizer.localize_one`, whose previous-fix prior is the same), the out-of-distribution
+rule (:meth:`Fix.out_of_distribution`) and nothing else here -- it publishes messages, not rows, and counts in its
+node counters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pose2rgbd.atomic import write_text_atomic
+from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
+from pose2rgbd.progress import bar
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.localize import LocalizeEngine
+    from pose2rgbd.inference.structure import Fix, StructureLocalizer
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+TUM_SUFFIXES = (".tum", ".txt")
+CSV_MODEL = "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution"
+CSV_STRUCTURE = (
+    f"{CSV_MODEL},fix,reason,inliers,confidence_bound_m,"
+    "sigma_x_m,sigma_y_m,sigma_z_m,sigma_rx_deg,sigma_ry_deg,sigma_rz_deg,flag"
+)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (not recursive), in name order; an empty or missing folder raises."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_rgb_image(path: Path, bit_depth: int = 0) -> np.ndarray:
+    """An image file -> uint8 ``(H, W, 3)`` RGB: grey and alpha are converted, a 16-bit image is scaled by its
+    ``bit_depth`` (0: inferred; :func:`pose2rgbd.messages.decode.to_uint8`). An undecodable, truncated or corrupt
+    file, or one of another sample type (float TIFF), raises :class:`BagError` naming it."""
+    import cv2
+
+    from pose2rgbd.messages.decode import decode_image_bytes, to_uint8
+
+    img = to_uint8(decode_image_bytes(path.read_bytes(), what=path.name), bit_depth, what=path.name)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return np.asarray(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2RGB))
+    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return np.asarray(cv2.cvtColor(img, code))
+
+
+def read_image(path: Path, bit_depth: int = 0) -> tuple[np.ndarray | None, str]:
+    """uint8 RGB of an image file (:func:`read_rgb_image`), or ``(None, why not)``."""
+    try:
+        return read_rgb_image(path, bit_depth), ""
+    except (BagError, OSError) as e:
+        return None, (str(e) if isinstance(e, BagError) else f"{path.name}: {e.strerror or e}")
+
+
+@dataclass
+class ImageResult:
+    """One file of a sequence: its fix, or none and why."""
+
+    index: int  # place in the sequence (name order)
+    path: Path
+    fix: Fix | None  # None: the file was unreadable or the localizer refused the image
+    why: str  # without a fix object: why not ("" otherwise)
+    readable: bool
+    seconds: float  # reading + localizing
+
+    @property
+    def ok(self) -> bool:
+        return self.fix is not None and self.fix.ok
+
+    @property
+    def reason(self) -> str:
+        """The row's reason: the localizer's, or why the image was not localized (``path: ...``)."""
+        return self.why if self.fix is None else self.fix.reason
+
+    @property
+    def summary_reason(self) -> str:
+        """The reason as counted in the summary (the localizer's, or a kind: unreadable file / image not usable)."""
+        if self.fix is not None:
+            return self.fix.reason
+        return "image not usable" if self.readable else "unreadable file"
+
+
+def localize_sequence(
+    localizer: StructureLocalizer, files: Iterable[Path], *, bit_depth: int = 0, progress: bool = False
+) -> Iterator[ImageResult]:
+    """The structure localizer over ``files`` one at a time, in order. A file that cannot be read, or an image the
+    localizer cannot take (another aspect ratio without the query camera), yields a result without a fix that says
+    why; the sequence goes on."""
+    for n, path in enumerate(bar(list(files), progress=progress, desc="localize", unit="image")):
+        t0 = time.perf_counter()
+        rgb, why = read_image(path, bit_depth)
+        fix = None
+        if rgb is not None:
+            try:
+                fix = localizer.localize_one(rgb)
+            except Pose2RGBDError as e:  # this image only: its row says why
+                why = f"{path.name}: {e}"
+        yield ImageResult(n, path, fix, why, rgb is not None, time.perf_counter() - t0)
+
+
+@dataclass
+class ModelPose:
+    """One image's pose from an image -> pose model."""
+
+    index: int
+    name: str
+    T_world_cam: np.ndarray
+    confidence: float
+
+
+def localize_batches(
+    engine: LocalizeEngine,
+    files: Sequence[Path],
+    *,
+    batch: int,
+    crop_scale: float = 0.0,
+    bit_depth: int = 0,
+    progress: bool = False,
+    skipped: list[str] | None = None,
+) -> Iterator[ModelPose]:
+    """An image -> pose model over ``files`` in batches of ``batch``, each image prepared as the node does
+    (:func:`~pose2rgbd.inference.images.prepare_for_model`); a file that is not a usable image is left out and
+    why is appended to ``skipped``."""
+    from pose2rgbd.inference.images import prepare_for_model
+
+    todo = list(enumerate(files))
+    for k in bar(range(0, len(todo), batch), progress=progress, desc="localize", unit="batch"):
+        images, names = [], []
+        for n, path in todo[k : k + batch]:
+            rgb, why = read_image(path, bit_depth)
+            if rgb is None:
+                if skipped is not None:
+                    skipped.append(why)
+                continue
+            images.append(
+                prepare_for_model(getattr(engine, "model", None), rgb, engine.input_hw, crop_scale=crop_scale)
+            )
+            names.append((n, path.name))
+        if not images:
+            continue
+        res = engine.localize(np.stack(images))
+        for (n, name), T, c in zip(names, res.T_world_cam, res.confidence):
+            yield ModelPose(n, name, T, float(c))
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def is_tum(out: Path) -> bool:
+    """A TUM trajectory (``.tum`` / ``.txt``) rather than poses.csv."""
+    return out.suffix.lower() in TUM_SUFFIXES
+
+
+def pose_fields(T: np.ndarray) -> str:
+    """``tx,ty,tz,qx,qy,qz,qw`` of a pose, every digit kept."""
+    from pose2rgbd.geometry.transforms import tq_from_T
+
+    t, q = tq_from_T(T)
+    return ",".join(repr(float(v)) for v in (*t, *q))
+
+
+def csv_name(name: str) -> str:
+    """A CSV field, quoted when it holds a comma or a quote."""
+    return '"' + name.replace('"', '""') + '"' if ("," in name or '"' in name) else name
+
+
+def sigmas(cov: np.ndarray) -> str:
+    """The six standard deviations of a published covariance: x y z (map units) and the rotations about the
+    world's X Y Z axes (degrees) -- the square roots of its diagonal, in PoseWithCovariance order."""
+    d = [math.sqrt(max(float(v), 0.0)) for v in np.asarray(cov).diagonal()]
+    return ",".join(f"{v:.6g}" for v in (*d[:3], *(math.degrees(v) for v in d[3:])))
+
+
+def _tum_header(world_frame: str, extra: str = "") -> str:
+    return f"# index tx ty tz qx qy qz qw  (index: the image's place in name order; world frame: {world_frame}{extra})"
+
+
+class StructureRows:
+    """The rows of a structure localizer's sequence: poses.csv (:data:`CSV_STRUCTURE`; a row per image in name
+    order, empty pose fields and the reason without a fix) or TUM (a line per fix, a comment line per image
+    without one). ``threshold``: a calibration file's confidence threshold of the out_of_distribution column."""
+
+    def __init__(self, out: Path, world_frame: str, threshold: float | None = None) -> None:
+        self.out, self.tum, self.threshold = out, is_tum(out), threshold
+        self.lines = (
+            [_tum_header(world_frame, "; images without a fix are comment lines")] if self.tum else [CSV_STRUCTURE]
+        )
+
+    def add(self, r: ImageResult) -> bool:
+        """Add ``r``'s row; whether the row flags it out of distribution (a TUM line has no such column)."""
+        fix = r.fix
+        if fix is not None and fix.ok:
+            pose = pose_fields(fix.T_world_cam)
+            if self.tum:
+                self.lines.append(f"{r.index} {pose.replace(',', ' ')}")
+                return False
+            ood = fix.out_of_distribution(self.threshold)
+            bound = f"{fix.confidence_bound_m:.6g}" if fix.confidence_bound_m > 0 else ""
+            self.lines.append(f"{csv_name(r.path.name)},{pose},{fix.confidence!r},{str(ood).lower()},true,,"
+                              f"{fix.inliers},{bound},{sigmas(fix.covariance)},{csv_name(fix.flag)}")  # fmt: skip
+            return ood
+        if self.tum:
+            self.lines.append(f"# {r.index} {r.path.name}: no fix ({r.reason})")
+        else:
+            flag = "" if fix is None else fix.flag
+            self.lines.append(f"{csv_name(r.path.name)},,,,,,,,,,false,{csv_name(r.reason)},"
+                              f"{0 if fix is None else fix.inliers},,,,,,,,{csv_name(flag)}")  # fmt: skip
+        return False
+
+    def write(self) -> Path:
+        return write_text_atomic(self.out, "\n".join(self.lines) + "\n")
+
+
+class ModelRows:
+    """The rows of an image -> pose model's poses: poses.csv (:data:`CSV_MODEL`; out_of_distribution empty without
+    a threshold) or TUM; an image left out has no row."""
+
+    def __init__(self, out: Path, world_frame: str, threshold: float | None = None) -> None:
+        self.out, self.tum, self.threshold = out, is_tum(out), threshold
+        self.lines = [_tum_header(world_frame)] if self.tum else [CSV_MODEL]
+        self.count = 0
+
+    def add(self, p: ModelPose) -> None:
+        pose = pose_fields(p.T_world_cam)
+        self.count += 1
+        if self.tum:
+            self.lines.append(f"{p.index} {pose.replace(',', ' ')}")
+        else:
+            ood = "" if self.threshold is None else str(p.confidence < self.threshold).lower()
+            self.lines.append(f"{csv_name(p.name)},{pose},{p.confidence!r},{ood}")
+
+    def write(self) -> Path:
+        return write_text_atomic(self.out, "\n".join(self.lines) + "\n")
+
+
+@dataclass
+class SequenceSummary:
+    """What a sequence came to: fixes, images without a fix per reason, fixes flagged out of distribution (in the
+    rows), time per image."""
+
+    images: int = 0
+    fixes: int = 0
+    flagged: int = 0
+    no_fix: Counter[str] = field(default_factory=Counter)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, r: ImageResult, flagged: bool = False) -> None:
+        self.images += 1
+        self.seconds.append(r.seconds)
+        if r.ok:
+            self.fixes += 1
+            self.flagged += int(flagged)
+        else:
+            self.no_fix[r.summary_reason] += 1
+
+    def percentile_ms(self, q: float) -> float:
+        """The ``q`` percentile of the time per image, milliseconds (NaN without images)."""
+        return float(np.percentile(self.seconds, q)) * 1e3 if self.seconds else math.nan
+
+
+def run_sequence(
+    localizer: StructureLocalizer,
+    files: Sequence[Path],
+    out: Path,
+    *,
+    threshold: float | None = None,
+    bit_depth: int = 0,
+    progress: bool = False,
+) -> SequenceSummary:
+    """:func:`localize_sequence` over ``files`` into ``out`` (:class:`StructureRows`, written atomically once all
+    are done); the summary."""
+    rows = StructureRows(out, localizer.world_frame, threshold)
+    summary = SequenceSummary()
+    for r in localize_sequence(localizer, files, bit_depth=bit_depth, progress=progress):
+        summary.add(r, rows.add(r))
+    rows.write()
+    return summary

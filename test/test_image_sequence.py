@@ -1,0 +1,177 @@
+"""Sequence localization in the inference layer (pose2rgbd.inference.image_sequence) and the calibration reader
+beside the calibration type (pose2rgbd.inference.calibration), which reads without torch."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pose2rgbd.inference.calibration import compute_calibration, save_calibration
+from pose2rgbd.inference.image_sequence import (
+    CSV_STRUCTURE,
+    IMAGE_SUFFIXES,
+    ImageResult,
+    ModelPose,
+    ModelRows,
+    SequenceSummary,
+    StructureRows,
+)
+from pose2rgbd.inference.structure import Fix
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fix(ok: bool, x: float = 0.0, *, reason: str = "", flag: str = "", confidence: float = 0.9) -> Fix:
+    T = np.eye(4)
+    T[0, 3] = x
+    cov = np.diag([0.04, 0.09, 0.16, math.radians(1) ** 2, math.radians(2) ** 2, math.radians(3) ** 2])
+    if not ok:
+        T, cov = np.full((4, 4), np.nan), np.full((6, 6), np.nan)
+    return Fix(ok, reason, T, cov, confidence if ok else 0.0, inliers=40 if ok else 5, flag=flag,
+               confidence_bound_m=2.0 if ok else 0.0)  # fmt: skip
+
+
+def _results() -> list[ImageResult]:
+    return [
+        ImageResult(0, Path("a.png"), _fix(True, 1.0), "", True, 0.010),
+        ImageResult(1, Path("b,c.png"), _fix(True, 2.0, flag="far from the map"), "", True, 0.020),
+        ImageResult(2, Path("d.png"), _fix(True, 3.0, confidence=0.1), "", True, 0.030),
+        ImageResult(3, Path("e.png"), _fix(False, reason="too few inliers"), "", True, 0.040),
+        ImageResult(4, Path("f.png"), None, "f.png: not a decodable image", False, 0.001),
+        ImageResult(5, Path("g.png"), None, "g.png: another aspect ratio", True, 0.002),
+    ]
+
+
+def test_structure_rows_csv_and_summary(tmp_path: Path) -> None:
+    """poses.csv: a row per image in order; a fix has its pose, the six standard deviations, the flag and
+    out_of_distribution by the gate's flag or a confidence below the threshold; an image without a fix keeps its
+    row with empty pose fields and why. The summary counts fixes, flagged rows and the reasons by kind."""
+    out = tmp_path / "poses.csv"
+    rows, summary = StructureRows(out, "map", threshold=0.5), SequenceSummary()
+    for r in _results():
+        summary.add(r, rows.add(r))
+    rows.write()
+    table = list(csv.DictReader(out.read_text().splitlines()))
+    assert ",".join(table[0].keys()) == CSV_STRUCTURE
+    assert [r["image"] for r in table] == ["a.png", "b,c.png", "d.png", "e.png", "f.png", "g.png"]
+    assert [r["fix"] for r in table] == ["true"] * 3 + ["false"] * 3
+    assert [r["out_of_distribution"] for r in table[:3]] == ["false", "true", "true"]
+    assert float(table[0]["tx"]) == 1.0 and float(table[0]["qw"]) == 1.0 and table[0]["confidence_bound_m"] == "2"
+    sig = [float(table[0][k]) for k in ("sigma_x_m", "sigma_y_m", "sigma_z_m", "sigma_rx_deg", "sigma_ry_deg",
+                                        "sigma_rz_deg")]  # fmt: skip
+    assert np.allclose(sig, [0.2, 0.3, 0.4, 1.0, 2.0, 3.0])
+    assert table[1]["flag"] == "far from the map"
+    assert table[3]["reason"] == "too few inliers" and table[3]["inliers"] == "5" and table[3]["tx"] == ""
+    assert table[4]["reason"] == "f.png: not a decodable image" and table[4]["inliers"] == "0"
+    assert (summary.images, summary.fixes, summary.flagged) == (6, 3, 2)
+    assert summary.no_fix == {"too few inliers": 1, "unreadable file": 1, "image not usable": 1}
+    assert summary.percentile_ms(50) == pytest.approx(15.0) and summary.percentile_ms(99) > 30.0
+
+
+def test_structure_rows_tum_and_model_rows(tmp_path: Path) -> None:
+    """TUM: a line per fix (its index in name order), a comment line per image without one; the model's rows have
+    no fix columns and an empty out_of_distribution without a threshold."""
+    out = tmp_path / "poses.tum"
+    rows = StructureRows(out, "enu")
+    for r in _results():
+        rows.add(r)
+    rows.write()
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# index tx ty tz qx qy qz qw") and "world frame: enu" in lines[0]
+    assert [ln.split()[0] for ln in lines[1:4]] == ["0", "1", "2"] and float(lines[2].split()[1]) == 2.0
+    assert lines[4:] == ["# 3 e.png: no fix (too few inliers)", "# 4 f.png: no fix (f.png: not a decodable image)",
+                         "# 5 g.png: no fix (g.png: another aspect ratio)"]  # fmt: skip
+    m = ModelRows(tmp_path / "m.csv", "map")
+    m.add(ModelPose(0, "x,y.png", np.eye(4), 0.25))
+    m.write()
+    assert (tmp_path / "m.csv").read_text().splitlines() == [
+        "image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution",
+        '"x,y.png",0.0,0.0,0.0,0.0,0.0,0.0,1.0,0.25,',
+    ]
+
+
+def test_the_command_keeps_its_names_and_suffixes() -> None:
+    """The command lists the same image suffixes in its help as the folder reader takes, and the names that moved
+    are still importable from it."""
+    import pose2rgbd.cli.localize as cli
+    from pose2rgbd.inference import image_sequence
+
+    assert cli.IMAGE_SUFFIXES == IMAGE_SUFFIXES
+    assert cli.CSV_STRUCTURE is CSV_STRUCTURE and cli.read_rgb_image is image_sequence.read_rgb_image
+
+
+def _no_torch(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code += "\nimport sys\nprint('TORCH=' + str('torch' in sys.modules))\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def _calibration(tmp: Path) -> Path:
+    rng = np.random.default_rng(0)
+    T_true = np.tile(np.eye(4), (40, 1, 1))
+    T_est = T_true.copy()
+    T_est[:, :3, 3] += rng.normal(0, 0.3, (40, 3))
+    return save_calibration(compute_calibration(T_est, T_true, rng.uniform(0, 1, 40)), tmp / "cal.yaml")
+
+
+def test_reading_a_calibration_does_not_import_torch(tmp_path: Path) -> None:
+    """The calibration reader, and the localize node reading its covariance_file, do without torch."""
+    cal = _calibration(tmp_path)
+    out = _no_torch(
+        "from pose2rgbd.inference.calibration import load_calibration\n"
+        "from pose2rgbd.nodes.localizer.config import LocalizerConfig\n"
+        "from pose2rgbd.nodes.localizer.resources import load_node_calibration\n"
+        f"c = load_calibration({str(cal)!r})\n"
+        f"n = load_node_calibration(LocalizerConfig(covariance_file={str(cal)!r}))\n"
+        "assert n is not None and n.ood_threshold == c.ood_threshold > 0\n"
+    )
+    assert "TORCH=False" in out
+
+
+def test_localize_images_with_a_calibration_file_does_not_import_torch(map_world: dict, tmp_path: Path) -> None:
+    """`localize images --map M --calibration C` (the structure localizer, no model): the whole command runs
+    without importing torch, and its rows are the folder's images in name order."""
+    from pose2rgbd.dataset import Dataset
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 1)[:3]):
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    cal, out = _calibration(tmp_path), tmp_path / "poses.csv"
+    argv = ["localize", "images", str(folder), "--map", str(map_world["map"]), "--calibration", str(cal),
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    text = _no_torch(f"from pose2rgbd.cli.main import main\nassert main({argv!r}) == 0\n")
+    assert "TORCH=False" in text and f"covariance calibration: {cal}" in text
+    assert [r["image"] for r in csv.DictReader(out.read_text().splitlines())] == ["f00.png", "f01.png", "f02.png"]
+
+
+@pytest.mark.parametrize("command", [["bag", "--bag", "b", "--out", "o"], ["images", "d", "--out", "o.csv"]])
+def test_map_is_one_flag_for_every_localize_command(command: list[str], tmp_path: Path) -> None:
+    """`--map M` is the flag of `localize bag`, `images` and `calibrate`; for `bag` it is the node config's `map`
+    key, which a YAML file (`--config`) still sets, and the flag wins over the file."""
+    from pose2rgbd.cli.main import build_parser
+    from pose2rgbd.config_cli import config_from_args
+
+    parser = build_parser()
+    extra = ["--dataset", "d", "--out", "c.yaml"]
+    assert parser.parse_args(["localize", "calibrate", "--map", "m1", *extra]).map == Path("m1")
+    args = parser.parse_args(["localize", *command, "--map", "m1"])
+    cfg = config_from_args(args)
+    assert (cfg.map if command[0] == "bag" else args.map) == "m1"
+    if command[0] == "bag":
+        yaml_file = tmp_path / "loc.yaml"
+        yaml_file.write_text("map: m2\n")
+        assert config_from_args(parser.parse_args(["localize", *command, "--config", str(yaml_file)])).map == "m2"
+        both = parser.parse_args(["localize", *command, "--config", str(yaml_file), "--map", "m1"])
+        assert config_from_args(both).map == "m1"

@@ -304,7 +304,7 @@ def test_what_a_killed_swap_left_beside_a_new_output(
 
 
 def test_a_killed_swap_of_a_bag_gets_the_earlier_bag_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from pose2rgbd.runtime.testing import write_flight_bag
+    from pose2rgbd.testing.flight_bag import write_flight_bag
 
     bag = tmp_path / "flight"
     write_flight_bag(bag, duration_s=0.3, size=16)

@@ -93,8 +93,8 @@ def fused_sheet(dataset: Path, checkpoint: Path, work: Path, rows: int = 4) -> P
     fused = fused_renderer(cache, sp.train, rot_weight_m=nn.rot_weight_m)
     sel = np.sort(sp.test[evenly_spaced(len(sp.test), rows)])
     r_rgb, _, _ = reprojection_answers(cache, nn, sel, 3, rng)
-    titles = ["real frame", "fused geometry", "reprojection (k=3)", "converted depth (SfM-scaled network)",
-              "fused depth (magenta: no surface)"]  # fmt: skip
+    titles = ["real frame", "fused geometry (black: uncoloured)", "reprojection (k=3)",
+              "converted depth (SfM-scaled network)", "fused depth (magenta: no surface)"]  # fmt: skip
     fig, ax = plt.subplots(len(sel), len(titles), figsize=(2.6 * len(titles), 2.7 * len(sel)), squeeze=False)
     for r, q in enumerate(sel):
         v = fused.render(cache.T_world_cam[q], cache.camera, fill="none")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
     m, info = res.metrics, res.info
 
-    names = {"model": f"hybrid ({a.train_minutes:g} CPU-min, best.pt at step {best.step} of {last.step})",
+    names = {"model": f"hybrid ({a.train_minutes:g}-min budget, best.pt at step {best.step} of {last.step})",
              "fused": "fused-geometry baseline", "reprojection": "reprojection baseline (3 nearest warped)",
              "baseline": "nearest-pose baseline"}  # fmt: skip
     ref = m["reprojection"]

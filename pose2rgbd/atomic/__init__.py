@@ -26,6 +26,7 @@ from pose2rgbd.atomic.siblings import (
 from pose2rgbd.atomic.signals import signal_deferral, signals_held
 from pose2rgbd.atomic.swap import (
     StagedOutputs,
+    atomic_file,
     fsync_tree,
     move_together,
     note_kept,
@@ -38,6 +39,7 @@ __all__ = [
     "OS_ERRORS",
     "SIBLING_KINDS",
     "StagedOutputs",
+    "atomic_file",
     "fsync_tree",
     "make_temp_dir",
     "move_together",

@@ -23,9 +23,10 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pose2rgbd.atomic.siblings import marker_of, sibling_prefix, sweep_stale_siblings, write_marker
 from pose2rgbd.atomic.signals import signals_held
@@ -181,21 +182,29 @@ def _remove_earlier(asides: list[tuple[Path, Path]]) -> None:
         marker_of(old).unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a hidden sibling, fsync it and rename it onto ``path`` (a reader never sees half a
-    file, a power cut never leaves an empty one)."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file open on a hidden sibling of ``path``; when the block ends it is flushed, fsynced and renamed onto
+    ``path``, and removed if the block raises (a reader never sees half a file, a power cut never leaves an empty
+    one). The one way a single file is written in place: text, checkpoints, copies."""
     p = Path(path)
     tmp = p.with_name(sibling_prefix(p, "tmp") + p.suffix)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return p
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` onto ``path`` through :func:`atomic_file`."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
+    return Path(path)
 
 
 class StagedOutputs:

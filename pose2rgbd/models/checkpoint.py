@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 
 from pose2rgbd import config as cfgmod
-from pose2rgbd.atomic import sweep_stale_siblings
+from pose2rgbd.atomic import atomic_file, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError, DamagedFileError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.models.base import ModelBase, count_parameters
@@ -204,21 +203,12 @@ def save_checkpoint(
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_siblings(p)  # leftovers of a killed save (pose2rgbd.atomic)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        # serialized in memory, then written with plain file calls: a full disk or a read-only folder then
-        # raises the OSError that names it (ENOSPC, EROFS, ...), where torch.save's zip writer reports only
-        # "unexpected pos"; fsync before the rename so a power cut cannot leave a renamed, empty file.
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # serialized in memory, then written with plain file calls: a full disk or a read-only folder then raises the
+    # OSError that names it (ENOSPC, EROFS, ...), where torch.save's zip writer reports only "unexpected pos"
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_file(p) as f:  # fsynced before the rename: a power cut cannot leave a renamed, empty file
+        f.write(buf.getbuffer())
     return p
 
 

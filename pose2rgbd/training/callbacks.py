@@ -6,14 +6,13 @@ import csv
 import io
 import logging
 import math
-import os
 import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pose2rgbd.atomic import sweep_stale_siblings, write_text_atomic
+from pose2rgbd.atomic import atomic_file, sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.base import METRIC_MODES
 from pose2rgbd.progress import bar
@@ -224,16 +223,8 @@ class BackgroundWriter:
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a hidden temporary file renamed into place (fsynced first)."""
     sweep_stale_siblings(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            shutil.copyfileobj(fi, fo, 16 << 20)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with open(src, "rb") as fi, atomic_file(dst) as fo:
+        shutil.copyfileobj(fi, fo, 16 << 20)
 
 
 class CheckpointCallback(Callback):

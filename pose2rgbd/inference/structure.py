@@ -3,14 +3,18 @@
 Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given, with a
 warning; a given camera with lens distortion has its keypoints undistorted, :mod:`.query_camera`):
 
-1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`).
-2. **Candidate keyframes**: with a *prior* -- the previous fix of a sequence, a GPS / odometry position, PoseGAN's
-   estimate -- the keyframes near it (pose distance when the prior has an orientation, else position within
-   ``prior_radius_m``), ranked by place-recognition similarity; without one (or when the prior's candidates give
-   no fix), the keyframes most similar by the global descriptor (:mod:`pose2rgbd.map.place`), grouped into
-   places (keyframes within ``place_radius_m`` of the best one), each place widened by its spatial neighbours.
-3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test; the
-   keyframe's features carry world points (lifted from its depth or triangulated at build time).
+1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`), at most ``features.max_features`` (750: the
+   map's keyframes hold about 600 each; more query features cost SIFT descriptors and matching time, not fixes).
+2. **Candidate keyframes**: with a *pose prior* -- the previous fix of a sequence -- the ``prior_candidates``
+   keyframes nearest to it in pose distance, without place recognition (its global descriptor is computed only
+   when needed); with a *position prior* -- GPS / odometry, PoseGAN's estimate -- the keyframes within
+   ``prior_radius_m``, the ``prior_candidates`` most similar by the global descriptor; without one (or when the
+   prior's candidates give no decisive fix), the keyframes most similar by the global descriptor
+   (:mod:`pose2rgbd.map.place`), grouped into places (keyframes within ``place_radius_m`` of the best one), each
+   place widened by its spatial neighbours.
+3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
+   candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
+   from its depth or triangulated at build time).
 4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
    Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
    ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and

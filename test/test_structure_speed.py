@@ -49,9 +49,14 @@ def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
     from pose2rgbd.map import PlaceMap
 
     pm = PlaceMap(map_world["map"])
-    calls = []
+    calls: list[int] = []
     describe = pm.describer.describe
-    pm.describer.describe = lambda img, desc: calls.append(1) or describe(img, desc)  # type: ignore[method-assign]
+
+    def counted(img: np.ndarray, desc: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return describe(img, desc)
+
+    pm.describer.describe = counted  # type: ignore[method-assign,assignment]
     ds = Dataset(map_world["dataset"])
     T = ds.frames.T_world_cam
     rows = np.flatnonzero(ds.frames.source_id == 1)

@@ -349,7 +349,7 @@ class StructureLocalizer:
         tried: list[Fix] = []  # answers that are no fix (their best reason is the answer if nothing fixes)
         results: list[Fix] = []  # fixes and strong rival hypotheses, compared for ambiguity below
         for prior in priors:
-            cand = self._prior_candidates(prior, sims)
+            cand = self._prior_candidates(prior, None if prior.T_world_cam is not None else sims())
             if not len(cand):
                 continue
             f = self._place(q_rs, feats, cam, wh, cand)
@@ -388,14 +388,17 @@ class StructureLocalizer:
             return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
         return best
 
-    def _prior_candidates(self, prior: Prior, sims: _LazySims) -> np.ndarray:
+    def _prior_candidates(self, prior: Prior, sims: np.ndarray | None) -> np.ndarray:
+        """A pose prior: the keyframes nearest to it (``sims`` not needed); a position prior: the most similar by
+        ``sims`` within its radius."""
         c = self.cfg
         if prior.T_world_cam is not None:  # the keyframes nearest in pose see what the query sees
             return self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]  # type: ignore[no-any-return]
         near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:
             return near  # type: ignore[no-any-return]
-        return near[np.argsort(-sims()[near], kind="stable")][: c.prior_candidates]  # type: ignore[no-any-return]
+        assert sims is not None
+        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]  # type: ignore[no-any-return]
 
     def _places(self, sims: np.ndarray) -> list[np.ndarray]:
         """Groups of candidate keyframes, most similar place first."""

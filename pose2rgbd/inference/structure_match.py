@@ -30,7 +30,7 @@ class Correspondences:
 class CandidateMatcher:
     """Matches query descriptors against candidate keyframes of a place map (thread-safe)."""
 
-    def __init__(self, place_map: Any, cache_keyframes: int = 256) -> None:
+    def __init__(self, place_map: Any, cache_keyframes: int = 128) -> None:
         self.map = place_map
         self._lock = threading.Lock()
         self._cache = LRU(cache_keyframes)

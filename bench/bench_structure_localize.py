@@ -10,6 +10,8 @@ a sequence (the previous fix as prior) and a GPS-like prior (true position + 1.5
 dataset's frames that are not keyframes of the map (the held-out routes of a route-split map), evenly spread; the
 first ``--skip`` are left out of the statistics (warm-up, page faults). The map's build time and size come from its
 manifest (``--build-only`` builds it first and times it). Resident memory (VmRSS, VmHWM) is read from /proc.
+``--profile`` also runs each mode once more under cProfile and prints the share of the time per stage (SIFT, place
+recognition, candidate selection, matching, PnP, covariance, the rest).
 
 Every run prints the machine (CPU model, SIMD flags, cores) and the same cores' float32 matrix-product GFLOP/s
 measured in the run, so that numbers from machines of other speeds can be compared by ratio.
@@ -53,6 +55,7 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=0, help="query SIFT on images downscaled to this longer side")
     p.add_argument("--note", default="", help="load note for the output, e.g. 'under load'")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--profile", action="store_true", help="also print the share of time per stage (cProfile) per mode")
     args = p.parse_args()
 
     import dataclasses
@@ -61,7 +64,6 @@ def main() -> None:
     from pose2rgbd.experiments.table4 import machine_description
     from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
     from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
-    from pose2rgbd.map.features import FeatureConfig
 
     m = machine_description()
     gf = matmul_gflops()
@@ -91,7 +93,8 @@ def main() -> None:
     rows = rows[np.lexsort((f.stamp_ns[rows], f.source_id[rows]))]
     imgs = [ds.read_rgb(int(i)) for i in rows]
     T = f.T_world_cam[rows]
-    base = StructureConfig(features=dataclasses.replace(FeatureConfig(), max_side=args.max_side))
+    base = StructureConfig()
+    base = dataclasses.replace(base, features=dataclasses.replace(base.features, max_side=args.max_side))
     rng = np.random.default_rng(0)
     cam = pm.camera(0)  # the queries are frames of the map's dataset: its camera
     modes = {
@@ -123,6 +126,9 @@ def main() -> None:
                 a, b = pose_errors(fx.T_world_cam[None], T[k][None])
                 pe.append(float(a[0]))
                 re_.append(float(b[0]))
+        if args.profile:
+            r_prof = stage_profile(loc, imgs, priors, f.source_id[rows])
+            out.setdefault("profile", {})[name] = r_prof
         lat_a = np.asarray(lat)
         rss, hwm = rss_mb()
         r = {"fix_rate": float(np.mean(ok)), "median_pos_m": float(np.median(pe)) if pe else float("nan"),
@@ -133,7 +139,55 @@ def main() -> None:
         print(f"| {name} | {100 * r['fix_rate']:.1f} % | {r['median_pos_m']:.3f} | {r['median_rot_deg']:.3f} "
               f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['per_s']:.1f} | {rss:.0f} ({hwm:.0f}) |")  # fmt: skip
     out["map_cache"] = pm.cache_stats()
+    if args.profile:
+        print("\nshare of the time per stage (cProfile, a second pass over the same queries):\n")
+        print("| stage | " + " | ".join(out["profile"]) + " |\n|---|" + "---:|" * len(out["profile"]))
+        for stage in STAGES:
+            cells = [f"{100 * p[stage] / p['total']:.0f} % ({1000 * p[stage] / p['images']:.1f} ms)"
+                     for p in out["profile"].values()]  # fmt: skip
+            print(f"| {stage} | " + " | ".join(cells) + " |")
+        cells = [f"{100 * p['other'] / p['total']:.0f} % ({1000 * p['other'] / p['images']:.1f} ms)"
+                 for p in out["profile"].values()]  # fmt: skip
+        print("| other (image checks, verification, bookkeeping) | " + " | ".join(cells) + " |")
     _dump(args.json, out)
+
+
+# the stages of StructureLocalizer.localize_one by the functions that do them, (file, function) -> cumulative time
+# (the per-keyframe loop of earlier versions -- match_ratio, _root -- counts as matching too: before / after runs)
+STAGES = {
+    "SIFT (query features)": [("features.py", "extract")],
+    "place recognition (VLAD)": [("place.py", "describe")],
+    "candidate selection": [("structure.py", "_places"), ("structure.py", "_prior_candidates")],
+    "matching (ratio test)": [("structure_match.py", "match"), ("features.py", "match_ratio"),
+                              ("structure.py", "_root")],
+    "PnP (LO-RANSAC + refinement)": [("~", "<built-in method pycolmap._core.estimate_and_refine_absolute_pose>")],
+    "covariance + calibration": [("structure_calibration.py", "information_covariance"),
+                                 ("structure_calibration.py", "finish_fix")],
+}  # fmt: skip
+
+
+def stage_profile(loc, imgs: list, priors: list | None, source: np.ndarray) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Seconds per stage of :data:`STAGES` over one pass of the queries (``other``: the rest), under cProfile."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prev = None
+    t0 = time.perf_counter()
+    prof.enable()
+    for k, img in enumerate(imgs):
+        if source[k] != prev:
+            loc.reset()
+            prev = source[k]
+        loc.localize_one(img, None if priors is None else priors[k])
+    prof.disable()
+    total = time.perf_counter() - t0
+    st = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    out = {"total": total, "images": len(imgs)}
+    for stage, funcs in STAGES.items():
+        out[stage] = sum(v[3] for (file, _, fn), v in st.items() if any(file.endswith(a) and fn == b for a, b in funcs))
+    out["other"] = total - sum(out[s] for s in STAGES)
+    return out
 
 
 def _dump(path: Path | None, data: dict) -> None:

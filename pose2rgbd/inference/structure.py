@@ -3,14 +3,18 @@
 Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given, with a
 warning; a given camera with lens distortion has its keypoints undistorted, :mod:`.query_camera`):
 
-1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`).
-2. **Candidate keyframes**: with a *prior* -- the previous fix of a sequence, a GPS / odometry position, PoseGAN's
-   estimate -- the keyframes near it (pose distance when the prior has an orientation, else position within
-   ``prior_radius_m``), ranked by place-recognition similarity; without one (or when the prior's candidates give
-   no fix), the keyframes most similar by the global descriptor (:mod:`pose2rgbd.map.place`), grouped into
-   places (keyframes within ``place_radius_m`` of the best one), each place widened by its spatial neighbours.
-3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test; the
-   keyframe's features carry world points (lifted from its depth or triangulated at build time).
+1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`), at most ``features.max_features`` (750: the
+   map's keyframes hold about 600 each; more query features cost SIFT descriptors and matching time, not fixes).
+2. **Candidate keyframes**: with a *pose prior* -- the previous fix of a sequence -- the ``prior_candidates``
+   keyframes nearest to it in pose distance, without place recognition (its global descriptor is computed only
+   when needed); with a *position prior* -- GPS / odometry, PoseGAN's estimate -- the keyframes within
+   ``prior_radius_m``, the ``prior_candidates`` most similar by the global descriptor; without one (or when the
+   prior's candidates give no decisive fix), the keyframes most similar by the global descriptor
+   (:mod:`pose2rgbd.map.place`), grouped into places (keyframes within ``place_radius_m`` of the best one), each
+   place widened by its spatial neighbours.
+3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
+   candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
+   from its depth or triangulated at build time).
 4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
    Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
    ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and
@@ -55,7 +59,8 @@ from pose2rgbd.geometry.lens import QueryCamera
 from pose2rgbd.inference.calibration import Calibration
 from pose2rgbd.inference.query_camera import unknown_camera_warning
 from pose2rgbd.inference.structure_calibration import finish_fix, information_covariance, map_calibration
-from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, match_ratio, root_sift
+from pose2rgbd.inference.structure_match import CandidateMatcher
+from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, root_sift
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +84,17 @@ OOD_POLICIES = ("flag", "refuse")
 class StructureConfig:
     """The structure localizer (matching a query image against a place map)."""
 
-    features: FeatureConfig = field(default_factory=FeatureConfig, metadata={"help": "query SIFT features"})
+    features: FeatureConfig = field(
+        default_factory=lambda: FeatureConfig(max_features=750), metadata={"help": "query SIFT features"}
+    )
     candidates: int = ranged_field(10, "keyframes matched per place (the best by similarity and nearness)", 1, 200)
+    prior_candidates: int = ranged_field(
+        6,
+        "with a prior: keyframes matched (a pose prior, the previous fix of a sequence: the nearest to it, no place "
+        "recognition; a position prior: the most similar within its radius)",
+        1,
+        200,
+    )
     retrieval_top: int = ranged_field(20, "without a prior: the most similar keyframes grouped into places", 1, 1000)
     max_places: int = ranged_field(3, "without a prior: at most this many places tried", 1, 50)
     place_radius_m: float = ranged_field(
@@ -184,6 +198,20 @@ class Fix:
         return bool(self.flag) or (threshold is not None and self.confidence < threshold)
 
 
+class _LazySims:
+    """The query's place-recognition similarity to every keyframe, computed on first use (a pose prior's decisive
+    fix needs none)."""
+
+    def __init__(self, place_map: Any, img: np.ndarray, desc: np.ndarray) -> None:
+        self.map, self.img, self.desc = place_map, img, desc
+        self._v: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._v is None:
+            self._v = self.map.global_desc @ self.map.describer.describe(self.img, self.desc)
+        return self._v
+
+
 def _nan_fix(reason: str, **kw: Any) -> Fix:
     return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)
 
@@ -214,6 +242,7 @@ class StructureLocalizer:
         self.calibration_source = "map" if self.calibration is not None else "none"
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
+        self.matcher = CandidateMatcher(place_map)
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -314,11 +343,6 @@ class StructureLocalizer:
         return fix
 
     # ------------------------------------------------------------------ internals
-    def _root(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f = self.map.features(i)
-        ok = np.all(np.isfinite(f.xyz), axis=1)
-        return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64), f.xy[ok]
-
     def _solve(
         self, img: np.ndarray, feats: ImageFeatures, cam: PinholeCamera, wh: tuple[int, int], priors: list[Prior]
     ) -> Fix:
@@ -326,11 +350,11 @@ class StructureLocalizer:
         if len(feats.xy) < c.min_inliers:
             return _nan_fix("too few features")
         q_rs = root_sift(feats.desc)
-        sims = self.map.global_desc @ self.map.describer.describe(img, feats.desc)
+        sims = _LazySims(self.map, img, feats.desc)  # place recognition only where it is needed
         tried: list[Fix] = []  # answers that are no fix (their best reason is the answer if nothing fixes)
         results: list[Fix] = []  # fixes and strong rival hypotheses, compared for ambiguity below
         for prior in priors:
-            cand = self._prior_candidates(prior, sims)
+            cand = self._prior_candidates(prior, None if prior.T_world_cam is not None else sims())
             if not len(cand):
                 continue
             f = self._place(q_rs, feats, cam, wh, cand)
@@ -351,7 +375,7 @@ class StructureLocalizer:
             if tight and f.inliers >= 2 * c.min_inliers:
                 return f
             results.append(f)
-        for cand in self._places(sims)[: c.max_places]:
+        for cand in self._places(sims())[: c.max_places]:
             f = self._place(q_rs, feats, cam, wh, cand)
             results.append(f)
             if f.ok and f.inliers >= 3 * c.min_inliers:
@@ -369,15 +393,17 @@ class StructureLocalizer:
             return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
         return best
 
-    def _prior_candidates(self, prior: Prior, sims: np.ndarray) -> np.ndarray:
+    def _prior_candidates(self, prior: Prior, sims: np.ndarray | None) -> np.ndarray:
+        """A pose prior: the keyframes nearest to it (``sims`` not needed); a position prior: the most similar by
+        ``sims`` within its radius."""
         c = self.cfg
-        if prior.T_world_cam is not None:
-            near = self.map.poses.nearest(prior.T_world_cam, 3 * c.candidates)[0]
-        else:
-            near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
+        if prior.T_world_cam is not None:  # the keyframes nearest in pose see what the query sees
+            return self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]  # type: ignore[no-any-return]
+        near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:
-            return near
-        return near[np.argsort(-sims[near], kind="stable")][: c.candidates]  # type: ignore[no-any-return]
+            return near  # type: ignore[no-any-return]
+        assert sims is not None
+        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]  # type: ignore[no-any-return]
 
     def _places(self, sims: np.ndarray) -> list[np.ndarray]:
         """Groups of candidate keyframes, most similar place first."""
@@ -403,25 +429,11 @@ class StructureLocalizer:
         import pycolmap
 
         c = self.cfg
-        qs, Xs, kfs, scores = [], [], [], []
-        for i in cand:
-            rs, xyz, _ = self._root(int(i))
-            qi, ki, sc = match_ratio(q_rs, rs, c.ratio, with_score=True)
-            if len(qi):
-                qs.append(qi)
-                Xs.append(xyz[ki])
-                kfs.append(np.full(len(qi), int(i)))
-                scores.append(sc)
-        if not qs:
-            return _nan_fix("too few matches", keyframes=[int(i) for i in cand])
-        # one correspondence per query keypoint: its most distinctive match over the candidate keyframes (the same
-        # world point seen in several keyframes would otherwise enter RANSAC several times, slowing it down)
-        order = np.argsort(np.concatenate(scores), kind="stable")
-        q_all = np.concatenate(qs)[order]
-        q_all, first = np.unique(q_all, return_index=True)
-        pick = order[first]
-        q, X, kf = q_all, np.concatenate(Xs)[pick], np.concatenate(kfs)[pick]
+        m = self.matcher.match(q_rs, cand, c.ratio)
+        q, X, kf = m.query, m.xyz, m.keyframe
         n_corr = len(q)
+        if n_corr == 0:
+            return _nan_fix("too few matches", keyframes=[int(i) for i in cand])
         if n_corr < c.min_inliers:
             return _nan_fix("too few matches", correspondences=n_corr, keyframes=[int(i) for i in cand])
         x = feats.xy[q].astype(np.float64)

@@ -123,3 +123,53 @@ def match_ratio(
     if with_score:
         return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))  # type: ignore[return-value]
     return q, best[ok]
+
+
+@dataclass
+class BlockMatches:
+    """One correspondence per matched query feature against a set of reference blocks (keyframes)."""
+
+    query: np.ndarray  # (M,) query feature rows
+    block: np.ndarray  # (M,) which block (position in the list given) holds the match
+    ref: np.ndarray  # (M,) row within that block
+    score: np.ndarray  # (M,) distance ratio nearest / second nearest within the block (lower: more distinctive)
+
+
+def stack_blocks(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """RootSIFT blocks (K_b, 128) -> one zero-padded (B * K_max, 128) matrix and the blocks' lengths (B,): the
+    operand :func:`match_ratio_blocks` takes (build it once for a candidate set that several queries share)."""
+    sizes = np.array([len(b) for b in blocks], np.int64)
+    kmax = int(sizes.max()) if len(sizes) else 0
+    dim = blocks[0].shape[1] if blocks else 128
+    out = np.zeros((len(blocks), kmax, dim), np.float32)
+    for b, d in enumerate(blocks):
+        out[b, : len(d)] = d
+    return out.reshape(-1, dim), sizes
+
+
+def match_ratio_blocks(query: np.ndarray, stacked: np.ndarray, sizes: np.ndarray, ratio: float) -> BlockMatches:
+    """Lowe's ratio test of RootSIFT ``query`` (N, 128) against every block of :func:`stack_blocks` separately (the
+    same world point in several keyframes would fail one ratio test over their union), as ONE matrix product
+    ``query @ stacked.T`` instead of a product per block (one BLAS call: the cores stay busy and the per-call
+    overhead is paid once); then each query feature keeps its most distinctive passing match over the blocks (the
+    same world point seen in several keyframes would otherwise enter RANSAC several times)."""
+    nb = len(sizes)
+    empty = np.zeros(0, np.int64)
+    if len(query) == 0 or nb == 0:
+        return BlockMatches(empty, empty, empty, np.zeros(0))
+    kmax = stacked.shape[0] // nb
+    sim = (query @ stacked.T).reshape(len(query), nb, kmax)
+    for b in np.flatnonzero(sizes < kmax):  # padding rows never match
+        sim[:, b, sizes[b] :] = -np.inf
+    best = np.argmax(sim, axis=2)  # (N, B)
+    s1 = np.take_along_axis(sim, best[..., None], axis=2)[..., 0]
+    np.put_along_axis(sim, best[..., None], -np.inf, axis=2)
+    s2 = np.max(sim, axis=2)
+    d1 = np.maximum(2.0 - 2.0 * s1, 0.0)  # unit vectors: |a - b|^2 = 2 - 2 a.b
+    d2 = np.maximum(2.0 - 2.0 * s2, 0.0)  # (-inf for a block of one: d2 = inf, the test passes as match_ratio's)
+    ok = (d1 < (ratio * ratio) * d2) & (sizes[None] >= 2)
+    score = np.where(ok, np.sqrt(d1 / np.maximum(d2, 1e-12)), np.inf)
+    blk = np.argmin(score, axis=1)
+    q = np.flatnonzero(np.isfinite(score[np.arange(len(query)), blk]))
+    blk = blk[q]
+    return BlockMatches(q, blk, best[q, blk], score[q, blk])

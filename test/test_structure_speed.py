@@ -1,0 +1,76 @@
+"""The structure localizer's per-image work: the batched ratio test gives the per-keyframe loop's matches, and a
+sequence's previous fix replaces place recognition (fewer candidates, no global descriptor) until it fails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pose2rgbd.map.features import match_ratio, match_ratio_blocks, root_sift, stack_blocks
+
+
+def _per_keyframe(query: np.ndarray, blocks: list[np.ndarray], ratio: float) -> dict[int, tuple[int, int]]:
+    """The reference: match_ratio per block, each query feature keeping its lowest distance ratio (first block on
+    ties)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for b, ref in enumerate(blocks):
+        q, k, sc = match_ratio(query, ref, ratio, with_score=True)
+        for qi, ki, s in zip(q.tolist(), k.tolist(), sc.tolist(), strict=True):
+            if qi not in best or s < best[qi][0]:
+                best[qi] = (s, b, ki)
+    return {q: (b, k) for q, (_, b, k) in best.items()}
+
+
+def test_batched_ratio_test_matches_the_per_keyframe_loop() -> None:
+    """Blocks of different sizes (one of a single feature: never a match), queries that are noisy copies of
+    features of several blocks: one matrix product gives exactly the per-keyframe ratio test's matches."""
+    rng = np.random.default_rng(0)
+    raw = [rng.integers(0, 256, (n, 128)) for n in (40, 25, 1, 60, 2)]
+    raw[1][:5] = raw[0][:5]  # the same world point in two keyframes: a ratio test over their union would reject it
+    blocks = [root_sift(r.astype(np.uint8)) for r in raw]
+    src = np.concatenate([raw[0][:15], raw[3][10:30], raw[4][:1], raw[1][:5]])
+    noisy = np.clip(src + rng.normal(0, 20, src.shape), 0, 255).astype(np.uint8)
+    query = np.concatenate([root_sift(noisy), root_sift(rng.integers(0, 256, (20, 128)).astype(np.uint8))])
+    stacked, sizes = stack_blocks(blocks)
+    for ratio in (0.8, 0.95):
+        m = match_ratio_blocks(query, stacked, sizes, ratio)
+        want = _per_keyframe(query, blocks, ratio)
+        assert len(m.query) >= 30 and 2 not in m.block.tolist() and set(m.query.tolist()) >= set(range(5))
+        got = {q: (b, k) for q, b, k in zip(m.query.tolist(), m.block.tolist(), m.ref.tolist(), strict=True)}
+        assert got == want
+    assert len(match_ratio_blocks(query[:0], stacked, sizes, 0.8).query) == 0
+
+
+def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
+    """With a decisive previous fix the next image is matched against the keyframes nearest to it only
+    (``prior_candidates``), without computing its global descriptor; when the sequence jumps elsewhere the stale
+    prior gives no decisive fix and place recognition finds the new place."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
+    from pose2rgbd.map import PlaceMap
+
+    pm = PlaceMap(map_world["map"])
+    calls: list[int] = []
+    describe = pm.describer.describe
+
+    def counted(img: np.ndarray, desc: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return describe(img, desc)
+
+    pm.describer.describe = counted  # type: ignore[method-assign,assignment]
+    ds = Dataset(map_world["dataset"])
+    T = ds.frames.T_world_cam
+    rows = np.flatnonzero(ds.frames.source_id == 1)
+    loc = StructureLocalizer(pm, StructureConfig(prior_candidates=4))
+    first = loc.localize_one(ds.read_rgb(int(rows[0])))
+    assert first.ok and first.prior == "" and len(calls) == 1
+    seq = [loc.localize_one(ds.read_rgb(int(i))) for i in rows[1:4]]
+    assert all(f.ok and f.prior == "sequence" and len(f.keyframes) == 4 for f in seq), [f.reason for f in seq]
+    assert len(calls) == 1  # no global descriptor while the previous fix decides
+    for f, i in zip(seq, rows[1:4], strict=True):
+        assert np.linalg.norm(f.T_world_cam[:3, 3] - T[i][:3, 3]) < 1.0
+    # a jump: the last frame of the route, far from the previous fix
+    far = int(rows[-1])
+    assert np.linalg.norm(T[far][:3, 3] - T[rows[3]][:3, 3]) > 100.0
+    jump = loc.localize_one(ds.read_rgb(far))
+    assert len(calls) == 2 and jump.prior == ""
+    assert not jump.ok or np.linalg.norm(jump.T_world_cam[:3, 3] - T[far][:3, 3]) < 1.0

@@ -474,7 +474,7 @@ def test_disk_full_while_saving_a_checkpoint_names_the_disk_and_keeps_the_earlie
 ) -> None:
     """torch.save's zip writer reported a full disk as "unexpected pos"; the checkpoint writer now raises the
     OSError (ENOSPC), which the CLI turns into "no space left on the device", and the earlier file stays."""
-    import pose2rgbd.models.checkpoint as ckmod
+    import pose2rgbd.atomic.swap as swapmod
     from pose2rgbd.geometry import PinholeCamera
     from pose2rgbd.models import save_checkpoint
     from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
@@ -497,7 +497,7 @@ def test_disk_full_while_saving_a_checkpoint_names_the_disk_and_keeps_the_earlie
         def __exit__(self, *exc: object) -> None:
             self.f.close()
 
-    monkeypatch.setattr(ckmod, "open", FullDisk, raising=False)
+    monkeypatch.setattr(swapmod, "open", FullDisk, raising=False)  # the one single-file writer (atomic_file)
     with pytest.raises(OSError) as err:
         save_checkpoint(path, model, dataset_fingerprint="x", camera=PinholeCamera.from_fov(16, 16, 90.0))
     assert err.value.errno == errno.ENOSPC

@@ -38,6 +38,9 @@ def test_batched_ratio_test_matches_the_per_keyframe_loop() -> None:
         got = {q: (b, k) for q, b, k in zip(m.query.tolist(), m.block.tolist(), m.ref.tolist(), strict=True)}
         assert got == want
     assert len(match_ratio_blocks(query[:0], stacked, sizes, 0.8).query) == 0
+    # candidate keyframes none of whose features has a world point (a triangulated map): no match, no error
+    none, no_sizes = stack_blocks([np.zeros((0, 128), np.float32)] * 3)
+    assert len(match_ratio_blocks(query, none, no_sizes, 0.8).query) == 0
 
 
 def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:

@@ -155,9 +155,9 @@ def match_ratio_blocks(query: np.ndarray, stacked: np.ndarray, sizes: np.ndarray
     same world point seen in several keyframes would otherwise enter RANSAC several times)."""
     nb = len(sizes)
     empty = np.zeros(0, np.int64)
-    if len(query) == 0 or nb == 0:
+    kmax = stacked.shape[0] // nb if nb else 0
+    if len(query) == 0 or kmax == 0:  # no query feature, no keyframe, or keyframes without a point: no match
         return BlockMatches(empty, empty, empty, np.zeros(0))
-    kmax = stacked.shape[0] // nb
     sim = (query @ stacked.T).reshape(len(query), nb, kmax)
     for b in np.flatnonzero(sizes < kmax):  # padding rows never match
         sim[:, b, sizes[b] :] = -np.inf

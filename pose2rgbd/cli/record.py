@@ -78,7 +78,7 @@ def _bag(args: argparse.Namespace) -> int:
         what = "kept (output.keep_repeats)" if cfg.output.keep_repeats else "dropped (output.keep_repeats keeps them)"
         print(f"  {c['repeated_images']} of {c['images']} images repeat the previous image byte for byte (a camera "
               f"re-sending a frame), {what}")  # fmt: skip
-    dropped = {k: v for k, v in c.items() if k not in ("frames", "images") and v}
+    dropped = {k: v for k, v in c.items() if k not in ("frames", "images", "repeated_images") and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")
     if cfg.output.dataset:

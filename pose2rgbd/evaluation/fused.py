@@ -57,6 +57,9 @@ def fused_baseline(
         r = fused_renderer(cache, train, rot_weight_m=nn_base.rot_weight_m, progress=cfg.progress)
     except MapError as e:  # Open3D missing, or no training depth to fuse: say so beside the table
         return None, None, [], f"no fused-geometry baseline: {e}"
+    except (RuntimeError, MemoryError) as e:  # Open3D failing on the fusion, or out of memory: a note, not an abort
+        why = f"fusing the training frames failed ({type(e).__name__}: {e})"
+        return None, None, [], f"no fused-geometry baseline: {why}"
     return r, MetricAccumulator(max_depth), [], ""
 
 

@@ -213,14 +213,15 @@ class StructureRows:
         )
 
     def add(self, r: ImageResult) -> bool:
-        """Add ``r``'s row; whether the row flags it out of distribution (a TUM line has no such column)."""
+        """Add ``r``'s row; whether the fix is out of distribution (counted for either format: a TUM line has no
+        column for it)."""
         fix = r.fix
         if fix is not None and fix.ok:
             pose = pose_fields(fix.T_world_cam)
+            ood = fix.out_of_distribution(self.threshold)
             if self.tum:
                 self.lines.append(f"{r.index} {pose.replace(',', ' ')}")
-                return False
-            ood = fix.out_of_distribution(self.threshold)
+                return ood
             bound = f"{fix.confidence_bound_m:.6g}" if fix.confidence_bound_m > 0 else ""
             self.lines.append(f"{csv_name(r.path.name)},{pose},{fix.confidence!r},{str(ood).lower()},true,,"
                               f"{fix.inliers},{bound},{sigmas(fix.covariance)},{csv_name(fix.flag)}")  # fmt: skip

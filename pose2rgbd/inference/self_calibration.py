@@ -35,9 +35,11 @@ def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any
         return {"status": "not calibrated", "reason": f"{n} keyframes: too few to hold out {MIN_FRAMES} and keep a "
                 "map of the rest (calibrate with `pose2rgbd localize calibrate --map` on other frames)"}  # fmt: skip
     rest = view.without(held)
-    # the held-out keyframes are the map's own images: its camera
     loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
-    fixes = [loc.localize_one(view.read_rgb(int(i))) for i in bar(held, progress=progress, desc="self-calibration")]
+    fixes = []
+    for i in bar(held, progress=progress, desc="self-calibration"):
+        loc.query_camera = view.camera(int(i))  # the map's own images: each with its keyframe's camera
+        fixes.append(loc.localize_one(view.read_rgb(int(i))))
     ok = np.array([f.ok for f in fixes], bool)
     entry: dict[str, Any] = {"held_out": len(held), "fixes": int(ok.sum()), "share": float(len(held) / n)}
     if ok.sum() < MIN_FRAMES:

@@ -15,7 +15,6 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -119,11 +118,6 @@ def finish_fix(fix: Any, cal: Calibration | None, poses: Any, cfg: Any) -> None:
     p = cal.confidence_of(cov)
     if p is not None:
         fix.confidence, fix.confidence_bound_m = p, cal.confidence_model["bound_m"]
-
-
-def sigma_position(cov: np.ndarray) -> float:
-    """The position standard deviation of a covariance: ``sqrt(trace(position block) / 3)``."""
-    return math.sqrt(max(float(np.trace(np.asarray(cov)[:3, :3])) / 3.0, 0.0))
 
 
 def fit_structure_calibration(

@@ -111,12 +111,14 @@ def merge_maps(
     seed: int = 0,
     selection: dict[str, Any] | None = None,
     calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None = None,
+    calibration: SelfCalibrationConfig | None = None,
 ) -> dict[str, Any]:
     """Merge the place maps ``maps`` into ``out`` (see the module docstring); returns the manifest, whose
     ``merge_notes`` say what was left out. ``global_cfg``: the vocabulary's settings (default: the first map's);
     ``selection``: the manifest's selection (default: what the maps' selections have in common); ``calibrate``:
     the self-calibration ``map build`` runs (:func:`pose2rgbd.inference.self_calibration.self_calibrate`), run
-    again on the merged keyframes -- the pieces' own calibrations saw only their piece."""
+    again on the merged keyframes -- the pieces' own calibrations saw only their piece -- with ``calibration``'s
+    settings (default: ``map build``'s)."""
     from pose2rgbd import config as cfgmod
     from pose2rgbd.output_guard import check_output, refuse_existing
 
@@ -186,7 +188,8 @@ def merge_maps(
         manifest = _manifest(pms, entries, same_dataset, selection, has_images, has_depth, offsets)
         manifest["global"] = {**cfgmod.to_dict(gcfg), "dims_stored": int(glob.shape[1])}
         manifest["calibration"] = _calibration(pms, entries, offsets, kp_xy, desc, points, glob, describer, calibrate,
-                                               has_images, progress)  # fmt: skip
+                                               calibration or MapBuildConfig().calibration,
+                                               float(manifest["rot_weight_m"]), has_images, progress)  # fmt: skip
         manifest["merge_notes"] = notes
         merge_s = time.monotonic() - t0
         manifest["merge_s"] = round(merge_s, 2)
@@ -205,12 +208,15 @@ def _calibration(
     glob: np.ndarray,
     describer: Any,
     calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None,
+    cfg: SelfCalibrationConfig,
+    rot_weight_m: float,
     has_images: bool,
     progress: bool,
 ) -> dict[str, Any] | None:
-    """The merged map's self-calibration (as ``map build``'s, with its default settings), or None without a
-    ``calibrate`` step; a map without keyframe images has nothing to localize: ``not calibrated``, with why."""
-    if calibrate is None:
+    """The merged map's self-calibration (as ``map build``'s, with ``cfg``; ``rot_weight_m``: the merged map's, as
+    it is stored), or None without a ``calibrate`` step or with it turned off; a map without keyframe images has
+    nothing to localize: ``not calibrated``, with why."""
+    if calibrate is None or not cfg.enabled:
         return None
     if not has_images:
         return {"status": "not calibrated", "reason": "a localization-only map holds no keyframe images to localize "
@@ -223,11 +229,10 @@ def _calibration(
         np.stack([pms[m].intrinsics[k] for m, k in entries]).astype(np.float64),
         first.image_hw, offsets, xy, desc,
         np.concatenate(points) if points else np.zeros((0, 3), np.float32),
-        glob.astype(np.float32), describer, float(first.poses.rot_weight_m), first.world_frame,
+        glob.astype(np.float32), describer, rot_weight_m, first.world_frame,
         triangulate_neighbours=MapBuildConfig().triangulate_neighbours if triangulated else 0,
         read_rgb=lambda i: pms[entries[i][0]].rgb(entries[i][1]),
     )  # fmt: skip
-    cfg = MapBuildConfig().calibration
     return {**calibrate(view, cfg, progress), "seconds": round(time.monotonic() - t0, 2)}
 
 

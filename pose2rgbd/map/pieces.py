@@ -98,8 +98,8 @@ def build_in_pieces(
                                 f"{where} could not read its task ({e.__class__.__name__}): every worker needs the "
                                 "same pose2rgbd and Python packages as this machine"
                             ) from e
-                        if not isinstance(e, (Pose2RGBDError, OSError)):
-                            raise
+                        if not isinstance(e, (Pose2RGBDError, OSError)):  # the cluster's own (a killed worker...)
+                            raise MapError(f"{where} failed: {e.__class__.__name__}: {e}") from e
                         hint = (
                             "; every worker must see the dataset and the folder of --out at the same paths as this "
                             "machine (a shared file system)"
@@ -114,7 +114,8 @@ def build_in_pieces(
             selection["description"] += f" (built in {n} pieces on a Dask cluster)"
             paths = [stage / f"piece-{k:04d}" for k in range(n)]
             return merge_maps(paths, out, overwrite=overwrite, progress=progress, global_cfg=cfg.global_desc,
-                              seed=cfg.seed, selection=selection, calibrate=calibrate)  # fmt: skip
+                              seed=cfg.seed, selection=selection, calibrate=calibrate,
+                              calibration=cfg.calibration)  # fmt: skip
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     finally:

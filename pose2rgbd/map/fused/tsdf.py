@@ -33,6 +33,7 @@ from pose2rgbd.atomic import make_temp_dir, swap_in
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.map.format import MapError
 from pose2rgbd.map.keyframes import Keyframes
 from pose2rgbd.output_guard import refuse_existing
@@ -174,7 +175,7 @@ class FusedGeometry:
         if self.exposure is not None:
             np.save(folder / "exposure.npy", np.asarray(self.exposure, np.float32))
         meta = {"format": FUSED_FORMAT, "version": FUSED_VERSION, **self.meta}
-        (folder / "fused.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (folder / "fused.json").write_text(json_text(meta) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> FusedGeometry:

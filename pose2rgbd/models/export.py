@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from pose2rgbd import config as cfgmod
-from pose2rgbd.atomic import sibling_prefix, sweep_stale_siblings
+from pose2rgbd.atomic import atomic_file, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint, parse_header
@@ -275,12 +274,8 @@ def export_onnx(
         m.doc_string = (
             f"pose2rgbd {family.kind} model (network input -> serving outputs); see metadata '{ONNX_META_KEY}'"
         )
-        data = m.SerializeToString()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        with atomic_file(p) as f:  # the one single-file writer: hidden sibling, fsync, rename
+            f.write(m.SerializeToString())
     finally:
         if tmp.exists():
             tmp.unlink()

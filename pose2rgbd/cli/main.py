@@ -139,10 +139,11 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    if args.force_progress:  # the top-level flag (commands keep their own --no-progress)
-        from pose2rgbd.progress import force_progress
+    from pose2rgbd.progress import force_progress
 
-        force_progress()
+    # the top-level flag (commands keep their own --no-progress), set for this command: an earlier call of main in
+    # the same process (a test, a script) does not leave it on
+    force_progress(args.force_progress)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

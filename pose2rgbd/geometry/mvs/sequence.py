@@ -126,12 +126,12 @@ def mvs_sequence(
                                            max_rel_depth=cfg.max_rel_depth)  # fmt: skip
             views[i] = np.minimum(v, 127)
     fin = np.isfinite(depth)
-    info = {"frames": n, "frames_with_sources": int(sum(1 for s in sources if s)),
+    matched, verified = float(np.isfinite(raw).mean()), float(fin.mean())
+    info: dict[str, Any] = {"frames": n, "frames_with_sources": int(sum(1 for s in sources if s)),
             "depth_range_m": [round(depth_range[0], 3), round(depth_range[1], 3)], "planes": cfg.planes,
-            "matched_share": round(float(np.isfinite(raw).mean()), 4),
-            "verified_share": round(float(fin.mean()), 4)}  # fmt: skip
+            "matched_share": round(matched, 4), "verified_share": round(verified, 4)}  # fmt: skip
     log.info("multi-view stereo: %d frames, %.1f %% of pixels matched, %.1f %% verified across views", n,
-             100 * info["matched_share"], 100 * info["verified_share"])  # fmt: skip
+             100 * matched, 100 * verified)  # fmt: skip
     return MvsResult(depth, views, sources, depth_range, info)
 
 

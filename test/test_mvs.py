@@ -147,3 +147,44 @@ def test_config_errors_name_the_problem() -> None:
         MvsConfig(window=4)
     with pytest.raises(ConfigError, match="depth range"):
         mvs_sequence(lambda i: np.zeros((4, 4, 3), np.uint8), CAM.K, np.tile(np.eye(4), (3, 1, 1)))
+
+
+def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray):  # type: ignore[no-untyped-def]
+    from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
+
+    man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none")
+    with DatasetWriter(tmp_path, man) as wr:
+        for i in range(len(rgb)):
+            wr.add_frame(i * 100_000_000, T[i], rgb[i], None if depth is None else depth[i])
+    return Dataset(tmp_path)
+
+
+@pytest.mark.parametrize("combine", [False, True])
+def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -> None:  # type: ignore[no-untyped-def]
+    """What ``convert video --depth mvs`` (and ``selfsup+mvs``) write once the metric poses exist: the stereo depth
+    through the conversion pipeline; combined, the network's depth (here the truth x 0.5) scaled to it."""
+    from pose2rgbd.convert.mvs_depth import MvsDepthSource
+    from pose2rgbd.convert.pipeline import convert
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.methods.selfsup_depth.metric import SFM, MetricPoses
+
+    rgb, depth, T = track
+    T_gps = T.copy()
+    T_gps[:, :3, 3] += 3.0  # what the dataset holds before: GPS poses, off by metres
+    net = 0.5 * np.nan_to_num(depth, nan=30.0)  # the network: right up to a scale, a finite depth on a miss
+    ds = _dataset(tmp_path / "in", rgb, net if combine else None, T if combine else T_gps)
+    pts = {i: np.array([[0.0, 0.0, z, 1.0] for z in np.nanpercentile(depth[i], np.linspace(1, 99, 12))])
+           for i in range(len(T))}  # fmt: skip
+    mp = MetricPoses(T, np.full(len(T), SFM), pts, {"metric_frames": len(T), "frames": len(T)})
+    cfg = MvsConfig(planes=48)
+    out = Dataset(convert(MvsDepthSource(ds, mp, combine=combine, cfg=cfg), tmp_path / "out", progress=False,
+                          repeats=False))  # fmt: skip
+    assert out.manifest.depth_kind == "metric"
+    assert out.manifest.extra["depth"]["source"] == ("selfsup+mvs" if combine else "mvs")
+    assert np.allclose(out.frames.T_world_cam, T)  # the metric poses, not the GPS ones
+    d = out.read_depth(3)
+    err, share = abs_rel(d, depth[3])
+    assert err < 0.05
+    assert share > (0.95 if combine else 0.5)  # combined: the scaled network fills what stereo left
+    with pytest.raises(ConfigError, match="metric poses of"):
+        MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

@@ -42,14 +42,14 @@ class MvsConfig:
     p1: float = ranged_field(0.03, "SGM: penalty of a one-plane step between neighbouring pixels", 0.0, 2.0)
     p2: float = ranged_field(0.3, "SGM: penalty of a larger jump", 0.0, 4.0)
     baseline_ratio: float = ranged_field(
-        0.04, "preferred baseline to a source as a share of the median scene depth", 1e-4, 1.0
+        0.1, "preferred baseline to a source as a share of the median scene depth", 1e-4, 1.0
     )
     min_baseline_ratio: float = ranged_field(0.005, "sources with a smaller baseline share are not used", 0.0, 1.0)
     max_angle_deg: float = ranged_field(30.0, "sources whose optical axis turns more than this are not used", 1, 90)
     search_frames: int = ranged_field(30, "sources are looked for this many frames either side", 1, 1000)
     consistent_views: int = ranged_field(2, "a depth is kept where this many sources' depths agree with it", 0, 16)
     max_reproj_px: float = ranged_field(1.0, "consistency: largest round-trip reprojection error (pixels)", 0.0, 50)
-    max_rel_depth: float = ranged_field(0.02, "consistency: largest relative depth difference", 0.0, 1.0)
+    max_rel_depth: float = ranged_field(0.05, "consistency: largest relative depth difference", 0.0, 1.0)
     far_factor: float = help_field(
         1.5, "combination: the network's depth is kept only up to this times the frame's 95th percentile of "
         "verified depth (sky and far field beyond it stay NaN)"

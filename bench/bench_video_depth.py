@@ -65,7 +65,7 @@ def network_depth(checkpoint: Path, ds: Any, idx: np.ndarray) -> tuple[np.ndarra
 
     from pose2rgbd.models import load_checkpoint
 
-    model = load_checkpoint(checkpoint).model.eval()
+    model: Any = load_checkpoint(checkpoint).model.eval()
     mc = model.config
     unit = float(model.metric_unit) if model.metric_unit > 0 else 1.0
     W, H = ds.camera.width, ds.camera.height

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.pipeline import convert
 from pose2rgbd.convert.sources.video import convert_video
 from pose2rgbd.convert.stages.depth_export import ExportResult, export_depth
 from pose2rgbd.convert.stages.scale import ScaleConfig
@@ -87,6 +88,8 @@ def convert_video_with_depth(
     trajectory_cfg: TrajectoryConfig | None = None,
     depth_poses: str = "metric",
     metric_cfg: MetricPosesConfig | None = None,
+    depth: str = "selfsup",
+    mvs_cfg: Any = None,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
@@ -99,9 +102,19 @@ def convert_video_with_depth(
     them. ``depth_poses="posenet"``: the earlier path (the pose network for view synthesis, the GPS poses
     written, the scale fitted from GPS afterwards). Without a GPS log (``gps_log=None``): the video-only path,
     unscaled depth and pseudo-absolute poses from the video (``trajectory_cfg``: which back end makes them,
-    default COLMAP structure from motion)."""
+    default COLMAP structure from motion). ``depth``: ``selfsup`` (the network's depth), ``mvs`` (multi-view
+    stereo from the metric poses instead, no training; :mod:`pose2rgbd.convert.mvs_depth`, ``mvs_cfg`` an
+    :class:`~pose2rgbd.geometry.mvs.MvsConfig`) or ``selfsup+mvs`` (stereo where verified, the network elsewhere);
+    both need GPS and metric poses."""
+    from pose2rgbd.convert.mvs_depth import DEPTH_CHOICES, MvsDepthSource
+
     if depth_poses not in DEPTH_POSES:
         raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
+    if depth not in DEPTH_CHOICES:
+        raise ConfigError(f"depth {depth!r} is not one of {list(DEPTH_CHOICES)}")
+    if depth != "selfsup" and (gps_log is None or depth_poses != "metric"):
+        raise ConfigError(f"--depth {depth} needs GPS and metric poses (--depth-poses metric): multi-view stereo "
+                          "takes its scale from structure from motion aligned to the GPS")  # fmt: skip
     out = Path(out)
     inputs = [video, gps_log, convert_kw.get("attitude")]
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
@@ -123,16 +136,28 @@ def convert_video_with_depth(
             mp = compute_metric_poses(Dataset(frames_ds), tcfg, metric_cfg, progress=progress)
             path = mp.save(work / "metric_poses.npz")
             mc = replace(mc, pose_source="metric", metric_poses=str(path))
+        srcs = tuple(p for p in inputs if p is not None)
+        if depth == "mvs":  # no network: stereo from the metric poses alone
+            assert mp is not None
+            path = convert(MvsDepthSource(frames_ds, mp, cfg=mvs_cfg, inputs=srcs), out, overwrite=overwrite,
+                           progress=progress, repeats=False)  # fmt: skip
+            return ExportResult(path=path, depth_kind="metric", frames=len(Dataset(frames_ds)), metric=mp.info)
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
                                       tensorboard=False)  # fmt: skip
         res = train("selfsup-depth", frames_ds, work / "run", mc, tc)
         log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
         try:
             pose_mode = "video" if gps_log is None else "metric" if mp is not None else "dataset"
-            return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                                poses=pose_mode, scale_cfg=scale_cfg, metric=mp,
-                                trajectory_cfg=trajectory_cfg, overwrite=overwrite,
-                                progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
+            net_out = work / "selfsup" if depth == "selfsup+mvs" else out
+            er = export_depth(frames_ds, res.last, net_out, gps="off" if gps_log is None else "on",
+                              poses=pose_mode, scale_cfg=scale_cfg, metric=mp,
+                              trajectory_cfg=trajectory_cfg, overwrite=overwrite,
+                              progress=progress, inputs=srcs)  # fmt: skip
+            if depth == "selfsup+mvs":  # the network's export, its depth combined with stereo, into the output
+                assert mp is not None
+                er.path = convert(MvsDepthSource(net_out, mp, combine=True, cfg=mvs_cfg, inputs=srcs), out,
+                                  overwrite=overwrite, progress=progress, repeats=False)  # fmt: skip
+            return er
         except Pose2RGBDError as e:  # e.g. COLMAP registered too few frames: keep the trained model
             keep = True
             poses = (" --poses video --trajectory-backend compose" if gps_log is None

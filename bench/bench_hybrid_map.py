@@ -78,8 +78,7 @@ def tiled_map(src: Path, n: int, out: Path) -> Path:
 def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process (called by the parent with --one)."""
     import torch
-    from bench_common import matmul_gflops
-    from bench_structure_localize import rss_mb
+    from bench_common import matmul_gflops, resident_mib
 
     from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.map import PlaceMap
@@ -110,7 +109,7 @@ def run_one(args: argparse.Namespace) -> dict:
     from pose2rgbd.models.device import prepare_for_inference
 
     model = prepare_for_inference(model.eval(), torch.device("cpu"))
-    rss_loaded, _ = rss_mb()
+    rss_loaded = resident_mib("VmRSS")
     rng = np.random.default_rng(0)
     idx = np.linspace(0, min(n, len(pm)) - 1, args.poses).round().astype(int)
     from scipy.spatial.transform import Rotation
@@ -125,7 +124,7 @@ def run_one(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             model(pose[k : k + 1], T[k : k + 1])
             lat.append((time.perf_counter() - t0) * 1e3)
-    rss, hwm = rss_mb()
+    rss, hwm = resident_mib("VmRSS"), resident_mib("VmHWM")
     lat_a = np.asarray(lat[5:])
     out = {"config": args.one, "size": args.size, "keyframes": n, "rss_loaded_mb": rss_loaded, "rss_mb": rss,
            "peak_rss_mb": hwm, "p50_ms": float(np.percentile(lat_a, 50)), "p99_ms": float(np.percentile(lat_a, 99)),

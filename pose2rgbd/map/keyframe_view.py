@@ -81,7 +81,8 @@ class SizedKeyframes:
             flags = cv2.WARP_INVERSE_MAP
             rgb = cv2.warpAffine(rgb, M, (W, H), flags=cv2.INTER_LINEAR | flags, borderValue=(0, 0, 0))
             depth = cv2.warpAffine(depth, M, (W, H), flags=cv2.INTER_NEAREST | flags, borderValue=float("nan"))
-        return np.ascontiguousarray(rgb, np.uint8), depth.astype(self.depth_dtype)
+        with np.errstate(over="ignore"):  # float16: beyond 65504 m is +inf, the sky
+            return np.ascontiguousarray(rgb, np.uint8), depth.astype(self.depth_dtype)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Keyframe ``i``: RGB uint8 (H, W, 3) and depth (H, W) in metres (NaN invalid, +inf sky), cached."""

@@ -113,6 +113,21 @@ def run_keyframe_map(
     return PlaceMap(out, cache_keyframes=0)
 
 
+def fill_store(model: HybridNet, cache: TrainingCache, train: np.ndarray) -> np.ndarray:
+    """Give ``model`` the training frames ``train`` of ``cache`` (``model.max_keyframes`` of them, evenly spread)
+    as keyframes held in memory (:class:`~pose2rgbd.map.keyframes.ArrayKeyframes` over the cache: saved, they are
+    bundled in the checkpoint); returns the rows kept. Training writes them as a keyframe map instead."""
+    from pose2rgbd.map.keyframes import ArrayKeyframes
+
+    if cache.depth is None:
+        raise ConfigError("the hybrid's keyframes need depth in the dataset")
+    keep = store_indices(train, int(model.config.max_keyframes))
+    rot_w = default_rot_weight(cache.depth, train)
+    kf = ArrayKeyframes(cache.rgb, cache.depth, cache.T_world_cam, cache.camera, rows=keep, rot_weight_m=rot_w)
+    use_training_keyframes(model, kf, cache, rot_w)
+    return keep
+
+
 def use_training_keyframes(
     model: HybridNet, keyframes: Keyframes, cache: TrainingCache, rot_weight_m: float | None = None
 ) -> None:

@@ -103,9 +103,8 @@ def test_bundle_round_trip_renders_bit_identical_to_the_map_backed_checkpoint(
 
 
 def test_a_moved_missing_or_other_map_is_a_clear_error(run: Path, toy: Path, tmp_path: Path) -> None:
-    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.methods.hybrid.recipe import run_keyframe_map
-    from pose2rgbd.dataset import Dataset
 
     Q = _queries(toy)
     moved = tmp_path / "moved"
@@ -117,7 +116,7 @@ def test_a_moved_missing_or_other_map_is_a_clear_error(run: Path, toy: Path, tmp
     ds = Dataset(toy)
     cache = build_cache(ds, SIZE, cache_root=toy.parent / "cache", progress=False)
     run_keyframe_map(ds, cache, np.arange(0, 20, 2), moved / "keyframes", 10.0, False)
-    with pytest.raises(CheckpointError, match="digest .* holds other keyframes"):
+    with pytest.raises(CheckpointError, match=r"digest .* holds other keyframes"):
         _render(moved / "last.pt", Q)
     # moved together with its own map: it loads
     shutil.rmtree(moved / "keyframes")
@@ -152,3 +151,25 @@ def test_a_map_with_validation_or_test_frames_is_refused_for_training(
     ref = _raw(tmp_path / "r2" / "last.pt")["extra"]["place_map"]
     assert (tmp_path / "r2" / ref["path"]).resolve() == (run / "keyframes").resolve()
     assert not (tmp_path / "r2" / "keyframes").exists()
+
+
+def test_keyframes_of_another_camera_are_resampled_into_the_model_camera() -> None:
+    """The keyframe view reads each keyframe's own intrinsics: the model's camera is used as is; a keyframe whose
+    principal point lies 4 px further right is shifted 4 px into the model's camera (NaN depth where it saw
+    nothing), not warped as if it were the model's camera."""
+    from pose2rgbd.geometry.camera import PinholeCamera
+    from pose2rgbd.map.keyframe_view import SizedKeyframes
+    from pose2rgbd.map.keyframes import ArrayKeyframes
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    depth = rng.uniform(1, 9, (1, 16, 16)).astype(np.float32)
+    model_cam = PinholeCamera(16, 16, 10.0, 10.0, 7.5, 7.5)
+    kf_cam = PinholeCamera(16, 16, 10.0, 10.0, 11.5, 7.5)
+    same = SizedKeyframes(ArrayKeyframes(rgb, depth, np.eye(4)[None], model_cam), model_cam)
+    np.testing.assert_array_equal(same.get(0)[0], rgb[0])
+    np.testing.assert_array_equal(same.get(0)[1], depth[0])
+    got_rgb, got_depth = SizedKeyframes(ArrayKeyframes(rgb, depth, np.eye(4)[None], kf_cam), model_cam).get(0)
+    np.testing.assert_array_equal(got_rgb[:, :12], rgb[0, :, 4:])
+    np.testing.assert_array_equal(got_depth[:, :12], depth[0, :, 4:])
+    assert np.isnan(got_depth[:, 12:]).all()

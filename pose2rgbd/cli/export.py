@@ -98,6 +98,8 @@ def _bundle(args: argparse.Namespace) -> int:
                     depth_kind=loaded.depth_kind, world_frame=loaded.world_frame, train_config=loaded.train_config,
                     step=loaded.step, epoch=loaded.epoch, extra={k: v for k, v in loaded.extra.items()
                                                                if k != "place_map"})  # fmt: skip
-    print(f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
-          f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)")
+    print(
+        f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
+        f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)"
+    )
     return 0

@@ -16,7 +16,6 @@ either is extrapolation; the render node publishes both with each image, and eva
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any

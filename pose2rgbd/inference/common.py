@@ -73,8 +73,8 @@ class EngineConfig:
     oob_margin: float = ranged_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]", 0.0, 100.0)
     map: str = help_field(
         "",
-        "place map the model reads its keyframes from (the hybrid; `pose2rgbd map build` of its training dataset); "
-        "empty: the map the checkpoint names, else the keyframes embedded in it",
+        "place map the model reads its keyframes from instead of the checkpoint's (the hybrid; a map of its training "
+        "dataset); empty: the map the checkpoint names, or the keyframes bundled in it (`export --bundle`)",
     )
     expect_fingerprint: str = help_field("", "refuse a checkpoint trained on another dataset (empty: no check)")
     expect_size: int = ranged_field(0, "refuse a checkpoint with another output size (0: no check)", 0, 65536)

@@ -229,7 +229,11 @@ def dataset_entry(ds: Any, path: str | Path) -> dict[str, Any]:
         "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
         "datum": None
         if ds.manifest.datum is None
-        else {"lat_deg": ds.manifest.datum.lat_deg, "lon_deg": ds.manifest.datum.lon_deg, "alt_m": ds.manifest.datum.alt_m},
+        else {
+            "lat_deg": ds.manifest.datum.lat_deg,
+            "lon_deg": ds.manifest.datum.lon_deg,
+            "alt_m": ds.manifest.datum.alt_m,
+        },
     }
 
 

@@ -80,7 +80,9 @@ class SizedKeyframes:
             M = np.array([[sx, 0.0, own.cx - sx * cam.cx], [0.0, sy, own.cy - sy * cam.cy]])
             flags = cv2.WARP_INVERSE_MAP
             rgb = cv2.warpAffine(rgb, M, (W, H), flags=cv2.INTER_LINEAR | flags, borderValue=(0, 0, 0))
-            depth = cv2.warpAffine(depth, M, (W, H), flags=cv2.INTER_NEAREST | flags, borderValue=float("nan"))
+            depth = np.asarray(
+                cv2.warpAffine(depth, M, (W, H), flags=cv2.INTER_NEAREST | flags, borderValue=float("nan")), np.float32
+            )
         with np.errstate(over="ignore"):  # float16: beyond 65504 m is +inf, the sky
             return np.ascontiguousarray(rgb, np.uint8), depth.astype(self.depth_dtype)
 

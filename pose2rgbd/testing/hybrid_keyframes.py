@@ -1,5 +1,6 @@
 """A hybrid checkpoint without training (tests and benchmarks of the serving path): its keyframes
-(:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`, held in memory; saved, they are bundled in the checkpoint) ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
+(:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`, held in memory; saved, they are bundled in the checkpoint) are
+analytic ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
 their initial weights (or randomized, so the fill network's correction is not zero).
 
 The compute of a forward pass does not depend on what the weights learnt, so its timings are those of a trained

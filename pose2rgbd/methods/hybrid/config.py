@@ -22,7 +22,8 @@ BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "
 @dataclass
 class HybridConfig:
     """Hybrid warp-and-fill: the nearest training RGB-D frames (keyframes of a place map the checkpoint names)
-    splatted into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and corrects."""
+    splatted into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and
+    corrects."""
 
     preset: str = help_field("hybrid", "preset name (recorded in checkpoints and reports)")
     encoding: str = help_field("6dof-quat", "pose input of the decoder: 6dof-euler or 6dof-quat")

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class HybridNet(PoseToImage, ModelBase):
     """Hybrid warp-and-fill model (see the module docstring). Build with :func:`build_model`."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +25,22 @@ import torch
 from pose2rgbd.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from pose2rgbd.methods.hybrid.net import HybridNet
+    from pose2rgbd.geometry.camera import PinholeCamera
+    from pose2rgbd.map.keyframe_view import SizedKeyframes
+    from pose2rgbd.map.keyframes import Keyframes
+
+
+class HybridNet(Protocol):
+    """What this module reads and sets of :class:`~pose2rgbd.methods.hybrid.net.HybridNet` (which calls it)."""
+
+    keyframes: SizedKeyframes | None
+    rot_weight_m: torch.Tensor
+
+    @property
+    def camera(self) -> PinholeCamera | None: ...
+
+    def use_keyframes(self, keyframes: Keyframes) -> None: ...
+
 
 PLACE_MAP = "place_map"
 KEYFRAMES = "keyframes"

@@ -103,9 +103,7 @@ def run_one(args: argparse.Namespace) -> dict:
                             cache.T_world_cam[np.sort(rows)], cam, source_id=np.zeros(n, np.int64),
                             seq_pos=np.arange(n), index=rows, rot_weight_m=float(pm.poses.rot_weight_m))  # fmt: skip
     else:
-        model.rot_weight_m.fill_(float(pm.poses.rot_weight_m))
-        model.kf_K.copy_(torch.as_tensor(cam.K))
-        model.attach_map(pm)
+        model.use_keyframes(pm, camera=cam, rot_weight_m=float(pm.poses.rot_weight_m))
     from pose2rgbd.models.device import prepare_for_inference
 
     model = prepare_for_inference(model.eval(), torch.device("cpu"))
@@ -129,8 +127,8 @@ def run_one(args: argparse.Namespace) -> dict:
     out = {"config": args.one, "size": args.size, "keyframes": n, "rss_loaded_mb": rss_loaded, "rss_mb": rss,
            "peak_rss_mb": hwm, "p50_ms": float(np.percentile(lat_a, 50)), "p99_ms": float(np.percentile(lat_a, 99)),
            "matmul_gflops": matmul_gflops()}  # fmt: skip
-    mk = model.map_keyframes
-    if mk is not None:
+    mk = model.keyframes
+    if mk is not None and kind != "embedded":
         out["cache"] = mk.cache_stats()
     return out
 

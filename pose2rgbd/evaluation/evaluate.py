@@ -166,10 +166,8 @@ def evaluate(
         check_output(out_dir, EVALUATION, inputs=[ds.path])
         if Path(out_dir).is_file():
             raise OutputError(f"output {out_dir} is a file (e.g. the checkpoint); give a folder for the results")
+    # a hybrid opens the place map its checkpoint names (pose2rgbd.methods.hybrid.stored)
     loaded = load_checkpoint(checkpoint, expect_fingerprint=None if cfg.allow_other_dataset else ds.fingerprint())
-    from pose2rgbd.inference.common import attach_place_map
-
-    attach_place_map(loaded)  # a checkpoint that reads its keyframes from a place map gets it
     model = loaded.model
     if not isinstance(model, PoseToImage):
         raise ConfigError(f"{checkpoint}: evaluation renders images from poses; a {loaded.kind!r} model does not")

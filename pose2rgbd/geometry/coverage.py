@@ -15,6 +15,7 @@ either is extrapolation; the render node publishes both with each image, and eva
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,18 @@ class PoseSet:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def reweighted(self, rot_weight_m: float) -> PoseSet:
+        """The same references under another rotation weight, sharing this set's positions, rotations and k-d
+        tree (built once, over the positions only: the weight enters the scoring, not the tree)."""
+        if float(rot_weight_m) == self.rot_weight_m:
+            return self
+        if not np.isfinite(rot_weight_m) or rot_weight_m < 0:
+            raise GeometryError(f"rotation weight must be a finite number >= 0 (m/rad), got {rot_weight_m}")
+        other = copy.copy(self)
+        other.rot_weight_m = float(rot_weight_m)
+        other._tree = self._tree  # type: ignore[method-assign]  # one tree for both
+        return other
 
     def parts(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(M, N)`` position gaps (m) and rotation angles (rad) to every reference (holds the full matrices)."""

@@ -214,6 +214,29 @@ def lift_points(
     return world.astype(np.float32)
 
 
+def dataset_entry(ds: Any, path: str | Path) -> dict[str, Any]:
+    """The manifest's ``dataset`` section: what the map's keyframes were taken from (its fingerprint is checked
+    by every reader that pairs the map with a model or another map)."""
+    return {
+        "path": str(Path(path).resolve()),
+        "name": ds.manifest.name,
+        "fingerprint": ds.fingerprint(),
+        "world_frame": ds.manifest.world_frame,
+        "camera_frame": ds.manifest.camera_frame,
+        "frames": len(ds),
+        "depth_kind": ds.manifest.depth_kind,
+        "pose_units": ds.manifest.resolved_pose_units,
+        "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
+        "datum": None
+        if ds.manifest.datum is None
+        else {
+            "lat_deg": ds.manifest.datum.lat_deg,
+            "lon_deg": ds.manifest.datum.lon_deg,
+            "alt_m": ds.manifest.datum.alt_m,
+        },
+    }
+
+
 MAX_REPEAT_SHARE = 0.9  # a selection with more repeated keyframes than this is refused (a frozen camera)
 
 
@@ -393,24 +416,7 @@ def build_map(
         from pose2rgbd import config as cfgmod
 
         manifest = {
-            "dataset": {
-                "path": str(Path(dataset).resolve()),
-                "name": ds.manifest.name,
-                "fingerprint": ds.fingerprint(),
-                "world_frame": ds.manifest.world_frame,
-                "camera_frame": ds.manifest.camera_frame,
-                "frames": len(ds),
-                "depth_kind": ds.manifest.depth_kind,
-                "pose_units": ds.manifest.resolved_pose_units,
-                "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
-                "datum": None
-                if ds.manifest.datum is None
-                else {
-                    "lat_deg": ds.manifest.datum.lat_deg,
-                    "lon_deg": ds.manifest.datum.lon_deg,
-                    "alt_m": ds.manifest.datum.alt_m,
-                },
-            },
+            "dataset": dataset_entry(ds, dataset),
             "selection": {
                 **cfgmod.to_dict(cfg.selection),
                 "description": cfg.selection.describe(),

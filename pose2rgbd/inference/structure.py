@@ -191,6 +191,7 @@ class Fix:
     pose_ratio: float = math.nan  # ... in the pose distance (position + rotation)
     confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
     scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
+    hypothesis: np.ndarray | None = None  # no fix: the rejected pose RANSAC found (4, 4), where it found one
 
     def out_of_distribution(self, threshold: float | None) -> bool:
         """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the
@@ -388,8 +389,11 @@ class StructureLocalizer:
         for f in results:
             if f is best or f.inliers < c.ambiguity_ratio * best.inliers or f.inliers < c.min_inliers:
                 continue
-            if f.ok and np.linalg.norm(f.T_world_cam[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
-                continue  # the same place seen from two keyframe groups
+            # the same place seen from two keyframe groups: a fix, or a rejected hypothesis (too few inliers for
+            # a fix of its own), whose pose lies near the best one supports it rather than rivalling it
+            T_f = f.T_world_cam if f.ok else f.hypothesis
+            if T_f is not None and np.linalg.norm(T_f[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
+                continue
             return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
         return best
 
@@ -457,14 +461,14 @@ class StructureLocalizer:
         n_in = int(inl.sum())
         kfl = [int(i) for i in cand]
         if n_in < c.min_inliers or n_in < c.min_inlier_ratio * n_corr:
-            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         xi = x[inl]
         box = np.ptp(xi[:, 0]) * np.ptp(xi[:, 1]) / float(wh[0] * wh[1])
         if box < c.min_spread:
-            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         support = np.unique(kf[inl])
         if np.min(np.linalg.norm(self.map.positions[support] - T[:3, 3], axis=1)) > self.max_kf_distance:
-            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         # SIFT matches survive a limited change of viewpoint: the query's rays to its inlier points must look at
         # them from about where the keyframes that hold them did (a wrong pose that happens to reproject 20
         # points sees them from elsewhere)
@@ -474,7 +478,7 @@ class StructureLocalizer:
         cosang = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
         self.last_view_angle_deg = float(np.degrees(np.arccos(np.clip(np.median(cosang), -1.0, 1.0))))
         if self.last_view_angle_deg > c.max_view_angle_deg:
-            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         cov = information_covariance(T, X[inl], xi, cam.K, c.min_sigma_px)
         conf = 1.0 - math.exp(-n_in / c.confident_inliers)
         return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl, spread=float(box))

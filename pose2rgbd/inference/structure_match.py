@@ -45,12 +45,15 @@ class CandidateMatcher:
         self._stacked: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
 
     def keyframe(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64 (features with a point)."""
+        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64, NaN where a feature has none.
+
+        Every stored feature takes part in the ratio test, with a point or without (a triangulated map has a point
+        for a fifth of them): the test against the keyframe's features with a point only would let a query feature
+        whose true match has no point pass it with a wrong one, for want of the true rival."""
 
         def make() -> tuple[np.ndarray, np.ndarray]:
             f = self.map.features(i)
-            ok = np.all(np.isfinite(f.xyz), axis=1)
-            return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
+            return root_sift(f.desc), f.xyz.astype(np.float64)
 
         with self._lock:
             return self._cache.get(int(i), make)  # type: ignore[no-any-return]
@@ -77,4 +80,5 @@ class CandidateMatcher:
         for b in np.unique(m.block):
             sel = m.block == b
             xyz[sel] = self.keyframe(int(cand[b]))[1][m.ref[sel]]
-        return Correspondences(m.query, xyz, np.asarray(cand, np.int64)[m.block])
+        ok = np.all(np.isfinite(xyz), axis=1)  # matched to a feature without a point: no correspondence
+        return Correspondences(m.query[ok], xyz[ok], np.asarray(cand, np.int64)[m.block[ok]])

@@ -141,9 +141,11 @@ def main() -> None:
     cfg = StructureConfig(use_previous_fix=False)
     for kv in args.set:
         k, _, v = kv.partition("=")
-        k = k.removeprefix("structure.")
-        cur = getattr(cfg, k)
-        cfg = dataclasses.replace(cfg, **{k: type(cur)(v) if not isinstance(cur, bool) else v.lower() == "true"})
+        *outer, k = k.removeprefix("structure.").split(".")
+        obj = cfg.features if outer == ["features"] else cfg
+        cur = getattr(obj, k)
+        obj = dataclasses.replace(obj, **{k: type(cur)(v) if not isinstance(cur, bool) else v.lower() == "true"})
+        cfg = dataclasses.replace(cfg, features=obj) if outer else obj
     loc = load_structure_localizer(mp, cfg)
     files = sorted(qdir.iterdir())
     truth = {f.name: posed.T_world_cam[i] for i, f in enumerate(posed.images)}

@@ -51,9 +51,10 @@ def test_a_rejected_hypothesis_at_the_same_place_is_no_rival(map_world: dict) ->
 
 
 def test_ratio_test_runs_against_the_keyframes_features_without_a_point_too() -> None:
-    """A triangulated keyframe holds features without a world point. A query feature whose true match is one of
-    them must not be matched to a look-alike that has a point: the ratio test sees every feature of the keyframe
-    (before, only those with a point: the look-alike passed it and gave a wrong 2-D/3-D correspondence)."""
+    """A triangulated keyframe holds features without a world point. With ``ratio_all_features`` a query feature
+    whose true match is one of them is not matched to a look-alike that has a point: the ratio test sees every
+    feature of the keyframe (against those with a point only, the look-alike passes it: a wrong 2-D/3-D
+    correspondence)."""
     from pose2rgbd.inference.structure_match import CandidateMatcher
     from pose2rgbd.map.features import root_sift
     from pose2rgbd.map.place_map import KeyframeFeatures
@@ -71,5 +72,5 @@ def test_ratio_test_runs_against_the_keyframes_features_without_a_point_too() ->
             return KeyframeFeatures(np.zeros((4, 2), np.float32), desc, xyz)
 
     query = np.concatenate([np.clip(true + rng.normal(0, 3, true.shape), 0, 255), own]).astype(np.uint8)
-    m = CandidateMatcher(Source()).match(root_sift(query), np.array([0]), 0.8)
+    m = CandidateMatcher(Source(), all_features=True).match(root_sift(query), np.array([0]), 0.8)
     assert m.query.tolist() == [1] and m.xyz.tolist() == [[3.0, 0.0, 5.0]]

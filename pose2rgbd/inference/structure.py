@@ -14,7 +14,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    place widened by its spatial neighbours.
 3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
    candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
-   from its depth or triangulated at build time).
+   from its depth or triangulated at build time); with ``ratio_all_features`` the ratio test sees all of a
+   keyframe's features, and a match to one without a point gives no correspondence.
 4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
    Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
    ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and
@@ -25,7 +26,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    median angle between the two rays at most ``max_view_angle_deg``: SIFT does not match across larger viewpoint
    changes, so a wrong pose that reprojects a few points fails it), and no second place of comparable support
    (``ambiguity_ratio``; a loose prior's fix -- a learned model's guess -- or a marginal one is compared with what
-   place recognition finds); otherwise
+   place recognition finds; a group whose pose was rejected but lies within ``place_radius_m`` of the fix is the
+   same place, not a rival); otherwise
    the answer is "no fix" and why (``too few matches``, ``too few inliers``, ``inliers bunched``, ``ambiguous
    place``, ``inconsistent viewpoint``, ``far from the prior``, ...).
 6. **Covariance** from the solution's information: ``sigma^2 (J^T J)^-1`` of the inliers' reprojection residuals
@@ -104,6 +106,11 @@ class StructureConfig:
         40.0, "a position prior (GPS): its candidates are the keyframes within this distance", 0.1, 1e5
     )
     ratio: float = ranged_field(0.8, "Lowe's ratio test of the matching", 0.3, 1.0)
+    ratio_all_features: bool = help_field(
+        False,
+        "the ratio test against every feature of a keyframe, also those without a world point (a triangulated map: "
+        "cleaner correspondences, more fixes of unordered photos; fewer correspondences on a small sequence map)",
+    )
     max_error_px: float = ranged_field(
         4.0, "RANSAC inlier threshold, pixels at a 256-pixel-wide image (scaled with the query width)", 0.5, 100.0
     )
@@ -243,7 +250,7 @@ class StructureLocalizer:
         self.calibration_source = "map" if self.calibration is not None else "none"
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
-        self.matcher = CandidateMatcher(place_map)
+        self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)
 
     @property
     def input_hw(self) -> tuple[int, int]:

@@ -14,7 +14,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    place widened by its spatial neighbours.
 3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
    candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
-   from its depth or triangulated at build time).
+   from its depth or triangulated at build time); with ``ratio_all_features`` the ratio test sees all of a
+   keyframe's features, and a match to one without a point gives no correspondence.
 4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
    Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
    ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and
@@ -25,7 +26,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    median angle between the two rays at most ``max_view_angle_deg``: SIFT does not match across larger viewpoint
    changes, so a wrong pose that reprojects a few points fails it), and no second place of comparable support
    (``ambiguity_ratio``; a loose prior's fix -- a learned model's guess -- or a marginal one is compared with what
-   place recognition finds); otherwise
+   place recognition finds; a group whose pose was rejected but lies within ``place_radius_m`` of the fix is the
+   same place, not a rival); otherwise
    the answer is "no fix" and why (``too few matches``, ``too few inliers``, ``inliers bunched``, ``ambiguous
    place``, ``inconsistent viewpoint``, ``far from the prior``, ...).
 6. **Covariance** from the solution's information: ``sigma^2 (J^T J)^-1`` of the inliers' reprojection residuals
@@ -104,6 +106,11 @@ class StructureConfig:
         40.0, "a position prior (GPS): its candidates are the keyframes within this distance", 0.1, 1e5
     )
     ratio: float = ranged_field(0.8, "Lowe's ratio test of the matching", 0.3, 1.0)
+    ratio_all_features: bool = help_field(
+        False,
+        "the ratio test against every feature of a keyframe, also those without a world point (a triangulated map: "
+        "cleaner correspondences, more fixes of unordered photos; fewer correspondences on a small sequence map)",
+    )
     max_error_px: float = ranged_field(
         4.0, "RANSAC inlier threshold, pixels at a 256-pixel-wide image (scaled with the query width)", 0.5, 100.0
     )
@@ -191,6 +198,7 @@ class Fix:
     pose_ratio: float = math.nan  # ... in the pose distance (position + rotation)
     confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
     scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
+    hypothesis: np.ndarray | None = None  # no fix: the rejected pose RANSAC found (4, 4), where it found one
 
     def out_of_distribution(self, threshold: float | None) -> bool:
         """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the
@@ -242,7 +250,7 @@ class StructureLocalizer:
         self.calibration_source = "map" if self.calibration is not None else "none"
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
-        self.matcher = CandidateMatcher(place_map)
+        self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -388,8 +396,11 @@ class StructureLocalizer:
         for f in results:
             if f is best or f.inliers < c.ambiguity_ratio * best.inliers or f.inliers < c.min_inliers:
                 continue
-            if f.ok and np.linalg.norm(f.T_world_cam[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
-                continue  # the same place seen from two keyframe groups
+            # the same place seen from two keyframe groups: a fix, or a rejected hypothesis (too few inliers for
+            # a fix of its own), whose pose lies near the best one supports it rather than rivalling it
+            T_f = f.T_world_cam if f.ok else f.hypothesis
+            if T_f is not None and np.linalg.norm(T_f[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
+                continue
             return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
         return best
 
@@ -457,14 +468,14 @@ class StructureLocalizer:
         n_in = int(inl.sum())
         kfl = [int(i) for i in cand]
         if n_in < c.min_inliers or n_in < c.min_inlier_ratio * n_corr:
-            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         xi = x[inl]
         box = np.ptp(xi[:, 0]) * np.ptp(xi[:, 1]) / float(wh[0] * wh[1])
         if box < c.min_spread:
-            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         support = np.unique(kf[inl])
         if np.min(np.linalg.norm(self.map.positions[support] - T[:3, 3], axis=1)) > self.max_kf_distance:
-            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         # SIFT matches survive a limited change of viewpoint: the query's rays to its inlier points must look at
         # them from about where the keyframes that hold them did (a wrong pose that happens to reproject 20
         # points sees them from elsewhere)
@@ -474,7 +485,7 @@ class StructureLocalizer:
         cosang = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
         self.last_view_angle_deg = float(np.degrees(np.arccos(np.clip(np.median(cosang), -1.0, 1.0))))
         if self.last_view_angle_deg > c.max_view_angle_deg:
-            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         cov = information_covariance(T, X[inl], xi, cam.K, c.min_sigma_px)
         conf = 1.0 - math.exp(-n_in / c.confident_inliers)
         return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl, spread=float(box))

@@ -38,17 +38,28 @@ class Correspondences:
 class CandidateMatcher:
     """Matches query descriptors against candidate keyframes of a place map (thread-safe)."""
 
-    def __init__(self, place_map: KeyframeFeatureSource, cache_keyframes: int = 128) -> None:
+    def __init__(
+        self, place_map: KeyframeFeatureSource, cache_keyframes: int = 128, all_features: bool = False
+    ) -> None:
         self.map = place_map
+        self.all_features = all_features
         self._lock = threading.Lock()
         self._cache = LRU(cache_keyframes)
         self._stacked: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
 
     def keyframe(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64 (features with a point)."""
+        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64: the features with a point, or
+        with ``all_features`` every stored feature (NaN: no point).
+
+        ``all_features``: every feature takes part in the ratio test, with a point or without (a triangulated map
+        has a point for a fifth of them); against the features with a point only, a query feature whose true match
+        has no point can pass the test with a wrong one, for want of the true rival. Cleaner correspondences, but
+        fewer: on a small sequence map (320x180) some queries then have too few (docs/results.md)."""
 
         def make() -> tuple[np.ndarray, np.ndarray]:
             f = self.map.features(i)
+            if self.all_features:
+                return root_sift(f.desc), f.xyz.astype(np.float64)
             ok = np.all(np.isfinite(f.xyz), axis=1)
             return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
 
@@ -77,4 +88,5 @@ class CandidateMatcher:
         for b in np.unique(m.block):
             sel = m.block == b
             xyz[sel] = self.keyframe(int(cand[b]))[1][m.ref[sel]]
-        return Correspondences(m.query, xyz, np.asarray(cand, np.int64)[m.block])
+        ok = np.all(np.isfinite(xyz), axis=1)  # matched to a feature without a point: no correspondence
+        return Correspondences(m.query[ok], xyz[ok], np.asarray(cand, np.int64)[m.block[ok]])

@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 
 
-def _video(
-    path: Path, n: int, frozen: tuple[int, ...] = (), wh: tuple[int, int] = (64, 64), blur: float = 1.0
-) -> Path:
+def _video(path: Path, n: int, frozen: tuple[int, ...] = (), wh: tuple[int, int] = (64, 64), blur: float = 1.0) -> Path:
     """An MJPEG video (every frame coded on its own, so a repeated frame decodes to the same pixels) of a random
     texture blurred by ``blur`` px sliding 2 px a frame; the frames in ``frozen`` repeat the one before them."""
     noise = np.random.default_rng(0).integers(0, 256, (wh[1], wh[0] + 4 * n, 3)).astype(np.uint8)

@@ -105,8 +105,11 @@ def convert_video_with_depth(
             log.warning("%s stopped in its %s stage; the finished stages (%s) are kept in %s: run the same command "
                         "again to continue from them, or delete it", out, stage, ", ".join(kept), work)  # fmt: skip
             raise
-        again = (f"run the same command again to continue from them (with other export settings, e.g. "
-                 f"--trajectory-backend, only the export runs again), or delete {work}")  # fmt: skip
+        again = (
+            "run the same command again to continue from them"
+            + (" (with another --trajectory-backend only the export runs again)" if gps_log is None else "")
+            + f", or delete {work}"
+        )
         if stage == "export":  # e.g. COLMAP registered too few frames: the trained model is kept
             poses = (" --poses video --trajectory-backend compose" if gps_log is None
                      else " --poses metric" if metric is not None else "")  # fmt: skip

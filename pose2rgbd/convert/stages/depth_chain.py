@@ -70,8 +70,10 @@ class MetricPosesStage:
     resumable: bool = False
 
     def key(self) -> dict[str, Any]:
-        return {"frames": self.frames.key, "trajectory": None if self.trajectory_cfg is None else
-                to_dict(self.trajectory_cfg), "metric": to_dict(self.cfg or MetricPosesConfig())}  # fmt: skip
+        # COLMAP's settings as compute_metric_poses uses them (None: the defaults, the back end always COLMAP)
+        colmap = replace(self.trajectory_cfg or TrajectoryConfig(), backend="colmap")
+        metric = to_dict(self.cfg or MetricPosesConfig())
+        return {"frames": self.frames.key, "colmap": to_dict(colmap), "metric": metric}
 
     def run(self, dest: Path, *, progress: bool) -> None:
         from pose2rgbd.dataset import Dataset

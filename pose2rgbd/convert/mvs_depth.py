@@ -11,12 +11,16 @@ network's depth (``combine``) or get none. Written through the conversion pipeli
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase
+from pose2rgbd.config import to_dict
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
+from pose2rgbd.convert.stages.depth_export import ExportResult
+from pose2rgbd.convert.stages.work import Product
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.mvs import MvsConfig, MvsResult, combine_with_network, depth_range_from_points, mvs_sequence
@@ -105,3 +109,31 @@ class MvsDepthSource(SourceBase):
             plan.summary["network_to_stereo_scale"] = {"median": float(np.median(s)),
                                                        "p5": float(np.percentile(s, 5)),
                                                        "p95": float(np.percentile(s, 95))}  # fmt: skip
+
+
+@dataclass
+class MvsStage:
+    """Algorithm 2's last stage with stereo (``--depth mvs`` / ``selfsup+mvs``): the ``frames`` dataset (the
+    network's export with ``combine``) rewritten with multi-view stereo depth from the ``metric`` poses stage's
+    output, into the output dataset through the pipeline (so, like the export stage, it is not run in the work
+    folder); :attr:`result` says what was written."""
+
+    frames: Product
+    metric: Product
+    combine: bool = False
+    cfg: MvsConfig | None = None
+    overwrite: bool = False
+    inputs: tuple[str | Path, ...] = ()
+    name: str = "mvs"
+    resumable: bool = False
+    result: ExportResult | None = field(default=None, repr=False)
+
+    def key(self) -> dict[str, Any]:
+        return {"frames": self.frames.key, "metric": self.metric.key, "combine": self.combine,
+                "mvs": to_dict(self.cfg or MvsConfig())}  # fmt: skip
+
+    def run(self, dest: Path, *, progress: bool) -> None:
+        mp = MetricPoses.load(self.metric.path)
+        src = MvsDepthSource(self.frames.path, mp, combine=self.combine, cfg=self.cfg, inputs=self.inputs)
+        path = convert(src, dest, overwrite=self.overwrite, progress=progress, repeats=False)
+        self.result = ExportResult(path=path, depth_kind="metric", frames=len(src.ds), metric=mp.info)

@@ -21,6 +21,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
+    from pose2rgbd.inference.structure_fix import Fix
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class LocalizeResult:
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     latency_s: float  # wall time of the call
     # per frame, from localizers that can refuse (the structure localizer): a fix or not, why, the covariance
-    fixes: list[Any] | None = None
+    fixes: list[Fix] | None = None
 
     def __len__(self) -> int:
         return len(self.T_world_cam)

@@ -21,6 +21,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.map.selection import MapSelection
 from pose2rgbd.map.verify import Verified, rebuild_command, verify_files
 
 
@@ -105,6 +106,11 @@ class PlaceMap:
 
         d = self.manifest.get("dataset", {}).get("datum")
         return None if not d else Datum(float(d["lat_deg"]), float(d["lon_deg"]), float(d["alt_m"]))
+
+    @property
+    def selection(self) -> MapSelection:
+        """Which of its dataset's frames the map's keyframes are (the selection it was built with)."""
+        return MapSelection.from_manifest(self.manifest.get("selection") or {})
 
     @property
     def fingerprint(self) -> str:

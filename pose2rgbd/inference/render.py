@@ -40,7 +40,7 @@ import numpy as np
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
-from pose2rgbd.inference.poses import check_pose_batch, extrapolate_constant_velocity, pose_close, training_pose_set
+from pose2rgbd.inference.poses import check_pose_batch, coverage_poses, extrapolate_constant_velocity, pose_close
 
 if TYPE_CHECKING:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
@@ -158,7 +158,7 @@ class RenderEngine:
         self.camera: PinholeCamera = loaded.camera
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
-        self.training_poses = training_pose_set(loaded)
+        self.coverage_poses = coverage_poses(loaded)  # the keyframes the model warps, else the training cameras
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
         self._wake = threading.Condition(self._lock)
@@ -275,11 +275,11 @@ class RenderEngine:
         )
 
     def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest training camera (``(None, None)`` when
-        the checkpoint carries no training poses)."""
-        if self.training_poses is None:
+        """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest keyframe the model warps, or for a model
+        without keyframes the nearest training camera (``(None, None)`` when the checkpoint carries none)."""
+        if self.coverage_poses is None:
             return None, None
-        c = self.training_poses.coverage(T_world_cam)
+        c = self.coverage_poses.coverage(T_world_cam)
         return c.position_m, c.angle_deg
 
     def render(self, T_world_cam: np.ndarray) -> RenderResult:

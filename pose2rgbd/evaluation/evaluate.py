@@ -127,7 +127,7 @@ def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit
         ("AbsRel", "depth_absrel", ".3f"),
     ]
 
-    def ok(v: Any) -> bool:
+    def ok(v: float | None) -> bool:
         return v is not None and math.isfinite(v)
 
     cols = [c for c in cols if any(ok(m.get(c[1])) for _, m in rows)]

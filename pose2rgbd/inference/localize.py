@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
+    from pose2rgbd.inference.backends import Backend
     from pose2rgbd.inference.structure_fix import Fix
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
@@ -84,7 +85,7 @@ class LocalizeEngine:
             )
         self.cfg = cfg
         self.loaded = loaded
-        self.backend: Any
+        self.backend: Backend
         self.model: ImageToPose  # the model's transforms (for torch: the prepared module the backend runs)
         self.backend, self.model = make_backend(cfg, loaded)
         self.device = self.backend.device

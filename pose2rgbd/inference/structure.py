@@ -388,7 +388,8 @@ class StructureLocalizer:
         ``sims`` within its radius."""
         c = self.cfg
         if prior.T_world_cam is not None:  # the keyframes nearest in pose see what the query sees
-            return self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]
+            nearest: np.ndarray = self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]
+            return nearest
         near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:
             return near

@@ -52,7 +52,8 @@ def information_covariance(
         c = T_world_cam[:3, 3] + delta[:3]
         p = (X - c) @ R  # world -> camera: R^T (X - c)
         uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-        return (uv - x).reshape(-1)
+        r: np.ndarray = (uv - x).reshape(-1)
+        return r
 
     r0 = residuals(np.zeros(6))
     J = np.empty((len(r0), 6))

@@ -89,7 +89,8 @@ class CandidateMatcher:
             return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
 
         with self._lock:
-            return self._cache.get(int(i), make)  # type: ignore[no-any-return]
+            got: tuple[np.ndarray, np.ndarray] = self._cache.get(int(i), make)
+        return got
 
     def _stack(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(int(i) for i in cand)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.dataset import Dataset
 from pose2rgbd.dataset.repeats import RepeatFilter, digest
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract
@@ -68,6 +69,11 @@ class SelfCalibrationConfig:
         0.8, "the covariance scale is the upper one-sided confidence bound of the held-out fixes' median at "
         "this level (at least the true scale in this share of calibrations; 0.5: the median itself)", 0.5, 0.99,
     )  # fmt: skip
+
+
+# the self-calibration step ``map build`` and ``map merge`` run on the map's keyframes before it is written
+# (:func:`pose2rgbd.inference.self_calibration.self_calibrate`): the manifest's ``calibration`` entry (JSON)
+CalibrateStep = Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]]
 
 
 @dataclass
@@ -129,7 +135,7 @@ def lift_points(
     p = np.stack([(xy[:, 0] - cx) / fx * z, (xy[:, 1] - cy) / fy * z, z], axis=1)
     world = p @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
     world[~ok] = np.nan
-    return world.astype(np.float32)
+    return np.asarray(world, np.float32)
 
 
 MAX_REPEAT_SHARE = 0.9  # a selection with more repeated keyframes than this is refused (a frozen camera)
@@ -180,16 +186,14 @@ class _KeyframeJob:
     K: np.ndarray
 
 
-def _open_dataset(job: _KeyframeJob) -> tuple[_KeyframeJob, Any]:
-    from pose2rgbd.dataset import Dataset
-
+def _open_dataset(job: _KeyframeJob) -> tuple[_KeyframeJob, Dataset]:
     return job, Dataset(job.dataset)
 
 
 _Keyframe = tuple[bytes, bytes | None, ImageFeatures, np.ndarray | None, np.ndarray | None, bytes]
 
 
-def _keyframe(ctx: tuple[_KeyframeJob, Any], i: int) -> _Keyframe:
+def _keyframe(ctx: tuple[_KeyframeJob, Dataset], i: int) -> _Keyframe:
     """Read, extract, lift and encode dataset frame ``i`` (in a worker process of :func:`ordered_map`)."""
     job, ds = ctx
     cfg = job.cfg
@@ -213,13 +217,12 @@ def build_map(
     overwrite: bool = False,
     progress: bool = True,
     rows: np.ndarray | None = None,
-    calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None = None,
+    calibrate: CalibrateStep | None = None,
 ) -> dict[str, Any]:
     """Build the place map of ``dataset`` into ``out`` (see the module docstring); returns the manifest.
     ``rows``: the keyframes' dataset rows, given by the caller instead of ``cfg.selection`` (the experiments).
     ``calibrate``: the self-calibration step (run when ``cfg.calibration.enabled``), given the map's keyframes
     before they are written; what it returns is the manifest's ``calibration``."""
-    from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
     from pose2rgbd.output_guard import check_output, refuse_existing
 

@@ -120,9 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--depth", choices=("none", "selfsup", "mvs", "selfsup+mvs"), default="none",
                    help="selfsup: train self-supervised depth on the flight and write it scaled to metres from the GPS "
                    "(Algorithm 2: frames, metric poses, training, export; a stopped run continues from its finished "
-                   "stages when run again; `pose2rgbd depth train|export` for the steps one by one); mvs: multi-view "
-                   "stereo from the metric SfM poses instead (no training; NaN where no neighbour confirms a depth: "
-                   "sky, far field); selfsup+mvs: stereo where verified, the network scaled to it elsewhere")  # fmt: skip
+                   "stages when run again; `pose2rgbd depth train|export` for the steps one by one); mvs: "
+                   "multi-view stereo from the metric SfM poses instead (no training; NaN where no neighbour "
+                   "confirms a depth: sky, far field); selfsup+mvs: stereo where verified, the network scaled to it "
+                   "elsewhere")  # fmt: skip
     v.add_argument("--depth-poses", choices=("metric", "posenet"), default="metric",
                    help="--depth selfsup with GPS: metric (default): structure from motion aligned to the GPS by a "
                    "robust Sim(3) gives the poses, the depth is trained against them (metric by construction), the "

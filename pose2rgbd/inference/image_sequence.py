@@ -34,7 +34,8 @@ from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
     from pose2rgbd.inference.localize import LocalizeEngine
-    from pose2rgbd.inference.structure import Fix, StructureLocalizer
+    from pose2rgbd.inference.structure import StructureLocalizer
+    from pose2rgbd.inference.structure_fix import Fix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TUM_SUFFIXES = (".tum", ".txt")

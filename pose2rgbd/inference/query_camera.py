@@ -10,19 +10,22 @@ not given gets a warning, naming the lens the map's images came from when the ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.lens import QueryCamera, distortion_from_dict, parse_camera_spec
 
+if TYPE_CHECKING:
+    from pose2rgbd.inference.structure_match import StructureMap
+
 MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with (its dataset's source camera)
 
 
-def source_cameras(place_map: Any) -> list[QueryCamera]:
-    """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens."""
+def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
+    """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens (none
+    for a map in memory, the build's view, which has no manifest yet)."""
     out = []
-    manifest = getattr(place_map, "manifest", None) or {}  # a map in memory (the build's view) has none
-    for c in manifest.get("dataset", {}).get("source_cameras") or []:
+    for c in place_map.manifest.get("dataset", {}).get("source_cameras") or []:
         dist = None
         if c.get("model", "pinhole") != "pinhole" and c.get("distortion"):
             dist = distortion_from_dict({"model": c["model"], "coeffs": c["distortion"]}, f"{place_map.path}")
@@ -31,7 +34,7 @@ def source_cameras(place_map: Any) -> list[QueryCamera]:
     return out
 
 
-def query_camera(text: str, place_map: Any, what: str = "--camera") -> QueryCamera | None:
+def query_camera(text: str, place_map: StructureMap, what: str = "--camera") -> QueryCamera | None:
     """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera),
     or None when empty (the map's pinhole camera scaled to each image)."""
     if text.strip().lower() != MAP_CAMERA:
@@ -49,7 +52,7 @@ def query_camera(text: str, place_map: Any, what: str = "--camera") -> QueryCame
     return cams[0]
 
 
-def unknown_camera_warning(place_map: Any, w: int, h: int) -> str:
+def unknown_camera_warning(place_map: StructureMap, w: int, h: int) -> str:
     """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``."""
     lens = [c for c in source_cameras(place_map) if c.distortion is not None]
     text = (

@@ -49,8 +49,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,8 +62,12 @@ from pose2rgbd.geometry.lens import QueryCamera
 from pose2rgbd.inference.calibration import Calibration
 from pose2rgbd.inference.query_camera import unknown_camera_warning
 from pose2rgbd.inference.structure_calibration import finish_fix, information_covariance, map_calibration
-from pose2rgbd.inference.structure_match import CandidateMatcher
+from pose2rgbd.inference.structure_fix import Fix
+from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, root_sift
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.localize import LocalizeResult
 
 log = logging.getLogger(__name__)
 
@@ -177,40 +182,11 @@ class Prior:
         return cls(T[:3, 3].copy(), T.copy(), radius_m, source)
 
 
-@dataclass
-class Fix:
-    """The answer for one image: a pose with covariance, or none and why."""
-
-    ok: bool
-    reason: str  # "" with a fix
-    T_world_cam: np.ndarray  # (4, 4); NaN without a fix
-    covariance: np.ndarray  # (6, 6) world position (m) + rotation about world axes (rad); NaN without a fix
-    confidence: float
-    inliers: int = 0
-    correspondences: int = 0
-    keyframes: list[int] = field(default_factory=list)  # map rows of the matched keyframes
-    prior: str = ""  # which prior gave the candidates ("" none)
-    seconds: float = 0.0
-    spread: float = math.nan  # share of the image the inliers' bounding box covers
-    information: np.ndarray | None = None  # the raw information covariance (before the calibration)
-    flag: str = ""  # why the calibration's gate puts the fix out of distribution ("" it does not)
-    position_ratio: float = math.nan  # distance to the nearest keyframe over the map's spacing (position)
-    pose_ratio: float = math.nan  # ... in the pose distance (position + rotation)
-    confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
-    scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
-    hypothesis: np.ndarray | None = None  # no fix: the rejected pose RANSAC found (4, 4), where it found one
-
-    def out_of_distribution(self, threshold: float | None) -> bool:
-        """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the
-        node's; ``None``: none) -- the rule of the localize node and of ``localize images``."""
-        return bool(self.flag) or (threshold is not None and self.confidence < threshold)
-
-
 class _LazySims:
     """The query's place-recognition similarity to every keyframe, computed on first use (a pose prior's decisive
     fix needs none)."""
 
-    def __init__(self, place_map: Any, img: np.ndarray, desc: np.ndarray) -> None:
+    def __init__(self, place_map: StructureMap, img: np.ndarray, desc: np.ndarray) -> None:
         self.map, self.img, self.desc = place_map, img, desc
         self._v: np.ndarray | None = None
 
@@ -220,8 +196,21 @@ class _LazySims:
         return self._v
 
 
-def _nan_fix(reason: str, **kw: Any) -> Fix:
-    return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)
+def _nan_fix(
+    reason: str,
+    *,
+    inliers: int = 0,
+    correspondences: int = 0,
+    keyframes: list[int] | None = None,
+    prior: str = "",
+    flag: str = "",
+    hypothesis: np.ndarray | None = None,
+) -> Fix:
+    """No fix, for ``reason``, with what was found on the way (``hypothesis``: the rejected pose, where RANSAC
+    found one)."""
+    return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, inliers=inliers,
+               correspondences=correspondences, keyframes=keyframes or [], prior=prior, flag=flag,
+               hypothesis=hypothesis)  # fmt: skip
 
 
 class StructureLocalizer:
@@ -230,7 +219,9 @@ class StructureLocalizer:
 
     kind = "structure"
 
-    def __init__(self, place_map: Any, cfg: StructureConfig | None = None, camera: PinholeCamera | None = None) -> None:
+    def __init__(
+        self, place_map: StructureMap, cfg: StructureConfig | None = None, camera: PinholeCamera | None = None
+    ) -> None:
         self.map = place_map
         self.cfg = cfg or StructureConfig()
         self.query_camera = camera  # None: the map's camera scaled to each image
@@ -243,7 +234,8 @@ class StructureLocalizer:
         self._last: np.ndarray | None = None
         self._misses = 0
         self.last_view_angle_deg = math.nan  # of the last pose that reached the viewpoint check (diagnostics)
-        self.prior_model: Any = None  # PriorFromModel: a learned localizer's estimate as the last prior
+        # a learned localizer's estimate as the last prior (structure_load.PriorFromModel)
+        self.prior_model: Callable[[np.ndarray], Prior | None] | None = None
         self.stats = {"calls": 0, "frames": 0, "fixes": 0}
         # the map's own calibration (map build) unless a file replaces it (use_calibration)
         self.calibration: Calibration | None = map_calibration(place_map)
@@ -255,7 +247,7 @@ class StructureLocalizer:
     @property
     def input_hw(self) -> tuple[int, int]:
         """The map's image size (queries of any size are accepted; this is what a node fits images to)."""
-        return self.map.image_hw  # type: ignore[no-any-return]
+        return self.map.image_hw
 
     def use_calibration(self, cal: Calibration, source: str = "file") -> None:
         """Calibrate the fixes with ``cal`` (a ``localize calibrate`` file) instead of the map's own."""
@@ -267,7 +259,7 @@ class StructureLocalizer:
             self._last, self._misses = None, 0
 
     # ------------------------------------------------------------------ API
-    def localize(self, images: np.ndarray, priors: list[Prior | None] | None = None) -> Any:
+    def localize(self, images: np.ndarray, priors: list[Prior | None] | None = None) -> LocalizeResult:
         """A batch ``(N, H, W, 3)`` (or one image) -> a :class:`~pose2rgbd.inference.localize.LocalizeResult`
         with ``fixes`` (NaN poses where there is none)."""
         from pose2rgbd.inference.localize import LocalizeResult
@@ -332,7 +324,7 @@ class StructureLocalizer:
             priors += [learned] if learned is not None else []
         fix = self._solve(img, feats, cam, (w, h), priors)
         if fix.ok:
-            finish_fix(fix, self.calibration, self.map.poses, self.cfg)
+            finish_fix(fix, self.calibration, self.map.poses, self.cfg.ood_covariance_scale)
             if fix.flag and self.cfg.ood_policy == "refuse":
                 fix = _nan_fix("out of distribution", inliers=fix.inliers, correspondences=fix.correspondences,
                                keyframes=fix.keyframes, prior=fix.prior, flag=fix.flag)  # fmt: skip
@@ -409,12 +401,13 @@ class StructureLocalizer:
         ``sims`` within its radius."""
         c = self.cfg
         if prior.T_world_cam is not None:  # the keyframes nearest in pose see what the query sees
-            return self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]  # type: ignore[no-any-return]
+            nearest: np.ndarray = self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]
+            return nearest
         near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:
-            return near  # type: ignore[no-any-return]
+            return near
         assert sims is not None
-        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]  # type: ignore[no-any-return]
+        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]
 
     def _places(self, sims: np.ndarray) -> list[np.ndarray]:
         """Groups of candidate keyframes, most similar place first."""

@@ -9,13 +9,18 @@ the stacked operand reused while the next image asks for the same set.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.map.features import match_ratio_blocks, root_sift, stack_blocks
 from pose2rgbd.map.format import LRU
+from pose2rgbd.map.place import GlobalDescriber
 from pose2rgbd.map.place_map import KeyframeFeatures
 
 
@@ -24,6 +29,37 @@ class KeyframeFeatureSource(Protocol):
     :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory :class:`~pose2rgbd.map.view.MapView`)."""
 
     def features(self, i: int) -> KeyframeFeatures: ...
+
+
+class StructureMap(KeyframeFeatureSource, Protocol):
+    """What the structure localizer reads of a map (a :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory
+    :class:`~pose2rgbd.map.view.MapView`; mypy checks both where they are handed to the localizer): the pose index,
+    per-keyframe intrinsics, the global descriptors with the describer that makes a query's, local features, and
+    the manifest (empty for a map in memory) with the map's own calibration and source cameras."""
+
+    T_world_cam: np.ndarray  # (N, 4, 4)
+    poses: PoseSet  # the nearest-keyframe index
+    global_desc: np.ndarray  # (N, D) float32
+    describer: GlobalDescriber
+
+    def __len__(self) -> int: ...
+
+    @property
+    def image_hw(self) -> tuple[int, int]: ...
+
+    @property
+    def world_frame(self) -> str: ...
+
+    @property
+    def positions(self) -> np.ndarray: ...  # (N, 3)
+
+    @property
+    def path(self) -> Path | None: ...  # None: a map in memory
+
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...  # map.json (JSON); empty for a map in memory
+
+    def camera(self, i: int = 0) -> PinholeCamera: ...
 
 
 @dataclass
@@ -64,7 +100,8 @@ class CandidateMatcher:
             return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
 
         with self._lock:
-            return self._cache.get(int(i), make)  # type: ignore[no-any-return]
+            got: tuple[np.ndarray, np.ndarray] = self._cache.get(int(i), make)
+        return got
 
     def _stack(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(int(i) for i in cand)

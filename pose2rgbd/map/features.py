@@ -95,7 +95,8 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     """uint8 SIFT (K, 128) -> float32 RootSIFT (L1-normalized, square-rooted: unit L2 norm)."""
     d = np.asarray(desc, np.float32)
     d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
-    return np.sqrt(d)
+    rs: np.ndarray = np.sqrt(d)
+    return rs
 
 
 def match_ratio(
@@ -121,7 +122,7 @@ def match_ratio(
     ok = d1 < (ratio * ratio) * d2
     q = np.flatnonzero(ok)
     if with_score:
-        return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))  # type: ignore[return-value]
+        return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))
     return q, best[ok]
 
 

@@ -341,10 +341,12 @@ class StructureLocalizer:
 
     # ------------------------------------------------------------------ internals
     def _geometry_of(self, w: int, h: int) -> QueryGeometry:
-        """The geometry of a ``w x h`` query (:func:`query_geometry`), kept per size while the query camera
-        attributes are the objects they were (setting one forgets it)."""
+        """The geometry of a ``w x h`` query (:func:`query_geometry`), kept per size while the query camera is the
+        one it was made with (the same lens and camera objects, intrinsics of the same values: a node sets them
+        from every CameraInfo)."""
         camera = (self.query_lens, self.query_intrinsics, self.query_camera)
-        if any(a is not b for a, b in zip(camera, self._geometry_of_camera)):
+        lens, intrinsics, cam = self._geometry_of_camera
+        if camera[0] is not lens or camera[1] != intrinsics or camera[2] is not cam:
             self._geometry, self._geometry_of_camera = {}, camera
         geo = self._geometry.get((w, h))
         if geo is not None:

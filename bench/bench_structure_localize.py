@@ -144,16 +144,16 @@ def main() -> None:
 
 
 # the stages of StructureLocalizer.localize_one by the functions that do them, (file, function) -> cumulative time
-# (the per-keyframe loop of earlier versions -- match_ratio, _root -- counts as matching too: before / after runs)
+# (the per-keyframe loop of earlier versions -- match_ratio, _root -- counts as matching too: before / after runs;
+# earlier versions computed the covariance outside finish_fix, in information_covariance: not counted here)
 STAGES = {
     "SIFT (query features)": [("features.py", "extract")],
     "place recognition (VLAD)": [("place.py", "describe")],
     "candidate selection": [("structure.py", "_places"), ("structure.py", "_prior_candidates")],
-    "matching (ratio test)": [("structure_match.py", "match"), ("features.py", "match_ratio"),
+    "matching (ratio test)": [("structure_match.py", "match"), ("features.py", "match"), ("features.py", "match_ratio"),
                               ("structure.py", "_root")],
     "PnP (LO-RANSAC + refinement)": [("~", "<built-in method pycolmap._core.estimate_and_refine_absolute_pose>")],
-    "covariance + calibration": [("structure_calibration.py", "information_covariance"),
-                                 ("structure_calibration.py", "finish_fix")],
+    "covariance + calibration": [("structure_calibration.py", "finish_fix")],  # the covariance is computed in it
 }  # fmt: skip
 
 

@@ -3,7 +3,8 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
 
 * :func:`information_covariance`: ``sigma^2 (J^T J)^-1`` of a fix's inliers' reprojection residuals (raw: about
   11x too small in standard deviation on a real sequence, since it ignores the map points' own errors).
-* :func:`finish_fix`: a fix as published -- that covariance scaled by the calibration (position and orientation
+* :func:`finish_fix`: a fix as published (computed for the one fix answered, not for every place tried) -- that
+  covariance, its orientation's quaternion, the covariance scaled by the calibration (position and orientation
   blocks), the gate (the fix's distance to the nearest map keyframe relative to the map's spacing, its inlier
   count and spread), a flagged fix's covariance inflated by ``ood_covariance_scale`` (or the fix refused, by
   ``ood_policy``), and the confidence ``P(position error < bound_m)`` of the covariance it carries.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 from pose2rgbd.inference.calibration import (
     SCALE_LEVEL,
     Calibration,
@@ -106,10 +108,22 @@ def map_calibration(place_map: StructureMap) -> Calibration | None:
 
 
 # ------------------------------------------------------------------------------------------ a fix as published
-def finish_fix(fix: Fix, cal: Calibration | None, poses: PoseSet, ood_covariance_scale: float) -> None:
-    """Turn a fix's raw information covariance into what is published (see the module docstring); in place.
-    ``ood_covariance_scale``: the localizer's (:class:`~pose2rgbd.inference.structure.StructureConfig`) factor of a
-    flagged fix's covariance."""
+def finish_fix(
+    fix: Fix,
+    cal: Calibration | None,
+    poses: PoseSet,
+    ood_covariance_scale: float,
+    K: np.ndarray | None = None,
+    min_sigma_px: float = 0.5,
+) -> None:
+    """Turn a fix into what is published (see the module docstring); in place: its information covariance from
+    its inliers (``fix.support``, with the query camera's ``K``; a fix without them keeps the covariance it has),
+    its orientation as a quaternion (what the output rows and the next image's candidates use), the calibration.
+    ``ood_covariance_scale``, ``min_sigma_px``: the localizer's
+    (:class:`~pose2rgbd.inference.structure.StructureConfig`)."""
+    if fix.support is not None and K is not None:
+        fix.covariance = information_covariance(fix.T_world_cam, *fix.support, K, min_sigma_px)
+    fix.quat_xyzw = matrix_to_quat_xyzw(fix.T_world_cam[:3, :3])
     fix.information = fix.covariance
     if cal is None:
         return

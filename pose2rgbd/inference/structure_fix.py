@@ -31,6 +31,8 @@ class Fix:
     confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
     scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
     hypothesis: np.ndarray | None = None  # no fix: the rejected pose RANSAC found (4, 4), where it found one
+    quat_xyzw: np.ndarray | None = None  # a finished fix: its orientation as a canonical quaternion (x, y, z, w)
+    support: tuple[np.ndarray, np.ndarray] | None = None  # the inliers' world points (n, 3) and pixels (n, 2)
 
     def out_of_distribution(self, threshold: float | None) -> bool:
         """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the

@@ -8,9 +8,10 @@ of a large place, other flights) are joined by :func:`merge_maps` (``pose2rgbd m
 """
 
 from pose2rgbd.map.build import MapBuildConfig, build_map
+from pose2rgbd.map.features import KeyframeFeatures
 from pose2rgbd.map.format import PLACE_MAP, MapError
 from pose2rgbd.map.merge import merge_maps
-from pose2rgbd.map.place_map import KeyframeFeatures, PlaceMap
+from pose2rgbd.map.place_map import PlaceMap
 from pose2rgbd.map.selection import MapSelection, select_frames
 
 __all__ = [

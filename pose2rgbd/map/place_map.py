@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
 from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalDescriber
 from pose2rgbd.map.selection import MapSelection
@@ -26,15 +26,6 @@ from pose2rgbd.map.selection import MapSelection
 if TYPE_CHECKING:
     from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.map.verify import Verified, rebuild_command, verify_files
-
-
-@dataclass
-class KeyframeFeatures:
-    """One keyframe's local features with world points (only those with a point are stored)."""
-
-    xy: np.ndarray  # (K, 2) float32 pixels
-    desc: np.ndarray  # (K, 128) uint8 SIFT
-    xyz: np.ndarray  # (K, 3) float32 world points
 
 
 class PlaceMap:

@@ -14,8 +14,8 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.map.features import KeyframeFeatures
 from pose2rgbd.map.place import GlobalDescriber
-from pose2rgbd.map.place_map import KeyframeFeatures
 
 
 @dataclass

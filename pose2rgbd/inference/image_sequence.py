@@ -3,7 +3,8 @@ and the summary (``pose2rgbd localize images``; the command only parses, loads, 
 
 * :func:`list_images`, :func:`read_rgb_image`: the files of a folder in name order, one file -> uint8 RGB;
 * :func:`localize_sequence`: the structure localizer over the files one at a time, in order (a sequence: the
-  localizer's previous fix is the next image's prior, :attr:`StructureConfig.use_previous_fix`), yielding an
+  localizer's previous fix is the next image's prior, :attr:`StructureConfig.use_previous_fix`; a photo's camera
+  from its EXIF focal length where the queries' camera is not given, :mod:`pose2rgbd.geometry.exif`), yielding an
   :class:`ImageResult` per file, with its time; :func:`localize_batches`: an image -> pose model over the files in
   batches;
 * :class:`StructureRows` / :class:`ModelRows`: the output rows (CSV or TUM by the file's suffix), written atomically;
@@ -30,6 +31,7 @@ import numpy as np
 
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
+from pose2rgbd.geometry.exif import exif_camera
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
@@ -117,8 +119,10 @@ def localize_sequence(
         rgb, why = read_image(path, bit_depth)
         fix = None
         if rgb is not None:
+            # a photo's own focal length where the queries' camera is not given (a set of photos from many cameras)
+            own = None if localizer.camera_given else exif_camera(path, rgb.shape[1], rgb.shape[0])
             try:
-                fix = localizer.localize_one(rgb)
+                fix = localizer.localize_one(rgb, image_camera=None if own is None else own.camera)
             except Pose2RGBDError as e:  # this image only: its row says why
                 why = f"{path.name}: {e}"
         yield ImageResult(n, path, fix, why, rgb is not None, time.perf_counter() - t0)

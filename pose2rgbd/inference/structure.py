@@ -284,9 +284,19 @@ class StructureLocalizer:
             fixes=fixes,
         )
 
-    def localize_one(self, image: np.ndarray, prior: Prior | None = None) -> Fix:
+    @property
+    def camera_given(self) -> bool:
+        """The queries' camera is known (``--camera``, the node's camera parameter or CameraInfo): an image's own
+        (EXIF) camera is not needed."""
+        return self.query_lens is not None or self.query_intrinsics is not None or self.query_camera is not None
+
+    def localize_one(
+        self, image: np.ndarray, prior: Prior | None = None, image_camera: PinholeCamera | None = None
+    ) -> Fix:
         """One uint8 image (RGB or grey) -> :class:`Fix`. Candidates come first from the previous fix (a
-        sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone."""
+        sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone.
+        ``image_camera``: this image's own intrinsics (its EXIF, :mod:`pose2rgbd.geometry.exif`), used when the
+        queries' camera is not given (:attr:`camera_given`) -- before the map's camera and its warning."""
         t0 = time.perf_counter()
         img = np.asarray(image)
         if img.dtype != np.uint8 or img.ndim not in (2, 3):
@@ -297,6 +307,8 @@ class StructureLocalizer:
             cam, lens = self.query_lens.at(w, h)
         elif self.query_intrinsics is not None:
             cam = PinholeCamera(w, h, *self.query_intrinsics)
+        elif self.query_camera is None and image_camera is not None:
+            cam = image_camera if (image_camera.width, image_camera.height) == (w, h) else image_camera.scaled(w, h)
         else:
             if self.query_camera is None and not self._warned_camera:
                 self._warned_camera = True

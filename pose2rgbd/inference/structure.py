@@ -118,7 +118,11 @@ class StructureConfig:
     min_inliers: int = ranged_field(20, "verification: at least this many distinct inlier keypoints", 4, 100000)
     min_inlier_ratio: float = ranged_field(0.15, "verification: inliers / correspondences at least this", 0.0, 1.0)
     min_spread: float = ranged_field(
-        0.04, "verification: the inliers' bounding box covers at least this share of the image", 0.0, 1.0
+        0.13,
+        "verification: the inliers' bounding box covers at least this share of the image (from a small patch a "
+        "sideways shift and a rotation of the camera explain the points about as well: the pose is barely fixed)",
+        0.0,
+        1.0,
     )
     max_keyframe_distance_m: float = ranged_field(
         0.0,

@@ -70,13 +70,14 @@ def test_no_camera_from_missing_cropped_or_broken_tags(tmp_path: Path) -> None:
 
 
 def test_localize_images_takes_a_photos_own_focal_length(map_world: dict, tmp_path: Path) -> None:
-    """A query zoomed 2x (its centre cropped and scaled back to the map's size: twice the map camera's focal
-    length) is localized with the focal its EXIF gives; taken as the map's camera (the code before) it is not
-    localized near its pose. A given camera still wins over the EXIF."""
+    """`--camera exif`: a query zoomed 2x (its centre cropped and scaled back to the map's size: twice the map
+    camera's focal length, as its EXIF says) is localized with the focal its EXIF gives; taken as the map's camera
+    (the default, and the only choice before) it is not localized near its pose."""
     import cv2
 
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.image_sequence import localize_sequence
+    from pose2rgbd.inference.query_camera import query_camera, wants_exif
     from pose2rgbd.inference.structure import StructureConfig
     from pose2rgbd.inference.structure_load import load_structure_localizer
 
@@ -92,16 +93,17 @@ def test_localize_images_takes_a_photos_own_focal_length(map_world: dict, tmp_pa
         zoom = cv2.resize(crop, (w, h), interpolation=cv2.INTER_CUBIC)
         files.append(_jpeg(tmp_path / f"q{k}.jpg", zoom, {FOCAL_35MM: round(f35)}))
     loc = load_structure_localizer(map_world["map"], StructureConfig(use_previous_fix=False))
-    assert not loc.camera_given
-    res = list(localize_sequence(loc, files))
-    err = [np.linalg.norm(r.fix.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3]) if r.ok else math.inf
-           for r, i in zip(res, rows, strict=True)]  # fmt: skip
+
+    def near() -> list[float]:
+        res = list(localize_sequence(loc, files))
+        return [float(np.linalg.norm(r.fix.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3])) if r.ok
+                else math.inf for r, i in zip(res, rows, strict=True)]  # fmt: skip
+
+    assert wants_exif(" EXIF ") and query_camera("exif", loc.map) is None and not wants_exif("map")
+    loc.use_exif = True
+    err = near()
     good = sum(e < 2.0 for e in err)
     assert good >= 4, err
-    # the same photos as the map's camera (what a given camera of the wrong focal does too): not near their pose
-    loc.query_intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
-    assert loc.camera_given
-    res = list(localize_sequence(loc, files))
-    err_map = [np.linalg.norm(r.fix.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3]) if r.ok else math.inf
-               for r, i in zip(res, rows, strict=True)]  # fmt: skip
+    loc.use_exif = False  # the map's camera
+    err_map = near()
     assert sum(e < 2.0 for e in err_map) < good, (err, err_map)

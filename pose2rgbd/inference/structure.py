@@ -240,6 +240,7 @@ class StructureLocalizer:
         self.query_camera = camera  # None: the map's camera scaled to each image
         self.query_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the image's size
         self.query_lens: QueryCamera | None = None  # the images' camera with its distortion (wins over the above)
+        self.use_exif = False  # localize images --camera exif: each photo's focal length from its EXIF
         self._warned_camera = False
         self.camera = camera or place_map.camera(0)
         self.world_frame = place_map.world_frame
@@ -288,19 +289,13 @@ class StructureLocalizer:
             fixes=fixes,
         )
 
-    @property
-    def camera_given(self) -> bool:
-        """The queries' camera is known (``--camera``, the node's camera parameter or CameraInfo): an image's own
-        (EXIF) camera is not needed."""
-        return self.query_lens is not None or self.query_intrinsics is not None or self.query_camera is not None
-
     def localize_one(
         self, image: np.ndarray, prior: Prior | None = None, image_camera: PinholeCamera | None = None
     ) -> Fix:
         """One uint8 image (RGB or grey) -> :class:`Fix`. Candidates come first from the previous fix (a
         sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone.
         ``image_camera``: this image's own intrinsics (its EXIF, :mod:`pose2rgbd.geometry.exif`), used when the
-        queries' camera is not given (:attr:`camera_given`) -- before the map's camera and its warning."""
+        queries' camera is not given -- before the map's camera and its warning."""
         t0 = time.perf_counter()
         img = np.asarray(image)
         if img.dtype != np.uint8 or img.ndim not in (2, 3):

@@ -96,8 +96,9 @@ def test_localize_images_takes_a_photos_own_focal_length(map_world: dict, tmp_pa
 
     def near() -> list[float]:
         res = list(localize_sequence(loc, files))
-        return [float(np.linalg.norm(r.fix.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3])) if r.ok
-                else math.inf for r, i in zip(res, rows, strict=True)]  # fmt: skip
+        fixes = [r.fix if r.ok else None for r in res]
+        return [float(np.linalg.norm(f.T_world_cam[:3, 3] - ds.frames.T_world_cam[i][:3, 3])) if f is not None
+                else math.inf for f, i in zip(fixes, rows, strict=True)]  # fmt: skip
 
     assert wants_exif(" EXIF ") and query_camera("exif", loc.map) is None and not wants_exif("map")
     loc.use_exif = True

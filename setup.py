@@ -32,6 +32,7 @@ setup(
         "numba>=0.58",
         "pymap3d>=3.0",
         "imageio>=2.30",
+        "pillow>=9.1",  # EXIF of photos (a query's focal length: pose2rgbd/geometry/exif.py)
         "onnxruntime>=1.17",  # serving exported models (pose2rgbd export; engine backend onnxruntime)
         "pycolmap>=3.12",  # COLMAP models in (convert images --format colmap); SfM for video-only poses
         "py-gpmf-parser>=0.1",  # GPS / IMU from the GPMF track inside GoPro MP4 files

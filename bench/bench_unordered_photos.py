@@ -12,7 +12,8 @@ test set from the given copy:
 2. ``pose2rgbd convert images`` of the map share, ``pose2rgbd map build`` of it (no depth: triangulated);
 3. the queries localized one at a time, unordered (``localize images --no-sequence``, in this process to time each
    photo: read, SIFT, place recognition, matching, PnP, verification), with the camera the reconstruction gives
-   them (``--camera``; ``--no-camera``: the map's camera, with its warning);
+   them (``--camera``; ``--no-camera``: the map's camera, with its warning; ``--no-camera --exif``: each photo's
+   EXIF focal length where it has one, ``--camera exif``);
 4. each fix compared with the reconstruction's pose of that photo: fixed share, wrong fixes (position error over
    ``--wrong`` times the median camera-to-scene distance, in the reconstruction's units), median position and
    rotation error, milliseconds per photo (p50, p99).
@@ -82,6 +83,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="which photos are queries (reproducible)")
     p.add_argument("--wrong", type=float, default=0.1, help="wrong fix: error over this x median scene distance")
     p.add_argument("--no-camera", action="store_true", help="queries without their camera (the map's, warned)")
+    p.add_argument("--exif", action="store_true", help="with --no-camera: each photo's EXIF focal (--camera exif)")
     p.add_argument("--rebuild", action="store_true", help="build the dataset and the map again")
     p.add_argument("--set", action="append", default=[], help="structure.KEY=VALUE for the localizer (repeatable)")
     p.add_argument("--map-set", action="append", default=[], help="KEY=VALUE for map build (repeatable)")
@@ -147,6 +149,7 @@ def main() -> None:
         obj = dataclasses.replace(obj, **{k: type(cur)(v) if not isinstance(cur, bool) else v.lower() == "true"})
         cfg = dataclasses.replace(cfg, features=obj) if outer else obj
     loc = load_structure_localizer(mp, cfg)
+    loc.use_exif = args.no_camera and args.exif
     files = sorted(qdir.iterdir())
     truth = {f.name: posed.T_world_cam[i] for i, f in enumerate(posed.images)}
     cams = {f.name: posed.cameras[i] for i, f in enumerate(posed.images)}

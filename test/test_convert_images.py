@@ -493,3 +493,27 @@ def test_own_reader_through_write_posed_images(drive, tmp_path: Path) -> None:  
     ds = Dataset(write_posed_images(pi, tmp_path / "ds", progress=False))
     np.testing.assert_allclose(ds.frames.T_world_cam, T, atol=1e-6)
     assert ds.manifest.sources[0]["kind"] == "my-format" and (tmp_path / "ds" / "report" / "poses.png").is_file()
+
+
+def test_tum_photos_without_flags_take_their_exif_focal(drive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A TUM trajectory of JPEGs and no --fx: each photo's camera from its EXIF focal length (35 mm equivalent:
+    fx = f35 x diagonal / 43.27 mm), the principal point at the centre; a photo without one names the flags."""
+    from PIL import Image
+
+    T, rgb = drive
+    f35 = 40.0
+    for i in range(len(T)):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[41989] = int(f35)  # FocalLengthIn35mmFilm
+        (tmp_path / "rgb").mkdir(exist_ok=True)
+        Image.fromarray(rgb[i]).save(tmp_path / "rgb" / f"{10.0 + i:.6f}.jpg", exif=exif, quality=95)
+    traj = tmp_path / "groundtruth.txt"
+    traj.write_text("".join(f"{10.0 + i:.6f} " + " ".join(f"{x:.12f}" for x in (*T[i][:3, 3],
+                            *matrix_to_quat_xyzw(T[i][:3, :3]))) + "\n" for i in range(len(T))))  # fmt: skip
+    ds = Dataset(convert_images(traj, tmp_path / "ds", ImagesConfig(images=str(tmp_path / "rgb")), progress=False))
+    fx = f35 * np.hypot(W, H) / np.hypot(36.0, 24.0)
+    assert ds.camera == PinholeCamera(W, H, fx, fx, (W - 1) / 2, (H - 1) / 2)
+    np.testing.assert_allclose(ds.frames.T_world_cam, T, atol=1e-6)
+    Image.fromarray(rgb[0]).save(tmp_path / "rgb" / f"{10.0:.6f}.jpg", quality=95)  # one photo without EXIF
+    with pytest.raises(Exception, match=r"1 of 9 images have no usable EXIF focal length.*--fx"):
+        convert_images(traj, tmp_path / "ds2", ImagesConfig(images=str(tmp_path / "rgb")), progress=False)

@@ -94,8 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="structure: the images' camera at their own size, OpenCV pixel convention, with OpenCV "
                    "distortion when the lens has any (query keypoints are undistorted); "
                    "fisheye:FX,FY,CX,CY,K1,K2,K3,K4 for OpenCV's fisheye model; 'map': the camera the map's images "
-                   "were taken with (its dataset import's, distortion included). Default: the map's (pinhole) "
-                   "camera scaled, with a warning")  # fmt: skip
+                   "were taken with (its dataset import's, distortion included); 'exif': each photo's focal "
+                   "length from its EXIF (uncropped photos of many cameras; one without: the default). Default: the "
+                   "map's (pinhole) camera scaled, with a warning")  # fmt: skip
     i.add_argument("--no-sequence", action="store_true",
                    help="structure: unordered photos, not a sequence (the previous fix is no prior)")  # fmt: skip
     i.add_argument(
@@ -229,7 +230,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     from pose2rgbd.inference import load_engine
     from pose2rgbd.inference.calibration import load_calibration
     from pose2rgbd.inference.image_sequence import run_sequence
-    from pose2rgbd.inference.query_camera import query_camera
+    from pose2rgbd.inference.query_camera import query_camera, wants_exif
     from pose2rgbd.inference.structure_load import load_structure_localizer
 
     scfg = cfgs["structure"]
@@ -238,6 +239,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     prior_engine = load_engine(cfgs["engine"]) if "posegan" in method else None
     loc = load_structure_localizer(args.map, scfg, prior_engine=prior_engine)
     loc.query_lens = query_camera(args.camera, loc.map)
+    loc.use_exif = wants_exif(args.camera)
     threshold = None
     if args.calibration:
         cal = load_calibration(args.calibration)

@@ -3,7 +3,8 @@ and the summary (``pose2rgbd localize images``; the command only parses, loads, 
 
 * :func:`list_images`, :func:`read_rgb_image`: the files of a folder in name order, one file -> uint8 RGB;
 * :func:`localize_sequence`: the structure localizer over the files one at a time, in order (a sequence: the
-  localizer's previous fix is the next image's prior, :attr:`StructureConfig.use_previous_fix`), yielding an
+  localizer's previous fix is the next image's prior, :attr:`StructureConfig.use_previous_fix`; with ``--camera
+  exif`` a photo's camera from its EXIF focal length, :mod:`pose2rgbd.geometry.exif`), yielding an
   :class:`ImageResult` per file, with its time; :func:`localize_batches`: an image -> pose model over the files in
   batches;
 * :class:`StructureRows` / :class:`ModelRows`: the output rows (CSV or TUM by the file's suffix), written atomically;
@@ -30,6 +31,7 @@ import numpy as np
 
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
+from pose2rgbd.geometry.exif import exif_camera
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
@@ -108,18 +110,25 @@ class ImageResult:
 
 
 def localize_sequence(
-    localizer: StructureLocalizer, files: Iterable[Path], *, bit_depth: int = 0, progress: bool = False
+    localizer: StructureLocalizer,
+    files: Iterable[Path],
+    *,
+    bit_depth: int = 0,
+    progress: bool = False,
 ) -> Iterator[ImageResult]:
     """The structure localizer over ``files`` one at a time, in order. A file that cannot be read, or an image the
     localizer cannot take (another aspect ratio without the query camera), yields a result without a fix that says
-    why; the sequence goes on."""
+    why; the sequence goes on. With the localizer's ``use_exif`` (``--camera exif``) each photo is localized with the
+    focal length its EXIF gives."""
     for n, path in enumerate(bar(list(files), progress=progress, desc="localize", unit="image")):
         t0 = time.perf_counter()
         rgb, why = read_image(path, bit_depth)
         fix = None
         if rgb is not None:
+            # --camera exif: each photo's own focal length (a set of photos from many cameras)
+            own = exif_camera(path, rgb.shape[1], rgb.shape[0]) if localizer.use_exif else None
             try:
-                fix = localizer.localize_one(rgb)
+                fix = localizer.localize_one(rgb, image_camera=None if own is None else own.camera)
             except Pose2RGBDError as e:  # this image only: its row says why
                 why = f"{path.name}: {e}"
         yield ImageResult(n, path, fix, why, rgb is not None, time.perf_counter() - t0)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pose2rgbd.inference.structure_match import StructureMap
 
 MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with (its dataset's source camera)
+EXIF_CAMERA = "exif"  # --camera exif: each photo's focal length from its EXIF (localize images only)
 
 
 def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
@@ -44,7 +45,10 @@ def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
 
 def query_camera(text: str, place_map: StructureMap, what: str = "--camera") -> QueryCamera | None:
     """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera),
-    or None when empty (the map's pinhole camera scaled to each image)."""
+    or None when empty or ``exif`` (the map's pinhole camera scaled to each image, or each photo's EXIF focal:
+    :func:`wants_exif`)."""
+    if wants_exif(text):
+        return None
     if text.strip().lower() != MAP_CAMERA:
         return parse_camera_spec(text, what)
     cams = source_cameras(place_map)
@@ -60,13 +64,19 @@ def query_camera(text: str, place_map: StructureMap, what: str = "--camera") -> 
     return cams[0]
 
 
+def wants_exif(text: str) -> bool:
+    """``--camera exif``: each photo's camera from its EXIF focal length (:mod:`pose2rgbd.geometry.exif`)."""
+    return text.strip().lower() == EXIF_CAMERA
+
+
 def unknown_camera_warning(place_map: StructureMap, w: int, h: int) -> str:
     """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``."""
     lens = [c for c in source_cameras(place_map) if c.distortion is not None]
     text = (
         f"query camera not given: {w}x{h} images are taken as the map's pinhole camera scaled to their size, without "
         "lens distortion; a distorted photo localizes worse than it could (errors grow towards the border). Give the "
-        "images' camera: --camera FX,FY,CX,CY[,K1,K2,P1,P2[,K3]] (or the node's camera parameter)"
+        "images' camera: --camera FX,FY,CX,CY[,K1,K2,P1,P2[,K3]] (or the node's camera parameter), or --camera exif "
+        "for uncropped photos whose EXIF has the focal length"
     )
     if lens:
         d = lens[0].distortion

@@ -126,7 +126,11 @@ class StructureConfig:
     min_inliers: int = ranged_field(20, "verification: at least this many distinct inlier keypoints", 4, 100000)
     min_inlier_ratio: float = ranged_field(0.15, "verification: inliers / correspondences at least this", 0.0, 1.0)
     min_spread: float = ranged_field(
-        0.04, "verification: the inliers' bounding box covers at least this share of the image", 0.0, 1.0
+        0.13,
+        "verification: the inliers' bounding box covers at least this share of the image (from a small patch a "
+        "sideways shift and a rotation of the camera explain the points about as well: the pose is barely fixed)",
+        0.0,
+        1.0,
     )
     max_keyframe_distance_m: float = ranged_field(
         0.0,
@@ -239,6 +243,7 @@ class StructureLocalizer:
         self.query_lens: QueryCamera | None = None  # the images' camera with its distortion (wins over the above)
         self._geometry: dict[tuple[int, int], QueryGeometry] = {}  # per query size, for the three above (as set)
         self._geometry_of_camera: tuple[object, ...] = (None, None, None)
+        self.use_exif = False  # localize images --camera exif: each photo's focal length from its EXIF
         self._warned_camera = False
         self.camera = camera or place_map.camera(0)
         self.world_frame = place_map.world_frame
@@ -291,15 +296,19 @@ class StructureLocalizer:
             fixes=fixes,
         )
 
-    def localize_one(self, image: np.ndarray, prior: Prior | None = None) -> Fix:
+    def localize_one(
+        self, image: np.ndarray, prior: Prior | None = None, image_camera: PinholeCamera | None = None
+    ) -> Fix:
         """One uint8 image (RGB or grey) -> :class:`Fix`. Candidates come first from the previous fix (a
-        sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone."""
+        sequence), then from ``prior`` (GPS, odometry, PoseGAN), then from place recognition alone.
+        ``image_camera``: this image's own intrinsics (its EXIF, :mod:`pose2rgbd.geometry.exif`), used when the
+        queries' camera is not given -- before the map's camera and its warning."""
         t0 = time.perf_counter()
         img = np.asarray(image)
         if img.dtype != np.uint8 or img.ndim not in (2, 3):
             raise ConfigError(f"structure localizer: expected a uint8 (H, W[, 3]) image, got {img.dtype} {img.shape}")
         h, w = img.shape[:2]
-        geo = self._geometry_of(w, h)
+        geo = self._geometry_of(w, h, image_camera)
         if geo.scale != 1.0:  # fit_to_map: SIFT at the map's resolution (the pose is the same: intrinsics scaled too)
             import cv2
 
@@ -340,11 +349,16 @@ class StructureLocalizer:
         return fix
 
     # ------------------------------------------------------------------ internals
-    def _geometry_of(self, w: int, h: int) -> QueryGeometry:
+    def _geometry_of(self, w: int, h: int, image_camera: PinholeCamera | None = None) -> QueryGeometry:
         """The geometry of a ``w x h`` query (:func:`query_geometry`), kept per size while the query camera is the
         one it was made with (the same lens and camera objects, intrinsics of the same values: a node sets them
-        from every CameraInfo)."""
+        from every CameraInfo). ``image_camera`` (a photo's own, from its EXIF) is used where no query camera is
+        set, for that image only."""
         camera = (self.query_lens, self.query_intrinsics, self.query_camera)
+        if image_camera is not None and all(v is None for v in camera):
+            own = image_camera if (image_camera.width, image_camera.height) == (w, h) else image_camera.scaled(w, h)
+            return query_geometry(w, h, lens=None, intrinsics=None, camera=own, map_camera=self.map.camera(0),
+                                  map_hw=self.map.image_hw, fit_to_map=self.cfg.fit_to_map)  # fmt: skip
         lens, intrinsics, cam = self._geometry_of_camera
         if camera[0] is not lens or camera[1] != intrinsics or camera[2] is not cam:
             self._geometry, self._geometry_of_camera = {}, camera

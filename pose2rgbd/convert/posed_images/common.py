@@ -153,6 +153,31 @@ class ImagesConfig:
         cy = self.cy if self.cy >= 0 else (height - 1) / 2.0
         return SourceCamera(width, height, fx, fy, cx, cy, *self.flag_distortion())
 
+    def flag_or_exif_cameras(
+        self, images: list[Path], width: int, height: int, what: str
+    ) -> tuple[list[SourceCamera], str]:
+        """Per image: the camera the flags describe (all the same), or -- without flags -- each photo's own from its
+        EXIF focal length (:mod:`pose2rgbd.geometry.exif`); with the note that says which. Neither: an error naming
+        what to give."""
+        if self.has_intrinsics():
+            return [self.flag_camera(width, height, what)] * len(images), "intrinsics from the flags"
+        from pose2rgbd.geometry.exif import exif_camera
+
+        cams, lacking = [], []
+        for p in images:
+            e = exif_camera(p)
+            if e is None:
+                lacking.append(p)
+                continue
+            c = e.camera
+            cams.append(SourceCamera(c.width, c.height, c.fx, c.fy, c.cx, c.cy, *self.flag_distortion()))
+        if lacking:
+            raise ConfigError(
+                f"{what} carries no camera intrinsics and {len(lacking)} of {len(images)} images have no usable EXIF "
+                f"focal length (e.g. {lacking[0].name}): give --fx (and --fy, --cx, --cy) in pixels, or --hfov DEG"
+            )
+        return cams, f"intrinsics from each image's EXIF focal length ({len(set(cams))} distinct)"
+
     def flag_distortion(self) -> tuple[tuple[float, ...], str]:
         """``(coefficients, model)`` of ``--distortion`` (k1 or k1,k2 alone: the rest zero); ``((), model)``: none."""
         d = [float(x) for x in self.distortion]

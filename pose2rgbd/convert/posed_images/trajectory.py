@@ -305,10 +305,10 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     if cfg.camera_axes != "optical":
         notes.append(f"camera axes '{cfg.camera_axes}' converted to optical")
     w, h = image_size(paths[0])
-    cam = cfg.flag_camera(w, h, "a TUM trajectory")
-    notes += ["intrinsics from the flags", "the world frame is the trajectory's own (not ENU, no datum)"]
+    cams, how = cfg.flag_or_exif_cameras(paths, w, h, "a TUM trajectory")
+    notes += [how, "the world frame is the trajectory's own (not ENU, no datum)"]
     stamps = np.round(t_img * 1e9).astype(np.int64)
     return PosedImages(
-        kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=stamps, cameras=[cam] * len(paths),
+        kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=stamps, cameras=cams,
         convention="TUM poses are T_world_cam of the camera's optical frame (no axis change)", assumptions=notes,
     )  # fmt: skip

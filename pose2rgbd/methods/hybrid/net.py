@@ -46,6 +46,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
+from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
 from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet, NetworkPart, OnnxNetworkPart, export_network_part
 from pose2rgbd.methods.hybrid.warp import warp_gathered
@@ -115,6 +116,10 @@ class HybridNet(PoseToImage, ModelBase):
         self.register_buffer("kf_K", torch.eye(3, dtype=torch.float64))
         self.register_buffer("rot_weight_m", torch.tensor(10.0, dtype=torch.float64))
         self._alloc_store(0)
+        # model.geometry fused: the keyframes' fused surface (buffers in the checkpoint), the warp's input
+        self.fused_input = (
+            FusedInput(config.fused_neighbours, config.fused_folds) if config.geometry == "fused" else None
+        )
 
     # -- keyframe store ------------------------------------------------------------------------------------
     def _alloc_store(self, n: int) -> None:
@@ -322,7 +327,7 @@ class HybridNet(PoseToImage, ModelBase):
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
         with torch.autocast(dev.type, enabled=False):
-            return warp_gathered(
+            w = warp_gathered(
                 kf_rgb,
                 kf_depth,
                 T_q[:, None] @ kf_T,
@@ -332,6 +337,7 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
             )
+            return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 
     def _holes(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
@@ -389,7 +395,7 @@ class HybridNet(PoseToImage, ModelBase):
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
             return {
-                "rgb": self._correct_rgb(w_rgb, rgb, w["valid"]),
+                "rgb": self._correct_rgb(w_rgb, rgb, w.get("rgb_valid", w["valid"])),
                 "depth": self._correct_depth(w["depth"], log_scale, w["valid"], background),
                 "confidence": w["valid"].float(),
             }
@@ -398,7 +404,7 @@ class HybridNet(PoseToImage, ModelBase):
         x = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], valid, w["hits"]], dim=1)
         res = self.fill(x.to(dec["rgb"].dtype))
         return {
-            "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w["valid"]),
+            "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w.get("rgb_valid", w["valid"])),
             "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"], background),
             "confidence": w["valid"].float(),
             "decoder_rgb": dec["rgb"],

@@ -119,6 +119,8 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         )
         model.set_depth_normalizer(dn)
         keep = fill_store(model, cache, split.train)
+        if model.fused_input is not None:  # model.geometry fused: the store's depth in one surface, once
+            model.fused_input.build(model, progress=ctx.progress)
         mb = (model.kf_rgb.numel() + 2 * model.kf_depth.numel()) / 2**20
         log.info(
             "depth range [%.2f, %.2f]; keyframe store: %d of %d training frames (%.0f MiB in each checkpoint)",

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.format import MapError
 from pose2rgbd.map.fused import ArrayKeyframes, FusedGeometry, FusionConfig, Keyframes, fuse_keyframes
 from pose2rgbd.map.fused.render import FusedRenderer
 
@@ -169,7 +171,10 @@ class FusedInput(torch.nn.Module):
     def build(self, model: Any, *, progress: bool = False) -> FusedGeometry:
         """Fuse the model's keyframes (its store) and keep the surface; the geometry, with its build statistics."""
         kf = model_keyframes(model)
-        geo = fuse_keyframes(kf, FusionConfig(), progress=progress)
+        try:
+            geo = fuse_keyframes(kf, FusionConfig(), progress=progress)
+        except MapError as e:  # Open3D missing, or no keyframe with depth
+            raise ConfigError(f"model.geometry fused: {e}; or train with model.geometry warp") from e
         self.set_geometry(geo)
         m = geo.meta
         log.info("hybrid geometry fused: %d keyframes, %.3f m voxels, %d triangles (%.1f MiB in each checkpoint), "
@@ -257,7 +262,10 @@ class FusedInput(torch.nn.Module):
         surface's depth where a ray meets it and its colour where a keyframe sees the point; adds ``rgb_valid``
         (the pixels whose colour a keyframe gave) beside ``valid`` (the pixels with a depth: surface or warped)."""
         if not self.built:
-            raise RuntimeError("the hybrid's fused geometry is empty: train the model (the recipe fuses it)")
+            raise ConfigError(
+                "the hybrid's fused geometry is empty: train it with `pose2rgbd train --method hybrid` (the recipe "
+                "fuses the keyframes) or load a trained checkpoint"
+            )
         views = self.views(model, T_world_cam, exclude)
         dev = warped["rgb"].device
         lo, hi = (float(v) for v in model.depth_range.tolist())

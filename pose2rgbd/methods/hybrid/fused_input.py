@@ -43,6 +43,7 @@ from pose2rgbd.map.fused.render import FusedRenderer
 
 log = logging.getLogger(__name__)
 
+TRAIN_VIEW_CACHE_BYTES = 512 * 2**20  # training queries' fused views kept between epochs (3,600 at 128x128)
 SETTINGS = ("voxel_size_m", "sdf_trunc_m", "depth_max_m", "median_depth_m")
 
 
@@ -242,14 +243,35 @@ class FusedInput(torch.nn.Module):
     def views(self, model: Any, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, ...] | None) -> list[Any]:
         """The fused view (:class:`~pose2rgbd.map.fused.render.FusedView`, no fill) of each query pose."""
         cam = model_camera(model)
-        if exclude is not None and self.folds > 1:
+        T_all = np.asarray(T_world_cam, np.float64)
+        if exclude is None:
+            r = self._renderer(model)
+            return [r.render(T, cam) for T in T_all]
+        # training: a query's view depends only on its pose and its block, the same at every epoch; kept (up to
+        # TRAIN_VIEW_CACHE_BYTES) so that later epochs do not ray-cast it again
+        if self.folds > 1:
             fold, per_fold = self._fold_renderers(model)
             q_fold = fold_of_queries(exclude[0], exclude[1], model.kf_source.cpu().numpy(),
                                      model.kf_pos.cpu().numpy(), fold)  # fmt: skip
-            picks = [per_fold[f] if f >= 0 else self._renderer(model) for f in q_fold.tolist()]
         else:
-            picks = [self._renderer(model)] * len(T_world_cam)
-        return [r.render(T, cam) for r, T in zip(picks, np.asarray(T_world_cam, np.float64), strict=True)]
+            per_fold, q_fold = [], np.full(len(T_all), -1)
+        kept = self.cache.setdefault("train_views", {})
+        key0 = ("folds", model.kf_T._version, model.kf_T.data_ptr(), model.n_keyframes, self.folds)
+        if kept.get("key") != key0:
+            kept.clear()
+            kept.update(key=key0, bytes=0)
+        out = []
+        for f, T in zip(q_fold.tolist(), T_all, strict=True):
+            k = (f, T.tobytes())
+            view = kept.get(k)
+            if view is None:
+                view = (per_fold[f] if f >= 0 else self._renderer(model)).render(T, cam)
+                size = view.rgb.nbytes + view.depth.nbytes + view.valid.nbytes + view.surface.nbytes
+                if kept["bytes"] + size <= TRAIN_VIEW_CACHE_BYTES:
+                    kept[k] = view
+                    kept["bytes"] += size
+            out.append(view)
+        return out
 
     def combine(
         self,

@@ -17,7 +17,8 @@ HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
 RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
-BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere", "geometry": "warp"}
+# (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
+BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere"}
 
 
 @dataclass

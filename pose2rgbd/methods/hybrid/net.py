@@ -9,7 +9,9 @@ experiments serve it unchanged:
    ``rot_weight_m`` x radians, the nearest-pose baseline's) are forward-splatted into it with their metric depth,
    z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`: a numba kernel on CPU, the torch
    :func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes` on CUDA); pixels no keyframe reaches (holes) take
-   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
+   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer; with
+   ``model.geometry fused`` the keyframes' fused surface gives the depth and colour wherever it has them
+   (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
    outputs a correction of the warped answer: added to its RGB (``rgb_correction``: in the holes only, or

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-from bench_common import NAMES
+from bench_common import NAMES, reset_peak_rss, resident_mib
 
 
 def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
@@ -57,26 +57,6 @@ def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Pat
         return path
     ck = make_hybrid_checkpoint(size, keyframes, preset=name, **overrides)
     return save_checkpoint(path, ck.model, dataset_fingerprint="bench", camera=ck.camera, depth_kind="metric")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux: /proc/self/clear_refs, 5); False elsewhere."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_gb(key: str = "VmHWM") -> float:
-    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory in GiB (NaN where unknown)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> Path:
@@ -147,7 +127,7 @@ def run_one(
     cfg = RendererConfig(rate_hz=10.0)
     ckpt = _checkpoint(tmp, preset, size, args.keyframes)
     gc.collect()
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     cfg.engine = EngineConfig(
         checkpoint=str(ckpt),
         device=args.device,
@@ -165,8 +145,8 @@ def run_one(
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
     lat = np.asarray(stats.latency_ms)
     frames = stats.counters["frames"]
-    rss = _rss_gb() if reset else float("nan")
-    rss_now = _rss_gb("VmRSS")
+    rss = resident_mib("VmHWM") / 1024 if reset else float("nan")
+    rss_now = resident_mib("VmRSS") / 1024
     precision, backend_name = eng.precision, eng.backend.name
     eng.close()
     del eng

@@ -78,8 +78,7 @@ def tiled_map(src: Path, n: int, out: Path) -> Path:
 def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process (called by the parent with --one)."""
     import torch
-    from bench_common import matmul_gflops
-    from bench_structure_localize import rss_mb
+    from bench_common import matmul_gflops, resident_mib
 
     from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.map import PlaceMap
@@ -104,13 +103,11 @@ def run_one(args: argparse.Namespace) -> dict:
                             cache.T_world_cam[np.sort(rows)], cam, source_id=np.zeros(n, np.int64),
                             seq_pos=np.arange(n), index=rows, rot_weight_m=float(pm.poses.rot_weight_m))  # fmt: skip
     else:
-        model.rot_weight_m.fill_(float(pm.poses.rot_weight_m))
-        model.kf_K.copy_(torch.as_tensor(cam.K))
-        model.attach_map(pm)
+        model.use_keyframes(pm, camera=cam, rot_weight_m=float(pm.poses.rot_weight_m))
     from pose2rgbd.models.device import prepare_for_inference
 
     model = prepare_for_inference(model.eval(), torch.device("cpu"))
-    rss_loaded, _ = rss_mb()
+    rss_loaded = resident_mib("VmRSS")
     rng = np.random.default_rng(0)
     idx = np.linspace(0, min(n, len(pm)) - 1, args.poses).round().astype(int)
     from scipy.spatial.transform import Rotation
@@ -125,13 +122,13 @@ def run_one(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             model(pose[k : k + 1], T[k : k + 1])
             lat.append((time.perf_counter() - t0) * 1e3)
-    rss, hwm = rss_mb()
+    rss, hwm = resident_mib("VmRSS"), resident_mib("VmHWM")
     lat_a = np.asarray(lat[5:])
     out = {"config": args.one, "size": args.size, "keyframes": n, "rss_loaded_mb": rss_loaded, "rss_mb": rss,
            "peak_rss_mb": hwm, "p50_ms": float(np.percentile(lat_a, 50)), "p99_ms": float(np.percentile(lat_a, 99)),
            "matmul_gflops": matmul_gflops()}  # fmt: skip
-    mk = model.map_keyframes
-    if mk is not None:
+    mk = model.keyframes
+    if mk is not None and kind != "embedded":
         out["cache"] = mk.cache_stats()
     return out
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from bench_common import resident_mib  # noqa: E402
 
 # the published calibration of the three TUM RGB-D sensors (fx, fy, cx, cy; k1, k2, p1, p2, k3), 640x480
 TUM_CAMERAS = {
@@ -96,11 +97,6 @@ def prepare_tum(seq: Path, work: Path, size: str) -> Path:
     return out
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 1e6
-
-
 def main(argv: list[str] | None = None) -> int:
     from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.dataset.splits import make_split
@@ -151,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     nn = NearestPoseBaseline(cache.T_world_cam[train], train, rot_weight_m=rot_w)
     cov = nn.poses.coverage(cache.T_world_cam[test])
 
-    rss0 = _rss_mb()
+    rss0 = resident_mib("VmRSS")
     t0 = time.monotonic()
     fused = fused_renderer(cache, train, rot_weight_m=rot_w)
     build_s = time.monotonic() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    peak_mb = resident_mib("VmHWM")
     meta = fused.geo.meta
 
     from pose2rgbd.map.fused.render import FusedRenderer
@@ -201,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfusion of {meta['keyframes']} keyframes at {a.size}x{a.size}: "
           f"{100 * meta['voxel_size_m']:.2f} cm voxels, {meta['triangles']} triangles, TSDF {meta['fuse_s']:.1f} s "
           f"+ exposure fit, {build_s:.1f} s in all; "
-          f"RSS {rss0:.0f} MB before, process peak {peak_mb:.0f} MB after; exposure mismatch "
+          f"RSS {rss0:.0f} MiB before, process peak {peak_mb:.0f} MiB after; exposure mismatch "
           f"{e.get('rms_before')} -> {e.get('rms_after')} grey levels RMS")  # fmt: skip
     print(f"render per test pose: reprojection {1e3 * t_render['reprojection'] / len(test):.0f} ms, fused "
           f"{1e3 * t_render['fused'] / len(test):.0f} ms")  # fmt: skip

@@ -1,7 +1,7 @@
 """A real video clip end to end on held-out time blocks: Algorithm 2, a short hybrid, the baselines (not a test).
 
     .venv/bin/python bench/bench_real_video.py ../shared/data/gopro-gps-video/karma.mp4 --work /tmp/karma-bench \
-        [--train-minutes 5] [--depth-minutes 3] [--import-size 256x144] [--size 128]
+        [--train-minutes 5] [--depth selfsup|mvs|selfsup+mvs] [--depth-minutes 3] [--import-size 256x144] [--size 128]
 
 One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF track, or any clip
 ``pose2rgbd convert video`` takes). The steps, each skipped when its output is already in ``--work``:
@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clip", type=Path, help="the video clip (a GoPro MP4 with GPS in its GPMF track)")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/pose2rgbd-video/<clip name>)")
     ap.add_argument("--import-size", default="256x144", help="convert size (WxH)")
+    ap.add_argument(
+        "--depth",
+        default="selfsup",
+        choices=["selfsup", "mvs", "selfsup+mvs"],
+        help="the conversion's depth (`convert video --depth`): Algorithm 2's network, multi-view stereo from the "
+        "metric SfM poses, or stereo where verified and the network elsewhere",
+    )
     ap.add_argument("--depth-minutes", type=float, default=3.0, help="Algorithm 2's depth training budget")
     ap.add_argument("--size", type=int, default=128, help="hybrid resolution (square; also the evaluation's)")
     ap.add_argument("--train-minutes", type=float, default=5.0, help="hybrid training budget (0: no hybrid)")
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, Any] = {}
 
     if not (dataset / "manifest.yaml").is_file():
-        times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", "selfsup", "--depth-minutes",
+        times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
                                    str(a.depth_minutes), "--size", a.import_size, "--out", str(dataset),
                                    "--no-progress"], "convert")  # fmt: skip
     if a.train_minutes <= 0:
@@ -178,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{a.clip.name}: {info['split']}; {res.frames} test frames at {info['size']}x{info['size']}; test pose to "
           f"the nearest training camera: median {m['model']['coverage_median_m']:.2f} m / "
           f"{m['model']['coverage_median_deg']:.1f} deg")  # fmt: skip
-    print(
-        "depth ground truth: the converted dataset's own depth (the self-supervised network's output scaled to "
-        "the SfM-metric poses), not a sensor"
-    )
+    made = {"selfsup": "the self-supervised network's output scaled to the SfM-metric poses",
+            "mvs": "multi-view stereo from the SfM-metric poses, NaN where no neighbour confirms it",
+            "selfsup+mvs": "stereo where verified, the network scaled to it elsewhere"}[a.depth]  # fmt: skip
+    print(f"depth ground truth: the converted dataset's own depth ({made}), not a sensor")
     print("\n| held-out time block | RGB MAE (px) | PSNR (dB) | depth MAE (m) | AbsRel | vs reprojection: RGB MAE / "
           "depth MAE / PSNR | targets (RGB, depth, PSNR) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|---|")

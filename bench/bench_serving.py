@@ -259,9 +259,8 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 T = m._poses(x)
                 rows, usable = m.select_keyframes(T)
                 mark()
-                r = torch.from_numpy(rows)
-                rgb, depth = m.kf_rgb[r], m.kf_depth[r]
-                T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ m.kf_T[r]
+                rgb, depth, kf_T = m.gather_keyframes(rows)
+                T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ kf_T
                 mark()
                 from pose2rgbd.methods.hybrid.warp import warp_gathered
 

@@ -31,16 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from bench_common import matmul_gflops  # noqa: E402
-
-
-def rss_mb() -> tuple[float, float]:
-    d = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            d[k] = int(v.split()[0]) / 1024
-    return d.get("VmRSS", float("nan")), d.get("VmHWM", float("nan"))
+from bench_common import matmul_gflops, resident_mib  # noqa: E402
 
 
 def main() -> None:
@@ -130,7 +121,7 @@ def main() -> None:
             r_prof = stage_profile(loc, imgs, priors, f.source_id[rows])
             out.setdefault("profile", {})[name] = r_prof
         lat_a = np.asarray(lat)
-        rss, hwm = rss_mb()
+        rss, hwm = resident_mib("VmRSS"), resident_mib("VmHWM")
         r = {"fix_rate": float(np.mean(ok)), "median_pos_m": float(np.median(pe)) if pe else float("nan"),
              "median_rot_deg": float(np.median(re_)) if re_ else float("nan"),
              "p50_ms": float(np.percentile(lat_a, 50)), "p99_ms": float(np.percentile(lat_a, 99)),
@@ -153,16 +144,16 @@ def main() -> None:
 
 
 # the stages of StructureLocalizer.localize_one by the functions that do them, (file, function) -> cumulative time
-# (the per-keyframe loop of earlier versions -- match_ratio, _root -- counts as matching too: before / after runs)
+# (the per-keyframe loop of earlier versions -- match_ratio, _root -- counts as matching too: before / after runs;
+# earlier versions computed the covariance outside finish_fix, in information_covariance: not counted here)
 STAGES = {
     "SIFT (query features)": [("features.py", "extract")],
     "place recognition (VLAD)": [("place.py", "describe")],
     "candidate selection": [("structure.py", "_places"), ("structure.py", "_prior_candidates")],
-    "matching (ratio test)": [("structure_match.py", "match"), ("features.py", "match_ratio"),
+    "matching (ratio test)": [("structure_match.py", "match"), ("features.py", "match"), ("features.py", "match_ratio"),
                               ("structure.py", "_root")],
     "PnP (LO-RANSAC + refinement)": [("~", "<built-in method pycolmap._core.estimate_and_refine_absolute_pose>")],
-    "covariance + calibration": [("structure_calibration.py", "information_covariance"),
-                                 ("structure_calibration.py", "finish_fix")],
+    "covariance + calibration": [("structure_calibration.py", "finish_fix")],  # the covariance is computed in it
 }  # fmt: skip
 
 

@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
-from torch import nn
+from toy_renderer import ToyRenderer, toy_recipe
 
 from pose2rgbd.cli.main import build_parser, main
 from pose2rgbd.config import Leaf, to_dict
 from pose2rgbd.config_cli import SCHEMA, config_data, config_from_args
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.models import ModelBase, PoseToImage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -316,50 +314,8 @@ class ToyCliConfig:
     scale: float = 1.0
 
 
-class ToyCliModel(PoseToImage, ModelBase):
+class ToyCliModel(ToyRenderer):
     kind = "toy"
-
-    def __init__(self, config: ToyCliConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.init_pose_normalization("6dof-quat")
-        self.body = nn.Sequential(nn.Linear(7, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 3 * config.size**2))
-
-    image_hw = property(lambda self: (self.config.size, self.config.size))
-    has_rgb = property(lambda self: True)
-    has_depth = property(lambda self: False)
-
-    def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
-        y = self.config.scale * torch.tanh(self.body(pose))
-        return {"rgb": y.view(-1, 3, self.config.size, self.config.size)}
-
-    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self(batch["pose"])
-
-    def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"rgb_mse": ((outputs["rgb"] - batch["rgb"]) ** 2).mean()}
-
-
-def _toy_recipe(ctx: Any) -> Any:
-    import numpy as np
-
-    from pose2rgbd.dataset import build_cache
-    from pose2rgbd.models import PoseNormalizer
-    from pose2rgbd.training import TrainingSetup, split_for
-
-    tc = ctx.train_config
-    cache = build_cache(ctx.dataset, ctx.model_config.size, cache_root=ctx.cache_root, progress=False)
-    split = split_for(cache, tc.split, tc.seed, tc.val_fraction)
-    model = ctx.model or ToyCliModel(ctx.model_config)
-    if ctx.model is None:
-        model.set_pose_normalizer(PoseNormalizer.fit(cache.T_world_cam[split.train], "6dof-quat"))
-    x = model.normalize_poses(cache.T_world_cam)
-
-    def items(idx: Any) -> list[dict[str, Any]]:
-        rgb = [torch.from_numpy(np.array(cache.rgb[i])).permute(2, 0, 1).float() / 127.5 - 1 for i in idx]
-        return [{"pose": torch.from_numpy(x[i]), "rgb": r} for i, r in zip(idx, rgb)]
-
-    return TrainingSetup(model, items(split.train), items(split.val), split, cache.camera, "toy")
 
 
 @pytest.fixture
@@ -369,7 +325,7 @@ def toy_kind() -> Any:
     fam = ModelFamily(
         kind="toy", config_cls=ToyCliConfig, build=ToyCliModel, engine="render",
         presets={"small": {"hidden": 2}, "wide": {"hidden": 6, "scale": 0.5}}, default_preset="small",
-        train=lambda: _toy_recipe,
+        train=lambda: toy_recipe(ToyCliModel),
     )  # fmt: skip
     register_family(fam)
     yield fam

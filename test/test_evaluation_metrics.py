@@ -74,6 +74,24 @@ def test_nearest_pose_baseline_distance() -> None:
     assert dist[0] == pytest.approx(0.9)
 
 
+def test_nearest_pose_baseline_over_keyframes_uses_their_index_and_reads_its_answers_from_them() -> None:
+    from pose2rgbd.evaluation.baseline import nearest_answers
+    from pose2rgbd.geometry.camera import PinholeCamera
+    from pose2rgbd.map.keyframes import ArrayKeyframes
+
+    T = np.stack([_T(0.0, 0.0), _T(3.0, 0.0), _T(10.0, 0.0), _T(1.0, np.pi / 2)])
+    rgb = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    depth = np.arange(4 * 2 * 2, dtype=np.float32).reshape(4, 2, 2)
+    kf = ArrayKeyframes(rgb, depth, T, PinholeCamera.from_fov(2, 2, 60.0), rows=np.array([0, 2, 3]), rot_weight_m=10.0)
+    nn_ = NearestPoseBaseline.of_keyframes(kf)
+    assert nn_.poses is kf.poses and nn_.rot_weight_m == 10.0  # one index, not a second one
+    rows, dist = nn_.query(np.stack([_T(0.9, 0.0), _T(1.2, 1.5), _T(9.0, 0.1), _T(0.2, 0.0)]))
+    assert rows.tolist() == [0, 2, 1, 0] and dist[0] == pytest.approx(0.9)  # keyframe rows (frame 1 is not one)
+    a_rgb, a_depth = nearest_answers(kf, rows)
+    np.testing.assert_array_equal(a_rgb, rgb[[0, 3, 2, 0]])
+    np.testing.assert_array_equal(a_depth, depth[[0, 3, 2, 0]])
+
+
 def test_default_rot_weight_is_median_depth() -> None:
     depth = np.array([[[1.0, 3.0]], [[np.inf, 5.0]], [[100.0, 100.0]]], np.float32)
     assert default_rot_weight(depth, np.array([0, 1])) == pytest.approx(3.0)

@@ -19,7 +19,6 @@ from pose2rgbd.cli.main import main
 from pose2rgbd.experiments.toy import make_toy_dataset
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
 
 
 # ------------------------------------------------------------------------------- train --resume after a kill
@@ -29,25 +28,12 @@ class NoisyConfig:
 
 
 def _noisy_model_class() -> type:
-    from pose2rgbd.models import ModelBase, PoseToImage
+    from toy_renderer import ToyRenderer
 
-    class NoisyRenderer(PoseToImage, ModelBase):
+    class NoisyRenderer(ToyRenderer):
         """Draws from every global generator while training, as pose perturbations, dropout or augmentation do."""
 
         kind = "noisy-render"
-
-        def __init__(self, config: NoisyConfig) -> None:
-            super().__init__()
-            self.config = config
-            self.init_pose_normalization("6dof-quat")
-            self.linear = nn.Linear(7, 3 * config.size**2)
-
-        image_hw = property(lambda self: (self.config.size, self.config.size))
-        has_rgb = property(lambda self: True)
-        has_depth = property(lambda self: False)
-
-        def forward(self, pose: Any) -> dict[str, Any]:
-            return {"rgb": torch.tanh(self.linear(pose)).view(-1, 3, self.config.size, self.config.size)}
 
         def get_outputs(self, batch: dict[str, Any]) -> dict[str, Any]:
             pose = batch["pose"]
@@ -56,42 +42,19 @@ def _noisy_model_class() -> type:
                 pose = pose + jitter
             return self(pose)
 
-        def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
-            return {"rgb_mse": torch.nn.functional.mse_loss(outputs["rgb"], batch["rgb"])}
-
     return NoisyRenderer
-
-
-def _prepare(ctx: Any) -> Any:
-    from pose2rgbd.dataset import build_cache
-    from pose2rgbd.models import PoseNormalizer
-    from pose2rgbd.training import TrainingSetup, split_for
-
-    cache = build_cache(ctx.dataset, ctx.model_config.size, cache_root=ctx.cache_root, progress=False)
-    split = split_for(cache, ctx.train_config)
-    model = ctx.model or _noisy_model_class()(ctx.model_config)
-    if ctx.model is None:
-        model.set_pose_normalizer(PoseNormalizer.fit(cache.T_world_cam[split.train], "6dof-quat"))
-    x = model.normalize_poses(cache.T_world_cam)
-
-    def items(idx: np.ndarray) -> list[dict[str, Any]]:
-        return [
-            {"pose": torch.from_numpy(x[i]), "rgb": torch.from_numpy(np.array(cache.rgb[i])).permute(2, 0, 1).float()
-             / 127.5 - 1}
-            for i in idx
-        ]  # fmt: skip
-
-    return TrainingSetup(model, items(split.train), items(split.val), split, cache.camera, "noisy")
 
 
 @pytest.fixture
 def noisy() -> Any:
+    from toy_renderer import toy_recipe
+
     from pose2rgbd.models import ModelFamily
     from pose2rgbd.models.registry import register_family, unregister_family
 
     cls = _noisy_model_class()
     family = ModelFamily(kind="noisy-render", config_cls=NoisyConfig, build=cls, data="pose_to_image",
-                         engine="render", train=lambda: _prepare)  # fmt: skip
+                         engine="render", train=lambda: toy_recipe(cls, "noisy"))  # fmt: skip
     register_family(family)
     yield family
     unregister_family("noisy-render")

@@ -131,3 +131,28 @@ def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Pa
     both = np.isfinite(d) & np.isfinite(d_kf)
     assert both.mean() > 0.5
     assert np.median(np.abs(d[both] - d_kf[both])) < 2 * geo.voxel_size
+
+
+@pytest.mark.parametrize("sky", ["inf", "nan", "far"])
+def test_sky_and_far_field_do_not_become_a_wall(sky: str) -> None:
+    """Cameras looking over the box towards the horizon: the sky is +inf (REP-118 'too far'), NaN (unverified,
+    e.g. multi-view stereo found nothing there) or a finite depth beyond the depth limit (a network's guess for
+    the far field). None of them leaves a surface: the fused mesh ends with the floor, and casting the sky rows
+    from a keyframe meets nothing."""
+    from fused_scene import look_at
+
+    cams = np.stack([look_at(np.array([-2.5 + 0.1 * k, -0.2 * k, 1.2]), np.array([1.0, 0.0, 0.9])) for k in range(6)])
+    views = [render_truth(T, CAM) for T in cams]
+    rgb = np.stack([v[0] for v in views])
+    depth = np.stack([v[1] for v in views])
+    missed = ~np.isfinite(depth)  # rays over the 6 m floor: the sky
+    assert missed[:, : CAM.height // 4].mean() > 0.5  # the view does have a sky
+    depth[missed] = {"inf": np.inf, "nan": np.nan, "far": 40.0}[sky]
+    limit = "12" if sky == "far" else "auto"
+    geo = fuse_keyframes(ArrayKeyframes(rgb, depth, cams, CAM), FusionConfig(exposure=False, depth_max=limit))
+    assert len(geo.triangles) > 100  # the floor and the box are there
+    centres = np.asarray(cams[:, :3, 3])
+    dist = np.linalg.norm(geo.vertices[:, None, :] - centres[None], axis=2).min(1)
+    assert dist.max() < 9.0  # nothing near 40 m (or at any finite sky depth): the farthest floor corner is ~8 m
+    sky_depth = geo.raycast(cams[2], CAM)[missed[2]]
+    assert np.isnan(sky_depth).mean() > 0.95  # looking at the sky, the fused geometry has no wall there

@@ -168,7 +168,7 @@ def test_two_step_cli_train_and_store_holds_training_frames_only(trained: Path) 
     ck = load_checkpoint(trained / "last.pt")
     assert ck.kind == "hybrid" and ck.step == 2 and ck.model_config.preset == "hybrid-lite"
     split = json.loads((trained / "split.json").read_text())
-    kept = set(ck.model.kf_index.tolist())
+    kept = set(ck.model.keyframes.frames.tolist())
     assert len(kept) == 12 == ck.model.n_keyframes  # subsampled to max_keyframes
     assert kept <= set(split["train"])
     assert not kept & (set(split["val"]) | set(split["test"]))
@@ -185,9 +185,10 @@ def test_checkpoint_round_trip_renders_identically_and_the_engine_serves_it(
     a = load_checkpoint(trained / "last.pt")  # a fresh model (empty store) resized to the saved keyframes
     assert a.model.n_keyframes == 12
     cache = build_cache(toy, SIZE, cache_root=toy.parent / "cache", progress=False)
-    kf = a.model.kf_index.numpy()
-    np.testing.assert_array_equal(a.model.kf_rgb.numpy(), cache.rgb[kf])
-    np.testing.assert_allclose(a.model.kf_depth.float().numpy(), cache.depth[kf], rtol=1e-3)  # float16
+    kf = a.model.keyframes.frames
+    kf_rgb, kf_depth, _ = a.model.gather_keyframes(np.arange(len(kf))[:, None])
+    np.testing.assert_array_equal(kf_rgb[:, 0].numpy(), cache.rgb[kf])
+    np.testing.assert_allclose(kf_depth[:, 0].float().numpy(), cache.depth[kf], rtol=1e-3)  # float16
     save_checkpoint(tmp_path / "copy.pt", a.model, dataset_fingerprint=a.dataset_fingerprint, camera=a.camera)
     b = load_checkpoint(tmp_path / "copy.pt")
     T = cache.T_world_cam[[1, 7, 33]]

@@ -117,11 +117,15 @@ def test_fused_training_runs_and_the_checkpoint_round_trips(trained: tuple[Path,
     a = load_checkpoint(run / "last.pt")  # a fresh model, its fused surface resized to the saved one
     assert a.step == 2 and a.model_config.geometry == "fused"
     fi = a.model.fused_input
-    assert fi is not None and fi.built and fi.triangles.shape[0] > 100
+    assert fi is not None and fi.geometry is not None and fi.geometry.triangles.shape[0] > 100
+    # stored with the run's keyframe map, as `map fuse` writes it; the checkpoint names it with its digest
+    assert fi.source == run / "keyframes" and (run / "keyframes" / "fused" / "fused.json").is_file()
+    raw = torch.load(run / "last.pt", weights_only=True)
+    assert raw["extra"]["place_map"]["fused"] == fi.digest() and "fused" not in raw["extra"]
     save_checkpoint(tmp_path / "copy.pt", a.model, dataset_fingerprint=a.dataset_fingerprint, camera=a.camera)
     b = load_checkpoint(tmp_path / "copy.pt")
-    assert b.model.fused_input is not None
-    torch.testing.assert_close(b.model.fused_input.vertices, fi.vertices, rtol=0, atol=0)
+    assert b.model.fused_input is not None and b.model.fused_input.geometry is not None
+    np.testing.assert_array_equal(b.model.fused_input.geometry.vertices, fi.geometry.vertices)
     cache = build_cache(toy, SIZE, cache_root=toy.parent / "cache", progress=False)
     T = cache.T_world_cam[[1, 7, 33]]
     cfg = EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
@@ -136,6 +140,85 @@ def test_fused_training_runs_and_the_checkpoint_round_trips(trained: tuple[Path,
     warp.model.fused_input = None
     rw = RenderEngine(cfg, warp).render(T)
     assert np.nanmax(np.abs(rw.depth - ra.depth)) > 0.01
+
+
+def test_a_bundle_carries_the_surface_and_renders_as_the_map_backed_checkpoint(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`export --bundle`: the keyframes and the fused surface inside one file, the same renders, no map needed."""
+    import shutil
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import build_cache
+    from pose2rgbd.inference import EngineConfig, RenderEngine
+
+    run, toy = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["export", "--checkpoint", str(copy / "last.pt"), "--bundle", "--out", str(tmp_path / "b.pt")]) == 0
+    raw = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert {"keyframes", "fused"} <= set(raw["extra"]) and "place_map" not in raw["extra"]
+    cache = build_cache(toy, SIZE, cache_root=toy.parent / "cache", progress=False)
+    T = cache.T_world_cam[[1, 7, 33]]
+    cfg = EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
+    ref = RenderEngine(cfg, load_checkpoint(copy / "last.pt")).render(T)
+    shutil.rmtree(copy)  # the bundle needs neither the map nor its fused geometry
+    got = RenderEngine(cfg, load_checkpoint(tmp_path / "b.pt")).render(T)
+    np.testing.assert_array_equal(got.rgb, ref.rgb)
+    np.testing.assert_array_equal(got.depth, ref.depth)
+
+
+def test_a_map_gives_its_own_surface_with_exposure_by_its_own_keyframes(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Served with another map of the dataset (engine.map, numbered otherwise: every other training keyframe), the
+    model renders with that map's fused geometry, whose exposure gains index the map's own keyframes; a map not
+    fused yet is refused naming `map fuse`; a checkpoint whose map was fused again since is refused."""
+    import shutil
+
+    from pose2rgbd.dataset import Dataset, build_cache
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.map.fused import FusionConfig, fuse_map
+    from pose2rgbd.methods.hybrid.recipe import run_keyframe_map
+
+    run, toy = trained
+    ds = Dataset(toy)
+    cache = build_cache(toy, SIZE, cache_root=toy.parent / "cache", progress=False)
+    rows = np.asarray(PlaceMap(run / "keyframes").frames)[::2]
+    other = run_keyframe_map(ds, cache, rows, tmp_path / "other", 10.0, False).path
+    with pytest.raises(CheckpointError, match=r"no fused geometry.*pose2rgbd map fuse --map"):
+        load_checkpoint(run / "last.pt", place_map=other)
+    fuse_map(other, progress=False)
+    loaded = load_checkpoint(run / "last.pt", place_map=other)
+    model, fi = loaded.model, loaded.model.fused_input
+    assert fi is not None and fi.geometry is not None and fi.geometry.exposure is not None
+    assert fi.source == other and len(fi.geometry.exposure) == len(rows) == model.n_keyframes
+    x, _ = model.poses_to_input(cache.T_world_cam[[2, 9]])
+    with torch.no_grad():
+        assert torch.isfinite(model(x)["rgb"]).all()
+    assert fi._renderer(model).exposure is not None  # the gains apply: fitted for these keyframes
+    # the run's own map fused again with other settings: the checkpoint's surface is no longer there
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    fuse_map(copy / "keyframes", FusionConfig(voxel_size="0.5"), overwrite=True, progress=False)
+    with pytest.raises(CheckpointError, match="fused again since"):
+        load_checkpoint(copy / "last.pt")
+
+
+def test_training_with_a_map_not_fused_is_refused_naming_map_fuse(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.methods.hybrid.recipe import training_geometry
+
+    run, _ = trained
+    shutil.copytree(run / "keyframes", tmp_path / "m", ignore=shutil.ignore_patterns("fused"))
+    pm = PlaceMap(tmp_path / "m")
+    model = load_checkpoint(run / "last.pt", place_map=run / "keyframes").model
+    with pytest.raises(ConfigError, match=r"has none: make it with `pose2rgbd map fuse --map"):
+        training_geometry(model, pm, own_map=False, progress=False)
+    assert not (tmp_path / "m" / "fused").exists()  # a map given is not written into
 
 
 def test_the_option_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

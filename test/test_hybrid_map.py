@@ -59,7 +59,9 @@ def test_map_backed_hybrid_renders_what_the_embedded_store_renders(hybrid: dict)
     eng0, ref = _render(hybrid["checkpoint"], hybrid["queries"])
     eng, got = _render(hybrid["checkpoint"], hybrid["queries"], str(hybrid["map"]))
     model = eng.loaded.model
-    assert model.map_keyframes is not None and model.kf_rgb.shape[0] == 0
+    from pose2rgbd.map import PlaceMap
+
+    assert isinstance(model.keyframes.keyframes, PlaceMap)
     rows_map, _ = model.select_keyframes(hybrid["queries"])
     rows_store, _ = eng0.loaded.model.select_keyframes(hybrid["queries"])
     assert np.array_equal(rows_map, rows_store)
@@ -69,7 +71,7 @@ def test_map_backed_hybrid_renders_what_the_embedded_store_renders(hybrid: dict)
     assert np.mean(np.isfinite(ref.depth) == np.isfinite(got.depth)) > 0.99
     assert np.mean(np.abs(got.depth[fin] / ref.depth[fin] - 1) < 2e-3) > 0.99
     assert np.mean(got.confidence == ref.confidence) > 0.99
-    stats = model.map_keyframes.cache_stats()
+    stats = model.keyframes.cache_stats()
     assert 0 < stats["cached"] < model.n_keyframes  # decoded: the neighbours of the queries, not the whole map
 
 

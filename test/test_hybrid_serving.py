@@ -48,11 +48,10 @@ def test_numba_warp_equals_the_torch_splat(ck) -> None:
     rows, usable = m.select_keyframes(Q)
     usable[1, 0] = False  # the nearest keyframe unusable: holes fill from the next one
     usable[2, :] = False  # none usable: only holes, no colour, NaN depth -> 1
-    r = torch.from_numpy(rows)
-    rgb, depth = m.kf_rgb[r].clone(), m.kf_depth[r].clone()
+    rgb, depth, kf_T = m.gather_keyframes(rows)
     depth[0, :, :12] = float("inf")  # sky rows in the keyframes: splatted far; a surface wins over sky
     depth[0, 2, 20:24, 5:40] = float("nan")  # invalid depth never splats
-    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ m.kf_T[r]
+    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ kf_T
     args = (rgb, depth, T, m.kf_K, torch.from_numpy(usable))
     a = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="numba")
     b = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="torch")
@@ -73,12 +72,11 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     m = ck.model
     Q = _queries()
     rows, usable = m.select_keyframes(Q)
-    r = torch.from_numpy(rows)
-    rgb, depth = m.kf_rgb[r].clone(), m.kf_depth[r].clone()
+    rgb, depth, kf_T = m.gather_keyframes(rows)
     # keyframe 1 = keyframe 0 in another colour: each of its points ties with one of keyframe 0 (which must win)
     rgb[:, 1], depth[:, 1] = 255 - rgb[:, 0], depth[:, 0]
     depth[0, :, :12] = float("inf")
-    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ m.kf_T[r]
+    T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ kf_T
     T[:, 1] = T[:, 0]
     usable[0, 2] = False  # query 0: only the two copies
     args = (rgb, depth, T, m.kf_K, torch.from_numpy(usable))
@@ -96,7 +94,7 @@ def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) ->
     fast = RenderEngine(EngineConfig(device="cpu", warmup=1), ck)  # BatchNorm folded, channels-last
     ort = RenderEngine(EngineConfig(device="cpu", backend="onnxruntime", warmup=1), ck)
     assert ort.backend.name == "torch+onnxruntime" and fast.backend.name == "torch"
-    assert ck.model.__dict__.get("_network_runner") is None  # the checkpoint's own model is untouched
+    assert ck.model.network_runner is None  # the checkpoint's own model is untouched
     for eng in (fast, ort):
         got = eng.render(Q)
         assert np.abs(got.rgb.astype(int) - ref.rgb).max() <= 1
@@ -124,7 +122,7 @@ def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(ck) -> None:
     ref = RenderEngine(_reference_config(), ck).render(Q)
     eng = RenderEngine(EngineConfig(device="cuda", precision="fp32", warmup=1), ck)
     m = eng.model
-    assert m.kf_rgb.device.type == "cuda" and m.kf_depth.device.type == "cuda"  # the store lives on the GPU
+    assert all(t.device.type == "cuda" for t in m.gather_keyframes(m.select_keyframes(Q)[0]))  # moved to the GPU
     w = m.warp(Q)
     assert all(v.device.type == "cuda" for v in w.values())  # the warp runs there (torch splat)
     got = eng.render(Q)
@@ -133,17 +131,13 @@ def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(ck) -> None:
     np.testing.assert_allclose(got.confidence, ref.confidence, atol=0, rtol=0)
 
 
-def test_the_prepared_model_shares_the_keyframe_store_instead_of_copying_it(ck, monkeypatch) -> None:
-    """The engine keeps the loaded checkpoint and serves a prepared copy of its model: a copied keyframe store
-    would be resident twice (hundreds of MiB)."""
-    import pose2rgbd.models.device as device
-
-    monkeypatch.setattr(device, "SHARE_BUFFER_BYTES", ck.model.kf_rgb.numel())  # this small store counts as large
+def test_the_prepared_model_shares_the_keyframes_instead_of_copying_them(ck) -> None:
+    """The engine keeps the loaded checkpoint and serves a prepared copy of its model: copied keyframes (and
+    their cache of decoded ones) would be resident twice (hundreds of MiB)."""
     eng = RenderEngine(EngineConfig(device="cpu", warmup=0), ck)
     prepared = eng.model
     assert prepared is not ck.model
-    assert prepared.kf_rgb.data_ptr() == ck.model.kf_rgb.data_ptr()
-    assert prepared.kf_depth.data_ptr() != ck.model.kf_depth.data_ptr()  # half the bytes: below the threshold
+    assert prepared.keyframes is ck.model.keyframes
     conv = prepared.fill.stem[0][0]
     assert conv.weight.data_ptr() != ck.model.fill.stem[0][0].weight.data_ptr()  # parameters are still copied
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

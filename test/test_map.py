@@ -314,6 +314,32 @@ def test_localize_calibrate_with_a_map(world: dict, tmp_path: Path) -> None:
     assert np.all(scale > 0) and np.allclose(cal.covariance_of_fix(fix_cov), fix_cov * scale)  # per block
 
 
+def test_the_map_knows_its_selection_and_calibration_takes_its_split(world: dict) -> None:
+    """One selection: the map reads back the selection it was built with, and the split `localize calibrate --map`
+    calibrates on is the map's own (its seed and fractions, not defaults), the one `map build` took its keyframes
+    from."""
+    import dataclasses
+
+    from pose2rgbd import config as cfgmod
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.dataset.splits import make_split
+    from pose2rgbd.map import MapSelection, PlaceMap, select_frames
+    from pose2rgbd.map.selection import selection_split
+
+    assert PlaceMap(world["map"]).selection == MapSelection(sources=[0])
+    sel = MapSelection(split="every-nth", seed=3, val_fraction=0.2, test_fraction=0.05, every_nth=4)
+    entry = {**cfgmod.to_dict(sel), "description": sel.describe(), "keyframes": 12}  # as map build writes it
+    assert MapSelection.from_manifest(entry) == sel
+    ds = Dataset(world["dataset"])
+    f = ds.frames
+    for kind in ("every-nth", "random"):
+        sp = make_split(f.source_id, f.stamp_ns, kind, seed=3, val_fraction=0.2, test_fraction=0.05, every_nth=4)
+        got = selection_split(ds, dataclasses.replace(sel, split=kind))
+        np.testing.assert_array_equal(got.val, sp.val)
+        np.testing.assert_array_equal(got.train, sp.train)
+    np.testing.assert_array_equal(select_frames(ds, sel), selection_split(ds, sel).train)
+
+
 def test_experiments_structure_rows_and_refusal(world: dict, tmp_path: Path) -> None:
     """The localization experiments' structure rows: a map of the split's training frames, each mode scored on the
     test frames (fix rate, errors, wrong fixes); a prebuilt map that holds test frames is refused."""

@@ -1,55 +1,24 @@
-"""A new model kind in under 100 lines: a toy pose -> 8x8 RGB model registered, trained two steps, checkpointed,
-loaded by the generic loader and served by the render engine. Then registry errors and the driver's checks."""
+"""A new model kind in under 100 lines: a toy pose -> 8x8 RGB model (``test/toy_renderer.py``) registered, trained two
+steps, checkpointed, loaded by the generic loader and served by the render engine. Then registry errors and the
+driver's checks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from toy_renderer import ToyRenderer, ToyRendererConfig
 
 from pose2rgbd.geometry import PinholeCamera, T_from_tq
 from pose2rgbd.inference import EngineConfig, RenderEngine, load_engine
-from pose2rgbd.models import ModelBase, ModelFamily, PoseNormalizer, PoseToImage, load_checkpoint, save_checkpoint
+from pose2rgbd.models import ModelFamily, PoseNormalizer, load_checkpoint, save_checkpoint
 from pose2rgbd.models.registry import register_family, unregister_family
 from pose2rgbd.training import TrainConfig, Trainer
 
-
-@dataclass
-class ToyConfig:
-    size: int = 8
-
-
-class ToyRenderer(PoseToImage, ModelBase):
-    kind = "toy-render"
-
-    def __init__(self, config: ToyConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.init_pose_normalization("6dof-quat")
-        self.linear = nn.Linear(7, 3 * config.size**2)
-
-    image_hw = property(lambda self: (self.config.size, self.config.size))
-    has_rgb = property(lambda self: True)
-    has_depth = property(lambda self: False)
-
-    def forward(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"rgb": torch.tanh(self.linear(pose)).view(-1, 3, self.config.size, self.config.size)}
-
-    def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self(batch["pose"])
-
-    def get_loss_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"rgb_mse": F.mse_loss(outputs["rgb"], batch["rgb"])}
-
-
 TOY = ModelFamily(
-    kind="toy-render", config_cls=ToyConfig, build=ToyRenderer, presets={"tiny": {}}, default_preset="tiny",
+    kind="toy-render", config_cls=ToyRendererConfig, build=ToyRenderer, presets={"tiny": {}}, default_preset="tiny",
     data="pose_to_image", engine="render", description="toy: pose -> 8x8 RGB through one linear layer",
 )  # fmt: skip
 
@@ -73,13 +42,13 @@ def test_a_new_kind_trains_checkpoints_loads_and_serves(toy_kind: ModelFamily, t
     model.set_pose_normalizer(PoseNormalizer.fit(T, "6dof-quat"))  # the model owns its transforms
     x = model.normalize_poses(T)
     data = [{"pose": torch.from_numpy(x[i]), "rgb": torch.full((3, 8, 8), float(i) / 8 - 0.5)} for i in range(8)]
-    before = model.linear.weight.detach().clone()
+    before = model.body[0].weight.detach().clone()
     cfg = TrainConfig(  # CPU: the toy batches are CPU tensors and the comparison below is exact
         epochs=1, batch_size=4, max_steps=2, val_every=0, progress=False, tensorboard=False, device="cpu", amp="off"
     )
     trainer = Trainer(model, data, cfg)  # type: ignore[arg-type]
     trainer.fit()
-    assert trainer.step == 2 and not torch.equal(model.linear.weight.detach(), before)
+    assert trainer.step == 2 and not torch.equal(model.body[0].weight.detach(), before)
 
     camera = PinholeCamera.from_fov(64, 64, 90.0)
     path = save_checkpoint(tmp_path / "toy.pt", model, dataset_fingerprint="toy", camera=camera, step=trainer.step)
@@ -112,17 +81,17 @@ def test_registry_lookup_and_errors(toy_kind: ModelFamily) -> None:
     with pytest.raises(ConfigError, match=r"unknown model kind 'no-such-kind'; known kinds: .*pose2rgbd.*toy-render"):
         get_family("no-such-kind")
     with pytest.raises(ConfigError, match="already registered"):
-        register_family(ModelFamily(kind="toy-render", config_cls=ToyConfig, build=ToyRenderer))
+        register_family(ModelFamily(kind="toy-render", config_cls=ToyRendererConfig, build=ToyRenderer))
     with pytest.raises(ConfigError, match="already registered"):  # a built-in kind cannot be shadowed silently
-        register_family(ModelFamily(kind="pose2rgbd", config_cls=ToyConfig, build=ToyRenderer))
+        register_family(ModelFamily(kind="pose2rgbd", config_cls=ToyRendererConfig, build=ToyRenderer))
     with pytest.raises(ConfigError, match="unknown pose2rgbd preset 'huge'"):
         fam.make_config("huge")
     with pytest.raises(ConfigError, match="has no field"):
         fam.make_config("base", colour=3)
     with pytest.raises(ConfigError, match="data 'video'"):
-        ModelFamily(kind="x", config_cls=ToyConfig, build=ToyRenderer, data="video")
+        ModelFamily(kind="x", config_cls=ToyRendererConfig, build=ToyRenderer, data="video")
     with pytest.raises(ConfigError, match="engine 'fly'"):
-        ModelFamily(kind="x", config_cls=ToyConfig, build=ToyRenderer, engine="fly")
+        ModelFamily(kind="x", config_cls=ToyRendererConfig, build=ToyRenderer, engine="fly")
 
 
 def test_driver_refuses_data_the_dataset_cannot_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,15 +100,17 @@ def test_driver_refuses_data_the_dataset_cannot_give(tmp_path: Path, monkeypatch
     from pose2rgbd.experiments.toy import make_toy_dataset
     from pose2rgbd.training import train
 
-    seq = ModelFamily(kind="toy-seq", config_cls=ToyConfig, build=ToyRenderer, data="sequences", train=lambda: print)
+    seq = ModelFamily(
+        kind="toy-seq", config_cls=ToyRendererConfig, build=ToyRenderer, data="sequences", train=lambda: print
+    )
     register_family(seq)
     try:
         ds = Dataset(make_toy_dataset(tmp_path / "ds", n_survey=6, n_route=3, size=16))
         assert {"pose_to_image", "image_to_pose", "sequences"} <= ds.capabilities()
         monkeypatch.setattr(Dataset, "capabilities", lambda self: {"pose_to_image", "image_to_pose"})
         with pytest.raises(ConfigError, match="'toy-seq' trains on sequences data, this dataset gives image_to_pose"):
-            train("toy-seq", ds, tmp_path / "out", ToyConfig())
-        with pytest.raises(ConfigError, match="takes a ToyConfig"):
+            train("toy-seq", ds, tmp_path / "out", ToyRendererConfig())
+        with pytest.raises(ConfigError, match="takes a ToyRendererConfig"):
             train("toy-seq", ds, tmp_path / "out", object())
     finally:
         unregister_family("toy-seq")

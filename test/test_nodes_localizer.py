@@ -400,3 +400,48 @@ def test_refine_publishes_a_render_and_compare_pose(ckpt: Path, tmp_path: Path) 
         assert np.allclose(a.pose.covariance, b.pose.covariance)
         # the refined pose moved away from the localizer's (gradient steps on the photometric error)
         assert not np.allclose(M.pose_to_matrix(a.pose.pose), M.pose_to_matrix(b.pose.pose), atol=1e-6)
+
+
+def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> None:
+    """The localize node with a place map: each image goes to the localizer with the freshest odometry position
+    (odometry first) or GPS position (in the map's ENU frame, searched within 3 sigma of the fix) within
+    prior_max_age_s of its stamp; odometry in another frame and stale priors are not used."""
+    from pose2rgbd.geometry.geodesy import Datum
+    from pose2rgbd.inference.structure import Fix
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    datum = Datum(48.0, 11.0, 500.0)
+
+    class MapLocalizer:  # the structure localizer's interface, recording the priors it is given
+        world_frame = "map"
+        map = type("PlaceMapStub", (), {"datum": datum})()
+        calibration_source = "map"
+
+        def __init__(self) -> None:
+            self.priors: list[Any] = []
+
+        def localize_one(self, rgb: np.ndarray, prior: Any) -> Fix:
+            self.priors.append(prior)
+            return Fix(True, "", np.eye(4), np.eye(6) * 0.01, 0.9, inliers=50, correspondences=80,
+                       prior=prior.source if prior else "")  # fmt: skip
+
+    f = TypestoreFactory(get_typestore("humble"))
+    eng = MapLocalizer()
+    node = LocalizerNode(LocalizerConfig(map="m", prior_max_age_s=1.0), eng, f)
+    s = 10**9
+    img = _images(1)[0]
+    node.on_gps(M.navsatfix(f, 10 * s, "gps", 48.0001, 11.0, 500.0, covariance=[400.0, 400.0, 4.0]), 10 * s)
+    out = node.on_image(M.image(f, 10 * s + s // 2, "cam", img, "rgb8"), 11 * s)
+    assert eng.priors[-1].source == "gps" and eng.priors[-1].radius_m == pytest.approx(60.0)  # 3 x 20 m sigma
+    assert np.allclose(eng.priors[-1].position, datum.to_enu(48.0001, 11.0, 500.0).reshape(3))
+    assert [t for t, _ in out][:2] == ["pose", "out_of_distribution"]
+    T = T_from_tq([1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0])
+    node.on_odometry(M.odometry(f, 10 * s, "odom", "base", T), 10 * s)  # not the world frame: unused
+    node.on_image(M.image(f, 10 * s + s // 2, "cam", img, "rgb8"), 11 * s)
+    assert eng.priors[-1].source == "gps"
+    node.on_odometry(M.odometry(f, 10 * s, "map", "base", T), 10 * s)
+    node.on_image(M.image(f, 10 * s + s // 2, "cam", img, "rgb8"), 11 * s)
+    assert eng.priors[-1].source == "odometry" and np.allclose(eng.priors[-1].position, [1.0, 2.0, 3.0])
+    node.on_image(M.image(f, 12 * s, "cam", img, "rgb8"), 12 * s)  # both 2 s old
+    assert eng.priors[-1] is None
+    assert node.counters["fixes"] == 4 and node.counters["frames"] == 4

@@ -105,3 +105,89 @@ def test_coverage_reports_the_nearest_training_pose_in_metres_and_degrees() -> N
                                  [np.zeros((1, 3)), np.ones((1, 1))]])  # fmt: skip
     far = ps.coverage(turned)
     assert far.angle_deg[0] == pytest.approx(90.0, abs=1e-6) and far.position_m[0] == pytest.approx(0.0)
+
+
+class _KeyframesOfTwoCameras:
+    """Keyframes whose intrinsics differ per keyframe (the :class:`~pose2rgbd.map.keyframes.Keyframes` protocol)."""
+
+    def __init__(self, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, PinholeCamera]]) -> None:
+        self._frames = frames
+        self.T_world_cam = np.stack([f[2] for f in frames])
+        self.poses = PoseSet(self.T_world_cam, rot_weight_m=20.0)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def camera(self, i: int) -> PinholeCamera:
+        return self._frames[i][3]
+
+    def rgb(self, i: int) -> np.ndarray:
+        return self._frames[i][0]
+
+    def depth(self, i: int) -> np.ndarray:
+        return self._frames[i][1].astype(np.float32)
+
+
+def test_reprojection_of_keyframes_is_that_of_the_nearest_frames(plane) -> None:
+    """The baseline over :class:`Keyframes`: the keyframes' own index picks the sources, nearest first, and the view
+    is the arrays' reprojection of those frames (the same pixels, the same holes, the same fill)."""
+    from pose2rgbd.evaluation.reprojection import reproject_keyframes, reprojection_answers
+    from pose2rgbd.map.keyframes import ArrayKeyframes
+
+    ck, cam = plane
+    T = np.stack([look_down_pose(x, 0.3 * x, 24.0 - 0.2 * x, yaw=0.05 * x) for x in range(8)])
+    rgbs, ds = (np.stack(a) for a in zip(*(_render(ck, t) for t in T)))
+    kf = ArrayKeyframes(rgbs, ds.astype(np.float32), T, cam, rows=np.array([0, 2, 3, 5, 7]), rot_weight_m=20.0)
+    query = look_down_pose(4.6, 1.5, 23.0, yaw=0.25)
+    rows = kf.rows[kf.poses.nearest(query, 2)[0]]
+    assert rows.tolist() == [5, 3]  # frame 4 is nearer, but not a keyframe
+    r = reproject_keyframes(kf, query, cam, 2, fill="nearest")
+    ref = reproject_nearest(rgbs[rows], ds[rows].astype(np.float32), T[rows], cam, query, fill="nearest")
+    np.testing.assert_array_equal(r.valid, ref.valid)
+    np.testing.assert_array_equal(r.rgb, ref.rgb)
+    np.testing.assert_array_equal(r.depth, ref.depth)
+    rgb_b, depth_b, holes = reprojection_answers(kf, query[None], cam, 2, (0.0, 1000.0))
+    np.testing.assert_array_equal(rgb_b[0], ref.rgb)
+    np.testing.assert_array_equal(depth_b[0], ref.depth)  # no depth beyond the range here: clipping keeps it
+    assert holes == [pytest.approx(ref.hole_fraction)]
+
+
+def test_keyframes_of_another_camera_are_lifted_with_their_own_intrinsics() -> None:
+    """A keyframe taken with a narrower lens than the query's: lifted with its own intrinsics, its pixels land
+    where the query camera sees the same ground (lifted with the query's, they would not)."""
+    from pose2rgbd.evaluation.reprojection import reproject_keyframes
+
+    wide = make_ground_plane_checkpoint(SIZE, hfov_deg=90.0)
+    narrow = make_ground_plane_checkpoint(SIZE, hfov_deg=50.0)
+    key = look_down_pose(0.0, 0.0, 20.0)
+    query = look_down_pose(1.0, 0.5, 21.0)
+    rgb_k, d_k = _render(narrow, key)
+    _, d_q = _render(wide, query)
+    kf = _KeyframesOfTwoCameras([(rgb_k, d_k, key, narrow.camera)])
+    r = reproject_keyframes(kf, query, wide.camera, 1)
+    assert 0.1 < r.valid.mean() < 0.6  # the narrow view covers the middle of the wide one
+    rel = np.abs(r.depth[r.valid] - d_q[r.valid]) / d_q[r.valid]
+    assert np.median(rel) < 0.01
+    wrong = reproject_keyframes(_KeyframesOfTwoCameras([(rgb_k, d_k, key, wide.camera)]), query, wide.camera, 1)
+    assert wrong.valid.mean() > 0.8  # a wrong camera spreads the keyframe over the whole view
+
+
+def test_coverage_is_the_distance_to_the_keyframes_a_model_warps() -> None:
+    """Serving's coverage: to the keyframes a model warps (their own index) when it warps some, else to the
+    training cameras the checkpoint carries, else none."""
+    from types import SimpleNamespace
+
+    from pose2rgbd.inference.poses import coverage_poses
+    from pose2rgbd.map.keyframes import ArrayKeyframes
+
+    T = np.stack([look_down_pose(x, 0.0, 20.0) for x in range(3)])
+    kf = ArrayKeyframes(np.zeros((3, 4, 4, 3), np.uint8), np.ones((3, 4, 4), np.float32), T,
+                        PinholeCamera.from_fov(4, 4, 60.0), rot_weight_m=5.0)  # fmt: skip
+    tq = np.array([[0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 1.0]])
+    extra = {"training_poses": tq, "coverage_rot_weight_m": 7.0}
+    warping = SimpleNamespace(model=SimpleNamespace(keyframes=kf), extra=extra, where="x")
+    assert coverage_poses(warping) is kf.poses  # type: ignore[arg-type]
+    for model in (SimpleNamespace(keyframes=None), SimpleNamespace()):
+        ps = coverage_poses(SimpleNamespace(model=model, extra=extra, where="x"))  # type: ignore[arg-type]
+        assert ps is not None and len(ps) == 1 and ps.rot_weight_m == 7.0
+    assert coverage_poses(SimpleNamespace(model=SimpleNamespace(), extra={}, where="x")) is None  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pose2rgbd.errors import SyncError
-from pose2rgbd.sync import OnlineSync, SyncConfig, correlate_signals, speed_from_positions
+from pose2rgbd.sync import SyncConfig, correlate_signals, speed_from_positions
 
 
 def _speed_profile(t: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -76,28 +76,6 @@ def test_bad_stamps_raise_clear_errors(bad) -> None:
     assert ("increasing" in str(e.value)) if name == "non-monotonic" else ("usable samples" in str(e.value))
 
 
-def test_online_matches_batch() -> None:
-    rng = np.random.default_rng(4)
-    tf = np.arange(0, 40, 1 / 30)
-    flow = _speed_profile(tf, 5) + 0.2 * rng.standard_normal(tf.size)
-    tg = np.arange(0, 40, 0.1)
-    speed = _speed_profile(tg - 0.7, 5)
-    cfg = SyncConfig(n_surrogates=0)
-    on = OnlineSync(cfg)
-    with pytest.raises(SyncError):
-        on.estimate()
-    gi = 0
-    for t, v in zip(tf, flow):
-        on.add_flow(t, v)
-        while gi < tg.size and tg[gi] <= t:
-            on.add_speed(tg[gi], speed[gi])
-            gi += 1
-    a = on.estimate()
-    b = correlate_signals(tf, flow, tg[:gi], speed[:gi], cfg)
-    assert a.estimate_s == pytest.approx(b.estimate_s)
-    assert abs(a.estimate_s - 0.7) < 1 / 30
-
-
 def test_speed_from_noisy_positions() -> None:
     rng = np.random.default_rng(5)
     t = np.arange(0, 60, 0.1)
@@ -143,19 +121,3 @@ def test_everything_masked_is_weak_and_says_why() -> None:
     assert "masked" in r.reasons[0] and "max_rotation_dps" in r.reasons[0]
     with pytest.raises(SyncError, match="validity flags"):
         correlate_signals(tf, flow, tg, speed, ref_valid=np.ones(3, bool))
-
-
-def test_online_leaves_out_turning_samples() -> None:
-    tf, flow, tg, speed, turning = _turn_corrupted()
-    cfg = SyncConfig(n_surrogates=0, max_rotation_dps=10.0)
-    on = OnlineSync(cfg)
-    gi = 0
-    for t, v, turn in zip(tf, flow, turning):
-        on.add_flow(t, v, rotation_dps=30.0 if turn else 1.0)
-        while gi < tg.size and tg[gi] <= t:
-            on.add_speed(tg[gi], speed[gi])
-            gi += 1
-    a = on.estimate()
-    b = correlate_signals(tf, flow, tg[:gi], speed[:gi], cfg, ref_valid=~turning)
-    assert a.estimate_s == pytest.approx(b.estimate_s)
-    assert abs(a.estimate_s - 0.7) < 1 / 30

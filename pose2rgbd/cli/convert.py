@@ -117,9 +117,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--video-start-utc", help="GPX only: UTC time of the first frame (ISO 8601); default: first point")
     v.add_argument("--attitude", type=Path, help="attitude log time_s,roll,pitch,yaw (or the karma ATTITUDE csv)")
     v.add_argument("--attitude-degrees", action="store_true", help="attitude angles are in degrees")
-    v.add_argument("--depth", choices=("none", "selfsup"), default="none",
+    v.add_argument("--depth", choices=("none", "selfsup", "mvs", "selfsup+mvs"), default="none",
                    help="selfsup: train self-supervised depth on the flight and write it scaled to metres from the GPS "
-                   "(Algorithm 2; `pose2rgbd depth train|export` for the steps one by one)")  # fmt: skip
+                   "(Algorithm 2: frames, metric poses, training, export; a stopped run continues from its finished "
+                   "stages when run again; `pose2rgbd depth train|export` for the steps one by one); mvs: "
+                   "multi-view stereo from the metric SfM poses instead (no training; NaN where no neighbour "
+                   "confirms a depth: sky, far field); selfsup+mvs: stereo where verified, the network scaled to it "
+                   "elsewhere")  # fmt: skip
     v.add_argument("--depth-poses", choices=("metric", "posenet"), default="metric",
                    help="--depth selfsup with GPS: metric (default): structure from motion aligned to the GPS by a "
                    "robust Sim(3) gives the poses, the depth is trained against them (metric by construction), the "
@@ -189,7 +193,7 @@ def _bag(args: argparse.Namespace) -> int:
 
 
 def _video(args: argparse.Namespace) -> int:
-    if args.depth == "selfsup":
+    if args.depth != "none":
         from pose2rgbd.cli.depth import print_export
         from pose2rgbd.convert.gopro import has_gpmf
         from pose2rgbd.convert.video_depth import convert_video_with_depth
@@ -201,7 +205,7 @@ def _video(args: argparse.Namespace) -> int:
         res = convert_video_with_depth(
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
             trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), depth_poses=args.depth_poses,
-            overwrite=args.overwrite,
+            depth=args.depth, overwrite=args.overwrite,
             progress=not args.no_progress, gps_format=args.gps_format,
             attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
         )  # fmt: skip

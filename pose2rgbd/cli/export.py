@@ -1,4 +1,5 @@
-"""``pose2rgbd export``: a checkpoint -> an ONNX file that ONNX Runtime / TensorRT run (see docs/serving.md)."""
+"""``pose2rgbd export``: a checkpoint -> an ONNX file that ONNX Runtime / TensorRT run (see docs/serving.md), or
+(``--bundle``) a hybrid checkpoint with the keyframes of its place map inside (docs/place-map.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt) from `pose2rgbd train`")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
-    p.add_argument("--out", type=Path, required=True, help="output file (.onnx)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx; with --bundle a .pt)")
+    p.add_argument(
+        "--bundle",
+        action="store_true",
+        help="instead of ONNX: one self-contained checkpoint (.pt) of a hybrid model, its weights and the keyframes "
+        "of the place map it names inside (at the model's size, as it warps them): it renders what the checkpoint "
+        "renders with its map, and needs no map beside it",
+    )
     p.add_argument(
         "--exporter",
         choices=["dynamo", "torchscript"],
@@ -46,6 +54,8 @@ def _export(args: argparse.Namespace) -> int:
     from pose2rgbd.output_guard import OutputKind, check_output, refuse_existing
 
     out: Path = args.out
+    if args.bundle:
+        return _bundle(args)
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {out}: an ONNX file must end in .onnx (the engine picks its backend by it)")
     check_output(out, OutputKind("ONNX model", False, suffixes=(".onnx",)), inputs=[args.checkpoint],
@@ -59,4 +69,37 @@ def _export(args: argparse.Namespace) -> int:
     print(f"  checked with ONNX Runtime at batch {' and '.join(map(str, rep.batches_checked))}: max abs error {errs}"
           f" (tolerance {rep.tolerance:g})")  # fmt: skip
     print(f"  serve it: engine.checkpoint {rep.path} (engine.backend auto picks onnxruntime)")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.methods.hybrid import HybridNet
+    from pose2rgbd.methods.hybrid.stored import bundle_keyframes
+    from pose2rgbd.models.checkpoint import load_checkpoint, save_checkpoint
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
+
+    out: Path = args.out
+    if out.suffix.lower() != ".pt":
+        raise OutputError(f"--out {out}: a bundle is a checkpoint file, ending in .pt")
+    check_output(out, OutputKind("checkpoint", False, suffixes=(".pt",)), inputs=[args.checkpoint],
+                 overwrite=args.overwrite)  # fmt: skip
+    refuse_existing(out, overwrite=args.overwrite)
+    loaded = load_checkpoint(args.checkpoint, map_location="cpu")  # opens the map it names, checked
+    model = loaded.model
+    if not isinstance(model, HybridNet) or model.keyframes is None:
+        raise CheckpointError(
+            f"{args.checkpoint}: a {loaded.kind!r} checkpoint without keyframes; --bundle packs a hybrid model's "
+            "keyframes into its checkpoint (other checkpoints are one file already)"
+        )
+    n = model.n_keyframes
+    bundle_keyframes(model)
+    save_checkpoint(out, model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
+                    depth_kind=loaded.depth_kind, world_frame=loaded.world_frame, train_config=loaded.train_config,
+                    step=loaded.step, epoch=loaded.epoch, extra={k: v for k, v in loaded.extra.items()
+                                                               if k != "place_map"})  # fmt: skip
+    print(
+        f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
+        f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)"
+    )
     return 0

@@ -107,12 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.set_defaults(func=_merge)
     k = msub.add_parser(
         "link",
-        help="a hybrid checkpoint that reads its keyframes from a map instead of carrying them",
-        description="Write a copy of a hybrid checkpoint without its embedded keyframe store, naming the place map "
-        "of its training dataset instead (path relative to the new checkpoint, and the dataset fingerprint, checked "
-        "at load). A render node serving it keeps only the keyframes near the poses it renders in memory. The "
-        "original checkpoint (one file with its keyframes) is not changed. Optimizer state is not copied: the "
-        "result serves, it does not resume training.",
+        help="a copy of a hybrid checkpoint that reads its keyframes from another map of its training dataset",
+        description="Write a copy of a hybrid checkpoint that names the given place map of its training dataset "
+        "(path relative to the new checkpoint, the dataset fingerprint and the map's keyframes digest, checked at "
+        "load) instead of the keyframes it had: the map it was trained with, or keyframes it carries (a bundle, or "
+        "a checkpoint of an older version). A render node serving it keeps only the keyframes near the poses it "
+        "renders in memory. The original checkpoint is not changed. Optimizer state is not copied: the result "
+        "serves, it does not resume training.",
         allow_abbrev=False,
     )
     k.add_argument("--checkpoint", type=Path, required=True, help="a hybrid checkpoint (.pt)")
@@ -187,10 +188,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _link(args: argparse.Namespace) -> int:
-    import os
-
     from pose2rgbd.errors import CheckpointError
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.methods.hybrid import HybridNet
     from pose2rgbd.models import load_checkpoint, save_checkpoint
     from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
@@ -199,22 +198,18 @@ def _link(args: argparse.Namespace) -> int:
     check_output(args.out, OutputKind("checkpoint", False, suffixes=(".pt",)), inputs=[args.checkpoint, args.map],
                  overwrite=args.overwrite)  # fmt: skip
     refuse_existing(args.out, overwrite=args.overwrite)
-    loaded = load_checkpoint(args.checkpoint, map_location="cpu")
+    # the one mechanism: loaded with the map instead of its keyframes (dataset checked; a model that reads no
+    # keyframes refuses a map), saved naming the map
+    loaded = load_checkpoint(args.checkpoint, map_location="cpu", place_map=args.map)
     model = loaded.model
-    attach: Any = getattr(model, "attach_map", None)
-    if not callable(attach):
+    if not isinstance(model, HybridNet) or model.keyframes is None:
         raise CheckpointError(f"{args.checkpoint}: a {loaded.kind!r} model reads no keyframes; nothing to link")
-    pm = PlaceMap(args.map)
-    pm.check_dataset(loaded.dataset_fingerprint, str(args.checkpoint))
-    attach(pm)  # checks the camera; drops the embedded store
-    model.__dict__.pop("_map_keyframes", None)  # the reference, not the map, goes into the file
-    rel = os.path.relpath(args.map.resolve(), args.out.resolve().parent)
-    extra = {**loaded.extra, "place_map": {"path": rel, "fingerprint": pm.fingerprint, "keyframes": len(pm)}}
     save_checkpoint(args.out, model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
                     depth_kind=loaded.depth_kind, world_frame=loaded.world_frame, train_config=loaded.train_config,
-                    step=loaded.step, epoch=loaded.epoch, extra=extra)  # fmt: skip
+                    step=loaded.step, epoch=loaded.epoch, extra=loaded.extra)  # fmt: skip
+    rel = model.checkpoint_extra(args.out)["place_map"]["path"]
     mb_in, mb_out = args.checkpoint.stat().st_size / 1e6, args.out.stat().st_size / 1e6
-    print(f"{args.out}: {loaded.kind} checkpoint reading its {len(pm)} keyframes from {args.map} "
+    print(f"{args.out}: {loaded.kind} checkpoint reading its {model.n_keyframes} keyframes from {args.map} "
           f"(path {rel} relative to the checkpoint); {mb_out:.1f} MB instead of {mb_in:.1f} MB")  # fmt: skip
     return 0
 

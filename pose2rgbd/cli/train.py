@@ -24,6 +24,7 @@ ALIASES = (
     Alias("--outputs", "model.outputs"),
     Alias("--encoding", "model.encoding"),
     Alias("--size", "model.size"),
+    Alias("--map", "model.map"),
     Alias("--epochs", "train.epochs"),
     Alias("--batch-size", "train.batch_size"),
     Alias("--lr", "train.lr"),

@@ -2,10 +2,10 @@
 
 One pipeline, :func:`pose2rgbd.convert.pipeline.convert` (plan -> write -> report; the output check, atomic
 writing and ``report/`` for every input), fed by one source per kind of input (:mod:`.sources`), listed in
-:data:`SOURCES`; the stages a source plans with are in :mod:`.stages` (Algorithm 1: the time offset and the frame
-poses; Algorithm 2: self-supervised depth scaled to metres). Readers of GPS / attitude logs (:mod:`.logs`), GoPro
-telemetry (:mod:`.gopro`) and posed-image formats (:mod:`.posed_images`) serve the sources; :mod:`.gps_odom` aligns
-GPS to wheel odometry in a camera-less bag (a report, no dataset).
+:data:`SOURCES`; the stages are in :mod:`.stages` (Algorithm 1: the time offset and the frame poses; Algorithm 2:
+frames -> metric poses -> depth training -> depth export, chained by :mod:`.video_depth`). Readers of GPS / attitude
+logs (:mod:`.gps_logs`), GoPro telemetry (:mod:`.gopro`) and posed-image formats (:mod:`.posed_images`) serve the
+sources; :mod:`.gps_odom` aligns GPS to wheel odometry in a camera-less bag (a report, no dataset).
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def _video() -> SourceClass:
     return VideoSource
 
 
+def _video_frames() -> SourceClass:
+    from pose2rgbd.convert.sources.video import VideoFramesSource
+
+    return VideoFramesSource
+
+
 def _images() -> SourceClass:
     from pose2rgbd.convert.sources.images import PosedImagesSource
 
@@ -54,6 +60,7 @@ def _selfsup_depth() -> SourceClass:
 SOURCES: dict[str, Callable[[], SourceClass]] = {
     "bag": _bag,
     "video": _video,
+    "video-frames": _video_frames,
     "images": _images,
     "selfsup-depth": _selfsup_depth,
 }

@@ -369,7 +369,11 @@ def gate_fixes(track: GpsTrack, *, max_speed_mps: float, tolerance_m: float = 10
 
 
 def clean_fixes(
-    track: GpsTrack, to_enu, *, max_speed_mps: float, tolerance_m: float = 10.0
+    track: GpsTrack,
+    to_enu: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    *,
+    max_speed_mps: float,
+    tolerance_m: float = 10.0,
 ) -> tuple[GpsTrack, np.ndarray]:
     """:func:`gate_fixes`, and the kept fixes' ENU points from ``to_enu(lat, lon, alt) -> (N, 3)``."""
     out = gate_fixes(track, max_speed_mps=max_speed_mps, tolerance_m=tolerance_m)

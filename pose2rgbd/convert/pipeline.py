@@ -2,8 +2,9 @@
 
 1. **plan**: the source reads its input (pass 1) and runs its stages -- for a rosbag or a video, the time offset of
    Algorithm 1 and the frame poses (:mod:`pose2rgbd.convert.stages.time_offset`); for posed images, the pose check;
-   for a flight's depth, Algorithm 2 (:mod:`pose2rgbd.convert.video_depth`) -- into a :class:`DatasetPlan`: the
-   manifest, the kept frames' stamps and poses, the report's summary;
+   for a flight's depth, the last stage of Algorithm 2 (:mod:`pose2rgbd.convert.stages.depth_export`: a trained
+   model's depth scaled to metres) -- into a :class:`DatasetPlan`: the manifest, the kept frames' stamps and poses,
+   the report's summary;
 2. **write**: the source yields the kept frames (pass 2); the pipeline drops repeated frames
    (:mod:`pose2rgbd.dataset.repeats`), resizes to the manifest's camera and writes them through an atomic
    :class:`~pose2rgbd.dataset.DatasetWriter`, decoding ahead of writing on a thread;
@@ -11,8 +12,10 @@
    ``report/summary.json``; the dataset appears at ``out`` only now, whole.
 
 The output check (never an input, ``--overwrite`` only of an earlier dataset) runs once, when the writer opens,
-before the long first pass. A new kind of input is one module in :mod:`pose2rgbd.convert.sources` with a class
-that keeps this contract, plus one line in ``SOURCES`` there.
+before the long first pass. Every dataset a conversion makes is written here, also those of Algorithm 2's stages
+(:mod:`pose2rgbd.convert.stages.depth_chain`: the frames, then the frames with depth). A new kind of input is one
+module in :mod:`pose2rgbd.convert.sources` with a class that keeps this contract, plus one line in ``SOURCES``
+there.
 """
 
 from __future__ import annotations

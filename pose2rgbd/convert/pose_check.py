@@ -287,7 +287,8 @@ def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.n
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
     d = dj[v[inside], u[inside]].astype(np.float64)
     ok = np.isfinite(d) & (d > 0)
-    return np.abs(z[inside][ok] - d[ok]) / d[ok]
+    rel: np.ndarray = np.abs(z[inside][ok] - d[ok]) / d[ok]
+    return rel
 
 
 DEPTH_SCALES = (0.1, 0.2, 0.5, 2.0, 5.0, 10.0)

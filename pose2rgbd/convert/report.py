@@ -24,7 +24,8 @@ def _z(x: np.ndarray, robust: bool = False) -> np.ndarray:
     if robust:
         ref = ref[_robust_mask(ref, 6.0)]
     lo, hi = np.percentile(ref, [2, 98])
-    return (x - lo) / max(hi - lo, 1e-12)
+    out: np.ndarray = (x - lo) / max(hi - lo, 1e-12)
+    return out
 
 
 def plot_sync(

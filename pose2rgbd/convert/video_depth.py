@@ -1,77 +1,45 @@
-"""Video + GPS log -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``): the
-pipeline with Algorithm 1 (:class:`pose2rgbd.convert.sources.video.VideoSource`) into a work folder, metric poses
-(structure from motion aligned to GPS; :mod:`pose2rgbd.methods.selfsup_depth.metric`), self-supervised depth
-trained against them on that flight, then the pipeline again with Algorithm 2
-(:mod:`pose2rgbd.convert.stages.depth_export`) into the output, written atomically. The
-work folder (frames-only dataset, training run) is deleted at the end, also on error or Ctrl-C, except when the
-export fails after training (e.g. COLMAP registered too few frames): then it is kept and the error names the
-command that exports from it."""
+"""Video (+ GPS log) -> dataset with metric depth in one call (``pose2rgbd convert video ... --depth selfsup``):
+Algorithm 2's stages (:mod:`pose2rgbd.convert.stages.depth_chain`) in a row,
+
+    frames (the pipeline; Algorithm 1 with a GPS log) -> metric poses (structure from motion aligned to GPS; with
+    a GPS log and ``depth_poses="metric"``) -> depth training -> depth export (the pipeline, into ``out``),
+
+or, with ``--depth mvs``, frames -> metric poses -> multi-view stereo depth (no training:
+:class:`pose2rgbd.convert.mvs_depth.MvsStage`), and with ``--depth selfsup+mvs`` the network's export combined
+with stereo by the same stage;
+the first three in a work folder beside the output (``.<out>.selfsup-work``), each cached by what it was made from
+(:mod:`pose2rgbd.convert.stages.work`). The output is checked once, before the first stage. The work folder is
+deleted when the dataset is written. When a stage fails or the run is stopped after a stage finished, it is kept
+and the error says so: the same command run again continues from the finished stages (and from the last
+checkpoint of a stopped training); when the export fails (e.g. COLMAP registered too few frames), the error also
+names the ``pose2rgbd depth export`` command that exports from it."""
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pose2rgbd.config import to_dict
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.sources.video import convert_video
-from pose2rgbd.convert.stages.depth_export import ExportResult, export_depth
+from pose2rgbd.convert.mvs_depth import DEPTH_CHOICES, MvsStage
+from pose2rgbd.convert.pipeline import Source
+from pose2rgbd.convert.sources.video import VideoFramesSource, VideoSource
+from pose2rgbd.convert.stages.depth_chain import ExportStage, FramesStage, MetricPosesStage, TrainStage
+from pose2rgbd.convert.stages.depth_export import ExportResult
 from pose2rgbd.convert.stages.scale import ScaleConfig
-from pose2rgbd.dataset import Dataset
+from pose2rgbd.convert.stages.work import Product, finished_stages, run_stage
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
+from pose2rgbd.geometry.mvs import MvsConfig
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
-from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig, compute_metric_poses
+from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 from pose2rgbd.output_guard import DATASET, check_output
 from pose2rgbd.training.config import TrainConfig
-from pose2rgbd.training.train import train
 
 log = logging.getLogger(__name__)
 DEPTH_POSES = ("metric", "posenet")
-
-
-def video_frames_dataset(
-    video: str | Path,
-    out: str | Path,
-    *,
-    hfov_deg: float = 80.0,
-    size_wh: tuple[int, int] | None = None,
-    progress: bool = True,
-) -> Path:
-    """Every frame of ``video`` as a dataset without GPS: pinhole camera of ``hfov_deg`` (no calibration for a
-    video), placeholder identity poses (``extra.poses.kind: placeholder``), no depth. The input of the
-    video-only path: train depth on it, then export with ``poses="video"``."""
-    import cv2
-    import numpy as np
-
-    from pose2rgbd.convert.sources.video import read_video_frames
-    from pose2rgbd.dataset import DatasetWriter, Manifest
-    from pose2rgbd.errors import SyncError
-    from pose2rgbd.geometry.camera import PinholeCamera
-
-    it = read_video_frames(video)
-    first = next(it, None)
-    if first is None:
-        raise SyncError(f"{video}: no frame could be decoded (empty or corrupt video)")
-    h, w = first[2].shape[:2]
-    W, H = size_wh or (w, h)
-    man = Manifest(name=Path(video).stem, camera=PinholeCamera.from_fov(W, H, hfov_deg), depth_kind="none",
-                   sources=[{"id": 0, "kind": "video", "name": Path(video).name}],
-                   extra={"poses": {"kind": "placeholder", "note": "video without GPS: identity poses"}})  # fmt: skip
-    from itertools import chain
-
-    from pose2rgbd.progress import bar
-
-    with DatasetWriter(out, man, inputs=[video]) as wr:
-        for _, t, bgr in bar(chain([first], it), desc="frames", unit="frame", progress=progress):
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if (w, h) != (W, H):
-                rgb = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA)
-            wr.add_frame(round(t * 1e9), np.eye(4), rgb)
-    return Path(out)
 
 
 def convert_video_with_depth(
@@ -87,6 +55,8 @@ def convert_video_with_depth(
     trajectory_cfg: TrajectoryConfig | None = None,
     depth_poses: str = "metric",
     metric_cfg: MetricPosesConfig | None = None,
+    depth: str = "selfsup",
+    mvs_cfg: MvsConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
@@ -99,54 +69,104 @@ def convert_video_with_depth(
     them. ``depth_poses="posenet"``: the earlier path (the pose network for view synthesis, the GPS poses
     written, the scale fitted from GPS afterwards). Without a GPS log (``gps_log=None``): the video-only path,
     unscaled depth and pseudo-absolute poses from the video (``trajectory_cfg``: which back end makes them,
-    default COLMAP structure from motion)."""
+    default COLMAP structure from motion). ``depth``: ``selfsup`` (the network's depth), ``mvs`` (multi-view
+    stereo from the metric poses instead: no training, the stage :class:`~pose2rgbd.convert.mvs_depth.MvsStage`
+    after the metric poses; ``mvs_cfg`` its settings) or ``selfsup+mvs`` (the network exported into the work
+    folder, then stereo where verified and the network elsewhere); both need GPS and metric poses."""
     if depth_poses not in DEPTH_POSES:
         raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
+    if depth not in DEPTH_CHOICES:
+        raise ConfigError(f"depth {depth!r} is not one of {list(DEPTH_CHOICES)}")
+    if depth != "selfsup" and (gps_log is None or depth_poses != "metric"):
+        raise ConfigError(f"--depth {depth} needs GPS and metric poses (--depth-poses metric): multi-view stereo "
+                          "takes its scale from structure from motion aligned to the GPS")  # fmt: skip
     out = Path(out)
-    inputs = [video, gps_log, convert_kw.get("attitude")]
+    inputs = tuple(p for p in (video, gps_log, convert_kw.get("attitude")) if p is not None)
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
-    work = out.parent / f".{out.name}.selfsup-work-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    keep = False
+    c = cfg or ConvertConfig()
+    settings: dict[str, Any] = {"config": to_dict(c)}
+    source: Source
+    if gps_log is None:
+        source = VideoFramesSource(video, c)
+    else:
+        source = VideoSource(video, gps_log, c, **convert_kw)
+        settings["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in sorted(convert_kw.items())}
+    work = work_folder(out)
+    stage = "frames"
     try:
-        if gps_log is None:
-            c = cfg or ConvertConfig()
-            frames_ds = video_frames_dataset(video, work / "frames", hfov_deg=c.hfov_deg, size_wh=c.size_wh(),
-                                             progress=progress)  # fmt: skip
-        else:
-            frames_ds = convert_video(video, gps_log, work / "frames", cfg, progress=progress, **convert_kw)
-        mc = model_cfg or SelfSupDepthConfig()
-        mp = None
+        frames = run_stage(FramesStage(source, c.output, settings), work, progress=progress)
+        metric = None
         if gps_log is not None and depth_poses == "metric":
+            stage = "metric poses"
             tcfg = trajectory_cfg if trajectory_cfg is not None and trajectory_cfg.backend == "colmap" else None
-            mp = compute_metric_poses(Dataset(frames_ds), tcfg, metric_cfg, progress=progress)
-            path = mp.save(work / "metric_poses.npz")
-            mc = replace(mc, pose_source="metric", metric_poses=str(path))
+            metric = run_stage(MetricPosesStage(frames, tcfg, metric_cfg), work, progress=progress)
+        if depth == "mvs":  # no network: stereo from the metric poses alone, into the output
+            assert metric is not None
+            stage = "export"
+            mvs = MvsStage(frames, metric, cfg=mvs_cfg, overwrite=overwrite, inputs=inputs)
+            mvs.run(out, progress=progress)
+            shutil.rmtree(work, ignore_errors=True)
+            assert mvs.result is not None
+            return mvs.result
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
                                       tensorboard=False)  # fmt: skip
-        res = train("selfsup-depth", frames_ds, work / "run", mc, tc)
-        log.info("depth trained: %d steps in %.1f min", res.steps, res.elapsed_s / 60)
-        try:
-            pose_mode = "video" if gps_log is None else "metric" if mp is not None else "dataset"
-            return export_depth(frames_ds, res.last, out, gps="off" if gps_log is None else "on",
-                                poses=pose_mode, scale_cfg=scale_cfg, metric=mp,
-                                trajectory_cfg=trajectory_cfg, overwrite=overwrite,
-                                progress=progress, inputs=tuple(p for p in inputs if p is not None))  # fmt: skip
-        except Pose2RGBDError as e:  # e.g. COLMAP registered too few frames: keep the trained model
-            keep = True
-            poses = (" --poses video --trajectory-backend compose" if gps_log is None
-                     else " --poses metric" if mp is not None else "")  # fmt: skip
-            msg = (
-                f"{e}\nThe trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
-                f"depth export --dataset {work / 'frames'} --checkpoint {res.last} --out {out} "
-                f"--gps {'off' if gps_log is None else 'on'}{poses}` (or other settings), then delete {work}"
-            )
-            try:
-                err = type(e)(msg)
-            except TypeError:  # an error class with another constructor
-                err = Pose2RGBDError(msg)
-            raise err from e
-    finally:
-        if not keep:
+        stage = "training"
+        trained = run_stage(TrainStage(frames, metric, model_cfg or SelfSupDepthConfig(), tc), work,
+                            progress=progress)  # fmt: skip
+        pose_mode = "video" if gps_log is None else "metric" if metric is not None else "dataset"
+        export = ExportStage(frames, trained, metric, gps="off" if gps_log is None else "on", poses=pose_mode,
+                             scale_cfg=scale_cfg, trajectory_cfg=trajectory_cfg, overwrite=overwrite,
+                             inputs=inputs)  # fmt: skip
+        stage = "export"
+        if depth == "selfsup+mvs":  # the network's export in the work folder, combined with stereo into the output
+            assert metric is not None
+            export.overwrite = True  # a stopped run's own export in the work folder is made again
+            export.run(work / "selfsup", progress=progress)
+            mvs = MvsStage(Product(work / "selfsup", export.key()), metric, combine=True, cfg=mvs_cfg,
+                           overwrite=overwrite, inputs=inputs)  # fmt: skip
+            mvs.run(out, progress=progress)
+            export.result = mvs.result
+        else:
+            export.run(out, progress=progress)
+    except BaseException as e:
+        kept = finished_stages(work) if work.is_dir() else []
+        if not kept:
             shutil.rmtree(work, ignore_errors=True)
+            raise
+        if not isinstance(e, Pose2RGBDError):  # Ctrl-C, an unexpected error: say where the finished stages are
+            log.warning("%s stopped in its %s stage; the finished stages (%s) are kept in %s: run the same command "
+                        "again to continue from them, or delete it", out, stage, ", ".join(kept), work)  # fmt: skip
+            raise
+        again = (
+            "run the same command again to continue from them"
+            + (" (with another --trajectory-backend only the export runs again)" if gps_log is None else "")
+            + f", or delete {work}"
+        )
+        if stage == "export":  # e.g. COLMAP registered too few frames: the trained model is kept
+            poses = (" --poses video --trajectory-backend compose" if gps_log is None
+                     else " --poses metric" if metric is not None else "")  # fmt: skip
+            note = (f"The trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
+                    f"depth export --dataset {work / 'frames'} --checkpoint {TrainStage.checkpoint(trained)} "
+                    f"--out {out} --gps {'off' if gps_log is None else 'on'}{poses}` (or other settings), then delete "
+                    f"{work}; or {again}")  # fmt: skip
+        else:
+            note = f"The finished stages ({', '.join(kept)}) are kept in {work}: {again}"
+        raise _with_note(e, note) from e
+    shutil.rmtree(work, ignore_errors=True)
+    assert export.result is not None
+    return export.result
+
+
+def work_folder(out: Path) -> Path:
+    """Where the stages before the export keep their outputs: a hidden folder beside ``out``, the same for every
+    run that writes ``out`` (so a stopped run continues)."""
+    return out.parent / f".{out.name}.selfsup-work"
+
+
+def _with_note(e: Pose2RGBDError, note: str) -> Pose2RGBDError:
+    """``e`` with ``note`` added to its message, as the same error class where its constructor allows."""
+    msg = f"{e}\n{note}"
+    try:
+        return type(e)(msg)
+    except TypeError:  # an error class with another constructor
+        return Pose2RGBDError(msg)

@@ -15,7 +15,6 @@ into values that exist nowhere in the scene (and +inf / NaN keep their meaning).
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ import yaml
 from pose2rgbd.atomic import make_temp_dir, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.dataset.format import Dataset
 from pose2rgbd.errors import DatasetError
+from pose2rgbd.filehash import file_sha256
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.output_guard import check_links
 from pose2rgbd.progress import bar
@@ -86,7 +86,7 @@ def _sha256_table(ds: Dataset, files: list[str], progress: bool) -> np.ndarray:
     table = np.zeros((len(files), 32), dtype=np.uint8)
     for k in bar(range(len(files)), desc="hashing files", progress=progress, unit="file"):
         try:
-            digest = hashlib.sha256((ds.path / files[k]).read_bytes()).digest()
+            digest = bytes.fromhex(file_sha256(ds.path / files[k]))
         except OSError:
             continue
         table[k] = np.frombuffer(digest, dtype=np.uint8)

@@ -8,9 +8,9 @@ the errors to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,10 +31,14 @@ from pose2rgbd.inference.calibration import (
 )
 from pose2rgbd.progress import bar
 
+if TYPE_CHECKING:
+    from pose2rgbd.inference.localize import Localizer
+    from pose2rgbd.inference.structure import StructureConfig
+
 
 def localize_frames(
-    localizer: Any,
-    read_rgb: Any,
+    localizer: Localizer,
+    read_rgb: Callable[[int], np.ndarray],
     frames: Iterable[int],
     *,
     batch_size: int = 16,
@@ -148,7 +152,7 @@ def calibrate_map(
     dataset: str | Path,
     *,
     split: str | None = None,
-    structure: Any = None,
+    structure: StructureConfig | None = None,
     max_frames: int = 0,
     ood_quantile: float = 0.05,
     scale_level: float = SCALE_LEVEL,
@@ -165,7 +169,7 @@ def calibrate_map(
     import dataclasses
 
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.dataset.splits import SPLIT_KINDS, make_split
+    from pose2rgbd.dataset.splits import SPLIT_KINDS
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
     from pose2rgbd.inference.structure_calibration import (
         coverage_ratios,
@@ -174,20 +178,18 @@ def calibrate_map(
         published_factors,
     )
     from pose2rgbd.map import PlaceMap
+    from pose2rgbd.map.selection import selection_split
 
     ds = Dataset(dataset)
     pm = PlaceMap(map_path)
     pm.check_dataset(ds.fingerprint(), str(dataset))
-    sel = pm.manifest.get("selection", {})
-    kind = split or sel.get("split") or "all"
+    sel = pm.selection  # the one selection: the map's own split, seed and fractions (map build's select_frames)
+    kind = split or sel.split or "all"
     notes: list[str] = []
     if kind == "all":
         frames = np.arange(len(ds))
     elif kind in SPLIT_KINDS:
-        vf, tf = float(sel.get("val_fraction", 0.1)), float(sel.get("test_fraction", 0.1))
-        sp = make_split(ds.frames.source_id, ds.frames.stamp_ns, kind, seed=int(sel.get("seed", 0)),
-                        val_fraction=vf, test_fraction=tf, every_nth=int(sel.get("every_nth", 10)))  # fmt: skip
-        frames = sp.val
+        frames = selection_split(ds, dataclasses.replace(sel, split=kind)).val
     else:
         raise ConfigError(f"split {kind!r} is not one of {', '.join(SPLIT_KINDS)}, all")
     inside = np.isin(frames, pm.frames)

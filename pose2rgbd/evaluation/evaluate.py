@@ -16,7 +16,13 @@ from pose2rgbd import config as cfgmod
 from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.dataset.cache import TrainingCache
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight, without_training_repeats
+from pose2rgbd.evaluation.baseline import (
+    NearestPoseBaseline,
+    default_rot_weight,
+    nearest_answers,
+    training_keyframes,
+    without_training_repeats,
+)
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
 from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors
@@ -28,9 +34,10 @@ from pose2rgbd.evaluation.plots import (
     training_curves,
     write_video,
 )
-from pose2rgbd.evaluation.reprojection import reproject_nearest
+from pose2rgbd.evaluation.reprojection import reprojection_answers
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.jsonio import json_text
+from pose2rgbd.map.keyframes import ArrayKeyframes
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
 from pose2rgbd.progress import bar as progress_bar
@@ -120,7 +127,7 @@ def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit
         ("AbsRel", "depth_absrel", ".3f"),
     ]
 
-    def ok(v: Any) -> bool:
+    def ok(v: float | None) -> bool:
         return v is not None and math.isfinite(v)
 
     cols = [c for c in cols if any(ok(m.get(c[1])) for _, m in rows)]
@@ -166,10 +173,8 @@ def evaluate(
         check_output(out_dir, EVALUATION, inputs=[ds.path])
         if Path(out_dir).is_file():
             raise OutputError(f"output {out_dir} is a file (e.g. the checkpoint); give a folder for the results")
+    # a hybrid opens the place map its checkpoint names (pose2rgbd.methods.hybrid.stored)
     loaded = load_checkpoint(checkpoint, expect_fingerprint=None if cfg.allow_other_dataset else ds.fingerprint())
-    from pose2rgbd.inference.common import attach_place_map
-
-    attach_place_map(loaded)  # a checkpoint that reads its keyframes from a place map gets it
     model = loaded.model
     if not isinstance(model, PoseToImage):
         raise ConfigError(f"{checkpoint}: evaluation renders images from poses; a {loaded.kind!r} model does not")
@@ -203,17 +208,19 @@ def evaluate(
     unit = depth_unit_label(loaded.depth_kind if model.has_depth or cache.depth is not None else "none")
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
 
-    nn_base = None
+    nn_base = train_kf = None  # the baselines read the training frames as keyframes
     if use_baseline:
         w = cfg.rot_weight_m if cfg.rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
-        nn_base = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w)
+        train_kf = training_keyframes(cache, sp.train, rot_weight_m=w)
+        nn_base = NearestPoseBaseline.of_keyframes(train_kf)
+    depth_kf = train_kf if cache.depth is not None else None  # those with depth: reprojection and fused geometry
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
     acc_m, acc_b = MetricAccumulator(max_depth), MetricAccumulator(max_depth)
     acc_r = None  # the reprojection baseline: needs metric depth of the training frames
-    if nn_base is not None and cache.depth is not None and cfg.reprojection_frames > 0:
+    if depth_kf is not None and cfg.reprojection_frames > 0:
         acc_r = MetricAccumulator(max_depth)
     holes: list[float] = []
-    fused, acc_f, holes_f, fused_note = fused_baseline(cfg, cache, sp.train, nn_base, max_depth)
+    fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
@@ -226,24 +233,23 @@ def evaluate(
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
         add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
-        if acc_r is not None and nn_base is not None:
-            r_rgb, r_depth, h = reprojection_answers(cache, nn_base, idx, cfg.reprojection_frames, _range(model))
+        T_idx = cache.T_world_cam[idx]
+        if acc_r is not None and depth_kf is not None:
+            r_rgb, r_depth, h = reprojection_answers(depth_kf, T_idx, cache.camera, cfg.reprojection_frames,
+                                                     _range(model))  # fmt: skip
             acc_r.add(r_rgb if model.has_rgb else None, gt_rgb, r_depth if model.has_depth else None, gt_depth)
             holes += h
         if fused is not None and acc_f is not None:
-            f_rgb, f_depth, h = fused_answers(fused, cache, idx, _range(model))
+            f_rgb, f_depth, h = fused_answers(fused, T_idx, cache.camera, _range(model))
             acc_f.add(f_rgb if model.has_rgb else None, gt_rgb, f_depth if model.has_depth else None, gt_depth)
             holes_f += h
-        if nn_base is not None:
-            j, _ = nn_base.query(cache.T_world_cam[idx])
-            uj, inv = np.unique(j, return_inverse=True)
-            b_rgb = np.asarray(cache.rgb[uj])[inv] if model.has_rgb else None
+        if nn_base is not None and train_kf is not None:
+            b_rgb, bd = nearest_answers(train_kf, nn_base.query(T_idx)[0])
             b_depth = None
             if model.has_depth and cache.depth is not None:
-                bd = np.asarray(cache.depth[uj])[inv]
                 # the baseline answers in the model's output range, like the model (sky -> range max)
                 b_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *_range(model)))
-            acc_b.add(b_rgb, gt_rgb, b_depth, gt_depth)
+            acc_b.add(b_rgb if model.has_rgb else None, gt_rgb, b_depth, gt_depth)
         bar.update(len(idx))
     bar.close()
     metrics = {"model": acc_m.result()}
@@ -301,35 +307,9 @@ def evaluate(
         notes.append(fused_note)
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays)
     if write_files:
-        _write_outputs(
-            result, loaded, engine, cache, sp, test, grid_rows=cfg.grid_rows, fly_frames=cfg.fly_frames, fps=cfg.fps
-        )
+        _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
+                       fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip
     return result
-
-
-def reprojection_answers(
-    cache: TrainingCache, nn_base: NearestPoseBaseline, idx: np.ndarray, k: int, depth_range: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """The reprojection baseline's RGB ``(B, S, S, 3)`` and depth ``(B, S, S)`` for the cache frames ``idx`` (the
-    ``k`` nearest training frames warped into each pose, holes filled from the nearest; depth clipped to the model's
-    range like the model's answers, sky kept) and each frame's hole fraction."""
-    if cache.depth is None:
-        raise ConfigError("the reprojection baseline needs depth in the dataset")
-    sources = nn_base.query_k(cache.T_world_cam[idx], k)
-    rgbs, depths, holes = [], [], []
-    for q, src in zip(idx, sources):
-        r = reproject_nearest(
-            np.asarray(cache.rgb[src]),
-            np.asarray(cache.depth[src]),
-            cache.T_world_cam[src],
-            cache.camera,
-            cache.T_world_cam[q],
-            fill="nearest",
-        )
-        rgbs.append(r.rgb)
-        depths.append(np.where(np.isnan(r.depth), np.float32(np.nan), np.clip(r.depth, *depth_range)))
-        holes.append(r.hole_fraction)
-    return np.stack(rgbs), np.stack(depths).astype(np.float32), holes
 
 
 def evaluate_config(
@@ -381,6 +361,7 @@ def _write_outputs(
     cache: TrainingCache,
     sp: Split,
     test: np.ndarray,
+    train_kf: ArrayKeyframes | None,
     *,
     grid_rows: int,
     fly_frames: int,
@@ -444,12 +425,11 @@ def _write_outputs(
     pred = predict(engine, cache.T_world_cam[sel])
     gt_depth = None if cache.depth is None else np.asarray(cache.depth[sel])
     base_rgb = base_depth = None
-    if res.info["baseline"] and len(sp.train):  # the nearest-pose baseline's answer, as a column of the grid
-        w = float(res.info.get("baseline_rot_weight_m") or 10.0)
-        j, _ = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train, rot_weight_m=w).query(cache.T_world_cam[sel])
-        base_rgb = np.asarray(cache.rgb[j])
+    if train_kf is not None:  # the nearest-pose baseline's answer, as a column of the grid
+        base_rgb, bd = nearest_answers(
+            train_kf, NearestPoseBaseline.of_keyframes(train_kf).query(cache.T_world_cam[sel])[0]
+        )
         if model.has_depth and cache.depth is not None:
-            bd = np.asarray(cache.depth[j])
             base_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *rng))
     res.files["grid"] = qualitative_grid(
         out / "grid.png",

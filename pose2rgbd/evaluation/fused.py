@@ -9,38 +9,30 @@ baseline fills its own.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from pose2rgbd.dataset.cache import TrainingCache
-from pose2rgbd.evaluation.baseline import NearestPoseBaseline
 from pose2rgbd.evaluation.config import EvaluateConfig
 from pose2rgbd.evaluation.metrics import MetricAccumulator
+from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.map.format import MapError
-from pose2rgbd.map.fused import ArrayKeyframes, FusionConfig, fuse_keyframes
+from pose2rgbd.map.fused import FusionConfig, fuse_keyframes
 from pose2rgbd.map.fused.render import FusedRenderer
+from pose2rgbd.map.keyframes import Keyframes
 
 
-def fused_renderer(
-    cache: TrainingCache, train: np.ndarray, *, rot_weight_m: float, neighbours: int = 4, progress: bool = False
-) -> FusedRenderer:
-    """Fuse the training frames ``train`` of ``cache`` (at its size) and return the renderer over them."""
-    if cache.depth is None:
-        raise ValueError("the fused-geometry baseline needs depth in the dataset")
-    kf = ArrayKeyframes(cache.rgb, cache.depth, cache.T_world_cam, cache.camera, rows=np.sort(train),
-                        rot_weight_m=rot_weight_m)  # fmt: skip
-    return FusedRenderer(kf, fuse_keyframes(kf, FusionConfig(), progress=progress), neighbours=neighbours)
+def fused_renderer(keyframes: Keyframes, *, neighbours: int = 4, progress: bool = False) -> FusedRenderer:
+    """Fuse the training keyframes (at their size) and return the renderer over them."""
+    return FusedRenderer(keyframes, fuse_keyframes(keyframes, FusionConfig(), progress=progress), neighbours=neighbours)
 
 
 def fused_answers(
-    renderer: FusedRenderer, cache: TrainingCache, idx: np.ndarray, depth_range: tuple[float, float]
+    renderer: FusedRenderer, T_world_cam: np.ndarray, camera: PinholeCamera, depth_range: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """RGB ``(B, S, S, 3)``, depth ``(B, S, S)`` (clipped to the model's range like the model's answers, sky kept)
-    for the cache frames ``idx``, and each frame's hole fraction before the fill."""
+    """RGB ``(B, H, W, 3)``, depth ``(B, H, W)`` (clipped to the model's range like the model's answers, sky kept)
+    for the query poses ``(B, 4, 4)`` seen through ``camera``, and each pose's hole fraction before the fill."""
     rgbs, depths, holes = [], [], []
-    for q in idx:
-        v = renderer.render(cache.T_world_cam[q], cache.camera, fill="nearest")
+    for T in T_world_cam:
+        v = renderer.render(T, camera, fill="nearest")
         rgbs.append(v.rgb)
         depths.append(np.where(np.isnan(v.depth), np.float32(np.nan), np.clip(v.depth, *depth_range)))
         holes.append(v.hole_fraction)
@@ -48,13 +40,14 @@ def fused_answers(
 
 
 def fused_baseline(
-    cfg: EvaluateConfig, cache: TrainingCache, train: np.ndarray, nn_base: NearestPoseBaseline | None, max_depth: float
-) -> tuple[Any, MetricAccumulator | None, list[float], str]:
-    """The fused-geometry baseline's renderer and accumulator (None, None when it does not run, with why)."""
-    if not cfg.fused_baseline or nn_base is None or cache.depth is None:
+    cfg: EvaluateConfig, keyframes: Keyframes | None, max_depth: float
+) -> tuple[FusedRenderer | None, MetricAccumulator | None, list[float], str]:
+    """The fused-geometry baseline over the training keyframes with depth (None: there are none) -- its renderer
+    and accumulator (None, None when it does not run, with why)."""
+    if not cfg.fused_baseline or keyframes is None:
         return None, None, [], ""
     try:
-        r = fused_renderer(cache, train, rot_weight_m=nn_base.rot_weight_m, progress=cfg.progress)
+        r = fused_renderer(keyframes, progress=cfg.progress)
     except MapError as e:  # Open3D missing, or no training depth to fuse: say so beside the table
         return None, None, [], f"no fused-geometry baseline: {e}"
     except (RuntimeError, MemoryError) as e:  # Open3D failing on the fusion, or out of memory: a note, not an abort

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -33,6 +33,9 @@ import numpy as np
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.rotations import rotation_angle_between
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.localize import Localizer, LocalizeResult
 
 STATS = ("median", "mean", "p90")
 
@@ -85,7 +88,7 @@ class LocalizationReport:
         }
 
 
-def localize_frames(localizer: Any, images: np.ndarray, *, batch_size: int = 32) -> tuple[np.ndarray, float]:
+def localize_frames(localizer: Localizer, images: np.ndarray, *, batch_size: int = 32) -> tuple[np.ndarray, float]:
     """``(T_world_cam (N, 4, 4), seconds)`` of ``localizer`` on uint8 ``(N, H, W, 3)`` images, in batches."""
     imgs = np.asarray(images)
     h, w = localizer.input_hw
@@ -98,7 +101,7 @@ def localize_frames(localizer: Any, images: np.ndarray, *, batch_size: int = 32)
 
 
 def evaluate_localizers(
-    localizers: Mapping[str, Any], images: np.ndarray, T_true: np.ndarray, *, batch_size: int = 32
+    localizers: Mapping[str, Localizer], images: np.ndarray, T_true: np.ndarray, *, batch_size: int = 32
 ) -> dict[str, LocalizationReport]:
     """Every localizer on the same frames: ``{name: LocalizationReport}``."""
     out = {}
@@ -167,7 +170,7 @@ class RetrievalLocalizer:
         j = np.argmax(sim, axis=1)
         return j, sim[np.arange(len(j)), j]
 
-    def localize(self, images: np.ndarray) -> Any:
+    def localize(self, images: np.ndarray) -> LocalizeResult:
         from pose2rgbd.inference.localize import LocalizeResult, check_image_batch
 
         t0 = time.perf_counter()
@@ -178,7 +181,7 @@ class RetrievalLocalizer:
 
 
 # ----------------------------------------------------------------------------------------------------- tables
-def _f(v: Any, fmt: str) -> str:
+def _f(v: object, fmt: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 

@@ -15,6 +15,7 @@ either is extrapolation; the render node publishes both with each image, and eva
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -64,16 +65,30 @@ class PoseSet:
     def __len__(self) -> int:
         return len(self.t)
 
-    def parts(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(M, N)`` position gaps (m) and rotation angles (rad) to every reference (holds the full matrices)."""
+    def reweighted(self, rot_weight_m: float) -> PoseSet:
+        """The same references under another rotation weight, sharing this set's positions, rotations and k-d
+        tree (built once, over the positions only: the weight enters the scoring, not the tree)."""
+        if float(rot_weight_m) == self.rot_weight_m:
+            return self
+        if not np.isfinite(rot_weight_m) or rot_weight_m < 0:
+            raise GeometryError(f"rotation weight must be a finite number >= 0 (m/rad), got {rot_weight_m}")
+        other = copy.copy(self)
+        other.rot_weight_m = float(rot_weight_m)
+        other._tree = self._tree  # type: ignore[method-assign]  # one tree for both
+        return other
+
+    def parts(self, T_world_cam: np.ndarray, quat_xyzw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, N)`` position gaps (m) and rotation angles (rad) to every reference (holds the full matrices).
+        ``quat_xyzw`` ``(M, 4)``: the poses' canonical quaternions where the caller has them (else computed)."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         dt = np.linalg.norm(T[:, None, :3, 3] - self.t[None, :, :], axis=-1)
-        dot = np.clip(np.abs(matrix_to_quat_xyzw(T[:, :3, :3]) @ self.q.T), 0.0, 1.0)
+        q = matrix_to_quat_xyzw(T[:, :3, :3]) if quat_xyzw is None else np.asarray(quat_xyzw).reshape(-1, 4)
+        dot = np.clip(np.abs(q @ self.q.T), 0.0, 1.0)
         return dt, 2.0 * np.arccos(dot)
 
-    def distances(self, T_world_cam: np.ndarray) -> np.ndarray:
-        """``(M, N)`` combined distances d (use :meth:`coverage` for large M)."""
-        dt, ang = self.parts(T_world_cam)
+    def distances(self, T_world_cam: np.ndarray, quat_xyzw: np.ndarray | None = None) -> np.ndarray:
+        """``(M, N)`` combined distances d (use :meth:`coverage` for large M; ``quat_xyzw`` as :meth:`parts`)."""
+        dt, ang = self.parts(T_world_cam, quat_xyzw)
         return dt + self.rot_weight_m * ang
 
     def _tree(self) -> Any:
@@ -83,41 +98,46 @@ class PoseSet:
             self._kdtree = cKDTree(self.t)
         return self._kdtree
 
-    def nearest(self, T_world_cam: np.ndarray, k: int, *, chunk: int = 256) -> np.ndarray:
-        """``(M, k)`` rows of the ``k`` nearest references of each query pose, nearest first.
+    def nearest(
+        self, T_world_cam: np.ndarray, k: int, *, chunk: int = 256, quat_xyzw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(M, k)`` rows of the ``k`` nearest references of each query pose, nearest first (``quat_xyzw``
+        ``(M, 4)``: the poses' canonical quaternions where the caller has them, as :func:`matrix_to_quat_xyzw`
+        gives them; else computed here).
 
         Exact. Above :data:`BRUTE_FORCE_MAX` references a k-d tree over the positions (SciPy ``cKDTree``) finds
         them: since ``d >= ||t_a - t_b||``, the ``k`` nearest by ``d`` lie inside the ball of radius ``r`` = the
         ``k``-th smallest ``d`` among the ``4k`` nearest positions; only that ball is scored."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         k = max(1, min(int(k), len(self)))
+        Q = matrix_to_quat_xyzw(T[:, :3, :3]) if quat_xyzw is None else np.asarray(quat_xyzw).reshape(-1, 4)
         if len(self) <= BRUTE_FORCE_MAX:
-            return self._nearest_brute(T, k, chunk)
+            return self._nearest_brute(T, k, chunk, Q)
         tree = self._tree()
         out = np.empty((len(T), k), np.int64)
         _, first = tree.query(T[:, :3, 3], k=min(len(self), 4 * k))
         first = np.asarray(first).reshape(len(T), -1)
         for m in range(len(T)):
             cand = first[m]
-            d = self._distances_to(T[m], cand)
+            d = self._distances_to(T[m], Q[m], cand)
             r = float(np.partition(d, k - 1)[k - 1])
             ball = np.asarray(tree.query_ball_point(T[m, :3, 3], r * (1 + 1e-9) + 1e-9), np.int64)
             if len(ball) > len(cand):
                 cand = np.sort(ball)
-                d = self._distances_to(T[m], cand)
+                d = self._distances_to(T[m], Q[m], cand)
             order = np.lexsort((cand, d))[:k]  # by distance, ties by row (as the brute force)
             out[m] = cand[order]
         return out
 
-    def _distances_to(self, T: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _distances_to(self, T: np.ndarray, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         dt = np.linalg.norm(self.t[rows] - T[:3, 3], axis=-1)
-        dot = np.clip(np.abs(self.q[rows] @ matrix_to_quat_xyzw(T[None, :3, :3])[0]), 0.0, 1.0)
+        dot = np.clip(np.abs(self.q[rows] @ q), 0.0, 1.0)
         return np.asarray(dt + self.rot_weight_m * 2.0 * np.arccos(dot))
 
-    def _nearest_brute(self, T: np.ndarray, k: int, chunk: int) -> np.ndarray:
+    def _nearest_brute(self, T: np.ndarray, k: int, chunk: int, Q: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((len(T), k), np.int64)
         for s in range(0, len(T), chunk):
-            d = self.distances(T[s : s + chunk])
+            d = self.distances(T[s : s + chunk], None if Q is None else Q[s : s + chunk])
             part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
             order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
             out[s : s + chunk] = np.take_along_axis(part, order, axis=1)

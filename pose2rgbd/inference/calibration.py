@@ -134,10 +134,11 @@ class Calibration:
         sp, sr = self.information_scale_position, self.information_scale_orientation
         if sp > 0 and sr > 0:
             d = np.sqrt(np.array([sp] * 3 + [sr] * 3))
-            return cov * d[:, None] * d[None, :]  # type: ignore[no-any-return]
+            scaled: np.ndarray = cov * d[:, None] * d[None, :]
+            return scaled
         if self.information_scale > 0:
-            return cov * self.information_scale
-        return self.covariance.copy()
+            return np.asarray(cov * self.information_scale)
+        return np.array(self.covariance)
 
     def gate_reason(self, position_ratio: float, pose_ratio: float, inliers: int, spread: float) -> str:
         """Why a fix is out of distribution ("" when it is not) by :attr:`gate`: its distance to the nearest map
@@ -171,11 +172,11 @@ class Calibration:
         """The covariance for an image of this confidence (the bins' scales interpolated; ``None`` or no bins:
         the covariance of all validation frames)."""
         if confidence is None or not self.bin_confidence or not math.isfinite(confidence):
-            return self.covariance.copy()
+            return np.array(self.covariance)
         sp = float(np.interp(confidence, self.bin_confidence, self.bin_position_scale))
         sr = float(np.interp(confidence, self.bin_confidence, self.bin_orientation_scale))
         d = np.sqrt(np.array([sp] * 3 + [sr] * 3))
-        return self.covariance * d[:, None] * d[None, :]
+        return np.asarray(self.covariance * d[:, None] * d[None, :])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,7 +245,7 @@ def check_covariance(c: Any, what: str = "covariance") -> np.ndarray:
         raise ConfigError(f"{what}: not symmetric")
     if np.linalg.eigvalsh(a).min() <= 0:
         raise ConfigError(f"{what}: not positive definite")
-    return a.copy()
+    return np.array(a)
 
 
 def rotation_errors_world(T_est: np.ndarray, T_true: np.ndarray) -> np.ndarray:
@@ -264,8 +265,8 @@ def _second_moment_spd(e: np.ndarray) -> np.ndarray:
     # floor the eigenvalues (a localizer that is exact on validation frames is not exact everywhere)
     w = np.maximum(w, floor.min())
     c = (v * w) @ v.T
-    c = 0.5 * (c + c.T) + np.diag(floor)
-    return c
+    out: np.ndarray = 0.5 * (c + c.T) + np.diag(floor)
+    return out
 
 
 def compute_calibration(

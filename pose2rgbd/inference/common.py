@@ -73,8 +73,8 @@ class EngineConfig:
     oob_margin: float = ranged_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]", 0.0, 100.0)
     map: str = help_field(
         "",
-        "place map the model reads its keyframes from (the hybrid; `pose2rgbd map build` of its training dataset); "
-        "empty: the map the checkpoint names, else the keyframes embedded in it",
+        "place map the model reads its keyframes from instead of the checkpoint's (the hybrid; a map of its training "
+        "dataset); empty: the map the checkpoint names, or the keyframes bundled in it (`export --bundle`)",
     )
     expect_fingerprint: str = help_field("", "refuse a checkpoint trained on another dataset (empty: no check)")
     expect_size: int = ranged_field(0, "refuse a checkpoint with another output size (0: no check)", 0, 65536)
@@ -140,39 +140,8 @@ def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
 
         return load_onnx_checkpoint(p, expect=expect)
     # a folder, an empty or a text file: named by the loader
-    loaded = load_checkpoint(p, map_location="cpu", expect=expect)
-    attach_place_map(loaded, cfg.map)
-    return loaded
-
-
-def attach_place_map(loaded: LoadedCheckpoint, map_path: str = "") -> None:
-    """Give a model that reads keyframes (the hybrid: ``attach_map``) its place map: ``map_path``, else the map
-    the checkpoint names (``extra["place_map"]``, relative to the checkpoint's folder). The map must be of the
-    dataset the model was trained on (fingerprint); a named map that is missing is a clear error."""
-    from pose2rgbd.map import MapError, PlaceMap
-    from pose2rgbd.map.verify import MapDamagedError
-
-    ref = loaded.extra.get("place_map") or {}
-    path = map_path or str(ref.get("path", ""))
-    attach = getattr(loaded.model, "attach_map", None)
-    if not path:
-        return
-    if not callable(attach):
-        raise CheckpointError(f"engine.map is set, but a {loaded.kind!r} model reads no keyframes; leave it empty")
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not map_path and loaded.path is not None:
-        p = loaded.path.parent / p
-    try:
-        pm = PlaceMap(p)
-        pm.check_dataset(loaded.dataset_fingerprint, loaded.where)
-    except MapDamagedError:  # names the damaged file and the command that rebuilds the map
-        raise
-    except MapError as e:
-        raise CheckpointError(
-            f"{loaded.where} reads its keyframes from a place map: {e}. Give the map of its training dataset with "
-            "engine.map (--map), or serve a checkpoint with embedded keyframes"
-        ) from e
-    attach(pm)
+    # a hybrid opens the place map its checkpoint names, or engine.map instead (checked by the loader)
+    return load_checkpoint(p, map_location="cpu", expect=expect, place_map=cfg.map)
 
 
 def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: str) -> str | None:

@@ -34,7 +34,8 @@ from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
     from pose2rgbd.inference.localize import LocalizeEngine
-    from pose2rgbd.inference.structure import Fix, StructureLocalizer
+    from pose2rgbd.inference.structure import StructureLocalizer
+    from pose2rgbd.inference.structure_fix import Fix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TUM_SUFFIXES = (".tum", ".txt")
@@ -177,11 +178,15 @@ def is_tum(out: Path) -> bool:
     return out.suffix.lower() in TUM_SUFFIXES
 
 
-def pose_fields(T: np.ndarray) -> str:
-    """``tx,ty,tz,qx,qy,qz,qw`` of a pose, every digit kept."""
-    from pose2rgbd.geometry.transforms import tq_from_T
+def pose_fields(T: np.ndarray, quat_xyzw: np.ndarray | None = None) -> str:
+    """``tx,ty,tz,qx,qy,qz,qw`` of a pose, every digit kept (``quat_xyzw``: its canonical quaternion where the fix
+    carries it, :attr:`Fix.quat_xyzw`; else computed)."""
+    if quat_xyzw is None:
+        from pose2rgbd.geometry.transforms import tq_from_T
 
-    t, q = tq_from_T(T)
+        t, q = tq_from_T(T)
+    else:
+        t, q = np.asarray(T)[:3, 3], quat_xyzw
     return ",".join(repr(float(v)) for v in (*t, *q))
 
 
@@ -217,7 +222,7 @@ class StructureRows:
         column for it)."""
         fix = r.fix
         if fix is not None and fix.ok:
-            pose = pose_fields(fix.T_world_cam)
+            pose = pose_fields(fix.T_world_cam, fix.quat_xyzw)
             ood = fix.out_of_distribution(self.threshold)
             if self.tum:
                 self.lines.append(f"{r.index} {pose.replace(',', ' ')}")

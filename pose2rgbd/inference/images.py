@@ -8,8 +8,6 @@ first, as a model trained on "resize to 144, centre-crop 128" expects (``crop_sc
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -43,7 +41,7 @@ AUTO_CROP = 0.0  # crop_scale "auto": the model's own preparation
 
 
 def prepare_for_model(
-    model: Any, rgb: np.ndarray, input_hw: tuple[int, int], *, crop_scale: float = AUTO_CROP
+    model: object, rgb: np.ndarray, input_hw: tuple[int, int], *, crop_scale: float = AUTO_CROP
 ) -> np.ndarray:
     """A camera frame ``(H, W, 3)`` uint8 as an image -> pose model takes it.
 
@@ -57,6 +55,7 @@ def prepare_for_model(
             a = np.asarray(rgb)
             if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
                 raise ConfigError(f"image: expected uint8 (H, W, 3) RGB, got {a.dtype} {a.shape}")
-            return np.asarray(prep(a[None]))[0]
+            prepared: np.ndarray = np.asarray(prep(a[None]))[0]
+            return prepared
         crop_scale = 1.0
     return fit_to_input(rgb, input_hw, crop_scale=crop_scale)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
 
 if TYPE_CHECKING:
+    from pose2rgbd.inference.backends import Backend
+    from pose2rgbd.inference.structure_fix import Fix
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class LocalizeResult:
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     latency_s: float  # wall time of the call
     # per frame, from localizers that can refuse (the structure localizer): a fix or not, why, the covariance
-    fixes: list[Any] | None = None
+    fixes: list[Fix] | None = None
 
     def __len__(self) -> int:
         return len(self.T_world_cam)
@@ -83,7 +85,7 @@ class LocalizeEngine:
             )
         self.cfg = cfg
         self.loaded = loaded
-        self.backend: Any
+        self.backend: Backend
         self.model: ImageToPose  # the model's transforms (for torch: the prepared module the backend runs)
         self.backend, self.model = make_backend(cfg, loaded)
         self.device = self.backend.device

@@ -1,7 +1,7 @@
 """Poses as the render engine takes them: a checked batch (:func:`check_pose_batch`), the next poses predicted
 for the look-ahead (:func:`extrapolate_constant_velocity`), how close a cached frame's pose is to a request
-(:func:`pose_close`), and the training cameras a checkpoint carries (:func:`training_pose_set`, for the distance
-of a request to what the model saw).
+(:func:`pose_close`), and what a request's coverage is measured against (:func:`coverage_poses`: the keyframes a
+model warps, else the training cameras a checkpoint carries, :func:`training_pose_set`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,18 @@ def training_pose_set(loaded: LoadedCheckpoint) -> PoseSet | None:
         log.warning("%s: training_poses of shape %s ignored (expected (N, 7))", loaded.where, a.shape)
         return None
     return PoseSet(T_from_tq(a[:, :3], a[:, 3:]), rot_weight_m=float(loaded.extra.get("coverage_rot_weight_m", 10.0)))
+
+
+def coverage_poses(loaded: LoadedCheckpoint) -> PoseSet | None:
+    """What the distance of a request to what the model saw is measured against: the keyframes the model warps
+    (a :class:`~pose2rgbd.map.keyframes.WarpsKeyframes` model, the hybrid: the place's keyframes, their own index),
+    else the training cameras the checkpoint carries (:func:`training_pose_set`; None without them)."""
+    from pose2rgbd.map.keyframes import WarpsKeyframes  # here: the render engine's import leaves the map package out
+
+    model = loaded.model
+    if isinstance(model, WarpsKeyframes) and model.keyframes is not None:
+        return model.keyframes.poses
+    return training_pose_set(loaded)
 
 
 def check_pose_batch(T_world_cam: np.ndarray) -> np.ndarray:

@@ -6,23 +6,34 @@ A place map stores pinhole keyframes (a distorted source was undistorted once, w
 keypoints with the lens's model (``cv2.undistortPoints``); treated as a pinhole it is localized with errors that
 grow towards the image border (several times the pinhole error for a wide-angle lens). So a query whose camera is
 not given gets a warning, naming the lens the map's images came from when the map knows one.
+
+:func:`query_geometry` is how the localizer takes a query of one size: the camera at the size SIFT runs on, its
+lens, the scale to the map's pixel count (``fit_to_map``); the localizer keeps one per image size, not per image.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.geometry.lens import QueryCamera, distortion_from_dict, parse_camera_spec
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.lens import Distortion, QueryCamera, distortion_from_dict, parse_camera_spec
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.structure_match import StructureMap
 
 MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with (its dataset's source camera)
 
 
-def source_cameras(place_map: Any) -> list[QueryCamera]:
-    """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens."""
+def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
+    """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens (none
+    for a map in memory, the build's view, which has no manifest yet)."""
     out = []
-    manifest = getattr(place_map, "manifest", None) or {}  # a map in memory (the build's view) has none
-    for c in manifest.get("dataset", {}).get("source_cameras") or []:
+    for c in place_map.manifest.get("dataset", {}).get("source_cameras") or []:
         dist = None
         if c.get("model", "pinhole") != "pinhole" and c.get("distortion"):
             dist = distortion_from_dict({"model": c["model"], "coeffs": c["distortion"]}, f"{place_map.path}")
@@ -31,7 +42,7 @@ def source_cameras(place_map: Any) -> list[QueryCamera]:
     return out
 
 
-def query_camera(text: str, place_map: Any, what: str = "--camera") -> QueryCamera | None:
+def query_camera(text: str, place_map: StructureMap, what: str = "--camera") -> QueryCamera | None:
     """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera),
     or None when empty (the map's pinhole camera scaled to each image)."""
     if text.strip().lower() != MAP_CAMERA:
@@ -49,7 +60,7 @@ def query_camera(text: str, place_map: Any, what: str = "--camera") -> QueryCame
     return cams[0]
 
 
-def unknown_camera_warning(place_map: Any, w: int, h: int) -> str:
+def unknown_camera_warning(place_map: StructureMap, w: int, h: int) -> str:
     """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``."""
     lens = [c for c in source_cameras(place_map) if c.distortion is not None]
     text = (
@@ -66,3 +77,57 @@ def unknown_camera_warning(place_map: Any, w: int, h: int) -> str:
             "pass --camera map"
         )
     return text
+
+
+@dataclass(frozen=True)
+class QueryGeometry:
+    """How a query image of one size is localized: ``camera`` at the size SIFT runs on (``wh``; ``K`` its matrix),
+    the lens whose distortion its keypoints are undistorted by (None: pinhole), and ``scale``, the factor from the
+    image to that size (``fit_to_map``; 1: as given)."""
+
+    camera: PinholeCamera
+    K: np.ndarray
+    lens: Distortion | None
+    scale: float
+    wh: tuple[int, int]
+
+
+def query_geometry(
+    w: int,
+    h: int,
+    *,
+    lens: QueryCamera | None,
+    intrinsics: tuple[float, float, float, float] | None,
+    camera: PinholeCamera | None,
+    map_camera: PinholeCamera,
+    map_hw: tuple[int, int],
+    fit_to_map: bool,
+) -> QueryGeometry:
+    """A ``w x h`` query's geometry: its camera from ``lens`` (wins), else ``intrinsics`` at its size, else
+    ``camera`` or the map's (``map_camera``) scaled to its size -- refused at another aspect ratio; then, with
+    ``fit_to_map``, scaled down to the map's pixel count when it has more (SIFT at the map's resolution matches
+    the map's features best and costs far less; the intrinsics scaled with it)."""
+    dist = None
+    if lens is not None:
+        cam, dist = lens.at(w, h)
+    elif intrinsics is not None:
+        cam = PinholeCamera(w, h, *intrinsics)
+    else:
+        cam = camera or map_camera
+        if abs(cam.width / cam.height - w / h) > 0.01 * (w / h):
+            whose = "the given camera" if camera else "the map's camera"
+            raise ConfigError(
+                f"the image is {w}x{h} and {whose} is {cam.width}x{cam.height}, another aspect ratio: give "
+                "the images' own intrinsics (--camera FX,FY,CX,CY, the camera parameter or a CameraInfo topic)"
+            )
+        if (cam.width, cam.height) != (w, h):
+            cam = cam.scaled(w, h)
+    mh, mw = map_hw
+    scale = math.sqrt(mh * mw / float(h * w)) if fit_to_map else 1.0
+    if scale < 0.99:
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        cam = cam.scaled(nw, nh)
+        w, h = nw, nh
+    else:
+        scale = 1.0
+    return QueryGeometry(cam, cam.K, dist, scale, (w, h))

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from pose2rgbd.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from pose2rgbd.inference.localize import Localizer, LocalizeResult
     from pose2rgbd.models.interfaces import PoseToImage
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,11 @@ def se3_exp(xi: torch.Tensor) -> torch.Tensor:
     """``(N, 6)`` increments (rho metres, omega radians) -> ``(N, 4, 4)`` rigid transforms (differentiable)."""
     import torch
 
-    return torch.linalg.matrix_exp(_hat(xi))
+    T: torch.Tensor = torch.linalg.matrix_exp(_hat(xi))
+    return T
 
 
-def _gaussian_kernel(sigma: float, device: Any) -> torch.Tensor:
+def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
     import torch
 
     r = max(1, math.ceil(2.5 * sigma))
@@ -148,7 +150,7 @@ def _grad(img: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _frozen(model: Any) -> Iterator[None]:
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
     """The model's parameters need no gradients while a pose is refined (restored afterwards)."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
@@ -222,7 +224,8 @@ class Refiner:
 
     def _cost(self, rgb: torch.Tensor, conf: torch.Tensor | None, query: torch.Tensor, level: int) -> torch.Tensor:
         """``(N,)`` mean robust cost of each frame at pyramid ``level``."""
-        torch = self._torch
+        import torch
+
         a = _down(rgb, level)
         b = _down(query, level)
         w = None if conf is None else _down(conf, level)
@@ -230,7 +233,7 @@ class Refiner:
             a, b = _blur(a, self.cfg.blur_sigma), _blur(b, self.cfg.blur_sigma)
         eps = self.cfg.charbonnier_eps
 
-        def charb(r: Any) -> Any:
+        def charb(r: torch.Tensor) -> torch.Tensor:
             return torch.sqrt(r * r + eps * eps) - eps
 
         c = charb(a - b)
@@ -248,7 +251,8 @@ class Refiner:
         T = torch.as_tensor(np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4), device=self.device)
         with torch.no_grad():
             rgb, conf = self._render(T)
-            return self._cost(rgb, conf, q, 0).cpu().numpy().astype(np.float64)  # type: ignore[no-any-return]
+            cost: np.ndarray = self._cost(rgb, conf, q, 0).cpu().numpy().astype(np.float64)
+            return cost
 
     def refine(self, images: np.ndarray, T_init: np.ndarray) -> RefineResult:
         """Refine ``T_init`` ``(N, 4, 4)`` (or one ``(4, 4)``) against ``images`` uint8 ``(N, H, W, 3)``."""
@@ -331,19 +335,19 @@ class RefinedLocalizer:
     """A :class:`~pose2rgbd.inference.localize.Localizer` whose poses are refined by a :class:`Refiner`
     (the localizer's estimate is the starting pose; the confidence is the localizer's)."""
 
-    def __init__(self, localizer: Any, refiner: Refiner, *, chunk: int = 16) -> None:
+    def __init__(self, localizer: Localizer, refiner: Refiner, *, chunk: int = 16) -> None:
         self.localizer = localizer
         self.refiner = refiner
-        self.camera = getattr(localizer, "camera", None)
-        self.world_frame = getattr(localizer, "world_frame", "map")
+        self.camera = localizer.camera
+        self.world_frame = localizer.world_frame
         self.chunk = int(chunk)
         self.last: list[RefineResult] = []
 
     @property
     def input_hw(self) -> tuple[int, int]:
-        return self.localizer.input_hw  # type: ignore[no-any-return]
+        return self.localizer.input_hw
 
-    def localize(self, images: np.ndarray) -> Any:
+    def localize(self, images: np.ndarray) -> LocalizeResult:
         from pose2rgbd.inference.localize import LocalizeResult, check_image_batch
 
         t0 = time.perf_counter()

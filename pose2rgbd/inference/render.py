@@ -33,16 +33,19 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
-from pose2rgbd.inference.poses import check_pose_batch, extrapolate_constant_velocity, pose_close, training_pose_set
+from pose2rgbd.inference.poses import check_pose_batch, coverage_poses, extrapolate_constant_velocity, pose_close
 
 if TYPE_CHECKING:
+    import torch
+
+    from pose2rgbd.inference.backends import Backend
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -150,7 +153,7 @@ class RenderEngine:
         self.cfg = cfg
         self.lookahead_rate_hz = float(lookahead_rate_hz)  # spacing of the look-ahead poses (the node's rate)
         self.loaded = loaded
-        self.backend: Any
+        self.backend: Backend
         self.model: PoseToImage  # the model's transforms (for torch: the prepared module the backend runs)
         self.backend, self.model = make_backend(cfg, loaded)
         self.device = self.backend.device
@@ -158,7 +161,7 @@ class RenderEngine:
         self.camera: PinholeCamera = loaded.camera
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
-        self.training_poses = training_pose_set(loaded)
+        self.coverage_poses = coverage_poses(loaded)  # the keyframes the model warps, else the training cameras
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
         self._wake = threading.Condition(self._lock)
@@ -214,11 +217,11 @@ class RenderEngine:
     def depth_range_m(self) -> tuple[float, float] | None:
         return self.model.depth_range_m
 
-    def _encode(self, T: np.ndarray) -> tuple[object, np.ndarray]:
+    def _encode(self, T: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """The model input (a tensor on the engine device) and the out-of-bounds flags ``(N,)``."""
         return self.model.poses_to_input(T, oob_margin=self.cfg.oob_margin)
 
-    def _forward(self, x: object) -> dict[str, np.ndarray | None]:
+    def _forward(self, x: torch.Tensor) -> dict[str, np.ndarray | None]:
         out = self.backend(x)
         out = {k: (v.float() if hasattr(v, "float") else v) for k, v in out.items()}
         return self.model.outputs_to_arrays(out)
@@ -233,7 +236,7 @@ class RenderEngine:
         h, w = self.model.image_hw
         return max(1, (512 * 512) // max(1, h * w))
 
-    def _forward_chunked(self, x: Any) -> tuple[dict[str, np.ndarray | None], int]:
+    def _forward_chunked(self, x: torch.Tensor) -> tuple[dict[str, np.ndarray | None], int]:
         """The arrays for input ``x`` in chunks of :attr:`max_batch` frames, and the number of network calls."""
         n, step = len(x), self.max_batch
         if n <= step:
@@ -241,7 +244,8 @@ class RenderEngine:
         parts = [self._forward(x[i : i + step]) for i in range(0, n, step)]
         out: dict[str, np.ndarray | None] = {}
         for k in parts[0]:
-            out[k] = None if parts[0][k] is None else np.concatenate([p[k] for p in parts], axis=0)  # type: ignore[misc]
+            arrays = [p[k] for p in parts]
+            out[k] = None if arrays[0] is None else np.concatenate([a for a in arrays if a is not None], axis=0)
         return out, len(parts)
 
     def _render(self, T: np.ndarray, *, inline: bool) -> RenderResult:
@@ -275,11 +279,11 @@ class RenderEngine:
         )
 
     def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest training camera (``(None, None)`` when
-        the checkpoint carries no training poses)."""
-        if self.training_poses is None:
+        """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest keyframe the model warps, or for a model
+        without keyframes the nearest training camera (``(None, None)`` when the checkpoint carries none)."""
+        if self.coverage_poses is None:
             return None, None
-        c = self.training_poses.coverage(T_world_cam)
+        c = self.coverage_poses.coverage(T_world_cam)
         return c.position_m, c.angle_deg
 
     def render(self, T_world_cam: np.ndarray) -> RenderResult:

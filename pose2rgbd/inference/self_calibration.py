@@ -5,7 +5,7 @@ localized against a map of the rest, and the calibration fitted on them
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,8 +14,12 @@ from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
 from pose2rgbd.inference.structure_calibration import coverage_ratios, fit_structure_calibration, keyframe_spacing
 from pose2rgbd.progress import bar
 
+if TYPE_CHECKING:
+    from pose2rgbd.map.build import SelfCalibrationConfig
+    from pose2rgbd.map.view import MapView
 
-def held_out_rows(n: int, cfg: Any) -> np.ndarray:
+
+def held_out_rows(n: int, cfg: SelfCalibrationConfig) -> np.ndarray:
     """The keyframes ``map build`` holds out: ``share`` of ``n`` (within ``min_queries`` .. ``max_queries``, at
     most a quarter of the map), evenly spread, never the first or the last (their neighbours are on one side)."""
     k = min(max(round(cfg.share * n), cfg.min_queries), cfg.max_queries, n // 4)
@@ -24,7 +28,7 @@ def held_out_rows(n: int, cfg: Any) -> np.ndarray:
     return np.unique(np.linspace(1, n - 2, k).round().astype(np.int64))
 
 
-def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any]:
+def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = False) -> dict[str, Any]:
     """``map build``'s calibration step (see the module docstring): ``view`` the map's keyframes
     (:class:`~pose2rgbd.map.view.MapView` with ``read_rgb``), ``cfg`` its
     :class:`~pose2rgbd.map.build.SelfCalibrationConfig`. Returns the manifest entry: ``status`` (``calibrated`` or
@@ -36,6 +40,8 @@ def self_calibrate(view: Any, cfg: Any, progress: bool = False) -> dict[str, Any
                 "map of the rest (calibrate with `pose2rgbd localize calibrate --map` on other frames)"}  # fmt: skip
     rest = view.without(held)
     loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
+    if view.read_rgb is None:
+        raise ValueError("self-calibration localizes the map's own images: give the view its read_rgb")
     fixes = []
     for i in bar(held, progress=progress, desc="self-calibration"):
         loc.query_camera = view.camera(int(i))  # the map's own images: each with its keyframe's camera

@@ -14,7 +14,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    place widened by its spatial neighbours.
 3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
    candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
-   from its depth or triangulated at build time).
+   from its depth or triangulated at build time); with ``ratio_all_features`` the ratio test sees all of a
+   keyframe's features, and a match to one without a point gives no correspondence.
 4. **Absolute pose**: pycolmap's ``estimate_and_refine_absolute_pose`` -- P3P in LO-RANSAC, then a Levenberg-
    Marquardt refinement of the inliers' reprojection error with a robust loss. Chosen over OpenCV's
    ``solvePnPRansac`` (USAC) because it does the local optimization and the non-linear refinement in one call and
@@ -25,7 +26,8 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    median angle between the two rays at most ``max_view_angle_deg``: SIFT does not match across larger viewpoint
    changes, so a wrong pose that reprojects a few points fails it), and no second place of comparable support
    (``ambiguity_ratio``; a loose prior's fix -- a learned model's guess -- or a marginal one is compared with what
-   place recognition finds); otherwise
+   place recognition finds; a group whose pose was rejected but lies within ``place_radius_m`` of the fix is the
+   same place, not a rival); otherwise
    the answer is "no fix" and why (``too few matches``, ``too few inliers``, ``inliers bunched``, ``ambiguous
    place``, ``inconsistent viewpoint``, ``far from the prior``, ...).
 6. **Covariance** from the solution's information: ``sigma^2 (J^T J)^-1`` of the inliers' reprojection residuals
@@ -47,8 +49,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,10 +60,17 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.lens import QueryCamera
 from pose2rgbd.inference.calibration import Calibration
-from pose2rgbd.inference.query_camera import unknown_camera_warning
-from pose2rgbd.inference.structure_calibration import finish_fix, information_covariance, map_calibration
-from pose2rgbd.inference.structure_match import CandidateMatcher
+from pose2rgbd.inference.query_camera import QueryGeometry, query_geometry, unknown_camera_warning
+from pose2rgbd.inference.structure_calibration import finish_fix, map_calibration
+from pose2rgbd.inference.structure_calibration import information_covariance as information_covariance
+from pose2rgbd.inference.structure_fix import Fix
+from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, root_sift
+from pose2rgbd.map.format import MapError
+from pose2rgbd.map.keyframe_map import has_local_features
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.localize import LocalizeResult
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,11 @@ class StructureConfig:
         40.0, "a position prior (GPS): its candidates are the keyframes within this distance", 0.1, 1e5
     )
     ratio: float = ranged_field(0.8, "Lowe's ratio test of the matching", 0.3, 1.0)
+    ratio_all_features: bool = help_field(
+        False,
+        "the ratio test against every feature of a keyframe, also those without a world point (a triangulated map: "
+        "cleaner correspondences, more fixes of unordered photos; fewer correspondences on a small sequence map)",
+    )
     max_error_px: float = ranged_field(
         4.0, "RANSAC inlier threshold, pixels at a 256-pixel-wide image (scaled with the query width)", 0.5, 100.0
     )
@@ -163,6 +178,7 @@ class Prior:
     T_world_cam: np.ndarray | None = None  # (4, 4) when the orientation is known too
     radius_m: float = 0.0  # search radius (0: the localizer's prior_radius_m)
     source: str = ""  # sequence | gps | odometry | posegan | ...
+    keyframes: np.ndarray | None = None  # a pose prior's candidate keyframes where already known (a sequence's)
 
     @classmethod
     def from_pose(cls, T_world_cam: np.ndarray, source: str, radius_m: float = 0.0) -> Prior:
@@ -170,39 +186,11 @@ class Prior:
         return cls(T[:3, 3].copy(), T.copy(), radius_m, source)
 
 
-@dataclass
-class Fix:
-    """The answer for one image: a pose with covariance, or none and why."""
-
-    ok: bool
-    reason: str  # "" with a fix
-    T_world_cam: np.ndarray  # (4, 4); NaN without a fix
-    covariance: np.ndarray  # (6, 6) world position (m) + rotation about world axes (rad); NaN without a fix
-    confidence: float
-    inliers: int = 0
-    correspondences: int = 0
-    keyframes: list[int] = field(default_factory=list)  # map rows of the matched keyframes
-    prior: str = ""  # which prior gave the candidates ("" none)
-    seconds: float = 0.0
-    spread: float = math.nan  # share of the image the inliers' bounding box covers
-    information: np.ndarray | None = None  # the raw information covariance (before the calibration)
-    flag: str = ""  # why the calibration's gate puts the fix out of distribution ("" it does not)
-    position_ratio: float = math.nan  # distance to the nearest keyframe over the map's spacing (position)
-    pose_ratio: float = math.nan  # ... in the pose distance (position + rotation)
-    confidence_bound_m: float = 0.0  # > 0: confidence is P(position error < this)
-    scale: float = 1.0  # the query was scaled by this before matching (fit_to_map)
-
-    def out_of_distribution(self, threshold: float | None) -> bool:
-        """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the
-        node's; ``None``: none) -- the rule of the localize node and of ``localize images``."""
-        return bool(self.flag) or (threshold is not None and self.confidence < threshold)
-
-
 class _LazySims:
     """The query's place-recognition similarity to every keyframe, computed on first use (a pose prior's decisive
     fix needs none)."""
 
-    def __init__(self, place_map: Any, img: np.ndarray, desc: np.ndarray) -> None:
+    def __init__(self, place_map: StructureMap, img: np.ndarray, desc: np.ndarray) -> None:
         self.map, self.img, self.desc = place_map, img, desc
         self._v: np.ndarray | None = None
 
@@ -212,8 +200,21 @@ class _LazySims:
         return self._v
 
 
-def _nan_fix(reason: str, **kw: Any) -> Fix:
-    return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, **kw)
+def _nan_fix(
+    reason: str,
+    *,
+    inliers: int = 0,
+    correspondences: int = 0,
+    keyframes: list[int] | None = None,
+    prior: str = "",
+    flag: str = "",
+    hypothesis: np.ndarray | None = None,
+) -> Fix:
+    """No fix, for ``reason``, with what was found on the way (``hypothesis``: the rejected pose, where RANSAC
+    found one)."""
+    return Fix(False, reason, np.full((4, 4), np.nan), np.full((6, 6), np.nan), 0.0, inliers=inliers,
+               correspondences=correspondences, keyframes=keyframes or [], prior=prior, flag=flag,
+               hypothesis=hypothesis)  # fmt: skip
 
 
 class StructureLocalizer:
@@ -222,32 +223,46 @@ class StructureLocalizer:
 
     kind = "structure"
 
-    def __init__(self, place_map: Any, cfg: StructureConfig | None = None, camera: PinholeCamera | None = None) -> None:
+    def __init__(
+        self, place_map: StructureMap, cfg: StructureConfig | None = None, camera: PinholeCamera | None = None
+    ) -> None:
+        if not has_local_features(dict(place_map.manifest)):
+            raise MapError(
+                f"{place_map.path}: a keyframe map (posed RGB-D keyframes, as a hybrid model reads them) holds no "
+                "local features: nothing the structure localizer can match. Give a map built for localization, "
+                "`pose2rgbd map build` of its dataset"
+            )
         self.map = place_map
         self.cfg = cfg or StructureConfig()
         self.query_camera = camera  # None: the map's camera scaled to each image
         self.query_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the image's size
         self.query_lens: QueryCamera | None = None  # the images' camera with its distortion (wins over the above)
+        self._geometry: dict[tuple[int, int], QueryGeometry] = {}  # per query size, for the three above (as set)
+        self._geometry_of_camera: tuple[object, ...] = (None, None, None)
         self._warned_camera = False
         self.camera = camera or place_map.camera(0)
         self.world_frame = place_map.world_frame
+        self.positions = place_map.positions  # (N, 3) the keyframes' (verification)
         self._lock = threading.RLock()
+        # a sequence: the last fix and its candidate keyframes for the next image (the nearest to it in pose)
         self._last: np.ndarray | None = None
+        self._last_keyframes: np.ndarray | None = None
         self._misses = 0
         self.last_view_angle_deg = math.nan  # of the last pose that reached the viewpoint check (diagnostics)
-        self.prior_model: Any = None  # PriorFromModel: a learned localizer's estimate as the last prior
+        # a learned localizer's estimate as the last prior (structure_load.PriorFromModel)
+        self.prior_model: Callable[[np.ndarray], Prior | None] | None = None
         self.stats = {"calls": 0, "frames": 0, "fixes": 0}
         # the map's own calibration (map build) unless a file replaces it (use_calibration)
         self.calibration: Calibration | None = map_calibration(place_map)
         self.calibration_source = "map" if self.calibration is not None else "none"
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
-        self.matcher = CandidateMatcher(place_map)
+        self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)
 
     @property
     def input_hw(self) -> tuple[int, int]:
         """The map's image size (queries of any size are accepted; this is what a node fits images to)."""
-        return self.map.image_hw  # type: ignore[no-any-return]
+        return self.map.image_hw
 
     def use_calibration(self, cal: Calibration, source: str = "file") -> None:
         """Calibrate the fixes with ``cal`` (a ``localize calibrate`` file) instead of the map's own."""
@@ -256,10 +271,10 @@ class StructureLocalizer:
     def reset(self) -> None:
         """Forget the previous fix (a new sequence starts)."""
         with self._lock:
-            self._last, self._misses = None, 0
+            self._last, self._last_keyframes, self._misses = None, None, 0
 
     # ------------------------------------------------------------------ API
-    def localize(self, images: np.ndarray, priors: list[Prior | None] | None = None) -> Any:
+    def localize(self, images: np.ndarray, priors: list[Prior | None] | None = None) -> LocalizeResult:
         """A batch ``(N, H, W, 3)`` (or one image) -> a :class:`~pose2rgbd.inference.localize.LocalizeResult`
         with ``fixes`` (NaN poses where there is none)."""
         from pose2rgbd.inference.localize import LocalizeResult
@@ -284,58 +299,40 @@ class StructureLocalizer:
         if img.dtype != np.uint8 or img.ndim not in (2, 3):
             raise ConfigError(f"structure localizer: expected a uint8 (H, W[, 3]) image, got {img.dtype} {img.shape}")
         h, w = img.shape[:2]
-        lens = None
-        if self.query_lens is not None:
-            cam, lens = self.query_lens.at(w, h)
-        elif self.query_intrinsics is not None:
-            cam = PinholeCamera(w, h, *self.query_intrinsics)
-        else:
-            if self.query_camera is None and not self._warned_camera:
-                self._warned_camera = True
-                log.warning(unknown_camera_warning(self.map, w, h))
-            cam = self.query_camera or self.map.camera(0)
-            if abs(cam.width / cam.height - w / h) > 0.01 * (w / h):
-                whose = "the given camera" if self.query_camera else "the map's camera"
-                raise ConfigError(
-                    f"the image is {w}x{h} and {whose} is {cam.width}x{cam.height}, another aspect ratio: give "
-                    "the images' own intrinsics (--camera FX,FY,CX,CY, the camera parameter or a CameraInfo topic)"
-                )
-            if (cam.width, cam.height) != (w, h):
-                cam = cam.scaled(w, h)
-        mh, mw = self.map.image_hw
-        scale = math.sqrt(mh * mw / float(h * w)) if self.cfg.fit_to_map else 1.0
-        if scale < 0.99:  # fit_to_map: SIFT at the map's resolution (the pose is the same: intrinsics scaled too)
+        geo = self._geometry_of(w, h)
+        if geo.scale != 1.0:  # fit_to_map: SIFT at the map's resolution (the pose is the same: intrinsics scaled too)
             import cv2
 
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-            cam = cam.scaled(nw, nh)
-            w, h = nw, nh
-        else:
-            scale = 1.0
+            img = cv2.resize(img, geo.wh, interpolation=cv2.INTER_AREA)
         feats = extract(img, self.cfg.features)
-        if lens is not None:  # the pinhole coordinates of the keypoints (the map's keyframes are pinhole)
-            feats = ImageFeatures(lens.undistort_points(feats.xy, cam.K).astype(np.float32), feats.desc)
+        if geo.lens is not None:  # the pinhole coordinates of the keypoints (the map's keyframes are pinhole)
+            feats = ImageFeatures(geo.lens.undistort_points(feats.xy, geo.K).astype(np.float32), feats.desc)
         with self._lock:
-            last = self._last if self.cfg.use_previous_fix else None
+            last, near = (self._last, self._last_keyframes) if self.cfg.use_previous_fix else (None, None)
         priors = ([Prior.from_pose(last, "sequence")] if last is not None else []) + ([prior] if prior else [])
+        if last is not None:
+            priors[0].keyframes = near
         if self.prior_model is not None and not priors:
             learned = self.prior_model(img)
             priors += [learned] if learned is not None else []
-        fix = self._solve(img, feats, cam, (w, h), priors)
+        fix = self._solve(img, feats, geo.camera, geo.wh, priors)
+        near = None
         if fix.ok:
-            finish_fix(fix, self.calibration, self.map.poses, self.cfg)
-            if fix.flag and self.cfg.ood_policy == "refuse":
+            c = self.cfg
+            finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
+            if fix.flag and c.ood_policy == "refuse":
                 fix = _nan_fix("out of distribution", inliers=fix.inliers, correspondences=fix.correspondences,
                                keyframes=fix.keyframes, prior=fix.prior, flag=fix.flag)  # fmt: skip
-        fix.scale = scale
+            elif c.use_previous_fix:  # the next image's candidates: the keyframes nearest to this fix in pose
+                near = self.map.poses.nearest(fix.T_world_cam, c.prior_candidates, quat_xyzw=fix.quat_xyzw)[0]
+        fix.scale = geo.scale
         fix.seconds = time.perf_counter() - t0
         with self._lock:
             self.stats["calls"] += 1
             self.stats["frames"] += 1
             if fix.ok:
                 self.stats["fixes"] += 1
-                self._last, self._misses = fix.T_world_cam.copy(), 0
+                self._last, self._last_keyframes, self._misses = fix.T_world_cam.copy(), near, 0
             else:
                 self._misses += 1
                 if self._misses > self.cfg.max_misses:
@@ -343,6 +340,26 @@ class StructureLocalizer:
         return fix
 
     # ------------------------------------------------------------------ internals
+    def _geometry_of(self, w: int, h: int) -> QueryGeometry:
+        """The geometry of a ``w x h`` query (:func:`query_geometry`), kept per size while the query camera is the
+        one it was made with (the same lens and camera objects, intrinsics of the same values: a node sets them
+        from every CameraInfo)."""
+        camera = (self.query_lens, self.query_intrinsics, self.query_camera)
+        lens, intrinsics, cam = self._geometry_of_camera
+        if camera[0] is not lens or camera[1] != intrinsics or camera[2] is not cam:
+            self._geometry, self._geometry_of_camera = {}, camera
+        geo = self._geometry.get((w, h))
+        if geo is not None:
+            return geo
+        if all(v is None for v in camera) and not self._warned_camera:
+            self._warned_camera = True
+            log.warning(unknown_camera_warning(self.map, w, h))
+        geo = query_geometry(w, h, lens=self.query_lens, intrinsics=self.query_intrinsics, camera=self.query_camera,
+                             map_camera=self.map.camera(0), map_hw=self.map.image_hw,
+                             fit_to_map=self.cfg.fit_to_map)  # fmt: skip
+        self._geometry[(w, h)] = geo
+        return geo
+
     def _solve(
         self, img: np.ndarray, feats: ImageFeatures, cam: PinholeCamera, wh: tuple[int, int], priors: list[Prior]
     ) -> Fix:
@@ -388,8 +405,11 @@ class StructureLocalizer:
         for f in results:
             if f is best or f.inliers < c.ambiguity_ratio * best.inliers or f.inliers < c.min_inliers:
                 continue
-            if f.ok and np.linalg.norm(f.T_world_cam[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
-                continue  # the same place seen from two keyframe groups
+            # the same place seen from two keyframe groups: a fix, or a rejected hypothesis (too few inliers for
+            # a fix of its own), whose pose lies near the best one supports it rather than rivalling it
+            T_f = f.T_world_cam if f.ok else f.hypothesis
+            if T_f is not None and np.linalg.norm(T_f[:3, 3] - best.T_world_cam[:3, 3]) <= c.place_radius_m:
+                continue
             return _nan_fix("ambiguous place", inliers=best.inliers, correspondences=best.correspondences)
         return best
 
@@ -397,19 +417,22 @@ class StructureLocalizer:
         """A pose prior: the keyframes nearest to it (``sims`` not needed); a position prior: the most similar by
         ``sims`` within its radius."""
         c = self.cfg
+        if prior.keyframes is not None:
+            return prior.keyframes
         if prior.T_world_cam is not None:  # the keyframes nearest in pose see what the query sees
-            return self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]  # type: ignore[no-any-return]
+            nearest: np.ndarray = self.map.poses.nearest(prior.T_world_cam, c.prior_candidates)[0]
+            return nearest
         near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:
-            return near  # type: ignore[no-any-return]
+            return near
         assert sims is not None
-        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]  # type: ignore[no-any-return]
+        return near[np.argsort(-sims[near], kind="stable")][: c.prior_candidates]
 
     def _places(self, sims: np.ndarray) -> list[np.ndarray]:
         """Groups of candidate keyframes, most similar place first."""
         c = self.cfg
         top = np.argsort(-sims, kind="stable")[: c.retrieval_top]
-        pos = self.map.positions
+        pos = self.positions
         places, used = [], np.zeros(len(top), bool)
         for k in range(len(top)):
             if used[k]:
@@ -457,24 +480,25 @@ class StructureLocalizer:
         n_in = int(inl.sum())
         kfl = [int(i) for i in cand]
         if n_in < c.min_inliers or n_in < c.min_inlier_ratio * n_corr:
-            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("too few inliers", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         xi = x[inl]
         box = np.ptp(xi[:, 0]) * np.ptp(xi[:, 1]) / float(wh[0] * wh[1])
         if box < c.min_spread:
-            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+            return _nan_fix("inliers bunched", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         support = np.unique(kf[inl])
-        if np.min(np.linalg.norm(self.map.positions[support] - T[:3, 3], axis=1)) > self.max_kf_distance:
-            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl)
+        if np.min(np.linalg.norm(self.positions[support] - T[:3, 3], axis=1)) > self.max_kf_distance:
+            return _nan_fix("far from the keyframes", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         # SIFT matches survive a limited change of viewpoint: the query's rays to its inlier points must look at
         # them from about where the keyframes that hold them did (a wrong pose that happens to reproject 20
         # points sees them from elsewhere)
         Xi = X[inl]
         a = Xi - T[:3, 3]
-        b = Xi - self.map.positions[kf[inl]]
+        b = Xi - self.positions[kf[inl]]
         cosang = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
         self.last_view_angle_deg = float(np.degrees(np.arccos(np.clip(np.median(cosang), -1.0, 1.0))))
         if self.last_view_angle_deg > c.max_view_angle_deg:
-            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl)
-        cov = information_covariance(T, X[inl], xi, cam.K, c.min_sigma_px)
+            return _nan_fix("inconsistent viewpoint", inliers=n_in, correspondences=n_corr, keyframes=kfl, hypothesis=T)
         conf = 1.0 - math.exp(-n_in / c.confident_inliers)
-        return Fix(True, "", T, cov, conf, inliers=n_in, correspondences=n_corr, keyframes=kfl, spread=float(box))
+        # the covariance is computed from the inliers when the fix is finished (finish_fix: the one answered)
+        return Fix(True, "", T, np.full((6, 6), np.nan), conf, inliers=n_in, correspondences=n_corr, keyframes=kfl,
+                   spread=float(box), support=(Xi, xi))  # fmt: skip

@@ -3,7 +3,8 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
 
 * :func:`information_covariance`: ``sigma^2 (J^T J)^-1`` of a fix's inliers' reprojection residuals (raw: about
   11x too small in standard deviation on a real sequence, since it ignores the map points' own errors).
-* :func:`finish_fix`: a fix as published -- that covariance scaled by the calibration (position and orientation
+* :func:`finish_fix`: a fix as published (computed for the one fix answered, not for every place tried) -- that
+  covariance, its orientation's quaternion, the covariance scaled by the calibration (position and orientation
   blocks), the gate (the fix's distance to the nearest map keyframe relative to the map's spacing, its inlier
   count and spread), a flagged fix's covariance inflated by ``ood_covariance_scale`` (or the fix refused, by
   ``ood_policy``), and the confidence ``P(position error < bound_m)`` of the covariance it carries.
@@ -15,10 +16,12 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 from pose2rgbd.inference.calibration import (
     SCALE_LEVEL,
     Calibration,
@@ -27,6 +30,10 @@ from pose2rgbd.inference.calibration import (
     fit_gate,
     pose_error_vectors,
 )
+from pose2rgbd.inference.structure_fix import Fix
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.structure_match import StructureMap
 
 
 def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
@@ -47,7 +54,8 @@ def information_covariance(
         c = T_world_cam[:3, 3] + delta[:3]
         p = (X - c) @ R  # world -> camera: R^T (X - c)
         uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-        return (uv - x).reshape(-1)
+        r: np.ndarray = (uv - x).reshape(-1)
+        return r
 
     r0 = residuals(np.zeros(6))
     J = np.empty((len(r0), 6))
@@ -69,8 +77,6 @@ def information_covariance(
 def keyframe_spacing(T_world_cam: np.ndarray, rot_weight_m: float) -> dict[str, float]:
     """The map's spacing: the median distance of a keyframe to its nearest other keyframe, in position (map units)
     and in the pose distance ``||dt|| + rot_weight_m * angle`` (:mod:`pose2rgbd.geometry.coverage`)."""
-    from pose2rgbd.geometry.coverage import PoseSet
-
     T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
     if len(T) < 2:
         return {"spacing_position_m": 1.0, "spacing_pose_m": 1.0}
@@ -85,25 +91,39 @@ def keyframe_spacing(T_world_cam: np.ndarray, rot_weight_m: float) -> dict[str, 
     }
 
 
-def coverage_ratios(poses: Any, T_world_cam: np.ndarray, gate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def coverage_ratios(poses: PoseSet, T_world_cam: np.ndarray, gate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Per pose ``(M, 4, 4)``: the distance to the nearest keyframe of ``poses`` (a PoseSet) over the map's spacing
     (stored in the gate), in position and in the pose distance."""
     cov = poses.coverage(np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4))
     return (cov.position_m / gate.get("spacing_position_m", 1.0), cov.distance / gate.get("spacing_pose_m", 1.0))
 
 
-def map_calibration(place_map: Any) -> Calibration | None:
-    """The calibration ``map build`` stored in the map's manifest, or None (a map built without one)."""
-    entry = (getattr(place_map, "manifest", None) or {}).get("calibration") or {}
+def map_calibration(place_map: StructureMap) -> Calibration | None:
+    """The calibration ``map build`` stored in the map's manifest, or None (a map built without one, a map in
+    memory)."""
+    entry = place_map.manifest.get("calibration") or {}
     if entry.get("status") != "calibrated":
         return None
-    return Calibration.from_dict(entry["calibration"], f"{getattr(place_map, 'path', 'map')}: calibration")
+    return Calibration.from_dict(entry["calibration"], f"{place_map.path or 'map'}: calibration")
 
 
 # ------------------------------------------------------------------------------------------ a fix as published
-def finish_fix(fix: Any, cal: Calibration | None, poses: Any, cfg: Any) -> None:
-    """Turn a fix's raw information covariance into what is published (see the module docstring); in place.
-    ``cfg``: the localizer's :class:`~pose2rgbd.inference.structure.StructureConfig` (``ood_covariance_scale``)."""
+def finish_fix(
+    fix: Fix,
+    cal: Calibration | None,
+    poses: PoseSet,
+    ood_covariance_scale: float,
+    K: np.ndarray | None = None,
+    min_sigma_px: float = 0.5,
+) -> None:
+    """Turn a fix into what is published (see the module docstring); in place: its information covariance from
+    its inliers (``fix.support``, with the query camera's ``K``; a fix without them keeps the covariance it has),
+    its orientation as a quaternion (what the output rows and the next image's candidates use), the calibration.
+    ``ood_covariance_scale``, ``min_sigma_px``: the localizer's
+    (:class:`~pose2rgbd.inference.structure.StructureConfig`)."""
+    if fix.support is not None and K is not None:
+        fix.covariance = information_covariance(fix.T_world_cam, *fix.support, K, min_sigma_px)
+    fix.quat_xyzw = matrix_to_quat_xyzw(fix.T_world_cam[:3, :3])
     fix.information = fix.covariance
     if cal is None:
         return
@@ -113,7 +133,7 @@ def finish_fix(fix: Any, cal: Calibration | None, poses: Any, cfg: Any) -> None:
         fix.position_ratio, fix.pose_ratio = float(pr[0]), float(qr[0])
         fix.flag = cal.gate_reason(fix.position_ratio, fix.pose_ratio, fix.inliers, fix.spread)
     if fix.flag:
-        cov = cov * cfg.ood_covariance_scale
+        cov = cov * ood_covariance_scale
     fix.covariance = cov
     p = cal.confidence_of(cov)
     if p is not None:
@@ -121,7 +141,7 @@ def finish_fix(fix: Any, cal: Calibration | None, poses: Any, cfg: Any) -> None:
 
 
 def fit_structure_calibration(
-    fixes: list[Any],
+    fixes: list[Fix],
     T_true: np.ndarray,
     position_ratio: np.ndarray,
     pose_ratio: np.ndarray,
@@ -153,7 +173,7 @@ def fit_structure_calibration(
     return cal
 
 
-def published_factors(fixes: list[Any], T_true: np.ndarray) -> dict[str, float]:
+def published_factors(fixes: list[Fix], T_true: np.ndarray) -> dict[str, float]:
     """How the covariances the fixes carry compare with their errors (:func:`information_factors`: 1 is calibrated;
     variance scale), and the confidence's reliability: mean confidence against the share within its bound."""
     from pose2rgbd.geometry.transforms import pose_errors
@@ -162,7 +182,7 @@ def published_factors(fixes: list[Any], T_true: np.ndarray) -> dict[str, float]:
     T_est = np.stack([f.T_world_cam for f in fixes])
     f6, fp, fr = information_factors(pose_error_vectors(T_est, T_true), np.stack([f.covariance for f in fixes]))
     out = {"factor": f6, "factor_position": fp, "factor_orientation": fr}
-    bound = [getattr(f, "confidence_bound_m", 0.0) for f in fixes]
+    bound = [f.confidence_bound_m for f in fixes]
     if all(b > 0 for b in bound):
         pos_err, _ = pose_errors(T_est, T_true)
         out["mean_confidence"] = float(np.mean([f.confidence for f in fixes]))

@@ -3,13 +3,17 @@ pose checkpoint), or both (the model's estimate as the structure localizer's pri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference import Engine
+    from pose2rgbd.inference.localize import Localizer
 
 # ---------------------------------------------------------------------------------------------- choosing a method
 LOCALIZE_METHODS = ("auto", "structure", "posegan", "structure+posegan")
@@ -38,7 +42,7 @@ class PriorFromModel:
     """A learned image -> pose model (PoseGAN) as the structure localizer's prior: its position, searched within
     ``radius_m`` (its orientation is not trusted: candidates come from the position only)."""
 
-    def __init__(self, engine: Any, radius_m: float, crop_scale: float = 0.0) -> None:
+    def __init__(self, engine: Localizer, radius_m: float, crop_scale: float = 0.0) -> None:
         self.engine = engine
         self.radius_m = float(radius_m)
         self.crop_scale = crop_scale
@@ -61,17 +65,24 @@ def load_structure_localizer(
     cfg: StructureConfig,
     *,
     camera: PinholeCamera | None = None,
-    prior_engine: Any = None,
+    prior_engine: Engine | None = None,
     prior_radius_m: float = 150.0,
 ) -> StructureLocalizer:
     """Open the map and build the localizer; with ``prior_engine`` (structure+posegan) the model's estimate is the
     prior of images that have no better one. Refuses a model of another world frame than the map's."""
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.inference.localize import LocalizeEngine
     from pose2rgbd.map import PlaceMap
 
+    if prior_engine is not None and not isinstance(prior_engine, LocalizeEngine):
+        raise CheckpointError(
+            f"{prior_engine.loaded.where}: a {prior_engine.loaded.kind!r} model renders images from poses; the "
+            "structure localizer's prior needs an image -> pose checkpoint (a model kind served by the localize engine)"
+        )
     pm = PlaceMap(map_path)
     loc = StructureLocalizer(pm, cfg, camera)
     if prior_engine is not None:
-        theirs = getattr(prior_engine, "world_frame", pm.world_frame)
+        theirs = prior_engine.world_frame
         if theirs != pm.world_frame:
             raise ConfigError(
                 f"the checkpoint answers in world frame {theirs!r}, the map {map_path} in {pm.world_frame!r}: "

@@ -1,80 +1,49 @@
-"""The structure localizer's 2-D/3-D correspondences: the query's RootSIFT against its candidate keyframes.
-
-The keyframes' RootSIFT descriptors and world points are kept in a small LRU (consecutive images of a sequence ask
-for mostly the same keyframes; converting a keyframe's uint8 SIFT costs as much as matching it), and a candidate
-set is matched as ONE matrix product against its keyframes stacked (:func:`~pose2rgbd.map.features.match_ratio_blocks`),
-the stacked operand reused while the next image asks for the same set.
-"""
+"""What the structure localizer reads of a map (:class:`StructureMap`). The 2-D/3-D correspondences of a query
+against its candidate keyframes are the map layer's answer: :class:`~pose2rgbd.map.features.CandidateMatcher`
+(re-exported here with its :class:`~pose2rgbd.map.features.Correspondences`)."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from pose2rgbd.map.features import match_ratio_blocks, root_sift, stack_blocks
-from pose2rgbd.map.format import LRU
-from pose2rgbd.map.place_map import KeyframeFeatures
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.features import CandidateMatcher as CandidateMatcher
+from pose2rgbd.map.features import Correspondences as Correspondences
+from pose2rgbd.map.features import KeyframeFeatureSource
+from pose2rgbd.map.place import GlobalDescriber
 
 
-class KeyframeFeatureSource(Protocol):
-    """What the matcher reads of a map: a keyframe's local features with their world points (a
-    :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory :class:`~pose2rgbd.map.view.MapView`)."""
+class StructureMap(KeyframeFeatureSource, Protocol):
+    """What the structure localizer reads of a map (a :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory
+    :class:`~pose2rgbd.map.view.MapView`; mypy checks both where they are handed to the localizer): the pose index,
+    per-keyframe intrinsics, the global descriptors with the describer that makes a query's, local features, and
+    the manifest (empty for a map in memory) with the map's own calibration and source cameras."""
 
-    def features(self, i: int) -> KeyframeFeatures: ...
+    T_world_cam: np.ndarray  # (N, 4, 4)
+    poses: PoseSet  # the nearest-keyframe index
+    global_desc: np.ndarray  # (N, D) float32
+    describer: GlobalDescriber
 
+    def __len__(self) -> int: ...
 
-@dataclass
-class Correspondences:
-    """One 2-D/3-D correspondence per matched query keypoint."""
+    @property
+    def image_hw(self) -> tuple[int, int]: ...
 
-    query: np.ndarray  # (M,) query keypoint rows
-    xyz: np.ndarray  # (M, 3) float64 world points
-    keyframe: np.ndarray  # (M,) map rows of the keyframes that hold the points
+    @property
+    def world_frame(self) -> str: ...
 
+    @property
+    def positions(self) -> np.ndarray: ...  # (N, 3)
 
-class CandidateMatcher:
-    """Matches query descriptors against candidate keyframes of a place map (thread-safe)."""
+    @property
+    def path(self) -> Path | None: ...  # None: a map in memory
 
-    def __init__(self, place_map: KeyframeFeatureSource, cache_keyframes: int = 128) -> None:
-        self.map = place_map
-        self._lock = threading.Lock()
-        self._cache = LRU(cache_keyframes)
-        self._stacked: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...  # map.json (JSON); empty for a map in memory
 
-    def keyframe(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64 (features with a point)."""
-
-        def make() -> tuple[np.ndarray, np.ndarray]:
-            f = self.map.features(i)
-            ok = np.all(np.isfinite(f.xyz), axis=1)
-            return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
-
-        with self._lock:
-            return self._cache.get(int(i), make)  # type: ignore[no-any-return]
-
-    def _stack(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = tuple(int(i) for i in cand)
-        with self._lock:
-            if self._stacked is not None and self._stacked[0] == key:
-                return self._stacked[1], self._stacked[2]
-        stacked, sizes = stack_blocks([self.keyframe(i)[0] for i in key])
-        with self._lock:
-            self._stacked = (key, stacked, sizes)
-        return stacked, sizes
-
-    def match(self, q_rs: np.ndarray, cand: np.ndarray, ratio: float) -> Correspondences:
-        """Ratio-test matches of RootSIFT ``q_rs`` against each keyframe of ``cand`` (map rows), one per query
-        keypoint (its most distinctive match over the candidates)."""
-        if len(cand) == 0:
-            e = np.zeros(0, np.int64)
-            return Correspondences(e, np.zeros((0, 3)), e)
-        stacked, sizes = self._stack(cand)
-        m = match_ratio_blocks(q_rs, stacked, sizes, ratio)
-        xyz = np.zeros((len(m.query), 3))
-        for b in np.unique(m.block):
-            sel = m.block == b
-            xyz[sel] = self.keyframe(int(cand[b]))[1][m.ref[sel]]
-        return Correspondences(m.query, xyz, np.asarray(cand, np.int64)[m.block])
+    def camera(self, i: int = 0) -> PinholeCamera: ...

@@ -28,70 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.config import help_field, ordinal, ranged_field
+from pose2rgbd.config import help_field, ranged_field
+from pose2rgbd.dataset import Dataset
 from pose2rgbd.dataset.repeats import RepeatFilter, digest
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract
 from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
 from pose2rgbd.map.pool import ordered_map, resolve_workers
+from pose2rgbd.map.selection import MapSelection, select_frames
 from pose2rgbd.map.verify import verify_files
 from pose2rgbd.map.view import MapView
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
-
-SELECTION_SPLITS = ("", "random", "route", "every-nth")
-
-
-@dataclass
-class MapSelection:
-    """Which dataset frames become keyframes."""
-
-    split: str = help_field(
-        "", "take the training frames of this split (random | route | every-nth, as `pose2rgbd train` makes it); "
-        "empty: no split"
-    )  # fmt: skip
-    seed: int = help_field(0, "seed of the random split")
-    val_fraction: float = help_field(0.1, "validation share of the split (as train.val_fraction)")
-    test_fraction: float = help_field(0.1, "test share of the split (as train.test_fraction)")
-    every_nth: int = help_field(10, "the every-nth split's N (as train.every_nth)")
-    sources: list[int] = help_field([], "only frames of these source ids (empty: every source)")
-    stride: int = ranged_field(1, "then keep every N-th of the selected frames (1: all): a sparse map", 1, 100000)
-    piece: str = help_field(
-        "", "K/N: then only the K-th of N consecutive parts of them -- a large place built in pieces (on several "
-        "machines), joined by `pose2rgbd map merge`; empty: all"
-    )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if self.split not in SELECTION_SPLITS:
-            raise ConfigError(f"selection.split {self.split!r}: use random, route, every-nth or leave it empty")
-        self.piece_of()
-
-    def piece_of(self) -> tuple[int, int] | None:
-        """``(K, N)`` of ``piece`` (1-based K), or None for the whole selection."""
-        if not self.piece:
-            return None
-        k, _, n = self.piece.partition("/")
-        try:
-            kn = int(k), int(n)
-        except ValueError:
-            kn = (0, 0)
-        if not 1 <= kn[0] <= kn[1]:
-            raise ConfigError(f"selection.piece {self.piece!r}: write K/N with 1 <= K <= N, e.g. 2/4")
-        return kn
-
-    def describe(self) -> str:
-        parts = []
-        if self.split:
-            parts.append(f"training frames of the {self.split} split (seed {self.seed})")
-        if self.sources:
-            parts.append(f"sources {','.join(map(str, self.sources))}")
-        if self.stride > 1:
-            parts.append(f"every {ordinal(self.stride)}")
-        if self.piece:
-            parts.append(f"piece {self.piece}")
-        return ", ".join(parts) or "every frame"
 
 
 @dataclass
@@ -119,6 +69,11 @@ class SelfCalibrationConfig:
         0.8, "the covariance scale is the upper one-sided confidence bound of the held-out fixes' median at "
         "this level (at least the true scale in this share of calibrations; 0.5: the median itself)", 0.5, 0.99,
     )  # fmt: skip
+
+
+# the self-calibration step ``map build`` and ``map merge`` run on the map's keyframes before it is written
+# (:func:`pose2rgbd.inference.self_calibration.self_calibrate`): the manifest's ``calibration`` entry (JSON)
+CalibrateStep = Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]]
 
 
 @dataclass
@@ -161,37 +116,6 @@ class MapBuildConfig:
             raise ConfigError(f"image_codec {self.image_codec!r}: use jpg or png")
 
 
-def select_frames(ds: Any, sel: MapSelection) -> np.ndarray:
-    """Sorted dataset rows of the keyframes (see :class:`MapSelection`)."""
-    from pose2rgbd.dataset.splits import make_split
-
-    f = ds.frames
-    rows = np.arange(len(ds))
-    if sel.split:
-        sp = make_split(f.source_id, f.stamp_ns, sel.split, seed=sel.seed, val_fraction=sel.val_fraction,
-                        test_fraction=sel.test_fraction, every_nth=sel.every_nth)  # fmt: skip
-        rows = sp.train
-    if sel.sources:
-        unknown = sorted(set(sel.sources) - set(np.unique(f.source_id).tolist()))
-        if unknown:
-            raise ConfigError(f"selection.sources: {unknown} are not source ids of {ds.path}")
-        rows = rows[np.isin(f.source_id[rows], sel.sources)]
-    if sel.stride > 1:  # every N-th in time order within each source
-        keep = []
-        for s in np.unique(f.source_id[rows]):
-            r = rows[f.source_id[rows] == s]
-            r = r[np.argsort(f.stamp_ns[r], kind="stable")]
-            keep.append(r[:: sel.stride])
-        rows = np.concatenate(keep)
-    rows = np.sort(rows)
-    kn = sel.piece_of()
-    if kn is not None:  # consecutive rows: neighbours in time stay together (triangulation pairs them)
-        rows = np.array_split(rows, kn[1])[kn[0] - 1]
-    if len(rows) < 2:
-        raise ConfigError(f"the selection ({sel.describe()}) leaves {len(rows)} keyframe(s); a map needs at least 2")
-    return rows
-
-
 def lift_points(
     xy: np.ndarray, depth: np.ndarray, T_world_cam: np.ndarray, K: np.ndarray, edge_ratio: float
 ) -> np.ndarray:
@@ -211,7 +135,30 @@ def lift_points(
     p = np.stack([(xy[:, 0] - cx) / fx * z, (xy[:, 1] - cy) / fy * z, z], axis=1)
     world = p @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
     world[~ok] = np.nan
-    return world.astype(np.float32)
+    return np.asarray(world, np.float32)
+
+
+def dataset_entry(ds: Any, path: str | Path) -> dict[str, Any]:
+    """The manifest's ``dataset`` section: what the map's keyframes were taken from (its fingerprint is checked
+    by every reader that pairs the map with a model or another map)."""
+    return {
+        "path": str(Path(path).resolve()),
+        "name": ds.manifest.name,
+        "fingerprint": ds.fingerprint(),
+        "world_frame": ds.manifest.world_frame,
+        "camera_frame": ds.manifest.camera_frame,
+        "frames": len(ds),
+        "depth_kind": ds.manifest.depth_kind,
+        "pose_units": ds.manifest.resolved_pose_units,
+        "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
+        "datum": None
+        if ds.manifest.datum is None
+        else {
+            "lat_deg": ds.manifest.datum.lat_deg,
+            "lon_deg": ds.manifest.datum.lon_deg,
+            "alt_m": ds.manifest.datum.alt_m,
+        },
+    }
 
 
 MAX_REPEAT_SHARE = 0.9  # a selection with more repeated keyframes than this is refused (a frozen camera)
@@ -262,16 +209,14 @@ class _KeyframeJob:
     K: np.ndarray
 
 
-def _open_dataset(job: _KeyframeJob) -> tuple[_KeyframeJob, Any]:
-    from pose2rgbd.dataset import Dataset
-
+def _open_dataset(job: _KeyframeJob) -> tuple[_KeyframeJob, Dataset]:
     return job, Dataset(job.dataset)
 
 
 _Keyframe = tuple[bytes, bytes | None, ImageFeatures, np.ndarray | None, np.ndarray | None, bytes]
 
 
-def _keyframe(ctx: tuple[_KeyframeJob, Any], i: int) -> _Keyframe:
+def _keyframe(ctx: tuple[_KeyframeJob, Dataset], i: int) -> _Keyframe:
     """Read, extract, lift and encode dataset frame ``i`` (in a worker process of :func:`ordered_map`)."""
     job, ds = ctx
     cfg = job.cfg
@@ -295,13 +240,12 @@ def build_map(
     overwrite: bool = False,
     progress: bool = True,
     rows: np.ndarray | None = None,
-    calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None = None,
+    calibrate: CalibrateStep | None = None,
 ) -> dict[str, Any]:
     """Build the place map of ``dataset`` into ``out`` (see the module docstring); returns the manifest.
     ``rows``: the keyframes' dataset rows, given by the caller instead of ``cfg.selection`` (the experiments).
     ``calibrate``: the self-calibration step (run when ``cfg.calibration.enabled``), given the map's keyframes
     before they are written; what it returns is the manifest's ``calibration``."""
-    from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
     from pose2rgbd.output_guard import check_output, refuse_existing
 
@@ -393,24 +337,7 @@ def build_map(
         from pose2rgbd import config as cfgmod
 
         manifest = {
-            "dataset": {
-                "path": str(Path(dataset).resolve()),
-                "name": ds.manifest.name,
-                "fingerprint": ds.fingerprint(),
-                "world_frame": ds.manifest.world_frame,
-                "camera_frame": ds.manifest.camera_frame,
-                "frames": len(ds),
-                "depth_kind": ds.manifest.depth_kind,
-                "pose_units": ds.manifest.resolved_pose_units,
-                "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
-                "datum": None
-                if ds.manifest.datum is None
-                else {
-                    "lat_deg": ds.manifest.datum.lat_deg,
-                    "lon_deg": ds.manifest.datum.lon_deg,
-                    "alt_m": ds.manifest.datum.alt_m,
-                },
-            },
+            "dataset": dataset_entry(ds, dataset),
             "selection": {
                 **cfgmod.to_dict(cfg.selection),
                 "description": cfg.selection.describe(),

@@ -5,12 +5,18 @@ are extracted on the grey image; descriptors are stored as uint8 (OpenCV's float
 [0, 255]). Matching uses RootSIFT (L1-normalize, square root: Hellinger distance, which matches better than L2 on
 SIFT) with Lowe's ratio test per keyframe: a query feature is matched to each candidate keyframe separately,
 because the same world point in several keyframes would fail a ratio test over their union.
+
+:class:`CandidateMatcher` is what a map answers a localizer's per-image question with: the 2-D/3-D correspondences
+of a query's RootSIFT against a set of candidate keyframes, from the keyframes' features and world points (kept
+converted in a small LRU, the candidate set stacked once while the next image asks for the same set).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -95,7 +101,8 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     """uint8 SIFT (K, 128) -> float32 RootSIFT (L1-normalized, square-rooted: unit L2 norm)."""
     d = np.asarray(desc, np.float32)
     d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
-    return np.sqrt(d)
+    rs: np.ndarray = np.sqrt(d)
+    return rs
 
 
 def match_ratio(
@@ -121,7 +128,7 @@ def match_ratio(
     ok = d1 < (ratio * ratio) * d2
     q = np.flatnonzero(ok)
     if with_score:
-        return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))  # type: ignore[return-value]
+        return q, best[ok], np.sqrt(d1[ok] / np.maximum(d2[ok], 1e-12))
     return q, best[ok]
 
 
@@ -173,3 +180,102 @@ def match_ratio_blocks(query: np.ndarray, stacked: np.ndarray, sizes: np.ndarray
     q = np.flatnonzero(np.isfinite(score[np.arange(len(query)), blk]))
     blk = blk[q]
     return BlockMatches(q, blk, best[q, blk], score[q, blk])
+
+
+# ------------------------------------------------------------------------------------ candidate keyframes
+@dataclass
+class KeyframeFeatures:
+    """One keyframe's local features with world points (NaN: a feature without a point)."""
+
+    xy: np.ndarray  # (K, 2) float32 pixels
+    desc: np.ndarray  # (K, 128) uint8 SIFT
+    xyz: np.ndarray  # (K, 3) float32 world points
+
+
+class KeyframeFeatureSource(Protocol):
+    """What the matcher reads of a map: a keyframe's local features with their world points (a
+    :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory :class:`~pose2rgbd.map.view.MapView`)."""
+
+    def features(self, i: int) -> KeyframeFeatures: ...
+
+
+@dataclass
+class Correspondences:
+    """One 2-D/3-D correspondence per matched query keypoint."""
+
+    query: np.ndarray  # (M,) query keypoint rows
+    xyz: np.ndarray  # (M, 3) float64 world points
+    keyframe: np.ndarray  # (M,) map rows of the keyframes that hold the points
+
+
+@dataclass
+class _Stacked:
+    """A candidate set as the matcher's operand: RootSIFT blocks stacked (:func:`stack_blocks`) with the world
+    points row for row (NaN on padding rows)."""
+
+    key: tuple[int, ...]
+    desc: np.ndarray  # (B * K_max, 128) float32
+    sizes: np.ndarray  # (B,)
+    xyz: np.ndarray  # (B * K_max, 3) float64
+
+
+class CandidateMatcher:
+    """Matches query descriptors against candidate keyframes of a map (thread-safe). The keyframes' RootSIFT
+    descriptors and world points are kept in a small LRU (consecutive images of a sequence ask for mostly the same
+    keyframes; converting a keyframe's uint8 SIFT costs as much as matching it): ``functools.lru_cache``, keyed by
+    the keyframe row alone."""
+
+    def __init__(
+        self, place_map: KeyframeFeatureSource, cache_keyframes: int = 128, all_features: bool = False
+    ) -> None:
+        self.map = place_map
+        self.all_features = all_features
+        self._lock = threading.Lock()
+        self._cached = functools.lru_cache(maxsize=max(0, int(cache_keyframes)))(self._convert)
+        self._stacked: _Stacked | None = None
+
+    def _convert(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        f = self.map.features(i)
+        if self.all_features:
+            return root_sift(f.desc), f.xyz.astype(np.float64)
+        ok = np.all(np.isfinite(f.xyz), axis=1)
+        return root_sift(f.desc[ok]), f.xyz[ok].astype(np.float64)
+
+    def keyframe(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keyframe ``i``'s RootSIFT (K, 128) float32 and world points (K, 3) float64: the features with a point, or
+        with ``all_features`` every stored feature (NaN: no point).
+
+        ``all_features``: every feature takes part in the ratio test, with a point or without (a triangulated map
+        has a point for a fifth of them); against the features with a point only, a query feature whose true match
+        has no point can pass the test with a wrong one, for want of the true rival. Cleaner correspondences, but
+        fewer: on a small sequence map (320x180) some queries then have too few (docs/results.md)."""
+        got: tuple[np.ndarray, np.ndarray] = self._cached(int(i))
+        return got
+
+    def _stack(self, cand: np.ndarray) -> _Stacked:
+        key = tuple(int(i) for i in cand)
+        with self._lock:
+            if self._stacked is not None and self._stacked.key == key:
+                return self._stacked
+        blocks = [self.keyframe(i) for i in key]
+        desc, sizes = stack_blocks([b[0] for b in blocks])
+        kmax = len(desc) // len(sizes) if len(sizes) else 0
+        xyz = np.full((len(sizes), kmax, 3), np.nan)
+        for b, (_, pts) in enumerate(blocks):
+            xyz[b, : len(pts)] = pts
+        stacked = _Stacked(key, desc, sizes, xyz.reshape(-1, 3))
+        with self._lock:
+            self._stacked = stacked
+        return stacked
+
+    def match(self, q_rs: np.ndarray, cand: np.ndarray, ratio: float) -> Correspondences:
+        """Ratio-test matches of RootSIFT ``q_rs`` against each keyframe of ``cand`` (map rows), one per query
+        keypoint (its most distinctive match over the candidates)."""
+        if len(cand) == 0:
+            e = np.zeros(0, np.int64)
+            return Correspondences(e, np.zeros((0, 3)), e)
+        s = self._stack(cand)
+        m = match_ratio_blocks(q_rs, s.desc, s.sizes, ratio)
+        xyz = s.xyz[m.block * (len(s.desc) // len(s.sizes)) + m.ref]  # the matched rows' points
+        ok = np.all(np.isfinite(xyz), axis=1)  # matched to a feature without a point: no correspondence
+        return Correspondences(m.query[ok], xyz[ok], np.asarray(cand, np.int64)[m.block[ok]])

@@ -4,12 +4,14 @@ intrinsics and a nearest-pose index.
 A :class:`~pose2rgbd.map.PlaceMap` is one (its ``T_world_cam``, ``poses``, ``camera(i)``, ``rgb(i)``,
 ``depth(i)``; mypy checks it, :func:`place_map_keyframes`); :class:`ArrayKeyframes` is the same over arrays (a
 training cache's frames, a test's scene). The fused geometry (:mod:`pose2rgbd.map.fused`) reads keyframes through
-it; a new reader of a place's keyframes takes a :class:`Keyframes`, not a second copy of them.
+it, and so does the hybrid renderer in training and serving, through one sized, cached view
+(:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes`); a new reader of a place's keyframes takes a
+:class:`Keyframes`, not a second copy of them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +27,7 @@ class Keyframes(Protocol):
 
     T_world_cam: np.ndarray  # (N, 4, 4)
     poses: PoseSet  # the nearest-keyframe index
+    frames: np.ndarray  # (N,) int64: each keyframe's row in the dataset it came from (its source and time there)
 
     def __len__(self) -> int: ...
 
@@ -37,7 +40,8 @@ class Keyframes(Protocol):
 
 class ArrayKeyframes:
     """Keyframes held in (or memory-mapped from) arrays: ``rgb`` (N', H, W, 3) uint8, ``depth`` (N', H, W),
-    ``T_world_cam`` (N', 4, 4), one camera; ``rows`` picks N of the N' frames (default: all)."""
+    ``T_world_cam`` (N', 4, 4), one camera; ``rows`` picks N of the N' frames (default: all). ``frames``: the
+    keyframes' dataset rows (default: ``rows``, for arrays indexed like the dataset, e.g. a training cache)."""
 
     def __init__(
         self,
@@ -47,11 +51,13 @@ class ArrayKeyframes:
         camera: PinholeCamera,
         *,
         rows: np.ndarray | None = None,
+        frames: np.ndarray | None = None,
         rot_weight_m: float = DEFAULT_ROT_WEIGHT_M,
     ) -> None:
         self.rows = np.arange(len(T_world_cam)) if rows is None else np.asarray(rows, np.int64)
         self._rgb, self._depth, self._camera = rgb, depth, camera
         self.T_world_cam = np.asarray(T_world_cam, np.float64)[self.rows]
+        self.frames = self.rows.copy() if frames is None else np.asarray(frames, np.int64).reshape(len(self.rows))
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=rot_weight_m)
 
     def __len__(self) -> int:
@@ -70,3 +76,20 @@ class ArrayKeyframes:
 def place_map_keyframes(place_map: PlaceMap) -> Keyframes:
     """A place map as :class:`Keyframes` (an identity: it is here so that mypy checks that a place map is one)."""
     return place_map
+
+
+class PoseIndexed(Protocol):
+    """Anything with a nearest-keyframe index: :class:`Keyframes`, or a reader's view of them."""
+
+    @property
+    def poses(self) -> PoseSet: ...
+
+
+@runtime_checkable
+class WarpsKeyframes(Protocol):
+    """A model that renders by warping a place's keyframes (the hybrid): ``keyframes``, what it reads (None while
+    it has none). What serving says of a pose's coverage is its distance to them
+    (:func:`pose2rgbd.inference.poses.coverage_poses`)."""
+
+    @property
+    def keyframes(self) -> PoseIndexed | None: ...

@@ -31,14 +31,14 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.build import MapBuildConfig, SelfCalibrationConfig
+from pose2rgbd.map.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
 from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter
 from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
 from pose2rgbd.map.place_map import PlaceMap
@@ -110,7 +110,7 @@ def merge_maps(
     global_cfg: GlobalConfig | None = None,
     seed: int = 0,
     selection: dict[str, Any] | None = None,
-    calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None = None,
+    calibrate: CalibrateStep | None = None,
     calibration: SelfCalibrationConfig | None = None,
 ) -> dict[str, Any]:
     """Merge the place maps ``maps`` into ``out`` (see the module docstring); returns the manifest, whose
@@ -206,8 +206,8 @@ def _calibration(
     desc: np.ndarray,
     points: list[np.ndarray],
     glob: np.ndarray,
-    describer: Any,
-    calibrate: Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]] | None,
+    describer: GlobalDescriber,
+    calibrate: CalibrateStep | None,
     cfg: SelfCalibrationConfig,
     rot_weight_m: float,
     has_images: bool,

@@ -23,9 +23,10 @@ import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.map.build import MapBuildConfig, build_map, select_frames
+from pose2rgbd.map.build import CalibrateStep, MapBuildConfig, build_map
 from pose2rgbd.map.format import PLACE_MAP, MapError
 from pose2rgbd.map.merge import merge_maps
+from pose2rgbd.map.selection import select_frames
 from pose2rgbd.progress import bar
 
 INSTALL = "pip install 'pose2rgbd[distributed]' (Dask distributed)"
@@ -46,7 +47,7 @@ def build_in_pieces(
     pieces: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-    calibrate: Any = None,
+    calibrate: CalibrateStep | None = None,
 ) -> dict[str, Any]:
     """Build the map of ``dataset`` into ``out`` as ``pieces`` Dask tasks (0: one per worker thread of the cluster)
     and merge them; ``scheduler``: the scheduler's address (``tcp://host:8786``) or a ``distributed.Client``;

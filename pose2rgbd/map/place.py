@@ -105,14 +105,16 @@ class GlobalDescriber:
         out = out / np.maximum(n, 1e-12)
         v = out.reshape(-1)
         v = np.sign(v) * np.sqrt(np.abs(v))
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+        unit: np.ndarray = v / max(float(np.linalg.norm(v)), 1e-12)
+        return unit
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Raw VLADs (N, k*128) -> unit PCA descriptors (N, D)."""
         x = np.atleast_2d(np.asarray(raw, np.float32))
         if self.pca is not None and self.pca_mean is not None:
             x = (x - self.pca_mean) @ self.pca.T
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return unit
 
     def describe_keyframes(
         self, desc_of: Callable[[int], np.ndarray], n: int, dims: int, *, pca_samples: int = 4000, chunk: int = 4096
@@ -132,13 +134,15 @@ class GlobalDescriber:
     def thumbnail(self, image: np.ndarray) -> np.ndarray:
         g = cv2.resize(to_gray(image), (self.thumb, self.thumb), interpolation=cv2.INTER_AREA).astype(np.float32)
         g = g.reshape(-1) - g.mean()
-        return g / max(float(np.linalg.norm(g)), 1e-6)
+        unit: np.ndarray = g / max(float(np.linalg.norm(g)), 1e-6)
+        return unit
 
     def describe(self, image: np.ndarray, desc: np.ndarray) -> np.ndarray:
         """The unit global descriptor (D,) of one image with its uint8 SIFT descriptors."""
         if self.kind == "thumbnail":
             return self.thumbnail(image)
-        return self.finish(self.raw_vlad(desc))[0]
+        out: np.ndarray = self.finish(self.raw_vlad(desc))[0]
+        return out
 
     # ------------------------------------------------------------------ storage
     def arrays(self) -> dict[str, np.ndarray]:

@@ -11,26 +11,21 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.map.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
 from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
 from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.map.selection import MapSelection
+
+if TYPE_CHECKING:
+    from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.map.verify import Verified, rebuild_command, verify_files
-
-
-@dataclass
-class KeyframeFeatures:
-    """One keyframe's local features with world points (only those with a point are stored)."""
-
-    xy: np.ndarray  # (K, 2) float32 pixels
-    desc: np.ndarray  # (K, 128) uint8 SIFT
-    xyz: np.ndarray  # (K, 3) float32 world points
 
 
 class PlaceMap:
@@ -66,7 +61,7 @@ class PlaceMap:
             self._img_off = np.load(self.path / "images_offsets.npy")
             self._img = np.memmap(self.path / "images.bin", np.uint8, mode="r") if self._img_off[-1] else None
             self._depth_off = None
-            self._depth: Any = None
+            self._depth: np.memmap[Any, np.dtype[np.uint8]] | None = None
             if self.manifest.get("depth"):
                 self._depth_off = np.load(self.path / "depth_offsets.npy")
                 self._depth = np.memmap(self.path / "depth.bin", np.uint8, mode="r")
@@ -99,12 +94,17 @@ class PlaceMap:
         return str(self.manifest.get("dataset", {}).get("world_frame", "map"))
 
     @property
-    def datum(self) -> Any:
-        """The dataset's ENU origin (:class:`~pose2rgbd.geometry.geodesy.Datum`), or None: GPS fixes -> map."""
+    def datum(self) -> Datum | None:
+        """The dataset's ENU origin, or None: GPS fixes -> map."""
         from pose2rgbd.geometry.geodesy import Datum
 
         d = self.manifest.get("dataset", {}).get("datum")
         return None if not d else Datum(float(d["lat_deg"]), float(d["lon_deg"]), float(d["alt_m"]))
+
+    @property
+    def selection(self) -> MapSelection:
+        """Which of its dataset's frames the map's keyframes are (the selection it was built with)."""
+        return MapSelection.from_manifest(self.manifest.get("selection") or {})
 
     @property
     def fingerprint(self) -> str:
@@ -119,7 +119,8 @@ class PlaceMap:
 
     @property
     def positions(self) -> np.ndarray:
-        return self.T_world_cam[:, :3, 3]
+        t: np.ndarray = self.T_world_cam[:, :3, 3]
+        return t
 
     # ------------------------------------------------------------------ lazily read keyframe data
     def features(self, i: int) -> KeyframeFeatures:
@@ -135,9 +136,10 @@ class PlaceMap:
                 f"{self.path}: this map holds no keyframe images (a localization-only map, built with "
                 "keyframe_images false); build it again with them for the hybrid renderer"
             )
-        off = self._img_off
+        off, img = self._img_off, self._img
         with self._lock:
-            return self._cache.get(("rgb", int(i)), lambda: decode_rgb(self._img[off[i] : off[i + 1]]))  # type: ignore[no-any-return,index]
+            rgb: np.ndarray = self._cache.get(("rgb", int(i)), lambda: decode_rgb(img[off[i] : off[i + 1]]))
+        return rgb
 
     def depth(self, i: int) -> np.ndarray:
         """float32 (H, W) metric depth of keyframe ``i`` (NaN invalid, +inf sky; decoded, cached)."""
@@ -146,9 +148,10 @@ class PlaceMap:
                 f"{self.path}: this map has no depth (built from a dataset without metric depth, or a "
                 "localization-only map)"
             )
-        off = self._depth_off
+        off, data = self._depth_off, self._depth
         with self._lock:
-            return self._cache.get(("depth", int(i)), lambda: decode_depth(self._depth[off[i] : off[i + 1]]))  # type: ignore[no-any-return]
+            depth: np.ndarray = self._cache.get(("depth", int(i)), lambda: decode_depth(data[off[i] : off[i + 1]]))
+        return depth
 
     def encoded(self, i: int) -> tuple[bytes, bytes | None]:
         """Keyframe ``i``'s image and depth as stored (encoded files; ``b""`` / None where the map has none):

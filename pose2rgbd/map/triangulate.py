@@ -26,7 +26,8 @@ MIN_PARALLAX_DEG = 1.0
 
 def _P(T_world_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     T_cam_world = np.linalg.inv(T_world_cam)
-    return K @ T_cam_world[:3]  # type: ignore[no-any-return]
+    P: np.ndarray = K @ T_cam_world[:3]
+    return P
 
 
 def _reproj(P: np.ndarray, X: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.errors import DamagedFileError
-from pose2rgbd.map.digests import HASH, file_digest
+from pose2rgbd.filehash import file_sha256
+from pose2rgbd.map.digests import HASH
 from pose2rgbd.map.format import MapError
 
 
@@ -83,7 +84,7 @@ def verify_files(path: str | Path, manifest: dict[str, Any], *, hashes: bool = F
             out.no_digest.append(name)
             continue
         try:
-            digest = file_digest(f)
+            digest = file_sha256(f)
         except OSError as e:
             bad.append(f"{name} cannot be read ({e.strerror or e})")
             continue

@@ -4,14 +4,18 @@ before the map is written, and the leave-out maps made from it (:meth:`MapView.w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.map.place_map import KeyframeFeatures
+from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.map.features import KeyframeFeatures
+from pose2rgbd.map.place import GlobalDescriber
 
 
 @dataclass
@@ -27,12 +31,13 @@ class MapView:
     desc: np.ndarray
     xyz: np.ndarray
     global_desc: np.ndarray  # (N, D)
-    describer: Any
+    describer: GlobalDescriber
     rot_weight_m: float
     world_frame: str = "map"
-    datum: Any = None
+    datum: Datum | None = None
     triangulate_neighbours: int = 0  # > 0: the points were triangulated with this many neighbours (see without)
-    read_rgb: Any = None  # keyframe row -> uint8 RGB (the build's dataset); None in a leave-out map
+    # keyframe row -> uint8 RGB (the build's dataset); None in a leave-out map
+    read_rgb: Callable[[int], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=self.rot_weight_m)
@@ -42,7 +47,17 @@ class MapView:
 
     @property
     def positions(self) -> np.ndarray:
-        return self.T_world_cam[:, :3, 3]  # type: ignore[no-any-return]
+        return self.T_world_cam[:, :3, 3]
+
+    @property
+    def path(self) -> Path | None:
+        """None: the map is in memory, not yet written."""
+        return None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """Empty: the manifest (the map's own calibration, its source cameras) is written after the view is used."""
+        return {}
 
     def camera(self, i: int = 0) -> PinholeCamera:
         h, w = self.image_hw

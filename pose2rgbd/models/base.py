@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +119,24 @@ class ModelBase(nn.Module):
         """The BatchNorm recalibration pass of one batch (see the module docstring): every network whose
         BatchNorm needs statistics runs; the outputs are not used."""
         self.get_outputs(batch)
+
+    def checkpoint_extra(self, path: Path) -> dict[str, Any]:
+        """Entries of the checkpoint's ``extra`` that this model writes beside its ``state_dict`` when saved to
+        ``path`` (the hybrid: the place map it reads its keyframes from, or the keyframes themselves)."""
+        return {}
+
+    def restore_extra(
+        self, extra: dict[str, Any], path: Path | None, *, place_map: str = "", dataset_fingerprint: str = ""
+    ) -> dict[str, Any]:
+        """Take back what :meth:`checkpoint_extra` wrote (``path``: the checkpoint file, None in memory) and return
+        ``extra`` without what the model took. ``place_map``: a map (of the training dataset,
+        ``dataset_fingerprint``) to read keyframes from instead of the checkpoint's; a model that reads none
+        refuses it."""
+        if place_map:
+            raise ConfigError(
+                f"a place map ({place_map}) was given, but a {type(self).__name__} reads no keyframes; leave it empty"
+            )
+        return extra
 
     def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for p in self.parameters() if p.requires_grad]}

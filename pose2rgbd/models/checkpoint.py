@@ -195,7 +195,7 @@ def save_checkpoint(
         "step": int(step),
         "epoch": int(epoch),
         "optimizers": optimizers or {},
-        "extra": extra or {},
+        "extra": {**(extra or {}), **model.checkpoint_extra(Path(path))},
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "pose2rgbd_version": __version__,
     }
@@ -360,11 +360,14 @@ def load_checkpoint(
     expect_fingerprint: str | None = None,
     expect_size: int | None = None,
     expect_preset: str | None = None,
+    place_map: str | Path = "",
 ) -> LoadedCheckpoint:
     """Load a checkpoint of any registered kind for inference (model in eval mode on ``map_location``).
 
     ``expect`` (or the ``expect_*`` shorthands, merged into it) says what the caller requires; any mismatch or
-    problem raises :class:`CheckpointError` naming what differs.
+    problem raises :class:`CheckpointError` naming what differs. What the model saved beside its weights is
+    given back to it (:meth:`~pose2rgbd.models.base.ModelBase.restore_extra`: the hybrid opens the place map its
+    checkpoint names, checked, or ``place_map`` instead).
     """
     p = Path(path)
     want = expect or Expectations()
@@ -386,6 +389,12 @@ def load_checkpoint(
     if camera is not None and hw is not None and (camera.height, camera.width) != hw:
         raise CheckpointError(f"{p}: camera {camera.width}x{camera.height} does not match the model's {hw[1]}x{hw[0]}")
     raise_if_changed(p, data)  # the weights loaded, but are they what was saved
+    try:
+        extra = model.restore_extra(
+            dict(data.get("extra") or {}), p, place_map=str(place_map or ""), dataset_fingerprint=h.fingerprint
+        )
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: {e}") from e
     model.to(map_location).eval()
     return LoadedCheckpoint(
         path=p,
@@ -400,6 +409,6 @@ def load_checkpoint(
         step=h.step,
         epoch=int(data.get("epoch", 0)),
         optimizers=dict(data.get("optimizers") or {}),
-        extra=dict(data.get("extra") or {}),
+        extra=extra,
         source_version=int(data["source_version"]),
     )

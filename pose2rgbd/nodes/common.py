@@ -1,10 +1,12 @@
-"""Small pieces shared by the node logic: throttled logging, topic-name resolution, latency percentiles, and what
-every node serving an engine has in common (:class:`EngineNode`; what every node has in common is
-:class:`pose2rgbd.nodes.logic.NodeLogic`)."""
+"""Small pieces shared by the node logic: throttled logging, topic-name resolution, and what every node serving an
+engine (renderer, localizer) holds: its recent latencies (:class:`Latencies`) and the engine's release at cleanup
+(:func:`close_engine`). What every node has in common is :class:`pose2rgbd.nodes.logic.NodeLogic`."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,19 +60,26 @@ def latency_percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float]
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-class EngineNode:
-    """Mixin of the node logic that serves an engine (renderer, localizer), next to
-    :class:`~pose2rgbd.nodes.logic.NodeLogic`. It expects ``self.engine`` and ``self._latency_ms`` (recent
-    latencies, ms)."""
+class Latencies:
+    """A node's recent latencies in ms (a part the node holds): the newest (:attr:`last_ms`, NaN before the first)
+    and the last ``window`` for the diagnostics' p50 / p99."""
 
-    engine: Any
-    _latency_ms: Sequence[float]
+    def __init__(self, window: int = 1000) -> None:
+        self.last_ms = math.nan
+        self._recent: collections.deque[float] = collections.deque(maxlen=window)
 
-    def close(self) -> None:
-        """The host's cleanup: stop the engine's background work (look-ahead) and let go of the model."""
-        close = getattr(self.engine, "close", None)
-        if callable(close):
-            close()
+    def add(self, ms: float) -> None:
+        self.last_ms = ms
+        self._recent.append(ms)
 
-    def latency_percentiles_ms(self) -> tuple[float, float]:
-        return latency_percentiles_ms(self._latency_ms)
+    def percentiles_ms(self) -> tuple[float, float]:
+        """``(p50, p99)`` of the recent latencies (NaN, NaN before the first)."""
+        return latency_percentiles_ms(self._recent)
+
+
+def close_engine(engine: Any) -> None:
+    """A node's cleanup (the host's ``close``): stop the engine's background work (look-ahead) and let go of the
+    model; an engine without ``close`` holds nothing to stop."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

@@ -30,8 +30,6 @@ throttled warning and publishes nothing.
 
 from __future__ import annotations
 
-import collections
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +44,7 @@ from pose2rgbd.geometry.camera import depth_to_points
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
-from pose2rgbd.nodes.common import EngineNode
+from pose2rgbd.nodes.common import Latencies, close_engine
 from pose2rgbd.nodes.logic import NodeLogic
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
 
@@ -153,7 +151,7 @@ RENDERER_LIVE = (
 )
 
 
-class Renderer(EngineNode, NodeLogic):
+class Renderer(NodeLogic):
     """Message-level render node (see module docstring). ``factory`` builds the outgoing messages."""
 
     live = RENDERER_LIVE
@@ -173,14 +171,22 @@ class Renderer(EngineNode, NodeLogic):
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
         self.tf_lookup = tf_lookup
-        self.last_latency_ms = math.nan  # of the newest rendered frame
         self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
         self._last_rendered_stamp: int | None = None
-        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self.latency = Latencies()  # of the rendered frames
         self._last_oob = False
         self._camera_info_cache: Any = None
 
     # ------------------------------------------------------------------ runtime hooks
+    @property
+    def last_latency_ms(self) -> float:
+        """The newest rendered frame's latency (ms; NaN before the first), which the runtimes record."""
+        return self.latency.last_ms
+
+    def close(self) -> None:
+        """The host's cleanup: stop the engine's look-ahead and let go of the model."""
+        close_engine(self.engine)
+
     def set_tf_lookup(self, lookup: Lookup | None) -> None:
         """The runtime's TF: ``lookup(target, source, time_ns) -> (T_target_source, stamp_ns)``."""
         self.tf_lookup = lookup
@@ -334,8 +340,7 @@ class Renderer(EngineNode, NodeLogic):
         t0 = time.perf_counter()
         msgs = self._build(res, stamp)
         msgs.update(self._planner_outputs(res, stamp))
-        self.last_latency_ms = (res.latency_s + time.perf_counter() - t0) * 1e3
-        self._latency_ms.append(self.last_latency_ms)
+        self.latency.add((res.latency_s + time.perf_counter() - t0) * 1e3)
         self.count("frames")
         self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
@@ -362,7 +367,7 @@ class Renderer(EngineNode, NodeLogic):
         return out
 
     def diagnostics(self, now_ns: int) -> Any:
-        p50, p99 = self.latency_percentiles_ms()
+        p50, p99 = self.latency.percentiles_ms()
         c = self.counters
         if c["frames"] == 0:
             level, text = 1, "no frame rendered yet (waiting for a pose)"

@@ -8,12 +8,10 @@ from pose2rgbd.sync.estimator import (
     velocity_from_positions,
 )
 from pose2rgbd.sync.flow import FlowConfig, FlowMagnitude, to_flow_gray
-from pose2rgbd.sync.online import OnlineSync
 
 __all__ = [
     "FlowConfig",
     "FlowMagnitude",
-    "OnlineSync",
     "SyncConfig",
     "SyncResult",
     "correlate_signals",

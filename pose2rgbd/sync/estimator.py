@@ -24,8 +24,9 @@ Steps (:func:`correlate_signals`):
    decide, and the offset used is the caller's fallback (the user's ``--time-offset``, or 0), with the
    failed checks listed in ``reasons``. Never a silent guess.
 
-The same core serves the batch converter and :class:`~pose2rgbd.sync.online.OnlineSync` (fed one frame / fix
-at a time).
+The same core serves the converter (video or bag + GPS) and ``convert gps-odom`` (two speed signals). The record
+node does not estimate an offset: it takes the stamps of a robot whose clocks are synchronized (README, "Record or
+convert?").
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A hybrid checkpoint without training (tests and benchmarks of the serving path): the keyframe store filled
-with analytic ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
+"""A hybrid checkpoint without training (tests and benchmarks of the serving path): its keyframes
+(:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`, held in memory; saved, they are bundled in the checkpoint) are
+analytic ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
 their initial weights (or randomized, so the fill network's correction is not zero).
 
 The compute of a forward pass does not depend on what the weights learnt, so its timings are those of a trained
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pose2rgbd.map.keyframes import ArrayKeyframes
 from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
@@ -63,10 +65,7 @@ def make_hybrid_checkpoint(
         assert out["rgb"] is not None and out["depth"] is not None
         rgb[i : i + chunk] = out["rgb"]
         depth[i : i + chunk] = out["depth"]
-    idx = np.arange(n_keyframes)
-    model.set_keyframes(
-        rgb, depth, T, camera, source_id=np.zeros(n_keyframes), seq_pos=idx, index=idx, rot_weight_m=20.0
-    )
+    model.use_keyframes(ArrayKeyframes(rgb, depth, T, camera), camera=camera, rot_weight_m=20.0)
     if randomize:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():

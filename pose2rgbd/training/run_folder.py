@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 # key is fixed on resume as well (see check_resume), method-owned data settings included.
 RESUME_FIXED = ("split", "seed", "val_fraction", "test_fraction", "every_nth")
 
-# What a training run writes into its folder (pose2rgbd.training.train.train_one_process).
-RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb")
+# What a training run writes into its folder (pose2rgbd.training.train.train_one_process; "keyframes": the
+# hybrid's keyframe map, pose2rgbd.methods.hybrid.recipe).
+RUN_FILES = ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb", "keyframes")
 
 
 def check_out_dir(

@@ -73,6 +73,7 @@ class RecipeContext:
     cache_root: Path | None = None
     model: ModelBase | None = None
     cache_deep: bool = False  # reuse a training cache only if its files' SHA-256 match (not only size + mtime)
+    out_dir: Path | None = None  # the run folder (a recipe may write what the checkpoints refer to into it)
 
     @property
     def progress(self) -> bool:
@@ -240,6 +241,7 @@ def _train_in(
             cache_root=None if cache_root is None else Path(cache_root),
             model=None if resumed is None else resumed.model,
             cache_deep=cache_deep,
+            out_dir=out,
         )
     )
     if main:

@@ -16,12 +16,12 @@ import numpy as np
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
-    PoseImportError,
     SourceCamera,
     check_rotations,
     missing_images,
     stamps_from_interval,
 )
+from pose2rgbd.convert.posed_images.errors import PoseImportError
 
 # COLMAP model -> (OpenCV lens model, where its distortion coefficients sit in the parameters, how many OpenCV takes):
 # the polynomials are the same, COLMAP's radial k is OpenCV's k1 and its fisheye models are OpenCV's equidistant

@@ -132,7 +132,7 @@ def read_depth_map(
         raise PoseImportError(f"{path}: depth is {d.shape}, the image is {shape_hw[0]}x{shape_hw[1]}")
     stats.files += 1
     stats.pixels += int(d.size)
-    return d
+    return np.asarray(d, np.float32)
 
 
 def depth_import_lines(di: dict[str, Any] | None) -> list[str]:

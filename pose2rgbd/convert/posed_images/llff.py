@@ -25,13 +25,13 @@ import numpy as np
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
-    PoseImportError,
     SourceCamera,
     check_rotations,
     image_files,
     image_size,
     stamps_from_interval,
 )
+from pose2rgbd.convert.posed_images.errors import PoseImportError
 
 # columns (down, right, back) -> (right, down, forward): R_optical = R_llff @ LLFF_FROM_OPTICAL
 LLFF_FROM_OPTICAL = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])

@@ -24,7 +24,6 @@ import numpy as np
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
-    PoseImportError,
     SourceCamera,
     axes_matrix,
     check_rotations,
@@ -33,6 +32,7 @@ from pose2rgbd.convert.posed_images.common import (
     missing_images,
     stamps_from_interval,
 )
+from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.geometry.transforms import T_from_tq
 
 

@@ -24,13 +24,13 @@ from pose2rgbd.convert.posed_images.common import (
     IMAGE_SUFFIXES,
     ImagesConfig,
     PosedImages,
-    PoseImportError,
     SourceCamera,
     check_rotations,
     image_size,
     missing_images,
     stamps_from_interval,
 )
+from pose2rgbd.convert.posed_images.errors import PoseImportError
 
 _UNSUPPORTED = ("EQUIRECTANGULAR", "FISHEYE", "FISHEYE624")
 _KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "k4", "p1",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,12 +34,15 @@ from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_t
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
 
+if TYPE_CHECKING:
+    from pose2rgbd.bags.reader import BagReader
+
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
-def find_image_topic(bag: Any, name: str = "") -> str:
+def find_image_topic(bag: BagReader, name: str = "") -> str:
     """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
     if name:
         info = bag.topics.get(name)
@@ -58,7 +61,7 @@ def find_image_topic(bag: Any, name: str = "") -> str:
     return cands[0]
 
 
-def _find_optional(bag: Any, msgtype: str, name: str) -> str | None:
+def _find_optional(bag: BagReader, msgtype: str, name: str) -> str | None:
     if name:
         return bag.find_topic(msgtype, name)
     c = bag.topics_of_type(msgtype)
@@ -77,7 +80,7 @@ class BagTopics:
     depth: str | None
 
     @classmethod
-    def choose(cls, bag: Any, cfg: ConvertConfig) -> BagTopics:
+    def choose(cls, bag: BagReader, cfg: ConvertConfig) -> BagTopics:
         tp = cfg.topics
         depth = tp.depth if tp.depth in bag.topics else None
         if depth and bag.topics[depth].msgtype != "sensor_msgs/msg/Image":
@@ -113,22 +116,29 @@ class BagSource(ClockOffsetSource):
 
     def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
         super().__init__(path, cfg)
-        self.bag: Any = None
+        self._bag: BagReader | None = None
         self.topics: BagTopics | None = None
         self._message_index: list[int] = []
 
     def __enter__(self) -> BagSource:
         from pose2rgbd.bags import open_bag
 
-        self.bag = open_bag(self.path)
+        self._bag = open_bag(self.path)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.bag is not None:
-            self.bag.close()
-            self.bag = None
+        if self._bag is not None:
+            self._bag.close()
+            self._bag = None
+
+    @property
+    def bag(self) -> BagReader:
+        """The open bag (between ``__enter__`` and ``__exit__``)."""
+        if self._bag is None:
+            raise BagError(f"{self.path}: the bag is not open; use the source in a `with` block")
+        return self._bag
 
     # ---- pass 1
 

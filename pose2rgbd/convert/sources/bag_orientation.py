@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -12,10 +12,13 @@ from pose2rgbd.errors import BagError
 from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
 from pose2rgbd.messages import header_stamp_ns, orientation_xyzw
 
+if TYPE_CHECKING:
+    from pose2rgbd.bags.reader import BagMessage, BagReader
+
 log = logging.getLogger(__name__)
 
 
-def stamp_ns(m: Any) -> int:
+def stamp_ns(m: BagMessage) -> int:
     """The message's ``header.stamp`` when set, else the bag's log time."""
     try:
         s = header_stamp_ns(m.msg)
@@ -24,7 +27,7 @@ def stamp_ns(m: Any) -> int:
     return s if s > 0 else m.stamp_ns
 
 
-def orientation_series(bag: Any, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+def orientation_series(bag: BagReader, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
     """``(t_s, R_world_body)`` of an Imu or Odometry topic. Samples whose orientation breaks the message layer's
     rule (:func:`pose2rgbd.messages.orientation_xyzw`: NaN, zero, not unit; an Imu without orientation) are
     left out and counted in a warning, so a few bad samples do not stop a conversion."""
@@ -56,7 +59,7 @@ _WHOLE_RECORDING_S = 1e7  # TF history kept while reading a bag: all of it (115 
 _TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
 
 
-def tf_topics(bag: Any) -> tuple[list[str], list[str]]:
+def tf_topics(bag: BagReader) -> tuple[list[str], list[str]]:
     """``(dynamic, static)`` TFMessage topics (static: "static" in the name, as /tf_static)."""
     tf = bag.topics_of_type("tf2_msgs/msg/TFMessage")
     static = [t for t in tf if "static" in t]
@@ -67,7 +70,7 @@ def _tf_need(body_frames: list[str] | tuple[str, ...]) -> str:
     return f"orientation from TF needs a /tf chain from one of {list(TF_WORLD_FRAMES)} to one of {list(body_frames)}"
 
 
-def require_dynamic_tf(bag: Any, body_frames: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+def require_dynamic_tf(bag: BagReader, body_frames: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
     """The TF topics, or a BagError saying that there is no dynamic one."""
     dyn, static = tf_topics(bag)
     if not dyn:
@@ -79,7 +82,7 @@ def require_dynamic_tf(bag: Any, body_frames: list[str] | tuple[str, ...]) -> tu
 
 
 def tf_orientation_series(
-    bag: Any, body_frames: list[str], t0_ns: int, datum_latlon: tuple[float, float] | None
+    bag: BagReader, body_frames: list[str], t0_ns: int, datum_latlon: tuple[float, float] | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``(t_s, R_world_body, assumption)`` from the TF tree (/tf plus /tf_static).
 

@@ -30,11 +30,11 @@ from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, 
 from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
-    PoseImportError,
     SourceCamera,
     parse_invalid_codes,
 )
 from pose2rgbd.convert.posed_images.depth import DepthReadStats, depth_import_lines, read_depth_map, resolve_depth_scale
+from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.dataset import Manifest
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.lens import Distortion

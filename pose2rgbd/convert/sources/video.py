@@ -2,7 +2,8 @@
 its own telemetry track (GPMF, :mod:`pose2rgbd.convert.gopro`), as a conversion source.
 
 A video has no random access worth trusting across codecs, so each pass decodes it from the start (pass 1 the
-optical flow, pass 2 the kept frames); the logs are read once.
+optical flow, pass 2 the kept frames); the logs are read once. :class:`VideoFramesSource`: a video without GPS,
+every frame at a placeholder pose (the first stage of Algorithm 2's video-only path).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
 from pose2rgbd.convert.mp4 import truncation
-from pose2rgbd.convert.pipeline import convert
+from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import attitude_orientation
 from pose2rgbd.convert.stages.time_offset import Streams
+from pose2rgbd.dataset import Manifest
 from pose2rgbd.errors import ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.sync.estimator import SyncConfig
@@ -66,7 +68,18 @@ def _account_for_a_cut(
 
 def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
     """``(index, t_s, bgr)``; ``t_s`` from the container timestamps (0 = first frame), or index / fps."""
-    p = Path(path)
+    for i, t, frame in _walk(Path(path), decode=True):
+        assert frame is not None
+        yield i, t, frame
+
+
+def video_frame_times(path: str | Path) -> np.ndarray:
+    """The ``t_s`` of every frame :func:`read_video_frames` yields, without converting the frames' pixels."""
+    return np.array([t for _, t, _ in _walk(Path(path), decode=False)], dtype=np.float64)
+
+
+def _walk(p: Path, *, decode: bool) -> Iterator[tuple[int, float, np.ndarray | None]]:
+    """The frames of ``p`` in order: ``(index, t_s, bgr or None when not decode)`` (one timing rule for both)."""
     cap = _open(p)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     try:
@@ -74,7 +87,11 @@ def read_video_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray
         t_first = None
         last = -np.inf
         while True:
-            ok, frame = cap.read()
+            frame = None
+            if decode:
+                ok, frame = cap.read()
+            else:
+                ok = cap.grab()
             if not ok:
                 break
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
@@ -215,6 +232,55 @@ class VideoSource(ClockOffsetSource):
         for i, _, bgr in read_video_frames(self.path):
             if i < keep.size and keep[i]:
                 yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+
+
+class VideoFramesSource(SourceBase):
+    """Every frame of a video without GPS (the input of Algorithm 2's video-only path): a pinhole camera of
+    ``cfg.hfov_deg`` (no calibration for a video) at ``cfg.size``, placeholder identity poses (``extra.poses.kind:
+    placeholder``), no depth. Pass 1 reads the frame times, pass 2 the frames; the pipeline drops repeated frames,
+    resizes and writes ``report/summary.json``."""
+
+    kind = "video"
+
+    def __init__(self, video: str | Path, cfg: ConvertConfig | None = None) -> None:
+        self.path = Path(video)
+        self.cfg = cfg or ConvertConfig()
+        self._inputs = [self.path]
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        cap = _open(self.path)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        cap.release()
+        t = video_frame_times(self.path)
+        if t.size == 0:
+            raise SyncError(f"{self.path}: no frame could be decoded (empty or corrupt video)")
+        wh = self.cfg.size_wh()
+        cam = PinholeCamera.from_fov(w, h, self.cfg.hfov_deg)
+        frames: dict[str, int] = {"total": int(t.size)}
+        poses = {"kind": "placeholder", "note": "video without GPS: identity poses"}
+        summary = {"input": {"kind": self.kind, "path": str(self.path)}, "frames": frames, "poses": poses,
+                   "assumptions": [f"pinhole camera with an assumed horizontal FOV of {self.cfg.hfov_deg} deg, no "
+                                   "distortion (no calibration for a video)"]}  # fmt: skip
+        man = Manifest(
+            name=self.cfg.output.name or self.path.stem,
+            camera=cam if wh is None else cam.scaled(*wh),
+            depth_kind="none",
+            rgb_encoding=self.cfg.output.rgb_encoding,
+            sources=[{"id": 0, "kind": self.kind, "name": self.path.name}],
+            # the summary's own "frames" dict: what the write step adds to it (written, repeats) is in both
+            extra={"poses": poses, "conversion": {"frames": frames}},
+        )
+        stamps = np.round(t * 1e9).astype(np.int64)
+        return DatasetPlan(man, stamps, np.tile(np.eye(4), (t.size, 1, 1)), summary, resize=wh is not None)
+
+    def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
+        for i, _, bgr in read_video_frames(self.path):
+            if i >= len(plan):
+                raise SyncError(f"{self.path}: pass 2 decoded more frames than the {len(plan)} of pass 1")
+            yield Frame(i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, f"frame {i}")
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        """No figures: the frames have neither GPS nor poses to draw; ``summary.json`` says what was written."""
 
 
 def load_video_streams(video: str | Path, gps_log: str | Path | None, cfg: ConvertConfig, *,

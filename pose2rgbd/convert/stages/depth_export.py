@@ -87,56 +87,28 @@ class DepthSource(SourceBase):
         self.result: ExportResult | None = None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
-        ds, checkpoint, gps, poses = self.ds, self.checkpoint, self.gps, self.poses
-        scale_cfg, metric, metric_cfg = self.scale_cfg, self.metric, self.metric_cfg
-        trajectory_cfg, refine_poses = self.trajectory_cfg, self.refine_poses
-        ck = load_checkpoint(checkpoint)
-        if not isinstance(ck.model, SelfSupDepthNet):
-            raise ConfigError(f"{checkpoint}: holds a {ck.kind!r} model, not a selfsup-depth one")
-        use_gps = gps == "on" or (gps == "auto" and has_gps_poses(ds))
-        if gps == "on" and not has_gps_poses(ds):
-            raise ConfigError(f"{ds.path}: --gps on, but not every frame has a GPS position (lat / lon)")
-        if poses == "metric" and not (use_gps and has_gps_poses(ds)):
-            raise ConfigError(f"{ds.path}: --poses metric needs GPS poses (lat / lon on every frame) and --gps auto / "
-                              "on; use --poses video for a video without GPS")  # fmt: skip
-        mc = ck.model.config
+        ds, checkpoint = self.ds, self.checkpoint
+        model, use_gps = self._model_and_gps()
+        mc, unit = model.config, model.metric_unit
+        # Algorithm 2, line 1: the depth of every frame and the relative pose between consecutive frames
         frames = load_sequence_frames(ds, mc.width, mc.height, progress=progress)
-        pred = predict(ck.model, frames, progress=progress)
+        pred = predict(model, frames, progress=progress)
         spread = depth_spread(torch.from_numpy(pred.depth), mc.min_depth, mc.max_depth)
         collapsed = is_collapsed(spread)
         warning = collapse_message(spread, str(checkpoint)) if collapsed else ""
         if collapsed:
             log.warning("%s", warning)
-        fits: dict[int, ScaleFit] = {}
-        scale_of = {int(s): 1.0 for s in np.unique(frames.source_id)}
         mp = None
-        unit = ck.model.metric_unit
-        if poses == "metric":
-            mp = metric if metric is not None else _metric_poses_for(ds, mc, metric_cfg, progress)
+        if self.poses == "metric":
+            mp = self.metric if self.metric is not None else _metric_poses_for(ds, mc, self.metric_cfg, progress)
             if len(mp.label) != len(ds):
                 raise ConfigError(f"metric poses of {len(mp.label)} frames for the {len(ds)} frames of {ds.path}")
+        # lines 2-3: the scale per source from the GPS baselines (only a check when the model learned metric units)
         T_rel_fit = pred.T_rel
         if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
             T_rel_fit = _metric_relative(mp, pred, unit)
-        unchecked: dict[int, str] = {}  # source -> why its GPS window fit could not be made (metric scale: a check)
-        if use_gps:
-            for sid in scale_of:
-                idx = np.flatnonzero(frames.source_id == sid)
-                try:
-                    fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel_fit[idx[:-1]],
-                                          scale_cfg)  # fmt: skip
-                except SyncError as e:
-                    if not (mp is not None and unit > 0):
-                        raise  # the fit is the scale itself: without it there is no metric depth
-                    unchecked[sid] = str(e)  # the metric poses give the scale; the fit was only its check
-                    scale_of[sid] = unit
-                    log.warning("source %d: the GPS window fit, a check of the metric scale, is not possible: %s",
-                                sid, e)  # fmt: skip
-                    continue
-                scale_of[sid] = unit if unit > 0 else fits[sid].scale
-                fit = fits[sid]
-                log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
-                         fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
+        fits, scale_of, unchecked = _fit_scales(ds, frames.source_id, T_rel_fit, use_gps, unit,
+                                                mp is not None and unit > 0, self.scale_cfg)  # fmt: skip
         metric_info: dict[str, Any] = {}
         if mp is not None:
             metric_info = metric_report(mp, pred, frames, fits, unit, scale_of, unchecked)
@@ -145,27 +117,8 @@ class DepthSource(SourceBase):
         kind = "metric" if use_gps else "unscaled"
         T_out = ds.frames.T_world_cam
         extra = dict(ds.manifest.extra)
-        if poses == "video":
-            tcfg = TrajectoryConfig(backend="pose-graph") if refine_poses else (trajectory_cfg or TrajectoryConfig())
-            T_out, tinfo = video_trajectory(ck.model, frames, pred, tcfg, read_rgb=ds.read_rgb, K=ds.camera.K,
-                                            progress=progress)  # fmt: skip
-            for sid in scale_of:
-                m = frames.source_id == sid
-                T_out[m, :3, 3] *= scale_of[sid]
-            extra["poses"] = {
-                "kind": "pseudo-absolute",
-                "from": {
-                    "compose": "video: composed relative poses of the pose network",
-                    "pose-graph": "video: composed relative poses of the pose network, refined by a pose graph with "
-                    "skip edges",
-                    "colmap": "video: COLMAP structure from motion (intrinsics fixed); frames it did not register "
-                    "filled from the composed pose-network poses",
-                }[tcfg.backend],
-                "backend": tcfg.backend,
-                "per_source": tinfo["sources"],
-                "key_frame": "the first frame of each source, at the identity",
-                "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
-            }
+        if self.poses == "video":
+            T_out, extra["poses"] = self._video_poses(model, frames, pred, scale_of, use_gps, progress)
         if mp is not None:
             T_out = _metric_trajectory(mp, pred, frames, ds.frames.T_world_cam, scale_of)
             extra["poses"] = {
@@ -175,6 +128,7 @@ class DepthSource(SourceBase):
                 "source without any SfM pose keeps the GPS poses",
                 **metric_info,
             }
+        # line 4: the depth scaled (written in pass 2); the manifest says how
         extra["depth"] = {
             "source": "selfsup-depth",
             "checkpoint": str(Path(checkpoint).resolve()),
@@ -198,9 +152,58 @@ class DepthSource(SourceBase):
         self.result = ExportResult(path=Path(), depth_kind=kind, fits=fits, frames=len(ds), spread=spread,
                                    collapsed=collapsed, warning=warning, metric=metric_info)  # fmt: skip
         f = ds.frames
-        written_poses = extra.get("poses") if poses != "dataset" else None
+        written_poses = extra.get("poses") if self.poses != "dataset" else None
         return DatasetPlan(man, f.stamp_ns, T_out, {"frames": {"total": len(ds)}}, lla=f.latlonalt,
                            source_id=f.source_id, detail=written_poses)  # fmt: skip
+
+    def _model_and_gps(self) -> tuple[SelfSupDepthNet, bool]:
+        """The trained model, and whether the depth is scaled from the GPS (the options checked against the
+        dataset)."""
+        ds, gps = self.ds, self.gps
+        ck = load_checkpoint(self.checkpoint)
+        if not isinstance(ck.model, SelfSupDepthNet):
+            raise ConfigError(f"{self.checkpoint}: holds a {ck.kind!r} model, not a selfsup-depth one")
+        use_gps = gps == "on" or (gps == "auto" and has_gps_poses(ds))
+        if gps == "on" and not has_gps_poses(ds):
+            raise ConfigError(f"{ds.path}: --gps on, but not every frame has a GPS position (lat / lon)")
+        if self.poses == "metric" and not (use_gps and has_gps_poses(ds)):
+            raise ConfigError(f"{ds.path}: --poses metric needs GPS poses (lat / lon on every frame) and --gps auto / "
+                              "on; use --poses video for a video without GPS")  # fmt: skip
+        return ck.model, use_gps
+
+    def _video_poses(
+        self,
+        model: SelfSupDepthNet,
+        frames: SequenceFrames,
+        pred: Prediction,
+        scale_of: dict[int, float],
+        use_gps: bool,
+        progress: bool,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """``poses: video``: the pseudo-absolute trajectory of each source (scaled by its depth scale) and what
+        the manifest says of it."""
+        tcfg = self.trajectory_cfg or TrajectoryConfig()
+        if self.refine_poses:
+            tcfg = TrajectoryConfig(backend="pose-graph")
+        T_out, tinfo = video_trajectory(model, frames, pred, tcfg, read_rgb=self.ds.read_rgb, K=self.ds.camera.K,
+                                        progress=progress)  # fmt: skip
+        for sid in scale_of:
+            m = frames.source_id == sid
+            T_out[m, :3, 3] *= scale_of[sid]
+        return T_out, {
+            "kind": "pseudo-absolute",
+            "from": {
+                "compose": "video: composed relative poses of the pose network",
+                "pose-graph": "video: composed relative poses of the pose network, refined by a pose graph with "
+                "skip edges",
+                "colmap": "video: COLMAP structure from motion (intrinsics fixed); frames it did not register "
+                "filled from the composed pose-network poses",
+            }[tcfg.backend],
+            "backend": tcfg.backend,
+            "per_source": tinfo["sources"],
+            "key_frame": "the first frame of each source, at the identity",
+            "units": "metres (scaled from GPS)" if use_gps else "up to scale (network units)",
+        }
 
     def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
         ds, pred = self.ds, self._pred
@@ -258,6 +261,42 @@ def export_depth(
     assert src.result is not None
     src.result.path = path
     return src.result
+
+
+def _fit_scales(
+    ds: Dataset,
+    source_id: np.ndarray,
+    T_rel: np.ndarray,
+    use_gps: bool,
+    unit: float,
+    metric_scaled: bool,
+    cfg: ScaleConfig | None,
+) -> tuple[dict[int, ScaleFit], dict[int, float], dict[int, str]]:
+    """``(fits, scale, unchecked)`` per source: the GPS window fit of ``T_rel`` (:func:`.scale.fit_scale`), the
+    metres per network unit the depth is multiplied by (the model's ``unit`` when it has one, else the fit; 1 without
+    GPS) and, when ``metric_scaled`` (metric poses give the scale, the fit only checks it), why a source's fit could
+    not be made."""
+    fits: dict[int, ScaleFit] = {}
+    scale_of = {int(s): 1.0 for s in np.unique(source_id)}
+    unchecked: dict[int, str] = {}
+    if not use_gps:
+        return fits, scale_of, unchecked
+    for sid in scale_of:
+        idx = np.flatnonzero(source_id == sid)
+        try:
+            fits[sid] = fit_scale(ds.frames.translation[idx], ds.frames.stamp_ns[idx], T_rel[idx[:-1]], cfg)
+        except SyncError as e:
+            if not metric_scaled:
+                raise  # the fit is the scale itself: without it there is no metric depth
+            unchecked[sid] = str(e)
+            scale_of[sid] = unit
+            log.warning("source %d: the GPS window fit, a check of the metric scale, is not possible: %s", sid, e)
+            continue
+        scale_of[sid] = unit if unit > 0 else fits[sid].scale
+        fit = fits[sid]
+        log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
+                 fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
+    return fits, scale_of, unchecked
 
 
 def _metric_poses_for(ds: Dataset, mc: Any, cfg: MetricPosesConfig | None, progress: bool) -> MetricPoses:

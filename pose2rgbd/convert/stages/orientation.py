@@ -27,7 +27,8 @@ class OrientationTrack:
         if self.t_s.size == 1:
             return np.repeat(self.R[:1], len(t), 0)
         tq = np.clip(t, self.t_s[0], self.t_s[-1])
-        return Slerp(self.t_s, Rotation.from_matrix(self.R))(tq).as_matrix()
+        R: np.ndarray = Slerp(self.t_s, Rotation.from_matrix(self.R))(tq).as_matrix()
+        return R
 
     def rotation_rate_dps(self, t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
         """Mean turn rate (deg/s) of the body between ``t_a`` and ``t_b``: the angle of ``R(t_a)^T R(t_b)``

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.map.keyframes import Keyframes
 
 SATURATED = (6, 249)  # colours outside (grey levels) are clipped by the sensor: no information about the gain
@@ -36,7 +37,7 @@ def bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float32).reshape(len(mx), -1)
 
 
-def project(T_world_cam: np.ndarray, cam: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project(T_world_cam: np.ndarray, cam: PinholeCamera, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World points ``X`` (M, 3) -> pixel ``u``, ``v`` and depth ``z`` in a keyframe."""
     p = (X - T_world_cam[:3, 3]) @ T_world_cam[:3, :3]
     z = p[:, 2]

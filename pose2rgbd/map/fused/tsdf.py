@@ -9,7 +9,10 @@ itself is not stored) and ray-cast with Open3D's ``RaycastingScene`` (Embree), w
 The voxel size is sized to the place (``voxel_size: auto``): 1/150 of the keyframes' median depth (1.3 cm at 2 m
 indoors, 33 cm at 50 m over a city), never finer than 1.5 pixel footprints at that depth (a finer grid has no
 data to fill it: holes in the surface) nor 5 mm. Depth beyond ``depth_max`` (``auto``: the 98th percentile of
-the keyframes' finite depth) is not fused: sensors are noisiest there, and sky (+inf) never is.
+the keyframes' finite depth) is not fused (Open3D skips a pixel deeper than the limit) and does not size the
+voxels: sensors are noisiest there. Sky (+inf) and unverified depth (NaN, e.g. multi-view stereo's) never are.
+A depth source that gives the sky a finite depth (a monocular network) needs a ``depth_max`` below it, or its
+sky marked +inf / NaN (``convert video --depth selfsup+mvs`` does: :mod:`pose2rgbd.geometry.mvs`).
 
 Stored beside a place map in ``<map>/fused/`` (written into a hidden sibling, renamed into place):
 ``fused.json`` (settings, counts, build time), ``vertices.npy`` (V, 3) float32 world metres, ``triangles.npy``
@@ -19,6 +22,7 @@ Stored beside a place map in ``<map>/fused/`` (written into a hidden sibling, re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -109,12 +113,15 @@ def resolve_settings(kf: Keyframes, cfg: FusionConfig) -> dict[str, float]:
     d = _depth_sample(kf)
     if len(d) == 0:
         raise MapError("no keyframe has finite depth: nothing to fuse (the fused geometry needs metric depth)")
-    median = float(np.median(d))
+    depth_max = _number_or_auto(cfg.depth_max, "depth_max") or 1.01 * float(np.percentile(d, 98))
+    near = d[d <= depth_max]  # a given limit leaves the far field (a network's finite sky) out of the sizing too
+    if len(near) == 0:
+        raise MapError(f"no keyframe depth within depth_max {depth_max:g} m: nothing to fuse (raise depth_max)")
+    median = float(np.median(near))
     cam = kf.camera(0)
     voxel = _number_or_auto(cfg.voxel_size, "voxel_size")
     if voxel is None:
         voxel = max(median / 150.0, 1.5 * median / max(cam.fx, cam.fy), 0.005)
-    depth_max = _number_or_auto(cfg.depth_max, "depth_max") or 1.01 * float(np.percentile(d, 98))
     return {"voxel_size_m": float(voxel), "sdf_trunc_m": float(cfg.trunc_voxels * voxel),
             "depth_max_m": float(depth_max), "median_depth_m": median}  # fmt: skip
 
@@ -165,6 +172,16 @@ class FusedGeometry:
         dirs = camera.rays() @ T[:3, :3].T  # z = 1 in the camera: t is the z-depth
         t = self.cast(T[:3, 3], dirs)
         return np.where(np.isfinite(t), t, np.nan).astype(np.float32)
+
+    def digest(self) -> str:
+        """SHA-256 of the surface and the exposure gains (what a checkpoint that renders with them records)."""
+        h = hashlib.sha256()
+        arrays = (self.vertices, self.triangles, self.exposure if self.exposure is not None else np.zeros(0))
+        for a, dtype in zip(arrays, (np.float32, np.int32, np.float32), strict=True):
+            b = np.ascontiguousarray(a, dtype)
+            h.update(f"{b.shape};".encode())
+            h.update(b.tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ storage
     def save(self, folder: str | Path) -> None:

@@ -14,16 +14,19 @@ from typing import Any
 from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS, PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.methods.hybrid.network import FillUNet
+from pose2rgbd.methods.hybrid.stored import migrate_store
 from pose2rgbd.methods.hybrid.warp import splat_keyframes
 from pose2rgbd.models.registry import ModelFamily, Recipe
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint written before a setting existed keeps what it was trained with (``BEFORE_DEFAULTS``)."""
+    """A checkpoint written before a setting existed keeps what it was trained with (``BEFORE_DEFAULTS``); one
+    with its keyframe store as buffers has it moved to where a bundle keeps its keyframes
+    (:func:`~pose2rgbd.methods.hybrid.stored.migrate_store`: read as ArrayKeyframes, the same renders)."""
     mc = dict(data["model_config"])
     for key, value in BEFORE_DEFAULTS.items():
         mc.setdefault(key, value)
-    return {**data, "model_config": mc}
+    return migrate_store({**data, "model_config": mc})
 
 
 def _recipe() -> Recipe:

@@ -23,8 +23,9 @@ BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "
 
 @dataclass
 class HybridConfig:
-    """Hybrid warp-and-fill: the nearest training RGB-D frames (a keyframe store saved with the weights) splatted
-    into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and corrects."""
+    """Hybrid warp-and-fill: the nearest training RGB-D frames (keyframes of a place map the checkpoint names)
+    splatted into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and
+    corrects."""
 
     preset: str = help_field("hybrid", "preset name (recorded in checkpoints and reports)")
     encoding: str = help_field("6dof-quat", "pose input of the decoder: 6dof-euler or 6dof-quat")
@@ -43,8 +44,12 @@ class HybridConfig:
         3, "keyframes warped into each query pose (nearest first, as the reprojection baseline)"
     )
     max_keyframes: int = help_field(
-        4000, "most training frames kept in the store (saved in the checkpoint; a larger training split is subsampled "
-        "evenly in time); a checkpoint holds about 5 bytes per pixel per keyframe"
+        4000, "most training frames kept as keyframes (without --map: written into the run folder's keyframe map; a "
+        "larger training split is subsampled evenly in time)"
+    )  # fmt: skip
+    map: str = help_field(
+        "", "training: the place map whose keyframes the model warps (of the training dataset, its keyframes from "
+        "the training split only); empty: the training split's frames are written into OUT/keyframes"
     )  # fmt: skip
     exclude_window: int = help_field(
         30,
@@ -57,7 +62,7 @@ class HybridConfig:
     geometry: str = help_field(
         "warp",
         "the depth and colour the fill network refines: warp (the nearest keyframes forward-warped) | fused (the "
-        "keyframes' depth fused into one surface at training start, stored in the checkpoint: its depth ray-cast "
+        "keyframes' depth fused into one surface, stored with their map in <map>/fused: its depth ray-cast "
         "at the pose, its colour from the keyframes that see each point, exposure-compensated; the warp where the "
         "surface is missing; needs Open3D, pose2rgbd[fusion])",
     )

@@ -38,14 +38,14 @@ is set by the recipe and restored on load (:meth:`HybridNet._load_from_state_dic
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
@@ -57,17 +57,11 @@ from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pose2rgbd.map.keyframe_view import SizedKeyframes
+    from pose2rgbd.map.keyframes import Keyframes
 
-# keyframe store buffers: name -> (dtype, shape after the keyframe count N)
-_STORE: dict[str, tuple[torch.dtype, tuple[str, ...]]] = {
-    "kf_rgb": (torch.uint8, ("H", "W", "3")),
-    "kf_depth": (torch.float16, ("H", "W")),
-    "kf_T": (torch.float64, ("4", "4")),
-    "kf_source": (torch.int64, ()),
-    "kf_pos": (torch.int64, ()),
-    "kf_index": (torch.int64, ()),
-}
+log = logging.getLogger(__name__)
 
 
 class HybridNet(PoseToImage, ModelBase):
@@ -88,12 +82,6 @@ class HybridNet(PoseToImage, ModelBase):
     )
 
     warp_kernel = "auto"  # warp_gathered's kernel: auto (numba on CPU, torch on CUDA) | numba | torch
-    kf_rgb: torch.Tensor
-    kf_depth: torch.Tensor
-    kf_T: torch.Tensor
-    kf_source: torch.Tensor
-    kf_pos: torch.Tensor
-    kf_index: torch.Tensor
     kf_K: torch.Tensor
     rot_weight_m: torch.Tensor
     depth_range: torch.Tensor
@@ -117,49 +105,67 @@ class HybridNet(PoseToImage, ModelBase):
         self.register_buffer("depth_range", torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
         self.register_buffer("kf_K", torch.eye(3, dtype=torch.float64))
         self.register_buffer("rot_weight_m", torch.tensor(10.0, dtype=torch.float64))
-        self._alloc_store(0)
-        # model.geometry fused: the keyframes' fused surface (buffers in the checkpoint), the warp's input
-        self.fused_input = (
-            FusedInput(config.fused_neighbours, config.fused_folds) if config.geometry == "fused" else None
-        )
+        self.keyframes: SizedKeyframes | None = None  # use_keyframes; not in the state_dict (see the module doc)
+        self.keyframe_times: tuple[np.ndarray, np.ndarray] | None = None  # (source id, position in time): training
+        self.network_runner: OnnxNetworkPart | None = None  # serve_network_part_with_onnxruntime
+        # model.geometry fused: the keyframes' fused surface, the warp's input (stored with the keyframes: stored.py)
+        fused = config.geometry == "fused"
+        self.fused_input = FusedInput(config.fused_neighbours, config.fused_folds) if fused else None
 
-    # -- keyframe store ------------------------------------------------------------------------------------
-    def _alloc_store(self, n: int) -> None:
-        S = int(self.config.size)
-        dims = {"H": S, "W": S, "3": 3, "4": 4}
-        for name, (dtype, shape) in _STORE.items():
-            self.register_buffer(name, torch.zeros((n, *(dims[s] for s in shape)), dtype=dtype))
-
+    # -- keyframes ------------------------------------------------------------------------------------------
     @property
     def n_keyframes(self) -> int:
-        """Keyframes the model warps: the attached place map's, else the embedded store's."""
-        mk = self.__dict__.get("_map_keyframes")
-        return len(mk) if mk is not None else int(self.kf_T.shape[0])
+        """How many keyframes the model warps (0 before :meth:`use_keyframes`)."""
+        return 0 if self.keyframes is None else len(self.keyframes)
 
     @property
-    def map_keyframes(self) -> Any:
-        """The attached :class:`~pose2rgbd.methods.hybrid.map_keyframes.MapKeyframes`, or None."""
-        return self.__dict__.get("_map_keyframes")
+    def camera(self) -> PinholeCamera | None:
+        """The camera the model renders (its training camera at its size), None before it is known."""
+        K = self.kf_K.detach().cpu().numpy()
+        if K[2, 2] != 1.0 or K[0, 0] == 1.0:  # the identity of a model that has not seen a camera
+            return None
+        S = int(self.config.size)
+        return PinholeCamera(S, S, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
 
-    def attach_map(self, place_map: Any, *, cache_keyframes: int = 256) -> None:
-        """Serve keyframes from ``place_map`` (a :class:`~pose2rgbd.map.PlaceMap` of the training dataset) instead
-        of the embedded store, which is dropped: only the keyframes near the poses rendered are decoded and kept
-        (an LRU cache of ``cache_keyframes``). The map's camera must be the model's (scaled to its size)."""
-        from pose2rgbd.methods.hybrid.map_keyframes import MapKeyframes
+    def use_keyframes(
+        self,
+        keyframes: Keyframes,
+        *,
+        camera: PinholeCamera | None = None,
+        rot_weight_m: float | None = None,
+        times: tuple[np.ndarray, np.ndarray] | None = None,
+        cache_keyframes: int = 256,
+    ) -> None:
+        """Warp ``keyframes`` (a :class:`~pose2rgbd.map.PlaceMap`, or :class:`~pose2rgbd.map.keyframes.ArrayKeyframes`)
+        from now on, seen through the model's camera at its size (:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes`:
+        decoded when a render needs them, ``cache_keyframes`` kept). ``camera`` (at the model's size) and
+        ``rot_weight_m`` (metres per radian of the nearest-keyframe distance) are set when given (training), else
+        the model's own are kept (a trained model: the nearest keyframes are found with the weight it was trained
+        with, on the keyframes' own pose index). ``times``: per keyframe its source id and position in time within
+        the source, for the training exclusion (:meth:`select_keyframes`)."""
+        from pose2rgbd.map.keyframe_view import SizedKeyframes
 
-        mk = MapKeyframes(place_map, int(self.config.size), float(self.rot_weight_m), cache_keyframes)
-        if self.kf_T.shape[0] and not np.allclose(mk.K, self.kf_K.cpu().numpy(), rtol=1e-3, atol=1e-3):
-            raise ConfigError(
-                f"{place_map.path}: its camera at {self.config.size}x{self.config.size} ({mk.K[0, 0]:.2f} px focal) "
-                f"is not the one the model was trained with ({float(self.kf_K[0, 0]):.2f} px): a map of another camera"
-            )
-        dev = self.kf_K.device
-        with torch.no_grad():
-            self.kf_K.copy_(torch.as_tensor(mk.K, dtype=torch.float64))
-        self._alloc_store(0)  # the embedded keyframes are not needed any more
-        for name in _STORE:
-            self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
-        self.__dict__["_map_keyframes"] = mk
+        S = int(self.config.size)
+        if camera is not None:
+            if (camera.width, camera.height) != (S, S):
+                raise ConfigError(f"keyframe camera is {camera.width}x{camera.height}, the model renders {S}x{S}")
+            with torch.no_grad():
+                self.kf_K.copy_(torch.as_tensor(np.asarray(camera.K, dtype=np.float64)))
+        if rot_weight_m is not None:
+            with torch.no_grad():
+                self.rot_weight_m.fill_(float(rot_weight_m))
+        cam = self.camera
+        if cam is None:
+            raise ConfigError("the hybrid model has no camera yet: give use_keyframes the training camera")
+        if len(keyframes) == 0:
+            raise ConfigError("the hybrid model needs at least one keyframe")
+        if times is not None and any(len(t) != len(keyframes) for t in times):
+            raise ConfigError(f"keyframe times: {len(keyframes)} keyframes, {[len(t) for t in times]} entries")
+        self.keyframes = SizedKeyframes(
+            keyframes, cam, rot_weight_m=float(self.rot_weight_m), depth_dtype=np.float16,
+            cache_keyframes=cache_keyframes,
+        )  # fmt: skip
+        self.keyframe_times = None if times is None else tuple(np.asarray(t, np.int64) for t in times)  # type: ignore[assignment]
 
     def set_keyframes(
         self,
@@ -173,35 +179,15 @@ class HybridNet(PoseToImage, ModelBase):
         index: np.ndarray,
         rot_weight_m: float,
     ) -> None:
-        """Fill the store: ``rgb`` ``(N, S, S, 3)`` uint8, ``depth`` ``(N, S, S)`` metres (NaN invalid, +inf sky),
-        poses ``(N, 4, 4)``, the camera at the model's size, per frame its source id, position in time within the
-        source and dataset index; ``rot_weight_m`` the pose distance's metres per radian."""
-        S = int(self.config.size)
-        n = len(T_world_cam)
-        if n == 0:
-            raise ConfigError("the hybrid keyframe store needs at least one training frame")
-        if (camera.width, camera.height) != (S, S):
-            raise ConfigError(f"keyframe camera is {camera.width}x{camera.height}, the model renders {S}x{S}")
-        rgb_a = np.asarray(rgb)
-        depth_a = np.asarray(depth, dtype=np.float32)
-        if rgb_a.shape != (n, S, S, 3) or rgb_a.dtype != np.uint8 or depth_a.shape != (n, S, S):
-            raise ConfigError(
-                f"keyframes: expected rgb uint8 ({n}, {S}, {S}, 3) and depth ({n}, {S}, {S}), got "
-                f"{rgb_a.dtype} {rgb_a.shape} and {depth_a.shape}"
-            )
-        dev = self.kf_K.device
-        self._alloc_store(n)
-        with torch.no_grad():
-            self.kf_rgb.copy_(torch.from_numpy(np.ascontiguousarray(rgb_a)))
-            self.kf_depth.copy_(torch.from_numpy(depth_a).to(torch.float16))  # > 65504 m -> +inf (sky)
-            self.kf_T.copy_(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64).reshape(n, 4, 4)))
-            self.kf_source.copy_(torch.as_tensor(np.asarray(source_id, dtype=np.int64).reshape(n)))
-            self.kf_pos.copy_(torch.as_tensor(np.asarray(seq_pos, dtype=np.int64).reshape(n)))
-            self.kf_index.copy_(torch.as_tensor(np.asarray(index, dtype=np.int64).reshape(n)))
-            self.kf_K.copy_(torch.as_tensor(np.asarray(camera.K, dtype=np.float64)))
-            self.rot_weight_m.fill_(float(rot_weight_m))
-        for name in _STORE:
-            self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
+        """:meth:`use_keyframes` of arrays (:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`): ``rgb`` ``(N, S, S,
+        3)`` uint8, ``depth`` ``(N, S, S)`` metres (NaN invalid, +inf sky), poses ``(N, 4, 4)``, the camera at the
+        model's size, per frame its source id, position in time within the source and dataset row."""
+        from pose2rgbd.map.keyframes import ArrayKeyframes
+
+        kf = ArrayKeyframes(np.asarray(rgb, np.uint8), np.asarray(depth, np.float32), T_world_cam, camera,
+                            frames=np.asarray(index, np.int64), rot_weight_m=rot_weight_m)  # fmt: skip
+        self.use_keyframes(kf, camera=camera, rot_weight_m=rot_weight_m, times=(source_id, seq_pos),
+                           cache_keyframes=len(kf))  # fmt: skip
 
     def set_pose_normalizer(self, normalizer: PoseNormalizer) -> None:
         """Set the pose normalization, widening every dimension that is constant over the training poses by 1
@@ -219,28 +205,9 @@ class HybridNet(PoseToImage, ModelBase):
         self.pose_fixed.copy_(torch.from_numpy(fixed))
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Resize the store buffers to the saved keyframe count before the usual copy (a fresh model has none)."""
         # checkpoints written before pose_fixed existed: no dimension was widened
         state_dict.setdefault(prefix + "pose_fixed", torch.zeros_like(self.pose_fixed))
-        key = prefix + "kf_T"
-        if key in state_dict:
-            n = int(state_dict[key].shape[0])
-            if n != self.n_keyframes:
-                dev = self.kf_K.device
-                self._alloc_store(n)
-                for name in _STORE:
-                    self._buffers[name] = self._buffers[name].to(dev)  # type: ignore[union-attr]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _pose_set(self) -> PoseSet:
-        """The store's poses as a :class:`PoseSet` (rebuilt only when the store changed)."""
-        key = (self.kf_T._version, self.kf_T.data_ptr(), self.n_keyframes, float(self.rot_weight_m))
-        cached = self.__dict__.get("_pose_set_cache")
-        if cached is None or cached[0] != key:
-            ps = PoseSet(self.kf_T.detach().cpu().numpy(), rot_weight_m=float(self.rot_weight_m))
-            cached = (key, ps, self.kf_source.cpu().numpy(), self.kf_pos.cpu().numpy())
-            self.__dict__["_pose_set_cache"] = cached
-        return cached[1]  # type: ignore[no-any-return]
 
     def select_keyframes(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -248,28 +215,41 @@ class HybridNet(PoseToImage, ModelBase):
         """The store rows of the ``neighbours`` keyframes nearest each query ``(B, 4, 4)``, nearest first, and
         which of them may be used ``(B, k)`` bool. ``exclude = (source_id (B,), seq_pos (B,), window (B,))``
         removes, per query, the keyframes of its source within ``window`` frames of it (training)."""
-        if self.n_keyframes == 0:
+        kf = self.keyframes
+        if kf is None:
             raise ConfigError(
-                "the hybrid model's keyframe store is empty: train it with `pose2rgbd train --method hybrid` (the "
-                "recipe fills the store from the training split), load a trained checkpoint, or attach its place map"
+                "the hybrid model has no keyframes: train it with `pose2rgbd train --method hybrid`, load a trained "
+                "checkpoint (it names its place map), or give it a place map (engine.map)"
             )
-        mk = self.map_keyframes
-        if mk is not None:
-            if exclude is not None:
-                raise ConfigError("training excludes neighbours of the embedded store; a place map serves renders only")
-            rows = mk.poses.nearest(T_world_cam, min(int(self.config.neighbours), len(mk)))
+        k = min(int(self.config.neighbours), len(kf))
+        if exclude is None:
+            rows = kf.nearest(T_world_cam, k)
             return rows, np.ones(rows.shape, bool)
-        ps = self._pose_set()
-        _, _, src, pos = self.__dict__["_pose_set_cache"]
-        d = ps.distances(T_world_cam)  # (B, N): metres + rot_weight_m * radians (the baseline's distance)
-        if exclude is not None:
-            q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
-            d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
-        k = min(int(self.config.neighbours), d.shape[1])
+        if self.keyframe_times is None:
+            raise ConfigError("training excludes neighbours in time: use_keyframes(..., times=...) was not given them")
+        src, pos = self.keyframe_times
+        d = kf.poses.distances(T_world_cam)  # (B, N): metres + rot_weight_m * radians (the baseline's distance)
+        q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
+        d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
         order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
         rows = np.take_along_axis(part, order, axis=1)
         return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+
+    # -- what the checkpoint keeps beside the weights (pose2rgbd.methods.hybrid.stored) -----------------------
+    def checkpoint_extra(self, path: Path) -> dict[str, Any]:
+        """The place map the keyframes come from (relative to ``path``, with its digest), or the keyframes."""
+        from pose2rgbd.methods.hybrid.stored import checkpoint_extra
+
+        return checkpoint_extra(self, path)
+
+    def restore_extra(
+        self, extra: dict[str, Any], path: Path | None, *, place_map: str = "", dataset_fingerprint: str = ""
+    ) -> dict[str, Any]:
+        """Open the keyframes the checkpoint names (checked) or holds, or ``place_map`` instead."""
+        from pose2rgbd.methods.hybrid.stored import restore
+
+        return restore(self, extra, path, place_map, dataset_fingerprint)
 
     # -- depth range ---------------------------------------------------------------------------------------
     @property
@@ -310,6 +290,14 @@ class HybridNet(PoseToImage, ModelBase):
         T[bad] = np.eye(4)
         return T
 
+    def gather_keyframes(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keyframes ``rows`` (B, k) on the model's device: RGB uint8 (B, k, S, S, 3), depth float16 metres
+        (B, k, S, S), T_world_cam float64 (B, k, 4, 4) (decoded through the LRU of :attr:`keyframes`)."""
+        assert self.keyframes is not None
+        dev = self.kf_K.device
+        rgb, depth, T = self.keyframes.gather(rows)
+        return torch.from_numpy(rgb).to(dev), torch.from_numpy(depth).to(dev), torch.from_numpy(T).to(dev)
+
     def warp(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     ) -> dict[str, torch.Tensor]:
@@ -318,14 +306,7 @@ class HybridNet(PoseToImage, ModelBase):
         ``hits`` ``(B, 1, S, S)``."""
         rows, usable = self.select_keyframes(T_world_cam, exclude)
         dev = self.kf_K.device
-        mk = self.map_keyframes
-        if mk is not None:  # decoded from the map (LRU), moved to the model's device
-            m_rgb, m_depth, m_T = mk.gather(rows)
-            kf_rgb, kf_depth = torch.from_numpy(m_rgb).to(dev), torch.from_numpy(m_depth).to(dev)
-            kf_T = torch.from_numpy(np.asarray(m_T, np.float64)).to(dev)
-        else:
-            r = torch.from_numpy(rows).to(dev)
-            kf_rgb, kf_depth, kf_T = self.kf_rgb[r], self.kf_depth[r], self.kf_T[r]
+        kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
         with torch.autocast(dev.type, enabled=False):
@@ -393,7 +374,7 @@ class HybridNet(PoseToImage, ModelBase):
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
         w_rgb, background = self._holes(w)
-        runner = None if self.training else self.__dict__.get("_network_runner")
+        runner = None if self.training else self.network_runner
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
             return {
@@ -431,7 +412,7 @@ class HybridNet(PoseToImage, ModelBase):
                 self.network_part(), path, pose_dim=int(self.pose_fixed.numel()), size=int(self.config.size)
             )
             runner = OnnxNetworkPart(path, dev, threads)  # the session has read the file
-        self.__dict__["_network_runner"] = runner
+        self.network_runner = runner
         log.info("hybrid: decoder + fill served by ONNX Runtime on %s (max abs error to torch %.2g)", dev, err)
         return err
 

@@ -25,11 +25,11 @@ depth 1 live: the newest image wins) and calls:
 Bad images never raise out of :meth:`~LocalizerNode.on_image`: an unsupported encoding (depth, Bayer ...),
 corrupt compressed data or a size that cannot be fitted are rejected, counted per reason and logged (throttled).
 
-The parts, one module each: the configuration (:mod:`~pose2rgbd.nodes.localizer.config`), what is loaded at
-configure (:mod:`~pose2rgbd.nodes.localizer.resources`), the covariance, OOD rule and published messages
-(:mod:`~pose2rgbd.nodes.localizer.outputs`), the structure localizer's priors and fixes
-(:mod:`~pose2rgbd.nodes.localizer.structure`) and the node itself with its spec
-(:mod:`~pose2rgbd.nodes.localizer.node`).
+The node is one class, :class:`LocalizerNode` on :class:`~pose2rgbd.nodes.logic.NodeLogic`, with its spec
+(:mod:`~pose2rgbd.nodes.localizer.node`); the parts it holds or calls, one module each: the configuration
+(:mod:`~pose2rgbd.nodes.localizer.config`), what is loaded at configure (:mod:`~pose2rgbd.nodes.localizer.resources`),
+the covariance, OOD rule and published messages (:mod:`~pose2rgbd.nodes.localizer.outputs`) and the structure
+localizer's GPS / odometry priors (:mod:`~pose2rgbd.nodes.localizer.structure`).
 """
 
 from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig, LocalizerTopics

@@ -1,7 +1,9 @@
-"""The localize node (:class:`LocalizerNode`, :data:`LOCALIZER`): decoding and checking images, localizing them
-with the engine, the diagnostics and the spec; the parts are in the sibling modules
-(:mod:`~pose2rgbd.nodes.localizer.config`, :mod:`~pose2rgbd.nodes.localizer.outputs`,
-:mod:`~pose2rgbd.nodes.localizer.structure`, :mod:`~pose2rgbd.nodes.localizer.resources`)."""
+"""The localize node (:class:`LocalizerNode`, :data:`LOCALIZER`), one class: decoding and checking images,
+localizing them with the engine (an image -> pose model, or the structure localizer against a place map with its
+priors), the messages, the diagnostics and the spec. The parts it holds or calls are in the sibling modules: the
+config (:mod:`~pose2rgbd.nodes.localizer.config`), the covariance and the messages
+(:mod:`~pose2rgbd.nodes.localizer.outputs`), the GPS / odometry priors (:mod:`~pose2rgbd.nodes.localizer.structure`)
+and what is loaded at configure (:mod:`~pose2rgbd.nodes.localizer.resources`)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import numpy as np
 from pose2rgbd import messages as M
 from pose2rgbd.errors import BagError, Pose2RGBDError
 from pose2rgbd.inference.images import prepare_for_model
-from pose2rgbd.nodes.common import EngineNode
+from pose2rgbd.nodes.common import Latencies, close_engine
 from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig
+from pose2rgbd.nodes.localizer.outputs import PoseCovariance, pose_messages, refined_pose
 from pose2rgbd.nodes.localizer.resources import configure_localizer
-from pose2rgbd.nodes.localizer.structure import StructureInput
+from pose2rgbd.nodes.localizer.structure import Priors
+from pose2rgbd.nodes.logic import NodeLogic
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer
 
 if TYPE_CHECKING:
@@ -28,7 +32,7 @@ Outgoing = tuple[str, Any]
 REJECT_REASONS = ("encoding", "corrupt", "size")
 
 
-class LocalizerNode(EngineNode, StructureInput):
+class LocalizerNode(NodeLogic):
     """Message-level localize node (see the package docstring). ``factory`` builds the outgoing messages."""
 
     live = LOCALIZER_LIVE
@@ -48,11 +52,35 @@ class LocalizerNode(EngineNode, StructureInput):
                     "localize_errors", "refined", "refine_errors"]  # fmt: skip
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
-        self.last_latency_ms = math.nan
-        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
-        self._init_outputs(cfg, engine, calibration, refiner)
+        self.latency = Latencies()  # image -> pose (refinement is reported apart)
+        self.cov = PoseCovariance(calibration)  # the image -> pose model's; a fix brings the map's own
+        self.refiner = refiner  # a pose2rgbd.inference.refine.Refiner, with refine
+        self.last_refine: Any = None
+        self.world_frame = cfg.world_frame or getattr(engine, "world_frame", "") or "map"
+        self._confidence: collections.deque[float] = collections.deque(maxlen=1000)
+        self._last_ood = False
         # the structure localizer (a place map): images at their own size, priors, "no fix" answers
-        self._init_structure(cfg, engine)
+        self.structured = callable(getattr(engine, "localize_one", None))
+        self.last_fix: Any = None
+        self.priors = Priors()
+        if self.structured:
+            self.counters.update({"fixes": 0, "no_fix": 0})
+            engine.query_lens = cfg.query_camera()
+
+    # ------------------------------------------------------------------ what the runtimes read
+    @property
+    def last_latency_ms(self) -> float:
+        """The newest localized image's latency (ms; NaN before the first), which the runtimes record."""
+        return self.latency.last_ms
+
+    @property
+    def ood_threshold(self) -> float:
+        """The confidence below which an image is out of distribution (0: nothing is flagged)."""
+        return self.cov.ood_threshold(self.cfg)
+
+    def close(self) -> None:
+        """The host's cleanup: let go of the model (and the map)."""
+        close_engine(self.engine)
 
     # ------------------------------------------------------------------ input
     def _reject(self, reason: str, now_ns: int, text: str) -> list[Outgoing]:
@@ -92,7 +120,7 @@ class LocalizerNode(EngineNode, StructureInput):
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
         if self.structured:
-            return self._on_image_structure(msg, rgb, now_ns, t0)
+            return self._localize_structure(msg, rgb, now_ns, t0)
         try:
             model = getattr(self.engine, "model", None)  # a Localizer need not expose one
             x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
@@ -110,10 +138,10 @@ class LocalizerNode(EngineNode, StructureInput):
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
         threshold = self.ood_threshold
         ood = conf < threshold
-        cov = self.covariance(conf, ood)
-        out = self._outputs(stamp, T, conf, ood, cov, threshold, msg)
-        self.last_latency_ms = (time.perf_counter() - t0) * 1e3  # image -> pose (refinement is reported apart)
-        self._latency_ms.append(self.last_latency_ms)
+        cov = self.cov.at(self.cfg, conf, ood)
+        out = pose_messages(self.f, self.cfg, self.world_frame, msg, stamp, T, conf, ood, cov, threshold,
+                            self.cov.source)  # fmt: skip
+        self.latency.add((time.perf_counter() - t0) * 1e3)  # image -> pose (refinement is reported apart)
         if self.refiner is not None:
             out += self._refined(x, T, stamp, cov, now_ns)
         self._confidence.append(conf)
@@ -127,8 +155,86 @@ class LocalizerNode(EngineNode, StructureInput):
         self._last_ood = ood
         return out
 
+    def _refined(self, x: np.ndarray, T: np.ndarray, stamp: int, cov: np.ndarray, now_ns: int) -> list[Outgoing]:
+        """Render-and-compare from the localizer's pose; the refined pose on topics.refined_pose (same stamp and
+        covariance: the calibration is the localizer's). A failed refinement is counted, never raised."""
+        try:
+            r = self.refiner.refine(x[None] if x.ndim == 3 else x, T[None])
+        except (Pose2RGBDError, RuntimeError) as e:
+            self.count("refine_errors")
+            self.warning("refine", now_ns, f"refinement failed: {type(e).__name__}: {e}")
+            return []
+        self.last_refine = r
+        self.count("refined")
+        return [refined_pose(self.f, self.cfg, self.world_frame, stamp, r.T_world_cam[0], cov)]
+
+    # ------------------------------------------------------------------ the structure localizer
+    def _localize_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
+        """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""
+        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        try:
+            fix = self.engine.localize_one(rgb, self.priors.at(stamp, self.cfg.prior_max_age_s))
+        except (Pose2RGBDError, RuntimeError) as e:
+            self.count("localize_errors")
+            self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
+            return []
+        self.last_fix = fix
+        self.latency.add((time.perf_counter() - t0) * 1e3)
+        self.count("frames")
+        values = {"inliers": fix.inliers, "correspondences": fix.correspondences, "prior": fix.prior or "none",
+                  "latency_ms": f"{self.latency.last_ms:.1f}"}  # fmt: skip
+        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
+        if not fix.ok:
+            self.count("no_fix")
+            self.count("no_fix_" + fix.reason.replace(" ", "_"))
+            self._last_ood = True
+            self.warning("no_fix", now_ns, f"no fix: {fix.reason} ({fix.inliers} inliers)")
+            status = M.diagnostic_array(self.f, stamp, "pose2rgbd: localization", 1, f"no fix: {fix.reason}",
+                                        {"fix": "false", "reason": fix.reason, **values}, camera)  # fmt: skip
+            return [(self.cfg.topics.status, status)]
+        self.count("fixes")
+        # the localizer calibrated the covariance (the map's own calibration, or covariance_file), flagged a fix
+        # beyond the map's coverage and inflated its covariance (structure.ood_covariance_scale)
+        threshold = self.ood_threshold
+        ood = fix.out_of_distribution(threshold)
+        self.count("out_of_distribution", int(ood))
+        self._last_ood = ood
+        self._confidence.append(fix.confidence)
+        values.update(flag=fix.flag, covariance_source=str(getattr(self.engine, "calibration_source", "")))
+        if fix.confidence_bound_m > 0:
+            values["confidence_bound_m"] = f"{fix.confidence_bound_m:.4g}"
+        return pose_messages(self.f, self.cfg, self.world_frame, msg, stamp, fix.T_world_cam, fix.confidence, ood,
+                             fix.covariance, threshold, self.cov.source, {"fix": "true", **values})  # fmt: skip
+
+    def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """A NavSatFix: its position in the map's ENU frame becomes the prior of the next images."""
+        datum = getattr(getattr(self.engine, "map", None), "datum", None)
+        if datum is None:
+            self.warning("gps_datum", now_ns, "GPS prior unused: the map's dataset has no datum (no GPS origin)")
+            return []
+        self.priors.add_gps(msg, datum, self.cfg.structure.prior_radius_m, now_ns)
+        return []
+
+    def on_odometry(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """An Odometry in the world frame: its position becomes the prior of the next images."""
+        frame = str(msg.header.frame_id).lstrip("/")
+        if frame != self.world_frame:
+            why = f"its frame {frame!r} is not the world frame {self.world_frame!r}"
+            self.warning("odom_frame", now_ns, f"odometry prior unused: {why} (publish it in the map frame)")
+            return []
+        self.priors.add_odometry(msg, now_ns)
+        return []
+
+    def on_camera_info(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """The images' intrinsics (unless the camera parameter gives them)."""
+        if not self.cfg.camera and self.structured:
+            cam = M.camera_from_info(msg)
+            self.engine.query_intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
+        return []
+
+    # ------------------------------------------------------------------ diagnostics
     def diagnostics(self, now_ns: int) -> Any:
-        p50, p99 = self.latency_percentiles_ms()
+        p50, p99 = self.latency.percentiles_ms()
         c = self.counters
         if c["frames"] == 0:
             level, text = 1, "no image localized yet (waiting for images)"
@@ -145,7 +251,7 @@ class LocalizerNode(EngineNode, StructureInput):
             "confidence_last": f"{conf[-1]:.4f}",
             "confidence_median": f"{float(np.median(conf)):.4f}",
             "ood_threshold": f"{self.ood_threshold:.4f}",
-            "covariance_source": self.cov_source,
+            "covariance_source": self.cov.source,
             **c,
         }
         if self.structured:

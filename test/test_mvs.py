@@ -1,0 +1,190 @@
+"""Multi-view stereo from metric poses (pose2rgbd.geometry.mvs): the plane sweep recovers a known scene's depth,
+the check across views rejects a depth its neighbours disagree with, the combination with a network's depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fused_scene import look_at, scene_mesh
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.mvs import (
+    MvsConfig,
+    combine_with_network,
+    consistent_depth,
+    mvs_sequence,
+    pick_sources,
+    sweep_depth,
+)
+
+CAM = PinholeCamera.from_fov(80, 60, 70.0)
+RNG = np.random.default_rng(3)
+DIRS = RNG.standard_normal((12, 3))
+FREQ = RNG.uniform(4.0, 14.0, 12)
+PHASE = RNG.uniform(0, 2 * np.pi, 12)
+
+
+def texture(X: np.ndarray) -> np.ndarray:
+    """Grey texture of world points (M, 3): random 3-D sinusoids (rich enough for a 5x5 window)."""
+    d = DIRS / np.linalg.norm(DIRS, axis=1, keepdims=True)
+    v = np.sin((X @ d.T) * FREQ + PHASE).sum(1)
+    g = np.clip(128 + 30 * v, 0, 255)
+    return np.repeat(g[:, None], 3, 1).astype(np.uint8)
+
+
+def render(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb uint8, depth float32 NaN on a miss) of the floor-and-box scene of fused_scene with a rich texture."""
+    import open3d as o3d
+
+    v, t = scene_mesh()
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(t.astype(np.uint32)))
+    dirs = CAM.rays() @ T[:3, :3].T
+    rays = np.concatenate([np.broadcast_to(T[:3, 3], dirs.shape), dirs], axis=-1).astype(np.float32)
+    th = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+    depth = np.where(np.isfinite(th), th, np.nan).astype(np.float32)
+    X = T[:3, 3] + dirs * np.nan_to_num(depth, nan=0.0)[..., None]
+    rgb = texture(X.reshape(-1, 3)).reshape(CAM.height, CAM.width, 3)
+    rgb[~np.isfinite(depth)] = 0
+    return rgb, depth
+
+
+@pytest.fixture(scope="module")
+def track() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seven cameras on a sideways line 3.2 m from the box, looking past it at the floor: rgb, depth, poses."""
+    T = np.stack([look_at(np.array([-3.2, y, 1.8]), np.array([0.0, y, 0.3])) for y in np.linspace(-0.6, 0.6, 7)])
+    views = [render(t) for t in T]
+    return np.stack([v[0] for v in views]), np.stack([v[1] for v in views]), T
+
+
+def abs_rel(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    m = np.isfinite(pred) & np.isfinite(gt)
+    return float(np.mean(np.abs(pred[m] - gt[m]) / gt[m])), float(m.sum() / np.isfinite(gt).sum())
+
+
+CFG = MvsConfig(planes=48, sources=4, best_k=2, baseline_ratio=0.1, max_rel_depth=0.05)
+
+
+def test_plane_sweep_recovers_the_depth_of_a_known_scene(track: tuple) -> None:
+    rgb, depth, T = track
+    d = sweep_depth(rgb[3], [rgb[j] for j in (1, 2, 4, 5)], CAM.K, T[3], [T[j] for j in (1, 2, 4, 5)], (1.5, 12.0),
+                    CFG)  # fmt: skip
+    err, share = abs_rel(d, depth[3])
+    assert share > 0.7  # most of the textured scene is matched
+    assert err < 0.04  # a warp in the wrong direction, or planes in the wrong order, give > 0.3
+
+
+def test_the_warp_direction_matters(track: tuple) -> None:
+    """The same sweep with the poses inverted (the warp the wrong way round) does not find the scene: what the
+    bound of the test above rests on."""
+    rgb, depth, T = track
+    Tw = [np.linalg.inv(t) for t in T]
+    d = sweep_depth(rgb[3], [rgb[j] for j in (1, 2, 4, 5)], CAM.K, Tw[3], [Tw[j] for j in (1, 2, 4, 5)], (1.5, 12.0),
+                    CFG)  # fmt: skip
+    err, share = abs_rel(d, depth[3])
+    assert err > 0.1 or share < 0.2
+
+
+def test_sequence_is_checked_across_views(track: tuple) -> None:
+    rgb, depth, T = track
+    res = mvs_sequence(lambda i: rgb[i], CAM.K, T, cfg=CFG, depth_range=(1.5, 12.0))
+    assert res.sources[3] and 3 not in res.sources[3]
+    err, share = abs_rel(res.depth[2:5], depth[2:5])
+    assert share > 0.5
+    assert err < 0.03
+    assert np.all(res.views[np.isfinite(res.depth)] >= CFG.consistent_views)
+
+
+def test_consistency_rejects_a_depth_its_neighbours_disagree_with(track: tuple) -> None:
+    _, depth, T = track
+    ref = depth[3].copy()
+    ref[20:30, 30:45] *= 1.2  # a wrong patch: the neighbours see the surface 20 % nearer
+    srcs = [depth[j] for j in (1, 2, 4, 5)]
+    out, views = consistent_depth(ref, srcs, CAM.K, T[3], [T[j] for j in (1, 2, 4, 5)], min_views=2,
+                                  max_reproj_px=1.0, max_rel_depth=0.02)  # fmt: skip
+    assert np.all(np.isnan(out[20:30, 30:45]))
+    assert np.all(views[20:30, 30:45] == 0)
+    rest = np.isfinite(depth[3])
+    rest[18:32, 28:47] = False
+    assert np.isfinite(out[rest]).mean() > 0.9  # the exact depth elsewhere is kept ...
+    assert np.nanmax(np.abs(out[rest] - depth[3][rest]) / depth[3][rest]) < 0.02  # ... as it was
+    # one agreeing view is not enough when two are asked for
+    one, _ = consistent_depth(depth[3], [depth[1]], CAM.K, T[3], [T[1]], min_views=2)
+    assert np.all(np.isnan(one))
+
+
+def test_sources_are_picked_on_both_sides_with_a_baseline() -> None:
+    T = np.tile(np.eye(4), (21, 1, 1))
+    T[:, 0, 3] = np.arange(21) * 0.5  # 0.5 m per frame, looking along z
+    ok = np.ones(21, bool)
+    cfg = MvsConfig(sources=4, best_k=2, baseline_ratio=0.1, min_baseline_ratio=0.05, search_frames=10)
+    s = pick_sources(T, ok, 10, 20.0, cfg)  # preferred baseline 2 m: 4 frames away, then 5 (log nearer than 3)
+    assert s == [5, 6, 14, 15]
+    ok[:10] = False
+    assert all(j > 10 for j in pick_sources(T, ok, 10, 20.0, cfg))
+    assert pick_sources(T, ok, 10, 1000.0, cfg) == []  # every baseline below 5 % of 1000 m
+
+
+def test_combination_keeps_stereo_scales_the_network_and_leaves_the_sky_out() -> None:
+    gt = np.full((40, 50), 20.0, np.float32)
+    gt[:, 25:] = 30.0
+    net = gt / 2.0  # right up to a scale
+    net[:8] = 60.0  # sky: the network says 60 units (120 m scaled), stereo never saw anything that far
+    gt[:8] = np.inf
+    mvs = np.full_like(gt, np.nan)
+    mvs[8:, ::2] = gt[8:, ::2]
+    out, s = combine_with_network(mvs, net, far_factor=1.5)
+    assert s == pytest.approx(2.0)
+    assert np.allclose(out[8:], gt[8:])  # stereo where verified, the scaled network between
+    assert np.all(np.isnan(out[:8]))  # beyond 1.5 x the verified depth: no finite depth for the sky
+    too_few, s1 = combine_with_network(np.full_like(gt, np.nan), net)
+    assert s1 == 1.0 and np.array_equal(too_few, net)
+
+
+def test_config_errors_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="odd"):
+        MvsConfig(window=4)
+    with pytest.raises(ConfigError, match="depth range"):
+        mvs_sequence(lambda i: np.zeros((4, 4, 3), np.uint8), CAM.K, np.tile(np.eye(4), (3, 1, 1)))
+
+
+def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray):  # type: ignore[no-untyped-def]
+    from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
+
+    man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none")
+    with DatasetWriter(tmp_path, man) as wr:
+        for i in range(len(rgb)):
+            wr.add_frame(i * 100_000_000, T[i], rgb[i], None if depth is None else depth[i])
+    return Dataset(tmp_path)
+
+
+@pytest.mark.parametrize("combine", [False, True])
+def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -> None:  # type: ignore[no-untyped-def]
+    """What ``convert video --depth mvs`` (and ``selfsup+mvs``) write once the metric poses exist: the stereo depth
+    through the conversion pipeline; combined, the network's depth (here the truth x 0.5) scaled to it."""
+    from pose2rgbd.convert.mvs_depth import MvsDepthSource
+    from pose2rgbd.convert.pipeline import convert
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.methods.selfsup_depth.metric import SFM, MetricPoses
+
+    rgb, depth, T = track
+    T_gps = T.copy()
+    T_gps[:, :3, 3] += 3.0  # what the dataset holds before: GPS poses, off by metres
+    net = 0.5 * np.nan_to_num(depth, nan=30.0)  # the network: right up to a scale, a finite depth on a miss
+    ds = _dataset(tmp_path / "in", rgb, net if combine else None, T if combine else T_gps)
+    pts = {i: np.array([[0.0, 0.0, z, 1.0] for z in np.nanpercentile(depth[i], np.linspace(1, 99, 12))])
+           for i in range(len(T))}  # fmt: skip
+    mp = MetricPoses(T, np.full(len(T), SFM), pts, {"metric_frames": len(T), "frames": len(T)})
+    cfg = MvsConfig(planes=48)
+    out = Dataset(convert(MvsDepthSource(ds, mp, combine=combine, cfg=cfg), tmp_path / "out", progress=False,
+                          repeats=False))  # fmt: skip
+    assert out.manifest.depth_kind == "metric"
+    assert out.manifest.extra["depth"]["source"] == ("selfsup+mvs" if combine else "mvs")
+    assert np.allclose(out.frames.T_world_cam, T)  # the metric poses, not the GPS ones
+    d = out.read_depth(3)
+    err, share = abs_rel(d, depth[3])
+    assert err < 0.05
+    assert share > (0.95 if combine else 0.5)  # combined: the scaled network fills what stereo left
+    with pytest.raises(ConfigError, match="metric poses of"):
+        MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

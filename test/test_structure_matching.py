@@ -1,0 +1,76 @@
+"""The structure localizer's correspondences and verification: the ratio test on a triangulated keyframe, and when a
+second group of keyframes' answer makes a fix ambiguous."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pose2rgbd.inference.structure import Fix, StructureConfig, StructureLocalizer, _nan_fix
+
+
+def _scripted(pm: object, answers: list[Fix]) -> StructureLocalizer:
+    """A localizer whose places (two) give ``answers`` in order, without matching."""
+    loc = StructureLocalizer(pm, StructureConfig(use_previous_fix=False))
+    loc._places = lambda sims: [np.array([0]), np.array([1])]  # type: ignore[method-assign]
+    it = iter(answers)
+    loc._place = lambda *a: next(it)  # type: ignore[method-assign]
+    return loc
+
+
+def _pose(x: float) -> np.ndarray:
+    T = np.eye(4)
+    T[0, 3] = x
+    return T
+
+
+def test_a_rejected_hypothesis_at_the_same_place_is_no_rival(map_world: dict) -> None:
+    """A fix with 29 inliers and a second group whose RANSAC pose, 0.4 m from it, was rejected for its inlier share
+    (25 inliers): the same place seen from two keyframe groups, not an ambiguous one (before: 'ambiguous place' --
+    the 640x480 crossing frame 376 on a 320x240 map). The same rejected hypothesis 100 m away still makes the fix
+    ambiguous, and one without a pose too."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.map.features import extract
+
+    pm = PlaceMap(map_world["map"])
+    img = Dataset(map_world["dataset"]).read_rgb(0)
+    loc0 = StructureLocalizer(pm)
+    feats = extract(img, loc0.cfg.features)
+    cam = pm.camera(0)
+
+    def solve(rival: Fix) -> Fix:
+        best = Fix(True, "", _pose(0.0), np.eye(6), 0.5, inliers=29, correspondences=119)
+        return _scripted(pm, [best, rival])._solve(img, feats, cam, (cam.width, cam.height), [])
+
+    near = _nan_fix("too few inliers", inliers=25, correspondences=179, hypothesis=_pose(0.4))
+    assert solve(near).ok
+    far = _nan_fix("too few inliers", inliers=25, correspondences=179, hypothesis=_pose(100.0))
+    assert solve(far).reason == "ambiguous place"
+    unknown = _nan_fix("too few inliers", inliers=25, correspondences=179)
+    assert solve(unknown).reason == "ambiguous place"
+
+
+def test_ratio_test_runs_against_the_keyframes_features_without_a_point_too() -> None:
+    """A triangulated keyframe holds features without a world point. With ``ratio_all_features`` a query feature
+    whose true match is one of them is not matched to a look-alike that has a point: the ratio test sees every
+    feature of the keyframe (against those with a point only, the look-alike passes it: a wrong 2-D/3-D
+    correspondence)."""
+    from pose2rgbd.inference.structure_match import CandidateMatcher
+    from pose2rgbd.map.features import root_sift
+    from pose2rgbd.map.place_map import KeyframeFeatures
+
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 200, (1, 128))
+    look_alike = np.clip(true + rng.normal(0, 25, true.shape), 0, 255)  # near the query, but not its match
+    other = rng.integers(0, 200, (1, 128))  # with a point, unlike the query
+    own = rng.integers(0, 200, (1, 128))  # a feature with a point the query does show
+    desc = np.concatenate([look_alike, other, true, own]).astype(np.uint8)
+    xyz = np.array([[1.0, 0, 5], [2.0, 0, 5], [np.nan] * 3, [3.0, 0, 5]], np.float32)
+
+    class Source:
+        def features(self, i: int) -> KeyframeFeatures:
+            return KeyframeFeatures(np.zeros((4, 2), np.float32), desc, xyz)
+
+    query = np.concatenate([np.clip(true + rng.normal(0, 3, true.shape), 0, 255), own]).astype(np.uint8)
+    m = CandidateMatcher(Source(), all_features=True).match(root_sift(query), np.array([0]), 0.8)
+    assert m.query.tolist() == [1] and m.xyz.tolist() == [[3.0, 0.0, 5.0]]

@@ -10,7 +10,8 @@ One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF t
    from structure from motion aligned to the GPS (metric), depth from the self-supervised network trained on the
    clip against those poses (Algorithm 2). That depth is what the depth columns are scored against: **a network's
    output scaled to the SfM-metric poses, not a sensor's measurement**.
-2. ``pose2rgbd train --method hybrid --preset hybrid-fast --split route --size 128 --lr 1e-3 --max-minutes N`` on the
+2. ``pose2rgbd train --method hybrid --preset hybrid-fast --split route --size 128 --lr 1e-3 --max-minutes N``
+   (``--geometry fused``: with ``--model.geometry fused``, in ``WORK/hybrid-fused``) on the
    converted dataset (the route split: the time-ordered frames in 10 contiguous blocks, one held out for validation,
    which picks ``best.pt``, one for the test). ``--train-minutes 0`` skips it: then the table has no hybrid row.
 3. ``pose2rgbd evaluate`` on the test block (the checkpoint's split): the hybrid, the nearest-pose baseline, the
@@ -133,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="hybrid resolution (square; also the evaluation's)")
     ap.add_argument("--train-minutes", type=float, default=5.0, help="hybrid training budget (0: no hybrid)")
     ap.add_argument("--lr", type=float, default=1e-3, help="hybrid learning rate")
+    ap.add_argument(
+        "--geometry",
+        choices=("warp", "fused"),
+        default="warp",
+        help="the hybrid's model.geometry (fused: its run and evaluation in WORK/hybrid-fused, eval-fused)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the split (which time blocks are held out)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     a = ap.parse_args(argv)
@@ -140,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{a.clip}: no such file; pass a video clip (e.g. ../shared/data/gopro-gps-video/karma.mp4)")
     work = a.work or Path("/tmp/pose2rgbd-video") / a.clip.stem
     work.mkdir(parents=True, exist_ok=True)
-    dataset, run, ev = work / "dataset", work / "hybrid", work / "eval"
+    tail = "" if a.geometry == "warp" else f"-{a.geometry}"
+    dataset, run, ev = work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
     times: dict[str, Any] = {}
 
     if not (dataset / "manifest.yaml").is_file():
@@ -155,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         times["train_s"] = _cli(["train", "--method", "hybrid", "--preset", "hybrid-fast", "--dataset",
                                  str(dataset), "--out", str(run), "--size", str(a.size), "--split", "route",
                                  "--seed", str(a.seed), "--lr", str(a.lr), "--max-minutes", str(a.train_minutes),
-                                 "--no-progress", "--no-tensorboard"], "train")  # fmt: skip
+                                 "--model.geometry", a.geometry, "--no-progress", "--no-tensorboard"],
+                                "train")  # fmt: skip
         times["train_load_after"] = _load()
 
     from pose2rgbd.evaluation import evaluate

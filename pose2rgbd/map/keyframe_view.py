@@ -104,8 +104,35 @@ class SizedKeyframes:
         """``(B, k)`` rows of the ``k`` keyframes nearest each query pose, nearest first (exact)."""
         return self.poses.nearest(T_world_cam, k)
 
+    def as_keyframes(self) -> Keyframes:
+        """These keyframes as :class:`Keyframes` at this view's size: every one through :attr:`camera`, its pixels
+        from this view's cache (what the fused-geometry renderer of a model reads)."""
+        return _AtSize(self)
+
     def cache_stats(self) -> dict[str, int]:
         return {"cached": len(self._cache.data), "hits": self._cache.hits, "misses": self._cache.misses}
+
+
+class _AtSize:
+    """A :class:`SizedKeyframes` as :class:`Keyframes` (:meth:`SizedKeyframes.as_keyframes`)."""
+
+    def __init__(self, sized: SizedKeyframes) -> None:
+        self.sized = sized
+        self.T_world_cam = sized.T_world_cam
+        self.poses = sized.poses
+        self.frames = sized.frames
+
+    def __len__(self) -> int:
+        return len(self.sized)
+
+    def camera(self, i: int) -> PinholeCamera:
+        return self.sized.camera
+
+    def rgb(self, i: int) -> np.ndarray:
+        return self.sized.get(i)[0]
+
+    def depth(self, i: int) -> np.ndarray:
+        return np.asarray(self.sized.get(i)[1], np.float32)
 
 
 def _resize_depth_nearest_hw(depth: np.ndarray, h: int, w: int) -> np.ndarray:

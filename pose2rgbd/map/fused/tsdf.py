@@ -22,6 +22,7 @@ Stored beside a place map in ``<map>/fused/`` (written into a hidden sibling, re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -171,6 +172,16 @@ class FusedGeometry:
         dirs = camera.rays() @ T[:3, :3].T  # z = 1 in the camera: t is the z-depth
         t = self.cast(T[:3, 3], dirs)
         return np.where(np.isfinite(t), t, np.nan).astype(np.float32)
+
+    def digest(self) -> str:
+        """SHA-256 of the surface and the exposure gains (what a checkpoint that renders with them records)."""
+        h = hashlib.sha256()
+        arrays = (self.vertices, self.triangles, self.exposure if self.exposure is not None else np.zeros(0))
+        for a, dtype in zip(arrays, (np.float32, np.int32, np.float32), strict=True):
+            b = np.ascontiguousarray(a, dtype)
+            h.update(f"{b.shape};".encode())
+            h.update(b.tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ storage
     def save(self, folder: str | Path) -> None:

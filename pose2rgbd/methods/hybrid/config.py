@@ -15,7 +15,9 @@ LOSSES: tuple[str, ...] = ("mse", "l1")
 HOLE_DEPTHS: tuple[str, ...] = ("nearest", "background", "learned")
 HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
 RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
+GEOMETRIES: tuple[str, ...] = ("warp", "fused")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
+# (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
 BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere"}
 
 
@@ -57,6 +59,18 @@ class HybridConfig:
     exclude_random: bool = help_field(
         True, "training: draw each query's window uniformly from 0..exclude_window (False: always exclude_window)"
     )
+    geometry: str = help_field(
+        "warp",
+        "the depth and colour the fill network refines: warp (the nearest keyframes forward-warped) | fused (the "
+        "keyframes' depth fused into one surface, stored with their map in <map>/fused: its depth ray-cast "
+        "at the pose, its colour from the keyframes that see each point, exposure-compensated; the warp where the "
+        "surface is missing; needs Open3D, pose2rgbd[fusion])",
+    )
+    fused_neighbours: int = help_field(4, "geometry fused: keyframes that colour each surface point (nearest first)")
+    fused_folds: int = help_field(
+        5, "geometry fused, training: a query sees the surface fused without its own time block of the keyframes, "
+        "one of this many (as a held-out block at test time; 0 or 1: the surface of every keyframe)"
+    )  # fmt: skip
     # the fill network
     fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
@@ -109,6 +123,12 @@ class HybridConfig:
             raise ConfigError(f"model.hole_rgb {self.hole_rgb!r} is not one of {list(HOLE_RGBS)}")
         if self.rgb_correction not in RGB_CORRECTIONS:
             raise ConfigError(f"model.rgb_correction {self.rgb_correction!r} is not one of {list(RGB_CORRECTIONS)}")
+        if self.geometry not in GEOMETRIES:
+            raise ConfigError(f"model.geometry {self.geometry!r} is not one of {list(GEOMETRIES)}")
+        if not 1 <= int(self.fused_neighbours) <= 16:
+            raise ConfigError(f"model.fused_neighbours {self.fused_neighbours} must be in 1..16")
+        if not 0 <= int(self.fused_folds) <= 20:
+            raise ConfigError(f"model.fused_folds {self.fused_folds} must be in 0..20 (0 or 1: no time block left out)")
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss {self.loss!r} is not one of {list(LOSSES)}")
         for name in ("decoder_loss_weight", "depth_max"):

@@ -9,7 +9,9 @@ experiments serve it unchanged:
    ``rot_weight_m`` x radians, the nearest-pose baseline's) are forward-splatted into it with their metric depth,
    z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`: a numba kernel on CPU, the torch
    :func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes` on CUDA); pixels no keyframe reaches (holes) take
-   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer;
+   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer; with
+   ``model.geometry fused`` the keyframes' fused surface gives the depth and colour wherever it has them
+   (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
    outputs a correction of the warped answer: added to its RGB (``rgb_correction``: in the holes only, or
@@ -46,6 +48,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
+from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
 from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet, NetworkPart, OnnxNetworkPart, export_network_part
 from pose2rgbd.methods.hybrid.warp import warp_gathered
@@ -105,6 +108,9 @@ class HybridNet(PoseToImage, ModelBase):
         self.keyframes: SizedKeyframes | None = None  # use_keyframes; not in the state_dict (see the module doc)
         self.keyframe_times: tuple[np.ndarray, np.ndarray] | None = None  # (source id, position in time): training
         self.network_runner: OnnxNetworkPart | None = None  # serve_network_part_with_onnxruntime
+        # model.geometry fused: the keyframes' fused surface, the warp's input (stored with the keyframes: stored.py)
+        fused = config.geometry == "fused"
+        self.fused_input = FusedInput(config.fused_neighbours, config.fused_folds) if fused else None
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -304,7 +310,7 @@ class HybridNet(PoseToImage, ModelBase):
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
         with torch.autocast(dev.type, enabled=False):
-            return warp_gathered(
+            w = warp_gathered(
                 kf_rgb,
                 kf_depth,
                 T_q[:, None] @ kf_T,
@@ -314,6 +320,7 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
             )
+            return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 
     def _holes(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
@@ -371,7 +378,7 @@ class HybridNet(PoseToImage, ModelBase):
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
             return {
-                "rgb": self._correct_rgb(w_rgb, rgb, w["valid"]),
+                "rgb": self._correct_rgb(w_rgb, rgb, w.get("rgb_valid", w["valid"])),
                 "depth": self._correct_depth(w["depth"], log_scale, w["valid"], background),
                 "confidence": w["valid"].float(),
             }
@@ -380,7 +387,7 @@ class HybridNet(PoseToImage, ModelBase):
         x = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], valid, w["hits"]], dim=1)
         res = self.fill(x.to(dec["rgb"].dtype))
         return {
-            "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w["valid"]),
+            "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w.get("rgb_valid", w["valid"])),
             "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"], background),
             "confidence": w["valid"].float(),
             "decoder_rgb": dec["rgb"],

@@ -12,6 +12,7 @@ neighbours (``model.exclude_window``) out of the keyframes it warps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,6 +143,39 @@ def use_training_keyframes(
     )  # fmt: skip
 
 
+def training_geometry(model: HybridNet, keyframes: Keyframes, *, own_map: bool, progress: bool) -> None:
+    """``model.geometry fused``: give ``model`` the fused surface of its keyframes -- of a place map, the one in
+    ``<map>/fused/`` (fused there first for the run's own keyframe map, ``own_map``, as ``pose2rgbd map fuse`` does;
+    a map given with ``model.map`` must have one); of keyframes in memory, fused in memory."""
+    from pose2rgbd.errors import OutputExistsError
+    from pose2rgbd.map import MapError, PlaceMap
+    from pose2rgbd.map.fused import FusionConfig, fuse_map, load_fused
+    from pose2rgbd.map.fused.tsdf import FUSED_DIR
+
+    fi = model.fused_input
+    assert fi is not None
+    if not isinstance(keyframes, PlaceMap):
+        fi.build(model, progress=progress)
+        return
+    path = keyframes.path
+    try:
+        if not (path / FUSED_DIR / "fused.json").is_file():
+            if not own_map:
+                raise ConfigError(
+                    f"model.map {path}: model.geometry fused renders with the map's fused geometry, and it has none: "
+                    f"make it with `pose2rgbd map fuse --map {path}`, or train with model.geometry warp"
+                )
+            with contextlib.suppress(OutputExistsError):  # another process of a distributed run fused it first
+                fuse_map(path, FusionConfig(), progress=progress)
+        geo = load_fused(path)
+    except MapError as e:  # Open3D missing, or no keyframe with depth
+        raise ConfigError(f"model.geometry fused: {e}; or train with model.geometry warp") from e
+    fi.use(geo, source=path)
+    m = geo.meta
+    log.info("hybrid geometry fused: %d keyframes, %.3f m voxels, %d triangles, in %s", m["keyframes"],
+             m["voxel_size_m"], m["triangles"], path / FUSED_DIR)  # fmt: skip
+
+
 class HybridDataset(PoseRGBDDataset):
     """:class:`PoseRGBDDataset` items plus ``"T_world_cam"`` ``(4, 4)`` float64, ``"source_id"`` and
     ``"seq_pos"`` (position in time within the source), which the training exclusion needs."""
@@ -206,6 +240,8 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             keep = store_indices(split.train, int(mc.max_keyframes))
             keyframes = run_keyframe_map(ds, cache, keep, ctx.out_dir / KEYFRAME_MAP, rot_w, ctx.progress)
         use_training_keyframes(model, keyframes, cache, rot_w)
+        if model.fused_input is not None:  # model.geometry fused: the keyframes' depth in one surface, with the map
+            training_geometry(model, keyframes, own_map=not mc.map, progress=ctx.progress)
         log.info(
             "depth range [%.2f, %.2f]; keyframes: %d of %d training frames, from the place map %s",
             dn.min_m, dn.max_m, len(keyframes), len(split.train), getattr(keyframes, "path", ""),

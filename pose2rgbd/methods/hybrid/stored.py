@@ -11,10 +11,18 @@ A checkpoint's ``extra`` holds one of
   read back as :class:`~pose2rgbd.map.keyframes.ArrayKeyframes`: a one-file bundle (``pose2rgbd export
   --bundle``) that renders exactly what the map-backed checkpoint renders. Checkpoints written before the map
   was named (the store as buffers ``kf_rgb``, ``kf_depth``, ...) are brought to this layout by :func:`migrate_store`.
+
+A model with ``model.geometry fused`` (:mod:`~pose2rgbd.methods.hybrid.fused_input`) renders with the fused surface
+of its keyframes, stored with them: a checkpoint naming a map reads it from ``<map>/fused/`` (``pose2rgbd map
+fuse``'s layout) and records its digest (``place_map["fused"]``, compared on load); a bundle, or a model whose
+surface is not its map's, carries it in ``fused``: ``{"vertices" (V, 3) float32, "triangles" (T, 3) int32,
+"exposure" (N, 3, 2) float32 (absent: none), "meta" (JSON text)}``. A map given instead (``--map`` / ``engine.map``)
+gives its own surface, its exposure gains indexed by its own keyframes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,11 +31,14 @@ import numpy as np
 import torch
 
 from pose2rgbd.errors import CheckpointError
+from pose2rgbd.jsonio import json_text
 
 if TYPE_CHECKING:
     from pose2rgbd.geometry.camera import PinholeCamera
+    from pose2rgbd.map.fused import FusedGeometry
     from pose2rgbd.map.keyframe_view import SizedKeyframes
     from pose2rgbd.map.keyframes import Keyframes
+    from pose2rgbd.methods.hybrid.fused_input import FusedInput
 
 
 class HybridNet(Protocol):
@@ -35,6 +46,7 @@ class HybridNet(Protocol):
 
     keyframes: SizedKeyframes | None
     rot_weight_m: torch.Tensor
+    fused_input: FusedInput | None
 
     @property
     def camera(self) -> PinholeCamera | None: ...
@@ -44,6 +56,7 @@ class HybridNet(Protocol):
 
 PLACE_MAP = "place_map"
 KEYFRAMES = "keyframes"
+FUSED = "fused"
 _OLD_STORE = ("kf_rgb", "kf_depth", "kf_T", "kf_source", "kf_pos", "kf_index")
 
 
@@ -59,12 +72,58 @@ def checkpoint_extra(model: HybridNet, path: Path) -> dict[str, Any]:
     """What a hybrid writes beside its weights (see the module docstring); nothing without keyframes."""
     from pose2rgbd.map import PlaceMap
 
-    kf = model.keyframes
+    kf, fi = model.keyframes, model.fused_input
     if kf is None:
         return {}
+    fused = {} if fi is None or fi.geometry is None else {FUSED: geometry_entry(fi.geometry)}
     if isinstance(kf.keyframes, PlaceMap):
-        return {PLACE_MAP: map_reference(kf.keyframes, path)}
-    return {KEYFRAMES: bundle_entry(model)}
+        ref = map_reference(kf.keyframes, path)
+        if fi is not None and fi.geometry is not None and fi.source == kf.keyframes.path:
+            return {PLACE_MAP: {**ref, FUSED: fi.digest()}}  # the map's own fused geometry
+        return {PLACE_MAP: ref, **fused}
+    return {KEYFRAMES: bundle_entry(model), **fused}
+
+
+def geometry_entry(geo: FusedGeometry) -> dict[str, torch.Tensor | str]:
+    """The ``fused`` entry of a checkpoint holding ``geo`` (see the module docstring)."""
+    out: dict[str, torch.Tensor | str] = {
+        "vertices": torch.from_numpy(np.ascontiguousarray(geo.vertices, np.float32)),
+        "triangles": torch.from_numpy(np.ascontiguousarray(geo.triangles, np.int32)),
+        "meta": json_text(geo.meta),
+    }
+    if geo.exposure is not None:
+        out["exposure"] = torch.from_numpy(np.ascontiguousarray(geo.exposure, np.float32))
+    return out
+
+
+def geometry_from_entry(entry: object, where: str) -> FusedGeometry:
+    """The fused geometry a checkpoint's ``fused`` entry holds."""
+    from pose2rgbd.map.fused import FusedGeometry
+
+    v, t, e, meta = (entry.get(k) if isinstance(entry, dict) else None
+                     for k in ("vertices", "triangles", "exposure", "meta"))  # fmt: skip
+    if not (isinstance(v, torch.Tensor) and isinstance(t, torch.Tensor) and isinstance(meta, str)):
+        raise CheckpointError(f"{where}: its fused geometry entry is damaged; train the model again")
+    return FusedGeometry(v.numpy(), t.numpy(), json.loads(meta), e.numpy() if isinstance(e, torch.Tensor) else None)
+
+
+def map_geometry(map_path: Path, where: str, digest: str) -> FusedGeometry:
+    """The fused geometry stored with the place map ``map_path`` (``digest``: what the checkpoint ``where``
+    recorded, compared; empty: a map given instead, its own surface)."""
+    from pose2rgbd.map import MapError
+    from pose2rgbd.map.fused import load_fused
+
+    try:
+        geo = load_fused(map_path)
+    except MapError as e:
+        raise CheckpointError(f"{where} renders with the fused geometry of its place map (geometry fused): {e}") from e
+    if digest and geo.digest() != digest:
+        raise CheckpointError(
+            f"{where} was trained with the fused geometry of {map_path} of digest {digest[:16]}, but the map holds "
+            f"another (digest {geo.digest()[:16]}: fused again since); serve the checkpoint with the map it was "
+            "trained with, or a one-file bundle (`pose2rgbd export --bundle`), or train it again"
+        )
+    return geo
 
 
 def bundle_entry(model: HybridNet) -> dict[str, torch.Tensor]:
@@ -124,7 +183,25 @@ def restore(
         if not p.is_absolute() and path is not None:
             p = path.parent / p
         model.use_keyframes(_open_map(p, where, ref, dataset_fingerprint))
+    _restore_geometry(model, extra, where, given_map=bool(place_map))
     return extra
+
+
+def _restore_geometry(model: HybridNet, extra: dict[str, object], where: str, *, given_map: bool) -> None:
+    """Give a ``geometry fused`` model its surface: a map given instead has its own; else the checkpoint's
+    ``fused`` entry, or the ``fused/`` of the map it names (checked by digest). Pops ``fused`` from ``extra``."""
+    from pose2rgbd.map import PlaceMap
+
+    fi, embedded = model.fused_input, extra.pop(FUSED, None)
+    if fi is None or model.keyframes is None:
+        return
+    src = model.keyframes.keyframes
+    if isinstance(src, PlaceMap) and (given_map or embedded is None):
+        ref = extra.get(PLACE_MAP)
+        digest = str(ref.get(FUSED, "")) if isinstance(ref, dict) and not given_map else ""
+        fi.use(map_geometry(src.path, where, digest), source=src.path)
+    elif embedded is not None:
+        fi.use(geometry_from_entry(embedded, where))
 
 
 def _open_map(p: Path, where: str, ref: dict[str, Any] | None, dataset_fingerprint: str) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import SupportsFloat
 
 from pose2rgbd.geometry.camera import PinholeCamera
 
@@ -43,7 +43,10 @@ class ExifCamera:
     source: str  # "FocalLengthIn35mmFilm 28 mm" | "FocalLength 4.3 mm, focal plane 1234 px/mm"
 
 
-def _number(v: Any) -> float:
+def _number(v: object) -> float:
+    """An EXIF value (a number, Pillow's ``IFDRational``, or anything else) as a finite positive float, else NaN."""
+    if not isinstance(v, (SupportsFloat, str)):
+        return math.nan
     try:
         x = float(v)
     except (TypeError, ValueError, ZeroDivisionError):
@@ -51,7 +54,7 @@ def _number(v: Any) -> float:
     return x if math.isfinite(x) and x > 0 else math.nan
 
 
-def exif_tags(path: str | Path) -> tuple[dict[int, Any], tuple[int, int]]:
+def exif_tags(path: str | Path) -> tuple[dict[int, object], tuple[int, int]]:
     """The EXIF sub-IFD tags of an image file and its size as stored (width, height; no EXIF rotation); empty
     and (0, 0) when the file cannot be read. Pillow reads the header only."""
     from PIL import Image
@@ -63,7 +66,7 @@ def exif_tags(path: str | Path) -> tuple[dict[int, Any], tuple[int, int]]:
         return {}, (0, 0)
 
 
-def camera_from_exif(tags: dict[int, Any], width: int, height: int) -> ExifCamera | None:
+def camera_from_exif(tags: dict[int, object], width: int, height: int) -> ExifCamera | None:
     """Pinhole intrinsics of a ``width`` x ``height`` image from its EXIF sub-IFD ``tags`` (see the module
     docstring), or ``None`` when the tags do not give them."""
     if width <= 0 or height <= 0:

@@ -1,5 +1,7 @@
-"""What the benchmarks share (not a test): the model names of their tables, the CPU's speed at the moment and the
-process's resident memory (current and peak).
+"""What the benchmarks share (not a test): the model names of their tables, the CPU's speed at the moment, the
+process's resident memory (current and peak), and the tracer of the ``trace_*`` scripts (the places of the code a
+command passes through, counted as stops, places and returns at module and room grain: :class:`Tracer`, :func:`way`,
+:func:`count`).
 
 Every benchmark script imports from here, none from another benchmark script, so no two scripts import each other.
 """
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 NAMES = {
     "base": "Base",
@@ -54,3 +58,107 @@ def resident_mib(key: str = "VmRSS") -> float:
     except OSError:
         pass
     return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- the trace scripts
+def _room(frame: FrameType) -> tuple[str, str] | None:
+    """(module, room) of a pose2rgbd frame, else None: the room is the module's package (``pose2rgbd.inference``,
+    ``pose2rgbd.map.fused``; a top-level module such as ``pose2rgbd.progress`` is a room of its own)."""
+    g = frame.f_globals
+    name = str(g.get("__name__", ""))
+    if not name.startswith("pose2rgbd"):
+        return None
+    pkg = str(g.get("__package__") or "")
+    if name == pkg:  # a package's __init__
+        return name, name
+    return name, (pkg if pkg and pkg != "pose2rgbd" else name)
+
+
+class Tracer:
+    """A :func:`sys.setprofile` hook: records the changes of (module, room) -- the innermost ``pose2rgbd`` frame
+    after every Python call and return; frames of other packages (NumPy, torch, the standard library) are
+    transparent -- in :attr:`seq`, and in :attr:`marks` the index at which each call of a function named
+    ``marker`` starts (where a trace script cuts its piece).
+
+    ``opaque``: module prefixes whose code is one place with all it calls (``("pose2rgbd.methods",)``: the model's
+    own code -- building the network, its forward passes, opening its keyframes -- is where the outermost frame
+    of those modules is, whatever it calls; the trace is then the way *to and from* the model)."""
+
+    def __init__(self, marker: str = "", opaque: tuple[str, ...] = ()) -> None:
+        self.marker = marker
+        self.opaque = opaque
+        self.seq: list[tuple[str, str]] = []
+        self.marks: list[int] = []
+
+    def _place(self, frame: FrameType | None) -> tuple[str, str] | None:
+        """The place of the innermost pose2rgbd frame from ``frame`` outwards (or of the outermost opaque one)."""
+        place: tuple[str, str] | None = None
+        while frame is not None:
+            p = _room(frame)
+            if p is not None:
+                if place is None:
+                    place = p
+                    if not self.opaque:
+                        return place
+                if p[0].startswith(self.opaque):
+                    place = p
+            frame = frame.f_back
+        return place
+
+    def _at(self, place: tuple[str, str] | None) -> None:
+        if place is not None and (not self.seq or self.seq[-1] != place):
+            self.seq.append(place)
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            if _room(frame) is not None:
+                self._at(self._place(frame))
+                if self.marker and frame.f_code.co_name == self.marker:
+                    self.marks.append(len(self.seq) - 1)  # the piece starts in the marked function's own place
+        elif event == "return" and _room(frame) is not None:
+            self._at(self._place(frame.f_back))
+
+
+def collapse(places: list[str]) -> list[str]:
+    """Consecutive repeats as one."""
+    return [p for k, p in enumerate(places) if k == 0 or places[k - 1] != p]
+
+
+def way(places: list[str]) -> list[str]:
+    """The piece with repeated excursions merged: a stretch that repeats at once (``A B A B A``, or ``A B A C A B A
+    C A``: a loop over keyframes calling into the same places each time) is kept once (``A B A``, ``A B A C A``)."""
+    s = collapse(places)
+    changed = True
+    while changed:
+        changed = False
+        for n in range(2, len(s) // 2 + 1):  # the shortest repeats first
+            k = 0
+            while k + 2 * n <= len(s):
+                if s[k : k + n] == s[k + n : k + 2 * n]:
+                    del s[k + n : k + 2 * n]
+                    changed = True
+                else:
+                    k += 1
+    return s
+
+
+def count(places: list[str]) -> dict[str, int]:
+    """``stops`` (entries into a place: the changes along the piece), ``places`` (distinct ones) and ``returns``
+    (stops into a place already visited: stops - places)."""
+    collapsed = collapse(places)
+    return {"stops": len(collapsed), "places": len(set(collapsed)), "returns": len(collapsed) - len(set(collapsed))}
+
+
+def print_trace(piece: list[tuple[str, str]], what: str, *, show: bool = False) -> None:
+    """The counts of ``piece`` ((module, room) places) at both grains, trace and way, one line each; ``show``: the
+    sequences too."""
+    for grain, col in (("module", 0), ("room", 1)):
+        for kind, places in (("trace", [p[col] for p in piece]), ("way", way([p[col] for p in piece]))):
+            c = count(places)
+            stops, n, back = c["stops"], c["places"], c["returns"]
+            print(f"  {what}, {grain} grain, {kind}: {stops} stops in {n} {grain}s with {back} returns")
+    if show:
+        for grain, col in (("module", 0), ("room", 1)):
+            places = [p[col] for p in piece]
+            for kind, seq in (("trace", collapse(places)), ("way", way(places))):
+                print(f"  {grain} {kind}: " + " -> ".join(r.removeprefix("pose2rgbd.") for r in seq))

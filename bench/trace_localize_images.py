@@ -27,81 +27,14 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_common import Tracer, print_trace  # noqa: E402
 
 READER = "read_rgb_image"
-
-
-def _room(frame: FrameType) -> tuple[str, str] | None:
-    """(module, room) of a pose2rgbd frame, else None."""
-    g = frame.f_globals
-    name = str(g.get("__name__", ""))
-    if not name.startswith("pose2rgbd"):
-        return None
-    pkg = str(g.get("__package__") or "")
-    if name == pkg:  # a package's __init__
-        return name, name
-    return name, (pkg if pkg and pkg != "pose2rgbd" else name)
-
-
-class Tracer:
-    """Records (module, room) changes and the indices at which the image reader is called."""
-
-    def __init__(self) -> None:
-        self.seq: list[tuple[str, str]] = []
-        self.reads: list[int] = []
-
-    def _at(self, place: tuple[str, str]) -> None:
-        if not self.seq or self.seq[-1] != place:
-            self.seq.append(place)
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            place = _room(frame)
-            if place is not None:
-                self._at(place)
-                if frame.f_code.co_name == READER:
-                    self.reads.append(len(self.seq) - 1)  # the piece starts in the reader's own place
-        elif event == "return" and _room(frame) is not None:
-            back = frame.f_back
-            while back is not None:
-                place = _room(back)
-                if place is not None:
-                    self._at(place)
-                    return
-                back = back.f_back
-
-
-def collapse(places: list[str]) -> list[str]:
-    """Consecutive repeats as one."""
-    return [p for k, p in enumerate(places) if k == 0 or places[k - 1] != p]
-
-
-def way(places: list[str]) -> list[str]:
-    """The piece with repeated excursions merged: a stretch that repeats at once (``A B A B A``, or ``A B A C A B A
-    C A``: a loop over keyframes calling into the same places each time) is kept once (``A B A``, ``A B A C A``)."""
-    s = collapse(places)
-    changed = True
-    while changed:
-        changed = False
-        for n in range(2, len(s) // 2 + 1):  # the shortest repeats first
-            k = 0
-            while k + 2 * n <= len(s):
-                if s[k : k + n] == s[k + n : k + 2 * n]:
-                    del s[k + n : k + 2 * n]
-                    changed = True
-                else:
-                    k += 1
-    return s
-
-
-def count(places: list[str]) -> dict[str, int]:
-    collapsed = collapse(places)
-    return {"stops": len(collapsed), "places": len(set(collapsed)), "returns": len(collapsed) - len(set(collapsed))}
 
 
 def build_world(work: Path, n_images: int) -> tuple[Path, Path]:
@@ -144,30 +77,19 @@ def main() -> int:
 
     argv = ["localize", "images", str(d), "--map", str(m), "--out", str(out), "--no-progress", "--overwrite"]
     cli(list(argv))  # warm: imports and first-use caches do not count
-    tracer = Tracer()
+    tracer = Tracer(READER)
     sys.setprofile(tracer)
     try:
         rc = cli(list(argv))
     finally:
         sys.setprofile(None)
-    if len(tracer.reads) < 3:
-        print(f"need at least 3 images, the reader was called {len(tracer.reads)} times", file=sys.stderr)
+    if len(tracer.marks) < 3:
+        print(f"need at least 3 images, the reader was called {len(tracer.marks)} times", file=sys.stderr)
         return 1
-    k = len(tracer.reads) // 2
-    piece = tracer.seq[tracer.reads[k - 1] : tracer.reads[k]]
-    print(f"command: pose2rgbd {shlex.join(argv)}  (exit {rc}; image {k} of {len(tracer.reads)})")
-    for grain, col in (("module", 0), ("room", 1)):
-        for what, places in (("trace", [p[col] for p in piece]), ("way", way([p[col] for p in piece]))):
-            c = count(places)
-            print(
-                f"  one image, {grain} grain, {what}: {c['stops']} stops in {c['places']} {grain}s with "
-                f"{c['returns']} returns"
-            )
-    if args.show:
-        for grain, col in (("module", 0), ("room", 1)):
-            places = [p[col] for p in piece]
-            for what, seq in (("trace", collapse(places)), ("way", way(places))):
-                print(f"  {grain} {what}: " + " -> ".join(r.removeprefix("pose2rgbd.") for r in seq))
+    k = len(tracer.marks) // 2
+    piece = tracer.seq[tracer.marks[k - 1] : tracer.marks[k]]
+    print(f"command: pose2rgbd {shlex.join(argv)}  (exit {rc}; image {k} of {len(tracer.marks)})")
+    print_trace(piece, "one image", show=args.show)
     return 0
 
 

@@ -126,8 +126,12 @@ class OnnxRuntimeBackend:
 
 def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, Any]:
     """``(backend, transforms model)``: the model whose transforms the engine calls (for torch: the prepared
-    module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata)."""
-    name = resolve_backend(cfg)
+    module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata).
+
+    ``auto`` is ONNX Runtime for what was loaded from an exported file (its ``extra`` holds the graph's metadata),
+    else torch: the file and the backend were checked against each other before loading
+    (:func:`~pose2rgbd.inference.common.load_for_serving`), so the backend is not resolved from the path again."""
+    name = cfg.backend if cfg.backend != "auto" else ("onnxruntime" if "onnx" in loaded.extra else "torch")
     serve_part = getattr(loaded.model, "serve_network_part_with_onnxruntime", None)
     if name == "onnxruntime" and serve_part is not None and "onnx" not in loaded.extra:
         # a model whose forward is only partly a graph (the hybrid: the warp in torch / numba): its network part

@@ -383,10 +383,10 @@ class Renderer(NodeLogic):
 
 # ---------------------------------------------------------------------------------------------- the node spec
 def configure_renderer(cfg: RendererConfig) -> dict[str, Any]:
-    """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's ``rate_hz``."""
-    if cfg.rate_hz > 0:
-        return {"engine": RenderEngine.from_config(cfg.engine, lookahead_rate_hz=cfg.rate_hz)}
-    return {"engine": RenderEngine.from_config(cfg.engine)}
+    """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's ``rate_hz`` (with
+    ``rate_hz`` 0 the look-ahead is off, see :class:`RendererConfig`: the engine's default spacing is kept)."""
+    rate = cfg.rate_hz if cfg.rate_hz > 0 else 10.0
+    return {"engine": RenderEngine.from_config(cfg.engine, lookahead_rate_hz=rate)}
 
 
 def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any = None, **res: Any) -> Renderer:

@@ -214,9 +214,9 @@ def test_aliases_feed_the_same_keys(command: str, alias_argv: list[str], dotted_
 
 
 def test_every_alias_names_a_key_of_its_schema() -> None:
-    from pose2rgbd.cli import convert, evaluate, experiments, record, render, sim, train
+    from pose2rgbd.cli import convert, evaluate, experiments, record, render, sim
 
-    tables = [(train.ALIASES, "train"), (render.BAG_ALIASES, "render bag"),
+    tables = [(render.BAG_ALIASES, "render bag"),
               (render.engine_aliases(), "render trajectory"), (record.ALIASES, "record bag"),
               (convert.BAG_ALIASES, "convert bag"), (convert.COMMON_ALIASES, "convert video"),
               (sim.ALIASES, "sim"), (experiments.ALIASES, "experiments"),
@@ -225,6 +225,24 @@ def test_every_alias_names_a_key_of_its_schema() -> None:
         schema = getattr(_parse(COMMANDS[command]), SCHEMA)
         for alias in table:
             assert alias.key is None or alias.key in schema.leaves, (command, alias)
+
+
+def test_every_train_alias_names_a_key_of_a_method() -> None:
+    """``train``'s model.* aliases are offered only for the methods whose config has the key (``--map`` for the
+    hybrid): each must name a key of at least one method's schema, and be offered exactly there."""
+    from pose2rgbd.cli import train
+    from pose2rgbd.models.registry import family_names
+
+    schemas = {m: getattr(_parse([*COMMANDS["train"], "--method", m]), SCHEMA) for m in family_names()}
+    for alias in train.ALIASES:
+        if alias.key is None:
+            continue
+        having = [m for m, sch in schemas.items() if alias.key in sch.leaves]
+        assert having, alias
+    assert "model.map" in schemas["hybrid"].leaves
+    _parse([*COMMANDS["train"], "--method", "hybrid", "--map", "m"])  # offered to the hybrid
+    with pytest.raises(SystemExit):
+        _parse([*COMMANDS["train"], "--map", "m"])  # the default method has no map: no such flag
 
 
 def _help(argv: list[str]) -> str:

@@ -63,7 +63,7 @@ def resident_mib(key: str = "VmRSS") -> float:
 # ---------------------------------------------------------------------------------------------- the trace scripts
 def _room(frame: FrameType) -> tuple[str, str] | None:
     """(module, room) of a pose2rgbd frame, else None: the room is the module's package (``pose2rgbd.inference``,
-    ``pose2rgbd.map.fused``; a top-level module such as ``pose2rgbd.progress`` is a room of its own)."""
+    ``pose2rgbd.placemap.fused``; a top-level module such as ``pose2rgbd.progress`` is a room of its own)."""
     g = frame.f_globals
     name = str(g.get("__name__", ""))
     if not name.startswith("pose2rgbd"):

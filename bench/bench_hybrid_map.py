@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 def tiled_map(src: Path, n: int, out: Path) -> Path:
     """A map of ``n`` keyframes: ``src`` repeated, copy c shifted by (400 c, 0, 0) m (reused when present)."""
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.format import MapWriter
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.format import MapWriter
 
     if (out / "map.json").exists() and PlaceMap(out).info()["keyframes"] == n:
         return out
@@ -81,9 +81,9 @@ def run_one(args: argparse.Namespace) -> dict:
     from bench_common import matmul_gflops, resident_mib
 
     from pose2rgbd.dataset import Dataset, build_cache
-    from pose2rgbd.map import PlaceMap
     from pose2rgbd.models import DepthNormalizer, PoseNormalizer
     from pose2rgbd.models.registry import get_family
+    from pose2rgbd.placemap import PlaceMap
 
     torch.set_num_threads(args.threads)
     kind, n = args.one.split(":")

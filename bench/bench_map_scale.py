@@ -62,7 +62,7 @@ def main() -> None:
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.evaluation.localization import pose_errors
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map, merge_maps
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map, merge_maps
 
     print(f"# {cpu_model()}; {args.note or 'no note'}", flush=True)
     shutil.rmtree(args.work, ignore_errors=True)

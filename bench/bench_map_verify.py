@@ -48,9 +48,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
 
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.digests import file_table
-    from pose2rgbd.map.format import MANIFEST, read_manifest
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.digests import file_table
+    from pose2rgbd.placemap.format import MANIFEST, read_manifest
 
     print(f"CPU: {cpu_model()}")
     m = read_manifest(a.map)

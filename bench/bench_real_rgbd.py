@@ -18,7 +18,7 @@ evaluation's cache size (``--size``, square, like ``evaluate``), for each test p
 * reprojection: the 3 nearest training RGB-D frames warped into the pose, holes from the nearest (as ``evaluate``);
 * fused geometry: every training frame's depth fused into one surface (TSDF), ray-cast at the pose, coloured from
   the training frames that see each point, exposure-compensated to the nearest training frame's exposure
-  (``pose2rgbd.map.fused``); and the same with the colours as shot.
+  (``pose2rgbd.placemap.fused``); and the same with the colours as shot.
 
 Depth is scored as ``evaluate`` scores a hybrid model's: answers clipped to the hybrid's default depth range over the
 training frames, ground truth beyond its far end left out. Prints a Markdown table and the fusion's build time and
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = resident_mib("VmHWM")
     meta = fused.geo.meta
 
-    from pose2rgbd.map.fused.render import FusedRenderer
+    from pose2rgbd.placemap.fused.render import FusedRenderer
 
     raw = FusedRenderer(fused.kf, fused.geo, neighbours=fused.neighbours, exposure=False)  # the same, colours as shot
     acc = {k: MetricAccumulator(rng[1]) for k in ("nearest", "reprojection", "fused", "fused_raw")}

@@ -54,7 +54,7 @@ def main() -> None:
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.experiments.table4 import machine_description
     from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
-    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map
 
     m = machine_description()
     gf = matmul_gflops()

@@ -9,7 +9,7 @@ are transparent: their work counts for the pose2rgbd module that called them). T
 places with consecutive repeats collapsed, at two grains:
 
 * **module**: the Python module (``pose2rgbd.inference.structure``);
-* **room**: its package (``pose2rgbd.inference``, ``pose2rgbd.map.fused``; a top-level module such as
+* **room**: its package (``pose2rgbd.inference``, ``pose2rgbd.placemap.fused``; a top-level module such as
   ``pose2rgbd.progress`` is a room of its own), the rooms of docs/architecture.md.
 
 One image's trace is the piece between two calls of the image reader (any function named ``read_rgb_image``,
@@ -42,7 +42,7 @@ def build_world(work: Path, n_images: int) -> tuple[Path, Path]:
     import cv2
 
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import MapBuildConfig, MapSelection, build_map
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, build_map
     from pose2rgbd.sim import SimConfig
     from pose2rgbd.sim.export import export_dataset, world_of
 

@@ -1,5 +1,5 @@
 """The SHA-256 of a file, read in 1 MiB chunks: the one file digest of the package (the place map's file table,
-:mod:`pose2rgbd.map.digests`, and the training cache's deep source check, :mod:`pose2rgbd.dataset.cache`).
+:mod:`pose2rgbd.placemap.digests`, and the training cache's deep source check, :mod:`pose2rgbd.dataset.cache`).
 
 SHA-256 from hashlib: on the machines measured it was the fastest digest hashlib offers (the CPU's SHA
 extensions: about 0.8 GB/s on one core, BLAKE2b 0.45 GB/s), and it is the digest ``sha256sum`` prints, so a file

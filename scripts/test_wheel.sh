@@ -91,7 +91,7 @@ from pathlib import Path
 
 import pose2rgbd
 from pose2rgbd.dataset import Dataset
-from pose2rgbd.map import PlaceMap
+from pose2rgbd.placemap import PlaceMap
 
 assert Path(pose2rgbd.__file__).resolve().is_relative_to(Path(sys.argv[1]).resolve()), pose2rgbd.__file__
 n = len(Dataset("ds"))

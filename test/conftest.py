@@ -70,7 +70,7 @@ MAP_WORLD_SIZE = 128
 def map_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A simulated survey (the map) and a held-out crossing route (the queries) at 128x128, plus the crossing of
     another city (seed 1) as queries from a place the map has never seen."""
-    from pose2rgbd.map import MapBuildConfig, MapSelection, build_map
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, build_map
     from pose2rgbd.sim import SimConfig
     from pose2rgbd.sim.export import export_dataset, world_of
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.fused import ArrayKeyframes
+from pose2rgbd.placemap.fused import ArrayKeyframes
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:

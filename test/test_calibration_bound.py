@@ -74,6 +74,6 @@ def test_the_bound_and_its_level_and_n_are_stored_in_the_calibration() -> None:
 
 def test_map_build_uses_the_same_level() -> None:
     """``map build``'s self-calibration and ``localize calibrate`` default to one level."""
-    from pose2rgbd.map.build import SelfCalibrationConfig
+    from pose2rgbd.placemap.build import SelfCalibrationConfig
 
     assert SelfCalibrationConfig().scale_level == SCALE_LEVEL

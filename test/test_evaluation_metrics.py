@@ -77,7 +77,7 @@ def test_nearest_pose_baseline_distance() -> None:
 def test_nearest_pose_baseline_over_keyframes_uses_their_index_and_reads_its_answers_from_them() -> None:
     from pose2rgbd.evaluation.baseline import nearest_answers
     from pose2rgbd.geometry.camera import PinholeCamera
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     T = np.stack([_T(0.0, 0.0), _T(3.0, 0.0), _T(10.0, 0.0), _T(1.0, np.pi / 2)])
     rgb = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)

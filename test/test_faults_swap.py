@@ -185,7 +185,7 @@ def test_dataset_writer_swap_that_fails_puts_the_earlier_dataset_back(
 
 # ------------------------------------------------------------------------------------------------- map
 def _write_map(out: Path, value: int, *, overwrite: bool = False) -> None:
-    from pose2rgbd.map.format import MapWriter
+    from pose2rgbd.placemap.format import MapWriter
 
     with MapWriter(out, has_depth=False, image_codec="png", image_quality=95) as w:
         for k in range(2):
@@ -197,7 +197,7 @@ def _write_map(out: Path, value: int, *, overwrite: bool = False) -> None:
 def test_map_writer_interrupted_inside_the_swap_keeps_the_earlier_map(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_thread: Any
 ) -> None:
-    from pose2rgbd.map.format import read_manifest
+    from pose2rgbd.placemap.format import read_manifest
 
     out = tmp_path / "map"
     _write_map(out, 1)

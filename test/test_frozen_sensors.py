@@ -112,7 +112,7 @@ def _copy_with_repeats(src: Path, dst: Path, rows: np.ndarray, of: np.ndarray) -
 def test_map_build_refuses_a_frozen_camera(map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Before: a map of identical images was built, with all-zero place-recognition descriptors."""
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import MapError, build_map
+    from pose2rgbd.placemap import MapError, build_map
 
     survey = np.flatnonzero(Dataset(map_world["dataset"]).frames.source_id == 0)
     frozen = tmp_path / "frozen"
@@ -131,7 +131,7 @@ def test_map_build_drops_repeated_keyframes_with_a_warning(
     map_world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import PlaceMap, build_map
+    from pose2rgbd.placemap import PlaceMap, build_map
 
     survey = np.flatnonzero(Dataset(map_world["dataset"]).frames.source_id == 0)[:120]
     odd = survey[1::2]
@@ -146,8 +146,8 @@ def test_map_build_drops_repeated_keyframes_with_a_warning(
 
 
 def test_a_degenerate_descriptor_is_never_stored() -> None:
-    from pose2rgbd.map import MapError
-    from pose2rgbd.map.build import _check_descriptors
+    from pose2rgbd.placemap import MapError
+    from pose2rgbd.placemap.build import _check_descriptors
 
     glob = np.eye(4, 8, dtype=np.float32)
     _check_descriptors(glob, np.arange(4), "vlad")

@@ -1,4 +1,4 @@
-"""The fused geometry of a place (pose2rgbd.map.fused): TSDF fusion, ray casting, visibility, exposure, storage."""
+"""The fused geometry of a place (pose2rgbd.placemap.fused): TSDF fusion, ray casting, visibility, exposure, storage."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from fused_scene import render_truth, ring_keyframes, ring_poses, scene_mesh
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.fused import ArrayKeyframes, FusedGeometry, FusionConfig, fuse_keyframes
-from pose2rgbd.map.fused.render import FusedRenderer
+from pose2rgbd.placemap.fused import ArrayKeyframes, FusedGeometry, FusionConfig, fuse_keyframes
+from pose2rgbd.placemap.fused.render import FusedRenderer
 
 CAM = PinholeCamera.from_fov(160, 120, 70.0)
 
@@ -76,7 +76,7 @@ def test_an_occluded_keyframe_does_not_colour_a_point() -> None:
 
 
 def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
-    from pose2rgbd.map.fused.exposure import fit_exposure
+    from pose2rgbd.placemap.fused.exposure import fit_exposure
 
     kf, _ = ring_keyframes(12, PinholeCamera.from_fov(96, 72, 70.0))
     rng = np.random.default_rng(3)
@@ -109,9 +109,9 @@ def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
 
 def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Path) -> None:
     from pose2rgbd.cli.main import main
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.format import MapError
-    from pose2rgbd.map.fused import load_fused
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.format import MapError
+    from pose2rgbd.placemap.fused import load_fused
 
     m = tmp_path / "map"
     shutil.copytree(map_world["map"], m)

@@ -178,9 +178,9 @@ def test_a_map_gives_its_own_surface_with_exposure_by_its_own_keyframes(
 
     from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.errors import CheckpointError
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.fused import FusionConfig, fuse_map
     from pose2rgbd.methods.hybrid.recipe import run_keyframe_map
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.fused import FusionConfig, fuse_map
 
     run, toy = trained
     ds = Dataset(toy)
@@ -209,8 +209,8 @@ def test_a_map_gives_its_own_surface_with_exposure_by_its_own_keyframes(
 def test_training_with_a_map_not_fused_is_refused_naming_map_fuse(trained: tuple[Path, Path], tmp_path: Path) -> None:
     import shutil
 
-    from pose2rgbd.map import PlaceMap
     from pose2rgbd.methods.hybrid.recipe import training_geometry
+    from pose2rgbd.placemap import PlaceMap
 
     run, _ = trained
     shutil.copytree(run / "keyframes", tmp_path / "m", ignore=shutil.ignore_patterns("fused"))

@@ -63,9 +63,9 @@ def _queries(toy: Path) -> np.ndarray:
 def test_trained_checkpoint_has_no_embedded_store_and_names_its_map(run: Path) -> None:
     import json
 
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.keyframe_map import has_local_features, keyframes_digest
     from pose2rgbd.models import load_checkpoint
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.keyframe_map import has_local_features, keyframes_digest
 
     raw = _raw(run / "last.pt")
     assert not [k for k in raw["state_dict"] if k.startswith("kf_") and k != "kf_K"]  # no keyframe buffers
@@ -158,8 +158,8 @@ def test_keyframes_of_another_camera_are_resampled_into_the_model_camera() -> No
     principal point lies 4 px further right is shifted 4 px into the model's camera (NaN depth where it saw
     nothing), not warped as if it were the model's camera."""
     from pose2rgbd.geometry.camera import PinholeCamera
-    from pose2rgbd.map.keyframe_view import SizedKeyframes
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframe_view import SizedKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)

@@ -18,10 +18,10 @@ def hybrid(map_world: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A hybrid at 64x64 whose store holds the survey frames of the map world (untrained decoder, random fill
     weights so the fill is not the identity), saved as a checkpoint, and a lossless (PNG) map of the same frames."""
     from pose2rgbd.dataset import Dataset, build_cache
-    from pose2rgbd.map import MapBuildConfig, build_map
     from pose2rgbd.methods.hybrid.recipe import fill_store
     from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
     from pose2rgbd.models.registry import get_family
+    from pose2rgbd.placemap import MapBuildConfig, build_map
 
     d = tmp_path_factory.mktemp("hybrid_map")
     ds = Dataset(map_world["dataset"])
@@ -59,7 +59,7 @@ def test_map_backed_hybrid_renders_what_the_embedded_store_renders(hybrid: dict)
     eng0, ref = _render(hybrid["checkpoint"], hybrid["queries"])
     eng, got = _render(hybrid["checkpoint"], hybrid["queries"], str(hybrid["map"]))
     model = eng.loaded.model
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     assert isinstance(model.keyframes.keyframes, PlaceMap)
     rows_map, _ = model.select_keyframes(hybrid["queries"])
@@ -97,7 +97,7 @@ def test_linked_checkpoint_names_its_map_and_refuses_a_missing_or_foreign_one(hy
         _render(moved / "models" / out.name, hybrid["queries"])
     shutil.copytree(hybrid["map"], moved / "map")
     _render(moved / "models" / out.name, hybrid["queries"])  # the relative path holds after the move
-    from pose2rgbd.map import build_map
+    from pose2rgbd.placemap import build_map
 
     build_map(map_world["other"], d / "other_map", progress=False)  # another city
     with pytest.raises(CheckpointError, match="another dataset"):
@@ -107,7 +107,7 @@ def test_linked_checkpoint_names_its_map_and_refuses_a_missing_or_foreign_one(hy
 def test_truncated_map_images_are_refused_when_the_engine_loads(hybrid: dict, tmp_path: Path) -> None:
     """A map whose images.bin was truncated: the engine refuses it at load naming the file and the command that
     rebuilds it (it used to load, and the first render that touched a lost keyframe failed inside cv2.imdecode)."""
-    from pose2rgbd.map.verify import MapDamagedError
+    from pose2rgbd.placemap.verify import MapDamagedError
 
     m = tmp_path / "map"
     shutil.copytree(hybrid["map"], m)

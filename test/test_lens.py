@@ -99,7 +99,7 @@ def test_distorted_query_localized_within_the_pinhole_error(map_world: dict, cap
     one warning."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds, pm = Dataset(map_world["dataset"]), PlaceMap(map_world["map"])
     rows = np.flatnonzero(ds.frames.source_id == 1)[::2]

@@ -23,8 +23,8 @@ def test_map_round_trip_lazy_and_documented(world: dict) -> None:
     images and depth decode back (JPEG within a few grey levels, depth within the 16-bit log step); features carry
     world points that project onto their keypoints in their keyframe; keyframe data is memory-mapped, not read."""
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.format import DEPTH_STEP
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.format import DEPTH_STEP
 
     ds = Dataset(world["dataset"])
     pm = PlaceMap(world["map"])
@@ -60,8 +60,8 @@ def test_map_round_trip_lazy_and_documented(world: dict) -> None:
 def test_map_build_is_atomic_and_refuses_bad_outputs(world: dict, tmp_path: Path) -> None:
     """An existing map is kept without --overwrite; a failed build leaves nothing behind; a folder that is not a
     map is never replaced; the dataset itself cannot be the output."""
-    from pose2rgbd.map import MapBuildConfig, MapSelection, build_map
     from pose2rgbd.output_guard import OutputError, OutputExistsError
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, build_map
 
     with pytest.raises(OutputExistsError, match="exists"):
         build_map(world["dataset"], world["map"], progress=False)
@@ -103,7 +103,7 @@ def test_map_cli_build_and_info(world: dict, tmp_path: Path, capsys: pytest.Capt
     """`pose2rgbd map build` with a split takes that split's training frames only; `map info` summarizes."""
     from pose2rgbd.cli.main import main
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
     from pose2rgbd.training.splits import make_split
 
     out = tmp_path / "m"
@@ -128,7 +128,7 @@ def _localize_route(world: dict, dataset: Path, **over: object) -> tuple[list, n
 
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(dataset)
     rows = np.flatnonzero(ds.frames.source_id == ds.frames.source_id.max())
@@ -143,7 +143,7 @@ def test_structure_localizer_recovers_held_out_poses(world: dict) -> None:
     where "no fix" is the right answer), the median position error is below 0.5 m and orientation below 0.5 deg,
     no fix is off by more than 5 m; each fix has a positive-definite covariance with a position sigma below 2 m."""
     from pose2rgbd.evaluation.localization import pose_errors
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     fixes, T_true = _localize_route(world, world["dataset"], use_previous_fix=False)
     ok = np.array([f.ok for f in fixes])
@@ -170,7 +170,7 @@ def test_structure_localizer_priors(world: dict) -> None:
     true place finds no fix there and falls back to place recognition; the previous fix is the next prior."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(world["dataset"])
     rows = np.flatnonzero(ds.frames.source_id == 1)[:6]
@@ -323,8 +323,8 @@ def test_the_map_knows_its_selection_and_calibration_takes_its_split(world: dict
     from pose2rgbd import config as cfgmod
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.dataset.splits import make_split
-    from pose2rgbd.map import MapSelection, PlaceMap, select_frames
-    from pose2rgbd.map.selection import selection_split
+    from pose2rgbd.placemap import MapSelection, PlaceMap, select_frames
+    from pose2rgbd.placemap.selection import selection_split
 
     assert PlaceMap(world["map"]).selection == MapSelection(sources=[0])
     sel = MapSelection(split="every-nth", seed=3, val_fraction=0.2, test_fraction=0.05, every_nth=4)
@@ -346,7 +346,7 @@ def test_experiments_structure_rows_and_refusal(world: dict, tmp_path: Path) -> 
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.experiments.localization import LocalizationExperimentsConfig
     from pose2rgbd.experiments.structure_localization import run_structure, structure_markdown
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     cfg = LocalizationExperimentsConfig(dataset=str(world["dataset"]), structure_map=str(world["map"]))
     with pytest.raises(ConfigError, match="test frames"):
@@ -390,7 +390,7 @@ def test_map_of_an_rgb_only_dataset_triangulates_and_localizes(world: dict, tmp_
     128x128 and about 10 m baselines), the map holds no depth, and held-out frames still localize to under a
     metre."""
     from pose2rgbd.evaluation.localization import pose_errors
-    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map
 
     ds = _without_depth(world["dataset"], tmp_path / "rgb_only")
     build_map(ds, tmp_path / "m", MapBuildConfig(selection=MapSelection(sources=[0])), progress=False)
@@ -425,7 +425,7 @@ def test_localization_only_map_is_smaller_and_localizes(world: dict, tmp_path: P
     """`map build --localization-only`: no keyframe images or depth (asking for them is a clear error), much
     smaller, and the localizer answers as with the full map."""
     from pose2rgbd.cli.main import main
-    from pose2rgbd.map import MapError, PlaceMap
+    from pose2rgbd.placemap import MapError, PlaceMap
 
     out = tmp_path / "lo"
     assert main(["map", "build", "--dataset", str(world["dataset"]), "--out", str(out), "--sources", "0",
@@ -449,7 +449,7 @@ def test_query_of_another_aspect_ratio_needs_its_intrinsics(world: dict) -> None
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(world["dataset"])
     i = int(np.flatnonzero(ds.frames.source_id == 1)[2])
@@ -473,7 +473,7 @@ def test_map_summary_counts_units_and_ordinals(world: dict, tmp_path: Path, caps
     import yaml
 
     from pose2rgbd.cli.main import main
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = _without_depth(world["dataset"], tmp_path / "sfm")
     man = yaml.safe_load((ds / "manifest.yaml").read_text())

@@ -31,7 +31,7 @@ def cal_world(map_world: dict, tmp_path_factory: pytest.TempPathFactory) -> dict
 def _route(world: dict, map_path: Path, rows: np.ndarray, **over: object) -> tuple[list, np.ndarray]:
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(world["dataset"])
     loc = StructureLocalizer(PlaceMap(map_path), dataclasses.replace(StructureConfig(), use_previous_fix=False, **over))
@@ -73,7 +73,7 @@ def test_a_fix_beyond_the_maps_coverage_is_flagged_or_refused(cal_world: dict) -
     reason, their covariance inflated (x ood_covariance_scale) and their confidence low; none of them is published
     unflagged. With ood_policy refuse they are "no fix" with reason "out of distribution"."""
     from pose2rgbd.inference.calibration import Calibration
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     cal = Calibration.from_dict(json.loads((cal_world["cal_map"] / "map.json").read_text())["calibration"]
                                 ["calibration"])  # fmt: skip
@@ -100,7 +100,7 @@ def test_confidence_is_the_probability_of_the_stated_bound_on_held_out_frames(ca
     and in the lower and upper halves by confidence (tolerances for about 150 fixes)."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.geometry.transforms import pose_errors
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(cal_world["dataset"])
     survey = np.flatnonzero(ds.frames.source_id == 0)
@@ -166,7 +166,7 @@ def test_a_query_larger_than_the_map_is_matched_at_the_maps_resolution(cal_world
     import pose2rgbd.inference.structure as structure
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(cal_world["dataset"])
     i = int(_crossing(cal_world)[3])

@@ -43,7 +43,7 @@ def test_ordered_map_runs_in_worker_processes_in_order() -> None:
     import operator
     import os
 
-    from pose2rgbd.map.pool import ordered_map
+    from pose2rgbd.placemap.pool import ordered_map
 
     items = list(range(0, 4000, 7))
     out = list(ordered_map(operator.add, items, workers=2, setup=os.getpid))
@@ -55,7 +55,7 @@ def test_ordered_map_runs_in_worker_processes_in_order() -> None:
 def test_two_workers_build_the_single_process_map(world: dict, tmp_path: Path) -> None:
     """`workers: 2` (two processes: SIFT, lifting and encoding per keyframe; triangulation per keyframe pair) writes
     the map `workers: 1` writes, byte for byte in every array -- with metric depth and without it (triangulated)."""
-    from pose2rgbd.map import MapBuildConfig, build_map
+    from pose2rgbd.placemap import MapBuildConfig, build_map
 
     rows = _survey(world, 90)
     rgb_only = _without_depth(world["dataset"], tmp_path / "rgb_only")
@@ -74,7 +74,7 @@ def test_cli_workers_progress_and_piece(world: dict, tmp_path: Path, capsys: pyt
     """`map build --workers 2` draws its progress bar (forced with --progress) up to every keyframe; `--piece 2/3`
     keeps the second of three consecutive parts of the selection; a malformed piece is a clear error."""
     from pose2rgbd.cli.main import main
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     survey = _survey(world, 10**6)
     out = tmp_path / "p2"
@@ -108,7 +108,7 @@ def test_merge_of_two_half_maps_localizes_as_the_whole_map(world: dict, tmp_path
     within 20 % (or 5 cm), no fix off by more than 5 m; the merged map is self-calibrated like a built one."""
     from pose2rgbd.cli.main import main
     from pose2rgbd.evaluation.localization import pose_errors
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     halves = _halves(world, tmp_path)
     out = tmp_path / "merged"
@@ -138,7 +138,7 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
     """Maps in different world frames are refused with what differs: another frame name, another datum, no datum
     on one side, two datasets without a datum. Maps of two datasets with one datum merge (a fingerprint of their
     own: neither dataset's frames are this map's); a keyframe in both pieces is kept once."""
-    from pose2rgbd.map import MapError, PlaceMap, merge_maps
+    from pose2rgbd.placemap import MapError, PlaceMap, merge_maps
 
     halves = _halves(world, tmp_path, "--localization-only", "--max-features", "200")
 
@@ -166,7 +166,7 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
     # another dataset (another city, the same datum) joins; the same half twice counts once
     other = tmp_path / "other"
-    from pose2rgbd.map import MapBuildConfig, build_map
+    from pose2rgbd.placemap import MapBuildConfig, build_map
 
     build_map(world["other"], other, MapBuildConfig(keyframe_images=False), progress=False)
     m = merge_maps([halves[0], other], tmp_path / "two", progress=False)
@@ -187,8 +187,8 @@ def test_build_on_a_local_dask_cluster(world: dict, tmp_path: Path) -> None:
     distributed = pytest.importorskip(
         "distributed", reason="Dask distributed is not installed (pose2rgbd[distributed])"
     )
-    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap
-    from pose2rgbd.map.pieces import build_in_pieces
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap
+    from pose2rgbd.placemap.pieces import build_in_pieces
 
     out = tmp_path / "dask"
     cfg = MapBuildConfig(selection=MapSelection(sources=[0]))

@@ -15,8 +15,8 @@ import pytest
 
 from pose2rgbd.cli.main import main
 from pose2rgbd.errors import DamagedFileError
-from pose2rgbd.map import PlaceMap
-from pose2rgbd.map.verify import MapDamagedError
+from pose2rgbd.placemap import PlaceMap
+from pose2rgbd.placemap.verify import MapDamagedError
 
 # every kind of file of a map with depth: the blobs, their offsets, the feature arrays, the index, the vocabulary
 FILES = ["images.bin", "depth.bin", "vocabulary.npz", "kp_desc.npy", "kp_xyz.npy", "poses.npy", "global.npy",
@@ -154,8 +154,8 @@ def test_map_build_verifies_what_it_renamed_into_place(
 ) -> None:
     """The digests are compared once the map is in place: a file changed between writing and the rename (here:
     a byte flipped just before the check) fails the build naming it."""
-    import pose2rgbd.map.build as build
-    from pose2rgbd.map import MapBuildConfig, MapSelection
+    import pose2rgbd.placemap.build as build
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection
 
     real = build.verify_files
 

@@ -108,7 +108,8 @@ def test_coverage_reports_the_nearest_training_pose_in_metres_and_degrees() -> N
 
 
 class _KeyframesOfTwoCameras:
-    """Keyframes whose intrinsics differ per keyframe (the :class:`~pose2rgbd.map.keyframes.Keyframes` protocol)."""
+    """Keyframes whose intrinsics differ per keyframe (the :class:`~pose2rgbd.placemap.keyframes.Keyframes`
+    protocol)."""
 
     def __init__(self, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, PinholeCamera]]) -> None:
         self._frames = frames
@@ -132,7 +133,7 @@ def test_reprojection_of_keyframes_is_that_of_the_nearest_frames(plane) -> None:
     """The baseline over :class:`Keyframes`: the keyframes' own index picks the sources, nearest first, and the view
     is the arrays' reprojection of those frames (the same pixels, the same holes, the same fill)."""
     from pose2rgbd.evaluation.reprojection import reproject_keyframes, reprojection_answers
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     ck, cam = plane
     T = np.stack([look_down_pose(x, 0.3 * x, 24.0 - 0.2 * x, yaw=0.05 * x) for x in range(8)])
@@ -178,7 +179,7 @@ def test_coverage_is_the_distance_to_the_keyframes_a_model_warps() -> None:
     from types import SimpleNamespace
 
     from pose2rgbd.inference.poses import coverage_poses
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     T = np.stack([look_down_pose(x, 0.0, 20.0) for x in range(3)])
     kf = ArrayKeyframes(np.zeros((3, 4, 4, 3), np.uint8), np.ones((3, 4, 4), np.float32), T,

@@ -172,7 +172,7 @@ def test_localization_on_realistic_frames_localizes_or_says_why(realistic: dict[
     """A place map of the realistic survey; its orbit frames (JPEG, exposure changes, repeats) either get a pose
     near the truth or no fix with a reason -- never a pose far off."""
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import MapBuildConfig, MapSelection, PlaceMap, build_map
+    from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map
 
     ds = Dataset(realistic["dataset"])
     sel = MapSelection(sources=[0], stride=2)  # even survey frames: the odd ones are held-out queries

@@ -11,7 +11,7 @@ import pytest
 
 def _keyframe_map(out: Path) -> Path:
     from pose2rgbd.geometry.camera import PinholeCamera
-    from pose2rgbd.map.keyframe_map import write_keyframe_map
+    from pose2rgbd.placemap.keyframe_map import write_keyframe_map
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (3, 48, 64, 3), dtype=np.uint8)
@@ -31,7 +31,7 @@ def test_a_keyframe_map_is_refused_by_the_structure_localizer_naming_it_and_map_
     refused when the localizer is made, with what to do: the command exits 2 and names the map and `map build`."""
     from pose2rgbd.cli.main import main
     from pose2rgbd.inference.structure import StructureLocalizer
-    from pose2rgbd.map import MapError, PlaceMap
+    from pose2rgbd.placemap import MapError, PlaceMap
 
     kf = _keyframe_map(tmp_path / "keyframes")
     with pytest.raises(MapError, match="pose2rgbd map build") as e:

@@ -29,8 +29,8 @@ def test_a_rejected_hypothesis_at_the_same_place_is_no_rival(map_world: dict) ->
     the 640x480 crossing frame 376 on a 320x240 map). The same rejected hypothesis 100 m away still makes the fix
     ambiguous, and one without a pose too."""
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.features import extract
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.features import extract
 
     pm = PlaceMap(map_world["map"])
     img = Dataset(map_world["dataset"]).read_rgb(0)
@@ -56,8 +56,8 @@ def test_ratio_test_runs_against_the_keyframes_features_without_a_point_too() ->
     feature of the keyframe (against those with a point only, the look-alike passes it: a wrong 2-D/3-D
     correspondence)."""
     from pose2rgbd.inference.structure_match import CandidateMatcher
-    from pose2rgbd.map.features import root_sift
-    from pose2rgbd.map.place_map import KeyframeFeatures
+    from pose2rgbd.placemap.features import root_sift
+    from pose2rgbd.placemap.place_map import KeyframeFeatures
 
     rng = np.random.default_rng(1)
     true = rng.integers(0, 200, (1, 128))
@@ -83,8 +83,8 @@ def test_inliers_in_a_small_patch_of_the_image_give_no_fix(map_world: dict) -> N
     the fix's 46 (docs/results.md); before, boxes down to 0.04 were fixes. The same points over half the image
     width and height are a fix at the true pose."""
     from pose2rgbd.inference.structure_match import Correspondences
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.features import ImageFeatures
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.features import ImageFeatures
 
     pm = PlaceMap(map_world["map"])
     cam = pm.camera(0)

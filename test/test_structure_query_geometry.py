@@ -12,7 +12,7 @@ def test_a_query_camera_set_after_a_fix_is_used_for_the_next_image(map_world: di
     kept geometry would give the same one), and back with the map's own values the first pose again."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     ds = Dataset(map_world["dataset"])
     img = ds.read_rgb(int(np.flatnonzero(ds.frames.source_id == 1)[2]))

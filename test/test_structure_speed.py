@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose2rgbd.map.features import match_ratio, match_ratio_blocks, root_sift, stack_blocks
+from pose2rgbd.placemap.features import match_ratio, match_ratio_blocks, root_sift, stack_blocks
 
 
 def _per_keyframe(query: np.ndarray, blocks: list[np.ndarray], ratio: float) -> dict[int, tuple[int, int]]:
@@ -49,7 +49,7 @@ def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
     prior gives no decisive fix and place recognition finds the new place."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     pm = PlaceMap(map_world["map"])
     calls: list[int] = []

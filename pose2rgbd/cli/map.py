@@ -35,13 +35,13 @@ BUILD_ALIASES = (
 
 
 def _schema() -> Schema:
-    from pose2rgbd.map.build import MapBuildConfig
+    from pose2rgbd.placemap.build import MapBuildConfig
 
     return Schema(MapBuildConfig)
 
 
 def _fuse_schema() -> Schema:
-    from pose2rgbd.map.fused import FusionConfig
+    from pose2rgbd.placemap.fused import FusionConfig
 
     return Schema(FusionConfig)
 
@@ -134,11 +134,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _build(args: argparse.Namespace) -> int:
     from pose2rgbd.inference.self_calibration import self_calibrate
-    from pose2rgbd.map import PlaceMap, build_map
+    from pose2rgbd.placemap import PlaceMap, build_map
 
     cfg = config_from_args(args)
     if args.dask:
-        from pose2rgbd.map.pieces import build_in_pieces
+        from pose2rgbd.placemap.pieces import build_in_pieces
 
         build_in_pieces(args.dataset, args.out, cfg, scheduler=args.dask, pieces=args.pieces,
                         overwrite=args.overwrite, progress=not args.no_progress, calibrate=self_calibrate)  # fmt: skip
@@ -151,14 +151,14 @@ def _build(args: argparse.Namespace) -> int:
                   calibrate=self_calibrate)  # fmt: skip
     _print_info(PlaceMap(args.out).info())
     if args.fuse:
-        from pose2rgbd.map.fused import fuse_map
+        from pose2rgbd.placemap.fused import fuse_map
 
         _print_fused(args.out, fuse_map(args.out, progress=not args.no_progress).meta)
     return 0
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from pose2rgbd.map.fused import fuse_map
+    from pose2rgbd.placemap.fused import fuse_map
 
     geo = fuse_map(args.map, config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
     _print_fused(args.map, geo.meta)
@@ -176,8 +176,8 @@ def _print_fused(path: Path, m: dict[str, Any]) -> None:
 
 def _merge(args: argparse.Namespace) -> int:
     from pose2rgbd.inference.self_calibration import self_calibrate
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.merge import merge_maps
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.merge import merge_maps
 
     manifest = merge_maps(args.maps, args.out, overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
                           calibrate=self_calibrate)  # fmt: skip
@@ -215,7 +215,7 @@ def _link(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     pm = PlaceMap(args.path, verify=args.verify)
     info = pm.info()

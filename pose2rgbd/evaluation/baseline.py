@@ -5,7 +5,7 @@ The distance between camera poses is :class:`pose2rgbd.geometry.coverage.PoseSet
 frames, 10 m when there is no depth (:func:`default_rot_weight`). A test frame whose pixels repeat a training
 frame's is one the baseline answers exactly: :func:`without_training_repeats` leaves those out of an evaluation.
 
-The baselines read the training frames as :class:`~pose2rgbd.map.keyframes.Keyframes` (a training cache's through
+The baselines read the training frames as :class:`~pose2rgbd.placemap.keyframes.Keyframes` (a training cache's through
 :func:`training_keyframes`): :meth:`NearestPoseBaseline.of_keyframes` searches the keyframes' own pose index and
 :func:`nearest_answers` reads its answers from them, as the reprojection and fused-geometry baselines do.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from pose2rgbd.dataset.repeats import repeats_of
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, PoseSet, median_depth_weight
-from pose2rgbd.map.keyframes import ArrayKeyframes, Keyframes
+from pose2rgbd.placemap.keyframes import ArrayKeyframes, Keyframes
 
 if TYPE_CHECKING:
     from pose2rgbd.dataset.cache import TrainingCache

@@ -177,8 +177,8 @@ def calibrate_map(
         keyframe_spacing,
         published_factors,
     )
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.selection import selection_split
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.selection import selection_split
 
     ds = Dataset(dataset)
     pm = PlaceMap(map_path)

@@ -37,9 +37,9 @@ from pose2rgbd.evaluation.plots import (
 from pose2rgbd.evaluation.reprojection import reprojection_answers
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.jsonio import json_text
-from pose2rgbd.map.keyframes import ArrayKeyframes
 from pose2rgbd.models import LoadedCheckpoint, PoseToImage, count_parameters, load_checkpoint
 from pose2rgbd.output_guard import EVALUATION, OutputError, check_output
+from pose2rgbd.placemap.keyframes import ArrayKeyframes
 from pose2rgbd.progress import bar as progress_bar
 from pose2rgbd.training.splits import Split, split_from_config
 

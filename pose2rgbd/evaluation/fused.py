@@ -1,5 +1,5 @@
 """Fused-geometry baseline: the training frames' depth fused into one surface, ray-cast at the test pose, coloured
-from the training frames that see each point (:mod:`pose2rgbd.map.fused`; docs/place-map.md, "Fused geometry").
+from the training frames that see each point (:mod:`pose2rgbd.placemap.fused`; docs/place-map.md, "Fused geometry").
 
 The training-free answer a reconstruction pipeline gives: where the reprojection baseline warps three frames' own
 depth (their holes and noise included), this one renders one consistent surface made from all of them. Holes (no
@@ -14,10 +14,10 @@ import numpy as np
 from pose2rgbd.evaluation.config import EvaluateConfig
 from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.format import MapError
-from pose2rgbd.map.fused import FusionConfig, fuse_keyframes
-from pose2rgbd.map.fused.render import FusedRenderer
-from pose2rgbd.map.keyframes import Keyframes
+from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.fused import FusionConfig, fuse_keyframes
+from pose2rgbd.placemap.fused.render import FusedRenderer
+from pose2rgbd.placemap.keyframes import Keyframes
 
 
 def fused_renderer(keyframes: Keyframes, *, neighbours: int = 4, progress: bool = False) -> FusedRenderer:

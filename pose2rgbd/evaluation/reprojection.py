@@ -9,8 +9,8 @@ farther frame only fills pixels that nearer frames left empty or that it sees in
 Pixels no source point lands on are **holes** (``valid`` False; depth NaN, RGB 0). For a full-image score the
 holes can be filled with the nearest frame's own pixels (``fill="nearest"``, i.e. the nearest-pose retrieval
 image), which is what :func:`pose2rgbd.evaluation.evaluate` reports; the hole fraction is reported beside it.
-The sources are a place's :class:`~pose2rgbd.map.keyframes.Keyframes` (:func:`reproject_keyframes`: a place map, or
-a training cache's training frames as :class:`~pose2rgbd.map.keyframes.ArrayKeyframes`), each with its own
+The sources are a place's :class:`~pose2rgbd.placemap.keyframes.Keyframes` (:func:`reproject_keyframes`: a place map, or
+a training cache's training frames as :class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes`), each with its own
 intrinsics, or arrays with one camera (:func:`reproject_nearest`).
 
 Written by hand (numpy) because the library warps go the other way: ``kornia.geometry.depth.warp_frame_depth`` and
@@ -27,7 +27,7 @@ import numpy as np
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.transforms import inverse
-from pose2rgbd.map.keyframes import Keyframes
+from pose2rgbd.placemap.keyframes import Keyframes
 
 
 @dataclass

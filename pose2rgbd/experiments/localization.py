@@ -438,7 +438,7 @@ def run_localization_experiments(
             data["runs"].append(_retrieval(cfg, dpath, split, seed, main, out, progress=progress))
             if cfg.structure:
                 from pose2rgbd.experiments.structure_localization import run_structure
-                from pose2rgbd.map import MapError
+                from pose2rgbd.placemap import MapError
 
                 est = Path(main["checkpoint"]).parent / "estimates.npz"
                 try:

@@ -114,7 +114,7 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.dataset.splits import make_split
     from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
-    from pose2rgbd.map import MapBuildConfig, PlaceMap, build_map
+    from pose2rgbd.placemap import MapBuildConfig, PlaceMap, build_map
 
     dpath = structure_dataset(cfg, out, progress=progress)
     run_dir = out / "runs" / split / f"structure-s{seed}"
@@ -188,8 +188,8 @@ def place_recognition_recall(pm: Any, ds: Any, test: np.ndarray, ks: tuple[int, 
     test images whose ``k`` most similar keyframes include one within ``RECALL_M`` metres and ``RECALL_DEG`` degrees
     of the true pose (a keyframe that sees the same place)."""
     from pose2rgbd.geometry.coverage import PoseSet
-    from pose2rgbd.map.features import FeatureConfig, extract
-    from pose2rgbd.map.place import GlobalDescriber
+    from pose2rgbd.placemap.features import FeatureConfig, extract
+    from pose2rgbd.placemap.place import GlobalDescriber
 
     thumb = GlobalDescriber("thumbnail", thumb=16)
     kf_thumb = np.stack([thumb.thumbnail(pm.rgb(k)) for k in range(len(pm))])
@@ -216,7 +216,7 @@ def _sparse(cfg: Any, dpath: Path, ds: Any, train: np.ndarray, run_dir: Path, *,
     """A map of every N-th training frame (in time order per source), the training frames between as queries."""
     from pose2rgbd.evaluation.plots import evenly_spaced
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-    from pose2rgbd.map import MapBuildConfig, PlaceMap, build_map
+    from pose2rgbd.placemap import MapBuildConfig, PlaceMap, build_map
 
     if cfg.sparse_every < 2:
         return None

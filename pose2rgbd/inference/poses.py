@@ -37,9 +37,11 @@ def training_pose_set(loaded: LoadedCheckpoint) -> PoseSet | None:
 
 def coverage_poses(loaded: LoadedCheckpoint) -> PoseSet | None:
     """What the distance of a request to what the model saw is measured against: the keyframes the model warps
-    (a :class:`~pose2rgbd.map.keyframes.WarpsKeyframes` model, the hybrid: the place's keyframes, their own index),
+    (a :class:`~pose2rgbd.placemap.keyframes.WarpsKeyframes` model, the hybrid: the place's keyframes, their own index),
     else the training cameras the checkpoint carries (:func:`training_pose_set`; None without them)."""
-    from pose2rgbd.map.keyframes import WarpsKeyframes  # here: the render engine's import leaves the map package out
+    from pose2rgbd.placemap.keyframes import (
+        WarpsKeyframes,
+    )  # here: the render engine's import leaves the map package out
 
     model = loaded.model
     if isinstance(model, WarpsKeyframes) and model.keyframes is not None:

@@ -15,8 +15,8 @@ from pose2rgbd.inference.structure_calibration import coverage_ratios, fit_struc
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
-    from pose2rgbd.map.build import SelfCalibrationConfig
-    from pose2rgbd.map.view import MapView
+    from pose2rgbd.placemap.build import SelfCalibrationConfig
+    from pose2rgbd.placemap.view import MapView
 
 
 def held_out_rows(n: int, cfg: SelfCalibrationConfig) -> np.ndarray:
@@ -30,8 +30,8 @@ def held_out_rows(n: int, cfg: SelfCalibrationConfig) -> np.ndarray:
 
 def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = False) -> dict[str, Any]:
     """``map build``'s calibration step (see the module docstring): ``view`` the map's keyframes
-    (:class:`~pose2rgbd.map.view.MapView` with ``read_rgb``), ``cfg`` its
-    :class:`~pose2rgbd.map.build.SelfCalibrationConfig`. Returns the manifest entry: ``status`` (``calibrated`` or
+    (:class:`~pose2rgbd.placemap.view.MapView` with ``read_rgb``), ``cfg`` its
+    :class:`~pose2rgbd.placemap.build.SelfCalibrationConfig`. Returns the manifest entry: ``status`` (``calibrated`` or
     ``not calibrated`` with the ``reason``), the counts, and the calibration."""
     n = len(view)
     held = held_out_rows(n, cfg)

@@ -3,14 +3,14 @@
 Per query image (uint8 RGB or grey, any size; the camera is the map's scaled to the image unless given, with a
 warning; a given camera with lens distortion has its keypoints undistorted, :mod:`.query_camera`):
 
-1. **Local features**: SIFT (:mod:`pose2rgbd.map.features`), at most ``features.max_features`` (750: the
+1. **Local features**: SIFT (:mod:`pose2rgbd.placemap.features`), at most ``features.max_features`` (750: the
    map's keyframes hold about 600 each; more query features cost SIFT descriptors and matching time, not fixes).
 2. **Candidate keyframes**: with a *pose prior* -- the previous fix of a sequence -- the ``prior_candidates``
    keyframes nearest to it in pose distance, without place recognition (its global descriptor is computed only
    when needed); with a *position prior* -- GPS / odometry, PoseGAN's estimate -- the keyframes within
    ``prior_radius_m``, the ``prior_candidates`` most similar by the global descriptor; without one (or when the
    prior's candidates give no decisive fix), the keyframes most similar by the global descriptor
-   (:mod:`pose2rgbd.map.place`), grouped into places (keyframes within ``place_radius_m`` of the best one), each
+   (:mod:`pose2rgbd.placemap.place`), grouped into places (keyframes within ``place_radius_m`` of the best one), each
    place widened by its spatial neighbours.
 3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
    candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
@@ -65,9 +65,9 @@ from pose2rgbd.inference.structure_calibration import finish_fix, map_calibratio
 from pose2rgbd.inference.structure_calibration import information_covariance as information_covariance
 from pose2rgbd.inference.structure_fix import Fix
 from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
-from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract, root_sift
-from pose2rgbd.map.format import MapError
-from pose2rgbd.map.keyframe_map import has_local_features
+from pose2rgbd.placemap.features import FeatureConfig, ImageFeatures, extract, root_sift
+from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.keyframe_map import has_local_features
 
 if TYPE_CHECKING:
     from pose2rgbd.inference.localize import LocalizeResult
@@ -222,7 +222,7 @@ def _nan_fix(
 
 
 class StructureLocalizer:
-    """Localize images against a :class:`~pose2rgbd.map.PlaceMap` (see the module docstring). Thread-safe;
+    """Localize images against a :class:`~pose2rgbd.placemap.PlaceMap` (see the module docstring). Thread-safe;
     stateful only through the previous fix of a sequence (:meth:`reset` forgets it)."""
 
     kind = "structure"

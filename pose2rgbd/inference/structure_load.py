@@ -72,7 +72,7 @@ def load_structure_localizer(
     prior of images that have no better one. Refuses a model of another world frame than the map's."""
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.inference.localize import LocalizeEngine
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     if prior_engine is not None and not isinstance(prior_engine, LocalizeEngine):
         raise CheckpointError(

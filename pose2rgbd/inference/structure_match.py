@@ -1,6 +1,6 @@
 """What the structure localizer reads of a map (:class:`StructureMap`). The 2-D/3-D correspondences of a query
-against its candidate keyframes are the map layer's answer: :class:`~pose2rgbd.map.features.CandidateMatcher`
-(re-exported here with its :class:`~pose2rgbd.map.features.Correspondences`)."""
+against its candidate keyframes are the map layer's answer: :class:`~pose2rgbd.placemap.features.CandidateMatcher`
+(re-exported here with its :class:`~pose2rgbd.placemap.features.Correspondences`)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.map.features import CandidateMatcher as CandidateMatcher
-from pose2rgbd.map.features import Correspondences as Correspondences
-from pose2rgbd.map.features import KeyframeFeatureSource
-from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.placemap.features import CandidateMatcher as CandidateMatcher
+from pose2rgbd.placemap.features import Correspondences as Correspondences
+from pose2rgbd.placemap.features import KeyframeFeatureSource
+from pose2rgbd.placemap.place import GlobalDescriber
 
 
 class StructureMap(KeyframeFeatureSource, Protocol):
-    """What the structure localizer reads of a map (a :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory
-    :class:`~pose2rgbd.map.view.MapView`; mypy checks both where they are handed to the localizer): the pose index,
+    """What the structure localizer reads of a map (a :class:`~pose2rgbd.placemap.PlaceMap`, or the build's in-memory
+    :class:`~pose2rgbd.placemap.view.MapView`; mypy checks both where they are handed to the localizer): the pose index,
     per-keyframe intrinsics, the global descriptors with the describer that makes a query's, local features, and
     the manifest (empty for a map in memory) with the map's own calibration and source cameras."""
 

@@ -1,5 +1,5 @@
 """A hybrid checkpoint without training (tests and benchmarks of the serving path): its keyframes
-(:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`, held in memory; saved, they are bundled in the checkpoint) are
+(:class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes`, held in memory; saved, they are bundled in the checkpoint) are
 analytic ground-plane frames (:mod:`pose2rgbd.testing.ground_plane`) on a lawn-mower grid, the networks at
 their initial weights (or randomized, so the fill network's correction is not zero).
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pose2rgbd.map.keyframes import ArrayKeyframes
 from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.models.registry import get_family
+from pose2rgbd.placemap.keyframes import ArrayKeyframes
 from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
 
 

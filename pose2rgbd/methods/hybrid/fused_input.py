@@ -1,13 +1,13 @@
 """The fused geometry of the keyframes as the hybrid's input (``model.geometry fused``).
 
 With ``geometry fused`` the hybrid renders with the fused surface of the keyframes it warps -- one
-:class:`~pose2rgbd.map.keyframes.Keyframes`, read at the model's size through its
-:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes` -- made by :mod:`pose2rgbd.map.fused` (TSDF, marching cubes,
-per-keyframe exposure fit): a triangle mesh and exposure gains indexed like the keyframes. It is stored where the
-keyframes are (:mod:`pose2rgbd.methods.hybrid.stored`): in ``<map>/fused/`` of the place map the checkpoint names,
-as ``pose2rgbd map fuse`` writes it (the recipe fuses the run's keyframe map there; a map given with ``model.map``
-must have been fused), or inside a one-file bundle beside its keyframes. For each query pose the training-free
-fused-geometry renderer (:class:`~pose2rgbd.map.fused.render.FusedRenderer`) gives
+:class:`~pose2rgbd.placemap.keyframes.Keyframes`, read at the model's size through its
+:class:`~pose2rgbd.placemap.keyframe_view.SizedKeyframes` -- made by :mod:`pose2rgbd.placemap.fused` (TSDF, marching
+cubes, per-keyframe exposure fit): a triangle mesh and exposure gains indexed like the keyframes. It is stored where the
+keyframes are (:mod:`pose2rgbd.methods.hybrid.stored`): in ``<map>/fused/`` of the place map the checkpoint names, as
+``pose2rgbd map fuse`` writes it (the recipe fuses the run's keyframe map there; a map given with ``model.map`` must
+have been fused), or inside a one-file bundle beside its keyframes. For each query pose the training-free fused-geometry
+renderer (:class:`~pose2rgbd.placemap.fused.render.FusedRenderer`) gives
 
 * the **depth**: the surface ray-cast at the pose, which replaces the forward-warped depth wherever the ray meets
   the surface (one frame's sensor holes filled from the others, its noise averaged away);
@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.format import MapError
-from pose2rgbd.map.fused import ArrayKeyframes, FusedGeometry, FusionConfig, Keyframes, fuse_keyframes
-from pose2rgbd.map.fused.render import FusedRenderer, FusedView
+from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.fused import ArrayKeyframes, FusedGeometry, FusionConfig, Keyframes, fuse_keyframes
+from pose2rgbd.placemap.fused.render import FusedRenderer, FusedView
 
 if TYPE_CHECKING:
     from pose2rgbd.geometry.camera import PinholeCamera
-    from pose2rgbd.map.keyframe_view import SizedKeyframes
+    from pose2rgbd.placemap.keyframe_view import SizedKeyframes
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class FusedInput:
     def views(
         self, model: HybridNet, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, ...] | None
     ) -> list[FusedView]:
-        """The fused view (:class:`~pose2rgbd.map.fused.render.FusedView`, no fill) of each query pose."""
+        """The fused view (:class:`~pose2rgbd.placemap.fused.render.FusedView`, no fill) of each query pose."""
         cam = model.camera
         assert cam is not None  # a model with keyframes has its camera
         T_all = np.asarray(T_world_cam, np.float64)

@@ -58,8 +58,8 @@ from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 
 if TYPE_CHECKING:
-    from pose2rgbd.map.keyframe_view import SizedKeyframes
-    from pose2rgbd.map.keyframes import Keyframes
+    from pose2rgbd.placemap.keyframe_view import SizedKeyframes
+    from pose2rgbd.placemap.keyframes import Keyframes
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,15 @@ class HybridNet(PoseToImage, ModelBase):
         times: tuple[np.ndarray, np.ndarray] | None = None,
         cache_keyframes: int = 256,
     ) -> None:
-        """Warp ``keyframes`` (a :class:`~pose2rgbd.map.PlaceMap`, or :class:`~pose2rgbd.map.keyframes.ArrayKeyframes`)
-        from now on, seen through the model's camera at its size (:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes`:
-        decoded when a render needs them, ``cache_keyframes`` kept). ``camera`` (at the model's size) and
-        ``rot_weight_m`` (metres per radian of the nearest-keyframe distance) are set when given (training), else
-        the model's own are kept (a trained model: the nearest keyframes are found with the weight it was trained
-        with, on the keyframes' own pose index). ``times``: per keyframe its source id and position in time within
-        the source, for the training exclusion (:meth:`select_keyframes`)."""
-        from pose2rgbd.map.keyframe_view import SizedKeyframes
+        """Warp ``keyframes`` (a :class:`~pose2rgbd.placemap.PlaceMap`, or
+        :class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes`) from now on, seen through the model's camera at its size
+        (:class:`~pose2rgbd.placemap.keyframe_view.SizedKeyframes`: decoded when a render needs them,
+        ``cache_keyframes`` kept). ``camera`` (at the model's size) and ``rot_weight_m`` (metres per radian of the
+        nearest-keyframe distance) are set when given (training), else the model's own are kept (a trained model: the
+        nearest keyframes are found with the weight it was trained with, on the keyframes' own pose index). ``times``:
+        per keyframe its source id and position in time within the source, for the training exclusion
+        (:meth:`select_keyframes`)."""
+        from pose2rgbd.placemap.keyframe_view import SizedKeyframes
 
         S = int(self.config.size)
         if camera is not None:
@@ -179,10 +180,10 @@ class HybridNet(PoseToImage, ModelBase):
         index: np.ndarray,
         rot_weight_m: float,
     ) -> None:
-        """:meth:`use_keyframes` of arrays (:class:`~pose2rgbd.map.keyframes.ArrayKeyframes`): ``rgb`` ``(N, S, S,
+        """:meth:`use_keyframes` of arrays (:class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes`): ``rgb`` ``(N, S, S,
         3)`` uint8, ``depth`` ``(N, S, S)`` metres (NaN invalid, +inf sky), poses ``(N, 4, 4)``, the camera at the
         model's size, per frame its source id, position in time within the source and dataset row."""
-        from pose2rgbd.map.keyframes import ArrayKeyframes
+        from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
         kf = ArrayKeyframes(np.asarray(rgb, np.uint8), np.asarray(depth, np.float32), T_world_cam, camera,
                             frames=np.asarray(index, np.int64), rot_weight_m=rot_weight_m)  # fmt: skip

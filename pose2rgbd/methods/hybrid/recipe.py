@@ -31,8 +31,8 @@ from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 if TYPE_CHECKING:
-    from pose2rgbd.map import PlaceMap
-    from pose2rgbd.map.keyframes import Keyframes
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.keyframes import Keyframes
 
 log = logging.getLogger(__name__)
 HIGH_LR = 3e-3  # above this the hybrid's fill network did not learn (lr 0.01: flat validation over 1,000 steps)
@@ -63,7 +63,7 @@ KEYFRAME_MAP = "keyframes"  # the run folder's keyframe map (pose2rgbd.training.
 def training_map(ds: Dataset, cache: TrainingCache, train: np.ndarray, path: Path) -> PlaceMap:
     """A place map given for training (``model.map``), checked: of this dataset, with depth, and every keyframe a
     training frame -- a map holding validation or test frames would let the model warp the frames it is scored on."""
-    from pose2rgbd.map import MapError, PlaceMap
+    from pose2rgbd.placemap import MapError, PlaceMap
 
     try:
         pm = PlaceMap(path, cache_keyframes=0)
@@ -88,11 +88,11 @@ def run_keyframe_map(
     ds: Dataset, cache: TrainingCache, rows: np.ndarray, out: Path, rot_weight_m: float, progress: bool
 ) -> PlaceMap:
     """The run's keyframe map ``out``: the training cache's frames ``rows`` at the model's size (PNG: the model's
-    own pixels), written once (:func:`~pose2rgbd.map.keyframe_map.write_keyframe_map`); a map already there with
+    own pixels), written once (:func:`~pose2rgbd.placemap.keyframe_map.write_keyframe_map`); a map already there with
     these keyframes of this dataset (a resumed run, another process of a distributed one) is used as it is."""
-    from pose2rgbd.map import MapError, PlaceMap
-    from pose2rgbd.map.build import dataset_entry
-    from pose2rgbd.map.keyframe_map import write_keyframe_map
+    from pose2rgbd.placemap import MapError, PlaceMap
+    from pose2rgbd.placemap.build import dataset_entry
+    from pose2rgbd.placemap.keyframe_map import write_keyframe_map
 
     assert cache.depth is not None
     if out.exists():
@@ -116,9 +116,9 @@ def run_keyframe_map(
 
 def fill_store(model: HybridNet, cache: TrainingCache, train: np.ndarray) -> np.ndarray:
     """Give ``model`` the training frames ``train`` of ``cache`` (``model.max_keyframes`` of them, evenly spread)
-    as keyframes held in memory (:class:`~pose2rgbd.map.keyframes.ArrayKeyframes` over the cache: saved, they are
+    as keyframes held in memory (:class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes` over the cache: saved, they are
     bundled in the checkpoint); returns the rows kept. Training writes them as a keyframe map instead."""
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     if cache.depth is None:
         raise ConfigError("the hybrid's keyframes need depth in the dataset")
@@ -148,9 +148,9 @@ def training_geometry(model: HybridNet, keyframes: Keyframes, *, own_map: bool, 
     ``<map>/fused/`` (fused there first for the run's own keyframe map, ``own_map``, as ``pose2rgbd map fuse`` does;
     a map given with ``model.map`` must have one); of keyframes in memory, fused in memory."""
     from pose2rgbd.errors import OutputExistsError
-    from pose2rgbd.map import MapError, PlaceMap
-    from pose2rgbd.map.fused import FusionConfig, fuse_map, load_fused
-    from pose2rgbd.map.fused.tsdf import FUSED_DIR
+    from pose2rgbd.placemap import MapError, PlaceMap
+    from pose2rgbd.placemap.fused import FusionConfig, fuse_map, load_fused
+    from pose2rgbd.placemap.fused.tsdf import FUSED_DIR
 
     fi = model.fused_input
     assert fi is not None

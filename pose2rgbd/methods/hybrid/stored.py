@@ -4,11 +4,11 @@ A checkpoint's ``extra`` holds one of
 
 - ``place_map``: ``{"path", "fingerprint", "digest", "keyframes"}`` -- the map folder relative to the checkpoint's
   folder, the fingerprint of the dataset it was built from and the digest of its keyframes
-  (:func:`~pose2rgbd.map.keyframe_map.keyframes_digest`), both compared on load: a missing, moved or other map is
+  (:func:`~pose2rgbd.placemap.keyframe_map.keyframes_digest`), both compared on load: a missing, moved or other map is
   refused naming both sides. What training writes (the run's keyframe map, or the map given with ``--map``).
 - ``keyframes``: ``{"rgb" (N, S, S, 3) uint8, "depth" (N, S, S) float16 metres, "T_world_cam" (N, 4, 4),
-  "frames" (N,)}`` -- the keyframes as the model sees them (:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes`),
-  read back as :class:`~pose2rgbd.map.keyframes.ArrayKeyframes`: a one-file bundle (``pose2rgbd export
+  "frames" (N,)}`` -- the keyframes as the model sees them (:class:`~pose2rgbd.placemap.keyframe_view.SizedKeyframes`),
+  read back as :class:`~pose2rgbd.placemap.keyframes.ArrayKeyframes`: a one-file bundle (``pose2rgbd export
   --bundle``) that renders exactly what the map-backed checkpoint renders. Checkpoints written before the map
   was named (the store as buffers ``kf_rgb``, ``kf_depth``, ...) are brought to this layout by :func:`migrate_store`.
 
@@ -35,10 +35,10 @@ from pose2rgbd.jsonio import json_text
 
 if TYPE_CHECKING:
     from pose2rgbd.geometry.camera import PinholeCamera
-    from pose2rgbd.map.fused import FusedGeometry
-    from pose2rgbd.map.keyframe_view import SizedKeyframes
-    from pose2rgbd.map.keyframes import Keyframes
     from pose2rgbd.methods.hybrid.fused_input import FusedInput
+    from pose2rgbd.placemap.fused import FusedGeometry
+    from pose2rgbd.placemap.keyframe_view import SizedKeyframes
+    from pose2rgbd.placemap.keyframes import Keyframes
 
 
 class HybridNet(Protocol):
@@ -61,8 +61,8 @@ _OLD_STORE = ("kf_rgb", "kf_depth", "kf_T", "kf_source", "kf_pos", "kf_index")
 
 
 def map_reference(pm: Any, checkpoint: Path) -> dict[str, Any]:
-    """The ``place_map`` entry naming ``pm`` (a :class:`~pose2rgbd.map.PlaceMap`) from ``checkpoint``."""
-    from pose2rgbd.map.keyframe_map import keyframes_digest
+    """The ``place_map`` entry naming ``pm`` (a :class:`~pose2rgbd.placemap.PlaceMap`) from ``checkpoint``."""
+    from pose2rgbd.placemap.keyframe_map import keyframes_digest
 
     rel = os.path.relpath(Path(pm.path).resolve(), Path(checkpoint).resolve().parent)
     return {"path": rel, "fingerprint": pm.fingerprint, "digest": keyframes_digest(pm.manifest), "keyframes": len(pm)}
@@ -70,7 +70,7 @@ def map_reference(pm: Any, checkpoint: Path) -> dict[str, Any]:
 
 def checkpoint_extra(model: HybridNet, path: Path) -> dict[str, Any]:
     """What a hybrid writes beside its weights (see the module docstring); nothing without keyframes."""
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     kf, fi = model.keyframes, model.fused_input
     if kf is None:
@@ -98,7 +98,7 @@ def geometry_entry(geo: FusedGeometry) -> dict[str, torch.Tensor | str]:
 
 def geometry_from_entry(entry: object, where: str) -> FusedGeometry:
     """The fused geometry a checkpoint's ``fused`` entry holds."""
-    from pose2rgbd.map.fused import FusedGeometry
+    from pose2rgbd.placemap.fused import FusedGeometry
 
     v, t, e, meta = (entry.get(k) if isinstance(entry, dict) else None
                      for k in ("vertices", "triangles", "exposure", "meta"))  # fmt: skip
@@ -110,8 +110,8 @@ def geometry_from_entry(entry: object, where: str) -> FusedGeometry:
 def map_geometry(map_path: Path, where: str, digest: str) -> FusedGeometry:
     """The fused geometry stored with the place map ``map_path`` (``digest``: what the checkpoint ``where``
     recorded, compared; empty: a map given instead, its own surface)."""
-    from pose2rgbd.map import MapError
-    from pose2rgbd.map.fused import load_fused
+    from pose2rgbd.placemap import MapError
+    from pose2rgbd.placemap.fused import load_fused
 
     try:
         geo = load_fused(map_path)
@@ -144,7 +144,7 @@ def bundle_entry(model: HybridNet) -> dict[str, torch.Tensor]:
 def bundle_keyframes(model: HybridNet) -> None:
     """Hold ``model``'s keyframes in memory, as it sees them (:func:`bundle_entry`): saved, the checkpoint then
     carries them (a one-file bundle) instead of naming their map."""
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     b = bundle_entry(model)
     cam = model.camera
@@ -161,7 +161,7 @@ def restore(
     """Give ``model`` the keyframes its checkpoint names or holds (``place_map``: a map of its training dataset,
     ``dataset_fingerprint``, instead); returns ``extra`` without the bundled keyframes. A checkpoint without
     either stays without."""
-    from pose2rgbd.map.keyframes import ArrayKeyframes
+    from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     extra = dict(extra)
     bundled = extra.pop(KEYFRAMES, None)
@@ -190,7 +190,7 @@ def restore(
 def _restore_geometry(model: HybridNet, extra: dict[str, object], where: str, *, given_map: bool) -> None:
     """Give a ``geometry fused`` model its surface: a map given instead has its own; else the checkpoint's
     ``fused`` entry, or the ``fused/`` of the map it names (checked by digest). Pops ``fused`` from ``extra``."""
-    from pose2rgbd.map import PlaceMap
+    from pose2rgbd.placemap import PlaceMap
 
     fi, embedded = model.fused_input, extra.pop(FUSED, None)
     if fi is None or model.keyframes is None:
@@ -207,9 +207,9 @@ def _restore_geometry(model: HybridNet, extra: dict[str, object], where: str, *,
 def _open_map(p: Path, where: str, ref: dict[str, Any] | None, dataset_fingerprint: str) -> Any:
     """The place map ``p`` for the checkpoint ``where``, checked against ``ref`` (what the checkpoint recorded:
     dataset fingerprint and keyframes digest) or, for a map given instead, against the model's dataset."""
-    from pose2rgbd.map import MapError, PlaceMap
-    from pose2rgbd.map.keyframe_map import keyframes_digest
-    from pose2rgbd.map.verify import MapDamagedError
+    from pose2rgbd.placemap import MapError, PlaceMap
+    from pose2rgbd.placemap.keyframe_map import keyframes_digest
+    from pose2rgbd.placemap.verify import MapDamagedError
 
     what = f"{where} reads its keyframes from the place map {p}"
     if ref:

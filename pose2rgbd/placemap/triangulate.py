@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.map.features import match_ratio, root_sift
-from pose2rgbd.map.pool import ordered_map, share, unshare
+from pose2rgbd.placemap.features import match_ratio, root_sift
+from pose2rgbd.placemap.pool import ordered_map, share, unshare
 from pose2rgbd.progress import bar
 
 RATIO = 0.8
@@ -129,7 +129,7 @@ def triangulate(
     workers: int = 1,
 ) -> np.ndarray:
     """(K_total, 3) float32 world points of every keypoint (NaN where none was accepted). ``workers`` processes
-    match the keyframe pairs (:func:`~pose2rgbd.map.pool.ordered_map`; memory-mapped ``xy`` / ``desc`` are mapped
+    match the keyframe pairs (:func:`~pose2rgbd.placemap.pool.ordered_map`; memory-mapped ``xy`` / ``desc`` are mapped
     again there, not copied); the points do not depend on their count (a median of the same estimates)."""
     pairs = keyframe_pairs(T_world_cam, neighbours, rot_weight_m)
     tasks = [pairs[k : k + PAIRS_PER_TASK] for k in range(0, len(pairs), PAIRS_PER_TASK)]

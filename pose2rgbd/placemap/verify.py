@@ -8,7 +8,7 @@ compares its digest, which also catches a same-size change (a flipped byte) that
 written before the digests were recorded has sizes only: it loads (sizes checked) and ``--verify`` says its
 digests are absent.
 
-The digests are computed by :mod:`pose2rgbd.map.digests` (the writer records them, this module compares).
+The digests are computed by :mod:`pose2rgbd.placemap.digests` (the writer records them, this module compares).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from pose2rgbd.errors import DamagedFileError
 from pose2rgbd.filehash import file_sha256
-from pose2rgbd.map.digests import HASH
-from pose2rgbd.map.format import MapError
+from pose2rgbd.placemap.digests import HASH
+from pose2rgbd.placemap.format import MapError
 
 
 class MapDamagedError(MapError, DamagedFileError):

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.keyframes import Keyframes
+from pose2rgbd.placemap.keyframes import Keyframes
 
 SATURATED = (6, 249)  # colours outside (grey levels) are clipped by the sensor: no information about the gain
 FLAT_GRADIENT = 24.0  # Sobel magnitude (grey levels per pixel) above which a pixel counts as an edge

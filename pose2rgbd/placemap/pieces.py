@@ -1,9 +1,9 @@
 """A place map built in pieces on a Dask cluster: ``pose2rgbd map build --dask SCHEDULER [--pieces N]``.
 
 The selected keyframes are cut into N consecutive pieces; each piece is one Dask task that runs the ordinary
-:func:`~pose2rgbd.map.build.build_map` on a worker (in that worker's process, ``workers: 1``: the cluster's worker
+:func:`~pose2rgbd.placemap.build.build_map` on a worker (in that worker's process, ``workers: 1``: the cluster's worker
 count is the parallelism) and writes a piece map; the pieces are then joined by
-:func:`~pose2rgbd.map.merge.merge_maps` here. Dask distributed (the optional extra ``pose2rgbd[distributed]``)
+:func:`~pose2rgbd.placemap.merge.merge_maps` here. Dask distributed (the optional extra ``pose2rgbd[distributed]``)
 schedules, retries and reports; nothing else is scheduled by hand. It is the same as building each piece with
 ``map build --selection.piece K/N`` on N machines and ``map merge`` -- without copying the pieces around.
 
@@ -23,10 +23,10 @@ import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.map.build import CalibrateStep, MapBuildConfig, build_map
-from pose2rgbd.map.format import PLACE_MAP, MapError
-from pose2rgbd.map.merge import merge_maps
-from pose2rgbd.map.selection import select_frames
+from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, build_map
+from pose2rgbd.placemap.format import PLACE_MAP, MapError
+from pose2rgbd.placemap.merge import merge_maps
+from pose2rgbd.placemap.selection import select_frames
 from pose2rgbd.progress import bar
 
 INSTALL = "pip install 'pose2rgbd[distributed]' (Dask distributed)"
@@ -51,7 +51,7 @@ def build_in_pieces(
 ) -> dict[str, Any]:
     """Build the map of ``dataset`` into ``out`` as ``pieces`` Dask tasks (0: one per worker thread of the cluster)
     and merge them; ``scheduler``: the scheduler's address (``tcp://host:8786``) or a ``distributed.Client``;
-    ``calibrate``: the merged map's self-calibration (:func:`pose2rgbd.map.merge.merge_maps`). Returns the merged
+    ``calibrate``: the merged map's self-calibration (:func:`pose2rgbd.placemap.merge.merge_maps`). Returns the merged
     map's manifest."""
     try:
         from distributed import Client, as_completed

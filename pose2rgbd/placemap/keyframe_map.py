@@ -1,8 +1,8 @@
 """A keyframe map: a place map holding posed RGB-D keyframes and nothing a localizer needs (no local features, a
 thumbnail global descriptor), written from frames already in memory -- what ``pose2rgbd train --method hybrid``
 writes into its run folder as the model's keyframes (docs/place-map.md). The same format and the same writer
-(:class:`~pose2rgbd.map.format.MapWriter`: atomic, every file's SHA-256 in the manifest) as ``pose2rgbd map build``;
-``map build`` makes the map a localizer reads.
+(:class:`~pose2rgbd.placemap.format.MapWriter`: atomic, every file's SHA-256 in the manifest) as
+``pose2rgbd map build``; ``map build`` makes the map a localizer reads.
 
 :func:`keyframes_digest` names a map's keyframes (poses, intrinsics, dataset rows, images and depth) by the
 SHA-256s its manifest records: a checkpoint that reads its keyframes from a map records it and compares it on load.
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.format import MapError, MapWriter, encode_depth, encode_rgb
-from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.placemap.format import MapError, MapWriter, encode_depth, encode_rgb
+from pose2rgbd.placemap.place import GlobalDescriber
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def write_keyframe_map(
 ) -> dict[str, Any]:
     """Write the keyframe map of ``len(frames)`` keyframes into ``out``: ``rgb(k)`` uint8 (H, W, 3) and
     ``depth(k)`` metres (H, W) of keyframe ``k`` at ``camera``'s size, its pose, dataset row, stamp and source;
-    ``dataset`` the manifest's dataset section (:func:`pose2rgbd.map.build.dataset_entry`), ``selection`` how the
+    ``dataset`` the manifest's dataset section (:func:`pose2rgbd.placemap.build.dataset_entry`), ``selection`` how the
     keyframes were chosen (in words). Images are stored as PNG (lossless: the keyframes are the model's own
     pixels); returns the manifest."""
     t0 = time.monotonic()

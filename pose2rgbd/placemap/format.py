@@ -4,7 +4,7 @@ Layout::
 
     <map>/
       map.json           format, version, the dataset (path, fingerprint), the selection, build settings, every
-                         file's size and SHA-256 (checked on load: :mod:`pose2rgbd.map.verify`)
+                         file's size and SHA-256 (checked on load: :mod:`pose2rgbd.placemap.verify`)
       poses.npy          (N, 4, 4) float64 T_world_cam of each keyframe (REP-103 optical camera)
       intrinsics.npy     (N, 4) float64 fx, fy, cx, cy at the keyframes' image size
       frames.npy         (N,) int64 the keyframe's row in the dataset's frames.csv
@@ -44,8 +44,8 @@ import numpy as np
 from pose2rgbd.atomic import make_temp_dir, swap_in, sweep_stale_siblings, write_text_atomic
 from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.jsonio import json_text
-from pose2rgbd.map.digests import file_table
 from pose2rgbd.output_guard import OutputKind, refuse_existing
+from pose2rgbd.placemap.digests import file_table
 
 FORMAT_NAME = "pose2rgbd-map"
 FORMAT_VERSION = 1

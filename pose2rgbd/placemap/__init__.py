@@ -7,12 +7,12 @@ localizer, the hybrid renderer, the baselines and coverage read keyframes from i
 of a large place, other flights) are joined by :func:`merge_maps` (``pose2rgbd map merge``).
 """
 
-from pose2rgbd.map.build import MapBuildConfig, build_map
-from pose2rgbd.map.features import KeyframeFeatures
-from pose2rgbd.map.format import PLACE_MAP, MapError
-from pose2rgbd.map.merge import merge_maps
-from pose2rgbd.map.place_map import PlaceMap
-from pose2rgbd.map.selection import MapSelection, select_frames
+from pose2rgbd.placemap.build import MapBuildConfig, build_map
+from pose2rgbd.placemap.features import KeyframeFeatures
+from pose2rgbd.placemap.format import PLACE_MAP, MapError
+from pose2rgbd.placemap.merge import merge_maps
+from pose2rgbd.placemap.place_map import PlaceMap
+from pose2rgbd.placemap.selection import MapSelection, select_frames
 
 __all__ = [
     "PLACE_MAP",

@@ -194,7 +194,7 @@ class KeyframeFeatures:
 
 class KeyframeFeatureSource(Protocol):
     """What the matcher reads of a map: a keyframe's local features with their world points (a
-    :class:`~pose2rgbd.map.PlaceMap`, or the build's in-memory :class:`~pose2rgbd.map.view.MapView`)."""
+    :class:`~pose2rgbd.placemap.PlaceMap`, or the build's in-memory :class:`~pose2rgbd.placemap.view.MapView`)."""
 
     def features(self, i: int) -> KeyframeFeatures: ...
 

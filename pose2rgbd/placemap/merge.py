@@ -10,7 +10,7 @@ over the same place, become one map the localizer and the renderers read like an
 - **Keyframes** are copied as stored (encoded images and depth, features with their world points: nothing is
   decoded or extracted again) and numbered anew: pieces of one dataset in its frame order (a keyframe in two
   pieces once), maps of different datasets one after the other, in the order given. The k-d tree over the poses
-  is built from the merged poses when the map is opened (:class:`~pose2rgbd.map.PlaceMap`).
+  is built from the merged poses when the map is opened (:class:`~pose2rgbd.placemap.PlaceMap`).
 - **One place-recognition vocabulary**: each map learned its own, and VLADs over different vocabularies cannot
   be compared, so the vocabulary is learned again as ``map build`` learns it -- k-means on a seeded sample of
   ``global_desc.sample`` descriptors, now of the union -- and every keyframe's VLAD and the PCA are computed again
@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
-from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter
-from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
-from pose2rgbd.map.place_map import PlaceMap
-from pose2rgbd.map.view import MapView
+from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
+from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter
+from pose2rgbd.placemap.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.placemap.place_map import PlaceMap
+from pose2rgbd.placemap.view import MapView
 from pose2rgbd.progress import bar
 
 DATUM_TOL_DEG = 1e-9  # about 0.1 mm on the ground

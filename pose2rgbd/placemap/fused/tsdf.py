@@ -17,7 +17,7 @@ sky marked +inf / NaN (``convert video --depth selfsup+mvs`` does: :mod:`pose2rg
 Stored beside a place map in ``<map>/fused/`` (written into a hidden sibling, renamed into place):
 ``fused.json`` (settings, counts, build time), ``vertices.npy`` (V, 3) float32 world metres, ``triangles.npy``
 (T, 3) int32, ``exposure.npy`` (N, 3, 2) float32 per keyframe and channel ``(a, b)``: corrected = a * colour + b
-(:mod:`pose2rgbd.map.fused.exposure`).
+(:mod:`pose2rgbd.placemap.fused.exposure`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.jsonio import json_text
-from pose2rgbd.map.format import MapError
-from pose2rgbd.map.keyframes import Keyframes
 from pose2rgbd.output_guard import refuse_existing
+from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.keyframes import Keyframes
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def fuse_keyframes(kf: Keyframes, cfg: FusionConfig | None = None, *, progress: 
                             "keyframes_without_depth": skipped, "fuse_s": round(fuse_s, 2)}  # fmt: skip
     geo = FusedGeometry(vertices, triangles, meta)
     if cfg.exposure:
-        from pose2rgbd.map.fused.exposure import fit_exposure
+        from pose2rgbd.placemap.fused.exposure import fit_exposure
 
         geo.exposure, stats = fit_exposure(kf, geo, neighbours=cfg.exposure_neighbours,
                                            samples=cfg.exposure_samples)  # fmt: skip
@@ -272,7 +272,7 @@ def fuse_map(
 ) -> FusedGeometry:
     """Fuse a place map's keyframes and store the result in ``<map>/fused/`` (atomically: a hidden sibling renamed
     into place; an earlier one is replaced only with ``overwrite``)."""
-    from pose2rgbd.map.place_map import PlaceMap
+    from pose2rgbd.placemap.place_map import PlaceMap
 
     pm = PlaceMap(map_path, cache_keyframes=0)
     if not pm.has_depth:

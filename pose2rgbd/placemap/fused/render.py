@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.map.fused.exposure import apply_exposure, bilinear, depth_agrees, project
-from pose2rgbd.map.fused.tsdf import FusedGeometry
-from pose2rgbd.map.keyframes import Keyframes
+from pose2rgbd.placemap.fused.exposure import apply_exposure, bilinear, depth_agrees, project
+from pose2rgbd.placemap.fused.tsdf import FusedGeometry
+from pose2rgbd.placemap.keyframes import Keyframes
 
 EPS_PENALTY = 1e-3
 

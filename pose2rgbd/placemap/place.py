@@ -21,7 +21,7 @@ import numpy as np
 
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.features import root_sift, to_gray
+from pose2rgbd.placemap.features import root_sift, to_gray
 
 GLOBAL_KINDS = ("vlad", "thumbnail")
 

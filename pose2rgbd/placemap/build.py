@@ -6,8 +6,8 @@
    and their world points lifted from the depth (the depth at the keypoint, refused on depth edges where the
    keypoint may belong to either side).
 3. Without metric depth the points are **triangulated** across neighbouring keyframes with the known poses
-   (:mod:`pose2rgbd.map.triangulate`).
-4. The **global descriptors** (:mod:`pose2rgbd.map.place`): a visual vocabulary learned from the map's own
+   (:mod:`pose2rgbd.placemap.triangulate`).
+4. The **global descriptors** (:mod:`pose2rgbd.placemap.place`): a visual vocabulary learned from the map's own
    descriptors, every keyframe's VLAD, a PCA.
 5. **Self-calibration** (when the caller hands a ``calibrate`` step, as ``pose2rgbd map build`` does:
    :func:`pose2rgbd.inference.self_calibration.self_calibrate`): a held-out share of the keyframes is
@@ -32,13 +32,13 @@ from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.dataset.repeats import RepeatFilter, digest
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.map.features import FeatureConfig, ImageFeatures, extract
-from pose2rgbd.map.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
-from pose2rgbd.map.place import GlobalConfig, GlobalDescriber
-from pose2rgbd.map.pool import ordered_map, resolve_workers
-from pose2rgbd.map.selection import MapSelection, select_frames
-from pose2rgbd.map.verify import verify_files
-from pose2rgbd.map.view import MapView
+from pose2rgbd.placemap.features import FeatureConfig, ImageFeatures, extract
+from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
+from pose2rgbd.placemap.place import GlobalConfig, GlobalDescriber
+from pose2rgbd.placemap.pool import ordered_map, resolve_workers
+from pose2rgbd.placemap.selection import MapSelection, select_frames
+from pose2rgbd.placemap.verify import verify_files
+from pose2rgbd.placemap.view import MapView
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def build_map(
             rot_w = median_depth_weight(depth_samples)
         points = "depth"
         if not metric:
-            from pose2rgbd.map.triangulate import triangulate
+            from pose2rgbd.placemap.triangulate import triangulate
 
             offsets, xy, desc = w.read_features()
             xyz = triangulate(offsets, xy, desc, T_all[rows], K, neighbours=cfg.triangulate_neighbours,
@@ -361,7 +361,7 @@ def build_map(
             "build_s": round(time.monotonic() - t0, 2),
         }
         w.close(manifest, overwrite=overwrite)
-    # the map as renamed into place reads back as written: every file's size and SHA-256 (pose2rgbd.map.verify)
+    # the map as renamed into place reads back as written: every file's size and SHA-256 (pose2rgbd.placemap.verify)
     checked = verify_files(out, read_manifest(out), hashes=True)
     log.info("%s: %s", out, checked.line())
     return manifest

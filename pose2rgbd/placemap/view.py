@@ -1,5 +1,5 @@
 """A place map's keyframes held in memory, with the read interface the structure localizer uses
-(:class:`~pose2rgbd.map.PlaceMap`'s index and ``features(i)``): what ``map build`` hands to its self-calibration
+(:class:`~pose2rgbd.placemap.PlaceMap`'s index and ``features(i)``): what ``map build`` hands to its self-calibration
 before the map is written, and the leave-out maps made from it (:meth:`MapView.without`)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.geodesy import Datum
-from pose2rgbd.map.features import KeyframeFeatures
-from pose2rgbd.map.place import GlobalDescriber
+from pose2rgbd.placemap.features import KeyframeFeatures
+from pose2rgbd.placemap.place import GlobalDescriber
 
 
 @dataclass
@@ -80,7 +80,7 @@ class MapView:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         xy, desc, xyz = self.xy[sel], self.desc[sel], self.xyz[sel]
         if self.triangulate_neighbours > 0:
-            from pose2rgbd.map.triangulate import triangulate
+            from pose2rgbd.placemap.triangulate import triangulate
 
             K = self.camera(int(keep[0])).K
             xyz = triangulate(offsets, xy, desc, self.T_world_cam[keep], K, neighbours=self.triangulate_neighbours,

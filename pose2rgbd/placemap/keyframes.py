@@ -1,11 +1,11 @@
 """The keyframe store of a place, as its readers see it: :class:`Keyframes`, posed RGB-D keyframes with their own
 intrinsics and a nearest-pose index.
 
-A :class:`~pose2rgbd.map.PlaceMap` is one (its ``T_world_cam``, ``poses``, ``camera(i)``, ``rgb(i)``,
+A :class:`~pose2rgbd.placemap.PlaceMap` is one (its ``T_world_cam``, ``poses``, ``camera(i)``, ``rgb(i)``,
 ``depth(i)``; mypy checks it, :func:`place_map_keyframes`); :class:`ArrayKeyframes` is the same over arrays (a
-training cache's frames, a test's scene). The fused geometry (:mod:`pose2rgbd.map.fused`) reads keyframes through
+training cache's frames, a test's scene). The fused geometry (:mod:`pose2rgbd.placemap.fused`) reads keyframes through
 it, and so does the hybrid renderer in training and serving, through one sized, cached view
-(:class:`~pose2rgbd.map.keyframe_view.SizedKeyframes`); a new reader of a place's keyframes takes a
+(:class:`~pose2rgbd.placemap.keyframe_view.SizedKeyframes`); a new reader of a place's keyframes takes a
 :class:`Keyframes`, not a second copy of them.
 """
 
@@ -19,7 +19,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, PoseSet
 
 if TYPE_CHECKING:
-    from pose2rgbd.map.place_map import PlaceMap
+    from pose2rgbd.placemap.place_map import PlaceMap
 
 
 class Keyframes(Protocol):

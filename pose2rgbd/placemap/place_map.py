@@ -1,5 +1,5 @@
 """The place map, opened lazily: the keyframe store every map consumer reads (the structure localizer, the hybrid
-renderer, the baselines, coverage). Format: :mod:`pose2rgbd.map.format`, docs/place-map.md.
+renderer, the baselines, coverage). Format: :mod:`pose2rgbd.placemap.format`, docs/place-map.md.
 
 Opening reads the manifest and the index -- poses, intrinsics, global descriptors (a few hundred bytes per
 keyframe) and a k-d tree over positions (:class:`~pose2rgbd.geometry.coverage.PoseSet`); keyframe images, depth
@@ -18,20 +18,20 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.map.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
-from pose2rgbd.map.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
-from pose2rgbd.map.place import GlobalDescriber
-from pose2rgbd.map.selection import MapSelection
+from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
+from pose2rgbd.placemap.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.placemap.place import GlobalDescriber
+from pose2rgbd.placemap.selection import MapSelection
 
 if TYPE_CHECKING:
     from pose2rgbd.geometry.geodesy import Datum
-from pose2rgbd.map.verify import Verified, rebuild_command, verify_files
+from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
 
 
 class PlaceMap:
     """A place map folder (see the module docstring). ``PlaceMap(path)`` raises :class:`MapError` on problems:
-    :class:`~pose2rgbd.map.verify.MapDamagedError` when a file is missing or not of the size the manifest
-    records; with ``verify`` also when its SHA-256 differs (every file is read: :mod:`pose2rgbd.map.verify`)."""
+    :class:`~pose2rgbd.placemap.verify.MapDamagedError` when a file is missing or not of the size the manifest
+    records; with ``verify`` also when its SHA-256 differs (every file is read: :mod:`pose2rgbd.placemap.verify`)."""
 
     def __init__(self, path: str | Path, *, cache_keyframes: int = 64, verify: bool = False) -> None:
         self.path = Path(path).expanduser()
@@ -155,7 +155,7 @@ class PlaceMap:
 
     def encoded(self, i: int) -> tuple[bytes, bytes | None]:
         """Keyframe ``i``'s image and depth as stored (encoded files; ``b""`` / None where the map has none):
-        what :mod:`pose2rgbd.map.merge` copies without decoding."""
+        what :mod:`pose2rgbd.placemap.merge` copies without decoding."""
         rgb = b"" if self._img is None else bytes(self._img[self._img_off[i] : self._img_off[i + 1]])
         if self._depth is None or self._depth_off is None:
             return rgb, None

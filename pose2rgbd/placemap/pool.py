@@ -1,6 +1,6 @@
 """Process pools for the per-keyframe passes of a map build (``pose2rgbd map build --workers N``).
 
-One mechanism for both passes of :func:`~pose2rgbd.map.build.build_map` (SIFT per keyframe; triangulation per
+One mechanism for both passes of :func:`~pose2rgbd.placemap.build.build_map` (SIFT per keyframe; triangulation per
 keyframe pair): :func:`ordered_map` runs ``fn(context, item)`` over the items in ``workers`` processes (1: in this
 process, no pool) and yields the results **in the items' order**, so the map written does not depend on the worker
 count. ``context`` is made once per process by ``setup(*setup_args)`` (open the dataset, map the feature files), so

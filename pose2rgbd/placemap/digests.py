@@ -1,5 +1,5 @@
 """The digests of a place map's files (``map.json``'s ``sha256`` table beside the sizes in ``files``); compared
-on reading by :mod:`pose2rgbd.map.verify`.
+on reading by :mod:`pose2rgbd.placemap.verify`.
 
 Each is :func:`pose2rgbd.filehash.file_sha256` (SHA-256 read in 1 MiB chunks, the digest ``sha256sum`` prints, so
 a map can be checked by hand too); see docs/place-map.md for the cost on a map.

@@ -1,5 +1,5 @@
-"""Any :class:`~pose2rgbd.map.keyframes.Keyframes` seen through one camera at one size, decoded on demand and cached:
-what a renderer that warps keyframes (the hybrid) reads, in training and in serving.
+"""Any :class:`~pose2rgbd.placemap.keyframes.Keyframes` seen through one camera at one size, decoded on demand and
+cached: what a renderer that warps keyframes (the hybrid) reads, in training and in serving.
 
 Each keyframe is brought to the target camera the way the training cache makes its frames: RGB area-resized,
 depth nearest-sampled at pixel centres (:func:`~pose2rgbd.dataset.cache.resize_depth_nearest`), when the
@@ -23,8 +23,8 @@ import numpy as np
 from pose2rgbd.dataset.cache import resize_depth_nearest
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.map.format import LRU
-from pose2rgbd.map.keyframes import Keyframes
+from pose2rgbd.placemap.format import LRU
+from pose2rgbd.placemap.keyframes import Keyframes
 
 SAME_CAMERA_PX = 1e-3  # intrinsics (pixels at the target size) that differ less are the same camera
 

@@ -100,10 +100,15 @@ def prepare_tum(seq: Path, work: Path, size: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from pose2rgbd.dataset import Dataset, build_cache
     from pose2rgbd.dataset.splits import make_split
-    from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
-    from pose2rgbd.evaluation.evaluate import reprojection_answers
+    from pose2rgbd.evaluation.baseline import (
+        NearestPoseBaseline,
+        default_rot_weight,
+        nearest_answers,
+        training_keyframes,
+    )
     from pose2rgbd.evaluation.fused import fused_answers, fused_renderer
     from pose2rgbd.evaluation.metrics import MetricAccumulator
+    from pose2rgbd.evaluation.reprojection import reprojection_answers
     from pose2rgbd.experiments.table4 import machine_description
     from pose2rgbd.methods.hybrid.config import HybridConfig
     from pose2rgbd.models.normalization import DepthNormalizer
@@ -144,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     dn = DepthNormalizer.fit(depth_train, indices=np.arange(len(train)), max_m=hc.depth_max or None,
                              max_percentile=hc.depth_max_percentile)  # fmt: skip
     rng = (dn.min_m, dn.max_m)
-    nn = NearestPoseBaseline(cache.T_world_cam[train], train, rot_weight_m=rot_w)
+    train_kf = training_keyframes(cache, train, rot_weight_m=rot_w)
+    nn = NearestPoseBaseline.of_keyframes(train_kf)
     cov = nn.poses.coverage(cache.T_world_cam[test])
 
     rss0 = resident_mib("VmRSS")
     t0 = time.monotonic()
-    fused = fused_renderer(cache, train, rot_weight_m=rot_w)
+    fused = fused_renderer(train_kf)
     build_s = time.monotonic() - t0
     peak_mb = resident_mib("VmHWM")
     meta = fused.geo.meta
@@ -163,21 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     for s in range(0, len(test), 16):
         idx = np.sort(test[s : s + 16])
         gt_rgb, gt_depth = np.asarray(cache.rgb[idx]), np.asarray(cache.depth[idx])
-        j, _ = nn.query(cache.T_world_cam[idx])
-        bd = np.asarray(cache.depth[j])
-        acc["nearest"].add(np.asarray(cache.rgb[j]), gt_rgb, np.where(np.isnan(bd), np.nan, np.clip(bd, *rng)),
+        b_rgb, bd = nearest_answers(train_kf, nn.query(cache.T_world_cam[idx])[0])
+        acc["nearest"].add(b_rgb, gt_rgb, np.where(np.isnan(bd), np.nan, np.clip(bd, *rng)),
                            gt_depth)  # fmt: skip
         t = time.monotonic()
-        r_rgb, r_depth, h = reprojection_answers(cache, nn, idx, a.k, rng)
+        r_rgb, r_depth, h = reprojection_answers(train_kf, cache.T_world_cam[idx], cache.camera, a.k, rng)
         t_render["reprojection"] += time.monotonic() - t
         acc["reprojection"].add(r_rgb, gt_rgb, r_depth, gt_depth)
         holes["reprojection"] += h
         t = time.monotonic()
-        f_rgb, f_depth, h = fused_answers(fused, cache, idx, rng)
+        f_rgb, f_depth, h = fused_answers(fused, cache.T_world_cam[idx], cache.camera, rng)
         t_render["fused"] += time.monotonic() - t
         acc["fused"].add(f_rgb, gt_rgb, f_depth, gt_depth)
         holes["fused"] += h
-        f_rgb, f_depth, h = fused_answers(raw, cache, idx, rng)
+        f_rgb, f_depth, h = fused_answers(raw, cache.T_world_cam[idx], cache.camera, rng)
         acc["fused_raw"].add(f_rgb, gt_rgb, f_depth, gt_depth)
         holes["fused_raw"] += h
     res = {k: v.result() for k, v in acc.items()}

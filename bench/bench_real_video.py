@@ -76,10 +76,10 @@ def fused_sheet(dataset: Path, checkpoint: Path, work: Path, rows: int = 4) -> P
     import matplotlib.pyplot as plt
 
     from pose2rgbd.dataset import Dataset, build_cache
-    from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
-    from pose2rgbd.evaluation.evaluate import reprojection_answers
+    from pose2rgbd.evaluation.baseline import default_rot_weight, training_keyframes
     from pose2rgbd.evaluation.fused import fused_renderer
     from pose2rgbd.evaluation.plots import evenly_spaced
+    from pose2rgbd.evaluation.reprojection import reprojection_answers
     from pose2rgbd.models import load_checkpoint
     from pose2rgbd.training.splits import split_from_config
     from pose2rgbd.viz import colorize_depth
@@ -89,11 +89,10 @@ def fused_sheet(dataset: Path, checkpoint: Path, work: Path, rows: int = 4) -> P
     rng = loaded.model.depth_range_m or (0.1, 100.0)
     cache = build_cache(Dataset(dataset), size, cache_root=work / "cache", progress=False)
     sp = split_from_config(cache.source_id, cache.stamp_ns, loaded.train_config)
-    nn = NearestPoseBaseline(cache.T_world_cam[sp.train], sp.train,
-                             rot_weight_m=default_rot_weight(cache.depth, sp.train))  # fmt: skip
-    fused = fused_renderer(cache, sp.train, rot_weight_m=nn.rot_weight_m)
+    train_kf = training_keyframes(cache, sp.train, rot_weight_m=default_rot_weight(cache.depth, sp.train))
+    fused = fused_renderer(train_kf)
     sel = np.sort(sp.test[evenly_spaced(len(sp.test), rows)])
-    r_rgb, _, _ = reprojection_answers(cache, nn, sel, 3, rng)
+    r_rgb, _, _ = reprojection_answers(train_kf, cache.T_world_cam[sel], cache.camera, 3, rng)
     titles = ["real frame", "fused geometry (black: uncoloured)", "reprojection (k=3)",
               "converted depth (SfM-scaled network)", "fused depth (magenta: no surface)"]  # fmt: skip
     fig, ax = plt.subplots(len(sel), len(titles), figsize=(2.6 * len(titles), 2.7 * len(sel)), squeeze=False)

@@ -94,7 +94,7 @@ def fused_sheet(dataset: Path, checkpoint: Path, work: Path, rows: int = 4) -> P
     sel = np.sort(sp.test[evenly_spaced(len(sp.test), rows)])
     r_rgb, _, _ = reprojection_answers(train_kf, cache.T_world_cam[sel], cache.camera, 3, rng)
     titles = ["real frame", "fused geometry (black: uncoloured)", "reprojection (k=3)",
-              "converted depth (SfM-scaled network)", "fused depth (magenta: no surface)"]  # fmt: skip
+              "the dataset's depth", "fused depth (magenta: no surface)"]  # fmt: skip
     fig, ax = plt.subplots(len(sel), len(titles), figsize=(2.6 * len(titles), 2.7 * len(sel)), squeeze=False)
     for r, q in enumerate(sel):
         v = fused.render(cache.T_world_cam[q], cache.camera, fill="none")
@@ -119,7 +119,13 @@ def fused_sheet(dataset: Path, checkpoint: Path, work: Path, rows: int = 4) -> P
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("clip", type=Path, help="the video clip (a GoPro MP4 with GPS in its GPMF track)")
+    ap.add_argument("clip", type=Path, nargs="?", help="the video clip (a GoPro MP4 with GPS in its GPMF track)")
+    ap.add_argument(
+        "--dataset",
+        type=Path,
+        help="instead of a clip: a dataset with metric depth (e.g. a TUM RGB-D sequence imported by "
+        "bench/bench_real_rgbd.py --tum, into its --work/dataset); its own depth (a sensor's) is the ground truth",
+    )
     ap.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/pose2rgbd-video/<clip name>)")
     ap.add_argument("--import-size", default="256x144", help="convert size (WxH)")
     ap.add_argument(
@@ -142,15 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the split (which time blocks are held out)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     a = ap.parse_args(argv)
-    if not a.clip.is_file():
+    if (a.clip is None) == (a.dataset is None):
+        ap.error("give a video clip or --dataset, one of them")
+    if a.dataset is not None and not (a.dataset / "manifest.yaml").is_file():
+        sys.exit(f"{a.dataset}: not a pose2rgbd dataset (no manifest.yaml)")
+    if a.clip is not None and not a.clip.is_file():
         sys.exit(f"{a.clip}: no such file; pass a video clip (e.g. ../shared/data/gopro-gps-video/karma.mp4)")
-    work = a.work or Path("/tmp/pose2rgbd-video") / a.clip.stem
+    name = (a.clip.stem if a.clip is not None else a.dataset.resolve().parent.name) or "dataset"
+    work = a.work or Path("/tmp/pose2rgbd-video") / name
     work.mkdir(parents=True, exist_ok=True)
     tail = "" if a.geometry == "warp" else f"-{a.geometry}"
-    dataset, run, ev = work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
+    dataset, run, ev = a.dataset or work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
     times: dict[str, Any] = {}
 
-    if not (dataset / "manifest.yaml").is_file():
+    if a.clip is not None and not (dataset / "manifest.yaml").is_file():
         times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
                                    str(a.depth_minutes), "--size", a.import_size, "--out", str(dataset),
                                    "--no-progress"], "convert")  # fmt: skip
@@ -181,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
              "fused": "fused-geometry baseline", "reprojection": "reprojection baseline (3 nearest warped)",
              "baseline": "nearest-pose baseline"}  # fmt: skip
     ref = m["reprojection"]
-    print(f"\n{a.clip.name}: {info['split']}; {res.frames} test frames at {info['size']}x{info['size']}; test pose to "
+    print(f"\n{name}: {info['split']}; {res.frames} test frames at {info['size']}x{info['size']}; test pose to "
           f"the nearest training camera: median {m['model']['coverage_median_m']:.2f} m / "
           f"{m['model']['coverage_median_deg']:.1f} deg")  # fmt: skip
     made = {"selfsup": "the self-supervised network's output scaled to the SfM-metric poses",
             "mvs": "multi-view stereo from the SfM-metric poses, NaN where no neighbour confirms it",
             "selfsup+mvs": "stereo where verified, the network scaled to it elsewhere"}[a.depth]  # fmt: skip
-    print(f"depth ground truth: the converted dataset's own depth ({made}), not a sensor")
+    if a.clip is None:
+        print(f"depth ground truth: {dataset}'s own depth (a sensor's, where the dataset was recorded with one)")
+    else:
+        print(f"depth ground truth: the converted dataset's own depth ({made}), not a sensor")
     print("\n| held-out time block | RGB MAE (px) | PSNR (dB) | depth MAE (m) | AbsRel | vs reprojection: RGB MAE / "
           "depth MAE / PSNR | targets (RGB, depth, PSNR) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|---|")
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"times: {times} (load average now {_load()})")
     print(f"machine: {machine_description()}")
     if a.json:
-        a.json.write_text(json.dumps({"clip": str(a.clip), "metrics": m, "info": info, "verdicts": verdicts,
+        a.json.write_text(json.dumps({"clip": str(a.clip or dataset), "metrics": m, "info": info, "verdicts": verdicts,
                                       "times": times, "best_step": best.step, "last_step": last.step,
                                       "machine": machine_description()}, indent=2, default=str))  # fmt: skip
     return 0

@@ -102,7 +102,7 @@ def convert_video_with_depth(
             metric = run_stage(MetricPosesStage(frames, tcfg, metric_cfg), work, progress=progress)
         if depth == "mvs":  # no network: stereo from the metric poses alone, into the output
             assert metric is not None
-            stage = "export"
+            stage = "stereo"  # its failure note: the finished stages, not the network's export (there is none)
             mvs = MvsStage(frames, metric, cfg=mvs_cfg, overwrite=overwrite, inputs=inputs)
             mvs.run(out, progress=progress)
             shutil.rmtree(work, ignore_errors=True)
@@ -122,6 +122,7 @@ def convert_video_with_depth(
             assert metric is not None
             export.overwrite = True  # a stopped run's own export in the work folder is made again
             export.run(work / "selfsup", progress=progress)
+            stage = "stereo"
             mvs = MvsStage(Product(work / "selfsup", export.key()), metric, combine=True, cfg=mvs_cfg,
                            overwrite=overwrite, inputs=inputs)  # fmt: skip
             mvs.run(out, progress=progress)

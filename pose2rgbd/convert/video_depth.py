@@ -16,6 +16,7 @@ names the ``pose2rgbd depth export`` command that exports from it."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -126,7 +127,8 @@ def convert_video_with_depth(
             mvs = MvsStage(Product(work / "selfsup", export.key()), metric, combine=True, cfg=mvs_cfg,
                            overwrite=overwrite, inputs=inputs)  # fmt: skip
             mvs.run(out, progress=progress)
-            export.result = mvs.result
+            assert export.result is not None and mvs.result is not None  # the network's fits, spread, collapse kept
+            export.result = dataclasses.replace(export.result, path=mvs.result.path)
         else:
             export.run(out, progress=progress)
     except BaseException as e:
@@ -146,7 +148,8 @@ def convert_video_with_depth(
         if stage == "export":  # e.g. COLMAP registered too few frames: the trained model is kept
             poses = (" --poses video --trajectory-backend compose" if gps_log is None
                      else " --poses metric" if metric is not None else "")  # fmt: skip
-            note = (f"The trained depth model and the frames are kept in {work}: export again with `pose2rgbd "
+            alone = " (the network's depth alone, without stereo)" if depth == "selfsup+mvs" else ""
+            note = (f"The trained depth model and the frames are kept in {work}: export again{alone} with `pose2rgbd "
                     f"depth export --dataset {work / 'frames'} --checkpoint {TrainStage.checkpoint(trained)} "
                     f"--out {out} --gps {'off' if gps_log is None else 'on'}{poses}` (or other settings), then delete "
                     f"{work}; or {again}")  # fmt: skip

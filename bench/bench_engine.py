@@ -51,7 +51,8 @@ def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Pat
 
     name, _, extra = preset.partition(":")  # hybrid-lite:fill_channels=8,fill_levels=3: a preset with overrides
     pairs = [kv.split("=", 1) for kv in extra.split(",") if kv]
-    overrides = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in pairs}
+    bools = {"true": True, "false": False}
+    overrides = {k: int(v) if v.lstrip("-").isdigit() else bools.get(v.lower(), v) for k, v in pairs}
     path = tmp / f"{preset.replace(':', '_').replace(',', '_').replace('=', '')}-{size}-{keyframes}.pt"
     if path.is_file():
         return path

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the hybrid's model.geometry (fused: its run and evaluation in WORK/hybrid-fused, eval-fused)",
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the split (which time blocks are held out)")
+    ap.add_argument("--preset", default="hybrid-fast", help="the hybrid preset trained")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings")
+    ap.add_argument("--name", default="", help="run and evaluation folders WORK/hybrid-NAME, eval-NAME")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     a = ap.parse_args(argv)
     if (a.clip is None) == (a.dataset is None):
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     name = (a.clip.stem if a.clip is not None else a.dataset.resolve().parent.name) or "dataset"
     work = a.work or Path("/tmp/pose2rgbd-video") / name
     work.mkdir(parents=True, exist_ok=True)
-    tail = "" if a.geometry == "warp" else f"-{a.geometry}"
+    tail = f"-{a.name}" if a.name else ("" if a.geometry == "warp" else f"-{a.geometry}")
     dataset, run, ev = a.dataset or work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
     times: dict[str, Any] = {}
 
@@ -170,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (run / "best.pt").is_file():
         times["train_load_before"] = _load()
-        times["train_s"] = _cli(["train", "--method", "hybrid", "--preset", "hybrid-fast", "--dataset",
+        more = [x for kv in a.set for x in ("--set", kv)]
+        times["train_s"] = _cli(["train", "--method", "hybrid", "--preset", a.preset, "--dataset",
                                  str(dataset), "--out", str(run), "--size", str(a.size), "--split", "route",
                                  "--seed", str(a.seed), "--lr", str(a.lr), "--max-minutes", str(a.train_minutes),
-                                 "--model.geometry", a.geometry, "--no-progress", "--no-tensorboard"],
+                                 "--model.geometry", a.geometry, "--no-progress", "--no-tensorboard", *more],
                                 "train")  # fmt: skip
         times["train_load_after"] = _load()
 

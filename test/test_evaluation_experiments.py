@@ -215,7 +215,7 @@ def test_runner_tiny_budget_seeds_resume_and_reprojection(tmp_path, monkeypatch)
 def test_early_stopping_counts_plateaus_and_keeps_state_for_resume() -> None:
     from types import SimpleNamespace
 
-    from pose2rgbd.experiments.early_stopping import EarlyStopping
+    from pose2rgbd.training.early_stopping import EarlyStopping
 
     tr = SimpleNamespace(extra_state={}, should_stop=False, stop_reason="")
     es = EarlyStopping(patience=2, min_delta=0.1)

@@ -393,7 +393,7 @@ def test_hybrid_checkpoints_written_before_the_colour_rules_keep_their_behaviour
     old = {"model_config": {"preset": "hybrid", "size": 64, "hole_depth": "nearest"}, "state_dict": {}}
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
-    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes"}}
+    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained"}}
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
 
 

@@ -86,8 +86,8 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 def _run_one(spec: RunSpec, cfg: ExperimentsConfig, dataset: Path, out: Path, *, progress: bool) -> dict[str, Any]:
     from pose2rgbd.atomic import write_text_atomic as atomic_write_text
     from pose2rgbd.evaluation import evaluate
-    from pose2rgbd.experiments.early_stopping import EarlyStopping
     from pose2rgbd.training import TrainConfig, train_model
+    from pose2rgbd.training.early_stopping import EarlyStopping
 
     run_dir = out / "runs" / spec.split / spec.name
     done = run_dir / "result.json"

@@ -142,6 +142,11 @@ class TrainConfig:
         "Validation and last.pt follow at the end",
     )
     max_steps: int = help_field(0, "stop after this many optimization steps (0: no limit)")
+    patience: int = help_field(
+        0, "early stopping: stop when the validation loss has not improved by more than min_delta for this many "
+        "validations in a row (0: never; best.pt keeps the best either way)"
+    )  # fmt: skip
+    min_delta: float = help_field(0.0, "early stopping: the relative improvement that counts (0.01: 1 %)")
     checkpoint_every_seconds: float = help_field(
         300.0, "write last.pt every this many seconds of training (0: not by time); always at the end"
     )
@@ -164,10 +169,10 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1:
             raise ConfigError("train.epochs must be >= 0 (0: set by the budget) and train.batch_size >= 1")
         for k in ("val_every", "val_every_steps", "checkpoint_every_steps", "checkpoint_every_epochs",
-                  "prefetch_batches", "max_steps"):  # fmt: skip
+                  "prefetch_batches", "max_steps", "patience"):  # fmt: skip
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
-        for k in ("val_every_seconds", "val_min_seconds", "checkpoint_every_seconds", "max_minutes"):
+        for k in ("val_every_seconds", "val_min_seconds", "checkpoint_every_seconds", "max_minutes", "min_delta"):
             v = getattr(self, k)
             if not (v >= 0 and v < float("inf")):
                 raise ConfigError(f"train.{k} must be a finite number >= 0, got {v}")

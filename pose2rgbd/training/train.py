@@ -38,6 +38,7 @@ from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.training import distributed, run_folder
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
+from pose2rgbd.training.early_stopping import EarlyStopping
 from pose2rgbd.training.splits import Split, make_split, split_from_config
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
@@ -231,33 +232,35 @@ def _train_in(
         elif main:
             run_folder.resume_without_checkpoint(out)
 
-    recipe = family.load_recipe()
-    seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
-    setup: TrainingSetup = recipe(
-        RecipeContext(
-            dataset=ds,
-            model_config=mc,
-            train_config=tc,
-            cache_root=None if cache_root is None else Path(cache_root),
-            model=None if resumed is None else resumed.model,
-            cache_deep=cache_deep,
-            out_dir=out,
-        )
-    )
-    if main:
-        distributed.barrier()  # the other ranks now find the cache built
-    split = setup.split
-    log.info("split: %s -> %d train / %d val / %d test frames", split.description, len(split.train), len(split.val),
-             len(split.test))  # fmt: skip
-    selects = bool(tc.val_every or tc.val_every_steps or tc.val_every_seconds)  # best.pt picked on validation
-    if not split.separate_test and selects:
-        log.warning(
-            "no separate test set (train.test_fraction 0 or a two-way recipe): best.pt is selected on the frames "
-            "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"
-        )
-    train_dict = cfgmod.to_dict(tc)
+    # the earlier run goes aside before the recipe writes into out (the hybrid's keyframe map): what the new run
+    # writes is its own, and a failure anywhere puts the earlier run back
     aside = run_folder.move_aside(out, earlier) if earlier else None
     try:
+        recipe = family.load_recipe()
+        seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
+        setup: TrainingSetup = recipe(
+            RecipeContext(
+                dataset=ds,
+                model_config=mc,
+                train_config=tc,
+                cache_root=None if cache_root is None else Path(cache_root),
+                model=None if resumed is None else resumed.model,
+                cache_deep=cache_deep,
+                out_dir=out,
+            )
+        )
+        if main:
+            distributed.barrier()  # the other ranks now find the cache built
+        split = setup.split
+        log.info("split: %s -> %d train / %d val / %d test frames", split.description, len(split.train), len(split.val),
+                 len(split.test))  # fmt: skip
+        selects = bool(tc.val_every or tc.val_every_steps or tc.val_every_seconds)  # best.pt picked on validation
+        if not split.separate_test and selects:
+            log.warning(
+                "no separate test set (train.test_fraction 0 or a two-way recipe): best.pt is selected on the frames "
+                "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"
+            )
+        train_dict = cfgmod.to_dict(tc)
         return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside)
     except BaseException:
         if aside is not None:
@@ -354,7 +357,8 @@ def _fit(
         return write
 
     ckpt_cb = CheckpointCallback(out, snapshot=snapshot, background=tc.checkpoint_background)
-    cbs: list[Callback] = []
+    # early stopping: rank 0 validates and its stop is broadcast to the others (Trainer.fit)
+    cbs: list[Callback] = [EarlyStopping(tc.patience, tc.min_delta)] if tc.patience else []
     if main:  # under torchrun: logs, progress and checkpoints on rank 0 only
         cbs.append(CSVLogger(out / "log.csv", every=tc.log_every))
         if tc.tensorboard:

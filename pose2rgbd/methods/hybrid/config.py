@@ -18,7 +18,7 @@ RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
 # (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
-BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere"}
+BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere", "fill_init": "none"}
 
 
 @dataclass
@@ -36,6 +36,11 @@ class HybridConfig:
         list(DEFAULT_TRUNK), "decoder: transposed-conv channels per upsampling, at 512"
     )
     kernel_size: int = help_field(3, "decoder: kernel of the transposed convolutions (3 or 4)")
+    decoder: bool = help_field(
+        True, "render the pose with the decoder and give its RGB-D to the fill network (False: no decoder; the fill "
+        "network refines the keyframes' answer alone, as the shipped pretrained fill was trained: faster, and "
+        "nothing in it is tied to one place)"
+    )  # fmt: skip
     decoder_loss_weight: float = help_field(
         0.5, "weight of the decoder's own RGB / depth losses next to the final output's (0: trained only through fill)"
     )
@@ -74,6 +79,13 @@ class HybridConfig:
     # the fill network
     fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
+    fill_init: str = help_field(
+        "pretrained",
+        "training a new model: the fill network's starting weights -- pretrained (the weights shipped for this "
+        "fill_channels / fill_levels, trained on many simulated places with sensor realism; a zero start with a "
+        "note where none are shipped) | none (zero start: the untrained model answers the reprojection baseline) | "
+        "PATH (a fill file written by `python -m pose2rgbd.methods.hybrid.pretrain`)",
+    )
     hole_depth: str = help_field(
         "background",
         "depth where no keyframe point lands: nearest (the nearest keyframe's, as the reprojection baseline) | "
@@ -117,6 +129,8 @@ class HybridConfig:
             raise ConfigError(f"model.fill_channels {self.fill_channels} must be in 4..256")
         if not 0 <= int(self.fill_levels) <= 4 or s >> int(self.fill_levels) < 8:
             raise ConfigError(f"model.fill_levels {self.fill_levels} must be in 0..4 (and leave at least 8x8)")
+        if not str(self.fill_init).strip():
+            raise ConfigError("model.fill_init is empty: pass pretrained, none or the path of a fill file")
         if self.hole_depth not in HOLE_DEPTHS:
             raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
         if self.hole_rgb not in HOLE_RGBS:

@@ -50,7 +50,14 @@ from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
-from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet, NetworkPart, OnnxNetworkPart, export_network_part
+from pose2rgbd.methods.hybrid.network import (
+    FILL_INPUTS,
+    FillUNet,
+    NetworkPart,
+    OnnxNetworkPart,
+    decoder_inputs,
+    export_network_part,
+)
 from pose2rgbd.methods.hybrid.warp import warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
@@ -99,7 +106,8 @@ class HybridNet(PoseToImage, ModelBase):
         self.pose_fixed: torch.Tensor
         self.register_buffer("pose_fixed", torch.zeros(encoding_dim(config.encoding), dtype=torch.bool))
         self.init_pose_normalization(config.encoding, pose_normalizer)
-        self.decoder = Pose2RGBDNet(config.decoder_config())
+        # model.decoder false: no pose decoder; the fill network sees zeros in its decoder channels
+        self.decoder = Pose2RGBDNet(config.decoder_config()) if config.decoder else None
         self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels)
         dn = depth_normalizer or DepthNormalizer(0.0, 1.0)
         self.register_buffer("depth_range", torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
@@ -260,7 +268,8 @@ class HybridNet(PoseToImage, ModelBase):
 
     def set_depth_normalizer(self, dn: DepthNormalizer) -> None:
         self.depth_range.copy_(torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
-        self.decoder.set_depth_normalizer(dn)
+        if self.decoder is not None:
+            self.decoder.set_depth_normalizer(dn)
 
     # -- serving transforms (PoseToImage) --------------------------------------------------------------------
     @property
@@ -383,17 +392,19 @@ class HybridNet(PoseToImage, ModelBase):
                 "depth": self._correct_depth(w["depth"], log_scale, w["valid"], background),
                 "confidence": w["valid"].float(),
             }
-        dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
-        valid = w["valid"].to(dec["rgb"].dtype)
-        x = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], valid, w["hits"]], dim=1)
-        res = self.fill(x.to(dec["rgb"].dtype))
-        return {
+        dec = decoder_inputs(self.decoder, pose.masked_fill(self.pose_fixed, 0.0), w_rgb)
+        dt = dec["rgb"].dtype
+        warped = (w_rgb, w["depth"], w["valid"], w["hits"])
+        x = torch.cat([dec["rgb"], dec["depth"], *(t.to(dt) for t in warped)], dim=1)
+        res = self.fill(x)
+        out = {
             "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w.get("rgb_valid", w["valid"])),
             "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"], background),
             "confidence": w["valid"].float(),
-            "decoder_rgb": dec["rgb"],
-            "decoder_depth": dec["depth"],
         }
+        if self.decoder is not None:
+            out["decoder_rgb"], out["decoder_depth"] = dec["rgb"], dec["depth"]
+        return out
 
     def network_part(self) -> NetworkPart:
         """The decoder + fill as one exportable module (shares this model's weights)."""
@@ -434,7 +445,8 @@ class HybridNet(PoseToImage, ModelBase):
         """BatchNorm recalibration: only the decoder has BatchNorm and it sees the pose alone, so only it runs
         (the full training forward would draw the exclusion windows from the global generator, which the
         trainer's recalibration before each validation must not perturb; and the warp is not needed)."""
-        self.decoder(batch["pose"].masked_fill(self.pose_fixed, 0.0))
+        if self.decoder is not None:
+            self.decoder(batch["pose"].masked_fill(self.pose_fixed, 0.0))
 
     def _image_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         err = (pred.float() - target) ** 2 if self.config.loss == "mse" else (pred.float() - target).abs()
@@ -453,7 +465,7 @@ class HybridNet(PoseToImage, ModelBase):
             "depth_loss": self._image_loss(outputs["depth"], t, valid),
         }
         w = float(self.config.decoder_loss_weight)
-        if w > 0:
+        if w > 0 and "decoder_rgb" in outputs:
             losses["decoder_rgb_loss"] = w * self._image_loss(outputs["decoder_rgb"], rgb)
             losses["decoder_depth_loss"] = w * self._image_loss(outputs["decoder_depth"], t, valid)
         return losses

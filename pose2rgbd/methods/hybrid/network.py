@@ -91,12 +91,22 @@ class FillUNet(nn.Module):
         return hit[1], hit[2]
 
 
+def decoder_inputs(decoder: nn.Module | None, pose: torch.Tensor, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The decoder's ``"rgb"`` (B, 3, S, S) and ``"depth"`` (B, 1, S, S) for the fill network: its render of
+    ``pose`` (fixed dimensions already 0), or zeros shaped and typed as ``like`` (the warped RGB) without one
+    (``model.decoder`` false)."""
+    if decoder is not None:
+        return decoder(pose)  # type: ignore[no-any-return]
+    z = like.new_zeros((like.shape[0], 1, *like.shape[-2:]))
+    return {"rgb": z.expand(-1, 3, -1, -1), "depth": z}
+
+
 class NetworkPart(nn.Module):
     """Decoder + fill of a hybrid model (shares their weights): ``forward(pose (B, D) normalized, warped_rgb
     (B, 3, S, S), warped_depth (B, 1, S, S) normalized, valid (B, 1, S, S) float, hits (B, 1, S, S)) ->
     (rgb (B, 3, S, S), log_scale (B, 1, S, S))``."""
 
-    def __init__(self, decoder: nn.Module, fill: nn.Module, pose_fixed: torch.Tensor) -> None:
+    def __init__(self, decoder: nn.Module | None, fill: nn.Module, pose_fixed: torch.Tensor) -> None:
         super().__init__()
         self.decoder = decoder
         self.fill = fill
@@ -106,7 +116,7 @@ class NetworkPart(nn.Module):
     def forward(
         self, pose: torch.Tensor, w_rgb: torch.Tensor, w_depth: torch.Tensor, valid: torch.Tensor, hits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        dec = self.decoder(pose.masked_fill(self.pose_fixed, 0.0))  # fixed dimensions: 0, as in training
+        dec = decoder_inputs(self.decoder, pose.masked_fill(self.pose_fixed, 0.0), w_rgb)
         dt = dec["rgb"].dtype
         x = torch.cat([dec["rgb"], dec["depth"], w_rgb.to(dt), w_depth.to(dt), valid.to(dt), hits.to(dt)], dim=1)
         res = self.fill(x)

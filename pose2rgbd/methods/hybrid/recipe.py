@@ -27,6 +27,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.evaluation.baseline import default_rot_weight
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
+from pose2rgbd.methods.hybrid.pretrained import init_fill
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
@@ -231,6 +232,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
             cache.depth, indices=split.train, max_m=mc.depth_max or None, max_percentile=mc.depth_max_percentile
         )
         model.set_depth_normalizer(dn)
+        log.info("hybrid: the fill network starts from %s", init_fill(model, mc.fill_init))
         rot_w = default_rot_weight(cache.depth, split.train)
         if mc.map:
             keyframes: Keyframes = training_map(ds, cache, split.train, Path(mc.map).expanduser())

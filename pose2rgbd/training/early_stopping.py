@@ -1,4 +1,5 @@
-"""Early stopping for experiment runs: a trainer callback that ends training when the validation loss plateaus."""
+"""Early stopping: a trainer callback that ends training when the validation loss plateaus (``train.patience``, the
+experiments runner's ``patience``)."""
 
 from __future__ import annotations
 

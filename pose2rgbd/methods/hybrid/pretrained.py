@@ -1,0 +1,129 @@
+"""Where a new hybrid's fill network starts (``model.fill_init``): the weights shipped with the package, a fill
+file, or zero.
+
+The shipped fill (``pose2rgbd/resources/hybrid_fill/fill-c<channels>-l<levels>.pt``, one per fill shape of the
+presets) was trained on many simulated places with sensor realism by :mod:`pose2rgbd.methods.hybrid.pretrain`,
+with no pose decoder (``model.decoder`` false): it refines the warped keyframes of any place, so a new place
+starts from a fill that already knows what holes, disocclusions and noisy sensor depth look like, and training
+there only fine-tunes it (with ``train.patience``: until validation stops improving). A model that has a decoder
+starts with the fill's weights on the decoder channels at zero: its first answer is the pretrained fill's, and
+the decoder's render is let in as it learns.
+
+A fill file is a ``torch.save`` dict (read with ``weights_only``): ``format`` :data:`FILL_FORMAT`, ``version``,
+``fill_channels``, ``fill_levels``, ``state_dict`` (the :class:`~pose2rgbd.methods.hybrid.network.FillUNet`'s) and
+``meta`` (how it was made: places, steps, command).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from pose2rgbd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pose2rgbd.methods.hybrid.net import HybridNet
+
+log = logging.getLogger(__name__)
+
+FILL_FORMAT = "pose2rgbd-hybrid-fill"
+FILL_VERSION = 1
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "resources" / "hybrid_fill"
+DECODER_CHANNELS = 4  # the fill's first input channels: the decoder's RGB (3) and depth (1)
+
+
+def shipped_path(channels: int, levels: int) -> Path:
+    """The shipped fill file of this fill shape (it may not exist: not every shape is shipped)."""
+    return SHIPPED_DIR / f"fill-c{int(channels)}-l{int(levels)}.pt"
+
+
+@dataclass
+class FillFile:
+    """A fill network's weights with its shape and how they were made."""
+
+    channels: int
+    levels: int
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def read_fill_file(path: str | Path) -> FillFile:
+    """Read a fill file; a file that is not one (or damaged) is a :class:`ConfigError` naming it."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"model.fill_init {p}: no such file (pass pretrained, none or a fill file's path)")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file: torch raises many kinds
+        raise ConfigError(f"model.fill_init {p}: not a readable fill file ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict) or data.get("format") != FILL_FORMAT:
+        raise ConfigError(
+            f"model.fill_init {p}: not a hybrid fill file (written by `python -m pose2rgbd.methods.hybrid.pretrain`); "
+            "a training checkpoint is continued with `pose2rgbd train --resume` instead"
+        )
+    if int(data.get("version", 0)) > FILL_VERSION:
+        raise ConfigError(f"model.fill_init {p}: fill file version {data['version']} is newer than this pose2rgbd")
+    return FillFile(int(data["fill_channels"]), int(data["fill_levels"]), dict(data["state_dict"]), dict(data["meta"]))
+
+
+def write_fill_file(path: str | Path, fill: nn.Module, channels: int, levels: int, meta: dict[str, object]) -> Path:
+    """Write ``fill``'s weights (CPU, fp32) as a fill file, atomically."""
+    from pose2rgbd.atomic.swap import atomic_file
+
+    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in fill.state_dict().items()}
+    data = {
+        "format": FILL_FORMAT, "version": FILL_VERSION, "fill_channels": int(channels), "fill_levels": int(levels),
+        "state_dict": state, "meta": dict(meta),
+    }  # fmt: skip
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(p) as f:
+        torch.save(data, f)
+    return p
+
+
+def init_fill(model: HybridNet, spec: str) -> str:
+    """Give a new ``model``'s fill network its starting weights per ``spec`` (``model.fill_init``: pretrained |
+    none | PATH); returns what it started from, for the log. A file of another fill shape is a
+    :class:`ConfigError`; ``pretrained`` for a shape the package ships no weights for starts from zero."""
+    c, lv = int(model.config.fill_channels), int(model.config.fill_levels)
+    s = str(spec).strip()
+    if s == "none":
+        return "zero (model.fill_init none)"
+    if s == "pretrained":
+        path = shipped_path(c, lv)
+        if not path.is_file():
+            log.info(
+                "hybrid: no pretrained fill is shipped for fill_channels %d / fill_levels %d (shipped: %s); the fill "
+                "starts from zero", c, lv, ", ".join(sorted(p.stem for p in SHIPPED_DIR.glob("fill-*.pt"))) or "none",
+            )  # fmt: skip
+            return "zero (no pretrained fill of this shape)"
+    else:
+        path = Path(s).expanduser()
+    ff = read_fill_file(path)
+    if (ff.channels, ff.levels) != (c, lv):
+        raise ConfigError(
+            f"model.fill_init {path}: a fill of {ff.channels} channels / {ff.levels} levels; this model's is {c} / "
+            f"{lv} (model.fill_channels, model.fill_levels): use a file of this shape, or model.fill_init none"
+        )
+    model.fill.load_state_dict(ff.state_dict)
+    if model.decoder is not None:  # the pretrained fill saw zeros there: let the decoder in as it learns
+        with torch.no_grad():
+            first_conv(model.fill).weight[:, :DECODER_CHANNELS].zero_()
+    places = ff.meta.get("places")
+    return f"{path}" + (f" ({places} places)" if places else "")
+
+
+def first_conv(fill: nn.Module) -> nn.Conv2d:
+    """The fill U-Net's first convolution (the one that reads the input channels)."""
+    from torch import nn
+
+    conv = next(m for m in fill.modules() if isinstance(m, nn.Conv2d))
+    assert isinstance(conv, nn.Conv2d)
+    return conv

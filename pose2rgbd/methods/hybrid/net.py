@@ -168,6 +168,10 @@ class HybridNet(PoseToImage, ModelBase):
         )  # fmt: skip
         self.keyframe_times = None if times is None else tuple(np.asarray(t, np.int64) for t in times)  # type: ignore[assignment]
 
+    def shared_with_copies(self) -> tuple[object, ...]:
+        """A copy prepared for serving reads the same keyframes, through the same cache (read-only, thread-safe)."""
+        return () if self.keyframes is None else (self.keyframes,)
+
     def set_keyframes(
         self,
         rgb: np.ndarray,

@@ -223,3 +223,45 @@ def test_optimized_torch_paths_match_the_reference(exported: dict) -> None:
             assert all(cl) or not any(cl)
     with pytest.raises(ConfigError, match="transposed_channels_last"):
         EngineConfig(transposed_channels_last="maybe")
+
+
+def test_backends_come_back_warm_and_the_engine_does_not_warm_again(exported: dict, monkeypatch) -> None:
+    """``engine.warmup`` batch-1 passes of the network, made once, by ``make_backend``, whatever runs the network:
+    the prepared torch module (counted by a forward hook its copies carry) and an ONNX Runtime session (its runs
+    counted); the engine built on top makes none of its own, and timing the layouts (off here) adds none."""
+    import torch
+
+    from pose2rgbd.inference import backends
+
+    ck, onnx_path = exported["slice10"]
+    loaded = load_checkpoint(ck)
+    batches: list[int] = []
+
+    def count(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        batches.append(len(args[0]))
+
+    loaded.model.register_forward_pre_hook(count)  # deep-copied with the module: the prepared copy counts too
+    cfg = _cfg(ck, precision="fp32", transposed_channels_last="off", warmup=3)
+    backend, _ = backends.make_backend(cfg, loaded)
+    assert backend.name == "torch" and batches == [1, 1, 1]
+    batches.clear()
+    RenderEngine(cfg, loaded)
+    assert batches == [1, 1, 1]
+
+    runs: list[tuple[int, ...]] = []
+
+    class CountingSession:
+        def __init__(self, session: object) -> None:
+            self.session = session
+
+        def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            runs.append(next(iter(feeds.values())).shape)
+            return self.session.run(outputs, feeds)  # type: ignore[attr-defined,no-any-return]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.session, name)
+
+    real = backends.ort_session
+    monkeypatch.setattr(backends, "ort_session", lambda *a, **k: CountingSession(real(*a, **k)))
+    eng = RenderEngine.from_config(_cfg(onnx_path, warmup=2))
+    assert eng.backend.name == "onnxruntime" and runs == [(1, 7), (1, 7)]

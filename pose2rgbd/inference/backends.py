@@ -12,7 +12,7 @@
 Both are called with the network input tensor the model's transforms make and return ``{name: tensor}`` of the
 serving outputs, so the engines' transforms (pose -> input, outputs -> arrays) are the same code for both.
 :func:`make_backend` picks one from ``EngineConfig.backend`` (``auto``: ONNX Runtime for a ``.onnx`` file, else
-torch).
+torch) and gives it back warm (``engine.warmup`` batch-1 passes of the network: :meth:`Backend.warm`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class Backend(Protocol):
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
+    def warm(self, passes: int) -> None:
+        """``passes`` batch-1 runs of the network (the first calls are slow), before the engine serves."""
+
 
 class TorchBackend:
     """The torch module, prepared once for inference (see the module docstring)."""
@@ -60,6 +63,12 @@ class TorchBackend:
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._torch.inference_mode(), self._autocast(self.device, self.precision):
             return self.model(x)  # type: ignore[no-any-return]
+
+    def warm(self, passes: int) -> None:
+        """The prepared module's first passes, in the model layer (:func:`pose2rgbd.models.device.warm_up`)."""
+        from pose2rgbd.models.device import warm_up
+
+        warm_up(self.model, self.device, self.precision, passes)
 
 
 def _check_fp32(cfg: EngineConfig) -> None:
@@ -123,14 +132,31 @@ class OnnxRuntimeBackend:
         got = self.session.run(self.outputs, {self.input_name: a})
         return {k: torch.from_numpy(v) for k, v in zip(self.outputs, got, strict=True)}
 
+    def warm(self, passes: int) -> None:
+        """Runs of a batch-1 input of the graph's shape (zeros; its dynamic axes 1)."""
+        import numpy as np
+
+        inp = next(i for i in self.session.get_inputs() if i.name == self.input_name)
+        a = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+        for _ in range(passes):
+            self.session.run(self.outputs, {self.input_name: a})
+
 
 def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, Any]:
     """``(backend, transforms model)``: the model whose transforms the engine calls (for torch: the prepared
     module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata).
+    The backend is warm (``cfg.warmup`` passes, :meth:`Backend.warm`).
 
     ``auto`` is ONNX Runtime for what was loaded from an exported file (its ``extra`` holds the graph's metadata),
     else torch: the file and the backend were checked against each other before loading
     (:func:`~pose2rgbd.inference.common.load_for_serving`), so the backend is not resolved from the path again."""
+    backend, model = _make_backend(cfg, loaded)
+    backend.warm(max(0, cfg.warmup))
+    return backend, model
+
+
+def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, Any]:
+    """:func:`make_backend` before the warm-up."""
     name = cfg.backend if cfg.backend != "auto" else ("onnxruntime" if "onnx" in loaded.extra else "torch")
     serve_part = getattr(loaded.model, "serve_network_part_with_onnxruntime", None)
     if name == "onnxruntime" and serve_part is not None and "onnx" not in loaded.extra:

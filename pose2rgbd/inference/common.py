@@ -1,5 +1,6 @@
 """What every engine shares: :class:`EngineConfig`, loading a checkpoint for serving, and preparing its model
-(device, precision, threads, BatchNorm folding, channels-last: :mod:`pose2rgbd.models.device`)."""
+(device, precision, threads, BatchNorm folding, channels-last, the transposed convolutions' layout:
+:mod:`pose2rgbd.models.device`)."""
 
 from __future__ import annotations
 
@@ -162,14 +163,10 @@ def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: st
 
 
 def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
-    """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect)."""
-    from pose2rgbd.models.device import (
-        has_transposed_convolutions,
-        prepare_for_inference,
-        resolve_device,
-        resolve_precision,
-        set_threads,
-    )
+    """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect): the
+    copy, its layout chosen (``engine.transposed_channels_last``), made in one call into the model layer
+    (:func:`pose2rgbd.models.device.prepare_for_serving`)."""
+    from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -177,45 +174,12 @@ def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, s
     slow = check_precision_speed(cfg, device, precision)
     if slow:
         log.warning("%s", slow)
-
-    def prep(tcl: bool) -> Any:
-        return prepare_for_inference(
-            model, device, fuse_bn=cfg.fuse_bn, channels_last=cfg.channels_last, transposed_channels_last=tcl
-        )
-
-    choice = cfg.transposed_channels_last
-    if choice != "auto" or not cfg.channels_last or not has_transposed_convolutions(model):
-        return prep(choice == "on" and cfg.channels_last), device, precision
-    if device.type != "cpu":
-        return prep(False), device, precision
-    a, b = prep(False), prep(True)
-    ta, tb = _forward_seconds(a, precision, device), _forward_seconds(b, precision, device)
-    if ta is None or tb is None:
-        return a, device, precision
-    log.info("transposed convolutions: NCHW %.1f ms, channels-last %.1f ms per forward", 1e3 * ta, 1e3 * tb)
-    return (b if tb < 0.95 * ta else a), device, precision
-
-
-def _forward_seconds(model: Any, precision: str, device: torch.device, reps: int = 2) -> float | None:
-    """Best time of ``reps`` batch-1 forward passes on a random network input (after one warm-up pass);
-    ``None`` for a model whose input is not known."""
-    import time
-
-    import torch
-
-    from pose2rgbd.errors import CheckpointError
-    from pose2rgbd.models.device import autocast
-    from pose2rgbd.models.export import example_input
-
-    try:
-        x = example_input(model, 1).to(device)
-    except CheckpointError:
-        return None
-    best = float("inf")
-    with torch.inference_mode(), autocast(device, precision):
-        for i in range(reps + 1):
-            t0 = time.perf_counter()
-            model(x)
-            if i:
-                best = min(best, time.perf_counter() - t0)
-    return best
+    prepared = prepare_for_serving(
+        model,
+        device,
+        precision,
+        fuse_bn=cfg.fuse_bn,
+        channels_last=cfg.channels_last,
+        transposed_channels_last=cfg.transposed_channels_last,
+    )
+    return prepared, device, precision

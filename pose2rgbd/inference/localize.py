@@ -104,9 +104,6 @@ class LocalizeEngine:
             w,
             h,
         )
-        for _ in range(max(0, cfg.warmup)):
-            self.localize(np.zeros((1, h, w, 3), np.uint8))
-        self.stats = {"calls": 0, "frames": 0}
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> LocalizeEngine:

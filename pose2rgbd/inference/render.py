@@ -9,7 +9,9 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
 * picks the device (``auto``: CUDA when present) and precision (``auto``: fp32 on CPU, bf16 / fp16 autocast on
   CUDA; bf16 autocast on CPU on request);
 * prepares the network for inference once: eval mode, BatchNorm folded into the preceding (transposed)
-  convolution, plain convolutions in channels-last layout (see :func:`prepare_for_inference`);
+  convolution, plain convolutions in channels-last layout, and warms it up (``engine.warmup`` batch-1 passes,
+  the batch size it runs: oneDNN builds its kernels per input shape), one call into the model layer each
+  (:func:`~pose2rgbd.models.device.prepare_for_serving`, :func:`~pose2rgbd.models.device.warm_up`);
 * renders batches of ``T_world_cam`` poses (4x4, world ENU -> REP-103 optical camera) through the model's
   own transforms (``poses_to_input``, ``outputs_to_arrays``);
 * runs the network through a backend (:mod:`pose2rgbd.inference.backends`): the torch module, or an exported
@@ -193,9 +195,6 @@ class RenderEngine:
             self.camera.height,
             cfg.lookahead,
         )
-        # warm up the batch size the engine runs (oneDNN builds its kernels per input shape)
-        for _ in range(max(0, cfg.warmup)):
-            self._forward(self._encode(np.eye(4)[None])[0])
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -138,6 +138,11 @@ class ModelBase(nn.Module):
             )
         return extra
 
+    def shared_with_copies(self) -> tuple[object, ...]:
+        """Read-only state that a copy prepared for serving (:func:`~pose2rgbd.models.device.prepare_for_inference`)
+        refers to instead of copying (the hybrid: its keyframes and their cache); default none."""
+        return ()
+
     def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for p in self.parameters() if p.requires_grad]}
 

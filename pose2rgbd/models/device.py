@@ -13,7 +13,10 @@ One module for the trainer and every engine, so "auto" means the same everywhere
   supports it, else fp32; on CPU as :func:`resolve_precision` with ``cpu_bf16_when_native``.
 * :func:`autocast`: the matching ``torch.autocast`` context (disabled for fp32).
 * :func:`prepare_for_inference`: a copy of a model in eval mode with BatchNorm folded into the preceding
-  convolution and plain convolutions in channels-last layout.
+  convolution and plain convolutions in channels-last layout;
+* :func:`prepare_for_serving`: that copy with the transposed convolutions' layout chosen (``auto`` on CPU: both
+  layouts timed by forward passes, the faster kept), what an engine serves; :func:`warm_up`: the first forward
+  passes of a prepared model, at the batch size an engine runs, before it serves.
 
 Importing this module imports torch.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,16 +178,7 @@ def prepare_for_inference(
       last transposed convolution and the bottleneck; docs/serving.md). The engine times both at start
       (``engine.transposed_channels_last: auto``).
     """
-    # large buffers already on the device (a hybrid model's keyframe store: hundreds of MiB) are shared with the
-    # caller's model instead of copied: preparation never changes a buffer in place (it folds BatchNorm into new
-    # convolutions and changes the layout of convolution weights, which are parameters), and a copy would double
-    # the resident memory of a render node that keeps the loaded checkpoint
-    memo: dict[int, Any] = {
-        id(b): b
-        for b in model.buffers()
-        if b is not None and b.device == device and b.numel() * b.element_size() >= SHARE_BUFFER_BYTES
-    }
-    m = copy.deepcopy(model, memo).to(device).eval()
+    m = copy.deepcopy(model, _shared_memo(model, device)).to(device).eval()
     if fuse_bn:
         fold_batchnorm(m)
     if channels_last:
@@ -193,5 +188,98 @@ def prepare_for_inference(
     return m
 
 
+def _shared_memo(model: nn.Module, device: torch.device) -> dict[int, Any]:
+    """The memo of a prepared copy: what it refers to instead of copying. Large buffers already on the device (at
+    least :data:`SHARE_BUFFER_BYTES`): preparation never changes a buffer in place (it folds BatchNorm into new
+    convolutions and changes the layout of convolution weights, which are parameters), and a copy would double the
+    resident memory of a render node that keeps the loaded checkpoint; and the model's read-only state
+    (:meth:`~pose2rgbd.models.base.ModelBase.shared_with_copies`: the hybrid's keyframes and their cache)."""
+    from pose2rgbd.models.base import ModelBase
+
+    memo: dict[int, Any] = {
+        id(b): b
+        for b in model.buffers()
+        if b is not None and b.device == device and b.numel() * b.element_size() >= SHARE_BUFFER_BYTES
+    }
+    if isinstance(model, ModelBase):
+        memo.update({id(o): o for o in model.shared_with_copies()})
+    return memo
+
+
 def has_transposed_convolutions(model: nn.Module) -> bool:
     return any(type(m) is nn.ConvTranspose2d for m in model.modules())
+
+
+TRANSPOSED_LAYOUTS: tuple[str, ...] = ("auto", "on", "off")
+
+
+def prepare_for_serving(
+    model: nn.Module,
+    device: torch.device,
+    precision: str,
+    *,
+    fuse_bn: bool = True,
+    channels_last: bool = True,
+    transposed_channels_last: str = "auto",
+) -> nn.Module:
+    """:func:`prepare_for_inference` of ``model`` with the layout of its transposed convolutions chosen:
+    ``on`` / ``off`` as asked (``on`` only with ``channels_last``); ``auto`` on a CPU, with ``channels_last`` and
+    transposed convolutions, both layouts timed by batch-1 forward passes at ``precision`` and the faster kept
+    (channels-last only when at least 5 % faster: which wins depends on the CPU and oneDNN build, docs/serving.md);
+    ``auto`` elsewhere: NCHW."""
+    if transposed_channels_last not in TRANSPOSED_LAYOUTS:
+        raise ConfigError(f"transposed_channels_last {transposed_channels_last!r} is not one of auto, on, off")
+
+    def prep(tcl: bool) -> nn.Module:
+        return prepare_for_inference(
+            model, device, fuse_bn=fuse_bn, channels_last=channels_last, transposed_channels_last=tcl
+        )
+
+    choice = transposed_channels_last
+    if choice != "auto" or not channels_last or not has_transposed_convolutions(model):
+        return prep(choice == "on" and channels_last)
+    if device.type != "cpu":
+        return prep(False)
+    a, b = prep(False), prep(True)
+    x = _example(a, device)
+    if x is None:
+        return a
+    ta, tb = forward_seconds(a, x, precision, device), forward_seconds(b, x, precision, device)
+    log.info("transposed convolutions: NCHW %.1f ms, channels-last %.1f ms per forward", 1e3 * ta, 1e3 * tb)
+    return b if tb < 0.95 * ta else a
+
+
+def _example(model: nn.Module, device: torch.device) -> torch.Tensor | None:
+    """A batch-1 network input of ``model`` on ``device`` (:func:`pose2rgbd.models.export.example_input`), or
+    ``None`` for a model whose input is not known."""
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.models.export import example_input
+
+    try:
+        return example_input(model, 1).to(device)
+    except CheckpointError:
+        return None
+
+
+def forward_seconds(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device, reps: int = 2) -> float:
+    """Best time of ``reps`` forward passes of ``x`` (after one warm-up pass) at ``precision``."""
+    best = float("inf")
+    with torch.inference_mode(), autocast(device, precision):
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            model(x)
+            if i:
+                best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def warm_up(model: nn.Module, device: torch.device, precision: str, passes: int) -> None:
+    """``passes`` forward passes of a batch-1 network input (:func:`_example`) at ``precision``: the first calls
+    are slow (oneDNN builds its kernels per input shape, the hybrid compiles its warp), so an engine makes them
+    before it serves; nothing for a model whose input is not known."""
+    x = _example(model, device) if passes > 0 else None
+    if x is None:
+        return
+    with torch.inference_mode(), autocast(device, precision):
+        for _ in range(passes):
+            model(x)

@@ -30,9 +30,10 @@ Outputs: ``"rgb"`` ``(B, 3, S, S)`` (about [-1, 1]; clipped when converted), ``"
 normalized by the model's depth range, ``"confidence"`` ``(B, 1, S, S)`` = 1 where a keyframe point landed, 0 in
 holes; and for training ``"decoder_rgb"`` / ``"decoder_depth"``.
 
-The keyframe store (training frames only: RGB uint8, depth float16 metres, poses, intrinsics, source / time
-position for the training exclusion) consists of persistent buffers, so it travels in every checkpoint; its size
-is set by the recipe and restored on load (:meth:`HybridNet._load_from_state_dict` resizes the buffers).
+The keyframes (training frames only) are a :class:`~pose2rgbd.placemap.keyframes.Keyframes` seen through the
+model's camera (:meth:`HybridNet.use_keyframes`), not in the ``state_dict``: a checkpoint names the place map they
+come from, or holds them (a bundle), in its ``extra`` (:mod:`~pose2rgbd.methods.hybrid.stored`), opened again when
+it is loaded; a copy prepared for serving reads the same ones (:meth:`HybridNet.shared_with_copies`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ class HybridNet(PoseToImage, ModelBase):
             cache_keyframes=cache_keyframes,
         )  # fmt: skip
         self.keyframe_times = None if times is None else tuple(np.asarray(t, np.int64) for t in times)  # type: ignore[assignment]
+
+    def shared_with_copies(self) -> tuple[object, ...]:
+        """A copy prepared for serving reads the same keyframes, through the same cache (read-only, thread-safe)."""
+        return () if self.keyframes is None else (self.keyframes,)
 
     def set_keyframes(
         self,

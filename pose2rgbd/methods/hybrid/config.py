@@ -46,8 +46,9 @@ class HybridConfig:
     )
     # the keyframe store and the warp
     neighbours: int = help_field(
-        3, "keyframes warped into each query pose (nearest first, as the reprojection baseline)"
-    )
+        5, "keyframes warped into each query pose (nearest first; the reprojection baseline warps 3: more of them "
+        "fill one frame's sensor holes from the others, docs/results.md \"A pretrained fill\")"
+    )  # fmt: skip
     max_keyframes: int = help_field(
         4000, "most training frames kept as keyframes (without --map: written into the run folder's keyframe map; a "
         "larger training split is subsampled evenly in time)"

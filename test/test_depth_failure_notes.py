@@ -50,7 +50,7 @@ def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     video, gps = tmp_path / "clip.mp4", tmp_path / "gps.csv"
     video.write_bytes(b"video")
     gps.write_text("gps")
-    failing: dict[str, BaseException | None] = {"stage": None}
+    failing: dict[str, Any] = {"stage": None, "name": None}
 
     def stand_in(name: str) -> Any:
         def run(self: Any, dest: Path, *, progress: bool) -> None:

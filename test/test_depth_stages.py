@@ -92,7 +92,7 @@ def test_a_stage_is_cached_by_its_key_made_again_when_stopped_and_resumed_when_i
     a = _Toy(1)
     p = run_stage(a, work, progress=False)
     assert p.path.read_text() == "1" and p.key["value"] == 1 and len(a.runs) == 1
-    assert stage_state(a, work) == "cached" and finished_stages(work) == ["toy.txt"]
+    assert stage_state(a, work) == "cached" and finished_stages(work, [a]) == ["toy.txt"]
     assert run_stage(a, work, progress=False).path == p.path and len(a.runs) == 1  # cached: not run again
     b = _Toy(2)  # another key: made again
     assert run_stage(b, work, progress=False).path.read_text() == "2" and b.runs == [False]
@@ -100,14 +100,14 @@ def test_a_stage_is_cached_by_its_key_made_again_when_stopped_and_resumed_when_i
     c = _Toy(3, fail=True)
     with pytest.raises(KeyboardInterrupt):
         run_stage(c, work, progress=False)
-    assert stage_state(c, work) == "run" and finished_stages(work) == []
+    assert stage_state(c, work) == "run" and finished_stages(work, [b, c]) == []
     d = _Toy(3)
     run_stage(d, work, progress=False)
     assert d.runs == [False] and (work / "toy.txt").read_text() == "3"
     e = _Toy(4, resumable=True, fail=True)
     with pytest.raises(KeyboardInterrupt):
         run_stage(e, work, progress=False)
-    assert finished_stages(work) == ["toy.txt"]  # a stopped run that can continue is worth keeping
+    assert finished_stages(work, [e]) == ["toy.txt"]  # a stopped run that can continue is worth keeping
     f = _Toy(4, resumable=True)
     assert stage_state(f, work) == "resume"
     run_stage(f, work, progress=False)

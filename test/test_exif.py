@@ -108,3 +108,42 @@ def test_localize_images_takes_a_photos_own_focal_length(map_world: dict, tmp_pa
     loc.use_exif = False  # the map's camera
     err_map = near()
     assert sum(e < 2.0 for e in err_map) < good, (err, err_map)
+
+
+def test_camera_exif_names_the_photos_without_a_usable_focal(
+    map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`localize images --camera exif` with photos that have no usable EXIF focal (one without tags, one whose
+    35 mm focal is zero): the warning names the first such photo and asks for `--camera FX,FY,CX,CY...`, not for
+    the `--camera exif` the user gave (before: "query camera not given ... or --camera exif"); the summary lists
+    them all. Without `--camera`, the warning is the one that suggests `--camera exif`."""
+    import logging
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+
+    ds = Dataset(map_world["dataset"])
+    cam = ds.camera
+    f35 = cam.fx * math.hypot(36, 24) / math.hypot(cam.width, cam.height)
+    folder = tmp_path / "photos"
+    rows = np.flatnonzero(ds.frames.source_id == 1)[:4]
+    tags: list[dict[int, object]] = [{FOCAL_35MM: round(f35)}, {}, {FOCAL_35MM: round(f35)}, {FOCAL_35MM: 0}]
+    for k, (i, t) in enumerate(zip(rows, tags, strict=True)):
+        _jpeg(folder / f"p{k}.jpg", ds.read_rgb(int(i)), t)
+    argv = ["localize", "images", str(folder), "--map", str(map_world["map"]), "--no-progress"]
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.inference"):
+        assert main([*argv, "--out", str(tmp_path / "exif.csv"), "--camera", "exif"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    exif_warn = [w for w in warnings if "camera" in w]
+    assert len(exif_warn) == 1, warnings  # one, for the first such photo
+    assert exif_warn[0].startswith("--camera exif: p1.jpg has no usable EXIF focal length")
+    assert "--camera FX,FY,CX,CY" in exif_warn[0] and "or --camera exif" not in exif_warn[0]
+    printed = capsys.readouterr().out
+    assert "--camera exif: 2 of 4 photos had no usable EXIF focal length and were taken as the map's camera " \
+           "(p1.jpg, p3.jpg); give their camera with --camera FX,FY,CX,CY" in printed  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.inference"):
+        assert main([*argv, "--out", str(tmp_path / "map.csv")]) == 0
+    plain = [r.getMessage() for r in caplog.records if "camera" in r.getMessage()]
+    assert len(plain) == 1 and plain[0].startswith("query camera not given") and "--camera exif" in plain[0]
+    assert "no usable EXIF" not in capsys.readouterr().out

@@ -106,3 +106,42 @@ def test_inliers_in_a_small_patch_of_the_image_give_no_fix(map_world: dict) -> N
     assert not bunched.ok and bunched.reason == "inliers bunched", (bunched.reason, bunched.spread)
     spread = place(0.5)
     assert spread.ok and np.linalg.norm(spread.T_world_cam[:3, 3] - T[:3, 3]) < 1e-3 and spread.spread > 0.2
+
+
+def test_the_matcher_keeps_keyframe_data_in_the_maps_lru() -> None:
+    """The matcher's converted keyframes and stacked candidate set live in the map layer's one LRU (the place map's
+    own): bounded by ``cache_keyframes``, counted in ``cache_stats`` like the map's, and the same correspondences
+    whether served from it or made again (0 keeps nothing: every call reads the map)."""
+    from pose2rgbd.placemap.features import CandidateMatcher, root_sift
+    from pose2rgbd.placemap.lru import LRU
+    from pose2rgbd.placemap.place_map import KeyframeFeatures
+
+    rng = np.random.default_rng(2)
+    desc = [rng.integers(0, 200, (20, 128)).astype(np.uint8) for _ in range(4)]
+    xyz = [rng.normal(size=(20, 3)).astype(np.float32) for _ in range(4)]
+    reads: list[int] = []
+
+    class Source:
+        def features(self, i: int) -> KeyframeFeatures:
+            reads.append(i)
+            return KeyframeFeatures(np.zeros((20, 2), np.float32), desc[i], xyz[i])
+
+    query = root_sift(np.concatenate([desc[1][:5], desc[3][5:9]]))
+    m = CandidateMatcher(Source(), cache_keyframes=2)
+    assert isinstance(m._blocks, LRU) and isinstance(m._stacked, LRU)
+    first = m.match(query, np.array([1, 3]), 0.8)
+    again = m.match(query, np.array([1, 3]), 0.8)  # the stacked set served again
+    m.match(query, np.array([0, 2]), 0.8)  # two more keyframes: 1 and 3 leave the cache of 2
+    third = m.match(query, np.array([1, 3]), 0.8)
+    assert sorted(first.keyframe.tolist()) == [1] * 5 + [3] * 4
+    for r in (again, third):
+        assert np.array_equal(r.query, first.query) and np.array_equal(r.xyz, first.xyz)
+    assert reads == [1, 3, 0, 2, 1, 3]
+    assert m.cache_stats() == {
+        "keyframes": {"cached": 2, "hits": 0, "misses": 6},
+        "stacked": {"cached": 1, "hits": 1, "misses": 3},
+    }
+    reads.clear()
+    none = CandidateMatcher(Source(), cache_keyframes=0)
+    none.keyframe(1), none.keyframe(1)
+    assert reads == [1, 1] and none.cache_stats()["keyframes"]["cached"] == 0

@@ -230,7 +230,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     from pose2rgbd.inference import load_engine
     from pose2rgbd.inference.calibration import load_calibration
     from pose2rgbd.inference.image_sequence import run_sequence
-    from pose2rgbd.inference.query_camera import query_camera, wants_exif
+    from pose2rgbd.inference.query_camera import no_exif_note, query_camera, wants_exif
     from pose2rgbd.inference.structure_load import load_structure_localizer
 
     scfg = cfgs["structure"]
@@ -263,6 +263,8 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         print(f"  {sum(s.no_fix.values())} images without a fix:")
         for reason, count in s.no_fix.most_common():
             print(f"    {count:>6}  {reason}")
+    if s.no_exif:
+        print(f"  {no_exif_note(s.no_exif, len(files))}")
     return 0 if s.fixes else 1
 
 

@@ -30,7 +30,7 @@ from pose2rgbd.convert.sources.video import VideoFramesSource, VideoSource
 from pose2rgbd.convert.stages.depth_chain import ExportStage, FramesStage, MetricPosesStage, TrainStage
 from pose2rgbd.convert.stages.depth_export import ExportResult
 from pose2rgbd.convert.stages.scale import ScaleConfig
-from pose2rgbd.convert.stages.work import Product, finished_stages, run_stage
+from pose2rgbd.convert.stages.work import Product, Stage, finished_stages, run_stage
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.mvs import MvsConfig
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
@@ -94,16 +94,22 @@ def convert_video_with_depth(
         settings["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in sorted(convert_kw.items())}
     work = work_folder(out)
     stage = "frames"
+    reached: list[Stage] = []  # this run's stages in the work folder: the only ones a failure note names
+
+    def step(s: Stage) -> Product:
+        reached.append(s)
+        return run_stage(s, work, progress=progress)
+
     try:
-        frames = run_stage(FramesStage(source, c.output, settings), work, progress=progress)
+        frames = step(FramesStage(source, c.output, settings))
         metric = None
         if gps_log is not None and depth_poses == "metric":
             stage = "metric poses"
             tcfg = trajectory_cfg if trajectory_cfg is not None and trajectory_cfg.backend == "colmap" else None
-            metric = run_stage(MetricPosesStage(frames, tcfg, metric_cfg), work, progress=progress)
+            metric = step(MetricPosesStage(frames, tcfg, metric_cfg))
         if depth == "mvs":  # no network: stereo from the metric poses alone, into the output
             assert metric is not None
-            stage = "stereo"  # its failure note: the finished stages, not the network's export (there is none)
+            stage = "stereo"
             mvs = MvsStage(frames, metric, cfg=mvs_cfg, overwrite=overwrite, inputs=inputs)
             mvs.run(out, progress=progress)
             shutil.rmtree(work, ignore_errors=True)
@@ -112,8 +118,7 @@ def convert_video_with_depth(
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
                                       tensorboard=False)  # fmt: skip
         stage = "training"
-        trained = run_stage(TrainStage(frames, metric, model_cfg or SelfSupDepthConfig(), tc), work,
-                            progress=progress)  # fmt: skip
+        trained = step(TrainStage(frames, metric, model_cfg or SelfSupDepthConfig(), tc))
         pose_mode = "video" if gps_log is None else "metric" if metric is not None else "dataset"
         export = ExportStage(frames, trained, metric, gps="off" if gps_log is None else "on", poses=pose_mode,
                              scale_cfg=scale_cfg, trajectory_cfg=trajectory_cfg, overwrite=overwrite,
@@ -132,7 +137,7 @@ def convert_video_with_depth(
         else:
             export.run(out, progress=progress)
     except BaseException as e:
-        kept = finished_stages(work) if work.is_dir() else []
+        kept = finished_stages(work, reached)
         if not kept:
             shutil.rmtree(work, ignore_errors=True)
             raise

@@ -9,7 +9,7 @@ and the summary (``pose2rgbd localize images``; the command only parses, loads, 
   batches;
 * :class:`StructureRows` / :class:`ModelRows`: the output rows (CSV or TUM by the file's suffix), written atomically;
 * :class:`SequenceSummary`: fixes, images without a fix per reason, fixes flagged out of distribution, time per
-  image (p50 / p99).
+  image (p50 / p99), the photos ``--camera exif`` found no focal length in.
 
 The localize node (``localize bag``, ``ros2 run``) takes images one at a time from messages: it shares the
 localizer (:meth:`StructureLocalizer.localize_one`, whose previous-fix prior is the same), the out-of-distribution
@@ -19,6 +19,7 @@ node counters.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -32,12 +33,15 @@ import numpy as np
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.exif import exif_camera
+from pose2rgbd.inference.query_camera import unknown_camera_warning
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
     from pose2rgbd.inference.localize import LocalizeEngine
     from pose2rgbd.inference.structure import StructureLocalizer
     from pose2rgbd.inference.structure_fix import Fix
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TUM_SUFFIXES = (".tum", ".txt")
@@ -91,6 +95,7 @@ class ImageResult:
     why: str  # without a fix object: why not ("" otherwise)
     readable: bool
     seconds: float  # reading + localizing
+    no_exif: bool = False  # --camera exif, and the photo has no usable EXIF focal length: taken as the map's camera
 
     @property
     def ok(self) -> bool:
@@ -119,19 +124,25 @@ def localize_sequence(
     """The structure localizer over ``files`` one at a time, in order. A file that cannot be read, or an image the
     localizer cannot take (another aspect ratio without the query camera), yields a result without a fix that says
     why; the sequence goes on. With the localizer's ``use_exif`` (``--camera exif``) each photo is localized with the
-    focal length its EXIF gives."""
+    focal length its EXIF gives; one without is taken as the map's camera (marked ``no_exif``, the first logged with
+    its name)."""
+    warned = False
     for n, path in enumerate(bar(list(files), progress=progress, desc="localize", unit="image")):
         t0 = time.perf_counter()
         rgb, why = read_image(path, bit_depth)
-        fix = None
+        fix, no_exif = None, False
         if rgb is not None:
             # --camera exif: each photo's own focal length (a set of photos from many cameras)
             own = exif_camera(path, rgb.shape[1], rgb.shape[0]) if localizer.use_exif else None
+            no_exif = localizer.use_exif and own is None
+            if no_exif and not warned:
+                warned = True
+                log.warning(unknown_camera_warning(localizer.map, rgb.shape[1], rgb.shape[0], no_exif=path.name))
             try:
                 fix = localizer.localize_one(rgb, image_camera=None if own is None else own.camera)
             except Pose2RGBDError as e:  # this image only: its row says why
                 why = f"{path.name}: {e}"
-        yield ImageResult(n, path, fix, why, rgb is not None, time.perf_counter() - t0)
+        yield ImageResult(n, path, fix, why, rgb is not None, time.perf_counter() - t0, no_exif)
 
 
 @dataclass
@@ -277,17 +288,20 @@ class ModelRows:
 @dataclass
 class SequenceSummary:
     """What a sequence came to: fixes, images without a fix per reason, fixes flagged out of distribution (in the
-    rows), time per image."""
+    rows), time per image, the photos without a usable EXIF focal (``--camera exif``)."""
 
     images: int = 0
     fixes: int = 0
     flagged: int = 0
     no_fix: Counter[str] = field(default_factory=Counter)
     seconds: list[float] = field(default_factory=list)
+    no_exif: list[str] = field(default_factory=list)  # --camera exif: the photos without a usable EXIF focal
 
     def add(self, r: ImageResult, flagged: bool = False) -> None:
         self.images += 1
         self.seconds.append(r.seconds)
+        if r.no_exif:
+            self.no_exif.append(r.path.name)
         if r.ok:
             self.fixes += 1
             self.flagged += int(flagged)

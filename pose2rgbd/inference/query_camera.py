@@ -14,6 +14,7 @@ lens, the scale to the map's pixel count (``fit_to_map``); the localizer keeps o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,15 +70,28 @@ def wants_exif(text: str) -> bool:
     return text.strip().lower() == EXIF_CAMERA
 
 
-def unknown_camera_warning(place_map: StructureMap, w: int, h: int) -> str:
-    """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``."""
+GIVE_CAMERA = "--camera FX,FY,CX,CY[,K1,K2,P1,P2[,K3]]"
+
+
+def unknown_camera_warning(place_map: StructureMap, w: int, h: int, no_exif: str = "") -> str:
+    """The warning of a query localized without its camera: the map's pinhole camera scaled to ``w x h``.
+    ``no_exif``: the photo in which ``--camera exif`` found no usable EXIF focal length (the user asked for EXIF
+    already: the warning names the photo and what else to give; :func:`no_exif_note` lists all of them)."""
     lens = [c for c in source_cameras(place_map) if c.distortion is not None]
-    text = (
-        f"query camera not given: {w}x{h} images are taken as the map's pinhole camera scaled to their size, without "
-        "lens distortion; a distorted photo localizes worse than it could (errors grow towards the border). Give the "
-        "images' camera: --camera FX,FY,CX,CY[,K1,K2,P1,P2[,K3]] (or the node's camera parameter), or --camera exif "
-        "for uncropped photos whose EXIF has the focal length"
-    )
+    if no_exif:
+        text = (
+            f"--camera exif: {no_exif} has no usable EXIF focal length (none recorded, or the photo was cropped after "
+            f"it was taken): it, and every other such photo, is taken as the map's pinhole camera scaled to its size "
+            f"({w}x{h} here), without lens distortion, and may localize worse or wrongly. Give such photos' camera "
+            f"with {GIVE_CAMERA}, localizing them apart from the photos that have a focal length"
+        )
+    else:
+        text = (
+            f"query camera not given: {w}x{h} images are taken as the map's pinhole camera scaled to their size, "
+            "without lens distortion; a distorted photo localizes worse than it could (errors grow towards the "
+            f"border). Give the images' camera: {GIVE_CAMERA} (or the node's camera parameter), or --camera exif "
+            "for uncropped photos whose EXIF has the focal length"
+        )
     if lens:
         d = lens[0].distortion
         assert d is not None
@@ -87,6 +101,16 @@ def unknown_camera_warning(place_map: StructureMap, w: int, h: int) -> str:
             "pass --camera map"
         )
     return text
+
+
+def no_exif_note(names: Sequence[str], images: int, shown: int = 10) -> str:
+    """The summary line of ``--camera exif`` for the photos (``names``, of ``images``) without a usable EXIF focal
+    length, the first ``shown`` of them named."""
+    listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return (
+        f"--camera exif: {len(names)} of {images} photos had no usable EXIF focal length and were taken as the map's "
+        f"camera ({listed}); give their camera with {GIVE_CAMERA}, in a run of their own"
+    )
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ class StructureLocalizer:
         geo = self._geometry.get((w, h))
         if geo is not None:
             return geo
-        if all(v is None for v in camera) and not self._warned_camera:
+        if all(v is None for v in camera) and not self._warned_camera and not self.use_exif:  # exif: its own
             self._warned_camera = True
             log.warning(unknown_camera_warning(self.map, w, h))
         geo = query_geometry(w, h, lens=self.query_lens, intrinsics=self.query_intrinsics, camera=self.query_camera,

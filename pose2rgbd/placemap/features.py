@@ -13,7 +13,6 @@ converted in a small LRU, the candidate set stacked once while the next image as
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +22,7 @@ import numpy as np
 
 from pose2rgbd.config import ranged_field
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.placemap.lru import LRU
 
 
 @dataclass
@@ -213,7 +213,6 @@ class _Stacked:
     """A candidate set as the matcher's operand: RootSIFT blocks stacked (:func:`stack_blocks`) with the world
     points row for row (NaN on padding rows)."""
 
-    key: tuple[int, ...]
     desc: np.ndarray  # (B * K_max, 128) float32
     sizes: np.ndarray  # (B,)
     xyz: np.ndarray  # (B * K_max, 3) float64
@@ -222,17 +221,16 @@ class _Stacked:
 class CandidateMatcher:
     """Matches query descriptors against candidate keyframes of a map (thread-safe). The keyframes' RootSIFT
     descriptors and world points are kept in a small LRU (consecutive images of a sequence ask for mostly the same
-    keyframes; converting a keyframe's uint8 SIFT costs as much as matching it): ``functools.lru_cache``, keyed by
-    the keyframe row alone."""
+    keyframes; converting a keyframe's uint8 SIFT costs as much as matching it), keyed by the keyframe row, and the
+    last candidate set stacked (:class:`~pose2rgbd.placemap.lru.LRU`, the map's own cache)."""
 
     def __init__(
         self, place_map: KeyframeFeatureSource, cache_keyframes: int = 128, all_features: bool = False
     ) -> None:
         self.map = place_map
         self.all_features = all_features
-        self._lock = threading.Lock()
-        self._cached = functools.lru_cache(maxsize=max(0, int(cache_keyframes)))(self._convert)
-        self._stacked: _Stacked | None = None
+        self._blocks: LRU[int, tuple[np.ndarray, np.ndarray]] = LRU(cache_keyframes)
+        self._stacked: LRU[tuple[int, ...], _Stacked] = LRU(1)
 
     def _convert(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         f = self.map.features(i)
@@ -249,24 +247,21 @@ class CandidateMatcher:
         has a point for a fifth of them); against the features with a point only, a query feature whose true match
         has no point can pass the test with a wrong one, for want of the true rival. Cleaner correspondences, but
         fewer: on a small sequence map (320x180) some queries then have too few (docs/results.md)."""
-        got: tuple[np.ndarray, np.ndarray] = self._cached(int(i))
-        return got
+        return self._blocks.get(int(i), lambda: self._convert(int(i)))
 
-    def _stack(self, cand: np.ndarray) -> _Stacked:
-        key = tuple(int(i) for i in cand)
-        with self._lock:
-            if self._stacked is not None and self._stacked.key == key:
-                return self._stacked
+    def _stack(self, key: tuple[int, ...]) -> _Stacked:
         blocks = [self.keyframe(i) for i in key]
         desc, sizes = stack_blocks([b[0] for b in blocks])
         kmax = len(desc) // len(sizes) if len(sizes) else 0
         xyz = np.full((len(sizes), kmax, 3), np.nan)
         for b, (_, pts) in enumerate(blocks):
             xyz[b, : len(pts)] = pts
-        stacked = _Stacked(key, desc, sizes, xyz.reshape(-1, 3))
-        with self._lock:
-            self._stacked = stacked
-        return stacked
+        return _Stacked(desc, sizes, xyz.reshape(-1, 3))
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """The two caches' ``cached`` / ``hits`` / ``misses``: ``keyframes`` (converted blocks), ``stacked`` (the
+        last candidate set)."""
+        return {"keyframes": self._blocks.stats(), "stacked": self._stacked.stats()}
 
     def match(self, q_rs: np.ndarray, cand: np.ndarray, ratio: float) -> Correspondences:
         """Ratio-test matches of RootSIFT ``q_rs`` against each keyframe of ``cand`` (map rows), one per query
@@ -274,7 +269,8 @@ class CandidateMatcher:
         if len(cand) == 0:
             e = np.zeros(0, np.int64)
             return Correspondences(e, np.zeros((0, 3)), e)
-        s = self._stack(cand)
+        key = tuple(int(i) for i in cand)
+        s = self._stacked.get(key, lambda: self._stack(key))
         m = match_ratio_blocks(q_rs, s.desc, s.sizes, ratio)
         xyz = s.xyz[m.block * (len(s.desc) // len(s.sizes)) + m.ref]  # the matched rows' points
         ok = np.all(np.isfinite(xyz), axis=1)  # matched to a feature without a point: no correspondence

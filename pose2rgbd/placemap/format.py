@@ -22,7 +22,7 @@ Layout::
 
 Everything per keyframe is read through ``np.load(mmap_mode="r")``: opening a map reads the manifest and the
 small per-keyframe arrays (poses, the global descriptors: "the index"); images, depth and features are paged in
-only for the keyframes a query touches (with an LRU cache of decoded images and depth maps).
+only for the keyframes a query touches (decoded ones kept in a small cache: :mod:`pose2rgbd.placemap.lru`).
 A map is written into a hidden sibling folder and renamed into place when complete (:class:`MapWriter`).
 """
 
@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -253,25 +252,3 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if d.get("version") != FORMAT_VERSION:
         raise MapError(f"{m}: map format version {d.get('version')!r} is not supported (this reads {FORMAT_VERSION})")
     return d
-
-
-class LRU:
-    """A small least-recently-used cache of decoded keyframe data (thread-unsafe: callers hold a lock)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(0, int(size))
-        self.data: OrderedDict[Any, Any] = OrderedDict()
-        self.hits = self.misses = 0
-
-    def get(self, key: Any, make: Any) -> Any:
-        if key in self.data:
-            self.data.move_to_end(key)
-            self.hits += 1
-            return self.data[key]
-        self.misses += 1
-        v = make()
-        if self.size:
-            self.data[key] = v
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-        return v

@@ -14,7 +14,6 @@ does not grow with the place). The nearest keyframes come from the keyframes' ow
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import cv2
@@ -23,8 +22,8 @@ import numpy as np
 from pose2rgbd.dataset.cache import resize_depth_nearest
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
-from pose2rgbd.placemap.format import LRU
 from pose2rgbd.placemap.keyframes import Keyframes
+from pose2rgbd.placemap.lru import LRU
 
 SAME_CAMERA_PX = 1e-3  # intrinsics (pixels at the target size) that differ less are the same camera
 
@@ -49,8 +48,7 @@ class SizedKeyframes:
         self.depth_dtype = depth_dtype
         w = keyframes.poses.rot_weight_m if rot_weight_m is None else float(rot_weight_m)
         self.poses: PoseSet = keyframes.poses.reweighted(w)
-        self._cache = LRU(cache_keyframes)
-        self._lock = threading.Lock()
+        self._cache: LRU[int, tuple[np.ndarray, np.ndarray]] = LRU(cache_keyframes)
 
     def __len__(self) -> int:
         return len(self.keyframes)
@@ -88,8 +86,7 @@ class SizedKeyframes:
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Keyframe ``i``: RGB uint8 (H, W, 3) and depth (H, W) in metres (NaN invalid, +inf sky), cached."""
-        with self._lock:
-            return self._cache.get(int(i), lambda: self._load(int(i)))  # type: ignore[no-any-return]
+        return self._cache.get(int(i), lambda: self._load(int(i)))
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``rows`` (B, k) -> rgb uint8 (B, k, H, W, 3), depth (B, k, H, W), T_world_cam float64 (B, k, 4, 4)."""
@@ -110,7 +107,7 @@ class SizedKeyframes:
         return _AtSize(self)
 
     def cache_stats(self) -> dict[str, int]:
-        return {"cached": len(self._cache.data), "hits": self._cache.hits, "misses": self._cache.misses}
+        return self._cache.stats()
 
 
 class _AtSize:

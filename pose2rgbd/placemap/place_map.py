@@ -9,7 +9,6 @@ small LRU cache. Thread-safe.
 
 from __future__ import annotations
 
-import threading
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,8 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
-from pose2rgbd.placemap.format import LRU, MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.placemap.format import MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.placemap.lru import LRU
 from pose2rgbd.placemap.place import GlobalDescriber
 from pose2rgbd.placemap.selection import MapSelection
 
@@ -73,8 +73,7 @@ class PlaceMap:
         if n == 0 or any(len(a) != n for a in per_keyframe):
             raise MapError(f"{self.path}: inconsistent place map (array lengths differ); {again}")
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=float(self.manifest.get("rot_weight_m", 10.0)))
-        self._lock = threading.Lock()
-        self._cache = LRU(cache_keyframes)
+        self._cache: LRU[tuple[str, int], np.ndarray] = LRU(cache_keyframes)
 
     # ------------------------------------------------------------------ the index
     def __len__(self) -> int:
@@ -137,9 +136,7 @@ class PlaceMap:
                 "keyframe_images false); build it again with them for the hybrid renderer"
             )
         off, img = self._img_off, self._img
-        with self._lock:
-            rgb: np.ndarray = self._cache.get(("rgb", int(i)), lambda: decode_rgb(img[off[i] : off[i + 1]]))
-        return rgb
+        return self._cache.get(("rgb", int(i)), lambda: decode_rgb(img[off[i] : off[i + 1]]))
 
     def depth(self, i: int) -> np.ndarray:
         """float32 (H, W) metric depth of keyframe ``i`` (NaN invalid, +inf sky; decoded, cached)."""
@@ -149,9 +146,7 @@ class PlaceMap:
                 "localization-only map)"
             )
         off, data = self._depth_off, self._depth
-        with self._lock:
-            depth: np.ndarray = self._cache.get(("depth", int(i)), lambda: decode_depth(data[off[i] : off[i + 1]]))
-        return depth
+        return self._cache.get(("depth", int(i)), lambda: decode_depth(data[off[i] : off[i + 1]]))
 
     def encoded(self, i: int) -> tuple[bytes, bytes | None]:
         """Keyframe ``i``'s image and depth as stored (encoded files; ``b""`` / None where the map has none):
@@ -209,4 +204,4 @@ class PlaceMap:
         return int(sum(np.isfinite(self._kp_xyz[a : a + step, 0]).sum() for a in range(0, n, step)))
 
     def cache_stats(self) -> dict[str, int]:
-        return {"cached": len(self._cache.data), "hits": self._cache.hits, "misses": self._cache.misses}
+        return self._cache.stats()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -110,13 +111,10 @@ def run_stage(stage: Stage, work: Path, *, progress: bool = True) -> Product:
     return Product(dest, key)
 
 
-def finished_stages(work: Path) -> list[str]:
-    """The stages whose output in ``work`` is done or can resume: what a new run with the same keys reuses."""
-    out = []
-    for rec_path in sorted(work.glob(f"*{RECORD_SUFFIX}")):
-        name = rec_path.name[: -len(RECORD_SUFFIX)]
-        rec = read_record(work, name) or {}
-        worth = rec.get("state") == "done" or (rec.get("state") == "running" and rec.get("resumable") is True)
-        if worth and (work / name).exists():
-            out.append(name)
-    return out
+def finished_stages(work: Path, stages: Iterable[Stage]) -> list[str]:
+    """Of ``stages`` (those a run reached, in order), the ones whose output in ``work`` is done with their current
+    key or a stopped run that can resume: what the same command run again reuses. Other records in the folder (an
+    earlier run's, with other settings or another ``--depth``) are not named: they would be made again or not used."""
+    if not work.is_dir():
+        return []
+    return [s.name for s in stages if stage_state(s, work) in ("cached", "resume")]

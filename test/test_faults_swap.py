@@ -352,3 +352,28 @@ def test_signals_held_delivers_after_the_block_and_puts_the_handler_back() -> No
         send_sigint()
         seen.append(held.pending)
     assert seen == [True] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_block_off_the_main_thread_that_holds_nothing_does_not_delay_the_main_threads_signal() -> None:
+    """A worker thread inside signals_held without signal_deferral() holds no signal; while it stays there, a
+    signal in a held block of the main thread is still delivered when that block ends."""
+    import threading
+
+    from pose2rgbd.atomic import signals_held
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with signals_held():
+            inside.set()
+            leave.wait(30)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(KeyboardInterrupt), signals_held():
+            send_sigint()
+    finally:
+        leave.set()
+        t.join(30)

@@ -144,10 +144,14 @@ def signals_held() -> Iterator[Held]:
     token = object()
     uninstall: Callable[[], None] | None = None
     try:
-        _active.append(token)
-        uninstall = _install()
-        if not _on_main_thread() and signal.getsignal(signal.SIGINT) is not _handler:
+        # a block off the main thread without signal_deferral() holds nothing (the signal goes straight to the
+        # main thread's handler): it must not count as holding, or a block on the main thread meanwhile would
+        # keep its signal waiting for this one to end
+        if _on_main_thread() or signal.getsignal(signal.SIGINT) is _handler:
+            _active.append(token)
+        else:
             log.debug("signals are not held for this swap: it runs off the main thread without signal_deferral()")
+        uninstall = _install()
         yield Held()
     finally:
         if token in _active:

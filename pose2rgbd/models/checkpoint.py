@@ -345,7 +345,7 @@ def parse_header(
         except (ConfigError, KeyError) as e:
             raise CheckpointError(f"{p}: {e}") from e
     try:
-        config = cfgmod.from_dict(family.config_cls, data["model_config"], where="model_config")
+        config: object = cfgmod.from_dict(family.config_cls, data["model_config"], where="model_config")
     except (ConfigError, KeyError) as e:
         raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
     fingerprint = str(data.get("dataset_fingerprint", ""))

@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from pose2rgbd.errors import CheckpointError
-from pose2rgbd.inference.common import EngineConfig, load_for_serving, prepare_serving
+from pose2rgbd.inference.backends import prepare_serving
+from pose2rgbd.inference.common import EngineConfig, load_for_serving
 from pose2rgbd.inference.localize import LocalizeEngine, Localizer, LocalizeResult, check_image_batch
 from pose2rgbd.inference.poses import check_pose_batch, extrapolate_constant_velocity
 from pose2rgbd.inference.render import RenderEngine, RenderResult

@@ -1,7 +1,8 @@
 """What runs the network for an engine: one engine, two backends.
 
 * :class:`TorchBackend`: the checkpoint's torch module, prepared for inference (device, precision autocast,
-  BatchNorm folding, channels-last: :func:`pose2rgbd.inference.common.prepare_serving`);
+  threads, BatchNorm folding, channels-last, the transposed convolutions' layout: :func:`prepare_serving`, one
+  call into the model layer, :func:`pose2rgbd.models.device.prepare_for_serving`);
 * :class:`OnnxRuntimeBackend`: an exported ``.onnx`` file (``pose2rgbd export``) in an ONNX Runtime session
   (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on. A ``.pt`` checkpoint
   with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch);
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pose2rgbd.errors import CheckpointError, ConfigError
-from pose2rgbd.inference.common import BACKENDS, is_onnx_path, prepare_serving, resolve_backend
+from pose2rgbd.inference.common import BACKENDS, is_onnx_path, resolve_backend
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,46 @@ class Backend(Protocol):
 
     def warm(self, passes: int) -> None:
         """``passes`` batch-1 runs of the network (the first calls are slow), before the engine serves."""
+
+
+def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: str) -> str | None:
+    """The warning for a precision ``device`` cannot run fast (bf16 on a CPU without native bf16), or ``None``;
+    with ``cfg.slow_precision == "refuse"`` it is raised as a :class:`ConfigError` instead."""
+    from pose2rgbd.models.device import cpu_has_native_bf16
+
+    if device.type != "cpu" or precision != "bf16" or cpu_has_native_bf16():
+        return None
+    msg = (
+        "engine.precision bf16 on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 in "
+        "/proc/cpuinfo): bf16 is emulated there and several times slower than fp32 (measured 3-9x on an AVX2 CPU, "
+        "docs/serving.md); use precision fp32 (or auto) on this machine"
+    )
+    if cfg.slow_precision == "refuse":
+        raise ConfigError(msg + " (refused: engine.slow_precision is refuse)")
+    return msg
+
+
+def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
+    """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect): the
+    copy, its layout chosen (``engine.transposed_channels_last``), made in one call into the model layer
+    (:func:`pose2rgbd.models.device.prepare_for_serving`)."""
+    from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    slow = check_precision_speed(cfg, device, precision)
+    if slow:
+        log.warning("%s", slow)
+    prepared = prepare_for_serving(
+        model,
+        device,
+        precision,
+        fuse_bn=cfg.fuse_bn,
+        channels_last=cfg.channels_last,
+        transposed_channels_last=cfg.transposed_channels_last,
+    )
+    return prepared, device, precision
 
 
 class TorchBackend:
@@ -198,7 +239,9 @@ __all__ = [
     "Backend",
     "OnnxRuntimeBackend",
     "TorchBackend",
+    "check_precision_speed",
     "is_onnx_path",
     "make_backend",
+    "prepare_serving",
     "resolve_backend",
 ]

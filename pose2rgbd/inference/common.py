@@ -1,23 +1,18 @@
-"""What every engine shares: :class:`EngineConfig`, loading a checkpoint for serving, and preparing its model
-(device, precision, threads, BatchNorm folding, channels-last, the transposed convolutions' layout:
-:mod:`pose2rgbd.models.device`)."""
+"""What every engine shares: :class:`EngineConfig` and loading a checkpoint for serving (:func:`load_for_serving`);
+what runs its network, the module prepared for serving or an ONNX Runtime session, is
+:mod:`pose2rgbd.inference.backends`."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pose2rgbd.config import help_field, param_ranges, ranged_field
 from pose2rgbd.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    import torch
-
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,43 +138,3 @@ def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
     # a folder, an empty or a text file: named by the loader
     # a hybrid opens the place map its checkpoint names, or engine.map instead (checked by the loader)
     return load_checkpoint(p, map_location="cpu", expect=expect, place_map=cfg.map)
-
-
-def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: str) -> str | None:
-    """The warning for a precision ``device`` cannot run fast (bf16 on a CPU without native bf16), or ``None``;
-    with ``cfg.slow_precision == "refuse"`` it is raised as a :class:`ConfigError` instead."""
-    from pose2rgbd.models.device import cpu_has_native_bf16
-
-    if device.type != "cpu" or precision != "bf16" or cpu_has_native_bf16():
-        return None
-    msg = (
-        "engine.precision bf16 on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 in "
-        "/proc/cpuinfo): bf16 is emulated there and several times slower than fp32 (measured 3-9x on an AVX2 CPU, "
-        "docs/serving.md); use precision fp32 (or auto) on this machine"
-    )
-    if cfg.slow_precision == "refuse":
-        raise ConfigError(msg + " (refused: engine.slow_precision is refuse)")
-    return msg
-
-
-def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
-    """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect): the
-    copy, its layout chosen (``engine.transposed_channels_last``), made in one call into the model layer
-    (:func:`pose2rgbd.models.device.prepare_for_serving`)."""
-    from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
-
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    slow = check_precision_speed(cfg, device, precision)
-    if slow:
-        log.warning("%s", slow)
-    prepared = prepare_for_serving(
-        model,
-        device,
-        precision,
-        fuse_bn=cfg.fuse_bn,
-        channels_last=cfg.channels_last,
-        transposed_channels_last=cfg.transposed_channels_last,
-    )
-    return prepared, device, precision

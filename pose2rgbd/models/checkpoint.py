@@ -245,6 +245,15 @@ def read_checkpoint_dict(
     other checks, which name a more specific problem; ``check_digest=False`` leaves that to the caller
     (:func:`raise_if_changed`, which :func:`load_checkpoint` calls once the weights are in the model)."""
     p = Path(path)
+    data, _ = _read_checkpoint(p, map_location)
+    if check_digest:
+        raise_if_changed(p, data)
+    return data
+
+
+def _read_checkpoint(p: Path, map_location: str | torch.device) -> tuple[dict[str, Any], ModelFamily]:
+    """:func:`read_checkpoint_dict` before the digest comparison, and the family of its kind (resolved once:
+    its conversion and migration run here, and :func:`load_checkpoint` builds the model with it)."""
     _check_checkpoint_file(p)
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
@@ -295,9 +304,7 @@ def read_checkpoint_dict(
     data["model_kind"] = kind
     data["source_version"] = int(version)
     data["content_intact"] = intact
-    if check_digest:
-        raise_if_changed(p, data)
-    return data  # type: ignore[no-any-return]
+    return data, family
 
 
 def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
@@ -324,17 +331,21 @@ class CheckpointHeader:
     step: int
 
 
-def parse_header(p: Path, data: Mapping[str, Any], expect: Expectations) -> CheckpointHeader:
+def parse_header(
+    p: Path, data: Mapping[str, Any], expect: Expectations, family: ModelFamily | None = None
+) -> CheckpointHeader:
     """The header entries of a checkpoint dict or exported-file metadata (``model_kind``, ``model_config``,
     ``dataset_fingerprint``, ``camera``, ``depth_kind``, ``world_frame``, ``step``), checked against ``expect``;
     every problem a :class:`CheckpointError` naming ``p``. One parser for :func:`load_checkpoint` and
-    :func:`pose2rgbd.models.export.load_onnx_checkpoint`."""
+    :func:`pose2rgbd.models.export.load_onnx_checkpoint`. ``family``: the family of ``model_kind`` when the caller
+    has it already (the checkpoint reader resolves it to convert and migrate the file)."""
+    if family is None:
+        try:
+            family = get_family(str(data["model_kind"]))
+        except (ConfigError, KeyError) as e:
+            raise CheckpointError(f"{p}: {e}") from e
     try:
-        family = get_family(str(data["model_kind"]))
-    except (ConfigError, KeyError) as e:
-        raise CheckpointError(f"{p}: {e}") from e
-    try:
-        config = family.config_from_dict(data["model_config"], where="model_config")
+        config: object = cfgmod.from_dict(family.config_cls, data["model_config"], where="model_config")
     except (ConfigError, KeyError) as e:
         raise CheckpointError(f"{p}: bad model_config for kind {family.kind!r}: {e}") from e
     fingerprint = str(data.get("dataset_fingerprint", ""))
@@ -377,8 +388,8 @@ def load_checkpoint(
         preset=expect_preset or want.preset,
         fingerprint=expect_fingerprint or want.fingerprint,
     )
-    data = read_checkpoint_dict(p, map_location=map_location, check_digest=False)
-    h = parse_header(p, data, want)
+    data, family = _read_checkpoint(p, map_location)
+    h = parse_header(p, data, want, family)
     family, config, camera = h.family, h.config, h.camera
     model = family.build(config)
     try:

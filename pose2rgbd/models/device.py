@@ -16,7 +16,9 @@ One module for the trainer and every engine, so "auto" means the same everywhere
   convolution and plain convolutions in channels-last layout;
 * :func:`prepare_for_serving`: that copy with the transposed convolutions' layout chosen (``auto`` on CPU: both
   layouts timed by forward passes, the faster kept), what an engine serves; :func:`warm_up`: the first forward
-  passes of a prepared model, at the batch size an engine runs, before it serves.
+  passes of a prepared model, at the batch size an engine runs, before it serves;
+* :func:`example_input`: random network inputs of a model (:func:`network_input_shape`), what the layouts are
+  timed and the warm-up runs on (and what :mod:`pose2rgbd.models.export` checks an exported graph with).
 
 Importing this module imports torch.
 """
@@ -33,7 +35,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +252,28 @@ def prepare_for_serving(
     return b if tb < 0.95 * ta else a
 
 
-def _example(model: nn.Module, device: torch.device) -> torch.Tensor | None:
-    """A batch-1 network input of ``model`` on ``device`` (:func:`pose2rgbd.models.export.example_input`), or
-    ``None`` for a model whose input is not known."""
-    from pose2rgbd.errors import CheckpointError
-    from pose2rgbd.models.export import example_input
+def network_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """Shape of one sample of the network input (no batch axis): what the model's ``poses_to_input`` (pose ->
+    image: the normalized pose) or ``images_to_input`` (image -> pose: the image) makes; the graph ONNX exports
+    (:mod:`pose2rgbd.models.export`) takes it too."""
+    if isinstance(model, PoseToImage):
+        return (int(model.pose_min.numel()),)
+    if isinstance(model, ImageToPose):
+        h, w = model.input_hw
+        return (3, int(h), int(w))
+    raise CheckpointError(f"a {type(model).__name__} model has no serving input")
 
+
+def example_input(model: nn.Module, batch: int, *, seed: int = 0) -> torch.Tensor:
+    """Random network inputs ``(batch, *network_input_shape)`` in [-1, 1] (the range the transforms produce): what
+    the layouts are timed and the warm-up runs on here, and what an export is checked with."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, *network_input_shape(model)), generator=g) * 2.0 - 1.0
+
+
+def _example(model: nn.Module, device: torch.device) -> torch.Tensor | None:
+    """A batch-1 network input of ``model`` on ``device`` (:func:`example_input`), or ``None`` for a model whose
+    input is not known."""
     try:
         return example_input(model, 1).to(device)
     except CheckpointError:

@@ -39,6 +39,7 @@ from pose2rgbd.atomic import atomic_file, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint, parse_header
+from pose2rgbd.models.device import example_input, network_input_shape
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
 
 log = logging.getLogger(__name__)
@@ -78,22 +79,6 @@ def serving_output_names(model: nn.Module) -> tuple[str, ...]:
     raise CheckpointError(
         f"a {type(model).__name__} model is neither a pose -> image nor an image -> pose model: nothing serves it"
     )
-
-
-def network_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """Shape of one sample of the network input (no batch axis)."""
-    if isinstance(model, PoseToImage):
-        return (int(model.pose_min.numel()),)
-    if isinstance(model, ImageToPose):
-        h, w = model.input_hw
-        return (3, int(h), int(w))
-    raise CheckpointError(f"a {type(model).__name__} model has no serving input")
-
-
-def example_input(model: nn.Module, batch: int, *, seed: int = 0) -> torch.Tensor:
-    """Random network inputs ``(batch, *network_input_shape)`` in [-1, 1] (the range the transforms produce)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand((batch, *network_input_shape(model)), generator=g) * 2.0 - 1.0
 
 
 class ServingGraph(nn.Module):

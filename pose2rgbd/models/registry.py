@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pose2rgbd import config as cfgmod
 from pose2rgbd.errors import ConfigError
 
 DATA_KINDS: tuple[str, ...] = ("pose_to_image", "image_to_pose", "sequences")
@@ -124,10 +123,6 @@ class ModelFamily:
         if unknown:
             raise ConfigError(f"{self.kind} model config has no field(s) {unknown}; fields: {sorted(names)}")
         return self.config_cls(**kw)
-
-    def config_from_dict(self, d: dict[str, Any], *, where: str = "model") -> Any:
-        """Validated config from a plain mapping (YAML, checkpoint); unknown keys raise ConfigError."""
-        return cfgmod.from_dict(self.config_cls, d, where=where)
 
     # -- training ------------------------------------------------------------------------------------------
     def load_recipe(self) -> Recipe:

@@ -9,17 +9,55 @@ parameter_change`, applied to the class's :attr:`~NodeLogic.live` names). A node
 (:meth:`NodeLogic.parameter_applied`).
 
 The config of a node built on it has ``warn_throttle_s`` and ``topics.diagnostics``.
+
+The parts it is made of are here too: the throttle behind its warnings (:class:`Throttle`,
+:func:`throttled_warning`; the TF input warns through one as well) and its logger (:func:`get_logger`); and what a
+node serving an engine (renderer, localizer) holds besides: its recent latencies (:class:`Latencies`) and the
+engine's release at cleanup (:func:`close_engine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import collections
+import logging
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pose2rgbd.nodes.common import Throttle, get_logger, throttled_warning
+import numpy as np
+
 from pose2rgbd.nodes.spec import parameter_change
 
 Outgoing = tuple[str, Any]
+
+
+class Throttle:
+    """Let a message through at most once per ``period_s`` per key (clock: the node's ``now_ns``)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_ns = int(period_s * 1e9)
+        self._last: dict[str, int] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, now_ns: int) -> bool:
+        last = self._last.get(key)
+        if last is not None and 0 <= now_ns - last < self.period_ns:
+            self.suppressed[key] = self.suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now_ns
+        return True
+
+
+def throttled_warning(throttle: Throttle, log: Any, key: str, now_ns: int, text: str) -> None:
+    """Log ``text`` unless ``throttle`` holds ``key`` back; the next one let through counts those suppressed."""
+    if throttle(key, now_ns):
+        n = throttle.suppressed.pop(key, 0)
+        log.warning(text + (f" ({n} similar suppressed)" if n else ""))
+
+
+def get_logger(logger: Any | None, name: str) -> Any:
+    """The node logic logs pre-formatted strings only, so an rclpy logger works as well as a logging one."""
+    return logger if logger is not None else logging.getLogger(name)
 
 
 class NodeLogic:
@@ -76,3 +114,37 @@ class NodeLogic:
     def diagnostics_tick(self, now_ns: int) -> list[Outgoing]:
         """The diagnostics timer: one DiagnosticArray on ``topics.diagnostics``."""
         return [(self.cfg.topics.diagnostics, self.diagnostics(now_ns))]
+
+
+# ---------------------------------------------------------------------------------------------- engine nodes
+def latency_percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float]:
+    """``(p50, p99)`` of the recorded latencies (NaN, NaN before the first)."""
+    if not latencies_ms:
+        return float("nan"), float("nan")
+    a = np.asarray(latencies_ms)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class Latencies:
+    """A node's recent latencies in ms (a part the node holds): the newest (:attr:`last_ms`, NaN before the first)
+    and the last ``window`` for the diagnostics' p50 / p99."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.last_ms = math.nan
+        self._recent: collections.deque[float] = collections.deque(maxlen=window)
+
+    def add(self, ms: float) -> None:
+        self.last_ms = ms
+        self._recent.append(ms)
+
+    def percentiles_ms(self) -> tuple[float, float]:
+        """``(p50, p99)`` of the recent latencies (NaN, NaN before the first)."""
+        return latency_percentiles_ms(self._recent)
+
+
+def close_engine(engine: Any) -> None:
+    """A node's cleanup (the host's ``close``): stop the engine's background work (look-ahead) and let go of the
+    model; an engine without ``close`` holds nothing to stop."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

@@ -44,8 +44,7 @@ from pose2rgbd.geometry.camera import depth_to_points
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
-from pose2rgbd.nodes.common import Latencies, close_engine
-from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
 
 Outgoing = tuple[str, Any]

@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pose2rgbd.geometry.tf_buffer import TFBuffer
-from pose2rgbd.nodes.common import Throttle, throttled_warning
-from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.logic import NodeLogic, Throttle, throttled_warning
 from pose2rgbd.nodes.spec import TFNeed
 
 TF_TOPIC = "/tf"

@@ -25,7 +25,6 @@ from pose2rgbd.atomic import note_kept
 from pose2rgbd.bags import BagWriter, open_bag
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
-from pose2rgbd.nodes.common import resolve_topic
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, bound, check_logic, get_key, with_resources
@@ -34,6 +33,16 @@ from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
+
+
+def resolve_topic(name: str, namespace: str = "", node_name: str = "") -> str:
+    """ROS-style resolution for the offline runtime: ``rgb`` -> ``/ns/rgb``, ``~/x`` -> ``/ns/node/x``."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if name.startswith("/"):
+        return name
+    if name.startswith("~"):
+        return f"{ns}/{node_name}/{name[1:].lstrip('/')}".replace("//", "/")
+    return f"{ns}/{name}"
 
 
 @dataclass

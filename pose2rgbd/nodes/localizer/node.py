@@ -17,12 +17,11 @@ import numpy as np
 from pose2rgbd import messages as M
 from pose2rgbd.errors import BagError, Pose2RGBDError
 from pose2rgbd.inference.images import prepare_for_model
-from pose2rgbd.nodes.common import Latencies, close_engine
 from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig
 from pose2rgbd.nodes.localizer.outputs import PoseCovariance, pose_messages, refined_pose
 from pose2rgbd.nodes.localizer.resources import configure_localizer
 from pose2rgbd.nodes.localizer.structure import Priors
-from pose2rgbd.nodes.logic import NodeLogic
+from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Timer
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.inference import LocalizeEngine, load_engine
 from pose2rgbd.inference.calibration import Calibration, load_calibration
 from pose2rgbd.inference.refine import Refiner
-from pose2rgbd.nodes.common import get_logger
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
+from pose2rgbd.nodes.logic import get_logger
 
 
 def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:

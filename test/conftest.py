@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,26 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _no_held_signal_left() -> Iterator[None]:
+    """After every test: no ``signals_held`` block left running and no held signal left undelivered. One left
+    behind (a thread of the test still in a swap, a block never closed) keeps every later Ctrl-C of this pytest
+    worker from being delivered, which fails whichever test of the worker sends one next; here it fails the test
+    that left it, naming the thread. A thread of the test still finishing its swap gets 30 s."""
+    yield
+    signals = sys.modules.get("pose2rgbd.atomic.signals")
+    if signals is None:
+        return
+    deadline = time.monotonic() + 30.0
+    while signals.holders() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left, undelivered = signals.holders(), list(signals._pending)
+    if left or undelivered:
+        signals._active.clear()
+        signals._pending.clear()
+        pytest.fail(f"the test left {left or 'no held block'} and held signals {undelivered} undelivered")
 
 
 def _has(module: str) -> bool:

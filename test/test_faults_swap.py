@@ -63,10 +63,34 @@ def send_sigint() -> None:
     """SIGINT to this process (the kernel picks the thread that takes it), and wait until Python has run its
     handler: taken by a worker thread, CPython lets the main thread notice it only at a later thread switch."""
     os.kill(os.getpid(), signal.SIGINT)
-    for _ in range(10_000):  # bounded: a signal that is not held raises KeyboardInterrupt here instead
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:  # bounded: a signal that is not held raises KeyboardInterrupt here instead
         if pending():
             return
         time.sleep(0.001)
+    raise AssertionError(f"the SIGINT sent 10 s ago was neither held nor delivered: {signal_state()}")
+
+
+def signal_state() -> str:
+    """What keeps a signal from this process's Python handler: the main thread's mask, the process's ignored /
+    caught / pending sets, the Python-level handler and the held blocks."""
+    from pose2rgbd.atomic.signals import holders
+
+    status = Path(f"/proc/{os.getpid()}/status")
+    kernel = (
+        [
+            ln
+            for ln in status.read_text().splitlines()
+            if ln.startswith(("SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd"))
+        ]
+        if status.exists()
+        else []
+    )
+    return (
+        f"main-thread mask {sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))}, {kernel}, "
+        f"handler {signal.getsignal(signal.SIGINT)!r}, held blocks {holders()}, "
+        f"threads {[t.name for t in threading.enumerate()]}"
+    )
 
 
 def interrupt_after_rename(monkeypatch: pytest.MonkeyPatch, when: Callable[[Path, Path], bool]) -> dict[str, int]:

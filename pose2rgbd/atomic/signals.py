@@ -33,12 +33,32 @@ log = logging.getLogger(__name__)
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 
+
+class _Block:
+    """One running :func:`signals_held` block: the token in ``_active``, naming its thread for :func:`holders`."""
+
+    __slots__ = ("thread",)
+
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
+
+    def __repr__(self) -> str:
+        alive = "alive" if self.thread.is_alive() else "ended"
+        return f"a held block in thread {self.thread.name!r} ({alive})"
+
+
 # The blocks of signals_held() now running, all threads together: one token each, added and removed with single
 # list operations (atomic), so that a KeyboardInterrupt between any two bytecodes never leaves a token behind; no
 # lock, since the handler runs on the main thread and could wait for a lock that thread holds.
-_active: list[object] = []
+_active: list[_Block] = []
 _pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
+
+
+def holders() -> list[str]:
+    """The :func:`signals_held` blocks now running, by thread: while any runs, a signal waits for it to end (a
+    diagnostic, e.g. for a test that finds a signal held longer than it expects)."""
+    return [repr(b) for b in list(_active)]
 
 
 def pending() -> bool:
@@ -141,7 +161,7 @@ def signals_held() -> Iterator[Held]:
     """Hold Ctrl-C and SIGTERM until the block ends (the renames of a swap); the first one that came is
     delivered right after it, to the handler that was installed before (``KeyboardInterrupt`` for Ctrl-C).
     ``Held.pending`` tells the block that one came, e.g. to undo its renames before it is delivered."""
-    token = object()
+    token = _Block()
     uninstall: Callable[[], None] | None = None
     try:
         # a block off the main thread without signal_deferral() holds nothing (the signal goes straight to the

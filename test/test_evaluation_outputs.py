@@ -154,3 +154,21 @@ def test_test_frames_that_repeat_a_training_frame_are_left_out_of_the_metrics(tm
     assert "left out of every metric" in md
     data = json.loads((tmp_path / "eval1" / "metrics.json").read_text())
     assert data["info"]["test_frames_repeating_training"] == repeated
+
+
+def test_evaluate_as_served_renders_the_served_model_and_says_so(toy: Path, tmp_path: Path) -> None:
+    """``precision`` other than ``trained``: the model as the render node serves it (BatchNorm folded,
+    channels-last) at that precision; fp32 served scores what the trained model scores, and the files say which."""
+    from pose2rgbd.errors import ConfigError
+
+    tc = TrainConfig(epochs=1, batch_size=8, max_steps=2, split="route", progress=False, tensorboard=False)
+    res = train_model(toy, tmp_path / "run", preset_config("base", size=64, outputs="rgbd"), tc)
+    kw = {"fly_frames": 2, "progress": False, "reprojection_frames": 0, "fused_baseline": False}
+    trained = evaluate(res.last, toy, out_dir=tmp_path / "trained", **kw)
+    served = evaluate(res.last, toy, out_dir=tmp_path / "served", precision="fp32", **kw)
+    assert trained.info["precision"] == "as trained (fp32)" and served.info["precision"] == "as served (fp32)"
+    assert "rendered as served (fp32)" in (tmp_path / "served" / "metrics.md").read_text()
+    for k in ("rgb_mae_px", "depth_mae"):  # BatchNorm folding and the layout change only reorder the arithmetic
+        assert served.metrics["model"][k] == pytest.approx(trained.metrics["model"][k], rel=1e-3)
+    with pytest.raises(ConfigError, match="precision 'half' is not one of trained"):
+        evaluate(res.last, toy, precision="half", **kw)

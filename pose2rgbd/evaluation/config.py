@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.models.device import PRECISION_CHOICES
 
 EVAL_SPLITS = ("random", "route", "every-nth", "all")
 
@@ -45,6 +46,12 @@ class EvaluateConfig:
     fps: float = help_field(10.0, "fly-through frame rate")
     batch_size: int = help_field(16, "poses per forward pass")
     device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    precision: str = help_field(
+        "trained",
+        "trained (the model as trained: fp32, no serving preparation) or an engine.precision (auto | fp32 | bf16 | "
+        "fp16): the model as the render node serves it at that precision (BatchNorm folded, channels-last), to see "
+        "what the served precision costs in quality",
+    )
     allow_other_dataset: bool = help_field(
         False, "evaluate on a dataset the checkpoint was not trained on (split all, no baseline)"
     )
@@ -67,5 +74,7 @@ class EvaluateConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ConfigError(f"fps must be a positive frame rate, got {self.fps}")
+        if self.precision != "trained" and self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"precision {self.precision!r} is not one of trained | {' | '.join(PRECISION_CHOICES)}")
         if not self.device.strip():
             raise ConfigError("device is empty: use auto, cpu, cuda or cuda:N")

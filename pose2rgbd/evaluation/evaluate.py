@@ -75,10 +75,14 @@ def predict(engine: RenderEngine, T_world_cam: np.ndarray, *, batch_size: int = 
     return out
 
 
-def evaluation_engine(loaded: LoadedCheckpoint, device: str = "auto") -> RenderEngine:
-    """The render engine evaluation predicts with: fp32, no BatchNorm folding or layout change (the metrics are
-    those of the model as trained), no warm-up."""
-    cfg = EngineConfig(device=device, precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
+def evaluation_engine(loaded: LoadedCheckpoint, device: str = "auto", precision: str = "trained") -> RenderEngine:
+    """The render engine evaluation predicts with, no warm-up: with ``precision`` ``trained`` fp32, no BatchNorm
+    folding or layout change (the metrics are those of the model as trained); with an ``engine.precision`` the
+    model as a render node with that precision serves it."""
+    if precision == "trained":
+        cfg = EngineConfig(device=device, precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
+    else:
+        cfg = EngineConfig(device=device, precision=precision, warmup=0)
     return RenderEngine(cfg, loaded)
 
 
@@ -178,7 +182,7 @@ def evaluate(
     model = loaded.model
     if not isinstance(model, PoseToImage):
         raise ConfigError(f"{checkpoint}: evaluation renders images from poses; a {loaded.kind!r} model does not")
-    engine = evaluation_engine(loaded, cfg.device)
+    engine = evaluation_engine(loaded, cfg.device, cfg.precision)
     size = model.image_hw[0]
     other = loaded.dataset_fingerprint != ds.fingerprint()
     kind = cfg.split or ("all" if other else str(loaded.train_config.get("split", "random")))
@@ -279,6 +283,7 @@ def evaluate(
         "step": loaded.step,
         "epoch": loaded.epoch,
         "split": sp.description,
+        "precision": "as trained (fp32)" if cfg.precision == "trained" else f"as served ({engine.precision})",
         "depth_unit": unit,
         "baseline": None
         if nn_base is None
@@ -381,7 +386,10 @@ def _write_outputs(
         rows.append(("fused-geometry baseline", res.metrics["fused"]))
     _write_metrics_json(out / "metrics.json", res)
     md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
-    md += f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {size}x{size}.\n"
+    md += (
+        f"\ncheckpoint `{res.info['checkpoint']}` (step {loaded.step}, epoch {loaded.epoch}), {size}x{size}, "
+        f"rendered {res.info['precision']}.\n"
+    )
     if res.info["baseline"]:
         md += f"Baseline: {res.info['baseline']}.\n"
     if res.info.get("reprojection"):

@@ -177,6 +177,29 @@ def test_bf16_without_native_support_is_warned_about_or_refused(monkeypatch, cap
     assert not any("native bf16" in r.message for r in caplog.records)
 
 
+def test_precision_auto_serves_the_hybrid_at_bf16_where_the_cpu_has_it_and_nothing_else(monkeypatch) -> None:
+    """engine.precision auto on CPU: bf16 for the hybrid (its kind declares it safe) on a CPU with native bf16,
+    fp32 for it elsewhere, fp32 for Base everywhere; its network part in ONNX Runtime stays fp32; an explicit fp32
+    stays fp32."""
+    import pose2rgbd.models.device as device
+    from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint, query_poses
+
+    hybrid = make_hybrid_checkpoint(64, 12, preset="hybrid-fast")
+    plane = make_ground_plane_checkpoint(16)
+    cfg = EngineConfig(warmup=0, device="cpu")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    served = RenderEngine(cfg, hybrid)
+    assert served.precision == "bf16"
+    assert RenderEngine(EngineConfig(warmup=0, device="cpu", precision="fp32"), hybrid).precision == "fp32"
+    assert RenderEngine(cfg, plane).precision == "fp32"
+    ort = RenderEngine(EngineConfig(warmup=0, device="cpu", backend="onnxruntime"), hybrid)
+    assert (ort.backend.name, ort.precision) == ("torch+onnxruntime", "fp32")
+    res = served.render(query_poses(1, n_keyframes=12)[0])  # it renders at bf16
+    assert res.rgb is not None and res.depth is not None and np.isfinite(res.depth).any()
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert RenderEngine(cfg, hybrid).precision == "fp32"
+
+
 def test_large_requests_are_split_into_max_batch_chunks() -> None:
     ck = make_ground_plane_checkpoint(32)
     T = np.stack([look_down_pose(float(i), 0.0, 10.0 + i) for i in range(5)])

@@ -64,15 +64,23 @@ def check_precision_speed(cfg: EngineConfig, device: torch.device, precision: st
     return msg
 
 
-def prepare_serving(cfg: EngineConfig, model: Any) -> tuple[Any, torch.device, str]:
+def prepare_serving(cfg: EngineConfig, model: Any, *, fp32_only: bool = False) -> tuple[Any, torch.device, str]:
     """``(prepared copy of model, device, resolved precision)`` for ``cfg`` (threads set as a side effect): the
     copy, its layout chosen (``engine.transposed_channels_last``), made in one call into the model layer
-    (:func:`pose2rgbd.models.device.prepare_for_serving`)."""
+    (:func:`pose2rgbd.models.device.prepare_for_serving`). ``precision`` ``auto`` is bf16 on a CPU with native
+    bf16 for a kind that declares it safe (:attr:`~pose2rgbd.models.base.ModelBase.serves_bf16_on_cpu`: the
+    hybrid); ``fp32_only``: fp32 whatever ``auto`` would be (a network part served by ONNX Runtime)."""
+    from pose2rgbd.models.base import ModelBase
     from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    if fp32_only:
+        _check_fp32(cfg)
+        precision = "fp32"
+    else:
+        cpu_bf16 = isinstance(model, ModelBase) and model.serves_bf16_on_cpu
+        precision = resolve_precision(cfg.precision, device, cpu_bf16_when_native=cpu_bf16)
     slow = check_precision_speed(cfg, device, precision)
     if slow:
         log.warning("%s", slow)
@@ -92,14 +100,14 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, cfg: EngineConfig, model: Any) -> None:
+    def __init__(self, cfg: EngineConfig, model: Any, *, fp32_only: bool = False) -> None:
         import torch
 
         from pose2rgbd.models.device import autocast
 
         self._torch = torch
         self._autocast = autocast
-        self.model, self.device, self.precision = prepare_serving(cfg, model)
+        self.model, self.device, self.precision = prepare_serving(cfg, model, fp32_only=fp32_only)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._torch.inference_mode(), self._autocast(self.device, self.precision):
@@ -203,8 +211,7 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
     if name == "onnxruntime" and serve_part is not None and "onnx" not in loaded.extra:
         # a model whose forward is only partly a graph (the hybrid: the warp in torch / numba): its network part
         # is exported at start and served by ONNX Runtime inside the prepared torch module
-        _check_fp32(cfg)
-        tb = TorchBackend(cfg, loaded.model)
+        tb = TorchBackend(cfg, loaded.model, fp32_only=True)
         tb.model.serve_network_part_with_onnxruntime(threads=cfg.threads, device=tb.device)
         tb.name = "torch+onnxruntime"
         return tb, tb.model

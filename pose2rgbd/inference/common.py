@@ -31,8 +31,8 @@ class EngineConfig:
     device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: str = help_field(
         "auto",
-        "auto (fp32 on CPU, bf16 on CUDA when supported else fp16), fp32, bf16 (CPU: fastest on CPUs with native "
-        "bf16, e.g. AVX512-BF16 / AMX) or fp16 (GPU only)",
+        "auto (CUDA: bf16 when supported, else fp16; CPU: fp32, but bf16 for the hybrid on CPUs with native bf16, "
+        "AVX512-BF16 / AMX), fp32, bf16 (CPU: fastest on CPUs with native bf16) or fp16 (GPU only)",
     )
     threads: int = ranged_field(
         0, "CPU threads for torch (0: torch's default, one per core); 1 avoids latency spikes on a busy CPU", 0, 1024

@@ -6,8 +6,8 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
 
 * loads a checkpoint through :func:`pose2rgbd.models.load_checkpoint`, which checks it against what the caller
   expects (output size, preset, dataset fingerprint);
-* picks the device (``auto``: CUDA when present) and precision (``auto``: fp32 on CPU, bf16 / fp16 autocast on
-  CUDA; bf16 autocast on CPU on request);
+* picks the device (``auto``: CUDA when present) and precision (``auto``: fp32 on CPU, but bf16 autocast for
+  the hybrid on a CPU with native bf16; bf16 / fp16 autocast on CUDA; bf16 autocast on CPU on request);
 * prepares the network for inference once: eval mode, BatchNorm folded into the preceding (transposed)
   convolution, plain convolutions in channels-last layout, and warms it up (``engine.warmup`` batch-1 passes,
   the batch size it runs: oneDNN builds its kernels per input shape), one call into the model layer each

@@ -105,6 +105,11 @@ class ModelBase(nn.Module):
     """Base class of trainable models (see the module docstring for the contract)."""
 
     best_metric: tuple[str, str] = ("val/loss", "min")
+    # engine.precision auto serves this kind at bf16 on a CPU with native bf16 instructions (AVX512-BF16 / AMX),
+    # fp32 elsewhere: only for kinds whose served outputs were measured to stay within the fp32 model's
+    # (docs/serving.md). Not Base / Slice: their depth is a network output normalized over the whole depth range,
+    # where bf16's 8-bit mantissa is metres outdoors.
+    serves_bf16_on_cpu: bool = False
 
     def get_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

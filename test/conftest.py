@@ -31,8 +31,8 @@ def repo_root() -> Path:
 def _no_held_signal_left() -> Iterator[None]:
     """After every test: no ``signals_held`` block left running and no held signal left undelivered. One left
     behind (a thread of the test still in a swap, a block never closed) keeps every later Ctrl-C of this pytest
-    worker from being delivered, which fails whichever test of the worker sends one next; here it fails the test
-    that left it, naming the thread. A thread of the test still finishing its swap gets 30 s."""
+    worker from being delivered, which fails whichever test of the worker sends one next; here the test that left it
+    errors at its teardown, naming the thread. A thread of the test still finishing its swap gets 30 s."""
     yield
     signals = sys.modules.get("pose2rgbd.atomic.signals")
     if signals is None:

@@ -198,7 +198,7 @@ def test_checkpoint_round_trip_renders_identically_and_the_engine_serves_it(
     np.testing.assert_array_equal(ra.rgb, rb.rgb)
     np.testing.assert_array_equal(ra.depth, rb.depth)
     # the serving engine as the render node builds it (BatchNorm folded, channels-last, warm-up) serves it too
-    served = RenderEngine.from_config(EngineConfig(checkpoint=str(trained / "last.pt"), device="cpu"))
+    served = RenderEngine.from_config(EngineConfig(checkpoint=str(trained / "last.pt"), device="cpu", precision="fp32"))
     r = served.render(T)
     assert r.rgb.shape == (3, SIZE, SIZE, 3) and r.depth.shape == (3, SIZE, SIZE) and r.confidence is not None
     assert np.abs(r.rgb.astype(int) - ra.rgb).max() <= 2

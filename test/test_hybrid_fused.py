@@ -133,7 +133,8 @@ def test_fused_training_runs_and_the_checkpoint_round_trips(trained: tuple[Path,
     np.testing.assert_array_equal(ra.rgb, rb.rgb)
     np.testing.assert_array_equal(ra.depth, rb.depth)
     # the serving engine as the render node builds it (a prepared copy of the model) serves it too
-    served = RenderEngine.from_config(EngineConfig(checkpoint=str(run / "last.pt"), device="cpu")).render(T)
+    cfg = EngineConfig(checkpoint=str(run / "last.pt"), device="cpu", precision="fp32")
+    served = RenderEngine.from_config(cfg).render(T)
     assert np.abs(served.rgb.astype(int) - ra.rgb).max() <= 2
     # the answer is the fused surface's: a model of the same weights that warps answers otherwise
     warp = load_checkpoint(run / "last.pt")

@@ -92,7 +92,7 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
 def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) -> None:
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)
-    fast = RenderEngine(EngineConfig(device="cpu", warmup=1), ck)  # BatchNorm folded, channels-last
+    fast = RenderEngine(EngineConfig(device="cpu", warmup=1, precision="fp32"), ck)  # BatchNorm folded, channels-last
     ort = RenderEngine(EngineConfig(device="cpu", backend="onnxruntime", warmup=1), ck)
     assert ort.backend.name == "torch+onnxruntime" and fast.backend.name == "torch"
     assert ck.model.network_runner is None  # the checkpoint's own model is untouched
@@ -135,7 +135,7 @@ def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(ck) -> None:
 def test_the_prepared_model_shares_the_keyframes_instead_of_copying_them(ck) -> None:
     """The engine keeps the loaded checkpoint and serves a prepared copy of its model: copied keyframes (and
     their cache of decoded ones) would be resident twice (hundreds of MiB)."""
-    eng = RenderEngine(EngineConfig(device="cpu", warmup=0), ck)
+    eng = RenderEngine(EngineConfig(device="cpu", warmup=0, precision="fp32"), ck)
     prepared = eng.model
     assert prepared is not ck.model
     assert prepared.keyframes is ck.model.keyframes

@@ -78,7 +78,8 @@ class HybridNet(PoseToImage, ModelBase):
     kind = "hybrid"
     # served at bf16 on CPUs with native bf16 (engine.precision auto): the depth is the warped keyframes' (fp32)
     # times a learned scale, and the colour the keyframes' outside the holes; measured against fp32 on the real-data
-    # benchmark's three sets: RGB MAE within 0.1 %, depth MAE within 1.3 % (docs/serving.md), about 1.5x as fast
+    # benchmark's three sets: RGB MAE within 0.1 %, depth MAE within 1.3 % (docs/serving.md); 1.0-1.9x as fast,
+    # by preset, size and threads
     serves_bf16_on_cpu = True
     # the forward pass selects keyframes in numpy and splats with data-dependent scatters: no ONNX graph of the
     # whole model; its network part (decoder + fill) is one (serve_network_part_with_onnxruntime)

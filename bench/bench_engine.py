@@ -31,6 +31,7 @@ GFLOP/s measured in the same run (the CPU's speed at that moment, on a machine o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -164,6 +165,7 @@ def run_one(
         "precision": precision,
         "backend": backend_name,
         "wall": stats.wall_s,
+        "latency_ms": lat.tolist(),
     }
 
 
@@ -187,6 +189,7 @@ def main() -> None:
     p.add_argument("--tolerance-deg", type=float, default=1.0)
     p.add_argument("--bag-seconds", type=float, default=6.0, help="flight length: 10 renders per second")
     p.add_argument("--note", default="", help="load note for the table, e.g. 'quiet machine'")
+    p.add_argument("--latencies", type=Path, help="write every run's per-render latencies (ms, in order) here (JSON)")
     p.add_argument(
         "--keyframes",
         type=int,
@@ -229,6 +232,12 @@ def main() -> None:
                                 f"({r1['frames']} frames each)",
                                 flush=True,
                             )
+    if args.latencies is not None:
+        args.latencies.write_text(json.dumps([
+            {"preset": preset, "size": size, "precision": r["precision"], "threads": r["threads"],
+             "backend": r["backend"], "lookahead": la, "latency_ms": r["latency_ms"]}
+            for preset, size, r1, r2 in rows for la, r in ((0, r1), (args.lookahead, r2))
+        ]))  # fmt: skip
     load1 = os.getloadavg()[0]
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bench_engine.py", *sys.argv[1:]])
     print()

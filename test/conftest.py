@@ -47,6 +47,21 @@ def _no_held_signal_left() -> Iterator[None]:
         pytest.fail(f"the test left {left or 'no held block'} and held signals {undelivered} undelivered")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _test_workers_are_not_serving_processes() -> Iterator[None]:
+    """An engine built by a test would set this worker up as a serving process (``engine.keep_freed_memory``,
+    ``engine.freeze_gc``: process-wide and for good), after which the worker keeps the largest working set of every
+    later test and never collects the cycles of objects alive then. The settings themselves are tested in child
+    processes (test_serving_process.py) and run in the live nodes' processes."""
+    from pose2rgbd.inference import serving_process
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(serving_process, "_apply_heap", lambda: False)
+    mp.setattr(serving_process, "freeze_gc", lambda: 0)
+    yield
+    mp.undo()
+
+
 def _has(module: str) -> bool:
     import importlib.util
 

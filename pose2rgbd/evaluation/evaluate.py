@@ -83,7 +83,7 @@ def evaluation_engine(loaded: LoadedCheckpoint, device: str = "auto", precision:
         cfg = EngineConfig(device=device, precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
     else:
         cfg = EngineConfig(device=device, precision=precision, warmup=0)
-    return RenderEngine(cfg, loaded)
+    return RenderEngine(cfg.as_batch_job(), loaded)
 
 
 def _split(cache: TrainingCache, kind: str, train_cfg: dict[str, Any]) -> Split:

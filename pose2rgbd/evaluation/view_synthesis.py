@@ -284,7 +284,7 @@ def interpolate_checkpoint(
         raise ConfigError(
             "give either two poses (--from-pose, --to-pose) or --dataset with --from-frame and --to-frame"
         )
-    engine = RenderEngine.from_config(EngineConfig(checkpoint=str(checkpoint), device=device, warmup=0))
+    engine = RenderEngine.from_config(EngineConfig(checkpoint=str(checkpoint), device=device, warmup=0).as_batch_job())
     info: dict[str, Any] = {"checkpoint": str(checkpoint)}
     real_from = real_to = None
     inputs: tuple[str | Path, ...] = (checkpoint,)

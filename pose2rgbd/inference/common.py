@@ -4,7 +4,7 @@ what runs its network, the module prepared for serving or an ONNX Runtime sessio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,23 @@ class EngineConfig:
         "AVX512-BF16 / AMX), fp32, bf16 (CPU: fastest on CPUs with native bf16) or fp16 (GPU only)",
     )
     threads: int = ranged_field(
-        0, "CPU threads for torch (0: torch's default, one per core); 1 avoids latency spikes on a busy CPU", 0, 1024
+        0,
+        "CPU threads for torch and ONNX Runtime (0: auto, one fewer than the CPU's cores and at least one, so the "
+        "node's own threads and the rest of the robot's stack keep a core: a tighter p99, docs/serving.md)",
+        0,
+        1024,
+    )
+    keep_freed_memory: bool = help_field(
+        True,
+        "CPU: keep the memory a frame frees in the process's heap for the next frame instead of returning it to the "
+        "system (glibc mallopt, process-wide, set once when an engine starts: far fewer page faults, a lower p99; "
+        "the process keeps its largest working set; docs/serving.md)",
+    )
+    freeze_gc: bool = help_field(
+        True,
+        "once the engine is warm, move every object alive out of Python's cyclic garbage collector's scans "
+        "(gc.freeze, process-wide): a full collection then walks only newer objects (a loaded hybrid's took up to "
+        "116 ms, in the middle of a frame; docs/serving.md)",
     )
     fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
     channels_last: bool = help_field(
@@ -75,6 +91,14 @@ class EngineConfig:
     expect_fingerprint: str = help_field("", "refuse a checkpoint trained on another dataset (empty: no check)")
     expect_size: int = ranged_field(0, "refuse a checkpoint with another output size (0: no check)", 0, 65536)
     expect_preset: str = help_field("", "refuse a checkpoint of another model preset, e.g. base (empty: no check)")
+
+    def as_batch_job(self) -> EngineConfig:
+        """This config for an engine inside a batch job that does other work too (``evaluate``, the fly-through
+        video): none of what a serving process sets for itself (the heap, the frozen collector), and torch's
+        threads as the process has them."""
+        import torch
+
+        return replace(self, keep_freed_memory=False, freeze_gc=False, threads=torch.get_num_threads())
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -1,0 +1,156 @@
+"""What a serving process sets for itself (:mod:`pose2rgbd.inference.serving_process`): with the heap setting
+(``engine.keep_freed_memory``) a large block freed and allocated again costs no new page faults; with
+``engine.freeze_gc`` a full collection no longer walks the objects alive when the engine started; a CPU engine sets
+the heap before its warm-up and freezes after it, each unless the config says not to; a CUDA engine leaves the heap
+alone."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from export_helpers import pose2rgbd_checkpoint
+
+from pose2rgbd.inference import EngineConfig, backends
+from pose2rgbd.models import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a child process, so the setting (process-wide, for good) does not reach the test worker: the minor page faults
+# of five 64 MiB torch tensors (the serving path's allocator), each allocated, written once per page and freed,
+# before and after the setting (numpy is not used here: it asks the kernel for huge pages, 512 pages a fault)
+FAULTS = r"""
+import resource
+import torch
+from pose2rgbd.inference import serving_process as heap
+
+def faults(n):
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        a = torch.empty(64 << 20, dtype=torch.uint8)
+        a[::4096] = 1
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+before = faults(5)
+ok = heap.keep_freed_memory()
+again = heap.keep_freed_memory()
+faults(1)  # the heap grows to the block once
+after = faults(5)
+print(ok, again, heap.heap_in_force(), before, after)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's (mallopt); a no-op elsewhere")
+def test_freed_memory_is_reused_without_new_page_faults() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    ).stdout.split()
+    ok, again, in_force, before, after = out[0], out[1], out[2], int(out[3]), int(out[4])
+    pages = 5 * (64 << 20) // 4096
+    assert (ok, again, in_force) == ("True", "True", "True")
+    assert before >= 0.9 * pages, f"without the setting every block should fault its pages again ({before})"
+    # reused: at most one block's pages fault again (one was seen to, when the heap could not grow in place once)
+    assert after <= 0.25 * pages, f"with it the freed blocks should be reused ({after} page faults)"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_cpu_engine_sets_the_heap_before_its_warm_up_and_freezes_after_it_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    from pose2rgbd.inference import serving_process
+
+    events: list[str] = []
+    monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: events.append("heap") or True)
+    monkeypatch.setattr(serving_process, "freeze_gc", lambda: events.append("freeze") or 1)
+    ck = pose2rgbd_checkpoint(tmp_path, "base")
+    loaded = load_checkpoint(ck)
+    loaded.model.register_forward_pre_hook(lambda *_: events.append("pass"))
+    cfg = EngineConfig(
+        checkpoint=str(ck), device="cpu", precision="fp32", warmup=2, transposed_channels_last="off",
+        keep_freed_memory=keep, freeze_gc=keep,
+    )  # fmt: skip
+    backend, _ = backends.make_backend(cfg, loaded)
+    assert backend.device == torch.device("cpu")
+    assert events == (["heap", "pass", "pass", "freeze"] if keep else ["pass", "pass"])
+
+
+def test_a_cuda_engine_leaves_the_heap_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device check itself: a backend that reports CUDA (its network not run, warmup 0) sets nothing."""
+    from pose2rgbd.inference import serving_process
+
+    calls: list[int] = []
+    monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: calls.append(1) or True)
+
+    class CudaBackend:
+        name = "torch"
+        device = torch.device("cuda")
+        precision = "bf16"
+
+        def warm(self, passes: int) -> None:
+            assert passes == 0
+
+    monkeypatch.setattr(backends, "_make_backend", lambda cfg, loaded: (CudaBackend(), object()))
+    backend, _ = backends.make_backend(EngineConfig(checkpoint="x.pt", warmup=0, freeze_gc=False), object())  # type: ignore[arg-type]
+    assert backend.device.type == "cuda" and calls == []
+
+
+# a child process again (gc.freeze is for good): the objects a full collection walks, before and after
+FREEZE = r"""
+import gc
+from pose2rgbd.inference import serving_process
+
+engine_like = [[i] for i in range(200_000)]  # a loaded engine's many long-lived objects (lists: tracked)
+gc.collect()
+before = len(gc.get_objects(generation=2))  # what a full collection walks
+frozen = serving_process.freeze_gc()
+after = len(gc.get_objects(generation=2))
+print(before, after, frozen, len(engine_like))
+"""
+
+
+def test_freeze_gc_takes_the_objects_alive_out_of_later_full_collections() -> None:
+    walked_before, walked_after, frozen, n = map(
+        int,
+        subprocess.run(
+            [sys.executable, "-c", FREEZE], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+        ).stdout.split(),
+    )
+    assert walked_before > n and frozen > n
+    assert walked_after < 0.01 * n, f"a full collection after the freeze still walks {walked_after} objects"
+
+
+@pytest.mark.parametrize(("cores", "asked", "threads"), [(2, 0, 1), (16, 0, 15), (1, 0, 1), (2, 2, 2), (16, 3, 3)])
+def test_threads_auto_leaves_one_core_to_the_rest(
+    monkeypatch: pytest.MonkeyPatch, cores: int, asked: int, threads: int
+):
+    from pose2rgbd.inference import serving_process
+
+    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert serving_process.serving_threads(asked) == threads
+
+
+def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``EngineConfig.as_batch_job`` (evaluate, the fly-through video): torch's threads as they were, no heap setting,
+    no freeze; a serving engine built the same way sets its auto threads."""
+    from pose2rgbd.inference import serving_process
+
+    calls: list[str] = []
+    monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: calls.append("heap") or True)
+    monkeypatch.setattr(serving_process, "freeze_gc", lambda: calls.append("freeze") or 1)
+    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    ck = pose2rgbd_checkpoint(tmp_path, "base")
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = EngineConfig(checkpoint=str(ck), device="cpu", warmup=0, transposed_channels_last="off")
+        backends.make_backend(cfg.as_batch_job(), load_checkpoint(ck))
+        assert torch.get_num_threads() == 2 and calls == []
+        backends.make_backend(cfg, load_checkpoint(ck))
+        assert torch.get_num_threads() == 3 and calls == ["heap", "freeze"]
+    finally:
+        torch.set_num_threads(n)

@@ -194,3 +194,31 @@ def test_localization_on_realistic_frames_localizes_or_says_why(realistic: dict[
             ok += 1
             assert np.linalg.norm(f.T_world_cam[:3, 3] - T[i][:3, 3]) < 1.0, (i, f.inliers)
     assert ok >= 2, ok
+
+
+def test_auto_exposure_settles_where_a_free_walk_wanders() -> None:
+    """The exposure's log gain over a long survey: with ``exposure_reversion`` (the default) drift and steps decay
+    back towards the target, as a camera's auto exposure settles; with 0 (the free walk of earlier versions) the same
+    random numbers take it far from it. The frames' pixels are not needed: the gain is the state."""
+    from pose2rgbd.geometry import PinholeCamera
+
+    cam = PinholeCamera.from_fov(8, 8, 60.0)
+    rgb = np.full((8, 8, 3), 100, np.uint8)
+    depth = np.full((8, 8), 10.0, np.float32)
+    gains = {}
+    for reversion in (0.1, 0.0):
+        s = SensorRealism(RealismConfig(enabled=True, jpeg_quality=0, exposure_reversion=reversion), cam, seed=3)
+        gains[reversion] = np.array([(s.frame(rgb, depth, np.eye(4)), s.log_gain)[1] for _ in range(2000)])
+    settled, free = gains[0.1], gains[0.0]
+    assert np.abs(settled).max() < 0.75 and np.std(settled) < 0.2  # a step (0.35) and the drift, taken back
+    assert np.abs(free).max() > 1.0  # the walk reaches several times the gain the settled camera ever has
+    # one step decays: after a +0.35 step and no drift, half of it is gone within 7 frames
+    one = SensorRealism(
+        RealismConfig(enabled=True, jpeg_quality=0, exposure_drift=0.0, exposure_step_prob=1.0), cam, seed=0
+    )
+    one.frame(rgb, depth, np.eye(4))
+    one.cfg = replace(one.cfg, exposure_step_prob=0.0)
+    first = abs(one.log_gain)
+    for _ in range(7):
+        one.frame(rgb, depth, np.eye(4))
+    assert abs(one.log_gain) < 0.5 * first

@@ -50,8 +50,8 @@ class EngineConfig:
     freeze_gc: bool = help_field(
         True,
         "once the engine is warm, move every object alive out of Python's cyclic garbage collector's scans "
-        "(gc.freeze, process-wide): a full collection then walks only newer objects (a loaded hybrid's took up to "
-        "116 ms, in the middle of a frame; docs/serving.md)",
+        "(gc.freeze, process-wide): a full collection then walks only newer objects (one over a loaded hybrid "
+        "took up to 116 ms; docs/serving.md)",
     )
     fuse_bn: bool = help_field(True, "fold BatchNorm into the preceding convolution at load (same outputs, faster)")
     channels_last: bool = help_field(

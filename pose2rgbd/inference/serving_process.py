@@ -21,8 +21,8 @@ which neither ``pip install`` nor a ROS launch file arranges for the user. With 
 
 **The loaded engine leaves the cyclic garbage collector's scans** (:func:`freeze_gc`). A loaded hybrid is some
 300,000 objects that Python's collector tracks (the keyframe store's index, the module tree); a full collection,
-which the interpreter starts on its own after enough allocations, walks all of them: up to 116 ms measured, in the
-middle of a frame. ``gc.collect()`` then ``gc.freeze()`` once the engine is warm moves everything alive into the
+which the interpreter starts on its own after enough allocations, walks all of them: up to 116 ms measured
+(docs/serving.md), and one that starts during a render lands in that frame. ``gc.collect()`` then ``gc.freeze()`` once the engine is warm moves everything alive into the
 permanent generation, so later collections walk only what was made since. Objects frozen then are still freed by
 reference counting when dropped; only a reference cycle among them would never be collected.
 """
@@ -93,7 +93,7 @@ def serving_threads(threads: int) -> int:
     process may run on, at least one. A render node is not alone on its CPU: its own threads (the ROS executor,
     the look-ahead thread, bag I/O) and the robot's other processes need a core, and a network spread over every
     core waits, at each of its parallel regions, for the thread that was preempted (measured on 2 cores, docs/
-    serving.md: 256x256 p99 54-56 ms with 2 threads in three runs of five, 30 ms with 1)."""
+    serving.md: a 256x256 p99 above 50 ms in five of nine runs with 2 threads, 27.8-30.1 ms in five with 1)."""
     if threads > 0:
         return int(threads)
     try:

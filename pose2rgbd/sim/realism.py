@@ -10,8 +10,9 @@ exported frame goes through :class:`SensorRealism`:
   16-bit export writes the type's maximum there and 0 in the holes, the codes real sensors use);
 * **repeated frames**: with ``repeat_prob`` a frame is a byte-identical copy of the previous one (a camera driver
   that re-sends its last buffer), stamped and posed as the new frame;
-* **exposure changes**: a slow random walk of the log gain plus occasional steps (auto exposure), applied to the
-  RGB with clipping;
+* **exposure changes**: a slow random walk of the log gain plus occasional steps, pulled back towards the target
+  exposure every frame (``exposure_reversion``: an auto exposure that settles; 0 gives the free walk of earlier
+  versions), applied to the RGB with clipping;
 * **JPEG artefacts**: RGB encoded and decoded at ``jpeg_quality`` (OpenCV);
 * **a world frame that is not z-up** (``world_up: y``, as many SLAM and NeRF tools write): for the posed-images
   export only (:func:`pose2rgbd.sim.export_posed.export_posed_images`); datasets and bags stay in the ENU map
@@ -49,6 +50,14 @@ class RealismConfig:
     exposure_drift: float = ranged_field(0.03, "std of the per-frame random walk of the log exposure gain", 0.0, 0.5)
     exposure_step_prob: float = ranged_field(0.02, "probability of an exposure step per frame", 0.0, 1.0)
     exposure_step: float = ranged_field(0.35, "size of an exposure step (log gain, either sign)", 0.0, 2.0)
+    exposure_reversion: float = ranged_field(
+        0.1,
+        "auto exposure: share of the log gain's offset from its target taken back per frame, so drift and steps "
+        "decay as a camera's auto exposure settles (0: a free random walk, which took the mean grey of one survey "
+        "from 87 to 234; 0.1: a step's half-life is 6.6 frames)",
+        0.0,
+        1.0,
+    )
     jpeg_quality: int = ranged_field(80, "JPEG quality the RGB goes through (0: none)", 0, 100)
     world_up: str = help_field(
         "z", "world up axis of the posed-images export: z (ENU) | y (as SLAM / NeRF tools often write)"
@@ -128,7 +137,8 @@ class SensorRealism:
         drift = self.rng.normal(0.0, c.exposure_drift)
         step = self.rng.random() < c.exposure_step_prob
         sign = 1.0 if self.rng.random() < 0.5 else -1.0
-        self.log_gain = float(np.clip(self.log_gain + drift + (sign * c.exposure_step if step else 0.0), -1.5, 1.5))
+        settled = (1.0 - c.exposure_reversion) * self.log_gain  # auto exposure pulls the gain back to its target
+        self.log_gain = float(np.clip(settled + drift + (sign * c.exposure_step if step else 0.0), -1.5, 1.5))
         if repeat and self.prev is not None:
             p = self.prev
             out = SensorFrame(p.rgb.copy(), p.depth.copy(), p.saturated.copy(), True, p.jpeg)

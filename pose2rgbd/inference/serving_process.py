@@ -22,9 +22,10 @@ which neither ``pip install`` nor a ROS launch file arranges for the user. With 
 **The loaded engine leaves the cyclic garbage collector's scans** (:func:`freeze_gc`). A loaded hybrid is some
 300,000 objects that Python's collector tracks (the keyframe store's index, the module tree); a full collection,
 which the interpreter starts on its own after enough allocations, walks all of them: up to 116 ms measured
-(docs/serving.md), and one that starts during a render lands in that frame. ``gc.collect()`` then ``gc.freeze()`` once the engine is warm moves everything alive into the
-permanent generation, so later collections walk only what was made since. Objects frozen then are still freed by
-reference counting when dropped; only a reference cycle among them would never be collected.
+(docs/serving.md), and one that starts during a render lands in that frame. ``gc.collect()`` then ``gc.freeze()``
+once the engine is warm moves everything alive into the permanent generation, so later collections walk only what
+was made since. Objects frozen then are still freed by reference counting when dropped; only a reference cycle
+among them would never be collected.
 """
 
 from __future__ import annotations

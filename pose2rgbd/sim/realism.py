@@ -54,7 +54,7 @@ class RealismConfig:
         0.1,
         "auto exposure: share of the log gain's offset from its target taken back per frame, so drift and steps "
         "decay as a camera's auto exposure settles (0: a free random walk, which took the mean grey of one survey "
-        "from 87 to 234; 0.1: a step's half-life is 6.6 frames)",
+        "from 102 to 234; 0.1: a step's half-life is 6.6 frames)",
         0.0,
         1.0,
     )

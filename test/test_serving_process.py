@@ -20,42 +20,48 @@ from pose2rgbd.models import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
-# a child process, so the setting (process-wide, for good) does not reach the test worker: the minor page faults
-# of five 64 MiB torch tensors (the serving path's allocator), each allocated, written once per page and freed,
-# before and after the setting (numpy is not used here: it asks the kernel for huge pages, 512 pages a fault)
-FAULTS = r"""
-import resource
+# a child process, so the setting (process-wide, for good) does not reach the test worker: where glibc puts a
+# 64 MiB torch tensor (the serving path's allocator) before and after the setting, and whether the heap keeps it
+# once freed (glibc's own accounting, mallinfo2: bytes in mmapped blocks, bytes of the heap). Page faults, the cost
+# this avoids, are measured in the benchmark (docs/serving.md), not here: the kernel may page out idle memory of a
+# process on its own (DAMON reclaim, swap), which makes a fault count depend on the machine.
+HEAP = r"""
+import ctypes
 import torch
-from pose2rgbd.inference import serving_process as heap
+from pose2rgbd.inference import serving_process
 
-def faults(n):
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(n):
-        a = torch.empty(64 << 20, dtype=torch.uint8)
-        a[::4096] = 1
-        del a
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
 
-before = faults(5)
-ok = heap.keep_freed_memory()
-again = heap.keep_freed_memory()
-faults(1)  # the heap grows to the block once
-after = faults(5)
-print(ok, again, heap.heap_in_force(), before, after)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+a = torch.empty(64 << 20, dtype=torch.uint8)
+mmapped_before = libc.mallinfo2().hblkhd
+del a
+ok = serving_process.keep_freed_memory()
+again = serving_process.keep_freed_memory()
+a = torch.empty(64 << 20, dtype=torch.uint8)
+mmapped_after, heap_with = libc.mallinfo2().hblkhd, libc.mallinfo2().arena
+del a
+heap_after_free = libc.mallinfo2().arena
+print(ok, again, serving_process.heap_in_force(), mmapped_before, mmapped_after, heap_with, heap_after_free)
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's (mallopt); a no-op elsewhere")
-def test_freed_memory_is_reused_without_new_page_faults() -> None:
+def test_large_blocks_come_from_the_heap_and_stay_there_once_freed() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", FAULTS], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+        [sys.executable, "-c", HEAP], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
     ).stdout.split()
-    ok, again, in_force, before, after = out[0], out[1], out[2], int(out[3]), int(out[4])
-    pages = 5 * (64 << 20) // 4096
-    assert (ok, again, in_force) == ("True", "True", "True")
-    assert before >= 0.9 * pages, f"without the setting every block should fault its pages again ({before})"
-    # reused: at most one block's pages fault again (one was seen to, when the heap could not grow in place once)
-    assert after <= 0.25 * pages, f"with it the freed blocks should be reused ({after} page faults)"
+    assert out[:3] == ["True", "True", "True"]
+    mmapped_before, mmapped_after, heap_with, heap_after_free = map(int, out[3:])
+    block = 64 << 20
+    assert mmapped_before >= block, "without the setting glibc maps a 64 MiB block on its own"
+    assert mmapped_after < block and heap_with >= block, "with it the block comes from the heap"
+    assert heap_after_free >= block, "and the heap keeps it once freed, for the next frame"
 
 
 @pytest.mark.parametrize("keep", [True, False])

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pose2rgbd.errors import CheckpointError, ConfigError
+from pose2rgbd.inference import serving_process
 from pose2rgbd.inference.common import BACKENDS, is_onnx_path, resolve_backend
-from pose2rgbd.inference.serving_process import serving_threads
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +74,7 @@ def prepare_serving(cfg: EngineConfig, model: Any, *, fp32_only: bool = False) -
     from pose2rgbd.models.base import ModelBase
     from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
 
-    set_threads(serving_threads(cfg.threads))
+    set_threads(serving_process.serving_threads(cfg.threads))
     device = resolve_device(cfg.device)
     if fp32_only:
         _check_fp32(cfg)
@@ -168,7 +168,7 @@ class OnnxRuntimeBackend:
         self.device = resolve_device(cfg.device)
         _check_fp32(cfg)
         self.precision = "fp32"
-        self.session = ort_session(path, self.device, serving_threads(cfg.threads))
+        self.session = ort_session(path, self.device, serving_process.serving_threads(cfg.threads))
         self.outputs = list(outputs)
         self.input_name = input_name
         have = {o.name for o in self.session.get_outputs()}
@@ -202,8 +202,6 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
     else torch: the file and the backend were checked against each other before loading
     (:func:`~pose2rgbd.inference.common.load_for_serving`), so the backend is not resolved from the path again."""
     backend, model = _make_backend(cfg, loaded)
-    from pose2rgbd.inference import serving_process
-
     if cfg.keep_freed_memory and backend.device.type == "cpu":
         serving_process.keep_freed_memory()  # before the warm-up, whose passes then leave the heap a frame needs
     backend.warm(max(0, cfg.warmup))
@@ -220,7 +218,9 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
         # a model whose forward is only partly a graph (the hybrid: the warp in torch / numba): its network part
         # is exported at start and served by ONNX Runtime inside the prepared torch module
         tb = TorchBackend(cfg, loaded.model, fp32_only=True)
-        tb.model.serve_network_part_with_onnxruntime(threads=serving_threads(cfg.threads), device=tb.device)
+        tb.model.serve_network_part_with_onnxruntime(
+            threads=serving_process.serving_threads(cfg.threads), device=tb.device
+        )
         tb.name = "torch+onnxruntime"
         return tb, tb.model
     if name == "torch":

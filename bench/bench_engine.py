@@ -142,7 +142,7 @@ def run_one(
         tolerance_deg=args.tolerance_deg,
     )
     if threads == 0:
-        torch.set_num_threads(args.default_threads)  # undo an earlier run's setting
+        torch.set_num_threads(args.default_threads)  # as the process started (the engine's auto reads it once)
     eng = RenderEngine.from_config(cfg.engine)
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
     lat = np.asarray(stats.latency_ms)
@@ -174,7 +174,13 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["base", "slice10"])
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256, 512])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="auto, fp32, bf16, fp16")
-    p.add_argument("--threads", nargs="+", type=int, default=[0], help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--backends", nargs="+", default=["torch"], help="engine backends: torch, onnxruntime")
     p.add_argument(

@@ -50,7 +50,12 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=5, help="first images left out of the latency statistics")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default)",
+    )
     p.add_argument("--note", default="", help="load note for the table, e.g. 'under load'")
     args = p.parse_args()
 

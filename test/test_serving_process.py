@@ -6,9 +6,12 @@ alone."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 # process on its own (DAMON reclaim, swap), which makes a fault count depend on the machine.
 HEAP = r"""
 import ctypes
+import threading
 import torch
 from pose2rgbd.inference import serving_process
 
@@ -47,21 +51,38 @@ a = torch.empty(64 << 20, dtype=torch.uint8)
 mmapped_after, heap_with = libc.mallinfo2().hblkhd, libc.mallinfo2().arena
 del a
 heap_after_free = libc.mallinfo2().arena
-print(ok, again, serving_process.heap_in_force(), mmapped_before, mmapped_after, heap_with, heap_after_free)
+seen = []  # the same from another thread (a live node renders on its executor's threads)
+
+def worker():
+    b = torch.empty(128 << 20, dtype=torch.uint8)
+    seen.append(libc.mallinfo2().hblkhd)
+    del b
+
+t = threading.Thread(target=worker)
+t.start()
+t.join()
+print(ok, again, serving_process.heap_in_force(), mmapped_before, mmapped_after, heap_with, heap_after_free, seen[0])
 """
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's (mallopt); a no-op elsewhere")
+def _has_mallinfo2() -> bool:
+    return platform.libc_ver()[0] == "glibc" and hasattr(ctypes.CDLL(None), "mallinfo2")  # glibc >= 2.33
+
+
+@pytest.mark.skipif(not _has_mallinfo2(), reason="the setting is glibc's (mallopt); mallinfo2 needs glibc >= 2.33")
 def test_large_blocks_come_from_the_heap_and_stay_there_once_freed() -> None:
+    # the child's allocator as glibc sets it up by default: no tunables, no preloaded allocator
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD") and "MALLOC" not in k}
     out = subprocess.run(
-        [sys.executable, "-c", HEAP], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+        [sys.executable, "-c", HEAP], capture_output=True, text=True, cwd=REPO, timeout=120, check=True, env=env
     ).stdout.split()
     assert out[:3] == ["True", "True", "True"]
-    mmapped_before, mmapped_after, heap_with, heap_after_free = map(int, out[3:])
+    mmapped_before, mmapped_after, heap_with, heap_after_free, mmapped_in_thread = map(int, out[3:])
     block = 64 << 20
     assert mmapped_before >= block, "without the setting glibc maps a 64 MiB block on its own"
     assert mmapped_after < block and heap_with >= block, "with it the block comes from the heap"
     assert heap_after_free >= block, "and the heap keeps it once freed, for the next frame"
+    assert mmapped_in_thread < block, "a 128 MiB block of another thread comes from the one heap too"
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -130,12 +151,27 @@ def test_freeze_gc_takes_the_objects_alive_out_of_later_full_collections() -> No
     assert walked_after < 0.01 * n, f"a full collection after the freeze still walks {walked_after} objects"
 
 
-@pytest.mark.parametrize(("cores", "asked", "threads"), [(2, 0, 1), (16, 0, 15), (1, 0, 1), (2, 2, 2), (16, 3, 3)])
+@pytest.mark.parametrize(
+    ("torch_default", "cores", "asked", "threads"),
+    [
+        (2, 2, 0, 1),
+        (16, 16, 0, 15),
+        (8, 16, 0, 7),
+        (1, 16, 0, 1),
+        (4, 2, 0, 1),
+        (1, 1, 0, 1),
+        (2, 2, 2, 2),
+        (8, 16, 3, 3),
+    ],
+)
 def test_threads_auto_leaves_one_core_to_the_rest(
-    monkeypatch: pytest.MonkeyPatch, cores: int, asked: int, threads: int
-):
+    monkeypatch: pytest.MonkeyPatch, torch_default: int, cores: int, asked: int, threads: int
+) -> None:
+    """One fewer than torch's own default (physical cores: 8 on 8 cores / 16 hardware threads; 1 with
+    OMP_NUM_THREADS=1) within the cores the process may use; a number asked for is kept."""
     from pose2rgbd.inference import serving_process
 
+    monkeypatch.setattr(serving_process, "_base_threads", torch_default)
     monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert serving_process.serving_threads(asked) == threads
 
@@ -149,6 +185,7 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
     monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: calls.append("heap") or True)
     monkeypatch.setattr(serving_process, "freeze_gc", lambda: calls.append("freeze") or 1)
     monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(serving_process, "_base_threads", 4)
     ck = pose2rgbd_checkpoint(tmp_path, "base")
     n = torch.get_num_threads()
     try:
@@ -156,6 +193,8 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
         cfg = EngineConfig(checkpoint=str(ck), device="cpu", warmup=0, transposed_channels_last="off")
         backends.make_backend(cfg.as_batch_job(), load_checkpoint(ck))
         assert torch.get_num_threads() == 2 and calls == []
+        backends.make_backend(replace(cfg, threads=1).as_batch_job(), load_checkpoint(ck))  # threads set: kept
+        assert torch.get_num_threads() == 1 and calls == []
         backends.make_backend(cfg, load_checkpoint(ck))
         assert torch.get_num_threads() == 3 and calls == ["heap", "freeze"]
     finally:

@@ -236,7 +236,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     scfg = cfgs["structure"]
     if args.no_sequence:
         scfg = dataclasses.replace(scfg, use_previous_fix=False)
-    prior_engine = load_engine(cfgs["engine"]) if "posegan" in method else None
+    prior_engine = load_engine(cfgs["engine"].as_batch_job()) if "posegan" in method else None  # a batch job
     loc = load_structure_localizer(args.map, scfg, prior_engine=prior_engine)
     loc.query_lens = query_camera(args.camera, loc.map)
     loc.use_exif = wants_exif(args.camera)
@@ -280,7 +280,7 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
     if args.bit_depth and not 8 <= args.bit_depth <= 16:
         raise ConfigError(f"--bit-depth {args.bit_depth}: expected 0 (inferred per image) or 8 to 16")
     threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
-    engine = load_engine(cfg)
+    engine = load_engine(cfg.as_batch_job())  # a folder of images: a batch job, not a serving process
     if not isinstance(engine, LocalizeEngine):
         raise CheckpointError(f"{cfg.checkpoint}: a {engine.loaded.kind!r} model does not localize images")
     rows = ModelRows(args.out, engine.world_frame, threshold)

@@ -153,7 +153,7 @@ def _trajectory(args: argparse.Namespace) -> int:
     need_checkpoint(cfg)
     check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
     times, T = read_trajectory_csv(args.trajectory)
-    engine = RenderEngine.from_config(cfg)
+    engine = RenderEngine.from_config(cfg.as_batch_job())  # a video, not a serving process
     res = render_trajectory(engine, times, T, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)
     print(f"{res.out}: {res.frames} frames ({res.out_of_bounds} out of bounds)")
     return 0

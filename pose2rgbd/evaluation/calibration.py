@@ -96,7 +96,7 @@ def calibrate(
             f"{checkpoint}: a {loaded.kind!r} model does not localize images (its engine is "
             f"{loaded.family.engine!r}); calibrate an image -> pose checkpoint"
         )
-    engine = LocalizeEngine(EngineConfig(device=device, precision="fp32", warmup=0), loaded)
+    engine = LocalizeEngine(EngineConfig(device=device, precision="fp32", warmup=0).as_batch_job(), loaded)
     other = loaded.dataset_fingerprint != ds.fingerprint()
     tc = loaded.train_config or {}
     kind = split or ("all" if other else str(tc.get("split", "random")))

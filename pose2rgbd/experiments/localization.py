@@ -143,7 +143,7 @@ def _eval_engine(loaded: Any) -> Any:
     from pose2rgbd.inference import EngineConfig, LocalizeEngine
 
     cfg = EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
-    return LocalizeEngine(cfg, loaded)
+    return LocalizeEngine(cfg.as_batch_job(), loaded)
 
 
 def _run_key(cfg: LocalizationExperimentsConfig, dataset: Path, split: str, preset: str, seed: int) -> dict[str, Any]:

@@ -155,7 +155,8 @@ def ort_session(path: str | Path, device: torch.device, threads: int = 0) -> Any
 
 
 class OnnxRuntimeBackend:
-    """An exported file in an ONNX Runtime session (fp32). ``threads`` > 0 sets the intra-op threads."""
+    """An exported file in an ONNX Runtime session (fp32), on ``engine.threads`` intra-op threads (0: the engine's
+    auto, :func:`~pose2rgbd.inference.serving_process.serving_threads`)."""
 
     name = "onnxruntime"
 

@@ -93,12 +93,14 @@ class EngineConfig:
     expect_preset: str = help_field("", "refuse a checkpoint of another model preset, e.g. base (empty: no check)")
 
     def as_batch_job(self) -> EngineConfig:
-        """This config for an engine inside a batch job that does other work too (``evaluate``, the fly-through
-        video): none of what a serving process sets for itself (the heap, the frozen collector), and torch's
-        threads as the process has them."""
+        """This config for an engine inside a batch job that does other work too (``evaluate``, ``localize images``,
+        ``localize calibrate``, ``render trajectory``, the fly-through video, the experiments): none of what a serving
+        process sets for itself (the heap, the frozen collector), and, unless threads are set, torch's threads as the
+        process has them."""
         import torch
 
-        return replace(self, keep_freed_memory=False, freeze_gc=False, threads=torch.get_num_threads())
+        threads = self.threads or torch.get_num_threads()
+        return replace(self, keep_freed_memory=False, freeze_gc=False, threads=threads)
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

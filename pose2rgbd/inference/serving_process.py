@@ -9,9 +9,11 @@ about 130 MB of intermediate tensors (warped keyframes, masks, feature maps). gl
 mmap threshold (128 kB, adapting up to 32 MB) with fresh ``mmap`` calls and unmaps them again on ``free``, so every
 frame touched its memory for the first time again: about 32,000 minor page faults per 512x512 frame and a third of
 the process's CPU time in the kernel, which set the p99 (docs/serving.md, "What a serving process sets for
-itself"). Two of glibc's ``mallopt`` parameters change that: ``M_MMAP_MAX`` 0 (large blocks come from the heap too;
-glibc still falls back to ``mmap`` when the heap cannot grow) and ``M_TRIM_THRESHOLD`` at its maximum (the heap's
-free top is not given back). The memory a frame frees then serves the next frame, whose shapes are the same. The
+itself"). Three of glibc's ``mallopt`` parameters change that: ``M_MMAP_MAX`` 0 (large blocks come from the heap
+too; glibc still falls back to ``mmap`` when the heap cannot grow), ``M_TRIM_THRESHOLD`` at its maximum (the heap's
+free top is not given back) and ``M_ARENA_MAX`` 1 (every thread allocates from the one heap: a live node renders on
+its executor's and look-ahead's threads, and a thread's own arena maps blocks over 64 MiB anew whatever the other
+settings say). The memory a frame frees then serves the next frame, whose shapes are the same. The
 cost: the process keeps its largest working set after it is freed (bounded, since the renders repeat).
 
 Written with ``ctypes`` on libc's ``mallopt`` because the other ways to the same behaviour, another allocator
@@ -41,10 +43,12 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 TRIM_THRESHOLD_MAX = 2**31 - 1  # mallopt takes an int
 
 _lock = threading.Lock()
 _heap: bool | None = None  # None: not tried yet; then whether the heap setting is in force
+_base_threads: int | None = None  # torch's thread count when the first engine of the process asked
 
 
 def keep_freed_memory() -> bool:
@@ -70,12 +74,19 @@ def _apply_heap() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    # the trim threshold first: with it in place, turning mmap off cannot make glibc trim more
-    ok = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX) == 1 and mallopt(M_MMAP_MAX, 0) == 1)
+    # one arena: a live node renders on executor and look-ahead threads, and a thread's own arena serves blocks
+    # over 64 MiB with mmap whatever M_MMAP_MAX says (and keeps its own freed memory beside the others'); renders
+    # are serialised by the engine, so the one arena's lock costs nothing there. Then the trim threshold, so that
+    # turning mmap off cannot make glibc trim more
+    ok = bool(
+        mallopt(M_ARENA_MAX, 1) == 1
+        and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX) == 1
+        and mallopt(M_MMAP_MAX, 0) == 1
+    )
     if ok:
-        log.debug("serving process: freed memory is kept for the next frame (M_MMAP_MAX 0, M_TRIM_THRESHOLD max)")
+        log.debug("serving process: freed memory is kept for the next frame (one arena, no mmap, no trim)")
     else:
-        log.info("serving process: glibc refused the mallopt settings; the heap is left as it is")
+        log.info("serving process: glibc refused a mallopt setting; the heap may be partly as it was")
     return ok
 
 
@@ -90,18 +101,27 @@ def freeze_gc() -> int:
 
 
 def serving_threads(threads: int) -> int:
-    """The CPU threads an engine runs its network on: ``threads`` when set (> 0), else one fewer than the cores this
-    process may run on, at least one. A render node is not alone on its CPU: its own threads (the ROS executor,
-    the look-ahead thread, bag I/O) and the robot's other processes need a core, and a network spread over every
-    core waits, at each of its parallel regions, for the thread that was preempted (measured on 2 cores, docs/
-    serving.md: a 256x256 p99 above 50 ms in five of nine runs with 2 threads, 27.8-30.1 ms in five with 1)."""
+    """The CPU threads an engine runs its network on: ``threads`` when set (> 0), else one fewer than torch's own
+    default (one per physical core, or ``OMP_NUM_THREADS``) within the cores this process may run on, at least
+    one. A render node is not alone on its CPU: its own threads (the ROS executor, the look-ahead thread, bag I/O)
+    and the robot's other processes need a core, and a network spread over every core waits, at each of its
+    parallel regions, for the thread that was preempted (measured on 2 cores, docs/serving.md: a 256x256 p99 above
+    50 ms in five of nine runs with 2 threads, 27.8-30.1 ms in five with 1; the tables there show the bench's runs,
+    the others were single-row runs of the same command)."""
     if threads > 0:
         return int(threads)
+    global _base_threads
+    with _lock:
+        if _base_threads is None:  # torch's own default (physical cores, or OMP_NUM_THREADS), read before any engine
+            import torch  # sets it
+
+            _base_threads = torch.get_num_threads()
+        base = _base_threads
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, min(base, cores) - 1)
 
 
 def heap_in_force() -> bool:

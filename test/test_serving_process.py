@@ -199,3 +199,27 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
         assert torch.get_num_threads() == 3 and calls == ["heap", "freeze"]
     finally:
         torch.set_num_threads(n)
+
+
+REFREEZE = r"""
+import gc, weakref
+from pose2rgbd.inference import serving_process
+
+class Engine:
+    pass
+
+old = Engine()
+old.self = old  # a cycle: only the collector frees it
+gone = weakref.ref(old)
+serving_process.freeze_gc()  # the first engine, frozen
+del old
+serving_process.freeze_gc()  # a second engine starts: the dropped first one must not stay frozen for good
+print(gone() is None)
+"""
+
+
+def test_a_second_freeze_collects_what_the_first_froze_and_was_dropped() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", REFREEZE], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    ).stdout.split()
+    assert out == ["True"]

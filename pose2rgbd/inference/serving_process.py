@@ -93,11 +93,13 @@ def _apply_heap() -> bool:
 def freeze_gc() -> int:
     """Collect, then move every object alive into the collector's permanent generation (``gc.freeze``), so later
     collections do not walk the loaded engine. Returns the number of objects now frozen. Each engine that starts
-    calls it again (what the new engine made is frozen too)."""
-    with _lock:
-        gc.collect()
-        gc.freeze()
-        return gc.get_freeze_count()
+    calls it again: what an earlier freeze kept is unfrozen and collected first, so an engine dropped since (a node
+    that loaded another) is not kept alive by the freeze. No lock: a finaliser that the collection runs may call
+    into this module."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def serving_threads(threads: int) -> int:

@@ -1,8 +1,8 @@
 """What a serving process sets for itself (:mod:`pose2rgbd.inference.serving_process`): with the heap setting
-(``engine.keep_freed_memory``) a large block freed and allocated again costs no new page faults; with
-``engine.freeze_gc`` a full collection no longer walks the objects alive when the engine started; a CPU engine sets
-the heap before its warm-up and freezes after it, each unless the config says not to; a CUDA engine leaves the heap
-alone."""
+(``engine.keep_freed_memory``) a large block, of the main thread or another, comes from the heap and stays there
+once freed; with ``engine.freeze_gc`` a full collection no longer walks the objects alive when the engine
+started; a CPU engine sets the heap before its warm-up and freezes after it, each unless the config says not to; a
+CUDA engine leaves the heap alone; the auto thread count; batch jobs keep the process as it is."""
 
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
                                   depth_max_m=dn.max_m, kernel=kernel)  # fmt: skip
                 mark()
-                w_rgb, background = m._holes(w)
+                w_rgb, background = m._holes(w, T)
                 mark()
                 dec = m.decoder(x.masked_fill(m.pose_fixed, 0.0))
                 mark()

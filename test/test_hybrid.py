@@ -20,7 +20,12 @@ from pose2rgbd.methods.hybrid import HybridConfig, build_model, splat_keyframes
 from pose2rgbd.methods.hybrid.recipe import sequence_positions, store_indices
 from pose2rgbd.models import DepthNormalizer, PoseNormalizer, load_checkpoint
 from pose2rgbd.models.registry import get_family
-from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint, render_ground_plane
+from pose2rgbd.testing.ground_plane import (
+    forward_pose,
+    look_down_pose,
+    make_ground_plane_checkpoint,
+    render_ground_plane,
+)
 from pose2rgbd.training import TrainConfig, train
 
 SIZE = 64
@@ -357,6 +362,43 @@ def test_background_hole_depth_changes_only_the_holes(plane) -> None:
     assert not torch.equal(a["depth"][~valid], b["depth"][~valid])
 
 
+def test_the_ground_bounds_the_holes_depth(plane) -> None:
+    """hole_ground: the keyframes' ground plane is fitted with them (kept in the state_dict); a view far behind
+    them, looking ahead and down, has the near ground in its holes, where the background rule gives the depth of
+    the farther ground the keyframes saw: with the plane those holes take where their rays meet it."""
+    ck, _ = plane
+    off, _ = _plane_model(plane, hole_ground=False)
+    on, _ = _plane_model(plane)  # the default
+    assert off.ground is None and not torch.isfinite(off.ground_plane).any()
+    g = on.ground
+    assert g is not None
+    np.testing.assert_allclose(g.normal, [0.0, 0.0, 1.0], atol=1e-3)
+    assert abs(g.offset) < 0.05
+    on.load_state_dict(off.state_dict() | {"ground_plane": on.ground_plane})
+    query = forward_pose(-45.0, 1.0, 20.0, pitch_deg=30.0)[None]  # the keyframes' ground ahead, 20-70 m away
+    x, _ = on.poses_to_input(query)
+    with torch.no_grad():
+        a, b = off(x), on(x)
+    holes = a["confidence"] < 0.5
+    assert torch.equal(a["depth"][~holes], b["depth"][~holes])
+    dn = on.depth_normalizer
+    truth = torch.from_numpy(np.asarray(_render(ck, query)[1], np.float32)).reshape(a["depth"].shape)
+    ground = torch.from_numpy(g.depth(query, on.camera.rays())).reshape(truth.shape)
+    np.testing.assert_allclose(ground[torch.isfinite(truth)], truth[torch.isfinite(truth)], rtol=1e-3)
+    bounded = torch.minimum(a["depth"], dn.normalize(ground.clamp(max=1e3)).float())
+    torch.testing.assert_close(b["depth"], torch.where(holes, bounded, a["depth"]))
+    seen = holes & (truth <= dn.max_m)  # scored as evaluate scores: within the model's depth range
+    err_off = (dn.denormalize(a["depth"]) - truth)[seen].abs()
+    err_on = (dn.denormalize(b["depth"]) - truth)[seen].abs()
+    assert seen.float().mean() > 0.2
+    assert err_on.mean() < 0.5 * err_off.mean()  # the near ground no longer at the depth of the far one
+    # the plane travels with the checkpoint: a copy loaded from the state_dict has it without the fit
+    copy, _ = _plane_model(plane)
+    copy.ground_plane.fill_(float("nan"))
+    copy.load_state_dict(on.state_dict())
+    assert copy.ground is not None and np.array_equal(copy.ground.normal, g.normal)
+
+
 def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_the_holes(plane) -> None:
     """hole_rgb background: a hole takes the colour of the pixel whose depth it took; rgb_correction holes: the
     fill network's colour correction (random here, so it shows) changes no pixel a keyframe point landed on."""
@@ -387,14 +429,15 @@ def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_th
     assert torch.equal(a["depth"][holes], depth[holes])
 
 
-def test_hybrid_checkpoints_written_before_the_colour_rules_keep_their_behaviour() -> None:
+def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_their_behaviour() -> None:
     from pose2rgbd.methods.hybrid import FAMILY
     from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS
 
     old = {"model_config": {"preset": "hybrid", "size": 64, "hole_depth": "nearest"}, "state_dict": {}}
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
-    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained"}}
+    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
+                                "hole_ground": True}}  # fmt: skip
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
 
 

@@ -18,7 +18,12 @@ RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
 # (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
-BEFORE_DEFAULTS: dict[str, object] = {"hole_rgb": "nearest", "rgb_correction": "everywhere", "fill_init": "none"}
+BEFORE_DEFAULTS: dict[str, object] = {
+    "hole_rgb": "nearest",
+    "rgb_correction": "everywhere",
+    "fill_init": "none",
+    "hole_ground": False,
+}
 
 
 @dataclass
@@ -92,6 +97,14 @@ class HybridConfig:
         "depth where no keyframe point lands: nearest (the nearest keyframe's, as the reprojection baseline) | "
         "background (the farther warped surface around the hole, grown in from its edges: a disocclusion shows "
         "what lay behind) | learned (corrected by the fill network like the rest)",
+    )
+    hole_ground: bool = help_field(
+        True,
+        "with hole_depth background: a hole's depth is at most where its ray meets the place's ground, a plane "
+        "fitted to the keyframes' depth when they are loaded (the lowest level plane under the cameras; none where "
+        "the cameras' roll leaves up unclear or no such plane is found: pose2rgbd.placemap.ground). Views far from "
+        "every keyframe have the near ground in their holes, which the background rule gives the depth of what "
+        'stands behind it (docs/results.md, "The ground under the holes")',
     )
     hole_rgb: str = help_field(
         "background",

@@ -64,6 +64,7 @@ from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+from pose2rgbd.placemap.ground import GroundPlane, keyframes_ground
 
 if TYPE_CHECKING:
     from pose2rgbd.placemap.keyframe_view import SizedKeyframes
@@ -125,6 +126,10 @@ class HybridNet(PoseToImage, ModelBase):
         # model.geometry fused: the keyframes' fused surface, the warp's input (stored with the keyframes: stored.py)
         fused = config.geometry == "fused"
         self.fused_input = FusedInput(config.fused_neighbours, config.fused_folds) if fused else None
+        # model.hole_ground: the keyframes' ground plane, normal (3) and offset; NaN: none (fitted in use_keyframes)
+        self.ground_plane: torch.Tensor
+        self.register_buffer("ground_plane", torch.full((4,), float("nan"), dtype=torch.float64))
+        self._ground_rays: np.ndarray | None = None  # the model camera's pixel rays, made on first use
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -181,6 +186,36 @@ class HybridNet(PoseToImage, ModelBase):
             cache_keyframes=cache_keyframes,
         )  # fmt: skip
         self.keyframe_times = None if times is None else tuple(np.asarray(t, np.int64) for t in times)  # type: ignore[assignment]
+        if camera is not None:  # a new model's keyframes (training): the place's ground, kept in the state_dict
+            self._fit_ground(keyframes)
+        self._ground_rays = None
+
+    def _fit_ground(self, keyframes: Keyframes) -> None:
+        """``model.hole_ground``: fit the keyframes' ground plane (:func:`~pose2rgbd.placemap.ground.keyframes_ground`)
+        into the ``ground_plane`` buffer (NaN: none), so that a checkpoint and its bundle, and every later load,
+        use the same plane without fitting again."""
+        with torch.no_grad():
+            self.ground_plane.fill_(float("nan"))
+        if not (self.config.hole_ground and self.config.hole_depth == "background"):
+            return
+        g = keyframes_ground(keyframes)
+        if g is None:
+            log.info("hybrid: no ground plane under the keyframes' cameras; holes keep the background rule alone")
+            return
+        with torch.no_grad():
+            self.ground_plane.copy_(torch.tensor([*g.normal, g.offset], dtype=torch.float64))
+        log.info(
+            "hybrid: ground plane %.2f m under the keyframes' cameras (median), %.0f %% of their sampled points on it",
+            float(np.median(g.height(np.asarray(keyframes.T_world_cam)[:, :3, 3]))), 100 * g.inliers,
+        )  # fmt: skip
+
+    @property
+    def ground(self) -> GroundPlane | None:
+        """The keyframes' ground plane the holes' depth is bounded by (``model.hole_ground``), None without one."""
+        g = self.ground_plane.detach().cpu().numpy()
+        if not (self.config.hole_ground and self.config.hole_depth == "background") or not np.isfinite(g).all():
+            return None
+        return GroundPlane(g[:3].copy(), float(g[3]), tolerance_m=0.0, inliers=float("nan"))
 
     def shared_with_copies(self) -> tuple[object, ...]:
         """A copy prepared for serving reads the same keyframes, through the same cache (read-only, thread-safe)."""
@@ -226,6 +261,8 @@ class HybridNet(PoseToImage, ModelBase):
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints written before pose_fixed existed: no dimension was widened
         state_dict.setdefault(prefix + "pose_fixed", torch.zeros_like(self.pose_fixed))
+        # ... before ground_plane existed: no ground (their config has hole_ground false: FAMILY.migrate)
+        state_dict.setdefault(prefix + "ground_plane", torch.full_like(self.ground_plane, float("nan")))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def select_keyframes(
@@ -342,9 +379,10 @@ class HybridNet(PoseToImage, ModelBase):
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 
-    def _holes(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _holes(self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
-        setting uses the background rule; from the warped depth, no gradient)."""
+        setting uses the background rule; from the warped depth, no gradient), at most the ground's
+        (``hole_ground``: :meth:`_ground_depth`)."""
         c = self.config
         if c.hole_depth != "background" and c.hole_rgb != "background":
             return w["rgb"], None
@@ -352,7 +390,22 @@ class HybridNet(PoseToImage, ModelBase):
         rgb = w["rgb"]
         if c.hole_rgb == "background":
             rgb = torch.where(w["valid"], rgb, background_colour(rgb, source))
+        ground = self.ground
+        if ground is not None:
+            depth = torch.minimum(depth, self._ground_depth(ground, T_world_cam).to(depth.device, depth.dtype))
         return rgb, depth
+
+    def _ground_depth(self, ground: GroundPlane, T_world_cam: np.ndarray) -> torch.Tensor:
+        """Where the query pixels' rays meet ``ground``, normalized ``(B, 1, S, S)`` (above 1 where a ray does not
+        reach it: it never wins the minimum over a background depth)."""
+        rays = self._ground_rays
+        if rays is None:
+            cam = self.camera
+            assert cam is not None  # a model with keyframes has its camera
+            rays = self._ground_rays = cam.rays().astype(np.float32)
+        z = torch.from_numpy(ground.depth(T_world_cam, rays))[:, None]
+        dn = self.depth_normalizer
+        return dn.normalize(z.clamp(max=2.0 * dn.max_m + 1.0)).float()  # type: ignore[no-any-return]
 
     def _correct_rgb(self, w_rgb: torch.Tensor, corrected: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The warped colour with the fill network's correction (``corrected``) everywhere, or only in the holes
@@ -393,7 +446,7 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
-        w_rgb, background = self._holes(w)
+        w_rgb, background = self._holes(w, T)
         runner = None if self.training else self.network_runner
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])

@@ -1,0 +1,174 @@
+"""The ground of a place: one plane fitted to its keyframes' depth, the lowest large surface under the cameras.
+
+A view rendered far from every keyframe has holes where no keyframe point lands, mostly the near ground: the
+keyframes saw that ground from elsewhere, or not at all, and its points do not reach the new view. A hole rule that
+looks only at the view's own pixels (the farther surface along the row, :mod:`pose2rgbd.methods.hybrid.hole_depth`)
+then gives the ground the depth of the buildings behind it. The ground plane bounds it: a ray that goes down to the
+ground cannot see anything beyond it, so a hole's depth is at most where its ray meets the ground
+(:meth:`GroundPlane.depth`). Measured on an unseen place of the simulator's sensor-realism mode (docs/results.md,
+"The ground under the holes").
+
+:func:`fit_ground_plane` is a RANSAC over the keyframes' points whose hypotheses must be what a ground is, not only
+a plane with many points on it: nearly level (its normal within ``max_tilt_deg`` of the up direction, found as the
+direction every camera's image x axis is square to: cameras are held, flown and mounted without roll), with the
+cameras above it and (almost) no point below it. A facade is a large plane with every camera on one side, so the
+level test is what keeps it out; a desk is level with the cameras above, so the lowest-surface test keeps it out
+where the floor was seen. Hand-written (numpy) rather than Open3D's ``segment_plane`` because these tests decide
+between hypotheses inside the loop (Open3D returns the plane with the most inliers, which is often a wall), and
+because the same keyframes must give the same plane on every load (a seeded generator) without importing Open3D
+into the serving path. ``None`` where no plane passes (the up direction unclear, no level plane under the cameras):
+a place without a ground keeps the hole rule alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pose2rgbd.placemap.keyframes import Keyframes
+
+
+@dataclass(frozen=True)
+class GroundPlane:
+    """The plane ``normal . X + offset = 0`` in the world frame, ``normal`` (unit) pointing to the side the cameras
+    are on; ``inliers``: the share of the sampled keyframe points within ``tolerance_m`` of it."""
+
+    normal: np.ndarray  # (3,) float64
+    offset: float
+    tolerance_m: float
+    inliers: float
+
+    def height(self, points: np.ndarray) -> np.ndarray:
+        """Signed height of world points ``(..., 3)`` above the plane (metres)."""
+        h: np.ndarray = np.asarray(points, np.float64) @ self.normal + self.offset
+        return h
+
+    def depth(self, T_world_cam: np.ndarray, rays: np.ndarray) -> np.ndarray:
+        """Where each pixel's ray meets the plane, as depth along the optical axis (metres; REP-118),
+        ``(B, H, W)`` float32 for poses ``(B, 4, 4)`` and the pixels' rays ``(H, W, 3)`` at optical z = 1
+        (:meth:`~pose2rgbd.geometry.camera.PinholeCamera.rays`); +inf
+        where the ray does not go down to the plane, and everywhere for a camera not above it."""
+        T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        toward = T[:, :3, :3].transpose(0, 2, 1) @ self.normal  # (B, 3): the normal in each camera's frame
+        above = self.height(T[:, :3, 3])  # (B,)
+        down = -(np.asarray(rays, np.float32) @ toward.T.astype(np.float32))  # (H, W, B): descent per metre of z
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where((down > 1e-9) & (above > 0), above.astype(np.float32) / down, np.float32(np.inf))
+        return np.ascontiguousarray(z.transpose(2, 0, 1), np.float32)
+
+
+def up_direction(T_world_cam: np.ndarray, *, max_spread: float = 0.35) -> np.ndarray | None:
+    """The world's up axis from the cameras (REP-103 optical frames): the direction square to every camera's
+    image x axis (the smallest right singular vector of the stacked x axes), signed so that the cameras' image y
+    (down in the image) and optical z (the view) point down on the whole: a forward camera's image is upright, a
+    nadir camera looks down. ``None`` when the x axes do not pin it down (cameras rolled freely: the smallest
+    singular value above ``max_spread`` of the middle one) or the cameras look up on the whole."""
+    R = np.asarray(T_world_cam, np.float64)[:, :3, :3]
+    if len(R) < 3:
+        return None
+    _, s, vt = np.linalg.svd(R[:, :, 0], full_matrices=False)
+    if s[1] <= 0 or s[2] > max_spread * s[1]:
+        return None
+    up = np.asarray(vt[2], np.float64)
+    downward = float(np.sum((R[:, :, 1] + R[:, :, 2]) @ up))
+    if abs(downward) < 0.1 * len(R):
+        return None
+    return up if downward < 0 else -up
+
+
+def keyframe_points(keyframes: Keyframes, *, max_keyframes: int = 200, points_per_keyframe: int = 1500) -> np.ndarray:
+    """World points ``(N, 3)`` from the depth of up to ``max_keyframes`` keyframes spread evenly over the store,
+    each on a regular pixel grid of about ``points_per_keyframe`` (NaN and +inf sky left out)."""
+    n = len(keyframes)
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_keyframes)).round().astype(np.int64))
+    out = []
+    for i in rows:
+        depth = np.asarray(keyframes.depth(int(i)), np.float32)
+        h, w = depth.shape
+        cam = keyframes.camera(int(i)).scaled(w, h)  # the depth image may be stored at another size
+        step = max(1, int(np.sqrt(h * w / points_per_keyframe)))
+        d = depth[step // 2 :: step, step // 2 :: step].astype(np.float64)
+        ok = np.isfinite(d) & (d > 0)
+        p = cam.rays()[step // 2 :: step, step // 2 :: step][ok] * d[ok, None]
+        T = np.asarray(keyframes.T_world_cam[i], np.float64)
+        out.append(p @ T[:3, :3].T + T[:3, 3])
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def fit_ground_plane(
+    points: np.ndarray,
+    camera_centres: np.ndarray,
+    up: np.ndarray | None,
+    *,
+    tolerance: float = 0.01,
+    max_tilt_deg: float = 30.0,
+    min_inliers: float = 0.05,
+    max_below: float = 0.02,
+    min_cameras_above: float = 0.95,
+    hypotheses: int = 600,
+    seed: int = 0,
+) -> GroundPlane | None:
+    """The ground plane of ``points`` (world, metres) under ``camera_centres`` (see the module docstring), or None.
+
+    ``tolerance``: the inlier distance as a share of the points' extent (the diagonal of their 5-95 % box; about
+    3 m over a 300 m city, 3 cm over a 3 m room). A hypothesis (the plane through 3 random points) counts when its
+    normal is within ``max_tilt_deg`` of ``up``, at least ``min_cameras_above`` of the cameras are more than a
+    tolerance above it, at most ``max_below`` of the points are more than two tolerances below it, and at least
+    ``min_inliers`` of the points lie within a tolerance; the one with the most inliers wins and is refined by
+    least squares on its inliers, then on those within a third of a tolerance (what stands on the ground has its
+    foot among the inliers)."""
+    P = np.asarray(points, np.float64)
+    C = np.asarray(camera_centres, np.float64).reshape(-1, 3)
+    if up is None or len(P) < 50 or len(C) == 0:
+        return None
+    lo, hi = np.percentile(P, 5, axis=0), np.percentile(P, 95, axis=0)
+    tol = float(tolerance * np.linalg.norm(hi - lo))
+    if not tol > 0:
+        return None
+    rng = np.random.default_rng(seed)
+    tri = P[rng.integers(0, len(P), (hypotheses, 3))]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(n, axis=1)
+    keep = norm > 1e-12
+    n = n[keep] / norm[keep, None]
+    n *= np.where(n @ up < 0, -1.0, 1.0)[:, None]  # up: a ground has the cameras on its upper side
+    level = n @ up >= np.cos(np.radians(max_tilt_deg))
+    n, origin = n[level], tri[keep][level, 0]
+    if len(n) == 0:
+        return None
+    c = -np.einsum("ij,ij->i", n, origin)
+    sample = P[rng.choice(len(P), min(len(P), 20000), replace=False)]
+    h = sample @ n.T + c  # (points, hypotheses): height above each
+    cams = C @ n.T + c
+    ok = (cams > tol).mean(0) >= min_cameras_above
+    ok &= (h < -2 * tol).mean(0) <= max_below
+    score = np.where(ok, (np.abs(h) <= tol).mean(0), -1.0)
+    best = int(np.argmax(score))
+    if score[best] < min_inliers:
+        return None
+    normal, offset = n[best], float(c[best])
+    for band in (tol, tol / 3.0):  # least squares on the inliers, then on the nearer ones (the foot of a wall)
+        inl = sample[np.abs(sample @ normal + offset) <= band]
+        if len(inl) < 3:
+            break
+        centre = inl.mean(0)  # the normal: the inliers' direction of least spread
+        refined = np.linalg.svd(inl - centre, full_matrices=False)[2][2]
+        refined = refined if refined @ normal >= 0 else -refined
+        if refined @ normal < np.cos(np.radians(5.0)):  # a refinement that tips the plane is not one
+            break
+        normal, offset = refined, float(-refined @ centre)
+    share = float((np.abs(sample @ normal + offset) <= tol).mean())
+    return GroundPlane(np.asarray(normal, np.float64), float(offset), tol, share)
+
+
+def keyframes_ground(keyframes: Keyframes) -> GroundPlane | None:
+    """:func:`fit_ground_plane` of a keyframe store: its points (:func:`keyframe_points`), camera centres and the
+    up direction of its cameras (:func:`up_direction`)."""
+    T = np.asarray(keyframes.T_world_cam, np.float64)
+    up = up_direction(T)
+    if up is None:
+        return None
+    return fit_ground_plane(keyframe_points(keyframes), T[:, :3, 3], up)

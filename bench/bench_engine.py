@@ -179,7 +179,7 @@ def main() -> None:
         nargs="+",
         type=int,
         default=[0],
-        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default)",
+        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default; all at >= 512x512)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--backends", nargs="+", default=["torch"], help="engine backends: torch, onnxruntime")

@@ -20,6 +20,7 @@ from export_helpers import pose2rgbd_checkpoint
 
 from pose2rgbd.inference import EngineConfig, backends
 from pose2rgbd.models import load_checkpoint
+from pose2rgbd.testing.ground_plane import make_ground_plane_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,28 +153,52 @@ def test_freeze_gc_takes_the_objects_alive_out_of_later_full_collections() -> No
 
 
 @pytest.mark.parametrize(
-    ("torch_default", "cores", "asked", "threads"),
+    ("torch_default", "cores", "asked", "pixels", "threads"),
     [
-        (2, 2, 0, 1),
-        (16, 16, 0, 15),
-        (8, 16, 0, 7),
-        (1, 16, 0, 1),
-        (4, 2, 0, 1),
-        (1, 1, 0, 1),
-        (2, 2, 2, 2),
-        (8, 16, 3, 3),
+        (2, 2, 0, 0, 1),
+        (2, 2, 0, 256 * 256, 1),
+        (2, 2, 0, 512 * 512, 2),
+        (16, 16, 0, 0, 15),
+        (16, 16, 0, 1024 * 1024, 16),
+        (8, 16, 0, 0, 7),
+        (1, 16, 0, 512 * 512, 1),
+        (4, 2, 0, 0, 1),
+        (4, 2, 0, 512 * 512, 2),
+        (1, 1, 0, 0, 1),
+        (2, 2, 2, 0, 2),
+        (8, 16, 3, 512 * 512, 3),
     ],
 )
-def test_threads_auto_leaves_one_core_to_the_rest(
-    monkeypatch: pytest.MonkeyPatch, torch_default: int, cores: int, asked: int, threads: int
+def test_threads_auto_leaves_one_core_to_the_rest_below_512(
+    monkeypatch: pytest.MonkeyPatch, torch_default: int, cores: int, asked: int, pixels: int, threads: int
 ) -> None:
     """One fewer than torch's own default (physical cores: 8 on 8 cores / 16 hardware threads; 1 with
-    OMP_NUM_THREADS=1) within the cores the process may use; a number asked for is kept."""
+    OMP_NUM_THREADS=1) within the cores the process may use, all of them for frames of 512x512 and more; a number
+    asked for is kept."""
     from pose2rgbd.inference import serving_process
 
     monkeypatch.setattr(serving_process, "_base_threads", torch_default)
     monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert serving_process.serving_threads(asked) == threads
+    assert serving_process.serving_threads(asked, pixels) == threads
+
+
+def test_an_engine_takes_its_threads_by_its_frame_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's automatic threads go by the size of the frames its model renders."""
+    from pose2rgbd.inference import serving_process
+
+    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(serving_process, "_base_threads", 4)
+    n = torch.get_num_threads()
+    try:
+        for size, threads in ((64, 3), (512, 4)):
+            loaded = make_ground_plane_checkpoint(size)
+            assert backends.frame_pixels(loaded.model) == size * size
+            cfg = EngineConfig(device="cpu", warmup=0, transposed_channels_last="off", keep_freed_memory=False,
+                               freeze_gc=False)  # fmt: skip
+            backends.make_backend(cfg, loaded)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ def prepare_serving(cfg: EngineConfig, model: Any, *, fp32_only: bool = False) -
     from pose2rgbd.models.base import ModelBase
     from pose2rgbd.models.device import prepare_for_serving, resolve_device, resolve_precision, set_threads
 
-    set_threads(serving_process.serving_threads(cfg.threads))
+    set_threads(serving_process.serving_threads(cfg.threads, pixels=frame_pixels(model)))
     device = resolve_device(cfg.device)
     if fp32_only:
         _check_fp32(cfg)
@@ -160,7 +160,9 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, cfg: EngineConfig, path: str | Path, outputs: list[str], input_name: str) -> None:
+    def __init__(
+        self, cfg: EngineConfig, path: str | Path, outputs: list[str], input_name: str, *, pixels: int = 0
+    ) -> None:
         import torch
 
         from pose2rgbd.models.device import resolve_device
@@ -169,7 +171,7 @@ class OnnxRuntimeBackend:
         self.device = resolve_device(cfg.device)
         _check_fp32(cfg)
         self.precision = "fp32"
-        self.session = ort_session(path, self.device, serving_process.serving_threads(cfg.threads))
+        self.session = ort_session(path, self.device, serving_process.serving_threads(cfg.threads, pixels))
         self.outputs = list(outputs)
         self.input_name = input_name
         have = {o.name for o in self.session.get_outputs()}
@@ -191,6 +193,17 @@ class OnnxRuntimeBackend:
         a = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
         for _ in range(passes):
             self.session.run(self.outputs, {self.input_name: a})
+
+
+def frame_pixels(model: object) -> int:
+    """The pixels of the frames ``model`` renders (a pose -> image model), 0 for another kind: what the automatic
+    thread count goes by (:func:`~pose2rgbd.inference.serving_process.serving_threads`)."""
+    from pose2rgbd.models.interfaces import PoseToImage
+
+    if not isinstance(model, PoseToImage):
+        return 0
+    h, w = model.image_hw
+    return int(h) * int(w)
 
 
 def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, Any]:
@@ -220,7 +233,7 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
         # is exported at start and served by ONNX Runtime inside the prepared torch module
         tb = TorchBackend(cfg, loaded.model, fp32_only=True)
         tb.model.serve_network_part_with_onnxruntime(
-            threads=serving_process.serving_threads(cfg.threads), device=tb.device
+            threads=serving_process.serving_threads(cfg.threads, frame_pixels(loaded.model)), device=tb.device
         )
         tb.name = "torch+onnxruntime"
         return tb, tb.model
@@ -232,7 +245,8 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
     _check_fp32(cfg)
     meta = loaded.extra.get("onnx")
     if meta is not None and loaded.path is not None:
-        ob = OnnxRuntimeBackend(cfg, loaded.path, list(meta["outputs"]), str(meta["input"]["name"]))
+        ob = OnnxRuntimeBackend(cfg, loaded.path, list(meta["outputs"]), str(meta["input"]["name"]),
+                                pixels=frame_pixels(loaded.model))  # fmt: skip
         return ob, loaded.model
     # a torch checkpoint served by ONNX Runtime: exported (and checked against torch) at start, in a temporary
     # folder that ONNX Runtime has read once the session exists
@@ -245,7 +259,7 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
     with tempfile.TemporaryDirectory(prefix="pose2rgbd-onnx-") as d:
         rep = export_onnx(loaded, Path(d) / "model.onnx", exporter="torchscript", check_batch=2)
         log.info("exported %s to ONNX at start (max abs error %s)", loaded.where, rep.max_abs_error)
-        ob = OnnxRuntimeBackend(cfg, rep.path, list(rep.outputs), INPUT_NAME)
+        ob = OnnxRuntimeBackend(cfg, rep.path, list(rep.outputs), INPUT_NAME, pixels=frame_pixels(loaded.model))
     model = loaded.model.to(torch.device("cpu")).eval()  # its transforms (inputs go to ONNX Runtime as numpy)
     return ob, model
 

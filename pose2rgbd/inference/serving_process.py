@@ -102,14 +102,18 @@ def freeze_gc() -> int:
     return gc.get_freeze_count()
 
 
-def serving_threads(threads: int) -> int:
-    """The CPU threads an engine runs its network on: ``threads`` when set (> 0), else one fewer than torch's own
-    default (one per physical core, or ``OMP_NUM_THREADS``) within the cores this process may run on, at least
-    one. A render node is not alone on its CPU: its own threads (the ROS executor, the look-ahead thread, bag I/O)
-    and the robot's other processes need a core, and a network spread over every core waits, at each of its
-    parallel regions, for the thread that was preempted (measured on 2 cores, docs/serving.md: a 256x256 p99 above
-    50 ms in five of nine runs with 2 threads, 27.8-30.1 ms in five with 1; the tables there show the bench's runs,
-    the others were single-row runs of the same command)."""
+ALL_CORES_PIXELS = 512 * 512  # frames this large use every core by default (serving_threads)
+
+
+def serving_threads(threads: int, pixels: int = 0) -> int:
+    """The CPU threads an engine runs its network on: ``threads`` when set (> 0), else torch's own default (one per
+    physical core, or ``OMP_NUM_THREADS``) within the cores this process may run on, one fewer for frames of fewer
+    than :data:`ALL_CORES_PIXELS` ``pixels`` (0: not known), at least one. A render node is not alone on its CPU:
+    its own threads (the ROS executor, the look-ahead thread, bag I/O) and the robot's other processes need a core,
+    and a network spread over every core waits, at each of its parallel regions, for the thread that was preempted.
+    A short frame loses more to that wait than it gains from the core; a long one gains more (measured on 2 cores,
+    docs/serving.md: at 256x256 a p99 above 50 ms in five of nine runs with 2 threads, 27.8-30.1 ms in five with 1;
+    at 512x512 97.8-100.8 ms with 2 threads, 101-139 ms with 1)."""
     if threads > 0:
         return int(threads)
     global _base_threads
@@ -123,7 +127,8 @@ def serving_threads(threads: int) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(base, cores) - 1)
+    n = min(base, cores)
+    return n if pixels >= ALL_CORES_PIXELS else max(1, n - 1)
 
 
 def heap_in_force() -> bool:
@@ -131,4 +136,4 @@ def heap_in_force() -> bool:
     return bool(_heap)
 
 
-__all__ = ["freeze_gc", "heap_in_force", "keep_freed_memory", "serving_threads"]
+__all__ = ["ALL_CORES_PIXELS", "freeze_gc", "heap_in_force", "keep_freed_memory", "serving_threads"]

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.placemap.ground import GroundPlane, fit_ground_plane, keyframe_points, keyframes_ground, up_direction
+from pose2rgbd.placemap.ground import (
+    ENU_UP,
+    GroundPlane,
+    fit_ground_plane,
+    keyframe_points,
+    keyframes_ground,
+    up_direction,
+)
 from pose2rgbd.placemap.keyframes import ArrayKeyframes
 from pose2rgbd.testing.ground_plane import forward_pose
 
@@ -29,6 +36,8 @@ def test_up_from_forward_nadir_and_rolled_cameras() -> None:
     tilted[:3, :3] = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])  # a world whose up is -y (a y-down SfM frame)
     T = np.einsum("ij,njk->nik", tilted, _cameras())
     np.testing.assert_allclose(up_direction(T), [0, -1, 0], atol=1e-9)
+    straight = np.stack([forward_pose(2.0 * i, 0.1 * i, 30.0, yaw=0.01 * (i % 3)) for i in range(40)])
+    assert up_direction(straight) is None  # one heading: any direction square to it fits the x axes
     rng = np.random.default_rng(2)  # a handheld camera turned freely in roll: up is not pinned down
     rolled = np.stack([forward_pose(0, 0, 1.5, yaw=rng.uniform(-3, 3), roll=rng.uniform(-1.2, 1.2)) for _ in range(40)])
     assert up_direction(rolled) is None
@@ -98,3 +107,34 @@ def test_keyframes_ground_of_rendered_depth() -> None:
     small = g0.depth(T, cam.scaled(16, 12).rays())  # depth stored at half the camera's size
     half = ArrayKeyframes(rgb[:, ::2, ::2], small, T, cam)
     assert np.abs(keyframe_points(half)[:, 2]).max() < 1e-3
+
+
+def test_a_geo_referenced_map_gives_the_ground_of_a_straight_flight(tmp_path) -> None:
+    """A straight flight leaves up unknown to the cameras; a keyframe map of a dataset with a datum (its world a
+    local ENU frame) gives it, and the hybrid fitted on that map finds the ground (a map without: none)."""
+    from pose2rgbd.methods.hybrid import HybridConfig, build_model
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.keyframe_map import write_keyframe_map
+
+    cam = PinholeCamera(64, 64, 32.0, 32.0, 31.5, 31.5)
+    T = np.stack([forward_pose(3.0 * i, 0.0, 40.0, pitch_deg=40.0) for i in range(30)])
+    g0 = GroundPlane(np.array([0.0, 0.0, 1.0]), 0.0, tolerance_m=0.0, inliers=1.0)
+    depth = g0.depth(T, cam.rays())
+    assert up_direction(T) is None
+    maps = {}
+    for name, datum in (("geo", {"lat_deg": 44.43, "lon_deg": 26.1, "alt_m": 80.0}), ("local", None)):
+        write_keyframe_map(
+            tmp_path / name, rgb=lambda k: np.zeros((64, 64, 3), np.uint8), depth=lambda k: depth[k],
+            T_world_cam=T, camera=cam, frames=np.arange(30), stamp_ns=np.arange(30) * 10**8,
+            source_id=np.zeros(30, np.int64), dataset={"name": "straight", "datum": datum}, selection="all",
+            rot_weight_m=10.0,
+        )  # fmt: skip
+        maps[name] = PlaceMap(tmp_path / name)
+    g = keyframes_ground(maps["geo"], up=ENU_UP)
+    assert g is not None and abs(g.offset) < 0.05 and g.normal[2] > 0.9999
+    for name, found in (("geo", True), ("local", False)):
+        model = build_model(HybridConfig(size=64, dense_channels=32, trunk_channels=[16] * 6))
+        model.use_keyframes(maps[name], camera=cam, rot_weight_m=10.0)
+        assert (model.ground is not None) == found, name
+        if found:
+            assert model.ground is not None and abs(model.ground.offset) < 0.05

@@ -9,15 +9,18 @@ ground cannot see anything beyond it, so a hole's depth is at most where its ray
 "The ground under the holes").
 
 :func:`fit_ground_plane` is a RANSAC over the keyframes' points whose hypotheses must be what a ground is, not only
-a plane with many points on it: nearly level (its normal within ``max_tilt_deg`` of the up direction, found as the
-direction every camera's image x axis is square to: cameras are held, flown and mounted without roll), with the
-cameras above it and (almost) no point below it. A facade is a large plane with every camera on one side, so the
-level test is what keeps it out; a desk is level with the cameras above, so the lowest-surface test keeps it out
-where the floor was seen. Hand-written (numpy) rather than Open3D's ``segment_plane`` because these tests decide
-between hypotheses inside the loop (Open3D returns the plane with the most inliers, which is often a wall), and
-because the same keyframes must give the same plane on every load (a seeded generator) without importing Open3D
-into the serving path. ``None`` where no plane passes (the up direction unclear, no level plane under the cameras):
-a place without a ground keeps the hole rule alone.
+a plane with many points on it: nearly level (its normal within ``max_tilt_deg`` of up), with the cameras above it
+and (almost) no point below it. A facade is a large plane with every camera on one side, so the level test is what
+keeps it out; a desk is level with the cameras above, so the lowest-surface test keeps it out where the floor was
+seen. Up is the world's z where the world is geo-referenced (a local ENU frame: the keyframes' dataset has a
+datum); else the direction every camera's image x axis is square to (cameras are held, flown and mounted without
+roll), which needs the heading to turn (:func:`up_direction`).
+
+Hand-written (numpy) rather than Open3D's ``segment_plane`` because these tests decide between hypotheses inside
+the loop (Open3D returns the plane with the most inliers, which is often a wall), and because the same keyframes
+must give the same plane every time (a seeded generator) without importing Open3D into the serving path. ``None``
+where no plane passes (up unclear, no level plane under the cameras): a place without a ground keeps the hole rule
+alone.
 """
 
 from __future__ import annotations
@@ -60,17 +63,22 @@ class GroundPlane:
         return np.ascontiguousarray(z.transpose(2, 0, 1), np.float32)
 
 
-def up_direction(T_world_cam: np.ndarray, *, max_spread: float = 0.35) -> np.ndarray | None:
+ENU_UP = np.array([0.0, 0.0, 1.0])  # the up of a geo-referenced world (a local ENU frame, REP-105's map)
+
+
+def up_direction(T_world_cam: np.ndarray, *, min_turn: float = 0.15, max_spread: float = 0.35) -> np.ndarray | None:
     """The world's up axis from the cameras (REP-103 optical frames): the direction square to every camera's
     image x axis (the smallest right singular vector of the stacked x axes), signed so that the cameras' image y
     (down in the image) and optical z (the view) point down on the whole: a forward camera's image is upright, a
-    nadir camera looks down. ``None`` when the x axes do not pin it down (cameras rolled freely: the smallest
-    singular value above ``max_spread`` of the middle one) or the cameras look up on the whole."""
+    nadir camera looks down. ``None`` when the x axes do not pin it down: all along one heading (a straight
+    flight: the middle singular value below ``min_turn`` of the largest, any direction square to that heading
+    fits), rolled freely (the smallest above ``max_spread`` of the middle one), or the cameras look up on the
+    whole."""
     R = np.asarray(T_world_cam, np.float64)[:, :3, :3]
     if len(R) < 3:
         return None
     _, s, vt = np.linalg.svd(R[:, :, 0], full_matrices=False)
-    if s[1] <= 0 or s[2] > max_spread * s[1]:
+    if s[1] < min_turn * s[0] or s[2] > max_spread * s[1]:
         return None
     up = np.asarray(vt[2], np.float64)
     downward = float(np.sum((R[:, :, 1] + R[:, :, 2]) @ up))
@@ -164,11 +172,12 @@ def fit_ground_plane(
     return GroundPlane(np.asarray(normal, np.float64), float(offset), tol, share)
 
 
-def keyframes_ground(keyframes: Keyframes) -> GroundPlane | None:
-    """:func:`fit_ground_plane` of a keyframe store: its points (:func:`keyframe_points`), camera centres and the
-    up direction of its cameras (:func:`up_direction`)."""
+def keyframes_ground(keyframes: Keyframes, *, up: np.ndarray | None = None) -> GroundPlane | None:
+    """:func:`fit_ground_plane` of a keyframe store: its points (:func:`keyframe_points`), camera centres and ``up``
+    (:data:`ENU_UP` for a geo-referenced world; default: :func:`up_direction` of its cameras)."""
     T = np.asarray(keyframes.T_world_cam, np.float64)
-    up = up_direction(T)
+    if up is None:
+        up = up_direction(T)
     if up is None:
         return None
     return fit_ground_plane(keyframe_points(keyframes), T[:, :3, 3], up)

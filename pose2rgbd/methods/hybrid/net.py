@@ -64,7 +64,7 @@ from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
-from pose2rgbd.placemap.ground import GroundPlane, keyframes_ground
+from pose2rgbd.placemap.ground import ENU_UP, GroundPlane, keyframes_ground
 
 if TYPE_CHECKING:
     from pose2rgbd.placemap.keyframe_view import SizedKeyframes
@@ -191,14 +191,18 @@ class HybridNet(PoseToImage, ModelBase):
         self._ground_rays = None
 
     def _fit_ground(self, keyframes: Keyframes) -> None:
-        """``model.hole_ground``: fit the keyframes' ground plane (:func:`~pose2rgbd.placemap.ground.keyframes_ground`)
+        """``model.hole_ground``: fit the keyframes' ground plane (:func:`~pose2rgbd.placemap.ground.keyframes_ground`;
+        up is the world's z for a place map of a geo-referenced dataset)
         into the ``ground_plane`` buffer (NaN: none), so that a checkpoint and its bundle, and every later load,
         use the same plane without fitting again."""
         with torch.no_grad():
             self.ground_plane.fill_(float("nan"))
         if not (self.config.hole_ground and self.config.hole_depth == "background"):
             return
-        g = keyframes_ground(keyframes)
+        from pose2rgbd.placemap.place_map import PlaceMap
+
+        geo = isinstance(keyframes, PlaceMap) and keyframes.datum is not None  # its world: a local ENU frame
+        g = keyframes_ground(keyframes, up=ENU_UP if geo else None)
         if g is None:
             log.info("hybrid: no ground plane under the keyframes' cameras; holes keep the background rule alone")
             return

@@ -14,6 +14,7 @@ from pose2rgbd.placemap.ground import (
     keyframe_points,
     keyframes_ground,
     up_direction,
+    up_fits_cameras,
 )
 from pose2rgbd.placemap.keyframes import ArrayKeyframes
 from pose2rgbd.testing.ground_plane import forward_pose
@@ -132,6 +133,13 @@ def test_a_geo_referenced_map_gives_the_ground_of_a_straight_flight(tmp_path) ->
         maps[name] = PlaceMap(tmp_path / name)
     g = keyframes_ground(maps["geo"], up=ENU_UP)
     assert g is not None and abs(g.offset) < 0.05 and g.normal[2] > 0.9999
+    # the same flight in a world turned 90 deg about the track (GPS along a line does not fix that turn): the
+    # cameras' image x points down in it, so its z is not taken for up, and the straight flight gives none
+    turn = np.eye(4)
+    turn[:3, :3] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    turned = turn @ T
+    assert up_fits_cameras(T, ENU_UP) and not up_fits_cameras(turned, ENU_UP)
+    assert keyframes_ground(ArrayKeyframes(np.zeros((30, 64, 64, 3), np.uint8), depth, turned, cam), up=ENU_UP) is None
     for name, found in (("geo", True), ("local", False)):
         model = build_model(HybridConfig(size=64, dense_channels=32, trunk_channels=[16] * 6))
         model.use_keyframes(maps[name], camera=cam, rot_weight_m=10.0)

@@ -13,8 +13,9 @@ a plane with many points on it: nearly level (its normal within ``max_tilt_deg``
 and (almost) no point below it. A facade is a large plane with every camera on one side, so the level test is what
 keeps it out; a desk is level with the cameras above, so the lowest-surface test keeps it out where the floor was
 seen. Up is the world's z where the world is geo-referenced (a local ENU frame: the keyframes' dataset has a
-datum); else the direction every camera's image x axis is square to (cameras are held, flown and mounted without
-roll), which needs the heading to turn (:func:`up_direction`).
+datum) and the cameras stand upright in it (:func:`up_fits_cameras`: a video's world aligned to GPS along a straight
+track may be turned about it); else the direction every camera's image x axis is square to (cameras are held,
+flown and mounted without roll), which needs the heading to turn (:func:`up_direction`).
 
 Hand-written (numpy) rather than Open3D's ``segment_plane`` because these tests decide between hypotheses inside
 the loop (Open3D returns the plane with the most inliers, which is often a wall), and because the same keyframes
@@ -172,11 +173,23 @@ def fit_ground_plane(
     return GroundPlane(np.asarray(normal, np.float64), float(offset), tol, share)
 
 
+def up_fits_cameras(T_world_cam: np.ndarray, up: np.ndarray, *, max_roll_deg: float = 20.0) -> bool:
+    """Whether the cameras stand upright under ``up``: their image x axes level within ``max_roll_deg`` on average
+    and their image y and view pointing down on the whole (what :func:`up_direction` assumes of every camera). A
+    world aligned to GPS along a straight track can be turned freely about the track (the fit does not see it), so
+    a datum's ENU up is checked against the cameras before it is used."""
+    R = np.asarray(T_world_cam, np.float64)[:, :3, :3]
+    u = np.asarray(up, np.float64)
+    level = float(np.mean(np.abs(R[:, :, 0] @ u))) <= np.sin(np.radians(max_roll_deg))
+    return level and float(np.sum((R[:, :, 1] + R[:, :, 2]) @ u)) < 0.0
+
+
 def keyframes_ground(keyframes: Keyframes, *, up: np.ndarray | None = None) -> GroundPlane | None:
-    """:func:`fit_ground_plane` of a keyframe store: its points (:func:`keyframe_points`), camera centres and ``up``
-    (:data:`ENU_UP` for a geo-referenced world; default: :func:`up_direction` of its cameras)."""
+    """:func:`fit_ground_plane` of a keyframe store: its points (:func:`keyframe_points`), camera centres and up:
+    ``up`` (:data:`ENU_UP` for a geo-referenced world) where the cameras stand upright under it
+    (:func:`up_fits_cameras`), else :func:`up_direction` of its cameras."""
     T = np.asarray(keyframes.T_world_cam, np.float64)
-    if up is None:
+    if up is None or not up_fits_cameras(T, up):
         up = up_direction(T)
     if up is None:
         return None

@@ -133,3 +133,62 @@ def test_two_sources_are_decided_separately_and_the_result_round_trips(tmp_path:
     np.testing.assert_array_equal(back.label, mp.label)
     np.testing.assert_allclose(back.T_world_cam, mp.T_world_cam, equal_nan=True)
     assert back.points.keys() == mp.points.keys() and back.info == mp.info
+
+
+def _straight(n: int = 60, sideways: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    """Upright forward cameras (10 deg down, rolled ``roll_deg``) walking 1.5 m per frame along world x, zig-zagging
+    ``sideways`` metres to the side."""
+    from pose2rgbd.testing.ground_plane import forward_pose
+
+    return np.stack([forward_pose(1.5 * k, sideways * np.sin(0.5 * k), 1.6, pitch_deg=10.0,
+                                  roll=np.radians(roll_deg)) for k in range(n)])  # fmt: skip
+
+
+def _rot_err_deg(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    return np.degrees(Rotation.from_matrix(np.swapaxes(A[:, :3, :3], 1, 2) @ B[:, :3, :3]).magnitude())
+
+
+def test_a_straight_track_is_turned_until_its_cameras_stand_upright() -> None:
+    """Along a straight walk GPS leaves the turn about the track to its noise; the aligned poses are turned about
+    the track until the cameras stand upright (within a degree of the truth), and the report says so; without
+    the setting the turn is the noise's."""
+    T_true = _straight()
+    reg = np.ones(len(T_true), bool)
+    gps = _gps(T_true, noise=0.3, seed=3)
+    src = np.zeros(len(T_true), np.int64)
+    got = {}
+    for level in (True, False):
+        mp = metric_poses_from_sfm({0: _sfm(T_true, reg)}, gps, src, MetricPosesConfig(level_straight_track=level),
+                                   colmap_every=1)  # fmt: skip
+        got[level] = mp
+    err_on, err_off = _rot_err_deg(got[True].T_world_cam, T_true), _rot_err_deg(got[False].T_world_cam, T_true)
+    assert err_on.max() < 1.0 < err_off.max()
+    turn = got[True].info["sources"]["0"]["models"][0]["track_turn"]
+    assert turn["applied"] and turn["roll_rms_deg"][1] < 1.0 < turn["roll_rms_deg"][0]
+    assert "track_turn" not in got[False].info["sources"]["0"]["models"][0]
+    pos = np.linalg.norm(got[True].T_world_cam[:, :3, 3] - T_true[:, :3, 3], axis=1)
+    assert pos.max() < 1.5
+
+
+def test_level_about_track_turns_only_what_gps_leaves_free() -> None:
+    from pose2rgbd.geometry.similarity import level_about_track
+
+    T = _straight()
+    turned = level_about_track(T, T[:, :3, 3])  # already upright: no turn
+    assert turned is not None and turned.applied and abs(turned.degrees) < 0.1
+    # the same walk turned 70 deg about its track: turned back
+    R = Rotation.from_rotvec([np.radians(70.0), 0.0, 0.0]).as_matrix()
+    off = T.copy()
+    off[:, :3, :3] = R @ T[:, :3, :3]
+    off[:, :3, 3] = T[:, :3, 3] @ R.T
+    centre = T[:, :3, 3].mean(0)
+    off[:, :3, 3] += centre - centre @ R.T  # about the track's centroid line
+    back = level_about_track(off, T[:, :3, 3] + np.array([0.0, 0.0, 0.0]))
+    assert back is not None and back.applied
+    assert np.allclose(back.apply(off)[:, :3, :3], T[:, :3, :3], atol=1e-3)
+    # a camera mounted rolled 20 deg on a walk that zig-zags 3 m: GPS sees the turn, which is refused
+    rolled = _straight(sideways=3.0, roll_deg=20.0)
+    refused = level_about_track(rolled, rolled[:, :3, 3])
+    assert refused is not None and not refused.applied and "GPS" in refused.why
+    # a track that is not straight: nothing to level
+    assert level_about_track(_truth(), _truth()[:, :3, 3]) is None

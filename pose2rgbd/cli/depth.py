@@ -130,6 +130,13 @@ def print_metric(m: dict) -> None:
                       f"{mo['scale_rel_sigma']:.2%}, residual RMS {mo['residual_rms_m']:.2f} m (median "
                       f"{mo['residual_median_m']:.2f} m), {mo['inliers']} of {mo['points']} frames within "
                       f"{mo['threshold_m']:g} m")  # fmt: skip
+                tt = mo.get("track_turn")
+                if tt:
+                    what = "turned" if tt["applied"] else "not turned"
+                    why = f": {tt['why']}" if "why" in tt else ""
+                    print(f"        straight track: {what} {tt['turn_deg']:+.1f} deg about it to level the cameras "
+                          f"(roll RMS {tt['roll_rms_deg'][0]:.1f} -> {tt['roll_rms_deg'][1]:.1f} deg, GPS residual "
+                          f"RMS {tt['gps_rms_m'][0]:.2f} -> {tt['gps_rms_m'][1]:.2f} m){why}")  # fmt: skip
             else:
                 print(f"      model {mo['model']}: not used ({mo.get('why', '')})")
     segs = m.get("segments", [])

@@ -1,7 +1,10 @@
 """Metric poses for a video with GPS (Algorithm 2 with metric poses): structure from motion (COLMAP through
 :func:`pose2rgbd.methods.selfsup_depth.sfm.colmap_poses`) aligned to the GPS positions of the same frames by a
 robust Sim(3) (:func:`pose2rgbd.geometry.similarity.robust_sim3`), so every registered frame has a pose in the
-dataset's world frame, in metres, and the triangulated points it sees have metric depths.
+dataset's world frame, in metres, and the triangulated points it sees have metric depths. Along a nearly straight
+track GPS leaves the turn about the track free; the aligned poses are turned about it until the cameras stand
+upright (``level_straight_track``, :func:`pose2rgbd.geometry.similarity.level_about_track`), where GPS does not
+object.
 
 The GPS positions are the dataset's camera positions, i.e. after Algorithm 1's time offset. Each SfM model (a
 flight can break into several) gets its own Sim(3); a model with too few of its frames within ``threshold_m`` of
@@ -28,7 +31,7 @@ import numpy as np
 from pose2rgbd.atomic import sibling_prefix
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.geometry.similarity import Sim3Fit, robust_sim3
+from pose2rgbd.geometry.similarity import Sim3Fit, level_about_track, robust_sim3
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,12 @@ class MetricPosesConfig:
     max_track_weight: float = help_field(8.0, "sparse depth: a point's weight grows with its track length up to "
                                          "this many views")  # fmt: skip
     max_point_error_px: float = help_field(2.0, "sparse depth: points with a larger reprojection error are dropped")
+    level_straight_track: bool = help_field(
+        True,
+        "a nearly straight GPS track fixes the Sim(3) up to a turn about the track: turn the aligned poses about it "
+        "so the cameras stand upright (image x level), where GPS does not object "
+        "(pose2rgbd.geometry.similarity.level_about_track; false: the turn the GPS noise gave)",
+    )
 
     def __post_init__(self) -> None:
         if not (self.threshold_m > 0 and 0 < self.min_inlier_share <= 1):
@@ -209,6 +218,12 @@ def align_source(
         T[mine] = np.tile(np.eye(4), (len(mine), 1, 1))
         T[mine, :3, :3] = fit.R @ Ts[:, :3, :3]
         T[mine, :3, 3] = fit.apply(Ts[:, :3, 3])
+        if cfg.level_straight_track:
+            turn = level_about_track(T[mine][fit.inliers], gps[mine][fit.inliers])
+            if turn is not None:
+                entry["track_turn"] = turn.summary()
+                if turn.applied:
+                    T[mine] = turn.apply(T[mine])
         label[mine] = SFM
         for k in mine:
             p = sfm.points.get(int(k))

@@ -148,7 +148,7 @@ def _rot_err_deg(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.degrees(Rotation.from_matrix(np.swapaxes(A[:, :3, :3], 1, 2) @ B[:, :3, :3]).magnitude())
 
 
-def test_a_straight_track_is_turned_until_its_cameras_stand_upright() -> None:
+def test_a_straight_track_is_turned_until_its_cameras_stand_upright(caplog: pytest.LogCaptureFixture) -> None:
     """Along a straight walk GPS leaves the turn about the track to its noise; the aligned poses are turned about
     the track until the cameras stand upright (within a degree of the truth), and the report says so; without
     the setting the turn is the noise's."""
@@ -157,6 +157,7 @@ def test_a_straight_track_is_turned_until_its_cameras_stand_upright() -> None:
     gps = _gps(T_true, noise=0.3, seed=3)
     src = np.zeros(len(T_true), np.int64)
     got = {}
+    caplog.set_level(logging.INFO, logger="pose2rgbd.methods.selfsup_depth.metric")
     for level in (True, False):
         mp = metric_poses_from_sfm({0: _sfm(T_true, reg)}, gps, src, MetricPosesConfig(level_straight_track=level),
                                    colmap_every=1)  # fmt: skip
@@ -166,6 +167,7 @@ def test_a_straight_track_is_turned_until_its_cameras_stand_upright() -> None:
     turn = got[True].info["sources"]["0"]["models"][0]["track_turn"]
     assert turn["applied"] and turn["roll_rms_deg"][1] < 1.0 < turn["roll_rms_deg"][0]
     assert "track_turn" not in got[False].info["sources"]["0"]["models"][0]
+    assert "about its straight track to stand the cameras upright" in caplog.text
     pos = np.linalg.norm(got[True].T_world_cam[:, :3, 3] - T_true[:, :3, 3], axis=1)
     assert pos.max() < 1.5
 

@@ -256,6 +256,18 @@ def align_source(
     return T, label, points, info
 
 
+def _turn_words(model: dict[str, Any]) -> str:
+    """The log's words for a model's turn about its straight track (empty without one)."""
+    tt = model.get("track_turn")
+    if not tt:
+        return ""
+    if not tt["applied"]:
+        return f"; not turned about its straight track ({tt['why']})"
+    return (f"; turned {tt['turn_deg']:+.1f} deg about its straight track to stand the cameras upright (roll RMS "
+            f"{tt['roll_rms_deg'][0]:.1f} -> {tt['roll_rms_deg'][1]:.1f} deg, GPS residual RMS "
+            f"{tt['gps_rms_m'][0]:.2f} -> {tt['gps_rms_m'][1]:.2f} m)")  # fmt: skip
+
+
 def metric_poses_from_sfm(
     sfm_by_source: dict[int, Any],
     gps: np.ndarray,
@@ -293,7 +305,7 @@ def metric_poses_from_sfm(
             log.info("source %d: %d of %d frames with metric SfM poses (%d registered of %d given); Sim(3) to GPS: "
                      "%s", sid, inf["metric_frames"], len(idx), inf["registered"], inf["tried"],
                      ", ".join(f"scale {m['scale']:.4g} +- {m['scale_rel_sigma']:.1%}, residual RMS "
-                               f"{m['residual_rms_m']:.2f} m" for m in used))  # fmt: skip
+                               f"{m['residual_rms_m']:.2f} m" + _turn_words(m) for m in used))  # fmt: skip
     info["metric_frames"] = int((label != POSENET).sum())
     info["frames"] = N
     return MetricPoses(T, label, points, info)

@@ -54,7 +54,7 @@ def main() -> None:
         "--threads",
         type=int,
         default=0,
-        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default; all at >= 512x512)",
+        help="the network's CPU threads (0: the engine's auto, one fewer than torch's default)",
     )
     p.add_argument("--note", default="", help="load note for the table, e.g. 'under load'")
     args = p.parse_args()

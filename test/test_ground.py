@@ -51,23 +51,35 @@ def test_the_ground_not_the_larger_facade_nor_the_desk() -> None:
     ground = _square(3000, 0.0, 60.0, rng)
     facade = np.column_stack([np.full(6000, 70.0), rng.uniform(-60, 60, 6000), rng.uniform(0, 40, 6000)])
     roofs = _square(1500, 18.0, 15.0, rng)  # level, under the cameras, with the ground's points below it
-    g = fit_ground_plane(np.concatenate([ground, facade, roofs]), C, up)
+    g = fit_ground_plane(np.concatenate([ground, facade, roofs]), C, up, tolerance_m=0.8)  # 2 % of ~40 m
     assert g is not None
     np.testing.assert_allclose(g.normal, up, atol=5e-3)  # within 0.3 deg: the facade's foot is near the ground
     assert 0.2 < g.inliers < 0.35  # 3,000 of 10,500 points
-    assert np.abs(g.height(ground)).max() < 0.25  # a sixth of the inlier tolerance (1.6 m) over the 120 m square
+    assert np.abs(g.height(ground)).max() < 0.25  # within a third of the inlier tolerance over the 120 m square
     np.testing.assert_allclose(g.height(C), C[:, 2], atol=0.25)
     # indoors: a desk under the cameras, the floor beside it seen too -> the floor; the desk alone -> the desk
     desk, floor = _square(4000, 0.75, 0.8, rng), _square(600, 0.0, 2.5, rng)
     cams = C / 20.0 + [0, 0, 0.2]  # 1.5 m above the floor
-    g2 = fit_ground_plane(np.concatenate([desk, floor]), cams, up)
+    g2 = fit_ground_plane(np.concatenate([desk, floor]), cams, up, tolerance_m=0.03)
     assert g2 is not None and abs(g2.offset) < 0.01
-    g3 = fit_ground_plane(desk, cams, up)
+    g3 = fit_ground_plane(desk, cams, up, tolerance_m=0.03)
     assert g3 is not None and abs(g3.offset + 0.75) < 0.01
     # no level plane with the cameras above it: none (a ceiling above the cameras is not a ground)
-    assert fit_ground_plane(_square(3000, 40.0, 60.0, rng), C, up) is None
-    assert fit_ground_plane(facade, C, up) is None
-    assert fit_ground_plane(ground, C, None) is None  # up unknown
+    assert fit_ground_plane(_square(3000, 40.0, 60.0, rng), C, up, tolerance_m=0.8) is None
+    assert fit_ground_plane(facade, C, up, tolerance_m=0.8) is None
+    assert fit_ground_plane(ground, C, None, tolerance_m=0.8) is None  # up unknown
+
+
+def test_the_street_under_a_long_street_level_track() -> None:
+    """A kilometre of street between two facades, cameras 1.6 m up: the tolerance follows the points' depth, not
+    the place's extent (a tolerance of 1 % of a kilometre would put the cameras inside the ground's band)."""
+    rng = np.random.default_rng(4)
+    street = np.column_stack([rng.uniform(0, 1000, 8000), rng.uniform(-10, 10, 8000), np.zeros(8000)])
+    walls = np.column_stack([rng.uniform(0, 1000, 12000), rng.choice([-10.0, 10.0], 12000), rng.uniform(0, 20, 12000)])
+    C = np.column_stack([np.linspace(0, 1000, 200), np.zeros(200), np.full(200, 1.6)])
+    g = fit_ground_plane(np.concatenate([street, walls]), C, np.array([0.0, 0.0, 1.0]), tolerance_m=0.2)
+    assert g is not None and g.normal[2] > np.cos(np.radians(0.5))
+    assert np.abs(g.height(street)).max() < 0.1
 
 
 def test_where_a_ray_meets_the_ground() -> None:

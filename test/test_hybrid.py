@@ -394,6 +394,11 @@ def test_the_ground_bounds_the_holes_depth(plane) -> None:
     err_on = (dn.denormalize(b["depth"]) - truth)[seen].abs()
     assert seen.float().mean() > 0.2
     assert err_on.mean() < 0.5 * err_off.mean()  # the near ground no longer at the depth of the far one
+    # a state_dict written before the plane existed loads strictly, without one
+    old_sd = {k: v for k, v in on.state_dict().items() if k != "ground_plane"}
+    older, _ = _plane_model(plane, yaw_step=0.5)
+    older.load_state_dict(old_sd, strict=True)
+    assert older.ground is None and not torch.isfinite(older.ground_plane).any()
     # the plane travels with the checkpoint: a copy loaded from the state_dict has it without the fit
     copy, _ = _plane_model(plane)  # (its keyframes along one heading: no plane of its own)
     assert copy.ground is None

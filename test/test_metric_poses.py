@@ -174,6 +174,7 @@ def test_a_straight_track_is_turned_until_its_cameras_stand_upright(caplog: pyte
 
 def test_level_about_track_turns_only_what_gps_leaves_free() -> None:
     from pose2rgbd.geometry.similarity import level_about_track
+    from pose2rgbd.testing.ground_plane import forward_pose
 
     T = _straight()
     turned = level_about_track(T, T[:, :3, 3])  # already upright: no turn
@@ -185,7 +186,7 @@ def test_level_about_track_turns_only_what_gps_leaves_free() -> None:
     off[:, :3, 3] = T[:, :3, 3] @ R.T
     centre = T[:, :3, 3].mean(0)
     off[:, :3, 3] += centre - centre @ R.T  # about the track's centroid line
-    back = level_about_track(off, T[:, :3, 3] + np.array([0.0, 0.0, 0.0]))
+    back = level_about_track(off, T[:, :3, 3])
     assert back is not None and back.applied
     assert np.allclose(back.apply(off)[:, :3, :3], T[:, :3, :3], atol=1e-3)
     # a camera mounted rolled 20 deg on a walk that zig-zags 3 m: GPS sees the turn, which is refused
@@ -194,3 +195,10 @@ def test_level_about_track_turns_only_what_gps_leaves_free() -> None:
     assert refused is not None and not refused.applied and "GPS" in refused.why
     # a track that is not straight: nothing to level
     assert level_about_track(_truth(), _truth()[:, :3, 3]) is None
+    # cameras looking sideways, image x along the track: turning about it leaves their roll as it is, so they do not
+    # tell the turn and nothing is turned (a guess would pass as levelled)
+    side = np.stack([forward_pose(1.5 * k, 0.0, 1.6, yaw=np.pi / 2, pitch_deg=5.0) for k in range(60)])
+    side_off = side.copy()
+    side_off[:, :3, :3] = R @ side[:, :3, :3]
+    side_off[:, :3, 3] = side[:, :3, 3] @ R.T
+    assert level_about_track(side_off, side[:, :3, 3] @ R.T) is None

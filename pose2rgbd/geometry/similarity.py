@@ -235,7 +235,8 @@ def level_about_track(
     whose cameras look and face down. It is ``applied`` when the GPS residual RMS it leaves is at most
     ``max_rms_increase_m`` above the fit's (GPS sees no difference); else GPS does see the turn and the fit stands.
     A track is nearly straight when its sideways spread (second singular value) is below ``max_spread`` of its
-    length's (first)."""
+    length's (first). ``None`` too where the cameras cannot tell the turn: their image x axes along the track (a
+    side-looking camera, or a nadir one with image x along the flight line), whose tilt the turn does not change."""
     T = np.asarray(T_world_cam, np.float64)
     G = np.asarray(gps, np.float64)
     u = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, np.float64)
@@ -254,13 +255,17 @@ def level_about_track(
         out: np.ndarray = c * (v @ u) + sn * (np.cross(a, v) @ u) + (1 - c) * (v @ a)[None] * float(a @ u)
         return out
 
-    def best(th: np.ndarray) -> float:
-        cost = (tilt(th, x) ** 2).mean(1)
-        cost = np.where(tilt(th, down).sum(1) < 0, cost, np.inf)  # looking and facing down on the whole
-        return float(th[int(np.argmin(cost))])
+    def costs(th: np.ndarray) -> np.ndarray:
+        cost: np.ndarray = (tilt(th, x) ** 2).mean(1)
+        return np.where(tilt(th, down).sum(1) < 0, cost, np.inf)  # looking and facing down on the whole
 
-    th = best(np.radians(np.arange(-180.0, 180.0, 0.5)))
-    th = best(th + np.radians(np.arange(-0.5, 0.5, 0.01)))
+    scan = np.radians(np.arange(-180.0, 180.0, 0.5))
+    cost = costs(scan)
+    if not np.isfinite(cost).any() or float(np.ptp(cost[np.isfinite(cost)])) < 0.01:
+        return None  # the image x axes run along the track (or never look down): their roll does not tell the turn
+    th = float(scan[int(np.argmin(cost))])
+    fine = th + np.radians(np.arange(-0.5, 0.5, 0.01))
+    th = float(fine[int(np.argmin(costs(fine)))])
     K = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
     R = np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K  # Rodrigues
 

@@ -37,8 +37,9 @@ class EngineConfig:
     threads: int = ranged_field(
         0,
         "CPU threads for torch and ONNX Runtime (0: auto, one fewer than the CPU's cores and at least one, so the "
-        "node's own threads and the rest of the robot's stack keep a core: a tighter p99; every core for frames of "
-        "512x512 and more, whose work gains more from it than a preempted thread costs: docs/serving.md)",
+        "node's own threads and the rest of the robot's stack keep a core: a tighter p99; a renderer takes every core "
+        "for frames of 512x512 and more, whose work gains more from it than a preempted thread costs: "
+        "docs/serving.md)",
         0,
         1024,
     )

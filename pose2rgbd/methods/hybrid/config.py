@@ -101,10 +101,12 @@ class HybridConfig:
     hole_ground: bool = help_field(
         True,
         "with hole_depth background: a hole's depth is at most where its ray meets the place's ground, a plane "
-        "fitted to the keyframes' depth when they are loaded (the lowest level plane under the cameras; none where "
-        "the cameras' roll leaves up unclear or no such plane is found: pose2rgbd.placemap.ground). Views far from "
-        "every keyframe have the near ground in their holes, which the background rule gives the depth of what "
-        'stands behind it (docs/results.md, "The ground under the holes")',
+        "fitted to a new model's keyframes' depth and kept in its checkpoint (the lowest level plane under the "
+        "cameras: pose2rgbd.placemap.ground). Up is the world's z for a place map of a dataset with a datum where "
+        "the cameras stand upright in it, else found from the cameras where their heading turns; no plane where "
+        "up stays unclear (a straight flight without a datum, a camera turned in roll) or no plane qualifies. Views "
+        "far from every keyframe have the near ground in their holes, which the background rule gives the depth of "
+        'what stands behind it (docs/results.md, "The ground under the holes")',
     )
     hole_rgb: str = help_field(
         "background",

@@ -129,7 +129,8 @@ class HybridNet(PoseToImage, ModelBase):
         # model.hole_ground: the keyframes' ground plane, normal (3) and offset; NaN: none (fitted in use_keyframes)
         self.ground_plane: torch.Tensor
         self.register_buffer("ground_plane", torch.full((4,), float("nan"), dtype=torch.float64))
-        self._ground_rays: np.ndarray | None = None  # the model camera's pixel rays, made on first use
+        # the model camera's pixel rays, made on first use, with the camera they were made for
+        self._ground_rays: tuple[tuple[float, ...], np.ndarray] | None = None
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -402,11 +403,12 @@ class HybridNet(PoseToImage, ModelBase):
     def _ground_depth(self, ground: GroundPlane, T_world_cam: np.ndarray) -> torch.Tensor:
         """Where the query pixels' rays meet ``ground``, normalized ``(B, 1, S, S)`` (above 1 where a ray does not
         reach it: it never wins the minimum over a background depth)."""
-        rays = self._ground_rays
-        if rays is None:
-            cam = self.camera
-            assert cam is not None  # a model with keyframes has its camera
-            rays = self._ground_rays = cam.rays().astype(np.float32)
+        cam = self.camera
+        assert cam is not None  # a model with keyframes has its camera
+        key = (cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
+        if self._ground_rays is None or self._ground_rays[0] != key:  # made once per camera
+            self._ground_rays = (key, cam.rays().astype(np.float32))
+        rays = self._ground_rays[1]
         z = torch.from_numpy(ground.depth(T_world_cam, rays))[:, None]
         dn = self.depth_normalizer
         return dn.normalize(z.clamp(max=2.0 * dn.max_m + 1.0)).float()  # type: ignore[no-any-return]

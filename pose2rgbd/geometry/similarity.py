@@ -206,7 +206,7 @@ class TrackTurn:
         T[:, :3, 3] = (T[:, :3, 3] - self.centre) @ self.R.T + self.centre
         return T
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         return {
             "turn_deg": round(self.degrees, 2),
             "roll_rms_deg": [round(self.roll_before, 2), round(self.roll_after, 2)],

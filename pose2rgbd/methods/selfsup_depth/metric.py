@@ -256,16 +256,16 @@ def align_source(
     return T, label, points, info
 
 
-def _turn_words(model: dict[str, Any]) -> str:
+def _turn_words(model: dict[str, object]) -> str:
     """The log's words for a model's turn about its straight track (empty without one)."""
     tt = model.get("track_turn")
-    if not tt:
+    if not isinstance(tt, dict):
         return ""
     if not tt["applied"]:
         return f"; not turned about its straight track ({tt['why']})"
+    (r0, r1), (g0, g1) = tt["roll_rms_deg"], tt["gps_rms_m"]
     return (f"; turned {tt['turn_deg']:+.1f} deg about its straight track to stand the cameras upright (roll RMS "
-            f"{tt['roll_rms_deg'][0]:.1f} -> {tt['roll_rms_deg'][1]:.1f} deg, GPS residual RMS "
-            f"{tt['gps_rms_m'][0]:.2f} -> {tt['gps_rms_m'][1]:.2f} m)")  # fmt: skip
+            f"{r0:.1f} -> {r1:.1f} deg, GPS residual RMS {g0:.2f} -> {g1:.2f} m)")  # fmt: skip
 
 
 def metric_poses_from_sfm(

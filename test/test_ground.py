@@ -11,7 +11,7 @@ from pose2rgbd.placemap.ground import (
     ENU_UP,
     GroundPlane,
     fit_ground_plane,
-    keyframe_points,
+    keyframe_samples,
     keyframes_ground,
     up_direction,
     up_fits_cameras,
@@ -113,13 +113,13 @@ def test_keyframes_ground_of_rendered_depth() -> None:
     depth = g0.depth(T, cam.rays())
     rgb = np.zeros((*depth.shape, 3), np.uint8)
     kf = ArrayKeyframes(rgb, depth, T, cam)
-    P = keyframe_points(kf, points_per_keyframe=100)
+    P = keyframe_samples(kf, points_per_keyframe=100)[0]
     assert 50 < len(P) < 12 * 200 and np.abs(P[:, 2]).max() < 1e-3
     g = keyframes_ground(kf)
     assert g is not None and abs(g.offset) < 1e-3 and g.normal[2] > 0.9999
     small = g0.depth(T, cam.scaled(16, 12).rays())  # depth stored at half the camera's size
     half = ArrayKeyframes(rgb[:, ::2, ::2], small, T, cam)
-    assert np.abs(keyframe_points(half)[:, 2]).max() < 1e-3
+    assert np.abs(keyframe_samples(half)[0][:, 2]).max() < 1e-3
 
 
 def test_a_geo_referenced_map_gives_the_ground_of_a_straight_flight(tmp_path) -> None:

@@ -178,7 +178,7 @@ def test_threads_auto_leaves_one_core_to_the_rest_below_512(
     from pose2rgbd.inference import serving_process
 
     monkeypatch.setattr(serving_process, "_base_threads", torch_default)
-    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert serving_process.serving_threads(asked, pixels) == threads
 
 
@@ -186,7 +186,7 @@ def test_an_engine_takes_its_threads_by_its_frame_size(monkeypatch: pytest.Monke
     """The engine's automatic threads go by the size of the frames its model renders."""
     from pose2rgbd.inference import serving_process
 
-    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(serving_process, "_base_threads", 4)
     n = torch.get_num_threads()
     try:
@@ -209,7 +209,7 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
     calls: list[str] = []
     monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: calls.append("heap") or True)
     monkeypatch.setattr(serving_process, "freeze_gc", lambda: calls.append("freeze") or 1)
-    monkeypatch.setattr(serving_process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(serving_process, "_base_threads", 4)
     ck = pose2rgbd_checkpoint(tmp_path, "base")
     n = torch.get_num_threads()

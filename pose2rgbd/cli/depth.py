@@ -118,6 +118,8 @@ def print_export(res: object) -> None:
 
 def print_metric(m: dict) -> None:
     """The metric-pose lines of an export: registered frames, Sim(3) per model, segments, the scale check."""
+    from pose2rgbd.methods.selfsup_depth.metric import track_turn_words
+
     if not m:
         return
     print(f"  metric poses: {m['metric_frames']} of {m['frames']} frames")
@@ -130,13 +132,9 @@ def print_metric(m: dict) -> None:
                       f"{mo['scale_rel_sigma']:.2%}, residual RMS {mo['residual_rms_m']:.2f} m (median "
                       f"{mo['residual_median_m']:.2f} m), {mo['inliers']} of {mo['points']} frames within "
                       f"{mo['threshold_m']:g} m")  # fmt: skip
-                tt = mo.get("track_turn")
-                if tt:
-                    what = "turned" if tt["applied"] else "not turned"
-                    why = f": {tt['why']}" if "why" in tt else ""
-                    print(f"        straight track: {what} {tt['turn_deg']:+.1f} deg about it to level the cameras "
-                          f"(roll RMS {tt['roll_rms_deg'][0]:.1f} -> {tt['roll_rms_deg'][1]:.1f} deg, GPS residual "
-                          f"RMS {tt['gps_rms_m'][0]:.2f} -> {tt['gps_rms_m'][1]:.2f} m){why}")  # fmt: skip
+                turn = track_turn_words(mo)
+                if turn:
+                    print(f"        {turn}")
             else:
                 print(f"      model {mo['model']}: not used ({mo.get('why', '')})")
     segs = m.get("segments", [])

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import os
 import platform
 import threading
 
@@ -123,11 +122,9 @@ def serving_threads(threads: int, pixels: int = 0) -> int:
 
             _base_threads = torch.get_num_threads()
         base = _base_threads
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    n = min(base, cores)
+    from pose2rgbd.placemap.pool import usable_cores
+
+    n = min(base, usable_cores())
     return n if pixels >= ALL_CORES_PIXELS else max(1, n - 1)
 
 

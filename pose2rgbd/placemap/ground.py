@@ -113,11 +113,6 @@ def keyframe_samples(
     return np.concatenate(points), np.concatenate(depths)
 
 
-def keyframe_points(keyframes: Keyframes, **kw: int) -> np.ndarray:
-    """The world points of :func:`keyframe_samples`."""
-    return keyframe_samples(keyframes, **kw)[0]
-
-
 def fit_ground_plane(
     points: np.ndarray,
     camera_centres: np.ndarray,

@@ -20,6 +20,7 @@ from torch import nn
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.mount import mount_matrix
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import LoadedCheckpoint
 from pose2rgbd.models.interfaces import PoseToImage
@@ -185,14 +186,5 @@ def forward_pose(
     x: float, y: float, z: float, *, yaw: float = 0.0, pitch_deg: float = 30.0, roll: float = 0.0
 ) -> np.ndarray:
     """T_world_cam of a camera at (x, y, z) (world z up) heading ``yaw``, looking ``pitch_deg`` below the horizon,
-    rolled ``roll`` radians about its optical axis."""
-    p = np.radians(pitch_deg)
-    fwd = np.array([np.cos(yaw) * np.cos(p), np.sin(yaw) * np.cos(p), -np.sin(p)])
-    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
-    down = np.cross(fwd, right)
-    c, s = np.cos(roll), np.sin(roll)
-    x_axis, y_axis = c * right + s * down, -s * right + c * down
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x_axis, y_axis, fwd], axis=1)
-    T[:3, 3] = [x, y, z]
-    return T
+    rolled ``roll`` radians about its optical axis: the camera mount's matrix with the world as its base."""
+    return mount_matrix([np.degrees(roll), pitch_deg, np.degrees(yaw)], [x, y, z])

@@ -256,15 +256,16 @@ def align_source(
     return T, label, points, info
 
 
-def _turn_words(model: dict[str, object]) -> str:
-    """The log's words for a model's turn about its straight track (empty without one)."""
+def track_turn_words(model: dict[str, object]) -> str:
+    """In words, a model's turn about its straight track (its report entry's ``track_turn``; empty without one):
+    the log line and ``convert`` / ``depth export`` print it."""
     tt = model.get("track_turn")
     if not isinstance(tt, dict):
         return ""
     if not tt["applied"]:
-        return f"; not turned about its straight track ({tt['why']})"
+        return f"not turned about its straight track ({tt['why']})"
     (r0, r1), (g0, g1) = tt["roll_rms_deg"], tt["gps_rms_m"]
-    return (f"; turned {tt['turn_deg']:+.1f} deg about its straight track to stand the cameras upright (roll RMS "
+    return (f"turned {tt['turn_deg']:+.1f} deg about its straight track to stand the cameras upright (roll RMS "
             f"{r0:.1f} -> {r1:.1f} deg, GPS residual RMS {g0:.2f} -> {g1:.2f} m)")  # fmt: skip
 
 
@@ -305,7 +306,8 @@ def metric_poses_from_sfm(
             log.info("source %d: %d of %d frames with metric SfM poses (%d registered of %d given); Sim(3) to GPS: "
                      "%s", sid, inf["metric_frames"], len(idx), inf["registered"], inf["tried"],
                      ", ".join(f"scale {m['scale']:.4g} +- {m['scale_rel_sigma']:.1%}, residual RMS "
-                               f"{m['residual_rms_m']:.2f} m" + _turn_words(m) for m in used))  # fmt: skip
+                               f"{m['residual_rms_m']:.2f} m" + (f"; {w}" if (w := track_turn_words(m)) else "")
+                               for m in used))  # fmt: skip
     info["metric_frames"] = int((label != POSENET).sum())
     info["frames"] = N
     return MetricPoses(T, label, points, info)

@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "metric SfM poses, or stereo where verified and the network elsewhere",
     )
     ap.add_argument("--depth-minutes", type=float, default=3.0, help="Algorithm 2's depth training budget")
+    ap.add_argument("--lens", choices=("pinhole", "fisheye"), default="pinhole",
+                    help="the conversion's lens (`convert video --lens`): pinhole (--hfov 118) or fisheye "
+                    "(calibrated from the clip)")  # fmt: skip
     ap.add_argument("--size", type=int, default=128, help="hybrid resolution (square; also the evaluation's)")
     ap.add_argument("--train-minutes", type=float, default=5.0, help="hybrid training budget (0: no hybrid)")
     ap.add_argument("--lr", type=float, default=1e-3, help="hybrid learning rate")
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.clip is not None and not (dataset / "manifest.yaml").is_file():
         times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
-                                   str(a.depth_minutes), "--size", a.import_size, "--out", str(dataset),
-                                   "--no-progress"], "convert")  # fmt: skip
+                                   str(a.depth_minutes), "--size", a.import_size, "--lens", a.lens, "--out",
+                                   str(dataset), "--no-progress"], "convert")  # fmt: skip
     if a.train_minutes <= 0:
         print(f"no hybrid (--train-minutes 0); the baselines alone: bench/bench_real_rgbd.py --dataset {dataset}")
         return 0

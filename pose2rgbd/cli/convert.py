@@ -26,6 +26,7 @@ COMMON_ALIASES = (
     Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
     Alias("--keep-repeats", "output.keep_repeats", const=True, help="keep frames identical to the previous one"),
 )
+VIDEO_ALIASES = (*COMMON_ALIASES, Alias("--lens", "lens", choices=("pinhole", "fisheye")))
 BAG_ALIASES = (
     *COMMON_ALIASES,
     Alias("--image-topic", "topics.image"),
@@ -134,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="--depth selfsup without GPS: what makes the pseudo-absolute poses: COLMAP structure from "
                    "motion (default), the composed pose-network poses, or those refined by a pose graph")  # fmt: skip
     _common(v)
-    add_config_flags(v, _schema, COMMON_ALIASES, config_help=CONFIG_HELP)
+    add_config_flags(v, _schema, VIDEO_ALIASES, config_help=CONFIG_HELP)
     v.set_defaults(func=_video)
     s = csub.add_parser("gps-odom", help="align GPS to wheel odometry in a camera-less bag; write a report",
                         allow_abbrev=False)  # fmt: skip

@@ -16,6 +16,7 @@ from pose2rgbd.messages.topics import FIND_BY_TYPE, SensorTopics
 from pose2rgbd.sync.estimator import SyncConfig
 from pose2rgbd.sync.gps import GpsConfig, check_gate
 
+LENSES = ("pinhole", "fisheye")  # a video's lens (pose2rgbd.convert.lens_calibration)
 ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
 
 
@@ -80,6 +81,10 @@ class ConvertConfig:
     )  # fmt: skip
     min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
     hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
+    lens: str = help_field(
+        "pinhole", "a video's lens: pinhole (--hfov, no distortion) or fisheye (calibrated from the video by COLMAP, "
+        "started from --hfov; the frames undistorted onto a pinhole; docs/convert.md)"
+    )  # fmt: skip
     topics: ConvertTopics = field(default_factory=_bag_topics, metadata={"help": "bag topics (empty: found by type)"})
     output: ConvertOutput = field(default_factory=ConvertOutput, metadata={"help": "the dataset written"})
     max_frame_gap_s: float = help_field(1.0, "GPS gaps longer than this drop the frames inside them")
@@ -96,6 +101,8 @@ class ConvertConfig:
             from pose2rgbd.config import from_dict
 
             self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        if self.lens not in LENSES:
+            raise ConfigError(f"lens must be one of {LENSES}, got {self.lens!r}")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
         check_gate(self.max_speed_mps, self.jump_tolerance_m)  # the GPS gate's own rule (pose2rgbd.sync.gps)

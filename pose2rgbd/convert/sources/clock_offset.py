@@ -47,6 +47,7 @@ class ClockOffsetSource(SourceBase):
             rgb_encoding=self.cfg.output.rgb_encoding,
             datum=pose.datum,
             sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
+            source_cameras=list(s.source_cameras),
             # the same dicts as the summary's: what the write step adds to "frames" is in both
             extra={"conversion": {k: summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
         )

@@ -17,6 +17,7 @@ import numpy as np
 
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.lens_calibration import VideoLens
 from pose2rgbd.convert.mp4 import truncation
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
@@ -158,6 +159,36 @@ def flow_pass(
     return np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)
 
 
+def video_lens(path: Path, cfg: ConvertConfig, n_frames: int | None, *, progress: bool) -> VideoLens | None:
+    """``cfg.lens``: None for ``pinhole`` (the assumed ``--hfov``), else the lens calibrated from the video
+    (:mod:`pose2rgbd.convert.lens_calibration`), from every ``stride``-th frame of the whole video."""
+    if cfg.lens == "pinhole":
+        return None
+    from pose2rgbd.convert.lens_calibration import LENS_EVERY, LENS_MAX_FRAMES, calibrate_fisheye, calibration_stride
+
+    n = n_frames if n_frames else video_frame_times(path).size
+    stride = calibration_stride(n, LENS_EVERY, LENS_MAX_FRAMES)
+    picked = (bgr for i, _, bgr in read_video_frames(path) if i % stride == 0)
+    return calibrate_fisheye(picked, cfg.hfov_deg, progress=progress)
+
+
+def _camera_words(cfg: ConvertConfig, lens: VideoLens | None) -> str:
+    if lens is None:
+        return (f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no "
+                "calibration for a video)")  # fmt: skip
+    return lens.words()
+
+
+def _undistorted(frames: Iterator[tuple[int, float, np.ndarray]],
+                 lens: VideoLens | None) -> Iterator[tuple[int, float, np.ndarray]]:  # fmt: skip
+    if lens is None:
+        yield from frames
+        return
+    undistort = lens.undistorter()
+    for i, t, bgr in frames:
+        yield i, t, undistort(bgr)
+
+
 class VideoSource(ClockOffsetSource):
     """A video + GPS log (``gps_log`` None: the GPS inside a GoPro MP4; ``gps_format`` 'auto' detects the log's
     format) and an optional attitude log (``time_s,roll,pitch,yaw`` or the karma ATTITUDE csv)."""
@@ -182,6 +213,7 @@ class VideoSource(ClockOffsetSource):
         self.attitude_degrees = attitude_degrees
         self.video_start_utc = video_start_utc
         self._inputs = [p for p in (self.path, self.gps_log, self.attitude) if p is not None]
+        self.lens: VideoLens | None = None
 
     def read(self, *, progress: bool) -> Streams:
         """Pass 1: frame times and flow; the GPS and attitude logs."""
@@ -193,13 +225,14 @@ class VideoSource(ClockOffsetSource):
         gps_path, gps_format = resolve_gps_log(vp, self.gps_log, self.gps_format)
         track = read_gps_log(gps_path, gps_format, video_start_utc=self.video_start_utc)
         log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
-        # Assumed pinhole intrinsics from the horizontal FOV (--hfov) and the frame size: used by the pose output
-        # and by the flow statistic 'derotated'.
-        cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg)
+        # The camera: a pinhole from the horizontal FOV (--hfov) and the frame size, or the one a calibrated lens's
+        # frames are undistorted onto (--lens fisheye); used by the pose output and the flow statistic 'derotated'.
+        self.lens = lens = video_lens(vp, cfg, n, progress=progress)
+        cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg) if lens is None else lens.target
         att = read_attitude_log(self.attitude, degrees=self.attitude_degrees) if self.attitude else None
 
         def gray() -> Iterator[tuple[float, np.ndarray]]:
-            for _, t, bgr in read_video_frames(vp):
+            for _, t, bgr in _undistorted(read_video_frames(vp), lens):
                 yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
 
         ft, flow = flow_pass(gray(), cfg.sync, n, progress, "flow (pass 1)", cam)
@@ -220,16 +253,16 @@ class VideoSource(ClockOffsetSource):
             T_body_cam=cfg.mount.config_matrix(),
             mount_source=cfg.mount.describe_config(), orientation=orient,
             attitude_follows_gps=True, input_kind=self.kind, input_path=str(vp), frames_lost=lost,
+            source_cameras=[] if lens is None else [lens.camera.to_dict()],
             extra_assumptions=[
                 *cut_note,
-                f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no "
-                "calibration for a video)",
+                _camera_words(cfg, lens),
                 "the attitude log (if any) shares the GPS clock and gets the same time offset",
             ],
         )  # fmt: skip
 
     def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        for i, _, bgr in read_video_frames(self.path):
+        for i, _, bgr in _undistorted(read_video_frames(self.path), self.lens):
             if i < keep.size and keep[i]:
                 yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
 
@@ -246,6 +279,7 @@ class VideoFramesSource(SourceBase):
         self.path = Path(video)
         self.cfg = cfg or ConvertConfig()
         self._inputs = [self.path]
+        self.lens: VideoLens | None = None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
         cap = _open(self.path)
@@ -255,18 +289,19 @@ class VideoFramesSource(SourceBase):
         if t.size == 0:
             raise SyncError(f"{self.path}: no frame could be decoded (empty or corrupt video)")
         wh = self.cfg.size_wh()
-        cam = PinholeCamera.from_fov(w, h, self.cfg.hfov_deg)
+        self.lens = lens = video_lens(self.path, self.cfg, int(t.size), progress=progress)
+        cam = PinholeCamera.from_fov(w, h, self.cfg.hfov_deg) if lens is None else lens.target
         frames: dict[str, int] = {"total": int(t.size)}
         poses = {"kind": "placeholder", "note": "video without GPS: identity poses"}
         summary = {"input": {"kind": self.kind, "path": str(self.path)}, "frames": frames, "poses": poses,
-                   "assumptions": [f"pinhole camera with an assumed horizontal FOV of {self.cfg.hfov_deg} deg, no "
-                                   "distortion (no calibration for a video)"]}  # fmt: skip
+                   "assumptions": [_camera_words(self.cfg, lens)]}  # fmt: skip
         man = Manifest(
             name=self.cfg.output.name or self.path.stem,
             camera=cam if wh is None else cam.scaled(*wh),
             depth_kind="none",
             rgb_encoding=self.cfg.output.rgb_encoding,
             sources=[{"id": 0, "kind": self.kind, "name": self.path.name}],
+            source_cameras=[] if lens is None else [lens.camera.to_dict()],
             # the summary's own "frames" dict: what the write step adds to it (written, repeats) is in both
             extra={"poses": poses, "conversion": {"frames": frames}},
         )
@@ -274,7 +309,7 @@ class VideoFramesSource(SourceBase):
         return DatasetPlan(man, stamps, np.tile(np.eye(4), (t.size, 1, 1)), summary, resize=wh is not None)
 
     def frames(self, plan: DatasetPlan) -> Iterator[Frame]:
-        for i, _, bgr in read_video_frames(self.path):
+        for i, _, bgr in _undistorted(read_video_frames(self.path), self.lens):
             if i >= len(plan):
                 raise SyncError(f"{self.path}: pass 2 decoded more frames than the {len(plan)} of pass 1")
             yield Frame(i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, f"frame {i}")

@@ -62,6 +62,7 @@ class Streams:
     frames_lost: dict[str, int] = field(default_factory=dict)  # not in frame_t, by reason (e.g. a truncated video)
     extra_assumptions: list[str] = field(default_factory=list)
     topics: dict[str, str | None] | None = None  # a bag's topic choice, for the report
+    source_cameras: list[dict[str, object]] = field(default_factory=list)  # a lens undistorted on reading
 
 
 @dataclass

@@ -131,6 +131,7 @@ class HybridNet(PoseToImage, ModelBase):
         self.register_buffer("ground_plane", torch.full((4,), float("nan"), dtype=torch.float64))
         # the model camera's pixel rays, made on first use, with the camera they were made for
         self._ground_rays: tuple[tuple[float, ...], np.ndarray] | None = None
+        self._ground_values: np.ndarray | None = None  # the ground_plane buffer on the CPU (read once: `ground`)
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -198,6 +199,7 @@ class HybridNet(PoseToImage, ModelBase):
         use the same plane without fitting again."""
         with torch.no_grad():
             self.ground_plane.fill_(float("nan"))
+        self._ground_values = None
         if not (self.config.hole_ground and self.config.hole_depth == "background"):
             return
         from pose2rgbd.placemap.place_map import PlaceMap
@@ -217,7 +219,9 @@ class HybridNet(PoseToImage, ModelBase):
     @property
     def ground(self) -> GroundPlane | None:
         """The keyframes' ground plane the holes' depth is bounded by (``model.hole_ground``), None without one."""
-        g = self.ground_plane.detach().cpu().numpy()
+        if self._ground_values is None:  # read once, not every forward (a device sync where the model is on a GPU)
+            self._ground_values = self.ground_plane.detach().cpu().numpy().copy()
+        g = self._ground_values
         if not (self.config.hole_ground and self.config.hole_depth == "background") or not np.isfinite(g).all():
             return None
         return GroundPlane(g[:3].copy(), float(g[3]), tolerance_m=0.0, inliers=float("nan"))
@@ -269,6 +273,7 @@ class HybridNet(PoseToImage, ModelBase):
         # ... before ground_plane existed: no ground (their config has hole_ground false: FAMILY.migrate)
         state_dict.setdefault(prefix + "ground_plane", torch.full_like(self.ground_plane, float("nan")))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ground_values = None  # the plane may have changed: read the buffer again
 
     def select_keyframes(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

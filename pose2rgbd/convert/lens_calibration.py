@@ -1,0 +1,218 @@
+"""A video's lens, calibrated from the video itself (``convert video --lens fisheye``).
+
+A video comes without a calibration, so the conversion has assumed a pinhole camera with ``--hfov`` (118 deg, a
+GoPro's wide field). An action camera's wide lens is a fisheye, though: its centre sees about 1.6x the pixels per
+degree that a pinhole of the same field gives it, and straight lines bend towards the edges. Every warp between
+frames (the depth network's view synthesis, structure from motion, the renderer's keyframes) then moves pixels by
+the wrong amounts. ``--lens fisheye`` asks COLMAP for the lens instead: structure from motion on frames of the
+video with one shared ``OPENCV_FISHEYE`` camera (OpenCV's equidistant model, ``k1..k4``), started from ``--hfov``
+(equidistant focal ``(w / 2) / (hfov / 2)``), whose focal lengths and ``k1..k4`` bundle adjustment refines (the
+principal point stays at the centre: a video does not constrain it well). The frames are then undistorted once
+onto a pinhole camera (OpenCV's ``estimateNewCameraMatrixForUndistortRectify``, balance 0: only pixels the lens
+saw, so the field narrows) and the rest of the conversion sees a pinhole video. COLMAP does the calibration
+(pycolmap), OpenCV the undistortion (:mod:`pose2rgbd.geometry.lens`); this module picks the frames, reads COLMAP's
+camera back and checks it.
+
+The frames: every ``stride``-th decoded frame, ``stride`` at least ``every`` and large enough that at most
+``max_frames`` are used (spread over the whole video), at most ``max_size`` pixels wide or high. Calibration needs
+parallax, as structure from motion does: a camera that only turns, or stands, calibrates badly or not at all; the
+error says so and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose2rgbd.convert.posed_images.common import SourceCamera
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
+
+log = logging.getLogger(__name__)
+
+LENS_EVERY = 3  # at most every 3rd frame of a video (30 fps: 0.1 s apart, parallax enough for a moving camera)
+LENS_MAX_FRAMES = 150  # COLMAP's time grows with the frames; 150 fix four coefficients and two focal lengths well
+MIN_REGISTERED_FRACTION = 0.5  # at least this share of the calibration frames in COLMAP's largest model
+FOCAL_RANGE = (0.4, 2.5)  # the refined focal length within this factor of the one --hfov implies
+ADVICE = (
+    "calibrating the lens needs frames with parallax (a camera that moves, not one that only turns or stands): "
+    "use a part of the recording where the camera travels, or --lens pinhole with --hfov set to the camera's "
+    "field of view"
+)
+
+
+@dataclass(frozen=True)
+class VideoLens:
+    """A video's calibrated lens (``camera``: OpenCV fisheye model at the video's size, OpenCV pixel convention)
+    and the pinhole ``target`` its frames are undistorted onto (same size)."""
+
+    camera: SourceCamera
+    target: PinholeCamera
+    frames_used: int
+    registered: int
+    reprojection_error_px: float  # COLMAP's mean, at the calibration frames' size
+    seconds: float
+
+    @property
+    def target_hfov_deg(self) -> float:
+        return math.degrees(2.0 * math.atan(self.target.width / (2.0 * self.target.fx)))
+
+    def undistorter(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that undistorts one frame of the video (any channels, the video's size) onto ``target``."""
+        lens = self.camera.distortion
+        assert lens is not None
+        mx, my = lens.maps(self.camera.K, self.target)
+
+        def undistort(img: np.ndarray) -> np.ndarray:
+            if (img.shape[1], img.shape[0]) != (self.camera.width, self.camera.height):
+                raise ConfigError(
+                    f"a frame of {img.shape[1]}x{img.shape[0]} in a video calibrated at {self.camera.width}x"
+                    f"{self.camera.height}: the video changes size; convert its parts separately"
+                )
+            return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+        return undistort
+
+    def summary(self) -> dict[str, object]:
+        """For the dataset report and the manifest's conversion notes."""
+        return {
+            "model": "fisheye (OpenCV equidistant; COLMAP OPENCV_FISHEYE, self-calibrated)",
+            "source_camera": self.camera.to_dict(),
+            "undistorted_to": {"hfov_deg": round(self.target_hfov_deg, 2), **self.target.to_dict()},
+            "frames_used": self.frames_used,
+            "registered": self.registered,
+            "reprojection_error_px": round(self.reprojection_error_px, 4),
+            "seconds": round(self.seconds, 1),
+        }
+
+    def words(self) -> str:
+        c = self.camera
+        k = ", ".join(f"{x:+.3f}" for x in c.dist)
+        return (f"fisheye lens calibrated from the video by COLMAP (OPENCV_FISHEYE, {self.registered} of "
+                f"{self.frames_used} frames, {self.reprojection_error_px:.2f} px): fx {c.fx:.1f} fy {c.fy:.1f} at "
+                f"{c.width}x{c.height}, k1..k4 {k}; frames undistorted onto a pinhole of {self.target_hfov_deg:.1f} "
+                "deg horizontal field")  # fmt: skip
+
+
+def calibration_stride(n_frames: int, every: int, max_frames: int) -> int:
+    """Every how many decoded frames one is used: at least ``every``, at most ``max_frames`` frames in all."""
+    if every < 1 or max_frames < 3:
+        raise ConfigError("lens calibration needs every >= 1 and max_frames >= 3")
+    return max(every, math.ceil(max(n_frames, 1) / max_frames))
+
+
+def calibrate_fisheye(
+    frames: Iterable[np.ndarray],
+    hfov_deg: float,
+    *,
+    max_size: int = 640,
+    threads: int = -1,
+    progress: bool = False,
+) -> VideoLens:
+    """Calibrate one fisheye lens from ``frames`` (BGR uint8, all of the video's size, in time order; the caller
+    picks them, :func:`calibration_stride`). Raises :class:`ConfigError` saying what to do when COLMAP cannot."""
+    from pose2rgbd.methods.selfsup_depth.sfm import _pycolmap
+    from pose2rgbd.progress import bar
+
+    if not 10.0 <= hfov_deg < 180.0:
+        raise ConfigError(f"--hfov {hfov_deg}: a field of view for the lens calibration's start must be in [10, 180)")
+    pycolmap = _pycolmap()  # type: ignore[no-untyped-call]
+    t0 = time.monotonic()
+    names: list[str] = []
+    size: tuple[int, int] | None = None
+    small_size = (0, 0)
+    with contextlib.ExitStack() as stack:
+        level = pycolmap.logging.minloglevel
+        if not log.isEnabledFor(logging.DEBUG):
+            pycolmap.logging.minloglevel = 2
+        stack.callback(setattr, pycolmap.logging, "minloglevel", level)
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pose2rgbd-lens-")))
+        img_dir = root / "images"
+        img_dir.mkdir()
+        for i, bgr in enumerate(bar(frames, desc="frames for the lens", unit="frame", progress=progress)):
+            h, w = bgr.shape[:2]
+            if size is None:
+                size = (w, h)
+            elif size != (w, h):
+                raise ConfigError(f"the video changes size ({size[0]}x{size[1]} -> {w}x{h}): a lens calibration "
+                                  "needs frames of one size; convert its parts separately")  # fmt: skip
+            f = min(1.0, max_size / max(h, w))
+            small = cv2.resize(bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1.0 else bgr
+            small_size = (small.shape[1], small.shape[0])
+            name = f"{i:06d}.png"
+            if not cv2.imwrite(str(img_dir / name), small):
+                raise OSError(f"{img_dir / name}: could not write a frame for the lens calibration")
+            names.append(name)
+        if size is None or len(names) < 3:
+            raise ConfigError(f"lens calibration got {len(names)} frames (need at least 3); {ADVICE}")
+        w, h = size
+        cw, ch = small_size
+        f0 = (cw / 2.0) / math.radians(hfov_deg / 2.0)  # equidistant: r = f theta
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "OPENCV_FISHEYE"
+        reader.camera_params = ",".join(f"{v:.10g}" for v in (f0, f0, cw / 2.0, ch / 2.0, 0.0, 0.0, 0.0, 0.0))
+        ext = pycolmap.FeatureExtractionOptions()
+        ext.num_threads = threads
+        ext.max_image_size = max_size
+        ext.sift.peak_threshold = 0.004  # as the structure from motion of the flight (small, low-contrast frames)
+        db = root / "database.db"
+        log.info("lens calibration: COLMAP on %d frames at %dx%d, fisheye started from %.0f deg", len(names), cw, ch,
+                 hfov_deg)  # fmt: skip
+        pycolmap.extract_features(db, img_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                  reader_options=reader, extraction_options=ext,
+                                  device=pycolmap.Device.cpu)  # fmt: skip
+        match = pycolmap.FeatureMatchingOptions()
+        match.num_threads = threads
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = 10
+        pairing.quadratic_overlap = False
+        pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.num_threads = threads
+        opts.random_seed = 0
+        opts.ba_refine_focal_length = True
+        opts.ba_refine_principal_point = False
+        opts.ba_refine_extra_params = True
+        opts.mapper.init_min_tri_angle = 4.0  # as the flight's structure from motion: a video pair has little
+        opts.mapper.init_min_num_inliers = 30
+        (root / "sparse").mkdir()
+        recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
+        if not recs:
+            raise ConfigError(f"lens calibration: COLMAP registered none of {len(names)} frames; {ADVICE}")
+        rec = max(recs.values(), key=lambda r: r.num_reg_images())
+        reg = int(rec.num_reg_images())
+        cam = next(iter(rec.cameras.values()))
+        params = [float(x) for x in cam.params]
+        err = float(rec.compute_mean_reprojection_error())
+    if reg < max(3, MIN_REGISTERED_FRACTION * len(names)):
+        raise ConfigError(f"lens calibration: COLMAP registered {reg} of {len(names)} frames in one model (need "
+                          f"{MIN_REGISTERED_FRACTION:.0%}); {ADVICE}")  # fmt: skip
+    fx_c, fy_c, cx_c, cy_c, *k = params
+    ratio = math.sqrt(fx_c * fy_c) / f0
+    if not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1] or not all(math.isfinite(x) for x in params):
+        raise ConfigError(f"lens calibration: COLMAP's focal length {fx_c:.1f} px is {ratio:.2f}x the one a "
+                          f"{hfov_deg:.0f} deg field implies; set --hfov nearer the camera's field, or --lens "
+                          "pinhole")  # fmt: skip
+    s = w / cw  # COLMAP's pixel corners -> OpenCV's pixel centres, at the video's size
+    camera = SourceCamera(w, h, fx_c * s, fy_c * (h / ch), cx_c * s - 0.5, cy_c * (h / ch) - 0.5, tuple(k),
+                          "fisheye")  # fmt: skip
+    lens = camera.distortion
+    if lens is None:  # all four coefficients exactly zero: an equidistant lens, still a fisheye
+        lens_k = (1e-12, 0.0, 0.0, 0.0)
+        camera = SourceCamera(w, h, camera.fx, camera.fy, camera.cx, camera.cy, lens_k, "fisheye")
+        lens = camera.distortion
+        assert lens is not None
+    K = lens.new_camera(camera.K, (w, h), 0.0)
+    target = PinholeCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    out = VideoLens(camera, target, len(names), reg, err, time.monotonic() - t0)
+    log.info("lens: %s (%.0f s)", out.words(), out.seconds)
+    return out

@@ -93,8 +93,9 @@ def _plane_model(plane, n_key: int = 6, yaw_step: float = 0.05, **cfg) -> tuple:
 
 def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane) -> None:
     ck, cam = plane
-    # the defaults (background depth and colour) differ in holes only, below
-    model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest", neighbours=3)
+    # the defaults (background depth and colour; blended colours of the warped pixels) differ, below
+    model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest", warp_colour="nearest-surface",
+                            neighbours=3)  # fmt: skip
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -113,6 +114,66 @@ def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane)
     # and the reprojection is a real answer: far closer to the truth than the nearest keyframe alone
     truth, _ = _render(ck, query)
     assert np.abs(arrays["rgb"][0].astype(int) - truth[0]).mean() < 0.5 * np.abs(rgb_k[0].astype(int) - truth[0]).mean()
+
+
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_blended_colour_averages_the_keyframes_that_see_the_surface(kernel: str) -> None:
+    """warp_colour blend: a pixel takes the weighted mean colour of the keyframes whose own nearest point there
+    lies within the tolerance of the nearest surface; a keyframe that sees something far behind it (what the
+    surface occludes) adds none of its colour; the depth and the holes stay the z-buffer's."""
+    from pose2rgbd.methods.hybrid.warp import blend_weights, warp_gathered
+
+    H = W = 8
+    K = torch.tensor([[8.0, 0.0, 3.5], [0.0, 8.0, 3.5], [0.0, 0.0, 1.0]])
+    rgb = torch.zeros(1, 3, H, W, 3, dtype=torch.uint8)
+    rgb[0, 0], rgb[0, 1], rgb[0, 2] = 200, 100, 0
+    depth = torch.full((1, 3, H, W), 10.0)
+    depth[0, 1] = 11.0  # 10 % behind: the same surface
+    depth[0, 2, :, :4] = 10.5  # the left half the same surface too, the right half 3x as far
+    depth[0, 2, :, 4:] = 30.0
+    depth[0, :, 0, 0] = float("nan")  # a hole in every keyframe
+    T = torch.eye(4, dtype=torch.float64).expand(1, 3, 4, 4).clone()
+    args = (rgb, depth, T, K, torch.ones(1, 3, dtype=torch.bool))
+    kw = {"depth_min_m": 1.0, "depth_max_m": 50.0, "kernel": kernel}
+    w = torch.tensor([[2.0, 1.0, 1.0]])
+    out = warp_gathered(*args, **kw, blend_tolerance=0.2, weights=w)
+    winner = warp_gathered(*args, **kw)
+    got = (out["rgb"][0].double() + 1.0) * 127.5
+    seen = torch.ones(H, W, dtype=torch.bool)
+    seen[0, 0] = False
+    left, right = seen.clone(), seen.clone()
+    left[:, 4:], right[:, :4] = False, False
+    np.testing.assert_allclose(got[:, left].numpy(), (2 * 200 + 100 + 0) / 4, atol=1e-3)
+    np.testing.assert_allclose(got[:, right].numpy(), (2 * 200 + 100) / 3, atol=1e-3)  # not the far one's 0
+    assert torch.equal(out["depth"], winner["depth"]) and torch.equal(out["valid"], winner["valid"])
+    assert torch.equal(out["rgb"][:, :, 0, 0], winner["rgb"][:, :, 0, 0])  # a hole: the nearest keyframe's pixel
+    np.testing.assert_allclose((winner["rgb"][0, :, seen] + 1.0) * 127.5, 200.0, atol=1e-3)  # the winner alone
+    # a tighter tolerance leaves the keyframe 10 % behind out
+    tight = warp_gathered(*args, **kw, blend_tolerance=0.05, weights=w)
+    np.testing.assert_allclose((tight["rgb"][0][:, left].double() + 1.0) * 127.5, (2 * 200 + 0) / 3, atol=1e-3)
+    # a query at a keyframe's pose answers that keyframe's colours (its weight 1 / (0 + 1e-6))
+    at = warp_gathered(*args, **kw, blend_tolerance=0.2, weights=torch.from_numpy(blend_weights([[0.0, 1.0, 1.0]])))
+    np.testing.assert_allclose((at["rgb"][0][:, seen].double() + 1.0) * 127.5, 200.0, atol=1e-3)
+    with pytest.raises(ValueError, match="weights"):
+        warp_gathered(*args, **kw, blend_tolerance=0.2)
+
+
+def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> None:
+    """The model's blend weights come from the pose distances: at a keyframe's own pose its colours come back,
+    between keyframes the colours differ from the z-buffer winner's (a mean of the views)."""
+    model, T = _plane_model(plane, neighbours=3)
+    assert model.config.warp_colour == "blend"
+    w = model.warp(T[2:3])
+    rows, _ = model.select_keyframes(T[2:3])
+    assert rows[0][0] == 2
+    kf_rgb = model.gather_keyframes(rows)[0][0, 0].permute(2, 0, 1).float() / 127.5 - 1.0
+    valid = w["valid"][0].expand(3, -1, -1)
+    assert valid.float().mean() > 0.9
+    assert (w["rgb"][0][valid] - kf_rgb[valid]).abs().max() < 1e-3
+    q = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
+    solo, _ = _plane_model(plane, neighbours=3, warp_colour="nearest-surface")
+    a, b = model.warp(q), solo.warp(q)
+    assert torch.equal(a["depth"], b["depth"]) and (a["rgb"] != b["rgb"]).any()
 
 
 def test_training_exclusion_leaves_out_the_query_and_its_neighbours(plane) -> None:
@@ -421,7 +482,7 @@ def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_th
     query = look_down_pose(3.1, 0.9, 18.0, yaw=0.4)[None]  # lower and turned: holes at the borders
     x, _ = new.poses_to_input(query)
     with torch.no_grad():
-        a, b, w = old(x), new(x), new.warp(query)
+        a, b, w = old(x, query), new(x, query), new.warp(query)  # the exact pose: the blend's weights follow it
     valid = w["valid"].expand(-1, 3, -1, -1)
     assert 0.05 < (~valid).float().mean() < 0.9
     assert torch.equal(b["rgb"][valid], w["rgb"][valid])  # the keyframes' colour where they landed
@@ -444,7 +505,7 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
     current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
-                                "hole_ground": True}}  # fmt: skip
+                                "hole_ground": True, "warp_colour": "blend"}}  # fmt: skip
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
 
 

@@ -184,6 +184,9 @@ def calibrate_fisheye(
         opts.ba_refine_extra_params = True
         opts.mapper.init_min_tri_angle = 4.0  # as the flight's structure from motion: a video pair has little
         opts.mapper.init_min_num_inliers = 30
+        # a clip that cannot calibrate fails in a minute or two, not after COLMAP's 200 initial pairs x 50 models
+        opts.init_num_trials = 20
+        opts.max_num_models = 3
         (root / "sparse").mkdir()
         recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
         if not recs:

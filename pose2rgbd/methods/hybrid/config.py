@@ -16,6 +16,7 @@ HOLE_DEPTHS: tuple[str, ...] = ("nearest", "background", "learned")
 HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
 RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
+WARP_COLOURS: tuple[str, ...] = ("nearest-surface", "blend")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
 # (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
 BEFORE_DEFAULTS: dict[str, object] = {
@@ -23,6 +24,7 @@ BEFORE_DEFAULTS: dict[str, object] = {
     "rgb_correction": "everywhere",
     "fill_init": "none",
     "hole_ground": False,
+    "warp_colour": "nearest-surface",
 }
 
 
@@ -114,6 +116,16 @@ class HybridConfig:
         "is added to: nearest (the nearest keyframe's own pixel, as the reprojection baseline) | background (the "
         "colour of the pixel whose depth hole_depth background gives the hole: the farther surface around it)",
     )
+    warp_colour: str = help_field(
+        "blend",
+        "colour of a warped pixel: nearest-surface (the z-buffer's winner alone, as the reprojection baseline) | "
+        "blend (every selected keyframe whose own nearest point there lies within blend_tolerance of the winner's "
+        "depth, weighted by 1 / its pose distance to the query: sensor noise, exposure and compression averaged "
+        "over the views that see the surface; the depth stays the winner's)",
+    )
+    blend_tolerance: float = help_field(
+        0.2, "warp_colour blend: a keyframe's point counts as the same surface within this fraction of the depth"
+    )
     rgb_correction: str = help_field(
         "holes",
         "where the fill network's colour correction is added: holes (pixels no keyframe point landed on; warped "
@@ -151,6 +163,10 @@ class HybridConfig:
             raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
         if self.hole_rgb not in HOLE_RGBS:
             raise ConfigError(f"model.hole_rgb {self.hole_rgb!r} is not one of {list(HOLE_RGBS)}")
+        if self.warp_colour not in WARP_COLOURS:
+            raise ConfigError(f"model.warp_colour {self.warp_colour!r} is not one of {list(WARP_COLOURS)}")
+        if not 0.0 < float(self.blend_tolerance) <= 1.0:
+            raise ConfigError(f"model.blend_tolerance {self.blend_tolerance} must be in (0, 1]")
         if self.rgb_correction not in RGB_CORRECTIONS:
             raise ConfigError(f"model.rgb_correction {self.rgb_correction!r} is not one of {list(RGB_CORRECTIONS)}")
         if self.geometry not in GEOMETRIES:

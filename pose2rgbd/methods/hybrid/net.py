@@ -59,7 +59,7 @@ from pose2rgbd.methods.hybrid.network import (
     decoder_inputs,
     export_network_part,
 )
-from pose2rgbd.methods.hybrid.warp import warp_gathered
+from pose2rgbd.methods.hybrid.warp import blend_weights, warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
@@ -376,6 +376,8 @@ class HybridNet(PoseToImage, ModelBase):
         kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
+        blend = self.config.warp_colour == "blend"
+        weights = torch.from_numpy(self._blend_weights(T_world_cam, rows)) if blend else None
         with torch.autocast(dev.type, enabled=False):
             w = warp_gathered(
                 kf_rgb,
@@ -386,8 +388,22 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_min_m=dn.min_m,
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
+                blend_tolerance=float(self.config.blend_tolerance) if blend else 0.0,
+                weights=weights,
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
+
+    def _blend_weights(self, T_world_cam: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(B, k)`` blending weights of the selected keyframes ``rows``: 1 / their pose distance to each query
+        (the distance the selection ranks by: metres + the rotation weight times radians)."""
+        assert self.keyframes is not None
+        poses = self.keyframes.poses
+        T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        Tk = np.asarray(self.keyframes.T_world_cam, np.float64)[np.asarray(rows, np.int64)]  # (B, k, 4, 4)
+        dt = np.linalg.norm(Tk[..., :3, 3] - T[:, None, :3, 3], axis=-1)
+        R = np.einsum("bji,bkjl->bkil", T[:, :3, :3], Tk[..., :3, :3])  # R_q^T R_k
+        cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+        return blend_weights(dt + poses.rot_weight_m * np.arccos(cos))
 
     def _holes(self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a

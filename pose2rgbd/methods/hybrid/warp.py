@@ -31,6 +31,8 @@ def splat_keyframes(
     *,
     far_m: float,
     usable: torch.Tensor | None = None,
+    blend_tolerance: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp ``k`` keyframes into each of ``B`` query cameras and z-buffer them together.
 
@@ -41,6 +43,10 @@ def splat_keyframes(
         K: ``(3, 3)`` intrinsics of keyframes and queries (one camera).
         far_m: where sky is splatted (``1000 * far_m``; see ``forward_splat``).
         usable: ``(B, k)`` bool, keyframes that may splat (others are ignored); default all.
+        blend_tolerance: above 0, a pixel whose winner is a surface takes the colour of every keyframe whose own
+            nearest point there lies within this fraction of the winner's depth, averaged with ``weights``
+            (:func:`blend_weights`); 0: the winner's colour alone. The depth stays the winner's.
+        weights: ``(B, k)`` the keyframes' blending weights (needed with ``blend_tolerance``).
 
     Returns:
         ``(rgb (B, C, H, W) 0 in holes, depth (B, 1, H, W) NaN in holes / +inf sky, valid (B, 1, H, W) bool,
@@ -64,9 +70,25 @@ def splat_keyframes(
     out_d = torch.gather(w_d, 1, best)[:, 0]
     valid = w_valid.any(dim=1)
     hits = w_valid.sum(dim=1).to(rgb.dtype)
+    if blend_tolerance > 0:
+        if weights is None:
+            raise ValueError("blend_tolerance needs the keyframes' weights")
+        surf = w_valid & torch.isfinite(w_d)
+        zmin = torch.where(surf, w_d, torch.full_like(w_d, float("inf"))).amin(dim=1)  # (B, 1, H, W)
+        ok = surf & (w_d <= zmin[:, None] * (1.0 + blend_tolerance))
+        wt = ok.double() * weights.to(device=rgb.device, dtype=torch.float64)[:, :, None, None, None]
+        blended = (w_rgb.double() * wt).sum(dim=1) / wt.sum(dim=1).clamp_min(1e-300)
+        out_rgb = torch.where(valid & torch.isfinite(out_d), blended.to(out_rgb.dtype), out_rgb)
     out_rgb = torch.where(valid, out_rgb, torch.zeros_like(out_rgb))
     out_d = torch.where(valid, out_d, torch.full_like(out_d, float("nan")))
     return out_rgb, out_d.to(depth.dtype if depth.dtype.is_floating_point else torch.float32), valid, hits
+
+
+def blend_weights(distance: np.ndarray) -> np.ndarray:
+    """The blending weight of each selected keyframe from its pose distance to the query (metres + the rotation
+    weight times radians, :class:`~pose2rgbd.geometry.coverage.PoseIndex`'s): ``1 / (d + 1e-6)``, so a query at
+    a keyframe's pose answers that keyframe's colours."""
+    return 1.0 / (np.asarray(distance, np.float64) + 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- the serving warp
@@ -92,6 +114,9 @@ def _splat_kernel(
     kf: np.ndarray,  # out (B, H * W) int8: the winner's keyframe
     pix: np.ndarray,  # out (B, H * W) int32: the winner's keyframe pixel (v * W + u)
     bits: np.ndarray,  # out (B, H * W) int32: bit j set when keyframe j landed a point on the pixel
+    blend: bool,  # keep each keyframe's own nearest surface point per pixel too (zk, pk)
+    zk: np.ndarray,  # out (B, k, H * W) float64, inf on entry: keyframe j's nearest surface point's depth
+    pk: np.ndarray,  # out (B, k, H * W) int32: its keyframe pixel
 ) -> None:
     """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
 
@@ -148,6 +173,9 @@ def _splat_kernel(
                         zb[b, q] = z
                         kf[b, q] = j
                         pix[b, q] = p
+                    if blend and c == 0 and (z < zk[b, j, q] or (z == zk[b, j, q] and p > pk[b, j, q])):
+                        zk[b, j, q] = z
+                        pk[b, j, q] = p
 
 
 @_jit
@@ -179,6 +207,10 @@ def _finish_kernel(
     z_out: np.ndarray,  # out (B, HW) float32 NaN: the winner's depth in the query (+inf sky)
     valid: np.ndarray,  # out (B, HW) bool False
     hits: np.ndarray,  # out (B, HW) float32: keyframes that landed a point on the pixel
+    tol: float,  # above 0: a surface winner's colour blended (splat_keyframes' blend_tolerance)
+    weights: np.ndarray,  # (B, k) float64: the keyframes' blending weights
+    zk: np.ndarray,  # (B, k, HW) float64: _splat_kernel's per-keyframe nearest surface points
+    pk: np.ndarray,  # (B, k, HW) int32
 ) -> None:
     B, HW = cls.shape
     k = depth.shape[1]
@@ -203,18 +235,40 @@ def _finish_kernel(
                 z_out[b, q] = depth[b, first, q]
             else:
                 continue  # no keyframe usable: colour 0, depth NaN
+            if c == 0 and tol > 0:  # the colours of the keyframes that see the winner's surface, weighted
+                lim = zb[b, q] * (1.0 + tol)
+                a0 = a1 = a2 = wsum = 0.0
+                for i in range(k):
+                    if zk[b, i, q] <= lim:
+                        w, r = weights[b, i], pk[b, i, q]
+                        a0 += w * np.float64(rgb[b, i, r, 0])
+                        a1 += w * np.float64(rgb[b, i, r, 1])
+                        a2 += w * np.float64(rgb[b, i, r, 2])
+                        wsum += w
+                rgb_out[b, 0, q] = np.float32(a0 / wsum / 127.5 - 1.0)
+                rgb_out[b, 1, q] = np.float32(a1 / wsum / 127.5 - 1.0)
+                rgb_out[b, 2, q] = np.float32(a2 / wsum / 127.5 - 1.0)
+                continue
             for ch in range(3):  # as torch: uint8 -> float32, / 127.5, - 1, in float32
                 rgb_out[b, ch, q] = np.float32(rgb[b, j, p, ch]) / np.float32(127.5) - np.float32(1.0)
 
 
 def splat_numba(
-    rgb: np.ndarray, depth: np.ndarray, T: np.ndarray, K: np.ndarray, usable: np.ndarray, sky_m: float
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    T: np.ndarray,
+    K: np.ndarray,
+    usable: np.ndarray,
+    sky_m: float,
+    blend_tolerance: float = 0.0,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
     float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
     ``usable`` ``(B, k)`` bool). Returns ``rgb`` ``(B, 3, H, W)`` float32 in [-1, 1] (a hole: the nearest usable
     keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query,
     +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that landed a point on the pixel).
+    ``blend_tolerance`` / ``weights`` ``(B, k)``: as :func:`splat_keyframes`.
 
     One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
     slower in the render engine on 2 cores (p50 31 against 26 ms, hybrid-fast at 256x256), where torch's OpenMP
@@ -225,13 +279,20 @@ def splat_numba(
     HW = H * W
     cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
     pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
-    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits)
+    blend = blend_tolerance > 0
+    if blend and weights is None:
+        raise ValueError("blend_tolerance needs the keyframes' weights")
+    zk = np.full((B, k, HW) if blend else (1, 1, 1), np.inf)
+    pk = np.full(zk.shape, -1, np.int32)
+    w = np.ascontiguousarray(weights, np.float64) if blend else np.zeros((1, 1))
+    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits, blend, zk, pk)
     rgb_out = np.zeros((B, 3, HW), np.float32)
     z = np.full((B, HW), np.nan, np.float32)
     valid = np.zeros((B, HW), np.bool_)
     hits = np.zeros((B, HW), np.float32)
     _finish_kernel(
-        cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits
+        cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits,
+        float(blend_tolerance) if blend else 0.0, w, zk, pk,
     )  # fmt: skip
     return rgb_out.reshape(B, 3, H, W), z.reshape(B, H, W), valid.reshape(B, H, W), hits.reshape(B, H, W)
 
@@ -246,6 +307,8 @@ def warp_gathered(
     depth_min_m: float,
     depth_max_m: float,
     kernel: str = "auto",
+    blend_tolerance: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The reprojection answer of ``k`` selected keyframes per query, as the network part takes it.
 
@@ -259,7 +322,9 @@ def warp_gathered(
     Returns ``rgb`` ``(B, 3, H, W)`` in [-1, 1], ``depth`` ``(B, 1, H, W)`` normalized (holes: the nearest
     usable keyframe's own pixel; NaN -> 1), ``valid`` ``(B, 1, H, W)`` bool, ``hits`` ``(B, 1, H, W)`` / k. On
     CPU the numba kernel above, elsewhere (CUDA) :func:`splat_keyframes` on the tensors' device: the same answer
-    up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose)."""
+    up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose).
+    ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
+    (:func:`splat_keyframes`)."""
     if kernel not in ("auto", "numba", "torch"):
         raise ValueError(f"kernel {kernel!r} is not auto, numba or torch")
     B, k = rgb.shape[:2]
@@ -280,6 +345,8 @@ def warp_gathered(
             K.double().contiguous().numpy(),
             usable.contiguous().numpy(),
             1000.0 * float(depth_max_m),
+            blend_tolerance,
+            None if weights is None else weights.double().cpu().numpy(),
         )
         z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
         return {
@@ -290,7 +357,8 @@ def warp_gathered(
         }
     f_rgb = rgb.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, H, W)
     f_depth = depth.float()[:, :, None]
-    w_rgb, w_d, valid_t, hits_t = splat_keyframes(f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable)
+    w_rgb, w_d, valid_t, hits_t = splat_keyframes(f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable,
+                                                  blend_tolerance=blend_tolerance, weights=weights)  # fmt: skip
     first = usable.int().argmax(dim=1)
     any_use = usable.any(dim=1)[:, None, None, None]
     b = torch.arange(B, device=dev)

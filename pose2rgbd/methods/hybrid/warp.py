@@ -115,8 +115,9 @@ def _splat_kernel(
     pix: np.ndarray,  # out (B, H * W) int32: the winner's keyframe pixel (v * W + u)
     bits: np.ndarray,  # out (B, H * W) int32: bit j set when keyframe j landed a point on the pixel
     blend: bool,  # keep each keyframe's own nearest surface point per pixel too (zk, pk)
-    zk: np.ndarray,  # out (B, k, H * W) float64, inf on entry: keyframe j's nearest surface point's depth
-    pk: np.ndarray,  # out (B, k, H * W) int32: its keyframe pixel
+    zk: np.ndarray,  # out (B, H * W, k) float32, where bit j of bits is set: keyframe j's nearest surface point's
+    # depth there (inf: only sky landed); pixel-major, so a point's writes and the blend's reads stay in one line
+    pk: np.ndarray,  # out (B, H * W, k) int32: its keyframe pixel
 ) -> None:
     """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
 
@@ -165,17 +166,22 @@ def _splat_kernel(
                     if not (fu >= 0 and fu < W and fv >= 0 and fv < H):
                         continue
                     q = int(fv) * W + int(fu)
-                    bits[b, q] |= bit
                     c = 1 if sky else 0
                     p = v * W + u
+                    if blend:  # keyframe j's own z-buffer at q: its first point there sets it (no fill pass)
+                        zj = np.float32(z)
+                        if not bits[b, q] & bit:
+                            zk[b, q, j] = np.float32(np.inf) if sky else zj
+                            pk[b, q, j] = p
+                        elif c == 0 and (zj < zk[b, q, j] or (zj == zk[b, q, j] and p > pk[b, q, j])):
+                            zk[b, q, j] = zj
+                            pk[b, q, j] = p
+                    bits[b, q] |= bit
                     if _wins(c, z, j, p, cls[b, q], zb[b, q], kf[b, q], pix[b, q]):
                         cls[b, q] = c
                         zb[b, q] = z
                         kf[b, q] = j
                         pix[b, q] = p
-                    if blend and c == 0 and (z < zk[b, j, q] or (z == zk[b, j, q] and p > pk[b, j, q])):
-                        zk[b, j, q] = z
-                        pk[b, j, q] = p
 
 
 @_jit
@@ -209,8 +215,8 @@ def _finish_kernel(
     hits: np.ndarray,  # out (B, HW) float32: keyframes that landed a point on the pixel
     tol: float,  # above 0: a surface winner's colour blended (splat_keyframes' blend_tolerance)
     weights: np.ndarray,  # (B, k) float64: the keyframes' blending weights
-    zk: np.ndarray,  # (B, k, HW) float64: _splat_kernel's per-keyframe nearest surface points
-    pk: np.ndarray,  # (B, k, HW) int32
+    zk: np.ndarray,  # (B, HW, k) float32: _splat_kernel's per-keyframe nearest surface points (where bits say)
+    pk: np.ndarray,  # (B, HW, k) int32
 ) -> None:
     B, HW = cls.shape
     k = depth.shape[1]
@@ -222,6 +228,7 @@ def _finish_kernel(
                 break
         for q in range(HW):
             c, j, p, m = cls[b, q], kf[b, q], pix[b, q], bits[b, q]
+            landed = m
             cnt = 0
             while m:
                 cnt += m & 1
@@ -239,15 +246,16 @@ def _finish_kernel(
                 lim = zb[b, q] * (1.0 + tol)
                 a0 = a1 = a2 = wsum = 0.0
                 for i in range(k):
-                    if zk[b, i, q] <= lim:
-                        w, r = weights[b, i], pk[b, i, q]
+                    if landed & (1 << i) and zk[b, q, i] <= lim:
+                        w, r = weights[b, i], pk[b, q, i]
                         a0 += w * np.float64(rgb[b, i, r, 0])
                         a1 += w * np.float64(rgb[b, i, r, 1])
                         a2 += w * np.float64(rgb[b, i, r, 2])
                         wsum += w
-                rgb_out[b, 0, q] = np.float32(a0 / wsum / 127.5 - 1.0)
-                rgb_out[b, 1, q] = np.float32(a1 / wsum / 127.5 - 1.0)
-                rgb_out[b, 2, q] = np.float32(a2 / wsum / 127.5 - 1.0)
+                inv = 1.0 / (wsum * 127.5)
+                rgb_out[b, 0, q] = np.float32(a0 * inv - 1.0)
+                rgb_out[b, 1, q] = np.float32(a1 * inv - 1.0)
+                rgb_out[b, 2, q] = np.float32(a2 * inv - 1.0)
                 continue
             for ch in range(3):  # as torch: uint8 -> float32, / 127.5, - 1, in float32
                 rgb_out[b, ch, q] = np.float32(rgb[b, j, p, ch]) / np.float32(127.5) - np.float32(1.0)
@@ -282,8 +290,8 @@ def splat_numba(
     blend = blend_tolerance > 0
     if blend and weights is None:
         raise ValueError("blend_tolerance needs the keyframes' weights")
-    zk = np.full((B, k, HW) if blend else (1, 1, 1), np.inf)
-    pk = np.full(zk.shape, -1, np.int32)
+    zk = np.empty((B, HW, k) if blend else (1, 1, 1), np.float32)  # set where a keyframe lands (bits)
+    pk = np.empty(zk.shape, np.int32)
     w = np.ascontiguousarray(weights, np.float64) if blend else np.zeros((1, 1))
     _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits, blend, zk, pk)
     rgb_out = np.zeros((B, 3, HW), np.float32)

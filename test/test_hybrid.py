@@ -171,6 +171,9 @@ def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> No
     assert valid.float().mean() > 0.9
     assert (w["rgb"][0][valid] - kf_rgb[valid]).abs().max() < 1e-3
     q = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
+    rows, _ = model.select_keyframes(q)  # turned and moved: the weights are 1 / the selection's own distance
+    d = model.keyframes.poses.distances(q)[0, rows[0]]
+    np.testing.assert_allclose(model._blend_weights(q, rows)[0], 1.0 / (d + 1e-6), rtol=1e-6)
     solo, _ = _plane_model(plane, neighbours=3, warp_colour="nearest-surface")
     a, b = model.warp(q), solo.warp(q)
     assert torch.equal(a["depth"], b["depth"]) and (a["rgb"] != b["rgb"]).any()

@@ -75,6 +75,34 @@ def test_numba_warp_equals_the_torch_splat(ck, blend: float) -> None:
         warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="cuda")
 
 
+def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points() -> None:
+    """Random keyframes with sky, invalid depth, an unusable keyframe and cameras that shrink the view (several
+    points of one keyframe per query pixel, sky first at some): the numba blend equals the torch one."""
+    rng = np.random.default_rng(4)
+    B, k, S = 4, 4, 24
+    rgb = torch.from_numpy(rng.integers(0, 256, (B, k, S, S, 3), dtype=np.uint8))
+    d = rng.uniform(5.0, 9.0, (B, k, S, S)).astype(np.float32)
+    d[rng.random(d.shape) < 0.3] = np.inf  # sky
+    d[rng.random(d.shape) < 0.05] = np.nan
+    K = torch.tensor([[20.0, 0.0, 11.5], [0.0, 20.0, 11.5], [0.0, 0.0, 1.0]])
+    T = np.tile(np.eye(4), (B, k, 1, 1))
+    T[..., 2, 3] = rng.uniform(2.0, 6.0, (B, k))  # backed away: a keyframe's points crowd into fewer query pixels
+    T[..., 0, 3] = rng.uniform(-0.5, 0.5, (B, k))
+    usable = np.ones((B, k), bool)
+    usable[1, 2] = False
+    args = (rgb, torch.from_numpy(d), torch.from_numpy(T), K, torch.from_numpy(usable))
+    kw = {"depth_min_m": 1.0, "depth_max_m": 20.0, "blend_tolerance": 0.2,
+          "weights": torch.from_numpy(rng.uniform(0.5, 2.0, (B, k)))}  # fmt: skip
+    a = warp_gathered(*args, kernel="numba", **kw)
+    b = warp_gathered(*args, kernel="torch", **kw)
+    assert (a["hits"] * k > 1).float().mean() > 0.2 and a["valid"].float().mean() > 0.2
+    for key in ("rgb", "depth", "valid", "hits"):
+        close = (a[key] - b[key]).abs() < 1e-5 if key == "rgb" else a[key] == b[key]
+        assert close.float().mean() > 0.999, (key, close.float().mean())
+    with pytest.raises(ValueError, match="weights"):
+        warp_gathered(*args, kernel="numba", **{**kw, "weights": kw["weights"][:1]})
+
+
 def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     """A keyframe point that ties with one of an earlier keyframe (same depth, same pixel) loses, as in the
     torch splat's z-buffer; the colours show which won."""

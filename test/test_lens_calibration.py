@@ -77,11 +77,30 @@ def test_the_calibrated_lens_sees_the_rays_the_true_one_sees(calibrated: VideoLe
     assert dist is not None
     err = _angle_deg(_rays(dist, lens.camera.K, px), truth)
     assert err.max() < 0.6, err.max()  # 0.39 here
+    # the principal point stays the centre (not refined): COLMAP's pixel corners back to OpenCV's pixel centres
+    assert lens.camera.cx == pytest.approx((W - 1) / 2, abs=1e-9) and lens.camera.cy == pytest.approx((H - 1) / 2)
     assumed = PinholeCamera.from_fov(W, H, 118.0)
     xy = (px - [assumed.cx, assumed.cy]) / [assumed.fx, assumed.fy]
     pin = np.concatenate([xy, np.ones((len(xy), 1))], 1)
     pin /= np.linalg.norm(pin, axis=1, keepdims=True)
     assert _angle_deg(pin, truth).max() > 10.0
+
+
+def test_calibrating_on_smaller_frames_scales_the_lens_back(fisheye_flight: list[np.ndarray]) -> None:
+    """Frames larger than ``max_size`` are calibrated downscaled (here 160x120 of 256x192): the lens comes back at the
+    video's size, the same lens COLMAP finds on those 160x120 frames given as they are, its focal lengths scaled
+    and its centre moved from COLMAP's pixel corners to OpenCV's pixel centres."""
+    big = calibrate_fisheye(iter(fisheye_flight), START_HFOV, max_size=160, threads=1)
+    small_frames = [cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA) for f in fisheye_flight]
+    small = calibrate_fisheye(iter(small_frames), START_HFOV, max_size=160, threads=1)
+    assert (big.camera.width, big.camera.height) == (W, H) and (small.camera.width, small.camera.height) == (160, 120)
+    s = W / 160
+    assert big.camera.fx == pytest.approx(small.camera.fx * s, rel=1e-6)
+    assert big.camera.fy == pytest.approx(small.camera.fy * s, rel=1e-6)
+    assert big.camera.cx == pytest.approx((small.camera.cx + 0.5) * s - 0.5) == (W - 1) / 2
+    assert big.camera.cy == pytest.approx((small.camera.cy + 0.5) * s - 0.5) == (H - 1) / 2
+    assert big.camera.dist == pytest.approx(small.camera.dist)
+    assert big.camera.fx == pytest.approx(F_TRUE, rel=0.05)  # a coarser calibration than at full size, still near
 
 
 def test_frames_are_undistorted_onto_the_pinhole_target(calibrated: VideoLens,
@@ -165,3 +184,7 @@ def test_convert_video_with_the_fisheye_lens(tmp_path: Path, fisheye_flight: lis
     assert pin.manifest.source_cameras == []
     with pytest.raises(ConfigError, match="lens"):
         ConvertConfig(lens="wide")
+    from pose2rgbd.convert.sources.bag import BagSource
+
+    with pytest.raises(ConfigError, match="is for videos"):  # a bag's camera is its CameraInfo's
+        BagSource(tmp_path / "any.mcap", ConvertConfig(lens="fisheye"))

@@ -200,8 +200,9 @@ def calibrate_fisheye(
         raise ConfigError(f"lens calibration: COLMAP registered {reg} of {len(names)} frames in one model (need "
                           f"{MIN_REGISTERED_FRACTION:.0%}); {ADVICE}")  # fmt: skip
     fx_c, fy_c, cx_c, cy_c, *k = params
-    ratio = math.sqrt(fx_c * fy_c) / f0
-    if not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1] or not all(math.isfinite(x) for x in params):
+    ok = all(math.isfinite(x) for x in params) and fx_c > 0 and fy_c > 0
+    ratio = math.sqrt(fx_c * fy_c) / f0 if ok else float("nan")
+    if not ok or not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1]:
         raise ConfigError(f"lens calibration: COLMAP's focal length {fx_c:.1f} px is {ratio:.2f}x the one a "
                           f"{hfov_deg:.0f} deg field implies; set --hfov nearer the camera's field, or --lens "
                           "pinhole")  # fmt: skip

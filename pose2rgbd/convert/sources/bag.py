@@ -27,7 +27,7 @@ from pose2rgbd.convert.sources.bag_orientation import (
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import OrientationTrack
 from pose2rgbd.convert.stages.time_offset import Streams
-from pose2rgbd.errors import BagError, SyncError
+from pose2rgbd.errors import BagError, ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.tf_buffer import TFBuffer
 from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
@@ -116,6 +116,9 @@ class BagSource(ClockOffsetSource):
 
     def __init__(self, path: str | Path, cfg: ConvertConfig | None = None) -> None:
         super().__init__(path, cfg)
+        if self.cfg.lens != "pinhole":
+            raise ConfigError(f"lens {self.cfg.lens!r} is for videos: a bag's camera comes from its CameraInfo; "
+                              "leave lens at pinhole for a bag")  # fmt: skip
         self._bag: BagReader | None = None
         self.topics: BagTopics | None = None
         self._message_index: list[int] = []

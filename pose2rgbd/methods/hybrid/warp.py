@@ -288,8 +288,12 @@ def splat_numba(
     cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
     pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
     blend = blend_tolerance > 0
-    if blend and weights is None:
-        raise ValueError("blend_tolerance needs the keyframes' weights")
+    if blend:
+        if weights is None:
+            raise ValueError("blend_tolerance needs the keyframes' weights")
+        if weights.shape != (B, k) or not (weights > 0).all():  # the kernel reads them unchecked
+            raise ValueError(f"the keyframes' weights must be positive, one per keyframe and query {(B, k)}, "
+                             f"got shape {weights.shape}")  # fmt: skip
     zk = np.empty((B, HW, k) if blend else (1, 1, 1), np.float32)  # set where a keyframe lands (bits)
     pk = np.empty(zk.shape, np.int32)
     w = np.ascontiguousarray(weights, np.float64) if blend else np.zeros((1, 1))

@@ -4,6 +4,7 @@ onto a pinhole, the conversion's manifest, and the errors for frames that cannot
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -177,6 +178,9 @@ def test_convert_video_with_the_fisheye_lens(tmp_path: Path, fisheye_flight: lis
     assert ds.manifest.source_cameras[0]["model"] == "fisheye"
     summary = (tmp_path / "fish" / "report" / "summary.json").read_text()
     assert "fisheye lens calibrated from the video by COLMAP" in summary
+    lens = json.loads(summary)["lens"]  # how the lens was calibrated, in the report
+    assert lens["frames_used"] == N_FRAMES // 3 and lens["registered"] >= 0.8 * lens["frames_used"]  # every 3rd frame
+    assert lens["source_camera"] == src.lens.camera.to_dict()
     cfg = ConvertConfig(size="96x64")
     convert(VideoFramesSource(clip, cfg), tmp_path / "pin", cfg.output, progress=False)
     pin = Dataset(tmp_path / "pin")

@@ -40,6 +40,8 @@ class ClockOffsetSource(SourceBase):
         wh = self.cfg.size_wh()
         keep = np.flatnonzero(pose.keep)
         summary = pose.summary
+        if s.lens is not None:
+            summary["lens"] = s.lens
         man = Manifest(
             name=self.cfg.output.name or Path(s.input_path).stem,
             camera=s.camera if wh is None else s.camera.scaled(*wh),

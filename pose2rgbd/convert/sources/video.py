@@ -254,6 +254,7 @@ class VideoSource(ClockOffsetSource):
             mount_source=cfg.mount.describe_config(), orientation=orient,
             attitude_follows_gps=True, input_kind=self.kind, input_path=str(vp), frames_lost=lost,
             source_cameras=[] if lens is None else [lens.camera.to_dict()],
+            lens=None if lens is None else lens.summary(),
             extra_assumptions=[
                 *cut_note,
                 _camera_words(cfg, lens),
@@ -294,7 +295,8 @@ class VideoFramesSource(SourceBase):
         frames: dict[str, int] = {"total": int(t.size)}
         poses = {"kind": "placeholder", "note": "video without GPS: identity poses"}
         summary = {"input": {"kind": self.kind, "path": str(self.path)}, "frames": frames, "poses": poses,
-                   "assumptions": [_camera_words(self.cfg, lens)]}  # fmt: skip
+                   "assumptions": [_camera_words(self.cfg, lens)],
+                   **({} if lens is None else {"lens": lens.summary()})}  # fmt: skip
         man = Manifest(
             name=self.cfg.output.name or self.path.stem,
             camera=cam if wh is None else cam.scaled(*wh),

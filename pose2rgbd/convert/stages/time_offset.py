@@ -63,6 +63,7 @@ class Streams:
     extra_assumptions: list[str] = field(default_factory=list)
     topics: dict[str, str | None] | None = None  # a bag's topic choice, for the report
     source_cameras: list[dict[str, object]] = field(default_factory=list)  # a lens undistorted on reading
+    lens: dict[str, object] | None = None  # how that lens was calibrated (the report's summary.json "lens")
 
 
 @dataclass

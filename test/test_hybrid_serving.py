@@ -125,6 +125,29 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     assert not torch.equal(a["rgb"][0], ((255 - rgb[0, 0]).float() / 127.5 - 1).permute(2, 0, 1))
 
 
+def test_weights_stored_in_bf16_render_as_autocast_casting_them(ck) -> None:
+    """A bf16 serving copy keeps its convolution and linear weights in bf16 (no cast per call): the same outputs,
+    bit for bit, as the copy whose fp32 weights autocast casts at every call; fp32 copies are left alone."""
+    from pose2rgbd.models.device import AUTOCAST_LAYERS, autocast, prepare_for_serving
+
+    dev = torch.device("cpu")
+    kw = {"fuse_bn": True, "channels_last": True, "transposed_channels_last": "off"}
+    stored = prepare_for_serving(ck.model, dev, "bf16", **kw)
+    cast = prepare_for_serving(ck.model, dev, "bf16", cast_weights=False, **kw)
+    fp32 = prepare_for_serving(ck.model, dev, "fp32", **kw)
+    layers = [m for m in stored.modules() if isinstance(m, AUTOCAST_LAYERS)]
+    assert len(layers) > 5 and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    assert all(m.weight.dtype == torch.float32 for m in cast.modules() if isinstance(m, AUTOCAST_LAYERS))
+    assert all(m.weight.dtype == torch.float32 for m in fp32.modules() if isinstance(m, AUTOCAST_LAYERS))
+    assert next(ck.model.parameters()).dtype == torch.float32  # the checkpoint's own model untouched
+    Q = _queries()
+    x, _ = ck.model.poses_to_input(Q)
+    with torch.inference_mode(), autocast(dev, "bf16"):
+        a, b = stored(x, Q), cast(x, Q)
+    for k in ("rgb", "depth", "confidence"):
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) -> None:
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)

@@ -151,6 +151,9 @@ def test_blended_colour_averages_the_keyframes_that_see_the_surface(kernel: str)
     # a tighter tolerance leaves the keyframe 10 % behind out
     tight = warp_gathered(*args, **kw, blend_tolerance=0.05, weights=w)
     np.testing.assert_allclose((tight["rgb"][0][:, left].double() + 1.0) * 127.5, (2 * 200 + 0) / 3, atol=1e-3)
+    # the smallest tolerance still counts the winner itself: its colour alone, never an empty mean
+    tiny = warp_gathered(*args, **kw, blend_tolerance=1e-9, weights=w)
+    np.testing.assert_allclose((tiny["rgb"][0][:, seen].double() + 1.0) * 127.5, 200.0, atol=1e-3)
     # a query at a keyframe's pose answers that keyframe's colours (its weight 1 / (0 + 1e-6))
     at = warp_gathered(*args, **kw, blend_tolerance=0.2, weights=torch.from_numpy(blend_weights([[0.0, 1.0, 1.0]])))
     np.testing.assert_allclose((at["rgb"][0][:, seen].double() + 1.0) * 127.5, 200.0, atol=1e-3)

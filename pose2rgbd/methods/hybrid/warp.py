@@ -243,7 +243,8 @@ def _finish_kernel(
             else:
                 continue  # no keyframe usable: colour 0, depth NaN
             if c == 0 and tol > 0:  # the colours of the keyframes that see the winner's surface, weighted
-                lim = zb[b, q] * (1.0 + tol)
+                # in float32 as zk: rounding is monotonic, so the winner's own point always counts (wsum > 0)
+                lim = np.float32(zb[b, q] * (1.0 + tol))
                 a0 = a1 = a2 = wsum = 0.0
                 for i in range(k):
                     if landed & (1 << i) and zk[b, q, i] <= lim:

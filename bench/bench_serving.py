@@ -265,11 +265,10 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 from pose2rgbd.methods.hybrid.warp import warp_gathered
 
                 dn = m.depth_normalizer
-                blend = m.config.warp_colour == "blend"  # the model's own colour rule, as its forward warps
+                tolerance, weights = m.blend_options(T, rows)  # the model's own colour rule, as its forward
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
-                                  depth_max_m=dn.max_m, kernel=kernel,
-                                  blend_tolerance=float(m.config.blend_tolerance) if blend else 0.0,
-                                  weights=torch.from_numpy(m._blend_weights(T, rows)) if blend else None)  # fmt: skip
+                                  depth_max_m=dn.max_m, kernel=kernel, blend_tolerance=tolerance,
+                                  weights=weights)  # fmt: skip
                 mark()
                 w_rgb, background = m._holes(w, T)
                 mark()

@@ -48,6 +48,7 @@ import torch
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.encoding import encoding_dim
+from pose2rgbd.geometry.rotations import rotation_angle_between
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
@@ -376,8 +377,7 @@ class HybridNet(PoseToImage, ModelBase):
         kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
-        blend = self.config.warp_colour == "blend"
-        weights = torch.from_numpy(self._blend_weights(T_world_cam, rows)) if blend else None
+        tolerance, weights = self.blend_options(T_world_cam, rows)
         with torch.autocast(dev.type, enabled=False):
             w = warp_gathered(
                 kf_rgb,
@@ -388,22 +388,28 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_min_m=dn.min_m,
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
-                blend_tolerance=float(self.config.blend_tolerance) if blend else 0.0,
+                blend_tolerance=tolerance,
                 weights=weights,
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
+
+    def blend_options(self, T_world_cam: np.ndarray, rows: np.ndarray) -> tuple[float, torch.Tensor | None]:
+        """The colour rule's ``(blend_tolerance, weights)`` for :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`
+        given the queries ``T_world_cam`` and their selected keyframes ``rows``: with ``warp_colour`` blend the
+        tolerance and the weights, with nearest-surface ``(0.0, None)`` (the winner's colour)."""
+        if self.config.warp_colour != "blend":
+            return 0.0, None
+        return float(self.config.blend_tolerance), torch.from_numpy(self._blend_weights(T_world_cam, rows))
 
     def _blend_weights(self, T_world_cam: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``(B, k)`` blending weights of the selected keyframes ``rows``: 1 / their pose distance to each query
         (the distance the selection ranks by: metres + the rotation weight times radians)."""
         assert self.keyframes is not None
-        poses = self.keyframes.poses
         T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
         Tk = np.asarray(self.keyframes.T_world_cam, np.float64)[np.asarray(rows, np.int64)]  # (B, k, 4, 4)
         dt = np.linalg.norm(Tk[..., :3, 3] - T[:, None, :3, 3], axis=-1)
-        R = np.einsum("bji,bkjl->bkil", T[:, :3, :3], Tk[..., :3, :3])  # R_q^T R_k
-        cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-        return blend_weights(dt + poses.rot_weight_m * np.arccos(cos))
+        angle = rotation_angle_between(T[:, None, :3, :3], Tk[..., :3, :3])
+        return blend_weights(dt + self.keyframes.poses.rot_weight_m * angle)
 
     def _holes(self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from pose2rgbd.errors import ConfigError
 
@@ -266,8 +267,7 @@ def level_about_track(
     th = float(scan[int(np.argmin(cost))])
     fine = th + np.radians(np.arange(-0.5, 0.5, 0.01))
     th = float(fine[int(np.argmin(costs(fine)))])
-    K = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    R = np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K  # Rodrigues
+    R = np.asarray(Rotation.from_rotvec(th * a).as_matrix())
 
     def roll(v: np.ndarray) -> float:  # RMS tilt of image x axes from level (degrees)
         return float(np.degrees(np.sqrt(np.mean(np.arcsin(np.clip(v @ u, -1, 1)) ** 2))))

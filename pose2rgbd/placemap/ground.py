@@ -154,18 +154,19 @@ def fit_ground_plane(
     c = -np.einsum("ij,ij->i", n, origin)
     sample = P[rng.choice(len(P), min(len(P), 20000), replace=False)]
 
-    def passes(normal: np.ndarray, offset: np.ndarray) -> np.ndarray:  # planes (k,) -> the tests, (k,) bool
-        cams = C @ normal.T + offset
-        below = np.zeros(len(offset))
-        for j in range(0, len(offset), 64):  # a block of hypotheses at a time (20,000 x 64 heights)
-            below[j : j + 64] = (sample @ normal[j : j + 64].T + offset[j : j + 64] < -2 * tol).mean(0)
-        ok: np.ndarray = ((cams > tol).mean(0) >= min_cameras_above) & (below <= max_below)
-        return ok
+    def judge(normal: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Planes (k,) -> their inlier shares (k,) and whether they pass the tests (k,) bool, from one pass over
+        the sample's heights, a block of hypotheses at a time (20,000 x 64 heights)."""
+        inliers, below = np.zeros(len(offset)), np.zeros(len(offset))
+        for j in range(0, len(offset), 64):
+            h = sample @ normal[j : j + 64].T + offset[j : j + 64]
+            inliers[j : j + 64] = (np.abs(h) <= tol).mean(0)
+            below[j : j + 64] = (h < -2 * tol).mean(0)
+        ok: np.ndarray = ((C @ normal.T + offset > tol).mean(0) >= min_cameras_above) & (below <= max_below)
+        return inliers, ok
 
-    score = np.full(len(n), -1.0)
-    for j in range(0, len(n), 64):
-        score[j : j + 64] = (np.abs(sample @ n[j : j + 64].T + c[j : j + 64]) <= tol).mean(0)
-    score = np.where(passes(n, c), score, -1.0)
+    inliers, ok = judge(n, c)
+    score = np.where(ok, inliers, -1.0)
     best = int(np.argmax(score))
     if score[best] < min_inliers:
         return None
@@ -178,7 +179,7 @@ def fit_ground_plane(
         refined = np.linalg.svd(inl - centre, full_matrices=False)[2][2]
         refined = refined if refined @ normal >= 0 else -refined
         off = float(-refined @ centre)
-        if refined @ normal < np.cos(np.radians(5.0)) or not passes(refined[None], np.array([off]))[0]:
+        if refined @ normal < np.cos(np.radians(5.0)) or not judge(refined[None], np.array([off]))[1][0]:
             break  # a refinement that tips the plane or breaks a test is not one
         normal, offset = refined, off
     share = float((np.abs(sample @ normal + offset) <= tol).mean())

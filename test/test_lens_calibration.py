@@ -144,6 +144,14 @@ def test_frames_without_parallax_say_what_to_do(fisheye_flight: list[np.ndarray]
         calibrate_fisheye(iter(fisheye_flight), 190.0, threads=1)
 
 
+def test_without_pycolmap_the_lens_error_names_the_lens(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now raises ImportError
+    with pytest.raises(ConfigError, match=r"--lens fisheye calibrates with COLMAP.*--lens pinhole"):
+        calibrate_fisheye(iter([]), 118.0)
+
+
 def test_calibration_stride() -> None:
     assert calibration_stride(362, 3, 150) == 3
     assert calibration_stride(18000, 3, 150) == 120

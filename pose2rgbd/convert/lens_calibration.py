@@ -125,7 +125,11 @@ def calibrate_fisheye(
 
     if not 10.0 <= hfov_deg < 180.0:
         raise ConfigError(f"--hfov {hfov_deg}: a field of view for the lens calibration's start must be in [10, 180)")
-    pycolmap = _pycolmap()  # type: ignore[no-untyped-call]
+    try:
+        pycolmap = _pycolmap()  # type: ignore[no-untyped-call]
+    except ConfigError as e:  # its advice is the trajectory back end's: say the lens's
+        raise ConfigError(f"--lens fisheye calibrates with COLMAP: {e.__cause__ or e}; install pycolmap >= 3.12 "
+                          "(pip install pycolmap) or convert with --lens pinhole") from e  # fmt: skip
     t0 = time.monotonic()
     names: list[str] = []
     size: tuple[int, int] | None = None

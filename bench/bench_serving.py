@@ -257,7 +257,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 x, _ = m.poses_to_input(Q[it % reps][None])
                 mark()
                 T = m._poses(x)
-                rows, usable = m.select_keyframes(T)
+                rows, usable, fallback = m.keyframes_to_warp(T)
                 mark()
                 rgb, depth, kf_T = m.gather_keyframes(rows)
                 T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ kf_T
@@ -268,7 +268,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 tolerance, weights = m.blend_options(T, rows)  # the model's own colour rule, as its forward
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
                                   depth_max_m=dn.max_m, kernel=kernel, blend_tolerance=tolerance,
-                                  weights=weights)  # fmt: skip
+                                  weights=weights, fallback=fallback)  # fmt: skip
                 mark()
                 w_rgb, background = m._holes(w, T)
                 mark()

@@ -95,7 +95,7 @@ def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane)
     ck, cam = plane
     # the defaults (background depth and colour; blended colours of the warped pixels) differ, below
     model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest", warp_colour="nearest-surface",
-                            neighbours=3)  # fmt: skip
+                            neighbours=3, behind_keyframe=False)  # fmt: skip
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -159,6 +159,76 @@ def test_blended_colour_averages_the_keyframes_that_see_the_surface(kernel: str)
     np.testing.assert_allclose((at["rgb"][0][:, seen].double() + 1.0) * 127.5, 200.0, atol=1e-3)
     with pytest.raises(ValueError, match="weights"):
         warp_gathered(*args, **kw, blend_tolerance=0.2)
+
+
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_a_fallback_keyframe_lands_only_in_the_holes_the_others_leave(kernel: str) -> None:
+    """fallback: the last keyframe's points land only where none of the others landed, never in front of them
+    (though nearer here), and stay out of the others' colour blend; hits count per main keyframe."""
+    from pose2rgbd.methods.hybrid.warp import warp_gathered
+
+    H = W = 8
+    K = torch.tensor([[8.0, 0.0, 3.5], [0.0, 8.0, 3.5], [0.0, 0.0, 1.0]])
+    rgb = torch.zeros(1, 2, H, W, 3, dtype=torch.uint8)
+    rgb[0, 0], rgb[0, 1] = 200, 50
+    depth = torch.full((1, 2, H, W), 10.0)
+    depth[0, 0, :, 4:] = float("nan")  # the main keyframe sees the left half only
+    depth[0, 1] = 5.0  # the fallback sees everything, nearer
+    depth[0, :, 0, 0] = float("nan")  # a hole in both
+    T = torch.eye(4, dtype=torch.float64).expand(1, 2, 4, 4).clone()
+    args = (rgb, depth, T, K, torch.ones(1, 2, dtype=torch.bool))
+    kw = {"depth_min_m": 0.0, "depth_max_m": 20.0, "kernel": kernel, "blend_tolerance": 1.0,
+          "weights": torch.tensor([[1.0, 1.0]])}  # fmt: skip
+    out = warp_gathered(*args, **kw, fallback=1)
+    got = (out["rgb"][0].double() + 1.0) * 127.5
+    d_m = (out["depth"][0, 0].double() + 1.0) * 10.0
+    left = torch.zeros(H, W, dtype=torch.bool)
+    left[:, :4] = True
+    left[0, 0] = False
+    right = torch.zeros(H, W, dtype=torch.bool)
+    right[:, 4:] = True
+    np.testing.assert_allclose(got[:, left].numpy(), 200.0, atol=1e-3)  # not blended with the fallback's 50
+    np.testing.assert_allclose(d_m[left].numpy(), 10.0, atol=1e-4)  # not its nearer 5 m
+    np.testing.assert_allclose(got[:, right].numpy(), 50.0, atol=1e-3)
+    np.testing.assert_allclose(d_m[right].numpy(), 5.0, atol=1e-4)
+    assert not out["valid"][0, 0, 0, 0] and out["valid"][0, 0][left | right].all()
+    assert torch.equal(out["hits"][0, 0][left | right], torch.ones(int((left | right).sum())))  # / 1 main keyframe
+    # the same keyframes without the fallback rule: the nearer one wins everywhere it lands
+    plain = warp_gathered(*args, **{**kw, "blend_tolerance": 0.2})
+    np.testing.assert_allclose(((plain["rgb"][0].double() + 1.0) * 127.5)[:, left | right].numpy(), 50.0, atol=1e-3)
+    with pytest.raises(ValueError, match="fallback"):
+        warp_gathered(*args, **kw, fallback=2)
+
+
+def test_the_keyframe_from_behind_fills_the_border_holes_of_a_camera_ahead(plane) -> None:
+    """behind_keyframe: one more keyframe, the nearest behind the query camera's image plane and not already a
+    neighbour, lands only where the neighbours left holes: a camera lower than every keyframe (ahead of them along
+    its view) gets fewer holes, and every pixel the neighbours reached is unchanged."""
+    model, T = _plane_model(plane, neighbours=2)
+    plain, _ = _plane_model(plane, neighbours=2, behind_keyframe=False)
+    assert model.config.behind_keyframe
+    low = look_down_pose(3.1, 0.9, 15.0, yaw=0.3)[None]  # every keyframe 9 m behind it (it looks down)
+    rows, usable, fallback = model.keyframes_to_warp(low)
+    near, _ = model.select_keyframes(low)
+    d = model.keyframes.poses.distances(low)[0]
+    assert fallback == 1 and np.array_equal(rows[:, :2], near) and usable.all()
+    assert rows[0, 2] == next(i for i in np.argsort(d, kind="stable") if i not in near[0])  # the next nearest
+    a, b = model.warp(low), plain.warp(low)
+    holes_a, holes_b = float((~a["valid"]).float().mean()), float((~b["valid"]).float().mean())
+    assert holes_b > 0.05 and holes_a < 0.7 * holes_b  # (37 % -> 23 % here)
+    kept = b["valid"].expand(-1, 3, -1, -1)
+    assert torch.equal(a["rgb"][kept], b["rgb"][kept]) and torch.equal(a["depth"][b["valid"]], b["depth"][b["valid"]])
+    # a camera above every keyframe has none behind it: the fallback is unusable and the warp is the plain one
+    high = look_down_pose(3.1, 0.9, 40.0, yaw=0.3)[None]
+    _, usable, _ = model.keyframes_to_warp(high)
+    assert usable[0, :2].all() and not usable[0, 2]
+    a, b = model.warp(high), plain.warp(high)
+    assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["depth"], b["depth"])
+    # training's exclusion holds for it too: the query's own frame and its neighbours in time are never taken
+    q = T[3:4].copy()
+    q[0, 2, 3] -= 6.0  # lower than keyframe 3, so all keyframes lie behind it
+    rows, usable, _ = model.keyframes_to_warp(q, (np.array([0]), np.array([3]), np.array([1])))
+    assert not set(rows[0][usable[0]]) & {2, 3, 4} and usable[0, 2]
 
 
 def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> None:
@@ -479,8 +549,9 @@ def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_th
     from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
 
     # 3 keyframes, as the reprojection baseline: enough holes in this scene (5, the default, leave 2 %)
-    old, _ = _plane_model(plane, hole_rgb="nearest", rgb_correction="everywhere", neighbours=3)
-    new, _ = _plane_model(plane, neighbours=3)  # the defaults otherwise
+    # (and no keyframe from behind, which fills most of them here)
+    old, _ = _plane_model(plane, hole_rgb="nearest", rgb_correction="everywhere", neighbours=3, behind_keyframe=False)
+    new, _ = _plane_model(plane, neighbours=3, behind_keyframe=False)  # the defaults otherwise
     assert (new.config.hole_rgb, new.config.rgb_correction) == ("background", "holes")
     with torch.no_grad():
         new.fill.out.weight.normal_(0.0, 0.05)
@@ -511,7 +582,7 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
     current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
-                                "hole_ground": True, "warp_colour": "blend"}}  # fmt: skip
+                                "hole_ground": True, "warp_colour": "blend", "behind_keyframe": True}}  # fmt: skip
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
 
 

@@ -25,6 +25,7 @@ BEFORE_DEFAULTS: dict[str, object] = {
     "fill_init": "none",
     "hole_ground": False,
     "warp_colour": "nearest-surface",
+    "behind_keyframe": False,
 }
 
 
@@ -55,6 +56,12 @@ class HybridConfig:
     neighbours: int = help_field(
         5, "keyframes warped into each query pose (nearest first; the reprojection baseline warps 3: more of them "
         "fill one frame's sensor holes from the others, docs/results.md \"A pretrained fill\")"
+    )  # fmt: skip
+    behind_keyframe: bool = help_field(
+        True, "one more keyframe per query, the nearest whose camera lies behind the query camera's image plane, "
+        "warped only into the pixels the neighbours leave empty: a camera ahead of its nearest keyframes (flying "
+        "or walking on past them) sees beyond their borders, which a view from behind covers "
+        "(docs/results.md, \"A keyframe from behind\")"
     )  # fmt: skip
     max_keyframes: int = help_field(
         4000, "most training frames kept as keyframes (without --map: written into the run folder's keyframe map; a "

@@ -9,7 +9,9 @@ experiments serve it unchanged:
    ``rot_weight_m`` x radians, the nearest-pose baseline's) are forward-splatted into it with their metric depth,
    z-buffered (:func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`: a numba kernel on CPU, the torch
    :func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes` on CUDA); pixels no keyframe reaches (holes) take
-   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer; with
+   the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer (with
+   ``behind_keyframe``, one more keyframe, the nearest behind the query camera, lands points only in the holes the
+   others leave: :meth:`HybridNet.keyframes_to_warp`); with
    ``model.geometry fused`` the keyframes' fused surface gives the depth and colour wherever it has them
    (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
 3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
@@ -303,6 +305,33 @@ class HybridNet(PoseToImage, ModelBase):
         rows = np.take_along_axis(part, order, axis=1)
         return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
 
+    def keyframes_to_warp(
+        self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """What the warp splats for each query ``(B, 4, 4)``: ``(rows (B, k'), usable (B, k'), fallback)``, the
+        :meth:`select_keyframes` neighbours, then with ``behind_keyframe`` one fallback (``fallback`` 1) that fills
+        only their holes: the nearest keyframe, by the same pose distance and ``exclude``, whose camera centre lies
+        behind the query camera's image plane (unusable where none does)."""
+        rows, usable = self.select_keyframes(T_world_cam, exclude)
+        if not self.config.behind_keyframe:
+            return rows, usable, 0
+        assert self.keyframes is not None
+        T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        kf = self.keyframes
+        d = kf.poses.distances(T)  # (B, N)
+        if exclude is not None:
+            assert self.keyframe_times is not None  # select_keyframes checked
+            src, pos = self.keyframe_times
+            q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
+            d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
+        centres = np.asarray(kf.T_world_cam, np.float64)[:, :3, 3]  # (N, 3)
+        ahead = np.einsum("bnk,bk->bn", centres[None] - T[:, None, :3, 3], T[:, :3, 2])  # along each query's z
+        d = np.where(ahead < 0.0, d, np.inf)
+        np.put_along_axis(d, rows, np.inf, axis=1)  # not one of the neighbours again
+        behind = np.argmin(d, axis=1)[:, None]
+        ok = np.isfinite(np.take_along_axis(d, behind, axis=1))
+        return np.concatenate([rows, behind], 1), np.concatenate([usable, ok], 1), 1
+
     # -- what the checkpoint keeps beside the weights (pose2rgbd.methods.hybrid.stored) -----------------------
     def checkpoint_extra(self, path: Path) -> dict[str, Any]:
         """The place map the keyframes come from (relative to ``path``, with its digest), or the keyframes."""
@@ -372,7 +401,7 @@ class HybridNet(PoseToImage, ModelBase):
         """The reprojection answer for the query poses: ``rgb`` ``(B, 3, S, S)`` in [-1, 1] and ``depth``
         ``(B, 1, S, S)`` normalized (holes filled from the nearest usable keyframe; NaN -> 1), ``valid`` and
         ``hits`` ``(B, 1, S, S)``."""
-        rows, usable = self.select_keyframes(T_world_cam, exclude)
+        rows, usable, fallback = self.keyframes_to_warp(T_world_cam, exclude)
         dev = self.kf_K.device
         kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
@@ -390,6 +419,7 @@ class HybridNet(PoseToImage, ModelBase):
                 kernel=self.warp_kernel,
                 blend_tolerance=tolerance,
                 weights=weights,
+                fallback=fallback,
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 

@@ -33,6 +33,7 @@ def splat_keyframes(
     usable: torch.Tensor | None = None,
     blend_tolerance: float = 0.0,
     weights: torch.Tensor | None = None,
+    fallback: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp ``k`` keyframes into each of ``B`` query cameras and z-buffer them together.
 
@@ -47,6 +48,8 @@ def splat_keyframes(
             nearest point there lies within this fraction of the winner's depth, averaged with ``weights``
             (:func:`blend_weights`); 0: the winner's colour alone. The depth stays the winner's.
         weights: ``(B, k)`` the keyframes' blending weights (needed with ``blend_tolerance``).
+        fallback: the last ``fallback`` keyframes land points only on pixels where none of the first ``k -
+            fallback`` landed any (holes of the others), never in front of them.
 
     Returns:
         ``(rgb (B, C, H, W) 0 in holes, depth (B, 1, H, W) NaN in holes / +inf sky, valid (B, 1, H, W) bool,
@@ -63,6 +66,9 @@ def splat_keyframes(
     w_rgb = w_rgb.reshape(B, k, C, H, W)
     w_d = w_d.reshape(B, k, 1, H, W)
     w_valid = w_valid.reshape(B, k, 1, H, W)
+    if fallback > 0:  # the fallback keyframes only where the others left a hole
+        main = k - int(fallback)
+        w_valid = torch.cat([w_valid[:, :main], w_valid[:, main:] & ~w_valid[:, :main].any(dim=1, keepdim=True)], 1)
     # z-buffer across keyframes: holes lose to sky, sky loses to any finite surface; argmin keeps the first on ties
     z = torch.where(w_valid, torch.where(torch.isinf(w_d), torch.full_like(w_d, 1e30), w_d), torch.full_like(w_d, 1e38))
     best = z.argmin(dim=1, keepdim=True)  # (B, 1, 1, H, W)
@@ -118,14 +124,17 @@ def _splat_kernel(
     zk: np.ndarray,  # out (B, H * W, k) float32, where bit j of bits is set: keyframe j's nearest surface point's
     # depth there (inf: only sky landed); pixel-major, so a point's writes and the blend's reads stay in one line
     pk: np.ndarray,  # out (B, H * W, k) int32: its keyframe pixel
+    n_main: int,  # keyframes j >= n_main are fallbacks: their points land only where no keyframe j < n_main landed
 ) -> None:
     """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
 
     The winner is the minimum of one total order (:func:`_wins`): a surface beats sky beats nothing; among surfaces
     the nearer wins, then the earlier keyframe (nearer in pose), then the later keyframe pixel (as the scatter of
     :func:`splat_keyframes`); all sky is equally far, so among sky the earlier keyframe wins, then the nearer
-    point, then the later pixel."""
+    point, then the later pixel. A fallback keyframe (``j >= n_main``, after the others) lands a point only on a
+    pixel none of the others landed on."""
     B, k, H, W = depth.shape
+    main_mask = (np.int32(1) << n_main) - 1
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     cls[:] = 2
     zb[:] = np.inf
@@ -166,6 +175,8 @@ def _splat_kernel(
                     if not (fu >= 0 and fu < W and fv >= 0 and fv < H):
                         continue
                     q = int(fv) * W + int(fu)
+                    if j >= n_main and bits[b, q] & main_mask:
+                        continue
                     c = 1 if sky else 0
                     p = v * W + u
                     if blend:  # keyframe j's own z-buffer at q: its first point there sets it (no fill pass)
@@ -271,13 +282,14 @@ def splat_numba(
     sky_m: float,
     blend_tolerance: float = 0.0,
     weights: np.ndarray | None = None,
+    fallback: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
     float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
     ``usable`` ``(B, k)`` bool). Returns ``rgb`` ``(B, 3, H, W)`` float32 in [-1, 1] (a hole: the nearest usable
     keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query,
     +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that landed a point on the pixel).
-    ``blend_tolerance`` / ``weights`` ``(B, k)``: as :func:`splat_keyframes`.
+    ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback``: as :func:`splat_keyframes`.
 
     One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
     slower in the render engine on 2 cores (p50 31 against 26 ms, hybrid-fast at 256x256), where torch's OpenMP
@@ -285,6 +297,8 @@ def splat_numba(
     B, k, H, W = depth.shape
     if k > 31:
         raise ValueError(f"the numba warp merges at most 31 keyframes per query, got {k}")
+    if not 0 <= fallback < max(k, 1):
+        raise ValueError(f"fallback {fallback} must leave at least one of the {k} keyframes before it")
     HW = H * W
     cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
     pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
@@ -298,7 +312,7 @@ def splat_numba(
     zk = np.empty((B, HW, k) if blend else (1, 1, 1), np.float32)  # set where a keyframe lands (bits)
     pk = np.empty(zk.shape, np.int32)
     w = np.ascontiguousarray(weights, np.float64) if blend else np.zeros((1, 1))
-    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits, blend, zk, pk)
+    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits, blend, zk, pk, k - int(fallback))
     rgb_out = np.zeros((B, 3, HW), np.float32)
     z = np.full((B, HW), np.nan, np.float32)
     valid = np.zeros((B, HW), np.bool_)
@@ -322,6 +336,7 @@ def warp_gathered(
     kernel: str = "auto",
     blend_tolerance: float = 0.0,
     weights: torch.Tensor | None = None,
+    fallback: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The reprojection answer of ``k`` selected keyframes per query, as the network part takes it.
 
@@ -333,14 +348,19 @@ def warp_gathered(
         depth_min_m, depth_max_m: the model's depth range (normalization; sky splats at ``1000 * depth_max_m``).
 
     Returns ``rgb`` ``(B, 3, H, W)`` in [-1, 1], ``depth`` ``(B, 1, H, W)`` normalized (holes: the nearest
-    usable keyframe's own pixel; NaN -> 1), ``valid`` ``(B, 1, H, W)`` bool, ``hits`` ``(B, 1, H, W)`` / k. On
+    usable keyframe's own pixel; NaN -> 1), ``valid`` ``(B, 1, H, W)`` bool, ``hits`` ``(B, 1, H, W)`` / (k -
+    fallback) (a fallback keyframe lands only where none of the others did: at most 1). On
     CPU the numba kernel above, elsewhere (CUDA) :func:`splat_keyframes` on the tensors' device: the same answer
     up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose).
     ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
+    (:func:`splat_keyframes`). ``fallback``: the last ``fallback`` keyframes fill only the others' holes
     (:func:`splat_keyframes`)."""
     if kernel not in ("auto", "numba", "torch"):
         raise ValueError(f"kernel {kernel!r} is not auto, numba or torch")
     B, k = rgb.shape[:2]
+    if not 0 <= fallback < max(k, 1):
+        raise ValueError(f"fallback {fallback} must leave at least one of the {k} keyframes before it")
+    n_main = float(k - fallback)
     dev = rgb.device
     span = depth_max_m - depth_min_m
 
@@ -360,18 +380,20 @@ def warp_gathered(
             1000.0 * float(depth_max_m),
             blend_tolerance,
             None if weights is None else weights.double().cpu().numpy(),
+            fallback,
         )
         z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
         return {
             "rgb": torch.from_numpy(out_rgb),
             "depth": normalize(z[:, None]),
             "valid": valid[:, None],
-            "hits": hits[:, None] / float(k),
+            "hits": hits[:, None] / n_main,
         }
     f_rgb = rgb.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, H, W)
     f_depth = depth.float()[:, :, None]
     w_rgb, w_d, valid_t, hits_t = splat_keyframes(f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable,
-                                                  blend_tolerance=blend_tolerance, weights=weights)  # fmt: skip
+                                                  blend_tolerance=blend_tolerance, weights=weights,
+                                                  fallback=fallback)  # fmt: skip
     first = usable.int().argmax(dim=1)
     any_use = usable.any(dim=1)[:, None, None, None]
     b = torch.arange(B, device=dev)
@@ -381,5 +403,5 @@ def warp_gathered(
         "rgb": torch.where(valid_t, w_rgb, near_rgb),
         "depth": normalize(torch.where(valid_t, w_d.float(), near_d)),
         "valid": valid_t,
-        "hits": hits_t / float(k),
+        "hits": hits_t / n_main,
     }

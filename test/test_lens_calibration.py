@@ -148,7 +148,7 @@ def test_without_pycolmap_the_lens_error_names_the_lens(monkeypatch: pytest.Monk
     import sys
 
     monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now raises ImportError
-    with pytest.raises(ConfigError, match=r"--lens fisheye calibrates with COLMAP.*--lens pinhole"):
+    with pytest.raises(ConfigError, match=r"--lens fisheye.*COLMAP.*needs pycolmap.*--lens pinhole"):
         calibrate_fisheye(iter([]), 118.0)
 
 

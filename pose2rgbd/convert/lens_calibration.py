@@ -10,8 +10,9 @@ video with one shared ``OPENCV_FISHEYE`` camera (OpenCV's equidistant model, ``k
 principal point stays at the centre: a video does not constrain it well). The frames are then undistorted once
 onto a pinhole camera (OpenCV's ``estimateNewCameraMatrixForUndistortRectify``, balance 0: only pixels the lens
 saw, so the field narrows) and the rest of the conversion sees a pinhole video. COLMAP does the calibration
-(pycolmap), OpenCV the undistortion (:mod:`pose2rgbd.geometry.lens`); this module picks the frames, reads COLMAP's
-camera back and checks it.
+(pycolmap, through :mod:`pose2rgbd.geometry.colmap_sfm`, the set-up the flight's structure from motion uses),
+OpenCV the undistortion (:mod:`pose2rgbd.geometry.lens`); this module picks the frames, reads COLMAP's camera back
+and checks it.
 
 The frames: every ``stride``-th decoded frame, ``stride`` at least ``every`` and large enough that at most
 ``max_frames`` are used (spread over the whole video), at most ``max_size`` pixels wide or high. Calibration needs
@@ -21,14 +22,11 @@ error says so and what to do.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,6 +34,7 @@ import numpy as np
 from pose2rgbd.convert.posed_images.common import SourceCamera
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.colmap_sfm import SequentialSfm, colmap_workspace, load_pycolmap, sequential_sfm
 
 log = logging.getLogger(__name__)
 
@@ -120,28 +119,17 @@ def calibrate_fisheye(
 ) -> VideoLens:
     """Calibrate one fisheye lens from ``frames`` (BGR uint8, all of the video's size, in time order; the caller
     picks them, :func:`calibration_stride`). Raises :class:`ConfigError` saying what to do when COLMAP cannot."""
-    from pose2rgbd.methods.selfsup_depth.sfm import _pycolmap
     from pose2rgbd.progress import bar
 
     if not 10.0 <= hfov_deg < 180.0:
         raise ConfigError(f"--hfov {hfov_deg}: a field of view for the lens calibration's start must be in [10, 180)")
-    try:
-        pycolmap = _pycolmap()  # type: ignore[no-untyped-call]
-    except ConfigError as e:  # its advice is the trajectory back end's: say the lens's
-        raise ConfigError(f"--lens fisheye calibrates with COLMAP: {e.__cause__ or e}; install pycolmap >= 3.12 "
-                          "(pip install pycolmap) or convert with --lens pinhole") from e  # fmt: skip
+    pycolmap = load_pycolmap("--lens fisheye (a lens calibration by COLMAP)", "convert with --lens pinhole")
     t0 = time.monotonic()
     names: list[str] = []
     size: tuple[int, int] | None = None
     small_size = (0, 0)
-    with contextlib.ExitStack() as stack:
-        level = pycolmap.logging.minloglevel
-        if not log.isEnabledFor(logging.DEBUG):
-            pycolmap.logging.minloglevel = 2
-        stack.callback(setattr, pycolmap.logging, "minloglevel", level)
-        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pose2rgbd-lens-")))
+    with colmap_workspace(pycolmap, "pose2rgbd-lens-") as root:
         img_dir = root / "images"
-        img_dir.mkdir()
         for i, bgr in enumerate(bar(frames, desc="frames for the lens", unit="frame", progress=progress)):
             h, w = bgr.shape[:2]
             if size is None:
@@ -161,41 +149,18 @@ def calibrate_fisheye(
         w, h = size
         cw, ch = small_size
         f0 = (cw / 2.0) / math.radians(hfov_deg / 2.0)  # equidistant: r = f theta
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "OPENCV_FISHEYE"
-        reader.camera_params = ",".join(f"{v:.10g}" for v in (f0, f0, cw / 2.0, ch / 2.0, 0.0, 0.0, 0.0, 0.0))
-        ext = pycolmap.FeatureExtractionOptions()
-        ext.num_threads = threads
-        ext.max_image_size = max_size
-        ext.sift.peak_threshold = 0.004  # as the structure from motion of the flight (small, low-contrast frames)
-        db = root / "database.db"
         log.info("lens calibration: COLMAP on %d frames at %dx%d, fisheye started from %.0f deg", len(names), cw, ch,
                  hfov_deg)  # fmt: skip
-        pycolmap.extract_features(db, img_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=ext,
-                                  device=pycolmap.Device.cpu)  # fmt: skip
-        match = pycolmap.FeatureMatchingOptions()
-        match.num_threads = threads
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = 10
-        pairing.quadratic_overlap = False
-        pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
-        opts = pycolmap.IncrementalPipelineOptions()
-        opts.num_threads = threads
-        opts.random_seed = 0
-        opts.ba_refine_focal_length = True
-        opts.ba_refine_principal_point = False
-        opts.ba_refine_extra_params = True
-        opts.mapper.init_min_tri_angle = 4.0  # as the flight's structure from motion: a video pair has little
-        opts.mapper.init_min_num_inliers = 30
-        # a clip that cannot calibrate fails in a minute or two, not after COLMAP's 200 initial pairs x 50 models
-        opts.init_num_trials = 20
-        opts.max_num_models = 3
-        (root / "sparse").mkdir()
-        recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
+        # focal lengths and k1..k4 refined, the principal point fixed at the centre; a clip that cannot calibrate
+        # fails in a minute or two, not after COLMAP's 200 initial pairs x 50 models
+        run = SequentialSfm(
+            "OPENCV_FISHEYE", (f0, f0, cw / 2.0, ch / 2.0, 0.0, 0.0, 0.0, 0.0), refine_intrinsics=True,
+            threads=threads, max_image_size=max_size, overlap=10, init_num_trials=20, max_num_models=3,
+        )  # fmt: skip
+        recs = sequential_sfm(pycolmap, root, names, run)
         if not recs:
             raise ConfigError(f"lens calibration: COLMAP registered none of {len(names)} frames; {ADVICE}")
-        rec = max(recs.values(), key=lambda r: r.num_reg_images())
+        rec = recs[0]
         reg = int(rec.num_reg_images())
         cam = next(iter(rec.cameras.values()))
         params = [float(x) for x in cam.params]

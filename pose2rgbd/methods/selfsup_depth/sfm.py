@@ -1,26 +1,27 @@
 """Structure from motion on a flight's frames with COLMAP (pycolmap): the ``colmap`` video-only trajectory back end.
 
 SIFT features, sequential matching (each frame with the next ``colmap_overlap``), incremental mapping with the
-dataset's intrinsics as one fixed PINHOLE camera (focal length, principal point and distortion never refined).
-COLMAP's database and image copies live in a temporary folder that is removed afterwards. The poses come back in
+dataset's intrinsics as one fixed PINHOLE camera (focal length, principal point and distortion never refined):
+:func:`pose2rgbd.geometry.colmap_sfm.sequential_sfm`, shared with the lens calibration. COLMAP's database and image
+copies live in a temporary folder that is removed afterwards. The poses come back in
 COLMAP's own frame and scale; :func:`pose2rgbd.methods.selfsup_depth.trajectory.fill_unregistered` ties them to
 the network's composed trajectory and fills the frames COLMAP did not register.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.colmap_sfm import SequentialSfm, colmap_workspace, load_pycolmap, sequential_sfm
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,8 @@ class SfmResult:
         return int(self.registered.sum())
 
 
-def _pycolmap():  # type: ignore[no-untyped-def]
-    try:
-        import pycolmap
-    except ImportError as e:
-        raise ConfigError(
-            "trajectory.backend colmap needs pycolmap (pip install pycolmap); or set trajectory.backend compose"
-        ) from e
-    if not hasattr(pycolmap, "FeatureExtractionOptions") or not hasattr(pycolmap, "IncrementalPipelineOptions"):
-        raise ConfigError(f"trajectory.backend colmap needs pycolmap >= 3.12 (found {pycolmap.__version__}); "
-                          "upgrade it or set trajectory.backend compose")  # fmt: skip
-    return pycolmap
+def _pycolmap() -> ModuleType:
+    return load_pycolmap("trajectory.backend colmap", "set trajectory.backend compose")
 
 
 def _observed_points(rec, im, most: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -107,15 +99,8 @@ def colmap_poses(
     T = np.full((n, 4, 4), np.nan)
     points: dict[int, np.ndarray] = {}
     model_of = np.full(n, -1, np.int64)
-    level = pycolmap.logging.minloglevel
-    if not log.isEnabledFor(logging.DEBUG):
-        pycolmap.logging.minloglevel = 2  # COLMAP's own INFO / WARNING lines only with DEBUG logging
-    with contextlib.ExitStack() as stack:
-        stack.callback(setattr, pycolmap.logging, "minloglevel", level)
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pose2rgbd-colmap-"))
-        root = Path(tmp)
+    with colmap_workspace(pycolmap, "pose2rgbd-colmap-") as root:
         img_dir = root / "images"
-        img_dir.mkdir()
         names = []
         Ks = np.asarray(K, dtype=np.float64).copy()
         for k in bar(pick, desc="frames for COLMAP", unit="frame", progress=progress):
@@ -134,39 +119,12 @@ def colmap_poses(
         h1, w1 = first.shape[:2]
         Ks[0, :] *= w1 / w
         Ks[1, :] *= h1 / h
-        Ks[2] = (0.0, 0.0, 1.0)
-        db = root / "database.db"
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "PINHOLE"
-        reader.camera_params = ",".join(f"{v:.10g}" for v in (Ks[0, 0], Ks[1, 1], Ks[0, 2], Ks[1, 2]))
-        ext = pycolmap.FeatureExtractionOptions()
-        ext.num_threads = cfg.colmap_threads
-        ext.max_image_size = cfg.colmap_max_size
-        ext.sift.max_num_features = cfg.colmap_max_features
-        ext.sift.peak_threshold = 0.004  # below COLMAP's 0.0067: small, low-contrast aerial frames need more features
         log.info("COLMAP: %d of %d frames (every %d), %dx%d", len(names), n, cfg.colmap_every, w1, h1)
-        pycolmap.extract_features(db, img_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=ext,
-                                  device=pycolmap.Device.cpu)  # fmt: skip
-        match = pycolmap.FeatureMatchingOptions()
-        match.num_threads = cfg.colmap_threads
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = cfg.colmap_overlap
-        pairing.quadratic_overlap = False
-        pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
-        opts = pycolmap.IncrementalPipelineOptions()
-        opts.num_threads = cfg.colmap_threads
-        opts.random_seed = 0
-        opts.ba_refine_focal_length = False
-        opts.ba_refine_principal_point = False
-        opts.ba_refine_extra_params = False
-        opts.mapper.abs_pose_refine_focal_length = False
-        opts.mapper.abs_pose_refine_extra_params = False
-        opts.mapper.init_min_tri_angle = 4.0  # COLMAP's 16 deg is for photo collections; a video pair has less
-        opts.mapper.init_min_num_inliers = 30
-        (root / "sparse").mkdir()
-        recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
-        models = sorted(recs.values(), key=lambda r: -r.num_reg_images())
+        run = SequentialSfm(
+            "PINHOLE", (Ks[0, 0], Ks[1, 1], Ks[0, 2], Ks[1, 2]), refine_intrinsics=False, threads=cfg.colmap_threads,
+            max_image_size=cfg.colmap_max_size, max_features=cfg.colmap_max_features, overlap=cfg.colmap_overlap,
+        )  # fmt: skip
+        models = sequential_sfm(pycolmap, root, names, run)
         for m, rec in enumerate(models):
             for im in rec.images.values():
                 if not im.has_pose:

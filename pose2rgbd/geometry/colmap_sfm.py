@@ -1,0 +1,121 @@
+"""Sequential structure from motion with COLMAP (pycolmap) on a video's frames: the one set-up shared by the
+video-only trajectory back end (:mod:`pose2rgbd.methods.selfsup_depth.sfm`, a fixed pinhole camera) and the lens
+calibration (:mod:`pose2rgbd.convert.lens_calibration`, a fisheye whose focal length and distortion are refined).
+
+SIFT features (one camera for all frames), sequential matching (each frame with the next ``overlap``),
+incremental mapping with the initial-pair settings a video needs. The frames are written by the caller into
+``<workspace>/images`` of a :func:`colmap_workspace`, a temporary folder removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pose2rgbd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# below COLMAP's 0.0067: small, low-contrast video frames (an aerial view at 640 px) need more features
+PEAK_THRESHOLD = 0.004
+# COLMAP's 16 deg initial triangulation angle is for photo collections; a pair of video frames has less parallax
+INIT_MIN_TRI_ANGLE_DEG = 4.0
+INIT_MIN_NUM_INLIERS = 30
+
+
+def load_pycolmap(needed_by: str, otherwise: str) -> ModuleType:
+    """pycolmap (>= 3.12: the options API used here), or a :class:`ConfigError` saying that ``needed_by`` needs
+    it, how to install it, and ``otherwise`` (the caller's way around it)."""
+    try:
+        import pycolmap
+    except ImportError as e:
+        raise ConfigError(f"{needed_by} needs pycolmap (pip install pycolmap >= 3.12); or {otherwise}") from e
+    if not hasattr(pycolmap, "FeatureExtractionOptions") or not hasattr(pycolmap, "IncrementalPipelineOptions"):
+        raise ConfigError(f"{needed_by} needs pycolmap >= 3.12 (found {pycolmap.__version__}); upgrade it or "
+                          f"{otherwise}")  # fmt: skip
+    return pycolmap
+
+
+@contextlib.contextmanager
+def colmap_workspace(pycolmap: ModuleType, prefix: str) -> Iterator[Path]:
+    """A temporary folder with an empty ``images`` folder for the frames, removed on exit; COLMAP's own INFO and
+    WARNING lines stay quiet unless this module logs at DEBUG (the level is restored on exit)."""
+    level = pycolmap.logging.minloglevel
+    if not log.isEnabledFor(logging.DEBUG):
+        pycolmap.logging.minloglevel = 2
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            root = Path(tmp)
+            (root / "images").mkdir()
+            yield root
+    finally:
+        pycolmap.logging.minloglevel = level
+
+
+@dataclass
+class SequentialSfm:
+    """How :func:`sequential_sfm` runs COLMAP.
+
+    ``camera_model`` / ``camera_params``: COLMAP's camera model name and its parameters at the written frames'
+    size, one camera for all frames; ``refine_intrinsics``: bundle adjustment refines the focal length and the
+    extra (distortion) parameters, never the principal point (False: the camera stays as given);
+    ``max_features`` 0: COLMAP's default; ``init_num_trials`` / ``max_num_models`` 0: COLMAP's defaults (200
+    initial pairs, 50 models: a clip that cannot register may search for many minutes)."""
+
+    camera_model: str
+    camera_params: Sequence[float]
+    refine_intrinsics: bool = False
+    threads: int = -1
+    max_image_size: int = 640
+    max_features: int = 0
+    overlap: int = 10
+    init_num_trials: int = 0
+    max_num_models: int = 0
+
+
+def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: SequentialSfm) -> list[Any]:
+    """COLMAP on the frames ``root/images/<name>`` (in time order) of a :func:`colmap_workspace`: its
+    reconstructions (``pycolmap.Reconstruction``), the one with the most registered frames first (empty: none)."""
+    img_dir = root / "images"
+    db = root / "database.db"
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = run.camera_model
+    reader.camera_params = ",".join(f"{float(v):.10g}" for v in run.camera_params)
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.num_threads = run.threads
+    ext.max_image_size = run.max_image_size
+    if run.max_features > 0:
+        ext.sift.max_num_features = run.max_features
+    ext.sift.peak_threshold = PEAK_THRESHOLD
+    pycolmap.extract_features(db, img_dir, image_names=list(names), camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=reader, extraction_options=ext, device=pycolmap.Device.cpu)  # fmt: skip
+    match = pycolmap.FeatureMatchingOptions()
+    match.num_threads = run.threads
+    pairing = pycolmap.SequentialPairingOptions()
+    pairing.overlap = run.overlap
+    pairing.quadratic_overlap = False
+    pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.num_threads = run.threads
+    opts.random_seed = 0
+    opts.ba_refine_focal_length = run.refine_intrinsics
+    opts.ba_refine_principal_point = False
+    opts.ba_refine_extra_params = run.refine_intrinsics
+    if not run.refine_intrinsics:
+        opts.mapper.abs_pose_refine_focal_length = False
+        opts.mapper.abs_pose_refine_extra_params = False
+    opts.mapper.init_min_tri_angle = INIT_MIN_TRI_ANGLE_DEG
+    opts.mapper.init_min_num_inliers = INIT_MIN_NUM_INLIERS
+    if run.init_num_trials > 0:
+        opts.init_num_trials = run.init_num_trials
+    if run.max_num_models > 0:
+        opts.max_num_models = run.max_num_models
+    (root / "sparse").mkdir(exist_ok=True)
+    recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
+    return sorted(recs.values(), key=lambda r: -r.num_reg_images())

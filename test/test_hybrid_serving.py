@@ -75,9 +75,11 @@ def test_numba_warp_equals_the_torch_splat(ck, blend: float) -> None:
         warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="cuda")
 
 
-def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points() -> None:
+@pytest.mark.parametrize("fallback", [0, 1])
+def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points(fallback: int) -> None:
     """Random keyframes with sky, invalid depth, an unusable keyframe and cameras that shrink the view (several
-    points of one keyframe per query pixel, sky first at some): the numba blend equals the torch one."""
+    points of one keyframe per query pixel, sky first at some): the numba blend equals the torch one; also with the
+    last keyframe a fallback (the behind keyframe's rule: it lands only where the others left holes)."""
     rng = np.random.default_rng(4)
     B, k, S = 4, 4, 24
     rgb = torch.from_numpy(rng.integers(0, 256, (B, k, S, S, 3), dtype=np.uint8))
@@ -92,10 +94,17 @@ def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points() -> None:
     usable[1, 2] = False
     args = (rgb, torch.from_numpy(d), torch.from_numpy(T), K, torch.from_numpy(usable))
     kw = {"depth_min_m": 1.0, "depth_max_m": 20.0, "blend_tolerance": 0.2,
-          "weights": torch.from_numpy(rng.uniform(0.5, 2.0, (B, k)))}  # fmt: skip
+          "weights": torch.from_numpy(rng.uniform(0.5, 2.0, (B, k))), "fallback": fallback}  # fmt: skip
     a = warp_gathered(*args, kernel="numba", **kw)
     b = warp_gathered(*args, kernel="torch", **kw)
-    assert (a["hits"] * k > 1).float().mean() > 0.2 and a["valid"].float().mean() > 0.2
+    assert (a["hits"] * (k - fallback) > 1).float().mean() > 0.2 and a["valid"].float().mean() > 0.2
+    if fallback:  # where the others landed: their answer alone; the fallback fills some of their holes
+        main = warp_gathered(rgb[:, :-1], *(x[:, :-1] for x in args[1:3]), K, args[4][:, :-1], kernel="numba",
+                             **{**kw, "weights": kw["weights"][:, :-1], "fallback": 0})  # fmt: skip
+        v = main["valid"]
+        assert torch.equal(a["rgb"][v.expand_as(a["rgb"])], main["rgb"][v.expand_as(a["rgb"])])
+        assert torch.equal(a["depth"][v], main["depth"][v])
+        assert (a["valid"] & ~v).any() and (a["valid"] | ~v).all()
     for key in ("rgb", "depth", "valid", "hits"):
         close = (a[key] - b[key]).abs() < 1e-5 if key == "rgb" else a[key] == b[key]
         assert close.float().mean() > 0.999, (key, close.float().mean())

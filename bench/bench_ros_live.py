@@ -90,11 +90,15 @@ def _spin_until(executor: Any, cond: Any, timeout_s: float, node: Node, what: st
     return True
 
 
-def bench_render(rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path) -> list[float]:
+def bench_render(
+    rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path, keyframes: int = 0
+) -> list[float]:
     from geometry_msgs.msg import PoseStamped
+    from scipy.spatial.transform import Rotation
     from sensor_msgs.msg import Image
 
     from pose2rgbd.testing.ground_plane import look_down_pose
+    from pose2rgbd.testing.hybrid_keyframes import query_poses
 
     node = Node(
         "render",
@@ -105,6 +109,7 @@ def bench_render(rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namesp
     )  # fmt: skip
     sent: dict[int, float] = {}
     latencies: list[float] = []
+    queries = query_poses(200, n_keyframes=keyframes) if keyframes > 0 else None
 
     def on_image(msg: Any) -> None:
         t = sent.pop(_ns(msg.header.stamp), None)
@@ -118,12 +123,17 @@ def bench_render(rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namesp
         ready = False
         start = time.monotonic()
         while len(latencies) < args.poses + args.skip:
-            T = look_down_pose(-20.0 + 0.5 * (k % 80), 3.0, 30.0)
+            if queries is None:
+                T = look_down_pose(-20.0 + 0.5 * (k % 80), 3.0, 30.0)
+            else:  # among the hybrid's keyframes, as bench_engine's queries
+                T = queries[k % len(queries)]
             m = PoseStamped()
             ns = int(rclpy_node.get_clock().now().nanoseconds)
             m.header.stamp, m.header.frame_id = _stamp(ns), "map"
             m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, T[:3, 3])
-            m.pose.orientation.x, m.pose.orientation.w = 1.0, 0.0  # 180 deg about x: looking straight down
+            qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()  # scalar last, as geometry_msgs
+            m.pose.orientation.x, m.pose.orientation.y = float(qx), float(qy)
+            m.pose.orientation.z, m.pose.orientation.w = float(qz), float(qw)
             n0 = len(latencies)
             sent[ns] = time.perf_counter()
             pub.publish(m)
@@ -226,6 +236,7 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=5, help="first renders left out (warm-up)")
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
     ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
+    ap.add_argument("--keyframes", type=int, default=1801, help="a hybrid's keyframes (ground-plane frames)")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
 
@@ -247,7 +258,8 @@ def main() -> None:
             tmp = Path(d)
             for preset in args.presets:
                 for size in args.sizes:
-                    lat = bench_render(rnode, executor, _checkpoint(tmp, preset, size), args, tmp)
+                    kf = args.keyframes if preset.startswith("hybrid") else 0
+                    lat = bench_render(rnode, executor, _checkpoint(tmp, preset, size, kf), args, tmp, kf)
                     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
                     rows.append((NAMES[preset], size, p50, p99, len(lat)))
                     print(
@@ -265,7 +277,8 @@ def main() -> None:
     print(
         f"Machine: {_machine(args)}, CPU flags {_cpu_flags()}; ROS 2 Jazzy wheels (FastDDS, "
         f"localhost); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
-        f"engine.threads {args.threads}, fp32, device {args.device}; one pose at a time.\n"
+        f"engine.threads {args.threads}, engine.precision auto (config/render.yaml), device {args.device}; "
+        f"hybrids with {args.keyframes} keyframes; one pose at a time.\n"
     )
     print("| model | size | pose published -> Image received p50 / p99 (ms) | renders |")
     print("|---|---|---|---|")

@@ -231,6 +231,30 @@ def test_the_keyframe_from_behind_fills_the_border_holes_of_a_camera_ahead(plane
     assert not set(rows[0][usable[0]]) & {2, 3, 4} and usable[0, 2]
 
 
+def test_the_keyframe_from_behind_is_the_nearest_behind_however_far(plane) -> None:
+    """keyframes_to_warp looks among the nearest keyframes first and scans them all only where none of those is
+    behind: the answer is the brute-force one either way (here 101 keyframes, the only one behind a high query
+    200 m away, beyond the first candidates)."""
+    from pose2rgbd.methods.hybrid.net import BEHIND_CANDIDATES
+
+    ck, cam = plane
+    model, _ = _plane_model(plane, neighbours=3)
+    T = np.stack([look_down_pose(2.0 * i, 0.0, 24.0) for i in range(100)] + [look_down_pose(200.0, 0.0, 40.0)])
+    assert len(T) > BEHIND_CANDIDATES
+    rgb, depth = _render(ck, T)
+    model.set_keyframes(rgb, depth, T, cam, source_id=np.zeros(len(T)), seq_pos=np.arange(len(T)),
+                        index=np.arange(len(T)), rot_weight_m=20.0)  # fmt: skip
+    q = np.stack([look_down_pose(10.0, 0.0, 15.0), look_down_pose(0.0, 0.0, 30.0), look_down_pose(0.0, 0.0, 45.0)])
+    rows, usable, _ = model.keyframes_to_warp(q)
+    d = model.keyframes.poses.distances(q)
+    along = np.einsum("bnk,bk->bn", T[None, :, :3, 3] - q[:, None, :3, 3], q[:, :3, 2])
+    d = np.where(along < 0.0, d, np.inf)
+    np.put_along_axis(d, rows[:, :3], np.inf, axis=1)
+    assert np.array_equal(rows[:2, 3], np.argmin(d[:2], axis=1)) and usable[:2, 3].all()
+    assert rows[1, 3] == 100  # the high one at the far end: the only keyframe behind the query at 30 m
+    assert not usable[2, 3]  # above every keyframe: none behind
+
+
 def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> None:
     """The model's blend weights come from the pose distances: at a keyframe's own pose its colours come back,
     between keyframes the colours differ from the z-buffer winner's (a mean of the views)."""

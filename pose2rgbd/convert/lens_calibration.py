@@ -128,7 +128,7 @@ def calibrate_fisheye(
     names: list[str] = []
     size: tuple[int, int] | None = None
     small_size = (0, 0)
-    with colmap_workspace(pycolmap, "pose2rgbd-lens-") as root:
+    with colmap_workspace(pycolmap, "pose2rgbd-lens-", log) as root:
         img_dir = root / "images"
         for i, bgr in enumerate(bar(frames, desc="frames for the lens", unit="frame", progress=progress)):
             h, w = bgr.shape[:2]

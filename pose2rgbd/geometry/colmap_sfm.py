@@ -34,8 +34,8 @@ def load_pycolmap(needed_by: str, otherwise: str) -> ModuleType:
     it, how to install it, and ``otherwise`` (the caller's way around it)."""
     try:
         import pycolmap
-    except ImportError as e:
-        raise ConfigError(f"{needed_by} needs pycolmap (pip install pycolmap >= 3.12); or {otherwise}") from e
+    except ImportError as e:  # not installed, or installed and broken: the import's own words say which
+        raise ConfigError(f"{needed_by} needs pycolmap ({e}; pip install 'pycolmap>=3.12'); or {otherwise}") from e
     if not hasattr(pycolmap, "FeatureExtractionOptions") or not hasattr(pycolmap, "IncrementalPipelineOptions"):
         raise ConfigError(f"{needed_by} needs pycolmap >= 3.12 (found {pycolmap.__version__}); upgrade it or "
                           f"{otherwise}")  # fmt: skip
@@ -43,11 +43,11 @@ def load_pycolmap(needed_by: str, otherwise: str) -> ModuleType:
 
 
 @contextlib.contextmanager
-def colmap_workspace(pycolmap: ModuleType, prefix: str) -> Iterator[Path]:
+def colmap_workspace(pycolmap: ModuleType, prefix: str, logger: logging.Logger = log) -> Iterator[Path]:
     """A temporary folder with an empty ``images`` folder for the frames, removed on exit; COLMAP's own INFO and
-    WARNING lines stay quiet unless this module logs at DEBUG (the level is restored on exit)."""
+    WARNING lines stay quiet unless ``logger`` (the caller's) logs at DEBUG (the level is restored on exit)."""
     level = pycolmap.logging.minloglevel
-    if not log.isEnabledFor(logging.DEBUG):
+    if not logger.isEnabledFor(logging.DEBUG):
         pycolmap.logging.minloglevel = 2
     try:
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp:

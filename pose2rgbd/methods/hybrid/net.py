@@ -76,6 +76,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# the keyframe from behind is looked for first among this many nearest keyframes (HybridNet.keyframes_to_warp)
+BEHIND_CANDIDATES = 64
+
+
 class HybridNet(PoseToImage, ModelBase):
     """Hybrid warp-and-fill model (see the module docstring). Build with :func:`build_model`."""
 
@@ -318,18 +322,32 @@ class HybridNet(PoseToImage, ModelBase):
         assert self.keyframes is not None
         T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
         kf = self.keyframes
-        d = kf.poses.distances(T)  # (B, N)
-        if exclude is not None:
-            assert self.keyframe_times is not None  # select_keyframes checked
-            src, pos = self.keyframe_times
-            q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
-            d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
         centres = np.asarray(kf.T_world_cam, np.float64)[:, :3, 3]  # (N, 3)
-        ahead = np.einsum("bnk,bk->bn", centres[None] - T[:, None, :3, 3], T[:, :3, 2])  # along each query's z
-        d = np.where(ahead < 0.0, d, np.inf)
-        np.put_along_axis(d, rows, np.inf, axis=1)  # not one of the neighbours again
-        behind = np.argmin(d, axis=1)[:, None]
-        ok = np.isfinite(np.take_along_axis(d, behind, axis=1))
+        behind = np.zeros((len(T), 1), np.int64)
+        ok = np.zeros((len(T), 1), bool)
+        todo = np.arange(len(T))
+        if exclude is None:  # the nearest few (the k-d tree above 512 keyframes); a full scan only where none is behind
+            cand = kf.nearest(T, min(len(kf), BEHIND_CANDIDATES))  # (B, M) nearest first, ties by row
+            along = np.einsum("bmk,bk->bm", centres[cand] - T[:, None, :3, 3], T[:, :3, 2])
+            good = (along < 0.0) & ~(cand[:, :, None] == rows[:, None, :]).any(axis=2)
+            found = good.any(axis=1)
+            behind[found, 0] = cand[found, good[found].argmax(axis=1)]
+            ok[found, 0] = True
+            todo = np.flatnonzero(~found)
+        if len(todo):
+            Tt = T[todo]
+            d = kf.poses.distances(Tt)  # (b, N): metres + rot_weight_m * radians
+            if exclude is not None:
+                assert self.keyframe_times is not None  # select_keyframes checked
+                src, pos = self.keyframe_times
+                q_src, q_pos, window = (np.asarray(x, dtype=np.int64).reshape(-1, 1)[todo] for x in exclude)
+                d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
+            along = np.einsum("bnk,bk->bn", centres[None] - Tt[:, None, :3, 3], Tt[:, :3, 2])  # along each query's z
+            d = np.where(along < 0.0, d, np.inf)
+            np.put_along_axis(d, rows[todo], np.inf, axis=1)  # not one of the neighbours again
+            j = np.argmin(d, axis=1)
+            behind[todo, 0] = j
+            ok[todo, 0] = np.isfinite(d[np.arange(len(todo)), j])
         return np.concatenate([rows, behind], 1), np.concatenate([usable, ok], 1), 1
 
     # -- what the checkpoint keeps beside the weights (pose2rgbd.methods.hybrid.stored) -----------------------

@@ -99,7 +99,7 @@ def colmap_poses(
     T = np.full((n, 4, 4), np.nan)
     points: dict[int, np.ndarray] = {}
     model_of = np.full(n, -1, np.int64)
-    with colmap_workspace(pycolmap, "pose2rgbd-colmap-") as root:
+    with colmap_workspace(pycolmap, "pose2rgbd-colmap-", log) as root:
         img_dir = root / "images"
         names = []
         Ks = np.asarray(K, dtype=np.float64).copy()

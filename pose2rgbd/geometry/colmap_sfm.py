@@ -16,9 +16,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pose2rgbd.errors import ConfigError
+
+if TYPE_CHECKING:  # an optional dependency: imported where it runs (load_pycolmap)
+    from pycolmap import Reconstruction
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class SequentialSfm:
     max_num_models: int = 0
 
 
-def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: SequentialSfm) -> list[Any]:
+def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: SequentialSfm) -> list[Reconstruction]:
     """COLMAP on the frames ``root/images/<name>`` (in time order) of a :func:`colmap_workspace`: its
     reconstructions (``pycolmap.Reconstruction``), the one with the most registered frames first (empty: none)."""
     img_dir = root / "images"

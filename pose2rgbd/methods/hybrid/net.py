@@ -300,14 +300,19 @@ class HybridNet(PoseToImage, ModelBase):
             return rows, np.ones(rows.shape, bool)
         if self.keyframe_times is None:
             raise ConfigError("training excludes neighbours in time: use_keyframes(..., times=...) was not given them")
-        src, pos = self.keyframe_times
-        d = kf.poses.distances(T_world_cam)  # (B, N): metres + rot_weight_m * radians (the baseline's distance)
-        q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
-        d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
+        d = self._excluded(kf.poses.distances(T_world_cam), exclude)  # (B, N): metres + rot_weight_m * radians
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
         order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
         rows = np.take_along_axis(part, order, axis=1)
         return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+
+    def _excluded(self, d: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """``d`` (B, N) with inf where training excludes keyframe n from query b: ``exclude = (source_id (B,),
+        seq_pos (B,), window (B,))``, the keyframes of the query's source within ``window`` frames of it."""
+        assert self.keyframe_times is not None  # select_keyframes checked
+        src, pos = self.keyframe_times
+        q_src, q_pos, window = (np.asarray(a, dtype=np.int64).reshape(-1, 1) for a in exclude)
+        return np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
 
     def keyframes_to_warp(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -338,10 +343,8 @@ class HybridNet(PoseToImage, ModelBase):
             Tt = T[todo]
             d = kf.poses.distances(Tt)  # (b, N): metres + rot_weight_m * radians
             if exclude is not None:
-                assert self.keyframe_times is not None  # select_keyframes checked
-                src, pos = self.keyframe_times
-                q_src, q_pos, window = (np.asarray(x, dtype=np.int64).reshape(-1, 1)[todo] for x in exclude)
-                d = np.where((src[None] == q_src) & (np.abs(pos[None] - q_pos) <= window), np.inf, d)
+                src_q, pos_q, win_q = (np.asarray(x).reshape(-1)[todo] for x in exclude)
+                d = self._excluded(d, (src_q, pos_q, win_q))
             along = np.einsum("bnk,bk->bn", centres[None] - Tt[:, None, :3, 3], Tt[:, :3, 2])  # along each query's z
             d = np.where(along < 0.0, d, np.inf)
             np.put_along_axis(d, rows[todo], np.inf, axis=1)  # not one of the neighbours again

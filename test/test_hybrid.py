@@ -95,7 +95,7 @@ def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane)
     ck, cam = plane
     # the defaults (background depth and colour; blended colours of the warped pixels) differ, below
     model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest", warp_colour="nearest-surface",
-                            neighbours=3, behind_keyframe=False)  # fmt: skip
+                            neighbours=3, behind_keyframe=False, decoder=True)  # fmt: skip
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -322,7 +322,7 @@ def trained(toy: Path, tmp_path_factory: pytest.TempPathFactory):
             "--set", "train.device=cpu", "--set", "train.progress=false", "--set", "train.tensorboard=false",
             "--set", "train.recalibrate_bn=false", "--set", "train.val_fraction=0.2",
             "--set", "train.test_fraction=0.2",
-            "--set", "model.max_keyframes=12",
+            "--set", "model.max_keyframes=12", "--set", "model.decoder=true",
         ]
     )  # fmt: skip
     assert rc == 0
@@ -426,12 +426,13 @@ def test_refinement_refuses_the_hybrid_whose_warp_has_no_pose_gradient(plane) ->
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.inference.refine import Refiner
 
-    model, T = _plane_model(plane)
-    Tt = torch.as_tensor(T[:1]).requires_grad_(True)
-    g = torch.autograd.grad(model(model.poses_to_input_torch(Tt))["rgb"].sum(), Tt)[0]
-    assert float(g.abs().sum()) == 0.0  # why: no gradient reaches the pose through the output
-    with pytest.raises(ConfigError, match=r"hybrid.*gradient"):
-        Refiner(model)
+    for decoder in (True, False):
+        model, T = _plane_model(plane, decoder=decoder)
+        Tt = torch.as_tensor(T[:1]).requires_grad_(True)
+        g = torch.autograd.grad(model(model.poses_to_input_torch(Tt))["rgb"].sum(), Tt, allow_unused=True)[0]
+        assert g is None or float(g.abs().sum()) == 0.0  # why: no gradient reaches the pose through the output
+        with pytest.raises(ConfigError, match=r"hybrid.*gradient"):
+            Refiner(model)
 
 
 def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> None:
@@ -465,7 +466,7 @@ def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> 
 def test_batchnorm_recalibration_draws_no_random_numbers(plane) -> None:
     """The trainer recalibrates BatchNorm before every validation and promises not to perturb training; the
     hybrid's training forward draws each query's exclusion window, so recalibration must not go through it."""
-    model, T = _plane_model(plane)
+    model, T = _plane_model(plane, decoder=True)
     model.train()
     x, _ = model.poses_to_input(T[:4])
     batch = {"pose": x, "T_world_cam": torch.from_numpy(T[:4]), "source_id": torch.zeros(4, dtype=torch.long),
@@ -606,7 +607,8 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
     current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
-                                "hole_ground": True, "warp_colour": "blend", "behind_keyframe": True}}  # fmt: skip
+                                "hole_ground": True, "warp_colour": "blend", "behind_keyframe": True,
+                                "decoder": False}}  # fmt: skip
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
 
 

@@ -105,7 +105,7 @@ def test_fill_files_of_another_shape_or_kind_are_refused_with_the_fix(tmp_path: 
 def test_a_model_without_decoder_renders_trains_and_exports() -> None:
     m = _model(fill_channels=8, decoder=False)
     assert m.decoder is None
-    n_with = sum(p.numel() for p in _model(fill_channels=8).parameters())
+    n_with = sum(p.numel() for p in _model(fill_channels=8, decoder=True).parameters())
     assert sum(p.numel() for p in m.parameters()) < n_with
     f = _random_fill(8, 2)
     m.fill.load_state_dict(f.state_dict())

@@ -157,7 +157,16 @@ def test_weights_stored_in_bf16_render_as_autocast_casting_them(ck) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(ck) -> None:
+@pytest.fixture(scope="module")
+def ck_decoder():
+    """The same with a pose decoder (``model.decoder`` true: BatchNorm to fold, a pose input for ONNX Runtime)."""
+    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64, neighbours=3, decoder=True)
+
+
+@pytest.mark.parametrize("name", ["ck", "ck_decoder"])
+def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(name: str, request) -> None:
+    ck = request.getfixturevalue(name)
+    assert (ck.model.decoder is not None) == (name == "ck_decoder")
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)
     fast = RenderEngine(EngineConfig(device="cpu", warmup=1, precision="fp32"), ck)  # BatchNorm folded, channels-last

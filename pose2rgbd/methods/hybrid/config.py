@@ -26,6 +26,7 @@ BEFORE_DEFAULTS: dict[str, object] = {
     "hole_ground": False,
     "warp_colour": "nearest-surface",
     "behind_keyframe": False,
+    "decoder": True,
 }
 
 
@@ -45,9 +46,11 @@ class HybridConfig:
     )
     kernel_size: int = help_field(3, "decoder: kernel of the transposed convolutions (3 or 4)")
     decoder: bool = help_field(
-        True, "render the pose with the decoder and give its RGB-D to the fill network (False: no decoder; the fill "
-        "network refines the keyframes' answer alone, as the shipped pretrained fill was trained: faster, and "
-        "nothing in it is tied to one place)"
+        False, "render the pose with a Pose2RGBD decoder and give its RGB-D to the fill network (False, the default: "
+        "no decoder; the fill network refines the keyframes' answer alone, as the shipped pretrained fill was "
+        "trained: a faster render, nothing in it tied to one place, and on real held-out blocks as good or better "
+        "than with it, docs/results.md \"Without the pose decoder\"; True: the paper's pose-to-image network as "
+        "one more input, whose widths the presets set)"
     )  # fmt: skip
     decoder_loss_weight: float = help_field(
         0.5, "weight of the decoder's own RGB / depth losses next to the final output's (0: trained only through fill)"
@@ -211,6 +214,8 @@ class HybridConfig:
         )
 
 
+# The decoder widths below apply with model.decoder true; without a decoder (the default) `hybrid` and `hybrid-lite`
+# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill.
 PRESETS: dict[str, dict[str, Any]] = {
     "hybrid": {"preset": "hybrid"},
     # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further

@@ -17,8 +17,9 @@ import copy
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose2rgbd.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +173,7 @@ def export_network_part(
             xs = example_inputs(pose_dim, size, b, seed=1 + i)
             with torch.inference_mode():
                 ref = m(*xs)
-            got = sess.run(list(OUTPUTS), {n: x.numpy() for n, x in zip(INPUTS, xs, strict=True)})
+            got = sess.run(list(OUTPUTS), ort_feed(sess, xs))
             for r, g in zip(ref, got, strict=True):
                 err = max(err, float(np.abs(r.numpy() - g).max()))
         if not err <= tolerance:
@@ -184,6 +188,14 @@ def export_network_part(
     return err
 
 
+def ort_feed(session: InferenceSession, xs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """The network part's inputs ``xs`` (in :data:`INPUTS` order) as an ONNX Runtime feed of the inputs the graph
+    kept: without a decoder (``model.decoder`` false) no output depends on the pose, and the exporter drops it."""
+    kept = {i.name for i in session.get_inputs()}
+    named = zip(INPUTS, xs, strict=True)
+    return {n: x.detach().to("cpu", torch.float32).contiguous().numpy() for n, x in named if n in kept}
+
+
 class OnnxNetworkPart:
     """An exported network part in an ONNX Runtime session, called like :class:`NetworkPart` (torch tensors in,
     torch tensors out on the inputs' device)."""
@@ -195,7 +207,6 @@ class OnnxNetworkPart:
         self.device = device
 
     def __call__(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feed = {n: x.detach().to("cpu", torch.float32).contiguous().numpy() for n, x in zip(INPUTS, xs, strict=True)}
-        got: list[Any] = self.session.run(list(OUTPUTS), feed)
+        got: list[Any] = self.session.run(list(OUTPUTS), ort_feed(self.session, xs))
         rgb, log_scale = (torch.from_numpy(g).to(self.device) for g in got)
         return rgb, log_scale

@@ -262,6 +262,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 rgb, depth, kf_T = m.gather_keyframes(rows)
                 T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ kf_T
                 mark()
+                from pose2rgbd.methods.hybrid.network import decoder_inputs
                 from pose2rgbd.methods.hybrid.warp import warp_gathered
 
                 dn = m.depth_normalizer
@@ -272,7 +273,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 mark()
                 w_rgb, background = m._holes(w, T)
                 mark()
-                dec = m.decoder(x.masked_fill(m.pose_fixed, 0.0))
+                dec = decoder_inputs(m.decoder, x.masked_fill(m.pose_fixed, 0.0), w_rgb)  # zeros without one
                 mark()
                 v = w["valid"].to(dec["rgb"].dtype)
                 xx = torch.cat([dec["rgb"], dec["depth"], w_rgb, w["depth"], v, w["hits"]], dim=1)

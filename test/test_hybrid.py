@@ -576,8 +576,9 @@ def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_th
     # 3 keyframes, as the reprojection baseline: enough holes in this scene (5, the default, leave 2 %)
     # (and no keyframe from behind, which fills most of them here)
     old, _ = _plane_model(plane, hole_rgb="nearest", rgb_correction="everywhere", neighbours=3, behind_keyframe=False)
-    new, _ = _plane_model(plane, neighbours=3, behind_keyframe=False)  # the defaults otherwise
-    assert (new.config.hole_rgb, new.config.rgb_correction) == ("background", "holes")
+    new, _ = _plane_model(plane, neighbours=3, behind_keyframe=False, rgb_correction="holes")
+    assert new.config.hole_rgb == "background"  # the default
+    assert HybridConfig().rgb_correction == "everywhere"  # the default, which "old" shares
     with torch.no_grad():
         new.fill.out.weight.normal_(0.0, 0.05)
     old.load_state_dict(new.state_dict())
@@ -606,7 +607,7 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     old = {"model_config": {"preset": "hybrid", "size": 64, "hole_depth": "nearest"}, "state_dict": {}}
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
-    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
+    current = {"model_config": {"hole_rgb": "background", "rgb_correction": "everywhere", "fill_init": "pretrained",
                                 "hole_ground": True, "warp_colour": "blend", "behind_keyframe": True,
                                 "decoder": False}}  # fmt: skip
     assert FAMILY.migrate(current) == current  # a current checkpoint is left as it is
@@ -679,9 +680,9 @@ def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give
     from pose2rgbd.training.run_folder import check_resume
 
     fam = get_family("hybrid")
-    old = fam.make_config("hybrid", size=SIZE, hole_rgb="nearest", rgb_correction="everywhere")  # as migrated
+    old = fam.make_config("hybrid", size=SIZE, hole_rgb="nearest", decoder=True)  # as migrated
     ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=old, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
-    with pytest.raises(CheckpointError, match=r"--set model\.hole_rgb=nearest --set model\.rgb_correction=everywhere"):
+    with pytest.raises(CheckpointError, match=r"--set model\.decoder=True --set model\.hole_rgb=nearest"):
         check_resume(tmp_path / "last.pt", ck, fam, fam.make_config("hybrid", size=SIZE), None, "f")  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="trained on dataset"):  # with them given, the model check passes
         check_resume(tmp_path / "last.pt", ck, fam, old, None, "other")  # type: ignore[arg-type]

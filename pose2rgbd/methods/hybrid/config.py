@@ -137,9 +137,11 @@ class HybridConfig:
         0.2, "warp_colour blend: a keyframe's point counts as the same surface within this fraction of the depth"
     )
     rgb_correction: str = help_field(
-        "holes",
-        "where the fill network's colour correction is added: holes (pixels no keyframe point landed on; warped "
-        "pixels keep the keyframes' colour) | everywhere",
+        "everywhere",
+        "where the fill network's colour correction is added: everywhere (warped pixels too: real keyframes "
+        "disagree with a new view in exposure, white balance, compression and what moved, docs/results.md "
+        '"The colour correction everywhere") | holes (pixels no keyframe point landed on; warped pixels keep the '
+        "keyframes' colour)",
     )
     loss: str = help_field("l1", "image loss of the final and decoder outputs: l1 (the metrics are MAE) | mse")
     depth_max: float = help_field(

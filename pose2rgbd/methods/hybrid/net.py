@@ -492,9 +492,9 @@ class HybridNet(PoseToImage, ModelBase):
         return dn.normalize(z.clamp(max=2.0 * dn.max_m + 1.0)).float()  # type: ignore[no-any-return]
 
     def _correct_rgb(self, w_rgb: torch.Tensor, corrected: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The warped colour with the fill network's correction (``corrected``) everywhere, or only in the holes
-        with ``rgb_correction`` ``holes`` (converged on held-out routes, a correction everywhere left the warped
-        pixels 0.2 px worse than the keyframes' own colour: docs/results.md)."""
+        """The warped colour with the fill network's correction (``corrected``) everywhere (``rgb_correction``
+        ``everywhere``, the default: on real held-out blocks it corrects what the keyframes' own colours get wrong,
+        docs/results.md), or only in the holes with ``holes``."""
         if self.config.rgb_correction == "holes":
             return torch.where(valid, w_rgb, corrected)
         return corrected

@@ -53,9 +53,10 @@ def main() -> None:
             images = {
                 "final output": out["rgb"].clamp(-1, 1),
                 "warped view (the fill's input and base)": w["rgb"],
-                "decoder alone": out["decoder_rgb"].clamp(-1, 1),
                 "holes given the background colour": background_colour(w["rgb"], source),
             }
+            if "decoder_rgb" in out:  # a model with a pose decoder (model.decoder true)
+                images["decoder alone"] = out["decoder_rgb"].clamp(-1, 1)
             v = w["valid"].expand(-1, 3, -1, -1)
             for name, img in images.items():
                 e = (img - gt_all[i : i + 32]).abs() * 127.5

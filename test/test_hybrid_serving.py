@@ -24,6 +24,12 @@ def ck():
     return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64, neighbours=3)
 
 
+@pytest.fixture(scope="module")
+def ck_decoder():
+    """The same with a pose decoder (``model.decoder`` true: BatchNorm to fold, a pose input for ONNX Runtime)."""
+    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64, neighbours=3, decoder=True)
+
+
 def _tilted(T: np.ndarray, deg: float) -> np.ndarray:
     a = np.deg2rad(deg)
     R = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
@@ -134,11 +140,14 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     assert not torch.equal(a["rgb"][0], ((255 - rgb[0, 0]).float() / 127.5 - 1).permute(2, 0, 1))
 
 
-def test_weights_stored_in_bf16_render_as_autocast_casting_them(ck) -> None:
+@pytest.mark.parametrize("name", ["ck", "ck_decoder"])
+def test_weights_stored_in_bf16_render_as_autocast_casting_them(name: str, request) -> None:
     """A bf16 serving copy keeps its convolution and linear weights in bf16 (no cast per call): the same outputs,
-    bit for bit, as the copy whose fp32 weights autocast casts at every call; fp32 copies are left alone."""
+    bit for bit, as the copy whose fp32 weights autocast casts at every call; fp32 copies are left alone. With and
+    without a pose decoder (its linear and transposed layers)."""
     from pose2rgbd.models.device import AUTOCAST_LAYERS, autocast, prepare_for_serving
 
+    ck = request.getfixturevalue(name)
     dev = torch.device("cpu")
     kw = {"fuse_bn": True, "channels_last": True, "transposed_channels_last": "off"}
     stored = prepare_for_serving(ck.model, dev, "bf16", **kw)
@@ -155,12 +164,6 @@ def test_weights_stored_in_bf16_render_as_autocast_casting_them(ck) -> None:
         a, b = stored(x, Q), cast(x, Q)
     for k in ("rgb", "depth", "confidence"):
         assert torch.equal(a[k], b[k]), k
-
-
-@pytest.fixture(scope="module")
-def ck_decoder():
-    """The same with a pose decoder (``model.decoder`` true: BatchNorm to fold, a pose input for ONNX Runtime)."""
-    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64, neighbours=3, decoder=True)
 
 
 @pytest.mark.parametrize("name", ["ck", "ck_decoder"])
@@ -189,7 +192,7 @@ def test_onnxruntime_serving_refuses_other_precisions_and_whole_model_export(ck,
 
     with pytest.raises(ConfigError, match="fp32"):
         RenderEngine(EngineConfig(device="cpu", backend="onnxruntime", precision="bf16", warmup=0), ck)
-    with pytest.raises(CheckpointError, match="decoder and fill network then run in ONNX Runtime"):
+    with pytest.raises(CheckpointError, match=r"fill network \(and decoder\) then run in ONNX Runtime"):
         export_onnx(ck, tmp_path / "h.onnx")
     assert not (tmp_path / "h.onnx").exists()
 

@@ -33,11 +33,14 @@ BEFORE_DEFAULTS: dict[str, object] = {
 @dataclass
 class HybridConfig:
     """Hybrid warp-and-fill: the nearest training RGB-D frames (keyframes of a place map the checkpoint names)
-    splatted into the query pose, a Pose2RGBD Base decoder rendering the pose, and a small U-Net that fills and
-    corrects."""
+    splatted into the query pose and a small U-Net that fills and corrects them (with ``decoder``, beside a
+    Pose2RGBD Base decoder's render of the pose)."""
 
     preset: str = help_field("hybrid", "preset name (recorded in checkpoints and reports)")
-    encoding: str = help_field("6dof-quat", "pose input of the decoder: 6dof-euler or 6dof-quat")
+    encoding: str = help_field(
+        "6dof-quat", "pose input of the decoder (with model.decoder true) and of the pose normalization: 6dof-euler or "
+        "6dof-quat"
+    )  # fmt: skip
     size: int = help_field(64, "square output resolution, a power of two in [64, 512]")
     # the pose decoder (a Pose2RGBD Base network, methods/pose2rgbd/net.py)
     dense_channels: int = help_field(1024, "decoder: channels of the 4x4 map made by the dense layer from the pose")
@@ -53,8 +56,9 @@ class HybridConfig:
         "one more input, whose widths the presets set)"
     )  # fmt: skip
     decoder_loss_weight: float = help_field(
-        0.5, "weight of the decoder's own RGB / depth losses next to the final output's (0: trained only through fill)"
-    )
+        0.5, "with model.decoder true: weight of the decoder's own RGB / depth losses next to the final output's (0: "
+        "trained only through fill)"
+    )  # fmt: skip
     # the keyframe store and the warp
     neighbours: int = help_field(
         5, "keyframes warped into each query pose (nearest first; the reprojection baseline warps 3: more of them "

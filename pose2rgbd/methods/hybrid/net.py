@@ -1,4 +1,4 @@
-"""The hybrid warp-and-fill network: keyframe store + forward warp + Pose2RGBD decoder + fill U-Net.
+"""The hybrid warp-and-fill network: keyframe store + forward warp + fill U-Net (+ a Pose2RGBD decoder, optional).
 
 ``forward(pose (B, D) normalized)`` -- the same input and output dict as
 :class:`~pose2rgbd.methods.pose2rgbd.net.Pose2RGBDNet`, so the render engine, evaluation, the render node and the
@@ -14,23 +14,24 @@ experiments serve it unchanged:
    others leave: :meth:`HybridNet.keyframes_to_warp`); with
    ``model.geometry fused`` the keyframes' fused surface gives the depth and colour wherever it has them
    (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
-3. a Pose2RGBD Base decoder renders RGB-D from the pose alone;
-4. a small U-Net takes [decoder RGB, decoder depth, warped RGB, warped depth (normalized), valid, hits / k] and
-   outputs a correction of the warped answer: added to its RGB (``rgb_correction``: in the holes only, or
-   everywhere), a log scale factor of its depth in metres where a keyframe point landed (everywhere with
-   ``hole_depth`` learned). In the output, holes take
+3. with ``decoder`` (not the default) a Pose2RGBD Base decoder renders RGB-D from the pose alone;
+4. a small U-Net takes [decoder RGB, decoder depth (zeros without a decoder), warped RGB, warped depth
+   (normalized), valid, hits / k] and outputs a correction of the warped answer: added to its RGB
+   (``rgb_correction``: everywhere, the default, or in the holes only), a log scale factor of its depth in
+   metres where a keyframe point landed (everywhere with ``hole_depth`` learned). In the output, holes take
    the depth of the farther surface around them (``hole_depth`` background); with ``hole_rgb`` background that
    surface's colour is already in the warped RGB the network sees and corrects (:meth:`HybridNet._holes`, one
    pass of :func:`~pose2rgbd.methods.hybrid.hole_depth.background_fill_with_source`). Its last convolution starts
-   at zero, so an untrained model with the ``nearest`` hole rules answers the reprojection baseline (up to sky,
-   which is splatted instead of filled, and float16 depth) and training only has to learn the corrections.
+   at zero (``fill_init none``), so such an untrained model with the ``nearest`` hole rules answers the
+   reprojection baseline (up to sky, which is splatted instead of filled, and float16 depth) and training only has
+   to learn the corrections; a new model's fill starts from the shipped pretrained weights instead.
 
 Steps 3-4 are the network part (:mod:`pose2rgbd.methods.hybrid.network`), which exports to ONNX and runs in ONNX
 Runtime when the engine serves the model with ``engine.backend onnxruntime``.
 
 Outputs: ``"rgb"`` ``(B, 3, S, S)`` (about [-1, 1]; clipped when converted), ``"depth"`` ``(B, 1, S, S)``
 normalized by the model's depth range, ``"confidence"`` ``(B, 1, S, S)`` = 1 where a keyframe point landed, 0 in
-holes; and for training ``"decoder_rgb"`` / ``"decoder_depth"``.
+holes; and with a decoder, for training, ``"decoder_rgb"`` / ``"decoder_depth"``.
 
 The keyframes (training frames only) are a :class:`~pose2rgbd.placemap.keyframes.Keyframes` seen through the
 model's camera (:meth:`HybridNet.use_keyframes`), not in the ``state_dict``: a checkpoint names the place map they
@@ -85,21 +86,22 @@ class HybridNet(PoseToImage, ModelBase):
 
     kind = "hybrid"
     # served at bf16 on CPUs with native bf16 (engine.precision auto): the depth is the warped keyframes' (fp32)
-    # times a learned scale, and the colour the keyframes' outside the holes; measured against fp32 on the real-data
-    # benchmark's three sets: RGB MAE within 0.1 %, depth MAE within 1.3 % (docs/serving.md); 1.0-1.9x as fast,
-    # by preset, size and threads
+    # times a learned scale, and the colour the keyframes' (fp32) plus the network's correction; measured against
+    # fp32 on the real-data benchmark's sets (docs/serving.md, "bf16 and the correction everywhere"); 1.0-1.9x as
+    # fast, by preset, size and threads
     serves_bf16_on_cpu = True
     # the forward pass selects keyframes in numpy and splats with data-dependent scatters: no ONNX graph of the
-    # whole model; its network part (decoder + fill) is one (serve_network_part_with_onnxruntime)
+    # whole model; its network part (fill, and decoder where there is one) is one (serve_network_part_with_onnxruntime)
     onnx_unsupported = (
         "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
         "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint (engine.backend torch, "
-        "or onnxruntime: its decoder and fill network then run in ONNX Runtime, the warp in torch)"
+        "or onnxruntime: its fill network (and decoder) then run in ONNX Runtime, the warp in torch)"
     )
     # the warped keyframes (most of the render) are splatted without gradient: d(render)/d(pose) misses them
     pose_gradient_unsupported = (
         "its render is mostly training frames forward-splatted into the pose, which carries no gradient to the "
-        "pose (only the small decoder does); refine with a Pose2RGBD or PoseGAN checkpoint of the same place"
+        "pose (a pose decoder, where there is one, alone would); refine with a Pose2RGBD or PoseGAN checkpoint of "
+        "the same place"
     )
 
     warp_kernel = "auto"  # warp_gathered's kernel: auto (numba on CPU, torch on CUDA) | numba | torch
@@ -636,6 +638,6 @@ def build_model(
     pose_normalizer: PoseNormalizer | None = None,
 ) -> HybridNet:
     """A hybrid network for ``cfg`` with an empty keyframe store (the recipe fills it; a checkpoint load restores
-    it). ``model(pose)`` returns ``"rgb"``, ``"depth"``, ``"confidence"``, ``"decoder_rgb"``, ``"decoder_depth"``
-    (see :class:`HybridNet`)."""
+    it). ``model(pose)`` returns ``"rgb"``, ``"depth"``, ``"confidence"``, and with ``cfg.decoder``
+    ``"decoder_rgb"``, ``"decoder_depth"`` (see :class:`HybridNet`)."""
     return HybridNet(cfg, depth_normalizer, pose_normalizer)

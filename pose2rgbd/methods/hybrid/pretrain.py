@@ -90,6 +90,7 @@ def pretrain_fill(
         "places": len(datasets), "datasets": [str(d) for d in datasets], "preset": preset, "size": int(size),
         "rounds": rounds, "minutes_per_place": minutes_per_place, "lr": lr, "batch_size": batch_size,
         "steps": steps, "overrides": dict(overrides or {}), "decoder": False,
+        "rgb_correction": shape.rgb_correction,  # where its colour correction was trained (the shipped: holes)
         "wall_minutes_this_call": round((time.monotonic() - t0) / 60.0, 1),
     }  # fmt: skip
 

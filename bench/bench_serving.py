@@ -234,6 +234,8 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
     module) and the engine's torch path (numba warp, prepared module)."""
     import torch
 
+    from pose2rgbd.methods.hybrid.network import decoder_inputs
+    from pose2rgbd.methods.hybrid.warp import warp_gathered
     from pose2rgbd.models.device import prepare_for_inference
     from pose2rgbd.testing.hybrid_keyframes import query_poses
 
@@ -262,9 +264,6 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 rgb, depth, kf_T = m.gather_keyframes(rows)
                 T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ kf_T
                 mark()
-                from pose2rgbd.methods.hybrid.network import decoder_inputs
-                from pose2rgbd.methods.hybrid.warp import warp_gathered
-
                 dn = m.depth_normalizer
                 tolerance, weights = m.blend_options(T, rows)  # the model's own colour rule, as its forward
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,

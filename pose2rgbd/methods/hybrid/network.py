@@ -173,7 +173,7 @@ def export_network_part(
             xs = example_inputs(pose_dim, size, b, seed=1 + i)
             with torch.inference_mode():
                 ref = m(*xs)
-            got = sess.run(list(OUTPUTS), ort_feed(sess, xs))
+            got = sess.run(list(OUTPUTS), ort_feed(graph_inputs(sess), xs))
             for r, g in zip(ref, got, strict=True):
                 err = max(err, float(np.abs(r.numpy() - g).max()))
         if not err <= tolerance:
@@ -188,10 +188,15 @@ def export_network_part(
     return err
 
 
-def ort_feed(session: InferenceSession, xs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-    """The network part's inputs ``xs`` (in :data:`INPUTS` order) as an ONNX Runtime feed of the inputs the graph
-    kept: without a decoder (``model.decoder`` false) no output depends on the pose, and the exporter drops it."""
-    kept = {i.name for i in session.get_inputs()}
+def graph_inputs(session: InferenceSession) -> frozenset[str]:
+    """The names of the inputs an exported network part kept: without a decoder (``model.decoder`` false) no output
+    depends on the pose, and the exporter drops it."""
+    return frozenset(i.name for i in session.get_inputs())
+
+
+def ort_feed(kept: frozenset[str], xs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """The network part's inputs ``xs`` (in :data:`INPUTS` order) as an ONNX Runtime feed of the graph's inputs
+    ``kept`` (:func:`graph_inputs`)."""
     named = zip(INPUTS, xs, strict=True)
     return {n: x.detach().to("cpu", torch.float32).contiguous().numpy() for n, x in named if n in kept}
 
@@ -205,8 +210,9 @@ class OnnxNetworkPart:
 
         self.session = ort_session(path, device, threads)
         self.device = device
+        self.inputs = graph_inputs(self.session)  # read once: every render feeds them
 
     def __call__(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        got: list[Any] = self.session.run(list(OUTPUTS), ort_feed(self.session, xs))
+        got: list[Any] = self.session.run(list(OUTPUTS), ort_feed(self.inputs, xs))
         rgb, log_scale = (torch.from_numpy(g).to(self.device) for g in got)
         return rgb, log_scale

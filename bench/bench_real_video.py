@@ -9,7 +9,9 @@ One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF t
 1. ``pose2rgbd convert video CLIP --depth selfsup --depth-minutes 3 --size 256x144 --out WORK/dataset``: frame poses
    from structure from motion aligned to the GPS (metric), depth from the self-supervised network trained on the
    clip against those poses (Algorithm 2). That depth is what the depth columns are scored against: **a network's
-   output scaled to the SfM-metric poses, not a sensor's measurement**.
+   output scaled to the SfM-metric poses, not a sensor's measurement**. A second depth table scores every answer,
+   and that depth itself, at points triangulated among the test frames (``evaluate``'s ``point_depth``): a
+   yardstick that does not come from the network.
 2. ``pose2rgbd train --method hybrid --preset hybrid-fast --split route --size 128 --lr 1e-3 --max-minutes N``
    (``--geometry fused``: with ``--model.geometry fused``, in ``WORK/hybrid-fused``) on the
    converted dataset (the route split: the time-ordered frames in 10 contiguous blocks, one held out for validation,
@@ -205,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     made = {"selfsup": "the self-supervised network's output scaled to the SfM-metric poses",
             "mvs": "multi-view stereo from the SfM-metric poses, NaN where no neighbour confirms it",
             "selfsup+mvs": "stereo where verified, the network scaled to it elsewhere"}[a.depth]  # fmt: skip
-    if a.clip is None:
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.evaluation.point_depth import estimated_depth_source
+
+    src = estimated_depth_source(Dataset(dataset))
+    if a.clip is None and src is not None:
+        print(f"depth ground truth: {dataset}'s own depth, estimated by {src} when it was converted, not a sensor")
+    elif a.clip is None:
         print(f"depth ground truth: {dataset}'s own depth (a sensor's, where the dataset was recorded with one)")
     else:
         print(f"depth ground truth: the converted dataset's own depth ({made}), not a sensor")
@@ -223,6 +231,18 @@ def main(argv: list[str] | None = None) -> int:
             tg = ", ".join("met" if v[f"{x}_met"] else "not met" for x in ("rgb", "depth", "psnr"))
         print(f"| {names[k]} | {r['rgb_mae_px']:.2f} | {r['rgb_psnr_db']:.2f} | {r['depth_mae']:.3f} | "
               f"{r['depth_absrel']:.4f} | {vs} | {tg} |")  # fmt: skip
+    if "point_depth_mae" in ref:  # estimated depth: the depth at the test frames' own triangulated points too
+        print(f"\ndepth at points: {info.get('point_depth')}\n")
+        print("| held-out time block | depth MAE at points (m) | AbsRel at points | vs reprojection |")
+        print("|---|---:|---:|---|")
+        for k in ("model", "fused", "reprojection", "baseline", "dataset_depth"):
+            r = m[k]
+            g = 1.0 - r["point_depth_mae"] / ref["point_depth_mae"]
+            if k in verdicts:
+                verdicts[k]["point_depth_gain"] = g
+            label = names.get(k, "the dataset's own depth")
+            print(f"| {label} | {r['point_depth_mae']:.3f} | {r['point_depth_absrel']:.4f} | "
+                  f"{'-' if k == 'reprojection' else f'{100 * g:+.1f} %'} |")  # fmt: skip
     for k in ("reprojection", "fused"):
         print(f"{names[k]}: {info.get(k)}")
     print(f"files: {ev / 'metrics.md'}, {ev / 'grid.png'}, {sheet}")

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pose2rgbd.evaluation.point_depth import estimated_depth_source
+
 
 def _video(path: Path, n: int, frozen: tuple[int, ...] = (), wh: tuple[int, int] = (64, 64), blur: float = 1.0) -> Path:
     """An MJPEG video (every frame coded on its own, so a repeated frame decodes to the same pixels) of a random
@@ -196,4 +198,5 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     assert len(ds) == 9 and ds.manifest.depth_kind == "unscaled"
     assert ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
     assert ds.manifest.extra["depth"]["checkpoint"] == str((work / "run" / "last.pt").resolve())
+    assert estimated_depth_source(ds) == "selfsup-depth"  # evaluate scores its depth at triangulated points too
     assert not work.exists()

@@ -8,6 +8,7 @@ import pytest
 from fused_scene import look_at, scene_mesh
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.evaluation.point_depth import estimated_depth_source
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.mvs import (
     MvsConfig,
@@ -181,6 +182,7 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
                           repeats=False))  # fmt: skip
     assert out.manifest.depth_kind == "metric"
     assert out.manifest.extra["depth"]["source"] == ("selfsup+mvs" if combine else "mvs")
+    assert estimated_depth_source(out) == out.manifest.extra["depth"]["source"]
     assert np.allclose(out.frames.T_world_cam, T)  # the metric poses, not the GPS ones
     d = out.read_depth(3)
     err, share = abs_rel(d, depth[3])

@@ -11,6 +11,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.device import PRECISION_CHOICES
 
 EVAL_SPLITS = ("random", "route", "every-nth", "all")
+POINT_DEPTH = ("auto", "on", "off")
 
 
 @dataclass
@@ -40,6 +41,13 @@ class EvaluateConfig:
         "also evaluate the fused-geometry baseline: the training frames' depth fused into one surface (TSDF), "
         "ray-cast at the test pose and coloured from the training frames that see each point (needs depth and Open3D)",
     )
+    point_depth: str = help_field(
+        "auto",
+        "also score depth at points triangulated among the test frames themselves (SIFT matches checked against "
+        "the known poses; pose2rgbd.evaluation.point_depth): a yardstick that does not come from the dataset's "
+        "depth, with a row for the dataset's own depth against it. auto: where the dataset's depth was estimated "
+        "(convert video --depth selfsup / mvs), on, off",
+    )
     max_frames: int = help_field(0, "evaluate at most this many test frames, evenly spaced (0: all)")
     grid_rows: int = help_field(4, "rows (test frames) of the qualitative grid")
     fly_frames: int = help_field(120, "frames in the fly-through video")
@@ -67,6 +75,8 @@ class EvaluateConfig:
             )
         if not 0 <= self.reprojection_frames <= 16:
             raise ConfigError(f"reprojection_frames must be in 0..16 (0: off), got {self.reprojection_frames}")
+        if self.point_depth not in POINT_DEPTH:
+            raise ConfigError(f"point_depth {self.point_depth!r} is not one of {' | '.join(POINT_DEPTH)}")
         if self.max_frames < 0:
             raise ConfigError(f"max_frames must be >= 0 (0: all test frames), got {self.max_frames}")
         for name in ("grid_rows", "fly_frames", "batch_size"):

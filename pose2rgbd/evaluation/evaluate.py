@@ -34,6 +34,12 @@ from pose2rgbd.evaluation.plots import (
     training_curves,
     write_video,
 )
+from pose2rgbd.evaluation.point_depth import (
+    FramePoints,
+    PointDepthAccumulator,
+    estimated_depth_source,
+    triangulate_test_frames,
+)
 from pose2rgbd.evaluation.reprojection import reprojection_answers
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.jsonio import json_text
@@ -129,6 +135,8 @@ def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit
         (f"depth MAE ({depth_unit})", "depth_mae", ".2f"),
         (f"depth RMSE ({depth_unit})", "depth_rmse", ".2f"),
         ("AbsRel", "depth_absrel", ".3f"),
+        (f"depth MAE at points ({depth_unit})", "point_depth_mae", ".2f"),
+        ("AbsRel at points", "point_depth_absrel", ".3f"),
     ]
 
     def ok(v: float | None) -> bool:
@@ -225,6 +233,7 @@ def evaluate(
         acc_r = MetricAccumulator(max_depth)
     holes: list[float] = []
     fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
+    points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
@@ -236,6 +245,7 @@ def evaluate(
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
+        answers: dict[str, np.ndarray | None] = {"model": pred["depth"], "dataset_depth": gt_depth}
         add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
         T_idx = cache.T_world_cam[idx]
         if acc_r is not None and depth_kf is not None:
@@ -243,10 +253,12 @@ def evaluate(
                                                      _range(model))  # fmt: skip
             acc_r.add(r_rgb if model.has_rgb else None, gt_rgb, r_depth if model.has_depth else None, gt_depth)
             holes += h
+            answers["reprojection"] = r_depth
         if fused is not None and acc_f is not None:
             f_rgb, f_depth, h = fused_answers(fused, T_idx, cache.camera, _range(model))
             acc_f.add(f_rgb if model.has_rgb else None, gt_rgb, f_depth if model.has_depth else None, gt_depth)
             holes_f += h
+            answers["fused"] = f_depth
         if nn_base is not None and train_kf is not None:
             b_rgb, bd = nearest_answers(train_kf, nn_base.query(T_idx)[0])
             b_depth = None
@@ -254,6 +266,9 @@ def evaluate(
                 # the baseline answers in the model's output range, like the model (sky -> range max)
                 b_depth = np.where(np.isnan(bd), np.float32(np.nan), np.clip(bd, *_range(model)))
             acc_b.add(b_rgb if model.has_rgb else None, gt_rgb, b_depth, gt_depth)
+            answers["baseline"] = b_depth
+        for key, acc in acc_p.items():
+            acc.add(idx, answers.get(key))
         bar.update(len(idx))
     bar.close()
     metrics = {"model": acc_m.result()}
@@ -263,6 +278,11 @@ def evaluate(
         metrics["reprojection"] = {**acc_r.result(), "hole_fraction": float(np.mean(holes))}
     if acc_f is not None:
         metrics["fused"] = {**acc_f.result(), "hole_fraction": float(np.mean(holes_f))}
+    for key, acc in acc_p.items():
+        if key == "dataset_depth":
+            metrics[key] = {"frames": float(len(test)), **acc.result()}
+        elif key in metrics:
+            metrics[key].update(acc.result())
     frames = np.asarray(per_frame["frame"], np.int64)
     arrays = {k: np.asarray(v) for k, v in per_frame.items()}
     if nn_base is not None:
@@ -306,6 +326,13 @@ def evaluate(
             f"pose with their depth, z-buffered; holes ({100 * metrics['reprojection']['hole_fraction']:.1f} % of "
             "pixels) filled from the nearest frame"
         )
+    if points is not None:
+        src = estimated_depth_source(ds)
+        info["point_depth"] = points.describe() + (
+            f"; the dataset's depth was estimated ({src}): the depth columns score against it, the point columns do not"
+            if src
+            else ""
+        )
     if acc_f is not None and fused is not None:
         info["fused"] = describe_fused(fused, metrics["fused"]["hole_fraction"])
     elif fused_note:
@@ -315,6 +342,32 @@ def evaluate(
         _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
                        fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip
     return result
+
+
+def _test_points(
+    cfg: EvaluateConfig,
+    ds: Dataset,
+    cache: TrainingCache,
+    sp: Split,
+    test: np.ndarray,
+    has_depth: bool,
+    max_depth: float,
+) -> tuple[FramePoints | None, dict[str, PointDepthAccumulator]]:
+    """The test frames' triangulated points and one accumulator per answer scored at them (the model, the
+    baselines, the dataset's own depth), where ``cfg.point_depth`` asks for them and the model predicts depth."""
+    want = cfg.point_depth == "on" or (cfg.point_depth == "auto" and estimated_depth_source(ds) is not None)
+    if not want or not has_depth or len(test) < 2:
+        return None, {}
+    if cfg.rot_weight_m is not None:
+        w = cfg.rot_weight_m
+    elif cache.depth is not None and len(sp.train):
+        w = default_rot_weight(cache.depth, sp.train)
+    else:
+        w = 10.0
+    pts = triangulate_test_frames(ds, test, cache.T_world_cam[test], cache.camera, rot_weight_m=w,
+                                  progress=cfg.progress)  # fmt: skip
+    keys = ["model", "baseline", "reprojection", "fused"] + (["dataset_depth"] if cache.depth is not None else [])
+    return pts, {k: PointDepthAccumulator(pts, max_depth) for k in keys}
 
 
 def evaluate_config(
@@ -384,6 +437,8 @@ def _write_outputs(
         rows.append(("reprojection baseline", res.metrics["reprojection"]))
     if "fused" in res.metrics:
         rows.append(("fused-geometry baseline", res.metrics["fused"]))
+    if "dataset_depth" in res.metrics:
+        rows.append(("the dataset's own depth", res.metrics["dataset_depth"]))
     _write_metrics_json(out / "metrics.json", res)
     md = f"# Evaluation: {res.info['split']}\n\n" + format_metrics_markdown(rows, res.depth_unit)
     md += (
@@ -396,6 +451,9 @@ def _write_outputs(
         md += f"Reprojection baseline: {res.info['reprojection']}.\n"
     if res.info.get("fused"):
         md += f"Fused-geometry baseline: {res.info['fused']}.\n"
+    if res.info.get("point_depth"):
+        md += (f"Depth at points: {res.info['point_depth']}; a render is scored at each point's pixel "
+               "(docs/evaluation.md).\n")  # fmt: skip
     if "coverage_median_m" in res.metrics["model"]:
         m = res.metrics["model"]
         md += (

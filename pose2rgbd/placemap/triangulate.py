@@ -60,10 +60,19 @@ def keyframe_pairs(T_world_cam: np.ndarray, neighbours: int, rot_weight_m: float
 class _Features:
     """The keyframes' features and cameras a worker matches (made once per process)."""
 
-    def __init__(self, offsets: np.ndarray, xy: object, desc: object, T_world_cam: np.ndarray, K: np.ndarray) -> None:
+    def __init__(
+        self,
+        offsets: np.ndarray,
+        xy: object,
+        desc: object,
+        T_world_cam: np.ndarray,
+        K: np.ndarray,
+        min_parallax_deg: float = MIN_PARALLAX_DEG,
+    ) -> None:
         self.offsets, self.xy, self.desc = offsets, unshare(xy), unshare(desc)
         self.T, self.K, self.Kinv = T_world_cam, K, np.linalg.inv(K)
         self.Ps = [_P(T, K) for T in T_world_cam]
+        self.cos_parallax = float(np.cos(np.radians(min_parallax_deg)))
 
 
 def _pairs(f: _Features, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +116,7 @@ def _pairs(f: _Features, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         norms = np.linalg.norm(ri, axis=1) * np.linalg.norm(rj, axis=1)
         cosang = np.sum(ri * rj, axis=1) / np.maximum(norms, 1e-12)
         good = (zi > 0) & (zj > 0) & (ei < REPROJ_PX) & (ej < REPROJ_PX)
-        good &= cosang < np.cos(np.radians(MIN_PARALLAX_DEG))
+        good &= cosang < f.cos_parallax
         good &= np.all(np.isfinite(X), axis=1)
         rows += [ai + qi[good], aj + qj[good]]
         pts += [X[good], X[good]]
@@ -127,13 +136,23 @@ def triangulate(
     rot_weight_m: float = 10.0,
     progress: bool = False,
     workers: int = 1,
+    min_parallax_deg: float = MIN_PARALLAX_DEG,
+    min_support: int = 1,
+    max_spread: float = np.inf,
 ) -> np.ndarray:
     """(K_total, 3) float32 world points of every keypoint (NaN where none was accepted). ``workers`` processes
     match the keyframe pairs (:func:`~pose2rgbd.placemap.pool.ordered_map`; memory-mapped ``xy`` / ``desc`` are mapped
-    again there, not copied); the points do not depend on their count (a median of the same estimates)."""
+    again there, not copied); the points do not depend on their count (a median of the same estimates).
+
+    Stricter points (a yardstick rather than a map): each pair's triangulation seen under at least
+    ``min_parallax_deg``; a keypoint kept only with at least ``min_support`` accepted pair triangulations whose
+    median distance from their median point is at most ``max_spread`` times that point's distance from the
+    keypoint's camera (a mismatch on repeated texture along the epipolar line passes each pair's checks, not the
+    agreement of several)."""
     pairs = keyframe_pairs(T_world_cam, neighbours, rot_weight_m)
     tasks = [pairs[k : k + PAIRS_PER_TASK] for k in range(0, len(pairs), PAIRS_PER_TASK)]
-    args = (np.asarray(offsets), share(xy), share(desc), np.asarray(T_world_cam), np.asarray(K))
+    args = (np.asarray(offsets), share(xy), share(desc), np.asarray(T_world_cam), np.asarray(K),
+            float(min_parallax_deg))  # fmt: skip
     rows: list[np.ndarray] = []
     pts: list[np.ndarray] = []
     with bar(total=len(pairs), progress=progress, desc="triangulate", unit="pair") as pbar:
@@ -146,8 +165,35 @@ def triangulate(
         r, p = np.concatenate(rows), np.concatenate(pts)
         if len(r):
             keys, median = _grouped_median(r, p)
+            if min_support > 1 or np.isfinite(max_spread):
+                keep = _consistent(r, p, keys, median, np.asarray(offsets), np.asarray(T_world_cam), min_support,
+                                   max_spread)  # fmt: skip
+                keys, median = keys[keep], median[keep]
             out[keys] = median
     return out
+
+
+def _consistent(
+    rows: np.ndarray,
+    pts: np.ndarray,
+    keys: np.ndarray,
+    median: np.ndarray,
+    offsets: np.ndarray,
+    T_world_cam: np.ndarray,
+    min_support: int,
+    max_spread: float,
+) -> np.ndarray:
+    """(len(keys),) bool: the keypoints with at least ``min_support`` triangulations (``rows`` / ``pts``) whose
+    median distance from their ``median`` point is at most ``max_spread`` times its distance from the keypoint's
+    camera."""
+    pos = np.searchsorted(keys, rows)  # keys are sorted and hold every row's key
+    dist = np.linalg.norm(pts - median[pos], axis=1)
+    _, spread = _grouped_median(rows, dist[:, None])  # the same keys, in the same order
+    counts = np.bincount(pos, minlength=len(keys))
+    frame = np.searchsorted(offsets, keys, side="right") - 1
+    reach = np.linalg.norm(median - T_world_cam[frame][:, :3, 3], axis=1)
+    ok: np.ndarray = (counts >= min_support) & (spread[:, 0] <= max_spread * reach)
+    return ok
 
 
 def _grouped_median(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

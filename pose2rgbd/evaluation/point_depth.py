@@ -1,0 +1,160 @@
+"""Depth scored against points triangulated among the test frames themselves: a yardstick that does not come from
+the dataset's depth.
+
+A video converted with estimated depth (``convert video --depth selfsup | mvs | selfsup+mvs``) has no measured
+depth. Its depth columns score a render against a network's (or a stereo matcher's) per-frame output, which
+copying a training frame's depth from the same source matches best whether or not either is right. The test
+frames' own images and poses give an answer of their own where they see the same texture: SIFT keypoints of each
+test frame, matched with its nearest test frames in pose, kept where they agree with the known poses and
+triangulated (:func:`pose2rgbd.placemap.triangulate.triangulate`: the known-poses case of structure from motion,
+no pose estimated). A test frame's keypoints that got a point give pixels with a depth along its optical z; a
+render is scored at those pixels (the nearest pixel at the evaluation size).
+
+What it is and is not: sparse (textured surfaces only, none on sky or blank walls), as good as the poses (the
+same poses the renders are made at) and the matches (a keypoint's point is the median of its pairs'
+triangulations, each within 3 px of both keypoints and seen under at least 1 deg of parallax). It is not used for
+training or for choosing a checkpoint: only the test frames' images make it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pose2rgbd.dataset import Dataset
+from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.placemap.features import FeatureConfig, extract
+from pose2rgbd.placemap.triangulate import triangulate
+from pose2rgbd.progress import bar
+
+ESTIMATED_DEPTH_SOURCES = ("selfsup-depth", "mvs", "selfsup+mvs")  # manifest extra.depth.source
+MIN_PARALLAX_DEG = 3.0  # each pair's triangulation; 1 px of matching error is then at most ~25 % of the depth
+MIN_SUPPORT = 3  # accepted pair triangulations a keypoint's point needs
+MAX_SPREAD = 0.05  # their median distance from the point, as a fraction of its distance from the camera
+
+
+def estimated_depth_source(ds: Dataset) -> str | None:
+    """The method that estimated the dataset's depth (``convert video --depth``), or None for measured depth or a
+    dataset that does not say."""
+    depth = ds.manifest.extra.get("depth") if isinstance(ds.manifest.extra, dict) else None
+    src = depth.get("source") if isinstance(depth, dict) else None
+    return src if isinstance(src, str) and src in ESTIMATED_DEPTH_SOURCES else None
+
+
+@dataclass
+class FramePoints:
+    """The triangulated points of the test frames, per frame: pixels at the evaluation size and depth in metres."""
+
+    uv: dict[int, np.ndarray]  # dataset row -> (P, 2) int64 (column, row)
+    z: dict[int, np.ndarray]  # dataset row -> (P,) float64 metres along the optical z
+    frames: int  # test frames triangulated (also those that got no point)
+
+    @property
+    def count(self) -> int:
+        return sum(len(z) for z in self.z.values())
+
+    def describe(self) -> str:
+        with_points = sum(1 for z in self.z.values() if len(z))
+        return (
+            f"{self.count} keypoints of {with_points} of the {self.frames} test frames triangulated among the test "
+            "frames themselves (SIFT matches checked against the known poses; not the dataset's depth)"
+        )
+
+
+def triangulate_test_frames(
+    ds: Dataset,
+    frames: np.ndarray,
+    T_world_cam: np.ndarray,
+    camera: PinholeCamera,
+    *,
+    rot_weight_m: float,
+    neighbours: int = 0,
+    min_parallax_deg: float = MIN_PARALLAX_DEG,
+    min_support: int = MIN_SUPPORT,
+    max_spread: float = MAX_SPREAD,
+    features: FeatureConfig | None = None,
+    progress: bool = False,
+) -> FramePoints:
+    """Triangulate the keypoints of the test ``frames`` (dataset rows) among themselves, from the dataset's images
+    at their own size with their poses ``T_world_cam`` (``(N, 4, 4)``, row i for ``frames[i]``). Each accepted
+    keypoint's point is projected into its frame with ``camera`` (the evaluation size's intrinsics): the pixel a
+    render is scored at and the point's depth along the optical z. ``neighbours``: test frames each is matched
+    with, nearest in pose first (0: all of them: a held-out block's wide baselines are what make far points
+    precise); the other settings as :func:`~pose2rgbd.placemap.triangulate.triangulate`'s."""
+    frames = np.asarray(frames, np.int64)
+    T_world_cam = np.asarray(T_world_cam, np.float64)
+    if T_world_cam.shape != (len(frames), 4, 4):
+        raise ValueError(f"T_world_cam must be ({len(frames)}, 4, 4), one pose per frame, got {T_world_cam.shape}")
+    cfg = features or FeatureConfig()
+    xy: list[np.ndarray] = []
+    desc: list[np.ndarray] = []
+    with bar(total=len(frames), progress=progress, desc="test-frame keypoints", unit="frame", leave=False) as pbar:
+        for i in frames:
+            f = extract(ds.read_rgb(int(i)), cfg)
+            xy.append(f.xy)
+            desc.append(f.desc)
+            pbar.update(1)
+    offsets = np.r_[0, np.cumsum([len(a) for a in xy])].astype(np.int64)
+    uv_out: dict[int, np.ndarray] = {}
+    z_out: dict[int, np.ndarray] = {}
+    if len(frames) < 2 or offsets[-1] == 0:
+        return FramePoints({int(i): np.zeros((0, 2), np.int64) for i in frames},
+                          {int(i): np.zeros(0) for i in frames}, len(frames))  # fmt: skip
+    X = triangulate(
+        offsets, np.concatenate(xy), np.concatenate(desc), T_world_cam, ds.camera.K,
+        neighbours=len(frames) - 1 if neighbours <= 0 else min(neighbours, len(frames) - 1), rot_weight_m=rot_weight_m,
+        min_parallax_deg=min_parallax_deg, min_support=min_support, max_spread=max_spread,
+    )  # fmt: skip
+    K = camera.K
+    for n, i in enumerate(frames):
+        pts = X[offsets[n] : offsets[n + 1]].astype(np.float64)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        T_cam_world = np.linalg.inv(T_world_cam[n])
+        pc = pts @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+        pc = pc[pc[:, 2] > 0]
+        uv = pc @ K.T
+        uv = np.rint(uv[:, :2] / uv[:, 2:]).astype(np.int64)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
+        uv_out[int(i)], z_out[int(i)] = uv[inside], pc[inside, 2]
+    return FramePoints(uv_out, z_out, len(frames))
+
+
+class PointDepthAccumulator:
+    """Depth errors of renders at the test frames' triangulated points (:class:`FramePoints`), batch by batch.
+
+    Keys of :meth:`result`: ``point_depth_mae`` and ``point_depth_absrel`` (over the points within ``max_depth``
+    where the render has a finite depth), ``point_depth_points`` (how many), ``point_depth_missing_fraction``
+    (points within range the render gave no finite depth: sky, a hole)."""
+
+    def __init__(self, points: FramePoints, max_depth: float = np.inf) -> None:
+        self.points, self.max_depth = points, float(max_depth)
+        self.abs = self.rel = 0.0
+        self.n = self.missing = 0
+
+    def add(self, frames: np.ndarray, pred_depth: np.ndarray | None) -> None:
+        """``frames`` (B,) dataset rows; ``pred_depth`` (B, H, W) metres at the evaluation size (None: no depth)."""
+        if pred_depth is None:
+            return
+        for b, i in enumerate(np.asarray(frames, np.int64)):
+            uv, z = self.points.uv.get(int(i)), self.points.z.get(int(i))
+            if uv is None or z is None or not len(z):
+                continue
+            d = np.asarray(pred_depth[b], np.float64)[uv[:, 1], uv[:, 0]]
+            scored = z <= self.max_depth
+            have = scored & np.isfinite(d) & (d > 0)
+            err = np.abs(d[have] - z[have])
+            self.abs += float(err.sum())
+            self.rel += float((err / z[have]).sum())
+            self.n += int(have.sum())
+            self.missing += int((scored & ~have).sum())
+
+    def result(self) -> dict[str, float]:
+        total = self.n + self.missing
+        return {
+            "point_depth_mae": self.abs / self.n if self.n else math.nan,
+            "point_depth_absrel": self.rel / self.n if self.n else math.nan,
+            "point_depth_points": float(self.n),
+            "point_depth_missing_fraction": self.missing / total if total else math.nan,
+        }

@@ -121,5 +121,6 @@ def test_evaluate_scores_depth_at_points_where_the_dataset_depth_was_estimated(t
     assert own["point_depth_absrel"] < 0.1 and 2 * own["point_depth_absrel"] < m["point_depth_absrel"]
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "| the dataset's own depth |" in md and "depth MAE at points (m)" in md and "Depth at points:" in md
+    assert 'docs/models.md, "Depth at triangulated points"' in md  # a section that exists there
     with pytest.raises(Exception, match="point_depth"):
         evaluate(res.last, transect, write_files=False, progress=False, point_depth="maybe")

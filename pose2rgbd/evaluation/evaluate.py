@@ -453,7 +453,7 @@ def _write_outputs(
         md += f"Fused-geometry baseline: {res.info['fused']}.\n"
     if res.info.get("point_depth"):
         md += (f"Depth at points: {res.info['point_depth']}; a render is scored at each point's pixel "
-               "(docs/evaluation.md).\n")  # fmt: skip
+               "(docs/models.md, \"Depth at triangulated points\").\n")  # fmt: skip
     if "coverage_median_m" in res.metrics["model"]:
         m = res.metrics["model"]
         md += (

@@ -5,14 +5,15 @@ A video converted with estimated depth (``convert video --depth selfsup | mvs | 
 depth. Its depth columns score a render against a network's (or a stereo matcher's) per-frame output, which
 copying a training frame's depth from the same source matches best whether or not either is right. The test
 frames' own images and poses give an answer of their own where they see the same texture: SIFT keypoints of each
-test frame, matched with its nearest test frames in pose, kept where they agree with the known poses and
+test frame, matched with every other test frame, kept where they agree with the known poses and
 triangulated (:func:`pose2rgbd.placemap.triangulate.triangulate`: the known-poses case of structure from motion,
 no pose estimated). A test frame's keypoints that got a point give pixels with a depth along its optical z; a
 render is scored at those pixels (the nearest pixel at the evaluation size).
 
 What it is and is not: sparse (textured surfaces only, none on sky or blank walls), as good as the poses (the
 same poses the renders are made at) and the matches (a keypoint's point is the median of its pairs'
-triangulations, each within 3 px of both keypoints and seen under at least 1 deg of parallax). It is not used for
+triangulations, each within 3 px of both keypoints and seen under at least :data:`MIN_PARALLAX_DEG`, kept only
+when at least :data:`MIN_SUPPORT` of them agree within :data:`MAX_SPREAD` of its range). It is not used for
 training or for choosing a checkpoint: only the test frames' images make it.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.transforms import inverse, transform_points
 from pose2rgbd.placemap.features import FeatureConfig, extract
 from pose2rgbd.placemap.triangulate import triangulate
 from pose2rgbd.progress import bar
@@ -111,8 +113,7 @@ def triangulate_test_frames(
     for n, i in enumerate(frames):
         pts = X[offsets[n] : offsets[n + 1]].astype(np.float64)
         pts = pts[np.isfinite(pts).all(axis=1)]
-        T_cam_world = np.linalg.inv(T_world_cam[n])
-        pc = pts @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+        pc = transform_points(inverse(T_world_cam[n]), pts)
         pc = pc[pc[:, 2] > 0]
         uv = pc @ K.T
         uv = np.rint(uv[:, :2] / uv[:, 2:]).astype(np.int64)
@@ -141,7 +142,7 @@ class PointDepthAccumulator:
             uv, z = self.points.uv.get(int(i)), self.points.z.get(int(i))
             if uv is None or z is None or not len(z):
                 continue
-            d = np.asarray(pred_depth[b], np.float64)[uv[:, 1], uv[:, 0]]
+            d = np.asarray(pred_depth[b][uv[:, 1], uv[:, 0]], np.float64)
             scored = z <= self.max_depth
             have = scored & np.isfinite(d) & (d > 0)
             err = np.abs(d[have] - z[have])

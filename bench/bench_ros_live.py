@@ -8,7 +8,10 @@ PoseStamped). This process publishes a PoseStamped and takes the time until the 
 that stamp arrives: pose serialization and DDS delivery, the node's callback, the render (pose-to-images), the
 Image / depth / CameraInfo / RGBD messages and their delivery back. One pose at a time (the next is sent when the
 image arrived, after a short pause), so no queueing is measured. Weights are untrained (speed does not depend on
-training); the first ``--skip`` renders are left out (warm-up).
+training); the first ``--skip`` renders are left out (warm-up). The split: the node's own latency (the render and
+the building of every output message, the node's ``/diagnostics`` ``latency_p50_ms`` / ``latency_p99_ms`` over the
+run) beside the end-to-end time; the rest is publishing, DDS delivery both ways and the callbacks.
+``--node-param publish.points:=false`` (repeatable) runs the node with other parameters, e.g. fewer outputs.
 
 **Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB) and publishing SyncedFrame while
 this process publishes a 640x480 rgb8 camera at 30 Hz, NavSatFix and Odometry at 50 Hz for ``--record-s``
@@ -92,7 +95,8 @@ def _spin_until(executor: Any, cond: Any, timeout_s: float, node: Node, what: st
 
 def bench_render(
     rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path, keyframes: int = 0
-) -> list[float]:
+) -> tuple[list[float], dict[str, float]]:
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from scipy.spatial.transform import Rotation
     from sensor_msgs.msg import Image
@@ -104,11 +108,20 @@ def bench_render(
         "render",
         ["--params-file", str(REPO / "config" / "render.yaml"), "-p", f"engine.checkpoint:={ck}",
          "-p", f"engine.device:={args.device}", "-p", f"engine.threads:={args.threads}", "-p", "pose_source:=topic",
-         "-p", "rate_hz:=0.0", "-p", "max_pose_age_s:=0.0"],
+         "-p", "rate_hz:=0.0", "-p", "max_pose_age_s:=0.0", *(a for p in args.node_param for a in ("-p", p))],
         tmp / f"render-{ck.stem}.log",
     )  # fmt: skip
     sent: dict[int, float] = {}
     latencies: list[float] = []
+    node_ms: dict[str, float] = {}  # the node's own latency percentiles, from its newest diagnostics
+
+    def on_diagnostics(msg: Any) -> None:
+        for st in msg.status:
+            if st.name == "pose2rgbd: renderer":
+                kv = {v.key: v.value for v in st.values}
+                if "latency_p50_ms" in kv:
+                    node_ms["p50"], node_ms["p99"] = float(kv["latency_p50_ms"]), float(kv["latency_p99_ms"])
+
     queries = query_poses(200, n_keyframes=keyframes) if keyframes > 0 else None
 
     def on_image(msg: Any) -> None:
@@ -117,6 +130,7 @@ def bench_render(
             latencies.append((time.perf_counter() - t) * 1e3)
 
     sub = rclpy_node.create_subscription(Image, f"{NS}/rgb/image_raw", on_image, 10)
+    diag = rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     pub = rclpy_node.create_publisher(PoseStamped, f"{NS}/pose", 10)
     try:
         k = 0
@@ -147,7 +161,11 @@ def bench_render(
             end = time.monotonic() + args.gap_s
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.001)
+        end = time.monotonic() + 3.0  # the node's next diagnostics (about one a second) cover every render
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
     finally:
+        rclpy_node.destroy_subscription(diag)
         rclpy_node.destroy_subscription(sub)
         rclpy_node.destroy_publisher(pub)
         node.stop()
@@ -237,6 +255,13 @@ def main() -> None:
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
     ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
     ap.add_argument("--keyframes", type=int, default=1801, help="a hybrid's keyframes (ground-plane frames)")
+    ap.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="one more render node parameter, e.g. publish.points:=false (repeatable)",
+    )
     ap.add_argument("--note", default="")
     args = ap.parse_args()
 
@@ -259,11 +284,15 @@ def main() -> None:
             for preset in args.presets:
                 for size in args.sizes:
                     kf = args.keyframes if preset.startswith("hybrid") else 0
-                    lat = bench_render(rnode, executor, _checkpoint(tmp, preset, size, kf), args, tmp, kf)
+                    ck = _checkpoint(tmp, preset, size, kf)
+                    lat, node_ms = bench_render(rnode, executor, ck, args, tmp, kf)
                     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
-                    rows.append((NAMES[preset], size, p50, p99, len(lat)))
+                    n50, n99 = node_ms.get("p50", float("nan")), node_ms.get("p99", float("nan"))
+                    rows.append((NAMES[preset], size, p50, p99, n50, n99, len(lat)))
                     print(
-                        f"{NAMES[preset]} {size}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lat)} renders)", flush=True
+                        f"{NAMES[preset]} {size}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lat)} renders); "
+                        f"in the node (render + messages) p50 {n50:.1f} ms, p99 {n99:.1f} ms",
+                        flush=True,
                     )
             if args.record_s > 0:
                 record_row = bench_record(rnode, executor, args, tmp)
@@ -278,12 +307,17 @@ def main() -> None:
         f"Machine: {_machine(args)}, CPU flags {_cpu_flags()}; ROS 2 Jazzy wheels (FastDDS, "
         f"localhost); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
         f"engine.threads {args.threads}, engine.precision auto (config/render.yaml), device {args.device}; "
-        f"hybrids with {args.keyframes} keyframes; one pose at a time.\n"
+        f"hybrids with {args.keyframes} keyframes; one pose at a time"
+        + (f"; node parameters {' '.join(args.node_param)}" if args.node_param else "")
+        + ".\n"
     )
-    print("| model | size | pose published -> Image received p50 / p99 (ms) | renders |")
-    print("|---|---|---|---|")
-    for name, size, p50, p99, n in rows:
-        print(f"| {name} | {size} | {p50:.1f} / {p99:.1f} | {n} |")
+    print(
+        "| model | size | pose published -> Image received p50 / p99 (ms) | in the node: render + messages "
+        "p50 / p99 (ms) | renders |"
+    )
+    print("|---|---|---|---|---|")
+    for name, size, p50, p99, n50, n99, n in rows:
+        print(f"| {name} | {size} | {p50:.1f} / {p99:.1f} | {n50:.1f} / {n99:.1f} | {n} |")
     if record_row:
         n_sent, n_recv, n_ds, secs = record_row
         print(

@@ -169,7 +169,7 @@ def bench_render(
         rclpy_node.destroy_subscription(sub)
         rclpy_node.destroy_publisher(pub)
         node.stop()
-    return latencies[args.skip :]
+    return latencies[args.skip :], node_ms
 
 
 def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path) -> tuple[int, int, int, float]:

@@ -9,8 +9,9 @@ that stamp arrives: pose serialization and DDS delivery, the node's callback, th
 Image / depth / CameraInfo / RGBD messages and their delivery back. One pose at a time (the next is sent when the
 image arrived, after a short pause), so no queueing is measured. Weights are untrained (speed does not depend on
 training); the first ``--skip`` renders are left out (warm-up). The split: the node's own latency (the render and
-the building of every output message, the node's ``/diagnostics`` ``latency_p50_ms`` / ``latency_p99_ms`` over every
-render of the run, the warm-up included) beside the end-to-end time; the rest is publishing, DDS delivery both ways and the callbacks.
+the building of every output message, the node's ``/diagnostics`` ``latency_p50_ms`` / ``latency_p99_ms`` over
+every render of the run, the warm-up included) beside the end-to-end time; the rest is publishing, DDS delivery
+both ways and the callbacks.
 ``--node-param publish.points:=false`` (repeatable) runs the node with other parameters, e.g. fewer outputs.
 
 **Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB) and publishing SyncedFrame while

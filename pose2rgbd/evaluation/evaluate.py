@@ -221,9 +221,10 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
 
     nn_base = train_kf = None  # the baselines read the training frames as keyframes
+    rot_w: float | None = None  # their pose distance's metres per radian, once computed
     if use_baseline:
-        w = cfg.rot_weight_m if cfg.rot_weight_m is not None else default_rot_weight(cache.depth, sp.train)
-        train_kf = training_keyframes(cache, sp.train, rot_weight_m=w)
+        rot_w = _rot_weight(cfg, cache, sp.train)
+        train_kf = training_keyframes(cache, sp.train, rot_weight_m=rot_w)
         nn_base = NearestPoseBaseline.of_keyframes(train_kf)
     depth_kf = train_kf if cache.depth is not None else None  # those with depth: reprojection and fused geometry
     max_depth = _range(model)[1] if model.depth_range_m is not None else np.inf
@@ -233,7 +234,7 @@ def evaluate(
         acc_r = MetricAccumulator(max_depth)
     holes: list[float] = []
     fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
-    points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth)
+    points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth, rot_w)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
@@ -344,6 +345,12 @@ def evaluate(
     return result
 
 
+def _rot_weight(cfg: EvaluateConfig, cache: TrainingCache, train: np.ndarray) -> float:
+    """Metres per radian of the pose distance: ``cfg.rot_weight_m``, else the training frames' median depth
+    (:func:`~pose2rgbd.evaluation.baseline.default_rot_weight`: 10 m without depth or training frames)."""
+    return cfg.rot_weight_m if cfg.rot_weight_m is not None else default_rot_weight(cache.depth, train)
+
+
 def _test_points(
     cfg: EvaluateConfig,
     ds: Dataset,
@@ -352,18 +359,15 @@ def _test_points(
     test: np.ndarray,
     has_depth: bool,
     max_depth: float,
+    rot_weight_m: float | None,
 ) -> tuple[FramePoints | None, dict[str, PointDepthAccumulator]]:
     """The test frames' triangulated points and one accumulator per answer scored at them (the model, the
-    baselines, the dataset's own depth), where ``cfg.point_depth`` asks for them and the model predicts depth."""
+    baselines, the dataset's own depth), where ``cfg.point_depth`` asks for them and the model predicts depth.
+    ``rot_weight_m``: the baselines' rotation weight where they computed it (else computed here the same way)."""
     want = cfg.point_depth == "on" or (cfg.point_depth == "auto" and estimated_depth_source(ds) is not None)
     if not want or not has_depth or len(test) < 2:
         return None, {}
-    if cfg.rot_weight_m is not None:
-        w = cfg.rot_weight_m
-    elif cache.depth is not None and len(sp.train):
-        w = default_rot_weight(cache.depth, sp.train)
-    else:
-        w = 10.0
+    w = rot_weight_m if rot_weight_m is not None else _rot_weight(cfg, cache, sp.train)
     pts = triangulate_test_frames(ds, test, cache.T_world_cam[test], cache.camera, rot_weight_m=w,
                                   progress=cfg.progress)  # fmt: skip
     keys = ["model", "baseline", "reprojection", "fused"] + (["dataset_depth"] if cache.depth is not None else [])

@@ -109,16 +109,14 @@ def triangulate_test_frames(
         neighbours=len(frames) - 1 if neighbours <= 0 else min(neighbours, len(frames) - 1), rot_weight_m=rot_weight_m,
         min_parallax_deg=min_parallax_deg, min_support=min_support, max_spread=max_spread,
     )  # fmt: skip
-    K = camera.K
     for n, i in enumerate(frames):
         pts = X[offsets[n] : offsets[n + 1]].astype(np.float64)
         pts = pts[np.isfinite(pts).all(axis=1)]
         pc = transform_points(inverse(T_world_cam[n]), pts)
-        pc = pc[pc[:, 2] > 0]
-        uv = pc @ K.T
-        uv = np.rint(uv[:, :2] / uv[:, 2:]).astype(np.int64)
+        uv_f, z = camera.project(pc[pc[:, 2] > 0])
+        uv = np.rint(uv_f).astype(np.int64)
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
-        uv_out[int(i)], z_out[int(i)] = uv[inside], pc[inside, 2]
+        uv_out[int(i)], z_out[int(i)] = uv[inside], z[inside]
     return FramePoints(uv_out, z_out, len(frames))
 
 

@@ -265,10 +265,10 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 T_q = torch.linalg.inv(torch.from_numpy(T))[:, None] @ kf_T
                 mark()
                 dn = m.depth_normalizer
-                tolerance, weights = m.blend_options(T, rows)  # the model's own colour rule, as its forward
+                # the model's own blend rules, as its forward
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
-                                  depth_max_m=dn.max_m, kernel=kernel, blend_tolerance=tolerance,
-                                  weights=weights, fallback=fallback)  # fmt: skip
+                                  depth_max_m=dn.max_m, kernel=kernel, fallback=fallback,
+                                  **m.blend_options(T, rows))  # fmt: skip
                 mark()
                 w_rgb, background = m._holes(w, T)
                 mark()

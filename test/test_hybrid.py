@@ -93,9 +93,10 @@ def _plane_model(plane, n_key: int = 6, yaw_step: float = 0.05, **cfg) -> tuple:
 
 def test_outputs_and_an_untrained_model_answers_the_reprojection_baseline(plane) -> None:
     ck, cam = plane
-    # the defaults (background depth and colour; blended colours of the warped pixels) differ, below
+    # the defaults (background depth and colour; blended colours and depths of the warped pixels) differ, below
     model, T = _plane_model(plane, hole_depth="nearest", hole_rgb="nearest", warp_colour="nearest-surface",
-                            neighbours=3, behind_keyframe=False, decoder=True)  # fmt: skip
+                            warp_depth="nearest-surface", neighbours=3, behind_keyframe=False,
+                            decoder=True)  # fmt: skip
     query = look_down_pose(3.1, 0.9, 23.0, yaw=0.08)[None]
     x, _ = model.poses_to_input(query)
     with torch.no_grad():
@@ -159,6 +160,18 @@ def test_blended_colour_averages_the_keyframes_that_see_the_surface(kernel: str)
     np.testing.assert_allclose((at["rgb"][0][:, seen].double() + 1.0) * 127.5, 200.0, atol=1e-3)
     with pytest.raises(ValueError, match="weights"):
         warp_gathered(*args, **kw, blend_tolerance=0.2)
+    # blend_depth: the same keyframes' depths, with the same weights; the colours, the holes and validity unchanged
+    both = warp_gathered(*args, **kw, blend_tolerance=0.2, weights=w, blend_depth=True)
+    metres = (both["depth"][0, 0].double() + 1.0) / 2.0 * 49.0 + 1.0  # the normalization of depth_min/max_m
+    np.testing.assert_allclose(metres[left].numpy(), (2 * 10 + 11 + 10.5) / 4, atol=1e-4)
+    np.testing.assert_allclose(metres[right].numpy(), (2 * 10 + 11) / 3, atol=1e-4)  # not the far one's 30 m
+    assert torch.equal(both["rgb"], out["rgb"]) and torch.equal(both["valid"], out["valid"])
+    assert both["depth"][0, 0, 0, 0] == winner["depth"][0, 0, 0, 0]  # a hole: the nearest keyframe's depth
+    with pytest.raises(ValueError, match="blend_depth"):
+        warp_gathered(*args, **kw, blend_depth=True)
+    # blend_colour False: the depth blended, the colour the winner's
+    depth_only = warp_gathered(*args, **kw, blend_tolerance=0.2, weights=w, blend_depth=True, blend_colour=False)
+    assert torch.equal(depth_only["depth"], both["depth"]) and torch.equal(depth_only["rgb"], winner["rgb"])
 
 
 @pytest.mark.parametrize("kernel", ["numba", "torch"])
@@ -274,6 +287,12 @@ def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> No
     solo, _ = _plane_model(plane, neighbours=3, warp_colour="nearest-surface")
     a, b = model.warp(q), solo.warp(q)
     assert torch.equal(a["depth"], b["depth"]) and (a["rgb"] != b["rgb"]).any()
+    # warp_depth blend: the views that see the ground straight down agree on its depth, so their mean is the
+    # z-buffer winner's (the mean itself: test_blended_colour_averages_the_keyframes_that_see_the_surface)
+    mean, _ = _plane_model(plane, neighbours=3, warp_depth="blend")
+    c = mean.warp(q)
+    assert torch.equal(c["rgb"], a["rgb"]) and torch.equal(c["valid"], a["valid"])
+    torch.testing.assert_close(c["depth"], a["depth"], atol=1e-5, rtol=0.0)
 
 
 def test_training_exclusion_leaves_out_the_query_and_its_neighbours(plane) -> None:
@@ -392,7 +411,7 @@ def test_config_checks_and_presets() -> None:
 
     bads = (
         {"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"},
-        {"hole_rgb": "learned"}, {"rgb_correction": "valid"},
+        {"hole_rgb": "learned"}, {"rgb_correction": "valid"}, {"warp_depth": "mean"},
     )  # fmt: skip
     for bad in bads:
         with pytest.raises(ConfigError):
@@ -608,8 +627,8 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     got = FAMILY.migrate(old)
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
     current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
-                                "hole_ground": True, "warp_colour": "blend", "behind_keyframe": True,
-                                "decoder": True}}  # fmt: skip
+                                "hole_ground": True, "warp_colour": "blend", "warp_depth": "blend",
+                                "behind_keyframe": True, "decoder": True}}  # fmt: skip
     # a checkpoint that records its settings is left as it is, the earlier defaults included
     assert FAMILY.migrate(current) == current
 

@@ -49,9 +49,10 @@ def _reference_config() -> EngineConfig:
     return EngineConfig(device="cpu", precision="fp32", fuse_bn=False, channels_last=False, warmup=0)
 
 
-@pytest.mark.parametrize("blend", [0.0, 0.2])
-def test_numba_warp_equals_the_torch_splat(ck, blend: float) -> None:
-    """Also with the keyframes' colours blended (``warp_colour blend``; weights of unequal size)."""
+@pytest.mark.parametrize(("blend", "blend_depth"), [(0.0, False), (0.2, False), (0.2, True)])
+def test_numba_warp_equals_the_torch_splat(ck, blend: float, blend_depth: bool) -> None:
+    """Also with the keyframes' colours blended (``warp_colour blend``; weights of unequal size), and their depth
+    (``warp_depth blend``)."""
     m = ck.model
     Q = _queries()
     rows, usable = m.select_keyframes(Q)
@@ -62,19 +63,23 @@ def test_numba_warp_equals_the_torch_splat(ck, blend: float) -> None:
     depth[0, 2, 20:24, 5:40] = float("nan")  # invalid depth never splats
     T = torch.linalg.inv(torch.from_numpy(Q))[:, None] @ kf_T
     args = (rgb, depth, T, m.kf_K, torch.from_numpy(usable))
-    kw = {"blend_tolerance": blend, "weights": torch.tensor([[3.0, 1.0, 0.5]]).expand(len(Q), 3) if blend else None}
+    kw = {"blend_tolerance": blend, "weights": torch.tensor([[3.0, 1.0, 0.5]]).expand(len(Q), 3) if blend else None,
+          "blend_depth": blend_depth}  # fmt: skip
     a = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="numba", **kw)
     b = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="torch", **kw)
     if blend:  # the blend is on: colours differ from the winner's alone where another keyframe sees the surface
         c = warp_gathered(*args, depth_min_m=0.0, depth_max_m=80.0, kernel="numba")
         assert (a["rgb"] != c["rgb"]).flatten(1).any(dim=0).float().mean() > 0.05
-        assert torch.equal(a["depth"], c["depth"]) and torch.equal(a["valid"], c["valid"])
+        assert torch.equal(a["valid"], c["valid"])
+        moved = (a["depth"] != c["depth"]).float().mean()
+        assert moved > 0.05 if blend_depth else moved == 0  # the depth blended only with blend_depth
     assert 0.2 < a["valid"].float().mean() < 0.95  # holes and splatted pixels both compared
     assert not a["valid"][2].any() and (a["rgb"][2] == 0).all() and (a["depth"][2] == 1).all()
     for k in ("rgb", "depth", "valid", "hits"):
         assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
-        close = (a[k] - b[k]).abs() < 1e-6 if k == "rgb" else a[k] == b[k]  # blended: float rounding
-        differ = (~close).flatten(1).any(dim=0) if k == "rgb" else ~close
+        blended = k == "rgb" or (k == "depth" and blend_depth)  # float rounding
+        close = (a[k] - b[k]).abs() < 1e-6 if blended else a[k] == b[k]
+        differ = (~close).flatten(1).any(dim=0) if blended else ~close
         # the same float64 arithmetic: only a point exactly on a half pixel may round the other way
         assert differ.float().mean() < 1e-3, (k, differ.float().mean())
     with pytest.raises(ValueError, match="kernel"):

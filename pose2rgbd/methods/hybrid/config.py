@@ -17,6 +17,7 @@ HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
 RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
 WARP_COLOURS: tuple[str, ...] = ("nearest-surface", "blend")
+WARP_DEPTHS: tuple[str, ...] = ("nearest-surface", "blend")
 # what a checkpoint written before a setting existed was trained with (FAMILY.migrate fills them in)
 # (geometry is not here while its default, warp, is what such checkpoints did; a new default adds "geometry": "warp")
 BEFORE_DEFAULTS: dict[str, object] = {
@@ -25,6 +26,7 @@ BEFORE_DEFAULTS: dict[str, object] = {
     "fill_init": "none",
     "hole_ground": False,
     "warp_colour": "nearest-surface",
+    "warp_depth": "nearest-surface",
     "behind_keyframe": False,
     "decoder": True,
 }
@@ -135,10 +137,20 @@ class HybridConfig:
         "colour of a warped pixel: nearest-surface (the z-buffer's winner alone, as the reprojection baseline) | "
         "blend (every selected keyframe whose own nearest point there lies within blend_tolerance of the winner's "
         "depth, weighted by 1 / its pose distance to the query: sensor noise, exposure and compression averaged "
-        "over the views that see the surface; the depth stays the winner's)",
+        "over the views that see the surface; the depth: warp_depth)",
+    )
+    warp_depth: str = help_field(
+        "blend",
+        "depth of a warped pixel: blend (the mean of the nearest points there of every selected keyframe whose own "
+        "nearest point lies within blend_tolerance of the winner's, with warp_colour blend's weights: the nearest "
+        "of several noisy depths of one surface lies short of it, "
+        'docs/results.md "The depth averaged over the views that see the surface") | nearest-surface (the '
+        "z-buffer's winner, the nearest point any keyframe landed there, as the reprojection baseline)",
     )
     blend_tolerance: float = help_field(
-        0.2, "warp_colour blend: a keyframe's point counts as the same surface within this fraction of the depth"
+        0.2,
+        "warp_colour / warp_depth blend: a keyframe's point counts as the same surface within this fraction of "
+        "the depth",
     )
     rgb_correction: str = help_field(
         "everywhere",
@@ -181,6 +193,8 @@ class HybridConfig:
             raise ConfigError(f"model.hole_rgb {self.hole_rgb!r} is not one of {list(HOLE_RGBS)}")
         if self.warp_colour not in WARP_COLOURS:
             raise ConfigError(f"model.warp_colour {self.warp_colour!r} is not one of {list(WARP_COLOURS)}")
+        if self.warp_depth not in WARP_DEPTHS:
+            raise ConfigError(f"model.warp_depth {self.warp_depth!r} is not one of {list(WARP_DEPTHS)}")
         if not 0.0 < float(self.blend_tolerance) <= 1.0:
             raise ConfigError(f"model.blend_tolerance {self.blend_tolerance} must be in (0, 1]")
         if self.rgb_correction not in RGB_CORRECTIONS:

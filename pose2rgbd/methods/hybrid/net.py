@@ -11,9 +11,10 @@ experiments serve it unchanged:
    :func:`~pose2rgbd.methods.hybrid.warp.splat_keyframes` on CUDA); pixels no keyframe reaches (holes) take
    the nearest keyframe's own pixel -- together this is exactly the reprojection baseline's answer (with
    ``behind_keyframe``, one more keyframe, the nearest behind the query camera, lands points only in the holes the
-   others leave: :meth:`HybridNet.keyframes_to_warp`); with
-   ``model.geometry fused`` the keyframes' fused surface gives the depth and colour wherever it has them
-   (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
+   others leave: :meth:`HybridNet.keyframes_to_warp`; with ``warp_colour`` / ``warp_depth`` blend, the defaults, a
+   warped pixel's colour / depth is the weighted mean over the keyframes whose nearest point there lies on the
+   winner's surface); with ``model.geometry fused`` the keyframes' fused surface gives the depth and colour
+   wherever it has them (:mod:`~pose2rgbd.methods.hybrid.fused_input`);
 3. with ``decoder`` (not the default) a Pose2RGBD Base decoder renders RGB-D from the pose alone;
 4. a small U-Net takes [decoder RGB, decoder depth (zeros without a decoder), warped RGB, warped depth
    (normalized), valid, hits / k] and outputs a correction of the warped answer: added to its RGB
@@ -22,9 +23,10 @@ experiments serve it unchanged:
    the depth of the farther surface around them (``hole_depth`` background); with ``hole_rgb`` background that
    surface's colour is already in the warped RGB the network sees and corrects (:meth:`HybridNet._holes`, one
    pass of :func:`~pose2rgbd.methods.hybrid.hole_depth.background_fill_with_source`). Its last convolution starts
-   at zero (``fill_init none``), so such an untrained model with the ``nearest`` hole rules answers the
-   reprojection baseline (up to sky, which is splatted instead of filled, and float16 depth) and training only has
-   to learn the corrections; a new model's fill starts from the shipped pretrained weights instead.
+   at zero (``fill_init none``), so such an untrained model with the ``nearest`` hole rules and the
+   ``nearest-surface`` colour and depth rules answers the reprojection baseline (up to sky, which is splatted instead
+   of filled, and float16 depth) and training only has to learn the corrections; a new model's fill starts from the
+   shipped pretrained weights instead.
 
 Steps 3-4 are the network part (:mod:`pose2rgbd.methods.hybrid.network`), which exports to ONNX and runs in ONNX
 Runtime when the engine serves the model with ``engine.backend onnxruntime``.
@@ -63,7 +65,7 @@ from pose2rgbd.methods.hybrid.network import (
     decoder_inputs,
     export_network_part,
 )
-from pose2rgbd.methods.hybrid.warp import blend_weights, warp_gathered
+from pose2rgbd.methods.hybrid.warp import BlendOptions, blend_weights, warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.interfaces import PoseToImage
@@ -429,7 +431,6 @@ class HybridNet(PoseToImage, ModelBase):
         kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
         T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
         dn = self.depth_normalizer
-        tolerance, weights = self.blend_options(T_world_cam, rows)
         with torch.autocast(dev.type, enabled=False):
             w = warp_gathered(
                 kf_rgb,
@@ -440,19 +441,23 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_min_m=dn.min_m,
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
-                blend_tolerance=tolerance,
-                weights=weights,
                 fallback=fallback,
+                **self.blend_options(T_world_cam, rows),
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 
-    def blend_options(self, T_world_cam: np.ndarray, rows: np.ndarray) -> tuple[float, torch.Tensor | None]:
-        """The colour rule's ``(blend_tolerance, weights)`` for :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`
-        given the queries ``T_world_cam`` and their selected keyframes ``rows``: with ``warp_colour`` blend the
-        tolerance and the weights, with nearest-surface ``(0.0, None)`` (the winner's colour)."""
-        if self.config.warp_colour != "blend":
-            return 0.0, None
-        return float(self.config.blend_tolerance), torch.from_numpy(self._blend_weights(T_world_cam, rows))
+    def blend_options(self, T_world_cam: np.ndarray, rows: np.ndarray) -> BlendOptions:
+        """The blend rules' arguments of :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered` given the queries
+        ``T_world_cam`` and their selected keyframes ``rows``: with ``warp_colour`` or ``warp_depth`` blend the
+        tolerance, the weights and which of the two is blended; with both nearest-surface none (the winner's colour
+        and depth)."""
+        c = self.config
+        colour, depth = c.warp_colour == "blend", c.warp_depth == "blend"
+        if not (colour or depth):
+            return BlendOptions(blend_tolerance=0.0, weights=None, blend_depth=False, blend_colour=False)
+        weights = torch.from_numpy(self._blend_weights(T_world_cam, rows))
+        return BlendOptions(blend_tolerance=float(c.blend_tolerance), weights=weights, blend_depth=depth,
+                            blend_colour=colour)  # fmt: skip
 
     def _blend_weights(self, T_world_cam: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``(B, k)`` blending weights of the selected keyframes ``rows``: 1 / their pose distance to each query

@@ -15,6 +15,8 @@ nearest frame), so the two agree wherever the sources have finite depth.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import torch
 from numba import njit
@@ -34,6 +36,8 @@ def splat_keyframes(
     blend_tolerance: float = 0.0,
     weights: torch.Tensor | None = None,
     fallback: int = 0,
+    blend_depth: bool = False,
+    blend_colour: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp ``k`` keyframes into each of ``B`` query cameras and z-buffer them together.
 
@@ -46,10 +50,13 @@ def splat_keyframes(
         usable: ``(B, k)`` bool, keyframes that may splat (others are ignored); default all.
         blend_tolerance: above 0, a pixel whose winner is a surface takes the colour of every keyframe whose own
             nearest point there lies within this fraction of the winner's depth, averaged with ``weights``
-            (:func:`blend_weights`); 0: the winner's colour alone. The depth stays the winner's.
+            (:func:`blend_weights`); 0: the winner's colour alone.
         weights: ``(B, k)`` the keyframes' blending weights (needed with ``blend_tolerance``).
         fallback: the last ``fallback`` keyframes land points only on pixels where none of the first ``k -
             fallback`` landed any (holes of the others), never in front of them.
+        blend_depth: with ``blend_tolerance``, the depth of such a pixel is blended too: the weighted mean of those
+            keyframes' own nearest points there (False: the winner's, the nearest of them).
+        blend_colour: False: with ``blend_tolerance`` only the depth is blended, the colour stays the winner's.
 
     Returns:
         ``(rgb (B, C, H, W) 0 in holes, depth (B, 1, H, W) NaN in holes / +inf sky, valid (B, 1, H, W) bool,
@@ -83,11 +90,28 @@ def splat_keyframes(
         zmin = torch.where(surf, w_d, torch.full_like(w_d, float("inf"))).amin(dim=1)  # (B, 1, H, W)
         ok = surf & (w_d <= zmin[:, None] * (1.0 + blend_tolerance))
         wt = ok.double() * weights.to(device=rgb.device, dtype=torch.float64)[:, :, None, None, None]
-        blended = (w_rgb.double() * wt).sum(dim=1) / wt.sum(dim=1).clamp_min(1e-300)
-        out_rgb = torch.where(valid & torch.isfinite(out_d), blended.to(out_rgb.dtype), out_rgb)
+        wsum = wt.sum(dim=1).clamp_min(1e-300)
+        blended = (w_rgb.double() * wt).sum(dim=1) / wsum
+        surface = valid & torch.isfinite(out_d)
+        if blend_colour:
+            out_rgb = torch.where(surface, blended.to(out_rgb.dtype), out_rgb)
+        if blend_depth:
+            z_blend = (torch.where(ok, w_d.double(), torch.zeros_like(w_d, dtype=torch.float64)) * wt).sum(1) / wsum
+            out_d = torch.where(surface, z_blend.to(out_d.dtype), out_d)
+    elif blend_depth:
+        raise ValueError("blend_depth needs blend_tolerance > 0")
     out_rgb = torch.where(valid, out_rgb, torch.zeros_like(out_rgb))
     out_d = torch.where(valid, out_d, torch.full_like(out_d, float("nan")))
     return out_rgb, out_d.to(depth.dtype if depth.dtype.is_floating_point else torch.float32), valid, hits
+
+
+class BlendOptions(TypedDict):
+    """The blend rules' keyword arguments of :func:`warp_gathered` (a model's own: ``HybridNet.blend_options``)."""
+
+    blend_tolerance: float
+    weights: torch.Tensor | None
+    blend_depth: bool
+    blend_colour: bool
 
 
 def blend_weights(distance: np.ndarray) -> np.ndarray:
@@ -228,6 +252,8 @@ def _finish_kernel(
     weights: np.ndarray,  # (B, k) float64: the keyframes' blending weights
     zk: np.ndarray,  # (B, HW, k) float32: _splat_kernel's per-keyframe nearest surface points (where bits say)
     pk: np.ndarray,  # (B, HW, k) int32
+    blend_depth: bool,  # with tol: a surface winner's depth blended (the weighted mean of the same points)
+    blend_colour: bool,  # with tol: a surface winner's colour blended
 ) -> None:
     B, HW = cls.shape
     k = depth.shape[1]
@@ -256,19 +282,23 @@ def _finish_kernel(
             if c == 0 and tol > 0:  # the colours of the keyframes that see the winner's surface, weighted
                 # in float32 as zk: rounding is monotonic, so the winner's own point always counts (wsum > 0)
                 lim = np.float32(zb[b, q] * (1.0 + tol))
-                a0 = a1 = a2 = wsum = 0.0
+                a0 = a1 = a2 = az = wsum = 0.0
                 for i in range(k):
                     if landed & (1 << i) and zk[b, q, i] <= lim:
                         w, r = weights[b, i], pk[b, q, i]
                         a0 += w * np.float64(rgb[b, i, r, 0])
                         a1 += w * np.float64(rgb[b, i, r, 1])
                         a2 += w * np.float64(rgb[b, i, r, 2])
+                        az += w * np.float64(zk[b, q, i])
                         wsum += w
-                inv = 1.0 / (wsum * 127.5)
-                rgb_out[b, 0, q] = np.float32(a0 * inv - 1.0)
-                rgb_out[b, 1, q] = np.float32(a1 * inv - 1.0)
-                rgb_out[b, 2, q] = np.float32(a2 * inv - 1.0)
-                continue
+                if blend_depth:
+                    z_out[b, q] = np.float32(az / wsum)
+                if blend_colour:
+                    inv = 1.0 / (wsum * 127.5)
+                    rgb_out[b, 0, q] = np.float32(a0 * inv - 1.0)
+                    rgb_out[b, 1, q] = np.float32(a1 * inv - 1.0)
+                    rgb_out[b, 2, q] = np.float32(a2 * inv - 1.0)
+                    continue
             for ch in range(3):  # as torch: uint8 -> float32, / 127.5, - 1, in float32
                 rgb_out[b, ch, q] = np.float32(rgb[b, j, p, ch]) / np.float32(127.5) - np.float32(1.0)
 
@@ -283,13 +313,16 @@ def splat_numba(
     blend_tolerance: float = 0.0,
     weights: np.ndarray | None = None,
     fallback: int = 0,
+    blend_depth: bool = False,
+    blend_colour: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
     float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
     ``usable`` ``(B, k)`` bool). Returns ``rgb`` ``(B, 3, H, W)`` float32 in [-1, 1] (a hole: the nearest usable
-    keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query,
-    +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that landed a point on the pixel).
-    ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback``: as :func:`splat_keyframes`.
+    keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query, or
+    with ``blend_depth`` the blended one; +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that
+    landed a point on the pixel). ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback`` / ``blend_depth`` /
+    ``blend_colour``: as :func:`splat_keyframes`.
 
     One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
     slower in the render engine on 2 cores (p50 31 against 26 ms, hybrid-fast at 256x256), where torch's OpenMP
@@ -303,6 +336,8 @@ def splat_numba(
     cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
     pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
     blend = blend_tolerance > 0
+    if blend_depth and not blend:
+        raise ValueError("blend_depth needs blend_tolerance > 0")
     if blend:
         if weights is None:
             raise ValueError("blend_tolerance needs the keyframes' weights")
@@ -319,7 +354,7 @@ def splat_numba(
     hits = np.zeros((B, HW), np.float32)
     _finish_kernel(
         cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits,
-        float(blend_tolerance) if blend else 0.0, w, zk, pk,
+        float(blend_tolerance) if blend else 0.0, w, zk, pk, bool(blend_depth), bool(blend_colour),
     )  # fmt: skip
     return rgb_out.reshape(B, 3, H, W), z.reshape(B, H, W), valid.reshape(B, H, W), hits.reshape(B, H, W)
 
@@ -337,6 +372,8 @@ def warp_gathered(
     blend_tolerance: float = 0.0,
     weights: torch.Tensor | None = None,
     fallback: int = 0,
+    blend_depth: bool = False,
+    blend_colour: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The reprojection answer of ``k`` selected keyframes per query, as the network part takes it.
 
@@ -354,7 +391,8 @@ def warp_gathered(
     up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose).
     ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
     (:func:`splat_keyframes`). ``fallback``: the last ``fallback`` keyframes fill only the others' holes
-    (:func:`splat_keyframes`)."""
+    (:func:`splat_keyframes`). ``blend_depth``: the depth of those pixels blended alike; ``blend_colour`` False:
+    their depth only (:func:`splat_keyframes`)."""
     if kernel not in ("auto", "numba", "torch"):
         raise ValueError(f"kernel {kernel!r} is not auto, numba or torch")
     B, k = rgb.shape[:2]
@@ -381,6 +419,8 @@ def warp_gathered(
             blend_tolerance,
             None if weights is None else weights.double().cpu().numpy(),
             fallback,
+            blend_depth,
+            blend_colour,
         )
         z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
         return {
@@ -393,7 +433,8 @@ def warp_gathered(
     f_depth = depth.float()[:, :, None]
     w_rgb, w_d, valid_t, hits_t = splat_keyframes(f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable,
                                                   blend_tolerance=blend_tolerance, weights=weights,
-                                                  fallback=fallback)  # fmt: skip
+                                                  fallback=fallback, blend_depth=blend_depth,
+                                                  blend_colour=blend_colour)  # fmt: skip
     first = usable.int().argmax(dim=1)
     any_use = usable.any(dim=1)[:, None, None, None]
     b = torch.arange(B, device=dev)

@@ -73,9 +73,9 @@ def test_torch_splat_reproduces_the_numpy_reprojection_baseline(plane) -> None:
     assert (v1[0, 0].numpy() != only0).mean() < 0.002
 
 
-def _plane_model(plane, n_key: int = 6, yaw_step: float = 0.05, **cfg) -> tuple:
+def _plane_model(plane, n_key: int = 6, yaw_step: float = 0.05, depth_step: float = 0.0, **cfg) -> tuple:
     """A hybrid model (untrained) whose store holds ground-plane frames along a line, turned ``yaw_step`` from one
-    to the next."""
+    to the next; keyframe ``i``'s depth scaled by ``1 + depth_step * i`` (as sensors or networks that disagree)."""
     ck, cam = plane
     model = build_model(
         HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6, **cfg),
@@ -84,6 +84,7 @@ def _plane_model(plane, n_key: int = 6, yaw_step: float = 0.05, **cfg) -> tuple:
     model.set_depth_normalizer(DepthNormalizer(0.0, 80.0))
     T = np.stack([look_down_pose(2.0 * i, 0.5 * i, 24.0, yaw=yaw_step * i) for i in range(n_key)])
     rgb, depth = _render(ck, T)
+    depth = depth * (1.0 + depth_step * np.arange(n_key, dtype=np.float32))[:, None, None]
     model.set_keyframes(
         rgb, depth, T, cam, source_id=np.zeros(n_key), seq_pos=np.arange(n_key), index=np.arange(n_key),
         rot_weight_m=20.0,
@@ -287,12 +288,20 @@ def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> No
     solo, _ = _plane_model(plane, neighbours=3, warp_colour="nearest-surface")
     a, b = model.warp(q), solo.warp(q)
     assert torch.equal(a["depth"], b["depth"]) and (a["rgb"] != b["rgb"]).any()
-    # warp_depth blend: the views that see the ground straight down agree on its depth, so their mean is the
-    # z-buffer winner's (the mean itself: test_blended_colour_averages_the_keyframes_that_see_the_surface)
-    mean, _ = _plane_model(plane, neighbours=3, warp_depth="blend")
-    c = mean.warp(q)
+    # warp_depth blend (the default): where the views that see the ground straight down agree on its depth, their
+    # mean is the z-buffer winner's; where their depths disagree by a few per cent, the mean lies behind the nearest
+    assert model.config.warp_depth == "blend"
+    nearest, _ = _plane_model(plane, neighbours=3, warp_depth="nearest-surface")
+    c = nearest.warp(q)
     assert torch.equal(c["rgb"], a["rgb"]) and torch.equal(c["valid"], a["valid"])
     torch.testing.assert_close(c["depth"], a["depth"], atol=1e-5, rtol=0.0)
+    noisy, _ = _plane_model(plane, neighbours=3, depth_step=0.04)
+    noisy_nearest, _ = _plane_model(plane, neighbours=3, depth_step=0.04, warp_depth="nearest-surface")
+    d, e = noisy.warp(q), noisy_nearest.warp(q)
+    v = d["valid"] & torch.isfinite(d["depth"])
+    assert torch.equal(d["valid"], e["valid"]) and torch.equal(d["rgb"], e["rgb"])  # the colour rule is the same
+    assert (d["depth"][v] >= e["depth"][v] - 1e-6).all()  # never nearer than the winner
+    assert (d["depth"][v] > e["depth"][v] + 1e-4).float().mean() > 0.5  # farther where another view agrees
 
 
 def test_training_exclusion_leaves_out_the_query_and_its_neighbours(plane) -> None:

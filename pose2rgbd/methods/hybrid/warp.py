@@ -91,9 +91,9 @@ def splat_keyframes(
         ok = surf & (w_d <= zmin[:, None] * (1.0 + blend_tolerance))
         wt = ok.double() * weights.to(device=rgb.device, dtype=torch.float64)[:, :, None, None, None]
         wsum = wt.sum(dim=1).clamp_min(1e-300)
-        blended = (w_rgb.double() * wt).sum(dim=1) / wsum
         surface = valid & torch.isfinite(out_d)
         if blend_colour:
+            blended = (w_rgb.double() * wt).sum(dim=1) / wsum
             out_rgb = torch.where(surface, blended.to(out_rgb.dtype), out_rgb)
         if blend_depth:
             z_blend = (torch.where(ok, w_d.double(), torch.zeros_like(w_d, dtype=torch.float64)) * wt).sum(1) / wsum

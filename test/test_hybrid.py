@@ -367,6 +367,7 @@ def test_two_step_cli_train_and_store_holds_training_frames_only(trained: Path) 
     assert len(kept) == 12 == ck.model.n_keyframes  # subsampled to max_keyframes
     assert kept <= set(split["train"])
     assert not kept & (set(split["val"]) | set(split["test"]))
+    assert torch.isfinite(ck.model.hole_border_fit).all()  # training chose the border holes' rule for the place
     log = (trained / "log.csv").read_text()
     assert "decoder_rgb_loss" in log and "rgb_loss" in log
 
@@ -420,7 +421,7 @@ def test_config_checks_and_presets() -> None:
 
     bads = (
         {"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"},
-        {"hole_rgb": "learned"}, {"rgb_correction": "valid"}, {"warp_depth": "mean"},
+        {"hole_rgb": "learned"}, {"rgb_correction": "valid"}, {"warp_depth": "mean"}, {"hole_border": "learned"},
     )  # fmt: skip
     for bad in bads:
         with pytest.raises(ConfigError):
@@ -596,6 +597,97 @@ def test_the_ground_bounds_the_holes_depth(plane) -> None:
     assert copy.ground is not None and np.array_equal(copy.ground.normal, g.normal)
 
 
+def test_border_holes_are_the_holes_that_reach_the_image_border() -> None:
+    from pose2rgbd.methods.hybrid.hole_depth import border_holes
+
+    valid = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    valid[0, 0, 3:5, 3:5] = False  # enclosed: a disocclusion
+    valid[0, 0, 6:, 0:3] = False  # at the bottom-left corner
+    valid[0, 0, 5, 1] = False  # joined to the corner's hole
+    valid[0, 0, 0, 7] = False  # a corner pixel ...
+    valid[0, 0, 1, 6] = False  # ... and one touching it only diagonally: not joined (4-neighbours)
+    valid[1, 0] = False  # nothing landed: all border
+    got = border_holes(valid)
+    want = torch.zeros_like(valid)
+    want[0, 0, 6:, 0:3] = True
+    want[0, 0, 5, 1] = True
+    want[0, 0, 0, 7] = True
+    want[1, 0] = True
+    assert torch.equal(got, want)
+
+
+def _border_place(plane, same_depth: bool, n: int = 12, **cfg) -> tuple:
+    """Ground-plane keyframes at different heights (20-29 m), turning: with their true depth (``same_depth`` False:
+    a view's holes at its border are best filled from the geometry around them), or all with the first keyframe's
+    depth image (as a network that predicts the same depth for every view of a walk: the nearest keyframe's own
+    depth is the view's)."""
+    ck, cam = plane
+    model = build_model(
+        HybridConfig(size=SIZE, exclude_window=1, **cfg),
+        pose_normalizer=PoseNormalizer("6dof-quat", [-50, -50, 5, -1, -1, -1, 0], [50, 50, 60, 1, 1, 1, 1]),
+    )
+    model.set_depth_normalizer(DepthNormalizer(0.0, 80.0))
+    T = np.stack([look_down_pose(2.0 * i, 0.5 * i, 20.0 + 3.0 * (i % 4), yaw=0.1 * i) for i in range(n)])
+    rgb, depth = _render(ck, T)
+    if same_depth:
+        depth = np.repeat(depth[:1], n, axis=0)
+    model.set_keyframes(rgb, depth, T, cam, source_id=np.zeros(n), seq_pos=np.arange(n), index=np.arange(n),
+                        rot_weight_m=20.0)  # fmt: skip
+    return model.eval(), T
+
+
+def test_each_place_chooses_the_depth_of_its_border_holes_from_its_own_keyframes(plane) -> None:
+    """hole_border auto: each keyframe warped from the others (its time window left out) tells which rule is nearer
+    its own depth in the holes at its border; true geometry keeps the background rule, a per-view depth that
+    repeats from view to view takes the nearest keyframe's."""
+    geometric, _ = _border_place(plane, same_depth=False)
+    assert geometric.config.hole_border == "auto" and geometric.hole_border_rule == "background"  # before a fit
+    fit = geometric.fit_hole_border(min_pixels=100)
+    assert fit is not None and fit["pixels"] >= 100
+    assert fit["background"] < 0.1 < 1.0 < fit["nearest"]  # the heights differ by 3-9 m
+    assert geometric.hole_border_rule == "background"
+    repeated, _ = _border_place(plane, same_depth=True)
+    fit = repeated.fit_hole_border(min_pixels=100)
+    assert fit is not None and fit["nearest"] < 0.1 < 1.0 < fit["background"]
+    assert repeated.hole_border_rule == "nearest"
+    np.testing.assert_allclose(repeated.hole_border_fit.numpy(), [1.0, fit["background"], fit["nearest"],
+                                                                   fit["pixels"]])  # fmt: skip
+    # too few such pixels to tell: the background rule
+    assert repeated.fit_hole_border(min_pixels=10**7) is not None and repeated.hole_border_rule == "background"
+    # a rule given in the config is not fitted
+    fixed, _ = _border_place(plane, same_depth=True, hole_border="background")
+    assert fixed.fit_hole_border() is None and fixed.hole_border_rule == "background"
+    assert not torch.isfinite(fixed.hole_border_fit[1:]).any()
+
+
+def test_border_holes_take_the_nearest_keyframes_depth_where_the_place_chose_it(plane) -> None:
+    """The chosen rule changes only the holes that reach the border; the rule travels with the state_dict, and a
+    state_dict from before it loads with the background rule."""
+    from pose2rgbd.methods.hybrid.hole_depth import border_holes
+
+    chose, _ = _border_place(plane, same_depth=True)
+    chose.fit_hole_border(min_pixels=100)
+    assert chose.hole_border_rule == "nearest"
+    back, _ = _border_place(plane, same_depth=True, hole_border="background")
+    back.load_state_dict(chose.state_dict())
+    assert back.hole_border_rule == "background"  # the config's rule, whatever the buffer says
+    query = look_down_pose(9.0, 2.0, 36.0, yaw=0.9)[None]  # above every keyframe (none behind it): border holes
+    x, _ = chose.poses_to_input(query)
+    with torch.no_grad():
+        a, b, w = chose(x, query), back(x, query), chose.warp(query)
+    border = border_holes(w["valid"])
+    assert border.float().mean() > 0.02
+    assert torch.equal(a["depth"][border], w["depth"][border].float())  # the nearest keyframe's depth
+    assert not torch.equal(b["depth"][border], w["depth"][border].float())
+    assert torch.equal(a["depth"][~border], b["depth"][~border]) and torch.equal(a["rgb"], b["rgb"])
+    copy, _ = _border_place(plane, same_depth=True)
+    copy.load_state_dict(chose.state_dict())
+    assert copy.hole_border_rule == "nearest"
+    older, _ = _border_place(plane, same_depth=True)
+    older.load_state_dict({k: v for k, v in chose.state_dict().items() if k != "hole_border_fit"}, strict=True)
+    assert older.hole_border_rule == "background"
+
+
 def test_hole_colour_follows_the_background_depth_and_the_correction_stays_in_the_holes(plane) -> None:
     """hole_rgb background: a hole takes the colour of the pixel whose depth it took; rgb_correction holes: the
     fill network's colour correction (random here, so it shows) changes no pixel a keyframe point landed on."""
@@ -637,7 +729,7 @@ def test_hybrid_checkpoints_written_before_the_colour_and_ground_rules_keep_thei
     assert got["model_config"] == {**old["model_config"], **BEFORE_DEFAULTS}
     current = {"model_config": {"hole_rgb": "background", "rgb_correction": "holes", "fill_init": "pretrained",
                                 "hole_ground": True, "warp_colour": "blend", "warp_depth": "blend",
-                                "behind_keyframe": True, "decoder": True}}  # fmt: skip
+                                "hole_border": "auto", "behind_keyframe": True, "decoder": True}}  # fmt: skip
     # a checkpoint that records its settings is left as it is, the earlier defaults included
     assert FAMILY.migrate(current) == current
 

@@ -13,6 +13,7 @@ from pose2rgbd.methods.pose2rgbd.config import DEFAULT_TRUNK, MAX_SIZE, MIN_SIZE
 
 LOSSES: tuple[str, ...] = ("mse", "l1")
 HOLE_DEPTHS: tuple[str, ...] = ("nearest", "background", "learned")
+HOLE_BORDERS: tuple[str, ...] = ("auto", "background", "nearest")
 HOLE_RGBS: tuple[str, ...] = ("nearest", "background")
 RGB_CORRECTIONS: tuple[str, ...] = ("everywhere", "holes")
 GEOMETRIES: tuple[str, ...] = ("warp", "fused")
@@ -27,6 +28,7 @@ BEFORE_DEFAULTS: dict[str, object] = {
     "hole_ground": False,
     "warp_colour": "nearest-surface",
     "warp_depth": "nearest-surface",
+    "hole_border": "background",
     "behind_keyframe": False,
     "decoder": True,
 }
@@ -126,6 +128,14 @@ class HybridConfig:
         "far from every keyframe have the near ground in their holes, which the background rule gives the depth of "
         'what stands behind it (docs/results.md, "The ground under the holes")',
     )
+    hole_border: str = help_field(
+        "auto",
+        "with hole_depth background: the depth of the holes that reach the image's border, where the view sees beyond "
+        "every keyframe's frame (no disocclusion): background (the rule above) | nearest (the nearest keyframe's own "
+        "depth at the pixel, as the reprojection baseline) | auto (a new model chooses for its place, from its own "
+        "keyframes, each warped from the others with its time window left out: the rule with the lower depth "
+        'error there, kept in the checkpoint; docs/results.md, "The holes at the border")',
+    )
     hole_rgb: str = help_field(
         "background",
         "colour of the warped view where no keyframe point lands, the fill network's input and the base its correction "
@@ -189,6 +199,8 @@ class HybridConfig:
             raise ConfigError("model.fill_init is empty: pass pretrained, none or the path of a fill file")
         if self.hole_depth not in HOLE_DEPTHS:
             raise ConfigError(f"model.hole_depth {self.hole_depth!r} is not one of {list(HOLE_DEPTHS)}")
+        if self.hole_border not in HOLE_BORDERS:
+            raise ConfigError(f"model.hole_border {self.hole_border!r} is not one of {list(HOLE_BORDERS)}")
         if self.hole_rgb not in HOLE_RGBS:
             raise ConfigError(f"model.hole_rgb {self.hole_rgb!r} is not one of {list(HOLE_RGBS)}")
         if self.warp_colour not in WARP_COLOURS:

@@ -1,5 +1,6 @@
 """Depth and colour in the holes of a hybrid model's warped view (``model.hole_depth`` / ``model.hole_rgb``
-background): :func:`background_fill_with_source`, :func:`background_colour`.
+background): :func:`background_fill_with_source`, :func:`background_colour`, and which holes reach the image's border
+(:func:`border_holes`, ``model.hole_border``).
 
 A hole is where no keyframe point landed, mostly a disocclusion; it takes the farther surface around it, its
 depth and (through the index of the pixel it came from) its colour. On CPU a numba kernel computes it, on CUDA
@@ -61,6 +62,29 @@ def background_fill_with_source(depth_n: torch.Tensor, valid: torch.Tensor) -> t
         for c in range(x.shape[1]):
             _background_fill_kernel(x[b, c], v[b, c], out[b, c], src[b, c])
     return torch.from_numpy(out), torch.from_numpy(src)
+
+
+def border_holes(valid: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` bool: the holes (``~valid``) connected to the image's border through other holes (4-neighbours),
+    where the view sees beyond every keyframe's frame rather than behind a surface that moved aside.
+
+    ``scipy.ndimage.label`` on the CPU (a CUDA mask makes one round trip): one pass over the image, where a flood
+    from the border in torch would take one step per pixel of hole width."""
+    from scipy import ndimage
+
+    v = valid.detach().cpu().numpy().astype(bool)
+    out = np.zeros(v.shape, bool)
+    for b in range(v.shape[0]):
+        for c in range(v.shape[1]):
+            labels, n = ndimage.label(~v[b, c])
+            if n == 0:
+                continue
+            edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+            touches = np.zeros(n + 1, bool)
+            touches[edge] = True
+            touches[0] = False  # label 0: the valid pixels
+            out[b, c] = touches[labels]
+    return torch.from_numpy(out).to(valid.device)
 
 
 _NEG = np.float32(-3e38)  # "no known depth" (below any normalized depth, above float32's lowest)

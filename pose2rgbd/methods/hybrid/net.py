@@ -56,7 +56,7 @@ from pose2rgbd.geometry.encoding import encoding_dim
 from pose2rgbd.geometry.rotations import rotation_angle_between
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
-from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source
+from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source, border_holes
 from pose2rgbd.methods.hybrid.network import (
     FILL_INPUTS,
     FillUNet,
@@ -81,6 +81,11 @@ log = logging.getLogger(__name__)
 
 # the keyframe from behind is looked for first among this many nearest keyframes (HybridNet.keyframes_to_warp)
 BEHIND_CANDIDATES = 64
+
+
+def _unfitted_border() -> torch.Tensor:
+    """``hole_border_fit`` before :meth:`HybridNet.fit_hole_border`: the background rule, no errors measured."""
+    return torch.tensor([0.0, float("nan"), float("nan"), float("nan")], dtype=torch.float64)
 
 
 class HybridNet(PoseToImage, ModelBase):
@@ -143,6 +148,11 @@ class HybridNet(PoseToImage, ModelBase):
         # the model camera's pixel rays, made on first use, with the camera they were made for
         self._ground_rays: tuple[tuple[float, ...], np.ndarray] | None = None
         self._ground_values: np.ndarray | None = None  # the ground_plane buffer on the CPU (read once: `ground`)
+        # model.hole_border auto: what fit_hole_border found for the place: [1 if its border holes take the nearest
+        # keyframe's depth else 0, the background rule's error (m), the nearest keyframe's (m), pixels]; NaN: not fitted
+        self.hole_border_fit: torch.Tensor
+        self.register_buffer("hole_border_fit", _unfitted_border())
+        self._border_rule: str | None = None  # hole_border_rule, read once
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -283,8 +293,11 @@ class HybridNet(PoseToImage, ModelBase):
         state_dict.setdefault(prefix + "pose_fixed", torch.zeros_like(self.pose_fixed))
         # ... before ground_plane existed: no ground (their config has hole_ground false: FAMILY.migrate)
         state_dict.setdefault(prefix + "ground_plane", torch.full_like(self.ground_plane, float("nan")))
+        # ... before hole_border existed: the background rule (their config has hole_border background: migrate)
+        state_dict.setdefault(prefix + "hole_border_fit", _unfitted_border())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ground_values = None  # the plane may have changed: read the buffer again
+        self._border_rule = None
 
     def select_keyframes(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -469,10 +482,71 @@ class HybridNet(PoseToImage, ModelBase):
         angle = rotation_angle_between(T[:, None, :3, :3], Tk[..., :3, :3])
         return blend_weights(dt + self.keyframes.poses.rot_weight_m * angle)
 
-    def _holes(self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @property
+    def hole_border_rule(self) -> str:
+        """The depth of the holes that reach the image's border under ``hole_depth background``: ``background``
+        or ``nearest`` (``model.hole_border``; ``auto``: what :meth:`fit_hole_border` chose for the place)."""
+        if self._border_rule is None:  # read once, not every forward (a device sync where the model is on a GPU)
+            rule = self.config.hole_border
+            if rule == "auto":
+                rule = "nearest" if float(self.hole_border_fit[0]) > 0.5 else "background"
+            self._border_rule = rule
+        return self._border_rule
+
+    def fit_hole_border(self, *, samples: int = 96, min_pixels: int = 2000) -> dict[str, float] | None:
+        """``model.hole_border auto``: choose the depth of the holes at the image's border for this place from its
+        own keyframes, up to ``samples`` of them spread over the store, each warped from the others with its time
+        window (``model.exclude_window``) left out, as a held-out view is: the rule (background or the nearest
+        keyframe's depth) with the lower mean absolute error against the keyframe's own depth on those holes. Kept
+        with both errors in the ``hole_border_fit`` buffer (the checkpoint); the background rule where fewer than
+        ``min_pixels`` such pixels were seen. Returns the two errors (metres) and the pixel count, None where
+        nothing is chosen (another setting, or no keyframe times: only training gives them)."""
+        with torch.no_grad():
+            self.hole_border_fit.copy_(_unfitted_border())
+        self._border_rule = None
+        c, kf = self.config, self.keyframes
+        if c.hole_depth != "background" or c.hole_border != "auto" or kf is None or self.keyframe_times is None:
+            return None
+        src, pos = self.keyframe_times
+        dn = self.depth_normalizer
+        pick = np.unique(np.linspace(0, len(kf) - 1, min(len(kf), samples)).round().astype(np.int64))
+        sums = {"background": 0.0, "nearest": 0.0}
+        count = 0
+        for s in range(0, len(pick), 16):
+            rows = pick[s : s + 16]
+            T = np.asarray(kf.T_world_cam, np.float64)[rows]
+            exclude = (src[rows], pos[rows], np.full(len(rows), int(c.exclude_window)))
+            with torch.no_grad():
+                w = self.warp(T, exclude)
+                background = self._holes(w, T, border=False)[1]
+                truth = self.gather_keyframes(rows[:, None])[1][:, :1].float()  # metres; NaN invalid, +inf sky
+            assert background is not None  # hole_depth background
+            seen = border_holes(w["valid"]) & torch.isfinite(truth) & (truth > 0) & (truth <= dn.max_m)
+            seen &= w["valid"].flatten(1).any(1).reshape(-1, 1, 1, 1)  # a keyframe landed somewhere: not all excluded
+            for name, d in (("background", background), ("nearest", w["depth"])):
+                metres = dn.denormalize(d.float()).clamp(dn.min_m, dn.max_m)
+                sums[name] += float((metres - truth).abs()[seen].sum())
+            count += int(seen.sum())
+        found = {k: v / max(count, 1) for k, v in sums.items()} | {"pixels": float(count)}
+        nearest = count >= min_pixels and found["nearest"] < found["background"]
+        values = [1.0 if nearest else 0.0, found["background"], found["nearest"], float(count)]
+        with torch.no_grad():
+            self.hole_border_fit.copy_(torch.tensor(values, dtype=torch.float64))
+        log.info(
+            "hybrid: holes at the image border take %s (on %d pixels of %d keyframes warped from the others, their "
+            "time window left out: %.3g m error with the nearest keyframe's depth, %.3g m with the background rule)",
+            "the nearest keyframe's depth" if nearest else "the background rule", count, len(pick),
+            found["nearest"], found["background"],
+        )  # fmt: skip
+        return found
+
+    def _holes(
+        self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray, *, border: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
         setting uses the background rule; from the warped depth, no gradient), at most the ground's
-        (``hole_ground``: :meth:`_ground_depth`)."""
+        (``hole_ground``: :meth:`_ground_depth`); with ``border`` and :attr:`hole_border_rule` nearest, the holes
+        that reach the image's border keep the nearest keyframe's depth instead (the colour is unchanged)."""
         c = self.config
         if c.hole_depth != "background" and c.hole_rgb != "background":
             return w["rgb"], None
@@ -483,6 +557,8 @@ class HybridNet(PoseToImage, ModelBase):
         ground = self.ground
         if ground is not None:
             depth = torch.minimum(depth, self._ground_depth(ground, T_world_cam).to(depth.device, depth.dtype))
+        if border and c.hole_depth == "background" and self.hole_border_rule == "nearest":
+            depth = torch.where(border_holes(w["valid"]), w["depth"].detach().to(depth.dtype), depth)
         return rgb, depth
 
     def _ground_depth(self, ground: GroundPlane, T_world_cam: np.ndarray) -> torch.Tensor:

@@ -244,6 +244,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         use_training_keyframes(model, keyframes, cache, rot_w)
         if model.fused_input is not None:  # model.geometry fused: the keyframes' depth in one surface, with the map
             training_geometry(model, keyframes, own_map=not mc.map, progress=ctx.progress)
+        model.fit_hole_border()  # model.hole_border auto: the border holes' depth rule for this place
         log.info(
             "depth range [%.2f, %.2f]; keyframes: %d of %d training frames, from the place map %s",
             dn.min_m, dn.max_m, len(keyframes), len(split.train), getattr(keyframes, "path", ""),

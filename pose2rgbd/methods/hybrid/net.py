@@ -152,7 +152,7 @@ class HybridNet(PoseToImage, ModelBase):
         # keyframe's depth else 0, the background rule's error (m), the nearest keyframe's (m), pixels]; NaN: not fitted
         self.hole_border_fit: torch.Tensor
         self.register_buffer("hole_border_fit", _unfitted_border())
-        self._border_rule: str | None = None  # hole_border_rule, read once
+        self._border_chosen: float | None = None  # hole_border_fit[0] on the CPU (read once: `hole_border_rule`)
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -297,7 +297,7 @@ class HybridNet(PoseToImage, ModelBase):
         state_dict.setdefault(prefix + "hole_border_fit", _unfitted_border())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ground_values = None  # the plane may have changed: read the buffer again
-        self._border_rule = None
+        self._border_chosen = None
 
     def select_keyframes(
         self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -486,12 +486,11 @@ class HybridNet(PoseToImage, ModelBase):
     def hole_border_rule(self) -> str:
         """The depth of the holes that reach the image's border under ``hole_depth background``: ``background``
         or ``nearest`` (``model.hole_border``; ``auto``: what :meth:`fit_hole_border` chose for the place)."""
-        if self._border_rule is None:  # read once, not every forward (a device sync where the model is on a GPU)
-            rule = self.config.hole_border
-            if rule == "auto":
-                rule = "nearest" if float(self.hole_border_fit[0]) > 0.5 else "background"
-            self._border_rule = rule
-        return self._border_rule
+        if self.config.hole_border != "auto":
+            return self.config.hole_border
+        if self._border_chosen is None:  # read once, not every forward (a device sync where the model is on a GPU)
+            self._border_chosen = float(self.hole_border_fit[0])
+        return "nearest" if self._border_chosen > 0.5 else "background"
 
     def fit_hole_border(self, *, samples: int = 96, min_pixels: int = 2000) -> dict[str, float] | None:
         """``model.hole_border auto``: choose the depth of the holes at the image's border for this place from its
@@ -499,11 +498,12 @@ class HybridNet(PoseToImage, ModelBase):
         window (``model.exclude_window``) left out, as a held-out view is: the rule (background or the nearest
         keyframe's depth) with the lower mean absolute error against the keyframe's own depth on those holes. Kept
         with both errors in the ``hole_border_fit`` buffer (the checkpoint); the background rule where fewer than
-        ``min_pixels`` such pixels were seen. Returns the two errors (metres) and the pixel count, None where
-        nothing is chosen (another setting, or no keyframe times: only training gives them)."""
+        ``min_pixels`` such pixels were seen (the errors NaN where none was). Returns the two errors (metres) and the
+        pixel count, None where nothing is chosen (another setting, or no keyframe times: only training gives
+        them)."""
         with torch.no_grad():
             self.hole_border_fit.copy_(_unfitted_border())
-        self._border_rule = None
+        self._border_chosen = None
         c, kf = self.config, self.keyframes
         if c.hole_depth != "background" or c.hole_border != "auto" or kf is None or self.keyframe_times is None:
             return None
@@ -527,7 +527,7 @@ class HybridNet(PoseToImage, ModelBase):
                 metres = dn.denormalize(d.float()).clamp(dn.min_m, dn.max_m)
                 sums[name] += float((metres - truth).abs()[seen].sum())
             count += int(seen.sum())
-        found = {k: v / max(count, 1) for k, v in sums.items()} | {"pixels": float(count)}
+        found = {k: v / count if count else float("nan") for k, v in sums.items()} | {"pixels": float(count)}
         nearest = count >= min_pixels and found["nearest"] < found["background"]
         values = [1.0 if nearest else 0.0, found["background"], found["nearest"], float(count)]
         with torch.no_grad():

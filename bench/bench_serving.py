@@ -270,7 +270,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                                   depth_max_m=dn.max_m, kernel=kernel, fallback=fallback,
                                   **m.blend_options(T, rows))  # fmt: skip
                 mark()
-                w_rgb, background = m._holes(w, T)
+                w_rgb, background, kept = m._holes(w, T)
                 mark()
                 dec = decoder_inputs(m.decoder, x.masked_fill(m.pose_fixed, 0.0), w_rgb)  # zeros without one
                 mark()
@@ -280,7 +280,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 out = m.fill(xx)
                 mark()
                 o = {"rgb": m._correct_rgb(w_rgb, w_rgb + out[:, :3], w["valid"]),
-                     "depth": m._correct_depth(w["depth"], out[:, 3:4], w["valid"], background),
+                     "depth": m._correct_depth(w["depth"], out[:, 3:4], kept, background),
                      "confidence": w["valid"].float()}  # fmt: skip
                 mark()
                 m.outputs_to_arrays(o)

@@ -662,8 +662,9 @@ def test_each_place_chooses_the_depth_of_its_border_holes_from_its_own_keyframes
 
 
 def test_border_holes_take_the_nearest_keyframes_depth_where_the_place_chose_it(plane) -> None:
-    """The chosen rule changes only the holes that reach the border; the rule travels with the state_dict, and a
-    state_dict from before it loads with the background rule."""
+    """The chosen rule changes only the depth of what the neighbours leave open at the border (the holes that reach
+    it, and what only the keyframe from behind landed on); the rule travels with the state_dict, and a state_dict
+    from before it loads with the background rule."""
     from pose2rgbd.methods.hybrid.hole_depth import border_holes
 
     chose, _ = _border_place(plane, same_depth=True)
@@ -681,6 +682,18 @@ def test_border_holes_take_the_nearest_keyframes_depth_where_the_place_chose_it(
     assert torch.equal(a["depth"][border], w["depth"][border].float())  # the nearest keyframe's depth
     assert not torch.equal(b["depth"][border], w["depth"][border].float())
     assert torch.equal(a["depth"][~border], b["depth"][~border]) and torch.equal(a["rgb"], b["rgb"])
+    # below the keyframes, turned: the keyframe from behind lands where the neighbours left the border open; there
+    # the depth is the nearest keyframe's too, while its colour stays
+    low = look_down_pose(12.0, 3.0, 15.0, yaw=1.3)[None]
+    x, _ = chose.poses_to_input(low)
+    with torch.no_grad():
+        a, b, w = chose(x, low), back(x, low), chose.warp(low)
+    fb = w["from_fallback"]
+    assert fb.float().mean() > 0.03 and not (fb & ~w["valid"]).any()
+    assert torch.equal(a["depth"][fb], w["nearest_depth"][fb].float())
+    assert not torch.equal(b["depth"][fb], a["depth"][fb]) and torch.equal(a["rgb"], b["rgb"])
+    open_ = border_holes(w["valid"]) | fb
+    assert torch.equal(a["depth"][~open_], b["depth"][~open_])
     copy, _ = _border_place(plane, same_depth=True)
     copy.load_state_dict(chose.state_dict())
     assert copy.hole_border_rule == "nearest"

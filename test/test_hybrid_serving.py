@@ -116,7 +116,14 @@ def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points(fallback: i
         assert torch.equal(a["rgb"][v.expand_as(a["rgb"])], main["rgb"][v.expand_as(a["rgb"])])
         assert torch.equal(a["depth"][v], main["depth"][v])
         assert (a["valid"] & ~v).any() and (a["valid"] | ~v).all()
-    for key in ("rgb", "depth", "valid", "hits"):
+        assert torch.equal(a["from_fallback"], a["valid"] & ~v)  # what the fallback alone landed on
+    else:
+        assert not a["from_fallback"].any()
+    first = torch.from_numpy(usable).int().argmax(dim=1)
+    near = torch.from_numpy(d)[torch.arange(B), first][:, None].clamp(1.0, 20.0)
+    near = torch.where(torch.isnan(near), torch.full_like(near, 20.0), near)
+    torch.testing.assert_close(a["nearest_depth"], 2.0 * (near - 1.0) / 19.0 - 1.0)  # the nearest keyframe's own
+    for key in ("rgb", "depth", "valid", "hits", "from_fallback", "nearest_depth"):
         close = (a[key] - b[key]).abs() < 1e-5 if key == "rgb" else a[key] == b[key]
         assert close.float().mean() > 0.999, (key, close.float().mean())
     with pytest.raises(ValueError, match="weights"):

@@ -273,4 +273,5 @@ class FusedInput:
             "depth": torch.where(surface, depth_n.to(warped["depth"].dtype), warped["depth"]),
             "valid": surface | warped["valid"],
             "rgb_valid": coloured | warped["valid"],
+            "from_fallback": warped["from_fallback"] & ~surface,  # the surface's depth is no fallback's
         }

@@ -521,9 +521,10 @@ class HybridNet(PoseToImage, ModelBase):
                 background = self._holes(w, T, border=False)[1]
                 truth = self.gather_keyframes(rows[:, None])[1][:, :1].float()  # metres; NaN invalid, +inf sky
             assert background is not None  # hole_depth background
-            seen = border_holes(w["valid"]) & torch.isfinite(truth) & (truth > 0) & (truth <= dn.max_m)
+            now = torch.where(w["valid"], w["depth"], background)  # today's: the fallback's landings, the rule's holes
+            seen = self._open_border(w) & torch.isfinite(truth) & (truth > 0) & (truth <= dn.max_m)
             seen &= w["valid"].flatten(1).any(1).reshape(-1, 1, 1, 1)  # a keyframe landed somewhere: not all excluded
-            for name, d in (("background", background), ("nearest", w["depth"])):
+            for name, d in (("background", now), ("nearest", w["nearest_depth"])):
                 metres = dn.denormalize(d.float()).clamp(dn.min_m, dn.max_m)
                 sums[name] += float((metres - truth).abs()[seen].sum())
             count += int(seen.sum())
@@ -540,16 +541,23 @@ class HybridNet(PoseToImage, ModelBase):
         )  # fmt: skip
         return found
 
+    def _open_border(self, w: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, 1, S, S)`` bool: what the neighbours leave open at the image's border, where a view sees beyond
+        their frames: the holes that reach the border, and the pixels only the keyframe from behind landed on
+        (``behind_keyframe``: it fills the neighbours' holes)."""
+        return border_holes(w["valid"]) | w["from_fallback"]
+
     def _holes(
         self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray, *, border: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The warped RGB with ``hole_rgb`` applied, and the background depth of the holes (``None`` unless a
-        setting uses the background rule; from the warped depth, no gradient), at most the ground's
-        (``hole_ground``: :meth:`_ground_depth`); with ``border`` and :attr:`hole_border_rule` nearest, the holes
-        that reach the image's border keep the nearest keyframe's depth instead (the colour is unchanged)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The warped RGB with ``hole_rgb`` applied; the background depth of the holes (``None`` unless a setting
+        uses the background rule; from the warped depth, no gradient), at most the ground's (``hole_ground``:
+        :meth:`_ground_depth`); and the pixels that keep their warped depth (the ``valid`` ones). With ``border`` and
+        :attr:`hole_border_rule` nearest, what the neighbours leave open at the border (:meth:`_open_border`) takes
+        the nearest keyframe's own depth instead, and the keyframe from behind keeps only its colour there."""
         c = self.config
         if c.hole_depth != "background" and c.hole_rgb != "background":
-            return w["rgb"], None
+            return w["rgb"], None, w["valid"]
         depth, source = background_fill_with_source(w["depth"].detach(), w["valid"])
         rgb = w["rgb"]
         if c.hole_rgb == "background":
@@ -557,9 +565,12 @@ class HybridNet(PoseToImage, ModelBase):
         ground = self.ground
         if ground is not None:
             depth = torch.minimum(depth, self._ground_depth(ground, T_world_cam).to(depth.device, depth.dtype))
+        kept = w["valid"]
         if border and c.hole_depth == "background" and self.hole_border_rule == "nearest":
-            depth = torch.where(border_holes(w["valid"]), w["depth"].detach().to(depth.dtype), depth)
-        return rgb, depth
+            open_ = self._open_border(w)
+            depth = torch.where(open_, w["nearest_depth"].detach().to(depth.dtype), depth)
+            kept = kept & ~open_
+        return rgb, depth, kept
 
     def _ground_depth(self, ground: GroundPlane, T_world_cam: np.ndarray) -> torch.Tensor:
         """Where the query pixels' rays meet ``ground``, normalized ``(B, 1, S, S)`` (above 1 where a ray does not
@@ -613,13 +624,13 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         w = self.warp(T, exclude)
-        w_rgb, background = self._holes(w, T)
+        w_rgb, background, kept = self._holes(w, T)  # kept: the pixels whose warped depth is corrected and kept
         runner = None if self.training else self.network_runner
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
             return {
                 "rgb": self._correct_rgb(w_rgb, rgb, w.get("rgb_valid", w["valid"])),
-                "depth": self._correct_depth(w["depth"], log_scale, w["valid"], background),
+                "depth": self._correct_depth(w["depth"], log_scale, kept, background),
                 "confidence": w["valid"].float(),
             }
         dec = decoder_inputs(self.decoder, pose.masked_fill(self.pose_fixed, 0.0), w_rgb)
@@ -629,7 +640,7 @@ class HybridNet(PoseToImage, ModelBase):
         res = self.fill(x)
         out = {
             "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w.get("rgb_valid", w["valid"])),
-            "depth": self._correct_depth(w["depth"], res[:, 3:4], w["valid"], background),
+            "depth": self._correct_depth(w["depth"], res[:, 3:4], kept, background),
             "confidence": w["valid"].float(),
         }
         if self.decoder is not None:

@@ -39,6 +39,27 @@ def splat_keyframes(
     blend_depth: bool = False,
     blend_colour: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Warp ``k`` keyframes into each of ``B`` query cameras and z-buffer them together (:func:`_splat_keyframes`,
+    whose arguments and first four answers these are)."""
+    return _splat_keyframes(rgb, depth, T_query_src, K, far_m=far_m, usable=usable, blend_tolerance=blend_tolerance,
+                            weights=weights, fallback=fallback, blend_depth=blend_depth,
+                            blend_colour=blend_colour)[:4]  # fmt: skip
+
+
+def _splat_keyframes(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    T_query_src: torch.Tensor,
+    K: torch.Tensor,
+    *,
+    far_m: float,
+    usable: torch.Tensor | None = None,
+    blend_tolerance: float = 0.0,
+    weights: torch.Tensor | None = None,
+    fallback: int = 0,
+    blend_depth: bool = False,
+    blend_colour: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp ``k`` keyframes into each of ``B`` query cameras and z-buffer them together.
 
     Args:
@@ -60,7 +81,8 @@ def splat_keyframes(
 
     Returns:
         ``(rgb (B, C, H, W) 0 in holes, depth (B, 1, H, W) NaN in holes / +inf sky, valid (B, 1, H, W) bool,
-        hits (B, 1, H, W) float: how many keyframes landed a point on the pixel)``.
+        hits (B, 1, H, W) float: how many keyframes landed a point on the pixel, from_fallback (B, 1, H, W) bool:
+        only a fallback keyframe landed there)``.
     """
     B, k, C, H, W = rgb.shape
     d = depth.reshape(B * k, 1, H, W).double()
@@ -83,6 +105,7 @@ def splat_keyframes(
     out_d = torch.gather(w_d, 1, best)[:, 0]
     valid = w_valid.any(dim=1)
     hits = w_valid.sum(dim=1).to(rgb.dtype)
+    from_fallback = valid & (best[:, 0] >= k - int(fallback)) if fallback > 0 else torch.zeros_like(valid)
     if blend_tolerance > 0:
         if weights is None:
             raise ValueError("blend_tolerance needs the keyframes' weights")
@@ -102,7 +125,8 @@ def splat_keyframes(
         raise ValueError("blend_depth needs blend_tolerance > 0")
     out_rgb = torch.where(valid, out_rgb, torch.zeros_like(out_rgb))
     out_d = torch.where(valid, out_d, torch.full_like(out_d, float("nan")))
-    return out_rgb, out_d.to(depth.dtype if depth.dtype.is_floating_point else torch.float32), valid, hits
+    out_d = out_d.to(depth.dtype if depth.dtype.is_floating_point else torch.float32)
+    return out_rgb, out_d, valid, hits, from_fallback
 
 
 class BlendOptions(TypedDict):
@@ -315,13 +339,14 @@ def splat_numba(
     fallback: int = 0,
     blend_depth: bool = False,
     blend_colour: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
     float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
     ``usable`` ``(B, k)`` bool). Returns ``rgb`` ``(B, 3, H, W)`` float32 in [-1, 1] (a hole: the nearest usable
     keyframe's own pixel; 0 where none is usable), ``z`` ``(B, H, W)`` float32 (the winner's depth in the query, or
     with ``blend_depth`` the blended one; +inf sky, NaN none), ``valid`` bool and ``hits`` float32 (keyframes that
-    landed a point on the pixel). ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback`` / ``blend_depth`` /
+    landed a point on the pixel), and ``from_fallback`` bool (only a fallback keyframe landed there).
+    ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback`` / ``blend_depth`` /
     ``blend_colour``: as :func:`splat_keyframes`.
 
     One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
@@ -356,7 +381,10 @@ def splat_numba(
         cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits,
         float(blend_tolerance) if blend else 0.0, w, zk, pk, bool(blend_depth), bool(blend_colour),
     )  # fmt: skip
-    return rgb_out.reshape(B, 3, H, W), z.reshape(B, H, W), valid.reshape(B, H, W), hits.reshape(B, H, W)
+    from_fallback = valid & (kf >= k - int(fallback)) if fallback > 0 else np.zeros_like(valid)
+    shape = (B, H, W)
+    return (rgb_out.reshape(B, 3, H, W), z.reshape(shape), valid.reshape(shape), hits.reshape(shape),
+            from_fallback.reshape(shape))  # fmt: skip
 
 
 def warp_gathered(
@@ -386,7 +414,9 @@ def warp_gathered(
 
     Returns ``rgb`` ``(B, 3, H, W)`` in [-1, 1], ``depth`` ``(B, 1, H, W)`` normalized (holes: the nearest
     usable keyframe's own pixel; NaN -> 1), ``valid`` ``(B, 1, H, W)`` bool, ``hits`` ``(B, 1, H, W)`` / (k -
-    fallback) (a fallback keyframe lands only where none of the others did: at most 1). On
+    fallback) (a fallback keyframe lands only where none of the others did: at most 1), ``from_fallback``
+    ``(B, 1, H, W)`` bool (only a fallback keyframe landed there) and ``nearest_depth`` ``(B, 1, H, W)`` (the nearest
+    usable keyframe's own depth image, normalized, NaN -> 1: what a hole takes). On
     CPU the numba kernel above, elsewhere (CUDA) :func:`splat_keyframes` on the tensors' device: the same answer
     up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose).
     ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
@@ -409,7 +439,7 @@ def warp_gathered(
     if kernel == "numba" or (kernel == "auto" and dev.type == "cpu"):
         if dev.type != "cpu":
             raise ValueError("the numba warp runs on CPU tensors; use kernel auto or torch on CUDA")
-        out_rgb, z_np, valid_np, hits_np = splat_numba(
+        out_rgb, z_np, valid_np, hits_np, fb_np = splat_numba(
             rgb.contiguous().numpy(),
             depth.float().contiguous().numpy(),
             T_query_kf.double().contiguous().numpy(),
@@ -428,13 +458,15 @@ def warp_gathered(
             "depth": normalize(z[:, None]),
             "valid": valid[:, None],
             "hits": hits[:, None] / n_main,
+            "from_fallback": torch.from_numpy(fb_np)[:, None],
+            "nearest_depth": normalize(_nearest_usable(depth.float(), usable)),
         }
     f_rgb = rgb.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, H, W)
     f_depth = depth.float()[:, :, None]
-    w_rgb, w_d, valid_t, hits_t = splat_keyframes(f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable,
-                                                  blend_tolerance=blend_tolerance, weights=weights,
-                                                  fallback=fallback, blend_depth=blend_depth,
-                                                  blend_colour=blend_colour)  # fmt: skip
+    w_rgb, w_d, valid_t, hits_t, fb_t = _splat_keyframes(
+        f_rgb, f_depth, T_query_kf, K, far_m=depth_max_m, usable=usable, blend_tolerance=blend_tolerance,
+        weights=weights, fallback=fallback, blend_depth=blend_depth, blend_colour=blend_colour,
+    )  # fmt: skip
     first = usable.int().argmax(dim=1)
     any_use = usable.any(dim=1)[:, None, None, None]
     b = torch.arange(B, device=dev)
@@ -445,4 +477,14 @@ def warp_gathered(
         "depth": normalize(torch.where(valid_t, w_d.float(), near_d)),
         "valid": valid_t,
         "hits": hits_t / n_main,
+        "from_fallback": fb_t,
+        "nearest_depth": normalize(near_d),
     }
+
+
+def _nearest_usable(depth: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)``: each query's first usable keyframe's own depth image (of ``depth`` ``(B, k, H, W)``), NaN
+    where none is usable."""
+    first = usable.int().argmax(dim=1)
+    near = depth[torch.arange(len(depth), device=depth.device), first][:, None]
+    return torch.where(usable.any(dim=1)[:, None, None, None], near, torch.full_like(near, float("nan")))

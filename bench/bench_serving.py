@@ -268,7 +268,7 @@ def profile_hybrid(preset: str, size: int, keyframes: int, reps: int) -> None:
                 # the model's own blend rules, as its forward
                 w = warp_gathered(rgb, depth, T_q, m.kf_K, torch.from_numpy(usable), depth_min_m=dn.min_m,
                                   depth_max_m=dn.max_m, kernel=kernel, fallback=fallback,
-                                  **m.blend_options(T, rows))  # fmt: skip
+                                  nearest_depth=m.border_takes_nearest, **m.blend_options(T, rows))  # fmt: skip
                 mark()
                 w_rgb, background, kept = m._holes(w, T)
                 mark()

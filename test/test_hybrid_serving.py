@@ -106,8 +106,9 @@ def test_the_blend_agrees_across_kernels_with_sky_and_crowded_points(fallback: i
     args = (rgb, torch.from_numpy(d), torch.from_numpy(T), K, torch.from_numpy(usable))
     kw = {"depth_min_m": 1.0, "depth_max_m": 20.0, "blend_tolerance": 0.2,
           "weights": torch.from_numpy(rng.uniform(0.5, 2.0, (B, k))), "fallback": fallback}  # fmt: skip
-    a = warp_gathered(*args, kernel="numba", **kw)
-    b = warp_gathered(*args, kernel="torch", **kw)
+    a = warp_gathered(*args, kernel="numba", nearest_depth=True, **kw)
+    b = warp_gathered(*args, kernel="torch", nearest_depth=True, **kw)
+    assert "nearest_depth" not in warp_gathered(*args, kernel="numba", **kw)  # only where asked
     assert (a["hits"] * (k - fallback) > 1).float().mean() > 0.2 and a["valid"].float().mean() > 0.2
     if fallback:  # where the others landed: their answer alone; the fallback fills some of their holes
         main = warp_gathered(rgb[:, :-1], *(x[:, :-1] for x in args[1:3]), K, args[4][:, :-1], kernel="numba",

@@ -434,11 +434,16 @@ class HybridNet(PoseToImage, ModelBase):
         return torch.from_numpy(rgb).to(dev), torch.from_numpy(depth).to(dev), torch.from_numpy(T).to(dev)
 
     def warp(
-        self, T_world_cam: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self,
+        T_world_cam: np.ndarray,
+        exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        *,
+        nearest_depth: bool | None = None,
     ) -> dict[str, torch.Tensor]:
         """The reprojection answer for the query poses: ``rgb`` ``(B, 3, S, S)`` in [-1, 1] and ``depth``
-        ``(B, 1, S, S)`` normalized (holes filled from the nearest usable keyframe; NaN -> 1), ``valid`` and
-        ``hits`` ``(B, 1, S, S)``."""
+        ``(B, 1, S, S)`` normalized (holes filled from the nearest usable keyframe; NaN -> 1), ``valid``, ``hits``
+        and ``from_fallback`` ``(B, 1, S, S)``, and ``nearest_depth`` where asked (None: where
+        :attr:`border_takes_nearest` needs it; :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`)."""
         rows, usable, fallback = self.keyframes_to_warp(T_world_cam, exclude)
         dev = self.kf_K.device
         kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
@@ -455,6 +460,7 @@ class HybridNet(PoseToImage, ModelBase):
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
                 fallback=fallback,
+                nearest_depth=self.border_takes_nearest if nearest_depth is None else nearest_depth,
                 **self.blend_options(T_world_cam, rows),
             )
             return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
@@ -492,6 +498,12 @@ class HybridNet(PoseToImage, ModelBase):
             self._border_chosen = float(self.hole_border_fit[0])
         return "nearest" if self._border_chosen > 0.5 else "background"
 
+    @property
+    def border_takes_nearest(self) -> bool:
+        """Whether what the neighbours leave open at the image's border takes the nearest keyframe's depth
+        (``hole_depth background`` and :attr:`hole_border_rule` nearest)."""
+        return self.config.hole_depth == "background" and self.hole_border_rule == "nearest"
+
     def fit_hole_border(self, *, samples: int = 96, min_pixels: int = 2000) -> dict[str, float] | None:
         """``model.hole_border auto``: choose the depth of the holes at the image's border for this place from its
         own keyframes, up to ``samples`` of them spread over the store, each warped from the others with its time
@@ -517,7 +529,7 @@ class HybridNet(PoseToImage, ModelBase):
             T = np.asarray(kf.T_world_cam, np.float64)[rows]
             exclude = (src[rows], pos[rows], np.full(len(rows), int(c.exclude_window)))
             with torch.no_grad():
-                w = self.warp(T, exclude)
+                w = self.warp(T, exclude, nearest_depth=True)
                 background = self._holes(w, T, border=False)[1]
                 truth = self.gather_keyframes(rows[:, None])[1][:, :1].float()  # metres; NaN invalid, +inf sky
             assert background is not None  # hole_depth background
@@ -566,7 +578,7 @@ class HybridNet(PoseToImage, ModelBase):
         if ground is not None:
             depth = torch.minimum(depth, self._ground_depth(ground, T_world_cam).to(depth.device, depth.dtype))
         kept = w["valid"]
-        if border and c.hole_depth == "background" and self.hole_border_rule == "nearest":
+        if border and self.border_takes_nearest:
             open_ = self._open_border(w)
             depth = torch.where(open_, w["nearest_depth"].detach().to(depth.dtype), depth)
             kept = kept & ~open_

@@ -402,6 +402,7 @@ def warp_gathered(
     fallback: int = 0,
     blend_depth: bool = False,
     blend_colour: bool = True,
+    nearest_depth: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The reprojection answer of ``k`` selected keyframes per query, as the network part takes it.
 
@@ -415,8 +416,8 @@ def warp_gathered(
     Returns ``rgb`` ``(B, 3, H, W)`` in [-1, 1], ``depth`` ``(B, 1, H, W)`` normalized (holes: the nearest
     usable keyframe's own pixel; NaN -> 1), ``valid`` ``(B, 1, H, W)`` bool, ``hits`` ``(B, 1, H, W)`` / (k -
     fallback) (a fallback keyframe lands only where none of the others did: at most 1), ``from_fallback``
-    ``(B, 1, H, W)`` bool (only a fallback keyframe landed there) and ``nearest_depth`` ``(B, 1, H, W)`` (the nearest
-    usable keyframe's own depth image, normalized, NaN -> 1: what a hole takes). On
+    ``(B, 1, H, W)`` bool (only a fallback keyframe landed there) and, with ``nearest_depth``, ``nearest_depth``
+    ``(B, 1, H, W)`` (the nearest usable keyframe's own depth image, normalized, NaN -> 1: what a hole takes). On
     CPU the numba kernel above, elsewhere (CUDA) :func:`splat_keyframes` on the tensors' device: the same answer
     up to float64 rounding at exact half pixels (``kernel``: ``auto``, or ``numba`` / ``torch`` to choose).
     ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
@@ -453,14 +454,16 @@ def warp_gathered(
             blend_colour,
         )
         z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
-        return {
+        out = {
             "rgb": torch.from_numpy(out_rgb),
             "depth": normalize(z[:, None]),
             "valid": valid[:, None],
             "hits": hits[:, None] / n_main,
             "from_fallback": torch.from_numpy(fb_np)[:, None],
-            "nearest_depth": normalize(_nearest_usable(depth.float(), usable)),
         }
+        if nearest_depth:
+            out["nearest_depth"] = normalize(_nearest_usable(depth.float(), usable))
+        return out
     f_rgb = rgb.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, H, W)
     f_depth = depth.float()[:, :, None]
     w_rgb, w_d, valid_t, hits_t, fb_t = _splat_keyframes(
@@ -472,14 +475,16 @@ def warp_gathered(
     b = torch.arange(B, device=dev)
     near_rgb = torch.where(any_use, f_rgb[b, first], torch.zeros_like(f_rgb[:, 0]))
     near_d = torch.where(any_use, f_depth[b, first], torch.full_like(f_depth[:, 0], float("nan")))
-    return {
+    out = {
         "rgb": torch.where(valid_t, w_rgb, near_rgb),
         "depth": normalize(torch.where(valid_t, w_d.float(), near_d)),
         "valid": valid_t,
         "hits": hits_t / n_main,
         "from_fallback": fb_t,
-        "nearest_depth": normalize(near_d),
     }
+    if nearest_depth:
+        out["nearest_depth"] = normalize(near_d)
+    return out
 
 
 def _nearest_usable(depth: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:

@@ -130,11 +130,13 @@ class HybridConfig:
     )
     hole_border: str = help_field(
         "auto",
-        "with hole_depth background: the depth of the holes that reach the image's border, where the view sees beyond "
-        "every keyframe's frame (no disocclusion): background (hole_depth's rule) | nearest (the nearest keyframe's "
-        "own depth at the pixel, as the reprojection baseline) | auto (a new model chooses for its place, from its own "
-        "keyframes, each warped from the others with its time window left out: the rule with the lower depth "
-        'error there, kept in the checkpoint; docs/results.md, "The holes at the border")',
+        "with hole_depth background: the depth of what the neighbours leave open at the image's border, where the "
+        "view sees beyond every keyframe's frame (the holes that reach the border, and what only the keyframe from "
+        "behind landed on): background (hole_depth's rule in the holes, the keyframe from behind's depth where it "
+        "landed) | nearest (the nearest keyframe's own depth at the pixel, as the reprojection baseline; the colour "
+        "stays) | auto (a new model chooses for its place, from its own keyframes, each warped from the others with "
+        "its time window left out: the one with the lower depth error there, kept in the checkpoint; docs/results.md, "
+        '"The holes at the border")',
     )
     hole_rgb: str = help_field(
         "background",

@@ -505,14 +505,15 @@ class HybridNet(PoseToImage, ModelBase):
         return self.config.hole_depth == "background" and self.hole_border_rule == "nearest"
 
     def fit_hole_border(self, *, samples: int = 96, min_pixels: int = 2000) -> dict[str, float] | None:
-        """``model.hole_border auto``: choose the depth of the holes at the image's border for this place from its
-        own keyframes, up to ``samples`` of them spread over the store, each warped from the others with its time
-        window (``model.exclude_window``) left out, as a held-out view is: the rule (background or the nearest
-        keyframe's depth) with the lower mean absolute error against the keyframe's own depth on those holes. Kept
-        with both errors in the ``hole_border_fit`` buffer (the checkpoint); the background rule where fewer than
-        ``min_pixels`` such pixels were seen (the errors NaN where none was). Returns the two errors (metres) and the
-        pixel count, None where nothing is chosen (another setting, or no keyframe times: only training gives
-        them)."""
+        """``model.hole_border auto``: choose the depth of what the neighbours leave open at the image's border
+        (:meth:`_open_border`) for this place from its own keyframes, up to ``samples`` of them spread over the
+        store, each warped from the others with its time window (``model.exclude_window``) left out, as a held-out
+        view is: the nearest keyframe's own depth there, or what the model gives otherwise (the background rule in
+        the holes, the keyframe from behind's depth where it landed), whichever has the lower mean absolute error
+        against the keyframe's own depth on those pixels. Kept with both errors in the ``hole_border_fit`` buffer
+        (the checkpoint); the model's own answer where fewer than ``min_pixels`` such pixels were seen (the errors
+        NaN where none was). Returns the two errors (metres; ``background``: the model's own answer) and the pixel
+        count, None where nothing is chosen (another setting, or no keyframe times: only training gives them)."""
         with torch.no_grad():
             self.hole_border_fit.copy_(_unfitted_border())
         self._border_chosen = None
@@ -546,9 +547,11 @@ class HybridNet(PoseToImage, ModelBase):
         with torch.no_grad():
             self.hole_border_fit.copy_(torch.tensor(values, dtype=torch.float64))
         log.info(
-            "hybrid: holes at the image border take %s (on %d pixels of %d keyframes warped from the others, their "
-            "time window left out: %.3g m error with the nearest keyframe's depth, %.3g m with the background rule)",
-            "the nearest keyframe's depth" if nearest else "the background rule", count, len(pick),
+            "hybrid: what the neighbours leave open at the image border takes %s (on %d pixels of %d keyframes warped "
+            "from the others, their time window left out: %.3g m error with the nearest keyframe's depth, %.3g m "
+            "with the background rule and the keyframe from behind)",
+            "the nearest keyframe's depth" if nearest else "the background rule and the keyframe from behind", count,
+            len(pick),
             found["nearest"], found["background"],
         )  # fmt: skip
         return found

@@ -462,7 +462,7 @@ def warp_gathered(
             "from_fallback": torch.from_numpy(fb_np)[:, None],
         }
         if nearest_depth:
-            out["nearest_depth"] = normalize(_nearest_usable(depth.float(), usable))
+            out["nearest_depth"] = normalize(_nearest_usable(depth, usable).float())
         return out
     f_rgb = rgb.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, k, 3, H, W)
     f_depth = depth.float()[:, :, None]

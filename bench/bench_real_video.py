@@ -24,7 +24,8 @@ One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF t
    renders, the converted depth and the fused depth (holes of the fused surface marked before the fill).
 
 Prints a Markdown table with each row against the reprojection baseline and the issue's real-data targets (RGB MAE
-and depth MAE each >= 15 % lower than reprojection's, PSNR >= +1.5 dB); ``--json`` writes the numbers.
+and depth MAE each >= 15 % lower than reprojection's, PSNR >= +1.5 dB), and the machine with its fp32 matmul rate on
+the training's threads at the start (a time budget buys steps in proportion to it); ``--json`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 TARGET_GAIN = 0.15  # RGB and depth MAE at least 15 % below the reprojection baseline's
 TARGET_PSNR_DB = 1.5  # PSNR at least 1.5 dB above it
@@ -168,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     tail = f"-{a.name}" if a.name else ("" if a.geometry == "warp" else f"-{a.geometry}")
     dataset, run, ev = a.dataset or work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
     times: dict[str, Any] = {}
+    import torch
+    from bench_common import matmul_gflops
+
+    # the CPU's speed at the start, on the threads training gets: a time budget buys steps in proportion to it, so
+    # runs on other machines compare through it
+    matmul = {"gflops": matmul_gflops(), "threads": torch.get_num_threads()}
 
     if a.clip is not None and not (dataset / "manifest.yaml").is_file():
         times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
@@ -247,11 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{names[k]}: {info.get(k)}")
     print(f"files: {ev / 'metrics.md'}, {ev / 'grid.png'}, {sheet}")
     print(f"times: {times} (load average now {_load()})")
-    print(f"machine: {machine_description()}")
+    print(f"machine: {machine_description()}; fp32 2048^3 matmul {matmul['gflops']:.0f} GFLOP/s on "
+          f"{matmul['threads']} thread(s) at the start")  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps({"clip": str(a.clip or dataset), "metrics": m, "info": info, "verdicts": verdicts,
                                       "times": times, "best_step": best.step, "last_step": last.step,
-                                      "machine": machine_description()}, indent=2, default=str))  # fmt: skip
+                                      "machine": machine_description(), "matmul": matmul}, indent=2,
+                                     default=str))  # fmt: skip
     return 0
 
 

@@ -25,7 +25,7 @@ One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF t
 
 Prints a Markdown table with each row against the reprojection baseline and the issue's real-data targets (RGB MAE
 and depth MAE each >= 15 % lower than reprojection's, PSNR >= +1.5 dB), and the machine with its fp32 matmul rate on
-the training's threads at the start (a time budget buys steps in proportion to it); ``--json`` writes the numbers.
+the training's threads before training (a time budget buys steps in proportion to it); ``--json`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -170,12 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     tail = f"-{a.name}" if a.name else ("" if a.geometry == "warp" else f"-{a.geometry}")
     dataset, run, ev = a.dataset or work / "dataset", work / f"hybrid{tail}", work / f"eval{tail}"
     times: dict[str, Any] = {}
-    import torch
-    from bench_common import matmul_gflops
-
-    # the CPU's speed at the start, on the threads training gets: a time budget buys steps in proportion to it, so
-    # runs on other machines compare through it
-    matmul = {"gflops": matmul_gflops(), "threads": torch.get_num_threads()}
 
     if a.clip is not None and not (dataset / "manifest.yaml").is_file():
         times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
@@ -184,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.train_minutes <= 0:
         print(f"no hybrid (--train-minutes 0); the baselines alone: bench/bench_real_rgbd.py --dataset {dataset}")
         return 0
+    import torch
+    from bench_common import matmul_gflops
+
+    # the CPU's speed before training, on the threads training gets: a time budget buys steps in proportion to it, so
+    # runs on other machines compare through it (not measured for a conversion alone, which does not print it)
+    matmul = {"gflops": matmul_gflops(), "threads": torch.get_num_threads()}
     if not (run / "best.pt").is_file():
         times["train_load_before"] = _load()
         more = [x for kv in a.set for x in ("--set", kv)]
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"files: {ev / 'metrics.md'}, {ev / 'grid.png'}, {sheet}")
     print(f"times: {times} (load average now {_load()})")
     print(f"machine: {machine_description()}; fp32 2048^3 matmul {matmul['gflops']:.0f} GFLOP/s on "
-          f"{matmul['threads']} thread(s) at the start")  # fmt: skip
+          f"{matmul['threads']} thread(s) before training")  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps({"clip": str(a.clip or dataset), "metrics": m, "info": info, "verdicts": verdicts,
                                       "times": times, "best_step": best.step, "last_step": last.step,

@@ -813,6 +813,31 @@ def test_the_fill_unet_sums_two_convolutions_where_it_would_concatenate() -> Non
         torch.testing.assert_close(u(x), with_concatenation(x), rtol=1e-5, atol=1e-6)
 
 
+def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
+    """``absent``: the first convolution runs on the channels after the zero ones (a model without a decoder),
+    the same answer and the same gradients as the full input with zeros there; in serving the weight's copy is
+    remade when the weight changes."""
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    torch.manual_seed(0)
+    u = FillUNet(FILL_INPUTS, 4, 2)
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    live = torch.randn(2, FILL_INPUTS - DECODER_CHANNELS, 24, 32)
+    full = torch.cat([torch.zeros(2, DECODER_CHANNELS, 24, 32), live], dim=1)
+    a, b = u(live, absent=DECODER_CHANNELS), u(full)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    stem = u.stem[0][0]
+    ga = torch.autograd.grad(u(live, absent=DECODER_CHANNELS).square().sum(), stem.weight)[0]
+    gb = torch.autograd.grad(u(full).square().sum(), stem.weight)[0]
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+    assert float(gb.abs().sum()) > 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
+        stem.weight[:, DECODER_CHANNELS:].mul_(-2.0)
+        torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
+
+
 def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
     from pose2rgbd.training.run_folder import check_resume

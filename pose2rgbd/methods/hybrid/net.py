@@ -58,6 +58,7 @@ from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source, border_holes
 from pose2rgbd.methods.hybrid.network import (
+    DECODER_CHANNELS,
     FILL_INPUTS,
     FillUNet,
     NetworkPart,
@@ -648,11 +649,17 @@ class HybridNet(PoseToImage, ModelBase):
                 "depth": self._correct_depth(w["depth"], log_scale, kept, background),
                 "confidence": w["valid"].float(),
             }
-        dec = decoder_inputs(self.decoder, pose.masked_fill(self.pose_fixed, 0.0), w_rgb)
-        dt = dec["rgb"].dtype
         warped = (w_rgb, w["depth"], w["valid"], w["hits"])
-        x = torch.cat([dec["rgb"], dec["depth"], *(t.to(dt) for t in warped)], dim=1)
-        res = self.fill(x)
+        if self.decoder is None:  # the decoder's four channels are zeros: the fill's stem leaves them out
+            res = self.fill(torch.cat([t.to(w_rgb.dtype) for t in warped], dim=1), absent=DECODER_CHANNELS)
+            dec: dict[str, torch.Tensor] = {}
+        else:
+            dec = decoder_inputs(self.decoder, pose.masked_fill(self.pose_fixed, 0.0), w_rgb)
+            dt = dec["rgb"].dtype
+            res = self.fill(torch.cat([dec["rgb"], dec["depth"], *(t.to(dt) for t in warped)], dim=1))
+        # in float32 before the channels are taken apart: a channel of a bfloat16 channels-last tensor converts
+        # pixel by pixel (at 256x256 on one thread 0.9 ms, the whole tensor 0.1; docs/serving.md)
+        res = res.float()
         out = {
             "rgb": self._correct_rgb(w_rgb, w_rgb + res[:, :3], w.get("rgb_valid", w["valid"])),
             "depth": self._correct_depth(w["depth"], res[:, 3:4], kept, background),

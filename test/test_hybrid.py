@@ -838,6 +838,72 @@ def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
         torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
 
 
+def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the_eager_forward(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a CPU in bf16 without gradients the fill runs its convolutions fused (fill_serving), once checked against
+    the eager forward and prepared again when the weights change; with gradients, in float32, or where the fused op
+    disagrees (a stand-in that answers wrong), the eager forward serves, and the refusal is logged."""
+    from pose2rgbd.methods.hybrid import fill_serving
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    if fill_serving._op() is None:
+        pytest.skip("this torch has no oneDNN fused convolution")
+    torch.manual_seed(0)
+    u = FillUNet(FILL_INPUTS, 8, 2).eval()
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    x = torch.randn(2, FILL_INPUTS - DECODER_CHANNELS, 32, 48)
+
+    def served() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return u(x, absent=DECODER_CHANNELS).float()
+
+    def eager() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return u.forward_eager(x, absent=DECODER_CHANNELS).float()
+
+    a, want = served(), eager()
+    assert u.__dict__["_fused_serving"]["prepared"] is not None  # the fused path served
+    assert a.shape == want.shape == (2, 4, 32, 48)
+    assert float((a - want).abs().max()) <= 0.02 * float(want.abs().max())
+    assert not torch.equal(a, want)  # not the eager forward's tensor handed back: bf16 sums in another order
+    with torch.no_grad():
+        u.up[0][0].weight.mul_(-1.0)
+    again = served()
+    assert float((again - eager()).abs().max()) <= 0.02 * float(eager().abs().max())
+    assert float((again - a).abs().max()) > 0.05 * float(a.abs().max())  # the new weights, not the old layout
+
+    v = FillUNet(FILL_INPUTS, 8, 2).eval()
+    with torch.no_grad():
+        v.out.weight.normal_(0.0, 0.1)
+    assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None  # float32: eager
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # gradients on: eager
+        assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None
+
+    real = fill_serving._op()
+
+    class Off:  # the fused op answering 1 too high everywhere
+        def __call__(self, *args: object) -> torch.Tensor:
+            return real(*args) + 1.0  # type: ignore[no-any-return]
+
+        def binary(self, *args: object) -> torch.Tensor:
+            return real.binary(*args) + 1.0  # type: ignore[no-any-return]
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fill_serving, "_op", Off)
+    try:
+        logs = caplog.at_level("WARNING", logger="pose2rgbd.methods.hybrid.fill_serving")
+        with logs, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            got = v(x, absent=DECODER_CHANNELS).float()
+            want_v = v.forward_eager(x, absent=DECODER_CHANNELS).float()
+    finally:
+        mp.undo()
+    torch.testing.assert_close(got, want_v, rtol=0, atol=0)
+    assert "serving the eager forward" in caplog.text
+    assert v.__dict__["_fused_serving"]["prepared"] is None
+
+
 def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
     from pose2rgbd.training.run_folder import check_resume

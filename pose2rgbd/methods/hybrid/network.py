@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose2rgbd.errors import CheckpointError
+from pose2rgbd.methods.hybrid.fill_serving import fused_forward
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -67,7 +68,13 @@ class FillUNet(nn.Module):
         """``x`` (B, cin, H, W), or with ``absent`` > 0 its channels from ``absent`` on, the leading ones known to
         be zero (the decoder's, in a model without one): they add nothing to the first convolution, which then
         runs on the others alone (serving: at 256x256 on one thread the stem 1.25 -> 0.82 ms, and no zeros to
-        build; docs/serving.md)."""
+        build; docs/serving.md). Serving on a CPU (no gradients) takes the fused convolutions of
+        :mod:`~pose2rgbd.methods.hybrid.fill_serving` where they answer as :meth:`forward_eager` does."""
+        y = fused_forward(self, x, absent)
+        return self.forward_eager(x, absent) if y is None else y
+
+    def forward_eager(self, x: torch.Tensor, absent: int = 0) -> torch.Tensor:
+        """:meth:`forward` one torch op at a time (training; where the fused path does not serve)."""
         if absent:
             conv, relu = cast(tuple[nn.Conv2d, nn.ReLU], tuple(cast(nn.Sequential, self.stem[0])))
             first = relu(F.conv2d(x, self._weight_from(conv, absent), conv.bias, padding=1))

@@ -1,0 +1,183 @@
+"""The fill U-Net's forward for serving on a CPU in bfloat16, with each convolution's ReLU -- and in the up stages
+the sum of the two convolutions -- done inside the convolution (oneDNN post-ops), its weights laid out once.
+
+In eager torch every ReLU and every sum is one more pass over a full-resolution tensor. Fused, the fill of a
+``hybrid`` render node took 19.95 -> 18.9 ms at 256x256 on one thread and 42.8 -> 40.9 ms at 512x512 on two (an AMD
+EPYC with avx512_bf16, no AMX; docs/serving.md, "The fill's convolutions fused"); in float32 it gained nothing
+(34.5-35.3 ms either way at 256x256), so float32 keeps the eager forward. The fusion is torch's own: the op its
+compiler (``torch.compile``, inductor) emits for the same pattern, ``torch.ops.mkldnn._convolution_pointwise``.
+Not ``torch.compile`` itself: it needs a C++ compiler on the robot and compiles for about a minute at start.
+
+The op is private to torch, so it is trusted only after it answered as the eager forward did on the same input
+(:func:`fused_forward` checks it once per module, dtype and weights); where it is missing, fails or disagrees, the
+eager forward serves and one line says so. Training (gradients on) never takes this path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from pose2rgbd.methods.hybrid.network import FillUNet
+
+log = logging.getLogger(__name__)
+
+DTYPES = (torch.bfloat16,)  # what the path serves (float32, and fp16 autocast on a CPU: the eager forward)
+TOLERANCE = 0.03  # of the eager answer's largest magnitude (at least 0.01); bfloat16 keeps 8 bits
+
+
+def _op() -> Any:
+    """torch's fused convolution op, or None where this build has none."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the convolutions of ``x`` run in: the CPU autocast's where it is on, else ``x``'s."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+class _Prepared:
+    """The fill's convolution weights in one dtype, channels-last, split where the forward splits them."""
+
+    def __init__(self, net: FillUNet, dtype: torch.dtype, absent: int, key: tuple[Any, ...]) -> None:
+        self.key = key
+
+        def lay(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            t = t.detach().to(dtype)
+            return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t.contiguous()
+
+        def conv_of(seq: nn.Module) -> nn.Conv2d:
+            conv = seq[0] if isinstance(seq, nn.Sequential) else seq
+            assert isinstance(conv, nn.Conv2d)
+            return conv
+
+        self.convs: list[tuple[torch.Tensor | None, torch.Tensor | None, nn.Conv2d]] = []
+        for i, stage in enumerate(net.stem):
+            conv = conv_of(stage)
+            w = conv.weight[:, absent:] if i == 0 else conv.weight
+            self.convs.append((lay(w), lay(conv.bias), conv))
+        for down in net.down:
+            for stage in cast(nn.Sequential, down):
+                conv = conv_of(stage)
+                self.convs.append((lay(conv.weight), lay(conv.bias), conv))
+        # each up stage's upsampled input has the width of the level below it: the out-width of that down stage
+        below = [conv_of(cast(nn.Sequential, net.down[i])[0]).out_channels for i in reversed(range(len(net.down)))]
+        self.up: list[tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, nn.Conv2d]] = []
+        for stage, c in zip(net.up, below, strict=True):
+            conv = conv_of(stage)
+            self.up.append((lay(conv.weight[:, :c]), lay(conv.weight[:, c:]), lay(conv.bias), conv))
+        self.out = (lay(net.out.weight), lay(net.out.bias), net.out)
+
+
+def _weights_key(net: nn.Module, dtype: torch.dtype, absent: int) -> tuple[Any, ...]:
+    return (dtype, absent, *((p.data_ptr(), p._version) for p in net.parameters()))
+
+
+def _conv(
+    op: Any, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, conv: nn.Conv2d, relu: bool
+) -> torch.Tensor:
+    return op(  # type: ignore[no-any-return]
+        x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "relu" if relu else "none", [], "",
+    )  # fmt: skip
+
+
+def _run(net: FillUNet, p: _Prepared, x: torch.Tensor) -> torch.Tensor:
+    op = _op()
+    convs = iter(p.convs)
+    w, b, conv = next(convs)
+    y = _conv(op, x, w, b, conv, True)
+    for _ in range(1, len(net.stem)):
+        w, b, conv = next(convs)
+        y = _conv(op, y, w, b, conv, True)
+    skips = [y]
+    for down in net.down:
+        y = skips[-1]
+        for _ in cast(nn.Sequential, down):
+            w, b, conv = next(convs)
+            y = _conv(op, y, w, b, conv, True)
+        skips.append(y)
+    y = skips.pop()
+    for w_y, w_s, b, conv in p.up:
+        s = skips.pop()
+        y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        a = _conv(op, y, w_y, b, conv, False)
+        y = op.binary(
+            s,
+            a,
+            w_s,
+            None,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            "add",
+            1.0,
+            "relu",
+            [],
+            "",
+        )  # fmt: skip  -- relu(conv(s) + a)
+    w, b, conv = p.out
+    return _conv(op, y, w, b, conv, False)
+
+
+def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor | None:
+    """``net(x, absent)`` with the convolutions fused, in the compute dtype (:func:`compute_dtype`) and
+    channels-last; None where this path does not serve (gradients on, not a CPU tensor, a dtype outside
+    :data:`DTYPES`, no fused op in this torch, or it did not answer as the eager forward on its first input)."""
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return None
+    dtype = compute_dtype(x)
+    if dtype not in DTYPES or _op() is None:
+        return None
+    state: dict[str, Any] = net.__dict__.setdefault("_fused_serving", {})
+    key = _weights_key(net, dtype, absent)
+    p = state.get("prepared")
+    if p is None or p.key != key:
+        if state.get("refused") == key:
+            return None
+        p = _Prepared(net, dtype, absent, key)
+        state["prepared"] = None
+        if not _agrees(net, p, x, absent, dtype):
+            state["refused"] = key
+            return None
+        state["prepared"] = p
+    return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
+
+
+def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: torch.dtype) -> bool:
+    """Whether the fused forward answers ``x`` as the eager one does (within :data:`TOLERANCE`)."""
+    want = net.forward_eager(x, absent).float()
+    try:
+        got = _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        log.info("hybrid fill: the fused convolutions are not available in this torch (%s); eager forward", e)
+        return False
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    err = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
+    if not err <= TOLERANCE * max(scale, 1e-2):
+        log.warning(
+            "hybrid fill: the fused convolutions answered %.3g off the eager forward (largest value %.3g): "
+            "serving the eager forward",
+            err,
+            scale,
+        )
+        return False
+    return True
+
+
+__all__ = ["DTYPES", "compute_dtype", "fused_forward"]

@@ -173,11 +173,15 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     """`convert video --depth selfsup` without GPS whose export fails (COLMAP finds too little texture) keeps the
     work folder; the same call with another trajectory back end reuses the frames and the training (not run
     again), writes the dataset and removes the work folder. The frames stage dropped the frozen frames."""
+    import torch
+
     from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK, export_depth
     from pose2rgbd.convert.video_depth import convert_video_with_depth, work_folder
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.errors import Pose2RGBDError
     from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
+    from pose2rgbd.models import load_checkpoint
     from pose2rgbd.training.config import TrainConfig
 
     video = _video(tmp_path / "clip.avi", 10, frozen=(3,), blur=6.0)  # too smooth for COLMAP's features
@@ -188,6 +192,7 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
         convert_video_with_depth(video, None, out, ConvertConfig(), **kw)
     work = work_folder(out)
     assert not out.exists() and (work / "run" / "last.pt").is_file()
+    trained = load_checkpoint(work / "run" / "last.pt")  # reused by the second call below
     assert json.loads((work / "frames" / "report" / "summary.json").read_text())["frames"]["repeats"]["repeats"] == 1
     with caplog.at_level(logging.INFO):
         res = convert_video_with_depth(video, None, out, ConvertConfig(),
@@ -197,6 +202,16 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     ds = Dataset(res.path)
     assert len(ds) == 9 and ds.manifest.depth_kind == "unscaled"
     assert ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
-    assert ds.manifest.extra["depth"]["checkpoint"] == str((work / "run" / "last.pt").resolve())
     assert estimated_depth_source(ds) == "selfsup-depth"  # evaluate scores its depth at triangulated points too
     assert not work.exists()
+    # the network is kept with its depth (the work folder is gone): the manifest names it inside the dataset
+    assert ds.manifest.extra["depth"]["checkpoint"] == KEPT_NETWORK
+    kept = load_checkpoint(res.path / KEPT_NETWORK)
+    assert kept.step == trained.step
+    for name, t in trained.model.state_dict().items():
+        assert torch.equal(t, kept.model.state_dict()[name]), name
+    again = export_depth(res.path, res.path / KEPT_NETWORK, tmp_path / "again", gps="off", progress=False)
+    assert again.frames == len(ds)
+    np.testing.assert_allclose(Dataset(again.path).read_depth(4), ds.read_depth(4), rtol=1e-5, equal_nan=True)
+    assert Dataset(again.path).manifest.extra["depth"]["checkpoint"] == str((res.path / KEPT_NETWORK).resolve())
+    assert not (again.path / KEPT_NETWORK).exists()  # only where asked (the chain): a user's checkpoint stays theirs

@@ -151,12 +151,17 @@ def test_config_errors_name_the_problem() -> None:
 
 
 def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray):  # type: ignore[no-untyped-def]
+    from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK
     from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
 
-    man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none")
+    # a network's export keeps its network inside (as `convert video --depth selfsup+mvs` makes it)
+    extra = {"depth": {"source": "selfsup-depth", "checkpoint": KEPT_NETWORK}} if depth is not None else {}
+    man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none", extra=extra)
     with DatasetWriter(tmp_path, man) as wr:
         for i in range(len(rgb)):
             wr.add_frame(i * 100_000_000, T[i], rgb[i], None if depth is None else depth[i])
+    if depth is not None:
+        (tmp_path / KEPT_NETWORK).write_bytes(b"the network")
     return Dataset(tmp_path)
 
 
@@ -188,5 +193,10 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     err, share = abs_rel(d, depth[3])
     assert err < 0.05
     assert share > (0.95 if combine else 0.5)  # combined: the scaled network fills what stereo left
+    if combine:  # the network goes on with the depth it gave
+        assert out.manifest.extra["depth"]["network"]["checkpoint"] == "depth_network.pt"
+        assert (out.path / "depth_network.pt").read_bytes() == b"the network"
+    else:
+        assert not (out.path / "depth_network.pt").exists()
     with pytest.raises(ConfigError, match="metric poses of"):
         MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

@@ -19,7 +19,7 @@ import numpy as np
 
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
-from pose2rgbd.convert.stages.depth_export import ExportResult
+from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK, ExportResult, keep_file
 from pose2rgbd.convert.stages.work import Product
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.errors import ConfigError
@@ -104,6 +104,10 @@ class MvsDepthSource(SourceBase):
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
         plan.summary["frames"] = plan.summary["frames"]["written"]
+        network = plan.manifest.extra["depth"].get("network", {})
+        kept = network.get("checkpoint")
+        if self.combine and kept == KEPT_NETWORK and (self.ds.path / KEPT_NETWORK).is_file():
+            keep_file(self.ds.path / KEPT_NETWORK, folder.parent, KEPT_NETWORK)  # the network goes on with its depth
         if self._scales:
             s = np.asarray(self._scales)
             plan.summary["network_to_stereo_scale"] = {"median": float(np.median(s)),

@@ -122,7 +122,7 @@ def convert_video_with_depth(
         pose_mode = "video" if gps_log is None else "metric" if metric is not None else "dataset"
         export = ExportStage(frames, trained, metric, gps="off" if gps_log is None else "on", poses=pose_mode,
                              scale_cfg=scale_cfg, trajectory_cfg=trajectory_cfg, overwrite=overwrite,
-                             inputs=inputs)  # fmt: skip
+                             inputs=inputs, keep_network=True)  # fmt: skip
         stage = "export"
         if depth == "selfsup+mvs":  # the network's export in the work folder, combined with stereo into the output
             assert metric is not None

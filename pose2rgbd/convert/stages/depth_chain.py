@@ -133,6 +133,7 @@ class ExportStage:
     trajectory_cfg: TrajectoryConfig | None = None
     overwrite: bool = False
     inputs: tuple[str | Path, ...] = ()
+    keep_network: bool = False  # a copy of the trained network in the output (the chain's work folder goes)
     name: str = "export"
     resumable: bool = False
     result: ExportResult | None = field(default=None, repr=False)
@@ -148,4 +149,4 @@ class ExportStage:
         self.result = export_depth(self.frames.path, TrainStage.checkpoint(self.trained), dest, gps=self.gps,
                                    poses=self.poses, scale_cfg=self.scale_cfg, metric=mp,
                                    trajectory_cfg=self.trajectory_cfg, overwrite=self.overwrite, progress=progress,
-                                   inputs=self.inputs)  # fmt: skip
+                                   inputs=self.inputs, keep_network=self.keep_network)  # fmt: skip

@@ -13,6 +13,7 @@ time with its uncertainty, the trajectory plot (:mod:`.depth_report`) and ``summ
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from pose2rgbd.models import load_checkpoint
 log = logging.getLogger(__name__)
 
 GPS_MODES = ("auto", "on", "off")
+KEPT_NETWORK = "depth_network.pt"  # the depth network inside a dataset whose conversion made it (keep_network)
 POSE_MODES = ("dataset", "video", "metric")
 
 
@@ -73,6 +75,7 @@ class DepthSource(SourceBase):
         metric: MetricPoses | None = None,
         metric_cfg: MetricPosesConfig | None = None,
         inputs: tuple[str | Path, ...] = (),
+        keep_network: bool = False,
     ) -> None:
         if gps not in GPS_MODES:
             raise ConfigError(f"gps {gps!r} is not one of {list(GPS_MODES)}")
@@ -84,6 +87,7 @@ class DepthSource(SourceBase):
         self.trajectory_cfg, self.refine_poses = trajectory_cfg, refine_poses
         self.metric, self.metric_cfg = metric, metric_cfg
         self._inputs = [Path(p) for p in (self.ds.path, checkpoint, *inputs)]
+        self.keep_network = keep_network
         self.result: ExportResult | None = None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
@@ -222,6 +226,17 @@ class DepthSource(SourceBase):
         plan.summary.update(write_report(folder, self.ds, self._frames, self._pred, self._fits, self._scale_of,
                                          self._kind, video=video, poses_info=plan.detail,
                                          spread={**self._spread, "collapsed": self._collapsed}))  # fmt: skip
+        if self.keep_network:  # the network goes with its depth: `depth export` can run it again later
+            plan.manifest.extra["depth"]["checkpoint"] = keep_file(Path(self.checkpoint), folder.parent, KEPT_NETWORK)
+
+
+def keep_file(src: Path, root: Path, name: str) -> str:
+    """Copy ``src`` to ``root / name`` (a temporary name first, then renamed) and return ``name``: what a manifest
+    records of a file kept inside its own dataset (a path relative to the dataset's folder)."""
+    tmp = root / f".{name}.tmp"
+    shutil.copyfile(src, tmp)
+    tmp.replace(root / name)
+    return name
 
 
 def export_depth(
@@ -239,6 +254,7 @@ def export_depth(
     overwrite: bool = False,
     progress: bool = True,
     inputs: tuple[str | Path, ...] = (),
+    keep_network: bool = False,
 ) -> ExportResult:
     """Write ``dataset`` with the depth of the model in ``checkpoint`` to ``out`` (see the module docstring).
 
@@ -252,10 +268,12 @@ def export_depth(
     now with ``metric_cfg``) where they exist, the pose network's composed poses (scaled to metres) between them,
     the dataset's poses for a source without any; the depth scale is the model's metres per unit when it was
     trained against metric poses, checked against the GPS window fit and the triangulated points (both
-    reported). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``."""
+    reported). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``. ``keep_network``: a copy of
+    the checkpoint goes into the dataset as :data:`KEPT_NETWORK`, and ``extra.depth.checkpoint`` names it relative to
+    the dataset (else it is the checkpoint's absolute path): for a checkpoint that will not outlive the call."""
     src = DepthSource(dataset, checkpoint, gps=gps, poses=poses, trajectory_cfg=trajectory_cfg,
                       refine_poses=refine_poses, scale_cfg=scale_cfg, metric=metric, metric_cfg=metric_cfg,
-                      inputs=inputs)  # fmt: skip
+                      inputs=inputs, keep_network=keep_network)  # fmt: skip
     # every frame is written, index-aligned with the input dataset (its repeats were dropped when it was made)
     path = convert(src, out, overwrite=overwrite, progress=progress, repeats=False)
     assert src.result is not None

@@ -903,6 +903,22 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
     assert "serving the eager forward" in caplog.text
     assert v.__dict__["_fused_serving"]["prepared"] is None
 
+    class Fails:  # the checked op failing later (an input unlike the first): that render is served eager
+        def __call__(self, *args: object) -> torch.Tensor:
+            raise RuntimeError("no such kernel")
+
+    caplog.clear()
+    mp.setattr(fill_serving, "_op", Fails)
+    try:
+        logs = caplog.at_level("WARNING", logger="pose2rgbd.methods.hybrid.fill_serving")
+        with logs, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            got = u(x, absent=DECODER_CHANNELS).float()
+    finally:
+        mp.undo()
+    torch.testing.assert_close(got, eager(), rtol=0, atol=0)
+    assert "failed on a (2, 6, 32, 48) input" in caplog.text
+    assert u.__dict__["_fused_serving"]["prepared"] is None
+
 
 def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:
     from pose2rgbd.models.checkpoint import LoadedCheckpoint

@@ -39,8 +39,8 @@ from pose2rgbd.models import load_checkpoint
 log = logging.getLogger(__name__)
 
 GPS_MODES = ("auto", "on", "off")
-KEPT_NETWORK = "depth_network.pt"  # the depth network inside a dataset whose conversion made it (keep_network)
 POSE_MODES = ("dataset", "video", "metric")
+KEPT_NETWORK = "depth_network.pt"  # the depth network inside a dataset whose conversion made it (keep_network)
 
 
 @dataclass

@@ -116,21 +116,10 @@ def _run(net: FillUNet, p: _Prepared, x: torch.Tensor) -> torch.Tensor:
         s = skips.pop()
         y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
         a = _conv(op, y, w_y, b, conv, False)
-        y = op.binary(
-            s,
-            a,
-            w_s,
-            None,
-            list(conv.padding),
-            list(conv.stride),
-            list(conv.dilation),
-            conv.groups,
-            "add",
-            1.0,
-            "relu",
-            [],
-            "",
-        )  # fmt: skip  -- relu(conv(s) + a)
+        y = op.binary(  # relu(conv(s) + a)
+            s, a, w_s, None, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+            "add", 1.0, "relu", [], "",
+        )  # fmt: skip
     w, b, conv = p.out
     return _conv(op, y, w, b, conv, False)
 
@@ -156,7 +145,13 @@ def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor |
             state["refused"] = key
             return None
         state["prepared"] = p
-    return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
+    try:
+        return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
+    except (RuntimeError, TypeError, NotImplementedError) as e:  # an input unlike the one it was checked on
+        log.warning("hybrid fill: the fused convolutions failed on a %s input (%s): serving the eager forward",
+                    tuple(x.shape), e)  # fmt: skip
+        state["prepared"], state["refused"] = None, key
+        return None
 
 
 def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: torch.dtype) -> bool:

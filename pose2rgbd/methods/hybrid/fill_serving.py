@@ -16,16 +16,29 @@ eager forward serves and one line says so. Training (gradients on) never takes t
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from pose2rgbd.methods.hybrid.network import FillUNet
-
 log = logging.getLogger(__name__)
+
+
+class FillUNet(Protocol):
+    """What this path reads of :class:`~pose2rgbd.methods.hybrid.network.FillUNet` (which calls it: a protocol, not
+    an import, keeps the two modules out of a cycle)."""
+
+    stem: nn.Sequential
+    down: nn.ModuleList
+    up: nn.ModuleList
+    out: nn.Conv2d
+
+    def forward_eager(self, x: torch.Tensor, absent: int = 0) -> torch.Tensor: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
 
 DTYPES = (torch.bfloat16,)  # what the path serves (float32, and fp16 autocast on a CPU: the eager forward)
 TOLERANCE = 0.03  # of the eager answer's largest magnitude (at least 0.01); bfloat16 keeps 8 bits
@@ -83,7 +96,7 @@ class _Prepared:
         self.out = (lay(net.out.weight), lay(net.out.bias), net.out)
 
 
-def _weights_key(net: nn.Module, dtype: torch.dtype, absent: int) -> tuple[Any, ...]:
+def _weights_key(net: FillUNet, dtype: torch.dtype, absent: int) -> tuple[Any, ...]:
     return (dtype, absent, *((p.data_ptr(), p._version) for p in net.parameters()))
 
 

@@ -864,7 +864,7 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
             return u.forward_eager(x, absent=DECODER_CHANNELS).float()
 
     a, want = served(), eager()
-    assert u.__dict__["_fused_serving"]["prepared"] is not None  # the fused path served
+    assert u.__dict__["_fused_serving"].prepared is not None  # the fused path served
     assert a.shape == want.shape == (2, 4, 32, 48)
     assert float((a - want).abs().max()) <= 0.02 * float(want.abs().max())
     assert not torch.equal(a, want)  # not the eager forward's tensor handed back: bf16 sums in another order
@@ -901,7 +901,7 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
         mp.undo()
     torch.testing.assert_close(got, want_v, rtol=0, atol=0)
     assert "serving the eager forward" in caplog.text
-    assert v.__dict__["_fused_serving"]["prepared"] is None
+    assert v.__dict__["_fused_serving"].prepared is None
 
     class Fails:  # the checked op failing later (an input unlike the first): that render is served eager
         def __call__(self, *args: object) -> torch.Tensor:
@@ -917,7 +917,7 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
         mp.undo()
     torch.testing.assert_close(got, eager(), rtol=0, atol=0)
     assert "failed on a (2, 6, 32, 48) input" in caplog.text
-    assert u.__dict__["_fused_serving"]["prepared"] is None
+    assert u.__dict__["_fused_serving"].prepared is None
 
 
 def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +45,22 @@ DTYPES = (torch.bfloat16,)  # what the path serves (float32, and fp16 autocast o
 TOLERANCE = 0.03  # of the eager answer's largest magnitude (at least 0.01); bfloat16 keeps 8 bits
 
 
-def _op() -> Any:
+class FusedConvolution(Protocol):
+    """torch's ``mkldnn._convolution_pointwise``: ``(x, weight, bias, padding, stride, dilation, groups, unary,
+    scalars, algorithm)``, and ``.binary(x, other, weight, bias, ..., groups, binary, alpha, unary, scalars,
+    algorithm)`` = ``unary(conv(x) <binary> other)``."""
+
+    def __call__(self, *args: object) -> torch.Tensor: ...
+
+    def binary(self, *args: object) -> torch.Tensor: ...
+
+
+def _op() -> FusedConvolution | None:
     """torch's fused convolution op, or None where this build has none."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._convolution_pointwise
+        return cast(FusedConvolution, torch.ops.mkldnn._convolution_pointwise)
     except (AttributeError, RuntimeError):
         return None
 
@@ -64,7 +75,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 class _Prepared:
     """The fill's convolution weights in one dtype, channels-last, split where the forward splits them."""
 
-    def __init__(self, net: FillUNet, dtype: torch.dtype, absent: int, key: tuple[Any, ...]) -> None:
+    def __init__(self, net: FillUNet, dtype: torch.dtype, absent: int, key: tuple[object, ...]) -> None:
         self.key = key
 
         def lay(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -96,14 +107,14 @@ class _Prepared:
         self.out = (lay(net.out.weight), lay(net.out.bias), net.out)
 
 
-def _weights_key(net: FillUNet, dtype: torch.dtype, absent: int) -> tuple[Any, ...]:
+def _weights_key(net: FillUNet, dtype: torch.dtype, absent: int) -> tuple[object, ...]:
     return (dtype, absent, *((p.data_ptr(), p._version) for p in net.parameters()))
 
 
 def _conv(
-    op: Any, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, conv: nn.Conv2d, relu: bool
+    op: FusedConvolution, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, conv: nn.Conv2d, relu: bool
 ) -> torch.Tensor:
-    return op(  # type: ignore[no-any-return]
+    return op(
         x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         "relu" if relu else "none", [], "",
     )  # fmt: skip
@@ -111,6 +122,7 @@ def _conv(
 
 def _run(net: FillUNet, p: _Prepared, x: torch.Tensor) -> torch.Tensor:
     op = _op()
+    assert op is not None  # fused_forward checked
     convs = iter(p.convs)
     w, b, conv = next(convs)
     y = _conv(op, x, w, b, conv, True)
@@ -146,25 +158,34 @@ def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor |
     dtype = compute_dtype(x)
     if dtype not in DTYPES or _op() is None:
         return None
-    state: dict[str, Any] = net.__dict__.setdefault("_fused_serving", {})
+    state = net.__dict__.setdefault("_fused_serving", _State())
     key = _weights_key(net, dtype, absent)
-    p = state.get("prepared")
+    p = state.prepared
     if p is None or p.key != key:
-        if state.get("refused") == key:
+        if state.refused == key:
             return None
         p = _Prepared(net, dtype, absent, key)
-        state["prepared"] = None
+        state.prepared = None
         if not _agrees(net, p, x, absent, dtype):
-            state["refused"] = key
+            state.refused = key
             return None
-        state["prepared"] = p
+        state.prepared = p
     try:
         return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
     except (RuntimeError, TypeError, NotImplementedError) as e:  # an input unlike the one it was checked on
         log.warning("hybrid fill: the fused convolutions failed on a %s input (%s): serving the eager forward",
                     tuple(x.shape), e)  # fmt: skip
-        state["prepared"], state["refused"] = None, key
+        state.prepared, state.refused = None, key
         return None
+
+
+@dataclass
+class _State:
+    """What a fill keeps of this path (in its ``__dict__``): its prepared weights, once checked, and the weights'
+    key for which the check failed (not tried again)."""
+
+    prepared: _Prepared | None = None
+    refused: tuple[object, ...] | None = None
 
 
 def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: torch.dtype) -> bool:

@@ -161,6 +161,25 @@ def test_hovers_are_rejected_and_gps_without_motion_is_an_error() -> None:
         _fit(T_still, 5.0, 1.5)
 
 
+def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_check_it() -> None:
+    """The export's scale per source: a model trained against metric poses (metres per unit > 0) keeps its own
+    scale when the GPS track is too short for the window fit (the fit only checks it; why it could not is kept);
+    a model without one has no scale but the fit, and the export stops with the fit's error."""
+    from types import SimpleNamespace
+
+    from pose2rgbd.convert.stages.depth_export import _fit_scales
+
+    T = _flight(100, speed=0.15)  # 10 s at 0.15 m/s: 1.5 m of GPS track
+    frames = SimpleNamespace(translation=T[:, :3, 3], stamp_ns=(np.arange(len(T)) * 1e8).astype(np.int64))
+    ds = SimpleNamespace(frames=frames)
+    T_rel = relative_from_absolute(T)
+    sid = np.zeros(len(T), np.int64)
+    fits, scale, unchecked = _fit_scales(ds, sid, T_rel, True, 0.75, True, None)  # type: ignore[arg-type]
+    assert fits == {} and scale == {0: 0.75} and "too little motion" in unchecked[0]
+    with pytest.raises(SyncError, match="too little motion"):
+        _fit_scales(ds, sid, T_rel, True, 0.0, False, None)  # type: ignore[arg-type]
+
+
 def test_gps_pair_distances_average_the_noise() -> None:
     T = _flight(600)
     rng = np.random.default_rng(1)
@@ -265,6 +284,17 @@ def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.Captur
     assert (met / "report" / "scale.png").is_file() and (met / "report" / "summary.json").is_file()
     un = export_depth(ds_path, run / "last.pt", tmp_path / "un", gps="off", progress=False)
     assert np.allclose(mds.read_depth(3), Dataset(un.path).read_depth(3) * s, rtol=1e-4)
+    # a model that learnt metres per unit (trained against metric poses) keeps its scale where the track is too
+    # short for the GPS fit at the default 20 m baseline: the fit only checks it (an export again of a short clip)
+    from pose2rgbd.models import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(run / "last.pt")
+    ck.model.metres_per_unit.fill_(0.5)
+    save_checkpoint(tmp_path / "unit.pt", ck.model, dataset_fingerprint=ck.dataset_fingerprint, camera=ck.camera,
+                    depth_kind=ck.depth_kind, train_config=ck.train_config, step=ck.step)  # fmt: skip
+    unit = export_depth(ds_path, tmp_path / "unit.pt", tmp_path / "unit-out", gps="on", progress=False)
+    assert unit.fits == {} and unit.depth_kind == "metric"
+    assert np.allclose(Dataset(unit.path).read_depth(3), Dataset(un.path).read_depth(3) * 0.5, rtol=1e-4)
 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:

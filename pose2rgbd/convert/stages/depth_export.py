@@ -111,8 +111,10 @@ class DepthSource(SourceBase):
         T_rel_fit = pred.T_rel
         if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
             T_rel_fit = _metric_relative(mp, pred, unit)
-        fits, scale_of, unchecked = _fit_scales(ds, frames.source_id, T_rel_fit, use_gps, unit,
-                                                mp is not None and unit > 0, self.scale_cfg)  # fmt: skip
+        # a model trained against metric poses carries its scale (metres per unit): the GPS fit only checks it, with
+        # or without the metric poses at hand (an export again over the converted dataset, whose GPS may be short)
+        fits, scale_of, unchecked = _fit_scales(ds, frames.source_id, T_rel_fit, use_gps, unit, unit > 0,
+                                                self.scale_cfg)  # fmt: skip
         metric_info: dict[str, Any] = {}
         if mp is not None:
             metric_info = metric_report(mp, pred, frames, fits, unit, scale_of, unchecked)
@@ -292,8 +294,8 @@ def _fit_scales(
 ) -> tuple[dict[int, ScaleFit], dict[int, float], dict[int, str]]:
     """``(fits, scale, unchecked)`` per source: the GPS window fit of ``T_rel`` (:func:`.scale.fit_scale`), the
     metres per network unit the depth is multiplied by (the model's ``unit`` when it has one, else the fit; 1 without
-    GPS) and, when ``metric_scaled`` (metric poses give the scale, the fit only checks it), why a source's fit could
-    not be made."""
+    GPS) and, when ``metric_scaled`` (the model's metres per unit is the scale, the fit only checks it), why a
+    source's fit could not be made."""
     fits: dict[int, ScaleFit] = {}
     scale_of = {int(s): 1.0 for s in np.unique(source_id)}
     unchecked: dict[int, str] = {}

@@ -39,16 +39,22 @@ class OutputKind:
     is_dir: bool
     markers: tuple[str, ...] = ()  # a directory of this kind holds at least one of these (glob patterns)
     suffixes: tuple[str, ...] = ()  # a file of this kind ends in one of these (empty: any)
+    excludes: tuple[str, ...] = ()  # ... and none of these (a folder of another kind that holds a marker too)
 
     def matches(self, path: Path) -> bool:
         if self.is_dir:
-            return path.is_dir() and any(any(path.glob(m)) for m in self.markers)
+            return (
+                path.is_dir()
+                and any(any(path.glob(m)) for m in self.markers)
+                and not any(any(path.glob(m)) for m in self.excludes)
+            )
         return path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))
 
 
 BAG = OutputKind("bag", True, ("metadata.yaml",))
 DATASET = OutputKind("dataset", True, ("manifest.yaml",))
-TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"))
+# a dataset may hold a .pt of its own (the depth network `convert video` keeps): it is still no training run
+TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"), excludes=("manifest.yaml",))
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
 POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",))
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))

@@ -161,6 +161,23 @@ def test_train_refuses_a_foreign_folder(toy_dataset: Path, tmp_path: Path, capsy
     assert tree_hash(foreign) == before
 
 
+def test_train_refuses_a_dataset_that_keeps_its_depth_network(
+    toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A converted video keeps its depth network (depth_network.pt) beside its frames: a .pt does not make a dataset
+    a training run that `train --out` (or --overwrite) may write into."""
+    import shutil
+
+    data = tmp_path / "converted"
+    shutil.copytree(toy_dataset, data)
+    (data / "depth_network.pt").write_bytes(b"the depth network")
+    before = tree_hash(data)
+    for extra in ((), ("--overwrite",)):
+        rc, out = run_cli(capsys, "train", "--dataset", toy_dataset, "--out", data, "--epochs", "1", *extra)
+        assert rc == 2, out
+        assert tree_hash(data) == before
+
+
 # --------------------------------------------------------------------- 3: record --out a folder that is no dataset
 @pytest.mark.parametrize("what", ["rgb/000000.png", "frames.csv"])
 def test_record_refuses_a_folder_that_is_not_a_dataset(

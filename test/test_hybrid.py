@@ -871,13 +871,16 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
     with torch.no_grad():
         u.up[0][0].weight.mul_(-1.0)
     again = served()
+    prepared = u.__dict__["_fused_serving"].prepared  # the fused path served again, for the new weights
+    assert prepared is not None and prepared.key == fill_serving._weights_key(u, torch.bfloat16, DECODER_CHANNELS)
     assert float((again - eager()).abs().max()) <= 0.02 * float(eager().abs().max())
     assert float((again - a).abs().max()) > 0.05 * float(a.abs().max())  # the new weights, not the old layout
 
     v = FillUNet(FILL_INPUTS, 8, 2).eval()
     with torch.no_grad():
         v.out.weight.normal_(0.0, 0.1)
-    assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None  # float32: eager
+    with torch.no_grad():
+        assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None  # float32: eager
     with torch.autocast("cpu", dtype=torch.bfloat16):  # gradients on: eager
         assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None
 

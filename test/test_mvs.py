@@ -154,14 +154,14 @@ def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray)
     from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK
     from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
 
-    # a network's export keeps its network inside (as `convert video --depth selfsup+mvs` makes it)
-    extra = {"depth": {"source": "selfsup-depth", "checkpoint": KEPT_NETWORK}} if depth is not None else {}
+    # a network's export keeps its network inside (as `convert video --depth selfsup+mvs` makes it); the frames
+    # for stereo alone hold one too here, which their output must not take over
+    extra = {"depth": {"source": "selfsup-depth", "checkpoint": KEPT_NETWORK}}
     man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none", extra=extra)
     with DatasetWriter(tmp_path, man) as wr:
         for i in range(len(rgb)):
             wr.add_frame(i * 100_000_000, T[i], rgb[i], None if depth is None else depth[i])
-    if depth is not None:
-        (tmp_path / KEPT_NETWORK).write_bytes(b"the network")
+    (tmp_path / KEPT_NETWORK).write_bytes(b"the network")
     return Dataset(tmp_path)
 
 
@@ -196,7 +196,8 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     if combine:  # the network goes on with the depth it gave
         assert out.manifest.extra["depth"]["network"]["checkpoint"] == "depth_network.pt"
         assert (out.path / "depth_network.pt").read_bytes() == b"the network"
-    else:
+    else:  # stereo alone: no network gave this depth
+        assert "network" not in out.manifest.extra["depth"]
         assert not (out.path / "depth_network.pt").exists()
     with pytest.raises(ConfigError, match="metric poses of"):
         MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

@@ -294,6 +294,7 @@ def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.Captur
                     depth_kind=ck.depth_kind, train_config=ck.train_config, step=ck.step)  # fmt: skip
     unit = export_depth(ds_path, tmp_path / "unit.pt", tmp_path / "unit-out", gps="on", progress=False)
     assert unit.fits == {} and unit.depth_kind == "metric"
+    assert "too little motion" in Dataset(unit.path).manifest.extra["depth"]["scale_unchecked"]["0"]
     assert np.allclose(Dataset(unit.path).read_depth(3), Dataset(un.path).read_depth(3) * 0.5, rtol=1e-4)
 
 

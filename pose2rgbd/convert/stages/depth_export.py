@@ -111,8 +111,9 @@ class DepthSource(SourceBase):
         T_rel_fit = pred.T_rel
         if mp is not None and unit > 0:  # the trajectory the depth was trained with: metric poses / unit
             T_rel_fit = _metric_relative(mp, pred, unit)
-        # a model trained against metric poses carries its scale (metres per unit): the GPS fit only checks it, with
-        # or without the metric poses at hand (an export again over the converted dataset, whose GPS may be short)
+        # a model trained against metric poses carries its scale (metres per unit): the GPS fit is no condition of the
+        # export, with or without the metric poses at hand (an export again over a converted clip whose GPS is short);
+        # where it cannot be made, the manifest says why (scale_unchecked)
         fits, scale_of, unchecked = _fit_scales(ds, frames.source_id, T_rel_fit, use_gps, unit, unit > 0,
                                                 self.scale_cfg)  # fmt: skip
         metric_info: dict[str, Any] = {}
@@ -143,6 +144,7 @@ class DepthSource(SourceBase):
             else "none",
             "metres_per_unit": unit,
             "scale_check": metric_info.get("check", {}),
+            **({"scale_unchecked": {str(k): v for k, v in unchecked.items()}} if unchecked else {}),
             "units": "metres" if use_gps else "network units (unscaled)",
             "scale": {str(s): fits[s].summary() for s in fits},
             "model": {"width": mc.width, "height": mc.height, "pose_source": mc.pose_source},

@@ -67,9 +67,11 @@ def _op() -> FusedConvolution | None:
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the convolutions of ``x`` run in: the CPU autocast's where it is on, else ``x``'s."""
-    if torch.is_autocast_enabled("cpu"):
-        return torch.get_autocast_dtype("cpu")
-    return x.dtype
+    try:  # torch >= 2.4
+        on, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):  # torch 2.1-2.3: the CPU's own calls
+        on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if on else x.dtype
 
 
 class _Prepared:
@@ -172,7 +174,7 @@ def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor |
         state.prepared = p
     try:
         return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
-    except (RuntimeError, TypeError, NotImplementedError) as e:  # an input unlike the one it was checked on
+    except Exception as e:  # a private op: whatever it raises on an input unlike the one it was checked on
         log.warning("hybrid fill: the fused convolutions failed on a %s input (%s): serving the eager forward",
                     tuple(x.shape), e)  # fmt: skip
         state.prepared, state.refused = None, key
@@ -193,7 +195,7 @@ def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: to
     want = net.forward_eager(x, absent).float()
     try:
         got = _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
-    except (RuntimeError, TypeError, NotImplementedError) as e:
+    except Exception as e:  # a private op: whatever this torch's build raises means the eager forward
         log.info("hybrid fill: the fused convolutions are not available in this torch (%s); eager forward", e)
         return False
     scale = float(want.abs().max()) if want.numel() else 0.0

@@ -122,9 +122,8 @@ def _conv(
     )  # fmt: skip
 
 
-def _run(net: FillUNet, p: _Prepared, x: torch.Tensor) -> torch.Tensor:
-    op = _op()
-    assert op is not None  # fused_forward checked
+def _run(op: FusedConvolution, net: FillUNet, p: _Prepared, x: torch.Tensor) -> torch.Tensor:
+    """The fused forward of ``x`` (in the prepared dtype, channels-last)."""
     convs = iter(p.convs)
     w, b, conv = next(convs)
     y = _conv(op, x, w, b, conv, True)
@@ -158,22 +157,26 @@ def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor |
     if torch.is_grad_enabled() or x.device.type != "cpu":
         return None
     dtype = compute_dtype(x)
-    if dtype not in DTYPES or _op() is None:
+    op = _op() if dtype in DTYPES else None
+    if op is None:
         return None
     state = net.__dict__.setdefault("_fused_serving", _State())
     key = _weights_key(net, dtype, absent)
+    xd = x.to(dtype).contiguous(memory_format=torch.channels_last)
     p = state.prepared
     if p is None or p.key != key:
         if state.refused == key:
             return None
         p = _Prepared(net, dtype, absent, key)
         state.prepared = None
-        if not _agrees(net, p, x, absent, dtype):
+        checked = _checked_run(op, net, p, x, xd, absent)  # the check's fused answer is this call's answer
+        if checked is None:
             state.refused = key
-            return None
-        state.prepared = p
+        else:
+            state.prepared = p
+        return checked
     try:
-        return _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last))
+        return _run(op, net, p, xd)
     except Exception as e:  # a private op: whatever it raises on an input unlike the one it was checked on
         log.warning("hybrid fill: the fused convolutions failed on a %s input (%s): serving the eager forward",
                     tuple(x.shape), e)  # fmt: skip
@@ -190,14 +193,18 @@ class _State:
     refused: tuple[object, ...] | None = None
 
 
-def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: torch.dtype) -> bool:
-    """Whether the fused forward answers ``x`` as the eager one does (within :data:`TOLERANCE`)."""
+def _checked_run(
+    op: FusedConvolution, net: FillUNet, p: _Prepared, x: torch.Tensor, xd: torch.Tensor, absent: int
+) -> torch.Tensor | None:
+    """The fused forward of ``xd`` (``x`` in the prepared dtype) where it answers as the eager forward of ``x`` does
+    (within :data:`TOLERANCE`), else None."""
     want = net.forward_eager(x, absent).float()
     try:
-        got = _run(net, p, x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+        fused = _run(op, net, p, xd)
     except Exception as e:  # a private op: whatever this torch's build raises means the eager forward
         log.info("hybrid fill: the fused convolutions are not available in this torch (%s); eager forward", e)
-        return False
+        return None
+    got = fused.float()
     scale = float(want.abs().max()) if want.numel() else 0.0
     err = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
     if not err <= TOLERANCE * max(scale, 1e-2):
@@ -207,8 +214,8 @@ def _agrees(net: FillUNet, p: _Prepared, x: torch.Tensor, absent: int, dtype: to
             err,
             scale,
         )
-        return False
-    return True
+        return None
+    return fused
 
 
 __all__ = ["DTYPES", "compute_dtype", "fused_forward"]

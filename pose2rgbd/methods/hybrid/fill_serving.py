@@ -4,7 +4,7 @@ the sum of the two convolutions -- done inside the convolution (oneDNN post-ops)
 In eager torch every ReLU and every sum is one more pass over a full-resolution tensor. Fused, the fill of a
 ``hybrid`` render node took 19.95 -> 18.9 ms at 256x256 on one thread and 42.8 -> 40.9 ms at 512x512 on two (an AMD
 EPYC with avx512_bf16, no AMX; docs/serving.md, "The fill's convolutions fused"); in float32 it gained nothing
-(34.5-35.3 ms either way at 256x256), so float32 keeps the eager forward. The fusion is torch's own: the op its
+(34.2-35.3 ms either way at 256x256), so float32 keeps the eager forward. The fusion is torch's own: the op its
 compiler (``torch.compile``, inductor) emits for the same pattern, ``torch.ops.mkldnn._convolution_pointwise``.
 Not ``torch.compile`` itself: it needs a C++ compiler on the robot and compiles for about a minute at start.
 

@@ -193,6 +193,7 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     work = work_folder(out)
     assert not out.exists() and (work / "run" / "last.pt").is_file()
     trained = load_checkpoint(work / "run" / "last.pt")  # reused by the second call below
+    trained_size = (work / "run" / "last.pt").stat().st_size
     assert json.loads((work / "frames" / "report" / "summary.json").read_text())["frames"]["repeats"]["repeats"] == 1
     with caplog.at_level(logging.INFO):
         res = convert_video_with_depth(video, None, out, ConvertConfig(),
@@ -207,7 +208,10 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     # the network is kept with its depth (the work folder is gone): the manifest names it inside the dataset
     assert ds.manifest.extra["depth"]["checkpoint"] == KEPT_NETWORK
     kept = load_checkpoint(res.path / KEPT_NETWORK)
-    assert kept.step == trained.step
+    assert kept.step == trained.step and kept.train_config == trained.train_config
+    # only what resuming the training needs is left out: the optimizers' state, most of the file
+    assert trained.optimizers and not kept.optimizers
+    assert (res.path / KEPT_NETWORK).stat().st_size < 0.6 * trained_size
     for name, t in trained.model.state_dict().items():
         assert torch.equal(t, kept.model.state_dict()[name]), name
     again = export_depth(res.path, res.path / KEPT_NETWORK, tmp_path / "again", gps="off", progress=False)

@@ -13,6 +13,7 @@ from pose2rgbd.models.checkpoint import (
     load_checkpoint,
     read_checkpoint_dict,
     save_checkpoint,
+    save_for_inference,
 )
 from pose2rgbd.models.interfaces import ImageToPose, PoseNormalization, PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
@@ -37,4 +38,5 @@ __all__ = [
     "read_checkpoint_dict",
     "register_family",
     "save_checkpoint",
+    "save_for_inference",
 ]

@@ -212,6 +212,17 @@ def save_checkpoint(
     return p
 
 
+def save_for_inference(src: str | Path, dst: str | Path) -> Path:
+    """Write the checkpoint ``src`` again at ``dst`` without what only resuming its training needs (the
+    optimizers' state: for Adam two moments per weight, twice the weights' size); the weights, settings, step and
+    what the model saved beside them are the same, and the copy is checked on load as any checkpoint."""
+    loaded = load_checkpoint(src, map_location="cpu")
+    return save_checkpoint(dst, loaded.model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
+                           depth_kind=loaded.depth_kind, world_frame=loaded.world_frame,
+                           train_config=loaded.train_config, step=loaded.step, epoch=loaded.epoch,
+                           extra=loaded.extra)  # fmt: skip
+
+
 def _check_checkpoint_file(p: Path) -> None:
     """Clear messages for what torch.load reports badly: a folder, a missing, empty or text file."""
     if p.is_dir():

@@ -34,7 +34,7 @@ from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfi
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig, compose_poses, fill_gaps
-from pose2rgbd.models import load_checkpoint
+from pose2rgbd.models import load_checkpoint, save_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,8 @@ class DepthSource(SourceBase):
                                          self._kind, video=video, poses_info=plan.detail,
                                          spread={**self._spread, "collapsed": self._collapsed}))  # fmt: skip
         if self.keep_network:  # the network goes with its depth: `depth export` can run it again later
-            plan.manifest.extra["depth"]["checkpoint"] = keep_file(Path(self.checkpoint), folder.parent, KEPT_NETWORK)
+            save_for_inference(self.checkpoint, folder.parent / KEPT_NETWORK)  # without the optimizers' state
+            plan.manifest.extra["depth"]["checkpoint"] = KEPT_NETWORK
 
 
 def keep_file(src: Path, root: Path, name: str) -> str:
@@ -273,8 +274,9 @@ def export_depth(
     the dataset's poses for a source without any; the depth scale is the model's metres per unit when it was
     trained against metric poses, checked against the GPS window fit and the triangulated points (both
     reported). ``refine_poses=True`` is the older spelling of ``backend: pose-graph``. ``keep_network``: a copy of
-    the checkpoint goes into the dataset as :data:`KEPT_NETWORK`, and ``extra.depth.checkpoint`` names it relative to
-    the dataset (else it is the checkpoint's absolute path): for a checkpoint that will not outlive the call."""
+    the checkpoint without its optimizers' state goes into the dataset as :data:`KEPT_NETWORK`, and
+    ``extra.depth.checkpoint`` names it relative to the dataset (else it is the checkpoint's absolute path): for a
+    checkpoint that will not outlive the call."""
     src = DepthSource(dataset, checkpoint, gps=gps, poses=poses, trajectory_cfg=trajectory_cfg,
                       refine_poses=refine_poses, scale_cfg=scale_cfg, metric=metric, metric_cfg=metric_cfg,
                       inputs=inputs, keep_network=keep_network)  # fmt: skip

@@ -373,6 +373,11 @@ def test_train_cli_parses_the_chosen_kinds_schema_with_its_presets(toy_kind: Any
     assert p2.preset == "base" and p2.outputs == "rgbd"
     assert config_from_args(_parse([*COMMANDS["train"], "--set", "model.preset=slice32"]))["model"].preset == "slice32"
     assert config_from_args(_parse(COMMANDS["train"]))["model"].preset == "slice10"  # the default preset
+    # the hybrid's default is the CPU-serving fill (8 channels, 3 levels), whose pretrained weights ship
+    hy = config_from_args(_parse([*COMMANDS["train"], "--method", "hybrid"]))["model"]
+    assert (hy.preset, hy.fill_channels, hy.fill_levels, hy.fill_init) == ("hybrid-fast", 8, 3, "pretrained")
+    wide = config_from_args(_parse([*COMMANDS["train"], "--method", "hybrid", "--preset", "hybrid"]))["model"]
+    assert (wide.preset, wide.fill_channels, wide.fill_levels) == ("hybrid", 16, 2)
 
 
 def test_help_lists_the_known_kinds_and_the_presets_of_the_chosen_one(

@@ -934,3 +934,21 @@ def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give
         check_resume(tmp_path / "last.pt", ck, fam, fam.make_config("hybrid", size=SIZE), None, "f")  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="trained on dataset"):  # with them given, the model check passes
         check_resume(tmp_path / "last.pt", ck, fam, old, None, "other")  # type: ignore[arg-type]
+
+
+def test_resuming_a_run_of_another_preset_says_which_preset_and_settings_to_give(tmp_path: Path) -> None:
+    """A run of `hybrid` (the default before `hybrid-fast`) resumed with the default preset: the hint is `--preset
+    hybrid` and the settings that differ beyond it, and with those given the model check passes."""
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    from pose2rgbd.training.run_folder import check_resume
+
+    fam = get_family("hybrid")
+    old = fam.make_config("hybrid", size=SIZE, neighbours=3)
+    ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=old, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
+    requested = fam.make_config(size=SIZE)  # the default preset
+    assert requested.preset == "hybrid-fast"
+    with pytest.raises(CheckpointError, match=r"settings \(--preset hybrid --set model\.neighbours=3\)$"):
+        check_resume(tmp_path / "last.pt", ck, fam, requested, None, "f")  # type: ignore[arg-type]
+    given = fam.make_config("hybrid", size=SIZE, neighbours=3)  # what the hint says
+    with pytest.raises(CheckpointError, match="trained on dataset"):  # the model check passes
+        check_resume(tmp_path / "last.pt", ck, fam, given, None, "other")  # type: ignore[arg-type]

@@ -121,6 +121,22 @@ def restore(out: Path, aside: Path) -> None:
     log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
 
 
+def _resume_flags(family: ModelFamily, have: dict[str, object], want: dict[str, object]) -> list[str]:
+    """The flags that turn the requested model settings ``want`` into the checkpoint's ``have``: ``--preset P``
+    where the checkpoint was trained with another preset of the family (a run from before a default preset
+    changed), then ``--set`` for each setting that still differs."""
+    flags: list[str] = []
+    preset = have.get("preset")
+    if preset != want.get("preset") and isinstance(preset, str) and preset in family.presets:
+        flags.append(f"--preset {preset}")
+        # the settings either preset sets take the checkpoint's preset's values (or the config's defaults)
+        by_preset = set(family.presets[preset]) | set(family.presets.get(str(want.get("preset")), {}))
+        base = cfgmod.to_dict(family.make_config(preset))
+        want = {**want, **{k: base[k] for k in by_preset if k in base}}
+    flags += [f"--set model.{k}={have.get(k)}" for k, v in want.items() if have.get(k) != v]
+    return flags
+
+
 def check_resume(
     path: Path, ck: LoadedCheckpoint, family: ModelFamily, mc: Any, tc: TrainConfig, fingerprint: str
 ) -> None:
@@ -129,10 +145,9 @@ def check_resume(
     have, want = cfgmod.to_dict(ck.model_config), cfgmod.to_dict(mc)
     diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
     if diff:
-        keys = " ".join(f"--set model.{k}={have.get(k)}" for k, v in want.items() if have.get(k) != v)
         raise CheckpointError(
             f"{path}: cannot resume, the model differs ({'; '.join(diff)}); to resume it, give the checkpoint's "
-            f"settings ({keys})"
+            f"settings ({' '.join(_resume_flags(family, have, want))})"
         )
     if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(

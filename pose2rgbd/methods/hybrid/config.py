@@ -249,7 +249,8 @@ class HybridConfig:
 
 
 # The decoder widths below apply with model.decoder true; without a decoder (the default) `hybrid` and `hybrid-lite`
-# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill.
+# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill (the kind's default
+# preset, FAMILY in methods/hybrid/__init__.py; HybridConfig's own field defaults are `hybrid`'s).
 PRESETS: dict[str, dict[str, Any]] = {
     "hybrid": {"preset": "hybrid"},
     # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further

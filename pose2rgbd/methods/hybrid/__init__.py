@@ -42,8 +42,8 @@ FAMILY = ModelFamily(
     config_cls=HybridConfig,
     build=build_model,
     presets=PRESETS,
-    # the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX and scores as `hybrid` does on the
-    # synthetic routes; the real-data results were measured with it (docs/results.md, "hybrid-fast as the default")
+    # the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX, scores as `hybrid` does on the synthetic
+    # routes and as well or better on the real sets (docs/results.md, "`hybrid-fast`, the default preset")
     default_preset="hybrid-fast",
     data="pose_to_image",
     engine="render",

@@ -838,6 +838,24 @@ def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
         torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("channels", "levels"), [(8, 3), (16, 2)])  # hybrid-fast (the default), hybrid
+def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward(channels: int, levels: int) -> None:
+    from pose2rgbd.methods.hybrid import fill_serving
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    if fill_serving._op() is None:
+        pytest.skip("this torch has no oneDNN fused convolution")
+    torch.manual_seed(1)
+    u = FillUNet(FILL_INPUTS, channels, levels).eval()
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    x = torch.randn(1, FILL_INPUTS - DECODER_CHANNELS, 40, 56)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = u(x, absent=DECODER_CHANNELS).float(), u.forward_eager(x, absent=DECODER_CHANNELS).float()
+    assert u.__dict__["_fused_serving"].prepared is not None  # the fused path served
+    assert float((got - want).abs().max()) <= 0.02 * float(want.abs().max())
+
+
 def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the_eager_forward(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -30,6 +30,15 @@ def ck_decoder():
     return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-lite", dense_channels=64, neighbours=3, decoder=True)
 
 
+@pytest.fixture(scope="module")
+def ck_default():
+    """The kind's default preset, as `pose2rgbd train --method hybrid` makes it (8 fill channels, 3 levels)."""
+    from pose2rgbd.models import get_family
+
+    assert get_family("hybrid").default_preset == "hybrid-fast"
+    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-fast", neighbours=3)
+
+
 def _tilted(T: np.ndarray, deg: float) -> np.ndarray:
     a = np.deg2rad(deg)
     R = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
@@ -179,7 +188,7 @@ def test_weights_stored_in_bf16_render_as_autocast_casting_them(name: str, reque
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name", ["ck", "ck_decoder"])
+@pytest.mark.parametrize("name", ["ck", "ck_decoder", "ck_default"])
 def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(name: str, request) -> None:
     ck = request.getfixturevalue(name)
     assert (ck.model.decoder is not None) == (name == "ck_decoder")
@@ -211,7 +220,9 @@ def test_onnxruntime_serving_refuses_other_precisions_and_whole_model_export(ck,
 
 
 @pytest.mark.gpu
-def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(ck) -> None:
+@pytest.mark.parametrize("name", ["ck", "ck_default"])
+def test_cuda_keeps_the_render_on_the_device_and_matches_the_cpu(name: str, request) -> None:
+    ck = request.getfixturevalue(name)
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)
     eng = RenderEngine(EngineConfig(device="cuda", precision="fp32", warmup=1), ck)

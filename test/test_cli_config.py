@@ -16,7 +16,7 @@ from toy_renderer import ToyRenderer, toy_recipe
 from pose2rgbd.cli.main import build_parser, main
 from pose2rgbd.config import Leaf, to_dict
 from pose2rgbd.config_cli import SCHEMA, config_data, config_from_args
-from pose2rgbd.errors import ConfigError
+from pose2rgbd.errors import CheckpointError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -378,6 +378,39 @@ def test_train_cli_parses_the_chosen_kinds_schema_with_its_presets(toy_kind: Any
     assert (hy.preset, hy.fill_channels, hy.fill_levels, hy.fill_init) == ("hybrid-fast", 8, 3, "pretrained")
     wide = config_from_args(_parse([*COMMANDS["train"], "--method", "hybrid", "--preset", "hybrid"]))["model"]
     assert (wide.preset, wide.fill_channels, wide.fill_levels) == ("hybrid", 16, 2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "trained", "command"),
+    [
+        ("hybrid", ["--preset", "hybrid", "--set", "model.neighbours=3"], []),  # a run of the earlier default
+        ("hybrid", ["--preset", "hybrid"], ["--set", "model.fill_channels=12"]),  # the command sets a preset key
+        ("hybrid", ["--preset", "hybrid-fast", "--set", "model.trunk_channels=8,8,8,8,8,8"], ["--preset", "hybrid"]),
+        ("pose2rgbd", ["--preset", "base+"], ["--preset", "slice10+"]),  # a preset of a preset and switches
+        ("pose2rgbd", ["--preset", "slice10"], ["--preset", "base+"]),
+    ],
+)
+def test_the_resume_hint_given_to_the_command_resumes(
+    kind: str, trained: list[str], command: list[str], tmp_path: Path
+) -> None:
+    """The flags a refused resume names, added to the same command, give the checkpoint's model settings."""
+    import shlex
+
+    from pose2rgbd.models import get_family
+    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    from pose2rgbd.training.run_folder import check_resume
+
+    def model(extra: list[str]) -> Any:
+        return config_from_args(_parse([*COMMANDS["train"], "--method", kind, *extra]))["model"]
+
+    fam, have = get_family(kind), model(trained)
+    ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=have, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match="the model differs") as e:
+        check_resume(tmp_path / "last.pt", ck, fam, model(command), None, "f")  # type: ignore[arg-type]
+    hint = str(e.value).rsplit("give the checkpoint's settings (", 1)[1].removesuffix(")")
+    assert to_dict(model([*command, *shlex.split(hint)])) == to_dict(have), hint
+    if kind == "hybrid" and not command:
+        assert hint == "--preset hybrid --set model.neighbours=3"  # the preset, not each of its settings
 
 
 def test_help_lists_the_known_kinds_and_the_presets_of_the_chosen_one(

@@ -211,6 +211,19 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     assert kept.step == trained.step and kept.train_config == trained.train_config
     # only what resuming the training needs is left out: the optimizers' state, most of the file
     assert trained.optimizers and not kept.optimizers
+    assert "trainer_state" in trained.extra and "trainer_state" not in kept.extra
+    # ... so the kept network is not resumed as if its moments were there: refused with the reason
+    from pose2rgbd.config import from_dict
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.training.run_folder import check_resume
+
+    def resume(ck: Any) -> None:
+        check_resume(work / "last.pt", ck, ck.family, ck.model_config, from_dict(TrainConfig, ck.train_config),
+                     ck.dataset_fingerprint)  # fmt: skip
+
+    resume(trained)
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        resume(kept)
     assert (res.path / KEPT_NETWORK).stat().st_size < 0.6 * trained_size
     for name, t in trained.model.state_dict().items():
         assert torch.equal(t, kept.model.state_dict()[name]), name

@@ -18,8 +18,8 @@ from pathlib import Path
 log = logging.getLogger("pose2rgbd.demo")
 
 # The demo's model: the best kind on the held-out routes within the demo's 3 CPU minutes, in its default preset
-# (the renderer a user trains and serves; `hybrid`'s wider fill scores a little better here, not on the real sets:
-# docs/results.md, "`hybrid-fast`, the default preset").
+# (the renderer a user trains and serves; `hybrid`'s wider fill scores a little better here and is behind on
+# average on the real sets: docs/results.md, "`hybrid-fast`, the default preset").
 DEMO_METHOD = "hybrid"
 DEMO_PRESET = "hybrid-fast"
 

@@ -213,14 +213,17 @@ def save_checkpoint(
 
 
 def save_for_inference(src: str | Path, dst: str | Path) -> Path:
-    """Write the checkpoint ``src`` again at ``dst`` without what only resuming its training needs (the
-    optimizers' state: for Adam two moments per weight, twice the weights' size); the weights, settings, step and
-    what the model saved beside them are the same, and the copy is checked on load as any checkpoint."""
+    """Write the checkpoint ``src`` again at ``dst`` without what only resuming its training needs: the
+    optimizers' state (for Adam two moments per weight, twice the weights' size) and the trainer's (its position
+    in the data, its random generators), so the copy cannot be resumed (``check_resume`` says why). The weights,
+    model and training settings, step and what the model saved beside them are kept; the copy is written anew
+    (its own time and digest) and checked on load as any checkpoint."""
     loaded = load_checkpoint(src, map_location="cpu")
+    extra = {k: v for k, v in loaded.extra.items() if k != "trainer_state"}
     return save_checkpoint(dst, loaded.model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
                            depth_kind=loaded.depth_kind, world_frame=loaded.world_frame,
                            train_config=loaded.train_config, step=loaded.step, epoch=loaded.epoch,
-                           extra=loaded.extra)  # fmt: skip
+                           extra=extra)  # fmt: skip
 
 
 def _check_checkpoint_file(p: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import shlex
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from pose2rgbd import config as cfgmod
 from pose2rgbd.atomic import move_together, signals_held
-from pose2rgbd.errors import CheckpointError
+from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models import LoadedCheckpoint, load_checkpoint
 from pose2rgbd.models.registry import ModelFamily
 from pose2rgbd.output_guard import TRAINING_RUN, OutputError, check_not_foreign_dir, check_output, refuse_existing
@@ -121,19 +122,45 @@ def restore(out: Path, aside: Path) -> None:
     log.info("the new run stopped before its first checkpoint; the earlier run in %s was put back", out)
 
 
+def _closest_preset(family: ModelFamily, config: dict[str, object]) -> tuple[str, dict[str, object]] | None:
+    """The family preset ``config`` was made from, with that preset's settings: among the presets that give its
+    ``preset`` field, the one most of whose own settings it keeps (pose2rgbd's ``base+`` is ``base`` with
+    switches). None where the family's configs have no ``preset`` field or no preset gives it."""
+    best: tuple[int, str, dict[str, object]] | None = None
+    for name, values in family.presets.items():
+        try:
+            made = cfgmod.to_dict(family.make_config(name))
+        except ConfigError:
+            continue
+        if "preset" not in made or made["preset"] != config.get("preset"):
+            continue
+        kept = sum(config.get(k) == made.get(k) for k in values)
+        if best is None or kept > best[0]:
+            best = (kept, name, made)
+    return None if best is None else (best[1], best[2])
+
+
+def _set_flag(key: str, value: object) -> str:
+    """``--set model.KEY=VALUE`` as a shell takes it (a list as ``a,b,c``, quoted where needed)."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"--set {shlex.quote(f'model.{key}={text}')}"
+
+
 def _resume_flags(family: ModelFamily, have: dict[str, object], want: dict[str, object]) -> list[str]:
     """The flags that turn the requested model settings ``want`` into the checkpoint's ``have``: ``--preset P``
     where the checkpoint was trained with another preset of the family (a run from before a default preset
-    changed), then ``--set`` for each setting that still differs."""
+    changed), then ``--set`` for each setting that still differs once the command names P. A setting the command
+    gave itself (it differs from its own preset's value) stays as given and gets a ``--set`` where it differs."""
     flags: list[str] = []
-    preset = have.get("preset")
-    if preset != want.get("preset") and isinstance(preset, str) and preset in family.presets:
-        flags.append(f"--preset {preset}")
-        # the settings either preset sets take the checkpoint's preset's values (or the config's defaults)
-        by_preset = set(family.presets[preset]) | set(family.presets.get(str(want.get("preset")), {}))
-        base = cfgmod.to_dict(family.make_config(preset))
-        want = {**want, **{k: base[k] for k in by_preset if k in base}}
-    flags += [f"--set model.{k}={have.get(k)}" for k, v in want.items() if have.get(k) != v]
+    theirs, ours = _closest_preset(family, have), _closest_preset(family, want)
+    if have.get("preset") != want.get("preset") and theirs is not None and ours is not None:
+        name, made = theirs
+        flags.append(f"--preset {name}")
+        wanted = ours[1]
+        by_preset = set().union(*(set(v) for v in family.presets.values()))
+        # a setting a preset sets follows the new preset unless the command gave it a value of its own
+        want = {**want, **{k: made[k] for k in by_preset if k in made and k in want and want[k] == wanted.get(k)}}
+    flags += [_set_flag(k, have.get(k)) for k, v in want.items() if have.get(k) != v]
     return flags
 
 
@@ -161,3 +188,8 @@ def check_resume(
     ]
     if diff:
         raise CheckpointError(f"{path}: cannot resume with another data split ({'; '.join(diff)})")
+    if not ck.optimizers:  # written for serving (an export, a bundle, a dataset's depth network): no moments
+        raise CheckpointError(
+            f"{path}: cannot resume, it holds no optimizer state (a checkpoint written for serving: an export, a "
+            "bundle or the depth network a dataset keeps); resume from the training run's last.pt, or train anew"
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS, PRESETS, HybridConfig
+from pose2rgbd.methods.hybrid.config import BEFORE_DEFAULTS, DEFAULT_PRESET, PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.methods.hybrid.network import FillUNet
 from pose2rgbd.methods.hybrid.stored import migrate_store
@@ -42,9 +42,7 @@ FAMILY = ModelFamily(
     config_cls=HybridConfig,
     build=build_model,
     presets=PRESETS,
-    # the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX, scores as `hybrid` does on the synthetic
-    # routes and as well or better on the real sets (docs/results.md, "`hybrid-fast`, the default preset")
-    default_preset="hybrid-fast",
+    default_preset=DEFAULT_PRESET,
     data="pose_to_image",
     engine="render",
     train=_recipe,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.methods.hybrid.config import PRESETS, HybridConfig
+from pose2rgbd.methods.hybrid.config import DEFAULT_PRESET, PRESETS, HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet
 from pose2rgbd.methods.hybrid.network import FILL_INPUTS, FillUNet
 from pose2rgbd.methods.hybrid.pretrained import read_fill_file, write_fill_file
@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", type=Path, required=True, help="pose2rgbd datasets with metric depth")
     ap.add_argument("--out", type=Path, required=True, help="the fill file to write")
     ap.add_argument("--work", type=Path, required=True, help="runs and intermediate fills (resumable)")
-    ap.add_argument("--preset", default="hybrid", help=f"the fill shape of this preset ({', '.join(PRESETS)})")
+    shapes = f"the fill shape of this preset ({', '.join(PRESETS)}; default {DEFAULT_PRESET})"
+    ap.add_argument("--preset", default=DEFAULT_PRESET, help=shapes)
     ap.add_argument("--size", type=int, default=128, help="training resolution (the fill is fully convolutional)")
     ap.add_argument("--minutes-per-place", type=float, default=2.5, help="training time per dataset per round")
     ap.add_argument("--rounds", type=int, default=2, help="turns over all datasets (the last at lr / 3)")

@@ -191,5 +191,6 @@ def check_resume(
     if not ck.optimizers:  # written for serving (an export, a bundle, a dataset's depth network): no moments
         raise CheckpointError(
             f"{path}: cannot resume, it holds no optimizer state (a checkpoint written for serving: an export, a "
-            "bundle or the depth network a dataset keeps); resume from the training run's last.pt, or train anew"
+            "bundle or the depth network a dataset keeps, or one written without it by an older version); resume "
+            "from the training run's last.pt, or train anew"
         )

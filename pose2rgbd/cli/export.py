@@ -76,7 +76,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.methods.hybrid import HybridNet
     from pose2rgbd.methods.hybrid.stored import bundle_keyframes
-    from pose2rgbd.models.checkpoint import load_checkpoint, save_checkpoint
+    from pose2rgbd.models.checkpoint import load_checkpoint, save_loaded
     from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     out: Path = args.out
@@ -94,10 +94,7 @@ def _bundle(args: argparse.Namespace) -> int:
         )
     n = model.n_keyframes
     bundle_keyframes(model)
-    save_checkpoint(out, model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
-                    depth_kind=loaded.depth_kind, world_frame=loaded.world_frame, train_config=loaded.train_config,
-                    step=loaded.step, epoch=loaded.epoch, extra={k: v for k, v in loaded.extra.items()
-                                                               if k != "place_map"})  # fmt: skip
+    save_loaded(loaded, out, extra={k: v for k, v in loaded.extra.items() if k != "place_map"})
     print(
         f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
         f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)"

@@ -190,7 +190,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _link(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.methods.hybrid import HybridNet
-    from pose2rgbd.models import load_checkpoint, save_checkpoint
+    from pose2rgbd.models import load_checkpoint, save_loaded
     from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     if not args.out.name.endswith(".pt"):
@@ -204,9 +204,7 @@ def _link(args: argparse.Namespace) -> int:
     model = loaded.model
     if not isinstance(model, HybridNet) or model.keyframes is None:
         raise CheckpointError(f"{args.checkpoint}: a {loaded.kind!r} model reads no keyframes; nothing to link")
-    save_checkpoint(args.out, model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
-                    depth_kind=loaded.depth_kind, world_frame=loaded.world_frame, train_config=loaded.train_config,
-                    step=loaded.step, epoch=loaded.epoch, extra=loaded.extra)  # fmt: skip
+    save_loaded(loaded, args.out)
     rel = model.checkpoint_extra(args.out)["place_map"]["path"]
     mb_in, mb_out = args.checkpoint.stat().st_size / 1e6, args.out.stat().st_size / 1e6
     print(f"{args.out}: {loaded.kind} checkpoint reading its {model.n_keyframes} keyframes from {args.map} "

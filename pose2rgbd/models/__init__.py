@@ -14,6 +14,7 @@ from pose2rgbd.models.checkpoint import (
     read_checkpoint_dict,
     save_checkpoint,
     save_for_inference,
+    save_loaded,
 )
 from pose2rgbd.models.interfaces import ImageToPose, PoseNormalization, PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
@@ -39,4 +40,5 @@ __all__ = [
     "register_family",
     "save_checkpoint",
     "save_for_inference",
+    "save_loaded",
 ]

@@ -212,18 +212,24 @@ def save_checkpoint(
     return p
 
 
-def save_for_inference(src: str | Path, dst: str | Path) -> Path:
-    """Write the checkpoint ``src`` again at ``dst`` without what only resuming its training needs: the
-    optimizers' state (for Adam two moments per weight, twice the weights' size) and the trainer's (its position
-    in the data, its random generators), so the copy cannot be resumed (``check_resume`` says why). The weights,
-    model and training settings, step and what the model saved beside them are kept; the copy is written anew
-    (its own time and digest) and checked on load as any checkpoint."""
-    loaded = load_checkpoint(src, map_location="cpu")
-    extra = {k: v for k, v in loaded.extra.items() if k != "trainer_state"}
-    return save_checkpoint(dst, loaded.model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
+def save_loaded(loaded: LoadedCheckpoint, path: str | Path, *, extra: dict[str, object] | None = None) -> Path:
+    """Write ``loaded``'s model (as it is now) at ``path`` with what was saved beside it (dataset, camera, depth
+    kind, world frame, training settings, step, epoch; ``extra`` in place of its extra), without optimizer state:
+    what ``export --bundle``, ``map link`` and :func:`save_for_inference` write."""
+    return save_checkpoint(path, loaded.model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
                            depth_kind=loaded.depth_kind, world_frame=loaded.world_frame,
                            train_config=loaded.train_config, step=loaded.step, epoch=loaded.epoch,
-                           extra=extra)  # fmt: skip
+                           extra=loaded.extra if extra is None else extra)  # fmt: skip
+
+
+def save_for_inference(src: LoadedCheckpoint | str | Path, dst: str | Path) -> Path:
+    """Write the checkpoint ``src`` (a file, or one already loaded) again at ``dst`` without what only resuming its
+    training needs: the optimizers' state (for Adam two moments per weight, twice the weights' size) and the
+    trainer's (its position in the data, its random generators), so the copy cannot be resumed (``check_resume``
+    says why). The weights, model and training settings, step and what the model saved beside them are kept; the
+    copy is written anew (its own time and digest) and checked on load as any checkpoint."""
+    loaded = src if isinstance(src, LoadedCheckpoint) else load_checkpoint(src, map_location="cpu")
+    return save_loaded(loaded, dst, extra={k: v for k, v in loaded.extra.items() if k != "trainer_state"})
 
 
 def _check_checkpoint_file(p: Path) -> None:

@@ -34,7 +34,7 @@ from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfi
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig, compose_poses, fill_gaps
-from pose2rgbd.models import load_checkpoint, save_for_inference
+from pose2rgbd.models import LoadedCheckpoint, load_checkpoint, save_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class DepthSource(SourceBase):
         self.metric, self.metric_cfg = metric, metric_cfg
         self._inputs = [Path(p) for p in (self.ds.path, checkpoint, *inputs)]
         self.keep_network = keep_network
+        self._loaded: LoadedCheckpoint | None = None  # the checkpoint as plan() loaded it
         self.result: ExportResult | None = None
 
     def plan(self, *, progress: bool) -> DatasetPlan:
@@ -168,7 +169,7 @@ class DepthSource(SourceBase):
         """The trained model, and whether the depth is scaled from the GPS (the options checked against the
         dataset)."""
         ds, gps = self.ds, self.gps
-        ck = load_checkpoint(self.checkpoint)
+        ck = self._loaded = load_checkpoint(self.checkpoint)
         if not isinstance(ck.model, SelfSupDepthNet):
             raise ConfigError(f"{self.checkpoint}: holds a {ck.kind!r} model, not a selfsup-depth one")
         use_gps = gps == "on" or (gps == "auto" and has_gps_poses(ds))
@@ -231,7 +232,8 @@ class DepthSource(SourceBase):
                                          self._kind, video=video, poses_info=plan.detail,
                                          spread={**self._spread, "collapsed": self._collapsed}))  # fmt: skip
         if self.keep_network:  # the network goes with its depth: `depth export` can run it again later
-            save_for_inference(self.checkpoint, folder.parent / KEPT_NETWORK)  # without the optimizers' state
+            assert self._loaded is not None  # plan() loaded it
+            save_for_inference(self._loaded, folder.parent / KEPT_NETWORK)  # without the optimizers' state
             plan.manifest.extra["depth"]["checkpoint"] = KEPT_NETWORK
 
 

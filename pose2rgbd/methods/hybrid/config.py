@@ -249,12 +249,8 @@ class HybridConfig:
 
 
 # The decoder widths below apply with model.decoder true; without a decoder (the default) `hybrid` and `hybrid-lite`
-# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill (DEFAULT_PRESET below;
-# HybridConfig's own field defaults are `hybrid`'s).
-# the kind's default preset: the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX, equals `hybrid` on
-# the synthetic routes at convergence and is ahead of it on average on the real sets (docs/results.md,
-# "`hybrid-fast`, the default preset")
-DEFAULT_PRESET = "hybrid-fast"
+# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill (DEFAULT_PRESET after
+# them; HybridConfig's own field defaults are `hybrid`'s).
 PRESETS: dict[str, dict[str, Any]] = {
     "hybrid": {"preset": "hybrid"},
     # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further
@@ -269,3 +265,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fill_levels": 3,
     },
 }
+# the kind's default preset: the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX, equals `hybrid` on
+# the synthetic routes at convergence and is ahead of it on average on the real sets (docs/results.md,
+# "`hybrid-fast`, the default preset")
+DEFAULT_PRESET = "hybrid-fast"

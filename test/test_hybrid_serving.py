@@ -162,6 +162,82 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     assert not torch.equal(a["rgb"][0], ((255 - rgb[0, 0]).float() / 127.5 - 1).permute(2, 0, 1))
 
 
+def _crowded_keyframes(B: int, k: int, S: int, seed: int) -> tuple:
+    """Random keyframes with sky, invalid depth and an unusable keyframe whose points crowd into fewer query pixels;
+    keyframe 2 is a recoloured copy of keyframe 0 at the same pose (each of its points ties with one of keyframe
+    0's, which must win), so a split into groups {0, 1}, {2, ...} has to break ties across the groups."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (B, k, S, S, 3), dtype=np.uint8)
+    d = rng.uniform(5.0, 9.0, (B, k, S, S)).astype(np.float32)
+    d[rng.random(d.shape) < 0.3] = np.inf
+    d[rng.random(d.shape) < 0.05] = np.nan
+    K = np.array([[20.0, 0.0, S / 2 - 0.5], [0.0, 20.0, S / 2 - 0.5], [0.0, 0.0, 1.0]])
+    T = np.tile(np.eye(4), (B, k, 1, 1))
+    T[..., 2, 3] = rng.uniform(2.0, 6.0, (B, k))
+    T[..., 0, 3] = rng.uniform(-0.5, 0.5, (B, k))
+    rgb[:, 2], d[:, 2], T[:, 2] = 255 - rgb[:, 0], d[:, 0], T[:, 0]
+    usable = np.ones((B, k), bool)
+    usable[-1, 3] = False
+    return rgb, d, T, K, usable, rng.uniform(0.5, 2.0, (B, k))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize(("blend", "blend_depth", "fallback"), [(0.0, False, 0), (0.0, False, 1), (0.2, True, 1),
+                                                                 (0.2, False, 0)])  # fmt: skip
+def test_the_numba_warp_gives_the_same_answer_on_any_number_of_threads(
+    B: int, blend: float, blend_depth: bool, fallback: int
+) -> None:
+    """Split over queries (B > 1) or, for one query, over its main keyframes (each group its own z-buffer, merged,
+    then the fallback keyframe): bit for bit the answer of one thread, ties across the groups included."""
+    from pose2rgbd.methods.hybrid.warp import splat_numba
+
+    rgb, d, T, K, usable, w = _crowded_keyframes(B, 6, 24, seed=B)
+    kw = {"blend_tolerance": blend, "weights": w if blend else None, "fallback": fallback, "blend_depth": blend_depth}
+    one = splat_numba(rgb, d, T, K, usable, 2e4, **kw)
+    valid = one[2]
+    assert 0.3 < valid.mean() < 1.0 and one[3][valid].max() >= 3  # holes, and pixels where several keyframes land
+    if fallback:
+        assert one[4].any()
+    for threads in (2, 3, 8):  # 8: more threads than queries or keyframes
+        many = splat_numba(rgb, d, T, K, usable, 2e4, threads=threads, **kw)
+        for name, a, b in zip(("rgb", "z", "valid", "hits", "from_fallback"), one, many):
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), (threads, name)
+    if not blend:  # the ties between keyframe 0 and its copy decide pixels: the copy first, other colours
+        order = [2, 1, 0, 3, 4, 5]
+        swapped = splat_numba(rgb[:, order], d[:, order], T[:, order], K, usable[:, order], 2e4, **kw)
+        assert (swapped[0] != one[0]).any(axis=1).mean() > 0.05
+
+
+def test_the_warp_splits_over_threads_only_on_large_frames(monkeypatch) -> None:
+    """The numba warp takes torch's thread count from 512x512 query pixels on, one thread below; an explicit
+    ``threads`` wins; a task's error reaches the caller."""
+    from pose2rgbd.methods.hybrid import warp
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert warp.warp_threads(256 * 256) == 1 and warp.warp_threads(4 * 256 * 256) == 3
+    assert warp.warp_threads(512 * 512) == 3
+    seen: list[int] = []
+
+    def spy(*args: object, threads: int = 1, **kw: object):
+        seen.append(threads)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(warp, "splat_numba", spy)
+    rgb, d, T, K, usable, _ = _crowded_keyframes(1, 4, 8, seed=0)
+    args = (torch.from_numpy(rgb), torch.from_numpy(d), torch.from_numpy(T), torch.from_numpy(K),
+            torch.from_numpy(usable))  # fmt: skip
+    for threads in (None, 2):
+        with pytest.raises(RuntimeError):
+            warp.warp_gathered(*args, depth_min_m=1.0, depth_max_m=20.0, kernel="numba", threads=threads)
+    assert seen == [1, 2]
+
+    def boom() -> None:
+        raise ValueError("in a worker")
+
+    with pytest.raises(ValueError, match="in a worker"):
+        warp._run_parallel([lambda: None, boom])
+
+
 @pytest.mark.parametrize("name", ["ck", "ck_decoder"])
 def test_weights_stored_in_bf16_render_as_autocast_casting_them(name: str, request) -> None:
     """A bf16 serving copy keeps its convolution and linear weights in bf16 (no cast per call): the same outputs,

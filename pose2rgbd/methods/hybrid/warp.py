@@ -15,6 +15,12 @@ nearest frame), so the two agree wherever the sources have finite depth.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
 import numpy as np
@@ -173,6 +179,7 @@ def _splat_kernel(
     # depth there (inf: only sky landed); pixel-major, so a point's writes and the blend's reads stay in one line
     pk: np.ndarray,  # out (B, H * W, k) int32: its keyframe pixel
     n_main: int,  # keyframes j >= n_main are fallbacks: their points land only where no keyframe j < n_main landed
+    reset: bool,  # start from empty buffers (False: go on from what they hold, e.g. the fallbacks after the others)
 ) -> None:
     """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
 
@@ -184,11 +191,12 @@ def _splat_kernel(
     B, k, H, W = depth.shape
     main_mask = (np.int32(1) << n_main) - 1
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    cls[:] = 2
-    zb[:] = np.inf
-    kf[:] = -1
-    pix[:] = -1
-    bits[:] = 0
+    if reset:
+        cls[:] = 2
+        zb[:] = np.inf
+        kf[:] = -1
+        pix[:] = -1
+        bits[:] = 0
     xn = np.empty(W, np.float64)
     for u in range(W):
         xn[u] = (u - cx) / fx
@@ -259,6 +267,35 @@ def _wins(c: int, z: float, j: int, p: int, bc: int, bz: float, bj: int, bp: int
 
 
 @_jit
+def _merge_kernel(
+    cls: np.ndarray,  # (B, HW) int8: one keyframe group's winners (_splat_kernel), merged into in place
+    zb: np.ndarray,  # (B, HW) float64
+    kf: np.ndarray,  # (B, HW) int8
+    pix: np.ndarray,  # (B, HW) int32
+    bits: np.ndarray,  # (B, HW) int32
+    cls2: np.ndarray,  # the same five of another, disjoint group of keyframes
+    zb2: np.ndarray,
+    kf2: np.ndarray,
+    pix2: np.ndarray,
+    bits2: np.ndarray,
+    q0: int,  # the pixel range merged: [q0, q1)
+    q1: int,
+) -> None:
+    """Per pixel the winner of the two groups' winners by :func:`_wins`' order, and the keyframes that landed there.
+    The order is total, so the minimum over all points is the minimum of the groups' minima: the same answer as one
+    pass over every keyframe."""
+    for b in range(cls.shape[0]):
+        for q in range(q0, q1):
+            bits[b, q] |= bits2[b, q]
+            c = cls2[b, q]
+            if c < 2 and _wins(c, zb2[b, q], kf2[b, q], pix2[b, q], cls[b, q], zb[b, q], kf[b, q], pix[b, q]):
+                cls[b, q] = c
+                zb[b, q] = zb2[b, q]
+                kf[b, q] = kf2[b, q]
+                pix[b, q] = pix2[b, q]
+
+
+@_jit
 def _finish_kernel(
     cls: np.ndarray,  # (B, HW) int8: _splat_kernel's winners
     zb: np.ndarray,  # (B, HW) float64
@@ -278,8 +315,10 @@ def _finish_kernel(
     pk: np.ndarray,  # (B, HW, k) int32
     blend_depth: bool,  # with tol: a surface winner's depth blended (the weighted mean of the same points)
     blend_colour: bool,  # with tol: a surface winner's colour blended
+    q0: int,  # the pixel range written: [q0, q1)
+    q1: int,
 ) -> None:
-    B, HW = cls.shape
+    B = cls.shape[0]
     k = depth.shape[1]
     for b in range(B):
         first = -1
@@ -287,7 +326,7 @@ def _finish_kernel(
             if usable[b, j]:
                 first = j
                 break
-        for q in range(HW):
+        for q in range(q0, q1):
             c, j, p, m = cls[b, q], kf[b, q], pix[b, q], bits[b, q]
             landed = m
             cnt = 0
@@ -327,6 +366,9 @@ def _finish_kernel(
                 rgb_out[b, ch, q] = np.float32(rgb[b, j, p, ch]) / np.float32(127.5) - np.float32(1.0)
 
 
+_Winners = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # _splat_kernel's cls, zb, kf, pix, bits
+
+
 def splat_numba(
     rgb: np.ndarray,
     depth: np.ndarray,
@@ -339,6 +381,7 @@ def splat_numba(
     fallback: int = 0,
     blend_depth: bool = False,
     blend_colour: bool = True,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The z-buffered splat of ``k`` keyframes (``rgb`` ``(B, k, H, W, 3)`` uint8, ``depth`` ``(B, k, H, W)``
     float32 metres) into their query cameras (``T`` ``(B, k, 4, 4)`` float64 keyframe -> query, ``K`` ``(3, 3)``,
@@ -349,17 +392,17 @@ def splat_numba(
     ``blend_tolerance`` / ``weights`` ``(B, k)`` / ``fallback`` / ``blend_depth`` /
     ``blend_colour``: as :func:`splat_keyframes`.
 
-    One thread: splitting the keyframe rows over threads (each into its own z-buffer, merged by the same order) was
-    slower in the render engine on 2 cores (p50 31 against 26 ms, hybrid-fast at 256x256), where torch's OpenMP
-    threads still spin after the network's layers."""
+    ``threads`` > 1 splits the work over that many threads (the kernels release the GIL), with the same answer bit
+    for bit: several queries are split between the threads; one query's main keyframes are, each group into its
+    own z-buffer, merged by the kernel's total order (:func:`_merge_kernel`), then the fallback keyframes land on
+    the merged buffers as in one pass, and the outputs are written by pixel ranges. Worth it on large frames only
+    (:func:`warp_threads`)."""
     B, k, H, W = depth.shape
     if k > 31:
         raise ValueError(f"the numba warp merges at most 31 keyframes per query, got {k}")
     if not 0 <= fallback < max(k, 1):
         raise ValueError(f"fallback {fallback} must leave at least one of the {k} keyframes before it")
     HW = H * W
-    cls, zb, kf = np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8)
-    pix, bits = np.empty((B, HW), np.int32), np.empty((B, HW), np.int32)
     blend = blend_tolerance > 0
     if blend_depth and not blend:
         raise ValueError("blend_depth needs blend_tolerance > 0")
@@ -369,22 +412,118 @@ def splat_numba(
         if weights.shape != (B, k) or not (weights > 0).all():  # the kernel reads them unchecked
             raise ValueError(f"the keyframes' weights must be positive, one per keyframe and query {(B, k)}, "
                              f"got shape {weights.shape}")  # fmt: skip
+    win = _winner_buffers(B, HW)
+    cls, zb, kf, pix, bits = win
     zk = np.empty((B, HW, k) if blend else (1, 1, 1), np.float32)  # set where a keyframe lands (bits)
     pk = np.empty(zk.shape, np.int32)
     w = np.ascontiguousarray(weights, np.float64) if blend else np.zeros((1, 1))
-    _splat_kernel(depth, T, K, usable, sky_m, cls, zb, kf, pix, bits, blend, zk, pk, k - int(fallback))
+    n_main = k - int(fallback)
     rgb_out = np.zeros((B, 3, HW), np.float32)
     z = np.full((B, HW), np.nan, np.float32)
     valid = np.zeros((B, HW), np.bool_)
     hits = np.zeros((B, HW), np.float32)
-    _finish_kernel(
-        cls, zb, kf, pix, bits, depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3), usable, rgb_out, z, valid, hits,
-        float(blend_tolerance) if blend else 0.0, w, zk, pk, bool(blend_depth), bool(blend_colour),
-    )  # fmt: skip
-    from_fallback = valid & (kf >= k - int(fallback)) if fallback > 0 else np.zeros_like(valid)
+    depth_f, rgb_f = depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3)
+    tol = float(blend_tolerance) if blend else 0.0
+
+    def splat(b: slice, use: np.ndarray, bufs: _Winners, reset: bool) -> None:
+        zkb, pkb = (zk[b], pk[b]) if blend else (zk, pk)
+        _splat_kernel(depth[b], T[b], K, use, sky_m, *bufs, blend, zkb, pkb, n_main, reset)
+
+    def finish(b: slice, q0: int, q1: int) -> None:
+        zkb, pkb, wb = (zk[b], pk[b], w[b]) if blend else (zk, pk, w)
+        _finish_kernel(
+            cls[b], zb[b], kf[b], pix[b], bits[b], depth_f[b], rgb_f[b], usable[b], rgb_out[b], z[b], valid[b],
+            hits[b], tol, wb, zkb, pkb, bool(blend_depth), bool(blend_colour), q0, q1,
+        )  # fmt: skip
+
+    threads = max(1, int(threads))
+    main_rows = np.flatnonzero(usable[0, :n_main]) if B == 1 else np.zeros(0, np.intp)
+    everything = slice(None)
+    if threads > 1 and B > 1:  # queries split between the threads: each its own rows of every buffer
+
+        def queries(b: slice) -> None:
+            splat(b, usable[b], (cls[b], zb[b], kf[b], pix[b], bits[b]), True)
+            finish(b, 0, HW)
+
+        parts = [slice(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(B), min(B, threads))]
+        _run_parallel([functools.partial(queries, b) for b in parts])
+    elif threads > 1 and len(main_rows) > 1:  # one query: its main keyframes split, merged, then the fallbacks
+        groups = np.array_split(main_rows, min(threads, len(main_rows)))
+        own = [win] + [_winner_buffers(1, HW) for _ in groups[1:]]
+
+        def group_use(rows: np.ndarray) -> np.ndarray:
+            use = np.zeros_like(usable)
+            use[0, rows] = True
+            return use
+
+        _run_parallel([functools.partial(splat, everything, group_use(g), o, True) for g, o in zip(groups, own)])
+        ranges = _pixel_ranges(HW, threads)
+
+        def merge(q0: int, q1: int) -> None:
+            for o in own[1:]:
+                _merge_kernel(*win, *o, q0, q1)
+
+        _run_parallel([functools.partial(merge, q0, q1) for q0, q1 in ranges])
+        if fallback > 0:
+            fb_use = usable.copy()
+            fb_use[0, :n_main] = False
+            splat(everything, fb_use, win, False)
+        _run_parallel([functools.partial(finish, everything, q0, q1) for q0, q1 in ranges])
+    else:
+        splat(everything, usable, win, True)
+        finish(everything, 0, HW)
+    from_fallback = valid & (kf >= n_main) if fallback > 0 else np.zeros_like(valid)
     shape = (B, H, W)
     return (rgb_out.reshape(B, 3, H, W), z.reshape(shape), valid.reshape(shape), hits.reshape(shape),
             from_fallback.reshape(shape))  # fmt: skip
+
+
+def _winner_buffers(B: int, HW: int) -> _Winners:
+    """:func:`_splat_kernel`'s per-pixel winner: class, depth, keyframe, keyframe pixel, and the keyframes landed."""
+    return (np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8),
+            np.empty((B, HW), np.int32), np.empty((B, HW), np.int32))  # fmt: skip
+
+
+def _pixel_ranges(HW: int, n: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, HW, n + 1).astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+SPLIT_MIN_PIXELS = 512 * 512  # see warp_threads
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_pid = 0  # the process that started the pool: a forked child has its object but none of its threads
+_pool_lock = threading.Lock()
+
+
+def warp_threads(pixels: int) -> int:
+    """The threads the numba warp of ``pixels`` query pixels (all queries together) runs on: torch's own thread count
+    (the network's, which a render engine sets: :func:`pose2rgbd.inference.serving_process.serving_threads`) from
+    :data:`SPLIT_MIN_PIXELS` on, one below. Measured on 2 cores (docs/serving.md, "The warp on two threads"): at
+    512x512 the split warp is faster; at 256x256 the thread hand-offs eat what it saves."""
+    return torch.get_num_threads() if pixels >= SPLIT_MIN_PIXELS else 1
+
+
+def _run_parallel(tasks: list[Callable[[], object]]) -> None:
+    """Run ``tasks`` at the same time: the first on the calling thread, the others on the warp's thread pool (grown
+    to the most ever asked for). Waits for all; the first error raised is raised."""
+    if len(tasks) == 1:
+        tasks[0]()
+        return
+    global _pool, _pool_size, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_size < len(tasks) - 1 or _pool_pid != os.getpid():
+            if _pool is not None and _pool_pid == os.getpid():
+                _pool.shutdown(wait=False)  # its running tasks finish; the new one takes the next calls
+            _pool_size, _pool_pid = max(_pool_size, len(tasks) - 1), os.getpid()
+            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="pose2rgbd-warp")
+        pool = _pool
+    futures = [pool.submit(t) for t in tasks[1:]]
+    try:
+        tasks[0]()
+    finally:
+        for f in futures:
+            f.result()
 
 
 def warp_gathered(
@@ -403,6 +542,7 @@ def warp_gathered(
     blend_depth: bool = False,
     blend_colour: bool = True,
     nearest_depth: bool = False,
+    threads: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The reprojection answer of ``k`` selected keyframes per query, as the network part takes it.
 
@@ -423,7 +563,8 @@ def warp_gathered(
     ``blend_tolerance`` / ``weights`` ``(B, k)``: the colour of the keyframes that see each surface, blended
     (:func:`splat_keyframes`). ``fallback``: the last ``fallback`` keyframes fill only the others' holes
     (:func:`splat_keyframes`). ``blend_depth``: the depth of those pixels blended alike; ``blend_colour`` False:
-    their depth only (:func:`splat_keyframes`)."""
+    their depth only (:func:`splat_keyframes`). ``threads``: the numba kernel's (:func:`splat_numba`; the same answer
+    on any number); None: :func:`warp_threads` of the queries' pixels."""
     if kernel not in ("auto", "numba", "torch"):
         raise ValueError(f"kernel {kernel!r} is not auto, numba or torch")
     B, k = rgb.shape[:2]
@@ -452,6 +593,7 @@ def warp_gathered(
             fallback,
             blend_depth,
             blend_colour,
+            threads=warp_threads(rgb.shape[0] * rgb.shape[2] * rgb.shape[3]) if threads is None else threads,
         )
         z, valid, hits = torch.from_numpy(z_np), torch.from_numpy(valid_np), torch.from_numpy(hits_np)
         out = {

@@ -238,6 +238,34 @@ def test_the_warp_splits_over_threads_only_on_large_frames(monkeypatch) -> None:
         warp._run_parallel([lambda: None, boom])
 
 
+def _split_in_child(q) -> None:
+    from pose2rgbd.methods.hybrid import warp
+
+    done: list[int] = []
+    warp._run_parallel([lambda: done.append(0), lambda: done.append(1)])
+    q.put(sorted(done))
+
+
+def test_the_warp_pool_works_in_a_forked_child() -> None:
+    """A child forked after the parent's pool started (a data loader's worker) has the pool object but none of its
+    threads: the child starts its own instead of waiting forever on the parent's."""
+    import multiprocessing
+
+    from pose2rgbd.methods.hybrid import warp
+
+    warp._run_parallel([lambda: None, lambda: None])  # the parent's pool, started
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_split_in_child, args=(q,))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert q.get(timeout=5) == [0, 1]
+
+
 @pytest.mark.parametrize("name", ["ck", "ck_decoder"])
 def test_weights_stored_in_bf16_render_as_autocast_casting_them(name: str, request) -> None:
     """A bf16 serving copy keeps its convolution and linear weights in bf16 (no cast per call): the same outputs,

@@ -19,7 +19,7 @@ import functools
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
@@ -278,14 +278,19 @@ def _merge_kernel(
     kf2: np.ndarray,
     pix2: np.ndarray,
     bits2: np.ndarray,
+    holes_only: bool,  # the other group is the fallback keyframes: merged only where no keyframe of the first landed
     q0: int,  # the pixel range merged: [q0, q1)
     q1: int,
 ) -> None:
     """Per pixel the winner of the two groups' winners by :func:`_wins`' order, and the keyframes that landed there.
     The order is total, so the minimum over all points is the minimum of the groups' minima: the same answer as one
-    pass over every keyframe."""
+    pass over every keyframe. A fallback keyframe's points land only where no main keyframe's did
+    (:func:`_splat_kernel`), so the fallbacks' own winner counts exactly there (``holes_only``, after every main
+    group is merged)."""
     for b in range(cls.shape[0]):
         for q in range(q0, q1):
+            if holes_only and bits[b, q]:
+                continue
             bits[b, q] |= bits2[b, q]
             c = cls2[b, q]
             if c < 2 and _wins(c, zb2[b, q], kf2[b, q], pix2[b, q], cls[b, q], zb[b, q], kf[b, q], pix[b, q]):
@@ -447,27 +452,34 @@ def splat_numba(
 
         parts = [slice(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(B), min(B, threads))]
         _run_parallel([functools.partial(queries, b) for b in parts])
-    elif threads > 1 and len(main_rows) > 1:  # one query: its main keyframes split, merged, then the fallbacks
-        groups = np.array_split(main_rows, min(threads, len(main_rows)))
+    elif threads > 1 and len(main_rows) > 1:  # one query: its keyframes split into groups, each its own z-buffer
+        groups = np.array_split(main_rows, min(threads, len(main_rows)))  # the larger groups first
         own = [win] + [_winner_buffers(1, HW) for _ in groups[1:]]
+        fb_rows = np.flatnonzero(usable[0, n_main:]) + n_main
+        fb = _winner_buffers(1, HW) if len(fb_rows) else None
 
         def group_use(rows: np.ndarray) -> np.ndarray:
             use = np.zeros_like(usable)
             use[0, rows] = True
             return use
 
-        _run_parallel([functools.partial(splat, everything, group_use(g), o, True) for g, o in zip(groups, own)])
+        tasks: list[Callable[[], object]] = [
+            functools.partial(splat, everything, group_use(g), o, True) for g, o in zip(groups, own)
+        ]
+        if fb is not None:  # the fallbacks alone: where they may land (no main keyframe did) the merge decides; on a
+            # thread of their own, or after the smallest group
+            fb_task = functools.partial(splat, everything, group_use(fb_rows), fb, True)
+            tasks.append(fb_task if len(tasks) < threads else _in_turn(tasks.pop(), fb_task))
+        _run_parallel(tasks)
         ranges = _pixel_ranges(HW, threads)
 
         def merge(q0: int, q1: int) -> None:
             for o in own[1:]:
-                _merge_kernel(*win, *o, q0, q1)
+                _merge_kernel(*win, *o, False, q0, q1)
+            if fb is not None:
+                _merge_kernel(*win, *fb, True, q0, q1)
 
         _run_parallel([functools.partial(merge, q0, q1) for q0, q1 in ranges])
-        if fallback > 0:
-            fb_use = usable.copy()
-            fb_use[0, :n_main] = False
-            splat(everything, fb_use, win, False)
         _run_parallel([functools.partial(finish, everything, q0, q1) for q0, q1 in ranges])
     else:
         splat(everything, usable, win, True)
@@ -482,6 +494,14 @@ def _winner_buffers(B: int, HW: int) -> _Winners:
     """:func:`_splat_kernel`'s per-pixel winner: class, depth, keyframe, keyframe pixel, and the keyframes landed."""
     return (np.empty((B, HW), np.int8), np.empty((B, HW), np.float64), np.empty((B, HW), np.int8),
             np.empty((B, HW), np.int32), np.empty((B, HW), np.int32))  # fmt: skip
+
+
+def _in_turn(*tasks: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        for t in tasks:
+            t()
+
+    return run
 
 
 def _pixel_ranges(HW: int, n: int) -> list[tuple[int, int]]:
@@ -506,7 +526,7 @@ def warp_threads(pixels: int) -> int:
     return torch.get_num_threads() if pixels >= SPLIT_MIN_PIXELS else 1
 
 
-def _run_parallel(tasks: list[Callable[[], object]]) -> None:
+def _run_parallel(tasks: Sequence[Callable[[], object]]) -> None:
     """Run ``tasks`` at the same time: the first on the calling thread, the others on the warp's thread pool (grown
     to the most ever asked for). Waits for all; the first error raised is raised."""
     if len(tasks) == 1:
@@ -585,7 +605,7 @@ def warp_gathered(
             raise ValueError("the numba warp runs on CPU tensors; use kernel auto or torch on CUDA")
         out_rgb, z_np, valid_np, hits_np, fb_np = splat_numba(
             rgb.contiguous().numpy(),
-            depth.float().contiguous().numpy(),
+            _depth_float32(depth),
             T_query_kf.double().contiguous().numpy(),
             K.double().contiguous().numpy(),
             usable.contiguous().numpy(),
@@ -628,6 +648,28 @@ def warp_gathered(
     }
     if nearest_depth:
         out["nearest_depth"] = normalize(near_d)
+    return out
+
+
+_HALF_TO_FLOAT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # every float16, as float32
+
+
+@_jit
+def _lookup_kernel(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
+    for i in range(src.size):
+        dst[i] = table[src[i]]
+
+
+def _depth_float32(depth: torch.Tensor) -> np.ndarray:
+    """A CPU depth tensor as a C-contiguous float32 array. float16 (the keyframe store's) goes through a table of
+    every float16 value in one numba loop (0.5 ms for six 512x512 keyframes) rather than torch's conversion (0.3 ms),
+    which runs as an OpenMP parallel region whose threads then spin for milliseconds on the cores the split warp's
+    threads want next (docs/serving.md, "The warp on two threads")."""
+    if depth.dtype != torch.float16:
+        return depth.float().contiguous().numpy()
+    src = depth.contiguous().numpy().view(np.uint16)
+    out = np.empty(src.shape, np.float32)
+    _lookup_kernel(src.reshape(-1), _HALF_TO_FLOAT, out.reshape(-1))
     return out
 
 

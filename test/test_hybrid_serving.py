@@ -4,6 +4,8 @@ part exported to ONNX Runtime against the plain torch model, and on CUDA (marker
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -182,17 +184,19 @@ def _crowded_keyframes(B: int, k: int, S: int, seed: int) -> tuple:
 
 
 @pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize(("blend", "blend_depth", "fallback"), [(0.0, False, 0), (0.0, False, 1), (0.2, True, 1),
-                                                                 (0.2, False, 0)])  # fmt: skip
+@pytest.mark.parametrize(("blend", "blend_depth", "blend_colour", "fallback"), [
+    (0.0, False, True, 0), (0.0, False, True, 1), (0.2, True, True, 1), (0.2, False, True, 0), (0.2, True, False, 2),
+])  # fmt: skip
 def test_the_numba_warp_gives_the_same_answer_on_any_number_of_threads(
-    B: int, blend: float, blend_depth: bool, fallback: int
+    B: int, blend: float, blend_depth: bool, blend_colour: bool, fallback: int
 ) -> None:
     """Split over queries (B > 1) or, for one query, over its main keyframes (each group its own z-buffer, merged,
     then the fallback keyframe): bit for bit the answer of one thread, ties across the groups included."""
     from pose2rgbd.methods.hybrid.warp import splat_numba
 
     rgb, d, T, K, usable, w = _crowded_keyframes(B, 6, 24, seed=B)
-    kw = {"blend_tolerance": blend, "weights": w if blend else None, "fallback": fallback, "blend_depth": blend_depth}
+    kw = {"blend_tolerance": blend, "weights": w if blend else None, "fallback": fallback, "blend_depth": blend_depth,
+          "blend_colour": blend_colour}  # fmt: skip
     one = splat_numba(rgb, d, T, K, usable, 2e4, **kw)
     valid = one[2]
     assert 0.3 < valid.mean() < 1.0 and one[3][valid].max() >= 3  # holes, and pixels where several keyframes land
@@ -235,14 +239,56 @@ def test_the_warp_splits_over_threads_only_on_large_frames(monkeypatch) -> None:
         raise ValueError("in a worker")
 
     with pytest.raises(ValueError, match="in a worker"):
-        warp._run_parallel([lambda: None, boom])
+        warp._POOL.run([lambda: None, boom])
+    warp._POOL.run([])  # nothing to do: nothing done
+
+
+def test_the_warp_pool_serves_callers_on_several_threads_at_once() -> None:
+    """A render node warps on its executor's and its look-ahead's threads: callers asking for different numbers of
+    tasks at the same time (the pool grows meanwhile) all get every task run."""
+    import threading
+
+    from pose2rgbd.methods.hybrid import warp
+
+    errors: list[BaseException] = []
+    counts: list[int] = []
+
+    def caller(n: int) -> None:
+        try:
+            for _ in range(40):
+                done: list[int] = []
+                warp._POOL.run([functools.partial(done.append, i) for i in range(n)])
+                counts.append(len(done) - n)
+        except BaseException as e:
+            errors.append(e)
+
+    callers = [threading.Thread(target=caller, args=(n,)) for n in (2, 3, 5, 9, 4, 7)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(60)
+    assert not errors and len(counts) == 240 and not any(counts)
+
+
+def test_float16_depth_reaches_the_warp_as_torch_converts_it() -> None:
+    """Every float16 value (the keyframe store's depth) through the warp's table equals torch's conversion; NaN
+    stays NaN; other dtypes are converted by torch; a non-contiguous tensor too."""
+    from pose2rgbd.methods.hybrid.warp import _depth_float32
+
+    every = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.float16).reshape(256, 256)
+    got, want = _depth_float32(every), every.float().numpy()
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, want, equal_nan=True) and np.isnan(got).sum() == 2046
+    assert np.array_equal(_depth_float32(every.t()), every.t().float().numpy(), equal_nan=True)
+    d64 = torch.rand(3, 4, dtype=torch.float64)
+    assert np.array_equal(_depth_float32(d64), d64.float().numpy())
 
 
 def _split_in_child(q) -> None:
     from pose2rgbd.methods.hybrid import warp
 
     done: list[int] = []
-    warp._run_parallel([lambda: done.append(0), lambda: done.append(1)])
+    warp._POOL.run([lambda: done.append(0), lambda: done.append(1)])
     q.put(sorted(done))
 
 
@@ -253,7 +299,7 @@ def test_the_warp_pool_works_in_a_forked_child() -> None:
 
     from pose2rgbd.methods.hybrid import warp
 
-    warp._run_parallel([lambda: None, lambda: None])  # the parent's pool, started
+    warp._POOL.run([lambda: None, lambda: None])  # the parent's pool, started
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     child = ctx.Process(target=_split_in_child, args=(q,))

@@ -20,7 +20,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypedDict
 
 import numpy as np
@@ -179,7 +179,6 @@ def _splat_kernel(
     # depth there (inf: only sky landed); pixel-major, so a point's writes and the blend's reads stay in one line
     pk: np.ndarray,  # out (B, H * W, k) int32: its keyframe pixel
     n_main: int,  # keyframes j >= n_main are fallbacks: their points land only where no keyframe j < n_main landed
-    reset: bool,  # start from empty buffers (False: go on from what they hold, e.g. the fallbacks after the others)
 ) -> None:
     """The z-buffered splat of every keyframe point into its query camera: per query pixel the winning point.
 
@@ -191,12 +190,11 @@ def _splat_kernel(
     B, k, H, W = depth.shape
     main_mask = (np.int32(1) << n_main) - 1
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    if reset:
-        cls[:] = 2
-        zb[:] = np.inf
-        kf[:] = -1
-        pix[:] = -1
-        bits[:] = 0
+    cls[:] = 2
+    zb[:] = np.inf
+    kf[:] = -1
+    pix[:] = -1
+    bits[:] = 0
     xn = np.empty(W, np.float64)
     for u in range(W):
         xn[u] = (u - cx) / fx
@@ -398,10 +396,10 @@ def splat_numba(
     ``blend_colour``: as :func:`splat_keyframes`.
 
     ``threads`` > 1 splits the work over that many threads (the kernels release the GIL), with the same answer bit
-    for bit: several queries are split between the threads; one query's main keyframes are, each group into its
-    own z-buffer, merged by the kernel's total order (:func:`_merge_kernel`), then the fallback keyframes land on
-    the merged buffers as in one pass, and the outputs are written by pixel ranges. Worth it on large frames only
-    (:func:`warp_threads`)."""
+    for bit: several queries are split between the threads; one query's main keyframes are split into groups and
+    the fallback keyframes make one more, each splatted into its own z-buffer, then merged by the kernel's total
+    order (:func:`_merge_kernel`; the fallbacks only where no main keyframe landed, their rule), and the outputs are
+    written by pixel ranges. Worth it on large frames only (:func:`warp_threads`)."""
     B, k, H, W = depth.shape
     if k > 31:
         raise ValueError(f"the numba warp merges at most 31 keyframes per query, got {k}")
@@ -430,48 +428,47 @@ def splat_numba(
     depth_f, rgb_f = depth.reshape(B, k, HW), rgb.reshape(B, k, HW, 3)
     tol = float(blend_tolerance) if blend else 0.0
 
-    def splat(b: slice, use: np.ndarray, bufs: _Winners, reset: bool) -> None:
-        zkb, pkb = (zk[b], pk[b]) if blend else (zk, pk)
-        _splat_kernel(depth[b], T[b], K, use, sky_m, *bufs, blend, zkb, pkb, n_main, reset)
+    def splat(rows: slice, use: np.ndarray, bufs: _Winners) -> None:
+        zkb, pkb = (zk[rows], pk[rows]) if blend else (zk, pk)
+        _splat_kernel(depth[rows], T[rows], K, use, sky_m, *bufs, blend, zkb, pkb, n_main)
 
-    def finish(b: slice, q0: int, q1: int) -> None:
-        zkb, pkb, wb = (zk[b], pk[b], w[b]) if blend else (zk, pk, w)
+    def finish(rows: slice, q0: int, q1: int) -> None:
+        zkb, pkb, wb = (zk[rows], pk[rows], w[rows]) if blend else (zk, pk, w)
         _finish_kernel(
-            cls[b], zb[b], kf[b], pix[b], bits[b], depth_f[b], rgb_f[b], usable[b], rgb_out[b], z[b], valid[b],
-            hits[b], tol, wb, zkb, pkb, bool(blend_depth), bool(blend_colour), q0, q1,
+            cls[rows], zb[rows], kf[rows], pix[rows], bits[rows], depth_f[rows], rgb_f[rows], usable[rows],
+            rgb_out[rows], z[rows], valid[rows], hits[rows], tol, wb, zkb, pkb, bool(blend_depth), bool(blend_colour),
+            q0, q1,
         )  # fmt: skip
 
     threads = max(1, int(threads))
-    main_rows = np.flatnonzero(usable[0, :n_main]) if B == 1 else np.zeros(0, np.intp)
-    everything = slice(None)
+    main_kf = np.flatnonzero(usable[0, :n_main]) if B == 1 else np.zeros(0, np.intp)
+    every = slice(None)
     if threads > 1 and B > 1:  # queries split between the threads: each its own rows of every buffer
 
-        def queries(b: slice) -> None:
-            splat(b, usable[b], (cls[b], zb[b], kf[b], pix[b], bits[b]), True)
-            finish(b, 0, HW)
+        def queries(b0: int, b1: int) -> None:
+            rows = slice(b0, b1)
+            splat(rows, usable[rows], (cls[rows], zb[rows], kf[rows], pix[rows], bits[rows]))
+            finish(rows, 0, HW)
 
-        parts = [slice(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(B), min(B, threads))]
-        _run_parallel([functools.partial(queries, b) for b in parts])
-    elif threads > 1 and len(main_rows) > 1:  # one query: its keyframes split into groups, each its own z-buffer
-        groups = np.array_split(main_rows, min(threads, len(main_rows)))  # the larger groups first
+        _POOL.run([functools.partial(queries, b0, b1) for b0, b1 in _ranges(B, threads)])
+    elif threads > 1 and len(main_kf) > 1:  # one query: its keyframes split into groups, each its own z-buffer
+        groups = np.array_split(main_kf, min(threads, len(main_kf)))  # the larger groups first
         own = [win] + [_winner_buffers(1, HW) for _ in groups[1:]]
-        fb_rows = np.flatnonzero(usable[0, n_main:]) + n_main
-        fb = _winner_buffers(1, HW) if len(fb_rows) else None
+        fb_kf = np.flatnonzero(usable[0, n_main:]) + n_main
+        fb = _winner_buffers(1, HW) if len(fb_kf) else None
 
-        def group_use(rows: np.ndarray) -> np.ndarray:
+        def only(kfs: np.ndarray) -> np.ndarray:
             use = np.zeros_like(usable)
-            use[0, rows] = True
+            use[0, kfs] = True
             return use
 
-        tasks: list[Callable[[], object]] = [
-            functools.partial(splat, everything, group_use(g), o, True) for g, o in zip(groups, own)
-        ]
+        tasks: list[Callable[[], object]] = [functools.partial(splat, every, only(g), o) for g, o in zip(groups, own)]
         if fb is not None:  # the fallbacks alone: where they may land (no main keyframe did) the merge decides; on a
             # thread of their own, or after the smallest group
-            fb_task = functools.partial(splat, everything, group_use(fb_rows), fb, True)
+            fb_task = functools.partial(splat, every, only(fb_kf), fb)
             tasks.append(fb_task if len(tasks) < threads else _in_turn(tasks.pop(), fb_task))
-        _run_parallel(tasks)
-        ranges = _pixel_ranges(HW, threads)
+        _POOL.run(tasks)
+        ranges = _ranges(HW, threads)
 
         def merge(q0: int, q1: int) -> None:
             for o in own[1:]:
@@ -479,11 +476,11 @@ def splat_numba(
             if fb is not None:
                 _merge_kernel(*win, *fb, True, q0, q1)
 
-        _run_parallel([functools.partial(merge, q0, q1) for q0, q1 in ranges])
-        _run_parallel([functools.partial(finish, everything, q0, q1) for q0, q1 in ranges])
+        _POOL.run([functools.partial(merge, q0, q1) for q0, q1 in ranges])
+        _POOL.run([functools.partial(finish, every, q0, q1) for q0, q1 in ranges])
     else:
-        splat(everything, usable, win, True)
-        finish(everything, 0, HW)
+        splat(every, usable, win)
+        finish(every, 0, HW)
     from_fallback = valid & (kf >= n_main) if fallback > 0 else np.zeros_like(valid)
     shape = (B, H, W)
     return (rgb_out.reshape(B, 3, H, W), z.reshape(shape), valid.reshape(shape), hits.reshape(shape),
@@ -504,16 +501,13 @@ def _in_turn(*tasks: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _pixel_ranges(HW: int, n: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, HW, n + 1).astype(int)
+def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` in up to ``parts`` contiguous ranges of (nearly) equal length, none empty."""
+    edges = np.linspace(0, n, min(parts, n) + 1).astype(int) if n > 0 else np.zeros(1, int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 SPLIT_MIN_PIXELS = 512 * 512  # see warp_threads
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_pid = 0  # the process that started the pool: a forked child has its object but none of its threads
-_pool_lock = threading.Lock()
 
 
 def warp_threads(pixels: int) -> int:
@@ -526,26 +520,57 @@ def warp_threads(pixels: int) -> int:
     return torch.get_num_threads() if pixels >= SPLIT_MIN_PIXELS else 1
 
 
-def _run_parallel(tasks: Sequence[Callable[[], object]]) -> None:
-    """Run ``tasks`` at the same time: the first on the calling thread, the others on the warp's thread pool (grown
-    to the most ever asked for). Waits for all; the first error raised is raised."""
-    if len(tasks) == 1:
-        tasks[0]()
-        return
-    global _pool, _pool_size, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_size < len(tasks) - 1 or _pool_pid != os.getpid():
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.shutdown(wait=False)  # its running tasks finish; the new one takes the next calls
-            _pool_size, _pool_pid = max(_pool_size, len(tasks) - 1), os.getpid()
-            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="pose2rgbd-warp")
-        pool = _pool
-    futures = [pool.submit(t) for t in tasks[1:]]
-    try:
-        tasks[0]()
-    finally:
-        for f in futures:
-            f.result()
+class _Pool:
+    """The warp's worker threads: :meth:`run` runs tasks at the same time, the first on the calling thread. One pool
+    per process, grown to the most tasks ever asked for at once; a forked child (a data loader's worker) starts its
+    own (``os.register_at_fork``), since it has the parent's pool object but none of its threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._size = 0
+
+    def _forget(self) -> None:  # in a forked child: the parent's threads and lock state are not ours
+        self._lock = threading.Lock()
+        self._executor, self._size = None, 0
+
+    def run(self, tasks: Sequence[Callable[[], object]]) -> None:
+        """Run ``tasks`` at the same time and wait for all of them; then the first error raised (the calling
+        thread's first) is raised."""
+        if len(tasks) <= 1:
+            for t in tasks:
+                t()
+            return
+        futures: list[Future[object]] = []
+        pending = list(tasks[1:])
+        with self._lock:  # submitted under the lock, so that a caller that grows the pool cannot shut it down between
+            if self._executor is None or self._size < len(tasks) - 1:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False)  # what was submitted to it still runs
+                self._size = len(tasks) - 1
+                self._executor = ThreadPoolExecutor(self._size, thread_name_prefix="pose2rgbd-warp")
+            try:
+                while pending:
+                    futures.append(self._executor.submit(pending[0]))
+                    pending.pop(0)
+            except RuntimeError:  # the interpreter is shutting down: no new threads; the rest in turn on this one
+                pass
+        error: BaseException | None = None
+        try:
+            tasks[0]()
+            for t in pending:
+                t()
+        except BaseException as e:  # raised below, once the other tasks are done with the buffers they share
+            error = e
+        wait(futures)
+        error = error or next((f.exception() for f in futures if f.exception() is not None), None)
+        if error is not None:
+            raise error
+
+
+_POOL = _Pool()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_POOL._forget)
 
 
 def warp_gathered(

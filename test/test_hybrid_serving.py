@@ -243,6 +243,33 @@ def test_the_warp_splits_over_threads_only_on_large_frames(monkeypatch) -> None:
     warp._POOL.run([])  # nothing to do: nothing done
 
 
+def test_the_warp_pool_raises_when_it_cannot_start_a_thread(monkeypatch) -> None:
+    """A worker that cannot be started (a process's thread limit) is an error, not a reason to run its task here
+    too: the executor may have queued it already. At interpreter shutdown the tasks run in turn on the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pose2rgbd.methods.hybrid import warp
+
+    ran: list[int] = []
+    for message, raised in (("can't start new thread", True), ("cannot schedule new futures after interpreter "
+                                                                "shutdown", False)):  # fmt: skip
+        ran.clear()
+
+        def refuse(self, fn, *a, message=message, **kw):
+            raise RuntimeError(message)
+
+        pool = warp._Pool()
+        monkeypatch.setattr(ThreadPoolExecutor, "submit", refuse)
+        if raised:
+            with pytest.raises(RuntimeError, match="start new thread"):
+                pool.run([lambda: ran.append(0), lambda: ran.append(1)])
+            assert ran == []
+        else:
+            pool.run([lambda: ran.append(0), lambda: ran.append(1)])
+            assert ran == [0, 1]
+        monkeypatch.undo()
+
+
 def test_the_warp_pool_serves_callers_on_several_threads_at_once() -> None:
     """A render node warps on its executor's and its look-ahead's threads: callers asking for different numbers of
     tasks at the same time (the pool grows meanwhile) all get every task run."""

@@ -515,10 +515,11 @@ SPLIT_MIN_PIXELS = 512 * 512  # see warp_threads
 def warp_threads(pixels: int) -> int:
     """The threads the numba warp of ``pixels`` query pixels (all queries together) runs on: torch's own thread count
     (the network's, which a render engine sets: :func:`pose2rgbd.inference.serving_process.serving_threads`) from
-    :data:`SPLIT_MIN_PIXELS` on, one below. Measured on 2 cores (docs/serving.md, "The warp on two threads"): with
-    two threads the warp of one 512x512 query takes 17 ms instead of 25 and the engine's render about 6 ms less; at
-    256x256 the engine's render took 1 ms more, torch's OpenMP threads still spinning after the network's layers on
-    the core the warp's second thread wants."""
+    :data:`SPLIT_MIN_PIXELS` on, one below (torch's count as the calling thread sees it, the thread that runs the
+    network). Measured on 2 cores (docs/serving.md, "The warp on two threads"): with two threads the warp of one
+    512x512 query takes about 16 ms instead of 25 and the engine's render about 6 ms less; at 256x256 the engine's
+    render took 1 ms more, torch's OpenMP threads still spinning after the network's layers on the core the warp's
+    second thread wants."""
     return torch.get_num_threads() if pixels >= SPLIT_MIN_PIXELS else 1
 
 
@@ -537,14 +538,16 @@ class _Pool:
         self._executor, self._size = None, 0
 
     def run(self, tasks: Sequence[Callable[[], object]]) -> None:
-        """Run ``tasks`` at the same time and wait for all of them; then the first error raised (the calling
-        thread's first) is raised."""
+        """Run ``tasks`` and wait for all of them; then the first error raised (the calling thread's first) is raised.
+        They run at the same time when the pool's threads are free; callers on several threads at once share them
+        (the pool is as large as the largest call), so some tasks may wait for another caller's."""
         if len(tasks) <= 1:
             for t in tasks:
                 t()
             return
         futures: list[Future[object]] = []
         pending = list(tasks[1:])
+        error: BaseException | None = None
         with self._lock:  # submitted under the lock, so that a caller that grows the pool cannot shut it down between
             if self._executor is None or self._size < len(tasks) - 1:
                 if self._executor is not None:
@@ -555,16 +558,22 @@ class _Pool:
                 while pending:
                     futures.append(self._executor.submit(pending[0]))
                     pending.pop(0)
-            except RuntimeError:  # the interpreter is shutting down: no new threads; the rest in turn on this one
-                pass
-        error: BaseException | None = None
-        try:
-            tasks[0]()
-            for t in pending:
-                t()
-        except BaseException as e:  # raised below, once the other tasks are done with the buffers they share
-            error = e
-        wait(futures)
+            except RuntimeError as e:
+                if "interpreter shutdown" not in str(e):  # e.g. no thread could be started: the task may still be
+                    error = e  # queued and run by a running worker, so it is not run here too
+        if error is None:
+            try:
+                tasks[0]()
+                for t in pending:  # at interpreter shutdown: in turn on this thread
+                    t()
+            except BaseException as e:  # raised below, once the other tasks are done with the buffers they share
+                error = e
+        while True:
+            try:
+                wait(futures)
+                break
+            except BaseException as e:  # Ctrl-C while waiting: still wait, then raise it
+                error = error or e
         error = error or next((f.exception() for f in futures if f.exception() is not None), None)
         if error is not None:
             raise error

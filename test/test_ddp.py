@@ -121,10 +121,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     info, own = dist_.init_from_env("cpu", timeout_s=120)
     assert own and info.world_size == world and info.backend == "gloo"
+    ended = False
     try:
         torch.save([_run(*case) for case in CASES], f"{out}.rank{rank}")
+        ended = True
     finally:
-        dist_.destroy()
+        dist_.destroy(barrier=ended)
 
 
 def _free_port() -> int:
@@ -164,6 +166,39 @@ def test_resume_under_two_processes(two_processes: list) -> None:
     for k, v in single.items():
         for r in range(2):
             torch.testing.assert_close(two_processes[r][2][k], v, rtol=1e-5, atol=1e-6, msg=f"rank {r} {k}")
+
+
+def test_a_run_that_ended_leaves_the_group_after_a_barrier_and_a_failed_one_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every rank waits for the others before tearing the group down (one that left early made another abort at
+    exit), but not after an error, where another rank may never come."""
+    import importlib
+
+    import torch.distributed as dist
+
+    train_mod = importlib.import_module("pose2rgbd.training.train")  # the module (the package exports its function)
+    calls: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    dist_.destroy(barrier=True)
+    dist_.destroy()
+    assert calls == ["barrier", "destroy", "destroy"]
+
+    seen: list[bool] = []
+    monkeypatch.setattr(dist_, "init_from_env", lambda device: (dist_.SINGLE, True))
+    monkeypatch.setattr(dist_, "destroy", lambda *, barrier=False: seen.append(barrier))
+    monkeypatch.setattr(train_mod, "train_one_process", lambda *a, **k: "trained")
+    assert train_mod.train("toy", "ds", "out") == "trained"
+
+    def fail(*a: object, **k: object) -> None:
+        raise ValueError("a rank failed")
+
+    monkeypatch.setattr(train_mod, "train_one_process", fail)
+    with pytest.raises(ValueError, match="a rank failed"):
+        train_mod.train("toy", "ds", "out")
+    assert seen == [True, False]
 
 
 def test_global_batch_must_split_evenly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

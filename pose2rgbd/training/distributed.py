@@ -102,10 +102,17 @@ def init_from_env(device: str = "auto", *, timeout_s: float = 1800.0) -> tuple[D
     return info, True
 
 
-def destroy() -> None:
+def destroy(*, barrier: bool = False) -> None:
+    """Leave the process group. ``barrier``: first wait until every rank has come here (after a run that ended
+    normally; not after an error, where another rank may never come). A rank that tears its group down while the
+    others' last messages are still on the way can make another process abort at its exit (gloo: "terminate called
+    without an active exception", SIGABRT): 5 of 22 runs of test/test_ddp.py's two processes without the barrier,
+    none of 52 with it."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

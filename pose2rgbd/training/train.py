@@ -143,14 +143,17 @@ def train(
     processes run on several machines). Every rank returns the :class:`TrainResult`."""
     device = (train_cfg or TrainConfig()).device
     _, own_group = distributed.init_from_env(device)
+    ended = False
     try:
-        return train_one_process(
+        result = train_one_process(
             method, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root,
             callbacks=callbacks, overwrite=overwrite, inputs=inputs, cache_deep=cache_deep,
         )  # fmt: skip
+        ended = True
+        return result
     finally:
         if own_group:
-            distributed.destroy()
+            distributed.destroy(barrier=ended)
 
 
 def train_one_process(

@@ -1,5 +1,6 @@
 """What the benchmarks share (not a test): the model names of their tables, the CPU's speed at the moment, the
-process's resident memory (current and peak), and the tracer of the ``trace_*`` scripts (the places of the code a
+process's resident memory (current and peak), the guest kernel's hand-back of free memory to its host (a virtual
+machine's), and the tracer of the ``trace_*`` scripts (the places of the code a
 command passes through, counted as stops, places and returns at module and room grain: :class:`Tracer`, :func:`way`,
 :func:`count`).
 
@@ -58,6 +59,45 @@ def resident_mib(key: str = "VmRSS") -> float:
     except OSError:
         pass
     return float("nan")
+
+
+REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
+
+
+def reported_free_kib(counter: Path = REPORTED_KIB) -> int | None:
+    """KiB of free memory this virtual machine's kernel has reported to its host since boot (virtio-balloon free page
+    reporting; the counter of the kernel's ``page_reporting`` module where it has one), or None where there is no
+    such counter: a machine without free page reporting, or a kernel that does not count it.
+
+    Why a benchmark looks: with free page reporting the guest kernel hands memory that processes freed back to the
+    host in passes, about every 2 s, 64-128 MB at a time; while a pass runs, a process on the guest stalls (measured
+    on the 2-core benchmark VM: every 512x512 render slower than 1.6x the median, 10 of 11 in a 400-render run, fell
+    in a pass; docs/serving.md, "Stalls: the host taking back freed memory"). A benchmark that builds a checkpoint of
+    gigabytes and frees it just before its timed renders measures those passes, not the renderer."""
+    try:
+        return int(counter.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def settle_free_page_reporting(
+    quiet_s: float = 5.0, max_s: float = 180.0, counter: Path = REPORTED_KIB
+) -> float | None:
+    """Wait until the guest kernel has reported no freed memory to its host for ``quiet_s`` seconds (at most
+    ``max_s``; see :func:`reported_free_kib`), so that a timed run does not start inside the hand-back of memory the
+    benchmark itself has just freed. Returns the seconds waited, or None where the kernel has no counter (then it
+    does not wait: there is nothing to tell it when to stop)."""
+    last = reported_free_kib(counter)
+    if last is None:
+        return None
+    t0 = time.monotonic()
+    quiet_since = t0
+    while (now := time.monotonic()) - quiet_since < quiet_s and now - t0 < max_s:
+        time.sleep(0.1)
+        cur = reported_free_kib(counter)
+        if cur != last:
+            last, quiet_since = cur, time.monotonic()
+    return time.monotonic() - t0
 
 
 # ---------------------------------------------------------------------------------------------- the trace scripts

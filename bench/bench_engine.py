@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-from bench_common import NAMES, reset_peak_rss, resident_mib
+from bench_common import NAMES, reported_free_kib, reset_peak_rss, resident_mib, settle_free_page_reporting
 
 
 def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
@@ -168,9 +168,13 @@ def run_one(
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # as the process started (the engine's auto reads it once)
     eng = RenderEngine.from_config(cfg.engine)
+    settle_s = settle_free_page_reporting()  # the checkpoint's build and load freed gigabytes (bench_common)
+    k0 = reported_free_kib()
     t0 = cpu_ticks()
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
     t1 = cpu_ticks()
+    k1 = reported_free_kib()
+    handed_mb = (k1 - k0) / 1024 if k0 is not None and k1 is not None else float("nan")
     steal = (t1[0] - t0[0]) / max(1, t1[1] - t0[1]) if t0 is not None and t1 is not None else float("nan")
     lat = np.asarray(stats.latency_ms)
     frames = stats.counters["frames"]
@@ -193,6 +197,8 @@ def run_one(
         "backend": backend_name,
         "wall": stats.wall_s,
         "steal": steal,
+        "settle_s": float("nan") if settle_s is None else settle_s,
+        "handed_mb": handed_mb,
         "latency_ms": lat.tolist(),
     }
 
@@ -264,7 +270,9 @@ def main() -> None:
                                 f"p50 {r2['p50']:7.1f} p99 {r2['p99']:7.1f} ms, hits {r2['hit']:.0%}  "
                                 f"resident peak {r1['rss_gb']:.2f} / after {r1['rss_now_gb']:.2f} GiB "
                                 f"({r1['frames']} frames each), host steal {100 * r1['steal']:.1f} / "
-                                f"{100 * r2['steal']:.1f} % of CPU time",
+                                f"{100 * r2['steal']:.1f} % of CPU time, freed memory handed to the host "
+                                f"{r1['handed_mb']:.0f} / {r2['handed_mb']:.0f} MB (waited {r1['settle_s']:.0f} / "
+                                f"{r2['settle_s']:.0f} s for quiet before)",
                                 flush=True,
                             )
     if args.latencies is not None:
@@ -290,15 +298,17 @@ def main() -> None:
     print()
     print(
         f"| model | size | backend | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / "
-        "p99 (ms) | look-ahead hits | resident peak / after the run (GiB) | host steal (% of CPU time) |"
+        "p99 (ms) | look-ahead hits | resident peak / after the run (GiB) | host steal (% of CPU time) | freed memory "
+        "handed to the host during the run (MB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, size, r1, r2 in rows:
         name = NAMES.get(preset, preset) + (f" ({args.keyframes} kf)" if preset.startswith("hybrid") else "")
         print(
             f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
             f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} | "
-            f"{r1['rss_gb']:.2f} / {r1['rss_now_gb']:.2f} | {100 * r1['steal']:.1f} / {100 * r2['steal']:.1f} |"
+            f"{r1['rss_gb']:.2f} / {r1['rss_now_gb']:.2f} | {100 * r1['steal']:.1f} / {100 * r2['steal']:.1f} | "
+            f"{r1['handed_mb']:.0f} / {r2['handed_mb']:.0f} |"
         )
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from bench_common import settle_free_page_reporting  # noqa: E402
 from bench_engine import NAMES, _checkpoint, _machine  # noqa: E402
 
 NS = "/pose2rgbd"
@@ -155,6 +156,8 @@ def bench_render(
             k += 1
             # until the first image: the node starts and discovers us (a pose every 2 s); then one render each
             got = _spin_until(executor, lambda n0=n0: len(latencies) > n0, 30.0 if ready else 2.0, node, "render")
+            if got and not ready:  # the node is up: let the memory its load and the build freed go back first
+                settle_free_page_reporting()  # (bench_common: the host taking it back stalls every process)
             ready = ready or got
             if not ready and time.monotonic() - start > 180:
                 raise SystemExit(f"no image from the render node in 180 s; see {node.log.name}")

@@ -95,6 +95,7 @@ def test_a_cpu_engine_sets_the_heap_before_its_warm_up_and_freezes_after_it_unle
     events: list[str] = []
     monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: events.append("heap") or True)
     monkeypatch.setattr(serving_process, "freeze_gc", lambda: events.append("freeze") or 1)
+    monkeypatch.setattr(serving_process, "note_free_page_reporting", lambda: events.append("note") or False)
     ck = pose2rgbd_checkpoint(tmp_path, "base")
     loaded = load_checkpoint(ck)
     loaded.model.register_forward_pre_hook(lambda *_: events.append("pass"))
@@ -104,7 +105,7 @@ def test_a_cpu_engine_sets_the_heap_before_its_warm_up_and_freezes_after_it_unle
     )  # fmt: skip
     backend, _ = backends.make_backend(cfg, loaded)
     assert backend.device == torch.device("cpu")
-    assert events == (["heap", "pass", "pass", "freeze"] if keep else ["pass", "pass"])
+    assert events == (["heap", "pass", "pass", "freeze", "note"] if keep else ["pass", "pass"])
 
 
 def test_a_cuda_engine_leaves_the_heap_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,6 +210,7 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
     calls: list[str] = []
     monkeypatch.setattr(serving_process, "keep_freed_memory", lambda: calls.append("heap") or True)
     monkeypatch.setattr(serving_process, "freeze_gc", lambda: calls.append("freeze") or 1)
+    monkeypatch.setattr(serving_process, "note_free_page_reporting", lambda: calls.append("note") or False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(serving_process, "_base_threads", 4)
     ck = pose2rgbd_checkpoint(tmp_path, "base")
@@ -221,9 +223,49 @@ def test_a_batch_job_engine_keeps_the_process_as_it_is(tmp_path: Path, monkeypat
         backends.make_backend(replace(cfg, threads=1).as_batch_job(), load_checkpoint(ck))  # threads set: kept
         assert torch.get_num_threads() == 1 and calls == []
         backends.make_backend(cfg, load_checkpoint(ck))
-        assert torch.get_num_threads() == 3 and calls == ["heap", "freeze"]
+        assert torch.get_num_threads() == 3 and calls == ["heap", "freeze", "note"]
     finally:
         torch.set_num_threads(n)
+
+
+def _virtio(root: Path, name: str, device_id: int, features: str) -> None:
+    """A virtio device as sysfs shows it: ``device`` in hex, ``features`` one character per bit from bit 0."""
+    (root / name).mkdir(parents=True)
+    (root / name / "device").write_text(f"0x{device_id:04x}\n")
+    (root / name / "features").write_text(features + "0" * (64 - len(features)) + "\n")
+
+
+def test_free_page_reporting_is_the_balloons_reporting_bit(tmp_path: Path) -> None:
+    from pose2rgbd.inference import serving_process
+
+    assert not serving_process.free_page_reporting(tmp_path / "absent")
+    with_it, without, other = tmp_path / "with", tmp_path / "without", tmp_path / "other"
+    _virtio(with_it, "virtio0", 2, "001000100110")  # a block device first
+    _virtio(with_it, "virtio1", 5, "011001010")  # the balloon: stats, deflate on OOM, reporting (bit 5)
+    _virtio(without, "virtio0", 5, "011000010")  # a balloon without reporting
+    _virtio(other, "virtio0", 1, "000001")  # bit 5 of a network device is another feature
+    (other / "virtio1").mkdir()  # a device whose files cannot be read is passed over
+    assert serving_process.free_page_reporting(with_it)
+    assert not serving_process.free_page_reporting(without)
+    assert not serving_process.free_page_reporting(other)
+
+
+def test_a_serving_process_says_once_that_its_machine_hands_freed_memory_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pose2rgbd.inference import serving_process
+
+    monkeypatch.setattr(serving_process, "_noted", False)
+    _virtio(tmp_path / "no", "virtio0", 5, "0110")
+    _virtio(tmp_path / "yes", "virtio0", 5, "011001")
+    with caplog.at_level("INFO", logger="pose2rgbd.inference.serving_process"):
+        assert not serving_process.note_free_page_reporting(tmp_path / "no")
+        assert caplog.records == []
+        assert serving_process.note_free_page_reporting(tmp_path / "yes")
+        assert serving_process.note_free_page_reporting(tmp_path / "yes")
+    assert len(caplog.records) == 1
+    assert "hands freed memory back to its host" in caplog.records[0].getMessage()
+    assert "Stalls: the host taking back freed memory" in caplog.records[0].getMessage()
 
 
 REFREEZE = r"""

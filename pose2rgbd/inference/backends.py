@@ -210,7 +210,8 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
     """``(backend, transforms model)``: the model whose transforms the engine calls (for torch: the prepared
     module itself, on the engine's device; for ONNX Runtime: the weightless module rebuilt from the metadata).
     The backend is warm (``cfg.warmup`` passes, :meth:`Backend.warm`), and the process set for serving as the config
-    says (``keep_freed_memory`` on CPU, ``freeze_gc``: :mod:`pose2rgbd.inference.serving_process`).
+    says (``keep_freed_memory`` on CPU, ``freeze_gc``: :mod:`pose2rgbd.inference.serving_process`; a serving engine
+    also logs, once, where the machine hands freed memory back to its host).
 
     ``auto`` is ONNX Runtime for what was loaded from an exported file (its ``extra`` holds the graph's metadata),
     else torch: the file and the backend were checked against each other before loading
@@ -221,6 +222,8 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
     backend.warm(max(0, cfg.warmup))
     if cfg.freeze_gc:
         serving_process.freeze_gc()  # the loaded, warm engine out of the collector's full scans
+    if cfg.keep_freed_memory:  # a serving process (batch jobs turn it off): what it cannot set, it says
+        serving_process.note_free_page_reporting()
     return backend, model
 
 

@@ -28,6 +28,14 @@ which the interpreter starts on its own after enough allocations, walks all of t
 once the engine is warm moves everything alive into the permanent generation, so later collections walk only what
 was made since. Objects frozen then are still freed by reference counting when dropped; only a reference cycle
 among them would never be collected.
+
+**What the process cannot set, it says** (:func:`note_free_page_reporting`). On a virtual machine whose memory balloon
+reports free pages to its host (virtio-balloon's ``REPORTING`` feature), the guest kernel hands memory that any
+process freed back to the host in passes about every 2 s, and every process on the guest stalls while a pass runs:
+measured on a 2-core VM, 512x512 renders 40-160 ms late about every 2 s for the half minute after gigabytes were
+freed, p99 170-224 ms against 77-84 ms once the hand-back was over (docs/serving.md, "Stalls: the host taking back
+freed memory"). Nothing in the process changes that, so a serving engine says once, in the log, that the machine does
+it: a user who sees such a tail then knows where to look.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import gc
 import logging
 import platform
 import threading
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +110,52 @@ def freeze_gc() -> int:
     return gc.get_freeze_count()
 
 
+VIRTIO_DEVICES = Path("/sys/bus/virtio/devices")
+VIRTIO_ID_BALLOON = 5  # the virtio specification's device id of the memory balloon
+VIRTIO_BALLOON_F_REPORTING = 5  # its feature bit: free page reporting
+_noted = False
+
+
+def free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
+    """Whether this machine is a virtual machine whose memory balloon reports free pages to its host: a virtio device
+    of the balloon's id whose negotiated features (sysfs ``features``, one ``0`` / ``1`` character per bit from bit 0)
+    include ``REPORTING``. False where there is no such device or sysfs cannot be read (not Linux, a container
+    without it)."""
+    try:
+        entries = sorted(devices.iterdir())
+    except OSError:
+        return False
+    for dev in entries:
+        try:
+            device_id = int((dev / "device").read_text().strip(), 16)
+            features = (dev / "features").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if (
+            device_id == VIRTIO_ID_BALLOON
+            and features[VIRTIO_BALLOON_F_REPORTING : VIRTIO_BALLOON_F_REPORTING + 1] == "1"
+        ):
+            return True
+    return False
+
+
+def note_free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
+    """Log once per process, at INFO, where this machine hands freed memory back to its host
+    (:func:`free_page_reporting`; the module docstring says why). Returns whether it does."""
+    global _noted
+    found = free_page_reporting(devices)
+    with _lock:
+        if found and not _noted:
+            _noted = True
+            log.info(
+                "serving process: this virtual machine hands freed memory back to its host (virtio-balloon free page "
+                "reporting): for about half a minute after gigabytes are freed on it (a map build, a conversion, "
+                "another process), renders may stall by up to about 0.2 s about every 2 s; docs/serving.md, "
+                '"Stalls: the host taking back freed memory"'
+            )
+    return found
+
+
 ALL_CORES_PIXELS = 512 * 512  # frames this large use every core by default (serving_threads)
 
 
@@ -133,4 +188,12 @@ def heap_in_force() -> bool:
     return bool(_heap)
 
 
-__all__ = ["ALL_CORES_PIXELS", "freeze_gc", "heap_in_force", "keep_freed_memory", "serving_threads"]
+__all__ = [
+    "ALL_CORES_PIXELS",
+    "free_page_reporting",
+    "freeze_gc",
+    "heap_in_force",
+    "keep_freed_memory",
+    "note_free_page_reporting",
+    "serving_threads",
+]

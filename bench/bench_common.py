@@ -10,6 +10,7 @@ Every benchmark script imports from here, none from another benchmark script, so
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -62,42 +63,67 @@ def resident_mib(key: str = "VmRSS") -> float:
 
 
 REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
+NO_COUNTER_WAIT_S = 60.0  # where the machine reports free pages but does not count them: about two 5 GB hand-backs
 
 
 def reported_free_kib(counter: Path = REPORTED_KIB) -> int | None:
-    """KiB of free memory this virtual machine's kernel has reported to its host since boot (virtio-balloon free page
-    reporting; the counter of the kernel's ``page_reporting`` module where it has one), or None where there is no
-    such counter: a machine without free page reporting, or a kernel that does not count it.
+    """KiB of free memory this virtual machine's kernel has reported to its host since boot, or None where there is
+    no such counter. Free page reporting is virtio-balloon's (``serving_process.free_page_reporting`` tells whether a
+    machine has it); mainline Linux does not count what it reported, and the counter read here is a ``page_reporting``
+    module parameter that only some kernels add (the benchmark machine's does).
 
     Why a benchmark looks: with free page reporting the guest kernel hands memory that processes freed back to the
-    host in passes, about every 2 s, 64-128 MB at a time; while a pass runs, a process on the guest stalls (measured
-    on the 2-core benchmark VM: every 512x512 render slower than 1.6x the median, 10 of 11 in a 400-render run, fell
-    in a pass; docs/serving.md, "Stalls: the host taking back freed memory"). A benchmark that builds a checkpoint of
-    gigabytes and frees it just before its timed renders measures those passes, not the renderer."""
+    host in passes, about every 2 s, up to about 128 MB each; while passes run, processes on the guest stall, the one
+    that freed the memory and others (measured on the 2-core benchmark VM at 512x512: renders 40-200 ms late, in
+    bursts of passes; docs/serving.md, "Stalls: the host taking back freed memory"). A benchmark that builds a
+    checkpoint of gigabytes and frees it just before its timed renders measures those passes, not the renderer."""
     try:
         return int(counter.read_text())
     except (OSError, ValueError):
         return None
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What :func:`settle_free_page_reporting` did: seconds waited, and how it ended."""
+
+    waited_s: float
+    how: str  # "quiet", "still reporting" (gave up at max_s), "a fixed wait (no counter)", "no free page reporting"
+
+    def __str__(self) -> str:
+        return f"waited {self.waited_s:.0f} s: {self.how}"
+
+
 def settle_free_page_reporting(
-    quiet_s: float = 5.0, max_s: float = 180.0, counter: Path = REPORTED_KIB
-) -> float | None:
+    quiet_s: float = 5.0,
+    max_s: float = 180.0,
+    counter: Path = REPORTED_KIB,
+    *,
+    no_counter_wait_s: float = NO_COUNTER_WAIT_S,
+    devices: Path | None = None,
+) -> Settled:
     """Wait until the guest kernel has reported no freed memory to its host for ``quiet_s`` seconds (at most
     ``max_s``; see :func:`reported_free_kib`), so that a timed run does not start inside the hand-back of memory the
-    benchmark itself has just freed. Returns the seconds waited, or None where the kernel has no counter (then it
-    does not wait: there is nothing to tell it when to stop)."""
+    benchmark itself has just freed. Where the machine reports free pages but the kernel does not count them, wait a
+    fixed ``no_counter_wait_s``; where it does not report them (bare metal, most containers' hosts), do not wait.
+    ``devices``: the virtio devices' sysfs folder (tests)."""
+    from pose2rgbd.inference.serving_process import VIRTIO_DEVICES, free_page_reporting
+
     last = reported_free_kib(counter)
-    if last is None:
-        return None
     t0 = time.monotonic()
+    if last is None:
+        if not free_page_reporting(devices or VIRTIO_DEVICES):
+            return Settled(0.0, "no free page reporting")
+        time.sleep(no_counter_wait_s)
+        return Settled(time.monotonic() - t0, "a fixed wait (the kernel does not count what it reports)")
     quiet_since = t0
     while (now := time.monotonic()) - quiet_since < quiet_s and now - t0 < max_s:
         time.sleep(0.1)
         cur = reported_free_kib(counter)
         if cur != last:
             last, quiet_since = cur, time.monotonic()
-    return time.monotonic() - t0
+    quiet = time.monotonic() - quiet_since >= quiet_s
+    return Settled(time.monotonic() - t0, f"quiet for {quiet_s:g} s" if quiet else f"still reporting after {max_s:g} s")
 
 
 # ---------------------------------------------------------------------------------------------- the trace scripts

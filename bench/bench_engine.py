@@ -119,6 +119,10 @@ def _machine(args: argparse.Namespace) -> str:
     return f"{_cpu_name()}{flags}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
 
 
+def _mb(mb: float) -> str:
+    return "not counted" if mb != mb else f"{mb:.0f} MB"  # NaN: the kernel does not count it (bench_common)
+
+
 def cpu_ticks() -> tuple[int, int] | None:
     """(steal, all) clock ticks of every CPU since boot from /proc/stat (None where there is none). Steal is time
     the hypervisor ran something else while this machine's virtual CPU wanted to run: on a shared cloud VM the
@@ -168,7 +172,7 @@ def run_one(
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # as the process started (the engine's auto reads it once)
     eng = RenderEngine.from_config(cfg.engine)
-    settle_s = settle_free_page_reporting()  # the checkpoint's build and load freed gigabytes (bench_common)
+    settled = settle_free_page_reporting()  # the checkpoint's build and load freed gigabytes (bench_common)
     k0 = reported_free_kib()
     t0 = cpu_ticks()
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
@@ -197,7 +201,7 @@ def run_one(
         "backend": backend_name,
         "wall": stats.wall_s,
         "steal": steal,
-        "settle_s": float("nan") if settle_s is None else settle_s,
+        "settled": str(settled),
         "handed_mb": handed_mb,
         "latency_ms": lat.tolist(),
     }
@@ -271,8 +275,8 @@ def main() -> None:
                                 f"resident peak {r1['rss_gb']:.2f} / after {r1['rss_now_gb']:.2f} GiB "
                                 f"({r1['frames']} frames each), host steal {100 * r1['steal']:.1f} / "
                                 f"{100 * r2['steal']:.1f} % of CPU time, freed memory handed to the host "
-                                f"{r1['handed_mb']:.0f} / {r2['handed_mb']:.0f} MB (waited {r1['settle_s']:.0f} / "
-                                f"{r2['settle_s']:.0f} s for quiet before)",
+                                f"{_mb(r1['handed_mb'])} / {_mb(r2['handed_mb'])} (before: {r1['settled']} / "
+                                f"{r2['settled']})",
                                 flush=True,
                             )
     if args.latencies is not None:
@@ -299,7 +303,7 @@ def main() -> None:
     print(
         f"| model | size | backend | precision | threads | batch 1 p50 / p99 (ms) | look-ahead {args.lookahead} p50 / "
         "p99 (ms) | look-ahead hits | resident peak / after the run (GiB) | host steal (% of CPU time) | freed memory "
-        "handed to the host during the run (MB) |"
+        "handed to the host during the run |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, size, r1, r2 in rows:
@@ -308,7 +312,7 @@ def main() -> None:
             f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
             f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} | "
             f"{r1['rss_gb']:.2f} / {r1['rss_now_gb']:.2f} | {100 * r1['steal']:.1f} / {100 * r2['steal']:.1f} | "
-            f"{r1['handed_mb']:.0f} / {r2['handed_mb']:.0f} |"
+            f"{_mb(r1['handed_mb'])} / {_mb(r2['handed_mb'])} |"
         )
 
 

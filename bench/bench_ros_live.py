@@ -157,7 +157,7 @@ def bench_render(
             # until the first image: the node starts and discovers us (a pose every 2 s); then one render each
             got = _spin_until(executor, lambda n0=n0: len(latencies) > n0, 30.0 if ready else 2.0, node, "render")
             if got and not ready:  # the node is up: let the memory its load and the build freed go back first
-                settle_free_page_reporting()  # (bench_common: the host taking it back stalls every process)
+                print(f"render node up; {settle_free_page_reporting()}", flush=True)  # (bench_common)
             ready = ready or got
             if not ready and time.monotonic() - start > 180:
                 raise SystemExit(f"no image from the render node in 180 s; see {node.log.name}")

@@ -32,10 +32,10 @@ among them would never be collected.
 **What the process cannot set, it says** (:func:`note_free_page_reporting`). On a virtual machine whose memory balloon
 reports free pages to its host (virtio-balloon's ``REPORTING`` feature), the guest kernel hands memory that any
 process freed back to the host in passes about every 2 s, and every process on the guest stalls while a pass runs:
-measured on a 2-core VM, 512x512 renders 40-160 ms late about every 2 s for the half minute after gigabytes were
-freed, p99 170-224 ms against 77-84 ms once the hand-back was over (docs/serving.md, "Stalls: the host taking back
-freed memory"). Nothing in the process changes that, so a serving engine says once, in the log, that the machine does
-it: a user who sees such a tail then knows where to look.
+measured on a 2-core VM at 512x512, renders 40-200 ms late in bursts about every 2 s while gigabytes freed by the
+process itself or by another went back, p99 170-224 ms against 77-84 ms once the hand-back was over (docs/serving.md,
+"Stalls: the host taking back freed memory"). Nothing in the process changes that, so a serving engine says once, in
+the log, that the machine does it: a user who sees such a tail then knows where to look.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def note_free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
             log.info(
                 "serving process: this virtual machine hands freed memory back to its host (virtio-balloon free page "
                 "reporting): for about half a minute after gigabytes are freed on it (a map build, a conversion, "
-                "another process), renders may stall by up to about 0.2 s about every 2 s; docs/serving.md, "
+                "another process), renders may be 40-200 ms late about every 2 s; docs/serving.md, "
                 '"Stalls: the host taking back freed memory"'
             )
     return found

@@ -26,6 +26,11 @@ as a node loads it), on a 2 m grid that the flight crosses. **Resident** is the 
 the Python / torch baseline of about 0.4 GB) and the resident memory after the run (VmRSS, the engine still
 loaded: what a running render node holds). The machine line gives an fp32 matmul
 GFLOP/s measured in the same run (the CPU's speed at that moment, on a machine others share).
+
+Before each timed run the benchmark waits until the memory it freed building the checkpoint is back with the host of a
+virtual machine that reports free pages (:func:`bench_common.settle_free_page_reporting`: while it goes back, renders
+stall; docs/serving.md, "Stalls: the host taking back freed memory"), and it reports the memory handed back during each
+run.
 """
 
 from __future__ import annotations

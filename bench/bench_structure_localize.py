@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from bench_common import matmul_gflops, resident_mib  # noqa: E402
+from bench_common import matmul_gflops, resident_mib, settle_free_page_reporting  # noqa: E402
 
 
 def main() -> None:
@@ -95,6 +95,7 @@ def main() -> None:
                       [Prior(t[:3, 3] + rng.normal(0, 1.5, 3), source="gps") for t in T]),
     }  # fmt: skip
     out["modes"] = {}
+    print(f"before timing, {settle_free_page_reporting()}")  # a build just before freed gigabytes (bench_common)
     print(f"{len(rows)} queries at {ds.camera.width}x{ds.camera.height} (frames outside the map, in time order)")
     print("| mode | with a fix | median pos (m) | median rot (deg) | p50 ms | p99 ms | images/s | RSS MB (peak) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

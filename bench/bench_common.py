@@ -88,7 +88,7 @@ class Settled:
     """What :func:`settle_free_page_reporting` did: seconds waited, and how it ended."""
 
     waited_s: float
-    how: str  # "quiet", "still reporting" (gave up at max_s), "a fixed wait (no counter)", "no free page reporting"
+    how: str  # "quiet for Q s", "still reporting after M s" (gave up), "a fixed wait (...)", "no free page reporting"
 
     def __str__(self) -> str:
         return f"waited {self.waited_s:.0f} s: {self.how}"

@@ -222,9 +222,8 @@ def make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend, 
     backend.warm(max(0, cfg.warmup))
     if cfg.freeze_gc:
         serving_process.freeze_gc()  # the loaded, warm engine out of the collector's full scans
-    if (
-        cfg.keep_freed_memory or cfg.freeze_gc
-    ):  # a serving process (batch jobs turn both off): what it cannot set, it says
+    # a serving process (batch jobs turn both off): what it cannot set, it says
+    if cfg.keep_freed_memory or cfg.freeze_gc:
         serving_process.note_free_page_reporting()
     return backend, model
 

@@ -114,7 +114,7 @@ def settle_free_page_reporting(
     if last is None:
         if not free_page_reporting(devices or VIRTIO_DEVICES):
             return Settled(0.0, "no free page reporting")
-        time.sleep(no_counter_wait_s)
+        time.sleep(min(no_counter_wait_s, max_s))
         return Settled(time.monotonic() - t0, "a fixed wait (the kernel does not count what it reports)")
     quiet_since = t0
     while (now := time.monotonic()) - quiet_since < quiet_s and now - t0 < max_s:

@@ -125,7 +125,7 @@ def _machine(args: argparse.Namespace) -> str:
 
 
 def _mb(mb: float) -> str:
-    return "not counted" if mb != mb else f"{mb:.0f} MB"  # NaN: the kernel does not count it (bench_common)
+    return "n/a (no counter)" if mb != mb else f"{mb:.0f} MB"  # NaN: no kernel counter of it (bench_common)
 
 
 def cpu_ticks() -> tuple[int, int] | None:

@@ -445,3 +445,16 @@ def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> N
     node.on_image(M.image(f, 12 * s, "cam", img, "rgb8"), 12 * s)  # both 2 s old
     assert eng.priors[-1] is None
     assert node.counters["fixes"] == 4 and node.counters["frames"] == 4
+
+
+def test_a_structure_localize_node_says_where_the_machine_hands_freed_memory_back(
+    map_world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The structure localizer has no engine of its own, so the node's configure says it (serving_process)."""
+    from pose2rgbd.inference import serving_process
+    from pose2rgbd.nodes.localizer import configure_localizer
+
+    calls: list[int] = []
+    monkeypatch.setattr(serving_process, "note_free_page_reporting", lambda: calls.append(1) or False)
+    loaded = configure_localizer(LocalizerConfig(method="structure", map=str(map_world["map"])))
+    assert loaded["method"] == "structure" and calls == [1]

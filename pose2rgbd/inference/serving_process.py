@@ -31,11 +31,13 @@ among them would never be collected.
 
 **What the process cannot set, it says** (:func:`note_free_page_reporting`). On a virtual machine whose memory balloon
 reports free pages to its host (virtio-balloon's ``REPORTING`` feature), the guest kernel hands memory that any
-process freed back to the host in passes about every 2 s, and every process on the guest stalls while a pass runs:
+process freed back to the host in passes about every 2 s, and processes on the guest stall while passes run, not
+only the one whose memory goes back:
 measured on a 2-core VM at 512x512, renders 40-200 ms late in bursts about every 2 s while gigabytes freed by the
 process itself or by another went back, p99 170-224 ms against 77-84 ms once the hand-back was over (docs/serving.md,
-"Stalls: the host taking back freed memory"). Nothing in the process changes that, so a serving engine says once, in
-the log, that the machine does it: a user who sees such a tail then knows where to look.
+"Stalls: the host taking back freed memory"). Nothing in the process changes that, so a serving process (an engine
+that serves, the localize node's structure localizer) says once, in the log, that the machine does it: a user who
+sees such a tail then knows where to look.
 """
 
 from __future__ import annotations
@@ -140,14 +142,15 @@ def free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
 
 
 def note_free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
-    """Log once per process, at INFO, where this machine hands freed memory back to its host
-    (:func:`free_page_reporting`; the module docstring says why). Returns whether it does."""
+    """Log once per process, as a warning (a node shows warnings of the core without any logging set up; INFO it
+    drops), where this machine hands freed memory back to its host (:func:`free_page_reporting`; the module docstring
+    says why). Returns whether it does."""
     global _noted
     found = free_page_reporting(devices)
     with _lock:
         if found and not _noted:
             _noted = True
-            log.info(
+            log.warning(
                 "serving process: this virtual machine hands freed memory back to its host (virtio-balloon free page "
                 "reporting): for about half a minute after gigabytes are freed on it (a map build, a conversion, "
                 "another process), renders may be 40-200 ms late about every 2 s; docs/serving.md, "

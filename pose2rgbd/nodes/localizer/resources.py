@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pose2rgbd.errors import CheckpointError, ConfigError
-from pose2rgbd.inference import LocalizeEngine, load_engine
+from pose2rgbd.inference import LocalizeEngine, load_engine, serving_process
 from pose2rgbd.inference.calibration import Calibration, load_calibration
 from pose2rgbd.inference.refine import Refiner
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
@@ -46,6 +46,7 @@ def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
         engine = load_structure_localizer(
             cfg.map, cfg.structure, prior_engine=engine, prior_radius_m=cfg.posegan_prior_radius_m
         )
+        serving_process.note_free_page_reporting()  # no engine of its own says it (PoseGAN's does: make_backend)
         if calibration is not None:  # a covariance_file overrides the map's own calibration
             engine.use_calibration(calibration)
         elif engine.calibration is None:

@@ -189,3 +189,35 @@ def test_switch_smoke_trains_two_steps(toy: Path, tmp_path: Path, preset: str, s
     names = {"consistency_weight": "consistency", "consistency_real_weight": "consistency_real"}
     for key in switches or {"consistency_weight": 1, "consistency_real_weight": 1, "pose_augment_weight": 1}:
         assert f",{names.get(key, 'augment')}," in logged, logged[:500]
+
+
+@pytest.mark.parametrize("threads", [1, 8])
+def test_forward_splat_ties_go_to_the_last_source_pixel_whatever_the_threads(threads: int) -> None:
+    """A plane square to the view, seen from twice as far: four source points of one depth land on each pixel.
+    The last of them (in row-major source order) wins, as the numba warp's order says, with any thread count (the
+    writes of many threads, or of CUDA, come in no fixed order)."""
+    S, f, c = 64, 32.0, 31.5
+    K = torch.tensor([[[f, 0, c], [0, f, c], [0, 0, 1]]], dtype=torch.float64)
+    rgb = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, S, S)).astype(np.float32))
+    depth = torch.full((1, 1, S, S), 5.0)
+    T = torch.eye(4, dtype=torch.float64)[None]
+    T[0, 2, 3] = 5.0  # the plane at 10 m from the destination: every point there has z = 10 exactly
+    # expected, independently: each source pixel's destination pixel, the highest source index per pixel wins
+    uu, vv = np.meshgrid(np.arange(S), np.arange(S))
+    du = np.rint(f * ((uu - c) / f * 5.0) / 10.0 + c).astype(int)
+    dv = np.rint(f * ((vv - c) / f * 5.0) / 10.0 + c).astype(int)
+    dst = (dv * S + du).ravel()
+    winner = np.full(S * S, -1)
+    np.maximum.at(winner, dst, np.arange(S * S))
+    hit = winner >= 0
+    want = np.zeros((3, S * S), np.float32)
+    want[:, hit] = rgb.reshape(3, S * S).numpy()[:, winner[hit]]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, d, valid = forward_splat(rgb, depth, T, K, far_m=100.0)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(valid.reshape(S * S).numpy(), hit) and 800 < hit.sum() < S * S / 3
+    assert torch.equal(d[valid], torch.full((int(hit.sum()),), 10.0))
+    np.testing.assert_array_equal(out.reshape(3, S * S).numpy(), want)

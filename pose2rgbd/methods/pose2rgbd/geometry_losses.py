@@ -128,7 +128,14 @@ def forward_splat(
     zk = z[ok]
     zbuf = torch.full((B * H * W,), float("inf"), dtype=z.dtype, device=z.device)
     zbuf.scatter_reduce_(0, key, zk, reduce="amin")
-    win = zk <= zbuf[key]
+    win = (zk <= zbuf[key]).nonzero().squeeze(1)  # the nearest points of each pixel (indices into zk)
+    # ties (equal depth: a plane square to the view, seen by several source pixels) go to the last source pixel,
+    # chosen here rather than left to the order of the writes below, which many CPU threads and CUDA do not keep:
+    # the render is the same on every device and thread count, and the same as the numba warp's (hybrid/warp.py)
+    src = torch.arange(H * W, device=rgb.device).expand(B, H * W)[ok][win]
+    last = torch.full((B * H * W,), -1, dtype=src.dtype, device=src.device)
+    last.scatter_reduce_(0, key[win], src, reduce="amax")
+    win = win[src == last[key[win]]]
     kw = key[win]
     cols = rgb.reshape(B, C, H * W).permute(0, 2, 1)[ok][win]
     dz = torch.where(sky.reshape(B, H * W)[ok][win], torch.full_like(zk[win], float("inf")), zk[win])

@@ -427,3 +427,29 @@ def test_the_prepared_model_shares_the_keyframes_instead_of_copying_them(ck) -> 
     Q = _queries()
     ref = RenderEngine(_reference_config(), ck).render(Q)
     np.testing.assert_allclose(eng.render(Q).depth, ref.depth, rtol=1e-4, atol=1e-4)
+
+
+def test_keyframes_on_a_device_cross_once_and_a_model_copy_starts_without_them(ck) -> None:
+    """On a GPU, gather_keyframes keeps each keyframe there after its first use (KeyframesOnDevice, exercised here
+    on the CPU device); the engine's prepared copy of a model does not copy them."""
+    import copy
+
+    from pose2rgbd.methods.hybrid.net import KeyframesOnDevice
+
+    sized = ck.model.keyframes
+    on = KeyframesOnDevice(sized, torch.device("cpu"))
+    rgb, depth = on.get(3)
+    want_rgb, want_depth = sized.get(3)
+    assert np.array_equal(rgb.numpy(), want_rgb) and np.array_equal(depth.numpy(), want_depth, equal_nan=True)
+    misses = sized.cache_stats()["misses"]
+    hits = sized.cache_stats()["hits"]
+    assert on.get(3)[0] is rgb  # kept: not read from the host view again
+    assert sized.cache_stats()["hits"] == hits and sized.cache_stats()["misses"] == misses
+    assert on._cache.size == sized.cache_keyframes > 0
+    m = copy.deepcopy(ck.model)  # no model holds one here; set it as a GPU render would have
+    ck.model._keyframes_on_device = on
+    try:
+        assert copy.deepcopy(ck.model)._keyframes_on_device is None
+    finally:
+        ck.model._keyframes_on_device = None
+    assert m.keyframes is sized

@@ -166,3 +166,16 @@ def test_outputs_to_arrays_units() -> None:
     model.set_depth_normalizer(DepthNormalizer(10.0, 20.0))  # one source of truth: the buffer
     assert model.outputs_to_arrays(out)["depth"][0, 0, 0] == pytest.approx(17.5)
     assert model.depth_range_m == (10.0, 20.0)
+
+
+def test_rgb_to_uint8_is_the_same_in_numpy_and_in_torch() -> None:
+    """outputs_to_arrays converts RGB with numpy on the CPU and with torch on a GPU: the same bytes (halves to even,
+    out of range clipped)."""
+    from pose2rgbd.models.interfaces import rgb_to_uint8_numpy, rgb_to_uint8_on_device
+
+    x = np.random.default_rng(0).uniform(-1.2, 1.2, (2, 3, 64, 64)).astype(np.float32)
+    x[0, 0, 0, :3] = [-1.0, 0.0, 1.0]  # 0, 127.5 (to 128, even), 255
+    a = rgb_to_uint8_numpy(x)
+    assert a.dtype == np.uint8 and a.shape == (2, 64, 64, 3) and a[0, 0, :3, 0].tolist() == [0, 128, 255]
+    assert (a == 0).mean() > 0.05 and (a == 255).mean() > 0.05  # clipped at both ends
+    assert np.array_equal(rgb_to_uint8_on_device(torch.from_numpy(x)), a)

@@ -55,13 +55,19 @@ class GroundPlane:
         ``(B, H, W)`` float32 for poses ``(B, 4, 4)`` and the pixels' rays ``(H, W, 3)`` at optical z = 1
         (:meth:`~pose2rgbd.geometry.camera.PinholeCamera.rays`); +inf
         where the ray does not go down to the plane, and everywhere for a camera not above it."""
-        T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
-        toward = T[:, :3, :3].transpose(0, 2, 1) @ self.normal  # (B, 3): the normal in each camera's frame
-        above = self.height(T[:, :3, 3])  # (B,)
-        down = -(np.asarray(rays, np.float32) @ toward.T.astype(np.float32))  # (H, W, B): descent per metre of z
+        toward, above = self.camera_terms(T_world_cam)
+        down = -(np.asarray(rays, np.float32) @ toward.T)  # (H, W, B): descent per metre of z
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where((down > 1e-9) & (above > 0), above.astype(np.float32) / down, np.float32(np.inf))
+            z = np.where((down > 1e-9) & (above > 0), above / down, np.float32(np.inf))
         return np.ascontiguousarray(z.transpose(2, 0, 1), np.float32)
+
+    def camera_terms(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(toward (B, 3), above (B,))`` float32 for poses ``(B, 4, 4)``: the plane's normal in each camera's frame
+        and the camera's height above the plane. A pixel's ray ``r`` (optical z = 1) meets the plane at depth
+        ``above / -(r . toward)`` where that is positive (:meth:`depth`; a renderer on a GPU computes it there)."""
+        T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        toward = T[:, :3, :3].transpose(0, 2, 1) @ self.normal
+        return toward.astype(np.float32), self.height(T[:, :3, 3]).astype(np.float32)
 
 
 ENU_UP = np.array([0.0, 0.0, 1.0])  # the up of a geo-referenced world (a local ENU frame, REP-105's map)

@@ -61,6 +61,11 @@ class SizedKeyframes:
     def frames(self) -> np.ndarray:
         return self.keyframes.frames
 
+    @property
+    def cache_keyframes(self) -> int:
+        """How many decoded keyframes the view keeps."""
+        return self._cache.size
+
     def __deepcopy__(self, memo: dict[int, Any]) -> SizedKeyframes:
         return self  # read-only and thread-safe: a prepared copy of a model shares the keyframes and their cache
 

@@ -27,6 +27,11 @@ the Python / torch baseline of about 0.4 GB) and the resident memory after the r
 loaded: what a running render node holds). The machine line gives an fp32 matmul
 GFLOP/s measured in the same run (the CPU's speed at that moment, on a machine others share).
 
+``--throughput-batches`` adds **renders per second**: after the batch-1 run, the same engine renders batches of that
+many poses back to back (``RenderEngine.render``: pose checks, the forward pass, the outputs copied to host arrays)
+for ``--throughput-s`` seconds each; renders/s = frames rendered / time. For a hybrid the poses are among its keyframes
+(:func:`pose2rgbd.testing.hybrid_keyframes.query_poses`), spread over the whole place, a new batch every call.
+
 Before each timed run the benchmark waits until the memory it freed building the checkpoint is back with the host of a
 virtual machine that reports free pages (:func:`bench_common.settle_free_page_reporting`: while it goes back, renders
 stall; docs/serving.md, "Stalls: the host taking back freed memory"), and it reports the memory handed back during each
@@ -42,7 +47,9 @@ import platform
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +147,29 @@ def cpu_ticks() -> tuple[int, int] | None:
     return (v[7] if len(v) > 7 else 0), sum(v[:8])
 
 
+def throughput(eng: Any, batches: list[int], seconds: float, keyframes: int) -> dict[int, float]:
+    """Renders per second of ``eng.render`` at each batch size in ``batches`` (see the module docstring)."""
+    from pose2rgbd.testing.ground_plane import look_down_pose
+    from pose2rgbd.testing.hybrid_keyframes import query_poses
+
+    pool = 512
+    if getattr(eng.model, "kind", "") == "hybrid":
+        T = query_poses(pool, seed=7, n_keyframes=keyframes)
+    else:
+        rng = np.random.default_rng(7)
+        T = np.stack([look_down_pose(*rng.uniform((-90, -90, 10), (90, 90, 50))) for _ in range(pool)])
+    out: dict[int, float] = {}
+    for b in batches:
+        eng.render(T[:b])  # warm-up (a new batch shape)
+        frames, i, t0 = 0, 0, time.perf_counter()
+        while (dt := time.perf_counter() - t0) < seconds or frames < 3 * b:
+            idx = (np.arange(b) + i) % pool
+            eng.render(T[idx])
+            frames, i = frames + b, i + b
+        out[b] = frames / dt
+    return out
+
+
 def run_one(
     args: argparse.Namespace,
     tmp: Path,
@@ -177,7 +207,8 @@ def run_one(
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # as the process started (the engine's auto reads it once)
     eng = RenderEngine.from_config(cfg.engine)
-    settled = settle_free_page_reporting()  # the checkpoint's build and load freed gigabytes (bench_common)
+    # the checkpoint's build and load freed gigabytes (bench_common)
+    settled = settle_free_page_reporting(max_s=args.settle_max_s)
     k0 = reported_free_kib()
     t0 = cpu_ticks()
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
@@ -189,6 +220,7 @@ def run_one(
     frames = stats.counters["frames"]
     rss = resident_mib("VmHWM") / 1024 if reset else float("nan")
     rss_now = resident_mib("VmRSS") / 1024
+    rate = throughput(eng, args.throughput_batches, args.throughput_s, args.keyframes) if la == 0 else {}
     precision, backend_name = eng.precision, eng.backend.name
     eng.close()
     del eng
@@ -209,6 +241,7 @@ def run_one(
         "settled": str(settled),
         "handed_mb": handed_mb,
         "latency_ms": lat.tolist(),
+        "renders_per_s": rate,
     }
 
 
@@ -237,6 +270,21 @@ def main() -> None:
     p.add_argument("--tolerance-m", type=float, default=0.15)
     p.add_argument("--tolerance-deg", type=float, default=1.0)
     p.add_argument("--bag-seconds", type=float, default=6.0, help="flight length: 10 renders per second")
+    p.add_argument(
+        "--throughput-batches",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="B",
+        help="also measure renders per second at these batch sizes (after each batch-1 run)",
+    )
+    p.add_argument("--throughput-s", type=float, default=5.0, help="seconds of rendering per throughput batch size")
+    p.add_argument(
+        "--settle-max-s",
+        type=float,
+        default=180.0,
+        help="wait at most this long before each timed run for the freed memory to go back to the host",
+    )
     p.add_argument("--note", default="", help="load note for the table, e.g. 'quiet machine'")
     p.add_argument("--latencies", type=Path, help="write every run's per-render latencies (ms, in order) here (JSON)")
     p.add_argument(
@@ -284,6 +332,8 @@ def main() -> None:
                                 f"{r2['settled']})",
                                 flush=True,
                             )
+                            if r1["renders_per_s"]:
+                                print("  renders/s: " + _rates(r1["renders_per_s"]), flush=True)
     if args.latencies is not None:
         args.latencies.write_text(json.dumps([
             {"preset": preset, "size": size, "precision": r["precision"], "threads": r["threads"],
@@ -319,6 +369,23 @@ def main() -> None:
             f"{r1['rss_gb']:.2f} / {r1['rss_now_gb']:.2f} | {100 * r1['steal']:.1f} / {100 * r2['steal']:.1f} | "
             f"{_mb(r1['handed_mb'])} / {_mb(r2['handed_mb'])} |"
         )
+    if args.throughput_batches:
+        print()
+        print(
+            f"Renders per second (`RenderEngine.render`, batches of B poses back to back, {args.throughput_s:g} s "
+            "each, host arrays out):"
+        )
+        print()
+        print("| model | size | backend | precision | " + " | ".join(f"B={b}" for b in args.throughput_batches) + " |")
+        print("|---|---|---|---|" + "---:|" * len(args.throughput_batches))
+        for preset, size, r1, _ in rows:
+            name = NAMES.get(preset, preset) + (f" ({args.keyframes} kf)" if preset.startswith("hybrid") else "")
+            rates = " | ".join(f"{r1['renders_per_s'][b]:.0f}" for b in args.throughput_batches)
+            print(f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {rates} |")
+
+
+def _rates(rates: dict[int, float]) -> str:
+    return ", ".join(f"batch {b}: {r:.0f}" for b, r in rates.items())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 #
 #   bash bench/run_on_gpu.sh setup            # wheels (from .whl/ when the machine is offline), machine facts
 #   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
+#   bash bench/run_on_gpu.sh render           # the default renderer on CUDA: its `gpu` tests, then latency and
+#                                              #   renders/s at 512x512 (bench/bench_engine.py; about 5 minutes)
 #   bash bench/run_on_gpu.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
 #                                              #   depth benches (phase ssd), all detached (they outlive this command)
 #   bash bench/run_on_gpu.sh wait SECONDS     # progress until all jobs end or SECONDS pass; packs results
@@ -18,7 +20,7 @@ set -euo pipefail
 WORK=${WORK:-/tmp/p2r-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
-phase=${1:?phase: setup | table4 | start | wait}
+phase=${1:?phase: setup | table4 | render | start | wait}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site; fi
@@ -50,6 +52,14 @@ rows = run_table4(size=512, min_seconds=2.0, devices=("cpu", "cuda"), progress=F
 json.dump({"machine": machine_description(), "rows": rows}, open(os.environ["OUT"] + "/table4_gpu.json", "w"), indent=1)
 print(table4_markdown(rows, PAPER_PARAMETERS))
 EOF
+    ;;
+render)
+    # a failed test does not stop the measurement; the log says which failed
+    $PY -m pytest -q -m gpu -p no:cacheprovider test/test_hybrid_serving.py test/test_training_trainer.py 2>&1 \
+        | tee "$OUT/gpu-tests.log" || echo "gpu tests: FAILED (see above)"
+    $PY bench/bench_engine.py --device "${RENDER_DEVICE:-cuda}" --presets hybrid-fast --sizes ${RENDER_SIZES:-512} \
+        --precisions auto fp32 --keyframes "${RENDER_KEYFRAMES:-1801}" --bag-seconds 30 --throughput-batches 1 4 16 64 \
+        --throughput-s 5 --settle-max-s 30 --latencies "$OUT/render-latencies.json" 2>&1 | tee "$OUT/render.log"
     ;;
 start)
     shards=${2:-8}

@@ -180,6 +180,7 @@ def run_one(
     threads: int,
     la: int,
     backend: str = "torch",
+    measure_rate: bool = False,
 ) -> dict[str, float]:
     import gc
 
@@ -220,7 +221,7 @@ def run_one(
     frames = stats.counters["frames"]
     rss = resident_mib("VmHWM") / 1024 if reset else float("nan")
     rss_now = resident_mib("VmRSS") / 1024
-    rate = throughput(eng, args.throughput_batches, args.throughput_s, args.keyframes) if la == 0 else {}
+    rate = throughput(eng, args.throughput_batches, args.throughput_s, args.keyframes) if measure_rate else {}
     precision, backend_name = eng.precision, eng.backend.name
     eng.close()
     del eng
@@ -317,7 +318,7 @@ def main() -> None:
                         for backend in args.backends:
                             if backend == "onnxruntime" and precision not in ("auto", "fp32"):
                                 continue  # the exported graph is fp32
-                            r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0, backend)
+                            r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0, backend, True)
                             r2 = run_one(args, tmp, bag, preset, size, precision, threads, args.lookahead, backend)
                             rows.append((preset, size, r1, r2))
                             print(

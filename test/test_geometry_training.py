@@ -191,8 +191,10 @@ def test_switch_smoke_trains_two_steps(toy: Path, tmp_path: Path, preset: str, s
         assert f",{names.get(key, 'augment')}," in logged, logged[:500]
 
 
-@pytest.mark.parametrize("threads", [1, 8])
-def test_forward_splat_ties_go_to_the_last_source_pixel_whatever_the_threads(threads: int) -> None:
+@pytest.mark.parametrize(
+    ("threads", "device"), [(1, "cpu"), (8, "cpu"), pytest.param(1, "cuda", marks=pytest.mark.gpu)]
+)
+def test_forward_splat_ties_go_to_the_last_source_pixel_whatever_the_threads(threads: int, device: str) -> None:
     """A plane square to the view, seen from twice as far: four source points of one depth land on each pixel.
     The last of them (in row-major source order) wins, as the numba warp's order says, with any thread count (the
     writes of many threads, or of CUDA, come in no fixed order)."""
@@ -215,7 +217,8 @@ def test_forward_splat_ties_go_to_the_last_source_pixel_whatever_the_threads(thr
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        out, d, valid = forward_splat(rgb, depth, T, K, far_m=100.0)
+        dev = torch.device(device)
+        out, d, valid = (t.cpu() for t in forward_splat(rgb.to(dev), depth.to(dev), T.to(dev), K.to(dev), far_m=100.0))
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(valid.reshape(S * S).numpy(), hit) and 800 < hit.sum() < S * S / 3

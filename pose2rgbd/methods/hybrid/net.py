@@ -101,12 +101,16 @@ def ground_depth_torch(ground: GroundPlane, T_world_cam: np.ndarray, rays: torch
 
 class KeyframesOnDevice:
     """Keyframes of ``sized`` copied to ``device`` as renders need them, as many kept as ``sized``'s host cache keeps
-    (:class:`~pose2rgbd.placemap.lru.LRU`; at 512x512 256 keyframes are 335 MB). A copy of the model
-    (``copy.deepcopy``: the engine's prepared model) starts without them."""
+    and at most :attr:`MAX_KEPT` (:class:`~pose2rgbd.placemap.lru.LRU`; at 512x512 256 keyframes are 335 MB; training
+    sizes the host cache to every keyframe). A copy of the model (``copy.deepcopy``: the engine's prepared model)
+    starts without them; the model drops them when it gathers on the CPU again or takes other keyframes."""
+
+    MAX_KEPT = 256
 
     def __init__(self, sized: SizedKeyframes, device: torch.device) -> None:
         self.sized, self.device = sized, device
-        self._cache: LRU[int, tuple[torch.Tensor, torch.Tensor]] = LRU(sized.cache_keyframes)
+        kept = min(sized.cache_keyframes, self.MAX_KEPT)
+        self._cache: LRU[int, tuple[torch.Tensor, torch.Tensor]] = LRU(kept)
 
     def get(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keyframe ``i`` on the device: RGB uint8 (H, W, 3) and depth (H, W) metres (as ``sized.get``)."""
@@ -246,6 +250,7 @@ class HybridNet(PoseToImage, ModelBase):
         if camera is not None:  # a new model's keyframes (training): the place's ground, kept in the state_dict
             self._fit_ground(keyframes)
         self._ground_rays = None
+        self._keyframes_on_device = None
 
     def _fit_ground(self, keyframes: Keyframes) -> None:
         """``model.hole_ground``: fit the keyframes' ground plane (:func:`~pose2rgbd.placemap.ground.keyframes_ground`;
@@ -466,18 +471,27 @@ class HybridNet(PoseToImage, ModelBase):
         assert kfs is not None
         dev = self.kf_K.device
         if dev.type == "cpu":
+            self._keyframes_on_device = None  # moved back from a GPU: its copies go
             rgb, depth, T = kfs.gather(rows)
             return torch.from_numpy(rgb), torch.from_numpy(depth), torch.from_numpy(T)
-        # on a GPU each keyframe crosses once and stays there (as many as the host's cache keeps): a render gathers
-        # its keyframes on the device instead of stacking them on the host and copying them every time
+        return self.gather_keyframes_on(rows, dev)
+
+    def gather_keyframes_on(
+        self, rows: np.ndarray, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`gather_keyframes` from the keyframes kept on ``device`` (:class:`KeyframesOnDevice`): on a GPU each
+        keyframe crosses once and stays there, and a render gathers its keyframes on the device instead of stacking
+        them on the host and copying them every time."""
+        kfs = self.keyframes
+        assert kfs is not None
         on_dev = self._keyframes_on_device
-        if on_dev is None or on_dev.sized is not kfs or on_dev.device != dev:
-            on_dev = self._keyframes_on_device = KeyframesOnDevice(kfs, dev)
+        if on_dev is None or on_dev.sized is not kfs or on_dev.device != device:
+            on_dev = self._keyframes_on_device = KeyframesOnDevice(kfs, device)
         r = np.asarray(rows, np.int64)
         uniq, inv = np.unique(r, return_inverse=True)
         got = [on_dev.get(int(i)) for i in uniq]
-        at = torch.from_numpy(inv.reshape(r.shape)).to(dev)
-        kf_T = torch.from_numpy(np.asarray(kfs.T_world_cam, np.float64)[r]).to(dev)
+        at = torch.from_numpy(inv.reshape(r.shape)).to(device)
+        kf_T = torch.from_numpy(np.asarray(kfs.T_world_cam, np.float64)[r]).to(device)
         return torch.stack([g[0] for g in got])[at], torch.stack([g[1] for g in got])[at], kf_T
 
     def warp(
@@ -644,7 +658,7 @@ class HybridNet(PoseToImage, ModelBase):
         if self._ground_rays is None or self._ground_rays[0] != key or self._ground_rays[1].device != dev:
             self._ground_rays = (key, torch.from_numpy(cam.rays().astype(np.float32)).to(dev))  # once per camera
         rays = self._ground_rays[1]
-        if dev.type == "cpu":  # numpy is faster there (0.50 against 1.16 ms at 512x512, one thread, AMD EPYC)
+        if dev.type == "cpu":  # numpy is faster there (0.49 against 1.15 ms at 512x512, one thread, AMD EPYC)
             z = torch.from_numpy(ground.depth(T_world_cam, rays.numpy()))[:, None]
         else:  # computed where the model runs: no frame-sized work on the host
             z = ground_depth_torch(ground, T_world_cam, rays)

@@ -131,7 +131,8 @@ def forward_splat(
     win = (zk <= zbuf[key]).nonzero().squeeze(1)  # the nearest points of each pixel (indices into zk)
     # ties (equal depth: a plane square to the view, seen by several source pixels) go to the last source pixel,
     # chosen here rather than left to the order of the writes below, which many CPU threads and CUDA do not keep:
-    # the render is the same on every device and thread count, and the same as the numba warp's (hybrid/warp.py)
+    # ties no longer depend on the device or the thread count, and the nearest surface is the numba warp's
+    # (hybrid/warp.py; its per-keyframe points for `warp_colour blend` compare depth in float32, this in float64)
     src = torch.arange(H * W, device=rgb.device).expand(B, H * W)[ok][win]
     last = torch.full((B * H * W,), -1, dtype=src.dtype, device=src.device)
     last.scatter_reduce_(0, key[win], src, reduce="amax")

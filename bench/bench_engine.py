@@ -363,7 +363,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, size, r1, r2 in rows:
-        name = NAMES.get(preset, preset) + (f" ({args.keyframes} kf)" if preset.startswith("hybrid") else "")
+        name = _row_name(preset, args.keyframes)
         print(
             f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {r1['threads']} | "
             f"{r1['p50']:.1f} / {r1['p99']:.1f} | {r2['p50']:.1f} / {r2['p99']:.1f} | {r2['hit']:.0%} | "
@@ -380,9 +380,13 @@ def main() -> None:
         print("| model | size | backend | precision | " + " | ".join(f"B={b}" for b in args.throughput_batches) + " |")
         print("|---|---|---|---|" + "---:|" * len(args.throughput_batches))
         for preset, size, r1, _ in rows:
-            name = NAMES.get(preset, preset) + (f" ({args.keyframes} kf)" if preset.startswith("hybrid") else "")
+            name = _row_name(preset, args.keyframes)
             rates = " | ".join(f"{r1['renders_per_s'][b]:.0f}" for b in args.throughput_batches)
             print(f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {rates} |")
+
+
+def _row_name(preset: str, keyframes: int) -> str:
+    return NAMES.get(preset, preset) + (f" ({keyframes} kf)" if preset.startswith("hybrid") else "")
 
 
 def _rates(rates: dict[int, float]) -> str:

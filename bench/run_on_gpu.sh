@@ -4,7 +4,7 @@
 #   bash bench/run_on_gpu.sh setup            # wheels (from .whl/ when the machine is offline), machine facts
 #   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
 #   bash bench/run_on_gpu.sh render           # the default renderer on CUDA: its `gpu` tests, then latency and
-#                                              #   renders/s at 512x512 (bench/bench_engine.py; about 5 minutes)
+#                                              #   renders/s at 512x512 (bench/bench_engine.py; about 3 minutes)
 #   bash bench/run_on_gpu.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
 #                                              #   depth benches (phase ssd), all detached (they outlive this command)
 #   bash bench/run_on_gpu.sh wait SECONDS     # progress until all jobs end or SECONDS pass; packs results

@@ -5,6 +5,8 @@
 #   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
 #   bash bench/run_on_gpu.sh render           # the default renderer on CUDA: its `gpu` tests, then latency and
 #                                              #   renders/s at 512x512 (bench/bench_engine.py; about 3 minutes)
+#   bash bench/run_on_gpu.sh profile          # where one render's time goes on CUDA at batch 1 and 16, 512x512
+#                                              #   (bench/profile_render.py: operators, kernels, Python)
 #   bash bench/run_on_gpu.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
 #                                              #   depth benches (phase ssd), all detached (they outlive this command)
 #   bash bench/run_on_gpu.sh wait SECONDS     # progress until all jobs end or SECONDS pass; packs results
@@ -20,7 +22,7 @@ set -euo pipefail
 WORK=${WORK:-/tmp/p2r-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
-phase=${1:?phase: setup | table4 | render | start | wait}
+phase=${1:?phase: setup | table4 | render | profile | start | wait}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site; fi
@@ -60,6 +62,13 @@ render)
     $PY bench/bench_engine.py --device "${RENDER_DEVICE:-cuda}" --presets hybrid-fast --sizes ${RENDER_SIZES:-512} \
         --precisions auto fp32 --keyframes "${RENDER_KEYFRAMES:-1801}" --bag-seconds 30 --throughput-batches 1 4 16 64 \
         --throughput-s 5 --settle-max-s 30 --latencies "$OUT/render-latencies.json" 2>&1 | tee "$OUT/render.log"
+    ;;
+profile)
+    # where a batch-1 (and a batch-16) render's time goes on the GPU: operators, kernels per call, Python
+    for b in 1 16; do
+        $PY bench/profile_render.py --device "${RENDER_DEVICE:-cuda}" --size ${RENDER_SIZES:-512} --batch $b \
+            --keyframes "${RENDER_KEYFRAMES:-1801}" --out "$OUT/profile-b$b" 2>&1 | tail -n 120
+    done
     ;;
 start)
     shards=${2:-8}

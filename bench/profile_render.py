@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import shlex
 import sys
@@ -34,6 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
+from bench_common import matmul_gflops
+from bench_engine import _machine
+
 
 def walk(n: int, keyframes: int, seed: int = 3) -> np.ndarray:
     """``n`` poses 0.2 m apart along x from one query pose among the keyframes (a flight: neighbours shared)."""
@@ -43,22 +45,6 @@ def walk(n: int, keyframes: int, seed: int = 3) -> np.ndarray:
     T = np.repeat(start[None], n, axis=0)
     T[:, 0, 3] += 0.2 * np.arange(n)
     return T
-
-
-def machine(device: str) -> str:
-    import torch
-
-    from pose2rgbd.experiments.table4 import machine_description
-
-    gpu = torch.cuda.get_device_name() if device != "cpu" and torch.cuda.is_available() else "no GPU used"
-    try:
-        have = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
-        names = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-        simd = [f for f in names if f in have]
-    except (OSError, StopIteration):
-        simd = []
-    cpu = machine_description()["cpu"] or "unknown CPU"
-    return f"{cpu} (SIMD {' '.join(simd) or 'not read'}), {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def op_table(prof: object, calls: int, cuda: bool, rows: int) -> tuple[str, float, float]:
@@ -123,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         p.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
+    gflops = matmul_gflops()  # the CPU's speed at the start, for ratios between runs
     t0 = time.perf_counter()
     ck = make_hybrid_checkpoint(args.size, args.keyframes, preset=args.preset)
     eng = RenderEngine(EngineConfig(device=args.device, precision=args.precision, threads=args.threads, warmup=3), ck)
@@ -159,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{shlex.join([sys.executable, *sys.argv])}`",
         "",
-        f"Machine: {machine(args.device)}; engine precision {eng.precision}, {torch.get_num_threads()} threads; "
+        f"Machine: {_machine(args)}, fp32 2048^3 matmul {gflops:.0f} GFLOP/s at start; "
+        f"engine precision {eng.precision}, {torch.get_num_threads()} threads; "
         f"{args.preset} at {args.size}x{args.size}, {args.keyframes} keyframes.",
         "",
         f"Wall: {wall}.",

@@ -67,8 +67,10 @@ profile)
     # where a batch-1 (and a batch-16) render's time goes on the GPU: operators, kernels per call, Python
     for b in 1 16; do
         $PY bench/profile_render.py --device "${RENDER_DEVICE:-cuda}" --size ${RENDER_SIZES:-512} --batch $b \
-            --keyframes "${RENDER_KEYFRAMES:-1801}" --out "$OUT/profile-b$b" 2>&1 | tail -n 120
+            --keyframes "${RENDER_KEYFRAMES:-1801}" --out "$OUT/profile-b$b" > "$OUT/profile-b$b.log" 2>&1 \
+            || { echo "profile at batch $b: FAILED"; tail -n 20 "$OUT/profile-b$b.log"; }
     done
+    for b in 1 16; do sed -n 5,8p "$OUT/profile-b$b/profile.md" 2>/dev/null; done   # machine, wall, GPU busy
     ;;
 start)
     shards=${2:-8}

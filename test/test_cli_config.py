@@ -444,6 +444,36 @@ def test_train_cli_trains_a_toy_kind(toy_kind: Any, tmp_path: Path, capsys: pyte
     assert ck.step == 2 and yaml.safe_load((out / "config.yaml").read_text())["method"] == "toy"
 
 
+def test_a_kinds_training_values_are_the_base_its_config_file_and_flags_override(tmp_path: Path) -> None:
+    """The hybrid trains at lr 1e-3 unless told otherwise (its family's train_defaults); pose2rgbd keeps 0.01."""
+    hybrid = [*COMMANDS["train"], "--method", "hybrid"]
+    assert config_from_args(_parse(hybrid))["train"].lr == pytest.approx(1e-3)
+    assert config_from_args(_parse(COMMANDS["train"]))["train"].lr == pytest.approx(0.01)
+    assert config_from_args(_parse([*hybrid, "--lr", "0.005"]))["train"].lr == pytest.approx(0.005)
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.002\n")
+    assert config_from_args(_parse([*hybrid, "--config", str(f)]))["train"].lr == pytest.approx(0.002)
+    assert config_from_args(_parse([*hybrid, "--set", "train.lr=0.02"]))["train"].lr == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("method", [None, "pose2rgbd"])
+def test_train_without_method_on_metric_depth_points_to_the_hybrid(
+    method: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=8, n_route=2, size=16)  # metric depth
+    argv = ["train", "--dataset", str(ds), "--out", str(tmp_path / "run"), "--size", "64", "--epochs", "1",
+            "--batch-size", "4", "--train.max_steps", "1", "--device", "cpu", "--amp", "off", "--no-progress",
+            "--no-tensorboard", "--cache-root", str(tmp_path / "cache")]  # fmt: skip
+    argv += ["--method", method] if method else []
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    hinted = "metric depth: --method hybrid" in out
+    assert hinted == (method is None), out  # a user who chose the paper's models is not told again
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"] == "pose2rgbd"
+
+
 def test_moved_depth_keys_name_their_new_place(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'train\.depth_max' is now 'model\.depth_max'"):
         _parse([*COMMANDS["train"], "--set", "train.depth_max=50"])

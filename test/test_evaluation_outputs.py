@@ -172,3 +172,15 @@ def test_evaluate_as_served_renders_the_served_model_and_says_so(toy: Path, tmp_
         assert served.metrics["model"][k] == pytest.approx(trained.metrics["model"][k], rel=1e-3)
     with pytest.raises(ConfigError, match="precision 'half' is not one of trained"):
         evaluate(res.last, toy, precision="half", **kw)
+
+
+def test_metrics_table_gives_depth_in_millimetres_indoors() -> None:
+    """Indoors depth errors are centimetres: the table keeps three decimals of a metre, not two."""
+    from pose2rgbd.evaluation import format_metrics_markdown
+
+    md = format_metrics_markdown(
+        [("hybrid", {"rgb_mae_px": 21.0, "depth_mae": 0.0834, "depth_rmse": 0.1216, "depth_absrel": 0.048}),
+         ("reprojection", {"rgb_mae_px": 31.0, "depth_mae": 0.1081, "depth_rmse": 0.1702, "depth_absrel": 0.063})],
+        "m",
+    )  # fmt: skip
+    assert "| 0.083 | 0.122 | 0.048 |" in md and "| 0.108 | 0.170 | 0.063 |" in md

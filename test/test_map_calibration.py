@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -158,6 +159,7 @@ def test_localize_images_csv_covariance_flag_odd_sizes_and_summary(
         assert r["out_of_distribution"] == str(bool(r["flag"])).lower()
     assert "time per image: p50" in text and "p99" in text
     assert "images without a fix:" in text and "image not usable" in text
+    assert re.search(r"confidence: P\(position error < [0-9.e+-]+ m\)", text), text  # a metric map: metres
 
 
 def test_a_query_larger_than_the_map_is_matched_at_the_maps_resolution(cal_world: dict, monkeypatch) -> None:

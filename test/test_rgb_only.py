@@ -37,6 +37,7 @@ def test_train_defaults_on_rgb_only_data_then_evaluate(rgb_only: Path, tmp_path:
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "has no depth" in cap.out and "--outputs rgb --preset base" in cap.out
+    assert "--method hybrid" not in cap.out  # no depth: the hybrid cannot train on it, so no hint towards it
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["model"]["outputs"] == "rgb" and cfg["model"]["preset"] == "base"
     # the split is saved with the run: three disjoint sets

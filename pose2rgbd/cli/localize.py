@@ -258,7 +258,10 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     print(f"  covariance calibration: {cal_name}; out of distribution: {s.flagged} fix(es) flagged"
           + (f" (policy {scfg.ood_policy})" if loc.calibration is not None else ""))  # fmt: skip
     if loc.calibration is not None and loc.calibration.confidence_model:
-        print(f"  confidence: P(position error < {loc.calibration.confidence_model['bound_m']:.4g} map units)")
+        from pose2rgbd.placemap.place_map import pose_units_of
+
+        units = "m" if pose_units_of(loc.map.manifest) == "m" else "map units"
+        print(f"  confidence: P(position error < {loc.calibration.confidence_model['bound_m']:.4g} {units})")
     if s.no_fix:
         print(f"  {sum(s.no_fix.values())} images without a fix:")
         for reason, count in s.no_fix.most_common():

@@ -71,11 +71,12 @@ def _train(method: str, dataset: Path, out: Path, model_cfg: Any, train_cfg: Any
 
 def _pre_parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    p.add_argument("--method", default=DEFAULT_METHOD)
+    p.add_argument("--method", default=None)
     p.add_argument("--preset", default=None)
     p.add_argument("--config", action="append", type=Path, default=[])
     p.add_argument("--set", action="append", default=[])
     pre, rest = p.parse_known_args(argv)
+    pre.method = pre.method or DEFAULT_METHOD
     _refuse_moved_keys(pre, rest)
     return pre
 
@@ -106,7 +107,8 @@ def _schema(pre: argparse.Namespace) -> Schema:
     base = family.make_config(name) if name is not None else family.config_cls()
     # the preset's values become the defaults the config file, flags and --set override (and --help shows)
     overrides = {k: v for k, v in cfgmod.to_dict(base).items() if k in (family.presets.get(name) or {})}
-    return Schema({"model": family.config_cls, "train": TrainConfig}, defaults={"model": overrides}, moved=MOVED_KEYS)
+    defaults = {"model": overrides, "train": dict(family.train_defaults)}  # the method's own training values
+    return Schema({"model": family.config_cls, "train": TrainConfig}, defaults=defaults, moved=MOVED_KEYS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -124,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     method = p.add_argument(
         "--method",
-        default=DEFAULT_METHOD,
+        default=None,  # None: DEFAULT_METHOD, and a hint where the dataset suits the hybrid better (_run)
         help=f"model kind to train (default {DEFAULT_METHOD}; the known kinds are listed when this command parses)",
     )
     preset = p.add_argument(
@@ -192,7 +194,30 @@ def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any]) -> 
     return mc
 
 
+def _hint_hybrid(dataset: Path) -> None:
+    """Where ``--method`` was left at its default and the dataset has metric depth: say that the hybrid renders such
+    data far better (the default stays the paper's models, whose presets and flags scripts rely on)."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.errors import DatasetError
+
+    try:
+        depth_kind = Dataset(dataset, check_files=False).manifest.depth_kind
+    except DatasetError:
+        return  # training says what is wrong with it
+    if depth_kind == "metric":
+        print(
+            f"note: training --method {DEFAULT_METHOD} (the paper's Base / Slice-S, the default). This dataset has "
+            "metric depth: --method hybrid (the nearest training frames warped into the pose, corrected by a "
+            'network) renders it far better in minutes of training (docs/results.md, "Real data"); pass '
+            f"--method {DEFAULT_METHOD} to keep this choice and silence this note"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.method is None:
+        args.method = DEFAULT_METHOD
+        if not args.resume:
+            _hint_hybrid(args.dataset)
     data = config_data(args)  # --config files (read once), flags, --set
     cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base

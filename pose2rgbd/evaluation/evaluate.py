@@ -132,10 +132,10 @@ def format_metrics_markdown(rows: list[tuple[str, dict[str, float]]], depth_unit
         ("RGB MAE (px)", "rgb_mae_px", ".2f"),
         ("PSNR (dB)", "rgb_psnr_db", ".2f"),
         ("SSIM", "rgb_ssim", ".3f"),
-        (f"depth MAE ({depth_unit})", "depth_mae", ".2f"),
-        (f"depth RMSE ({depth_unit})", "depth_rmse", ".2f"),
+        (f"depth MAE ({depth_unit})", "depth_mae", ".3f"),
+        (f"depth RMSE ({depth_unit})", "depth_rmse", ".3f"),
         ("AbsRel", "depth_absrel", ".3f"),
-        (f"depth MAE at points ({depth_unit})", "point_depth_mae", ".2f"),
+        (f"depth MAE at points ({depth_unit})", "point_depth_mae", ".3f"),
         ("AbsRel at points", "point_depth_absrel", ".3f"),
     ]
 

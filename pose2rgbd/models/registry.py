@@ -74,6 +74,10 @@ class ModelFamily:
             (``dataset``: its path, opened by the policy if it needs it; ``given``: the ``model.*`` settings the
             user chose; raise :class:`~pose2rgbd.errors.ConfigError` to refuse, return a ``note`` to say what
             changed); see :meth:`fit_to_dataset`.
+        train_defaults: ``train.*`` values this kind trains with where the user sets none (e.g. its learning rate):
+            ``pose2rgbd train --method KIND`` takes them as the base that ``--config``, flags and ``--set`` override,
+            and ``--help`` shows them. A :class:`~pose2rgbd.training.config.TrainConfig` built in Python keeps the
+            class defaults.
     """
 
     kind: str
@@ -88,6 +92,7 @@ class ModelFamily:
     upgrade_v1: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     fit_dataset: Callable[[], DatasetPolicy] | None = None
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.kind or not self.kind.replace("-", "").replace("_", "").isalnum():

@@ -10,6 +10,7 @@ small LRU cache. Thread-safe.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,16 @@ from pose2rgbd.placemap.selection import MapSelection
 if TYPE_CHECKING:
     from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
+
+
+def pose_units_of(manifest: Mapping[str, Any]) -> str:
+    """The units of a map's keyframe positions, from its manifest (``map.json``): ``m``, ``unscaled`` (the source's
+    own scale, e.g. structure from motion) or ``not recorded`` (an empty manifest: a map in memory)."""
+    ds = manifest.get("dataset", {})
+    units = ds.get("pose_units")
+    if units is None:  # a map of an older pose2rgbd: metres when the dataset had a datum or metric depth
+        units = "m" if ds.get("datum") or ds.get("depth_kind") == "metric" else "not recorded"
+    return str(units)
 
 
 class PlaceMap:
@@ -165,16 +176,17 @@ class PlaceMap:
                 f"({fingerprint}); build a map of this dataset with `pose2rgbd map build`"
             )
 
+    @property
+    def pose_units(self) -> str:
+        """The units of the keyframes' positions (and the extent): :func:`pose_units_of` its manifest."""
+        return pose_units_of(self.manifest)
+
     def info(self) -> dict[str, Any]:
         m = self.manifest
         files = m.get("files", {})
         total = int(sum(files.values()))
         h, w = self.image_hw
         lo, hi = self.positions.min(axis=0), self.positions.max(axis=0)
-        ds = m.get("dataset", {})
-        units = ds.get("pose_units")
-        if units is None:  # a map of an older pose2rgbd: metres when the dataset had a datum or metric depth
-            units = "m" if ds.get("datum") or ds.get("depth_kind") == "metric" else "not recorded"
         return {
             "path": str(self.path),
             "keyframes": len(self),
@@ -189,7 +201,7 @@ class PlaceMap:
             "dataset": m.get("dataset", {}),
             "selection": m.get("selection", {}),
             "extent": [float(v) for v in hi - lo],
-            "pose_units": units,  # of the poses and the extent: "m", "unscaled" (the source's own) or "not recorded"
+            "pose_units": self.pose_units,
             "size_bytes": total,
             "size_mb_per_1000_keyframes": total / 1e6 * 1000 / len(self),
             "build_s": m.get("build_s"),

@@ -48,6 +48,7 @@ FAMILY = ModelFamily(
     train=_recipe,
     migrate=migrate,
     description="hybrid warp-and-fill: nearest training RGB-D frames warped into the pose, filled by a network",
+    train_defaults={"lr": 1e-3},  # at the trainer's 0.01 its fill does not learn (recipe.HIGH_LR, docs/results.md)
 )
 
 __all__ = ["FAMILY", "PRESETS", "FillUNet", "HybridConfig", "HybridNet", "build_model", "splat_keyframes"]

@@ -12,6 +12,14 @@ SKY_RGB = (200, 225, 255)  # +inf (sky) in a depth image
 INVALID_RGB = (90, 90, 90)  # NaN (invalid) in a depth image
 
 
+def depth_norm(lo: float, hi: float) -> object:
+    """The matplotlib ``Normalize`` of :func:`colorize_depth` (log between ``lo`` and ``hi``, linear when
+    ``lo <= 0``): a figure's colour bar for the depth images it shows."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    return LogNorm(lo, hi) if lo > 0 and hi > lo else Normalize(lo, max(hi, lo + 1e-9))
+
+
 def colorize_depth(depth: np.ndarray, lo: float, hi: float, *, cmap: str = "turbo") -> np.ndarray:
     """float ``(H, W)`` depth (metres, REP-118) -> uint8 ``(H, W, 3)`` RGB (see the module docstring)."""
     import matplotlib

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pose2rgbd.viz import INVALID_RGB, SKY_RGB, colorize_depth
 
@@ -24,3 +25,16 @@ def test_log_scale_puts_the_geometric_mean_in_the_middle() -> None:
     below, above = colorize_depth(np.array([[1.0, 5000.0]]), lo, hi)[0]  # clipped to the range ends
     np.testing.assert_array_equal(below, colorize_depth(np.array([[lo]]), lo, hi)[0, 0])
     np.testing.assert_array_equal(above, colorize_depth(np.array([[hi]]), lo, hi)[0, 0])
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.5, 4.0), (0.0, 80.0)])
+def test_the_depth_colour_bar_matches_the_depth_images(lo: float, hi: float) -> None:
+    """A figure's colour bar (depth_norm with turbo) gives every depth the colour colorize_depth gives it, on the log
+    scale and on the linear one."""
+    import matplotlib
+
+    from pose2rgbd.viz import depth_norm
+
+    d = np.linspace(max(lo, 0.6), hi, 50)[None]
+    bar = (matplotlib.colormaps["turbo"](depth_norm(lo, hi)(d))[..., :3] * 255).astype(np.uint8)  # type: ignore[operator]
+    assert np.abs(bar.astype(int) - colorize_depth(d, lo, hi)).max() <= 1

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose2rgbd.viz import colorize_depth
+from pose2rgbd.viz import colorize_depth, depth_norm
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def qualitative_grid(
         ("confidence", None if confidence is None else [_gray(confidence[i], 2.0) for i in range(n)]),
     ]
     shown = [(t, c) for t, c in columns if c is not None]
-    fig, axes = plt.subplots(n, len(shown), figsize=(2.5 * len(shown), 2.5 * n + 0.6), squeeze=False)
+    depth_cols = [j for j, (t, _) in enumerate(shown) if "depth" in t]
+    tall = 2.5 * n + 0.6 + (0.7 if depth_cols else 0.0)  # room for the depth colour bar
+    fig, axes = plt.subplots(n, len(shown), figsize=(2.5 * len(shown), tall), squeeze=False, layout="constrained")
     for i in range(n):
         for j, (name, cells) in enumerate(shown):
             ax = axes[i, j]
@@ -76,9 +78,22 @@ def qualitative_grid(
                 ax.set_title(name, fontsize=9)
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=8)
+    if depth_cols:  # one scale for every depth image (viz.colorize_depth's), under the whole grid: rows stay aligned
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.ticker import FormatStrFormatter
+
+        scale = "log scale" if lo > 0 and hi > lo else "linear"
+        bar = fig.colorbar(
+            ScalarMappable(norm=depth_norm(lo, hi), cmap="turbo"),  # type: ignore[arg-type]
+            ax=axes.ravel().tolist(), location="bottom", shrink=min(0.9, 0.25 + 0.15 * len(depth_cols)), aspect=40,
+        )  # fmt: skip
+        bar.set_label(f"depth{unit}, {scale}; grey: no depth, light blue: sky", fontsize=8)
+        bar.ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        bar.ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        bar.ax.tick_params(labelsize=7, which="both")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save_figure(fig, path)
+    return _save_figure(fig, path, tight=False)
 
 
 def _save_figure(fig: Any, path: str | Path, *, tight: bool = True) -> Path:
@@ -144,10 +159,15 @@ def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", d
         ax2 = ax.twinx()
         ax2.plot(*s[("val", "depth_mae")], "s-", color="C3", label=f"val depth MAE ({depth_unit})", ms=3)
         ax2.set_ylabel(f"depth MAE ({depth_unit})")
-        ax2.legend(loc="upper center")
         drew = True
-    if drew:
-        ax.legend(loc="upper right")
+    if drew:  # one legend for both axes, on the upper one so that no line hides it
+        lines = ax.get_legend_handles_labels()
+        if ("val", "depth_mae") in s:
+            more = ax2.get_legend_handles_labels()
+            lines = (lines[0] + more[0], lines[1] + more[1])
+            ax2.legend(*lines, loc="best", fontsize=8)
+        else:
+            ax.legend(*lines, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -201,7 +221,9 @@ def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit
 
     panels = [(k, lab) for k, lab in (("rgb_mae", "RGB MAE (0-255)"), ("depth_mae", f"depth MAE ({depth_unit})"))
               if k in per_frame and np.isfinite(per_frame[k]).any()]  # fmt: skip
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.8), squeeze=False, layout="constrained"
+    )  # laid out with the colour bar: nothing cut at the edges
     sc = None
     for ax, (key, label) in zip(axes[0], panels):
         sc = ax.scatter(per_frame["coverage_m"], per_frame[key], c=per_frame["coverage_deg"], s=10, cmap="viridis")

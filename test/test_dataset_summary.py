@@ -64,7 +64,7 @@ def test_cli_dataset_info_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "  name         summary-unit",
         "  frames       4 over 2.8 s, 3 source(s)",
         "  camera       40x30 fx=35.2 fy=36.5",
-        "  depth        metric",
+        "  depth        metric, values p5 20 / median 20 / p95 20 m (4 frames sampled)",
         "  extent (m)   x 5.5  y 8.0  z 3.5",
         f"  fingerprint  {Dataset(path).fingerprint()}",
     ]

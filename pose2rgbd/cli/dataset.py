@@ -58,7 +58,7 @@ def _info(args: argparse.Namespace) -> int:
     for c in ds.manifest.source_cameras:
         lens = f"{c['model']} {', '.join(f'{v:.4g}' for v in c['distortion'])}" if c.get("distortion") else "pinhole"
         print(f"  source lens  {c['width']}x{c['height']} fx={c['fx']:.1f} {lens}: the images were undistorted from it")
-    print(f"  depth        {s.depth_kind}")
+    print(f"  depth        {s.depth_kind}{_depth_values(ds)}")
     print(extent_line(s.extent_m, ds.manifest.resolved_pose_units))
     print(f"  fingerprint  {s.fingerprint}")
     if check is not None and check.negative_depth_pixels:
@@ -83,6 +83,28 @@ def _info(args: argparse.Namespace) -> int:
             print(f"  bad file     {rel}: {why}")
         return 1
     return 0
+
+
+def _depth_values(ds: Any, frames: int = 16) -> str:
+    """``: p5 / median / p95 of the valid depth`` of up to ``frames`` frames spread over the dataset (a wrong depth
+    scale shows as metres off by 10x or 1000x), or "" without depth."""
+    import numpy as np
+
+    if not ds.has_depth or not len(ds):
+        return ""
+    pick = np.unique(np.linspace(0, len(ds) - 1, min(frames, len(ds))).round().astype(int))
+    from pose2rgbd.errors import DatasetError
+
+    try:
+        d = np.concatenate([ds.read_depth(int(i)).ravel() for i in pick])
+    except DatasetError as e:  # a damaged file: --deep lists every bad one
+        return f" (depth values not read: {e})"
+    d = d[np.isfinite(d) & (d > 0)]
+    if not d.size:
+        return f": no valid depth in {len(pick)} frames sampled"
+    unit = " m" if ds.manifest.depth_kind == "metric" else ""
+    p5, p50, p95 = (float(v) for v in np.percentile(d, [5, 50, 95]))
+    return f", values p5 {p5:.3g} / median {p50:.3g} / p95 {p95:.3g}{unit} ({len(pick)} frames sampled)"
 
 
 def extent_line(extent: Any, units: str) -> str:

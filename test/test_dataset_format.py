@@ -160,9 +160,11 @@ def test_broken_tables_and_files(tmp_path):
         Dataset(tmp_path / "missing")
 
 
-def test_training_cache_built_once_and_reused(tmp_path):
+def test_training_cache_built_once_and_reused(tmp_path, caplog):
     ds = Dataset(_write(tmp_path / "ds", n=3))
-    c = build_cache(ds, 16, progress=False)
+    with caplog.at_level("INFO", logger="pose2rgbd.dataset.cache"):
+        c = build_cache(ds, 16, progress=False)
+    assert "the 40x30 images are resized to 16x16 (the models render square images)" in caplog.text  # 4:3 -> 1:1
     assert c.rgb.shape == (3, 16, 16, 3) and c.depth is not None and c.depth.shape == (3, 16, 16)
     assert isinstance(c.rgb, np.memmap)
     assert c.camera == CAM.scaled(16, 16)

@@ -161,6 +161,14 @@ def build_cache(
         tmp = make_temp_dir(out, "partial")
     except OSError as e:
         raise _unwritable(out, e, cache_root) from e
+    W, H = ds.camera.width, ds.camera.height
+    if abs(W / H - 1.0) > 0.02:
+        log.info(
+            "training cache: the %dx%d images are resized to %dx%d (the models render square images); the camera's "
+            "fx and fy are scaled each with its own axis, so poses and depth stay right and only the pixels' aspect "
+            "changes",
+            W, H, size, size,
+        )  # fmt: skip
     try:
         n = len(ds)
         negative = 0

@@ -4,10 +4,13 @@
     .venv/bin/python bench/bench_real_rgbd.py --dataset DS [--stride 8]       # any pose2rgbd dataset with depth
 
 ``--tum``: a TUM RGB-D sequence as its authors publish it (``rgb/``, ``depth/``, ``rgb.txt``, ``depth.txt``,
-``groundtruth.txt``; CC BY 4.0), fetched by you: nothing of it enters the repository. Each colour image is paired
-with the nearest depth image in time (within 20 ms, as TUM's ``associate.py``), the pairs imported with
-``pose2rgbd convert images --format tum`` (the sequence's published intrinsics and distortion, depth at 5000 units
-per metre, ``--size``) into ``--work``. ``--dataset`` takes a dataset as it is (the simulator's sensor-realism mode:
+``groundtruth.txt``; CC BY 4.0), fetched by you: nothing of it enters the repository. It is imported with
+``pose2rgbd convert images --format tum --image-list rgb.txt --depth-list depth.txt`` (the sequence's published
+intrinsics and distortion, depth at 5000 units per metre, ``--size``) into ``--work``: each colour image with its
+nearest depth image within 20 ms, one depth image shared where it is the nearest to two colour images
+(``depth_list_reuse``, as this bench has always paired them; TUM's ``associate.py`` uses each depth image once,
+which leaves 692 frames of fr1_rpy instead of 720); colour images without depth or a pose within 20 ms are left out
+(``--skip-unmatched``). ``--dataset`` takes a dataset as it is (the simulator's sensor-realism mode:
 ``pose2rgbd sim --realism --routes survey``).
 
 Frames are subsampled in time (``--stride``), split as ``pose2rgbd train --split route`` splits one recording:
@@ -48,15 +51,6 @@ TUM_CAMERAS = {
 }
 
 
-def _stamped(path: Path) -> list[tuple[float, str]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            t, name = line.split()[:2]
-            rows.append((float(t), name))
-    return rows
-
-
 def prepare_tum(seq: Path, work: Path, size: str) -> Path:
     """Import a TUM RGB-D sequence into ``work/dataset`` (once; later runs reuse it)."""
     from pose2rgbd.cli.main import main as cli
@@ -73,24 +67,11 @@ def prepare_tum(seq: Path, work: Path, size: str) -> Path:
     if kind is None:
         sys.exit(f"{seq.name}: cannot tell the sensor (freiburg1/2/3) from the folder name; keep TUM's name")
     (fx, fy, cx, cy), dist = TUM_CAMERAS[kind]
-    rgb, depth = _stamped(seq / "rgb.txt"), _stamped(seq / "depth.txt")
-    d_t = np.array([t for t, _ in depth])
-    pairs = work / "pairs"
-    (pairs / "depth").mkdir(parents=True, exist_ok=True)
-    listed = []
-    for t, name in rgb:  # each colour image with the nearest depth image, within 20 ms (TUM's associate.py)
-        j = int(np.argmin(np.abs(d_t - t)))
-        if abs(d_t[j] - t) > 0.02:
-            continue
-        link = pairs / "depth" / (Path(name).stem + ".png")
-        if not link.exists():
-            link.symlink_to((seq / depth[j][1]).resolve())
-        listed.append(f"{t:.6f} {name}")
-    (pairs / "rgb.txt").write_text("\n".join(listed) + "\n")
-    argv = ["convert", "images", str(seq / "groundtruth.txt"), "--format", "tum", "--images", str(seq),
-            "--image-list", str(pairs / "rgb.txt"), "--depth", str(pairs / "depth"), "--depth-scale", "5000",
-            "--fx", str(fx), "--fy", str(fy), "--cx", str(cx), "--cy", str(cy),
-            "--distortion", ",".join(map(str, dist)), "--size", size, "--set", "skip_unmatched=true",
+    # each colour image with its nearest depth image within 20 ms, shared where two are nearest to one
+    argv = ["convert", "images", str(seq / "groundtruth.txt"), "--format", "tum", "--image-list", str(seq / "rgb.txt"),
+            "--depth-list", str(seq / "depth.txt"), "--depth-tolerance", "0.02", "--set", "depth_list_reuse=true",
+            "--depth-scale", "5000", "--fx", str(fx), "--fy", str(fy), "--cx", str(cx), "--cy", str(cy),
+            "--distortion", ",".join(map(str, dist)), "--size", size, "--skip-unmatched",
             "--out", str(out), "--no-progress"]  # fmt: skip
     if cli(argv) != 0:
         sys.exit("the TUM import failed (see above)")

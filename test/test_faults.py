@@ -318,7 +318,7 @@ def test_damaged_training_cache_is_rebuilt(damage, toy: Path, caplog: pytest.Log
 
 
 def test_trajectory_row_with_zero_quaternion_is_named(tmp_path: Path) -> None:
-    from pose2rgbd.evaluation.trajectory import read_trajectory_csv
+    from pose2rgbd.convert.trajectories import read_trajectory_csv
 
     p = tmp_path / "traj.csv"
     p.write_text("frame,time_s,tx,ty,tz,qx,qy,qz,qw\n0,0.0,0,0,10,0,0,0,1\n1,0.1,1,0,10,0,0,0,0\n")

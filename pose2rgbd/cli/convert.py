@@ -50,8 +50,16 @@ IMAGES_ALIASES = (
     Alias("--times", "times", metavar="FILE"),
     Alias("--image-list", "image_list", metavar="FILE"),
     Alias("--tolerance", "tolerance_s"),
+    Alias(
+        "--skip-unmatched",
+        "skip_unmatched",
+        const=True,
+        help="TUM: leave out images without a pose (or, with --depth-list, a depth image) within the tolerance",
+    ),
     Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
     Alias("--depth", "depth", metavar="DIR"),
+    Alias("--depth-list", "depth_list", metavar="FILE"),
+    Alias("--depth-tolerance", "depth_tolerance_s"),
     Alias("--depth-scale", "depth_scale"),
     Alias(
         "--skip-missing",

@@ -1,4 +1,5 @@
-"""``pose2rgbd render``: run the render node offline over a bag, or render a trajectory CSV to a video."""
+"""``pose2rgbd render``: run the render node offline over a bag, or render a trajectory (CSV or TUM) to a video or
+images."""
 
 from __future__ import annotations
 
@@ -84,11 +85,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     b.set_defaults(func=_bag)
 
-    t = rsub.add_parser("trajectory", help="render a trajectory CSV (frame,time_s,tx,ty,tz,qx,qy,qz,qw)",
-                        allow_abbrev=False)  # fmt: skip
-    t.add_argument("--trajectory", type=Path, required=True, help="CSV of T_world_cam (the simulator's format)")
-    t.add_argument("--out", type=Path, required=True, help="out.mp4 (RGB | depth side by side) or a directory")
-    t.add_argument("--fps", type=float, default=0.0, help="video frame rate (0: from the CSV times, else 10)")
+    t = rsub.add_parser(
+        "trajectory",
+        help="render a trajectory (CSV frame,time_s,tx,ty,tz,qx,qy,qz,qw or TUM timestamp tx ty tz qx qy qz qw)",
+        description="Renders RGB + metric depth at every pose of a trajectory file, in file order. The format is told "
+        "by the content: the trajectory CSV (header row frame,time_s,tx,ty,tz,qx,qy,qz,qw; the simulator's ground "
+        "truth) or a TUM trajectory (lines 'timestamp tx ty tz qx qy qz qw', whitespace separated, '#' comments: "
+        "TUM RGB-D groundtruth.txt, `localize images --out poses.tum`). Both are T_world_cam in metres, quaternion "
+        "x y z w (Hamilton), camera frame optical unless --camera-axes says otherwise (as `convert images "
+        "--camera-axes`: pass the same value the dataset was imported with). Outputs: a video (RGB | colourized "
+        "depth), or a directory of rgb_NNNNNN.png, depth_NNNNNN.png (16-bit, MILLIMETRES: metres x 1000, 0 = no "
+        "depth, 65535 = 65.535 m or farther) and depth_NNNNNN.npy (float32 METRES, NaN = no depth), NNNNNN the "
+        "pose's place in the file from 0; and the pose table (OUT/poses.csv, or NAME.poses.csv beside a video): "
+        "each pose rendered, out_of_bounds (outside the training poses) and coverage_m / coverage_deg (distance to "
+        "the nearest training camera). docs/ros.md, 'Offline runtime'.",
+        allow_abbrev=False,
+    )
+    t.add_argument("--trajectory", type=Path, required=True,
+                   help="trajectory CSV or TUM file of T_world_cam (see above)")  # fmt: skip
+    t.add_argument("--out", type=Path, required=True,
+                   help="out.mp4 (RGB | depth side by side) or a directory (depth PNGs in mm, .npy in m)")  # fmt: skip
+    t.add_argument("--camera-axes", choices=("optical", "opengl", "flu"), default="optical",
+                   help="axes of the trajectory's camera frame: optical (x right, y down, z forward; TUM RGB-D, "
+                   "KITTI, the simulator), opengl (x right, y up, z back) or flu (x forward, y left, z up); as "
+                   "`convert images --camera-axes`")  # fmt: skip
+    t.add_argument("--fps", type=float, default=0.0, help="video frame rate (0: from the file's times, else 10)")
     t.add_argument("--batch", type=int, default=8, help="poses per forward pass")
     t.add_argument("--max-depth", type=float, default=0.0, help="depth colour scale (0: 99th percentile)")
     add_config_flags(t, engine_schema, engine_aliases(),
@@ -145,15 +166,18 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
 
 
 def _trajectory(args: argparse.Namespace) -> int:
-    from pose2rgbd.evaluation.trajectory import read_trajectory_csv, render_trajectory
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import poses_table_path, render_trajectory
     from pose2rgbd.inference import RenderEngine
-    from pose2rgbd.output_guard import VIDEO, check_output
+    from pose2rgbd.output_guard import FILE, VIDEO, check_output
 
     cfg = config_from_args(args)["engine"]
     need_checkpoint(cfg)
     check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
-    times, T = read_trajectory_csv(args.trajectory)
+    check_output(poses_table_path(args.out), FILE, inputs=[args.trajectory, cfg.checkpoint])
+    traj = read_trajectory(args.trajectory, args.camera_axes)
     engine = RenderEngine.from_config(cfg.as_batch_job())  # a video, not a serving process
-    res = render_trajectory(engine, times, T, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)
-    print(f"{res.out}: {res.frames} frames ({res.out_of_bounds} out of bounds)")
+    res = render_trajectory(engine, traj, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)
+    print(f"{res.out}: {res.frames} frames from a {traj.format.upper()} trajectory ({res.out_of_bounds} out of "
+          f"bounds); per pose: {res.poses}")  # fmt: skip
     return 0

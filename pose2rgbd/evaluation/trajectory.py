@@ -1,4 +1,13 @@
-"""Render a camera trajectory (the simulator's poses CSV) through an engine into a video or a directory."""
+"""Render a camera trajectory through an engine into a video or a directory (``pose2rgbd render trajectory``).
+
+Input: a :class:`Trajectory` (poses in file order; :func:`pose2rgbd.convert.trajectories.read_trajectory` reads the
+simulator's trajectory CSV and TUM trajectories into one).
+
+Output (:func:`render_trajectory`): a video (RGB | colourized depth), or a directory of ``rgb_NNNNNN.png``,
+``depth_NNNNNN.png`` (uint16 millimetres) and ``depth_NNNNNN.npy`` (float32 metres); and beside them the pose
+table (:data:`POSES_COLUMNS`: each pose rendered, whether it is outside the training poses and how far it is from
+the nearest training camera).
+"""
 
 from __future__ import annotations
 
@@ -10,56 +19,118 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.geometry import T_from_tq
 
 log = logging.getLogger(__name__)
 
 TRAJECTORY_COLUMNS = ("frame", "time_s", "tx", "ty", "tz", "qx", "qy", "qz", "qw")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
+# the pose table written beside the renders: one row per pose, in render order
+POSES_COLUMNS = ("index", "frame", "line", "stamp_ns", "tx", "ty", "tz", "qx", "qy", "qz", "qw", "out_of_bounds",
+                 "coverage_m", "coverage_deg")  # fmt: skip
+LISTED = 10  # poses named in the out-of-bounds warning; the rest are counted
 
 
-def read_trajectory_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(time_s (N,), T_world_cam (N, 4, 4))`` from ``frame,time_s,tx,ty,tz,qx,qy,qz,qw`` (header row required)."""
-    data: Any
-    try:
-        data = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: cannot read trajectory CSV: {e}") from e
-    names = data.dtype.names or ()
-    missing = [c for c in TRAJECTORY_COLUMNS if c not in names]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}; expected header {','.join(TRAJECTORY_COLUMNS)}")
-    data = np.atleast_1d(data)
-    if len(data) == 0:
-        raise ConfigError(f"{path}: no rows")
-    t = np.stack([data["tx"], data["ty"], data["tz"]], axis=-1)
-    q = np.stack([data["qx"], data["qy"], data["qz"], data["qw"]], axis=-1)
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        bad = int(np.argmax(~(np.isfinite(t).all(1) & np.isfinite(q).all(1))))
-        raise ConfigError(f"{path}: row {bad + 2} has NaN / inf")
-    qn = np.linalg.norm(q, axis=-1)
-    if np.any(qn < 1e-6):
-        bad = int(np.argmax(qn < 1e-6))
-        raise ConfigError(
-            f"{path}: row {bad + 2} has a zero quaternion (qx, qy, qz, qw); an orientation needs a non-zero "
-            "quaternion, e.g. 0,0,0,1 for no rotation"
-        )
-    return np.asarray(data["time_s"]), T_from_tq(t, q)
+@dataclass
+class Trajectory:
+    """Poses to render, in file order: ``T_world_cam`` (N, 4, 4) in the optical frame, their stamps (int ns; the
+    CSV's ``time_s``, the TUM timestamp), the 1-based line of each in the file and, for the CSV, its ``frame``."""
+
+    path: Path
+    format: str  # "csv" or "tum"
+    stamps_ns: np.ndarray  # (N,) int64
+    T_world_cam: np.ndarray  # (N, 4, 4)
+    lines: np.ndarray  # (N,) int64
+    frames: np.ndarray | None = None  # (N,) float64, the CSV's frame column
+
+    def __len__(self) -> int:
+        return len(self.T_world_cam)
+
+    def frame_text(self, i: int) -> str:
+        """The CSV's frame number of pose ``i`` as written (integral -> no decimals); empty for TUM."""
+        if self.frames is None:
+            return ""
+        f = float(self.frames[i])
+        return str(int(f)) if f.is_integer() else repr(f)
+
+    def label(self, i: int) -> str:
+        """How messages name pose ``i``: ``frame 12`` (CSV), ``line 7 (t 1305031102.1753)`` (TUM)."""
+        if self.frames is not None:
+            return f"frame {self.frame_text(i)}"
+        ns = int(self.stamps_ns[i])
+        t = f"{'-' if ns < 0 else ''}{abs(ns) // 10**9}.{abs(ns) % 10**9:09d}".rstrip("0").rstrip(".")
+        return f"line {int(self.lines[i])} (t {t})"
 
 
 @dataclass
 class TrajectoryRender:
-    """What :func:`render_trajectory` wrote."""
+    """What :func:`render_trajectory` wrote: the renders at ``out``, the pose table at ``poses``, and which poses
+    (indices into the trajectory) are outside the training poses."""
 
     out: Path
     frames: int
     out_of_bounds: int
+    poses: Path | None = None
+    flagged: tuple[int, ...] = ()
+
+
+def poses_table_path(out: str | Path) -> Path:
+    """Where the pose table of ``out`` goes: ``OUT/poses.csv`` for a directory, ``NAME.poses.csv`` beside a
+    video ``NAME.mp4``."""
+    p = Path(out)
+    return p.with_suffix(".poses.csv") if p.suffix.lower() in VIDEO_SUFFIXES else p / "poses.csv"
+
+
+def _coverage(engine: Any, T: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Metres and degrees to the nearest training camera (or keyframe), or ``(None, None)`` when the checkpoint
+    carries none (:meth:`RenderEngine.coverage`)."""
+    fn = getattr(engine, "coverage", None)
+    if fn is None:
+        return None, None
+    m, d = fn(T)
+    return (None, None) if m is None or d is None else (np.asarray(m, np.float64), np.asarray(d, np.float64))
+
+
+def out_of_bounds_message(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov_deg: np.ndarray | None,
+                          table: Path | None = None) -> str:  # fmt: skip
+    """The warning for the poses outside the training poses: how many, the first :data:`LISTED` by name with their
+    distance to the nearest training camera, how many more, and where every pose's flag is."""
+    idx = np.flatnonzero(oob)
+    named = []
+    for i in idx[:LISTED]:
+        far = "" if cov_m is None or cov_deg is None else f" ({cov_m[i]:.2f} m, {cov_deg[i]:.1f} deg)"
+        named.append(f"{traj.label(int(i))}{far}")
+    more = f", and {len(idx) - LISTED} more" if len(idx) > LISTED else ""
+    dist = (
+        "distance to the nearest training camera in brackets"
+        if cov_m is not None
+        else "the checkpoint carries no training cameras, so no distances"
+    )
+    where = f"; every pose's flag and distance: {table}" if table is not None else ""
+    return (
+        f"{len(idx)} of {len(oob)} poses are outside the training poses (+ margin), renders there are unreliable "
+        f"({dist}): {', '.join(named)}{more}{where}"
+    )
+
+
+def poses_table(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov_deg: np.ndarray | None) -> str:
+    """The pose table (:data:`POSES_COLUMNS`): per pose in render order (``index``: the NNNNNN of its files) the
+    CSV's frame (empty for TUM), its line in the trajectory file, its stamp, the pose rendered (``T_world_cam``,
+    optical frame, quaternion x y z w), whether it is outside the training poses and its distance to the nearest
+    training camera (metres, degrees; empty when the checkpoint carries no training cameras)."""
+    from pose2rgbd.geometry.transforms import tq_from_T
+
+    t, q = tq_from_T(traj.T_world_cam)
+    rows = [",".join(POSES_COLUMNS)]
+    for i in range(len(traj)):
+        cov = ("", "") if cov_m is None or cov_deg is None else (f"{cov_m[i]:.6g}", f"{cov_deg[i]:.6g}")
+        rows.append(",".join([str(i), traj.frame_text(i), str(int(traj.lines[i])), str(int(traj.stamps_ns[i])),
+                              *(repr(float(v)) for v in (*t[i], *q[i])), str(bool(oob[i])).lower(), *cov]))  # fmt: skip
+    return "\n".join(rows) + "\n"
 
 
 def render_trajectory(
     engine: Any,
-    times: np.ndarray,
-    T_world_cam: np.ndarray,
+    traj: Trajectory,
     out: str | Path,
     *,
     fps: float = 0.0,
@@ -67,25 +138,32 @@ def render_trajectory(
     max_depth: float = 0.0,
     progress: bool = True,
 ) -> TrajectoryRender:
-    """Render every pose with ``engine`` (an :class:`~pose2rgbd.inference.RenderEngine`).
+    """Render every pose of ``traj`` with ``engine`` (an :class:`~pose2rgbd.inference.RenderEngine`).
 
     ``out`` ending in .mp4 / .avi / .mkv: one video, RGB | colourized depth side by side (``fps`` 0: from the
-    times, else 10). Otherwise a directory of ``rgb_NNNNNN.png``, ``depth_NNNNNN.png`` (uint16 millimetres,
-    0 invalid or beyond 65.535 m) and ``depth_NNNNNN.npy`` (float32 metres). ``max_depth`` 0: the colour scale
-    ends at the 99th percentile of the first depth image.
+    stamps, else 10). Otherwise a directory of ``rgb_NNNNNN.png``, ``depth_NNNNNN.png`` (uint16 millimetres:
+    metres x 1000 rounded down, 0 where there is no depth, 65535 at 65.535 m and beyond) and ``depth_NNNNNN.npy``
+    (float32 metres along the optical axis, NaN where there is no depth); NNNNNN is the pose's place in the file
+    from 0. ``max_depth`` 0: the colour scale ends at
+    the 99th percentile of the first depth image. The pose table (:func:`poses_table`) is written atomically to
+    :func:`poses_table_path` once every pose is rendered; the poses outside the training poses are named in a
+    warning (:func:`out_of_bounds_message`).
     """
     import cv2
 
+    from pose2rgbd.atomic import write_text_atomic
     from pose2rgbd.progress import bar
     from pose2rgbd.viz import colorize_depth
 
     out = Path(out)
-    T = np.asarray(T_world_cam)
-    oob = engine.out_of_bounds(T)
+    T = np.asarray(traj.T_world_cam)
+    table = poses_table_path(out)
+    oob = np.asarray(engine.out_of_bounds(T), dtype=bool).reshape(len(T))
+    cov_m, cov_deg = _coverage(engine, T)
     if oob.any():
-        log.warning("%d of %d poses are outside the training poses (+ margin)", int(oob.sum()), len(T))
-    steps = np.diff(times)
-    fps = fps or (1.0 / float(np.median(steps)) if len(times) > 1 and np.all(steps > 0) else 10.0)
+        log.warning("%s", out_of_bounds_message(traj, oob, cov_m, cov_deg, table))
+    steps = np.diff(traj.stamps_ns) / 1e9
+    fps = fps or (1.0 / float(np.median(steps)) if len(T) > 1 and np.all(steps > 0) else 10.0)
     video = out.suffix.lower() in VIDEO_SUFFIXES
     if not video:
         out.mkdir(parents=True, exist_ok=True)
@@ -124,4 +202,6 @@ def render_trajectory(
     finally:
         if writer is not None:
             writer.release()
-    return TrajectoryRender(out, n, int(oob.sum()))
+    table.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(table, poses_table(traj, oob, cov_m, cov_deg))
+    return TrajectoryRender(out, n, int(oob.sum()), table, tuple(int(i) for i in np.flatnonzero(oob)))

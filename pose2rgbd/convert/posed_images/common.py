@@ -63,7 +63,10 @@ class ImagesConfig:
         "", "TUM: a 'timestamp filename' list (e.g. rgb.txt); default: the timestamp is the image file name"
     )  # fmt: skip
     tolerance_s: float = help_field(0.02, "TUM: an image needs a pose within this many seconds of its timestamp")
-    skip_unmatched: bool = help_field(False, "TUM: drop images without a pose within tolerance_s instead of failing")
+    skip_unmatched: bool = help_field(
+        False, "TUM: drop images without a pose within tolerance_s (with depth_list: or without a depth image "
+        "within depth_tolerance_s) instead of failing"
+    )  # fmt: skip
     skip_missing: bool = help_field(
         False, "transforms.json: leave out frames whose image file, or depth file (depth_file_path), does not exist "
         "(listed in the report) instead of failing"
@@ -82,7 +85,20 @@ class ImagesConfig:
     )
     depth: str = help_field(
         "", "folder of depth maps named as the images (.npy float metres, or 16-bit .png divided by depth_scale); "
-        "empty: RGB-only (transforms.json frames' depth_file_path are used when present)"
+        "empty: RGB-only (transforms.json frames' depth_file_path are used when present); depth with timestamps of "
+        "its own (TUM RGB-D): depth_list"
+    )  # fmt: skip
+    depth_list: str = help_field(
+        "", "TUM: a 'timestamp filename' list of depth images (TUM RGB-D's depth.txt; names relative to the list's "
+        "folder): each image is paired with the depth image nearest in time within depth_tolerance_s, each depth "
+        "image used once (TUM's associate.py); instead of depth"
+    )  # fmt: skip
+    depth_tolerance_s: float = help_field(
+        0.02, "depth_list: an image's depth image must be within this many seconds of its timestamp"
+    )  # fmt: skip
+    depth_list_reuse: bool = help_field(
+        False, "depth_list: pair every image with its nearest depth image even where a nearer image has it too "
+        "(a depth image may serve several images); default: each depth image once, as TUM's associate.py"
     )  # fmt: skip
     depth_scale: float = help_field(
         0.0, "16-bit depth png units per metre (1000: millimetres; TUM RGB-D: 5000); 0: the source's own "
@@ -111,9 +127,14 @@ class ImagesConfig:
             raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.output.rgb_encoding!r}")
         if not 0.0 <= self.undistort_alpha <= 1.0:
             raise ConfigError(f"undistort_alpha must be in [0, 1], got {self.undistort_alpha}")
-        for k in ("tolerance_s", "frame_interval_s"):
+        for k in ("tolerance_s", "depth_tolerance_s", "frame_interval_s"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if self.depth and self.depth_list:
+            raise ConfigError(
+                f"depth ({self.depth}) and depth_list ({self.depth_list}) both given: --depth DIR takes depth maps "
+                "named as the images, --depth-list FILE pairs them by timestamp; give one"
+            )
         if not self.depth_scale >= 0:
             raise ConfigError(f"depth_scale must be > 0 (units per metre; 0: the source's own), got {self.depth_scale}")
         parse_invalid_codes(self.depth_invalid_codes)

@@ -17,6 +17,7 @@ the trajectory. Intrinsics from flags. The camera frame is optical unless ``--ca
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -199,95 +200,209 @@ def read_kitti(path: str | Path, cfg: ImagesConfig) -> PosedImages:
 _STAMP = re.compile(r"^(\d+(?:\.\d+)?)$")
 
 
+def stamp_ns(text: str) -> int | None:
+    """Seconds as written (``1305031102.175304``, also ``1.3e9``) -> int nanoseconds, exactly (decimal, no float
+    rounding); None when ``text`` is not a finite number."""
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    return int((d * 1_000_000_000).to_integral_value())
+
+
+def stamp_of_name(stem: str) -> int | None:
+    """The time (int ns) a file stem names in seconds (``1305031102.175304``, as TUM RGB-D names its images), or
+    None."""
+    return stamp_ns(stem) if _STAMP.match(stem) else None
+
+
+def read_stamped_list(lst: Path, base: Path, what: str) -> tuple[list[Path], np.ndarray]:
+    """A TUM ``timestamp filename`` list (``rgb.txt``, ``depth.txt``; blank and ``#`` lines skipped): the files
+    (names relative to ``base``) and their stamps (int64 ns), in the list's order. ``what`` names the list."""
+    if not lst.is_file():
+        raise PoseImportError(f"{lst}: {what} not found")
+    paths, ts = [], []
+    for ln, raw in enumerate(lst.read_text(errors="replace").splitlines(), 1):
+        s = raw.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = s.split()
+        t = stamp_ns(parts[0])
+        if t is None or len(parts) < 2:
+            raise PoseImportError(f"{lst}:{ln}: expected 'timestamp filename', got {s[:60]!r}")
+        ts.append(t)
+        paths.append(base / parts[1])
+    if not paths:
+        raise PoseImportError(f"{lst}: no 'timestamp filename' lines ({what})")
+    return paths, np.asarray(ts, dtype=np.int64)
+
+
+def associate_stamps(a_ns: np.ndarray, b_ns: np.ndarray, tol_ns: int, *, reuse: bool = False) -> np.ndarray:
+    """For each stamp of ``a``: the index into ``b`` of the stamp paired with it, or -1 (none within ``tol_ns``).
+
+    One-to-one (the default; the rule of TUM's ``associate.py``): of all pairs within ``tol_ns`` the closest in
+    time is taken first, then the closest of the rest whose two members are both still free, and so on; ties go to
+    the earlier ``a``, then the earlier ``b``. ``reuse``: every ``a`` takes its nearest ``b`` within ``tol_ns`` (the
+    earlier on a tie), whether or not another ``a`` has it too."""
+    a = np.asarray(a_ns, dtype=np.int64)
+    b = np.asarray(b_ns, dtype=np.int64)
+    out = np.full(len(a), -1, dtype=np.int64)
+    if len(a) == 0 or len(b) == 0:
+        return out
+    ob = np.argsort(b, kind="stable")
+    bs = b[ob]
+    lo = np.searchsorted(bs, a - tol_ns, side="left")
+    hi = np.searchsorted(bs, a + tol_ns, side="right")
+    cnt = hi - lo
+    if not cnt.any():
+        return out
+    # every candidate pair (a index, sorted-b index) within the tolerance, closest first
+    ia = np.repeat(np.arange(len(a)), cnt)
+    jb = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
+    order = np.lexsort((jb, a[ia], np.abs(a[ia] - bs[jb])))
+    ia, jb = ia[order], jb[order]
+    if reuse:
+        first = np.unique(ia, return_index=True)[1]  # each a's closest candidate
+        out[ia[first]] = ob[jb[first]]
+        return out
+    free_b = np.ones(len(bs), dtype=bool)
+    for i, j in zip(ia.tolist(), jb.tolist(), strict=True):
+        if out[i] < 0 and free_b[j]:
+            out[i] = ob[j]
+            free_b[j] = False
+    return out
+
+
 def _tum_images(cfg: ImagesConfig, traj: Path) -> tuple[list[Path], np.ndarray]:
+    """The images and their stamps (int64 ns): a ``timestamp filename`` list (``--image-list``), else the folder's
+    files, each named by its time in seconds."""
     if cfg.image_list:
         lst = Path(cfg.image_list)
-        if not lst.is_file():
-            raise PoseImportError(f"{lst}: image list not found")
-        base = Path(cfg.images) if cfg.images else lst.parent
-        paths, ts = [], []
-        for ln, raw in enumerate(lst.read_text(errors="replace").splitlines(), 1):
-            s = raw.strip()
-            if not s or s.startswith("#"):
-                continue
-            parts = s.split()
-            try:
-                t = float(parts[0])
-            except ValueError:
-                raise PoseImportError(f"{lst}:{ln}: expected 'timestamp filename', got {s[:60]!r}") from None
-            if len(parts) < 2:
-                raise PoseImportError(f"{lst}:{ln}: expected 'timestamp filename', got {s[:60]!r}")
-            ts.append(t)
-            paths.append(base / parts[1])
-        if not paths:
-            raise PoseImportError(f"{lst}: no 'timestamp filename' lines")
-        return paths, np.asarray(ts)
+        return read_stamped_list(lst, Path(cfg.images) if cfg.images else lst.parent, "image list")
     if not cfg.images:
         raise PoseImportError(f"{traj}: a TUM trajectory needs the images: --images DIR (and/or --image-list rgb.txt)")
     files = image_files(Path(cfg.images), "TUM images")
     ts = []
     for f in files:
-        m = _STAMP.match(f.stem)
-        if m is None:
+        t = stamp_of_name(f.stem)
+        if t is None:
             raise PoseImportError(
                 f"{f}: no timestamp in the file name (expected seconds, e.g. 1305031102.175304.png); give a "
                 "'timestamp filename' list with --image-list"
             )
-        ts.append(float(m.group(1)))
-    return files, np.asarray(ts)
+        ts.append(t)
+    return files, np.asarray(ts, dtype=np.int64)
+
+
+def _tum_depths(cfg: ImagesConfig, paths: list[Path], ns: np.ndarray) -> tuple[list[Path | None], str, str]:
+    """Each image's depth image from ``--depth-list`` (None: none within ``depth_tolerance_s``; see
+    :func:`associate_stamps`), why each unpaired image has none, and the note for the report."""
+    lst = Path(cfg.depth_list)
+    dpaths, dns = read_stamped_list(lst, lst.parent, "depth list")
+    tol_ns = round(cfg.depth_tolerance_s * 1e9)
+    k = associate_stamps(ns, dns, tol_ns, reuse=cfg.depth_list_reuse)
+    paired = k >= 0
+    depths: list[Path | None] = [dpaths[j] if j >= 0 else None for j in k.tolist()]
+    used = [p for p in depths if p is not None]
+    gone = [p for p in dict.fromkeys(used) if not p.is_file()]
+    if gone:
+        shown = ", ".join(str(p) for p in gone[:3]) + (" ..." if len(gone) > 3 else "")
+        raise PoseImportError(
+            f"{lst}: {len(gone)} of the depth images it lists (paired with images) are missing: {shown}; names "
+            f"in a depth list are relative to its folder ({lst.parent})"
+        )
+    why = ""
+    if not paired.all():
+        bad = np.flatnonzero(~paired).tolist()
+        near = [int(np.abs(dns - ns[i]).min()) for i in bad]  # to the nearest depth image, paired or not
+        taken = sum(d <= tol_ns for d in near)  # its nearest depth image went to a nearer image
+        named = [
+            f"{paths[i].name} (its nearest depth image, {d / 1e9:.3f} s away, is paired with a nearer image)"
+            if d <= tol_ns
+            else f"{paths[i].name} (nearest depth image {d / 1e9:.3f} s away)"
+            for i, d in zip(bad[:3], near[:3], strict=True)
+        ]
+        n_bad = int((~paired).sum())
+        why = (
+            f"{n_bad} of {len(paths)} images have no depth image within {cfg.depth_tolerance_s} s of their "
+            f"timestamp ({', '.join(named)}{' ...' if n_bad > 3 else ''}); the depth list covers "
+            f"{dns.min() / 1e9:.3f} .. {dns.max() / 1e9:.3f} s"
+            + (f"; {taken} of them lost their nearest depth image to a nearer image (each depth image is used once; "
+               "--set depth_list_reuse=true lets images share one)" if taken else "")
+        )  # fmt: skip
+    if paired.any():
+        dt = np.abs(ns[paired] - dns[k[paired]]) / 1e9
+        how = ("each image's nearest depth image (depth_list_reuse: one may serve several images)"
+               if cfg.depth_list_reuse else "each depth image used once (TUM's associate.py rule)")  # fmt: skip
+        note = (
+            f"depth images from {lst.name} paired by time: {int(paired.sum())} pairs within "
+            f"{cfg.depth_tolerance_s} s (median {1e3 * float(np.median(dt)):.1f} ms, max "
+            f"{1e3 * float(dt.max()):.1f} ms), {how}"
+        )
+    else:
+        note = ""
+    return depths, why, note
 
 
 def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     traj = Path(path)
-    rows, lines = read_table(traj, "TUM trajectory")
-    if rows.shape[1] != 8:
-        raise PoseImportError(f"{traj}: {rows.shape[1]} numbers per line; TUM has 8 (timestamp tx ty tz qx qy qz qw)")
-    order = np.argsort(rows[:, 0], kind="stable")
-    rows = rows[order]
-    lines = [lines[i] for i in order]
-    keep = np.concatenate([[True], np.diff(rows[:, 0]) > 0])
-    rows = rows[keep]
-    lines = [ln for ln, k in zip(lines, keep, strict=True) if k]
-    q = rows[:, 4:8]
-    nq = np.linalg.norm(q, axis=1)
-    bad = np.flatnonzero(np.abs(nq - 1.0) > 1e-3)
-    if bad.size:
-        raise PoseImportError(
-            f"{traj}:{lines[bad[0]]}: quaternion (qx qy qz qw) has length {nq[bad[0]]:.4f}, not 1; TUM lines are "
-            "'timestamp tx ty tz qx qy qz qw' (is w first?)"
-        )
-    paths, t_img = _tum_images(cfg, traj)
-    order_i = np.argsort(t_img, kind="stable")
+    ns_p, Tp, lines = read_tum_poses(traj)  # the one reader of TUM lines: exact int ns, rotations checked
+    order = np.argsort(ns_p, kind="stable")
+    ns_p, Tp, lines = ns_p[order], Tp[order], [lines[i] for i in order]
+    keep = np.concatenate([[True], np.diff(ns_p) > 0])  # a repeated stamp: its first line
+    ns_p, Tp, lines = ns_p[keep], Tp[keep], [ln for ln, k in zip(lines, keep, strict=True) if k]
+    paths, ns_img = _tum_images(cfg, traj)
+    order_i = np.argsort(ns_img, kind="stable")
     paths = [paths[i] for i in order_i]
-    t_img = t_img[order_i]
-    # seconds since 1970 as float64 keep ~0.1 us; work in int ns relative to the first pose
-    t0 = rows[0, 0]
-    tp = np.round((rows[:, 0] - t0) * 1e9).astype(np.int64)
-    ti = np.round((t_img - t0) * 1e9).astype(np.int64)
+    ns_img = ns_img[order_i]
+    notes = []
+    depths: list[Path | None] | None = None
+    if cfg.depth_list:  # depth paired by time first, over all the images (as associate.py pairs rgb.txt, depth.txt)
+        depths, why, note = _tum_depths(cfg, paths, ns_img)
+        notes += [note] if note else []
+        if why:
+            if not cfg.skip_unmatched:
+                raise PoseImportError(
+                    f"{cfg.depth_list}: {why}. Check that the images and the depth list share a clock, raise "
+                    "--depth-tolerance, or pass --skip-unmatched to leave those frames out"
+                )
+            has = np.array([d is not None for d in depths])
+            notes.append(f"{why.split(' (')[0]} and were dropped (skip_unmatched)")
+            paths, ns_img = [p for p, k in zip(paths, has, strict=True) if k], ns_img[has]
+            depths = [d for d in depths if d is not None]
+            if not paths:
+                raise PoseImportError(f"{cfg.depth_list}: no image has a depth image within {cfg.depth_tolerance_s} s")
+    # int ns relative to the first pose, both as written (no float seconds)
+    tp = ns_p - ns_p[0]
+    ti = ns_img - ns_p[0]
     j = np.clip(np.searchsorted(tp, ti), 1, len(tp) - 1) if len(tp) > 1 else np.zeros(len(ti), np.int64)
     near = np.where(np.abs(tp[j - 1] - ti) <= np.abs(tp[j] - ti), j - 1, j) if len(tp) > 1 else j
     dt = np.abs(tp[near] - ti) / 1e9
     ok = dt <= cfg.tolerance_s
-    notes = [
-        "TUM lines: timestamp tx ty tz qx qy qz qw, T_world_cam; images matched by time: a pose within "
+    notes.insert(
+        0, "TUM lines: timestamp tx ty tz qx qy qz qw, T_world_cam; images matched by time: a pose within "
         f"{cfg.tolerance_s} s is required, the pose is interpolated between the poses around the image time"
-    ]
+    )  # fmt: skip
     if not ok.all():
         bad_i = np.flatnonzero(~ok)
         shown = ", ".join(f"{paths[k].name} ({dt[k]:.3f} s)" for k in bad_i[:3]) + (" ..." if len(bad_i) > 3 else "")
         if not cfg.skip_unmatched:
             raise PoseImportError(
                 f"{traj}: {len(bad_i)} of {len(paths)} images have no pose within {cfg.tolerance_s} s of their "
-                f"timestamp (nearest pose: {shown}); the trajectory covers {rows[0, 0]:.3f} .. {rows[-1, 0]:.3f} s. "
-                "Check that images and poses share a clock, raise --tolerance, or pass --set skip_unmatched=true"
+                f"timestamp (nearest pose: {shown}); the trajectory covers {ns_p[0] / 1e9:.3f} .. "
+                f"{ns_p[-1] / 1e9:.3f} s. "
+                "Check that images and poses share a clock, raise --tolerance, or pass --skip-unmatched"
             )
         notes.append(f"{len(bad_i)} images without a pose within {cfg.tolerance_s} s were dropped (skip_unmatched)")
         paths = [p for p, k in zip(paths, ok, strict=True) if k]
-        ti, t_img = ti[ok], t_img[ok]
+        ti, ns_img = ti[ok], ns_img[ok]
+        if depths is not None:
+            depths = [d for d, k in zip(depths, ok, strict=True) if k]
         if not paths:
             raise PoseImportError(f"{traj}: no image has a pose within {cfg.tolerance_s} s")
     missing_images(paths, traj)
-    Tp = check_rotations(T_from_tq(rows[:, 1:4], q / nq[:, None]), [f"{traj}:{ln}" for ln in lines])
     inside = (ti >= tp[0]) & (ti <= tp[-1])
     T = np.empty((len(paths), 4, 4))
     if inside.any() and len(tp) > 1:
@@ -307,8 +422,43 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     w, h = image_size(paths[0])
     cams, how = cfg.flag_or_exif_cameras(paths, w, h, "a TUM trajectory")
     notes += [how, "the world frame is the trajectory's own (not ENU, no datum)"]
-    stamps = np.round(t_img * 1e9).astype(np.int64)
     return PosedImages(
-        kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=stamps, cameras=cams,
-        convention="TUM poses are T_world_cam of the camera's optical frame (no axis change)", assumptions=notes,
+        kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=ns_img, cameras=cams,
+        convention="TUM poses are T_world_cam of the camera's optical frame (no axis change)", depths=depths,
+        assumptions=notes,
     )  # fmt: skip
+
+
+def read_tum_poses(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The poses of a TUM trajectory as written, in file order: the stamps (int64 ns, from the first column as
+    written, exactly: :func:`stamp_ns`; seconds in TUM RGB-D, the image index in a ``localize images`` .tum),
+    ``T_world_cam`` (N, 4, 4) in the file's own camera axes, and the 1-based line of each pose. Lines are
+    ``timestamp tx ty tz qx qy qz qw`` (quaternion x y z w, Hamilton, unit length to 1e-3, else refused with the
+    hint "is w first?"), whitespace (or comma) separated, blank and ``#`` lines skipped; rotations checked as every
+    importer's (:func:`check_rotations`). Not sorted, repeats kept: time order is the caller's business (``render
+    trajectory`` renders the lines in file order; :func:`read_tum` sorts)."""
+    traj = Path(path)
+    rows, lines = read_table(traj, "TUM trajectory")
+    if rows.shape[1] != 8:
+        raise PoseImportError(f"{traj}: {rows.shape[1]} numbers per line; TUM has 8 (timestamp tx ty tz qx qy qz qw)")
+    if not np.all(np.isfinite(rows)):
+        bad_row = int(np.argmax(~np.isfinite(rows).all(axis=1)))
+        raise PoseImportError(f"{traj}:{lines[bad_row]}: NaN or inf")
+    q = rows[:, 4:8]
+    nq = np.linalg.norm(q, axis=1)
+    bad = np.flatnonzero(~(np.abs(nq - 1.0) <= 1e-3))
+    if bad.size:
+        raise PoseImportError(
+            f"{traj}:{lines[bad[0]]}: quaternion (qx qy qz qw) has length {nq[bad[0]]:.4f}, not 1; TUM lines are "
+            "'timestamp tx ty tz qx qy qz qw' (is w first?)"
+        )
+    T = check_rotations(T_from_tq(rows[:, 1:4], q / nq[:, None]), [f"{traj}:{ln}" for ln in lines])
+    text = traj.read_text(errors="replace").splitlines()
+    stamps = []
+    for ln in lines:
+        first = text[ln - 1].strip().replace(",", " ").split()[0]
+        ns = stamp_ns(first)
+        if ns is None or not -(2**63) <= ns < 2**63:
+            raise PoseImportError(f"{traj}:{ln}: timestamp {first!r} is not a time in seconds that fits int64 ns")
+        stamps.append(ns)
+    return np.asarray(stamps, dtype=np.int64), T, lines

@@ -36,6 +36,7 @@ from pose2rgbd.convert.posed_images.common import (
 from pose2rgbd.convert.posed_images.depth import DepthReadStats, depth_import_lines, read_depth_map, resolve_depth_scale
 from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.dataset import Manifest
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.lens import Distortion
 
@@ -91,9 +92,11 @@ def detect_format(path: str | Path) -> str:
         part = incomplete_model(p)
         if part:
             raise PoseImportError(f"{p}: an incomplete COLMAP model: {part}; give a complete model folder")
+        tum = _tum_sequence_hint(p)
         raise PoseImportError(
             f"{p}: no poses found in this folder: no transforms.json, no COLMAP model (cameras + images .bin / "
-            f".txt, here or in sparse/0) and no {POSES_BOUNDS}; give the file or model folder, or --format"
+            f".txt, here or in sparse/0) and no {POSES_BOUNDS}; "
+            + (tum or "give the file or model folder, or --format")
         )
     if p.suffix.lower() == ".json":
         return "transforms-json"
@@ -110,9 +113,36 @@ def detect_format(path: str | Path) -> str:
     )
 
 
+def _tum_sequence_hint(folder: Path) -> str:
+    """For a TUM RGB-D sequence folder (``groundtruth.txt``) given as the source: the command that imports it."""
+    gt = folder / "groundtruth.txt"
+    if not gt.is_file():
+        return ""
+    if (folder / "rgb").is_dir():
+        imgs = f"--images {folder / 'rgb'}"
+    elif (folder / "rgb.txt").is_file():
+        imgs = f"--image-list {folder / 'rgb.txt'}"
+    else:
+        imgs = "--images DIR"
+    depth = f" --depth-list {folder / 'depth.txt'} --depth-scale 5000" if (folder / "depth.txt").is_file() else ""
+    what = "the images and the depth" if depth else "the images"
+    return (
+        f"it holds a TUM trajectory ({gt.name}): give that file as the source, with {what} and the camera: "
+        f"pose2rgbd convert images {gt} --format tum {imgs}{depth} --fx FX --fy FY --cx CX --cy CY "
+        "[--distortion K1,K2,P1,P2,K3] [--skip-unmatched] --out DS (TUM RGB-D's published intrinsics: docs/byod.md, "
+        "TUM)"
+    )
+
+
 def read_posed_images(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     """Read any supported source (``cfg.format``, or detected) into :class:`PosedImages`."""
     fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    if cfg.depth_list and fmt != "tum":
+        raise PoseImportError(
+            f"--depth-list {cfg.depth_list}: pairs depth images with the images by their timestamps, which only a "
+            f"TUM trajectory's images carry (this source is {fmt}); give depth maps named as the images with "
+            "--depth DIR"
+        )
     return READERS[fmt](path, cfg)
 
 
@@ -185,6 +215,32 @@ def _read_rgb(path: Path, cam: SourceCamera) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
+def _depth_list_hint(folder: Path) -> str:
+    """A hint to ``--depth-list`` when a ``--depth`` folder looks like depth with its own timestamps (TUM RGB-D):
+    files named by their time, or a ``depth.txt`` in or beside it; else ''."""
+    from pose2rgbd.convert.posed_images.trajectory import stamp_of_name
+
+    lists = [p for p in (folder / "depth.txt", folder.parent / "depth.txt") if p.is_file()]
+    try:
+        stamped = any(p.is_file() and stamp_of_name(p.stem) is not None for p in folder.iterdir())
+    except OSError:
+        stamped = False
+    if not lists and not stamped:
+        return ""
+    if stamped:
+        what = "its depth images are named by timestamps of their own" + (
+            f", and {lists[0]} lists them" if lists else ""
+        )
+    else:
+        what = f"{lists[0]} lists depth images by timestamp"
+    lst = lists[0] if lists else "FILE (a 'timestamp filename' list of them, as TUM's depth.txt)"
+    return (
+        f"; {what} (depth stamped apart from the images, as in TUM RGB-D): pair them with the images by time with "
+        f"--depth-list {lst} instead of --depth (each image gets the depth image nearest in time, within "
+        "--depth-tolerance, default 0.02 s)"
+    )
+
+
 def _depth_path(cfg: ImagesConfig, pi: PosedImages, i: int) -> Path | None:
     if cfg.depth:
         stem = pi.images[i].stem
@@ -192,7 +248,10 @@ def _depth_path(cfg: ImagesConfig, pi: PosedImages, i: int) -> Path | None:
             p = Path(cfg.depth) / (stem + ext)
             if p.is_file():
                 return p
-        raise PoseImportError(f"{cfg.depth}: no depth map named {stem}.npy / .png / .tif for image {pi.images[i]}")
+        raise PoseImportError(
+            f"{cfg.depth}: no depth map named {stem}.npy / .png / .tif for image {pi.images[i]}"
+            + _depth_list_hint(Path(cfg.depth))
+        )
     return pi.depths[i] if pi.depths is not None else None
 
 
@@ -229,11 +288,17 @@ class PosedImagesSource(SourceBase):
         output check), or :class:`PosedImages` already read."""
         self.cfg = cfg = cfg or ImagesConfig()
         if isinstance(source, PosedImages):
+            if cfg.depth_list:
+                raise ConfigError(
+                    f"depth_list ({cfg.depth_list}) is read by the TUM reader; a PosedImages of your own carries its "
+                    "depth files in .depths (one per image, None for none)"
+                )
             self._pi: PosedImages | None = source
             default = [source.source, *sorted({p.parent for p in source.images})]
         else:
             self._pi, self.source = None, Path(source)
-            default = [Path(p) for p in (source, cfg.images, cfg.depth, cfg.image_list, cfg.calib) if p]
+            default = [Path(p) for p in (source, cfg.images, cfg.depth, cfg.image_list, cfg.depth_list, cfg.calib)
+                       if p]  # fmt: skip
         self._inputs = inputs if inputs is not None else default
         self._dstats = DepthReadStats()
 

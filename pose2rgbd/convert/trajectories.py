@@ -1,0 +1,160 @@
+"""The trajectory files ``pose2rgbd render trajectory`` reads: poses to render, as a
+:class:`~pose2rgbd.evaluation.trajectory.Trajectory` (:func:`read_trajectory`; the format is told by the file's content,
+not its name).
+
+* the trajectory CSV (the simulator's ground-truth poses): a header row ``frame,time_s,tx,ty,tz,qx,qy,qz,qw``
+  (more columns are ignored), one pose per row, ``T_world_cam``;
+* a TUM trajectory (TUM RGB-D ``groundtruth.txt``, what ``convert images --format tum`` imports and
+  ``localize images --out poses.tum`` writes): ``timestamp tx ty tz qx qy qz qw`` per line, whitespace separated,
+  ``#`` comments, read by the importer's own reader (:func:`pose2rgbd.convert.posed_images.trajectory.read_tum_poses`).
+
+Both are ``T_world_cam`` (metres, quaternion x y z w, Hamilton) in the camera's optical frame unless
+``camera_axes`` says otherwise: the poses are mapped exactly as ``convert images`` maps a trajectory (``T @
+axes_matrix(camera_axes)``, the world frame unchanged), so a line of a ``groundtruth.txt`` imported with ``convert
+images`` renders at the pose of the dataset frame with that timestamp. Here, beside the importer's readers, and not
+in :mod:`pose2rgbd.evaluation.trajectory` (the rendering): the evaluation layer does not import the converters.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from pose2rgbd.convert.posed_images.common import CAMERA_AXES, axes_matrix, check_rotations
+from pose2rgbd.convert.posed_images.trajectory import read_tum_poses, stamp_ns
+from pose2rgbd.errors import ConfigError, Pose2RGBDError
+from pose2rgbd.evaluation.trajectory import TRAJECTORY_COLUMNS, Trajectory
+from pose2rgbd.geometry import T_from_tq
+
+TRAJECTORY_FORMATS = ("csv", "tum")
+TUM_LINE = "timestamp tx ty tz qx qy qz qw"
+TUM_EXAMPLE = "1305031102.175304 1.3434 0.6271 1.6606 0.6583 0.6112 -0.2938 -0.3266"
+
+
+def accepted_formats() -> str:
+    """The formats ``render trajectory`` reads, with the CSV header and a TUM line: for every format error."""
+    return (
+        f"accepted: a trajectory CSV whose first row is the header {','.join(TRAJECTORY_COLUMNS)} (comma "
+        f"separated), or a TUM trajectory of lines '{TUM_LINE}' (whitespace separated, '#' comments), e.g. "
+        f"'{TUM_EXAMPLE}'"
+    )
+
+
+def _data_lines(path: Path) -> list[tuple[int, str]]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the trajectory: {e.strerror or e}") from e
+    return [(n, s) for n, raw in enumerate(text.splitlines(), 1) if (s := raw.strip()) and not s.startswith("#")]
+
+
+def trajectory_format(path: str | Path) -> str:
+    """``csv`` or ``tum``, from the first line that is not blank or a ``#`` comment: 8 numbers is TUM, a row with
+    the CSV's columns is the CSV; anything else is an error naming both formats."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: trajectory file not found")
+    lines = _data_lines(p)
+    if not lines:
+        raise ConfigError(f"{p}: no poses (the file is empty or only comments); {accepted_formats()}")
+    n, first = lines[0]
+    parts = first.replace(",", " ").split()
+    try:
+        [float(x) for x in parts]
+        numbers = True
+    except ValueError:
+        numbers = False
+    if numbers and len(parts) == 8:
+        return "tum"
+    names = [c.strip() for c in first.split(",")]
+    if not numbers and "," in first:
+        missing = [c for c in TRAJECTORY_COLUMNS if c not in names]
+        if not missing:
+            return "csv"
+        why = f"its header (line {n}) lacks the column(s) {','.join(missing)}"
+    elif numbers:
+        why = f"line {n} has {len(parts)} numbers: a TUM line has 8, and a CSV needs its header row first"
+    else:
+        why = f"line {n} is neither a CSV header nor a TUM line of 8 numbers: {first[:60]!r}"
+    raise ConfigError(f"{p}: not a trajectory: {why}; {accepted_formats()}")
+
+
+def _poses_checked(path: Path, t: np.ndarray, q: np.ndarray, rows: list[int]) -> np.ndarray:
+    """The CSV's poses (``rows``: the file's lines): NaN / inf and zero quaternions refused; quaternions
+    normalized and rotations checked as the TUM reader does, so that one pose in either format is one matrix."""
+    ok = np.isfinite(t).all(1) & np.isfinite(q).all(1)
+    if not ok.all():
+        raise ConfigError(f"{path}: row {rows[int(np.argmax(~ok))]} has NaN / inf")
+    qn = np.linalg.norm(q, axis=-1)
+    if np.any(qn < 1e-6):
+        raise ConfigError(
+            f"{path}: row {rows[int(np.argmax(qn < 1e-6))]} has a zero quaternion (qx, qy, qz, qw); an orientation "
+            "needs a non-zero quaternion, e.g. 0,0,0,1 for no rotation"
+        )
+    return check_rotations(T_from_tq(t, q / qn[:, None]), [f"{path}: row {r}" for r in rows])
+
+
+def _read_csv_rows(path: Path) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """The CSV's :data:`TRAJECTORY_COLUMNS` as ``(N, 9)`` float64, the line of each row ("row" in messages) and
+    ``time_s`` in int64 ns (exactly as written)."""
+    lines = _data_lines(path)
+    (hn, header), body = lines[0], lines[1:]
+    names = [c.strip() for c in next(csv.reader([header]))]
+    missing = [c for c in TRAJECTORY_COLUMNS if c not in names]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {missing} in the header (line {hn}); {accepted_formats()}")
+    if not body:
+        raise ConfigError(f"{path}: no rows (only the header)")
+    cols = [names.index(c) for c in TRAJECTORY_COLUMNS]
+    out = np.empty((len(body), len(cols)))
+    stamps = np.zeros(len(body), dtype=np.int64)
+    for i, (n, row) in enumerate(body):
+        fields = next(csv.reader([row]))
+        if len(fields) != len(names):
+            raise ConfigError(f"{path}: row {n} has {len(fields)} fields, the header (line {hn}) has {len(names)}")
+        for j, c in enumerate(cols):
+            try:
+                out[i, j] = float(fields[c])
+            except ValueError:
+                raise ConfigError(
+                    f"{path}: row {n}, column {TRAJECTORY_COLUMNS[j]}: {fields[c].strip()[:30]!r} is not a number"
+                ) from None
+        ns = stamp_ns(fields[cols[1]].strip())
+        if ns is None or not -(2**63) <= ns < 2**63:
+            raise ConfigError(f"{path}: row {n}: time_s {fields[cols[1]].strip()[:30]!r} does not fit int64 ns")
+        stamps[i] = ns
+    return out, [n for n, _ in body], stamps
+
+
+def read_trajectory_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(time_s (N,), T_world_cam (N, 4, 4))`` from the trajectory CSV (header row required)."""
+    p = Path(path)
+    if trajectory_format(p) != "csv":
+        raise ConfigError(f"{p}: a TUM trajectory, not the trajectory CSV; read it with read_trajectory")
+    data, rows, _ = _read_csv_rows(p)
+    return data[:, 1].copy(), _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
+
+
+def read_trajectory(path: str | Path, camera_axes: str = "optical") -> Trajectory:
+    """The poses of a trajectory CSV or TUM file (told apart by :func:`trajectory_format`), mapped from the file's
+    ``camera_axes`` (``optical``, ``opengl``, ``flu``; as ``convert images --camera-axes``) to the optical frame."""
+    if camera_axes not in CAMERA_AXES:
+        raise ConfigError(f"camera axes must be one of {', '.join(CAMERA_AXES)}, got {camera_axes!r}")
+    p = Path(path)
+    fmt = trajectory_format(p)
+    frames = None
+    try:
+        if fmt == "csv":
+            data, rows, stamps = _read_csv_rows(p)
+            frames = data[:, 0].copy()
+            T = _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
+        else:
+            stamps, T, rows = read_tum_poses(p)
+    except Pose2RGBDError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e)) from e
+    T = T @ axes_matrix(camera_axes)
+    return Trajectory(p, fmt, stamps, T, np.asarray(rows, dtype=np.int64), frames)

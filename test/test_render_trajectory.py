@@ -1,0 +1,306 @@
+"""`render trajectory`: the trajectory CSV and TUM trajectories (told apart by content), the TUM lines mapped as
+`convert images` maps them (a groundtruth.txt line renders at its dataset frame's pose), the error for a file of
+neither format, the out-of-bounds warning naming the poses, and the pose table written beside the renders.
+(The first CLI test of the command, PNGs and a video from a CSV, is in test_inference_checkpoint.py.)"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
+from pose2rgbd.geometry.transforms import T_from_tq
+from pose2rgbd.testing.ground_plane import forward_pose
+
+torch = pytest.importorskip("torch")
+
+CSV_HEADER = "frame,time_s,tx,ty,tz,qx,qy,qz,qw"
+TUM_LINE = "timestamp tx ty tz qx qy qz qw"
+GL = np.diag([1.0, -1.0, -1.0, 1.0])  # T_opengl_optical (= its inverse)
+T0_S = 1305031102.0
+
+
+def _train_poses() -> np.ndarray:
+    """The training cameras of the test checkpoints: a 5 x 5 grid 18-22 m up, looking ahead and down, turning.
+    (Not straight down: a camera looking straight down has qw ~ 0, where the 6dof-quat encoding flips sign.)"""
+    return np.stack([forward_pose(x, y, 20.0 + 0.1 * x, yaw=0.5 + 0.02 * (x + y), pitch_deg=30.0 + 0.4 * (x - y))
+                     for x in range(-20, 21, 10) for y in range(-20, 21, 10)])  # fmt: skip
+
+
+def _checkpoint(path: Path, T_train: np.ndarray, *, training_poses: bool = True) -> Path:
+    """A small Base checkpoint (random weights: a deterministic function of the pose) fitted to ``T_train``;
+    with ``training_poses`` it carries the training cameras, as `train` saves them (coverage distances)."""
+    from pose2rgbd.methods.pose2rgbd import build_model, preset_config
+    from pose2rgbd.models import DepthNormalizer, PoseNormalizer, save_checkpoint
+
+    torch.manual_seed(0)
+    mc = preset_config("base", size=64, outputs="rgbd", encoding="6dof-quat")
+    model = build_model(mc, DepthNormalizer(1.0, 80.0), PoseNormalizer.fit(T_train, "6dof-quat"))
+    extra = None
+    if training_poses:
+        tq = np.concatenate([T_train[:, :3, 3], matrix_to_quat_xyzw(T_train[:, :3, :3])], axis=1)
+        extra = {"training_poses": torch.from_numpy(tq), "coverage_rot_weight_m": 20.0}
+    return save_checkpoint(path, model, dataset_fingerprint="fp", camera=PinholeCamera.from_fov(64, 64, 75.0),
+                           extra=extra)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ck") / "m.pt", _train_poses())
+
+
+def _fields(T: np.ndarray) -> list[str]:
+    return [repr(float(v)) for v in (*T[:3, 3], *matrix_to_quat_xyzw(T[:3, :3]))]
+
+
+def _write_csv(path: Path, T: np.ndarray, t_s: np.ndarray) -> Path:
+    rows = [CSV_HEADER] + [",".join([str(i), repr(float(t_s[i])), *_fields(T[i])]) for i in range(len(T))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _write_tum(path: Path, T: np.ndarray, t_s: np.ndarray) -> Path:
+    lines = [f"# ground truth trajectory\n# {TUM_LINE}"]
+    lines += [f"{t_s[i]:.6f} " + " ".join(_fields(T[i])) for i in range(len(T))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _render(ckpt: Path, traj: Path, out: Path, *extra: str) -> int:
+    from pose2rgbd.cli.main import main
+
+    return main(["render", "trajectory", "--checkpoint", str(ckpt), "--device", "cpu", "--trajectory", str(traj),
+                 "--out", str(out), *extra])  # fmt: skip
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _table_poses(rows: list[dict[str, str]]) -> np.ndarray:
+    t = np.array([[float(r[k]) for k in ("tx", "ty", "tz")] for r in rows])
+    q = np.array([[float(r[k]) for k in ("qx", "qy", "qz", "qw")] for r in rows])
+    return T_from_tq(t, q)
+
+
+def _route(n: int) -> np.ndarray:
+    """``n`` poses inside the training poses, turning and pitching (all four quaternion parts non-zero)."""
+    return np.stack([forward_pose(-10.0 + 4.0 * k, 3.0 - k, 20.0, yaw=0.4 + 0.05 * k, pitch_deg=28.0 + k)
+                     for k in range(n)])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ TUM input
+def test_tum_trajectory_is_read_and_rendered(ckpt: Path, tmp_path: Path) -> None:
+    T = _route(3)
+    t_s = T0_S + np.array([0.0, 0.1, 0.2])
+    for name in ("gt5.txt", "poses.tum"):  # the user's file; what `localize images` writes
+        traj = _write_tum(tmp_path / name, T, t_s)
+        out = tmp_path / f"out-{name}"
+        assert _render(ckpt, traj, out) == 0
+        assert sorted(p.name for p in out.glob("rgb_*.png")) == [f"rgb_{k:06d}.png" for k in range(3)]
+        for k in range(3):
+            npy = np.load(out / f"depth_{k:06d}.npy")
+            png = cv2.imread(str(out / f"depth_{k:06d}.png"), cv2.IMREAD_UNCHANGED)
+            assert npy.dtype == np.float32 and png.dtype == np.uint16 and npy.shape == png.shape == (64, 64)
+            # the units the docs state: .npy metres, PNG millimetres (rounded down)
+            mm = np.minimum(np.floor(np.nan_to_num(npy, nan=0.0) * 1000.0), 65535)  # saturated at 65.535 m
+            np.testing.assert_array_equal(png, mm.astype(np.uint16))
+        rows = _table(out / "poses.csv")
+        assert [r["index"] for r in rows] == ["0", "1", "2"] and all(r["frame"] == "" for r in rows)
+        assert [int(r["line"]) for r in rows] == [3, 4, 5]  # after the two comment lines
+        assert [int(r["stamp_ns"]) for r in rows] == [round(t * 1e9) for t in t_s]
+        # quaternion read as qx qy qz qw: the pose rendered is the pose written
+        np.testing.assert_allclose(_table_poses(rows), T, atol=1e-12)
+        assert [r["out_of_bounds"] for r in rows] == ["false"] * 3
+        assert all(0.0 <= float(r["coverage_m"]) < 30.0 and 0.0 <= float(r["coverage_deg"]) < 90.0 for r in rows)
+    # a video: the pose table beside it
+    assert _render(ckpt, tmp_path / "gt5.txt", tmp_path / "v.mp4") == 0
+    assert (tmp_path / "v.mp4").stat().st_size > 0 and len(_table(tmp_path / "v.poses.csv")) == 3
+
+
+def test_same_pose_as_csv_and_tum_renders_the_same(ckpt: Path, tmp_path: Path) -> None:
+    T = _route(4)
+    t_s = T0_S + 0.05 * np.arange(4)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _render(ckpt, _write_csv(tmp_path / "traj.csv", T, t_s - T0_S), a) == 0
+    assert _render(ckpt, _write_tum(tmp_path / "traj.txt", T, t_s), b) == 0
+    for k in range(4):
+        for name in (f"rgb_{k:06d}.png", f"depth_{k:06d}.png"):
+            np.testing.assert_array_equal(cv2.imread(str(a / name), cv2.IMREAD_UNCHANGED),
+                                          cv2.imread(str(b / name), cv2.IMREAD_UNCHANGED), err_msg=name)  # fmt: skip
+        np.testing.assert_array_equal(np.load(a / f"depth_{k:06d}.npy"), np.load(b / f"depth_{k:06d}.npy"))
+    ra, rb = _table(a / "poses.csv"), _table(b / "poses.csv")
+    np.testing.assert_array_equal(_table_poses(ra), _table_poses(rb))
+    assert [r["frame"] for r in ra] == ["0", "1", "2", "3"] and [r["line"] for r in ra] == ["2", "3", "4", "5"]
+    # the renders depend on the pose: the first and the last differ (else "identical" would prove nothing)
+    assert not np.array_equal(np.load(a / "depth_000000.npy"), np.load(a / "depth_000003.npy"))
+
+
+# ------------------------------------------------------------------ a groundtruth.txt imported with convert
+@pytest.mark.parametrize("axes", ["optical", "opengl"])
+def test_groundtruth_line_renders_at_its_dataset_frame(axes: str, tmp_path: Path) -> None:
+    """A TUM sequence imported with `convert images` (images named by their timestamps, as TUM RGB-D's rgb/),
+    a model of that dataset, then its groundtruth.txt rendered: each line with the timestamp of a dataset frame
+    renders at that frame's pose (the pose table), and the images are those of the frame's own pose (given as
+    CSV). Trajectory in OpenGL camera axes: imported and rendered with --camera-axes opengl."""
+    from pose2rgbd.convert.posed_images import ImagesConfig
+    from pose2rgbd.convert.sources.images import convert_images
+    from pose2rgbd.dataset import Dataset
+
+    n = 12
+    T_opt = np.stack([forward_pose(-1.5 + 0.3 * k, 0.05 * k, 20.0 + 0.02 * k, yaw=0.3 + 0.05 * k,
+                                   pitch_deg=30.0 + 0.5 * k) for k in range(n)])  # fmt: skip
+    T_file = T_opt @ GL if axes == "opengl" else T_opt  # the file's camera axes
+    t_s = T0_S + 0.175304 + 0.1 * np.arange(n)  # written with 6 decimals, as TUM RGB-D's
+    gt = _write_tum(tmp_path / "groundtruth.txt", T_file, t_s)
+    rng = np.random.default_rng(0)
+    (tmp_path / "rgb").mkdir()
+    for k in range(0, n, 2):  # an image at every other pose time (as a TUM sequence's rgb/ and groundtruth.txt)
+        img = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(tmp_path / "rgb" / f"{t_s[k]:.6f}.png"), img)
+    cfg = ImagesConfig(images=str(tmp_path / "rgb"), fx=30.0, camera_axes=axes)
+    ds = Dataset(convert_images(gt, tmp_path / "ds", cfg, progress=False))
+    assert len(ds) == n // 2
+    ck = _checkpoint(tmp_path / "m.pt", ds.frames.T_world_cam)
+
+    out = tmp_path / "gt"
+    assert _render(ck, gt, out, "--camera-axes", axes) == 0
+    rows = _table(out / "poses.csv")
+    by_stamp = {int(r["stamp_ns"]): i for i, r in enumerate(rows)}
+    rendered = _table_poses(rows)
+    idx = [by_stamp[int(s)] for s in ds.frames.stamp_ns]  # every dataset frame's timestamp is a line, exactly
+    # the same pose: the importer reads the line's time exactly (int ns), so the image sits on the line's pose
+    np.testing.assert_allclose(rendered[idx], ds.frames.T_world_cam, atol=1e-9)
+    assert all(rows[i]["out_of_bounds"] == "false" and float(rows[i]["coverage_m"]) < 1e-6 for i in idx)
+    # the renders of those lines are the renders of the dataset frames' own poses
+    frames = _write_csv(tmp_path / "frames.csv", ds.frames.T_world_cam, ds.frames.stamp_ns / 1e9 - T0_S)
+    assert _render(ck, frames, tmp_path / "ds-poses") == 0
+    for j, i in enumerate(idx):
+        want_depth = np.load(tmp_path / "ds-poses" / f"depth_{j:06d}.npy")
+        np.testing.assert_allclose(np.load(out / f"depth_{i:06d}.npy"), want_depth, rtol=1e-5, atol=1e-4)
+        got = cv2.imread(str(out / f"rgb_{i:06d}.png")).astype(int)
+        want = cv2.imread(str(tmp_path / "ds-poses" / f"rgb_{j:06d}.png")).astype(int)
+        assert np.abs(got - want).max() <= 1
+    if axes == "opengl":  # without the flag the same lines are other poses (the camera turned about its x axis)
+        assert _render(ck, gt, tmp_path / "no-flag") == 0
+        wrong = _table_poses(_table(tmp_path / "no-flag" / "poses.csv"))
+        assert not np.allclose(wrong[idx], ds.frames.T_world_cam, atol=1e-3)
+        np.testing.assert_allclose(wrong[idx] @ GL, ds.frames.T_world_cam, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("hello world\n", "neither a CSV header nor a TUM line"),
+        ("1305031102.0 1 2 3 0 0 0\n", "7 numbers"),
+        ("0,0.0,1,2,3,0,0,0,1\n", "9 numbers: a TUM line has 8, and a CSV needs its header row first"),
+        ("frame,time_s,tx\n0,0,1\n", "lacks the column(s) ty,tz,qx,qy,qz,qw"),
+        ("# only a comment\n\n", "no poses"),
+    ],
+)
+def test_a_file_of_neither_format_names_both(
+    content: str, why: str, ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pose2rgbd.convert.trajectories import read_trajectory
+
+    p = tmp_path / "traj.txt"
+    p.write_text(content)
+    with pytest.raises(ConfigError) as e:
+        read_trajectory(p)
+    msg = str(e.value)
+    assert why in msg and f"header {CSV_HEADER}" in msg and f"'{TUM_LINE}'" in msg, msg
+    assert "e.g. '1305031102.175304 1.3434" in msg  # a TUM line to copy
+    assert _render(ckpt, p, tmp_path / "out") == 2  # a clear error, no traceback, nothing written
+    err = capsys.readouterr().err
+    assert CSV_HEADER in err and TUM_LINE in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("1 0 0 20 0 0 0 1\n2 0 0 20 1 0 0 0 5\n", r"traj.txt:2: 9 numbers, the first line had 8"),
+        ("1 0 0 20 2 0 0 1\n", r"traj.txt:1: quaternion \(qx qy qz qw\) has length 2.2361, not 1.*is w first\?"),
+        ("1 0 0 nan 0 0 0 1\n", r"traj.txt:1: NaN or inf"),
+        (f"{CSV_HEADER}\n0,0,1,2,abc,0,0,0,1\n", r"row 2, column tz: 'abc' is not a number"),
+        (f"{CSV_HEADER}\n0,0,1,2,3,0,0,0,1\n\n# c\n1,0.1,1,2,3,0,0,0\n", r"row 5 has 8 fields, the header"),
+        (f"{CSV_HEADER}\n", r"no rows \(only the header\)"),
+    ],
+)
+def test_bad_lines_are_named(content: str, match: str, tmp_path: Path) -> None:
+    from pose2rgbd.convert.trajectories import read_trajectory
+
+    p = tmp_path / "traj.txt"
+    p.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        read_trajectory(p)
+
+
+# ------------------------------------------------------------------------------ which poses are outside
+def test_the_warning_names_the_poses_outside_and_the_table_flags_them(
+    ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pose2rgbd.inference import EngineConfig, load_engine
+
+    T = _route(5)
+    T[2:, 0, 3] += np.array([60.0, 80.0, 120.0])  # frames 2, 3, 4 far east of every training camera
+    traj = _write_csv(tmp_path / "traj.csv", T, 0.1 * np.arange(5))
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.evaluation.trajectory"):
+        assert _render(ckpt, traj, tmp_path / "out") == 0
+    msg = "\n".join(r.getMessage() for r in caplog.records if "outside the training poses" in r.getMessage())
+    assert "3 of 5 poses are outside the training poses" in msg, caplog.text
+    eng = load_engine(EngineConfig(checkpoint=str(ckpt), device="cpu", warmup=0))
+    m, d = eng.coverage(T)
+    assert m is not None and d is not None
+    for k in (2, 3, 4):
+        assert f"frame {k} ({m[k]:.2f} m, {d[k]:.1f} deg)" in msg, msg
+    assert "frame 0" not in msg and "frame 1" not in msg
+    assert str(tmp_path / "out" / "poses.csv") in msg
+    rows = _table(tmp_path / "out" / "poses.csv")
+    assert [r["out_of_bounds"] for r in rows] == ["false", "false", "true", "true", "true"]
+    np.testing.assert_allclose([float(r["coverage_m"]) for r in rows], m, rtol=1e-5)
+    np.testing.assert_allclose([float(r["coverage_deg"]) for r in rows], d, rtol=1e-5, atol=1e-4)
+
+
+def test_the_warning_lists_ten_then_counts_and_says_when_distances_are_unknown(tmp_path: Path) -> None:
+    from pose2rgbd.evaluation.trajectory import Trajectory, out_of_bounds_message
+
+    n = 15
+    T = np.repeat(np.eye(4)[None], n, axis=0)
+    stamps = (T0_S * 1e9 + 1e8 * np.arange(n)).astype(np.int64)
+    tum = Trajectory(tmp_path / "gt.txt", "tum", stamps, T, np.arange(n) + 2)
+    oob = np.ones(n, dtype=bool)
+    oob[0] = False  # 14 outside
+    m, d = np.arange(n) * 1.5, np.arange(n) * 2.0
+    msg = out_of_bounds_message(tum, oob, m, d, tmp_path / "o" / "poses.csv")
+    assert msg.startswith("14 of 15 poses are outside the training poses")
+    for k in range(1, 11):  # the first ten outside, by line and time (exact, as written), with their distances
+        t = f"{T0_S + 0.1 * k:.1f}".removesuffix(".0")
+        assert f"line {k + 2} (t {t}) ({1.5 * k:.2f} m, {2.0 * k:.1f} deg)" in msg, (k, msg)
+    assert "line 2 (" not in msg and "line 13 (" not in msg and msg.count(" deg)") == 10 and ", and 4 more" in msg
+    csv_traj = Trajectory(tmp_path / "t.csv", "csv", stamps, T, np.arange(n) + 2, np.arange(n) + 100.0)
+    msg = out_of_bounds_message(csv_traj, oob, None, None)
+    assert "the checkpoint carries no training cameras, so no distances" in msg and "frame 101, frame 102" in msg
+
+
+def test_pose_table_without_training_cameras_has_empty_distances(tmp_path: Path) -> None:
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import render_trajectory
+    from pose2rgbd.inference import EngineConfig, load_engine
+
+    ck = _checkpoint(tmp_path / "m.pt", _train_poses(), training_poses=False)
+    eng = load_engine(EngineConfig(checkpoint=str(ck), device="cpu", warmup=0))
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(2), T0_S + np.array([0.0, 0.1])))
+    res = render_trajectory(eng, traj, tmp_path / "out", progress=False)
+    assert res.poses == tmp_path / "out" / "poses.csv" and res.frames == 2
+    rows = _table(res.poses)
+    assert [(r["coverage_m"], r["coverage_deg"]) for r in rows] == [("", "")] * 2

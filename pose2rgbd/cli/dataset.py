@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pose2rgbd.dataset import Dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -85,7 +88,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _depth_values(ds: Any, frames: int = 16) -> str:
+def _depth_values(ds: Dataset, frames: int = 16) -> str:
     """``: p5 / median / p95 of the valid depth`` of up to ``frames`` frames spread over the dataset (a wrong depth
     scale shows as metres off by 10x or 1000x), or "" without depth."""
     import numpy as np

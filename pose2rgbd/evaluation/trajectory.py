@@ -80,7 +80,7 @@ def poses_table_path(out: str | Path) -> Path:
     return p.with_suffix(".poses.csv") if p.suffix.lower() in VIDEO_SUFFIXES else p / "poses.csv"
 
 
-def _coverage(engine: Any, T: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _coverage(engine: object, T: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Metres and degrees to the nearest training camera (or keyframe), or ``(None, None)`` when the checkpoint
     carries none (:meth:`RenderEngine.coverage`)."""
     fn = getattr(engine, "coverage", None)

@@ -92,7 +92,7 @@ class ModelFamily:
     upgrade_v1: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     fit_dataset: Callable[[], DatasetPolicy] | None = None
-    train_defaults: dict[str, Any] = field(default_factory=dict)
+    train_defaults: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.kind or not self.kind.replace("-", "").replace("_", "").isalnum():

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
 
 
-def pose_units_of(manifest: Mapping[str, Any]) -> str:
+def pose_units_of(manifest: Mapping[str, object]) -> str:
     """The units of a map's keyframe positions, from its manifest (``map.json``): ``m``, ``unscaled`` (the source's
     own scale, e.g. structure from motion) or ``not recorded`` (an empty manifest: a map in memory)."""
-    ds = manifest.get("dataset", {})
+    ds = manifest.get("dataset")
+    if not isinstance(ds, Mapping):
+        return "not recorded"
     units = ds.get("pose_units")
     if units is None:  # a map of an older pose2rgbd: metres when the dataset had a datum or metric depth
         units = "m" if ds.get("datum") or ds.get("depth_kind") == "metric" else "not recorded"

@@ -1,6 +1,14 @@
 """``map build``'s self-calibration of the structure localizer: an evenly spread share of the map's keyframes is
 localized against a map of the rest, and the calibration fitted on them
-(:func:`pose2rgbd.inference.structure_calibration.fit_structure_calibration`) goes into the map's manifest."""
+(:func:`pose2rgbd.inference.structure_calibration.fit_structure_calibration`) goes into the map's manifest.
+
+A single held-out keyframe keeps its neighbours in time, so on a dense video it is about one keyframe spacing from
+the rest: its fixes vouch for queries that close to the map only. Queries of a route split's held-out block, or of
+a later pass over the same place, sit in a *gap* of the map many spacings wide. So contiguous windows of keyframes
+(4, 8, 16, ... of them, up to a quarter of the map; ``gap_windows`` per length) are held out as well, each length
+against a map without its windows, and the calibration is extended to the gaps their fixes reached
+(:func:`pose2rgbd.inference.structure_calibration.extend_to_gaps`: a second range of the gate, with the covariance
+scale those fixes' errors need)."""
 
 from __future__ import annotations
 
@@ -11,7 +19,13 @@ import numpy as np
 
 from pose2rgbd.inference.calibration import MIN_FRAMES
 from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
-from pose2rgbd.inference.structure_calibration import coverage_ratios, fit_structure_calibration, keyframe_spacing
+from pose2rgbd.inference.structure_calibration import (
+    coverage_ratios,
+    extend_to_gaps,
+    fit_structure_calibration,
+    keyframe_spacing,
+)
+from pose2rgbd.inference.structure_fix import Fix
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
@@ -28,6 +42,70 @@ def held_out_rows(n: int, cfg: SelfCalibrationConfig) -> np.ndarray:
     return np.unique(np.linspace(1, n - 2, k).round().astype(np.int64))
 
 
+MIN_WINDOW = 4  # the shortest window of keyframes held out (a gap of about two spacings either side of its middle)
+# queries per window at most: evenly spread over it, its middle (the farthest from the map) among them
+WINDOW_QUERIES = 5
+
+
+def held_out_windows(n: int, cfg: SelfCalibrationConfig) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The windows ``map build`` holds out, per window length ``L`` (:data:`MIN_WINDOW`, twice that, ... up to a
+    quarter of the ``n`` keyframes): ``(L, held, queries)``, the rows of ``cfg.gap_windows`` windows of ``L``
+    consecutive keyframes (in the map's order: time order within a flight) evenly spread between the first and the
+    last keyframe (never touching them), and up to :data:`WINDOW_QUERIES` rows inside each that are localized."""
+    out: list[tuple[int, np.ndarray, np.ndarray]] = []
+    w, length = int(cfg.gap_windows), MIN_WINDOW
+    while w > 0 and length <= n // 4:
+        starts = np.unique(np.linspace(1, n - 1 - length, w + 2)[1:-1].round().astype(np.int64))
+        inner = np.unique(np.linspace(0, length - 1, WINDOW_QUERIES + 2)[1:-1].round().astype(np.int64))
+        held = np.unique(np.concatenate([s + np.arange(length) for s in starts]))
+        out.append((length, held, np.concatenate([s + inner for s in starts])))
+        length *= 2
+    return out
+
+
+def _localize(
+    view: MapView, held: np.ndarray, queries: np.ndarray, progress: bool, desc: str
+) -> tuple[list[Fix], MapView]:
+    """Fixes of the keyframes ``queries`` (rows of ``view``) against a map of ``view`` without ``held``."""
+    rest = view.without(held)
+    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
+    if view.read_rgb is None:
+        raise ValueError("self-calibration localizes the map's own images: give the view its read_rgb")
+    fixes = []
+    for i in bar(queries, progress=progress, desc=desc):
+        loc.query_camera = view.camera(int(i))  # the map's own images: each with its keyframe's camera
+        fixes.append(loc.localize_one(view.read_rgb(int(i))))
+    return fixes, rest
+
+
+def _gap_windows(
+    view: MapView, cfg: SelfCalibrationConfig, progress: bool
+) -> tuple[list[Fix], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The fixes of :func:`held_out_windows` (those with a fix), their true poses, their coverage ratios (position,
+    pose) against the map they were localized against, and the manifest's record of the windows."""
+    spacing = keyframe_spacing(view.T_world_cam, view.rot_weight_m)
+    good: list[Fix] = []
+    T_true, pr, qr = [], [], []
+    lengths, queried = [], 0
+    for L, held, queries in held_out_windows(len(view), cfg):
+        fixes, rest = _localize(view, held, queries, progress, f"self-calibration, gaps of {L} keyframes")
+        lengths.append(L)
+        queried += len(queries)
+        ok = [k for k, f in enumerate(fixes) if f.ok]
+        if not ok:
+            continue
+        T_est = np.stack([fixes[k].T_world_cam for k in ok])
+        p, q = coverage_ratios(rest.poses, T_est, spacing)
+        good += [fixes[k] for k in ok]
+        T_true.append(view.T_world_cam[queries[ok]])
+        pr.append(p)
+        qr.append(q)
+    record = {"window_lengths": lengths, "queries": queried, "fixes": len(good)}
+    if not good:
+        return [], np.zeros((0, 4, 4)), np.zeros(0), np.zeros(0), record
+    return good, np.concatenate(T_true), np.concatenate(pr), np.concatenate(qr), record
+
+
 def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = False) -> dict[str, Any]:
     """``map build``'s calibration step (see the module docstring): ``view`` the map's keyframes
     (:class:`~pose2rgbd.placemap.view.MapView` with ``read_rgb``), ``cfg`` its
@@ -38,14 +116,7 @@ def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = F
     if len(held) < MIN_FRAMES:
         return {"status": "not calibrated", "reason": f"{n} keyframes: too few to hold out {MIN_FRAMES} and keep a "
                 "map of the rest (calibrate with `pose2rgbd localize calibrate --map` on other frames)"}  # fmt: skip
-    rest = view.without(held)
-    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
-    if view.read_rgb is None:
-        raise ValueError("self-calibration localizes the map's own images: give the view its read_rgb")
-    fixes = []
-    for i in bar(held, progress=progress, desc="self-calibration"):
-        loc.query_camera = view.camera(int(i))  # the map's own images: each with its keyframe's camera
-        fixes.append(loc.localize_one(view.read_rgb(int(i))))
+    fixes, rest = _localize(view, held, held, progress, "self-calibration")
     ok = np.array([f.ok for f in fixes], bool)
     entry: dict[str, Any] = {"held_out": len(held), "fixes": int(ok.sum()), "share": float(len(held) / n)}
     if ok.sum() < MIN_FRAMES:
@@ -60,4 +131,7 @@ def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = F
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, bound_m=cfg.bound_m,
                                     gate_quantile=cfg.gate_quantile, scale_level=cfg.scale_level,
                                     source={"method": "structure", "split": "map keyframes held out"})  # fmt: skip
+    if cfg.gap_windows > 0:
+        wfix, wT, wpr, wqr, record = _gap_windows(view, cfg, progress)
+        entry["gaps"] = {**record, **extend_to_gaps(cal, wfix, wT, wpr, wqr, scale_level=cfg.scale_level)}
     return {**entry, "status": "calibrated", "calibration": cal.to_dict()}

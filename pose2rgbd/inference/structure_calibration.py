@@ -12,6 +12,9 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
   (:mod:`pose2rgbd.inference.self_calibration`: a held-out share of the map's own keyframes against a map of the
   rest) and by ``localize calibrate --map`` (a dataset's frames outside the map), through
   :mod:`pose2rgbd.inference.calibration` (the one fitter).
+* :func:`extend_to_gaps`: the calibration's second range, fitted on held-out *windows* of keyframes (queries in a
+  gap of the map, farther from its keyframes than any single held-out keyframe): fixes beyond the first range but
+  within the second are published with the covariance scaled as those windows' errors need, not flagged.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import numpy as np
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 from pose2rgbd.inference.calibration import (
+    GATE_MARGIN,
+    MIN_FRAMES,
     SCALE_LEVEL,
     Calibration,
     compute_calibration,
     fit_confidence,
     fit_gate,
+    information_factors,
     pose_error_vectors,
 )
 from pose2rgbd.inference.structure_fix import Fix
@@ -132,6 +138,8 @@ def finish_fix(
         pr, qr = coverage_ratios(poses, fix.T_world_cam, cal.gate)
         fix.position_ratio, fix.pose_ratio = float(pr[0]), float(qr[0])
         fix.flag = cal.gate_reason(fix.position_ratio, fix.pose_ratio, fix.inliers, fix.spread)
+        if not fix.flag and in_gap(cal.gate, fix.position_ratio, fix.pose_ratio):
+            cov = gap_scaled(cov, cal.gate)
     if fix.flag:
         cov = cov * ood_covariance_scale
     fix.covariance = cov
@@ -171,6 +179,90 @@ def fit_structure_calibration(
     cal.gate = {**fit_gate(position_ratio, pose_ratio, np.array([f.inliers for f in fixes]),
                            np.array([f.spread for f in fixes]), gate_quantile), **spacing}  # fmt: skip
     return cal
+
+
+# ------------------------------------------------------------------------------------------ gaps of the map
+CHI2_6_GROSS = 22.457744484825326  # chi-square's 0.999 quantile, 6 degrees of freedom: an error no covariance explains
+# a gap factor (variance) above this -- StructureConfig's default ood_covariance_scale, what a flagged fix's
+# covariance is multiplied by -- says the gaps' fixes are worse than flagged ones: the gate is not extended
+MAX_GAP_SCALE = 100.0
+
+
+def in_gap(gate: dict[str, float], position_ratio: float, pose_ratio: float) -> bool:
+    """Whether a fix at these coverage ratios lies beyond the range of the single held-out keyframes
+    (``near_position_ratio`` / ``near_pose_ratio`` of a gate extended by :func:`extend_to_gaps`; a gate without
+    them: never)."""
+    if "near_position_ratio" not in gate:
+        return False
+    return bool(position_ratio > gate["near_position_ratio"] or pose_ratio > gate["near_pose_ratio"])
+
+
+def gap_scaled(cov: np.ndarray, gate: dict[str, float]) -> np.ndarray:
+    """A calibrated covariance ``(6, 6)`` times the gap's factors (variance): the position block by
+    ``gap_position_scale``, the orientation block by ``gap_orientation_scale``, the cross terms by the square root
+    of their product."""
+    d = np.sqrt(np.array([gate.get("gap_position_scale", 1.0)] * 3 + [gate.get("gap_orientation_scale", 1.0)] * 3))
+    return np.asarray(cov, np.float64) * d[:, None] * d[None, :]  # type: ignore[no-any-return]
+
+
+def extend_to_gaps(
+    cal: Calibration,
+    fixes: list[Fix],
+    T_true: np.ndarray,
+    position_ratio: np.ndarray,
+    pose_ratio: np.ndarray,
+    *,
+    scale_level: float = SCALE_LEVEL,
+) -> dict[str, float]:
+    """Extend ``cal``'s gate (in place) with fixes of keyframes held out in contiguous windows (queries in a gap of
+    the map, with their true poses ``T_true`` and their coverage ratios against the map they were localized
+    against). The gate's range so far (fitted on single held-out keyframes: on a dense video, about one spacing
+    from the map) becomes ``near_position_ratio`` / ``near_pose_ratio``; the window fixes beyond it that are not of
+    weak geometry (the gap fixes) give, when there are at least :data:`MIN_FRAMES` of them:
+
+    * ``gap_position_scale`` / ``gap_orientation_scale``: the factors (variance, at least 1) by which a gap fix's
+      calibrated covariance is multiplied (:func:`information_factors` of their errors under the calibrated
+      covariance, the median's upper bound at ``scale_level``: the same fit as the calibration's own scale);
+    * ``max_position_ratio`` / ``max_pose_ratio``: :data:`GATE_MARGIN` x the farthest gap fix whose error the
+      gap-scaled covariance explains (squared Mahalanobis error within chi-square's 0.999 quantile: a fix of a
+      wrong place widens nothing), never less than the near range: only fixes beyond that are *beyond the map's
+      coverage*.
+
+    Returns what was fitted (``gap_fixes`` and, when extended, the gate entries); fewer gap fixes, or gap factors
+    above :data:`MAX_GAP_SCALE`, leave the gate as it was (a fix beyond the single keyframes' range stays flagged:
+    nothing vouches for it)."""
+    g = cal.gate
+    if not g or not fixes:
+        return {"gap_fixes": 0.0}
+    pr, qr = np.asarray(position_ratio, np.float64), np.asarray(pose_ratio, np.float64)
+    near_p, near_q = g["max_position_ratio"], g["max_pose_ratio"]
+    strong = np.array([f.inliers >= g.get("min_inliers", 0.0) and f.spread >= g.get("min_spread", 0.0)
+                       for f in fixes])  # fmt: skip
+    gap = strong & ((pr > near_p) | (qr > near_q))
+    out: dict[str, float] = {"gap_fixes": float(gap.sum())}
+    if gap.sum() < MIN_FRAMES:
+        return out
+    idx = np.flatnonzero(gap)
+    T_est = np.stack([fixes[i].T_world_cam for i in idx])
+    info = [fixes[i].information for i in idx]
+    cov = np.stack([cal.covariance_of_fix(fixes[i].covariance if c is None else c) for i, c in zip(idx, info)])
+    e = pose_error_vectors(T_est, np.asarray(T_true)[idx])
+    _, fp, fr = information_factors(e, cov, level=scale_level)
+    scaled = {"gap_position_scale": max(1.0, float(fp)), "gap_orientation_scale": max(1.0, float(fr))}
+    if max(scaled.values()) > MAX_GAP_SCALE:  # the gaps' fixes are worse than a flagged fix is said to be
+        return {**out, **scaled}
+    cov = np.stack([gap_scaled(c, scaled) for c in cov])
+    # the range: the farthest gap fix whose error its covariance explains (a wrong place's fix lies anywhere)
+    fits = np.array([float(x @ np.linalg.solve(c, x)) for x, c in zip(e, cov)]) <= CHI2_6_GROSS
+    out.update({
+        "near_position_ratio": float(near_p),
+        "near_pose_ratio": float(near_q),
+        **scaled,
+        "max_position_ratio": max(float(near_p), float(np.max(pr[idx][fits], initial=0.0)) * GATE_MARGIN),
+        "max_pose_ratio": max(float(near_q), float(np.max(qr[idx][fits], initial=0.0)) * GATE_MARGIN),
+    })  # fmt: skip
+    cal.gate = {**g, **out}
+    return out
 
 
 def published_factors(fixes: list[Fix], T_true: np.ndarray) -> dict[str, float]:

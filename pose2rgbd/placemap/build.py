@@ -55,6 +55,11 @@ class SelfCalibrationConfig:
     share: float = ranged_field(0.1, "share of the keyframes held out (evenly spread)", 0.01, 0.5)
     min_queries: int = ranged_field(30, "hold out at least this many (at most a quarter of the map)", 12, 100000)
     max_queries: int = ranged_field(150, "hold out at most this many (the build time it adds)", 12, 100000)
+    gap_windows: int = ranged_field(
+        3, "also hold out this many contiguous windows of keyframes per window length (4, 8, 16, ... keyframes, up "
+        "to a quarter of the map), each length against a map without them: the calibration then reaches gaps as "
+        "large as a route split's held-out blocks or a later pass leaves (0: single keyframes only)", 0, 20,
+    )  # fmt: skip
     bound_m: float = ranged_field(
         0.0, "confidence = P(position error < bound_m) (map units); 0: twice the held-out median position error",
         0.0, 1e6,

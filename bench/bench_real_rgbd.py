@@ -8,7 +8,7 @@
 ``pose2rgbd convert images --format tum --image-list rgb.txt --depth-list depth.txt`` (the sequence's published
 intrinsics and distortion, depth at 5000 units per metre, ``--size``) into ``--work``: each colour image with its
 nearest depth image within 20 ms, one depth image shared where it is the nearest to two colour images
-(``depth_list_reuse``, as this bench has always paired them; TUM's ``associate.py`` uses each depth image once,
+(``depth_list_reuse``: the frames of docs/results.md's tables; TUM's ``associate.py`` uses each depth image once,
 which leaves 692 frames of fr1_rpy instead of 720); colour images without depth or a pose within 20 ms are left out
 (``--skip-unmatched``). ``--dataset`` takes a dataset as it is (the simulator's sensor-realism mode:
 ``pose2rgbd sim --realism --routes survey``).

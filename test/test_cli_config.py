@@ -456,6 +456,35 @@ def test_a_kinds_training_values_are_the_base_its_config_file_and_flags_override
     assert config_from_args(_parse([*hybrid, "--set", "train.lr=0.02"]))["train"].lr == pytest.approx(0.02)
 
 
+def test_train_quick_takes_a_kinds_training_values_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Python entry the demo uses trains the hybrid at its own lr, as the command does; lr= still wins."""
+    from pose2rgbd.training import quick
+
+    seen: list[Any] = []
+
+    class Result:
+        checkpoint = tmp_path / "last.pt"
+
+    monkeypatch.setattr(quick, "train", lambda kind, ds, out, mc, tc, **kw: seen.append((kind, tc)) or Result())
+    quick.train_quick(tmp_path, tmp_path / "a", kind="hybrid", progress=False)
+    quick.train_quick(tmp_path, tmp_path / "b", kind="hybrid", lr=0.004, progress=False)
+    quick.train_quick(tmp_path, tmp_path / "c", kind="pose2rgbd", preset="base", progress=False)
+    assert [tc.lr for _, tc in seen] == pytest.approx([1e-3, 0.004, 0.01])
+    assert all(tc.epochs == 200 and tc.val_every == 5 for _, tc in seen)
+
+
+def test_a_resumed_run_at_another_lr_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run started at the trainer's 0.01 and resumed with the hybrid's own 1e-3 says which it continues at."""
+    from pose2rgbd.cli.train import _note_changed_lr
+
+    _note_changed_lr(tmp_path, 1e-3)  # no config.yaml: nothing to compare with
+    (tmp_path / "config.yaml").write_text("method: hybrid\ntrain:\n  lr: 0.01\n")
+    _note_changed_lr(tmp_path, 0.01)
+    assert capsys.readouterr().out == ""
+    _note_changed_lr(tmp_path, 1e-3)
+    assert "started at lr 0.01; it continues at lr 0.001" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("method", [None, "pose2rgbd"])
 def test_train_without_method_on_metric_depth_points_to_the_hybrid(
     method: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]

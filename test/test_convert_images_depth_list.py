@@ -168,6 +168,7 @@ def test_associate_stamps_is_tums_rule() -> None:
         assert len({j for j in got if j >= 0}) == sum(j >= 0 for j in got)  # each b once
     assert stamp_ns("1305031102.175304") == 1305031102175304000
     assert stamp_ns("1.5e-3") == 1500000 and stamp_ns("rgb") is None and stamp_ns("nan") is None
+    assert stamp_ns("1e20") is None and stamp_ns("9223372036.854775807") == 2**63 - 1  # int64 ns, or none
 
 
 def test_errors_point_to_depth_list(seq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -224,3 +225,17 @@ def test_depth_list_refused_where_it_cannot_apply(seq: Path, tmp_path: Path) -> 
     with pytest.raises(PoseImportError, match=r"1 of the depth images it lists .* are missing: .*380911.png"):
         convert_images(seq / "groundtruth.txt", tmp_path / "o2", cfg, progress=False)
     assert not (tmp_path / "o2").exists()
+
+
+def test_depth_list_pngs_are_read_at_tums_scale_unless_told(seq: Path, tmp_path: Path) -> None:
+    """TUM RGB-D's 16-bit depth PNGs hold 5000 units per metre: without --depth-scale a --depth-list import reads them
+    so (not at the millimetre default, 5x too far), and says so; --depth-scale still wins."""
+    cfg = ImagesConfig(depth_list=str(seq / "depth.txt"), images=str(seq / "rgb"), fx=12.0, skip_unmatched=True)
+    ds = Dataset(convert_images(seq / "groundtruth.txt", tmp_path / "ds", cfg, progress=False))
+    assert {_image_index(ds, i): round(float(ds.read_depth(i)[0, 0]) * 5000) for i in range(len(ds))} == EXPECT
+    scale = ds.manifest.extra["conversion"]["depth_import"]["scale"]
+    assert scale["units_per_m"] == 5000.0 and "TUM RGB-D" in scale["from"], scale
+    cfg = ImagesConfig(depth_list=str(seq / "depth.txt"), images=str(seq / "rgb"), fx=12.0, skip_unmatched=True,
+                       depth_scale=1000.0)  # fmt: skip
+    ds = Dataset(convert_images(seq / "groundtruth.txt", tmp_path / "mm", cfg, progress=False))
+    assert {_image_index(ds, i): round(float(ds.read_depth(i)[0, 0]) * 1000) for i in range(len(ds))} == EXPECT

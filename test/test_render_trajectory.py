@@ -304,3 +304,14 @@ def test_pose_table_without_training_cameras_has_empty_distances(tmp_path: Path)
     assert res.poses == tmp_path / "out" / "poses.csv" and res.frames == 2
     rows = _table(res.poses)
     assert [(r["coverage_m"], r["coverage_deg"]) for r in rows] == [("", "")] * 2
+
+
+def test_a_csv_header_written_as_a_comment_is_the_header(tmp_path: Path) -> None:
+    """``# frame,time_s,...`` (NumPy's savetxt with a header) is read as the CSV's header row."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+
+    p = tmp_path / "traj.csv"
+    p.write_text(f"# {CSV_HEADER}\n0,0.0,1,2,3,0,0,0,1\n1,0.1,1,2,4,0,0,0,1\n")
+    traj = read_trajectory(p)
+    assert traj.format == "csv" and len(traj) == 2 and list(traj.lines) == [2, 3]
+    np.testing.assert_allclose(traj.T_world_cam[:, :3, 3], [[1, 2, 3], [1, 2, 4]])

@@ -99,7 +99,8 @@ def _depth_values(ds: Dataset, frames: int = 16) -> str:
     from pose2rgbd.errors import DatasetError
 
     try:
-        d = np.concatenate([ds.read_depth(int(i)).ravel() for i in pick])
+        step = max(1, round((ds.camera.width * ds.camera.height / 65536) ** 0.5))  # about 64k pixels per frame
+        d = np.concatenate([ds.read_depth(int(i))[::step, ::step].ravel() for i in pick])
     except DatasetError as e:  # a damaged file: --deep lists every bad one
         return f" (depth values not read: {e})"
     d = d[np.isfinite(d) & (d > 0)]

@@ -213,6 +213,19 @@ def _hint_hybrid(dataset: Path) -> None:
         )
 
 
+def _note_changed_lr(out: Path, lr: float) -> None:
+    """On ``--resume``: say so where the run continues at another learning rate than it was started with (the
+    flags, or the method's own default, e.g. the hybrid's 1e-3, decide it; the run's config.yaml records the old)."""
+    import yaml
+
+    try:
+        saved = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("train", {}).get("lr")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return  # nothing to compare with: resuming says what is wrong, if anything
+    if isinstance(saved, (int, float)) and abs(float(saved) - lr) > 1e-12 * max(abs(lr), 1.0):
+        print(f"note: the run in {out} was started at lr {saved:g}; it continues at lr {lr:g} (pass --lr to choose)")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.method is None:
         args.method = DEFAULT_METHOD
@@ -222,6 +235,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
     mc = _fit_to_dataset(args, mc, data)
+    if args.resume:
+        _note_changed_lr(args.out, tc.lr)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
                  overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))

@@ -43,11 +43,20 @@ def accepted_formats() -> str:
 
 
 def _data_lines(path: Path) -> list[tuple[int, str]]:
+    """The lines that are not blank or ``#`` comments, with their 1-based numbers; a CSV header written as the first
+    comment (``# frame,time_s,...``, as NumPy's ``savetxt`` writes one) counts as the header."""
     try:
         text = path.read_text(errors="replace")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the trajectory: {e.strerror or e}") from e
-    return [(n, s) for n, raw in enumerate(text.splitlines(), 1) if (s := raw.strip()) and not s.startswith("#")]
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        s = raw.strip()
+        if s.startswith("#") and not out and set(TRAJECTORY_COLUMNS) <= {c.strip() for c in s[1:].split(",")}:
+            out.append((n, s[1:].strip()))
+        elif s and not s.startswith("#"):
+            out.append((n, s))
+    return out
 
 
 def trajectory_format(path: str | Path) -> str:

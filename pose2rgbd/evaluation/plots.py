@@ -80,7 +80,7 @@ def qualitative_grid(
                 ax.set_ylabel(row_labels[i], fontsize=8)
     if depth_cols:  # one scale for every depth image (viz.colorize_depth's), under the whole grid: rows stay aligned
         from matplotlib.cm import ScalarMappable
-        from matplotlib.ticker import FormatStrFormatter
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
         scale = "log scale" if lo > 0 and hi > lo else "linear"
         bar = fig.colorbar(
@@ -89,7 +89,8 @@ def qualitative_grid(
         )  # fmt: skip
         bar.set_label(f"depth{unit}, {scale}; grey: no depth, light blue: sky", fontsize=8)
         bar.ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        bar.ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        # within a decade the minor ticks are the only labels; over more they would run into each other
+        bar.ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if hi <= 10 * lo else NullFormatter())
         bar.ax.tick_params(labelsize=7, which="both")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -55,15 +55,10 @@ def train_quick(
     run in ``out_dir``.
     """
     mc = quick_model_config(kind, preset, size=size, outputs=outputs, encoding=encoding)
-    tc = TrainConfig(
-        epochs=200,
-        batch_size=batch_size,
-        split=split,
-        seed=seed,
-        lr=lr if lr is not None else TrainConfig.lr,
-        max_minutes=minutes,
-        val_every=5,
-        progress=progress,
-        tensorboard=True,
-    )
+    given: dict[str, object] = dict(
+        epochs=200, batch_size=batch_size, split=split, seed=seed, max_minutes=minutes, val_every=5, progress=progress,
+        tensorboard=True, **({} if lr is None else {"lr": lr}),
+    )  # fmt: skip
+    # the kind's own training values (the hybrid's lr) under what is given here, as `pose2rgbd train` takes them
+    tc = TrainConfig(**{**get_family(kind).train_defaults, **given})  # type: ignore[arg-type]
     return train(kind, dataset_dir, out_dir, mc, tc, overwrite=overwrite).checkpoint

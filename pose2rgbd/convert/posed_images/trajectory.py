@@ -202,14 +202,16 @@ _STAMP = re.compile(r"^(\d+(?:\.\d+)?)$")
 
 def stamp_ns(text: str) -> int | None:
     """Seconds as written (``1305031102.175304``, also ``1.3e9``) -> int nanoseconds, exactly (decimal, no float
-    rounding); None when ``text`` is not a finite number."""
+    rounding); None when ``text`` is not a finite number or the time does not fit int64 nanoseconds (beyond the
+    year 2262)."""
     try:
         d = Decimal(text)
     except InvalidOperation:
         return None
     if not d.is_finite():
         return None
-    return int((d * 1_000_000_000).to_integral_value())
+    ns = int((d * 1_000_000_000).to_integral_value())
+    return ns if -(2**63) <= ns < 2**63 else None
 
 
 def stamp_of_name(stem: str) -> int | None:
@@ -346,6 +348,9 @@ def _tum_depths(cfg: ImagesConfig, paths: list[Path], ns: np.ndarray) -> tuple[l
     return depths, why, note
 
 
+TUM_DEPTH_SCALE = 5000.0  # TUM RGB-D's 16-bit depth PNGs: units per metre (its dataset's documentation)
+
+
 def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     traj = Path(path)
     ns_p, Tp, lines = read_tum_poses(traj)  # the one reader of TUM lines: exact int ns, rotations checked
@@ -422,10 +427,13 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     w, h = image_size(paths[0])
     cams, how = cfg.flag_or_exif_cameras(paths, w, h, "a TUM trajectory")
     notes += [how, "the world frame is the trajectory's own (not ENU, no datum)"]
+    # a depth list is TUM RGB-D's layout, whose 16-bit depth PNGs hold 5000 units per metre (--depth-scale wins)
+    tum_png = depths is not None and all(d is not None and d.suffix.lower() == ".png" for d in depths)
     return PosedImages(
         kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=ns_img, cameras=cams,
         convention="TUM poses are T_world_cam of the camera's optical frame (no axis change)", depths=depths,
-        assumptions=notes,
+        assumptions=notes, depth_scale=TUM_DEPTH_SCALE if tum_png else None,
+        depth_scale_note="TUM RGB-D's depth scale (the PNGs of a --depth-list)" if tum_png else "",
     )  # fmt: skip
 
 

@@ -473,6 +473,19 @@ def test_train_quick_takes_a_kinds_training_values_too(monkeypatch: pytest.Monke
     assert all(tc.epochs == 200 and tc.val_every == 5 for _, tc in seen)
 
 
+def test_resume_without_method_continues_the_runs_kind(tmp_path: Path) -> None:
+    """`train --resume` without --method takes the kind the run was started with (its config.yaml): its schema,
+    presets and training values, not the default kind's."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("method: hybrid\nmodel: {}\ntrain:\n  lr: 0.001\n")
+    argv = ["train", "--dataset", "d", "--out", str(out), "--resume"]
+    cfg = config_from_args(_parse(argv))
+    assert cfg["model"].preset == "hybrid-fast" and cfg["train"].lr == pytest.approx(1e-3)
+    cfg = config_from_args(_parse(argv[:-1]))  # a new run: the default kind
+    assert cfg["model"].preset == "slice10" and cfg["train"].lr == pytest.approx(0.01)
+
+
 def test_a_resumed_run_at_another_lr_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run started at the trainer's 0.01 and resumed with the hybrid's own 1e-3 says which it continues at."""
     from pose2rgbd.cli.train import _note_changed_lr

@@ -75,10 +75,27 @@ def _pre_parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--preset", default=None)
     p.add_argument("--config", action="append", type=Path, default=[])
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--resume", action="store_true")
     pre, rest = p.parse_known_args(argv)
-    pre.method = pre.method or DEFAULT_METHOD
+    pre.method = pre.method or _method_of_run(pre.out, pre.resume)
     _refuse_moved_keys(pre, rest)
     return pre
+
+
+def _method_of_run(out: Path | None, resume: bool) -> str:
+    """The kind to train where ``--method`` is not given: with ``--resume``, the one the run in ``out`` was started
+    with (its config.yaml), else :data:`DEFAULT_METHOD`."""
+    if resume and out is not None:
+        import yaml
+
+        try:
+            saved = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("method")
+        except (OSError, yaml.YAMLError, AttributeError):
+            saved = None
+        if isinstance(saved, str) and saved:
+            return saved
+    return DEFAULT_METHOD
 
 
 def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
@@ -228,7 +245,7 @@ def _note_changed_lr(out: Path, lr: float) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.method is None:
-        args.method = DEFAULT_METHOD
+        args.method = _method_of_run(args.out, args.resume)  # as the schema was built (_pre_parse)
         if not args.resume:
             _hint_hybrid(args.dataset)
     data = config_data(args)  # --config files (read once), flags, --set

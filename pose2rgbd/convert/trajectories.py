@@ -49,7 +49,7 @@ def _data_lines(path: Path) -> list[tuple[int, str]]:
         text = path.read_text(errors="replace")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the trajectory: {e.strerror or e}") from e
-    out = []
+    out: list[tuple[int, str]] = []
     for n, raw in enumerate(text.splitlines(), 1):
         s = raw.strip()
         if s.startswith("#") and not out and set(TRAJECTORY_COLUMNS) <= {c.strip() for c in s[1:].split(",")}:

@@ -43,6 +43,7 @@ This module is the one fitter; ``pose2rgbd.evaluation.calibration`` runs it on a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,16 +143,17 @@ class Calibration:
 
     def gate_reason(self, position_ratio: float, pose_ratio: float, inliers: int, spread: float) -> str:
         """Why a fix is out of distribution ("" when it is not) by :attr:`gate`: its distance to the nearest map
-        keyframe in position and in the pose distance (position + rotation), each over the map's spacing, and
-        its inlier count and spread (share of the image the inliers' bounding box covers)."""
+        keyframe in position and in the pose distance (position + rotation), each over the map's spacing -- beyond
+        the gate's outer range (:func:`gate_ranges`: the gap range when the map has one) -- and its inlier count and
+        spread (share of the image the inliers' bounding box covers)."""
         g = self.gate
         if not g:
             return ""
-        if position_ratio > g.get("max_position_ratio", math.inf) or pose_ratio > g.get("max_pose_ratio", math.inf):
+        _, _, max_p, max_q = gate_ranges(g)
+        if position_ratio > max_p or pose_ratio > max_q:
             return (
                 f"beyond the map's coverage ({position_ratio:.1f}x the keyframe spacing in position, {pose_ratio:.1f}x "
-                f"in pose; calibrated up to {g.get('max_position_ratio', math.inf):.1f}x / "
-                f"{g.get('max_pose_ratio', math.inf):.1f}x)"
+                f"in pose; calibrated up to {max_p:.1f}x / {max_q:.1f}x)"
             )
         if inliers < g.get("min_inliers", 0) or spread < g.get("min_spread", 0.0):
             return (
@@ -409,6 +411,21 @@ def pose_error_vectors(T_est: np.ndarray, T_true: np.ndarray) -> np.ndarray:
     T_est = np.asarray(T_est, dtype=np.float64).reshape(-1, 4, 4)
     T_true = np.asarray(T_true, dtype=np.float64).reshape(-1, 4, 4)
     return np.concatenate([T_est[:, :3, 3] - T_true[:, :3, 3], rotation_errors_world(T_est, T_true)], axis=1)
+
+
+def gate_ranges(gate: Mapping[str, float]) -> tuple[float, float, float, float]:
+    """A gate's coverage ranges (in keyframe spacings): ``(near position, near pose, outer position, outer pose)``.
+    ``max_position_ratio`` / ``max_pose_ratio`` are the near range (the single held-out keyframes'; what a reader
+    without gap ranges gates by, so it flags a gap fix rather than publish it with the near covariance);
+    ``gap_max_position_ratio`` / ``gap_max_pose_ratio``, when the self-calibration's windows extended the gate
+    (:func:`pose2rgbd.inference.structure_calibration.extend_to_gaps`), the outer range; without them the outer
+    range is the near one. (A gate with ``near_position_ratio`` / ``near_pose_ratio`` -- the gap range's first,
+    unreleased form -- holds the near range there and the outer one in ``max_*``.)"""
+    if "near_position_ratio" in gate:
+        return (gate["near_position_ratio"], gate["near_pose_ratio"], gate["max_position_ratio"],
+                gate["max_pose_ratio"])  # fmt: skip
+    p, q = gate.get("max_position_ratio", math.inf), gate.get("max_pose_ratio", math.inf)
+    return p, q, gate.get("gap_max_position_ratio", p), gate.get("gap_max_pose_ratio", q)
 
 
 def fit_gate(

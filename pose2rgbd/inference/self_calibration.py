@@ -4,11 +4,11 @@ localized against a map of the rest, and the calibration fitted on them
 
 A single held-out keyframe keeps its neighbours in time, so on a dense video it is about one keyframe spacing from
 the rest: its fixes vouch for queries that close to the map only. Queries of a route split's held-out block, or of
-a later pass over the same place, sit in a *gap* of the map many spacings wide. So contiguous windows of keyframes
-(4, 8, 16, ... of them, up to a quarter of the map; ``gap_windows`` per length) are held out as well, each length
-against a map without its windows, and the calibration is extended to the gaps their fixes reached
-(:func:`pose2rgbd.inference.structure_calibration.extend_to_gaps`: a second range of the gate, with the covariance
-scale those fixes' errors need)."""
+a later pass over the same place, sit in a *gap* of the map many spacings wide. So windows of consecutive keyframes
+of one flight (4, 8, 16, ... of them, up to a quarter of the map; up to ``gap_windows`` per length, apart from each
+other: :func:`held_out_windows`) are held out as well, each length against a map without its windows, and the
+calibration is extended to the gaps their fixes reached (:func:`pose2rgbd.inference.structure_calibration.
+extend_to_gaps`: a second range of the gate, with the covariance scale those fixes' errors need)."""
 
 from __future__ import annotations
 
@@ -47,18 +47,54 @@ MIN_WINDOW = 4  # the shortest window of keyframes held out (a gap of about two 
 WINDOW_QUERIES = 5
 
 
-def held_out_windows(n: int, cfg: SelfCalibrationConfig) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def keyframe_runs(n: int, source_id: np.ndarray | None, stamp_ns: np.ndarray | None) -> list[np.ndarray]:
+    """A map's ``n`` rows as time-ordered runs, one per source (flight) -- by the keyframes' ``source_id`` and
+    ``stamp_ns`` when known (:class:`~pose2rgbd.placemap.view.MapView`'s), else one run of all rows in the map's
+    order. A window of :func:`held_out_windows` lies inside one run: consecutive keyframes of one flight, never the
+    end of one and the start of another."""
+    if source_id is None:
+        return [np.arange(n)]
+    src = np.asarray(source_id)
+    stamp = np.arange(n) if stamp_ns is None else np.asarray(stamp_ns)
+    return [r[np.argsort(stamp[r], kind="stable")] for r in (np.flatnonzero(src == s) for s in np.unique(src))]
+
+
+def _fits(run: int, length: int) -> int:
+    """How many windows of ``length`` fit in a run of ``run`` keyframes with at least one keyframe between two of
+    them and between them and the run's first and last keyframe (the starts evenly spread, at least ``length + 1``
+    apart: ``(run - 2 - length) / (k + 1) >= length + 1``)."""
+    return max((run - 2 - length) // (length + 1) - 1, 0)
+
+
+def held_out_windows(
+    n: int, cfg: SelfCalibrationConfig, runs: list[np.ndarray] | None = None
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """The windows ``map build`` holds out, per window length ``L`` (:data:`MIN_WINDOW`, twice that, ... up to a
-    quarter of the ``n`` keyframes): ``(L, held, queries)``, the rows of ``cfg.gap_windows`` windows of ``L``
-    consecutive keyframes (in the map's order: time order within a flight) evenly spread between the first and the
-    last keyframe (never touching them), and up to :data:`WINDOW_QUERIES` rows inside each that are localized."""
+    quarter of the ``n`` keyframes): ``(L, held, queries)``, the rows of up to ``cfg.gap_windows`` windows of ``L``
+    consecutive keyframes of one run (``runs``: the rows of each flight in time order, :func:`keyframe_runs`;
+    default: one run, the map's rows in order) and up to :data:`WINDOW_QUERIES` rows inside each that are
+    localized. The windows never overlap or touch: within a run their starts are evenly spread with at least one
+    keyframe between two windows and between a window and the run's first or last keyframe. A length gets fewer
+    windows where ``gap_windows`` of them do not fit so (:func:`_fits`; the runs with room take them, the longer
+    ones first), none in a run too short for one; a length no run has room for ends the lengths."""
+    runs = [np.arange(n)] if runs is None else [np.asarray(r, np.int64) for r in runs]
     out: list[tuple[int, np.ndarray, np.ndarray]] = []
     w, length = int(cfg.gap_windows), MIN_WINDOW
     while w > 0 and length <= n // 4:
-        starts = np.unique(np.linspace(1, n - 1 - length, w + 2)[1:-1].round().astype(np.int64))
+        cap = [_fits(len(r), length) for r in runs]
+        k = [0] * len(runs)
+        for _ in range(min(w, sum(cap))):  # one window at a time to the run with the most keyframes per window
+            j = max((j for j in range(len(runs)) if k[j] < cap[j]), key=lambda j: len(runs[j]) / (k[j] + 1))
+            k[j] += 1
+        if not any(k):
+            break
         inner = np.unique(np.linspace(0, length - 1, WINDOW_QUERIES + 2)[1:-1].round().astype(np.int64))
-        held = np.unique(np.concatenate([s + np.arange(length) for s in starts]))
-        out.append((length, held, np.concatenate([s + inner for s in starts])))
+        held, queries = [], []
+        for r, kr in zip(runs, k):
+            for s in np.linspace(1, len(r) - 1 - length, kr + 2)[1:-1].round().astype(np.int64):
+                held.append(r[s : s + length])
+                queries.append(r[s + inner])
+        out.append((length, np.concatenate(held), np.concatenate(queries)))
         length *= 2
     return out
 
@@ -87,7 +123,7 @@ def _gap_windows(
     good: list[Fix] = []
     T_true, pr, qr = [], [], []
     lengths, queried = [], 0
-    for L, held, queries in held_out_windows(len(view), cfg):
+    for L, held, queries in held_out_windows(len(view), cfg, keyframe_runs(len(view), view.source_id, view.stamp_ns)):
         fixes, rest = _localize(view, held, queries, progress, f"self-calibration, gaps of {L} keyframes")
         lengths.append(L)
         queried += len(queries)
@@ -131,7 +167,7 @@ def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = F
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, bound_m=cfg.bound_m,
                                     gate_quantile=cfg.gate_quantile, scale_level=cfg.scale_level,
                                     source={"method": "structure", "split": "map keyframes held out"})  # fmt: skip
-    if cfg.gap_windows > 0:
+    if cfg.gap_windows > 0 and cal.gate:  # without a gate there is no range to extend
         wfix, wT, wpr, wqr, record = _gap_windows(view, cfg, progress)
         entry["gaps"] = {**record, **extend_to_gaps(cal, wfix, wT, wpr, wqr, scale_level=cfg.scale_level)}
     return {**entry, "status": "calibrated", "calibration": cal.to_dict()}

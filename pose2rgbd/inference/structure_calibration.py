@@ -14,7 +14,9 @@ out-of-distribution gate and the confidence -- and ``map build``'s self-calibrat
   :mod:`pose2rgbd.inference.calibration` (the one fitter).
 * :func:`extend_to_gaps`: the calibration's second range, fitted on held-out *windows* of keyframes (queries in a
   gap of the map, farther from its keyframes than any single held-out keyframe): fixes beyond the first range but
-  within the second are published with the covariance scaled as those windows' errors need, not flagged.
+  within the second are published with the covariance scaled as those windows' errors need, not flagged. The first
+  range stays the gate's ``max_*`` (a pose2rgbd that knows no second range flags those fixes), the second is
+  ``gap_max_*``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pose2rgbd.inference.calibration import (
     compute_calibration,
     fit_confidence,
     fit_gate,
+    gate_ranges,
     information_factors,
     pose_error_vectors,
 )
@@ -189,12 +192,13 @@ MAX_GAP_SCALE = 100.0
 
 
 def in_gap(gate: dict[str, float], position_ratio: float, pose_ratio: float) -> bool:
-    """Whether a fix at these coverage ratios lies beyond the range of the single held-out keyframes
-    (``near_position_ratio`` / ``near_pose_ratio`` of a gate extended by :func:`extend_to_gaps`; a gate without
-    them: never)."""
-    if "near_position_ratio" not in gate:
+    """Whether a fix at these coverage ratios lies beyond the near range of a gate extended by
+    :func:`extend_to_gaps` (the single held-out keyframes' range; :func:`gate_ranges`); a gate without a gap
+    range: never."""
+    near_p, near_q, outer_p, outer_q = gate_ranges(gate)
+    if (outer_p, outer_q) == (near_p, near_q):
         return False
-    return bool(position_ratio > gate["near_position_ratio"] or pose_ratio > gate["near_pose_ratio"])
+    return bool(position_ratio > near_p or pose_ratio > near_q)
 
 
 def gap_scaled(cov: np.ndarray, gate: dict[str, float]) -> np.ndarray:
@@ -216,17 +220,20 @@ def extend_to_gaps(
 ) -> dict[str, float]:
     """Extend ``cal``'s gate (in place) with fixes of keyframes held out in contiguous windows (queries in a gap of
     the map, with their true poses ``T_true`` and their coverage ratios against the map they were localized
-    against). The gate's range so far (fitted on single held-out keyframes: on a dense video, about one spacing
-    from the map) becomes ``near_position_ratio`` / ``near_pose_ratio``; the window fixes beyond it that are not of
-    weak geometry (the gap fixes) give, when there are at least :data:`MIN_FRAMES` of them:
+    against). The gate's range so far (``max_position_ratio`` / ``max_pose_ratio``, fitted on single held-out
+    keyframes: on a dense video, about one spacing from the map) stays the near range -- a reader that knows no gap
+    range gates by it, flagging the gap fixes rather than publishing them with the near covariance; the window fixes
+    beyond it that are not of weak geometry (the gap fixes) give, when there are at least :data:`MIN_FRAMES` of
+    them:
 
     * ``gap_position_scale`` / ``gap_orientation_scale``: the factors (variance, at least 1) by which a gap fix's
       calibrated covariance is multiplied (:func:`information_factors` of their errors under the calibrated
       covariance, the median's upper bound at ``scale_level``: the same fit as the calibration's own scale);
-    * ``max_position_ratio`` / ``max_pose_ratio``: :data:`GATE_MARGIN` x the farthest gap fix whose error the
+    * ``gap_max_position_ratio`` / ``gap_max_pose_ratio``, the outer range: :data:`GATE_MARGIN` x the farthest gap
+      fix whose error the
       gap-scaled covariance explains (squared Mahalanobis error within chi-square's 0.999 quantile: a fix of a
       wrong place widens nothing), never less than the near range: only fixes beyond that are *beyond the map's
-      coverage*.
+      coverage* (:meth:`~pose2rgbd.inference.calibration.Calibration.gate_reason`).
 
     Returns what was fitted (``gap_fixes`` and, when extended, the gate entries); fewer gap fixes, or gap factors
     above :data:`MAX_GAP_SCALE`, leave the gate as it was (a fix beyond the single keyframes' range stays flagged:
@@ -235,7 +242,7 @@ def extend_to_gaps(
     if not g or not fixes:
         return {"gap_fixes": 0.0}
     pr, qr = np.asarray(position_ratio, np.float64), np.asarray(pose_ratio, np.float64)
-    near_p, near_q = g["max_position_ratio"], g["max_pose_ratio"]
+    near_p, near_q, _, _ = gate_ranges(g)
     strong = np.array([f.inliers >= g.get("min_inliers", 0.0) and f.spread >= g.get("min_spread", 0.0)
                        for f in fixes])  # fmt: skip
     gap = strong & ((pr > near_p) | (qr > near_q))
@@ -255,11 +262,9 @@ def extend_to_gaps(
     # the range: the farthest gap fix whose error its covariance explains (a wrong place's fix lies anywhere)
     fits = np.array([float(x @ np.linalg.solve(c, x)) for x, c in zip(e, cov)]) <= CHI2_6_GROSS
     out.update({
-        "near_position_ratio": float(near_p),
-        "near_pose_ratio": float(near_q),
         **scaled,
-        "max_position_ratio": max(float(near_p), float(np.max(pr[idx][fits], initial=0.0)) * GATE_MARGIN),
-        "max_pose_ratio": max(float(near_q), float(np.max(qr[idx][fits], initial=0.0)) * GATE_MARGIN),
+        "gap_max_position_ratio": max(float(near_p), float(np.max(pr[idx][fits], initial=0.0)) * GATE_MARGIN),
+        "gap_max_pose_ratio": max(float(near_q), float(np.max(qr[idx][fits], initial=0.0)) * GATE_MARGIN),
     })  # fmt: skip
     cal.gate = {**g, **out}
     return out

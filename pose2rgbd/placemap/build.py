@@ -56,9 +56,10 @@ class SelfCalibrationConfig:
     min_queries: int = ranged_field(30, "hold out at least this many (at most a quarter of the map)", 12, 100000)
     max_queries: int = ranged_field(150, "hold out at most this many (the build time it adds)", 12, 100000)
     gap_windows: int = ranged_field(
-        3, "also hold out this many contiguous windows of keyframes per window length (4, 8, 16, ... keyframes, up "
-        "to a quarter of the map), each length against a map without them: the calibration then reaches gaps as "
-        "large as a route split's held-out blocks or a later pass leaves (0: single keyframes only)", 0, 20,
+        3, "also hold out up to this many windows of consecutive keyframes of one flight per window length (4, 8, "
+        "16, ... keyframes, up to a quarter of the map; fewer where they would not fit apart), each length against "
+        "a map without them: the calibration then reaches gaps as large as a route split's held-out blocks or a "
+        "later pass leaves (0: single keyframes only)", 0, 20,
     )  # fmt: skip
     bound_m: float = ranged_field(
         0.0, "confidence = P(position error < bound_m) (map units); 0: twice the held-out median position error",
@@ -337,7 +338,8 @@ def build_map(
                            np.concatenate(points_kept) if points_kept else np.zeros((0, 3), np.float32),
                            glob.astype(np.float32), describer, float(rot_w), ds.manifest.world_frame,
                            triangulate_neighbours=cfg.triangulate_neighbours if points == "triangulated" else 0,
-                           read_rgb=lambda k: ds.read_rgb(int(rows[k])))  # fmt: skip
+                           read_rgb=lambda k: ds.read_rgb(int(rows[k])), source_id=ds.frames.source_id[rows],
+                           stamp_ns=ds.frames.stamp_ns[rows])  # fmt: skip
             calibration = {**calibrate(view, cfg.calibration, progress), "seconds": round(time.monotonic() - t_cal, 2)}
         from pose2rgbd import config as cfgmod
 

@@ -189,7 +189,8 @@ def merge_maps(
         manifest["global"] = {**cfgmod.to_dict(gcfg), "dims_stored": int(glob.shape[1])}
         manifest["calibration"] = _calibration(pms, entries, offsets, kp_xy, desc, points, glob, describer, calibrate,
                                                calibration or MapBuildConfig().calibration,
-                                               float(manifest["rot_weight_m"]), has_images, progress)  # fmt: skip
+                                               float(manifest["rot_weight_m"]), has_images, progress,
+                                               same_dataset)  # fmt: skip
         manifest["merge_notes"] = notes
         merge_s = time.monotonic() - t0
         manifest["merge_s"] = round(merge_s, 2)
@@ -212,10 +213,12 @@ def _calibration(
     rot_weight_m: float,
     has_images: bool,
     progress: bool,
+    same_dataset: bool = True,
 ) -> dict[str, Any] | None:
     """The merged map's self-calibration (as ``map build``'s, with ``cfg``; ``rot_weight_m``: the merged map's, as
     it is stored), or None without a ``calibrate`` step or with it turned off; a map without keyframe images has
-    nothing to localize: ``not calibrated``, with why."""
+    nothing to localize: ``not calibrated``, with why. The keyframes' flights (for the self-calibration's windows):
+    their sources, each map's own when the maps are of different datasets."""
     if calibrate is None or not cfg.enabled:
         return None
     if not has_images:
@@ -224,6 +227,7 @@ def _calibration(
     t0 = time.monotonic()
     first = pms[0]
     triangulated = all(pm.manifest.get("points") == "triangulated" for pm in pms)
+    source_id, stamp_ns = _flights(pms, entries, same_dataset)
     view = MapView(
         np.stack([pms[m].T_world_cam[k] for m, k in entries]).astype(np.float64),
         np.stack([pms[m].intrinsics[k] for m, k in entries]).astype(np.float64),
@@ -232,8 +236,29 @@ def _calibration(
         glob.astype(np.float32), describer, rot_weight_m, first.world_frame,
         triangulate_neighbours=MapBuildConfig().triangulate_neighbours if triangulated else 0,
         read_rgb=lambda i: pms[entries[i][0]].rgb(entries[i][1]),
+        source_id=source_id,
+        stamp_ns=stamp_ns,
     )  # fmt: skip
     return {**calibrate(view, cfg, progress), "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _flights(
+    pms: Sequence[PlaceMap], entries: list[tuple[int, int]], same_dataset: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The merged keyframes' ``source_id`` (a flight's number: the dataset's source, per map when the maps are of
+    different datasets; a map without sources: one flight) and ``stamp_ns`` (None unless every map has them)."""
+    keys = []
+    for m, k in entries:
+        src = pms[m].source_id
+        keys.append((0 if same_dataset else m, -1 if src is None else int(src[k])))
+    source = np.unique(np.array(keys, np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    stamps = []
+    for m, k in entries:
+        st = pms[m].stamp_ns
+        if st is None:
+            return source, None
+        stamps.append(int(st[k]))
+    return source, np.array(stamps, np.int64)
 
 
 def _manifest(

@@ -38,6 +38,10 @@ class MapView:
     triangulate_neighbours: int = 0  # > 0: the points were triangulated with this many neighbours (see without)
     # keyframe row -> uint8 RGB (the build's dataset); None in a leave-out map
     read_rgb: Callable[[int], np.ndarray] | None = None
+    # per keyframe: its flight (source) and time; None when unknown (the self-calibration's windows then take the
+    # rows' order as one flight's time order)
+    source_id: np.ndarray | None = None
+    stamp_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=self.rot_weight_m)
@@ -87,4 +91,6 @@ class MapView:
                               rot_weight_m=self.rot_weight_m)  # fmt: skip
         return MapView(self.T_world_cam[keep], self.intrinsics[keep], self.image_hw, offsets, xy, desc, xyz,
                        self.global_desc[keep], self.describer, self.rot_weight_m, self.world_frame, self.datum,
-                       self.triangulate_neighbours)  # fmt: skip
+                       self.triangulate_neighbours, None,
+                       None if self.source_id is None else self.source_id[keep],
+                       None if self.stamp_ns is None else self.stamp_ns[keep])  # fmt: skip

@@ -419,8 +419,8 @@ def gate_ranges(gate: Mapping[str, float]) -> tuple[float, float, float, float]:
     without gap ranges gates by, so it flags a gap fix rather than publish it with the near covariance);
     ``gap_max_position_ratio`` / ``gap_max_pose_ratio``, when the self-calibration's windows extended the gate
     (:func:`pose2rgbd.inference.structure_calibration.extend_to_gaps`), the outer range; without them the outer
-    range is the near one. (A gate with ``near_position_ratio`` / ``near_pose_ratio`` -- the gap range's first,
-    unreleased form -- holds the near range there and the outer one in ``max_*``.)"""
+    range is the near one. (A gate with ``near_position_ratio`` / ``near_pose_ratio`` holds the near range there and
+    the outer one in ``max_*``.)"""
     if "near_position_ratio" in gate:
         return (gate["near_position_ratio"], gate["near_pose_ratio"], gate["max_position_ratio"],
                 gate["max_pose_ratio"])  # fmt: skip

@@ -315,3 +315,25 @@ def test_a_csv_header_written_as_a_comment_is_the_header(tmp_path: Path) -> None
     traj = read_trajectory(p)
     assert traj.format == "csv" and len(traj) == 2 and list(traj.lines) == [2, 3]
     np.testing.assert_allclose(traj.T_world_cam[:, :3, 3], [[1, 2, 3], [1, 2, 4]])
+
+
+def test_a_localize_images_tum_counts_images_not_seconds(ckpt: Path, tmp_path: Path) -> None:
+    """`localize images --out poses.tum` writes the image's index where a time would be: the video's rate is then
+    not one frame per second (from the index steps) but the default 10."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.inference.image_sequence import _tum_header
+
+    T = _route(3)
+    lines = [_tum_header("map")] + [f"{i} " + " ".join(_fields(T[i])) for i in range(3)]
+    p = tmp_path / "poses.tum"
+    p.write_text("\n".join(lines) + "\n")
+    traj = read_trajectory(p)
+    assert traj.format == "tum" and not traj.timed and list(traj.stamps_ns) == [0, 10**9, 2 * 10**9]
+    assert read_trajectory(_write_tum(tmp_path / "gt.txt", T, T0_S + np.array([0.0, 0.2, 0.4]))).timed
+    for src, fps in ((p, 10.0), (tmp_path / "gt.txt", 5.0)):  # the default (not 1 per index) / 0.2 s between poses
+        assert _render(ckpt, src, tmp_path / f"{src.stem}.mp4") == 0
+        cap = cv2.VideoCapture(str(tmp_path / f"{src.stem}.mp4"))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps, rel=1e-3)
+        cap.release()
+    p.write_text("\n".join(["# index tx ty tz qx qy qz qw", *lines[1:]]) + "\n")
+    assert not read_trajectory(p).timed

@@ -166,4 +166,11 @@ def read_trajectory(path: str | Path, camera_axes: str = "optical") -> Trajector
             raise
         raise ConfigError(str(e)) from e
     T = T @ axes_matrix(camera_axes)
-    return Trajectory(p, fmt, stamps, T, np.asarray(rows, dtype=np.int64), frames)
+    timed = not (fmt == "tum" and _first_line(p).lower().lstrip("# ").startswith("index"))  # localize images' .tum
+    return Trajectory(p, fmt, stamps, T, np.asarray(rows, dtype=np.int64), frames, timed=timed)
+
+
+def _first_line(path: Path) -> str:
+    """The file's first line that is not blank (a comment included)."""
+    with open(path, errors="replace") as f:
+        return next((s for raw in f if (s := raw.strip())), "")

@@ -41,6 +41,7 @@ class Trajectory:
     T_world_cam: np.ndarray  # (N, 4, 4)
     lines: np.ndarray  # (N,) int64
     frames: np.ndarray | None = None  # (N,) float64, the CSV's frame column
+    timed: bool = True  # False: the first column counts images (a `localize images` .tum), not seconds
 
     def __len__(self) -> int:
         return len(self.T_world_cam)
@@ -163,7 +164,8 @@ def render_trajectory(
     if oob.any():
         log.warning("%s", out_of_bounds_message(traj, oob, cov_m, cov_deg, table))
     steps = np.diff(traj.stamps_ns) / 1e9
-    fps = fps or (1.0 / float(np.median(steps)) if len(T) > 1 and np.all(steps > 0) else 10.0)
+    timed = traj.timed and len(T) > 1 and bool(np.all(steps > 0))
+    fps = fps or (1.0 / float(np.median(steps)) if timed else 10.0)
     video = out.suffix.lower() in VIDEO_SUFFIXES
     if not video:
         out.mkdir(parents=True, exist_ok=True)

@@ -471,3 +471,30 @@ def test_keyframes_gathered_on_a_device_are_the_hosts(ck) -> None:
     m.gather_keyframes_on(rows, torch.device("cpu"))
     m.use_keyframes(m.keyframes.keyframes)
     assert m._keyframes_on_device is None
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_a_hybrid_without_decoder_flags_positions_not_the_rotation_box(decoder: bool) -> None:
+    """A survey flight's camera looks straight down: qw is near 0 at every heading, so the box of the training
+    quaternions is a sliver that a degree of roll leaves. The default hybrid (no decoder: no network sees the pose)
+    flags only a position outside the keyframes' box; with a decoder, which takes the encoded pose, the whole box."""
+    from scipy.spatial.transform import Rotation
+
+    from pose2rgbd.models import PoseNormalizer
+    from pose2rgbd.testing.ground_plane import look_down_pose
+    from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint
+
+    rng = np.random.default_rng(0)
+    T = np.stack([look_down_pose(rng.uniform(-50, 50), rng.uniform(-50, 50), 30.0) for _ in range(200)])
+    T[:, :3, :3] = T[:, :3, :3] @ Rotation.from_rotvec(rng.normal(0, 0.02, (200, 3))).as_matrix()  # some wobble
+    model = make_hybrid_checkpoint(64, 8, preset="hybrid-fast", decoder=decoder).model
+    model.set_pose_normalizer(PoseNormalizer.fit(T, "6dof-quat"))
+    rolled = T.copy()
+    rolled[:, :3, :3] = rolled[:, :3, :3] @ Rotation.from_rotvec([0.0, 0.0, 0.03]).as_matrix()  # 1.7 deg roll
+    far = T[:10].copy()
+    far[:, 0, 3] += 500.0  # 500 m beyond the place
+    assert not model.out_of_bounds(T).any()
+    assert model.out_of_bounds(far).all()
+    _, oob = model.poses_to_input(rolled)
+    assert np.array_equal(oob, model.out_of_bounds(rolled))  # one rule for both paths
+    assert oob.any() == decoder  # the rotation box flags some rolled poses; the position box none

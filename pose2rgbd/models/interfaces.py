@@ -127,10 +127,17 @@ class PoseNormalization(nn.Module):
         x = 2.0 * (enc - lo) / safe - 1.0
         return torch.where(span > 0, x, torch.zeros_like(x)).float()
 
+    @property
+    def oob_dims(self) -> slice:
+        """The normalized pose dimensions the out-of-bounds flag checks: all of them (the network takes the whole
+        encoded pose; a model whose networks do not see the pose checks fewer, e.g. the hybrid's position)."""
+        return slice(None)
+
     def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
-        """``(N,)`` bool: some normalized pose dimension lies outside [-1 - margin, 1 + margin]."""
+        """``(N,)`` bool: some normalized pose dimension of :attr:`oob_dims` lies outside [-1 - margin, 1 + margin]."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
-        return np.asarray(self.pose_normalizer.out_of_bounds(T, margin), dtype=bool).reshape(len(T))
+        x = self.pose_normalizer.normalize(T)[:, self.oob_dims]
+        return np.asarray(self.pose_normalizer.out_of_bounds_normalized(x, margin), dtype=bool).reshape(len(T))
 
 
 class PoseToImage(PoseNormalization):
@@ -170,7 +177,7 @@ class PoseToImage(PoseNormalization):
         pn = self.pose_normalizer
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         x = pn.normalize_encoded(encode_poses(T, pn.kind))
-        oob = np.asarray(pn.out_of_bounds_normalized(x, oob_margin), dtype=bool).reshape(len(T))
+        oob = np.asarray(pn.out_of_bounds_normalized(x[:, self.oob_dims], oob_margin), dtype=bool).reshape(len(T))
         return torch.from_numpy(x.astype(np.float32)).to(self.pose_min.device), oob
 
     def outputs_to_arrays(self, outputs: dict[str, Any]) -> dict[str, np.ndarray | None]:

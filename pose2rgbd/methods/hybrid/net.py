@@ -449,6 +449,15 @@ class HybridNet(PoseToImage, ModelBase):
         return True
 
     @property
+    def oob_dims(self) -> slice:
+        """Without a decoder no network here sees the pose, so the out-of-bounds flag checks the position only (the
+        box of the keyframes' positions): the warp renders any view direction from the keyframes that see it, and
+        the box of the encoded rotation misleads -- a camera looking straight down has qw near 0 for every heading,
+        so a training box of a survey flight is a sliver of qw that a degree of roll leaves. How near the keyframes
+        a view is, position and angle, is the coverage the engine reports with each render."""
+        return slice(None) if self.decoder is not None else slice(0, 3)
+
+    @property
     def depth_range_m(self) -> tuple[float, float] | None:
         dn = self.depth_normalizer
         return (dn.min_m, dn.max_m)

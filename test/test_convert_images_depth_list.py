@@ -81,6 +81,10 @@ def test_depth_list_pairs_each_image_with_its_nearest_depth(
     assert not (tmp_path / "ds0").exists()
 
     assert _convert(seq, tmp_path / "ds", "--skip-unmatched") == 0
+    out = capsys.readouterr().out  # the console says what was left out, not only the report
+    assert (
+        "1 of 6 images have no depth image within 0.02 s of their timestamp and were dropped (--skip-unmatched)" in out
+    )
     ds = Dataset(tmp_path / "ds")
     assert len(ds) == len(EXPECT) and ds.manifest.depth_kind == "metric"
     got = {}

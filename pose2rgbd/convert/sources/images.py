@@ -458,6 +458,9 @@ def print_result(out: Path, say: PrintFn = print) -> None:
     if sk:
         say(f"  {sk['count']} listed frame(s) left out, depth file missing (--skip-missing): "
             + ", ".join(sk["entries"][:3]) + (" ..." if sk["count"] > 3 else ""))  # fmt: skip
+    for note in s.get("assumptions") or []:  # frames a reader left out by --skip-unmatched (no pose or depth in time)
+        if str(note).endswith("(skip_unmatched)"):
+            say(f"  {str(note).removesuffix(' (skip_unmatched)')} (--skip-unmatched)")
     rp = s["frames"].get("repeats") or {}
     if rp.get("repeats"):
         shown = ", ".join(rp["examples"][:3]) + (" ..." if rp["repeats"] > 3 else "")

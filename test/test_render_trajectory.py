@@ -337,3 +337,39 @@ def test_a_localize_images_tum_counts_images_not_seconds(ckpt: Path, tmp_path: P
         cap.release()
     p.write_text("\n".join(["# index tx ty tz qx qy qz qw", *lines[1:]]) + "\n")
     assert not read_trajectory(p).timed
+
+
+@pytest.mark.parametrize("name", ["frames", "v.mp4"])
+def test_a_render_that_fails_midway_leaves_no_partial_output(name: str, tmp_path: Path) -> None:
+    """The renders and the pose table appear together at the end: an error in the second batch leaves neither the
+    output nor a hidden staging folder, and an earlier output where it was."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import render_trajectory
+
+    class Engine:  # renders the first batch, then fails
+        calls = 0
+
+        def out_of_bounds(self, T: np.ndarray) -> np.ndarray:
+            return np.zeros(len(T), bool)
+
+        def render(self, T: np.ndarray) -> object:
+            Engine.calls += 1
+            if Engine.calls > 1:
+                raise RuntimeError("the engine stopped")
+            n = len(T)
+            return type("R", (), {"rgb": np.zeros((n, 8, 8, 3), np.uint8), "depth": np.ones((n, 8, 8), np.float32),
+                                  "__len__": lambda self: n})()  # fmt: skip
+
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(4), T0_S + 0.1 * np.arange(4)))
+    out = tmp_path / "out" / name
+    out.parent.mkdir()
+    with pytest.raises(RuntimeError, match="the engine stopped"):
+        render_trajectory(Engine(), traj, out, batch=2, progress=False)
+    assert sorted(p.name for p in out.parent.iterdir()) == []  # nothing, not even a hidden staging folder
+    earlier = out / "rgb_000000.png" if name == "frames" else out  # an earlier render at the same place
+    earlier.parent.mkdir(parents=True, exist_ok=True)
+    earlier.write_bytes(b"earlier")
+    Engine.calls = 0
+    with pytest.raises(RuntimeError, match="the engine stopped"):
+        render_trajectory(Engine(), traj, out, batch=2, progress=False)
+    assert earlier.read_bytes() == b"earlier" and sorted(p.name for p in out.parent.iterdir()) == [name]

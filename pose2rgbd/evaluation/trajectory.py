@@ -152,7 +152,7 @@ def render_trajectory(
     """
     import cv2
 
-    from pose2rgbd.atomic import write_text_atomic
+    from pose2rgbd.atomic import StagedOutputs
     from pose2rgbd.progress import bar
     from pose2rgbd.viz import colorize_depth
 
@@ -167,8 +167,17 @@ def render_trajectory(
     timed = traj.timed and len(T) > 1 and bool(np.all(steps > 0))
     fps = fps or (1.0 / float(np.median(steps)) if timed else 10.0)
     video = out.suffix.lower() in VIDEO_SUFFIXES
+    # written beside the output and put in place whole at the end (an error or Ctrl-C leaves an earlier output as it
+    # was and no half-written one); the pose table goes with it
+    staged = StagedOutputs()
+    dest = staged.stage(out)
     if not video:
-        out.mkdir(parents=True, exist_ok=True)
+        dest.mkdir()
+
+    def write_png(path: Path, img: np.ndarray) -> None:
+        if not cv2.imwrite(str(path), img):
+            raise ConfigError(f"{out / path.name}: OpenCV could not write the image (disk full, or no PNG support?)")
+
     writer = None
     n = 0
     try:
@@ -187,23 +196,31 @@ def render_trajectory(
                 if video:
                     frame = np.concatenate(panels, axis=1)
                     if writer is None:
-                        out.parent.mkdir(parents=True, exist_ok=True)
                         h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+                        writer = cv2.VideoWriter(str(dest), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                         if not writer.isOpened():
                             raise ConfigError(f"{out}: OpenCV cannot open a video writer for this file type")
                     writer.write(np.ascontiguousarray(frame[..., ::-1]))
                 else:
                     if rgb is not None:
-                        cv2.imwrite(str(out / f"rgb_{k:06d}.png"), np.ascontiguousarray(rgb[..., ::-1]))
+                        write_png(dest / f"rgb_{k:06d}.png", np.ascontiguousarray(rgb[..., ::-1]))
                     if depth is not None:
                         mm = np.where(np.isfinite(depth), np.clip(depth * 1000.0, 0, 65535), 0).astype(np.uint16)
-                        cv2.imwrite(str(out / f"depth_{k:06d}.png"), mm)
-                        np.save(out / f"depth_{k:06d}.npy", depth.astype(np.float32))
+                        write_png(dest / f"depth_{k:06d}.png", mm)
+                        np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
                 n += 1
-    finally:
         if writer is not None:
             writer.release()
-    table.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(table, poses_table(traj, oob, cov_m, cov_deg))
+            writer = None
+        text = poses_table(traj, oob, cov_m, cov_deg)
+        if video:
+            staged.commit({table: text})
+        else:
+            (dest / table.name).write_text(text)
+            staged.commit()
+    except BaseException:
+        if writer is not None:
+            writer.release()
+        staged.discard()
+        raise
     return TrajectoryRender(out, n, int(oob.sum()), table, tuple(int(i) for i in np.flatnonzero(oob)))

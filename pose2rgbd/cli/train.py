@@ -83,19 +83,25 @@ def _pre_parse(argv: list[str]) -> argparse.Namespace:
     return pre
 
 
+def _run_config(out: Path | None) -> dict[str, object]:
+    """The config.yaml of the run in ``out`` as written (``method``, ``model``, ``train``), or {} where there is none
+    to read (resuming says what is wrong, if anything)."""
+    if out is None:
+        return {}
+    import yaml
+
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _method_of_run(out: Path | None, resume: bool) -> str:
     """The kind to train where ``--method`` is not given: with ``--resume``, the one the run in ``out`` was started
     with (its config.yaml), else :data:`DEFAULT_METHOD`."""
-    if resume and out is not None:
-        import yaml
-
-        try:
-            saved = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("method")
-        except (OSError, yaml.YAMLError, AttributeError):
-            saved = None
-        if isinstance(saved, str) and saved:
-            return saved
-    return DEFAULT_METHOD
+    saved = _run_config(out).get("method") if resume else None
+    return saved if isinstance(saved, str) and saved else DEFAULT_METHOD
 
 
 def _refuse_moved_keys(pre: argparse.Namespace, rest: list[str]) -> None:
@@ -233,12 +239,8 @@ def _hint_hybrid(dataset: Path) -> None:
 def _note_changed_lr(out: Path, lr: float) -> None:
     """On ``--resume``: say so where the run continues at another learning rate than it was started with (the
     flags, or the method's own default, e.g. the hybrid's 1e-3, decide it; the run's config.yaml records the old)."""
-    import yaml
-
-    try:
-        saved = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("train", {}).get("lr")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return  # nothing to compare with: resuming says what is wrong, if anything
+    train = _run_config(out).get("train")
+    saved = train.get("lr") if isinstance(train, dict) else None
     if isinstance(saved, (int, float)) and abs(float(saved) - lr) > 1e-12 * max(abs(lr), 1.0):
         print(f"note: the run in {out} was started at lr {saved:g}; it continues at lr {lr:g} (pass --lr to choose)")
 

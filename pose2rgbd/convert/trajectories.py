@@ -42,30 +42,37 @@ def accepted_formats() -> str:
     )
 
 
-def _data_lines(path: Path) -> list[tuple[int, str]]:
-    """The lines that are not blank or ``#`` comments, with their 1-based numbers; a CSV header written as the first
-    comment (``# frame,time_s,...``, as NumPy's ``savetxt`` writes one) counts as the header."""
+def _data_lines(path: Path) -> tuple[list[tuple[int, str]], str]:
+    """The lines that are not blank or ``#`` comments, with their 1-based numbers, and the file's first line that is
+    not blank (a comment included); a CSV header written as the first comment (``# frame,time_s,...``, as NumPy's
+    ``savetxt`` writes one) counts as the header."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: trajectory file not found")
     try:
         text = path.read_text(errors="replace")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the trajectory: {e.strerror or e}") from e
     out: list[tuple[int, str]] = []
+    first = ""
     for n, raw in enumerate(text.splitlines(), 1):
         s = raw.strip()
+        first = first or s
         if s.startswith("#") and not out and set(TRAJECTORY_COLUMNS) <= {c.strip() for c in s[1:].split(",")}:
             out.append((n, s[1:].strip()))
         elif s and not s.startswith("#"):
             out.append((n, s))
-    return out
+    return out, first
 
 
 def trajectory_format(path: str | Path) -> str:
     """``csv`` or ``tum``, from the first line that is not blank or a ``#`` comment: 8 numbers is TUM, a row with
     the CSV's columns is the CSV; anything else is an error naming both formats."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: trajectory file not found")
-    lines = _data_lines(p)
+    return _format(p, _data_lines(p)[0])
+
+
+def _format(p: Path, lines: list[tuple[int, str]]) -> str:
+    """:func:`trajectory_format` of the file's data lines (:func:`_data_lines`)."""
     if not lines:
         raise ConfigError(f"{p}: no poses (the file is empty or only comments); {accepted_formats()}")
     n, first = lines[0]
@@ -105,10 +112,9 @@ def _poses_checked(path: Path, t: np.ndarray, q: np.ndarray, rows: list[int]) ->
     return check_rotations(T_from_tq(t, q / qn[:, None]), [f"{path}: row {r}" for r in rows])
 
 
-def _read_csv_rows(path: Path) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """The CSV's :data:`TRAJECTORY_COLUMNS` as ``(N, 9)`` float64, the line of each row ("row" in messages) and
-    ``time_s`` in int64 ns (exactly as written)."""
-    lines = _data_lines(path)
+def _read_csv_rows(path: Path, lines: list[tuple[int, str]]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """The CSV's :data:`TRAJECTORY_COLUMNS` as ``(N, 9)`` float64 from its data ``lines`` (:func:`_data_lines`), the
+    line of each row ("row" in messages) and ``time_s`` in int64 ns (exactly as written)."""
     (hn, header), body = lines[0], lines[1:]
     names = [c.strip() for c in next(csv.reader([header]))]
     missing = [c for c in TRAJECTORY_COLUMNS if c not in names]
@@ -131,7 +137,7 @@ def _read_csv_rows(path: Path) -> tuple[np.ndarray, list[int], np.ndarray]:
                     f"{path}: row {n}, column {TRAJECTORY_COLUMNS[j]}: {fields[c].strip()[:30]!r} is not a number"
                 ) from None
         ns = stamp_ns(fields[cols[1]].strip())
-        if ns is None or not -(2**63) <= ns < 2**63:
+        if ns is None:  # a number (read above), but not a time int64 ns hold
             raise ConfigError(f"{path}: row {n}: time_s {fields[cols[1]].strip()[:30]!r} does not fit int64 ns")
         stamps[i] = ns
     return out, [n for n, _ in body], stamps
@@ -140,9 +146,10 @@ def _read_csv_rows(path: Path) -> tuple[np.ndarray, list[int], np.ndarray]:
 def read_trajectory_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(time_s (N,), T_world_cam (N, 4, 4))`` from the trajectory CSV (header row required)."""
     p = Path(path)
-    if trajectory_format(p) != "csv":
+    lines = _data_lines(p)[0]
+    if _format(p, lines) != "csv":
         raise ConfigError(f"{p}: a TUM trajectory, not the trajectory CSV; read it with read_trajectory")
-    data, rows, _ = _read_csv_rows(p)
+    data, rows, _ = _read_csv_rows(p, lines)
     return data[:, 1].copy(), _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
 
 
@@ -152,11 +159,12 @@ def read_trajectory(path: str | Path, camera_axes: str = "optical") -> Trajector
     if camera_axes not in CAMERA_AXES:
         raise ConfigError(f"camera axes must be one of {', '.join(CAMERA_AXES)}, got {camera_axes!r}")
     p = Path(path)
-    fmt = trajectory_format(p)
+    lines, first = _data_lines(p)
+    fmt = _format(p, lines)
     frames = None
     try:
         if fmt == "csv":
-            data, rows, stamps = _read_csv_rows(p)
+            data, rows, stamps = _read_csv_rows(p, lines)
             frames = data[:, 0].copy()
             T = _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
         else:
@@ -166,11 +174,5 @@ def read_trajectory(path: str | Path, camera_axes: str = "optical") -> Trajector
             raise
         raise ConfigError(str(e)) from e
     T = T @ axes_matrix(camera_axes)
-    timed = not (fmt == "tum" and _first_line(p).lower().lstrip("# ").startswith("index"))  # localize images' .tum
+    timed = not (fmt == "tum" and first.lower().lstrip("# ").startswith("index"))  # localize images' .tum
     return Trajectory(p, fmt, stamps, T, np.asarray(rows, dtype=np.int64), frames, timed=timed)
-
-
-def _first_line(path: Path) -> str:
-    """The file's first line that is not blank (a comment included)."""
-    with open(path, errors="replace") as f:
-        return next((s for raw in f if (s := raw.strip())), "")

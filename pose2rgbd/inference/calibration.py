@@ -59,6 +59,7 @@ FORMAT = "pose2rgbd-localize-calibration"
 VERSION = 1
 CHI2_6_MEDIAN = 5.348120627447122  # median of the chi-square distribution with 6 degrees of freedom
 CHI2_3_MEDIAN = 2.3659738843753377  # ... with 3 (one block of the covariance)
+CHI2_6_GROSS = 22.457744484825326  # chi-square's 0.999 quantile, 6 degrees of freedom: an error no covariance explains
 GATE_MARGIN = 1.5  # the gate: 1.5x farther than the farthest held-out fix (or 1.5x weaker) is out of distribution
 # the covariance scale is the upper one-sided confidence bound of the held-out median at this level
 # (median_upper_bound): the scale it publishes is at least the true one in at least 80 % of calibrations

@@ -115,11 +115,11 @@ def _localize(
 
 
 def _gap_windows(
-    view: MapView, cfg: SelfCalibrationConfig, progress: bool
+    view: MapView, cfg: SelfCalibrationConfig, spacing: dict[str, float], progress: bool
 ) -> tuple[list[Fix], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """The fixes of :func:`held_out_windows` (those with a fix), their true poses, their coverage ratios (position,
-    pose) against the map they were localized against, and the manifest's record of the windows."""
-    spacing = keyframe_spacing(view.T_world_cam, view.rot_weight_m)
+    pose; over the map's ``spacing``, :func:`keyframe_spacing`) against the map they were localized against, and the
+    manifest's record of the windows."""
     good: list[Fix] = []
     T_true, pr, qr = [], [], []
     lengths, queried = [], 0
@@ -168,6 +168,6 @@ def self_calibrate(view: MapView, cfg: SelfCalibrationConfig, progress: bool = F
                                     gate_quantile=cfg.gate_quantile, scale_level=cfg.scale_level,
                                     source={"method": "structure", "split": "map keyframes held out"})  # fmt: skip
     if cfg.gap_windows > 0 and cal.gate:  # without a gate there is no range to extend
-        wfix, wT, wpr, wqr, record = _gap_windows(view, cfg, progress)
+        wfix, wT, wpr, wqr, record = _gap_windows(view, cfg, spacing, progress)
         entry["gaps"] = {**record, **extend_to_gaps(cal, wfix, wT, wpr, wqr, scale_level=cfg.scale_level)}
     return {**entry, "status": "calibrated", "calibration": cal.to_dict()}

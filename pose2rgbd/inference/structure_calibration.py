@@ -28,6 +28,7 @@ import numpy as np
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 from pose2rgbd.inference.calibration import (
+    CHI2_6_GROSS,
     GATE_MARGIN,
     MIN_FRAMES,
     SCALE_LEVEL,
@@ -185,7 +186,6 @@ def fit_structure_calibration(
 
 
 # ------------------------------------------------------------------------------------------ gaps of the map
-CHI2_6_GROSS = 22.457744484825326  # chi-square's 0.999 quantile, 6 degrees of freedom: an error no covariance explains
 # a gap factor (variance) above this -- StructureConfig's default ood_covariance_scale, what a flagged fix's
 # covariance is multiplied by -- says the gaps' fixes are worse than flagged ones: the gate is not extended
 MAX_GAP_SCALE = 100.0
@@ -230,10 +230,9 @@ def extend_to_gaps(
       calibrated covariance is multiplied (:func:`information_factors` of their errors under the calibrated
       covariance, the median's upper bound at ``scale_level``: the same fit as the calibration's own scale);
     * ``gap_max_position_ratio`` / ``gap_max_pose_ratio``, the outer range: :data:`GATE_MARGIN` x the farthest gap
-      fix whose error the
-      gap-scaled covariance explains (squared Mahalanobis error within chi-square's 0.999 quantile: a fix of a
-      wrong place widens nothing), never less than the near range: only fixes beyond that are *beyond the map's
-      coverage* (:meth:`~pose2rgbd.inference.calibration.Calibration.gate_reason`).
+      fix whose error the gap-scaled covariance explains (squared Mahalanobis error within chi-square's 0.999
+      quantile: a fix of a wrong place widens nothing), never less than the near range: only fixes beyond that are
+      *beyond the map's coverage* (:meth:`~pose2rgbd.inference.calibration.Calibration.gate_reason`).
 
     Returns what was fitted (``gap_fixes`` and, when extended, the gate entries); fewer gap fixes, or gap factors
     above :data:`MAX_GAP_SCALE`, leave the gate as it was (a fix beyond the single keyframes' range stays flagged:

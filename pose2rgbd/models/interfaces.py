@@ -136,8 +136,11 @@ class PoseNormalization(nn.Module):
     def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
         """``(N,)`` bool: some normalized pose dimension of :attr:`oob_dims` lies outside [-1 - margin, 1 + margin]."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
-        x = self.pose_normalizer.normalize(T)[:, self.oob_dims]
-        return np.asarray(self.pose_normalizer.out_of_bounds_normalized(x, margin), dtype=bool).reshape(len(T))
+        return self.out_of_bounds_normalized(self.pose_normalizer.normalize(T), margin)
+
+    def out_of_bounds_normalized(self, x: np.ndarray, margin: float) -> np.ndarray:
+        """:meth:`out_of_bounds` of already normalized poses ``(N, D)`` (the one rule of both paths)."""
+        return np.asarray(self.pose_normalizer.out_of_bounds_normalized(x[:, self.oob_dims], margin), dtype=bool)
 
 
 class PoseToImage(PoseNormalization):
@@ -177,7 +180,7 @@ class PoseToImage(PoseNormalization):
         pn = self.pose_normalizer
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         x = pn.normalize_encoded(encode_poses(T, pn.kind))
-        oob = np.asarray(pn.out_of_bounds_normalized(x[:, self.oob_dims], oob_margin), dtype=bool).reshape(len(T))
+        oob = self.out_of_bounds_normalized(x, oob_margin)
         return torch.from_numpy(x.astype(np.float32)).to(self.pose_min.device), oob
 
     def outputs_to_arrays(self, outputs: dict[str, Any]) -> dict[str, np.ndarray | None]:

@@ -401,3 +401,49 @@ def test_a_block_off_the_main_thread_that_holds_nothing_does_not_delay_the_main_
     finally:
         leave.set()
         t.join(30)
+
+
+class _SignalInFinalizer:
+    """An object whose finalizer is running when a signal arrives: Python runs signal handlers between any two
+    bytecodes, a garbage-collection callback's included, and an exception a finalizer raises is printed
+    ("Exception ignored in ...") and dropped."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.signum)
+        for _ in range(10_000):  # the handler runs at one of these bytecodes, inside the finalizer
+            pass
+
+
+def _spin() -> None:
+    for _ in range(1_000_000):  # where the interrupt is raised again, out of the finalizer
+        pass
+
+
+def test_a_ctrl_c_raised_inside_a_finalizer_is_raised_again_after_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with signal_deferral():
+        with pytest.raises(KeyboardInterrupt):
+            _SignalInFinalizer(signal.SIGINT)  # its finalizer runs at once (no reference is kept)
+            _spin()
+            pytest.fail("the interrupt raised inside the finalizer was dropped")
+        time.sleep(0.05)  # the cleanup after it: no second interrupt comes (the SIGINTs that raised it are not one)
+        _spin()
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_the_commands_sigterm_raised_inside_a_finalizer_is_raised_again_as_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI's SIGTERM handler raises its own KeyboardInterrupt subclass (exit status 143), and sets SIGTERM to
+    be ignored first: a swallowed one must come back as that same exception, not as Ctrl-C nor not at all."""
+    from pose2rgbd.cli.main import _sigterm_as_interrupt, _Terminated
+
+    before, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    with pytest.raises(_Terminated), _sigterm_as_interrupt(), signal_deferral():
+        _SignalInFinalizer(signal.SIGTERM)
+        _spin()
+        pytest.fail("the SIGTERM raised inside the finalizer was dropped")
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before and sys.unraisablehook is hook

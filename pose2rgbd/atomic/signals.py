@@ -15,6 +15,13 @@ threads; a swap asks for it (:func:`pending`) before it decides, so one that cam
   whole command, so every swap of a command is held whichever thread runs it. Without it (an application
   embedding pose2rgbd that runs a swap in its own thread) the swap itself is still never torn, since Python
   raises ``KeyboardInterrupt`` in the main thread only, but the main thread may go on while the swap finishes.
+
+Python runs a signal handler between any two bytecodes, also inside a finalizer (``__del__``, a weakref callback
+of the garbage collector), and an exception raised there is printed as "Exception ignored" and dropped: the
+command would run on after Ctrl-C or SIGTERM. While the handler is installed, :data:`sys.unraisablehook` keeps
+such a ``KeyboardInterrupt`` and a short-lived thread sends SIGINT to the main thread until our handler has raised
+it again, the same exception, outside any finalizer (a raise inside the hook would be dropped as well, so the
+handler waits while the hook is on the stack; one that lands in another finalizer comes back to the hook).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -53,6 +62,9 @@ class _Block:
 _active: list[_Block] = []
 _pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
+_dropped: list[BaseException] = []  # a KeyboardInterrupt a finalizer swallowed, to be raised again
+_kicks: list[int] = []  # SIGINTs the kicker sent to make the main thread raise it (not the user's)
+_kicker: list[threading.Thread] = []
 
 
 def holders() -> list[str]:
@@ -82,14 +94,20 @@ class Held:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    _pending.append(signum)
+    kicked, _kicks[:] = bool(_kicks), []
+    if not (kicked and signum == signal.SIGINT):  # the kicker's SIGINT is not a signal to deliver
+        _pending.append(signum)
+    if _dropped and _in_hook(frame):  # raised here it would be dropped again; the kicker comes back
+        return
     if not _active:  # no block is running (any more): deliver now
         _deliver(frame)
 
 
 def _deliver(frame: FrameType | None = None) -> None:
     """Deliver the first waiting signal to the handler that stood before ours (a second Ctrl-C during the
-    block means the same as the first); on the main thread only."""
+    block means the same as the first); on the main thread only. A ``KeyboardInterrupt`` a finalizer dropped
+    comes first: it is raised again as it was (the handler that raised it may have changed since, as the CLI's
+    SIGTERM handler ignores a second SIGTERM)."""
     first: int | None = None
     while True:
         try:
@@ -97,9 +115,52 @@ def _deliver(frame: FrameType | None = None) -> None:
         except IndexError:
             break
         first = s if first is None else first
+    try:
+        dropped = _dropped.pop()
+    except IndexError:
+        pass
+    else:
+        raise dropped
     if first is None:
         return
     _call(_previous.get(first, signal.getsignal(first)), first, frame)
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook`` while our handler is installed: a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM as the
+    CLI raises it) that a finalizer on the main thread dropped is kept and raised again there; anything else goes
+    on to the hook that was there before. If it lands in a finalizer again, it comes back here again."""
+    exc = unraisable.exc_value
+    if not (isinstance(exc, KeyboardInterrupt) and _on_main_thread()):
+        _hook_before(unraisable)
+        return
+    if not _dropped:  # a second one while the first waits means the same
+        _dropped.append(exc)
+    if not any(t.is_alive() for t in _kicker):
+        kicker = threading.Thread(target=_kick, args=(threading.get_ident(),), name="pose2rgbd-signal", daemon=True)
+        _kicker[:] = [kicker]
+        kicker.start()
+
+
+def _kick(main_thread: int) -> None:
+    """Send SIGINT to the main thread until our handler has raised the dropped exception (a real signal: it also
+    ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself."""
+    while _dropped and signal.getsignal(signal.SIGINT) is _handler:
+        _kicks.append(1)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+        time.sleep(0.002)
+
+
+def _in_hook(frame: FrameType | None) -> bool:
+    """Whether the handler interrupted :func:`_unraisable` (or what it calls)."""
+    while frame is not None:
+        if frame.f_code is _unraisable.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_hook_before: Callable[[sys.UnraisableHookArgs], object] = sys.__unraisablehook__
 
 
 def _call(handler: Any, signum: int, frame: FrameType | None) -> None:
@@ -124,6 +185,7 @@ def _install() -> Callable[[], None] | None:
     None when it is installed already (or cannot be)."""
     if not _on_main_thread() or all(signal.getsignal(s) is _handler for s in HELD):
         return None
+    global _hook_before
     before = {s: signal.getsignal(s) for s in HELD}
     try:
         for s in HELD:
@@ -135,11 +197,20 @@ def _install() -> Callable[[], None] | None:
             if h is not None:
                 signal.signal(s, h)
         return None
+    hook_before = sys.unraisablehook
+    if hook_before is not _unraisable:
+        _hook_before = hook_before
+        sys.unraisablehook = _unraisable
 
     def uninstall() -> None:
         for s, h in before.items():
             if signal.getsignal(s) is _handler and h is not None:
                 signal.signal(s, h)
+        if sys.unraisablehook is _unraisable and hook_before is not _unraisable:
+            sys.unraisablehook = hook_before
+        dropped, _dropped[:] = list(_dropped), []
+        if dropped:  # not raised again before the handler went: raised here, on the main thread
+            raise dropped[0]
 
     return uninstall
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose2rgbd.convert.pose_check import GL_AXES, DepthEvidence, check_poses, depth_sample
+from pose2rgbd.convert.pose_check import DepthEvidence, check_poses, depth_sample
+from pose2rgbd.geometry.camera_axes import GL_FROM_OPTICAL
 
 W, H = 64, 48
 K = np.array([[50.0, 0.0, W / 2], [0.0, 50.0, H / 2], [0.0, 0.0, 1.0]])
@@ -75,7 +76,7 @@ def test_depth_names_the_convention_mistake(mistake: str, named: str) -> None:
     if mistake == "inverted":
         Tw, ev = np.linalg.inv(T), _evidence(T)
     elif mistake == "opengl":
-        Tw, ev = T @ GL_AXES, _evidence(T)
+        Tw, ev = T @ GL_FROM_OPTICAL, _evidence(T)
     else:
         Tw, ev = T, _evidence(T, depth_scale=5.0)  # millimetres read with the wrong units per metre
     c = check_poses(Tw, depth=ev)
@@ -112,7 +113,7 @@ def _write_transforms_json(root: Path, T: np.ndarray) -> Path:
         mm = np.clip(np.rint(_room_depth(Ti) * 1000.0), 0, 65535).astype(np.uint16)
         cv2.imwrite(str(root / "depth" / f"{i:03d}.png"), mm)
         frames.append({"file_path": f"images/{i:03d}.png", "depth_file_path": f"depth/{i:03d}.png",
-                       "transform_matrix": (Ti @ GL_AXES).tolist()})  # fmt: skip
+                       "transform_matrix": (Ti @ GL_FROM_OPTICAL).tolist()})  # fmt: skip
     doc = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": W, "h": H, "frames": frames}
     (root / "transforms.json").write_text(json.dumps(doc))
     return root / "transforms.json"

@@ -8,6 +8,7 @@ from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.convert.gps_logs import GPS_FORMATS
+from pose2rgbd.geometry.camera_axes import CAMERA_AXES
 
 # Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount, --mount-rpy, --mount-xyz and the
 # --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*).
@@ -56,7 +57,7 @@ IMAGES_ALIASES = (
         const=True,
         help="TUM: leave out images without a pose (or, with --depth-list, a depth image) within the tolerance",
     ),
-    Alias("--camera-axes", "camera_axes", choices=("optical", "opengl", "flu")),
+    Alias("--camera-axes", "camera_axes", choices=CAMERA_AXES),
     Alias("--depth", "depth", metavar="DIR"),
     Alias("--depth-list", "depth_list", metavar="FILE"),
     Alias("--depth-tolerance", "depth_tolerance_s"),

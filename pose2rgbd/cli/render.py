@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.geometry.camera_axes import CAMERA_AXES
 
 
 def engine_aliases(prefix: str = "engine.", *, group: str | None = None, needed: str = "required") -> tuple[Alias, ...]:
@@ -105,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="trajectory CSV or TUM file of T_world_cam (see above)")  # fmt: skip
     t.add_argument("--out", type=Path, required=True,
                    help="out.mp4 (RGB | depth side by side) or a directory (depth PNGs in mm, .npy in m)")  # fmt: skip
-    t.add_argument("--camera-axes", choices=("optical", "opengl", "flu"), default="optical",
+    t.add_argument("--camera-axes", choices=CAMERA_AXES, default="optical",
                    help="axes of the trajectory's camera frame: optical (x right, y down, z forward; TUM RGB-D, "
                    "KITTI, the simulator), opengl (x right, y up, z back) or flu (x forward, y left, z up); as "
                    "`convert images --camera-axes`")  # fmt: skip

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.geometry.camera_axes import GL_FROM_OPTICAL
+
 FRONT_OK = 0.9  # fraction of observed points in front of a correct camera (noise, outliers)
 AXES_MEET_DEG = 20.0
 TARGET_MAX_SPREADS = 3.0  # a common target farther than this many camera spreads away: the axes are ~parallel
@@ -48,7 +50,6 @@ DEPTH_TOL = 0.10  # relative depth difference of a back-projected point that sti
 DEPTH_SAMPLES = 24  # keyframes whose depth the check reads
 DEPTH_POINTS = 3000  # points back-projected per keyframe (a pixel grid)
 DEPTH_AGREE_OK = 0.5  # share of landed points that agree for a correct import
-GL_AXES = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (x right, y up, z back) <-> optical
 
 
 @dataclass
@@ -302,7 +303,7 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
     if len(ev.frames) < 2:
         return Finding("depth", "info", "fewer than 2 frames with depth: not tested")
     hyps: dict[str, tuple[np.ndarray, float]] = {"as given": (T, 1.0), "inverted": (np.linalg.inv(T), 1.0),
-                                                 "opengl": (T @ GL_AXES, 1.0)}  # fmt: skip
+                                                 "opengl": (T @ GL_FROM_OPTICAL, 1.0)}  # fmt: skip
     for s in DEPTH_SCALES:
         hyps[f"scale {s:g}"] = (T, s)
     grids = [_pixel_grid(K, d) for K, d in zip(ev.K, ev.depth, strict=True)]

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pose2rgbd.convert.posed_images.common import CAMERA_AXES, axes_matrix, check_rotations
+from pose2rgbd.convert.posed_images.common import check_rotations
 from pose2rgbd.convert.posed_images.trajectory import read_tum_poses, stamp_ns
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.evaluation.trajectory import TRAJECTORY_COLUMNS, Trajectory
 from pose2rgbd.geometry import T_from_tq
+from pose2rgbd.geometry.camera_axes import CAMERA_AXES, axes_matrix
 
 TRAJECTORY_FORMATS = ("csv", "tum")
 TUM_LINE = "timestamp tx ty tz qx qy qz qw"

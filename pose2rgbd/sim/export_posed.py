@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pose2rgbd.geometry.camera_axes import GL_FROM_OPTICAL
 from pose2rgbd.sim.config import SimConfig
 from pose2rgbd.sim.realism import world_up_rotation
 
 DEPTH_UNIT_M = 0.01  # metres per unit of the 16-bit depth files
 NO_RETURN, SATURATED = 0, 65535
-GL_AXES = np.diag([1.0, -1.0, -1.0, 1.0])  # optical (x right, y down, z forward) <-> OpenGL (x right, y up, z back)
 
 
 def export_posed_images(
@@ -79,7 +79,7 @@ def export_posed_images(
             frames.append({
                 "file_path": img,
                 "depth_file_path": f"depth/{name}.png",
-                "transform_matrix": (T_up @ T @ GL_AXES).round(12).tolist(),
+                "transform_matrix": (T_up @ T @ GL_FROM_OPTICAL).round(12).tolist(),
                 "timestamp_ns": int(tr.stamps_ns[k]),
             })  # fmt: skip
             bar.update(1)

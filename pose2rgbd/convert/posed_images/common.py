@@ -18,17 +18,11 @@ from pose2rgbd.convert.pipeline import ConvertOutput
 from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry import PinholeCamera
+from pose2rgbd.geometry.camera_axes import CAMERA_AXES
 from pose2rgbd.geometry.lens import LENS_MODELS, Distortion
 
 FORMATS = ("auto", "transforms-json", "colmap", "llff", "kitti", "tum")
-CAMERA_AXES = ("optical", "opengl", "flu")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".bmp", ".tif", ".tiff")
-
-# OpenGL / Blender camera (x right, y up, z back) -> REP-103 optical (x right, y down, z forward): flip y and z.
-# T_world_opt = T_world_gl @ GL_FROM_OPTICAL (a rotation of pi about the camera's x axis).
-GL_FROM_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
-# ROS body (x forward, y left, z up) -> optical: columns are the optical axes in the body frame.
-FLU_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -343,11 +337,6 @@ def check_rotations(T: np.ndarray, where: list[str]) -> np.ndarray:
         T[i, :3, :3] = u @ vt
         T[i, 3] = (0.0, 0.0, 0.0, 1.0)
     return T
-
-
-def axes_matrix(axes: str) -> np.ndarray:
-    """``T_source_optical`` for the camera axes of a trajectory (``optical``, ``opengl`` or ``flu``)."""
-    return {"optical": np.eye(4), "opengl": GL_FROM_OPTICAL, "flu": FLU_FROM_OPTICAL}[axes]
 
 
 def image_files(folder: Path, what: str) -> list[Path]:

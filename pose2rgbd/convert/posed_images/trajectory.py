@@ -26,7 +26,6 @@ from pose2rgbd.convert.posed_images.common import (
     ImagesConfig,
     PosedImages,
     SourceCamera,
-    axes_matrix,
     check_rotations,
     image_files,
     image_size,
@@ -34,6 +33,7 @@ from pose2rgbd.convert.posed_images.common import (
     stamps_from_interval,
 )
 from pose2rgbd.convert.posed_images.errors import PoseImportError
+from pose2rgbd.geometry.camera_axes import axes_matrix
 from pose2rgbd.geometry.transforms import T_from_tq
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.convert.posed_images.common import (
-    GL_FROM_OPTICAL,
     IMAGE_SUFFIXES,
     ImagesConfig,
     PosedImages,
@@ -31,6 +30,7 @@ from pose2rgbd.convert.posed_images.common import (
     stamps_from_interval,
 )
 from pose2rgbd.convert.posed_images.errors import PoseImportError
+from pose2rgbd.geometry.camera_axes import GL_FROM_OPTICAL
 
 _UNSUPPORTED = ("EQUIRECTANGULAR", "FISHEYE", "FISHEYE624")
 _KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "k4", "p1",

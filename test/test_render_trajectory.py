@@ -111,7 +111,7 @@ def test_tum_trajectory_is_read_and_rendered(ckpt: Path, tmp_path: Path) -> None
             png = cv2.imread(str(out / f"depth_{k:06d}.png"), cv2.IMREAD_UNCHANGED)
             assert npy.dtype == np.float32 and png.dtype == np.uint16 and npy.shape == png.shape == (64, 64)
             # the units the docs state: .npy metres, PNG millimetres (rounded down)
-            mm = np.minimum(np.floor(np.nan_to_num(npy, nan=0.0) * 1000.0), 65535)  # saturated at 65.535 m
+            mm = np.minimum(np.rint(np.nan_to_num(npy, nan=0.0) * 1000.0), 65535)  # saturated at 65.535 m
             np.testing.assert_array_equal(png, mm.astype(np.uint16))
         rows = _table(out / "poses.csv")
         assert [r["index"] for r in rows] == ["0", "1", "2"] and all(r["frame"] == "" for r in rows)
@@ -373,3 +373,11 @@ def test_a_render_that_fails_midway_leaves_no_partial_output(name: str, tmp_path
     with pytest.raises(RuntimeError, match="the engine stopped"):
         render_trajectory(Engine(), traj, out, batch=2, progress=False)
     assert earlier.read_bytes() == b"earlier" and sorted(p.name for p in out.parent.iterdir()) == [name]
+
+
+def test_depth_pngs_are_millimetres_rounded_to_the_nearest_and_zero_only_where_there_is_no_depth() -> None:
+    from pose2rgbd.evaluation.trajectory import depth_millimetres
+
+    metres = np.array([[1.2346, 1.2344, 0.0004, 70.0], [np.nan, np.inf, 0.0, -1.0]], np.float32)
+    np.testing.assert_array_equal(depth_millimetres(metres), [[1235, 1234, 1, 65535], [0, 0, 0, 0]])
+    assert depth_millimetres(metres).dtype == np.uint16

@@ -74,6 +74,16 @@ class TrajectoryRender:
     flagged: tuple[int, ...] = ()
 
 
+def depth_millimetres(depth: np.ndarray) -> np.ndarray:
+    """Depth in metres (NaN / inf / <= 0: none) as a 16-bit PNG's millimetres: metres x 1000 rounded to the nearest
+    millimetre, 0 where there is no depth, at least 1 where there is (0 would read as none), 65535 at 65.535 m and
+    beyond (the TUM RGB-D / ROS ``16UC1`` convention, at 1000 units per metre)."""
+    d = np.asarray(depth)
+    ok = np.isfinite(d) & (d > 0)
+    mm = np.clip(np.rint(np.where(ok, d, 0.0) * 1000.0), 1, 65535)
+    return np.where(ok, mm, 0).astype(np.uint16)
+
+
 def poses_table_path(out: str | Path) -> Path:
     """Where the pose table of ``out`` goes: ``OUT/poses.csv`` for a directory, ``NAME.poses.csv`` beside a
     video ``NAME.mp4``."""
@@ -143,7 +153,7 @@ def render_trajectory(
 
     ``out`` ending in .mp4 / .avi / .mkv: one video, RGB | colourized depth side by side (``fps`` 0: from the
     stamps, else 10). Otherwise a directory of ``rgb_NNNNNN.png``, ``depth_NNNNNN.png`` (uint16 millimetres:
-    metres x 1000 rounded down, 0 where there is no depth, 65535 at 65.535 m and beyond) and ``depth_NNNNNN.npy``
+    :func:`depth_millimetres`) and ``depth_NNNNNN.npy``
     (float32 metres along the optical axis, NaN where there is no depth); NNNNNN is the pose's place in the file
     from 0. ``max_depth`` 0: the colour scale ends at
     the 99th percentile of the first depth image. The pose table (:func:`poses_table`) is written atomically to
@@ -205,8 +215,7 @@ def render_trajectory(
                     if rgb is not None:
                         write_png(dest / f"rgb_{k:06d}.png", np.ascontiguousarray(rgb[..., ::-1]))
                     if depth is not None:
-                        mm = np.where(np.isfinite(depth), np.clip(depth * 1000.0, 0, 65535), 0).astype(np.uint16)
-                        write_png(dest / f"depth_{k:06d}.png", mm)
+                        write_png(dest / f"depth_{k:06d}.png", depth_millimetres(depth))
                         np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
                 n += 1
         if writer is not None:

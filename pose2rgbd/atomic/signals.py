@@ -63,7 +63,7 @@ _active: list[_Block] = []
 _pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
 _dropped: list[BaseException] = []  # a KeyboardInterrupt a finalizer swallowed, to be raised again
-_kicks: list[int] = []  # SIGINTs the kicker sent to make the main thread raise it (not the user's)
+_kicks: list[int] = []  # the SIGINT the kicker sent to make the main thread raise it (not the user's), until taken
 _kicker: list[threading.Thread] = []
 
 
@@ -144,10 +144,13 @@ def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
 
 def _kick(main_thread: int) -> None:
     """Send SIGINT to the main thread until our handler has raised the dropped exception (a real signal: it also
-    ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself."""
+    ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself. One kick at a
+    time: the next only once the handler has taken the last (``_kicks`` empty), since signals sent before the
+    handler runs arrive as one call, and a kick left over after the raise would be taken for the user's Ctrl-C."""
     while _dropped and signal.getsignal(signal.SIGINT) is _handler:
-        _kicks.append(1)
-        signal.pthread_kill(main_thread, signal.SIGINT)
+        if not _kicks:
+            _kicks.append(1)
+            signal.pthread_kill(main_thread, signal.SIGINT)
         time.sleep(0.002)
 
 

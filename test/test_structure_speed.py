@@ -1,5 +1,5 @@
 """The structure localizer's per-image work: the batched ratio test gives the per-keyframe loop's matches, and a
-sequence's previous fix replaces place recognition (fewer candidates, no global descriptor) until it fails."""
+sequence's previous fix narrows the candidates (the most similar keyframes near it) until it fails."""
 
 from __future__ import annotations
 
@@ -44,36 +44,46 @@ def test_batched_ratio_test_matches_the_per_keyframe_loop() -> None:
 
 
 def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
-    """With a decisive previous fix the next image is matched against the keyframes nearest to it only
-    (``prior_candidates``), without computing its global descriptor; when the sequence jumps elsewhere the stale
-    prior gives no decisive fix and place recognition finds the new place."""
+    """With a decisive previous fix the next image is matched against the ``prior_candidates`` keyframes most similar
+    to it among those nearest to the previous fix (not every place place recognition proposes); when the sequence
+    jumps elsewhere the stale prior gives no decisive fix and place recognition finds the new place."""
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
     from pose2rgbd.placemap import PlaceMap
 
     pm = PlaceMap(map_world["map"])
-    calls: list[int] = []
+    sims: list[np.ndarray] = []
     describe = pm.describer.describe
 
     def counted(img: np.ndarray, desc: np.ndarray) -> np.ndarray:
-        calls.append(1)
-        return describe(img, desc)
+        v = describe(img, desc)
+        sims.append(pm.global_desc @ v)
+        return v
 
     pm.describer.describe = counted  # type: ignore[method-assign,assignment]
     ds = Dataset(map_world["dataset"])
     T = ds.frames.T_world_cam
     rows = np.flatnonzero(ds.frames.source_id == 1)
-    loc = StructureLocalizer(pm, StructureConfig(prior_candidates=4))
+    cfg = StructureConfig(prior_candidates=4)
+    loc = StructureLocalizer(pm, cfg)
     first = loc.localize_one(ds.read_rgb(int(rows[0])))
-    assert first.ok and first.prior == "" and len(calls) == 1
-    seq = [loc.localize_one(ds.read_rgb(int(i))) for i in rows[1:4]]
-    assert all(f.ok and f.prior == "sequence" and len(f.keyframes) == 4 for f in seq), [f.reason for f in seq]
-    assert len(calls) == 1  # no global descriptor while the previous fix decides
-    for f, i in zip(seq, rows[1:4], strict=True):
+    assert first.ok and first.prior == "" and len(sims) == 1
+    prev, differs = first, False
+    for i in rows[1:4]:
+        f = loc.localize_one(ds.read_rgb(int(i)))
+        assert f.ok and f.prior == "sequence" and len(f.keyframes) == 4, f.reason
         assert np.linalg.norm(f.T_world_cam[:3, 3] - T[i][:3, 3]) < 1.0
+        # the candidates: the most similar to this image of the 3 x candidates keyframes nearest to the previous fix
+        near = pm.poses.nearest(prev.T_world_cam, 3 * cfg.candidates)[0]
+        want = near[np.argsort(-sims[-1][near], kind="stable")][:4]
+        assert sorted(np.asarray(f.keyframes).tolist()) == sorted(want.tolist())
+        differs |= set(want.tolist()) != set(pm.poses.nearest(prev.T_world_cam, 4)[0].tolist())
+        prev = f
+    assert differs  # (the case is one where the nearest in pose are not the most similar)
+    assert len(sims) == 4  # one global descriptor per image
     # a jump: the last frame of the route, far from the previous fix
     far = int(rows[-1])
     assert np.linalg.norm(T[far][:3, 3] - T[rows[3]][:3, 3]) > 100.0
     jump = loc.localize_one(ds.read_rgb(far))
-    assert len(calls) == 2 and jump.prior == ""
+    assert jump.prior == ""
     assert not jump.ok or np.linalg.norm(jump.T_world_cam[:3, 3] - T[far][:3, 3]) < 1.0

@@ -58,6 +58,7 @@ TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
 POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",))
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
+RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"))  # render trajectory's folder
 FILE = OutputKind("file", False)
 
 

@@ -371,8 +371,58 @@ def test_a_render_that_fails_midway_leaves_no_partial_output(name: str, tmp_path
     earlier.write_bytes(b"earlier")
     Engine.calls = 0
     with pytest.raises(RuntimeError, match="the engine stopped"):
-        render_trajectory(Engine(), traj, out, batch=2, progress=False)
+        render_trajectory(Engine(), traj, out, batch=2, progress=False, overwrite=True)
     assert earlier.read_bytes() == b"earlier" and sorted(p.name for p in out.parent.iterdir()) == [name]
+
+
+class _Ok:
+    """An engine that renders every pose (8x8, depth 1.5 m) with a known camera."""
+
+    camera = PinholeCamera(8, 8, 10.0, 11.0, 3.5, 3.25)
+
+    def out_of_bounds(self, T: np.ndarray) -> np.ndarray:
+        return np.zeros(len(T), bool)
+
+    def render(self, T: np.ndarray) -> object:
+        n = len(T)
+        return type("R", (), {"rgb": np.zeros((n, 8, 8, 3), np.uint8), "depth": np.full((n, 8, 8), 1.5, np.float32),
+                              "__len__": lambda self: n})()  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["frames", "v.mp4"])
+def test_an_existing_output_is_refused_unless_overwrite_and_the_camera_is_written(name: str, tmp_path: Path) -> None:
+    """A directory holding the user's own files is not replaced (before: it was, whole, and they were gone); with
+    --overwrite it is. The renders' camera comes with them as a ROS camera calibration YAML."""
+    import yaml
+
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.errors import OutputError, OutputExistsError
+    from pose2rgbd.evaluation.trajectory import camera_file_path, render_trajectory
+
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(3), T0_S + 0.1 * np.arange(3)))
+    out = tmp_path / name
+    render_trajectory(_Ok(), traj, out, batch=2, progress=False)
+    cam = yaml.safe_load(camera_file_path(out).read_text())
+    assert (cam["image_width"], cam["image_height"]) == (8, 8)
+    assert cam["camera_matrix"]["data"] == [10.0, 0.0, 3.5, 0.0, 11.0, 3.25, 0.0, 0.0, 1.0]
+    assert cam["projection_matrix"]["data"][:3] == [10.0, 0.0, 3.5] and cam["distortion_model"] == "plumb_bob"
+    mine = out / "notes.txt" if name == "frames" else out
+    if name == "frames":
+        mine.write_text("mine")
+    before = mine.read_bytes()
+    with pytest.raises(OutputExistsError, match="holds an earlier render; pass --overwrite"):
+        render_trajectory(_Ok(), traj, out, batch=2, progress=False)
+    assert mine.read_bytes() == before
+    render_trajectory(_Ok(), traj, out, batch=2, progress=False, overwrite=True)
+    assert out.exists() and camera_file_path(out).is_file()
+    if name == "frames":  # an earlier render is replaced whole, as the flag's help says
+        assert not mine.exists() and (out / "rgb_000002.png").is_file()
+        foreign = tmp_path / "photos"
+        foreign.mkdir()
+        (foreign / "holiday.jpg").write_bytes(b"jpeg")
+        with pytest.raises(OutputError, match="not a render"):  # --overwrite never replaces another folder
+            render_trajectory(_Ok(), traj, foreign, batch=2, progress=False, overwrite=True)
+        assert (foreign / "holiday.jpg").read_bytes() == b"jpeg"
 
 
 def test_depth_pngs_are_millimetres_rounded_to_the_nearest_and_zero_only_where_there_is_no_depth() -> None:

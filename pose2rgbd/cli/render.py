@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--fps", type=float, default=0.0, help="video frame rate (0: from the file's times, else 10)")
     t.add_argument("--batch", type=int, default=8, help="poses per forward pass")
     t.add_argument("--max-depth", type=float, default=0.0, help="depth colour scale (0: 99th percentile)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier render at --out (a folder of rgb_/depth_ files is replaced whole; "
+                   "any other folder is refused)")  # fmt: skip
     add_config_flags(t, engine_schema, engine_aliases(),
                      config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
     t.set_defaults(func=_trajectory)
@@ -168,7 +171,7 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
 
 def _trajectory(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.trajectories import read_trajectory
-    from pose2rgbd.evaluation.trajectory import poses_table_path, render_trajectory
+    from pose2rgbd.evaluation.trajectory import camera_file_path, poses_table_path, render_trajectory
     from pose2rgbd.inference import RenderEngine
     from pose2rgbd.output_guard import FILE, VIDEO, check_output
 
@@ -176,9 +179,11 @@ def _trajectory(args: argparse.Namespace) -> int:
     need_checkpoint(cfg)
     check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
     check_output(poses_table_path(args.out), FILE, inputs=[args.trajectory, cfg.checkpoint])
+    check_output(camera_file_path(args.out), FILE, inputs=[args.trajectory, cfg.checkpoint])
     traj = read_trajectory(args.trajectory, args.camera_axes)
     engine = RenderEngine.from_config(cfg.as_batch_job())  # a video, not a serving process
-    res = render_trajectory(engine, traj, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth)
+    res = render_trajectory(engine, traj, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth,
+                            overwrite=args.overwrite)  # fmt: skip
     print(f"{res.out}: {res.frames} frames from a {traj.format.upper()} trajectory ({res.out_of_bounds} out of "
           f"bounds); per pose: {res.poses}")  # fmt: skip
     return 0

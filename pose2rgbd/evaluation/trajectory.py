@@ -91,6 +91,13 @@ def poses_table_path(out: str | Path) -> Path:
     return p.with_suffix(".poses.csv") if p.suffix.lower() in VIDEO_SUFFIXES else p / "poses.csv"
 
 
+def camera_file_path(out: str | Path) -> Path:
+    """Where the renders' camera goes (a ROS camera calibration YAML): ``OUT/camera.yaml`` for a directory,
+    ``NAME.camera.yaml`` beside a video ``NAME.mp4``."""
+    p = Path(out)
+    return p.with_suffix(".camera.yaml") if p.suffix.lower() in VIDEO_SUFFIXES else p / "camera.yaml"
+
+
 def _coverage(engine: object, T: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Metres and degrees to the nearest training camera (or keyframe), or ``(None, None)`` when the checkpoint
     carries none (:meth:`RenderEngine.coverage`)."""
@@ -148,6 +155,7 @@ def render_trajectory(
     batch: int = 8,
     max_depth: float = 0.0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrajectoryRender:
     """Render every pose of ``traj`` with ``engine`` (an :class:`~pose2rgbd.inference.RenderEngine`).
 
@@ -157,18 +165,26 @@ def render_trajectory(
     (float32 metres along the optical axis, NaN where there is no depth); NNNNNN is the pose's place in the file
     from 0. ``max_depth`` 0: the colour scale ends at
     the 99th percentile of the first depth image. The pose table (:func:`poses_table`) is written atomically to
-    :func:`poses_table_path` once every pose is rendered; the poses outside the training poses are named in a
-    warning (:func:`out_of_bounds_message`).
+    :func:`poses_table_path` once every pose is rendered, with the renders' camera (``engine.camera``; depth is
+    back-projected with it) as a ROS camera calibration YAML at :func:`camera_file_path`; the poses outside the
+    training poses are named in a warning (:func:`out_of_bounds_message`). An existing output (a directory with the
+    user's other files, a video, or the pose table or camera file beside one) is refused unless ``overwrite``: it is
+    replaced whole.
     """
     import cv2
 
     from pose2rgbd.atomic import StagedOutputs
+    from pose2rgbd.output_guard import FILE, RENDERS, VIDEO, check_output, refuse_existing
     from pose2rgbd.progress import bar
     from pose2rgbd.viz import colorize_depth
 
     out = Path(out)
     T = np.asarray(traj.T_world_cam)
-    table = poses_table_path(out)
+    table, camera_file = poses_table_path(out), camera_file_path(out)
+    video = out.suffix.lower() in VIDEO_SUFFIXES
+    for p, kind in ((out, VIDEO), (table, FILE), (camera_file, FILE)) if video else ((out, RENDERS),):
+        refuse_existing(p, overwrite=overwrite, holds="an earlier render" if p == out else "")
+        check_output(p, kind, overwrite=overwrite)  # --overwrite replaces an earlier render only
     oob = np.asarray(engine.out_of_bounds(T), dtype=bool).reshape(len(T))
     cov_m, cov_deg = _coverage(engine, T)
     if oob.any():
@@ -176,7 +192,6 @@ def render_trajectory(
     steps = np.diff(traj.stamps_ns) / 1e9
     timed = traj.timed and len(T) > 1 and bool(np.all(steps > 0))
     fps = fps or (1.0 / float(np.median(steps)) if timed else 10.0)
-    video = out.suffix.lower() in VIDEO_SUFFIXES
     # written beside the output and put in place whole at the end (an error or Ctrl-C leaves an earlier output as it
     # was and no half-written one); the pose table goes with it
     staged = StagedOutputs()
@@ -222,10 +237,12 @@ def render_trajectory(
             writer.release()
             writer = None
         text = poses_table(traj, oob, cov_m, cov_deg)
+        cam = engine.camera.camera_info_yaml()
         if video:
-            staged.commit({table: text})
+            staged.commit({table: text, camera_file: cam})
         else:
             (dest / table.name).write_text(text)
+            (dest / camera_file.name).write_text(cam)
             staged.commit()
     except BaseException:
         if writer is not None:

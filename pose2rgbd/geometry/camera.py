@@ -82,6 +82,20 @@ class PinholeCamera:
             "cy": self.cy,
         }
 
+    def camera_info_yaml(self, name: str = "pose2rgbd") -> str:
+        """This camera as a ROS camera calibration file (the YAML that ``camera_calibration_parsers`` and
+        ``camera_info_manager`` read; no distortion: ``plumb_bob`` with zero coefficients)."""
+        fx, fy, cx, cy = (repr(float(v)) for v in (self.fx, self.fy, self.cx, self.cy))
+        return (
+            f"image_width: {self.width}\nimage_height: {self.height}\ncamera_name: {name}\n"
+            f"camera_matrix:\n  rows: 3\n  cols: 3\n  data: [{fx}, 0.0, {cx}, 0.0, {fy}, {cy}, 0.0, 0.0, 1.0]\n"
+            "distortion_model: plumb_bob\n"
+            "distortion_coefficients:\n  rows: 1\n  cols: 5\n  data: [0.0, 0.0, 0.0, 0.0, 0.0]\n"
+            "rectification_matrix:\n  rows: 3\n  cols: 3\n  data: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]\n"
+            f"projection_matrix:\n  rows: 3\n  cols: 4\n"
+            f"  data: [{fx}, 0.0, {cx}, 0.0, 0.0, {fy}, {cy}, 0.0, 0.0, 0.0, 1.0, 0.0]\n"
+        )
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PinholeCamera:
         try:

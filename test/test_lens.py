@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.lens import Distortion, QueryCamera, parse_camera_spec
 
 K = np.array([[300.0, 0.0, 319.5], [0.0, 310.0, 239.5], [0.0, 0.0, 1.0]])
@@ -58,7 +59,8 @@ def test_camera_spec_forms_and_errors() -> None:
 
 def test_camera_map_is_the_maps_source_camera() -> None:
     """`--camera map`: the single source camera recorded by the dataset import (with its lens); a map without one
-    (pinhole source) or with several is refused with what to give instead."""
+    (its images are the source's) answers its own pinhole camera (before: refused, after the warning had asked for
+    the camera); one of several cameras is refused with what to give instead."""
     from pose2rgbd.inference.query_camera import query_camera, unknown_camera_warning
 
     src = {"width": 640, "height": 480, "fx": 300.0, "fy": 300.0, "cx": 319.5, "cy": 239.5, "model": "fisheye",
@@ -68,9 +70,12 @@ def test_camera_map_is_the_maps_source_camera() -> None:
     assert q is not None and q.distortion == Distortion("fisheye", (0.05, 0.01, 0.0, 0.0)) and q.width == 640
     assert "--camera map" in unknown_camera_warning(pm, 320, 240) and "fisheye" in unknown_camera_warning(pm, 1, 1)
     assert query_camera("", pm) is None
-    for cams in ([], [src, src]):
-        with pytest.raises(ConfigError, match="FX,FY,CX,CY"):
-            query_camera("map", SimpleNamespace(path=Path("m"), manifest={"dataset": {"source_cameras": cams}}))
+    with pytest.raises(ConfigError, match="2 cameras; give the queries' camera as FX,FY,CX,CY"):
+        query_camera("map", SimpleNamespace(path=Path("m"), manifest={"dataset": {"source_cameras": [src, src]}}))
+    own = PinholeCamera(256, 144, 200.0, 201.0, 127.5, 71.5)
+    pinhole = SimpleNamespace(path=Path("m"), manifest={"dataset": {}}, camera=lambda i: own)
+    assert query_camera("map", pinhole) == QueryCamera(200.0, 201.0, 127.5, 71.5, None, 256, 144)
+    assert query_camera("map", pinhole).at(512, 288)[0] == own.scaled(512, 288)  # type: ignore[union-attr]
 
 
 def _distorted(img: np.ndarray, lens: Distortion, K: np.ndarray) -> np.ndarray:

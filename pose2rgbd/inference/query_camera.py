@@ -45,22 +45,22 @@ def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
 
 
 def query_camera(text: str, place_map: StructureMap, what: str = "--camera") -> QueryCamera | None:
-    """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera),
-    or None when empty or ``exif`` (the map's pinhole camera scaled to each image, or each photo's EXIF focal:
-    :func:`wants_exif`)."""
+    """``text`` as a :class:`QueryCamera`: a spec (:func:`parse_camera_spec`), ``map`` (the map's source camera; for
+    a map that records none, its images were not undistorted on import, so they are the source's: the map's own
+    pinhole camera, at its size), or None when empty or ``exif`` (the map's pinhole camera scaled to each image, or
+    each photo's EXIF focal: :func:`wants_exif`)."""
     if wants_exif(text):
         return None
     if text.strip().lower() != MAP_CAMERA:
         return parse_camera_spec(text, what)
     cams = source_cameras(place_map)
-    if len(cams) != 1:
-        why = (
-            "records no source camera (its images were not undistorted on import: they are the source's)"
-            if not cams
-            else f"was imported from {len(cams)} cameras"
-        )
+    if not cams:
+        own = place_map.camera(0)
+        return QueryCamera(own.fx, own.fy, own.cx, own.cy, None, own.width, own.height)
+    if len(cams) > 1:
         raise ConfigError(
-            f"{what} map: the map {place_map.path} {why}; give the queries' camera as FX,FY,CX,CY[,K1,K2,P1,P2[,K3]]"
+            f"{what} map: the map {place_map.path} was imported from {len(cams)} cameras; give the queries' camera "
+            "as FX,FY,CX,CY[,K1,K2,P1,P2[,K3]]"
         )
     return cams[0]
 

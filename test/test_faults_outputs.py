@@ -279,6 +279,7 @@ def test_fingerprint_mismatch_names_which_is_which() -> None:
 
     (msg,) = Expectations(fingerprint="THIS-DATASET").problems("pose2rgbd", object(), "CHECKPOINTS")
     assert msg.startswith("the checkpoint was trained on dataset fingerprint CHECKPOINTS, but THIS-DATASET is expected")
+    assert "evaluate --allow-other-dataset" in msg  # the flag that scores it on another dataset on purpose
 
 
 @pytest.mark.parametrize(

@@ -253,5 +253,6 @@ def test_a_dataset_without_depth_is_refused_with_geometry_fused() -> None:
 
     no_depth = SimpleNamespace(has_depth=False, path="ds", manifest=SimpleNamespace(depth_kind="none"))
     ctx = RecipeContext(no_depth, HybridConfig(geometry="fused"), TrainConfig())  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="this dataset has none"):
+    with pytest.raises(ConfigError, match="this dataset has none") as e:
         prepare(ctx)
+    assert "--depth selfsup+mvs" in str(e.value)  # how to give it depth, not only the RGB-only way out

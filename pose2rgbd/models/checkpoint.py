@@ -99,8 +99,8 @@ class Expectations:
         if self.fingerprint and fingerprint != self.fingerprint:
             out.append(
                 f"the checkpoint was trained on dataset fingerprint {fingerprint}, but {self.fingerprint} is "
-                "expected (this dataset's); use a checkpoint trained on this dataset or drop the fingerprint "
-                "expectation"
+                "expected (this dataset's); use a checkpoint trained on this dataset, or score it on another one on "
+                "purpose with `evaluate --allow-other-dataset` (in the library: no expect_fingerprint)"
             )
         for name, want in (("size", self.size), ("preset", self.preset)):
             if not want:

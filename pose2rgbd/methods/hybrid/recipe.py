@@ -28,7 +28,7 @@ from pose2rgbd.evaluation.baseline import default_rot_weight
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.net import HybridNet, build_model
 from pose2rgbd.methods.hybrid.pretrained import init_fill
-from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+from pose2rgbd.models.normalization import ENCODING_FIX, DepthNormalizer, PoseNormalizer, warn_encoding_jumps
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 if TYPE_CHECKING:
@@ -202,7 +202,9 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     if not ds.has_depth:
         raise ConfigError(
             f"{ds.path}: the hybrid model warps training frames with their depth; this dataset has none (depth kind "
-            f"{ds.manifest.depth_kind!r}): train a pose2rgbd model with --outputs rgb --preset base instead"
+            f"{ds.manifest.depth_kind!r}): convert it again with metric depth (a video with GPS: `pose2rgbd convert "
+            "video ... --depth selfsup+mvs`; posed images: `convert images ... --depth DIR`; docs/convert.md), or "
+            "train a pose2rgbd model with --outputs rgb --preset base instead"
         )
     if ds.manifest.depth_kind == "unscaled":
         raise ConfigError(
@@ -228,6 +230,8 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         use_training_keyframes(model, model.keyframes.keyframes, cache)  # the map its checkpoint names
     else:
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], mc.encoding))
+        if mc.decoder and mc.encoding != "6dof-rot6d":  # without the decoder no network takes the pose
+            warn_encoding_jumps(cache.T_world_cam[split.train], mc.encoding, ENCODING_FIX)
         dn = DepthNormalizer.fit(
             cache.depth, indices=split.train, max_m=mc.depth_max or None, max_percentile=mc.depth_max_percentile
         )

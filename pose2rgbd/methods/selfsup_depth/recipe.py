@@ -63,8 +63,15 @@ def resolve_stride(frames: SequenceFrames, mc: SelfSupDepthConfig) -> int:
     if mc.stride > 0:
         return mc.stride
     stride, motion = auto_stride(frames, mc.target_motion_px, mc.max_stride)
-    log.info("model.stride 0 (automatic): median image motion %.2f px per frame at %dx%d -> stride %d "
-             "(%.1f px between neighbours)", motion, mc.width, mc.height, stride, motion * stride)  # fmt: skip
+    short = motion * stride < 0.5 * mc.target_motion_px  # the largest stride allowed does not come near the target
+    (log.warning if short else log.info)(
+        "model.stride 0 (automatic): median image motion %.2f px per frame at %dx%d -> stride %d (%.1f px between "
+        "neighbours)%s", motion, mc.width, mc.height, stride, motion * stride,
+        f", far below the {mc.target_motion_px:g} px the network needs for parallax (model.target_motion_px): it may "
+        f"learn a flat, far depth. The median is over the whole image, so a large sky or water keeps it low while "
+        f"the ground moves more; raise model.max_stride ({mc.max_stride} now) or set model.stride, and check the "
+        f"depth figures of the report" if short else "",
+    )  # fmt: skip
     return stride
 
 

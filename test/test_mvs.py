@@ -3,6 +3,8 @@ the check across views rejects a depth its neighbours disagree with, the combina
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fused_scene import look_at, scene_mesh
@@ -179,6 +181,9 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     T_gps[:, :3, 3] += 3.0  # what the dataset holds before: GPS poses, off by metres
     net = 0.5 * np.nan_to_num(depth, nan=30.0)  # the network: right up to a scale, a finite depth on a miss
     ds = _dataset(tmp_path / "in", rgb, net if combine else None, T if combine else T_gps)
+    (ds.path / "report").mkdir()  # what the conversion before the stereo reported (its work folder goes after)
+    (ds.path / "report" / "sync.png").write_bytes(b"png")
+    (ds.path / "report" / "summary.json").write_text('{"time_offset_s": 0.25}')
     pts = {i: np.array([[0.0, 0.0, z, 1.0] for z in np.nanpercentile(depth[i], np.linspace(1, 99, 12))])
            for i in range(len(T))}  # fmt: skip
     mp = MetricPoses(T, np.full(len(T), SFM), pts, {"metric_frames": len(T), "frames": len(T)})
@@ -199,5 +204,9 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     else:  # stereo alone: no network gave this depth
         assert "network" not in out.manifest.extra["depth"]
         assert not (out.path / "depth_network.pt").exists()
+    # the earlier report comes along: its figures, and its summary under before_stereo
+    assert (out.path / "report" / "sync.png").read_bytes() == b"png"
+    summary = json.loads((out.path / "report" / "summary.json").read_text())
+    assert summary["before_stereo"] == {"time_offset_s": 0.25} and "mvs" in summary
     with pytest.raises(ConfigError, match="metric poses of"):
         MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

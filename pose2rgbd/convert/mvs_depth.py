@@ -10,6 +10,8 @@ network's depth (``combine``) or get none. Written through the conversion pipeli
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,17 @@ class MvsDepthSource(SourceBase):
             yield Frame(i, self.ds.read_rgb(i), d, f"frame {i}")
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
+        """The stereo's numbers, and the report of the dataset it rewrites (the GPS sync's ``sync.png`` and
+        ``track.png``, the network's depth figures, their ``summary.json`` under ``before_stereo``): that dataset is
+        in the conversion's work folder, which goes once the output is in place."""
+        earlier = self.ds.path / "report"
+        if earlier.is_dir():
+            for f in sorted(earlier.iterdir()):
+                if f.name == "summary.json":
+                    with contextlib.suppress(OSError, ValueError):
+                        plan.summary["before_stereo"] = json.loads(f.read_text())
+                elif f.is_file() and not (folder / f.name).exists():
+                    keep_file(f, folder, f.name)
         plan.summary["frames"] = plan.summary["frames"]["written"]
         network = plan.manifest.extra["depth"].get("network", {})
         kept = network.get("checkpoint")

@@ -55,6 +55,8 @@ def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     def stand_in(name: str) -> Any:
         def run(self: Any, dest: Path, *, progress: bool) -> None:
             dest.mkdir(parents=True, exist_ok=True)  # a begun output (a training's checkpoint folder)
+            if name == "train" and failing.get("checkpoint", True):
+                (dest / "last.pt").write_bytes(b"")  # a training stopped after its first checkpoint
             err = failing["stage"]
             if err is not None and failing.get("name") == name:
                 raise err
@@ -64,8 +66,10 @@ def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, cls in STAGES.items():
         monkeypatch.setattr(cls, "run", stand_in(name))
 
-    def run(depth: str, fail: str | None, gps_log: bool = True, interrupt: bool = False, **kw: Any) -> BaseException:
-        failing["name"] = fail
+    def run(
+        depth: str, fail: str | None, gps_log: bool = True, interrupt: bool = False, checkpoint: bool = True, **kw: Any
+    ) -> BaseException:
+        failing["name"], failing["checkpoint"] = fail, checkpoint
         failing["stage"] = KeyboardInterrupt() if interrupt else Pose2RGBDError(f"{fail} failed")
         with pytest.raises(BaseException) as e:
             vd.convert_video_with_depth(video, gps if gps_log else None, tmp_path / "out", depth=depth,
@@ -93,6 +97,11 @@ def test_selfsup_names_only_the_stages_this_run_finished(chain: Any) -> None:
     assert _kept(chain("selfsup", "sfm", **OTHER_SFM)) == ["frames"]
     assert _kept(chain("selfsup", "train", **OTHER_SFM)) == ["frames", "metric_poses.npz", "run"]
     assert _kept(chain("selfsup", "train", gps_log=False)) == ["frames", "run"]
+
+
+def test_a_training_stopped_before_its_first_checkpoint_is_not_named_as_kept(chain: Any) -> None:
+    """The same command starts such a training again (before: "the finished stages (frames, run) are kept")."""
+    assert _kept(chain("selfsup", "train", gps_log=False, checkpoint=False)) == ["frames"]
 
 
 def test_mvs_names_no_training(chain: Any, caplog: pytest.LogCaptureFixture) -> None:

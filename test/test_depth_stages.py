@@ -110,6 +110,8 @@ def test_a_stage_is_cached_by_its_key_made_again_when_stopped_and_resumed_when_i
     with pytest.raises(KeyboardInterrupt):
         run_stage(e, work, progress=False)
     assert finished_stages(work, [e]) == ["toy.txt"]  # a stopped run that can continue is worth keeping
+    e.resumes_from = lambda dest: False  # type: ignore[attr-defined]  # e.g. training stopped before its first checkpoint
+    assert finished_stages(work, [e]) == []  # it would start again: not named as kept
     f = _Toy(4, resumable=True)
     assert stage_state(f, work) == "resume"
     run_stage(f, work, progress=False)

@@ -115,6 +115,10 @@ class TrainStage:
         """The model a finished run of this stage wrote."""
         return run.path / "last.pt"
 
+    def resumes_from(self, dest: Path) -> bool:
+        """Whether a stopped run at ``dest`` wrote a checkpoint to continue from (else it starts again)."""
+        return (dest / "last.pt").is_file()
+
 
 @dataclass
 class ExportStage:

@@ -117,4 +117,12 @@ def finished_stages(work: Path, stages: Iterable[Stage]) -> list[str]:
     earlier run's, with other settings or another ``--depth``) are not named: they would be made again or not used."""
     if not work.is_dir():
         return []
-    return [s.name for s in stages if stage_state(s, work) in ("cached", "resume")]
+    out = []
+    for s in stages:
+        state = stage_state(s, work)
+        # a stopped run counts where it has something to continue from (``resumes_from``: the training stage's
+        # checkpoint); one stopped before its first would start again, so it is not named as kept
+        check = getattr(s, "resumes_from", None)
+        if state == "cached" or (state == "resume" and (check is None or check(work / s.name))):
+            out.append(s.name)
+    return out

@@ -20,6 +20,7 @@ from pose2rgbd.geometry import (
     decode_poses,
     ecef_to_geodetic,
     encode_poses,
+    encoding_dim,
     geodetic_to_ecef,
     interpolate_poses,
     inverse,
@@ -34,6 +35,7 @@ from pose2rgbd.geometry import (
     tq_from_T,
     transform_points,
 )
+from pose2rgbd.geometry.encoding import encoding_jumps
 from pose2rgbd.models.normalization import PoseNormalizer
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
@@ -179,14 +181,14 @@ def test_enu_axes_and_known_distance():
         datum.to_enu(95.0, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("kind", ["6dof-euler", "6dof-quat"])
+@pytest.mark.parametrize("kind", ["6dof-euler", "6dof-quat", "6dof-rot6d"])
 def test_encoding_and_normalizer_round_trip(kind):
     rng = np.random.default_rng(1)
     # UAV-like attitudes (no gimbal lock): camera pitched down, yaw anywhere in (-pi, pi)
     rpy = np.stack([rng.uniform(-0.2, 0.2, 50), rng.uniform(-0.3, 0.3, 50), rng.uniform(-3, 3, 50)], -1)
     T = T_from_tq(rng.uniform(-150, 150, (50, 3)), matrix_to_quat_xyzw(rpy_to_matrix(rpy)))
     enc = encode_poses(T, kind)
-    assert enc.shape == (50, 6 if kind == "6dof-euler" else 7)
+    assert enc.shape == (50, encoding_dim(kind))
     np.testing.assert_allclose(decode_poses(enc, kind), T, atol=1e-9)
     norm = PoseNormalizer.fit(T, kind)
     x = norm.normalize(T)
@@ -228,3 +230,50 @@ def test_camera_project_backproject_and_scaling():
     np.testing.assert_allclose((uv_full + 0.5) / 2 - 0.5, uv_half, atol=1e-9)
     with pytest.raises(GeometryError):
         PinholeCamera(0, 10, 1, 1, 0, 0)
+
+
+def _nadir_poses(n: int, wobble_rad: float, seed: int = 0) -> np.ndarray:
+    """Cameras looking straight down (optical z = -world z) at every heading, tilted by ``wobble_rad`` of noise."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    h = rng.uniform(-np.pi, np.pi, n)
+    x = np.stack([np.cos(h), np.sin(h), np.zeros(n)], -1)
+    z = np.tile([0.0, 0.0, -1.0], (n, 1))
+    R = np.stack([x, np.cross(z, x), z], -1) @ Rotation.from_rotvec(rng.normal(0, wobble_rad, (n, 3))).as_matrix()
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3], T[:, :3, 3] = R, rng.uniform(-100, 100, (n, 3))
+    return T
+
+
+def test_the_paper_encodings_jump_between_nearly_equal_downward_cameras_and_rot6d_does_not() -> None:
+    """A camera looking straight down is a half turn about a horizontal axis (qw = 0, roll = +-pi) at every heading:
+    the quaternion's sign rule and the Euler angles' wrap split nearly equal poses into far apart encodings."""
+    T = _nadir_poses(400, 0.005)
+    assert encoding_jumps(T, "6dof-quat") > 0.2 and encoding_jumps(T, "6dof-euler") > 0.2
+    assert encoding_jumps(T, "6dof-rot6d") == 0.0
+    # the continuous one moves with the rotation: 0.3 deg apart, at most 0.3 deg's worth of change
+    from scipy.spatial.transform import Rotation
+
+    T2 = T.copy()
+    T2[:, :3, :3] = T[:, :3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.radians(0.3)]).as_matrix()
+    gap = np.abs(encode_poses(T2, "6dof-rot6d") - encode_poses(T, "6dof-rot6d")).max()
+    assert gap <= np.radians(0.3) + 1e-9
+    # a forward-looking, level camera: the paper's encodings are continuous there (no false alarm)
+    level = np.tile(np.eye(4), (200, 1, 1))
+    level[:, :3, :3] = Rotation.from_euler(
+        "ZX", np.stack([np.linspace(-1, 1, 200), np.full(200, -np.pi / 2)], -1)
+    ).as_matrix()
+    assert encoding_jumps(level, "6dof-quat") == 0.0 and encoding_jumps(level, "6dof-euler") == 0.0
+
+
+def test_rot6d_decodes_perturbed_columns_to_the_nearest_rotation_frame() -> None:
+    T = _nadir_poses(20, 0.1, seed=2)
+    enc = encode_poses(T, "6dof-rot6d")
+    noisy = enc.copy()
+    noisy[:, 3:] *= 1.7  # a network's output is not unit length
+    D = decode_poses(noisy, "6dof-rot6d")
+    np.testing.assert_allclose(D, T, atol=1e-9)
+    R = D[:, :3, :3]
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.tile(np.eye(3), (20, 1, 1)), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)

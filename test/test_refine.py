@@ -42,7 +42,7 @@ def test_torch_pose_encoding_matches_numpy_and_has_gradients() -> None:
     T = np.repeat(np.eye(4)[None], 500, axis=0)
     T[:, :3, :3] = Rotation.random(500, random_state=4).as_matrix()
     T[:, :3, 3] = rng.normal(size=(500, 3)) * 20
-    for kind in ("6dof-quat", "6dof-euler"):
+    for kind in ("6dof-quat", "6dof-euler", "6dof-rot6d"):
         np.testing.assert_allclose(_encode_poses_torch(torch.from_numpy(T), kind).numpy(), encode_poses(T, kind),
                                    atol=1e-9)  # fmt: skip
     ck = make_ground_plane_checkpoint(8)

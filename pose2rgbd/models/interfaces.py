@@ -61,6 +61,8 @@ def _encode_poses_torch(T: torch.Tensor, kind: str) -> torch.Tensor:
     R = T[:, :3, :3]
     if kind == "6dof-quat":
         return torch.cat([t, _quat_xyzw_from_matrix_torch(R)], dim=1)
+    if kind == "6dof-rot6d":  # the camera's x and y axes (columns), as geometry.encoding
+        return torch.cat([t, R[:, :, 0], R[:, :, 1]], dim=1)
     if kind == "6dof-euler":  # extrinsic xyz (R = Rz(yaw) Ry(pitch) Rx(roll)), as geometry.rotations
         roll = torch.atan2(R[:, 2, 1], R[:, 2, 2])
         pitch = torch.asin((-R[:, 2, 0]).clamp(-1.0 + 1e-7, 1.0 - 1e-7))
@@ -77,8 +79,8 @@ class PoseNormalization(nn.Module):
     pose_encoding: str
 
     def init_pose_normalization(self, encoding: str, normalizer: PoseNormalizer | None = None) -> None:
-        """Register the buffers for ``encoding`` (``6dof-quat`` | ``6dof-euler``). Until a normalizer is set
-        (:meth:`set_pose_normalizer`, or loaded with the weights) the encoded pose is used as is."""
+        """Register the buffers for ``encoding`` (one of :data:`~pose2rgbd.geometry.encoding.ENCODINGS`). Until a
+        normalizer is set (:meth:`set_pose_normalizer`, or loaded with the weights) the encoded pose is used as is."""
         d = encoding_dim(encoding)
         self.pose_encoding = encoding
         self.register_buffer("pose_min", torch.full((d,), -1.0, dtype=torch.float64))

@@ -12,6 +12,7 @@ torch tensors alike).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,27 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import ConfigError, GeometryError
-from pose2rgbd.geometry.encoding import decode_poses, encode_poses, encoding_dim
+from pose2rgbd.geometry.encoding import decode_poses, encode_poses, encoding_dim, encoding_jumps
+
+log = logging.getLogger(__name__)
+JUMPS_WARN = 0.05  # share of nearby orientation pairs far apart in the encoding above which training warns
+ENCODING_FIX = (
+    'train with --encoding 6dof-rot6d (the camera\'s axes: no jump anywhere; docs/models.md, "Pose encodings")'
+)
+
+
+def warn_encoding_jumps(T_world_cam: np.ndarray, kind: str, fix: str) -> float:
+    """Warn (naming ``fix``, what to do) where the training poses ``T_world_cam`` sit on a jump of the pose encoding
+    ``kind`` (:func:`~pose2rgbd.geometry.encoding.encoding_jumps` above :data:`JUMPS_WARN`); returns the share."""
+    share = encoding_jumps(T_world_cam, kind)
+    if share > JUMPS_WARN:
+        log.warning(
+            "pose input %s: for %.0f %% of the training cameras the nearest in orientation (within 5 deg) is far "
+            "apart in this encoding -- the cameras sit on its jump (a camera looking straight down does at every "
+            "heading: the quaternion's sign flips, the Euler angles wrap), so the network sees nearly equal poses as "
+            "unrelated; %s", kind, 100.0 * share, fix,
+        )  # fmt: skip
+    return share
 
 
 @dataclass

@@ -42,8 +42,8 @@ class HybridConfig:
 
     preset: str = help_field("hybrid", "preset name (recorded in checkpoints and reports)")
     encoding: str = help_field(
-        "6dof-quat", "pose input of the decoder (with model.decoder true) and of the pose normalization: 6dof-euler or "
-        "6dof-quat"
+        "6dof-quat", "pose input of the decoder (with model.decoder true) and of the pose normalization: 6dof-euler, "
+        "6dof-quat or 6dof-rot6d"
     )  # fmt: skip
     size: int = help_field(64, "square output resolution, a power of two in [64, 512]")
     # the pose decoder (a Pose2RGBD Base network, methods/pose2rgbd/net.py)

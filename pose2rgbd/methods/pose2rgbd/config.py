@@ -28,7 +28,10 @@ class Pose2RGBDConfig:
 
     preset: str = help_field("slice10", "architecture preset: base | slice10 | slice32 | slice64")
     outputs: str = help_field("rgbd", "what the network predicts: rgb | depth | rgbd")
-    encoding: str = help_field("6dof-quat", "pose input: 6dof-euler (t + roll/pitch/yaw) or 6dof-quat (t + quaternion)")
+    encoding: str = help_field(
+        "6dof-quat", "pose input: 6dof-euler (t + roll/pitch/yaw), 6dof-quat (t + quaternion; the paper's two) or "
+        "6dof-rot6d (t + the camera's x and y axes: no jump anywhere, for downward-looking cameras)"
+    )  # fmt: skip
     size: int = help_field(128, "square output resolution, a power of two in [64, 512] (the paper uses 512)")
     dense_channels: int = help_field(1024, "channels of the 4x4 map produced by the dense layer from the pose")
     trunk_channels: list[int] = help_field(list(DEFAULT_TRUNK), "transposed-conv channels per upsampling, at 512")

@@ -21,7 +21,7 @@ from pose2rgbd.dataset.torch_dataset import PoseRGBDDataset
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet, build_model
-from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
+from pose2rgbd.models.normalization import ENCODING_FIX, DepthNormalizer, PoseNormalizer, warn_encoding_jumps
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         model = ctx.model
     else:
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], mc.encoding))
+        if mc.encoding != "6dof-rot6d":
+            warn_encoding_jumps(cache.T_world_cam[split.train], mc.encoding, ENCODING_FIX)
         if ds.has_depth and cache.depth is not None:
             dn = DepthNormalizer.fit(
                 cache.depth,

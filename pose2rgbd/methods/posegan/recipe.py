@@ -22,7 +22,7 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.methods.posegan.config import ENCODING, PoseGANConfig
 from pose2rgbd.methods.posegan.net import PoseGAN, build_model
-from pose2rgbd.models.normalization import PoseNormalizer
+from pose2rgbd.models.normalization import PoseNormalizer, warn_encoding_jumps
 from pose2rgbd.training.train import RecipeContext, TrainingSetup, split_for
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,10 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     else:
         torch.manual_seed(tc.seed)  # the initial weights follow train.seed (the trainer seeds only after this)
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], ENCODING))
+        warn_encoding_jumps(
+            cache.T_world_cam[split.train], ENCODING, "PoseGAN's pose head regresses this quaternion (the paper's); on "
+            "such a flight localize with a place map (`pose2rgbd map build`, `localize images`; docs/place-map.md)",
+        )  # fmt: skip
     train_set = PoseImageDataset(cache, split.train, model, random_crop=True, seed=tc.seed)
     val_set = PoseImageDataset(cache, split.val, model, random_crop=False) if len(split.val) else None
     return TrainingSetup(

@@ -449,3 +449,86 @@ def test_the_commands_sigterm_raised_inside_a_finalizer_is_raised_again_as_itsel
     assert time.monotonic() - t0 < 10
     assert "Exception ignored" not in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before and sys.unraisablehook is hook
+
+
+def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the main thread cannot run the handler (a long numpy call, GIL released) the kicker waits for its kick
+    to be taken: signals sent meanwhile would arrive as one, and the rest be taken for the user's Ctrl-C later."""
+    sent: list[int] = []
+    real = signal.pthread_kill
+
+    def counted(thread: int, signum: int) -> None:
+        sent.append(signum)
+        real(thread, signum)
+
+    monkeypatch.setattr(signal, "pthread_kill", counted)
+    big = np.random.default_rng(0).random(4_000_000)
+    with signal_deferral():
+        with pytest.raises(KeyboardInterrupt):
+            _SignalInFinalizer(signal.SIGINT)
+            np.sort(big)  # no bytecode of the main thread for a while: the handler cannot take the kick yet
+            _spin()
+        raised_after = len(sent)
+        time.sleep(0.05)
+        _spin()
+    assert raised_after == 1 and len(sent) == 1
+
+
+def test_a_dropped_interrupt_waits_for_another_threads_held_block(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker thread inside signals_held (under signal_deferral): the interrupt a finalizer dropped is raised when
+    the block ends, as a signal arriving then would be, and once."""
+    from pose2rgbd.atomic import signals_held
+
+    inside, leave = threading.Event(), threading.Event()
+    ended: list[float] = []
+
+    def worker() -> None:
+        with signals_held():
+            inside.set()
+            leave.wait(30)
+            ended.append(time.monotonic())
+
+    with signal_deferral():
+        t = threading.Thread(target=worker, daemon=True)
+        t.start()
+        try:
+            assert inside.wait(30)
+            with pytest.raises(KeyboardInterrupt):
+                _SignalInFinalizer(signal.SIGINT)
+                threading.Timer(0.3, leave.set).start()
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                pytest.fail("the dropped interrupt was not raised after the block")
+            raised = time.monotonic()
+        finally:
+            leave.set()
+            t.join(30)
+        time.sleep(0.05)
+        _spin()  # no second interrupt
+    assert ended and raised >= ended[0]
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_other_unraisable_exceptions_and_a_stale_hook_go_to_the_hook_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a KeyboardInterrupt while our handler is installed is kept: a finalizer's other error goes on to the hook
+    that was there, and so does an interrupt given to our hook after the command (a library that wrapped it)."""
+    import pose2rgbd.atomic.signals as sigmod
+
+    seen: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(type(u.exc_value)))
+
+    class Failing:
+        def __del__(self) -> None:
+            raise ValueError("a finalizer's own error")
+
+    with signal_deferral():
+        ours = sys.unraisablehook
+        Failing()
+    assert seen == [ValueError] and sys.unraisablehook is not ours
+    from types import SimpleNamespace
+
+    late = SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(), exc_traceback=None, err_msg=None,
+                           object=None)  # fmt: skip
+    ours(late)  # type: ignore[arg-type]
+    assert seen == [ValueError, KeyboardInterrupt] and sigmod._dropped == []

@@ -64,7 +64,12 @@ _pending: list[int] = []  # signals recorded while a block runs (list.append / p
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
 _dropped: list[BaseException] = []  # a KeyboardInterrupt a finalizer swallowed, to be raised again
 _kicks: list[int] = []  # the SIGINT the kicker sent to make the main thread raise it (not the user's), until taken
-_kicker: list[threading.Thread] = []
+_kicking: list[bool] = []  # a kicker thread runs (set and cleared under _kick_lock)
+# held by the kicker around "still wanted? then kick", by the hook around "kicker running? else start one" and by
+# uninstall around restoring the handlers, so that no kick is sent once our handler is gone and no dropped interrupt
+# waits for a kicker that is on its way out. Re-entrant: a finalizer can run (and drop an interrupt into the hook)
+# on the main thread while that thread holds it in uninstall.
+_kick_lock = threading.RLock()
 
 
 def holders() -> list[str]:
@@ -131,27 +136,35 @@ def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     CLI raises it) that a finalizer on the main thread dropped is kept and raised again there; anything else goes
     on to the hook that was there before. If it lands in a finalizer again, it comes back here again."""
     exc = unraisable.exc_value
-    if not (isinstance(exc, KeyboardInterrupt) and _on_main_thread()):
+    ours = _on_main_thread() and signal.getsignal(signal.SIGINT) is _handler  # (another hook may keep calling us)
+    if not (isinstance(exc, KeyboardInterrupt) and ours):
         _hook_before(unraisable)
         return
-    if not _dropped:  # a second one while the first waits means the same
-        _dropped.append(exc)
-    if not any(t.is_alive() for t in _kicker):
-        kicker = threading.Thread(target=_kick, args=(threading.get_ident(),), name="pose2rgbd-signal", daemon=True)
-        _kicker[:] = [kicker]
-        kicker.start()
+    with _kick_lock:
+        if not _dropped:  # a second one while the first waits means the same
+            _dropped.append(exc)
+        if not _kicking:
+            _kicking.append(True)
+            threading.Thread(target=_kick, args=(threading.get_ident(),), name="pose2rgbd-signal", daemon=True).start()
 
 
 def _kick(main_thread: int) -> None:
     """Send SIGINT to the main thread until our handler has raised the dropped exception (a real signal: it also
     ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself. One kick at a
     time: the next only once the handler has taken the last (``_kicks`` empty), since signals sent before the
-    handler runs arrive as one call, and a kick left over after the raise would be taken for the user's Ctrl-C."""
-    while _dropped and signal.getsignal(signal.SIGINT) is _handler:
-        if not _kicks:
-            _kicks.append(1)
-            signal.pthread_kill(main_thread, signal.SIGINT)
-        time.sleep(0.002)
+    handler runs arrive as one call, and a kick left over after the raise would be taken for the user's Ctrl-C.
+    While a held block keeps the handler from raising, the kicks slow down (2 ms, doubling to 50 ms)."""
+    pause = 0.002
+    while True:
+        with _kick_lock:
+            if not (_dropped and signal.getsignal(signal.SIGINT) is _handler):
+                _kicking.clear()
+                return
+            if not _kicks:
+                _kicks.append(1)
+                signal.pthread_kill(main_thread, signal.SIGINT)
+                pause = min(0.05, 2.0 * pause) if _active else 0.002
+        time.sleep(pause)
 
 
 def _in_hook(frame: FrameType | None) -> bool:
@@ -200,18 +213,28 @@ def _install() -> Callable[[], None] | None:
             if h is not None:
                 signal.signal(s, h)
         return None
+    if before[signal.SIGINT] is not _handler:
+        _kicks.clear()  # none of ours is on its way: a SIGINT now is the user's
     hook_before = sys.unraisablehook
     if hook_before is not _unraisable:
         _hook_before = hook_before
         sys.unraisablehook = _unraisable
 
     def uninstall() -> None:
-        for s, h in before.items():
-            if signal.getsignal(s) is _handler and h is not None:
-                signal.signal(s, h)
-        if sys.unraisablehook is _unraisable and hook_before is not _unraisable:
-            sys.unraisablehook = hook_before
-        dropped, _dropped[:] = list(_dropped), []
+        raised: BaseException | None = None
+        with _kick_lock:  # no kick is sent while (and after) the handlers go back
+            for s, h in before.items():
+                while signal.getsignal(s) is _handler and h is not None:
+                    try:  # signal.signal first runs the handlers of signals that arrived: ours may raise there
+                        signal.signal(s, h)
+                    except BaseException as e:
+                        raised = raised or e
+            if sys.unraisablehook is _unraisable and hook_before is not _unraisable:
+                sys.unraisablehook = hook_before
+            _kicks.clear()  # a kick still on its way went to the handler that was restored (the next install: fresh)
+            dropped, _dropped[:] = list(_dropped), []
+        if raised is not None:  # a signal delivered while the handlers went back: after they are back
+            raise raised
         if dropped:  # not raised again before the handler went: raised here, on the main thread
             raise dropped[0]
 

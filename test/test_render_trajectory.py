@@ -420,9 +420,14 @@ def test_an_existing_output_is_refused_unless_overwrite_and_the_camera_is_writte
         foreign = tmp_path / "photos"
         foreign.mkdir()
         (foreign / "holiday.jpg").write_bytes(b"jpeg")
-        with pytest.raises(OutputError, match="not a render"):  # --overwrite never replaces another folder
-            render_trajectory(_Ok(), traj, foreign, batch=2, progress=False, overwrite=True)
+        for ow in (False, True):  # another folder: refused as such, with or without --overwrite
+            with pytest.raises(OutputError, match="not a render"):
+                render_trajectory(_Ok(), traj, foreign, batch=2, progress=False, overwrite=ow)
         assert (foreign / "holiday.jpg").read_bytes() == b"jpeg"
+        empty = tmp_path / "empty"
+        empty.mkdir()  # an empty folder is used
+        render_trajectory(_Ok(), traj, empty, batch=2, progress=False)
+        assert (empty / "rgb_000000.png").is_file()
 
 
 def test_depth_pngs_are_millimetres_rounded_to_the_nearest_and_zero_only_where_there_is_no_depth() -> None:

@@ -171,7 +171,12 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
 
 def _trajectory(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.trajectories import read_trajectory
-    from pose2rgbd.evaluation.trajectory import camera_file_path, poses_table_path, render_trajectory
+    from pose2rgbd.evaluation.trajectory import (
+        camera_file_path,
+        check_render_output,
+        poses_table_path,
+        render_trajectory,
+    )
     from pose2rgbd.inference import RenderEngine
     from pose2rgbd.output_guard import FILE, VIDEO, check_output
 
@@ -180,6 +185,7 @@ def _trajectory(args: argparse.Namespace) -> int:
     check_output(args.out, VIDEO, inputs=[args.trajectory, cfg.checkpoint])
     check_output(poses_table_path(args.out), FILE, inputs=[args.trajectory, cfg.checkpoint])
     check_output(camera_file_path(args.out), FILE, inputs=[args.trajectory, cfg.checkpoint])
+    check_render_output(args.out, args.overwrite)  # before the checkpoint is loaded
     traj = read_trajectory(args.trajectory, args.camera_axes)
     engine = RenderEngine.from_config(cfg.as_batch_job())  # a video, not a serving process
     res = render_trajectory(engine, traj, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth,

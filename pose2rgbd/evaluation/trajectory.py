@@ -146,6 +146,24 @@ def poses_table(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov
     return "\n".join(rows) + "\n"
 
 
+def check_render_output(out: str | Path, overwrite: bool) -> None:
+    """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
+    not an earlier render (with or without ``overwrite``), or an earlier render without ``overwrite``. An empty
+    folder is used. For a video, the pose table and camera file beside it are checked too."""
+    from pose2rgbd.output_guard import FILE, RENDERS, VIDEO, check_output, refuse_existing
+
+    out = Path(out)
+    video = out.suffix.lower() in VIDEO_SUFFIXES
+    for p, kind in (
+        ((out, VIDEO), (poses_table_path(out), FILE), (camera_file_path(out), FILE)) if video else ((out, RENDERS),)
+    ):
+        if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+            continue  # an empty folder holds nothing to lose
+        if p.exists() and kind is not FILE:
+            check_output(p, kind, overwrite=True)  # not an earlier render: refused whatever --overwrite says
+        refuse_existing(p, overwrite=overwrite, holds="an earlier render" if p == out else "")
+
+
 def render_trajectory(
     engine: Any,
     traj: Trajectory,
@@ -169,12 +187,11 @@ def render_trajectory(
     back-projected with it) as a ROS camera calibration YAML at :func:`camera_file_path`; the poses outside the
     training poses are named in a warning (:func:`out_of_bounds_message`). An existing output (a directory with the
     user's other files, a video, or the pose table or camera file beside one) is refused unless ``overwrite``: it is
-    replaced whole.
+    replaced whole (:func:`check_render_output`).
     """
     import cv2
 
     from pose2rgbd.atomic import StagedOutputs
-    from pose2rgbd.output_guard import FILE, RENDERS, VIDEO, check_output, refuse_existing
     from pose2rgbd.progress import bar
     from pose2rgbd.viz import colorize_depth
 
@@ -182,9 +199,7 @@ def render_trajectory(
     T = np.asarray(traj.T_world_cam)
     table, camera_file = poses_table_path(out), camera_file_path(out)
     video = out.suffix.lower() in VIDEO_SUFFIXES
-    for p, kind in ((out, VIDEO), (table, FILE), (camera_file, FILE)) if video else ((out, RENDERS),):
-        refuse_existing(p, overwrite=overwrite, holds="an earlier render" if p == out else "")
-        check_output(p, kind, overwrite=overwrite)  # --overwrite replaces an earlier render only
+    check_render_output(out, overwrite)
     oob = np.asarray(engine.out_of_bounds(T), dtype=bool).reshape(len(T))
     cov_m, cov_deg = _coverage(engine, T)
     if oob.any():

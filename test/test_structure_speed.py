@@ -43,7 +43,7 @@ def test_batched_ratio_test_matches_the_per_keyframe_loop() -> None:
     assert len(match_ratio_blocks(query, none, no_sizes, 0.8).query) == 0
 
 
-def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
+def test_a_sequence_matches_the_most_similar_keyframes_near_the_previous_fix(map_world: dict) -> None:
     """With a decisive previous fix the next image is matched against the ``prior_candidates`` keyframes most similar
     to it among those nearest to the previous fix (not every place place recognition proposes); when the sequence
     jumps elsewhere the stale prior gives no decisive fix and place recognition finds the new place."""
@@ -74,7 +74,7 @@ def test_sequence_prior_replaces_place_recognition(map_world: dict) -> None:
         assert f.ok and f.prior == "sequence" and len(f.keyframes) == 4, f.reason
         assert np.linalg.norm(f.T_world_cam[:3, 3] - T[i][:3, 3]) < 1.0
         # the candidates: the most similar to this image of the 3 x candidates keyframes nearest to the previous fix
-        near = pm.poses.nearest(prev.T_world_cam, 3 * cfg.candidates)[0]
+        near = pm.poses.nearest(prev.T_world_cam, cfg.prior_pool)[0]
         want = near[np.argsort(-sims[-1][near], kind="stable")][:4]
         assert sorted(np.asarray(f.keyframes).tolist()) == sorted(want.tolist())
         differs |= set(want.tolist()) != set(pm.poses.nearest(prev.T_world_cam, 4)[0].tolist())

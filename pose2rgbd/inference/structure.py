@@ -107,6 +107,13 @@ class StructureConfig:
         200,
     )
     retrieval_top: int = ranged_field(20, "without a prior: the most similar keyframes grouped into places", 1, 1000)
+
+    @property
+    def prior_pool(self) -> int:
+        """How many keyframes nearest to a pose prior its candidates are chosen from: ``3 x candidates``, at least
+        ``prior_candidates``."""
+        return max(3 * self.candidates, self.prior_candidates)
+
     max_places: int = ranged_field(3, "without a prior: at most this many places tried", 1, 50)
     place_radius_m: float = ranged_field(
         40.0, "keyframes within this of a place's best keyframe belong to it", 0.1, 1e5
@@ -183,7 +190,8 @@ class Prior:
     T_world_cam: np.ndarray | None = None  # (4, 4) when the orientation is known too
     radius_m: float = 0.0  # search radius (0: the localizer's prior_radius_m)
     source: str = ""  # sequence | gps | odometry | posegan | ...
-    keyframes: np.ndarray | None = None  # a pose prior's candidate keyframes where already known (a sequence's)
+    keyframes: np.ndarray | None = None  # a pose prior's nearby keyframes where already known (a sequence's), ranked
+    # by similarity to each query into its candidates
 
     @classmethod
     def from_pose(cls, T_world_cam: np.ndarray, source: str, radius_m: float = 0.0) -> Prior:
@@ -334,7 +342,7 @@ class StructureLocalizer:
                 fix = _nan_fix("out of distribution", inliers=fix.inliers, correspondences=fix.correspondences,
                                keyframes=fix.keyframes, prior=fix.prior, flag=fix.flag)  # fmt: skip
             elif c.use_previous_fix:  # the next image's candidates: among the keyframes nearest to this fix in pose
-                near = self.map.poses.nearest(fix.T_world_cam, 3 * c.candidates, quat_xyzw=fix.quat_xyzw)[0]
+                near = self.map.poses.nearest(fix.T_world_cam, c.prior_pool, quat_xyzw=fix.quat_xyzw)[0]
         fix.scale = geo.scale
         fix.seconds = time.perf_counter() - t0
         with self._lock:
@@ -430,7 +438,7 @@ class StructureLocalizer:
 
     def _prior_candidates(self, prior: Prior, sims: _LazySims) -> np.ndarray:
         """The keyframes a prior's fix is matched against: the ``prior_candidates`` most similar to the query (place
-        recognition, ``sims``) among those near the prior -- a pose prior's ``3 x candidates`` nearest in pose (a
+        recognition, ``sims``) among those near the prior -- a pose prior's ``prior_pool`` nearest in pose (a
         sequence's previous fix keeps them, :attr:`Prior.keyframes`), a position prior's within its radius.
 
         Not simply the nearest in pose: on a real drone clip (karma, 320x180, 70 frames between the map's keyframes, in
@@ -441,7 +449,7 @@ class StructureLocalizer:
         if prior.keyframes is not None:
             near = prior.keyframes
         elif prior.T_world_cam is not None:
-            near = self.map.poses.nearest(prior.T_world_cam, 3 * c.candidates)[0]
+            near = self.map.poses.nearest(prior.T_world_cam, c.prior_pool)[0]
         else:
             near = self.map.poses.within(prior.position, prior.radius_m or c.prior_radius_m)
         if len(near) == 0:

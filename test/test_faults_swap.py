@@ -532,3 +532,28 @@ def test_other_unraisable_exceptions_and_a_stale_hook_go_to_the_hook_before(monk
                            object=None)  # fmt: skip
     ours(late)  # type: ignore[arg-type]
     assert seen == [ValueError, KeyboardInterrupt] and sigmod._dropped == []
+
+
+def test_a_block_after_the_commands_sigterm_handler_ignored_sigterm_puts_every_handler_back() -> None:
+    """The CLI's SIGTERM handler sets SIGTERM to be ignored before it raises; a swap during the cleanup that follows
+    installs our handler for SIGTERM only (SIGINT is ours already) and, when it ends, puts SIGTERM back and leaves
+    SIGINT ours (the outer install's), without waiting on it."""
+    from pose2rgbd.atomic import signals_held
+    from pose2rgbd.atomic.signals import _handler
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with signal_deferral():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            done = threading.Event()
+
+            def block() -> None:
+                with signals_held():
+                    assert signal.getsignal(signal.SIGTERM) is _handler
+                done.set()
+
+            block()
+            assert done.is_set()
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN and signal.getsignal(signal.SIGINT) is _handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

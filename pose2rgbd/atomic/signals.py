@@ -224,8 +224,12 @@ def _install() -> Callable[[], None] | None:
         raised: BaseException | None = None
         with _kick_lock:  # no kick is sent while (and after) the handlers go back
             for s, h in before.items():
-                while signal.getsignal(s) is _handler and h is not None:
-                    try:  # signal.signal first runs the handlers of signals that arrived: ours may raise there
+                if h is None or h is _handler:  # set from C, or ours already before (a nested install): as it is
+                    continue
+                for _ in range(8):  # signal.signal first runs the handlers of signals that arrived: ours may raise
+                    if signal.getsignal(s) is not _handler:
+                        break
+                    try:
                         signal.signal(s, h)
                     except BaseException as e:
                         raised = raised or e

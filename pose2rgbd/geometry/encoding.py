@@ -77,7 +77,7 @@ def encoding_jumps(T_world_cam: np.ndarray, kind: str, *, max_angle_deg: float =
     """The share of a set of poses' nearby orientation pairs whose encoded rotations lie far apart: for each pose its
     nearest other by rotation angle (within ``max_angle_deg``), the pair counted where the encoding's rotation
     numbers differ by more than 0.5 (a unit quaternion's components, radians) although the rotations are that close.
-    0 for :data:`ENCODINGS`' continuous one; near 0.5 for the paper's two on a downward-looking camera."""
+    0 for :data:`ENCODINGS`' continuous one; 0.3-0.5 for the paper's two on a downward-looking camera."""
     from scipy.spatial import cKDTree
 
     T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)

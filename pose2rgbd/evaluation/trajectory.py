@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.output_guard import VIDEO
 
 log = logging.getLogger(__name__)
 
 TRAJECTORY_COLUMNS = ("frame", "time_s", "tx", "ty", "tz", "qx", "qy", "qz", "qw")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
+VIDEO_SUFFIXES = VIDEO.suffixes  # .mp4, .avi, .mkv: what the output check takes for a video
 # the pose table written beside the renders: one row per pose, in render order
 POSES_COLUMNS = ("index", "frame", "line", "stamp_ns", "tx", "ty", "tz", "qx", "qy", "qz", "qw", "out_of_bounds",
                  "coverage_m", "coverage_deg")  # fmt: skip
@@ -84,18 +85,23 @@ def depth_millimetres(depth: np.ndarray) -> np.ndarray:
     return np.where(ok, mm, 0).astype(np.uint16)
 
 
+def _with_output(out: str | Path, name: str) -> Path:
+    """The file ``name`` that goes with the renders at ``out``: ``OUT/name`` in a directory, ``NAME.name`` beside a
+    video ``NAME.mp4``."""
+    p = Path(out)
+    return p.with_suffix(f".{name}") if p.suffix.lower() in VIDEO_SUFFIXES else p / name
+
+
 def poses_table_path(out: str | Path) -> Path:
     """Where the pose table of ``out`` goes: ``OUT/poses.csv`` for a directory, ``NAME.poses.csv`` beside a
     video ``NAME.mp4``."""
-    p = Path(out)
-    return p.with_suffix(".poses.csv") if p.suffix.lower() in VIDEO_SUFFIXES else p / "poses.csv"
+    return _with_output(out, "poses.csv")
 
 
 def camera_file_path(out: str | Path) -> Path:
     """Where the renders' camera goes (a ROS camera calibration YAML): ``OUT/camera.yaml`` for a directory,
     ``NAME.camera.yaml`` beside a video ``NAME.mp4``."""
-    p = Path(out)
-    return p.with_suffix(".camera.yaml") if p.suffix.lower() in VIDEO_SUFFIXES else p / "camera.yaml"
+    return _with_output(out, "camera.yaml")
 
 
 def _coverage(engine: object, T: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -150,7 +156,7 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
     """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
     not an earlier render (with or without ``overwrite``), or an earlier render without ``overwrite``. An empty
     folder is used. For a video, the pose table and camera file beside it are checked too."""
-    from pose2rgbd.output_guard import FILE, RENDERS, VIDEO, check_output, refuse_existing
+    from pose2rgbd.output_guard import FILE, RENDERS, check_output, refuse_existing
 
     out = Path(out)
     video = out.suffix.lower() in VIDEO_SUFFIXES

@@ -230,7 +230,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         use_training_keyframes(model, model.keyframes.keyframes, cache)  # the map its checkpoint names
     else:
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], mc.encoding))
-        if mc.decoder and mc.encoding != "6dof-rot6d":  # without the decoder no network takes the pose
+        if mc.decoder:  # without the decoder no network takes the pose
             warn_encoding_jumps(cache.T_world_cam[split.train], mc.encoding, ENCODING_FIX)
         dn = DepthNormalizer.fit(
             cache.depth, indices=split.train, max_m=mc.depth_max or None, max_percentile=mc.depth_max_percentile

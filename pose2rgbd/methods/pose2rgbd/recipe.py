@@ -83,8 +83,7 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
         model = ctx.model
     else:
         model = build_model(mc, pose_normalizer=PoseNormalizer.fit(cache.T_world_cam[split.train], mc.encoding))
-        if mc.encoding != "6dof-rot6d":
-            warn_encoding_jumps(cache.T_world_cam[split.train], mc.encoding, ENCODING_FIX)
+        warn_encoding_jumps(cache.T_world_cam[split.train], mc.encoding, ENCODING_FIX)
         if ds.has_depth and cache.depth is not None:
             dn = DepthNormalizer.fit(
                 cache.depth,

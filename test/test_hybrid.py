@@ -414,20 +414,25 @@ def test_onnx_export_is_refused_with_a_reason(trained: Path, tmp_path: Path) -> 
 
 def test_config_checks_and_presets() -> None:
     fam = get_family("hybrid")
-    assert set(fam.presets) == {"hybrid", "hybrid-lite", "hybrid-fast"}
+    assert set(fam.presets) == {"hybrid", "hybrid-lite", "hybrid-fast", "hybrid-subpixel"}
     for size in (64, 512):
         assert fam.make_config("hybrid", size=size).decoder_config().size == size
         fast = fam.make_config("hybrid-fast", size=size)  # valid at every size: 3 fill levels even at 64
         assert (fast.fill_channels, fast.fill_levels, fast.dense_channels) == (8, 3, 256)
+        sub = fam.make_config("hybrid-subpixel", size=size)  # at 64: 2 levels from 32x32 leave 8x8
+        assert (sub.fill_channels, sub.fill_levels, sub.fill_space_to_depth) == (16, 2, 2)
     from pose2rgbd.errors import ConfigError
 
     bads = (
         {"size": 96}, {"neighbours": 0}, {"loss": "huber"}, {"fill_levels": 4, "size": 64}, {"hole_depth": "x"},
         {"hole_rgb": "learned"}, {"rgb_correction": "valid"}, {"warp_depth": "mean"}, {"hole_border": "learned"},
+        {"fill_space_to_depth": 3}, {"fill_space_to_depth": 0}, {"fill_levels": -1},
     )  # fmt: skip
     for bad in bads:
         with pytest.raises(ConfigError):
             fam.make_config("hybrid", **bad)
+    with pytest.raises(ConfigError, match=r"at least 8x8 at the lowest level \(model.size 64 / model.fill_space_to"):
+        fam.make_config("hybrid", size=64, fill_levels=2, fill_space_to_depth=4)  # 64 / 4 = 16 -> 8 -> 4
 
 
 @pytest.mark.slow  # trains and evaluates: 65 s on 2 loaded cores (not timed on a quiet machine)
@@ -844,15 +849,60 @@ def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
         torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("channels", "levels"), [(8, 3), (16, 2)])  # hybrid-fast (the default), hybrid
-def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward(channels: int, levels: int) -> None:
+def test_a_fill_at_half_resolution_answers_every_pixel_from_its_block() -> None:
+    """``space_to_depth`` 2: the U-Net runs on the 2x2 blocks (no convolution at full resolution) and answers at
+    full resolution. The zero start answers zero; an input changed in one pixel changes the answer around it only
+    (a 3x3 convolution at half resolution per level reaches a block's neighbours, not the far side); the leading
+    channels known to be zero are still left out with the same answer and gradients; sides that are not a multiple
+    of the block are refused by name."""
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    torch.manual_seed(0)
+    u = FillUNet(FILL_INPUTS, 8, 1, 2)
+    assert next(m.in_channels for m in u.modules() if isinstance(m, torch.nn.Conv2d)) == 4 * FILL_INPUTS
+    x = torch.randn(2, FILL_INPUTS, 64, 96)
+    with torch.no_grad():
+        assert u(x).shape == (2, 4, 64, 96) and float(u(x).abs().max()) == 0.0  # the zero start: the warp's answer
+        u.out.weight.normal_(0.0, 0.1)
+        u.out.bias.normal_(0.0, 0.1)
+        a = u(x)
+        y = x.clone()
+        y[:, :, 30, 40] += 5.0
+        diff = (u(y) - a).abs().amax(dim=(0, 1))
+    assert float(diff[30, 40]) > 0.0 and float(diff[31, 41]) > 0.0  # the pixel and its block's other pixels
+    far = torch.ones_like(diff, dtype=torch.bool)
+    far[30 - 24 : 30 + 25, 40 - 24 : 40 + 25] = False  # 5 convolutions in blocks, 2 in blocks of blocks, 1 upsampling
+    assert float(diff[far].max()) == 0.0 and float(diff[~far].min()) == 0.0  # local, and not everywhere near
+    live = x[:, DECODER_CHANNELS:].clone()
+    full = torch.cat([torch.zeros_like(x[:, :DECODER_CHANNELS]), live], dim=1)
+    torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
+    stem = u.stem[0][0]
+    ga = torch.autograd.grad(u(live, absent=DECODER_CHANNELS).square().sum(), stem.weight)[0]
+    gb = torch.autograd.grad(u(full).square().sum(), stem.weight)[0]
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="multiples of 2, got 31x48"):
+        u(torch.randn(1, FILL_INPUTS, 31, 48))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # serving, once prepared, too
+        u(live, absent=DECODER_CHANNELS)
+        with pytest.raises(ValueError, match="multiples of 2, got 32x47"):
+            u(torch.randn(1, FILL_INPUTS - DECODER_CHANNELS, 32, 47), absent=DECODER_CHANNELS)
+        assert u.__dict__["_fused_serving"].prepared is not None  # the input's error: the fused path serves on
+
+
+@pytest.mark.parametrize(
+    ("channels", "levels", "blocks"),
+    [(8, 3, 1), (16, 2, 1), (16, 2, 2)],  # hybrid-fast, hybrid, hybrid-subpixel
+)
+def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward(
+    channels: int, levels: int, blocks: int
+) -> None:
     from pose2rgbd.methods.hybrid import fill_serving
     from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
 
     if fill_serving._op() is None:
         pytest.skip("this torch has no oneDNN fused convolution")
     torch.manual_seed(1)
-    u = FillUNet(FILL_INPUTS, channels, levels).eval()
+    u = FillUNet(FILL_INPUTS, channels, levels, blocks).eval()
     with torch.no_grad():
         u.out.weight.normal_(0.0, 0.1)
     x = torch.randn(1, FILL_INPUTS - DECODER_CHANNELS, 40, 56)

@@ -36,9 +36,9 @@ def _model(**cfg) -> torch.nn.Module:
     return m
 
 
-def _random_fill(channels: int, levels: int, seed: int = 0) -> FillUNet:
+def _random_fill(channels: int, levels: int, seed: int = 0, blocks: int = 1) -> FillUNet:
     torch.manual_seed(seed)
-    f = FillUNet(FILL_INPUTS, channels, levels)
+    f = FillUNet(FILL_INPUTS, channels, levels, blocks)
     with torch.no_grad():
         for p in f.parameters():
             p.normal_(0.0, 0.1)
@@ -48,12 +48,13 @@ def _random_fill(channels: int, levels: int, seed: int = 0) -> FillUNet:
 def test_every_preset_fill_shape_is_shipped_and_loads() -> None:
     for name, preset in PRESETS.items():
         mc = HybridConfig(**{**preset, "size": SIZE})
-        path = shipped_path(mc.fill_channels, mc.fill_levels)
+        shape = (mc.fill_channels, mc.fill_levels, mc.fill_space_to_depth)
+        path = shipped_path(*shape)
         assert path.is_file(), f"preset {name}: no pretrained fill at {path}"
         ff = read_fill_file(path)
-        assert (ff.channels, ff.levels) == (mc.fill_channels, mc.fill_levels)
+        assert (ff.channels, ff.levels, ff.space_to_depth) == shape
         assert ff.meta["places"] >= 5 and ff.meta["decoder"] is False and ff.meta["steps"] > 1000
-        m = _model(fill_channels=mc.fill_channels, fill_levels=mc.fill_levels, decoder=False)
+        m = _model(fill_channels=shape[0], fill_levels=shape[1], fill_space_to_depth=shape[2], decoder=False)
         assert "pretrained" not in init_fill(m, "none")
         assert float(m.fill.out.weight.abs().sum()) == 0.0  # zero start: the untrained model is the warp
         init_fill(m, "pretrained")
@@ -62,16 +63,19 @@ def test_every_preset_fill_shape_is_shipped_and_loads() -> None:
         assert float(m.fill.out.weight.abs().sum()) > 0.0  # a pretrained fill corrects from the start
 
 
-def test_a_model_with_a_decoder_starts_with_the_pretrained_answer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocks", [1, 2])  # a fill at full resolution; one at half (the decoder's 4 x 4 channels)
+def test_a_model_with_a_decoder_starts_with_the_pretrained_answer(tmp_path: Path, blocks: int) -> None:
     """The decoder channels' weights start at zero: the decoder's render does not change the first answer."""
-    f = _random_fill(8, 2)
-    path = write_fill_file(tmp_path / "fill.pt", f, 8, 2, {"places": 3})
-    with_dec, without = _model(fill_channels=8, decoder=True), _model(fill_channels=8, decoder=False)
+    f = _random_fill(8, 2, blocks=blocks)
+    path = write_fill_file(tmp_path / "fill.pt", f, 8, 2, {"places": 3}, blocks)
+    shape = {"fill_channels": 8, "fill_space_to_depth": blocks}
+    with_dec, without = _model(**shape, decoder=True), _model(**shape, decoder=False)
     assert "3 places" in init_fill(with_dec, str(path))
     init_fill(without, str(path))
     w = first_conv(with_dec.fill).weight
     w = w.detach()
-    assert float(w[:, :DECODER_CHANNELS].abs().sum()) == 0.0 and float(w[:, DECODER_CHANNELS:].abs().sum()) > 0
+    dec = DECODER_CHANNELS * blocks**2
+    assert float(w[:, :dec].abs().sum()) == 0.0 and float(w[:, dec:].abs().sum()) > 0
     x = torch.randn(2, FILL_INPUTS, SIZE, SIZE)
     x_zero_dec = x.clone()
     x_zero_dec[:, :DECODER_CHANNELS] = 0.0
@@ -79,13 +83,22 @@ def test_a_model_with_a_decoder_starts_with_the_pretrained_answer(tmp_path: Path
         torch.testing.assert_close(with_dec.fill(x), without.fill(x_zero_dec))
     # and the decoder channels learn: their weights get a gradient once the decoder renders something
     with_dec.fill(x).sum().backward()
-    assert float(first_conv(with_dec.fill).weight.grad[:, :DECODER_CHANNELS].abs().sum()) > 0
+    assert float(first_conv(with_dec.fill).weight.grad[:, :dec].abs().sum()) > 0
 
 
 def test_fill_files_of_another_shape_or_kind_are_refused_with_the_fix(tmp_path: Path) -> None:
     path = write_fill_file(tmp_path / "fill.pt", _random_fill(8, 2), 8, 2, {})
-    with pytest.raises(ConfigError, match="8 channels / 2 levels; this model's is 16 / 2"):
+    with pytest.raises(ConfigError, match="8 channels / 2 levels; this model's is 16 channels / 2 levels"):
         init_fill(_model(fill_channels=16), str(path))
+    with pytest.raises(ConfigError, match="this model's is 8 channels / 2 levels from 1/2 resolution"):
+        init_fill(_model(fill_channels=8, fill_space_to_depth=2), str(path))
+    half = write_fill_file(tmp_path / "half.pt", _random_fill(8, 2, blocks=2), 8, 2, {}, 2)
+    assert torch.load(half, weights_only=True)["version"] == 2 and torch.load(path, weights_only=True)["version"] == 1
+    with pytest.raises(ConfigError, match="a fill of 8 channels / 2 levels from 1/2 resolution; this model's is 8 "):
+        init_fill(_model(fill_channels=8), str(half))
+    m = _model(fill_channels=8, fill_space_to_depth=2)
+    init_fill(m, str(half))
+    assert read_fill_file(half).space_to_depth == 2 and float(m.fill.out.weight.abs().sum()) > 0
     torch.save({"model_state": {}}, tmp_path / "ckpt.pt")
     with pytest.raises(ConfigError, match="not a hybrid fill file"):
         init_fill(_model(fill_channels=8), str(tmp_path / "ckpt.pt"))
@@ -102,12 +115,13 @@ def test_fill_files_of_another_shape_or_kind_are_refused_with_the_fix(tmp_path: 
     assert float(m.fill.out.weight.abs().sum()) == 0.0
 
 
-def test_a_model_without_decoder_renders_trains_and_exports() -> None:
-    m = _model(fill_channels=8, decoder=False)
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_a_model_without_decoder_renders_trains_and_exports(blocks: int, tmp_path: Path) -> None:
+    m = _model(fill_channels=8, fill_space_to_depth=blocks, decoder=False)
     assert m.decoder is None
-    n_with = sum(p.numel() for p in _model(fill_channels=8, decoder=True).parameters())
+    n_with = sum(p.numel() for p in _model(fill_channels=8, fill_space_to_depth=blocks, decoder=True).parameters())
     assert sum(p.numel() for p in m.parameters()) < n_with
-    f = _random_fill(8, 2)
+    f = _random_fill(8, 2, blocks=blocks)
     m.fill.load_state_dict(f.state_dict())
     pose = torch.rand(2, 7) * 2 - 1
     w = (torch.rand(2, 3, SIZE, SIZE) * 2 - 1, torch.rand(2, 1, SIZE, SIZE), torch.ones(2, 1, SIZE, SIZE))
@@ -118,6 +132,11 @@ def test_a_model_without_decoder_renders_trains_and_exports() -> None:
     ref = f(x)
     torch.testing.assert_close(rgb, w[0] + ref[:, :3])
     torch.testing.assert_close(log_scale, ref[:, 3:4])
+    pytest.importorskip("onnxruntime")
+    from pose2rgbd.methods.hybrid.network import export_network_part
+
+    # ONNX Runtime serving (engine.backend onnxruntime): the file answers as torch does (checked inside)
+    assert export_network_part(part, tmp_path / "part.onnx", pose_dim=7, size=SIZE) < 1e-3
 
 
 @pytest.fixture(scope="module")

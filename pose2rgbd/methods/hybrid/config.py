@@ -103,8 +103,16 @@ class HybridConfig:
         "one of this many (as a held-out block at test time; 0 or 1: the surface of every keyframe)"
     )  # fmt: skip
     # the fill network
-    fill_channels: int = help_field(16, "fill U-Net: channels at full resolution (doubled at each level)")
+    fill_channels: int = help_field(
+        16, "fill U-Net: channels at its first level (full resolution, or 1/fill_space_to_depth), doubled per level"
+    )
     fill_levels: int = help_field(2, "fill U-Net: number of stride-2 levels (receptive field grows 2x per level)")
+    fill_space_to_depth: int = help_field(
+        1,
+        "fill U-Net: 1 runs it from the image's full resolution; 2 or 4 from 1/2 or 1/4 of it, each 2x2 (4x4) pixel "
+        "block's inputs as channels and its answer from one sub-pixel convolution (fill_channels then count at that "
+        "resolution)",
+    )
     fill_init: str = help_field(
         "pretrained",
         "training a new model: the fill network's starting weights -- pretrained (the weights shipped for this "
@@ -195,8 +203,13 @@ class HybridConfig:
             raise ConfigError(f"model.exclude_window {self.exclude_window} must be >= 0 (0: only the frame itself)")
         if not 4 <= int(self.fill_channels) <= 256:
             raise ConfigError(f"model.fill_channels {self.fill_channels} must be in 4..256")
-        if not 0 <= int(self.fill_levels) <= 4 or s >> int(self.fill_levels) < 8:
-            raise ConfigError(f"model.fill_levels {self.fill_levels} must be in 0..4 (and leave at least 8x8)")
+        if int(self.fill_space_to_depth) not in (1, 2, 4):
+            raise ConfigError(f"model.fill_space_to_depth {self.fill_space_to_depth} must be 1, 2 or 4")
+        if not 0 <= int(self.fill_levels) <= 4 or s // int(self.fill_space_to_depth) >> int(self.fill_levels) < 8:
+            raise ConfigError(
+                f"model.fill_levels {self.fill_levels} must be in 0..4 and leave at least 8x8 at the lowest level "
+                f"(model.size {s} / model.fill_space_to_depth {self.fill_space_to_depth}, halved per level)"
+            )
         if not str(self.fill_init).strip():
             raise ConfigError("model.fill_init is empty: pass pretrained, none or the path of a fill file")
         if self.hole_depth not in HOLE_DEPTHS:
@@ -263,6 +276,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trunk_channels": [64, 32, 32, 16, 16, 16],
         "fill_channels": 8,
         "fill_levels": 3,
+    },
+    # hybrid-fast's fill without its full-resolution layers: the same widths from half resolution down (16, 32, 64
+    # channels at 1/2, 1/4, 1/8), the input's 2x2 blocks as channels, the answer by sub-pixel convolution
+    "hybrid-subpixel": {
+        "preset": "hybrid-subpixel",
+        "dense_channels": 256,
+        "trunk_channels": [64, 32, 32, 16, 16, 16],
+        "fill_channels": 16,
+        "fill_levels": 2,
+        "fill_space_to_depth": 2,
     },
 }
 # the kind's default preset: the fill that serves 256x256 within 33 ms on a 2-core CPU without AMX, equals `hybrid` on

@@ -168,7 +168,7 @@ class HybridNet(PoseToImage, ModelBase):
         self.init_pose_normalization(config.encoding, pose_normalizer)
         # model.decoder false: no pose decoder; the fill network sees zeros in its decoder channels
         self.decoder = Pose2RGBDNet(config.decoder_config()) if config.decoder else None
-        self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels)
+        self.fill = FillUNet(FILL_INPUTS, config.fill_channels, config.fill_levels, config.fill_space_to_depth)
         dn = depth_normalizer or DepthNormalizer(0.0, 1.0)
         self.register_buffer("depth_range", torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
         self.register_buffer("kf_K", torch.eye(3, dtype=torch.float64))

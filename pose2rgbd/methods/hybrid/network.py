@@ -47,22 +47,49 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 class FillUNet(nn.Module):
     """A small U-Net: ``levels`` stride-2 stages of two 3x3 convolutions (widths c, 2c, 4c, ...), bilinear
-    upsampling with skip connections, a zero-initialized 3x3 output convolution (4 channels: RGB + depth)."""
+    upsampling with skip connections, a zero-initialized 3x3 output convolution (4 channels: RGB + depth).
 
-    def __init__(self, cin: int, channels: int, levels: int) -> None:
+    ``space_to_depth`` s > 1 runs the whole U-Net at 1/s of the image's resolution: the input's s x s pixel blocks
+    become channels (``pixel_unshuffle``; input channel i is channels i*s^2 .. (i+1)*s^2 - 1) and the output
+    convolution answers the s^2 pixels of each block (``pixel_shuffle``, sub-pixel convolution: Shi et al., CVPR
+    2016). No convolution runs at full resolution, where a narrow layer is slowest per operation on a CPU
+    (docs/serving.md, "A fill at half resolution")."""
+
+    def __init__(self, cin: int, channels: int, levels: int, space_to_depth: int = 1) -> None:
         super().__init__()
         c = int(channels)
-        self.stem = nn.Sequential(_conv(cin, c), _conv(c, c))
+        self.space_to_depth = s = int(space_to_depth)
+        if s < 1:
+            raise ValueError(f"space_to_depth {space_to_depth} must be >= 1")
+        self.stem = nn.Sequential(_conv(cin * s * s, c), _conv(c, c))
         widths = [c * 2**i for i in range(levels + 1)]
         self.down = nn.ModuleList(
             nn.Sequential(_conv(widths[i], widths[i + 1], 2), _conv(widths[i + 1], widths[i + 1]))
             for i in range(levels)
         )
         self.up = nn.ModuleList(_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels)))
-        self.out = nn.Conv2d(c, 4, 3, padding=1)
+        self.out = nn.Conv2d(c, 4 * s * s, 3, padding=1)
         with torch.no_grad():  # the residual starts at zero: the untrained model answers the warped frames
             self.out.weight.zero_()
             self.out.bias.zero_()  # type: ignore[union-attr]
+
+    def check_sides(self, x: torch.Tensor) -> None:
+        """A ValueError naming the sides of ``x`` where they are not multiples of :attr:`space_to_depth`."""
+        s = self.space_to_depth
+        h, w = x.shape[-2:]
+        if h % s or w % s:
+            raise ValueError(f"the fill's space_to_depth {s} needs image sides that are multiples of {s}, got {h}x{w}")
+
+    def to_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The input at the U-Net's resolution (:attr:`space_to_depth`'s blocks as channels); sides that are not
+        multiples of the block are a ValueError naming them."""
+        self.check_sides(x)
+        return x if self.space_to_depth == 1 else F.pixel_unshuffle(x, self.space_to_depth)
+
+    def from_blocks(self, y: torch.Tensor) -> torch.Tensor:
+        """The output convolution's answer at the image's resolution (the inverse of :meth:`to_blocks`)."""
+        s = self.space_to_depth
+        return y if s == 1 else F.pixel_shuffle(y, s)
 
     def forward(self, x: torch.Tensor, absent: int = 0) -> torch.Tensor:
         """``x`` (B, cin, H, W), or with ``absent`` > 0 its channels from ``absent`` on, the leading ones known to
@@ -75,9 +102,10 @@ class FillUNet(nn.Module):
 
     def forward_eager(self, x: torch.Tensor, absent: int = 0) -> torch.Tensor:
         """:meth:`forward` one torch op at a time (training; where the fused path does not serve)."""
-        if absent:
+        x = self.to_blocks(x)
+        if absent:  # input channel i is the blocks' channels i*s^2 .. (i+1)*s^2 - 1: the absent ones lead still
             conv, relu = cast(tuple[nn.Conv2d, nn.ReLU], tuple(cast(nn.Sequential, self.stem[0])))
-            first = relu(F.conv2d(x, self._weight_from(conv, absent), conv.bias, padding=1))
+            first = relu(F.conv2d(x, self._weight_from(conv, absent * self.space_to_depth**2), conv.bias, padding=1))
             skips = [self.stem[1](first)]
         else:
             skips = [self.stem(x)]
@@ -93,7 +121,7 @@ class FillUNet(nn.Module):
             conv, relu = cast(tuple[nn.Conv2d, nn.ReLU], tuple(cast(nn.Sequential, stage)))
             w_y, w_s = self._split_weight(conv, y.shape[1])
             y = relu(F.conv2d(y, w_y, conv.bias, padding=1) + F.conv2d(s, w_s, padding=1))
-        return self.out(y)  # type: ignore[no-any-return]
+        return self.from_blocks(self.out(y))
 
     def _split_weight(self, conv: nn.Conv2d, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``conv``'s weight split after input channel ``c``. Serving (no gradient): contiguous copies in the

@@ -83,7 +83,9 @@ def pretrain_fill(
             assert isinstance(trained, HybridNet)
             fill = trained.fill
             meta = {"round": r, "place": i, "steps": steps, "val": res.final_val}
-            current = str(write_fill_file(done, fill, shape.fill_channels, shape.fill_levels, meta))
+            current = str(
+                write_fill_file(done, fill, shape.fill_channels, shape.fill_levels, meta, shape.fill_space_to_depth)
+            )
             log.info("round %d, place %d (%s): %d steps, validation %s", r, i, ds, res.steps, res.final_val)
     final = read_fill_file(current)
     meta = {
@@ -94,9 +96,9 @@ def pretrain_fill(
         "wall_minutes_this_call": round((time.monotonic() - t0) / 60.0, 1),
     }  # fmt: skip
 
-    net = FillUNet(FILL_INPUTS, shape.fill_channels, shape.fill_levels)
+    net = FillUNet(FILL_INPUTS, shape.fill_channels, shape.fill_levels, shape.fill_space_to_depth)
     net.load_state_dict(final.state_dict)
-    return write_fill_file(out, net, shape.fill_channels, shape.fill_levels, meta)
+    return write_fill_file(out, net, shape.fill_channels, shape.fill_levels, meta, shape.fill_space_to_depth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

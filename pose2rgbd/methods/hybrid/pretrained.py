@@ -1,17 +1,17 @@
 """Where a new hybrid's fill network starts (``model.fill_init``): the weights shipped with the package, a fill
 file, or zero.
 
-The shipped fill (``pose2rgbd/resources/hybrid_fill/fill-c<channels>-l<levels>.pt``, one per fill shape of the
-presets) was trained on many simulated places with sensor realism by :mod:`pose2rgbd.methods.hybrid.pretrain`,
-with no pose decoder (``model.decoder`` false): it refines the warped keyframes of any place, so a new place
-starts from a fill that already knows what holes, disocclusions and noisy sensor depth look like, and training
-there only fine-tunes it (with ``train.patience``: until validation stops improving). A model that has a decoder
-starts with the fill's weights on the decoder channels at zero: its first answer is the pretrained fill's, and
-the decoder's render is let in as it learns.
+The shipped fill (``pose2rgbd/resources/hybrid_fill/fill-c<channels>-l<levels>[-s<space_to_depth>].pt``, one per
+fill shape of the presets) was trained on many simulated places with sensor realism by
+:mod:`pose2rgbd.methods.hybrid.pretrain`, with no pose decoder (``model.decoder`` false): it refines the warped
+keyframes of any place, so a new place starts from a fill that already knows what holes, disocclusions and noisy
+sensor depth look like, and training there only fine-tunes it (with ``train.patience``: until validation stops
+improving). A model that has a decoder starts with the fill's weights on the decoder channels at zero: its first
+answer is the pretrained fill's, and the decoder's render is let in as it learns.
 
 A fill file is a ``torch.save`` dict (read with ``weights_only``): ``format`` :data:`FILL_FORMAT`, ``version``,
-``fill_channels``, ``fill_levels``, ``state_dict`` (the :class:`~pose2rgbd.methods.hybrid.network.FillUNet`'s) and
-``meta`` (how it was made: places, steps, command).
+``fill_channels``, ``fill_levels``, ``fill_space_to_depth`` (version 2; 1 where absent), ``state_dict`` (the
+:class:`~pose2rgbd.methods.hybrid.network.FillUNet`'s) and ``meta`` (how it was made: places, steps, command).
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILL_FORMAT = "pose2rgbd-hybrid-fill"
-FILL_VERSION = 1
+FILL_VERSION = 2  # 2: fill_space_to_depth (a file of a fill at full resolution is still written as version 1)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "resources" / "hybrid_fill"
 DECODER_CHANNELS = 4  # the fill's first input channels: the decoder's RGB (3) and depth (1)
 
 
-def shipped_path(channels: int, levels: int) -> Path:
+def shipped_path(channels: int, levels: int, space_to_depth: int = 1) -> Path:
     """The shipped fill file of this fill shape (it may not exist: not every shape is shipped)."""
-    return SHIPPED_DIR / f"fill-c{int(channels)}-l{int(levels)}.pt"
+    blocks = "" if int(space_to_depth) == 1 else f"-s{int(space_to_depth)}"
+    return SHIPPED_DIR / f"fill-c{int(channels)}-l{int(levels)}{blocks}.pt"
 
 
 @dataclass
@@ -51,6 +52,16 @@ class FillFile:
     levels: int
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, object] = field(default_factory=dict)
+    space_to_depth: int = 1
+
+    def shape(self) -> str:
+        return describe_shape(self.channels, self.levels, self.space_to_depth)
+
+
+def describe_shape(channels: int, levels: int, space_to_depth: int) -> str:
+    """A fill shape in words, for messages."""
+    blocks = "" if int(space_to_depth) == 1 else f" from 1/{int(space_to_depth)} resolution"
+    return f"{int(channels)} channels / {int(levels)} levels{blocks}"
 
 
 def read_fill_file(path: str | Path) -> FillFile:
@@ -69,18 +80,26 @@ def read_fill_file(path: str | Path) -> FillFile:
         )
     if int(data.get("version", 0)) > FILL_VERSION:
         raise ConfigError(f"model.fill_init {p}: fill file version {data['version']} is newer than this pose2rgbd")
-    return FillFile(int(data["fill_channels"]), int(data["fill_levels"]), dict(data["state_dict"]), dict(data["meta"]))
+    return FillFile(
+        int(data["fill_channels"]), int(data["fill_levels"]), dict(data["state_dict"]), dict(data["meta"]),
+        int(data.get("fill_space_to_depth", 1)),
+    )  # fmt: skip
 
 
-def write_fill_file(path: str | Path, fill: nn.Module, channels: int, levels: int, meta: dict[str, object]) -> Path:
-    """Write ``fill``'s weights (CPU, fp32) as a fill file, atomically."""
+def write_fill_file(
+    path: str | Path, fill: nn.Module, channels: int, levels: int, meta: dict[str, object], space_to_depth: int = 1
+) -> Path:
+    """Write ``fill``'s weights (CPU, fp32) as a fill file, atomically (version 1 for a fill at full resolution,
+    which every pose2rgbd reads; version 2 with ``fill_space_to_depth`` otherwise)."""
     from pose2rgbd.atomic.swap import atomic_file
 
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in fill.state_dict().items()}
-    data = {
-        "format": FILL_FORMAT, "version": FILL_VERSION, "fill_channels": int(channels), "fill_levels": int(levels),
+    data: dict[str, object] = {
+        "format": FILL_FORMAT, "version": 1, "fill_channels": int(channels), "fill_levels": int(levels),
         "state_dict": state, "meta": dict(meta),
     }  # fmt: skip
+    if int(space_to_depth) != 1:
+        data.update(version=FILL_VERSION, fill_space_to_depth=int(space_to_depth))
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(p) as f:
@@ -92,30 +111,33 @@ def init_fill(model: HybridNet, spec: str) -> str:
     """Give a new ``model``'s fill network its starting weights per ``spec`` (``model.fill_init``: pretrained |
     none | PATH); returns what it started from, for the log. A file of another fill shape is a
     :class:`ConfigError`; ``pretrained`` for a shape the package ships no weights for starts from zero."""
-    c, lv = int(model.config.fill_channels), int(model.config.fill_levels)
+    mc = model.config
+    c, lv, blocks = int(mc.fill_channels), int(mc.fill_levels), int(mc.fill_space_to_depth)
     s = str(spec).strip()
     if s == "none":
         return "zero (model.fill_init none)"
     if s == "pretrained":
-        path = shipped_path(c, lv)
+        path = shipped_path(c, lv, blocks)
         if not path.is_file():
+            shipped = ", ".join(sorted(p.stem for p in SHIPPED_DIR.glob("fill-*.pt"))) or "none"
             log.info(
-                "hybrid: no pretrained fill is shipped for fill_channels %d / fill_levels %d (shipped: %s); the fill "
-                "starts from zero", c, lv, ", ".join(sorted(p.stem for p in SHIPPED_DIR.glob("fill-*.pt"))) or "none",
+                "hybrid: no pretrained fill is shipped for a fill of %s (shipped: %s); the fill starts from zero",
+                describe_shape(c, lv, blocks), shipped,
             )  # fmt: skip
             return "zero (no pretrained fill of this shape)"
     else:
         path = Path(s).expanduser()
     ff = read_fill_file(path)
-    if (ff.channels, ff.levels) != (c, lv):
+    if (ff.channels, ff.levels, ff.space_to_depth) != (c, lv, blocks):
         raise ConfigError(
-            f"model.fill_init {path}: a fill of {ff.channels} channels / {ff.levels} levels; this model's is {c} / "
-            f"{lv} (model.fill_channels, model.fill_levels): use a file of this shape, or model.fill_init none"
+            f"model.fill_init {path}: a fill of {ff.shape()}; this model's is {describe_shape(c, lv, blocks)} "
+            "(model.fill_channels, model.fill_levels, model.fill_space_to_depth): use a file of this shape, or "
+            "model.fill_init none"
         )
     model.fill.load_state_dict(ff.state_dict)
     if model.decoder is not None:  # the pretrained fill saw zeros there: let the decoder in as it learns
-        with torch.no_grad():
-            first_conv(model.fill).weight[:, :DECODER_CHANNELS].zero_()
+        with torch.no_grad():  # (each input channel is blocks^2 channels of the first convolution's input)
+            first_conv(model.fill).weight[:, : DECODER_CHANNELS * blocks**2].zero_()
     places = ff.meta.get("places")
     return f"{path}" + (f" ({places} places)" if places else "")
 

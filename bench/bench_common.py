@@ -23,6 +23,7 @@ NAMES = {
     "hybrid": "Hybrid",
     "hybrid-lite": "Hybrid-lite",
     "hybrid-fast": "Hybrid-fast",
+    "hybrid-subpixel": "Hybrid-subpixel",
 }
 
 

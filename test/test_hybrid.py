@@ -882,6 +882,10 @@ def test_a_fill_at_half_resolution_answers_every_pixel_from_its_block() -> None:
     torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="multiples of 2, got 31x48"):
         u(torch.randn(1, FILL_INPUTS, 31, 48))
+    from pose2rgbd.methods.hybrid import fill_serving
+
+    if fill_serving._op() is None:
+        return  # this torch has no oneDNN fused convolution: the eager forward above is all it serves
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # serving, once prepared, too
         u(live, absent=DECODER_CHANNELS)
         with pytest.raises(ValueError, match="multiples of 2, got 32x47"):
@@ -889,9 +893,26 @@ def test_a_fill_at_half_resolution_answers_every_pixel_from_its_block() -> None:
         assert u.__dict__["_fused_serving"].prepared is not None  # the input's error: the fused path serves on
 
 
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_the_blocks_first_convolution_is_one_strided_convolution_of_the_full_image(blocks: int) -> None:
+    """Serving reads the blocks straight from the full-resolution input: the stem's 3x3 convolution over the
+    blocks as channels is one (3s x 3s, stride s, padding s) convolution (float64: the same sums in another order)."""
+    from pose2rgbd.methods.hybrid.fill_serving import blocks_kernel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 8 * blocks, 12 * blocks, generator=g, dtype=torch.float64)
+    w = torch.randn(7, 5 * blocks**2, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(7, generator=g, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(torch.nn.functional.pixel_unshuffle(x, blocks), w, b, padding=1)
+    k = blocks_kernel(w, blocks)
+    assert k.shape == (7, 5, 3 * blocks, 3 * blocks)
+    got = torch.nn.functional.conv2d(x, k, b, stride=blocks, padding=blocks)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("channels", "levels", "blocks"),
-    [(8, 3, 1), (16, 2, 1), (16, 2, 2)],  # hybrid-fast, hybrid, hybrid-subpixel
+    [(8, 3, 1), (16, 2, 1), (16, 2, 2), (8, 1, 4)],  # hybrid-fast, hybrid, hybrid-subpixel; 1/4 resolution
 )
 def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward(
     channels: int, levels: int, blocks: int

@@ -222,15 +222,17 @@ def test_pretraining_takes_turns_over_places_and_resumes(toy: Path, tmp_path: Pa
 
     monkeypatch.setattr(training, "train_model", spy)
     work = tmp_path / "work"
-    out = pretrain.pretrain_fill([toy, other], tmp_path / "fill.pt", preset="hybrid-fast", size=SIZE,
+    # a fill at half resolution: its factor goes from turn to turn (each turn starts from the last one's file)
+    out = pretrain.pretrain_fill([toy, other], tmp_path / "fill.pt", preset="hybrid-subpixel", size=SIZE,
                                  minutes_per_place=0.002, rounds=2, work=work)  # fmt: skip
     assert [s[0] for s in seen] == ["ds", "ds2", "ds", "ds2"]
     assert seen[0][1] == "none" and seen[1][1].endswith("fill-r0-p0.pt") and seen[3][1].endswith("fill-r1-p0.pt")
     ff = read_fill_file(out)
-    assert (ff.channels, ff.levels) == (8, 3) and ff.meta["places"] == 2 and ff.meta["steps"] == 8
+    assert (ff.channels, ff.levels, ff.space_to_depth) == (16, 2, 2) and ff.meta["places"] == 2
+    assert ff.meta["steps"] == 8
     # a second call finds every turn done and trains nothing
     seen.clear()
-    pretrain.pretrain_fill([toy, other], tmp_path / "fill2.pt", preset="hybrid-fast", size=SIZE,
+    pretrain.pretrain_fill([toy, other], tmp_path / "fill2.pt", preset="hybrid-subpixel", size=SIZE,
                            minutes_per_place=0.002, rounds=2, work=work)  # fmt: skip
     assert seen == []
     np.testing.assert_array_equal(

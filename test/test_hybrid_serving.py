@@ -42,6 +42,12 @@ def ck_default():
     return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-fast", neighbours=3)
 
 
+@pytest.fixture(scope="module")
+def ck_subpixel():
+    """The fill at half resolution (``hybrid-subpixel``: 2x2 blocks as channels, a sub-pixel output)."""
+    return make_hybrid_checkpoint(SIZE, N_KEY, preset="hybrid-subpixel", neighbours=3)
+
+
 def _tilted(T: np.ndarray, deg: float) -> np.ndarray:
     a = np.deg2rad(deg)
     R = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
@@ -366,7 +372,7 @@ def test_weights_stored_in_bf16_render_as_autocast_casting_them(name: str, reque
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name", ["ck", "ck_decoder", "ck_default"])
+@pytest.mark.parametrize("name", ["ck", "ck_decoder", "ck_default", "ck_subpixel"])
 def test_the_prepared_and_the_onnxruntime_engines_render_as_the_reference(name: str, request) -> None:
     ck = request.getfixturevalue(name)
     assert (ck.model.decoder is not None) == (name == "ck_decoder")

@@ -2,10 +2,10 @@
 and corrected by a network.
 
 ``FAMILY`` is its registry entry (kind ``hybrid``): config :class:`HybridConfig` (presets ``hybrid``,
-``hybrid-lite``, ``hybrid-fast``, the default), builder :func:`build_model`, trained on pose -> image pairs with
-depth by :func:`pose2rgbd.methods.hybrid.recipe.prepare`, served by the render engine (the whole model has no ONNX
-graph; its network part runs in ONNX Runtime with ``engine.backend onnxruntime``). Importing this package imports
-torch.
+``hybrid-lite``, ``hybrid-fast``, the default, and ``hybrid-subpixel``), builder :func:`build_model`, trained on pose ->
+image pairs with depth by :func:`pose2rgbd.methods.hybrid.recipe.prepare`, served by the render engine (the whole
+model has no ONNX graph; its network part runs in ONNX Runtime with ``engine.backend onnxruntime``). Importing this
+package imports torch.
 """
 
 from __future__ import annotations

@@ -116,9 +116,9 @@ class HybridConfig:
     fill_init: str = help_field(
         "pretrained",
         "training a new model: the fill network's starting weights -- pretrained (the weights shipped for this "
-        "fill_channels / fill_levels, trained on many simulated places with sensor realism; a zero start with a "
-        "note where none are shipped) | none (zero start: the untrained model answers the reprojection baseline) | "
-        "PATH (a fill file written by `python -m pose2rgbd.methods.hybrid.pretrain`)",
+        "fill_channels / fill_levels / fill_space_to_depth, trained on many simulated places with sensor realism; a "
+        "zero start with a note where none are shipped) | none (zero start: the untrained model answers the "
+        "reprojection baseline) | PATH (a fill file written by `python -m pose2rgbd.methods.hybrid.pretrain`)",
     )
     hole_depth: str = help_field(
         "background",
@@ -262,8 +262,9 @@ class HybridConfig:
 
 
 # The decoder widths below apply with model.decoder true; without a decoder (the default) `hybrid` and `hybrid-lite`
-# are the same model (the 16-channel, 2-level fill) and `hybrid-fast` the 8-channel, 3-level fill (DEFAULT_PRESET after
-# them; HybridConfig's own field defaults are `hybrid`'s).
+# are the same model (the 16-channel, 2-level fill), `hybrid-fast` the 8-channel, 3-level fill and `hybrid-subpixel`
+# the 16-channel, 2-level fill from half resolution (DEFAULT_PRESET after them; HybridConfig's own field defaults are
+# `hybrid`'s).
 PRESETS: dict[str, dict[str, Any]] = {
     "hybrid": {"preset": "hybrid"},
     # a quarter-width decoder: most of the answer comes from the warped keyframes, so a CPU budget goes further

@@ -99,6 +99,10 @@ def test_fill_files_of_another_shape_or_kind_are_refused_with_the_fix(tmp_path: 
     m = _model(fill_channels=8, fill_space_to_depth=2)
     init_fill(m, str(half))
     assert read_fill_file(half).space_to_depth == 2 and float(m.fill.out.weight.abs().sum()) > 0
+    # a header that does not match the weights (a full-resolution fill's weights under a half-resolution header)
+    wrong = write_fill_file(tmp_path / "wrong.pt", _random_fill(8, 2), 8, 2, {}, 2)
+    with pytest.raises(ConfigError, match=r"wrong\.pt: its weights do not fit the fill of 8 channels / 2 levels from"):
+        init_fill(_model(fill_channels=8, fill_space_to_depth=2), str(wrong))
     torch.save({"model_state": {}}, tmp_path / "ckpt.pt")
     with pytest.raises(ConfigError, match="not a hybrid fill file"):
         init_fill(_model(fill_channels=8), str(tmp_path / "ckpt.pt"))

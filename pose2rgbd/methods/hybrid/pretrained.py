@@ -54,7 +54,8 @@ class FillFile:
     meta: dict[str, object] = field(default_factory=dict)
     space_to_depth: int = 1
 
-    def shape(self) -> str:
+    def describe(self) -> str:
+        """Its fill shape in words (:func:`describe_shape`)."""
         return describe_shape(self.channels, self.levels, self.space_to_depth)
 
 
@@ -130,11 +131,18 @@ def init_fill(model: HybridNet, spec: str) -> str:
     ff = read_fill_file(path)
     if (ff.channels, ff.levels, ff.space_to_depth) != (c, lv, blocks):
         raise ConfigError(
-            f"model.fill_init {path}: a fill of {ff.shape()}; this model's is {describe_shape(c, lv, blocks)} "
+            f"model.fill_init {path}: a fill of {ff.describe()}; this model's is {describe_shape(c, lv, blocks)} "
             "(model.fill_channels, model.fill_levels, model.fill_space_to_depth): use a file of this shape, or "
             "model.fill_init none"
         )
-    model.fill.load_state_dict(ff.state_dict)
+    try:
+        model.fill.load_state_dict(ff.state_dict)
+    except RuntimeError as e:  # the file's weights are not of the shape its header states
+        raise ConfigError(
+            f"model.fill_init {path}: its weights do not fit the fill of {ff.describe()} it states (a damaged or "
+            f"hand-edited file): write it again with `python -m pose2rgbd.methods.hybrid.pretrain`, or use "
+            f"model.fill_init none ({str(e).splitlines()[0]})"
+        ) from e
     if model.decoder is not None:  # the pretrained fill saw zeros there: let the decoder in as it learns
         with torch.no_grad():  # (each input channel is blocks^2 channels of the first convolution's input)
             first_conv(model.fill).weight[:, : DECODER_CHANNELS * blocks**2].zero_()

@@ -101,18 +101,12 @@ class StructureConfig:
     prior_candidates: int = ranged_field(
         6,
         "with a prior: keyframes matched, the most similar to the query (place recognition) among those near the "
-        "prior (a pose prior, the previous fix of a sequence: the 3 x candidates nearest to it in pose; a position "
-        "prior: those within its radius)",
+        "prior (a pose prior, the previous fix of a sequence: the 3 x candidates nearest to it in pose, at least "
+        "prior_candidates; a position prior: those within its radius)",
         1,
         200,
     )
     retrieval_top: int = ranged_field(20, "without a prior: the most similar keyframes grouped into places", 1, 1000)
-
-    @property
-    def prior_pool(self) -> int:
-        """How many keyframes nearest to a pose prior its candidates are chosen from: ``3 x candidates``, at least
-        ``prior_candidates``."""
-        return max(3 * self.candidates, self.prior_candidates)
 
     max_places: int = ranged_field(3, "without a prior: at most this many places tried", 1, 50)
     place_radius_m: float = ranged_field(
@@ -180,6 +174,12 @@ class StructureConfig:
     def __post_init__(self) -> None:
         if self.ood_policy not in OOD_POLICIES:
             raise ConfigError(f"ood_policy {self.ood_policy!r}: use {' or '.join(OOD_POLICIES)}")
+
+    @property
+    def prior_pool(self) -> int:
+        """How many keyframes nearest to a pose prior its candidates are chosen from: ``3 x candidates``, at least
+        ``prior_candidates``."""
+        return max(3 * self.candidates, self.prior_candidates)
 
 
 @dataclass

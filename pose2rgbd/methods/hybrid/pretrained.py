@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 FILL_FORMAT = "pose2rgbd-hybrid-fill"
 FILL_VERSION = 2  # 2: fill_space_to_depth (a file of a fill at full resolution is still written as version 1)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "resources" / "hybrid_fill"
-DECODER_CHANNELS = 4  # the fill's first input channels: the decoder's RGB (3) and depth (1)
 
 
 def shipped_path(channels: int, levels: int, space_to_depth: int = 1) -> Path:

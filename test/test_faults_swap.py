@@ -446,19 +446,22 @@ def test_the_commands_sigterm_raised_inside_a_finalizer_is_raised_again_as_itsel
         _SignalInFinalizer(signal.SIGTERM)
         time.sleep(20)  # a blocking call after it: ended by the signal that raises it again, not waited for
         pytest.fail("the SIGTERM raised inside the finalizer was dropped")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 10, signal_state()
     assert "Exception ignored" not in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before and sys.unraisablehook is hook
 
 
 def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     """While the main thread cannot run the handler (a long numpy call, GIL released) the kicker waits for its kick
-    to be taken: signals sent meanwhile would arrive as one, and the rest be taken for the user's Ctrl-C later."""
-    sent: list[int] = []
+    to be taken, and sends it again only at growing intervals: what it sent meanwhile arrives as one handler call,
+    one interrupt, and nothing is sent after the raise (it would be taken for the user's Ctrl-C)."""
+    from pose2rgbd.atomic.signals import RESEND_AFTER_S
+
+    sent: list[float] = []
     real = signal.pthread_kill
 
     def counted(thread: int, signum: int) -> None:
-        sent.append(signum)
+        sent.append(time.monotonic())
         real(thread, signum)
 
     monkeypatch.setattr(signal, "pthread_kill", counted)
@@ -471,7 +474,61 @@ def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypa
         raised_after = len(sent)
         time.sleep(0.05)
         _spin()
-    assert raised_after == 1 and len(sent) == 1
+    gaps = np.diff(sent)
+    assert raised_after == len(sent) and len(sent) >= 1, sent
+    assert np.all(gaps >= RESEND_AFTER_S * 2.0 ** np.arange(len(gaps)) - 1e-3), gaps  # each resend waits twice as long
+
+
+def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kick that lands after the main thread last looked at its signals and just before it goes into a blocking
+    call (``time.sleep``) does not end that call, and the handler runs only when it returns: a kick not taken in
+    time is sent again. Here the first kick is lost outright."""
+    from pose2rgbd.atomic.signals import RESEND_AFTER_S
+
+    sent: list[float] = []
+    real = signal.pthread_kill
+
+    def first_lost(thread: int, signum: int) -> None:
+        sent.append(time.monotonic())
+        if len(sent) > 1:
+            real(thread, signum)
+
+    monkeypatch.setattr(signal, "pthread_kill", first_lost)
+    with signal_deferral():
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            _SignalInFinalizer(signal.SIGINT)
+            time.sleep(20)
+            pytest.fail("the dropped interrupt was not raised again")
+        took = time.monotonic() - t0
+    assert len(sent) == 2 and sent[1] - sent[0] >= RESEND_AFTER_S and took < 5, (sent, took)
+
+
+def test_a_kick_that_arrives_after_the_raise_is_not_taken_for_the_users_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first kick arrives late (after the kick sent again was taken and raised the interrupt): it is the kicker's,
+    not a second Ctrl-C that would cut the cleanup after the interrupt short."""
+    sent: list[int] = []
+    real = signal.pthread_kill
+    late: list[threading.Timer] = []
+
+    def first_late(thread: int, signum: int) -> None:
+        sent.append(signum)
+        if len(sent) == 1:
+            late.append(threading.Timer(0.25, real, (thread, signum)))
+            late[0].start()
+        else:
+            real(thread, signum)
+
+    monkeypatch.setattr(signal, "pthread_kill", first_late)
+    with signal_deferral():
+        with pytest.raises(KeyboardInterrupt):
+            _SignalInFinalizer(signal.SIGINT)
+            time.sleep(20)
+            pytest.fail("the dropped interrupt was not raised again")
+        time.sleep(0.5)  # the cleanup after it, while the late kick arrives: not interrupted
+        late[0].join(5)
+        _spin()
+    assert len(sent) == 2
 
 
 def test_a_dropped_interrupt_waits_for_another_threads_held_block(capsys: pytest.CaptureFixture[str]) -> None:

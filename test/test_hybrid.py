@@ -910,6 +910,58 @@ def test_the_blocks_first_convolution_is_one_strided_convolution_of_the_full_ima
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_upsampling_and_a_convolution_are_one_convolution_at_half_resolution() -> None:
+    """The composite kernel (float64: the same sums in another order): the 3x3 convolution of the 2x bilinear
+    upsampling is one 3x3 convolution of the input padded by replication and a pixel shuffle, away from the edges."""
+    from pose2rgbd.methods.hybrid.fill_serving import upsample_conv_kernel
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 5, 7, 9, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 5, 3, 3, generator=g, dtype=torch.float64)
+    up = torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+    want = torch.nn.functional.conv2d(up, w, padding=1)
+    padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
+    got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(padded, upsample_conv_kernel(w)), 2)
+    torch.testing.assert_close(got[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], rtol=1e-12, atol=1e-12)
+    assert float((got - want).abs().max()) > 0.1  # the outer ring differs: what the serving path mends
+
+
+@pytest.mark.parametrize(("h", "w", "batch"), [(8, 8, 1), (5, 7, 2), (2, 3, 1), (1, 4, 1)])
+def test_the_fused_up_stage_answers_as_upsampling_then_convolving_to_the_edges(h: int, w: int, batch: int) -> None:
+    """The serving path's up stage with the composite kernel, edges mended, in float32 through the fused op: the
+    eager upsampling and convolution's answer to the last pixel, odd sides and a batch included (1 x 4: too small
+    for the composite, upsampled on its own)."""
+    from pose2rgbd.methods.hybrid import fill_serving as fs
+
+    op = fs._op()
+    if op is None:
+        pytest.skip("this torch has no oneDNN fused convolution")
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(batch, 16, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    wy, b = torch.randn(8, 16, 3, 3, generator=g) / 4, torch.randn(8, generator=g)
+    want = torch.nn.functional.conv2d(
+        torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False), wy, b, padding=1
+    )
+    k = fs.upsample_conv_kernel(wy).contiguous(memory_format=torch.channels_last)
+    geometry = fs._Geometry([1, 1], [1, 1], [1, 1], 1)
+    stage = fs._UpStage(wy.contiguous(memory_format=torch.channels_last), None, b, geometry, k, b.repeat_interleave(4))
+    got = fs._upsample_conv(op, y, want.shape[-2:], stage)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_composite_up_stage_is_prepared_only_for_a_stage_of_few_channels() -> None:
+    """hybrid-fast's fill (8 channels, 3 levels): its last up stage (8 outputs) takes the composite kernel, the
+    wider ones upsample on their own (there the composite was no faster); the 16-channel fill takes it nowhere."""
+    from pose2rgbd.methods.hybrid import fill_serving as fs
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    fast = fs._Prepared(FillUNet(FILL_INPUTS, 8, 3, 1), torch.bfloat16, DECODER_CHANNELS, ())
+    assert [st.k is not None for st in fast.up] == [False, False, True]
+    assert fast.up[-1].k is not None and fast.up[-1].k.shape == (32, 16, 3, 3)
+    wide = fs._Prepared(FillUNet(FILL_INPUTS, 16, 2, 1), torch.bfloat16, DECODER_CHANNELS, ())
+    assert [st.k is not None for st in wide.up] == [False, False]
+
+
 @pytest.mark.parametrize(
     ("channels", "levels", "blocks"),
     [(8, 3, 1), (16, 2, 1), (16, 2, 2), (8, 1, 4)],  # hybrid-fast, hybrid, hybrid-subpixel; 1/4 resolution

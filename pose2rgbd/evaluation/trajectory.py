@@ -85,11 +85,16 @@ def depth_millimetres(depth: np.ndarray) -> np.ndarray:
     return np.where(ok, mm, 0).astype(np.uint16)
 
 
+def _is_video(out: str | Path) -> bool:
+    """Whether the renders go to one video file (by its suffix, as the output check decides) or to a directory."""
+    return Path(out).suffix.lower() in VIDEO_SUFFIXES
+
+
 def _with_output(out: str | Path, name: str) -> Path:
     """The file ``name`` that goes with the renders at ``out``: ``OUT/name`` in a directory, ``NAME.name`` beside a
     video ``NAME.mp4``."""
     p = Path(out)
-    return p.with_suffix(f".{name}") if p.suffix.lower() in VIDEO_SUFFIXES else p / name
+    return p.with_suffix(f".{name}") if _is_video(p) else p / name
 
 
 def poses_table_path(out: str | Path) -> Path:
@@ -159,7 +164,7 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
     from pose2rgbd.output_guard import FILE, RENDERS, check_output, refuse_existing
 
     out = Path(out)
-    video = out.suffix.lower() in VIDEO_SUFFIXES
+    video = _is_video(out)
     for p, kind in (
         ((out, VIDEO), (poses_table_path(out), FILE), (camera_file_path(out), FILE)) if video else ((out, RENDERS),)
     ):
@@ -204,7 +209,7 @@ def render_trajectory(
     out = Path(out)
     T = np.asarray(traj.T_world_cam)
     table, camera_file = poses_table_path(out), camera_file_path(out)
-    video = out.suffix.lower() in VIDEO_SUFFIXES
+    video = _is_video(out)
     check_render_output(out, overwrite)
     oob = np.asarray(engine.out_of_bounds(T), dtype=bool).reshape(len(T))
     cov_m, cov_deg = _coverage(engine, T)

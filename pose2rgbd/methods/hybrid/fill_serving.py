@@ -8,6 +8,10 @@ EPYC with avx512_bf16, no AMX; docs/serving.md, "The fill's convolutions fused")
 compiler (``torch.compile``, inductor) emits for the same pattern, ``torch.ops.mkldnn._convolution_pointwise``.
 Not ``torch.compile`` itself: it needs a C++ compiler on the robot and compiles for about a minute at start.
 
+An up stage of few channels (``hybrid-fast``'s last) also folds its bilinear upsampling into its first convolution:
+one convolution at the lower resolution with four times the outputs and a pixel shuffle (:func:`upsample_conv_kernel`,
+the same sums away from the edges; the outermost ring of pixels is answered apart).
+
 The op is private to torch, so it is trusted only after it answered as the eager forward did on the same input
 (:func:`fused_forward` checks it once per module, dtype and weights); where it is missing, fails or disagrees, the
 eager forward serves and one line says so. Training (gradients on) never takes this path.

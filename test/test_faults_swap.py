@@ -453,10 +453,8 @@ def test_the_commands_sigterm_raised_inside_a_finalizer_is_raised_again_as_itsel
 
 def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     """While the main thread cannot run the handler (a long numpy call, GIL released) the kicker waits for its kick
-    to be taken, and sends it again only at growing intervals: what it sent meanwhile arrives as one handler call,
-    one interrupt, and nothing is sent after the raise (it would be taken for the user's Ctrl-C)."""
-    from pose2rgbd.atomic.signals import RESEND_AFTER_S
-
+    to be taken, and sends it again only at growing intervals (not every 2 ms): what it sent meanwhile arrives as one
+    handler call, one interrupt, and nothing is sent after the raise."""
     sent: list[float] = []
     real = signal.pthread_kill
 
@@ -474,9 +472,7 @@ def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypa
         raised_after = len(sent)
         time.sleep(0.05)
         _spin()
-    gaps = np.diff(sent)
-    assert raised_after == len(sent) and len(sent) >= 1, sent
-    assert np.all(gaps >= RESEND_AFTER_S * 2.0 ** np.arange(len(gaps)) - 1e-3), gaps  # each resend waits twice as long
+    assert raised_after == len(sent) and 1 <= len(sent) <= 8, np.diff(sent)
 
 
 def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -501,34 +497,56 @@ def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pyt
             time.sleep(20)
             pytest.fail("the dropped interrupt was not raised again")
         took = time.monotonic() - t0
-    assert len(sent) == 2 and sent[1] - sent[0] >= RESEND_AFTER_S and took < 5, (sent, took)
+    assert len(sent) >= 2 and sent[1] - sent[0] >= RESEND_AFTER_S and took < 5, (np.diff(sent), took)
 
 
-def test_a_kick_that_arrives_after_the_raise_is_not_taken_for_the_users_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first kick arrives late (after the kick sent again was taken and raised the interrupt): it is the kicker's,
-    not a second Ctrl-C that would cut the cleanup after the interrupt short."""
-    sent: list[int] = []
+def test_the_users_ctrl_c_after_an_interrupt_a_resent_kick_raised_is_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first kick is lost and the second raises the dropped interrupt; a Ctrl-C of the user's during the cleanup
+    that follows is a Ctrl-C (no kick is taken for it: each kick's mark went with the handler call it reached)."""
+    sent: list[float] = []
     real = signal.pthread_kill
-    late: list[threading.Timer] = []
 
-    def first_late(thread: int, signum: int) -> None:
-        sent.append(signum)
-        if len(sent) == 1:
-            late.append(threading.Timer(0.25, real, (thread, signum)))
-            late[0].start()
-        else:
+    def first_lost(thread: int, signum: int) -> None:
+        sent.append(time.monotonic())
+        if len(sent) > 1:
             real(thread, signum)
 
-    monkeypatch.setattr(signal, "pthread_kill", first_late)
+    monkeypatch.setattr(signal, "pthread_kill", first_lost)
     with signal_deferral():
         with pytest.raises(KeyboardInterrupt):
             _SignalInFinalizer(signal.SIGINT)
             time.sleep(20)
             pytest.fail("the dropped interrupt was not raised again")
-        time.sleep(0.5)  # the cleanup after it, while the late kick arrives: not interrupted
-        late[0].join(5)
-        _spin()
-    assert len(sent) == 2
+        assert len(sent) >= 2
+        time.sleep(0.1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the user's, 0.1 s after the raise
+            time.sleep(20)
+            pytest.fail("the user's Ctrl-C after the raise was taken for a kick")
+
+
+def test_a_kicker_thread_that_cannot_start_is_not_counted_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook could not start its kicker (no threads left): the interrupt it kept is raised when the handler goes
+    (the end of the command), and the next dropped interrupt gets a kicker of its own."""
+    import pose2rgbd.atomic.signals as sigmod
+
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        if self.name == "pose2rgbd-signal":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(KeyboardInterrupt), signal_deferral():
+            _SignalInFinalizer(signal.SIGINT)
+            _spin()
+    assert sigmod._kicking == [] and sigmod._dropped == []
+    with signal_deferral(), pytest.raises(KeyboardInterrupt):
+        _SignalInFinalizer(signal.SIGINT)
+        time.sleep(20)
+        pytest.fail("the next dropped interrupt had no kicker")
 
 
 def test_a_dropped_interrupt_waits_for_another_threads_held_block(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ it again, the same exception, outside any finalizer (a raise inside the hook wou
 handler waits while the hook is on the stack; one that lands in another finalizer comes back to the hook). A kick
 that lands after the main thread's last look at its signals and before a blocking call starts (``time.sleep``,
 a lock) does not end that call: Python runs the handler only when the call returns. So a kick not taken within
-:data:`RESEND_AFTER_S` is sent again; a resend that crosses the raise is not taken for the user's Ctrl-C.
+:data:`RESEND_AFTER_S` is sent again (kicks that reach the main thread before its handler runs are one handler call).
 """
 
 from __future__ import annotations
@@ -66,19 +66,15 @@ _active: list[_Block] = []
 _pending: list[int] = []  # signals recorded while a block runs (list.append / pop are atomic)
 _previous: dict[int, Any] = {}  # the handlers our handler stands in front of, while it is installed
 _dropped: list[BaseException] = []  # a KeyboardInterrupt a finalizer swallowed, to be raised again
-_kicks: list[float] = []  # when the kicker sent the SIGINT (not the user's) now on its way to the handler, until taken
-_resent: list[float] = []  # when the kicker last sent a kick again (a kick not taken in time, see _kick)
-_taken: list[float] = []  # when the handler last took a kick
+# The kicker's mark: set (to the time of sending) right before each SIGINT the kicker sends, so the handler takes that
+# SIGINT for a kick and not for the user's Ctrl-C; one key, so that setting it and taking it (dict.pop) are each one
+# step that no other thread's bytecode can split.
+_kicks: dict[str, float] = {}
 # A kick not taken this long after it was sent is sent again, at growing intervals (a signal that came just before
 # a blocking call does not end it; a long C call that does not look at signals takes it late, and what was sent
-# meanwhile arrives as one handler call).
+# meanwhile arrives as one handler call, which takes the one mark).
 RESEND_AFTER_S = 0.05
 RESEND_MAX_S = 1.0
-# A resend sent no earlier than this before the handler took a kick may arrive on its own after it (the kernel hands
-# a signal over within microseconds of pthread_kill; the margin is generous): the one SIGINT with no kick on its way
-# that follows, within LEFTOVER_S, is that resend and not the user's Ctrl-C.
-CROSSING_S = 0.01
-LEFTOVER_S = 2.0
 _kicking: list[bool] = []  # a kicker thread runs (set and cleared under _kick_lock)
 # held by the kicker around "still wanted? then kick", by the hook around "kicker running? else start one" and by
 # uninstall around restoring the handlers, so that no kick is sent once our handler is gone and no dropped interrupt
@@ -114,24 +110,13 @@ class Held:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    kicked, _kicks[:] = bool(_kicks), []
-    if kicked:
-        _taken[:] = [time.monotonic()]
-    elif signum == signal.SIGINT and _resend_crossed():
-        kicked, _resent[:] = True, []  # a resend that arrived after the kick was taken: one, and not the user's
-    if not (kicked and signum == signal.SIGINT):  # the kicker's SIGINT is not a signal to deliver
+    kicked = signum == signal.SIGINT and _kicks.pop("sent", None) is not None
+    if not kicked:  # the kicker's SIGINT is not a signal to deliver
         _pending.append(signum)
     if _dropped and _in_hook(frame):  # raised here it would be dropped again; the kicker comes back
         return
     if not _active:  # no block is running (any more): deliver now
         _deliver(frame)
-
-
-def _resend_crossed() -> bool:
-    """Whether the kicker's last resend may still arrive on its own: sent shortly before the handler took a kick (or
-    after), and not long ago."""
-    resent, taken = _resent[-1:], _taken[-1:]
-    return bool(resent and taken) and resent[0] >= taken[0] - CROSSING_S and time.monotonic() - resent[0] < LEFTOVER_S
 
 
 def _deliver(frame: FrameType | None = None) -> None:
@@ -171,18 +156,24 @@ def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
             _dropped.append(exc)
         if not _kicking:
             _kicking.append(True)
-            threading.Thread(target=_kick, args=(threading.get_ident(),), name="pose2rgbd-signal", daemon=True).start()
+            try:
+                kicker = threading.Thread(target=_kick, args=(threading.get_ident(),), name="pose2rgbd-signal")
+                kicker.daemon = True
+                kicker.start()
+            except BaseException:  # no thread (interpreter shutting down, no threads left): uninstall raises it
+                _kicking.clear()
+                raise
 
 
 def _kick(main_thread: int) -> None:
     """Send SIGINT to the main thread until our handler has raised the dropped exception (a real signal: it also
-    ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself. One kick at a
-    time: the next once the handler has taken the last (``_kicks`` empty), since a kick left over after the raise
-    would be taken for the user's Ctrl-C. While a held block keeps the handler from raising, the kicks slow down
-    (2 ms, doubling to 50 ms). A kick the handler has not taken after :data:`RESEND_AFTER_S` (doubling up to
-    :data:`RESEND_MAX_S`) is sent again: it may have landed just before the main thread went into a blocking call,
-    which a signal ends only while the call is under way. The resend's time is kept, so that a resend arriving
-    after the handler took the first kick and raised is not taken for the user's Ctrl-C."""
+    ends a blocking call there). Handlers run between bytecodes, so the hook cannot raise it itself. Each kick sets
+    the mark (``_kicks``) before it is sent, so the handler call it reaches takes it for a kick, not for the user's
+    Ctrl-C. One kick at a time: the next once the handler has taken the mark. While a held block keeps the handler
+    from raising, the kicks slow down (2 ms, doubling to 50 ms). A kick the handler has not taken after
+    :data:`RESEND_AFTER_S` (doubling up to :data:`RESEND_MAX_S`) is sent again: it may have landed just before the
+    main thread went into a blocking call, which a signal ends only while the call is under way. Signals that reach
+    the main thread before its handler runs are one handler call, which takes the one mark: none is left over."""
     pause, resend_after = 0.002, RESEND_AFTER_S
     try:
         while True:
@@ -190,14 +181,13 @@ def _kick(main_thread: int) -> None:
                 if not (_dropped and signal.getsignal(signal.SIGINT) is _handler):
                     _kicking.clear()  # under the lock: a hook that finds it set can count on this thread
                     return
-                now, sent = time.monotonic(), _kicks[:1]  # (the handler may empty _kicks at any bytecode)
-                if not sent or now - sent[0] >= resend_after:
-                    if sent:  # not taken in time: again, and remembered (it may cross the raise)
-                        _resent[:] = [now]
-                        resend_after = min(RESEND_MAX_S, 2.0 * resend_after)
-                    else:
+                now, sent = time.monotonic(), _kicks.get("sent")  # (the handler may take it at any bytecode)
+                if sent is None or now - sent >= resend_after:
+                    if sent is None:
                         pause, resend_after = (min(0.05, 2.0 * pause) if _active else 0.002), RESEND_AFTER_S
-                    _kicks[:] = [now]
+                    else:  # not taken in time: sent again
+                        resend_after = min(RESEND_MAX_S, 2.0 * resend_after)
+                    _kicks["sent"] = now  # the mark first: the handler call this signal reaches finds it
                     signal.pthread_kill(main_thread, signal.SIGINT)
             time.sleep(pause)
     except BaseException:  # the thread fails: the next dropped interrupt starts a kicker of its own
@@ -253,8 +243,7 @@ def _install() -> Callable[[], None] | None:
                 signal.signal(s, h)
         return None
     if before[signal.SIGINT] is not _handler:
-        for kept in (_kicks, _resent, _taken):
-            kept.clear()  # none of ours is on its way: a SIGINT now is the user's
+        _kicks.clear()  # none of ours is on its way: a SIGINT now is the user's
     hook_before = sys.unraisablehook
     if hook_before is not _unraisable:
         _hook_before = hook_before

@@ -139,7 +139,8 @@ def upsample_conv_kernel(w: torch.Tensor) -> torch.Tensor:
 class _UpStage:
     """One up stage of the fill, prepared: ``relu(conv_y(upsample(y)) + conv_s(skip))``; ``k``/``k_bias`` the first
     convolution with the upsampling in it (:func:`upsample_conv_kernel`), None where the stage is not a 3x3
-    convolution of stride 1 (the upsampling then runs on its own)."""
+    convolution of stride 1 or is wider than :data:`COMPOSITE_MAX_CHANNELS` (the upsampling then runs on its own
+    and ``w_y`` / ``bias`` convolve it; with the composite they answer the outermost ring)."""
 
     w_y: torch.Tensor | None
     w_s: torch.Tensor | None
@@ -212,7 +213,7 @@ def _conv(
 def _upsample_conv(op: FusedConvolution, y: torch.Tensor, size: torch.Size, up: _UpStage) -> torch.Tensor:
     """``conv_y(upsample(y))`` at ``size``, with its bias. Where ``size`` is twice ``y``'s and the stage has a
     composite kernel: one convolution of ``y`` padded by replication and a pixel shuffle (at 256x256 on one thread
-    in bfloat16, the last up stage's upsampling and convolution 2.18 -> 1.15 ms; docs/serving.md). Its outermost
+    in bfloat16, ``hybrid-fast``'s last up stage 2.20 -> 1.61 ms, its edges included; docs/serving.md). Its outermost
     ring of pixels would read the upsampled image beyond its edge, which the convolution's zero padding leaves out:
     the ring is answered by upsampling and convolving the two input rows (columns) at each edge."""
     h, w = y.shape[-2:]

@@ -475,12 +475,10 @@ def test_the_kicker_sends_one_signal_at_a_time_and_none_after_the_raise(monkeypa
     assert raised_after == len(sent) and 1 <= len(sent) <= 8, np.diff(sent)
 
 
-def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kick that lands after the main thread last looked at its signals and just before it goes into a blocking
-    call (``time.sleep``) does not end that call, and the handler runs only when it returns: a kick not taken in
-    time is sent again. Here the first kick is lost outright."""
-    from pose2rgbd.atomic.signals import RESEND_AFTER_S
-
+@pytest.fixture
+def first_kick_lost(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The kicker's first SIGINT is lost (``signal.pthread_kill`` does nothing the first time); the times of its
+    sends."""
     sent: list[float] = []
     real = signal.pthread_kill
 
@@ -490,6 +488,16 @@ def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pyt
             real(thread, signum)
 
     monkeypatch.setattr(signal, "pthread_kill", first_lost)
+    return sent
+
+
+def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(first_kick_lost: list[float]) -> None:
+    """A kick that lands after the main thread last looked at its signals and just before it goes into a blocking
+    call (``time.sleep``) does not end that call, and the handler runs only when it returns: a kick not taken in
+    time is sent again. Here the first kick is lost outright."""
+    from pose2rgbd.atomic.signals import RESEND_AFTER_S
+
+    sent = first_kick_lost
     with signal_deferral():
         t0 = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
@@ -500,18 +508,10 @@ def test_a_kick_that_does_not_end_a_blocking_call_is_sent_again(monkeypatch: pyt
     assert len(sent) >= 2 and sent[1] - sent[0] >= RESEND_AFTER_S and took < 5, (np.diff(sent), took)
 
 
-def test_the_users_ctrl_c_after_an_interrupt_a_resent_kick_raised_is_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_users_ctrl_c_after_an_interrupt_a_resent_kick_raised_is_delivered(first_kick_lost: list[float]) -> None:
     """The first kick is lost and the second raises the dropped interrupt; a Ctrl-C of the user's during the cleanup
     that follows is a Ctrl-C (no kick is taken for it: each kick's mark went with the handler call it reached)."""
-    sent: list[float] = []
-    real = signal.pthread_kill
-
-    def first_lost(thread: int, signum: int) -> None:
-        sent.append(time.monotonic())
-        if len(sent) > 1:
-            real(thread, signum)
-
-    monkeypatch.setattr(signal, "pthread_kill", first_lost)
+    sent = first_kick_lost
     with signal_deferral():
         with pytest.raises(KeyboardInterrupt):
             _SignalInFinalizer(signal.SIGINT)

@@ -223,7 +223,6 @@ def _upsample_conv(op: FusedConvolution, y: torch.Tensor, size: torch.Size, up: 
     with torch.autocast("cpu", enabled=False):  # (the CPU's autocast pads by replication in float32)
         padded = F.pad(y, (1, 1, 1, 1), mode="replicate")
     a = F.pixel_shuffle(_conv(op, padded, up.k, up.k_bias, _Geometry([0, 0], [1, 1], [1, 1], 1), False), 2)
-
     n = len(y)
 
     def edges(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:  # the two strips as one batch

@@ -912,8 +912,9 @@ def test_the_blocks_first_convolution_is_one_strided_convolution_of_the_full_ima
 
 def test_upsampling_and_a_convolution_are_one_convolution_at_half_resolution() -> None:
     """The composite kernel (float64: the same sums in another order): the 3x3 convolution of the 2x bilinear
-    upsampling is one 3x3 convolution of the input padded by replication and a pixel shuffle, away from the edges."""
-    from pose2rgbd.methods.hybrid.fill_serving import upsample_conv_kernel
+    upsampling is one 3x3 convolution of the input padded by replication, its phases rearranged, away from the
+    edges; the rearranging is a pixel shuffle with the phases leading."""
+    from pose2rgbd.methods.hybrid.fill_serving import phases_to_image, upsample_conv_kernel
 
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2, 5, 7, 9, generator=g, dtype=torch.float64)
@@ -921,9 +922,15 @@ def test_upsampling_and_a_convolution_are_one_convolution_at_half_resolution() -
     up = torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
     want = torch.nn.functional.conv2d(up, w, padding=1)
     padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
-    got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(padded, upsample_conv_kernel(w)), 2)
+    got = phases_to_image(torch.nn.functional.conv2d(padded, upsample_conv_kernel(w)))
     torch.testing.assert_close(got[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], rtol=1e-12, atol=1e-12)
     assert float((got - want).abs().max()) > 0.1  # the outer ring differs: what the serving path mends
+    z = torch.randn(2, 12, 5, 6, generator=g, dtype=torch.float64)  # 3 outputs, phases leading
+    shuffled = torch.nn.functional.pixel_shuffle(z.view(2, 4, 3, 5, 6).transpose(1, 2).reshape(2, 12, 5, 6), 2)
+    assert torch.equal(phases_to_image(z), shuffled)
+    assert phases_to_image(z.contiguous(memory_format=torch.channels_last)).is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 @pytest.mark.parametrize(("h", "w", "batch"), [(8, 8, 1), (5, 7, 2), (2, 3, 1), (1, 4, 1)])
@@ -944,7 +951,7 @@ def test_the_fused_up_stage_answers_as_upsampling_then_convolving_to_the_edges(h
     )
     k = fs.upsample_conv_kernel(wy).contiguous(memory_format=torch.channels_last)
     geometry = fs._Geometry([1, 1], [1, 1], [1, 1], 1)
-    stage = fs._UpStage(wy.contiguous(memory_format=torch.channels_last), None, b, geometry, k, b.repeat_interleave(4))
+    stage = fs._UpStage(wy.contiguous(memory_format=torch.channels_last), None, b, geometry, k, b.repeat(4))
     got = fs._upsample_conv(op, y, want.shape[-2:], stage)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 

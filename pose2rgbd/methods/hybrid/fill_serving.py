@@ -147,6 +147,10 @@ def phases_to_image(z: torch.Tensor) -> torch.Tensor:
     return v.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
 
 
+_SAME_3X3 = _Geometry([1, 1], [1, 1], [1, 1], 1)  # a 3x3 convolution's: stride 1, padded to keep the size
+_VALID_3X3 = _Geometry([0, 0], [1, 1], [1, 1], 1)  # the composite's, on an input padded beforehand
+
+
 @dataclass(frozen=True)
 class _UpStage:
     """One up stage of the fill, prepared: ``relu(conv_y(upsample(y)) + conv_s(skip))``; ``k``/``k_bias`` the first
@@ -199,11 +203,7 @@ class _Prepared:
         for stage, c in zip(net.up, below, strict=True):
             conv = conv_of(stage)
             g = _Geometry.of(conv)
-            composite = (
-                conv.out_channels <= COMPOSITE_MAX_CHANNELS
-                and conv.kernel_size == (3, 3)
-                and g == _Geometry([1, 1], [1, 1], [1, 1], 1)
-            )
+            composite = conv.out_channels <= COMPOSITE_MAX_CHANNELS and conv.kernel_size == (3, 3) and g == _SAME_3X3
             # from the weights as they serve (stored in bfloat16 or cast to it: the same kernel, the same answer)
             k = upsample_conv_kernel(conv.weight[:, :c].detach().to(dtype)) if composite else None
             kb = conv.bias.detach().to(dtype).repeat(4) if composite and conv.bias is not None else None
@@ -226,25 +226,24 @@ def _upsample_conv(op: FusedConvolution, y: torch.Tensor, size: torch.Size, up: 
     """``conv_y(upsample(y))`` at ``size``, with its bias. Where ``size`` is twice ``y``'s and the stage has a
     composite kernel: one convolution of ``y`` padded by replication, rearranged (:func:`phases_to_image`; at 256x256
     on one thread in bfloat16, ``hybrid-fast``'s last up stage 2.20 -> 1.61 ms with a pixel shuffle, its edges
-    included; docs/serving.md). Its outermost
-    ring of pixels would read the upsampled image beyond its edge, which the convolution's zero padding leaves out:
-    the ring is answered by upsampling and convolving the two input rows (columns) at each edge."""
-    h, w = y.shape[-2:]
-    if up.k is None or tuple(size) != (2 * h, 2 * w) or min(h, w) < 2:
-        u = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-        return _conv(op, u, up.w_y, up.bias, up.geometry, False)
-    with torch.autocast("cpu", enabled=False):  # (the CPU's autocast pads by replication in float32)
-        padded = F.pad(y, (1, 1, 1, 1), mode="replicate")
-    a = phases_to_image(_conv(op, padded, up.k, up.k_bias, _Geometry([0, 0], [1, 1], [1, 1], 1), False))
-    n = len(y)
+    included; docs/serving.md). Its outermost ring of pixels would read the upsampled image beyond its edge, which the
+    convolution's zero padding leaves out: the ring is answered by upsampling and convolving the two input rows
+    (columns) at each edge, as the stage without the composite kernel does the whole input."""
 
-    def edges(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:  # the two strips as one batch
-        u = F.interpolate(torch.cat([first, last]), scale_factor=2, mode="bilinear", align_corners=False)
+    def upsample_then_conv(t: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
+        u = F.interpolate(t, size=out, mode="bilinear", align_corners=False)
         return _conv(op, u.contiguous(memory_format=torch.channels_last), up.w_y, up.bias, up.geometry, False)
 
-    rows = edges(y[..., :2, :], y[..., -2:, :])
+    h, w = y.shape[-2:]
+    if up.k is None or tuple(size) != (2 * h, 2 * w) or min(h, w) < 2:
+        return upsample_then_conv(y, (size[0], size[1]))
+    with torch.autocast("cpu", enabled=False):  # (the CPU's autocast pads by replication in float32)
+        padded = F.pad(y, (1, 1, 1, 1), mode="replicate")
+    a = phases_to_image(_conv(op, padded, up.k, up.k_bias, _VALID_3X3, False))
+    n = len(y)
+    rows = upsample_then_conv(torch.cat([y[..., :2, :], y[..., -2:, :]]), (4, 2 * w))  # both strips as one batch
     a[..., :1, :], a[..., -1:, :] = rows[:n, :, :1], rows[n:, :, -1:]
-    cols = edges(y[..., :2], y[..., -2:])
+    cols = upsample_then_conv(torch.cat([y[..., :2], y[..., -2:]]), (2 * h, 4))
     a[..., :1], a[..., -1:] = cols[:n, ..., :1], cols[n:, ..., -1:]
     return a
 

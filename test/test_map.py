@@ -99,6 +99,43 @@ def test_pose_set_kdtree_search_is_exact() -> None:
         assert np.array_equal(ps.nearest(Q, 7), ps._nearest_brute(Q, 7, 64))
 
 
+def test_pose_set_coverage_of_a_large_map_is_the_brute_force_answer_without_the_full_matrix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A render's coverage (the nearest keyframe, metres and degrees) comes from the k-d tree for a large map, so it
+    does not grow with the map: the same rows (ties, here duplicated keyframes, to the lowest row),
+    distances and parts as the full distance matrix, which it never builds."""
+    from scipy.spatial.transform import Rotation
+
+    from pose2rgbd.geometry import coverage as cov
+
+    rng = np.random.default_rng(3)
+    n = cov.COVERAGE_TREE_MIN + 100
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3] = Rotation.random(n, random_state=4).as_matrix()
+    T[:, :3, 3] = rng.uniform(-100, 100, (n, 3))
+    T[n // 2 :: 7] = T[n // 3]  # the same pose at several rows: a stationary camera
+    Q = np.tile(np.eye(4), (30, 1, 1))
+    Q[:, :3, :3] = Rotation.random(30, random_state=5).as_matrix()
+    Q[:, :3, 3] = rng.uniform(-150, 150, (30, 3))
+    Q[:3] = T[n // 3]  # queries at the duplicated pose itself
+    Q[3, :3, 3] += 0.01
+    for w in (0.0, 10.0, 300.0):
+        brute = cov.PoseSet(T, rot_weight_m=w)
+        monkeypatch.setattr(cov, "COVERAGE_TREE_MIN", n + 1)
+        want = brute.coverage(Q)
+        monkeypatch.undo()
+        tree = cov.PoseSet(T, rot_weight_m=w)
+        monkeypatch.setattr(cov.PoseSet, "parts", lambda *a, **k: pytest.fail("the full distance matrix was built"))
+        got = tree.coverage(Q)
+        monkeypatch.undo()
+        assert got.index.tolist() == want.index.tolist()
+        assert got.index[0] == n // 3  # the lowest of the duplicated rows
+        np.testing.assert_allclose(got.distance, want.distance, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(got.position_m, want.position_m, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(got.angle_deg, want.angle_deg, rtol=0, atol=1e-6)
+
+
 def test_map_cli_build_and_info(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`pose2rgbd map build` with a split takes that split's training frames only; `map info` summarizes."""
     from pose2rgbd.cli.main import main

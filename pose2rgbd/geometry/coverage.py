@@ -26,6 +26,9 @@ from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
 
 BRUTE_FORCE_MAX = 512  # references up to which a full distance matrix is faster than the k-d tree
+# references from which coverage takes the k-d tree; for one pose (a render) the tree takes 0.18 ms at any map size,
+# the full distance row 0.17 ms at 1,801 references and 0.70 ms at 20,000
+COVERAGE_TREE_MIN = 4096
 DEFAULT_ROT_WEIGHT_M = 10.0  # metres per radian when there is no depth to take the scene distance from
 
 
@@ -148,9 +151,18 @@ class PoseSet:
         return np.sort(np.asarray(self._tree().query_ball_point(np.asarray(position, np.float64), radius_m), np.int64))
 
     def coverage(self, T_world_cam: np.ndarray, *, chunk: int = 256) -> Coverage:
-        """The nearest reference (by d) of each query pose ``(M, 4, 4)`` or ``(4, 4)``, in chunks of ``chunk``."""
+        """The nearest reference (by d) of each query pose ``(M, 4, 4)`` or ``(4, 4)``, in chunks of ``chunk``.
+
+        Ties go to the lowest row. From :data:`COVERAGE_TREE_MIN` references on the k-d tree of :meth:`nearest`
+        finds it (the same answer), so a render's coverage does not grow with a large map."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         m = len(T)
+        if len(self) >= COVERAGE_TREE_MIN:
+            Q = matrix_to_quat_xyzw(T[:, :3, :3])
+            j = self.nearest(T, 1, quat_xyzw=Q)[:, 0]
+            pos = np.linalg.norm(self.t[j] - T[:, :3, 3], axis=-1)
+            ang = 2.0 * np.arccos(np.clip(np.abs(np.einsum("mi,mi->m", self.q[j], Q)), 0.0, 1.0))
+            return Coverage(j, pos + self.rot_weight_m * ang, pos, np.degrees(ang))
         idx, dist = np.empty(m, np.int64), np.empty(m)
         pos, ang = np.empty(m), np.empty(m)
         for s in range(0, m, chunk):

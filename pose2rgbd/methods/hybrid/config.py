@@ -290,7 +290,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # the kind's default preset: the fill that serves 256x256 near 33 ms at the p99 on a 2-core CPU without AMX (over it
-# in four of the last fifteen runs, none of the latest three; `hybrid-subpixel` has the margin, at a cost in colour on
-# the GoPro clips), equals `hybrid` on the synthetic routes at convergence and is ahead of it on average on the real
+# in eight of the last twenty-one runs, one of the latest three; `hybrid-subpixel` has the margin, at a cost in colour
+# on the GoPro clips), equals `hybrid` on the synthetic routes at convergence and is ahead of it on average on the real
 # sets (docs/results.md, "`hybrid-fast`, the default preset" and "A fill at half resolution")
 DEFAULT_PRESET = "hybrid-fast"

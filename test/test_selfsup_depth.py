@@ -4,6 +4,7 @@ training recipe through the generic trainer, the depth export, and the errors on
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import cv2
@@ -161,7 +162,9 @@ def test_hovers_are_rejected_and_gps_without_motion_is_an_error() -> None:
         _fit(T_still, 5.0, 1.5)
 
 
-def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_check_it() -> None:
+def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_check_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The export's scale per source: a model trained against metric poses (metres per unit > 0) keeps its own
     scale when the GPS track is too short for the window fit (the fit only checks it; why it could not is kept);
     a model without one has no scale but the fit, and the export stops with the fit's error."""
@@ -174,9 +177,13 @@ def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_c
     ds = SimpleNamespace(frames=frames)
     T_rel = relative_from_absolute(T)
     sid = np.zeros(len(T), np.int64)
-    fits, scale, unchecked = _fit_scales(ds, sid, T_rel, True, 0.75, True, None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.convert.stages.depth_export"):
+        fits, scale, unchecked = _fit_scales(ds, sid, T_rel, True, 0.75, True, None)  # type: ignore[arg-type]
     assert fits == {} and scale == {0: 0.75} and "too little motion" in unchecked[0]
-    with pytest.raises(SyncError, match="too little motion"):
+    # the depth is metric: the warning says where its scale comes from, and no advice to write unscaled depth
+    assert "structure-from-motion poses aligned to the GPS" in caplog.text and "too little motion" in caplog.text
+    assert "unscaled" not in caplog.text and "unscaled" not in unchecked[0]
+    with pytest.raises(SyncError, match=r"too little motion.*write unscaled depth"):
         _fit_scales(ds, sid, T_rel, True, 0.0, False, None)  # type: ignore[arg-type]
 
 

@@ -26,7 +26,7 @@ import torch
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
 from pose2rgbd.convert.stages.depth_report import metric_report, write_report
-from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, fit_scale
+from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, TooLittleGpsMotion, fit_scale
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError, SyncError
@@ -314,9 +314,12 @@ def _fit_scales(
         except SyncError as e:
             if not metric_scaled:
                 raise  # the fit is the scale itself: without it there is no metric depth
-            unchecked[sid] = str(e)
+            # the depth is metric all the same: the fit's advice (a longer path, or unscaled depth) is not for here
+            why = e.what if isinstance(e, TooLittleGpsMotion) else str(e)
+            unchecked[sid] = why
             scale_of[sid] = unit
-            log.warning("source %d: the GPS window fit, a check of the metric scale, is not possible: %s", sid, e)
+            log.warning("source %d: the depth's metric scale comes from the structure-from-motion poses aligned to "
+                        "the GPS; the GPS window fit that checks it is not possible: %s", sid, why)  # fmt: skip
             continue
         scale_of[sid] = unit if unit > 0 else fits[sid].scale
         fit = fits[sid]

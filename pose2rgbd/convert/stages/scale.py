@@ -23,6 +23,16 @@ from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, SyncError
 
 
+class TooLittleGpsMotion(SyncError):
+    """The GPS track has too few windows of the baseline a scale fit needs. ``what`` says how few and why, without
+    the advice the message adds for a conversion whose only scale is this fit."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        advice = "Fly a longer path, lower scale.min_baseline_m, or write unscaled depth (no GPS)"
+        super().__init__(f"scale: {what}. {advice}")
+
+
 @dataclass
 class ScaleConfig:
     """How the metric scale is fitted from GPS."""
@@ -127,11 +137,10 @@ def fit_scale(
         kept.append((a, b))
     if len(ratios) < cfg.min_windows:
         span = float(np.linalg.norm(p.max(0) - p.min(0))) if n else 0.0
-        raise SyncError(
-            f"scale: only {len(ratios)} window(s) with a GPS baseline of {cfg.min_baseline_m} m (need "
-            f"{cfg.min_windows}; {hovers} hover / slow window(s) rejected, the GPS track spans {span:.1f} m): the GPS "
-            "shows too little motion to fit a metric scale. Fly a longer path, lower scale.min_baseline_m, or "
-            "write unscaled depth (no GPS)"
+        raise TooLittleGpsMotion(
+            f"only {len(ratios)} window(s) with a GPS baseline of {cfg.min_baseline_m} m (need {cfg.min_windows}; "
+            f"{hovers} hover / slow window(s) rejected, the GPS track spans {span:.1f} m): the GPS shows too little "
+            "motion to fit a metric scale"
         )
     r = np.asarray(ratios)
     s = float(np.median(r))

@@ -225,10 +225,10 @@ def _conv(
 def _upsample_conv(op: FusedConvolution, y: torch.Tensor, size: torch.Size, up: _UpStage) -> torch.Tensor:
     """``conv_y(upsample(y))`` at ``size``, with its bias. Where ``size`` is twice ``y``'s and the stage has a
     composite kernel: one convolution of ``y`` padded by replication, rearranged (:func:`phases_to_image`; at 256x256
-    on one thread in bfloat16, ``hybrid-fast``'s last up stage 2.20 -> 1.61 ms with a pixel shuffle, its edges
-    included; docs/serving.md). Its outermost ring of pixels would read the upsampled image beyond its edge, which the
-    convolution's zero padding leaves out: the ring is answered by upsampling and convolving the two input rows
-    (columns) at each edge, as the stage without the composite kernel does the whole input."""
+    on one thread in bfloat16, ``hybrid-fast``'s last up stage 2.18 -> 1.32 ms, its edges included; docs/serving.md,
+    "The last up stage at half resolution"). Its outermost ring of pixels would read the upsampled image beyond its
+    edge, which the convolution's zero padding leaves out: the ring is answered by upsampling and convolving the two
+    input rows (columns) at each edge, as the stage without the composite kernel does the whole input."""
 
     def upsample_then_conv(t: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
         u = F.interpolate(t, size=out, mode="bilinear", align_corners=False)

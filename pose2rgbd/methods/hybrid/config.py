@@ -289,8 +289,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fill_space_to_depth": 2,
     },
 }
-# the kind's default preset: the fill that serves 256x256 near 33 ms at the p99 on a 2-core CPU without AMX (over it
-# in eight of the last twenty-one runs, one of the latest three; `hybrid-subpixel` has the margin, at a cost in colour
-# on the GoPro clips), equals `hybrid` on the synthetic routes at convergence and is ahead of it on average on the real
-# sets (docs/results.md, "`hybrid-fast`, the default preset" and "A fill at half resolution")
+# the kind's default preset: the fill that serves 256x256 near 33 ms at the p99 on a 2-core CPU without AMX with
+# AVX-512 bf16 (over it in eight of the last twenty-one runs, one of the latest three; `hybrid-subpixel` has the margin,
+# at a cost in colour on the GoPro clips; with AVX2 alone, in float32, both at about twice that: docs/serving.md),
+# equals `hybrid` on the synthetic routes at convergence and is ahead of it on average on the real sets
+# (docs/results.md, "`hybrid-fast`, the default preset" and "A fill at half resolution")
 DEFAULT_PRESET = "hybrid-fast"

@@ -884,8 +884,8 @@ def test_a_fill_at_half_resolution_answers_every_pixel_from_its_block() -> None:
         u(torch.randn(1, FILL_INPUTS, 31, 48))
     from pose2rgbd.methods.hybrid import fill_serving
 
-    if fill_serving._op() is None:
-        return  # this torch has no oneDNN fused convolution: the eager forward above is all it serves
+    if not fill_serving.fused_available(torch.bfloat16):
+        return  # no fused bfloat16 convolutions here (NO_FUSED_BF16): the eager forward above is all it serves
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # serving, once prepared, too
         u(live, absent=DECODER_CHANNELS)
         with pytest.raises(ValueError, match="multiples of 2, got 32x47"):
@@ -969,6 +969,47 @@ def test_the_composite_up_stage_is_prepared_only_for_a_stage_of_few_channels() -
     assert [st.k is not None for st in wide.up] == [False, False]
 
 
+NO_FUSED_BF16 = (
+    "no fused bfloat16 convolutions here: this torch has no oneDNN fused op, or this CPU's oneDNN has no bfloat16 "
+    "convolutions (they need avx512bw, avx512vl and avx512dq, or avx_ne_convert)"
+)
+
+
+def test_a_cpu_without_onednn_bfloat16_serves_the_fill_eager_without_trying_the_fused_op(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where oneDNN cannot run bfloat16 convolutions (a CPU with AVX2 alone: the op raises) the fill in bf16 autocast
+    serves the eager forward without calling the op, checking it or logging; float32 is never the fused path's."""
+    from pose2rgbd.methods.hybrid import fill_serving
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    class Untouchable:
+        def __call__(self, *args: object) -> torch.Tensor:
+            raise AssertionError("the fused op was called on a CPU that cannot run it")
+
+        def binary(self, *args: object) -> torch.Tensor:
+            raise AssertionError("the fused op was called on a CPU that cannot run it")
+
+    monkeypatch.setattr(fill_serving, "_op", Untouchable)
+    monkeypatch.setattr(fill_serving, "_cpu_runs", lambda dtype: dtype != torch.bfloat16)
+    assert not fill_serving.fused_available(torch.bfloat16)
+    assert not fill_serving.fused_available(torch.float32)  # not one of DTYPES
+    torch.manual_seed(2)
+    u = FillUNet(FILL_INPUTS, 8, 2).eval()
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    x = torch.randn(1, FILL_INPUTS - DECODER_CHANNELS, 24, 40)
+    logs = caplog.at_level("INFO", logger="pose2rgbd.methods.hybrid.fill_serving")
+    with logs, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = u(x, absent=DECODER_CHANNELS).float()
+        want = u.forward_eager(x, absent=DECODER_CHANNELS).float()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert "_fused_serving" not in u.__dict__  # never prepared nor refused: not tried
+    assert caplog.text == ""
+    monkeypatch.setattr(fill_serving, "_cpu_runs", lambda dtype: True)
+    assert fill_serving.fused_available(torch.bfloat16)  # the CPU check is what turned it off
+
+
 @pytest.mark.parametrize(
     ("channels", "levels", "blocks"),
     [(8, 3, 1), (16, 2, 1), (16, 2, 2), (8, 1, 4)],  # hybrid-fast, hybrid, hybrid-subpixel; 1/4 resolution
@@ -979,8 +1020,8 @@ def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward
     from pose2rgbd.methods.hybrid import fill_serving
     from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
 
-    if fill_serving._op() is None:
-        pytest.skip("this torch has no oneDNN fused convolution")
+    if not fill_serving.fused_available(torch.bfloat16):
+        pytest.skip(NO_FUSED_BF16)
     torch.manual_seed(1)
     u = FillUNet(FILL_INPUTS, channels, levels, blocks).eval()
     with torch.no_grad():
@@ -1001,8 +1042,8 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
     from pose2rgbd.methods.hybrid import fill_serving
     from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
 
-    if fill_serving._op() is None:
-        pytest.skip("this torch has no oneDNN fused convolution")
+    if not fill_serving.fused_available(torch.bfloat16):
+        pytest.skip(NO_FUSED_BF16)
     torch.manual_seed(0)
     u = FillUNet(FILL_INPUTS, 8, 2).eval()
     with torch.no_grad():

@@ -15,11 +15,14 @@ pixels is answered apart).
 
 The op is private to torch, so it is trusted only after it answered as the eager forward did on the same input
 (:func:`fused_forward` checks it once per module, dtype and weights); where it is missing, fails or disagrees, the
-eager forward serves and one line says so. Training (gradients on) never takes this path.
+eager forward serves and one line says so. On a CPU whose oneDNN has no bfloat16 convolutions (AVX2 alone) the path
+is not tried (:func:`fused_available`): the engine serves float32 there, and warns where it is told to use bf16.
+Training (gradients on) never takes this path.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +76,25 @@ def _op() -> FusedConvolution | None:
         return cast(FusedConvolution, torch.ops.mkldnn._convolution_pointwise)
     except (AttributeError, RuntimeError):
         return None
+
+
+@functools.cache
+def _cpu_runs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs convolutions in ``dtype`` on this CPU: bfloat16 needs avx512bw, avx512vl and avx512dq
+    or avx_ne_convert (torch's own check; on a CPU with AVX2 alone the op raises, and the eager forward runs the
+    convolutions in bfloat16 that torch emulates)."""
+    if dtype != torch.bfloat16:
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the check: the first input's check decides
+        return True
+
+
+def fused_available(dtype: torch.dtype) -> bool:
+    """Whether this path can serve convolutions in ``dtype`` here: one of :data:`DTYPES`, torch's fused op present
+    and the CPU able to run it in that dtype (each served input is still checked once, :func:`fused_forward`)."""
+    return dtype in DTYPES and _op() is not None and _cpu_runs(dtype)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -279,11 +301,12 @@ def _run(op: FusedConvolution, net: FillUNet, p: _Prepared, x: torch.Tensor) -> 
 def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor | None:
     """``net(x, absent)`` with the convolutions fused, in the compute dtype (:func:`compute_dtype`) and
     channels-last; None where this path does not serve (gradients on, not a CPU tensor, a dtype outside
-    :data:`DTYPES`, no fused op in this torch, or it did not answer as the eager forward on its first input)."""
+    :data:`DTYPES`, no fused op in this torch, a CPU whose oneDNN cannot run it in that dtype, or it did not answer as
+    the eager forward on its first input)."""
     if torch.is_grad_enabled() or x.device.type != "cpu":
         return None
     dtype = compute_dtype(x)
-    op = _op() if dtype in DTYPES else None
+    op = _op() if dtype in DTYPES and _cpu_runs(dtype) else None
     if op is None:
         return None
     net.check_sides(x)  # the input's error, not the path's (the first convolution reads the blocks: blocks_kernel)
@@ -345,4 +368,4 @@ def _checked_run(
     return fused
 
 
-__all__ = ["DTYPES", "compute_dtype", "fused_forward"]
+__all__ = ["DTYPES", "compute_dtype", "fused_available", "fused_forward"]

@@ -91,10 +91,16 @@ def _cpu_runs(dtype: torch.dtype) -> bool:
         return True
 
 
+def _usable_op(dtype: torch.dtype) -> FusedConvolution | None:
+    """torch's fused op where it may serve convolutions in ``dtype`` here: one of :data:`DTYPES`, the op present and
+    the CPU able to run it in that dtype; else None."""
+    return _op() if dtype in DTYPES and _cpu_runs(dtype) else None
+
+
 def fused_available(dtype: torch.dtype) -> bool:
-    """Whether this path can serve convolutions in ``dtype`` here: one of :data:`DTYPES`, torch's fused op present
-    and the CPU able to run it in that dtype (each served input is still checked once, :func:`fused_forward`)."""
-    return dtype in DTYPES and _op() is not None and _cpu_runs(dtype)
+    """Whether this path can serve convolutions in ``dtype`` here (:func:`_usable_op`; each served input is still
+    checked once, :func:`fused_forward`)."""
+    return _usable_op(dtype) is not None
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -306,7 +312,7 @@ def fused_forward(net: FillUNet, x: torch.Tensor, absent: int) -> torch.Tensor |
     if torch.is_grad_enabled() or x.device.type != "cpu":
         return None
     dtype = compute_dtype(x)
-    op = _op() if dtype in DTYPES and _cpu_runs(dtype) else None
+    op = _usable_op(dtype)
     if op is None:
         return None
     net.check_sides(x)  # the input's error, not the path's (the first convolution reads the blocks: blocks_kernel)

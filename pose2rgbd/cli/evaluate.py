@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dataset", type=Path, required=True, help="the dataset it was trained on")
     p.add_argument("--out", type=Path, help="output directory (default CHECKPOINT_DIR/eval-SPLIT)")
     p.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
+    p.add_argument(
+        "--fit-depth-uncertainty",
+        action="store_true",
+        help="first fit the checkpoint's depth uncertainty on its own validation frames and write it into the "
+        "checkpoint (atomically, the rest of it kept): what `train` does at its end, for a checkpoint written "
+        "before it did",
+    )
     add_config_flags(p, _schema, ALIASES, config_help="YAML with EvaluateConfig keys; flags and --set override it")
     p.set_defaults(func=_run)
 
@@ -46,6 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _run(args: argparse.Namespace) -> int:
     from pose2rgbd.evaluation import evaluate
 
+    if args.fit_depth_uncertainty:
+        from pose2rgbd.training import fit_checkpoint_depth_uncertainty
+
+        fitted = fit_checkpoint_depth_uncertainty(args.checkpoint, args.dataset)
+        if fitted is None:
+            print(f"{args.checkpoint}: no depth uncertainty fitted (a model without depth, or no validation frames "
+                  "with depth in its split); the checkpoint is unchanged")  # fmt: skip
+        else:
+            print(f"{args.checkpoint}: depth uncertainty written: {fitted.describe()}")
     res = evaluate(args.checkpoint, args.dataset, config=config_from_args(args), out_dir=args.out,
                    cache_root=args.cache_root)  # fmt: skip
     print((res.out_dir / "metrics.md").read_text())

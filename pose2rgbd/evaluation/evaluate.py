@@ -25,7 +25,7 @@ from pose2rgbd.evaluation.baseline import (
 )
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
-from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, add_frame_errors
+from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, SigmaAccumulator, add_frame_errors
 from pose2rgbd.evaluation.plots import (
     coverage_plot,
     evenly_spaced,
@@ -72,10 +72,11 @@ def depth_unit_label(depth_kind: str) -> str:
 
 def predict(engine: RenderEngine, T_world_cam: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray | None]:
     """Model predictions in data units for ``(N, 4, 4)`` poses, rendered by ``engine`` in batches:
-    ``{"rgb": uint8 (N, S, S, 3) | None, "depth": float32 (N, S, S) | None, "confidence": ... | None}``."""
+    ``{"rgb": uint8 (N, S, S, 3) | None, "depth": float32 (N, S, S) | None, "confidence": ... | None,
+    "depth_sigma": ... | None}`` (``depth_sigma``: the depth's uncertainty, where the checkpoint carries one)."""
     parts = [engine.render(T_world_cam[s : s + batch_size]) for s in range(0, len(T_world_cam), batch_size)]
     out: dict[str, np.ndarray | None] = {}
-    for k in ("rgb", "depth", "confidence"):
+    for k in ("rgb", "depth", "confidence", "depth_sigma"):
         vals = [getattr(p, k) for p in parts]
         out[k] = None if not vals or vals[0] is None else np.concatenate(vals)
     return out
@@ -236,6 +237,7 @@ def evaluate(
     fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
     points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth, rot_w)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
+    sigma_acc = SigmaAccumulator(max_depth)
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):
@@ -246,6 +248,8 @@ def evaluate(
         gt_depth = None if cache.depth is None else np.asarray(cache.depth[idx])
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
+        if gt_depth is not None:
+            sigma_acc.add(pred["depth"], gt_depth, pred["depth_sigma"], pred["confidence"])
         answers: dict[str, np.ndarray | None] = {"model": pred["depth"], "dataset_depth": gt_depth}
         add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
         T_idx = cache.T_world_cam[idx]
@@ -272,7 +276,7 @@ def evaluate(
             acc.add(idx, answers.get(key))
         bar.update(len(idx))
     bar.close()
-    metrics = {"model": acc_m.result()}
+    metrics = {"model": {**acc_m.result(), **sigma_acc.result(engine.depth_uncertainty)}}
     if nn_base is not None:
         metrics["baseline"] = acc_b.result()
     if acc_r is not None:
@@ -334,6 +338,11 @@ def evaluate(
             if src
             else ""
         )
+    if "depth_sigma_within" in metrics["model"]:
+        info["depth_uncertainty"] = sigma_acc.describe(metrics["model"])
+    elif model.has_depth and engine.depth_uncertainty is None:
+        notes.append("the checkpoint carries no depth uncertainty (trained before `train` fitted one): evaluate with "
+                     "--fit-depth-uncertainty to fit it on its validation frames")  # fmt: skip
     if acc_f is not None and fused is not None:
         info["fused"] = describe_fused(fused, metrics["fused"]["hole_fraction"])
     elif fused_note:
@@ -465,6 +474,8 @@ def _write_outputs(
             f"{m['coverage_median_deg']:.1f} deg, 90th percentile {m['coverage_p90_m']:.2f} m / "
             f"{m['coverage_p90_deg']:.1f} deg; per frame in per_frame.csv, error against it in coverage.png.\n"
         )
+    if res.info.get("depth_uncertainty"):
+        md += f"Depth uncertainty: {res.info['depth_uncertainty']}.\n"
     far = res.metrics["model"].get("depth_far_fraction")
     if res.depth_unit:  # nothing to say about depth when there is none
         md += (

@@ -22,6 +22,8 @@ import math
 import cv2
 import numpy as np
 
+from pose2rgbd.models.depth_uncertainty import CONFIDENCE_SPLIT, DepthUncertainty, scored_pixels
+
 
 def rgb_abs_error_sum(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
     """Sum of |pred - gt| over all pixels and channels of uint8 images, and the number of values."""
@@ -186,4 +188,63 @@ def add_frame_errors(
         per_frame["rgb_psnr_db"].append(math.nan if p_rgb is None else bounded_psnr(p_rgb[b], gt_rgb[b]))
         per_frame["depth_mae"].append(
             math.nan if p_depth is None or gt_depth is None else depth_mae(p_depth[b], gt_depth[b], max_depth)
+        )
+
+
+class SigmaAccumulator:
+    """How honest a render's depth uncertainty is on the scored pixels (those of :func:`~pose2rgbd.models.
+    depth_uncertainty.scored_pixels`, up to ``max_depth``): the share whose absolute depth error is at most the
+    render's ``depth_sigma``, over all and by confidence (below / at least
+    :data:`~pose2rgbd.models.depth_uncertainty.CONFIDENCE_SPLIT`: the hybrid's holes and the pixels a keyframe
+    answers), to be read against the uncertainty's level (a share of 0.683 means the stated bound is what it says);
+    and the median bound relative to the depth."""
+
+    def __init__(self, max_depth: float = np.inf) -> None:
+        self.max_depth = float(max_depth)
+        self.within = np.zeros(2, np.int64)  # rows: confidence below / at least the split
+        self.scored = np.zeros(2, np.int64)
+        self.relative: list[np.ndarray] = []
+
+    def add(
+        self, depth: np.ndarray | None, truth: np.ndarray, sigma: np.ndarray | None, confidence: np.ndarray | None
+    ) -> None:
+        if depth is None or sigma is None:
+            return
+        m = scored_pixels(depth, truth, self.max_depth) & np.isfinite(sigma)
+        d = np.asarray(depth, np.float64)[m]
+        ok = np.abs(d - np.asarray(truth, np.float64)[m]) <= np.asarray(sigma, np.float64)[m]
+        row = np.ones(ok.shape, np.intp) if confidence is None else (np.asarray(confidence)[m] >= CONFIDENCE_SPLIT)
+        row = row.astype(np.intp)
+        np.add.at(self.within, row, ok.astype(np.int64))
+        np.add.at(self.scored, row, 1)
+        self.relative.append((np.asarray(sigma, np.float64)[m] / d)[:: max(1, m.sum() // 4096)])
+
+    def result(self, uncertainty: DepthUncertainty | None) -> dict[str, float]:
+        """``depth_sigma_within`` (and ``_confident`` / ``_holes`` where such pixels were scored),
+        ``depth_sigma_level`` and ``depth_sigma_relative_median``; nothing where no render carried a sigma."""
+        n = int(self.scored.sum())
+        if uncertainty is None or n == 0:
+            return {}
+        out = {
+            "depth_sigma_level": float(uncertainty.level),
+            "depth_sigma_within": float(self.within.sum() / n),
+            "depth_sigma_relative_median": float(np.median(np.concatenate(self.relative))),
+        }
+        for r, name in ((1, "confident"), (0, "holes")):
+            if self.scored[r]:
+                out[f"depth_sigma_within_{name}"] = float(self.within[r] / self.scored[r])
+                out[f"depth_sigma_pixels_{name}"] = float(self.scored[r])
+        return out
+
+    @staticmethod
+    def describe(m: dict[str, float]) -> str:
+        """One sentence for metrics.md from :meth:`result`'s values."""
+        parts = [f"{100 * m[f'depth_sigma_within_{k}']:.1f} % {what}" for k, what in
+                 (("confident", "where the confidence is >= 0.5"), ("holes", "below (the hybrid's holes)"))
+                 if f"depth_sigma_within_{k}" in m]  # fmt: skip
+        return (
+            f"the depth's |error| was within the render's depth_sigma on {100 * m['depth_sigma_within']:.1f} % of "
+            f"the scored test pixels ({', '.join(parts)}), against the {100 * m['depth_sigma_level']:.1f} % it was "
+            f"fitted for on the validation frames; median depth_sigma {100 * m['depth_sigma_relative_median']:.1f} % "
+            "of the depth"
         )

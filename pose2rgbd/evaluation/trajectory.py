@@ -4,7 +4,9 @@ Input: a :class:`Trajectory` (poses in file order; :func:`pose2rgbd.convert.traj
 simulator's trajectory CSV and TUM trajectories into one).
 
 Output (:func:`render_trajectory`): a video (RGB | colourized depth), or a directory of ``rgb_NNNNNN.png``,
-``depth_NNNNNN.png`` (uint16 millimetres) and ``depth_NNNNNN.npy`` (float32 metres); and beside them the pose
+``depth_NNNNNN.png`` (uint16 millimetres), ``depth_NNNNNN.npy`` (float32 metres) and, where the checkpoint carries a
+depth uncertainty, ``depth_sigma_NNNNNN.npy`` (float32 metres, :mod:`pose2rgbd.models.depth_uncertainty`); and
+beside them the pose
 table (:data:`POSES_COLUMNS`: each pose rendered, whether it is outside the training poses and how far it is from
 the nearest training camera).
 """
@@ -191,7 +193,8 @@ def render_trajectory(
     ``out`` ending in .mp4 / .avi / .mkv: one video, RGB | colourized depth side by side (``fps`` 0: from the
     stamps, else 10). Otherwise a directory of ``rgb_NNNNNN.png``, ``depth_NNNNNN.png`` (uint16 millimetres:
     :func:`depth_millimetres`) and ``depth_NNNNNN.npy``
-    (float32 metres along the optical axis, NaN where there is no depth); NNNNNN is the pose's place in the file
+    (float32 metres along the optical axis, NaN where there is no depth), with ``depth_sigma_NNNNNN.npy`` (the
+    depth's uncertainty in metres) where the checkpoint carries one; NNNNNN is the pose's place in the file
     from 0. ``max_depth`` 0: the colour scale ends at
     the 99th percentile of the first depth image. The pose table (:func:`poses_table`) is written atomically to
     :func:`poses_table_path` once every pose is rendered, with the renders' camera (``engine.camera``; depth is
@@ -258,6 +261,8 @@ def render_trajectory(
                     if depth is not None:
                         write_png(dest / f"depth_{k:06d}.png", depth_millimetres(depth))
                         np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
+                    if res.depth_sigma is not None:
+                        np.save(dest / f"depth_sigma_{k:06d}.npy", res.depth_sigma[i])
                 n += 1
         if writer is not None:
             writer.release()

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from pose2rgbd.inference.backends import Backend
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    from pose2rgbd.models.depth_uncertainty import DepthUncertainty
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class RenderResult:
     # checkpoint carries no training poses (written by older versions)
     coverage_m: np.ndarray | None = None  # (N,) float64
     coverage_deg: np.ndarray | None = None  # (N,) float64
+    # per pixel the bound the depth's absolute error stayed within on the held-out frames' share ``level`` of pixels
+    # (pose2rgbd.models.depth_uncertainty; metres, NaN where the depth is); None when the checkpoint carries none
+    depth_sigma: np.ndarray | None = None  # (N, S, S) float32
 
     def __len__(self) -> int:
         return len(self.T_world_cam)
@@ -86,7 +90,23 @@ class RenderResult:
             self.latency_s,
             pick(self.coverage_m),
             pick(self.coverage_deg),
+            pick(self.depth_sigma),
         )
+
+
+def depth_uncertainty_of(loaded: LoadedCheckpoint) -> DepthUncertainty | None:
+    """The depth uncertainty ``loaded`` carries (fitted by training on its validation frames), None where it
+    carries none; a malformed one is a CheckpointError naming the checkpoint."""
+    # here: importing the engine needs no torch
+    from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty
+
+    d = loaded.extra.get(EXTRA_KEY)
+    if d is None:
+        return None
+    try:
+        return DepthUncertainty.from_dict(d)
+    except ValueError as e:
+        raise CheckpointError(f"{loaded.where}: its depth uncertainty is malformed ({e}); train it again") from e
 
 
 def _not_a_renderer(loaded: LoadedCheckpoint) -> str:
@@ -164,6 +184,7 @@ class RenderEngine:
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
         self.coverage_poses = coverage_poses(loaded)  # the keyframes the model warps, else the training cameras
+        self.depth_uncertainty = depth_uncertainty_of(loaded) if self.has_depth else None
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
         self._wake = threading.Condition(self._lock)
@@ -185,6 +206,15 @@ class RenderEngine:
         _ENGINES.add(self)
         if self.depth_kind != "metric" and self.has_depth:
             log.warning("checkpoint depth kind is %r: published depth is not in metres", self.depth_kind)
+        if self.has_depth and self.depth_uncertainty is None:
+            log.warning(
+                "%s carries no depth uncertainty (written before `pose2rgbd train` fitted one on its validation "
+                "frames, or trained without them): renders give depth without depth_sigma; train again, or add it "
+                "with `pose2rgbd evaluate --checkpoint C --dataset D --fit-depth-uncertainty`",
+                loaded.where,
+            )
+        elif self.depth_uncertainty is not None:
+            log.info("depth uncertainty: %s", self.depth_uncertainty.describe())
         log.info(
             "render engine: %s on %s (%s, %s), %dx%d, look-ahead %d",
             loaded.where,
@@ -275,7 +305,14 @@ class RenderEngine:
             time.perf_counter() - t0,
             # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
             *(self.coverage(T) if inline else (None, None)),
+            self._depth_sigma(arrays.get("depth"), arrays.get("confidence")),
         )
+
+    def _depth_sigma(self, depth: np.ndarray | None, confidence: np.ndarray | None) -> np.ndarray | None:
+        """The depth's uncertainty per pixel (metres), or None without a fitted one or a depth."""
+        if self.depth_uncertainty is None or depth is None:
+            return None
+        return self.depth_uncertainty.sigma(depth, confidence)
 
     def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest keyframe the model warps, or for a model
@@ -322,6 +359,7 @@ class RenderEngine:
                 np.ones(1, dtype=bool),
                 0.0,
                 *self.coverage(T),
+                served.depth_sigma,
             )
         else:
             with self._lock:

@@ -1,5 +1,5 @@
-"""Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / camera_info / RGBD,
-and for planners an organized PointCloud2 and a validity mask.
+"""Renderer node logic (no rclpy): pose (TF or PoseStamped) -> rgb / depth / confidence / depth uncertainty /
+camera_info / RGBD, and for planners an organized PointCloud2 and a validity mask.
 
 :data:`RENDERER` is its :class:`~pose2rgbd.nodes.spec.NodeSpec`: the runtime (the rclpy host or the offline
 bag runner) builds subscriptions, timers, services and publishers from it and calls:
@@ -22,7 +22,10 @@ render has no valid depth; ``mask`` is a ``mono8`` image at full resolution, 255
 elsewhere, under the same rule as the cloud (finite depth > 0, within ``cloud.max_range_m``, confidence at least
 ``cloud.min_confidence``). mono8 rather than 32FC1: the continuous confidence is already published as 32FC1;
 the mask is the binary decision itself, a quarter of the bytes, shown as black / white by image viewers and
-usable as an OpenCV mask as it is.
+usable as an OpenCV mask as it is. ``depth_sigma`` (32FC1, metres, also in the RGBD message) is the depth's
+uncertainty per pixel, fitted on held-out frames when the model was trained
+(:mod:`pose2rgbd.models.depth_uncertainty`): a planner may inflate obstacles by it, or drop pixels whose bound is
+too loose for it.
 
 Bad input never raises out of these calls: NaN poses are rejected and logged, missing / stale TF gives a
 throttled warning and publishes nothing.
@@ -58,6 +61,11 @@ class RendererTopics:
     rgb: str = help_field("rgb/image_raw", "rendered colour image (sensor_msgs/Image, rgb8)")
     depth: str = help_field("depth/image_raw", "rendered depth (sensor_msgs/Image, 32FC1, metres along optical Z)")
     confidence: str = help_field("confidence/image_raw", "per-pixel confidence (sensor_msgs/Image, 32FC1, [0, 1])")
+    depth_sigma: str = help_field(
+        "depth/sigma",
+        "per-pixel depth uncertainty in metres: the bound the depth's |error| stayed within on 68.3 % of the held-out "
+        "pixels it was fitted on (sensor_msgs/Image, 32FC1, NaN where the depth is NaN)",
+    )
     camera_info: str = help_field("camera_info", "intrinsics at the output size (sensor_msgs/CameraInfo)")
     rgbd: str = help_field("rgbd", "everything bundled with the query pose (pose2rgbd/msg/RGBD)")
     points: str = help_field(
@@ -75,6 +83,7 @@ class RendererPublish:
     rgb: bool = help_field(True, "publish the rgb image topic")
     depth: bool = help_field(True, "publish the depth image topic")
     confidence: bool = help_field(True, "publish the confidence topic (when the model has one)")
+    depth_sigma: bool = help_field(True, "publish the depth uncertainty topic (when the checkpoint carries one)")
     camera_info: bool = help_field(True, "publish camera_info with every frame")
     rgbd: bool = help_field(True, "publish the bundled RGBD message")
     points: bool = help_field(True, "publish the PointCloud2 (when the model has depth)")
@@ -286,6 +295,7 @@ class Renderer(NodeLogic):
         rgb = M.image(f, stamp, cam, None if res.rgb is None else res.rgb[0], "rgb8")
         depth = M.image(f, stamp, cam, None if res.depth is None else res.depth[0], "32FC1")
         conf = M.image(f, stamp, cam, None if res.confidence is None else res.confidence[0], "32FC1")
+        sigma = M.image(f, stamp, cam, None if res.depth_sigma is None else res.depth_sigma[0], "32FC1")
         info = M.camera_info(f, stamp, cam, self.engine.camera)
         latency_ms = res.latency_s * 1e3
         rgbd = f.new(
@@ -301,8 +311,10 @@ class Renderer(NodeLogic):
             latency_ms=float(latency_ms),
             coverage_m=float("nan") if res.coverage_m is None else float(res.coverage_m[0]),
             coverage_deg=float("nan") if res.coverage_deg is None else float(res.coverage_deg[0]),
+            depth_sigma=sigma,
         )
-        return {"rgb": rgb, "depth": depth, "confidence": conf, "camera_info": info, "rgbd": rgbd}
+        return {"rgb": rgb, "depth": depth, "confidence": conf, "depth_sigma": sigma, "camera_info": info,
+                "rgbd": rgbd}  # fmt: skip
 
     def valid_mask(self, res: RenderResult) -> np.ndarray | None:
         """``(H, W)`` bool of frame 0: finite depth > 0, within ``cloud.max_range_m``, confidence at least
@@ -355,6 +367,8 @@ class Renderer(NodeLogic):
             out.append((top.depth, msgs["depth"]))
         if pub.confidence and res.confidence is not None:
             out.append((top.confidence, msgs["confidence"]))
+        if pub.depth_sigma and res.depth_sigma is not None:
+            out.append((top.depth_sigma, msgs["depth_sigma"]))
         if pub.camera_info:
             out.append((top.camera_info, msgs["camera_info"]))
         if pub.rgbd:
@@ -412,6 +426,7 @@ RENDERER = NodeSpec(
         Output("topics.rgb", "sensor_msgs/msg/Image", depth=2),
         Output("topics.depth", "sensor_msgs/msg/Image", depth=2),
         Output("topics.confidence", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.depth_sigma", "sensor_msgs/msg/Image", depth=2),
         Output("topics.camera_info", "sensor_msgs/msg/CameraInfo", depth=2),
         Output("topics.rgbd", "pose2rgbd/msg/RGBD", depth=2),
         Output("topics.points", "sensor_msgs/msg/PointCloud2", depth=2),

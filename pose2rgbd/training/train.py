@@ -34,10 +34,13 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
 from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
+from pose2rgbd.models.depth_uncertainty import DepthUncertainty
+from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.training import distributed, run_folder
 from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, ProgressBar, TensorBoardLogger
 from pose2rgbd.training.config import TrainConfig
+from pose2rgbd.training.depth_uncertainty import add_to_checkpoint
 from pose2rgbd.training.early_stopping import EarlyStopping
 from pose2rgbd.training.splits import Split, make_split, split_from_config
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
@@ -388,9 +391,12 @@ def _fit(
                 log.warning("a checkpoint write of the stopped run failed too: %s", e)
         raise
     distributed.barrier()  # rank 0's last checkpoint is written (its writer joined in on_train_end)
+    best = ckpt_cb.best_path if ckpt_cb.best_path is not None and ckpt_cb.best_path.exists() else None
+    if main:
+        _fit_depth_uncertainty([p for p in (best, ckpt_cb.last) if p is not None], setup, tc, trainer)
+    distributed.barrier()
     if aside is not None and main:
         shutil.rmtree(aside, ignore_errors=True)  # the new run is complete: the earlier one goes
-    best = ckpt_cb.best_path if ckpt_cb.best_path is not None and ckpt_cb.best_path.exists() else None
     return TrainResult(
         out_dir=out,
         checkpoint=best or ckpt_cb.last,
@@ -407,6 +413,27 @@ def _fit(
         method=family.kind,
         best_val=dict(best_val) if best_val or best is None else _saved_val(best),
     )
+
+
+def _fit_depth_uncertainty(paths: Sequence[Path], setup: TrainingSetup, tc: TrainConfig, trainer: Trainer) -> None:
+    """Each checkpoint of ``paths`` gets the depth uncertainty of its own weights, fitted on the validation frames
+    (:mod:`pose2rgbd.training.depth_uncertainty`; a renderer with depth only). A failure is logged, never raised:
+    the training it follows is complete and kept."""
+    val = setup.val_set
+    if val is None or len(val) == 0 or not isinstance(setup.model, PoseToImage) or not setup.model.has_depth:
+        return
+    for path in dict.fromkeys(paths):  # best.pt and last.pt (the same file once)
+        try:
+            fitted = add_to_checkpoint(path, val, batch_size=tc.batch_size, device=str(trainer.device))
+        except Exception as e:  # any: the trained checkpoint stays as written
+            log.warning("%s: its depth uncertainty was not fitted (%s: %s); renders from it carry none", path,
+                        type(e).__name__, e)  # fmt: skip
+            continue
+        if fitted is None:
+            log.warning("%s: too few validation pixels with depth to fit its depth uncertainty; renders from it "
+                        "carry none", path)  # fmt: skip
+        else:
+            log.info("%s: depth uncertainty: %s", path.name, fitted.describe())
 
 
 def _saved_val(path: Path) -> dict[str, float]:
@@ -436,20 +463,9 @@ def train_model(
     )  # fmt: skip
 
 
-def recalibrate_checkpoint(
-    checkpoint: str | Path, dataset: str | Path | Dataset, *, batch_size: int = 16, max_batches: int = 64
-) -> Path:
-    """Give a checkpoint written before BatchNorm recalibration existed exact statistics, in place.
-
-    Uses the checkpoint's own training split (same kind and seed) of ``dataset`` as its method's recipe builds
-    it, the same pass the trainer now runs at the end of training
-    (:func:`pose2rgbd.training.batchnorm.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
-    the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
-    """
-    from pose2rgbd.models.device import resolve_device
-    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
-
-    path = Path(checkpoint)
+def _checkpoint_setup(path: Path, dataset: str | Path | Dataset) -> tuple[LoadedCheckpoint, TrainingSetup]:
+    """The checkpoint at ``path`` (checked against ``dataset``) and its data as its method's recipe builds it for
+    the checkpoint's own model and split (same kind, seed and fractions)."""
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     ck = load_checkpoint(path, expect_fingerprint=ds.fingerprint())
     tc = ck.train_config
@@ -464,6 +480,38 @@ def recalibrate_checkpoint(
     setup: TrainingSetup = ck.family.load_recipe()(
         RecipeContext(dataset=ds, model_config=ck.model_config, train_config=split_cfg, model=ck.model)
     )
+    return ck, setup
+
+
+def fit_checkpoint_depth_uncertainty(
+    checkpoint: str | Path, dataset: str | Path | Dataset, *, batch_size: int = 16
+) -> DepthUncertainty | None:
+    """Give a checkpoint written before training fitted its depth uncertainty the one it would have: fitted on its
+    own validation frames of ``dataset`` (the split it was trained with) and written into it atomically, everything
+    else kept (:func:`pose2rgbd.training.depth_uncertainty.add_to_checkpoint`). None (nothing written) for a model
+    without depth, or a split without validation frames with depth."""
+    path = Path(checkpoint)
+    ck, setup = _checkpoint_setup(path, dataset)
+    if setup.val_set is None or len(setup.val_set) == 0:
+        return None
+    return add_to_checkpoint(path, setup.val_set, batch_size=batch_size, loaded=ck)
+
+
+def recalibrate_checkpoint(
+    checkpoint: str | Path, dataset: str | Path | Dataset, *, batch_size: int = 16, max_batches: int = 64
+) -> Path:
+    """Give a checkpoint written before BatchNorm recalibration existed exact statistics, in place.
+
+    Uses the checkpoint's own training split (same kind and seed) of ``dataset`` as its method's recipe builds
+    it, the same pass the trainer now runs at the end of training
+    (:func:`pose2rgbd.training.batchnorm.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
+    the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
+    """
+    from pose2rgbd.models.device import resolve_device
+    from pose2rgbd.training.batchnorm import recalibrate_batchnorm
+
+    path = Path(checkpoint)
+    ck, setup = _checkpoint_setup(path, dataset)
     recalibrate_batchnorm(
         ck.model, setup.train_set, batch_size=batch_size, device=resolve_device("cpu"), max_batches=max_batches
     )
@@ -474,7 +522,7 @@ def recalibrate_checkpoint(
         camera=ck.camera,
         depth_kind=ck.depth_kind,
         world_frame=ck.world_frame,
-        train_config=tc,
+        train_config=ck.train_config,
         step=ck.step,
         epoch=ck.epoch,
         optimizers=ck.optimizers,

@@ -1,0 +1,170 @@
+"""A rendered depth's uncertainty, fitted on held-out frames: per pixel the error bound ``sigma`` (metres) that the
+depth's absolute error stayed within on ``level`` (0.683, a normal error's one standard deviation) of the held-out
+pixels of the same kind.
+
+A render knows, per pixel, the depth it answers and its confidence (the hybrid: whether a keyframe point landed
+there, 1, or the pixel is a hole its rules and fill answered, 0). Depth errors grow with depth, so the bound is
+relative: ``sigma = depth * q[cell]``, ``q`` the ``level`` quantile of ``|depth - truth| / depth`` over the held-out
+pixels of the cell: the confidence (below or at least 0.5) times the depth's third (by the held-out answers' own
+terciles). A cell with fewer than ``min_pixels`` pixels takes its confidence's pooled quantile, or the pooled one of
+all. ``pose2rgbd train`` fits it on the validation frames with the weights it keeps (``best.pt``; ``last.pt`` with
+its own) and stores it in the checkpoint (:data:`EXTRA_KEY`); the render engine answers ``depth_sigma`` with every
+depth; ``evaluate`` reports on the test frames the share of pixels within it (``depth_sigma_within``, to be read
+against ``level``). Numpy only: the render node computes it without torch's help.
+
+The bound holds for queries like the validation frames (their distance to the training cameras is stored beside
+it, ``fitted_on``); a query far beyond them is what the render's coverage distance and out-of-bounds flag say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+EXTRA_KEY = "depth_uncertainty"  # where a checkpoint's extra keeps it (DepthUncertainty.to_dict)
+LEVEL = 0.6827  # the share of a normal error within one standard deviation
+CONFIDENCE_SPLIT = 0.5  # pixels with confidence below it (the hybrid: holes) form their own cells
+MIN_PIXELS = 500  # fewer held-out pixels in a cell: the cell takes its confidence's pooled quantile, or all pixels'
+
+
+@dataclass(frozen=True)
+class DepthUncertainty:
+    """``sigma`` per pixel from a render's depth and confidence (see the module docstring).
+
+    ``depth_edges``: the two terciles of the held-out answers' depth (metres); ``relative``: ``(2, 3)`` the ``level``
+    quantile of the relative error, rows confidence below / at least :data:`CONFIDENCE_SPLIT` (one row used when the
+    model answers no confidence), columns the depth's thirds; ``pixels``: the held-out pixels of each cell (before
+    pooling); ``fitted_on``: what the fit saw (frames, pixels, their distance to the training cameras)."""
+
+    level: float
+    depth_edges: tuple[float, float]
+    relative: np.ndarray
+    pixels: np.ndarray
+    fitted_on: dict[str, float] = field(default_factory=dict)
+
+    def sigma(self, depth: np.ndarray, confidence: np.ndarray | None = None) -> np.ndarray:
+        """``depth`` (any shape, metres; NaN / inf / <= 0: no answer) -> ``sigma`` float32 metres, NaN where the
+        depth is no answer. ``confidence`` of the same shape, or ``None`` (the pooled row: a model without one)."""
+        d = np.asarray(depth, np.float32)
+        col = np.searchsorted(np.asarray(self.depth_edges, np.float32), d, side="right")
+        if confidence is None:
+            q = self.relative[1][np.minimum(col, 2)]
+        else:
+            row = (np.asarray(confidence) >= CONFIDENCE_SPLIT).astype(np.intp)
+            q = self.relative[row, np.minimum(col, 2)]
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(d) & (d > 0)
+        return np.where(ok, d * q.astype(np.float32), np.float32(np.nan)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (a checkpoint's extra)."""
+        return {
+            "level": float(self.level),
+            "depth_edges": [float(e) for e in self.depth_edges],
+            "relative": np.asarray(self.relative, np.float64).tolist(),
+            "pixels": np.asarray(self.pixels, np.int64).tolist(),
+            "fitted_on": {str(k): float(v) for k, v in self.fitted_on.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DepthUncertainty:
+        """The inverse of :meth:`to_dict`; a ValueError naming what is malformed."""
+        try:
+            rel = np.asarray(d["relative"], np.float64)
+            px = np.asarray(d["pixels"], np.int64)
+            lo, hi = (float(e) for e in d["depth_edges"])
+            level = float(d["level"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"a depth uncertainty needs level, depth_edges (2), relative and pixels: {e}") from e
+        if rel.shape != (2, 3) or px.shape != (2, 3) or not np.isfinite(rel).all() or (rel < 0).any():
+            raise ValueError(
+                f"a depth uncertainty's relative quantiles must be (2, 3), finite, >= 0; got {rel.tolist()}"
+            )
+        if not 0.0 < level < 1.0 or not lo <= hi:
+            raise ValueError(f"a depth uncertainty's level {level} must lie in (0, 1) and its edges rise ({lo}, {hi})")
+        fitted = {str(k): float(v) for k, v in dict(d.get("fitted_on") or {}).items()}
+        return cls(level, (lo, hi), rel, px, fitted)
+
+    def describe(self) -> str:
+        """One line: the level and each cell's relative bound (the holes' row only where the fit saw holes)."""
+        r, (lo, hi) = self.relative, self.depth_edges
+        text = f"|depth error| <= {r[1, 0]:.1%} / {r[1, 1]:.1%} / {r[1, 2]:.1%} of the depth"
+        if self.pixels[0].sum() > 0:  # answers of confidence below 0.5 seen (the hybrid's holes)
+            text += f" where the confidence is >= {CONFIDENCE_SPLIT}, "
+            text += f"{r[0, 0]:.1%} / {r[0, 1]:.1%} / {r[0, 2]:.1%} below"
+        n = int(self.fitted_on.get("pixels", self.pixels.sum()))
+        return f"{text} (depth below {lo:.3g} m / to {hi:.3g} m / beyond), on {self.level:.1%} of {n} held-out pixels"
+
+
+def scored_pixels(depth: np.ndarray, truth: np.ndarray, max_depth: float = np.inf) -> np.ndarray:
+    """The pixels a depth answer is scored on, as ``evaluate`` scores it: a finite truth in (0, ``max_depth``] and a
+    finite positive answer."""
+    d, t = np.asarray(depth), np.asarray(truth)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(t) & (t > 0) & (t <= max_depth) & np.isfinite(d) & (d > 0)  # type: ignore[no-any-return]
+
+
+def fit_depth_uncertainty(
+    depth: np.ndarray,
+    truth: np.ndarray,
+    confidence: np.ndarray | None = None,
+    *,
+    max_depth: float = np.inf,
+    level: float = LEVEL,
+    min_pixels: int = MIN_PIXELS,
+    fitted_on: dict[str, float] | None = None,
+) -> DepthUncertainty | None:
+    """Fit on held-out answers ``depth`` against ``truth`` (the same shape, metres; see :func:`scored_pixels`) with
+    the answers' ``confidence`` (or ``None``). ``None`` where fewer than ``min_pixels`` pixels are scored."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level {level} must lie in (0, 1)")
+    d = np.asarray(depth, np.float64)
+    t = np.asarray(truth, np.float64)
+    c = None if confidence is None else np.asarray(confidence)
+    if d.shape != t.shape or (c is not None and c.shape != d.shape):
+        raise ValueError(f"depth {d.shape}, truth {t.shape} and confidence {None if c is None else c.shape} must match")
+    m = scored_pixels(d, t, max_depth)
+    if int(m.sum()) < min_pixels:
+        return None
+    dd = d[m]
+    rel = np.abs(dd - t[m]) / dd
+    row = np.ones(dd.shape, np.intp) if c is None else (c[m] >= CONFIDENCE_SPLIT)
+    row = row.astype(np.intp)
+    lo, hi = (float(v) for v in np.quantile(dd, [1 / 3, 2 / 3]))
+    col = np.minimum(np.searchsorted(np.array([lo, hi]), dd, side="right"), 2)
+    everything = float(np.quantile(rel, level))
+    q = np.empty((2, 3))
+    px = np.zeros((2, 3), np.int64)
+    for r in range(2):
+        in_row = row == r
+        pooled = float(np.quantile(rel[in_row], level)) if in_row.sum() >= min_pixels else everything
+        for k in range(3):
+            cell = in_row & (col == k)
+            px[r, k] = int(cell.sum())
+            q[r, k] = float(np.quantile(rel[cell], level)) if px[r, k] >= min_pixels else pooled
+    info = {"pixels": float(m.sum()), **(fitted_on or {})}
+    return DepthUncertainty(float(level), (lo, hi), q, px, info)
+
+
+def share_within(depth: np.ndarray, truth: np.ndarray, sigma: np.ndarray, max_depth: float = np.inf) -> float:
+    """The share of the scored pixels (:func:`scored_pixels`) whose absolute error is at most ``sigma`` (NaN where
+    none is scored): to be read against the uncertainty's ``level``."""
+    m = scored_pixels(depth, truth, max_depth) & np.isfinite(sigma)
+    if not m.any():
+        return float("nan")
+    err = np.abs(np.asarray(depth, np.float64)[m] - np.asarray(truth, np.float64)[m])
+    return float(np.mean(err <= np.asarray(sigma, np.float64)[m]))
+
+
+__all__ = [
+    "CONFIDENCE_SPLIT",
+    "EXTRA_KEY",
+    "LEVEL",
+    "MIN_PIXELS",
+    "DepthUncertainty",
+    "fit_depth_uncertainty",
+    "scored_pixels",
+    "share_within",
+]

@@ -1,0 +1,103 @@
+"""The depth uncertainty a trained renderer's checkpoint carries (:mod:`pose2rgbd.models.depth_uncertainty`), fitted
+at the end of training on the validation frames, which no weight was fitted on, with the weights each checkpoint
+keeps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pose2rgbd.models import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty, fit_depth_uncertainty
+from pose2rgbd.models.device import batch_to_device
+from pose2rgbd.models.interfaces import PoseToImage
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def held_out_depth(
+    model: ModelBase, frames: Dataset[Any], *, batch_size: int = 16, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """``model``'s depth answers (metres), the frames' own depth and the answers' confidence (or ``None``) over
+    ``frames`` (a training recipe's dataset: items with ``"depth"``), the model in eval mode; ``None`` for a model
+    without a depth output or frames without depth."""
+    if not isinstance(model, PoseToImage) or not model.has_depth or len(frames) == 0:  # type: ignore[arg-type]
+        return None
+    dev = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    depth: list[np.ndarray] = []
+    truth: list[np.ndarray] = []
+    conf: list[np.ndarray] = []
+    try:
+        for batch in DataLoader(frames, batch_size=batch_size, shuffle=False):
+            if "depth" not in batch:
+                return None
+            arrays = model.outputs_to_arrays(model.get_outputs(batch_to_device(batch, dev)))
+            if arrays["depth"] is None:
+                return None
+            depth.append(arrays["depth"])
+            truth.append(batch["depth"][:, 0].numpy())
+            if arrays["confidence"] is not None:
+                conf.append(arrays["confidence"])
+    finally:
+        model.train(was_training)
+    return np.concatenate(depth), np.concatenate(truth), (np.concatenate(conf) if conf else None)
+
+
+def fit_on_frames(
+    model: ModelBase, frames: Dataset[Any], *, batch_size: int = 16, device: torch.device | None = None
+) -> DepthUncertainty | None:
+    """:func:`held_out_depth` of ``frames``, then :func:`~pose2rgbd.models.depth_uncertainty.fit_depth_uncertainty`
+    over the depth range the model answers (None where there is nothing to fit)."""
+    got = held_out_depth(model, frames, batch_size=batch_size, device=device)
+    if got is None:
+        return None
+    depth, truth, conf = got
+    assert isinstance(model, PoseToImage)  # held_out_depth checked
+    rng = model.depth_range_m
+    return fit_depth_uncertainty(
+        depth, truth, conf, max_depth=np.inf if rng is None else float(rng[1]), fitted_on={"frames": float(len(depth))}
+    )
+
+
+def add_to_checkpoint(
+    path: Path,
+    frames: Dataset[Any],
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    loaded: LoadedCheckpoint | None = None,
+) -> DepthUncertainty | None:
+    """Fit the uncertainty of the checkpoint at ``path`` (or of ``loaded``, that checkpoint already loaded) on
+    ``frames`` and write it into the checkpoint's extra (:data:`~pose2rgbd.models.depth_uncertainty.EXTRA_KEY`;
+    everything else as it was, the optimizers' state included, written atomically). Returns it, or None (nothing
+    written) where there is nothing to fit."""
+    ck = loaded if loaded is not None else load_checkpoint(path, map_location=device)
+    fitted = fit_on_frames(ck.model, frames, batch_size=batch_size, device=torch.device(device))
+    if fitted is None:
+        return None
+    save_checkpoint(
+        path,
+        ck.model,
+        dataset_fingerprint=ck.dataset_fingerprint,
+        camera=ck.camera,
+        depth_kind=ck.depth_kind,
+        world_frame=ck.world_frame,
+        train_config=ck.train_config,
+        step=ck.step,
+        epoch=ck.epoch,
+        optimizers=ck.optimizers,
+        extra={**ck.extra, EXTRA_KEY: fitted.to_dict()},
+    )
+    return fitted
+
+
+__all__ = ["add_to_checkpoint", "fit_on_frames", "held_out_depth"]

@@ -1,0 +1,233 @@
+"""A render's depth uncertainty: fitted on held-out frames, honest on others, carried from training to the render
+node, the RGBD message and evaluate."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose2rgbd.errors import CheckpointError
+from pose2rgbd.evaluation import evaluate
+from pose2rgbd.experiments.toy import make_toy_dataset
+from pose2rgbd.inference import EngineConfig, RenderEngine
+from pose2rgbd.methods.hybrid import HybridConfig
+from pose2rgbd.methods.pose2rgbd import preset_config
+from pose2rgbd.models import load_checkpoint, save_checkpoint
+from pose2rgbd.models.depth_uncertainty import (
+    EXTRA_KEY,
+    LEVEL,
+    DepthUncertainty,
+    fit_depth_uncertainty,
+    share_within,
+)
+from pose2rgbd.training import TrainConfig, fit_checkpoint_depth_uncertainty, train_model
+
+
+def _draw(rng: np.random.Generator, n: int, spread: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """Answers whose relative error is normal with the given spread in holes (confidence 0) and elsewhere (1), and
+    twice the spread beyond 50 m."""
+    truth = rng.uniform(5.0, 80.0, n)
+    conf = (rng.random(n) < 0.7).astype(np.float32)
+    s = np.where(conf > 0, spread[1], spread[0]) * np.where(truth > 50.0, 2.0, 1.0)
+    depth = truth / (1.0 + rng.normal(0.0, s))  # |depth - truth| / depth is |N(0, s)|
+    return depth, truth, conf
+
+
+def test_the_fitted_bound_holds_at_its_level_on_fresh_draws_per_kind_of_pixel() -> None:
+    rng = np.random.default_rng(0)
+    fitted = fit_depth_uncertainty(*_draw(rng, 60_000, (0.20, 0.03)))
+    assert fitted is not None and fitted.level == LEVEL
+    # one standard deviation of the relative error in each cell: holes 0.20, keyframe pixels 0.03 (0.06 far)
+    assert fitted.relative[0, 0] == pytest.approx(0.20, rel=0.08)
+    assert fitted.relative[1, 0] == pytest.approx(0.03, rel=0.08)
+    assert fitted.relative[1, 2] > 1.5 * fitted.relative[1, 0]  # the far third: twice the spread on most pixels
+    depth, truth, conf = _draw(np.random.default_rng(1), 60_000, (0.20, 0.03))
+    sigma = fitted.sigma(depth, conf)
+    assert share_within(depth, truth, sigma) == pytest.approx(LEVEL, abs=0.015)
+    for row in (0.0, 1.0):  # honest in holes and elsewhere, not only on average
+        m = conf == row
+        assert share_within(depth[m], truth[m], sigma[m]) == pytest.approx(LEVEL, abs=0.03)
+    # a single bound for every pixel would be dishonest in both: the test can tell
+    one = fit_depth_uncertainty(depth, truth, None)
+    assert one is not None
+    flat = one.sigma(depth, None)
+    assert share_within(depth[conf == 0], truth[conf == 0], flat[conf == 0]) < LEVEL - 0.15
+
+
+def test_sigma_is_nan_where_the_depth_is_no_answer_and_scales_with_the_depth() -> None:
+    u = DepthUncertainty(LEVEL, (10.0, 20.0), np.array([[0.5, 0.5, 0.5], [0.1, 0.2, 0.3]]), np.ones((2, 3), int))
+    depth = np.array([5.0, 15.0, 30.0, np.nan, np.inf, -1.0, 5.0], np.float32)
+    conf = np.array([1, 1, 1, 1, 1, 1, 0], np.float32)
+    s = u.sigma(depth, conf)
+    assert s.dtype == np.float32
+    np.testing.assert_allclose(s[:3], [0.5, 3.0, 9.0], rtol=1e-6)
+    assert np.isnan(s[3:6]).all()
+    assert s[6] == pytest.approx(2.5)
+    np.testing.assert_allclose(u.sigma(depth[:3], None), [0.5, 3.0, 9.0], rtol=1e-6)  # no confidence: the row of 1
+
+
+def test_a_sparse_cell_takes_its_pooled_bound_and_too_few_pixels_fit_nothing() -> None:
+    rng = np.random.default_rng(2)
+    depth, truth, conf = _draw(rng, 20_000, (0.20, 0.03))
+    conf[:] = 1.0
+    conf[:100] = 0.0  # 100 hole pixels: fewer than the minimum per cell
+    fitted = fit_depth_uncertainty(depth, truth, conf, min_pixels=500)
+    assert fitted is not None
+    assert (fitted.pixels[0] < 500).all()
+    ok = depth > 0  # a draw may answer a negative depth: no answer, not scored
+    everything = np.quantile(np.abs(depth[ok] - truth[ok]) / depth[ok], LEVEL)
+    np.testing.assert_allclose(fitted.relative[0], everything)  # the holes' row: all pixels' bound
+    assert fit_depth_uncertainty(depth[:400], truth[:400], conf[:400], min_pixels=500) is None
+    with pytest.raises(ValueError, match="must match"):
+        fit_depth_uncertainty(depth, truth[:10])
+
+
+def test_it_survives_its_plain_form_and_a_malformed_one_is_named() -> None:
+    fitted = fit_depth_uncertainty(*_draw(np.random.default_rng(3), 10_000, (0.2, 0.03)), fitted_on={"frames": 7.0})
+    assert fitted is not None
+    back = DepthUncertainty.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    np.testing.assert_array_equal(back.relative, fitted.relative)
+    assert back.depth_edges == fitted.depth_edges and back.fitted_on["frames"] == 7.0
+    bad = fitted.to_dict() | {"relative": [[0.1, 0.2], [0.3, 0.4]]}
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        DepthUncertainty.from_dict(bad)
+    with pytest.raises(ValueError, match="level"):
+        DepthUncertainty.from_dict({"relative": fitted.to_dict()["relative"]})
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "ds", n_survey=30, n_route=10, size=32)
+
+
+TC = TrainConfig(epochs=1, batch_size=8, max_steps=3, split="route", progress=False, tensorboard=False)
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(toy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    res = train_model(toy, tmp_path_factory.mktemp("hybrid") / "run", HybridConfig(size=64), TC)
+    assert res.best is not None
+    return res.best
+
+
+def test_training_fits_it_on_the_validation_frames_into_each_checkpoint(hybrid_run: Path) -> None:
+    for name in ("best.pt", "last.pt"):
+        ck = load_checkpoint(hybrid_run.parent / name)
+        u = DepthUncertainty.from_dict(ck.extra[EXTRA_KEY])
+        assert u.fitted_on["frames"] == 5  # the held-out route's first half validates
+        assert u.pixels[0].sum() > 0 and u.pixels[1].sum() > 0  # the hybrid's holes and its keyframe pixels
+        assert ck.optimizers  # the rest of the checkpoint kept: a last.pt still resumes
+
+
+def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hybrid_run: Path) -> None:
+    from pose2rgbd.messages import TypestoreFactory, image_to_numpy, new_typestore, register_custom_msgs
+    from pose2rgbd.nodes import Renderer, RendererConfig
+    from pose2rgbd.nodes.renderer import RendererPublish
+
+    engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(hybrid_run))
+    T = load_checkpoint(hybrid_run).model.keyframes.T_world_cam[:2]  # type: ignore[attr-defined]
+    res = engine.render(T)
+    assert res.depth is not None and res.depth_sigma is not None
+    assert res.depth_sigma.shape == res.depth.shape and res.depth_sigma.dtype == np.float32
+    ok = np.isfinite(res.depth)
+    assert (res.depth_sigma[ok] > 0).all() and np.isnan(res.depth_sigma[~ok]).all()
+    assert engine.depth_uncertainty is not None
+    np.testing.assert_array_equal(res.depth_sigma, engine.depth_uncertainty.sigma(res.depth, res.confidence))
+    assert res.frame(1).depth_sigma is not None and res.frame(1).depth_sigma.shape == (1, *res.depth.shape[1:])
+
+    factory = TypestoreFactory(register_custom_msgs(new_typestore("humble")))
+    node = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0), engine, factory)
+    out = dict(node._outputs(res.frame(0), 1))
+    img = out["rgbd"].depth_sigma
+    assert (img.height, img.width, img.encoding) == (*res.depth.shape[1:], "32FC1")
+    np.testing.assert_array_equal(image_to_numpy(img), res.depth_sigma[0])
+    np.testing.assert_array_equal(image_to_numpy(out["depth/sigma"]), res.depth_sigma[0])
+    off = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0, publish=RendererPublish(depth_sigma=False)), engine,
+                   factory)  # fmt: skip
+    assert "depth/sigma" not in dict(off._outputs(res.frame(0), 1))
+
+
+def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_path: Path) -> None:
+    ev = evaluate(hybrid_run, toy, out_dir=tmp_path / "ev", fly_frames=2, progress=False)
+    m = ev.metrics["model"]
+    assert m["depth_sigma_level"] == pytest.approx(LEVEL)
+    assert 0.0 <= m["depth_sigma_within"] <= 1.0
+    assert m["depth_sigma_pixels_confident"] > 0 and m["depth_sigma_pixels_holes"] > 0
+    assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
+
+
+def test_a_checkpoint_without_it_renders_no_sigma_says_why_and_gets_it_from_evaluate(
+    hybrid_run: Path, toy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pose2rgbd.cli.main import main
+
+    ck = load_checkpoint(hybrid_run)
+    old = tmp_path / "old.pt"
+    extra = {k: v for k, v in ck.extra.items() if k != EXTRA_KEY}
+    save_checkpoint(old, ck.model, dataset_fingerprint=ck.dataset_fingerprint, camera=ck.camera,
+                    train_config=ck.train_config, step=ck.step, extra=extra)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.inference.render"):
+        engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(old))
+    assert engine.render(ck.model.keyframes.T_world_cam[:1]).depth_sigma is None  # type: ignore[attr-defined]
+    assert "carries no depth uncertainty" in caplog.text and "--fit-depth-uncertainty" in caplog.text
+    ev = evaluate(old, toy, out_dir=tmp_path / "ev0", fly_frames=2, progress=False)
+    assert "depth_sigma_within" not in ev.metrics["model"]
+    assert any("carries no depth uncertainty" in n for n in ev.info["notes"])
+
+    rc = main(["evaluate", "--checkpoint", str(old), "--dataset", str(toy), "--out", str(tmp_path / "ev1"),
+               "--fit-depth-uncertainty", "--fly-frames", "2", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    again = load_checkpoint(old)
+    assert EXTRA_KEY in again.extra and again.step == ck.step
+    np.testing.assert_allclose(again.extra[EXTRA_KEY]["relative"], ck.extra[EXTRA_KEY]["relative"])  # same weights
+    assert "depth_sigma_within" in json.loads((tmp_path / "ev1" / "metrics.json").read_text())["metrics"]["model"]
+    assert fit_checkpoint_depth_uncertainty(old, toy) is not None
+
+
+def test_a_malformed_one_is_refused_naming_the_checkpoint(hybrid_run: Path, tmp_path: Path) -> None:
+    ck = load_checkpoint(hybrid_run)
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, ck.model, dataset_fingerprint=ck.dataset_fingerprint, camera=ck.camera,
+                    extra={**ck.extra, EXTRA_KEY: {"level": 2.0}})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"bad\.pt: its depth uncertainty is malformed"):
+        RenderEngine(EngineConfig(warmup=0), load_checkpoint(bad))
+
+
+def test_a_failed_fit_keeps_the_training_and_says_so(
+    toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib
+
+    train_mod = importlib.import_module("pose2rgbd.training.train")  # the module (the package exports its function)
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("no memory left")
+
+    monkeypatch.setattr(train_mod, "add_to_checkpoint", broken)
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.training.train"):
+        res = train_model(toy, tmp_path / "run", preset_config("base", size=64, outputs="rgbd"), TC)
+    assert res.last.exists() and EXTRA_KEY not in load_checkpoint(res.last).extra
+    assert "depth uncertainty was not fitted (RuntimeError: no memory left)" in caplog.text
+
+
+def test_a_model_without_depth_gets_none(toy: Path, tmp_path: Path) -> None:
+    res = train_model(toy, tmp_path / "run", preset_config("base", size=64, outputs="rgb"), TC)
+    assert EXTRA_KEY not in load_checkpoint(res.last).extra
+
+
+def test_render_trajectory_writes_it_beside_each_depth(hybrid_run: Path, tmp_path: Path) -> None:
+    from pose2rgbd.convert.trajectories import Trajectory
+    from pose2rgbd.evaluation.trajectory import render_trajectory
+
+    engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(hybrid_run))
+    T = np.asarray(engine.model.keyframes.T_world_cam[:3])  # type: ignore[attr-defined]
+    traj = Trajectory(tmp_path / "t.txt", "tum", np.arange(3, dtype=np.int64) * 10**8, T, np.arange(3) + 1)
+    render_trajectory(engine, traj, tmp_path / "out", progress=False)
+    depth = np.load(tmp_path / "out" / "depth_000002.npy")
+    sigma = np.load(tmp_path / "out" / "depth_sigma_000002.npy")
+    assert engine.depth_uncertainty is not None and sigma.shape == depth.shape
+    np.testing.assert_array_equal(np.isnan(sigma), ~np.isfinite(depth))

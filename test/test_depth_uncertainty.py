@@ -231,3 +231,27 @@ def test_render_trajectory_writes_it_beside_each_depth(hybrid_run: Path, tmp_pat
     sigma = np.load(tmp_path / "out" / "depth_sigma_000002.npy")
     assert engine.depth_uncertainty is not None and sigma.shape == depth.shape
     np.testing.assert_array_equal(np.isnan(sigma), ~np.isfinite(depth))
+
+
+def test_an_exported_onnx_file_carries_it_to_the_engine(toy: Path, tmp_path: Path) -> None:
+    from pose2rgbd.models.export import export_onnx
+
+    res = train_model(toy, tmp_path / "run", preset_config("base", size=64, outputs="rgbd"), TC)
+    ck = load_checkpoint(res.last)
+    onnx_path = export_onnx(ck, tmp_path / "base.onnx", exporter="torchscript").path
+    engine = RenderEngine.from_config(EngineConfig(checkpoint=str(onnx_path), warmup=0))
+    assert engine.backend.name == "onnxruntime" and engine.depth_uncertainty is not None
+    np.testing.assert_array_equal(engine.depth_uncertainty.relative, ck.extra[EXTRA_KEY]["relative"])
+    got = engine.render(_pose(ck))
+    assert got.depth is not None and got.depth_sigma is not None and got.depth_sigma.shape == got.depth.shape
+
+
+def _pose(ck: object) -> np.ndarray:
+    """The first training camera of ``ck`` as a 4x4 pose."""
+    from scipy.spatial.transform import Rotation
+
+    tq = np.asarray(ck.extra["training_poses"])[0]  # type: ignore[attr-defined]
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(tq[3:7]).as_matrix()  # x y z w
+    T[:3, 3] = tq[:3]
+    return T

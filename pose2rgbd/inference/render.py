@@ -215,6 +215,7 @@ class RenderEngine:
             )
         elif self.depth_uncertainty is not None:
             log.info("depth uncertainty: %s", self.depth_uncertainty.describe())
+            self.depth_uncertainty.sigma(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32))  # its kernel loaded
         log.info(
             "render engine: %s on %s (%s, %s), %dx%d, look-ahead %d",
             loaded.where,

@@ -39,6 +39,7 @@ from pose2rgbd.atomic import atomic_file, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint, parse_header
+from pose2rgbd.models.depth_uncertainty import EXTRA_KEY
 from pose2rgbd.models.device import example_input, network_input_shape
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
 
@@ -251,6 +252,8 @@ def export_onnx(
             "check": {"max_abs_error": err, "tolerance": tolerance, "batches": list(batches)},
             # the training cameras, for the coverage the render engine reports (absent in older checkpoints)
             "coverage": _coverage_meta(loaded.extra),
+            # the depth's uncertainty fitted at the end of training (absent in older checkpoints)
+            EXTRA_KEY: loaded.extra.get(EXTRA_KEY),
         }
         m = onnx.load(str(tmp))
         del m.metadata_props[:]
@@ -334,6 +337,11 @@ def _coverage_meta(extra: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _uncertainty_extra(meta: dict[str, Any]) -> dict[str, Any]:
+    """The depth uncertainty an exported file's metadata carries, as a checkpoint's extra holds it (or nothing)."""
+    return {EXTRA_KEY: meta[EXTRA_KEY]} if meta.get(EXTRA_KEY) else {}
+
+
 def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None) -> LoadedCheckpoint:
     """A :class:`LoadedCheckpoint` for an exported file: the model's transforms rebuilt from the metadata (its
     ``forward`` is not usable; serve the graph with ONNX Runtime), ``extra["onnx"]`` the metadata."""
@@ -351,5 +359,5 @@ def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None
         depth_kind=h.depth_kind,
         world_frame=h.world_frame,
         step=h.step,
-        extra={"onnx": meta, **(meta.get("coverage") or {})},
+        extra={"onnx": meta, **(meta.get("coverage") or {}), **_uncertainty_extra(meta)},
     )

@@ -27,12 +27,12 @@ from pose2rgbd.models.depth_uncertainty import (
 from pose2rgbd.training import TrainConfig, fit_checkpoint_depth_uncertainty, train_model
 
 
-def _draw(rng: np.random.Generator, n: int, spread: tuple[float, float]) -> tuple[np.ndarray, ...]:
+def _draw(rng: np.random.Generator, n: int, spread: tuple[float, float], far: float = 2.0) -> tuple[np.ndarray, ...]:
     """Answers whose relative error is normal with the given spread in holes (confidence 0) and elsewhere (1), and
-    twice the spread beyond 50 m."""
+    ``far`` times the spread beyond 50 m."""
     truth = rng.uniform(5.0, 80.0, n)
     conf = (rng.random(n) < 0.7).astype(np.float32)
-    s = np.where(conf > 0, spread[1], spread[0]) * np.where(truth > 50.0, 2.0, 1.0)
+    s = np.where(conf > 0, spread[1], spread[0]) * np.where(truth > 50.0, far, 1.0)
     depth = truth / (1.0 + rng.normal(0.0, s))  # |depth - truth| / depth is |N(0, s)|
     return depth, truth, conf
 
@@ -51,6 +51,12 @@ def test_the_fitted_bound_holds_at_its_level_on_fresh_draws_per_kind_of_pixel() 
     for row in (0.0, 1.0):  # honest in holes and elsewhere, not only on average
         m = conf == row
         assert share_within(depth[m], truth[m], sigma[m]) == pytest.approx(LEVEL, abs=0.03)
+    # a normal error's 95 % lies within 1.96 standard deviations (the far third mixes two spreads: wider tails)
+    normal = fit_depth_uncertainty(*_draw(np.random.default_rng(4), 60_000, (0.05, 0.03), far=1.0))
+    assert normal is not None
+    assert normal.wide[0] == pytest.approx(1.96, rel=0.05) and normal.wide[1] == pytest.approx(1.96, rel=0.05)
+    assert fitted.wide[0] > 2.0  # the mixture's tails: the multiple says so
+    assert share_within(depth, truth, sigma * fitted.wide[1]) == pytest.approx(0.95, abs=0.015)
     # a single bound for every pixel would be dishonest in both: the test can tell
     one = fit_depth_uncertainty(depth, truth, None)
     assert one is not None
@@ -91,6 +97,7 @@ def test_it_survives_its_plain_form_and_a_malformed_one_is_named() -> None:
     assert fitted is not None
     back = DepthUncertainty.from_dict(json.loads(json.dumps(fitted.to_dict())))
     np.testing.assert_array_equal(back.relative, fitted.relative)
+    assert back.wide == fitted.wide
     assert back.depth_edges == fitted.depth_edges and back.fitted_on["frames"] == 7.0
     bad = fitted.to_dict() | {"relative": [[0.1, 0.2], [0.3, 0.4]]}
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
@@ -158,6 +165,9 @@ def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_
     assert 0.0 <= m["depth_sigma_within"] <= 1.0
     assert m["depth_sigma_pixels_confident"] > 0 and m["depth_sigma_pixels_holes"] > 0
     assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
+    assert ev.files["depth_sigma"] == tmp_path / "ev" / "depth_sigma.png" and ev.files["depth_sigma"].stat().st_size
+    r = ev.sigma_ratios["confident"]  # the curve's samples: at 1 sigma the share the metric states
+    assert np.mean(r <= 1.0) == pytest.approx(m["depth_sigma_within_confident"], abs=0.05)
 
 
 def test_a_checkpoint_without_it_renders_no_sigma_says_why_and_gets_it_from_evaluate(

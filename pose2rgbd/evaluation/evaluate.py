@@ -28,6 +28,7 @@ from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_base
 from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, SigmaAccumulator, add_frame_errors
 from pose2rgbd.evaluation.plots import (
     coverage_plot,
+    depth_sigma_plot,
     evenly_spaced,
     flythrough_frames,
     qualitative_grid,
@@ -63,6 +64,8 @@ class EvaluationResult:
     info: dict[str, Any] = field(default_factory=dict)
     # per test frame (in ``frame`` order): the model's errors and the distance to the nearest training camera
     per_frame: dict[str, np.ndarray] = field(default_factory=dict)
+    # |depth error| / depth_sigma of a subsample of the scored test pixels, by kind (SigmaAccumulator.ratio_samples)
+    sigma_ratios: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def depth_unit_label(depth_kind: str) -> str:
@@ -347,7 +350,8 @@ def evaluate(
         info["fused"] = describe_fused(fused, metrics["fused"]["hole_fraction"])
     elif fused_note:
         notes.append(fused_note)
-    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays)
+    ratios = sigma_acc.ratio_samples() if "depth_sigma_within" in metrics["model"] else {}
+    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays, ratios)
     if write_files:
         _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
                        fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip
@@ -475,7 +479,7 @@ def _write_outputs(
             f"{m['coverage_p90_deg']:.1f} deg; per frame in per_frame.csv, error against it in coverage.png.\n"
         )
     if res.info.get("depth_uncertainty"):
-        md += f"Depth uncertainty: {res.info['depth_uncertainty']}.\n"
+        md += f"Depth uncertainty: {res.info['depth_uncertainty']} (depth_sigma.png).\n"
     far = res.metrics["model"].get("depth_far_fraction")
     if res.depth_unit:  # nothing to say about depth when there is none
         md += (
@@ -500,6 +504,9 @@ def _write_outputs(
         res.files["per_frame"] = out / "per_frame.csv"
         if "coverage_m" in res.per_frame:
             res.files["coverage"] = coverage_plot(out / "coverage.png", res.per_frame, res.depth_unit)
+    if res.sigma_ratios:
+        level = res.metrics["model"]["depth_sigma_level"]
+        res.files["depth_sigma"] = depth_sigma_plot(out / "depth_sigma.png", res.sigma_ratios, level)
 
     rng = _range(model)
     sel = np.sort(test[evenly_spaced(len(test), grid_rows)])

@@ -204,6 +204,7 @@ class SigmaAccumulator:
         self.within = np.zeros(2, np.int64)  # rows: confidence below / at least the split
         self.scored = np.zeros(2, np.int64)
         self.relative: list[np.ndarray] = []
+        self.ratios: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # |error| / sigma per row, subsampled
 
     def add(
         self, depth: np.ndarray | None, truth: np.ndarray, sigma: np.ndarray | None, confidence: np.ndarray | None
@@ -217,7 +218,21 @@ class SigmaAccumulator:
         row = row.astype(np.intp)
         np.add.at(self.within, row, ok.astype(np.int64))
         np.add.at(self.scored, row, 1)
-        self.relative.append((np.asarray(sigma, np.float64)[m] / d)[:: max(1, m.sum() // 4096)])
+        s = np.asarray(sigma, np.float64)[m]
+        step = max(1, int(m.sum()) // 4096)  # a few thousand per batch: the curves' shape, not every pixel
+        self.relative.append((s / d)[::step])
+        ratio = np.abs(d - np.asarray(truth, np.float64)[m]) / np.maximum(s, 1e-12)
+        for r in (0, 1):
+            self.ratios[r].append(ratio[row == r][::step])
+
+    def ratio_samples(self) -> dict[str, np.ndarray]:
+        """``|error| / depth_sigma`` of a subsample of the scored pixels, by kind (``confident``, ``holes``; those
+        with pixels): the shape of the calibration curve (:func:`~pose2rgbd.evaluation.plots.depth_sigma_plot`)."""
+        out = {}
+        for r, name in ((1, "confident"), (0, "holes")):
+            if self.ratios[r] and sum(len(a) for a in self.ratios[r]):
+                out[name] = np.concatenate(self.ratios[r])
+        return out
 
     def result(self, uncertainty: DepthUncertainty | None) -> dict[str, float]:
         """``depth_sigma_within`` (and ``_confident`` / ``_holes`` where such pixels were scored),

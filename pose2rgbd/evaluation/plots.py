@@ -237,6 +237,38 @@ def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit
     return _save_figure(fig, path, tight=False)
 
 
+def depth_sigma_plot(path: str | Path, ratios: dict[str, np.ndarray], level: float) -> Path:
+    """How honest the renders' depth uncertainty was on the test frames: per kind of pixel the share whose
+    ``|error|`` is at most ``k`` times the render's ``depth_sigma``, against ``k``; the bound was fitted so that at
+    ``k = 1`` the validation frames' share is ``level`` (marked). A normal error whose standard deviation is
+    ``depth_sigma`` would follow the dashed curve; a curve above it at ``k = 1`` is a bound wider than needed, below
+    it a bound too narrow."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = np.linspace(0.0, 3.0, 121)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    labels = {"confident": "confidence >= 0.5 (a keyframe answers)", "holes": "confidence < 0.5 (holes)"}
+    for name, r in ratios.items():
+        r = np.sort(np.asarray(r, np.float64))
+        share = np.searchsorted(r, k, side="right") / max(len(r), 1)
+        ax.plot(k, share, label=f"{labels.get(name, name)}: {100 * share[40]:.1f} % at 1 sigma ({len(r)} px)")
+    ax.plot(k, [math.erf(x / math.sqrt(2.0)) for x in k], "k--", lw=1, label="a normal error with that sigma")
+    ax.axhline(level, color="grey", lw=0.8)
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("|depth error| / depth_sigma")
+    ax.set_ylabel("share of the test pixels within")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"depth uncertainty on the test frames (fitted for {100 * level:.1f} % at 1 sigma)", fontsize=9)
+    return _save_figure(fig, path)
+
+
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     out = img.copy()
     cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)

@@ -153,6 +153,9 @@ def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hyb
     assert (img.height, img.width, img.encoding) == (*res.depth.shape[1:], "32FC1")
     np.testing.assert_array_equal(image_to_numpy(img), res.depth_sigma[0])
     np.testing.assert_array_equal(image_to_numpy(out["depth/sigma"]), res.depth_sigma[0])
+    values = {kv.key: kv.value for kv in node.diagnostics(2).status[0].values}  # what depth/sigma means, stated
+    assert float(values["depth_sigma_level"]) == pytest.approx(LEVEL, abs=1e-4)
+    assert float(values["depth_sigma_95_multiple"]) == pytest.approx(engine.depth_uncertainty.wide[1], abs=0.01)
     off = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0, publish=RendererPublish(depth_sigma=False)), engine,
                    factory)  # fmt: skip
     assert "depth/sigma" not in dict(off._outputs(res.frame(0), 1))

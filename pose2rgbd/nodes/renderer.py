@@ -391,6 +391,11 @@ class Renderer(NodeLogic):
         values = {"latency_p50_ms": f"{p50:.2f}", "latency_p99_ms": f"{p99:.2f}", **c}
         values["device"] = str(self.engine.device)
         values["precision"] = self.engine.precision
+        u = self.engine.depth_uncertainty
+        if u is not None:  # what depth/sigma means: the share of held-out pixels within it, and within how many of it
+            values["depth_sigma_level"] = f"{u.level:.4f}"  # 95 % of them were (heavier tails than a normal error's)
+            values["depth_sigma_95_multiple"] = f"{u.wide[1]:.2f}"
+            values["depth_sigma_95_multiple_holes"] = f"{u.wide[0]:.2f}"
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)
 
 

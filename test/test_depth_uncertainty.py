@@ -167,6 +167,7 @@ def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_
     assert m["depth_sigma_level"] == pytest.approx(LEVEL)
     assert 0.0 <= m["depth_sigma_within"] <= 1.0
     assert m["depth_sigma_pixels_confident"] > 0 and m["depth_sigma_pixels_holes"] > 0
+    assert m["depth_sigma_within"] <= m["depth_sigma_within_95"] <= 1.0  # the wider bound holds at least as often
     assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
     assert ev.files["depth_sigma"] == tmp_path / "ev" / "depth_sigma.png" and ev.files["depth_sigma"].stat().st_size
     r = ev.sigma_ratios["confident"]  # the curve's samples: at 1 sigma the share the metric states

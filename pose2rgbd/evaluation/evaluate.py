@@ -240,7 +240,7 @@ def evaluate(
     fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
     points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth, rot_w)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
-    sigma_acc = SigmaAccumulator(max_depth)
+    sigma_acc = SigmaAccumulator(max_depth, engine.depth_uncertainty)
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):

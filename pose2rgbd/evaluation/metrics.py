@@ -197,11 +197,14 @@ class SigmaAccumulator:
     render's ``depth_sigma``, over all and by confidence (below / at least
     :data:`~pose2rgbd.models.depth_uncertainty.CONFIDENCE_SPLIT`: the hybrid's holes and the pixels a keyframe
     answers), to be read against the uncertainty's level (a share of 0.683 means the stated bound is what it says);
-    and the median bound relative to the depth."""
+    the share within its 95 % multiple (``uncertainty.wide``: to be read against 0.95); and the median bound relative
+    to the depth."""
 
-    def __init__(self, max_depth: float = np.inf) -> None:
+    def __init__(self, max_depth: float = np.inf, uncertainty: DepthUncertainty | None = None) -> None:
         self.max_depth = float(max_depth)
+        self.wide = np.asarray(uncertainty.wide if uncertainty is not None else (np.nan, np.nan), np.float64)
         self.within = np.zeros(2, np.int64)  # rows: confidence below / at least the split
+        self.within_95 = np.zeros(2, np.int64)
         self.scored = np.zeros(2, np.int64)
         self.relative: list[np.ndarray] = []
         self.ratios: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # |error| / sigma per row, subsampled
@@ -219,6 +222,9 @@ class SigmaAccumulator:
         np.add.at(self.within, row, ok.astype(np.int64))
         np.add.at(self.scored, row, 1)
         s = np.asarray(sigma, np.float64)[m]
+        np.add.at(
+            self.within_95, row, (np.abs(d - np.asarray(truth, np.float64)[m]) <= s * self.wide[row]).astype(np.int64)
+        )
         step = max(1, int(m.sum()) // 4096)  # a few thousand per batch: the curves' shape, not every pixel
         self.relative.append((s / d)[::step])
         ratio = np.abs(d - np.asarray(truth, np.float64)[m]) / np.maximum(s, 1e-12)
@@ -236,7 +242,8 @@ class SigmaAccumulator:
 
     def result(self, uncertainty: DepthUncertainty | None) -> dict[str, float]:
         """``depth_sigma_within`` (and ``_confident`` / ``_holes`` where such pixels were scored),
-        ``depth_sigma_level`` and ``depth_sigma_relative_median``; nothing where no render carried a sigma."""
+        ``depth_sigma_level``, ``depth_sigma_relative_median`` and, where the fit kept its 95 % multiples,
+        ``depth_sigma_within_95``; nothing where no render carried a sigma."""
         n = int(self.scored.sum())
         if uncertainty is None or n == 0:
             return {}
@@ -245,6 +252,8 @@ class SigmaAccumulator:
             "depth_sigma_within": float(self.within.sum() / n),
             "depth_sigma_relative_median": float(np.median(np.concatenate(self.relative))),
         }
+        if np.isfinite(self.wide[self.scored > 0]).all():
+            out["depth_sigma_within_95"] = float(self.within_95.sum() / n)
         for r, name in ((1, "confident"), (0, "holes")):
             if self.scored[r]:
                 out[f"depth_sigma_within_{name}"] = float(self.within[r] / self.scored[r])
@@ -257,9 +266,11 @@ class SigmaAccumulator:
         parts = [f"{100 * m[f'depth_sigma_within_{k}']:.1f} % {what}" for k, what in
                  (("confident", "where the confidence is >= 0.5"), ("holes", "below (the hybrid's holes)"))
                  if f"depth_sigma_within_{k}" in m]  # fmt: skip
+        wide = (f"; within its 95 % multiples on {100 * m['depth_sigma_within_95']:.1f} %"
+                if "depth_sigma_within_95" in m else "")  # fmt: skip
         return (
             f"the depth's |error| was within the render's depth_sigma on {100 * m['depth_sigma_within']:.1f} % of "
             f"the scored test pixels ({', '.join(parts)}), against the {100 * m['depth_sigma_level']:.1f} % it was "
-            f"fitted for on the validation frames; median depth_sigma {100 * m['depth_sigma_relative_median']:.1f} % "
-            "of the depth"
+            f"fitted for on the validation frames{wide}; median depth_sigma "
+            f"{100 * m['depth_sigma_relative_median']:.1f} % of the depth"
         )

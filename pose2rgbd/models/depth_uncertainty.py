@@ -1,19 +1,22 @@
 """A rendered depth's uncertainty, fitted on held-out frames: per pixel the error bound ``sigma`` (metres) that the
-depth's absolute error stayed within on ``level`` (0.683, a normal error's one standard deviation) of the held-out
-pixels of the same kind.
+depth's absolute error stayed within on ``level`` (0.683: the share a normal error keeps within one standard
+deviation) of the held-out pixels of the same kind.
 
 A render knows, per pixel, the depth it answers and its confidence (the hybrid: whether a keyframe point landed
 there, 1, or the pixel is a hole its rules and fill answered, 0). Depth errors grow with depth, so the bound is
 relative: ``sigma = depth * q[cell]``, ``q`` the ``level`` quantile of ``|depth - truth| / depth`` over the held-out
 pixels of the cell: the confidence (below or at least 0.5) times the depth's third (by the held-out answers' own
 terciles). A cell with fewer than ``min_pixels`` pixels takes its confidence's pooled quantile, or the pooled one of
-all. ``pose2rgbd train`` fits it on the validation frames with the weights it keeps (``best.pt``; ``last.pt`` with
-its own) and stores it in the checkpoint (:data:`EXTRA_KEY`); the render engine answers ``depth_sigma`` with every
-depth; ``evaluate`` reports on the test frames the share of pixels within it (``depth_sigma_within``, to be read
-against ``level``). Numpy and numba only: the render node computes it without torch's help.
+all. Real depth errors have heavy tails (most warped pixels on the right surface, a few on a wrong one), so ``sigma``
+is a quantile, not a standard deviation: the fit also keeps, per confidence row, the multiple of ``sigma`` that 95 %
+of the held-out pixels were within (``wide``). ``pose2rgbd train`` fits it on the validation frames with the weights
+it keeps (``best.pt``; ``last.pt`` with its own) and stores it in the checkpoint (:data:`EXTRA_KEY`); the render
+engine answers ``depth_sigma`` with every depth; ``evaluate`` reports on the test frames the share of pixels within
+it (``depth_sigma_within``, to be read against ``level``). Numpy and numba only: the render node computes it without
+torch's help.
 
-The bound holds for queries like the validation frames (their distance to the training cameras is stored beside
-it, ``fitted_on``); a query far beyond them is what the render's coverage distance and out-of-bounds flag say.
+The bound holds for queries like the validation frames; how far a query is from the keyframes or training cameras is
+what the render's coverage distance and out-of-bounds flag say.
 """
 
 from __future__ import annotations

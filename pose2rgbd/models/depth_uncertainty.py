@@ -22,7 +22,7 @@ what the render's coverage distance and out-of-bounds flag say.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from numba import njit
@@ -31,6 +31,17 @@ EXTRA_KEY = "depth_uncertainty"  # where a checkpoint's extra keeps it (DepthUnc
 LEVEL = 0.6827  # the share of a normal error within one standard deviation
 CONFIDENCE_SPLIT = 0.5  # pixels with confidence below it (the hybrid: holes) form their own cells
 MIN_PIXELS = 500  # fewer held-out pixels in a cell: the cell takes its confidence's pooled quantile, or all pixels'
+
+
+class DepthUncertaintyDict(TypedDict, total=False):
+    """:meth:`DepthUncertainty.to_dict`'s plain form (a checkpoint's extra, an ONNX file's metadata)."""
+
+    level: float
+    depth_edges: list[float]
+    relative: list[list[float]]
+    pixels: list[list[int]]
+    fitted_on: dict[str, float]
+    wide_95: list[float]
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ class DepthUncertainty:
                       np.float32(lo), np.float32(hi), np.float32(CONFIDENCE_SPLIT), lut, out.reshape(-1))  # fmt: skip
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DepthUncertaintyDict:
         """Plain values (a checkpoint's extra)."""
         return {
             "level": float(self.level),
@@ -77,7 +88,7 @@ class DepthUncertainty:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DepthUncertainty:
+    def from_dict(cls, d: DepthUncertaintyDict) -> DepthUncertainty:
         """The inverse of :meth:`to_dict`; a ValueError naming what is malformed."""
         try:
             rel = np.asarray(d["relative"], np.float64)
@@ -94,7 +105,7 @@ class DepthUncertainty:
             raise ValueError(f"a depth uncertainty's level {level} must lie in (0, 1) and its edges rise ({lo}, {hi})")
         fitted = {str(k): float(v) for k, v in dict(d.get("fitted_on") or {}).items()}
         try:
-            w0, w1 = (float(w) for w in d.get("wide_95") or (float("nan"), float("nan")))
+            w0, w1 = (float(w) for w in d.get("wide_95") or [float("nan"), float("nan")])
         except (TypeError, ValueError) as e:
             raise ValueError(f"a depth uncertainty's wide_95 must be two numbers: {e}") from e
         return cls(level, (lo, hi), rel, px, fitted, (w0, w1))
@@ -206,6 +217,7 @@ __all__ = [
     "LEVEL",
     "MIN_PIXELS",
     "DepthUncertainty",
+    "DepthUncertaintyDict",
     "fit_depth_uncertainty",
     "scored_pixels",
     "share_within",

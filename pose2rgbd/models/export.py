@@ -337,7 +337,7 @@ def _coverage_meta(extra: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _uncertainty_extra(meta: dict[str, Any]) -> dict[str, Any]:
+def _uncertainty_extra(meta: dict[str, object]) -> dict[str, object]:
     """The depth uncertainty an exported file's metadata carries, as a checkpoint's extra holds it (or nothing)."""
     return {EXTRA_KEY: meta[EXTRA_KEY]} if meta.get(EXTRA_KEY) else {}
 

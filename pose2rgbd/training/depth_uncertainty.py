@@ -4,9 +4,7 @@ keeps."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +16,12 @@ from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty, fit_
 from pose2rgbd.models.device import batch_to_device
 from pose2rgbd.models.interfaces import PoseToImage
 
-log = logging.getLogger(__name__)
+Frames = Dataset[dict[str, torch.Tensor]]  # a training recipe's frames: items with "depth" (and the model's inputs)
 
 
 @torch.no_grad()
 def held_out_depth(
-    model: ModelBase, frames: Dataset[Any], *, batch_size: int = 16, device: torch.device | None = None
+    model: ModelBase, frames: Frames, *, batch_size: int = 16, device: torch.device | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """``model``'s depth answers (metres), the frames' own depth and the answers' confidence (or ``None``) over
     ``frames`` (a training recipe's dataset: items with ``"depth"``), the model in eval mode; ``None`` for a model
@@ -53,7 +51,7 @@ def held_out_depth(
 
 
 def fit_on_frames(
-    model: ModelBase, frames: Dataset[Any], *, batch_size: int = 16, device: torch.device | None = None
+    model: ModelBase, frames: Frames, *, batch_size: int = 16, device: torch.device | None = None
 ) -> DepthUncertainty | None:
     """:func:`held_out_depth` of ``frames``, then :func:`~pose2rgbd.models.depth_uncertainty.fit_depth_uncertainty`
     over the depth range the model answers (None where there is nothing to fit)."""
@@ -70,7 +68,7 @@ def fit_on_frames(
 
 def add_to_checkpoint(
     path: Path,
-    frames: Dataset[Any],
+    frames: Frames,
     *,
     batch_size: int = 16,
     device: str = "cpu",

@@ -235,9 +235,10 @@ def test_torchrun_trains_and_resumes_pose2rgbd(tmp_path: Path) -> None:
     assert r.stdout.count("trained base") == 2  # both ranks return; only rank 0 wrote
     ck = load_checkpoint(out / "last.pt")
     assert ck.step == 3 and ck.train_config["batch_size"] == 4
+    assert "depth_uncertainty" in ck.extra  # rank 0 fitted it while rank 1 waited (then both returned)
     r = run(5, "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ck = load_checkpoint(out / "last.pt")
-    assert ck.step == 5
+    assert ck.step == 5 and "depth_uncertainty" in ck.extra  # a resumed run's weights get their own
     rows = (out / "log.csv").read_text().splitlines()
     assert rows[0].startswith("wall_s") and sum(r.startswith("wall_s") for r in rows) == 1  # appended once

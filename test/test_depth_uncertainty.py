@@ -56,7 +56,10 @@ def test_the_fitted_bound_holds_at_its_level_on_fresh_draws_per_kind_of_pixel() 
     assert normal is not None
     assert normal.wide[0] == pytest.approx(1.96, rel=0.05) and normal.wide[1] == pytest.approx(1.96, rel=0.05)
     assert fitted.wide[0] > 2.0  # the mixture's tails: the multiple says so
-    assert share_within(depth, truth, sigma * fitted.wide[1]) == pytest.approx(0.95, abs=0.015)
+    wide = sigma * np.where(conf >= 0.5, fitted.wide[1], fitted.wide[0])  # each kind of pixel its own multiple
+    for row in (0.0, 1.0):
+        m = conf == row
+        assert share_within(depth[m], truth[m], wide[m]) == pytest.approx(0.95, abs=0.015)
     # a single bound for every pixel would be dishonest in both: the test can tell
     one = fit_depth_uncertainty(depth, truth, None)
     assert one is not None
@@ -74,6 +77,34 @@ def test_sigma_is_nan_where_the_depth_is_no_answer_and_scales_with_the_depth() -
     assert np.isnan(s[3:6]).all()
     assert s[6] == pytest.approx(2.5)
     np.testing.assert_allclose(u.sigma(depth[:3], None), [0.5, 3.0, 9.0], rtol=1e-6)  # no confidence: the row of 1
+
+
+def test_the_kernel_answers_the_fits_cells_on_their_edges_and_for_nan_confidence() -> None:
+    fitted = fit_depth_uncertainty(*_draw(np.random.default_rng(5), 20_000, (0.2, 0.03)))
+    assert fitted is not None
+    lo, hi = fitted.depth_edges
+    depth = np.array([lo, hi, np.nextafter(np.float32(lo), np.float32(0)), 1.0, 1e4, lo, hi], np.float32)
+    conf = np.array([1, 1, 1, 1, 1, np.nan, 0.5], np.float32)
+    # the fit's rule: searchsorted(edges, depth, side="right") for the column, confidence >= 0.5 for the row
+    col = np.minimum(np.searchsorted(np.array([lo, hi], np.float32), depth, side="right"), 2)
+    row = (conf >= 0.5).astype(int)
+    np.testing.assert_allclose(
+        fitted.sigma(depth, conf), depth * fitted.relative[row, col].astype(np.float32), rtol=1e-6
+    )
+    assert fitted.sigma(np.float32(10.0), np.float32(1.0)).shape == ()  # a 0-d depth keeps its shape
+
+
+def test_degenerate_cells_still_state_a_bound_and_few_pixels_no_multiple() -> None:
+    truth = np.full(5_000, 10.0)
+    depth = truth.copy()
+    depth[:500] = 11.0  # 90 % exact answers: the 68.3 % quantile is 0
+    conf = np.ones(5_000, np.float32)
+    conf[:3] = 0.0  # 3 hole pixels: too few for a 95 % multiple of their own
+    fitted = fit_depth_uncertainty(depth, truth, conf)
+    assert fitted is not None and (fitted.relative > 0).all()
+    assert np.isfinite(fitted.wide[1]) and np.isnan(fitted.wide[0])
+    assert json.loads(json.dumps(fitted.to_dict(), allow_nan=False))["wide_95"][0] is None  # plain JSON, no NaN
+    assert np.isnan(DepthUncertainty.from_dict(fitted.to_dict()).wide[0])
 
 
 def test_a_sparse_cell_takes_its_pooled_bound_and_too_few_pixels_fit_nothing() -> None:
@@ -104,6 +135,8 @@ def test_it_survives_its_plain_form_and_a_malformed_one_is_named() -> None:
         DepthUncertainty.from_dict(bad)
     with pytest.raises(ValueError, match="level"):
         DepthUncertainty.from_dict({"relative": fitted.to_dict()["relative"]})
+    with pytest.raises(ValueError, match="fitted_on"):
+        DepthUncertainty.from_dict(fitted.to_dict() | {"fitted_on": [1, 2, 3]})  # type: ignore[dict-item]
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +163,39 @@ def test_training_fits_it_on_the_validation_frames_into_each_checkpoint(hybrid_r
         assert ck.optimizers  # the rest of the checkpoint kept: a last.pt still resumes
 
 
+def test_writing_it_keeps_everything_else_of_the_checkpoint(hybrid_run: Path, toy: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from pose2rgbd.training.depth_uncertainty import add_to_checkpoint
+
+    before = load_checkpoint(hybrid_run.parent / "last.pt")
+    copy = shutil.copy(hybrid_run.parent / "last.pt", tmp_path / "last.pt")
+    shutil.copytree(hybrid_run.parent / "keyframes", tmp_path / "keyframes")  # the place map it names, beside it
+    frames = _validation_frames(toy, copy)
+    fitted = add_to_checkpoint(Path(copy), frames)
+    after = load_checkpoint(copy)
+    assert fitted is not None and after.extra[EXTRA_KEY] == fitted.to_dict()
+    assert {k: v for k, v in after.extra.items() if k != EXTRA_KEY}.keys() == before.extra.keys() - {EXTRA_KEY}
+    assert (after.step, after.epoch, after.train_config) == (before.step, before.epoch, before.train_config)
+    assert after.extra["val"] == before.extra["val"]
+    assert repr(after.extra["trainer_state"]) == repr(before.extra["trainer_state"])  # its RNG states: tensors
+    sa, sb = after.model.state_dict(), before.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:  # the same weights and buffers, bit for bit (an unfitted buffer holds NaN)
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, equal_nan=True)
+    assert after.optimizers.keys() == before.optimizers.keys() and after.optimizers
+
+
+def _validation_frames(dataset: Path, checkpoint: Path) -> object:
+    """The recipe's validation frames of ``checkpoint``'s own split."""
+    import importlib
+
+    train_mod = importlib.import_module("pose2rgbd.training.train")
+    return train_mod._checkpoint_setup(checkpoint, dataset)[1].val_set
+
+
 def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hybrid_run: Path) -> None:
     from pose2rgbd.messages import TypestoreFactory, image_to_numpy, new_typestore, register_custom_msgs
     from pose2rgbd.nodes import Renderer, RendererConfig
@@ -145,6 +211,12 @@ def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hyb
     assert engine.depth_uncertainty is not None
     np.testing.assert_array_equal(res.depth_sigma, engine.depth_uncertainty.sigma(res.depth, res.confidence))
     assert res.frame(1).depth_sigma is not None and res.frame(1).depth_sigma.shape == (1, *res.depth.shape[1:])
+    ahead = RenderEngine(EngineConfig(warmup=0, lookahead=2), load_checkpoint(hybrid_run))  # the cache's path too
+    try:
+        got = [ahead.render_lookahead(T[:1], 10**9 * i) for i in range(1, 5)]
+    finally:
+        ahead.close()
+    assert all(g.depth_sigma is not None and g.depth_sigma.shape == g.depth.shape for g in got)  # type: ignore[union-attr]
 
     factory = TypestoreFactory(register_custom_msgs(new_typestore("humble")))
     node = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0), engine, factory)
@@ -186,7 +258,14 @@ def test_a_checkpoint_without_it_renders_no_sigma_says_why_and_gets_it_from_eval
                     train_config=ck.train_config, step=ck.step, extra=extra)  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.inference.render"):
         engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(old))
-    assert engine.render(ck.model.keyframes.T_world_cam[:1]).depth_sigma is None  # type: ignore[attr-defined]
+    res = engine.render(ck.model.keyframes.T_world_cam[:1])  # type: ignore[attr-defined]
+    assert res.depth_sigma is None
+    from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
+    from pose2rgbd.nodes import Renderer, RendererConfig
+
+    factory = TypestoreFactory(register_custom_msgs(new_typestore("humble")))
+    out = dict(Renderer(RendererConfig(pose_source="topic", rate_hz=0.0), engine, factory)._outputs(res, 1))
+    assert "depth/sigma" not in out and (out["rgbd"].depth_sigma.width, out["rgbd"].depth_sigma.height) == (0, 0)
     assert "carries no depth uncertainty" in caplog.text and "--fit-depth-uncertainty" in caplog.text
     ev = evaluate(old, toy, out_dir=tmp_path / "ev0", fly_frames=2, progress=False)
     assert "depth_sigma_within" not in ev.metrics["model"]
@@ -200,6 +279,16 @@ def test_a_checkpoint_without_it_renders_no_sigma_says_why_and_gets_it_from_eval
     np.testing.assert_allclose(again.extra[EXTRA_KEY]["relative"], ck.extra[EXTRA_KEY]["relative"])  # same weights
     assert "depth_sigma_within" in json.loads((tmp_path / "ev1" / "metrics.json").read_text())["metrics"]["model"]
     assert fit_checkpoint_depth_uncertainty(old, toy) is not None
+
+
+def test_evaluate_says_when_its_test_frames_are_the_ones_it_was_fitted_on(
+    hybrid_run: Path, toy: Path, tmp_path: Path
+) -> None:
+    ev = evaluate(hybrid_run, toy, "all", out_dir=tmp_path / "ev", fly_frames=2, progress=False)
+    assert ev.metrics["model"]["depth_sigma_in_sample"] == 1.0
+    assert any("in-sample here, not a check of it" in n for n in ev.info["notes"])
+    held_out = evaluate(hybrid_run, toy, out_dir=tmp_path / "ev2", fly_frames=2, progress=False)
+    assert "depth_sigma_in_sample" not in held_out.metrics["model"]
 
 
 def test_a_malformed_one_is_refused_naming_the_checkpoint(hybrid_run: Path, tmp_path: Path) -> None:
@@ -262,10 +351,7 @@ def test_an_exported_onnx_file_carries_it_to_the_engine(toy: Path, tmp_path: Pat
 
 def _pose(ck: object) -> np.ndarray:
     """The first training camera of ``ck`` as a 4x4 pose."""
-    from scipy.spatial.transform import Rotation
+    from pose2rgbd.geometry.transforms import T_from_tq
 
     tq = np.asarray(ck.extra["training_poses"])[0]  # type: ignore[attr-defined]
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(tq[3:7]).as_matrix()  # x y z w
-    T[:3, 3] = tq[:3]
-    return T
+    return T_from_tq(tq[:3], tq[3:7])  # quaternion x y z w

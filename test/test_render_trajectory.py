@@ -358,7 +358,7 @@ def test_a_render_that_fails_midway_leaves_no_partial_output(name: str, tmp_path
                 raise RuntimeError("the engine stopped")
             n = len(T)
             return type("R", (), {"rgb": np.zeros((n, 8, 8, 3), np.uint8), "depth": np.ones((n, 8, 8), np.float32),
-                                  "depth_sigma": None, "__len__": lambda self: n})()  # fmt: skip
+                                  "__len__": lambda self: n})()  # fmt: skip
 
     traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(4), T0_S + 0.1 * np.arange(4)))
     out = tmp_path / "out" / name
@@ -386,7 +386,7 @@ class _Ok:
     def render(self, T: np.ndarray) -> object:
         n = len(T)
         return type("R", (), {"rgb": np.zeros((n, 8, 8, 3), np.uint8), "depth": np.full((n, 8, 8), 1.5, np.float32),
-                              "depth_sigma": None, "__len__": lambda self: n})()  # fmt: skip
+                              "__len__": lambda self: n})()  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["frames", "v.mp4"])

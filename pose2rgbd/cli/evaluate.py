@@ -53,16 +53,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _run(args: argparse.Namespace) -> int:
     from pose2rgbd.evaluation import evaluate
 
+    cfg = config_from_args(args)
     if args.fit_depth_uncertainty:
+        from pose2rgbd.models.device import resolve_device
         from pose2rgbd.training import fit_checkpoint_depth_uncertainty
 
-        fitted = fit_checkpoint_depth_uncertainty(args.checkpoint, args.dataset)
+        fitted = fit_checkpoint_depth_uncertainty(
+            args.checkpoint,
+            args.dataset,
+            batch_size=cfg.batch_size,
+            device=str(resolve_device(cfg.device)),
+            cache_root=args.cache_root,
+        )
         if fitted is None:
             print(f"{args.checkpoint}: no depth uncertainty fitted (a model without depth, or no validation frames "
                   "with depth in its split); the checkpoint is unchanged")  # fmt: skip
         else:
             print(f"{args.checkpoint}: depth uncertainty written: {fitted.describe()}")
-    res = evaluate(args.checkpoint, args.dataset, config=config_from_args(args), out_dir=args.out,
+    res = evaluate(args.checkpoint, args.dataset, config=cfg, out_dir=args.out,
                    cache_root=args.cache_root)  # fmt: skip
     print((res.out_dir / "metrics.md").read_text())
     for name, path in res.files.items():

@@ -343,6 +343,15 @@ def evaluate(
         )
     if "depth_sigma_within" in metrics["model"]:
         info["depth_uncertainty"] = sigma_acc.describe(metrics["model"])
+        trained_split = loaded.train_config.get("split")
+        if not other and (kind == "all" or not sp.separate_test or kind != trained_split):
+            metrics["model"]["depth_sigma_in_sample"] = 1.0
+            notes.append(
+                "the depth uncertainty was fitted on this checkpoint's validation frames, which these test frames "
+                f"include or may include (the {kind} split of a run trained on the {trained_split} split"
+                + ("" if sp.separate_test else " without a separate test set")
+                + "): depth_sigma_within is in-sample here, not a check of it"
+            )
     elif model.has_depth and engine.depth_uncertainty is None:
         notes.append("the checkpoint carries no depth uncertainty (trained before `train` fitted one): evaluate with "
                      "--fit-depth-uncertainty to fit it on its validation frames")  # fmt: skip

@@ -261,8 +261,9 @@ def render_trajectory(
                     if depth is not None:
                         write_png(dest / f"depth_{k:06d}.png", depth_millimetres(depth))
                         np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
-                    if res.depth_sigma is not None:
-                        np.save(dest / f"depth_sigma_{k:06d}.npy", res.depth_sigma[i])
+                    sigma = getattr(res, "depth_sigma", None)  # an engine is duck-typed here: it may give none
+                    if sigma is not None:
+                        np.save(dest / f"depth_sigma_{k:06d}.npy", sigma[i])
                 n += 1
         if writer is not None:
             writer.release()

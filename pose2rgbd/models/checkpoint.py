@@ -212,13 +212,21 @@ def save_checkpoint(
     return p
 
 
-def save_loaded(loaded: LoadedCheckpoint, path: str | Path, *, extra: dict[str, object] | None = None) -> Path:
+def save_loaded(
+    loaded: LoadedCheckpoint,
+    path: str | Path,
+    *,
+    extra: dict[str, object] | None = None,
+    keep_optimizers: bool = False,
+) -> Path:
     """Write ``loaded``'s model (as it is now) at ``path`` with what was saved beside it (dataset, camera, depth
-    kind, world frame, training settings, step, epoch; ``extra`` in place of its extra), without optimizer state:
-    what ``export --bundle``, ``map link`` and :func:`save_for_inference` write."""
+    kind, world frame, training settings, step, epoch; ``extra`` in place of its extra), without optimizer state
+    (what ``export --bundle``, ``map link`` and :func:`save_for_inference` write) unless ``keep_optimizers`` (a
+    checkpoint rewritten in place that a run may still resume from)."""
     return save_checkpoint(path, loaded.model, dataset_fingerprint=loaded.dataset_fingerprint, camera=loaded.camera,
                            depth_kind=loaded.depth_kind, world_frame=loaded.world_frame,
                            train_config=loaded.train_config, step=loaded.step, epoch=loaded.epoch,
+                           optimizers=loaded.optimizers if keep_optimizers else None,
                            extra=loaded.extra if extra is None else extra)  # fmt: skip
 
 

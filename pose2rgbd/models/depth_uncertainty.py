@@ -31,6 +31,7 @@ EXTRA_KEY = "depth_uncertainty"  # where a checkpoint's extra keeps it (DepthUnc
 LEVEL = 0.6827  # the share of a normal error within one standard deviation
 CONFIDENCE_SPLIT = 0.5  # pixels with confidence below it (the hybrid: holes) form their own cells
 MIN_PIXELS = 500  # fewer held-out pixels in a cell: the cell takes its confidence's pooled quantile, or all pixels'
+MIN_RELATIVE = 1e-4  # the least relative bound: a cell whose errors are mostly exactly 0 still states one
 
 
 class DepthUncertaintyDict(TypedDict, total=False):
@@ -41,7 +42,7 @@ class DepthUncertaintyDict(TypedDict, total=False):
     relative: list[list[float]]
     pixels: list[list[int]]
     fitted_on: dict[str, float]
-    wide_95: list[float]
+    wide_95: list[float | None]
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ class DepthUncertainty:
     def sigma(self, depth: np.ndarray, confidence: np.ndarray | None = None) -> np.ndarray:
         """``depth`` (any shape, metres; NaN / inf / <= 0: no answer) -> ``sigma`` float32 metres, NaN where the
         depth is no answer. ``confidence`` of the same shape, or ``None`` (the pooled row: a model without one)."""
-        d = np.ascontiguousarray(depth, np.float32)
-        c = None if confidence is None else np.ascontiguousarray(confidence, np.float32)
+        d = np.asarray(depth, dtype=np.float32, order="C")  # any shape, 0-d included
+        c = None if confidence is None else np.asarray(confidence, dtype=np.float32, order="C")
         if c is not None and c.shape != d.shape:
             raise ValueError(f"confidence {c.shape} must have the depth's shape {d.shape}")
         out = np.empty(d.shape, np.float32)
@@ -84,7 +85,7 @@ class DepthUncertainty:
             "relative": np.asarray(self.relative, np.float64).tolist(),
             "pixels": np.asarray(self.pixels, np.int64).tolist(),
             "fitted_on": {str(k): float(v) for k, v in self.fitted_on.items()},
-            "wide_95": [float(w) for w in self.wide],
+            "wide_95": [float(w) if np.isfinite(w) else None for w in self.wide],  # JSON has no NaN
         }
 
     @classmethod
@@ -103,11 +104,13 @@ class DepthUncertainty:
             )
         if not 0.0 < level < 1.0 or not lo <= hi:
             raise ValueError(f"a depth uncertainty's level {level} must lie in (0, 1) and its edges rise ({lo}, {hi})")
-        fitted = {str(k): float(v) for k, v in dict(d.get("fitted_on") or {}).items()}
         try:
-            w0, w1 = (float(w) for w in d.get("wide_95") or [float("nan"), float("nan")])
+            fitted = {str(k): float(v) for k, v in dict(d.get("fitted_on") or {}).items()}
+            w0, w1 = (float("nan") if w is None else float(w) for w in d.get("wide_95") or [None, None])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"a depth uncertainty's wide_95 must be two numbers: {e}") from e
+            raise ValueError(
+                f"a depth uncertainty's fitted_on (names and numbers) or wide_95 (two) is malformed: {e}"
+            ) from e
         return cls(level, (lo, hi), rel, px, fitted, (w0, w1))
 
     def describe(self) -> str:
@@ -150,8 +153,9 @@ def _sigma_kernel(
 
 
 def scored_pixels(depth: np.ndarray, truth: np.ndarray, max_depth: float = np.inf) -> np.ndarray:
-    """The pixels a depth answer is scored on, as ``evaluate`` scores it: a finite truth in (0, ``max_depth``] and a
-    finite positive answer."""
+    """The pixels a depth answer's uncertainty is fitted and scored on: a finite truth in (0, ``max_depth``] and a
+    finite positive answer (``evaluate``'s depth metrics take every finite truth up to ``max_depth`` and every finite
+    answer; a relative bound needs both positive)."""
     d, t = np.asarray(depth), np.asarray(truth)
     with np.errstate(invalid="ignore"):
         return np.isfinite(t) & (t > 0) & (t <= max_depth) & np.isfinite(d) & (d > 0)  # type: ignore[no-any-return]
@@ -195,9 +199,12 @@ def fit_depth_uncertainty(
             cell = in_row & (col == k)
             px[r, k] = int(cell.sum())
             q[r, k] = float(np.quantile(rel[cell], level)) if px[r, k] >= min_pixels else pooled
+    q = np.maximum(q, MIN_RELATIVE)
     info = {"pixels": float(m.sum()), **(fitted_on or {})}
-    ratio = rel / np.maximum(q[row, col], 1e-12)  # |error| / sigma on the held-out pixels
-    wide = tuple(float(np.quantile(ratio[row == r], 0.95)) if (row == r).any() else float("nan") for r in range(2))
+    ratio = rel / q[row, col]  # |error| / sigma on the held-out pixels
+    wide = tuple(
+        float(np.quantile(ratio[row == r], 0.95)) if (row == r).sum() >= min_pixels else float("nan") for r in range(2)
+    )
     return DepthUncertainty(float(level), (lo, hi), q, px, info, (wide[0], wide[1]))
 
 

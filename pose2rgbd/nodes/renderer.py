@@ -394,8 +394,9 @@ class Renderer(NodeLogic):
         u = self.engine.depth_uncertainty
         if u is not None:  # what depth/sigma means: the share of held-out pixels within it, and within how many of it
             values["depth_sigma_level"] = f"{u.level:.4f}"  # 95 % of them were (heavier tails than a normal error's)
-            values["depth_sigma_95_multiple"] = f"{u.wide[1]:.2f}"
-            values["depth_sigma_95_multiple_holes"] = f"{u.wide[0]:.2f}"
+            for key, w in (("depth_sigma_95_multiple", u.wide[1]), ("depth_sigma_95_multiple_holes", u.wide[0])):
+                if np.isfinite(w):  # unknown where the fit saw too few such pixels (a model without holes)
+                    values[key] = f"{w:.2f}"
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pose2rgbd.models import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from pose2rgbd.models import LoadedCheckpoint, load_checkpoint
 from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.checkpoint import save_loaded
 from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty, fit_depth_uncertainty
 from pose2rgbd.models.device import batch_to_device
 from pose2rgbd.models.interfaces import PoseToImage
@@ -19,16 +20,23 @@ from pose2rgbd.models.interfaces import PoseToImage
 Frames = Dataset[dict[str, torch.Tensor]]  # a training recipe's frames: items with "depth" (and the model's inputs)
 
 
+MAX_PIXELS = 2_000_000  # the most held-out pixels a fit keeps (evenly strided over the frames): bounded memory
+
+
 @torch.no_grad()
 def held_out_depth(
     model: ModelBase, frames: Frames, *, batch_size: int = 16, device: torch.device | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """``model``'s depth answers (metres), the frames' own depth and the answers' confidence (or ``None``) over
-    ``frames`` (a training recipe's dataset: items with ``"depth"``), the model in eval mode; ``None`` for a model
-    without a depth output or frames without depth."""
-    if not isinstance(model, PoseToImage) or not model.has_depth or len(frames) == 0:  # type: ignore[arg-type]
+    ``frames`` (a training recipe's dataset: items with ``"depth"``), the model in eval mode, as flat arrays of at
+    most about :data:`MAX_PIXELS` pixels (every n-th of each batch's); ``None`` for a model without a depth output or
+    frames without depth."""
+    n_frames = len(frames)  # type: ignore[arg-type]
+    if not isinstance(model, PoseToImage) or not model.has_depth or n_frames == 0:
         return None
     dev = device or next(model.parameters()).device
+    h, w = model.image_hw
+    step = max(1, -(-n_frames * h * w // MAX_PIXELS))
     was_training = model.training
     model.eval()
     depth: list[np.ndarray] = []
@@ -41,10 +49,10 @@ def held_out_depth(
             arrays = model.outputs_to_arrays(model.get_outputs(batch_to_device(batch, dev)))
             if arrays["depth"] is None:
                 return None
-            depth.append(arrays["depth"])
-            truth.append(batch["depth"][:, 0].numpy())
+            depth.append(arrays["depth"].reshape(-1)[::step])
+            truth.append(batch["depth"][:, 0].numpy().reshape(-1)[::step])
             if arrays["confidence"] is not None:
-                conf.append(arrays["confidence"])
+                conf.append(arrays["confidence"].reshape(-1)[::step])
     finally:
         model.train(was_training)
     return np.concatenate(depth), np.concatenate(truth), (np.concatenate(conf) if conf else None)
@@ -61,8 +69,9 @@ def fit_on_frames(
     depth, truth, conf = got
     assert isinstance(model, PoseToImage)  # held_out_depth checked
     rng = model.depth_range_m
+    n_frames = float(len(frames))  # type: ignore[arg-type]
     return fit_depth_uncertainty(
-        depth, truth, conf, max_depth=np.inf if rng is None else float(rng[1]), fitted_on={"frames": float(len(depth))}
+        depth, truth, conf, max_depth=np.inf if rng is None else float(rng[1]), fitted_on={"frames": n_frames}
     )
 
 
@@ -75,27 +84,20 @@ def add_to_checkpoint(
     loaded: LoadedCheckpoint | None = None,
 ) -> DepthUncertainty | None:
     """Fit the uncertainty of the checkpoint at ``path`` (or of ``loaded``, that checkpoint already loaded) on
-    ``frames`` and write it into the checkpoint's extra (:data:`~pose2rgbd.models.depth_uncertainty.EXTRA_KEY`;
-    everything else as it was, the optimizers' state included, written atomically). Returns it, or None (nothing
-    written) where there is nothing to fit."""
-    ck = loaded if loaded is not None else load_checkpoint(path, map_location=device)
-    fitted = fit_on_frames(ck.model, frames, batch_size=batch_size, device=torch.device(device))
+    ``frames``, its model on ``device`` for the renders (loaded on the CPU: no second optimizer state beside a
+    training's on its GPU), and write it into the checkpoint's extra
+    (:data:`~pose2rgbd.models.depth_uncertainty.EXTRA_KEY`; everything else as it was, the optimizers' state included,
+    written atomically). Returns it, or None (nothing written) where there is nothing to fit."""
+    ck = loaded if loaded is not None else load_checkpoint(path, map_location="cpu")
+    dev = torch.device(device)
+    try:
+        fitted = fit_on_frames(ck.model.to(dev), frames, batch_size=batch_size, device=dev)
+    finally:
+        ck.model.to("cpu")
     if fitted is None:
         return None
-    save_checkpoint(
-        path,
-        ck.model,
-        dataset_fingerprint=ck.dataset_fingerprint,
-        camera=ck.camera,
-        depth_kind=ck.depth_kind,
-        world_frame=ck.world_frame,
-        train_config=ck.train_config,
-        step=ck.step,
-        epoch=ck.epoch,
-        optimizers=ck.optimizers,
-        extra={**ck.extra, EXTRA_KEY: fitted.to_dict()},
-    )
+    save_loaded(ck, path, extra={**ck.extra, EXTRA_KEY: fitted.to_dict()}, keep_optimizers=True)
     return fitted
 
 
-__all__ = ["add_to_checkpoint", "fit_on_frames", "held_out_depth"]
+__all__ = ["MAX_PIXELS", "add_to_checkpoint", "fit_on_frames", "held_out_depth"]

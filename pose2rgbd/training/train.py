@@ -34,6 +34,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
 from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
+from pose2rgbd.models.checkpoint import save_loaded
 from pose2rgbd.models.depth_uncertainty import DepthUncertainty
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
@@ -418,13 +419,19 @@ def _fit(
 def _fit_depth_uncertainty(paths: Sequence[Path], setup: TrainingSetup, tc: TrainConfig, trainer: Trainer) -> None:
     """Each checkpoint of ``paths`` gets the depth uncertainty of its own weights, fitted on the validation frames
     (:mod:`pose2rgbd.training.depth_uncertainty`; a renderer with depth only). A failure is logged, never raised:
-    the training it follows is complete and kept."""
+    the training it follows is complete and kept; so is a Ctrl-C / SIGTERM here, which ends the fitting (the trained
+    checkpoints are complete: the run ends as finished, and `evaluate --fit-depth-uncertainty` adds what is missing)."""
     val = setup.val_set
     if val is None or len(val) == 0 or not isinstance(setup.model, PoseToImage) or not setup.model.has_depth:
         return
     for path in dict.fromkeys(paths):  # best.pt and last.pt (the same file once)
         try:
             fitted = add_to_checkpoint(path, val, batch_size=tc.batch_size, device=str(trainer.device))
+        except KeyboardInterrupt:
+            log.warning("%s: interrupted while fitting its depth uncertainty; the trained checkpoints are complete, "
+                        "without it where it was not written: `pose2rgbd evaluate --checkpoint C --dataset D "
+                        "--fit-depth-uncertainty` adds it", path)  # fmt: skip
+            return
         except Exception as e:  # any: the trained checkpoint stays as written
             log.warning("%s: its depth uncertainty was not fitted (%s: %s); renders from it carry none", path,
                         type(e).__name__, e)  # fmt: skip
@@ -463,9 +470,11 @@ def train_model(
     )  # fmt: skip
 
 
-def _checkpoint_setup(path: Path, dataset: str | Path | Dataset) -> tuple[LoadedCheckpoint, TrainingSetup]:
+def _checkpoint_setup(
+    path: Path, dataset: str | Path | Dataset, cache_root: str | Path | None = None
+) -> tuple[LoadedCheckpoint, TrainingSetup]:
     """The checkpoint at ``path`` (checked against ``dataset``) and its data as its method's recipe builds it for
-    the checkpoint's own model and split (same kind, seed and fractions)."""
+    the checkpoint's own model and split (same kind, seed and fractions), its cache under ``cache_root``."""
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     ck = load_checkpoint(path, expect_fingerprint=ds.fingerprint())
     tc = ck.train_config
@@ -478,23 +487,35 @@ def _checkpoint_setup(path: Path, dataset: str | Path | Dataset) -> tuple[Loaded
         progress=False,
     )
     setup: TrainingSetup = ck.family.load_recipe()(
-        RecipeContext(dataset=ds, model_config=ck.model_config, train_config=split_cfg, model=ck.model)
+        RecipeContext(
+            dataset=ds,
+            model_config=ck.model_config,
+            train_config=split_cfg,
+            model=ck.model,
+            cache_root=None if cache_root is None else Path(cache_root),
+        )
     )
     return ck, setup
 
 
 def fit_checkpoint_depth_uncertainty(
-    checkpoint: str | Path, dataset: str | Path | Dataset, *, batch_size: int = 16
+    checkpoint: str | Path,
+    dataset: str | Path | Dataset,
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    cache_root: str | Path | None = None,
 ) -> DepthUncertainty | None:
-    """Give a checkpoint written before training fitted its depth uncertainty the one it would have: fitted on its
-    own validation frames of ``dataset`` (the split it was trained with) and written into it atomically, everything
-    else kept (:func:`pose2rgbd.training.depth_uncertainty.add_to_checkpoint`). None (nothing written) for a model
-    without depth, or a split without validation frames with depth."""
+    """Give a checkpoint written before training fitted its depth uncertainty (or one whose run was stopped) the one
+    it would have: fitted on its own validation frames of ``dataset`` (the split it was trained with; the training
+    cache under ``cache_root``), rendered on ``device``, and written into it atomically, everything else kept
+    (:func:`pose2rgbd.training.depth_uncertainty.add_to_checkpoint`). None (nothing written) for a model without
+    depth, or a split without validation frames with depth."""
     path = Path(checkpoint)
-    ck, setup = _checkpoint_setup(path, dataset)
+    ck, setup = _checkpoint_setup(path, dataset, cache_root)
     if setup.val_set is None or len(setup.val_set) == 0:
         return None
-    return add_to_checkpoint(path, setup.val_set, batch_size=batch_size, loaded=ck)
+    return add_to_checkpoint(path, setup.val_set, batch_size=batch_size, device=device, loaded=ck)
 
 
 def recalibrate_checkpoint(
@@ -515,17 +536,5 @@ def recalibrate_checkpoint(
     recalibrate_batchnorm(
         ck.model, setup.train_set, batch_size=batch_size, device=resolve_device("cpu"), max_batches=max_batches
     )
-    save_checkpoint(  # atomic: temporary file, then rename
-        path,
-        ck.model,
-        dataset_fingerprint=ck.dataset_fingerprint,
-        camera=ck.camera,
-        depth_kind=ck.depth_kind,
-        world_frame=ck.world_frame,
-        train_config=ck.train_config,
-        step=ck.step,
-        epoch=ck.epoch,
-        optimizers=ck.optimizers,
-        extra={**ck.extra, "bn_recalibrated": True},
-    )
+    save_loaded(ck, path, extra={**ck.extra, "bn_recalibrated": True}, keep_optimizers=True)  # atomic
     return path

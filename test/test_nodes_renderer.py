@@ -240,6 +240,33 @@ def test_diagnostics_report_latency_and_oob(engine: RenderEngine, factory: Types
     assert float(values["latency_p99_ms"]) > 0 and values["out_of_bounds"] == "1"
 
 
+def test_diagnostics_warn_when_renders_are_slower_than_the_rate(
+    engine: RenderEngine, factory: TypestoreFactory
+) -> None:
+    """A node whose renders take longer than the time between frames says so, with the rate it really reaches;
+    not before it has rendered enough frames to know, and not when the renders keep up."""
+    from pose2rgbd.nodes.renderer import SLOW_AFTER_FRAMES
+
+    def status(r: Renderer) -> tuple[int, str]:
+        st = r.diagnostics(2 * S).status[0]
+        return st.level, st.message
+
+    r = make(engine, factory, rate_hz=30.0)
+    for n in range(SLOW_AFTER_FRAMES):
+        r.latency.add(45.0)  # 45 ms per render against 33.3 ms between frames at 30 Hz
+        r.count("frames")
+        if n + 1 < SLOW_AFTER_FRAMES:
+            assert "longer than" not in status(r)[1]
+    level, text = status(r)
+    assert level == 1 and "renders take 45.0 ms (median), longer than the 33.3 ms between frames" in text
+    assert "about 22.2 Hz reach the topics" in text
+    fast = make(engine, factory, rate_hz=10.0)
+    for _ in range(SLOW_AFTER_FRAMES):
+        fast.latency.add(45.0)
+        fast.count("frames")
+    assert status(fast) == (0, "rendering")
+
+
 def test_config_schema() -> None:
     flat = describe(RendererConfig)
     assert flat["engine.checkpoint"][0] == "" and flat["rate_hz"][0] == 10.0

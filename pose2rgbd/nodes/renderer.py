@@ -104,6 +104,9 @@ class RendererCloud:
     colour: bool = help_field(True, "add the rendered colour as a packed float32 'rgb' field (PCL / RViz layout)")
 
 
+SLOW_AFTER_FRAMES = 20  # the renders the diagnostics wait for before saying they are slower than rate_hz
+
+
 @dataclass
 class RendererConfig:
     """The render node: which pose to follow, how often, what to publish."""
@@ -379,6 +382,19 @@ class Renderer(NodeLogic):
             out.append((top.mask, msgs["mask"]))
         return out
 
+    def _too_slow(self, p50_ms: float, frames: int) -> str:
+        """Why the renders cannot keep up with ``rate_hz`` ("" when they can, or before :data:`SLOW_AFTER_FRAMES`
+        frames): their median latency is longer than the time between two frames, so a live node publishes at the
+        rate its renders allow, not at ``rate_hz`` (docs/serving.md has what each CPU and GPU serves)."""
+        rate = self.cfg.rate_hz
+        if rate <= 0 or frames < SLOW_AFTER_FRAMES or not p50_ms > 1e3 / rate:
+            return ""
+        return (
+            f"renders take {p50_ms:.1f} ms (median), longer than the {1e3 / rate:.1f} ms between frames at rate_hz "
+            f"{rate:g}: live, about {min(rate, 1e3 / p50_ms):.1f} Hz reach the topics; lower rate_hz or the "
+            "output size, or serve on a faster CPU or a GPU (docs/serving.md)"
+        )
+
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency.percentiles_ms()
         c = self.counters
@@ -388,6 +404,9 @@ class Renderer(NodeLogic):
             level, text = 1, "current pose is out of the training bounds"
         else:
             level, text = 0, "rendering"
+        slow = self._too_slow(p50, c["frames"])
+        if slow:
+            level, text = 1, slow if level == 0 else f"{text}; {slow}"
         values = {"latency_p50_ms": f"{p50:.2f}", "latency_p99_ms": f"{p99:.2f}", **c}
         values["device"] = str(self.engine.device)
         values["precision"] = self.engine.precision

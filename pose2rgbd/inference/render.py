@@ -70,7 +70,7 @@ class RenderResult:
     coverage_m: np.ndarray | None = None  # (N,) float64
     coverage_deg: np.ndarray | None = None  # (N,) float64
     # per pixel the bound the depth's absolute error stayed within on the held-out frames' share ``level`` of pixels
-    # (pose2rgbd.models.depth_uncertainty; metres, NaN where the depth is); None when the checkpoint carries none
+    # (pose2rgbd.models.depth_uncertainty; metres, NaN where the depth is no answer); None when the checkpoint has none
     depth_sigma: np.ndarray | None = None  # (N, S, S) float32
 
     def __len__(self) -> int:

@@ -4,8 +4,8 @@
    ``orbit`` route also as a rosbag2 (mcap) recording like a real UAV's;
 2. train the demo's model on the survey for a few CPU minutes (the hybrid kind; ``--method`` picks another);
 3. evaluate on the held-out routes: metrics table, Figure-6-like grid, training curves, fly-through video;
-4. render the held-out bag through the offline runtime (TF pose -> RGB / depth / confidence topics) into
-   an mcap you can open in Foxglove.
+4. render the held-out bag through the offline runtime (TF pose -> RGB / depth / confidence / depth uncertainty
+   topics) into an mcap you can open in Foxglove.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def _evaluate_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[
             f"      reprojection: RGB MAE {r.get('rgb_mae_px', float('nan')):.1f} px, depth MAE "
             f"{r.get('depth_mae', float('nan')):.1f} m  (nearest training RGB-D frames warped into the pose)"
         )
-    for key in ("metrics_md", "grid", "curves", "flythrough", "coverage"):
+    for key in ("metrics_md", "grid", "curves", "flythrough", "coverage", "depth_sigma"):
         if key in res.files:
             print(f"      {key + ':':12s}{res.files[key]}")
     return results
@@ -179,7 +179,8 @@ def _render_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[st
     from pose2rgbd.runtime.offline import run_renderer_bag
 
     out_bag = args.out / "rendered_orbit"
-    print(f"[4/4] offline render node: TF pose of {results['bag'].name} at 10 Hz -> RGB / depth / confidence")
+    print(f"[4/4] offline render node: TF pose of {results['bag'].name} at 10 Hz -> RGB / depth / confidence / depth "
+          "uncertainty")  # fmt: skip
     print(f"      -> {out_bag}")
     cfg = RendererConfig(engine=EngineConfig(checkpoint=str(results["checkpoint"])), rate_hz=10.0)
     stats = run_renderer_bag(cfg, results["bag"], out_bag, overwrite=True, progress=True)

@@ -216,18 +216,16 @@ class SigmaAccumulator:
             return
         m = scored_pixels(depth, truth, self.max_depth) & np.isfinite(sigma)
         d = np.asarray(depth, np.float64)[m]
-        ok = np.abs(d - np.asarray(truth, np.float64)[m]) <= np.asarray(sigma, np.float64)[m]
-        row = np.ones(ok.shape, np.intp) if confidence is None else (np.asarray(confidence)[m] >= CONFIDENCE_SPLIT)
-        row = row.astype(np.intp)
-        np.add.at(self.within, row, ok.astype(np.int64))
-        np.add.at(self.scored, row, 1)
         s = np.asarray(sigma, np.float64)[m]
-        np.add.at(
-            self.within_95, row, (np.abs(d - np.asarray(truth, np.float64)[m]) <= s * self.wide[row]).astype(np.int64)
-        )
+        err = np.abs(d - np.asarray(truth, np.float64)[m])
+        row = np.ones(d.shape, np.intp) if confidence is None else (np.asarray(confidence)[m] >= CONFIDENCE_SPLIT)
+        row = row.astype(np.intp)
+        np.add.at(self.within, row, (err <= s).astype(np.int64))
+        np.add.at(self.within_95, row, (err <= s * self.wide[row]).astype(np.int64))
+        np.add.at(self.scored, row, 1)
         step = max(1, int(m.sum()) // 4096)  # a few thousand per batch: the curves' shape, not every pixel
         self.relative.append((s / d)[::step])
-        ratio = np.abs(d - np.asarray(truth, np.float64)[m]) / np.maximum(s, 1e-12)
+        ratio = err / np.maximum(s, 1e-12)
         for r in (0, 1):
             self.ratios[r].append(ratio[row == r][::step])
 

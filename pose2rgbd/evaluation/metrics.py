@@ -22,7 +22,7 @@ import math
 import cv2
 import numpy as np
 
-from pose2rgbd.models.depth_uncertainty import CONFIDENCE_SPLIT, DepthUncertainty, scored_pixels
+from pose2rgbd.models.depth_uncertainty import DepthUncertainty, confidence_rows, scored_pixels
 
 
 def rgb_abs_error_sum(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
@@ -218,8 +218,7 @@ class SigmaAccumulator:
         d = np.asarray(depth, np.float64)[m]
         s = np.asarray(sigma, np.float64)[m]
         err = np.abs(d - np.asarray(truth, np.float64)[m])
-        row = np.ones(d.shape, np.intp) if confidence is None else (np.asarray(confidence)[m] >= CONFIDENCE_SPLIT)
-        row = row.astype(np.intp)
+        row = confidence_rows(confidence, m)
         np.add.at(self.within, row, (err <= s).astype(np.int64))
         np.add.at(self.within_95, row, (err <= s * self.wide[row]).astype(np.int64))
         np.add.at(self.scored, row, 1)

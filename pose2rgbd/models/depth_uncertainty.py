@@ -152,6 +152,14 @@ def _sigma_kernel(
         out[i] = v if (d > 0.0 and d < np.inf) else np.nan
 
 
+def confidence_rows(confidence: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+    """The row (0: confidence below :data:`CONFIDENCE_SPLIT`, 1: at least it; 1 for every pixel of a model without
+    a confidence) of each pixel ``mask`` selects, as intp: the rule :meth:`DepthUncertainty.sigma`'s kernel applies."""
+    if confidence is None:
+        return np.ones(int(np.count_nonzero(mask)), np.intp)
+    return (np.asarray(confidence)[mask] >= CONFIDENCE_SPLIT).astype(np.intp)
+
+
 def scored_pixels(depth: np.ndarray, truth: np.ndarray, max_depth: float = np.inf) -> np.ndarray:
     """The pixels a depth answer's uncertainty is fitted and scored on: a finite truth in (0, ``max_depth``] and a
     finite positive answer (``evaluate``'s depth metrics take every finite truth up to ``max_depth`` and every finite
@@ -185,8 +193,7 @@ def fit_depth_uncertainty(
         return None
     dd = d[m]
     rel = np.abs(dd - t[m]) / dd
-    row = np.ones(dd.shape, np.intp) if c is None else (c[m] >= CONFIDENCE_SPLIT)
-    row = row.astype(np.intp)
+    row = confidence_rows(c, m)
     lo, hi = (float(v) for v in np.quantile(dd, [1 / 3, 2 / 3]))
     col = np.minimum(np.searchsorted(np.array([lo, hi]), dd, side="right"), 2)
     everything = float(np.quantile(rel, level))
@@ -225,6 +232,7 @@ __all__ = [
     "MIN_PIXELS",
     "DepthUncertainty",
     "DepthUncertaintyDict",
+    "confidence_rows",
     "fit_depth_uncertainty",
     "scored_pixels",
     "share_within",

@@ -391,7 +391,7 @@ class Renderer(NodeLogic):
             return ""
         return (
             f"renders take {p50_ms:.1f} ms (median), longer than the {1e3 / rate:.1f} ms between frames at rate_hz "
-            f"{rate:g}: live, about {min(rate, 1e3 / p50_ms):.1f} Hz reach the topics; lower rate_hz or the "
+            f"{rate:g}: live, about {1e3 / p50_ms:.1f} Hz reach the topics; lower rate_hz or the "
             "output size, or serve on a faster CPU or a GPU (docs/serving.md)"
         )
 

@@ -424,7 +424,7 @@ def _fit_depth_uncertainty(paths: Sequence[Path], setup: TrainingSetup, tc: Trai
     val = setup.val_set
     if val is None or len(val) == 0 or not isinstance(setup.model, PoseToImage) or not setup.model.has_depth:
         return
-    for path in dict.fromkeys(paths):  # best.pt and last.pt (the same file once)
+    for path in paths:  # best.pt (where validation chose one), then last.pt
         try:
             fitted = add_to_checkpoint(path, val, batch_size=tc.batch_size, device=str(trainer.device))
         except KeyboardInterrupt:

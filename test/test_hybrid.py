@@ -979,7 +979,7 @@ def test_a_cpu_without_onednn_bfloat16_serves_the_fill_eager_without_trying_the_
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Where oneDNN cannot run bfloat16 convolutions (a CPU with AVX2 alone: the op raises) the fill in bf16 autocast
-    serves the eager forward without calling the op, checking it or logging; float32 is never the fused path's."""
+    serves the eager forward without calling the op, checking it or logging; float32 stays the fused path's."""
     from pose2rgbd.methods.hybrid import fill_serving
     from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
 
@@ -993,7 +993,7 @@ def test_a_cpu_without_onednn_bfloat16_serves_the_fill_eager_without_trying_the_
     monkeypatch.setattr(fill_serving, "_op", Untouchable)
     monkeypatch.setattr(fill_serving, "_cpu_runs", lambda dtype: dtype != torch.bfloat16)
     assert not fill_serving.fused_available(torch.bfloat16)
-    assert not fill_serving.fused_available(torch.float32)  # not one of DTYPES
+    assert fill_serving.fused_available(torch.float32)  # oneDNN runs float32 convolutions on any x86 CPU
     torch.manual_seed(2)
     u = FillUNet(FILL_INPUTS, 8, 2).eval()
     with torch.no_grad():
@@ -1014,23 +1014,27 @@ def test_a_cpu_without_onednn_bfloat16_serves_the_fill_eager_without_trying_the_
     ("channels", "levels", "blocks"),
     [(8, 3, 1), (16, 2, 1), (16, 2, 2), (8, 1, 4)],  # hybrid-fast, hybrid, hybrid-subpixel; 1/4 resolution
 )
-def test_each_preset_fill_serves_fused_within_bf16_rounding_of_the_eager_forward(
-    channels: int, levels: int, blocks: int
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_each_preset_fill_serves_fused_within_rounding_of_the_eager_forward(
+    channels: int, levels: int, blocks: int, dtype: torch.dtype
 ) -> None:
+    """bfloat16 (where the CPU runs it) within its 8 bits; float32, on every CPU, within float32's rounding."""
     from pose2rgbd.methods.hybrid import fill_serving
     from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
 
-    if not fill_serving.fused_available(torch.bfloat16):
+    if not fill_serving.fused_available(dtype):
         pytest.skip(NO_FUSED_BF16)
     torch.manual_seed(1)
     u = FillUNet(FILL_INPUTS, channels, levels, blocks).eval()
     with torch.no_grad():
         u.out.weight.normal_(0.0, 0.1)
     x = torch.randn(1, FILL_INPUTS - DECODER_CHANNELS, 40, 56)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         got, want = u(x, absent=DECODER_CHANNELS).float(), u.forward_eager(x, absent=DECODER_CHANNELS).float()
-    assert u.__dict__["_fused_serving"].prepared is not None  # the fused path served
-    assert float((got - want).abs().max()) <= 0.02 * float(want.abs().max())
+    prepared = u.__dict__["_fused_serving"].prepared
+    assert prepared is not None and prepared.dtype == dtype  # the fused path served, in that dtype
+    share = 0.02 if dtype == torch.bfloat16 else 1e-5
+    assert float((got - want).abs().max()) <= share * float(want.abs().max())
 
 
 def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the_eager_forward(
@@ -1074,8 +1078,6 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
     v = FillUNet(FILL_INPUTS, 8, 2).eval()
     with torch.no_grad():
         v.out.weight.normal_(0.0, 0.1)
-    with torch.no_grad():
-        assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None  # float32: eager
     with torch.autocast("cpu", dtype=torch.bfloat16):  # gradients on: eager
         assert fill_serving.fused_forward(v, x, DECODER_CHANNELS) is None
 
@@ -1116,6 +1118,57 @@ def test_the_fill_serves_bfloat16_through_fused_convolutions_checked_against_the
     torch.testing.assert_close(got, eager(), rtol=0, atol=0)
     assert "failed on a (2, 6, 32, 48) input" in caplog.text
     assert u.__dict__["_fused_serving"].prepared is None
+
+
+def test_the_fill_serves_float32_through_fused_convolutions_checked_against_the_eager_forward(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In float32 without gradients (a CPU with AVX2 alone serves float32) the fill of a space-to-depth preset runs
+    its convolutions fused, the blocks read by one strided convolution, within float32 rounding of the eager forward;
+    with gradients it is eager; a fused op answering 1e-3 off (far inside bfloat16's tolerance) is refused in
+    float32 and the refusal logged."""
+    from pose2rgbd.methods.hybrid import fill_serving
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    if fill_serving._op() is None:
+        pytest.skip("this torch has no oneDNN fused convolution")
+    torch.manual_seed(3)
+    u = FillUNet(FILL_INPUTS, 8, 2, 2).eval()
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    x = torch.randn(2, FILL_INPUTS - DECODER_CHANNELS, 32, 48)
+    with torch.inference_mode():
+        got, want = u(x, absent=DECODER_CHANNELS), u.forward_eager(x, absent=DECODER_CHANNELS)
+    prepared = u.__dict__["_fused_serving"].prepared
+    assert prepared is not None and prepared.key == fill_serving._weights_key(u, torch.float32, DECODER_CHANNELS)
+    assert got.dtype == torch.float32 and got.shape == want.shape == (2, 4, 32, 48)
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    assert fill_serving.fused_forward(u, x, DECODER_CHANNELS) is None  # gradients on: eager
+
+    real = fill_serving._op()
+    assert real is not None
+
+    class Off:  # 1e-3 too high everywhere: bfloat16's tolerance would let it pass, float32's must not
+        def __call__(self, *args: object) -> torch.Tensor:
+            return real(*args) + 1e-3
+
+        def binary(self, *args: object) -> torch.Tensor:
+            return real.binary(*args) + 1e-3
+
+    v = FillUNet(FILL_INPUTS, 8, 2, 2).eval()
+    with torch.no_grad():
+        v.out.weight.normal_(0.0, 0.1)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fill_serving, "_op", Off)
+    try:
+        logs = caplog.at_level("WARNING", logger="pose2rgbd.methods.hybrid.fill_serving")
+        with logs, torch.inference_mode():
+            got_v, want_v = v(x, absent=DECODER_CHANNELS), v.forward_eager(x, absent=DECODER_CHANNELS)
+    finally:
+        mp.undo()
+    torch.testing.assert_close(got_v, want_v, rtol=0, atol=0)
+    assert "serving the eager forward" in caplog.text
+    assert v.__dict__["_fused_serving"].prepared is None
 
 
 def test_resuming_a_run_from_before_the_colour_rules_says_which_settings_to_give(tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
-"""The fill U-Net's forward for serving on a CPU in bfloat16, with each convolution's ReLU -- and in the up stages
-the sum of the two convolutions -- done inside the convolution (oneDNN post-ops), its weights laid out once.
+"""The fill U-Net's forward for serving on a CPU (bfloat16 or float32), with each convolution's ReLU -- and in the up
+stages the sum of the two convolutions -- done inside the convolution (oneDNN post-ops), its weights laid out once.
 
 In eager torch every ReLU and every sum is one more pass over a full-resolution tensor. Fused, the fill of a
 ``hybrid`` render node took 19.95 -> 18.9 ms at 256x256 on one thread and 42.8 -> 40.9 ms at 512x512 on two (an AMD
-EPYC with avx512_bf16, no AMX; docs/serving.md, "The fill's convolutions fused"); in float32 it gained nothing
-(34.2-35.3 ms either way at 256x256), so float32 keeps the eager forward. The fusion is torch's own: the op its
+EPYC with avx512_bf16, no AMX; docs/serving.md, "The fill's convolutions fused"). The fusion is torch's own: the op its
 compiler (``torch.compile``, inductor) emits for the same pattern, ``torch.ops.mkldnn._convolution_pointwise``.
 Not ``torch.compile`` itself: it needs a C++ compiler on the robot and compiles for about a minute at start.
+
+A fill that runs from 1/s of the image's resolution (``space_to_depth`` s > 1) reads its blocks straight from the
+full-resolution input (:func:`blocks_kernel`: one strided convolution, no rearranging copy). In float32 on a CPU with
+AVX2 alone that is most of what this path gains: ``hybrid-subpixel``'s fill 0.78 of the eager forward's time at
+256x256 on one thread, ``hybrid-fast``'s (no blocks) 0.97 (docs/serving.md, "On a CPU with AVX2 alone").
 
 An up stage of few channels (``hybrid-fast``'s last) also folds its bilinear upsampling into its first convolution:
 one convolution at the lower resolution with four times the outputs, rearranged into the full-resolution image
@@ -14,10 +18,10 @@ one convolution at the lower resolution with four times the outputs, rearranged 
 pixels is answered apart).
 
 The op is private to torch, so it is trusted only after it answered as the eager forward did on the same input
-(:func:`fused_forward` checks it once per module, dtype and weights); where it is missing, fails or disagrees, the
-eager forward serves and one line says so. On a CPU whose oneDNN has no bfloat16 convolutions (AVX2 alone) the path
-is not tried (:func:`fused_available`): the engine serves float32 there, and warns where it is told to use bf16.
-Training (gradients on) never takes this path.
+(:func:`fused_forward` checks it once per module, dtype and weights, within :data:`TOLERANCE` of the dtype); where it
+is missing, fails or disagrees, the eager forward serves and one line says so. On a CPU whose oneDNN has no bfloat16
+convolutions (AVX2 alone) the path is not tried in bfloat16 (:func:`fused_available`): the engine serves float32
+there, through this path, and warns where it is told to use bf16. Training (gradients on) never takes this path.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ class FillUNet(Protocol):
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
 
-DTYPES = (torch.bfloat16,)  # what the path serves (float32, and fp16 autocast on a CPU: the eager forward)
-TOLERANCE = 0.03  # of the eager answer's largest magnitude (at least 0.01); bfloat16 keeps 8 bits
+DTYPES = (torch.bfloat16, torch.float32)  # what the path serves (fp16 autocast on a CPU: the eager forward)
+# how far the fused answer may be from the eager one, as a share of the eager answer's largest magnitude (at least
+# 0.01): bfloat16 keeps 8 bits; float32 sums the same products in another order
+TOLERANCE = {torch.bfloat16: 0.03, torch.float32: 1e-4}
 
 
 class FusedConvolution(Protocol):
@@ -199,6 +205,7 @@ class _Prepared:
 
     def __init__(self, net: FillUNet, dtype: torch.dtype, absent: int, key: tuple[object, ...]) -> None:
         self.key = key
+        self.dtype = dtype
 
         def lay(t: torch.Tensor | None) -> torch.Tensor | None:
             if t is None:
@@ -353,7 +360,7 @@ def _checked_run(
     op: FusedConvolution, net: FillUNet, p: _Prepared, x: torch.Tensor, xd: torch.Tensor, absent: int
 ) -> torch.Tensor | None:
     """The fused forward of ``xd`` (``x`` in the prepared dtype) where it answers as the eager forward of ``x`` does
-    (within :data:`TOLERANCE`), else None."""
+    (within its dtype's :data:`TOLERANCE`), else None."""
     want = net.forward_eager(x, absent).float()
     try:
         fused = _run(op, net, p, xd)
@@ -363,7 +370,7 @@ def _checked_run(
     got = fused.float()
     scale = float(want.abs().max()) if want.numel() else 0.0
     err = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
-    if not err <= TOLERANCE * max(scale, 1e-2):
+    if not err <= TOLERANCE[p.dtype] * max(scale, 1e-2):
         log.warning(
             "hybrid fill: the fused convolutions answered %.3g off the eager forward (largest value %.3g): "
             "serving the eager forward",

@@ -9,8 +9,9 @@ Not ``torch.compile`` itself: it needs a C++ compiler on the robot and compiles 
 
 A fill that runs from 1/s of the image's resolution (``space_to_depth`` s > 1) reads its blocks straight from the
 full-resolution input (:func:`blocks_kernel`: one strided convolution, no rearranging copy). In float32 on a CPU with
-AVX2 alone that is most of what this path gains: ``hybrid-subpixel``'s fill 0.78 of the eager forward's time at
-256x256 on one thread, ``hybrid-fast``'s (no blocks) 0.97 (docs/serving.md, "On a CPU with AVX2 alone").
+AVX2 alone that is most of what this path gains: ``hybrid-subpixel``'s fill took 0.87 of the eager forward's time at
+256x256 on one thread, ``hybrid-fast``'s and ``hybrid``'s (no blocks) 0.97 (docs/serving.md, "Float32 through the fused
+convolutions, and narrower fills").
 
 An up stage of few channels (``hybrid-fast``'s last) also folds its bilinear upsampling into its first convolution:
 one convolution at the lower resolution with four times the outputs, rearranged into the full-resolution image

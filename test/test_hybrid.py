@@ -1033,7 +1033,7 @@ def test_each_preset_fill_serves_fused_within_rounding_of_the_eager_forward(
         got, want = u(x, absent=DECODER_CHANNELS).float(), u.forward_eager(x, absent=DECODER_CHANNELS).float()
     prepared = u.__dict__["_fused_serving"].prepared
     assert prepared is not None and prepared.dtype == dtype  # the fused path served, in that dtype
-    share = 0.02 if dtype == torch.bfloat16 else 1e-5
+    share = 0.02 if dtype == torch.bfloat16 else 1e-4  # float32: the path's own check (another CPU, other kernels)
     assert float((got - want).abs().max()) <= share * float(want.abs().max())
 
 
@@ -1142,7 +1142,7 @@ def test_the_fill_serves_float32_through_fused_convolutions_checked_against_the_
     prepared = u.__dict__["_fused_serving"].prepared
     assert prepared is not None and prepared.key == fill_serving._weights_key(u, torch.float32, DECODER_CHANNELS)
     assert got.dtype == torch.float32 and got.shape == want.shape == (2, 4, 32, 48)
-    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
     assert fill_serving.fused_forward(u, x, DECODER_CHANNELS) is None  # gradients on: eager
 
     real = fill_serving._op()

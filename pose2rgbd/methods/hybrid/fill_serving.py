@@ -59,10 +59,11 @@ class FillUNet(Protocol):
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
 
-DTYPES = (torch.bfloat16, torch.float32)  # what the path serves (fp16 autocast on a CPU: the eager forward)
-# how far the fused answer may be from the eager one, as a share of the eager answer's largest magnitude (at least
-# 0.01): bfloat16 keeps 8 bits; float32 sums the same products in another order
+# the dtypes the path serves (fp16 autocast on a CPU: the eager forward), each with how far the fused answer may be
+# from the eager one, as a share of the eager answer's largest magnitude (at least 0.01): bfloat16 keeps 8 bits;
+# float32 sums the same products in another order
 TOLERANCE = {torch.bfloat16: 0.03, torch.float32: 1e-4}
+DTYPES = tuple(TOLERANCE)
 
 
 class FusedConvolution(Protocol):

@@ -171,6 +171,50 @@ def test_the_numba_warp_breaks_ties_as_the_torch_splat(ck) -> None:
     assert not torch.equal(a["rgb"][0], ((255 - rgb[0, 0]).float() / 127.5 - 1).permute(2, 0, 1))
 
 
+def test_points_behind_the_query_or_without_depth_land_nowhere() -> None:
+    """A keyframe with zero, negative and NaN depth among its pixels, seen by three queries: one 7 m ahead of it (its
+    surface, 5-30 m away, straddles the query's image plane: points behind it, on it, just in front and far outside
+    the view), one turned to face the keyframe (a negative depth would land in front of it) and one whose image
+    plane lies 0.5 mm in front of the point on the keyframe's optical axis (closer than the warp's 1 mm). The pixels
+    the numba warp lands on are those a plain projection of the points with positive depth and more than 1 mm in
+    front of the query gives, and the torch splat agrees."""
+    from pose2rgbd.methods.hybrid.warp import EPS_Z, splat_numba
+
+    rng = np.random.default_rng(7)
+    S, c = 33, 16  # odd: pixel (16, 16) lies on the optical axis
+    d = rng.uniform(5.0, 30.0, (S, S)).astype(np.float32)
+    d[:3] = 0.0
+    d[3:5] = -4.0
+    d[5:7, ::3] = np.nan
+    d[c, c] = 7.0
+    K = np.array([[30.0, 0.0, c], [0.0, 30.0, c], [0.0, 0.0, 1.0]])
+    T = np.tile(np.eye(4), (3, 1, 1, 1))
+    T[0, 0, 2, 3], T[0, 0, 0, 3] = -7.0, 0.3
+    T[1, 0, :3, :3] = np.diag([-1.0, 1.0, -1.0])  # turned around: z = -depth
+    T[2, 0, 2, 3] = -(7.0 - 5e-4)  # the axis point 0.5 mm in front of the query
+    rgb = rng.integers(0, 256, (3, 1, S, S, 3), dtype=np.uint8)
+    depth = np.broadcast_to(d, (3, 1, S, S)).copy()
+    usable = np.ones((3, 1), bool)
+    out = splat_numba(rgb, depth, T, K, usable, 2e4)
+    v, u = np.mgrid[0:S, 0:S]
+    z_src = d.astype(np.float64)
+    pts = np.stack([(u - c) / 30.0 * z_src, (v - c) / 30.0 * z_src, z_src, np.ones_like(z_src)], -1)
+    for b in range(3):
+        x, y, z, _ = np.moveaxis(pts @ T[b, 0].T, -1, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fu, fv = np.rint(30.0 * x / z + c), np.rint(30.0 * y / z + c)
+            ok = (z_src > 0) & (z > EPS_Z) & (fu >= 0) & (fu < S) & (fv >= 0) & (fv < S)
+        expected = np.zeros((S, S), bool)
+        expected[fv[ok].astype(int), fu[ok].astype(int)] = True
+        assert np.array_equal(out[2][b], expected), b
+    assert 0.05 < out[2][0].mean() < 0.9  # query 0: some points land, many do not
+    assert not out[2][1].any()  # turned around: the points in front of it have negative depth
+    assert not out[2][2, c, c]  # only the axis point, 0.5 mm in front, would land there
+    ref = warp_gathered(*(torch.from_numpy(a) for a in (rgb, depth, T, K, usable)), depth_min_m=0.0,
+                        depth_max_m=20.0, kernel="torch")  # fmt: skip
+    assert np.array_equal(ref["valid"][:, 0].numpy(), out[2])
+
+
 def _crowded_keyframes(B: int, k: int, S: int, seed: int) -> tuple:
     """Random keyframes with sky, invalid depth and an unusable keyframe whose points crowd into fewer query pixels;
     keyframe 2 is a recoloured copy of keyframe 0 at the same pose (each of its points ties with one of keyframe

@@ -198,6 +198,13 @@ def _splat_kernel(
     xn = np.empty(W, np.float64)
     for u in range(W):
         xn[u] = (u - cx) / fx
+    # one keyframe row at a time in two loops: the projection without a branch, which the compiler vectorizes (the
+    # two divisions per point were most of a scalar loop's time), into the row's target pixels (-1: the point lands
+    # nowhere) and depths; then the z-buffer's scalar loop over them. The same arithmetic in the same order as one
+    # loop, so the same answer bit for bit, in about half the time (docs/serving.md, "The splat's projection
+    # vectorized")
+    qrow = np.empty(W, np.int32)
+    zrow = np.empty(W, np.float64)
     for b in range(B):
         for j in range(k):
             if not usable[b, j]:
@@ -210,27 +217,27 @@ def _splat_kernel(
             for v in range(H):
                 yn = (v - cy) / fy
                 row = depth[b, j, v]
-                for u in range(W):
-                    d = np.float64(row[u])
-                    sky = d == np.inf
-                    if sky:
-                        d = sky_m
-                    elif not (d > 0.0 and d < np.inf):
-                        continue
+                for u in range(W):  # no branch: NaN / <= 0 depth and points behind or outside the view get -1
+                    d0 = np.float64(row[u])
+                    d = sky_m if d0 == np.inf else d0
                     xs = xn[u] * d
                     ys = yn * d
                     z = r20 * xs + r21 * ys + r22 * d + r23
-                    if not z > EPS_Z:
-                        continue
                     px = r00 * xs + r01 * ys + r02 * d + r03
                     py = r10 * xs + r11 * ys + r12 * d + r13
                     fu = np.rint(fx * (px / z) + cx)  # half to even, as torch.round
                     fv = np.rint(fy * (py / z) + cy)
-                    if not (fu >= 0 and fu < W and fv >= 0 and fv < H):
+                    lands = (d > 0.0) & (d < np.inf) & (z > EPS_Z) & (fu >= 0) & (fu < W) & (fv >= 0) & (fv < H)
+                    qrow[u] = np.int32(fv * W + fu) if lands else np.int32(-1)
+                    zrow[u] = z
+                for u in range(W):
+                    q = qrow[u]
+                    if q < 0:
                         continue
-                    q = int(fv) * W + int(fu)
                     if j >= n_main and bits[b, q] & main_mask:
                         continue
+                    z = zrow[u]
+                    sky = row[u] == np.inf
                     c = 1 if sky else 0
                     p = v * W + u
                     if blend:  # keyframe j's own z-buffer at q: its first point there sets it (no fill pass)

@@ -849,6 +849,40 @@ def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
         torch.testing.assert_close(u(live, absent=DECODER_CHANNELS), u(full), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("space_to_depth", [1, 2])
+def test_training_on_a_cpu_runs_the_fill_in_channels_last_with_the_gradients_of_the_plain_layout(
+    space_to_depth: int,
+) -> None:
+    """With gradients on a CPU the fill's convolutions see channels-last inputs (oneDNN's faster layout for training);
+    without them the eager forward keeps the input's layout. The answer and the weights' gradients are those of the
+    same network in float64, to float32's rounding."""
+    from pose2rgbd.methods.hybrid.network import DECODER_CHANNELS, FILL_INPUTS, FillUNet
+
+    torch.manual_seed(1)
+    u = FillUNet(FILL_INPUTS, 4, 2, space_to_depth)
+    with torch.no_grad():
+        u.out.weight.normal_(0.0, 0.1)
+    x = torch.randn(2, FILL_INPUTS - DECODER_CHANNELS, 32, 32)
+    seen: list[bool] = []
+    hook = u.stem[1][0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    y = u.forward_eager(x, DECODER_CHANNELS)
+    grads = torch.autograd.grad(y.square().sum(), list(u.parameters()))
+    with torch.no_grad():
+        u.forward_eager(x, DECODER_CHANNELS)
+    hook.remove()
+    assert seen == [True, False]
+    ref = FillUNet(FILL_INPUTS, 4, 2, space_to_depth).double()
+    ref.load_state_dict(u.state_dict())
+    y64 = ref.forward_eager(x.double(), DECODER_CHANNELS)
+    grads64 = torch.autograd.grad(y64.square().sum(), list(ref.parameters()))
+    torch.testing.assert_close(y.double(), y64, rtol=1e-4, atol=1e-5)
+    for g, g64 in zip(grads, grads64, strict=True):
+        assert float(g64.abs().sum()) > 0.0
+        torch.testing.assert_close(g.double(), g64, rtol=1e-3, atol=1e-4)
+
+
 def test_a_fill_at_half_resolution_answers_every_pixel_from_its_block() -> None:
     """``space_to_depth`` 2: the U-Net runs on the 2x2 blocks (no convolution at full resolution) and answers at
     full resolution. The zero start answers zero; an input changed in one pixel changes the answer around it only

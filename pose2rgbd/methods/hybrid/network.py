@@ -104,7 +104,7 @@ class FillUNet(nn.Module):
         """:meth:`forward` one torch op at a time (training; where the fused path does not serve). Training on a CPU
         runs it in channels-last: oneDNN's convolutions and their gradients take the layout of their input, and in
         channels-last a training step of ``hybrid-fast``'s fill (batch 16 at 128x128, one AVX2 thread, float32) took
-        0.62-0.75 of its time in the default layout (docs/results.md, "Training in channels-last")."""
+        0.61-0.77 of its time in the default layout (docs/results.md, "Training in channels-last")."""
         if x.device.type == "cpu" and torch.is_grad_enabled():
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.to_blocks(x)

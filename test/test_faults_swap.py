@@ -47,6 +47,22 @@ def _dead_pid() -> int:
     return p.pid
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises() -> Iterator[None]:
+    """These tests send SIGINT to their own process (and to the processes they start) and expect Python's
+    ``KeyboardInterrupt``. A process started in the background by a non-interactive shell (``pytest ... &`` in a
+    script) inherits SIGINT ignored, Python leaves it so, and the kernel would drop every signal the tests send: each
+    test gets Python's own handler then, and the inherited disposition back after it."""
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if inherited is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, inherited)
+
+
 @pytest.fixture
 def worker_thread() -> Iterator[threading.Thread]:
     """A thread that is alive during the swap (renderers, loaders and writers have them): blocking a signal in

@@ -850,7 +850,7 @@ def test_the_fill_unet_leaves_out_leading_channels_known_to_be_zero() -> None:
 
 
 @pytest.mark.parametrize("space_to_depth", [1, 2])
-def test_training_on_a_cpu_runs_the_fill_in_channels_last_with_the_gradients_of_the_plain_layout(
+def test_training_on_a_cpu_runs_the_fill_in_channels_last_with_float64s_gradients(
     space_to_depth: int,
 ) -> None:
     """With gradients on a CPU the fill's convolutions see channels-last inputs (oneDNN's faster layout for training);

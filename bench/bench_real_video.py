@@ -1,7 +1,8 @@
 """A real video clip end to end on held-out time blocks: Algorithm 2, a short hybrid, the baselines (not a test).
 
     .venv/bin/python bench/bench_real_video.py ../shared/data/gopro-gps-video/karma.mp4 --work /tmp/karma-bench \
-        [--train-minutes 5] [--depth selfsup|mvs|selfsup+mvs] [--depth-minutes 3] [--import-size 256x144] [--size 128]
+        [--train-minutes 5] [--depth selfsup|mvs|selfsup+mvs] [--depth-minutes 3] [--depth-steps 0] \
+        [--import-size 256x144] [--size 128]
 
 One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF track, or any clip
 ``pose2rgbd convert video`` takes). The steps, each skipped when its output is already in ``--work``:
@@ -139,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the conversion's depth (`convert video --depth`): Algorithm 2's network, multi-view stereo from the "
         "metric SfM poses, or stereo where verified and the network elsewhere",
     )
-    ap.add_argument("--depth-minutes", type=float, default=3.0, help="Algorithm 2's depth training budget")
+    ap.add_argument("--depth-minutes", type=float, default=3.0,
+                    help="Algorithm 2's depth training budget, minutes (0: --depth-steps alone)")  # fmt: skip
+    ap.add_argument("--depth-steps", type=int, default=0,
+                    help="... or steps, the first reached ends it (0: minutes alone); steps convert alike on "
+                    "any CPU")  # fmt: skip
     ap.add_argument("--lens", choices=("pinhole", "fisheye"), default="pinhole",
                     help="the conversion's lens (`convert video --lens`): pinhole (--hfov 118) or fisheye "
                     "(calibrated from the clip)")  # fmt: skip
@@ -173,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.clip is not None and not (dataset / "manifest.yaml").is_file():
         times["convert_s"] = _cli(["convert", "video", str(a.clip), "--depth", a.depth, "--depth-minutes",
-                                   str(a.depth_minutes), "--size", a.import_size, "--lens", a.lens, "--out",
-                                   str(dataset), "--no-progress"], "convert")  # fmt: skip
+                                   str(a.depth_minutes), "--depth-steps", str(a.depth_steps), "--size",
+                                   a.import_size, "--lens", a.lens, "--out", str(dataset), "--no-progress"],
+                                  "convert")  # fmt: skip
     if a.train_minutes <= 0:
         print(f"no hybrid (--train-minutes 0); the baselines alone: bench/bench_real_rgbd.py --dataset {dataset}")
         return 0

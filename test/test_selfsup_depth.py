@@ -357,7 +357,8 @@ def test_pose_graph_with_skip_edges_reduces_the_drift_of_composition() -> None:
 def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`convert video V --depth selfsup` without --gps: unscaled depth, poses from the video (pose graph)."""
+    """`convert video V --depth selfsup` without --gps: unscaled depth, poses from the video (pose graph); no
+    training budget is refused, a step budget alone (`--depth-minutes 0 --depth-steps 3`) trains that many steps."""
     import cv2
 
     from pose2rgbd.cli.main import main
@@ -382,9 +383,22 @@ def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(
     import shutil
 
     shutil.rmtree(kept[0])
-    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0.01",
+    # no budget at all: refused before any work, naming both flags
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0",
                "--no-progress", "--hfov", "60", "--trajectory-backend", "pose-graph"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc != 0 and "--depth-minutes" in err and "--depth-steps" in err, err
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+    # a step budget alone (no time limit): the network trained exactly that many steps
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0",
+               "--depth-steps", "3", "--no-progress", "--hfov", "60", "--trajectory-backend",
+               "pose-graph"])  # fmt: skip
     assert rc == 0
+    from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK
+    from pose2rgbd.models import load_checkpoint
+
+    network = load_checkpoint(out / KEPT_NETWORK)
+    assert network.step == 3 and network.train_config["max_steps"] == 3, (network.step, network.train_config)
     ds = Dataset(out)
     assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
     assert len(ds) == 10 and np.allclose(ds.frames.T_world_cam[0], np.eye(4), atol=1e-9)

@@ -139,7 +139,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "robust Sim(3) gives the poses, the depth is trained against them (metric by construction), the "
                    "pose network only where SfM has no pose; posenet: the earlier path (pose network, GPS scale "
                    "fitted afterwards, GPS poses written)")  # fmt: skip
-    v.add_argument("--depth-minutes", type=float, default=20.0, help="--depth selfsup: training time budget, minutes")
+    v.add_argument("--depth-minutes", type=float, default=20.0,
+                   help="--depth selfsup: training time budget, minutes (0: none, then --depth-steps "
+                   "alone)")  # fmt: skip
+    v.add_argument("--depth-steps", type=int, default=0,
+                   help="--depth selfsup: stop the training after this many steps, or at --depth-minutes if that "
+                   "comes first (0, default: the time budget alone). Steps give the same network on any CPU; "
+                   "minutes give a slower CPU fewer steps and a less trained network")  # fmt: skip
     v.add_argument("--trajectory-backend", choices=("compose", "pose-graph", "colmap"), default="colmap",
                    help="--depth selfsup without GPS: what makes the pseudo-absolute poses: COLMAP structure from "
                    "motion (default), the composed pose-network poses, or those refined by a pose graph")  # fmt: skip
@@ -214,6 +220,7 @@ def _video(args: argparse.Namespace) -> int:
             gps = args.video  # a GoPro MP4 carries its GPS: metric depth, not the video-only path
         res = convert_video_with_depth(
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
+            steps=args.depth_steps,
             trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), depth_poses=args.depth_poses,
             depth=args.depth, overwrite=args.overwrite,
             progress=not args.no_progress, gps_format=args.gps_format,

@@ -52,6 +52,7 @@ def convert_video_with_depth(
     model_cfg: SelfSupDepthConfig | None = None,
     train_cfg: TrainConfig | None = None,
     minutes: float = 20.0,
+    steps: int = 0,
     scale_cfg: ScaleConfig | None = None,
     trajectory_cfg: TrajectoryConfig | None = None,
     depth_poses: str = "metric",
@@ -62,7 +63,9 @@ def convert_video_with_depth(
     progress: bool = True,
     **convert_kw: Any,
 ) -> ExportResult:
-    """Convert, train depth on the flight for ``minutes`` (unless ``train_cfg`` sets the budget), export.
+    """Convert, train depth on the flight for ``minutes`` or ``steps``, whichever ends first (0: no limit of that
+    kind; ``train_cfg`` instead sets the whole training), export. A step budget trains the same network on any CPU;
+    a time budget buys steps in proportion to the CPU's speed.
 
     With a GPS log and ``depth_poses="metric"`` (default): metric poses first (COLMAP structure from motion aligned
     to the GPS positions by a robust Sim(3), :mod:`pose2rgbd.methods.selfsup_depth.metric`; the pose network where
@@ -81,6 +84,9 @@ def convert_video_with_depth(
     if depth != "selfsup" and (gps_log is None or depth_poses != "metric"):
         raise ConfigError(f"--depth {depth} needs GPS and metric poses (--depth-poses metric): multi-view stereo "
                           "takes its scale from structure from motion aligned to the GPS")  # fmt: skip
+    if depth != "mvs" and train_cfg is None and (minutes < 0 or steps < 0 or not (minutes > 0 or steps > 0)):
+        raise ConfigError(f"depth training budget {minutes} min / {steps} steps: give a positive number of minutes "
+                          "(--depth-minutes), of steps (--depth-steps) or both; the first reached ends it")  # fmt: skip
     out = Path(out)
     inputs = tuple(p for p in (video, gps_log, convert_kw.get("attitude")) if p is not None)
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
@@ -115,8 +121,8 @@ def convert_video_with_depth(
             shutil.rmtree(work, ignore_errors=True)
             assert mvs.result is not None
             return mvs.result
-        tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, val_every=0, progress=progress,
-                                      tensorboard=False)  # fmt: skip
+        tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, max_steps=steps, val_every=0,
+                                      progress=progress, tensorboard=False)  # fmt: skip
         stage = "training"
         trained = step(TrainStage(frames, metric, model_cfg or SelfSupDepthConfig(), tc))
         pose_mode = "video" if gps_log is None else "metric" if metric is not None else "dataset"

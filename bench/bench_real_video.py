@@ -12,7 +12,10 @@ One command, the clip's path as argument (a GoPro MP4 with its GPS in the GPMF t
    clip against those poses (Algorithm 2). That depth is what the depth columns are scored against: **a network's
    output scaled to the SfM-metric poses, not a sensor's measurement**. A second depth table scores every answer,
    and that depth itself, at points triangulated among the test frames (``evaluate``'s ``point_depth``): a
-   yardstick that does not come from the network.
+   yardstick that does not come from the network. Three minutes are less than ``convert video``'s default (20) and
+   buy a slower CPU fewer steps: hero7 got 97-104 on a CPU with AVX2 alone and 170-227 with AVX-512, and the
+   renderer's margins over reprojection follow the depth's quality (docs/results.md, "hero7 on a CPU with AVX2
+   alone: the conversion's depth budget"). ``--depth-steps N --depth-minutes 0`` converts alike on any CPU.
 2. ``pose2rgbd train --method hybrid --preset hybrid-fast --split route --size 128 --lr 1e-3 --max-minutes N``
    (``--geometry fused``: with ``--model.geometry fused``, in ``WORK/hybrid-fused``) on the
    converted dataset (the route split: the time-ordered frames in 10 contiguous blocks, one held out for validation,

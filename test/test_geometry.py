@@ -59,6 +59,29 @@ def test_quat_matrix_round_trip_and_canonical_sign(q):
     np.testing.assert_allclose(canonical_quat_xyzw(-qc), qc, atol=1e-12)
 
 
+def test_matrix_to_quat_orthogonalizes_only_what_is_not_a_rotation() -> None:
+    """Rotation matrices skip SciPy's orthogonalization and give its answer; a matrix that is not orthonormal (a
+    scaled one, a perturbed one, one of them in a batch of rotations) still gets the quaternion of the nearest
+    rotation; a reflection is not taken for a rotation. The sign rule holds on both paths, w = 0 included."""
+    R = Rotation.random(64, random_state=3).as_matrix()
+    R[0] = np.diag([1.0, -1.0, -1.0])  # 180 deg about x: w = 0, x decides the sign
+    R[1] = np.diag([-1.0, -1.0, 1.0])  # about z: w = 0 and x = y = 0, z decides
+    full = Rotation.from_matrix(R).as_quat()
+    want = np.where(full[:, 3:] < 0, -full, full)
+    want[0], want[1] = [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]
+    np.testing.assert_allclose(matrix_to_quat_xyzw(R), want, atol=1e-12)
+    rng = np.random.default_rng(0)
+    bent = R + rng.normal(0.0, 1e-3, R.shape)
+    for batch in (bent, 1.01 * R, np.concatenate([R[:8], bent[8:9]])):
+        got = matrix_to_quat_xyzw(batch)
+        nearest = Rotation.from_matrix(batch).as_quat()  # SciPy's orthogonalization
+        np.testing.assert_allclose(got, np.where(nearest[:, 3:] < 0, -nearest, nearest), atol=1e-12)
+        assert not np.allclose(got, Rotation.from_matrix(batch, assume_valid=True).as_quat(), atol=1e-6)
+    mirror = np.concatenate([R[:3], (R[3] @ np.diag([1.0, 1.0, -1.0]))[None]])  # orthonormal, det -1
+    with pytest.raises(GeometryError, match="rotation matrix 3: determinant -1 <= 0, a reflection"):
+        matrix_to_quat_xyzw(mirror)
+
+
 def test_quat_order_is_xyzw():
     # 90 deg about z: x, y, z, w = 0, 0, sin45, cos45
     q = np.array([0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5)])

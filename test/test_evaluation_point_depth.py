@@ -10,8 +10,10 @@ import pytest
 from pose2rgbd.dataset import Dataset, build_cache
 from pose2rgbd.evaluation import evaluate
 from pose2rgbd.evaluation.point_depth import (
+    CHECK_WARN_RELATIVE,
     FramePoints,
     PointDepthAccumulator,
+    dataset_depth_at_points,
     estimated_depth_source,
     triangulate_test_frames,
 )
@@ -124,3 +126,29 @@ def test_evaluate_scores_depth_at_points_where_the_dataset_depth_was_estimated(t
     assert 'docs/models.md, "Depth at triangulated points"' in md  # a section that exists there
     with pytest.raises(Exception, match="point_depth"):
         evaluate(res.last, transect, write_files=False, progress=False, point_depth="maybe")
+
+
+def test_a_datasets_own_depth_is_checked_at_points_triangulated_among_runs_of_its_frames(transect: Path) -> None:
+    """The simulator's true depth lies at the points (median relative error near 0, scale 1); the same depth 1.3
+    times too far, with no depth on half of each image, is 30 % from them, called far, and counts its missing points;
+    runs of ~32 frames in time order, or of the length asked."""
+    ds = Dataset(transect)
+    true = dataset_depth_at_points(ds)
+    assert true.runs == 4 and len(true.relative_per_run) == 4 and true.block == 32  # 121 frames
+    assert true.points > 1000 and true.frames_with_points > 100 and true.missing_fraction == 0.0
+    assert true.median_relative < 0.05 and abs(true.median_ratio - 1.0) < 0.01 and not true.far
+    assert all(r is not None and r < 0.1 for r in true.relative_per_run)
+    assert true.absrel > true.median_relative  # the mean: a few wrong near points weigh in
+    assert f"{true.points} points" in true.describe() and "median relative error" in true.describe()
+    read = ds.read_depth
+
+    def scaled_with_holes(i: int) -> np.ndarray:
+        d = 1.3 * read(i)
+        d[:, : d.shape[1] // 2] = np.nan  # no depth on the left half
+        return d
+
+    ds.read_depth = scaled_with_holes  # type: ignore[method-assign]
+    far = dataset_depth_at_points(ds, block=60)
+    assert far.runs == 2 and 0.2 < far.missing_fraction < 0.8 and far.far
+    assert far.median_relative == pytest.approx(0.3, abs=0.02) and far.median_relative > CHECK_WARN_RELATIVE
+    assert far.median_ratio == pytest.approx(1.3, abs=0.013)

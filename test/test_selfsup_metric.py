@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -251,6 +254,15 @@ def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few
     print_export(res)
     text = capsys.readouterr().out
     assert "metric poses: 0 of" in text and "FELL BACK to the pose network" in text
+    # the written depth checked at points triangulated among its frames: in the result, printed, in the summary
+    assert res.depth_at_points is not None and res.depth_at_points.runs == 1
+    assert f"depth check: {res.depth_at_points.describe()}" in text
+    summary = json.loads((res.path / "report" / "summary.json").read_text())
+    assert summary["depth_at_points"]["runs"] == 1 and "frames" in summary  # added, nothing else lost
+    from pose2rgbd.convert.video_depth import _checked  # check_depth False (--no-depth-check): nothing scored
+
+    unchecked = dataclasses.replace(res, depth_at_points=None)
+    assert _checked(unchecked, False, False) is unchecked
     ds = Dataset(res.path)
     assert ds.manifest.depth_kind == "metric" and ds.manifest.extra["depth"]["scaled_from"] == "gps"
     poses = ds.manifest.extra["poses"]

@@ -146,6 +146,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="--depth selfsup: stop the training after this many steps, or at --depth-minutes if that "
                    "comes first (0, default: the time budget alone). Steps give the same network on any CPU; "
                    "minutes give a slower CPU fewer steps and a less trained network")  # fmt: skip
+    v.add_argument("--no-depth-check", action="store_true",
+                   help="--depth with GPS: skip scoring the written depth at points triangulated among runs of 32 "
+                   "frames (about 0.15 s per frame; the score goes into report/summary.json, a warning where it "
+                   "is far)")  # fmt: skip
     v.add_argument("--trajectory-backend", choices=("compose", "pose-graph", "colmap"), default="colmap",
                    help="--depth selfsup without GPS: what makes the pseudo-absolute poses: COLMAP structure from "
                    "motion (default), the composed pose-network poses, or those refined by a pose graph")  # fmt: skip
@@ -220,7 +224,7 @@ def _video(args: argparse.Namespace) -> int:
             gps = args.video  # a GoPro MP4 carries its GPS: metric depth, not the video-only path
         res = convert_video_with_depth(
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
-            steps=args.depth_steps,
+            steps=args.depth_steps, check_depth=not args.no_depth_check,
             trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), depth_poses=args.depth_poses,
             depth=args.depth, overwrite=args.overwrite,
             progress=not args.no_progress, gps_format=args.gps_format,

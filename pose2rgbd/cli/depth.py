@@ -111,6 +111,9 @@ def print_export(res: object) -> None:
         print(f"  source {sid}: scale {f.scale:.4g} +- {f.sigma:.2g} m per unit ({f.n_windows} windows, "
               f"{f.n_hover} hover windows rejected)")  # fmt: skip
     print_metric(getattr(res, "metric", {}))
+    checked = getattr(res, "depth_at_points", None)
+    if checked is not None:  # convert video: the warning, where it is far, was logged with what to do
+        print(f"  depth check: {checked.describe()}" + ("  (FAR: see the warning above)" if checked.far else ""))
     print(f"  report: {path / 'report'}")
     if getattr(res, "collapsed", False):
         print(f"WARNING: {res.warning}", file=sys.stderr)  # type: ignore[attr-defined]

@@ -17,11 +17,13 @@ names the ``pose2rgbd depth export`` command that exports from it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.mvs_depth import DEPTH_CHOICES, MvsStage
@@ -31,8 +33,11 @@ from pose2rgbd.convert.stages.depth_chain import ExportStage, FramesStage, Metri
 from pose2rgbd.convert.stages.depth_export import ExportResult
 from pose2rgbd.convert.stages.scale import ScaleConfig
 from pose2rgbd.convert.stages.work import Product, Stage, finished_stages, run_stage
+from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
+from pose2rgbd.evaluation.point_depth import CHECK_WARN_RELATIVE, dataset_depth_at_points
 from pose2rgbd.geometry.mvs import MvsConfig
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
@@ -59,6 +64,7 @@ def convert_video_with_depth(
     metric_cfg: MetricPosesConfig | None = None,
     depth: str = "selfsup",
     mvs_cfg: MvsConfig | None = None,
+    check_depth: bool = True,
     overwrite: bool = False,
     progress: bool = True,
     **convert_kw: Any,
@@ -76,7 +82,11 @@ def convert_video_with_depth(
     default COLMAP structure from motion). ``depth``: ``selfsup`` (the network's depth), ``mvs`` (multi-view
     stereo from the metric poses instead: no training, the stage :class:`~pose2rgbd.convert.mvs_depth.MvsStage`
     after the metric poses; ``mvs_cfg`` its settings) or ``selfsup+mvs`` (the network exported into the work
-    folder, then stereo where verified and the network elsewhere); both need GPS and metric poses."""
+    folder, then stereo where verified and the network elsewhere); both need GPS and metric poses.
+
+    ``check_depth`` (metric depth): the written depth is scored at points triangulated among runs of its frames
+    (:func:`~pose2rgbd.evaluation.point_depth.dataset_depth_at_points`), into the report's ``summary.json``
+    (``depth_at_points``) and the result; a warning where it is far from them."""
     if depth_poses not in DEPTH_POSES:
         raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
     if depth not in DEPTH_CHOICES:
@@ -120,7 +130,7 @@ def convert_video_with_depth(
             mvs.run(out, progress=progress)
             shutil.rmtree(work, ignore_errors=True)
             assert mvs.result is not None
-            return mvs.result
+            return _checked(mvs.result, check_depth, progress)
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, max_steps=steps, val_every=0,
                                       progress=progress, tensorboard=False)  # fmt: skip
         stage = "training"
@@ -169,7 +179,28 @@ def convert_video_with_depth(
         raise _with_note(e, note) from e
     shutil.rmtree(work, ignore_errors=True)
     assert export.result is not None
-    return export.result
+    return _checked(export.result, check_depth, progress)
+
+
+def _checked(res: ExportResult, check: bool, progress: bool) -> ExportResult:
+    """``res`` with its written depth scored at points triangulated among its frames (metric depth; ``check``),
+    the score added to the dataset's ``report/summary.json``."""
+    ds = Dataset(res.path)
+    if not check or ds.manifest.depth_kind != "metric":
+        return res
+    found = dataset_depth_at_points(ds, progress=progress)
+    log.info("%s", found.describe())
+    if found.far:
+        log.warning("the converted depth is far from the points triangulated among its own frames (median relative "
+                    "error %.3f > %.2f): train the depth longer (--depth-minutes, --depth-steps: docs/results.md, "
+                    "\"hero7 on a CPU with AVX2 alone\") or check the poses in the report",
+                    found.median_relative, CHECK_WARN_RELATIVE)  # fmt: skip
+    summary = res.path / "report" / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        data["depth_at_points"] = found.as_dict()
+        write_text_atomic(summary, json_text(data))
+    return dataclasses.replace(res, depth_at_points=found)
 
 
 def work_folder(out: Path) -> Path:

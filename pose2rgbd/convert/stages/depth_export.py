@@ -30,6 +30,7 @@ from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, TooLittleGpsMo
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.evaluation.point_depth import DepthAtPoints
 from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
@@ -53,6 +54,7 @@ class ExportResult:
     collapsed: bool = False  # the depth is (nearly) constant: net.is_collapsed
     warning: str = ""  # the collapse warning, when collapsed
     metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
+    depth_at_points: DepthAtPoints | None = None  # convert video: the written depth against triangulated points
 
 
 class DepthSource(SourceBase):

@@ -195,6 +195,14 @@ def test_depth_train_and_export_with_metric_poses(tmp_path, capsys) -> None:  # 
     assert rc == 0
     text = capsys.readouterr().out
     assert "metric poses: 10 of 16 frames" in text and "0-9 sfm, 10-15 posenet" in text and "scale check" in text
+    assert "depth check: " in text  # the written depth at triangulated points, as `convert video` checks it
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["depth_at_points"]["runs"] == 1
+    rc = main(["depth", "export", "--dataset", str(ds_path), "--checkpoint", str(run / "last.pt"), "--out",
+               str(tmp_path / "unchecked"), "--poses", "metric", "--min-baseline", "1.5", "--set",
+               "scale.min_windows=2", "--no-progress", "--no-depth-check"])  # fmt: skip
+    assert rc == 0 and "depth check: " not in capsys.readouterr().out
+    assert "depth_at_points" not in json.loads((tmp_path / "unchecked" / "report" / "summary.json").read_text())
     ds = Dataset(out)
     assert ds.manifest.depth_kind == "metric"
     poses = ds.manifest.extra["poses"]
@@ -259,10 +267,12 @@ def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few
     assert f"depth check: {res.depth_at_points.describe()}" in text
     summary = json.loads((res.path / "report" / "summary.json").read_text())
     assert summary["depth_at_points"]["runs"] == 1 and "frames" in summary  # added, nothing else lost
-    from pose2rgbd.convert.video_depth import _checked  # check_depth False (--no-depth-check): nothing scored
+    # again on the same dataset: the same score (the summary is rewritten, not extended)
+    from pose2rgbd.convert.stages.depth_export import check_written_depth
 
-    unchecked = dataclasses.replace(res, depth_at_points=None)
-    assert _checked(unchecked, False, False) is unchecked
+    again = check_written_depth(dataclasses.replace(res, depth_at_points=None))
+    assert again.depth_at_points == res.depth_at_points
+    assert json.loads((res.path / "report" / "summary.json").read_text()) == summary
     ds = Dataset(res.path)
     assert ds.manifest.depth_kind == "metric" and ds.manifest.extra["depth"]["scaled_from"] == "gps"
     poses = ds.manifest.extra["poses"]

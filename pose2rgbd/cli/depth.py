@@ -79,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "structure from motion aligned to the GPS poses by a robust Sim(3) (the model's metric poses "
                    "file, or computed), the pose network between")  # fmt: skip
     e.add_argument("--overwrite", action="store_true", help="replace an earlier output dataset")
+    e.add_argument("--no-depth-check", action="store_true",
+                   help="metric depth: skip scoring it at points triangulated among runs of 32 frames (as `convert "
+                   "video`: report/summary.json's depth_at_points, a warning where it is far)")  # fmt: skip
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(e, _export_schema, EXPORT_ALIASES, config_help="YAML with 'scale:' / 'trajectory:' sections")
     e.set_defaults(func=_export)
@@ -148,12 +151,14 @@ def print_metric(m: dict) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.stages.depth_export import export_depth
+    from pose2rgbd.convert.stages.depth_export import check_written_depth, export_depth
 
     cfg = config_from_args(args)
     res = export_depth(args.dataset, args.checkpoint, args.out, gps=args.gps, poses=args.poses,
                        scale_cfg=cfg["scale"], trajectory_cfg=cfg["trajectory"], metric_cfg=cfg["metric"],
                        overwrite=args.overwrite,
                        progress=not args.no_progress)  # fmt: skip
+    if not args.no_depth_check:
+        res = check_written_depth(res, progress=not args.no_progress)
     print_export(res)
     return 0

@@ -17,27 +17,22 @@ names the ``pose2rgbd depth export`` command that exports from it."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.mvs_depth import DEPTH_CHOICES, MvsStage
 from pose2rgbd.convert.pipeline import Source
 from pose2rgbd.convert.sources.video import VideoFramesSource, VideoSource
 from pose2rgbd.convert.stages.depth_chain import ExportStage, FramesStage, MetricPosesStage, TrainStage
-from pose2rgbd.convert.stages.depth_export import ExportResult
+from pose2rgbd.convert.stages.depth_export import ExportResult, check_written_depth
 from pose2rgbd.convert.stages.scale import ScaleConfig
 from pose2rgbd.convert.stages.work import Product, Stage, finished_stages, run_stage
-from pose2rgbd.dataset import Dataset
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
-from pose2rgbd.evaluation.point_depth import CHECK_WARN_RELATIVE, dataset_depth_at_points
 from pose2rgbd.geometry.mvs import MvsConfig
-from pose2rgbd.jsonio import json_text
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
@@ -84,9 +79,7 @@ def convert_video_with_depth(
     after the metric poses; ``mvs_cfg`` its settings) or ``selfsup+mvs`` (the network exported into the work
     folder, then stereo where verified and the network elsewhere); both need GPS and metric poses.
 
-    ``check_depth`` (metric depth): the written depth is scored at points triangulated among runs of its frames
-    (:func:`~pose2rgbd.evaluation.point_depth.dataset_depth_at_points`), into the report's ``summary.json``
-    (``depth_at_points``) and the result; a warning where it is far from them."""
+    ``check_depth``: :func:`~pose2rgbd.convert.stages.depth_export.check_written_depth` on the written dataset."""
     if depth_poses not in DEPTH_POSES:
         raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
     if depth not in DEPTH_CHOICES:
@@ -130,7 +123,7 @@ def convert_video_with_depth(
             mvs.run(out, progress=progress)
             shutil.rmtree(work, ignore_errors=True)
             assert mvs.result is not None
-            return _checked(mvs.result, check_depth, progress)
+            return check_written_depth(mvs.result, progress=progress) if check_depth else mvs.result
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, max_steps=steps, val_every=0,
                                       progress=progress, tensorboard=False)  # fmt: skip
         stage = "training"
@@ -179,28 +172,7 @@ def convert_video_with_depth(
         raise _with_note(e, note) from e
     shutil.rmtree(work, ignore_errors=True)
     assert export.result is not None
-    return _checked(export.result, check_depth, progress)
-
-
-def _checked(res: ExportResult, check: bool, progress: bool) -> ExportResult:
-    """``res`` with its written depth scored at points triangulated among its frames (metric depth; ``check``),
-    the score added to the dataset's ``report/summary.json``."""
-    ds = Dataset(res.path)
-    if not check or ds.manifest.depth_kind != "metric":
-        return res
-    found = dataset_depth_at_points(ds, progress=progress)
-    log.info("%s", found.describe())
-    if found.far:
-        log.warning("the converted depth is far from the points triangulated among its own frames (median relative "
-                    "error %.3f > %.2f): train the depth longer (--depth-minutes, --depth-steps: docs/results.md, "
-                    "\"hero7 on a CPU with AVX2 alone\") or check the poses in the report",
-                    found.median_relative, CHECK_WARN_RELATIVE)  # fmt: skip
-    summary = res.path / "report" / "summary.json"
-    if summary.is_file():
-        data = json.loads(summary.read_text())
-        data["depth_at_points"] = found.as_dict()
-        write_text_atomic(summary, json_text(data))
-    return dataclasses.replace(res, depth_at_points=found)
+    return check_written_depth(export.result, progress=progress) if check_depth else export.result
 
 
 def work_folder(out: Path) -> Path:

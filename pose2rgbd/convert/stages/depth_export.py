@@ -12,6 +12,8 @@ time with its uncertainty, the trajectory plot (:mod:`.depth_report`) and ``summ
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
 from pose2rgbd.convert.stages.depth_report import metric_report, write_report
@@ -30,7 +33,8 @@ from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, TooLittleGpsMo
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
 from pose2rgbd.errors import ConfigError, SyncError
-from pose2rgbd.evaluation.point_depth import DepthAtPoints
+from pose2rgbd.evaluation.point_depth import CHECK_WARN_RELATIVE, DepthAtPoints, dataset_depth_at_points
+from pose2rgbd.jsonio import json_text
 from pose2rgbd.methods.selfsup_depth.metric import MetricPoses, MetricPosesConfig, compute_metric_poses
 from pose2rgbd.methods.selfsup_depth.net import SelfSupDepthNet, collapse_message, depth_spread, is_collapsed
 from pose2rgbd.methods.selfsup_depth.recipe import has_gps_poses
@@ -366,3 +370,26 @@ def _metric_trajectory(
         T_c[:, :3, 3] *= u
         out[idx] = fill_gaps(mp.T_world_cam[idx], ok, T_c)
     return out
+
+
+def check_written_depth(res: ExportResult, *, progress: bool = False) -> ExportResult:
+    """``res`` with its written metric depth scored at points triangulated among runs of its frames
+    (:func:`~pose2rgbd.evaluation.point_depth.dataset_depth_at_points`): logged, added to the dataset's
+    ``report/summary.json`` as ``depth_at_points``, and a warning where it is far from them. Unscaled depth is not
+    checked (its scale is not the poses')."""
+    ds = Dataset(res.path)
+    if ds.manifest.depth_kind != "metric":
+        return res
+    found = dataset_depth_at_points(ds, progress=progress)
+    log.info("%s", found.describe())
+    if found.far:
+        log.warning("the converted depth is far from the points triangulated among its own frames (median relative "
+                    "error %.3f > %.2f): train the depth longer (--depth-minutes, --depth-steps: docs/results.md, "
+                    "\"hero7 on a CPU with AVX2 alone\") or check the poses in the report",
+                    found.median_relative, CHECK_WARN_RELATIVE)  # fmt: skip
+    summary = res.path / "report" / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        data["depth_at_points"] = found.as_dict()
+        write_text_atomic(summary, json_text(data))
+    return dataclasses.replace(res, depth_at_points=found)

@@ -58,7 +58,7 @@ class ExportResult:
     collapsed: bool = False  # the depth is (nearly) constant: net.is_collapsed
     warning: str = ""  # the collapse warning, when collapsed
     metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
-    depth_at_points: DepthAtPoints | None = None  # convert video: the written depth against triangulated points
+    depth_at_points: DepthAtPoints | None = None  # check_written_depth: the written depth at triangulated points
 
 
 class DepthSource(SourceBase):

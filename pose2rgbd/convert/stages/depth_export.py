@@ -383,10 +383,14 @@ def check_written_depth(res: ExportResult, *, progress: bool = False) -> ExportR
     found = dataset_depth_at_points(ds, progress=progress)
     log.info("%s", found.describe())
     if found.far:
+        far_runs = sum(1 for r in found.relative_per_run if r is not None and r > CHECK_WARN_RELATIVE)
         log.warning("the converted depth is far from the points triangulated among its own frames (median relative "
-                    "error %.3f > %.2f): train the depth longer (--depth-minutes, --depth-steps: docs/results.md, "
-                    "\"hero7 on a CPU with AVX2 alone\") or check the poses in the report",
-                    found.median_relative, CHECK_WARN_RELATIVE)  # fmt: skip
+                    "error %.3f > %.2f; %d of %d runs of frames): train the depth longer (--depth-minutes, "
+                    "--depth-steps: docs/results.md, \"hero7 on a CPU with AVX2 alone\"). Or the points are wrong: "
+                    "a camera turning in place, a rolling shutter or a time offset between poses and frames "
+                    "mis-triangulates them (a few runs far off: look at depth_at_points in %s and the poses in the "
+                    "report)", found.median_relative, CHECK_WARN_RELATIVE, far_runs, len(found.relative_per_run),
+                    res.path / "report" / "summary.json")  # fmt: skip
     summary = res.path / "report" / "summary.json"
     if summary.is_file():
         data = json.loads(summary.read_text())

@@ -126,6 +126,21 @@ def triangulate_test_frames(
     return FramePoints(uv_out, z_out, len(frames))
 
 
+def depth_at_frame_points(
+    points: FramePoints, row: int, depth: np.ndarray, max_depth: float = np.inf
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A depth map ``depth`` (H, W) of dataset row ``row`` read at that frame's points: ``(depth, the points'
+    depth)`` where it is finite and positive, among the points within ``max_depth``, and how many of those it has no
+    depth at (sky, a hole)."""
+    uv, z = points.uv.get(int(row)), points.z.get(int(row))
+    if uv is None or z is None or not len(z):
+        return np.zeros(0), np.zeros(0), 0
+    d = np.asarray(depth[uv[:, 1], uv[:, 0]], np.float64)
+    scored = z <= max_depth
+    have = scored & np.isfinite(d) & (d > 0)
+    return d[have], z[have], int((scored & ~have).sum())
+
+
 class PointDepthAccumulator:
     """Depth errors of renders at the test frames' triangulated points (:class:`FramePoints`), batch by batch.
 
@@ -143,17 +158,12 @@ class PointDepthAccumulator:
         if pred_depth is None:
             return
         for b, i in enumerate(np.asarray(frames, np.int64)):
-            uv, z = self.points.uv.get(int(i)), self.points.z.get(int(i))
-            if uv is None or z is None or not len(z):
-                continue
-            d = np.asarray(pred_depth[b][uv[:, 1], uv[:, 0]], np.float64)
-            scored = z <= self.max_depth
-            have = scored & np.isfinite(d) & (d > 0)
-            err = np.abs(d[have] - z[have])
+            d, z, missing = depth_at_frame_points(self.points, int(i), pred_depth[b], self.max_depth)
+            err = np.abs(d - z)
             self.abs += float(err.sum())
-            self.rel += float((err / z[have]).sum())
-            self.n += int(have.sum())
-            self.missing += int((scored & ~have).sum())
+            self.rel += float((err / z).sum())
+            self.n += len(z)
+            self.missing += missing
 
     def result(self) -> dict[str, float]:
         total = self.n + self.missing
@@ -227,15 +237,13 @@ def dataset_depth_at_points(ds: Dataset, *, block: int = CHECK_BLOCK, progress: 
             pts = triangulate_test_frames(ds, rows, T[rows], ds.camera, rot_weight_m=weight)
             run_rel = []
             for i in rows:
-                uv, z = pts.uv[int(i)], pts.z[int(i)]
-                if not len(z):
+                if not len(pts.z[int(i)]):
                     continue
                 with_points += 1
-                d = np.asarray(ds.read_depth(int(i)), np.float64)[uv[:, 1], uv[:, 0]]
-                ok = np.isfinite(d) & (d > 0)
-                missing += int((~ok).sum())
-                run_rel.append(np.abs(d[ok] - z[ok]) / z[ok])
-                ratio.append(d[ok] / z[ok])
+                d, z, lost = depth_at_frame_points(pts, int(i), ds.read_depth(int(i)))
+                missing += lost
+                run_rel.append(np.abs(d - z) / z)
+                ratio.append(d / z)
             r = np.concatenate(run_rel) if run_rel else np.zeros(0)
             per_run.append(float(np.median(r)) if r.size else None)
             rel.append(r)

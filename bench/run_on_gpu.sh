@@ -57,7 +57,8 @@ EOF
     ;;
 render)
     # a failed test does not stop the measurement; the log says which failed
-    $PY -m pytest -q -m gpu -p no:cacheprovider test/test_hybrid_serving.py test/test_training_trainer.py 2>&1 \
+    $PY -m pytest -q -m gpu -p no:cacheprovider test/test_hybrid_serving.py test/test_training_trainer.py \
+        test/test_geometry_training.py 2>&1 \
         | tee "$OUT/gpu-tests.log" || echo "gpu tests: FAILED (see above)"
     $PY bench/bench_engine.py --device "${RENDER_DEVICE:-cuda}" --presets hybrid-fast --sizes ${RENDER_SIZES:-512} \
         --precisions auto fp32 --keyframes "${RENDER_KEYFRAMES:-1801}" --bag-seconds 30 --throughput-batches 1 4 16 64 \

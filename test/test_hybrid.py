@@ -471,6 +471,21 @@ def test_refinement_refuses_the_hybrid_whose_warp_has_no_pose_gradient(plane) ->
             Refiner(model)
 
 
+def test_the_depth_range_read_once_follows_every_change_of_the_buffer() -> None:
+    """The forward reads the depth range from its buffer once (on a GPU each read waits for the queued kernels);
+    setting a new range and loading a state dict with another must both be seen by the next read."""
+    model = build_model(HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6))
+    model.set_depth_normalizer(DepthNormalizer(0.5, 40.0))
+    assert (model.depth_normalizer.min_m, model.depth_normalizer.max_m) == (0.5, 40.0)
+    model.set_depth_normalizer(DepthNormalizer(1.0, 80.0))
+    assert (model.depth_normalizer.min_m, model.depth_normalizer.max_m) == (1.0, 80.0)
+    other = build_model(HybridConfig(size=SIZE, dense_channels=32, trunk_channels=[16] * 6))
+    other.set_depth_normalizer(DepthNormalizer(2.0, 300.0))
+    model.load_state_dict(other.state_dict())
+    assert (model.depth_normalizer.min_m, model.depth_normalizer.max_m) == (2.0, 300.0)
+    assert model.depth_range_m == (2.0, 300.0)
+
+
 def test_a_pose_dimension_constant_in_training_still_reaches_the_warp(plane) -> None:
     """The engine gives the model only the normalized pose; a dimension that never varied in training (here the
     altitude: every keyframe at 24 m) used to normalize to 0 and come back as 24 m, so a query at 21 m was warped

@@ -46,6 +46,7 @@ from pose2rgbd.placemap.fused.render import FusedRenderer, FusedView
 
 if TYPE_CHECKING:
     from pose2rgbd.geometry.camera import PinholeCamera
+    from pose2rgbd.models.normalization import DepthNormalizer
     from pose2rgbd.placemap.keyframe_view import SizedKeyframes
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ class HybridNet(Protocol):
     keyframes: SizedKeyframes | None
     keyframe_times: tuple[np.ndarray, np.ndarray] | None
     rot_weight_m: torch.Tensor
-    depth_range: torch.Tensor
 
     @property
     def camera(self) -> PinholeCamera | None: ...
+
+    @property
+    def depth_normalizer(self) -> DepthNormalizer: ...
 
 
 @dataclass
@@ -261,7 +264,8 @@ class FusedInput:
             )
         views = self.views(model, T_world_cam, exclude)
         dev = warped["rgb"].device
-        lo, hi = (float(v) for v in model.depth_range.tolist())
+        dn = model.depth_normalizer
+        lo, hi = dn.min_m, dn.max_m
         depth = torch.from_numpy(np.stack([v.depth for v in views])[:, None]).to(dev)
         surface = torch.from_numpy(np.stack([v.surface for v in views])[:, None]).to(dev)
         coloured = torch.from_numpy(np.stack([v.valid for v in views])[:, None]).to(dev)

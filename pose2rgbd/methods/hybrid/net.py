@@ -186,6 +186,7 @@ class HybridNet(PoseToImage, ModelBase):
         self._ground_rays: tuple[tuple[float, ...], torch.Tensor] | None = None
         self._keyframes_on_device: KeyframesOnDevice | None = None  # on a GPU: gather_keyframes
         self._ground_values: np.ndarray | None = None  # the ground_plane buffer on the CPU (read once: `ground`)
+        self._depth_range_values: tuple[float, float] | None = None  # the depth_range buffer, likewise
         # model.hole_border auto: what fit_hole_border found for the place: [1 if its border holes take the nearest
         # keyframe's depth else 0, the background rule's error (m), the nearest keyframe's (m), pixels]; NaN: not fitted
         self.hole_border_fit: torch.Tensor
@@ -336,6 +337,7 @@ class HybridNet(PoseToImage, ModelBase):
         state_dict.setdefault(prefix + "hole_border_fit", _unfitted_border())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ground_values = None  # the plane may have changed: read the buffer again
+        self._depth_range_values = None  # ... and the depth range
         self._border_chosen = None
 
     def select_keyframes(
@@ -427,11 +429,16 @@ class HybridNet(PoseToImage, ModelBase):
     # -- depth range ---------------------------------------------------------------------------------------
     @property
     def depth_normalizer(self) -> DepthNormalizer:
-        lo, hi = (float(v) for v in self.depth_range.tolist())
-        return DepthNormalizer(lo, hi)
+        # read from the buffer once, not at each of the forward's several uses: on a GPU each read is a wait for
+        # every kernel queued before it; set_depth_normalizer and a state dict's load read it again
+        if self._depth_range_values is None:
+            lo, hi = (float(v) for v in self.depth_range.tolist())
+            self._depth_range_values = (lo, hi)
+        return DepthNormalizer(*self._depth_range_values)
 
     def set_depth_normalizer(self, dn: DepthNormalizer) -> None:
         self.depth_range.copy_(torch.tensor([dn.min_m, dn.max_m], dtype=torch.float64))
+        self._depth_range_values = None
         if self.decoder is not None:
             self.decoder.set_depth_normalizer(dn)
 

@@ -4,6 +4,7 @@ training recipe through the generic trainer, the depth export, and the errors on
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -257,12 +258,33 @@ def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> N
     res = train("selfsup-depth", ds_path, tmp_path / "run", mc, _tc())
     assert res.steps == 2 and res.last.is_file()
     assert np.isfinite(res.final_val["val/photometric"])
+    # the report of the conversion the frames came from (as `convert video` leaves it in its work folder): the
+    # recording's figures and entries come along; an earlier depth's figures and numbers do not
+    earlier = ds_path / "report"
+    earlier.mkdir()
+    (earlier / "sync.png").write_bytes(b"sync figure")
+    (earlier / "samples.png").write_bytes(b"an earlier depth's samples")
+    recording = {
+        "time_offset": {"offset_s": 0.25, "source": "estimated"},
+        "frames": {"total": 14, "kept": 12, "dropped": {"no_fix": 2}, "written": 12},
+        "fixes": {"total": 30, "kept": 29},
+        "assumptions": ["the camera looks forward"],
+    }
+    (earlier / "summary.json").write_text(json.dumps({**recording, "depth_at_points": {"median_relative": 0.5},
+                                                      "scale": {"0": {"scale": 2.0}}}))  # fmt: skip
     out = export_depth(ds_path, res.last, tmp_path / "out", gps="off", progress=False)
     ds = Dataset(out.path)
     assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["depth"]["scaled_from"] == "none"
     d = ds.read_depth(3)
     assert d.shape == (64, 64) and d.dtype == np.float32 and np.all(np.isfinite(d)) and d.min() > 0
-    assert (out.path / "report" / "samples.png").is_file() and (out.path / "report" / "trajectory.png").is_file()
+    rep = out.path / "report"
+    assert (rep / "samples.png").is_file() and (rep / "trajectory.png").is_file()
+    assert (rep / "sync.png").read_bytes() == b"sync figure"
+    assert (rep / "samples.png").read_bytes() != b"an earlier depth's samples"
+    summary = json.loads((rep / "summary.json").read_text())
+    assert {k: summary[k] for k in recording} == recording
+    assert "depth_at_points" not in summary and summary["scale"] == {} and "depth_spread" in summary  # unscaled
+    assert sorted(p.name for p in earlier.iterdir()) == ["samples.png", "summary.json", "sync.png"]  # left as it was
 
 
 def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

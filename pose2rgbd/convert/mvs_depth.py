@@ -10,8 +10,6 @@ network's depth (``combine``) or get none. Written through the conversion pipeli
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
-from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK, ExportResult, keep_file
+from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK, ExportResult, carry_report, keep_file
 from pose2rgbd.convert.stages.work import Product
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.errors import ConfigError
@@ -108,14 +106,9 @@ class MvsDepthSource(SourceBase):
         """The stereo's numbers, and the report of the dataset it rewrites (the GPS sync's ``sync.png`` and
         ``track.png``, the network's depth figures, their ``summary.json`` under ``before_stereo``): that dataset is
         in the conversion's work folder, which goes once the output is in place."""
-        earlier = self.ds.path / "report"
-        if earlier.is_dir():
-            for f in sorted(earlier.iterdir()):
-                if f.name == "summary.json":
-                    with contextlib.suppress(OSError, ValueError):
-                        plan.summary["before_stereo"] = json.loads(f.read_text())
-                elif f.is_file() and not (folder / f.name).exists():
-                    keep_file(f, folder, f.name)
+        earlier = carry_report(self.ds.path / "report", folder)
+        if earlier is not None:
+            plan.summary["before_stereo"] = earlier
         plan.summary["frames"] = plan.summary["frames"]["written"]
         network = plan.manifest.extra["depth"].get("network", {})
         kept = network.get("checkpoint")

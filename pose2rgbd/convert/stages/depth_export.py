@@ -232,11 +232,22 @@ class DepthSource(SourceBase):
             yield Frame(i, ds.read_rgb(i), d, f"frame {i}")
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
-        plan.summary["frames"] = plan.summary["frames"]["written"]  # this report's "frames" is the count
+        """The depth's figures and numbers, and the report of the dataset whose frames this one rewrites (after
+        `convert video`: the time sync's ``sync.png`` and ``track.png``, its offset, frame and fix counts, datum and
+        assumptions), which is in the conversion's work folder and goes once the output is in place."""
+        earlier = carry_report(self.ds.path / "report", folder, skip=DEPTH_REPORT_FIGURES)
+        written = plan.summary["frames"]["written"]
         video = plan.T_world_cam if self.poses != "dataset" else None
         plan.summary.update(write_report(folder, self.ds, self._frames, self._pred, self._fits, self._scale_of,
                                          self._kind, video=video, poses_info=plan.detail,
                                          spread={**self._spread, "collapsed": self._collapsed}))  # fmt: skip
+        # the frames by reason from the earlier report (its `written` is this dataset's too: one frame each), or
+        # the count; the earlier entries this report has none of come along as they are
+        frames = earlier.get("frames") if earlier else None
+        plan.summary["frames"] = {**frames, "written": written} if isinstance(frames, dict) else written
+        for key, value in (earlier or {}).items():
+            if key not in DEPTH_REPORT_ENTRIES:  # an earlier depth's numbers would describe depth no longer there
+                plan.summary.setdefault(key, value)
         if self.keep_network:  # the network goes with its depth: `depth export` can run it again later
             assert self._loaded is not None  # plan() loaded it
             save_for_inference(self._loaded, folder.parent / KEPT_NETWORK)  # without the optimizers' state
@@ -250,6 +261,36 @@ def keep_file(src: Path, root: Path, name: str) -> str:
     shutil.copyfile(src, tmp)
     tmp.replace(root / name)
     return name
+
+
+# what a report of written depth holds of the depth itself (depth_report.write_report, check_written_depth, the
+# stereo stage, an import's depth): not carried from a dataset whose depth is written anew
+DEPTH_REPORT_FIGURES = frozenset({"samples.png", "scale.png", "trajectory.png"})
+DEPTH_REPORT_ENTRIES = frozenset(
+    {"depth_kind", "scale", "depth_spread", "depth_at_points", "before_stereo", "mvs", "network_to_stereo_scale",
+     "depth_import"}
+)  # fmt: skip
+
+
+def carry_report(earlier: Path, folder: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """Copy the files of the report folder ``earlier`` (another dataset's ``report/``) that ``folder`` does not
+    have yet into it, but those named in ``skip``, and return that report's ``summary.json`` (None where it has
+    none or it cannot be read): a stage that writes a dataset anew from another keeps what the other's report said
+    of the recording."""
+    if not earlier.is_dir():
+        return None
+    summary: dict[str, Any] | None = None
+    for f in sorted(earlier.iterdir()):
+        if f.name == "summary.json":
+            try:
+                loaded = json.loads(f.read_text())
+            except (OSError, ValueError):
+                log.warning("%s could not be read: the new report goes on without it", f)
+                continue
+            summary = loaded if isinstance(loaded, dict) else None
+        elif f.is_file() and not f.name.startswith(".") and f.name not in skip and not (folder / f.name).exists():
+            keep_file(f, folder, f.name)
+    return summary
 
 
 def export_depth(

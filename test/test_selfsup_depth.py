@@ -411,9 +411,13 @@ def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(
     err = capsys.readouterr().err
     assert rc != 0 and "--depth-minutes" in err and "--depth-steps" in err, err
     assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
-    # a step budget alone (no time limit): the network trained exactly that many steps
+    # a negative stride: refused before any work
+    rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-steps", "3",
+               "--depth-stride", "-1", "--no-progress", "--hfov", "60"])  # fmt: skip
+    assert rc != 0 and "--depth-stride -1" in capsys.readouterr().err and not out.exists()
+    # a step budget alone (no time limit): the network trained exactly that many steps; and the stride given
     rc = main(["convert", "video", str(video), "--out", str(out), "--depth", "selfsup", "--depth-minutes", "0",
-               "--depth-steps", "3", "--no-progress", "--hfov", "60", "--trajectory-backend",
+               "--depth-steps", "3", "--depth-stride", "2", "--no-progress", "--hfov", "60", "--trajectory-backend",
                "pose-graph"])  # fmt: skip
     assert rc == 0
     from pose2rgbd.convert.stages.depth_export import KEPT_NETWORK
@@ -421,6 +425,7 @@ def test_cli_video_only_path_gives_unscaled_depth_and_pseudo_absolute_poses(
 
     network = load_checkpoint(out / KEPT_NETWORK)
     assert network.step == 3 and network.train_config["max_steps"] == 3, (network.step, network.train_config)
+    assert network.model_config.stride == 2
     ds = Dataset(out)
     assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
     assert len(ds) == 10 and np.allclose(ds.frames.T_world_cam[0], np.eye(4), atol=1e-9)
@@ -450,17 +455,28 @@ def _sfm_flight(n: int) -> np.ndarray:
     return np.stack([down_pose(0.5 * k, 0.15 * k + 0.02 * k * k, 12.0 + 0.1 * k, tilt[k]) for k in range(n)])
 
 
-def test_colmap_backend_registers_frames_and_beats_the_drifting_composition() -> None:
+def test_colmap_backend_registers_frames_and_beats_the_drifting_composition(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """COLMAP on every 2nd of 24 frames (intrinsics fixed): most register; merged with a noisy, unscaled composed
-    chain (which fills the other frames) the trajectory is much closer to the truth than the chain alone."""
+    chain (which fills the other frames) the trajectory is much closer to the truth than the chain alone. Its
+    steps are logged as they start, and the mapping counts the frames it registers."""
+    from pose2rgbd.geometry import colmap_sfm
     from pose2rgbd.methods.selfsup_depth.sfm import colmap_poses
     from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig, fill_unregistered
 
     cam = PinholeCamera.from_fov(160, 120, 60.0)
     T = _sfm_flight(24)
     imgs = [render_textured(t, cam) for t in T]
-    res = colmap_poses(lambda i: imgs[i], np.arange(24), cam.K, TrajectoryConfig(colmap_every=2, colmap_overlap=5))
+    monkeypatch.setattr(colmap_sfm, "LOG_EVERY_S", 0.0)  # a line at every registration
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.geometry.colmap_sfm"):
+        res = colmap_poses(lambda i: imgs[i], np.arange(24), cam.K, TrajectoryConfig(colmap_every=2, colmap_overlap=5))
     assert res.tried == 13 and res.n_registered >= 10, res.n_registered
+    said = [r.getMessage() for r in caplog.records if r.name == "pose2rgbd.geometry.colmap_sfm"]
+    assert said[0] == "COLMAP: features of 13 frames" and said[1].startswith("COLMAP: matching each frame with the 5")
+    assert said[2].startswith("COLMAP: mapping 13 frames")
+    counts = [int(m.split()[1]) for m in said if "registrations of 13 frames so far" in m]
+    assert counts and counts == sorted(counts) and counts[-1] >= res.n_registered, said
     assert not res.registered[1:23:2].any()  # only every 2nd frame (and the last) was given
     reg = res.registered
     _, rel_sfm = ate_sim3(res.T_world_cam[reg, :3, 3], T[reg, :3, 3])

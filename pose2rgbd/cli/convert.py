@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.convert.gps_logs import GPS_FORMATS
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera_axes import CAMERA_AXES
+
+if TYPE_CHECKING:
+    from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 
 # Shared with `record bag` (pose2rgbd/cli/record.py): --datum, --size, --mount, --mount-rpy, --mount-xyz and the
 # --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*).
@@ -140,12 +144,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "pose network only where SfM has no pose; posenet: the earlier path (pose network, GPS scale "
                    "fitted afterwards, GPS poses written)")  # fmt: skip
     v.add_argument("--depth-minutes", type=float, default=20.0,
-                   help="--depth selfsup: training time budget, minutes (0: none, then --depth-steps "
+                   help="--depth selfsup: training time budget, minutes (default 20; 0: none, then --depth-steps "
                    "alone)")  # fmt: skip
     v.add_argument("--depth-steps", type=int, default=0,
                    help="--depth selfsup: stop the training after this many steps, or at --depth-minutes if that "
                    "comes first (0, default: the time budget alone). Steps give the same network on any CPU; "
                    "minutes give a slower CPU fewer steps and a less trained network")  # fmt: skip
+    v.add_argument("--depth-stride", type=int, default=0, metavar="N",
+                   help="--depth selfsup: compare each frame with the frames N apart (0, default: the stride whose "
+                   "measured image motion is >= 3 px, up to 10; a larger N where the conversion warns of too little "
+                   "parallax)")  # fmt: skip
     v.add_argument("--no-depth-check", action="store_true",
                    help="--depth with GPS: skip scoring the written depth at points triangulated among runs of 32 "
                    "frames (0.02-0.07 s per frame on 2 cores; the score goes into report/summary.json, a warning "
@@ -212,6 +220,15 @@ def _bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _depth_model(stride: int) -> SelfSupDepthConfig | None:
+    """The depth network's settings for ``convert video --depth-stride`` (None: the defaults)."""
+    if stride < 0:
+        raise ConfigError(f"--depth-stride {stride}: give the frames between neighbours (>= 1), or 0 for automatic")
+    from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
+
+    return SelfSupDepthConfig(stride=stride) if stride > 0 else None
+
+
 def _video(args: argparse.Namespace) -> int:
     if args.depth != "none":
         from pose2rgbd.cli.depth import print_export
@@ -226,7 +243,7 @@ def _video(args: argparse.Namespace) -> int:
             args.video, gps, args.out, config_from_args(args), minutes=args.depth_minutes,
             steps=args.depth_steps, check_depth=not args.no_depth_check,
             trajectory_cfg=TrajectoryConfig(backend=args.trajectory_backend), depth_poses=args.depth_poses,
-            depth=args.depth, overwrite=args.overwrite,
+            depth=args.depth, overwrite=args.overwrite, model_cfg=_depth_model(args.depth_stride),
             progress=not args.no_progress, gps_format=args.gps_format,
             attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
         )  # fmt: skip

@@ -157,7 +157,7 @@ def calibrate_fisheye(
             "OPENCV_FISHEYE", (f0, f0, cw / 2.0, ch / 2.0, 0.0, 0.0, 0.0, 0.0), refine_intrinsics=True,
             threads=threads, max_image_size=max_size, overlap=10, init_num_trials=20, max_num_models=3,
         )  # fmt: skip
-        recs = sequential_sfm(pycolmap, root, names, run)
+        recs = sequential_sfm(pycolmap, root, names, run, progress=progress)
         if not recs:
             raise ConfigError(f"lens calibration: COLMAP registered none of {len(names)} frames; {ADVICE}")
         rec = recs[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,19 @@ class SequentialSfm:
     max_num_models: int = 0
 
 
-def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: SequentialSfm) -> list[Reconstruction]:
+LOG_EVERY_S = 30.0  # while COLMAP maps: a log line of the frames registered so far at most this often
+
+
+def sequential_sfm(
+    pycolmap: ModuleType, root: Path, names: Sequence[str], run: SequentialSfm, *, progress: bool = False
+) -> list[Reconstruction]:
     """COLMAP on the frames ``root/images/<name>`` (in time order) of a :func:`colmap_workspace`: its
-    reconstructions (``pycolmap.Reconstruction``), the one with the most registered frames first (empty: none)."""
+    reconstructions (``pycolmap.Reconstruction``), the one with the most registered frames first (empty: none).
+    Each of its three steps is logged as it starts; the mapping, the longest, counts the frames registered (a bar
+    with ``progress`` on a terminal, a log line every :data:`LOG_EVERY_S` seconds)."""
+    from pose2rgbd.progress import bar
+
+    t0 = time.monotonic()
     img_dir = root / "images"
     db = root / "database.db"
     reader = pycolmap.ImageReaderOptions()
@@ -96,6 +107,7 @@ def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: 
     if run.max_features > 0:
         ext.sift.max_num_features = run.max_features
     ext.sift.peak_threshold = PEAK_THRESHOLD
+    log.info("COLMAP: features of %d frames", len(names))
     pycolmap.extract_features(db, img_dir, image_names=list(names), camera_mode=pycolmap.CameraMode.SINGLE,
                               reader_options=reader, extraction_options=ext, device=pycolmap.Device.cpu)  # fmt: skip
     match = pycolmap.FeatureMatchingOptions()
@@ -103,6 +115,7 @@ def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: 
     pairing = pycolmap.SequentialPairingOptions()
     pairing.overlap = run.overlap
     pairing.quadratic_overlap = False
+    log.info("COLMAP: matching each frame with the %d after it (%.0f s so far)", run.overlap, time.monotonic() - t0)
     pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
     opts = pycolmap.IncrementalPipelineOptions()
     opts.num_threads = run.threads
@@ -120,5 +133,19 @@ def sequential_sfm(pycolmap: ModuleType, root: Path, names: Sequence[str], run: 
     if run.max_num_models > 0:
         opts.max_num_models = run.max_num_models
     (root / "sparse").mkdir(exist_ok=True)
-    recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts)
+    log.info("COLMAP: mapping %d frames (%.0f s so far)", len(names), time.monotonic() - t0)
+    counted = {"frames": 0, "logged": time.monotonic()}
+    with bar(total=len(names), desc="COLMAP: frames registered", unit="frame", progress=progress) as shown:
+
+        def registered(k: int) -> None:  # called by the mapper as it registers frames (a new model counts on)
+            counted["frames"] += k
+            shown.update(k)
+            if time.monotonic() - counted["logged"] >= LOG_EVERY_S:
+                counted["logged"] = time.monotonic()
+                log.info("COLMAP: %d registrations of %d frames so far (%.0f s)", counted["frames"], len(names),
+                         time.monotonic() - t0)  # fmt: skip
+
+        recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts,
+                                            initial_image_pair_callback=lambda: registered(2),
+                                            next_image_callback=lambda: registered(1))  # fmt: skip
     return sorted(recs.values(), key=lambda r: -r.num_reg_images())

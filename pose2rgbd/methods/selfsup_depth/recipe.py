@@ -69,8 +69,9 @@ def resolve_stride(frames: SequenceFrames, mc: SelfSupDepthConfig) -> int:
         "neighbours)%s", motion, mc.width, mc.height, stride, motion * stride,
         f", far below the {mc.target_motion_px:g} px the network needs for parallax (model.target_motion_px): it may "
         f"learn a flat, far depth. The median is over the whole image, so a large sky or water keeps it low while "
-        f"the ground moves more; raise model.max_stride ({mc.max_stride} now) or set model.stride, and check the "
-        f"depth figures of the report" if short else "",
+        f"the ground moves more; raise model.max_stride ({mc.max_stride} now) or set model.stride (`pose2rgbd depth "
+        f"train --model.max_stride N` or `--model.stride N`; `convert video --depth-stride N`), and check the depth "
+        f"figures of the report" if short else "",
     )  # fmt: skip
     return stride
 

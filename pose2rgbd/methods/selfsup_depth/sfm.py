@@ -124,7 +124,7 @@ def colmap_poses(
             "PINHOLE", (Ks[0, 0], Ks[1, 1], Ks[0, 2], Ks[1, 2]), refine_intrinsics=False, threads=cfg.colmap_threads,
             max_image_size=cfg.colmap_max_size, max_features=cfg.colmap_max_features, overlap=cfg.colmap_overlap,
         )  # fmt: skip
-        models = sequential_sfm(pycolmap, root, names, run)
+        models = sequential_sfm(pycolmap, root, names, run, progress=progress)
         for m, rec in enumerate(models):
             for im in rec.images.values():
                 if not im.has_pose:

@@ -1,6 +1,7 @@
-"""`render trajectory`: the trajectory CSV and TUM trajectories (told apart by content), the TUM lines mapped as
-`convert images` maps them (a groundtruth.txt line renders at its dataset frame's pose), the error for a file of
-neither format, the out-of-bounds warning naming the poses, and the pose table written beside the renders.
+"""`render trajectory`: the trajectory CSV, TUM trajectories and a dataset's frames.csv (told apart by content; a
+dataset folder is read as its frames.csv), the TUM lines mapped as `convert images` maps them (a groundtruth.txt line
+renders at its dataset frame's pose), the error for a file of no accepted format, the out-of-bounds warning naming the
+poses, and the pose table written beside the renders.
 (The first CLI test of the command, PNGs and a video from a CSV, is in test_inference_checkpoint.py.)"""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pose2rgbd.testing.ground_plane import forward_pose
 torch = pytest.importorskip("torch")
 
 CSV_HEADER = "frame,time_s,tx,ty,tz,qx,qy,qz,qw"
+FRAMES_HEADER = "index,stamp_ns,tx,ty,tz,qx,qy,qz,qw,lat,lon,alt,source_id,rgb,depth"  # a dataset's frames.csv
 TUM_LINE = "timestamp tx ty tz qx qy qz qw"
 GL = np.diag([1.0, -1.0, -1.0, 1.0])  # T_opengl_optical (= its inverse)
 T0_S = 1305031102.0
@@ -144,6 +146,80 @@ def test_same_pose_as_csv_and_tum_renders_the_same(ckpt: Path, tmp_path: Path) -
     assert not np.array_equal(np.load(a / "depth_000000.npy"), np.load(a / "depth_000003.npy"))
 
 
+# ------------------------------------------------------------------------------ a dataset's frames.csv
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset (two sources, all four quaternion parts non-zero) as `convert` / the simulator write one."""
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "ds", n_survey=4, n_route=3, size=16)
+
+
+def test_a_datasets_frames_csv_or_folder_is_read_as_the_dataset_reads_it(toy: Path) -> None:
+    """A dataset's own frames.csv, and its folder, give the dataset's poses (T_world_cam, optical; quaternion x y z w),
+    stamps (int ns, exactly), frame indices and lines: what a video user renders along without a bag. (Before, the
+    header was refused: 'lacks the column(s) frame,time_s'.)"""
+    from pose2rgbd.convert.trajectories import read_trajectory, trajectory_format
+    from pose2rgbd.dataset import Dataset
+
+    want = Dataset(toy).frames
+    assert (toy / "frames.csv").read_text().splitlines()[0] == FRAMES_HEADER
+    for src in (toy / "frames.csv", toy):
+        assert trajectory_format(src) == "dataset"
+        traj = read_trajectory(src)
+        assert traj.format == "dataset" and traj.timed and traj.path == toy / "frames.csv" and len(traj) == 7
+        np.testing.assert_allclose(traj.T_world_cam, want.T_world_cam, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(traj.stamps_ns, want.stamp_ns)
+        assert traj.stamps_ns.dtype == np.int64
+        assert traj.frames is not None and list(traj.frames) == list(want.index) == list(range(7))
+        assert list(traj.lines) == list(range(2, 9)) and traj.label(3) == "frame 3"
+    # the columns as written, read as tx ty tz + qx qy qz qw (not w first): the same poses
+    rows = _table(toy / "frames.csv")
+    t = np.array([[float(r[k]) for k in ("tx", "ty", "tz")] for r in rows])
+    q = np.array([[float(r[k]) for k in ("qx", "qy", "qz", "qw")] for r in rows])
+    assert (np.abs(q) > 1e-3).all()  # a swapped order would show
+    np.testing.assert_allclose(read_trajectory(toy).T_world_cam, T_from_tq(t, q), rtol=0, atol=1e-9)
+
+
+def test_a_datasets_frames_csv_renders_at_the_datasets_poses(ckpt: Path, toy: Path, tmp_path: Path) -> None:
+    from pose2rgbd.dataset import Dataset
+
+    want = Dataset(toy).frames
+    for src, out in ((toy / "frames.csv", tmp_path / "a"), (toy, tmp_path / "b")):
+        assert _render(ckpt, src, out) == 0
+        assert sorted(p.name for p in out.glob("depth_*.npy")) == [f"depth_{k:06d}.npy" for k in range(7)]
+        rows = _table(out / "poses.csv")
+        assert [r["frame"] for r in rows] == [str(i) for i in want.index]
+        assert [int(r["stamp_ns"]) for r in rows] == [int(s) for s in want.stamp_ns]
+        np.testing.assert_allclose(_table_poses(rows), want.T_world_cam, rtol=0, atol=1e-9)
+    for k in range(7):  # the file and its folder: the same renders
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / f"depth_{k:06d}.npy"),
+                                      np.load(tmp_path / "b" / f"depth_{k:06d}.npy"))  # fmt: skip
+
+
+def test_a_datasets_frames_csv_is_refused_with_other_camera_axes_or_without_its_manifest(
+    ckpt: Path, toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dataset's poses are optical by definition: --camera-axes opengl is refused, not applied. A frames.csv away
+    from its manifest.yaml, and a folder that is not a dataset, get an error naming what is accepted."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+
+    with pytest.raises(ConfigError, match=r"frames.csv: a pose2rgbd dataset's frames.csv, whose poses are in the "
+                       r"camera's optical frame.*'opengl'"):  # fmt: skip
+        read_trajectory(toy, "opengl")
+    assert _render(ckpt, toy, tmp_path / "out", "--camera-axes", "opengl") == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+    alone = tmp_path / "copy" / "frames.csv"
+    alone.parent.mkdir()
+    alone.write_bytes((toy / "frames.csv").read_bytes())
+    with pytest.raises(ConfigError, match=r"copy/frames.csv: has the header of a pose2rgbd dataset's frames.csv, "
+                       r"which is read with its dataset's manifest.yaml beside it.*accepted: "):  # fmt: skip
+        read_trajectory(alone)
+    with pytest.raises(ConfigError, match=r"copy: a folder, not a trajectory file, and not a pose2rgbd dataset "
+                       r"\(no manifest.yaml\); accepted: .*a pose2rgbd dataset's frames.csv"):  # fmt: skip
+        read_trajectory(alone.parent)
+
+
 # ------------------------------------------------------------------ a groundtruth.txt imported with convert
 @pytest.mark.parametrize("axes", ["optical", "opengl"])
 def test_groundtruth_line_renders_at_its_dataset_frame(axes: str, tmp_path: Path) -> None:
@@ -204,6 +280,9 @@ def test_groundtruth_line_renders_at_its_dataset_frame(axes: str, tmp_path: Path
         ("1305031102.0 1 2 3 0 0 0\n", "7 numbers"),
         ("0,0.0,1,2,3,0,0,0,1\n", "9 numbers: a TUM line has 8, and a CSV needs its header row first"),
         ("frame,time_s,tx\n0,0,1\n", "lacks the column(s) ty,tz,qx,qy,qz,qw"),
+        ("name,lat,lon\nbench,33.1,-117.3\n", "lacks the column(s) frame,time_s,tx,ty,tz,qx,qy,qz,qw"),
+        # a frames.csv of another layout (not exactly the format's header): not taken for a dataset's
+        ("index,stamp_ns,tx,ty,tz,qx,qy,qz,qw\n0,0,1,2,3,0,0,0,1\n", "lacks the column(s) frame,time_s"),
         ("# only a comment\n\n", "no poses"),
     ],
 )
@@ -219,9 +298,10 @@ def test_a_file_of_neither_format_names_both(
     msg = str(e.value)
     assert why in msg and f"header {CSV_HEADER}" in msg and f"'{TUM_LINE}'" in msg, msg
     assert "e.g. '1305031102.175304 1.3434" in msg  # a TUM line to copy
+    assert f"a pose2rgbd dataset's frames.csv (header {FRAMES_HEADER}" in msg and "the dataset folder" in msg, msg
     assert _render(ckpt, p, tmp_path / "out") == 2  # a clear error, no traceback, nothing written
     err = capsys.readouterr().err
-    assert CSV_HEADER in err and TUM_LINE in err and "Traceback" not in err
+    assert CSV_HEADER in err and TUM_LINE in err and FRAMES_HEADER in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 

@@ -1,5 +1,5 @@
-"""``pose2rgbd render``: run the render node offline over a bag, or render a trajectory (CSV or TUM) to a video or
-images."""
+"""``pose2rgbd render``: run the render node offline over a bag, or render a trajectory (CSV, TUM or a dataset's
+frames.csv) to a video or images."""
 
 from __future__ import annotations
 
@@ -88,28 +88,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     t = rsub.add_parser(
         "trajectory",
-        help="render a trajectory (CSV frame,time_s,tx,ty,tz,qx,qy,qz,qw or TUM timestamp tx ty tz qx qy qz qw)",
+        help="render a trajectory (CSV frame,time_s,tx,ty,tz,qx,qy,qz,qw, TUM timestamp tx ty tz qx qy qz qw, or a "
+        "dataset's frames.csv)",
         description="Renders RGB + metric depth at every pose of a trajectory file, in file order. The format is told "
         "by the content: the trajectory CSV (header row frame,time_s,tx,ty,tz,qx,qy,qz,qw; the simulator's ground "
-        "truth) or a TUM trajectory (lines 'timestamp tx ty tz qx qy qz qw', whitespace separated, '#' comments: "
-        "TUM RGB-D groundtruth.txt, `localize images --out poses.tum`). Both are T_world_cam in metres, quaternion "
-        "x y z w (Hamilton), camera frame optical unless --camera-axes says otherwise (as `convert images "
-        "--camera-axes`: pass the same value the dataset was imported with). Outputs: a video (RGB | colourized "
-        "depth), or a directory of rgb_NNNNNN.png, depth_NNNNNN.png (16-bit, MILLIMETRES: metres x 1000, 0 = no "
-        "depth, 65535 = 65.535 m or farther) and depth_NNNNNN.npy (float32 METRES, NaN = no depth), NNNNNN the "
-        "pose's place in the file from 0; and the pose table (OUT/poses.csv, or NAME.poses.csv beside a video): "
-        "each pose rendered, out_of_bounds (outside the training poses) and coverage_m / coverage_deg (distance to "
-        "the nearest training camera). docs/ros.md, 'Offline runtime'.",
+        "truth), a TUM trajectory (lines 'timestamp tx ty tz qx qy qz qw', whitespace separated, '#' comments: "
+        "TUM RGB-D groundtruth.txt, `localize images --out poses.tum`) or a pose2rgbd dataset's frames.csv (header "
+        "index,stamp_ns,tx,ty,tz,qx,qy,qz,qw,...; what `convert` writes, read with the manifest.yaml beside it; the "
+        "dataset folder itself is read as its frames.csv). All are T_world_cam in metres, quaternion x y z w "
+        "(Hamilton); the CSV and TUM camera frame is optical unless --camera-axes says otherwise (as `convert images "
+        "--camera-axes`: pass the same value the dataset was imported with), a dataset's is optical. Outputs: a "
+        "video (RGB | colourized depth), or a directory of rgb_NNNNNN.png, depth_NNNNNN.png (16-bit, MILLIMETRES: "
+        "metres x 1000, 0 = no depth, 65535 = 65.535 m or farther), depth_NNNNNN.npy (float32 METRES, NaN = no "
+        "depth) and, where the checkpoint carries a depth uncertainty (fitted by `train`), depth_sigma_NNNNNN.npy "
+        "(float32 METRES per pixel: the bound the depth's absolute error stayed within on 68.3 % of the held-out "
+        "pixels it was fitted on; NaN where there is no depth), NNNNNN the pose's place in the file from 0; and the "
+        "pose table (OUT/poses.csv, or NAME.poses.csv beside a video): each pose rendered, out_of_bounds (outside "
+        "the training poses) and coverage_m / coverage_deg (distance to the nearest training camera). docs/ros.md, "
+        "'Offline runtime'.",
         allow_abbrev=False,
     )
     t.add_argument("--trajectory", type=Path, required=True,
-                   help="trajectory CSV or TUM file of T_world_cam (see above)")  # fmt: skip
+                   help="trajectory CSV, TUM file or dataset frames.csv of T_world_cam, or a dataset folder "
+                   "(see above)")  # fmt: skip
     t.add_argument("--out", type=Path, required=True,
-                   help="out.mp4 (RGB | depth side by side) or a directory (depth PNGs in mm, .npy in m)")  # fmt: skip
+                   help="out.mp4 (RGB | depth side by side) or a directory (depth PNGs in mm, .npy in m, "
+                   "depth_sigma .npy in m)")  # fmt: skip
     t.add_argument("--camera-axes", choices=CAMERA_AXES, default="optical",
                    help="axes of the trajectory's camera frame: optical (x right, y down, z forward; TUM RGB-D, "
                    "KITTI, the simulator), opengl (x right, y up, z back) or flu (x forward, y left, z up); as "
-                   "`convert images --camera-axes`")  # fmt: skip
+                   "`convert images --camera-axes`; a dataset's frames.csv is optical (only that is "
+                   "accepted)")  # fmt: skip
     t.add_argument("--fps", type=float, default=0.0, help="video frame rate (0: from the file's times, else 10)")
     t.add_argument("--batch", type=int, default=8, help="poses per forward pass")
     t.add_argument("--max-depth", type=float, default=0.0, help="depth colour scale (0: 99th percentile)")
@@ -170,7 +179,7 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
 
 
 def _trajectory(args: argparse.Namespace) -> int:
-    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.convert.trajectories import format_title, read_trajectory
     from pose2rgbd.evaluation.trajectory import (
         camera_file_path,
         check_render_output,
@@ -190,6 +199,6 @@ def _trajectory(args: argparse.Namespace) -> int:
     engine = RenderEngine.from_config(cfg.as_batch_job())  # a video, not a serving process
     res = render_trajectory(engine, traj, args.out, fps=args.fps, batch=args.batch, max_depth=args.max_depth,
                             overwrite=args.overwrite)  # fmt: skip
-    print(f"{res.out}: {res.frames} frames from a {traj.format.upper()} trajectory ({res.out_of_bounds} out of "
-          f"bounds); per pose: {res.poses}")  # fmt: skip
+    print(f"{res.out}: {res.frames} frames from {format_title(traj.format)} ({res.out_of_bounds} out of bounds); "
+          f"per pose: {res.poses}")  # fmt: skip
     return 0

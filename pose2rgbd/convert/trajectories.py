@@ -6,13 +6,18 @@ not its name).
   (more columns are ignored), one pose per row, ``T_world_cam``;
 * a TUM trajectory (TUM RGB-D ``groundtruth.txt``, what ``convert images --format tum`` imports and
   ``localize images --out poses.tum`` writes): ``timestamp tx ty tz qx qy qz qw`` per line, whitespace separated,
-  ``#`` comments, read by the importer's own reader (:func:`pose2rgbd.convert.posed_images.trajectory.read_tum_poses`).
+  ``#`` comments, read by the importer's own reader (:func:`pose2rgbd.convert.posed_images.trajectory.read_tum_poses`);
+* a pose2rgbd dataset's ``frames.csv`` (header exactly :data:`~pose2rgbd.dataset.format.FRAME_COLUMNS`), or the
+  dataset's folder (its ``frames.csv``): read by the dataset's own reader (:class:`~pose2rgbd.dataset.Dataset`, with
+  the ``manifest.yaml`` beside it; the images need not be there), ``stamp_ns`` as written, ``index`` as the frame.
 
-Both are ``T_world_cam`` (metres, quaternion x y z w, Hamilton) in the camera's optical frame unless
-``camera_axes`` says otherwise: the poses are mapped exactly as ``convert images`` maps a trajectory (``T @
-axes_matrix(camera_axes)``, the world frame unchanged), so a line of a ``groundtruth.txt`` imported with ``convert
-images`` renders at the pose of the dataset frame with that timestamp. Here, beside the importer's readers, and not
-in :mod:`pose2rgbd.evaluation.trajectory` (the rendering): the evaluation layer does not import the converters.
+All are ``T_world_cam`` (metres, or the dataset's units for an ``unscaled`` one; quaternion x y z w, Hamilton). The
+CSV and TUM poses are in the camera's optical frame unless ``camera_axes`` says otherwise: they are mapped exactly as
+``convert images`` maps a trajectory (``T @ axes_matrix(camera_axes)``, the world frame unchanged), so a line of a
+``groundtruth.txt`` imported with ``convert images`` renders at the pose of the dataset frame with that timestamp. A
+dataset's poses are in the optical frame by the format's definition (the importer mapped them): any other
+``camera_axes`` is refused for them. Here, beside the importer's readers, and not in
+:mod:`pose2rgbd.evaluation.trajectory` (the rendering): the evaluation layer does not import the converters.
 """
 
 from __future__ import annotations
@@ -24,23 +29,42 @@ import numpy as np
 
 from pose2rgbd.convert.posed_images.common import check_rotations
 from pose2rgbd.convert.posed_images.trajectory import read_tum_poses, stamp_ns
+from pose2rgbd.dataset.format import FRAME_COLUMNS, FRAMES, MANIFEST, Dataset
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.evaluation.trajectory import TRAJECTORY_COLUMNS, Trajectory
 from pose2rgbd.geometry import T_from_tq
 from pose2rgbd.geometry.camera_axes import CAMERA_AXES, axes_matrix
 
-TRAJECTORY_FORMATS = ("csv", "tum")
+TRAJECTORY_FORMATS = ("csv", "tum", "dataset")
 TUM_LINE = "timestamp tx ty tz qx qy qz qw"
 TUM_EXAMPLE = "1305031102.175304 1.3434 0.6271 1.6606 0.6583 0.6112 -0.2938 -0.3266"
 
 
 def accepted_formats() -> str:
-    """The formats ``render trajectory`` reads, with the CSV header and a TUM line: for every format error."""
+    """The formats ``render trajectory`` reads, with the CSV headers and a TUM line: for every format error."""
     return (
         f"accepted: a trajectory CSV whose first row is the header {','.join(TRAJECTORY_COLUMNS)} (comma "
-        f"separated), or a TUM trajectory of lines '{TUM_LINE}' (whitespace separated, '#' comments), e.g. "
-        f"'{TUM_EXAMPLE}'"
+        f"separated), a TUM trajectory of lines '{TUM_LINE}' (whitespace separated, '#' comments), e.g. "
+        f"'{TUM_EXAMPLE}', or a pose2rgbd dataset's {FRAMES} (header {','.join(FRAME_COLUMNS)}, with the "
+        f"dataset's {MANIFEST} beside it) or the dataset folder itself"
     )
+
+
+def format_title(fmt: str) -> str:
+    """How messages name a trajectory of format ``fmt`` (:data:`TRAJECTORY_FORMATS`)."""
+    return f"a dataset's {FRAMES}" if fmt == "dataset" else f"a {fmt.upper()} trajectory"
+
+
+def trajectory_file(path: str | Path) -> Path:
+    """The file that is read for ``path``: the file itself, or a pose2rgbd dataset folder's ``frames.csv`` (a
+    folder with a ``manifest.yaml``); any other folder is refused, naming the accepted formats."""
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    if not (p / MANIFEST).is_file():
+        raise ConfigError(f"{p}: a folder, not a trajectory file, and not a pose2rgbd dataset (no {MANIFEST}); "
+                          f"{accepted_formats()}")  # fmt: skip
+    return p / FRAMES
 
 
 def _data_lines(path: Path) -> tuple[list[tuple[int, str]], str]:
@@ -66,9 +90,10 @@ def _data_lines(path: Path) -> tuple[list[tuple[int, str]], str]:
 
 
 def trajectory_format(path: str | Path) -> str:
-    """``csv`` or ``tum``, from the first line that is not blank or a ``#`` comment: 8 numbers is TUM, a row with
-    the CSV's columns is the CSV; anything else is an error naming both formats."""
-    p = Path(path)
+    """``csv``, ``tum`` or ``dataset``, from the first line that is not blank or a ``#`` comment: 8 numbers is TUM,
+    a row with the CSV's columns is the CSV, a dataset's ``frames.csv`` header (exactly) is ``dataset``; anything
+    else is an error naming every format. ``path`` may be a dataset folder (:func:`trajectory_file`)."""
+    p = trajectory_file(path)
     return _format(p, _data_lines(p)[0])
 
 
@@ -90,6 +115,8 @@ def _format(p: Path, lines: list[tuple[int, str]]) -> str:
         missing = [c for c in TRAJECTORY_COLUMNS if c not in names]
         if not missing:
             return "csv"
+        if tuple(names) == FRAME_COLUMNS:
+            return "dataset"
         why = f"its header (line {n}) lacks the column(s) {','.join(missing)}"
     elif numbers:
         why = f"line {n} has {len(parts)} numbers: a TUM line has 8, and a CSV needs its header row first"
@@ -144,30 +171,58 @@ def _read_csv_rows(path: Path, lines: list[tuple[int, str]]) -> tuple[np.ndarray
     return out, [n for n, _ in body], stamps
 
 
+def _read_dataset_frames(p: Path, lines: list[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+    """A pose2rgbd dataset's ``frames.csv`` (its data ``lines``: :func:`_data_lines`), read by the dataset's own
+    reader with the ``manifest.yaml`` beside it (the images and depth maps need not be there): ``stamp_ns`` (int64, as
+    written), ``T_world_cam`` (optical frame, from ``tx..qw``, quaternion x y z w), the line of each row and its
+    ``index`` (float64, as the CSV's ``frame``)."""
+    if p.name != FRAMES or not (p.parent / MANIFEST).is_file():
+        raise ConfigError(
+            f"{p}: has the header of a pose2rgbd dataset's {FRAMES}, which is read with its dataset's {MANIFEST} "
+            f"beside it (and named {FRAMES}); pass the dataset folder or the {FRAMES} in it, or write the poses as "
+            f"another format; {accepted_formats()}"
+        )
+    frames = Dataset(p.parent, check_files=False).frames
+    n = len(frames)
+    # the reader skips blank lines, as _data_lines does, and a torn last row (a recorder's crash): the first n
+    return frames.stamp_ns.copy(), frames.T_world_cam, [k for k, _ in lines[1 : n + 1]], frames.index.astype(float)
+
+
 def read_trajectory_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(time_s (N,), T_world_cam (N, 4, 4))`` from the trajectory CSV (header row required)."""
     p = Path(path)
     lines = _data_lines(p)[0]
-    if _format(p, lines) != "csv":
-        raise ConfigError(f"{p}: a TUM trajectory, not the trajectory CSV; read it with read_trajectory")
+    fmt = _format(p, lines)
+    if fmt != "csv":
+        raise ConfigError(f"{p}: {format_title(fmt)}, not the trajectory CSV; read it with read_trajectory")
     data, rows, _ = _read_csv_rows(p, lines)
     return data[:, 1].copy(), _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
 
 
 def read_trajectory(path: str | Path, camera_axes: str = "optical") -> Trajectory:
-    """The poses of a trajectory CSV or TUM file (told apart by :func:`trajectory_format`), mapped from the file's
-    ``camera_axes`` (``optical``, ``opengl``, ``flu``; as ``convert images --camera-axes``) to the optical frame."""
+    """The poses of a trajectory CSV, TUM file or dataset ``frames.csv`` (told apart by :func:`trajectory_format`;
+    ``path`` may be a dataset folder: :func:`trajectory_file`), mapped from the file's ``camera_axes``
+    (``optical``, ``opengl``, ``flu``; as ``convert images --camera-axes``) to the optical frame. A dataset's poses
+    are in the optical frame already: another ``camera_axes`` is refused for them."""
     if camera_axes not in CAMERA_AXES:
         raise ConfigError(f"camera axes must be one of {', '.join(CAMERA_AXES)}, got {camera_axes!r}")
-    p = Path(path)
+    p = trajectory_file(path)
     lines, first = _data_lines(p)
     fmt = _format(p, lines)
+    if fmt == "dataset" and camera_axes != "optical":
+        raise ConfigError(
+            f"{p}: a pose2rgbd dataset's {FRAMES}, whose poses are in the camera's optical frame by the format's "
+            f"definition (its importer mapped them); camera axes {camera_axes!r} (--camera-axes) apply to a "
+            "trajectory CSV or TUM file only: leave it out"
+        )
     frames = None
     try:
         if fmt == "csv":
             data, rows, stamps = _read_csv_rows(p, lines)
             frames = data[:, 0].copy()
             T = _poses_checked(p, data[:, 2:5], data[:, 5:9], rows)
+        elif fmt == "dataset":
+            stamps, T, rows, frames = _read_dataset_frames(p, lines)
         else:
             stamps, T, rows = read_tum_poses(p)
     except Pose2RGBDError as e:

@@ -242,8 +242,10 @@ def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_
     assert m["depth_sigma_within"] <= m["depth_sigma_within_95"] <= 1.0  # the wider bound holds at least as often
     assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
     assert ev.files["depth_sigma"] == tmp_path / "ev" / "depth_sigma.png" and ev.files["depth_sigma"].stat().st_size
-    r = ev.sigma_ratios["confident"]  # the curve's samples: at 1 sigma the share the metric states
-    assert np.mean(r <= 1.0) == pytest.approx(m["depth_sigma_within_confident"], abs=0.05)
+    assert ev.sigma_curves is not None  # depth_sigma.png's curves: at 1 sigma the shares the metrics state
+    shares = {c.kind: c.share_at_one for c in ev.sigma_curves.curves}
+    assert shares["confident"] == m["depth_sigma_within_confident"] and shares["all"] == m["depth_sigma_within"]
+    assert ev.depth_estimated_by is None  # the toy's depth is the truth: the grid calls it GT depth
 
 
 def test_a_checkpoint_without_it_renders_no_sigma_says_why_and_gets_it_from_evaluate(

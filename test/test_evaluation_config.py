@@ -85,3 +85,17 @@ def test_cli_builds_the_config_and_passes_paths(monkeypatch: pytest.MonkeyPatch,
     # a bad value is a message naming the key, not a traceback
     assert main(["evaluate", "--checkpoint", "c.pt", "--dataset", "d", "--fly-frames", "0"]) == 2
     assert "fly_frames must be >= 1" in capsys.readouterr().err
+
+
+def test_help_names_every_baseline_evaluate_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate runs the nearest-pose, reprojection and fused-geometry baselines (the last two where the dataset has
+    depth); its help says so, and that --no-baseline skips all three."""
+    from pose2rgbd.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for what in ("nearest-pose baseline", "reprojection baseline", "fused-geometry baseline",
+                 "--no-baseline skip all three baselines", "OUT/depth_sigma.png"):  # fmt: skip
+        assert what in out, what

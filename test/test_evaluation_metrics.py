@@ -132,3 +132,73 @@ def test_psnr_bounded_and_metrics_json_strict(tmp_path: Path) -> None:
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["metrics"]["model"] == {"depth_mae": None, "x": None, "n": 1.0}
     assert data["info"]["w"] == 2.0
+
+
+def test_the_depth_sigma_plot_states_the_shares_metrics_md_states_over_the_same_pixels() -> None:
+    """Two batches of unequal size and accuracy (16 frames whose errors often exceed depth_sigma, 2 whose errors
+    rarely do): a subsample of a few thousand pixels per batch, as the plot once drew, weighs the small batch as much
+    as the big one and overstates the share. The plot's curves count every scored pixel: at 1 sigma they are the
+    shares metrics.md gives, for the same kinds of pixel under the same names, and the legend rounds them alike."""
+    from pose2rgbd.evaluation.metrics import SIGMA_KINDS, SIGMA_MULTIPLES, SigmaAccumulator
+    from pose2rgbd.evaluation.plots import depth_sigma_legend
+    from pose2rgbd.models.depth_uncertainty import DepthUncertainty, confidence_rows, scored_pixels
+
+    u = DepthUncertainty(0.683, (5.0, 20.0), np.full((2, 3), 0.1), np.full((2, 3), 1000), wide=(2.5, 2.0))
+    rng = np.random.default_rng(0)
+    acc = SigmaAccumulator(max_depth=50.0, uncertainty=u)
+    subsample: dict[int, list[np.ndarray]] = {0: [], 1: []}  # what the plot drew before: [::step] per batch
+    for frames, spread in ((16, 0.15), (2, 0.03)):
+        truth = rng.uniform(2.0, 60.0, (frames, 64, 64))  # some beyond max_depth: not scored
+        truth[:, 0, :4] = [np.nan, np.inf, 0.0, -1.0]  # invalid, sky, zero, negative: not scored
+        depth = truth * (1.0 + rng.normal(0.0, spread, truth.shape))
+        depth[:, 1, 0] = np.nan  # no answer: not scored
+        conf = rng.uniform(0.0, 2.0, truth.shape).astype(np.float32)  # about a quarter below 0.5: holes
+        sigma = u.sigma(depth, conf)
+        acc.add(depth, truth, sigma, conf)
+        m = scored_pixels(depth, truth, 50.0) & np.isfinite(sigma)
+        ratio = np.abs(depth[m] - truth[m]) / sigma[m]
+        row, step = confidence_rows(conf, m), max(1, int(m.sum()) // 4096)
+        for r in (0, 1):
+            subsample[r].append(ratio[row == r][::step])
+    metrics = acc.result(u)
+    curves = acc.curves(u)
+    assert curves is not None and curves.level == pytest.approx(0.683)
+    assert [c.kind for c in curves.curves] == ["all", "confident", "holes"]
+    for c in curves.curves:
+        key = "" if c.kind == "all" else f"_{c.kind}"
+        assert c.share_at_one == metrics[f"depth_sigma_within{key}"]  # exactly: the same pixels, counted alike
+        if key:
+            assert c.pixels == metrics[f"depth_sigma_pixels{key}"]
+        assert (np.diff(c.share) >= 0).all() and c.share[-1] <= 1.0
+    assert curves.curves[0].pixels == sum(c.pixels for c in curves.curves[1:])
+    assert SIGMA_MULTIPLES[40] == 1.0 and np.array_equal(curves.k, SIGMA_MULTIPLES)
+    # the case is one where a per-batch subsample is off by several points, on both kinds
+    old = {r: float(np.mean(np.concatenate(s) <= 1.0)) for r, s in subsample.items()}
+    assert old[1] - metrics["depth_sigma_within_confident"] > 0.05
+    assert old[0] - metrics["depth_sigma_within_holes"] > 0.05
+    # the legend says the numbers metrics.md says, with the names metrics.md gives the pixels
+    legend = depth_sigma_legend(curves)
+    sentence = SigmaAccumulator.describe(metrics)
+    labels = dict(SIGMA_KINDS)
+    for kind, text in legend.items():
+        key = "" if kind == "all" else f"_{kind}"
+        share = f"{100 * metrics[f'depth_sigma_within{key}']:.1f} %"
+        assert text.startswith(f"{labels[kind]}: {share} within 1 sigma")
+        assert share in sentence and (kind == "all" or f"{share} with {labels[kind]}" in sentence)
+    assert metrics["depth_sigma_relative_median"] == pytest.approx(0.1, rel=0.003)  # sigma = 0.1 x depth here
+
+
+def test_depth_sigma_curves_of_a_model_without_confidence_have_one_kind() -> None:
+    from pose2rgbd.evaluation.metrics import SigmaAccumulator
+    from pose2rgbd.models.depth_uncertainty import DepthUncertainty
+
+    u = DepthUncertainty(0.683, (5.0, 20.0), np.full((2, 3), 0.1), np.full((2, 3), 1000))
+    acc = SigmaAccumulator(uncertainty=u)
+    assert acc.curves(u) is None and acc.result(u) == {}
+    truth = np.full((1, 4, 4), 10.0)
+    depth = truth + np.array([0.0, 0.5, 1.0, 2.0])  # |error| 0, 0.5, 1, 2 against sigma 1, 1.05, 1.1, 1.2
+    acc.add(depth, truth, u.sigma(depth), None)
+    curves = acc.curves(u)
+    assert curves is not None and [c.kind for c in curves.curves] == ["confident"]
+    assert curves.curves[0].share_at_one == acc.result(u)["depth_sigma_within"] == 0.75
+    assert curves.curves[0].share[0] == 0.25  # k = 0: the exact answers

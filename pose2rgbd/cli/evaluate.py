@@ -11,7 +11,7 @@ from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_ar
 ALIASES = (
     Alias("--split", "split", metavar="{random,route,every-nth,all,null}"),
     Alias("--max-frames", "max_frames"),
-    Alias("--no-baseline", "baseline", const=False, help="skip the nearest-pose baseline"),
+    Alias("--no-baseline", "baseline", const=False, help="skip all three baselines"),
     Alias("--rot-weight", "rot_weight_m", metavar="X"),
     Alias("--fly-frames", "fly_frames"),
     Alias("--fps", "fps"),
@@ -31,8 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "evaluate",
         help="evaluate a checkpoint: metrics table, grid, curves, fly-through video",
-        description="Evaluates a checkpoint and the nearest-pose baseline on the test frames of a split, and writes "
-        "OUT/metrics.md, OUT/metrics.json, OUT/grid.png, OUT/curves.png and OUT/flythrough.mp4.",
+        description="Evaluates a checkpoint on the test frames of a split, beside three training-free baselines on "
+        "the same frames, each a row of the table: the nearest-pose baseline (the nearest training frame); where the "
+        "dataset has depth, the reprojection baseline (the nearest training RGB-D frames warped into the test pose; "
+        "--reprojection_frames 0: off) and the fused-geometry baseline (the training frames' depth fused into one "
+        "surface and ray-cast; needs Open3D; --fused_baseline false: off). The baselines need the training frames "
+        "of the checkpoint's own dataset (none with --allow-other-dataset); --no-baseline skips all three. Where the "
+        "dataset's depth was estimated, depth is also scored at points triangulated among the test frames "
+        "(--point_depth). Writes OUT/metrics.md, OUT/metrics.json, OUT/per_frame.csv, OUT/grid.png, "
+        "OUT/coverage.png (with a baseline), OUT/depth_sigma.png (when the checkpoint carries a depth "
+        "uncertainty), OUT/curves.png (when log.csv sits next to the checkpoint) and OUT/flythrough.mp4.",
         allow_abbrev=False,
     )
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -25,7 +25,12 @@ class EvaluateConfig:
         "and fractions: its test frames; "
         "all when evaluating on another dataset)",
     )
-    baseline: bool = help_field(True, "also evaluate the nearest-pose baseline (needs training frames)")
+    baseline: bool = help_field(
+        True,
+        "also evaluate the training-free baselines on the same test frames: the nearest-pose baseline and, where the "
+        "dataset has depth, the reprojection and fused-geometry baselines (each also switched by its own key); they "
+        "need training frames. false: none of them",
+    )
     rot_weight_m: float | None = help_field(
         None,
         "baseline metres per radian of rotation (null: the median scene depth of the training frames; 10 m/rad "
@@ -34,12 +39,13 @@ class EvaluateConfig:
     reprojection_frames: int = help_field(
         3,
         "reprojection baseline: warp this many nearest training RGB-D frames into each test pose with their depth "
-        "(z-buffered; holes filled from the nearest frame); 0: off. Needs depth in the dataset",
+        "(z-buffered; holes filled from the nearest frame); 0: off. Needs depth in the dataset and baseline true",
     )
     fused_baseline: bool = help_field(
         True,
         "also evaluate the fused-geometry baseline: the training frames' depth fused into one surface (TSDF), "
-        "ray-cast at the test pose and coloured from the training frames that see each point (needs depth and Open3D)",
+        "ray-cast at the test pose and coloured from the training frames that see each point (needs depth, Open3D and "
+        "baseline true)",
     )
     point_depth: str = help_field(
         "auto",

@@ -25,7 +25,13 @@ from pose2rgbd.evaluation.baseline import (
 )
 from pose2rgbd.evaluation.config import EVAL_SPLITS, EvaluateConfig
 from pose2rgbd.evaluation.fused import describe_fused, fused_answers, fused_baseline
-from pose2rgbd.evaluation.metrics import PSNR_CAP_DB, MetricAccumulator, SigmaAccumulator, add_frame_errors
+from pose2rgbd.evaluation.metrics import (
+    PSNR_CAP_DB,
+    MetricAccumulator,
+    SigmaAccumulator,
+    SigmaCurves,
+    add_frame_errors,
+)
 from pose2rgbd.evaluation.plots import (
     coverage_plot,
     depth_sigma_plot,
@@ -64,8 +70,10 @@ class EvaluationResult:
     info: dict[str, Any] = field(default_factory=dict)
     # per test frame (in ``frame`` order): the model's errors and the distance to the nearest training camera
     per_frame: dict[str, np.ndarray] = field(default_factory=dict)
-    # |depth error| / depth_sigma of a subsample of the scored test pixels, by kind (SigmaAccumulator.ratio_samples)
-    sigma_ratios: dict[str, np.ndarray] = field(default_factory=dict)
+    # the share of the scored test pixels within k depth_sigma, by kind, over all of them (SigmaAccumulator.curves)
+    sigma_curves: SigmaCurves | None = None
+    # the method that estimated the dataset's depth (point_depth.estimated_depth_source); None: measured
+    depth_estimated_by: str | None = None
 
 
 def depth_unit_label(depth_kind: str) -> str:
@@ -180,7 +188,8 @@ def evaluate(
     frames, never its validation frames, unless it was trained with ``test_fraction`` 0). The
     checkpoint must come from this dataset (fingerprint) unless ``allow_other_dataset`` (then ``split`` defaults
     to ``all`` and there is no baseline). Writes into ``out_dir`` (default ``<checkpoint dir>/eval-<split>``):
-    ``metrics.json``, ``metrics.md``, ``grid.png``, ``flythrough.mp4`` (GIF if MP4 cannot be written),
+    ``metrics.json``, ``metrics.md``, ``per_frame.csv``, ``grid.png``, ``coverage.png`` (with a baseline),
+    ``depth_sigma.png`` (with a depth uncertainty), ``flythrough.mp4`` (GIF if MP4 cannot be written),
     ``curves.png`` (when ``log.csv`` sits next to the checkpoint); nothing with ``write_files=False``.
     """
     cfg = evaluate_config(config, split=split, **settings)
@@ -359,8 +368,9 @@ def evaluate(
         info["fused"] = describe_fused(fused, metrics["fused"]["hole_fraction"])
     elif fused_note:
         notes.append(fused_note)
-    ratios = sigma_acc.ratio_samples() if "depth_sigma_within" in metrics["model"] else {}
-    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays, ratios)
+    curves = sigma_acc.curves(engine.depth_uncertainty) if "depth_sigma_within" in metrics["model"] else None
+    result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays, curves,
+                              estimated_depth_source(ds))  # fmt: skip
     if write_files:
         _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
                        fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip
@@ -513,9 +523,8 @@ def _write_outputs(
         res.files["per_frame"] = out / "per_frame.csv"
         if "coverage_m" in res.per_frame:
             res.files["coverage"] = coverage_plot(out / "coverage.png", res.per_frame, res.depth_unit)
-    if res.sigma_ratios:
-        level = res.metrics["model"]["depth_sigma_level"]
-        res.files["depth_sigma"] = depth_sigma_plot(out / "depth_sigma.png", res.sigma_ratios, level)
+    if res.sigma_curves is not None:
+        res.files["depth_sigma"] = depth_sigma_plot(out / "depth_sigma.png", res.sigma_curves)
 
     rng = _range(model)
     sel = np.sort(test[evenly_spaced(len(test), grid_rows)])
@@ -541,6 +550,7 @@ def _write_outputs(
         row_labels=[f"frame {int(i)}" for i in sel],
         baseline_rgb=base_rgb,
         baseline_depth=base_depth,
+        depth_estimated_by=res.depth_estimated_by,
     )
     route, what = _route_frames(cache, sp, fly_frames)
     frames: list[np.ndarray] = []
@@ -548,9 +558,8 @@ def _write_outputs(
         idx = route[s : s + 32]
         p = predict(engine, cache.T_world_cam[idx])
         gd = None if cache.depth is None or not model.has_depth else np.asarray(cache.depth[idx])
-        frames += flythrough_frames(
-            np.asarray(cache.rgb[idx]), p["rgb"], gd, p["depth"], depth_range=rng, tile=max(256, size)
-        )
+        frames += flythrough_frames(np.asarray(cache.rgb[idx]), p["rgb"], gd, p["depth"], depth_range=rng,
+                                    tile=max(256, size), depth_estimated_by=res.depth_estimated_by)  # fmt: skip
     res.files["flythrough"] = write_video(frames, out / "flythrough.mp4", fps=fps)
     res.info["flythrough"] = f"{len(frames)} frames of the {what}"
     log_csv = Path(res.info["checkpoint"]).parent / "log.csv"

@@ -18,11 +18,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from pose2rgbd.models.depth_uncertainty import DepthUncertainty, confidence_rows, scored_pixels
+from pose2rgbd.models.depth_uncertainty import (
+    CONFIDENCE_SPLIT,
+    DepthUncertainty,
+    confidence_rows,
+    scored_pixels,
+)
 
 
 def rgb_abs_error_sum(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
@@ -191,6 +197,54 @@ def add_frame_errors(
         )
 
 
+SIGMA_KINDS: tuple[tuple[str, str], ...] = (
+    ("all", "all scored pixels"),
+    ("confident", f"confidence >= {CONFIDENCE_SPLIT}"),
+    ("holes", f"confidence < {CONFIDENCE_SPLIT} (the hybrid's holes)"),
+)
+"""The kinds of scored pixel :class:`SigmaAccumulator` reports (``depth_sigma_within[_<kind>]``, the ``all`` kind
+without a suffix) and their names, in metrics.md and in the legend of ``depth_sigma.png`` alike."""
+
+SIGMA_MULTIPLES = np.arange(121, dtype=np.float64) / 40.0
+"""The multiples ``k`` of ``depth_sigma`` (0 to 3 in steps of 0.025; ``k = 1`` exactly at index 40) at which
+:class:`SigmaAccumulator` counts the pixels whose ``|error|`` is within ``k * depth_sigma``: the curves of
+``depth_sigma.png``."""
+
+_AT_ONE = 40  # SIGMA_MULTIPLES[_AT_ONE] == 1.0
+_RELATIVE_EDGES = np.logspace(-6.0, 2.0, 8001)  # log10 bins of 0.001 (0.23 %) for the median depth_sigma / depth
+
+
+@dataclass(frozen=True)
+class SigmaCurve:
+    """One kind of scored pixel (:data:`SIGMA_KINDS`): ``within[j]`` of its ``pixels`` had an ``|error|`` at most
+    ``SIGMA_MULTIPLES[j]`` times their ``depth_sigma``, counted over every scored pixel (no subsample)."""
+
+    kind: str  # "all", "confident" or "holes": the suffix of the metrics.json keys
+    label: str  # the kind's name in metrics.md and in the plot's legend
+    pixels: int  # metrics.json depth_sigma_pixels_<kind> (the scored pixels of this kind)
+    within: np.ndarray  # (len(SIGMA_MULTIPLES),) int64
+
+    @property
+    def share(self) -> np.ndarray:
+        """The share within, per multiple."""
+        return np.asarray(self.within / max(self.pixels, 1), np.float64)
+
+    @property
+    def share_at_one(self) -> float:
+        """The share within ``depth_sigma`` itself: metrics.json ``depth_sigma_within[_<kind>]``."""
+        return float(self.within[_AT_ONE] / max(self.pixels, 1))
+
+
+@dataclass(frozen=True)
+class SigmaCurves:
+    """What ``depth_sigma.png`` draws (:meth:`SigmaAccumulator.curves`): the multiples, the level the uncertainty
+    was fitted for, and one curve per kind of scored pixel that had pixels."""
+
+    k: np.ndarray
+    level: float
+    curves: tuple[SigmaCurve, ...]
+
+
 class SigmaAccumulator:
     """How honest a render's depth uncertainty is on the scored pixels (those of :func:`~pose2rgbd.models.
     depth_uncertainty.scored_pixels`, up to ``max_depth``): the share whose absolute depth error is at most the
@@ -198,7 +252,8 @@ class SigmaAccumulator:
     :data:`~pose2rgbd.models.depth_uncertainty.CONFIDENCE_SPLIT`: the hybrid's holes and the pixels a keyframe
     answers), to be read against the uncertainty's level (a share of 0.683 means the stated bound is what it says);
     the share within its 95 % multiple (``uncertainty.wide``: to be read against 0.95); and the median bound relative
-    to the depth."""
+    to the depth. Every count is over every scored pixel: the curves of ``depth_sigma.png`` (:meth:`curves`) give at
+    ``k = 1`` exactly the shares :meth:`result` gives."""
 
     def __init__(self, max_depth: float = np.inf, uncertainty: DepthUncertainty | None = None) -> None:
         self.max_depth = float(max_depth)
@@ -206,8 +261,8 @@ class SigmaAccumulator:
         self.within = np.zeros(2, np.int64)  # rows: confidence below / at least the split
         self.within_95 = np.zeros(2, np.int64)
         self.scored = np.zeros(2, np.int64)
-        self.relative: list[np.ndarray] = []
-        self.ratios: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # |error| / sigma per row, subsampled
+        self.relative = np.zeros(len(_RELATIVE_EDGES) - 1, np.int64)  # histogram of depth_sigma / depth
+        self.within_k = np.zeros((2, len(SIGMA_MULTIPLES)), np.int64)  # per row: |error| <= k * sigma, per k
 
     def add(
         self, depth: np.ndarray | None, truth: np.ndarray, sigma: np.ndarray | None, confidence: np.ndarray | None
@@ -222,20 +277,38 @@ class SigmaAccumulator:
         np.add.at(self.within, row, (err <= s).astype(np.int64))
         np.add.at(self.within_95, row, (err <= s * self.wide[row]).astype(np.int64))
         np.add.at(self.scored, row, 1)
-        step = max(1, int(m.sum()) // 4096)  # a few thousand per batch: the curves' shape, not every pixel
-        self.relative.append((s / d)[::step])
-        ratio = err / np.maximum(s, 1e-12)
+        rel = np.clip(s / d, _RELATIVE_EDGES[0], _RELATIVE_EDGES[-1])
+        self.relative += np.histogram(rel, _RELATIVE_EDGES)[0]
+        # |error| / sigma <= k is |error| <= k * sigma (division rounds monotonically, and sigma / sigma is 1):
+        # at k = 1 the same pixels as ``within``; a zero sigma holds only a zero error
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(s > 0, err / s, np.where(err > 0, np.inf, 0.0))
         for r in (0, 1):
-            self.ratios[r].append(ratio[row == r][::step])
+            sel = np.sort(ratio[row == r])
+            self.within_k[r] += np.searchsorted(sel, SIGMA_MULTIPLES, side="right")
 
-    def ratio_samples(self) -> dict[str, np.ndarray]:
-        """``|error| / depth_sigma`` of a subsample of the scored pixels, by kind (``confident``, ``holes``; those
-        with pixels): the shape of the calibration curve (:func:`~pose2rgbd.evaluation.plots.depth_sigma_plot`)."""
-        out = {}
-        for r, name in ((1, "confident"), (0, "holes")):
-            if self.ratios[r] and sum(len(a) for a in self.ratios[r]):
-                out[name] = np.concatenate(self.ratios[r])
-        return out
+    def curves(self, uncertainty: DepthUncertainty | None) -> SigmaCurves | None:
+        """The curves of ``depth_sigma.png`` per kind of scored pixel (:data:`SIGMA_KINDS`; a kind without pixels
+        left out, ``all`` only beside both others), counted over the same pixels as :meth:`result`; ``None`` where
+        :meth:`result` has nothing."""
+        n = int(self.scored.sum())
+        if uncertainty is None or n == 0:
+            return None
+        counts = {"all": (n, self.within_k.sum(axis=0)), "confident": (int(self.scored[1]), self.within_k[1]),
+                  "holes": (int(self.scored[0]), self.within_k[0])}  # fmt: skip
+        shown = [k for k, _ in SIGMA_KINDS if k != "all" and counts[k][0]]
+        keep = shown if len(shown) < 2 else ["all", *shown]
+        curves = tuple(
+            SigmaCurve(kind, label, counts[kind][0], counts[kind][1].copy()) for kind, label in SIGMA_KINDS
+            if kind in keep
+        )  # fmt: skip
+        return SigmaCurves(SIGMA_MULTIPLES.copy(), float(uncertainty.level), curves)
+
+    def _relative_median(self) -> float:
+        """The median of depth_sigma / depth over the scored pixels (the geometric middle of its 0.23 % bin)."""
+        c = np.cumsum(self.relative)
+        b = int(np.searchsorted(c, c[-1] / 2.0))
+        return float(np.sqrt(_RELATIVE_EDGES[b] * _RELATIVE_EDGES[b + 1]))
 
     def result(self, uncertainty: DepthUncertainty | None) -> dict[str, float]:
         """``depth_sigma_within`` (and ``_confident`` / ``_holes`` where such pixels were scored),
@@ -247,7 +320,7 @@ class SigmaAccumulator:
         out = {
             "depth_sigma_level": float(uncertainty.level),
             "depth_sigma_within": float(self.within.sum() / n),
-            "depth_sigma_relative_median": float(np.median(np.concatenate(self.relative))),
+            "depth_sigma_relative_median": self._relative_median(),
         }
         if np.isfinite(self.wide[self.scored > 0]).all():
             out["depth_sigma_within_95"] = float(self.within_95.sum() / n)
@@ -260,8 +333,7 @@ class SigmaAccumulator:
     @staticmethod
     def describe(m: dict[str, float]) -> str:
         """One sentence for metrics.md from :meth:`result`'s values."""
-        parts = [f"{100 * m[f'depth_sigma_within_{k}']:.1f} % {what}" for k, what in
-                 (("confident", "where the confidence is >= 0.5"), ("holes", "below (the hybrid's holes)"))
+        parts = [f"{100 * m[f'depth_sigma_within_{k}']:.1f} % with {label}" for k, label in SIGMA_KINDS
                  if f"depth_sigma_within_{k}" in m]  # fmt: skip
         wide = (f"; within its 95 % multiples on {100 * m['depth_sigma_within_95']:.1f} %"
                 if "depth_sigma_within_95" in m else "")  # fmt: skip

@@ -11,7 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose2rgbd.viz import colorize_depth, depth_norm
+from pose2rgbd.evaluation.metrics import SigmaCurves
+from pose2rgbd.viz import INVALID_RGB, SKY_RGB, colorize_depth, depth_norm
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,45 @@ log = logging.getLogger(__name__)
 def _gray(x: np.ndarray, hi: float) -> np.ndarray:
     g = (np.clip(np.asarray(x, dtype=np.float64) / max(hi, 1e-9), 0, 1) * 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=-1)
+
+
+def dataset_depth_name(estimated_by: str | None, depth_unit: str = "", *, short: bool = False) -> str:
+    """The dataset's depth as a figure names it: ``GT depth`` where it is measured (a sensor, a simulator, or a
+    dataset that does not say), ``dataset depth`` with the method that estimated it where ``convert`` estimated it
+    (``estimated_by``: :func:`~pose2rgbd.evaluation.point_depth.estimated_depth_source`, e.g. ``selfsup-depth``):
+    an estimate is not the ground truth. ``depth_unit`` is added in brackets; ``short`` drops the method (a video
+    tile's label)."""
+    unit = f" ({depth_unit})" if depth_unit else ""
+    if estimated_by is None:
+        return f"GT depth{unit}"
+    if short:
+        return f"dataset depth{unit} (estimated)"
+    return f"dataset depth{unit}\n(estimated: {estimated_by})"
+
+
+def depth_bar_ticks(lo: float, hi: float) -> list[float]:
+    """Labelled ticks for a log-scale depth colour bar over ``[lo, hi]``: the 1-2-5 values of each decade inside it
+    (the powers of ten alone over more than three decades; 1-2-3-5, then every integer multiple of a power of ten, on
+    a range too short for three ticks; within one such step, four geometrically spaced values to as few digits as
+    keep them apart and inside); ``[]`` for a linear bar (``lo <= 0``), whose own ticks read well."""
+    if not (lo > 0 and hi > lo):
+        return []
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+
+    def within(subs: Sequence[float]) -> list[float]:
+        ticks = [float(f"{m * 10.0**e:.6g}") for e in decades for m in subs]
+        return [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+    if len(within((1.0,))) >= 4:  # over three decades: 1-2-5 would crowd the bar
+        return within((1.0,))
+    for subs in ((1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), tuple(float(i) for i in range(1, 10))):
+        if len(ticks := within(subs)) >= 3:
+            return ticks
+    for digits in range(2, 7):
+        ticks = sorted({float(f"{t:.{digits}g}") for t in np.geomspace(lo, hi, 4)})
+        if len(ticks) == 4 and lo * (1 - 1e-6) <= ticks[0] and ticks[-1] <= hi * (1 + 1e-6):
+            break
+    return ticks
 
 
 def qualitative_grid(
@@ -35,11 +75,13 @@ def qualitative_grid(
     row_labels: Sequence[str] = (),
     baseline_rgb: np.ndarray | None = None,
     baseline_depth: np.ndarray | None = None,
+    depth_estimated_by: str | None = None,
 ) -> Path:
     """Paper Fig. 6, one row per frame: GT RGB | predicted RGB | baseline RGB | GT depth | predicted depth |
     baseline depth | confidence. A column with nothing to show (no depth in an RGB-only evaluation, no slices,
     no baseline) is left out; ``baseline_*`` are the nearest-pose baseline's answers (the training frame it
-    returns).
+    returns). ``depth_estimated_by``: the method that estimated the dataset's depth (None: measured), which then
+    heads its column instead of "GT" (:func:`dataset_depth_name`).
 
     Confidence = sum of slice probabilities shown in [0, 2]: black = no slice fired, grey (1) = exactly one
     slice (the ideal), white = several slices."""
@@ -59,7 +101,7 @@ def qualitative_grid(
         ("GT RGB", list(gt_rgb)),
         ("predicted RGB", None if pred_rgb is None else list(pred_rgb)),
         ("nearest-pose baseline RGB", None if baseline_rgb is None else list(baseline_rgb)),
-        (f"GT depth{unit}", depth(gt_depth)),
+        (dataset_depth_name(depth_estimated_by, depth_unit), depth(gt_depth)),
         (f"predicted depth{unit}", depth(pred_depth)),
         (f"baseline depth{unit}", depth(baseline_depth)),
         ("confidence", None if confidence is None else [_gray(confidence[i], 2.0) for i in range(n)]),
@@ -80,18 +122,25 @@ def qualitative_grid(
                 ax.set_ylabel(row_labels[i], fontsize=8)
     if depth_cols:  # one scale for every depth image (viz.colorize_depth's), under the whole grid: rows stay aligned
         from matplotlib.cm import ScalarMappable
-        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import NullFormatter
 
         scale = "log scale" if lo > 0 and hi > lo else "linear"
         bar = fig.colorbar(
             ScalarMappable(norm=depth_norm(lo, hi), cmap="turbo"),  # type: ignore[arg-type]
             ax=axes.ravel().tolist(), location="bottom", shrink=min(0.9, 0.25 + 0.15 * len(depth_cols)), aspect=40,
         )  # fmt: skip
-        bar.set_label(f"depth{unit}, {scale}; grey: no depth, light blue: sky", fontsize=8)
-        bar.ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        # within a decade the minor ticks are the only labels; over more they would run into each other
-        bar.ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if hi <= 10 * lo else NullFormatter())
+        bar.set_label(f"depth{unit}, {scale}", fontsize=8)
+        ticks = depth_bar_ticks(lo, hi)
+        if ticks:  # a log bar's own locator labels only the powers of ten: one label, or none, on most ranges
+            bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+            bar.ax.xaxis.set_minor_formatter(NullFormatter())
         bar.ax.tick_params(labelsize=7, which="both")
+        # the two colours that are not depths, as swatches: a word ("light blue") would name a colour of the map too
+        off_scale = ((SKY_RGB, "sky (+inf), off the scale"), (INVALID_RGB, "no depth (NaN)"))
+        swatches = [Patch(facecolor=(c[0] / 255, c[1] / 255, c[2] / 255), edgecolor="black", linewidth=0.5, label=name)
+                    for c, name in off_scale]  # fmt: skip
+        bar.ax.legend(handles=swatches, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save_figure(fig, path, tight=False)
@@ -237,12 +286,21 @@ def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit
     return _save_figure(fig, path, tight=False)
 
 
-def depth_sigma_plot(path: str | Path, ratios: dict[str, np.ndarray], level: float) -> Path:
+def depth_sigma_legend(curves: SigmaCurves) -> dict[str, str]:
+    """The legend of ``depth_sigma.png`` per kind of pixel (``all``, ``confident``, ``holes``): its name and share
+    within ``depth_sigma`` as metrics.md states them (:meth:`~pose2rgbd.evaluation.metrics.SigmaAccumulator.
+    describe`: the same pixels, the same rounding), and how many pixels it counts (metrics.json
+    ``depth_sigma_pixels_*``)."""
+    return {c.kind: f"{c.label}: {100 * c.share_at_one:.1f} % within 1 sigma ({c.pixels} px)" for c in curves.curves}
+
+
+def depth_sigma_plot(path: str | Path, curves: SigmaCurves) -> Path:
     """How honest the renders' depth uncertainty was on the test frames: per kind of pixel the share whose
-    ``|error|`` is at most ``k`` times the render's ``depth_sigma``, against ``k``; the bound was fitted so that at
-    ``k = 1`` the validation frames' share is ``level`` (marked). A normal error whose standard deviation is
-    ``depth_sigma`` would follow the dashed curve; a curve above it at ``k = 1`` is a bound wider than needed, below
-    it a bound too narrow."""
+    ``|error|`` is at most ``k`` times the render's ``depth_sigma``, against ``k``, counted over every scored pixel
+    (:meth:`~pose2rgbd.evaluation.metrics.SigmaAccumulator.curves`: at ``k = 1`` the shares of metrics.md); the
+    bound was fitted so that at ``k = 1`` the validation frames' share is ``curves.level`` (marked). A normal error
+    whose standard deviation is ``depth_sigma`` would follow the dashed curve; a curve above it at ``k = 1`` is a
+    bound wider than needed, below it a bound too narrow."""
     import math
 
     import matplotlib
@@ -250,18 +308,20 @@ def depth_sigma_plot(path: str | Path, ratios: dict[str, np.ndarray], level: flo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = np.linspace(0.0, 3.0, 121)
+    k = curves.k
+    level = curves.level
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    labels = {"confident": "confidence >= 0.5 (a keyframe answers)", "holes": "confidence < 0.5 (holes)"}
-    for name, r in ratios.items():
-        r = np.sort(np.asarray(r, np.float64))
-        share = np.searchsorted(r, k, side="right") / max(len(r), 1)
-        ax.plot(k, share, label=f"{labels.get(name, name)}: {100 * share[40]:.1f} % at 1 sigma ({len(r)} px)")
+    legend = depth_sigma_legend(curves)
+    for c in curves.curves:
+        if c.kind == "all":  # dotted grey: the kinds below pool into it
+            ax.plot(k, c.share, ":", color="0.35", lw=1.0, label=legend[c.kind])
+        else:
+            ax.plot(k, c.share, label=legend[c.kind])
     ax.plot(k, [math.erf(x / math.sqrt(2.0)) for x in k], "k--", lw=1, label="a normal error with that sigma")
     ax.axhline(level, color="grey", lw=0.8)
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("|depth error| / depth_sigma")
-    ax.set_ylabel("share of the test pixels within")
+    ax.set_ylabel("share of the scored test pixels within")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -284,8 +344,10 @@ def flythrough_frames(
     *,
     depth_range: tuple[float, float],
     tile: int = 256,
+    depth_estimated_by: str | None = None,
 ) -> list[np.ndarray]:
-    """Side-by-side frames: top GT RGB | predicted RGB, bottom GT depth | predicted depth (uint8 RGB)."""
+    """Side-by-side frames: top GT RGB | predicted RGB, bottom GT depth | predicted depth (uint8 RGB); the dataset's
+    depth is labelled as :func:`dataset_depth_name` names it (``depth_estimated_by``: None where it is measured)."""
     lo, hi = depth_range
     blank = np.full((tile, tile, 3), 240, np.uint8)
 
@@ -294,12 +356,13 @@ def flythrough_frames(
             return blank
         return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST)
 
+    truth = dataset_depth_name(depth_estimated_by, short=True)
     frames = []
     for i in range(len(gt_rgb)):
         top = [_label(up(gt_rgb[i]), "GT RGB"), _label(up(None if pred_rgb is None else pred_rgb[i]), "predicted RGB")]
         gd = None if gt_depth is None else colorize_depth(gt_depth[i], lo, hi)
         pd = None if pred_depth is None else colorize_depth(pred_depth[i], lo, hi)
-        bottom = [_label(up(gd), "GT depth"), _label(up(pd), "predicted depth")]
+        bottom = [_label(up(gd), truth), _label(up(pd), "predicted depth")]
         frames.append(np.vstack([np.hstack(top), np.hstack(bottom)]))
     return frames
 
@@ -336,6 +399,10 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
 
 
 __all__ = [
+    "dataset_depth_name",
+    "depth_bar_ticks",
+    "depth_sigma_legend",
+    "depth_sigma_plot",
     "evenly_spaced",
     "flythrough_frames",
     "qualitative_grid",

@@ -196,6 +196,10 @@ def test_depth_train_and_export_with_metric_poses(tmp_path, capsys) -> None:  # 
     text = capsys.readouterr().out
     assert "metric poses: 10 of 16 frames" in text and "0-9 sfm, 10-15 posenet" in text and "scale check" in text
     assert "depth check: " in text  # the written depth at triangulated points, as `convert video` checks it
+    # which scale is which: the GPS windows check the one the metric poses gave, which the depth is written at
+    unit = Dataset(out).manifest.extra["depth"]["metres_per_unit"]
+    assert "source 0: GPS window fit (checks the scale used, below)" in text
+    assert f"depth written at {unit:.4g} m per network unit" in text
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["depth_at_points"]["runs"] == 1
     rc = main(["depth", "export", "--dataset", str(ds_path), "--checkpoint", str(run / "last.pt"), "--out",

@@ -110,10 +110,15 @@ def _train(args: argparse.Namespace) -> int:
 def print_export(res: object) -> None:
     path, kind, fits = res.path, res.depth_kind, res.fits  # type: ignore[attr-defined]
     print(f"{path}: {res.frames} frames with {kind} depth")  # type: ignore[attr-defined]
-    for sid, f in fits.items():
-        print(f"  source {sid}: scale {f.scale:.4g} +- {f.sigma:.2g} m per unit ({f.n_windows} windows, "
+    unit = float(getattr(res, "metres_per_unit", 0.0))
+    for sid, f in fits.items():  # with metric poses a check of their scale; without, the scale written
+        what = "GPS window fit (checks the scale used, below)" if unit > 0 else "scale"
+        print(f"  source {sid}: {what} {f.scale:.4g} +- {f.sigma:.2g} m per network unit ({f.n_windows} windows, "
               f"{f.n_hover} hover windows rejected)")  # fmt: skip
     print_metric(getattr(res, "metric", {}))
+    if unit > 0:
+        print(f"  depth written at {unit:.4g} m per network unit (from the metric poses; manifest "
+              "extra.depth.metres_per_unit)")  # fmt: skip
     checked = getattr(res, "depth_at_points", None)
     if checked is not None:  # convert video: the warning, where it is far, was logged with what to do
         print(f"  depth check: {checked.describe()}" + ("  (FAR: see the warning above)" if checked.far else ""))
@@ -134,7 +139,7 @@ def print_metric(m: dict) -> None:
         print(line + (f"; FELL BACK to the pose network: {src['fallback']}" if "fallback" in src else ""))
         for mo in src.get("models", []):
             if mo.get("used"):
-                print(f"      model {mo['model']}: Sim(3) to GPS: scale {mo['scale']:.4g} +- "
+                print(f"      model {mo['model']}: Sim(3) to GPS: {mo['scale']:.4g} m per SfM unit +- "
                       f"{mo['scale_rel_sigma']:.2%}, residual RMS {mo['residual_rms_m']:.2f} m (median "
                       f"{mo['residual_median_m']:.2f} m), {mo['inliers']} of {mo['points']} frames within "
                       f"{mo['threshold_m']:g} m")  # fmt: skip

@@ -59,6 +59,7 @@ class ExportResult:
     warning: str = ""  # the collapse warning, when collapsed
     metric: dict[str, Any] = field(default_factory=dict)  # poses metric: registered frames, Sim(3), segments, check
     depth_at_points: DepthAtPoints | None = None  # check_written_depth: the written depth at triangulated points
+    metres_per_unit: float = 0.0  # the scale the depth was written at, from the metric poses (0: the GPS fits')
 
 
 class DepthSource(SourceBase):
@@ -165,7 +166,8 @@ class DepthSource(SourceBase):
         self._frames, self._pred, self._fits, self._scale_of = frames, pred, fits, scale_of
         self._kind, self._spread, self._collapsed = kind, spread, collapsed
         self.result = ExportResult(path=Path(), depth_kind=kind, fits=fits, frames=len(ds), spread=spread,
-                                   collapsed=collapsed, warning=warning, metric=metric_info)  # fmt: skip
+                                   collapsed=collapsed, warning=warning, metric=metric_info,
+                                   metres_per_unit=float(unit) if use_gps and unit > 0 else 0.0)  # fmt: skip
         f = ds.frames
         written_poses = extra.get("poses") if self.poses != "dataset" else None
         return DatasetPlan(man, f.stamp_ns, T_out, {"frames": {"total": len(ds)}}, lla=f.latlonalt,
@@ -422,7 +424,7 @@ def check_written_depth(res: ExportResult, *, progress: bool = False) -> ExportR
     if ds.manifest.depth_kind != "metric":
         return res
     found = dataset_depth_at_points(ds, progress=progress)
-    log.info("%s", found.describe())
+    log.debug("%s", found.describe())  # the CLI prints it (print_export); where it is far, the warning below
     if found.far:
         far_runs = sum(1 for r in found.relative_per_run if r is not None and r > CHECK_WARN_RELATIVE)
         log.warning("the converted depth is far from the points triangulated among its own frames (median relative "

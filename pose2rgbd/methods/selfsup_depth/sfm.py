@@ -142,8 +142,10 @@ def colmap_poses(
     res = SfmResult(
         T_world_cam=T, registered=reg, model=model_of, tried=len(names), seconds=time.monotonic() - t0, points=points
     )
-    log.info("COLMAP: %d of %d frames registered in %d model(s), %.1f s", res.n_registered, len(names),
-             len(models), res.seconds)  # fmt: skip
+    used = len(np.unique(model_of[reg]))  # a model whose frames are all in a larger one adds none
+    log.info("COLMAP: %d of %d frames registered in %d model(s)%s, %.1f s", res.n_registered, len(names), used,
+             f" ({len(models) - used} more with no frame of their own)" if len(models) > used else "",
+             res.seconds)  # fmt: skip
     if res.n_registered < MIN_REGISTERED:
         raise ConfigError(f"COLMAP registered {res.n_registered} of {len(names)} frames (need {MIN_REGISTERED}): "
                           + ADVICE)  # fmt: skip

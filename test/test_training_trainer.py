@@ -3,6 +3,7 @@ best-checkpoint selection by the model's metric (GAN updates: test_training_gan.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,18 @@ def test_a_stop_asked_at_a_validation_trains_no_further_step() -> None:
     tr = Trainer(_TwoGroup(), data, cfg, val_set=data, callbacks=[StopAtSecondValidation()])
     tr.fit()
     assert seen == [2, 4] and tr.step == 4 and tr.epoch == 2 and tr.stop_reason == "callback asked to stop"
+
+
+def test_the_start_line_names_the_budgets_that_may_end_the_epochs_first(caplog: pytest.LogCaptureFixture) -> None:
+    """A conversion trains "1000 epochs" within 5 minutes: the start line says which ends it, not 1000 epochs alone."""
+    data = [{"x": torch.randn(2)} for _ in range(8)]
+    either = "10 epochs or 3 steps / 5 min, whichever comes first"
+    for extra, words in (({}, "10 epochs from epoch 0"), ({"max_steps": 3, "max_minutes": 5.0}, either)):
+        cfg = TrainConfig(epochs=10, batch_size=4, progress=False, tensorboard=False, amp="off", **extra)  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pose2rgbd.training.trainer"):
+            Trainer(_TwoGroup(), data, cfg).fit()
+        assert words in caplog.text, caplog.text
 
 
 class _Scored(ModelBase):

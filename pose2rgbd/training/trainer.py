@@ -290,6 +290,12 @@ class Trainer:
         self.bn_fresh = True
 
     # -- the loop ------------------------------------------------------------------------------------------
+    def _budget_words(self) -> str:
+        """The step and time budgets of the training as the start line names them ("" without either)."""
+        c = self.cfg
+        return " / ".join(w for w in (f"{c.max_steps} steps" if c.max_steps else "",
+                                      f"{c.max_minutes:g} min" if c.max_minutes else "") if w)  # fmt: skip
+
     def _training_time(self) -> float:
         return self._elapsed0 + (self.clock() - self._t0)
 
@@ -348,7 +354,10 @@ class Trainer:
             self.amp_dtype or "off",
             len(self.train_set),  # type: ignore[arg-type]
             len(self.val_set) if self.val_set is not None else 0,  # type: ignore[arg-type]
-            f"{self.max_epochs} epochs" if self.max_epochs is not None else "epochs unlimited (a budget ends it)",
+            "epochs unlimited (a budget ends it)"
+            if self.max_epochs is None
+            else f"{self.max_epochs} epochs"
+            + (f" or {b}, whichever comes first" if (b := self._budget_words()) else ""),
             self.epoch,
             f", {self.dist.world_size} processes x batch {self.local_batch_size}" if self.dist.enabled else "",
         )

@@ -148,6 +148,11 @@ def test_scale_is_recovered_from_noisy_gps() -> None:
     assert fit.n_windows >= 20 and fit.n_hover == 0
     seg = segment_scales(fit, 30.0)
     assert len(seg) >= 3 and all(abs(s["scale"] / 37.0 - 1) < 0.1 for s in seg)
+    # each point at its windows' time: inside its segment and inside the flight (a short last segment included)
+    assert all(30 * k <= s["t_s"] < 30 * (k + 1) for k, s in enumerate(seg)), [s["t_s"] for s in seg]
+    assert seg[-1]["t_s"] <= fit.window_t_s.max()
+    short = segment_scales(fit, 300.0)  # one segment longer than the 120 s flight: its point is not at 150 s
+    assert len(short) == 1 and short[0]["t_s"] == float(np.median(fit.window_t_s))
     # without the fix the error is large: a tiny baseline makes the ratios noise-dominated
     noisy = _fit(T, 37.0, 1.5, min_baseline_m=1.0)
     assert noisy.mad > 3 * fit.mad

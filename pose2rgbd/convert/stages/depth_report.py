@@ -155,9 +155,11 @@ def write_report(
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
-    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(rep / "trajectory.png", dpi=80)
+    ax.apply_aspect()  # the axes' drawn box (equal aspect), to put the legend under its x label: never over the track
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center",
+               bbox_to_anchor=(0.5, ax.get_position().y0 - 0.55 / fig.get_figheight()))  # fmt: skip
+    fig.savefig(rep / "trajectory.png", dpi=80, bbox_inches="tight")  # grown or cropped to what is drawn
     plt.close(fig)
 
     summary: dict[str, Any] = {

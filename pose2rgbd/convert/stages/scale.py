@@ -162,7 +162,8 @@ def fit_scale(
 
 def segment_scales(fit: ScaleFit, segment_s: float) -> list[dict[str, float]]:
     """Per segment of ``segment_s`` seconds: ``{"t_s", "scale", "sigma", "n"}`` from the windows whose middle
-    lies in it (sigma: 1.2533 * 1.4826 * MAD / sqrt(n), the normal-theory std of a median; NaN with one window)."""
+    lies in it (``t_s``: the median of those middles, inside the flight where it ends within the segment; sigma:
+    1.2533 * 1.4826 * MAD / sqrt(n), the normal-theory std of a median; NaN with one window)."""
     out: list[dict[str, float]] = []
     if fit.n_windows == 0:
         return out
@@ -174,5 +175,6 @@ def segment_scales(fit: ScaleFit, segment_s: float) -> list[dict[str, float]]:
         r = fit.ratios[m]
         med = float(np.median(r))
         sig = 1.2533 * 1.4826 * float(np.median(np.abs(r - med))) / np.sqrt(len(r)) if len(r) > 1 else float("nan")
-        out.append({"t_s": float(lo + segment_s / 2), "scale": med, "sigma": sig, "n": float(len(r))})
+        t = float(np.median(fit.window_t_s[m]))
+        out.append({"t_s": t, "scale": med, "sigma": sig, "n": float(len(r))})
     return out

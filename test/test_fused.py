@@ -156,3 +156,11 @@ def test_sky_and_far_field_do_not_become_a_wall(sky: str) -> None:
     assert dist.max() < 9.0  # nothing near 40 m (or at any finite sky depth): the farthest floor corner is ~8 m
     sky_depth = geo.raycast(cams[2], CAM)[missed[2]]
     assert np.isnan(sky_depth).mean() > 0.95  # looking at the sky, the fused geometry has no wall there
+
+
+def test_a_voxel_size_reads_the_same_in_every_message() -> None:
+    """The log, `map fuse` and evaluate's baseline line all say a voxel size by one rule: cm below a metre."""
+    from pose2rgbd.placemap.fused import voxel_words
+
+    assert voxel_words(0.0134) == "1.3 cm" and voxel_words(0.918) == "91.8 cm"
+    assert voxel_words(3.473) == "3.47 m" and voxel_words(1.0) == "1 m"

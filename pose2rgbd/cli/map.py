@@ -167,7 +167,9 @@ def _fuse(args: argparse.Namespace) -> int:
 
 def _print_fused(path: Path, m: dict[str, Any]) -> None:
     e = m.get("exposure") or {}
-    print(f"{path}/fused: {m['keyframes']} keyframes fused at {100 * m['voxel_size_m']:.1f} cm voxels (depth up to "
+    from pose2rgbd.placemap.fused import voxel_words
+
+    print(f"{path}/fused: {m['keyframes']} keyframes fused at {voxel_words(m['voxel_size_m'])} voxels (depth up to "
           f"{m['depth_max_m']:.1f} m): {m['triangles']} triangles in {m['build_s']:.1f} s")  # fmt: skip
     if e.get("pairs"):
         print(f"  exposure     {e['keyframes_fitted']} keyframes fitted on {e['pairs']} co-visible samples; "

@@ -15,7 +15,7 @@ from pose2rgbd.evaluation.config import EvaluateConfig
 from pose2rgbd.evaluation.metrics import MetricAccumulator
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.placemap.format import MapError
-from pose2rgbd.placemap.fused import FusionConfig, fuse_keyframes
+from pose2rgbd.placemap.fused import FusionConfig, fuse_keyframes, voxel_words
 from pose2rgbd.placemap.fused.render import FusedRenderer
 from pose2rgbd.placemap.keyframes import Keyframes
 
@@ -60,7 +60,7 @@ def describe_fused(r: FusedRenderer, hole_fraction: float) -> str:
     """The baseline's line in metrics.md."""
     m = r.geo.meta
     return (
-        f"the {m['keyframes']} training frames' depth fused into one surface (TSDF, {100 * m['voxel_size_m']:.1f} cm "
+        f"the {m['keyframes']} training frames' depth fused into one surface (TSDF, {voxel_words(m['voxel_size_m'])} "
         f"voxels), ray-cast at the test pose, coloured from the {r.neighbours} nearest training frames that see each "
         f"point (lumigraph weights, exposure-compensated); holes ({100 * hole_fraction:.1f} % of pixels) filled from "
         "the nearest frame"

@@ -14,7 +14,23 @@ training-free renderer that takes its colours from the keyframes that see each p
 Open3D is imported only when fusing or ray casting; the rest of the package never loads it.
 """
 
-from pose2rgbd.placemap.fused.tsdf import FusedGeometry, FusionConfig, fuse_keyframes, fuse_map, load_fused
+from pose2rgbd.placemap.fused.tsdf import (
+    FusedGeometry,
+    FusionConfig,
+    fuse_keyframes,
+    fuse_map,
+    load_fused,
+    voxel_words,
+)
 from pose2rgbd.placemap.keyframes import ArrayKeyframes, Keyframes
 
-__all__ = ["ArrayKeyframes", "FusedGeometry", "FusionConfig", "Keyframes", "fuse_keyframes", "fuse_map", "load_fused"]
+__all__ = [
+    "ArrayKeyframes",
+    "FusedGeometry",
+    "FusionConfig",
+    "Keyframes",
+    "fuse_keyframes",
+    "fuse_map",
+    "load_fused",
+    "voxel_words",
+]

@@ -262,9 +262,15 @@ def fuse_keyframes(kf: Keyframes, cfg: FusionConfig | None = None, *, progress: 
                                            samples=cfg.exposure_samples)  # fmt: skip
         meta["exposure"] = stats
     meta["build_s"] = round(time.monotonic() - t0, 2)
-    log.info("fused %d keyframes: %d triangles at %.3f m voxels in %.1f s", len(kf), len(triangles),
-             s["voxel_size_m"], meta["build_s"])  # fmt: skip
+    log.info("fused %d keyframes: %d triangles at %s voxels in %.1f s", len(kf), len(triangles),
+             voxel_words(s["voxel_size_m"]), meta["build_s"])  # fmt: skip
     return geo
+
+
+def voxel_words(voxel_size_m: float) -> str:
+    """A voxel size as every message says it: centimetres below a metre ("1.3 cm"), metres from there ("3.47 m")."""
+    v = float(voxel_size_m)
+    return f"{100 * v:.1f} cm" if v < 1.0 else f"{v:.3g} m"
 
 
 def fuse_map(

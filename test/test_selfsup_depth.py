@@ -276,7 +276,7 @@ def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> N
         "assumptions": ["the camera looks forward"],
     }
     (earlier / "summary.json").write_text(json.dumps({**recording, "depth_at_points": {"median_relative": 0.5},
-                                                      "scale": {"0": {"scale": 2.0}}}))  # fmt: skip
+                                                      "scale": {"0": {"scale": 2.0}}, "depth": None}))  # fmt: skip
     out = export_depth(ds_path, res.last, tmp_path / "out", gps="off", progress=False)
     ds = Dataset(out.path)
     assert ds.manifest.depth_kind == "unscaled" and ds.manifest.extra["depth"]["scaled_from"] == "none"
@@ -289,6 +289,7 @@ def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> N
     summary = json.loads((rep / "summary.json").read_text())
     assert {k: summary[k] for k in recording} == recording
     assert "depth_at_points" not in summary and summary["scale"] == {} and "depth_spread" in summary  # unscaled
+    assert "depth" not in summary  # the frames' conversion had none: not what this dataset has
     assert sorted(p.name for p in earlier.iterdir()) == ["samples.png", "summary.json", "sync.png"]  # left as it was
 
 

@@ -269,8 +269,8 @@ def keep_file(src: Path, root: Path, name: str) -> str:
 # stereo stage, an import's depth): not carried from a dataset whose depth is written anew
 DEPTH_REPORT_FIGURES = frozenset({"samples.png", "scale.png", "trajectory.png"})
 DEPTH_REPORT_ENTRIES = frozenset(
-    {"depth_kind", "scale", "depth_spread", "depth_at_points", "before_stereo", "mvs", "network_to_stereo_scale",
-     "depth_import"}
+    {"depth", "depth_kind", "scale", "depth_spread", "depth_at_points", "before_stereo", "mvs",
+     "network_to_stereo_scale", "depth_import"}
 )  # fmt: skip
 
 

@@ -475,11 +475,13 @@ def test_colmap_backend_registers_frames_and_beats_the_drifting_composition(
     T = _sfm_flight(24)
     imgs = [render_textured(t, cam) for t in T]
     monkeypatch.setattr(colmap_sfm, "LOG_EVERY_S", 0.0)  # a line at every registration
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # COLMAP keeps to it (colmap_threads)
     with caplog.at_level(logging.INFO, logger="pose2rgbd.geometry.colmap_sfm"):
         res = colmap_poses(lambda i: imgs[i], np.arange(24), cam.K, TrajectoryConfig(colmap_every=2, colmap_overlap=5))
     assert res.tried == 13 and res.n_registered >= 10, res.n_registered
     said = [r.getMessage() for r in caplog.records if r.name == "pose2rgbd.geometry.colmap_sfm"]
-    assert said[0] == "COLMAP: features of 13 frames" and said[1].startswith("COLMAP: matching each frame with the 5")
+    assert said[0] == "COLMAP: features of 13 frames (threads: 1)"  # OMP_NUM_THREADS=1, set above
+    assert said[1].startswith("COLMAP: matching each frame with the 5")
     assert said[2].startswith("COLMAP: mapping 13 frames")
     counts = [int(m.split()[1]) for m in said if "registrations of 13 frames so far" in m]
     assert counts and counts == sorted(counts) and counts[-1] >= res.n_registered, said
@@ -696,3 +698,16 @@ def test_colmap_backend_leaves_a_source_too_short_for_structure_from_motion_to_t
     short = np.flatnonzero(src == 1)
     np.testing.assert_allclose(T[short], compose_poses(T_rel[short[:-1]]), atol=1e-9)
     assert info["sources"]["0"]["registered"] == 8 and info["sources"]["1"]["registered"] == 0
+
+
+def test_colmap_keeps_to_the_thread_limit_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """COLMAP's threads: a setting above 0 as given; automatic: OMP_NUM_THREADS where set (a shared machine's limit,
+    which torch and numpy keep too), else every core."""
+    from pose2rgbd.geometry.colmap_sfm import colmap_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert colmap_threads(-1) == 1 and colmap_threads(0) == 1 and colmap_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert colmap_threads(-1) == -1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert colmap_threads(-1) == -1 and colmap_threads(2) == 2

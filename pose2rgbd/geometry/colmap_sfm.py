@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,16 @@ class SequentialSfm:
     max_num_models: int = 0
 
 
+def colmap_threads(threads: int) -> int:
+    """The threads COLMAP runs on for ``threads`` (a setting; -1 or 0: automatic): a positive ``threads`` as given;
+    else ``OMP_NUM_THREADS`` where it is set to a positive number, the limit torch and numpy keep in this process
+    and the one a user sharing a machine sets; else -1, COLMAP's every core."""
+    if threads > 0:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else -1
+
+
 LOG_EVERY_S = 30.0  # while COLMAP maps: a log line of the frames registered so far at most this often
 
 
@@ -96,29 +107,30 @@ def sequential_sfm(
     from pose2rgbd.progress import bar
 
     t0 = time.monotonic()
+    threads = colmap_threads(run.threads)
     img_dir = root / "images"
     db = root / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = run.camera_model
     reader.camera_params = ",".join(f"{float(v):.10g}" for v in run.camera_params)
     ext = pycolmap.FeatureExtractionOptions()
-    ext.num_threads = run.threads
+    ext.num_threads = threads
     ext.max_image_size = run.max_image_size
     if run.max_features > 0:
         ext.sift.max_num_features = run.max_features
     ext.sift.peak_threshold = PEAK_THRESHOLD
-    log.info("COLMAP: features of %d frames", len(names))
+    log.info("COLMAP: features of %d frames (threads: %s)", len(names), "every core" if threads < 0 else threads)
     pycolmap.extract_features(db, img_dir, image_names=list(names), camera_mode=pycolmap.CameraMode.SINGLE,
                               reader_options=reader, extraction_options=ext, device=pycolmap.Device.cpu)  # fmt: skip
     match = pycolmap.FeatureMatchingOptions()
-    match.num_threads = run.threads
+    match.num_threads = threads
     pairing = pycolmap.SequentialPairingOptions()
     pairing.overlap = run.overlap
     pairing.quadratic_overlap = False
     log.info("COLMAP: matching each frame with the %d after it (%.0f s so far)", run.overlap, time.monotonic() - t0)
     pycolmap.match_sequential(db, matching_options=match, pairing_options=pairing, device=pycolmap.Device.cpu)
     opts = pycolmap.IncrementalPipelineOptions()
-    opts.num_threads = run.threads
+    opts.num_threads = threads
     opts.random_seed = 0
     opts.ba_refine_focal_length = run.refine_intrinsics
     opts.ba_refine_principal_point = False

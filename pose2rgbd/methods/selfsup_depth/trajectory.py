@@ -39,7 +39,7 @@ class TrajectoryConfig:
     colmap_overlap: int = help_field(10, "colmap: each frame is matched with the next this many (sequential)")
     colmap_max_size: int = help_field(1024, "colmap: frames are downscaled to at most this many pixels wide / high")
     colmap_max_features: int = help_field(4096, "colmap: SIFT features per frame, at most")
-    colmap_threads: int = help_field(-1, "colmap: CPU threads (-1: all)")
+    colmap_threads: int = help_field(-1, "colmap: CPU threads (-1: OMP_NUM_THREADS where set, else all)")
     colmap_points: int = help_field(
         512, "colmap: triangulated points kept per frame (sparse metric depth of the metric-pose path); 0: none"
     )

@@ -274,14 +274,14 @@ DEPTH_REPORT_ENTRIES = frozenset(
 )  # fmt: skip
 
 
-def carry_report(earlier: Path, folder: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+def carry_report(earlier: Path, folder: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, object] | None:
     """Copy the files of the report folder ``earlier`` (another dataset's ``report/``) that ``folder`` does not
     have yet into it, but those named in ``skip``, and return that report's ``summary.json`` (None where it has
     none or it cannot be read): a stage that writes a dataset anew from another keeps what the other's report said
     of the recording."""
     if not earlier.is_dir():
         return None
-    summary: dict[str, Any] | None = None
+    summary: dict[str, object] | None = None
     for f in sorted(earlier.iterdir()):
         if f.name == "summary.json":
             try:

@@ -224,3 +224,50 @@ def test_forward_splat_ties_go_to_the_last_source_pixel_whatever_the_threads(thr
     assert np.array_equal(valid.reshape(S * S).numpy(), hit) and 800 < hit.sum() < S * S / 3
     assert torch.equal(d[valid], torch.full((int(hit.sum()),), 10.0))
     np.testing.assert_array_equal(out.reshape(3, S * S).numpy(), want)
+
+
+def test_forward_splat_is_a_z_buffer_pixel_by_pixel() -> None:
+    """Against a z-buffer written as a plain loop over the source points (the same projection): per pixel the
+    nearest point, ties to the last source pixel; holes, sky (+inf, splatted far and written back as +inf), NaN and
+    non-positive depth, points behind the camera and out of view, two frames in one batch."""
+    from pose2rgbd.methods.pose2rgbd.geometry_losses import EPS_Z, _project
+
+    rng = np.random.default_rng(4)
+    B, H, W = 2, 12, 16
+    rgb = torch.from_numpy(rng.uniform(-1, 1, (B, 3, H, W)).astype(np.float32))
+    d = np.round(rng.uniform(1.0, 6.0, (B, 1, H, W)) * 2) / 2  # half metres: many ties
+    d[rng.random(d.shape) < 0.1] = np.nan
+    d[rng.random(d.shape) < 0.05] = np.inf
+    d[rng.random(d.shape) < 0.05] = -1.0
+    depth = torch.from_numpy(d.astype(np.float32))
+    K = torch.tensor([[12.0, 0, 7.5], [0, 12.0, 5.5], [0, 0, 1]], dtype=torch.float64).expand(B, 3, 3)
+    T = torch.eye(4, dtype=torch.float64).repeat(B, 1, 1)
+    T[0, :3, 3] = torch.tensor([0.4, -0.2, 1.5])  # closer: points leave the view
+    T[1, :3, :3] = torch.tensor([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]], dtype=torch.float64)  # turned 90 deg
+    T[1, :3, 3] = torch.tensor([0.0, 0.0, 3.0])  # some points end behind the camera
+    far = 50.0
+    out, dz, valid = forward_splat(rgb, depth, T, K, far_m=far)
+    # the reference: every source point in order, the nearest wins, a tie goes to the later point
+    dd = torch.from_numpy(d).double()
+    sky = np.isposinf(d)
+    ok_src = (np.isfinite(d) & (d > 0)) | sky
+    proj = torch.where(torch.from_numpy(sky), torch.full_like(dd, 1000.0 * far),
+                       torch.where(torch.from_numpy(ok_src), dd, torch.ones_like(dd)))  # fmt: skip
+    uv, z = _project(proj, K, T)
+    want_rgb = np.zeros((B, 3, H, W), np.float32)
+    want_d = np.full((B, 1, H, W), np.nan, np.float32)
+    best = np.full((B, H, W), np.inf)
+    for b in range(B):
+        for p in range(H * W):
+            if not ok_src[b, 0].ravel()[p] or not z[b, p] > EPS_Z:
+                continue
+            u, v = int(torch.round(uv[b, p, 0])), int(torch.round(uv[b, p, 1]))
+            if not (0 <= u < W and 0 <= v < H) or float(z[b, p]) > best[b, v, u]:
+                continue
+            best[b, v, u] = float(z[b, p])
+            want_rgb[b, :, v, u] = rgb[b].reshape(3, -1)[:, p].numpy()
+            want_d[b, 0, v, u] = np.inf if sky[b, 0].ravel()[p] else float(z[b, p])
+    assert np.array_equal(valid.numpy()[:, 0], np.isfinite(best))
+    assert 0.2 < np.isfinite(best).mean() < 0.9  # holes and landed pixels both
+    np.testing.assert_array_equal(out.numpy(), want_rgb)
+    np.testing.assert_array_equal(dz.numpy(), want_d)

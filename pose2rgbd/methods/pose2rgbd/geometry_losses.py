@@ -122,30 +122,37 @@ def forward_splat(
     uv, z = _project(d, K.double(), T_dst_src.double())
     u = torch.round(uv[..., 0]).long()
     v = torch.round(uv[..., 1]).long()
-    ok = ok_src.reshape(B, H * W) & (z > EPS_Z) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    b = torch.arange(B, device=rgb.device)[:, None].expand(B, H * W)
-    key = (b * H * W + v.clamp(0, H - 1) * W + u.clamp(0, W - 1))[ok]
-    zk = z[ok]
-    zbuf = torch.full((B * H * W,), float("inf"), dtype=z.dtype, device=z.device)
-    zbuf.scatter_reduce_(0, key, zk, reduce="amin")
-    win = (zk <= zbuf[key]).nonzero().squeeze(1)  # the nearest points of each pixel (indices into zk)
+    ok = (ok_src.reshape(B, H * W) & (z > EPS_Z) & (u >= 0) & (u < W) & (v >= 0) & (v < H)).reshape(-1)
+    # Every source point keeps its place in flat arrays of fixed length: a point that lands on no pixel is sent to
+    # a slot of its own past the images (n + its index), dropped at the end. No boolean selection, whose length the
+    # host must read back before it can go on (on a GPU a wait for every queued kernel: seven per call before), and
+    # no two atomics of the scatters below on one address but those of one pixel (one shared slot for all of them
+    # serialized the GPU's atomics: docs/serving.md, "Measured again").
+    n = B * H * W
+    point = torch.arange(n, device=rgb.device)
+    b = torch.arange(B, device=rgb.device)[:, None]
+    key = torch.where(ok, (b * H * W + v.clamp(0, H - 1) * W + u.clamp(0, W - 1)).reshape(-1), n + point)
+    zf = z.reshape(-1)
+    zbuf = torch.full((2 * n,), float("inf"), dtype=z.dtype, device=z.device)
+    zbuf.scatter_reduce_(0, key, zf, reduce="amin")
+    near = ok & (zf <= zbuf[key])  # the nearest points of each pixel
     # ties (equal depth: a plane square to the view, seen by several source pixels) go to the last source pixel,
     # chosen here rather than left to the order of the writes below, which many CPU threads and CUDA do not keep:
     # ties no longer depend on the device or the thread count, and the nearest surface is the numba warp's
     # (hybrid/warp.py; its per-keyframe points for `warp_colour blend` compare depth in float32, this in float64)
-    src = torch.arange(H * W, device=rgb.device).expand(B, H * W)[ok][win]
-    last = torch.full((B * H * W,), -1, dtype=src.dtype, device=src.device)
-    last.scatter_reduce_(0, key[win], src, reduce="amax")
-    win = win[src == last[key[win]]]
-    kw = key[win]
-    cols = rgb.reshape(B, C, H * W).permute(0, 2, 1)[ok][win]
-    dz = torch.where(sky.reshape(B, H * W)[ok][win], torch.full_like(zk[win], float("inf")), zk[win])
-    out_rgb = torch.zeros(B * H * W, C, dtype=rgb.dtype, device=rgb.device)
-    out_d = torch.full((B * H * W,), float("nan"), dtype=depth.dtype, device=depth.device)
-    valid = torch.zeros(B * H * W, dtype=torch.bool, device=rgb.device)
-    out_rgb[kw] = cols
+    src = point % (H * W)
+    last = torch.full((2 * n,), -1, dtype=src.dtype, device=src.device)
+    last.scatter_reduce_(0, torch.where(near, key, n + point), src, reduce="amax")
+    kw = torch.where(near & (src == last[key]), key, n + point)  # one winner per pixel; the rest to their own slots
+    cols = rgb.reshape(B, C, H * W).permute(0, 2, 1).reshape(n, C)
+    dz = torch.where(sky.reshape(-1), torch.full_like(zf, float("inf")), zf)
+    out_rgb = torch.zeros(2 * n, C, dtype=rgb.dtype, device=rgb.device)
+    out_d = torch.full((2 * n,), float("nan"), dtype=depth.dtype, device=depth.device)
+    valid = torch.zeros(2 * n, dtype=torch.bool, device=rgb.device)
+    out_rgb[kw] = cols  # each index once: a pixel's winner, or a point's own slot
     out_d[kw] = dz.to(depth.dtype)
     valid[kw] = True
+    out_rgb, out_d, valid = out_rgb[:n], out_d[:n], valid[:n]
     return (
         out_rgb.reshape(B, H, W, C).permute(0, 3, 1, 2).contiguous(),
         out_d.reshape(B, 1, H, W),

@@ -343,11 +343,12 @@ def evaluate(
             f"pose with their depth, z-buffered; holes ({100 * metrics['reprojection']['hole_fraction']:.1f} % of "
             "pixels) filled from the nearest frame"
         )
+    estimated_by = estimated_depth_source(ds)
     if points is not None:
-        src = estimated_depth_source(ds)
         info["point_depth"] = points.describe() + (
-            f"; the dataset's depth was estimated ({src}): the depth columns score against it, the point columns do not"
-            if src
+            f"; the dataset's depth was estimated ({estimated_by}): the depth columns score against it, the point "
+            "columns do not"
+            if estimated_by
             else ""
         )
     if "depth_sigma_within" in metrics["model"]:
@@ -370,7 +371,7 @@ def evaluate(
         notes.append(fused_note)
     curves = sigma_acc.curves(engine.depth_uncertainty) if "depth_sigma_within" in metrics["model"] else None
     result = EvaluationResult(out, metrics, {}, kind, len(test), unit, info, arrays, curves,
-                              estimated_depth_source(ds))  # fmt: skip
+                              estimated_by)  # fmt: skip
     if write_files:
         _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
                        fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.messages.interfaces import interface_dir, interface_fields
+
 _TYPECODES = {
     "uint8": "B",
     "octet": "B",
@@ -40,6 +43,7 @@ class RclpyFactory:
             parts = msgtype.split("/")
             pkg, kind, name = (parts[0], "msg", parts[1]) if len(parts) == 2 else parts
             c = getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+            check_built_interface(msgtype, c)
             self._classes[msgtype] = c
         return c
 
@@ -62,3 +66,25 @@ class RclpyFactory:
                     v = v.tolist()
             setattr(msg, k, v)
         return msg
+
+
+def check_built_interface(msgtype: str, cls: Any) -> None:
+    """Refuse one of pose2rgbd's own interfaces whose generated class (what ``colcon build`` or
+    ``scripts/setup.sh`` built from ``msg/`` and ``srv/``) lacks a field this code's definition has: interfaces
+    built before an update of the package. Without the check the node starts and fails at its first message with
+    a bare KeyError on the field's name."""
+    defined = interface_fields(msgtype)
+    if defined is None:
+        return
+    missing = []
+    for part, names in defined.items():
+        built = (getattr(cls, part) if part else cls).get_fields_and_field_types()
+        missing += [f"{part + '.' if part else ''}{n}" for n in names if n not in built]
+    if missing:
+        where = getattr(importlib.import_module(cls.__module__), "__file__", None) or cls.__module__
+        raise ConfigError(
+            f"the built ROS interface {msgtype} ({where}) lacks the field(s) {', '.join(missing)} that this "
+            f"package's definition has ({interface_dir()}): the interfaces were built from an older version of "
+            "the package. Build them again: bash scripts/setup.sh in a venv set up by it, or colcon build "
+            "--packages-select pose2rgbd and source install/setup.bash in a ROS 2 workspace"
+        )

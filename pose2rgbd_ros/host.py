@@ -139,6 +139,12 @@ class NodeHost(LifecycleNode):
             resources = with_resources(self.spec, cfg, None)
             logic = self.spec.build(cfg, self.factory, self.get_logger(), **resources)
             check_logic(self.spec, logic)
+            # every message and service type the node uses, loaded now: pose2rgbd's own interfaces built from an
+            # older msg/ are refused here by name (RclpyFactory.cls), not by a KeyError at the first message
+            spec = self.spec
+            for msgtype in (*(o.type for o in spec.outputs), *(t for i in spec.inputs for t in i.types),
+                            *(v.type for v in spec.services)):  # fmt: skip
+                self.factory.cls(msgtype)
         except Pose2RGBDError as e:
             self.configure_error = e
             self.get_logger().error(f"configure failed: {e}")

@@ -91,6 +91,9 @@ def test_install_space_imports(install_space: Path, tmp_path: Path) -> None:
         "from pose2rgbd.srv import RenderAtPose\n"
         "from ament_index_python.packages import get_package_share_directory\n"
         "m = RGBD(); m.depth.encoding = '32FC1'; SyncedFrame(); RenderAtPose.Request(); RenderAtPose.Response()\n"
+        "from pose2rgbd_ros.factory import RclpyFactory\n"  # the built interfaces against the installed msg/ + srv/
+        "f = RclpyFactory(); [f.cls(t) for t in ('pose2rgbd/msg/RGBD', 'pose2rgbd/msg/SyncedFrame', "
+        "'pose2rgbd/srv/RenderAtPose')]\n"
         "print(pose2rgbd.__file__); print(pose2rgbd_ros.host.__file__); print(RGBD.__module__)\n"
         "print(get_package_share_directory('pose2rgbd'))\n"
     )

@@ -89,6 +89,41 @@ def test_factory_builds_rclpy_messages(rclpy_context) -> None:  # type: ignore[n
     assert d.status[0].level == b"\x01"
 
 
+def test_interfaces_built_from_an_older_definition_are_refused_by_name(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """pose2rgbd's own interfaces as built (.ros/ or a colcon install) have every field of msg/ and srv/ (this
+    fails on a stale build); a generated class without one -- interfaces built before an update -- is refused with
+    the type, the missing fields and the command that builds them again, not a KeyError at the first message."""
+    from pose2rgbd.errors import ConfigError
+    from pose2rgbd_ros.factory import RclpyFactory, check_built_interface
+
+    f = RclpyFactory()
+    rgbd = f.cls("pose2rgbd/msg/RGBD")
+    assert "depth_sigma" in rgbd.get_fields_and_field_types()
+    f.cls("pose2rgbd/msg/SyncedFrame")
+    srv = f.cls("pose2rgbd/srv/RenderAtPose")
+    check_built_interface("sensor_msgs/msg/Image", object)  # another package's type: not ours to check
+
+    class StaleRGBD:
+        __module__ = rgbd.__module__
+
+        @staticmethod
+        def get_fields_and_field_types() -> dict[str, str]:
+            return {k: v for k, v in rgbd.get_fields_and_field_types().items() if k != "depth_sigma"}
+
+    with pytest.raises(ConfigError, match=r"pose2rgbd/msg/RGBD .* lacks the field\(s\) depth_sigma .*colcon build"):
+        check_built_interface("pose2rgbd/msg/RGBD", StaleRGBD)
+
+    class StaleResponse:
+        @staticmethod
+        def get_fields_and_field_types() -> dict[str, str]:
+            return {"success": "boolean", "message": "string"}
+
+    StaleService = type("StaleService", (), {"__module__": srv.__module__, "Request": srv.Request,
+                                             "Response": StaleResponse})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lacks the field\(s\) Response\.rgbd "):
+        check_built_interface("pose2rgbd/srv/RenderAtPose", StaleService)
+
+
 def test_host_declares_parameters_with_descriptions_and_ranges(rclpy_context) -> None:  # type: ignore[no-untyped-def]
     from rclpy.parameter import Parameter
 

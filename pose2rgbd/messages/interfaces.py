@@ -40,3 +40,30 @@ def register_custom_msgs(typestore: Any) -> Any:
     if not all(f"pose2rgbd/msg/{n}" in typestore.fielddefs for n in CUSTOM_MSGS):
         register_msg_definitions(typestore, msg_definitions())
     return typestore
+
+
+def _field_names(text: str) -> tuple[str, ...]:
+    """The field names of a .msg text (or one part of a .srv): ``type name [default]`` lines, not constants."""
+    names = []
+    for ln in _strip_comments(text).splitlines():
+        parts = ln.split()
+        if len(parts) >= 2 and "=" not in ln:
+            names.append(parts[1])
+    return tuple(names)
+
+
+def interface_fields(msgtype: str) -> dict[str, tuple[str, ...]] | None:
+    """The field names of one of pose2rgbd's own interfaces as its ``msg/`` or ``srv/`` file defines them: for
+    ``pose2rgbd/msg/RGBD`` (or ``pose2rgbd/RGBD``) ``{"": (...)}``, for ``pose2rgbd/srv/RenderAtPose``
+    ``{"Request": (...), "Response": (...)}``; None for another package's type or a name it does not define."""
+    parts = msgtype.split("/")
+    if parts[0] != "pose2rgbd" or len(parts) not in (2, 3):
+        return None
+    kind, name = ("msg", parts[1]) if len(parts) == 2 else (parts[1], parts[2])
+    if (kind, name) not in {("msg", n) for n in CUSTOM_MSGS} | {("srv", n) for n in CUSTOM_SRVS}:
+        return None
+    text = (interface_dir() / kind / f"{name}.{kind}").read_text()
+    if kind == "msg":
+        return {"": _field_names(text)}
+    request, _, response = text.partition("\n---")
+    return {"Request": _field_names(request), "Response": _field_names(response)}

@@ -191,3 +191,42 @@ def test_localize_calibrate_reports_the_default_factor(cal_world: dict, tmp_path
                  "--split", "all", "--out", str(tmp_path / "cal.yaml"), "--max-frames", "40"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "the map's own calibration on these frames: covariance factor" in text
+
+
+def test_a_sequence_fix_the_calibration_flags_is_solved_again_without_the_previous_fix(cal_world: dict) -> None:
+    """Photos seconds apart on a map of a video: the previous fix's nearest keyframes need not reach the next image,
+    and a fix from them can be decisive in inliers yet wrong (a real GoPro walk: 46 inliers, 0.57 m off, flagged
+    'weak geometry', where place recognition gave 389 inliers and the keyframe's own pose). A sequence fix the map's
+    calibration flags is solved again without the previous fix; an unflagged answer replaces it. Here the sequence's
+    candidates are made to give a pose 200 m above the route (flagged beyond the map's coverage)."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
+    from pose2rgbd.placemap import PlaceMap
+
+    pm = PlaceMap(cal_world["cal_map"])
+    ds = Dataset(cal_world["dataset"])
+    rows = np.flatnonzero(ds.frames.source_id == 1)
+    loc = StructureLocalizer(pm, StructureConfig())
+    assert loc.calibration_source == "map"
+    real_solve = loc._solve
+
+    def solve(img, feats, cam, wh, priors):  # type: ignore[no-untyped-def]
+        f = real_solve(img, feats, cam, wh, [p for p in priors if p.source != "sequence"])
+        if f.ok and priors and priors[0].source == "sequence":
+            f.T_world_cam = f.T_world_cam.copy()
+            f.T_world_cam[2, 3] += 200.0
+            f.prior = "sequence"
+        return f
+
+    loc._solve = solve  # type: ignore[method-assign]
+    first = loc.localize_one(ds.read_rgb(int(rows[0])))
+    assert first.ok and not first.flag and loc.stats["sequence_retries"] == 0
+    T_true = ds.frames.T_world_cam[int(rows[1])]
+    second = loc.localize_one(ds.read_rgb(int(rows[1])))
+    assert loc.stats["sequence_retries"] == 1
+    assert second.ok and not second.flag and second.prior == "", (second.flag, second.prior)
+    assert np.linalg.norm(second.T_world_cam[:3, 3] - T_true[:3, 3]) < 1.0
+    # the sequence fix without a flag is the answer (no second solve)
+    loc._solve = real_solve  # type: ignore[method-assign]
+    third = loc.localize_one(ds.read_rgb(int(rows[2])))
+    assert third.ok and third.prior == "sequence" and not third.flag and loc.stats["sequence_retries"] == 1

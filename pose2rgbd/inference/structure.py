@@ -11,7 +11,9 @@ warning; a given camera with lens distortion has its keypoints undistorted, :mod
    ``prior_radius_m``, the ``prior_candidates`` most similar by the global descriptor; without one (or when the
    prior's candidates give no decisive fix), the keyframes most similar by the global descriptor
    (:mod:`pose2rgbd.placemap.place`), grouped into places (keyframes within ``place_radius_m`` of the best one), each
-   place widened by its spatial neighbours.
+   place widened by its spatial neighbours. A sequence's fix that the calibration's gate flags (step 6) is solved
+   again without the previous fix, and the answer without a flag (else the one with more inliers) is kept: the
+   previous fix's nearest keyframes need not reach an image taken seconds later on a map of a video.
 3. **2-D/3-D correspondences**: the query's RootSIFT matched to each candidate keyframe with the ratio test, all
    candidates in one matrix product (:mod:`.structure_match`); the keyframe's features carry world points (lifted
    from its depth or triangulated at build time); with ``ratio_all_features`` the ratio test sees all of a
@@ -265,7 +267,7 @@ class StructureLocalizer:
         self.last_view_angle_deg = math.nan  # of the last pose that reached the viewpoint check (diagnostics)
         # a learned localizer's estimate as the last prior (structure_load.PriorFromModel)
         self.prior_model: Callable[[np.ndarray], Prior | None] | None = None
-        self.stats = {"calls": 0, "frames": 0, "fixes": 0}
+        self.stats = {"calls": 0, "frames": 0, "fixes": 0, "sequence_retries": 0}
         # the map's own calibration (map build) unless a file replaces it (use_calibration)
         self.calibration: Calibration | None = map_calibration(place_map)
         self.calibration_source = "map" if self.calibration is not None else "none"
@@ -333,11 +335,25 @@ class StructureLocalizer:
         if self.prior_model is not None and not priors:
             learned = self.prior_model(img)
             priors += [learned] if learned is not None else []
+        c = self.cfg
         fix = self._solve(img, feats, geo.camera, geo.wh, priors)
+        if fix.ok:
+            finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
+        if fix.ok and fix.flag and fix.prior == "sequence":
+            # the previous fix's nearest keyframes need not reach this image (photos seconds apart on a map of a
+            # video, whose keyframes lie centimetres apart): a sequence fix the calibration flags is solved again
+            # without it, and the answer without a flag (else the one with more inliers) is kept
+            again = self._solve(img, feats, geo.camera, geo.wh, priors[1:])
+            if again.ok:
+                finish_fix(again, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
+                if not again.flag or again.inliers > fix.inliers:
+                    log.debug("sequence fix flagged (%s, %d inliers): kept the fix without it (%d inliers)",
+                              fix.flag, fix.inliers, again.inliers)  # fmt: skip
+                    fix = again
+            with self._lock:
+                self.stats["sequence_retries"] += 1
         near = None
         if fix.ok:
-            c = self.cfg
-            finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
             if fix.flag and c.ood_policy == "refuse":
                 fix = _nan_fix("out of distribution", inliers=fix.inliers, correspondences=fix.correspondences,
                                keyframes=fix.keyframes, prior=fix.prior, flag=fix.flag)  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -174,6 +175,17 @@ def _default_text(default: Any) -> str:
     return str(default)
 
 
+_NEEDED = re.compile(r"\((?:required|needed)\b[^()]*\)\s*$")  # "(required)", "(needed without --map)" at the end
+
+
+def _with_default(text: str, default: Any) -> str:
+    """``text`` and its ``(default: ...)``; a flag whose help ends by saying it is required (or needed) shows none:
+    its default only means "not given", which the help already says is not an option."""
+    if _NEEDED.search(text):
+        return text
+    return f"{text} (default: {_default_text(default)})"
+
+
 def _group(parser: argparse.ArgumentParser, title: str, description: str | None = None) -> Any:
     """The argument group of ``title`` in ``parser`` (one the command made itself too), created when absent."""
     for g in parser._action_groups:  # argparse keeps its groups here; it has no public lookup by title
@@ -199,7 +211,7 @@ def _add_generated(
                 title = f"{titles[top]}: {title}"
             desc = "generated from the config schema: the keys of --config FILE and --set (a node's ROS 2 parameters)"
             groups[section] = parser.add_argument_group(title, desc if not groups else None)
-        text = f"{leaf.help} (default: {_default_text(leaf.default)})"
+        text = _with_default(leaf.help, leaf.default)
         kw: dict[str, Any] = {"nargs": "?", "const": "true"} if leaf.type is bool else {}  # `--x` alone: true
         if typing.get_origin(leaf.type) is typing.Literal:
             kw["choices"] = [str(a) for a in typing.get_args(leaf.type)]
@@ -215,7 +227,7 @@ def _add_aliases(parser: argparse.ArgumentParser, schema: Schema, aliases: Seque
         leaf = schema.leaf(a.key, a.names[0]) if a.key else None
         text = a.help if a.help is not None else (leaf.help if leaf else "")
         if a.key and a.const is _UNSET and a.to is None and leaf is not None:
-            text += f" (default: {_default_text(leaf.default)})"
+            text = _with_default(text, leaf.default)
         if a.key and not any(n == f"--{a.key}" for n in a.names):
             text += f" [= --set {a.key}={_default_text(a.const)}]" if a.const is not _UNSET else f" [= --{a.key}]"
         if a.deprecated:

@@ -185,12 +185,25 @@ def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_c
     sid = np.zeros(len(T), np.int64)
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.convert.stages.depth_export"):
         fits, scale, unchecked = _fit_scales(ds, sid, T_rel, True, 0.75, True, None)  # type: ignore[arg-type]
-    assert fits == {} and scale == {0: 0.75} and "too little motion" in unchecked[0]
-    # the depth is metric: the warning says where its scale comes from, and no advice to write unscaled depth
-    assert "structure-from-motion poses aligned to the GPS" in caplog.text and "too little motion" in caplog.text
-    assert "unscaled" not in caplog.text and "unscaled" not in unchecked[0]
-    with pytest.raises(SyncError, match=r"too little motion.*write unscaled depth"):
+    assert fits == {} and scale == {0: 0.75}
+    assert unchecked[0].startswith("GPS window check of the metric scale skipped: the GPS track spans less than one "
+                                   "20.0 m window; only 0 window(s)"), unchecked[0]  # fmt: skip
+    # the depth is metric: the warning says that only the check was skipped and where the scale comes from; it
+    # neither says the scale could not be fitted (it was, by the Sim(3)) nor advises unscaled depth
+    assert "GPS window check of the metric scale skipped" in caplog.text and "spans less than one" in caplog.text
+    assert "structure-from-motion poses aligned to the GPS by a Sim(3) (0.75 m per network unit)" in caplog.text
+    for wrong in ("too little motion", "fit a metric scale", "unscaled"):
+        assert wrong not in caplog.text and wrong not in unchecked[0], wrong
+    # without the model's metres per unit the fit is the only scale: then the message says there is none
+    with pytest.raises(SyncError, match=r"too little motion to fit a metric scale\. .*write unscaled depth"):
         _fit_scales(ds, sid, T_rel, True, 0.0, False, None)  # type: ignore[arg-type]
+    # a track longer than a window but with fewer windows than the fit needs says that instead
+    cfg = ScaleConfig(min_baseline_m=0.5, min_windows=4)
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.convert.stages.depth_export"):
+        _, _, few = _fit_scales(ds, sid, T_rel, True, 0.75, True, cfg)  # type: ignore[arg-type]
+    assert "the GPS track gives 2 of the 4 windows of 0.5 m the fit needs" in few[0], few[0]
+    with pytest.raises(SyncError, match=r"only 2 window\(s\).*too little motion to fit a metric scale"):
+        _fit_scales(ds, sid, T_rel, True, 0.0, False, cfg)  # type: ignore[arg-type]
 
 
 def test_gps_pair_distances_average_the_noise() -> None:
@@ -329,7 +342,8 @@ def test_cli_depth_train_and_export_metric(tmp_path: Path, capsys: pytest.Captur
                     depth_kind=ck.depth_kind, train_config=ck.train_config, step=ck.step)  # fmt: skip
     unit = export_depth(ds_path, tmp_path / "unit.pt", tmp_path / "unit-out", gps="on", progress=False)
     assert unit.fits == {} and unit.depth_kind == "metric"
-    assert "too little motion" in Dataset(unit.path).manifest.extra["depth"]["scale_unchecked"]["0"]
+    assert "GPS window check of the metric scale skipped" in Dataset(unit.path).manifest.extra["depth"][
+        "scale_unchecked"]["0"]  # fmt: skip
     assert np.allclose(Dataset(unit.path).read_depth(3), Dataset(un.path).read_depth(3) * 0.5, rtol=1e-4)
 
 

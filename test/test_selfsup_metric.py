@@ -139,13 +139,18 @@ def test_sparse_term_pulls_a_wrongly_scaled_depth_to_the_points_scale() -> None:
 def _metric_dataset(tmp_path, n: int = 16, n_metric: int = 10):  # type: ignore[no-untyped-def]
     """A dataset of a plane flown over with GPS poses, and metric poses for its first ``n_metric`` frames (the
     truth, with triangulated points on the plane), the rest left to the pose network."""
+    from pose2rgbd.convert.stages.orientation import course_orientation
     from pose2rgbd.dataset import DatasetWriter, Manifest
     from pose2rgbd.geometry.geodesy import Datum
     from pose2rgbd.methods.selfsup_depth.metric import POSENET, SFM, MetricPoses
 
     datum = Datum(44.43, 26.10, 80.0)
+    # the assumptions a conversion writes: the GPS poses' orientation from the GPS course
+    course = course_orientation(np.arange(3.0), np.zeros((3, 3)), 1.0, 1.0).assumption
+    said = [course, "GPS antenna position = camera position"]
     man = Manifest(name="plane", camera=CAM, depth_kind="none", datum=datum,
-                   sources=[{"id": 0, "kind": "video", "name": "plane"}])  # fmt: skip
+                   sources=[{"id": 0, "kind": "video", "name": "plane"}],
+                   extra={"conversion": {"assumptions": said}})  # fmt: skip
     Ts = np.stack([_down(0.5 * k, 0.1 * k, 8.0) for k in range(n)])
     with DatasetWriter(tmp_path / "ds", man) as w:
         for k, T in enumerate(Ts):
@@ -212,6 +217,18 @@ def test_depth_train_and_export_with_metric_poses(tmp_path, capsys) -> None:  # 
     poses = ds.manifest.extra["poses"]
     assert poses["kind"] == "metric" and poses["metric_frames"] == 10
     assert [s["pose_source"] for s in poses["segments"]] == ["sfm", "posenet"]
+    # the poses written are structure from motion's: the assumptions no longer claim the GPS course's orientation
+    # (roll = pitch = 0) for them, but say it was replaced; the others are kept as they were
+    before = Dataset(ds_path).manifest.extra["conversion"]["assumptions"]
+    said = ds.manifest.extra["conversion"]["assumptions"]
+    assert before[0].startswith("orientation from the GPS course") and len(said) == len(before)
+    assert not any(a.startswith("orientation from") for a in said), said
+    assert said[0].startswith("orientation of the poses written: structure from motion (COLMAP) aligned to the GPS "
+                              "positions by a Sim(3), its gaps filled from the pose network (extra.poses), on all 16 "
+                              "frames; the orientation from the GPS course: yaw = direction of travel, roll = pitch = "
+                              "0"), said[0]  # fmt: skip
+    assert said[0].endswith("gave only the GPS poses the frames were first converted with, none of which is written")
+    assert said[1:] == before[1:]
     dep = ds.manifest.extra["depth"]
     assert dep["metres_per_unit"] == pytest.approx(model.metric_unit)
     chk = dep["scale_check"]
@@ -223,6 +240,19 @@ def test_depth_train_and_export_with_metric_poses(tmp_path, capsys) -> None:  # 
     # the depth is the network's times the metric unit, not a post-hoc fit
     un = export_depth(ds_path, run / "last.pt", tmp_path / "un", gps="off", progress=False)
     np.testing.assert_allclose(ds.read_depth(3), Dataset(un.path).read_depth(3) * model.metric_unit, rtol=1e-4)
+
+
+def test_the_orientation_assumption_says_which_frames_keep_the_gps_orientation() -> None:
+    from pose2rgbd.convert.stages.orientation import replaced_orientation
+
+    att = "orientation from the attitude log (ned); camera mount as configured"
+    given = ["pinhole camera", att, "GPS antenna position = camera position"]
+    part = replaced_orientation(given, "structure from motion", 4, 10)
+    assert part[1] == ("orientation of the poses written: structure from motion, on 6 of 10 frames; the other 4 keep "
+                       "the GPS poses (their source has no such pose), whose orientation is from the attitude log "
+                       "(ned); camera mount as configured")  # fmt: skip
+    assert [part[0], part[2]] == [given[0], given[2]]  # the others as they were, in their place
+    assert replaced_orientation(given, "structure from motion", 10, 10) == given  # all keep the GPS poses
 
 
 def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few(tmp_path, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -283,3 +313,5 @@ def test_convert_video_falls_back_to_the_pose_network_when_sfm_registers_too_few
     assert poses["metric_frames"] == 0 and "fallback" in poses["per_source"]["0"]
     assert [s["pose_source"] for s in poses["segments"]] == ["posenet"]
     assert res.fits[0].scale > 0
+    # every frame keeps its GPS pose: the GPS course's orientation is still what the poses written have
+    assert any(a.startswith("orientation from the GPS course") for a in ds.manifest.extra["conversion"]["assumptions"])

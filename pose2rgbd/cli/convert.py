@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_data, config_from_args
 from pose2rgbd.convert.gps_logs import GPS_FORMATS
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera_axes import CAMERA_AXES
@@ -229,6 +229,12 @@ def _depth_model(stride: int) -> SelfSupDepthConfig | None:
     return SelfSupDepthConfig(stride=stride) if stride > 0 else None
 
 
+def _lens_given(args: argparse.Namespace) -> bool:
+    """Whether the user chose the video's lens (``--lens``, ``--set lens=``, a --config file's ``lens``): only a lens
+    the conversion assumes gets the hint towards ``--lens fisheye``."""
+    return "lens" in config_data(args)
+
+
 def _video(args: argparse.Namespace) -> int:
     if args.depth != "none":
         from pose2rgbd.cli.depth import print_export
@@ -246,12 +252,14 @@ def _video(args: argparse.Namespace) -> int:
             depth=args.depth, overwrite=args.overwrite, model_cfg=_depth_model(args.depth_stride),
             progress=not args.no_progress, gps_format=args.gps_format,
             attitude=args.attitude, attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
+            lens_given=_lens_given(args),
         )  # fmt: skip
         print_export(res)
         return 0
 
     out = _convert("video", args, args.video, args.gps, gps_format=args.gps_format, attitude=args.attitude,
-                   attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc)  # fmt: skip
+                   attitude_degrees=args.attitude_degrees, video_start_utc=args.video_start_utc,
+                   lens_given=_lens_given(args))  # fmt: skip
     _print_result(out)
     return 0
 

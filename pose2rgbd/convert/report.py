@@ -1,4 +1,4 @@
-"""Report beside every converted dataset: sync figure, flight-path figure, summary.json."""
+"""Report beside every converted dataset: sync figure, camera-path figure, summary.json."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _z(x: np.ndarray, robust: bool = False) -> np.ndarray:
     lo, hi = np.percentile(ref, [2, 98])
     out: np.ndarray = (x - lo) / max(hi - lo, 1e-12)
     return out
+
+
+def aligned_title(offset_s: float) -> str:
+    """The title of the sync figure's aligned panel: the GPS stamps are drawn ``offset_s`` earlier (a fix stamped t
+    was measured at camera time t - offset), said as the signed shift itself."""
+    shift = round(-offset_s, 3) + 0.0  # + 0.0: a shift that rounds to zero reads +0.000, not -0.000
+    return f"after alignment (GPS stamps shifted by {shift:+.3f} s)"
 
 
 def plot_sync(
@@ -61,7 +68,7 @@ def plot_sync(
         xs[ok] = medfilt(xr[ok], k)
     # clip display to the robust range so one whip pan does not flatten the plot
     for a, shift, lab in ((ax[0], 0.0, "before alignment (stamps as recorded)"),
-                          (ax[1], offset_used, f"after alignment (GPS stamps - {offset_used:+.3f} s)")):  # fmt: skip
+                          (ax[1], offset_used, aligned_title(offset_used))):  # fmt: skip
         a.plot(t_ref, np.clip(_z(xr, True), -0.2, 1.6), color="0.75", lw=0.7, label=f"{ref_label} (raw)")
         a.plot(
             t_ref, np.clip(_z(xs, True), -0.2, 1.6), color="tab:green", lw=1.8, label=f"{ref_label} (median filtered)"
@@ -141,7 +148,7 @@ def plot_track(path: Path, enu: np.ndarray, t: np.ndarray, kept_pos: np.ndarray 
     ax.set_ylabel("north (m)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(title or "flight path (local ENU about the datum)", fontsize=11)
+    ax.set_title(title or "camera path (local ENU about the datum)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -161,4 +168,4 @@ def write_report(rep: Path, s: Streams, plan: PosePlan) -> None:
                   title=f"Time synchronization: {name}", ref_masked=plan.flow_masked[ok])  # fmt: skip
     pos = plan.T_world_cam[plan.keep, :3, 3]
     plot_track(rep / "track.png", plan.enu, plan.gps_t_corr, pos, plan.dropped_fixes_enu,
-               title=f"Flight path: {name} (ENU about the datum)")  # fmt: skip
+               title=f"Camera path: {name} (ENU about the datum)")  # fmt: skip

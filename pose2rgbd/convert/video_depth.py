@@ -79,7 +79,9 @@ def convert_video_with_depth(
     after the metric poses; ``mvs_cfg`` its settings) or ``selfsup+mvs`` (the network exported into the work
     folder, then stereo where verified and the network elsewhere); both need GPS and metric poses.
 
-    ``check_depth``: :func:`~pose2rgbd.convert.stages.depth_export.check_written_depth` on the written dataset."""
+    ``check_depth``: :func:`~pose2rgbd.convert.stages.depth_export.check_written_depth` on the written dataset.
+    ``convert_kw``: :class:`~pose2rgbd.convert.sources.video.VideoSource`'s options (``lens_given`` also the
+    video-only path's)."""
     if depth_poses not in DEPTH_POSES:
         raise ConfigError(f"depth poses {depth_poses!r} is not one of {list(DEPTH_POSES)}")
     if depth not in DEPTH_CHOICES:
@@ -97,7 +99,7 @@ def convert_video_with_depth(
     settings: dict[str, Any] = {"config": to_dict(c)}
     source: Source
     if gps_log is None:
-        source = VideoFramesSource(video, c)
+        source = VideoFramesSource(video, c, lens_given=bool(convert_kw.get("lens_given", False)))
     else:
         source = VideoSource(video, gps_log, c, **convert_kw)
         settings["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in sorted(convert_kw.items())}

@@ -1,6 +1,6 @@
 """The plan and report steps of every source whose camera and GPS clocks differ (a rosbag, a video + GPS log):
 pass 1 reads :class:`~pose2rgbd.convert.stages.time_offset.Streams`, the time-offset stage (Algorithm 1) makes
-the frame poses, the report draws the synchronization and the flight path."""
+the frame poses, the report draws the synchronization and the camera path."""
 
 from __future__ import annotations
 

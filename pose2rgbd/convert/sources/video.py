@@ -172,11 +172,24 @@ def video_lens(path: Path, cfg: ConvertConfig, n_frames: int | None, *, progress
     return calibrate_fisheye(picked, cfg.hfov_deg, progress=progress)
 
 
-def _camera_words(cfg: ConvertConfig, lens: VideoLens | None) -> str:
+# what the conversion says of a lens it assumed (the pinhole of --hfov, the user having chosen no lens)
+LENS_HINT = ("a wide action-camera lens (a GoPro's) is a fisheye: --lens fisheye calibrates it from the video and "
+             "may fit better (docs/convert.md, \"A video's lens\")")  # fmt: skip
+
+
+def _camera_words(cfg: ConvertConfig, lens: VideoLens | None, lens_given: bool = False) -> str:
+    """The video's camera as the assumptions list states it; for a lens assumed (``lens_given`` False: no --lens
+    given), with the hint towards ``--lens fisheye``."""
     if lens is None:
-        return (f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no "
-                "calibration for a video)")  # fmt: skip
+        words = (f"pinhole camera with an assumed horizontal FOV of {cfg.hfov_deg} deg, no distortion (no "
+                 "calibration for a video)")  # fmt: skip
+        return words if lens_given else f"{words}; {LENS_HINT}"
     return lens.words()
+
+
+def _log_assumed_lens(cfg: ConvertConfig, lens: VideoLens | None, lens_given: bool) -> None:
+    if lens is None and not lens_given:
+        log.info("lens: %s", _camera_words(cfg, lens))
 
 
 def _undistorted(frames: Iterator[tuple[int, float, np.ndarray]],
@@ -191,7 +204,8 @@ def _undistorted(frames: Iterator[tuple[int, float, np.ndarray]],
 
 class VideoSource(ClockOffsetSource):
     """A video + GPS log (``gps_log`` None: the GPS inside a GoPro MP4; ``gps_format`` 'auto' detects the log's
-    format) and an optional attitude log (``time_s,roll,pitch,yaw`` or the karma ATTITUDE csv)."""
+    format) and an optional attitude log (``time_s,roll,pitch,yaw`` or the karma ATTITUDE csv). ``lens_given``: the
+    user chose the lens (``--lens``), so the assumptions give no hint towards ``--lens fisheye``."""
 
     kind = "video"
 
@@ -205,8 +219,10 @@ class VideoSource(ClockOffsetSource):
         attitude: str | Path | None = None,
         attitude_degrees: bool = False,
         video_start_utc: str | None = None,
+        lens_given: bool = False,
     ) -> None:
         super().__init__(video, cfg)
+        self.lens_given = lens_given
         self.gps_log = None if gps_log is None else Path(gps_log)
         self.gps_format = gps_format
         self.attitude = None if attitude is None else Path(attitude)
@@ -228,6 +244,7 @@ class VideoSource(ClockOffsetSource):
         # The camera: a pinhole from the horizontal FOV (--hfov) and the frame size, or the one a calibrated lens's
         # frames are undistorted onto (--lens fisheye); used by the pose output and the flow statistic 'derotated'.
         self.lens = lens = video_lens(vp, cfg, n, progress=progress)
+        _log_assumed_lens(cfg, lens, self.lens_given)
         cam = PinholeCamera.from_fov(w, h, cfg.hfov_deg) if lens is None else lens.target
         att = read_attitude_log(self.attitude, degrees=self.attitude_degrees) if self.attitude else None
 
@@ -257,7 +274,7 @@ class VideoSource(ClockOffsetSource):
             lens=None if lens is None else lens.summary(),
             extra_assumptions=[
                 *cut_note,
-                _camera_words(cfg, lens),
+                _camera_words(cfg, lens, self.lens_given),
                 "the attitude log (if any) shares the GPS clock and gets the same time offset",
             ],
         )  # fmt: skip
@@ -272,13 +289,14 @@ class VideoFramesSource(SourceBase):
     """Every frame of a video without GPS (the input of Algorithm 2's video-only path): a pinhole camera of
     ``cfg.hfov_deg`` (no calibration for a video) at ``cfg.size``, placeholder identity poses (``extra.poses.kind:
     placeholder``), no depth. Pass 1 reads the frame times, pass 2 the frames; the pipeline drops repeated frames,
-    resizes and writes ``report/summary.json``."""
+    resizes and writes ``report/summary.json``. ``lens_given``: as :class:`VideoSource`'s."""
 
     kind = "video"
 
-    def __init__(self, video: str | Path, cfg: ConvertConfig | None = None) -> None:
+    def __init__(self, video: str | Path, cfg: ConvertConfig | None = None, *, lens_given: bool = False) -> None:
         self.path = Path(video)
         self.cfg = cfg or ConvertConfig()
+        self.lens_given = lens_given
         self._inputs = [self.path]
         self.lens: VideoLens | None = None
 
@@ -291,11 +309,12 @@ class VideoFramesSource(SourceBase):
             raise SyncError(f"{self.path}: no frame could be decoded (empty or corrupt video)")
         wh = self.cfg.size_wh()
         self.lens = lens = video_lens(self.path, self.cfg, int(t.size), progress=progress)
+        _log_assumed_lens(self.cfg, lens, self.lens_given)
         cam = PinholeCamera.from_fov(w, h, self.cfg.hfov_deg) if lens is None else lens.target
         frames: dict[str, int] = {"total": int(t.size)}
         poses = {"kind": "placeholder", "note": "video without GPS: identity poses"}
         summary = {"input": {"kind": self.kind, "path": str(self.path)}, "frames": frames, "poses": poses,
-                   "assumptions": [_camera_words(self.cfg, lens)],
+                   "assumptions": [_camera_words(self.cfg, lens, self.lens_given)],
                    **({} if lens is None else {"lens": lens.summary()})}  # fmt: skip
         man = Manifest(
             name=self.cfg.output.name or self.path.stem,
@@ -339,10 +358,13 @@ def convert_video(
     video_start_utc: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    lens_given: bool = False,
 ) -> Path:
     """Convert a video + GPS log into a dataset at ``out`` (atomic: nothing is left behind on error).
 
-    ``gps_log`` None: the GPS inside a GoPro MP4 (GPMF); ``gps_format`` 'auto' detects the log's format."""
+    ``gps_log`` None: the GPS inside a GoPro MP4 (GPMF); ``gps_format`` 'auto' detects the log's format;
+    ``lens_given``: the caller chose the lens (no hint towards ``--lens fisheye``)."""
     src = VideoSource(video, gps_log, cfg, gps_format=gps_format, attitude=attitude,
-                      attitude_degrees=attitude_degrees, video_start_utc=video_start_utc)  # fmt: skip
+                      attitude_degrees=attitude_degrees, video_start_utc=video_start_utc,
+                      lens_given=lens_given)  # fmt: skip
     return convert(src, out, src.cfg.output, overwrite=overwrite, progress=progress)

@@ -29,6 +29,7 @@ from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.stages.depth_predict import Prediction, predict, video_trajectory
 from pose2rgbd.convert.stages.depth_report import metric_report, write_report
+from pose2rgbd.convert.stages.orientation import replaced_orientation
 from pose2rgbd.convert.stages.scale import ScaleConfig, ScaleFit, TooLittleGpsMotion, fit_scale
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.dataset.sequences import SequenceFrames, load_sequence_frames
@@ -143,6 +144,14 @@ class DepthSource(SourceBase):
                 "source without any SfM pose keeps the GPS poses",
                 **metric_info,
             }
+            # frames of a source without any SfM pose keep the GPS poses (_metric_trajectory), and their orientation
+            sid = frames.source_id
+            gps_frames = int((~np.isin(sid, np.unique(sid[mp.ok]))).sum())
+            written = ("structure from motion (COLMAP) aligned to the GPS positions by a Sim(3), its gaps filled "
+                       "from the pose network (extra.poses)")  # fmt: skip
+            replace_orientation(extra, written, gps_frames, len(ds))
+        elif self.poses == "video":
+            replace_orientation(extra, f"the video's own trajectory ({extra['poses']['from']})", 0, len(ds))
         # line 4: the depth scaled (written in pass 2); the manifest says how
         extra["depth"] = {
             "source": "selfsup-depth",
@@ -363,18 +372,31 @@ def _fit_scales(
         except SyncError as e:
             if not metric_scaled:
                 raise  # the fit is the scale itself: without it there is no metric depth
-            # the depth is metric all the same: the fit's advice (a longer path, or unscaled depth) is not for here
-            why = e.what if isinstance(e, TooLittleGpsMotion) else str(e)
-            unchecked[sid] = why
+            # the depth is metric all the same: the fit's conclusion ("too little motion to fit a metric scale") and
+            # advice (a longer path, or unscaled depth) are not for here; only its check of the scale is skipped
+            why = f"{e.reason}; {e.what}" if isinstance(e, TooLittleGpsMotion) else str(e)
+            unchecked[sid] = f"GPS window check of the metric scale skipped: {why}"
             scale_of[sid] = unit
-            log.warning("source %d: the depth's metric scale comes from the structure-from-motion poses aligned to "
-                        "the GPS; the GPS window fit that checks it is not possible: %s", sid, why)  # fmt: skip
+            log.warning("source %d: %s. The metric scale is not affected: it comes from the structure-from-motion "
+                        "poses aligned to the GPS by a Sim(3) (%.4g m per network unit), which this check would only "
+                        "confirm; nothing to do", sid, unchecked[sid], unit)  # fmt: skip
             continue
         scale_of[sid] = unit if unit > 0 else fits[sid].scale
         fit = fits[sid]
         log.info("source %d: GPS window fit %.4f +- %.4f m per unit (%d windows)%s", sid, fit.scale, fit.sigma,
                  fit.n_windows, f"; metric poses: {unit:.4f}" if unit > 0 else "")  # fmt: skip
     return fits, scale_of, unchecked
+
+
+def replace_orientation(extra: dict[str, object], written: str, gps_frames: int, frames: int) -> None:
+    """``extra.conversion.assumptions`` (a conversion's, when ``extra`` has them) with the orientation of the GPS
+    poses said to be replaced by ``written`` (:func:`.orientation.replaced_orientation`); a new dict, the dataset's
+    own manifest is left as it is."""
+    conv = extra.get("conversion")
+    if not isinstance(conv, dict) or not isinstance(conv.get("assumptions"), list):
+        return
+    extra["conversion"] = {**conv, "assumptions": replaced_orientation(conv["assumptions"], written, gps_frames,
+                                                                       frames)}  # fmt: skip
 
 
 def _metric_poses_for(ds: Dataset, mc: Any, cfg: MetricPosesConfig | None, progress: bool) -> MetricPoses:

@@ -3,12 +3,16 @@ an IMU, odometry or TF track read by a source, an attitude log, or the GPS cours
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from pose2rgbd.sync.estimator import velocity_from_positions
+
+# every OrientationTrack.assumption starts with it: the conversion's assumptions list names the orientation by it
+ORIENTATION_PREFIX = "orientation from "
 
 _R_ENU_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 _R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
@@ -85,3 +89,26 @@ def align_yaw_to_course(track: OrientationTrack, course: OrientationTrack, speed
     yc = Rotation.from_matrix(course.R[speed_ok]).as_euler("ZYX")[:, 0]
     d = yc - yo
     return float(np.arctan2(np.sin(d).mean(), np.cos(d).mean()))
+
+
+def replaced_orientation(assumptions: Sequence[str], written: str, gps_frames: int, frames: int) -> list[str]:
+    """The conversion's ``assumptions`` once the poses written are no longer the GPS poses (structure from motion
+    aligned to the GPS, or the video's own trajectory; ``written`` says which): the orientation the GPS poses took
+    (``orientation from ...``, e.g. the GPS course with roll = pitch = 0) is said to have been replaced, and kept only
+    on the ``gps_frames`` of ``frames`` that keep the GPS poses (all of them: nothing replaced, the list as it is).
+    The other assumptions are left as they are."""
+    out = []
+    for a in assumptions:
+        if not a.startswith(ORIENTATION_PREFIX) or gps_frames >= frames:
+            out.append(a)
+            continue
+        first = a.removeprefix(ORIENTATION_PREFIX)
+        if gps_frames == 0:
+            out.append(f"orientation of the poses written: {written}, on all {frames} frames; the orientation from "
+                       f"{first} gave only the GPS poses the frames were first converted with, none of which is "
+                       "written")  # fmt: skip
+        else:
+            out.append(f"orientation of the poses written: {written}, on {frames - gps_frames} of {frames} frames; "
+                       f"the other {gps_frames} keep the GPS poses (their source has no such pose), whose orientation "
+                       f"is from {first}")  # fmt: skip
+    return out

@@ -24,13 +24,20 @@ from pose2rgbd.errors import ConfigError, SyncError
 
 
 class TooLittleGpsMotion(SyncError):
-    """The GPS track has too few windows of the baseline a scale fit needs. ``what`` says how few and why, without
-    the advice the message adds for a conversion whose only scale is this fit."""
+    """The GPS track has too few windows of the baseline a scale fit needs. ``what`` says how few and why (the
+    numbers), ``reason`` the same in words (the track spanning less than one window, or too few windows), both without
+    the conclusion and advice the message adds for a conversion whose only scale is this fit."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
-        advice = "Fly a longer path, lower scale.min_baseline_m, or write unscaled depth (no GPS)"
-        super().__init__(f"scale: {what}. {advice}")
+    def __init__(self, n_windows: int, need: int, baseline_m: float, hovers: int, span_m: float) -> None:
+        self.what = (f"only {n_windows} window(s) with a GPS baseline of {baseline_m} m (need {need}; {hovers} hover "
+                     f"/ slow window(s) rejected, the GPS track spans {span_m:.1f} m)")  # fmt: skip
+        self.reason = (
+            f"the GPS track spans less than one {baseline_m} m window"
+            if span_m < baseline_m
+            else f"the GPS track gives {n_windows} of the {need} windows of {baseline_m} m the fit needs"
+        )
+        advice = "Record a longer path, lower scale.min_baseline_m, or write unscaled depth (no GPS)"
+        super().__init__(f"scale: {self.what}: the GPS shows too little motion to fit a metric scale. {advice}")
 
 
 @dataclass
@@ -137,11 +144,7 @@ def fit_scale(
         kept.append((a, b))
     if len(ratios) < cfg.min_windows:
         span = float(np.linalg.norm(p.max(0) - p.min(0))) if n else 0.0
-        raise TooLittleGpsMotion(
-            f"only {len(ratios)} window(s) with a GPS baseline of {cfg.min_baseline_m} m (need {cfg.min_windows}; "
-            f"{hovers} hover / slow window(s) rejected, the GPS track spans {span:.1f} m): the GPS shows too little "
-            "motion to fit a metric scale"
-        )
+        raise TooLittleGpsMotion(len(ratios), cfg.min_windows, cfg.min_baseline_m, hovers, span)
     r = np.asarray(ratios)
     s = float(np.median(r))
     rng = np.random.default_rng(cfg.seed)

@@ -14,12 +14,15 @@ from pose2rgbd.evaluation.point_depth import estimated_depth_source
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.mvs import (
     MvsConfig,
+    combine_frame,
     combine_with_network,
     consistent_depth,
+    depth_range_from_points,
     mvs_sequence,
     pick_sources,
     sweep_depth,
 )
+from pose2rgbd.progress import logged_pass
 
 CAM = PinholeCamera.from_fov(80, 60, 70.0)
 RNG = np.random.default_rng(3)
@@ -89,9 +92,18 @@ def test_the_warp_direction_matters(track: tuple) -> None:
     assert err > 0.1 or share < 0.2
 
 
-def test_sequence_is_checked_across_views(track: tuple) -> None:
+def test_sequence_is_checked_across_views(track: tuple, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     rgb, depth, T = track
-    res = mvs_sequence(lambda i: rgb[i], CAM.K, T, cfg=CFG, depth_range=(1.5, 12.0))
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.geometry.mvs.sequence"):
+        res = mvs_sequence(lambda i: rgb[i], CAM.K, T, cfg=CFG, depth_range=(1.5, 12.0))
+    # a log file says what the stereo will do as it starts, and how long it took at its end
+    lines = [r.getMessage() for r in caplog.records]
+    pairs = sum(len(s) for s in res.sources)
+    assert "plane sweep of 7 of 7 frames (80x60)" in lines[0] and f"({pairs} pairs), 48 depth planes" in lines[0]
+    assert lines[-1].startswith("multi-view stereo: 7 frames in ") and "verified across views" in lines[-1]
+    assert isinstance(res.info["seconds"], float) and res.info["pairs"] == pairs
     assert res.sources[3] and 3 not in res.sources[3]
     err, share = abs_rel(res.depth[2:5], depth[2:5])
     assert share > 0.5
@@ -129,6 +141,56 @@ def test_sources_are_picked_on_both_sides_with_a_baseline() -> None:
     assert pick_sources(T, ok, 10, 1000.0, cfg) == []  # every baseline below 5 % of 1000 m
 
 
+def test_a_pass_logs_its_progress_without_a_bar(caplog: pytest.LogCaptureFixture) -> None:
+    """Redirected to a file (no bar): a line at most every 30 s with done / total and the time; none after the last
+    item (the caller's own last line says that), and none where a bar is drawn."""
+    import logging
+
+    from pose2rgbd.progress import force_progress
+
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.progress"):
+        for _ in logged_pass(list(range(10)), "stereo: plane sweep", "frame", progress=True, clock=clock):
+            now[0] += 12.0  # 12 s a frame: a line after frames 3, 6 and 9 (36, 72, 108 s), not after the 10th
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "stereo: plane sweep: 3 of 10 frames done (36 s so far, about 84 s left)",
+        "stereo: plane sweep: 6 of 10 frames done (72 s so far, about 48 s left)",
+        "stereo: plane sweep: 9 of 10 frames done (108 s so far, about 12 s left)",
+    ]
+    caplog.clear()
+    force_progress(True)  # a bar drawn (as on a terminal): no log lines besides it
+    try:
+        with caplog.at_level(logging.INFO, logger="pose2rgbd.progress"):
+            for _ in logged_pass(list(range(4)), "stereo", "frame", progress=True, clock=clock):
+                now[0] += 40.0
+    finally:
+        force_progress(False)
+    assert not caplog.records
+
+
+def test_too_few_sparse_depths_name_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The error names settings that exist: the API's, and in a conversion the flag that needs no points."""
+    from pose2rgbd.convert.mvs_depth import MvsDepthSource
+    from pose2rgbd.methods.selfsup_depth.metric import SFM, MetricPoses
+
+    with pytest.raises(ConfigError, match="MvsConfig's min_depth and max_depth") as e:
+        depth_range_from_points(np.array([3.0, 4.0, np.nan]))
+    assert "mvs.min_depth" not in str(e.value)
+    T = np.tile(np.eye(4), (3, 1, 1))
+    T[:, 0, 3] = np.arange(3) * 0.5
+    rgb = np.zeros((3, CAM.height, CAM.width, 3), np.uint8)
+    ds = _dataset(tmp_path / "in", rgb, None, T)
+    mp = MetricPoses(T, np.full(3, SFM), {0: np.array([[0.0, 0.0, 5.0, 1.0]])}, {})
+    with pytest.raises(ConfigError, match="--depth selfsup") as e:
+        MvsDepthSource(ds, mp).plan(progress=False)
+    assert "mvs_cfg=MvsConfig(min_depth=" in str(e.value) and "1 sparse depths" in str(e.value)
+
+
 def test_combination_keeps_stereo_scales_the_network_and_leaves_the_sky_out() -> None:
     gt = np.full((40, 50), 20.0, np.float32)
     gt[:, 25:] = 30.0
@@ -143,6 +205,11 @@ def test_combination_keeps_stereo_scales_the_network_and_leaves_the_sky_out() ->
     assert np.all(np.isnan(out[:8]))  # beyond 1.5 x the verified depth: no finite depth for the sky
     too_few, s1 = combine_with_network(np.full_like(gt, np.nan), net)
     assert s1 == 1.0 and np.array_equal(too_few, net)
+    c = combine_frame(mvs, net, far_factor=1.5)  # where the written depth is the stereo's
+    assert np.array_equal(c.stereo, np.isfinite(mvs)) and np.array_equal(c.depth, out, equal_nan=True)
+    few = mvs.copy()
+    few[9:] = np.nan  # 25 verified pixels < 50: the network's depth as is, no stereo pixel
+    assert not combine_frame(few, net).stereo.any()
 
 
 def test_config_errors_name_the_problem() -> None:
@@ -158,7 +225,9 @@ def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray)
 
     # a network's export keeps its network inside (as `convert video --depth selfsup+mvs` makes it); the frames
     # for stereo alone hold one too here, which their output must not take over
-    extra = {"depth": {"source": "selfsup-depth", "checkpoint": KEPT_NETWORK}}
+    extra = {"depth": {"source": "selfsup-depth", "checkpoint": KEPT_NETWORK},
+             "conversion": {"assumptions": ["orientation from the GPS course: yaw along the track, roll = pitch = 0",
+                                            "lens: pinhole"]}}  # fmt: skip
     man = Manifest(name="mvs", camera=CAM, depth_kind="metric" if depth is not None else "none", extra=extra)
     with DatasetWriter(tmp_path, man) as wr:
         for i in range(len(rgb)):
@@ -168,7 +237,7 @@ def _dataset(tmp_path, rgb: np.ndarray, depth: np.ndarray | None, T: np.ndarray)
 
 
 @pytest.mark.parametrize("combine", [False, True])
-def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -> None:  # type: ignore[no-untyped-def]
+def test_conversion_writes_stereo_depth(track: tuple, tmp_path, capsys, combine: bool) -> None:  # type: ignore[no-untyped-def]
     """What ``convert video --depth mvs`` (and ``selfsup+mvs``) write once the metric poses exist: the stereo depth
     through the conversion pipeline; combined, the network's depth (here the truth x 0.5) scaled to it."""
     from pose2rgbd.convert.mvs_depth import MvsDepthSource
@@ -183,6 +252,7 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     ds = _dataset(tmp_path / "in", rgb, net if combine else None, T if combine else T_gps)
     (ds.path / "report").mkdir()  # what the conversion before the stereo reported (its work folder goes after)
     (ds.path / "report" / "sync.png").write_bytes(b"png")
+    (ds.path / "report" / "samples.png").write_bytes(b"the network's depth")
     (ds.path / "report" / "summary.json").write_text('{"time_offset_s": 0.25}')
     pts = {i: np.array([[0.0, 0.0, z, 1.0] for z in np.nanpercentile(depth[i], np.linspace(1, 99, 12))])
            for i in range(len(T))}  # fmt: skip
@@ -192,6 +262,15 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
                           repeats=False))  # fmt: skip
     assert out.manifest.depth_kind == "metric"
     assert out.manifest.extra["depth"]["source"] == ("selfsup+mvs" if combine else "mvs")
+    # where NaN: the network's depth fills the unverified pixels, sky included, unless beyond the far bound
+    invalid = out.manifest.extra["depth"]["invalid"]
+    assert ("sky nearer than that is written as a surface" in invalid) == combine, invalid
+    # stereo alone writes structure from motion's poses: the GPS course's orientation is said to be replaced (the
+    # combined conversion keeps the poses of the network's export, which said so already)
+    said = out.manifest.extra["conversion"]["assumptions"]
+    before = ds.manifest.extra["conversion"]["assumptions"]
+    assert said[1] == "lens: pinhole" and said[0].startswith("orientation"), said
+    assert (said[0] != before[0]) != combine and ("structure from motion" in said[0]) != combine, said
     assert estimated_depth_source(out) == out.manifest.extra["depth"]["source"]
     assert np.allclose(out.frames.T_world_cam, T)  # the metric poses, not the GPS ones
     d = out.read_depth(3)
@@ -208,5 +287,24 @@ def test_conversion_writes_stereo_depth(track: tuple, tmp_path, combine: bool) -
     assert (out.path / "report" / "sync.png").read_bytes() == b"png"
     summary = json.loads((out.path / "report" / "summary.json").read_text())
     assert summary["before_stereo"] == {"time_offset_s": 0.25} and "mvs" in summary
+    # the report shows the depth as written, not the network's before stereo
+    assert (out.path / "report" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    # the shares of the written pixels: stereo, the network's, none; as many stereo pixels as verified ones
+    share = summary["mvs"]["written_share"]
+    assert out.manifest.extra["depth"]["mvs"]["written_share"] == share
+    assert "seconds" in summary["mvs"] and "seconds" not in out.manifest.extra["depth"]["mvs"]
+    written = np.stack([out.read_depth(i) for i in range(len(out))])
+    assert share["none"] == pytest.approx(float(np.isnan(written).mean()), abs=1e-4)
+    assert share["stereo"] == pytest.approx(summary["mvs"]["verified_share"], abs=1e-4)
+    assert share["network"] == (pytest.approx(1.0 - share["stereo"] - share["none"], abs=2e-4) if combine else 0.0)
+    assert (share["network"] > 0.01) == combine
+    from pose2rgbd.cli.depth import print_export
+    from pose2rgbd.convert.stages.depth_export import ExportResult
+
+    print_export(ExportResult(path=out.path, depth_kind="metric", frames=len(out), metres_per_unit=0.5 * combine))
+    text = capsys.readouterr().out
+    assert f"multi-view stereo verified across views on {share['stereo']:.1%} of the pixels" in text
+    assert ("the network's depth (scaled to the stereo) on" in text) == combine
+    assert "depth written at" not in text  # not the network's unit alone, where stereo made the depth
     with pytest.raises(ConfigError, match="metric poses of"):
         MvsDepthSource(ds, MetricPoses(T[:3], np.full(3, SFM)))

@@ -8,6 +8,7 @@ from the GPS poses when every frame has one (or unscaled), plus a report.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -116,15 +117,62 @@ def print_export(res: object) -> None:
         print(f"  source {sid}: {what} {f.scale:.4g} +- {f.sigma:.2g} m per network unit ({f.n_windows} windows, "
               f"{f.n_hover} hover windows rejected)")  # fmt: skip
     print_metric(getattr(res, "metric", {}))
-    if unit > 0:
+    stereo = _stereo_of(path)
+    if unit > 0 and stereo is None:
         print(f"  depth written at {unit:.4g} m per network unit (from the metric poses; manifest "
               "extra.depth.metres_per_unit)")  # fmt: skip
+    elif stereo is not None:
+        print_stereo(stereo, unit)
     checked = getattr(res, "depth_at_points", None)
     if checked is not None:  # convert video: the warning, where it is far, was logged with what to do
         print(f"  depth check: {checked.describe()}" + ("  (FAR: see the warning above)" if checked.far else ""))
     print(f"  report: {path / 'report'}")
     if getattr(res, "collapsed", False):
         print(f"WARNING: {res.warning}", file=sys.stderr)  # type: ignore[attr-defined]
+
+
+def _stereo_of(path: Path) -> dict[str, object] | None:
+    """The written dataset's ``extra.depth`` where its depth is multi-view stereo (``convert video --depth mvs`` /
+    ``selfsup+mvs``) with ``scale``, the median network-to-stereo scale of its ``report/summary.json``; else None."""
+    from pose2rgbd.dataset import Dataset
+
+    if not (path / "manifest.yaml").is_file():
+        return None
+    depth = Dataset(path, check_files=False).manifest.extra.get("depth")
+    if not isinstance(depth, dict) or depth.get("source") not in ("mvs", "selfsup+mvs"):
+        return None
+    out: dict[str, object] = dict(depth)
+    try:
+        summary = json.loads((path / "report" / "summary.json").read_text())
+        out["scale"] = float(summary["network_to_stereo_scale"]["median"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return out
+
+
+def print_stereo(depth: dict[str, object], unit: float) -> None:
+    """What the written depth is, where multi-view stereo made it: the share of the pixels that is verified stereo,
+    the share that is the network's depth (``selfsup+mvs``: at ``unit`` m per network unit, then scaled per frame
+    to the stereo) and the share without depth."""
+    mvs = depth.get("mvs")
+    mvs = mvs if isinstance(mvs, dict) else {}
+    share = mvs.get("written_share")
+    combined = depth.get("source") == "selfsup+mvs"
+    if combined and unit > 0:
+        scale = depth.get("scale")
+        then = f" (median x {scale:.3g})" if isinstance(scale, float) else ""
+        print(f"  network depth at {unit:.4g} m per network unit (from the metric poses; manifest "
+              f"extra.depth.network.metres_per_unit), then scaled per frame to the stereo{then}")  # fmt: skip
+    if isinstance(share, dict):
+        net = f", the network's depth (scaled to the stereo) on {share['network']:.1%}" if combined else ""
+        why = "beyond the stereo's far depth: sky, far field" if combined else "sky, far field, no texture"
+        print(f"  depth written: multi-view stereo verified across views on {share['stereo']:.1%} of the pixels"
+              f"{net}, none (NaN: {why}) on {share['none']:.1%} (manifest extra.depth.mvs.written_share; "
+              "report/samples.png)")  # fmt: skip
+    elif "verified_share" in mvs:  # written before the shares were recorded
+        rest = "the network's depth or none" if combined else "none (NaN)"
+        print(f"  depth written: multi-view stereo verified across views on {mvs['verified_share']:.1%} of the "
+              f"pixels, elsewhere {rest}")  # fmt: skip
 
 
 def print_metric(m: dict) -> None:

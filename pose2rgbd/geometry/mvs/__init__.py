@@ -4,7 +4,9 @@ checked across views (:mod:`.consistency`), over a posed sequence and combined w
 
 from pose2rgbd.geometry.mvs.consistency import consistent_depth, reproject
 from pose2rgbd.geometry.mvs.sequence import (
+    CombinedDepth,
     MvsResult,
+    combine_frame,
     combine_with_network,
     depth_range_from_points,
     mvs_sequence,
@@ -13,8 +15,10 @@ from pose2rgbd.geometry.mvs.sequence import (
 from pose2rgbd.geometry.mvs.sweep import MvsConfig, sweep_depth
 
 __all__ = [
+    "CombinedDepth",
     "MvsConfig",
     "MvsResult",
+    "combine_frame",
     "combine_with_network",
     "consistent_depth",
     "depth_range_from_points",

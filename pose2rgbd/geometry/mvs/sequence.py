@@ -5,19 +5,21 @@ among the frames near it in time, the plane sweep (:mod:`.sweep`), then the chec
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.mvs.consistency import consistent_depth
 from pose2rgbd.geometry.mvs.sweep import MvsConfig, grey, sweep_depth
-from pose2rgbd.progress import bar
+from pose2rgbd.progress import logged_pass
 
 log = logging.getLogger(__name__)
+
+MIN_SPARSE_DEPTHS = 10  # sparse depths depth_range_from_points needs
 
 
 @dataclass
@@ -30,7 +32,7 @@ class MvsResult:
     views: np.ndarray
     sources: list[list[int]]
     depth_range: tuple[float, float]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)
 
 
 def pick_sources(T_world_cam: np.ndarray, ok: np.ndarray, i: int, median_depth: float, cfg: MvsConfig) -> list[int]:
@@ -63,9 +65,10 @@ def depth_range_from_points(depths: np.ndarray, margin: float = 1.5) -> tuple[fl
     widened by ``margin`` (near / margin, far x margin)."""
     z = np.asarray(depths, np.float64)
     z = z[np.isfinite(z) & (z > 0)]
-    if len(z) < 10:
-        raise ConfigError(f"{len(z)} sparse depths: too few to set the sweep's depth range; give mvs.min_depth and "
-                          "mvs.max_depth")  # fmt: skip
+    if len(z) < MIN_SPARSE_DEPTHS:
+        raise ConfigError(f"{len(z)} sparse depths (need {MIN_SPARSE_DEPTHS}): too few to set the plane sweep's "
+                          "depth range; give the range instead (MvsConfig's min_depth and max_depth, or "
+                          "mvs_sequence's depth_range)")  # fmt: skip
     lo, hi = np.percentile(z, [1, 99])
     return float(lo / margin), float(hi * margin)
 
@@ -83,7 +86,11 @@ def mvs_sequence(
 ) -> MvsResult:
     """Plane-sweep depth of every frame with a pose (``ok``; default: every finite pose), checked across the
     same sources. ``depth_range``: the sweep's (near, far) metres; default ``cfg.min_depth`` / ``max_depth``;
-    ``median_depth`` (what the sources' baselines are sized to): default the range's geometric mean."""
+    ``median_depth`` (what the sources' baselines are sized to): default the range's geometric mean.
+
+    Logged: a line as it starts (frames, neighbours, depth planes, range), the progress of its two passes
+    (:func:`pose2rgbd.progress.logged_pass`: a bar on a terminal, else a line at most every 30 s) and a last
+    line with the shares matched and verified and the time; ``info["seconds"]`` the time too."""
     cfg = cfg or MvsConfig()
     T = np.asarray(T_world_cam, np.float64)
     n = len(T)
@@ -91,7 +98,8 @@ def mvs_sequence(
     if depth_range is None:
         if not (cfg.min_depth and cfg.max_depth):
             raise ConfigError(
-                "multi-view stereo needs a depth range: mvs.min_depth and mvs.max_depth, or sparse points"
+                "multi-view stereo needs a depth range: give depth_range=(near, far), or MvsConfig's min_depth and "
+                "max_depth (or compute it from sparse points: depth_range_from_points)"
             )
         depth_range = (cfg.min_depth, cfg.max_depth)
     median = float(median_depth or np.sqrt(depth_range[0] * depth_range[1]))
@@ -110,46 +118,74 @@ def mvs_sequence(
     first = next((j for j in range(n) if ok[j]), None)
     if first is None:
         raise ConfigError("multi-view stereo: no frame has a pose")
+    t0 = time.monotonic()
     h, w = image(first).shape
     raw = np.full((n, h, w), np.nan, np.float32)
     sources = [pick_sources(T, ok, i, median, cfg) if ok[i] else [] for i in range(n)]
-    for i in bar(range(n), desc="stereo", unit="frame", progress=progress):
-        if sources[i]:
-            raw[i] = sweep_depth(image(i), [image(j) for j in sources[i]], K, T[i], [T[j] for j in sources[i]],
-                                 depth_range, cfg)  # fmt: skip
+    work = [i for i in range(n) if sources[i]]
+    pairs = sum(len(s) for s in sources)
+    skipped = n - len(work)
+    log.info("multi-view stereo: plane sweep of %d of %d frames (%dx%d) against %.3g neighbouring frames each (%d "
+             "pairs), %d depth planes from %.2f to %.1f m, then the check across views%s", len(work), n, w, h,
+             pairs / max(len(work), 1), pairs, cfg.planes, depth_range[0], depth_range[1],
+             f"; {skipped} frame(s) without a pose or a neighbour get no stereo depth" if skipped else "")  # fmt: skip
+    for i in logged_pass(work, "stereo: plane sweep", "frame", progress=progress, logger=log):
+        raw[i] = sweep_depth(image(i), [image(j) for j in sources[i]], K, T[i], [T[j] for j in sources[i]],
+                             depth_range, cfg)  # fmt: skip
+    t_sweep = time.monotonic() - t0
     depth = np.full_like(raw, np.nan)
     views = np.zeros(raw.shape, np.int8)
-    for i in bar(range(n), desc="check views", unit="frame", progress=progress):
-        if sources[i]:
-            depth[i], v = consistent_depth(raw[i], [raw[j] for j in sources[i]], K, T[i], [T[j] for j in sources[i]],
-                                           min_views=cfg.consistent_views, max_reproj_px=cfg.max_reproj_px,
-                                           max_rel_depth=cfg.max_rel_depth)  # fmt: skip
-            views[i] = np.minimum(v, 127)
+    for i in logged_pass(work, "stereo: check across views", "frame", progress=progress, logger=log):
+        depth[i], v = consistent_depth(raw[i], [raw[j] for j in sources[i]], K, T[i], [T[j] for j in sources[i]],
+                                       min_views=cfg.consistent_views, max_reproj_px=cfg.max_reproj_px,
+                                       max_rel_depth=cfg.max_rel_depth)  # fmt: skip
+        views[i] = np.minimum(v, 127)
+    seconds = time.monotonic() - t0
     fin = np.isfinite(depth)
     matched, verified = float(np.isfinite(raw).mean()), float(fin.mean())
-    info: dict[str, Any] = {"frames": n, "frames_with_sources": int(sum(1 for s in sources if s)),
+    info: dict[str, object] = {"frames": n, "frames_with_sources": len(work), "pairs": pairs,
             "depth_range_m": [round(depth_range[0], 3), round(depth_range[1], 3)], "planes": cfg.planes,
-            "matched_share": round(matched, 4), "verified_share": round(verified, 4)}  # fmt: skip
-    log.info("multi-view stereo: %d frames, %.1f %% of pixels matched, %.1f %% verified across views", n,
+            "matched_share": round(matched, 4), "verified_share": round(verified, 4),
+            "seconds": round(seconds, 1)}  # fmt: skip
+    log.info("multi-view stereo: %d frames in %.0f s (plane sweep %.0f s, check across views %.0f s): %.1f %% of "
+             "pixels matched, %.1f %% verified across views", n, seconds, t_sweep, seconds - t_sweep,
              100 * matched, 100 * verified)  # fmt: skip
     return MvsResult(depth, views, sources, depth_range, info)
+
+
+@dataclass
+class CombinedDepth:
+    """One frame's depth as :func:`combine_frame` makes it: ``depth`` (H, W) float32 metres, NaN where none;
+    ``stereo`` (H, W) bool where it is the verified stereo depth (elsewhere a finite depth is the network's, scaled
+    by ``scale``)."""
+
+    depth: np.ndarray
+    scale: float
+    stereo: np.ndarray
+
+
+def combine_frame(mvs: np.ndarray, net: np.ndarray, *, far_factor: float = 1.5, min_pixels: int = 50) -> CombinedDepth:
+    """One frame: the verified stereo depth where it exists, the network's depth scaled to it elsewhere (its
+    per-frame scale: the median ratio stereo / network over the verified pixels), but only up to ``far_factor`` x
+    the 95th percentile of the verified depth (the network gives sky and far field a finite depth; beyond what
+    stereo saw, it stays NaN). With fewer than ``min_pixels`` verified pixels the network's depth is returned
+    as is (scale 1.0, no stereo pixel)."""
+    mvs = np.asarray(mvs, np.float32)
+    net = np.asarray(net, np.float32)
+    both = np.isfinite(mvs) & np.isfinite(net) & (net > 0)
+    if both.sum() < min_pixels:
+        return CombinedDepth(net.copy(), 1.0, np.zeros(net.shape, bool))
+    s = float(np.median(mvs[both] / net[both]))
+    far = far_factor * float(np.percentile(mvs[np.isfinite(mvs)], 95))
+    scaled = net * s
+    stereo = np.isfinite(mvs)
+    out = np.where(stereo, mvs, np.where(scaled <= far, scaled, np.nan))
+    return CombinedDepth(out.astype(np.float32), s, stereo)
 
 
 def combine_with_network(
     mvs: np.ndarray, net: np.ndarray, *, far_factor: float = 1.5, min_pixels: int = 50
 ) -> tuple[np.ndarray, float]:
-    """One frame: the verified stereo depth where it exists, the network's depth scaled to it elsewhere (its
-    per-frame scale: the median ratio stereo / network over the verified pixels), but only up to ``far_factor`` x
-    the 95th percentile of the verified depth (the network gives sky and far field a finite depth; beyond what
-    stereo saw, it stays NaN). With fewer than ``min_pixels`` verified pixels the network's depth is returned
-    as is (scale 1.0). Returns ``(depth, scale)``."""
-    mvs = np.asarray(mvs, np.float32)
-    net = np.asarray(net, np.float32)
-    both = np.isfinite(mvs) & np.isfinite(net) & (net > 0)
-    if both.sum() < min_pixels:
-        return net.copy(), 1.0
-    s = float(np.median(mvs[both] / net[both]))
-    far = far_factor * float(np.percentile(mvs[np.isfinite(mvs)], 95))
-    scaled = net * s
-    out = np.where(np.isfinite(mvs), mvs, np.where(scaled <= far, scaled, np.nan))
-    return out.astype(np.float32), s
+    """:func:`combine_frame`'s ``(depth, scale)``."""
+    c = combine_frame(mvs, net, far_factor=far_factor, min_pixels=min_pixels)
+    return c.depth, c.scale

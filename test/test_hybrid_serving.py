@@ -548,3 +548,26 @@ def test_a_hybrid_without_decoder_flags_positions_not_the_rotation_box(decoder: 
     _, oob = model.poses_to_input(rolled)
     assert np.array_equal(oob, model.out_of_bounds(rolled))  # one rule for both paths
     assert oob.any() == decoder  # the rotation box flags some rolled poses; the position box none
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_the_position_box_is_widened_by_the_same_metres_on_every_side(decoder: bool) -> None:
+    """A walk's keyframes span 20 m along the street and 0.4 m in height. Without a decoder the box is widened by
+    the same metres on every side (margin 0.1 x half the widest side: 1 m), so a camera 2 cm or 0.8 m below every
+    keyframe is inside and 1.5 m below is outside; with a decoder each normalized dimension keeps its own margin
+    (2 cm of the height's 0.4 m is outside)."""
+    from pose2rgbd.models import PoseNormalizer
+    from pose2rgbd.testing.ground_plane import look_down_pose
+    from pose2rgbd.testing.hybrid_keyframes import make_hybrid_checkpoint
+
+    rng = np.random.default_rng(1)
+    T = np.stack([look_down_pose(x, 0.0, 1.6 + 0.4 * rng.uniform()) for x in np.linspace(0.0, 20.0, 100)])
+    model = make_hybrid_checkpoint(64, 8, preset="hybrid-fast", decoder=decoder).model
+    model.set_pose_normalizer(PoseNormalizer.fit(T, "6dof-quat"))
+    low = float(T[:, 2, 3].min())
+    probes = np.repeat(T[50:51], 4, axis=0)
+    probes[:, 2, 3] = low - np.array([0.02, 0.8, 1.5, -0.1])  # 2 cm, 0.8 m, 1.5 m below the lowest; one inside
+    oob = model.out_of_bounds(probes)
+    assert oob.tolist() == ([True, True, True, False] if decoder else [False, False, True, False]), oob
+    _, oob_input = model.poses_to_input(probes)
+    assert np.array_equal(oob, oob_input)  # one rule for both paths

@@ -334,7 +334,7 @@ def test_the_warning_names_the_poses_outside_and_the_table_flags_them(
     T = _route(5)
     T[2:, 0, 3] += np.array([60.0, 80.0, 120.0])  # frames 2, 3, 4 far east of every training camera
     traj = _write_csv(tmp_path / "traj.csv", T, 0.1 * np.arange(5))
-    with caplog.at_level(logging.WARNING, logger="pose2rgbd.evaluation.trajectory"):
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.evaluation.trajectory"):
         assert _render(ckpt, traj, tmp_path / "out") == 0
     msg = "\n".join(r.getMessage() for r in caplog.records if "outside the training poses" in r.getMessage())
     assert "3 of 5 poses are outside the training poses" in msg, caplog.text
@@ -345,6 +345,9 @@ def test_the_warning_names_the_poses_outside_and_the_table_flags_them(
         assert f"frame {k} ({m[k]:.2f} m, {d[k]:.1f} deg)" in msg, msg
     assert "frame 0" not in msg and "frame 1" not in msg
     assert str(tmp_path / "out" / "poses.csv") in msg
+    # every render's distance, flagged or not: the median and the farthest first
+    cov = next(r.getMessage() for r in caplog.records if "distance to the nearest training camera:" in r.getMessage())
+    assert f"median {np.median(m):.2f} m" in cov and cov.index(f"frame 4 ({m[4]:.2f} m") < cov.index("frame 3 ("), cov
     rows = _table(tmp_path / "out" / "poses.csv")
     assert [r["out_of_bounds"] for r in rows] == ["false", "false", "true", "true", "true"]
     np.testing.assert_allclose([float(r["coverage_m"]) for r in rows], m, rtol=1e-5)

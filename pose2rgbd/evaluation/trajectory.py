@@ -143,6 +143,19 @@ def out_of_bounds_message(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray |
     )
 
 
+def coverage_message(traj: Trajectory, cov_m: np.ndarray, cov_deg: np.ndarray, table: Path | None = None) -> str:
+    """How far the poses are from the training cameras, whether flagged or not (the flag is a box around the
+    training poses; a pose inside it can still be metres from every camera): the median, and the :data:`LISTED`
+    farthest in position by name."""
+    far = np.argsort(-cov_m, kind="stable")[:LISTED]
+    named = ", ".join(f"{traj.label(int(i))} ({cov_m[i]:.2f} m, {cov_deg[i]:.1f} deg)" for i in far)
+    where = f"; every pose's: {table}" if table is not None else ""
+    return (
+        f"distance to the nearest training camera: median {float(np.median(cov_m)):.2f} m / "
+        f"{float(np.median(cov_deg)):.1f} deg; the farthest: {named}{where}"
+    )
+
+
 def poses_table(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov_deg: np.ndarray | None) -> str:
     """The pose table (:data:`POSES_COLUMNS`): per pose in render order (``index``: the NNNNNN of its files) the
     CSV's frame (empty for TUM), its line in the trajectory file, its stamp, the pose rendered (``T_world_cam``,
@@ -218,6 +231,8 @@ def render_trajectory(
     cov_m, cov_deg = _coverage(engine, T)
     if oob.any():
         log.warning("%s", out_of_bounds_message(traj, oob, cov_m, cov_deg, table))
+    if cov_m is not None and cov_deg is not None and len(T):
+        log.info("%s", coverage_message(traj, cov_m, cov_deg, table))
     steps = np.diff(traj.stamps_ns) / 1e9
     timed = traj.timed and len(T) > 1 and bool(np.all(steps > 0))
     fps = fps or (1.0 / float(np.median(steps)) if timed else 10.0)

@@ -464,6 +464,19 @@ class HybridNet(PoseToImage, ModelBase):
         a view is, position and angle, is the coverage the engine reports with each render."""
         return slice(None) if self.decoder is not None else slice(0, 3)
 
+    def out_of_bounds_normalized(self, x: np.ndarray, margin: float) -> np.ndarray:
+        """Without a decoder: the box of the keyframes' positions widened by the same metres on every side,
+        ``margin`` x half its widest side (the normalized margin of that side), not by a share of each side's own
+        length: a walk's keyframes span a few decimetres in height, where a share of it put a camera 2 cm lower than
+        every keyframe out of bounds while cameras metres from any keyframe inside the box were not. With a decoder
+        (a network that sees the normalized pose) each dimension keeps its own margin."""
+        if self.decoder is not None:
+            return super().out_of_bounds_normalized(x, margin)
+        span = np.asarray(self.pose_normalizer.span[:3], dtype=np.float64)
+        widest = float(span.max())
+        per_dim = np.where(span > 0, margin * widest / np.where(span > 0, span, 1.0), margin)
+        return np.asarray(np.any(np.abs(np.asarray(x)[:, :3]) > 1.0 + per_dim, axis=-1), dtype=bool)
+
     @property
     def depth_range_m(self) -> tuple[float, float] | None:
         dn = self.depth_normalizer

@@ -184,3 +184,24 @@ def test_metrics_table_gives_depth_in_millimetres_indoors() -> None:
         "m",
     )  # fmt: skip
     assert "| 0.083 | 0.122 | 0.048 |" in md and "| 0.108 | 0.170 | 0.063 |" in md
+
+
+def test_metrics_md_says_where_a_training_free_baseline_beats_the_model() -> None:
+    """The model behind a baseline in a headline metric (lower MAE, higher PSNR) is said, with both numbers and every
+    baseline ahead; a baseline behind, a metric without a value and the dataset's own depth (not a renderer) are not
+    named; nothing is said where the model leads everywhere."""
+    from pose2rgbd.evaluation.evaluate import baselines_ahead
+
+    rows = [
+        ("nearest-pose baseline", {"rgb_mae_px": 13.6, "depth_mae": 0.696, "rgb_psnr_db": 20.0}),
+        ("reprojection baseline", {"rgb_mae_px": 13.59, "depth_mae": 0.738, "rgb_psnr_db": 24.5}),
+        ("fused-geometry baseline", {"rgb_mae_px": float("nan"), "depth_mae": 0.9}),
+        ("the dataset's own depth", {"depth_mae": 0.1}),
+    ]
+    model = {"rgb_mae_px": 10.4, "depth_mae": 0.885, "rgb_psnr_db": 23.7}
+    said = baselines_ahead(rows, model, "m")
+    assert said.startswith("the model is behind a training-free baseline here: ")
+    assert "depth MAE 0.885 m against the nearest-pose baseline's 0.696 m and the reprojection baseline's 0.738 m" in said
+    assert "PSNR 23.7 dB against the reprojection baseline's 24.5 dB" in said
+    assert "RGB MAE" not in said and "fused" not in said and "dataset" not in said
+    assert baselines_ahead(rows, {"rgb_mae_px": 10.4, "depth_mae": 0.5, "rgb_psnr_db": 25.0}, "m") == ""

@@ -444,6 +444,38 @@ def _valid_share(metrics: dict[str, dict[str, float]]) -> str:
     return "valid share of the pixels: " + (", ".join(parts) if parts else "n/a")
 
 
+# what baselines_ahead compares: metric key, words, True where higher is better
+_HEADLINE = (("rgb_mae_px", "RGB MAE", False, "px"), ("depth_mae", "depth MAE", False, ""),
+             ("rgb_psnr_db", "PSNR", True, "dB"))  # fmt: skip
+
+
+def baselines_ahead(rows: list[tuple[str, dict[str, float]]], model: dict[str, float], depth_unit: str) -> str:
+    """A sentence for metrics.md (and a warning) where a training-free baseline of ``rows`` (name, metrics) beats
+    the model in a headline metric (RGB MAE, depth MAE, PSNR): which, by how much, and what to do; "" where none
+    does. The dataset's own depth (a row of its own, not a renderer) is not a baseline."""
+    found = []
+    for key, words, higher, unit in _HEADLINE:
+        mine = model.get(key)
+        if mine is None or not np.isfinite(mine):
+            continue
+        u = f" {unit or depth_unit}".rstrip()
+        ahead = []
+        for name, m in rows:
+            v = m.get(key)
+            if name.startswith("the dataset's") or v is None or not np.isfinite(v):
+                continue
+            if (v > mine) if higher else (v < mine):
+                ahead.append(f"the {name}'s {v:.4g}{u}")
+        if ahead:
+            found.append(f"{words} {mine:.4g}{u} against {' and '.join(ahead)}")
+    if not found:
+        return ""
+    return (
+        "the model is behind a training-free baseline here: " + "; ".join(found) + ". A longer training "
+        '(train --max-minutes) may close it, or not: docs/results.md has both ("Real data")'
+    )
+
+
 def _write_metrics_json(path: Path, res: EvaluationResult) -> None:
     """metrics.json as strict JSON: a metric with no value (no pixel to evaluate) is ``null``, never ``NaN``."""
     path.write_text(json_text({"metrics": res.metrics, "info": res.info}, default=str))
@@ -513,6 +545,10 @@ def _write_outputs(
     if "rgb_psnr_db" in res.metrics["model"]:
         md += (f"PSNR: the mean of the per-frame PSNR, each capped at {PSNR_CAP_DB:.0f} dB (an identical frame "
                "would score +inf); per frame in per_frame.csv.\n")  # fmt: skip
+    behind = baselines_ahead(rows[1:], res.metrics["model"], res.depth_unit)
+    if behind:
+        md += f"\nNote: {behind}.\n"
+        log.warning("%s", behind)
     for n in res.info["notes"]:
         md += f"\nNote: {n}.\n"
     (out / "metrics.md").write_text(md)

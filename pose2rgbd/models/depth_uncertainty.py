@@ -123,8 +123,11 @@ class DepthUncertainty:
         n = int(self.fitted_on.get("pixels", self.pixels.sum()))
         text += f" (depth below {lo:.3g} m / to {hi:.3g} m / beyond), on {self.level:.1%} of {n} held-out pixels"
         if np.isfinite(self.wide[1]):
-            text += f"; 95 % within {self.wide[1]:.2f} sigma"
-            text += f" ({self.wide[0]:.2f} below)" if self.pixels[0].sum() > 0 and np.isfinite(self.wide[0]) else ""
+            text += f"; 95 % of them within {self.wide[1]:.2f} x depth_sigma"
+            if self.pixels[0].sum() > 0 and np.isfinite(self.wide[0]):
+                text += f" where the confidence is >= {CONFIDENCE_SPLIT}, {self.wide[0]:.2f} x below"
+            if np.nanmax(self.wide) > 2.5:  # a normal error's 95 % lies within 1.96 of its 68.3 % bound
+                text += " (a normal error would need 1.96 x: the errors' tails are heavier)"
         return text
 
 

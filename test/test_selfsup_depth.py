@@ -265,15 +265,23 @@ def _tc(**kw: object):
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path) -> None:
+def test_smoke_train_through_the_generic_trainer_and_export(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The essential pose source through the library API, unscaled export."""
+    import logging
+
     from pose2rgbd.convert.stages.depth_export import export_depth
     from pose2rgbd.models.registry import get_family
     from pose2rgbd.training.train import train
 
     ds_path = _write_dataset(tmp_path / "ds", 12)
     mc = get_family("selfsup-depth").make_config("tiny", pose_source="essential")
-    res = train("selfsup-depth", ds_path, tmp_path / "run", mc, _tc())
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.methods.selfsup_depth.recipe"):
+        res = train("selfsup-depth", ds_path, tmp_path / "run", mc, _tc())
+    # the split's frames that are no triplet's centre (the source's first and last) are said to be neighbours only
+    said = [
+        r.getMessage() for r in caplog.records if "the centre of a (previous, target, next) triplet" in r.getMessage()
+    ]
+    assert len(said) == 1 and "serve only as a triplet's neighbours" in said[0], caplog.text
     assert res.steps == 2 and res.last.is_file()
     assert np.isfinite(res.final_val["val/photometric"])
     # the report of the conversion the frames came from (as `convert video` leaves it in its work folder): the

@@ -141,6 +141,10 @@ def prepare(ctx: RecipeContext) -> TrainingSetup:
     va = np.intersect1d(centres, split.val)
     if len(tr) == 0:
         raise DatasetError(f"{ds.path}: too few frames in the training split for (previous, target, next) triplets")
+    if len(tr) < len(split.train) or len(va) < len(split.val):
+        log.info("%d of %d training and %d of %d validation frames are the centre of a (previous, target, next) "
+                 "triplet at stride %d within their source; the rest serve only as a triplet's neighbours",
+                 len(tr), len(split.train), len(va), len(split.val), stride)  # fmt: skip
     ess = (
         essential_for(ds, mc, np.concatenate([tr, va]), ctx.progress, stride) if mc.pose_source == "essential" else None
     )

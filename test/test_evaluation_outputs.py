@@ -201,7 +201,8 @@ def test_metrics_md_says_where_a_training_free_baseline_beats_the_model() -> Non
     model = {"rgb_mae_px": 10.4, "depth_mae": 0.885, "rgb_psnr_db": 23.7}
     said = baselines_ahead(rows, model, "m")
     assert said.startswith("the model is behind a training-free baseline here: ")
-    assert "depth MAE 0.885 m against the nearest-pose baseline's 0.696 m and the reprojection baseline's 0.738 m" in said
+    want = "depth MAE 0.885 m against the nearest-pose baseline's 0.696 m and the reprojection baseline's 0.738 m"
+    assert want in said, said
     assert "PSNR 23.7 dB against the reprojection baseline's 24.5 dB" in said
     assert "RGB MAE" not in said and "fused" not in said and "dataset" not in said
     assert baselines_ahead(rows, {"rgb_mae_px": 10.4, "depth_mae": 0.5, "rgb_psnr_db": 25.0}, "m") == ""

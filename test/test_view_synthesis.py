@@ -122,6 +122,14 @@ def test_interpolate_between_dataset_frames(gp_checkpoint: Path, tmp_path: Path)
 
     info = json.loads((out / "interpolation.json").read_text())
     assert info["from_frame"] == 0 and info["to_frame"] == 4 and info["modes"] == ["linear"]
+    # the two poses also as --from-pose / --to-pose take them: the same route rendered again by pose
+    again = tmp_path / "by_pose"
+    assert main(["interpolate", "--checkpoint", str(gp_checkpoint), "--from-pose",
+                 *map(str, info["from_pose_xyz_qxyzw"]), "--to-pose", *map(str, info["to_pose_xyz_qxyzw"]),
+                 "--out", str(again), "--frames", "4", "--mode", "linear", "--device", "cpu"]) == 0  # fmt: skip
+    by_pose = json.loads((again / "interpolation.json").read_text())
+    np.testing.assert_allclose(by_pose["from_pose"], info["from_pose"], atol=1e-9)
+    np.testing.assert_allclose(by_pose["to_pose"], info["to_pose"], atol=1e-9)
     # poses and frames at the same time, or a frame out of range: clear errors
     assert main(["interpolate", "--checkpoint", str(gp_checkpoint), "--dataset", str(ds), "--from-frame", "0",
                  "--to-frame", "99", "--out", str(tmp_path / "x")]) != 0  # fmt: skip

@@ -307,6 +307,9 @@ def interpolate_checkpoint(
         info.update({"dataset": str(ds.path), "from_frame": from_frame, "to_frame": to_frame})
         inputs = (checkpoint, ds.path)
     info.update({"from_pose": A.tolist(), "to_pose": B.tolist()})
+    # the same two poses as --from-pose / --to-pose take them (x y z qx qy qz qw): a route to render again by pose
+    info.update({f"{k}_xyz_qxyzw": [float(v) for v in (*t, *q)] for k, (t, q) in
+                 (("from_pose", tq_from_T(A)), ("to_pose", tq_from_T(B)))})  # fmt: skip
     return synthesize_views(
         engine, A, B, out_dir, real_from=real_from, real_to=real_to, inputs=inputs, info=info, **kwargs
     )

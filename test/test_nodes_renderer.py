@@ -161,7 +161,8 @@ def test_missing_and_stale_tf_throttled(engine: RenderEngine, factory: Typestore
     assert "suppressed" in warnings[1].getMessage()
     assert r.counters["tf_failures"] == 100
     tf = TFBuffer()
-    tf.set_transform("map", "camera_optical_frame", 0, [0, 0, 10], [1.0, 0, 0, 0])
+    # stamped 1 ns (stamp 0 is a /tf_static chain's: current at every time, test_a_camera_fixed_on_tf_static_...)
+    tf.set_transform("map", "camera_optical_frame", 1, [0, 0, 10], [1.0, 0, 0, 0])
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
         assert r.tick(2 * S, tf.lookup_transform) == []  # TF 2 s old: stale
@@ -230,9 +231,18 @@ def test_render_at_pose_service(engine: RenderEngine, factory: TypestoreFactory)
     assert "out of bounds" in r.render_at_pose(oob, Resp(), 4 * S).message
 
 
-def test_diagnostics_report_latency_and_oob(engine: RenderEngine, factory: TypestoreFactory) -> None:
+def test_diagnostics_report_latency_and_oob(
+    engine: RenderEngine, factory: TypestoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     r = make(engine, factory, pose_source="topic", rate_hz=0.0)
-    r.on_pose(pose_stamped(F, S, "map", look_down_pose(500, 0, 10)), S)
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        r.on_pose(pose_stamped(F, S, "map", look_down_pose(500, 0, 10)), S)
+    # the warning names the world frame as a possible cause (and, for a checkpoint with training cameras, the
+    # distance to the nearest: this one has none)
+    said = [m.getMessage() for m in caplog.records if "outside the training poses" in m.getMessage()]
+    assert len(said) == 1 and "'map' in TF may not be the model's world frame" in said[0], said
+    assert ("from the nearest training camera" in said[0]) == (engine.coverage(look_down_pose(500, 0, 10)[None])[0]
+                                                             is not None)  # fmt: skip
     d = r.diagnostics(2 * S)
     st = d.status[0]
     values = {kv.key: kv.value for kv in st.values}
@@ -275,3 +285,30 @@ def test_config_schema() -> None:
         RendererConfig(pose_source="gps")
     with pytest.raises(ConfigError):
         RendererConfig(pose_source="tf", rate_hz=0.0)
+
+
+def test_a_render_bag_that_rendered_nothing_names_stale_poses_before_tf_failures() -> None:
+    """A bag recorded with simulated time: its TF stamps are the simulator's clock, its log time the wall clock, so
+    every pose looked up is stale; the reason says so and how to render anyway, not that TF could not be looked up."""
+    from pose2rgbd.cli.render import no_frame_reason
+    from pose2rgbd.nodes.renderer import RendererConfig
+
+    cfg = RendererConfig()
+    why = no_frame_reason(cfg, {"tf_failures": 10, "stale_poses": 963})
+    assert "963 pose(s) were older than max_pose_age_s" in why and "--max_pose_age_s 0" in why, why
+    assert "could be looked up" in no_frame_reason(cfg, {"tf_failures": 10})
+    assert "never gave a pose" in no_frame_reason(cfg, {})
+
+
+def test_a_camera_fixed_on_tf_static_renders_at_every_tick(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    """A pose from /tf_static alone (a fixed camera) looks up with stamp 0: it is current at every tick (not
+    stale, not 'TF did not move on') and each tick's frame carries the tick's time."""
+    r = make(engine, factory)
+    tf = TFBuffer()
+    T = look_down_pose(3.0, 4.0, 12.0)
+    tf.set_transform("map", "camera_optical_frame", 0, T[:3, 3], [1.0, 0.0, 0.0, 0.0], static=True)
+    for k in (5, 6):
+        out = dict(r.tick(k * S, tf.lookup_transform))
+        assert "rgbd" in out, k
+        assert stamp_to_ns(out["rgbd"].header.stamp) == k * S
+    assert r.counters["stale_poses"] == 0

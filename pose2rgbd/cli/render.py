@@ -164,6 +164,14 @@ def _bag(args: argparse.Namespace) -> int:
 
 def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
     """Why a render run over a bag rendered nothing, from its settings and counters."""
+    stale = c.get("stale_poses", 0)
+    if stale and stale >= c.get("tf_failures", 0):
+        return (
+            f"{stale} pose(s) were older than max_pose_age_s ({cfg.max_pose_age_s:g} s) against the bag's clock, its "
+            "log time: a bag recorded with simulated time (use_sim_time) stamps its messages with the simulator's "
+            "clock, far from the time it was logged at; pass --max_pose_age_s 0 to render every pose whatever its "
+            "age"
+        )
     if cfg.pose_source == "tf":
         if c.get("tf_failures"):
             return (

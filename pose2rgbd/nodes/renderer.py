@@ -250,7 +250,9 @@ class Renderer(NodeLogic):
                     f"no transform {self.cfg.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
                 )
                 return []
-            if stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render
+            if stamp == 0:  # a chain of /tf_static alone (a fixed camera): valid at every time, rendered at the rate
+                stamp = now_ns
+            elif stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render
                 return []
         else:
             if self._pending is None:
@@ -360,7 +362,13 @@ class Renderer(NodeLogic):
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
         if oob and not self._last_oob:
-            self.log.warning("camera pose is outside the training poses (+ margin): renders are unreliable")
+            cov = res.coverage_m
+            far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
+            self.log.warning(
+                f"camera pose is outside the training poses (+ margin){far}: renders are unreliable. Where every pose "
+                f"is, {self.cfg.world_frame!r} in TF may not be the model's world frame (a converted dataset's is ENU "
+                'about its datum: docs/conventions.md, "world frame")'
+            )
         self._last_oob = oob
         pub, top = self.cfg.publish, self.cfg.topics
         out: list[Outgoing] = []

@@ -133,6 +133,9 @@ def test_bag_to_dataset_round_trip(sim_bag: Path, tmp_path: Path, caplog: pytest
     ds = Dataset(out)
     assert ds.manifest.depth_kind == "metric" and ds.camera.width == 64
     assert len(ds) > 1500
+    with open_bag(sim_bag) as bag:  # the images' frame id, not the dataset format's default
+        frame_id = next(iter(bag.messages(["/camera/image_raw"]))).msg.header.frame_id
+    assert frame_id and ds.manifest.camera_frame == frame_id != "camera_optical"
     d = ds.read_depth(0)
     assert d.shape == (64, 64) and np.isfinite(d).any()
     summ = json.loads((out / "report" / "summary.json").read_text())

@@ -175,7 +175,7 @@ class BagSource(ClockOffsetSource):
             gps_source=f"{self.path}:{tp.gps}", camera=cam, T_body_cam=T_bc, mount_source=mount_src,
             orientation=self._orientation(tp, body_frames, t0, g), has_depth=tp.depth is not None,
             input_kind=self.kind, input_path=str(self.path), frames_unreadable=im.unreadable,
-            extra_assumptions=assumptions, topics=tp.to_dict(),
+            extra_assumptions=assumptions, topics=tp.to_dict(), camera_frame=im.camera_frame or "",
         )  # fmt: skip
 
     def _image_pass(self, topic: str, camera: PinholeCamera | None, progress: bool) -> _ImagePass:

@@ -64,6 +64,7 @@ class Streams:
     topics: dict[str, str | None] | None = None  # a bag's topic choice, for the report
     source_cameras: list[dict[str, object]] = field(default_factory=list)  # a lens undistorted on reading
     lens: dict[str, object] | None = None  # how that lens was calibrated (the report's summary.json "lens")
+    camera_frame: str = ""  # the images' frame id (a bag's header.frame_id; "" none: the dataset's default)
 
 
 @dataclass
@@ -229,7 +230,10 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
     assumptions.append(f"camera mount: {s.mount_source}")
     assumptions.append(speed_note)
     assumptions.extend(assumptions_sync)
-    assumptions.append("GPS antenna position = camera position (no lever arm)")
+    assumptions.append(
+        "GPS antenna position = the base frame's origin (the antenna's own offset from it, e.g. a "
+        "/tf_static base_link -> gps_link, is not applied); the camera is placed from it by the mount"
+    )
     summary: dict[str, Any] = {
         "input": {"kind": s.input_kind, "path": s.input_path, "gps": s.gps_source},
         "offset_definition": "a GPS fix stamped t was measured at camera time t - offset_s",

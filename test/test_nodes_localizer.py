@@ -458,3 +458,39 @@ def test_a_structure_localize_node_says_where_the_machine_hands_freed_memory_bac
     monkeypatch.setattr(serving_process, "note_free_page_reporting", lambda: calls.append(1) or False)
     loaded = configure_localizer(LocalizerConfig(method="structure", map=str(map_world["map"])))
     assert loaded["method"] == "structure" and calls == [1]
+
+
+def test_an_image_before_the_first_camera_info_is_said_as_that(caplog: pytest.LogCaptureFixture) -> None:
+    """With topics.camera_info given, an image that comes before any CameraInfo (a bag's first messages) is
+    localized with the map's camera and said to be waiting for that topic -- not "query camera not given", whose
+    advice (--camera, exif) the node has no use for; the CameraInfo, once in, is the camera."""
+    import dataclasses
+    import logging
+
+    from pose2rgbd.geometry import PinholeCamera
+    from pose2rgbd.inference.structure import Fix
+    from pose2rgbd.messages import TypestoreFactory, get_typestore
+
+    class MapLocalizer:  # the structure localizer's camera interface
+        world_frame = "map"
+        map = type("PlaceMapStub", (), {"datum": None})()
+        calibration_source = "map"
+        query_intrinsics = None
+        camera_expected = ""
+
+        def localize_one(self, rgb: np.ndarray, prior: Any) -> Fix:
+            return Fix(True, "", np.eye(4), np.eye(6) * 0.01, 0.9, inliers=50, correspondences=80)
+
+    f = TypestoreFactory(get_typestore("humble"))
+    eng = MapLocalizer()
+    cfg = LocalizerConfig(map="m")
+    cfg = dataclasses.replace(cfg, topics=dataclasses.replace(cfg.topics, camera_info="/camera/camera_info"))
+    node = LocalizerNode(cfg, eng, f)
+    img = _images(1)[0]
+    with caplog.at_level(logging.WARNING):
+        node.on_image(M.image(f, 10**9, "cam", img, "rgb8"), 10**9)
+    assert eng.camera_expected == node.cfg.topics.camera_info
+    assert f"an image before any CameraInfo on {node.cfg.topics.camera_info}" in caplog.text
+    cam = PinholeCamera.from_fov(img.shape[1], img.shape[0], 60.0)
+    node.on_camera_info(M.camera_info(f, 10**9, "cam", cam), 10**9)
+    assert eng.query_intrinsics == (cam.fx, cam.fy, cam.cx, cam.cy)

@@ -251,6 +251,7 @@ class StructureLocalizer:
         self.cfg = cfg or StructureConfig()
         self.query_camera = camera  # None: the map's camera scaled to each image
         self.query_intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the image's size
+        self.camera_expected = ""  # where query_intrinsics will come from (a CameraInfo topic): no warning until then
         self.query_lens: QueryCamera | None = None  # the images' camera with its distortion (wins over the above)
         self._geometry: dict[tuple[int, int], QueryGeometry] = {}  # per query size, for the three above (as set)
         self._geometry_of_camera: tuple[object, ...] = (None, None, None)
@@ -390,7 +391,8 @@ class StructureLocalizer:
         geo = self._geometry.get((w, h))
         if geo is not None:
             return geo
-        if all(v is None for v in camera) and not self._warned_camera and not self.use_exif:  # exif: its own
+        unknown = all(v is None for v in camera) and not self.camera_expected
+        if unknown and not self._warned_camera and not self.use_exif:  # exif: its own
             self._warned_camera = True
             log.warning(unknown_camera_warning(self.map, w, h))
         geo = query_geometry(w, h, lens=self.query_lens, intrinsics=self.query_intrinsics, camera=self.query_camera,

@@ -171,6 +171,13 @@ class LocalizerNode(NodeLogic):
     def _localize_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
         """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        waiting = self.cfg.topics.camera_info and not self.cfg.camera and hasattr(self.engine, "camera_expected")
+        if waiting and self.engine.query_intrinsics is None:
+            # an image before the first CameraInfo of the topic given (a bag's first messages): said as that, not as
+            # a camera never given, whose warning names flags the node has no use for
+            self.engine.camera_expected = self.cfg.topics.camera_info
+            self.warning("camera_info", now_ns, f"an image before any CameraInfo on {self.cfg.topics.camera_info}: "
+                         "localized with the map's camera scaled to the image until one arrives")  # fmt: skip
         try:
             fix = self.engine.localize_one(rgb, self.priors.at(stamp, self.cfg.prior_max_age_s))
         except (Pose2RGBDError, RuntimeError) as e:

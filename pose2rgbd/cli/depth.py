@@ -165,7 +165,11 @@ def print_stereo(depth: dict[str, object], unit: float) -> None:
               f"extra.depth.network.metres_per_unit), then scaled per frame to the stereo{then}")  # fmt: skip
     if isinstance(share, dict):
         net = f", the network's depth (scaled to the stereo) on {share['network']:.1%}" if combined else ""
-        why = "beyond the stereo's far depth: sky, far field" if combined else "sky, far field, no texture"
+        why = (
+            "the network's depth beyond the stereo's far bound; the sky is written as a surface"
+            if combined
+            else "sky, far field, no texture"
+        )
         print(f"  depth written: multi-view stereo verified across views on {share['stereo']:.1%} of the pixels"
               f"{net}, none (NaN: {why}) on {share['none']:.1%} (manifest extra.depth.mvs.written_share; "
               "report/samples.png)")  # fmt: skip

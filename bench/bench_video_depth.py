@@ -93,7 +93,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.geometry.mvs import MvsConfig, combine_with_network, depth_range_from_points, mvs_sequence
+    from pose2rgbd.geometry.mvs import MvsConfig, combine_frame, depth_range_from_points, mvs_sequence
 
     ds = Dataset(a.dataset)
     lo, hi = (int(x) for x in a.frames.split(":"))
@@ -130,7 +130,7 @@ def main() -> None:
     if a.checkpoint is not None:
         net, _ = network_depth(a.checkpoint, ds, idx)
         rows["Algorithm 2's network"] = metrics(net, gt, a.max_depth_m)
-        comb = np.stack([combine_with_network(res.depth[k], net[k], far_factor=cfg.far_factor)[0]
+        comb = np.stack([combine_frame(res.depth[k], net[k], far_factor=cfg.far_factor).depth
                          for k in range(len(idx))])  # fmt: skip
         rows["combined (stereo + network scaled to it)"] = metrics(comb, gt, a.max_depth_m)
     cmd = " ".join(shlex.quote(x) for x in sys.argv)

@@ -15,7 +15,6 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.mvs import (
     MvsConfig,
     combine_frame,
-    combine_with_network,
     consistent_depth,
     depth_range_from_points,
     mvs_sequence,
@@ -199,14 +198,15 @@ def test_combination_keeps_stereo_scales_the_network_and_leaves_the_sky_out() ->
     gt[:8] = np.inf
     mvs = np.full_like(gt, np.nan)
     mvs[8:, ::2] = gt[8:, ::2]
-    out, s = combine_with_network(mvs, net, far_factor=1.5)
+    c = combine_frame(mvs, net, far_factor=1.5)
+    out, s = c.depth, c.scale
     assert s == pytest.approx(2.0)
     assert np.allclose(out[8:], gt[8:])  # stereo where verified, the scaled network between
     assert np.all(np.isnan(out[:8]))  # beyond 1.5 x the verified depth: no finite depth for the sky
-    too_few, s1 = combine_with_network(np.full_like(gt, np.nan), net)
+    none = combine_frame(np.full_like(gt, np.nan), net)
+    too_few, s1 = none.depth, none.scale
     assert s1 == 1.0 and np.array_equal(too_few, net)
-    c = combine_frame(mvs, net, far_factor=1.5)  # where the written depth is the stereo's
-    assert np.array_equal(c.stereo, np.isfinite(mvs)) and np.array_equal(c.depth, out, equal_nan=True)
+    assert np.array_equal(c.stereo, np.isfinite(mvs))  # where the written depth is the stereo's
     few = mvs.copy()
     few[9:] = np.nan  # 25 verified pixels < 50: the network's depth as is, no stereo pixel
     assert not combine_frame(few, net).stereo.any()

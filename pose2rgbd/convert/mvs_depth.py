@@ -5,7 +5,7 @@ neighbour confirms it (sky, far field, texture-less areas: never a finite guess 
 
 ``combine=True`` reads the dataset's own depth as a network's (Algorithm 2's export) and writes the stereo depth
 where it is verified, the network's depth scaled to it per frame elsewhere, up to ``mvs.far_factor`` x the frame's
-verified depth (:func:`pose2rgbd.geometry.mvs.combine_with_network`). Frames without a metric pose keep the
+verified depth (:func:`pose2rgbd.geometry.mvs.combine_frame`). Frames without a metric pose keep the
 network's depth (``combine``) or get none. Written through the conversion pipeline (atomic, ``report/``): the
 report's ``samples.png`` shows the depth as written (with ``combine`` the network's depth before stereo under it),
 ``summary.json``'s ``mvs.written_share`` and the manifest's ``extra.depth.mvs.written_share`` the shares of the
@@ -28,6 +28,7 @@ from pose2rgbd.convert.stages.depth_export import (
     keep_file,
     replace_orientation,
 )
+from pose2rgbd.convert.stages.depth_report import sample_frames
 from pose2rgbd.convert.stages.work import Product
 from pose2rgbd.dataset import Dataset, Manifest
 from pose2rgbd.errors import ConfigError
@@ -35,13 +36,6 @@ from pose2rgbd.geometry.mvs import MvsConfig, MvsResult, combine_frame, depth_ra
 from pose2rgbd.methods.selfsup_depth.metric import MetricPoses
 
 DEPTH_CHOICES = ("selfsup", "mvs", "selfsup+mvs")
-SAMPLE_FRAMES = 6  # frames in the report's samples.png
-
-
-def sample_frames(n: int) -> list[int]:
-    """The frames ``samples.png`` shows: up to :data:`SAMPLE_FRAMES` evenly over ``n`` (those of the network's
-    export's figure, :func:`pose2rgbd.convert.stages.depth_report.write_report`)."""
-    return [int(i) for i in np.unique(np.linspace(0, n - 1, min(SAMPLE_FRAMES, n)).round().astype(int))]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.progress import LOG_EVERY_S  # while COLMAP maps: a line of the frames registered at most this often
 
 if TYPE_CHECKING:  # an optional dependency: imported where it runs (load_pycolmap)
     from pycolmap import Reconstruction
@@ -92,9 +93,6 @@ def colmap_threads(threads: int) -> int:
         return int(threads)
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(env) if env.isdigit() and int(env) > 0 else -1
-
-
-LOG_EVERY_S = 30.0  # while COLMAP maps: a log line of the frames registered so far at most this often
 
 
 def sequential_sfm(

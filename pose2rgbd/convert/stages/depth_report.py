@@ -83,6 +83,15 @@ def metric_report(
     return info
 
 
+SAMPLE_FRAMES = 6  # frames in a depth report's samples.png
+
+
+def sample_frames(n: int) -> list[int]:
+    """The frames of ``n`` that ``samples.png`` shows: up to :data:`SAMPLE_FRAMES`, evenly spaced (this report's and
+    the stereo conversion's, :mod:`pose2rgbd.convert.mvs_depth`)."""
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, min(SAMPLE_FRAMES, n)).round().astype(int))]
+
+
 def write_report(
     rep: Path,
     ds: Dataset,
@@ -106,8 +115,7 @@ def write_report(
 
     from pose2rgbd.viz import colorize_depth
 
-    n = len(frames)
-    pick = np.unique(np.linspace(0, n - 1, min(6, n)).round().astype(int))
+    pick = sample_frames(len(frames))
     fig, axes = plt.subplots(2, len(pick), figsize=(2.6 * len(pick), 4.4), squeeze=False)
     for c, i in enumerate(pick):
         d = pred.depth[i] * scale_of[int(frames.source_id[i])]

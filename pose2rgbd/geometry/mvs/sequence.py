@@ -1,6 +1,6 @@
 """Multi-view stereo over a posed frame sequence (a video with metric poses): for each frame, its sources picked
 among the frames near it in time, the plane sweep (:mod:`.sweep`), then the check across views
-(:mod:`.consistency`); and the combination with a network's depth (:func:`combine_with_network`)."""
+(:mod:`.consistency`); and the combination with a network's depth (:func:`combine_frame`)."""
 
 from __future__ import annotations
 
@@ -181,11 +181,3 @@ def combine_frame(mvs: np.ndarray, net: np.ndarray, *, far_factor: float = 1.5, 
     stereo = np.isfinite(mvs)
     out = np.where(stereo, mvs, np.where(scaled <= far, scaled, np.nan))
     return CombinedDepth(out.astype(np.float32), s, stereo)
-
-
-def combine_with_network(
-    mvs: np.ndarray, net: np.ndarray, *, far_factor: float = 1.5, min_pixels: int = 50
-) -> tuple[np.ndarray, float]:
-    """:func:`combine_frame`'s ``(depth, scale)``."""
-    c = combine_frame(mvs, net, far_factor=far_factor, min_pixels=min_pixels)
-    return c.depth, c.scale

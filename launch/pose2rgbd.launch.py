@@ -19,7 +19,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("checkpoint", description="model checkpoint (.pt) for the render node"),
         DeclareLaunchArgument("dataset", default_value="", description="dataset directory for the record node"),
         DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of both nodes"),
-        DeclareLaunchArgument("world_frame", default_value="map", description="world frame of the model (ENU)"),
+        DeclareLaunchArgument(
+            "world_frame", default_value="", description="TF world frame of the poses (empty: the models' own)"
+        ),
         DeclareLaunchArgument("camera_frame", default_value="camera_optical_frame", description="camera optical frame"),
         DeclareLaunchArgument("rate", default_value="10.0", description="render rate in Hz"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),

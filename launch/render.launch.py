@@ -25,7 +25,9 @@ def generate_launch_description() -> LaunchDescription:
             description="YAML with the render node's parameters (pose2rgbd_renderer: ros__parameters: ...)",
         ),
         DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of the node and topics"),
-        DeclareLaunchArgument("world_frame", default_value="map", description="world frame of the model (ENU)"),
+        DeclareLaunchArgument(
+            "world_frame", default_value="", description="TF frame poses are looked up in (empty: the model's own)"
+        ),
         DeclareLaunchArgument(
             "camera_frame", default_value="camera_optical_frame", description="camera optical frame followed in TF"
         ),

@@ -170,13 +170,13 @@ def test_tf_chain_of_a_real_nav2_bag_matches_amcl(shared_data: Path) -> None:
 
     path = shared_data / "ros2-bag-fixtures" / "evo_nav2_turtlebot_sim_mcap" / "nav2_turtlebot.mcap"
     with open_bag(path) as bag:
-        t, R, note = tf_orientation_series(bag, list(BODY_FRAMES), 0, None)
+        t, R, note, world = tf_orientation_series(bag, list(BODY_FRAMES), 0, None)
         ref = {
             topic: [(header_stamp_ns(m.msg) / 1e9, pose_to_matrix(m.msg.pose.pose)[:3, :3]) for m in
                     bag.messages([topic])]
             for topic in ("/amcl_pose", "/odom")
         }  # fmt: skip
-    assert "map -> odom -> base_link" in note
+    assert "map -> odom -> base_link" in note and world == "map"
     track = OrientationTrack(t, R, "tf", note)
     med = {}
     for topic, rows in ref.items():

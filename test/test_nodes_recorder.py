@@ -169,3 +169,20 @@ def test_config_validation() -> None:
         RecorderConfig(size="10")
     with pytest.raises(ConfigError, match="datum: expected 'lat,lon,alt'"):
         RecorderConfig(datum="44.4,26.1")
+
+
+def test_a_recorder_resuming_a_dataset_in_a_tf_frame_writes_in_that_frame() -> None:
+    """A dataset converted into the robot's TF map keeps where the GPS's ENU frame lies in it (the datum's
+    transform); frames recorded into it are placed in that world too, not in ENU."""
+    from scipy.spatial.transform import Rotation
+
+    rec, _ = _recorder()
+    assert rec.datum is not None and rec.T_base_cam is not None
+    lla = np.array([float(v) for v in DATUM.from_enu(np.array([3.0, 4.0, 10.0]))])
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+    plain = rec.pose_at(lla, q)
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("z", 40.0, degrees=True).as_matrix()
+    T[:3, 3] = [100.0, -20.0, 1.0]
+    rec.datum = rec.datum.with_world(T)
+    np.testing.assert_allclose(rec.pose_at(lla, q), T @ plain, atol=1e-6)

@@ -240,7 +240,7 @@ def test_diagnostics_report_latency_and_oob(
     # the warning names the world frame as a possible cause (and, for a checkpoint with training cameras, the
     # distance to the nearest: this one has none)
     said = [m.getMessage() for m in caplog.records if "outside the training poses" in m.getMessage()]
-    assert len(said) == 1 and "'map' in TF may not be the model's world frame" in said[0], said
+    assert len(said) == 1 and "'map' in TF may not be where the model's training poses are" in said[0], said
     assert ("from the nearest training camera" in said[0]) == (engine.coverage(look_down_pose(500, 0, 10)[None])[0]
                                                              is not None)  # fmt: skip
     d = r.diagnostics(2 * S)
@@ -312,3 +312,25 @@ def test_a_camera_fixed_on_tf_static_renders_at_every_tick(engine: RenderEngine,
         assert "rgbd" in out, k
         assert stamp_to_ns(out["rgbd"].header.stamp) == k * S
     assert r.counters["stale_poses"] == 0
+
+
+def test_the_world_frame_defaults_to_the_models(
+    engine: RenderEngine, factory: TypestoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """world_frame empty (the default): poses are looked up in the model's own world frame (a converted bag's TF
+    frame, e.g. 'world'); a world_frame named otherwise is used, with a warning that names both."""
+    assert RendererConfig().world_frame == ""
+    saved = engine.world_frame
+    engine.world_frame = "world"
+    try:
+        r = make(engine, factory)
+        tf = TFBuffer()
+        T = look_down_pose(3.0, 4.0, 12.0)
+        tf.set_transform("world", "camera_optical_frame", 5 * S, T[:3, 3], [1.0, 0.0, 0.0, 0.0])
+        out = dict(r.tick(5 * S + 10_000_000, tf.lookup_transform))
+        assert out["rgbd"].query_pose.header.frame_id == "world"
+        with caplog.at_level(logging.WARNING):
+            other = make(engine, factory, world_frame="map")
+        assert other.world_frame == "map" and "is not the model's world frame 'world'" in caplog.text
+    finally:
+        engine.world_frame = saved

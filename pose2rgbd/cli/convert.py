@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # --*-topic spellings, setting the same keys (datum, size, mount.*, topics.*).
 COMMON_ALIASES = (
     Alias("--datum", "datum", metavar="LAT,LON,ALT"),
+    Alias("--world-frame", "world_frame", metavar="auto|enu|FRAME"),
     Alias("--size", "size", metavar="WIDTHxHEIGHT"),
     Alias("--mount", "mount.source", choices=("auto", "tf_static", "config")),
     Alias("--mount-rpy", "mount.rpy_deg", metavar="R,P,Y"),
@@ -198,6 +199,14 @@ def _print_result(out: Path) -> None:
     weak = "; estimate weak (see the warning above)" if est and est["verdict"] != "ok" else ""
     print(f"{out}: {s['frames']['kept']}/{s['frames']['total']} frames kept; time offset {to['offset_s']:+.3f} s "
           f"({to['source']}{weak})")  # fmt: skip
+    wf = s.get("world_frame")
+    if wf and wf.get("kind") == "tf":
+        t = wf["translation_m"]
+        print(f"  world frame: the bag's TF '{wf['frame']}' ({wf['tf']}): the GPS poses turned "
+              f"{wf['yaw_deg']:+.2f} deg and shifted ({t[0]:.2f}, {t[1]:.2f}, {t[2]:.2f}) m into it; the tracks "
+              f"differ by {wf['rms_horizontal_m']:.2f} m RMS")  # fmt: skip
+    elif wf:
+        print(f"  world frame: ENU about the datum, named '{wf['frame']}' ({wf['why']})")
     rp = s["frames"].get("repeats") or {}
     if rp.get("repeats"):
         print(f"  {rp['repeats']} repeated frame(s) (pixels identical to the previous frame's) {rp['policy']}; "

@@ -173,13 +173,14 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
             "age"
         )
     if cfg.pose_source == "tf":
+        world = cfg.world_frame or "the model's world frame"
         if c.get("tf_failures"):
             return (
-                f"no transform {cfg.world_frame} -> {cfg.camera_frame} could be looked up in the bag's TF "
+                f"no transform {world} -> {cfg.camera_frame} could be looked up in the bag's TF "
                 f"({c['tf_failures']} tries failed); check --world-frame and --camera-frame against the bag's /tf and "
                 "/tf_static, or use --pose-source topic"
             )
-        return f"the bag's TF never gave a pose of {cfg.camera_frame} in {cfg.world_frame} (no /tf messages?)"
+        return f"the bag's TF never gave a pose of {cfg.camera_frame} in {world} (no /tf messages?)"
     why = [f"{c[k]} {k.replace('_', ' ')}" for k in ("rejected_poses", "stale_poses", "render_errors") if c.get(k)]
     if why:
         return f"every pose on {cfg.topics.pose} was refused ({', '.join(why)})"

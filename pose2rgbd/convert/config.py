@@ -18,6 +18,18 @@ from pose2rgbd.sync.gps import GpsConfig, check_gate
 
 LENSES = ("pinhole", "fisheye")  # a video's lens (pose2rgbd.convert.lens_calibration)
 ORIENTATION_SOURCES = ("auto", "imu", "odom", "tf", "attitude", "course")
+# the world frame a bag is written in (pose2rgbd.convert.stages.world_frame)
+WORLD_FRAME_HELP = (
+    "frame of the poses written (bags): auto (the bag's TF 'map', else 'world', where /tf links it to the robot: the "
+    "GPS poses turned about up and shifted into it by a fit, so the render and localize nodes look poses up in the "
+    "robot's own frame; else enu), enu (ENU about the datum, named 'map'), or a TF frame's name"
+)
+
+
+def check_world_frame(value: str) -> None:
+    """A ``world_frame`` setting's own rule: not empty, no spaces or leading slash (tf2 frame ids)."""
+    if not value or value != value.strip() or " " in value or value.startswith("/"):
+        raise ConfigError(f"world_frame must be auto, enu or a TF frame id (no spaces or leading '/'), got {value!r}")
 
 
 @dataclass
@@ -58,6 +70,7 @@ class ConvertConfig:
     )  # fmt: skip
     estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
     datum: str = help_field("", DATUM_HELP)
+    world_frame: str = help_field("auto", WORLD_FRAME_HELP)
     max_speed_mps: float = help_field(
         60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
     )
@@ -110,6 +123,7 @@ class ConvertConfig:
             self.size_wh()
         if self.datum:
             self.datum_obj()
+        check_world_frame(self.world_frame)
 
     def size_wh(self) -> tuple[int, int] | None:
         return parse_size(self.size, "size")

@@ -99,9 +99,7 @@ class Manifest:
                 "encoding": "npy-float32",
                 "units": _depth_units(self.depth_kind),
             },
-            "datum": None
-            if self.datum is None
-            else {"lat_deg": self.datum.lat_deg, "lon_deg": self.datum.lon_deg, "alt_m": self.datum.alt_m},
+            "datum": None if self.datum is None else self.datum.to_dict(),
             "sources": self.sources,
             "extra": self.extra,
         }
@@ -134,7 +132,7 @@ class Manifest:
         datum = None
         if d.get("datum"):
             try:
-                datum = Datum(float(d["datum"]["lat_deg"]), float(d["datum"]["lon_deg"]), float(d["datum"]["alt_m"]))
+                datum = Datum.from_dict(d["datum"])
             except Exception as e:
                 raise DatasetError(f"{where}: bad 'datum': {e}") from e
         units = d.get("pose_units", "")

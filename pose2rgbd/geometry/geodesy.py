@@ -6,6 +6,7 @@ ENU: x east, y north, z up, metres: the REP-105 ``map`` frame when the datum is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,16 +42,27 @@ def ecef_to_geodetic(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class Datum:
-    """Origin of a local ENU frame (degrees, degrees, metres above the ellipsoid)."""
+    """Origin of a local ENU frame (degrees, degrees, metres above the ellipsoid), and where that ENU frame lies in
+    the dataset's world frame: ``world_from_enu`` is ``T_world_enu`` as ``(x, y, z, qx, qy, qz, qw)`` (quaternion
+    x, y, z, w), None where the world *is* the ENU frame (every video, and a bag converted with ``world_frame enu``).
+    A bag converted into its robot's own TF frame (``world_frame auto`` / a frame name) has the transform fitted by
+    the conversion; :meth:`to_world` is what a GPS fix is in the world, :meth:`to_enu` in the ENU frame alone."""
 
     lat_deg: float
     lon_deg: float
     alt_m: float
+    world_from_enu: tuple[float, float, float, float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_latlon(np.array(self.lat_deg), np.array(self.lon_deg))
         if not np.isfinite([self.lat_deg, self.lon_deg, self.alt_m]).all():
             raise GeometryError("datum: NaN or inf")
+        if self.world_from_enu is not None:
+            v = np.asarray(self.world_from_enu, np.float64)
+            if v.shape != (7,) or not np.isfinite(v).all() or abs(float(np.linalg.norm(v[3:])) - 1.0) > 1e-6:
+                raise GeometryError(
+                    "datum: world_from_enu must be 7 finite numbers x, y, z, qx, qy, qz, qw with a unit quaternion"
+                )
 
     def to_enu(self, lat_deg: np.ndarray, lon_deg: np.ndarray, alt_m: np.ndarray) -> np.ndarray:
         """Geodetic -> ``(..., 3)`` ENU metres about this datum."""
@@ -64,6 +76,67 @@ class Datum:
         p = _arr(enu, "enu")
         lat, lon, alt = pymap3d.enu2geodetic(p[..., 0], p[..., 1], p[..., 2], self.lat_deg, self.lon_deg, self.alt_m)
         return np.asarray(lat), np.asarray(lon), np.asarray(alt)
+
+    @property
+    def T_world_enu(self) -> np.ndarray:
+        """``(4, 4)`` pose of the ENU frame in the world frame (identity where the world is the ENU frame)."""
+        from pose2rgbd.geometry.rotations import quat_xyzw_to_matrix
+
+        T = np.eye(4)
+        if self.world_from_enu is not None:
+            v = np.asarray(self.world_from_enu, np.float64)
+            T[:3, :3] = quat_xyzw_to_matrix(v[3:])
+            T[:3, 3] = v[:3]
+        return T
+
+    def to_world(self, lat_deg: np.ndarray, lon_deg: np.ndarray, alt_m: np.ndarray) -> np.ndarray:
+        """Geodetic -> ``(..., 3)`` metres in the dataset's world frame (:meth:`to_enu` moved by ``T_world_enu``)."""
+        enu = self.to_enu(lat_deg, lon_deg, alt_m)
+        if self.world_from_enu is None:
+            return enu
+        T = self.T_world_enu
+        out: np.ndarray = enu @ T[:3, :3].T + T[:3, 3]
+        return out
+
+    def with_world(self, T_world_enu: np.ndarray | None) -> Datum:
+        """This datum with the ENU frame at ``T_world_enu`` in the world (None: the world is the ENU frame)."""
+        if T_world_enu is None:
+            return Datum(self.lat_deg, self.lon_deg, self.alt_m)
+        from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw
+
+        T = np.asarray(T_world_enu, np.float64)
+        q = matrix_to_quat_xyzw(T[:3, :3])
+        v = [float(x) for x in (*T[:3, 3], *(q / np.linalg.norm(q)))]
+        return Datum(self.lat_deg, self.lon_deg, self.alt_m, (v[0], v[1], v[2], v[3], v[4], v[5], v[6]))
+
+    def to_dict(self) -> dict[str, object]:
+        """The manifest's and the place map's ``datum`` mapping (``world_from_enu_xyz_qxyzw`` only when set)."""
+        d: dict[str, object] = {"lat_deg": self.lat_deg, "lon_deg": self.lon_deg, "alt_m": self.alt_m}
+        if self.world_from_enu is not None:
+            d["world_from_enu_xyz_qxyzw"] = list(self.world_from_enu)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Datum:
+        """Inverse of :meth:`to_dict` (a mapping without the transform: the world is the ENU frame)."""
+        v = d.get("world_from_enu_xyz_qxyzw")
+        w = None
+        if v is not None:
+            if not isinstance(v, (list, tuple)) or len(v) != 7:
+                raise GeometryError(f"datum: world_from_enu_xyz_qxyzw must be a list of 7 numbers, got {v!r}")
+            f = [_number(x, "world_from_enu_xyz_qxyzw") for x in v]
+            w = (f[0], f[1], f[2], f[3], f[4], f[5], f[6])
+        return cls(_number(d.get("lat_deg"), "lat_deg"), _number(d.get("lon_deg"), "lon_deg"),
+                   _number(d.get("alt_m"), "alt_m"), w)  # fmt: skip
+
+
+def _number(x: object, key: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise GeometryError(f"datum: {key} must be a number, got {x!r}")
+    try:
+        return float(x)
+    except ValueError as e:
+        raise GeometryError(f"datum: {key} must be a number, got {x!r}") from e
 
 
 def datum_from_text(text: str, key: str = "datum") -> Datum | None:

@@ -115,7 +115,10 @@ class RendererConfig:
     pose_source: str = help_field(
         "tf", "where the camera pose comes from: 'tf' (world_frame -> camera_frame) or 'topic'"
     )
-    world_frame: str = help_field("map", "world frame of the model (ENU, the frame the training poses are in)")
+    world_frame: str = help_field(
+        "", "TF frame the camera pose is looked up in (empty: the model's world frame, the frame of its training "
+        "poses: a converted bag's TF map where its /tf had one, else the GPS's ENU frame, named map)"
+    )  # fmt: skip
     camera_frame: str = help_field("camera_optical_frame", "camera optical frame (REP-103: x right, y down, z forward)")
     rate_hz: float = ranged_field(
         10.0, "render rate; with pose_source 'topic', 0 renders every received pose", 0.0, 1000.0
@@ -142,8 +145,8 @@ class RendererConfig:
                 "engine.lookahead > 0 needs rate_hz > 0: the look-ahead poses are spaced at the node's rate "
                 "(set rate_hz, or engine.lookahead 0)"
             )
-        if not self.world_frame or not self.camera_frame:
-            raise ConfigError("world_frame and camera_frame must be set")
+        if not self.camera_frame:
+            raise ConfigError("camera_frame must be set")
 
 
 PoseSource = Literal["tf", "topic"]
@@ -181,6 +184,13 @@ class Renderer(NodeLogic):
                     "cache_hits", "render_errors")  # fmt: skip
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
+        self.world_frame = cfg.world_frame or engine.world_frame
+        if cfg.world_frame and cfg.world_frame != engine.world_frame:
+            self.log.warning(
+                f"world_frame {cfg.world_frame!r} is not the model's world frame {engine.world_frame!r} (the frame of "
+                "its training poses): poses are taken as they are, right only where the two names mean one frame; "
+                "leave world_frame empty to use the model's"
+            )
         self.tf_lookup = tf_lookup
         self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
         self._last_rendered_stamp: int | None = None
@@ -214,8 +224,8 @@ class Renderer(NodeLogic):
     def pose_from_msg(self, msg: Any) -> tuple[int, np.ndarray]:
         """PoseStamped -> (stamp_ns, T_world_cam); raises GeometryError (NaN, bad quaternion, wrong frame)."""
         frame = str(msg.header.frame_id).lstrip("/")
-        if frame and frame != self.cfg.world_frame:
-            raise GeometryError(f"pose is in frame '{frame}', expected the world frame '{self.cfg.world_frame}'")
+        if frame and frame != self.world_frame:
+            raise GeometryError(f"pose is in frame '{frame}', expected the world frame '{self.world_frame}'")
         return M.stamp_to_ns(msg.header.stamp), M.pose_to_matrix(msg.pose)
 
     # ------------------------------------------------------------------ inputs
@@ -241,13 +251,13 @@ class Renderer(NodeLogic):
             if lookup is None:
                 raise ConfigError("pose_source is 'tf' but no TF lookup was given (set_tf_lookup or tick())")
             try:
-                T, stamp = lookup(self.cfg.world_frame, self.cfg.camera_frame, 0)
+                T, stamp = lookup(self.world_frame, self.cfg.camera_frame, 0)
             except TransformException as e:
                 self.count("tf_failures")
                 self.warning(
                     "tf",
                     now_ns,
-                    f"no transform {self.cfg.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
+                    f"no transform {self.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
                 )
                 return []
             if stamp == 0:  # a chain of /tf_static alone (a fixed camera): valid at every time, rendered at the rate
@@ -306,7 +316,7 @@ class Renderer(NodeLogic):
         rgbd = f.new(
             "pose2rgbd/msg/RGBD",
             header=hdr,
-            query_pose=M.pose_stamped(f, stamp, cfg.world_frame, res.T_world_cam[0]),
+            query_pose=M.pose_stamped(f, stamp, self.world_frame, res.T_world_cam[0]),
             rgb=rgb,
             depth=depth,
             confidence=conf,
@@ -366,8 +376,9 @@ class Renderer(NodeLogic):
             far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
             self.log.warning(
                 f"camera pose is outside the training poses (+ margin){far}: renders are unreliable. Where every pose "
-                f"is, {self.cfg.world_frame!r} in TF may not be the model's world frame (a converted dataset's is ENU "
-                'about its datum: docs/conventions.md, "world frame")'
+                f"is, {self.world_frame!r} in TF may not be where the model's training poses are (a converted bag's "
+                "world is its TF map where its /tf had one, else ENU about the GPS datum: docs/conventions.md, "
+                '"world frame")'
             )
         self._last_oob = oob
         pub, top = self.cfg.publish, self.cfg.topics
@@ -441,7 +452,8 @@ def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any =
 
 def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
     engine = res["engine"]
-    source = f"TF {cfg.world_frame} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
+    world = cfg.world_frame or engine.world_frame
+    source = f"TF {world} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
     return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} at {cfg.rate_hz} Hz"
 
 

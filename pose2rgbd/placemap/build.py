@@ -157,13 +157,7 @@ def dataset_entry(ds: Any, path: str | Path) -> dict[str, Any]:
         "depth_kind": ds.manifest.depth_kind,
         "pose_units": ds.manifest.resolved_pose_units,
         "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
-        "datum": None
-        if ds.manifest.datum is None
-        else {
-            "lat_deg": ds.manifest.datum.lat_deg,
-            "lon_deg": ds.manifest.datum.lon_deg,
-            "alt_m": ds.manifest.datum.alt_m,
-        },
+        "datum": None if ds.manifest.datum is None else ds.manifest.datum.to_dict(),
     }
 
 

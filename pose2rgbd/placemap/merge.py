@@ -77,6 +77,14 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> None:
                     "have different origins; convert the datasets with one datum (--datum LAT,LON,ALT) and build the "
                     "maps again"
                 )
+            gap = np.abs(da.T_world_enu - db.T_world_enu).max()
+            if gap > DATUM_TOL_M:
+                raise MapError(
+                    f"{m.path} and {first.path} have one datum but place its ENU frame differently in the world frame "
+                    f"{first.world_frame!r} (their conversions fitted the robot's TF frame apart; the transforms "
+                    f"differ by up to {gap:.3g}): their world frames are not the same; convert the datasets into one "
+                    "frame (convert bag --world-frame enu for both, or one recording) and build the maps again"
+                )
         elif m.fingerprint != first.fingerprint:
             raise MapError(
                 f"{m.path} and {first.path} come from different datasets without a datum (GPS origin): nothing says "

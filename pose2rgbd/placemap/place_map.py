@@ -107,11 +107,12 @@ class PlaceMap:
 
     @property
     def datum(self) -> Datum | None:
-        """The dataset's ENU origin, or None: GPS fixes -> map."""
+        """The dataset's ENU origin and where its ENU frame lies in the world, or None: GPS fixes -> map
+        (:meth:`Datum.to_world`)."""
         from pose2rgbd.geometry.geodesy import Datum
 
         d = self.manifest.get("dataset", {}).get("datum")
-        return None if not d else Datum(float(d["lat_deg"]), float(d["lon_deg"]), float(d["alt_m"]))
+        return None if not d else Datum.from_dict(d)
 
     @property
     def selection(self) -> MapSelection:

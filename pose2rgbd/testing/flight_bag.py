@@ -60,6 +60,7 @@ def write_flight_bag(
     bad_static_tf: bool = False,
     bad_tf_every: int = 0,
     frozen_camera: int = 0,
+    T_map_enu: np.ndarray | None = None,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
@@ -70,7 +71,9 @@ def write_flight_bag(
     with a NaN translation and one with a zero quaternion to /tf_static; with ``bad_tf_every`` n, every n-th /tf
     message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform; with
     ``frozen_camera`` n, the camera re-sends each image n times (image i carries the pixels of image i - i % n,
-    byte for byte, with its own stamp: a driver re-sending its last buffer).
+    byte for byte, with its own stamp: a driver re-sending its last buffer). ``T_map_enu``: the robot's ``map``
+    (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum (a SLAM map,
+    say); the truth returned stays in ENU.
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.messages import (
@@ -109,8 +112,9 @@ def write_flight_bag(
         zero_q.transform.rotation.w = 0.0
         static += [nan_t, zero_q]
     events.append((ns(0.0), 0, "/tf_static", tf_message(f, static)))
+    M = np.eye(4) if T_map_enu is None else np.asarray(T_map_enu, np.float64)
     for k, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.02)):  # 50 Hz
-        T = T_world_base(t)[0]
+        T = M @ T_world_base(t)[0]
         ts = transform_stamped(f, hs(t, "/tf"), "map", "base_link", T)
         if bad_tf_every and k % bad_tf_every == bad_tf_every - 1:
             if (k // bad_tf_every) % 2:
@@ -141,7 +145,7 @@ def write_flight_bag(
         for name, v in (camera_info_fields or {}).items():
             setattr(info, name, v)
         events.append((s, 5, "/camera/camera_info", info))
-        events.append((s, 6, "/ground_truth/pose", pose_stamped(f, s, "map", T_cam[i])))
+        events.append((s, 6, "/ground_truth/pose", pose_stamped(f, s, "map", M @ T_cam[i])))
         events.append((s, 7, "/ground_truth/depth", image(f, s, "camera_optical_frame", out["depth"][i], "32FC1")))
     events.sort(key=lambda e: (e[0], e[1]))
     with BagWriter(path, storage=storage) as w:

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.pipeline import convert
+from pose2rgbd.convert.pipeline import DatasetPlan, convert
 from pose2rgbd.convert.sources.bag_orientation import (
+    ENU_ALIGNED_NOTE,
+    IN_WORLD_NOTE,
     orientation_series,
+    read_tf_tree,
     require_dynamic_tf,
     stamp_ns,
     tf_orientation_series,
@@ -26,10 +29,18 @@ from pose2rgbd.convert.sources.bag_orientation import (
 )
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import OrientationTrack
-from pose2rgbd.convert.stages.time_offset import Streams
+from pose2rgbd.convert.stages.time_offset import PosePlan, Streams
+from pose2rgbd.convert.stages.world_frame import (
+    AUTO_TF_WORLDS,
+    ENU_NAME,
+    WorldFit,
+    fit_world,
+    poses_in_world,
+    world_warning,
+)
 from pose2rgbd.errors import BagError, ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
-from pose2rgbd.geometry.tf_buffer import TFBuffer
+from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
 from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
@@ -122,6 +133,7 @@ class BagSource(ClockOffsetSource):
         self._bag: BagReader | None = None
         self.topics: BagTopics | None = None
         self._message_index: list[int] = []
+        self._body_frames: list[str] = []
 
     def __enter__(self) -> BagSource:
         from pose2rgbd.bags import open_bag
@@ -169,6 +181,7 @@ class BagSource(ClockOffsetSource):
         elif im.shape is not None and (cam.width, cam.height) != (im.shape[1], im.shape[0]):
             cam = cam.scaled(im.shape[1], im.shape[0])
         T_bc, mount_src, body_frames = self._mount(cfg.mount.camera_frame or im.camera_frame)
+        self._body_frames = body_frames
         return Streams(
             t0_ns=t0, frame_t=(np.asarray(im.stamps) - t0) / 1e9, flow=np.asarray(im.flows), gps_t=g[:, 0],
             lat=g[:, 1], lon=g[:, 2], alt=g[:, 3], gps_speed=np.full(len(g), np.nan), gps_status=g[:, 4].astype(int),
@@ -262,13 +275,13 @@ class BagSource(ClockOffsetSource):
             return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}")
         if src == "tf" or (src == "auto" and tf_topics(bag)[0]):
             try:
-                t, R, note = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g))
+                t, R, note, world = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g))
             except BagError as e:
                 if src == "tf":
                     raise
                 log.warning("TF orientation unusable (%s); using the GPS course", e)
                 return None
-            return OrientationTrack(t, R, "tf", note)
+            return OrientationTrack(t, R, "tf", note, tf_frame=world)
         return None
 
     def _datum_latlon(self, g: np.ndarray) -> tuple[float, float] | None:
@@ -280,6 +293,70 @@ class BagSource(ClockOffsetSource):
         ok = (g[:, 4] >= 0) & np.isfinite(g[:, 1:4]).all(1) & (np.abs(g[:, 1]) <= 90) & (np.abs(g[:, 2]) <= 180)
         ok &= ~null_island(g[:, 1], g[:, 2])
         return (float(np.median(g[ok, 1])), float(np.median(g[ok, 2]))) if ok.any() else None
+
+    # ---- the world frame (pose2rgbd.convert.stages.world_frame)
+
+    def plan(self, *, progress: bool) -> DatasetPlan:
+        plan = super().plan(progress=progress)
+        choice, summary = self.cfg.world_frame, plan.summary
+        fit, why, in_tf = (None, "world_frame enu", False) if choice == "enu" else self._world_fit(plan, choice)
+        if fit is None:
+            if choice not in ("auto", "enu"):
+                raise BagError(f"{self.path}: world_frame {choice!r}: {why}; convert with --world-frame enu (or auto)")
+            if in_tf:  # the robot has such a frame, and its poses will not be in the dataset's
+                log.warning("%s: %s; the poses stay in the GPS's ENU frame about the datum, named '%s'",
+                            self.path, why, ENU_NAME)  # fmt: skip
+            summary["world_frame"] = {"frame": ENU_NAME, "kind": "enu", "why": why}
+        else:
+            pose: PosePlan = plan.detail
+            assert self.streams is not None
+            as_is = pose.orientation_tf_frame == fit.frame  # a TF track of this frame: its rotations are the world's
+            plan.T_world_cam = poses_in_world(plan.T_world_cam, self.streams.T_body_cam, fit.T_world_enu, as_is)
+            if as_is:
+                note, now = ENU_ALIGNED_NOTE.format(fit.frame), IN_WORLD_NOTE.format(fit.frame)
+                summary["assumptions"][:] = [a.replace(note, now) for a in summary["assumptions"]]
+            plan.manifest.world_frame = fit.frame
+            if plan.manifest.datum is not None:
+                plan.manifest.datum = plan.manifest.datum.with_world(fit.T_world_enu)
+            summary["world_frame"] = fit.to_dict()
+            summary["assumptions"].append(fit.assumption())
+            if (w := world_warning(fit)) is not None:
+                log.warning("%s: %s", self.path, w)
+        plan.manifest.extra["conversion"]["world_frame"] = summary["world_frame"]
+        return plan
+
+    def _world_fit(self, plan: DatasetPlan, choice: str) -> tuple[WorldFit | None, str, bool]:
+        """The fit into the bag's TF world frame (``choice``: auto or a frame's name), or ``(None, why not, whether
+        the bag's TF has the frame above the body)``."""
+        dyn, static = tf_topics(self.bag)
+        if not dyn:
+            return None, "the bag has no dynamic TF topic (tf2_msgs/msg/TFMessage)", False
+        buf, _ = read_tf_tree(self.bag, dyn, static)
+        worlds = AUTO_TF_WORLDS if choice == "auto" else (choice,)
+        found = None
+        for body in [b for b in self._body_frames if b in buf.frames()]:
+            chain = buf.ancestors(body)
+            world = next((w for w in worlds if w in chain), None)
+            if world is not None:
+                found = body, world, " -> ".join(reversed(chain[: chain.index(world) + 1]))
+                break
+        if found is None:
+            return None, (f"none of the TF frames {list(worlds)} is above a body frame {self._body_frames} in "
+                          f"{dyn + static} (frames: {sorted(buf.frames())})"), False  # fmt: skip
+        body, world, path = found
+        assert self.streams is not None
+        T_cam_body = np.linalg.inv(self.streams.T_body_cam)
+        p_enu, p_world = [], []
+        for k, st in enumerate(plan.stamps_ns.tolist()):
+            try:
+                T_wb, _ = buf.lookup_transform(world, body, int(st))
+            except TransformException:
+                continue
+            p_world.append(T_wb[:3, 3])
+            p_enu.append((plan.T_world_cam[k] @ T_cam_body)[:3, 3])
+        fit, why = fit_world(world, f"{', '.join(dyn)}: {path}", np.asarray(p_enu).reshape(-1, 3),
+                             np.asarray(p_world).reshape(-1, 3))  # fmt: skip
+        return fit, why, True
 
     # ---- pass 2
 

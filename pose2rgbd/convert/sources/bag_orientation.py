@@ -56,6 +56,9 @@ def orientation_series(bag: BagReader, topic: str, kind: str, t0_ns: int) -> tup
 # ENU-aligned (REP-105 map and odom, REP-103 ENU); earth is ECEF (REP-105) and is rotated into ENU at the datum.
 TF_WORLD_FRAMES = ("map", "world", "earth", "odom")
 _WHOLE_RECORDING_S = 1e7  # TF history kept while reading a bag: all of it (115 days)
+# how a TF track's frame is described; a bag written in that same frame replaces it (sources/bag.py)
+ENU_ALIGNED_NOTE = "the '{}' frame assumed ENU-aligned (REP-105 / REP-103)"
+IN_WORLD_NOTE = "the '{}' frame, the frame the poses are written in"
 _TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
 
 
@@ -81,10 +84,21 @@ def require_dynamic_tf(bag: BagReader, body_frames: list[str] | tuple[str, ...])
     return dyn, static
 
 
+def read_tf_tree(bag: BagReader, dyn: list[str], static: list[str]) -> tuple[TFBuffer, int]:
+    """The whole recording's TF tree from the topics ``dyn`` and ``static`` (:func:`tf_topics`), and how many
+    transforms were bad (left out)."""
+    buf = TFBuffer(cache_time_s=_WHOLE_RECORDING_S)
+    bad = 0
+    for m in bag.messages(dyn + static):
+        bad += buf.add_tf_message(m.msg, static=m.topic in static, default_stamp_ns=m.stamp_ns)
+    return buf, bad
+
+
 def tf_orientation_series(
     bag: BagReader, body_frames: list[str], t0_ns: int, datum_latlon: tuple[float, float] | None
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(t_s, R_world_body, assumption)`` from the TF tree (/tf plus /tf_static).
+) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """``(t_s, R_world_body, assumption, world)`` from the TF tree (/tf plus /tf_static); ``world`` is the TF frame
+    the rotations are in ("" for 'earth': they are rotated into ENU).
 
     The body is the first of ``body_frames`` that has one of :data:`TF_WORLD_FRAMES` among its TF ancestors;
     the world is the first such frame in that order. ``R_world_body`` is sampled at the stamps of the dynamic
@@ -94,10 +108,7 @@ def tf_orientation_series(
     """
     dyn, static = require_dynamic_tf(bag, body_frames)
     what, todo = _tf_need(body_frames), _TF_TODO
-    buf = TFBuffer(cache_time_s=_WHOLE_RECORDING_S)
-    bad = 0
-    for m in bag.messages(dyn + static):
-        bad += buf.add_tf_message(m.msg, static=m.topic in static, default_stamp_ns=m.stamp_ns)
+    buf, bad = read_tf_tree(bag, dyn, static)
     frames = buf.frames()
     links = {f: ln for f in frames if (ln := buf.link(f)) is not None}
     dyn_frames = {f for c, (p, st, _) in links.items() if not st for f in (c, p)}
@@ -144,8 +155,9 @@ def tf_orientation_series(
         R = np.stack(pymap3d.ecef2enuv(R[:, 0, :], R[:, 1, :], R[:, 2, :], lat, lon), axis=1)
         frame_note = f"'earth' taken as ECEF (REP-105), rotated into ENU at the datum ({lat:.6f}, {lon:.6f})"
     else:
-        frame_note = f"the '{world}' frame assumed ENU-aligned (REP-105 / REP-103)"
+        frame_note = ENU_ALIGNED_NOTE.format(world)
     skipped = stamps.size - len(ts)
     log.info("orientation from TF: %s, %d samples (%d skipped: a link of the chain not yet/no longer available)",
              path, len(ts), skipped)  # fmt: skip
-    return np.asarray(ts), R, f"orientation from {', '.join(dyn)}: {path}; {frame_note}"
+    note = f"orientation from {', '.join(dyn)}: {path}; {frame_note}"
+    return np.asarray(ts), R, note, world if world != "earth" else ""

@@ -222,6 +222,9 @@ class VideoSource(ClockOffsetSource):
         lens_given: bool = False,
     ) -> None:
         super().__init__(video, cfg)
+        if self.cfg.world_frame not in ("auto", "enu"):
+            raise ConfigError(f"world_frame {self.cfg.world_frame!r}: a video has no TF tree to take a frame from; its "
+                              "poses are in ENU about the datum (leave world_frame at auto or enu)")  # fmt: skip
         self.lens_given = lens_given
         self.gps_log = None if gps_log is None else Path(gps_log)
         self.gps_format = gps_format

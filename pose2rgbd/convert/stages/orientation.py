@@ -20,12 +20,14 @@ _R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
 
 @dataclass
 class OrientationTrack:
-    """``R_world_body`` at times ``t_s`` (seconds on the camera clock) and how it was obtained."""
+    """``R_world_body`` at times ``t_s`` (seconds on the camera clock) and how it was obtained. ``tf_frame``: the TF
+    frame the rotations are in, for a TF track taken as it is ("": ENU, or a frame taken as ENU-aligned)."""
 
     t_s: np.ndarray
     R: np.ndarray  # (N, 3, 3)
     source: str
     assumption: str
+    tf_frame: str = ""
 
     def at(self, t: np.ndarray) -> np.ndarray:
         if self.t_s.size == 1:

@@ -82,6 +82,7 @@ class PosePlan:
     gps_speed: np.ndarray
     dropped_fixes_enu: np.ndarray
     flow_masked: np.ndarray  # (N,) bool: flow samples left out of the time-offset estimate (camera turning)
+    orientation_tf_frame: str = ""  # the TF frame the rotations are in when a TF track was taken as it is; "": ENU
 
 
 # Orientation sources whose stamps are on the camera clock (an attitude log shares the GPS clock, whose offset
@@ -253,4 +254,5 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
         **({"topics": s.topics} if s.topics is not None else {}),
         "config": to_dict(cfg),
     }  # fmt: skip
-    return PosePlan(keep, T_wc, lla, datum, sync, summary, enu, gps_t_corr, speed, dropped_enu, flow_masked)
+    return PosePlan(keep, T_wc, lla, datum, sync, summary, enu, gps_t_corr, speed, dropped_enu, flow_masked,
+                    orient.tf_frame)  # fmt: skip

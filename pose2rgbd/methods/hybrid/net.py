@@ -265,8 +265,8 @@ class HybridNet(PoseToImage, ModelBase):
             return
         from pose2rgbd.placemap.place_map import PlaceMap
 
-        geo = isinstance(keyframes, PlaceMap) and keyframes.datum is not None  # its world: a local ENU frame
-        g = keyframes_ground(keyframes, up=ENU_UP if geo else None)
+        datum = keyframes.datum if isinstance(keyframes, PlaceMap) else None  # geo-referenced: ENU's up in the world
+        g = keyframes_ground(keyframes, up=None if datum is None else datum.T_world_enu[:3, :3] @ ENU_UP)
         if g is None:
             log.info("hybrid: no ground plane under the keyframes' cameras; holes keep the background rule alone")
             return

@@ -30,12 +30,12 @@ class Priors:
         return None
 
     def add_gps(self, msg: Any, datum: Any, prior_radius_m: float, now_ns: int) -> None:
-        """A NavSatFix: its position in the map's ENU frame (about ``datum``) becomes the GPS prior, searched within
-        ``prior_radius_m`` or three standard deviations of the fix; a fix with a problem (no fix, NaN) is not."""
+        """A NavSatFix: its position in the map's world frame (``datum.to_world``) becomes the GPS prior, searched
+        within ``prior_radius_m`` or three standard deviations of the fix; a fix with a problem (no fix, NaN) is not."""
         fix = M.read_navsatfix(msg)
         if fix.problem() is not None:
             return
-        enu = datum.to_enu(*fix.lla)
+        enu = datum.to_world(*fix.lla)
         sigma = math.sqrt(max(fix.covariance[0], fix.covariance[4], 0.0)) if fix.covariance_type > 0 else 0.0
         radius = max(prior_radius_m, 3.0 * sigma)
         self.gps = (M.stamp_to_ns(msg.header.stamp) or now_ns, np.asarray(enu, np.float64).reshape(3), radius)

@@ -206,7 +206,8 @@ class Recorder(GpsInput, MountLookup):
         T_world_base = np.eye(4)
         T_world_base[:3, :3] = quat_xyzw_to_matrix(q_odom)
         T_world_base[:3, 3] = self.datum.to_enu(lla[0], lla[1], lla[2])
-        return T_world_base @ self.T_base_cam
+        # the ENU frame's place in the world: identity but when resuming a dataset converted into a TF frame
+        return self.datum.T_world_enu @ T_world_base @ self.T_base_cam
 
     def _emit(
         self,

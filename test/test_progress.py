@@ -69,3 +69,36 @@ def test_cli_progress_flag_forces_bars(capsys: pytest.CaptureFixture[str]) -> No
     assert main([]) == 0 and not bar_enabled(True, io.StringIO())
     assert main(["--progress"]) == 0  # no command: help, but the flag is applied first
     assert bar_enabled(True, io.StringIO())
+
+
+def test_a_bar_not_drawn_logs_lines_in_a_log_file(caplog: pytest.LogCaptureFixture) -> None:
+    """Where a bar is wanted but not drawn (stderr a file), a line at most every LOG_EVERY_S with the count, the time
+    so far and the time left; iteration and update() alike, a bar without a total too; none with progress off, none
+    after the last item, none where the bar is drawn."""
+    import logging
+
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    pipe = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.progress"):
+        for _ in bar(range(5), desc="map keyframes", unit="frame", file=pipe, clock=clock):
+            now[0] += 20.0  # a line after items 2 and 4 (40 s, 80 s), none after the 5th
+        with bar(total=None, desc="train", unit="step", file=pipe, clock=clock, initial=100) as b:
+            for _ in range(3):
+                now[0] += 31.0
+                b.update(10)
+        for _ in bar(range(5), desc="quiet", file=pipe, clock=clock, progress=False):
+            now[0] += 40.0
+        for _ in bar(range(3), desc="drawn", file=_Tty(), clock=clock, mininterval=0):
+            now[0] += 40.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "map keyframes: 2 of 5 frames done (40 s so far, about 60 s left)",
+        "map keyframes: 4 of 5 frames done (80 s so far, about 20 s left)",
+        "train: 110 steps done (31 s so far)",
+        "train: 120 steps done (62 s so far)",
+        "train: 130 steps done (93 s so far)",
+    ]
+    assert pipe.getvalue() == ""

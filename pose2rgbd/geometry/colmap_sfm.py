@@ -21,7 +21,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.progress import LOG_EVERY_S  # while COLMAP maps: a line of the frames registered at most this often
 
 if TYPE_CHECKING:  # an optional dependency: imported where it runs (load_pycolmap)
     from pycolmap import Reconstruction
@@ -101,7 +100,7 @@ def sequential_sfm(
     """COLMAP on the frames ``root/images/<name>`` (in time order) of a :func:`colmap_workspace`: its
     reconstructions (``pycolmap.Reconstruction``), the one with the most registered frames first (empty: none).
     Each of its three steps is logged as it starts; the mapping, the longest, counts the frames registered (a bar
-    with ``progress`` on a terminal, a log line every :data:`LOG_EVERY_S` seconds)."""
+    with ``progress`` on a terminal, else a log line every ``pose2rgbd.progress.LOG_EVERY_S`` seconds)."""
     from pose2rgbd.progress import bar
 
     t0 = time.monotonic()
@@ -144,16 +143,12 @@ def sequential_sfm(
         opts.max_num_models = run.max_num_models
     (root / "sparse").mkdir(exist_ok=True)
     log.info("COLMAP: mapping %d frames (%.0f s so far)", len(names), time.monotonic() - t0)
-    counted = {"frames": 0, "logged": time.monotonic()}
-    with bar(total=len(names), desc="COLMAP: frames registered", unit="frame", progress=progress) as shown:
+    # a line of the registrations every LOG_EVERY_S s in a log file, also where bars are off (minutes of mapping)
+    with bar(total=len(names), desc="COLMAP: frames registered", unit="frame", progress=progress, lines=True,
+             logger=log) as shown:  # fmt: skip
 
         def registered(k: int) -> None:  # called by the mapper as it registers frames (a new model counts on)
-            counted["frames"] += k
             shown.update(k)
-            if time.monotonic() - counted["logged"] >= LOG_EVERY_S:
-                counted["logged"] = time.monotonic()
-                log.info("COLMAP: %d registrations of %d frames so far (%.0f s)", counted["frames"], len(names),
-                         time.monotonic() - t0)  # fmt: skip
 
         recs = pycolmap.incremental_mapping(db, img_dir, root / "sparse", options=opts,
                                             initial_image_pair_callback=lambda: registered(2),

@@ -375,7 +375,7 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     assert not h.set_param(node, RENDERER, "rate_hz", 5000.0).successful  # range 0..1000
     r = h.set_param(node, RENDERER, "world_frame", "odom")
     assert not r.successful and "configure" in r.reason
-    assert h.get_param(node, RENDERER, "world_frame") == "map"
+    assert h.get_param(node, RENDERER, "world_frame") == ""  # render.yaml: empty, the model's world frame
 
     # lifecycle: deactivate (nothing published), cleanup, switch to the PoseStamped source, configure, activate
     assert h.lifecycle_state(node, RENDERER) == "active"

@@ -157,13 +157,15 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  not rendered / flagged: {skipped}")
     if not c["frames"]:
         held = sum(stats.messages_out.values())
-        print(f"  no frame was rendered: {no_frame_reason(cfg, c)}. The output bag {args.out} holds only the "
-              f"node's diagnostics ({held} messages); delete it or run again with --overwrite")  # fmt: skip
+        why = no_frame_reason(cfg, c, stats.world_frame)
+        print(f"  no frame was rendered: {why}. The output bag {args.out} holds only the node's diagnostics "
+              f"({held} messages); delete it or run again with --overwrite")  # fmt: skip
     return 0 if c["frames"] else 1
 
 
-def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
-    """Why a render run over a bag rendered nothing, from its settings and counters."""
+def no_frame_reason(cfg: Any, c: dict[str, int], world_frame: str = "") -> str:
+    """Why a render run over a bag rendered nothing, from its settings, counters and the world frame the node
+    looked poses up in (``world_frame``; default the setting's)."""
     stale = c.get("stale_poses", 0)
     if stale and stale >= c.get("tf_failures", 0):
         return (
@@ -173,7 +175,7 @@ def no_frame_reason(cfg: Any, c: dict[str, int]) -> str:
             "age"
         )
     if cfg.pose_source == "tf":
-        world = cfg.world_frame or "the model's world frame"
+        world = world_frame or cfg.world_frame or "the model's world frame"
         if c.get("tf_failures"):
             return (
                 f"no transform {world} -> {cfg.camera_frame} could be looked up in the bag's TF "

@@ -54,6 +54,7 @@ class RunStats:
     counters: dict[str, int] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)  # per produced frame (nodes with last_latency_ms)
     wall_s: float = 0.0
+    world_frame: str = ""  # the frame the node looked poses up in / answered in (nodes that have one)
 
     def latency_percentile(self, q: float) -> float:
         return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
@@ -302,6 +303,7 @@ def _run_node_bag(
             if callable(getattr(logic, "close", None)):
                 logic.close()
     stats.counters = dict(getattr(logic, "counters", {}))
+    stats.world_frame = str(getattr(logic, "world_frame", "") or "")
     if tf.rejected:
         stats.counters["tf_rejected"] = tf.rejected
     stats.wall_s = time.perf_counter() - t_wall

@@ -17,7 +17,7 @@ OFFSET = 0.4  # the simulated GPS clock offset, given to the converter (no estim
 
 @pytest.fixture(scope="module")
 def sim_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 s of the crossing flight at 32x32: /tf map -> base_link and /odom at 50 Hz, /tf_static mount."""
+    """8 s of the crossing flight at 32x32: /tf map -> odom -> base_link and /odom at 50 Hz, /tf_static mount."""
     from pose2rgbd.sim import SimConfig, export_bag
 
     cfg = SimConfig(width=32, height=32, routes=["crossing"], route_duration_s=8.0, bag_routes=["crossing"],
@@ -88,7 +88,7 @@ def test_tf_orientation_matches_ground_truth_and_odometry(sim_bag: Path, tmp_pat
     assert summ["orientation_source"] == "tf"
     # the bag's TF map is the frame written (convert's world_frame auto): TF's rotations are taken as they are
     assert ds.manifest.world_frame == "map" and summ["world_frame"]["kind"] == "tf"
-    assert any("/tf: map -> base_link" in a and "the frame the poses are written in" in a
+    assert any("/tf: map -> odom -> base_link" in a and "the frame the poses are written in" in a
                for a in summ["assumptions"]), summ["assumptions"]  # fmt: skip
     with open_bag(sim_bag) as bag:
         gt = {m.stamp_ns: pose_to_matrix(m.msg.pose) for m in bag.messages(["/ground_truth/pose"])}

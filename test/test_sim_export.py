@@ -101,8 +101,8 @@ def test_bag_export_topics_rates_frames_and_offset(tmp_path, world):
     assert msgs["/ground_truth/pose"][0][1].header.frame_id == "map"
     odom = msgs["/odom"][0][1]
     assert odom.header.frame_id == "odom" and odom.child_frame_id == "base_link"
-    tf = msgs["/tf"][0][1].transforms[0]
-    assert (tf.header.frame_id, tf.child_frame_id) == ("map", "base_link")
+    links = [(t.header.frame_id, t.child_frame_id) for t in msgs["/tf"][0][1].transforms]
+    assert links == [("map", "odom"), ("odom", "base_link")]  # REP-105
     static = {(t.header.frame_id, t.child_frame_id) for t in msgs["/tf_static"][0][1].transforms}
     assert ("base_link", "camera_optical_frame") in static
     # GPS: stamped measurement time + offset; the position is the antenna at the measurement time

@@ -172,7 +172,13 @@ def test_stabilized_bag_tf_tree_is_consistent(tmp_path):
     static = next(m.msg for m in msgs if m.topic == "/tf_static").transforms
     T_bc = transform_to_matrix(next(x for x in static if x.child_frame_id == "camera_optical_frame").transform)
     odom = {m.stamp_ns: pose_to_matrix(m.msg.pose.pose) for m in msgs if m.topic == "/odom"}
-    tf = {m.stamp_ns: transform_to_matrix(m.msg.transforms[0].transform) for m in msgs if m.topic == "/tf"}
+    tf = {}  # REP-105: map -> odom -> base_link in one message, composed
+    for m in (m for m in msgs if m.topic == "/tf"):
+        links = [(x.header.frame_id, x.child_frame_id) for x in m.msg.transforms]
+        assert links == [("map", "odom"), ("odom", "base_link")], links
+        tf[m.stamp_ns] = transform_to_matrix(m.msg.transforms[0].transform) @ transform_to_matrix(
+            m.msg.transforms[1].transform
+        )
     gt = {m.stamp_ns: pose_to_matrix(m.msg.pose) for m in msgs if m.topic == "/ground_truth/pose"}
     assert len(gt) == 16 and set(gt) <= set(odom) and set(gt) <= set(tf)  # odom at the camera rate: same stamps
     for s, T_wc in gt.items():

@@ -17,7 +17,7 @@ Bag topics (frames: ``map``, ``odom`` (= map), ``base_link``, ``camera_optical_f
     /camera/camera_info          sensor_msgs/msg/CameraInfo           camera rate, same stamps
     /gps/fix                     sensor_msgs/msg/NavSatFix            gps rate, stamps shifted by d
     /odom                        nav_msgs/msg/Odometry                odom rate, odom -> base_link, body twist
-    /tf                          tf2_msgs/msg/TFMessage               odom rate, map -> base_link
+    /tf                          tf2_msgs/msg/TFMessage               odom rate, map -> odom (identity) -> base_link
     /tf_static                   tf2_msgs/msg/TFMessage               once, transient local: base_link ->
                                                                       camera_optical_frame, base_link -> gps_link
     /ground_truth/depth          sensor_msgs/msg/Image 32FC1          camera stamps, metres, +inf sky
@@ -358,6 +358,8 @@ def export_bag(
                         ),
                     )
                 elif kind == "odom":
+                    # REP-105: map -> odom (the same frame here: the simulated odometry does not drift) -> base_link
+                    map_odom = transform_stamped(mf, stamp, MAP_FRAME, ODOM_FRAME, np.eye(4))
                     w.write(
                         TOPIC_ODOM,
                         stamp,
@@ -366,7 +368,7 @@ def export_bag(
                     w.write(
                         TOPIC_TF,
                         stamp,
-                        tf_message(mf, [transform_stamped(mf, stamp, MAP_FRAME, BASE_FRAME, T_odom[k])]),
+                        tf_message(mf, [map_odom, transform_stamped(mf, stamp, ODOM_FRAME, BASE_FRAME, T_odom[k])]),
                     )
                 elif kind == "gps":
                     ok = bool(gps.valid[k])

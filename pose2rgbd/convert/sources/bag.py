@@ -134,6 +134,7 @@ class BagSource(ClockOffsetSource):
         self.topics: BagTopics | None = None
         self._message_index: list[int] = []
         self._body_frames: list[str] = []
+        self._tf_tree: tuple[TFBuffer, int] | None = None  # the whole recording's TF, read once (orientation, world)
 
     def __enter__(self) -> BagSource:
         from pose2rgbd.bags import open_bag
@@ -275,7 +276,8 @@ class BagSource(ClockOffsetSource):
             return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}")
         if src == "tf" or (src == "auto" and tf_topics(bag)[0]):
             try:
-                t, R, note, world = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g))
+                t, R, note, world = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g),
+                                                          self._tf(require_dynamic_tf(bag, body_frames)))  # fmt: skip
             except BagError as e:
                 if src == "tf":
                     raise
@@ -283,6 +285,12 @@ class BagSource(ClockOffsetSource):
                 return None
             return OrientationTrack(t, R, "tf", note, tf_frame=world)
         return None
+
+    def _tf(self, topics: tuple[list[str], list[str]]) -> tuple[TFBuffer, int]:
+        """The bag's TF tree from ``topics`` (dynamic, static), read once and kept (:func:`read_tf_tree`)."""
+        if self._tf_tree is None:
+            self._tf_tree = read_tf_tree(self.bag, *topics)
+        return self._tf_tree
 
     def _datum_latlon(self, g: np.ndarray) -> tuple[float, float] | None:
         """For an ECEF 'earth' TF frame: the datum the time-offset stage will use, or the median of the valid
@@ -331,7 +339,7 @@ class BagSource(ClockOffsetSource):
         dyn, static = tf_topics(self.bag)
         if not dyn:
             return None, "the bag has no dynamic TF topic (tf2_msgs/msg/TFMessage)", False
-        buf, _ = read_tf_tree(self.bag, dyn, static)
+        buf, _ = self._tf((dyn, static))
         worlds = AUTO_TF_WORLDS if choice == "auto" else (choice,)
         found = None
         for body in [b for b in self._body_frames if b in buf.frames()]:

@@ -95,10 +95,15 @@ def read_tf_tree(bag: BagReader, dyn: list[str], static: list[str]) -> tuple[TFB
 
 
 def tf_orientation_series(
-    bag: BagReader, body_frames: list[str], t0_ns: int, datum_latlon: tuple[float, float] | None
+    bag: BagReader,
+    body_frames: list[str],
+    t0_ns: int,
+    datum_latlon: tuple[float, float] | None,
+    tree: tuple[TFBuffer, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """``(t_s, R_world_body, assumption, world)`` from the TF tree (/tf plus /tf_static); ``world`` is the TF frame
-    the rotations are in ("" for 'earth': they are rotated into ENU).
+    """``(t_s, R_world_body, assumption, world)`` from the TF tree (/tf plus /tf_static; ``tree``: it as
+    :func:`read_tf_tree` read it, else read here); ``world`` is the TF frame the rotations are in ("" for 'earth':
+    they are rotated into ENU).
 
     The body is the first of ``body_frames`` that has one of :data:`TF_WORLD_FRAMES` among its TF ancestors;
     the world is the first such frame in that order. ``R_world_body`` is sampled at the stamps of the dynamic
@@ -108,7 +113,7 @@ def tf_orientation_series(
     """
     dyn, static = require_dynamic_tf(bag, body_frames)
     what, todo = _tf_need(body_frames), _TF_TODO
-    buf, bad = read_tf_tree(bag, dyn, static)
+    buf, bad = read_tf_tree(bag, dyn, static) if tree is None else tree
     frames = buf.frames()
     links = {f: ln for f in frames if (ln := buf.link(f)) is not None}
     dyn_frames = {f for c, (p, st, _) in links.items() if not st for f in (c, p)}

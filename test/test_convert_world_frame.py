@@ -165,6 +165,7 @@ def test_a_bag_is_written_in_its_robots_map(turned_bag: tuple[Path, object], tmp
     assert any("the 'map' frame, the frame the poses are written in" in a for a in summary["assumptions"])
     assert not any("assumed ENU-aligned" in a for a in summary["assumptions"])
     assert ds.manifest.extra["conversion"]["world_frame"] == wf
+    assert (ds.path / "report" / "world.png").stat().st_size > 10_000  # the two tracks and their distance, drawn
     T_true = M @ np.asarray(truth.T_world_cam)  # type: ignore[attr-defined]
     idx = np.searchsorted(truth.camera_stamps_ns, ds.frames.stamp_ns)  # type: ignore[attr-defined]
     T = ds.frames.T_world_cam
@@ -191,6 +192,7 @@ def test_enu_keeps_the_gps_frame_and_a_missing_frame_is_named(turned_bag: tuple[
     bag, truth = turned_bag
     ds, summary = _convert(bag, tmp_path / "enu", world_frame="enu", orientation="course")
     assert summary["world_frame"] == {"frame": "map", "kind": "enu", "why": "world_frame enu"}
+    assert not (ds.path / "report" / "world.png").exists()  # no fit, no figure
     assert ds.manifest.datum is not None and ds.manifest.datum.world_from_enu is None
     T = ds.frames.T_world_cam
     idx = np.searchsorted(truth.camera_stamps_ns, ds.frames.stamp_ns)  # type: ignore[attr-defined]

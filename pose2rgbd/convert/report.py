@@ -9,6 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from pose2rgbd.convert.stages.time_offset import PosePlan, Streams
+    from pose2rgbd.convert.stages.world_frame import WorldFit
     from pose2rgbd.sync.estimator import SyncResult
 
 
@@ -149,6 +150,40 @@ def plot_track(path: Path, enu: np.ndarray, t: np.ndarray, kept_pos: np.ndarray 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "camera path (local ENU about the datum)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_world_fit(path: Path, fit: WorldFit, title: str = "") -> None:
+    """Figure: the body's track in the robot's TF frame and its GPS track moved into it by the fit (top view), and
+    the distance between the two at each frame fitted: how well the GPS poses sit in the robot's frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = fit.T_world_enu
+    gps = fit.p_enu @ T[:3, :3].T + T[:3, 3]
+    d = np.linalg.norm(fit.p_world - gps, axis=1)
+    fig, ax = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1.1, 1]})
+    ax[0].plot(fit.p_world[:, 0], fit.p_world[:, 1], color="tab:blue", lw=1.5, label=f"TF ({fit.chain})")
+    ax[0].plot(gps[:, 0], gps[:, 1], color="tab:orange", lw=1.0, ls="--", label="GPS, turned and shifted (written)")
+    ax[0].plot(fit.p_world[0, 0], fit.p_world[0, 1], "k^", ms=9, label="start")
+    ax[0].set_aspect("equal", adjustable="datalim")
+    ax[0].set_xlabel(f"{fit.frame} x (m)")
+    ax[0].set_ylabel(f"{fit.frame} y (m)")
+    ax[0].grid(alpha=0.3)
+    ax[0].legend(fontsize=8, loc="best")
+    ax[0].set_title(f"the body in '{fit.frame}': turn {fit.yaw_deg:+.2f} deg (+-{fit.yaw_sigma_deg:.2f})", fontsize=11)
+    ax[1].plot(np.arange(len(d)), d, color="tab:red", lw=1.0)
+    ax[1].set_xlabel("frame fitted")
+    ax[1].set_ylabel("TF - GPS distance (m)")
+    ax[1].grid(alpha=0.3)
+    ax[1].set_title(f"RMS {fit.rms_horizontal_m:.2f} m horizontal, {fit.rms_vertical_m:.2f} m vertical; max "
+                    f"{fit.max_m:.2f} m", fontsize=11)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

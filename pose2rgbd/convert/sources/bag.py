@@ -135,6 +135,7 @@ class BagSource(ClockOffsetSource):
         self._message_index: list[int] = []
         self._body_frames: list[str] = []
         self._tf_tree: tuple[TFBuffer, int] | None = None  # the whole recording's TF, read once (orientation, world)
+        self._world: WorldFit | None = None  # the fit into the robot's TF frame, when the poses were written in it
 
     def __enter__(self) -> BagSource:
         from pose2rgbd.bags import open_bag
@@ -316,6 +317,7 @@ class BagSource(ClockOffsetSource):
                             self.path, why, ENU_NAME)  # fmt: skip
             summary["world_frame"] = {"frame": ENU_NAME, "kind": "enu", "why": why}
         else:
+            self._world = fit
             pose: PosePlan = plan.detail
             assert self.streams is not None
             as_is = pose.orientation_tf_frame == fit.frame  # a TF track of this frame: its rotations are the world's
@@ -332,6 +334,13 @@ class BagSource(ClockOffsetSource):
                 log.warning("%s: %s", self.path, w)
         plan.manifest.extra["conversion"]["world_frame"] = summary["world_frame"]
         return plan
+
+    def report(self, plan: DatasetPlan, folder: Path) -> None:
+        super().report(plan, folder)
+        if self._world is not None:
+            from pose2rgbd.convert.report import plot_world_fit
+
+            plot_world_fit(folder / "world.png", self._world, title=f"World frame: {self.path.name}")
 
     def _world_fit(self, plan: DatasetPlan, choice: str) -> tuple[WorldFit | None, str, bool]:
         """The fit into the bag's TF world frame (``choice``: auto or a frame's name), or ``(None, why not, whether

@@ -48,6 +48,8 @@ class WorldFit:
     rms_vertical_m: float
     max_m: float
     yaw_sigma_deg: float
+    p_enu: np.ndarray  # (N, 3) the body's GPS positions fitted (ENU about the datum)
+    p_world: np.ndarray  # (N, 3) the same frames' body positions in TF
 
     @property
     def yaw_deg(self) -> float:
@@ -108,7 +110,7 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
     h = np.hypot(res[:, 0], res[:, 1])
     fit = WorldFit(
         frame, chain, T, n, spread, float(np.sqrt(np.mean(h**2))), float(np.sqrt(np.mean(res[:, 2] ** 2))),
-        float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma),
+        float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma), p_enu, p_world,
     )  # fmt: skip
     if fit.yaw_sigma_deg > MAX_YAW_SIGMA_DEG:
         return None, (f"the turn between TF '{frame}' and the GPS's ENU frame is uncertain by "

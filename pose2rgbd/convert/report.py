@@ -175,7 +175,7 @@ def plot_world_fit(path: Path, fit: WorldFit, title: str = "") -> None:
     ax[0].set_ylabel(f"{fit.frame} y (m)")
     ax[0].grid(alpha=0.3)
     ax[0].legend(fontsize=8, loc="best")
-    ax[0].set_title(f"the body in '{fit.frame}': turn {fit.yaw_deg:+.2f} deg (+-{fit.yaw_sigma_deg:.2f})", fontsize=11)
+    ax[0].set_title(f"the body in '{fit.frame}': turn {fit.yaw_deg:+.2f} deg (+-{fit.yaw_sigma_deg:.2g})", fontsize=11)
     ax[1].plot(np.arange(len(d)), d, color="tab:red", lw=1.0)
     ax[1].set_xlabel("frame fitted")
     ax[1].set_ylabel("TF - GPS distance (m)")

@@ -58,22 +58,27 @@ def test_the_fit_refuses_what_it_cannot_see() -> None:
     assert fit is not None and fit.yaw_sigma_deg < 0.5 and abs(fit.yaw_deg) < 0.5, why
 
 
-def test_poses_in_world_turn_rotations_unless_they_are_in_that_frame_already() -> None:
+def test_poses_in_world_turn_rotations_by_the_frame_their_source_is_in() -> None:
     T = np.repeat(np.eye(4)[None], 3, 0)
     T[:, :3, 3] = [[1, 0, 0], [0, 2, 0], [0, 0, 3]]
     T[:, :3, :3] = Rotation.from_euler("z", [[0.0], [90.0], [180.0]], degrees=True).as_matrix()
     M = _T_map_enu()
-    out = poses_in_world(T, np.eye(4), M, False)
+    out = poses_in_world(T, np.eye(4), M)
     np.testing.assert_allclose(out, M @ T)
     from pose2rgbd.testing.flight_bag import T_BASE_CAM
 
-    np.testing.assert_allclose(poses_in_world(T @ T_BASE_CAM, T_BASE_CAM, M, False), M @ T @ T_BASE_CAM, atol=1e-12)
+    np.testing.assert_allclose(poses_in_world(T @ T_BASE_CAM, T_BASE_CAM, M), M @ T @ T_BASE_CAM, atol=1e-12)
     # rotations already in the world: the body's position moves, its rotation stays, the camera hangs from it
-    kept = poses_in_world(T @ T_BASE_CAM, T_BASE_CAM, M, True)
+    kept = poses_in_world(T @ T_BASE_CAM, T_BASE_CAM, M, np.eye(3))
     body = (M @ T)[:, :3, 3]
     expect = T.copy()
     expect[:, :3, 3] = body
     np.testing.assert_allclose(kept, expect @ T_BASE_CAM, atol=1e-12)
+    # a track whose frame TF places in the world: each rotation turned by that frame's own rotation there
+    R_link = Rotation.from_euler("z", [[5.0], [6.0], [7.0]], degrees=True).as_matrix()
+    linked = poses_in_world(T @ T_BASE_CAM, T_BASE_CAM, M, R_link)
+    expect[:, :3, :3] = R_link @ T[:, :3, :3]
+    np.testing.assert_allclose(linked, expect @ T_BASE_CAM, atol=1e-12)
 
 
 def test_datum_keeps_the_transform_and_gps_fixes_land_in_the_world() -> None:
@@ -231,3 +236,61 @@ def test_the_console_says_which_frame_was_written(
     argv = ["convert", "bag", str(bag), "--out", str(tmp_path / "b"), "--no-progress", "--world-frame", "enu"]
     assert main(argv) == 0
     assert "world frame: ENU about the datum, named 'map' (world_frame enu)" in capsys.readouterr().out
+
+
+def test_a_recording_resumed_into_a_converted_dataset_stays_in_its_frame(
+    turned_bag: tuple[Path, object], tmp_path: Path
+) -> None:
+    """The record node appending to a dataset that convert bag wrote in the robot's map keeps its frame, its datum's
+    transform and its conversion record, and places the new frames in that map."""
+    from pose2rgbd.config import from_dict
+    from pose2rgbd.convert.config import ConvertTopics
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.nodes.recorder.config import RecorderConfig
+    from pose2rgbd.runtime.offline import run_recorder_bag
+    from pose2rgbd.testing.flight_bag import T0_NS, T_world_base, write_flight_bag
+
+    bag, _ = turned_bag
+    # a dataset without depth (the recorder writes none; it resumes only a dataset of its own kind)
+    ds, summary = _convert(bag, tmp_path / "ds", orientation="tf", topics=ConvertTopics(depth="/none"))
+    n0 = len(ds)
+    later = write_flight_bag(
+        tmp_path / "later", duration_s=4.0, size=32, T_map_enu=_T_map_enu(), t0_ns=T0_NS + 20 * 10**9
+    )
+    cfg = from_dict(RecorderConfig, {"output": {"dataset": str(ds.path)}, "world_frame": "elsewhere"})
+    assert run_recorder_bag(cfg, tmp_path / "later").counters["frames"] > 20
+    after = Dataset(ds.path)
+    assert after.manifest.world_frame == "map" and after.manifest.datum == ds.manifest.datum
+    assert after.manifest.extra["conversion"]["world_frame"] == summary["world_frame"]
+    new = after.frames.stamp_ns > ds.frames.stamp_ns.max()
+    assert new.sum() == len(after) - n0 > 20
+    t = (after.frames.stamp_ns[new] - T0_NS - 20 * 10**9) / 1e9
+    body_true = (_T_map_enu() @ T_world_base(t))[:, :3, 3]  # the GPS antenna is the base's origin
+    from pose2rgbd.testing.flight_bag import T_BASE_CAM
+
+    body = (after.frames.T_world_cam[new] @ np.linalg.inv(T_BASE_CAM))[:, :3, 3]
+    assert np.abs(body - body_true).max() < 0.1, np.abs(body - body_true).max()
+    assert later.camera_stamps_ns.size > 0
+
+
+def test_odometry_whose_frame_tf_places_in_the_map_is_written_in_it(
+    tmp_path: Path, turned_bag: tuple[Path, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default orientation (auto: the odometry) of a robot whose odom hangs from its map (REP-105): its rotations
+    are put in the map by TF's map -> odom, not taken as ENU and turned by the fit (33 deg off). Where the odometry's
+    frame is not in TF, the rotations are turned, with a warning that names the way out."""
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    truth = write_flight_bag(tmp_path / "bag", duration_s=10.0, size=32, T_map_enu=_T_map_enu(), odom_in_tf=True)
+    ds, summary = _convert(tmp_path / "bag", tmp_path / "ds")
+    assert summary["orientation_source"] == "odom" and summary["world_frame"]["kind"] == "tf"
+    assert any("its frame 'odom' placed in 'map'" in a for a in summary["assumptions"]), summary["assumptions"]
+    idx = np.searchsorted(truth.camera_stamps_ns, ds.frames.stamp_ns)
+    T_true = _T_map_enu() @ np.asarray(truth.T_world_cam)[idx]
+    T = ds.frames.T_world_cam
+    assert np.median(_angle_deg(T[:, :3, :3], T_true[:, :3, :3])) < 0.5
+    assert np.abs(T[:, :3, 3] - T_true[:, :3, 3]).max() < 0.1
+    # the turned bag's /odom frame is not in its TF: taken as ENU-aligned and turned, said so
+    bag, _ = turned_bag
+    _convert(bag, tmp_path / "ds2")
+    assert "is not in the bag's TF" in caplog.text and "--orientation tf" in caplog.text

@@ -173,7 +173,8 @@ def test_config_validation() -> None:
 
 def test_a_recorder_resuming_a_dataset_in_a_tf_frame_writes_in_that_frame() -> None:
     """A dataset converted into the robot's TF map keeps where the GPS's ENU frame lies in it (the datum's
-    transform); frames recorded into it are placed in that world too, not in ENU."""
+    transform); frames recorded into it are placed in that world too, not in ENU (the odometry's rotation is taken
+    in that frame: a robot's odom hangs from its map)."""
     from scipy.spatial.transform import Rotation
 
     rec, _ = _recorder()
@@ -185,4 +186,7 @@ def test_a_recorder_resuming_a_dataset_in_a_tf_frame_writes_in_that_frame() -> N
     T[:3, :3] = Rotation.from_euler("z", 40.0, degrees=True).as_matrix()
     T[:3, 3] = [100.0, -20.0, 1.0]
     rec.datum = rec.datum.with_world(T)
-    np.testing.assert_allclose(rec.pose_at(lla, q), T @ plain, atol=1e-6)
+    moved = rec.pose_at(lla, q)
+    base = moved @ np.linalg.inv(rec.T_base_cam)
+    np.testing.assert_allclose(base[:3, 3], (T @ plain @ np.linalg.inv(rec.T_base_cam))[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(base[:3, :3], np.eye(3), atol=1e-9)  # the odometry's rotation, in the world

@@ -61,6 +61,7 @@ def write_flight_bag(
     bad_tf_every: int = 0,
     frozen_camera: int = 0,
     T_map_enu: np.ndarray | None = None,
+    odom_in_tf: bool = False,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
@@ -73,7 +74,8 @@ def write_flight_bag(
     ``frozen_camera`` n, the camera re-sends each image n times (image i carries the pixels of image i - i % n,
     byte for byte, with its own stamp: a driver re-sending its last buffer). ``T_map_enu``: the robot's ``map``
     (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum (a SLAM map,
-    say); the truth returned stays in ENU.
+    say); the truth returned stays in ENU. ``odom_in_tf``: /tf is ``map -> odom`` (the identity) ``-> base_link``
+    (REP-105), so the odometry's frame is in the TF tree.
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.messages import (
@@ -115,14 +117,15 @@ def write_flight_bag(
     M = np.eye(4) if T_map_enu is None else np.asarray(T_map_enu, np.float64)
     for k, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.02)):  # 50 Hz
         T = M @ T_world_base(t)[0]
-        ts = transform_stamped(f, hs(t, "/tf"), "map", "base_link", T)
+        ts = transform_stamped(f, hs(t, "/tf"), "odom" if odom_in_tf else "map", "base_link", T)
         if bad_tf_every and k % bad_tf_every == bad_tf_every - 1:
             if (k // bad_tf_every) % 2:
                 ts.transform.translation.x = float("nan")
             else:
                 ts.transform.rotation.x = ts.transform.rotation.y = ts.transform.rotation.z = 0.0
                 ts.transform.rotation.w = 0.0
-        events.append((ns(t), 1, "/tf", tf_message(f, [ts])))
+        links = [transform_stamped(f, hs(t, "/tf"), "map", "odom", np.eye(4)), ts] if odom_in_tf else [ts]
+        events.append((ns(t), 1, "/tf", tf_message(f, links)))
         events.append((ns(t), 2, "/odom", odometry(f, hs(t, "/odom"), "odom", "base_link", T)))
     for i, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.1)):  # 10 Hz
         p = T_world_base(t)[0, :3, 3]

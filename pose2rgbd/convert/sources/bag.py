@@ -20,6 +20,7 @@ from pose2rgbd.convert.pipeline import DatasetPlan, convert
 from pose2rgbd.convert.sources.bag_orientation import (
     ENU_ALIGNED_NOTE,
     IN_WORLD_NOTE,
+    TRACK_IN_WORLD_NOTE,
     orientation_series,
     read_tf_tree,
     require_dynamic_tf,
@@ -28,11 +29,12 @@ from pose2rgbd.convert.sources.bag_orientation import (
     tf_topics,
 )
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
-from pose2rgbd.convert.stages.orientation import OrientationTrack
+from pose2rgbd.convert.stages.orientation import ODOM_ENU_NOTE, OrientationTrack
 from pose2rgbd.convert.stages.time_offset import PosePlan, Streams
 from pose2rgbd.convert.stages.world_frame import (
     AUTO_TF_WORLDS,
     ENU_NAME,
+    YAW_NOTICE_DEG,
     WorldFit,
     fit_world,
     poses_in_world,
@@ -274,7 +276,9 @@ class BagSource(ClockOffsetSource):
             return OrientationTrack(t, R, "imu", f"orientation from {tp.imu} (assumed ENU, REP-145)")
         if src in ("auto", "odom") and tp.odom:
             t, R = orientation_series(bag, tp.odom, "odom", t0)
-            return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}")
+            first = next(iter(bag.messages([tp.odom])), None)
+            frame = str(first.msg.header.frame_id).lstrip("/") if first is not None else ""
+            return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}", tf_frame=frame)
         if src == "tf" or (src == "auto" and tf_topics(bag)[0]):
             try:
                 t, R, note, world = tf_orientation_series(bag, body_frames, t0, self._datum_latlon(g),
@@ -320,11 +324,24 @@ class BagSource(ClockOffsetSource):
             self._world = fit
             pose: PosePlan = plan.detail
             assert self.streams is not None
-            as_is = pose.orientation_tf_frame == fit.frame  # a TF track of this frame: its rotations are the world's
-            plan.T_world_cam = poses_in_world(plan.T_world_cam, self.streams.T_body_cam, fit.T_world_enu, as_is)
-            if as_is:
-                note, now = ENU_ALIGNED_NOTE.format(fit.frame), IN_WORLD_NOTE.format(fit.frame)
-                summary["assumptions"][:] = [a.replace(note, now) for a in summary["assumptions"]]
+            R_track = self._track_in_world(plan, pose.orientation_tf_frame, fit.frame)
+            plan.T_world_cam = poses_in_world(plan.T_world_cam, self.streams.T_body_cam, fit.T_world_enu, R_track)
+            if R_track is not None:  # the track's rotations are put in the world by TF, not taken as ENU
+                track = pose.orientation_tf_frame
+                now = (
+                    IN_WORLD_NOTE.format(fit.frame)
+                    if track == fit.frame
+                    else TRACK_IN_WORLD_NOTE.format(track, fit.frame)
+                )
+                notes = (ENU_ALIGNED_NOTE.format(track), ODOM_ENU_NOTE.strip(" ()"))
+                summary["assumptions"][:] = [_replaced(a, notes, now) for a in summary["assumptions"]]
+            elif pose.orientation_tf_frame and abs(fit.yaw_deg) > YAW_NOTICE_DEG:
+                log.warning(
+                    "%s: the orientation track's frame %r is not in the bag's TF, so its rotations were taken as "
+                    "ENU-aligned and turned %+.1f deg into %r with the positions; if that frame is aligned with %r "
+                    "instead (odometry under the robot's map), convert with --orientation tf", self.path,
+                    pose.orientation_tf_frame, fit.yaw_deg, fit.frame, fit.frame,
+                )  # fmt: skip
             plan.manifest.world_frame = fit.frame
             if plan.manifest.datum is not None:
                 plan.manifest.datum = plan.manifest.datum.with_world(fit.T_world_enu)
@@ -334,6 +351,29 @@ class BagSource(ClockOffsetSource):
                 log.warning("%s: %s", self.path, w)
         plan.manifest.extra["conversion"]["world_frame"] = summary["world_frame"]
         return plan
+
+    def _track_in_world(self, plan: DatasetPlan, track: str, world: str) -> np.ndarray | None:
+        """The rotation of the orientation track's frame ``track`` in the fitted ``world`` at each kept frame: the
+        identity for a TF track of the world itself, the TF link for a frame TF places in the world (odometry whose
+        frame hangs from the robot's map); None where the track is ENU or TF cannot place it at every frame (then
+        its rotations are taken as ENU and turned with the positions)."""
+        if not track:
+            return None
+        if track == world:
+            return np.eye(3)
+        buf, _ = self._tf(tf_topics(self.bag))
+        out = []
+        for st in plan.stamps_ns.tolist():
+            try:
+                T, _ = buf.lookup_transform(world, track, int(st))
+            except TransformException:
+                if track in buf.frames():
+                    log.warning("%s: TF cannot place the orientation track's frame %r in %r at every frame; its "
+                                "rotations are taken as ENU-aligned and turned with the positions", self.path, track,
+                                world)  # fmt: skip
+                return None
+            out.append(T[:3, :3])
+        return np.asarray(out)
 
     def report(self, plan: DatasetPlan, folder: Path) -> None:
         super().report(plan, folder)
@@ -404,6 +444,14 @@ class BagSource(ClockOffsetSource):
                     raise SyncError(f"{self.path}: no {tp.depth} message with the stamp of image {k} ({st} ns)")
                 depth = image_msg_to_depth(dm)
             yield i, image_msg_to_rgb(m.msg), depth
+
+
+def _replaced(assumption: str, notes: tuple[str, ...], now: str) -> str:
+    """``assumption`` with the first of ``notes`` it holds replaced by ``now``."""
+    for n in notes:
+        if n in assumption:
+            return assumption.replace(n, now)
+    return assumption
 
 
 def load_bag_streams(path: str | Path, cfg: ConvertConfig, *, progress: bool = True) -> Streams:

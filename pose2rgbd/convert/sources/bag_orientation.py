@@ -59,6 +59,7 @@ _WHOLE_RECORDING_S = 1e7  # TF history kept while reading a bag: all of it (115 
 # how a TF track's frame is described; a bag written in that same frame replaces it (sources/bag.py)
 ENU_ALIGNED_NOTE = "the '{}' frame assumed ENU-aligned (REP-105 / REP-103)"
 IN_WORLD_NOTE = "the '{}' frame, the frame the poses are written in"
+TRACK_IN_WORLD_NOTE = "its frame '{}' placed in '{}', the frame the poses are written in, by TF at each frame"
 _TF_TODO = "record /tf, or choose another orientation source (--orientation auto, imu, odom or course)"
 
 

@@ -13,6 +13,8 @@ from pose2rgbd.sync.estimator import velocity_from_positions
 
 # every OrientationTrack.assumption starts with it: the conversion's assumptions list names the orientation by it
 ORIENTATION_PREFIX = "orientation from "
+# what an odometry track's assumption adds when its frame is taken as ENU (a conversion into a TF frame may replace it)
+ODOM_ENU_NOTE = " (its frame assumed ENU-aligned)"
 
 _R_ENU_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 _R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
@@ -21,7 +23,8 @@ _R_FRD_FLU = np.diag([1.0, -1.0, -1.0])
 @dataclass
 class OrientationTrack:
     """``R_world_body`` at times ``t_s`` (seconds on the camera clock) and how it was obtained. ``tf_frame``: the TF
-    frame the rotations are in, for a TF track taken as it is ("": ENU, or a frame taken as ENU-aligned)."""
+    frame the rotations are in, for a TF or odometry track taken as it is, not aligned to the GPS course ("": ENU,
+    or unknown)."""
 
     t_s: np.ndarray
     R: np.ndarray  # (N, 3, 3)

@@ -25,7 +25,12 @@ from scipy.spatial.transform import Rotation
 
 from pose2rgbd.config import to_dict
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.stages.orientation import OrientationTrack, align_yaw_to_course, course_orientation
+from pose2rgbd.convert.stages.orientation import (
+    ODOM_ENU_NOTE,
+    OrientationTrack,
+    align_yaw_to_course,
+    course_orientation,
+)
 from pose2rgbd.errors import SyncError
 from pose2rgbd.geometry import Datum, PinholeCamera, make_T
 from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
@@ -82,7 +87,7 @@ class PosePlan:
     gps_speed: np.ndarray
     dropped_fixes_enu: np.ndarray
     flow_masked: np.ndarray  # (N,) bool: flow samples left out of the time-offset estimate (camera turning)
-    orientation_tf_frame: str = ""  # the TF frame the rotations are in when a TF track was taken as it is; "": ENU
+    orientation_tf_frame: str = ""  # the frame of a TF / odometry track taken as it is (OrientationTrack.tf_frame)
 
 
 # Orientation sources whose stamps are on the camera clock (an attitude log shares the GPS clock, whose offset
@@ -196,7 +201,7 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
         if o.source == "attitude" and s.attitude_follows_gps:
             o = OrientationTrack(o.t_s - offset, o.R, o.source, o.assumption)
         if o.source == "odom" and not cfg.align_odom_yaw:
-            o = OrientationTrack(o.t_s, o.R, o.source, o.assumption + " (its frame assumed ENU-aligned)")
+            o = OrientationTrack(o.t_s, o.R, o.source, o.assumption + ODOM_ENU_NOTE, tf_frame=o.tf_frame)
         elif o.source in ("odom", "tf") and cfg.align_odom_yaw:  # tf: its assumption already names the frame
             fast = speed >= cfg.min_course_speed_mps
             yaw0 = align_yaw_to_course(o, course, fast)

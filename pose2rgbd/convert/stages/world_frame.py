@@ -32,6 +32,7 @@ ENU_NAME = "map"  # the name the ENU frame is written under (REP-105's map when 
 MIN_FRAMES = 10
 MIN_SPREAD_M = 2.0  # RMS horizontal distance of the body from its mean: less, and the GPS's noise turns the fit
 MAX_YAW_SIGMA_DEG = 2.0  # the fit's turn uncertain by more than this: not used
+YAW_NOTICE_DEG = 2.0  # a turn above this makes an orientation source's frame matter (ENU or the robot's)
 WARN_RMS_M = 3.0  # a horizontal residual above this is worth a warning (the robot's frame and the GPS disagree)
 
 
@@ -120,16 +121,18 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
 
 
 def poses_in_world(
-    T_enu_cam: np.ndarray, T_body_cam: np.ndarray, T_world_enu: np.ndarray, rotations_in_world: bool
+    T_enu_cam: np.ndarray, T_body_cam: np.ndarray, T_world_enu: np.ndarray, R_world_track: np.ndarray | None = None
 ) -> np.ndarray:
     """The ``(N, 4, 4)`` camera poses in the world: the body (the GPS's position, placed by the time-offset stage)
-    moved by ``T_world_enu``, its rotation turned with it -- except when the orientation source gave it in that frame
-    already (``rotations_in_world``: a TF track of the same frame taken as it is) -- and the camera hung from it by
-    the mount ``T_body_cam``."""
+    moved by ``T_world_enu`` and the camera hung from it by the mount ``T_body_cam``. The body's rotation (as the
+    orientation source gave it, in the source's own frame) is turned into the world by ``T_world_enu`` -- a source
+    in ENU -- or, with ``R_world_track`` (``(N, 3, 3)`` or ``(3, 3)``), by the rotation of the source's frame in the
+    world at each frame (a TF track of the world frame itself: the identity; odometry whose frame TF places in the
+    world: that link)."""
     T_enu_body = np.asarray(T_enu_cam, np.float64) @ np.linalg.inv(T_body_cam)
     T_world_body = np.asarray(T_world_enu, np.float64) @ T_enu_body
-    if rotations_in_world:
-        T_world_body[:, :3, :3] = T_enu_body[:, :3, :3]
+    if R_world_track is not None:
+        T_world_body[:, :3, :3] = np.asarray(R_world_track, np.float64) @ T_enu_body[:, :3, :3]
     out: np.ndarray = T_world_body @ T_body_cam
     return out
 

@@ -39,6 +39,8 @@ class DatasetAppend(NodeLogic):
 
     def _init_dataset(self, cfg: RecorderConfig) -> None:
         self.datum: Datum | None = cfg.datum_obj()
+        self.world_frame = cfg.world_frame  # a resumed dataset's own (a bag converted into a robot's TF frame)
+        self._resumed_extra: dict[str, object] = {}
         self.writer: Any = None
         self.resume_after_ns: int | None = None
         self._resume_first_ns: int | None = None
@@ -75,6 +77,8 @@ class DatasetAppend(NodeLogic):
             )
         if theirs is not None:
             self.datum = theirs
+        self.world_frame = ds.manifest.world_frame  # its frames' frame: the poses appended are placed in it too
+        self._resumed_extra = dict(ds.manifest.extra)
         self.resume_after_ns = int(ds.frames.stamp_ns.max())
         self._resume_first_ns = int(ds.frames.stamp_ns.min())
         last = int(np.argmax(ds.frames.stamp_ns))
@@ -128,11 +132,14 @@ class DatasetAppend(NodeLogic):
             camera=cam,
             depth_kind="none",
             rgb_encoding=out.rgb_encoding,
-            world_frame=self.cfg.world_frame,
+            world_frame=self.world_frame,
             camera_frame=self.camera_frame or "camera_optical_frame",
             datum=self.datum,
             sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
-            extra={"recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s}},
+            extra={
+                **self._resumed_extra,  # a resumed dataset keeps what its manifest said (e.g. its conversion)
+                "recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s},
+            },
         )
         self.writer = DatasetWriter(out.dataset, manifest, mode="append")
 

@@ -72,7 +72,9 @@ class RecorderConfig:
     output: RecorderOutput = field(default_factory=RecorderOutput, metadata={"help": "outputs"})
     datum: str = help_field("", DATUM_HELP)
     size: str = help_field("", SIZE_HELP)
-    world_frame: str = help_field("map", "frame id of the recorded poses (ENU)")
+    world_frame: str = help_field(
+        "map", "frame id of the recorded poses (ENU about the datum); a resumed dataset keeps its own frame"
+    )
     start_recording: bool = help_field(True, "record from the start (else wait for set_recording)")
     gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as convert's)"})
     max_speed_mps: float = ranged_field(

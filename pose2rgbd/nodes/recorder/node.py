@@ -205,9 +205,11 @@ class Recorder(GpsInput, MountLookup):
         assert self.datum is not None and self.T_base_cam is not None
         T_world_base = np.eye(4)
         T_world_base[:3, :3] = quat_xyzw_to_matrix(q_odom)
-        T_world_base[:3, 3] = self.datum.to_enu(lla[0], lla[1], lla[2])
-        # the ENU frame's place in the world: identity but when resuming a dataset converted into a TF frame
-        return self.datum.T_world_enu @ T_world_base @ self.T_base_cam
+        # the GPS position in the world: ENU about the datum, moved by the datum's transform when resuming a dataset
+        # converted into a robot's TF frame; the odometry's rotation is then taken in that frame (a robot's odom
+        # hangs from its map), not as ENU turned into it
+        T_world_base[:3, 3] = self.datum.to_world(lla[0], lla[1], lla[2])
+        return T_world_base @ self.T_base_cam
 
     def _emit(
         self,
@@ -256,7 +258,7 @@ class Recorder(GpsInput, MountLookup):
         self.count("frames")
         if self.cfg.output.publish_synced:
             camera = self.camera_frame or "camera_optical_frame"
-            msg = synced_frame_msg(self.f, stamp, camera, self.cfg.world_frame, img, self.camera_info, lla, t_odom,
+            msg = synced_frame_msg(self.f, stamp, camera, self.world_frame, img, self.camera_info, lla, t_odom,
                                    q_odom, fix, odom, T)  # fmt: skip
             out.append((self.cfg.topics.synced, msg))
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
@@ -67,10 +68,12 @@ class LoggedBar(tqdm):  # type: ignore[type-arg]
         self._what = str(kwargs.get("desc") or "progress")
         unit = str(kwargs.get("unit") or "it")
         self._unit = "item" if unit == "it" else unit
-        self._done = int(kwargs.get("initial") or 0)
+        self._initial = int(kwargs.get("initial") or 0)  # a resumed run starts past 0
+        self._done: float = self._initial
         self._every_s = LOG_EVERY_S if every_s is None else every_s  # (read at each bar: a test may set it)
         self._clock, self._log = clock, logger or log
         self._t0 = self._last = clock()
+        self._count_lock = threading.Lock()
         super().__init__(iterable, **kwargs)
         self._lines = bool(log_lines and self.disable)
 
@@ -84,20 +87,21 @@ class LoggedBar(tqdm):  # type: ignore[type-arg]
 
     def update(self, n: float | None = 1) -> bool | None:
         if self._lines:
-            self._count(int(n or 0))
+            self._count(n or 0)
             return None
         return super().update(n)  # type: ignore[no-any-return]
 
-    def _count(self, n: int) -> None:
-        self._done += n
-        now = self._clock()
-        total = self.total
-        if now - self._last < self._every_s or (total is not None and self._done >= total):
-            return
-        self._last = now
+    def _count(self, n: float) -> None:
+        with self._count_lock:  # updates may come from worker threads (a Dask build's callbacks)
+            self._done += n
+            now = self._clock()
+            total = self.total
+            if now - self._last < self._every_s or (total is not None and self._done >= total):
+                return
+            self._last = now
         so_far = now - self._t0
         if total:
-            left = so_far / max(self._done, 1) * (total - self._done)
+            left = so_far / max(self._done - self._initial, 1) * (total - self._done)  # the rate of this run alone
             self._log.info("%s: %d of %d %ss done (%.0f s so far, about %.0f s left)", self._what, self._done,
                            int(total), self._unit, so_far, left)  # fmt: skip
         else:

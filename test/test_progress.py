@@ -94,11 +94,15 @@ def test_a_bar_not_drawn_logs_lines_in_a_log_file(caplog: pytest.LogCaptureFixtu
             now[0] += 40.0
         for _ in bar(range(3), desc="drawn", file=_Tty(), clock=clock, mininterval=0):
             now[0] += 40.0
+        with bar(total=1000, desc="resumed", unit="step", file=pipe, clock=clock, initial=900) as b:
+            now[0] += 30.0
+            b.update(10)  # 10 steps in 30 s since the resume: 90 left take 270 s (not 3 s from 910 in 30 s)
     assert [r.getMessage() for r in caplog.records] == [
         "map keyframes: 2 of 5 frames done (40 s so far, about 60 s left)",
         "map keyframes: 4 of 5 frames done (80 s so far, about 20 s left)",
         "train: 110 steps done (31 s so far)",
         "train: 120 steps done (62 s so far)",
         "train: 130 steps done (93 s so far)",
+        "resumed: 910 of 1000 steps done (30 s so far, about 270 s left)",
     ]
     assert pipe.getvalue() == ""

@@ -95,6 +95,8 @@ def test_datum_keeps_the_transform_and_gps_fixes_land_in_the_world() -> None:
 
     with pytest.raises(GeometryError, match="unit quaternion"):
         Datum(47.0, 8.0, 400.0, (0, 0, 0, 0, 0, 0, 2))
+    short = Datum(47.0, 8.0, 400.0, (1, 2, 3, 0, 0, 0.2840, 0.9588))  # a hand-edited manifest: 4 decimals
+    assert short.world_from_enu is not None and abs(np.linalg.norm(short.world_from_enu[3:]) - 1) < 1e-12
     with pytest.raises(GeometryError, match="list of 7"):
         Datum.from_dict({"lat_deg": 47.0, "lon_deg": 8.0, "alt_m": 1.0, "world_from_enu_xyz_qxyzw": [1, 2]})
 
@@ -113,17 +115,26 @@ def test_the_localizer_gps_prior_and_the_recorder_use_the_world_of_the_datum() -
 
 
 def test_a_merge_refuses_maps_whose_datum_sits_differently_in_the_world() -> None:
+    """Two datasets converted into one robot frame fit the GPS into it apart by their GPS noise: within 0.5 m at every
+    keyframe they are one frame (a note says by how much); a turn of 1 deg over 100 m, or one ENU and one fitted
+    dataset, are not."""
+    from pose2rgbd.placemap import MapError
     from pose2rgbd.placemap.merge import check_same_frame
+
+    T = np.repeat(np.eye(4)[None], 3, 0)
+    T[:, :3, 3] = [[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [100.0, 80.0, 5.0]]
 
     class Fake:
         def __init__(self, name: str, datum: Datum) -> None:
             self.path, self.world_frame, self.datum, self.fingerprint = Path(name), "map", datum, name
+            self.T_world_cam = T
 
     d = Datum(47.0, 8.0, 400.0)
-    check_same_frame([Fake("a", d.with_world(_T_map_enu())), Fake("b", d.with_world(_T_map_enu()))])  # type: ignore[list-item]
-    from pose2rgbd.placemap import MapError
-
-    with pytest.raises(MapError, match="place its ENU frame differently"):
+    assert check_same_frame([Fake("a", d.with_world(_T_map_enu())), Fake("b", d.with_world(_T_map_enu()))]) == []  # type: ignore[list-item]
+    near = _T_map_enu(shift=SHIFT + np.array([0.2, -0.1, 0.0]))
+    notes = check_same_frame([Fake("a", d.with_world(_T_map_enu())), Fake("b", d.with_world(near))])  # type: ignore[list-item]
+    assert len(notes) == 1 and "differ by up to 0.22 m" in notes[0], notes
+    with pytest.raises(MapError, match=r"place its ENU frame differently.*up to 2\.24 m apart"):
         check_same_frame([Fake("a", d.with_world(_T_map_enu())), Fake("b", d.with_world(_T_map_enu(34.0)))])  # type: ignore[list-item]
     with pytest.raises(MapError, match="place its ENU frame differently"):
         check_same_frame([Fake("a", d), Fake("b", d.with_world(_T_map_enu()))])  # type: ignore[list-item]
@@ -208,8 +219,10 @@ def test_enu_keeps_the_gps_frame_and_a_missing_frame_is_named(turned_bag: tuple[
     assert auto.manifest.datum is not None and s2["world_frame"]["kind"] == "tf"
     np.testing.assert_allclose(auto.frames.T_world_cam, auto.manifest.datum.T_world_enu @ T, atol=1e-4)
     assert abs(s2["world_frame"]["yaw_deg"] - YAW_DEG) < 0.05
-    with pytest.raises(BagError, match=r"world_frame 'earth'.*none of the TF frames \['earth'\]"):
-        _convert(bag, tmp_path / "x", world_frame="earth")
+    with pytest.raises(BagError, match=r"world_frame 'odom'.*none of the TF frames \['odom'\]"):
+        _convert(bag, tmp_path / "x", world_frame="odom")
+    with pytest.raises(ConfigError, match="'earth' is ECEF"):
+        ConvertConfig(world_frame="earth")
     assert not (tmp_path / "x").exists()
 
 
@@ -217,8 +230,9 @@ def test_auto_keeps_enu_where_the_robot_did_not_move_enough(tmp_path: Path, capl
     from pose2rgbd.testing.flight_bag import write_flight_bag
 
     write_flight_bag(tmp_path / "bag", duration_s=3.0, size=32, T_map_enu=_T_map_enu())  # 1.7 m RMS of motion
-    _, summary = _convert(tmp_path / "bag", tmp_path / "ds")
+    ds, summary = _convert(tmp_path / "bag", tmp_path / "ds")
     assert summary["world_frame"]["kind"] == "enu" and "RMS horizontally" in summary["world_frame"]["why"]
+    assert ds.manifest.world_frame == "enu"  # not 'map': the bag's map is another frame
     assert "the poses stay in the GPS's ENU frame" in caplog.text
     with pytest.raises(BagError, match=r"world_frame 'map'.*RMS horizontally"):
         _convert(tmp_path / "bag", tmp_path / "named", world_frame="map")
@@ -294,3 +308,11 @@ def test_odometry_whose_frame_tf_places_in_the_map_is_written_in_it(
     bag, _ = turned_bag
     _convert(bag, tmp_path / "ds2")
     assert "is not in the bag's TF" in caplog.text and "--orientation tf" in caplog.text
+
+
+def test_align_odom_yaw_into_a_tf_frame_is_warned(
+    turned_bag: tuple[Path, object], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bag, _ = turned_bag
+    _convert(bag, tmp_path / "ds", orientation="tf", align_odom_yaw=True)
+    assert "leave align_odom_yaw off" in caplog.text

@@ -30,6 +30,11 @@ def check_world_frame(value: str) -> None:
     """A ``world_frame`` setting's own rule: not empty, no spaces or leading slash (tf2 frame ids)."""
     if not value or value != value.strip() or " " in value or value.startswith("/"):
         raise ConfigError(f"world_frame must be auto, enu or a TF frame id (no spaces or leading '/'), got {value!r}")
+    if value == "earth":
+        raise ConfigError(
+            "world_frame 'earth' is ECEF (REP-105), not z-up: the fit (a turn about up and a shift) "
+            "cannot place the GPS poses in it; use the robot's map (auto), another TF frame, or enu"
+        )
 
 
 @dataclass

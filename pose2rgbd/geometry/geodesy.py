@@ -59,10 +59,13 @@ class Datum:
             raise GeometryError("datum: NaN or inf")
         if self.world_from_enu is not None:
             v = np.asarray(self.world_from_enu, np.float64)
-            if v.shape != (7,) or not np.isfinite(v).all() or abs(float(np.linalg.norm(v[3:])) - 1.0) > 1e-6:
+            if v.shape != (7,) or not np.isfinite(v).all() or abs(float(np.linalg.norm(v[3:])) - 1.0) > 1e-3:
                 raise GeometryError(
                     "datum: world_from_enu must be 7 finite numbers x, y, z, qx, qy, qz, qw with a unit quaternion"
                 )
+            q = v[3:] / np.linalg.norm(v[3:])  # a quaternion written with a few decimals: unit again
+            w = (float(v[0]), float(v[1]), float(v[2]), float(q[0]), float(q[1]), float(q[2]), float(q[3]))
+            object.__setattr__(self, "world_from_enu", w)
 
     def to_enu(self, lat_deg: np.ndarray, lon_deg: np.ndarray, alt_m: np.ndarray) -> np.ndarray:
         """Geodetic -> ``(..., 3)`` ENU metres about this datum."""

@@ -47,11 +47,17 @@ from pose2rgbd.progress import bar
 
 DATUM_TOL_DEG = 1e-9  # about 0.1 mm on the ground
 DATUM_TOL_M = 1e-3
+# two datasets converted into one robot TF frame fit the GPS into it apart by their GPS noise: a fix landing within
+# this in both is one frame (two fits of 0.5 m GPS noise: 0.16 m apart over a 150 m flight)
+WORLD_FIT_TOL_M = 0.5
 
 
-def check_same_frame(maps: Sequence[PlaceMap]) -> None:
-    """Refuse (:class:`MapError`) maps whose poses are not in one world frame (see the module docstring)."""
+def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
+    """Refuse (:class:`MapError`) maps whose poses are not in one world frame (see the module docstring); the
+    notes to keep (datasets converted into a robot's TF frame whose GPS fits differ within :data:`WORLD_FIT_TOL_M`).
+    """
     first = maps[0]
+    notes: list[str] = []
     for m in maps[1:]:
         if m.world_frame != first.world_frame:
             raise MapError(
@@ -77,13 +83,20 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> None:
                     "have different origins; convert the datasets with one datum (--datum LAT,LON,ALT) and build the "
                     "maps again"
                 )
-            gap = np.abs(da.T_world_enu - db.T_world_enu).max()
-            if gap > DATUM_TOL_M:
+            gap = _fit_gap_m(first, m, da.T_world_enu, db.T_world_enu)
+            if gap > WORLD_FIT_TOL_M:
                 raise MapError(
                     f"{m.path} and {first.path} have one datum but place its ENU frame differently in the world frame "
-                    f"{first.world_frame!r} (their conversions fitted the robot's TF frame apart; the transforms "
-                    f"differ by up to {gap:.3g}): their world frames are not the same; convert the datasets into one "
-                    "frame (convert bag --world-frame enu for both, or one recording) and build the maps again"
+                    f"{first.world_frame!r}: a GPS fix lands up to {gap:.2f} m apart in the two over their keyframes "
+                    f"(more than {WORLD_FIT_TOL_M} m: two conversions into different robot frames of one name, or "
+                    "GPS fits far apart); their world frames are not the same; convert the datasets into one frame "
+                    "(convert bag --world-frame enu for both, with one --datum) and build the maps again"
+                )
+            if gap > DATUM_TOL_M:
+                notes.append(
+                    f"{m.path.name} and {first.path.name}: their conversions' GPS fits into {first.world_frame!r} "
+                    f"differ by up to {gap:.2f} m over their keyframes (within {WORLD_FIT_TOL_M} m: one frame); the "
+                    f"merged map keeps {first.path.name}'s datum"
                 )
         elif m.fingerprint != first.fingerprint:
             raise MapError(
@@ -91,6 +104,15 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> None:
                 "their world frames are the same; merge pieces of one dataset, or convert the datasets with one "
                 "datum (--datum LAT,LON,ALT)"
             )
+    return notes
+
+
+def _fit_gap_m(a: PlaceMap, b: PlaceMap, T_a: np.ndarray, T_b: np.ndarray) -> float:
+    """How far apart one GPS fix lands in the world through two datums' ``T_world_enu`` (metres, the most over the
+    keyframes of both maps: a turn between the two moves far keyframes more)."""
+    move = T_b @ np.linalg.inv(T_a)  # a world point placed through a's fit -> through b's
+    p = np.concatenate([np.asarray(pm.T_world_cam, np.float64)[:, :3, 3] for pm in (a, b)])
+    return float(np.linalg.norm(p @ move[:3, :3].T + move[:3, 3] - p, axis=1).max()) if len(p) else 0.0
 
 
 def _common(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -136,7 +158,7 @@ def merge_maps(
     check_output(out, PLACE_MAP, inputs=list(maps), overwrite=overwrite)
     refuse_existing(out, overwrite=overwrite)
     pms = [PlaceMap(p, cache_keyframes=0) for p in maps]
-    check_same_frame(pms)
+    frame_notes = check_same_frame(pms)
     first = pms[0]
     for pm in pms[1:]:
         if pm.image_hw != first.image_hw:
@@ -144,7 +166,7 @@ def merge_maps(
                 f"{pm.path} has {pm.image_hw[1]}x{pm.image_hw[0]} keyframes, {first.path} "
                 f"{first.image_hw[1]}x{first.image_hw[0]}: a map holds one image size; build the maps at one size"
             )
-    notes: list[str] = []
+    notes: list[str] = list(frame_notes)
     has_images = all(pm.manifest.get("keyframe_images", True) for pm in pms)
     has_depth = has_images and all(pm.has_depth for pm in pms)
     if not has_images and any(pm.manifest.get("keyframe_images", True) for pm in pms):
@@ -286,6 +308,8 @@ def _manifest(
         fps = sorted(pm.fingerprint for pm in pms)
         dataset = {
             **_common([m["dataset"] for m in mans]),
+            # one datum for the GPS prior (check_same_frame: equal, or fits within WORLD_FIT_TOL_M, the first kept)
+            "datum": mans[0]["dataset"].get("datum"),
             "name": f"merged from {len(pms)} datasets",
             "fingerprint": "merged-" + hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16],
             "frames": int(sum(int(m["dataset"].get("frames") or 0) for m in mans)),

@@ -34,6 +34,7 @@ from pose2rgbd.convert.stages.time_offset import PosePlan, Streams
 from pose2rgbd.convert.stages.world_frame import (
     AUTO_TF_WORLDS,
     ENU_NAME,
+    ENU_OTHER_NAME,
     YAW_NOTICE_DEG,
     WorldFit,
     fit_world,
@@ -316,10 +317,17 @@ class BagSource(ClockOffsetSource):
         if fit is None:
             if choice not in ("auto", "enu"):
                 raise BagError(f"{self.path}: world_frame {choice!r}: {why}; convert with --world-frame enu (or auto)")
-            if in_tf:  # the robot has such a frame, and its poses will not be in the dataset's
-                log.warning("%s: %s; the poses stay in the GPS's ENU frame about the datum, named '%s'",
-                            self.path, why, ENU_NAME)  # fmt: skip
-            summary["world_frame"] = {"frame": ENU_NAME, "kind": "enu", "why": why}
+            name = ENU_NAME
+            if in_tf:  # the robot has such a frame, and the dataset's is another: not named as the robot's
+                name = ENU_OTHER_NAME
+                plan.manifest.world_frame = name
+                log.warning(
+                    "%s: %s; the poses stay in the GPS's ENU frame about the datum, named '%s' (not '%s': the robot's "
+                    "frame of that name is another), so a render node does not look them up in the robot's frame; "
+                    "record longer, or convert with --datum at the robot's map origin and --world-frame enu where its "
+                    "map is ENU about it", self.path, why, name, ENU_NAME,
+                )  # fmt: skip
+            summary["world_frame"] = {"frame": name, "kind": "enu", "why": why}
         else:
             self._world = fit
             pose: PosePlan = plan.detail
@@ -335,6 +343,13 @@ class BagSource(ClockOffsetSource):
                 )
                 notes = (ENU_ALIGNED_NOTE.format(track), ODOM_ENU_NOTE.strip(" ()"))
                 summary["assumptions"][:] = [_replaced(a, notes, now) for a in summary["assumptions"]]
+            elif self.cfg.align_odom_yaw and summary.get("orientation_source") in ("odom", "tf"):
+                log.warning(
+                    "%s: align_odom_yaw turned the %s track onto the GPS course, and the fit then turned it into %r: "
+                    "two estimates, each with its own error, where TF can place the track in %r directly; for a "
+                    "dataset in the robot's frame leave align_odom_yaw off", self.path,
+                    summary["orientation_source"], fit.frame, fit.frame,
+                )  # fmt: skip
             elif pose.orientation_tf_frame and abs(fit.yaw_deg) > YAW_NOTICE_DEG:
                 log.warning(
                     "%s: the orientation track's frame %r is not in the bag's TF, so its rotations were taken as "

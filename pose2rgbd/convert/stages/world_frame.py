@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 AUTO_TF_WORLDS = ("map", "world")  # what `auto` looks for in /tf, in order (odom drifts; earth is ECEF)
 ENU_NAME = "map"  # the name the ENU frame is written under (REP-105's map when the datum is the map's origin)
+ENU_OTHER_NAME = "enu"  # its name where the bag's TF has a robot frame the fit could not reach (not that frame)
 MIN_FRAMES = 10
 MIN_SPREAD_M = 2.0  # RMS horizontal distance of the body from its mean: less, and the GPS's noise turns the fit
 MAX_YAW_SIGMA_DEG = 2.0  # the fit's turn uncertain by more than this: not used

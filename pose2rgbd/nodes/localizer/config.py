@@ -32,7 +32,9 @@ class LocalizerTopics:
     diagnostics: str = help_field("/diagnostics", "latency, confidence, rejected images (DiagnosticArray)")
     tf: str = help_field("/tf", "where the debugging transform goes with publish_tf (tf2_msgs/TFMessage)")
     gps: str = help_field(
-        "", "structure: sensor_msgs/NavSatFix whose position (in the map's ENU datum) is a prior (empty: none)"
+        "",
+        "structure: sensor_msgs/NavSatFix whose position (in the map's world, through its datum) is a prior "
+        "(empty: none)",
     )
     odometry: str = help_field(
         "",

@@ -213,7 +213,8 @@ class LocalizerNode(NodeLogic):
                              fix.covariance, threshold, self.cov.source, {"fix": "true", **values})  # fmt: skip
 
     def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
-        """A NavSatFix: its position in the map's ENU frame becomes the prior of the next images."""
+        """A NavSatFix: its position in the map's world frame (its datum's ``to_world``) becomes the prior of the next
+        images."""
         datum = getattr(getattr(self.engine, "map", None), "datum", None)
         if datum is None:
             self.warning("gps_datum", now_ns, "GPS prior unused: the map's dataset has no datum (no GPS origin)")

@@ -14,7 +14,7 @@ from pose2rgbd.inference.structure import Prior
 
 
 class Priors:
-    """The freshest GPS position (map ENU, with its search radius) and odometry position, by stamp."""
+    """The freshest GPS position (in the map's world, with its search radius) and odometry position, by stamp."""
 
     def __init__(self) -> None:
         self.gps: tuple[int, np.ndarray, float] | None = None  # stamp, map position, search radius

@@ -58,6 +58,26 @@ def test_the_fit_refuses_what_it_cannot_see() -> None:
     assert fit is not None and fit.yaw_sigma_deg < 0.5 and abs(fit.yaw_deg) < 0.5, why
 
 
+def test_the_fit_leaves_out_a_jump_and_counts_drifting_noise() -> None:
+    """A GPS jump (multipath) on a tenth of the frames does not turn the fit; noise that drifts from frame to frame
+    (a random walk) widens the turn's uncertainty against the same amount of independent noise."""
+    rng = np.random.default_rng(4)
+    t = np.linspace(0, 60, 300)
+    p_enu = np.stack([2 * t, 20 * np.sin(0.1 * t), np.zeros_like(t)], -1)
+    T = _T_map_enu()
+    p_map = p_enu @ T[:3, :3].T + T[:3, 3] + rng.normal(0, 0.1, p_enu.shape)
+    jumped = p_enu.copy()
+    jumped[100:130, 0] += 30.0
+    fit, _ = fit_world("map", "x", jumped, p_map)
+    assert fit is not None and abs(fit.yaw_deg - YAW_DEG) < 0.1 and fit.max_m > 25, (fit.yaw_deg, fit.max_m)
+    white = rng.normal(0, 0.5, p_enu.shape)
+    walk = np.cumsum(rng.normal(0, 0.5, p_enu.shape), 0)
+    walk *= 0.5 / walk.std(0)
+    a, _ = fit_world("map", "x", p_enu, p_enu @ T[:3, :3].T + T[:3, 3] + white)
+    b, _ = fit_world("map", "x", p_enu, p_enu @ T[:3, :3].T + T[:3, 3] + walk)
+    assert a is not None and b is not None and b.yaw_sigma_deg > 4 * a.yaw_sigma_deg, (a.yaw_sigma_deg, b.yaw_sigma_deg)
+
+
 def test_poses_in_world_turn_rotations_by_the_frame_their_source_is_in() -> None:
     T = np.repeat(np.eye(4)[None], 3, 0)
     T[:, :3, 3] = [[1, 0, 0], [0, 2, 0], [0, 0, 3]]

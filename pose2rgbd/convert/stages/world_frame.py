@@ -32,7 +32,8 @@ ENU_NAME = "map"  # the name the ENU frame is written under (REP-105's map when 
 ENU_OTHER_NAME = "enu"  # its name where the bag's TF has a robot frame the fit could not reach (not that frame)
 MIN_FRAMES = 10
 MIN_SPREAD_M = 2.0  # RMS horizontal distance of the body from its mean: less, and the GPS's noise turns the fit
-MAX_YAW_SIGMA_DEG = 2.0  # the fit's turn uncertain by more than this: not used
+MAX_YAW_SIGMA_DEG = 2.0  # the fit's turn uncertain by more than this (residuals' correlation counted): not used
+OUTLIER_K, OUTLIER_MIN_M = 4.0, 1.0  # frames farther off than both from the first fit are left out of the second
 YAW_NOTICE_DEG = 2.0  # a turn above this makes an orientation source's frame matter (ENU or the robot's)
 WARN_RMS_M = 3.0  # a horizontal residual above this is worth a warning (the robot's frame and the GPS disagree)
 
@@ -99,8 +100,9 @@ def fit_yaw_shift(p_enu: np.ndarray, p_world: np.ndarray) -> tuple[np.ndarray, n
 
 
 def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) -> tuple[WorldFit | None, str]:
-    """The fit of :func:`fit_yaw_shift`, or ``(None, why)`` where it cannot see the turn (too few frames, too little
-    horizontal motion, or a turn uncertain by more than :data:`MAX_YAW_SIGMA_DEG`)."""
+    """The fit of :func:`fit_yaw_shift` (again without the frames far off the first fit, and with the turn's standard
+    error widened for residuals correlated in time), or ``(None, why)`` where it cannot see the turn (too few frames,
+    too little horizontal motion, or a turn uncertain by more than :data:`MAX_YAW_SIGMA_DEG`)."""
     n = len(p_enu)
     if n < MIN_FRAMES:
         return None, f"{n} kept frames have a pose in TF '{frame}' (at least {MIN_FRAMES} needed)"
@@ -110,6 +112,14 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
                       f"TF '{frame}' and the GPS's ENU frame cannot be fitted")  # fmt: skip
     T, res, sigma = fit_yaw_shift(p_enu, p_world)
     h = np.hypot(res[:, 0], res[:, 1])
+    # one pass without the frames far off the rest (a GPS multipath jump, a map's loop closure); the fit and its
+    # residuals are then those of the frames kept, the figures and the numbers of all of them
+    far = h > max(OUTLIER_K * float(np.median(h)), OUTLIER_MIN_M)
+    if far.any() and (~far).sum() >= max(MIN_FRAMES, len(h) // 2):
+        T, _, sigma = fit_yaw_shift(p_enu[~far], p_world[~far])
+        res = p_world - (p_enu @ T[:3, :3].T + T[:3, 3])
+        h = np.hypot(res[:, 0], res[:, 1])
+    sigma *= _correlation_inflation(res[~far, :2])
     fit = WorldFit(
         frame, chain, T, n, spread, float(np.sqrt(np.mean(h**2))), float(np.sqrt(np.mean(res[:, 2] ** 2))),
         float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma), p_enu, p_world,
@@ -119,6 +129,18 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
                       f"{fit.yaw_sigma_deg:.1f} deg (RMS residual {fit.rms_horizontal_m:.2f} m over a spread of "
                       f"{spread:.1f} m; at most {MAX_YAW_SIGMA_DEG} deg)")  # fmt: skip
     return fit, ""
+
+
+def _correlation_inflation(res: np.ndarray) -> float:
+    """How much a standard error from ``(N, 2)`` residuals in time order understates the truth when they are
+    correlated from one frame to the next (GPS noise drifts, a map bends): ``sqrt(N / N_eff)`` with ``N_eff = N (1 -
+    rho) / (1 + rho)`` of their lag-1 autocorrelation ``rho`` (an AR(1) model; 1 where they are independent)."""
+    r = res - res.mean(0)
+    den = float(np.sum(r[:-1] * r[:-1]))
+    if len(r) < 3 or den <= 0:
+        return 1.0
+    rho = min(max(float(np.sum(r[1:] * r[:-1])) / den, 0.0), 0.99)
+    return math.sqrt((1 + rho) / (1 - rho))
 
 
 def poses_in_world(

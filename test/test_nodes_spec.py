@@ -358,3 +358,37 @@ def test_rejected_transforms_are_handled_one_way(
     with caplog.at_level(logging.WARNING):
         other.add(msg, "/tf_static", static=True, now_ns=0)
     assert plain.counters == {"tf_rejected": 1} and "rejected a transform on /tf_static" in caplog.text
+
+
+def test_tf_input_clears_its_history_when_the_clock_jumps_back() -> None:
+    """A bag played again under sim time: the node's clock goes back and so do the stamps. The dynamic history is
+    cleared (the static mount stays), so the latest transform is the second play's, not the first play's last."""
+    import logging
+
+    import numpy as np
+
+    from pose2rgbd.messages import default_factory, tf_message, transform_stamped
+    from pose2rgbd.nodes.tf import TFInput
+
+    f = default_factory()
+    tf = TFInput(object(), logging.getLogger("test"))
+    S = 10**9
+
+    def at(t_s: float, x: float, static: bool = False, now_s: float | None = None) -> None:
+        T = np.eye(4)
+        T[0, 3] = x
+        parent, child = ("base_link", "camera") if static else ("map", "base_link")
+        tf.add(tf_message(f, [transform_stamped(f, int(t_s * S), parent, child, T)]), "/tf", static=static,
+               now_ns=int((t_s if now_s is None else now_s) * S))  # fmt: skip
+
+    at(0.0, 0.5, static=True)
+    for t in (1.0, 2.0, 3.0, 4.0):
+        at(t, t)
+    T, stamp = tf.lookup_transform("map", "camera")
+    assert stamp == 4 * S and T[0, 3] == 4.5
+    at(1.5, 100.0, now_s=4.02)  # late data (an old stamp, the clock going on): kept with the rest
+    assert tf.lookup_transform("map", "camera")[1] == 4 * S
+    for t in (1.0, 1.1):  # the second play: 3.4 s back
+        at(t, -t)
+    T, stamp = tf.lookup_transform("map", "camera")
+    assert stamp == int(1.1 * S) and abs(T[0, 3] - (-1.1 + 0.5)) < 1e-9  # the mount survived

@@ -165,6 +165,15 @@ class TFBuffer:
                 self.last_rejection = f"{ts.header.frame_id} -> {ts.child_frame_id}: {e}"
         return bad
 
+    def clear_dynamic(self) -> int:
+        """Forget every dynamic link's history (the static ones stay), as tf2_ros does when time jumps back; returns
+        how many links were cleared."""
+        with self._lock:
+            dynamic = [c for c, link in self._links.items() if not link.static]
+            for c in dynamic:
+                del self._links[c]
+        return len(dynamic)
+
     def frames(self) -> list[str]:
         with self._lock:
             names = set(self._links) | {link.parent for link in self._links.values()}

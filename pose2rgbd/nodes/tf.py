@@ -22,6 +22,7 @@ TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
 TF_CACHE_S = 30.0  # history kept per dynamic TF link (tf2 keeps 10 s; the offline runner always kept 30 s)
 TF_WARN_THROTTLE_S = 5.0  # rejected-transform warnings of a logic that is no NodeLogic
+TIME_JUMP_BACK_S = 1.0  # the node's clock going back more than this (a bag played again under sim time): TF cleared
 
 
 def tf_topics(need: TFNeed, tf_topic: str = TF_TOPIC, tf_static_topic: str = TF_STATIC_TOPIC) -> list[tuple[str, bool]]:
@@ -39,6 +40,7 @@ class TFInput:
         self.logic = logic
         self.log = log  # for a logic that is no NodeLogic
         self._throttle = Throttle(TF_WARN_THROTTLE_S)
+        self._last_now_ns: int | None = None
 
     @property
     def rejected(self) -> int:
@@ -48,8 +50,16 @@ class TFInput:
         return self.buffer.lookup_transform(target, source, time_ns)
 
     def add(self, msg: Any, topic: str, *, static: bool, now_ns: int) -> int:
-        """Add a TFMessage received on ``topic`` at ``now_ns`` (the stamp of a transform without one); returns how
-        many of its transforms were rejected (counted and logged)."""
+        """Add a TFMessage received on ``topic`` at ``now_ns`` (the node's clock: the stamp of a transform without
+        one); returns how many of its transforms were rejected (counted and logged). Where the clock went back by
+        more than :data:`TIME_JUMP_BACK_S` since the last message (a bag played again, or looped, under sim time),
+        the dynamic history is cleared first, as tf2_ros does: else the newest transforms of the first play hide the
+        second's and the node answers nothing."""
+        if self._last_now_ns is not None and now_ns < self._last_now_ns - int(TIME_JUMP_BACK_S * 1e9):
+            n = self.buffer.clear_dynamic()
+            self.log.info(f"time jumped back {(self._last_now_ns - now_ns) / 1e9:.1f} s (a bag played again?): the "
+                          f"history of {n} dynamic TF link(s) cleared")  # fmt: skip
+        self._last_now_ns = now_ns
         bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns)
         if bad:
             self._rejected(topic, now_ns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -275,6 +276,13 @@ def test_diagnostics_warn_when_renders_are_slower_than_the_rate(
         fast.latency.add(45.0)
         fast.count("frames")
     assert status(fast) == (0, "rendering")
+    # fast renders that reach the topics at 2 Hz of 10 (poses late, TF starved): said, with the counters
+    now = time.monotonic()
+    fast._published_s.extend(now - 0.5 * k for k in reversed(range(30)))
+    fast.counters["stale_poses"] = 7
+    level, text = status(fast)
+    assert level == 1 and "publishing 2.0 Hz of rate_hz 10 (the latest 30 renders)" in text and "7 stale" in text
+    assert any(kv.key == "output_hz" and kv.value == "2.00" for kv in fast.diagnostics(2 * S).status[0].values)
 
 
 def test_config_schema() -> None:

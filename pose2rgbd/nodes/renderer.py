@@ -34,6 +34,7 @@ throttled warning and publishes nothing.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -105,6 +106,8 @@ class RendererCloud:
 
 
 SLOW_AFTER_FRAMES = 20  # the renders the diagnostics wait for before saying they are slower than rate_hz
+RATE_WINDOW = 50  # the latest renders whose (monotonic) times measure the rate that reaches the topics
+STARVED_SHARE = 0.5  # a measured rate below this share of rate_hz (renders fast enough) is said, with why
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Renderer(NodeLogic):
         self.latency = Latencies()  # of the rendered frames
         self._last_oob = False
         self._camera_info_cache: Any = None
+        self._published_s: deque[float] = deque(maxlen=RATE_WINDOW)  # time.monotonic() of the latest renders
 
     # ------------------------------------------------------------------ runtime hooks
     @property
@@ -368,6 +372,7 @@ class Renderer(NodeLogic):
         msgs.update(self._planner_outputs(res, stamp))
         self.latency.add((res.latency_s + time.perf_counter() - t0) * 1e3)
         self.count("frames")
+        self._published_s.append(time.monotonic())
         self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
@@ -401,18 +406,40 @@ class Renderer(NodeLogic):
             out.append((top.mask, msgs["mask"]))
         return out
 
+    def output_hz(self) -> float | None:
+        """The rate renders reached the topics at, over the latest :data:`RATE_WINDOW` (None before
+        :data:`SLOW_AFTER_FRAMES` of them, or when the last is more than 2 s old: nothing to render, not slow)."""
+        t = self._published_s
+        if len(t) < SLOW_AFTER_FRAMES or time.monotonic() - t[-1] > 2.0 or t[-1] <= t[0]:
+            return None
+        return (len(t) - 1) / (t[-1] - t[0])
+
     def _too_slow(self, p50_ms: float, frames: int) -> str:
         """Why the renders cannot keep up with ``rate_hz`` ("" when they can, or before :data:`SLOW_AFTER_FRAMES`
         frames): their median latency is longer than the time between two frames, so a live node publishes at the
-        rate its renders allow, not at ``rate_hz`` (docs/serving.md has what each CPU and GPU serves)."""
+        rate its renders allow, not at ``rate_hz`` (docs/serving.md has what each CPU and GPU serves); or, with
+        renders fast enough, fewer than :data:`STARVED_SHARE` of ``rate_hz`` reached the topics (poses late or stale,
+        TF failing, the node's CPU taken by its input)."""
         rate = self.cfg.rate_hz
-        if rate <= 0 or frames < SLOW_AFTER_FRAMES or not p50_ms > 1e3 / rate:
+        if rate <= 0 or frames < SLOW_AFTER_FRAMES:
             return ""
-        return (
-            f"renders take {p50_ms:.1f} ms (median), longer than the {1e3 / rate:.1f} ms between frames at rate_hz "
-            f"{rate:g}: live, about {1e3 / p50_ms:.1f} Hz reach the topics; lower rate_hz or the "
-            "output size, or serve on a faster CPU or a GPU (docs/serving.md)"
-        )
+        measured = self.output_hz()
+        if p50_ms > 1e3 / rate:
+            reach = f"{1e3 / p50_ms:.1f} Hz reach" if measured is None else f"{measured:.1f} Hz reached"
+            return (
+                f"renders take {p50_ms:.1f} ms (median), longer than the {1e3 / rate:.1f} ms between frames at "
+                f"rate_hz {rate:g}: live, about {reach} the topics; lower rate_hz or the output size, or serve on "
+                "a faster CPU or a GPU (docs/serving.md)"
+            )
+        if measured is not None and self.cfg.pose_source == "tf" and measured < STARVED_SHARE * rate:
+            c = self.counters
+            return (
+                f"publishing {measured:.1f} Hz of rate_hz {rate:g} (the latest {len(self._published_s)} renders) "
+                f"though renders take {p50_ms:.1f} ms: {c['stale_poses']} stale poses and {c['tf_failures']} TF "
+                "lookups failed so far; poses arrive late (a busy CPU: the node's TF input, other processes) or "
+                "too seldom"
+            )
+        return ""
 
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency.percentiles_ms()
@@ -427,6 +454,8 @@ class Renderer(NodeLogic):
         if slow:
             level, text = 1, slow if level == 0 else f"{text}; {slow}"
         values = {"latency_p50_ms": f"{p50:.2f}", "latency_p99_ms": f"{p99:.2f}", **c}
+        if (hz := self.output_hz()) is not None:
+            values["output_hz"] = f"{hz:.2f}"
         values["device"] = str(self.engine.device)
         values["precision"] = self.engine.precision
         u = self.engine.depth_uncertainty

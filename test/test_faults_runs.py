@@ -335,13 +335,18 @@ def test_render_bag_where_no_pose_resolves_says_why(tmp_path: Path, capsys: pyte
     bag = tmp_path / "flight"
     write_flight_bag(bag, duration_s=1.0, size=16)
     out = tmp_path / "rendered"
-    rc = main(["render", "bag", "--bag", str(bag), "--out", str(out), "--checkpoint", str(ckpt), "--device", "cpu",
+    # the bag positional, as convert bag takes it (or --bag)
+    rc = main(["render", "bag", str(bag), "--out", str(out), "--checkpoint", str(ckpt), "--device", "cpu",
                "--camera-frame", "no_such_frame", "--no-progress"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 1
     assert "nan ms" not in text and "latency" not in text, text
     assert "no frame was rendered: no transform map -> no_such_frame could be looked up" in text, text
     assert f"The output bag {out} holds only the node's diagnostics" in text
+    for given, why in (([], "no input bag: give it as BAG or --bag BAG"),
+                       ([str(bag), "--bag", str(tmp_path / "other")], "two bags given")):  # fmt: skip
+        assert main(["render", "bag", *given, "--out", str(tmp_path / "o2"), "--checkpoint", str(ckpt)]) == 2
+        assert why in capsys.readouterr().err
 
 
 def test_an_unknown_flag_gets_the_closest_known_one(capsys: pytest.CaptureFixture[str]) -> None:

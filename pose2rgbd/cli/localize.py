@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, need_checkpoint
+from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, input_bag, need_checkpoint
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 CHECKPOINT_GROUP = "checkpoint localizer (PoseGAN)"
@@ -182,7 +182,7 @@ def _bag(args: argparse.Namespace) -> int:
     check_ranges(cfg)
     inputs = [p for p in (cfg.engine.checkpoint, cfg.covariance_file, cfg.map) if p]
     stats = run_node_bag(
-        LOCALIZER, cfg, args.bag, args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
+        LOCALIZER, cfg, input_bag(args), args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
         overwrite=args.overwrite, progress=not args.no_progress, inputs=inputs,
     )  # fmt: skip
     c = stats.counters

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pose2rgbd.cli.render import add_bag_input, input_bag
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 # Shared with `convert bag` (pose2rgbd/cli/convert.py): --datum, --size, --mount, --mount-rpy, --mount-xyz, --jpg and
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "the camera's, use `pose2rgbd convert bag` (it estimates the offset).",
         allow_abbrev=False,
     )
-    b.add_argument("--bag", type=Path, required=True, help="input bag")
+    add_bag_input(b, "input bag")
     b.add_argument(
         "--out-bag",
         type=Path,
@@ -65,7 +66,7 @@ def _bag(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, extra={"output.publish_synced": args.out_bag is not None})
     stats = run_recorder_bag(
         cfg,
-        args.bag,
+        input_bag(args),
         out_bag=args.out_bag,
         rate=args.rate,
         storage=args.storage,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera_axes import CAMERA_AXES
 
 
@@ -56,9 +57,27 @@ def engine_schema() -> Schema:
     return Schema({"engine": EngineConfig})
 
 
+def add_bag_input(b: argparse.ArgumentParser, what: str = "input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)") -> None:
+    """The input bag of a ``<command> bag``: positional, as ``convert bag BAG`` takes it, or ``--bag BAG``
+    (:func:`input_bag` reads either)."""
+    b.add_argument("bag_positional", nargs="?", type=Path, default=None, metavar="BAG", help=f"{what} (or --bag)")
+    b.add_argument("--bag", type=Path, default=None, help=what)
+
+
+def input_bag(args: argparse.Namespace) -> Path:
+    """The bag of :func:`add_bag_input`: given once, positional or ``--bag``."""
+    pos, flag = getattr(args, "bag_positional", None), getattr(args, "bag", None)
+    if pos is not None and flag is not None and Path(pos) != Path(flag):
+        raise ConfigError(f"two bags given: {pos} and --bag {flag}; give one")
+    bag = flag if flag is not None else pos
+    if bag is None:
+        raise ConfigError("no input bag: give it as BAG or --bag BAG")
+    return Path(bag)
+
+
 def add_bag_replay_args(b: argparse.ArgumentParser) -> None:
     """The flags of every ``<command> bag`` replay through a node: input and output bag, rate, namespace."""
-    b.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
+    add_bag_input(b)
     b.add_argument("--out", type=Path, required=True, help="output bag directory")
     b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
     b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
@@ -137,7 +156,7 @@ def _bag(args: argparse.Namespace) -> int:
     need_checkpoint(cfg.engine)
     stats = run_renderer_bag(
         cfg,
-        args.bag,
+        input_bag(args),
         args.out,
         rate=args.rate,
         namespace=args.namespace,

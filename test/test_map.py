@@ -265,7 +265,7 @@ def _query_rows(world: dict, n: int) -> tuple[np.ndarray, np.ndarray, list[np.nd
     return rows, ds.frames.T_world_cam[rows], [ds.read_rgb(int(i)) for i in rows]
 
 
-def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path) -> None:
+def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`pose2rgbd localize bag --map` (the offline localize node, structure method, no checkpoint): a pose per
     image near the truth with its own covariance and inlier count in the status; an image of another world
     publishes no pose, only a status saying why."""
@@ -277,10 +277,12 @@ def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path) -> None:
 
     _, T_true, imgs = _query_rows(world, 5)
     other = Dataset(world["other"]).read_rgb(3)
-    stamps = write_image_bag(tmp_path / "in", [*imgs, other])
+    # the images' CameraInfo beside them: taken as the query camera without --camera-info-topic
+    stamps = write_image_bag(tmp_path / "in", [*imgs, other], camera=Dataset(world["dataset"]).camera)
     out = tmp_path / "out"
     assert main(["localize", "bag", "--bag", str(tmp_path / "in"), "--out", str(out), "--map", str(world["map"]),
                  "--namespace", "loc"]) == 0  # fmt: skip
+    assert "query camera: the CameraInfo on /camera/camera_info" in capsys.readouterr().out
     poses, status = {}, {}
     with open_bag(out) as r:
         for m in r.messages(["/loc/pose", "/loc/localization_status"]):

@@ -171,6 +171,19 @@ def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: lis
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _camera_info_topic(bag: Path, image_topic: str) -> str:
+    """The bag's CameraInfo of ``image_topic``: the one beside it (``<its namespace>/camera_info``, the ROS camera
+    convention), else the bag's only one; "" where neither (the node then takes the map's camera, and says so)."""
+    from pose2rgbd.bags import open_bag
+
+    with open_bag(bag) as b:
+        infos = [t for t in b.topics_of_type("sensor_msgs/msg/CameraInfo") if b.topics[t].count]
+    beside = image_topic.rsplit("/", 1)[0] + "/camera_info"
+    if beside in infos:
+        return beside
+    return infos[0] if len(infos) == 1 else ""
+
+
 def _bag(args: argparse.Namespace) -> int:
     from pose2rgbd.inference.structure_load import resolve_method
     from pose2rgbd.nodes.localizer import LOCALIZER
@@ -178,11 +191,16 @@ def _bag(args: argparse.Namespace) -> int:
     from pose2rgbd.runtime.offline import run_node_bag
 
     cfg = config_from_args(args)
-    resolve_method(cfg.method, cfg.map, cfg.engine.checkpoint)
+    method = resolve_method(cfg.method, cfg.map, cfg.engine.checkpoint)
     check_ranges(cfg)
+    bag = input_bag(args)
+    if "structure" in method and not cfg.topics.camera_info and not cfg.camera:
+        cfg.topics.camera_info = _camera_info_topic(bag, cfg.topics.image)
+        if cfg.topics.camera_info:
+            print(f"query camera: the CameraInfo on {cfg.topics.camera_info} (--camera-info-topic to take another)")
     inputs = [p for p in (cfg.engine.checkpoint, cfg.covariance_file, cfg.map) if p]
     stats = run_node_bag(
-        LOCALIZER, cfg, input_bag(args), args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
+        LOCALIZER, cfg, bag, args.out, rate=args.rate, namespace=args.namespace, storage=args.storage,
         overwrite=args.overwrite, progress=not args.no_progress, inputs=inputs,
     )  # fmt: skip
     c = stats.counters

@@ -168,10 +168,12 @@ def write_image_bag(
     camera_hz: float = 10.0,
     t0_ns: int = T0_NS,
     storage: str = "mcap",
+    camera: Any = None,
 ) -> np.ndarray:
     """A bag of camera images only (the localize node's input): each entry of ``images`` is a uint8 RGB array
     (encoded as rgb8, or jpeg with ``compressed``) or a ready Image / CompressedImage message of the bag's
-    typestore (e.g. a deliberately broken one; its stamp is set here). Returns the image stamps (ns)."""
+    typestore (e.g. a deliberately broken one; its stamp is set here). ``camera`` (a PinholeCamera): a CameraInfo
+    beside each image on ``<the image topic's namespace>/camera_info``. Returns the image stamps (ns)."""
     from pose2rgbd import messages as M
     from pose2rgbd.bags import BagWriter
 
@@ -179,6 +181,7 @@ def write_image_bag(
     mt = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     with BagWriter(path, storage=storage) as w:
         w.add_topic(topic, mt, qos="sensor_data")
+        info_topic = topic.rsplit("/", 1)[0] + "/camera_info"
         for stamp, img in zip(stamps, images):
             s = int(stamp)
             if isinstance(img, np.ndarray):
@@ -191,4 +194,6 @@ def write_image_bag(
                 msg = img
                 msg.header = M.header(w.factory, s, frame_id)
             w.write(topic, s, msg)
+            if camera is not None:
+                w.write(info_topic, s, M.camera_info(w.factory, s, frame_id, camera))
     return stamps

@@ -74,7 +74,9 @@ class LocalizerConfig:
     )
     image_type: str = help_field("raw", "type of topics.image: 'raw' (sensor_msgs/Image) or 'compressed'")
     world_frame: str = help_field(
-        "", "frame_id of the published poses (empty: the checkpoint's world frame, the frame of its training poses)"
+        "",
+        "frame_id of the published poses (empty: the frame of the map's dataset with a place map, else of the "
+        "checkpoint's training poses)",
     )
     camera_frame: str = help_field(
         "", "the images' camera optical frame, for the status messages (empty: the images' header.frame_id)"

@@ -67,10 +67,14 @@ def test_localize_images_help_puts_the_map_first_and_groups_the_checkpoint(capsy
     assert "--structure.min_inliers" in flags["structure localizer (--map): structure.* settings"]
 
 
-def test_render_bag_from_the_cli(flight_bag: Path, checkpoint: Path, tmp_path: Path):
+def test_render_bag_from_the_cli(flight_bag: Path, checkpoint: Path, tmp_path: Path, capsys):
     out = tmp_path / "rendered"
     rc = main(["render", "bag", "--checkpoint", str(checkpoint), "--bag", str(flight_bag), "--out", str(out)])
     assert rc == 0
+    said = capsys.readouterr().out
+    import re
+
+    assert re.search(r"out of the training poses' bounds: \d+ of \d+ frames", said), said
     with open_bag(out) as r:
         types = {t.name: t.msgtype for t in r.topics.values()}
         counts = {t.name: t.count for t in r.topics.values()}

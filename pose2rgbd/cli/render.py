@@ -171,7 +171,8 @@ def _bag(args: argparse.Namespace) -> int:
     if c["frames"]:
         p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
         print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    skipped = {k: v for k, v in c.items() if k not in ("frames", "cache_hits") and v}
+        print(f"  out of the training poses' bounds: {c.get('out_of_bounds', 0)} of {c['frames']} frames")
+    skipped = {k: v for k, v in c.items() if k not in ("frames", "cache_hits", "out_of_bounds") and v}
     if skipped:
         print(f"  not rendered / flagged: {skipped}")
     if not c["frames"]:

@@ -27,6 +27,7 @@ from pose2rgbd.convert.sources.bag_orientation import (
     stamp_ns,
     tf_orientation_series,
     tf_topics,
+    world_chain,
 )
 from pose2rgbd.convert.sources.clock_offset import ClockOffsetSource
 from pose2rgbd.convert.stages.orientation import ODOM_ENU_NOTE, OrientationTrack
@@ -405,17 +406,12 @@ class BagSource(ClockOffsetSource):
             return None, "the bag has no dynamic TF topic (tf2_msgs/msg/TFMessage)", False
         buf, _ = self._tf((dyn, static))
         worlds = AUTO_TF_WORLDS if choice == "auto" else (choice,)
-        found = None
-        for body in [b for b in self._body_frames if b in buf.frames()]:
-            chain = buf.ancestors(body)
-            world = next((w for w in worlds if w in chain), None)
-            if world is not None:
-                found = body, world, " -> ".join(reversed(chain[: chain.index(world) + 1]))
-                break
+        found = world_chain(buf, self._body_frames, worlds)
         if found is None:
             return None, (f"none of the TF frames {list(worlds)} is above a body frame {self._body_frames} in "
                           f"{dyn + static} (frames: {sorted(buf.frames())})"), False  # fmt: skip
-        body, world, path = found
+        body, world, chain = found
+        path = " -> ".join(reversed(chain))
         assert self.streams is not None
         T_cam_body = np.linalg.inv(self.streams.T_body_cam)
         p_enu, p_world = [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +96,18 @@ def read_tf_tree(bag: BagReader, dyn: list[str], static: list[str]) -> tuple[TFB
     return buf, bad
 
 
+def world_chain(buf: TFBuffer, body_frames: Sequence[str], worlds: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """``(body, world, chain)``: the first of ``body_frames`` in the TF tree with one of ``worlds`` among its
+    ancestors, the first such world in ``worlds``' order, and the frames from the body up to it; None where none."""
+    frames = set(buf.frames())
+    for body in (b for b in body_frames if b in frames):
+        chain = buf.ancestors(body)
+        world = next((w for w in worlds if w in chain), None)
+        if world is not None:
+            return body, world, chain[: chain.index(world) + 1]
+    return None
+
+
 def tf_orientation_series(
     bag: BagReader,
     body_frames: list[str],
@@ -121,13 +134,7 @@ def tf_orientation_series(
     present = f"frames in {dyn}: {sorted(dyn_frames)}" + (
         f"; in {static}: {sorted(set(frames) - dyn_frames)}" if set(frames) - dyn_frames else ""
     )
-    chosen = None
-    for body in [b for b in body_frames if b in frames]:
-        chain = buf.ancestors(body)
-        world = next((w for w in TF_WORLD_FRAMES if w in chain), None)
-        if world is not None:
-            chosen = body, world, chain[: chain.index(world) + 1]
-            break
+    chosen = world_chain(buf, body_frames, TF_WORLD_FRAMES)
     if chosen is None:
         found = [f"{b}'s ancestors are {buf.ancestors(b)}" for b in body_frames if b in frames]
         why = "; ".join(found) if found else f"none of the body frames {body_frames} is in the TF tree"

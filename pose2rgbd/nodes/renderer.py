@@ -154,6 +154,12 @@ class RendererConfig:
 
 PoseSource = Literal["tf", "topic"]
 
+
+def looked_up_frame(cfg: RendererConfig, engine: RenderEngine) -> str:
+    """The world frame the node looks poses up in: ``world_frame``, or where empty the model's own."""
+    return cfg.world_frame or engine.world_frame
+
+
 # Not live: world_frame (the frame of the loaded model's training poses: the engine is built for it at configure),
 # engine.* (the loaded model), pose_source and topics.* (subscriptions).
 RENDERER_LIVE = (
@@ -187,7 +193,7 @@ class Renderer(NodeLogic):
                     "cache_hits", "render_errors")  # fmt: skip
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
-        self.world_frame = cfg.world_frame or engine.world_frame
+        self.world_frame = looked_up_frame(cfg, engine)
         if cfg.world_frame and cfg.world_frame != engine.world_frame:
             self.log.warning(
                 f"world_frame {cfg.world_frame!r} is not the model's world frame {engine.world_frame!r} (the frame of "
@@ -481,8 +487,7 @@ def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any =
 
 def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
     engine = res["engine"]
-    world = cfg.world_frame or engine.world_frame
-    source = f"TF {world} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
+    source = f"TF {looked_up_frame(cfg, engine)} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
     return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} at {cfg.rate_hz} Hz"
 
 

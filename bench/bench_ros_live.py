@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_ros_live.py                       # Base + Slice-10 at 128/256/512, recorder
     .venv/bin/python bench/bench_ros_live.py --sizes 256 --threads 2 --poses 100
+    .venv/bin/python bench/bench_ros_live.py --presets hybrid-fast --sizes 64 256 512 --poses 0 --tf-hz 200 --record-s 0
 
 **Renderer, end to end**: ``ros_nodes/render_node`` with ``pose_source: topic`` and ``rate_hz: 0`` (one render per
 PoseStamped). This process publishes a PoseStamped and takes the time until the rendered ``rgb/image_raw`` with
@@ -14,6 +15,12 @@ every render of the run, the warm-up included) beside the end-to-end time; the r
 both ways and the callbacks.
 ``--node-param publish.points:=false`` (repeatable) runs the node with other parameters, e.g. fewer outputs.
 
+**Renderer from TF** (``--tf-hz HZ``; ``--poses 0`` skips the one-pose-at-a-time run): ``pose_source: tf`` at
+``rate_hz`` 10 while this process publishes ``/tf`` at HZ (``map -> odom -> base_link`` in every message, the robot
+moving 1 m/s between the hybrid's query places) and the camera mount on ``/tf_static``, for ``--tf-seconds``: the
+images per second that arrive, their age on arrival (now - the TF stamp rendered), the node's ``output_hz`` and
+latency from its diagnostics (docs/ros.md, "Threads and TF").
+
 **Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB) and publishing SyncedFrame while
 this process publishes a 640x480 rgb8 camera at 30 Hz, NavSatFix and Odometry at 50 Hz for ``--record-s``
 seconds: frames written per second against images sent.
@@ -25,6 +32,7 @@ the command and the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shlex
@@ -176,6 +184,109 @@ def bench_render(
     return latencies[args.skip :], node_ms
 
 
+def bench_render_tf(
+    rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path, keyframes: int = 0
+) -> dict[str, float]:
+    """The render node as a robot runs it: ``pose_source: tf`` at ``rate_hz`` 10 while this process publishes
+    ``/tf`` at ``--tf-hz`` (``map -> odom -> base_link``) and the camera mount on
+    ``/tf_static``, for ``--tf-seconds``. Returns the images per second that reached this process, their age on
+    arrival (now - stamp: the pose's age plus the render and delivery), the node's own ``output_hz`` and latency."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from scipy.spatial.transform import Rotation
+    from sensor_msgs.msg import Image
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd.testing.ground_plane import look_down_pose
+    from pose2rgbd.testing.hybrid_keyframes import query_poses
+
+    node = Node(
+        "render",
+        ["--params-file", str(REPO / "config" / "render.yaml"), "-p", f"engine.checkpoint:={ck}",
+         "-p", f"engine.device:={args.device}", "-p", f"engine.threads:={args.threads}", "-p", "pose_source:=tf",
+         "-p", "rate_hz:=10.0", "-p", "world_frame:=map", *(a for p in args.node_param for a in ("-p", p))],
+        tmp / f"render-tf-{ck.stem}.log",
+    )  # fmt: skip
+    queries = query_poses(200, n_keyframes=keyframes) if keyframes > 0 else None
+    ages: list[float] = []
+    arrivals: list[float] = []
+    diag: dict[str, float] = {}
+
+    def on_image(msg: Any) -> None:
+        now = int(rclpy_node.get_clock().now().nanoseconds)
+        ages.append((now - _ns(msg.header.stamp)) / 1e6)
+        arrivals.append(time.monotonic())
+
+    def on_diagnostics(msg: Any) -> None:
+        for st in msg.status:
+            if st.name == "pose2rgbd: renderer":
+                for v in st.values:
+                    if v.key in ("output_hz", "latency_p50_ms", "latency_p99_ms"):
+                        with contextlib.suppress(ValueError):
+                            diag[v.key] = float(v.value)
+
+    def tf(parent: str, child: str, ns: int, T: np.ndarray) -> Any:
+        m = TransformStamped()
+        m.header.stamp, m.header.frame_id, m.child_frame_id = _stamp(ns), parent, child
+        m.transform.translation.x, m.transform.translation.y, m.transform.translation.z = map(float, T[:3, 3])
+        qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()  # scalar last, as geometry_msgs
+        r = m.transform.rotation
+        r.x, r.y, r.z, r.w = float(qx), float(qy), float(qz), float(qw)
+        return m
+
+    static_qos = QoSProfile(
+        depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+    )
+    tf_pub = rclpy_node.create_publisher(
+        TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    static_pub = rclpy_node.create_publisher(TFMessage, "/tf_static", static_qos)
+    sub = rclpy_node.create_subscription(Image, f"{NS}/rgb/image_raw", on_image, 10)
+    dsub = rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    static_pub.publish(TFMessage(transforms=[tf("base_link", "camera_optical_frame", 0, np.eye(4))]))
+    tick = {"k": 0}
+
+    def publish_tf() -> None:
+        k = tick["k"]
+        tick["k"] += 1
+        ns = int(rclpy_node.get_clock().now().nanoseconds)
+        j, a = divmod(k / args.tf_hz, 1.0)  # a robot moving at 1 m/s: from one place to the next in a second
+        j = int(j)
+        if queries is not None:
+            T = queries[j % len(queries)].copy()
+            T[:3, 3] += a * (queries[(j + 1) % len(queries)][:3, 3] - T[:3, 3])
+        else:
+            T = look_down_pose(-20.0 + 0.5 * (j % 80) + 0.5 * a, 3.0, 30.0)
+        tf_pub.publish(TFMessage(transforms=[tf("map", "odom", ns, np.eye(4)), tf("odom", "base_link", ns, T)]))
+
+    timer = rclpy_node.create_timer(1.0 / args.tf_hz, publish_tf)
+    try:
+        if not _spin_until(executor, lambda: len(ages) > 3, 180.0, node, "render (tf)"):
+            raise SystemExit(f"no image from the render node in 180 s; see {node.log.name}")
+        print(f"render node up (tf); {settle_free_page_reporting()}", flush=True)
+        ages.clear()
+        arrivals.clear()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.tf_seconds:
+            executor.spin_once(timeout_sec=0.001)
+        seconds = time.monotonic() - t0
+        n = len(ages)
+        a = np.asarray(ages) if ages else np.asarray([float("nan")])
+        out = {"images_per_s": n / seconds, "age_p50_ms": float(np.percentile(a, 50)),
+               "age_p99_ms": float(np.percentile(a, 99)), "images": float(n)}  # fmt: skip
+        _spin_until(executor, lambda: False, 1.5, node, "render (tf)")  # the next diagnostics
+        out.update({f"node_{k}": v for k, v in diag.items()})
+        return out
+    finally:
+        rclpy_node.destroy_timer(timer)
+        for s_ in (sub, dsub):
+            rclpy_node.destroy_subscription(s_)
+        rclpy_node.destroy_publisher(tf_pub)
+        rclpy_node.destroy_publisher(static_pub)
+        node.stop()
+
+
 def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path) -> tuple[int, int, int, float]:
     """(images sent, SyncedFrames received, frames in the dataset, seconds)."""
     from nav_msgs.msg import Odometry
@@ -258,6 +369,13 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=5, help="first renders left out (warm-up)")
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
     ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
+    ap.add_argument(
+        "--tf-hz",
+        type=float,
+        default=0.0,
+        help="also run the node from TF at rate_hz 10 with /tf at this rate (0: off)",
+    )
+    ap.add_argument("--tf-seconds", type=float, default=20.0, help="seconds measured in the TF run")
     ap.add_argument("--keyframes", type=int, default=1801, help="a hybrid's keyframes (ground-plane frames)")
     ap.add_argument(
         "--node-param",
@@ -281,6 +399,7 @@ def main() -> None:
     executor.add_node(rnode)
     load0 = os.getloadavg()[0]
     rows = []
+    tf_rows: list[tuple[str, int, dict[str, float]]] = []
     record_row = None
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -289,6 +408,12 @@ def main() -> None:
                 for size in args.sizes:
                     kf = args.keyframes if preset.startswith("hybrid") else 0
                     ck = _checkpoint(tmp, preset, size, kf)
+                    if args.tf_hz > 0:
+                        r = bench_render_tf(rnode, executor, ck, args, tmp, kf)
+                        tf_rows.append((NAMES[preset], size, r))
+                        print(f"{NAMES[preset]} {size} from TF: {r}", flush=True)
+                        if args.poses <= 0:
+                            continue
                     lat, node_ms = bench_render(rnode, executor, ck, args, tmp, kf)
                     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
                     n50, n99 = node_ms.get("p50", float("nan")), node_ms.get("p99", float("nan"))
@@ -322,6 +447,22 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, size, p50, p99, n50, n99, n in rows:
         print(f"| {name} | {size} | {p50:.1f} / {p99:.1f} | {n50:.1f} / {n99:.1f} | {n} |")
+    if tf_rows:
+        print(
+            f"\nFrom TF (pose_source tf, rate_hz 10, /tf at {args.tf_hz:g} Hz: map -> odom -> base_link in every "
+            f"message; {args.tf_seconds:g} s):\n"
+        )
+        print(
+            "| model | size | images/s received | image age on arrival p50 / p99 (ms) | node output_hz "
+            "| node latency p50 / p99 (ms) |"
+        )
+        print("|---|---|---|---|---|---|")
+        for name, size, r in tf_rows:
+            print(
+                f"| {name} | {size} | {r['images_per_s']:.1f} | {r['age_p50_ms']:.0f} / {r['age_p99_ms']:.0f} | "
+                f"{r.get('node_output_hz', float('nan')):.1f} | {r.get('node_latency_p50_ms', float('nan')):.1f} / "
+                f"{r.get('node_latency_p99_ms', float('nan')):.1f} |"
+            )
     if record_row:
         n_sent, n_recv, n_ds, secs = record_row
         print(

@@ -13,6 +13,16 @@ Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` ->
 * ``on_activate``: subscriptions, timers and services are created (nothing is consumed while inactive);
 * ``on_deactivate``: they are destroyed again; ``on_cleanup``: logic, publishers and resources are dropped.
 
+Threads and TF: every callback runs on the executor's one thread (rclpy's ``SingleThreadedExecutor``). The
+``/tf`` and ``/tf_static`` subscriptions are not among the executor's: their messages wait in DDS's queue until the
+node needs TF, and every lookup (and every TF poll) first takes all that arrived since the last one
+(:meth:`NodeHost._take_tf`), as one burst, then answers from the buffer. With ``/tf`` at 50-200 Hz beside a render,
+a callback per TF message (each a turn of rclpy's executor: a wait set rebuilt in Python) took the interpreter lock
+from the render: with rclpy's ``MultiThreadedExecutor`` (whose loop re-builds the wait set without pause while a
+callback runs) the render node at 64x64 reached 7.9 of 10 Hz with ``/tf`` at 50 Hz and 4.2 with ``/tf`` at 200 Hz
+(256x256: 4.4 and 1.9); with a callback per message on one thread the messages queued behind each render and the
+poses went stale (docs/ros.md, "Threads and TF").
+
 Parameters: a set request goes through a callback. Before configure every valid value is accepted (it is
 read at configure); afterwards the logic's ``on_parameter_change`` applies it at once or refuses it with the
 reason (``ros2 param set`` then reports the failure). Timers whose period depends on a changed parameter are
@@ -28,8 +38,9 @@ from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.callback_groups import CallbackGroup
+from rclpy.exceptions import InvalidHandle
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -41,6 +52,7 @@ from pose2rgbd.nodes.tf import TFInput, tf_topics
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
+TF_DEPTH = 1000  # /tf messages DDS keeps between two takes (1 s at 1 kHz; tf2's listener keeps 100, taken at once)
 
 
 def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
@@ -70,12 +82,28 @@ def _qos(kind: str, depth: int) -> Any:
 
 
 def tf_qos(static: bool) -> QoSProfile:
-    """tf2's listener QoS: reliable, depth 100; ``/tf_static`` transient local (late joiners get the mounts)."""
+    """tf2's listener QoS: reliable; ``/tf_static`` transient local (late joiners get the mounts), depth 100;
+    ``/tf`` depth :data:`TF_DEPTH` (its messages wait in the queue until the node takes them, see the module
+    docstring)."""
     if static:
         return QoSProfile(
             depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
         )
-    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=TF_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class TakenOnDemand(CallbackGroup):
+    """A callback group the executor never runs: its subscriptions stay out of the wait set and their messages wait
+    in DDS's queue until the host takes them itself (the TF subscriptions, see the module docstring)."""
+
+    def can_execute(self, entity: Any) -> bool:
+        return False
+
+    def beginning_execution(self, entity: Any) -> bool:
+        return False
+
+    def ending_execution(self, entity: Any) -> None:
+        pass
 
 
 class NodeHost(LifecycleNode):
@@ -95,11 +123,10 @@ class NodeHost(LifecycleNode):
         self._host_services: list[Any] = []
         self._host_timers: dict[int, tuple[Any, float]] = {}  # timer index -> (rclpy timer, period)
         self._tf: TFInput | None = None
-        self._tf_subs: list[Any] = []
+        self._tf_subs: list[tuple[Any, str, bool]] = []  # (subscription, topic, static)
+        self._tf_group = TakenOnDemand()
         self._tf_poll: Any = None
         self._active = False
-        self._work_group = MutuallyExclusiveCallbackGroup()  # renders, services, TF polling
-        self._input_group = ReentrantCallbackGroup()  # inputs keep arriving while the work group is busy
         from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
         for name, p in spec.parameters().items():
@@ -172,20 +199,16 @@ class NodeHost(LifecycleNode):
                     get_key(cfg, inp.topic),
                     self._input_callback(inp.handler),
                     _qos(inp.qos, inp.depth),
-                    callback_group=self._input_group,
                 )
             )
         for k in range(len(self.spec.timers)):
             self._start_timer(k)
         for srv in self.spec.services:
             self._host_services.append(
-                self.create_service(
-                    self.factory.cls(srv.type), srv.name, self._service_callback(srv.handler),
-                    callback_group=self._work_group,
-                )
-            )  # fmt: skip
+                self.create_service(self.factory.cls(srv.type), srv.name, self._service_callback(srv.handler))
+            )
         if self.spec.tf_used(cfg) and self.spec.tf is not None and self.spec.tf.on_update:
-            self._tf_poll = self.create_timer(self.spec.tf.poll_s, self._poll_tf, callback_group=self._work_group)
+            self._tf_poll = self.create_timer(self.spec.tf.poll_s, self._poll_tf)
         self._active = True
         return super().on_activate(state)
 
@@ -266,46 +289,57 @@ class NodeHost(LifecycleNode):
         if old is not None:
             self.destroy_timer(old[0])
         if period > 0:
-            t = self.create_timer(period, self._timer_callback(spec.handler), callback_group=self._work_group)
+            t = self.create_timer(period, self._timer_callback(spec.handler))
             self._host_timers[k] = (t, period)
 
     # ------------------------------------------------------------------ TF
     def _start_tf(self, cfg: Any) -> None:
         """Feed the core's :class:`~pose2rgbd.nodes.tf.TFInput` (the offline runner's buffer and rejection handling)
-        from ``/tf`` and ``/tf_static`` (tf2_ros is not used; docs/ros.md)."""
+        from ``/tf`` and ``/tf_static``, taken when a lookup needs them (tf2_ros is not used; docs/ros.md)."""
         assert self.spec.tf is not None
         self._tf = TFInput(self.logic, self.get_logger())
         msgtype = self.factory.cls("tf2_msgs/msg/TFMessage")
         for topic, static in tf_topics(self.spec.tf):
-            self._tf_subs.append(
-                self.create_subscription(
-                    msgtype, topic, self._tf_callback(topic, static), tf_qos(static), callback_group=self._input_group
-                )
-            )
+            sub = self.create_subscription(msgtype, topic, _never_called, tf_qos(static), callback_group=self._tf_group)
+            self._tf_subs.append((sub, topic, static))
         self.logic.set_tf_lookup(self._lookup)
 
     def _stop_tf(self) -> None:
-        for sub in self._tf_subs:
+        for sub, _, _ in self._tf_subs:
             self.destroy_subscription(sub)
         self._tf_subs, self._tf = [], None
 
-    def _tf_callback(self, topic: str, static: bool) -> Callable[[Any], None]:
-        def callback(msg: Any) -> None:
-            tf = self._tf
-            if tf is not None:  # a rejected transform is counted in the node's diagnostics and logged
-                tf.add(msg, topic, static=static, now_ns=self._now())
-
-        return callback
+    def _take_tf(self) -> int:
+        """Add every TF message that arrived since the last take to the buffer; returns how many. Each message is
+        added with the node's clock now (the stamp of a transform without one; TFInput's check for the clock
+        going back)."""
+        tf = self._tf
+        if tf is None:
+            return 0
+        now, n = self._now(), 0
+        for sub, topic, static in self._tf_subs:
+            for _ in range(TF_DEPTH):  # at most a queue's worth: a publisher faster than the takes cannot hold us
+                try:
+                    with sub.handle:
+                        got = sub.handle.take_message(sub.msg_type, sub.raw)
+                except InvalidHandle:  # destroyed (the node is being cleaned up)
+                    break
+                if got is None:
+                    break
+                tf.add(got[0], topic, static=static, now_ns=now)  # a rejected transform is counted and logged
+                n += 1
+        return n
 
     def _lookup(self, target: str, source: str, _time_ns: int) -> tuple[np.ndarray, int]:
-        """The latest common transform; waits up to the spec's ``timeout_s`` for it to become available (TF
-        keeps arriving on the input callback group meanwhile), as tf2_ros' ``lookup_transform`` does."""
+        """The latest common transform, after taking the TF that arrived; waits up to the spec's ``timeout_s`` for
+        it to become available (taking TF again every 5 ms), as tf2_ros' ``lookup_transform`` does."""
         assert self.spec.tf is not None
         tf = self._tf
         if tf is None:
             raise TransformException("TF is not running (the node is not configured)")
         deadline = time.monotonic() + float(self.spec.tf.timeout_s(self.cfg))
         while True:
+            self._take_tf()
             try:
                 return tf.lookup_transform(target, source, 0)
             except TransformException:
@@ -315,6 +349,7 @@ class NodeHost(LifecycleNode):
 
     def _poll_tf(self) -> None:
         assert self.spec.tf is not None
+        self._take_tf()
         with self._lock:
             done = self.logic is not None and bound(self.logic, self.spec.tf.on_update)(self._now())
         if done and self._tf_poll is not None:
@@ -353,8 +388,13 @@ class NodeHost(LifecycleNode):
         return SetParametersResult(successful=True)
 
 
+def _never_called(_msg: Any) -> None:
+    """The callback of a :class:`TakenOnDemand` subscription (the executor never calls it)."""
+
+
 def make_executor(spec: NodeSpec) -> Executor:
-    return MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
+    """One thread for every callback (the module docstring says why)."""
+    return SingleThreadedExecutor()
 
 
 def main_for(spec: NodeSpec, args: list[str] | None = None) -> int:

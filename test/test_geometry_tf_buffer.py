@@ -90,3 +90,25 @@ def test_tf_message_ingest_skips_bad_transforms() -> None:
     b = TFBuffer()
     assert b.add_tf_message(tf_message(F, [good, bad])) == 1
     assert b.frames() == ["base", "map"]
+
+
+def test_tf_buffer_refuses_a_quaternion_that_is_not_finite_or_not_unit() -> None:
+    """A transform's rotation must be finite and unit within QUAT_NORM_TOLERANCE (the message layer's rule; it is
+    then normalized, w >= 0); else the transform is refused (from a TF message: skipped, counted, its reason kept)."""
+    from pose2rgbd.errors import GeometryError
+    from pose2rgbd.geometry.rotations import QUAT_NORM_TOLERANCE
+    from pose2rgbd.messages import default_factory, tf_message, transform_stamped
+
+    b = TFBuffer()
+    for q, why in (([np.nan, 0, 0, 1], "NaN"), ([0, 0, 0, 0], "zero"), ([0, 0, 0, 2.0], "norm 2.000")):
+        with pytest.raises(GeometryError, match=why):
+            b.set_transform("map", "base", S, [0, 0, 0], q)
+    assert b.frames() == []
+    b.set_transform("map", "base", S, [1, 2, 3], [0, 0, 0, -(1 + 0.5 * QUAT_NORM_TOLERANCE)])  # normalized, flipped
+    T, _ = b.lookup_transform("map", "base", 0)
+    np.testing.assert_allclose(T, T_from_tq([1, 2, 3], [0, 0, 0, 1]), atol=1e-12)
+    F = default_factory()
+    bad = transform_stamped(F, 2 * S, "map", "base", np.eye(4))
+    bad.transform.rotation.w = float("nan")
+    assert b.add_tf_message(tf_message(F, [bad])) == 1
+    assert b.rejected == 1 and "rotation contains NaN" in b.last_rejection

@@ -225,3 +225,142 @@ def test_run_node_exits_cleanly_when_a_take_races_the_shutdown(monkeypatch, ros_
     with pytest.raises(RuntimeError, match="Unable to convert"):
         run_node(None, lambda: ClosingNode("racing"), lambda: Racing(False), "racing")
     assert closed == [True, True] and not rclpy.ok()
+
+
+# A toy node that looks TF up on its timer after a slow piece of work (a render): the TF subscriptions are taken on
+# demand, not through the executor (pose2rgbd_ros/host.py, "Threads and TF").
+@dataclass
+class TFToyConfig:
+    period_s: float = ranged_field(0.0, "timer period (0: off)", 0.0, 5.0)
+    busy_s: float = ranged_field(0.0, "how long each tick works before its lookup", 0.0, 5.0)
+    timeout_s: float = ranged_field(0.0, "how long a lookup may wait", 0.0, 10.0)
+
+
+class TFToy:
+    def __init__(self, cfg: TFToyConfig, factory: Any, logger: Any = None) -> None:
+        self.cfg = cfg
+        self.lookup: Any = None
+        self.counters: dict[str, int] = {}
+        self.seen: list[int | str] = []  # each tick's looked-up stamp, or its error
+
+    def set_tf_lookup(self, lookup: Any) -> None:
+        self.lookup = lookup
+
+    def on_parameter_change(self, name: str, value: Any) -> tuple[bool, str]:
+        return False, "not live"
+
+    def tick(self, now_ns: int) -> list[tuple[str, Any]]:
+        import time
+
+        from pose2rgbd.geometry import TransformException
+
+        time.sleep(self.cfg.busy_s)
+        try:
+            self.seen.append(self.lookup("map", "base_link", 0)[1])
+        except TransformException as e:
+            self.seen.append(str(e))
+        return []
+
+
+def _tf_toy_spec() -> NodeSpec:
+    from pose2rgbd.nodes.spec import TFNeed
+
+    return NodeSpec(
+        name="tf_toy",
+        config=TFToyConfig,
+        build=lambda cfg, factory, logger=None, **_: TFToy(cfg, factory, logger),
+        timers=(Timer(lambda c: c.period_s, TFToy.tick),),
+        tf=TFNeed(timeout_s=lambda c: c.timeout_s),
+    )
+
+
+def _tf_message(stamp_ns: int) -> Any:
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    t = TransformStamped()
+    t.header.stamp.sec, t.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    t.header.frame_id, t.child_frame_id = "map", "base_link"
+    t.transform.translation.x = stamp_ns * 1e-9
+    t.transform.rotation.w = 1.0
+    return TFMessage(transforms=[t])
+
+
+def _spin_tf_toy(rclpy: Any, params: dict[str, float], publish: Any, until: Any, timeout_s: float = 20.0) -> TFToy:
+    """Spin a :class:`TFToy` host on the node's own executor while ``publish(publisher)`` runs on a thread of this
+    test, until ``until(logic)``; returns the logic."""
+    import threading
+    import time
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd_ros.host import NodeHost, make_executor, tf_qos
+
+    spec = _tf_toy_spec()
+    node = NodeHost(spec, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    source = rclpy.create_node("tf_source")
+    pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
+    executor = make_executor(spec)
+    assert isinstance(executor, SingleThreadedExecutor)  # one thread: TF cannot arrive through a second one
+    executor.add_node(node)
+    logic = node.logic
+    try:
+        end = time.monotonic() + timeout_s
+        while pub.get_subscription_count() == 0:  # discovery: a message sent before it would be lost
+            executor.spin_once(timeout_sec=0.01)
+            assert time.monotonic() < end, "the host's /tf subscription was not discovered"
+        thread = threading.Thread(target=publish, args=(pub,), daemon=True)
+        thread.start()
+        while not until(logic):
+            executor.spin_once(timeout_sec=0.01)
+            assert time.monotonic() < end, f"timed out; the ticks saw {logic.seen}"
+        thread.join(timeout_s)
+        return logic
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        source.destroy_node()
+
+
+def test_host_lookup_sees_the_tf_that_arrived_during_a_long_callback(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """A tick that works for 0.6 s while /tf arrives at 200 Hz looks up the newest transform sent before its lookup:
+    the TF messages are taken at the lookup, not one per executor turn behind the tick (where they queued behind every
+    render and the poses went stale)."""
+    import time
+
+    S = 1_000_000_000
+    sent: list[int] = []
+
+    def publish(pub: Any) -> None:
+        for k in range(1, 400):  # 2 s at 200 Hz
+            sent.append((k * S) // 200)
+            pub.publish(_tf_message(sent[-1]))
+            time.sleep(0.005)
+
+    logic = _spin_tf_toy(rclpy_context, {"period_s": 0.05, "busy_s": 0.6}, publish, lambda lg: len(lg.seen) >= 3)
+    stamps = [s for s in logic.seen if isinstance(s, int)]
+    assert stamps, logic.seen
+    # the last tick finished its work while messages still arrived: it saw one within the last few sent before it
+    # (0.6 s of messages, 120, queued while it worked: one turn per message would have left it 0.6 s behind)
+    last = stamps[-1]
+    assert last in sent
+    assert sent.index(last) >= 100, (sent.index(last), len(sent))
+    # and every tick's stamp is newer than the one before: each took what arrived since the last
+    assert stamps == sorted(set(stamps))
+
+
+def test_host_lookup_waits_for_tf_sent_after_it_began(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """With a TF timeout, a lookup on the executor's only thread still sees a transform published while it waits
+    (it takes TF again as it waits); without one it fails at once."""
+    import time
+
+    def publish_late(pub: Any) -> None:
+        time.sleep(0.8)  # the tick is already waiting
+        for k in range(5):
+            pub.publish(_tf_message(10_000_000_000 + k))
+            time.sleep(0.01)
+
+    logic = _spin_tf_toy(rclpy_context, {"period_s": 0.3, "timeout_s": 5.0}, publish_late, lambda lg: len(lg.seen) >= 1)
+    assert logic.seen[0] == 10_000_000_000, logic.seen

@@ -16,6 +16,9 @@ from scipy.spatial.transform import Rotation
 from pose2rgbd.errors import GeometryError
 
 _UNIT_TOL = 1e-3
+# How far the norm of an orientation read from a message or TF may be from 1 before it is refused (float32
+# round-trips stay far below); within it the quaternion is normalized.
+QUAT_NORM_TOLERANCE = 1e-2
 # a rotation matrix within this of orthonormal (max |R R^T - I|, det > 0) skips SciPy's orthogonalization, an SVD
 # that costs several times the conversion itself: for one pose 170 us against 40 (the serving path converts each
 # query pose's rotation a few times per render). The quaternions of the two paths differ by about this much.

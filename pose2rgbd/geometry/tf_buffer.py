@@ -16,6 +16,7 @@ Why not tf2 itself: it needs a ROS install; this is the part of it the ROS-free 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from pose2rgbd.errors import GeometryError, Pose2RGBDError
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
-from pose2rgbd.geometry.rotations import canonical_quat_xyzw
+from pose2rgbd.geometry.rotations import QUAT_NORM_TOLERANCE, canonical_quat_xyzw
 from pose2rgbd.geometry.transforms import T_from_tq
 
 
@@ -55,6 +56,30 @@ def _stamp_ns(stamp: Any) -> int:
     if nsec is None:
         nsec = stamp.nsecs
     return int(sec) * 1_000_000_000 + int(nsec)
+
+
+def _checked_tq(
+    parent: str, child: str, x: float, y: float, z: float, qx: float, qy: float, qz: float, qw: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The translation and the canonical unit quaternion (w >= 0) of one transform, or GeometryError: a translation
+    not finite; a quaternion not finite or whose norm is off 1 by more than :data:`QUAT_NORM_TOLERANCE` (the message
+    layer's rule, ``quat_problem``; tf2 refuses such a quaternion too). Scalar arithmetic, not numpy: it runs for
+    every transform on ``/tf`` (hundreds a second beside a render), where numpy's cost per call on 3- and 4-vectors
+    was most of the time a TF message took."""
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+        raise GeometryError(f"transform {parent} -> {child}: translation contains NaN or inf")
+    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not math.isfinite(n):
+        raise GeometryError(f"transform {parent} -> {child}: rotation contains NaN or inf")
+    if n < 1e-9:
+        raise GeometryError(f"transform {parent} -> {child}: rotation is a zero quaternion")
+    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
+        raise GeometryError(f"transform {parent} -> {child}: rotation is not a unit quaternion (norm {n:.3f})")
+    t = np.array((x, y, z))
+    if abs(qw) <= 1e-12:  # w = 0: the sign is decided on x, then y, then z
+        return t, canonical_quat_xyzw(np.array((qx, qy, qz, qw)))
+    s = (1.0 if qw > 0 else -1.0) / n
+    return t, np.array((qx * s, qy * s, qz * s, qw * s))
 
 
 def _fmt_time(ns: int) -> str:
@@ -126,14 +151,21 @@ class TFBuffer:
     def set_transform(
         self, parent: str, child: str, stamp_ns: int, translation: Any, quat_xyzw: Any, *, static: bool = False
     ) -> None:
-        """Add ``T_parent_child`` at ``stamp_ns`` (NaN / zero quaternions raise GeometryError)."""
+        """Add ``T_parent_child`` at ``stamp_ns``. A translation or quaternion that is not finite, or a quaternion
+        that is not unit within :data:`QUAT_NORM_TOLERANCE`, raises GeometryError; a self transform
+        LookupException."""
+        x, y, z = (float(v) for v in np.asarray(translation, dtype=np.float64).reshape(3))
+        qx, qy, qz, qw = (float(v) for v in np.asarray(quat_xyzw, dtype=np.float64).reshape(4))
+        self._set(parent, child, stamp_ns, x, y, z, qx, qy, qz, qw, static)
+
+    def _set(
+        self, parent: str, child: str, stamp_ns: int, x: float, y: float, z: float,
+        qx: float, qy: float, qz: float, qw: float, static: bool,
+    ) -> None:  # fmt: skip
         parent, child = self._strip(parent), self._strip(child)
         if parent == child:
             raise LookupException(f"Self transform: parent and child frame are both '{child}'")
-        t = np.asarray(translation, dtype=np.float64).reshape(3)
-        if not np.all(np.isfinite(t)):
-            raise GeometryError(f"transform {parent} -> {child}: translation contains NaN or inf")
-        q = canonical_quat_xyzw(np.asarray(quat_xyzw, dtype=np.float64).reshape(4))
+        t, q = _checked_tq(parent, child, x, y, z, qx, qy, qz, qw)
         with self._lock:
             link = self._links.get(child)
             if link is None or link.parent != parent or link.static != static:
@@ -143,22 +175,17 @@ class TFBuffer:
 
     def add_tf_message(self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0) -> int:
         """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped; also
-        counted in :attr:`rejected`, the reason of the latest in :attr:`last_rejection`: the quaternion rule is
-        the message layer's ``quat_problem``). ``default_stamp_ns`` stands in for a zero header stamp (e.g. the
+        counted in :attr:`rejected`, the reason of the latest in :attr:`last_rejection`: the rules of
+        :meth:`set_transform`). ``default_stamp_ns`` stands in for a zero header stamp (e.g. the
         bag log time)."""
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
             st = _stamp_ns(ts.header.stamp)
             try:
-                self.set_transform(
-                    ts.header.frame_id,
-                    ts.child_frame_id,
-                    st if st > 0 else default_stamp_ns,
-                    (tr.x, tr.y, tr.z),
-                    (r.x, r.y, r.z, r.w),
-                    static=static,
-                )
+                self._set(ts.header.frame_id, ts.child_frame_id, st if st > 0 else default_stamp_ns,
+                          float(tr.x), float(tr.y), float(tr.z), float(r.x), float(r.y), float(r.z), float(r.w),
+                          static)  # fmt: skip
             except (GeometryError, TransformException) as e:
                 bad += 1
                 self.rejected += 1

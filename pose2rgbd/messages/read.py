@@ -16,10 +16,8 @@ import numpy as np
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.rotations import QUAT_NORM_TOLERANCE
 from pose2rgbd.geometry.transforms import T_from_tq
-
-# How far a quaternion's norm may be from 1 before it is refused (float32 round-trips stay far below).
-QUAT_NORM_TOLERANCE = 1e-2
 
 
 # ---------------------------------------------------------------------------------------------- time

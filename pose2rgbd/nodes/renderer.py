@@ -520,6 +520,5 @@ RENDERER = NodeSpec(
     tf=TFNeed(required=lambda c: c.pose_source == "tf", timeout_s=lambda c: c.tf_timeout_s, why="pose_source is 'tf'"),
     live=RENDERER_LIVE,
     description="pose -> rendered RGB, metric depth, confidence, point cloud and validity mask",
-    threads=3,
     extras={"describe": _describe_renderer},
 )

@@ -133,7 +133,6 @@ class NodeSpec:
     tf: TFNeed | None = None
     live: tuple[str, ...] = ()
     description: str = ""
-    threads: int = 1  # live executor threads (the renderer takes poses while it renders)
     dataset: str = ""  # config key of the dataset folder the node appends frames to ("" in the config: none)
     extras: dict[str, Any] = field(default_factory=dict)
 

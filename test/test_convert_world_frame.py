@@ -32,6 +32,23 @@ def _angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     return np.degrees(Rotation.from_matrix(np.swapaxes(Ra, -1, -2) @ Rb).magnitude())
 
 
+def test_the_turn_sigma_is_its_standard_error_on_a_short_track() -> None:
+    """Over many noise draws on 8 points, the reported sigma of the turn matches the spread of the fitted turns (the
+    residual's 2N - 3 degrees of freedom: dividing by 2(N - 3) reported it 14 % too large here)."""
+    rng = np.random.default_rng(3)
+    p_enu = np.array([[0, 0, 0], [10, 2, 0], [20, -3, 1], [25, 8, 1], [12, 15, 2], [0, 12, 2], [-6, 5, 1], [5, 6, 0.0]])
+    T = _T_map_enu()
+    yaws, sigmas = [], []
+    for _ in range(3000):
+        p_map = p_enu @ T[:3, :3].T + T[:3, 3] + rng.normal(0, 0.5, p_enu.shape)
+        Tf, _, sigma = fit_yaw_shift(p_enu, p_map)
+        yaws.append(math.atan2(Tf[1, 0], Tf[0, 0]))
+        sigmas.append(sigma)
+    spread = float(np.std(yaws))
+    reported = math.sqrt(float(np.mean(np.square(sigmas))))
+    assert abs(reported / spread - 1) < 0.06, (reported, spread)
+
+
 def test_the_yaw_and_shift_fit_recovers_a_known_transform_through_noise() -> None:
     rng = np.random.default_rng(0)
     t = np.linspace(0, 20, 200)

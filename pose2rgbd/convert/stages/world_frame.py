@@ -94,8 +94,8 @@ def fit_yaw_shift(p_enu: np.ndarray, p_world: np.ndarray) -> tuple[np.ndarray, n
     T[:3, 3] = cb - T[:3, :3] @ ca
     res = b - (a @ T[:3, :3].T + T[:3, 3])
     spread2 = float(np.sum(da**2))
-    dof = max(len(a) - 3, 1)
-    sigma_h = math.sqrt(float(np.sum(res[:, :2] ** 2)) / (2 * dof))
+    dof = max(2 * len(a) - 3, 1)  # 2N horizontal residual components, 3 horizontal parameters (the turn, the shift)
+    sigma_h = math.sqrt(float(np.sum(res[:, :2] ** 2)) / dof)
     return T, res, (sigma_h / math.sqrt(spread2) if spread2 > 0 else math.inf)
 
 

@@ -103,6 +103,16 @@ def _spin_until(executor: Any, cond: Any, timeout_s: float, node: Node, what: st
     return True
 
 
+def _render_node(ck: Path, args: argparse.Namespace, tmp: Path, label: str, params: list[str]) -> Node:
+    """The render node process serving ``ck`` with config/render.yaml, the bench's engine flags, ``params`` and the
+    ``--node-param`` ones (in that order: the user's last)."""
+    engine = [f"engine.checkpoint:={ck}", f"engine.device:={args.device}", f"engine.threads:={args.threads}"]
+    flags = [a for p in (*engine, *params, *args.node_param) for a in ("-p", p)]
+    return Node(
+        "render", ["--params-file", str(REPO / "config" / "render.yaml"), *flags], tmp / f"{label}-{ck.stem}.log"
+    )
+
+
 def bench_render(
     rclpy_node: Any, executor: Any, ck: Path, args: argparse.Namespace, tmp: Path, keyframes: int = 0
 ) -> tuple[list[float], dict[str, float]]:
@@ -114,13 +124,7 @@ def bench_render(
     from pose2rgbd.testing.ground_plane import look_down_pose
     from pose2rgbd.testing.hybrid_keyframes import query_poses
 
-    node = Node(
-        "render",
-        ["--params-file", str(REPO / "config" / "render.yaml"), "-p", f"engine.checkpoint:={ck}",
-         "-p", f"engine.device:={args.device}", "-p", f"engine.threads:={args.threads}", "-p", "pose_source:=topic",
-         "-p", "rate_hz:=0.0", "-p", "max_pose_age_s:=0.0", *(a for p in args.node_param for a in ("-p", p))],
-        tmp / f"render-{ck.stem}.log",
-    )  # fmt: skip
+    node = _render_node(ck, args, tmp, "render", ["pose_source:=topic", "rate_hz:=0.0", "max_pose_age_s:=0.0"])
     sent: dict[int, float] = {}
     latencies: list[float] = []
     node_ms: dict[str, float] = {}  # the node's own latency percentiles, from its newest diagnostics
@@ -201,13 +205,7 @@ def bench_render_tf(
     from pose2rgbd.testing.ground_plane import look_down_pose
     from pose2rgbd.testing.hybrid_keyframes import query_poses
 
-    node = Node(
-        "render",
-        ["--params-file", str(REPO / "config" / "render.yaml"), "-p", f"engine.checkpoint:={ck}",
-         "-p", f"engine.device:={args.device}", "-p", f"engine.threads:={args.threads}", "-p", "pose_source:=tf",
-         "-p", "rate_hz:=10.0", "-p", "world_frame:=map", *(a for p in args.node_param for a in ("-p", p))],
-        tmp / f"render-tf-{ck.stem}.log",
-    )  # fmt: skip
+    node = _render_node(ck, args, tmp, "render-tf", ["pose_source:=tf", "rate_hz:=10.0", "world_frame:=map"])
     queries = query_poses(200, n_keyframes=keyframes) if keyframes > 0 else None
     ages: list[float] = []
     arrivals: list[float] = []

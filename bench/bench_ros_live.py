@@ -363,7 +363,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256, 512])
     ap.add_argument("--threads", type=int, default=1, help="engine.threads of the render node")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--poses", type=int, default=60, help="measured renders per configuration")
+    ap.add_argument("--poses", type=int, default=60, help="measured renders per configuration (0: none)")
     ap.add_argument("--skip", type=int, default=5, help="first renders left out (warm-up)")
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
     ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
@@ -404,14 +404,16 @@ def main() -> None:
             tmp = Path(d)
             for preset in args.presets:
                 for size in args.sizes:
+                    if args.tf_hz <= 0 and args.poses <= 0:
+                        break  # no render run asked for (the recorder's alone)
                     kf = args.keyframes if preset.startswith("hybrid") else 0
                     ck = _checkpoint(tmp, preset, size, kf)
                     if args.tf_hz > 0:
                         r = bench_render_tf(rnode, executor, ck, args, tmp, kf)
                         tf_rows.append((NAMES[preset], size, r))
                         print(f"{NAMES[preset]} {size} from TF: {r}", flush=True)
-                        if args.poses <= 0:
-                            continue
+                    if args.poses <= 0:
+                        continue
                     lat, node_ms = bench_render(rnode, executor, ck, args, tmp, kf)
                     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
                     n50, n99 = node_ms.get("p50", float("nan")), node_ms.get("p99", float("nan"))

@@ -16,7 +16,8 @@ Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` ->
 Threads and TF: every callback runs on the executor's one thread (rclpy's ``SingleThreadedExecutor``). The
 ``/tf`` and ``/tf_static`` subscriptions are not among the executor's: their messages wait in DDS's queue until the
 node needs TF, and every lookup (and every TF poll) first takes all that arrived since the last one
-(:meth:`NodeHost._take_tf`), as one burst, then answers from the buffer. With ``/tf`` at 50-200 Hz beside a render,
+(:meth:`NodeHost._take_tf`), as one burst, then answers from the buffer; so does the node's clock jumping back
+(sim time, a bag played again) before the jump, so the TF history it clears is the earlier play's. With ``/tf`` at 50-200 Hz beside a render,
 a callback per TF message (each a turn of rclpy's executor: a wait set rebuilt in Python) took the interpreter lock
 from the render: with rclpy's ``MultiThreadedExecutor`` (whose loop re-builds the wait set without pause while a
 callback runs) the render node at 64x64 reached 7.9 of 10 Hz with ``/tf`` at 50 Hz and 4.2 with ``/tf`` at 200 Hz
@@ -39,6 +40,8 @@ from typing import Any
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import CallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
@@ -48,7 +51,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TransformException
 from pose2rgbd.nodes.spec import Handler, NodeSpec, bound, check_logic, config_from_flat, get_key, with_resources
-from pose2rgbd.nodes.tf import TFInput, tf_topics
+from pose2rgbd.nodes.tf import TIME_JUMP_BACK_S, TFInput, tf_topics
 from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
@@ -125,6 +128,7 @@ class NodeHost(LifecycleNode):
         self._tf: TFInput | None = None
         self._tf_subs: list[tuple[Any, str, bool]] = []  # (subscription, topic, static)
         self._tf_group = TakenOnDemand()
+        self._tf_jump: Any = None  # the clock's jump callback: TF taken before the clock goes back
         self._tf_poll: Any = None
         self._active = False
         from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -302,12 +306,20 @@ class NodeHost(LifecycleNode):
         for topic, static in tf_topics(self.spec.tf):
             sub = self.create_subscription(msgtype, topic, _never_called, tf_qos(static), callback_group=self._tf_group)
             self._tf_subs.append((sub, topic, static))
+        # the clock going back (a bag played again under sim time): what arrived before is taken under the clock it
+        # arrived under, so TFInput clears it at the jump and not the second play's first transforms with it
+        back = Duration(nanoseconds=-int(TIME_JUMP_BACK_S * 1e9))
+        self._tf_jump = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=back), pre_callback=self._take_tf
+        )
         self.logic.set_tf_lookup(self._lookup)
 
     def _stop_tf(self) -> None:
+        if self._tf_jump is not None:
+            self._tf_jump.unregister()
         for sub, _, _ in self._tf_subs:
             self.destroy_subscription(sub)
-        self._tf_subs, self._tf = [], None
+        self._tf_subs, self._tf, self._tf_jump = [], None, None
 
     def _take_tf(self) -> int:
         """Add every TF message that arrived since the last take to the buffer; returns how many. Each message is

@@ -364,3 +364,56 @@ def test_host_lookup_waits_for_tf_sent_after_it_began(rclpy_context) -> None:  #
 
     logic = _spin_tf_toy(rclpy_context, {"period_s": 0.3, "timeout_s": 5.0}, publish_late, lambda lg: len(lg.seen) >= 1)
     assert logic.seen[0] == 10_000_000_000, logic.seen
+
+
+def test_host_tf_of_a_bag_played_again_under_sim_time_is_the_second_plays(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """Under sim time, /clock going back (a bag played again) clears TF's dynamic history: the transforms of the first
+    play still waiting in the queue are taken before the jump (with the clock they arrived under), so the lookup after
+    it answers with the second play's newest transform, not the first's."""
+    import time
+
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd_ros.host import NodeHost, make_executor, tf_qos
+
+    S = 1_000_000_000
+    spec = _tf_toy_spec()
+    node = NodeHost(spec, parameter_overrides=[Parameter("use_sim_time", value=True)])
+    source = rclpy_context.create_node("tf_source")
+    tf_pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
+    clock_pub = source.create_publisher(Clock, "/clock", 10)
+    executor = make_executor(spec)
+    executor.add_node(node)
+
+    def spin_until(cond: Any, what: str) -> None:
+        end = time.monotonic() + 20.0
+        while not cond():
+            executor.spin_once(timeout_sec=0.01)
+            assert time.monotonic() < end, what
+
+    def clock(ns: int) -> None:
+        m = Clock()
+        m.clock.sec, m.clock.nanosec = divmod(ns, S)
+        clock_pub.publish(m)
+        spin_until(lambda: node.get_clock().now().nanoseconds == ns, f"the node's clock did not reach {ns}")
+
+    def send(*stamps: int) -> None:
+        for s in stamps:
+            tf_pub.publish(_tf_message(s))
+        time.sleep(0.3)  # delivered to the node's queue; not taken (nothing is spun)
+
+    try:
+        spin_until(lambda: tf_pub.get_subscription_count() > 0 and clock_pub.get_subscription_count() > 0, "discovery")
+        clock(100 * S)
+        send(100 * S + 1, 100 * S + 2)
+        assert node._lookup("map", "base_link", 0)[1] == 100 * S + 2
+        send(100 * S + 3, 100 * S + 4)  # the end of the first play, still queued when the clock goes back
+        clock(1 * S)
+        send(1 * S + 1, 1 * S + 2)
+        assert node._lookup("map", "base_link", 0)[1] == 1 * S + 2
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        source.destroy_node()

@@ -13,16 +13,16 @@ Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` ->
 * ``on_activate``: subscriptions, timers and services are created (nothing is consumed while inactive);
 * ``on_deactivate``: they are destroyed again; ``on_cleanup``: logic, publishers and resources are dropped.
 
-Threads and TF: every callback runs on the executor's one thread (rclpy's ``SingleThreadedExecutor``). The
-``/tf`` and ``/tf_static`` subscriptions are not among the executor's: their messages wait in DDS's queue until the
-node needs TF, and every lookup (and every TF poll) first takes all that arrived since the last one
-(:meth:`NodeHost._take_tf`), as one burst, then answers from the buffer; so does the node's clock jumping back
-(sim time, a bag played again) before the jump, so the TF history it clears is the earlier play's. With ``/tf`` at 50-200 Hz beside a render,
-a callback per TF message (each a turn of rclpy's executor: a wait set rebuilt in Python) took the interpreter lock
-from the render: with rclpy's ``MultiThreadedExecutor`` (whose loop re-builds the wait set without pause while a
-callback runs) the render node at 64x64 reached 7.9 of 10 Hz with ``/tf`` at 50 Hz and 4.2 with ``/tf`` at 200 Hz
-(256x256: 4.4 and 1.9); with a callback per message on one thread the messages queued behind each render and the
-poses went stale (docs/ros.md, "Threads and TF").
+Threads and TF: every callback runs on the executor's one thread (rclpy's ``SingleThreadedExecutor``). The ``/tf``
+and ``/tf_static`` subscriptions are not among the executor's: their messages wait in DDS's queue until the node
+needs TF, and every lookup (and every TF poll) first takes all that arrived since the last one
+(:meth:`NodeHost._take_tf`), as one burst, then answers from the buffer; so does the node's clock jumping back (sim
+time, a bag played again) before the jump, so the TF history it clears is the earlier play's. With ``/tf`` at 50-200
+Hz beside a render, a callback per TF message (each a turn of rclpy's executor: a wait set rebuilt in Python) took
+the interpreter lock from the render: with rclpy's ``MultiThreadedExecutor`` (whose loop re-builds the wait set
+without pause while a callback runs) the render node at 64x64 reached 7.9 of 10 Hz with ``/tf`` at 50 Hz and 4.2
+with ``/tf`` at 200 Hz (256x256: 4.4 and 1.9); with a callback per message on one thread the messages queued behind
+each render and the poses went stale (docs/ros.md, "Threads and TF").
 
 Parameters: a set request goes through a callback. Before configure every valid value is accepted (it is
 read at configure); afterwards the logic's ``on_parameter_change`` applies it at once or refuses it with the

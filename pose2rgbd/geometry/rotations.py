@@ -10,6 +10,9 @@ SciPy's Rotation does the numerics; this module fixes conventions and checks inp
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -19,6 +22,24 @@ _UNIT_TOL = 1e-3
 # How far the norm of an orientation read from a message or TF may be from 1 before it is refused (float32
 # round-trips stay far below); within it the quaternion is normalized.
 QUAT_NORM_TOLERANCE = 1e-2
+
+
+def quat_problem(q_xyzw: Iterable[float]) -> str | None:
+    """THE validity rule of an orientation quaternion read from a message or TF, shared by every reader: None when
+    its 4 values are finite and its norm is within :data:`QUAT_NORM_TOLERANCE` of 1 (it is then normalized), else
+    what is wrong with it. Scalar arithmetic, not numpy: the TF input runs it for every transform on ``/tf``
+    (hundreds a second beside a render), where numpy's cost per call on a 4-vector dominated."""
+    qx, qy, qz, qw = (float(v) for v in q_xyzw)
+    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not math.isfinite(n):
+        return "contains NaN or inf"
+    if n < 1e-6:
+        return "is a zero quaternion"
+    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
+        return f"is not a unit quaternion (norm {n:.3f})"
+    return None
+
+
 # a rotation matrix within this of orthonormal (max |R R^T - I|, det > 0) skips SciPy's orthogonalization, an SVD
 # that costs several times the conversion itself: for one pose 170 us against 40 (the serving path converts each
 # query pose's rotation a few times per render). The quaternions of the two paths differ by about this much.

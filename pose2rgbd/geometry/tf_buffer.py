@@ -25,7 +25,7 @@ import numpy as np
 
 from pose2rgbd.errors import GeometryError, Pose2RGBDError
 from pose2rgbd.geometry.interpolation import slerp_quat_xyzw
-from pose2rgbd.geometry.rotations import QUAT_NORM_TOLERANCE, canonical_quat_xyzw
+from pose2rgbd.geometry.rotations import canonical_quat_xyzw, quat_problem
 from pose2rgbd.geometry.transforms import T_from_tq
 
 
@@ -62,23 +62,19 @@ def _checked_tq(
     parent: str, child: str, x: float, y: float, z: float, qx: float, qy: float, qz: float, qw: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The translation and the canonical unit quaternion (w >= 0) of one transform, or GeometryError: a translation
-    not finite; a quaternion not finite or whose norm is off 1 by more than :data:`QUAT_NORM_TOLERANCE` (the message
-    layer's rule, ``quat_problem``; tf2 refuses such a quaternion too). Scalar arithmetic, not numpy: it runs for
-    every transform on ``/tf`` (hundreds a second beside a render), where numpy's cost per call on 3- and 4-vectors
-    was most of the time a TF message took."""
+    not finite, or a quaternion breaking :func:`~pose2rgbd.geometry.rotations.quat_problem`'s rule (the message
+    layer's; tf2 refuses such a quaternion too). Scalar arithmetic, not numpy: it runs for every transform on ``/tf``
+    (hundreds a second beside a render), where numpy's cost per call on 3- and 4-vectors was most of the time a TF
+    message took."""
     if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
         raise GeometryError(f"transform {parent} -> {child}: translation contains NaN or inf")
-    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
-    if not math.isfinite(n):
-        raise GeometryError(f"transform {parent} -> {child}: rotation contains NaN or inf")
-    if n < 1e-9:
-        raise GeometryError(f"transform {parent} -> {child}: rotation is a zero quaternion")
-    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
-        raise GeometryError(f"transform {parent} -> {child}: rotation is not a unit quaternion (norm {n:.3f})")
+    problem = quat_problem((qx, qy, qz, qw))
+    if problem is not None:
+        raise GeometryError(f"transform {parent} -> {child}: rotation {problem}")
     t = np.array((x, y, z))
     if abs(qw) <= 1e-12:  # w = 0: the sign is decided on x, then y, then z
         return t, canonical_quat_xyzw(np.array((qx, qy, qz, qw)))
-    s = (1.0 if qw > 0 else -1.0) / n
+    s = (1.0 if qw > 0 else -1.0) / math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
     return t, np.array((qx * s, qy * s, qz * s, qw * s))
 
 

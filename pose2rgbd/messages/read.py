@@ -16,7 +16,7 @@ import numpy as np
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.rotations import QUAT_NORM_TOLERANCE
+from pose2rgbd.geometry.rotations import quat_problem
 from pose2rgbd.geometry.transforms import T_from_tq
 
 
@@ -40,20 +40,6 @@ def header_stamp_ns(msg: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- poses
-def quat_problem(q_xyzw: np.ndarray) -> str | None:
-    """THE validity rule of an orientation quaternion, shared by every reader: None when ``q`` is finite and
-    its norm is within :data:`QUAT_NORM_TOLERANCE` of 1 (it is then normalized), else what is wrong with it."""
-    q = np.asarray(q_xyzw, dtype=np.float64)
-    if not np.all(np.isfinite(q)):
-        return "contains NaN or inf"
-    n = float(np.linalg.norm(q))
-    if n < 1e-6:
-        return "is a zero quaternion"
-    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
-        return f"is not a unit quaternion (norm {n:.3f})"
-    return None
-
-
 def _pose_of(msg: Any) -> Any:
     """The innermost object with ``position`` and ``orientation`` (Pose, PoseStamped, Odometry, ...)."""
     p = msg

@@ -305,6 +305,9 @@ class NodeHost(LifecycleNode):
         msgtype = self.factory.cls("tf2_msgs/msg/TFMessage")
         for topic, static in tf_topics(self.spec.tf):
             sub = self.create_subscription(msgtype, topic, _never_called, tf_qos(static), callback_group=self._tf_group)
+            for handler in sub.event_handlers:  # its QoS events (a publisher offering incompatible QoS) still logged
+                handler.callback_group = self.default_callback_group
+                self.default_callback_group.add_entity(handler)
             self._tf_subs.append((sub, topic, static))
         # the clock going back (a bag played again under sim time): what arrived before is taken under the clock it
         # arrived under, so TFInput clears it at the jump and not the second play's first transforms with it

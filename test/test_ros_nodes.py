@@ -417,3 +417,32 @@ def test_host_tf_of_a_bag_played_again_under_sim_time_is_the_second_plays(rclpy_
         executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         source.destroy_node()
+
+
+def test_host_tf_subscription_still_reports_an_incompatible_publisher(rclpy_context, capfd) -> None:  # type: ignore[no-untyped-def]
+    """The TF subscriptions are outside the executor, their QoS events are not: a best-effort /tf publisher (which a
+    reliable subscription never hears) is logged as incompatible, as rclpy does for any subscription."""
+    import time
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd_ros.host import NodeHost, make_executor
+
+    spec = _tf_toy_spec()
+    node = NodeHost(spec)
+    source = rclpy_context.create_node("tf_source")
+    source.create_publisher(TFMessage, "/tf", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+    executor = make_executor(spec)
+    executor.add_node(node)
+    try:
+        end = time.monotonic() + 10.0
+        seen = ""
+        while time.monotonic() < end and "incompatible QoS" not in seen:
+            executor.spin_once(timeout_sec=0.05)
+            seen += capfd.readouterr().err
+        assert "incompatible QoS" in seen and "/tf" in seen, seen
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        source.destroy_node()

@@ -328,18 +328,27 @@ def test_host_lookup_sees_the_tf_that_arrived_during_a_long_callback(rclpy_conte
     """A tick that works for 0.6 s while /tf arrives at 200 Hz looks up the newest transform sent before its lookup:
     the TF messages are taken at the lookup, not one per executor turn behind the tick (where they queued behind every
     render and the poses went stale)."""
+    import threading
     import time
 
     S = 1_000_000_000
     sent: list[int] = []
+    done = threading.Event()
 
     def publish(pub: Any) -> None:
-        for k in range(1, 400):  # 2 s at 200 Hz
+        for k in range(1, 4000):  # at 200 Hz until the ticks are done (20 s at most)
+            if done.is_set():
+                return
             sent.append((k * S) // 200)
             pub.publish(_tf_message(sent[-1]))
             time.sleep(0.005)
 
-    logic = _spin_tf_toy(rclpy_context, {"period_s": 0.05, "busy_s": 0.6}, publish, lambda lg: len(lg.seen) >= 3)
+    def three_ticks(lg: TFToy) -> bool:
+        if len(lg.seen) >= 3:
+            done.set()
+        return done.is_set()
+
+    logic = _spin_tf_toy(rclpy_context, {"period_s": 0.05, "busy_s": 0.6}, publish, three_ticks, timeout_s=30.0)
     stamps = [s for s in logic.seen if isinstance(s, int)]
     assert stamps, logic.seen
     # the last tick finished its work while messages still arrived: it saw one within the last few sent before it
@@ -402,7 +411,7 @@ def test_host_tf_of_a_bag_played_again_under_sim_time_is_the_second_plays(rclpy_
     def send(*stamps: int) -> None:
         for s in stamps:
             tf_pub.publish(_tf_message(s))
-        time.sleep(0.3)  # delivered to the node's queue; not taken (nothing is spun)
+        time.sleep(0.5)  # delivered to the node's queue; not taken (nothing is spun)
 
     try:
         spin_until(lambda: tf_pub.get_subscription_count() > 0 and clock_pub.get_subscription_count() > 0, "discovery")

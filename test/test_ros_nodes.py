@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,8 +253,6 @@ class TFToy:
         return False, "not live"
 
     def tick(self, now_ns: int) -> list[tuple[str, Any]]:
-        import time
-
         from pose2rgbd.geometry import TransformException
 
         time.sleep(self.cfg.busy_s)
@@ -286,42 +287,56 @@ def _tf_message(stamp_ns: int) -> Any:
     return TFMessage(transforms=[t])
 
 
-def _spin_tf_toy(rclpy: Any, params: dict[str, float], publish: Any, until: Any, timeout_s: float = 20.0) -> TFToy:
-    """Spin a :class:`TFToy` host on the node's own executor while ``publish(publisher)`` runs on a thread of this
-    test, until ``until(logic)``; returns the logic."""
-    import threading
-    import time
+def _spin_until(executor: Any, cond: Any, timeout_s: float, what: Any) -> None:
+    """Spin ``executor`` until ``cond()``; after ``timeout_s`` fail saying ``what`` (text, or a callable giving it)."""
+    end = time.monotonic() + timeout_s
+    while not cond():
+        executor.spin_once(timeout_sec=0.01)
+        assert time.monotonic() < end, what() if callable(what) else what
 
+
+@contextlib.contextmanager
+def _tf_toy_host(rclpy: Any, params: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """``(host, source, executor)``: a :class:`TFToy` host with ``params`` on the executor the node would get, and a
+    plain node of this test to publish from; all destroyed at the end."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
-    from tf2_msgs.msg import TFMessage
 
-    from pose2rgbd_ros.host import NodeHost, make_executor, tf_qos
+    from pose2rgbd_ros.host import NodeHost, make_executor
 
     spec = _tf_toy_spec()
     node = NodeHost(spec, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     source = rclpy.create_node("tf_source")
-    pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
     executor = make_executor(spec)
     assert isinstance(executor, SingleThreadedExecutor)  # one thread: TF cannot arrive through a second one
     executor.add_node(node)
-    logic = node.logic
     try:
-        end = time.monotonic() + timeout_s
-        while pub.get_subscription_count() == 0:  # discovery: a message sent before it would be lost
-            executor.spin_once(timeout_sec=0.01)
-            assert time.monotonic() < end, "the host's /tf subscription was not discovered"
-        thread = threading.Thread(target=publish, args=(pub,), daemon=True)
-        thread.start()
-        while not until(logic):
-            executor.spin_once(timeout_sec=0.01)
-            assert time.monotonic() < end, f"timed out; the ticks saw {logic.seen}"
-        thread.join(timeout_s)
-        return logic
+        yield node, source, executor
     finally:
         executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         source.destroy_node()
+
+
+def _spin_tf_toy(rclpy: Any, params: dict[str, float], publish: Any, until: Any, timeout_s: float = 20.0) -> TFToy:
+    """Spin a :class:`TFToy` host on the node's own executor while ``publish(publisher)`` runs on a thread of this
+    test, until ``until(logic)``; returns the logic."""
+    import threading
+
+    from tf2_msgs.msg import TFMessage
+
+    from pose2rgbd_ros.host import tf_qos
+
+    with _tf_toy_host(rclpy, params) as (node, source, executor):
+        pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
+        logic = node.logic
+        # discovery first: a message sent before it would be lost
+        _spin_until(executor, lambda: pub.get_subscription_count() > 0, timeout_s, "the /tf subscription not found")
+        thread = threading.Thread(target=publish, args=(pub,), daemon=True)
+        thread.start()
+        _spin_until(executor, lambda: until(logic), timeout_s, lambda: f"timed out; the ticks saw {logic.seen}")
+        thread.join(timeout_s)
+        return logic
 
 
 def test_host_lookup_sees_the_tf_that_arrived_during_a_long_callback(rclpy_context) -> None:  # type: ignore[no-untyped-def]
@@ -329,7 +344,6 @@ def test_host_lookup_sees_the_tf_that_arrived_during_a_long_callback(rclpy_conte
     the TF messages are taken at the lookup, not one per executor turn behind the tick (where they queued behind every
     render and the poses went stale)."""
     import threading
-    import time
 
     S = 1_000_000_000
     sent: list[int] = []
@@ -363,7 +377,6 @@ def test_host_lookup_sees_the_tf_that_arrived_during_a_long_callback(rclpy_conte
 def test_host_lookup_waits_for_tf_sent_after_it_began(rclpy_context) -> None:  # type: ignore[no-untyped-def]
     """With a TF timeout, a lookup on the executor's only thread still sees a transform published while it waits
     (it takes TF again as it waits); without one it fails at once."""
-    import time
 
     def publish_late(pub: Any) -> None:
         time.sleep(0.8)  # the tick is already waiting
@@ -379,42 +392,31 @@ def test_host_tf_of_a_bag_played_again_under_sim_time_is_the_second_plays(rclpy_
     """Under sim time, /clock going back (a bag played again) clears TF's dynamic history: the transforms of the first
     play still waiting in the queue are taken before the jump (with the clock they arrived under), so the lookup after
     it answers with the second play's newest transform, not the first's."""
-    import time
-
-    from rclpy.parameter import Parameter
     from rosgraph_msgs.msg import Clock
     from tf2_msgs.msg import TFMessage
 
-    from pose2rgbd_ros.host import NodeHost, make_executor, tf_qos
+    from pose2rgbd_ros.host import tf_qos
 
     S = 1_000_000_000
-    spec = _tf_toy_spec()
-    node = NodeHost(spec, parameter_overrides=[Parameter("use_sim_time", value=True)])
-    source = rclpy_context.create_node("tf_source")
-    tf_pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
-    clock_pub = source.create_publisher(Clock, "/clock", 10)
-    executor = make_executor(spec)
-    executor.add_node(node)
+    with _tf_toy_host(rclpy_context, {"use_sim_time": True}) as (node, source, executor):
+        tf_pub = source.create_publisher(TFMessage, "/tf", tf_qos(static=False))
+        clock_pub = source.create_publisher(Clock, "/clock", 10)
 
-    def spin_until(cond: Any, what: str) -> None:
-        end = time.monotonic() + 20.0
-        while not cond():
-            executor.spin_once(timeout_sec=0.01)
-            assert time.monotonic() < end, what
+        def clock(ns: int) -> None:
+            m = Clock()
+            m.clock.sec, m.clock.nanosec = divmod(ns, S)
+            clock_pub.publish(m)
+            _spin_until(executor, lambda: node.get_clock().now().nanoseconds == ns, 20.0, f"the clock not at {ns}")
 
-    def clock(ns: int) -> None:
-        m = Clock()
-        m.clock.sec, m.clock.nanosec = divmod(ns, S)
-        clock_pub.publish(m)
-        spin_until(lambda: node.get_clock().now().nanoseconds == ns, f"the node's clock did not reach {ns}")
+        def send(*stamps: int) -> None:
+            for s in stamps:
+                tf_pub.publish(_tf_message(s))
+            time.sleep(0.5)  # delivered to the node's queue; not taken (nothing is spun)
 
-    def send(*stamps: int) -> None:
-        for s in stamps:
-            tf_pub.publish(_tf_message(s))
-        time.sleep(0.5)  # delivered to the node's queue; not taken (nothing is spun)
+        def discovered() -> bool:
+            return tf_pub.get_subscription_count() > 0 and clock_pub.get_subscription_count() > 0
 
-    try:
-        spin_until(lambda: tf_pub.get_subscription_count() > 0 and clock_pub.get_subscription_count() > 0, "discovery")
+        _spin_until(executor, discovered, 20.0, "discovery")
         clock(100 * S)
         send(100 * S + 1, 100 * S + 2)
         assert node._lookup("map", "base_link", 0)[1] == 100 * S + 2
@@ -422,36 +424,21 @@ def test_host_tf_of_a_bag_played_again_under_sim_time_is_the_second_plays(rclpy_
         clock(1 * S)
         send(1 * S + 1, 1 * S + 2)
         assert node._lookup("map", "base_link", 0)[1] == 1 * S + 2
-    finally:
-        executor.shutdown(timeout_sec=5.0)
-        node.destroy_node()
-        source.destroy_node()
 
 
 def test_host_tf_subscription_still_reports_an_incompatible_publisher(rclpy_context, capfd) -> None:  # type: ignore[no-untyped-def]
     """The TF subscriptions are outside the executor, their QoS events are not: a best-effort /tf publisher (which a
     reliable subscription never hears) is logged as incompatible, as rclpy does for any subscription."""
-    import time
-
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
-    from pose2rgbd_ros.host import NodeHost, make_executor
+    with _tf_toy_host(rclpy_context, {}) as (_node, source, executor):
+        source.create_publisher(TFMessage, "/tf", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        seen = [""]
 
-    spec = _tf_toy_spec()
-    node = NodeHost(spec)
-    source = rclpy_context.create_node("tf_source")
-    source.create_publisher(TFMessage, "/tf", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
-    executor = make_executor(spec)
-    executor.add_node(node)
-    try:
-        end = time.monotonic() + 10.0
-        seen = ""
-        while time.monotonic() < end and "incompatible QoS" not in seen:
-            executor.spin_once(timeout_sec=0.05)
-            seen += capfd.readouterr().err
-        assert "incompatible QoS" in seen and "/tf" in seen, seen
-    finally:
-        executor.shutdown(timeout_sec=5.0)
-        node.destroy_node()
-        source.destroy_node()
+        def warned() -> bool:
+            seen[0] += capfd.readouterr().err
+            return "incompatible QoS" in seen[0]
+
+        _spin_until(executor, warned, 10.0, lambda: f"no incompatible-QoS warning: {seen[0]}")
+        assert "/tf" in seen[0], seen[0]

@@ -324,14 +324,13 @@ class NodeHost(LifecycleNode):
             self.destroy_subscription(sub)
         self._tf_subs, self._tf, self._tf_jump = [], None, None
 
-    def _take_tf(self) -> int:
-        """Add every TF message that arrived since the last take to the buffer; returns how many. Each message is
-        added with the node's clock now (the stamp of a transform without one; TFInput's check for the clock
-        going back)."""
+    def _take_tf(self) -> None:
+        """Add every TF message that arrived since the last take to the buffer, each with the node's clock now (the
+        stamp of a transform without one; TFInput's check for the clock going back)."""
         tf = self._tf
         if tf is None:
-            return 0
-        now, n = self._now(), 0
+            return
+        now = self._now()
         for sub, topic, static in self._tf_subs:
             for _ in range(TF_DEPTH):  # at most a queue's worth: a publisher faster than the takes cannot hold us
                 try:
@@ -342,8 +341,6 @@ class NodeHost(LifecycleNode):
                 if got is None:
                     break
                 tf.add(got[0], topic, static=static, now_ns=now)  # a rejected transform is counted and logged
-                n += 1
-        return n
 
     def _lookup(self, target: str, source: str, _time_ns: int) -> tuple[np.ndarray, int]:
         """The latest common transform, after taking the TF that arrived; waits up to the spec's ``timeout_s`` for

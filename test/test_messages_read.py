@@ -82,7 +82,7 @@ def test_a_few_bad_imu_samples_do_not_stop_a_conversion(F: M.TypestoreFactory) -
     quats = [good, [0.0, 0.0, 0.0, 0.0], good, [float("nan"), 0.0, 0.0, 1.0], good, [0.0, 0.0, 0.0, 0.5]]
     msgs = [SimpleNamespace(msg=M.imu(F, (k + 1) * 10**8, "imu", quat_xyzw=q), stamp_ns=0) for k, q in enumerate(quats)]
     bag = SimpleNamespace(path="b", messages=lambda topics: iter(msgs))
-    t, R = orientation_series(bag, "/imu", "imu", 0)
+    t, R, _ = orientation_series(bag, "/imu", "imu", 0)
     assert t.tolist() == pytest.approx([0.1, 0.3, 0.5]) and R.shape == (3, 3, 3)
     bag_bad = SimpleNamespace(path="b", messages=lambda topics: iter(msgs[1:2]))
     with pytest.raises(BagError, match="no usable orientation"):

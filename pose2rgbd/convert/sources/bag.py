@@ -274,12 +274,10 @@ class BagSource(ClockOffsetSource):
         explicit request fails loudly; auto falls back to the course with a warning."""
         bag, src = self.bag, self.cfg.orientation
         if src in ("auto", "imu") and tp.imu:
-            t, R = orientation_series(bag, tp.imu, "imu", t0)
+            t, R, _ = orientation_series(bag, tp.imu, "imu", t0)
             return OrientationTrack(t, R, "imu", f"orientation from {tp.imu} (assumed ENU, REP-145)")
         if src in ("auto", "odom") and tp.odom:
-            t, R = orientation_series(bag, tp.odom, "odom", t0)
-            first = next(iter(bag.messages([tp.odom])), None)
-            frame = str(first.msg.header.frame_id).lstrip("/") if first is not None else ""
+            t, R, frame = orientation_series(bag, tp.odom, "odom", t0)
             return OrientationTrack(t, R, "odom", f"orientation from {tp.odom}", tf_frame=frame)
         if src == "tf" or (src == "auto" and tf_topics(bag)[0]):
             try:

@@ -28,13 +28,17 @@ def stamp_ns(m: BagMessage) -> int:
     return s if s > 0 else m.stamp_ns
 
 
-def orientation_series(bag: BagReader, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(t_s, R_world_body)`` of an Imu or Odometry topic. Samples whose orientation breaks the message layer's
-    rule (:func:`pose2rgbd.messages.orientation_xyzw`: NaN, zero, not unit; an Imu without orientation) are
-    left out and counted in a warning, so a few bad samples do not stop a conversion."""
+def orientation_series(bag: BagReader, topic: str, kind: str, t0_ns: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(t_s, R_world_body, frame_id)`` of an Imu or Odometry topic, ``frame_id`` its first message's header frame
+    (an Odometry's: the frame its poses are in). Samples whose orientation breaks the message layer's rule
+    (:func:`pose2rgbd.messages.orientation_xyzw`: NaN, zero, not unit; an Imu without orientation) are left out and
+    counted in a warning, so a few bad samples do not stop a conversion."""
     ts, qs = [], []
     bad = 0
+    frame: str | None = None
     for m in bag.messages([topic]):
+        if frame is None:
+            frame = str(m.msg.header.frame_id).lstrip("/")
         q = orientation_xyzw(m.msg)
         if q is None:
             bad += 1
@@ -50,7 +54,7 @@ def orientation_series(bag: BagReader, topic: str, kind: str, t0_ns: int) -> tup
     keep = np.concatenate([[True], np.diff(t) > 0]) if t.size else np.zeros(0, bool)
     if keep.sum() < 1:
         raise BagError(f"{bag.path}: {topic} has no usable orientation ({bad} samples with an invalid quaternion)")
-    return t[keep], Rotation.from_quat(q[keep]).as_matrix()
+    return t[keep], Rotation.from_quat(q[keep]).as_matrix(), frame or ""
 
 
 # World frames whose orientation the TF source accepts, in order of preference. map / world / odom are taken as

@@ -95,6 +95,26 @@ def test_the_fit_leaves_out_a_jump_and_counts_drifting_noise() -> None:
     assert a is not None and b is not None and b.yaw_sigma_deg > 4 * a.yaw_sigma_deg, (a.yaw_sigma_deg, b.yaw_sigma_deg)
 
 
+def test_where_the_far_frames_stay_in_the_fit_their_residuals_count_for_its_correlation() -> None:
+    """12 frames, 3 of them far off the rest: too many to leave out (10 must stay), so the fit keeps all 12, and the
+    correlation widening its sigma comes from all 12 residuals in time order, not from the 9 near ones with the
+    far ones' places skipped (which pairs frames that are not neighbours)."""
+    rng = np.random.default_rng(7)
+    t = np.linspace(0, 30, 12)
+    p_enu = np.stack([2 * t, 15 * np.sin(0.2 * t), np.zeros_like(t)], -1)
+    T = _T_map_enu()
+    noise = rng.normal(0, 0.2, p_enu.shape)
+    noise[[2, 6, 9], 0] += [6.0, -7.0, 5.0]
+    p_map = p_enu @ T[:3, :3].T + T[:3, 3] + noise
+    fit, why = fit_world("map", "x", p_enu, p_map)
+    assert fit is not None, why
+    _, res, sigma = fit_yaw_shift(p_enu, p_map)
+    r = res[:, :2] - res[:, :2].mean(0)
+    rho = min(max(float(np.sum(r[1:] * r[:-1])) / float(np.sum(r[:-1] * r[:-1])), 0.0), 0.99)
+    expected = math.degrees(sigma * math.sqrt((1 + rho) / (1 - rho)))
+    assert fit.yaw_sigma_deg == pytest.approx(expected, rel=1e-9), (fit.yaw_sigma_deg, expected)
+
+
 def test_poses_in_world_turn_rotations_by_the_frame_their_source_is_in() -> None:
     T = np.repeat(np.eye(4)[None], 3, 0)
     T[:, :3, 3] = [[1, 0, 0], [0, 2, 0], [0, 0, 3]]

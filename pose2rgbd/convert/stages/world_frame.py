@@ -115,11 +115,13 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
     # one pass without the frames far off the rest (a GPS multipath jump, a map's loop closure); the fit and its
     # residuals are then those of the frames kept, the figures and the numbers of all of them
     far = h > max(OUTLIER_K * float(np.median(h)), OUTLIER_MIN_M)
+    fitted = np.ones(n, bool)  # the frames the sigma came from: their residuals say how correlated its errors are
     if far.any() and (~far).sum() >= max(MIN_FRAMES, len(h) // 2):
-        T, _, sigma = fit_yaw_shift(p_enu[~far], p_world[~far])
+        fitted = ~far
+        T, _, sigma = fit_yaw_shift(p_enu[fitted], p_world[fitted])
         res = p_world - (p_enu @ T[:3, :3].T + T[:3, 3])
         h = np.hypot(res[:, 0], res[:, 1])
-    sigma *= _correlation_inflation(res[~far, :2])
+    sigma *= _correlation_inflation(res[fitted, :2])
     fit = WorldFit(
         frame, chain, T, n, spread, float(np.sqrt(np.mean(h**2))), float(np.sqrt(np.mean(res[:, 2] ** 2))),
         float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma), p_enu, p_world,

@@ -425,7 +425,7 @@ class Renderer(NodeLogic):
         frames): their median latency is longer than the time between two frames, so a live node publishes at the
         rate its renders allow, not at ``rate_hz`` (docs/serving.md has what each CPU and GPU serves); or, with
         renders fast enough, fewer than :data:`STARVED_SHARE` of ``rate_hz`` reached the topics (poses late or stale,
-        TF failing, the node's CPU taken by its input)."""
+        TF failing, the node's CPU taken by other processes)."""
         rate = self.cfg.rate_hz
         if rate <= 0 or frames < SLOW_AFTER_FRAMES:
             return ""
@@ -442,8 +442,8 @@ class Renderer(NodeLogic):
             return (
                 f"publishing {measured:.1f} Hz of rate_hz {rate:g} (the latest {len(self._published_s)} renders) "
                 f"though renders take {p50_ms:.1f} ms: {c['stale_poses']} stale poses and {c['tf_failures']} TF "
-                "lookups failed so far; poses arrive late (a busy CPU: the node's TF input, other processes) or "
-                "too seldom"
+                "lookups failed so far; poses arrive late (the node's CPU taken by other processes, a pose "
+                "publisher that lags) or too seldom"
             )
         return ""
 

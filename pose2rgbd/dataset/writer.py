@@ -49,12 +49,17 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# zlib level 1 and every row filtered by the row above (PNG's "Up" filter, not libpng's per-row choice among five):
+# lossless as before; on 640x480 GoPro frames 1.6x faster to encode and 3 % smaller (docs/ros.md, the record node)
+PNG_RGB_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
 def _encode_rgb(rgb: np.ndarray, encoding: str) -> bytes:
     a = np.asarray(rgb)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise DatasetError(f"rgb image must be uint8 (H, W, 3), got {a.dtype} {a.shape}")
     ext = ".png" if encoding == "png" else ".jpg"
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    params = PNG_RGB_PARAMS if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(a[..., ::-1]), params)
     if not ok:
         raise DatasetError("could not encode rgb image")

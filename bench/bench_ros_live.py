@@ -25,8 +25,9 @@ latency from its diagnostics (docs/ros.md, "Threads and TF").
 this process publishes a 640x480 rgb8 camera at 30 Hz, NavSatFix and Odometry at 50 Hz for ``--record-s``
 seconds: frames written per second against images sent.
 
-Every run uses a random ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST. Prints a Markdown table with
-the command and the machine.
+Every run uses a random ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; ``--dds-profile`` gives this
+process and the nodes a Fast DDS profile (``config/fastdds_large_images.xml``: docs/ros.md, "Large images over
+DDS"). Prints a Markdown table with the command and the machine.
 """
 
 from __future__ import annotations
@@ -285,8 +286,12 @@ def bench_render_tf(
         node.stop()
 
 
-def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path) -> tuple[int, int, int, float]:
-    """(images sent, SyncedFrames received, frames in the dataset, seconds)."""
+def bench_record(
+    rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path
+) -> tuple[int, int, int, float, dict[str, int]]:
+    """(images sent, SyncedFrames received, frames in the dataset, seconds; and over the node's whole run, warm-up
+    included: ``sent``, the node's ``images`` received and ``images_lost_upstream`` from its last diagnostics)."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from pose2rgbd.msg import SyncedFrame
     from rclpy.qos import qos_profile_sensor_data
@@ -311,7 +316,18 @@ def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: 
     rng = np.random.default_rng(0)
     base = (rng.random((H, W, 3)) * 60).astype(np.uint8)
     base += np.linspace(0, 180, W, dtype=np.uint8)[None, :, None]
-    sent = {"images": 0, "on": False}
+    sent = {"images": 0, "total": 0, "on": False}
+    counters: dict[str, int] = {}
+    diag_seen = [0.0]
+
+    def on_diagnostics(msg: Any) -> None:
+        for st in msg.status:
+            if st.name == "pose2rgbd: recorder":
+                kv = {v.key: v.value for v in st.values}
+                counters.update({k: int(kv[k]) for k in ("images", "images_lost_upstream") if k in kv})
+                diag_seen[0] = time.monotonic()
+
+    rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
 
     def sensors() -> None:
         ns = int(rclpy_node.get_clock().now().nanoseconds)
@@ -335,6 +351,7 @@ def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: 
         img.header.stamp, img.header.frame_id = _stamp(ns), "camera_optical_frame"
         image_pub.publish(img)
         sent["images"] += 1
+        sent["total"] += 1
 
     timers = [rclpy_node.create_timer(0.02, sensors), rclpy_node.create_timer(1.0 / 30.0, camera)]
     try:
@@ -350,11 +367,13 @@ def bench_record(rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: 
         seconds = time.monotonic() - t0
         n_sent, n_received = sent["images"], len(received)
         _spin_until(executor, lambda: False, 2.0, node, "record")  # let the node drain
+        drained = time.monotonic()
+        _spin_until(executor, lambda: diag_seen[0] > drained, 5.0, node, "record")  # its counters after the run
     finally:
         for t in timers:
             rclpy_node.destroy_timer(t)
         node.stop()
-    return n_sent, n_received, len(Dataset(dataset)), seconds
+    return n_sent, n_received, len(Dataset(dataset)), seconds, {"sent": sent["total"], **counters}
 
 
 def main() -> None:
@@ -382,8 +401,19 @@ def main() -> None:
         metavar="NAME:=VALUE",
         help="one more render node parameter, e.g. publish.points:=false (repeatable)",
     )
+    ap.add_argument(
+        "--dds-profile",
+        type=Path,
+        default=None,
+        help="a Fast DDS XML profile for this process and the nodes (FASTRTPS_DEFAULT_PROFILES_FILE), e.g. "
+        "config/fastdds_large_images.xml (default: the environment's)",
+    )
     ap.add_argument("--note", default="")
     args = ap.parse_args()
+    if args.dds_profile is not None:
+        if not args.dds_profile.is_file():
+            raise SystemExit(f"--dds-profile {args.dds_profile}: no such file")
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(args.dds_profile.resolve())
 
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -434,7 +464,8 @@ def main() -> None:
     print(f"\n`{cmd}`\n")
     print(
         f"Machine: {_machine(args)}, CPU flags {_cpu_flags()}; ROS 2 Jazzy wheels (FastDDS, "
-        f"localhost); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
+        f"localhost, profile {os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE') or 'none'}); "
+        f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
         f"engine.threads {args.threads}, engine.precision auto (config/render.yaml), device {args.device}; "
         f"hybrids with {args.keyframes} keyframes; one pose at a time"
         + (f"; node parameters {' '.join(args.node_param)}" if args.node_param else "")
@@ -464,11 +495,13 @@ def main() -> None:
                 f"{r.get('node_latency_p99_ms', float('nan')):.1f} |"
             )
     if record_row:
-        n_sent, n_recv, n_ds, secs = record_row
+        n_sent, n_recv, n_ds, secs, whole = record_row
         print(
             f"\nRecorder (dataset with PNG RGB + SyncedFrame), 640x480 rgb8 camera at 30 Hz for {secs:.0f} s: "
             f"{n_sent} images sent, {n_recv} SyncedFrames received ({n_recv / secs:.1f} Hz), "
-            f"{n_ds} frames in the dataset."
+            f"{n_ds} frames in the dataset. Over the node's whole run (warm-up included): {whole['sent']} images "
+            f"sent, {whole.get('images', '?')} received by the node, {whole.get('images_lost_upstream', '?')} "
+            "lost on the way by the gaps in their stamps (its diagnostics)."
         )
 
 

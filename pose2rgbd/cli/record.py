@@ -79,7 +79,12 @@ def _bag(args: argparse.Namespace) -> int:
         what = "kept (output.keep_repeats)" if cfg.output.keep_repeats else "dropped (output.keep_repeats keeps them)"
         print(f"  {c['repeated_images']} of {c['images']} images repeat the previous image byte for byte (a camera "
               f"re-sending a frame), {what}")  # fmt: skip
-    dropped = {k: v for k, v in c.items() if k not in ("frames", "images", "repeated_images") and v}
+    if c.get("images_lost_upstream"):
+        print(f"  {c['images_lost_upstream']} of the camera's frames are missing between its {c['images']} images "
+              "(gaps in their stamps): lost before the bag was written (docs/ros.md, "
+              "\"Large images over DDS\")")  # fmt: skip
+    skip = ("frames", "images", "repeated_images", "images_lost_upstream")
+    dropped = {k: v for k, v in c.items() if k not in skip and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")
     if cfg.output.dataset:

@@ -60,6 +60,7 @@ def write_flight_bag(
     bad_static_tf: bool = False,
     bad_tf_every: int = 0,
     frozen_camera: int = 0,
+    lost_images: Collection[int] = (),
     T_map_enu: np.ndarray | None = None,
     odom_in_tf: bool = False,
 ) -> FlightTruth:
@@ -72,10 +73,11 @@ def write_flight_bag(
     with a NaN translation and one with a zero quaternion to /tf_static; with ``bad_tf_every`` n, every n-th /tf
     message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform; with
     ``frozen_camera`` n, the camera re-sends each image n times (image i carries the pixels of image i - i % n,
-    byte for byte, with its own stamp: a driver re-sending its last buffer). ``T_map_enu``: the robot's ``map``
-    (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum (a SLAM map,
-    say); the truth returned stays in ENU. ``odom_in_tf``: /tf is ``map -> odom`` (the identity) ``-> base_link``
-    (REP-105), so the odometry's frame is in the TF tree.
+    byte for byte, with its own stamp: a driver re-sending its last buffer); the images ``lost_images`` (indices)
+    are not in the bag (a transport that lost them: their CameraInfo, pose and depth stay). ``T_map_enu``: the
+    robot's ``map`` (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum
+    (a SLAM map, say); the truth returned stays in ENU. ``odom_in_tf``: /tf is ``map -> odom`` (the identity)
+    ``-> base_link`` (REP-105), so the odometry's frame is in the TF tree.
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.messages import (
@@ -143,7 +145,8 @@ def write_flight_bag(
             if compressed
             else image(f, hs(t, image_topic), "camera_optical_frame", rgb, "rgb8")
         )
-        events.append((s, 4, image_topic, img))
+        if i not in lost_images:
+            events.append((s, 4, image_topic, img))
         info = camera_info(f, hs(t, "/camera/camera_info"), "camera_optical_frame", cam)
         for name, v in (camera_info_fields or {}).items():
             setattr(info, name, v)

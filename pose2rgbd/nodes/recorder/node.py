@@ -21,6 +21,7 @@ from pose2rgbd.nodes.recorder.gps import GpsInput
 from pose2rgbd.nodes.recorder.mount import MountLookup
 from pose2rgbd.nodes.recorder.synced import synced_frame_msg
 from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer
+from pose2rgbd.nodes.stream_gaps import StampGaps
 
 Outgoing = tuple[str, Any]
 COUNTERS = (
@@ -41,8 +42,10 @@ COUNTERS = (
     "bad_odometry",
     "bad_images",
     "repeated_images",
+    "images_lost_upstream",
 )
 FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
+LOST_WARN_SHARE = 0.1  # of the camera's latest frames lost before the node: the diagnostics warn
 
 
 class Recorder(GpsInput, MountLookup):
@@ -64,6 +67,7 @@ class Recorder(GpsInput, MountLookup):
         self.camera: PinholeCamera | None = None
         self._zero_stamp_warned: set[str] = set()
         self._last_image_ns: int | None = None
+        self.gaps = StampGaps()  # the camera's frames that never arrived, from its stamps
         self.repeats = RepeatFilter(keep=cfg.output.keep_repeats)
         self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self._init_dataset(cfg)  # last: resuming logs and may refuse the configuration
@@ -88,6 +92,8 @@ class Recorder(GpsInput, MountLookup):
         self.recording = enable
         if not enable:
             self._drop_pending("dropped_not_recording")
+        else:
+            self.gaps = StampGaps()  # the pause is not a loss
         self.log.info("recording started" if enable else "recording stopped")
         return True, "recording" if enable else "stopped"
 
@@ -146,6 +152,10 @@ class Recorder(GpsInput, MountLookup):
             self.warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
             return []
         self._last_image_ns = stamp
+        if lost := self.gaps.add(stamp):
+            self.count("images_lost_upstream", lost)
+            if (warn := self._lost_upstream()) is not None:
+                self.warning("img_lost", now_ns, warn)
         if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
             self.count("skipped_already_recorded")
             return []
@@ -263,6 +273,20 @@ class Recorder(GpsInput, MountLookup):
             out.append((self.cfg.topics.synced, msg))
         return out
 
+    def _lost_upstream(self) -> str | None:
+        """What the diagnostics say where more than :data:`LOST_WARN_SHARE` of the camera's latest frames did not
+        reach the node (gaps in its stamps; None otherwise)."""
+        recent = self.gaps.recent()
+        if recent is None or recent[1] <= LOST_WARN_SHARE:
+            return None
+        hz, share = recent
+        return (
+            f"{100 * share:.0f} % of the camera's latest frames (its stamps: {hz:.1f} Hz) never reached this node "
+            f"({self.counters['images_lost_upstream']} so far): on one machine, FastDDS's default transport loses "
+            "large images; run the camera's driver with config/fastdds_large_images.xml (docs/ros.md, \"Large "
+            'images over DDS")'
+        )
+
     def diagnostics(self, now_ns: int) -> Any:
         c = self.counters
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
@@ -272,6 +296,8 @@ class Recorder(GpsInput, MountLookup):
             text += f"; camera frozen? the last {self.repeats.run + 1} images are one image"
         elif c["repeated_images"]:
             text += f"; {c['repeated_images']} repeated images"
+        if (lost := self._lost_upstream()) is not None:
+            level, text = max(level, 1), f"{text}; {lost}"
         if self.refused:
             level, text = 2, self.refused
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: recorder", level, text, dict(c))

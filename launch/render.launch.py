@@ -5,7 +5,7 @@ ros2 launch pose2rgbd render.launch.py checkpoint:=/path/model.pt [rate:=10.0 de
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -35,6 +35,18 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("rate", default_value="10.0", description="render rate in Hz"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=EnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                default_value=PathJoinSubstitution(
+                    [FindPackageShare("pose2rgbd"), "config", "fastdds_large_images.xml"]
+                ),
+            ),
+            description="Fast DDS profile of the render node's process, so that its large images reach best-effort "
+            "subscribers on this machine (docs/ros.md, 'Large images over DDS'); default: "
+            "FASTRTPS_DEFAULT_PROFILES_FILE where it is set, else the package's config/fastdds_large_images.xml",
+        ),
     ]
     node = Node(
         package="pose2rgbd",
@@ -43,6 +55,7 @@ def generate_launch_description() -> LaunchDescription:
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         emulate_tty=True,
+        additional_env={"FASTRTPS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile")},
         parameters=[
             LaunchConfiguration("params_file"),
             {

@@ -48,11 +48,14 @@ from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
 from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
+from pose2rgbd.sync.stamp_gaps import missing_frames
 
 if TYPE_CHECKING:
     from pose2rgbd.bags.reader import BagReader
 
 log = logging.getLogger(__name__)
+MISSING_REASON = "missing from the bag (gaps in the camera's stamps)"
+MISSING_WARN_SHARE = 0.1  # of the camera's frames missing from the bag: a warning
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -121,6 +124,7 @@ class _ImagePass:
     unreadable: int
     camera_frame: str
     shape: tuple[int, ...] | None
+    missing: int = 0  # the camera's frames not in the bag, from the gaps in the stamps (pose2rgbd.sync.stamp_gaps)
 
 
 class BagSource(ClockOffsetSource):
@@ -194,6 +198,7 @@ class BagSource(ClockOffsetSource):
             gps_source=f"{self.path}:{tp.gps}", camera=cam, T_body_cam=T_bc, mount_source=mount_src,
             orientation=self._orientation(tp, body_frames, t0, g), has_depth=tp.depth is not None,
             input_kind=self.kind, input_path=str(self.path), frames_unreadable=im.unreadable,
+            frames_lost={MISSING_REASON: im.missing} if im.missing else {},
             extra_assumptions=assumptions, topics=tp.to_dict(), camera_frame=im.camera_frame or "",
         )  # fmt: skip
 
@@ -225,6 +230,13 @@ class BagSource(ClockOffsetSource):
             out.flows.append(fm.add_image((st - out.stamps[0]) / 1e9, rgb))
         if not out.stamps:
             raise BagError(f"{bag.path}: no readable image on {topic}")
+        out.missing = missing_frames(np.asarray(out.stamps))
+        if out.missing > MISSING_WARN_SHARE * (out.missing + len(out.stamps)):
+            log.warning(
+                "%s: %d of the camera's frames are missing between the %d images of %s (gaps in their stamps): lost "
+                "before the bag was written; the camera's driver on config/fastdds_large_images.xml keeps them "
+                '(docs/ros.md, "Large images over DDS")', bag.path, out.missing, len(out.stamps), topic,
+            )  # fmt: skip
         return out
 
     def _gps(self, topic: str, t0: int) -> np.ndarray:

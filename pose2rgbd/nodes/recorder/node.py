@@ -21,7 +21,7 @@ from pose2rgbd.nodes.recorder.gps import GpsInput
 from pose2rgbd.nodes.recorder.mount import MountLookup
 from pose2rgbd.nodes.recorder.synced import synced_frame_msg
 from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer
-from pose2rgbd.nodes.stream_gaps import StampGaps
+from pose2rgbd.sync.stamp_gaps import StampGaps
 
 Outgoing = tuple[str, Any]
 COUNTERS = (

@@ -1,5 +1,5 @@
 """Frames of a periodic stream lost before the node, told from the gaps in their stamps
-(pose2rgbd.nodes.stream_gaps), and the record node saying so: a transport that drops half of a camera's frames
+(pose2rgbd.sync.stamp_gaps), and the record node saying so: a transport that drops half of a camera's frames
 otherwise leaves a recording that looks like a slower camera."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose2rgbd.nodes.stream_gaps import StampGaps
+from pose2rgbd.sync.stamp_gaps import StampGaps, missing_frames
 
 PERIOD_NS = 33_333_333  # a 30 Hz camera
 
@@ -127,3 +127,38 @@ def test_record_bag_says_how_many_camera_frames_are_missing(tmp_path: Path, caps
     m = re.search(r"from (\d+) images.*\n  (\d+) of the camera's frames are missing between its (\d+) images", out)
     assert m is not None and int(m[2]) == len(lost) and m[1] == m[3], out
     assert "images_lost_upstream" not in out  # said in words, not again among the dropped counters
+
+
+def test_a_whole_recording_counts_the_losses_before_the_period_is_known_too() -> None:
+    """``missing_frames`` (a bag, every interval known): most odd frames lost from the very first, every one
+    counted (the live :class:`StampGaps` only counts them once it has learned the period)."""
+    keep = np.ones(400, bool)
+    keep[1::2] = False
+    keep[::8] = True
+    keep[1::8] = True
+    stamps = _camera(400, keep, 0.5e6)
+    first, last = np.flatnonzero(keep)[[0, -1]]
+    assert missing_frames(stamps) == (last - first + 1) - keep.sum()
+    g = StampGaps()
+    assert sum(g.add(int(s)) for s in stamps) < missing_frames(stamps)
+    assert missing_frames(stamps[:10]) == 0  # too few intervals to know the period
+
+
+def test_convert_bag_reports_and_warns_about_the_cameras_missing_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    lost = list(range(10, 60, 3))  # from the 11th frame on: 17 of 60
+    write_flight_bag(bag, duration_s=6.0, size=16, lost_images=lost)
+    with caplog.at_level(logging.WARNING):
+        assert main(["convert", "bag", str(bag), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    frames = json.loads((tmp_path / "ds" / "report" / "summary.json").read_text())["frames"]
+    assert frames["dropped"] == {"missing from the bag (gaps in the camera's stamps)": len(lost)}, frames
+    assert frames["total"] == frames["kept"] + len(lost)
+    assert any(f"{len(lost)} of the camera's frames are missing" in r.getMessage() for r in caplog.records)

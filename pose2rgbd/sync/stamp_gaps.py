@@ -1,5 +1,5 @@
-"""Messages of a periodic stream that never reached the node, told from the gaps in their header stamps
-(:class:`StampGaps`).
+"""Messages of a periodic stream that never arrived, told from the gaps in their header stamps (:class:`StampGaps`):
+the record node's camera live, a bag's camera in ``convert bag``.
 
 A camera stamps its frames at its own rate; where the node receives frame k and then frame k + 3, two frames were
 lost on the way (the transport dropped them: FastDDS's default transport on one host loses large best-effort
@@ -20,6 +20,21 @@ WINDOW = 64  # intervals kept for the period and the latest share lost
 MIN_INTERVALS = 16  # fewer, and the period is not estimated (nothing is counted)
 PERIOD_QUANTILE = 0.2  # the period: this quantile of the window's intervals
 GAP_PERIODS = 1.5  # an interval longer than this many periods lost frames (round(interval / period) - 1 of them)
+
+
+def _missing(dt_ns: float, period_ns: float) -> int:
+    """Frames lost in one interval of ``dt_ns`` on a stream of period ``period_ns``."""
+    return round(dt_ns / period_ns) - 1 if period_ns > 0 and dt_ns > GAP_PERIODS * period_ns else 0
+
+
+def missing_frames(stamps_ns: np.ndarray) -> int:
+    """The frames lost between the increasing ``stamps_ns`` of a whole recording (a bag: every interval known
+    before counting, so the losses before the period is learned count too; :class:`StampGaps` live)."""
+    dt = np.diff(np.asarray(stamps_ns, np.int64))
+    if len(dt) < MIN_INTERVALS:
+        return 0
+    period = float(np.quantile(dt, PERIOD_QUANTILE))
+    return sum(_missing(float(d), period) for d in dt)
 
 
 class StampGaps:
@@ -50,9 +65,7 @@ class StampGaps:
         dt = int(stamp_ns) - last
         period = self.period_ns()
         self._intervals.append(dt)
-        missing = 0
-        if period is not None and period > 0 and dt > GAP_PERIODS * period:
-            missing = round(dt / period) - 1
+        missing = 0 if period is None else _missing(dt, period)
         self._lost_in_window.append(missing)
         self.lost += missing
         return missing

@@ -163,9 +163,8 @@ def plot_world_fit(path: Path, fit: WorldFit, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    T = fit.T_world_enu
-    gps = fit.p_enu @ T[:3, :3].T + T[:3, 3]
-    d = np.linalg.norm(fit.p_world - gps, axis=1)
+    gps = fit.p_world - fit.residuals  # the GPS positions as the fit moved them
+    d = np.linalg.norm(fit.residuals, axis=1)
     fig, ax = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1.1, 1]})
     ax[0].plot(fit.p_world[:, 0], fit.p_world[:, 1], color="tab:blue", lw=1.5, label=f"TF ({fit.chain})")
     ax[0].plot(gps[:, 0], gps[:, 1], color="tab:orange", lw=1.0, ls="--", label="GPS, turned and shifted (written)")

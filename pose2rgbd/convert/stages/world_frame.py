@@ -53,6 +53,7 @@ class WorldFit:
     yaw_sigma_deg: float
     p_enu: np.ndarray  # (N, 3) the body's GPS positions fitted (ENU about the datum)
     p_world: np.ndarray  # (N, 3) the same frames' body positions in TF
+    residuals: np.ndarray  # (N, 3) p_world minus the GPS positions moved by the fit
 
     @property
     def yaw_deg(self) -> float:
@@ -124,7 +125,7 @@ def fit_world(frame: str, chain: str, p_enu: np.ndarray, p_world: np.ndarray) ->
     sigma *= _correlation_inflation(res[fitted, :2])
     fit = WorldFit(
         frame, chain, T, n, spread, float(np.sqrt(np.mean(h**2))), float(np.sqrt(np.mean(res[:, 2] ** 2))),
-        float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma), p_enu, p_world,
+        float(np.linalg.norm(res, axis=1).max()), math.degrees(sigma), p_enu, p_world, res,
     )  # fmt: skip
     if fit.yaw_sigma_deg > MAX_YAW_SIGMA_DEG:
         return None, (f"the turn between TF '{frame}' and the GPS's ENU frame is uncertain by "

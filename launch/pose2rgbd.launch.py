@@ -9,7 +9,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -50,6 +50,14 @@ def generate_launch_description() -> LaunchDescription:
             "image_topic", default_value="/camera/image_raw", description="camera images for the localize node"
         ),
         DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=EnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"]),
+            ),
+            description="Fast DDS profile of the render node's process (render.launch.py's fastdds_profile)",
+        ),
+        DeclareLaunchArgument(
             "localize_params_file",
             default_value=PathJoinSubstitution([share, "config", "localize.yaml"]),
             description="parameters of the localize node",
@@ -73,6 +81,7 @@ def generate_launch_description() -> LaunchDescription:
         rate=c("rate"),
         device=c("device"),
         use_sim_time=c("use_sim_time"),
+        fastdds_profile=c("fastdds_profile"),
     )
     record = include(
         "record.launch.py",

@@ -97,8 +97,8 @@ def test_the_fit_leaves_out_a_jump_and_counts_drifting_noise() -> None:
 
 def test_where_the_far_frames_stay_in_the_fit_their_residuals_count_for_its_correlation() -> None:
     """12 frames, 3 of them far off the rest: too many to leave out (10 must stay), so the fit keeps all 12, and the
-    correlation widening its sigma comes from all 12 residuals in time order, not from the 9 near ones with the
-    far ones' places skipped (which pairs frames that are not neighbours)."""
+    correlation widening its sigma comes from the residuals of the frames it used, all 12 in time order (it took the
+    9 near ones, whose sigma the fit had not used: the widening belongs to the sigma it multiplies)."""
     rng = np.random.default_rng(7)
     t = np.linspace(0, 30, 12)
     p_enu = np.stack([2 * t, 15 * np.sin(0.2 * t), np.zeros_like(t)], -1)

@@ -199,3 +199,24 @@ def test_torch_dataset_items(tmp_path):
     assert torch.isnan(td[0]["depth"]).any()  # raw depth keeps NaN (invalid); the model owns normalization
     with pytest.raises(IndexError):
         PoseRGBDDataset(c, [9], Model())
+
+
+def test_png_images_are_lossless_with_the_up_filter_and_without_it_on_an_older_opencv() -> None:
+    """The dataset's PNG: rows filtered by the row above where OpenCV has the setting (4.12 and newer), libpng's
+    own choice where it has not (a distribution's older python3-opencv: the module imports and writes all the same);
+    lossless both ways."""
+    import types
+
+    import cv2
+
+    from pose2rgbd.dataset.writer import png_rgb_params
+
+    old = types.SimpleNamespace(IMWRITE_PNG_COMPRESSION=cv2.IMWRITE_PNG_COMPRESSION)
+    assert png_rgb_params(old) == [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    rgb[:24] = rgb[:24] // 16  # a smooth-ish half, where filters matter
+    for params in (png_rgb_params(), png_rgb_params(old)):
+        ok, buf = cv2.imencode(".png", rgb, params)
+        assert ok and np.array_equal(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), rgb)
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        assert png_rgb_params()[2:] == [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]

@@ -80,9 +80,9 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  {c['repeated_images']} of {c['images']} images repeat the previous image byte for byte (a camera "
               f"re-sending a frame), {what}")  # fmt: skip
     if c.get("images_lost_upstream"):
-        print(f"  {c['images_lost_upstream']} of the camera's frames are missing between its {c['images']} images "
-              "(gaps in their stamps): lost before the bag was written (docs/ros.md, "
-              "\"Large images over DDS\")")  # fmt: skip
+        print(f"  at least {c['images_lost_upstream']} of the camera's frames are missing between its {c['images']} "
+              "images (gaps in their stamps, counted once the camera's period is known; `convert bag` counts them "
+              "all): lost before the bag was written (docs/ros.md, \"Large images over DDS\")")  # fmt: skip
     skip = ("frames", "images", "repeated_images", "images_lost_upstream")
     dropped = {k: v for k, v in c.items() if k not in skip and v}
     if dropped:

@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -50,8 +50,17 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 # zlib level 1 and every row filtered by the row above (PNG's "Up" filter, not libpng's per-row choice among five):
-# lossless as before; on 640x480 GoPro frames 1.6x faster to encode and 3 % smaller (docs/ros.md, the record node)
-PNG_RGB_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+# lossless as before; on 640x480 GoPro frames 1.6x faster to encode and 3 % smaller (docs/ros.md, the record node).
+# The filter setting is OpenCV 4.12's; an older OpenCV (a distribution's python3-opencv) keeps libpng's choice.
+def png_rgb_params(cv: Any = cv2) -> list[int]:
+    """The ``imencode`` parameters of a dataset's PNG images with OpenCV module ``cv``."""
+    params = [int(cv.IMWRITE_PNG_COMPRESSION), 1]
+    if hasattr(cv, "IMWRITE_PNG_FILTER") and hasattr(cv, "IMWRITE_PNG_FILTER_UP"):
+        params += [int(cv.IMWRITE_PNG_FILTER), int(cv.IMWRITE_PNG_FILTER_UP)]
+    return params
+
+
+PNG_RGB_PARAMS = png_rgb_params()
 
 
 def _encode_rgb(rgb: np.ndarray, encoding: str) -> bytes:

@@ -4,10 +4,13 @@ the record node's camera live, a bag's camera in ``convert bag``.
 A camera stamps its frames at its own rate; where the node receives frame k and then frame k + 3, two frames were
 lost on the way (the transport dropped them: FastDDS's default transport on one host loses large best-effort
 images, docs/ros.md, "Large images over DDS"; a network link; a driver that skips). Nothing in the messages says
-so, and a recording with half the camera's frames looks like a slower camera. The period is the stream's own: a
-low quantile of the latest intervals between stamps (a lost frame only makes an interval longer, so the shortest
+so, and a recording with half the camera's frames looks like a slower camera. The period is the stream's own, from
+the latest intervals between stamps (:func:`period_of`: a lost frame only makes an interval longer, so the shortest
 intervals are the camera's period even when most are doubled), and an interval of ``n`` periods counts ``n - 1``
-lost frames.
+lost frames; one longer than :data:`PAUSE_NS` is a pause, not a loss. Losses in the receiving node's own queue (a
+node that falls behind its camera) are gaps as well: the count says the frames did not arrive, not where they went.
+A camera that changes its rate is counted as losing frames until the window has learned the new period (live: about
+the window's length; a whole recording: half of it around the change).
 """
 
 from __future__ import annotations
@@ -18,23 +21,50 @@ import numpy as np
 
 WINDOW = 64  # intervals kept for the period and the latest share lost
 MIN_INTERVALS = 16  # fewer, and the period is not estimated (nothing is counted)
-PERIOD_QUANTILE = 0.2  # the period: this quantile of the window's intervals
+PERIOD_QUANTILE = 0.2  # the period's first guess: this quantile of the window's intervals
 GAP_PERIODS = 1.5  # an interval longer than this many periods lost frames (round(interval / period) - 1 of them)
+PAUSE_NS = 1_000_000_000  # an interval longer than this is a pause of the stream (a driver restarted, a recording
+# paused, two sessions in one bag), not frames lost on the way: not counted
+
+
+def period_of(dt_ns: np.ndarray) -> float:
+    """A stream's period from its intervals ``dt_ns``: the median of the intervals shorter than :data:`GAP_PERIODS`
+    times their :data:`PERIOD_QUANTILE` quantile (the intervals of one period; a lost frame only makes an interval
+    longer, so they are there even where most intervals span two periods), taken again with that median in place of
+    the quantile. The quantile alone sits below the period by a share of the stamps' jitter, and its 1.5 times
+    would count ordinary late stamps as gaps."""
+    dt = np.asarray(dt_ns, np.float64)
+    period = float(np.quantile(dt, PERIOD_QUANTILE))
+    for _ in range(2):  # the second pass from the first's median: the cut no longer trims the jitter's upper half
+        period = float(np.median(dt[dt < GAP_PERIODS * period]))
+    return period
 
 
 def _missing(dt_ns: float, period_ns: float) -> int:
-    """Frames lost in one interval of ``dt_ns`` on a stream of period ``period_ns``."""
-    return round(dt_ns / period_ns) - 1 if period_ns > 0 and dt_ns > GAP_PERIODS * period_ns else 0
+    """Frames lost in one interval of ``dt_ns`` on a stream of period ``period_ns`` (0 for a pause)."""
+    if period_ns <= 0 or dt_ns <= GAP_PERIODS * period_ns or dt_ns > PAUSE_NS:
+        return 0
+    return round(dt_ns / period_ns) - 1
 
 
 def missing_frames(stamps_ns: np.ndarray) -> int:
     """The frames lost between the increasing ``stamps_ns`` of a whole recording (a bag: every interval known
-    before counting, so the losses before the period is learned count too; :class:`StampGaps` live)."""
-    dt = np.diff(np.asarray(stamps_ns, np.int64))
+    before counting, so the losses before the period is learned count too; :class:`StampGaps` live). The period of
+    each interval is that of the :data:`WINDOW` intervals around it, so a camera that changes its rate (an
+    auto-exposure that lowers it in the dark) is not taken for one that loses frames."""
+    dt = np.diff(np.asarray(stamps_ns, np.int64)).astype(np.float64)
     if len(dt) < MIN_INTERVALS:
         return 0
-    period = float(np.quantile(dt, PERIOD_QUANTILE))
-    return sum(_missing(float(d), period) for d in dt)
+    if len(dt) <= WINDOW:
+        period = period_of(dt)
+        return sum(_missing(float(d), period) for d in dt)
+    windows = np.lib.stride_tricks.sliding_window_view(dt, WINDOW)  # (len - WINDOW + 1, WINDOW)
+    periods = np.quantile(windows, PERIOD_QUANTILE, axis=1)
+    for _ in range(2):  # as period_of, for every window at once
+        periods = np.nanmedian(np.where(windows < GAP_PERIODS * periods[:, None], windows, np.nan), axis=1)
+    # interval i takes the window centred on it (the first and last windows at the ends)
+    centre = np.clip(np.arange(len(dt)) - WINDOW // 2, 0, len(periods) - 1)
+    return sum(_missing(float(d), float(periods[c])) for d, c in zip(dt, centre))
 
 
 class StampGaps:
@@ -48,14 +78,15 @@ class StampGaps:
         self.lost = 0
 
     def period_ns(self) -> float | None:
-        """The stream's period (a low quantile of the latest intervals), or None before :data:`MIN_INTERVALS`."""
+        """The stream's period (:func:`period_of` the latest intervals), or None before :data:`MIN_INTERVALS`."""
         if len(self._intervals) < MIN_INTERVALS:
             return None
-        return float(np.quantile(np.fromiter(self._intervals, np.int64), PERIOD_QUANTILE))
+        return period_of(np.fromiter(self._intervals, np.int64))
 
     def add(self, stamp_ns: int) -> int:
-        """Take the next stamp (later than the previous one; an earlier or equal one restarts the count: a bag
-        played again, a clock jump) and return how many frames were lost just before it."""
+        """Take the next stamp (later than the previous one; an earlier or equal one restarts the window: a bag
+        played again, a clock jump; the record node drops such images before they come here) and return how many
+        frames were lost just before it."""
         last, self._last_ns = self._last_ns, int(stamp_ns)
         if last is None or stamp_ns <= last:
             if last is not None:

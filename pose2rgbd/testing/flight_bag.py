@@ -61,6 +61,7 @@ def write_flight_bag(
     bad_tf_every: int = 0,
     frozen_camera: int = 0,
     lost_images: Collection[int] = (),
+    unreadable_images: Collection[int] = (),
     T_map_enu: np.ndarray | None = None,
     odom_in_tf: bool = False,
 ) -> FlightTruth:
@@ -74,7 +75,8 @@ def write_flight_bag(
     message gets a NaN translation (odd ones) or a zero quaternion (even ones) instead of its transform; with
     ``frozen_camera`` n, the camera re-sends each image n times (image i carries the pixels of image i - i % n,
     byte for byte, with its own stamp: a driver re-sending its last buffer); the images ``lost_images`` (indices)
-    are not in the bag (a transport that lost them: their CameraInfo, pose and depth stay). ``T_map_enu``: the
+    are not in the bag (a transport that lost them: their CameraInfo, pose and depth stay), the images
+    ``unreadable_images`` carry half their pixel bytes (undecodable, stamped as the others). ``T_map_enu``: the
     robot's ``map`` (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum
     (a SLAM map, say); the truth returned stays in ENU. ``odom_in_tf``: /tf is ``map -> odom`` (the identity)
     ``-> base_link`` (REP-105), so the odometry's frame is in the TF tree.
@@ -145,6 +147,8 @@ def write_flight_bag(
             if compressed
             else image(f, hs(t, image_topic), "camera_optical_frame", rgb, "rgb8")
         )
+        if i in unreadable_images:
+            img.data = img.data[: len(img.data) // 2]
         if i not in lost_images:
             events.append((s, 4, image_topic, img))
         info = camera_info(f, hs(t, "/camera/camera_info"), "camera_optical_frame", cam)

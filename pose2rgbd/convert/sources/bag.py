@@ -45,7 +45,7 @@ from pose2rgbd.convert.stages.world_frame import (
 from pose2rgbd.errors import BagError, ConfigError, SyncError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
-from pose2rgbd.messages import camera_from_info, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
+from pose2rgbd.messages import camera_from_info, header_stamp_ns, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
 from pose2rgbd.sync.stamp_gaps import missing_frames
@@ -209,9 +209,14 @@ class BagSource(ClockOffsetSource):
         bag = self.bag
         fm = FlowMagnitude(self.cfg.sync.flow, camera)
         out = _ImagePass([], [], [], 0, "", None)
+        headers: list[int] = []  # every image's header stamp, unreadable ones too (0: none; then no gap count)
         msgs = bar(bag.messages([topic]), total=bag.topics[topic].count, desc="flow (pass 1)", unit="frame",
                    progress=progress)  # fmt: skip
         for k, m in enumerate(msgs):
+            try:
+                headers.append(header_stamp_ns(m.msg))
+            except (AttributeError, BagError):
+                headers.append(0)
             try:
                 rgb = image_msg_to_rgb(m.msg)
             except BagError as e:
@@ -230,12 +235,14 @@ class BagSource(ClockOffsetSource):
             out.flows.append(fm.add_image((st - out.stamps[0]) / 1e9, rgb))
         if not out.stamps:
             raise BagError(f"{bag.path}: no readable image on {topic}")
-        out.missing = missing_frames(np.asarray(out.stamps))
-        if out.missing > MISSING_WARN_SHARE * (out.missing + len(out.stamps)):
+        # the camera's own stamps only: the bag's log times (zero header stamps) carry the recorder's delays
+        out.missing = missing_frames(np.sort(headers)) if min(headers) > 0 else 0
+        if out.missing > MISSING_WARN_SHARE * (out.missing + len(headers)):
             log.warning(
-                "%s: %d of the camera's frames are missing between the %d images of %s (gaps in their stamps): lost "
-                "before the bag was written; the camera's driver on config/fastdds_large_images.xml keeps them "
-                '(docs/ros.md, "Large images over DDS")', bag.path, out.missing, len(out.stamps), topic,
+                "%s: %d of the camera's frames are missing between the %d images of %s (gaps in their stamps): they "
+                "never reached the bag's recorder (on one machine, Fast DDS's default transport loses large images: "
+                "the camera's driver on config/fastdds_large_images.xml keeps them; docs/ros.md, \"Large images "
+                'over DDS"), or it fell behind', bag.path, out.missing, len(headers), topic,
             )  # fmt: skip
         return out
 

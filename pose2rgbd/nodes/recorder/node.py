@@ -90,10 +90,9 @@ class Recorder(GpsInput, MountLookup):
         if enable == self.recording:
             return True, f"already {'recording' if enable else 'stopped'}"
         self.recording = enable
+        self.gaps = StampGaps()  # a pause is not a loss, nor are the frames before it news while stopped
         if not enable:
             self._drop_pending("dropped_not_recording")
-        else:
-            self.gaps = StampGaps()  # the pause is not a loss
         self.log.info("recording started" if enable else "recording stopped")
         return True, "recording" if enable else "stopped"
 
@@ -152,7 +151,8 @@ class Recorder(GpsInput, MountLookup):
             self.warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
             return []
         self._last_image_ns = stamp
-        if lost := self.gaps.add(stamp):
+        # the camera's own stamps only (a receive time carries the transport's delays)
+        if M.stamp_to_ns(msg.header.stamp) > 0 and (lost := self.gaps.add(stamp)):
             self.count("images_lost_upstream", lost)
             if (warn := self._lost_upstream()) is not None:
                 self.warning("img_lost", now_ns, warn)
@@ -277,14 +277,15 @@ class Recorder(GpsInput, MountLookup):
         """What the diagnostics say where more than :data:`LOST_WARN_SHARE` of the camera's latest frames did not
         reach the node (gaps in its stamps; None otherwise)."""
         recent = self.gaps.recent()
-        if recent is None or recent[1] <= LOST_WARN_SHARE:
+        if not self.recording or recent is None or recent[1] <= LOST_WARN_SHARE:
             return None
         hz, share = recent
         return (
             f"{100 * share:.0f} % of the camera's latest frames (its stamps: {hz:.1f} Hz) never reached this node "
-            f"({self.counters['images_lost_upstream']} so far): on one machine, FastDDS's default transport loses "
-            "large images; run the camera's driver with config/fastdds_large_images.xml (docs/ros.md, \"Large "
-            'images over DDS")'
+            f"({self.counters['images_lost_upstream']} so far): the transport lost them (on one machine, Fast DDS's "
+            "default transport loses large images: the publisher -- the camera's driver, ros2 bag play -- on "
+            'config/fastdds_large_images.xml keeps them; docs/ros.md, "Large images over DDS"), or this node fell '
+            "behind (its queue dropped them: a busy CPU)"
         )
 
     def diagnostics(self, now_ns: int) -> Any:

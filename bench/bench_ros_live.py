@@ -21,8 +21,9 @@ moving 1 m/s between the hybrid's query places) and the camera mount on ``/tf_st
 images per second that arrive, their age on arrival (now - the TF stamp rendered), the node's ``output_hz`` and
 latency from its diagnostics (docs/ros.md, "Threads and TF").
 
-**Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB) and publishing SyncedFrame while
-this process publishes a 640x480 rgb8 camera at 30 Hz, NavSatFix and Odometry at 50 Hz for ``--record-s``
+**Recorder, sustained**: ``ros_nodes/record_node`` writing a dataset (PNG RGB, ``--record-encoding``) and publishing
+SyncedFrame while this process publishes a 30 Hz rgb8 camera (``--record-size``, 640x480; frames of the GoPro hero7
+clip, ``--record-video``), NavSatFix and Odometry at 50 Hz for ``--record-s``
 seconds: frames written per second against images sent.
 
 Every run uses a random ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; ``--dds-profile`` gives this
@@ -286,6 +287,29 @@ def bench_render_tf(
         node.stop()
 
 
+def _camera_frames(video: str, W: int, H: int, n: int = 90) -> list[bytes]:
+    """``n`` consecutive frames of ``video`` (a real clip) as rgb8 bytes at ``W`` x ``H``; ``video`` "" or absent: a
+    synthetic image (noise over a gradient), shifted one column per frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(video) if video and Path(video).is_file() else None
+    out: list[bytes] = []
+    if cap is not None:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // 3)
+        while len(out) < n:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.resize(bgr, (W, H), interpolation=cv2.INTER_AREA)[..., ::-1]
+            out.append(np.ascontiguousarray(rgb).tobytes())
+        cap.release()
+    if not out:
+        base = (np.random.default_rng(0).random((H, W, 3)) * 60).astype(np.uint8)
+        base += np.linspace(0, 180, W, dtype=np.uint8)[None, :, None]
+        out = [np.roll(base, k, 1).tobytes() for k in range(n)]
+    return out
+
+
 def bench_record(
     rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path
 ) -> tuple[int, int, int, float, dict[str, int]]:
@@ -303,7 +327,7 @@ def bench_record(
     node = Node(
         "record",
         ["--params-file", str(REPO / "config" / "record.yaml"), "-p", f"output.dataset:={dataset}",
-         "-p", "mount.source:=config"],
+         "-p", "mount.source:=config", "-p", f"output.rgb_encoding:={args.record_encoding}"],
         tmp / "record.log",
     )  # fmt: skip
     received: list[int] = []
@@ -312,10 +336,8 @@ def bench_record(
     info_pub = rclpy_node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
     gps_pub = rclpy_node.create_publisher(NavSatFix, "/gps/fix", qos_profile_sensor_data)
     odom_pub = rclpy_node.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
-    W, H = 640, 480
-    rng = np.random.default_rng(0)
-    base = (rng.random((H, W, 3)) * 60).astype(np.uint8)
-    base += np.linspace(0, 180, W, dtype=np.uint8)[None, :, None]
+    W, H = args.record_size
+    frames = _camera_frames(args.record_video, W, H)
     sent = {"images": 0, "total": 0, "on": False}
     counters: dict[str, int] = {}
     diag_seen = [0.0]
@@ -347,7 +369,7 @@ def bench_record(
         info = CameraInfo(width=W, height=H, k=[500.0, 0, W / 2, 0, 500.0, H / 2, 0, 0, 1.0])
         info.header.stamp, info.header.frame_id = _stamp(ns), "camera_optical_frame"
         info_pub.publish(info)
-        img = Image(height=H, width=W, encoding="rgb8", step=3 * W, data=np.roll(base, sent["images"], 1).tobytes())
+        img = Image(height=H, width=W, encoding="rgb8", step=3 * W, data=frames[sent["total"] % len(frames)])
         img.header.stamp, img.header.frame_id = _stamp(ns), "camera_optical_frame"
         image_pub.publish(img)
         sent["images"] += 1
@@ -386,6 +408,14 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=5, help="first renders left out (warm-up)")
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between an image and the next pose")
     ap.add_argument("--record-s", type=float, default=10.0, help="seconds of 30 Hz camera for the recorder (0: off)")
+    ap.add_argument(
+        "--record-video",
+        default=str(REPO.parent / "shared" / "data" / "gopro-gps-video" / "hero7.mp4"),
+        help="the recorder's camera: frames of this clip (default: the GoPro hero7 clip beside the repository; "
+        "'' or absent: a synthetic image, noise over a gradient)",
+    )
+    ap.add_argument("--record-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
+    ap.add_argument("--record-encoding", choices=["png", "jpg"], default="png", help="the dataset's images")
     ap.add_argument(
         "--tf-hz",
         type=float,
@@ -497,7 +527,10 @@ def main() -> None:
     if record_row:
         n_sent, n_recv, n_ds, secs, whole = record_row
         print(
-            f"\nRecorder (dataset with PNG RGB + SyncedFrame), 640x480 rgb8 camera at 30 Hz for {secs:.0f} s: "
+            f"\nRecorder (dataset with {args.record_encoding.upper()} RGB + SyncedFrame), "
+            f"{args.record_size[0]}x{args.record_size[1]} rgb8 camera at 30 Hz "
+            f"({Path(args.record_video).name if Path(args.record_video).is_file() else 'synthetic'} frames) "
+            f"for {secs:.0f} s: "
             f"{n_sent} images sent, {n_recv} SyncedFrames received ({n_recv / secs:.1f} Hz), "
             f"{n_ds} frames in the dataset. Over the node's whole run (warm-up included): {whole['sent']} images "
             f"sent, {whole.get('images', '?')} received by the node, {whole.get('images_lost_upstream', '?')} "

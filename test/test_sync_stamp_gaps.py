@@ -205,3 +205,23 @@ def test_the_record_node_counts_no_gaps_in_receive_times_and_is_quiet_while_stop
     assert "never reached" in rec2.diagnostics(10**10).status[0].message  # type: ignore[attr-defined]
     rec2.set_recording(False)  # type: ignore[attr-defined]
     assert "never reached" not in rec2.diagnostics(10**10).status[0].message  # type: ignore[attr-defined]
+
+
+def test_the_record_node_takes_at_most_max_rate_hz_images_evenly() -> None:
+    """output.max_rate_hz 10 with a 30 Hz camera whose stamps jitter by 2 ms: every third image is taken, never two
+    in a row nor a gap of four (a plain "1 / rate since the last one" would skip a fourth now and then); 0 takes
+    every image; the skipped ones are counted, not taken for lost."""
+    from pose2rgbd.messages import image
+
+    stamps = _camera(300, np.ones(300, bool), 2e6, seed=3)
+    for rate, every in ((10.0, 3), (15.0, 2), (0.0, 1)):
+        rec, ts = _recorder()
+        rec.cfg.output.max_rate_hz = rate  # type: ignore[attr-defined]
+        taken: list[int] = []
+        rec._queue_image = lambda st, msg, now, taken=taken: taken.append(st) or []  # type: ignore[attr-defined]
+        for k, s in enumerate(stamps):
+            rec.on_image(image(ts, int(s), "cam", np.full((4, 4, 3), k % 251, np.uint8), "rgb8"), int(s))  # type: ignore[attr-defined]
+        idx = np.searchsorted(stamps, taken)
+        assert set(np.diff(idx)) == {every}, (rate, sorted(set(np.diff(idx))))
+        assert rec.counters["skipped_rate"] == 300 - len(taken)  # type: ignore[attr-defined]
+        assert rec.counters["images_lost_upstream"] == 0  # type: ignore[attr-defined]

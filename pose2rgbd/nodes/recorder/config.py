@@ -52,6 +52,11 @@ class RecorderOutput:
         False, "keep images whose bytes repeat the previous image's (a camera re-sending its last buffer); default: "
         "dropped, counted (repeated_images) and warned about, as convert does",
     )  # fmt: skip
+    max_rate_hz: float = ranged_field(
+        0.0, "record at most this many images a second: an image sooner than three quarters of 1 / max_rate_hz "
+        "after the last one recorded is skipped before synchronization and encoding (counted skipped_rate); 0: "
+        "every image. E.g. 15 with a 30 Hz camera: every other image, evenly", 0.0, 1000.0,
+    )  # fmt: skip
     resume_gap_s: float = ranged_field(
         600.0, "resuming an existing dataset: a recording whose first image is more than this before its first "
         "or after its last frame is refused as a different flight", 0.0, 1e9,

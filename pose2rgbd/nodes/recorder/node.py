@@ -43,9 +43,12 @@ COUNTERS = (
     "bad_images",
     "repeated_images",
     "images_lost_upstream",
+    "skipped_rate",
 )
 FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
 LOST_WARN_SHARE = 0.1  # of the camera's latest frames lost before the node: the diagnostics warn
+RATE_SLACK = 0.75  # output.max_rate_hz: an image this share of its period after the last one recorded is taken
+# (a camera's jitter would otherwise skip one more image now and then: 30 -> 10 Hz takes every third exactly)
 
 
 class Recorder(GpsInput, MountLookup):
@@ -68,6 +71,7 @@ class Recorder(GpsInput, MountLookup):
         self._zero_stamp_warned: set[str] = set()
         self._last_image_ns: int | None = None
         self.gaps = StampGaps()  # the camera's frames that never arrived, from its stamps
+        self._last_taken_ns: int | None = None  # output.max_rate_hz: the stamp of the last image taken
         self.repeats = RepeatFilter(keep=cfg.output.keep_repeats)
         self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self._init_dataset(cfg)  # last: resuming logs and may refuse the configuration
@@ -161,6 +165,11 @@ class Recorder(GpsInput, MountLookup):
             return []
         if self._repeated(msg, stamp, now_ns):
             return []
+        rate = self.cfg.output.max_rate_hz
+        if rate > 0 and self._last_taken_ns is not None and stamp - self._last_taken_ns < RATE_SLACK * 1e9 / rate:
+            self.count("skipped_rate")
+            return []
+        self._last_taken_ns = stamp
         return self._queue_image(stamp, msg, now_ns)
 
     def _repeated(self, msg: Any, stamp: int, now_ns: int) -> bool:

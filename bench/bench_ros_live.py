@@ -327,7 +327,8 @@ def bench_record(
     node = Node(
         "record",
         ["--params-file", str(REPO / "config" / "record.yaml"), "-p", f"output.dataset:={dataset}",
-         "-p", "mount.source:=config", "-p", f"output.rgb_encoding:={args.record_encoding}"],
+         "-p", "mount.source:=config", "-p", f"output.rgb_encoding:={args.record_encoding}",
+         *(a for p in args.record_param for a in ("-p", p))],
         tmp / "record.log",
     )  # fmt: skip
     received: list[int] = []
@@ -346,7 +347,7 @@ def bench_record(
         for st in msg.status:
             if st.name == "pose2rgbd: recorder":
                 kv = {v.key: v.value for v in st.values}
-                counters.update({k: int(kv[k]) for k in ("images", "images_lost_upstream") if k in kv})
+                counters.update({k: int(kv[k]) for k in ("images", "images_lost_upstream", "skipped_rate") if k in kv})
                 diag_seen[0] = time.monotonic()
 
     rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
@@ -416,6 +417,13 @@ def main() -> None:
     )
     ap.add_argument("--record-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     ap.add_argument("--record-encoding", choices=["png", "jpg"], default="png", help="the dataset's images")
+    ap.add_argument(
+        "--record-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="one more record node parameter, e.g. output.max_rate_hz:=15.0 (repeatable)",
+    )
     ap.add_argument(
         "--tf-hz",
         type=float,
@@ -534,7 +542,8 @@ def main() -> None:
             f"{n_sent} images sent, {n_recv} SyncedFrames received ({n_recv / secs:.1f} Hz), "
             f"{n_ds} frames in the dataset. Over the node's whole run (warm-up included): {whole['sent']} images "
             f"sent, {whole.get('images', '?')} received by the node, {whole.get('images_lost_upstream', '?')} "
-            "lost on the way by the gaps in their stamps (its diagnostics)."
+            "lost on the way by the gaps in their stamps (its diagnostics)"
+            + (f", {whole['skipped_rate']} skipped by output.max_rate_hz." if whole.get("skipped_rate") else ".")
         )
 
 

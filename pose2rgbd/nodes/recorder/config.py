@@ -53,9 +53,9 @@ class RecorderOutput:
         "dropped, counted (repeated_images) and warned about, as convert does",
     )  # fmt: skip
     max_rate_hz: float = ranged_field(
-        0.0, "record at most this many images a second: an image sooner than three quarters of 1 / max_rate_hz "
-        "after the last one recorded is skipped before synchronization and encoding (counted skipped_rate); 0: "
-        "every image. E.g. 15 with a 30 Hz camera: every other image, evenly", 0.0, 1000.0,
+        0.0, "record at most this many images a second, evenly: one turn every 1 / max_rate_hz; an image before "
+        "its turn is skipped before synchronization and encoding (counted skipped_rate); 0: every image. E.g. 15 "
+        "with a 30 Hz camera: every other image", 0.0, 1000.0,
     )  # fmt: skip
     resume_gap_s: float = ranged_field(
         600.0, "resuming an existing dataset: a recording whose first image is more than this before its first "

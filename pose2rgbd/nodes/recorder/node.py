@@ -47,8 +47,8 @@ COUNTERS = (
 )
 FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
 LOST_WARN_SHARE = 0.1  # of the camera's latest frames lost before the node: the diagnostics warn
-RATE_SLACK = 0.75  # output.max_rate_hz: an image this share of its period after the last one recorded is taken
-# (a camera's jitter would otherwise skip one more image now and then: 30 -> 10 Hz takes every third exactly)
+RATE_SLACK = 0.5  # output.max_rate_hz: an image this share of the camera's period before its turn is taken (a
+# camera's jitter would otherwise skip one more image now and then: 30 -> 10 Hz takes every third exactly)
 
 
 class Recorder(GpsInput, MountLookup):
@@ -71,7 +71,7 @@ class Recorder(GpsInput, MountLookup):
         self._zero_stamp_warned: set[str] = set()
         self._last_image_ns: int | None = None
         self.gaps = StampGaps()  # the camera's frames that never arrived, from its stamps
-        self._last_taken_ns: int | None = None  # output.max_rate_hz: the stamp of the last image taken
+        self._rate_due_ns: float | None = None  # output.max_rate_hz: when the next image is due
         self.repeats = RepeatFilter(keep=cfg.output.keep_repeats)
         self.refused = ""  # why this recording was refused (a different flight than the dataset's); stops it
         self._init_dataset(cfg)  # last: resuming logs and may refuse the configuration
@@ -154,6 +154,7 @@ class Recorder(GpsInput, MountLookup):
             self.count("dropped_stamp_not_increasing")
             self.warning("img_order", now_ns, f"image dropped: its stamp {stamp} is not after the previous image's")
             return []
+        camera_dt = None if self._last_image_ns is None else stamp - self._last_image_ns
         self._last_image_ns = stamp
         # the camera's own stamps only (a receive time carries the transport's delays)
         if M.stamp_to_ns(msg.header.stamp) > 0 and (lost := self.gaps.add(stamp)):
@@ -165,12 +166,28 @@ class Recorder(GpsInput, MountLookup):
             return []
         if self._repeated(msg, stamp, now_ns):
             return []
-        rate = self.cfg.output.max_rate_hz
-        if rate > 0 and self._last_taken_ns is not None and stamp - self._last_taken_ns < RATE_SLACK * 1e9 / rate:
+        if self._rate_skips(stamp, camera_dt):
             self.count("skipped_rate")
             return []
-        self._last_taken_ns = stamp
         return self._queue_image(stamp, msg, now_ns)
+
+    def _rate_skips(self, stamp: int, camera_dt: int | None) -> bool:
+        """``output.max_rate_hz``: whether this image comes before its turn. The turns are a schedule, one every
+        ``1 / max_rate_hz`` from the first image taken (not from the last one taken, so a camera's jitter does not
+        drift it and the long-run rate never exceeds the setting); an image up to :data:`RATE_SLACK` of the camera's
+        period (from its stamps, else the last interval) before its turn takes it. A stream that falls a turn behind
+        (a pause) starts a new schedule at the next image."""
+        rate = self.cfg.output.max_rate_hz
+        if rate <= 0:
+            return False
+        period = 1e9 / rate
+        due = self._rate_due_ns
+        if due is not None:
+            camera = self.gaps.period_ns() or float(camera_dt or 0)
+            if stamp < due - RATE_SLACK * camera:
+                return True
+        self._rate_due_ns = (stamp if due is None or stamp > due + period else due) + period
+        return False
 
     def _repeated(self, msg: Any, stamp: int, now_ns: int) -> bool:
         """Whether this image repeats the previous one byte for byte (a camera re-sending its last buffer: it

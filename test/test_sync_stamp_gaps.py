@@ -142,6 +142,8 @@ def test_a_whole_recording_counts_the_losses_before_the_period_is_known_too() ->
     g = StampGaps()
     assert sum(g.add(int(s)) for s in stamps) < missing_frames(stamps)
     assert missing_frames(stamps[:10]) == 0  # too few intervals to know the period
+    doubled = np.sort(np.concatenate([stamps, stamps[::5]]))  # repeated stamps (a bag's duplicates): no interval
+    assert missing_frames(doubled) == missing_frames(stamps)
 
 
 def test_convert_bag_reports_and_warns_about_the_cameras_missing_frames(

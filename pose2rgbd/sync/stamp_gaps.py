@@ -34,6 +34,9 @@ def period_of(dt_ns: np.ndarray) -> float:
     the quantile. The quantile alone sits below the period by a share of the stamps' jitter, and its 1.5 times
     would count ordinary late stamps as gaps."""
     dt = np.asarray(dt_ns, np.float64)
+    dt = dt[dt > 0]  # a repeated stamp says nothing of the period
+    if len(dt) == 0:
+        return 0.0
     period = float(np.quantile(dt, PERIOD_QUANTILE))
     for _ in range(2):  # the second pass from the first's median: the cut no longer trims the jitter's upper half
         period = float(np.median(dt[dt < GAP_PERIODS * period]))
@@ -42,7 +45,7 @@ def period_of(dt_ns: np.ndarray) -> float:
 
 def _missing(dt_ns: float, period_ns: float) -> int:
     """Frames lost in one interval of ``dt_ns`` on a stream of period ``period_ns`` (0 for a pause)."""
-    if period_ns <= 0 or dt_ns <= GAP_PERIODS * period_ns or dt_ns > PAUSE_NS:
+    if not period_ns > 0 or dt_ns <= GAP_PERIODS * period_ns or dt_ns > PAUSE_NS:  # (a NaN period: not known)
         return 0
     return round(dt_ns / period_ns) - 1
 
@@ -53,6 +56,7 @@ def missing_frames(stamps_ns: np.ndarray) -> int:
     each interval is that of the :data:`WINDOW` intervals around it, so a camera that changes its rate (an
     auto-exposure that lowers it in the dark) is not taken for one that loses frames."""
     dt = np.diff(np.asarray(stamps_ns, np.int64)).astype(np.float64)
+    dt = dt[dt > 0]  # a repeated stamp is no interval
     if len(dt) < MIN_INTERVALS:
         return 0
     if len(dt) <= WINDOW:

@@ -314,7 +314,8 @@ def bench_record(
     rclpy_node: Any, executor: Any, args: argparse.Namespace, tmp: Path
 ) -> tuple[int, int, int, float, dict[str, int]]:
     """(images sent, SyncedFrames received, frames in the dataset, seconds; and over the node's whole run, warm-up
-    included: ``sent``, the node's ``images`` received and ``images_lost_upstream`` from its last diagnostics)."""
+    included: ``sent``, and from its last diagnostics the node's ``images``, ``images_lost_upstream``,
+    ``skipped_rate``)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from pose2rgbd.msg import SyncedFrame

@@ -23,6 +23,12 @@ WINDOW = 64  # intervals kept for the period and the latest share lost
 MIN_INTERVALS = 16  # fewer, and the period is not estimated (nothing is counted)
 PERIOD_QUANTILE = 0.2  # the period's first guess: this quantile of the window's intervals
 GAP_PERIODS = 1.5  # an interval longer than this many periods lost frames (round(interval / period) - 1 of them)
+LOST_WARN_SHARE = 0.1  # lost frames above this share of the camera's are warned about (the record node, convert bag)
+# what the warnings say of the likeliest cause on one machine, and its remedy
+LOSS_ADVICE = (
+    "on one machine, Fast DDS's default transport loses large images: the publisher -- the camera's driver, ros2 bag "
+    'play -- on config/fastdds_large_images.xml keeps them; docs/ros.md, "Large images over DDS"'
+)
 PAUSE_NS = 1_000_000_000  # an interval longer than this is a pause of the stream (a driver restarted, a recording
 # paused, two sessions in one bag), not frames lost on the way: not counted
 
@@ -59,15 +65,10 @@ def missing_frames(stamps_ns: np.ndarray) -> int:
     dt = dt[dt > 0]  # a repeated stamp is no interval
     if len(dt) < MIN_INTERVALS:
         return 0
-    if len(dt) <= WINDOW:
-        period = period_of(dt)
-        return sum(_missing(float(d), period) for d in dt)
-    windows = np.lib.stride_tricks.sliding_window_view(dt, WINDOW)  # (len - WINDOW + 1, WINDOW)
-    periods = np.quantile(windows, PERIOD_QUANTILE, axis=1)
-    for _ in range(2):  # as period_of, for every window at once
-        periods = np.nanmedian(np.where(windows < GAP_PERIODS * periods[:, None], windows, np.nan), axis=1)
+    w = min(WINDOW, len(dt))
+    periods = [period_of(x) for x in np.lib.stride_tricks.sliding_window_view(dt, w)]
     # interval i takes the window centred on it (the first and last windows at the ends)
-    centre = np.clip(np.arange(len(dt)) - WINDOW // 2, 0, len(periods) - 1)
+    centre = np.clip(np.arange(len(dt)) - w // 2, 0, len(periods) - 1)
     return sum(_missing(float(d), float(periods[c])) for d, c in zip(dt, centre))
 
 

@@ -48,14 +48,13 @@ from pose2rgbd.geometry.tf_buffer import TFBuffer, TransformException
 from pose2rgbd.messages import camera_from_info, header_stamp_ns, image_msg_to_depth, image_msg_to_rgb, read_navsatfix
 from pose2rgbd.sync.flow import FlowMagnitude
 from pose2rgbd.sync.gps import null_island
-from pose2rgbd.sync.stamp_gaps import missing_frames
+from pose2rgbd.sync.stamp_gaps import LOSS_ADVICE, LOST_WARN_SHARE, missing_frames
 
 if TYPE_CHECKING:
     from pose2rgbd.bags.reader import BagReader
 
 log = logging.getLogger(__name__)
 MISSING_REASON = "missing from the bag (gaps in the camera's stamps)"
-MISSING_WARN_SHARE = 0.1  # of the camera's frames missing from the bag: a warning
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -237,12 +236,11 @@ class BagSource(ClockOffsetSource):
             raise BagError(f"{bag.path}: no readable image on {topic}")
         # the camera's own stamps only: the bag's log times (zero header stamps) carry the recorder's delays
         out.missing = missing_frames(np.sort(headers)) if min(headers) > 0 else 0
-        if out.missing > MISSING_WARN_SHARE * (out.missing + len(headers)):
+        if out.missing > LOST_WARN_SHARE * (out.missing + len(headers)):
             log.warning(
                 "%s: %d of the camera's frames are missing between the %d images of %s (gaps in their stamps): they "
-                "never reached the bag's recorder (on one machine, Fast DDS's default transport loses large images: "
-                "the camera's driver on config/fastdds_large_images.xml keeps them; docs/ros.md, \"Large images "
-                'over DDS"), or it fell behind', bag.path, out.missing, len(headers), topic,
+                "never reached the bag's recorder (%s), or it fell behind", bag.path, out.missing, len(headers), topic,
+                LOSS_ADVICE,
             )  # fmt: skip
         return out
 

@@ -21,7 +21,7 @@ from pose2rgbd.nodes.recorder.gps import GpsInput
 from pose2rgbd.nodes.recorder.mount import MountLookup
 from pose2rgbd.nodes.recorder.synced import synced_frame_msg
 from pose2rgbd.nodes.spec import Input, Lookup, NodeSpec, Output, Service, TFNeed, Timer
-from pose2rgbd.sync.stamp_gaps import StampGaps
+from pose2rgbd.sync.stamp_gaps import LOSS_ADVICE, LOST_WARN_SHARE, StampGaps
 
 Outgoing = tuple[str, Any]
 COUNTERS = (
@@ -46,7 +46,6 @@ COUNTERS = (
     "skipped_rate",
 )
 FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
-LOST_WARN_SHARE = 0.1  # of the camera's latest frames lost before the node: the diagnostics warn
 RATE_SLACK = 0.5  # output.max_rate_hz: an image this share of the camera's period before its turn is taken (a
 # camera's jitter would otherwise skip one more image now and then: 30 -> 10 Hz takes every third exactly)
 
@@ -308,10 +307,8 @@ class Recorder(GpsInput, MountLookup):
         hz, share = recent
         return (
             f"{100 * share:.0f} % of the camera's latest frames (its stamps: {hz:.1f} Hz) never reached this node "
-            f"({self.counters['images_lost_upstream']} so far): the transport lost them (on one machine, Fast DDS's "
-            "default transport loses large images: the publisher -- the camera's driver, ros2 bag play -- on "
-            'config/fastdds_large_images.xml keeps them; docs/ros.md, "Large images over DDS"), or this node fell '
-            "behind (its queue dropped them: a busy CPU)"
+            f"({self.counters['images_lost_upstream']} so far): the transport lost them ({LOSS_ADVICE}), or this node "
+            "fell behind (its queue dropped them: a busy CPU)"
         )
 
     def diagnostics(self, now_ns: int) -> Any:

@@ -41,6 +41,7 @@ run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -181,6 +182,7 @@ def run_one(
     la: int,
     backend: str = "torch",
     measure_rate: bool = False,
+    cuda_graphs: str = "auto",
 ) -> dict[str, float]:
     import gc
 
@@ -204,6 +206,7 @@ def run_one(
         backend=backend,
         tolerance_m=args.tolerance_m,
         tolerance_deg=args.tolerance_deg,
+        cuda_graphs=cuda_graphs,
     )
     if threads == 0:
         torch.set_num_threads(args.default_threads)  # as the process started (the engine's auto reads it once)
@@ -223,6 +226,8 @@ def run_one(
     rss_now = resident_mib("VmRSS") / 1024
     rate = throughput(eng, args.throughput_batches, args.throughput_s, args.keyframes) if measure_rate else {}
     precision, backend_name = eng.precision, eng.backend.name
+    if getattr(eng.backend, "cuda_graphs", False):
+        backend_name += " (CUDA graphs)"
     eng.close()
     del eng
     gc.collect()
@@ -260,6 +265,9 @@ def main() -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--backends", nargs="+", default=["torch"], help="engine backends: torch, onnxruntime")
+    p.add_argument(
+        "--cuda-graphs", nargs="+", default=["auto"], help="engine.cuda_graphs settings to run: auto, on, off"
+    )
     p.add_argument(
         "--rate",
         type=float,
@@ -315,11 +323,13 @@ def main() -> None:
             for size in args.sizes:
                 for precision in args.precisions:
                     for threads in args.threads:
-                        for backend in args.backends:
+                        for backend, graphs in itertools.product(args.backends, args.cuda_graphs):
                             if backend == "onnxruntime" and precision not in ("auto", "fp32"):
                                 continue  # the exported graph is fp32
-                            r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0, backend, True)
-                            r2 = run_one(args, tmp, bag, preset, size, precision, threads, args.lookahead, backend)
+                            r1 = run_one(args, tmp, bag, preset, size, precision, threads, 0, backend, True, graphs)
+                            r2 = run_one(
+                                args, tmp, bag, preset, size, precision, threads, args.lookahead, backend, False, graphs
+                            )
                             rows.append((preset, size, r1, r2))
                             print(
                                 f"{NAMES.get(preset, preset):9s} {size:4d} {r1['backend']:11s} {r1['precision']:5s} "

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto", help="engine.precision (default auto)")
     p.add_argument("--threads", type=int, default=0, help="engine.threads (0: the engine's choice)")
     p.add_argument("--batch", type=int, default=1, help="poses per render call (default 1)")
+    p.add_argument("--cuda-graphs", default="auto", help="engine.cuda_graphs: auto | on | off (default auto)")
     p.add_argument("--calls", type=int, default=60, help="render calls per pass (default 60)")
     p.add_argument("--rows", type=int, default=25, help="rows per table (default 25)")
     p.add_argument("--out", type=Path, default=None, help="folder for profile.md (and the profiler's trace.json)")
@@ -112,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     gflops = matmul_gflops()  # the CPU's speed at the start, for ratios between runs
     t0 = time.perf_counter()
     ck = make_hybrid_checkpoint(args.size, args.keyframes, preset=args.preset)
-    eng = RenderEngine(EngineConfig(device=args.device, precision=args.precision, threads=args.threads, warmup=3), ck)
+    cfg = EngineConfig(
+        device=args.device, precision=args.precision, threads=args.threads, warmup=3, cuda_graphs=args.cuda_graphs
+    )
+    eng = RenderEngine(cfg, ck)
     print(f"checkpoint and engine: {time.perf_counter() - t0:.1f} s; precision {eng.precision}", flush=True)
     n = args.calls * args.batch
     T = walk(n + 10 * args.batch, args.keyframes)
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`{shlex.join([sys.executable, *sys.argv])}`",
         "",
         f"Machine: {_machine(args)}, fp32 2048^3 matmul {gflops:.0f} GFLOP/s at start; "
-        f"engine precision {eng.precision}, {torch.get_num_threads()} threads; "
+        f"engine precision {eng.precision}, {torch.get_num_threads()} threads, CUDA graphs "
+        f"{'on' if getattr(eng.backend, 'cuda_graphs', False) else 'off'}; "
         f"{args.preset} at {args.size}x{args.size}, {args.keyframes} keyframes.",
         "",
         f"Wall: {wall}.",

@@ -5,6 +5,8 @@
 #   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
 #   bash bench/run_on_gpu.sh render           # the default renderer on CUDA: its `gpu` tests, then latency and
 #                                              #   renders/s at 512x512 (bench/bench_engine.py; about 3 minutes)
+#   bash bench/run_on_gpu.sh graphs           # engine.cuda_graphs: the `gpu` tests, then CUDA graphs against eager
+#                                              #   renders, interleaved (bench/bench_cuda_graphs.py; about 3 minutes)
 #   bash bench/run_on_gpu.sh profile          # where one render's time goes on CUDA at batch 1 and 16, 512x512
 #                                              #   (bench/profile_render.py: operators, kernels, Python)
 #   bash bench/run_on_gpu.sh start [SHARDS]   # experiments in SHARDS parallel processes + the self-supervised
@@ -22,7 +24,7 @@ set -euo pipefail
 WORK=${WORK:-/tmp/p2r-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
-phase=${1:?phase: setup | table4 | render | profile | start | wait}
+phase=${1:?phase: setup | table4 | render | graphs | profile | start | wait}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site; fi
@@ -63,6 +65,14 @@ render)
     $PY bench/bench_engine.py --device "${RENDER_DEVICE:-cuda}" --presets hybrid-fast --sizes ${RENDER_SIZES:-512} \
         --precisions auto fp32 --keyframes "${RENDER_KEYFRAMES:-1801}" --bag-seconds 30 --throughput-batches 1 4 16 64 \
         --throughput-s 5 --settle-max-s 30 --latencies "$OUT/render-latencies.json" 2>&1 | tee "$OUT/render.log"
+    ;;
+graphs)
+    # the `gpu` tests (CUDA graphs' among them), then renders with and without CUDA graphs in one process, in turns
+    $PY -m pytest -q -m gpu -p no:cacheprovider test/test_hybrid_serving.py test/test_training_trainer.py \
+        test/test_geometry_training.py test/test_hybrid_cuda_graphs.py 2>&1 \
+        | tee "$OUT/gpu-tests.log" || echo "gpu tests: FAILED (see above)"
+    $PY bench/bench_cuda_graphs.py --device "${RENDER_DEVICE:-cuda}" --size ${RENDER_SIZES:-512} \
+        --keyframes "${RENDER_KEYFRAMES:-1801}" --reps 3 --batches 1 4 16 --out "$OUT" 2>&1 | tee "$OUT/cuda-graphs.log"
     ;;
 profile)
     # where a batch-1 (and a batch-16) render's time goes on the GPU: operators, kernels per call, Python

@@ -2,7 +2,8 @@
 
 * :class:`TorchBackend`: the checkpoint's torch module, prepared for inference (device, precision autocast,
   threads, BatchNorm folding, channels-last, the transposed convolutions' layout: :func:`prepare_serving`, one
-  call into the model layer, :func:`pose2rgbd.models.device.prepare_for_serving`);
+  call into the model layer, :func:`pose2rgbd.models.device.prepare_for_serving`); on a GPU its renders replay CUDA
+  graphs where the kind has such a path (``engine.cuda_graphs``: :func:`use_cuda_graphs`);
 * :class:`OnnxRuntimeBackend`: an exported ``.onnx`` file (``pose2rgbd export``) in an ONNX Runtime session
   (CPU, or CUDA when the device is CUDA and onnxruntime has it), graph optimizations on. A ``.pt`` checkpoint
   with ``backend: onnxruntime`` is exported at engine start (torchscript exporter, checked against torch);
@@ -109,6 +110,7 @@ class TorchBackend:
         self._torch = torch
         self._autocast = autocast
         self.model, self.device, self.precision = prepare_serving(cfg, model, fp32_only=fp32_only)
+        self.cuda_graphs = use_cuda_graphs(cfg, self.model, self.device)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._torch.inference_mode(), self._autocast(self.device, self.precision):
@@ -119,6 +121,28 @@ class TorchBackend:
         from pose2rgbd.models.device import warm_up
 
         warm_up(self.model, self.device, self.precision, passes)
+
+
+def use_cuda_graphs(cfg: EngineConfig, model: object, device: torch.device) -> bool:
+    """``engine.cuda_graphs`` for the prepared ``model`` on ``device``: whether its renders replay CUDA graphs
+    (:meth:`~pose2rgbd.models.base.ModelBase.use_cuda_graphs`). ``on`` on a CPU is a :class:`ConfigError`; ``on``
+    for a kind without such a path says so once and serves eagerly."""
+    from pose2rgbd.models.base import ModelBase
+
+    if cfg.cuda_graphs == "off":
+        return False
+    if device.type != "cuda":
+        if cfg.cuda_graphs == "on":
+            raise ConfigError(
+                f"engine.cuda_graphs on needs a CUDA device; the engine runs on {device} (engine.device "
+                f"{cfg.device!r}): set engine.cuda_graphs auto or off, or engine.device cuda"
+            )
+        return False
+    if isinstance(model, ModelBase) and model.use_cuda_graphs(True):
+        return True
+    if cfg.cuda_graphs == "on":
+        log.warning("engine.cuda_graphs on: %s has no captured render path; it runs eagerly", type(model).__name__)
+    return False
 
 
 def _check_fp32(cfg: EngineConfig) -> None:

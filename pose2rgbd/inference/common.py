@@ -76,6 +76,13 @@ class EngineConfig:
         "transposed convolutions in channels-last too (with channels_last): auto (CPU: time both layouts at start, "
         "keep the faster; GPU: off), on, off -- which is faster depends on the CPU (docs/serving.md)",
     )
+    cuda_graphs: str = help_field(
+        "off",
+        "on a GPU, capture a render's device work as CUDA graphs, one per batch size, and replay them (the host then "
+        "launches one graph instead of hundreds of kernels; the hybrid): auto (on a CUDA device, for a model kind "
+        "that has such a path), on (the same; an error on a CPU), off (the default until measured on a GPU: "
+        'docs/serving.md, "CUDA graphs")',
+    )
     warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
     lookahead: int = ranged_field(
         0, "extra future poses rendered per batch by look-ahead (0: off), spaced at the render node's rate_hz", 0, 64
@@ -113,6 +120,8 @@ class EngineConfig:
             raise ConfigError(
                 f"engine.transposed_channels_last: {self.transposed_channels_last!r} is not one of auto, on, off"
             )
+        if self.cuda_graphs not in ("auto", "on", "off"):
+            raise ConfigError(f"engine.cuda_graphs: {self.cuda_graphs!r} is not one of auto, on, off")
         if self.slow_precision not in ("warn", "refuse"):
             raise ConfigError(f"engine.slow_precision: {self.slow_precision!r} is not one of warn, refuse")
         for name, (lo, hi) in param_ranges(EngineConfig).items():

@@ -120,6 +120,11 @@ class ModelBase(nn.Module):
     def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
         return {}
 
+    def use_cuda_graphs(self, on: bool = True, *, emulate: bool = False) -> bool:
+        """Serve eval-mode forwards through CUDA graphs where the kind has such a path
+        (:mod:`pose2rgbd.models.cuda_graphs`; ``engine.cuda_graphs``); returns whether it has (False here: eager)."""
+        return False
+
     def recalibration_forward(self, batch: dict[str, Any]) -> None:
         """The BatchNorm recalibration pass of one batch (see the module docstring): every network whose
         BatchNorm needs statistics runs; the outputs are not used."""

@@ -44,6 +44,8 @@ it is loaded; a copy prepared for serving reads the same ones (:meth:`HybridNet.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,7 @@ from pose2rgbd.methods.hybrid.network import (
 from pose2rgbd.methods.hybrid.warp import BlendOptions, blend_weights, warp_gathered
 from pose2rgbd.methods.pose2rgbd.net import Pose2RGBDNet
 from pose2rgbd.models.base import ModelBase
+from pose2rgbd.models.cuda_graphs import GraphCache, autocast_key
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.normalization import DepthNormalizer, PoseNormalizer
 from pose2rgbd.placemap.ground import ENU_UP, GroundPlane, keyframes_ground
@@ -94,6 +97,12 @@ def ground_depth_torch(ground: GroundPlane, T_world_cam: np.ndarray, rays: torch
     """:meth:`GroundPlane.depth` in torch on the device of ``rays`` ``(H, W, 3)`` float32: ``(B, 1, H, W)``. Products,
     not a matmul, which autocast would take to bfloat16."""
     toward, above = (torch.from_numpy(a).to(rays.device) for a in ground.camera_terms(T_world_cam))
+    return ground_depth_from_terms(toward, above, rays)
+
+
+def ground_depth_from_terms(toward: torch.Tensor, above: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+    """:func:`ground_depth_torch` from :meth:`GroundPlane.camera_terms` already on the device of ``rays`` (``toward``
+    ``(B, 3)``, ``above`` ``(B,)``): no copy from the host, what a CUDA graph can replay."""
     down = -(rays[..., :1] * toward[:, 0] + rays[..., 1:2] * toward[:, 1] + rays[..., 2:] * toward[:, 2])  # (H, W, B)
     z = torch.where((down > 1e-9) & (above > 0), above / down, torch.full_like(down, float("inf")))
     return z.permute(2, 0, 1)[:, None]
@@ -123,6 +132,40 @@ class KeyframesOnDevice:
 
     def __deepcopy__(self, memo: dict[int, object]) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class WarpInputs:
+    """What the warp of one batch of queries takes, its tensors on the model's device (:meth:`HybridNet.warp_inputs`,
+    then :meth:`HybridNet.warp_from`): the selected keyframes' RGB uint8 ``(B, k, S, S, 3)``, depth ``(B, k, S, S)``
+    metres, keyframe -> query transforms float64 ``(B, k, 4, 4)``, which may be used ``(B, k)`` bool, their blend
+    weights ``(B, k)`` float64 (None without a blend rule), and the settings read as Python values."""
+
+    kf_rgb: torch.Tensor
+    kf_depth: torch.Tensor
+    T_query_kf: torch.Tensor
+    usable: torch.Tensor
+    weights: torch.Tensor | None
+    fallback: int
+    blend_tolerance: float
+    blend_depth: bool
+    blend_colour: bool
+    nearest_depth: bool
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensors, in the order :meth:`with_tensors` takes them back."""
+        t = [self.kf_rgb, self.kf_depth, self.T_query_kf, self.usable]
+        return t if self.weights is None else [*t, self.weights]
+
+    def with_tensors(self, t: Sequence[torch.Tensor]) -> WarpInputs:
+        """These settings with other tensors of the same layout (:meth:`tensors`' order)."""
+        weights = None if self.weights is None else t[4]
+        return replace(self, kf_rgb=t[0], kf_depth=t[1], T_query_kf=t[2], usable=t[3], weights=weights)
+
+    def settings(self) -> tuple[object, ...]:
+        """The Python values a captured warp bakes in (part of a CUDA graph's key)."""
+        return (self.weights is not None, self.fallback, self.blend_tolerance, self.blend_depth, self.blend_colour,
+                self.nearest_depth)  # fmt: skip
 
 
 class HybridNet(PoseToImage, ModelBase):
@@ -192,6 +235,7 @@ class HybridNet(PoseToImage, ModelBase):
         self.hole_border_fit: torch.Tensor
         self.register_buffer("hole_border_fit", _unfitted_border())
         self._border_chosen: float | None = None  # hole_border_fit[0] on the CPU (read once: `hole_border_rule`)
+        self._graphs: GraphCache | None = None  # use_cuda_graphs: the render's GPU work captured per batch size
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -534,26 +578,62 @@ class HybridNet(PoseToImage, ModelBase):
         ``(B, 1, S, S)`` normalized (holes filled from the nearest usable keyframe; NaN -> 1), ``valid``, ``hits``
         and ``from_fallback`` ``(B, 1, S, S)``, and ``nearest_depth`` where asked (None: where
         :attr:`border_takes_nearest` needs it; :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`)."""
+        w = self.warp_from(self.warp_inputs(T_world_cam, exclude, nearest_depth=nearest_depth))
+        return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
+
+    def warp_inputs(
+        self,
+        T_world_cam: np.ndarray,
+        exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        *,
+        nearest_depth: bool | None = None,
+    ) -> WarpInputs:
+        """The host's part of :meth:`warp`: the keyframes selected for the queries ``(B, 4, 4)`` and gathered on the
+        model's device, their transforms into each query (float64, computed on the host: an inverse on a GPU waits
+        for its error check) and the blend weights (:class:`WarpInputs`)."""
         rows, usable, fallback = self.keyframes_to_warp(T_world_cam, exclude)
         dev = self.kf_K.device
-        kf_rgb, kf_depth, kf_T = self.gather_keyframes(rows)
-        T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)).to(dev))
+        kf_rgb, kf_depth, _ = self.gather_keyframes(rows)
+        assert self.keyframes is not None  # keyframes_to_warp checked
+        kf_T = torch.from_numpy(np.asarray(self.keyframes.T_world_cam, np.float64)[np.asarray(rows, np.int64)])
+        T_q = torch.linalg.inv(torch.from_numpy(np.asarray(T_world_cam, dtype=np.float64)))
+        blend = self.blend_options(T_world_cam, rows)
+        weights = blend["weights"]
+        return WarpInputs(
+            kf_rgb=kf_rgb,
+            kf_depth=kf_depth,
+            T_query_kf=(T_q[:, None] @ kf_T).to(dev),
+            usable=torch.from_numpy(usable).to(dev),
+            weights=None if weights is None else weights.to(dev, torch.float64),
+            fallback=int(fallback),
+            blend_tolerance=blend["blend_tolerance"],
+            blend_depth=blend["blend_depth"],
+            blend_colour=blend["blend_colour"],
+            nearest_depth=self.border_takes_nearest if nearest_depth is None else bool(nearest_depth),
+        )
+
+    def warp_from(self, inputs: WarpInputs) -> dict[str, torch.Tensor]:
+        """The device's part of :meth:`warp` (before the fused geometry's): the keyframes of ``inputs`` splatted
+        into the queries (:func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`), in float32 whatever autocast is
+        in force. On a GPU it waits for nothing on the host: a CUDA graph can replay it."""
         dn = self.depth_normalizer
-        with torch.autocast(dev.type, enabled=False):
-            w = warp_gathered(
-                kf_rgb,
-                kf_depth,
-                T_q[:, None] @ kf_T,
+        with torch.autocast(self.kf_K.device.type, enabled=False):
+            return warp_gathered(
+                inputs.kf_rgb,
+                inputs.kf_depth,
+                inputs.T_query_kf,
                 self.kf_K,
-                torch.from_numpy(usable).to(dev),
+                inputs.usable,
                 depth_min_m=dn.min_m,
                 depth_max_m=dn.max_m,
                 kernel=self.warp_kernel,
-                fallback=fallback,
-                nearest_depth=self.border_takes_nearest if nearest_depth is None else nearest_depth,
-                **self.blend_options(T_world_cam, rows),
+                fallback=inputs.fallback,
+                nearest_depth=inputs.nearest_depth,
+                blend_tolerance=inputs.blend_tolerance,
+                weights=inputs.weights,
+                blend_depth=inputs.blend_depth,
+                blend_colour=inputs.blend_colour,
             )
-            return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
 
     def blend_options(self, T_world_cam: np.ndarray, rows: np.ndarray) -> BlendOptions:
         """The blend rules' arguments of :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered` given the queries
@@ -621,7 +701,7 @@ class HybridNet(PoseToImage, ModelBase):
             exclude = (src[rows], pos[rows], np.full(len(rows), int(c.exclude_window)))
             with torch.no_grad():
                 w = self.warp(T, exclude, nearest_depth=True)
-                background = self._holes(w, T, border=False)[1]
+                background = self._holes(w, self._ground_depth_of(T), None)[1]
                 truth = self.gather_keyframes(rows[:, None])[1][:, :1].float()  # metres; NaN invalid, +inf sky
             assert background is not None  # hole_depth background
             now = torch.where(w["valid"], w["depth"], background)  # today's: the fallback's landings, the rule's holes
@@ -653,13 +733,14 @@ class HybridNet(PoseToImage, ModelBase):
         return border_holes(w["valid"]) | w["from_fallback"]
 
     def _holes(
-        self, w: dict[str, torch.Tensor], T_world_cam: np.ndarray, *, border: bool = True
+        self, w: dict[str, torch.Tensor], ground_depth: torch.Tensor | None, open_border: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The warped RGB with ``hole_rgb`` applied; the background depth of the holes (``None`` unless a setting
-        uses the background rule; from the warped depth, no gradient), at most the ground's (``hole_ground``:
-        :meth:`_ground_depth`); and the pixels that keep their warped depth (the ``valid`` ones). With ``border`` and
-        :attr:`hole_border_rule` nearest, what the neighbours leave open at the border (:meth:`_open_border`) takes
-        the nearest keyframe's own depth instead, and the keyframe from behind keeps only its colour there."""
+        uses the background rule; from the warped depth, no gradient), at most ``ground_depth`` (the ground's,
+        normalized, where ``hole_ground`` fitted one: :meth:`_ground_depth_of`); and the pixels that keep their warped
+        depth (the ``valid`` ones). ``open_border``: what the neighbours leave open at the border
+        (:meth:`_open_border`, where :attr:`hole_border_rule` is nearest; else None) takes the nearest keyframe's own
+        depth instead, and the keyframe from behind keeps only its colour there."""
         c = self.config
         if c.hole_depth != "background" and c.hole_rgb != "background":
             return w["rgb"], None, w["valid"]
@@ -667,32 +748,60 @@ class HybridNet(PoseToImage, ModelBase):
         rgb = w["rgb"]
         if c.hole_rgb == "background":
             rgb = torch.where(w["valid"], rgb, background_colour(rgb, source))
-        ground = self.ground
-        if ground is not None:
-            depth = torch.minimum(depth, self._ground_depth(ground, T_world_cam).to(depth.device, depth.dtype))
+        if ground_depth is not None:
+            depth = torch.minimum(depth, ground_depth.to(depth.device, depth.dtype))
         kept = w["valid"]
-        if border and self.border_takes_nearest:
-            open_ = self._open_border(w)
-            depth = torch.where(open_, w["nearest_depth"].detach().to(depth.dtype), depth)
-            kept = kept & ~open_
+        if open_border is not None:
+            depth = torch.where(open_border, w["nearest_depth"].detach().to(depth.dtype), depth)
+            kept = kept & ~open_border
         return rgb, depth, kept
 
-    def _ground_depth(self, ground: GroundPlane, T_world_cam: np.ndarray) -> torch.Tensor:
-        """Where the query pixels' rays meet ``ground``, normalized ``(B, 1, S, S)`` (above 1 where a ray does not
-        reach it: it never wins the minimum over a background depth)."""
+    def _ground_depth_of(self, T_world_cam: np.ndarray) -> torch.Tensor | None:
+        """Where the query pixels' rays meet the keyframes' ground, normalized ``(B, 1, S, S)`` (above 1 where a ray
+        does not reach it: it never wins the minimum over a background depth); None without a ground plane."""
+        ground = self.ground if self._background_rules() else None
+        if ground is None:
+            return None
+        rays = self._ground_rays_on_device()
+        if rays.device.type == "cpu":  # numpy is faster there (0.49 against 1.15 ms at 512x512, one thread, AMD EPYC)
+            return self._normalized_ground(torch.from_numpy(ground.depth(T_world_cam, rays.numpy()))[:, None])
+        return self._ground_depth_from(self._ground_terms(T_world_cam))  # where the model runs: no host pixels
+
+    def _ground_terms(self, T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ground's :meth:`~pose2rgbd.placemap.ground.GroundPlane.camera_terms` of the queries on the model's
+        device (None without a ground plane): what :meth:`_ground_depth_from` takes."""
+        ground = self.ground if self._background_rules() else None
+        if ground is None:
+            return None
+        dev = self.kf_K.device
+        toward, above = (torch.from_numpy(a).to(dev) for a in ground.camera_terms(T_world_cam))
+        return toward, above
+
+    def _ground_depth_from(self, terms: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """:meth:`_ground_depth_of` from the queries' :meth:`_ground_terms`, on their device (nothing from the
+        host: a CUDA graph replays it)."""
+        if terms is None:
+            return None
+        return self._normalized_ground(ground_depth_from_terms(terms[0], terms[1], self._ground_rays_on_device()))
+
+    def _background_rules(self) -> bool:
+        """Whether a hole rule takes the background (``hole_depth`` or ``hole_rgb`` background): only those read the
+        ground's depth."""
+        return self.config.hole_depth == "background" or self.config.hole_rgb == "background"
+
+    def _normalized_ground(self, z: torch.Tensor) -> torch.Tensor:
+        dn = self.depth_normalizer
+        return dn.normalize(z.clamp(max=2.0 * dn.max_m + 1.0)).float()  # type: ignore[no-any-return]
+
+    def _ground_rays_on_device(self) -> torch.Tensor:
+        """The model camera's pixel rays ``(S, S, 3)`` float32 on the model's device (made once per camera)."""
         cam = self.camera
         assert cam is not None  # a model with keyframes has its camera
         key = (cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
         dev = self.kf_K.device
         if self._ground_rays is None or self._ground_rays[0] != key or self._ground_rays[1].device != dev:
-            self._ground_rays = (key, torch.from_numpy(cam.rays().astype(np.float32)).to(dev))  # once per camera
-        rays = self._ground_rays[1]
-        if dev.type == "cpu":  # numpy is faster there (0.49 against 1.15 ms at 512x512, one thread, AMD EPYC)
-            z = torch.from_numpy(ground.depth(T_world_cam, rays.numpy()))[:, None]
-        else:  # computed where the model runs: no frame-sized work on the host
-            z = ground_depth_torch(ground, T_world_cam, rays)
-        dn = self.depth_normalizer
-        return dn.normalize(z.clamp(max=2.0 * dn.max_m + 1.0)).float()  # type: ignore[no-any-return]
+            self._ground_rays = (key, torch.from_numpy(cam.rays().astype(np.float32)).to(dev))
+        return self._ground_rays[1]
 
     def _correct_rgb(self, w_rgb: torch.Tensor, corrected: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The warped colour with the fill network's correction (``corrected``) everywhere (``rgb_correction``
@@ -732,8 +841,24 @@ class HybridNet(PoseToImage, ModelBase):
         exclude: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
+        if self._graphs is not None and self._graphs_apply(exclude):
+            out = self._graphed_forward(self._graphs, pose, T)
+            if out is not None:
+                return out
         w = self.warp(T, exclude)
-        w_rgb, background, kept = self._holes(w, T)  # kept: the pixels whose warped depth is corrected and kept
+        open_border = self._open_border(w) if self.border_takes_nearest else None
+        return self._finish(pose, w, self._ground_depth_of(T), open_border)
+
+    def _finish(
+        self,
+        pose: torch.Tensor,
+        w: dict[str, torch.Tensor],
+        ground_depth: torch.Tensor | None,
+        open_border: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """The forward pass after the warp ``w``: the holes' rules (:meth:`_holes`), the network and its
+        corrections. On a GPU it waits for nothing on the host (with the torch network: a CUDA graph replays it)."""
+        w_rgb, background, kept = self._holes(w, ground_depth, open_border)  # kept: the corrected, kept pixels
         runner = None if self.training else self.network_runner
         if runner is not None:  # serving: the network part in ONNX Runtime
             rgb, log_scale = runner(pose, w_rgb, w["depth"], w["valid"].float(), w["hits"])
@@ -761,6 +886,81 @@ class HybridNet(PoseToImage, ModelBase):
         if self.decoder is not None:
             out["decoder_rgb"], out["decoder_depth"] = dec["rgb"], dec["depth"]
         return out
+
+    # -- CUDA graphs (engine.cuda_graphs) --------------------------------------------------------------------
+    def use_cuda_graphs(self, on: bool = True, *, emulate: bool = False) -> bool:
+        """Serve renders through CUDA graphs (:mod:`pose2rgbd.models.cuda_graphs`): the warp, the holes' rules, the
+        network and its corrections -- everything after the keyframe search and gather -- captured once per batch
+        size and replayed; where :attr:`hole_border_rule` is nearest, in two graphs with the border's holes found
+        on the host between them. Only eval-mode forwards without gradient, without training's exclusions, the
+        fused geometry or an ONNX Runtime network take them. ``emulate``: the same staging without graphs (tests on
+        a CPU). Returns True: this kind has such a path."""
+        self._graphs = GraphCache(emulate=emulate) if on else None
+        return True
+
+    def _graphs_apply(self, exclude: object) -> bool:
+        return (
+            exclude is None
+            and not self.training
+            and not torch.is_grad_enabled()
+            and self.fused_input is None
+            and self.network_runner is None
+        )
+
+    def _graphed_forward(self, graphs: GraphCache, pose: torch.Tensor, T: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """:meth:`forward` through ``graphs`` (:meth:`use_cuda_graphs`); None where a graph could not be captured
+        (the caller runs the eager pass; the cache said why)."""
+        inputs = self.warp_inputs(T)
+        terms = self._ground_terms(T)
+        extra = [] if terms is None else list(terms)
+        warp_t = inputs.tensors()
+        n_warp = len(warp_t)
+        dn = self.depth_normalizer
+        border = self.border_takes_nearest
+        first = next(self.fill.parameters())
+        key = (
+            len(T), tuple(pose.shape), pose.dtype, inputs.settings(), tuple(inputs.kf_rgb.shape[1:]), terms is not None,
+            border, autocast_key(pose.device), dn.min_m, dn.max_m, id(self.keyframes), first.data_ptr(),
+        )  # fmt: skip
+        if not border:
+
+            def whole(pose_: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
+                w = self.warp_from(inputs.with_tensors(t[:n_warp]))
+                ground = self._ground_depth_from(None if terms is None else (t[n_warp], t[n_warp + 1]))
+                return self._finish(pose_, w, ground, None)
+
+            call = graphs.get(("whole", *key), whole, [pose, *warp_t, *extra])
+            if call is None:
+                return None
+            out = call(pose, *warp_t, *extra)
+        else:  # two graphs: the border's holes are labelled on the host between them (scipy, one pass)
+            warp_call = graphs.get(
+                ("warp", *key), lambda *t: self.warp_from(inputs.with_tensors(t)), warp_t
+            )  # fmt: skip
+            if warp_call is None:
+                return None
+            w = warp_call(*warp_t)
+            names = sorted(w)
+            open_border = self._open_border(w)
+
+            def finish(pose_: torch.Tensor, open_: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
+                w_ = dict(zip(names, t[: len(names)]))
+                ground = self._ground_depth_from(None if terms is None else (t[len(names)], t[len(names) + 1]))
+                return self._finish(pose_, w_, ground, open_)
+
+            ws = [w[n] for n in names]
+            finish_call = graphs.get(("finish", *key), finish, [pose, open_border, *ws, *extra])
+            if finish_call is None:
+                return None
+            out = finish_call(pose, open_border, *ws, *extra)
+        return {k: v.clone() for k, v in out.items()}  # the graph's outputs are overwritten by its next replay
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> HybridNet:
+        # moved, cast or copied to another device: captured graphs would replay on the old tensors' memory
+        graphs = getattr(self, "_graphs", None)  # (nn.Module's own calls may come before __init__ set it)
+        if graphs is not None:
+            graphs.clear()
+        return super()._apply(fn, recurse)  # type: ignore[no-any-return]
 
     def network_part(self) -> NetworkPart:
         """The decoder + fill as one exportable module (shares this model's weights)."""

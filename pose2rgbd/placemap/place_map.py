@@ -19,7 +19,7 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
-from pose2rgbd.placemap.format import MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.placemap.format import BlobReader, MapError, decode_depth, decode_rgb, read_manifest
 from pose2rgbd.placemap.lru import LRU
 from pose2rgbd.placemap.place import GlobalDescriber
 from pose2rgbd.placemap.selection import MapSelection
@@ -72,12 +72,13 @@ class PlaceMap:
             self._kp_desc = np.load(self.path / "kp_desc.npy", mmap_mode="r")
             self._kp_xyz = np.load(self.path / "kp_xyz.npy", mmap_mode="r")
             self._img_off = np.load(self.path / "images_offsets.npy")
-            self._img = np.memmap(self.path / "images.bin", np.uint8, mode="r") if self._img_off[-1] else None
+            # read by offset, not mapped: the process keeps no keyframe's encoded bytes (BlobReader)
+            self._img = BlobReader(self.path / "images.bin") if self._img_off[-1] else None
             self._depth_off = None
-            self._depth: np.memmap[Any, np.dtype[np.uint8]] | None = None
+            self._depth: BlobReader | None = None
             if self.manifest.get("depth"):
                 self._depth_off = np.load(self.path / "depth_offsets.npy")
-                self._depth = np.memmap(self.path / "depth.bin", np.uint8, mode="r")
+                self._depth = BlobReader(self.path / "depth.bin")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             verify_files(self.path, self.manifest, hashes=True)  # names the changed file where digests can
             raise MapError(f"{self.path}: damaged place map ({type(e).__name__}: {e}); {again}") from e
@@ -150,7 +151,7 @@ class PlaceMap:
                 "keyframe_images false); build it again with them for the hybrid renderer"
             )
         off, img = self._img_off, self._img
-        return self._cache.get(("rgb", int(i)), lambda: decode_rgb(img[off[i] : off[i + 1]]))
+        return self._cache.get(("rgb", int(i)), lambda: decode_rgb(img.read(off[i], off[i + 1])))
 
     def depth(self, i: int) -> np.ndarray:
         """float32 (H, W) metric depth of keyframe ``i`` (NaN invalid, +inf sky; decoded, cached)."""
@@ -160,15 +161,15 @@ class PlaceMap:
                 "localization-only map)"
             )
         off, data = self._depth_off, self._depth
-        return self._cache.get(("depth", int(i)), lambda: decode_depth(data[off[i] : off[i + 1]]))
+        return self._cache.get(("depth", int(i)), lambda: decode_depth(data.read(off[i], off[i + 1])))
 
     def encoded(self, i: int) -> tuple[bytes, bytes | None]:
         """Keyframe ``i``'s image and depth as stored (encoded files; ``b""`` / None where the map has none):
         what :mod:`pose2rgbd.placemap.merge` copies without decoding."""
-        rgb = b"" if self._img is None else bytes(self._img[self._img_off[i] : self._img_off[i + 1]])
+        rgb = b"" if self._img is None else self._img.read(self._img_off[i], self._img_off[i + 1])
         if self._depth is None or self._depth_off is None:
             return rgb, None
-        return rgb, bytes(self._depth[self._depth_off[i] : self._depth_off[i + 1]])
+        return rgb, self._depth.read(self._depth_off[i], self._depth_off[i + 1])
 
     # ------------------------------------------------------------------ checks and summary
     def check_dataset(self, fingerprint: str, what: str) -> None:

@@ -1,0 +1,67 @@
+"""The command line's start-up: a command line that names a command imports that command's module alone, and parses
+as the parser of every command does."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from pose2rgbd.cli.main import COMMAND_MODULES, COMMANDS, build_parser, command_of
+
+
+@pytest.mark.parametrize("module", COMMAND_MODULES)
+def test_each_command_module_registers_the_command_its_name_ends_with(module: str) -> None:
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).register(sub)
+    assert sorted(sub.choices) == [module.rsplit(".", 1)[1]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["map", "fuse", "--map", "m"], "map"),
+        (["-v", "--progress", "train", "--dataset", "d"], "train"),
+        (["--help"], None),
+        (["--version"], None),
+        ([], None),
+        (["mapp", "fuse"], None),  # a misspelling: the full parser says what the commands are
+        (["--unknown", "map"], None),
+    ],
+)
+def test_the_command_a_command_line_names(argv: list[str], command: str | None) -> None:
+    assert command_of(argv) == command
+    assert command is None or command in COMMANDS
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["map", "fuse", "--map", "m", "--set", "voxel_size=0.1"],
+        ["-v", "sim", "--out", "o", "--size", "64", "48"],
+        ["localize", "images", "imgs", "--map", "m", "--out", "o", "--camera", "500,500,320,240"],
+    ],
+)
+def test_one_commands_parser_parses_as_the_full_one(argv: list[str]) -> None:
+    one = build_parser(command_of(argv))
+    assert set(one._subparsers._group_actions[0].choices) == {command_of(argv)}  # type: ignore[union-attr]
+    a, b = vars(one.parse_args(argv)), vars(build_parser().parse_args(argv))
+    assert a.keys() == b.keys()
+    for k in a:  # a command's config schema is an object of its own in each parser: compared by its contents
+        assert (vars(a[k]) == vars(b[k])) if hasattr(a[k], "__dict__") else (a[k] == b[k]), k
+
+
+def test_a_command_imports_its_module_alone() -> None:
+    code = (
+        "import sys\n"
+        "from pose2rgbd.cli.main import build_parser\n"
+        "build_parser('map').parse_args(['map', 'fuse', '--map', 'm'])\n"
+        "print(','.join(sorted(m for m in ('pose2rgbd.convert', 'pose2rgbd.cli.convert', 'rosbags', 'torch') "
+        "if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == ""

@@ -2,6 +2,9 @@
 # The GPU measurements of docs/results.md on a bare CUDA machine, in phases that fit 10-minute commands.
 #
 #   bash bench/run_on_gpu.sh setup            # wheels (from .whl/ when the machine is offline), machine facts
+#                                              #   (an image with torch, numba, OpenCV, SciPy, onnxruntime lacks
+#                                              #   kornia, kornia_rs, pymap3d, rosbags and rosbags' apsw,
+#                                              #   backports.zstd, lz4, ruamel.yaml: the `gpu` tests and benches import them)
 #   bash bench/run_on_gpu.sh table4           # Table 4 analog, GPU columns (512x512, fp32, synchronized)
 #   bash bench/run_on_gpu.sh render           # the default renderer on CUDA: its `gpu` tests, then latency and
 #                                              #   renders/s at 512x512 (bench/bench_engine.py; about 3 minutes)

@@ -362,7 +362,7 @@ def test_ctrl_c_while_the_commands_load_prints_no_traceback(
 ) -> None:
     import pose2rgbd.cli.main as main_mod
 
-    def interrupted() -> Any:  # Ctrl-C in the first second: the command modules are being imported
+    def interrupted(command: str | None = None) -> Any:  # Ctrl-C in the first second: the modules are being imported
         raise KeyboardInterrupt
 
     monkeypatch.setattr(main_mod, "build_parser", interrupted)

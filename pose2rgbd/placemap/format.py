@@ -134,6 +134,9 @@ class BlobReader:
     def close(self) -> None:
         self._closer()
 
+    def __reduce__(self) -> tuple[type[BlobReader], tuple[Path]]:
+        return BlobReader, (self.path,)  # a copy (pickle, deepcopy) opens the file again: no shared descriptor
+
 
 # ------------------------------------------------------------------------------------------------------ writer
 class _Blobs:

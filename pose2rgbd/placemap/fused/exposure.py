@@ -80,12 +80,12 @@ def covisible_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Co-visible colour samples: keyframe rows ``i``, ``j`` (P,) and their colours ``c_i``, ``c_j`` (P, 3).
 
-    Written into arrays of their largest possible length (``samples`` per keyframe into each of its ``neighbours``;
-    pages never written take no memory) and returned as views of what was written: no list of pieces joined at the
+    Written into arrays of their largest possible length (``samples`` per keyframe into each keyframe of its nearest
+    list; pages never written take no memory) and returned as views of what was written: no list of pieces joined at the
     end, which held every sample twice (26 MB more at the peak of 2,161 keyframes)."""
     rng = np.random.default_rng(seed)
     near = kf.poses.nearest(kf.T_world_cam, min(len(kf), neighbours + 1))
-    cap = len(kf) * int(samples) * max(int(neighbours), 0)
+    cap = len(kf) * int(samples) * near.shape[1]  # a keyframe not first in its own list has one more neighbour
     I, J = np.empty(cap, np.int32), np.empty(cap, np.int32)
     CI, CJ = np.empty((cap, 3), np.float32), np.empty((cap, 3), np.float32)
     m = 0
@@ -93,7 +93,7 @@ def covisible_pairs(
         X, ci = _samples(kf, i, samples, depth_max, rng)
         if not len(X):
             continue
-        for j in [int(k) for k in near[i] if k != i][: max(int(neighbours), 0)]:
+        for j in (int(k) for k in near[i] if k != i):
             cam = kf.camera(j)
             u, v, z = project(kf.T_world_cam[j], cam, X)
             with np.errstate(invalid="ignore"):
@@ -211,9 +211,9 @@ def fit_exposure(
     sq_before = sq_after = 0.0
     for c in range(3):  # a channel at a time, as above
         a, b = ci[:, c], cj[:, c]
-        d = a - b
+        d = (a - b).astype(np.float64)  # summed in float64: a float32 sum of 800k squares drifts in its 6th digit
         sq_before += float(np.dot(d, d))
-        d = (out[i, c, 0] * a + out[i, c, 1]) - (out[j, c, 0] * b + out[j, c, 1])
+        d = ((out[i, c, 0] * a + out[i, c, 1]) - (out[j, c, 0] * b + out[j, c, 1])).astype(np.float64)
         sq_after += float(np.dot(d, d))
     stats = {
         "pairs": len(i),

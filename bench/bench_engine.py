@@ -266,7 +266,10 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--backends", nargs="+", default=["torch"], help="engine backends: torch, onnxruntime")
     p.add_argument(
-        "--cuda-graphs", nargs="+", default=["auto"], help="engine.cuda_graphs settings to run: auto, on, off"
+        "--cuda-graphs",
+        nargs="+",
+        default=None,
+        help="engine.cuda_graphs settings to run: auto, on, off (default: the engine's default)",
     )
     p.add_argument(
         "--rate",
@@ -305,6 +308,10 @@ def main() -> None:
     )
     args = p.parse_args()
     import torch
+
+    from pose2rgbd.inference import EngineConfig
+
+    args.cuda_graphs = args.cuda_graphs or [EngineConfig().cuda_graphs]
 
     args.default_threads = torch.get_num_threads()
     load0 = os.getloadavg()[0]

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto", help="engine.precision (default auto)")
     p.add_argument("--threads", type=int, default=0, help="engine.threads (0: the engine's choice)")
     p.add_argument("--batch", type=int, default=1, help="poses per render call (default 1)")
-    p.add_argument("--cuda-graphs", default="auto", help="engine.cuda_graphs: auto | on | off (default auto)")
+    p.add_argument("--cuda-graphs", default=None, help="engine.cuda_graphs: auto | on | off (default: the engine's)")
     p.add_argument("--calls", type=int, default=60, help="render calls per pass (default 60)")
     p.add_argument("--rows", type=int, default=25, help="rows per table (default 25)")
     p.add_argument("--out", type=Path, default=None, help="folder for profile.md (and the profiler's trace.json)")
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     gflops = matmul_gflops()  # the CPU's speed at the start, for ratios between runs
     t0 = time.perf_counter()
     ck = make_hybrid_checkpoint(args.size, args.keyframes, preset=args.preset)
-    cfg = EngineConfig(
-        device=args.device, precision=args.precision, threads=args.threads, warmup=3, cuda_graphs=args.cuda_graphs
-    )
+    graphs = args.cuda_graphs or EngineConfig().cuda_graphs
+    cfg = EngineConfig(device=args.device, precision=args.precision, threads=args.threads, warmup=3, cuda_graphs=graphs)
     eng = RenderEngine(cfg, ck)
     print(f"checkpoint and engine: {time.perf_counter() - t0:.1f} s; precision {eng.precision}", flush=True)
     n = args.calls * args.batch

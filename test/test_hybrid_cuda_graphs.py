@@ -98,38 +98,50 @@ def test_training_and_gradients_and_exclusions_stay_eager(ck) -> None:
     assert len(m._graphs) == 1 and m._graphs.captures == 1
 
 
-def test_a_failed_capture_is_said_once_and_the_render_runs_eagerly(ck, caplog) -> None:
-    m = _variant(ck, "background", False)
+@pytest.mark.parametrize("border", ["background", "nearest"])
+def test_a_failed_capture_is_said_once_and_the_render_runs_eagerly(ck, caplog, monkeypatch, border: str) -> None:
+    m = _variant(ck, border, True)
     m.use_cuda_graphs(True, emulate=True)
     x, _ = m.poses_to_input(_queries()[:1])
-    calls = []
+    with torch.inference_mode():
+        ref = _eager(m, x)
+    captures = []
+    finish, warp_inputs = m._finish, m.warp_inputs
+    searches = []
 
     def broken(*a, **k):
-        calls.append(1)
-        raise RuntimeError("operation not permitted when stream is capturing")
+        if torch.is_inference_mode_enabled() and len(captures) == 0:
+            captures.append(1)
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return finish(*a, **k)
 
-    m._finish, finish = broken, m._finish  # the captured code fails (as a host wait inside a capture would)
+    def counted(*a, **k):
+        searches.append(1)
+        return warp_inputs(*a, **k)
+
+    monkeypatch.setattr(m, "warp_inputs", counted)
+    monkeypatch.setattr(m, "_finish", broken)  # its first call, the capture, fails (as a host wait inside one would)
     with caplog.at_level(logging.WARNING), torch.inference_mode():
-        assert m._graphed_forward(m._graphs, x, m._poses(x)) is None
-        assert m._graphed_forward(m._graphs, x, m._poses(x)) is None
-    m._finish = finish
-    assert len(calls) == 1  # captured once, not again
+        _equal(m(x), ref)  # the eager pass, from the same keyframe search
+        _equal(m(x), ref)
+    assert len(captures) == 1 and len(searches) == 2  # captured once, not again; one search per render
     assert sum("CUDA graph capture failed" in r.message for r in caplog.records) == 1
-    assert len(m._graphs.failures) == 1 and len(m._graphs) == 0
-    with torch.inference_mode():
-        _equal(m(x), _eager(m, x))  # forward falls back to the eager pass
+    assert len(m._graphs.failures) == 1
 
 
-def test_the_cache_holds_at_most_its_graphs_and_copies_start_empty(ck) -> None:
+def test_the_cache_holds_at_most_its_graphs_and_copies_start_empty(ck, caplog) -> None:
     cache = GraphCache(emulate=True)
 
     def double(t: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"y": 2 * t}
 
-    for i in range(GraphCache.MAX_GRAPHS + 3):
-        call = cache.get(i, double, [torch.ones(i + 1)])
-        assert (call is None) == (i >= GraphCache.MAX_GRAPHS)
-    assert len(cache) == GraphCache.MAX_GRAPHS
+    with caplog.at_level(logging.WARNING):
+        for i in range(GraphCache.MAX_GRAPHS + 3):
+            assert cache.available(i) == (i < GraphCache.MAX_GRAPHS)
+            call = cache.get(i, double, [torch.ones(i + 1)])
+            assert (call is None) == (i >= GraphCache.MAX_GRAPHS)
+    assert len(cache) == GraphCache.MAX_GRAPHS and cache.available(0)
+    assert sum("the most kept" in r.message for r in caplog.records) == 1  # said once
     call = cache.get(0, double, [torch.ones(1)])
     assert call is not None
     torch.testing.assert_close(call(torch.full((1,), 3.0))["y"], torch.full((1,), 6.0))
@@ -147,6 +159,35 @@ def test_the_cache_holds_at_most_its_graphs_and_copies_start_empty(ck) -> None:
     assert len(m._graphs) == 0
     m.use_cuda_graphs(False)
     assert m._graphs is None
+
+
+def test_what_a_graph_reads_besides_its_inputs_renews_the_graphs(ck) -> None:
+    """A changed setting, weight or depth range is no stale graph: the graphs are captured again (on a GPU a kept
+    graph would replay the old setting: the correction everywhere after rgb_correction holes, say)."""
+    m = _variant(ck, "background", True)
+    m.use_cuda_graphs(True, emulate=True)
+    x, _ = m.poses_to_input(_queries()[:1])
+    graphs = m._graphs
+    with torch.inference_mode():
+        m(x)
+        m(x)
+    assert graphs.captures == 1
+    m.config.rgb_correction = "holes"
+    with torch.inference_mode():
+        _equal(m(x), _eager(m, x))
+    assert graphs.captures == 2
+    with torch.no_grad():
+        next(m.fill.parameters()).mul_(1.5)  # a weight changed in place (an optimizer step, a state dict's load)
+    with torch.inference_mode():
+        _equal(m(x), _eager(m, x))
+    assert graphs.captures == 3
+    from pose2rgbd.models.normalization import DepthNormalizer
+
+    m.set_depth_normalizer(DepthNormalizer(0.0, 60.0))
+    with torch.inference_mode():
+        _equal(m(x), _eager(m, x))
+        m(x)
+    assert graphs.captures == 4 and len(graphs) == 1  # the old ones dropped, not kept beside
 
 
 def test_captured_calls_copy_new_inputs_into_their_own() -> None:
@@ -170,6 +211,9 @@ def test_the_engine_setting(ck) -> None:
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         RenderEngine(EngineConfig(device="cpu", cuda_graphs="on", warmup=0), ck)
     assert EngineConfig().cuda_graphs == "off"  # until measured on a GPU
+    fused = copy.deepcopy(ck.model)
+    fused.fused_input = object()  # the fused geometry has no captured path
+    assert not fused.use_cuda_graphs(True, emulate=True) and fused._graphs is None
     eng = RenderEngine(EngineConfig(device="cpu", cuda_graphs="auto", warmup=0), ck)  # auto on a CPU: eager
     assert eng.model._graphs is None and not eng.backend.cuda_graphs
 
@@ -194,3 +238,9 @@ def test_cuda_graphs_render_as_the_eager_engine(ck, border: str, ground: bool, p
         assert (~np.isclose(a.depth, b.depth, rtol=1e-4, atol=0, equal_nan=True)).mean() < 1e-3
     graphs = graphed.model._graphs
     assert graphs is not None and not graphs.failures and len(graphs) >= 2
+    captured = graphs.captures
+    for eng in (eager, graphed):  # a setting the graphs read changes: captured again, not replayed stale
+        eng.model.config.rgb_correction = "holes"
+    a, b = eager.render(Q[[0]]), graphed.render(Q[[0]])
+    assert (np.abs(a.rgb.astype(int) - b.rgb) > 1).any(axis=-1).mean() < 1e-3
+    assert graphs.captures > captured and not graphs.failures

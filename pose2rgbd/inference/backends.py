@@ -263,6 +263,8 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
         tb.model.serve_network_part_with_onnxruntime(
             threads=serving_process.serving_threads(cfg.threads, frame_pixels(loaded.model)), device=tb.device
         )
+        if tb.cuda_graphs:  # the network part runs in ONNX Runtime, outside any graph: eager
+            tb.cuda_graphs = tb.model.use_cuda_graphs(False)
         tb.name = "torch+onnxruntime"
         return tb, tb.model
     if name == "torch":

@@ -115,10 +115,16 @@ class GraphCache:
         self._calls: dict[Hashable, CapturedCall] = {}
         self._failed: dict[Hashable, str] = {}
         self._pool: PoolHandle | None = None
+        self._full_said = False
         self.captures = 0  # graphs captured (emulated ones included)
 
     def __len__(self) -> int:
         return len(self._calls)
+
+    def available(self, key: Hashable) -> bool:
+        """Whether :meth:`get` would give a graph for ``key`` (one captured, or room to try): a caller skips the
+        work of staging inputs for a key that will run eagerly."""
+        return key in self._calls or (key not in self._failed and len(self._calls) < self.MAX_GRAPHS)
 
     @property
     def failures(self) -> dict[Hashable, str]:
@@ -131,7 +137,15 @@ class GraphCache:
         call = self._calls.get(key)
         if call is not None:
             return call
-        if key in self._failed or len(self._calls) >= self.MAX_GRAPHS:
+        if key in self._failed:
+            return None
+        if len(self._calls) >= self.MAX_GRAPHS:
+            if not self._full_said:
+                self._full_said = True
+                log.warning(
+                    "%d CUDA graphs captured, the most kept; renders of other shapes or settings (%s) run without "
+                    "a graph", self.MAX_GRAPHS, key,
+                )  # fmt: skip
             return None
         if not self.emulate and self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
@@ -139,6 +153,8 @@ class GraphCache:
             call = CapturedCall(fn, example_inputs, pool=self._pool, emulate=self.emulate)
         except Exception as e:  # any capture error: this key runs eagerly, said once
             self._failed[key] = f"{type(e).__name__}: {e}"
+            # a capture that failed leaves its pool unusable for the next (torch: "use_count > 0" asserted)
+            self._pool = None
             log.warning(
                 "CUDA graph capture failed for %s (%s); these renders run without a graph (engine.cuda_graphs off "
                 "hides this warning)",
@@ -158,6 +174,7 @@ class GraphCache:
         self._calls.clear()
         self._failed.clear()
         self._pool = None
+        self._full_said = False
 
 
 __all__ = ["CapturedCall", "GraphCache", "autocast_key"]

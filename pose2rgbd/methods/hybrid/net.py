@@ -43,6 +43,7 @@ it is loaded; a copy prepared for serving reads the same ones (:meth:`HybridNet.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -236,6 +237,7 @@ class HybridNet(PoseToImage, ModelBase):
         self.register_buffer("hole_border_fit", _unfitted_border())
         self._border_chosen: float | None = None  # hole_border_fit[0] on the CPU (read once: `hole_border_rule`)
         self._graphs: GraphCache | None = None  # use_cuda_graphs: the render's GPU work captured per batch size
+        self._graph_state: tuple[object, ...] | None = None  # what the graphs were captured with (_state_of_graphs)
 
     # -- keyframes ------------------------------------------------------------------------------------------
     @property
@@ -765,7 +767,7 @@ class HybridNet(PoseToImage, ModelBase):
         rays = self._ground_rays_on_device()
         if rays.device.type == "cpu":  # numpy is faster there (0.49 against 1.15 ms at 512x512, one thread, AMD EPYC)
             return self._normalized_ground(torch.from_numpy(ground.depth(T_world_cam, rays.numpy()))[:, None])
-        return self._ground_depth_from(self._ground_terms(T_world_cam))  # where the model runs: no host pixels
+        return self._ground_depth_from(self._ground_terms(T_world_cam), rays)  # where the model runs: no host pixels
 
     def _ground_terms(self, T_world_cam: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The ground's :meth:`~pose2rgbd.placemap.ground.GroundPlane.camera_terms` of the queries on the model's
@@ -777,12 +779,15 @@ class HybridNet(PoseToImage, ModelBase):
         toward, above = (torch.from_numpy(a).to(dev) for a in ground.camera_terms(T_world_cam))
         return toward, above
 
-    def _ground_depth_from(self, terms: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
-        """:meth:`_ground_depth_of` from the queries' :meth:`_ground_terms`, on their device (nothing from the
-        host: a CUDA graph replays it)."""
+    def _ground_depth_from(
+        self, terms: tuple[torch.Tensor, torch.Tensor] | None, rays: torch.Tensor
+    ) -> torch.Tensor | None:
+        """:meth:`_ground_depth_of` from the queries' :meth:`_ground_terms` and the camera's rays
+        (:meth:`_ground_rays_on_device`, looked up by the caller: it reads the camera from the device), on their
+        device (nothing from the host: a CUDA graph replays it)."""
         if terms is None:
             return None
-        return self._normalized_ground(ground_depth_from_terms(terms[0], terms[1], self._ground_rays_on_device()))
+        return self._normalized_ground(ground_depth_from_terms(terms[0], terms[1], rays))
 
     def _background_rules(self) -> bool:
         """Whether a hole rule takes the background (``hole_depth`` or ``hole_rgb`` background): only those read the
@@ -842,9 +847,7 @@ class HybridNet(PoseToImage, ModelBase):
     ) -> dict[str, torch.Tensor]:
         T = self._poses(pose) if T_world_cam is None else np.asarray(T_world_cam, dtype=np.float64)
         if self._graphs is not None and self._graphs_apply(exclude):
-            out = self._graphed_forward(self._graphs, pose, T)
-            if out is not None:
-                return out
+            return self._graphed_forward(self._graphs, pose, T)
         w = self.warp(T, exclude)
         open_border = self._open_border(w) if self.border_takes_nearest else None
         return self._finish(pose, w, self._ground_depth_of(T), open_border)
@@ -892,11 +895,13 @@ class HybridNet(PoseToImage, ModelBase):
         """Serve renders through CUDA graphs (:mod:`pose2rgbd.models.cuda_graphs`): the warp, the holes' rules, the
         network and its corrections -- everything after the keyframe search and gather -- captured once per batch
         size and replayed; where :attr:`hole_border_rule` is nearest, in two graphs with the border's holes found
-        on the host between them. Only eval-mode forwards without gradient, without training's exclusions, the
-        fused geometry or an ONNX Runtime network take them. ``emulate``: the same staging without graphs (tests on
-        a CPU). Returns True: this kind has such a path."""
+        on the host between them. Only eval-mode forwards without gradient or training's exclusions take them; the
+        fused geometry (``model.geometry fused``) has no captured path: False, and eager. ``emulate``: the same
+        staging without graphs (tests on a CPU). Returns whether renders take them."""
+        on = on and self.fused_input is None
         self._graphs = GraphCache(emulate=emulate) if on else None
-        return True
+        self._graph_state = None
+        return on
 
     def _graphs_apply(self, exclude: object) -> bool:
         return (
@@ -907,51 +912,67 @@ class HybridNet(PoseToImage, ModelBase):
             and self.network_runner is None
         )
 
-    def _graphed_forward(self, graphs: GraphCache, pose: torch.Tensor, T: np.ndarray) -> dict[str, torch.Tensor] | None:
-        """:meth:`forward` through ``graphs`` (:meth:`use_cuda_graphs`); None where a graph could not be captured
-        (the caller runs the eager pass; the cache said why)."""
+    def _state_of_graphs(self) -> tuple[object, ...]:
+        """What a captured graph reads besides its inputs: the settings (the config, the depth range, the border
+        rule), the keyframes, and every weight and buffer by address and version (a state dict's load, an optimizer
+        step or a move changes them). Where it changes, the graphs go (:meth:`_graphed_forward`)."""
+        dn = self.depth_normalizer
+        tensors = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        return repr(self.config), id(self.keyframes), dn.min_m, dn.max_m, self.border_takes_nearest, tensors
+
+    def _graphed_forward(self, graphs: GraphCache, pose: torch.Tensor, T: np.ndarray) -> dict[str, torch.Tensor]:
+        """:meth:`forward` through ``graphs`` (:meth:`use_cuda_graphs`): the host's part, then the device's part
+        replayed from a graph of this batch's shapes and settings; eagerly where no graph can be had (the cache said
+        why), from the same host part."""
+        state = self._state_of_graphs()
+        if state != self._graph_state:
+            graphs.clear()
+            self._graph_state = state
         inputs = self.warp_inputs(T)
         terms = self._ground_terms(T)
+        rays = self._ground_rays_on_device() if terms is not None else None
         extra = [] if terms is None else list(terms)
         warp_t = inputs.tensors()
         n_warp = len(warp_t)
-        dn = self.depth_normalizer
         border = self.border_takes_nearest
-        first = next(self.fill.parameters())
         key = (
-            len(T), tuple(pose.shape), pose.dtype, inputs.settings(), tuple(inputs.kf_rgb.shape[1:]), terms is not None,
-            border, autocast_key(pose.device), dn.min_m, dn.max_m, id(self.keyframes), first.data_ptr(),
+            tuple(pose.shape), pose.dtype, inputs.settings(), tuple(inputs.kf_rgb.shape), terms is not None,
+            None if rays is None else rays.data_ptr(), autocast_key(pose.device),
         )  # fmt: skip
+
+        def ground_from(t: Sequence[torch.Tensor]) -> torch.Tensor | None:
+            return None if rays is None else self._ground_depth_from((t[0], t[1]), rays)
+
         if not border:
+            if not graphs.available(("whole", *key)):
+                return self._finish(pose, self.warp_from(inputs), ground_from(extra), None)
 
             def whole(pose_: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
-                w = self.warp_from(inputs.with_tensors(t[:n_warp]))
-                ground = self._ground_depth_from(None if terms is None else (t[n_warp], t[n_warp + 1]))
-                return self._finish(pose_, w, ground, None)
+                return self._finish(
+                    pose_, self.warp_from(inputs.with_tensors(t[:n_warp])), ground_from(t[n_warp:]), None
+                )
 
             call = graphs.get(("whole", *key), whole, [pose, *warp_t, *extra])
             if call is None:
-                return None
+                return self._finish(pose, self.warp_from(inputs), ground_from(extra), None)
             out = call(pose, *warp_t, *extra)
         else:  # two graphs: the border's holes are labelled on the host between them (scipy, one pass)
-            warp_call = graphs.get(
-                ("warp", *key), lambda *t: self.warp_from(inputs.with_tensors(t)), warp_t
-            )  # fmt: skip
-            if warp_call is None:
-                return None
-            w = warp_call(*warp_t)
-            names = sorted(w)
+            warp_call = None
+            if graphs.available(("warp", *key)):
+                warp_call = graphs.get(("warp", *key), lambda *t: self.warp_from(inputs.with_tensors(t)), warp_t)
+            w = self.warp_from(inputs) if warp_call is None else warp_call(*warp_t)
             open_border = self._open_border(w)
+            names = sorted(w)
+            ws = [w[n] for n in names]
 
             def finish(pose_: torch.Tensor, open_: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
-                w_ = dict(zip(names, t[: len(names)]))
-                ground = self._ground_depth_from(None if terms is None else (t[len(names)], t[len(names) + 1]))
-                return self._finish(pose_, w_, ground, open_)
+                return self._finish(pose_, dict(zip(names, t[: len(names)])), ground_from(t[len(names) :]), open_)
 
-            ws = [w[n] for n in names]
-            finish_call = graphs.get(("finish", *key), finish, [pose, open_border, *ws, *extra])
+            finish_call = None
+            if warp_call is not None and graphs.available(("finish", *key)):
+                finish_call = graphs.get(("finish", *key), finish, [pose, open_border, *ws, *extra])
             if finish_call is None:
-                return None
+                return self._finish(pose, dict(w), ground_from(extra), open_border)
             out = finish_call(pose, open_border, *ws, *extra)
         return {k: v.clone() for k, v in out.items()}  # the graph's outputs are overwritten by its next replay
 

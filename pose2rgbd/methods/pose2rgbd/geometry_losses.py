@@ -151,7 +151,7 @@ def forward_splat(
     valid = torch.zeros(2 * n, dtype=torch.bool, device=rgb.device)
     out_rgb[kw] = cols  # each index once: a pixel's winner, or a point's own slot
     out_d[kw] = dz.to(depth.dtype)
-    valid[kw] = True
+    valid.index_fill_(0, kw, True)  # (not valid[kw] = True: that copies the True from the host, a CUDA graph cannot)
     out_rgb, out_d, valid = out_rgb[:n], out_d[:n], valid[:n]
     return (
         out_rgb.reshape(B, H, W, C).permute(0, 3, 1, 2).contiguous(),

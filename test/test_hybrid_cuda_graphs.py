@@ -210,11 +210,11 @@ def test_the_engine_setting(ck) -> None:
         EngineConfig(cuda_graphs="yes")
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         RenderEngine(EngineConfig(device="cpu", cuda_graphs="on", warmup=0), ck)
-    assert EngineConfig().cuda_graphs == "off"  # until measured on a GPU
+    assert EngineConfig().cuda_graphs == "auto"  # on a GPU, graphs; on a CPU, eager
     fused = copy.deepcopy(ck.model)
     fused.fused_input = object()  # the fused geometry has no captured path
     assert not fused.use_cuda_graphs(True, emulate=True) and fused._graphs is None
-    eng = RenderEngine(EngineConfig(device="cpu", cuda_graphs="auto", warmup=0), ck)  # auto on a CPU: eager
+    eng = RenderEngine(EngineConfig(device="cpu", warmup=0), ck)  # auto on a CPU: eager
     assert eng.model._graphs is None and not eng.backend.cuda_graphs
 
 

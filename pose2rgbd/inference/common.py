@@ -77,11 +77,10 @@ class EngineConfig:
         "keep the faster; GPU: off), on, off -- which is faster depends on the CPU (docs/serving.md)",
     )
     cuda_graphs: str = help_field(
-        "off",
+        "auto",
         "on a GPU, capture a render's device work as CUDA graphs, one per batch size, and replay them (the host then "
         "launches one graph instead of hundreds of kernels; the hybrid): auto (on a CUDA device, for a model kind "
-        "that has such a path), on (the same; an error on a CPU), off (the default until measured on a GPU: "
-        'docs/serving.md, "CUDA graphs")',
+        "that has such a path), on (the same; an error on a CPU), off (docs/serving.md, 'CUDA graphs')",
     )
     warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
     lookahead: int = ranged_field(

@@ -265,6 +265,9 @@ def _make_backend(cfg: EngineConfig, loaded: LoadedCheckpoint) -> tuple[Backend,
         )
         if tb.cuda_graphs:  # the network part runs in ONNX Runtime, outside any graph: eager
             tb.cuda_graphs = tb.model.use_cuda_graphs(False)
+            if cfg.cuda_graphs == "on":
+                log.warning("engine.cuda_graphs on: the network part runs in ONNX Runtime (engine.backend "
+                            "onnxruntime), outside any graph; renders run eagerly")  # fmt: skip
         tb.name = "torch+onnxruntime"
         return tb, tb.model
     if name == "torch":

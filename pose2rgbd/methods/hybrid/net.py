@@ -581,7 +581,10 @@ class HybridNet(PoseToImage, ModelBase):
         and ``from_fallback`` ``(B, 1, S, S)``, and ``nearest_depth`` where asked (None: where
         :attr:`border_takes_nearest` needs it; :func:`~pose2rgbd.methods.hybrid.warp.warp_gathered`)."""
         w = self.warp_from(self.warp_inputs(T_world_cam, exclude, nearest_depth=nearest_depth))
-        return w if self.fused_input is None else self.fused_input.combine(self, T_world_cam, exclude, w)
+        if self.fused_input is None:
+            return w
+        with torch.autocast(self.kf_K.device.type, enabled=False):  # in float32, as the warp
+            return self.fused_input.combine(self, T_world_cam, exclude, w)
 
     def warp_inputs(
         self,

@@ -18,7 +18,7 @@ from pose2rgbd.evaluation.reprojection import reproject_nearest, splat
 from pose2rgbd.experiments.toy import make_toy_dataset
 from pose2rgbd.inference import EngineConfig, RenderEngine
 from pose2rgbd.methods.hybrid import HybridConfig, build_model, splat_keyframes
-from pose2rgbd.methods.hybrid.net import ground_depth_torch
+from pose2rgbd.methods.hybrid.net import ground_depth_from_terms
 from pose2rgbd.methods.hybrid.recipe import sequence_positions, store_indices
 from pose2rgbd.models import DepthNormalizer, PoseNormalizer, load_checkpoint
 from pose2rgbd.models.registry import get_family
@@ -605,7 +605,8 @@ def test_the_ground_bounds_the_holes_depth(plane) -> None:
     # on a GPU computed there, in torch (no frame-sized work on the host): the same depth, in float32 also under
     # bfloat16 autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        own = ground_depth_torch(g, query, torch.from_numpy(on.camera.rays().astype(np.float32)))
+        toward, above = (torch.from_numpy(t) for t in g.camera_terms(query))
+        own = ground_depth_from_terms(toward, above, torch.from_numpy(on.camera.rays().astype(np.float32)))
     torch.testing.assert_close(own, ground.float())
     seen = holes & (truth <= dn.max_m)  # scored as evaluate scores: within the model's depth range
     err_off = (dn.denormalize(a["depth"]) - truth)[seen].abs()

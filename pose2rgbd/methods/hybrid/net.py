@@ -94,16 +94,11 @@ def _unfitted_border() -> torch.Tensor:
     return torch.tensor([0.0, float("nan"), float("nan"), float("nan")], dtype=torch.float64)
 
 
-def ground_depth_torch(ground: GroundPlane, T_world_cam: np.ndarray, rays: torch.Tensor) -> torch.Tensor:
-    """:meth:`GroundPlane.depth` in torch on the device of ``rays`` ``(H, W, 3)`` float32: ``(B, 1, H, W)``. Products,
-    not a matmul, which autocast would take to bfloat16."""
-    toward, above = (torch.from_numpy(a).to(rays.device) for a in ground.camera_terms(T_world_cam))
-    return ground_depth_from_terms(toward, above, rays)
-
-
 def ground_depth_from_terms(toward: torch.Tensor, above: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """:func:`ground_depth_torch` from :meth:`GroundPlane.camera_terms` already on the device of ``rays`` (``toward``
-    ``(B, 3)``, ``above`` ``(B,)``): no copy from the host, what a CUDA graph can replay."""
+    """:meth:`GroundPlane.depth` in torch on the device of ``rays`` ``(H, W, 3)`` float32, from the queries'
+    :meth:`GroundPlane.camera_terms` already there (``toward`` ``(B, 3)``, ``above`` ``(B,)``): ``(B, 1, H, W)``.
+    Products, not a matmul, which autocast would take to bfloat16; no copy from the host, what a CUDA graph can
+    replay."""
     down = -(rays[..., :1] * toward[:, 0] + rays[..., 1:2] * toward[:, 1] + rays[..., 2:] * toward[:, 2])  # (H, W, B)
     z = torch.where((down > 1e-9) & (above > 0), above / down, torch.full_like(down, float("inf")))
     return z.permute(2, 0, 1)[:, None]

@@ -121,11 +121,6 @@ class GraphCache:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def available(self, key: Hashable) -> bool:
-        """Whether :meth:`get` would give a graph for ``key`` (one captured, or room to try): a caller skips the
-        work of staging inputs for a key that will run eagerly."""
-        return key in self._calls or (key not in self._failed and len(self._calls) < self.MAX_GRAPHS)
-
     @property
     def failures(self) -> dict[Hashable, str]:
         """Keys whose capture failed, with the error."""

@@ -942,8 +942,6 @@ class HybridNet(PoseToImage, ModelBase):
             return None if rays is None else self._ground_depth_from((t[0], t[1]), rays)
 
         if not border:
-            if not graphs.available(("whole", *key)):
-                return self._finish(pose, self.warp_from(inputs), ground_from(extra), None)
 
             def whole(pose_: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
                 return self._finish(
@@ -955,9 +953,7 @@ class HybridNet(PoseToImage, ModelBase):
                 return self._finish(pose, self.warp_from(inputs), ground_from(extra), None)
             out = call(pose, *warp_t, *extra)
         else:  # two graphs: the border's holes are labelled on the host between them (scipy, one pass)
-            warp_call = None
-            if graphs.available(("warp", *key)):
-                warp_call = graphs.get(("warp", *key), lambda *t: self.warp_from(inputs.with_tensors(t)), warp_t)
+            warp_call = graphs.get(("warp", *key), lambda *t: self.warp_from(inputs.with_tensors(t)), warp_t)
             w = self.warp_from(inputs) if warp_call is None else warp_call(*warp_t)
             open_border = self._open_border(w)
             names = sorted(w)
@@ -967,7 +963,7 @@ class HybridNet(PoseToImage, ModelBase):
                 return self._finish(pose_, dict(zip(names, t[: len(names)])), ground_from(t[len(names) :]), open_)
 
             finish_call = None
-            if warp_call is not None and graphs.available(("finish", *key)):
+            if warp_call is not None:
                 finish_call = graphs.get(("finish", *key), finish, [pose, open_border, *ws, *extra])
             if finish_call is None:
                 return self._finish(pose, dict(w), ground_from(extra), open_border)

@@ -88,7 +88,7 @@ def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
     kf_shot = ArrayKeyframes(shot, np.stack([kf.depth(i) for i in range(n)]), kf.T_world_cam, kf.camera(0),
                              rot_weight_m=3.0)  # fmt: skip
     geo = FusedGeometry(*scene_mesh(), {"voxel_size_m": 0.03, "depth_max_m": 10.0})
-    ab, stats = fit_exposure(kf_shot, geo, neighbours=4, samples=400)
+    ab, stats = fit_exposure(kf_shot, geo.meta, neighbours=4, samples=400)
     assert stats["keyframes_fitted"] == n and stats["rms_after"] < 0.5 * stats["rms_before"]
     # corrected = a (g t + o) + b must be one affine function of the true colour t in every keyframe
     slope = ab[..., 0] * gain  # (n, 3)
@@ -164,3 +164,60 @@ def test_a_voxel_size_reads_the_same_in_every_message() -> None:
 
     assert voxel_words(0.0134) == "1.3 cm" and voxel_words(0.918) == "91.8 cm"
     assert voxel_words(3.473) == "3.47 m" and voxel_words(1.0) == "1 m"
+
+
+def _triangles(geo: FusedGeometry) -> np.ndarray:
+    """The surface as a sorted array of triangles, each its three vertices' bytes in a fixed order: equal for two
+    meshes with the same triangles, however their vertices are numbered or shared."""
+    p = np.ascontiguousarray(geo.vertices[geo.triangles], np.float32)  # (T, 3, 3)
+    v = np.sort(p.view(np.dtype((np.void, 12))).reshape(len(p), 3), axis=1)
+    return np.sort(np.ascontiguousarray(v).view(np.dtype((np.void, 36))).ravel())
+
+
+def test_a_place_fused_in_tiles_has_the_surface_of_one_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory is bounded by fusing in cells of at most `tile_blocks` voxel blocks and extracting at most
+    `extract_blocks` at a time: the surface must be exactly the one a single grid over the place gives -- no
+    triangle dropped or doubled where cells meet (each cell's grid has a one-block border; a triangle belongs to
+    the cell of its centroid). And a cell's grid, sized to its blocks plus one batch, is never rehashed (Open3D
+    doubles a hash map whose size plus a call's blocks exceed its capacity: three times the grid at that moment)."""
+    from pose2rgbd.placemap.fused import tsdf
+
+    kf, _ = ring_keyframes(12, CAM)
+    one = fuse_keyframes(kf, FusionConfig(exposure=False))
+    assert one.meta["tiles"] == 1 and one.meta["voxel_blocks"] > 600
+    ref = _triangles(one)
+    monkeypatch.setattr(tsdf, "_BATCH", 16)  # small, so that a frame's blocks come in several batches
+    grids: list[tuple[int, int]] = []
+    fuse_cell = tsdf._fuse_cell
+
+    def watched(*a: object, **k: object) -> object:
+        vbg = fuse_cell(*a, **k)  # type: ignore[arg-type]
+        grids.append((vbg.hashmap().capacity(), a[2].blocks))  # type: ignore[attr-defined]
+        return vbg
+
+    monkeypatch.setattr(tsdf, "_fuse_cell", watched)
+    for tiles, chunk in ((150, 10_000_000), (10_000_000, 64), (64, 64)):
+        grids.clear()
+        geo = fuse_keyframes(kf, FusionConfig(exposure=False, tile_blocks=tiles, extract_blocks=chunk))
+        assert geo.meta["voxel_blocks"] == one.meta["voxel_blocks"]
+        assert (geo.meta["tiles"] > 1) == (tiles < 1000)
+        np.testing.assert_array_equal(_triangles(geo), ref)
+        assert grids and all(cap == blocks + 16 for cap, blocks in grids)
+
+
+def test_tiles_partition_space_and_hold_at_most_their_blocks() -> None:
+    from pose2rgbd.placemap.fused.tsdf import tiles_of
+
+    rng = np.random.default_rng(0)
+    blocks = np.unique(rng.integers(-40, 40, (3000, 3)), axis=0)
+    cells = tiles_of(blocks, 500)
+    owners = np.zeros(len(blocks), int)
+    for lo, hi in cells:
+        inside = np.all((blocks >= lo) & (blocks < hi), axis=1)
+        assert 0 < inside.sum() <= 500
+        owners += inside
+    assert np.all(owners == 1)  # every block in exactly one cell
+    assert 6 <= len(cells) <= 8  # about ceil(2,990 / 500): cuts in proportion, not only halves (which give 8)
+    far = np.array([[10**6, 0, 0]])  # the outer cells reach far beyond the blocks they were cut from
+    assert sum(bool(np.all((far >= lo) & (far < hi))) for lo, hi in cells) == 1
+    assert len(tiles_of(blocks, 10**6)) == 1

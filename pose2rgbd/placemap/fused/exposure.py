@@ -17,6 +17,7 @@ residual exceeds 3 robust standard deviations (specular highlights, moving objec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -24,6 +25,7 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.placemap.keyframes import Keyframes
+from pose2rgbd.progress import bar
 
 SATURATED = (6, 249)  # colours outside (grey levels) are clipped by the sensor: no information about the gain
 FLAT_GRADIENT = 24.0  # Sobel magnitude (grey levels per pixel) above which a pixel counts as an edge
@@ -76,7 +78,14 @@ def _samples(kf: Keyframes, i: int, n: int, depth_max: float, rng: np.random.Gen
 
 
 def covisible_pairs(
-    kf: Keyframes, *, neighbours: int, samples: int, depth_max: float, tol_m: float, seed: int = 0
+    kf: Keyframes,
+    *,
+    neighbours: int,
+    samples: int,
+    depth_max: float,
+    tol_m: float,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Co-visible colour samples: keyframe rows ``i``, ``j`` (P,) and their colours ``c_i``, ``c_j`` (P, 3).
 
@@ -89,7 +98,7 @@ def covisible_pairs(
     I, J = np.empty(cap, np.int32), np.empty(cap, np.int32)
     CI, CJ = np.empty((cap, 3), np.float32), np.empty((cap, 3), np.float32)
     m = 0
-    for i in range(len(kf)):
+    for i in bar(range(len(kf)), progress=progress, desc="fuse: exposure samples", unit="frame"):
         X, ci = _samples(kf, i, samples, depth_max, rng)
         if not len(X):
             continue
@@ -193,13 +202,16 @@ def solve_gains(
 
 
 def fit_exposure(
-    kf: Keyframes, geometry: Any, *, neighbours: int = 4, samples: int = 100
+    kf: Keyframes, settings: Mapping[str, Any], *, neighbours: int = 4, samples: int = 100, progress: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(N, 3, 2)`` float32 ``(a, b)`` per keyframe and channel (``b`` in grey levels) and the fit's statistics."""
+    """``(N, 3, 2)`` float32 ``(a, b)`` per keyframe and channel (``b`` in grey levels) and the fit's statistics.
+    ``settings``: the fusion's ``voxel_size_m`` (two of them: how far a keyframe's depth may differ and still see a
+    point) and ``depth_max_m`` (:func:`~pose2rgbd.placemap.fused.tsdf.resolve_settings`, or a fused geometry's meta).
+    """
     n = len(kf)
-    tol = 2.0 * float(geometry.meta["voxel_size_m"])
+    tol = 2.0 * float(settings["voxel_size_m"])
     i, j, ci, cj = covisible_pairs(kf, neighbours=neighbours, samples=samples,
-                                   depth_max=float(geometry.meta["depth_max_m"]), tol_m=tol)  # fmt: skip
+                                   depth_max=float(settings["depth_max_m"]), tol_m=tol, progress=progress)  # fmt: skip
     out = np.zeros((n, 3, 2), np.float32)
     out[..., 0] = 1.0
     if len(i) == 0 or n < 2:

@@ -107,7 +107,9 @@ def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
         assert np.abs(view.rgb.astype(float) - expect)[ok].mean() < 3.0, ref
 
 
-def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Path) -> None:
+def test_map_fuse_stores_the_geometry_with_the_map(
+    map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pose2rgbd.cli.main import main
     from pose2rgbd.placemap import PlaceMap
     from pose2rgbd.placemap.format import MapError
@@ -117,10 +119,11 @@ def test_map_fuse_stores_the_geometry_with_the_map(map_world: dict, tmp_path: Pa
     shutil.copytree(map_world["map"], m)
     with pytest.raises(MapError, match="map fuse"):
         load_fused(m)
-    assert main(["map", "fuse", "--map", str(m), "--no-progress"]) == 0
+    assert main(["map", "fuse", "--map", str(m), "--no-progress", "--set", "tile_blocks=300"]) == 0
     geo = load_fused(m)
     pm = PlaceMap(m)
     assert geo.meta["keyframes"] == len(pm) and len(geo.triangles) > 1000
+    assert geo.meta["tiles"] > 1 and f"fused in {geo.meta['tiles']} tiles" in capsys.readouterr().out
     assert geo.exposure is not None and geo.exposure.shape == (len(pm), 3, 2)
     assert 0.1 <= geo.voxel_size <= 5.0  # decimetres over a city (the simulator's, seen from the air)
     assert main(["map", "fuse", "--map", str(m), "--no-progress"]) != 0  # refuses to replace it silently
@@ -192,7 +195,7 @@ def test_a_place_fused_in_tiles_has_the_surface_of_one_grid(monkeypatch: pytest.
 
     def watched(*a: object, **k: object) -> object:
         vbg = fuse_cell(*a, **k)  # type: ignore[arg-type]
-        grids.append((vbg.hashmap().capacity(), a[2].blocks))  # type: ignore[attr-defined]
+        grids.append((vbg.hashmap().capacity(), a[1].blocks))  # type: ignore[attr-defined]
         return vbg
 
     monkeypatch.setattr(tsdf, "_fuse_cell", watched)

@@ -171,6 +171,8 @@ def _print_fused(path: Path, m: dict[str, Any]) -> None:
 
     print(f"{path}/fused: {m['keyframes']} keyframes fused at {voxel_words(m['voxel_size_m'])} voxels (depth up to "
           f"{m['depth_max_m']:.1f} m): {m['triangles']} triangles in {m['build_s']:.1f} s")  # fmt: skip
+    if m.get("tiles", 1) > 1:  # a geometry fused before tiles existed has no count: one grid
+        print(f"  tiles        {m['voxel_blocks']} voxel blocks fused in {m['tiles']} tiles (memory: `tile_blocks`)")
     if e.get("pairs"):
         print(f"  exposure     {e['keyframes_fitted']} keyframes fitted on {e['pairs']} co-visible samples; "
               f"colour mismatch {e['rms_before']:.1f} -> {e['rms_after']:.1f} grey levels (RMS)")  # fmt: skip

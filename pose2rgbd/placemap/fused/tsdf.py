@@ -2,9 +2,11 @@
 
 One sensor frame's depth has holes (structured light: ~10 % invalid pixels) and noise; the truncated signed
 distance function of all of them together (Curless & Levoy; KinectFusion) fills one frame's holes from the others
-and averages the noise away. Open3D's ``ScalableTSDFVolume`` (a hashed voxel-block grid, only the blocks near a
+and averages the noise away. Open3D's ``VoxelBlockGrid`` (a hashed grid of 8^3-voxel blocks, only the blocks near a
 surface exist) integrates the frames; its marching-cubes surface is kept as a triangle mesh (a few MB; the TSDF
 itself is not stored) and ray-cast with Open3D's ``RaycastingScene`` (Embree), which gives the depth of any pose.
+A place of more blocks than ``tile_blocks`` is fused a cell of space at a time (:func:`fuse_keyframes`): memory is
+bounded by the cell, and the surface is the one a single grid gives.
 
 The voxel size is sized to the place (``voxel_size: auto``): 1/150 of the keyframes' median depth (1.3 cm at 2 m
 indoors, 33 cm at 50 m over a city), never finer than 1.5 pixel footprints at that depth (a finer grid has no
@@ -33,7 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,7 +47,11 @@ from pose2rgbd.jsonio import json_text
 from pose2rgbd.output_guard import refuse_existing
 from pose2rgbd.placemap.format import MapError
 from pose2rgbd.placemap.keyframes import Keyframes
-from pose2rgbd.progress import bar
+from pose2rgbd.progress import LoggedBar, bar
+
+if TYPE_CHECKING:  # Open3D's own stubs; the module itself is imported only to fuse or ray-cast (_open3d)
+    from open3d.pybind.core import Tensor
+    from open3d.pybind.t.geometry import Image, VoxelBlockGrid
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +105,12 @@ class FusionConfig:
         100, "exposure fit: pixels sampled per keyframe (flat, unsaturated, with depth)", 10, 100000
     )
     tile_blocks: int = ranged_field(
-        5000, "most voxel blocks (8^3 voxels, about 16 kB each at the peak) fused at a time: a place with more is "
-        "fused in spatial tiles, so memory stays bounded however large the place", 64, 10_000_000
+        5000, "most voxel blocks (8^3 voxels, about 5 kB each in the grid) fused at a time: a place with more is "
+        "fused in cells of space, so memory stays bounded however large the place (time grows with the cells)", 64,
+        10_000_000,
     )  # fmt: skip
     extract_blocks: int = ranged_field(
-        2000, "most voxel blocks whose surface is extracted at a time (marching cubes: about 12 kB a block)", 64,
+        2000, "most voxel blocks whose surface is extracted at a time (marching cubes: about 14 kB a block)", 64,
         10_000_000,
     )  # fmt: skip
 
@@ -227,26 +234,30 @@ BLOCK = 8  # voxels along a voxel block's edge
 _BATCH = 512
 
 
-def _grid(o3d: Any, voxel_size: float, blocks: int) -> Any:
+def _grid(voxel_size: float, blocks: int) -> VoxelBlockGrid:
     """An empty voxel-block grid for ``blocks`` blocks (sized once: a grid that grows rehashes into a copy)."""
+    o3d = _open3d()
     f32 = o3d.core.float32
-    return o3d.t.geometry.VoxelBlockGrid(attr_names=("tsdf", "weight"), attr_dtypes=(f32, f32),
-                                         attr_channels=((1), (1)), voxel_size=voxel_size, block_resolution=BLOCK,
-                                         block_count=max(int(blocks), 1), device=o3d.core.Device("CPU:0"))  # fmt: skip
+    grid: VoxelBlockGrid = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf", "weight"), attr_dtypes=(f32, f32), attr_channels=((1), (1)), voxel_size=voxel_size,
+        block_resolution=BLOCK, block_count=max(int(blocks), 1), device=o3d.core.Device("CPU:0"),
+    )  # fmt: skip
+    return grid
 
 
 @dataclass
 class _Frame:
     """One keyframe's depth as Open3D takes it: the image, intrinsics and ``T_cam_world``."""
 
-    depth: Any
-    K: Any
-    E: Any
+    depth: Image
+    K: Tensor
+    E: Tensor
 
 
-def _frame(o3d: Any, kf: Keyframes, i: int, depth_max: float) -> _Frame | None:
+def _frame(kf: Keyframes, i: int, depth_max: float) -> _Frame | None:
     """Keyframe ``i`` for integration; None when none of its depth is in range (Open3D refuses a frame that touches
     no block)."""
+    o3d = _open3d()
     d = np.array(kf.depth(i), np.float32)
     d[~np.isfinite(d) | (d <= 0)] = 0.0  # invalid and sky: not integrated
     if not np.any((d > 0) & (d < depth_max)):
@@ -358,17 +369,17 @@ class _Blocks:
         return self.spill.read(int(self.offsets[i]), int(self.offsets[i + 1]), np.int32, 3)
 
 
-def _block_pass(o3d: Any, kf: Keyframes, s: dict[str, float], trunc_mult: float, spill: _Spill, pbar: Any) -> _Blocks:
+def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spill: _Spill, pbar: LoggedBar) -> _Blocks:
     """Which voxel blocks each keyframe's depth touches (Open3D's own rule: those within the truncation of a
     depth pixel's point)."""
-    probe = _grid(o3d, s["voxel_size_m"], 1)
+    probe = _grid(s["voxel_size_m"], 1)
     boxes = np.zeros((len(kf), 2, 3), np.int64)
     boxes[:, 0], boxes[:, 1] = 1, 0
     offsets = np.zeros(len(kf) + 1, np.int64)
     keys = np.zeros(0, np.int64)
     pending: list[np.ndarray] = []
     for i in range(len(kf)):
-        f = _frame(o3d, kf, i, s["depth_max_m"])
+        f = _frame(kf, i, s["depth_max_m"])
         pbar.update(1)
         if f is not None:
             b = probe.compute_unique_block_coordinates(f.depth, f.K, f.E, 1.0, s["depth_max_m"], trunc_mult).numpy()
@@ -384,7 +395,7 @@ def _block_pass(o3d: Any, kf: Keyframes, s: dict[str, float], trunc_mult: float,
     return _Blocks(_unpack(keys), boxes, offsets, spill)
 
 
-def _surface(o3d: Any, vbg: Any, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,
+def _surface(vbg: VoxelBlockGrid, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,
              voxel_size: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The surface of a grid, kept where a triangle's centroid lies in a block of the cell ``[lo, hi)``. The grid
     also holds a border of blocks around the cell, so that the cell's edge has its neighbours; a triangle there
@@ -402,26 +413,27 @@ def _surface(o3d: Any, vbg: Any, lo: np.ndarray, hi: np.ndarray, cfg: FusionConf
     return np.array(v[used], np.float32), t.reshape(-1, 3).astype(np.int32)
 
 
-def _tile_surfaces(o3d: Any, vbg: Any, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,
+def _tile_surfaces(vbg: VoxelBlockGrid, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,
                    voxel_size: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """The surface of one tile's grid in its cell ``[lo, hi)``, extracted a chunk of at most ``extract_blocks``
-    blocks at a time (marching cubes holds about 12 kB a block while it runs): each chunk's blocks and a border of
+    blocks at a time (marching cubes holds about 14 kB a block while it runs): each chunk's blocks and a border of
     one block are copied into a grid of their own."""
+    o3d = _open3d()
     hm = vbg.hashmap()
     buf = hm.active_buf_indices().numpy()
     keys = hm.key_tensor().numpy()[buf]
     own = keys[_inside(keys, lo, hi)]
     if len(own) <= cfg.extract_blocks:
-        yield _surface(o3d, vbg, lo, hi, cfg, voxel_size)
+        yield _surface(vbg, lo, hi, cfg, voxel_size)
         return
     for clo, chi in tiles_of(own, cfg.extract_blocks):
         clo, chi = np.maximum(clo, lo), np.minimum(chi, hi)
         sel = _inside(keys, clo - 1, chi + 1)
         rows = o3d.core.Tensor(buf[sel].astype(np.int64))
-        chunk = _grid(o3d, voxel_size, int(sel.sum()))
+        chunk = _grid(voxel_size, int(sel.sum()))
         chunk.hashmap().insert(o3d.core.Tensor(np.ascontiguousarray(keys[sel])),
                                [hm.value_tensor(0)[rows], hm.value_tensor(1)[rows]])  # fmt: skip
-        yield _surface(o3d, chunk, clo, chi, cfg, voxel_size)
+        yield _surface(chunk, clo, chi, cfg, voxel_size)
         del chunk
 
 
@@ -446,16 +458,17 @@ def _plan(found: _Blocks, most: int) -> list[_Cell]:
     return cells
 
 
-def _fuse_cell(o3d: Any, kf: Keyframes, cell: _Cell, found: _Blocks, s: dict[str, float], trunc_mult: float,
-               pbar: Any) -> Any:  # fmt: skip
+def _fuse_cell(kf: Keyframes, cell: _Cell, found: _Blocks, s: dict[str, float], trunc_mult: float,
+               pbar: LoggedBar) -> VoxelBlockGrid:  # fmt: skip
     """The grid of one cell and its border, every keyframe that reaches it integrated there (its blocks from the
     first pass: a keyframe with none there is not even read)."""
-    vbg = _grid(o3d, s["voxel_size_m"], cell.blocks + _BATCH)
+    o3d = _open3d()
+    vbg = _grid(s["voxel_size_m"], cell.blocks + _BATCH)
     for i in cell.reach:
         pbar.update(1)
         b = found.of(int(i))
         b = b[_inside(b, *cell.grown)]
-        f = _frame(o3d, kf, int(i), s["depth_max_m"]) if len(b) else None
+        f = _frame(kf, int(i), s["depth_max_m"]) if len(b) else None
         if f is None:
             continue
         for k in range(0, len(b), _BATCH):  # see _BATCH
@@ -475,7 +488,7 @@ def fuse_keyframes(
     keeps for a later one (each keyframe's blocks, the surface as it comes) goes to anonymous temporary files in
     ``scratch`` (default: the system's temporary folder). The surface is the one a single grid gives (each voxel
     sees the same frames), a vertex on a cell's border once per cell."""
-    o3d = _open3d()
+    _open3d()  # a clear error before any work where Open3D is missing
     cfg = cfg or FusionConfig()
     t0 = time.monotonic()
     s = resolve_settings(kf, cfg)
@@ -491,14 +504,14 @@ def fuse_keyframes(
     spills = [_Spill(scratch) for _ in range(3)]  # the keyframes' blocks, the vertices, the triangles
     try:
         with bar(total=len(kf), progress=progress, desc="fuse: find blocks", unit="frame") as pbar:
-            found = _block_pass(o3d, kf, s, trunc_mult, spills[0], pbar)
+            found = _block_pass(kf, s, trunc_mult, spills[0], pbar)
         cells = _plan(found, cfg.tile_blocks)
         nv = 0
         with bar(total=sum(len(c.reach) for c in cells), progress=progress, desc=f"fuse depth ({len(cells)} tiles)",
                  unit="frame") as pbar:  # fmt: skip
             for cell in cells:
-                vbg = _fuse_cell(o3d, kf, cell, found, s, trunc_mult, pbar)
-                for v, t in _tile_surfaces(o3d, vbg, cell.lo, cell.hi, cfg, s["voxel_size_m"]):
+                vbg = _fuse_cell(kf, cell, found, s, trunc_mult, pbar)
+                for v, t in _tile_surfaces(vbg, cell.lo, cell.hi, cfg, s["voxel_size_m"]):
                     spills[1].append(v.astype(np.float32))
                     spills[2].append((t + nv).astype(np.int32))
                     nv += len(v)

@@ -106,7 +106,8 @@ class FusionConfig:
     )
     tile_blocks: int = ranged_field(
         5000, "most voxel blocks (8^3 voxels, about 5 kB each in the grid) fused at a time: a place with more is "
-        "fused in cells of space, so memory stays bounded however large the place (time grows with the cells)", 64,
+        "fused in cells of space, so the TSDF's memory stays bounded however large the place (time grows with the "
+        "cells)", 64,
         10_000_000,
     )  # fmt: skip
     extract_blocks: int = ranged_field(
@@ -482,7 +483,8 @@ def fuse_keyframes(
 ) -> FusedGeometry:
     """Fuse the depth of every keyframe into a TSDF and return its surface (and the exposure fit, when asked).
 
-    Memory is bounded by ``tile_blocks`` and ``extract_blocks``, not by the place: a first pass finds the voxel
+    The TSDF's memory is bounded by ``tile_blocks`` and ``extract_blocks``, not by the place (the exposure fit's
+    samples grow with the keyframes: about 13 kB each at 100 samples): a first pass finds the voxel
     blocks the depth touches; a place with more is cut into cells of at most that many (:func:`tiles_of`), each
     fused on its own from the keyframes that reach it and its surface extracted a chunk at a time. What a pass
     keeps for a later one (each keyframe's blocks, the surface as it comes) goes to anonymous temporary files in

@@ -484,7 +484,7 @@ def fuse_keyframes(
     """Fuse the depth of every keyframe into a TSDF and return its surface (and the exposure fit, when asked).
 
     The TSDF's memory is bounded by ``tile_blocks`` and ``extract_blocks``, not by the place (the exposure fit's
-    samples grow with the keyframes: about 13 kB each at 100 samples): a first pass finds the voxel
+    samples grow with the keyframes: at its peak about 30 kB each at 100 samples): a first pass finds the voxel
     blocks the depth touches; a place with more is cut into cells of at most that many (:func:`tiles_of`), each
     fused on its own from the keyframes that reach it and its surface extracted a chunk at a time. What a pass
     keeps for a later one (each keyframe's blocks, the surface as it comes) goes to anonymous temporary files in

@@ -65,3 +65,18 @@ def test_a_command_imports_its_module_alone() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == ""
+
+
+def test_the_full_parser_imports_no_conversion_machinery() -> None:
+    """`pose2rgbd --help` builds every command's parser: `convert`'s reads the conversion's config schema, which
+    must not pull in the pipeline, the dataset writer or scipy.signal (they made `--help` take 1.1 s)."""
+    code = (
+        "import sys\n"
+        "from pose2rgbd.cli.main import build_parser\n"
+        "build_parser()\n"
+        "print(','.join(sorted(m for m in ('pose2rgbd.convert.pipeline', 'pose2rgbd.dataset', 'scipy.signal', "
+        "'torch') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == ""

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pose2rgbd.config import DATUM_HELP, SIZE_HELP, help_field, parse_size
-from pose2rgbd.convert.pipeline import ConvertOutput
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import Datum
 from pose2rgbd.geometry.geodesy import datum_from_text
@@ -35,6 +34,25 @@ def check_world_frame(value: str) -> None:
             "world_frame 'earth' is ECEF (REP-105), not z-up: the fit (a turn about up and a shift) "
             "cannot place the GPS poses in it; use the robot's map (auto), another TF frame, or enu"
         )
+
+
+RGB_ENCODINGS = ("png", "jpg")
+
+
+@dataclass
+class ConvertOutput:
+    """The dataset written (the same keys in every conversion, and as the record node's ``output``)."""
+
+    name: str = help_field("", "dataset name in its manifest (default: the input file stem)")
+    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
+    keep_repeats: bool = help_field(
+        False, "keep frames whose pixels are identical to the previous frame's (a repeating camera stream); "
+        "default: drop them, counted in the report"
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.rgb_encoding not in RGB_ENCODINGS:
+            raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
 
 
 @dataclass

@@ -29,32 +29,15 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from pose2rgbd.config import help_field
+from pose2rgbd.convert.config import ConvertOutput
 from pose2rgbd.dataset import DatasetWriter, Manifest
-from pose2rgbd.errors import ConfigError, SyncError
+from pose2rgbd.errors import SyncError
 from pose2rgbd.jsonio import json_text
 from pose2rgbd.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
-RGB_ENCODINGS = ("png", "jpg")
 _S = TypeVar("_S", bound="SourceBase")
-
-
-@dataclass
-class ConvertOutput:
-    """The dataset written (the same keys in every conversion, and as the record node's ``output``)."""
-
-    name: str = help_field("", "dataset name in its manifest (default: the input file stem)")
-    rgb_encoding: str = help_field("png", "image files: 'png' or 'jpg'")
-    keep_repeats: bool = help_field(
-        False, "keep frames whose pixels are identical to the previous frame's (a repeating camera stream); "
-        "default: drop them, counted in the report"
-    )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if self.rgb_encoding not in RGB_ENCODINGS:
-            raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
 
 
 class Frame(NamedTuple):

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.signal import medfilt
 
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, SyncError
@@ -281,6 +280,9 @@ def correlate_signals(
     Raises :class:`SyncError` for empty, NaN-only or non-monotonic input; returns a ``weak`` verdict (never
     raises) when the data cannot decide.
     """
+    # imported here, not at the top: scipy.signal takes 0.4 s, and every command line's parser reads SyncConfig
+    from scipy.signal import medfilt
+
     cfg = cfg or SyncConfig()
     fallback = 0.0 if fallback_offset_s is None else float(fallback_offset_s)
     t_ref, x_ref, ref_ok = _check_series(t_ref, x_ref, "reference signal (flow)", valid=ref_valid)

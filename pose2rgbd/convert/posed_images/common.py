@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pose2rgbd.config import SIZE_HELP, help_field, parse_size
-from pose2rgbd.convert.pipeline import ConvertOutput
+from pose2rgbd.convert.config import ConvertOutput
 from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry import PinholeCamera

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.config import to_dict
-from pose2rgbd.convert.pipeline import ConvertOutput, Source, convert
+from pose2rgbd.convert.config import ConvertOutput
+from pose2rgbd.convert.pipeline import Source, convert
 from pose2rgbd.convert.stages.depth_export import ExportResult, export_depth
 from pose2rgbd.convert.stages.scale import ScaleConfig
 from pose2rgbd.convert.stages.work import Product, file_fingerprint

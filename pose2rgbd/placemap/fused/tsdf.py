@@ -451,10 +451,13 @@ class _Cell:
 
 
 def _plan(found: _Blocks, most: int) -> list[_Cell]:
+    """The cells of :func:`tiles_of` with what fusing each needs."""
     cells = []
+    lo_kf, hi_kf = found.boxes[:, 0], found.boxes[:, 1]
+    some = np.all(lo_kf <= hi_kf, axis=1)  # a keyframe without blocks (an empty box) reaches no cell
     for lo, hi in tiles_of(found.all, most) if len(found.all) else []:
         glo, ghi = lo - 1, hi + 1
-        reach = np.flatnonzero(np.all((found.boxes[:, 1] >= glo) & (found.boxes[:, 0] < ghi), axis=1))
+        reach = np.flatnonzero(some & np.all((hi_kf >= glo) & (lo_kf < ghi), axis=1))
         cells.append(_Cell(lo, hi, (glo, ghi), int(_inside(found.all, glo, ghi).sum()), reach))
     return cells
 

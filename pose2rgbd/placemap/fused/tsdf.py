@@ -268,17 +268,11 @@ def _frame(kf: Keyframes, i: int, depth_max: float) -> _Frame | None:
     return _Frame(o3d.t.geometry.Image(o3d.core.Tensor(d)), K, E)
 
 
-_PACK = 1 << 20  # block coordinates packed into one int64 key: 21 bits an axis, offset to be non-negative
+_ROW = np.dtype((np.void, 12))  # a block's three int32 coordinates as one value, for np.unique over rows
 
 
-def _pack(b: np.ndarray) -> np.ndarray:
-    c = b.astype(np.int64) + _PACK
-    return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
-
-
-def _unpack(k: np.ndarray) -> np.ndarray:
-    mask = (1 << 21) - 1
-    return np.stack([(k >> 42) & mask, (k >> 21) & mask, k & mask], axis=1) - _PACK
+def _rows(b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b, np.int32).view(_ROW).ravel()
 
 
 def tiles_of(blocks: np.ndarray, most: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -377,7 +371,7 @@ def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spill: _S
     boxes = np.zeros((len(kf), 2, 3), np.int64)
     boxes[:, 0], boxes[:, 1] = 1, 0
     offsets = np.zeros(len(kf) + 1, np.int64)
-    keys = np.zeros(0, np.int64)
+    keys = np.zeros(0, _ROW)
     pending: list[np.ndarray] = []
     for i in range(len(kf)):
         f = _frame(kf, i, s["depth_max_m"])
@@ -387,13 +381,13 @@ def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spill: _S
             if len(b):
                 boxes[i] = b.min(axis=0), b.max(axis=0)
                 spill.append(b.astype(np.int32))
-                pending.append(_pack(b))
+                pending.append(_rows(b))
         offsets[i + 1] = spill.size
         if len(pending) >= 64:  # merged as it goes: the union stays the size of the place's blocks
             keys = np.unique(np.concatenate([keys, *pending]))
             pending = []
     keys = np.unique(np.concatenate([keys, *pending]))
-    return _Blocks(_unpack(keys), boxes, offsets, spill)
+    return _Blocks(keys.view(np.int32).reshape(-1, 3), boxes, offsets, spill)
 
 
 def _surface(vbg: VoxelBlockGrid, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,

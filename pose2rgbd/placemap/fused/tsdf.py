@@ -506,8 +506,8 @@ def fuse_keyframes(
             found = _block_pass(kf, s, trunc_mult, spills[0], pbar)
         cells = _plan(found, cfg.tile_blocks)
         nv = 0
-        with bar(total=sum(len(c.reach) for c in cells), progress=progress, desc=f"fuse depth ({len(cells)} tiles)",
-                 unit="frame") as pbar:  # fmt: skip
+        reads = sum(len(c.reach) for c in cells)  # a keyframe is read once for each tile it reaches
+        with bar(total=reads, progress=progress, desc=f"fuse depth in {len(cells)} tiles", unit="read") as pbar:
             for cell in cells:
                 vbg = _fuse_cell(kf, cell, found, s, trunc_mult, pbar)
                 for v, t in _tile_surfaces(vbg, cell.lo, cell.hi, cfg, s["voxel_size_m"]):

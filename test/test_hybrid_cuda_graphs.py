@@ -40,6 +40,15 @@ def _variant(ck, border: str, ground: bool):
     return m
 
 
+def _graphed(ck, border: str, ground: bool, queries: int | None = None):
+    """A :func:`_variant` with CUDA graphs on (their staging emulated on the CPU) and the input of the first
+    ``queries`` query poses (default: all)."""
+    m = _variant(ck, border, ground)
+    assert m.use_cuda_graphs(True, emulate=True)
+    x, _ = m.poses_to_input(_queries()[:queries])
+    return m, x
+
+
 def _queries() -> np.ndarray:
     Q = query_poses(6, n_keyframes=N_KEY)
     far = Q[0].copy()
@@ -63,10 +72,8 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 
 @pytest.mark.parametrize(("border", "ground"), [("background", False), ("background", True), ("nearest", True)])
 def test_a_captured_render_is_the_eager_render_query_after_query(ck, border: str, ground: bool) -> None:
-    m = _variant(ck, border, ground)
+    m, x = _graphed(ck, border, ground)
     assert m.border_takes_nearest == (border == "nearest")
-    x, _ = m.poses_to_input(_queries())
-    assert m.use_cuda_graphs(True, emulate=True)
     graphs = m._graphs
     with torch.inference_mode():
         for rows in ([0], [1, 2, 3, 4], [5], [6], [2, 6, 0, 1], [3]):  # batch sizes 1 and 4, other queries each time
@@ -81,9 +88,7 @@ def test_a_captured_render_is_the_eager_render_query_after_query(ck, border: str
 
 
 def test_training_and_gradients_and_exclusions_stay_eager(ck) -> None:
-    m = _variant(ck, "background", False)
-    m.use_cuda_graphs(True, emulate=True)
-    x, _ = m.poses_to_input(_queries()[:2])
+    m, x = _graphed(ck, "background", False, 2)
     with torch.no_grad():
         m(x)
     assert len(m._graphs) == 1
@@ -100,9 +105,7 @@ def test_training_and_gradients_and_exclusions_stay_eager(ck) -> None:
 
 @pytest.mark.parametrize("border", ["background", "nearest"])
 def test_a_failed_capture_is_said_once_and_the_render_runs_eagerly(ck, caplog, monkeypatch, border: str) -> None:
-    m = _variant(ck, border, True)
-    m.use_cuda_graphs(True, emulate=True)
-    x, _ = m.poses_to_input(_queries()[:1])
+    m, x = _graphed(ck, border, True, 1)
     with torch.inference_mode():
         ref = _eager(m, x)
     captures = []
@@ -147,9 +150,7 @@ def test_the_cache_holds_at_most_its_graphs_and_copies_start_empty(ck, caplog) -
     with pytest.raises(ValueError, match="takes 1 inputs, got 2"):
         call(torch.ones(1), torch.ones(1))
     assert len(copy.deepcopy(cache)) == 0
-    m = _variant(ck, "background", False)
-    m.use_cuda_graphs(True, emulate=True)
-    x, _ = m.poses_to_input(_queries()[:1])
+    m, x = _graphed(ck, "background", False, 1)
     with torch.inference_mode():
         m(x)
     assert len(m._graphs) == 1
@@ -163,9 +164,7 @@ def test_the_cache_holds_at_most_its_graphs_and_copies_start_empty(ck, caplog) -
 def test_what_a_graph_reads_besides_its_inputs_renews_the_graphs(ck) -> None:
     """A changed setting, weight or depth range is no stale graph: the graphs are captured again (on a GPU a kept
     graph would replay the old setting: the correction everywhere after rgb_correction holes, say)."""
-    m = _variant(ck, "background", True)
-    m.use_cuda_graphs(True, emulate=True)
-    x, _ = m.poses_to_input(_queries()[:1])
+    m, x = _graphed(ck, "background", True, 1)
     graphs = m._graphs
     with torch.inference_mode():
         m(x)

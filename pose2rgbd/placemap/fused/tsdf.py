@@ -314,12 +314,10 @@ class _Spill:
         self._f = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by close(), from the caller's with)
         self.size = 0
 
-    def append(self, a: np.ndarray) -> int:
-        """Write ``a``'s bytes at the end; the offset where they start."""
-        start = self.size
+    def append(self, a: np.ndarray) -> None:
+        """Write ``a``'s bytes at the end (``size`` grows by them)."""
         self._f.write(np.ascontiguousarray(a).tobytes())
         self.size += int(a.nbytes)
-        return start
 
     def read(self, start: int, stop: int, dtype: type, width: int) -> np.ndarray:
         """The bytes ``[start, stop)`` as an ``(n, width)`` array of ``dtype``."""

@@ -61,8 +61,8 @@ def command_of(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command-line parser: of every command, or with ``command`` of that one alone -- its module is the only
-    one imported (``pose2rgbd map --help`` runs in 0.1 s instead of 1.1 s, 9 MB of imports instead of 72, most of it the
-    conversion's modules that ``convert``'s parser imports)."""
+    one imported (``pose2rgbd map --help`` runs in 0.1 s and 21 MB peak, every command's parser in 0.4 s and 89 MB:
+    the geometry, OpenCV and rosbags that other commands' parsers import)."""
     parser = argparse.ArgumentParser(
         prog="pose2rgbd",
         description="Neural RGB-D rendering from 6-DoF poses: simulate, convert bags, train, render, record.",

@@ -110,6 +110,46 @@ def test_map_build_is_atomic_and_refuses_bad_outputs(world: dict, tmp_path: Path
     assert not any(p.name.startswith(".m2") for p in tmp_path.iterdir()) and not (tmp_path / "m2").exists()
 
 
+def test_depth_codes_decode_to_their_float64_exponential() -> None:
+    """The decoding table gives every 16-bit code the metres of the format's formula (computed per code in float64,
+    then float32), NaN for 0 and +inf for 65535; a decoded map is the caller's to change, the table is not."""
+    from pose2rgbd.placemap.format import (
+        DEPTH_LOG_MIN,
+        DEPTH_STEP,
+        decode_depth,
+        depth_codes,
+        depth_of_code,
+        encode_depth,
+    )
+
+    code = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    ok, png = cv2.imencode(".png", code)
+    assert ok
+    d = decode_depth(png.tobytes())
+    want = np.exp(DEPTH_LOG_MIN + (code.astype(np.float64) - 1.0) * DEPTH_STEP).astype(np.float32)
+    want[0, 0], want[-1, -1] = np.nan, np.inf
+    assert d.dtype == np.float32 and np.array_equal(d, want, equal_nan=True)
+    d[1, 1] = 7.0  # the caller's copy
+    assert depth_of_code()[257] == want[1, 1] and not depth_of_code().flags.writeable
+    metres = np.array([[0.05, 1.0, 4999.0], [np.nan, np.inf, -1.0]])
+    back = decode_depth(encode_depth(metres))
+    assert np.allclose(back[0], metres[0], rtol=DEPTH_STEP) and np.isnan(back[1, 0]) and np.isposinf(back[1, 1])
+    assert np.isnan(back[1, 2])
+    # the float32 quantizer against the formula in float64: every decoded depth its own code (above), any other
+    # depth the same code or its neighbour
+    rng = np.random.default_rng(0)
+    m = np.exp(rng.uniform(np.log(0.01), np.log(9000.0), 200_000))
+    m[::97], m[1::97], m[2::97] = np.nan, np.inf, -1.0
+    fin = np.isfinite(m) & (m > 0)
+    want = np.zeros(m.shape, np.int64)
+    want[fin] = np.clip(np.round((np.log(np.clip(m[fin], 0.05, 5000.0)) - DEPTH_LOG_MIN) / DEPTH_STEP) + 1, 1, 65534)
+    want[np.isposinf(m)] = 65535
+    got = depth_codes(m).astype(np.int64)
+    assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.01
+    np.testing.assert_array_equal(got[~fin], want[~fin])
+    np.testing.assert_array_equal(depth_codes(depth_of_code()), np.arange(65536))
+
+
 def test_pose_set_kdtree_search_is_exact() -> None:
     """Above the brute-force size the k-d tree answers exactly the brute-force nearest poses (distance: metres +
     weight x radians), including for queries far outside the references."""

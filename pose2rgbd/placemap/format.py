@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -63,29 +64,53 @@ class MapError(Pose2RGBDError):
 
 
 # ------------------------------------------------------------------------------------------------------ codecs
+def depth_codes(depth: np.ndarray) -> np.ndarray:
+    """float (H, W) metres (NaN invalid, +inf sky) -> uint16 (H, W) log-quantized codes (see above): 0 for NaN and
+    depth <= 0, 65535 for +inf, else the nearest code of the depth clipped to [0.05, 5000] m. Computed in float32
+    (1 ms at 640x480, 4 in float64): every decoded depth gives back its own code exactly, and any other depth the
+    code float64 gives or its neighbour, 1.8e-4 apart (both tested)."""
+    d = np.asarray(depth, np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (np.log(np.clip(d, np.float32(0.05), np.float32(5000.0))) - np.float32(DEPTH_LOG_MIN)) * np.float32(
+            1.0 / DEPTH_STEP
+        ) + np.float32(1.0)
+        valid = d > 0  # False for NaN
+    code = np.where(valid, np.rint(np.clip(x, 1.0, 65534.0)), 0.0).astype(np.uint16)
+    code[np.isposinf(d)] = 65535
+    return code
+
+
 def encode_depth(depth: np.ndarray) -> bytes:
     """float (H, W) metres (NaN invalid, +inf sky) -> 16-bit PNG bytes of log-quantized depth (see above)."""
-    d = np.asarray(depth, dtype=np.float64)
-    code = np.zeros(d.shape, np.uint16)
-    fin = np.isfinite(d) & (d > 0)
-    q = np.round((np.log(np.clip(d[fin], 0.05, 5000.0)) - DEPTH_LOG_MIN) / DEPTH_STEP) + 1
-    code[fin] = np.clip(q, 1, 65534).astype(np.uint16)
-    code[np.isposinf(d)] = 65535
+    code = depth_codes(depth)
     ok, buf = cv2.imencode(".png", code, [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
         raise MapError("cannot encode a depth map as 16-bit PNG")
     return bytes(buf)
 
 
-def decode_depth(data: bytes | np.ndarray) -> np.ndarray:
-    """The inverse of :func:`encode_depth`: float32 (H, W) metres, NaN invalid, +inf sky."""
+@functools.cache
+def depth_of_code() -> np.ndarray:
+    """(65536,) float32: the metres of every 16-bit depth code (code 0 NaN, 65535 +inf), read only. Decoding is one
+    lookup per pixel: the same values as computing each pixel's exponential in float64 (0.3 ms at 640x480 instead of
+    1.7; read-only so that no caller can change the table under everyone else)."""
+    lut = np.exp(DEPTH_LOG_MIN + (np.arange(65536, dtype=np.float64) - 1.0) * DEPTH_STEP).astype(np.float32)
+    lut[0], lut[65535] = np.nan, np.inf
+    lut.flags.writeable = False
+    return lut
+
+
+def decode_depth_code(data: bytes | np.ndarray) -> np.ndarray:
+    """A stored depth map's uint16 (H, W) codes (see the module doc), undecoded into metres."""
     code = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if code is None or code.dtype != np.uint16:
         raise MapError("a stored depth map cannot be decoded (damaged map file depth.bin?)")
-    d = np.exp(DEPTH_LOG_MIN + (code.astype(np.float64) - 1.0) * DEPTH_STEP).astype(np.float32)
-    d[code == 0] = np.nan
-    d[code == 65535] = np.inf
-    return d
+    return np.asarray(code, np.uint16)
+
+
+def decode_depth(data: bytes | np.ndarray) -> np.ndarray:
+    """The inverse of :func:`encode_depth`: float32 (H, W) metres, NaN invalid, +inf sky."""
+    return np.take(depth_of_code(), decode_depth_code(data))  # twice as fast as indexing with the codes
 
 
 def encode_rgb(rgb: np.ndarray, codec: str, quality: int) -> bytes:
@@ -105,7 +130,7 @@ def decode_rgb(data: bytes | np.ndarray) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise MapError("a stored keyframe image cannot be decoded (damaged map file images.bin?)")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)  # a fifth of numpy's reversed copy's time
 
 
 class BlobReader:

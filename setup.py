@@ -26,6 +26,7 @@ setup(
         "scipy>=1.10",
         "opencv-python-headless>=4.8",
         "rosbags>=0.10.4",
+        "lz4>=4.0",  # the fused geometry's scratch copy of the keyframes' depth (rosbags needs it too)
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",

@@ -224,3 +224,40 @@ def test_tiles_partition_space_and_hold_at_most_their_blocks() -> None:
     far = np.array([[10**6, 0, 0]])  # the outer cells reach far beyond the blocks they were cut from
     assert sum(bool(np.all((far >= lo) & (far < hi))) for lo, hi in cells) == 1
     assert len(tiles_of(blocks, 10**6)) == 1
+
+
+def test_the_depth_kept_for_the_cells_is_the_maps_own_codes_and_keeps_the_limit(tmp_path: Path) -> None:
+    """A cell reads a keyframe's depth from the scratch copy the first pass kept (lz4 of the place map's 16-bit
+    codes): the codes come back exactly; Open3D gets their metres with 0 (not integrated) for invalid and sky; and
+    a keyframe counts as having depth exactly when a code's metres are below ``depth_max``."""
+    from pose2rgbd.placemap.format import depth_codes, depth_of_code
+    from pose2rgbd.placemap.fused import tsdf
+
+    kf, _ = ring_keyframes(3, CAM)
+    limit = 4.0
+    spill = tsdf._Spill(tmp_path)
+    try:
+        kept = tsdf._DepthCodes(len(kf), spill, limit)
+        codes = [depth_codes(kf.depth(i)) for i in range(len(kf))]
+        codes[1][0, :5] = 0  # invalid
+        codes[1][1, :5] = 65535  # sky
+        for i, c in enumerate(codes):
+            kept.add(i, c)
+        assert spill.size < sum(c.nbytes for c in codes)  # compressed
+        for i, c in enumerate(codes):
+            np.testing.assert_array_equal(kept.code(i), c)
+        lut = depth_of_code()
+        k = kept.in_range
+        assert lut[k - 1] < limit <= lut[k]
+        f = tsdf._frame(kf, 1, codes[1], kept)
+        assert f is not None
+        d = f.depth.as_tensor().numpy()[..., 0]  # (H, W, 1)
+        want = np.where((codes[1] == 0) | (codes[1] == 65535), 0.0, lut[codes[1]]).astype(np.float32)
+        np.testing.assert_array_equal(d, want)
+        far = np.full_like(codes[0], k)  # every pixel at the limit or beyond it, or invalid, or sky
+        far[0, 0], far[0, 1] = 0, 65535
+        assert tsdf._frame(kf, 0, far, kept) is None
+        far[5, 5] = k - 1  # one pixel just below it
+        assert tsdf._frame(kf, 0, far, kept) is not None
+    finally:
+        spill.close()

@@ -526,8 +526,9 @@ def fuse_keyframes(
     blocks the depth touches; a place with more is cut into cells of at most that many (:func:`tiles_of`), each
     fused on its own from the keyframes that reach it and its surface extracted a chunk at a time. What a pass
     keeps for a later one (each keyframe's blocks and depth, the surface as it comes) goes to anonymous temporary
-    files in ``scratch`` (default: the system's temporary folder; the depth takes about a byte a pixel). The surface is the one a single grid gives (each voxel
-    sees the same frames), a vertex on a cell's border once per cell."""
+    files in ``scratch`` (default: the system's temporary folder; the depth takes about a byte a pixel). The
+    surface is the one a single grid gives (each voxel sees the same frames), a vertex on a cell's border once per
+    cell."""
     _open3d()  # a clear error before any work where Open3D is missing
     cfg = cfg or FusionConfig()
     t0 = time.monotonic()

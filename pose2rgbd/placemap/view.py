@@ -42,6 +42,9 @@ class MapView:
     # rows' order as one flight's time order)
     source_id: np.ndarray | None = None
     stamp_ns: np.ndarray | None = None
+    # per keyframe: its row in ``offsets`` (a leave-out map reads its parent's features where they are, no copy);
+    # None: keyframe i is row i
+    feature_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.poses = PoseSet(self.T_world_cam, rot_weight_m=self.rot_weight_m)
@@ -68,29 +71,36 @@ class MapView:
         return PinholeCamera(w, h, *(float(v) for v in self.intrinsics[i]))
 
     def features(self, i: int) -> KeyframeFeatures:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        r = int(i) if self.feature_rows is None else int(self.feature_rows[i])
+        a, b = int(self.offsets[r]), int(self.offsets[r + 1])
         ok = np.all(np.isfinite(self.xyz[a:b]), axis=1)
         return KeyframeFeatures(self.xy[a:b][ok], self.desc[a:b][ok], self.xyz[a:b][ok])
 
     def without(self, held: np.ndarray) -> MapView:
-        """The map of every keyframe but ``held`` (rows). When the points were triangulated
-        (:attr:`triangulate_neighbours` > 0) the rest's points are triangulated again without the held-out
-        keyframes (a point triangulated with a held-out keyframe's observation would know where that keyframe is:
-        its localization would look better than a query's)."""
+        """The map of every keyframe but ``held`` (rows). Its features are this map's own arrays, read through
+        :attr:`feature_rows` (a copy of every feature for each leave-out map held 185 MB at 2,161 keyframes, two of
+        them while the next was made). When the points were triangulated (:attr:`triangulate_neighbours` > 0) the
+        rest's points are triangulated again without the held-out keyframes (a point triangulated with a held-out
+        keyframe's observation would know where that keyframe is: its localization would look better than a
+        query's): then its features are copied, with their new points."""
         keep = np.setdiff1d(np.arange(len(self)), np.asarray(held, np.int64))
-        counts = np.diff(self.offsets)[keep]
-        parts = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
-        sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        xy, desc, xyz = self.xy[sel], self.desc[sel], self.xyz[sel]
+        rows = keep if self.feature_rows is None else self.feature_rows[keep]
+        offsets, xy, desc, xyz = self.offsets, self.xy, self.desc, self.xyz
+        feature_rows: np.ndarray | None = rows
         if self.triangulate_neighbours > 0:
             from pose2rgbd.placemap.triangulate import triangulate
 
+            counts = self.offsets[rows + 1] - self.offsets[rows]
+            parts = [np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows]
+            sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            xy, desc = self.xy[sel], self.desc[sel]
             K = self.camera(int(keep[0])).K
             xyz = triangulate(offsets, xy, desc, self.T_world_cam[keep], K, neighbours=self.triangulate_neighbours,
                               rot_weight_m=self.rot_weight_m)  # fmt: skip
+            feature_rows = None
         return MapView(self.T_world_cam[keep], self.intrinsics[keep], self.image_hw, offsets, xy, desc, xyz,
                        self.global_desc[keep], self.describer, self.rot_weight_m, self.world_frame, self.datum,
                        self.triangulate_neighbours, None,
                        None if self.source_id is None else self.source_id[keep],
-                       None if self.stamp_ns is None else self.stamp_ns[keep])  # fmt: skip
+                       None if self.stamp_ns is None else self.stamp_ns[keep], feature_rows)  # fmt: skip

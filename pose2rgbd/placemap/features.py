@@ -99,9 +99,9 @@ def extract(image: np.ndarray, cfg: FeatureConfig, mask: np.ndarray | None = Non
 
 def root_sift(desc: np.ndarray) -> np.ndarray:
     """uint8 SIFT (K, 128) -> float32 RootSIFT (L1-normalized, square-rooted: unit L2 norm)."""
-    d = np.asarray(desc, np.float32)
-    d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
-    rs: np.ndarray = np.sqrt(d)
+    rs: np.ndarray = np.array(desc, np.float32)  # one array, divided and rooted in place (the vocabulary's
+    rs /= np.maximum(rs.sum(axis=1, keepdims=True), 1e-6)  # 100,000 samples: 51 MB, not three of them)
+    np.sqrt(rs, out=rs)
     return rs
 
 

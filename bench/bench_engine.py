@@ -44,7 +44,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -112,24 +111,13 @@ def _make_checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> P
     )
 
 
-def _cpu_name() -> str:
-    from pose2rgbd.experiments.table4 import machine_description
-
-    return str(machine_description()["cpu"]) or platform.machine()
-
-
 def _machine(args: argparse.Namespace) -> str:
     import torch
 
+    from pose2rgbd.experiments.machine import cpu_flags, cpu_model
+
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "no GPU used"
-    flags = ""
-    try:
-        have = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
-        simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-        flags = " (SIMD " + " ".join(f for f in simd if f in have) + ")"
-    except (OSError, StopIteration):
-        pass
-    return f"{_cpu_name()}{flags}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
+    return f"{cpu_model()} (SIMD {cpu_flags()}), {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
 
 
 def _mb(mb: float) -> str:

@@ -28,14 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's pose2rgbd, not an installed one
-
-
-def cpu() -> str:
-    """The CPU as every table of the package names it (``experiments.table4.machine_description``)."""
-    from pose2rgbd.experiments.table4 import machine_description
-
-    m = machine_description()
-    return f"{m['cpu']}, {m['cores']} cores ({m['cpu_flags']})"
+from pose2rgbd.experiments.machine import cpu_line  # noqa: E402
 
 
 def pose2rgbd(*args: str) -> list[str]:
@@ -103,9 +96,9 @@ def main() -> None:
         print(f"run {r + 1}: {res['keyframes']} keyframes, {res['voxel_blocks']} blocks in {res['tiles']} tiles, "
               f"{res['triangles']} triangles: {res['wall_s']} s wall, {res['cpu_s']} s CPU, "
               f"{res['peak_rss_mb']} MB peak RSS (load before {load:.2f})", flush=True)  # fmt: skip
-    # named after the runs: its description imports torch, and a child forked from a process that large reports
-    # that process's peak as its own (Linux carries the peak RSS into the child: 47 MB more on a small map)
-    machine = cpu()
+    # named without torch (machine_description imports it): a child forked from a process that large reports that
+    # process's peak as its own (Linux carries the peak RSS into the child: 47 MB more on a small map)
+    machine = cpu_line()
     print(f"CPU: {machine}", flush=True)
     worst = {k: max(float(r[k] or 0.0) for r in runs) for k in ("wall_s", "peak_rss_mb")}
     met = worst["wall_s"] <= 120 and worst["peak_rss_mb"] <= 300

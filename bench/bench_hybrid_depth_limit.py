@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from pose2rgbd.dataset.splits import make_split
     from pose2rgbd.evaluation.baseline import NearestPoseBaseline, default_rot_weight
     from pose2rgbd.evaluation.reprojection import reproject_nearest
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
     from pose2rgbd.methods.hybrid.config import HybridConfig
     from pose2rgbd.models.normalization import DepthNormalizer
 

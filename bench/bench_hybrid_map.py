@@ -151,7 +151,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args)))
         return
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
 
     m = machine_description()
     print(

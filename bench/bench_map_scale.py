@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,15 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
-    except OSError:
-        model = ""
-    return f"{model or platform.processor()}, {os.cpu_count()} cores"
+from pose2rgbd.experiments.machine import cpu_line  # noqa: E402
 
 
 def cpu_s() -> float:
@@ -64,7 +54,7 @@ def main() -> None:
     from pose2rgbd.inference.structure import StructureConfig, StructureLocalizer
     from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map, merge_maps
 
-    print(f"# {cpu_model()}; {args.note or 'no note'}", flush=True)
+    print(f"# {cpu_line()}; {args.note or 'no note'}", flush=True)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     sel = MapSelection(sources=list(args.sources))

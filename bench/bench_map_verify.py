@@ -13,7 +13,6 @@ cache (a map just written, or read again); the first read of a map from a cold d
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,16 +30,6 @@ def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     return min(out)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", type=Path, required=True)
@@ -48,11 +37,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
 
+    from pose2rgbd.experiments.machine import cpu_line
     from pose2rgbd.placemap import PlaceMap
     from pose2rgbd.placemap.digests import file_table
     from pose2rgbd.placemap.format import MANIFEST, read_manifest
 
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {cpu_line()}")
     m = read_manifest(a.map)
     size = sum(p.stat().st_size for p in a.map.iterdir())
     n = int(m.get("keyframes", 0))

@@ -69,7 +69,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
 
-    from pose2rgbd.experiments.table4 import machine_description, run_table4, table4_markdown
+    from pose2rgbd.experiments.machine import machine_description
+    from pose2rgbd.experiments.table4 import run_table4, table4_markdown
     from pose2rgbd.methods.pose2rgbd import PAPER_PARAMETERS
 
     out: dict = {"machine": machine_description()}

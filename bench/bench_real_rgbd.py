@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from pose2rgbd.evaluation.fused import fused_answers, fused_renderer
     from pose2rgbd.evaluation.metrics import MetricAccumulator
     from pose2rgbd.evaluation.reprojection import reprojection_answers
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
     from pose2rgbd.methods.hybrid.config import HybridConfig
     from pose2rgbd.models.normalization import DepthNormalizer
 

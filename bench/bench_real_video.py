@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         times["train_load_after"] = _load()
 
     from pose2rgbd.evaluation import evaluate
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
     from pose2rgbd.models import load_checkpoint
 
     t0 = time.monotonic()

@@ -56,15 +56,6 @@ from bench_engine import NAMES, _checkpoint, _machine  # noqa: E402
 NS = "/pose2rgbd"
 
 
-def _cpu_flags() -> str:
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    keep = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-    return " ".join(f for f in keep if f in flags) or "none of AVX / AVX-512 / AMX"
-
-
 def _stamp(ns: int) -> Any:
     from builtin_interfaces.msg import Time
 
@@ -502,7 +493,7 @@ def main() -> None:
     note = f"; {args.note}" if args.note else ""
     print(f"\n`{cmd}`\n")
     print(
-        f"Machine: {_machine(args)}, CPU flags {_cpu_flags()}; ROS 2 Jazzy wheels (FastDDS, "
+        f"Machine: {_machine(args)}; ROS 2 Jazzy wheels (FastDDS, "
         f"localhost, profile {os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE') or 'none'}); "
         f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{note}. Render node "
         f"engine.threads {args.threads}, engine.precision auto (config/render.yaml), device {args.device}; "

@@ -75,7 +75,7 @@ def rel_spread(values: list[float]) -> float | None:
 
 
 def machine() -> str:
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
 
     return str(machine_description()["cpu"]) or platform.machine()
 

@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from pose2rgbd.experiments.machine import cpu_line
 
 
 def main() -> int:
@@ -38,7 +28,7 @@ def main() -> int:
     from pose2rgbd.sim import Renderer, make_world, plan_route
 
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, numba threads {numba.get_num_threads()}")
+    print(f"machine: {cpu_line()}, numba threads {numba.get_num_threads()}")
     t = time.perf_counter()
     world = make_world(0, 300.0)
     print(f"world: {world.n_buildings} buildings, {len(world.boxes)} boxes, {len(world.ells)} trees "

@@ -52,7 +52,7 @@ def main() -> None:
     import dataclasses
 
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
     from pose2rgbd.inference.structure import Prior, StructureConfig, StructureLocalizer
     from pose2rgbd.placemap import MapBuildConfig, MapSelection, PlaceMap, build_map
 

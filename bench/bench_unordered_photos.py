@@ -42,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pose2rgbd.experiments.table4 import cpu_flags  # noqa: E402
+from pose2rgbd.experiments.machine import cpu_flags  # noqa: E402
 
 
 def cpu_model() -> str:

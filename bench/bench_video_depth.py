@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,19 +29,7 @@ from typing import Any
 
 import numpy as np
 
-
-def lscpu() -> str:
-    """CPU model name and the SIMD flags that matter, from ``lscpu``."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu not available"
-    info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(info.get("Flags", "").split())
-    keep = [
-        f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16") if f in flags
-    ]
-    return f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs, flags {' '.join(keep)}"
+from pose2rgbd.experiments.machine import cpu_line
 
 
 def metrics(pred: np.ndarray, gt: np.ndarray, max_m: float) -> dict[str, float]:
@@ -135,7 +122,7 @@ def main() -> None:
         rows["combined (stereo + network scaled to it)"] = metrics(comb, gt, a.max_depth_m)
     cmd = " ".join(shlex.quote(x) for x in sys.argv)
     print(f"\n`{cmd}`\n")
-    print(f"Machine: {lscpu()}; 1 thread (OMP_NUM_THREADS={__import__('os').environ.get('OMP_NUM_THREADS', '?')})")
+    print(f"Machine: {cpu_line()}; 1 thread (OMP_NUM_THREADS={__import__('os').environ.get('OMP_NUM_THREADS', '?')})")
     print(f"Frames {lo}..{idx[-1]} of {a.dataset} ({ds.camera.width}x{ds.camera.height}), {pose_note}; sweep "
           f"{rng[0]:.1f}-{rng[1]:.1f} m, {cfg.planes} planes, {cfg.sources} sources; stereo {mvs_s:.1f} s "
           f"({mvs_s / len(idx):.2f} s per frame)\n")  # fmt: skip
@@ -143,7 +130,7 @@ def main() -> None:
     for name, m in rows.items():
         print(f"| {name} | {m['abs_rel']:.3f} | {m['delta_1.25']:.3f} | {100 * m['coverage']:.1f} % |")
     if a.out:
-        a.out.write_text(json.dumps({"command": cmd, "machine": lscpu(), "rows": rows, "mvs": res.info,
+        a.out.write_text(json.dumps({"command": cmd, "machine": cpu_line(), "rows": rows, "mvs": res.info,
                                      "seconds": mvs_s, "poses": pose_note}, indent=2))  # fmt: skip
 
 

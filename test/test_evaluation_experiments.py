@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.experiments.machine import machine_description
 from pose2rgbd.experiments.runner import ExperimentsConfig, planned_runs, results_markdown
-from pose2rgbd.experiments.table4 import machine_description, run_table4, table4_markdown
+from pose2rgbd.experiments.table4 import run_table4, table4_markdown
 
 
 def test_plan_covers_tables_and_shares_runs() -> None:
@@ -314,3 +315,20 @@ def test_a_figure_that_fails_costs_no_table(tmp_path, monkeypatch) -> None:
     cfg = ExperimentsConfig(splits=["route"], tables=["1"])
     runner._write(tmp_path, cfg, [], [], machine_description(), "toy", "test", 1.0)
     assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").exists()
+
+
+def test_the_machine_is_named_by_its_cpu_flags_and_cores_without_torch() -> None:
+    """Every table and benchmark names the CPU one way; naming it does not import torch (a benchmark that measures
+    a child process's peak memory forks it after naming the machine)."""
+    import os
+    import subprocess
+    import sys
+
+    from pose2rgbd.experiments.machine import SIMD_FLAGS, cpu_flags, cpu_line, cpu_model
+
+    flags = cpu_flags()
+    assert flags == "unknown" or set(flags.split()) <= set(SIMD_FLAGS)
+    assert cpu_line() == f"{cpu_model()}, {os.cpu_count()} cores ({flags})"
+    code = "import sys; from pose2rgbd.experiments.machine import cpu_line; cpu_line(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -388,7 +388,7 @@ def _figures(
 
 # ----------------------------------------------------------------------------------------------------- driver
 def machine() -> dict[str, Any]:
-    from pose2rgbd.experiments.table4 import machine_description
+    from pose2rgbd.experiments.machine import machine_description
 
     return machine_description()  # with cpu_flags
 

@@ -217,7 +217,8 @@ def run_experiments(
 ) -> dict[str, Any]:
     """Run everything; writes OUT/results.md and OUT/results.json and returns the JSON content."""
     from pose2rgbd.dataset import Dataset, build_cache
-    from pose2rgbd.experiments.table4 import machine_description, run_table4
+    from pose2rgbd.experiments.machine import machine_description
+    from pose2rgbd.experiments.table4 import run_table4
 
     t0 = time.monotonic()
     out = Path(out_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -44,7 +43,7 @@ def cpu_line() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores ({cpu_flags()})"
 
 
-def machine_description() -> dict[str, Any]:
+def machine_description() -> dict[str, str | int | float | bool | None]:
     """The CPU, its flags, cores, memory, torch's version and threads, CUDA and the GPU, Python (imports torch)."""
     import torch
 

@@ -267,9 +267,9 @@ def _fused_depth_of_code() -> np.ndarray:
 
 class _DepthCodes:
     """Every keyframe's depth, quantized to the place map's 16-bit codes (:func:`~pose2rgbd.placemap.format.
-    depth_codes`: a map's own depth exactly) and kept lz4-compressed in a scratch file for the cells that read a
-    keyframe again (at 640x480: 0.2 ms a read against 3 for the map's PNG; about 300 kB a keyframe, two bytes a
-    pixel at most)."""
+    depth_codes`: a map's own depth exactly; keyframes given as arrays within 1.8e-4 of theirs, clipped to 0.05-5000
+    m as a map stores them) and kept lz4-compressed in a scratch file for the cells that read a keyframe again (at
+    640x480: 0.2 ms a read against 3 for the map's PNG; about 300 kB a keyframe, two bytes a pixel at most)."""
 
     def __init__(self, n: int, spill: _Spill, depth_max: float) -> None:
         self.spill = spill

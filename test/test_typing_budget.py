@@ -9,7 +9,7 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "pose2rgbd"
 # occurrences of the word `Any` in pose2rgbd/**/*.py, the test stand-ins (pose2rgbd/testing) left out
-ANY_CEILING = 965
+ANY_CEILING = 964
 
 
 def _count_any() -> dict[str, int]:

@@ -107,6 +107,38 @@ def test_exposure_fit_recovers_known_gains_and_offsets() -> None:
         assert np.abs(view.rgb.astype(float) - expect)[ok].mean() < 3.0, ref
 
 
+def test_the_exposure_fit_decodes_a_keyframe_about_once() -> None:
+    """The fit reads each keyframe with its nearest, in keyframe order: its own small cache of decoded keyframes
+    (not the store's, which `map fuse` leaves off) decodes each about once, and the same samples come out without
+    it."""
+    from pose2rgbd.placemap.fused.exposure import covisible_pairs
+
+    kf, _ = ring_keyframes(12, PinholeCamera.from_fov(96, 72, 70.0))
+    reads = {"rgb": 0, "depth": 0}
+
+    class Counted(ArrayKeyframes):
+        def rgb(self, i: int) -> np.ndarray:
+            reads["rgb"] += 1
+            return super().rgb(i)
+
+        def depth(self, i: int) -> np.ndarray:
+            reads["depth"] += 1
+            return super().depth(i)
+
+    n = len(kf)
+    counted = Counted(np.stack([kf.rgb(i) for i in range(n)]), np.stack([kf.depth(i) for i in range(n)]),
+                      kf.T_world_cam, kf.camera(0), rot_weight_m=3.0)  # fmt: skip
+    args = {"neighbours": 4, "samples": 50, "depth_max": 10.0, "tol_m": 0.06}
+    kept = covisible_pairs(counted, **args)
+    assert len(kept[0]) > 100
+    assert reads["rgb"] <= n + 4 and reads["depth"] <= n + 4  # a ring: the last keyframes' nearest are the first
+    reads.update(rgb=0, depth=0)
+    none = covisible_pairs(counted, **args, keep_images=0)
+    assert reads["rgb"] >= 3 * n  # each keyframe and its 4 nearest
+    for a, b in zip(kept, none, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_map_fuse_stores_the_geometry_with_the_map(
     map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.placemap.keyframes import Keyframes
+from pose2rgbd.placemap.lru import LRU
 from pose2rgbd.progress import bar
 
 SATURATED = (6, 249)  # colours outside (grey levels) are clipped by the sensor: no information about the gain
@@ -57,10 +58,29 @@ def depth_agrees(depth: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray,
     return out
 
 
-def _samples(kf: Keyframes, i: int, n: int, depth_max: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+class _Images:
+    """The keyframes' decoded colour and depth as the fit reads them: each keyframe with its nearest, in keyframe
+    order, so the last ``keep`` keyframes' of each are kept. On the 2,161 keyframes of the simulator's survey 6 gave
+    all but 7 of the 8,637 hits of 24 (each keyframe decoded once, almost), and none took the fit from 30 to 11 s at
+    320x240; 8 hold 17 MB at 640x480, and only while the samples are taken, not through the solve."""
+
+    def __init__(self, kf: Keyframes, keep: int) -> None:
+        self.kf = kf
+        self._rgb: LRU[int, np.ndarray] = LRU(keep)
+        self._depth: LRU[int, np.ndarray] = LRU(keep)
+
+    def rgb(self, i: int) -> np.ndarray:
+        return self._rgb.get(i, lambda: self.kf.rgb(i))
+
+    def depth(self, i: int) -> np.ndarray:
+        return self._depth.get(i, lambda: self.kf.depth(i))
+
+
+def _samples(images: _Images, i: int, n: int, depth_max: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Flat, unsaturated pixels of keyframe ``i`` with depth: world points (M, 3) and colours (M, 3) in [0, 255]."""
-    rgb = kf.rgb(i)
-    depth = kf.depth(i)
+    kf = images.kf
+    rgb = images.rgb(i)
+    depth = images.depth(i)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # Sobel in integers (exact: at most 4 * 255), the magnitude's test squared: |g| / 4 < FLAT_GRADIENT
     gx = cv2.Sobel(grey, cv2.CV_16S, 1, 0, ksize=3).astype(np.int32)
@@ -90,20 +110,23 @@ def covisible_pairs(
     tol_m: float,
     seed: int = 0,
     progress: bool = False,
+    keep_images: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Co-visible colour samples: keyframe rows ``i``, ``j`` (P,) and their colours ``c_i``, ``c_j`` (P, 3).
 
     Written into arrays of their largest possible length (``samples`` per keyframe into each keyframe of its nearest
     list; pages never written take no memory) and returned as views of what was written: no list of pieces joined at the
-    end, which held every sample twice (26 MB more at the peak of 2,161 keyframes)."""
+    end, which held every sample twice (26 MB more at the peak of 2,161 keyframes). ``keep_images``: decoded keyframes
+    kept while the samples are taken (:class:`_Images`)."""
     rng = np.random.default_rng(seed)
+    images = _Images(kf, keep_images)
     near = kf.poses.nearest(kf.T_world_cam, min(len(kf), neighbours + 1))
     cap = len(kf) * int(samples) * near.shape[1]  # a keyframe not first in its own list has one more neighbour
     I, J = np.empty(cap, np.int32), np.empty(cap, np.int32)
     CI, CJ = np.empty((cap, 3), np.float32), np.empty((cap, 3), np.float32)
     m = 0
     for i in bar(range(len(kf)), progress=progress, desc="fuse: exposure samples", unit="frame"):
-        X, ci = _samples(kf, i, samples, depth_max, rng)
+        X, ci = _samples(images, i, samples, depth_max, rng)
         if not len(X):
             continue
         for j in (int(k) for k in near[i] if k != i):
@@ -114,11 +137,11 @@ def covisible_pairs(
             if not inside.any():
                 continue
             sel = np.flatnonzero(inside)
-            seen = depth_agrees(kf.depth(j), u[sel], v[sel], z[sel], np.maximum(tol_m, 0.03 * z[sel])) == 1.0
+            seen = depth_agrees(images.depth(j), u[sel], v[sel], z[sel], np.maximum(tol_m, 0.03 * z[sel])) == 1.0
             sel = sel[seen]
             if not len(sel):
                 continue
-            cj = bilinear(kf.rgb(j), u[sel], v[sel])
+            cj = bilinear(images.rgb(j), u[sel], v[sel])
             keep = np.all((cj > SATURATED[0]) & (cj < SATURATED[1]), axis=1)
             sel, cj = sel[keep], cj[keep]
             k = len(sel)

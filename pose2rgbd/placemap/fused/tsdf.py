@@ -590,9 +590,8 @@ def fuse_map(
     into place; an earlier one is replaced only with ``overwrite``)."""
     from pose2rgbd.placemap.place_map import PlaceMap
 
-    # the exposure fit reads each keyframe with its nearest ones: 24 decoded images kept (7 MB at 320x240) took it
-    # from 30 s to 11 s at 2,161 keyframes
-    pm = PlaceMap(map_path, cache_keyframes=24)
+    # nothing cached: every pass reads a keyframe once, but the exposure fit, which keeps its own (exposure._Images)
+    pm = PlaceMap(map_path, cache_keyframes=0)
     if not pm.has_depth:
         raise MapError(f"{pm.path}: the map has no depth to fuse (built from a dataset without metric depth, or "
                        "localization-only)")  # fmt: skip

@@ -60,9 +60,10 @@ def depth_agrees(depth: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray,
 
 class _Images:
     """The keyframes' decoded colour and depth as the fit reads them: each keyframe with its nearest, in keyframe
-    order, so the last ``keep`` keyframes' of each are kept. On the 2,161 keyframes of the simulator's survey 6 gave
-    all but 7 of the 8,637 hits of 24 (each keyframe decoded once, almost), and none took the fit from 30 to 11 s at
-    320x240; 8 hold 17 MB at 640x480, and only while the samples are taken, not through the solve."""
+    order, so the last ``keep`` keyframes' of each are kept. On the 2,161 keyframes of the simulator's survey, 6
+    kept gave all but 7 of the 8,637 hits that 24 gave (each keyframe decoded about once); none kept, the fit took 30
+    s instead of 11 at 320x240. 8 hold 17 MB at 640x480, and only while the samples are taken, not through the
+    solve."""
 
     def __init__(self, kf: Keyframes, keep: int) -> None:
         self.kf = kf

@@ -13,10 +13,10 @@ from pathlib import Path
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def _cpuinfo(key: str) -> str | None:
-    """The value of the first ``key`` line of /proc/cpuinfo; None where there is none."""
+def _proc(key: str, path: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first ``key`` line of a /proc file; None where there is none."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -26,12 +26,12 @@ def _cpuinfo(key: str) -> str | None:
 
 def cpu_model() -> str:
     """e.g. ``Intel(R) Xeon(R) Processor``."""
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
+    return _proc("model name") or platform.processor() or "unknown CPU"
 
 
 def cpu_flags() -> str:
     """The SIMD flags of this CPU among :data:`SIMD_FLAGS`, e.g. ``sse4_2 avx avx2 fma avx512f``; ``unknown``."""
-    have = _cpuinfo("flags")
+    have = _proc("flags")
     if have is None:
         return "unknown"
     flags = set(have.split())
@@ -47,13 +47,8 @@ def machine_description() -> dict[str, str | int | float | bool | None]:
     """The CPU, its flags, cores, memory, torch's version and threads, CUDA and the GPU, Python (imports torch)."""
     import torch
 
-    mem_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gib = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
+    mem_kb = _proc("MemTotal", "/proc/meminfo")  # "23456789 kB"
+    mem_gib = round(int(mem_kb.split()[0]) / 1024**2, 1) if mem_kb else None
     return {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),

@@ -273,19 +273,17 @@ class _DepthCodes:
 
     def __init__(self, n: int, spill: _Spill, depth_max: float) -> None:
         self.spill = spill
-        self.offsets = np.zeros(n + 1, np.int64)
         self.shapes = np.zeros((n, 2), np.int64)
         # the codes below depth_max: 1 .. in_range - 1 (the table increases with the code)
         self.in_range = int(np.searchsorted(depth_of_code()[1:65535], depth_max, side="left")) + 1
 
     def add(self, i: int, code: np.ndarray) -> None:
-        """Keyframe ``i``'s codes; keyframes are added in order, each once."""
+        """Keyframe ``i``'s codes; keyframes are added in order, each once (record ``i`` of the spill)."""
         self.shapes[i] = code.shape
-        self.spill.append_bytes(lz4.block.compress(np.ascontiguousarray(code, np.uint16).tobytes()))
-        self.offsets[i + 1] = self.spill.size
+        self.spill.add_record(lz4.block.compress(np.ascontiguousarray(code, np.uint16).tobytes()))
 
     def code(self, i: int) -> np.ndarray:
-        data = lz4.block.decompress(self.spill.read_bytes(int(self.offsets[i]), int(self.offsets[i + 1])))
+        data = lz4.block.decompress(self.spill.record(i))
         return np.frombuffer(data, np.uint16).reshape(int(self.shapes[i, 0]), int(self.shapes[i, 1]))
 
 
@@ -339,12 +337,14 @@ def _inside(b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 class _Spill:
-    """An anonymous temporary file that arrays are appended to and read back from by byte offset: what a pass makes
-    for a later one, kept off the heap. Removed when closed, or with the process."""
+    """An anonymous temporary file that arrays are appended to and read back from whole, or records (one per
+    keyframe, in order) read back by their number: what a pass makes for a later one, kept off the heap. Removed
+    when closed, or with the process."""
 
     def __init__(self, folder: Path | None = None) -> None:
         self._f = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by close(), from the caller's with)
         self.size = 0
+        self._ends: list[int] = []  # where each record ends
 
     def append(self, a: np.ndarray) -> None:
         """Write ``a``'s bytes at the end (``size`` grows by them)."""
@@ -354,14 +354,15 @@ class _Spill:
         self._f.write(data)
         self.size += len(data)
 
-    def read_bytes(self, start: int, stop: int) -> bytes:
-        """The bytes ``[start, stop)``."""
+    def add_record(self, data: bytes) -> None:
+        """Record number ``len(records so far)``: ``data`` (may be empty)."""
+        self.append_bytes(data)
+        self._ends.append(self.size)
+
+    def record(self, i: int) -> bytes:
+        start, stop = self._ends[i - 1] if i else 0, self._ends[i]
         self._f.flush()
         return os.pread(self._f.fileno(), stop - start, start)
-
-    def read(self, start: int, stop: int, dtype: type, width: int) -> np.ndarray:
-        """The bytes ``[start, stop)`` as an ``(n, width)`` array of ``dtype``."""
-        return np.frombuffer(self.read_bytes(start, stop), dtype).reshape(-1, width)
 
     def whole(self, dtype: type, width: int) -> np.ndarray:
         """All of it as an ``(n, width)`` array of ``dtype``, read straight into the array (no bytes copy)."""
@@ -388,17 +389,16 @@ def _give_back_freed_memory() -> None:
 @dataclass
 class _Blocks:
     """What the first pass found: every voxel block the keyframes' depth touches (K, 3), each keyframe's box of
-    its blocks (N, 2, 3; lo > hi: none) and its blocks themselves, spilled: keyframe ``i``'s are the int32 rows at
-    bytes ``offsets[i]:offsets[i + 1]`` of ``spill``; and its depth, kept for the cells that read it again."""
+    its blocks (N, 2, 3; lo > hi: none) and its blocks themselves, spilled: keyframe ``i``'s are the int32 rows of
+    record ``i`` of ``spill``; and its depth, kept for the cells that read it again."""
 
     all: np.ndarray
     boxes: np.ndarray
-    offsets: np.ndarray
     spill: _Spill
     depth: _DepthCodes
 
     def of(self, i: int) -> np.ndarray:
-        return self.spill.read(int(self.offsets[i]), int(self.offsets[i + 1]), np.int32, 3)
+        return np.frombuffer(self.spill.record(i), np.int32).reshape(-1, 3)
 
 
 def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spills: tuple[_Spill, _Spill],
@@ -408,7 +408,6 @@ def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spills: t
     probe = _grid(s["voxel_size_m"], 1)
     boxes = np.zeros((len(kf), 2, 3), np.int64)
     boxes[:, 0], boxes[:, 1] = 1, 0
-    offsets = np.zeros(len(kf) + 1, np.int64)
     depth = _DepthCodes(len(kf), spills[1], s["depth_max_m"])
     keys = np.zeros(0, _ROW)
     pending: list[np.ndarray] = []
@@ -417,18 +416,18 @@ def _block_pass(kf: Keyframes, s: dict[str, float], trunc_mult: float, spills: t
         depth.add(i, code)
         f = _frame(kf, i, code, depth)
         pbar.update(1)
+        b = np.zeros((0, 3), np.int32)
         if f is not None:
             b = probe.compute_unique_block_coordinates(f.depth, f.K, f.E, 1.0, s["depth_max_m"], trunc_mult).numpy()
             if len(b):
                 boxes[i] = b.min(axis=0), b.max(axis=0)
-                spills[0].append(b.astype(np.int32))
                 pending.append(_rows(b))
-        offsets[i + 1] = spills[0].size
+        spills[0].add_record(np.ascontiguousarray(b, np.int32).tobytes())  # record i: none without blocks
         if len(pending) >= 64:  # merged as it goes: the union stays the size of the place's blocks
             keys = np.unique(np.concatenate([keys, *pending]))
             pending = []
     keys = np.unique(np.concatenate([keys, *pending]))
-    return _Blocks(keys.view(np.int32).reshape(-1, 3), boxes, offsets, spills[0], depth)
+    return _Blocks(keys.view(np.int32).reshape(-1, 3), boxes, spills[0], depth)
 
 
 def _surface(vbg: VoxelBlockGrid, lo: np.ndarray, hi: np.ndarray, cfg: FusionConfig,

@@ -1,40 +1,30 @@
 """The machine a measurement ran on, as every table and benchmark names it: the CPU model, its SIMD flags that
 matter for the numbers (numbers from a CPU with AVX-512 and bf16 do not carry over to one with AVX2 alone), the
-cores, and with :func:`machine_description` torch's build and threads. Reads ``/proc/cpuinfo`` (Linux); elsewhere
-``platform``'s answer and ``unknown`` flags. Nothing here imports torch but :func:`machine_description`: a benchmark
-that measures a child process's memory names the CPU without raising its own."""
+cores, and with :func:`machine_description` torch's build and threads. Reads ``/proc/cpuinfo`` (Linux, through
+:mod:`pose2rgbd.cpuinfo`); elsewhere ``platform``'s answer and ``unknown`` flags. Nothing here imports torch but
+:func:`machine_description`: a benchmark that measures a child process's memory names the CPU without raising its
+own."""
 
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
+
+from pose2rgbd.cpuinfo import cpu_flag_set, proc_value
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def _proc(key: str, path: str = "/proc/cpuinfo") -> str | None:
-    """The value of the first ``key`` line of a /proc file; None where there is none."""
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def cpu_model() -> str:
     """e.g. ``Intel(R) Xeon(R) Processor``."""
-    return _proc("model name") or platform.processor() or "unknown CPU"
+    return proc_value("model name") or platform.processor() or "unknown CPU"
 
 
 def cpu_flags() -> str:
     """The SIMD flags of this CPU among :data:`SIMD_FLAGS`, e.g. ``sse4_2 avx avx2 fma avx512f``; ``unknown``."""
-    have = _proc("flags")
-    if have is None:
+    flags = cpu_flag_set()
+    if flags is None:
         return "unknown"
-    flags = set(have.split())
     return " ".join(f for f in SIMD_FLAGS if f in flags)
 
 
@@ -47,7 +37,7 @@ def machine_description() -> dict[str, str | int | float | bool | None]:
     """The CPU, its flags, cores, memory, torch's version and threads, CUDA and the GPU, Python (imports torch)."""
     import torch
 
-    mem_kb = _proc("MemTotal", "/proc/meminfo")  # "23456789 kB"
+    mem_kb = proc_value("MemTotal", "/proc/meminfo")  # "23456789 kB"
     mem_gib = round(int(mem_kb.split()[0]) / 1024**2, 1) if mem_kb else None
     return {
         "cpu": cpu_model(),

@@ -29,12 +29,12 @@ import copy
 import itertools
 import logging
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from pose2rgbd.cpuinfo import has_native_bf16
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
 
@@ -59,12 +59,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), read from /proc/cpuinfo (False elsewhere)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX; :func:`pose2rgbd.cpuinfo.has_native_bf16`: the CPU's
+    own flags, not a substring of the whole /proc/cpuinfo), False elsewhere."""
+    return has_native_bf16()
 
 
 def resolve_precision(name: str, device: torch.device, *, cpu_bf16_when_native: bool = False) -> Precision:

@@ -47,6 +47,14 @@ def walk(n: int, keyframes: int, seed: int = 3) -> np.ndarray:
     return T
 
 
+def flight(n: int) -> np.ndarray:
+    """``n`` camera poses of ``bench/bench_engine.py``'s flight at 10 Hz (its bag's ``T_world_cam``): the bench's case,
+    where most keyframe points land inside the view (a walk's renders see less of their keyframes)."""
+    from pose2rgbd.testing.flight_bag import T_BASE_CAM, T_world_base
+
+    return T_world_base(0.05 + 0.1 * np.arange(n)) @ T_BASE_CAM
+
+
 def op_table(prof: object, calls: int, cuda: bool, rows: int) -> tuple[str, float, float]:
     """Markdown rows of the operators by own time per call, and per call: GPU kernels launched, GPU busy ms."""
     events = prof.key_averages()  # type: ignore[attr-defined]
@@ -94,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="engine.threads (0: the engine's choice)")
     p.add_argument("--batch", type=int, default=1, help="poses per render call (default 1)")
     p.add_argument("--cuda-graphs", default=None, help="engine.cuda_graphs: auto | on | off (default: the engine's)")
+    p.add_argument(
+        "--poses",
+        choices=("walk", "flight"),
+        default="walk",
+        help="walk: 0.2 m steps among the keyframes; flight: bench_engine.py's flight (default walk)",
+    )
     p.add_argument("--calls", type=int, default=60, help="render calls per pass (default 60)")
     p.add_argument("--rows", type=int, default=25, help="rows per table (default 25)")
     p.add_argument("--out", type=Path, default=None, help="folder for profile.md (and the profiler's trace.json)")
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     eng = RenderEngine(cfg, ck)
     print(f"checkpoint and engine: {time.perf_counter() - t0:.1f} s; precision {eng.precision}", flush=True)
     n = args.calls * args.batch
-    T = walk(n + 10 * args.batch, args.keyframes)
+    T = walk(n + 10 * args.batch, args.keyframes) if args.poses == "walk" else flight(n + 10 * args.batch)
     for i in range(10):  # warm-up: the keyframes of the walk decoded (and on a GPU, moved) once
         eng.render(T[i * args.batch : (i + 1) * args.batch])
     T = T[10 * args.batch :].reshape(args.calls, args.batch, 4, 4)
@@ -152,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {_machine(args)}, fp32 2048^3 matmul {gflops:.0f} GFLOP/s at start; "
         f"engine precision {eng.precision}, {torch.get_num_threads()} threads, CUDA graphs "
         f"{'on' if getattr(eng.backend, 'cuda_graphs', False) else 'off'}; "
-        f"{args.preset} at {args.size}x{args.size}, {args.keyframes} keyframes.",
+        f"{args.preset} at {args.size}x{args.size}, {args.keyframes} keyframes, the {args.poses}'s poses.",
         "",
         f"Wall: {wall}.",
     ]

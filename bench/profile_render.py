@@ -1,10 +1,11 @@
 """Where one render's time goes (not a test, not a benchmark of record): the default renderer at batch B.
 
     .venv/bin/python bench/profile_render.py                                   # CPU, 256x256, 1,801 keyframes
+    .venv/bin/python bench/profile_render.py --poses flight                    # bench_engine.py's flight
     .venv/bin/python bench/profile_render.py --device cuda --size 512 --precision auto --out /tmp/prof
 
 The engine (``RenderEngine.render``, as ``bench/bench_engine.py`` calls it for renders/s) renders a walk of poses
-among the keyframes of a ``hybrid-fast`` checkpoint
+among the keyframes (or with ``--poses flight`` the serving benchmark's flight) of a ``hybrid-fast`` checkpoint
 (:func:`pose2rgbd.testing.hybrid_keyframes.make_hybrid_checkpoint`), ``--batch`` poses per call. Three passes over
 the same poses after a warm-up:
 

@@ -1,7 +1,7 @@
-"""What this CPU is and which instructions it has, read once from ``/proc/cpuinfo`` (Linux; elsewhere ``None`` and
-no flags). One reader for the two that ask: the engines' choice of bf16 (:mod:`pose2rgbd.models.device`: native bf16
-instructions or not) and the machine every benchmark and table names (:mod:`pose2rgbd.experiments.machine`).
-Imports nothing of the package and no torch."""
+"""What this CPU is and which instructions it has, from ``/proc/cpuinfo`` (Linux; elsewhere ``None`` and no flags;
+the flags read once per process). One reader for the two that ask: the engines' choice of bf16
+(:mod:`pose2rgbd.models.device`: native bf16 instructions or not) and the machine every benchmark and table names
+(:mod:`pose2rgbd.experiments.machine`). Imports nothing of the package and no torch."""
 
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ def walk(n: int, keyframes: int, seed: int = 3) -> np.ndarray:
 def flight(n: int) -> np.ndarray:
     """``n`` camera poses of ``bench/bench_engine.py``'s flight at 10 Hz (its bag's ``T_world_cam``): the bench's case,
     where most keyframe points land inside the view (a walk's renders see less of their keyframes)."""
-    from pose2rgbd.testing.flight_bag import T_BASE_CAM, T_world_base
+    from pose2rgbd.testing.flight_bag import FIRST_CAMERA_S, T_world_cam
 
-    return T_world_base(0.05 + 0.1 * np.arange(n)) @ T_BASE_CAM
+    return T_world_cam(FIRST_CAMERA_S + 0.1 * np.arange(n))
 
 
 def op_table(prof: object, calls: int, cuda: bool, rows: int) -> tuple[str, float, float]:

@@ -44,6 +44,15 @@ def T_world_base(t_s: np.ndarray | float) -> np.ndarray:
     return T
 
 
+FIRST_CAMERA_S = 0.05  # the first camera frame's time after the bag's start; then one every 1 / camera_hz
+
+
+def T_world_cam(t_s: np.ndarray | float) -> np.ndarray:
+    """The camera's poses (N, 4, 4) at times ``t_s`` of the flight (:func:`T_world_base` with the camera below it):
+    the ground truth of the bag's camera frames."""
+    return T_world_base(t_s) @ T_BASE_CAM
+
+
 def write_flight_bag(
     path: str | Path,
     *,
@@ -106,8 +115,8 @@ def write_flight_bag(
     def hs(t: float, topic: str) -> int:  # header stamp
         return 0 if topic in zero_stamps else ns(t)
 
-    t_cam = np.arange(0.05, duration_s, 1.0 / camera_hz)
-    T_cam = T_world_base(t_cam) @ T_BASE_CAM
+    t_cam = np.arange(FIRST_CAMERA_S, duration_s, 1.0 / camera_hz)
+    T_cam = T_world_cam(t_cam)
     out: dict[str, Any] = render_ground_plane(ck, T_cam)
     events: list[tuple[int, int, str, object]] = []  # (stamp, order, topic, msg)
     static = [transform_stamped(f, ns(0.0), "base_link", "camera_optical_frame", T_BASE_CAM)]

@@ -145,6 +145,53 @@ def test_lookahead_serves_cache_within_tolerance() -> None:
     assert eng.stats["ahead_frames"] == 4 + 4 + 4
 
 
+def test_lookahead_renders_the_next_frame_again_when_its_kept_prediction_drifted() -> None:
+    """A camera accelerating at 2 m/s^2 east: each prediction (constant velocity from the last two poses) lags the
+    real pose by 0.02 m one period ahead, 0.06 m two ahead. The next frame's entry kept from two periods back is
+    within the whole tolerance of the newest prediction (0.04 m apart) but 0.06 m from the real pose: kept, it would
+    miss every request. Kept only within half the tolerance, it is rendered again from the newest prediction."""
+    eng = make_engine(lookahead=4, tolerance_m=0.05, tolerance_deg=0.5)
+    period = 100_000_000
+    hits = []
+    for k in range(12):
+        t = 0.1 * k
+        assert eng.wait_lookahead()  # the node's period: the background thread renders the predictions
+        hits.append(bool(eng.render_lookahead(look_down_pose(1.0 * t + t * t, 0.0, 20.0), k * period).from_cache[0]))
+    assert not any(hits[:2])  # no motion known yet
+    assert all(hits[2:]), hits
+    assert eng.wait_lookahead()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_lookahead_renews_the_next_frame_only_where_the_thread_has_caught_up(busy: bool) -> None:
+    """The next frame's entry, 0.035 m from the newest prediction (within the 0.05 m tolerance, not within half of
+    it), is rendered again where every entry is finished; where the thread still has a frame queued it is kept: a
+    renewal there would cost a render the thread has no time for."""
+    from pose2rgbd.inference.render import _Ahead
+
+    eng = make_engine(lookahead=2, tolerance_m=0.05, tolerance_deg=0.5)
+    period = 100_000_000
+    poses = [look_down_pose(x, 0.0, 20.0) for x in (0.0, 0.1, 0.2, 0.3)]  # 1 m/s east: predictions 0.2, 0.3
+    frame = eng.render(poses[0]).frame(0)
+    drifted = _Ahead(2 * period, look_down_pose(0.2 - 0.035, 0.0, 20.0), frame)
+    far = _Ahead(3 * period, poses[3], None if busy else frame)
+    for e in (drifted, far):
+        if e.result is not None:
+            e.done.set()
+    with eng._lock:
+        eng._history = [(0, poses[0]), (period, poses[1])]
+        eng._ahead = [drifted, far]
+        eng._replan(period, poses[1], None)
+        kept = [e for e in eng._ahead if not e.cancelled]
+    assert (drifted in kept) is busy
+    assert far in kept  # the later frame within the whole tolerance of its prediction: kept either way
+    if not busy:
+        renewed = kept[0]
+        np.testing.assert_allclose(renewed.T, poses[2], atol=1e-9)  # the newest prediction, queued first
+    assert eng.wait_lookahead()
+    eng.close()
+
+
 def test_lookahead_off_is_plain_render() -> None:
     eng = make_engine(lookahead=0)
     for k in range(3):

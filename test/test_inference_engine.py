@@ -192,6 +192,31 @@ def test_lookahead_renews_the_next_frame_only_where_the_thread_has_caught_up(bus
     eng.close()
 
 
+def test_lookahead_predicts_as_far_as_the_thread_renders_in_a_period() -> None:
+    """The horizon: ``engine.lookahead`` poses, but no more than one-pose forwards fit in one period at their recent
+    speed, and at least one; the recent speed is the forwards' own, measured as the engine renders."""
+    eng = make_engine(lookahead=4, tolerance_m=0.05, tolerance_deg=0.5)
+    assert eng.horizon == 4  # nothing measured yet
+    eng.render(look_down_pose(0.0, 0.0, 20.0))
+    first = eng._frame_s
+    assert first is not None and 0.0 < first < 1.0
+    eng.render(np.stack([look_down_pose(0.0, 0.0, 20.0)] * 3))  # a batch is no one-pose forward: not counted
+    assert eng._frame_s == first
+    period = 100_000_000  # 10 Hz
+    poses = [look_down_pose(x, 0.0, 20.0) for x in (0.0, 0.1)]
+    for frame_s, horizon in ((0.001, 4), (0.03, 3), (0.045, 2), (0.06, 1), (0.5, 1)):
+        with eng._lock:
+            eng._drop_ahead()
+            eng._history = [(0, poses[0]), (period, poses[1])]
+            eng._frame_s = frame_s
+            assert eng.horizon == horizon
+            eng._replan(period, poses[1], None)
+            stamps = [e.stamp_ns for e in eng._ahead]
+        assert stamps == [period * (k + 2) for k in range(horizon)], (frame_s, stamps)
+        assert eng.wait_lookahead()
+    eng.close()
+
+
 def test_lookahead_off_is_plain_render() -> None:
     eng = make_engine(lookahead=0)
     for k in range(3):

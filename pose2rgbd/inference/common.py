@@ -84,7 +84,11 @@ class EngineConfig:
     )
     warmup: int = ranged_field(2, "warm-up forward passes at start (first calls are slow)", 0, 100)
     lookahead: int = ranged_field(
-        0, "extra future poses rendered per batch by look-ahead (0: off), spaced at the render node's rate_hz", 0, 64
+        0,
+        "look-ahead: future poses predicted after each request and rendered off the request path, spaced at the "
+        "render node's rate_hz (0: off); at most as many as one-pose renders fit in one period",
+        0,
+        64,
     )
     tolerance_m: float = ranged_field(
         0.05, "look-ahead: serve a cached render if its pose is within this (m)...", 0.0, 1000.0

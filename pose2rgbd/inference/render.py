@@ -169,6 +169,7 @@ class RenderEngine:
     # requests of bench_engine's flight at 0.05 m / 0.5 deg. A thread still busy gets no extra render (where a
     # render takes most of the period, the renewals made it fall behind: docs/serving.md, "The next frame renewed")
     NEXT_FRAME_SHARE = 0.5
+    FRAME_TIME_WEIGHT = 0.25  # the newest one-pose forward's weight in the recent forward time (look-ahead's horizon)
 
     def __init__(self, cfg: EngineConfig, loaded: LoadedCheckpoint, *, lookahead_rate_hz: float = 10.0) -> None:
         from pose2rgbd.inference.backends import make_backend
@@ -202,6 +203,7 @@ class RenderEngine:
         self._closed = False
         self._in_flight: _Ahead | None = None
         self._history: list[tuple[int, np.ndarray]] = []  # last two (stamp_ns, T) seen by render_lookahead
+        self._frame_s: float | None = None  # a one-pose forward's recent wall time (s): how far look-ahead goes
         self._ahead: list[_Ahead] = []  # the current pose's frame and the predicted ones, nearest first
         self.stats = {
             "renders": 0,  # network calls
@@ -294,13 +296,18 @@ class RenderEngine:
                 self._inline_waiting += 1
         try:
             with self._forward_lock:
+                t_forward = time.perf_counter()
                 arrays, calls = self._forward_chunked(x)
+                t_forward = time.perf_counter() - t_forward
         finally:
             if inline:
                 with self._lock:
                     self._inline_waiting -= 1
                     self._wake.notify_all()
         with self._lock:
+            if len(T) == 1:
+                w = self.FRAME_TIME_WEIGHT
+                self._frame_s = t_forward if self._frame_s is None else (1 - w) * self._frame_s + w * t_forward
             self.stats["renders"] += calls
             self.stats["frames"] += len(T)
             self.stats["inline_frames" if inline else "ahead_frames"] += len(T)
@@ -400,7 +407,7 @@ class RenderEngine:
         if self._closed:
             return
         period_ns = round(1e9 / self.lookahead_rate_hz)
-        stamps = stamp_ns + period_ns * np.arange(1, self.cfg.lookahead + 1, dtype=np.int64)
+        stamps = stamp_ns + period_ns * np.arange(1, self.horizon + 1, dtype=np.int64)
         if len(self._history) == 2:
             (ta, Ta), (tb, Tb) = self._history
             future = extrapolate_constant_velocity(ta, Ta, tb, Tb, stamps)
@@ -440,6 +447,18 @@ class RenderEngine:
         if any(e.result is None for e in new):
             self._ensure_worker()
             self._wake.notify_all()
+
+    @property
+    def horizon(self) -> int:
+        """How many poses look-ahead predicts after each request: ``engine.lookahead``, but no more than one-pose
+        forwards fit in one period at their recent speed, and at least one. Every request adds at least one frame
+        for the thread to render, more where the motion changed; where a forward takes more than half the period,
+        predictions further ahead only kept the thread from the next frame (at 512x512 on two cores, 55-65 ms a
+        forward at 10 Hz: docs/serving.md, "Look-ahead as far as the thread can render")."""
+        n = int(self.cfg.lookahead)
+        if self._frame_s is None or self._frame_s <= 0 or n <= 1:
+            return n
+        return max(1, min(n, int(1.0 / (self.lookahead_rate_hz * self._frame_s))))
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the look-ahead thread (after the frame it is rendering); later requests render inline only."""

@@ -18,7 +18,8 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
   ``.onnx`` file in ONNX Runtime (``engine.backend``; ``auto`` picks by the file's suffix) -- the transforms
   are the model's own in both cases;
 * optionally renders *ahead*, off the request path: :meth:`RenderEngine.render_lookahead` extrapolates the
-  next ``lookahead`` poses at the caller's rate with a constant-velocity model (translation and rotation); a
+  next ``lookahead`` poses (no more than renders fit in one period: :attr:`RenderEngine.horizon`)
+  at the caller's rate with a constant-velocity model (translation and rotation); a
   background thread renders them one by one, nearest first, while the caller serves the current frame, and
   later requests are served from that cache while the real pose stays within a tolerance (metres + degrees) of
   a cached one. A request that finds no cached frame (a *miss*) renders only its own pose inline, ahead of
@@ -401,7 +402,7 @@ class RenderEngine:
 
     def _replan(self, stamp_ns: int, T1: np.ndarray, rendered: RenderResult | None) -> None:
         """The look-ahead list for a request at ``stamp_ns``: the request's own frame (when it was rendered
-        now) and the next ``lookahead`` predicted poses; entries of the old list that are within tolerance of a
+        now) and the next :attr:`horizon` predicted poses; entries of the old list that are within tolerance of a
         prediction (the next frame's: within :attr:`NEXT_FRAME_SHARE` of it, where the thread has caught up) are kept
         (finished or not), the others are dropped, new predictions are queued."""
         if self._closed:
@@ -452,9 +453,9 @@ class RenderEngine:
     def horizon(self) -> int:
         """How many poses look-ahead predicts after each request: ``engine.lookahead``, but no more than one-pose
         forwards fit in one period at their recent speed, and at least one. Every request adds at least one frame
-        for the thread to render, more where the motion changed; where a forward takes more than half the period,
-        predictions further ahead only kept the thread from the next frame (at 512x512 on two cores, 55-65 ms a
-        forward at 10 Hz: docs/serving.md, "Look-ahead as far as the thread can render")."""
+        for the thread to render, more where the motion changed; predictions further ahead than the thread renders
+        in a period kept it from the next frame (at 512x512 on two cores, 55-65 ms a forward at 10 Hz, with
+        ``lookahead`` 4: docs/serving.md, "Look-ahead as far as the thread can render")."""
         n = int(self.cfg.lookahead)
         if self._frame_s is None or self._frame_s <= 0 or n <= 1:
             return n

@@ -14,9 +14,12 @@ message and diagnostics, and what ``run_renderer_bag`` returns in ``RunStats.lat
 For each model / size / precision / thread count, the offline runtime (``run_renderer_bag``) replays a
 synthetic flight bag (``pose2rgbd.testing.flight_bag.write_flight_bag``: 2 m/s, gentle sway and yaw, TF at
 50 Hz) and renders at 10 Hz from TF, once with batch 1 (``engine.lookahead`` 0) and once with look-ahead
-(``--lookahead`` extrapolated poses rendered in the same batch, served from the cache while the real pose is
+(up to ``--lookahead`` extrapolated poses rendered off the request path, served from the cache while the real pose is
 within ``--tolerance-m`` / ``--tolerance-deg``). Weights are untrained: speed does not depend on training.
-Results are printed as they come and as a Markdown table at the end (with the command and the machine).
+Results are printed as they come and as a Markdown table at the end (with the command and the machine). For the
+look-ahead run a line names the requests it missed (rendered inline) and whether each of the five slowest was a miss
+or a hit that waited for its prediction (:func:`served_from_cache`: the ``from_cache`` of the output bag's RGBD
+messages); ``--latencies`` writes both lists per run.
 
 The hybrid (``--presets hybrid`` / ``hybrid-lite``, or with model settings changed: ``hybrid-lite:fill_channels=8``)
 is a checkpoint whose keyframe store holds ``--keyframes``
@@ -159,6 +162,18 @@ def throughput(eng: Any, batches: list[int], seconds: float, keyframes: int) -> 
     return out
 
 
+def served_from_cache(out_bag: Path, frames: int) -> list[bool] | None:
+    """Per rendered frame, in order, whether look-ahead served it from its cache: the ``from_cache`` of the render
+    node's bundled RGBD messages in the run's output bag (read after the timed run). None where the bag has not one
+    such message per frame (``publish.rgbd`` off)."""
+    from pose2rgbd.bags import open_bag
+
+    with open_bag(out_bag) as bag:
+        topics = bag.topics_of_type("pose2rgbd/msg/RGBD")
+        flags = [bool(m.msg.from_cache) for m in bag.messages(topics)] if topics else []
+    return flags if len(flags) == frames else None
+
+
 def run_one(
     args: argparse.Namespace,
     tmp: Path,
@@ -204,6 +219,7 @@ def run_one(
     k0 = reported_free_kib()
     t0 = cpu_ticks()
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
+    from_cache = served_from_cache(tmp / "out", len(stats.latency_ms)) if la > 0 else None
     t1 = cpu_ticks()
     k1 = reported_free_kib()
     handed_mb = (k1 - k0) / 1024 if k0 is not None and k1 is not None else float("nan")
@@ -235,6 +251,7 @@ def run_one(
         "settled": str(settled),
         "handed_mb": handed_mb,
         "latency_ms": lat.tolist(),
+        "from_cache": from_cache,
         "renders_per_s": rate,
     }
 
@@ -286,7 +303,12 @@ def main() -> None:
         help="wait at most this long before each timed run for the freed memory to go back to the host",
     )
     p.add_argument("--note", default="", help="load note for the table, e.g. 'quiet machine'")
-    p.add_argument("--latencies", type=Path, help="write every run's per-render latencies (ms, in order) here (JSON)")
+    p.add_argument(
+        "--latencies",
+        type=Path,
+        help="write every run's per-render latencies (ms, in order) and, with look-ahead, whether each was served "
+        "from the cache here (JSON)",
+    )
     p.add_argument(
         "--keyframes",
         type=int,
@@ -338,12 +360,14 @@ def main() -> None:
                                 f"{r2['settled']})",
                                 flush=True,
                             )
+                            if r2["from_cache"] is not None:
+                                print("  look-ahead: " + _misses(r2["latency_ms"], r2["from_cache"]), flush=True)
                             if r1["renders_per_s"]:
                                 print("  renders/s: " + _rates(r1["renders_per_s"]), flush=True)
     if args.latencies is not None:
         args.latencies.write_text(json.dumps([
             {"preset": preset, "size": size, "precision": r["precision"], "threads": r["threads"],
-             "backend": r["backend"], "lookahead": la, "latency_ms": r["latency_ms"]}
+             "backend": r["backend"], "lookahead": la, "latency_ms": r["latency_ms"], "from_cache": r["from_cache"]}
             for preset, size, r1, r2 in rows for la, r in ((0, r1), (args.lookahead, r2))
         ]))  # fmt: skip
     load1 = os.getloadavg()[0]
@@ -388,6 +412,15 @@ def main() -> None:
             name = _row_name(preset, args.keyframes)
             rates = " | ".join(f"{r1['renders_per_s'][b]:.0f}" for b in args.throughput_batches)
             print(f"| {name} | {size} | {r1['backend']} | {r1['precision']} | {rates} |")
+
+
+def _misses(latency_ms: list[float], from_cache: list[bool], slowest: int = 5) -> str:
+    """Which requests look-ahead missed (rendered inline), and which of the slowest were misses: what sets its p99."""
+    missed = [i for i, hit in enumerate(from_cache) if not hit]
+    shown = ", ".join(map(str, missed[:12])) + (f" and {len(missed) - 12} more" if len(missed) > 12 else "")
+    order = sorted(range(len(latency_ms)), key=lambda i: -latency_ms[i])[:slowest]
+    worst = ", ".join(f"{i} ({latency_ms[i]:.1f} ms, {'hit' if from_cache[i] else 'miss'})" for i in order)
+    return f"{len(missed)} of {len(from_cache)} requests missed ({shown or 'none'}); the {slowest} slowest: {worst}"
 
 
 def _row_name(preset: str, keyframes: int) -> str:

@@ -219,9 +219,10 @@ def run_one(
     k0 = reported_free_kib()
     t0 = cpu_ticks()
     stats = run_renderer_bag(cfg, bag, tmp / "out", engine=eng, overwrite=True, rate=args.rate)
-    from_cache = served_from_cache(tmp / "out", len(stats.latency_ms)) if la > 0 else None
     t1 = cpu_ticks()
     k1 = reported_free_kib()
+    # after the run's steal and hand-back are read: reading the bag is not the run's
+    from_cache = served_from_cache(tmp / "out", len(stats.latency_ms)) if la > 0 else None
     handed_mb = (k1 - k0) / 1024 if k0 is not None and k1 is not None else float("nan")
     steal = (t1[0] - t0[0]) / max(1, t1[1] - t0[1]) if t0 is not None and t1 is not None else float("nan")
     lat = np.asarray(stats.latency_ms)

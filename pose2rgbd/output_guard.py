@@ -7,7 +7,10 @@ trajectory files) calls :func:`check_output` first. It refuses, whatever ``overw
   delete the recording being read;
 - with ``overwrite``, an existing path that is not an output of the same kind (a bag folder has
   ``metadata.yaml``, a dataset ``manifest.yaml``, a training run ``config.yaml`` or ``*.pt``, ...): replacing
-  it would delete something the user made by other means.
+  it would delete something the user made by other means;
+- with ``overwrite``, an earlier output of the same kind that the new one replaces whole (a bag, a dataset, a place
+  map, posed images, a folder of renders) but that also holds entries no output of its kind has (the user's notes,
+  labels, a notebook put there since): replacing the folder would delete them with it. The error names them.
 
 :func:`refuse_existing` is the one overwrite policy: an existing output is replaced only with ``overwrite``;
 without it every writer and command raises the same :class:`~pose2rgbd.errors.OutputExistsError` with the same
@@ -19,7 +22,9 @@ that the question is asked of what is really there.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,12 @@ __all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_
            "refuse_existing"]  # fmt: skip
 
 
+# what pose2rgbd's own atomic writers leave inside an output while they write (pose2rgbd.atomic:
+# ``.<name>.partial-<pid>``, ``.<name>.tmp-<pid>``, ``.<name>.old-<pid>``, their ``.swap`` markers; DatasetWriter's
+# ``.<name>.tmp``)
+_HIDDEN_SIBLING = re.compile(r"^\..+\.(partial|tmp|old)(-.*)?$")
+
+
 @dataclass(frozen=True)
 class OutputKind:
     """What an output of one kind looks like on disk."""
@@ -40,6 +51,10 @@ class OutputKind:
     markers: tuple[str, ...] = ()  # a directory of this kind holds at least one of these (glob patterns)
     suffixes: tuple[str, ...] = ()  # a file of this kind ends in one of these (empty: any)
     excludes: tuple[str, ...] = ()  # ... and none of these (a folder of another kind that holds a marker too)
+    # where --overwrite replaces the folder whole: glob patterns of every entry directly inside an output of this kind
+    # (what pose2rgbd writes there); anything else is the user's and refuses the overwrite. None: the kind's writer
+    # adds files to the folder (an evaluation) or moves only its own aside (a training run), so nothing is checked
+    contents: tuple[str, ...] | None = None
 
     def matches(self, path: Path) -> bool:
         if self.is_dir:
@@ -50,15 +65,37 @@ class OutputKind:
             )
         return path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))
 
+    def foreign_entries(self, path: Path) -> list[str]:
+        """The names directly inside the folder ``path`` that no output of this kind holds (sorted; empty where
+        the kind lists no :attr:`contents`)."""
+        if self.contents is None or not path.is_dir():
+            return []
+        return sorted(
+            e.name
+            for e in path.iterdir()
+            if not _HIDDEN_SIBLING.match(e.name) and not any(fnmatch.fnmatchcase(e.name, c) for c in self.contents)
+        )
 
-BAG = OutputKind("bag", True, ("metadata.yaml",))
-DATASET = OutputKind("dataset", True, ("manifest.yaml",))
+
+# a bag: its metadata and storage files (rosbags / ros2 bag: NAME_0.mcap, NAME.db3 and SQLite's journal files, zstd)
+BAG = OutputKind("bag", True, ("metadata.yaml",),
+                 contents=("metadata.yaml", "*.mcap", "*.db3", "*.db3-shm", "*.db3-wal", "*.db3-journal",
+                           "*.zstd"))  # fmt: skip
+# a dataset (docs/dataset-format.md): what DatasetWriter writes, the conversion's report, the training cache `train`
+# adds, the depth network `convert video` keeps (convert.stages.depth_export.KEPT_NETWORK)
+DATASET = OutputKind("dataset", True, ("manifest.yaml",),
+                     contents=("manifest.yaml", "frames.csv", "rgb", "depth", "report", "cache",
+                               "depth_network.pt"))  # fmt: skip
 # a dataset may hold a .pt of its own (the depth network `convert video` keeps): it is still no training run
 TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"), excludes=("manifest.yaml",))
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
-POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",))
+# the simulator's posed images (sim.export_posed)
+POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",),
+                          contents=("transforms.json", "images", "depth", "ground_truth.npz"))  # fmt: skip
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
-RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"))  # render trajectory's folder
+RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"),  # render trajectory's folder
+                     contents=("rgb_*.png", "depth_*.png", "depth_*.npy", "depth_sigma_*.npy", "poses.csv",
+                               "camera.yaml"))  # fmt: skip
 FILE = OutputKind("file", False)
 
 
@@ -89,9 +126,11 @@ def check_output(
         ri = _resolved(inp)
         if _within(rp, ri) or _within(ri, rp):
             how = "is" if rp == ri else ("lies inside" if _within(rp, ri) else "contains")
+            why = ("pose2rgbd never writes into what it reads" if how == "lies inside"
+                   else "writing it would destroy the input")  # fmt: skip
             raise OutputError(
-                f"output {p} {how} the input {inp}; writing it would destroy the input. Choose an output "
-                "path outside the input (nothing was written)"
+                f"output {p} {how} the input {inp}; {why}. Choose an output path outside the input (nothing was "
+                "written)"
             )
     if overwrite and (p.exists() or p.is_symlink()):
         if kind.is_dir and p.is_dir() and not any(p.iterdir()):
@@ -106,6 +145,15 @@ def check_output(
             raise OutputError(
                 f"{p} exists and is {what} that is not a {kind.name} ({looks}); --overwrite only replaces an "
                 f"earlier {kind.name}. Choose another output path or move {p} away yourself (nothing was written)"
+            )
+        foreign = kind.foreign_entries(p)
+        if foreign:
+            names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise OutputError(
+                f"{p} is an earlier {kind.name}, but it also holds {names}, which no {kind.name} written by pose2rgbd "
+                f"has; --overwrite replaces the folder whole and would delete {'them' if len(foreign) > 1 else 'it'}. "
+                f"Move {'them' if len(foreign) > 1 else 'it'} out of {p}, or choose another output path (nothing was "
+                "written)"
             )
     return p
 

@@ -115,6 +115,83 @@ def test_overwrite_still_replaces_an_earlier_output_of_the_same_kind(
     assert (out / "metadata.yaml").is_file()
 
 
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 simulated survey frames at 64x64 with depth: enough texture for a place map (and a fused geometry)."""
+    from pose2rgbd.sim import SimConfig
+    from pose2rgbd.sim.export import export_dataset, world_of
+
+    cfg = SimConfig(width=64, height=64, routes=["survey"], frames=40)
+    return export_dataset(cfg, tmp_path_factory.mktemp("sim") / "dataset", progress=False, world=world_of(cfg))
+
+
+def _earlier_output(kind: str, bag: Path, textured: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Write ``out`` as a user would, the richest output of its kind the commands make (a converted dataset with
+    the training cache `train` adds to it, a place map with its fused geometry, a bag), and return the command that
+    writes it (without --overwrite)."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.dataset.cache import build_cache
+
+    argv = {
+        "dataset": ["convert", "bag", bag, "--out", out, "--no-progress"],
+        "bag": ["record", "bag", "--bag", bag, "--out-bag", out],
+        "place map": ["map", "build", "--dataset", textured, "--out", out, "--no-progress"],
+    }[kind]
+    rc, text = run_cli(capsys, *argv)
+    assert rc == 0, text
+    if kind == "dataset":
+        build_cache(Dataset(out), 16, progress=False)
+    if kind == "place map":
+        rc, text = run_cli(capsys, "map", "fuse", "--map", out, "--no-progress")
+        assert rc == 0, text
+    return [str(a) for a in argv]
+
+
+@pytest.mark.parametrize("kind", ["dataset", "bag", "place map"])
+def test_overwrite_refuses_an_earlier_output_that_holds_the_users_own_files(
+    kind: str, bag: Path, textured: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--overwrite replaces a dataset, a bag or a place map whole: files the user put into the earlier one since
+    (labels, notes) would go with it. It refuses and names them; without them the same command replaces the output
+    (so everything the commands themselves write there is known as theirs)."""
+    from pose2rgbd.output_guard import BAG, DATASET
+
+    out = tmp_path / "out"
+    argv = _earlier_output(kind, bag, textured, out, capsys)
+    from pose2rgbd.placemap.format import PLACE_MAP
+
+    assert {"dataset": DATASET, "bag": BAG, "place map": PLACE_MAP}[kind].foreign_entries(out) == []
+    (out / "labels.csv").write_text("frame,obstacle\n3,tree\n")
+    (out / "notes").mkdir()
+    (out / "notes" / "flight_log.txt").write_text("wind 5 m/s\n")
+    before = tree_hash(out)
+    rc, text = run_cli(capsys, *argv, "--overwrite")
+    assert rc == 2, text
+    assert f"{out} is an earlier {kind}, but it also holds labels.csv, notes" in text, text
+    assert "would delete them" in text and "nothing was written" in text, text
+    assert tree_hash(out) == before
+    shutil.rmtree(out / "notes")
+    (out / "labels.csv").unlink()
+    rc, text = run_cli(capsys, *argv, "--overwrite")
+    assert rc == 0, text
+
+
+def test_foreign_entries_leave_out_what_pose2rgbd_writes_while_it_writes(tmp_path: Path) -> None:
+    """The hidden siblings of pose2rgbd's atomic writers (a stopped `map fuse`'s partial folder, a temporary file)
+    are its own; a user's hidden file is not; a kind without a content list checks nothing."""
+    from pose2rgbd.output_guard import DATASET, EVALUATION
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for name in ("manifest.yaml", "frames.csv", ".frames.csv.tmp", ".report.partial-12-x", ".ds.old-7.swap"):
+        (ds / name).write_text("x")
+    assert DATASET.foreign_entries(ds) == []
+    (ds / ".my_notes").write_text("mine")
+    (ds / "eval").mkdir()
+    assert DATASET.foreign_entries(ds) == [".my_notes", "eval"]
+    assert EVALUATION.foreign_entries(ds) == []
+
+
 # ------------------------------------------------------------------------------- 2: train --out an earlier run
 def _fake_run(path: Path) -> Path:
     path.mkdir()

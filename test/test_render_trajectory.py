@@ -475,7 +475,8 @@ class _Ok:
 @pytest.mark.parametrize("name", ["frames", "v.mp4"])
 def test_an_existing_output_is_refused_unless_overwrite_and_the_camera_is_written(name: str, tmp_path: Path) -> None:
     """A directory holding the user's own files is not replaced (before: it was, whole, and they were gone); with
-    --overwrite it is. The renders' camera comes with them as a ROS camera calibration YAML."""
+    --overwrite an earlier render is, but not while it holds a file of the user's. The renders' camera comes with
+    them as a ROS camera calibration YAML."""
     import yaml
 
     from pose2rgbd.convert.trajectories import read_trajectory
@@ -496,10 +497,15 @@ def test_an_existing_output_is_refused_unless_overwrite_and_the_camera_is_writte
     with pytest.raises(OutputExistsError, match="holds an earlier render; pass --overwrite"):
         render_trajectory(_Ok(), traj, out, batch=2, progress=False)
     assert mine.read_bytes() == before
+    if name == "frames":  # an earlier render is replaced whole: refused while it holds a file of the user's
+        with pytest.raises(OutputError, match=r"an earlier render, but it also holds notes\.txt.*would delete it"):
+            render_trajectory(_Ok(), traj, out, batch=2, progress=False, overwrite=True)
+        assert mine.read_bytes() == before
+        mine.unlink()
     render_trajectory(_Ok(), traj, out, batch=2, progress=False, overwrite=True)
     assert out.exists() and camera_file_path(out).is_file()
-    if name == "frames":  # an earlier render is replaced whole, as the flag's help says
-        assert not mine.exists() and (out / "rgb_000002.png").is_file()
+    if name == "frames":
+        assert (out / "rgb_000002.png").is_file()
         foreign = tmp_path / "photos"
         foreign.mkdir()
         (foreign / "holiday.jpg").write_bytes(b"jpeg")

@@ -185,8 +185,10 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
     ):
         if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
             continue  # an empty folder holds nothing to lose
-        if p.exists() and kind is not FILE:
-            check_output(p, kind, overwrite=True)  # not an earlier render: refused whatever --overwrite says
+        if p.exists() and kind is not FILE and (overwrite or not kind.matches(p)):
+            # not an earlier render: refused whatever --overwrite says; an earlier one holding the user's files: refused
+            # with --overwrite (without it, the one message of an existing output below)
+            check_output(p, kind, overwrite=True)
         refuse_existing(p, overwrite=overwrite, holds="an earlier render" if p == out else "")
 
 

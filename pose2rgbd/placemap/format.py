@@ -51,7 +51,8 @@ from pose2rgbd.placemap.digests import file_table
 FORMAT_NAME = "pose2rgbd-map"
 FORMAT_VERSION = 1
 MANIFEST = "map.json"
-PLACE_MAP = OutputKind("place map", True, (MANIFEST,))
+# its manifest, the arrays the manifest lists, and the fused geometry `map fuse` adds (placemap.fused.tsdf.FUSED_DIR)
+PLACE_MAP = OutputKind("place map", True, (MANIFEST,), contents=(MANIFEST, "*.npy", "*.bin", "*.npz", "fused"))
 
 # log-quantized depth: 1.76e-4 relative step (float16, the hybrid's former store, has 4.9e-4)
 DEPTH_LOG_MIN = math.log(0.05)

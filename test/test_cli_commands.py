@@ -75,6 +75,7 @@ def test_render_bag_from_the_cli(flight_bag: Path, checkpoint: Path, tmp_path: P
     import re
 
     assert re.search(r"out of the training poses' bounds: \d+ of \d+ frames", said), said
+    assert "look-ahead" not in said  # off by default: nothing to say
     with open_bag(out) as r:
         types = {t.name: t.msgtype for t in r.topics.values()}
         counts = {t.name: t.count for t in r.topics.values()}
@@ -83,6 +84,23 @@ def test_render_bag_from_the_cli(flight_bag: Path, checkpoint: Path, tmp_path: P
     assert rgb and depth and types[rgb[0]] == "sensor_msgs/msg/Image"
     assert any(v == "pose2rgbd/msg/RGBD" for v in types.values())
     assert counts[rgb[0]] >= 15  # 2 s at 10 Hz, minus the first tick before TF arrives
+
+
+def test_render_bag_says_what_look_ahead_served(flight_bag: Path, checkpoint: Path, tmp_path: Path, capsys):
+    """With look-ahead on, the summary counts the frames its cache served, and at --rate 0 (the default) says why
+    it cannot serve any there."""
+    import re
+
+    argv = ["render", "bag", "--checkpoint", str(checkpoint), "--bag", str(flight_bag), "--lookahead", "2"]
+    assert main([*argv, "--out", str(tmp_path / "fast")]) == 0
+    said = capsys.readouterr().out
+    frames = int(re.search(r"(\d+) frames in", said).group(1))
+    m = re.search(r"look-ahead: (\d+) of (\d+) frames from its cache \(.*within 0.05 m / 0.5 deg", said)
+    assert m and int(m.group(2)) == frames and int(m.group(1)) <= frames, said
+    assert "at --rate 0 the poses come back to back" in said and "--rate 1" in said, said
+    assert main([*argv, "--out", str(tmp_path / "real_time"), "--rate", "4"]) == 0
+    said = capsys.readouterr().out
+    assert "look-ahead: " in said and "--rate 0" not in said, said
 
 
 def test_record_bag_from_the_cli(flight_bag: Path, tmp_path: Path):

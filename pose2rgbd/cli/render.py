@@ -79,7 +79,9 @@ def add_bag_replay_args(b: argparse.ArgumentParser) -> None:
     """The flags of every ``<command> bag`` replay through a node: input and output bag, rate, namespace."""
     add_bag_input(b)
     b.add_argument("--out", type=Path, required=True, help="output bag directory")
-    b.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")
+    b.add_argument("--rate", type=float, default=0.0,
+                   help="replay speed: 0 as fast as possible (default), 1.0 bag speed (real time, as a live node is "
+                   "fed)")  # fmt: skip
     b.add_argument("--namespace", default="pose2rgbd", help="prefix of the output topics")
     b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
@@ -142,8 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--batch", type=int, default=8, help="poses per forward pass")
     t.add_argument("--max-depth", type=float, default=0.0, help="depth colour scale (0: 99th percentile)")
     t.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier render at --out (a folder of rgb_/depth_ files is replaced whole; "
-                   "any other folder is refused)")  # fmt: skip
+                   help="replace an earlier render at --out (a folder of rgb_/depth_ files is replaced whole, "
+                   "refused while it holds other files; any other folder is refused)")  # fmt: skip
     add_config_flags(t, engine_schema, engine_aliases(),
                      config_help="YAML with an 'engine:' section (EngineConfig); flags override it")  # fmt: skip
     t.set_defaults(func=_trajectory)
@@ -172,6 +174,8 @@ def _bag(args: argparse.Namespace) -> int:
         p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
         print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         print(f"  out of the training poses' bounds: {c.get('out_of_bounds', 0)} of {c['frames']} frames")
+        if cfg.engine.lookahead > 0:
+            print(lookahead_line(cfg.engine, c, args.rate))
     skipped = {k: v for k, v in c.items() if k not in ("frames", "cache_hits", "out_of_bounds") and v}
     if skipped:
         print(f"  not rendered / flagged: {skipped}")
@@ -181,6 +185,19 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  no frame was rendered: {why}. The output bag {args.out} holds only the node's diagnostics "
               f"({held} messages); delete it or run again with --overwrite")  # fmt: skip
     return 0 if c["frames"] else 1
+
+
+def lookahead_line(engine_cfg: Any, c: dict[str, int], rate: float) -> str:
+    """What look-ahead did in a render run over a bag: how many frames came from its cache (rendered for a
+    predicted pose within the tolerance of the requested one), and why none do when the bag is replayed as fast as
+    possible."""
+    hits, frames = c.get("cache_hits", 0), c["frames"]
+    line = (f"  look-ahead: {hits} of {frames} frames from its cache (each rendered for a predicted pose within "
+            f"{engine_cfg.tolerance_m:g} m / {engine_cfg.tolerance_deg:g} deg of the requested one)")  # fmt: skip
+    if rate <= 0:
+        line += ("; at --rate 0 the poses come back to back and leave the look-ahead thread no time to render ahead: "
+                 "replay at --rate 1 to see it as a live node would")  # fmt: skip
+    return line
 
 
 def no_frame_reason(cfg: Any, c: dict[str, int], world_frame: str = "") -> str:

@@ -218,6 +218,22 @@ def test_folder_error_names_the_missing_colmap_file(tmp_path: Path) -> None:
         detect_format(tmp_path)
 
 
+def test_a_folder_of_photos_without_poses_is_told_how_to_get_them(tmp_path: Path) -> None:
+    """Photos and nothing that holds their poses: the error says how to find the poses (a place map, COLMAP),
+    not only which pose files are missing; a folder without images keeps the plain message."""
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert cv2.imwrite(str(photos / "IMG_0001.JPG"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(PoseImportError, match=r"images without poses.*localize images .*photos --map MAP.*COLMAP"):
+        detect_format(photos)
+    (photos / "IMG_0001.JPG").unlink()
+    (photos / "notes.txt").write_text("x")
+    with pytest.raises(PoseImportError, match=r"give the file or model folder, or --format$"):
+        detect_format(photos)
+
+
 def test_manifest_without_the_new_keys_reads_as_before(tmp_path: Path) -> None:
     """A manifest of an older pose2rgbd (no pose_units, no source_cameras) loads with an empty lens list and
     inferred units, and is written back without the keys (its fingerprint does not change)."""

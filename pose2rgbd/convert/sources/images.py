@@ -92,11 +92,11 @@ def detect_format(path: str | Path) -> str:
         part = incomplete_model(p)
         if part:
             raise PoseImportError(f"{p}: an incomplete COLMAP model: {part}; give a complete model folder")
-        tum = _tum_sequence_hint(p)
+        hint = _tum_sequence_hint(p) or _photos_hint(p)
         raise PoseImportError(
             f"{p}: no poses found in this folder: no transforms.json, no COLMAP model (cameras + images .bin / "
             f".txt, here or in sparse/0) and no {POSES_BOUNDS}; "
-            + (tum or "give the file or model folder, or --format")
+            + (hint or "give the file or model folder, or --format")
         )
     if p.suffix.lower() == ".json":
         return "transforms-json"
@@ -110,6 +110,17 @@ def detect_format(path: str | Path) -> str:
     raise PoseImportError(
         f"{p}: cannot tell the format ({'not a table of numbers' if n is None else f'{n} numbers per line'}; "
         "KITTI has 12, TUM 8); give --format transforms-json, colmap, llff, kitti or tum"
+    )
+
+
+def _photos_hint(folder: Path) -> str:
+    """For a folder of images and nothing else that holds poses: the two ways to poses for them."""
+    if not any(f.suffix.lower() in (".jpg", ".jpeg", ".png") for f in folder.iterdir() if f.is_file()):
+        return ""
+    return (
+        "it holds images without poses. To find where each was taken, localize them against a place map of the same "
+        f"place (`pose2rgbd localize images {folder} --map MAP`, a map built from a converted flight, video or bag: "
+        "docs/place-map.md), or reconstruct them with COLMAP first and give its model folder here"
     )
 
 

@@ -75,3 +75,16 @@ def test_the_full_parser_imports_no_conversion_machinery() -> None:
     must not pull in the pipeline, the dataset writer or scipy.signal (they made `--help` take 1.1 s)."""
     heavy = ("pose2rgbd.convert.pipeline", "pose2rgbd.dataset", "scipy.signal", "torch")
     assert _imported_by("build_parser()", heavy) == []
+
+
+def test_the_onnx_exporters_chatter_is_held_back_unless_verbose(tmp_path) -> None:
+    """The exporter's optimizer passes log every rewrite at INFO and its registry warns of each torchvision operator
+    it skips: held to WARNING / ERROR for a command, shown with --verbose."""
+    import logging
+
+    from pose2rgbd.cli.main import QUIET_LIBRARY_LOGGERS, main
+
+    for verbose in ([], ["--verbose"], []):
+        assert main([*verbose, "dataset", "info", str(tmp_path / "missing")]) == 2
+        for name, level in QUIET_LIBRARY_LOGGERS.items():
+            assert logging.getLogger(name).level == (logging.NOTSET if verbose else level)  # NOTSET: the root's

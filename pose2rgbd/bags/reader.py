@@ -325,7 +325,9 @@ class BagReader:
         if not self._topics:
             return "  (no topics)"
         w = max(len(t) for t in self._topics)
-        return "\n".join(f"  {t.name:<{w}}  {t.msgtype}  ({t.count} msgs)" for t in self._topics.values())
+        lines = [f"  {t.name:<{w}}  {t.msgtype}  ({t.count} message{'' if t.count == 1 else 's'})"
+                 for t in self._topics.values()]  # fmt: skip
+        return "\n".join(lines)
 
     def find_topic(self, msgtype: str, name: str | None = None) -> str:
         """The topic of type ``msgtype``; ``name`` (when given) must exist and have that type.

@@ -137,6 +137,16 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+# third-party loggers whose lines say nothing a user of the command acts on (shown with --verbose), and the level
+# they are held to: the ONNX exporter's optimizer passes log each rewrite at INFO (a screenful per export), and its
+# registry warns of every torchvision operator it skips (pose2rgbd's models use none)
+QUIET_LIBRARY_LOGGERS = {
+    "onnxscript": logging.WARNING,
+    "onnx_ir": logging.WARNING,
+    "torch.onnx._internal.exporter._registration": logging.ERROR,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -160,6 +170,8 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    for name, level in QUIET_LIBRARY_LOGGERS.items():  # set for this command, as the progress flag below
+        logging.getLogger(name).setLevel(logging.NOTSET if args.verbose else level)
     from pose2rgbd.progress import force_progress
 
     # the top-level flag (commands keep their own --no-progress), set for this command: an earlier call of main in

@@ -36,6 +36,15 @@ __all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_
            "refuse_existing"]  # fmt: skip
 
 
+def _first_line(path: Path) -> str:
+    """The first line of a file (at most 4 KiB of it; empty where it cannot be read as text)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 # what pose2rgbd's own atomic writers leave inside an output while they write (pose2rgbd.atomic:
 # ``.<name>.partial-<pid>``, ``.<name>.tmp-<pid>``, ``.<name>.old-<pid>``, their ``.swap`` markers; DatasetWriter's
 # ``.<name>.tmp``)
@@ -55,6 +64,9 @@ class OutputKind:
     # (what pose2rgbd writes there); anything else is the user's and refuses the overwrite. None: the kind's writer
     # adds files to the folder (an evaluation) or moves only its own aside (a training run), so nothing is checked
     contents: tuple[str, ...] | None = None
+    # a file of this kind starts with one of these (its header line; empty: any): a table of the user's with the same
+    # suffix is not one
+    first_lines: tuple[str, ...] = ()
 
     def matches(self, path: Path) -> bool:
         if self.is_dir:
@@ -63,7 +75,9 @@ class OutputKind:
                 and any(any(path.glob(m)) for m in self.markers)
                 and not any(any(path.glob(m)) for m in self.excludes)
             )
-        return path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))
+        if not (path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))):
+            return False
+        return not self.first_lines or _first_line(path).startswith(self.first_lines)
 
     def foreign_entries(self, path: Path) -> list[str]:
         """The names directly inside the folder ``path`` that no output of this kind holds (sorted; empty where
@@ -137,11 +151,12 @@ def check_output(
             return p  # an empty folder holds nothing to lose
         if not kind.matches(p):
             what = "a folder" if p.is_dir() else "a file"
-            looks = (
-                f"a {kind.name} folder has {' or '.join(kind.markers)}"
-                if kind.is_dir
-                else f"a {kind.name} is a file" + (f" ending in {', '.join(kind.suffixes)}" if kind.suffixes else "")
-            )
+            if kind.is_dir:
+                looks = f"a {kind.name} folder has {' or '.join(kind.markers)}"
+            else:
+                looks = f"a {kind.name} is a file" + (f" ending in {', '.join(kind.suffixes)}" if kind.suffixes else "")
+                if kind.first_lines:
+                    looks += " whose first line starts " + " or ".join(repr(h) for h in kind.first_lines)
             raise OutputError(
                 f"{p} exists and is {what} that is not a {kind.name} ({looks}); --overwrite only replaces an "
                 f"earlier {kind.name}. Choose another output path or move {p} away yourself (nothing was written)"

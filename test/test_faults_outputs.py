@@ -423,3 +423,22 @@ def test_train_overwrite_never_deletes_the_config_file_it_reads(
     )
     assert rc == 2 and f"output {run} contains the input {run / 'config.yaml'}" in out, out
     assert tree_hash(run) == before
+
+
+def test_a_file_kind_with_a_header_matches_only_files_that_start_with_it(tmp_path: Path) -> None:
+    """A calibration file pose2rgbd wrote is one (--overwrite may replace it); a YAML of the user's is not."""
+    import numpy as np
+
+    from pose2rgbd.inference.calibration import FILE_FIRST_LINE, Calibration, save_calibration
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output
+
+    kind = OutputKind("calibration", False, suffixes=(".yaml",), first_lines=(FILE_FIRST_LINE,))
+    ours = save_calibration(Calibration(np.eye(6) * 0.01, n_frames=20), tmp_path / "cal.yaml")
+    assert kind.matches(ours) and check_output(ours, kind, overwrite=True) == ours
+    mine = tmp_path / "params.yaml"
+    mine.write_text("controller:\n  kp: 1.5\n")
+    assert not kind.matches(mine)
+    with pytest.raises(OutputError, match=r"not a calibration .*whose first line starts '# Localizer covariance"):
+        check_output(mine, kind, overwrite=True)
+    (tmp_path / "empty.yaml").write_bytes(b"")
+    assert not kind.matches(tmp_path / "empty.yaml")

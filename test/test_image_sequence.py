@@ -175,3 +175,30 @@ def test_map_is_one_flag_for_every_localize_command(command: list[str], tmp_path
         assert config_from_args(parser.parse_args(["localize", *command, "--config", str(yaml_file)])).map == "m2"
         both = parser.parse_args(["localize", *command, "--config", str(yaml_file), "--map", "m1"])
         assert config_from_args(both).map == "m1"
+
+
+def test_localize_images_overwrite_replaces_only_an_earlier_poses_file(
+    map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--overwrite replaces a poses file `localize images` wrote (CSV or TUM), not a table of the user's that only
+    shares its suffix (it was replaced: a thesis.txt, a budget.csv)."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 1)[:2]):
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    for name in ("poses.csv", "poses.txt"):
+        out = tmp_path / name
+        argv = ["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(out), "--no-progress"]
+        assert main(argv) == 0
+        assert main([*argv, "--overwrite"]) == 0  # an earlier poses file: replaced
+        mine = tmp_path / f"mine_{name}"
+        mine.write_text("month,amount\njan,1200\n")
+        capsys.readouterr()
+        assert main([*argv[:-2], str(mine), "--no-progress", "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"{mine} exists and is a file that is not a poses" in err and "whose first line starts" in err, err
+        assert mine.read_text() == "month,amount\njan,1200\n"

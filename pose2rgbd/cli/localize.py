@@ -158,13 +158,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.set_defaults(func=_calibrate)
 
 
-def _check_file_out(out: Path, suffixes: tuple[str, ...], what: str, inputs: list[Any], overwrite: bool) -> None:
+def _check_file_out(
+    out: Path, suffixes: tuple[str, ...], what: str, inputs: list[Any], overwrite: bool, first_lines: tuple[str, ...]
+) -> None:
+    """Refuse ``out`` as a ``what`` file where it could destroy an input or a file of the user's: ``--overwrite``
+    replaces only an earlier one (its first line one of ``first_lines``, the headers pose2rgbd writes)."""
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     if not out.name.lower().endswith(suffixes):
         raise ConfigError(f"--out {out}: a {what} file ends in {', '.join(suffixes)}")
-    check_output(out, OutputKind(what, False, suffixes=suffixes), inputs=inputs, overwrite=overwrite)
+    kind = OutputKind(what, False, suffixes=tuple(suffixes), first_lines=first_lines)
+    check_output(out, kind, inputs=inputs, overwrite=overwrite)
     refuse_existing(out, overwrite=overwrite)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name (nothing was written)")
@@ -231,8 +236,10 @@ def _images(args: argparse.Namespace) -> int:
     method = resolve_method(args.method, args.map, cfg.checkpoint)
     if args.batch < 1:
         raise ConfigError("--batch must be >= 1")
-    _check_file_out(args.out, (".csv", ".tum", ".txt"), "poses",
-                    [args.dir, cfg.checkpoint, args.calibration, args.map], args.overwrite)  # fmt: skip
+    from pose2rgbd.inference.image_sequence import POSES_FIRST_LINES
+
+    inputs = [args.dir, cfg.checkpoint, args.calibration, args.map]
+    _check_file_out(args.out, (".csv", ".tum", ".txt"), "poses", inputs, args.overwrite, POSES_FIRST_LINES)
     files = list_images(args.dir)
     if method == "posegan":
         return _images_model(args, cfg, files)
@@ -334,8 +341,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scale-level {args.scale_level}: must be in [0.5, 1)")
     if (args.checkpoint is None) == (args.map is None):
         raise ConfigError("give --checkpoint (an image -> pose model) or --map (the structure localizer), not both")
+    from pose2rgbd.inference.calibration import FILE_FIRST_LINE
+
     _check_file_out(args.out, (".yaml", ".yml"), "calibration", [args.checkpoint, args.map, args.dataset],
-                    args.overwrite)  # fmt: skip
+                    args.overwrite, (FILE_FIRST_LINE,))  # fmt: skip
     if args.map is not None:
         from pose2rgbd.evaluation.calibration import calibrate_map
 

@@ -483,10 +483,13 @@ def fit_confidence(position_error: np.ndarray, cov_position: np.ndarray, bound_m
     return {"bound_m": float(bound_m), "kappa": float(math.exp(log_k)), "held_out_share_within": share}
 
 
+FILE_FIRST_LINE = "# Localizer covariance calibration"  # how a calibration file starts (an earlier one: --overwrite)
+
+
 def save_calibration(cal: Calibration, path: str | Path) -> Path:
     """Write ``cal`` as YAML to ``path`` atomically."""
     header = (
-        "# Localizer covariance calibration (pose2rgbd localize calibrate); read by the localize node's\n"
+        f"{FILE_FIRST_LINE} (pose2rgbd localize calibrate); read by the localize node's\n"
         "# covariance_file parameter. Units: m^2 (x y z), rad^2 (rotations about the world axes).\n"
     )
     return write_text_atomic(path, header + yaml.safe_dump(cal.to_dict(), sort_keys=False, default_flow_style=None))

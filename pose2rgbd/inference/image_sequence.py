@@ -223,7 +223,12 @@ def sigmas(cov: np.ndarray) -> str:
 
 
 def _tum_header(world_frame: str, extra: str = "") -> str:
-    return f"# index tx ty tz qx qy qz qw  (index: the image's place in name order; world frame: {world_frame}{extra})"
+    return f"{TUM_HEADER}  (index: the image's place in name order; world frame: {world_frame}{extra})"
+
+
+TUM_HEADER = "# index tx ty tz qx qy qz qw"
+# the first line of every poses file `localize images` writes (CSV or TUM): an earlier one, which --overwrite replaces
+POSES_FIRST_LINES = (CSV_MODEL, TUM_HEADER)
 
 
 class StructureRows:

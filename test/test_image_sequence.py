@@ -200,5 +200,5 @@ def test_localize_images_overwrite_replaces_only_an_earlier_poses_file(
         capsys.readouterr()
         assert main([*argv[:-2], str(mine), "--no-progress", "--overwrite"]) == 2
         err = capsys.readouterr().err
-        assert f"{mine} exists and is a file that is not a poses" in err and "whose first line starts" in err, err
+        assert f"{mine} exists and is a file that is not a poses file" in err and "whose first line starts" in err, err
         assert mine.read_text() == "month,amount\njan,1200\n"

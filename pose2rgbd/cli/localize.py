@@ -168,7 +168,7 @@ def _check_file_out(
 
     if not out.name.lower().endswith(suffixes):
         raise ConfigError(f"--out {out}: a {what} file ends in {', '.join(suffixes)}")
-    kind = OutputKind(what, False, suffixes=tuple(suffixes), first_lines=first_lines)
+    kind = OutputKind(f"{what} file", False, suffixes=tuple(suffixes), first_lines=first_lines)
     check_output(out, kind, inputs=inputs, overwrite=overwrite)
     refuse_existing(out, overwrite=overwrite)
     if out.is_dir():

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera_axes import CAMERA_AXES
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.common import EngineConfig
 
 
 def engine_aliases(prefix: str = "engine.", *, group: str | None = None, needed: str = "required") -> tuple[Alias, ...]:
@@ -187,7 +190,7 @@ def _bag(args: argparse.Namespace) -> int:
     return 0 if c["frames"] else 1
 
 
-def lookahead_line(engine_cfg: Any, c: dict[str, int], rate: float) -> str:
+def lookahead_line(engine_cfg: EngineConfig, c: dict[str, int], rate: float) -> str:
     """What look-ahead did in a render run over a bag: how many frames came from its cache (rendered for a
     predicted pose within the tolerance of the requested one), and why none do when the bag is replayed as fast as
     possible."""

@@ -147,6 +147,120 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_says_it_starts_over(
     assert res.steps == 3 and _log_steps(out / "log.csv") == [1, 2, 3]
 
 
+def _ctrl_c(at_step: int, times: int = 1) -> Any:
+    """Ctrl-C (SIGINT to this process) from inside the step ``at_step``, ``times`` times."""
+    import os
+    import signal
+
+    from pose2rgbd.training import Callback
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
+            if trainer.step == at_step:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+    return CtrlC()
+
+
+@pytest.fixture
+def default_sigint() -> Any:
+    """Ctrl-C raises KeyboardInterrupt here, as in a command (a test runner may have set another handler)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_training_after_the_step_and_writes_last_pt(
+    noisy: Any, default_sigint: Any, tmp_path: Path
+) -> None:
+    """The first Ctrl-C ends the training after its step with last.pt written (it used to end it at once, keeping
+    only the checkpoints written so far: nothing in the first 5 minutes); --resume continues from it."""
+    import signal
+
+    from pose2rgbd.models import load_checkpoint
+    from pose2rgbd.training import train
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
+    out = tmp_path / "run"
+    cfg = _cfg(max_steps=40, checkpoint_every_steps=0)  # no checkpoint due before the end
+    res = train("noisy-render", ds, out, NoisyConfig(), cfg, callbacks=[_ctrl_c(5)])
+    assert res.stop_reason == "interrupted (Ctrl-C)" and res.steps == 5
+    assert load_checkpoint(out / "last.pt").step == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back
+    res = train("noisy-render", ds, out, NoisyConfig(), _cfg(max_steps=8), resume=True)
+    assert res.steps == 8 and res.stop_reason != "interrupted (Ctrl-C)"
+    assert _log_steps(out / "log.csv") == list(range(1, 9))
+
+
+def test_a_second_ctrl_c_stops_training_at_once(noisy: Any, default_sigint: Any, tmp_path: Path) -> None:
+    from pose2rgbd.training import train
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("noisy-render", ds, out, NoisyConfig(), _cfg(max_steps=40, checkpoint_every_steps=0),
+              callbacks=[_ctrl_c(5, times=2)])  # fmt: skip
+    assert not (out / "last.pt").exists()
+
+
+def test_resume_without_last_pt_continues_from_best_pt(
+    noisy: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run stopped before its first last.pt but after a validation that wrote best.pt: --resume continues from
+    best.pt's step (it started from step 0, and its first validation replaced the earlier, better best.pt)."""
+    from pose2rgbd.models import load_checkpoint
+    from pose2rgbd.training import train
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
+    out = tmp_path / "run"
+    cfg = _cfg(max_steps=12, checkpoint_every_steps=0, val_every_steps=3, val_min_seconds=0.0)
+    with pytest.raises(_Killed):
+        train("noisy-render", ds, out, NoisyConfig(), cfg, callbacks=[_killer(7)])
+    assert not (out / "last.pt").exists()
+    best_step = load_checkpoint(out / "best.pt").step
+    assert best_step in (3, 6)
+    with caplog.at_level(logging.INFO):
+        res = train("noisy-render", ds, out, NoisyConfig(), cfg, resume=True)
+    assert "resuming from best.pt" in caplog.text and f"(step {best_step}," in caplog.text
+    assert res.steps == 12
+    assert _log_steps(out / "log.csv") == list(range(1, 13))  # each step once: the stopped run's later ones dropped
+
+
+def test_train_command_ctrl_c_writes_last_pt_says_how_to_resume_and_exits_130(tmp_path: Path) -> None:
+    """`pose2rgbd train` in its own process, Ctrl-C once it has logged steps: exit 130 (a script's `train &&
+    evaluate` stops), last.pt written, and the way on named."""
+    import signal
+    import subprocess
+    import time
+
+    from pose2rgbd.models import load_checkpoint
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "pose2rgbd", "train", "--method", "pose2rgbd", "--dataset", str(ds), "--out",
+            str(out), "--size", "64", "--max-minutes", "5", "--no-progress", "--set", "train.log_every=1"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 240
+        while time.monotonic() < end and proc.poll() is None:
+            log_csv = out / "log.csv"
+            if log_csv.is_file() and len(log_csv.read_text().splitlines()) > 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=240)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, text
+    assert "training stops after this step" in text and "stopped by Ctrl-C: continue it with --resume" in text, text
+    assert load_checkpoint(out / "last.pt").step > 0
+
+
 def test_posegan_crops_do_not_depend_on_when_a_batch_is_made(tmp_path: Path) -> None:
     from pose2rgbd.dataset import build_cache
     from pose2rgbd.methods.posegan.config import PoseGANConfig

@@ -273,4 +273,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  checkpoint: {res.checkpoint} (validation: {shown(res.best_val)})")
     else:
         print(f"  checkpoint: {res.checkpoint}")
+    from pose2rgbd.training.graceful_stop import interrupted
+
+    if interrupted(res.stop_reason):  # stopped after the step, last.pt written: a script's chain stops here too
+        print(f"  stopped by {res.stop_reason.removeprefix('interrupted (').rstrip(')')}: continue it with --resume "
+              f"(from {res.last})")  # fmt: skip
+        return 143 if "SIGTERM" in res.stop_reason else 130
     return 0

@@ -60,8 +60,8 @@ def check_out_dir(
 
 def resume_without_checkpoint(out: Path) -> None:
     """``--resume`` and ``out`` has no ``last.pt``: refuse when an earlier run moved aside by an ``--overwrite``
-    that was killed is there (continuing it or starting anew is the user's choice), else say that the run starts
-    from its first step."""
+    that was killed is there (continuing it or starting anew is the user's choice), else say where the run starts:
+    from ``best.pt`` where there is one (train resumes from it), else from its first step."""
     here = [n for n in RUN_FILES if (out / n).exists()]
     for aside in sorted(out.glob("previous-run-*"), reverse=True):
         ck = aside / "last.pt"
@@ -80,7 +80,13 @@ def resume_without_checkpoint(out: Path) -> None:
             f"into {out} and run with --resume again; to start the new run from its beginning, run it with "
             f"--overwrite instead of --resume ({aside} stays until you delete it). Nothing was changed"
         )
-    if here:
+    if "best.pt" in here:  # train resumes from it: the weights and trainer state of its best validation
+        log.warning(
+            "%s: no last.pt to resume from (a run stopped before writing it); resuming from best.pt, the step of its "
+            "best validation: the steps after it are trained again",
+            out,
+        )
+    elif here:
         log.warning(
             "%s: no last.pt to resume from (%s are there: a run stopped before its first checkpoint); starting from "
             "step 0",

@@ -43,6 +43,7 @@ from pose2rgbd.training.callbacks import CheckpointCallback, CSVLogger, Progress
 from pose2rgbd.training.config import TrainConfig
 from pose2rgbd.training.depth_uncertainty import add_to_checkpoint
 from pose2rgbd.training.early_stopping import EarlyStopping
+from pose2rgbd.training.graceful_stop import stop_after_the_step
 from pose2rgbd.training.splits import Split, make_split, split_from_config
 from pose2rgbd.training.trainer import Callback, Trainer, seed_everything
 
@@ -232,12 +233,15 @@ def _train_in(
     resumed: LoadedCheckpoint | None = None
     if resume:
         rpath = out / "last.pt" if resume is True else Path(resume)
+        if resume is True and not rpath.exists():
+            if main:
+                run_folder.resume_without_checkpoint(out)  # a killed --overwrite's earlier run: refused
+            if (out / "best.pt").is_file():  # stopped before last.pt: best.pt has the weights and state of its step
+                rpath = out / "best.pt"
         if rpath.exists() or resume is not True:
             resumed = load_checkpoint(rpath)
             run_folder.check_resume(rpath, resumed, family, mc, tc, fingerprint)
             log.info("resuming from %s (step %s, epoch %s)", rpath, resumed.step, resumed.epoch)
-        elif main:
-            run_folder.resume_without_checkpoint(out)
 
     # the earlier run goes aside before the recipe writes into out (the hybrid's keyframe map): what the new run
     # writes is its own, and a failure anywhere puts the earlier run back
@@ -381,7 +385,8 @@ def _fit(
             trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
     try:
-        trainer.fit()
+        with stop_after_the_step(trainer):  # the first Ctrl-C ends the step, and last.pt is written
+            trainer.fit()
     except BaseException:
         # a background checkpoint write may still be running: let it finish (or fail) before the caller decides
         # whether an earlier run is put back, so it cannot rename a new last.pt over the restored files

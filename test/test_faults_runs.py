@@ -186,7 +186,7 @@ def test_ctrl_c_stops_training_after_the_step_and_writes_last_pt(
     ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
     out = tmp_path / "run"
     cfg = _cfg(max_steps=40, checkpoint_every_steps=0)  # no checkpoint due before the end
-    res = train("noisy-render", ds, out, NoisyConfig(), cfg, callbacks=[_ctrl_c(5)])
+    res = train("noisy-render", ds, out, NoisyConfig(), cfg, callbacks=[_ctrl_c(5)], stop_on_ctrl_c=True)
     assert res.stop_reason == "interrupted (Ctrl-C)" and res.steps == 5
     assert load_checkpoint(out / "last.pt").step == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back
@@ -195,14 +195,21 @@ def test_ctrl_c_stops_training_after_the_step_and_writes_last_pt(
     assert _log_steps(out / "log.csv") == list(range(1, 9))
 
 
-def test_a_second_ctrl_c_stops_training_at_once(noisy: Any, default_sigint: Any, tmp_path: Path) -> None:
+def test_a_second_ctrl_c_or_a_library_caller_stops_training_at_once(
+    noisy: Any, default_sigint: Any, tmp_path: Path
+) -> None:
     from pose2rgbd.training import train
 
     ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train("noisy-render", ds, out, NoisyConfig(), _cfg(max_steps=40, checkpoint_every_steps=0),
-              callbacks=[_ctrl_c(5, times=2)])  # fmt: skip
+              callbacks=[_ctrl_c(5, times=2)], stop_on_ctrl_c=True)  # fmt: skip
+    assert not (out / "last.pt").exists()
+    out = tmp_path / "library"
+    with pytest.raises(KeyboardInterrupt):  # a caller that trains as a stage of its own work: stopped at once
+        train("noisy-render", ds, out, NoisyConfig(), _cfg(max_steps=40, checkpoint_every_steps=0),
+              callbacks=[_ctrl_c(5)])  # fmt: skip
     assert not (out / "last.pt").exists()
 
 

@@ -257,7 +257,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         _note_changed_lr(args.out, tc.lr)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
-                 overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep)  # fmt: skip
+                 overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep,
+                 stop_on_ctrl_c=True)  # fmt: skip
     what = "/".join(str(getattr(mc, k)) for k in ("preset", "outputs", "encoding") if hasattr(mc, k))
     what = what or (f"{args.method} ({args.preset})" if args.preset else args.method)
     size = f" {mc.size}x{mc.size}" if hasattr(mc, "size") else ""

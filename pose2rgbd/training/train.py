@@ -14,6 +14,7 @@ like every other model key.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -140,6 +141,7 @@ def train(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     cache_deep: bool = False,
+    stop_on_ctrl_c: bool = False,
 ) -> TrainResult:
     """:func:`train_one_process` in this process, or in each process ``torchrun`` started (it joins their
     process group here and leaves it at the end; :mod:`pose2rgbd.training.distributed`). Under torchrun only rank
@@ -153,6 +155,7 @@ def train(
         result = train_one_process(
             method, dataset, out_dir, model_cfg, train_cfg, resume=resume, cache_root=cache_root,
             callbacks=callbacks, overwrite=overwrite, inputs=inputs, cache_deep=cache_deep,
+            stop_on_ctrl_c=stop_on_ctrl_c,
         )  # fmt: skip
         ended = True
         return result
@@ -174,6 +177,7 @@ def train_one_process(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     cache_deep: bool = False,
+    stop_on_ctrl_c: bool = False,
 ) -> TrainResult:
     """Train a model of kind ``method`` on ``dataset``; writes into ``out_dir``: ``last.pt``, ``best.pt``,
     ``log.csv``, TensorBoard events (``tb/``), ``config.yaml`` and ``split.json``.
@@ -189,6 +193,9 @@ def train_one_process(
     ``out_dir/previous-run-<UTC time>/`` when the new run starts and deletes them when it finishes; if the new
     run fails before writing ``last.pt`` they are moved back (else they stay there, and a warning says so).
     ``inputs``: other files this run reads (config files): ``out_dir`` may not be, contain or lie inside one.
+    ``stop_on_ctrl_c``: the first Ctrl-C / SIGTERM ends the training after its step, with the final validation and
+    ``last.pt`` (:mod:`pose2rgbd.training.graceful_stop`; ``stop_reason`` ``interrupted (Ctrl-C)``), as
+    ``pose2rgbd train`` does; off, it raises ``KeyboardInterrupt`` where it lands.
     """
     family = get_family(method)
     mc = family.make_config() if model_cfg is None else model_cfg
@@ -208,7 +215,8 @@ def train_one_process(
     created = main and not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_in(family, ds, out, mc, tc, resume, cache_root, callbacks, cache_deep, earlier, main)
+        return _train_in(family, ds, out, mc, tc, resume, cache_root, callbacks, cache_deep, earlier, main,
+                         stop_on_ctrl_c)  # fmt: skip
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # made by this run, which wrote nothing into it (e.g. the cache could not be built)
@@ -227,6 +235,7 @@ def _train_in(
     cache_deep: bool,
     earlier: list[str],
     main: bool,
+    stop_on_ctrl_c: bool,
 ) -> TrainResult:
     fingerprint = ds.fingerprint()
 
@@ -272,7 +281,8 @@ def _train_in(
                 "that `pose2rgbd evaluate` reports; set train.test_fraction > 0 for an unbiased test"
             )
         train_dict = cfgmod.to_dict(tc)
-        return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside)
+        return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside,
+                    stop_on_ctrl_c)  # fmt: skip
     except BaseException:
         if aside is not None:
             run_folder.restore(out, aside)
@@ -312,6 +322,7 @@ def _fit(
     fingerprint: str,
     callbacks: Sequence[Callback],
     aside: Path | None,
+    stop_on_ctrl_c: bool,
 ) -> TrainResult:
     split, model = setup.split, setup.model
     dataset_path = str(ds.path.resolve())
@@ -385,7 +396,9 @@ def _fit(
             trainer_state=resumed.extra.get("trainer_state") or {"step": resumed.step, "epoch": resumed.epoch},
         )
     try:
-        with stop_after_the_step(trainer):  # the first Ctrl-C ends the step, and last.pt is written
+        # the command line's: the first Ctrl-C ends the step, and last.pt is written (a caller that trains as one
+        # stage of its own work -- convert video's depth network, the demo -- stops as a whole, as before)
+        with stop_after_the_step(trainer) if stop_on_ctrl_c else contextlib.nullcontext():
             trainer.fit()
     except BaseException:
         # a background checkpoint write may still be running: let it finish (or fail) before the caller decides

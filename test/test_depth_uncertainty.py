@@ -113,20 +113,46 @@ def test_degenerate_cells_still_state_a_bound_and_few_pixels_no_multiple() -> No
     assert np.isnan(DepthUncertainty.from_dict(fitted.to_dict()).wide[0])
 
 
-def test_a_sparse_cell_takes_its_pooled_bound_and_too_few_pixels_fit_nothing() -> None:
+def test_a_sparse_row_takes_its_own_bounded_quantile_and_too_few_pixels_fit_nothing() -> None:
+    """100 hole pixels that err 7x more than the rest (fewer than the minimum): the holes' bound is the 80 % upper
+    confidence bound of their own quantile (it was all pixels' quantile, the confident ones': far narrower than the
+    holes' errors); 10 hole pixels: the widest bound measured."""
+    from pose2rgbd.models.depth_uncertainty import ROW_BOUND_CONFIDENCE, quantile_upper_bound
+
     rng = np.random.default_rng(2)
-    depth, truth, conf = _draw(rng, 20_000, (0.20, 0.03))
-    conf[:] = 1.0
+    truth = rng.uniform(5.0, 80.0, 20_000)
+    conf = np.ones(len(truth), np.float32)
     conf[:100] = 0.0  # 100 hole pixels: fewer than the minimum per cell
+    depth = truth / (1.0 + rng.normal(0.0, np.where(conf > 0, 0.03, 0.20)))
     fitted = fit_depth_uncertainty(depth, truth, conf, min_pixels=500)
     assert fitted is not None
     assert (fitted.pixels[0] < 500).all()
     ok = depth > 0  # a draw may answer a negative depth: no answer, not scored
-    everything = np.quantile(np.abs(depth[ok] - truth[ok]) / depth[ok], LEVEL)
-    np.testing.assert_allclose(fitted.relative[0], everything)  # the holes' row: all pixels' bound
+    rel = np.abs(depth[ok] - truth[ok]) / depth[ok]
+    everything = np.quantile(rel, LEVEL)
+    own = quantile_upper_bound(rel[conf[ok] < 0.5], LEVEL, ROW_BOUND_CONFIDENCE)
+    assert own > 3 * everything
+    np.testing.assert_allclose(fitted.relative[0], own)
+    assert np.isfinite(fitted.wide[0])  # its 95 % multiple too
+    conf[10:100] = 1.0  # 10: no bound of their own
+    fitted = fit_depth_uncertainty(depth, truth, conf, min_pixels=500)
+    assert fitted is not None
+    rel_all = np.abs(depth[ok] - truth[ok]) / depth[ok]
+    widest = max(np.quantile(rel_all, LEVEL), np.quantile(rel_all[conf[ok] >= 0.5], LEVEL))
+    np.testing.assert_allclose(fitted.relative[0], widest)
     assert fit_depth_uncertainty(depth[:400], truth[:400], conf[:400], min_pixels=500) is None
     with pytest.raises(ValueError, match="must match"):
         fit_depth_uncertainty(depth, truth[:10])
+
+
+def test_the_upper_bound_of_a_quantile_covers_it_in_at_least_its_share_of_samples() -> None:
+    from pose2rgbd.models.depth_uncertainty import quantile_upper_bound
+
+    rng = np.random.default_rng(7)
+    true_q = 1.0  # the 0.683 quantile of |N(0, 1)| is 1.0 (to 3 digits: 1.0004)
+    covered = [quantile_upper_bound(np.abs(rng.normal(size=100)), LEVEL, 0.8) >= true_q for _ in range(400)]
+    assert 0.78 <= np.mean(covered) <= 0.92
+    assert quantile_upper_bound(np.array([3.0, 1.0, 2.0]), 0.9, 0.99) == 3.0  # too few: the largest
 
 
 def test_it_survives_its_plain_form_and_a_malformed_one_is_named() -> None:

@@ -202,3 +202,24 @@ def test_depth_sigma_curves_of_a_model_without_confidence_have_one_kind() -> Non
     assert curves is not None and [c.kind for c in curves.curves] == ["confident"]
     assert curves.curves[0].share_at_one == acc.result(u)["depth_sigma_within"] == 0.75
     assert curves.curves[0].share[0] == 0.25  # k = 0: the exact answers
+
+
+def test_the_depth_sigma_sentence_splits_by_kind_only_where_there_are_two() -> None:
+    """A model without confidence (one kind of pixel) is not said to have "confidence >= 0.5" pixels."""
+    from pose2rgbd.evaluation.metrics import SigmaAccumulator
+
+    base = {"depth_sigma_within": 0.583, "depth_sigma_level": 0.6827, "depth_sigma_relative_median": 0.006}
+    one = SigmaAccumulator.describe({**base, "depth_sigma_within_confident": 0.583})
+    assert "on 58.3 % of the scored test pixels, against the 68.3 %" in one and "confidence" not in one
+    two = SigmaAccumulator.describe({**base, "depth_sigma_within_confident": 0.6, "depth_sigma_within_holes": 0.3})
+    assert "(60.0 % with confidence >= 0.5, 30.0 % with confidence < 0.5" in two
+
+
+def test_a_baseline_is_ahead_only_where_it_is_as_printed() -> None:
+    """PSNR 26.88807 against 26.88852 dB printed "26.89 dB against the reprojection baseline's 26.89 dB"."""
+    from pose2rgbd.evaluation.evaluate import baselines_ahead
+
+    model = {"rgb_mae_px": 7.0, "rgb_psnr_db": 26.88807}
+    assert baselines_ahead([("reprojection baseline", {"rgb_mae_px": 7.5, "rgb_psnr_db": 26.88852})], model, "m") == ""
+    said = baselines_ahead([("reprojection baseline", {"rgb_mae_px": 6.9, "rgb_psnr_db": 27.1})], model, "m")
+    assert "RGB MAE 7 px against the reprojection baseline's 6.9 px" in said and "PSNR 26.89 dB against" in said

@@ -464,7 +464,7 @@ def baselines_ahead(rows: list[tuple[str, dict[str, float]]], model: dict[str, f
             v = m.get(key)
             if name.startswith("the dataset's") or v is None or not np.isfinite(v):
                 continue
-            if (v > mine) if higher else (v < mine):
+            if f"{v:.4g}" != f"{mine:.4g}" and ((v > mine) if higher else (v < mine)):  # ahead as printed: no tie
                 ahead.append(f"the {name}'s {v:.4g}{u}")
         if ahead:
             found.append(f"{words} {mine:.4g}{u} against {' and '.join(ahead)}")
@@ -539,8 +539,8 @@ def _write_outputs(
             "NaN excluded; " + _valid_share(res.metrics) + ")"
         )
         if far is not None:
-            md += (f", up to the model's depth range maximum {_range(model)[1]:.1f} ({100 * far:.2f} % of pixels "
-                   "beyond it)")  # fmt: skip
+            md += (f", up to the model's depth range maximum {_range(model)[1]:.1f} {res.depth_unit} ({100 * far:.2f} "
+                   "% of pixels beyond it)")  # fmt: skip
         md += ".\n"
     if "rgb_psnr_db" in res.metrics["model"]:
         md += (f"PSNR: the mean of the per-frame PSNR, each capped at {PSNR_CAP_DB:.0f} dB (an identical frame "

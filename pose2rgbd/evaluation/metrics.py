@@ -337,9 +337,10 @@ class SigmaAccumulator:
                  if f"depth_sigma_within_{k}" in m]  # fmt: skip
         wide = (f"; within its 95 % multiples on {100 * m['depth_sigma_within_95']:.1f} %"
                 if "depth_sigma_within_95" in m else "")  # fmt: skip
+        kinds = f" ({', '.join(parts)})" if len(parts) > 1 else ""  # one kind (a model without confidence): no split
         return (
             f"the depth's |error| was within the render's depth_sigma on {100 * m['depth_sigma_within']:.1f} % of "
-            f"the scored test pixels ({', '.join(parts)}), against the {100 * m['depth_sigma_level']:.1f} % it was "
+            f"the scored test pixels{kinds}, against the {100 * m['depth_sigma_level']:.1f} % it was "
             f"fitted for on the validation frames{wide}; median depth_sigma "
             f"{100 * m['depth_sigma_relative_median']:.1f} % of the depth"
         )

@@ -48,6 +48,13 @@ def test_points_triangulated_among_the_test_frames_lie_at_the_true_depth(transec
     assert abs(np.median(ratio) - 1.0) < 0.01
     assert np.mean(np.abs(ratio - 1.0) < 0.1) > 0.85  # the rest: keypoints on depth edges
     assert "not the dataset's depth" in pts.describe() and f"{pts.count} keypoints" in pts.describe()
+    assert "within the model's depth range" not in pts.describe()  # no range: every point scored
+    mid = float(np.median(np.concatenate(list(pts.z.values()))))
+    n_in = pts.count_within(mid)
+    assert 0 < n_in < pts.count  # half of them beyond the median: left out, and said so
+    said = pts.describe(mid, "m")
+    share = f"{100 * n_in / pts.count:.0f} %"
+    assert f"; {n_in} of them ({share}) within the model's depth range (up to {mid:.1f} m)" in said
     # the looser settings of a map (1 deg, any one pair) accept more points, and less exact ones
     loose = triangulate_test_frames(ds, frames, Dataset(transect).frames.T_world_cam[frames],
                                     build_cache(ds, 128, cache_root=transect.parent / "cache").camera,

@@ -345,7 +345,7 @@ def evaluate(
         )
     estimated_by = estimated_depth_source(ds)
     if points is not None:
-        info["point_depth"] = points.describe() + (
+        info["point_depth"] = points.describe(max_depth, unit or "dataset units") + (
             f"; the dataset's depth was estimated ({estimated_by}): the depth columns score against it, the point "
             "columns do not"
             if estimated_by

@@ -63,12 +63,26 @@ class FramePoints:
     def count(self) -> int:
         return sum(len(z) for z in self.z.values())
 
-    def describe(self) -> str:
+    def count_within(self, max_depth: float) -> int:
+        """The points at most ``max_depth`` deep: those a render is scored at (:func:`depth_at_frame_points`)."""
+        return sum(int((z <= max_depth).sum()) for z in self.z.values())
+
+    def describe(self, max_depth: float = np.inf, unit: str = "m") -> str:
+        """For metrics.md: how many points, of how many frames; where some lie beyond ``max_depth`` (the model's
+        depth range), how many are scored: the rest is left out, so a deeper scene is scored at its near part."""
         with_points = sum(1 for z in self.z.values() if len(z))
-        return (
+        text = (
             f"{self.count} keypoints of {with_points} of the {self.frames} test frames triangulated among the test "
             "frames themselves (SIFT matches checked against the known poses; not the dataset's depth)"
         )
+        within = self.count_within(max_depth)
+        if self.count and within < self.count:
+            text += (
+                f"; {within} of them ({100 * within / self.count:.0f} %) within the model's depth range (up to "
+                f"{max_depth:.1f} {unit}) are scored, the farther ones left out: the columns at points score the near "
+                "part of the scene"
+            )
+        return text
 
 
 def triangulate_test_frames(

@@ -4,6 +4,7 @@ network where structure from motion does not register frames (synthetic SfM resu
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,50 @@ def test_level_about_track_turns_only_what_gps_leaves_free() -> None:
     side_off[:, :3, :3] = R @ side[:, :3, :3]
     side_off[:, :3, 3] = side[:, :3, 3] @ R.T
     assert level_about_track(side_off, side[:, :3, 3] @ R.T) is None
+
+
+def _two_models(T_true: np.ndarray, seam: int, turn_second: np.ndarray | None, turn_first: np.ndarray | None = None):
+    """All frames registered, in two SfM models split at ``seam``; a model's camera orientations turned by
+    ``turn_*`` in COLMAP's frame (its positions right: the Sim(3) to GPS, which sees positions only, keeps the
+    turn)."""
+    reg = np.ones(len(T_true), bool)
+    sfm = _sfm(T_true, reg)
+    sfm.model[seam:] = 1
+    for turn, part in ((turn_first, slice(0, seam)), (turn_second, slice(seam, None))):
+        if turn is not None:
+            sfm.T_world_cam[part, :3, :3] = sfm.T_world_cam[part, :3, :3] @ turn
+    return sfm
+
+
+def test_a_model_whose_cameras_turn_away_at_the_seam_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Two SfM models meet and the camera turns 175 deg between neighbouring frames (a drone clip's second model,
+    aligned to GPS with the wrong turn about its straight track): the one with fewer frames goes to the pose
+    network, the report says why; two models that agree are both kept."""
+    T_true = _truth()
+    src = np.zeros(N, np.int64)
+    flip = Rotation.from_euler("x", 175.0, degrees=True).as_matrix()
+    with caplog.at_level(logging.WARNING):
+        mp = metric_poses_from_sfm({0: _two_models(T_true, 60, flip)}, _gps(T_true), src, colmap_every=1)
+    models = {m["model"]: m for m in mp.info["sources"]["0"]["models"]}
+    assert models[0]["used"] and not models[1]["used"]
+    assert re.search(r"turn 17\d deg from model 0's between frames 59 and 60", models[1]["why"]), models[1]["why"]
+    assert "model 0 has more frames" in models[1]["why"] and "model 1 dropped" in caplog.text
+    assert np.all(mp.label[60:] == POSENET) and np.all(mp.label[:60] != POSENET)
+    assert _rot_err_deg(mp.T_world_cam[:60], T_true[:60]).max() < 1.0
+    both = metric_poses_from_sfm({0: _two_models(T_true, 60, None)}, _gps(T_true), src, colmap_every=1)
+    assert all(m["used"] for m in both.info["sources"]["0"]["models"])
+
+
+def test_of_two_models_that_disagree_the_one_whose_cameras_stand_upright_is_kept() -> None:
+    """Forward cameras: the larger model upside down (turned 180 deg about the view), the smaller upright: the
+    upright one is kept, whatever the sizes."""
+    T_true = _straight(90, sideways=2.0)
+    flip = Rotation.from_euler("z", 180.0, degrees=True).as_matrix()  # about the optical axis: upside down
+    sfm = _two_models(T_true, 60, None, turn_first=flip)
+    cfg = MetricPosesConfig(level_straight_track=False)
+    mp = metric_poses_from_sfm({0: sfm}, _gps(T_true, noise=0.1), np.zeros(len(T_true), np.int64), cfg,
+                               colmap_every=1)  # fmt: skip
+    models = {m["model"]: m for m in mp.info["sources"]["0"]["models"]}
+    assert models[1]["used"] and not models[0]["used"]
+    assert "model 1's cameras stand upright" in models[0]["why"]
+    assert _rot_err_deg(mp.T_world_cam[60:], T_true[60:]).max() < 1.0

@@ -165,6 +165,60 @@ def _segments(label: np.ndarray, offset: int, sid: int) -> list[dict[str, Any]]:
     return out
 
 
+# two SfM models whose cameras turn more than this between frames at most MAX_MODEL_GAP_FRAMES apart: one model's
+# alignment to GPS is wrong (a straight track leaves the turn about it free, and a model of a few dozen frames can pick
+# the wrong one: a GoPro drone clip's second model came out pitched down 50 deg and upside down, 175 deg from the
+# first at their seam)
+MAX_MODEL_TURN_DEG = 30.0
+MAX_MODEL_GAP_FRAMES = 30  # one second at 30 fps
+UPRIGHT_MARGIN = 0.5  # of the two, the model whose image y points down by this much more (mean cosine) is kept
+
+
+def _drop_models_that_turn_away(
+    T: np.ndarray, label: np.ndarray, points: dict[int, np.ndarray], owner: np.ndarray, models: list[dict[str, Any]]
+) -> None:
+    """Where two aligned SfM models meet (their nearest frames at most :data:`MAX_MODEL_GAP_FRAMES` apart) and the
+    camera turns more than :data:`MAX_MODEL_TURN_DEG` between them -- no camera does between neighbouring frames --,
+    the model with fewer registered frames is dropped (its frames go to the pose network), until none is left;
+    in place, its report entry says why."""
+    from scipy.spatial.transform import Rotation
+
+    entry = {e["model"]: e for e in models}
+    while True:
+        frames = np.flatnonzero(owner >= 0)
+        seams = [(int(a), int(b)) for a, b in itertools.pairwise(frames)
+                 if owner[a] != owner[b] and b - a <= MAX_MODEL_GAP_FRAMES]  # fmt: skip
+        turns = [(float(np.degrees(Rotation.from_matrix(T[a, :3, :3].T @ T[b, :3, :3]).magnitude())), a, b)
+                 for a, b in seams]  # fmt: skip
+        bad = [t for t in turns if t[0] > MAX_MODEL_TURN_DEG]
+        if not bad:
+            return
+        deg, a, b = max(bad)
+        ma, mb = int(owner[a]), int(owner[b])
+        # keep the model whose cameras stand upright (image y down, world z up: ENU) where the two differ in it
+        # clearly, else the one with more registered frames
+        upright = {m: -float(np.mean(T[owner == m, 2, 1])) for m in (ma, mb)}
+        if abs(upright[ma] - upright[mb]) > UPRIGHT_MARGIN:
+            keep = ma if upright[ma] > upright[mb] else mb
+            reason = f"model {keep}'s cameras stand upright, image y down"
+        else:
+            keep = ma if entry[ma]["registered"] >= entry[mb]["registered"] else mb
+            reason = f"model {keep} has more frames"
+        drop = mb if keep == ma else ma
+        gone = np.flatnonzero(owner == drop)
+        T[gone] = np.nan
+        label[gone] = POSENET
+        owner[gone] = -1
+        for k in gone:
+            points.pop(int(k), None)
+        entry[drop]["used"] = False
+        entry[drop]["why"] = (
+            f"its cameras turn {deg:.0f} deg from model {keep}'s between frames {a} and {b} (more than "
+            f"{MAX_MODEL_TURN_DEG:.0f}): one of the two alignments to GPS is wrong, and {reason}"
+        )
+        log.warning("structure from motion: model %d dropped: %s", drop, entry[drop]["why"])
+
+
 def align_source(
     sfm: Any,
     gps: np.ndarray,
@@ -179,6 +233,7 @@ def align_source(
     T = np.full((n, 4, 4), np.nan)
     label = np.full(n, POSENET, np.int64)
     points: dict[int, np.ndarray] = {}
+    owner = np.full(n, -1, np.int64)  # the SfM model a frame's pose came from (-1: none)
     info: dict[str, Any] = {"frames": n, "registered": 0, "tried": 0, "models": []}
 
     def fallback(reason: str) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], dict[str, Any]]:
@@ -225,6 +280,7 @@ def align_source(
                 if turn.applied:
                     T[mine] = turn.apply(T[mine])
         label[mine] = SFM
+        owner[mine] = m
         for k in mine:
             p = sfm.points.get(int(k))
             if p is None or len(p) == 0:
@@ -239,6 +295,8 @@ def align_source(
             if 1 < b - a <= gap and np.all(label[a + 1 : b] == POSENET):
                 T[a + 1 : b] = _interpolate(T, int(a), int(b))
                 label[a + 1 : b] = INTERPOLATED
+                owner[a + 1 : b] = m
+    _drop_models_that_turn_away(T, label, points, owner, info["models"])
     if not any(e.get("used") for e in info["models"]):
         why = "; ".join(f"model {e['model']}: {e.get('why', '')}" for e in info["models"])
         return fallback(f"no structure-from-motion model could be aligned to GPS ({why})")

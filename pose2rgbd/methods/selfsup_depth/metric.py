@@ -169,8 +169,8 @@ def _segments(label: np.ndarray, offset: int, sid: int) -> list[dict[str, Any]]:
 # alignment to GPS is wrong (a straight track leaves the turn about it free, and a model of a few dozen frames can pick
 # the wrong one: a GoPro drone clip's second model came out pitched down 50 deg and upside down, 175 deg from the
 # first at their seam)
-MAX_MODEL_TURN_DEG = 30.0
-MAX_MODEL_GAP_FRAMES = 30  # one second at 30 fps
+MAX_MODEL_TURN_DEG = 45.0
+MAX_MODEL_GAP_FRAMES = 10  # a third of a second at 30 fps: 45 deg in it is 135 deg/s, beyond a camera's own turn
 UPRIGHT_MARGIN = 0.5  # of the two, the model whose image y points down by this much more (mean cosine) is kept
 
 

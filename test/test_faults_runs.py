@@ -236,9 +236,12 @@ def test_resume_without_last_pt_continues_from_best_pt(
     assert _log_steps(out / "log.csv") == list(range(1, 13))  # each step once: the stopped run's later ones dropped
 
 
-def test_train_command_ctrl_c_writes_last_pt_says_how_to_resume_and_exits_130(tmp_path: Path) -> None:
-    """`pose2rgbd train` in its own process, Ctrl-C once it has logged steps: exit 130 (a script's `train &&
-    evaluate` stops), last.pt written, and the way on named."""
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_command_ctrl_c_writes_last_pt_says_how_to_resume_and_exits_130(workers: int, tmp_path: Path) -> None:
+    """`pose2rgbd train` in its own process, Ctrl-C (to its whole process group, as a terminal sends it: DataLoader
+    workers get it too) once it has logged steps: exit 130 (a script's `train && evaluate` stops), last.pt
+    written, and the way on named."""
+    import os
     import signal
     import subprocess
     import time
@@ -248,8 +251,9 @@ def test_train_command_ctrl_c_writes_last_pt_says_how_to_resume_and_exits_130(tm
     ds = make_toy_dataset(tmp_path / "ds", n_survey=12, n_route=4, size=8)
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "pose2rgbd", "train", "--method", "pose2rgbd", "--dataset", str(ds), "--out",
-            str(out), "--size", "64", "--max-minutes", "5", "--no-progress", "--set", "train.log_every=1"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            str(out), "--size", "64", "--max-minutes", "5", "--no-progress", "--set", "train.log_every=1",
+            "--set", f"train.num_workers={workers}"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         end = time.monotonic() + 240
         while time.monotonic() < end and proc.poll() is None:
@@ -258,13 +262,14 @@ def test_train_command_ctrl_c_writes_last_pt_says_how_to_resume_and_exits_130(tm
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0]
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         text = proc.communicate(timeout=240)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, text
-    assert "training stops after this step" in text and "stopped by Ctrl-C: continue it with --resume" in text, text
+    assert text.count("training stops after this step") == 1, text  # the training process's, not a worker's too
+    assert "stopped by Ctrl-C: continue it with --resume" in text, text
     assert load_checkpoint(out / "last.pt").step > 0
 
 

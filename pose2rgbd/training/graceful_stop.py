@@ -63,8 +63,11 @@ def stop_after_the_step(trainer: Stoppable) -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     asked: list[int] = []
+    pid = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != pid:  # a DataLoader worker forked with it (a terminal's Ctrl-C reaches the whole group):
+            return  # the training process decides; the worker goes on serving batches until the loader ends it
         if asked:
             _pass_on(previous[signal.Signals(signum)], signum, frame)
             return

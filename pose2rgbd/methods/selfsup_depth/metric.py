@@ -179,8 +179,9 @@ def _drop_models_that_turn_away(
 ) -> None:
     """Where two aligned SfM models meet (their nearest frames at most :data:`MAX_MODEL_GAP_FRAMES` apart) and the
     camera turns more than :data:`MAX_MODEL_TURN_DEG` between them -- no camera does between neighbouring frames --,
-    the model with fewer registered frames is dropped (its frames go to the pose network), until none is left;
-    in place, its report entry says why."""
+    one of the two is dropped (its frames go to the pose network): the one whose cameras stand less upright, where
+    the two differ in it by :data:`UPRIGHT_MARGIN`, else the one with fewer registered frames; until no such seam
+    is left. In place; the dropped model's report entry says why."""
     from scipy.spatial.transform import Rotation
 
     entry = {e["model"]: e for e in models}

@@ -48,7 +48,7 @@ def _first_line(path: Path) -> str:
 # what pose2rgbd's own atomic writers leave inside an output while they write (pose2rgbd.atomic:
 # ``.<name>.partial-<pid>``, ``.<name>.tmp-<pid>``, ``.<name>.old-<pid>``, their ``.swap`` markers; DatasetWriter's
 # ``.<name>.tmp``)
-_HIDDEN_SIBLING = re.compile(r"^\..+\.(partial|tmp|old)(-.*)?$")
+_HIDDEN_SIBLING = re.compile(r"^\..+\.(partial|tmp|old)-\d+.*$|^\..+\.tmp$")
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,9 @@ def test_foreign_entries_leave_out_what_pose2rgbd_writes_while_it_writes(tmp_pat
         (ds / name).write_text("x")
     assert DATASET.foreign_entries(ds) == []
     (ds / ".my_notes").write_text("mine")
+    (ds / ".labels.old").write_text("mine")  # a user's backup: no writer's pid in its name
     (ds / "eval").mkdir()
-    assert DATASET.foreign_entries(ds) == [".my_notes", "eval"]
+    assert DATASET.foreign_entries(ds) == [".labels.old", ".my_notes", "eval"]
     assert EVALUATION.foreign_entries(ds) == []
 
 

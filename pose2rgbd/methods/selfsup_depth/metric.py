@@ -175,16 +175,17 @@ UPRIGHT_MARGIN = 0.5  # of the two, the model whose image y points down by this 
 
 
 def _drop_models_that_turn_away(
-    T: np.ndarray, label: np.ndarray, points: dict[int, np.ndarray], owner: np.ndarray, models: list[dict[str, Any]]
-) -> None:
+    T: np.ndarray, label: np.ndarray, points: dict[int, np.ndarray], owner: np.ndarray, registered: dict[int, int]
+) -> dict[int, str]:
     """Where two aligned SfM models meet (their nearest frames at most :data:`MAX_MODEL_GAP_FRAMES` apart) and the
     camera turns more than :data:`MAX_MODEL_TURN_DEG` between them -- no camera does between neighbouring frames --,
     one of the two is dropped (its frames go to the pose network): the one whose cameras stand less upright, where
     the two differ in it by :data:`UPRIGHT_MARGIN`, else the one with fewer registered frames; until no such seam
-    is left. In place; the dropped model's report entry says why."""
+    is left. In place; returns why each dropped model (by its index; ``registered``: each model's registered frames)
+    was dropped."""
     from scipy.spatial.transform import Rotation
 
-    entry = {e["model"]: e for e in models}
+    dropped: dict[int, str] = {}
     while True:
         frames = np.flatnonzero(owner >= 0)
         seams = [(int(a), int(b)) for a, b in itertools.pairwise(frames)
@@ -193,7 +194,7 @@ def _drop_models_that_turn_away(
                  for a, b in seams]  # fmt: skip
         bad = [t for t in turns if t[0] > MAX_MODEL_TURN_DEG]
         if not bad:
-            return
+            return dropped
         deg, a, b = max(bad)
         ma, mb = int(owner[a]), int(owner[b])
         # keep the model whose cameras stand upright (image y down, world z up: ENU) where the two differ in it
@@ -203,7 +204,7 @@ def _drop_models_that_turn_away(
             keep = ma if upright[ma] > upright[mb] else mb
             reason = f"model {keep}'s cameras stand upright, image y down"
         else:
-            keep = ma if entry[ma]["registered"] >= entry[mb]["registered"] else mb
+            keep = ma if registered[ma] >= registered[mb] else mb
             reason = f"model {keep} has more frames"
         drop = mb if keep == ma else ma
         gone = np.flatnonzero(owner == drop)
@@ -212,12 +213,11 @@ def _drop_models_that_turn_away(
         owner[gone] = -1
         for k in gone:
             points.pop(int(k), None)
-        entry[drop]["used"] = False
-        entry[drop]["why"] = (
+        dropped[drop] = (
             f"its cameras turn {deg:.0f} deg from model {keep}'s between frames {a} and {b} (more than "
             f"{MAX_MODEL_TURN_DEG:.0f}): one of the two alignments to GPS is wrong, and {reason}"
         )
-        log.warning("structure from motion: model %d dropped: %s", drop, entry[drop]["why"])
+        log.warning("structure from motion: model %d dropped: %s", drop, dropped[drop])
 
 
 def align_source(
@@ -297,7 +297,9 @@ def align_source(
                 T[a + 1 : b] = _interpolate(T, int(a), int(b))
                 label[a + 1 : b] = INTERPOLATED
                 owner[a + 1 : b] = m
-    _drop_models_that_turn_away(T, label, points, owner, info["models"])
+    registered = {int(e["model"]): int(e["registered"]) for e in info["models"]}
+    for m, why in _drop_models_that_turn_away(T, label, points, owner, registered).items():
+        info["models"][[e["model"] for e in info["models"]].index(m)].update(used=False, why=why)
     if not any(e.get("used") for e in info["models"]):
         why = "; ".join(f"model {e['model']}: {e.get('why', '')}" for e in info["models"])
         return fallback(f"no structure-from-motion model could be aligned to GPS ({why})")

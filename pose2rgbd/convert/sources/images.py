@@ -28,6 +28,7 @@ from pose2rgbd.config import to_dict
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, depth_sample, plot_poses
 from pose2rgbd.convert.posed_images.common import (
+    IMAGE_SUFFIXES,
     ImagesConfig,
     PosedImages,
     SourceCamera,
@@ -115,7 +116,7 @@ def detect_format(path: str | Path) -> str:
 
 def _photos_hint(folder: Path) -> str:
     """For a folder of images and nothing else that holds poses: the two ways to poses for them."""
-    if not any(f.suffix.lower() in (".jpg", ".jpeg", ".png") for f in folder.iterdir() if f.is_file()):
+    if not any(f.suffix in IMAGE_SUFFIXES for f in folder.iterdir() if f.is_file()):
         return ""
     return (
         "it holds images without poses. To find where each was taken, localize them against a place map of the same "

@@ -31,6 +31,7 @@ import numpy as np
 from pose2rgbd.atomic import sibling_prefix
 from pose2rgbd.config import help_field
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
+from pose2rgbd.geometry.rotations import rotation_angle_between
 from pose2rgbd.geometry.similarity import Sim3Fit, level_about_track, robust_sim3
 
 log = logging.getLogger(__name__)
@@ -183,15 +184,12 @@ def _drop_models_that_turn_away(
     the two differ in it by :data:`UPRIGHT_MARGIN`, else the one with fewer registered frames; until no such seam
     is left. In place; returns why each dropped model (by its index; ``registered``: each model's registered frames)
     was dropped."""
-    from scipy.spatial.transform import Rotation
-
     dropped: dict[int, str] = {}
     while True:
         frames = np.flatnonzero(owner >= 0)
         seams = [(int(a), int(b)) for a, b in itertools.pairwise(frames)
                  if owner[a] != owner[b] and b - a <= MAX_MODEL_GAP_FRAMES]  # fmt: skip
-        turns = [(float(np.degrees(Rotation.from_matrix(T[a, :3, :3].T @ T[b, :3, :3]).magnitude())), a, b)
-                 for a, b in seams]  # fmt: skip
+        turns = [(float(np.degrees(rotation_angle_between(T[a, :3, :3], T[b, :3, :3]))), a, b) for a, b in seams]
         bad = [t for t in turns if t[0] > MAX_MODEL_TURN_DEG]
         if not bad:
             return dropped

@@ -117,7 +117,8 @@ def test_a_sparse_row_takes_its_own_bounded_quantile_and_too_few_pixels_fit_noth
     """100 hole pixels that err 7x more than the rest (fewer than the minimum): the holes' bound is the 80 % upper
     confidence bound of their own quantile (it was all pixels' quantile, the confident ones': far narrower than the
     holes' errors); 10 hole pixels: the widest bound measured."""
-    from pose2rgbd.models.depth_uncertainty import ROW_BOUND_CONFIDENCE, quantile_upper_bound
+    from pose2rgbd.models.depth_uncertainty import ROW_BOUND_CONFIDENCE
+    from pose2rgbd.order_statistics import quantile_upper_bound
 
     rng = np.random.default_rng(2)
     truth = rng.uniform(5.0, 80.0, 20_000)
@@ -146,7 +147,7 @@ def test_a_sparse_row_takes_its_own_bounded_quantile_and_too_few_pixels_fit_noth
 
 
 def test_the_upper_bound_of_a_quantile_covers_it_in_at_least_its_share_of_samples() -> None:
-    from pose2rgbd.models.depth_uncertainty import quantile_upper_bound
+    from pose2rgbd.order_statistics import quantile_upper_bound
 
     rng = np.random.default_rng(7)
     true_q = 1.0  # the 0.683 quantile of |N(0, 1)| is 1.0 (to 3 digits: 1.0004)

@@ -54,6 +54,7 @@ import yaml
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.transforms import pose_errors
+from pose2rgbd.order_statistics import quantile_bound_rank, quantile_upper_bound
 
 FORMAT = "pose2rgbd-localize-calibration"
 VERSION = 1
@@ -366,26 +367,20 @@ def compute_calibration(
 
 def median_bound_rank(n: int, level: float) -> tuple[int, float]:
     """The order statistic that bounds the median of ``n`` independent draws from above at confidence ``level``,
-    and its exact coverage: the smallest rank ``k`` (1-based) with ``P(Binomial(n, 1/2) <= k - 1) >= level`` --
-    the k-th smallest draw is at least the population median unless k or more draws fall below it. Distribution
-    free (any continuous distribution). Level 0.5 with an odd ``n``: the sample median. A ``n`` too small for the
-    level gives the largest draw and its coverage ``1 - 2^-n`` (< level)."""
-    from scipy.stats import binom
-
+    and its exact coverage (:func:`pose2rgbd.order_statistics.quantile_bound_rank` of the median). Level 0.5 with an
+    odd ``n``: the sample median. A ``n`` too small for the level gives the largest draw and its coverage
+    ``1 - 2^-n`` (< level)."""
     if not 0.0 < level < 1.0:
         raise ConfigError(f"calibration: the scale's confidence level must be in (0, 1), got {level}")
-    k = min(int(binom.ppf(level, n, 0.5)) + 1, n)
-    return k, float(binom.cdf(k - 1, n, 0.5))
+    return quantile_bound_rank(n, 0.5, level)
 
 
 def median_upper_bound(values: np.ndarray, level: float) -> float:
     """The upper one-sided confidence bound at ``level`` of the median of the distribution ``values`` are
-    independent draws from: their :func:`median_bound_rank`-th smallest. Hand-written (scipy has no
-    order-statistic interval of a quantile); the exact binomial rank rather than a bootstrap, whose upper quantile
-    of a median on a few dozen draws takes the same few order statistics with less certain coverage."""
-    v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
-    k, _ = median_bound_rank(len(v), level)
-    return float(v[k - 1])
+    independent draws from: their :func:`median_bound_rank`-th smallest."""
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"calibration: the scale's confidence level must be in (0, 1), got {level}")
+    return quantile_upper_bound(values, 0.5, level)
 
 
 def information_factors(e: np.ndarray, cov: np.ndarray, level: float | None = None) -> tuple[float, float, float]:

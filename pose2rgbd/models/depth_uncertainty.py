@@ -8,7 +8,8 @@ relative: ``sigma = depth * q[cell]``, ``q`` the ``level`` quantile of ``|depth 
 pixels of the cell: the confidence (below or at least 0.5) times the depth's third (by the held-out answers' own
 terciles). A cell with fewer than ``min_pixels`` pixels takes its confidence's pooled quantile; a confidence with
 fewer than ``min_pixels`` (from :data:`MIN_ROW_PIXELS`) the upper confidence bound of its own quantile
-(:func:`quantile_upper_bound`), never below all pixels' quantile; one with fewer still the widest bound measured.
+(:func:`pose2rgbd.order_statistics.quantile_upper_bound`), never below all pixels' quantile; one with fewer still
+the widest bound measured.
 Real depth errors have heavy tails (most warped pixels on the right surface, a few on a wrong one), so ``sigma``
 is a quantile, not a standard deviation: the fit also keeps, per confidence row, the multiple of ``sigma`` that 95 %
 of the held-out pixels were within (``wide``). ``pose2rgbd train`` fits it on the validation frames with the weights
@@ -28,6 +29,8 @@ from typing import TypedDict
 
 import numpy as np
 from numba import njit
+
+from pose2rgbd.order_statistics import quantile_upper_bound
 
 EXTRA_KEY = "depth_uncertainty"  # where a checkpoint's extra keeps it (DepthUncertainty.to_dict)
 LEVEL = 0.6827  # the share of a normal error within one standard deviation
@@ -232,18 +235,6 @@ def fit_depth_uncertainty(
     return DepthUncertainty(float(level), (lo, hi), q, px, info, (wide[0], wide[1]))
 
 
-def quantile_upper_bound(values: np.ndarray, q: float, confidence: float) -> float:
-    """The upper one-sided confidence bound of the ``q`` quantile of the distribution ``values`` are independent
-    draws from: their k-th smallest, k the smallest rank with ``P(Binomial(n, q) <= k - 1) >= confidence`` (at least
-    the true quantile in at least that share of samples; distribution-free; the largest draw where ``n`` is too small
-    for it). Hand-written: scipy has no order-statistic interval of a quantile."""
-    from scipy.stats import binom
-
-    v = np.sort(np.asarray(values, np.float64).reshape(-1))
-    k = min(int(binom.ppf(confidence, len(v), q)) + 1, len(v))
-    return float(v[k - 1])
-
-
 def share_within(depth: np.ndarray, truth: np.ndarray, sigma: np.ndarray, max_depth: float = np.inf) -> float:
     """The share of the scored pixels (:func:`scored_pixels`) whose absolute error is at most ``sigma`` (NaN where
     none is scored): to be read against the uncertainty's ``level``."""
@@ -265,7 +256,6 @@ __all__ = [
     "DepthUncertaintyDict",
     "confidence_rows",
     "fit_depth_uncertainty",
-    "quantile_upper_bound",
     "scored_pixels",
     "share_within",
 ]

@@ -9,7 +9,14 @@ import pytest
 
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.inference import EngineConfig, RenderEngine, extrapolate_constant_velocity, load_engine
-from pose2rgbd.testing.ground_plane import look_down_pose, make_ground_plane_checkpoint
+from pose2rgbd.inference.poses import depth_sigma_for_offset
+from pose2rgbd.models.depth_uncertainty import DepthUncertainty
+from pose2rgbd.testing.ground_plane import (
+    forward_pose,
+    look_down_pose,
+    make_ground_plane_checkpoint,
+    render_ground_plane,
+)
 
 
 def make_engine(size: int = 32, **kw: object) -> RenderEngine:
@@ -143,6 +150,54 @@ def test_lookahead_serves_cache_within_tolerance() -> None:
     assert eng.wait_lookahead()
     assert eng.stats["inline_frames"] == 4
     assert eng.stats["ahead_frames"] == 4 + 4 + 4
+
+
+def test_a_cached_frames_depth_sigma_covers_the_change_to_the_requested_pose() -> None:
+    """A frame rendered for a predicted pose and served for a request 0.5 deg / 0.02 m away: on the oblique ground
+    the depth at a pixel changes by up to several per cent; the widened sigma covers that change where the render's
+    own (here 0.2 % of the depth) does not, without widening far past it."""
+    ck = make_ground_plane_checkpoint(64)
+    T_ahead = forward_pose(0.0, 0.0, 20.0, pitch_deg=35.0)
+    T_req = forward_pose(0.0, 0.02, 20.0, pitch_deg=35.5)
+    d_ahead, d_req = (render_ground_plane(ck, T[None])["depth"] for T in (T_ahead, T_req))
+    assert d_ahead is not None and d_req is not None
+    d_ahead, d_req = d_ahead[0], d_req[0]
+    ok = np.isfinite(d_ahead) & np.isfinite(d_req) & (d_ahead < 200) & (d_req < 200)  # the ground, not its horizon
+    assert ok.mean() > 0.5
+    change = np.abs(d_ahead[ok] - d_req[ok])
+    sigma = np.where(np.isfinite(d_ahead), np.float32(0.002) * d_ahead, np.float32(np.nan))
+    cam = ck.camera
+    assert cam is not None
+    widened = depth_sigma_for_offset(d_ahead, sigma, T_ahead, T_req, cam)
+    assert np.mean(change <= sigma[ok]) < 0.3  # the render's own sigma does not hold the offset's change
+    assert np.mean(change <= widened[ok]) > 0.95
+    assert np.median(widened[ok] / np.maximum(change, 1e-3)) < 3.0  # about the change, not a blanket
+    assert np.all(widened[ok] >= sigma[ok])
+    # the same pose: unchanged; no answer stays no answer
+    assert depth_sigma_for_offset(d_ahead, sigma, T_ahead, T_ahead, cam) is sigma
+    holed = d_ahead.copy()
+    holed[:5] = np.nan
+    w = depth_sigma_for_offset(holed, np.where(np.isfinite(holed), sigma, np.nan), T_ahead, T_req, cam)
+    assert np.isnan(w[:5]).all() and np.isfinite(w[5:][np.isfinite(holed[5:])]).all()
+
+
+def test_lookahead_hit_widens_the_cached_frames_depth_sigma() -> None:
+    eng = make_engine(64, lookahead=4, tolerance_m=0.05, tolerance_deg=0.5)
+    eng.depth_uncertainty = DepthUncertainty(0.683, (10.0, 40.0), np.full((2, 3), 0.01), np.full((2, 3), 1000))
+    period = 100_000_000
+    eng.render_lookahead(forward_pose(0.0, 0.0, 20.0, pitch_deg=35.0), 0)
+    eng.render_lookahead(forward_pose(0.1, 0.0, 20.0, pitch_deg=35.0), period)
+    assert eng.wait_lookahead()
+    T_req = forward_pose(0.2, 0.0, 20.0, pitch_deg=35.4)  # the prediction is at pitch 35 deg
+    served = eng.render_lookahead(T_req, 2 * period)
+    assert served.from_cache[0] and served.depth is not None and served.depth_sigma is not None
+    T_pred = forward_pose(0.2, 0.0, 20.0, pitch_deg=35.0)
+    own = eng.render(T_pred).depth_sigma
+    assert own is not None
+    expected = depth_sigma_for_offset(served.depth[0], own[0], T_pred, T_req, eng.camera)
+    np.testing.assert_allclose(served.depth_sigma[0], expected, rtol=1e-5)
+    ground = np.isfinite(own[0])
+    assert (served.depth_sigma[0][ground] > own[0][ground]).mean() > 0.9
 
 
 def test_lookahead_renders_the_next_frame_again_when_its_kept_prediction_drifted() -> None:

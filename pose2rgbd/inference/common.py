@@ -88,7 +88,7 @@ class EngineConfig:
         "look-ahead: future poses predicted after each request and rendered off the request path, spaced at the "
         "render node's rate_hz (0: off); at most as many as one-pose renders fit in one period. A request near a "
         "prediction (tolerance_m / tolerance_deg) gets that prediction's render, published with the requested "
-        "pose's stamp (RGBD from_cache: true)",
+        "pose's stamp (RGBD from_cache: true) and its depth_sigma widened for the offset",
         0,
         64,
     )

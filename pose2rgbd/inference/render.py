@@ -22,9 +22,10 @@ ROS-free and thread-safe. It serves any model kind whose family's engine is ``re
   at the caller's rate with a constant-velocity model (translation and rotation); a
   background thread renders them one by one, nearest first, while the caller serves the current frame, and
   later requests are served from that cache while the real pose stays within a tolerance (metres + degrees) of
-  a cached one. A request that finds no cached frame (a *miss*) renders only its own pose inline, ahead of
-  any queued background work (which waits for at most the frame it is rendering); a request whose predicted
-  frame is being rendered at that moment waits for it;
+  a cached one (its depth uncertainty widened for the offset: ``poses.depth_sigma_for_offset``). A request that
+  finds no cached frame (a *miss*) renders only its own pose inline, ahead of any queued background work (which
+  waits for at most the frame it is rendering); a request whose predicted frame is being rendered at that moment
+  waits for it;
 * flags poses outside the training extremes (plus a margin) as out of bounds.
 """
 
@@ -43,7 +44,13 @@ import numpy as np
 from pose2rgbd.errors import CheckpointError, ConfigError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
-from pose2rgbd.inference.poses import check_pose_batch, coverage_poses, extrapolate_constant_velocity, pose_close
+from pose2rgbd.inference.poses import (
+    check_pose_batch,
+    coverage_poses,
+    depth_sigma_for_offset,
+    extrapolate_constant_velocity,
+    pose_close,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -376,7 +383,7 @@ class RenderEngine:
                 np.ones(1, dtype=bool),
                 0.0,
                 *self.coverage(T),
-                served.depth_sigma,
+                self._served_sigma(served, T1),
             )
         else:
             with self._lock:
@@ -386,6 +393,14 @@ class RenderEngine:
             self._replan(int(stamp_ns), T1, None if served is not None else res)
         res.latency_s = time.perf_counter() - t_start
         return res
+
+    def _served_sigma(self, served: RenderResult, T1: np.ndarray) -> np.ndarray | None:
+        """A cached frame's depth uncertainty for the request ``T1`` it is served for: widened for the offset
+        between the pose it was rendered for and ``T1`` (:func:`~pose2rgbd.inference.poses.depth_sigma_for_offset`)."""
+        if served.depth_sigma is None or served.depth is None:
+            return served.depth_sigma
+        sigma = depth_sigma_for_offset(served.depth[0], served.depth_sigma[0], served.T_world_cam[0], T1, self.camera)
+        return sigma[None]
 
     def _closest(self, T1: np.ndarray) -> _Ahead | None:
         """The best look-ahead entry within tolerance of ``T1`` that is finished or being rendered now."""

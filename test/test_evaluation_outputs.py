@@ -206,3 +206,38 @@ def test_metrics_md_says_where_a_training_free_baseline_beats_the_model() -> Non
     assert "PSNR 23.7 dB against the reprojection baseline's 24.5 dB" in said
     assert "RGB MAE" not in said and "fused" not in said and "dataset" not in said
     assert baselines_ahead(rows, {"rgb_mae_px": 10.4, "depth_mae": 0.5, "rgb_psnr_db": 25.0}, "m") == ""
+
+
+@pytest.mark.parametrize("names", [("loss", "rgb_mae_px", "depth_mae"), ("loss", "rgb_mae_px"), ("loss",)])
+def test_training_curves_give_each_validation_error_its_own_panel(tmp_path, names) -> None:
+    """The loss, and each validation error the log has in its own panel (on twin axes the RGB and depth errors'
+    lines lay on top of each other)."""
+    import matplotlib.pyplot as plt
+
+    from pose2rgbd.evaluation.plots import training_curves
+
+    rows = ["wall_s,step,epoch,phase,name,value"]
+    for step in (10, 20, 30):
+        rows.append(f"1.0,{step},0,train,loss,{1.0 / step}")
+        rows += [f"1.0,{step},0,val,{n},{5.0 / step}" for n in names]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    shown: list[list[str]] = []
+    panels: list[set[tuple[float, ...]]] = []
+    real_save = plt.Figure.savefig
+
+    def record(fig, *a, **kw):  # type: ignore[no-untyped-def]
+        shown.append([ax.get_ylabel() for ax in fig.axes if ax.axison])
+        panels.append({tuple(ax.get_position().bounds) for ax in fig.axes if ax.axison})
+        return real_save(fig, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Figure, "savefig", record)
+        assert training_curves(log, tmp_path / "curves.png").exists()
+    errors = [n for n in names if n != "loss"]
+    assert len(shown) == 1 and len(shown[0]) == 1 + len(errors)
+    assert len(panels[0]) == len(shown[0])  # no two on one panel (twin axes share their place)
+    assert shown[0][0].startswith("loss")
+    assert [label.split(" MAE")[0] for label in shown[0][1:]] == [
+        {"rgb_mae_px": "val RGB", "depth_mae": "val depth"}[n] for n in errors
+    ]

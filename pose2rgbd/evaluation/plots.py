@@ -181,14 +181,23 @@ def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.nda
 
 
 def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", depth_unit: str = "m") -> Path:
-    """Loss (train and validation) and the validation RGB / depth errors against the step."""
+    """Loss (train and validation) and the validation RGB / depth errors against the step, each in its own panel
+    (on twin axes of one panel the two error curves, both falling, lay on top of each other)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = read_log(log_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    errors = [
+        (key, label, colour, marker)
+        for key, label, colour, marker in (
+            (("val", "rgb_mae_px"), "val RGB MAE (px, 0-255)", "C2", "o-"),
+            (("val", "depth_mae"), f"val depth MAE ({depth_unit})", "C3", "s-"),
+        )
+        if key in s
+    ]
+    fig, axes = plt.subplots(1, 1 + max(1, len(errors)), figsize=(5.2 * (1 + max(1, len(errors))), 3.8))
     ax = axes[0]
     for key, style in ((("train", "loss"), "-"), (("val", "loss"), "o-")):
         if key in s:
@@ -198,27 +207,14 @@ def training_curves(log_csv: str | Path, path: str | Path, *, title: str = "", d
     ax.set_ylabel("loss (normalized units)")
     ax.legend()
     ax.grid(alpha=0.3)
-    ax = axes[1]
-    drew = False
-    if ("val", "rgb_mae_px") in s:
-        ax.plot(*s[("val", "rgb_mae_px")], "o-", color="C2", label="val RGB MAE (px)", ms=3)
-        drew = True
-    ax.set_xlabel("step")
-    ax.set_ylabel("RGB MAE (px, 0-255)")
-    if ("val", "depth_mae") in s:
-        ax2 = ax.twinx()
-        ax2.plot(*s[("val", "depth_mae")], "s-", color="C3", label=f"val depth MAE ({depth_unit})", ms=3)
-        ax2.set_ylabel(f"depth MAE ({depth_unit})")
-        drew = True
-    if drew:  # one legend for both axes, on the upper one so that no line hides it
-        lines = ax.get_legend_handles_labels()
-        if ("val", "depth_mae") in s:
-            more = ax2.get_legend_handles_labels()
-            lines = (lines[0] + more[0], lines[1] + more[1])
-            ax2.legend(*lines, loc="best", fontsize=8)
-        else:
-            ax.legend(*lines, loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
+    for ax, (key, label, colour, marker) in zip(axes[1:], errors, strict=False):
+        ax.plot(*s[key], marker, color=colour, ms=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if not errors:
+        axes[1].set_axis_off()
+        axes[1].text(0.5, 0.5, "no validation RGB / depth errors in the log", ha="center", va="center")
     if title:
         fig.suptitle(title, fontsize=10)
     return _save_figure(fig, path)

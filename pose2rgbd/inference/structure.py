@@ -171,6 +171,13 @@ class StructureConfig:
         True, "a sequence: the previous fix is the next image's prior (until max_misses images without a fix)"
     )
     max_misses: int = ranged_field(3, "forget the previous fix after this many images without one", 0, 1000)
+    sequence_retry_confidence: float = ranged_field(
+        0.5,
+        "a fix from the previous fix's keyframes that the calibration flags, or whose confidence is below this (a "
+        "calibrated map), is solved again without them, the better answer kept: they need not reach this image",
+        0.0,
+        1.0,
+    )
     seed: int = help_field(0, "RANSAC seed (reproducible fixes)")
 
     def __post_init__(self) -> None:
@@ -182,6 +189,16 @@ class StructureConfig:
         """How many keyframes nearest to a pose prior its candidates are chosen from: ``3 x candidates``, at least
         ``prior_candidates``."""
         return max(3 * self.candidates, self.prior_candidates)
+
+
+def _better_fix(a: Fix, b: Fix) -> bool:
+    """Whether fix ``a`` is the better answer than ``b`` for one image: a fix without a flag before a flagged one;
+    of two without, the higher confidence (both calibrated); of two flagged, more inliers."""
+    if bool(a.flag) != bool(b.flag):
+        return not a.flag
+    if a.flag:
+        return a.inliers > b.inliers
+    return a.confidence > b.confidence
 
 
 @dataclass
@@ -340,16 +357,20 @@ class StructureLocalizer:
         fix = self._solve(img, feats, geo.camera, geo.wh, priors)
         if fix.ok:
             finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
-        if fix.ok and fix.flag and fix.prior == "sequence":
+        doubtful = fix.confidence_bound_m > 0 and fix.confidence < c.sequence_retry_confidence  # calibrated only
+        if fix.ok and fix.prior == "sequence" and (fix.flag or doubtful):
             # the previous fix's nearest keyframes need not reach this image (photos seconds apart on a map of a
-            # video, whose keyframes lie centimetres apart): a sequence fix the calibration flags is solved again
-            # without it, and the answer without a flag (else the one with more inliers) is kept
+            # video, whose keyframes lie centimetres apart), and a fix from them can be wrong by far more than its
+            # covariance says (a GoPro clip's frames 1.4 m apart: 0.75 m off at a 5 cm sigma, 87 inliers, confidence
+            # 0.15; solved without them 0.02 m off, 274 inliers, confidence 0.998): a sequence fix that the
+            # calibration flags, or whose confidence is low, is solved again without it, and the better kept
             again = self._solve(img, feats, geo.camera, geo.wh, priors[1:])
             if again.ok:
                 finish_fix(again, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
-                if not again.flag or again.inliers > fix.inliers:
-                    log.debug("sequence fix flagged (%s, %d inliers): kept the fix without it (%d inliers)",
-                              fix.flag, fix.inliers, again.inliers)  # fmt: skip
+                if _better_fix(again, fix):
+                    log.debug("sequence fix (%s, %d inliers, confidence %.2f): kept the fix without it (%d inliers, "
+                              "confidence %.2f)", fix.flag or "no flag", fix.inliers, fix.confidence, again.inliers,
+                              again.confidence)  # fmt: skip
                     fix = again
             with self._lock:
                 self.stats["sequence_retries"] += 1

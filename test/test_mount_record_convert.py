@@ -18,7 +18,7 @@ from pose2rgbd.geometry import R_BODY_OPTICAL
 from pose2rgbd.geometry.mount import CameraMount, mount_matrix, rpy_deg_of_optical_quat
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.recorder import Recorder, RecorderConfig
-from pose2rgbd.testing.flight_bag import DATUM, T_BASE_CAM, write_flight_bag
+from pose2rgbd.testing.flight_bag import DATUM, T0_NS, T_BASE_CAM, write_flight_bag
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,38 @@ def test_record_and_convert_give_the_same_camera_poses(flight: Path, tmp_path: P
     assert np.degrees(ang).max() < 0.05
     # and the camera looks down in both (a mount error would turn it)
     assert (Tr[:, 2, 2] < -0.9).all()
+
+
+def test_a_resumed_recording_keeps_the_mount_the_dataset_was_recorded_with(flight: Path, tmp_path: Path) -> None:
+    """A recording resumed from a bag played from its middle (no /tf_static) with mount.source 'auto' appends its
+    frames with the mount the dataset was recorded with (its manifest keeps it), not the configured one (here the
+    default, a camera looking forward: the appended frames turned 90 deg); a configured mount that differs from the
+    dataset's is refused."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.nodes.recorder.mount import RecordedMount
+    from pose2rgbd.runtime.offline import run_recorder_bag
+
+    later = tmp_path / "later"
+    write_flight_bag(later, duration_s=3.0, size=32, t0_ns=T0_NS + 3_000_000_000, static_tf=False)
+    datum = f"{DATUM.lat_deg!r},{DATUM.lon_deg!r},{DATUM.alt_m!r}"
+    out = tmp_path / "rec"
+    cfg = from_dict(RecorderConfig, {"datum": datum, "output": {"dataset": str(out)}})  # mount.source auto
+    run_recorder_bag(cfg, flight)
+    first = Dataset(out)
+    recorded = RecordedMount.from_dict(first.manifest.extra["recorder"]["mount"])
+    assert recorded is not None and "/tf_static" in recorded.source
+    np.testing.assert_allclose(recorded.T_base_cam, T_BASE_CAM, atol=1e-9)
+    n_first = len(first)
+    run_recorder_bag(cfg, later)
+    resumed = Dataset(out)
+    assert len(resumed) > n_first + 10
+    appended = resumed.frames.T_world_cam[n_first:]
+    assert (appended[:, 2, 2] < -0.9).all()  # looking down, as the dataset's mount has it
+    again = RecordedMount.from_dict(resumed.manifest.extra["recorder"]["mount"])
+    assert again is not None and again.difference(T_BASE_CAM) is None
+    forward = from_dict(
+        RecorderConfig, {"datum": datum, "mount": {"source": "config"}, "output": {"dataset": str(out)}}
+    )
+    with pytest.raises(ConfigError, match=r"configured camera mount .* from the one the existing dataset"):
+        run_recorder_bag(forward, later)
+    assert len(Dataset(out)) == len(resumed)

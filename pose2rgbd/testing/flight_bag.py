@@ -73,6 +73,7 @@ def write_flight_bag(
     unreadable_images: Collection[int] = (),
     T_map_enu: np.ndarray | None = None,
     odom_in_tf: bool = False,
+    static_tf: bool = True,
 ) -> FlightTruth:
     """Write the bag (see module docstring); returns the ground truth.
 
@@ -88,7 +89,8 @@ def write_flight_bag(
     ``unreadable_images`` carry half their pixel bytes (undecodable, stamped as the others). ``T_map_enu``: the
     robot's ``map`` (its /tf, /odom and /ground_truth/pose) placed there against the GPS's ENU frame about the datum
     (a SLAM map, say); the truth returned stays in ENU. ``odom_in_tf``: /tf is ``map -> odom`` (the identity)
-    ``-> base_link`` (REP-105), so the odometry's frame is in the TF tree.
+    ``-> base_link`` (REP-105), so the odometry's frame is in the TF tree. ``static_tf`` False: no /tf_static (a bag
+    played from its middle, which does not send it again).
     """
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.messages import (
@@ -126,7 +128,8 @@ def write_flight_bag(
         zero_q = transform_stamped(f, ns(0.0), "base_link", "imu_link", np.eye(4))
         zero_q.transform.rotation.w = 0.0
         static += [nan_t, zero_q]
-    events.append((ns(0.0), 0, "/tf_static", tf_message(f, static)))
+    if static_tf:
+        events.append((ns(0.0), 0, "/tf_static", tf_message(f, static)))
     M = np.eye(4) if T_map_enu is None else np.asarray(T_map_enu, np.float64)
     for k, t in enumerate(np.arange(0.0, duration_s + 1e-9, 0.02)):  # 50 Hz
         T = M @ T_world_base(t)[0]

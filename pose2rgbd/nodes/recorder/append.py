@@ -17,6 +17,7 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.nodes.logic import NodeLogic
 from pose2rgbd.nodes.recorder.config import RecorderConfig
+from pose2rgbd.nodes.recorder.mount import RecordedMount
 from pose2rgbd.sync.gps import horizontal_distance_m
 
 Outgoing = tuple[str, Any]
@@ -36,6 +37,9 @@ class DatasetAppend(NodeLogic):
     cfg: RecorderConfig
     camera: PinholeCamera | None  # from CameraInfo
     camera_frame: str | None
+    T_base_cam: np.ndarray | None  # the camera mount (the recorder's MountLookup)
+    mount_source: str
+    recorded_mount: RecordedMount | None
 
     def _init_dataset(self, cfg: RecorderConfig) -> None:
         self.datum: Datum | None = cfg.datum_obj()
@@ -79,6 +83,18 @@ class DatasetAppend(NodeLogic):
             self.datum = theirs
         self.world_frame = ds.manifest.world_frame  # its frames' frame: the poses appended are placed in it too
         self._resumed_extra = dict(ds.manifest.extra)
+        recorder = self._resumed_extra.get("recorder")
+        self.recorded_mount = RecordedMount.from_dict(recorder.get("mount") if isinstance(recorder, dict) else None)
+        if self.recorded_mount is not None and self.cfg.mount.source == "config":
+            differs = self.recorded_mount.difference(self.cfg.mount.config_matrix())
+            if differs is not None:
+                raise ConfigError(
+                    f"the configured camera mount ({self.cfg.mount.describe_config()}) is {differs[0]:.3f} m / "
+                    f"{differs[1]:.2f} deg from the one the existing dataset {path} was recorded with "
+                    f"({self.recorded_mount.source}); frames appended with it would not fit its frames. Set "
+                    "mount.source auto to resume with the dataset's mount (or the mount in /tf_static), the "
+                    "dataset's mount.rpy_deg / mount.translation, or record into a new dataset"
+                )
         self.resume_after_ns = int(ds.frames.stamp_ns.max())
         self._resume_first_ns = int(ds.frames.stamp_ns.min())
         last = int(np.argmax(ds.frames.stamp_ns))
@@ -138,10 +154,23 @@ class DatasetAppend(NodeLogic):
             sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
             extra={
                 **self._resumed_extra,  # a resumed dataset keeps what its manifest said (e.g. its conversion)
-                "recorder": {"sync": self.cfg.sync.policy, "max_gap_s": self.cfg.sync.max_gap_s},
+                "recorder": {
+                    "sync": self.cfg.sync.policy,
+                    "max_gap_s": self.cfg.sync.max_gap_s,
+                    "mount": self._mount_entry(),
+                },
             },
         )
         self.writer = DatasetWriter(out.dataset, manifest, mode="append")
+
+    def _mount_entry(self) -> dict[str, object] | None:
+        """The manifest's ``extra.recorder.mount``: the mount the dataset was first recorded with (a resumed dataset
+        keeps its own), else this recording's."""
+        if self.recorded_mount is not None:
+            return self.recorded_mount.to_dict()
+        if self.T_base_cam is None:
+            return None
+        return RecordedMount(np.asarray(self.T_base_cam), self.mount_source).to_dict()
 
     def _write(self, stamp: int, T: np.ndarray, rgb: np.ndarray, lla: np.ndarray) -> None:
         if self.writer is None:

@@ -275,3 +275,35 @@ def test_a_sequence_fix_of_low_confidence_is_solved_again_and_the_better_kept(ca
     assert np.linalg.norm(second.T_world_cam[:3, 3] - T_true[:3, 3]) < np.linalg.norm(
         kept.T_world_cam[:3, 3] - T_true[:3, 3]
     )
+
+
+def test_a_calibration_file_of_another_map_is_named_as_such(cal_world: dict, tmp_path: Path, capsys, caplog) -> None:
+    """A `localize calibrate` file records the keyframes of the map it was fitted against; used with a map of other
+    keyframes (its gate and scales are that map's), `localize images` warns, naming both maps and what to do; with
+    its own map it says nothing."""
+    import cv2
+
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.calibration import load_calibration
+    from pose2rgbd.placemap import PlaceMap
+
+    cal = tmp_path / "cal.yaml"
+    assert main(["localize", "calibrate", "--map", str(cal_world["cal_map"]), "--dataset", str(cal_world["dataset"]),
+                 "--split", "all", "--out", str(cal), "--max-frames", "40"]) == 0  # fmt: skip
+    assert load_calibration(cal).source["map_keyframes_id"] == PlaceMap(cal_world["cal_map"]).keyframes_id
+    assert PlaceMap(cal_world["half"]).keyframes_id != PlaceMap(cal_world["cal_map"]).keyframes_id
+    ds = Dataset(cal_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 1)[:2]):
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    for which, warned in (("cal_map", False), ("half", True)):
+        caplog.clear()
+        assert main(["localize", "images", str(folder), "--map", str(cal_world[which]), "--calibration", str(cal),
+                     "--out", str(tmp_path / f"{which}.csv"), "--no-progress"]) in (0, 1)  # fmt: skip
+        said = [
+            r.getMessage() for r in caplog.records if "the calibration was fitted against the map" in r.getMessage()
+        ]
+        assert bool(said) == warned, said
+        if warned:
+            assert str(cal_world["cal_map"]) in said[0] and "localize calibrate --map" in said[0]

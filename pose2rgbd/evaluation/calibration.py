@@ -222,8 +222,9 @@ def calibrate_map(
                 [f for f, fl in zip(good, flagged) if fl], T_true[flagged]).items()})  # fmt: skip
     spacing = keyframe_spacing(pm.T_world_cam, pm.poses.rot_weight_m)
     pr, qr = coverage_ratios(pm.poses, np.stack([f.T_world_cam for f in good]), spacing)
-    source = {"map": str(map_path), "method": "structure", "dataset": str(ds.path),
-              "dataset_fingerprint": ds.fingerprint(), "split": kind, "fix_rate": float(ok.mean())}  # fmt: skip
+    source = {"map": str(map_path), "map_keyframes_id": pm.keyframes_id, "method": "structure",
+              "dataset": str(ds.path), "dataset_fingerprint": ds.fingerprint(), "split": kind,
+              "fix_rate": float(ok.mean())}  # fmt: skip
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, gate_quantile=min(ood_quantile, 0.5),
                                     scale_level=scale_level, source=source)  # fmt: skip
     return cal, notes, default

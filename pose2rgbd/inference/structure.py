@@ -191,6 +191,25 @@ class StructureConfig:
         return max(3 * self.candidates, self.prior_candidates)
 
 
+def calibration_map_mismatch(cal: Calibration, place_map: StructureMap) -> str:
+    """Why ``cal`` (a ``localize calibrate`` file) does not fit ``place_map``: fitted against a map of other
+    keyframes (its ``source.map_keyframes_id``; files without one, and maps in memory, are not checked); "" where it
+    fits. Its gate and scales are in units of that map's keyframe spacing and errors: on another map fixes are
+    flagged or passed, and their covariance scaled, by the other map's measure."""
+    from pose2rgbd.placemap.place_map import PlaceMap  # here: the map package imports the localizer
+
+    fitted = str(cal.source.get("map_keyframes_id", ""))
+    if not fitted or not isinstance(place_map, PlaceMap) or fitted == place_map.keyframes_id:
+        return ""
+    on = cal.source.get("map", "another map")
+    return (
+        f"the calibration was fitted against the map {on} (keyframes {fitted}), not this map {place_map.path} "
+        f"(keyframes {place_map.keyframes_id}): its covariance scales and out-of-distribution gate are that map's, "
+        f"and fixes here are flagged and scaled by them. Fit one for this map: `pose2rgbd localize calibrate --map "
+        f"{place_map.path} --dataset D`, or leave the calibration out to use the map's own"
+    )
+
+
 def _better_fix(a: Fix, b: Fix) -> bool:
     """Whether fix ``a`` is the better answer than ``b`` for one image: a fix without a flag before a flagged one;
     of two without, the higher confidence (both calibrated); of two flagged, more inliers."""
@@ -299,8 +318,12 @@ class StructureLocalizer:
         return self.map.image_hw
 
     def use_calibration(self, cal: Calibration, source: str = "file") -> None:
-        """Calibrate the fixes with ``cal`` (a ``localize calibrate`` file) instead of the map's own."""
+        """Calibrate the fixes with ``cal`` (a ``localize calibrate`` file) instead of the map's own; a warning
+        where the file was fitted against another map (:func:`calibration_map_mismatch`)."""
         self.calibration, self.calibration_source = cal, source
+        mismatch = calibration_map_mismatch(cal, self.map)
+        if mismatch:
+            log.warning(mismatch)
 
     def reset(self) -> None:
         """Forget the previous fix (a new sequence starts)."""

@@ -77,8 +77,9 @@ def test_structure_rows_csv_and_summary(tmp_path: Path) -> None:
 
 
 def test_structure_rows_tum_and_model_rows(tmp_path: Path) -> None:
-    """TUM: a line per fix (its index in name order), a comment line per image without one; the model's rows have
-    no fix columns and an empty out_of_distribution without a threshold."""
+    """TUM: a line per fix (its index in name order), a comment line per image without one and per fix out of
+    distribution (flagged, or below the threshold: a TUM reader skips it; its pose and why in the comment); the
+    model's rows have no fix columns and an empty out_of_distribution without a threshold."""
     out = tmp_path / "poses.tum"
     rows = StructureRows(out, "enu")
     for r in _results():
@@ -86,9 +87,18 @@ def test_structure_rows_tum_and_model_rows(tmp_path: Path) -> None:
     rows.write()
     lines = out.read_text().splitlines()
     assert lines[0].startswith("# index tx ty tz qx qy qz qw") and "world frame: enu" in lines[0]
-    assert [ln.split()[0] for ln in lines[1:4]] == ["0", "1", "2"] and float(lines[2].split()[1]) == 2.0
+    assert "fixes out of distribution, are comment lines" in lines[0]
+    assert lines[1].split()[0] == "0" and lines[3].split()[0] == "2"  # no threshold: a low confidence is a fix
+    assert lines[2].startswith("# 1 b,c.png: out of distribution (far from the map): 1 2.0 ")
     assert lines[4:] == ["# 3 e.png: no fix (too few inliers)", "# 4 f.png: no fix (f.png: not a decodable image)",
                          "# 5 g.png: no fix (g.png: another aspect ratio)"]  # fmt: skip
+    rows = StructureRows(out, "enu", threshold=0.5)
+    assert [rows.add(r) for r in _results()[:3]] == [False, True, True]
+    assert rows.lines[3].startswith("# 2 d.png: out of distribution (confidence 0.1 below 0.5): 2 3.0 ")
+    tum = ModelRows(tmp_path / "m.tum", "map", threshold=0.5)
+    tum.add(ModelPose(0, "a.png", np.eye(4), 0.9))
+    tum.add(ModelPose(1, "b.png", np.eye(4), 0.25))
+    assert tum.lines[1].startswith("0 0.0") and tum.lines[2].startswith("# 1 b.png: out of distribution (confidence")
     m = ModelRows(tmp_path / "m.csv", "map")
     m.add(ModelPose(0, "x,y.png", np.eye(4), 0.25))
     m.write()

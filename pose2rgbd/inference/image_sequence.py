@@ -239,18 +239,25 @@ class StructureRows:
     def __init__(self, out: Path, world_frame: str, threshold: float | None = None) -> None:
         self.out, self.tum, self.threshold = out, is_tum(out), threshold
         self.lines = (
-            [_tum_header(world_frame, "; images without a fix are comment lines")] if self.tum else [CSV_STRUCTURE]
+            [_tum_header(world_frame, "; images without a fix, and fixes out of distribution, are comment lines")]
+            if self.tum
+            else [CSV_STRUCTURE]
         )
 
     def add(self, r: ImageResult) -> bool:
-        """Add ``r``'s row; whether the fix is out of distribution (counted for either format: a TUM line has no
-        column for it)."""
+        """Add ``r``'s row; whether the fix is out of distribution. A TUM line has no column for it: such a fix is
+        a comment line with its pose and why (a reader of TUM trajectories skips it, as it skips an image without
+        a fix)."""
         fix = r.fix
         if fix is not None and fix.ok:
             pose = pose_fields(fix.T_world_cam, fix.quat_xyzw)
             ood = fix.out_of_distribution(self.threshold)
             if self.tum:
-                self.lines.append(f"{r.index} {pose.replace(',', ' ')}")
+                line = f"{r.index} {pose.replace(',', ' ')}"
+                if ood:
+                    why = fix.flag or f"confidence {fix.confidence:.3g} below {self.threshold:g}"
+                    line = f"# {r.index} {r.path.name}: out of distribution ({why}): {line}"
+                self.lines.append(line)
                 return ood
             bound = f"{fix.confidence_bound_m:.6g}" if fix.confidence_bound_m > 0 else ""
             self.lines.append(f"{csv_name(r.path.name)},{pose},{fix.confidence!r},{str(ood).lower()},true,,"
@@ -270,18 +277,27 @@ class StructureRows:
 
 class ModelRows:
     """The rows of an image -> pose model's poses: poses.csv (:data:`CSV_MODEL`; out_of_distribution empty without
-    a threshold) or TUM; an image left out has no row."""
+    a threshold) or TUM (a pose out of distribution, below the threshold, a comment line); an image left out has no
+    row."""
 
     def __init__(self, out: Path, world_frame: str, threshold: float | None = None) -> None:
         self.out, self.tum, self.threshold = out, is_tum(out), threshold
-        self.lines = [_tum_header(world_frame)] if self.tum else [CSV_MODEL]
+        self.lines = (
+            [_tum_header(world_frame, "; poses out of distribution are comment lines" if threshold is not None else "")]
+            if self.tum
+            else [CSV_MODEL]
+        )
         self.count = 0
 
     def add(self, p: ModelPose) -> None:
         pose = pose_fields(p.T_world_cam)
         self.count += 1
         if self.tum:
-            self.lines.append(f"{p.index} {pose.replace(',', ' ')}")
+            line = f"{p.index} {pose.replace(',', ' ')}"
+            if self.threshold is not None and p.confidence < self.threshold:
+                why = f"confidence {p.confidence:.3g} below {self.threshold:g}"
+                line = f"# {p.index} {p.name}: out of distribution ({why}): {line}"
+            self.lines.append(line)
         else:
             ood = "" if self.threshold is None else str(p.confidence < self.threshold).lower()
             self.lines.append(f"{csv_name(p.name)},{pose},{p.confidence!r},{ood}")

@@ -307,3 +307,30 @@ def test_a_calibration_file_of_another_map_is_named_as_such(cal_world: dict, tmp
         assert bool(said) == warned, said
         if warned:
             assert str(cal_world["cal_map"]) in said[0] and "localize calibrate --map" in said[0]
+
+
+def test_map_build_and_info_say_whether_the_map_is_calibrated(cal_world: dict, tmp_path: Path, capsys) -> None:
+    """`map build` and `map info` say whether the map calibrated its localizer (and why not, and what to do:
+    `localize calibrate`, not a rebuild that gives the same); `localize images` on an uncalibrated map says why."""
+    import cv2
+
+    from pose2rgbd.dataset import Dataset
+
+    capsys.readouterr()
+    assert main(["map", "info", str(cal_world["cal_map"])]) == 0
+    assert "calibration  calibrated at build:" in capsys.readouterr().out
+    small = tmp_path / "small"
+    assert main(["map", "build", "--dataset", str(cal_world["dataset"]), "--out", str(small), "--sources", "0",
+                 "--stride", "40", "--no-progress"]) == 0  # fmt: skip
+    built = capsys.readouterr().out
+    assert "calibration  not calibrated (" in built and "too few to hold out" in built
+    assert "localize calibrate --map" in built
+    assert main(["map", "info", str(small), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration"]["status"] == "not calibrated"
+    ds = Dataset(cal_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), ds.read_rgb(int(np.flatnonzero(ds.frames.source_id == 0)[3]))[..., ::-1])
+    main(["localize", "images", str(folder), "--map", str(small), "--out", str(tmp_path / "p.csv"), "--no-progress"])
+    said = capsys.readouterr().out
+    assert "holds no calibration (" in said and "too few to hold out" in said and "map build" not in said

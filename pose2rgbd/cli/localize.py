@@ -271,8 +271,8 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         loc.use_calibration(cal)
         threshold = cal.ood_threshold if cal.ood_threshold > 0 else None
     elif loc.calibration is None:
-        print(f"  note: the map {args.map} holds no calibration: covariances are the inliers' raw information "
-              "(too small) and nothing is flagged; rebuild it with `pose2rgbd map build`")  # fmt: skip
+        print(f"  note: the map {args.map} holds no calibration{_uncalibrated_why(loc.map)}: covariances are the "
+              f"inliers' raw information (too small) and nothing is flagged")  # fmt: skip
     s = run_sequence(loc, files, args.out, threshold=threshold, bit_depth=args.bit_depth,
                      progress=not args.no_progress)  # fmt: skip
     print(f"{args.out}: {s.fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
@@ -294,6 +294,16 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     if s.no_exif:
         print(f"  {no_exif_note(s.no_exif, len(files))}")
     return 0 if s.fixes else 1
+
+
+def _uncalibrated_why(place_map: object) -> str:
+    """`` (why; what to do)`` for a map on disk without a calibration (its manifest's reason), else ""."""
+    from pose2rgbd.placemap import PlaceMap
+
+    if not isinstance(place_map, PlaceMap):
+        return ""
+    c = place_map.calibration_status()
+    return f" ({'; '.join(v for v in (c.get('reason'), c.get('note')) if v)})"
 
 
 def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:

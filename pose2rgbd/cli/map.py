@@ -258,5 +258,14 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
     print(f"  size         {s['size_bytes'] / 1e6:.1f} MB ({per:.0f} MB per 1,000 keyframes)")
     if s.get("build_s") is not None:
         print(f"  built in     {s['build_s']:.1f} s ({s['build_s_per_1000_keyframes']:.0f} s per 1,000 keyframes)")
+    c = s.get("calibration") or {}
+    if c.get("status") == "calibrated":
+        print(f"  calibration  calibrated at build: {c.get('fixes')} fixes of {c.get('held_out')} held-out keyframes "
+              "(the localizer's covariance and out-of-distribution gate)")  # fmt: skip
+    elif c:
+        why = f" ({c['reason']})" if c.get("reason") else ""
+        note = f"; {c['note']}" if c.get("note") else ""
+        print(f"  calibration  {c['status']}{why}: fixes get their inliers' raw covariance (too small) and none is "
+              f"flagged{note}")  # fmt: skip
     if s.get("verified"):
         print(f"  verified     {s['verified']}")

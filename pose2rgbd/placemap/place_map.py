@@ -223,7 +223,28 @@ class PlaceMap:
             "build_s": m.get("build_s"),
             "build_s_per_1000_keyframes": (m.get("build_s") or 0) * 1000 / len(self),
             "created_utc": m.get("created_utc"),
+            "calibration": self.calibration_status(),
         }
+
+    def calibration_status(self) -> dict[str, Any]:
+        """Whether the map calibrated its localizer at build (docs/place-map.md, "Calibration"): ``status``
+        (``calibrated``, ``not calibrated``, or ``none`` for a map built before maps calibrated themselves), the
+        ``reason`` where it is not, ``held_out`` / ``fixes`` / ``seconds`` where it is; ``note``: what to do."""
+        c = self.manifest.get("calibration")
+        if not isinstance(c, dict):
+            return {"status": "none", "note": f"built without a calibration: rebuild it with "
+                    f"{rebuild_command(self.path, self.manifest)}, or `pose2rgbd localize calibrate --map "
+                    f"{self.path}` on frames outside it"}  # fmt: skip
+        status = str(c.get("status", "none"))
+        out: dict[str, Any] = {"status": status}
+        if status == "calibrated":
+            out.update({k: c[k] for k in ("held_out", "fixes", "seconds") if k in c})
+        else:
+            out["reason"] = str(c.get("reason", ""))
+            if "localize calibrate" not in out["reason"]:
+                out["note"] = f"calibrate it with `pose2rgbd localize calibrate --map {self.path} --dataset D` on "
+                out["note"] += "frames outside it"
+        return out
 
     def features_with_point(self) -> int:
         """How many of the stored local features have a world point (all of a map lifted from depth; those

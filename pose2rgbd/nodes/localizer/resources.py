@@ -11,6 +11,7 @@ from pose2rgbd.inference.calibration import Calibration, load_calibration
 from pose2rgbd.inference.refine import Refiner
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
 from pose2rgbd.nodes.logic import get_logger
+from pose2rgbd.placemap.place_map import PlaceMap
 
 
 def load_node_calibration(cfg: LocalizerConfig, log: Any = None) -> Calibration | None:
@@ -50,11 +51,12 @@ def configure_localizer(cfg: LocalizerConfig) -> dict[str, Any]:
         if calibration is not None:  # a covariance_file overrides the map's own calibration
             engine.use_calibration(calibration)
         elif engine.calibration is None:
+            why = engine.map.calibration_status().get("reason") if isinstance(engine.map, PlaceMap) else ""
             get_logger(None, "pose2rgbd.localizer").warning(
-                f"the map {cfg.map} holds no calibration (built without one, or too small to calibrate itself): "
-                "each fix's covariance is its inliers' raw information (about 10x too small in standard deviation "
-                "on real data) and nothing is flagged; rebuild the map or set covariance_file "
-                "(`pose2rgbd localize calibrate --map`)"
+                f"the map {cfg.map} holds no calibration ({why or 'built without one'}): each fix's covariance is "
+                "its inliers' raw information (about 10x too small in standard deviation on real data) and nothing "
+                "is flagged; set covariance_file to a calibration of this map (`pose2rgbd localize calibrate --map "
+                f"{cfg.map} --dataset D`, frames outside the map)"
             )
     return {"engine": engine, "calibration": calibration, "refiner": load_refiner(cfg, engine),
             "method": method}  # fmt: skip

@@ -445,6 +445,9 @@ def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> N
     node.on_image(M.image(f, 12 * s, "cam", img, "rgb8"), 12 * s)  # both 2 s old
     assert eng.priors[-1] is None
     assert node.counters["fixes"] == 4 and node.counters["frames"] == 4
+    # the diagnostics name the covariance's source as each fix's status does: the map's calibration
+    values = {kv.key: kv.value for kv in node.diagnostics(13 * s).status[0].values}
+    assert values["covariance_source"] == "map"
 
 
 def test_a_structure_localize_node_says_where_the_machine_hands_freed_memory_back(

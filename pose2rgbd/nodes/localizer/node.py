@@ -206,7 +206,7 @@ class LocalizerNode(NodeLogic):
         self.count("out_of_distribution", int(ood))
         self._last_ood = ood
         self._confidence.append(fix.confidence)
-        values.update(flag=fix.flag, covariance_source=str(getattr(self.engine, "calibration_source", "")))
+        values.update(flag=fix.flag, covariance_source=self._covariance_source())
         if fix.confidence_bound_m > 0:
             values["confidence_bound_m"] = f"{fix.confidence_bound_m:.4g}"
         return pose_messages(self.f, self.cfg, self.world_frame, msg, stamp, fix.T_world_cam, fix.confidence, ood,
@@ -239,6 +239,13 @@ class LocalizerNode(NodeLogic):
             self.engine.query_intrinsics = (cam.fx, cam.fy, cam.cx, cam.cy)
         return []
 
+    def _covariance_source(self) -> str:
+        """Where the published covariance comes from: for the structure localizer its calibration (``map``,
+        ``file``, ``none``), for an image -> pose model the node's (``file`` or ``default``)."""
+        if self.structured:
+            return str(getattr(self.engine, "calibration_source", ""))
+        return self.cov.source
+
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency.percentiles_ms()
@@ -258,7 +265,8 @@ class LocalizerNode(NodeLogic):
             "confidence_last": f"{conf[-1]:.4f}",
             "confidence_median": f"{float(np.median(conf)):.4f}",
             "ood_threshold": f"{self.ood_threshold:.4f}",
-            "covariance_source": self.cov.source,
+            # the structure localizer's own (the map's calibration, a file's, none), as in each fix's status
+            "covariance_source": self._covariance_source(),
             **c,
         }
         if self.structured:

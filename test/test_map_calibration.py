@@ -334,3 +334,33 @@ def test_map_build_and_info_say_whether_the_map_is_calibrated(cal_world: dict, t
     main(["localize", "images", str(folder), "--map", str(small), "--out", str(tmp_path / "p.csv"), "--no-progress"])
     said = capsys.readouterr().out
     assert "holds no calibration (" in said and "too few to hold out" in said and "map build" not in said
+
+
+def test_localize_calibrate_leaves_out_frames_beyond_the_map_and_says_when_too_few_remain(
+    cal_world: dict, tmp_path: Path, capsys
+) -> None:
+    """A map of a part of the dataset (`--piece 1/3` of the survey): `localize calibrate --split all` leaves out the
+    frames beyond the map's coverage (farther than its own calibration's outer range), saying so, and fits on the
+    rest; a map of every frame has none left to calibrate on: the error says that, not "a map of another place"."""
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.placemap import PlaceMap
+
+    part, everything = tmp_path / "part", tmp_path / "all"
+    assert main(["map", "build", "--dataset", str(cal_world["dataset"]), "--out", str(part), "--sources", "0",
+                 "--piece", "1/3", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["localize", "calibrate", "--map", str(part), "--dataset", str(cal_world["dataset"]), "--split", "all",
+                 "--out", str(tmp_path / "cal.yaml")]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    m = re.search(r"note: (\d+) of the dataset's frames outside the map lie beyond its coverage", text)
+    assert m is not None, text
+    outside = len(Dataset(cal_world["dataset"])) - len(PlaceMap(part))
+    assert 0 < int(m[1]) < outside
+    assert main(["map", "build", "--dataset", str(cal_world["dataset"]), "--out", str(everything),
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["localize", "calibrate", "--map", str(everything), "--dataset", str(cal_world["dataset"]),
+                 "--split", "all", "--out", str(tmp_path / "cal2.yaml")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "only 0 of the dataset's frames lie outside the map" in err and "another place" not in err
+    assert not (tmp_path / "cal2.yaml").exists()

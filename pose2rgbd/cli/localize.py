@@ -303,7 +303,7 @@ def _uncalibrated_why(place_map: object) -> str:
     if not isinstance(place_map, PlaceMap):
         return ""
     c = place_map.calibration_status()
-    return f" ({'; '.join(v for v in (c.get('reason'), c.get('note')) if v)})"
+    return f" ({'; '.join(str(v) for v in (c.get('reason'), c.get('note')) if v)})"
 
 
 def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:

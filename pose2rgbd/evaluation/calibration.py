@@ -175,6 +175,7 @@ def calibrate_map(
         coverage_ratios,
         fit_structure_calibration,
         keyframe_spacing,
+        map_calibration,
         published_factors,
     )
     from pose2rgbd.placemap import PlaceMap
@@ -193,9 +194,30 @@ def calibrate_map(
     else:
         raise ConfigError(f"split {kind!r} is not one of {', '.join(SPLIT_KINDS)}, all")
     inside = np.isin(frames, pm.frames)
+    which = "the dataset's" if kind == "all" else f"the {kind} split's validation"
     if inside.any():
-        notes.append(f"{int(inside.sum())} of the {kind} frames are keyframes of the map: left out")
+        notes.append(f"{int(inside.sum())} of {which} frames are keyframes of the map: left out")
     frames = frames[~inside]
+    own = map_calibration(pm)
+    if own is not None and own.gate and len(frames):
+        # frames beyond what the map covers (a map of a part of the dataset: --piece, --sources) measure places
+        # the map does not hold: their fixes, where any, would widen the covariance of every fix in the map
+        pr, qr = coverage_ratios(pm.poses, ds.frames.T_world_cam[frames], own.gate)
+        far_p = own.gate.get("gap_max_position_ratio", own.gate.get("max_position_ratio", np.inf))
+        far_q = own.gate.get("gap_max_pose_ratio", own.gate.get("max_pose_ratio", np.inf))
+        beyond = (pr > far_p) | (qr > far_q)
+        if beyond.any():
+            notes.append(
+                f"{int(beyond.sum())} of {which} frames outside the map lie beyond its coverage (farther from its "
+                f"keyframes than its own calibration's outer range, {far_p:.3g} keyframe spacings): left out"
+            )
+            frames = frames[~beyond]
+    if len(frames) < MIN_FRAMES:
+        raise ConfigError(
+            f"only {len(frames)} of {which} frames lie outside the map and within its coverage (need {MIN_FRAMES}) "
+            "to calibrate on: give --split all (every frame outside the map), or a dataset of other frames of the "
+            "same place"
+        )
     if max_frames and len(frames) > max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
     cfg = dataclasses.replace(structure or StructureConfig(), use_previous_fix=False, ood_policy="flag")

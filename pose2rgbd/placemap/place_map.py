@@ -226,7 +226,7 @@ class PlaceMap:
             "calibration": self.calibration_status(),
         }
 
-    def calibration_status(self) -> dict[str, Any]:
+    def calibration_status(self) -> dict[str, object]:
         """Whether the map calibrated its localizer at build (docs/place-map.md, "Calibration"): ``status``
         (``calibrated``, ``not calibrated``, or ``none`` for a map built before maps calibrated themselves), the
         ``reason`` where it is not, ``held_out`` / ``fixes`` / ``seconds`` where it is; ``note``: what to do."""
@@ -236,14 +236,17 @@ class PlaceMap:
                     f"{rebuild_command(self.path, self.manifest)}, or `pose2rgbd localize calibrate --map "
                     f"{self.path}` on frames outside it"}  # fmt: skip
         status = str(c.get("status", "none"))
-        out: dict[str, Any] = {"status": status}
+        out: dict[str, object] = {"status": status}
         if status == "calibrated":
             out.update({k: c[k] for k in ("held_out", "fixes", "seconds") if k in c})
         else:
-            out["reason"] = str(c.get("reason", ""))
-            if "localize calibrate" not in out["reason"]:
-                out["note"] = f"calibrate it with `pose2rgbd localize calibrate --map {self.path} --dataset D` on "
-                out["note"] += "frames outside it"
+            reason = str(c.get("reason", ""))
+            out["reason"] = reason
+            if "localize calibrate" not in reason:
+                out["note"] = (
+                    f"calibrate it with `pose2rgbd localize calibrate --map {self.path} --dataset D` on frames "
+                    "outside it"
+                )
         return out
 
     def features_with_point(self) -> int:

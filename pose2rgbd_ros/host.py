@@ -27,7 +27,9 @@ each render and the poses went stale (docs/ros.md, "Threads and TF").
 Parameters: a set request goes through a callback. Before configure every valid value is accepted (it is
 read at configure); afterwards the logic's ``on_parameter_change`` applies it at once or refuses it with the
 reason (``ros2 param set`` then reports the failure). Timers whose period depends on a changed parameter are
-re-created.
+re-created. A parameter given at start that the node does not have (a typo: ``-p rate:=5.0`` for ``rate_hz``) is
+named in a warning with the nearest parameters (:func:`~pose2rgbd.nodes.spec.unknown_parameters`), and again when
+configure fails.
 """
 
 from __future__ import annotations
@@ -50,7 +52,16 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TransformException
-from pose2rgbd.nodes.spec import Handler, NodeSpec, bound, check_logic, config_from_flat, get_key, with_resources
+from pose2rgbd.nodes.spec import (
+    Handler,
+    NodeSpec,
+    bound,
+    check_logic,
+    config_from_flat,
+    get_key,
+    unknown_parameters,
+    with_resources,
+)
 from pose2rgbd.nodes.tf import TIME_JUMP_BACK_S, TFInput, tf_topics
 from pose2rgbd_ros.factory import RclpyFactory
 
@@ -146,6 +157,13 @@ class NodeHost(LifecycleNode):
             ),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # a misspelt override (-p rate:=5.0 for rate_hz, a params file's typo) is no parameter of ours: rclpy keeps
+        # it unused without a word, so it is named here, with the nearest parameters (a warning, not an error: a
+        # params file for several nodes ('/**') holds the others' parameters too)
+        overrides = list(getattr(self, "_parameter_overrides", {}))
+        self.unknown_parameters = unknown_parameters(spec, overrides, [n for n in overrides if self.has_parameter(n)])
+        if self.unknown_parameters:
+            self.get_logger().warning(self.unknown_parameters)
         if self.get_parameter(AUTOSTART).value:
             self.autostart()
 
@@ -178,7 +196,8 @@ class NodeHost(LifecycleNode):
                 self.factory.cls(msgtype)
         except Pose2RGBDError as e:
             self.configure_error = e
-            self.get_logger().error(f"configure failed: {e}")
+            hint = f" ({self.unknown_parameters})" if self.unknown_parameters else ""
+            self.get_logger().error(f"configure failed: {e}{hint}")
             return TransitionCallbackReturn.FAILURE
         with self._lock:
             self.cfg, self.resources, self.logic = cfg, resources, logic

@@ -342,3 +342,106 @@ def test_the_world_frame_defaults_to_the_models(
         assert other.world_frame == "map" and "is not the model's world frame 'world'" in caplog.text
     finally:
         engine.world_frame = saved
+
+
+def _diag(r: Renderer, now_ns: int) -> tuple[int, str, dict[str, str]]:
+    st = r.diagnostics(now_ns).status[0]
+    return st.level, st.message, {kv.key: kv.value for kv in st.values}
+
+
+def test_diagnostics_warn_when_tf_stops(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    """TF that stops (the last transform stays the newest): the ticks count the pose as stale once it is older than
+    max_pose_age_s, and the diagnostics turn WARN once nothing was published for longer than the largest of 1 s,
+    three periods and max_pose_age_s, saying for how long and why."""
+    r = make(engine, factory, rate_hz=10.0, max_pose_age_s=0.5)
+    assert r.stall_after_s() == 1.0
+    tf = TFBuffer()
+    tf.set_transform("map", "camera_optical_frame", 5 * S, [0, 0, 10], [1.0, 0, 0, 0])
+    assert r.tick(5 * S, tf.lookup_transform)
+    assert _diag(r, 5 * S + S // 2)[:2] == (0, "rendering")
+    for k in range(1, 100):  # 10 s of ticks, no new transform
+        assert r.tick(5 * S + k * S // 10, tf.lookup_transform) == []
+    assert r.counters["stale_poses"] == 94  # from 0.6 s on
+    level, text, values = _diag(r, 15 * S)
+    assert level == 1, text
+    assert text.startswith("nothing published for 10.0 s (more than 1 s, the last frame's pose stamped 5.000)"), text
+    assert "no new pose: TF map -> camera_optical_frame has not moved on for 9.90 s (max_pose_age_s 0.5)" in text
+    assert values["last_frame_age_s"] == "10.00" and values["stale_poses"] == "94"
+    # a slower rate or a longer max_pose_age_s gives a pose longer to come
+    assert make(engine, factory, rate_hz=1.0).stall_after_s() == 3.0
+    assert make(engine, factory, rate_hz=10.0, max_pose_age_s=5.0).stall_after_s() == 5.0
+    assert make(engine, factory, pose_source="topic", rate_hz=0.0, max_pose_age_s=0.0).stall_after_s() == 1.0
+
+
+def test_diagnostics_warn_about_stale_poses(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    """TF stamped 2 s behind the node's clock: nothing is rendered and the diagnostics say that the poses are stale,
+    before the first frame and after frames stopped."""
+    r = make(engine, factory, rate_hz=10.0, max_pose_age_s=0.5)
+    tf = TFBuffer()
+    for k in range(1, 31):  # 3 s
+        now = 10 * S + k * S // 10
+        tf.set_transform("map", "camera_optical_frame", now - 2 * S, [0, 0, 10], [1.0, 0, 0, 0])
+        assert r.tick(now, tf.lookup_transform) == []
+    level, text, _ = _diag(r, 13 * S)
+    assert (level, text) == (1, "no frame rendered yet: poses are stale: the newest is 2.00 s old (max_pose_age_s 0.5)")
+    tf.set_transform("map", "camera_optical_frame", 13 * S, [0, 0, 10], [1.0, 0, 0, 0])
+    assert r.tick(13 * S, tf.lookup_transform)  # a fresh one
+    for k in range(1, 21):  # 2 s stale again
+        now = 13 * S + k * S // 10
+        tf.set_transform("map", "camera_optical_frame", now - 2 * S + 1, [0, 0, 10], [1.0, 0, 0, 0])
+        r.tick(now, tf.lookup_transform)
+    level, text, _ = _diag(r, 15 * S)
+    assert level == 1 and text.startswith("nothing published for 2.0 s") and "poses are stale" in text, text
+
+
+def test_out_of_bounds_is_said_only_while_it_is_current(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    """An out-of-bounds frame, then TF lost: the diagnostics no longer call the pose out of bounds but say that
+    nothing was published, and why (the lookup's error, without a stray '.' before the ';')."""
+    r = make(engine, factory, rate_hz=10.0)
+    tf = TFBuffer()
+    tf.set_transform("map", "camera_optical_frame", 5 * S, [500.0, 0, 10], [1.0, 0, 0, 0])
+    assert dict(r.tick(5 * S, tf.lookup_transform))["rgbd"].out_of_bounds
+    level, text, _ = _diag(r, 5 * S + S // 2)
+    assert level == 1 and text.startswith("current pose is out of the training bounds"), text
+    lost = TFBuffer()  # no transform at all
+    for k in range(1, 50):
+        assert r.tick(5 * S + k * S // 10, lost.lookup_transform) == []
+    level, text, _ = _diag(r, 10 * S)
+    assert level == 1 and "out of the training bounds" not in text, text
+    assert text.startswith("nothing published for 5.0 s") and "no transform map -> camera_optical_frame: " in text
+    assert " . " not in text and ".;" not in text and "does not exist" in text, text
+
+
+def test_a_missing_transform_is_warned_about_without_a_stray_full_stop(
+    engine: RenderEngine, factory: TypestoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = make(engine, factory)
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        assert r.tick(S, TFBuffer().lookup_transform) == []
+    said = [m.getMessage() for m in caplog.records if "no transform" in m.getMessage()]
+    assert len(said) == 1 and said[0].endswith("does not exist; nothing published"), said
+
+
+def test_out_of_bounds_renders_give_planners_no_points(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    """A pose far outside the training poses: the cloud is all NaN (is_dense false) and the mask 0 by default, so a
+    planner sees no obstacle it cannot trust; the depth image stays as rendered (flagged in RGBD);
+    cloud.keep_out_of_bounds (live) keeps them."""
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    out = dict(r.on_pose(pose_stamped(F, S, "map", look_down_pose(500, 0, 10)), S))
+    assert out["rgbd"].out_of_bounds
+    np.testing.assert_allclose(image_to_numpy(out["depth/image_raw"]), 10.0, rtol=1e-4)
+    cloud = out["depth/points"]
+    assert not cloud.is_dense and (cloud.height, cloud.width) == (32, 32)
+    assert all(np.isnan(v).all() for k, v in point_cloud2_fields(cloud).items() if k != "rgb")
+    assert (image_to_numpy(out["mask/image_raw"]) == 0).all()
+    assert "depth/points and the mask hold no valid point" in r.diagnostics(S).status[0].message
+    assert RendererConfig().cloud.keep_out_of_bounds is False
+    assert r.on_parameter_change("cloud.keep_out_of_bounds", True)[0]
+    out = dict(r.on_pose(pose_stamped(F, 2 * S, "map", look_down_pose(500, 0, 10)), 2 * S))
+    assert out["rgbd"].out_of_bounds and out["depth/points"].is_dense
+    np.testing.assert_allclose(point_cloud2_fields(out["depth/points"])["z"], 10.0, rtol=1e-4)
+    assert (image_to_numpy(out["mask/image_raw"]) == 255).all()
+    # back in bounds: points again, whatever the setting
+    assert r.on_parameter_change("cloud.keep_out_of_bounds", False)[0]
+    out = dict(r.on_pose(pose_stamped(F, 3 * S, "map", look_down_pose(0, 0, 10)), 3 * S))
+    assert not out["rgbd"].out_of_bounds and out["depth/points"].is_dense

@@ -442,3 +442,41 @@ def test_host_tf_subscription_still_reports_an_incompatible_publisher(rclpy_cont
 
         _spin_until(executor, warned, 10.0, lambda: f"no incompatible-QoS warning: {seen[0]}")
         assert "/tf" in seen[0], seen[0]
+
+
+def test_host_names_a_parameter_given_that_the_node_does_not_have(rclpy_context, capfd) -> None:  # type: ignore[no-untyped-def]
+    """``--ros-args -p gian:=3`` (a typo of ``gain``): rclpy keeps such an override unused without a word; the host
+    warns, naming it and the nearest parameter, and says it again when configure fails. Parameters of the node and
+    of rclpy itself (use_sim_time) and autostart are not named."""
+    from pose2rgbd_ros.host import NodeHost
+
+    args = ["--ros-args", "-p", "autostart:=false", "-p", "use_sim_time:=false", "-p", "gain:=3", "-p", "gian:=4",
+            "-p", "topics.inptu:=x", "-p", "zzz:=1"]  # fmt: skip
+    node = NodeHost(TOY, cli_args=args)
+    try:
+        said = node.unknown_parameters
+        assert said.startswith("not a parameter of toy, ignored: 'gian' (did you mean gain?), "), said
+        assert "'topics.inptu' (did you mean topics.input or topics.output?)" in said and "'zzz';" in said, said
+        assert "autostart" not in said and "use_sim_time" not in said and "'gain'" not in said, said
+        assert node.get_parameter("gain").value == 3 and "as if they were not given" in said
+        assert said in capfd.readouterr().err
+    finally:
+        node.destroy_node()
+    plain = NodeHost(TOY, cli_args=["--ros-args", "-p", "autostart:=false", "-p", "gain:=3"])
+    try:
+        assert plain.unknown_parameters == ""
+    finally:
+        plain.destroy_node()
+
+
+def test_render_node_says_which_parameter_was_misspelt_when_configure_fails(rclpy_context, capfd) -> None:  # type: ignore[no-untyped-def]
+    """``-p engine.chekpoint:=...``: the configure failure (no checkpoint) names the misspelt parameter too."""
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd_ros.node_main import make_node
+
+    with pytest.raises(CheckpointError):
+        make_node("render", cli_args=["--ros-args", "-p", "engine.chekpoint:=/tmp/model.pt"])
+    err = capfd.readouterr().err
+    failed = [line for line in err.splitlines() if "configure failed" in line]
+    assert len(failed) == 1, err
+    assert "'engine.chekpoint' (did you mean engine.checkpoint" in failed[0], failed

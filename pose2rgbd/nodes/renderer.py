@@ -103,11 +103,20 @@ class RendererCloud:
     )
     min_confidence: float = ranged_field(0.0, "pixels whose confidence is below this are invalid", 0.0, 1.0)
     colour: bool = help_field(True, "add the rendered colour as a packed float32 'rgb' field (PCL / RViz layout)")
+    keep_out_of_bounds: bool = help_field(
+        False,
+        "keep the points and the mask of a render whose pose is out of the training bounds (false: no valid point, "
+        "every cloud point NaN and the mask 0; the depth image is published as it is, flagged in RGBD)",
+    )
 
 
 SLOW_AFTER_FRAMES = 20  # the renders the diagnostics wait for before saying they are slower than rate_hz
 RATE_WINDOW = 50  # the latest renders whose (monotonic) times measure the rate that reaches the topics
 STARVED_SHARE = 0.5  # a measured rate below this share of rate_hz (renders fast enough) is said, with why
+# The diagnostics turn WARN when nothing was published for longer than the largest of STALL_MIN_S, STALL_PERIODS
+# periods at rate_hz and max_pose_age_s (Renderer.stall_after_s; docs/ros.md, the diagnostics row).
+STALL_MIN_S = 1.0
+STALL_PERIODS = 3.0
 
 
 @dataclass
@@ -203,6 +212,10 @@ class Renderer(NodeLogic):
         self.tf_lookup = tf_lookup
         self._pending: tuple[int, np.ndarray] | None = None  # the one latest pose slot (topic source)
         self._last_rendered_stamp: int | None = None
+        self._last_frame_ns: int | None = None  # node clock when the latest frame was published
+        self._last_pose_rx_ns: int | None = None  # node clock when the latest PoseStamped arrived (pose source topic)
+        self._silent_why = ""  # why the latest tick published nothing ("" after a frame): the diagnostics say it
+        self._rejected_why = ""  # why the latest PoseStamped was rejected ("" once a valid one arrived)
         self.latency = Latencies()  # of the rendered frames
         self._last_oob = False
         self._camera_info_cache: Any = None
@@ -245,11 +258,13 @@ class Renderer(NodeLogic):
             stamp, T = self.pose_from_msg(msg)
         except GeometryError as e:
             self.count("rejected_poses")
+            self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {e}"
             self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
             return []
         if self._pending is not None:
             self.count("superseded_poses")
         self._pending = (stamp, T)
+        self._last_pose_rx_ns, self._rejected_why = now_ns, ""
         if self.cfg.rate_hz == 0:
             return self.tick(now_ns)
         return []
@@ -260,28 +275,39 @@ class Renderer(NodeLogic):
             lookup = lookup or self.tf_lookup
             if lookup is None:
                 raise ConfigError("pose_source is 'tf' but no TF lookup was given (set_tf_lookup or tick())")
+            tf_pair = f"{self.world_frame} -> {self.cfg.camera_frame}"
             try:
                 T, stamp = lookup(self.world_frame, self.cfg.camera_frame, 0)
             except TransformException as e:
                 self.count("tf_failures")
-                self.warning(
-                    "tf",
-                    now_ns,
-                    f"no transform {self.world_frame} -> {self.cfg.camera_frame}: {e}; nothing published",
-                )
+                self._silent_why = f"no transform {tf_pair}: {str(e).strip().rstrip('.')}"
+                self.warning("tf", now_ns, f"{self._silent_why}; nothing published")
                 return []
             if stamp == 0:  # a chain of /tf_static alone (a fixed camera): valid at every time, rendered at the rate
                 stamp = now_ns
             elif stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render
+                age_s = (now_ns - stamp) * 1e-9
+                self._silent_why = f"no new pose: TF {tf_pair} has not moved on for {age_s:.2f} s"
+                if self._stale(age_s):  # TF stopped: the pose rendered last is the newest, and it is stale now
+                    self.count("stale_poses")
+                    self._silent_why += f" (max_pose_age_s {self.cfg.max_pose_age_s:g})"
+                    self.warning("stale", now_ns, f"{self._silent_why}; nothing published")
                 return []
         else:
             if self._pending is None:
+                since = self._last_pose_rx_ns
+                self._silent_why = self._rejected_why or f"no new pose on '{self.cfg.topics.pose}'" + (
+                    " yet" if since is None else f" for {(now_ns - since) * 1e-9:.2f} s"
+                )
                 return []
             stamp, T = self._pending
             self._pending = None
         age_s = (now_ns - stamp) * 1e-9
-        if self.cfg.max_pose_age_s > 0 and age_s > self.cfg.max_pose_age_s:
+        if self._stale(age_s):
             self.count("stale_poses")
+            self._silent_why = (
+                f"poses are stale: the newest is {age_s:.2f} s old (max_pose_age_s {self.cfg.max_pose_age_s:g})"
+            )
             self.warning(
                 "stale", now_ns, f"newest pose is {age_s:.2f} s old (max_pose_age_s {self.cfg.max_pose_age_s}); skipped"
             )
@@ -290,10 +316,17 @@ class Renderer(NodeLogic):
             res = self.engine.render_lookahead(T, stamp)
         except GeometryError as e:
             self.count("rejected_poses")
+            self._silent_why = f"the newest pose was rejected: {e}"
             self.warning("bad_pose", now_ns, f"rejected pose: {e}")
             return []
         self._last_rendered_stamp = stamp
-        return self._outputs(res, stamp)
+        out = self._outputs(res, stamp)
+        self._last_frame_ns, self._silent_why = now_ns, ""
+        return out
+
+    def _stale(self, age_s: float) -> bool:
+        """Whether a pose ``age_s`` old is too old to render (``max_pose_age_s``; 0: never)."""
+        return self.cfg.max_pose_age_s > 0 and age_s > self.cfg.max_pose_age_s
 
     def render_at_pose(self, request: Any, response: Any, now_ns: int) -> Any:
         """RenderAtPose service: fills and returns ``response`` (success false + message on bad input)."""
@@ -343,11 +376,15 @@ class Renderer(NodeLogic):
 
     def valid_mask(self, res: RenderResult) -> np.ndarray | None:
         """``(H, W)`` bool of frame 0: finite depth > 0, within ``cloud.max_range_m``, confidence at least
-        ``cloud.min_confidence`` (``None`` without depth). The cloud and the mask topic both follow it."""
+        ``cloud.min_confidence`` (``None`` without depth); none of it for a pose out of the training bounds unless
+        ``cloud.keep_out_of_bounds``: a planner would take a guess far from anything the model saw for obstacles.
+        The cloud and the mask topic both follow it."""
         if res.depth is None:
             return None
         c = self.cfg.cloud
         d = res.depth[0]
+        if bool(res.out_of_bounds[0]) and not c.keep_out_of_bounds:
+            return np.zeros(d.shape, dtype=bool)
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(d) & (d > 0)
             if c.max_range_m > 0:
@@ -385,11 +422,17 @@ class Renderer(NodeLogic):
         if oob and not self._last_oob:
             cov = res.coverage_m
             far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
+            dropped = (
+                ""
+                if self.cfg.cloud.keep_out_of_bounds
+                else "; while it is, depth/points and the mask hold no valid point "
+                "(cloud.keep_out_of_bounds keeps them)"
+            )
             self.log.warning(
-                f"camera pose is outside the training poses (+ margin){far}: renders are unreliable. Where every pose "
-                f"is, {self.world_frame!r} in TF may not be where the model's training poses are (a converted bag's "
-                "world is its TF map where its /tf had one, else ENU about the GPS datum: docs/conventions.md, "
-                '"world frame")'
+                f"camera pose is outside the training poses (+ margin){far}: renders are unreliable{dropped}. Where "
+                f"every pose is, {self.world_frame!r} in TF may not be where the model's training poses are (a "
+                "converted bag's world is its TF map where its /tf had one, else ENU about the GPS datum: "
+                'docs/conventions.md, "world frame")'
             )
         self._last_oob = oob
         pub, top = self.cfg.publish, self.cfg.topics
@@ -447,19 +490,50 @@ class Renderer(NodeLogic):
             )
         return ""
 
+    def stall_after_s(self) -> float:
+        """How long the node may publish nothing before its diagnostics say so: the largest of
+        :data:`STALL_MIN_S`, :data:`STALL_PERIODS` periods at ``rate_hz`` (TF or poses that come slower than the
+        rate leave ticks without a new pose) and ``max_pose_age_s`` (a pose up to that old is still rendered, so
+        poses that far apart are within what the node was told to take)."""
+        rate = self.cfg.rate_hz
+        return max(STALL_MIN_S, self.cfg.max_pose_age_s, STALL_PERIODS / rate if rate > 0 else 0.0)
+
+    def _stalled(self, now_ns: int) -> str:
+        """Why nothing was published for longer than :meth:`stall_after_s` ("" when a frame came since, or before the
+        first frame: the diagnostics say that otherwise)."""
+        if self._last_frame_ns is None:
+            return ""
+        gap_s = (now_ns - self._last_frame_ns) * 1e-9
+        if gap_s <= self.stall_after_s():
+            return ""
+        last = (
+            ""
+            if self._last_rendered_stamp is None
+            else f", the last frame's pose stamped {self._last_rendered_stamp * 1e-9:.3f}"
+        )
+        why = self._silent_why or "no pose to render"
+        return f"nothing published for {gap_s:.1f} s (more than {self.stall_after_s():g} s{last}): {why}"
+
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency.percentiles_ms()
         c = self.counters
+        stalled = self._stalled(now_ns)
         if c["frames"] == 0:
-            level, text = 1, "no frame rendered yet (waiting for a pose)"
+            level, text = 1, f"no frame rendered yet: {self._silent_why or 'waiting for a pose'}"
+        elif stalled:  # the latest frame's out-of-bounds flag is no longer the current pose's
+            level, text = 1, stalled
         elif self._last_oob:
             level, text = 1, "current pose is out of the training bounds"
+            if not self.cfg.cloud.keep_out_of_bounds:
+                text += ": depth/points and the mask hold no valid point"
         else:
             level, text = 0, "rendering"
-        slow = self._too_slow(p50, c["frames"])
+        slow = "" if stalled else self._too_slow(p50, c["frames"])
         if slow:
             level, text = 1, slow if level == 0 else f"{text}; {slow}"
         values = {"latency_p50_ms": f"{p50:.2f}", "latency_p99_ms": f"{p99:.2f}", **c}
+        if self._last_frame_ns is not None:
+            values["last_frame_age_s"] = f"{(now_ns - self._last_frame_ns) * 1e-9:.2f}"
         if (hz := self.output_hz()) is not None:
             values["output_hz"] = f"{hz:.2f}"
         values["device"] = str(self.engine.device)

@@ -34,11 +34,11 @@ rejected transforms).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pose2rgbd.config import describe, from_dict, param_ranges, to_dict, unflatten
+from pose2rgbd.config import closest, describe, from_dict, param_ranges, to_dict, unflatten
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 
 C = TypeVar("C")
@@ -283,6 +283,24 @@ def config_from_flat(cls: type[C], flat: dict[str, Any], where: str = "") -> C:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
             raise ConfigError(f"{where + ': ' if where else ''}{name}: {v} is outside its range [{lo}, {hi}]")
     return from_dict(cls, unflatten(flat), where=where)
+
+
+def unknown_parameters(spec: NodeSpec, given: Iterable[str], others: Collection[str] = ()) -> str:
+    """What to say of the parameters given to the node (ROS parameter overrides: ``-p NAME:=V``, a params file) that
+    are neither the node's (:meth:`NodeSpec.parameters`) nor among ``others`` (the host's own, e.g. ``autostart``,
+    ``use_sim_time``): each named, with the node's parameters nearest to it; "" when there is none."""
+    known = spec.parameters()
+    unknown = sorted({n for n in given if n not in known and n not in others})
+    if not unknown:
+        return ""
+    named = [
+        f"'{n}'" + (f" (did you mean {' or '.join(near)}?)" if (near := closest(n, known)) else "") for n in unknown
+    ]
+    return (
+        f"not a parameter of {spec.name}, ignored: {', '.join(named)}; the node runs as if "
+        f"{'it was' if len(named) == 1 else 'they were'} not given "
+        "(`ros2 param list` on the node lists its parameters)"
+    )
 
 
 def check_ranges(cfg: Any) -> None:

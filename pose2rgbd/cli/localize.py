@@ -85,8 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="place map folder (`pose2rgbd map build`): the structure localizer")  # fmt: skip
     i.add_argument("--out", type=Path, required=True,
                    help="poses.csv (image,tx,ty,tz,qx,qy,qz,qw,confidence,out_of_distribution; with --map also "
-                   "fix,reason,inliers, confidence_bound_m, the six standard deviations, flag: docs/place-map.md) or "
-                   "poses.tum / .txt (TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
+                   "fix,reason,inliers, confidence_bound_m, the six standard deviations, flag: docs/ros.md, "
+                   "'localize images') or poses.tum / .txt (TUM: index tx ty tz qx qy qz qw)")  # fmt: skip
     i.add_argument("--method", default="auto", choices=("auto", "structure", "posegan", "structure+posegan"),
                    help="structure (against --map) | posegan (--checkpoint) | structure+posegan (the model's estimate "
                    "as the prior) | auto: structure when --map is given, else posegan")  # fmt: skip

@@ -252,6 +252,11 @@ class Dataset:
             raise DatasetError(f"{self.path}: dataset directory not found")
         mpath = self.path / MANIFEST
         if not mpath.is_file():
+            if (self.path / "map.json").is_file():
+                raise DatasetError(
+                    f"{self.path} is a place map, not a dataset (no {MANIFEST}); its dataset is the one it was built "
+                    "from (`pose2rgbd map info` names it)"
+                )
             raise DatasetError(f"{mpath}: missing; is {self.path} a pose2rgbd dataset?")
         try:
             raw = yaml.safe_load(mpath.read_text())

@@ -54,9 +54,16 @@ CSV_STRUCTURE = (
 
 def list_images(folder: Path) -> list[Path]:
     """The image files of ``folder`` (not recursive), in name order; an empty or missing folder raises."""
+    if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:
+        raise ConfigError(f"{folder}: an image file; give the folder of images it is in (or a folder of only it)")
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = sorted(p for p in entries if p.is_file())
+    broken = sorted(p.name for p in entries if p.is_symlink() and not p.exists())
+    if broken:
+        log.warning("%s: %d broken link(s) left out: %s", folder, len(broken), ", ".join(broken[:5]) +
+                    (", ..." if len(broken) > 5 else ""))  # fmt: skip
     if not files:
         raise ConfigError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

@@ -31,6 +31,9 @@ MAP_CAMERA = "map"  # --camera map: the camera the map's images were taken with 
 EXIF_CAMERA = "exif"  # --camera exif: each photo's focal length from its EXIF (localize images only)
 
 
+MIN_QUERY_SIDE = 16  # pixels: a smaller query has no room for SIFT's keypoints (their 16x16 descriptor window)
+
+
 def source_cameras(place_map: StructureMap) -> list[QueryCamera]:
     """The cameras the map's dataset was imported from (``source_cameras`` of its manifest), with their lens (none
     for a map in memory, the build's view, which has no manifest yet)."""
@@ -142,6 +145,8 @@ def query_geometry(
     ``camera`` or the map's (``map_camera``) scaled to its size -- refused at another aspect ratio; then, with
     ``fit_to_map``, scaled down to the map's pixel count when it has more (SIFT at the map's resolution matches
     the map's features best and costs far less; the intrinsics scaled with it)."""
+    if min(w, h) < MIN_QUERY_SIDE:
+        raise ConfigError(f"the image is {w}x{h}: too small to localize (at least {MIN_QUERY_SIDE} pixels a side)")
     dist = None
     if lens is not None:
         cam, dist = lens.at(w, h)

@@ -300,11 +300,15 @@ class MapWriter:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the map folder ``path``; a clear :class:`MapError` when it is not a map."""
     p = Path(path).expanduser()
+    if p.is_file() and (p.parent / MANIFEST).is_file():
+        raise MapError(f"{p}: a file of the place map {p.parent}; give the map's folder: {p.parent}")
     if not p.is_dir():
         raise MapError(f"{p}: place map folder not found (build one with `pose2rgbd map build`)")
     m = p / MANIFEST
     if not m.is_file():
-        raise MapError(f"{p}: not a place map ({MANIFEST} missing); build one with `pose2rgbd map build`")
+        what = " (it is a dataset: build a map of it with `pose2rgbd map build --dataset`)" if (
+            p / "manifest.yaml").is_file() else ""  # fmt: skip
+        raise MapError(f"{p}: not a place map ({MANIFEST} missing){what}; build one with `pose2rgbd map build`")
     try:
         d = json.loads(m.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

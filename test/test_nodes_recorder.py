@@ -129,6 +129,18 @@ def test_frames_without_gps_support_are_dropped_and_counted() -> None:
     assert rec.counters["frames"] == 4
 
 
+def test_close_says_what_was_recorded_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """At the end (Ctrl-C of the live node, the bag's end) the recorder says in one line how many frames it wrote
+    of the images it saw, and each kind of drop."""
+    import logging
+
+    rec, ts = _recorder(max_gap_s=0.15)
+    _feed_synthetic(rec, ts, gps_gap_at=0.5)
+    with caplog.at_level(logging.INFO):
+        rec.close()
+    assert "recorded 4 frames of 10 images (dropped_no_support 6" in caplog.text
+
+
 def test_approximate_policy() -> None:
     rec, ts = _recorder(policy="approximate", slop_s=0.06)
     out = _feed_synthetic(rec, ts)

@@ -229,10 +229,23 @@ class Recorder(GpsInput, MountLookup):
         self._warn_no_mount()
 
     def close(self) -> None:
+        """End of the recording (node shutdown, Ctrl-C, the bag's end): the pending images dropped, the dataset
+        closed, and a line of what was recorded and dropped."""
         self._end()
+        wrote = self.writer is not None
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.log.info(self.summary(wrote))
+
+    def summary(self, wrote: bool = True) -> str:
+        """What the recording came to: frames written of the images seen, and every drop counted (non-zero)."""
+        c = self.counters
+        into = f" into {self.cfg.output.dataset}" if self.cfg.output.dataset and wrote else ""
+        drops = [f"{k} {v}" for k, v in c.items() if v and k not in ("frames", "images")]
+        return f"recorded {c['frames']} frames of {c['images']} images{into}" + (
+            f" ({', '.join(drops)})" if drops else ""
+        )
 
     # ------------------------------------------------------------------ outputs
     def pose_at(self, lla: np.ndarray, q_odom: np.ndarray) -> np.ndarray:

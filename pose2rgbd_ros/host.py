@@ -34,6 +34,7 @@ configure fails.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -120,11 +121,32 @@ class TakenOnDemand(CallbackGroup):
         pass
 
 
+class CoreLogToRos(logging.Handler):
+    """pose2rgbd's own log records of WARNING and above (the core's: a query camera not given, a map without a
+    calibration) to the node's ROS logger -- the node's name, the ROS console format and ``/rosout`` -- instead of
+    Python's last-resort line on stderr, which a ROS log reader never sees."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.name}: {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(text)
+            else:
+                self.ros_logger.warning(text)
+        except Exception:  # a logging handler never raises into the code that logged (logging.Handler's rule)
+            self.handleError(record)
+
+
 class NodeHost(LifecycleNode):
     """A lifecycle node serving ``spec`` (see the module docstring)."""
 
     def __init__(self, spec: NodeSpec, **kwargs: Any) -> None:
         super().__init__(spec.name, **kwargs)
+        self.core_log = CoreLogToRos(self.get_logger())  # attached once the node is built (below), until destroyed
         self.spec = spec
         self.factory = RclpyFactory()
         self.cfg: Any = None
@@ -164,6 +186,7 @@ class NodeHost(LifecycleNode):
         self.unknown_parameters = unknown_parameters(spec, overrides, [n for n in overrides if self.has_parameter(n)])
         if self.unknown_parameters:
             self.get_logger().warning(self.unknown_parameters)
+        logging.getLogger("pose2rgbd").addHandler(self.core_log)
         if self.get_parameter(AUTOSTART).value:
             self.autostart()
 
@@ -269,6 +292,10 @@ class NodeHost(LifecycleNode):
     def close(self) -> None:
         """Called by :func:`pose2rgbd_ros.spin.run_node` before the node is destroyed."""
         self._release()
+
+    def destroy_node(self) -> None:
+        logging.getLogger("pose2rgbd").removeHandler(self.core_log)
+        super().destroy_node()
 
     # ------------------------------------------------------------------ callbacks
     def _now(self) -> int:

@@ -480,3 +480,21 @@ def test_render_node_says_which_parameter_was_misspelt_when_configure_fails(rclp
     failed = [line for line in err.splitlines() if "configure failed" in line]
     assert len(failed) == 1, err
     assert "'engine.chekpoint' (did you mean engine.checkpoint" in failed[0], failed
+
+
+def test_the_cores_warnings_go_to_the_nodes_ros_logger(rclpy_context, capfd) -> None:  # type: ignore[no-untyped-def]
+    """A warning the ROS-free core logs (Python logging, e.g. "query camera not given") reaches the node's ROS
+    logger -- its name, /rosout -- while the node lives, and no longer once it is destroyed."""
+    import logging
+
+    from pose2rgbd_ros.host import NodeHost
+
+    node = NodeHost(TOY, cli_args=["--ros-args", "-p", "autostart:=false"])
+    try:
+        capfd.readouterr()
+        logging.getLogger("pose2rgbd.inference.structure").warning("query camera not given (a test)")
+        err = capfd.readouterr().err
+        assert "[toy]" in err and "pose2rgbd.inference.structure: query camera not given (a test)" in err, err
+    finally:
+        node.destroy_node()
+    assert node.core_log not in logging.getLogger("pose2rgbd").handlers

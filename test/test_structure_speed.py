@@ -3,6 +3,8 @@ sequence's previous fix narrows the candidates (the most similar keyframes near 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from pose2rgbd.placemap.features import match_ratio, match_ratio_blocks, root_sift, stack_blocks
@@ -41,6 +43,13 @@ def test_batched_ratio_test_matches_the_per_keyframe_loop() -> None:
     # candidate keyframes none of whose features has a world point (a triangulated map): no match, no error
     none, no_sizes = stack_blocks([np.zeros((0, 128), np.float32)] * 3)
     assert len(match_ratio_blocks(query, none, no_sizes, 0.8).query) == 0
+    # a candidate keyframe with no feature beside others: its empty block (inf / inf) matches nothing, without a
+    # RuntimeWarning
+    stacked, sizes = stack_blocks([blocks[0], np.zeros((0, 128), np.float32), blocks[3]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = match_ratio_blocks(query, stacked, sizes, 0.8)
+    assert len(m.query) >= 20 and 1 not in m.block.tolist()
 
 
 def test_a_sequence_matches_the_most_similar_keyframes_near_the_previous_fix(map_world: dict) -> None:

@@ -175,7 +175,8 @@ def match_ratio_blocks(query: np.ndarray, stacked: np.ndarray, sizes: np.ndarray
     d1 = np.maximum(2.0 - 2.0 * s1, 0.0)  # unit vectors: |a - b|^2 = 2 - 2 a.b
     d2 = np.maximum(2.0 - 2.0 * s2, 0.0)  # (-inf for a block of one: d2 = inf, the test passes as match_ratio's)
     ok = (d1 < (ratio * ratio) * d2) & (sizes[None] >= 2)
-    score = np.where(ok, np.sqrt(d1 / np.maximum(d2, 1e-12)), np.inf)
+    with np.errstate(invalid="ignore"):  # an empty block's inf / inf, masked by ok
+        score = np.where(ok, np.sqrt(d1 / np.maximum(d2, 1e-12)), np.inf)
     blk = np.argmin(score, axis=1)
     q = np.flatnonzero(np.isfinite(score[np.arange(len(query)), blk]))
     blk = blk[q]

@@ -334,6 +334,7 @@ def test_map_build_and_info_say_whether_the_map_is_calibrated(cal_world: dict, t
     main(["localize", "images", str(folder), "--map", str(small), "--out", str(tmp_path / "p.csv"), "--no-progress"])
     said = capsys.readouterr().out
     assert "holds no calibration (" in said and "too few to hold out" in said and "map build" not in said
+    assert re.search(r"world frame map: ENU metres about lat [-\d.]+, lon [-\d.]+, alt [-\d.]+ m", said), said
 
 
 def test_localize_calibrate_leaves_out_frames_beyond_the_map_and_says_when_too_few_remain(

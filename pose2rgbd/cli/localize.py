@@ -257,6 +257,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     from pose2rgbd.inference.image_sequence import run_sequence
     from pose2rgbd.inference.query_camera import no_exif_note, query_camera, wants_exif
     from pose2rgbd.inference.structure_load import load_structure_localizer
+    from pose2rgbd.placemap import PlaceMap
 
     scfg = cfgs["structure"]
     if args.no_sequence:
@@ -278,6 +279,14 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     print(f"{args.out}: {s.fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
           f"({method}; {'unordered' if args.no_sequence else 'a sequence in name order'}; world frame "
           f"{loc.world_frame})")  # fmt: skip
+    datum = loc.map.datum if isinstance(loc.map, PlaceMap) else None
+    if datum is not None:  # what turns the poses into latitude, longitude and altitude
+        about = f"lat {datum.lat_deg:.9g}, lon {datum.lon_deg:.9g}, alt {datum.alt_m:.6g} m"
+        if datum.world_from_enu is None:
+            print(f"  world frame {loc.world_frame}: ENU metres about {about} (the map's datum)")
+        else:
+            print(f"  world frame {loc.world_frame}: placed against ENU about {about} by the map's datum "
+                  "(`map info --json`: dataset.datum.world_from_enu)")  # fmt: skip
     print(f"  time per image: p50 {s.percentile_ms(50):.0f} ms, p99 {s.percentile_ms(99):.0f} ms")
     cal_name = {"map": "the map's own calibration", "file": f"{args.calibration}"}.get(loc.calibration_source, "none")
     print(f"  covariance calibration: {cal_name}; out of distribution: {s.flagged} fix(es) flagged"

@@ -397,7 +397,8 @@ def parse_datum_text(text: str, key: str = "datum") -> tuple[float, float, float
 
 def ranged_field(default: float, help: str, lo: float, hi: float) -> Any:
     """A :func:`help_field` for a number with its allowed closed range ``[lo, hi]`` (metadata key ``range``):
-    declared as the ROS parameter's range and checked when a node parameter changes."""
+    declared as the ROS parameter's range and checked when a node parameter changes, and checked for a command's
+    flags, ``--set`` and ``--config`` files (:func:`pose2rgbd.config_cli.config_data`), which name the flag."""
     if not lo <= default <= hi:
         raise ConfigError(f"default {default} outside its range [{lo}, {hi}]")
     return dataclasses.field(default=default, metadata={"help": help, "range": (lo, hi)})

@@ -21,13 +21,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pose2rgbd.config import Leaf, closest, from_dict, leaves, merged, parse_text, read_yaml_dict, type_name
+from pose2rgbd.config import (
+    Leaf,
+    closest,
+    flatten,
+    from_dict,
+    leaves,
+    merged,
+    param_ranges,
+    parse_text,
+    read_yaml_dict,
+    type_name,
+)
 from pose2rgbd.errors import ConfigError, missing_extra
 
 OPS = "_config_ops"  # namespace attribute: the overrides in command-line order
@@ -83,8 +95,10 @@ class Schema:
         if unknown:
             raise ConfigError(f"defaults for unknown section(s) {unknown}")
         self.leaves: dict[str, Leaf] = {}
+        self.ranges: dict[str, tuple[float, float]] = {}  # the keys declared with ranged_field: their [lo, hi]
         for name, cls in self.sections.items():
             self.leaves.update(leaves(cls, f"{name}." if name else "", self.defaults.get(name)))
+            self.ranges.update(param_ranges(cls, f"{name}." if name else ""))
 
     def check_moved(self, data: Mapping[str, Any], where: str) -> None:
         """Refuse a key of ``data`` (nested, as read from ``where``) that moved."""
@@ -99,6 +113,17 @@ class Schema:
         near = closest(key, self.leaves)
         hint = f"; did you mean {' or '.join(near)}?" if near else ""
         raise ConfigError(f"{origin}: unknown key '{key}'{hint} (every key is listed by --help)")
+
+    def check_ranges(self, data: Mapping[str, object], origins: Mapping[str, str]) -> None:
+        """Refuse a number of ``data`` (nested) outside its key's declared range (:func:`pose2rgbd.config.ranged_field`,
+        the range a node's ROS parameter declares), naming where it was given (``origins``: key -> flag or file)."""
+        flat = flatten(dict(data))
+        for key, (lo, hi) in self.ranges.items():
+            v = flat.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue  # not a number (the type check names it), or NaN / inf (refused as such)
+            if not lo <= v <= hi:
+                raise ConfigError(f"{origins.get(key, key)}: {v} is outside its range [{lo}, {hi}]")
 
     def build(self, data: dict[str, Any], where: str = "") -> Any:
         """Nested dict -> the config (one instance, or ``{section: instance}``)."""
@@ -361,19 +386,24 @@ def config_data(args: argparse.Namespace, extra: Mapping[str, Any] | None = None
     """The nested dict the config is built from: ``--config`` files, then the overrides in order, then ``extra``."""
     schema: Schema = getattr(args, SCHEMA)
     data: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # key -> what gave its value last (a file, a flag), for the range check
     for path in getattr(args, FILES, None) or []:
         d = read_yaml_dict(path)
         schema.check_moved(d, str(path))
         _merge(data, d)
+        origins.update({key: f"{path} ({key})" for key in flatten(d)})
     for key, value, origin, raw in getattr(args, OPS, None) or []:
         leaf = schema.leaf(key, origin)
         if raw:
             value = parse_text(value, leaf.type, f"{origin} ({key}, {type_name(leaf.type)})" if "--set" in origin
                                else f"{origin} ({key})")  # fmt: skip
         _set_path(data, key, value)
+        origins[key] = origin if "--set" in origin else f"{origin} ({key})"
     for key, value in (extra or {}).items():
         schema.leaf(key, "command")
         _set_path(data, key, value)
+        origins[key] = key
+    schema.check_ranges(data, origins)
     return data
 
 

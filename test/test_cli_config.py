@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 import typing
@@ -52,8 +53,8 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def _other(leaf: Leaf, choices: Any) -> Any:
-    """A value of the leaf's type that differs from its default."""
+def _other(leaf: Leaf, choices: Any, limits: tuple[float, float] | None = None) -> Any:
+    """A value of the leaf's type that differs from its default (within the key's range, ``limits``, if it has one)."""
     if choices:
         return next(c for c in choices if c != _text(leaf.default))
     tp, d = leaf.type, leaf.default
@@ -61,10 +62,12 @@ def _other(leaf: Leaf, choices: Any) -> Any:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if tp is bool:
         return not d
+    lo, hi = limits or (-math.inf, math.inf)
     if tp is int:
-        return d + 3
+        return next(v for v in (d + 3, d - 3, d + 1, d - 1) if lo <= v <= hi)
     if tp is float:
-        return (d or 0.0) + 0.25
+        d = d or 0.0
+        return next(v for v in (d + 0.25, d - 0.25, (lo + d) / 2, (d + hi) / 2) if lo <= v <= hi and v != d)
     if typing.get_origin(tp) in (list, tuple):
         inner = typing.get_args(tp)[0]
         return {int: [7, 8, 9], float: [1.5, -2.0, 3.0], str: ["a", "b"]}[inner]
@@ -94,7 +97,8 @@ def test_every_leaf_has_its_dotted_flag_and_round_trips(command: str) -> None:
     parser.parse_args(base)  # adds the generated flags to the command's parser
     sub = _subparser(parser, base)
     expected = {
-        key: _other(leaf, sub._option_string_actions[f"--{key}"].choices) for key, leaf in schema.leaves.items()
+        key: _other(leaf, sub._option_string_actions[f"--{key}"].choices, schema.ranges.get(key))
+        for key, leaf in schema.leaves.items()
     }
     data = config_data(_parse([*base, *(f"--{key}={_text(v)}" for key, v in expected.items())]))
     for key, v in expected.items():

@@ -289,7 +289,7 @@ def test_a_new_node_runs_through_the_generic_cli(
         gt = [pose_to_matrix(m.msg.pose)[2, 3] for m in bag.messages(["/ground_truth/pose"])]
     np.testing.assert_allclose(z, np.array(gt) + 3.0)
     assert main(["node", "echo", "--bag", str(flight), "--lift", "500"]) == 2  # its range, from its schema
-    assert "lift: 500.0 is outside its range" in capsys.readouterr().err
+    assert "--lift (lift): 500.0 is outside its range [0.0, 100.0]" in capsys.readouterr().err
     assert main(["node", "nope", "--bag", str(flight)]) == 2
     assert "unknown node 'nope'; known: render, record, localize, echo" in capsys.readouterr().err
 

@@ -6,7 +6,8 @@
 * :mod:`~pose2rgbd.atomic.swap`: :func:`swap_in` (fsync, rename aside and into place, undo on any failure,
   markers for the recovery), :func:`move_together`, :class:`StagedOutputs` (outputs that change together),
   :func:`write_text_atomic`, what an interrupted command kept (:func:`note_kept`);
-* :mod:`~pose2rgbd.atomic.signals`: Ctrl-C and SIGTERM held across a swap in every thread of the process;
+* :mod:`~pose2rgbd.atomic.signals`: Ctrl-C and SIGTERM held across a swap in every thread of the process, and kept
+  Python's across the import of a native library that installs its own (:func:`handlers_kept`);
 * :mod:`~pose2rgbd.atomic.oserrors`: one-line messages for disk-full / read-only / permission errors.
 
 The overwrite policy (an existing output is replaced only with ``--overwrite``) is
@@ -23,7 +24,7 @@ from pose2rgbd.atomic.siblings import (
     stale_siblings,
     sweep_stale_siblings,
 )
-from pose2rgbd.atomic.signals import signal_deferral, signals_held
+from pose2rgbd.atomic.signals import handlers_kept, signal_deferral, signals_held
 from pose2rgbd.atomic.swap import (
     StagedOutputs,
     atomic_file,
@@ -41,6 +42,7 @@ __all__ = [
     "StagedOutputs",
     "atomic_file",
     "fsync_tree",
+    "handlers_kept",
     "make_temp_dir",
     "move_together",
     "note_kept",

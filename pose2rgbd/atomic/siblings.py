@@ -20,10 +20,12 @@ Siblings it cannot attribute (no process id in the name, or a process that is st
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,9 +44,21 @@ def sibling_prefix(path: str | Path, kind: str) -> str:
 
 
 def make_temp_dir(path: str | Path, kind: str = "partial") -> Path:
-    """A fresh hidden directory next to ``path`` (in its parent, which must exist), named for this process."""
+    """A fresh hidden directory next to ``path`` (in its parent, which must exist), named for this process.
+
+    Made with the mode any new folder gets (``0777`` less the umask: ``drwxr-xr-x`` under the usual ``022``), not
+    ``tempfile.mkdtemp``'s private ``0700``: the folder becomes the output when it is renamed into place, and another
+    user (a ROS node running as one) must be able to read that as they read any folder of its owner's."""
     p = Path(path)
-    return Path(tempfile.mkdtemp(prefix=sibling_prefix(p, kind) + "-", dir=p.parent))
+    prefix = sibling_prefix(p, kind) + "-"
+    for _ in range(tempfile.TMP_MAX):
+        d = p.parent / (prefix + secrets.token_hex(4))
+        try:
+            os.mkdir(d, 0o777)  # the umask applies, as to a folder made by hand
+        except FileExistsError:
+            continue
+        return d
+    raise FileExistsError(errno.EEXIST, "no free name for a hidden sibling folder", str(p.parent / prefix))
 
 
 def pid_alive(pid: int) -> bool:

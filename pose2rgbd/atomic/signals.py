@@ -316,3 +316,71 @@ def signals_held() -> Iterator[Held]:
         finally:
             if uninstall is not None:
                 uninstall()
+
+
+# more than any C library's struct sigaction (glibc on x86-64: 152 bytes): saved and put back whole, unread
+_SIGACTION_BYTES = 1024
+
+
+@contextmanager
+def handlers_kept() -> Iterator[None]:
+    """Ctrl-C and SIGTERM keep their handlers across the block: for the import of a native library that installs
+    its own when it is imported. pycolmap does (glog's failure-signal handler, for SIGTERM too): a SIGTERM then
+    printed a native stack dump (``*** SIGTERM received by PID ...``) and ended the process at once, with none of
+    the cleanup a command runs for Ctrl-C or SIGTERM (its hidden partial output stayed behind).
+
+    On the main thread Python's handlers are installed again after the block (which also undoes such a library
+    imported earlier, outside this block). Elsewhere, where Python cannot install one, the process's actions for the
+    two signals are saved before the block and put back after it (POSIX ``sigaction``). The library keeps what it
+    installed for the crash signals (SIGSEGV, SIGABRT, ...), whose stack dump is worth having."""
+    main = _on_main_thread()
+    saved = [] if main else _native_actions()
+    try:
+        yield
+    finally:
+        if main:
+            for s in HELD:
+                handler = signal.getsignal(s)
+                if handler is not None:  # (None: installed from C, not by Python: nothing of Python's to put back)
+                    signal.signal(s, handler)  # Python's view of the handler made true again
+        else:
+            _put_back(saved)
+
+
+def _libc_sigaction() -> Callable[..., int] | None:
+    if os.name != "posix":
+        return None
+    import ctypes
+
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).sigaction
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def _native_actions() -> list[tuple[int, bytes]]:
+    """The process's current action (``struct sigaction``, as bytes) for each of :data:`HELD`."""
+    import ctypes
+
+    fn = _libc_sigaction()
+    if fn is None:
+        return []
+    out = []
+    for s in HELD:
+        buf = ctypes.create_string_buffer(_SIGACTION_BYTES)
+        if fn(int(s), None, buf) == 0:
+            out.append((int(s), buf.raw))
+    return out
+
+
+def _put_back(saved: list[tuple[int, bytes]]) -> None:
+    """Make the actions :func:`_native_actions` saved the process's again."""
+    import ctypes
+
+    fn = _libc_sigaction()
+    if fn is None:
+        return
+    for s, raw in saved:
+        if fn(s, ctypes.create_string_buffer(raw, _SIGACTION_BYTES), None) != 0:
+            log.debug("could not put back the action of signal %d (errno %d)", s, ctypes.get_errno())

@@ -126,10 +126,7 @@ class DatasetWriter:
         if mode == "atomic":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             refuse_existing(self.path, overwrite=overwrite)  # (an earlier dataset a killed run moved aside is back)
-            self.root = make_temp_dir(self.path, "partial")
-            umask = os.umask(0)
-            os.umask(umask)
-            self.root.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final dataset gets normal permissions
+            self.root = make_temp_dir(self.path, "partial")  # with the umask's mode, as the final dataset
             self._count = 0
         else:
             self.root = self.path

@@ -38,7 +38,7 @@ def load_pycolmap(needed_by: str, otherwise: str) -> ModuleType:
     """pycolmap (>= 3.12: the options API used here), or a :class:`ConfigError` saying that ``needed_by`` needs
     it, how to install it, and ``otherwise`` (the caller's way around it)."""
     try:
-        import pycolmap
+        from pose2rgbd.geometry.colmap_import import pycolmap
     except ImportError as e:  # not installed, or installed and broken: the import's own words say which
         raise ConfigError(f"{needed_by} needs pycolmap ({e}; pip install 'pycolmap>=3.12'); or {otherwise}") from e
     if not hasattr(pycolmap, "FeatureExtractionOptions") or not hasattr(pycolmap, "IncrementalPipelineOptions"):

@@ -540,7 +540,7 @@ class StructureLocalizer:
     def _place(
         self, q_rs: np.ndarray, feats: ImageFeatures, cam: PinholeCamera, wh: tuple[int, int], cand: np.ndarray
     ) -> Fix:
-        import pycolmap
+        from pose2rgbd.geometry.colmap_import import pycolmap
 
         c = self.cfg
         m = self.matcher.match(q_rs, cand, c.ratio)

@@ -77,6 +77,42 @@ class SelfCalibrationConfig:
     )  # fmt: skip
 
 
+# a fix of the structure localizer needs this many inlier correspondences (its ``min_inliers``, by default), each a
+# query feature matched to a map feature with a world point: a map with fewer points can localize no image, one with
+# fewer per keyframe localizes few, if any (a query is matched against a handful of candidate keyframes, and only
+# some of their points match: a GoPro clip of 326 frames at 256x144 without depth, every 80th frame, 10 points per
+# keyframe: 0 of 65 query images localized; every 40th, 36 per keyframe: 53)
+MIN_INLIERS = 20
+
+
+def _check_points(
+    points_kept: list[np.ndarray], features: int, keyframes: int, points: str, stride: int | None, out: str | Path
+) -> None:
+    """Refuse (:class:`MapError`) a map whose features have too few world points to localize any image; warn when
+    they are too few per keyframe to localize many (see :data:`MIN_INLIERS`); both say what to do."""
+    n = sum(int(np.all(np.isfinite(p), axis=1).sum()) for p in points_kept)
+    if points == "triangulated":
+        smaller = f" than {stride}" if stride is not None and stride > 1 else ""
+        todo = (
+            "without depth a world point is triangulated from a feature that neighbouring keyframes see too: build "
+            f"the map from more keyframes that overlap (a smaller --stride{smaller}, more of the dataset's frames), "
+            "or from a dataset with depth"
+        )
+    else:
+        todo = "the images are too plain, or their depth invalid where their features are; build it from other frames"
+    if n < MIN_INLIERS:
+        raise MapError(
+            f"{keyframes} keyframes gave only {n} local features with a world point (of {features} stored), fewer "
+            f"than the {MIN_INLIERS} inliers a fix needs: such a map could localize no image; {todo}"
+        )
+    if n < MIN_INLIERS * keyframes:
+        log.warning(
+            "%s: only %d of %d local features (%.0f per keyframe) have a world point: a fix needs %d inliers from the "
+            "few keyframes a query is matched against, so this map will localize few images, if any; %s",
+            out, n, features, n / keyframes, MIN_INLIERS, todo,
+        )  # fmt: skip
+
+
 # the self-calibration step ``map build`` and ``map merge`` run on the map's keyframes before it is written
 # (:func:`pose2rgbd.inference.self_calibration.self_calibrate`): the manifest's ``calibration`` entry (JSON)
 CalibrateStep = Callable[[MapView, SelfCalibrationConfig, bool], dict[str, Any]]
@@ -304,11 +340,7 @@ def build_map(
             points = "triangulated"
             points_kept = [xyz]
         offsets, kp_xy, desc = w.read_features()
-        if offsets[-1] < 16:
-            raise MapError(
-                f"{len(rows)} keyframes gave only {int(offsets[-1])} local features with a world point: the images "
-                "are too plain (or their depth invalid) to localize against"
-            )
+        _check_points(points_kept, int(offsets[-1]), len(rows), points, None if explicit else cfg.selection.stride, out)
         describer = GlobalDescriber.learn_vocabulary(desc, cfg.global_desc, seed=cfg.seed)
         if describer.kind == "vlad":
             glob = describer.describe_keyframes(

@@ -15,6 +15,13 @@ single-threaded, so N workers use N cores without oversubscribing them. Built on
 
 Arrays memory-mapped from a file travel to the workers as their file name (:func:`share` / :func:`unshare`), so a
 worker maps the same file instead of receiving a copy.
+
+Signals: a terminal's Ctrl-C reaches every process of its group, the workers too. They ignore it (from the moment
+they start: SIGINT is blocked while one is started, and its initializer ignores it); the parent decides: its
+``KeyboardInterrupt`` ends the pool (the items under way finish, the rest are dropped) and the command says
+"interrupted" once. SIGTERM keeps its default action in a worker (it ends at once, silently): the pool itself
+ends a worker with it when another died, and the parent, which gets the same SIGTERM from ``kill`` of the group,
+``timeout`` or systemd, cleans up as for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import itertools
 import mmap
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -60,8 +69,27 @@ def resolve_workers(workers: int) -> int:
 def _worker_setup(setup: Callable[..., Any], args: tuple[Any, ...]) -> None:
     import cv2
 
+    # a terminal's Ctrl-C goes to the whole process group: the parent decides (it stops the pool, then says
+    # "interrupted" once); a worker that raised KeyboardInterrupt too printed its own traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)  # one core per worker process
     _context["ctx"] = setup(*args)
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it may start a worker process (``submit`` starts them as work comes): the
+    worker inherits the blocked signal through ``exec``, so a Ctrl-C while it starts (Python, its imports, the
+    unpickling of ``setup``) is not raised there either, until :func:`_worker_setup` ignores it for good. This
+    process loses nothing: another of its threads takes a Ctrl-C meanwhile, or this one as the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # (not POSIX: the initializer's SIG_IGN alone)
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _worker_call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
@@ -89,11 +117,14 @@ def ordered_map(
         initializer=_worker_setup,
         initargs=(setup, setup_args),
     )
+
+    def submit(x: object) -> Future[R]:
+        with _sigint_blocked():
+            return pool.submit(_worker_call, fn, x)
+
     try:
         todo = iter(items)
-        window: deque[Future[Any]] = deque(
-            pool.submit(_worker_call, fn, x) for x in itertools.islice(todo, IN_FLIGHT_PER_WORKER * workers)
-        )
+        window: deque[Future[Any]] = deque(submit(x) for x in itertools.islice(todo, IN_FLIGHT_PER_WORKER * workers))
         while window:
             try:
                 result = window.popleft().result()
@@ -104,7 +135,7 @@ def ordered_map(
                     "again); guard the script, or use one process (workers 1, --workers 1)"
                 ) from e
             for x in itertools.islice(todo, 1):
-                window.append(pool.submit(_worker_call, fn, x))
+                window.append(submit(x))
             yield result
     finally:  # also when the caller stops early (an error while writing): drop what has not started
         pool.shutdown(wait=True, cancel_futures=True)

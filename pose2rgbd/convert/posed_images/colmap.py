@@ -91,7 +91,7 @@ def _images_dir(model: Path, cfg: ImagesConfig) -> Path:
 
 
 def read_colmap(path: str | Path, cfg: ImagesConfig) -> PosedImages:
-    import pycolmap
+    from pose2rgbd.geometry.colmap_import import pycolmap
 
     p = Path(path)
     model = find_model_dir(p) if p.is_dir() else None

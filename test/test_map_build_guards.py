@@ -5,7 +5,6 @@ to localize anything, and output folders readable by other users as any folder t
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import stat
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from test_map import _without_depth
 
 from pose2rgbd.cli.main import main
 from pose2rgbd.config import help_field, ranged_field
@@ -25,21 +24,6 @@ from pose2rgbd.errors import ConfigError
 @pytest.fixture(scope="module")
 def world(map_world: dict) -> dict:
     return map_world
-
-
-def _rgb_only(src: Path, out: Path) -> Path:
-    """A copy of dataset ``src`` without depth (a video's, posed photos'): its points are triangulated."""
-    out.mkdir()
-    man = yaml.safe_load((src / "manifest.yaml").read_text())
-    man["depth"] = {"kind": "none", "encoding": "npy-float32", "units": "none"}
-    (out / "manifest.yaml").write_text(yaml.safe_dump(man))
-    rows = list(csv.reader((src / "frames.csv").read_text().splitlines()))
-    for r in rows[1:]:
-        r[-1] = ""
-    with open(out / "frames.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    (out / "rgb").symlink_to(src / "rgb")
-    return out
 
 
 def _umask() -> int:
@@ -108,7 +92,7 @@ def test_map_build_refuses_a_map_without_world_points_and_says_what_to_do(
     """Two keyframes 200 frames apart, no depth: no feature is seen by both, so none gets a world point. Such a map
     was written (exit 0) and every query then failed with "too few matches"; now it is refused, naming why and
     what to do, and nothing is left behind."""
-    ds = _rgb_only(world["dataset"], tmp_path / "rgb_only")
+    ds = _without_depth(world["dataset"], tmp_path / "rgb_only")
     out = tmp_path / "m"
     argv = ["map", "build", "--dataset", str(ds), "--out", str(out), "--sources", "0", "--stride", "200",
             "--workers", "1", "--no-progress"]  # fmt: skip

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
+from pose2rgbd.geometry.rotations import rotation_angle_between
 from pose2rgbd.geometry.transforms import T_from_tq
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def depth_sigma_for_offset(
     "A cached frame's depth uncertainty"). NaN where ``sigma`` is NaN (no answer)."""
     T_a, T_b = np.asarray(T_rendered, np.float64), np.asarray(T_requested, np.float64)
     dt = float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
-    angle = float(np.arccos(np.clip((np.trace(T_a[:3, :3].T @ T_b[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
+    angle = float(rotation_angle_between(T_a[:3, :3], T_b[:3, :3]))
     if dt == 0.0 and angle == 0.0:
         return sigma
     d = np.asarray(depth, dtype=np.float32)

@@ -286,12 +286,14 @@ def test_a_calibration_file_of_another_map_is_named_as_such(cal_world: dict, tmp
     from pose2rgbd.dataset import Dataset
     from pose2rgbd.inference.calibration import load_calibration
     from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.keyframe_map import keyframes_digest
 
     cal = tmp_path / "cal.yaml"
     assert main(["localize", "calibrate", "--map", str(cal_world["cal_map"]), "--dataset", str(cal_world["dataset"]),
                  "--split", "all", "--out", str(cal), "--max-frames", "40"]) == 0  # fmt: skip
-    assert load_calibration(cal).source["map_keyframes_id"] == PlaceMap(cal_world["cal_map"]).keyframes_id
-    assert PlaceMap(cal_world["half"]).keyframes_id != PlaceMap(cal_world["cal_map"]).keyframes_id
+    digest = keyframes_digest(PlaceMap(cal_world["cal_map"]).manifest)
+    assert load_calibration(cal).source["map_keyframes_digest"] == digest
+    assert keyframes_digest(PlaceMap(cal_world["half"]).manifest) != digest
     ds = Dataset(cal_world["dataset"])
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -179,6 +179,7 @@ def calibrate_map(
         published_factors,
     )
     from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.keyframe_map import keyframes_digest
     from pose2rgbd.placemap.selection import selection_split
 
     ds = Dataset(dataset)
@@ -244,7 +245,7 @@ def calibrate_map(
                 [f for f, fl in zip(good, flagged) if fl], T_true[flagged]).items()})  # fmt: skip
     spacing = keyframe_spacing(pm.T_world_cam, pm.poses.rot_weight_m)
     pr, qr = coverage_ratios(pm.poses, np.stack([f.T_world_cam for f in good]), spacing)
-    source = {"map": str(map_path), "map_keyframes_id": pm.keyframes_id, "method": "structure",
+    source = {"map": str(map_path), "map_keyframes_digest": keyframes_digest(pm.manifest), "method": "structure",
               "dataset": str(ds.path), "dataset_fingerprint": ds.fingerprint(), "split": kind,
               "fix_rate": float(ok.mean())}  # fmt: skip
     cal = fit_structure_calibration(good, T_true, pr, qr, spacing, gate_quantile=min(ood_quantile, 0.5),

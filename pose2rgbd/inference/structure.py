@@ -69,7 +69,7 @@ from pose2rgbd.inference.structure_fix import Fix
 from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
 from pose2rgbd.placemap.features import FeatureConfig, ImageFeatures, extract, root_sift
 from pose2rgbd.placemap.format import MapError
-from pose2rgbd.placemap.keyframe_map import has_local_features
+from pose2rgbd.placemap.keyframe_map import has_local_features, keyframes_digest
 
 if TYPE_CHECKING:
     from pose2rgbd.inference.localize import LocalizeResult
@@ -193,18 +193,22 @@ class StructureConfig:
 
 def calibration_map_mismatch(cal: Calibration, place_map: StructureMap) -> str:
     """Why ``cal`` (a ``localize calibrate`` file) does not fit ``place_map``: fitted against a map of other
-    keyframes (its ``source.map_keyframes_id``; files without one, and maps in memory, are not checked); "" where it
-    fits. Its gate and scales are in units of that map's keyframe spacing and errors: on another map fixes are
-    flagged or passed, and their covariance scaled, by the other map's measure."""
+    keyframes (its ``source.map_keyframes_digest``, :func:`~pose2rgbd.placemap.keyframe_map.keyframes_digest`;
+    files without one, and maps in memory, are not checked); "" where it fits. Its gate and scales are in units of
+    that map's keyframe spacing and errors: on another map fixes are flagged or passed, and their covariance
+    scaled, by the other map's measure."""
     from pose2rgbd.placemap.place_map import PlaceMap  # here: the map package imports the localizer
 
-    fitted = str(cal.source.get("map_keyframes_id", ""))
-    if not fitted or not isinstance(place_map, PlaceMap) or fitted == place_map.keyframes_id:
+    fitted = str(cal.source.get("map_keyframes_digest", ""))
+    if not fitted or not isinstance(place_map, PlaceMap):
+        return ""
+    here = keyframes_digest(place_map.manifest)
+    if fitted == here:
         return ""
     on = cal.source.get("map", "another map")
     return (
-        f"the calibration was fitted against the map {on} (keyframes {fitted}), not this map {place_map.path} "
-        f"(keyframes {place_map.keyframes_id}): its covariance scales and out-of-distribution gate are that map's, "
+        f"the calibration was fitted against the map {on} (keyframes {fitted[:16]}), not this map {place_map.path} "
+        f"(keyframes {here[:16]}): its covariance scales and out-of-distribution gate are that map's, "
         f"and fixes here are flagged and scaled by them. Fit one for this map: `pose2rgbd localize calibrate --map "
         f"{place_map.path} --dataset D`, or leave the calibration out to use the map's own"
     )

@@ -125,18 +125,6 @@ class PlaceMap:
         """The fingerprint of the dataset the map was built from."""
         return str(self.manifest.get("dataset", {}).get("fingerprint", ""))
 
-    @property
-    def keyframes_id(self) -> str:
-        """Which frames of which dataset the keyframes are (16 hex digits of the SHA-256 of the dataset's
-        fingerprint and the keyframes' frame indices): two maps with the same id hold the same keyframes (a fused
-        geometry added, or the map copied, keeps it). A ``localize calibrate`` file records the id of the map it
-        was fitted against."""
-        import hashlib
-
-        h = hashlib.sha256(self.fingerprint.encode())
-        h.update(np.ascontiguousarray(self.frames, dtype=np.int64).tobytes())
-        return h.hexdigest()[:16]
-
     def camera(self, i: int = 0) -> PinholeCamera:
         """Keyframe ``i``'s intrinsics at the stored image size."""
         h, w = self.image_hw

@@ -157,10 +157,13 @@ def main() -> None:
     scene = np.median(np.linalg.norm(centres - np.median(centres, axis=0), axis=1))
     bound = args.wrong * scene
     errs, rots, times, reasons, wrong = [], [], [], {}, 0
+    lenses: dict[tuple[float, ...], QueryCamera] = {}  # one object per camera: the localizer judges each camera's
+    focal_flags, focal_wrong = 0, 0  # fit over its fixes (inference/focal_check.py) and starts afresh on another
     for f in files:
         if not args.no_camera:
             c = cams[f.name]
-            loc.query_lens = QueryCamera(c.fx, c.fy, c.cx, c.cy, None, c.width, c.height)
+            key = (c.fx, c.fy, c.cx, c.cy, c.width, c.height)
+            loc.query_lens = lenses.setdefault(key, QueryCamera(c.fx, c.fy, c.cx, c.cy, None, c.width, c.height))
         r = next(iter(localize_sequence(loc, [f])))
         times.append(r.seconds * 1e3)
         fix = r.fix
@@ -174,6 +177,8 @@ def main() -> None:
         rots.append(math.degrees(math.acos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
         errs.append(e)
         wrong += e > bound
+        focal_flags += "camera focal" in fix.flag
+        focal_wrong += "camera focal" in fix.flag and e > bound
     nq = len(files)
     res = {
         "photos": str(args.photos), "queries": nq, "map_photos": int((~is_q).sum()), "fixed": len(errs),
@@ -182,6 +187,7 @@ def main() -> None:
         "median_rot_deg": float(np.median(rots)) if rots else math.nan,
         "ms_p50": float(np.percentile(times, 50)), "ms_p99": float(np.percentile(times, 99)),
         "ms_mean": float(np.mean(times)), "no_fix": reasons, "settings": args.set, "map_settings": args.map_set,
+        "focal_scale_median": loc.focal.median, "focal_flagged": focal_flags, "focal_flagged_wrong": focal_wrong,
     }  # fmt: skip
     load = os.getloadavg()
     print(f"machine: {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, load average {load[0]:.1f} "
@@ -192,6 +198,8 @@ def main() -> None:
     print(f"  median error {res['median_error']:.4g} units ({res['median_error'] / scene:.2%} of that distance), "
           f"{res['median_rot_deg']:.3g} deg; per photo p50 {res['ms_p50']:.0f} ms, p99 {res['ms_p99']:.0f} ms, "
           f"mean {res['ms_mean']:.0f} ms")  # fmt: skip
+    print(f"  camera check: the last fixes' matches fit {loc.focal.median:.3f} x the focal length; {focal_flags} "
+          f"fix(es) flagged for the camera, {focal_wrong} of them wrong")  # fmt: skip
     if reasons:
         print("  no fix: " + ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     if args.json:

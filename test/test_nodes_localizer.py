@@ -407,6 +407,7 @@ def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> N
     (odometry first) or GPS position (in the map's ENU frame, searched within 3 sigma of the fix) within
     prior_max_age_s of its stamp; odometry in another frame and stale priors are not used."""
     from pose2rgbd.geometry.geodesy import Datum
+    from pose2rgbd.inference.focal_check import FocalCheck, FocalEstimate
     from pose2rgbd.inference.structure import Fix
     from pose2rgbd.messages import TypestoreFactory, get_typestore
 
@@ -419,6 +420,8 @@ def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> N
 
         def __init__(self) -> None:
             self.priors: list[Any] = []
+            self.focal = FocalCheck(0.05)
+            self.focal.add(FocalEstimate(1.01, 0.01))
 
         def localize_one(self, rgb: np.ndarray, prior: Any) -> Fix:
             self.priors.append(prior)
@@ -448,6 +451,13 @@ def test_structure_node_localizes_with_the_freshest_odometry_or_gps_prior() -> N
     # the diagnostics name the covariance's source as each fix's status does: the map's calibration
     values = {kv.key: kv.value for kv in node.diagnostics(13 * s).status[0].values}
     assert values["covariance_source"] == "map"
+    # and whether the camera fits the fixes' matches (inference/focal_check.py): a warning while it does not
+    assert values["focal_scale_median"] == "1.010" and node.diagnostics(13 * s).status[0].level == 0
+    for _ in range(5):
+        eng.focal.add(FocalEstimate(0.8, 0.01))
+    status = node.diagnostics(13 * s).status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == 1 and "camera does not fit" in status.message and values["focal_scale_median"] == "0.800"
 
 
 def test_a_structure_localize_node_says_where_the_machine_hands_freed_memory_back(

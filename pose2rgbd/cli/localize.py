@@ -288,6 +288,13 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
             print(f"  world frame {loc.world_frame}: placed against ENU about {about} by the map's datum "
                   "(`map info --json`: dataset.datum.world_from_enu)")  # fmt: skip
     print(f"  time per image: p50 {s.percentile_ms(50):.0f} ms, p99 {s.percentile_ms(99):.0f} ms")
+    if scfg.focal_tolerance > 0 and loc.focal.scales:  # inference/focal_check.py
+        wrong = loc.focal.verdict()
+        print(
+            f"  camera: the last {len(loc.focal.scales)} fixes' matches fit {loc.focal.median:.3f} x its focal "
+            f"length ({'OFF by more than' if wrong else 'within'} {scfg.focal_tolerance:.0%})"
+            + ("; its fixes are flagged: give the images' camera, --camera FX,FY,CX,CY" if wrong else "")
+        )
     cal_name = {"map": "the map's own calibration", "file": f"{args.calibration}"}.get(loc.calibration_source, "none")
     print(f"  covariance calibration: {cal_name}; out of distribution: {s.flagged} fix(es) flagged"
           + (f" (policy {scfg.ood_policy})" if loc.calibration is not None else ""))  # fmt: skip

@@ -104,7 +104,9 @@ def _localize(
 ) -> tuple[list[Fix], MapView]:
     """Fixes of the keyframes ``queries`` (rows of ``view``) against a map of ``view`` without ``held``."""
     rest = view.without(held)
-    loc = StructureLocalizer(rest, dataclasses.replace(StructureConfig(), use_previous_fix=False), view.camera(0))
+    # the map's own images with their own cameras: nothing for the queries' focal check (focal_check.py) to judge
+    cfg = dataclasses.replace(StructureConfig(), use_previous_fix=False, focal_tolerance=0.0)
+    loc = StructureLocalizer(rest, cfg, view.camera(0))
     if view.read_rgb is None:
         raise ValueError("self-calibration localizes the map's own images: give the view its read_rgb")
     fixes = []

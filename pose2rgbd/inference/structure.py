@@ -62,8 +62,9 @@ from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.lens import QueryCamera
 from pose2rgbd.inference.calibration import Calibration
-from pose2rgbd.inference.query_camera import QueryGeometry, query_geometry, unknown_camera_warning
-from pose2rgbd.inference.structure_calibration import finish_fix, map_calibration
+from pose2rgbd.inference.focal_check import FocalCheck, focal_scale
+from pose2rgbd.inference.query_camera import GIVE_CAMERA, QueryGeometry, query_geometry, unknown_camera_warning
+from pose2rgbd.inference.structure_calibration import finish_fix, flag_fix, map_calibration
 from pose2rgbd.inference.structure_calibration import information_covariance as information_covariance
 from pose2rgbd.inference.structure_fix import Fix
 from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
@@ -175,6 +176,14 @@ class StructureConfig:
         0.5,
         "a fix from the previous fix's keyframes that the calibration flags, or whose confidence is below this (a "
         "calibrated map), is solved again without them, the better answer kept: they need not reach this image",
+        0.0,
+        1.0,
+    )
+    focal_tolerance: float = ranged_field(
+        0.05,
+        "the queries' camera: once the median of the last fixes' matches fits focal lengths further than this from "
+        "the given ones (a share: 0.05 = 5 %), it is named in a warning and every fix made with it is flagged out "
+        "of distribution (a wrong focal length moves fixes metres at small sigmas); 0: not checked",
         0.0,
         1.0,
     )
@@ -315,6 +324,7 @@ class StructureLocalizer:
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
         self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)
+        self.focal = FocalCheck(self.cfg.focal_tolerance)  # whether the queries' camera fits their matches
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -401,6 +411,8 @@ class StructureLocalizer:
                     fix = again
             with self._lock:
                 self.stats["sequence_retries"] += 1
+        if fix.ok and c.focal_tolerance > 0 and fix.support is not None:
+            self._check_focal(fix, geo, w, h)
         near = None
         if fix.ok:
             if fix.flag and c.ood_policy == "refuse":
@@ -423,6 +435,37 @@ class StructureLocalizer:
         return fix
 
     # ------------------------------------------------------------------ internals
+    def _check_focal(self, fix: Fix, geo: QueryGeometry, w: int, h: int) -> None:
+        """Whether the queries' camera fits the fix's inliers (:mod:`pose2rgbd.inference.focal_check`): the fix
+        flagged where it does not, and the camera named once in a warning with the focal length the matches fit."""
+        assert fix.support is not None
+        est = focal_scale(fix.T_world_cam, *fix.support, geo.K)
+        fix.focal_scale = est.scale
+        with self._lock:
+            reason = self.focal.add(est)
+            first = bool(self.focal.verdict()) and not self.focal.warned
+            self.focal.warned |= first
+            median = self.focal.median
+        if reason:
+            flag_fix(fix, reason, self.calibration, self.cfg.ood_covariance_scale)
+        if first:
+            fx, fy = geo.K[0, 0] * w / geo.wh[0], geo.K[1, 1] * h / geo.wh[1]  # at the image's size
+            used = "the one given"
+            if self._camera_unknown():
+                used = "the photos' EXIF" if self.use_exif else "the map's camera scaled to the image, none being given"
+            log.warning(
+                "the queries' camera does not fit their matches: the last %d fixes fit focal lengths %.2f x those of "
+                "the camera used, %s (fx %.1f, fy %.1f px at %dx%d -> about %.1f, %.1f px); a wrong focal length "
+                "moves a fix along its view by up to metres at small sigmas, so every fix made with this camera is "
+                "flagged out of distribution. Give the images' own camera (%s, the node's camera parameter or a "
+                "CameraInfo topic)",
+                len(self.focal.scales), median, used, fx, fy, w, h, fx * median, fy * median, GIVE_CAMERA,
+            )  # fmt: skip
+
+    def _camera_unknown(self) -> bool:
+        """No query camera set: the map's camera scaled to each image (or a photo's EXIF)."""
+        return self.query_lens is None and self.query_intrinsics is None and self.query_camera is None
+
     def _geometry_of(self, w: int, h: int, image_camera: PinholeCamera | None = None) -> QueryGeometry:
         """The geometry of a ``w x h`` query (:func:`query_geometry`), kept per size while the query camera is the
         one it was made with (the same lens and camera objects, intrinsics of the same values: a node sets them
@@ -436,10 +479,12 @@ class StructureLocalizer:
         lens, intrinsics, cam = self._geometry_of_camera
         if camera[0] is not lens or camera[1] != intrinsics or camera[2] is not cam:
             self._geometry, self._geometry_of_camera = {}, camera
+            with self._lock:
+                self.focal.reset()  # another camera: judged afresh
         geo = self._geometry.get((w, h))
         if geo is not None:
             return geo
-        unknown = all(v is None for v in camera) and not self.camera_expected
+        unknown = self._camera_unknown() and not self.camera_expected
         if unknown and not self._warned_camera and not self.use_exif:  # exif: its own
             self._warned_camera = True
             log.warning(unknown_camera_warning(self.map, w, h))

@@ -152,6 +152,19 @@ def finish_fix(
         fix.confidence, fix.confidence_bound_m = p, cal.confidence_model["bound_m"]
 
 
+def flag_fix(fix: Fix, reason: str, cal: Calibration | None, ood_covariance_scale: float) -> None:
+    """Flag a finished fix for ``reason``, a check other than the calibration's gate (the queries' camera:
+    :mod:`pose2rgbd.inference.focal_check`); in place: the reason joins any the gate gave, and a fix not flagged
+    yet has its covariance inflated by ``ood_covariance_scale`` and its confidence computed again, as the gate's
+    flag does in :func:`finish_fix`."""
+    if not fix.flag:
+        fix.covariance = fix.covariance * ood_covariance_scale
+        p = cal.confidence_of(fix.covariance) if cal is not None else None
+        if p is not None:
+            fix.confidence = p
+    fix.flag = f"{fix.flag}; {reason}" if fix.flag else reason
+
+
 def fit_structure_calibration(
     fixes: list[Fix],
     T_true: np.ndarray,

@@ -33,6 +33,7 @@ class Fix:
     hypothesis: np.ndarray | None = None  # no fix: the rejected pose RANSAC found (4, 4), where it found one
     quat_xyzw: np.ndarray | None = None  # a finished fix: its orientation as a canonical quaternion (x, y, z, w)
     support: tuple[np.ndarray, np.ndarray] | None = None  # the inliers' world points (n, 3) and pixels (n, 2)
+    focal_scale: float = math.nan  # the focal lengths' factor the inliers fit best (focal_check; NaN: not checked)
 
     def out_of_distribution(self, threshold: float | None) -> bool:
         """Flagged by the calibration's gate, or a confidence below ``threshold`` (a calibration file's, or the

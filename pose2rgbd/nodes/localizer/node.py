@@ -16,6 +16,7 @@ import numpy as np
 
 from pose2rgbd import messages as M
 from pose2rgbd.errors import BagError, Pose2RGBDError
+from pose2rgbd.inference.focal_check import FocalCheck
 from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig
 from pose2rgbd.nodes.localizer.outputs import PoseCovariance, pose_messages, refined_pose
@@ -250,10 +251,13 @@ class LocalizerNode(NodeLogic):
     def diagnostics(self, now_ns: int) -> Any:
         p50, p99 = self.latency.percentiles_ms()
         c = self.counters
+        focal: FocalCheck | None = getattr(self.engine, "focal", None) if self.structured else None
         if c["frames"] == 0:
             level, text = 1, "no image localized yet (waiting for images)"
         elif self.structured and self.last_fix is not None and not self.last_fix.ok:
             level, text = 1, f"no fix for the current image: {self.last_fix.reason}"
+        elif focal is not None and focal.verdict():
+            level, text = 1, f"the camera does not fit the images' matches ({focal.verdict()}): check it"
         elif self._last_ood:
             level, text = 1, "the current image is out of distribution"
         else:
@@ -272,6 +276,8 @@ class LocalizerNode(NodeLogic):
         if self.structured:
             values["fix_rate"] = f"{c['fixes'] / max(c['frames'], 1):.3f}"
             values["map"] = self.cfg.map
+        if focal is not None:  # the focal lengths the last fixes' matches fit over the camera's
+            values["focal_scale_median"] = f"{focal.median:.3f}"
         values["device"] = str(getattr(self.engine, "device", ""))
         values["precision"] = str(getattr(self.engine, "precision", ""))
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: localizer", level, text, values, self.world_frame)

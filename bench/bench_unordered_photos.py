@@ -198,8 +198,9 @@ def main() -> None:
     print(f"  median error {res['median_error']:.4g} units ({res['median_error'] / scene:.2%} of that distance), "
           f"{res['median_rot_deg']:.3g} deg; per photo p50 {res['ms_p50']:.0f} ms, p99 {res['ms_p99']:.0f} ms, "
           f"mean {res['ms_mean']:.0f} ms")  # fmt: skip
-    print(f"  camera check: the last fixes' matches fit {loc.focal.median:.3f} x the focal length; {focal_flags} "
-          f"fix(es) flagged for the camera, {focal_wrong} of them wrong")  # fmt: skip
+    fit = (f"{loc.focal.cameras} cameras, each judged on its own fixes" if loc.focal.cameras > 1 else
+           f"the last fixes' matches fit {loc.focal.median:.3f} x the focal length")  # fmt: skip
+    print(f"  camera check: {fit}; {focal_flags} fix(es) flagged for the camera, {focal_wrong} of them wrong")
     if reasons:
         print("  no fix: " + ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     if args.json:

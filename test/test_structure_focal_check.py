@@ -67,6 +67,23 @@ def test_focal_check_judges_the_camera_on_the_median_of_the_last_fixes() -> None
     assert all(off.add(FocalEstimate(0.5, 0.001)) == "" for _ in range(MIN_FIXES + 2)) and off.verdict() == ""
 
 
+def test_each_camera_is_judged_on_its_own_fixes() -> None:
+    """Photos of two cameras in turn (each photo's EXIF): the one whose fixes fit 0.8 x its focal length is judged
+    wrong from its fifth fix, warned about once; the other, which fits, is never flagged; the summary counts."""
+    check = FocalCheck(0.05)
+    right, wrong = (100.0, 100.0, 64.0, 48.0, 128, 96), (300.0, 300.0, 64.0, 48.0, 128, 96)
+    flags_right, flags_wrong, warnings = [], [], 0
+    for k in range(7):
+        flags_right.append(check.add(FocalEstimate(1.0 + 0.01 * (k % 2), 0.005), right))
+        warnings += check.first_verdict()
+        flags_wrong.append(check.add(FocalEstimate(0.8, 0.02), wrong))
+        warnings += check.first_verdict()
+    assert flags_right == [""] * 7 and check.cameras == 2
+    assert flags_wrong[: MIN_FIXES - 1] == [""] * (MIN_FIXES - 1) and all(flags_wrong[MIN_FIXES - 1 :])
+    assert warnings == 1
+    assert check.median == pytest.approx(0.8) and check.flagged == sum(map(bool, flags_wrong))
+
+
 # the factors and standard deviations of the 16 fixes of tourist photos of the Statue of Liberty (800x1200, 18 deg
 # field of view, the reconstruction's one shared camera; fixes 0.02-0.10 units from the reference poses but two)
 STATUE = [(1.444, 0.206), (1.080, 0.098), (0.807, 0.017), (1.114, 0.090), (1.111, 0.055), (1.108, 0.060),

@@ -288,7 +288,10 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
             print(f"  world frame {loc.world_frame}: placed against ENU about {about} by the map's datum "
                   "(`map info --json`: dataset.datum.world_from_enu)")  # fmt: skip
     print(f"  time per image: p50 {s.percentile_ms(50):.0f} ms, p99 {s.percentile_ms(99):.0f} ms")
-    if scfg.focal_tolerance > 0 and loc.focal.scales:  # inference/focal_check.py
+    if scfg.focal_tolerance > 0 and loc.focal.cameras > 1:  # inference/focal_check.py: photos' own cameras
+        print(f"  camera: {loc.focal.cameras} cameras; {loc.focal.flagged} fix(es) flagged because their matches do "
+              "not fit their camera's focal length")  # fmt: skip
+    elif scfg.focal_tolerance > 0 and loc.focal.scales:
         wrong = loc.focal.verdict()
         print(
             f"  camera: the last {len(loc.focal.scales)} fixes' matches fit {loc.focal.median:.3f} x its focal "

@@ -25,7 +25,7 @@ fit.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,54 +87,85 @@ def focal_scale(T_world_cam: np.ndarray, X: np.ndarray, x: np.ndarray, K: np.nda
     return FocalEstimate(scale, scale * math.sqrt(var) if var >= 0 else math.nan)
 
 
+CameraKey = tuple[float, ...]  # a camera's intrinsics and size, as the localizer tells one from another
+MAX_CAMERAS = 64  # windows kept (the most recently used cameras): photos with their own EXIF camera each have one
+
+
 class FocalCheck:
-    """The run's judgement of the queries' camera (see the module docstring). ``tolerance``: a median factor further
-    than this from 1 is a wrong camera. Not thread-safe: the localizer holds its lock around it."""
+    """The run's judgement of the queries' cameras (see the module docstring), one window of fixes per camera (a
+    photo's own EXIF camera is judged on its own fixes, not on other cameras'); ``median``, ``scales`` and
+    :meth:`verdict` are those of the camera of the last fix. ``tolerance``: a median factor further than this from 1
+    is a wrong camera. Not thread-safe: the localizer holds its lock around it."""
 
     def __init__(self, tolerance: float) -> None:
         self.tolerance = tolerance
-        self.estimates: deque[FocalEstimate] = deque(maxlen=WINDOW)
-        self.warned = False
+        self._windows: OrderedDict[CameraKey, deque[FocalEstimate]] = OrderedDict()
+        self._current: CameraKey | None = None
+        self._warned: set[CameraKey] = set()
+        self.flagged = 0  # fixes flagged for their camera
 
     def reset(self) -> None:
-        """Forget the fixes (another camera)."""
-        self.estimates.clear()
-        self.warned = False
+        """Forget the fixes of every camera."""
+        self._windows.clear()
+        self._current, self._warned, self.flagged = None, set(), 0
+
+    @property
+    def cameras(self) -> int:
+        """How many cameras have windows."""
+        return len(self._windows)
+
+    @property
+    def estimates(self) -> tuple[FocalEstimate, ...]:
+        """The last fixes' estimates of the current camera, oldest first (one snapshot: a node's diagnostics read
+        them from another thread)."""
+        window = self._windows.get(self._current) if self._current is not None else None
+        return tuple(window) if window is not None else ()
 
     @property
     def scales(self) -> tuple[float, ...]:
-        """The last fixes' factors, oldest first (one snapshot: a node's diagnostics read them from another
-        thread)."""
-        return tuple(e.scale for e in tuple(self.estimates))
+        """The last fixes' factors of the current camera, oldest first."""
+        return tuple(e.scale for e in self.estimates)
 
     @property
     def median(self) -> float:
-        """The median factor of the last fixes (NaN without any)."""
+        """The median factor of the current camera's last fixes (NaN without any)."""
         scales = self.scales
         return float(np.median(scales)) if scales else math.nan
 
-    def add(self, est: FocalEstimate) -> str:
-        """Take one fix's estimate; the reason to flag the fix ("" none): the camera judged wrong on the window's
-        median, or by this fix alone where it is far off. A tolerance of 0 judges nothing."""
+    def add(self, est: FocalEstimate, camera: CameraKey = ()) -> str:
+        """Take one fix's estimate, made with ``camera``; the reason to flag the fix ("" none): the camera judged
+        wrong on its window's median, or by this fix alone where it is far off. A tolerance of 0 judges nothing."""
         if self.tolerance <= 0:
             return ""
-        if not (math.isfinite(est.scale) and math.isfinite(est.sigma)):
-            return self.verdict()
-        self.estimates.append(est)
-        judged = self.verdict()
-        if judged:
-            return judged
-        off = abs(est.scale - 1.0)
-        if off > max(GROSS, self.tolerance) and off > GROSS_SIGMAS * SIGMA_SCALE * est.sigma:
-            return f"camera focal: this fix's matches fit {est.scale:.2f} x the given focal length"
-        return ""
+        window = self._windows.pop(camera, None) or deque(maxlen=WINDOW)
+        self._windows[camera] = window  # the most recent last
+        while len(self._windows) > MAX_CAMERAS:
+            self._windows.popitem(last=False)
+        self._current = camera
+        reason = ""
+        if math.isfinite(est.scale) and math.isfinite(est.sigma):
+            window.append(est)
+            off = abs(est.scale - 1.0)
+            if off > max(GROSS, self.tolerance) and off > GROSS_SIGMAS * SIGMA_SCALE * est.sigma:
+                reason = f"camera focal: this fix's matches fit {est.scale:.2f} x the given focal length"
+        reason = self.verdict() or reason
+        self.flagged += bool(reason)
+        return reason
+
+    def first_verdict(self) -> bool:
+        """Whether the current camera is judged wrong for the first time (the localizer warns once per camera)."""
+        if self._current is None or self._current in self._warned or not self.verdict():
+            return False
+        self._warned.add(self._current)
+        return True
 
     def verdict(self) -> str:
-        """The reason every fix is flagged while the window's median factor is off ("" while it fits): further from
-        1 than the tolerance and than ``SIGNIFICANCE`` standard errors of the median, taken from the factors' spread
-        (their median absolute deviation) or their own standard deviations (``SIGMA_SCALE`` x), whichever is larger
-        -- photos of a far landmark through a long lens fix the factor to no better than 5-20 % each."""
-        ests = tuple(self.estimates)
+        """The reason every fix of the current camera is flagged while its window's median factor is off ("" while
+        it fits): further from 1 than the tolerance and than ``SIGNIFICANCE`` standard errors of the median, taken
+        from the factors' spread (their median absolute deviation) or their own standard deviations
+        (``SIGMA_SCALE`` x), whichever is larger -- photos of a far landmark through a long lens fix the factor to no
+        better than 5-20 % each."""
+        ests = self.estimates
         if self.tolerance <= 0 or len(ests) < MIN_FIXES:
             return ""
         s = np.array([e.scale for e in ests])

@@ -441,11 +441,11 @@ class StructureLocalizer:
         assert fix.support is not None
         est = focal_scale(fix.T_world_cam, *fix.support, geo.K)
         fix.focal_scale = est.scale
+        camera = (*(round(float(v), 3) for v in geo.K[[0, 1, 0, 1], [0, 1, 2, 2]]), *geo.wh)
         with self._lock:
-            reason = self.focal.add(est)
-            first = bool(self.focal.verdict()) and not self.focal.warned
-            self.focal.warned |= first
-            median = self.focal.median
+            reason = self.focal.add(est, camera)
+            first = self.focal.first_verdict()
+            median, n = self.focal.median, len(self.focal.estimates)
         if reason:
             flag_fix(fix, reason, self.calibration, self.cfg.ood_covariance_scale)
         if first:
@@ -459,7 +459,7 @@ class StructureLocalizer:
                 "moves a fix along its view by up to metres at small sigmas, so every fix made with this camera is "
                 "flagged out of distribution. Give the images' own camera (%s, the node's camera parameter or a "
                 "CameraInfo topic)",
-                len(self.focal.scales), median, used, fx, fy, w, h, fx * median, fy * median, GIVE_CAMERA,
+                n, median, used, fx, fy, w, h, fx * median, fy * median, GIVE_CAMERA,
             )  # fmt: skip
 
     def _camera_unknown(self) -> bool:
@@ -479,8 +479,6 @@ class StructureLocalizer:
         lens, intrinsics, cam = self._geometry_of_camera
         if camera[0] is not lens or camera[1] != intrinsics or camera[2] is not cam:
             self._geometry, self._geometry_of_camera = {}, camera
-            with self._lock:
-                self.focal.reset()  # another camera: judged afresh
         geo = self._geometry.get((w, h))
         if geo is not None:
             return geo

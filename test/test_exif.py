@@ -141,6 +141,8 @@ def test_camera_exif_names_the_photos_without_a_usable_focal(
     printed = capsys.readouterr().out
     assert "--camera exif: 2 of 4 photos had no usable EXIF focal length and were taken as the map's camera " \
            "(p1.jpg, p3.jpg); give their camera with --camera FX,FY,CX,CY" in printed  # fmt: skip
+    # the EXIF camera and the map's are judged apart (inference/focal_check.py); both fit their photos' matches
+    assert "camera: 2 cameras; 0 fix(es) flagged because their matches do not fit" in printed, printed
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.inference"):
         assert main([*argv, "--out", str(tmp_path / "map.csv")]) == 0

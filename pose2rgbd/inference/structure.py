@@ -452,7 +452,11 @@ class StructureLocalizer:
             fx, fy = geo.K[0, 0] * w / geo.wh[0], geo.K[1, 1] * h / geo.wh[1]  # at the image's size
             used = "the one given"
             if self._camera_unknown():
-                used = "the photos' EXIF" if self.use_exif else "the map's camera scaled to the image, none being given"
+                used = (
+                    "a photo's EXIF focal length (or, for a photo without one, the map's camera scaled to it)"
+                    if self.use_exif
+                    else "the map's camera scaled to the image, none being given"
+                )
             log.warning(
                 "the queries' camera does not fit their matches: the last %d fixes fit focal lengths %.2f x those of "
                 "the camera used, %s (fx %.1f, fy %.1f px at %dx%d -> about %.1f, %.1f px); a wrong focal length "

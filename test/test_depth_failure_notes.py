@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 (dest / "last.pt").write_bytes(b"")  # a training stopped after its first checkpoint
             err = failing["stage"]
             if err is not None and failing.get("name") == name:
+                if dest == tmp_path / "out":  # the dataset's writer is atomic: a failed export leaves no output
+                    shutil.rmtree(dest)
                 raise err
 
         return run
@@ -132,3 +135,20 @@ def test_a_failure_with_nothing_of_this_run_kept_removes_the_work_folder(chain: 
     chain("selfsup", "export")
     e = chain("selfsup", "frames", gps_log=False)
     assert str(e) == "frames failed" and not work_folder(tmp_path / "out").exists()
+
+
+def test_an_existing_output_is_refused_before_the_first_stage(chain: Any, tmp_path: Path) -> None:
+    """`convert video --depth ...` into an existing dataset without --overwrite is refused at once: no stage runs and
+    no work folder is made (before: frames, SfM and minutes of training ran, the export refused the output and left
+    the work folder; the note's "run the same command again" met the same refusal)."""
+    from pose2rgbd.convert.video_depth import work_folder
+    from pose2rgbd.errors import OutputExistsError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.yaml").write_text("format: pose2rgbd-dataset\n")
+    for depth in ("selfsup", "mvs", "selfsup+mvs"):
+        e = chain(depth, "frames")  # the frames stage would fail: it must not be reached
+        assert isinstance(e, OutputExistsError) and "pass --overwrite" in str(e), e
+        assert not work_folder(out).exists()
+    assert (out / "manifest.yaml").exists()

@@ -234,3 +234,48 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     np.testing.assert_allclose(Dataset(again.path).read_depth(4), ds.read_depth(4), rtol=1e-5, equal_nan=True)
     assert Dataset(again.path).manifest.extra["depth"]["checkpoint"] == str((res.path / KEPT_NETWORK).resolve())
     assert not (again.path / KEPT_NETWORK).exists()  # only where asked (the chain): a user's checkpoint stays theirs
+
+
+def test_ctrl_c_in_the_depth_training_keeps_its_step_and_stops_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside the depth training's first step: the training ends after the step with last.pt (before: nothing
+    was kept before the first checkpoint interval, 5 minutes), the stage still stops the run (KeyboardInterrupt, as
+    a command's Ctrl-C), the Ctrl-C handler before is back, and the stage run again continues from step 1."""
+    import importlib
+    import os
+    import signal
+
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.video import VideoFramesSource
+    from pose2rgbd.convert.stages.depth_chain import FramesStage, TrainStage
+    from pose2rgbd.convert.stages.work import run_stage
+    from pose2rgbd.models import load_checkpoint
+    from pose2rgbd.training import Callback
+    from pose2rgbd.training.config import TrainConfig
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
+            if trainer.step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    train_mod = importlib.import_module("pose2rgbd.training.train")  # the module (the package exports the function)
+    real = train_mod.train
+    monkeypatch.setattr(train_mod, "train", lambda *a, **kw: real(*a, callbacks=[CtrlC()], **kw))
+    work = tmp_path / "work"
+    cfg = ConvertConfig()
+    video = _video(tmp_path / "clip.avi", 8)
+    frames = run_stage(FramesStage(VideoFramesSource(video, cfg), cfg.output, {"config": {}}), work, progress=False)
+    tc = TrainConfig(epochs=10, max_steps=3, batch_size=2, val_every=0, progress=False, tensorboard=False,
+                     checkpoint_every_steps=0)  # fmt: skip
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(TrainStage(frames, None, _tiny_model(), tc), work, progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert load_checkpoint(work / "run" / "last.pt").step == 1
+    monkeypatch.setattr(train_mod, "train", real)
+    run = run_stage(TrainStage(frames, None, _tiny_model(), tc), work, progress=False)
+    assert load_checkpoint(TrainStage.checkpoint(run)).step == 3

@@ -8,7 +8,8 @@ or, with ``--depth mvs``, frames -> metric poses -> multi-view stereo depth (no 
 :class:`pose2rgbd.convert.mvs_depth.MvsStage`), and with ``--depth selfsup+mvs`` the network's export combined
 with stereo by the same stage;
 the first three in a work folder beside the output (``.<out>.selfsup-work``), each cached by what it was made from
-(:mod:`pose2rgbd.convert.stages.work`). The output is checked once, before the first stage. The work folder is
+(:mod:`pose2rgbd.convert.stages.work`). The output is checked once, before the first stage (an existing one is
+refused there unless ``overwrite``). The work folder is
 deleted when the dataset is written. When a stage fails or the run is stopped after a stage finished, it is kept
 and the error says so: the same command run again continues from the finished stages (and from the last
 checkpoint of a stopped training); when the export fails (e.g. COLMAP registered too few frames), the error also
@@ -36,7 +37,7 @@ from pose2rgbd.geometry.mvs import MvsConfig
 from pose2rgbd.methods.selfsup_depth.config import SelfSupDepthConfig
 from pose2rgbd.methods.selfsup_depth.metric import MetricPosesConfig
 from pose2rgbd.methods.selfsup_depth.trajectory import TrajectoryConfig
-from pose2rgbd.output_guard import DATASET, check_output
+from pose2rgbd.output_guard import DATASET, check_output, refuse_existing
 from pose2rgbd.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def convert_video_with_depth(
     out = Path(out)
     inputs = tuple(p for p in (video, gps_log, convert_kw.get("attitude")) if p is not None)
     check_output(out, DATASET, inputs=inputs, overwrite=overwrite)
+    # an existing output is refused here, before minutes of frames, structure from motion and training (the export
+    # that writes it would refuse it only at the end, with the work folder left beside it)
+    refuse_existing(out, overwrite=overwrite)
     c = cfg or ConvertConfig()
     settings: dict[str, Any] = {"config": to_dict(c)}
     source: Source

@@ -53,6 +53,16 @@ def _pass_on(previous: object, signum: int, frame: FrameType | None) -> None:
         os.kill(os.getpid(), signum)  # the default action (SIGTERM: the process ends)
 
 
+def pass_on_the_stop(stop_reason: str) -> None:
+    """After a training that :func:`stop_after_the_step` stopped (``stop_reason``, :func:`interrupted`): the signal
+    that stopped it, delivered now to the handler installed again (a command line's: ``KeyboardInterrupt``), for a
+    caller that stops as a whole at the first Ctrl-C but keeps what its training had (``convert video``'s depth
+    stage). Where that handler ignores it, ``KeyboardInterrupt`` all the same: the caller stops."""
+    signum = signal.SIGTERM if "SIGTERM" in stop_reason else signal.SIGINT
+    _pass_on(signal.getsignal(signum), signum, None)
+    raise KeyboardInterrupt(stop_reason)
+
+
 @contextmanager
 def stop_after_the_step(trainer: Stoppable) -> Iterator[None]:
     """For the block: the first Ctrl-C / SIGTERM asks ``trainer`` to stop after its step (see the module
@@ -75,8 +85,8 @@ def stop_after_the_step(trainer: Stoppable) -> Iterator[None]:
         trainer.should_stop = True
         trainer.stop_reason = f"interrupted ({NAMES.get(signal.Signals(signum), str(signum))})"
         log.warning(
-            "%s: training stops after this step; the final validation and last.pt follow (--resume continues from "
-            "it). Press it again to stop at once, keeping only the checkpoints written so far",
+            "%s: training stops after this step; the final validation and last.pt follow (a resumed run continues "
+            "from it). Press it again to stop at once, keeping only the checkpoints written so far",
             NAMES.get(signal.Signals(signum), "signal"),
         )
 

@@ -106,10 +106,16 @@ class TrainStage:
                 "model": to_dict(self.model_config()), "train": tc}  # fmt: skip
 
     def run(self, dest: Path, *, progress: bool) -> None:
+        from pose2rgbd.training.graceful_stop import interrupted, pass_on_the_stop
         from pose2rgbd.training.train import train
 
-        res = train("selfsup-depth", self.frames.path, dest, self.model_config(), self.train_cfg, resume=True)
+        # Ctrl-C / SIGTERM ends the training after its step with last.pt (the same command continues from it; before,
+        # a stop in the first checkpoint interval, 5 minutes, kept nothing), then stops the chain as a whole
+        res = train("selfsup-depth", self.frames.path, dest, self.model_config(), self.train_cfg, resume=True,
+                    stop_on_ctrl_c=True)  # fmt: skip
         log.info("depth trained: %d steps in %.1f min (%s)", res.steps, res.elapsed_s / 60, res.stop_reason)
+        if interrupted(res.stop_reason):
+            pass_on_the_stop(res.stop_reason)
 
     @staticmethod
     def checkpoint(run: Product) -> Path:

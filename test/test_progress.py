@@ -106,3 +106,27 @@ def test_a_bar_not_drawn_logs_lines_in_a_log_file(caplog: pytest.LogCaptureFixtu
         "resumed: 910 of 1000 steps done (30 s so far, about 270 s left)",
     ]
     assert pipe.getvalue() == ""
+
+
+def test_a_training_bar_counts_to_where_its_time_budget_ends() -> None:
+    """`convert video`'s depth training plans 1000 epochs (16,000 steps) and 3 minutes end it: at 1 step a second the
+    bar's total becomes the 180 steps the budget allows (before, its log said about 19,000 s left); without a time
+    budget it keeps the planned steps; a resumed run counts the budget already spent."""
+    from pose2rgbd.training.callbacks import ProgressBar
+
+    def run(max_minutes: float, step0: int = 0, spent: float = 0.0) -> int:
+        pb = ProgressBar("depth")
+        tr = SimpleNamespace(planned_steps=16000, step=step0, elapsed_s=spent, epoch=0,
+                             cfg=SimpleNamespace(max_minutes=max_minutes))  # fmt: skip
+        pb.on_train_start(tr)  # type: ignore[arg-type]
+        for _ in range(30):
+            tr.step += 1
+            tr.elapsed_s += 1.0
+            pb.on_step_end(tr, {"loss": 1.0})  # type: ignore[arg-type]
+        total = int(pb._bar.total)
+        pb.on_train_end(tr)  # type: ignore[arg-type]
+        return total
+
+    assert run(3.0) == 180
+    assert run(0.0) == 16000
+    assert run(3.0, step0=100, spent=100.0) == 180  # 100 steps in 100 s before, 50 s of the budget left after 30 more

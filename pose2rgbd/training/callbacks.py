@@ -142,15 +142,33 @@ class ProgressBar(Callback):
     def __init__(self, desc: str = "train") -> None:
         self.desc = desc
         self._bar: Any = None
+        self._start: tuple[int, float] = (0, 0.0)  # this run's first step and its training time then
 
     def on_train_start(self, trainer: Trainer) -> None:
         total = trainer.planned_steps or None
         self._bar = bar(total=total, initial=trainer.step, desc=self.desc, unit="step", leave=False)
+        self._start = (trainer.step, trainer.elapsed_s)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         if self._bar is not None:
+            total = self.budget_total(trainer)
+            if total is not None and total != self._bar.total:
+                self._bar.total = total  # the bar's (and a log line's) time left follows
             self._bar.update(1)
             self._bar.set_postfix({"epoch": trainer.epoch + 1, **self.shown(logs)})
+
+    def budget_total(self, trainer: Trainer) -> int | None:
+        """With a time budget (``max_minutes``): the steps it ends at, at this run's rate so far -- fewer than the
+        planned ones where it ends the run first (``convert video``'s depth training plans 1000 epochs and a budget
+        of minutes ends it: its bar had said about 19,000 s left of a 3-minute budget). None: nothing to change."""
+        budget = trainer.cfg.max_minutes * 60.0
+        step0, t0 = self._start
+        ran = trainer.elapsed_s - t0
+        if budget <= 0 or trainer.step - step0 < 5 or ran <= 0:
+            return None
+        by_time = trainer.step + (trainer.step - step0) / ran * max(budget - trainer.elapsed_s, 0.0)
+        planned = trainer.planned_steps or math.inf
+        return int(min(planned, round(by_time)))
 
     @staticmethod
     def shown(logs: dict[str, float]) -> dict[str, str]:

@@ -378,6 +378,34 @@ def parse_size(text: str, key: str = "size") -> tuple[int, int] | None:
     return w, h
 
 
+def size_warning(wh: tuple[int, int] | None, src_w: int, src_h: int, key: str = "--size") -> str:
+    """What is doubtful about writing ``src_w x src_h`` frames at ``wh`` ("" nothing): another aspect ratio (the
+    pixels stretched: a width and height given the wrong way round, most often; models and SIFT see a squeezed
+    world), or more pixels than the source has (upscaled frames hold no more detail, at many times the disk and
+    time)."""
+    if wh is None or src_w <= 0 or src_h <= 0:
+        return ""
+    w, h = wh
+    stretch = (w / src_w) / (h / src_h)  # > 1: wider than the source
+    if abs(math.log(stretch)) > math.log(1.05):
+        swapped = abs(math.log((h / w) / (src_w / src_h))) < 0.05
+        fits = f"{h}x{w}" if swapped else f"{w}x{max(round(w * src_h / src_w), 1)}"
+        return (
+            f"{key} {w}x{h} has another aspect ratio than the {src_w}x{src_h} source ({w / h:.2f} vs "
+            f"{src_w / src_h:.2f}): every pixel is stretched {max(stretch, 1 / stretch):.2f}x "
+            f"{'sideways' if stretch > 1 else 'upwards'}"
+            + (" (width and height the wrong way round?)" if swapped else "")
+            + f"; the source's aspect is kept by {key} {fits} (WIDTHxHEIGHT, width first)"
+        )
+    if w > src_w * 1.05 or h > src_h * 1.05:
+        factor = (w * h) / (src_w * src_h)
+        return (
+            f"{key} {w}x{h} is larger than the {src_w}x{src_h} source: upscaled frames hold no more detail and take "
+            f"{factor:.1f}x the pixels (disk, time); give the source's size or a smaller one (empty: as recorded)"
+        )
+    return ""
+
+
 # One vocabulary for the two ways a recording becomes a dataset (`pose2rgbd record bag` and `pose2rgbd convert
 # bag`: RecorderConfig and ConvertConfig): the same keys, formats and help for the same concepts (the camera mount
 # section is one class, pose2rgbd.geometry.mount.CameraMount).

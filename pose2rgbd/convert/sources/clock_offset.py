@@ -4,15 +4,19 @@ the frame poses, the report draws the synchronization and the camera path."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from pose2rgbd.config import size_warning
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase
 from pose2rgbd.convert.stages.time_offset import PosePlan, Streams, plan_poses
 from pose2rgbd.dataset import Manifest
+
+log = logging.getLogger(__name__)
 
 
 class ClockOffsetSource(SourceBase):
@@ -38,6 +42,9 @@ class ClockOffsetSource(SourceBase):
         s = self.streams = self.read(progress=progress)
         pose = plan_poses(s, self.cfg)
         wh = self.cfg.size_wh()
+        doubt = size_warning(wh, s.camera.width, s.camera.height)
+        if doubt:
+            log.warning(doubt)
         keep = np.flatnonzero(pose.keep)
         summary = pose.summary
         if s.lens is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose2rgbd.config import to_dict
+from pose2rgbd.config import size_warning, to_dict
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
 from pose2rgbd.convert.pose_check import DepthEvidence, PoseCheck, check_poses, depth_sample, plot_poses
 from pose2rgbd.convert.posed_images.common import (
@@ -343,6 +343,9 @@ class PosedImagesSource(SourceBase):
             )
         self._und = und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
         wh = cfg.size_wh()
+        doubt = size_warning(wh, und.target.width, und.target.height)
+        if doubt:
+            log.warning(doubt)
         cam = und.target if wh is None else und.target.scaled(*wh)
         remapped = sum(und.needs_remap(c) for c in pi.cameras)
         summary: dict[str, Any] = {

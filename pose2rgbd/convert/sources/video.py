@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pose2rgbd.config import size_warning
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
 from pose2rgbd.convert.lens_calibration import VideoLens
@@ -314,6 +315,9 @@ class VideoFramesSource(SourceBase):
         self.lens = lens = video_lens(self.path, self.cfg, int(t.size), progress=progress)
         _log_assumed_lens(self.cfg, lens, self.lens_given)
         cam = PinholeCamera.from_fov(w, h, self.cfg.hfov_deg) if lens is None else lens.target
+        doubt = size_warning(wh, cam.width, cam.height)
+        if doubt:
+            log.warning(doubt)
         frames: dict[str, int] = {"total": int(t.size)}
         poses = {"kind": "placeholder", "note": "video without GPS: identity poses"}
         summary = {"input": {"kind": self.kind, "path": str(self.path)}, "frames": frames, "poses": poses,

@@ -9,6 +9,7 @@ config has that key.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,27 @@ from pose2rgbd.errors import ConfigError
 
 DEFAULT_METHOD = "pose2rgbd"
 
+
+def _square_side(text: str) -> int:
+    """``--size``: one number, the side in pixels of the square images the models render."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    what = "WIDTHxHEIGHT" if "x" in text.lower() else "not an integer"
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is {what}: the models render square images, --size is their side in pixels, one integer (e.g. "
+        "--size 128; the dataset's images, of any shape, are resized to it). WIDTHxHEIGHT is what `convert --size` "
+        "takes, the size of a dataset's images"
+    )
+
+
 # The short spellings users and docs rely on; each feeds the same keys as --model.* / --train.* / --set.
 # A model.* alias is offered only when the chosen method's config has that key.
 ALIASES = (
     Alias("--outputs", "model.outputs"),
     Alias("--encoding", "model.encoding"),
-    Alias("--size", "model.size"),
+    Alias("--size", "model.size", type=_square_side, metavar="SIDE"),
     Alias("--map", "model.map"),
     Alias("--epochs", "train.epochs"),
     Alias("--batch-size", "train.batch_size"),
@@ -39,6 +55,7 @@ ALIASES = (
     Alias("--no-tensorboard", "train.tensorboard", const=False, help="do not write TensorBoard events"),
     Alias("--no-progress", "train.progress", const=False, help="no progress bar"),
 )
+
 
 # Keys that moved from the train section to the Pose2RGBD model section: old spellings get an error naming the
 # new key (in --config files, --set and as flags).
@@ -83,18 +100,71 @@ def _pre_parse(argv: list[str]) -> argparse.Namespace:
     return pre
 
 
+def _read_run_config(out: Path) -> tuple[dict[str, object], str]:
+    """The config.yaml of the run in ``out`` as written (``method``, ``model``, ``train``, ``dataset``) and ``""``,
+    or ``{}`` and why it cannot be read."""
+    import yaml
+
+    path = out / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return {}, "not found" if out.is_dir() else f"not found ({out} does not exist)"
+    except (OSError, UnicodeDecodeError) as e:
+        return {}, f"cannot be read ({getattr(e, 'strerror', None) or e})"
+    except yaml.YAMLError as e:
+        return {}, f"is not valid YAML ({str(e).splitlines()[0]})"
+    if not isinstance(saved, dict):
+        return {}, "is not a training run's config (not a mapping)"
+    return saved, ""
+
+
 def _run_config(out: Path | None) -> dict[str, object]:
     """The config.yaml of the run in ``out`` as written (``method``, ``model``, ``train``), or {} where there is none
     to read (resuming says what is wrong, if anything)."""
-    if out is None:
-        return {}
-    import yaml
+    return {} if out is None else _read_run_config(out)[0]
 
-    try:
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``train --resume`` takes from the run's own OUT/config.yaml where the command does not give it: the
+    dataset, the kind (``method``), the model settings (all of them: a resume keeps the checkpoint's model) and the
+    training settings that define the data split (:data:`pose2rgbd.training.run_folder.RESUME_FIXED`)."""
+
+    path: Path | None = None  # OUT/config.yaml; None: not resuming
+    problem: str = ""  # why it cannot be read ("" where it was read)
+    dataset: Path | None = None
+    method: str | None = None
+    model: dict[str, object] = field(default_factory=dict)  # top-level model.* keys of the run's method
+    train: dict[str, object] = field(default_factory=dict)  # the train.* keys a resume must keep
+
+
+def _run_settings(out: Path | None, resume: bool, method: str, preset: str | None) -> RunSettings:
+    """The settings of the run in ``out`` that ``--resume`` continues (:class:`RunSettings`; empty without
+    ``resume``): its model settings only where ``method`` is the run's own, less those the ``preset`` the command
+    gives sets (the command's preset wins; a real difference is then refused by the resume's check)."""
+    if not resume or out is None:
+        return RunSettings()
+    from dataclasses import fields
+
+    from pose2rgbd.training.run_folder import RESUME_FIXED
+
+    saved, problem = _read_run_config(out)
+    path = out / "config.yaml"
+    if problem:
+        return RunSettings(path=path, problem=problem)
+    ds, kind = saved.get("dataset"), saved.get("method")
+    model: dict[str, object] = {}
+    section = saved.get("model")
+    if isinstance(kind, str) and kind == method and isinstance(section, dict):
+        family = _family(method)
+        names = {f.name for f in fields(family.config_cls)}
+        by_preset = (set(family.presets.get(preset) or {}) | {"preset"}) if preset is not None else set()
+        model = {k: v for k, v in section.items() if k in names and k not in by_preset}
+    train = saved.get("train")
+    fixed = {k: train[k] for k in RESUME_FIXED if k in train} if isinstance(train, dict) else {}
+    return RunSettings(path=path, dataset=Path(ds) if isinstance(ds, str) and ds else None,
+                       method=kind if isinstance(kind, str) else None, model=model, train=fixed)  # fmt: skip
 
 
 def _method_of_run(out: Path | None, resume: bool) -> str:
@@ -130,8 +200,40 @@ def _schema(pre: argparse.Namespace) -> Schema:
     base = family.make_config(name) if name is not None else family.config_cls()
     # the preset's values become the defaults the config file, flags and --set override (and --help shows)
     overrides = {k: v for k, v in cfgmod.to_dict(base).items() if k in (family.presets.get(name) or {})}
-    defaults = {"model": overrides, "train": dict(family.train_defaults)}  # the method's own training values
+    # resuming: the run's own settings (OUT/config.yaml) replace them; what the command gives still wins
+    run = _run_settings(pre.out, pre.resume, pre.method, pre.preset)
+    defaults = {"model": {**overrides, **run.model}, "train": {**family.train_defaults, **run.train}}
     return Schema({"model": family.config_cls, "train": TrainConfig}, defaults=defaults, moved=MOVED_KEYS)
+
+
+def _shown(value: object) -> str:
+    """A setting's value as a flag takes it (a list as ``a,b,c``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _taken_from_run(args: argparse.Namespace, run: RunSettings, data: dict[str, Any], method_given: bool,
+                    dataset_given: bool) -> list[str]:  # fmt: skip
+    """What a resume took from the run's config.yaml that the command did not give and that differs from the
+    method's own defaults (its preset's values): ``--dataset D``, ``--method M``, ``model.KEY=V``, ``train.KEY=V``."""
+    from pose2rgbd.training.config import TrainConfig
+
+    family = _family(args.method)
+    name = args.preset if args.preset is not None else family.default_preset
+    base = {
+        "model": cfgmod.to_dict(family.make_config(name) if name is not None else family.config_cls()),
+        "train": {**cfgmod.to_dict(TrainConfig()), **family.train_defaults},
+    }
+    taken = [] if dataset_given or run.dataset is None else [f"--dataset {run.dataset}"]
+    if not method_given and run.method and run.method != DEFAULT_METHOD:
+        taken.append(f"--method {run.method}")
+    for section, saved in (("model", run.model), ("train", run.train)):
+        given = data.get(section) or {}
+        taken += [
+            f"{section}.{k}={_shown(v)}" for k, v in saved.items() if k not in given and base[section].get(k) != v
+        ]
+    return taken
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -157,9 +259,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="a preset of the method; default: the method's default preset. Its values are the base that "
         "--config, flags and --set override",
     )
-    p.add_argument("--dataset", type=Path, required=True, help="format-v1 dataset directory")
+    dataset = p.add_argument(
+        "--dataset",
+        type=Path,
+        required=True,  # not with --resume: the run's own, from OUT/config.yaml (schema below)
+        help="format-v1 dataset directory (required; with --resume, the run's own from OUT/config.yaml unless given)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt if it exists, with the run's own dataset, --method, model settings and data "
+        "split from OUT/config.yaml where the command does not give them (what it gives must match the run)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -185,6 +297,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             f"a preset of --method {family.kind}: {names} (default: {dflt}). Its values are the base that "
             "--config, flags and --set override"
         )
+        dataset.required = not pre.resume  # a resume takes the run's own dataset (_run says where none is)
         state["schema"] = _schema(pre)
         return state["schema"]
 
@@ -199,16 +312,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
-def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any]) -> Any:
+def _fit_to_dataset(args: argparse.Namespace, mc: Any, data: dict[str, Any], run: RunSettings) -> Any:
     """The method's own policy for a dataset its settings do not suit (the family's ``fit_dataset``, e.g.
     Pose2RGBD on data without depth), given the ``model.*`` settings the user chose (in ``data``, what the config
-    was built from); its note is printed."""
+    was built from) or a resumed run was trained with (``run``); its note is printed."""
     from pose2rgbd.models.registry import get_family
 
     family = get_family(args.method)
     if not family.fit_dataset:
         return mc
-    given = dict(data.get("model") or {})
+    given = {**run.model, **(data.get("model") or {})}
     if args.preset is not None:
         given["preset"] = args.preset
     mc, note = family.fit_to_dataset(mc, args.dataset, given)
@@ -245,15 +358,34 @@ def _note_changed_lr(out: Path, lr: float) -> None:
         print(f"note: the run in {out} was started at lr {saved:g}; it continues at lr {lr:g} (pass --lr to choose)")
 
 
+def _resumed_dataset(out: Path, run: RunSettings) -> Path:
+    """The dataset of ``train --resume`` without ``--dataset``: the run's own (its config.yaml), or an error naming
+    what to pass."""
+    if run.dataset is not None:
+        return run.dataset
+    why = run.problem or "names no dataset"
+    raise ConfigError(
+        f"{out / 'config.yaml'}: {why}; --resume takes the run's dataset and settings from it. Pass --dataset DATASET "
+        "(and the --method, --preset and settings the run was started with), or check that --out is the run's folder"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    method_given, dataset_given = args.method is not None, args.dataset is not None
     if args.method is None:
         args.method = _method_of_run(args.out, args.resume)  # as the schema was built (_pre_parse)
-        if not args.resume:
-            _hint_hybrid(args.dataset)
+    run = _run_settings(args.out, args.resume, args.method, args.preset)  # as the schema's defaults (_schema)
+    if args.dataset is None:  # only with --resume (argparse requires it otherwise)
+        args.dataset = _resumed_dataset(args.out, run)
+    if not method_given and not args.resume:
+        _hint_hybrid(args.dataset)
     data = config_data(args)  # --config files (read once), flags, --set
     cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
-    mc = _fit_to_dataset(args, mc, data)
+    taken = _taken_from_run(args, run, data, method_given, dataset_given)
+    if taken:
+        print(f"note: resuming with the run's own settings from {run.path} (a flag given wins): {', '.join(taken)}")
+    mc = _fit_to_dataset(args, mc, data, run)
     if args.resume:
         _note_changed_lr(args.out, tc.lr)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,

@@ -243,11 +243,41 @@ def saturation_values(manifest: Manifest) -> np.ndarray:
     return np.unique(np.float32(65535.0) / np.asarray(scales, np.float32))
 
 
+MODEL_SUFFIXES = {".pt": "a model checkpoint", ".pth": "a model checkpoint", ".onnx": "an exported model"}
+
+
+def not_a_dataset_file(path: Path) -> str:
+    """Why the file ``path`` given as a dataset is not one, and what to give instead: a dataset's own file (its
+    folder), a checkpoint (named as such, with the dataset its training run recorded in its config.yaml), any
+    other file."""
+    hint = ""
+    if (path.parent / MANIFEST).is_file() and path.name in (MANIFEST, FRAMES):
+        what = f"the {path.name} of the dataset {path.parent}"
+        hint = f"; give its folder, {path.parent}"
+    elif path.suffix.lower() in MODEL_SUFFIXES:
+        what = f"{MODEL_SUFFIXES[path.suffix.lower()]} file (what --checkpoint takes)"
+        try:
+            run = yaml.safe_load((path.parent / "config.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            run = None
+        trained_on = run.get("dataset") if isinstance(run, dict) else None
+        if isinstance(trained_on, str) and trained_on:
+            hint = f"; the run it comes from ({path.parent / 'config.yaml'}) was trained on the dataset {trained_on}"
+    else:
+        what = "a file"
+    return (
+        f"{path}: is {what}, not a dataset: a dataset (what --dataset takes) is a folder holding {MANIFEST}, written "
+        f"by `pose2rgbd convert` or `pose2rgbd sim`{hint}"
+    )
+
+
 class Dataset:
     """A validated, read-only format-v1 dataset. ``Dataset(path)`` raises :class:`DatasetError` on problems."""
 
     def __init__(self, path: str | Path, *, check_files: bool = True) -> None:
         self.path = Path(path)
+        if self.path.is_file():
+            raise DatasetError(not_a_dataset_file(self.path))
         if not self.path.is_dir():
             raise DatasetError(f"{self.path}: dataset directory not found")
         mpath = self.path / MANIFEST

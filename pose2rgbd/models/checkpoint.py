@@ -240,12 +240,40 @@ def save_for_inference(src: LoadedCheckpoint | str | Path, dst: str | Path) -> P
     return save_loaded(loaded, dst, extra={k: v for k, v in loaded.extra.items() if k != "trainer_state"})
 
 
+def _served(p: Path) -> bool:
+    """Whether the file ``p`` holds a checkpoint of a kind an engine serves (its header alone is read: the weights
+    are mapped, not loaded); False for anything that cannot be read so."""
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        kind = str(data.get("model_kind") or "pose2rgbd") if isinstance(data, dict) else ""
+        return bool(kind) and get_family(kind).engine is not None
+    except Exception:  # not a checkpoint of a known kind (whatever torch raises for it): not suggested
+        return False
+
+
+def _folder_message(p: Path) -> str:
+    """Why the folder ``p`` is no checkpoint and what to pass instead: for a dataset, the run to train from it; else
+    the checkpoints in it that an engine serves (a dataset's depth network, e.g., is served by none)."""
+    if (p / "manifest.yaml").is_file():  # pose2rgbd.dataset.format.MANIFEST
+        return (
+            f"{p}: is a dataset folder, not a checkpoint file: a model (a renderer, a localizer) is trained from it, "
+            f"`pose2rgbd train --dataset {p} --out RUN`; then pass --checkpoint RUN/best.pt"
+        )
+    pts = sorted(p.glob("*.pt"))
+    served = [x.name for x in pts if _served(x)]
+    if served:
+        hint = f"; it holds {', '.join(served)}: pass one of them, e.g. {p / served[0]}"
+    elif pts:
+        hint = f"; its {', '.join(x.name for x in pts)} {'hold' if len(pts) > 1 else 'holds'} no model an engine serves"
+    else:
+        hint = ""
+    return f"{p}: is a folder, not a checkpoint file (a .pt written by `pose2rgbd train`){hint}"
+
+
 def _check_checkpoint_file(p: Path) -> None:
     """Clear messages for what torch.load reports badly: a folder, a missing, empty or text file."""
     if p.is_dir():
-        pts = sorted(x.name for x in p.glob("*.pt"))
-        hint = f"; it holds {', '.join(pts)}: pass one of them, e.g. {p / pts[0]}" if pts else ""
-        raise CheckpointError(f"{p}: is a folder, not a checkpoint file (a .pt written by `pose2rgbd train`){hint}")
+        raise CheckpointError(_folder_message(p))
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found")
     try:

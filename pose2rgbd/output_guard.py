@@ -109,7 +109,7 @@ POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",),
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
 RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"),  # render trajectory's folder
                      contents=("rgb_*.png", "depth_*.png", "depth_*.npy", "depth_sigma_*.npy", "poses.csv",
-                               "camera.yaml"))  # fmt: skip
+                               "camera.yaml", "README_pose2rgbd.txt"))  # fmt: skip
 FILE = OutputKind("file", False)
 
 

@@ -525,3 +525,33 @@ def test_depth_pngs_are_millimetres_rounded_to_the_nearest_and_zero_only_where_t
     metres = np.array([[1.2346, 1.2344, 0.0004, 70.0], [np.nan, np.inf, 0.0, -1.0]], np.float32)
     np.testing.assert_array_equal(depth_millimetres(metres), [[1235, 1234, 1, 65535], [0, 0, 0, 0]])
     assert depth_millimetres(metres).dtype == np.uint16
+
+
+class _WithSigma(_Ok):
+    """:class:`_Ok` with a depth uncertainty (0.1 m everywhere)."""
+
+    def render(self, T: np.ndarray) -> object:
+        res = super().render(T)
+        res.depth_sigma = np.full((len(T), 8, 8), 0.1, np.float32)  # type: ignore[attr-defined]
+        return res
+
+
+@pytest.mark.parametrize("engine", [_Ok, _WithSigma])
+def test_a_folder_of_renders_says_what_each_file_holds_and_its_units(engine: type, tmp_path: Path) -> None:
+    """The folder itself says the depth PNGs are millimetres, the .npy metres (before: only --help said so)."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import NOTE_NAME, render_trajectory
+
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(3), T0_S + 0.1 * np.arange(3)))
+    render_trajectory(engine(), traj, tmp_path / "out", batch=2, progress=False)
+    note = (tmp_path / "out" / NOTE_NAME).read_text()
+    lines = {line.split()[0]: line for line in note.splitlines()[2:]}
+    assert "MILLIMETRES" in lines["depth_NNNNNN.png"] and "METRES" in lines["depth_NNNNNN.npy"]
+    assert {"rgb_NNNNNN.png", "poses.csv", "camera.yaml"} <= set(lines)
+    assert ("depth_sigma_NNNNNN.npy" in lines) == (engine is _WithSigma)  # only the files the folder holds
+    if engine is _WithSigma:
+        assert "METRES" in lines["depth_sigma_NNNNNN.npy"] and (tmp_path / "out" / "depth_sigma_000002.npy").is_file()
+    # an earlier render with its note is replaced as before; a video gets no note beside it
+    render_trajectory(engine(), traj, tmp_path / "out", batch=2, progress=False, overwrite=True)
+    render_trajectory(engine(), traj, tmp_path / "v.mp4", batch=2, progress=False)
+    assert not list(tmp_path.glob("*README*")) and not list(tmp_path.glob(f"v*{NOTE_NAME}"))

@@ -128,8 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(float32 METRES per pixel: the bound the depth's absolute error stayed within on 68.3 % of the held-out "
         "pixels it was fitted on; NaN where there is no depth), NNNNNN the pose's place in the file from 0; and the "
         "pose table (OUT/poses.csv, or NAME.poses.csv beside a video): each pose rendered, out_of_bounds (outside "
-        "the training poses) and coverage_m / coverage_deg (distance to the nearest training camera). docs/ros.md, "
-        "'Offline runtime'.",
+        "the training poses) and coverage_m / coverage_deg (distance to the nearest training camera); a directory "
+        "also gets OUT/README_pose2rgbd.txt, a note of its files and their units. docs/ros.md, 'Offline runtime'.",
         allow_abbrev=False,
     )
     t.add_argument("--trajectory", type=Path, required=True,

@@ -8,7 +8,8 @@ Output (:func:`render_trajectory`): a video (RGB | colourized depth), or a direc
 depth uncertainty, ``depth_sigma_NNNNNN.npy`` (float32 metres, :mod:`pose2rgbd.models.depth_uncertainty`); and
 beside them the pose
 table (:data:`POSES_COLUMNS`: each pose rendered, whether it is outside the training poses and how far it is from
-the nearest training camera).
+the nearest training camera), the renders' camera and, in a directory, a note of what each file holds and its units
+(:data:`NOTE_NAME`, :func:`render_note`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ VIDEO_SUFFIXES = VIDEO.suffixes  # .mp4, .avi, .mkv: what the output check takes
 POSES_COLUMNS = ("index", "frame", "line", "stamp_ns", "tx", "ty", "tz", "qx", "qy", "qz", "qw", "out_of_bounds",
                  "coverage_m", "coverage_deg")  # fmt: skip
 LISTED = 10  # poses named in the out-of-bounds warning; the rest are counted
+# in a folder of renders: its files and their units (render_note); not README.txt, which a user may keep there (an
+# --overwrite would replace it with the folder)
+NOTE_NAME = "README_pose2rgbd.txt"
 
 
 @dataclass
@@ -172,6 +176,35 @@ def poses_table(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov
     return "\n".join(rows) + "\n"
 
 
+def render_note(rgb: bool, depth: bool, sigma: bool) -> str:
+    """The note written as :data:`NOTE_NAME` into a folder of renders: each kind of file it holds (``rgb``,
+    ``depth``, ``sigma``: whether the renders have one) and its units, so that the folder says it itself."""
+    files = [
+        ("rgb_NNNNNN.png", "8-bit colour image (RGB)", rgb),
+        ("depth_NNNNNN.png", "16-bit depth in MILLIMETRES (metres x 1000) along the camera's optical axis (z); 0 = no "
+         "depth, 65535 = 65.535 m or farther", depth),
+        ("depth_NNNNNN.npy", "float32 depth in METRES along the optical axis (z), NumPy .npy; NaN = no depth", depth),
+        ("depth_sigma_NNNNNN.npy", "float32 METRES per pixel, NumPy .npy: the depth's uncertainty, the bound its "
+         "absolute error stayed within on 68.3 % of the held-out pixels it was fitted on (by `pose2rgbd train`); NaN "
+         "where there is no depth", sigma),
+        ("poses.csv", "one row per pose rendered: index (the NNNNNN of its files), frame (the trajectory CSV's, "
+         "empty for TUM), line (in the trajectory file), stamp_ns (nanoseconds), tx ty tz (METRES) qx qy qz qw: "
+         "the pose T_world_cam, camera frame optical (x right, y down, z forward), quaternion x y z w; out_of_bounds "
+         "(true: outside the training poses), "
+         "coverage_m / coverage_deg (distance to the nearest training camera, METRES / DEGREES; empty where the "
+         "checkpoint carries no training cameras)", True),
+        ("camera.yaml", "the renders' pinhole camera (a ROS camera calibration YAML, pixels): back-project the "
+         "depth with it", True),
+    ]  # fmt: skip
+    width = max(len(name) for name, _, kept in files if kept)
+    lines = [f"{name:<{width}}  {what}" for name, what, kept in files if kept]
+    return (
+        "Written by `pose2rgbd render trajectory`. NNNNNN is the pose's place in the trajectory file, from 0.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def check_render_output(out: str | Path, overwrite: bool) -> None:
     """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
     not an earlier render (with or without ``overwrite``), or an earlier render without ``overwrite``. An empty
@@ -214,7 +247,8 @@ def render_trajectory(
     the 99th percentile of the first depth image. The pose table (:func:`poses_table`) is written atomically to
     :func:`poses_table_path` once every pose is rendered, with the renders' camera (``engine.camera``; depth is
     back-projected with it) as a ROS camera calibration YAML at :func:`camera_file_path`; the poses outside the
-    training poses are named in a warning (:func:`out_of_bounds_message`). An existing output (a directory with the
+    training poses are named in a warning (:func:`out_of_bounds_message`). A directory gets the note of its files and
+    their units (:func:`render_note`). An existing output (a directory with the
     user's other files, a video, or the pose table or camera file beside one) is refused unless ``overwrite``: it is
     replaced whole (:func:`check_render_output`).
     """
@@ -251,6 +285,7 @@ def render_trajectory(
 
     writer = None
     n = 0
+    wrote = {"rgb": False, "depth": False, "sigma": False}  # the kinds of file in the folder (its note names them)
     try:
         for s in bar(range(0, len(T), batch), desc="render", unit="batch", progress=progress):
             res = engine.render(T[s : s + batch])
@@ -275,12 +310,15 @@ def render_trajectory(
                 else:
                     if rgb is not None:
                         write_png(dest / f"rgb_{k:06d}.png", np.ascontiguousarray(rgb[..., ::-1]))
+                        wrote["rgb"] = True
                     if depth is not None:
                         write_png(dest / f"depth_{k:06d}.png", depth_millimetres(depth))
                         np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
+                        wrote["depth"] = True
                     sigma = getattr(res, "depth_sigma", None)  # an engine is duck-typed here: it may give none
                     if sigma is not None:
                         np.save(dest / f"depth_sigma_{k:06d}.npy", sigma[i])
+                        wrote["sigma"] = True
                 n += 1
         if writer is not None:
             writer.release()
@@ -292,6 +330,7 @@ def render_trajectory(
         else:
             (dest / table.name).write_text(text)
             (dest / camera_file.name).write_text(cam)
+            (dest / NOTE_NAME).write_text(render_note(**wrote))  # put in place with the folder, whole
             staged.commit()
     except BaseException:
         if writer is not None:

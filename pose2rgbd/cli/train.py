@@ -213,7 +213,7 @@ def _shown(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _taken_from_run(args: argparse.Namespace, run: RunSettings, data: dict[str, Any], method_given: bool,
+def _taken_from_run(args: argparse.Namespace, run: RunSettings, data: dict[str, object], method_given: bool,
                     dataset_given: bool) -> list[str]:  # fmt: skip
     """What a resume took from the run's config.yaml that the command did not give and that differs from the
     method's own defaults (its preset's values): ``--dataset D``, ``--method M``, ``model.KEY=V``, ``train.KEY=V``."""
@@ -229,7 +229,8 @@ def _taken_from_run(args: argparse.Namespace, run: RunSettings, data: dict[str, 
     if not method_given and run.method and run.method != DEFAULT_METHOD:
         taken.append(f"--method {run.method}")
     for section, saved in (("model", run.model), ("train", run.train)):
-        given = data.get(section) or {}
+        given = data.get(section)
+        given = given if isinstance(given, dict) else {}
         taken += [
             f"{section}.{k}={_shown(v)}" for k, v in saved.items() if k not in given and base[section].get(k) != v
         ]

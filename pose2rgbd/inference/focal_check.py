@@ -137,8 +137,8 @@ class FocalCheck:
         wrong on its window's median, or by this fix alone where it is far off. A tolerance of 0 judges nothing."""
         if self.tolerance <= 0:
             return ""
-        window = self._windows.pop(camera, None) or deque(maxlen=WINDOW)
-        self._windows[camera] = window  # the most recent last
+        window = self._windows.setdefault(camera, deque(maxlen=WINDOW))
+        self._windows.move_to_end(camera)  # the most recent last
         while len(self._windows) > MAX_CAMERAS:
             self._windows.popitem(last=False)
         self._current = camera

@@ -476,7 +476,7 @@ class StructureLocalizer:
         from every CameraInfo). ``image_camera`` (a photo's own, from its EXIF) is used where no query camera is
         set, for that image only."""
         camera = (self.query_lens, self.query_intrinsics, self.query_camera)
-        if image_camera is not None and all(v is None for v in camera):
+        if image_camera is not None and self._camera_unknown():
             own = image_camera if (image_camera.width, image_camera.height) == (w, h) else image_camera.scaled(w, h)
             return query_geometry(w, h, lens=None, intrinsics=None, camera=own, map_camera=self.map.camera(0),
                                   map_hw=self.map.image_hw, fit_to_map=self.cfg.fit_to_map)  # fmt: skip

@@ -252,12 +252,13 @@ class LocalizerNode(NodeLogic):
         p50, p99 = self.latency.percentiles_ms()
         c = self.counters
         focal: FocalCheck | None = getattr(self.engine, "focal", None) if self.structured else None
+        wrong_camera = focal.verdict() if focal is not None else ""
         if c["frames"] == 0:
             level, text = 1, "no image localized yet (waiting for images)"
         elif self.structured and self.last_fix is not None and not self.last_fix.ok:
             level, text = 1, f"no fix for the current image: {self.last_fix.reason}"
-        elif focal is not None and focal.verdict():
-            level, text = 1, f"the camera does not fit the images' matches ({focal.verdict()}): check it"
+        elif wrong_camera:
+            level, text = 1, f"the camera does not fit the images' matches ({wrong_camera}): check it"
         elif self._last_ood:
             level, text = 1, "the current image is out of distribution"
         else:

@@ -172,6 +172,70 @@ def test_it_survives_its_plain_form_and_a_malformed_one_is_named() -> None:
         DepthUncertainty.from_dict(fitted.to_dict() | {"fitted_on": [1, 2, 3]})  # type: ignore[dict-item]
 
 
+def _draw_far(rng: np.random.Generator, frames: int, growth: float, per_frame: int = 800) -> tuple[np.ndarray, ...]:
+    """Frames at coverage distances 1-40 m whose pixels' relative error is normal with a spread of 0.02 (holes 0.1)
+    times ``1 + growth * distance``: the error of a render grows with its distance from what the model saw."""
+    dist = np.repeat(rng.uniform(1.0, 40.0, frames), per_frame)
+    depth, truth, conf = _draw(rng, frames * per_frame, (0.1, 0.02), far=1.0)
+    depth = truth / (1.0 + (truth / depth - 1.0) * (1.0 + growth * dist))
+    return depth, truth, conf, dist
+
+
+def test_the_bound_grows_with_the_coverage_distance_as_the_error_does() -> None:
+    depth, truth, conf, dist = _draw_far(np.random.default_rng(10), 80, growth=0.05)
+    fitted = fit_depth_uncertainty(depth, truth, conf, distance_m=dist)
+    assert fitted is not None
+    assert fitted.growth_per_m == pytest.approx(0.05, rel=0.25)
+    assert fitted.relative[1, 0] == pytest.approx(0.02, rel=0.1)  # the bound at distance 0
+    assert fitted.reference_m == pytest.approx(np.median(dist), rel=0.02)  # the scored pixels'
+    assert fitted.fitted_on["near_m"] < fitted.fitted_on["far_m"]
+    # fresh frames: honest at each distance, not only on average (one distance per frame: a batch of frames)
+    d2, t2, c2, x2 = (a.reshape(80, 800) for a in _draw_far(np.random.default_rng(11), 80, growth=0.05))
+    sigma = fitted.sigma(d2, c2, x2[:, 0])
+    for lo, hi in ((0.0, 10.0), (10.0, 25.0), (25.0, 41.0)):
+        m = (x2 >= lo) & (x2 < hi)
+        assert share_within(d2[m], t2[m], sigma[m]) == pytest.approx(LEVEL, abs=0.04), (lo, hi)
+    # twice as far as the farthest fitted: the growth carried on linearly
+    d3, t3, c3, x3 = _draw_far(np.random.default_rng(12), 1, growth=0.05, per_frame=20_000)
+    d3 = t3 / (1.0 + (t3 / d3 - 1.0) * (1.0 + 0.05 * 80.0) / (1.0 + 0.05 * x3))  # its error as at 80 m
+    assert share_within(d3, t3, fitted.sigma(d3, c3, 80.0)) == pytest.approx(LEVEL, abs=0.06)
+    # one bound for all distances (no distance given to the fit) holds far too rarely for the far frames
+    flat = fit_depth_uncertainty(depth, truth, conf)
+    assert flat is not None and flat.growth_per_m == 0.0
+    m = x2 > 32.0
+    assert share_within(d2[m], t2[m], flat.sigma(d2, c2)[m]) < LEVEL - 0.12
+    assert "times 1 + " in fitted.describe() and "per metre" in fitted.describe()
+    back = DepthUncertainty.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert (back.growth_per_m, back.reference_m) == (fitted.growth_per_m, fitted.reference_m)
+
+
+def test_no_growth_where_the_error_does_not_grow_or_every_frame_is_as_far() -> None:
+    depth, truth, conf, dist = _draw_far(np.random.default_rng(13), 80, growth=0.0)
+    fitted = fit_depth_uncertainty(depth, truth, conf, distance_m=dist)
+    assert fitted is not None and fitted.growth_per_m * fitted.fitted_on["far_m"] < 0.05  # at most noise
+    same = fit_depth_uncertainty(depth, truth, conf, distance_m=np.full_like(dist, 3.0))  # every frame 3 m away
+    assert same is not None and same.growth_per_m == 0.0
+    np.testing.assert_array_equal(same.sigma(depth, conf, 100.0), same.sigma(depth, conf))
+
+
+def test_a_batch_takes_one_distance_per_image_and_a_bad_one_is_named() -> None:
+    u = DepthUncertainty(LEVEL, (10.0, 20.0), np.full((2, 3), 0.1), np.ones((2, 3), int), growth_per_m=0.5,
+                         reference_m=2.0)  # fmt: skip
+    depth = np.full((3, 2, 2), 10.0, np.float32)
+    np.testing.assert_allclose(u.sigma(depth, None, np.array([0.0, 2.0, 4.0]))[:, 0, 0], [1.0, 2.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(u.sigma(depth, None, 2.0), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(u.sigma(depth), 2.0, rtol=1e-6)  # no distance: the validation frames' median
+    for bad, what in ((np.zeros(2), "one per image"), (np.zeros((3, 1)), "one per image"), (-1.0, ">= 0"),
+                      (np.array([0.0, np.nan, 1.0]), "finite")):  # fmt: skip
+        with pytest.raises(ValueError, match=what):
+            u.sigma(depth, None, bad)
+    old = u.to_dict()
+    del old["growth_per_m"], old["reference_m"]  # written before the growth: one bound at any distance
+    assert DepthUncertainty.from_dict(old).growth_per_m == 0.0
+    with pytest.raises(ValueError, match="growth_per_m"):
+        DepthUncertainty.from_dict(u.to_dict() | {"growth_per_m": -0.1})
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_toy_dataset(tmp_path_factory.mktemp("toy") / "ds", n_survey=30, n_route=10, size=32)
@@ -192,6 +256,7 @@ def test_training_fits_it_on_the_validation_frames_into_each_checkpoint(hybrid_r
         ck = load_checkpoint(hybrid_run.parent / name)
         u = DepthUncertainty.from_dict(ck.extra[EXTRA_KEY])
         assert u.fitted_on["frames"] == 5  # the held-out route's first half validates
+        assert 0.0 < u.fitted_on["near_m"] <= u.fitted_on["far_m"]  # each frame's distance from the keyframes
         assert u.pixels[0].sum() > 0 and u.pixels[1].sum() > 0  # the hybrid's holes and its keyframe pixels
         assert ck.optimizers  # the rest of the checkpoint kept: a last.pt still resumes
 
@@ -241,8 +306,9 @@ def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hyb
     assert res.depth_sigma.shape == res.depth.shape and res.depth_sigma.dtype == np.float32
     ok = np.isfinite(res.depth)
     assert (res.depth_sigma[ok] > 0).all() and np.isnan(res.depth_sigma[~ok]).all()
-    assert engine.depth_uncertainty is not None
-    np.testing.assert_array_equal(res.depth_sigma, engine.depth_uncertainty.sigma(res.depth, res.confidence))
+    assert engine.depth_uncertainty is not None and engine.coverage_poses is not None
+    dist = engine.coverage_poses.coverage(T).distance  # the keyframes' own poses: 0
+    np.testing.assert_array_equal(res.depth_sigma, engine.depth_uncertainty.sigma(res.depth, res.confidence, dist))
     assert res.frame(1).depth_sigma is not None and res.frame(1).depth_sigma.shape == (1, *res.depth.shape[1:])
     ahead = RenderEngine(EngineConfig(warmup=0, lookahead=2), load_checkpoint(hybrid_run))  # the cache's path too
     try:
@@ -261,9 +327,48 @@ def test_the_engine_renders_it_and_the_node_publishes_it_in_the_rgbd_message(hyb
     values = {kv.key: kv.value for kv in node.diagnostics(2).status[0].values}  # what depth/sigma means, stated
     assert float(values["depth_sigma_level"]) == pytest.approx(LEVEL, abs=1e-4)
     assert float(values["depth_sigma_95_multiple"]) == pytest.approx(engine.depth_uncertainty.wide[1], abs=0.01)
+    assert float(values["depth_sigma_growth_per_m"]) == pytest.approx(engine.depth_uncertainty.growth_per_m, rel=1e-3)
     off = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0, publish=RendererPublish(depth_sigma=False)), engine,
                    factory)  # fmt: skip
     assert "depth/sigma" not in dict(off._outputs(res.frame(0), 1))
+
+
+def test_the_engine_grows_it_with_each_requests_distance_from_the_keyframes(hybrid_run: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from pose2rgbd.models.checkpoint import save_loaded
+
+    path = Path(shutil.copy(hybrid_run, tmp_path / "best.pt"))
+    shutil.copytree(hybrid_run.parent / "keyframes", tmp_path / "keyframes")  # the place map it names, beside it
+    ck = load_checkpoint(path)
+    u = dataclasses.replace(DepthUncertainty.from_dict(ck.extra[EXTRA_KEY]), growth_per_m=0.5, reference_m=1.0)
+    save_loaded(ck, path, extra={**ck.extra, EXTRA_KEY: u.to_dict()}, keep_optimizers=True)
+    T = np.repeat(ck.model.keyframes.T_world_cam[:1], 3, axis=0)  # type: ignore[attr-defined]
+    T[1, :3, 3] += T[1, :3, 0] * 2.0  # 2 m to the camera's right
+    T[2, :3, 3] += T[2, :3, 0] * 6.0
+    engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(path))
+    res = engine.render(T)
+    assert res.depth is not None and res.depth_sigma is not None and res.coverage_m is not None
+    assert res.coverage_m[0] == 0.0 and 0.0 < res.coverage_m[1] < res.coverage_m[2]
+    dist = engine.coverage_poses.coverage(T).distance  # type: ignore[union-attr]
+    np.testing.assert_array_equal(res.depth_sigma, u.sigma(res.depth, res.confidence, dist))
+    flat = dataclasses.replace(u, growth_per_m=0.0)
+    for i in range(3):  # each image its own factor over the bound at distance 0
+        ok = np.isfinite(res.depth[i])
+        ratio = res.depth_sigma[i][ok] / flat.sigma(res.depth[i], res.confidence[i])[ok]  # type: ignore[index]
+        np.testing.assert_allclose(ratio, 1.0 + 0.5 * dist[i], rtol=1e-5)
+    ahead = RenderEngine(EngineConfig(warmup=0, lookahead=2), load_checkpoint(path))  # rendered ahead: grown too
+    try:
+        got = [ahead.render_lookahead(T[2:], 10**9 * i) for i in range(1, 5)]
+    finally:
+        ahead.close()
+    for g in got:
+        assert g.depth is not None and g.depth_sigma is not None
+        ok = np.isfinite(g.depth[0])
+        assert (
+            g.depth_sigma[0][ok] >= flat.sigma(g.depth[0], g.confidence[0])[ok] * (1.0 + 0.5 * dist[2]) * 0.999
+        ).all()  # type: ignore[index]
 
 
 def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_path: Path) -> None:
@@ -274,6 +379,8 @@ def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_
     assert m["depth_sigma_pixels_confident"] > 0 and m["depth_sigma_pixels_holes"] > 0
     assert m["depth_sigma_within"] <= m["depth_sigma_within_95"] <= 1.0  # the wider bound holds at least as often
     assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
+    assert 0.0 <= m["depth_sigma_within_near"] <= 1.0 and 0.0 <= m["depth_sigma_within_far"] <= 1.0
+    assert "on the farther half" in (tmp_path / "ev" / "metrics.md").read_text()
     assert ev.files["depth_sigma"] == tmp_path / "ev" / "depth_sigma.png" and ev.files["depth_sigma"].stat().st_size
     assert ev.sigma_curves is not None  # depth_sigma.png's curves: at 1 sigma the shares the metrics state
     shares = {c.kind: c.share_at_one for c in ev.sigma_curves.curves}

@@ -215,6 +215,30 @@ def test_the_depth_sigma_sentence_splits_by_kind_only_where_there_are_two() -> N
     assert "(60.0 % with confidence >= 0.5, 30.0 % with confidence < 0.5" in two
 
 
+def test_the_depth_sigma_shares_by_half_count_each_frames_pixels_in_its_half() -> None:
+    from pose2rgbd.evaluation.metrics import SigmaAccumulator
+    from pose2rgbd.models.depth_uncertainty import LEVEL, DepthUncertainty
+
+    u = DepthUncertainty(LEVEL, (5.0, 10.0), np.full((2, 3), 0.1), np.ones((2, 3), int))
+    truth = np.full((4, 2, 5), 10.0)
+    depth = truth.copy()
+    depth[1, :, :4] = 12.0  # frame 1 (near): 4 of its 10 pixels 2 m off
+    depth[2, :, :] = 12.0  # frame 2 (far): all 10 off
+    sigma = np.ones_like(depth)
+    acc = SigmaAccumulator(uncertainty=u)
+    acc.add(depth[:2], truth[:2], sigma[:2], None, np.array([False, False]))
+    acc.add(depth[2:], truth[2:], sigma[2:], None, np.array([True, False]))  # a batch may mix both halves
+    m = acc.result(u)
+    assert m["depth_sigma_within_near"] == pytest.approx(22 / 30) and m["depth_sigma_within_far"] == 0.0
+    assert m["depth_sigma_within"] == pytest.approx(22 / 40)
+    assert "73.3 % on the nearer half of the frames (coverage distance) and 0.0 % on the farther" in (
+        SigmaAccumulator.describe(m)
+    )
+    none = SigmaAccumulator(uncertainty=u)
+    none.add(depth, truth, sigma, None)  # halves not given: no shares by half
+    assert "depth_sigma_within_far" not in none.result(u)
+
+
 def test_a_baseline_is_ahead_only_where_it_is_as_printed() -> None:
     """PSNR 26.88807 against 26.88852 dB printed "26.89 dB against the reprojection baseline's 26.89 dB"."""
     from pose2rgbd.evaluation.evaluate import baselines_ahead

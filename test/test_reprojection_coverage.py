@@ -178,7 +178,7 @@ def test_coverage_is_the_distance_to_the_keyframes_a_model_warps() -> None:
     training cameras the checkpoint carries, else none."""
     from types import SimpleNamespace
 
-    from pose2rgbd.inference.poses import coverage_poses
+    from pose2rgbd.models.coverage import coverage_poses
     from pose2rgbd.placemap.keyframes import ArrayKeyframes
 
     T = np.stack([look_down_pose(x, 0.0, 20.0) for x in range(3)])

@@ -250,6 +250,7 @@ def evaluate(
     points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth, rot_w)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
     sigma_acc = SigmaAccumulator(max_depth, engine.depth_uncertainty)
+    far = _farther_half(engine, cache.T_world_cam[test])  # the bound's honesty nearer and farther from the keyframes
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
     bar = progress_bar(total=len(test), desc=f"evaluate {kind}", unit="frame", progress=cfg.progress, leave=False)
     for s in range(0, len(test), cfg.batch_size):
@@ -261,7 +262,8 @@ def evaluate(
         pred = predict(engine, cache.T_world_cam[idx], batch_size=cfg.batch_size)
         acc_m.add(pred["rgb"], gt_rgb, pred["depth"], gt_depth)
         if gt_depth is not None:
-            sigma_acc.add(pred["depth"], gt_depth, pred["depth_sigma"], pred["confidence"])
+            sigma_acc.add(pred["depth"], gt_depth, pred["depth_sigma"], pred["confidence"],
+                          None if far is None else far[s : s + cfg.batch_size][order])  # fmt: skip
         answers: dict[str, np.ndarray | None] = {"model": pred["depth"], "dataset_depth": gt_depth}
         add_frame_errors(per_frame, idx, pred, gt_rgb, gt_depth, max_depth)
         T_idx = cache.T_world_cam[idx]
@@ -376,6 +378,16 @@ def evaluate(
         _write_outputs(result, loaded, engine, cache, sp, test, train_kf, grid_rows=cfg.grid_rows,
                        fly_frames=cfg.fly_frames, fps=cfg.fps)  # fmt: skip
     return result
+
+
+def _farther_half(engine: RenderEngine, T_world_cam: np.ndarray) -> np.ndarray | None:
+    """Per test pose, whether its coverage distance (the engine's: to the keyframes it warps, or the training cameras)
+    is above the test poses' median; None where the engine measures none or every pose is as far."""
+    if engine.coverage_poses is None or len(T_world_cam) < 2:
+        return None
+    d = engine.coverage_poses.coverage(T_world_cam).distance
+    far = d > np.median(d)
+    return far if far.any() else None
 
 
 def _rot_weight(cfg: EvaluateConfig, cache: TrainingCache, train: np.ndarray) -> float:

@@ -253,7 +253,9 @@ class SigmaAccumulator:
     answers), to be read against the uncertainty's level (a share of 0.683 means the stated bound is what it says);
     the share within its 95 % multiple (``uncertainty.wide``: to be read against 0.95); and the median bound relative
     to the depth. Every count is over every scored pixel: the curves of ``depth_sigma.png`` (:meth:`curves`) give at
-    ``k = 1`` exactly the shares :meth:`result` gives."""
+    ``k = 1`` exactly the shares :meth:`result` gives. Given which frames are the farther half from what the model saw
+    (``far`` per image), the shares within for the nearer and the farther half too: a bound that does not grow with
+    the distance holds more often near than far."""
 
     def __init__(self, max_depth: float = np.inf, uncertainty: DepthUncertainty | None = None) -> None:
         self.max_depth = float(max_depth)
@@ -263,13 +265,23 @@ class SigmaAccumulator:
         self.scored = np.zeros(2, np.int64)
         self.relative = np.zeros(len(_RELATIVE_EDGES) - 1, np.int64)  # histogram of depth_sigma / depth
         self.within_k = np.zeros((2, len(SIGMA_MULTIPLES)), np.int64)  # per row: |error| <= k * sigma, per k
+        self.within_far = np.zeros(2, np.int64)  # by half of the frames: nearer / farther from what the model saw
+        self.scored_far = np.zeros(2, np.int64)
 
     def add(
-        self, depth: np.ndarray | None, truth: np.ndarray, sigma: np.ndarray | None, confidence: np.ndarray | None
+        self,
+        depth: np.ndarray | None,
+        truth: np.ndarray,
+        sigma: np.ndarray | None,
+        confidence: np.ndarray | None,
+        far: np.ndarray | None = None,
     ) -> None:
+        """One batch ``(N, H, W)``; ``far`` ``(N,)`` bool: the images of the farther half (None: not by half)."""
         if depth is None or sigma is None:
             return
         m = scored_pixels(depth, truth, self.max_depth) & np.isfinite(sigma)
+        if far is not None:
+            half = np.broadcast_to(np.asarray(far, bool).reshape((-1,) + (1,) * (m.ndim - 1)), m.shape)[m]
         d = np.asarray(depth, np.float64)[m]
         s = np.asarray(sigma, np.float64)[m]
         err = np.abs(d - np.asarray(truth, np.float64)[m])
@@ -277,6 +289,9 @@ class SigmaAccumulator:
         np.add.at(self.within, row, (err <= s).astype(np.int64))
         np.add.at(self.within_95, row, (err <= s * self.wide[row]).astype(np.int64))
         np.add.at(self.scored, row, 1)
+        if far is not None:
+            np.add.at(self.within_far, half.astype(np.intp), (err <= s).astype(np.int64))
+            np.add.at(self.scored_far, half.astype(np.intp), 1)
         rel = np.clip(s / d, _RELATIVE_EDGES[0], _RELATIVE_EDGES[-1])
         self.relative += np.histogram(rel, _RELATIVE_EDGES)[0]
         # |error| / sigma <= k is |error| <= k * sigma (division rounds monotonically, and sigma / sigma is 1):
@@ -328,6 +343,9 @@ class SigmaAccumulator:
             if self.scored[r]:
                 out[f"depth_sigma_within_{name}"] = float(self.within[r] / self.scored[r])
                 out[f"depth_sigma_pixels_{name}"] = float(self.scored[r])
+        if self.scored_far.all():  # both halves of the frames scored
+            out["depth_sigma_within_near"] = float(self.within_far[0] / self.scored_far[0])
+            out["depth_sigma_within_far"] = float(self.within_far[1] / self.scored_far[1])
         return out
 
     @staticmethod
@@ -338,6 +356,9 @@ class SigmaAccumulator:
         wide = (f"; within its 95 % multiples on {100 * m['depth_sigma_within_95']:.1f} %"
                 if "depth_sigma_within_95" in m else "")  # fmt: skip
         kinds = f" ({', '.join(parts)})" if len(parts) > 1 else ""  # one kind (a model without confidence): no split
+        if "depth_sigma_within_far" in m:
+            kinds += (f"; {100 * m['depth_sigma_within_near']:.1f} % on the nearer half of the frames (coverage "
+                      f"distance) and {100 * m['depth_sigma_within_far']:.1f} % on the farther half")  # fmt: skip
         return (
             f"the depth's |error| was within the render's depth_sigma on {100 * m['depth_sigma_within']:.1f} % of "
             f"the scored test pixels{kinds}, against the {100 * m['depth_sigma_level']:.1f} % it was "

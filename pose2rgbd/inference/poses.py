@@ -1,8 +1,8 @@
 """Poses as the render engine takes them: a checked batch (:func:`check_pose_batch`), the next poses predicted
 for the look-ahead (:func:`extrapolate_constant_velocity`), how close a cached frame's pose is to a request
 (:func:`pose_close`), the depth uncertainty of a cached frame served for such a request
-(:func:`depth_sigma_for_offset`), and what a request's coverage is measured against (:func:`coverage_poses`: the
-keyframes a model warps, else the training cameras a checkpoint carries, :func:`training_pose_set`).
+(:func:`depth_sigma_for_offset`). What a request's coverage is measured against is
+:func:`pose2rgbd.models.coverage.coverage_poses` (the depth uncertainty's fit measures the same).
 """
 
 from __future__ import annotations
@@ -16,41 +16,12 @@ from scipy.spatial.transform import Rotation
 
 from pose2rgbd.errors import GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
-from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.rotations import rotation_angle_between
-from pose2rgbd.geometry.transforms import T_from_tq
 
 if TYPE_CHECKING:
-    from pose2rgbd.models.checkpoint import LoadedCheckpoint
+    pass
 
 log = logging.getLogger(__name__)
-
-
-def training_pose_set(loaded: LoadedCheckpoint) -> PoseSet | None:
-    """The training cameras saved with a checkpoint (``extra["training_poses"]``: ``(N, 7)`` x y z qx qy qz qw,
-    ``extra["coverage_rot_weight_m"]``), or ``None`` for a checkpoint without them."""
-    tq = loaded.extra.get("training_poses")
-    if tq is None:
-        return None
-    a = np.asarray(tq, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 7 or len(a) == 0:
-        log.warning("%s: training_poses of shape %s ignored (expected (N, 7))", loaded.where, a.shape)
-        return None
-    return PoseSet(T_from_tq(a[:, :3], a[:, 3:]), rot_weight_m=float(loaded.extra.get("coverage_rot_weight_m", 10.0)))
-
-
-def coverage_poses(loaded: LoadedCheckpoint) -> PoseSet | None:
-    """What the distance of a request to what the model saw is measured against: the keyframes the model warps
-    (a :class:`~pose2rgbd.placemap.keyframes.WarpsKeyframes` model, the hybrid: the place's keyframes, their own index),
-    else the training cameras the checkpoint carries (:func:`training_pose_set`; None without them)."""
-    from pose2rgbd.placemap.keyframes import (
-        WarpsKeyframes,
-    )  # here: the render engine's import leaves the map package out
-
-    model = loaded.model
-    if isinstance(model, WarpsKeyframes) and model.keyframes is not None:
-        return model.keyframes.poses
-    return training_pose_set(loaded)
 
 
 def check_pose_batch(T_world_cam: np.ndarray) -> np.ndarray:

@@ -46,15 +46,16 @@ from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.inference.common import EngineConfig, load_for_serving
 from pose2rgbd.inference.poses import (
     check_pose_batch,
-    coverage_poses,
     depth_sigma_for_offset,
     extrapolate_constant_velocity,
     pose_close,
 )
+from pose2rgbd.models.coverage import coverage_poses
 
 if TYPE_CHECKING:
     import torch
 
+    from pose2rgbd.geometry.coverage import Coverage
     from pose2rgbd.inference.backends import Backend
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
     from pose2rgbd.models.depth_uncertainty import DepthUncertainty
@@ -202,6 +203,7 @@ class RenderEngine:
         self.depth_kind = loaded.depth_kind
         self.coverage_poses = coverage_poses(loaded)  # the keyframes the model warps, else the training cameras
         self.depth_uncertainty = depth_uncertainty_of(loaded) if self.has_depth else None
+        self._sigma_grows = self.depth_uncertainty is not None and self.depth_uncertainty.growth_per_m > 0
         self.world_frame = loaded.world_frame or "map"
         self._lock = threading.RLock()  # guards the history, the look-ahead list and the stats
         self._wake = threading.Condition(self._lock)
@@ -299,6 +301,9 @@ class RenderEngine:
     def _render(self, T: np.ndarray, *, inline: bool) -> RenderResult:
         t0 = time.perf_counter()
         x, oob = self._encode(T)
+        # where the request is from what the model saw: published with an inline render, and the depth's
+        # uncertainty grows with it (a frame rendered ahead: for its predicted pose, widened when served)
+        cov = self._coverage(T) if inline or self._sigma_grows else None
         if inline:
             with self._lock:
                 self._inline_waiting += 1
@@ -328,23 +333,29 @@ class RenderEngine:
             np.zeros(len(T), dtype=bool),
             time.perf_counter() - t0,
             # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
-            *(self.coverage(T) if inline else (None, None)),
-            self._depth_sigma(arrays.get("depth"), arrays.get("confidence")),
+            cov.position_m if inline and cov is not None else None,
+            cov.angle_deg if inline and cov is not None else None,
+            self._depth_sigma(arrays.get("depth"), arrays.get("confidence"), cov),
         )
 
-    def _depth_sigma(self, depth: np.ndarray | None, confidence: np.ndarray | None) -> np.ndarray | None:
-        """The depth's uncertainty per pixel (metres), or None without a fitted one or a depth."""
+    def _depth_sigma(
+        self, depth: np.ndarray | None, confidence: np.ndarray | None, cov: Coverage | None
+    ) -> np.ndarray | None:
+        """The depth's uncertainty per pixel (metres), grown for each pose's coverage distance ``cov`` (None: the
+        validation frames' median distance), or None without a fitted one or a depth."""
         if self.depth_uncertainty is None or depth is None:
             return None
-        return self.depth_uncertainty.sigma(depth, confidence)
+        return self.depth_uncertainty.sigma(depth, confidence, None if cov is None else cov.distance)
+
+    def _coverage(self, T_world_cam: np.ndarray) -> Coverage | None:
+        """Each pose's nearest keyframe the model warps (or training camera) and how far (None without them)."""
+        return None if self.coverage_poses is None else self.coverage_poses.coverage(T_world_cam)
 
     def coverage(self, T_world_cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Metres and degrees from each pose ``(N, 4, 4)`` to the nearest keyframe the model warps, or for a model
         without keyframes the nearest training camera (``(None, None)`` when the checkpoint carries none)."""
-        if self.coverage_poses is None:
-            return None, None
-        c = self.coverage_poses.coverage(T_world_cam)
-        return c.position_m, c.angle_deg
+        c = self._coverage(T_world_cam)
+        return (None, None) if c is None else (c.position_m, c.angle_deg)
 
     def render(self, T_world_cam: np.ndarray) -> RenderResult:
         """Render a batch of poses ``(N, 4, 4)`` (or one ``(4, 4)``); bad poses raise GeometryError."""

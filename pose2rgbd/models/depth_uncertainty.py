@@ -18,8 +18,17 @@ engine answers ``depth_sigma`` with every depth; ``evaluate`` reports on the tes
 it (``depth_sigma_within``, to be read against ``level``). Numpy and numba only: the render node computes it without
 torch's help.
 
-The bound holds for queries like the validation frames; how far a query is from the keyframes or training cameras is
-what the render's coverage distance and out-of-bounds flag say.
+The bound grows with the query's distance from what the model saw: ``sigma = depth * q[cell] * (1 + growth * d)``,
+``d`` the render's coverage distance in metres (:class:`pose2rgbd.geometry.coverage.PoseSet`'s ``position + w *
+angle`` to the nearest keyframe the model warps, or training camera). The depth error of a render grows with it (on
+the simulator's held-out routes the validation frames' 68.3 % bound, as a multiple of one fitted on all of them,
+went from 0.63 at 2-15 m to 1.88 at 42-62 m), and a bound fitted on the validation frames as a whole held for 79 % of
+the nearest quarter's pixels and 56 % of the farthest's. ``growth`` (per metre, >= 0) is fitted on the validation
+frames so that the bound holds as often for the nearer half of their pixels as for the farther half (with ``q``
+refitted at each trial growth); where the validation frames are all about as far (their two halves' median
+distances within :data:`MIN_DISTANCE_SPREAD` of each other) or are given no distance, it is 0: the bound is one for
+all queries. Beyond the farthest validation frame the growth is carried on linearly: an extrapolation, which the
+render's coverage distance and out-of-bounds flag say it is.
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ MIN_PIXELS = 500  # fewer held-out pixels in a cell: the cell takes its confiden
 MIN_ROW_PIXELS = 30  # a confidence row with fewer: no bound of its own (the widest of the others and all pixels')
 ROW_BOUND_CONFIDENCE = 0.8  # a row of MIN_ROW_PIXELS to MIN_PIXELS: its quantile's upper bound at this confidence
 MIN_RELATIVE = 1e-4  # the least relative bound: a cell whose errors are mostly exactly 0 still states one
+MIN_DISTANCE_SPREAD = 1.25  # the farther half's median coverage distance over the nearer's below it: no growth fitted
+GROWTH_PIXELS = 200_000  # the most held-out pixels the growth's search scores (evenly strided): a bounded fit time
+GROWTH_STEPS = 40  # bisections of the growth (the bracket's width shrinks 2^40-fold)
 
 
 class DepthUncertaintyDict(TypedDict, total=False):
@@ -50,6 +62,8 @@ class DepthUncertaintyDict(TypedDict, total=False):
     pixels: list[list[int]]
     fitted_on: dict[str, float]
     wide_95: list[float | None]
+    growth_per_m: float
+    reference_m: float
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,9 @@ class DepthUncertainty:
     model answers no confidence), columns the depth's thirds; ``pixels``: the held-out pixels of each cell (before
     pooling); ``fitted_on``: what the fit saw (frames, pixels); ``wide``: per row the multiple of ``sigma`` that 95 %
     of the held-out pixels were within (NaN where unknown): real depth errors have heavier tails than a normal
-    error's 1.96, so a 95 % bound is ``sigma`` times this, not times 1.96."""
+    error's 1.96, so a 95 % bound is ``sigma`` times this, not times 1.96. ``growth_per_m``: how the bound grows with
+    the coverage distance (``relative`` is the bound at distance 0; 0: one bound at any distance);
+    ``reference_m``: the validation pixels' median coverage distance, the distance assumed where none is given."""
 
     level: float
     depth_edges: tuple[float, float]
@@ -69,10 +85,16 @@ class DepthUncertainty:
     pixels: np.ndarray
     fitted_on: dict[str, float] = field(default_factory=dict)
     wide: tuple[float, float] = (float("nan"), float("nan"))
+    growth_per_m: float = 0.0
+    reference_m: float = 0.0
 
-    def sigma(self, depth: np.ndarray, confidence: np.ndarray | None = None) -> np.ndarray:
+    def sigma(
+        self, depth: np.ndarray, confidence: np.ndarray | None = None, distance_m: float | np.ndarray | None = None
+    ) -> np.ndarray:
         """``depth`` (any shape, metres; NaN / inf / <= 0: no answer) -> ``sigma`` float32 metres, NaN where the
-        depth is no answer. ``confidence`` of the same shape, or ``None`` (the pooled row: a model without one)."""
+        depth is no answer. ``confidence`` of the same shape, or ``None`` (the pooled row: a model without one).
+        ``distance_m``: the render's coverage distance (metres; one number, or one per image of a batch: ``(N,)``
+        for depth ``(N, H, W)``); ``None``: the validation frames' median (:attr:`reference_m`)."""
         d = np.asarray(depth, dtype=np.float32, order="C")  # any shape, 0-d included
         c = None if confidence is None else np.asarray(confidence, dtype=np.float32, order="C")
         if c is not None and c.shape != d.shape:
@@ -82,7 +104,20 @@ class DepthUncertainty:
         lo, hi = self.depth_edges
         _sigma_kernel(d.reshape(-1), c.reshape(-1) if c is not None else _NO_CONFIDENCE, c is not None,
                       np.float32(lo), np.float32(hi), np.float32(CONFIDENCE_SPLIT), lut, out.reshape(-1))  # fmt: skip
+        if self.growth_per_m > 0.0:
+            out *= self.growth(d.shape, distance_m)
         return out
+
+    def growth(self, shape: tuple[int, ...], distance_m: float | np.ndarray | None = None) -> np.ndarray:
+        """The factor ``1 + growth_per_m * distance`` (float32) that broadcasts over a depth of ``shape``: one per
+        image of a batch, or one for all (see :meth:`sigma`); a distance that is NaN or negative is refused."""
+        dist = np.asarray(self.reference_m if distance_m is None else distance_m, np.float64)
+        if dist.ndim > 1 or (dist.ndim == 1 and (len(shape) == 0 or dist.shape[0] not in (1, shape[0]))):
+            raise ValueError(f"distance_m {dist.shape} must be one number or one per image of the depth {shape}")
+        if not (np.isfinite(dist) & (dist >= 0)).all():
+            raise ValueError(f"distance_m must be finite and >= 0 (metres), got {dist.tolist()}")
+        factor = (1.0 + self.growth_per_m * dist).astype(np.float32)
+        return factor.reshape(factor.shape + (1,) * (len(shape) - 1)) if factor.ndim == 1 else factor
 
     def to_dict(self) -> DepthUncertaintyDict:
         """Plain values (a checkpoint's extra)."""
@@ -93,6 +128,8 @@ class DepthUncertainty:
             "pixels": np.asarray(self.pixels, np.int64).tolist(),
             "fitted_on": {str(k): float(v) for k, v in self.fitted_on.items()},
             "wide_95": [float(w) if np.isfinite(w) else None for w in self.wide],  # JSON has no NaN
+            "growth_per_m": float(self.growth_per_m),
+            "reference_m": float(self.reference_m),
         }
 
     @classmethod
@@ -114,11 +151,17 @@ class DepthUncertainty:
         try:
             fitted = {str(k): float(v) for k, v in dict(d.get("fitted_on") or {}).items()}
             w0, w1 = (float("nan") if w is None else float(w) for w in d.get("wide_95") or [None, None])
+            growth, reference = float(d.get("growth_per_m", 0.0)), float(d.get("reference_m", 0.0))  # 0: written before
         except (TypeError, ValueError) as e:
             raise ValueError(
-                f"a depth uncertainty's fitted_on (names and numbers) or wide_95 (two) is malformed: {e}"
+                f"a depth uncertainty's fitted_on (names and numbers), wide_95 (two), growth_per_m or reference_m "
+                f"(numbers) is malformed: {e}"
             ) from e
-        return cls(level, (lo, hi), rel, px, fitted, (w0, w1))
+        if not (np.isfinite(growth) and growth >= 0 and np.isfinite(reference) and reference >= 0):
+            raise ValueError(
+                f"a depth uncertainty's growth_per_m {growth} and reference_m {reference} must be finite and >= 0"
+            )
+        return cls(level, (lo, hi), rel, px, fitted, (w0, w1), growth, reference)
 
     def describe(self) -> str:
         """One line: the level and each cell's relative bound (the holes' row only where the fit saw holes)."""
@@ -135,6 +178,11 @@ class DepthUncertainty:
                 text += f" where the confidence is >= {CONFIDENCE_SPLIT}, {self.wide[0]:.2f} x below"
             if np.nanmax(self.wide) > 2.5:  # a normal error's 95 % lies within 1.96 of its 68.3 % bound
                 text += " (a normal error would need 1.96 x: the errors' tails are heavier)"
+        if self.growth_per_m > 0:
+            near, far = self.fitted_on.get("near_m"), self.fitted_on.get("far_m")
+            seen = f"; the held-out frames' halves at a median {near:.3g} and {far:.3g} m" if near and far else ""
+            text += (f"; these at coverage distance 0, times 1 + {self.growth_per_m:.3g} per metre of it (x"
+                     f"{1 + self.growth_per_m * self.reference_m:.2f} at {self.reference_m:.3g} m{seen})")  # fmt: skip
         return text
 
 
@@ -184,21 +232,29 @@ def fit_depth_uncertainty(
     truth: np.ndarray,
     confidence: np.ndarray | None = None,
     *,
+    distance_m: np.ndarray | None = None,
     max_depth: float = np.inf,
     level: float = LEVEL,
     min_pixels: int = MIN_PIXELS,
     fitted_on: dict[str, float] | None = None,
 ) -> DepthUncertainty | None:
     """Fit on held-out answers ``depth`` against ``truth`` (the same shape, metres; see :func:`scored_pixels`) with
-    the answers' ``confidence`` (or ``None``). ``None`` where fewer than ``min_pixels`` pixels are scored."""
+    the answers' ``confidence`` (or ``None``) and each pixel's coverage distance ``distance_m`` (its frame's, metres;
+    the same shape; ``None``: no growth with distance). ``None`` where fewer than ``min_pixels`` pixels are scored."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level {level} must lie in (0, 1)")
     d = np.asarray(depth, np.float64)
     t = np.asarray(truth, np.float64)
     c = None if confidence is None else np.asarray(confidence)
-    if d.shape != t.shape or (c is not None and c.shape != d.shape):
-        raise ValueError(f"depth {d.shape}, truth {t.shape} and confidence {None if c is None else c.shape} must match")
+    dist = None if distance_m is None else np.asarray(distance_m, np.float64)
+    if d.shape != t.shape or (c is not None and c.shape != d.shape) or (dist is not None and dist.shape != d.shape):
+        raise ValueError(
+            f"depth {d.shape}, truth {t.shape}, confidence {None if c is None else c.shape} and distance_m "
+            f"{None if dist is None else dist.shape} must match"
+        )
     m = scored_pixels(d, t, max_depth)
+    if dist is not None:
+        m &= np.isfinite(dist) & (dist >= 0)
     if int(m.sum()) < min_pixels:
         return None
     dd = d[m]
@@ -206,6 +262,25 @@ def fit_depth_uncertainty(
     row = confidence_rows(c, m)
     lo, hi = (float(v) for v in np.quantile(dd, [1 / 3, 2 / 3]))
     col = np.minimum(np.searchsorted(np.array([lo, hi]), dd, side="right"), 2)
+    info = {"pixels": float(m.sum()), **(fitted_on or {})}
+    growth = reference = 0.0
+    if dist is not None:
+        dm = dist[m]
+        reference = float(np.median(dm))
+        growth, near, far = _fit_growth(rel, row, col, dm, level, min_pixels)
+        info.update({"near_m": near, "far_m": far})
+        rel = rel / (1.0 + growth * dm)  # the bound at distance 0
+    q, px, own = _cell_quantiles(rel, row, col, level, min_pixels)
+    ratio = rel / q[row, col]  # |error| / sigma on the held-out pixels
+    wide = tuple(float(np.quantile(ratio[row == r], 0.95)) if own[r] is not None else float("nan") for r in range(2))
+    return DepthUncertainty(float(level), (lo, hi), q, px, info, (wide[0], wide[1]), growth, reference)
+
+
+def _cell_quantiles(
+    rel: np.ndarray, row: np.ndarray, col: np.ndarray, level: float, min_pixels: int
+) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+    """Each cell's ``level`` quantile of ``rel`` ``(2, 3)`` (pooled where the cell is small, see the module
+    docstring), each cell's pixels ``(2, 3)``, and each confidence row's own bound (None: too few pixels)."""
     everything = float(np.quantile(rel, level))
     # each confidence row's own bound: its quantile; from fewer than min_pixels, that quantile's upper confidence
     # bound (a few hundred hole pixels are evidence that holes err more, where all pixels' quantile, the confident
@@ -228,11 +303,43 @@ def fit_depth_uncertainty(
             cell = in_row & (col == k)
             px[r, k] = int(cell.sum())
             q[r, k] = float(np.quantile(rel[cell], level)) if px[r, k] >= min_pixels else pooled
-    q = np.maximum(q, MIN_RELATIVE)
-    info = {"pixels": float(m.sum()), **(fitted_on or {})}
-    ratio = rel / q[row, col]  # |error| / sigma on the held-out pixels
-    wide = tuple(float(np.quantile(ratio[row == r], 0.95)) if own[r] is not None else float("nan") for r in range(2))
-    return DepthUncertainty(float(level), (lo, hi), q, px, info, (wide[0], wide[1]))
+    return np.maximum(q, MIN_RELATIVE), px, own
+
+
+def _fit_growth(
+    rel: np.ndarray, row: np.ndarray, col: np.ndarray, dist: np.ndarray, level: float, min_pixels: int
+) -> tuple[float, float, float]:
+    """The growth per metre (>= 0) at which the bound, refitted on ``rel / (1 + growth * dist)``, holds as often for
+    the farther half of the pixels (by ``dist``) as for the nearer half; with the halves' median distances. 0 where
+    the halves are about as far (:data:`MIN_DISTANCE_SPREAD`), either half is too small, or the farther half is
+    already covered as often. Bisection on up to :data:`GROWTH_PIXELS` pixels (hand-written: the share's difference
+    is a step function of the growth, which a bracketing search handles and a derivative-based one does not)."""
+    step = max(1, -(-len(rel) // GROWTH_PIXELS))
+    rel, row, col, dist = rel[::step], row[::step], col[::step], dist[::step]
+    far = dist > np.median(dist)
+    near_m = float(np.median(dist[~far])) if (~far).any() else 0.0
+    far_m = float(np.median(dist[far])) if far.any() else near_m
+    small = min(int(far.sum()), int((~far).sum())) < min(min_pixels, len(rel) // 4)
+    if small or far_m <= MIN_DISTANCE_SPREAD * near_m:
+        return 0.0, near_m, far_m
+
+    def gap(growth: float) -> float:  # the farther half's share within the bound minus the nearer half's
+        scaled = rel / (1.0 + growth * dist)
+        q = _cell_quantiles(scaled, row, col, level, min_pixels)[0]
+        inside = scaled <= q[row, col]
+        return float(inside[far].mean() - inside[~far].mean())
+
+    if gap(0.0) >= 0.0:
+        return 0.0, near_m, far_m
+    lo, hi = 0.0, 1.0 / max(far_m, 1e-6)  # hi: the bound doubles at the farther half's median, then doubles again
+    while gap(hi) < 0.0:
+        lo, hi = hi, 2.0 * hi
+        if hi > 100.0 / max(far_m, 1e-6):  # no growth evens them: the steepest tried (x101 at the far median)
+            return hi, near_m, far_m
+    for _ in range(GROWTH_STEPS):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if gap(mid) < 0.0 else (lo, mid)
+    return hi, near_m, far_m
 
 
 def share_within(depth: np.ndarray, truth: np.ndarray, sigma: np.ndarray, max_depth: float = np.inf) -> float:
@@ -248,7 +355,9 @@ def share_within(depth: np.ndarray, truth: np.ndarray, sigma: np.ndarray, max_de
 __all__ = [
     "CONFIDENCE_SPLIT",
     "EXTRA_KEY",
+    "GROWTH_PIXELS",
     "LEVEL",
+    "MIN_DISTANCE_SPREAD",
     "MIN_PIXELS",
     "MIN_ROW_PIXELS",
     "ROW_BOUND_CONFIDENCE",

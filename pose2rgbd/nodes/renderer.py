@@ -544,6 +544,7 @@ class Renderer(NodeLogic):
             for key, w in (("depth_sigma_95_multiple", u.wide[1]), ("depth_sigma_95_multiple_holes", u.wide[0])):
                 if np.isfinite(w):  # unknown where the fit saw too few such pixels (a model without holes)
                     values[key] = f"{w:.2f}"
+            values["depth_sigma_growth_per_m"] = f"{u.growth_per_m:.4g}"  # x (1 + it * coverage distance)
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)
 
 

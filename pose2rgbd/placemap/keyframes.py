@@ -11,7 +11,7 @@ it, and so does the hybrid renderer in training and serving, through one sized, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -76,20 +76,3 @@ class ArrayKeyframes:
 def place_map_keyframes(place_map: PlaceMap) -> Keyframes:
     """A place map as :class:`Keyframes` (an identity: it is here so that mypy checks that a place map is one)."""
     return place_map
-
-
-class PoseIndexed(Protocol):
-    """Anything with a nearest-keyframe index: :class:`Keyframes`, or a reader's view of them."""
-
-    @property
-    def poses(self) -> PoseSet: ...
-
-
-@runtime_checkable
-class WarpsKeyframes(Protocol):
-    """A model that renders by warping a place's keyframes (the hybrid): ``keyframes``, what it reads (None while
-    it has none). What serving says of a pose's coverage is its distance to them
-    (:func:`pose2rgbd.inference.poses.coverage_poses`)."""
-
-    @property
-    def keyframes(self) -> PoseIndexed | None: ...

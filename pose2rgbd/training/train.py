@@ -291,7 +291,7 @@ def _train_in(
 
 def training_coverage(ds: Dataset, split: Split, *, depth_frames: int = 32) -> dict[str, Any]:
     """What a checkpoint carries so that serving can say how far a query is from what the model saw
-    (:func:`pose2rgbd.inference.poses.training_pose_set`): the training cameras ``training_poses`` ``(N, 7)``
+    (:func:`pose2rgbd.models.coverage.training_pose_set`): the training cameras ``training_poses`` ``(N, 7)``
     (x y z qx qy qz qw, float64 tensor) and the rotation weight ``coverage_rot_weight_m`` (median depth of up to
     ``depth_frames`` training frames, :func:`pose2rgbd.geometry.coverage.median_depth_weight`)."""
     import torch

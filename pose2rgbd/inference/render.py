@@ -50,7 +50,6 @@ from pose2rgbd.inference.poses import (
     extrapolate_constant_velocity,
     pose_close,
 )
-from pose2rgbd.models.coverage import coverage_poses
 
 if TYPE_CHECKING:
     import torch
@@ -201,6 +200,8 @@ class RenderEngine:
         self.camera: PinholeCamera = loaded.camera
         self.size = int(self.camera.width)
         self.depth_kind = loaded.depth_kind
+        from pose2rgbd.models.coverage import coverage_poses  # here: `render bag --help` does not import torch
+
         self.coverage_poses = coverage_poses(loaded)  # the keyframes the model warps, else the training cameras
         self.depth_uncertainty = depth_uncertainty_of(loaded) if self.has_depth else None
         self._sigma_grows = self.depth_uncertainty is not None and self.depth_uncertainty.growth_per_m > 0

@@ -395,8 +395,11 @@ def config_data(args: argparse.Namespace, extra: Mapping[str, Any] | None = None
     for key, value, origin, raw in getattr(args, OPS, None) or []:
         leaf = schema.leaf(key, origin)
         if raw:
-            value = parse_text(value, leaf.type, f"{origin} ({key}, {type_name(leaf.type)})" if "--set" in origin
-                               else f"{origin} ({key})")  # fmt: skip
+            try:
+                value = parse_text(value, leaf.type, f"{origin} ({key}, {type_name(leaf.type)})" if "--set" in origin
+                                   else f"{origin} ({key})")  # fmt: skip
+            except ConfigError as e:  # what the value is for: e.g. model.size, the side of a square image
+                raise ConfigError(f"{e} ({key}: {leaf.help})" if leaf.help else str(e)) from None
         _set_path(data, key, value)
         origins[key] = origin if "--set" in origin else f"{origin} ({key})"
     for key, value in (extra or {}).items():

@@ -144,6 +144,9 @@ def test_wrong_type_names_the_key_and_the_expected_type() -> None:
         config_from_args(_parse([*COMMANDS["train"], "--lr", "x"]))
     with pytest.raises(ConfigError, match=r"publish\.rgb.*expected true or false"):
         config_from_args(_parse([*COMMANDS["render bag"], "--publish.rgb", "maybe"]))
+    # and what the key is for, from its help: a WIDTHxHEIGHT for the side of a square image says so
+    with pytest.raises(ConfigError, match=r"got '100x50' \(model\.size: square output resolution"):
+        config_from_args(_parse([*COMMANDS["train"], "--set", "model.size=100x50"]))
     # validation by the config class itself (its __post_init__, run by construction)
     with pytest.raises(ConfigError, match=r"model\.size 100 must be a power of two"):
         config_from_args(_parse([*COMMANDS["train"], "--size", "100"]))

@@ -381,6 +381,10 @@ def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_
     assert "Depth uncertainty: the depth's |error| was within" in (tmp_path / "ev" / "metrics.md").read_text()
     assert 0.0 <= m["depth_sigma_within_near"] <= 1.0 and 0.0 <= m["depth_sigma_within_far"] <= 1.0
     assert "on the farther half" in (tmp_path / "ev" / "metrics.md").read_text()
+    per = ev.per_frame["depth_sigma_within"]  # each frame's share: per_frame.csv, coverage.png's third panel
+    assert len(per) == len(ev.per_frame["frame"]) and ((per >= 0) & (per <= 1)).all()
+    assert "depth_sigma_within" in (tmp_path / "ev" / "per_frame.csv").read_text().splitlines()[0]
+    assert min(per) <= m["depth_sigma_within"] <= max(per)
     assert ev.files["depth_sigma"] == tmp_path / "ev" / "depth_sigma.png" and ev.files["depth_sigma"].stat().st_size
     assert ev.sigma_curves is not None  # depth_sigma.png's curves: at 1 sigma the shares the metrics state
     shares = {c.kind: c.share_at_one for c in ev.sigma_curves.curves}

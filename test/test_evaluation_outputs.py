@@ -47,7 +47,9 @@ def test_evaluate_writes_every_output(toy: Path, tmp_path: Path) -> None:
     # coverage: per test frame, the distance to the nearest training camera, against the model's error
     assert (tmp_path / "eval" / "coverage.png").stat().st_size > 0
     rows = (tmp_path / "eval" / "per_frame.csv").read_text().splitlines()
-    assert rows[0] == "frame,rgb_mae,rgb_psnr_db,depth_mae,coverage_m,coverage_deg" and len(rows) == 6
+    assert (
+        rows[0] == "frame,rgb_mae,rgb_psnr_db,depth_mae,coverage_m,coverage_deg,depth_sigma_within" and len(rows) == 6
+    )
     # the split's PSNR is the mean of the per-frame (capped) PSNR in per_frame.csv
     psnr_col = [float(r.split(",")[2]) for r in rows[1:]]
     assert m["rgb_psnr_db"] == pytest.approx(sum(psnr_col) / 5, rel=1e-4) and max(psnr_col) <= 60.0

@@ -249,6 +249,8 @@ def evaluate(
     fused, acc_f, holes_f, fused_note = fused_baseline(cfg, depth_kf, max_depth)
     points, acc_p = _test_points(cfg, ds, cache, sp, test, model.has_depth, max_depth, rot_w)
     per_frame: dict[str, list[float]] = {"frame": [], "rgb_mae": [], "rgb_psnr_db": [], "depth_mae": []}
+    if engine.depth_uncertainty is not None and cache.depth is not None:
+        per_frame["depth_sigma_within"] = []  # each frame's share within its depth_sigma (coverage.png)
     sigma_acc = SigmaAccumulator(max_depth, engine.depth_uncertainty)
     far = _farther_half(engine, cache.T_world_cam[test])  # the bound's honesty nearer and farther from the keyframes
     oob = model.out_of_bounds(cache.T_world_cam[test], margin=0.0)
@@ -310,6 +312,8 @@ def evaluate(
         for name, a in (("m", cov.position_m), ("deg", cov.angle_deg)):
             metrics["model"][f"coverage_median_{name}"] = float(np.median(a))
             metrics["model"][f"coverage_p90_{name}"] = float(np.percentile(a, 90))
+    if "depth_sigma_within" in arrays:  # after the columns it came after before (per_frame.csv's order kept)
+        arrays["depth_sigma_within"] = arrays.pop("depth_sigma_within")
     metrics["model"]["poses_outside_training_range"] = float(np.mean(oob))
     mcd = cfgmod.to_dict(loaded.model_config)
     info: dict[str, Any] = {
@@ -571,7 +575,8 @@ def _write_outputs(
         np.savetxt(out / "per_frame.csv", table, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
         res.files["per_frame"] = out / "per_frame.csv"
         if "coverage_m" in res.per_frame:
-            res.files["coverage"] = coverage_plot(out / "coverage.png", res.per_frame, res.depth_unit)
+            level = res.metrics["model"].get("depth_sigma_level")
+            res.files["coverage"] = coverage_plot(out / "coverage.png", res.per_frame, res.depth_unit, level)
     if res.sigma_curves is not None:
         res.files["depth_sigma"] = depth_sigma_plot(out / "depth_sigma.png", res.sigma_curves)
 

@@ -28,6 +28,7 @@ from pose2rgbd.models.depth_uncertainty import (
     DepthUncertainty,
     confidence_rows,
     scored_pixels,
+    share_within,
 )
 
 
@@ -184,7 +185,8 @@ def add_frame_errors(
     max_depth: float,
 ) -> None:
     """Append each frame's RGB MAE (0-255), PSNR (dB, capped at :data:`PSNR_CAP_DB`) and depth MAE (NaN where
-    not predicted) to ``per_frame``."""
+    not predicted) to ``per_frame``; where ``per_frame`` has the key ``depth_sigma_within``, the share of the frame's
+    scored pixels within its ``depth_sigma`` too (NaN where none)."""
     for b, i in enumerate(idx):
         per_frame["frame"].append(int(i))
         p_rgb, p_depth = pred["rgb"], pred["depth"]
@@ -195,6 +197,12 @@ def add_frame_errors(
         per_frame["depth_mae"].append(
             math.nan if p_depth is None or gt_depth is None else depth_mae(p_depth[b], gt_depth[b], max_depth)
         )
+        if "depth_sigma_within" in per_frame:
+            sigma = pred.get("depth_sigma")
+            per_frame["depth_sigma_within"].append(
+                math.nan if p_depth is None or gt_depth is None or sigma is None
+                else share_within(p_depth[b], gt_depth[b], sigma[b], max_depth)
+            )  # fmt: skip
 
 
 SIGMA_KINDS: tuple[tuple[str, str], ...] = (

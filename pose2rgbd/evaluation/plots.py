@@ -257,16 +257,21 @@ def validation_curves(
     return _save_figure(fig, path)
 
 
-def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit: str = "m") -> Path:
+def coverage_plot(
+    path: str | Path, per_frame: dict[str, np.ndarray], depth_unit: str = "m", sigma_level: float | None = None
+) -> Path:
     """Per test frame: the model's RGB (and depth) error against the distance to the nearest training camera
-    (position gap on x, colour = viewing-direction gap): where the model can be trusted."""
+    (position gap on x, colour = viewing-direction gap): where the model can be trusted; with a depth uncertainty
+    (``per_frame["depth_sigma_within"]``), the share of each frame's pixels within its ``depth_sigma`` beside them,
+    the level it was fitted for (``sigma_level``) marked: an honest bound keeps to it at every distance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, lab) for k, lab in (("rgb_mae", "RGB MAE (0-255)"), ("depth_mae", f"depth MAE ({depth_unit})"))
-              if k in per_frame and np.isfinite(per_frame[k]).any()]  # fmt: skip
+    named = (("rgb_mae", "RGB MAE (0-255)"), ("depth_mae", f"depth MAE ({depth_unit})"),
+             ("depth_sigma_within", "share of the frame's depth within depth_sigma"))  # fmt: skip
+    panels = [(k, lab) for k, lab in named if k in per_frame and np.isfinite(per_frame[k]).any()]
     fig, axes = plt.subplots(
         1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.8), squeeze=False, layout="constrained"
     )  # laid out with the colour bar: nothing cut at the edges
@@ -276,6 +281,11 @@ def coverage_plot(path: str | Path, per_frame: dict[str, np.ndarray], depth_unit
         ax.set_xlabel("distance to the nearest training camera (m)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        if key == "depth_sigma_within":
+            ax.set_ylim(0.0, 1.02)
+            if sigma_level is not None:
+                ax.axhline(sigma_level, color="k", ls="--", lw=1, label=f"fitted for {100 * sigma_level:.1f} %")
+                ax.legend(fontsize=8, loc="lower left")
     if sc is not None:
         fig.colorbar(sc, ax=axes[0].tolist(), label="angle to that camera (deg)")
     fig.suptitle("test-frame error against coverage", fontsize=10)

@@ -54,6 +54,7 @@ def test_cli_lists_topics_when_the_gps_topic_is_missing(shared_data: Path, tmp_p
                "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "no camera topic" in err and "/fix" in err and "NavSatFix" in err
+    assert "pose2rgbd convert gps-odom" in err and "record.launch.py" in err  # what such a bag is good for
     assert not out.exists()
 
 

@@ -69,9 +69,19 @@ def find_image_topic(bag: BagReader, name: str = "") -> str:
         return name
     cands = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
     if not cands:
+        types = {t.msgtype for t in bag.topics.values()}
+        both = {"sensor_msgs/msg/NavSatFix", "nav_msgs/msg/Odometry"} <= types
+        hint = (
+            "\na dataset is made of camera frames; this bag has GPS and odometry without them: `pose2rgbd convert "
+            f"gps-odom {bag.path} --report DIR` aligns the two in time (docs/convert.md); for a dataset, record the "
+            "camera's image topic too (`ros2 bag record`), or record one live "
+            "(`ros2 launch pose2rgbd record.launch.py`, docs/ros.md)"
+            if both
+            else "\na dataset is made of camera frames: record the camera's image topic into the bag (docs/ros.md)"
+        )
         raise BagError(
             f"{bag.path}: no camera topic (sensor_msgs Image or CompressedImage); topics present:\n"
-            f"{bag.describe_topics()}"
+            f"{bag.describe_topics()}{hint}"
         )
     if len(cands) > 1:
         raise BagError(f"{bag.path}: several camera topics {cands}; choose one with --image-topic")

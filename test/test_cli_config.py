@@ -414,7 +414,8 @@ def test_the_resume_hint_given_to_the_command_resumes(
     ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=have, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="the model differs") as e:
         check_resume(tmp_path / "last.pt", ck, fam, model(command), None, "f")  # type: ignore[arg-type]
-    hint = str(e.value).rsplit("give the checkpoint's settings (", 1)[1].removesuffix(")")
+    assert "leave out the flags that change it" in str(e.value)  # --resume takes the run's own settings
+    hint = str(e.value).rsplit("or give the checkpoint's (", 1)[1].split("); for another model", 1)[0]
     assert to_dict(model([*command, *shlex.split(hint)])) == to_dict(have), hint
     if kind == "hybrid" and not command:
         assert hint == "--preset hybrid --set model.neighbours=3"  # the preset, not each of its settings

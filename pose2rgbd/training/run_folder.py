@@ -179,8 +179,9 @@ def check_resume(
     diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {v!r}" for k, v in want.items() if have.get(k) != v]
     if diff:
         raise CheckpointError(
-            f"{path}: cannot resume, the model differs ({'; '.join(diff)}); to resume it, give the checkpoint's "
-            f"settings ({' '.join(_resume_flags(family, have, want))})"
+            f"{path}: cannot resume, the model differs ({'; '.join(diff)}); to resume it, leave out the flags that "
+            f"change it (--resume takes the run's own settings from its config.yaml) or give the checkpoint's "
+            f"({' '.join(_resume_flags(family, have, want))}); for another model, train into a new --out"
         )
     if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(

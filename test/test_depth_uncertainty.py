@@ -205,6 +205,7 @@ def test_the_bound_grows_with_the_coverage_distance_as_the_error_does() -> None:
     m = x2 > 32.0
     assert share_within(d2[m], t2[m], flat.sigma(d2, c2)[m]) < LEVEL - 0.12
     assert "times 1 + " in fitted.describe() and "per metre" in fitted.describe()
+    assert "fits it again" not in fitted.describe() and "fits it again" in flat.describe()
     back = DepthUncertainty.from_dict(json.loads(json.dumps(fitted.to_dict())))
     assert (back.growth_per_m, back.reference_m) == (fitted.growth_per_m, fitted.reference_m)
 
@@ -232,6 +233,7 @@ def test_a_batch_takes_one_distance_per_image_and_a_bad_one_is_named() -> None:
     old = u.to_dict()
     del old["growth_per_m"], old["reference_m"]  # written before the growth: one bound at any distance
     assert DepthUncertainty.from_dict(old).growth_per_m == 0.0
+    assert "--fit-depth-uncertainty` fits it again" in DepthUncertainty.from_dict(old).describe()  # said at load
     with pytest.raises(ValueError, match="growth_per_m"):
         DepthUncertainty.from_dict(u.to_dict() | {"growth_per_m": -0.1})
 

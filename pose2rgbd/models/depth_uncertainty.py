@@ -178,7 +178,10 @@ class DepthUncertainty:
                 text += f" where the confidence is >= {CONFIDENCE_SPLIT}, {self.wide[0]:.2f} x below"
             if np.nanmax(self.wide) > 2.5:  # a normal error's 95 % lies within 1.96 of its 68.3 % bound
                 text += " (a normal error would need 1.96 x: the errors' tails are heavier)"
-        if self.growth_per_m > 0:
+        if "near_m" not in self.fitted_on:  # fitted before the growth, or on frames it had no distance for
+            text += ("; fitted without the frames' coverage distance, so one bound at every distance (`pose2rgbd "
+                     "evaluate --checkpoint C --dataset D --fit-depth-uncertainty` fits it again with it)")  # fmt: skip
+        elif self.growth_per_m > 0:
             near, far = self.fitted_on.get("near_m"), self.fitted_on.get("far_m")
             seen = f"; the held-out frames' halves at a median {near:.3g} and {far:.3g} m" if near and far else ""
             text += (f"; these at coverage distance 0, times 1 + {self.growth_per_m:.3g} per metre of it (x"

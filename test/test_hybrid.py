@@ -1245,7 +1245,9 @@ def test_resuming_a_run_of_another_preset_says_which_preset_and_settings_to_give
     ck = LoadedCheckpoint(path=None, model=None, family=fam, model_config=old, dataset_fingerprint="f", camera=None)  # type: ignore[arg-type]
     requested = fam.make_config(size=SIZE)  # the default preset
     assert requested.preset == "hybrid-fast"
-    with pytest.raises(CheckpointError, match=r"settings \(--preset hybrid --set model\.neighbours=3\)$"):
+    with pytest.raises(
+        CheckpointError, match=r"the checkpoint's \(--preset hybrid --set model\.neighbours=3\); for another model"
+    ):
         check_resume(tmp_path / "last.pt", ck, fam, requested, None, "f")  # type: ignore[arg-type]
     given = fam.make_config("hybrid", size=SIZE, neighbours=3)  # what the hint says
     with pytest.raises(CheckpointError, match="trained on dataset"):  # the model check passes

@@ -185,8 +185,9 @@ def render_note(rgb: bool, depth: bool, sigma: bool) -> str:
          "depth, 65535 = 65.535 m or farther", depth),
         ("depth_NNNNNN.npy", "float32 depth in METRES along the optical axis (z), NumPy .npy; NaN = no depth", depth),
         ("depth_sigma_NNNNNN.npy", "float32 METRES per pixel, NumPy .npy: the depth's uncertainty, the bound its "
-         "absolute error stayed within on 68.3 % of the held-out pixels it was fitted on (by `pose2rgbd train`); NaN "
-         "where there is no depth", sigma),
+         "absolute error stayed within on 68.3 % of the held-out pixels it was fitted on (by `pose2rgbd train`), "
+         "larger the farther the pose is from what the model saw (its coverage distance); NaN where there is no "
+         "depth", sigma),
         ("poses.csv", "one row per pose rendered: index (the NNNNNN of its files), frame (the trajectory CSV's, "
          "empty for TUM), line (in the trajectory file), stamp_ns (nanoseconds), tx ty tz (METRES) qx qy qz qw: "
          "the pose T_world_cam, camera frame optical (x right, y down, z forward), quaternion x y z w; out_of_bounds "

@@ -53,13 +53,58 @@ def synced_frame_msg(
         pose_cov=np.asarray(odom.pose.covariance, dtype=np.float64),
         twist=odom.twist,
     )
+    # the input's messages rebuilt as this message's types: a ROS 1 bag's CameraInfo names its matrices D / K / R / P
+    # (ROS 2: d / k / r / p) and its headers carry seq; copied as they were, they could not be serialized
+    if compressed:
+        image = f.new("sensor_msgs/msg/Image", header=hdr)
+        packed = f.new("sensor_msgs/msg/CompressedImage", header=_header(f, img.header),
+                       format=str(img.format), data=np.asarray(img.data, np.uint8))  # fmt: skip
+    else:
+        packed = f.new("sensor_msgs/msg/CompressedImage", header=hdr)
+        image = f.new("sensor_msgs/msg/Image", header=_header(f, img.header),
+                      height=int(img.height), width=int(img.width), encoding=str(img.encoding),
+                      is_bigendian=int(img.is_bigendian), step=int(img.step),
+                      data=np.asarray(img.data, np.uint8))  # fmt: skip
     return f.new(
         "pose2rgbd/msg/SyncedFrame",
         header=hdr,
-        image=img if not compressed else f.new("sensor_msgs/msg/Image", header=hdr),
-        compressed_image=img if compressed else f.new("sensor_msgs/msg/CompressedImage", header=hdr),
-        camera_info=camera_info if camera_info is not None else f.new("sensor_msgs/msg/CameraInfo"),
+        image=image,
+        compressed_image=packed,
+        camera_info=_camera_info(f, camera_info),
         fix=fix_msg,
         odom=odom_msg,
         pose=M.pose_stamped(f, stamp, world_frame, T_world_cam),
     )
+
+
+def _matrix(msg: Any, name: str) -> np.ndarray:
+    """A CameraInfo matrix by its ROS 2 name (``d``, ``k``, ``r``, ``p``) or its ROS 1 one (``D``, ...)."""
+    v = getattr(msg, name, None)
+    return np.asarray(getattr(msg, name.upper(), ()) if v is None else v, np.float64)
+
+
+def _camera_info(f: M.MessageFactory, info: Any) -> Any:
+    """``info`` (ROS 1 or ROS 2 CameraInfo, or None: an empty one) as this factory's ``sensor_msgs/msg/CameraInfo``,
+    every field kept; a ROS 1 header's ``seq`` dropped."""
+    if info is None:
+        return f.new("sensor_msgs/msg/CameraInfo")
+    return f.new(
+        "sensor_msgs/msg/CameraInfo",
+        header=_header(f, info.header),
+        height=int(info.height),
+        width=int(info.width),
+        distortion_model=str(info.distortion_model),
+        d=_matrix(info, "d"),
+        k=_matrix(info, "k"),
+        r=_matrix(info, "r"),
+        p=_matrix(info, "p"),
+        binning_x=int(info.binning_x),
+        binning_y=int(info.binning_y),
+        roi=f.new("sensor_msgs/msg/RegionOfInterest", x_offset=int(info.roi.x_offset), y_offset=int(info.roi.y_offset),
+                  height=int(info.roi.height), width=int(info.roi.width), do_rectify=bool(info.roi.do_rectify)),
+    )  # fmt: skip
+
+
+def _header(f: M.MessageFactory, h: Any) -> Any:
+    """A header (ROS 1: with ``seq``) as this factory's ``std_msgs/msg/Header``: stamp and frame kept."""
+    return M.header(f, int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec), str(h.frame_id))

@@ -3,7 +3,7 @@ the camera intrinsics and the camera pose it was recorded with (what ``ros2 bag 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,13 +77,41 @@ def synced_frame_msg(
     )
 
 
-def _matrix(msg: Any, name: str) -> np.ndarray:
+class _Stamp(Protocol):
+    sec: int
+    nanosec: int
+
+
+class _Header(Protocol):  # std_msgs/Header of ROS 1 (with seq) or ROS 2
+    stamp: _Stamp
+    frame_id: str
+
+
+class _Roi(Protocol):
+    x_offset: int
+    y_offset: int
+    height: int
+    width: int
+    do_rectify: bool
+
+
+class _CameraInfo(Protocol):  # sensor_msgs/CameraInfo of ROS 1 or ROS 2 (the matrices read by _matrix)
+    header: _Header
+    height: int
+    width: int
+    distortion_model: str
+    binning_x: int
+    binning_y: int
+    roi: _Roi
+
+
+def _matrix(msg: object, name: str) -> np.ndarray:
     """A CameraInfo matrix by its ROS 2 name (``d``, ``k``, ``r``, ``p``) or its ROS 1 one (``D``, ...)."""
     v = getattr(msg, name, None)
     return np.asarray(getattr(msg, name.upper(), ()) if v is None else v, np.float64)
 
 
-def _camera_info(f: M.MessageFactory, info: Any) -> Any:
+def _camera_info(f: M.MessageFactory, info: _CameraInfo | None) -> object:
     """``info`` (ROS 1 or ROS 2 CameraInfo, or None: an empty one) as this factory's ``sensor_msgs/msg/CameraInfo``,
     every field kept; a ROS 1 header's ``seq`` dropped."""
     if info is None:
@@ -105,6 +133,6 @@ def _camera_info(f: M.MessageFactory, info: Any) -> Any:
     )  # fmt: skip
 
 
-def _header(f: M.MessageFactory, h: Any) -> Any:
+def _header(f: M.MessageFactory, h: _Header) -> object:
     """A header (ROS 1: with ``seq``) as this factory's ``std_msgs/msg/Header``: stamp and frame kept."""
     return M.header(f, int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec), str(h.frame_id))

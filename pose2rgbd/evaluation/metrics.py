@@ -294,11 +294,12 @@ class SigmaAccumulator:
         s = np.asarray(sigma, np.float64)[m]
         err = np.abs(d - np.asarray(truth, np.float64)[m])
         row = confidence_rows(confidence, m)
-        np.add.at(self.within, row, (err <= s).astype(np.int64))
+        inside = (err <= s).astype(np.int64)
+        np.add.at(self.within, row, inside)
         np.add.at(self.within_95, row, (err <= s * self.wide[row]).astype(np.int64))
         np.add.at(self.scored, row, 1)
         if far is not None:
-            np.add.at(self.within_far, half.astype(np.intp), (err <= s).astype(np.int64))
+            np.add.at(self.within_far, half.astype(np.intp), inside)
             np.add.at(self.scored_far, half.astype(np.intp), 1)
         rel = np.clip(s / d, _RELATIVE_EDGES[0], _RELATIVE_EDGES[-1])
         self.relative += np.histogram(rel, _RELATIVE_EDGES)[0]

@@ -103,7 +103,9 @@ def orientation_xyzw(msg: Any) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------------------------- sensors
-def _field(msg: Any, *names: str) -> Any:
+def first_field(msg: Any, *names: str) -> Any:
+    """The first of ``names`` that ``msg`` has (not None): a field by its ROS 2 and its ROS 1 spelling (``k``, ``K``);
+    GeometryError where it has none."""
     for n in names:
         v = getattr(msg, n, None)
         if v is not None:
@@ -120,8 +122,8 @@ def camera_from_info(msg: Any) -> PinholeCamera:
     scaled to ``width // binning_x`` x ``height // binning_y``. Raises GeometryError for an uncalibrated
     CameraInfo (neither P nor K set).
     """
-    k = np.asarray(_field(msg, "k", "K"), dtype=np.float64).reshape(-1)
-    p = np.asarray(_field(msg, "p", "P"), dtype=np.float64).reshape(-1)
+    k = np.asarray(first_field(msg, "k", "K"), dtype=np.float64).reshape(-1)
+    p = np.asarray(first_field(msg, "p", "P"), dtype=np.float64).reshape(-1)
     if p.size == 12 and np.all(np.isfinite(p)) and p[0] > 0 and p[5] > 0:
         fx, fy, cx, cy = p[0], p[5], p[2], p[6]
     elif k.size == 9 and np.all(np.isfinite(k)) and k[0] > 0 and k[4] > 0:

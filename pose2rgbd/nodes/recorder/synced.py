@@ -77,13 +77,8 @@ def synced_frame_msg(
     )
 
 
-class _Stamp(Protocol):
-    sec: int
-    nanosec: int
-
-
 class _Header(Protocol):  # std_msgs/Header of ROS 1 (with seq) or ROS 2
-    stamp: _Stamp
+    stamp: object  # builtin_interfaces/Time, or ROS 1's time (M.stamp_to_ns reads both)
     frame_id: str
 
 
@@ -95,7 +90,7 @@ class _Roi(Protocol):
     do_rectify: bool
 
 
-class _CameraInfo(Protocol):  # sensor_msgs/CameraInfo of ROS 1 or ROS 2 (the matrices read by _matrix)
+class _CameraInfo(Protocol):  # sensor_msgs/CameraInfo of ROS 1 or ROS 2 (the matrices: M.first_field)
     header: _Header
     height: int
     width: int
@@ -103,12 +98,6 @@ class _CameraInfo(Protocol):  # sensor_msgs/CameraInfo of ROS 1 or ROS 2 (the ma
     binning_x: int
     binning_y: int
     roi: _Roi
-
-
-def _matrix(msg: object, name: str) -> np.ndarray:
-    """A CameraInfo matrix by its ROS 2 name (``d``, ``k``, ``r``, ``p``) or its ROS 1 one (``D``, ...)."""
-    v = getattr(msg, name, None)
-    return np.asarray(getattr(msg, name.upper(), ()) if v is None else v, np.float64)
 
 
 def _camera_info(f: M.MessageFactory, info: _CameraInfo | None) -> object:
@@ -122,10 +111,10 @@ def _camera_info(f: M.MessageFactory, info: _CameraInfo | None) -> object:
         height=int(info.height),
         width=int(info.width),
         distortion_model=str(info.distortion_model),
-        d=_matrix(info, "d"),
-        k=_matrix(info, "k"),
-        r=_matrix(info, "r"),
-        p=_matrix(info, "p"),
+        d=np.asarray(M.first_field(info, "d", "D"), np.float64),
+        k=np.asarray(M.first_field(info, "k", "K"), np.float64),
+        r=np.asarray(M.first_field(info, "r", "R"), np.float64),
+        p=np.asarray(M.first_field(info, "p", "P"), np.float64),
         binning_x=int(info.binning_x),
         binning_y=int(info.binning_y),
         roi=f.new("sensor_msgs/msg/RegionOfInterest", x_offset=int(info.roi.x_offset), y_offset=int(info.roi.y_offset),
@@ -135,4 +124,4 @@ def _camera_info(f: M.MessageFactory, info: _CameraInfo | None) -> object:
 
 def _header(f: M.MessageFactory, h: _Header) -> object:
     """A header (ROS 1: with ``seq``) as this factory's ``std_msgs/msg/Header``: stamp and frame kept."""
-    return M.header(f, int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec), str(h.frame_id))
+    return M.header(f, M.stamp_to_ns(h.stamp), str(h.frame_id))

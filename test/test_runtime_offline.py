@@ -184,3 +184,73 @@ def test_recorder_killed_mid_run_leaves_readable_dataset_that_resumes(flight, tm
     np.testing.assert_array_equal(full.frames.index, np.arange(len(full)))
     dt, _ = pose_errors(full.frames.T_world_cam[:n_partial], partial.frames.T_world_cam)
     assert dt.max() < 1e-9  # same datum after the resume
+
+
+def _failing_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """The input bag's messages stop with a read error (a corrupt chunk) after ``n`` of them."""
+    from pose2rgbd.bags.reader import BagReader
+
+    read = BagReader.messages
+
+    def messages(self, *a, **k):  # type: ignore[no-untyped-def]
+        for i, m in enumerate(read(self, *a, **k)):
+            if i == n:
+                raise BagError(f"{self.path}: cannot read messages from x.mcap (corrupt or truncated?)")
+            yield m
+
+    monkeypatch.setattr(BagReader, "messages", messages)
+
+
+def test_record_stopped_by_a_read_error_keeps_dataset_and_bag_and_says_so(
+    flight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pose2rgbd.cli.main import main
+
+    bag, truth = flight
+    _failing_after(monkeypatch, 200)
+    ds, synced = tmp_path / "ds", tmp_path / "synced"
+    rc = main(["record", "bag", str(bag), "--out", str(ds), "--out-bag", str(synced)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "corrupt or truncated" in err
+    n = len(Dataset(ds))
+    assert 0 < n < len(truth.camera_stamps_ns)  # the frames up to the error, readable
+    kept = _read(synced)["/synced_frame"]  # the bag of the same frames, finished
+    assert [stamp_to_ns(m.msg.header.stamp) for m in kept] == list(Dataset(ds).frames.stamp_ns)
+    # the message names both, with what to do
+    assert f"kept {synced} (bag, " in err and "up to the error" in err
+    assert f"{ds} (dataset, {n} frames, {n} new; its frames up to the error are whole" in err
+    assert "with a new output bag" in err
+    # resumed into a new bag once the input reads: the dataset whole, the new bag starting after the kept frames
+    monkeypatch.undo()
+    stats = run_recorder_bag(_record_cfg(ds), bag, out_bag=tmp_path / "rest")
+    np.testing.assert_array_equal(Dataset(ds).frames.stamp_ns, truth.camera_stamps_ns)
+    assert stats.dataset_frames_before == n
+    rest = _read(tmp_path / "rest")["/synced_frame"]
+    assert len(kept) + len(rest) == len(truth.camera_stamps_ns)
+
+
+def test_a_read_error_before_the_first_new_frame_keeps_nothing_new(
+    flight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pose2rgbd.atomic import take_kept
+
+    bag, _ = flight
+    _failing_after(monkeypatch, 0)
+    with pytest.raises(BagError):
+        run_recorder_bag(_record_cfg(tmp_path / "ds"), bag, out_bag=tmp_path / "synced")
+    assert take_kept() == [] and not (tmp_path / "synced").exists()
+
+
+def test_record_cli_says_a_resumed_recordings_bag_starts_after_the_kept_frames(
+    flight, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from pose2rgbd.cli.main import main
+
+    bag, _ = flight
+    ds = tmp_path / "ds"
+    run_recorder_bag(_record_cfg(ds), bag)  # a dataset recorded without a bag (or a killed run's, its bag lost)
+    n = len(Dataset(ds))
+    assert main(["record", "bag", str(bag), "--out", str(ds), "--out-bag", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert f"starts after the dataset's first {n} frames" in out
+    assert f"holds {n} frames already" in caplog.text

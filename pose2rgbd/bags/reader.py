@@ -72,6 +72,21 @@ def open_bag(path: str | Path, *, default_distro: str = "humble") -> BagReader:
     return BagReader(path, default_distro=default_distro)
 
 
+def repair_hint(storage_id: str, f: Path) -> str:
+    """The tool that copies what is intact out of a damaged storage file of ``storage_id`` (a recording killed before
+    it was finished, a copy cut short), as a sentence for an error message."""
+    if storage_id == "mcap":
+        return (f"The mcap CLI's `mcap recover {f.name} -o recovered.mcap` copies what is intact into a new file; "
+                "pose2rgbd reads a bare .mcap file as a bag")  # fmt: skip
+    if storage_id == "sqlite3":
+        return (f"SQLite's `sqlite3 {f.name} .recover | sqlite3 recovered.db3` copies what is intact into a new file; "
+                "`ros2 bag reindex FOLDER` writes a rosbag2 folder's metadata.yaml for it")  # fmt: skip
+    if storage_id == "rosbag1":
+        return (f"ROS 1's `rosbag reindex {f.name}` rebuilds the index of a bag whose recording was stopped before "
+                "it was closed (it keeps the original as .orig.bag)")  # fmt: skip
+    return ""
+
+
 class BagReader:
     """An opened recording; see :func:`open_bag`."""
 
@@ -93,9 +108,9 @@ class BagReader:
             raise
 
     # ------------------------------------------------------------------ opening
-    def _fail(self, what: str, e: BaseException | None = None) -> BagError:
-        cause = f": {type(e).__name__}: {e}" if e is not None else ""
-        return BagError(f"{self.path}: {what}{cause}")
+    def _fail(self, what: str, e: BaseException | None = None, hint: str = "") -> BagError:
+        cause = f": {type(e).__name__}: {str(e).rstrip('.')}" if e is not None else ""
+        return BagError(f"{self.path}: {what}{cause}" + (f". {hint}" if hint else ""))
 
     def _open(self) -> None:
         p = self.path
@@ -203,7 +218,8 @@ class BagReader:
             reader = reader_cls(path)
             reader.open()
         except Exception as e:
-            raise self._fail(f"cannot open {storage_id} storage {f.name} (corrupt or truncated?)", e) from e
+            raise self._fail(f"cannot open {storage_id} storage {f.name} (corrupt or truncated?)", e,
+                             hint=repair_hint(storage_id, f)) from e  # fmt: skip
         self._stack.callback(reader.close)
         return _Source(f, storage_id, reader, compressed_messages=mode == "message")
 
@@ -433,8 +449,10 @@ class BagReader:
             except BagError:
                 raise
             except Exception as e:
+                # a message that does not decompress is damaged inside: no tool recovers it
+                hint = "" if src.compressed_messages else f". {repair_hint(src.kind, src.file)}"
                 raise BagError(
                     f"{self.path}: cannot read messages from {src.file.name} (corrupt or truncated?): "
-                    f"{type(e).__name__}: {e}"
+                    f"{type(e).__name__}: {str(e).rstrip('.')}{hint}"
                 ) from e
             yield conn.topic, stamp, normalize_msgtype(conn.msgtype), data, decoders[conn.id]

@@ -147,6 +147,13 @@ QUIET_LIBRARY_LOGGERS = {
 }
 
 
+def _kept_after_error() -> str:
+    """What a command that stopped at an error kept (a recording's frames and bag up to the error), as the end of its
+    error message; empty where it kept nothing."""
+    kept = take_kept()
+    return f"; kept {'; '.join(kept)}" if kept else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -190,7 +197,7 @@ def _main(argv: list[str] | None) -> int:
         cause = e.__cause__
         if isinstance(cause, OSError) and cause.errno in OS_ERRORS and OS_ERRORS[cause.errno][1] not in msg:
             msg += f"; {OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
-        print(f"pose2rgbd {args.command}: error: {msg}", file=sys.stderr)
+        print(f"pose2rgbd {args.command}: error: {msg}{_kept_after_error()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
@@ -212,7 +219,7 @@ def _main(argv: list[str] | None) -> int:
             raise
         if args.verbose:
             traceback.print_exc()
-        print(f"pose2rgbd {args.command}: error: {os_msg}", file=sys.stderr)
+        print(f"pose2rgbd {args.command}: error: {os_msg}{_kept_after_error()}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

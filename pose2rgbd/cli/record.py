@@ -92,4 +92,7 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  dataset: {cfg.output.dataset}" if made else f"  no dataset was written at {cfg.output.dataset}")
     if args.out_bag is not None:
         print(f"  synced frames bag: {args.out_bag} {stats.messages_out}")
+        if stats.dataset_frames_before:
+            print(f"  the bag starts after the dataset's first {stats.dataset_frames_before} frames (recorded by an "
+                  "earlier run, not again: the bag of that run holds them, where it was kept)")  # fmt: skip
     return 0 if c["frames"] or c["skipped_already_recorded"] else 1

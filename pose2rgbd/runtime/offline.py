@@ -55,6 +55,9 @@ class RunStats:
     latency_ms: list[float] = field(default_factory=list)  # per produced frame (nodes with last_latency_ms)
     wall_s: float = 0.0
     world_frame: str = ""  # the frame the node looked poses up in / answered in (nodes that have one)
+    # frames the node's dataset held before the run (a resumed recording: they are not recorded again, so an output
+    # bag of this run starts after them)
+    dataset_frames_before: int = 0
 
     def latency_percentile(self, q: float) -> float:
         return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
@@ -127,9 +130,10 @@ def run_node_bag(
         namespace: prefix for relative topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
         inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
             nor ``bag``).
-        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note
-            it for the CLI's message) instead of discarding it; default: for a node that records a dataset
-            (``spec.dataset``, the record node: its dataset is kept as well, it is flushed frame by frame).
+        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) or an error partway (a corrupt chunk of the input) finish
+            ``out`` with what was written so far (and note it for the CLI's message) instead of discarding it;
+            default: for a node that records a dataset (``spec.dataset``, the record node: its dataset is kept as
+            well, it is flushed frame by frame, and noted the same way).
     """
     dataset = spec.dataset_dir(cfg)
     if keep_on_interrupt is None:
@@ -143,22 +147,36 @@ def run_node_bag(
     before = _dataset_frames(dataset) if dataset else 0
     if out is not None and before and Path(out, "metadata.yaml").is_file():
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
+    if out is not None and before:
+        log.warning(
+            "the dataset %s holds %d frames already; they are not recorded again, so the output bag %s starts after "
+            "them (the frames before are in the bag of the run that recorded them, where it was kept)",
+            dataset, before, out,
+        )  # fmt: skip
     try:
-        return _run_node_bag(
+        stats = _run_node_bag(
             spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
             overwrite=overwrite, progress=progress, tf_topic=tf_topic, tf_static_topic=tf_static_topic,
             inputs=inputs, keep_on_interrupt=keep_on_interrupt,
         )  # fmt: skip
-    except KeyboardInterrupt:
-        if dataset and Path(dataset, "manifest.yaml").is_file():
-            n = _dataset_frames(dataset)
-            again = (
-                "run the same command again to resume"
-                if out is None
-                else ("to resume, run the same command again with a new output bag: a bag is not appended to")
-            )
+    except BaseException as e:
+        n = _dataset_frames(dataset) if dataset and Path(dataset, "manifest.yaml").is_file() else 0
+        # an error before the first new frame (a topic not in the bag) leaves the dataset as it was: nothing to say
+        if n and (isinstance(e, KeyboardInterrupt) or n > before):
+            bag_note = "" if out is None else " with a new output bag: a bag is not appended to"
+            if isinstance(e, KeyboardInterrupt):
+                again = (
+                    f"to resume, run the same command again{bag_note}"
+                    if out
+                    else "run the same command again to resume"
+                )
+            else:  # the frames up to the error are whole (flushed one by one)
+                again = "its frames up to the error are whole; once the error is mended, run the same command again "
+                again += f"to resume{bag_note}"
             note_kept(f"{dataset} (dataset, {n} frames, {n - before} new; {again})")
         raise
+    stats.dataset_frames_before = before
+    return stats
 
 
 def _refuse_bag_of_a_resumed_recording(out: Path, dataset: Path, frames: int, overwrite: bool) -> None:
@@ -288,15 +306,10 @@ def _run_node_bag(
             if writer is not None:
                 writer.close()
                 stats.messages_out = writer.counts
-        except KeyboardInterrupt:
+        except BaseException as e:
             if writer is not None and keep_on_interrupt:
-                writer.close()  # a bag of what was recorded up to now
-                note_kept(f"{out} (bag, {sum(writer.counts.values())} messages)")
+                _keep_bag(writer, out, interrupted=isinstance(e, KeyboardInterrupt))
             elif writer is not None:
-                writer.abort()
-            raise
-        except BaseException:
-            if writer is not None:
                 writer.abort()
             raise
         finally:
@@ -308,6 +321,22 @@ def _run_node_bag(
         stats.counters["tf_rejected"] = tf.rejected
     stats.wall_s = time.perf_counter() - t_wall
     return stats
+
+
+def _keep_bag(writer: BagWriter, out: str | Path | None, *, interrupted: bool) -> None:
+    """Finish the output bag of a recording stopped by Ctrl-C or an error with what was written up to then (the
+    dataset beside it keeps its frames too), and note it for the CLI's message. A bag that cannot be finished (the
+    error was the disk's) is discarded; the note says so."""
+    n = sum(writer.counts.values())
+    if not n and not interrupted:  # an error before anything was written: no bag, as for any failed command
+        writer.abort()
+        return
+    try:
+        writer.close()
+    except Exception as e:  # BagWriter.close discarded the temporary
+        note_kept(f"no bag at {out} (the {n} messages written could not be finished: {e})")
+        return
+    note_kept(f"{out} (bag, {n} messages{'' if interrupted else ', up to the error'})")
 
 
 def run_renderer_bag(

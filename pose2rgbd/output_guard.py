@@ -110,6 +110,9 @@ VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
 RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"),  # render trajectory's folder
                      contents=("rgb_*.png", "depth_*.png", "depth_*.npy", "depth_sigma_*.npy", "poses.csv",
                                "camera.yaml", "README_pose2rgbd.txt"))  # fmt: skip
+# `convert gps-odom --report`'s folder (pose2rgbd.convert.gps_odom); a dataset's own report/ lies inside a dataset
+GPS_ODOM_REPORT = OutputKind("GPS-odometry report", True, ("summary.json",), excludes=("manifest.yaml",),
+                             contents=("sync.png", "track.png", "summary.json"))  # fmt: skip
 FILE = OutputKind("file", False)
 
 

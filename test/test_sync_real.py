@@ -79,3 +79,48 @@ def test_husky_gps_vs_wheel_odometry(shared_data: Path, tmp_path: Path, form: st
     assert 130 < ext[1] < 160 and 45 < ext[0] < 70  # ~146 m N-S x ~57 m E-W (SOURCE.txt)
     for f in ("sync.png", "track.png", "summary.json"):
         assert (tmp_path / "rep" / f).stat().st_size > 500
+
+
+def test_gps_odom_report_goes_through_the_output_checks(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`convert gps-odom --report`: never into the input bag, never over a folder of the user's, an earlier report
+    only with --overwrite; each refused before the bag is read, nothing written."""
+    import shutil
+
+    from pose2rgbd.cli.main import main
+
+    bag = tmp_path / "husky"
+    shutil.copytree(shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap", bag)
+    before = sorted(p.name for p in bag.iterdir())
+
+    def run(report: Path, *extra: str) -> tuple[int, str]:
+        rc = main(["convert", "gps-odom", str(bag), "--report", str(report), *extra])
+        return rc, capsys.readouterr().err
+
+    rc, err = run(bag / "report")
+    assert rc == 2 and "lies inside the input" in err
+    rc, err = run(bag, "--overwrite")
+    assert rc == 2 and "is the input" in err
+    assert sorted(p.name for p in bag.iterdir()) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for extra in ((), ("--overwrite",)):
+        rc, err = run(mine, *extra)
+        assert rc == 2 and "not a GPS-odometry report" in err and "(nothing was written)" in err, err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    rep = tmp_path / "rep"
+    rep.mkdir()  # an empty folder is taken
+    assert run(rep)[0] == 0
+    assert sorted(p.name for p in rep.iterdir()) == ["summary.json", "sync.png", "track.png"]
+    first = (rep / "summary.json").read_bytes()
+    rc, err = run(rep)
+    assert rc == 2 and "holds an earlier report; pass --overwrite to replace it" in err
+    assert (rep / "summary.json").read_bytes() == first
+    (rep / "labels.csv").write_text("x")  # the user's file put into the report: --overwrite would delete it
+    rc, err = run(rep, "--overwrite")
+    assert rc == 2 and "labels.csv" in err
+    (rep / "labels.csv").unlink()
+    assert run(rep, "--overwrite")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["husky", "mine", "rep"]  # no temporary left

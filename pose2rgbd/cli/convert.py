@@ -169,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         allow_abbrev=False)  # fmt: skip
     s.add_argument("bag", type=Path)
     s.add_argument("--report", type=Path, required=True, help="directory for sync.png, track.png, summary.json")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier report at --report")
     add_config_flags(s, _schema, GPS_ODOM_ALIASES, config_help=CONFIG_HELP)
     s.set_defaults(func=_gps_odom)
     im = csub.add_parser(
@@ -276,7 +277,7 @@ def _video(args: argparse.Namespace) -> int:
 def _gps_odom(args: argparse.Namespace) -> int:
     from pose2rgbd.convert.gps_odom import align_gps_to_odometry
 
-    a = align_gps_to_odometry(args.bag, config_from_args(args), report_dir=args.report)
+    a = align_gps_to_odometry(args.bag, config_from_args(args), report_dir=args.report, overwrite=args.overwrite)
     print(f"{args.bag}: {a.result.describe()}")
     print(f"  report: {args.report}")
     return 0

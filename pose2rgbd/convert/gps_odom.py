@@ -4,17 +4,20 @@ Algorithm 1 with the odometry speed as the reference clock, and a report; no dat
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pose2rgbd.atomic import make_temp_dir, swap_in
 from pose2rgbd.convert.config import ConvertConfig
 from pose2rgbd.convert.pipeline import dump_json
 from pose2rgbd.convert.sources.bag_orientation import stamp_ns
 from pose2rgbd.errors import SyncError
 from pose2rgbd.messages import read_navsatfix
+from pose2rgbd.output_guard import GPS_ODOM_REPORT, check_output, refuse_existing
 from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,31 @@ class GpsOdomAlignment:
     summary: dict[str, Any]
 
 
+def check_report_dir(report_dir: str | Path, bag: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse, before the bag is read, a report folder that would destroy something: one that is, holds or lies
+    inside the bag, a folder of other files, or an earlier report without ``overwrite`` (an empty folder is
+    taken as it is)."""
+    rd = check_output(report_dir, GPS_ODOM_REPORT, inputs=[bag], overwrite=overwrite)
+    if rd.is_dir() and not any(rd.iterdir()):
+        return rd
+    if rd.exists() and not overwrite and not GPS_ODOM_REPORT.matches(rd):
+        check_output(rd, GPS_ODOM_REPORT, overwrite=True)  # the refusal that names what the folder is not
+    return refuse_existing(rd, overwrite=overwrite, holds="an earlier report" if rd.is_dir() else "")
+
+
 def align_gps_to_odometry(
-    path: str | Path, cfg: ConvertConfig | None = None, *, report_dir: str | Path | None = None
+    path: str | Path,
+    cfg: ConvertConfig | None = None,
+    *,
+    report_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> GpsOdomAlignment:
     """Estimate the GPS time offset against wheel-odometry speed (same core as the flow estimator).
 
     The odometry (``|twist.linear|``) is the reference clock. GPS speed comes from the ENU track. If
-    ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there.
+    ``report_dir`` is given, writes ``sync.png``, ``track.png`` and ``summary.json`` there, all together (a folder
+    put in place whole; an earlier report is replaced only with ``overwrite``, checked before the bag is read:
+    :func:`check_report_dir`).
     """
     from pose2rgbd.bags import open_bag
     from pose2rgbd.convert.gps_logs import GpsTrack
@@ -45,6 +66,8 @@ def align_gps_to_odometry(
     from pose2rgbd.convert.stages.time_offset import gps_in_enu
 
     cfg = cfg or ConvertConfig()
+    if report_dir is not None:
+        report_dir = check_report_dir(report_dir, path, overwrite=overwrite)
     with open_bag(path) as bag:
         gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.topics.gps or None)
         odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.topics.odom or None)
@@ -74,11 +97,16 @@ def align_gps_to_odometry(
         "track_extent_m": (enu.max(0) - enu.min(0)).tolist(),
     }  # fmt: skip
     if report_dir is not None:
-        rd = Path(report_dir)
-        rd.mkdir(parents=True, exist_ok=True)
-        name = Path(path).name
-        plot_sync(rd / "sync.png", ot, ov, kept.t_s, gs, res, res.offset_s, ref_label="wheel-odometry speed",
-                  other_label="GPS speed (from positions)", title=f"GPS vs wheel odometry: {name}")  # fmt: skip
-        plot_track(rd / "track.png", enu, kept.t_s, None, np.zeros((0, 3)), title=f"GPS track: {name} (ENU)")
-        dump_json(rd / "summary.json", summary)
+        out = Path(report_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rd = make_temp_dir(out)
+        try:
+            name = Path(path).name
+            plot_sync(rd / "sync.png", ot, ov, kept.t_s, gs, res, res.offset_s, ref_label="wheel-odometry speed",
+                      other_label="GPS speed (from positions)", title=f"GPS vs wheel odometry: {name}")  # fmt: skip
+            plot_track(rd / "track.png", enu, kept.t_s, None, np.zeros((0, 3)), title=f"GPS track: {name} (ENU)")
+            dump_json(rd / "summary.json", summary)
+            swap_in([(rd, out)])  # an earlier report back on any failure or Ctrl-C
+        finally:
+            shutil.rmtree(rd, ignore_errors=True)
     return GpsOdomAlignment(res, ot, ov, kept.t_s, gs, enu, summary)

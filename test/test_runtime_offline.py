@@ -254,3 +254,25 @@ def test_record_cli_says_a_resumed_recordings_bag_starts_after_the_kept_frames(
     out = capsys.readouterr().out
     assert f"starts after the dataset's first {n} frames" in out
     assert f"holds {n} frames already" in caplog.text
+
+
+def test_render_overwrite_replaces_an_earlier_render_but_never_a_recording(flight, engine, tmp_path: Path) -> None:
+    import shutil
+
+    from pose2rgbd.errors import OutputError
+
+    bag, _ = flight
+    recording = tmp_path / "recording"  # a raw recording given as --out by a typo
+    shutil.copytree(bag, recording)
+    before = sorted((p.name, p.stat().st_size) for p in recording.iterdir())
+    cfg = RendererConfig(rate_hz=5.0)
+    with pytest.raises(OutputError, match=r"not one the pose2rgbd_renderer node writes: it holds .*NavSatFix.*never "
+                                          r"publishes \(a recording\?\).*nothing was written"):  # fmt: skip
+        run_renderer_bag(cfg, bag, recording, engine=engine, overwrite=True)
+    assert sorted((p.name, p.stat().st_size) for p in recording.iterdir()) == before
+    out = tmp_path / "render"
+    n = run_renderer_bag(cfg, bag, out, engine=engine).counters["frames"]
+    assert run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True).counters["frames"] == n  # replaced
+    (out / "metadata.yaml").write_text("rosbag2_bagfile_information: [damaged")
+    with pytest.raises(OutputError, match="cannot be read"):
+        run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True)

@@ -144,6 +144,8 @@ def run_node_bag(
         inputs = [*inputs, dataset]
     if out is not None:  # before anything is read
         check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
+        if overwrite:
+            _refuse_a_bag_the_node_did_not_write(spec, Path(out))
     before = _dataset_frames(dataset) if dataset else 0
     if out is not None and before and Path(out, "metadata.yaml").is_file():
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
@@ -177,6 +179,32 @@ def run_node_bag(
         raise
     stats.dataset_frames_before = before
     return stats
+
+
+def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
+    """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
+    that holds a message type the node never publishes (a camera's, a NavSatFix, TF), or that cannot be read to
+    tell, before anything is read or written."""
+    if not BAG.matches(out):
+        return  # not a bag (check_output has refused it) or an empty folder: nothing to lose
+    ours = {o.type for o in spec.outputs}
+    try:
+        with open_bag(out) as r:
+            foreign = {t: i.msgtype for t, i in r.topics.items() if i.msgtype not in ours}
+    except BagError as e:
+        raise OutputError(
+            f"{out} is a bag that cannot be read ({e}), so whether it is an earlier output of the {spec.name} node or "
+            f"a recording cannot be told; --overwrite does not replace it. Choose another output path, or move {out} "
+            "away yourself (nothing was written)"
+        ) from e
+    if foreign:
+        names = ", ".join(f"{t} ({mt})" for t, mt in sorted(foreign.items())[:4])
+        more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        raise OutputError(
+            f"{out} is a bag, but not one the {spec.name} node writes: it holds {names}{more}, which the node never "
+            f"publishes (a recording?); --overwrite only replaces an earlier output of the {spec.name} node. Choose "
+            f"another output path, or move {out} away yourself (nothing was written)"
+        )
 
 
 def _refuse_bag_of_a_resumed_recording(out: Path, dataset: Path, frames: int, overwrite: bool) -> None:

@@ -392,3 +392,13 @@ def test_tf_input_clears_its_history_when_the_clock_jumps_back() -> None:
         at(t, -t)
     T, stamp = tf.lookup_transform("map", "camera")
     assert stamp == int(1.1 * S) and abs(T[0, 3] - (-1.1 + 0.5)) < 1e-9  # the mount survived
+
+
+def test_node_help_names_every_node_of_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.nodes.registry import NODES
+
+    with pytest.raises(SystemExit):
+        main(["node", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in NODES), out

@@ -110,8 +110,31 @@ def test_render_bag_bad_inputs(flight, engine, tmp_path: Path) -> None:
     assert stats.counters["frames"] == 0 and stats.counters["tf_failures"] > 0
     cfg = RendererConfig(pose_source="topic")
     cfg.topics.pose = "/missing"
-    with pytest.raises(BagError, match="not in bag"):
+    with pytest.raises(BagError, match=r"not in bag; the bag's topics of that type: /ground_truth/pose; give the one "
+                       r"to use with --topics.pose TOPIC"):  # fmt: skip
         run_renderer_bag(cfg, bag, tmp_path / "o2", engine=engine)
+    with open_bag(bag) as r:
+        topics = {t: i for t, i in r.topics.items() if t != "/ground_truth/pose"}
+    from pose2rgbd.runtime.offline import _topics_of_the_type
+
+    assert _topics_of_the_type(topics, ("geometry_msgs/msg/PoseStamped",), "topics.pose") == (
+        "the bag has no topic of that type"
+    )
+
+
+def test_record_names_the_bags_topics_of_the_type_and_the_flag(flight, tmp_path: Path) -> None:
+    bag, _ = flight
+    with open_bag(bag) as r:
+        images = sorted(t for t, i in r.topics.items() if i.msgtype == "sensor_msgs/msg/Image")
+    cfg = _record_cfg(tmp_path / "ds")
+    cfg.topics.image = "/front/image_raw"  # not in the bag
+    with pytest.raises(BagError, match=r"not in bag; the bag's topics of that type: " + ", ".join(images) +
+                       r"; give the one to use with --topics.image TOPIC"):  # fmt: skip
+        run_recorder_bag(cfg, bag)
+    cfg.topics.image = "/gps/fix"  # in the bag, of another type
+    with pytest.raises(BagError, match=r"has type sensor_msgs/msg/NavSatFix, expected .*; the bag's topics of that "
+                                       r"type: " + ", ".join(images)):  # fmt: skip
+        run_recorder_bag(cfg, bag)
 
 
 def _record_cfg(dataset: Path | None) -> RecorderConfig:

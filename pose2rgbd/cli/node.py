@@ -47,13 +47,13 @@ def _schema(pre: argparse.Namespace) -> Schema:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "node",
-        help="run any node (render, record, ...) offline over a bag; flags from its parameters",
+        help="run any node (render, record, localize) offline over a bag; flags from its parameters",
         description="Replays a bag through a node of the node table (the same node as `ros2 run pose2rgbd "
         "NAME_node`) and writes what it publishes to --out. `pose2rgbd node NAME --help` lists the node's "
         "parameters as flags.",
         allow_abbrev=False,
     )
-    p.add_argument("name", metavar="NAME", help="the node: its short name (render, record) or ROS node name")
+    p.add_argument("name", metavar="NAME", help="the node: its short name (render, record, localize) or ROS node name")
     p.add_argument("--bag", type=Path, required=True, help="input bag (rosbag2 dir, .mcap, .db3 or ROS 1 .bag)")
     p.add_argument("--out", type=Path, default=None, help="bag to write the node's published topics to")
     p.add_argument("--rate", type=float, default=0.0, help="replay speed: 0 as fast as possible, 1.0 bag speed")

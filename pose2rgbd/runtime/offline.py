@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.atomic import note_kept
-from pose2rgbd.bags import BagWriter, open_bag
+from pose2rgbd.bags import BagWriter, TopicInfo, open_bag
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
@@ -181,6 +181,15 @@ def run_node_bag(
     return stats
 
 
+def _topics_of_the_type(topics: Mapping[str, TopicInfo], types: Sequence[str], key: str) -> str:
+    """The bag's topics an input of ``types`` (config key ``key``) could take, and the flag that names one (the
+    node's flags are its config keys): the next step when its configured topic is not in the bag."""
+    same = sorted(t for t, i in topics.items() if i.msgtype in types)
+    if not same:
+        return "the bag has no topic of that type"
+    return f"the bag's topics of that type: {', '.join(same)}; give the one to use with --{key} TOPIC"
+
+
 def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
     """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
     that holds a message type the node never publishes (a camera's, a NavSatFix, TF), or that cannot be read to
@@ -264,14 +273,15 @@ def _run_node_bag(
             if info is None:
                 if inp.required(cfg):
                     raise BagError(
-                        f"{bag}: topic {topic!r} ({inp.topic}, {' or '.join(inp.types)}) not in bag; topics:\n"
+                        f"{bag}: topic {topic!r} ({inp.topic}, {' or '.join(inp.types)}) not in bag; "
+                        f"{_topics_of_the_type(reader.topics, inp.types, inp.topic)}; topics:\n"
                         f"{reader.describe_topics()}"
                     )
                 continue
             if info.msgtype not in inp.types:
                 raise BagError(
-                    f"{bag}: topic {topic!r} has type {info.msgtype}, expected {' or '.join(inp.types)}; topics:\n"
-                    f"{reader.describe_topics()}"
+                    f"{bag}: topic {topic!r} has type {info.msgtype}, expected {' or '.join(inp.types)}; "
+                    f"{_topics_of_the_type(reader.topics, inp.types, inp.topic)}; topics:\n{reader.describe_topics()}"
                 )
             handlers[topic] = inp.handler  # bound to the logic once it is built
         tf_in: dict[str, bool] = {}  # topic -> static

@@ -299,3 +299,14 @@ def test_render_overwrite_replaces_an_earlier_render_but_never_a_recording(fligh
     (out / "metadata.yaml").write_text("rosbag2_bagfile_information: [damaged")
     with pytest.raises(OutputError, match="cannot be read"):
         run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True)
+
+
+def test_render_bag_without_tf_says_what_the_bag_has_and_the_next_step(shared_data: Path, engine, tmp_path) -> None:
+    husky = shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap"  # odometry, GPS, IMU; no TF
+    with pytest.raises(BagError) as ei:
+        run_renderer_bag(RendererConfig(), husky, tmp_path / "out", engine=engine)
+    msg = str(ei.value)
+    assert "neither /tf nor /tf_static; it has /husky_velocity_controller/odom (nav_msgs/msg/Odometry)" in msg
+    assert "publishes as TF (odom -> base_link)" in msg and "Record the bag with /tf and /tf_static" in msg
+    assert "--pose-source topic --pose-topic TOPIC" in msg
+    assert not (tmp_path / "out").exists()

@@ -592,7 +592,13 @@ RENDERER = NodeSpec(
         Timer(lambda c: c.diagnostics_period_s, Renderer.diagnostics_tick, "diagnostics"),
     ),
     services=(Service("~/render_at_pose", "pose2rgbd/srv/RenderAtPose", Renderer.render_at_pose),),
-    tf=TFNeed(required=lambda c: c.pose_source == "tf", timeout_s=lambda c: c.tf_timeout_s, why="pose_source is 'tf'"),
+    tf=TFNeed(
+        required=lambda c: c.pose_source == "tf",
+        timeout_s=lambda c: c.tf_timeout_s,
+        why="pose_source is 'tf'",
+        instead="or give the camera's poses in the model's world frame as geometry_msgs/msg/PoseStamped with "
+        "--pose-source topic --pose-topic TOPIC",
+    ),
     live=RENDERER_LIVE,
     description="pose -> rendered RGB, metric depth, confidence, point cloud and validity mask",
     extras={"describe": _describe_renderer},

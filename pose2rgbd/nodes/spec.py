@@ -116,6 +116,7 @@ class TFNeed:
     poll_s: float = 0.5
     timeout_s: Callable[[Any], float] = lambda _cfg: 0.0
     why: str = ""  # why TF is needed, for error messages ("mount.source is 'tf_static'")
+    instead: str = ""  # the other way to give the node what it looks up in TF, for the same messages
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,26 @@ def _topics_of_the_type(topics: Mapping[str, TopicInfo], types: Sequence[str], k
     return f"the bag's topics of that type: {', '.join(same)}; give the one to use with --{key} TOPIC"
 
 
+# what a bag without TF may carry poses as: a robot's odometry or a pose estimate, not the camera's pose in TF
+_POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
+               "geometry_msgs/msg/TransformStamped")  # fmt: skip
+
+
+def _without_tf(topics: Mapping[str, TopicInfo], instead: str) -> str:
+    """The next step for a bag without the TF a node needs: the poses the bag does carry and how TF is made of them
+    (``instead``: the node's other way in, if it has one)."""
+    poses = sorted(f"{t} ({i.msgtype})" for t, i in topics.items() if i.msgtype in _POSE_TYPES)
+    has = f"; it has {', '.join(poses)}" if poses else ""
+    odom = any(i.msgtype == "nav_msgs/msg/Odometry" for i in topics.values())
+    make = (
+        ": a robot's odometry, which its driver or robot_localization also publishes as TF (odom -> base_link), "
+        "in the bag when /tf is recorded with it; the camera's mount goes on /tf_static"
+        if odom
+        else ""
+    )
+    return f"{has}{make}. Record the bag with /tf and /tf_static{', ' + instead if instead else ''}"
+
+
 def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
     """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
     that holds a message type the node never publishes (a camera's, a NavSatFix, TF), or that cannot be read to
@@ -292,7 +312,10 @@ def _run_node_bag(
             if not tf_in and spec.tf.required(cfg):
                 names = [t for t, _ in cands]
                 has = f"neither {' nor '.join(names)}" if len(names) > 1 else f"no {names[0]}"
-                raise BagError(f"{bag}: {spec.tf.why or spec.name + ' needs TF'} but the bag has {has}")
+                raise BagError(
+                    f"{bag}: {spec.tf.why or spec.name + ' needs TF'} but the bag has {has}"
+                    + _without_tf(reader.topics, spec.tf.instead)
+                )
         wanted = list(handlers) + [t for t in tf_in if t not in handlers]
 
         resources = with_resources(spec, cfg, resources)

@@ -310,3 +310,22 @@ def test_render_bag_without_tf_says_what_the_bag_has_and_the_next_step(shared_da
     assert "publishes as TF (odom -> base_link)" in msg and "Record the bag with /tf and /tf_static" in msg
     assert "--pose-source topic --pose-topic TOPIC" in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_or_file_named_output_bag_is_refused_before_the_model_loads(flight, tmp_path: Path) -> None:
+    from pose2rgbd.bags import BagWriter
+    from pose2rgbd.errors import OutputExistsError
+
+    bag, _ = flight
+    cfg = RendererConfig()
+    cfg.engine.checkpoint = str(tmp_path / "not_loaded.pt")  # loading it would fail: the refusals come first
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "metadata.yaml").write_text("x")
+    with pytest.raises(OutputExistsError, match="pass --overwrite to replace it"):
+        run_renderer_bag(cfg, bag, tmp_path / "earlier")
+    for name in ("out.mcap", "out.db3", "out.bag"):
+        with pytest.raises(BagError, match=r"is a rosbag2 folder .* name the folder without \.\w+, e\.g\. .*out \("):
+            run_renderer_bag(cfg, bag, tmp_path / name)
+        with pytest.raises(BagError, match="rosbag2 folder"):
+            BagWriter(tmp_path / name)
+        assert not (tmp_path / name).exists()

@@ -77,6 +77,23 @@ def _failed(path: Path, what: str, e: Exception) -> BagError:
     return BagError(f"{path}: {what}: {type(e).__name__}: {e}")
 
 
+_FILE_SUFFIXES = {".mcap": "one .mcap file", ".db3": "one .db3 file", ".bag": "a ROS 1 .bag file"}
+
+
+def check_bag_name(path: Path) -> None:
+    """Refuse an output bag named like a single file (``out.mcap``, ``out.db3``, ``out.bag``): what is written is a
+    rosbag2 folder (metadata.yaml and its storage file inside), which that name would hide. An earlier bag folder of
+    that name (written before this check) is still taken."""
+    what = _FILE_SUFFIXES.get(path.suffix.lower())
+    if what is None or BAG.matches(path):
+        return
+    raise BagError(
+        f"{path}: an output bag is a rosbag2 folder (metadata.yaml and {path.stem}_0.mcap or .db3 inside, what "
+        f"`ros2 bag` and pose2rgbd read), not {what}; name the folder without {path.suffix}, e.g. "
+        f"{path.with_suffix('')} (nothing was written)"
+    )
+
+
 class BagWriter:
     """Atomic rosbag2 writer.
 
@@ -101,6 +118,7 @@ class BagWriter:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.path = check_output(path, BAG, inputs=inputs, overwrite=overwrite)
+        check_bag_name(self.path)
         if storage not in ("mcap", "sqlite3"):
             raise BagError(f"{self.path}: storage must be 'mcap' or 'sqlite3', not {storage!r}")
         refuse_existing(self.path, overwrite=overwrite)

@@ -23,13 +23,14 @@ import numpy as np
 
 from pose2rgbd.atomic import note_kept
 from pose2rgbd.bags import BagWriter, TopicInfo, open_bag
+from pose2rgbd.bags.writer import check_bag_name
 from pose2rgbd.errors import BagError, ConfigError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, bound, check_logic, get_key, with_resources
 from pose2rgbd.nodes.tf import TF_STATIC_TOPIC, TF_TOPIC, TFInput, tf_topics
-from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output
+from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, refuse_existing
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ def run_node_bag(
     before = _dataset_frames(dataset) if dataset else 0
     if out is not None and before and Path(out, "metadata.yaml").is_file():
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
+    if out is not None:  # what BagWriter refuses, before the node (a model) is loaded
+        check_bag_name(Path(out))
+        refuse_existing(out, overwrite=overwrite)
     if out is not None and before:
         log.warning(
             "the dataset %s holds %d frames already; they are not recorded again, so the output bag %s starts after "

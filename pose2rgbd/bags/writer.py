@@ -88,7 +88,7 @@ def check_bag_name(path: Path) -> None:
     if what is None or BAG.matches(path):
         return
     raise BagError(
-        f"{path}: an output bag is a rosbag2 folder (metadata.yaml and {path.stem}_0.mcap or .db3 inside, what "
+        f"{path}: an output bag is a rosbag2 folder (metadata.yaml and {path.stem}.mcap or .db3 inside, what "
         f"`ros2 bag` and pose2rgbd read), not {what}; name the folder without {path.suffix}, e.g. "
         f"{path.with_suffix('')} (nothing was written)"
     )

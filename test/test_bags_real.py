@@ -153,12 +153,16 @@ def test_find_topic_error_lists_topics_and_types(shared_data: Path) -> None:
         with pytest.raises(BagError) as ei:
             bag.find_topic("sensor_msgs/msg/Image")
         msg = str(ei.value)
-        assert "no topic of type sensor_msgs/msg/Image" in msg
+        assert "no topic of type sensor_msgs/msg/Image: the bag does not carry it" in msg
+        assert "name the" not in msg  # naming a topic cannot help
         for topic, typ in [("/odom", "nav_msgs/msg/Odometry"), ("/tf", "tf2_msgs/msg/TFMessage")]:
             assert topic in msg and typ in msg
-        with pytest.raises(BagError, match=r"2 topics \(/tf, /tf_static\)"):
+        with pytest.raises(
+            BagError, match=r"2 topics of type tf2_msgs/msg/TFMessage \(/tf, /tf_static\); name the one"
+        ):
             bag.find_topic("tf2_msgs/TFMessage")
         assert bag.find_topic("tf2_msgs/TFMessage", "/tf_static") == "/tf_static"
+        assert bag.find_topic("tf2_msgs/TFMessage", "tf_static") == "/tf_static"  # without its leading slash
         with pytest.raises(BagError, match=r"has type nav_msgs/msg/Odometry"):
             bag.find_topic("tf2_msgs/TFMessage", "/odom")
         with pytest.raises(BagError, match=r"'/nope' not in bag"):

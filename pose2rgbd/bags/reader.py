@@ -352,6 +352,8 @@ class BagReader:
         """
         mt = normalize_msgtype(msgtype)
         if name:
+            if name not in self._topics and "/" + name.lstrip("/") in self._topics:
+                name = "/" + name.lstrip("/")  # `fix` for /fix: topics in a bag are fully qualified
             info = self._topics.get(name)
             if info is None:
                 raise BagError(f"{self.path}: topic {name!r} not in bag; topics:\n{self.describe_topics()}")
@@ -364,9 +366,12 @@ class BagReader:
         cands = self.topics_of_type(mt)
         if len(cands) == 1:
             return cands[0]
-        what = "no topic" if not cands else f"{len(cands)} topics ({', '.join(cands)})"
+        if not cands:
+            raise BagError(f"{self.path}: no topic of type {mt}: the bag does not carry it. Topics:\n"
+                           f"{self.describe_topics()}")  # fmt: skip
         raise BagError(
-            f"{self.path}: {what} of type {mt}; name the topic explicitly. Topics:\n{self.describe_topics()}"
+            f"{self.path}: {len(cands)} topics of type {mt} ({', '.join(cands)}); name the one to use (the command's "
+            f"--*-topic flag, or its topics.* setting). Topics:\n{self.describe_topics()}"
         )
 
     def messages(

@@ -262,6 +262,12 @@ def test_node_refuses_refinement_render_models_and_bad_settings(tmp_path: Path) 
     path = save_checkpoint(tmp_path / "render.pt", ck.model, dataset_fingerprint="x", camera=ck.camera)
     with pytest.raises(CheckpointError, match="needs an image -> pose checkpoint"):
         LOCALIZER.configure(LocalizerConfig(engine=EngineConfig(checkpoint=str(path), warmup=0)))
+    with pytest.raises(
+        ConfigError,
+        match=r"nothing to localize with: give a place map \(--map M.*or an image -> pose "
+        r"checkpoint \(--checkpoint",
+    ):  # neither: both ways named, not one method's need
+        LOCALIZER.configure(LocalizerConfig(engine=EngineConfig(warmup=0)))
     with pytest.raises(ConfigError, match="covariance_file is empty"):
         LocalizerConfig(covariance_source="file")
     with pytest.raises(ConfigError, match="image_type"):

@@ -24,6 +24,12 @@ def resolve_method(method: str, map_path: str, checkpoint: str) -> str:
     image -> pose model) without; each method is checked against what it needs."""
     if method not in LOCALIZE_METHODS:
         raise ConfigError(f"method {method!r} is not one of {', '.join(LOCALIZE_METHODS)}")
+    if method == "auto" and not map_path and not checkpoint:
+        raise ConfigError(
+            "nothing to localize with: give a place map (--map M, set map; build one from a dataset with `pose2rgbd "
+            "map build`: the structure localizer, the default) or an image -> pose checkpoint (--checkpoint, set "
+            "engine.checkpoint; e.g. PoseGAN's from `pose2rgbd train --method posegan`)"
+        )
     if method == "auto":
         method = "structure" if map_path else "posegan"
     if "structure" in method and not map_path:

@@ -33,7 +33,7 @@ from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import OutputError, OutputExistsError
 
 __all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_dir", "check_output",
-           "refuse_existing"]  # fmt: skip
+           "check_replaced_whole", "refuse_existing"]  # fmt: skip
 
 
 def _first_line(path: Path) -> str:
@@ -208,6 +208,34 @@ def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str
             f"{p} is a folder with other files in it and not a pose2rgbd {kind.name} "
             f"(no {' or '.join(kind.markers)}); {what_to_do} (nothing was written)"
         )
+
+
+def check_replaced_whole(
+    out: str | Path,
+    kind: OutputKind,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+    holds: str = "",
+) -> Path:
+    """The checks of an output folder (or file) that its writer puts in place whole: :func:`check_output`'s, then
+    an existing path that is not of ``kind`` is refused with or without ``overwrite`` (naming what it is not), an
+    earlier output of ``kind`` without it (:func:`refuse_existing`; ``holds``: what it holds, for the message). An
+    empty folder is taken as it is; the folder the command runs in (or one holding it) is refused: it cannot be
+    moved aside."""
+    p = check_output(out, kind, inputs=inputs, overwrite=overwrite)
+    cwd = _resolved(Path.cwd())
+    if p.exists() and _within(cwd, _resolved(p)):
+        how = "is" if cwd == _resolved(p) else "holds"
+        raise OutputError(
+            f"output {p} {how} the folder the command runs in, which cannot be moved aside; name a folder for the "
+            "output, e.g. ./out (nothing was written)"
+        )
+    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+        return p  # an empty folder holds nothing to lose
+    if p.exists() and (overwrite or not kind.matches(p)):
+        check_output(p, kind, overwrite=True)  # not of the kind, or one holding the user's files: refused, named
+    return refuse_existing(p, overwrite=overwrite, holds=holds)
 
 
 def refuse_existing(

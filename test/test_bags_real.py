@@ -163,6 +163,8 @@ def test_find_topic_error_lists_topics_and_types(shared_data: Path) -> None:
             bag.find_topic("tf2_msgs/TFMessage")
         assert bag.find_topic("tf2_msgs/TFMessage", "/tf_static") == "/tf_static"
         assert bag.find_topic("tf2_msgs/TFMessage", "tf_static") == "/tf_static"  # without its leading slash
+        with pytest.raises(BagError, match=r"name the one to use \(--topics.tf TOPIC\)"):
+            bag.find_topic("tf2_msgs/TFMessage", key="topics.tf")
         with pytest.raises(BagError, match=r"has type nav_msgs/msg/Odometry"):
             bag.find_topic("tf2_msgs/TFMessage", "/odom")
         with pytest.raises(BagError, match=r"'/nope' not in bag"):
@@ -195,8 +197,26 @@ def test_truncated_bags_raise_bag_error(shared_data: Path, tmp_path: Path, rel: 
     assert str(bad) in str(ei.value)
     # the tool that copies out what is intact is named (a zstd file that does not decompress has none)
     tool = {".bag": "rosbag reindex t.bag", ".mcap": "mcap recover t.mcap -o", ".db3": "sqlite3 t.db3 .recover"}
-    if bad.suffix in tool:
+    if keep == 0.0:  # nothing in it to recover: no tool
+        assert "The file is empty (0 bytes): nothing in it to recover" in str(ei.value)
+    elif bad.suffix in tool:
         assert tool[bad.suffix] in str(ei.value)
+
+
+def test_repair_hints_name_the_storage_file_the_tools_read(tmp_path: Path) -> None:
+    from pose2rgbd.bags.reader import repair_hint
+
+    f = tmp_path / "t.mcap.zstd"
+    f.write_bytes(b"x")
+    hint = repair_hint("mcap", f)
+    assert hint.startswith("Decompress it first (`zstd -d t.mcap.zstd`), then the mcap CLI's `mcap recover t.mcap -o")
+    g = tmp_path / "t.db3"
+    g.write_bytes(b"x")
+    assert "pose2rgbd reads a bare .db3 file as a bag" in repair_hint("sqlite3", g)
+    active = tmp_path / "rec.bag.active"  # ROS 1's rosbag record, stopped before it closed the bag
+    active.write_bytes(b"#ROSBAG V2.0\n")
+    with pytest.raises(BagError, match=r"never closed .*`rosbag reindex rec.bag.active` .* rename it to rec.bag"):
+        open_bag(active)
 
 
 def test_corrupt_directory_bags(shared_data: Path, tmp_path: Path) -> None:

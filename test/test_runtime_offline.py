@@ -296,6 +296,13 @@ def test_render_overwrite_replaces_an_earlier_render_but_never_a_recording(fligh
     out = tmp_path / "render"
     n = run_renderer_bag(cfg, bag, out, engine=engine).counters["frames"]
     assert run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True).counters["frames"] == n  # replaced
+    from pose2rgbd.bags import BagWriter
+
+    camera = tmp_path / "camera"  # a camera's recording: types the node publishes, under a name none of its has
+    with BagWriter(camera) as w:
+        w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+    with pytest.raises(OutputError, match=r"it holds /camera/image_raw \(sensor_msgs/msg/Image\)"):
+        run_renderer_bag(cfg, bag, camera, engine=engine, overwrite=True)
     (out / "metadata.yaml").write_text("rosbag2_bagfile_information: [damaged")
     with pytest.raises(OutputError, match="cannot be read"):
         run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True)
@@ -329,3 +336,88 @@ def test_an_existing_or_file_named_output_bag_is_refused_before_the_model_loads(
         with pytest.raises(BagError, match="rosbag2 folder"):
             BagWriter(tmp_path / name)
         assert not (tmp_path / name).exists()
+
+
+def test_a_read_error_after_only_already_recorded_frames_keeps_no_bag(
+    flight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed over frames already in the dataset, the node publishes only its diagnostics before the error: no
+    bag of them is kept, nothing is noted."""
+    from pose2rgbd.atomic import take_kept
+
+    bag, truth = flight
+    ds = tmp_path / "ds"
+    run_recorder_bag(_record_cfg(ds), bag)
+    _failing_after(monkeypatch, 150)  # past 1 s of bag time: the diagnostics timer has fired
+    with pytest.raises(BagError):
+        run_recorder_bag(_record_cfg(ds), bag, out_bag=tmp_path / "synced")
+    assert take_kept() == [] and not (tmp_path / "synced").exists()
+    assert len(Dataset(ds)) == len(truth.camera_stamps_ns)
+
+
+def test_a_bug_partway_discards_the_bag_and_notes_nothing(
+    flight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pose2rgbd.atomic import take_kept
+    from pose2rgbd.bags.reader import BagReader
+
+    bag, _ = flight
+    read = BagReader.messages
+
+    def messages(self, *a, **k):  # type: ignore[no-untyped-def]
+        for i, m in enumerate(read(self, *a, **k)):
+            if i == 200:
+                raise RuntimeError("a bug")
+            yield m
+
+    monkeypatch.setattr(BagReader, "messages", messages)
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_recorder_bag(_record_cfg(tmp_path / "ds"), bag, out_bag=tmp_path / "synced")
+    assert take_kept() == [] and not (tmp_path / "synced").exists()
+
+
+def test_a_bag_whose_finishing_failed_is_not_said_kept(
+    flight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import pose2rgbd.bags.writer as writer_mod
+    from pose2rgbd.cli.main import main
+
+    bag, _ = flight
+
+    def no_space(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_mod, "swap_in", no_space)
+    ds, synced = tmp_path / "ds", tmp_path / "synced"
+    assert main(["record", "bag", str(bag), "--out", str(ds), "--out-bag", str(synced)]) == 2
+    err = capsys.readouterr().err
+    assert not synced.exists() and f"kept {synced}" not in err and str(synced) + " (bag" not in err, err
+    assert f"{ds} (dataset, " in err  # the dataset's frames are whole and said so
+
+
+def test_record_without_tf_static_names_the_mount_flags(tmp_path: Path) -> None:
+    write_flight_bag(tmp_path / "in", duration_s=1.0, size=32, static_tf=False)
+    cfg = _record_cfg(tmp_path / "ds")
+    cfg.mount.source = "tf_static"
+    with pytest.raises(BagError) as ei:
+        run_recorder_bag(cfg, tmp_path / "in")
+    msg = str(ei.value)
+    assert "Record /tf_static with the bag, or give the camera's mount on base_link with --mount config" in msg
+    assert "odometry" not in msg  # no pose topic stands in for a mount
+
+
+def test_convert_finds_topics_named_without_their_leading_slash(flight) -> None:
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import BagTopics, find_image_topic
+
+    bag, _ = flight
+    cfg = ConvertConfig()
+    cfg.topics.image, cfg.topics.gps, cfg.topics.odom, cfg.topics.depth = "camera/image_raw", "gps/fix", "odom", ""
+    with open_bag(bag) as r:
+        assert find_image_topic(r, "camera/image_raw") == "/camera/image_raw"
+        t = BagTopics.choose(r, cfg)
+        assert (t.image, t.gps, t.odom) == ("/camera/image_raw", "/gps/fix", "/odom")
+        cfg.topics.depth = "ground_truth/depth"
+        assert BagTopics.choose(r, cfg).depth == "/ground_truth/depth"

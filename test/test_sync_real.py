@@ -124,3 +124,28 @@ def test_gps_odom_report_goes_through_the_output_checks(
     (rep / "labels.csv").unlink()
     assert run(rep, "--overwrite")[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["husky", "mine", "rep"]  # no temporary left
+
+
+def test_gps_odom_report_refuses_a_datasets_report_and_the_current_folder(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pose2rgbd.convert.gps_odom import check_report_dir
+    from pose2rgbd.errors import OutputError
+
+    bag = shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap"
+    ds = tmp_path / "ds"
+    (ds / "report").mkdir(parents=True)
+    (ds / "manifest.yaml").write_text("format: pose2rgbd-dataset\n")
+    for name in ("sync.png", "track.png", "summary.json"):  # a conversion's report looks like this one's
+        (ds / "report" / name).write_text("x")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match=r"lies in the dataset .*ds \(its manifest.yaml\)"):
+            check_report_dir(ds / "report", bag, overwrite=overwrite)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(OutputError, match="is the folder the command runs in"):
+        check_report_dir(".", bag)
+    with pytest.raises(OutputError, match="holds the folder the command runs in"):
+        check_report_dir("..", bag)
+    assert check_report_dir("rep", bag) == here / "rep"  # a relative name: made absolute

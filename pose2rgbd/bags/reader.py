@@ -74,17 +74,30 @@ def open_bag(path: str | Path, *, default_distro: str = "humble") -> BagReader:
 
 def repair_hint(storage_id: str, f: Path) -> str:
     """The tool that copies what is intact out of a damaged storage file of ``storage_id`` (a recording killed before
-    it was finished, a copy cut short), as a sentence for an error message."""
+    it was finished, a copy cut short), as a sentence for an error message; an empty file has nothing to recover."""
+    try:
+        if f.stat().st_size == 0:
+            return "The file is empty (0 bytes): nothing in it to recover; copy it again from where it was recorded"
+    except OSError:
+        pass
+    name, first = f.name, ""
+    if name.endswith(".zstd"):  # the tools read the storage file, not its compressed copy
+        name = name[: -len(".zstd")]
+        first = f"decompress it first (`zstd -d {f.name}`), then "
     if storage_id == "mcap":
-        return (f"The mcap CLI's `mcap recover {f.name} -o recovered.mcap` copies what is intact into a new file; "
+        tool = (f"the mcap CLI's `mcap recover {name} -o recovered.mcap` copies what is intact into a new file; "
                 "pose2rgbd reads a bare .mcap file as a bag")  # fmt: skip
-    if storage_id == "sqlite3":
-        return (f"SQLite's `sqlite3 {f.name} .recover | sqlite3 recovered.db3` copies what is intact into a new file; "
-                "`ros2 bag reindex FOLDER` writes a rosbag2 folder's metadata.yaml for it")  # fmt: skip
-    if storage_id == "rosbag1":
-        return (f"ROS 1's `rosbag reindex {f.name}` rebuilds the index of a bag whose recording was stopped before "
+    elif storage_id == "sqlite3":
+        tool = (f"SQLite's `sqlite3 {name} .recover | sqlite3 recovered.db3` copies what is intact into a new file; "
+                "pose2rgbd reads a bare .db3 file as a bag (`ros2 bag reindex FOLDER` writes a rosbag2 folder's "
+                "metadata.yaml, for ros2 bag)")  # fmt: skip
+    elif storage_id == "rosbag1":
+        tool = (f"ROS 1's `rosbag reindex {name}` rebuilds the index of a bag whose recording was stopped before "
                 "it was closed (it keeps the original as .orig.bag)")  # fmt: skip
-    return ""
+    else:
+        return ""
+    text = first + tool
+    return text[0].upper() + text[1:]
 
 
 class BagReader:
@@ -134,6 +147,12 @@ class BagReader:
         for suf, kind in _STORAGE_SUFFIXES.items():
             if name.endswith(suf):
                 return kind
+        if name.endswith(".bag.active"):  # ROS 1's rosbag record writes this until it closes the bag
+            raise self._fail(
+                f"{f.name!r} is a ROS 1 recording that was never closed (rosbag record was stopped before it renamed "
+                f"it); ROS 1's `rosbag reindex {f.name}` rebuilds its index, then rename it to "
+                f"{name[: -len('.active')]}"
+            )
         raise self._fail(
             f"unrecognised bag file {f.name!r}; expected a ROS 1 .bag, a rosbag2 directory or a .mcap/.db3 file"
         )
@@ -234,7 +253,7 @@ class BagReader:
             with f.open("rb") as raw, zstd.open(raw, "rb") as src, out.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except Exception as e:
-            raise self._fail(f"cannot zstd-decompress {f.name}", e) from e
+            raise self._fail(f"cannot zstd-decompress {f.name}", e, hint=repair_hint("", f)) from e  # empty: says so
         return out
 
     def _build_topics(self) -> None:
@@ -345,15 +364,26 @@ class BagReader:
                  for t in self._topics.values()]  # fmt: skip
         return "\n".join(lines)
 
-    def find_topic(self, msgtype: str, name: str | None = None) -> str:
-        """The topic of type ``msgtype``; ``name`` (when given) must exist and have that type.
+    def topic_name(self, name: str) -> str:
+        """``name`` as the bag spells it: a name given without its leading slash (``fix``) is the bag's ``/fix``
+        (and ``/fix`` a bag's ``fix``, where a recorder kept it relative); else ``name`` unchanged."""
+        if name in self._topics:
+            return name
+        for other in ("/" + name.lstrip("/"), name.lstrip("/")):
+            if other in self._topics:
+                return other
+        return name
+
+    def find_topic(self, msgtype: str, name: str | None = None, key: str = "") -> str:
+        """The topic of type ``msgtype``; ``name`` (when given) must exist and have that type (spelled with or
+        without its leading slash: :meth:`topic_name`). ``key``: the config key that names it (``topics.gps``), for
+        the message when several topics have the type.
 
         Raises :class:`BagError` listing every topic and its type when it is missing or ambiguous.
         """
         mt = normalize_msgtype(msgtype)
         if name:
-            if name not in self._topics and "/" + name.lstrip("/") in self._topics:
-                name = "/" + name.lstrip("/")  # `fix` for /fix: topics in a bag are fully qualified
+            name = self.topic_name(name)
             info = self._topics.get(name)
             if info is None:
                 raise BagError(f"{self.path}: topic {name!r} not in bag; topics:\n{self.describe_topics()}")
@@ -369,9 +399,10 @@ class BagReader:
         if not cands:
             raise BagError(f"{self.path}: no topic of type {mt}: the bag does not carry it. Topics:\n"
                            f"{self.describe_topics()}")  # fmt: skip
+        how = f"--{key} TOPIC" if key else "the command's topic flag or setting"
         raise BagError(
-            f"{self.path}: {len(cands)} topics of type {mt} ({', '.join(cands)}); name the one to use (the command's "
-            f"--*-topic flag, or its topics.* setting). Topics:\n{self.describe_topics()}"
+            f"{self.path}: {len(cands)} topics of type {mt} ({', '.join(cands)}); name the one to use ({how}). "
+            f"Topics:\n{self.describe_topics()}"
         )
 
     def messages(

@@ -151,6 +151,11 @@ class BagWriter:
             self.abort()
 
     @property
+    def closed(self) -> bool:
+        """Finished or discarded: nothing more is written (after a failed :meth:`close`, the bag is gone)."""
+        return self._closed
+
+    @property
     def counts(self) -> dict[str, int]:
         """Messages written so far per topic."""
         return dict(self._counts)

@@ -4,6 +4,7 @@ Algorithm 1 with the odometry speed as the reference clock, and a report; no dat
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pose2rgbd.convert.pipeline import dump_json
 from pose2rgbd.convert.sources.bag_orientation import stamp_ns
 from pose2rgbd.errors import SyncError
 from pose2rgbd.messages import read_navsatfix
-from pose2rgbd.output_guard import GPS_ODOM_REPORT, check_output, refuse_existing
+from pose2rgbd.output_guard import GPS_ODOM_REPORT, OutputError, check_replaced_whole
 from pose2rgbd.sync.estimator import SyncResult, correlate_signals, speed_from_positions
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,16 @@ class GpsOdomAlignment:
 
 def check_report_dir(report_dir: str | Path, bag: str | Path, *, overwrite: bool = False) -> Path:
     """Refuse, before the bag is read, a report folder that would destroy something: one that is, holds or lies
-    inside the bag, a folder of other files, or an earlier report without ``overwrite`` (an empty folder is
-    taken as it is)."""
-    rd = check_output(report_dir, GPS_ODOM_REPORT, inputs=[bag], overwrite=overwrite)
-    if rd.is_dir() and not any(rd.iterdir()):
-        return rd
-    if rd.exists() and not overwrite and not GPS_ODOM_REPORT.matches(rd):
-        check_output(rd, GPS_ODOM_REPORT, overwrite=True)  # the refusal that names what the folder is not
-    return refuse_existing(rd, overwrite=overwrite, holds="an earlier report" if rd.is_dir() else "")
+    inside the bag, a folder of other files, a dataset's own report, the folder the command runs in, or an earlier
+    report without ``overwrite`` (an empty folder is taken as it is). Returns the path made absolute."""
+    rd = Path(os.path.abspath(Path(report_dir).expanduser()))
+    if (rd.parent / "manifest.yaml").is_file():
+        raise OutputError(
+            f"{report_dir} lies in the dataset {rd.parent} (its manifest.yaml): a dataset's report/ is its "
+            "conversion's, which this report would replace or sit beside; choose a folder outside the dataset "
+            "(nothing was written)"
+        )
+    return check_replaced_whole(rd, GPS_ODOM_REPORT, inputs=[bag], overwrite=overwrite, holds="an earlier report")
 
 
 def align_gps_to_odometry(
@@ -69,8 +72,8 @@ def align_gps_to_odometry(
     if report_dir is not None:
         report_dir = check_report_dir(report_dir, path, overwrite=overwrite)
     with open_bag(path) as bag:
-        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.topics.gps or None)
-        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.topics.odom or None)
+        gps_topic = bag.find_topic("sensor_msgs/msg/NavSatFix", cfg.topics.gps or None, "topics.gps")
+        odom_topic = bag.find_topic("nav_msgs/msg/Odometry", cfg.topics.odom or None, "topics.odom")
         od = [(stamp_ns(m), np.hypot(m.msg.twist.twist.linear.x, m.msg.twist.twist.linear.y))
               for m in bag.messages([odom_topic])]  # fmt: skip
         gp = [(stamp_ns(m), *(fix := read_navsatfix(m.msg)).lla, fix.status) for m in bag.messages([gps_topic])]

@@ -210,20 +210,14 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
     """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
     not an earlier render (with or without ``overwrite``), or an earlier render without ``overwrite``. An empty
     folder is used. For a video, the pose table and camera file beside it are checked too."""
-    from pose2rgbd.output_guard import FILE, RENDERS, check_output, refuse_existing
+    from pose2rgbd.output_guard import FILE, RENDERS, check_replaced_whole
 
     out = Path(out)
     video = _is_video(out)
     for p, kind in (
         ((out, VIDEO), (poses_table_path(out), FILE), (camera_file_path(out), FILE)) if video else ((out, RENDERS),)
     ):
-        if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
-            continue  # an empty folder holds nothing to lose
-        if p.exists() and kind is not FILE and (overwrite or not kind.matches(p)):
-            # not an earlier render: refused whatever --overwrite says; an earlier one holding the user's files: refused
-            # with --overwrite (without it, the one message of an existing output below)
-            check_output(p, kind, overwrite=True)
-        refuse_existing(p, overwrite=overwrite, holds="an earlier render" if p == out else "")
+        check_replaced_whole(p, kind, overwrite=overwrite, holds="an earlier render" if p == out else "")
 
 
 def render_trajectory(

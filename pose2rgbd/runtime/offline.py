@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.atomic import note_kept
+from pose2rgbd.atomic import note_kept, sweep_stale_siblings
 from pose2rgbd.bags import BagWriter, TopicInfo, open_bag
 from pose2rgbd.bags.writer import check_bag_name
-from pose2rgbd.errors import BagError, ConfigError
+from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
 from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
@@ -131,10 +131,11 @@ def run_node_bag(
         namespace: prefix for relative topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
         inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
             nor ``bag``).
-        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) or an error partway (a corrupt chunk of the input) finish
-            ``out`` with what was written so far (and note it for the CLI's message) instead of discarding it;
-            default: for a node that records a dataset (``spec.dataset``, the record node: its dataset is kept as
-            well, it is flushed frame by frame, and noted the same way).
+        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note it
+            for the CLI's message) instead of discarding it, and on an error partway (a corrupt chunk of the input:
+            a pose2rgbd error or an OS error, once the node has produced a frame) too; default: for a node that
+            records a dataset (``spec.dataset``, the record node: its dataset is kept as well, it is flushed frame
+            by frame, and noted the same way). Any other exception (a bug) discards ``out`` as before.
     """
     dataset = spec.dataset_dir(cfg)
     if keep_on_interrupt is None:
@@ -146,29 +147,34 @@ def run_node_bag(
     if out is not None:  # before anything is read
         check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
         if overwrite:
-            _refuse_a_bag_the_node_did_not_write(spec, Path(out))
+            sweep_stale_siblings(out)  # an earlier bag a killed run moved aside is back, and checked too
+            _refuse_a_bag_the_node_did_not_write(spec, cfg, Path(out), namespace)
     before = _dataset_frames(dataset) if dataset else 0
     if out is not None and before and Path(out, "metadata.yaml").is_file():
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
     if out is not None:  # what BagWriter refuses, before the node (a model) is loaded
         check_bag_name(Path(out))
         refuse_existing(out, overwrite=overwrite)
-    if out is not None and before:
-        log.warning(
-            "the dataset %s holds %d frames already; they are not recorded again, so the output bag %s starts after "
-            "them (the frames before are in the bag of the run that recorded them, where it was kept)",
-            dataset, before, out,
-        )  # fmt: skip
+    resumed = (
+        f"the dataset {dataset} holds {before} frames already; they are not recorded again, so the output bag {out} "
+        "starts after them (the frames before are in the bag of the run that recorded them, where it was kept)"
+        if out is not None and before
+        else ""
+    )
     try:
         stats = _run_node_bag(
             spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
             overwrite=overwrite, progress=progress, tf_topic=tf_topic, tf_static_topic=tf_static_topic,
-            inputs=inputs, keep_on_interrupt=keep_on_interrupt,
+            inputs=inputs, keep_on_interrupt=keep_on_interrupt, resumed=resumed,
         )  # fmt: skip
     except BaseException as e:
-        n = _dataset_frames(dataset) if dataset and Path(dataset, "manifest.yaml").is_file() else 0
-        # an error before the first new frame (a topic not in the bag) leaves the dataset as it was: nothing to say
-        if n and (isinstance(e, KeyboardInterrupt) or n > before):
+        try:
+            n = _dataset_frames(dataset) if dataset and Path(dataset, "manifest.yaml").is_file() else 0
+        except (OSError, ValueError):  # the disk that stopped the run: the run's own error says more
+            n = 0
+        # an error before the first new frame (a topic not in the bag) leaves the dataset as it was: nothing to say;
+        # an error that is no pose2rgbd or OS error (a bug) shows its traceback, nothing noted
+        if n and (isinstance(e, KeyboardInterrupt) or (_kept_on(e) and n > before)):
             bag_note = "" if out is None else " with a new output bag: a bag is not appended to"
             if isinstance(e, KeyboardInterrupt):
                 again = (
@@ -183,6 +189,12 @@ def run_node_bag(
         raise
     stats.dataset_frames_before = before
     return stats
+
+
+def _kept_on(e: BaseException) -> bool:
+    """Whether a recording stopped by ``e`` keeps what it wrote: Ctrl-C, and errors the CLI reports with what was
+    kept (pose2rgbd's own, the OS's); not a bug's exception, which shows its traceback."""
+    return isinstance(e, (KeyboardInterrupt, Pose2RGBDError, OSError))
 
 
 def _topics_of_the_type(topics: Mapping[str, TopicInfo], types: Sequence[str], key: str) -> str:
@@ -214,16 +226,24 @@ def _without_tf(topics: Mapping[str, TopicInfo], instead: str) -> str:
     return f"{has}{make}. Record the bag with /tf and /tf_static{', ' + instead if instead else ''}"
 
 
-def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
+def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, cfg: Any, out: Path, namespace: str) -> None:
     """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
-    that holds a message type the node never publishes (a camera's, a NavSatFix, TF), or that cannot be read to
-    tell, before anything is read or written."""
+    that holds a topic the node never publishes (a type it has no output of: a NavSatFix, TF; or a name none of its
+    outputs has, under any namespace: a camera's Image), or that cannot be read to tell, before anything is read or
+    written. The names are this run's and the defaults' (an earlier run with other topic settings is refused)."""
     if not BAG.matches(out):
         return  # not a bag (check_output has refused it) or an empty folder: nothing to lose
     ours = {o.type for o in spec.outputs}
+    names = {n for c in (cfg, spec.config()) for n in spec.output_types(c)}
+    tails = {"/" + n.lstrip("~").strip("/") for n in names}  # a relative name under any namespace, ~/x under a node's
+
+    def is_ours(topic: str, msgtype: str) -> bool:
+        resolved = {resolve_topic(n, namespace) for n in names}
+        return msgtype in ours and (topic in resolved or any(topic.endswith(t) for t in tails))
+
     try:
         with open_bag(out) as r:
-            foreign = {t: i.msgtype for t, i in r.topics.items() if i.msgtype not in ours}
+            foreign = {t: i.msgtype for t, i in r.topics.items() if not is_ours(t, i.msgtype)}
     except BagError as e:
         raise OutputError(
             f"{out} is a bag that cannot be read ({e}), so whether it is an earlier output of the {spec.name} node or "
@@ -231,10 +251,10 @@ def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
             "away yourself (nothing was written)"
         ) from e
     if foreign:
-        names = ", ".join(f"{t} ({mt})" for t, mt in sorted(foreign.items())[:4])
+        held = ", ".join(f"{t} ({mt})" for t, mt in sorted(foreign.items())[:4])
         more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
         raise OutputError(
-            f"{out} is a bag, but not one the {spec.name} node writes: it holds {names}{more}, which the node never "
+            f"{out} is a bag, but not one the {spec.name} node writes: it holds {held}{more}, which the node never "
             f"publishes (a recording?); --overwrite only replaces an earlier output of the {spec.name} node. Choose "
             f"another output path, or move {out} away yourself (nothing was written)"
         )
@@ -281,6 +301,7 @@ def _run_node_bag(
     tf_static_topic: str,
     inputs: Sequence[str | Path],
     keep_on_interrupt: bool,
+    resumed: str = "",
 ) -> RunStats:
     if not isinstance(cfg, spec.config):
         raise ConfigError(f"{spec.name}: expected a {spec.config.__name__}, got {type(cfg).__name__}")
@@ -312,15 +333,21 @@ def _run_node_bag(
         if spec.tf_used(cfg):
             assert spec.tf is not None
             cands = tf_topics(spec.tf, tf_topic, tf_static_topic)
-            tf_in = {t: st for t, st in cands if t in reader.topics}
+            # a TF topic registered without a message (a recording that never got one) is none at all
+            tf_in = {t: st for t, st in cands if t in reader.topics and reader.topics[t].count}
             if not tf_in and spec.tf.required(cfg):
                 names = [t for t, _ in cands]
                 has = f"neither {' nor '.join(names)}" if len(names) > 1 else f"no {names[0]}"
-                raise BagError(
-                    f"{bag}: {spec.tf.why or spec.name + ' needs TF'} but the bag has {has}"
-                    + _without_tf(reader.topics, spec.tf.instead)
-                )
+                has += " (or no message on it)" if any(t in reader.topics for t in names) else ""
+                why = spec.tf.why or spec.name + " needs TF"
+                if spec.tf.static_only:  # a mount: no pose topic stands in for it
+                    nxt = ". Record /tf_static with the bag" + (f", {spec.tf.instead}" if spec.tf.instead else "")
+                else:
+                    nxt = _without_tf(reader.topics, spec.tf.instead)
+                raise BagError(f"{bag}: {why} but the bag has {has}{nxt}")
         wanted = list(handlers) + [t for t in tf_in if t not in handlers]
+        if resumed:  # said once the bag is known to hold what the node needs
+            log.warning("%s", resumed)
 
         resources = with_resources(spec, cfg, resources)
         logic = spec.build(cfg, TypestoreFactory(ts), None, **resources)
@@ -372,8 +399,11 @@ def _run_node_bag(
                 writer.close()
                 stats.messages_out = writer.counts
         except BaseException as e:
-            if writer is not None and keep_on_interrupt:
-                _keep_bag(writer, out, interrupted=isinstance(e, KeyboardInterrupt))
+            # BagWriter.close above, failing, has discarded the bag already (abort: nothing more to do)
+            interrupted = isinstance(e, KeyboardInterrupt)
+            produced = int(getattr(logic, "counters", {}).get("frames", 0)) > 0
+            if writer is not None and keep_on_interrupt and _kept_on(e) and (interrupted or produced):
+                _keep_bag(writer, out, interrupted=interrupted)
             elif writer is not None:
                 writer.abort()
             raise
@@ -391,17 +421,17 @@ def _run_node_bag(
 def _keep_bag(writer: BagWriter, out: str | Path | None, *, interrupted: bool) -> None:
     """Finish the output bag of a recording stopped by Ctrl-C or an error with what was written up to then (the
     dataset beside it keeps its frames too), and note it for the CLI's message. A bag that cannot be finished (the
-    error was the disk's) is discarded; the note says so."""
-    n = sum(writer.counts.values())
-    if not n and not interrupted:  # an error before anything was written: no bag, as for any failed command
-        writer.abort()
+    error was the disk's) is discarded; the note says so. A bag whose own close was what failed is gone already:
+    nothing is noted."""
+    if writer.closed:  # its own close failed, and discarded the temporary: nothing was kept
         return
+    n = sum(writer.counts.values())
     try:
         writer.close()
     except Exception as e:  # BagWriter.close discarded the temporary
         note_kept(f"no bag at {out} (the {n} messages written could not be finished: {e})")
         return
-    note_kept(f"{out} (bag, {n} messages{'' if interrupted else ', up to the error'})")
+    note_kept(f"{out} (bag, {n} message{'' if n == 1 else 's'}{'' if interrupted else ', up to the error'})")
 
 
 def run_renderer_bag(

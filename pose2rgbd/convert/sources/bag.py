@@ -62,6 +62,7 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 def find_image_topic(bag: BagReader, name: str = "") -> str:
     """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
     if name:
+        name = bag.topic_name(name)
         info = bag.topics.get(name)
         if info is None or info.msgtype not in IMAGE_TYPES:
             what = "not in the bag" if info is None else f"of type {info.msgtype}"
@@ -88,9 +89,9 @@ def find_image_topic(bag: BagReader, name: str = "") -> str:
     return cands[0]
 
 
-def _find_optional(bag: BagReader, msgtype: str, name: str) -> str | None:
+def _find_optional(bag: BagReader, msgtype: str, name: str, key: str) -> str | None:
     if name:
-        return bag.find_topic(msgtype, name)
+        return bag.find_topic(msgtype, name, key)
     c = bag.topics_of_type(msgtype)
     return c[0] if len(c) == 1 else None
 
@@ -109,15 +110,16 @@ class BagTopics:
     @classmethod
     def choose(cls, bag: BagReader, cfg: ConvertConfig) -> BagTopics:
         tp = cfg.topics
-        depth = tp.depth if tp.depth in bag.topics else None
+        depth = bag.topic_name(tp.depth) if tp.depth else None
+        depth = depth if depth in bag.topics else None
         if depth and bag.topics[depth].msgtype != "sensor_msgs/msg/Image":
             depth = None
         return cls(
             image=find_image_topic(bag, tp.image),
-            gps=bag.find_topic("sensor_msgs/msg/NavSatFix", tp.gps or None),
-            info=_find_optional(bag, "sensor_msgs/msg/CameraInfo", tp.camera_info),
-            odom=_find_optional(bag, "nav_msgs/msg/Odometry", tp.odom),
-            imu=_find_optional(bag, "sensor_msgs/msg/Imu", tp.imu),
+            gps=bag.find_topic("sensor_msgs/msg/NavSatFix", tp.gps or None, "topics.gps"),
+            info=_find_optional(bag, "sensor_msgs/msg/CameraInfo", tp.camera_info, "topics.camera_info"),
+            odom=_find_optional(bag, "nav_msgs/msg/Odometry", tp.odom, "topics.odom"),
+            imu=_find_optional(bag, "sensor_msgs/msg/Imu", tp.imu, "topics.imu"),
             depth=depth,
         )
 

@@ -394,6 +394,8 @@ RECORDER = NodeSpec(
         static_only=True,
         on_update=Recorder.try_mount,
         why="mount.source is 'tf_static' or 'auto'",
+        instead="or give the camera's mount on base_link with --mount config --mount-rpy R,P,Y --mount-xyz X,Y,Z "
+        "(--set mount.source=config, mount.rpy_deg, mount.translation)",
     ),
     live=RECORDER_LIVE,
     dataset="output.dataset",

@@ -135,7 +135,7 @@ def run_node_bag(
             for the CLI's message) instead of discarding it, and on an error partway (a corrupt chunk of the input:
             a pose2rgbd error or an OS error, once the node has produced a frame) too; default: for a node that
             records a dataset (``spec.dataset``, the record node: its dataset is kept as well, it is flushed frame
-            by frame, and noted the same way). Any other exception (a bug) discards ``out`` as before.
+            by frame, and noted the same way). Another exception (a bug) discards ``out`` as before.
     """
     dataset = spec.dataset_dir(cfg)
     if keep_on_interrupt is None:
@@ -226,7 +226,7 @@ def _without_tf(topics: Mapping[str, TopicInfo], instead: str) -> str:
     return f"{has}{make}. Record the bag with /tf and /tf_static{', ' + instead if instead else ''}"
 
 
-def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, cfg: Any, out: Path, namespace: str) -> None:
+def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, cfg: object, out: Path, namespace: str) -> None:
     """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
     that holds a topic the node never publishes (a type it has no output of: a NavSatFix, TF; or a name none of its
     outputs has, under any namespace: a camera's Image), or that cannot be read to tell, before anything is read or

@@ -452,10 +452,13 @@ def test_a_render_that_fails_midway_leaves_no_partial_output(name: str, tmp_path
     earlier = out / "rgb_000000.png" if name == "frames" else out  # an earlier render at the same place
     earlier.parent.mkdir(parents=True, exist_ok=True)
     earlier.write_bytes(b"earlier")
+    if name != "frames":  # an earlier render video has its pose table beside it
+        (out.parent / "v.poses.csv").write_text("frame\n")
     Engine.calls = 0
     with pytest.raises(RuntimeError, match="the engine stopped"):
         render_trajectory(Engine(), traj, out, batch=2, progress=False, overwrite=True)
-    assert earlier.read_bytes() == b"earlier" and sorted(p.name for p in out.parent.iterdir()) == [name]
+    kept = [name] if name == "frames" else [name, "v.poses.csv"]
+    assert earlier.read_bytes() == b"earlier" and sorted(p.name for p in out.parent.iterdir()) == kept
 
 
 class _Ok:
@@ -517,6 +520,13 @@ def test_an_existing_output_is_refused_unless_overwrite_and_the_camera_is_writte
         empty.mkdir()  # an empty folder is used
         render_trajectory(_Ok(), traj, empty, batch=2, progress=False)
         assert (empty / "rgb_000000.png").is_file()
+    else:  # the user's own clip (no pose table beside it): refused as no render, with or without --overwrite
+        clip = tmp_path / "my_flight.mp4"
+        clip.write_bytes(b"the flight the dataset came from")
+        for ow in (False, True):
+            with pytest.raises(OutputError, match=r"no video that `render trajectory` wrote .*my_flight\.poses\.csv"):
+                render_trajectory(_Ok(), traj, clip, batch=2, progress=False, overwrite=ow)
+        assert clip.read_bytes() == b"the flight the dataset came from"
 
 
 def test_depth_pngs_are_millimetres_rounded_to_the_nearest_and_zero_only_where_there_is_no_depth() -> None:

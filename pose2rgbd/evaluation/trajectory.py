@@ -208,12 +208,21 @@ def render_note(rgb: bool, depth: bool, sigma: bool) -> str:
 
 def check_render_output(out: str | Path, overwrite: bool) -> None:
     """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
-    not an earlier render (with or without ``overwrite``), or an earlier render without ``overwrite``. An empty
-    folder is used. For a video, the pose table and camera file beside it are checked too."""
-    from pose2rgbd.output_guard import FILE, RENDERS, check_replaced_whole
+    not an earlier render (with or without ``overwrite``; a video without the pose table a render writes beside it
+    is not one), or an earlier render without ``overwrite``. An empty folder is used. For a video, the pose table and
+    camera file beside it are checked too."""
+    from pose2rgbd.output_guard import FILE, RENDERS, OutputError, check_replaced_whole
 
     out = Path(out)
     video = _is_video(out)
+    if video and (out.exists() or out.is_symlink()) and not poses_table_path(out).is_file():
+        # a video's name says nothing of who made it: an earlier render has its pose table beside it, the user's own
+        # clip (the flight the dataset came from) has not
+        raise OutputError(
+            f"{out} exists and is no video that `render trajectory` wrote (those have their pose table "
+            f"{poses_table_path(out).name} beside them): it may be a recording of yours; --overwrite only replaces an "
+            f"earlier render. Choose another output path or move {out} away yourself (nothing was written)"
+        )
     for p, kind in (
         ((out, VIDEO), (poses_table_path(out), FILE), (camera_file_path(out), FILE)) if video else ((out, RENDERS),)
     ):

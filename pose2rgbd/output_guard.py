@@ -231,6 +231,8 @@ def check_replaced_whole(
             f"output {p} {how} the folder the command runs in, which cannot be moved aside; name a folder for the "
             "output, e.g. ./out (nothing was written)"
         )
+    if os.path.ismount(p):
+        refuse_existing(p, overwrite=overwrite)  # says why a mount point cannot be the output
     if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
         return p  # an empty folder holds nothing to lose
     if p.exists() and (overwrite or not kind.matches(p)):
@@ -239,15 +241,28 @@ def check_replaced_whole(
 
 
 def refuse_existing(
-    out: str | Path, *, overwrite: bool, holds: str = "", instead: str = "", nothing: str = "nothing was written"
+    out: str | Path,
+    *,
+    overwrite: bool,
+    holds: str = "",
+    instead: str = "",
+    nothing: str = "nothing was written",
+    renamed_into_place: bool = True,
 ) -> Path:
     """The one overwrite policy: raise :class:`OutputExistsError` if ``out`` exists and ``overwrite`` is not
     set. ``holds``: what is there, when worth saying (``an earlier training run (config.yaml, last.pt)``);
     ``instead``: the other ways on (``pass --resume to continue it, ``); ``nothing``: what the refusal left as
     it was. An earlier output that a killed run had moved aside is put back first
-    (:func:`pose2rgbd.atomic.sweep_stale_siblings`)."""
+    (:func:`pose2rgbd.atomic.sweep_stale_siblings`). A mount point is refused whatever ``overwrite`` says where the
+    output is put in place by a rename (``renamed_into_place``; a writer that adds files to the folder, a training
+    run, passes False): a rename cannot replace it."""
     p = Path(out)
     sweep_stale_siblings(p)
+    if renamed_into_place and os.path.ismount(p):  # a rename cannot replace a mount point (EBUSY, after the work)
+        raise OutputError(
+            f"{p} is a mount point (a drive or a mounted folder), which cannot be moved aside to put the new output in "
+            f"its place; write into a folder inside it, e.g. {p / 'out'} ({nothing})"
+        )
     if overwrite or not (p.exists() or p.is_symlink()):
         return p
     what = f"holds {holds}" if holds else "exists"

@@ -565,3 +565,30 @@ def test_a_folder_of_renders_says_what_each_file_holds_and_its_units(engine: typ
     render_trajectory(engine(), traj, tmp_path / "out", batch=2, progress=False, overwrite=True)
     render_trajectory(engine(), traj, tmp_path / "v.mp4", batch=2, progress=False)
     assert not list(tmp_path.glob("*README*")) and not list(tmp_path.glob(f"v*{NOTE_NAME}"))
+
+
+def test_a_mount_point_as_the_output_is_refused_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drive's mount point cannot be moved aside for the new output (EBUSY, after all the work): refused first,
+    naming a folder inside it; a writer that adds files to the folder (a training run) still takes one."""
+    import os
+
+    from pose2rgbd.dataset import DatasetWriter
+    from pose2rgbd.errors import OutputError
+    from pose2rgbd.evaluation.trajectory import check_render_output
+    from pose2rgbd.output_guard import refuse_existing
+
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.path.realpath(p) == str(usb) or ismount(p))
+    for ow in (False, True):
+        with pytest.raises(
+            OutputError, match=r"usb is a mount point .* write into a folder inside it, e\.g\. .*usb/out"
+        ):
+            check_render_output(usb, ow)
+        with pytest.raises(OutputError, match="is a mount point"):
+            DatasetWriter(usb, None, overwrite=ow)
+    assert refuse_existing(usb, overwrite=True, renamed_into_place=False) == usb
+    assert list(usb.iterdir()) == []

@@ -201,7 +201,7 @@ def synthesize_views(
     check_output(out, VIEW_SYNTHESIS, inputs=list(inputs), overwrite=overwrite)
     check_not_foreign_dir(out, VIEW_SYNTHESIS, what_to_do="choose an empty or new folder for --out")
     if VIEW_SYNTHESIS.matches(out):
-        refuse_existing(out, overwrite=overwrite, holds="an earlier interpolation")
+        refuse_existing(out, overwrite=overwrite, holds="an earlier interpolation", renamed_into_place=False)
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ConfigError(f"interpolation modes {list(modes)}: use {' and/or '.join(MODES)}")

@@ -54,7 +54,8 @@ def check_out_dir(
     if resume or not earlier:
         return []
     refuse_existing(out, overwrite=overwrite, holds=f"an earlier training run ({', '.join(earlier)})",
-                    instead="pass --resume to continue it, or ", nothing="nothing was changed")  # fmt: skip
+                    instead="pass --resume to continue it, or ", nothing="nothing was changed",
+                    renamed_into_place=False)  # fmt: skip
     return earlier
 
 

@@ -80,3 +80,14 @@ def test_train_size_says_models_render_square_images(size: str, why: str, capsys
     err = " ".join(capsys.readouterr().err.split())
     assert f"argument --size: {why}: the models render square images" in err, err
     assert "WIDTHxHEIGHT is what `convert --size` takes" in err, err
+
+
+def test_a_checkpoint_as_the_map_is_named_a_checkpoint(tmp_path: Path) -> None:
+    from pose2rgbd.placemap.format import MapError, read_manifest
+
+    ck = tmp_path / "best.pt"
+    ck.write_bytes(b"x")
+    with pytest.raises(
+        MapError, match=r"best.pt: a model checkpoint, not a place map .*--checkpoint, a map with --map"
+    ):
+        read_manifest(ck)

@@ -284,6 +284,8 @@ def test_groundtruth_line_renders_at_its_dataset_frame(axes: str, tmp_path: Path
         # a frames.csv of another layout (not exactly the format's header): not taken for a dataset's
         ("index,stamp_ns,tx,ty,tz,qx,qy,qz,qw\n0,0,1,2,3,0,0,0,1\n", "lacks the column(s) frame,time_s"),
         ("# only a comment\n\n", "no poses"),
+        # localize images' table of fixes: the way to a trajectory named
+        ("image,tx,ty,tz,qx,qy,qz,qw,confidence\n1.png,1,2,3,0,0,0,1,0.9\n", "run it with --out poses.tum"),
     ],
 )
 def test_a_file_of_neither_format_names_both(

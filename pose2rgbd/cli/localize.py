@@ -339,7 +339,11 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
     threshold = load_calibration(args.calibration).ood_threshold if args.calibration else None
     engine = load_engine(cfg.as_batch_job())  # a folder of images: a batch job, not a serving process
     if not isinstance(engine, LocalizeEngine):
-        raise CheckpointError(f"{cfg.checkpoint}: a {engine.loaded.kind!r} model does not localize images")
+        raise CheckpointError(
+            f"{cfg.checkpoint}: a {engine.loaded.kind!r} model does not localize images (it renders them); localize "
+            "against a place map (--map M, `pose2rgbd map build`) or with an image -> pose model (`pose2rgbd train "
+            "--method posegan`)"
+        )
     rows = ModelRows(args.out, engine.world_frame, threshold)
     skipped: list[str] = []
     for pose in localize_batches(engine, files, batch=args.batch, crop_scale=args.crop_scale,

@@ -118,6 +118,10 @@ def _format(p: Path, lines: list[tuple[int, str]]) -> str:
         if tuple(names) == FRAME_COLUMNS:
             return "dataset"
         why = f"its header (line {n}) lacks the column(s) {','.join(missing)}"
+        if names[:8] == ["image", "tx", "ty", "tz", "qx", "qy", "qz", "qw"]:  # localize images' table of fixes
+            why += (" (it is `localize images`' table of fixes, one row per image: run it with --out poses.tum "
+                    "for a TUM trajectory this command reads; fixes flagged out of distribution are comments "
+                    "there)")  # fmt: skip
     elif numbers:
         why = f"line {n} has {len(parts)} numbers: a TUM line has 8, and a CSV needs its header row first"
     else:

@@ -302,6 +302,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
     if p.is_file() and (p.parent / MANIFEST).is_file():
         raise MapError(f"{p}: a file of the place map {p.parent}; give the map's folder: {p.parent}")
+    if p.is_file() and p.suffix in (".pt", ".onnx"):
+        raise MapError(f"{p}: a model checkpoint, not a place map (a folder written by `pose2rgbd map build`); "
+                       "give a checkpoint with --checkpoint, a map with --map")  # fmt: skip
     if not p.is_dir():
         raise MapError(f"{p}: place map folder not found (build one with `pose2rgbd map build`)")
     m = p / MANIFEST

@@ -158,3 +158,13 @@ def test_every_registered_source_keeps_the_source_contract() -> None:
             assert callable(getattr(cls, method, None)), (name, method)
     with pytest.raises(ConfigError, match="no conversion source"):
         source_class("fax")
+
+
+def test_a_folder_given_as_the_video_names_convert_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "0001.jpg").write_bytes(b"jpeg")
+    rc = main(["convert", "video", str(photos), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "a folder, not a video file" in err and "pose2rgbd convert images" in err, err
+    assert not (tmp_path / "ds").exists()

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 
 def _open(path: Path) -> cv2.VideoCapture:
+    if path.is_dir():
+        raise SyncError(
+            f"{path}: a folder, not a video file; a folder of photos or frames is converted with `pose2rgbd convert "
+            "images`, a bag folder with `pose2rgbd convert bag`"
+        )
     if not path.is_file():
         raise SyncError(f"{path}: video file not found")
     cap = cv2.VideoCapture(str(path))

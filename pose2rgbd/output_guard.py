@@ -231,10 +231,8 @@ def check_replaced_whole(
             f"output {p} {how} the folder the command runs in, which cannot be moved aside; name a folder for the "
             "output, e.g. ./out (nothing was written)"
         )
-    if os.path.ismount(p):
-        refuse_existing(p, overwrite=overwrite)  # says why a mount point cannot be the output
-    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
-        return p  # an empty folder holds nothing to lose
+    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()) and not os.path.ismount(p):
+        return p  # an empty folder holds nothing to lose (a mount point: refuse_existing says why it cannot be one)
     if p.exists() and (overwrite or not kind.matches(p)):
         check_output(p, kind, overwrite=True)  # not of the kind, or one holding the user's files: refused, named
     return refuse_existing(p, overwrite=overwrite, holds=holds)

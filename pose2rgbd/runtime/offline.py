@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pose2rgbd.atomic import note_kept, sweep_stale_siblings
-from pose2rgbd.bags import BagWriter, TopicInfo, open_bag
+from pose2rgbd.atomic import note_kept
+from pose2rgbd.bags import BagReader, BagWriter, TopicInfo, open_bag
 from pose2rgbd.bags.writer import check_bag_name
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
@@ -146,15 +146,14 @@ def run_node_bag(
         inputs = [*inputs, dataset]
     if out is not None:  # before anything is read
         check_output(out, BAG, inputs=[bag, *inputs], overwrite=overwrite)
-        if overwrite:
-            sweep_stale_siblings(out)  # an earlier bag a killed run moved aside is back, and checked too
-            _refuse_a_bag_the_node_did_not_write(spec, cfg, Path(out), namespace)
     before = _dataset_frames(dataset) if dataset else 0
     if out is not None and before and Path(out, "metadata.yaml").is_file():
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
     if out is not None:  # what BagWriter refuses, before the node (a model) is loaded
         check_bag_name(Path(out))
-        refuse_existing(out, overwrite=overwrite)
+        refuse_existing(out, overwrite=overwrite)  # (an earlier bag a killed run moved aside is back first)
+        if overwrite:
+            _refuse_a_bag_the_node_did_not_write(spec, cfg, Path(out), namespace)
     resumed = (
         f"the dataset {dataset} holds {before} frames already; they are not recorded again, so the output bag {out} "
         "starts after them (the frames before are in the bag of the run that recorded them, where it was kept)"
@@ -197,10 +196,10 @@ def _kept_on(e: BaseException) -> bool:
     return isinstance(e, (KeyboardInterrupt, Pose2RGBDError, OSError))
 
 
-def _topics_of_the_type(topics: Mapping[str, TopicInfo], types: Sequence[str], key: str) -> str:
+def _topics_of_the_type(reader: BagReader, types: Sequence[str], key: str) -> str:
     """The bag's topics an input of ``types`` (config key ``key``) could take, and the flag that names one (the
     node's flags are its config keys): the next step when its configured topic is not in the bag."""
-    same = sorted(t for t, i in topics.items() if i.msgtype in types)
+    same = sorted(t for mt in types for t in reader.topics_of_type(mt))
     if not same:
         return "the bag has no topic of that type"
     return f"the bag's topics of that type: {', '.join(same)}; give the one to use with --{key} TOPIC"
@@ -236,9 +235,9 @@ def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, cfg: object, out: Path,
     ours = {o.type for o in spec.outputs}
     names = {n for c in (cfg, spec.config()) for n in spec.output_types(c)}
     tails = {"/" + n.lstrip("~").strip("/") for n in names}  # a relative name under any namespace, ~/x under a node's
+    resolved = {resolve_topic(n, namespace) for n in names}
 
     def is_ours(topic: str, msgtype: str) -> bool:
-        resolved = {resolve_topic(n, namespace) for n in names}
         return msgtype in ours and (topic in resolved or any(topic.endswith(t) for t in tails))
 
     try:
@@ -319,14 +318,14 @@ def _run_node_bag(
                 if inp.required(cfg):
                     raise BagError(
                         f"{bag}: topic {topic!r} ({inp.topic}, {' or '.join(inp.types)}) not in bag; "
-                        f"{_topics_of_the_type(reader.topics, inp.types, inp.topic)}; topics:\n"
+                        f"{_topics_of_the_type(reader, inp.types, inp.topic)}; topics:\n"
                         f"{reader.describe_topics()}"
                     )
                 continue
             if info.msgtype not in inp.types:
                 raise BagError(
                     f"{bag}: topic {topic!r} has type {info.msgtype}, expected {' or '.join(inp.types)}; "
-                    f"{_topics_of_the_type(reader.topics, inp.types, inp.topic)}; topics:\n{reader.describe_topics()}"
+                    f"{_topics_of_the_type(reader, inp.types, inp.topic)}; topics:\n{reader.describe_topics()}"
                 )
             handlers[topic] = inp.handler  # bound to the logic once it is built
         tf_in: dict[str, bool] = {}  # topic -> static

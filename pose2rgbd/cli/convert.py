@@ -32,7 +32,16 @@ COMMON_ALIASES = (
     Alias("--jpg", "output.rgb_encoding", const="jpg", help="store images as JPEG instead of PNG"),
     Alias("--keep-repeats", "output.keep_repeats", const=True, help="keep frames identical to the previous one"),
 )
-VIDEO_ALIASES = (*COMMON_ALIASES, Alias("--lens", "lens", choices=("pinhole", "fisheye")))
+VIDEO_ALIASES = (
+    *COMMON_ALIASES,
+    Alias("--lens", "lens", choices=("pinhole", "fisheye")),
+    Alias(
+        "--no-gps-check",
+        "check_gps_log",
+        const=False,
+        help="take a --gps log that the video's own GPS (a GoPro's) places elsewhere or at another time (warned)",
+    ),
+)
 BAG_ALIASES = (
     *COMMON_ALIASES,
     Alias("--image-topic", "topics.image"),

@@ -117,6 +117,10 @@ class ConvertConfig:
     )  # fmt: skip
     min_course_speed_mps: float = help_field(0.7, "below this GPS speed the course (heading) is held")
     hfov_deg: float = help_field(118.0, "assumed horizontal field of view of a video (no CameraInfo)")
+    check_gps_log: bool = help_field(
+        True, "a video with its own GPS (a GoPro's telemetry) and a --gps log: refuse a log recorded at another "
+        "place or time than the video's own GPS says (false: warn and take it)"
+    )  # fmt: skip
     lens: str = help_field(
         "pinhole", "a video's lens: pinhole (--hfov, no distortion) or fisheye (calibrated from the video by COLMAP, "
         "started from --hfov; the frames undistorted onto a pinhole; docs/convert.md)"

@@ -5,7 +5,8 @@ Formats (``gps_format``):
 * ``csv`` (documented, also written by the simulator): header ``time_s,lat,lon,alt,speed_mps,fix``;
   ``time_s`` = seconds on the video clock (0 = first frame); ``speed_mps`` optional/empty; ``fix`` 1/0.
 * ``gpx``: ``<trkpt lat= lon=><ele/><time/></trkpt>``; times are UTC, mapped to the video clock with
-  ``video_start_utc`` (ISO 8601) or, without it, by taking the first track point as video time 0.
+  ``video_start_utc`` (ISO 8601) or, without it, by taking the first track point as video time 0 (beside a GoPro
+  clip, by the camera's own GPS time: :mod:`pose2rgbd.convert.gps_match`).
 * ``gopro-gps5``: the GoPro GPS5 CSV (``video_time_s, gps_fix, lat_deg, lon_deg, alt_m, speed2d_mps``...).
 * ``karma``: the drone ``GLOBAL_POSITION_INT``-like CSV (``time_s`` boot clock, ``video_payload_pts_s``,
   ``idx_in_payload``, ``n_in_payload``, ``lat_deg, lon_deg, alt_msl_m, vx_north_mps, vy_east_mps``): the
@@ -37,7 +38,8 @@ from pose2rgbd.errors import SyncError
 @dataclass
 class GpsTrack:
     """Fixes on their own clock: ``t_s`` seconds (float64), degrees, metres; ``speed`` NaN where absent;
-    ``status`` >= 0 a fix, -1 no fix (NavSatStatus.STATUS_NO_FIX)."""
+    ``status`` >= 0 a fix, -1 no fix (NavSatStatus.STATUS_NO_FIX); ``utc0_s`` the UTC (UNIX seconds) of ``t_s`` 0
+    where the log's times are absolute (a GPX, the GPS inside a GoPro MP4), NaN where they are not."""
 
     t_s: np.ndarray
     lat: np.ndarray
@@ -47,6 +49,7 @@ class GpsTrack:
     status: np.ndarray
     source: str = ""
     dropped: dict[str, int] = field(default_factory=dict)
+    utc0_s: float = float("nan")
 
     def __len__(self) -> int:
         return int(self.t_s.size)
@@ -54,7 +57,16 @@ class GpsTrack:
     def subset(self, keep: np.ndarray) -> GpsTrack:
         return GpsTrack(
             self.t_s[keep], self.lat[keep], self.lon[keep], self.alt[keep], self.speed[keep], self.status[keep],
-            self.source, dict(self.dropped),
+            self.source, dict(self.dropped), self.utc0_s,
+        )  # fmt: skip
+
+    def rebased(self, utc0_s: float) -> GpsTrack:
+        """The same fixes with ``t_s`` 0 at the UTC ``utc0_s`` (a log with absolute times only)."""
+        if not np.isfinite(self.utc0_s):
+            raise ValueError(f"{self.source}: the log's times are not absolute (no UTC) and cannot be rebased")
+        return GpsTrack(
+            self.t_s + (self.utc0_s - utc0_s), self.lat, self.lon, self.alt, self.speed, self.status, self.source,
+            dict(self.dropped), utc0_s,
         )  # fmt: skip
 
 
@@ -258,7 +270,7 @@ def _read_gpx(p: Path, video_start_utc: str | None) -> GpsTrack:
     a = np.asarray(rows)
     t0 = _parse_utc(video_start_utc) if video_start_utc else a[0, 0]
     n = len(a)
-    return GpsTrack(a[:, 0] - t0, a[:, 1], a[:, 2], a[:, 3], np.full(n, np.nan), np.zeros(n, int), str(p))
+    return GpsTrack(a[:, 0] - t0, a[:, 1], a[:, 2], a[:, 3], np.full(n, np.nan), np.zeros(n, int), str(p), utc0_s=t0)
 
 
 def _read_gopro_mp4(p: Path, video_start_utc: str | None) -> GpsTrack:
@@ -269,7 +281,9 @@ def _read_gopro_mp4(p: Path, video_start_utc: str | None) -> GpsTrack:
     g = read_gpmf_gps(p)
     fix = np.where(np.isfinite(g.fix), g.fix, 3.0)
     status = np.where(fix >= 2, 0, -1)
-    return GpsTrack(g.t_s, g.lat, g.lon, g.alt, g.speed2d, status, f"{p} (GPMF {g.stream})")
+    timed = np.isfinite(g.utc_s) & np.isfinite(g.t_s) & (status >= 0)
+    utc0 = float(np.median(g.utc_s[timed] - g.t_s[timed])) if timed.any() else float("nan")
+    return GpsTrack(g.t_s, g.lat, g.lon, g.alt, g.speed2d, status, f"{p} (GPMF {g.stream})", utc0_s=utc0)
 
 
 # format name -> reader(path, video_start_utc) -> GpsTrack: the table of GPS log formats (``gps_format``).

@@ -8,6 +8,7 @@ every frame at a placeholder pose (the first stage of Algorithm 2's video-only p
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from pose2rgbd.config import size_warning
 from pose2rgbd.convert.config import ConvertConfig
-from pose2rgbd.convert.gps_logs import read_attitude_log, read_gps_log
+from pose2rgbd.convert.gps_logs import GpsTrack, read_attitude_log, read_gps_log
 from pose2rgbd.convert.lens_calibration import VideoLens
 from pose2rgbd.convert.mp4 import truncation
 from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase, convert
@@ -250,6 +251,7 @@ class VideoSource(ClockOffsetSource):
         gps_path, gps_format = resolve_gps_log(vp, self.gps_log, self.gps_format)
         track = read_gps_log(gps_path, gps_format, video_start_utc=self.video_start_utc)
         log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
+        track, placed = self._checked_against_own_gps(track, gps_path)
         # The camera: a pinhole from the horizontal FOV (--hfov) and the frame size, or the one a calibrated lens's
         # frames are undistorted onto (--lens fisheye); used by the pose output and the flow statistic 'derotated'.
         self.lens = lens = video_lens(vp, cfg, n, progress=progress)
@@ -283,10 +285,50 @@ class VideoSource(ClockOffsetSource):
             lens=None if lens is None else lens.summary(),
             extra_assumptions=[
                 *cut_note,
+                *placed,
                 _camera_words(cfg, lens, self.lens_given),
                 "the attitude log (if any) shares the GPS clock and gets the same time offset",
             ],
         )  # fmt: skip
+
+    def _checked_against_own_gps(self, track: GpsTrack, gps_path: Path) -> tuple[GpsTrack, list[str]]:
+        """A --gps log beside a video with its own GPS (a GoPro's GPMF; :mod:`pose2rgbd.convert.gps_match`): a GPX
+        log without ``--video-start-utc`` placed on the video clock by the camera's GPS time; a log of another place
+        or time refused (warned with ``check_gps_log`` false). The track, and the assumption to list (if any)."""
+        from pose2rgbd.convert.gopro import has_gpmf
+        from pose2rgbd.convert.gps_match import apart_m, log_mismatch
+
+        vp = self.path
+        if self.gps_log is None or gps_path.resolve() == vp.resolve() or not has_gpmf(vp):
+            return track, []
+        try:
+            own = read_gps_log(vp, "gopro-mp4")
+        except SyncError as e:  # telemetry without a GPS stream (the camera's GPS off)
+            log.info("the video's telemetry carries no GPS to check the log against (%s)", e)
+            return track, []
+        placed = []
+        if self.video_start_utc is None and np.isfinite(track.utc0_s) and np.isfinite(own.utc0_s):
+            shift = track.utc0_s - own.utc0_s
+            track = track.rebased(own.utc0_s)
+            start = _dt.datetime.fromtimestamp(own.utc0_s, _dt.timezone.utc).isoformat(timespec="seconds")
+            placed.append(
+                f"the GPS log placed on the video clock by the camera's own GPS time: the first frame at {start} "
+                f"(the log's first point {shift:+.1f} s from it; --video-start-utc sets it instead)"
+            )
+            log.info("GPS: %s", placed[-1])
+        why = log_mismatch(track, own, log_name=str(gps_path), video_name=str(vp))
+        if why is None:
+            d = apart_m(track, own)
+            if d is not None:
+                log.info("GPS: the log's track passes %.0f m (median) from the video's own GPS fixes", d)
+            return track, placed
+        if self.cfg.check_gps_log:
+            raise SyncError(
+                f"{why}. Give the log of this recording, or leave out --gps to use the video's own GPS; where the "
+                "video's own GPS is the wrong one, --no-gps-check takes the log anyway (nothing was written)"
+            )
+        log.warning("%s; taken anyway (--no-gps-check)", why)
+        return track, [*placed, f"the GPS log taken although {why} (--no-gps-check)"]
 
     def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         for i, _, bgr in _undistorted(read_video_frames(self.path), self.lens):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -148,6 +149,10 @@ def test_convert_gopro_mp4_without_a_csv(shared_data: Path, tmp_path: Path, caps
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
     out_text = capsys.readouterr().out
     assert "too weak" not in out_text and "estimate weak (see the warning above)" in out_text
+    # the frames past the telemetry's last fix (its track ends 0.7 s before the video's) are named, with the spans
+    lost = s["frames"]["total"] - s["frames"]["kept"]
+    assert f"frames dropped: {lost} outside GPS coverage" in out_text
+    assert re.search(r"the kept GPS fixes cover 0\.\d\d\.\.10\.\d\d s, the frames 0\.00\.\.11\.7\d s", out_text)
 
 
 def test_gps9_fields_and_payload_timing_fallback() -> None:

@@ -209,6 +209,11 @@ def _print_result(out: Path) -> None:
     weak = "; estimate weak (see the warning above)" if est and est["verdict"] != "ok" else ""
     print(f"{out}: {s['frames']['kept']}/{s['frames']['total']} frames kept; time offset {to['offset_s']:+.3f} s "
           f"({to['source']}{weak})")  # fmt: skip
+    if dropped := s["frames"].get("dropped"):
+        fs, gs = s["frames"].get("span_s"), s["fixes"].get("span_s")
+        span = (f" (the kept GPS fixes cover {gs[0]:.2f}..{gs[1]:.2f} s, the frames {fs[0]:.2f}..{fs[1]:.2f} s, from "
+                "the first frame)" if fs and gs else "")  # fmt: skip
+        print("  frames dropped: " + ", ".join(f"{n} {why}" for why, n in dropped.items()) + span)
     wf = s.get("world_frame")
     if wf and wf.get("kind") == "tf":
         t = wf["translation_m"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class Pose2RGBDError(Exception):
-    """Base class of every error pose2rgbd raises on purpose."""
+    """Base class of every error pose2rgbd raises on purpose. ``says_what_to_do``: the message already ends in
+    what the user can do, so the CLI adds no advice of the disk-full / read-only error it wraps."""
+
+    says_what_to_do: bool = False
 
 
 class ConfigError(Pose2RGBDError, ValueError):

@@ -228,7 +228,7 @@ def test_read_only_dataset_names_cache_root(
     real = cache_mod.make_temp_dir
 
     def read_only(path: Path, kind: str = "partial") -> Path:
-        if Path(path).is_relative_to(toy):
+        if Path(path).is_relative_to(toy) or Path(path).is_relative_to(tmp_path / "ro"):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(path).parent))
         return real(path, kind)
 
@@ -237,7 +237,14 @@ def test_read_only_dataset_names_cache_root(
     assert main(["dataset", "cache", str(toy), "--size", "16"]) == 2
     err = capsys.readouterr().err
     assert "cannot write the training cache into" in err and "pass --cache-root DIR" in err, err
+    assert err.rstrip().endswith("to keep caches in a writable directory"), err  # one instruction, not two
     assert snapshot(toy) == before
+    # a read-only --cache-root: the flag named, one instruction
+    assert main(["dataset", "cache", str(toy), "--size", "16", "--cache-root", str(tmp_path / "ro")]) == 2
+    err = capsys.readouterr().err
+    assert f"--cache-root {tmp_path / 'ro'}: cannot write the training cache" in err, err
+    assert err.rstrip().endswith("choose a writable --cache-root, or leave it out to keep the cache in the dataset's "
+                                 "folder"), err  # fmt: skip
     # and the advice works
     assert main(["dataset", "cache", str(toy), "--size", "16", "--cache-root", str(tmp_path / "c")]) == 0
     assert snapshot(toy) == before

@@ -195,7 +195,8 @@ def _main(argv: list[str] | None) -> int:
     except Pose2RGBDError as e:
         msg = str(e)
         cause = e.__cause__
-        if isinstance(cause, OSError) and cause.errno in OS_ERRORS and OS_ERRORS[cause.errno][1] not in msg:
+        if (isinstance(cause, OSError) and cause.errno in OS_ERRORS and not e.says_what_to_do
+                and OS_ERRORS[cause.errno][1] not in msg):  # fmt: skip
             msg += f"; {OS_ERRORS[cause.errno][1]}"  # a library wrapped a disk-full / permission error
         print(f"pose2rgbd {args.command}: error: {msg}{_kept_after_error()}", file=sys.stderr)
         return 2

@@ -219,17 +219,26 @@ def build_cache(
 
 def _unwritable(out: Path, e: OSError, cache_root: str | Path | None) -> Exception:
     if e.errno in _NOT_WRITABLE and cache_root is None:
-        return DatasetError(
+        err = DatasetError(
             f"cannot write the training cache into {out.parent} ({e.strerror}): the dataset directory is not "
             "writable; pass --cache-root DIR to keep caches in a writable directory"
         )
+        err.says_what_to_do = True  # not also "write the output to a writable directory": the output is elsewhere
+        return err
     if e.errno in _NOT_A_FOLDER and cache_root is not None:  # a file in the way (or a loop made meanwhile)
         return DatasetError(
             f"--cache-root {cache_root}: cannot make the cache folder {out.parent} ({e.strerror}: "
             f"{os.fsdecode(e.filename) if e.filename is not None else out.parent}); --cache-root must be a "
             "directory (or a path where one can be made)"
         )
-    return e  # the CLI turns disk full / read-only / permission errors on --cache-root into a message
+    if e.errno in _NOT_WRITABLE:  # cache_root given
+        err = DatasetError(
+            f"--cache-root {cache_root}: cannot write the training cache {out} ({e.strerror}); choose a writable "
+            "--cache-root, or leave it out to keep the cache in the dataset's folder"
+        )
+        err.says_what_to_do = True
+        return err
+    return e  # the CLI turns disk full and other errors of writing into a message
 
 
 def _remove_cache(out: Path, cache_root: str | Path | None) -> None:

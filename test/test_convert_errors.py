@@ -168,3 +168,22 @@ def test_a_folder_given_as_the_video_names_convert_images(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "a folder, not a video file" in err and "pose2rgbd convert images" in err, err
     assert not (tmp_path / "ds").exists()
+
+
+def test_gps_odom_offers_only_its_own_settings(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`convert gps-odom` reads no camera and writes no dataset: its --help lists the GPS, topic and estimator keys,
+    not a conversion's image, lens, size or output keys, and such a key is refused instead of ignored."""
+    with pytest.raises(SystemExit):
+        main(["convert", "gps-odom", "--help"])
+    text = capsys.readouterr().out
+    for key in ("--topics.gps", "--topics.odom", "--sync.max_lag_s", "--max-lag", "--datum", "--gps.altitude"):
+        assert key in text, key
+    for key in ("--size", "--hfov_deg", "--orientation", "--lens", "--check_gps_log", "--output.name",
+                "--topics.image", "--mount.source", "--world_frame"):  # fmt: skip
+        assert key not in text, key
+    bag = shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap"
+    rc = main(["convert", "gps-odom", str(bag), "--report", str(tmp_path / "r"), "--set", "size=64x64"])
+    assert rc == 2 and "unknown key 'size'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

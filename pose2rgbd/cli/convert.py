@@ -98,6 +98,12 @@ def _schema() -> Schema:
     return Schema(ConvertConfig)
 
 
+def _gps_odom_schema() -> Schema:
+    from pose2rgbd.convert.config import GpsOdomConfig
+
+    return Schema(GpsOdomConfig)
+
+
 def _images_schema() -> Schema:
     from pose2rgbd.convert.posed_images import ImagesConfig
 
@@ -179,7 +185,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("bag", type=Path)
     s.add_argument("--report", type=Path, required=True, help="directory for sync.png, track.png, summary.json")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier report at --report")
-    add_config_flags(s, _schema, GPS_ODOM_ALIASES, config_help=CONFIG_HELP)
+    add_config_flags(s, _gps_odom_schema, GPS_ODOM_ALIASES, config_help="YAML with the gps-odom keys below (plain "
+                     "nested, or a ROS 2 params file); flags and --set override it")  # fmt: skip
     s.set_defaults(func=_gps_odom)
     im = csub.add_parser(
         "images",

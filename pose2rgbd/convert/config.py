@@ -157,3 +157,50 @@ class ConvertConfig:
 
     def datum_obj(self) -> Datum | None:
         return datum_from_text(self.datum)
+
+
+@dataclass
+class GpsOdomTopics:
+    """The two topics ``convert gps-odom`` reads (empty: the bag's one topic of the type)."""
+
+    gps: str = help_field("", "GPS fixes (sensor_msgs/NavSatFix); empty = by type")
+    odom: str = help_field("", "wheel odometry, its twist the reference speed (nav_msgs/Odometry); empty = by type")
+
+
+@dataclass
+class GpsOdomConfig:
+    """GPS against wheel odometry in a camera-less bag (``pose2rgbd convert gps-odom``): the settings of
+    :class:`ConvertConfig` that this comparison reads, under the same keys (no camera, no dataset: the image,
+    lens, size, orientation and output keys would be ignored, so they are not offered)."""
+
+    time_offset_s: float | None = help_field(
+        None, "GPS time offset d in s used when the estimate is too weak (else 0); fix stamped t was measured at "
+        "odometry time t - d"
+    )  # fmt: skip
+    datum: str = help_field("", DATUM_HELP)
+    max_speed_mps: float = help_field(
+        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
+    )
+    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as the record node's)"})
+    jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
+    speed_window_s: float = help_field(
+        2.0, "window of the local line fit giving GPS speed from positions (s) (docs/convert.md)"
+    )
+    topics: GpsOdomTopics = field(default_factory=GpsOdomTopics, metadata={"help": "bag topics (empty: by type)"})
+    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
+
+    def __post_init__(self) -> None:
+        from pose2rgbd.config import from_dict
+
+        if isinstance(self.sync, dict):
+            self.sync = from_dict(SyncConfig, self.sync, where="sync")
+        if isinstance(self.gps, dict):
+            self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        if isinstance(self.topics, dict):
+            self.topics = from_dict(GpsOdomTopics, self.topics, where="topics")
+        check_gate(self.max_speed_mps, self.jump_tolerance_m)
+        if self.datum:
+            self.datum_obj()
+
+    def datum_obj(self) -> Datum | None:
+        return datum_from_text(self.datum)

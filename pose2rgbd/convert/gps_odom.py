@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir, swap_in
-from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.config import GpsOdomConfig
 from pose2rgbd.convert.pipeline import dump_json
 from pose2rgbd.convert.sources.bag_orientation import stamp_ns
 from pose2rgbd.errors import SyncError
@@ -51,7 +51,7 @@ def check_report_dir(report_dir: str | Path, bag: str | Path, *, overwrite: bool
 
 def align_gps_to_odometry(
     path: str | Path,
-    cfg: ConvertConfig | None = None,
+    cfg: GpsOdomConfig | None = None,
     *,
     report_dir: str | Path | None = None,
     overwrite: bool = False,
@@ -68,7 +68,7 @@ def align_gps_to_odometry(
     from pose2rgbd.convert.report import plot_sync, plot_track
     from pose2rgbd.convert.stages.time_offset import gps_in_enu
 
-    cfg = cfg or ConvertConfig()
+    cfg = cfg or GpsOdomConfig()
     if report_dir is not None:
         report_dir = check_report_dir(report_dir, path, overwrite=overwrite)
     with open_bag(path) as bag:

@@ -135,3 +135,43 @@ def test_convert_video_refuses_another_flights_log(shared_data: Path, tmp_path: 
     with caplog.at_level(logging.INFO):
         assert main([*args[:3], *own, *args[7:]]) == 0
     assert any("passes 0 m (median)" in r.getMessage() for r in caplog.records)
+
+
+def test_gpx_beside_a_video_without_gps_says_its_first_point_is_the_first_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No camera GPS time to place it by, no --video-start-utc: the assumption is listed, and warned where the log
+    runs longer than the video by more than the offset search reaches (it may have started before the camera)."""
+    import cv2
+
+    video = tmp_path / "plain.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(20):
+        w.write(np.full((48, 64, 3), i * 10, np.uint8))
+    w.release()
+
+    def gpx(name: str, seconds: int) -> Path:
+        t0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+        pts = "".join(
+            f'<trkpt lat="{33 + k * 1e-5:.6f}" lon="-117"><ele>5</ele>'
+            f"<time>{dt.datetime.fromtimestamp(t0 + k, dt.timezone.utc).isoformat()}</time></trkpt>"
+            for k in range(seconds)
+        )
+        p = tmp_path / name
+        p.write_text(f'<?xml version="1.0"?>\n<gpx version="1.1"><trk><trkseg>{pts}</trkseg></trk></gpx>')
+        return p
+
+    with caplog.at_level(logging.WARNING):
+        s = VideoSource(video, gpx("long.gpx", 120), ConvertConfig()).read(progress=False)
+    assert any("GPX log" in n and "first point taken as the first frame" in n for n in s.extra_assumptions)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("spans 119 s, the video 2 s" in m and "--video-start-utc" in m for m in warned), warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        s = VideoSource(video, gpx("short.gpx", 4), ConvertConfig()).read(progress=False)
+    assert any("first point taken as the first frame" in n for n in s.extra_assumptions)
+    assert not [r for r in caplog.records if "--video-start-utc" in r.getMessage()]
+    s = VideoSource(video, gpx("given.gpx", 120), ConvertConfig(), video_start_utc="2024-06-01T12:00:30Z").read(
+        progress=False
+    )
+    assert not any("first point" in n for n in s.extra_assumptions)

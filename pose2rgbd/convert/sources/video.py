@@ -247,11 +247,14 @@ class VideoSource(ClockOffsetSource):
         cap = _open(vp)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         cap.release()
         gps_path, gps_format = resolve_gps_log(vp, self.gps_log, self.gps_format)
         track = read_gps_log(gps_path, gps_format, video_start_utc=self.video_start_utc)
         log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
         track, placed = self._checked_against_own_gps(track, gps_path)
+        if gps_format == "gpx" and self.video_start_utc is None and not placed:
+            placed = [self._gpx_first_point_note(track, n / fps if n and fps > 0 else None)]
         # The camera: a pinhole from the horizontal FOV (--hfov) and the frame size, or the one a calibrated lens's
         # frames are undistorted onto (--lens fisheye); used by the pose output and the flow statistic 'derotated'.
         self.lens = lens = video_lens(vp, cfg, n, progress=progress)
@@ -290,6 +293,21 @@ class VideoSource(ClockOffsetSource):
                 "the attitude log (if any) shares the GPS clock and gets the same time offset",
             ],
         )  # fmt: skip
+
+    def _gpx_first_point_note(self, track: GpsTrack, video_s: float | None) -> str:
+        """The assumption of a GPX log placed by its first point (no --video-start-utc, no camera GPS time), warned
+        where the log runs longer than the video by more than the offset search reaches: had it started before
+        the camera, every frame would be posed that much early, and Algorithm 1 cannot find it."""
+        note = ("the GPX log's first point taken as the first frame (no --video-start-utc); a log started before "
+                "the camera would put every frame that much early")  # fmt: skip
+        span = float(np.nanmax(track.t_s) - np.nanmin(track.t_s)) if len(track) else 0.0
+        if video_s is not None and span > video_s + self.cfg.sync.max_lag_s:
+            log.warning(
+                "GPS: the GPX log %s spans %.0f s, the video %.0f s; its first point is taken as the first frame. If "
+                "the log started before the video, give the first frame's UTC time with --video-start-utc (the time "
+                "offset search reaches +-%.1f s only)", self.gps_log, span, video_s, self.cfg.sync.max_lag_s,
+            )  # fmt: skip
+        return note
 
     def _checked_against_own_gps(self, track: GpsTrack, gps_path: Path) -> tuple[GpsTrack, list[str]]:
         """A --gps log beside a video with its own GPS (a GoPro's GPMF; :mod:`pose2rgbd.convert.gps_match`): a GPX

@@ -288,8 +288,8 @@ def test_render_overwrite_replaces_an_earlier_render_but_never_a_recording(fligh
     shutil.copytree(bag, recording)
     before = sorted((p.name, p.stat().st_size) for p in recording.iterdir())
     cfg = RendererConfig(rate_hz=5.0)
-    with pytest.raises(OutputError, match=r"not one the pose2rgbd_renderer node writes: it holds .*NavSatFix.*never "
-                                          r"publishes \(a recording\?\).*nothing was written"):  # fmt: skip
+    with pytest.raises(OutputError, match=r"not one the pose2rgbd_renderer node writes: it holds .*NavSatFix.*no "
+                                          r"pose2rgbd\.node mark .*\(a recording\?.*nothing was written"):  # fmt: skip
         run_renderer_bag(cfg, bag, recording, engine=engine, overwrite=True)
     assert sorted((p.name, p.stat().st_size) for p in recording.iterdir()) == before
     out = tmp_path / "render"
@@ -305,6 +305,62 @@ def test_render_overwrite_replaces_an_earlier_render_but_never_a_recording(fligh
     (out / "metadata.yaml").write_text("rosbag2_bagfile_information: [damaged")
     with pytest.raises(OutputError, match="cannot be read"):
         run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True)
+
+
+def _files(path: Path) -> list[tuple[str, bytes]]:
+    return sorted((p.name, p.read_bytes()) for p in path.iterdir())
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_overwrite_replaces_only_a_bag_with_the_nodes_mark(flight, engine, tmp_path: Path, storage: str) -> None:
+    from pose2rgbd.bags import BagWriter
+    from pose2rgbd.errors import OutputError
+    from pose2rgbd.messages import image
+    from pose2rgbd.runtime.offline import NODE_MARK
+
+    bag, _ = flight
+    cfg = RendererConfig(rate_hz=2.0)
+    # a camera's recording laid out like the node's output: Images alone, under a name that ends like its rgb topic
+    # (rgb/image_raw, relative: under any namespace); its topics cannot tell it from an earlier render
+    camera = tmp_path / "camera"
+    with BagWriter(camera, storage=storage) as w:
+        for k in range(3):
+            frame = image(w.factory, T0 + k, "cam", np.zeros((4, 4, 3), np.uint8), "rgb8")
+            w.write("/camera/rgb/image_raw", T0 + k, frame)
+    before = _files(camera)
+    with pytest.raises(OutputError) as ei:
+        run_renderer_bag(cfg, bag, camera, engine=engine, overwrite=True, storage=storage)
+    msg = str(ei.value)
+    assert msg.startswith(f"{camera} is a bag, but not one the pose2rgbd_renderer node writes: it holds "
+                          "/camera/rgb/image_raw (sensor_msgs/msg/Image), and its metadata.yaml has no pose2rgbd.node "
+                          "mark in custom_data"), msg  # fmt: skip
+    assert "(a recording?" in msg and f"move {camera} away yourself (nothing was written)" in msg, msg
+    assert _files(camera) == before  # the recording byte-identical
+    # an earlier output of the node, written by the runtime, carries the mark (in either storage) and is replaced
+    out = tmp_path / "render"
+    n = run_renderer_bag(cfg, bag, out, engine=engine, storage=storage).counters["frames"]
+    with open_bag(out) as r:
+        assert r.storage == storage and r.custom_data == {NODE_MARK: "pose2rgbd_renderer"}
+    assert n > 0 and run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True).counters["frames"] == n
+    with open_bag(out) as r:  # replaced (by the default storage), marked again
+        assert r.storage == "mcap" and r.custom_data == {NODE_MARK: "pose2rgbd_renderer"}
+
+
+def test_overwrite_refuses_an_output_of_another_node(flight, engine, tmp_path: Path) -> None:
+    from pose2rgbd.errors import OutputError
+    from pose2rgbd.runtime.offline import NODE_MARK
+
+    bag, _ = flight
+    synced = tmp_path / "synced"
+    run_recorder_bag(_record_cfg(None), bag, out_bag=synced)  # the record node's output bag, marked as its own
+    with open_bag(synced) as r:
+        assert r.custom_data == {NODE_MARK: "pose2rgbd_recorder"}
+    before = _files(synced)
+    other = r"not one the pose2rgbd_renderer node writes: it holds /diagnostics .*its metadata\.yaml marks it as an "
+    other += r"output of the pose2rgbd_recorder node \(pose2rgbd\.node: pose2rgbd_recorder\); .*nothing was written"
+    with pytest.raises(OutputError, match=other):
+        run_renderer_bag(RendererConfig(rate_hz=2.0), bag, synced, engine=engine, overwrite=True)
+    assert _files(synced) == before
 
 
 def test_render_bag_without_tf_says_what_the_bag_has_and_the_next_step(shared_data: Path, engine, tmp_path) -> None:

@@ -328,6 +328,17 @@ class BagReader:
         return dict(self._topics)
 
     @property
+    def custom_data(self) -> dict[str, str]:
+        """The ``custom_data`` of a rosbag2 directory's ``metadata.yaml`` (rosbag2 metadata version 6 and later:
+        string keys and values a writer put there, e.g. the ``pose2rgbd.node`` mark of an output bag of the offline
+        runtime); empty for a bag without it, a ROS 1 bag or bare storage files (no ``metadata.yaml``). The same for
+        both storage plugins: the YAML file holds it, not the .mcap / .db3 file."""
+        data = (self.metadata or {}).get("custom_data")
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+    @property
     def message_count(self) -> int:
         return sum(t.count for t in self._topics.values())
 

@@ -181,6 +181,13 @@ class BagWriter:
             raise BagError(f"{self.path}: cannot add topic {topic} ({mt}): {type(e).__name__}: {e}") from e
         self._counts[topic] = 0
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """Put ``key: value`` into the ``custom_data`` of the bag's ``metadata.yaml`` (written at :meth:`close`;
+        read back by :attr:`pose2rgbd.bags.BagReader.custom_data`), e.g. the mark of the offline runtime's output
+        bags (:data:`pose2rgbd.runtime.offline.NODE_MARK`)."""
+        self._check_open()
+        self._writer.set_custom_data(key, value)
+
     def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
         """Serialize ``msg`` (type from ``msg.__msgtype__``) on ``topic`` at log time ``stamp_ns``."""
         msgtype = getattr(msg, "__msgtype__", None)

@@ -7,7 +7,9 @@ the first message at or after that deadline is handled. TF topics feed the node'
 looks transforms up in. ``rate=0`` runs as fast as possible; ``rate=1.0`` replays at bag speed (``2.0``
 twice as fast).
 
-Output bags carry the custom ``pose2rgbd/msg/*`` types (registered from msg/ in the typestore).
+Output bags carry the custom ``pose2rgbd/msg/*`` types (registered from msg/ in the typestore), and the node's
+mark in their ``metadata.yaml`` (``custom_data``: ``pose2rgbd.node: <node name>``, :data:`NODE_MARK`): what
+``--overwrite`` replaces is a bag with this node's mark, nothing else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
+
+# the key of the mark every output bag of the offline runtime carries in its metadata.yaml's custom_data; its value
+# is the name of the node that wrote the bag (NodeSpec.name, e.g. pose2rgbd_renderer)
+NODE_MARK = "pose2rgbd.node"
 
 
 def resolve_topic(name: str, namespace: str = "", node_name: str = "") -> str:
@@ -153,7 +159,7 @@ def run_node_bag(
         check_bag_name(Path(out))
         refuse_existing(out, overwrite=overwrite)  # (an earlier bag a killed run moved aside is back first)
         if overwrite:
-            _refuse_a_bag_the_node_did_not_write(spec, cfg, Path(out), namespace)
+            _refuse_a_bag_the_node_did_not_write(spec, Path(out))
     resumed = (
         f"the dataset {dataset} holds {before} frames already; they are not recorded again, so the output bag {out} "
         "starts after them (the frames before are in the bag of the run that recorded them, where it was kept)"
@@ -225,38 +231,40 @@ def _without_tf(topics: Mapping[str, TopicInfo], instead: str) -> str:
     return f"{has}{make}. Record the bag with /tf and /tf_static{', ' + instead if instead else ''}"
 
 
-def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, cfg: object, out: Path, namespace: str) -> None:
-    """``--overwrite`` replaces an earlier output of this node, not a recording by a typo: refuse an existing bag
-    that holds a topic the node never publishes (a type it has no output of: a NavSatFix, TF; or a name none of its
-    outputs has, under any namespace: a camera's Image), or that cannot be read to tell, before anything is read or
-    written. The names are this run's and the defaults' (an earlier run with other topic settings is refused)."""
+def _refuse_a_bag_the_node_did_not_write(spec: NodeSpec, out: Path) -> None:
+    """``--overwrite`` replaces an earlier output of this node, not a recording given by a typo: refuse an existing
+    bag without this node's mark (:data:`NODE_MARK` in its metadata.yaml's custom_data, which every output bag of
+    the offline runtime carries), or one that cannot be read to tell, before anything is read or written. Its
+    topics do not tell: a camera's recording may hold only Images under names that end like the node's outputs.
+    An output of a pose2rgbd from before the mark, or of another node, is refused too."""
     if not BAG.matches(out):
         return  # not a bag (check_output has refused it) or an empty folder: nothing to lose
-    ours = {o.type for o in spec.outputs}
-    names = {n for c in (cfg, spec.config()) for n in spec.output_types(c)}
-    tails = {"/" + n.lstrip("~").strip("/") for n in names}  # a relative name under any namespace, ~/x under a node's
-    resolved = {resolve_topic(n, namespace) for n in names}
-
-    def is_ours(topic: str, msgtype: str) -> bool:
-        return msgtype in ours and (topic in resolved or any(topic.endswith(t) for t in tails))
-
     try:
         with open_bag(out) as r:
-            foreign = {t: i.msgtype for t, i in r.topics.items() if not is_ours(t, i.msgtype)}
+            topics = {t: i.msgtype for t, i in r.topics.items()}
+            mark = r.custom_data.get(NODE_MARK)
     except BagError as e:
         raise OutputError(
             f"{out} is a bag that cannot be read ({e}), so whether it is an earlier output of the {spec.name} node or "
             f"a recording cannot be told; --overwrite does not replace it. Choose another output path, or move {out} "
             "away yourself (nothing was written)"
         ) from e
-    if foreign:
-        held = ", ".join(f"{t} ({mt})" for t, mt in sorted(foreign.items())[:4])
-        more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
-        raise OutputError(
-            f"{out} is a bag, but not one the {spec.name} node writes: it holds {held}{more}, which the node never "
-            f"publishes (a recording?); --overwrite only replaces an earlier output of the {spec.name} node. Choose "
-            f"another output path, or move {out} away yourself (nothing was written)"
+    if mark == spec.name:
+        return
+    held = ", ".join(f"{t} ({mt})" for t, mt in sorted(topics.items())[:4]) or "no topic"
+    more = f" and {len(topics) - 4} more" if len(topics) > 4 else ""
+    if mark is None:
+        why = (
+            f"its metadata.yaml has no {NODE_MARK} mark in custom_data, which every output bag of the node carries "
+            "(a recording? or an output of a pose2rgbd from before the mark)"
         )
+    else:
+        why = f"its metadata.yaml marks it as an output of the {mark} node ({NODE_MARK}: {mark})"
+    raise OutputError(
+        f"{out} is a bag, but not one the {spec.name} node writes: it holds {held}{more}, and {why}; --overwrite only "
+        f"replaces an earlier output of the {spec.name} node. Choose another output path, or move {out} away "
+        "yourself (nothing was written)"
+    )
 
 
 def _refuse_bag_of_a_resumed_recording(out: Path, dataset: Path, frames: int, overwrite: bool) -> None:
@@ -365,6 +373,7 @@ def _run_node_bag(
         try:
             if out is not None:
                 writer = BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite, inputs=[bag, *inputs])
+                writer.set_custom_data(NODE_MARK, spec.name)  # what --overwrite looks for
                 for name, mt in spec.output_types(cfg).items():
                     writer.add_topic(out_topics[name], mt)
 

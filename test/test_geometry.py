@@ -228,6 +228,74 @@ def test_encoding_and_normalizer_round_trip(kind):
     assert norm.out_of_bounds(far).all()
 
 
+def _one_heading_flight(camera: str, yaw_deg: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Cameras of a flight that always faces one way: a forward camera pitched 30 deg down, or one looking straight
+    down (its qw 0 at every heading), at ``xyz`` headed ``yaw_deg``."""
+    from pose2rgbd.testing.ground_plane import forward_pose, look_down_pose
+
+    def one(p: np.ndarray, yaw: float) -> np.ndarray:
+        if camera == "forward":
+            return forward_pose(*p, yaw=np.radians(yaw))
+        return look_down_pose(*p, yaw=np.radians(yaw))
+
+    return np.stack([one(p, y) for p, y in zip(np.atleast_2d(xyz), np.atleast_1d(yaw_deg))])
+
+
+@pytest.mark.parametrize("camera", ["forward", "down"])
+@pytest.mark.parametrize("kind", ["6dof-euler", "6dof-quat", "6dof-rot6d"])
+def test_a_small_turn_beyond_a_narrow_range_of_headings_is_not_out_of_bounds(kind: str, camera: str) -> None:
+    """A flight that always faces one way (2 deg of headings) spans a sliver of each rotation component: a share of
+    it as the margin flagged a camera turned 0.5 deg past the headings flown. The rotation's margin is at least
+    ROTATION_MARGIN_DEG of turn; 30 deg past them, or a position far outside, is still out of bounds."""
+    rng = np.random.default_rng(3)
+    xyz = np.column_stack([rng.uniform(-100, 100, (200, 2)), rng.uniform(30, 35, 200)])
+    yaw = rng.uniform(40.0, 42.0, 200)
+    T = _one_heading_flight(camera, yaw, xyz)
+    norm = PoseNormalizer.fit(T, kind)
+    assert not norm.out_of_bounds(T).any()
+    lo, hi = int(np.argmin(yaw)), int(np.argmax(yaw))
+    xyz2 = xyz[[lo, hi]]
+    for turn, flagged in ((0.5, False), (30.0, True)):
+        turned = _one_heading_flight(camera, yaw[[lo, hi]] + np.array([-turn, turn]), xyz2)
+        assert norm.out_of_bounds(turned).tolist() == [flagged, flagged], (turn, norm.normalize(turned))
+    for margin in (0.0, 0.1):  # the floor holds at margin 0 too
+        assert not norm.out_of_bounds(_one_heading_flight(camera, yaw[[hi]] + 0.5, xyz2[1:]), margin).any()
+    far = T[:2].copy()
+    far[0, 0, 3] += 1000.0  # a kilometre east of the flight
+    far[1, 2, 3] -= 40.0  # 40 m below the lowest camera, under the ground
+    assert norm.out_of_bounds(far).all()
+    # the position's box is widened by the same metres on every side (0.1 x 100 m): 5 m below the lowest camera,
+    # a thin side of the box (5 m of altitudes), is inside, 15 m below is not
+    low = T[[int(np.argmin(xyz[:, 2]))] * 2].copy()
+    low[:, 2, 3] -= np.array([5.0, 15.0])
+    assert norm.out_of_bounds(low).tolist() == [False, True]
+    assert norm.margins(0.1)[2] == pytest.approx(0.1 * norm.span[:3].max() / norm.span[2])
+
+
+@pytest.mark.parametrize("kind", ["6dof-quat", "6dof-rot6d"])
+def test_a_turn_under_the_rotation_margin_never_leaves_the_box(kind: str) -> None:
+    """rotation_margin bounds how far a turn of ROTATION_MARGIN_DEG moves any rotation component: a training pose
+    turned by less, about any axis, is inside the box of the training poses (a tenth of a degree of headings, margin
+    0); turned by twice as much about the vertical, it is not."""
+    from pose2rgbd.models.normalization import ROTATION_MARGIN_DEG, rotation_margin
+
+    rng = np.random.default_rng(4)
+    xyz = np.column_stack([rng.uniform(0, 50, (20, 2)), np.full(20, 30.0)])
+    T = _one_heading_flight("forward", rng.uniform(40.0, 40.1, 20), xyz)
+    norm = PoseNormalizer.fit(T, kind)
+    assert (norm.span[3:] > 0).any() and (norm.span[3:] < 0.01).all()  # a sliver of each rotation component
+    axes = rng.normal(size=(500, 3))
+    angles = np.radians(rng.uniform(0.9, 0.999, 500) * ROTATION_MARGIN_DEG)
+    turns = Rotation.from_rotvec(axes / np.linalg.norm(axes, axis=1, keepdims=True) * angles[:, None]).as_matrix()
+    turned = np.repeat(T[:1], 500, axis=0)
+    turned[:, :3, :3] = turns @ turned[:, :3, :3]  # turned in the world
+    moved = np.abs(encode_poses(turned, kind)[:, 3:] - encode_poses(T[:1], kind)[:, 3:]).max(axis=1)
+    assert moved.max() <= rotation_margin(kind) and moved.max() > 0.8 * rotation_margin(kind)  # a tight bound
+    assert not norm.out_of_bounds(turned, margin=0.0).any()
+    twice = _one_heading_flight("forward", np.array([40.1 + 2 * ROTATION_MARGIN_DEG]), xyz[:1])
+    assert norm.out_of_bounds(twice, margin=0.0).all()
+
+
 def test_normalizer_constant_dimension_maps_to_zero():
     T = T_from_tq(np.array([[0.0, 0, 5], [1.0, 0, 5]]), np.array([[0, 0, 0, 1.0]] * 2))
     x = PoseNormalizer.fit(T, "6dof-quat").normalize(T)

@@ -333,3 +333,33 @@ def test_inference_preparation_keeps_outputs(preset: str) -> None:
         ref, out = model(x), fast(x)
     for k in ("rgb", "depth", *(["confidence"] if preset != "base" else [])):
         torch.testing.assert_close(out[k].contiguous(), ref[k], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["base", "slice10"])
+def test_a_pose_network_flags_a_heading_never_flown_not_a_half_degree_turn(preset: str) -> None:
+    """Base and Slice take the normalized pose, so the rotation counts in their out-of-bounds flag: a flight that
+    always faces one way (2 deg of headings) spans a sliver of each quaternion component, and a camera turned 0.5 deg
+    past it was flagged (`render trajectory` warned of nearly every pose). Now a turn within the rotation's margin
+    (at least 5 deg) is not; 30 deg past the headings flown is, and so is a position far outside, while one 5 m below
+    the lowest camera (a thin side of the box: 5 m of altitudes in a 200 m flight) is inside."""
+    from pose2rgbd.models import PoseNormalizer, get_family
+
+    fam = get_family("pose2rgbd")
+    model = fam.build(fam.make_config(preset, size=64, dense_channels=8, trunk_channels=[4] * 6))
+    rng = np.random.default_rng(5)
+    xyz = np.column_stack([rng.uniform(-100, 100, (100, 2)), rng.uniform(30, 35, 100)])
+    yaw = np.radians(rng.uniform(40.0, 42.0, 100))
+    T = np.stack([forward_pose(*p, yaw=y) for p, y in zip(xyz, yaw)])
+    model.set_pose_normalizer(PoseNormalizer.fit(T, model.pose_encoding))
+    top = int(np.argmax(yaw))
+    x, y, z = xyz[top]
+    probes = np.stack([
+        forward_pose(x, y, z, yaw=yaw[top] + np.radians(0.5)),
+        forward_pose(x, y, z, yaw=yaw[top] + np.radians(30.0)),
+        forward_pose(x + 1000.0, y, z, yaw=yaw[top]),
+        forward_pose(x, y, float(xyz[:, 2].min()) - 5.0, yaw=yaw[top]),
+    ])  # fmt: skip
+    _, oob = model.poses_to_input(probes)
+    assert oob.tolist() == [False, True, True, False]
+    assert np.array_equal(oob, model.out_of_bounds(probes))  # one rule for both paths
+    assert not model.out_of_bounds(T).any()

@@ -96,7 +96,13 @@ class EngineConfig:
         0.05, "look-ahead: serve a cached render if its pose is within this (m)...", 0.0, 1000.0
     )
     tolerance_deg: float = ranged_field(0.5, "...and within this angle (degrees) of the requested pose", 0.0, 180.0)
-    oob_margin: float = ranged_field(0.1, "out of bounds: normalized pose beyond [-1 - margin, 1 + margin]", 0.0, 100.0)
+    oob_margin: float = ranged_field(
+        0.1,
+        "out of bounds: a pose outside the training poses' box widened by margin x its widest half-side (position, "
+        "the same metres on every side) and by margin x each rotation component's half-range, at least 5 deg of turn",
+        0.0,
+        100.0,
+    )
     map: str = help_field(
         "",
         "place map the model reads its keyframes from instead of the checkpoint's (the hybrid; a map of its training "

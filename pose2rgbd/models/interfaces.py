@@ -136,13 +136,15 @@ class PoseNormalization(nn.Module):
         return slice(None)
 
     def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
-        """``(N,)`` bool: some normalized pose dimension of :attr:`oob_dims` lies outside [-1 - margin, 1 + margin]."""
+        """``(N,)`` bool: some normalized pose dimension of :attr:`oob_dims` lies outside the training box widened by
+        :meth:`PoseNormalizer.margins <pose2rgbd.models.normalization.PoseNormalizer.margins>` (positions by
+        ``margin`` x its widest half-side, rotations by at least a few degrees of turn)."""
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         return self.out_of_bounds_normalized(self.pose_normalizer.normalize(T), margin)
 
     def out_of_bounds_normalized(self, x: np.ndarray, margin: float) -> np.ndarray:
         """:meth:`out_of_bounds` of already normalized poses ``(N, D)`` (the one rule of both paths)."""
-        return np.asarray(self.pose_normalizer.out_of_bounds_normalized(x[:, self.oob_dims], margin), dtype=bool)
+        return self.pose_normalizer.out_of_bounds_normalized(x, margin, dims=self.oob_dims)
 
 
 class PoseToImage(PoseNormalization):
@@ -178,7 +180,7 @@ class PoseToImage(PoseNormalization):
 
     def poses_to_input(self, T_world_cam: np.ndarray, *, oob_margin: float = 0.1) -> tuple[torch.Tensor, np.ndarray]:
         """``(N, 4, 4)`` poses -> the network input ``(N, D)`` float32 on the model's device and the
-        out-of-bounds flags ``(N,)`` (normalized pose beyond [-1 - margin, 1 + margin]), from one encoding pass."""
+        out-of-bounds flags ``(N,)`` (:meth:`out_of_bounds`), from one encoding pass."""
         pn = self.pose_normalizer
         T = np.asarray(T_world_cam, dtype=np.float64).reshape(-1, 4, 4)
         x = pn.normalize_encoded(encode_poses(T, pn.kind))

@@ -1,7 +1,9 @@
 """The input / output normalizations a model owns (paper Sec. 2: min-max over the training set).
 
 * :class:`PoseNormalizer`: encoded poses (:mod:`pose2rgbd.geometry.encoding`) -> [-1, 1] from the per-dimension
-  extremes of the training poses (a dimension that is constant in training maps to 0).
+  extremes of the training poses (a dimension that is constant in training maps to 0), and the one out-of-bounds
+  rule (:meth:`PoseNormalizer.margins`: the training box widened by the same metres on every side for the position,
+  by at least :data:`ROTATION_MARGIN_DEG` of turn for the rotation).
 * :class:`DepthNormalizer`: depth in metres <-> the network's [-1, 1] output range.
 
 A model stores them as buffers (saved in its ``state_dict``, hence in checkpoints), so inference uses exactly
@@ -27,6 +29,33 @@ JUMPS_WARN = 0.05  # share of nearby orientation pairs far apart in the encoding
 ENCODING_FIX = (
     'train with --encoding 6dof-rot6d (the camera\'s axes: no jump anywhere; docs/models.md, "Pose encodings")'
 )
+# The turn a pose may make beyond the training orientations before its rotation is out of bounds, whatever their range.
+# A platform's attitude wanders a few degrees about its course (wind, a gimbal's lag, a walker's gait), so a flight
+# that always faces one way spans a sliver of each rotation component, which the same route flown again leaves by a
+# degree or two; 5 deg is under a tenth of a usual camera's field of view (50-90 deg), so a view turned that
+# far still sees 90 % or more of what the nearest training view saw, and a turn that matters (30 deg, a
+# heading never flown) lies far beyond it.
+ROTATION_MARGIN_DEG = 5.0
+
+
+def rotation_margin(kind: str, deg: float = ROTATION_MARGIN_DEG) -> float:
+    """The most a turn by ``deg`` moves one rotation component of the pose encoding ``kind``, in its units: a pose
+    within ``deg`` of an orientation inside the training box stays within the box widened by this.
+
+    * ``6dof-quat``: ``2 sin(deg / 4)``, the distance of two unit quaternions (of one sign) a turn of ``deg`` apart,
+      which bounds each component's change (0.044 for 5 deg).
+    * ``6dof-rot6d``: ``2 sin(deg / 2)``, the distance a turn of ``deg`` moves a unit axis (0.087).
+    * ``6dof-euler``: ``deg`` in radians (0.087): a turn about one of the angles' axes changes that angle by as much
+      (more near pitch +-90 deg, where the Euler angles are singular; their wrap at +-180 deg is a jump of the
+      encoding, flagged as any far pose, :func:`warn_encoding_jumps`).
+    """
+    a = math.radians(deg)
+    if kind == "6dof-quat":
+        return 2.0 * math.sin(a / 4.0)
+    if kind == "6dof-rot6d":
+        return 2.0 * math.sin(a / 2.0)
+    encoding_dim(kind)  # an unknown kind: its error
+    return a
 
 
 def warn_encoding_jumps(T_world_cam: np.ndarray, kind: str, fix: str) -> float:
@@ -87,14 +116,39 @@ class PoseNormalizer:
     def denormalize(self, x: np.ndarray) -> np.ndarray:
         return decode_poses(self.denormalize_encoded(x), self.kind)
 
-    def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1) -> np.ndarray:
-        """``(N,)`` bool: some normalized dimension lies outside [-1 - margin, 1 + margin]."""
-        return self.out_of_bounds_normalized(self.normalize_encoded(encode_poses(T_world_cam, self.kind)), margin)
+    def margins(self, margin: float = 0.1) -> np.ndarray:
+        """``(D,)`` how far beyond [-1, 1] each normalized dimension may go before a pose is out of bounds (the one
+        rule; a dimension constant in training normalizes to 0 and is never out):
 
-    @staticmethod
-    def out_of_bounds_normalized(x: np.ndarray, margin: float = 0.1) -> np.ndarray:
-        """``(N,)`` bool from already normalized poses ``(N, D)`` (the one out-of-bounds rule)."""
-        return np.any(np.abs(np.asarray(x)) > 1.0 + margin, axis=-1)
+        * position (tx, ty, tz): the box of the training positions widened by the same metres on every side,
+          ``margin`` x half its widest side, not a share of each side's own length -- a walk spans a few decimetres
+          in height, where a share of it flags a camera 2 cm lower while one metres away along the street is not;
+        * rotation components: ``margin`` x half the component's own training range, but never less than
+          :func:`rotation_margin` (:data:`ROTATION_MARGIN_DEG` of turn, also at ``margin`` 0): a flight that always
+          faces one way spans a sliver of a quaternion component, which a share of it turns into a trap that a
+          half-degree turn leaves.
+        """
+        half = self.span / 2.0
+        widest = float(half[:3].max())
+        metres = np.full(3, margin * widest)
+        turn = np.maximum(margin * half[3:], rotation_margin(self.kind))
+        units = np.concatenate([metres, turn])
+        return np.where(half > 0, units / np.where(half > 0, half, 1.0), margin)
+
+    def out_of_bounds(self, T_world_cam: np.ndarray, margin: float = 0.1, *, dims: slice = slice(None)) -> np.ndarray:
+        """``(N,)`` bool: some normalized dimension of ``dims`` lies beyond [-1, 1] by more than its
+        :meth:`margins`."""
+        enc = encode_poses(T_world_cam, self.kind)
+        return self.out_of_bounds_normalized(self.normalize_encoded(enc), margin, dims=dims)
+
+    def out_of_bounds_normalized(self, x: np.ndarray, margin: float = 0.1, *, dims: slice = slice(None)) -> np.ndarray:
+        """``(N,)`` bool from already normalized poses ``(N, D)``, judged on the dimensions ``dims`` (all: a network
+        that takes the whole pose; ``slice(0, 3)``: the position alone) by :meth:`margins`."""
+        x = np.asarray(x, dtype=np.float64)
+        d = encoding_dim(self.kind)
+        if x.ndim != 2 or x.shape[1] != d:
+            raise GeometryError(f"out of bounds: expected normalized {self.kind} poses (N, {d}), got {x.shape}")
+        return np.asarray(np.any(np.abs(x[:, dims]) > 1.0 + self.margins(margin)[dims], axis=-1), dtype=bool)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "minimum": self.minimum.tolist(), "maximum": self.maximum.tolist()}

@@ -499,24 +499,13 @@ class HybridNet(PoseToImage, ModelBase):
     @property
     def oob_dims(self) -> slice:
         """Without a decoder no network here sees the pose, so the out-of-bounds flag checks the position only (the
-        box of the keyframes' positions): the warp renders any view direction from the keyframes that see it, and
-        the box of the encoded rotation misleads -- a camera looking straight down has qw near 0 for every heading,
-        so a training box of a survey flight is a sliver of qw that a degree of roll leaves. How near the keyframes
-        a view is, position and angle, is the coverage the engine reports with each render."""
+        box of the keyframes' positions, widened by the same metres on every side: the one rule,
+        :meth:`~pose2rgbd.models.normalization.PoseNormalizer.margins`): the warp renders any view direction from
+        the keyframes that see it, and the box of the encoded rotation misleads -- a camera looking straight down has
+        qw near 0 for every heading, so a training box of a survey flight is a sliver of qw. How near the keyframes
+        a view is, position and angle, is the coverage the engine reports with each render. With a decoder (a
+        network that takes the normalized pose) the rotation counts too, widened by at least a few degrees."""
         return slice(None) if self.decoder is not None else slice(0, 3)
-
-    def out_of_bounds_normalized(self, x: np.ndarray, margin: float) -> np.ndarray:
-        """Without a decoder: the box of the keyframes' positions widened by the same metres on every side,
-        ``margin`` x half its widest side (the normalized margin of that side), not by a share of each side's own
-        length: a walk's keyframes span a few decimetres in height, where a share of it put a camera 2 cm lower than
-        every keyframe out of bounds while cameras metres from any keyframe inside the box were not. With a decoder
-        (a network that sees the normalized pose) each dimension keeps its own margin."""
-        if self.decoder is not None:
-            return super().out_of_bounds_normalized(x, margin)
-        span = np.asarray(self.pose_normalizer.span[:3], dtype=np.float64)
-        widest = float(span.max())
-        per_dim = np.where(span > 0, margin * widest / np.where(span > 0, span, 1.0), margin)
-        return np.asarray(np.any(np.abs(np.asarray(x)[:, :3]) > 1.0 + per_dim, axis=-1), dtype=bool)
 
     @property
     def depth_range_m(self) -> tuple[float, float] | None:

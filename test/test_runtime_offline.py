@@ -125,15 +125,23 @@ def test_record_names_the_bags_topics_of_the_type_and_the_flag(flight, tmp_path:
     bag, _ = flight
     with open_bag(bag) as r:
         images = sorted(t for t, i in r.topics.items() if i.msgtype == "sensor_msgs/msg/Image")
+        encodings = {t: next(iter(r.messages([t]))).msg.encoding for t in images}
+    assert encodings == {"/camera/image_raw": "rgb8", "/ground_truth/depth": "32FC1"}
     cfg = _record_cfg(tmp_path / "ds")
     cfg.topics.image = "/front/image_raw"  # not in the bag
-    with pytest.raises(BagError, match=r"not in bag; the bag's topics of that type: " + ", ".join(images) +
-                       r"; give the one to use with --topics.image TOPIC"):  # fmt: skip
+    # the camera input is offered the colour images, not the depth image (told apart by their encoding)
+    with pytest.raises(BagError, match=r"not in bag; the bag's topics of that type: /camera/image_raw \(rgb8\); give "
+                                       r"the one to use with --topics.image TOPIC"):  # fmt: skip
         run_recorder_bag(cfg, bag)
     cfg.topics.image = "/gps/fix"  # in the bag, of another type
     with pytest.raises(BagError, match=r"has type sensor_msgs/msg/NavSatFix, expected .*; the bag's topics of that "
-                                       r"type: " + ", ".join(images)):  # fmt: skip
+                                       r"type: /camera/image_raw \(rgb8\);"):  # fmt: skip
         run_recorder_bag(cfg, bag)
+    from pose2rgbd.runtime.offline import _topics_of_the_type
+
+    with open_bag(bag) as r:  # a depth input is offered the depth image
+        hint = _topics_of_the_type(r, ("sensor_msgs/msg/Image",), "topics.depth")
+        assert hint.startswith("the bag's topics of that type: /ground_truth/depth (32FC1); give"), hint
 
 
 def _record_cfg(dataset: Path | None) -> RecorderConfig:

@@ -202,13 +202,37 @@ def _kept_on(e: BaseException) -> bool:
     return isinstance(e, (KeyboardInterrupt, Pose2RGBDError, OSError))
 
 
+# the encodings of a depth image (REP-118: 32FC1 metres; 16UC1 millimetres)
+_DEPTH_ENCODINGS = ("32FC1", "16UC1")
+
+
+def _first_encoding(reader: BagReader, topic: str) -> str | None:
+    """The ``encoding`` of a sensor_msgs/Image topic's first message, None where it cannot be read."""
+    try:
+        for m in reader.messages([topic]):
+            return str(getattr(m.msg, "encoding", "")) or None
+    except BagError:
+        return None
+    return None
+
+
 def _topics_of_the_type(reader: BagReader, types: Sequence[str], key: str) -> str:
     """The bag's topics an input of ``types`` (config key ``key``) could take, and the flag that names one (the
-    node's flags are its config keys): the next step when its configured topic is not in the bag."""
+    node's flags are its config keys): the next step when its configured topic is not in the bag. Image topics are
+    told apart by their first message's encoding: a depth input (a key ending in ``depth``) is offered the depth
+    images, a camera input the others (all of them where that leaves none), each named with its encoding."""
     same = sorted(t for mt in types for t in reader.topics_of_type(mt))
     if not same:
         return "the bag has no topic of that type"
-    return f"the bag's topics of that type: {', '.join(same)}; give the one to use with --{key} TOPIC"
+    image = {t for t in same if reader.topics[t].msgtype == "sensor_msgs/msg/Image"}
+    enc = {t: _first_encoding(reader, t) for t in sorted(image)}
+    named = [f"{t} ({enc[t]})" if enc.get(t) else t for t in same]
+    if image:
+        want_depth = key.rsplit(".", 1)[-1].endswith("depth")
+        fits = [n for t, n in zip(same, named, strict=True)
+                if t not in image or (enc[t] in _DEPTH_ENCODINGS) == want_depth]  # fmt: skip
+        named = fits or named
+    return f"the bag's topics of that type: {', '.join(named)}; give the one to use with --{key} TOPIC"
 
 
 # what a bag without TF may carry poses as: a robot's odometry or a pose estimate, not the camera's pose in TF

@@ -125,7 +125,7 @@ def run_node_bag(
     tf_topic: str = TF_TOPIC,
     tf_static_topic: str = TF_STATIC_TOPIC,
     inputs: Sequence[str | Path] = (),
-    keep_on_interrupt: bool | None = None,
+    keep_partial: bool | None = None,
 ) -> RunStats:
     """Replay ``bag`` through the node of ``spec``; write what it publishes to the bag ``out`` (if given).
 
@@ -137,15 +137,15 @@ def run_node_bag(
         namespace: prefix for relative topic names (``rgb/image_raw`` -> ``/<ns>/rgb/image_raw``).
         inputs: other paths the run reads or writes in place (``out`` may not be, contain or lie inside them,
             nor ``bag``).
-        keep_on_interrupt: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note it
+        keep_partial: on Ctrl-C (KeyboardInterrupt) finish ``out`` with what was written so far (and note it
             for the CLI's message) instead of discarding it, and on an error partway (a corrupt chunk of the input:
             a pose2rgbd error or an OS error, once the node has produced a frame) too; default: for a node that
             records a dataset (``spec.dataset``, the record node: its dataset is kept as well, it is flushed frame
             by frame, and noted the same way). Another exception (a bug) discards ``out`` as before.
     """
     dataset = spec.dataset_dir(cfg)
-    if keep_on_interrupt is None:
-        keep_on_interrupt = bool(spec.dataset)
+    if keep_partial is None:
+        keep_partial = bool(spec.dataset)
     if dataset:  # checked before the replay, not at the first frame
         check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
         check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
@@ -170,7 +170,7 @@ def run_node_bag(
         stats = _run_node_bag(
             spec, cfg, bag, out, resources=resources, rate=rate, namespace=namespace, storage=storage,
             overwrite=overwrite, progress=progress, tf_topic=tf_topic, tf_static_topic=tf_static_topic,
-            inputs=inputs, keep_on_interrupt=keep_on_interrupt, resumed=resumed,
+            inputs=inputs, keep_partial=keep_partial, resumed=resumed,
         )  # fmt: skip
     except BaseException as e:
         try:
@@ -331,7 +331,7 @@ def _run_node_bag(
     tf_topic: str,
     tf_static_topic: str,
     inputs: Sequence[str | Path],
-    keep_on_interrupt: bool,
+    keep_partial: bool,
     resumed: str = "",
 ) -> RunStats:
     if not isinstance(cfg, spec.config):
@@ -434,7 +434,7 @@ def _run_node_bag(
             # BagWriter.close above, failing, has discarded the bag already (abort: nothing more to do)
             interrupted = isinstance(e, KeyboardInterrupt)
             produced = int(getattr(logic, "counters", {}).get("frames", 0)) > 0
-            if writer is not None and keep_on_interrupt and _kept_on(e) and (interrupted or produced):
+            if writer is not None and keep_partial and _kept_on(e) and (interrupted or produced):
                 _keep_bag(writer, out, interrupted=interrupted)
             elif writer is not None:
                 writer.abort()

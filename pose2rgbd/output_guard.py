@@ -17,6 +17,10 @@ without it every writer and command raises the same :class:`~pose2rgbd.errors.Ou
 message (``OUT exists; pass --overwrite to replace it (nothing was written)``). It first lets
 :func:`pose2rgbd.atomic.sweep_stale_siblings` put back an earlier output that a killed run had moved aside, so
 that the question is asked of what is really there.
+
+:func:`check_writable` asks the disk, before the work, whether the output can be written where it is to go (its folder
+takes a new file; no path above it is a file): a command that renders or localizes for minutes and then cannot write
+its output checks it first.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import errno
 import fnmatch
 import os
 import re
+import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import OutputError, OutputExistsError
 
 __all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_dir", "check_output",
-           "check_replaced_whole", "refuse_existing"]  # fmt: skip
+           "check_replaced_whole", "check_writable", "refuse_existing"]  # fmt: skip
 
 
 def _first_line(path: Path) -> str:
@@ -195,6 +201,48 @@ def check_links(path: str | Path, name: str = "output") -> None:
             raise OutputError(
                 f"{name} {p} {where} {what}; {fix}, or choose another {name} path (nothing was written)"
             ) from None
+
+
+def check_writable(path: str | Path, *, flag: str = "--out") -> None:
+    """Refuse an output that cannot be written where it is to go, before any work: the folder it goes into (or, where
+    that is still to be made, the nearest folder above it that exists) must let a file be made in it -- its writer
+    makes its hidden sibling there and renames it into place -- and no path above it may be a file. Tried, not
+    guessed from the mode bits: a temporary file is made there and closed (unnamed where the file system allows,
+    else removed at once: nothing is left beside the user's files), so a read-only file system, permissions, ACLs
+    and root's rights are the kernel's answer. ``flag``: the option that names the output, for the message (what to
+    do: choose another)."""
+    p = Path(path)
+    for anc in (p.parent, *p.parent.parents):
+        try:
+            st = os.stat(anc)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # still to be made (or under a file, named when the walk reaches it)
+        except OSError as e:
+            err = OutputError(f"output {p} cannot be written: {anc} cannot be reached ({e.strerror}); choose another "
+                              f"{flag} (nothing was written)")  # fmt: skip
+            err.says_what_to_do = True
+            raise err from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise OutputError(
+                f"output {p} cannot be written: {anc} is a file, not a folder; choose another {flag}, or move {anc} "
+                "away (nothing was written)"
+            )
+        try:
+            with tempfile.TemporaryFile(dir=anc):
+                pass
+        except OSError as e:
+            where = f"its folder {anc}" if anc == p.parent else f"{p.parent} would be made in {anc}, which"
+            if e.errno == errno.EROFS:
+                why, todo = "is on a read-only file system", f"choose another {flag} on a writable disk"
+            elif e.errno in (errno.EACCES, errno.EPERM):
+                why, todo = "is not writable", f"choose another {flag}, or make {anc} writable (e.g. chmod u+w {anc})"
+            else:
+                why, todo = "does not take a new file", f"choose another {flag}"
+            err = OutputError(f"output {p} cannot be written: {where} {why} ({e.strerror}); {todo} (nothing was "
+                              "written)")  # fmt: skip
+            err.says_what_to_do = True  # not also the CLI's advice for the OS error it wraps
+            raise err from e
+        return
 
 
 def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str) -> None:

@@ -161,10 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _check_file_out(
     out: Path, suffixes: tuple[str, ...], what: str, inputs: list[Any], overwrite: bool, first_lines: tuple[str, ...]
 ) -> None:
-    """Refuse ``out`` as a ``what`` file where it could destroy an input or a file of the user's: ``--overwrite``
-    replaces only an earlier one (its first line one of ``first_lines``, the headers pose2rgbd writes)."""
+    """Refuse ``out`` as a ``what`` file where it could destroy an input or a file of the user's (``--overwrite``
+    replaces only an earlier one: its first line one of ``first_lines``, the headers pose2rgbd writes), or where it
+    cannot be written (:func:`~pose2rgbd.output_guard.check_writable`); before the work."""
     from pose2rgbd.errors import ConfigError
-    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, check_writable, refuse_existing
 
     if not out.name.lower().endswith(suffixes):
         raise ConfigError(f"--out {out}: a {what} file ends in {', '.join(suffixes)}")
@@ -173,6 +174,7 @@ def _check_file_out(
     refuse_existing(out, overwrite=overwrite)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name (nothing was written)")
+    check_writable(out)  # a read-only folder, or a file where a folder should be: now, not after the work
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -276,7 +278,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
               f"inliers' raw information (too small) and nothing is flagged")  # fmt: skip
     s = run_sequence(loc, files, args.out, threshold=threshold, bit_depth=args.bit_depth,
                      progress=not args.no_progress)  # fmt: skip
-    print(f"{args.out}: {s.fixes} poses from {len(files)} images in {args.dir} against the map {args.map} "
+    print(f"{args.out}: {s.poses(args.out)} poses from {len(files)} images in {args.dir} against the map {args.map} "
           f"({method}; {'unordered' if args.no_sequence else 'a sequence in name order'}; world frame "
           f"{loc.world_frame})")  # fmt: skip
     datum = loc.map.datum if isinstance(loc.map, PlaceMap) else None
@@ -306,10 +308,8 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
 
         units = "m" if pose_units_of(loc.map.manifest) == "m" else "map units"
         print(f"  confidence: P(position error < {loc.calibration.confidence_model['bound_m']:.4g} {units})")
-    if s.no_fix:
-        print(f"  {sum(s.no_fix.values())} images without a fix:")
-        for reason, count in s.no_fix.most_common():
-            print(f"    {count:>6}  {reason}")
+    for line in s.left_out_lines(args.out):  # the images without a pose in the file, why, and where they are
+        print(line)
     if s.no_exif:
         print(f"  {no_exif_note(s.no_exif, len(files))}")
     return 0 if s.fixes else 1
@@ -350,7 +350,9 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
                                  bit_depth=args.bit_depth, progress=not args.no_progress, skipped=skipped):  # fmt: skip
         rows.add(pose)
     rows.write()
-    print(f"{args.out}: {rows.count} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
+    print(f"{args.out}: {rows.poses} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
+    if rows.left_out_line():
+        print(rows.left_out_line())
     if skipped:
         print(f"  skipped {len(skipped)} file(s) that are not usable images (no pose written for them):")
         for why in skipped[:20]:

@@ -210,8 +210,10 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
     """Refuse an output of :func:`render_trajectory` that would lose something: an existing folder or file that is
     not an earlier render (with or without ``overwrite``; a video without the pose table a render writes beside it
     is not one), or an earlier render without ``overwrite``. An empty folder is used. For a video, the pose table and
-    camera file beside it are checked too."""
-    from pose2rgbd.output_guard import FILE, RENDERS, OutputError, check_replaced_whole
+    camera file beside it are checked too. Then an output that cannot be written where it is to go (a read-only
+    folder, a file where a folder should be: :func:`~pose2rgbd.output_guard.check_writable`), which would fail only
+    once the model is loaded or every pose is rendered."""
+    from pose2rgbd.output_guard import FILE, RENDERS, OutputError, check_replaced_whole, check_writable
 
     out = Path(out)
     video = _is_video(out)
@@ -227,6 +229,7 @@ def check_render_output(out: str | Path, overwrite: bool) -> None:
         ((out, VIDEO), (poses_table_path(out), FILE), (camera_file_path(out), FILE)) if video else ((out, RENDERS),)
     ):
         check_replaced_whole(p, kind, overwrite=overwrite, holds="an earlier render" if p == out else "")
+    check_writable(out)  # the pose table and camera file of a video go into the same folder
 
 
 def render_trajectory(

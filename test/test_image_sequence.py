@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,197 @@ def test_localize_images_overwrite_replaces_only_an_earlier_poses_file(
         err = capsys.readouterr().err
         assert f"{mine} exists and is a file that is not a poses file" in err and "whose first line starts" in err, err
         assert mine.read_text() == "month,amount\njan,1200\n"
+
+
+COVERAGE_FLAG = ("beyond the map's coverage (3.1x the keyframe spacing in position, 3.4x in pose; calibrated up to "
+                 "2.0x / 2.5x)")  # fmt: skip
+FOCAL_FLAG = "camera focal: this fix's matches fit 1.31 x the given focal length"
+
+
+def _flagged_results() -> list[ImageResult]:
+    """Six images: a fix, two fixes the gate flags (one also by the camera check), one below a threshold of 0.5, one
+    without a fix, one unreadable file."""
+    return [
+        ImageResult(0, Path("a.png"), _fix(True, 1.0), "", True, 0.01),
+        ImageResult(1, Path("b.png"), _fix(True, 2.0, flag=COVERAGE_FLAG), "", True, 0.01),
+        ImageResult(2, Path("c.png"), _fix(True, 3.0, flag=f"{COVERAGE_FLAG}; {FOCAL_FLAG}"), "", True, 0.01),
+        ImageResult(3, Path("d.png"), _fix(True, 4.0, confidence=0.1), "", True, 0.01),
+        ImageResult(4, Path("e.png"), _fix(False, reason="too few inliers"), "", True, 0.01),
+        ImageResult(5, Path("f.png"), None, "f.png: not a decodable image", False, 0.01),
+    ]
+
+
+@pytest.mark.parametrize("name", ["poses.tum", "poses.csv"])
+def test_the_summary_says_which_images_have_no_pose_line_why_and_where_they_are(name: str, tmp_path: Path) -> None:
+    """A TUM file has no column for the flag: a fix out of distribution is a comment line there, not a pose. The
+    summary counts the poses the file holds as poses (a user counting its lines finds that many), says how many
+    images are comment lines instead and why -- the flagged fixes per kind of reason, without their figures, the
+    images without a fix per reason -- and where to see them (the comment lines; poses.csv's columns)."""
+    from pose2rgbd.inference.image_sequence import ood_kind
+
+    out = tmp_path / name
+    rows, summary = StructureRows(out, "map", threshold=0.5), SequenceSummary()
+    for r in _flagged_results():
+        flagged = rows.add(r)
+        summary.add(r, flagged, ood_kind(r.fix, 0.5) if flagged and r.fix is not None else "")
+    rows.write()
+    lines = out.read_text().splitlines()
+    text = "\n".join(summary.left_out_lines(out))
+    assert (summary.fixes, summary.flagged) == (4, 3)
+    assert summary.flagged_why == {"beyond the map's coverage": 1, "beyond the map's coverage; camera focal": 1,
+                                   "confidence below 0.5": 1}  # fmt: skip
+    assert "3 fix(es) out of distribution" in text and "beyond the map's coverage; camera focal" in text
+    assert "2 images without a fix" in text and "too few inliers" in text and "unreadable file" in text
+    if name.endswith(".tum"):
+        poses = [line for line in lines if not line.startswith("#")]
+        assert summary.poses(out) == len(poses) == 1  # the one unflagged fix
+        assert len(lines) - 1 - len(poses) == 5  # the header, the pose, five comment lines
+        assert f"5 of the 6 images are comment lines in {out}, not poses: 3 fix(es) out of distribution, 2 without " \
+               "a fix" in text, text  # fmt: skip
+        assert f"--out {tmp_path / 'poses.csv'} keeps every image as a row" in text
+        assert "each a comment line '# INDEX NAME: out of distribution (WHY): INDEX tx ty tz qx qy qz qw'" in text
+        assert "each a comment line '# INDEX NAME: no fix (REASON)'" in text
+    else:
+        assert summary.poses(out) == 4 and len(lines) == 7  # every image a row; the flagged fixes keep their pose
+        assert "comment line" not in text
+        assert "3 fix(es) out of distribution, rows with out_of_distribution true, why in the flag column:" in text
+        assert "2 images without a fix:" in text
+    summary_ok = SequenceSummary()
+    summary_ok.add(_flagged_results()[0])
+    assert summary_ok.left_out_lines(out) == [] and summary_ok.poses(out) == 1
+
+
+def test_the_model_rows_count_the_poses_a_tum_file_holds_as_comment_lines(tmp_path: Path) -> None:
+    """An image -> pose model's poses below a calibration's threshold: comment lines in TUM, not poses, and the
+    summary's line says how many, why and where; in poses.csv they are rows with out_of_distribution true."""
+    for name in ("m.tum", "m.csv"):
+        rows = ModelRows(tmp_path / name, "map", threshold=0.5)
+        for k, c in enumerate((0.9, 0.25, 0.1)):
+            rows.add(ModelPose(k, f"{k}.png", np.eye(4), c))
+        rows.write()
+        lines = (tmp_path / name).read_text().splitlines()
+        line = rows.left_out_line()
+        assert rows.count == 3 and "confidence below 0.5, the calibration's threshold" in line
+        if name == "m.tum":
+            assert rows.poses == 1 == len([x for x in lines if not x.startswith("#")])
+            assert f"2 pose(s) out of distribution (confidence below 0.5, the calibration's threshold) are comment " \
+                   f"lines in {tmp_path / name}, not poses" in line  # fmt: skip
+            assert f"--out {tmp_path / 'm.csv'} keeps them as rows" in line
+        else:
+            assert rows.poses == 3 and line.endswith("2 pose(s) (confidence below 0.5, the calibration's threshold), "
+                                                     "rows with out_of_distribution true")  # fmt: skip
+    assert ModelRows(tmp_path / "n.tum", "map").left_out_line() == ""
+
+
+@pytest.mark.parametrize("name", ["poses.tum", "poses.csv"])
+def test_localize_images_summary_says_how_many_fixes_are_comment_lines_and_why(
+    name: str, map_world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`localize images --map M --out poses.tum`: a fix the localizer flags (here: beyond the map's coverage) is a
+    comment line, not a pose; the summary counts the poses the file holds, and says how many images were left out of
+    the trajectory that way, why, and where to see them. With poses.csv the flagged fix keeps its pose in its row."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.structure import StructureLocalizer
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 0)[:3]):  # the map's own frames: each one a fix
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    (folder / "f03.png").write_bytes(b"not a png")
+    real = StructureLocalizer.localize_one
+    calls: list[Fix] = []
+
+    def flag_the_second(self: StructureLocalizer, image: np.ndarray, *a: object, **k: object) -> Fix:
+        fix = real(self, image, *a, **k)
+        calls.append(fix)
+        if len(calls) == 2:  # as the gate flags a fix beyond the map's coverage (finish_fix)
+            assert fix.ok
+            fix.flag = COVERAGE_FLAG
+        return fix
+
+    monkeypatch.setattr(StructureLocalizer, "localize_one", flag_the_second)
+    out = tmp_path / name
+    capsys.readouterr()
+    assert main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(out),
+                 "--no-sequence", "--no-progress"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    lines = out.read_text().splitlines()[1:]
+    assert len(calls) == 3 and all(f.ok for f in calls) and len(lines) == 4  # a line per image
+    if name.endswith(".tum"):
+        poses = [line for line in lines if not line.startswith("#")]
+        assert len(poses) == 2 and lines[1].startswith("# 1 f01.png: out of distribution (beyond the map's coverage")
+        assert f"{out}: 2 poses from 4 images" in text, text
+        assert f"2 of the 4 images are comment lines in {out}, not poses: 1 fix(es) out of distribution, 1 without " \
+               "a fix" in text, text  # fmt: skip
+        assert "1 fix(es) out of distribution, each a comment line '# INDEX NAME: out of distribution (WHY)" in text
+        assert "1 images without a fix, each a comment line '# INDEX NAME: no fix (REASON)'" in text
+    else:
+        assert f"{out}: 3 poses from 4 images" in text, text
+        assert "1 fix(es) out of distribution, rows with out_of_distribution true, why in the flag column:" in text
+        assert "comment line" not in text
+    assert re.search(r"\n +1  beyond the map's coverage\n", text), text
+    assert re.search(r"\n +1  unreadable file\n", text), text
+
+
+def _unwritable_output(fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Path, str]:
+    """An output path that cannot be written for ``fault``, and what its error must say: its folder a file (root too
+    cannot write there), a folder without write permission (not for root: root ignores permissions), or a read-only
+    file system (the kernel's EROFS, raised where a file is made)."""
+    import errno
+    import tempfile
+
+    if fault == "folder is a file":
+        (tmp_path / "results").write_text("my notes\n")
+        return tmp_path / "results" / name, f"{tmp_path / 'results'} is a file, not a folder; choose another --out"
+    if fault == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder: permissions do not stop it")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro / name, f"its folder {ro} is not writable (Permission denied); choose another --out, or make {ro} "
+    real = tempfile.TemporaryFile
+
+    def read_only(*a: object, **k: object) -> object:
+        if str(k.get("dir", "")).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(k["dir"]))
+        return real(*a, **k)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    says = f"{tmp_path / 'out'} would be made in {tmp_path}, which is on a read-only file system"
+    return tmp_path / "out" / name, says
+
+
+@pytest.mark.parametrize("fault", ["folder is a file", "read-only folder", "read-only file system"])
+@pytest.mark.parametrize("method", ["structure", "posegan"])
+def test_localize_images_refuses_an_output_it_cannot_write_before_the_work(
+    fault: str, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output whose folder is a file, is read-only, or lies on a read-only file system: refused before the map or
+    the model is loaded or any image is read (before: the error came after every image was localized, or as a
+    traceback), naming the path, the problem and what to do; nothing is written."""
+    import pose2rgbd.inference as inference
+    import pose2rgbd.inference.image_sequence as image_sequence
+    import pose2rgbd.inference.structure_load as structure_load
+    from pose2rgbd.cli.main import main
+
+    def never(*a: object, **k: object) -> None:
+        raise AssertionError("the work started before the output was checked")
+
+    for module, name in ((structure_load, "load_structure_localizer"), (inference, "load_engine"),
+                         (image_sequence, "list_images")):  # fmt: skip
+        monkeypatch.setattr(module, name, never)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"an image")
+    out, says = _unwritable_output(fault, tmp_path, monkeypatch, "poses.tum")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    by = ["--map", str(tmp_path / "map")] if method == "structure" else ["--checkpoint", str(tmp_path / "m.pt")]
+    capsys.readouterr()
+    assert main(["localize", "images", str(folder), *by, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"pose2rgbd localize: error: output {out} cannot be written: " in err and says in err, err
+    assert err.rstrip().endswith("(nothing was written)") and "Traceback" not in err  # one instruction, no more
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

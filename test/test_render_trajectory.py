@@ -594,3 +594,63 @@ def test_a_mount_point_as_the_output_is_refused_before_the_work(
             DatasetWriter(usb, None, overwrite=ow)
     assert refuse_existing(usb, overwrite=True, renamed_into_place=False) == usb
     assert list(usb.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["folder is a file", "read-only folder", "read-only file system"])
+@pytest.mark.parametrize("name", ["frames", "v.mp4"])
+def test_an_output_it_cannot_write_is_refused_before_the_checkpoint_is_loaded(
+    fault: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`render trajectory --out` in a folder that is a file, is read-only, or lies on a read-only file system: refused
+    before the checkpoint is loaded or a pose rendered (before: after the model was loaded, as a traceback where the
+    folder was a file), naming the path, the problem and what to do; nothing is written. The library's
+    render_trajectory refuses it before its engine renders anything."""
+    import errno
+    import os
+    import tempfile
+
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.errors import OutputError
+    from pose2rgbd.evaluation.trajectory import render_trajectory
+    from pose2rgbd.inference import RenderEngine
+
+    traj = _write_tum(tmp_path / "gt.txt", _route(2), T0_S + 0.1 * np.arange(2))
+    if fault == "folder is a file":
+        (tmp_path / "renders").write_text("my notes\n")
+        out, says = tmp_path / "renders" / name, f"{tmp_path / 'renders'} is a file, not a folder; choose another --out"
+    elif fault == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder: permissions do not stop it")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out, says = ro / name, f"its folder {ro} is not writable (Permission denied); choose another --out, or make"
+    else:
+        real = tempfile.TemporaryFile
+
+        def read_only(*a: object, **k: object) -> object:
+            if str(k.get("dir", "")).startswith(str(tmp_path)):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(k["dir"]))
+            return real(*a, **k)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+        out, says = tmp_path / name, f"its folder {tmp_path} is on a read-only file system"
+
+    def never(*a: object, **k: object) -> None:
+        raise AssertionError("the checkpoint was loaded before the output was checked")
+
+    monkeypatch.setattr(RenderEngine, "from_config", never)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert _render(tmp_path / "m.pt", traj, out) == 2
+    err = capsys.readouterr().err
+    assert f"pose2rgbd render: error: output {out} cannot be written: " in err and says in err, err
+    assert err.rstrip().endswith("(nothing was written)") and "Traceback" not in err  # one instruction, no more
+
+    class Engine(_Ok):
+        def render(self, T: np.ndarray) -> object:
+            raise AssertionError("rendered before the output was checked")
+
+    with pytest.raises(OutputError, match="cannot be written"):
+        render_trajectory(Engine(), read_trajectory(traj), out, progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -8,8 +8,10 @@ and the summary (``pose2rgbd localize images``; the command only parses, loads, 
   :class:`ImageResult` per file, with its time; :func:`localize_batches`: an image -> pose model over the files in
   batches;
 * :class:`StructureRows` / :class:`ModelRows`: the output rows (CSV or TUM by the file's suffix), written atomically;
-* :class:`SequenceSummary`: fixes, images without a fix per reason, fixes flagged out of distribution, time per
-  image (p50 / p99), the photos ``--camera exif`` found no focal length in.
+* :class:`SequenceSummary`: fixes, images without a fix per reason, fixes flagged out of distribution per kind of
+  reason (:func:`ood_kind`), time per image (p50 / p99), the photos ``--camera exif`` found no focal length in; the
+  lines that say which images a TUM trajectory holds as comment lines instead of poses
+  (:meth:`SequenceSummary.left_out_lines`).
 
 The localize node (``localize bag``, ``ros2 run``) takes images one at a time from messages: it shares the
 localizer (:meth:`StructureLocalizer.localize_one`, whose previous-fix prior is the same), the out-of-distribution
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -238,6 +241,24 @@ TUM_HEADER = "# index tx ty tz qx qy qz qw"
 POSES_FIRST_LINES = (CSV_MODEL, TUM_HEADER)
 
 
+def ood_kind(fix: Fix, threshold: float | None) -> str:
+    """Why a fix out of distribution is (:meth:`Fix.out_of_distribution`), without its figures, as the summary counts
+    it: the kinds of its flag (the gate's ``beyond the map's coverage`` or ``weak geometry``, the camera check's
+    ``camera focal``; several joined by ``; ``), else ``confidence below T`` (``threshold``: a calibration file's)."""
+    if not fix.flag:
+        return f"confidence below {threshold:g}" if threshold is not None else "out of distribution"
+    kinds: list[str] = []
+    depth, start = 0, 0
+    for k, ch in enumerate(fix.flag + ";"):  # the reasons flag_fix joined with "; " (outside their parentheses)
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth <= 0:
+            kind = re.split(r" \(|:", fix.flag[start:k], maxsplit=1)[0].strip()
+            if kind and kind not in kinds:
+                kinds.append(kind)
+            start = k + 1
+    return "; ".join(kinds) or fix.flag
+
+
 class StructureRows:
     """The rows of a structure localizer's sequence: poses.csv (:data:`CSV_STRUCTURE`; a row per image in name
     order, empty pose fields and the reason without a fix) or TUM (a line per fix, a comment line per image
@@ -294,20 +315,41 @@ class ModelRows:
             if self.tum
             else [CSV_MODEL]
         )
-        self.count = 0
+        self.count = 0  # images with a pose
+        self.ood = 0  # ... out of distribution (below the threshold): a TUM file's comment lines, not poses
+
+    @property
+    def poses(self) -> int:
+        """The poses the file holds as poses (TUM: not those out of distribution, which are comment lines)."""
+        return self.count - self.ood if self.tum else self.count
+
+    def left_out_line(self) -> str:
+        """The summary's line on the poses out of distribution: how many, why, and where they are -- a TUM file's
+        comment lines (it has no column for the flag), poses.csv's out_of_distribution column; "" where none is."""
+        if self.threshold is None or not self.ood:
+            return ""
+        why = f"confidence below {self.threshold:g}, the calibration's threshold"
+        if not self.tum:
+            return f"  out of distribution: {self.ood} pose(s) ({why}), rows with out_of_distribution true"
+        return (f"  {self.ood} pose(s) out of distribution ({why}) are comment lines in {self.out}, not poses "
+                "('# INDEX NAME: out of distribution (WHY): INDEX tx ty tz qx qy qz qw'; a TUM line has no column for "
+                f"the flag); --out {self.out.with_suffix('.csv')} keeps them as rows, out_of_distribution "
+                "true")  # fmt: skip
 
     def add(self, p: ModelPose) -> None:
         pose = pose_fields(p.T_world_cam)
         self.count += 1
+        ood = self.threshold is not None and p.confidence < self.threshold
+        self.ood += int(ood)
         if self.tum:
             line = f"{p.index} {pose.replace(',', ' ')}"
-            if self.threshold is not None and p.confidence < self.threshold:
+            if ood:
                 why = f"confidence {p.confidence:.3g} below {self.threshold:g}"
                 line = f"# {p.index} {p.name}: out of distribution ({why}): {line}"
             self.lines.append(line)
         else:
-            ood = "" if self.threshold is None else str(p.confidence < self.threshold).lower()
-            self.lines.append(f"{csv_name(p.name)},{pose},{p.confidence!r},{ood}")
+            column = "" if self.threshold is None else str(ood).lower()
+            self.lines.append(f"{csv_name(p.name)},{pose},{p.confidence!r},{column}")
 
     def write(self) -> Path:
         return write_text_atomic(self.out, "\n".join(self.lines) + "\n")
@@ -324,8 +366,10 @@ class SequenceSummary:
     no_fix: Counter[str] = field(default_factory=Counter)
     seconds: list[float] = field(default_factory=list)
     no_exif: list[str] = field(default_factory=list)  # --camera exif: the photos without a usable EXIF focal
+    flagged_why: Counter[str] = field(default_factory=Counter)  # the flagged fixes per kind of reason (ood_kind)
 
-    def add(self, r: ImageResult, flagged: bool = False) -> None:
+    def add(self, r: ImageResult, flagged: bool = False, why: str = "") -> None:
+        """Count ``r``; ``flagged``: its fix is out of distribution, ``why`` the kind of reason (:func:`ood_kind`)."""
         self.images += 1
         self.seconds.append(r.seconds)
         if r.no_exif:
@@ -333,8 +377,39 @@ class SequenceSummary:
         if r.ok:
             self.fixes += 1
             self.flagged += int(flagged)
+            if flagged:
+                self.flagged_why[why or "out of distribution"] += 1
         else:
             self.no_fix[r.summary_reason] += 1
+
+    def poses(self, out: Path) -> int:
+        """The poses the rows at ``out`` hold as poses: every fix in poses.csv; in a TUM trajectory not the fixes out
+        of distribution, which are comment lines there."""
+        return self.fixes - self.flagged if is_tum(out) else self.fixes
+
+    def left_out_lines(self, out: Path) -> list[str]:
+        """The summary's lines on the images a trajectory at ``out`` holds no pose for, and why: the fixes out of
+        distribution per kind of reason and the images without a fix per reason, each block saying where to see
+        them -- a TUM file's comment lines (it has no column for the flag or the reason), poses.csv's
+        out_of_distribution / flag and reason columns."""
+        lines: list[str] = []
+        missing = sum(self.no_fix.values())
+        if is_tum(out) and self.flagged + missing:
+            lines.append(
+                f"  {self.flagged + missing} of the {self.images} images are comment lines in {out}, not poses: "
+                f"{self.flagged} fix(es) out of distribution, {missing} without a fix (a TUM line has no column for "
+                f"the flag or the reason); --out {out.with_suffix('.csv')} keeps every image as a row"
+            )
+        if self.flagged:
+            where = ("each a comment line '# INDEX NAME: out of distribution (WHY): INDEX tx ty tz qx qy qz qw'"
+                     if is_tum(out) else "rows with out_of_distribution true, why in the flag column")  # fmt: skip
+            lines.append(f"  {self.flagged} fix(es) out of distribution, {where}:")
+            lines += [f"    {count:>6}  {why}" for why, count in self.flagged_why.most_common()]
+        if missing:
+            where = ", each a comment line '# INDEX NAME: no fix (REASON)'" if is_tum(out) else ""
+            lines.append(f"  {missing} images without a fix{where}:")
+            lines += [f"    {count:>6}  {reason}" for reason, count in self.no_fix.most_common()]
+        return lines
 
     def percentile_ms(self, q: float) -> float:
         """The ``q`` percentile of the time per image, milliseconds (NaN without images)."""
@@ -355,6 +430,7 @@ def run_sequence(
     rows = StructureRows(out, localizer.world_frame, threshold)
     summary = SequenceSummary()
     for r in localize_sequence(localizer, files, bit_depth=bit_depth, progress=progress):
-        summary.add(r, rows.add(r))
+        flagged = rows.add(r)
+        summary.add(r, flagged, ood_kind(r.fix, threshold) if flagged and r.fix is not None else "")
     rows.write()
     return summary

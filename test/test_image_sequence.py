@@ -407,3 +407,75 @@ def test_localize_images_refuses_an_output_it_cannot_write_before_the_work(
     assert f"pose2rgbd localize: error: output {out} cannot be written: " in err and says in err, err
     assert err.rstrip().endswith("(nothing was written)") and "Traceback" not in err  # one instruction, no more
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["poses.tum", "poses.csv"])
+def test_ctrl_c_keeps_the_images_localized_so_far(
+    name: str, map_world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during `localize images`: the rows of the images done so far are written (a TUM file says where it
+    stopped) and the message names them; an earlier output is never replaced by part of a new one."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.structure import StructureLocalizer
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 0)[:4]):
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    real = StructureLocalizer.localize_one
+    calls = [0]
+
+    def ctrl_c_at_the_third(self: StructureLocalizer, image: np.ndarray, *a: object, **k: object) -> Fix:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real(self, image, *a, **k)
+
+    monkeypatch.setattr(StructureLocalizer, "localize_one", ctrl_c_at_the_third)
+    out = tmp_path / name
+    args = ["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(out), "--no-sequence",
+            "--no-progress"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; kept {out} (2 of 4 images localized, in name order; to localize them all, run the command " \
+           "again with --overwrite)" in err, err  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 + 2 + (1 if name.endswith(".tum") else 0), lines  # the header, two images
+    if name.endswith(".tum"):
+        assert lines[-1] == "# interrupted after 2 of 4 images (in name order); the rest were not localized"
+    else:
+        assert [row["image"] for row in csv.DictReader(lines)] == ["f00.png", "f01.png"]
+    # again with --overwrite, interrupted again: the earlier (partial) output stays as it was
+    before = out.read_bytes()
+    calls[0] = 0
+    assert main([*args, "--overwrite"]) == 130
+    assert "nothing half-written was kept" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def test_keep_interrupted_writes_a_models_rows_only_where_nothing_was(tmp_path: Path) -> None:
+    """The image -> pose model's rows (`localize images --checkpoint`) kept on Ctrl-C the same way: written where
+    nothing was, noted for the message; not before the first image, never over an earlier output."""
+    from pose2rgbd.atomic import take_kept
+    from pose2rgbd.inference.image_sequence import ModelPose, ModelRows, keep_interrupted
+
+    take_kept()
+    out = tmp_path / "poses.tum"
+    rows = ModelRows(out, "map")
+    keep_interrupted(rows, 0, 5)
+    assert not out.exists() and take_kept() == []
+    rows.add(ModelPose(0, "a.png", np.eye(4), 0.9))
+    keep_interrupted(rows, 1, 5)
+    assert out.read_text().splitlines()[-2:] == [
+        "0 0.0 0.0 0.0 0.0 0.0 0.0 1.0",
+        "# interrupted after 1 of 5 images (in name order); the rest were not localized",
+    ]
+    assert take_kept() == [f"{out} (1 of 5 images localized, in name order; to localize them all, run the command "
+                           "again with --overwrite)"]  # fmt: skip
+    before = out.read_bytes()
+    rows.add(ModelPose(1, "b.png", np.eye(4), 0.9))
+    keep_interrupted(rows, 2, 5)  # an earlier output is there: left as it was
+    assert out.read_bytes() == before and take_kept() == []

@@ -329,7 +329,7 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
     from pose2rgbd.errors import CheckpointError, ConfigError
     from pose2rgbd.inference import LocalizeEngine, load_engine
     from pose2rgbd.inference.calibration import load_calibration
-    from pose2rgbd.inference.image_sequence import ModelRows, localize_batches
+    from pose2rgbd.inference.image_sequence import ModelRows, keep_interrupted, localize_batches
 
     need_checkpoint(cfg)
     if args.batch < 1:
@@ -346,9 +346,14 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
         )
     rows = ModelRows(args.out, engine.world_frame, threshold)
     skipped: list[str] = []
-    for pose in localize_batches(engine, files, batch=args.batch, crop_scale=args.crop_scale,
-                                 bit_depth=args.bit_depth, progress=not args.no_progress, skipped=skipped):  # fmt: skip
-        rows.add(pose)
+    try:
+        for pose in localize_batches(engine, files, batch=args.batch, crop_scale=args.crop_scale,
+                                     bit_depth=args.bit_depth, progress=not args.no_progress,
+                                     skipped=skipped):  # fmt: skip
+            rows.add(pose)
+    except KeyboardInterrupt:
+        keep_interrupted(rows, rows.count + len(skipped), len(files))
+        raise
     rows.write()
     print(f"{args.out}: {rows.poses} poses from {len(files)} images in {args.dir} (world frame {engine.world_frame})")
     if rows.left_out_line():

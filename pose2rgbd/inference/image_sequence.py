@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pose2rgbd.atomic import write_text_atomic
+from pose2rgbd.atomic import note_kept, write_text_atomic
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.exif import exif_camera
 from pose2rgbd.inference.query_camera import unknown_camera_warning
@@ -429,8 +429,28 @@ def run_sequence(
     are done); the summary."""
     rows = StructureRows(out, localizer.world_frame, threshold)
     summary = SequenceSummary()
-    for r in localize_sequence(localizer, files, bit_depth=bit_depth, progress=progress):
-        flagged = rows.add(r)
-        summary.add(r, flagged, ood_kind(r.fix, threshold) if flagged and r.fix is not None else "")
+    done = 0
+    try:
+        for r in localize_sequence(localizer, files, bit_depth=bit_depth, progress=progress):
+            flagged = rows.add(r)
+            summary.add(r, flagged, ood_kind(r.fix, threshold) if flagged and r.fix is not None else "")
+            done += 1
+    except KeyboardInterrupt:
+        keep_interrupted(rows, done, len(files))
+        raise
     rows.write()
     return summary
+
+
+def keep_interrupted(rows: StructureRows | ModelRows, done: int, total: int) -> None:
+    """On Ctrl-C: the rows of the ``done`` images localized so far written to ``rows.out`` (a TUM file ends in a
+    comment line saying so; a CSV stays a plain table) and noted for the CLI's message, where nothing was there
+    before: an earlier output is never replaced by part of a new one, and nothing is written before the first
+    image."""
+    if done == 0 or rows.out.exists():
+        return
+    if rows.tum:
+        rows.lines.append(f"# interrupted after {done} of {total} images (in name order); the rest were not localized")
+    rows.write()
+    note_kept(f"{rows.out} ({done} of {total} images localized, in name order; to localize them all, run the "
+              "command again with --overwrite)")  # fmt: skip

@@ -73,7 +73,7 @@ def test_structure_rows_csv_and_summary(tmp_path: Path) -> None:
     assert table[3]["reason"] == "too few inliers" and table[3]["inliers"] == "5" and table[3]["tx"] == ""
     assert table[4]["reason"] == "f.png: not a decodable image" and table[4]["inliers"] == "0"
     assert (summary.images, summary.fixes, summary.flagged) == (6, 3, 2)
-    assert summary.no_fix == {"too few inliers": 1, "unreadable file": 1, "image not usable": 1}
+    assert summary.no_fix == {"too few inliers": 1, "unreadable file": 1, "image not usable: another aspect ratio": 1}
     assert summary.percentile_ms(50) == pytest.approx(15.0) and summary.percentile_ms(99) > 30.0
 
 
@@ -479,3 +479,35 @@ def test_keep_interrupted_writes_a_models_rows_only_where_nothing_was(tmp_path: 
     rows.add(ModelPose(1, "b.png", np.eye(4), 0.9))
     keep_interrupted(rows, 2, 5)  # an earlier output is there: left as it was
     assert out.read_bytes() == before and take_kept() == []
+
+
+def test_an_image_of_another_aspect_ratio_is_refused_without_the_unknown_camera_warning(
+    map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 3:2 photo against a map of another aspect ratio (square), no --camera: it is refused (its row and the console
+    say why), not first announced as "taken as the map's camera scaled to its size"; an image of the map's aspect
+    ratio gets that warning."""
+    import logging
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rgb = ds.read_rgb(int(np.flatnonzero(ds.frames.source_id == 0)[0]))
+    assert rgb.shape[0] == rgb.shape[1]
+    cv2.imwrite(str(folder / "wide.png"), cv2.resize(rgb, (240, 160))[..., ::-1])
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(tmp_path / "p.csv"),
+              "--no-progress"])  # fmt: skip
+    assert not [r for r in caplog.records if "query camera not given" in r.getMessage()]
+    text = capsys.readouterr().out
+    assert "image not usable: the image is 240x160 and the map's camera is" in text and "aspect ratio" in text, text
+    cv2.imwrite(str(folder / "wide.png"), rgb[..., ::-1])  # the map's own size: taken as its camera, and warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(tmp_path / "q.csv"),
+              "--no-progress"])  # fmt: skip
+    assert [r for r in caplog.records if "query camera not given" in r.getMessage()]

@@ -118,10 +118,15 @@ class ImageResult:
 
     @property
     def summary_reason(self) -> str:
-        """The reason as counted in the summary (the localizer's, or a kind: unreadable file / image not usable)."""
+        """The reason as counted in the summary: the localizer's, or a kind: an unreadable file, or an image not
+        usable with why (its row's reason without the file's name: images of one size refused for one reason are
+        counted together, and the console says why, not only that)."""
         if self.fix is not None:
             return self.fix.reason
-        return "image not usable" if self.readable else "unreadable file"
+        if not self.readable:
+            return "unreadable file"
+        why = self.why.split(": ", 1)[1] if self.why.startswith(f"{self.path.name}: ") else self.why
+        return f"image not usable: {why}" if why else "image not usable"
 
 
 def localize_sequence(

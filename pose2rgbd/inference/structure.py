@@ -486,13 +486,15 @@ class StructureLocalizer:
         geo = self._geometry.get((w, h))
         if geo is not None:
             return geo
+        geo = query_geometry(w, h, lens=self.query_lens, intrinsics=self.query_intrinsics, camera=self.query_camera,
+                             map_camera=self.map.camera(0), map_hw=self.map.image_hw,
+                             fit_to_map=self.cfg.fit_to_map)  # fmt: skip
+        # warned once the map's camera is taken for the query (after the geometry: an image of another aspect
+        # ratio is refused with its own message, and is not taken as the map's camera scaled)
         unknown = self._camera_unknown() and not self.camera_expected
         if unknown and not self._warned_camera and not self.use_exif:  # exif: its own
             self._warned_camera = True
             log.warning(unknown_camera_warning(self.map, w, h))
-        geo = query_geometry(w, h, lens=self.query_lens, intrinsics=self.query_intrinsics, camera=self.query_camera,
-                             map_camera=self.map.camera(0), map_hw=self.map.image_hw,
-                             fit_to_map=self.cfg.fit_to_map)  # fmt: skip
         self._geometry[(w, h)] = geo
         return geo
 

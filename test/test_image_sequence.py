@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from unwritable_outputs import FAULTS, unwritable_output
 
 from pose2rgbd.inference.calibration import compute_calibration, save_calibration
 from pose2rgbd.inference.image_sequence import (
@@ -347,36 +348,7 @@ def test_localize_images_summary_says_how_many_fixes_are_comment_lines_and_why(
     assert re.search(r"\n +1  unreadable file\n", text), text
 
 
-def _unwritable_output(fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Path, str]:
-    """An output path that cannot be written for ``fault``, and what its error must say: its folder a file (root too
-    cannot write there), a folder without write permission (not for root: root ignores permissions), or a read-only
-    file system (the kernel's EROFS, raised where a file is made)."""
-    import errno
-    import tempfile
-
-    if fault == "folder is a file":
-        (tmp_path / "results").write_text("my notes\n")
-        return tmp_path / "results" / name, f"{tmp_path / 'results'} is a file, not a folder; choose another --out"
-    if fault == "read-only folder":
-        if os.geteuid() == 0:
-            pytest.skip("root writes into a read-only folder: permissions do not stop it")
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        return ro / name, f"its folder {ro} is not writable (Permission denied); choose another --out, or make {ro} "
-    real = tempfile.TemporaryFile
-
-    def read_only(*a: object, **k: object) -> object:
-        if str(k.get("dir", "")).startswith(str(tmp_path)):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(k["dir"]))
-        return real(*a, **k)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    says = f"{tmp_path / 'out'} would be made in {tmp_path}, which is on a read-only file system"
-    return tmp_path / "out" / name, says
-
-
-@pytest.mark.parametrize("fault", ["folder is a file", "read-only folder", "read-only file system"])
+@pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("method", ["structure", "posegan"])
 def test_localize_images_refuses_an_output_it_cannot_write_before_the_work(
     fault: str, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -398,7 +370,7 @@ def test_localize_images_refuses_an_output_it_cannot_write_before_the_work(
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"an image")
-    out, says = _unwritable_output(fault, tmp_path, monkeypatch, "poses.tum")
+    out, says = unwritable_output(fault, tmp_path, monkeypatch, "poses.tum", folder="results", nested=True)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     by = ["--map", str(tmp_path / "map")] if method == "structure" else ["--checkpoint", str(tmp_path / "m.pt")]
     capsys.readouterr()

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from unwritable_outputs import FAULTS, unwritable_output
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera
@@ -596,7 +597,7 @@ def test_a_mount_point_as_the_output_is_refused_before_the_work(
     assert list(usb.iterdir()) == []
 
 
-@pytest.mark.parametrize("fault", ["folder is a file", "read-only folder", "read-only file system"])
+@pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("name", ["frames", "v.mp4"])
 def test_an_output_it_cannot_write_is_refused_before_the_checkpoint_is_loaded(
     fault: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -605,9 +606,6 @@ def test_an_output_it_cannot_write_is_refused_before_the_checkpoint_is_loaded(
     before the checkpoint is loaded or a pose rendered (before: after the model was loaded, as a traceback where the
     folder was a file), naming the path, the problem and what to do; nothing is written. The library's
     render_trajectory refuses it before its engine renders anything."""
-    import errno
-    import os
-    import tempfile
 
     from pose2rgbd.convert.trajectories import read_trajectory
     from pose2rgbd.errors import OutputError
@@ -615,26 +613,7 @@ def test_an_output_it_cannot_write_is_refused_before_the_checkpoint_is_loaded(
     from pose2rgbd.inference import RenderEngine
 
     traj = _write_tum(tmp_path / "gt.txt", _route(2), T0_S + 0.1 * np.arange(2))
-    if fault == "folder is a file":
-        (tmp_path / "renders").write_text("my notes\n")
-        out, says = tmp_path / "renders" / name, f"{tmp_path / 'renders'} is a file, not a folder; choose another --out"
-    elif fault == "read-only folder":
-        if os.geteuid() == 0:
-            pytest.skip("root writes into a read-only folder: permissions do not stop it")
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        out, says = ro / name, f"its folder {ro} is not writable (Permission denied); choose another --out, or make"
-    else:
-        real = tempfile.TemporaryFile
-
-        def read_only(*a: object, **k: object) -> object:
-            if str(k.get("dir", "")).startswith(str(tmp_path)):
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(k["dir"]))
-            return real(*a, **k)  # type: ignore[call-overload]
-
-        monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-        out, says = tmp_path / name, f"its folder {tmp_path} is on a read-only file system"
+    out, says = unwritable_output(fault, tmp_path, monkeypatch, name, folder="renders", nested=False)
 
     def never(*a: object, **k: object) -> None:
         raise AssertionError("the checkpoint was loaded before the output was checked")

@@ -483,3 +483,36 @@ def test_an_image_of_another_aspect_ratio_is_refused_without_the_unknown_camera_
         main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(tmp_path / "q.csv"),
               "--no-progress"])  # fmt: skip
     assert [r for r in caplog.records if "query camera not given" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", ["poses.tum", "poses.csv"])
+def test_a_trajectory_without_a_pose_exits_1(
+    name: str, map_world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every fix flagged out of distribution: a TUM file holds no pose (each is a comment line), so the command
+    exits 1 as when no image has a fix; poses.csv keeps the flagged poses as rows and exits 0."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.inference.structure import StructureLocalizer
+
+    ds = Dataset(map_world["dataset"])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, i in enumerate(np.flatnonzero(ds.frames.source_id == 0)[:2]):
+        cv2.imwrite(str(folder / f"f{k:02d}.png"), ds.read_rgb(int(i))[..., ::-1])
+    real = StructureLocalizer.localize_one
+
+    def flag_all(self: StructureLocalizer, image: np.ndarray, *a: object, **k: object) -> Fix:
+        fix = real(self, image, *a, **k)
+        assert fix.ok
+        fix.flag = COVERAGE_FLAG
+        return fix
+
+    monkeypatch.setattr(StructureLocalizer, "localize_one", flag_all)
+    out = tmp_path / name
+    rc = main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    if name.endswith(".tum"):
+        assert rc == 1 and f"{out}: 0 poses from 2 images" in text, text
+    else:
+        assert rc == 0 and f"{out}: 2 poses from 2 images" in text, text

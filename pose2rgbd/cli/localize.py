@@ -312,7 +312,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         print(line)
     if s.no_exif:
         print(f"  {no_exif_note(s.no_exif, len(files))}")
-    return 0 if s.fixes else 1
+    return 0 if s.poses(args.out) else 1  # a trajectory without a pose (a TUM file's flagged fixes are comments)
 
 
 def _uncalibrated_why(place_map: object) -> str:
@@ -364,7 +364,7 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
             print(f"    {why}")
         if len(skipped) > 20:
             print(f"    ... and {len(skipped) - 20} more")
-    return 0 if rows.count else 1
+    return 0 if rows.poses else 1
 
 
 def _calibrate(args: argparse.Namespace) -> int:

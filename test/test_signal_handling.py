@@ -58,6 +58,31 @@ def test_pycolmaps_import_leaves_sigterm_to_the_commands_handler(thread: str) ->
     assert "Aborted at" not in r.stderr and "SIGTERM (@" not in r.stderr
 
 
+def test_pycolmaps_import_keeps_a_handler_installed_from_c() -> None:
+    """A SIGTERM action installed from C, which Python's view of the handlers does not see (rclpy's in a ROS node;
+    here SIG_IGN through the C library): pycolmap imported as pose2rgbd imports it leaves it in place. Installing
+    Python's view again (SIG_DFL) made the localize node die at once on SIGTERM after its first image."""
+    r = _run("""
+        import ctypes, signal, sys
+        libc = ctypes.CDLL(None)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal(int(signal.SIGTERM), ctypes.c_void_p(1))  # SIG_IGN, from C: Python still says SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+        def ignored():
+            status = open("/proc/self/status").read()
+            mask = int(next(x for x in status.splitlines() if x.startswith("SigIgn:")).split()[1], 16)
+            return bool(mask & (1 << (int(signal.SIGTERM) - 1)))
+
+        assert ignored()
+        from pose2rgbd.geometry.colmap_import import pycolmap
+        assert "pycolmap" in sys.modules and pycolmap.AbsolutePoseEstimationOptions
+        print("still ignored" if ignored() else "replaced")
+    """)
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    assert r.stdout.strip() == "still ignored", r.stdout
+
+
 def test_map_build_sigterm_after_pycolmap_was_imported_cleans_up_and_exits_143(map_world: dict, tmp_path: Path) -> None:
     """`map build`, SIGTERM once its self-calibration has localized keyframes (pycolmap imported by the structure
     localizer): the same end as Ctrl-C -- "terminated (SIGTERM); nothing half-written was kept", exit 143, no hidden

@@ -329,22 +329,24 @@ def handlers_kept() -> Iterator[None]:
     printed a native stack dump (``*** SIGTERM received by PID ...``) and ended the process at once, with none of
     the cleanup a command runs for Ctrl-C or SIGTERM (its hidden partial output stayed behind).
 
-    On the main thread Python's handlers are installed again after the block (which also undoes such a library
-    imported earlier, outside this block). Elsewhere, where Python cannot install one, the process's actions for the
-    two signals are saved before the block and put back after it (POSIX ``sigaction``). The library keeps what it
-    installed for the crash signals (SIGSEGV, SIGABRT, ...), whose stack dump is worth having."""
-    main = _on_main_thread()
-    saved = [] if main else _native_actions()
+    The process's actions for the two signals are saved before the block and put back after it, as they were, on
+    any thread (POSIX ``sigaction``, whole). Not Python's view of them (``signal.getsignal``) installed again: a
+    handler installed from C is not in that view -- rclpy's, which shuts a ROS node down on SIGINT and SIGTERM --
+    and installing the view over it (SIG_DFL for SIGTERM) made the localize node, which imports pycolmap at its
+    first image, die at once on SIGTERM (``docker stop``, systemd, launch) with no shutdown. The library keeps what
+    it installed for the crash signals (SIGSEGV, SIGABRT, ...), whose stack dump is worth having. Where the C
+    library's ``sigaction`` cannot be called (not POSIX), Python's view is installed again on the main thread."""
+    saved = _native_actions()
     try:
         yield
     finally:
-        if main:
+        if saved:
+            _put_back(saved)
+        elif _on_main_thread():
             for s in HELD:
                 handler = signal.getsignal(s)
                 if handler is not None:  # (None: installed from C, not by Python: nothing of Python's to put back)
                     signal.signal(s, handler)  # Python's view of the handler made true again
-        else:
-            _put_back(saved)
 
 
 def _libc_sigaction() -> Callable[..., int] | None:

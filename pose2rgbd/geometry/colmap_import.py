@@ -4,9 +4,9 @@ pycolmap installs glog's failure-signal handler when it is imported, SIGTERM amo
 systemd, ``docker stop``) to a command that had imported it (``map build``'s self-calibration, ``localize images``,
 the SfM of ``convert``) printed a native stack dump and ended the process at once, and the cleanup the command runs
 for Ctrl-C and SIGTERM never ran. Its first import through here runs inside
-:func:`pose2rgbd.atomic.signals.handlers_kept`, which leaves Ctrl-C and SIGTERM to Python's handlers (the command
-line's: ``terminated (SIGTERM)``, exit 143), from any thread. ``test/test_signal_handling.py`` checks that no other
-module imports pycolmap itself.
+:func:`pose2rgbd.atomic.signals.handlers_kept`, which leaves Ctrl-C and SIGTERM to the handlers they had (the
+command line's: ``terminated (SIGTERM)``, exit 143; rclpy's in a ROS node: its shutdown), from any thread.
+``test/test_signal_handling.py`` checks that no other module imports pycolmap itself.
 
 An optional dependency: the name is looked up when it is imported from here (a module ``__getattr__``), so where
 pycolmap is not installed (or ``sys.modules["pycolmap"]`` is None) that import raises ``ModuleNotFoundError``

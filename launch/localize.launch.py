@@ -32,7 +32,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("pose2rgbd"), "config", "localize.yaml"]),
-            description="YAML with the localize node's parameters (pose2rgbd_localizer: ros__parameters: ...)",
+            description="YAML with the localize node's parameters (/**: ros__parameters: ..., as config/localize.yaml; "
+            "a section keyed by the bare node name does not apply under the namespace)",
         ),
         DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of the node and topics"),
         DeclareLaunchArgument(

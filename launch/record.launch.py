@@ -19,7 +19,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("pose2rgbd"), "config", "record.yaml"]),
-            description="YAML with the record node's parameters (pose2rgbd_recorder: ros__parameters: ...)",
+            description="YAML with the record node's parameters (/**: ros__parameters: ..., as config/record.yaml; "
+            "a section keyed by the bare node name does not apply under the namespace)",
         ),
         DeclareLaunchArgument("namespace", default_value="pose2rgbd", description="namespace of the node and topics"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic"),

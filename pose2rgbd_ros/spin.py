@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 
 from pose2rgbd.errors import Pose2RGBDError
+from pose2rgbd_ros.params_files import unmatched_params_files
 
 
 def run_node(
@@ -26,6 +28,8 @@ def run_node(
     executor: Executor | None = None
     try:
         node = make_node()
+        for warning in unmatched_params_files(sys.argv if args is None else args, node.get_fully_qualified_name()):
+            node.get_logger().warning(warning)
         executor = make_executor()
         executor.add_node(node)
         executor.spin()

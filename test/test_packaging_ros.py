@@ -159,15 +159,17 @@ def test_launch_file_statically(path: Path) -> None:
 def test_params_files_match_the_schema(fname: str, node: str) -> None:
     path = REPO / "config" / fname
     data = yaml.safe_load(path.read_text())
-    assert list(data) == [node] and list(data[node]) == ["ros__parameters"]
+    # '/**': the node's section whatever its namespace (a bare node name applies in the root namespace only)
+    assert list(data) == ["/**"] and list(data["/**"]) == ["ros__parameters"]
     cls = NODE_CONFIGS[node]
     declared = set(describe(cls))
-    names = set(flatten(data[node]["ros__parameters"]))
+    names = set(flatten(data["/**"]["ros__parameters"]))
     assert names <= declared, f"{fname}: not declared by {cls.__name__}: {names - declared}"
-    load_yaml(cls, path, section=node)  # types check too
+    load_yaml(cls, path, section="/**")  # types check too
+    load_yaml(cls, path)  # and as `pose2rgbd render bag --config` reads it
     # documented defaults equal the schema's (except what a launch file sets)
     defaults = {k: v for k, (v, _) in describe(cls).items()}
-    for k, v in flatten(data[node]["ros__parameters"]).items():
+    for k, v in flatten(data["/**"]["ros__parameters"]).items():
         assert v == defaults[k], f"{fname}: {k} = {v!r} differs from the schema default {defaults[k]!r}"
 
 

@@ -35,6 +35,7 @@ configure fails.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -139,6 +140,19 @@ class CoreLogToRos(logging.Handler):
                 self.ros_logger.warning(text)
         except Exception:  # a logging handler never raises into the code that logged (logging.Handler's rule)
             self.handleError(record)
+
+
+def console_logger(name: str) -> logging.Logger:
+    """A Python logger printing as the ROS console does (``[INFO] [SECONDS] [NAME]: text``) to stderr, without
+    ``/rosout`` and not through pose2rgbd's own loggers (whose :class:`CoreLogToRos` forwards to the node)."""
+    log = logging.getLogger(f"pose2rgbd_ros.console.{name}")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"[%(levelname)s] [%(created).9f] [{name}]: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
 
 
 class NodeHost(LifecycleNode):
@@ -290,7 +304,12 @@ class NodeHost(LifecycleNode):
             self.logic, self.resources = None, {}
 
     def close(self) -> None:
-        """Called by :func:`pose2rgbd_ros.spin.run_node` before the node is destroyed."""
+        """Called by :func:`pose2rgbd_ros.spin.run_node` before the node is destroyed. After Ctrl-C or SIGTERM the
+        context is already shut down and ``/rosout`` gone: the logic's last lines (the record node's summary) go to
+        the console alone (:func:`console_logger`), not through the node's logger, whose every line then also
+        printed ``Failed to publish log message to rosout: publisher's context is invalid``."""
+        if self.logic is not None and not self.context.ok():
+            self.logic.log = console_logger(self.get_logger().name)
         self._release()
 
     def destroy_node(self) -> None:

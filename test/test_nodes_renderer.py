@@ -445,3 +445,14 @@ def test_out_of_bounds_renders_give_planners_no_points(engine: RenderEngine, fac
     assert r.on_parameter_change("cloud.keep_out_of_bounds", False)[0]
     out = dict(r.on_pose(pose_stamped(F, 3 * S, "map", look_down_pose(0, 0, 10)), 3 * S))
     assert not out["rgbd"].out_of_bounds and out["depth/points"].is_dense
+
+
+def test_a_pose_without_a_header_stamp_is_taken_at_its_receive_time(
+    engine: RenderEngine, factory: TypestoreFactory
+) -> None:
+    """A PoseStamped with a zero stamp (`ros2 topic pub` without one) was "1795921168 s old" and skipped; it is
+    rendered at the time it is received, counted and warned about, as the record node takes such stamps."""
+    r = make(engine, factory, pose_source="topic", rate_hz=0.0)
+    out = dict(r.on_pose(pose_stamped(F, 0, "map", _tilted_pose(1.0, 2.0, 12.0, 60.0)), S))
+    assert "rgb/image_raw" in out and stamp_to_ns(out["rgb/image_raw"].header.stamp) == S
+    assert r.counters["zero_stamp_poses"] == 1 and r.counters["stale_poses"] == 0

@@ -198,8 +198,8 @@ class Renderer(NodeLogic):
         logger: Any = None,
         tf_lookup: Lookup | None = None,
     ):
-        counters = ("frames", "rejected_poses", "superseded_poses", "tf_failures", "stale_poses", "out_of_bounds",
-                    "cache_hits", "render_errors")  # fmt: skip
+        counters = ("frames", "rejected_poses", "superseded_poses", "zero_stamp_poses", "tf_failures", "stale_poses",
+                    "out_of_bounds", "cache_hits", "render_errors")  # fmt: skip
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
         self.world_frame = looked_up_frame(cfg, engine)
@@ -261,6 +261,11 @@ class Renderer(NodeLogic):
             self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {e}"
             self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
             return []
+        if stamp == 0:  # no header stamp (`ros2 topic pub` without one): the receive time, as the record node does
+            stamp = now_ns
+            self.count("zero_stamp_poses")
+            self.warning("zero_stamp", now_ns, f"poses on '{self.cfg.topics.pose}' have a zero header stamp: each "
+                         "is taken at the time it is received (stamp them at their capture time)")  # fmt: skip
         if self._pending is not None:
             self.count("superseded_poses")
         self._pending = (stamp, T)

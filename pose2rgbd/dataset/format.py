@@ -16,6 +16,7 @@ import csv
 import datetime as _dt
 import hashlib
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ class Manifest:
     # the cameras the images were taken with, when the stored (pinhole) images were undistorted from them: each
     # {width, height, fx, fy, cx, cy, model: pinhole|opencv|fisheye, distortion: [...]} (docs/dataset-format.md)
     source_cameras: list[dict[str, Any]] = field(default_factory=list)
+    # the poses' own error against the true ones where the producer knows it (a recording's GPS receiver's
+    # reported covariance): {horizontal_m, vertical_m, fixes, source} (docs/dataset-format.md); {} not known
+    pose_error: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pose_units not in ("", *POSE_UNITS):
@@ -93,6 +97,7 @@ class Manifest:
             # written when a producer states it (left out otherwise, so that a dataset's fingerprint stays as it was)
             **({"pose_units": self.pose_units} if self.pose_units else {}),
             **({"source_cameras": self.source_cameras} if self.source_cameras else {}),
+            **({"pose_error": self.pose_error} if self.pose_error else {}),
             "rgb": {"encoding": self.rgb_encoding},
             "depth": {
                 "kind": self.depth_kind,
@@ -141,6 +146,12 @@ class Manifest:
         source_cameras = d.get("source_cameras") or []
         for k, c in enumerate(source_cameras if isinstance(source_cameras, list) else [None]):
             _check_source_camera(c, f"{where}: source_cameras[{k}]")
+        pose_error = d.get("pose_error") or {}
+        if pose_error and not _good_pose_error(pose_error):
+            raise DatasetError(
+                f"{where}: bad 'pose_error' {pose_error!r}: expected {{horizontal_m, vertical_m}} (standard deviations "
+                "of the poses' own error, metres, finite and >= 0) and optionally fixes and source"
+            )
         sources = d.get("sources") or []
         if not isinstance(sources, list) or not all(isinstance(s, dict) and "id" in s for s in sources):
             raise DatasetError(f"{where}: 'sources' must be a list of mappings with an 'id'")
@@ -157,7 +168,16 @@ class Manifest:
             created_utc=str(d.get("created_utc", "")),
             pose_units=str(units),
             source_cameras=list(source_cameras),
+            pose_error=dict(pose_error),
         )
+
+
+def _good_pose_error(e: object) -> bool:
+    """A manifest's ``pose_error``: a mapping whose ``horizontal_m`` and ``vertical_m`` are finite numbers >= 0."""
+    if not isinstance(e, dict):
+        return False
+    vals = [e.get(k) for k in ("horizontal_m", "vertical_m")]
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in vals)
 
 
 def _check_source_camera(c: Any, where: str) -> None:

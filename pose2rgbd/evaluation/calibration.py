@@ -221,7 +221,9 @@ def calibrate_map(
         )
     if max_frames and len(frames) > max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-    cfg = dataclasses.replace(structure or StructureConfig(), use_previous_fix=False, ood_policy="flag")
+    # fixes against the dataset's own poses: the map-relative covariance, without the map's own pose error
+    cfg = dataclasses.replace(structure or StructureConfig(), use_previous_fix=False, ood_policy="flag",
+                              map_pose_error=False)  # fmt: skip
     loc = StructureLocalizer(pm, cfg, ds.camera)  # the dataset's own frames: its camera
     fixes = [loc.localize_one(ds.read_rgb(int(i))) for i in bar(frames, progress=progress, desc="localize")]
     ok = np.array([f.ok for f in fixes], bool)

@@ -144,7 +144,7 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
     build_s = time.perf_counter() - t0
     T = f.T_world_cam
     rows: list[dict[str, Any]] = []
-    base = StructureConfig()
+    base = StructureConfig(map_pose_error=False)  # scored against the dataset's own poses: map-relative covariance
     cam = pm.camera(0)  # the queries are frames of the map's dataset: its camera
     unordered = StructureLocalizer(pm, dataclasses.replace(base, use_previous_fix=False), cam)
     seq = StructureLocalizer(pm, base, cam)
@@ -229,9 +229,8 @@ def _sparse(cfg: Any, dpath: Path, ds: Any, train: np.ndarray, run_dir: Path, *,
     build_map(dpath, run_dir / "map_sparse", MapBuildConfig(), rows=np.sort(keep), overwrite=True, progress=progress)
     pm = PlaceMap(run_dir / "map_sparse")
     check_map_excludes(pm.frames, queries, "the sparse map")
-    import dataclasses
 
-    loc = StructureLocalizer(pm, dataclasses.replace(StructureConfig(), use_previous_fix=False), pm.camera(0))
+    loc = StructureLocalizer(pm, StructureConfig(use_previous_fix=False, map_pose_error=False), pm.camera(0))
     fixes, secs = _run(loc, ds, queries, None, gray=False, sequence=False, source=f.source_id)
     what = f"structure, sparse map (every {ordinal(cfg.sparse_every)}, no prior)"
     row = _summary(what, fixes, f.T_world_cam[queries], secs, cfg.wrong_m)

@@ -168,6 +168,11 @@ class StructureConfig:
         True, "scale a query with more pixels than the map's images down to their pixel count (intrinsics with it)"
     )
     min_sigma_px: float = ranged_field(0.5, "covariance: reprojection noise floor, pixels", 0.01, 100.0)
+    map_pose_error: bool = help_field(
+        True, "add the map's own pose error (its dataset's pose_error: a recording's GPS receiver's reported "
+        "covariance) to every fix's covariance, so it says how far the fix may lie from the true pose, not only from "
+        "where the map puts the view (false: the map-relative covariance, as a check against the map's own poses uses)"
+    )  # fmt: skip
     use_previous_fix: bool = help_field(
         True, "a sequence: the previous fix is the next image's prior (until max_misses images without a fix)"
     )
@@ -321,6 +326,11 @@ class StructureLocalizer:
         # the map's own calibration (map build) unless a file replaces it (use_calibration)
         self.calibration: Calibration | None = map_calibration(place_map)
         self.calibration_source = "map" if self.calibration is not None else "none"
+        # the map's own poses' error (horizontal, vertical m), added to every fix's covariance (map_pose_error)
+        stated = (place_map.manifest.get("dataset") or {}).get("pose_error") if self.cfg.map_pose_error else None
+        self.map_pose_error: tuple[float, float] | None = (
+            (float(stated["horizontal_m"]), float(stated["vertical_m"])) if stated else None
+        )
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
         self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)
@@ -393,7 +403,8 @@ class StructureLocalizer:
         c = self.cfg
         fix = self._solve(img, feats, geo.camera, geo.wh, priors)
         if fix.ok:
-            finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
+            finish_fix(fix, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px,
+                       self.map_pose_error)  # fmt: skip
         doubtful = fix.confidence_bound_m > 0 and fix.confidence < c.sequence_retry_confidence  # calibrated only
         if fix.ok and fix.prior == "sequence" and (fix.flag or doubtful):
             # the previous fix's nearest keyframes need not reach this image (photos seconds apart on a map of a
@@ -403,7 +414,8 @@ class StructureLocalizer:
             # calibration flags, or whose confidence is low, is solved again without it, and the better kept
             again = self._solve(img, feats, geo.camera, geo.wh, priors[1:])
             if again.ok:
-                finish_fix(again, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px)
+                finish_fix(again, self.calibration, self.map.poses, c.ood_covariance_scale, geo.K, c.min_sigma_px,
+                           self.map_pose_error)  # fmt: skip
                 if _better_fix(again, fix):
                     log.debug("sequence fix (%s, %d inliers, confidence %.2f): kept the fix without it (%d inliers, "
                               "confidence %.2f)", fix.flag or "no flag", fix.inliers, fix.confidence, again.inliers,

@@ -125,17 +125,21 @@ def finish_fix(
     ood_covariance_scale: float,
     K: np.ndarray | None = None,
     min_sigma_px: float = 0.5,
+    map_pose_error: tuple[float, float] | None = None,
 ) -> None:
     """Turn a fix into what is published (see the module docstring); in place: its information covariance from
     its inliers (``fix.support``, with the query camera's ``K``; a fix without them keeps the covariance it has),
-    its orientation as a quaternion (what the output rows and the next image's candidates use), the calibration.
-    ``ood_covariance_scale``, ``min_sigma_px``: the localizer's
-    (:class:`~pose2rgbd.inference.structure.StructureConfig`)."""
+    its orientation as a quaternion (what the output rows and the next image's candidates use), the calibration,
+    then the map's own pose error (``map_pose_error``: horizontal, vertical standard deviations in metres) added to
+    the position block before the confidence is computed: the calibration measures how far a fix lies from where
+    the map puts the view, and a map of GPS poses is itself that far off the truth. ``ood_covariance_scale``,
+    ``min_sigma_px``: the localizer's (:class:`~pose2rgbd.inference.structure.StructureConfig`)."""
     if fix.support is not None and K is not None:
         fix.covariance = information_covariance(fix.T_world_cam, *fix.support, K, min_sigma_px)
     fix.quat_xyzw = matrix_to_quat_xyzw(fix.T_world_cam[:3, :3])
     fix.information = fix.covariance
     if cal is None:
+        fix.covariance = with_map_pose_error(fix.covariance, map_pose_error)
         return
     cov = cal.covariance_of_fix(fix.covariance)
     if cal.gate:
@@ -146,10 +150,24 @@ def finish_fix(
             cov = gap_scaled(cov, cal.gate)
     if fix.flag:
         cov = cov * ood_covariance_scale
-    fix.covariance = cov
+    fix.covariance = cov = with_map_pose_error(cov, map_pose_error)
     p = cal.confidence_of(cov)
     if p is not None:
         fix.confidence, fix.confidence_bound_m = p, cal.confidence_model["bound_m"]
+
+
+def with_map_pose_error(covariance: np.ndarray, map_pose_error: tuple[float, float] | None) -> np.ndarray:
+    """``covariance`` (6x6, world x y z then rotations) with the map's own position error added: ``(horizontal,
+    vertical)`` standard deviations in metres on the world's x, y and z (REP-103: z up), independent of the fix's
+    own; unchanged without one."""
+    if map_pose_error is None:
+        return covariance
+    h, v = map_pose_error
+    out = np.array(covariance, dtype=np.float64, copy=True)
+    out[0, 0] += h * h
+    out[1, 1] += h * h
+    out[2, 2] += v * v
+    return out
 
 
 def flag_fix(fix: Fix, reason: str, cal: Calibration | None, ood_covariance_scale: float) -> None:

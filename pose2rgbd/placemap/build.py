@@ -194,6 +194,8 @@ def dataset_entry(ds: Any, path: str | Path) -> dict[str, Any]:
         "pose_units": ds.manifest.resolved_pose_units,
         "source_cameras": ds.manifest.source_cameras,  # the lens queries from that camera have (--camera map)
         "datum": None if ds.manifest.datum is None else ds.manifest.datum.to_dict(),
+        # the poses' own error where the dataset states it (a recording's GPS): the localizer adds it to every fix
+        **({"pose_error": ds.manifest.pose_error} if ds.manifest.pose_error else {}),
     }
 
 

@@ -315,6 +315,13 @@ def _manifest(
             "frames": int(sum(int(m["dataset"].get("frames") or 0) for m in mans)),
             "datasets": [m["dataset"] for m in mans],
         }
+        stated = [m["dataset"]["pose_error"] for m in mans if m["dataset"].get("pose_error")]
+        if stated:  # the largest of the datasets' (their keyframes side by side: a fix may match any of them)
+            dataset["pose_error"] = {
+                "horizontal_m": max(float(e["horizontal_m"]) for e in stated),
+                "vertical_m": max(float(e["vertical_m"]) for e in stated),
+                "source": f"the largest of {len(stated)} of the {len(mans)} merged datasets' pose_error",
+            }
     n = len(entries)
     if selection is None:
         common = _common([m.get("selection", {}) for m in mans])

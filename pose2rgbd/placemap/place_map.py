@@ -116,6 +116,15 @@ class PlaceMap:
         return None if not d else Datum.from_dict(d)
 
     @property
+    def pose_error(self) -> tuple[float, float] | None:
+        """The standard deviations (horizontal, vertical; metres) of the map's own poses against the true ones, where
+        its dataset states them (a recording's GPS receiver, ``pose_error`` in docs/dataset-format.md), else None."""
+        e = self.manifest.get("dataset", {}).get("pose_error")
+        if not e:
+            return None
+        return float(e["horizontal_m"]), float(e["vertical_m"])
+
+    @property
     def selection(self) -> MapSelection:
         """Which of its dataset's frames the map's keyframes are (the selection it was built with)."""
         return MapSelection.from_manifest(self.manifest.get("selection") or {})

@@ -199,3 +199,31 @@ def gps_pair_distances(positions: np.ndarray, stamps_ns: np.ndarray, pairs: np.n
         speed = np.where(dt > 0, np.linalg.norm(p[hi] - p[lo], axis=1) / dt, np.nan)
     pairs = np.asarray(pairs, dtype=np.int64)
     return speed[pairs[:, 0]] * np.abs(t[pairs[:, 1]] - t[pairs[:, 0]])
+
+
+# what a dataset's manifest says of its poses' own error where they are GPS fixes (``pose_error``: the place map
+# carries it, and the structure localizer adds it to every fix's covariance)
+POSE_ERROR_SOURCE = "the GPS receiver's reported covariance (NavSatFix position_covariance, median of the fixes)"
+
+
+def reported_pose_error(covariance: np.ndarray, covariance_type: np.ndarray) -> dict[str, object] | None:
+    """The GPS receiver's own statement of its position error over a recording: ``{"horizontal_m", "vertical_m",
+    "fixes", "source"}``, the square roots of the medians of the fixes' ENU variances (NavSatFix
+    ``position_covariance``, m^2, row-major 3x3; horizontal: the mean of east and north) over the fixes whose
+    covariance type is known (``position_covariance_type`` > 0) and finite; None where no fix states one.
+
+    The receiver's estimate, not a measurement: a poses-from-GPS dataset is off the true poses by about this much
+    (more where the receiver is optimistic), which no check against its own frames can see."""
+    cov = np.asarray(covariance, np.float64).reshape(-1, 9)
+    known = np.asarray(covariance_type).reshape(-1) > 0
+    h = (cov[:, 0] + cov[:, 4]) / 2.0
+    v = cov[:, 8]
+    ok = known & np.isfinite(h) & np.isfinite(v) & (h > 0) & (v > 0)
+    if not ok.any():
+        return None
+    return {
+        "horizontal_m": round(float(np.sqrt(np.median(h[ok]))), 4),
+        "vertical_m": round(float(np.sqrt(np.median(v[ok]))), 4),
+        "fixes": int(ok.sum()),
+        "source": POSE_ERROR_SOURCE,
+    }

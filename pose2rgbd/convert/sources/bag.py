@@ -153,6 +153,7 @@ class BagSource(ClockOffsetSource):
         self.topics: BagTopics | None = None
         self._message_index: list[int] = []
         self._body_frames: list[str] = []
+        self._gps_error: dict[str, object] | None = None  # the receiver's reported error of its fixes (pass 1)
         self._tf_tree: tuple[TFBuffer, int] | None = None  # the whole recording's TF, read once (orientation, world)
         self._world: WorldFit | None = None  # the fit into the robot's TF frame, when the poses were written in it
 
@@ -211,6 +212,7 @@ class BagSource(ClockOffsetSource):
             input_kind=self.kind, input_path=str(self.path), frames_unreadable=im.unreadable,
             frames_lost={MISSING_REASON: im.missing} if im.missing else {},
             extra_assumptions=assumptions, topics=tp.to_dict(), camera_frame=im.camera_frame or "",
+            pose_error=self._gps_error or {},
         )  # fmt: skip
 
     def _image_pass(self, topic: str, camera: PinholeCamera | None, progress: bool) -> _ImagePass:
@@ -257,13 +259,19 @@ class BagSource(ClockOffsetSource):
         return out
 
     def _gps(self, topic: str, t0: int) -> np.ndarray:
-        """``(N, 5)`` rows ``t_s, lat, lon, alt, status`` sorted by time."""
-        rows = []
+        """``(N, 5)`` rows ``t_s, lat, lon, alt, status`` sorted by time; the receiver's reported error of them in
+        ``_gps_error`` (:func:`~pose2rgbd.sync.gps.reported_pose_error`, None where it states none)."""
+        from pose2rgbd.sync.gps import reported_pose_error
+
+        rows, cov, kinds = [], [], []
         for m in self.bag.messages([topic]):
             fix = read_navsatfix(m.msg)
             rows.append(((stamp_ns(m) - t0) / 1e9, *fix.lla, fix.status))
+            cov.append(fix.covariance)
+            kinds.append(fix.covariance_type)
         if not rows:
             raise SyncError(f"{self.bag.path}: GPS topic {topic} has no messages")
+        self._gps_error = reported_pose_error(np.asarray(cov), np.asarray(kinds))
         g = np.asarray(rows, dtype=np.float64)
         return g[np.argsort(g[:, 0], kind="stable")]
 

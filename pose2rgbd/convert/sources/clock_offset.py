@@ -58,6 +58,7 @@ class ClockOffsetSource(SourceBase):
             sources=[{"id": 0, "kind": s.input_kind, "name": Path(s.input_path).name}],
             source_cameras=list(s.source_cameras),
             **({"camera_frame": s.camera_frame} if s.camera_frame else {}),  # a bag's images' frame id
+            pose_error=dict(s.pose_error),  # the poses are the GPS's: off the true ones by its error
             # the same dicts as the summary's: what the write step adds to "frames" is in both
             extra={"conversion": {k: summary[k] for k in ("time_offset", "frames", "fixes", "assumptions")}},
         )

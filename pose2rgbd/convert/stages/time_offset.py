@@ -70,6 +70,9 @@ class Streams:
     source_cameras: list[dict[str, object]] = field(default_factory=list)  # a lens undistorted on reading
     lens: dict[str, object] | None = None  # how that lens was calibrated (the report's summary.json "lens")
     camera_frame: str = ""  # the images' frame id (a bag's header.frame_id; "" none: the dataset's default)
+    # the GPS receiver's own statement of its error (a bag's NavSatFix covariance: sync.gps.reported_pose_error),
+    # the manifest's pose_error; {} where the GPS states none
+    pose_error: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass

@@ -40,11 +40,13 @@ class DatasetAppend(NodeLogic):
     T_base_cam: np.ndarray | None  # the camera mount (the recorder's MountLookup)
     mount_source: str
     recorded_mount: RecordedMount | None
+    fix_covariances: list[tuple[np.ndarray, int]]  # the kept fixes' reported covariance (the recorder's GPS part)
 
     def _init_dataset(self, cfg: RecorderConfig) -> None:
         self.datum: Datum | None = cfg.datum_obj()
         self.world_frame = cfg.world_frame  # a resumed dataset's own (a bag converted into a robot's TF frame)
         self._resumed_extra: dict[str, object] = {}
+        self._resumed_pose_error: dict[str, object] = {}
         self.writer: Any = None
         self.resume_after_ns: int | None = None
         self._resume_first_ns: int | None = None
@@ -83,6 +85,7 @@ class DatasetAppend(NodeLogic):
             self.datum = theirs
         self.world_frame = ds.manifest.world_frame  # its frames' frame: the poses appended are placed in it too
         self._resumed_extra = dict(ds.manifest.extra)
+        self._resumed_pose_error = dict(ds.manifest.pose_error)  # the first recording's statement stays
         recorder = self._resumed_extra.get("recorder")
         self.recorded_mount = RecordedMount.from_dict(recorder.get("mount") if isinstance(recorder, dict) else None)
         if self.recorded_mount is not None and self.cfg.mount.source == "config":
@@ -138,14 +141,21 @@ class DatasetAppend(NodeLogic):
 
     def _open_writer(self) -> None:
         from pose2rgbd.dataset import DatasetWriter, Manifest
+        from pose2rgbd.sync.gps import reported_pose_error
 
         assert self.camera is not None
         out = self.cfg.output
         wh = parse_size(self.cfg.size, "size")
         cam = self.camera if wh is None else self.camera.scaled(*wh)
+        stated = reported_pose_error(
+            np.asarray([c for c, _ in self.fix_covariances] or np.zeros((0, 9))),
+            np.asarray([k for _, k in self.fix_covariances], dtype=np.int64),
+        )
         manifest = Manifest(
             name=out.name,
             camera=cam,
+            # the poses are the GPS's: off the true ones by its error, as the receiver states it (the fixes so far)
+            pose_error=self._resumed_pose_error or stated or {},
             depth_kind="none",
             rgb_encoding=out.rgb_encoding,
             world_frame=self.world_frame,

@@ -22,6 +22,11 @@ from pose2rgbd.sync.gps import REASON_JUMP, REASON_NULL_ISLAND, FixGate
 Outgoing = tuple[str, Any]
 
 
+# the fixes whose reported covariance the dataset's pose_error is the median of (the first ones: it is written when
+# the dataset opens, at the first frame)
+MAX_COVARIANCES = 10_000
+
+
 class GpsInput(FrameSync, DatasetAppend):
     """Part of the :class:`~pose2rgbd.nodes.recorder.Recorder`: NavSatFix messages -> kept fixes -> the
     synchronizer."""
@@ -31,6 +36,8 @@ class GpsInput(FrameSync, DatasetAppend):
 
     def _init_gps(self, cfg: RecorderConfig) -> None:
         self.gate = FixGate(cfg.max_speed_mps, cfg.jump_tolerance_m)
+        # the kept fixes' reported covariance (ENU, m^2) and its type: the dataset's pose_error, when it opens
+        self.fix_covariances: list[tuple[np.ndarray, int]] = []
         self._reanchors = 0
         self._datum_from_gate = False
 
@@ -83,4 +90,6 @@ class GpsInput(FrameSync, DatasetAppend):
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
             self._datum_from_gate = True
             self.log.info(f"ENU datum at the first fix the GPS gate kept: {self.datum}")
+        if len(self.fix_covariances) < MAX_COVARIANCES:
+            self.fix_covariances.append((item.reading.covariance, item.reading.covariance_type))
         return self._queue_fix(stamp, item, now_ns)

@@ -456,3 +456,31 @@ def test_a_pose_without_a_header_stamp_is_taken_at_its_receive_time(
     out = dict(r.on_pose(pose_stamped(F, 0, "map", _tilted_pose(1.0, 2.0, 12.0, 60.0)), S))
     assert "rgb/image_raw" in out and stamp_to_ns(out["rgb/image_raw"].header.stamp) == S
     assert r.counters["zero_stamp_poses"] == 1 and r.counters["stale_poses"] == 0
+
+
+def test_the_measured_rate_starts_anew_after_an_outage_and_a_new_rate_hz(
+    engine: RenderEngine, factory: TypestoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renders at 10 Hz, 30 s without TF, then 10 Hz again: the diagnostics measured the window across the gap
+    ("publishing 1.5 Hz of rate_hz 10 ... poses arrive late") for the next 50 renders; the rate after an outage, and
+    after rate_hz is changed live, is measured anew."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    r = make(engine, factory, rate_hz=10.0)
+    T = look_down_pose(0.0, 0.0, 20.0)
+
+    def render(n: int) -> None:
+        for _ in range(n):
+            clock[0] += 0.1
+            now = int(clock[0] * 1e9)
+            assert r.tick(now, lambda target, source, t: (T, now))
+            r.latency.add(5.0)
+
+    render(25)
+    clock[0] += 30.0  # TF gone for 30 s
+    render(25)
+    assert r.output_hz() == pytest.approx(10.0, rel=0.01)
+    st = r.diagnostics(int(clock[0] * 1e9)).status[0]
+    assert "publishing" not in st.message, st.message
+    assert r.on_parameter_change("rate_hz", 20.0) == (True, "")
+    assert len(r._published_s) == 0  # measured again at 20 Hz, not over the renders at 10

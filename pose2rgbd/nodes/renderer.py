@@ -243,6 +243,10 @@ class Renderer(NodeLogic):
             )
         return ""
 
+    def parameter_applied(self, name: str) -> None:
+        if name == "rate_hz":  # the rate is measured anew at the new rate_hz, not over renders at the old one
+            self._published_s.clear()
+
     # ------------------------------------------------------------------ helpers
     def pose_from_msg(self, msg: Any) -> tuple[int, np.ndarray]:
         """PoseStamped -> (stamp_ns, T_world_cam); raises GeometryError (NaN, bad quaternion, wrong frame)."""
@@ -420,7 +424,10 @@ class Renderer(NodeLogic):
         msgs.update(self._planner_outputs(res, stamp))
         self.latency.add((res.latency_s + time.perf_counter() - t0) * 1e3)
         self.count("frames")
-        self._published_s.append(time.monotonic())
+        now = time.monotonic()
+        if self._published_s and now - self._published_s[-1] > self._gap_s():
+            self._published_s.clear()  # after an outage the rate is measured anew: the gap is not the renders' rate
+        self._published_s.append(now)
         self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
@@ -459,6 +466,11 @@ class Renderer(NodeLogic):
         if "mask" in msgs:
             out.append((top.mask, msgs["mask"]))
         return out
+
+    def _gap_s(self) -> float:
+        """A pause between two renders longer than this is an outage (TF or poses gone, the node deactivated), not a
+        slow rate: 3 periods at ``rate_hz``, at least 0.5 s."""
+        return max(0.5, 3.0 / self.cfg.rate_hz) if self.cfg.rate_hz > 0 else 0.5
 
     def output_hz(self) -> float | None:
         """The rate renders reached the topics at, over the latest :data:`RATE_WINDOW` (None before

@@ -473,7 +473,7 @@ def test_the_measured_rate_starts_anew_after_an_outage_and_a_new_rate_hz(
         for _ in range(n):
             clock[0] += 0.1
             now = int(clock[0] * 1e9)
-            assert r.tick(now, lambda target, source, t: (T, now))
+            assert r.tick(now, lambda target, source, t, now=now: (T, now))
             r.latency.add(5.0)
 
     render(25)

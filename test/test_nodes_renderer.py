@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -484,3 +486,23 @@ def test_the_measured_rate_starts_anew_after_an_outage_and_a_new_rate_hz(
     assert "publishing" not in st.message, st.message
     assert r.on_parameter_change("rate_hz", 20.0) == (True, "")
     assert len(r._published_s) == 0  # measured again at 20 Hz, not over the renders at 10
+
+
+def test_the_start_line_and_a_relative_checkpoint_say_what_they_mean(
+    engine: RenderEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start line of a node rendering every PoseStamped (rate_hz 0) said "at 0.0 Hz"; a relative checkpoint path
+    that is not found names the working directory it was taken against (a launched node's is not the shell's)."""
+    from pose2rgbd.errors import CheckpointError
+    from pose2rgbd.inference.common import load_for_serving
+    from pose2rgbd.nodes.renderer import _describe_renderer
+
+    line = _describe_renderer(RendererConfig(pose_source="topic", rate_hz=0.0), {"engine": engine})
+    assert line.endswith("every pose as it arrives (rate_hz 0)") and "0.0 Hz" not in line
+    assert _describe_renderer(RendererConfig(rate_hz=10.0), {"engine": engine}).endswith("at 10 Hz")
+    monkeypatch.chdir(tmp_path)
+    says = rf"runs/best\.pt \(relative to the working directory {re.escape(str(tmp_path))}; give an absolute path\)"
+    with pytest.raises(CheckpointError, match=f"checkpoint not found: {says}"):
+        load_for_serving(EngineConfig(checkpoint="runs/best.pt"))
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: /nowhere/best\.pt$"):
+        load_for_serving(EngineConfig(checkpoint="/nowhere/best.pt"))

@@ -172,7 +172,9 @@ def load_for_serving(cfg: EngineConfig) -> LoadedCheckpoint:
         raise CheckpointError("no checkpoint given; set engine.checkpoint (a .pt file from `pose2rgbd train`)")
     p = Path(cfg.checkpoint).expanduser()
     if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
+        # a relative path is the process's working directory's (a launched node's is not the shell's)
+        where = "" if p.is_absolute() else f" (relative to the working directory {Path.cwd()}; give an absolute path)"
+        raise CheckpointError(f"checkpoint not found: {p}{where}")
     expect = Expectations(
         size=cfg.expect_size or None,
         preset=cfg.expect_preset or None,

@@ -89,7 +89,9 @@ class GpsInput(FrameSync, DatasetAppend):
         if self.datum is None:
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
             self._datum_from_gate = True
-            self.log.info(f"ENU datum at the first fix the GPS gate kept: {self.datum}")
+            d = self.datum
+            self.log.info(f"ENU datum at the first fix the GPS gate kept: lat {d.lat_deg:.7f}, lon {d.lon_deg:.7f}, "
+                          f"alt {d.alt_m:.2f} m")  # fmt: skip
         if len(self.fix_covariances) < MAX_COVARIANCES:
             self.fix_covariances.append((item.reading.covariance, item.reading.covariance_type))
         return self._queue_fix(stamp, item, now_ns)

@@ -506,3 +506,18 @@ def test_the_start_line_and_a_relative_checkpoint_say_what_they_mean(
         load_for_serving(EngineConfig(checkpoint="runs/best.pt"))
     with pytest.raises(CheckpointError, match=r"checkpoint not found: /nowhere/best\.pt$"):
         load_for_serving(EngineConfig(checkpoint="/nowhere/best.pt"))
+
+
+def test_a_body_frame_given_as_camera_frame_is_named(engine: RenderEngine, factory: TypestoreFactory, caplog) -> None:
+    """camera_frame base_link (z up) renders a view straight into the sky: warned, naming the optical frame; a camera
+    looking down or ahead is not."""
+    r = make(engine, factory, rate_hz=10.0, camera_frame="base_link")
+    up = np.eye(4)
+    up[:3, 3] = [0.0, 0.0, 20.0]  # the world's axes: z (the optical axis) straight up
+    with caplog.at_level(logging.WARNING):
+        r.tick(S, lambda target, source, t: (up, S))
+    assert any("camera_frame 'base_link' looks 90 deg up, into the sky" in m for m in caplog.messages), caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        r.tick(2 * S, lambda target, source, t: (look_down_pose(0.0, 0.0, 20.0), 2 * S))
+    assert not any("into the sky" in m for m in caplog.messages)

@@ -110,6 +110,9 @@ class RendererCloud:
     )
 
 
+# the world z component of the camera's optical axis above which a TF pose is warned about as looking steeply up
+# (sin 60 deg): a camera that looks at the sky is rare, a body frame given as camera_frame (z up) is not
+LOOKS_UP = 0.866
 SLOW_AFTER_FRAMES = 20  # the renders the diagnostics wait for before saying they are slower than rate_hz
 RATE_WINDOW = 50  # the latest renders whose (monotonic) times measure the rate that reaches the topics
 STARVED_SHARE = 0.5  # a measured rate below this share of rate_hz (renders fast enough) is said, with why
@@ -219,6 +222,7 @@ class Renderer(NodeLogic):
         self.latency = Latencies()  # of the rendered frames
         self._last_oob = False
         self._camera_info_cache: Any = None
+        self._said_looks_up = False  # the warning of a camera_frame whose view points steeply up, once
         self._published_s: deque[float] = deque(maxlen=RATE_WINDOW)  # time.monotonic() of the latest renders
 
     # ------------------------------------------------------------------ runtime hooks
@@ -292,6 +296,14 @@ class Renderer(NodeLogic):
                 self._silent_why = f"no transform {tf_pair}: {str(e).strip().rstrip('.')}"
                 self.warning("tf", now_ns, f"{self._silent_why}; nothing published")
                 return []
+            if float(np.asarray(T)[2, 2]) > LOOKS_UP and not self._said_looks_up:  # the view steep up: said once
+                self._said_looks_up = True
+                self.log.warning(
+                    f"camera_frame '{self.cfg.camera_frame}' looks {np.degrees(np.arcsin(min(1.0, T[2, 2]))):.0f} deg "
+                    "up, into the sky: a camera's optical frame (REP-103: z forward, x right, y down) looks along z, a "
+                    "body frame (base_link: x forward, z up) along x. Set camera_frame to the camera's optical frame "
+                    "(e.g. camera_optical_frame), or publish one in TF (a camera that does look up: nothing to do)"
+                )  # fmt: skip
             if stamp == 0:  # a chain of /tf_static alone (a fixed camera): valid at every time, rendered at the rate
                 stamp = now_ns
             elif stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render

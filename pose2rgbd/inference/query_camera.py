@@ -92,9 +92,9 @@ def unknown_camera_warning(place_map: StructureMap, w: int, h: int, no_exif: str
         text = (
             f"query camera not given: {w}x{h} images are taken as the map's pinhole camera scaled to their size, "
             "without lens distortion; a distorted photo localizes worse than it could (errors grow towards the "
-            f"border). Give the images' camera: {GIVE_CAMERA} (or the node's camera parameter; over a bag, its "
-            "CameraInfo topic: localize bag --camera-info-topic T), or --camera exif for uncropped photos whose EXIF "
-            "has the focal length"
+            f"border). Give the images' camera: {GIVE_CAMERA} (a node: its camera parameter, or topics.camera_info "
+            "naming the camera's CameraInfo topic; over a bag: localize bag --camera-info-topic T), or --camera exif "
+            "for uncropped photos whose EXIF has the focal length"
         )
     if lens:
         d = lens[0].distortion

@@ -8,6 +8,7 @@ class Pose2RGBDError(Exception):
     what the user can do, so the CLI adds no advice of the disk-full / read-only error it wraps."""
 
     says_what_to_do: bool = False
+    logged: bool = False  # already logged where it arose (a ROS node's configure): its exit does not repeat it
 
 
 class ConfigError(Pose2RGBDError, ValueError):

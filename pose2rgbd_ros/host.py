@@ -211,6 +211,7 @@ class NodeHost(LifecycleNode):
             result = trigger()
             if result != TransitionCallbackReturn.SUCCESS:
                 if self.configure_error is not None:
+                    self.configure_error.logged = True  # on_configure logged it: the node's exit does not repeat it
                     raise self.configure_error
                 raise ConfigError(f"{self.get_name()}: {step} failed ({result})")
 

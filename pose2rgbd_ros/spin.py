@@ -36,7 +36,8 @@ def run_node(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Pose2RGBDError as e:
-        (node.get_logger() if node else rclpy.logging.get_logger(logger_name)).fatal(str(e))
+        text = "exiting: configure failed (the error above)" if e.logged else str(e)
+        (node.get_logger() if node else rclpy.logging.get_logger(logger_name)).fatal(text)
         return 1
     except RuntimeError as e:
         # rclpy can fail a message take that races Ctrl-C's context shutdown ("Unable to convert call argument

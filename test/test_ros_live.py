@@ -837,3 +837,14 @@ def test_localize_node_live_with_a_place_map(ros: Harness, map_world: dict) -> N
     # SIGTERM after images were localized (pycolmap imported by then): rclpy's shutdown, not an instant kill (-15)
     rc = node.interrupt(sig=signal.SIGTERM)
     assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"
+
+
+def test_a_node_that_cannot_configure_says_why_once_and_exits_1(ros: Harness, tmp_path: Path) -> None:
+    """A render node given a checkpoint that does not exist: the reason once (ERROR, with the misspelt-parameter
+    hint where there is one), then one FATAL line that it exits, not the reason a second time; exit code 1."""
+    node = ros.start("render", "-p", f"engine.checkpoint:={tmp_path / 'nope.pt'}")
+    assert node.proc.wait(60) == 1
+    out = node.output()
+    assert out.count("checkpoint not found") == 1, out[-3000:]
+    assert "exiting: configure failed (the error above)" in out, out[-3000:]
+    node.kill()

@@ -309,9 +309,19 @@ class NodeHost(LifecycleNode):
         context is already shut down and ``/rosout`` gone: the logic's last lines (the record node's summary) go to
         the console alone (:func:`console_logger`), not through the node's logger, whose every line then also
         printed ``Failed to publish log message to rosout: publisher's context is invalid``."""
-        if self.logic is not None and not self.context.ok():
-            self.logic.log = console_logger(self.get_logger().name)
+        if not self.context.ok():
+            self.to_console()
         self._release()
+
+    def to_console(self) -> None:
+        """From now on the logic's lines and the core's warnings go to the console alone, not through the node's
+        logger to ``/rosout``: for the end of a node stopped by Ctrl-C or SIGTERM, whose context rclpy shuts down
+        (:func:`pose2rgbd_ros.spin.run_node` calls it then, before :meth:`close`: the shutdown may still be under
+        way when ``close`` checks the context)."""
+        console = console_logger(self.get_logger().name)
+        if self.logic is not None:
+            self.logic.log = console
+        self.core_log.ros_logger = console
 
     def destroy_node(self) -> None:
         logging.getLogger("pose2rgbd").removeHandler(self.core_log)

@@ -26,6 +26,7 @@ def run_node(
     rclpy.init(args=args)
     node: Any = None
     executor: Executor | None = None
+    stopped = False
     try:
         node = make_node()
         for warning in unmatched_params_files(sys.argv if args is None else args, node.get_fully_qualified_name()):
@@ -34,7 +35,7 @@ def run_node(
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        stopped = True  # by a signal: rclpy shuts the context down, /rosout goes with it
     except Pose2RGBDError as e:
         text = "exiting: configure failed (the error above)" if e.logged else str(e)
         (node.get_logger() if node else rclpy.logging.get_logger(logger_name)).fatal(text)
@@ -50,6 +51,8 @@ def run_node(
         if executor is not None:  # no callback may still run while the node is closed and destroyed
             executor.shutdown(timeout_sec=5.0)
         if node is not None:
+            if stopped and callable(getattr(node, "to_console", None)):
+                node.to_console()  # its last lines (the record node's summary) without rcl's error for /rosout
             if callable(getattr(node, "close", None)):
                 node.close()
             node.destroy_node()

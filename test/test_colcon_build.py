@@ -183,9 +183,12 @@ def test_launch_files_name_what_the_install_space_has(install_space: Path, tmp_p
     assert started == set(nodes), "every node executable is started by a launch file"
     # the installed parameter files: one node each, every parameter declared by that node
     by_name = {name: set(params) | common for name, params in nodes.values()}
+    of_file = {"render": "pose2rgbd_renderer", "record": "pose2rgbd_recorder", "localize": "pose2rgbd_localizer"}
     for f in sorted((share / "config").glob("*.yaml")):
         data = yaml.safe_load(f.read_text())
-        (node_name,) = data
+        (key,) = data
+        assert key == "/**", f"{f.name}: keyed {key!r}, not '/**' (a bare node name applies in the root namespace only)"
+        node_name = of_file[f.stem]
         assert node_name in by_name, f"{f.name}: {node_name} is no installed node"
-        names = set(flatten(data[node_name]["ros__parameters"]))
+        names = set(flatten(data[key]["ros__parameters"]))
         assert names <= by_name[node_name], f"{f.name}: not declared: {names - by_name[node_name]}"

@@ -484,3 +484,33 @@ def test_convert_finds_topics_named_without_their_leading_slash(flight) -> None:
         assert (t.image, t.gps, t.odom) == ("/camera/image_raw", "/gps/fix", "/odom")
         cfg.topics.depth = "ground_truth/depth"
         assert BagTopics.choose(r, cfg).depth == "/ground_truth/depth"
+
+
+def test_the_demo_sets_aside_an_earlier_versions_render_and_nothing_else(flight, engine, tmp_path: Path) -> None:
+    """The README's demo renders into OUT/rendered_orbit with --overwrite; an earlier version's demo left one there
+    without the node's mark, which the runtime now refuses. The demo renames exactly such a bag aside (kept) and
+    renders; a bag holding anything the render node does not write, or a marked one, is left to the runtime."""
+    import yaml
+
+    from pose2rgbd.bags import BagWriter
+    from pose2rgbd.cli.demo import set_aside_an_earlier_demos_render
+    from pose2rgbd.messages import image
+
+    bag, _ = flight
+    cfg = RendererConfig(rate_hz=2.0)
+    out = tmp_path / "rendered_orbit"
+    run_renderer_bag(cfg, bag, out, engine=engine)
+    assert set_aside_an_earlier_demos_render(out, cfg) is None  # marked: replaced by the runtime as usual
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())
+    meta["rosbag2_bagfile_information"].pop("custom_data", None)  # as an earlier version wrote it
+    (out / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    before = _files(out)
+    aside = set_aside_an_earlier_demos_render(out, cfg)
+    assert aside == tmp_path / "rendered_orbit.before-mark" and not out.exists() and _files(aside) == before
+    assert run_renderer_bag(cfg, bag, out, engine=engine, overwrite=True).counters["frames"] > 0
+    # a camera's recording at that name: not the demo's, left as it is (the runtime refuses it with its message)
+    camera = tmp_path / "camera"
+    with BagWriter(camera) as w:
+        w.write("/camera/rgb/image_raw", T0, image(w.factory, T0, "cam", np.zeros((4, 4, 3), np.uint8), "rgb8"))
+    before = _files(camera)
+    assert set_aside_an_earlier_demos_render(camera, cfg) is None and _files(camera) == before

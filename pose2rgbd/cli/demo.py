@@ -173,6 +173,35 @@ def _evaluate_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[
     return results
 
 
+def set_aside_an_earlier_demos_render(out_bag: Path, cfg: object) -> Path | None:
+    """An earlier version's demo wrote ``out_bag`` without the node's mark that ``--overwrite`` now asks for
+    (:data:`pose2rgbd.runtime.offline.NODE_MARK`), so the render stage would stop at it. Where the bag holds exactly
+    the render node's outputs with ``cfg`` (nothing of a recording) and no mark, it is renamed aside, kept (a name
+    that is free: ``rendered_orbit.before-mark``, ``...-2``, ...), and its new name returned; else None (a marked bag
+    is replaced as usual, anything else is refused by the runtime with its message)."""
+    from pose2rgbd.bags import open_bag
+    from pose2rgbd.errors import BagError
+    from pose2rgbd.output_guard import BAG
+    from pose2rgbd.nodes.renderer import RENDERER
+    from pose2rgbd.runtime.offline import NODE_MARK, resolve_topic
+
+    if not BAG.matches(out_bag):
+        return None
+    ours = {resolve_topic(name): mt for name, mt in RENDERER.output_types(cfg).items()}
+    try:
+        with open_bag(out_bag) as r:
+            if NODE_MARK in r.custom_data or any(ours.get(t) != i.msgtype for t, i in r.topics.items()):
+                return None
+    except BagError:
+        return None
+    aside, k = out_bag.with_name(f"{out_bag.name}.before-mark"), 1
+    while aside.exists():
+        k += 1
+        aside = out_bag.with_name(f"{out_bag.name}.before-mark-{k}")
+    out_bag.rename(aside)
+    return aside
+
+
 def _render_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[str, Path]:
     from pose2rgbd.inference import EngineConfig
     from pose2rgbd.nodes import RendererConfig
@@ -183,6 +212,8 @@ def _render_stage(args: argparse.Namespace, results: dict[str, Path]) -> dict[st
           "uncertainty")  # fmt: skip
     print(f"      -> {out_bag}")
     cfg = RendererConfig(engine=EngineConfig(checkpoint=str(results["checkpoint"])), rate_hz=10.0)
+    if (kept := set_aside_an_earlier_demos_render(out_bag, cfg)) is not None:
+        print(f"      the render of an earlier version's demo (its bag carries no node mark) kept as {kept}")
     stats = run_renderer_bag(cfg, results["bag"], out_bag, overwrite=True, progress=True)
     print(
         f"      {sum(stats.messages_out.values())} messages written in {stats.wall_s:.1f} s; render latency "

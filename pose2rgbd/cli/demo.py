@@ -181,8 +181,8 @@ def set_aside_an_earlier_demos_render(out_bag: Path, cfg: object) -> Path | None
     is replaced as usual, anything else is refused by the runtime with its message)."""
     from pose2rgbd.bags import open_bag
     from pose2rgbd.errors import BagError
-    from pose2rgbd.output_guard import BAG
     from pose2rgbd.nodes.renderer import RENDERER
+    from pose2rgbd.output_guard import BAG
     from pose2rgbd.runtime.offline import NODE_MARK, resolve_topic
 
     if not BAG.matches(out_bag):

@@ -109,7 +109,13 @@ def test_gpx_placed_on_the_video_clock_by_the_cameras_gps_time(shared_data: Path
     nextday = _gpx_of_hero7(clip, tmp_path / "next.gpx", shift_s=86_400.0, lead_s=0.0)
     dates = r"recorded from 2019-05-07 18:15.*from 2019-05-06 18:15.*its own GPS time.*another flight.*--no-gps-check"
     with pytest.raises(SyncError, match=dates):
-        VideoSource(clip, nextday, ConvertConfig())._checked_against_own_gps(read_gps_log(nextday), nextday)
+        VideoSource(clip, nextday, ConvertConfig())._checked_against_own_gps(read_gps_log(nextday), nextday, "gpx")
+    # taken anyway (--no-gps-check): not placed a day away by the camera's time, but by its first point, and said so
+    taken, said = VideoSource(clip, nextday, ConvertConfig(check_gps_log=False))._checked_against_own_gps(
+        read_gps_log(nextday), nextday, "gpx"
+    )
+    assert taken.t_s[0] == 0.0 and any("first point taken as the first frame" in n for n in said), said
+    assert any(n.startswith("the GPS log taken although the GPS log") for n in said), said
 
 
 def test_convert_video_refuses_another_flights_log(shared_data: Path, tmp_path: Path, capsys, caplog) -> None:

@@ -76,19 +76,34 @@ def allowed_m(log: GpsTrack) -> float:
 
 def log_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str) -> str | None:
     """Why the GPS log ``log`` is not the video's whose own GPS is ``own``, in words (where the log was recorded,
-    where and when the video was), or None where nothing says so (or either has no usable fix). Both on the video
-    clock; the time check only where both carry UTC (``GpsTrack.utc0_s``)."""
+    where and when the video was), or None where nothing says so (or either has no usable fix): by time
+    (:func:`time_mismatch`), else by place."""
+    return time_mismatch(log, own, log_name=log_name, video_name=video_name) or _place_mismatch(
+        log, own, log_name=log_name, video_name=video_name
+    )
+
+
+def time_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str) -> str | None:
+    """Why the log's UTC span does not reach the video's (more than :data:`TIME_SLACK_S` apart), or None: where both
+    carry UTC (``GpsTrack.utc0_s``) and have usable fixes. Absolute times: the same before and after a log is placed
+    on the video clock."""
+    a, b = _fixes(log), _fixes(own)
+    if not a.any() or not b.any() or not (np.isfinite(log.utc0_s) and np.isfinite(own.utc0_s)):
+        return None
+    l0, l1 = log.utc0_s + float(log.t_s[a].min()), log.utc0_s + float(log.t_s[a].max())
+    v0, v1 = own.utc0_s + float(own.t_s[b].min()), own.utc0_s + float(own.t_s[b].max())
+    if l1 < v0 - TIME_SLACK_S or l0 > v1 + TIME_SLACK_S:
+        return (
+            f"the GPS log {log_name} was recorded from {_utc(l0)} to {_utc(l1)}, and the video {video_name} from "
+            f"{_utc(v0)} to {_utc(v1)} (its own GPS time): the log is of another flight"
+        )
+    return None
+
+
+def _place_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str) -> str | None:
     a, b = _fixes(log), _fixes(own)
     if not a.any() or not b.any():
         return None
-    if np.isfinite(log.utc0_s) and np.isfinite(own.utc0_s):
-        l0, l1 = log.utc0_s + float(log.t_s[a].min()), log.utc0_s + float(log.t_s[a].max())
-        v0, v1 = own.utc0_s + float(own.t_s[b].min()), own.utc0_s + float(own.t_s[b].max())
-        if l1 < v0 - TIME_SLACK_S or l0 > v1 + TIME_SLACK_S:
-            return (
-                f"the GPS log {log_name} was recorded from {_utc(l0)} to {_utc(l1)}, and the video {video_name} from "
-                f"{_utc(v0)} to {_utc(v1)} (its own GPS time): the log is of another flight"
-            )
     d = apart_m(log, own)
     if d is not None and d > allowed_m(log):
         lat, lon = float(np.median(own.lat[b])), float(np.median(own.lon[b]))

@@ -252,7 +252,7 @@ class VideoSource(ClockOffsetSource):
         gps_path, gps_format = resolve_gps_log(vp, self.gps_log, self.gps_format)
         track = read_gps_log(gps_path, gps_format, video_start_utc=self.video_start_utc)
         log.info("GPS: %d fixes from %s (format %s)", len(track), track.source or gps_path, gps_format)
-        track, placed = self._checked_against_own_gps(track, gps_path)
+        track, placed = self._checked_against_own_gps(track, gps_path, gps_format)
         if gps_format == "gpx" and self.video_start_utc is None and not placed:
             placed = [self._gpx_first_point_note(track, n / fps if n and fps > 0 else None)]
         # The camera: a pinhole from the horizontal FOV (--hfov) and the frame size, or the one a calibrated lens's
@@ -309,12 +309,14 @@ class VideoSource(ClockOffsetSource):
             )  # fmt: skip
         return note
 
-    def _checked_against_own_gps(self, track: GpsTrack, gps_path: Path) -> tuple[GpsTrack, list[str]]:
+    def _checked_against_own_gps(
+        self, track: GpsTrack, gps_path: Path, gps_format: str = ""
+    ) -> tuple[GpsTrack, list[str]]:
         """A --gps log beside a video with its own GPS (a GoPro's GPMF; :mod:`pose2rgbd.convert.gps_match`): a GPX
         log without ``--video-start-utc`` placed on the video clock by the camera's GPS time; a log of another place
         or time refused (warned with ``check_gps_log`` false). The track, and the assumption to list (if any)."""
         from pose2rgbd.convert.gopro import has_gpmf
-        from pose2rgbd.convert.gps_match import apart_m, log_mismatch
+        from pose2rgbd.convert.gps_match import apart_m, log_mismatch, time_mismatch
 
         vp = self.path
         if self.gps_log is None or gps_path.resolve() == vp.resolve() or not has_gpmf(vp):
@@ -325,7 +327,10 @@ class VideoSource(ClockOffsetSource):
             log.info("the video's telemetry carries no GPS to check the log against (%s)", e)
             return track, []
         placed = []
-        if self.video_start_utc is None and np.isfinite(track.utc0_s) and np.isfinite(own.utc0_s):
+        names = {"log_name": str(gps_path), "video_name": str(vp)}
+        apart_in_time = time_mismatch(track, own, **names)  # then placing it by the camera's time means nothing
+        if (self.video_start_utc is None and apart_in_time is None and np.isfinite(track.utc0_s)
+                and np.isfinite(own.utc0_s)):  # fmt: skip
             shift = track.utc0_s - own.utc0_s
             track = track.rebased(own.utc0_s)
             start = _dt.datetime.fromtimestamp(own.utc0_s, _dt.timezone.utc).isoformat(timespec="seconds")
@@ -334,7 +339,7 @@ class VideoSource(ClockOffsetSource):
                 f"(the log's first point {shift:+.1f} s from it; --video-start-utc sets it instead)"
             )
             log.info("GPS: %s", placed[-1])
-        why = log_mismatch(track, own, log_name=str(gps_path), video_name=str(vp))
+        why = apart_in_time or log_mismatch(track, own, **names)
         if why is None:
             d = apart_m(track, own)
             if d is not None:
@@ -346,7 +351,10 @@ class VideoSource(ClockOffsetSource):
                 "video's own GPS is the wrong one, --no-gps-check takes the log anyway (nothing was written)"
             )
         log.warning("%s; taken anyway (--no-gps-check)", why)
-        return track, [*placed, f"the GPS log taken although {why} (--no-gps-check)"]
+        taken = f"the GPS log taken although {why} (--no-gps-check)"
+        if apart_in_time is not None and gps_format == "gpx":
+            placed.append("the GPX log's first point taken as the first frame (its UTC span is not the camera's)")
+        return track, [*placed, taken]
 
     def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         for i, _, bgr in _undistorted(read_video_frames(self.path), self.lens):

@@ -69,7 +69,7 @@ from pose2rgbd.inference.structure_calibration import information_covariance as 
 from pose2rgbd.inference.structure_fix import Fix
 from pose2rgbd.inference.structure_match import CandidateMatcher, StructureMap
 from pose2rgbd.placemap.features import FeatureConfig, ImageFeatures, extract, root_sift
-from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.format import MapError, stated_pose_error
 from pose2rgbd.placemap.keyframe_map import has_local_features, keyframes_digest
 
 if TYPE_CHECKING:
@@ -327,10 +327,7 @@ class StructureLocalizer:
         self.calibration: Calibration | None = map_calibration(place_map)
         self.calibration_source = "map" if self.calibration is not None else "none"
         # the map's own poses' error (horizontal, vertical m), added to every fix's covariance (map_pose_error)
-        stated = (place_map.manifest.get("dataset") or {}).get("pose_error") if self.cfg.map_pose_error else None
-        self.map_pose_error: tuple[float, float] | None = (
-            (float(stated["horizontal_m"]), float(stated["vertical_m"])) if stated else None
-        )
+        self.map_pose_error = stated_pose_error(place_map.manifest) if self.cfg.map_pose_error else None
         mk = self.cfg.max_keyframe_distance_m
         self.max_kf_distance = mk if mk > 0 else 3.0 * float(place_map.poses.rot_weight_m)
         self.matcher = CandidateMatcher(place_map, all_features=self.cfg.ratio_all_features)

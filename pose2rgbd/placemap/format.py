@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,15 @@ class MapWriter:
 
 
 # ------------------------------------------------------------------------------------------------------ reader
+def stated_pose_error(manifest: Mapping[str, object]) -> tuple[float, float] | None:
+    """The standard deviations (horizontal, vertical; metres) of a map's own poses against the true ones, from its
+    manifest's ``dataset.pose_error`` (a recording's GPS receiver's statement, docs/dataset-format.md); None where
+    its dataset states none."""
+    dataset = manifest.get("dataset")
+    e = dataset.get("pose_error") if isinstance(dataset, Mapping) else None
+    return (float(e["horizontal_m"]), float(e["vertical_m"])) if isinstance(e, Mapping) and e else None
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the map folder ``path``; a clear :class:`MapError` when it is not a map."""
     p = Path(path).expanduser()

@@ -19,7 +19,7 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
-from pose2rgbd.placemap.format import BlobReader, MapError, decode_depth, decode_rgb, read_manifest
+from pose2rgbd.placemap.format import BlobReader, MapError, decode_depth, decode_rgb, read_manifest, stated_pose_error
 from pose2rgbd.placemap.lru import LRU
 from pose2rgbd.placemap.place import GlobalDescriber
 from pose2rgbd.placemap.selection import MapSelection
@@ -119,10 +119,7 @@ class PlaceMap:
     def pose_error(self) -> tuple[float, float] | None:
         """The standard deviations (horizontal, vertical; metres) of the map's own poses against the true ones, where
         its dataset states them (a recording's GPS receiver, ``pose_error`` in docs/dataset-format.md), else None."""
-        e = self.manifest.get("dataset", {}).get("pose_error")
-        if not e:
-            return None
-        return float(e["horizontal_m"]), float(e["vertical_m"])
+        return stated_pose_error(self.manifest)
 
     @property
     def selection(self) -> MapSelection:

@@ -27,7 +27,8 @@ def _same_datum(a: Datum, b: Datum) -> bool:
     return abs(a.lat_deg - b.lat_deg) < 1e-9 and abs(a.lon_deg - b.lon_deg) < 1e-9 and abs(a.alt_m - b.alt_m) < 1e-3
 
 
-def _datum_text(d: Datum) -> str:
+def datum_text(d: Datum) -> str:
+    """A datum as ``--datum`` takes it: ``lat,lon,alt``."""
     return f"{d.lat_deg:.9g},{d.lon_deg:.9g},{d.alt_m:.6g}"
 
 
@@ -77,8 +78,8 @@ class DatasetAppend(NodeLogic):
         theirs = ds.manifest.datum
         if mine is not None and theirs is not None and not _same_datum(mine, theirs):
             raise ConfigError(
-                f"datum {_datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
-                f"{_datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
+                f"datum {datum_text(mine)} (--datum) differs from the datum of the existing dataset {path}: "
+                f"{datum_text(theirs)}; its frames are relative to that one. Leave --datum out to resume with it, "
                 "or record into a new dataset"
             )
         if theirs is not None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pose2rgbd import messages as M
 from pose2rgbd.geometry.geodesy import Datum
-from pose2rgbd.nodes.recorder.append import DatasetAppend
+from pose2rgbd.nodes.recorder.append import DatasetAppend, datum_text
 from pose2rgbd.nodes.recorder.config import RecorderConfig
 from pose2rgbd.nodes.recorder.frame_sync import FixSample, FrameSync
 from pose2rgbd.nodes.sync import InterpolatingStream
@@ -89,9 +89,7 @@ class GpsInput(FrameSync, DatasetAppend):
         if self.datum is None:
             self.datum = Datum(float(lla[0]), float(lla[1]), float(lla[2]))
             self._datum_from_gate = True
-            d = self.datum
-            self.log.info(f"ENU datum at the first fix the GPS gate kept: lat {d.lat_deg:.7f}, lon {d.lon_deg:.7f}, "
-                          f"alt {d.alt_m:.2f} m")  # fmt: skip
+            self.log.info(f"ENU datum at the first fix the GPS gate kept: {datum_text(self.datum)} (lat,lon,alt)")
         if len(self.fix_covariances) < MAX_COVARIANCES:
             self.fix_covariances.append((item.reading.covariance, item.reading.covariance_type))
         return self._queue_fix(stamp, item, now_ns)

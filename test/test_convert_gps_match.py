@@ -116,6 +116,12 @@ def test_gpx_placed_on_the_video_clock_by_the_cameras_gps_time(shared_data: Path
     )
     assert taken.t_s[0] == 0.0 and any("first point taken as the first frame" in n for n in said), said
     assert any(n.startswith("the GPS log taken although the GPS log") for n in said), said
+    # ... and with --video-start-utc given, placed by that time: no first-point note
+    given = "2019-05-07T18:15:07Z"
+    _, said = VideoSource(
+        clip, nextday, ConvertConfig(check_gps_log=False), video_start_utc=given
+    )._checked_against_own_gps(read_gps_log(nextday, video_start_utc=given), nextday, "gpx")
+    assert not any("first point" in n for n in said) and any(n.startswith("the GPS log taken although") for n in said)
 
 
 def test_convert_video_refuses_another_flights_log(shared_data: Path, tmp_path: Path, capsys, caplog) -> None:

@@ -78,7 +78,7 @@ def log_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str
     """Why the GPS log ``log`` is not the video's whose own GPS is ``own``, in words (where the log was recorded,
     where and when the video was), or None where nothing says so (or either has no usable fix): by time
     (:func:`time_mismatch`), else by place."""
-    return time_mismatch(log, own, log_name=log_name, video_name=video_name) or _place_mismatch(
+    return time_mismatch(log, own, log_name=log_name, video_name=video_name) or place_mismatch(
         log, own, log_name=log_name, video_name=video_name
     )
 
@@ -100,18 +100,19 @@ def time_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: st
     return None
 
 
-def _place_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str) -> str | None:
+def place_mismatch(log: GpsTrack, own: GpsTrack, *, log_name: str, video_name: str) -> str | None:
+    """Why the video's own fixes lie too far from the log's track (:func:`apart_m` beyond :func:`allowed_m`), or
+    None (or either has no usable fix)."""
     a, b = _fixes(log), _fixes(own)
-    if not a.any() or not b.any():
-        return None
     d = apart_m(log, own)
-    if d is not None and d > allowed_m(log):
+    allowed = allowed_m(log) if d is not None else 0.0
+    if d is not None and d > allowed:
         lat, lon = float(np.median(own.lat[b])), float(np.median(own.lon[b]))
         llat, llon = float(np.median(log.lat[a])), float(np.median(log.lon[a]))
         return (
             f"the video {video_name} was recorded {_km(d)} from the track of the GPS log {log_name} (the video's own "
             f"GPS: around {lat:.5f}, {lon:.5f}; the log: around {llat:.5f}, {llon:.5f}; median distance of the "
-            f"video's fixes from the log's nearest, more than {allowed_m(log):.0f} m): the log is of another place "
+            f"video's fixes from the log's nearest, more than {allowed:.0f} m): the log is of another place "
             "or flight"
         )
     return None

@@ -316,7 +316,7 @@ class VideoSource(ClockOffsetSource):
         log without ``--video-start-utc`` placed on the video clock by the camera's GPS time; a log of another place
         or time refused (warned with ``check_gps_log`` false). The track, and the assumption to list (if any)."""
         from pose2rgbd.convert.gopro import has_gpmf
-        from pose2rgbd.convert.gps_match import apart_m, log_mismatch, time_mismatch
+        from pose2rgbd.convert.gps_match import apart_m, place_mismatch, time_mismatch
 
         vp = self.path
         if self.gps_log is None or gps_path.resolve() == vp.resolve() or not has_gpmf(vp):
@@ -339,7 +339,7 @@ class VideoSource(ClockOffsetSource):
                 f"(the log's first point {shift:+.1f} s from it; --video-start-utc sets it instead)"
             )
             log.info("GPS: %s", placed[-1])
-        why = apart_in_time or log_mismatch(track, own, **names)
+        why = apart_in_time or place_mismatch(track, own, **names)
         if why is None:
             d = apart_m(track, own)
             if d is not None:
@@ -352,8 +352,8 @@ class VideoSource(ClockOffsetSource):
             )
         log.warning("%s; taken anyway (--no-gps-check)", why)
         taken = f"the GPS log taken although {why} (--no-gps-check)"
-        if apart_in_time is not None and gps_format == "gpx":
-            placed.append("the GPX log's first point taken as the first frame (its UTC span is not the camera's)")
+        if apart_in_time is not None and gps_format == "gpx" and self.video_start_utc is None:
+            placed.append(self._gpx_first_point_note(track, None))  # not placed by the camera's time: its first point
         return track, [*placed, taken]
 
     def kept_frames(self, keep: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:

@@ -138,6 +138,41 @@ def test_calibration_scales_with_confidence_and_refuses_bad_input(tmp_path: Path
     check_covariance(default_covariance())
 
 
+def test_calibration_adds_the_datasets_pose_error_after_the_ood_inflation(tmp_path: Path) -> None:
+    """A calibration measured against GPS poses carries their stated error (the dataset's ``pose_error``), which the
+    node adds to the position block of every published covariance, after the out-of-distribution inflation; the
+    file keeps it and refuses a malformed one."""
+    from pose2rgbd.nodes.localizer.outputs import PoseCovariance
+
+    rng = np.random.default_rng(4)
+    n = 60
+    T_true = np.repeat(np.eye(4)[None], n, 0)
+    T_est = T_true.copy()
+    T_est[:, :3, 3] = rng.normal(size=(n, 3)) * 0.05
+    cal = compute_calibration(T_est, T_true, rng.uniform(0, 1, n), confidence_bins=1)
+    plain = PoseCovariance(cal)
+    cfg = LocalizerConfig(ood_covariance_scale=100.0)
+    base_in, base_out = plain.at(cfg, 0.5, False), plain.at(cfg, 0.5, True)
+    cal.pose_error = {"horizontal_m": 0.9, "vertical_m": 1.8}
+    back = load_calibration(save_calibration(cal, tmp_path / "c.yaml"))
+    assert back.pose_error == {"horizontal_m": 0.9, "vertical_m": 1.8} and back.pose_error_sigmas() == (0.9, 1.8)
+    stated = PoseCovariance(back)
+    added = np.diag([0.81, 0.81, 3.24, 0, 0, 0])
+    assert np.allclose(stated.at(cfg, 0.5, False), base_in + added)
+    assert np.allclose(stated.at(cfg, 0.5, True), base_out + added)  # not inflated x100 with the model's error
+    check_covariance(stated.at(dataclasses.replace(cfg, scale_by_confidence=False), 0.5, False))
+    assert PoseCovariance(None).at(cfg, 0.5, False)[0, 0] == default_covariance()[0, 0]  # no calibration: no term
+    d = cal.to_dict()
+    d["pose_error"] = {"horizontal_m": -1.0, "vertical_m": 1.0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=r"pose_error .* horizontal_m and vertical_m"):
+        load_calibration(bad)
+    d["pose_error"] = {}
+    bad.write_text(yaml.safe_dump(d))
+    assert load_calibration(bad).pose_error_sigmas() is None
+
+
 def test_fit_to_input_keeps_the_centre() -> None:
     img = np.zeros((40, 80, 3), np.uint8)
     img[:, 20:60] = 255  # the centre 40x40 is white
@@ -353,7 +388,8 @@ def test_cli_localize_calibrate(ckpt: Path, tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     cam = PinholeCamera.from_fov(40, 24, 90.0)
     rng = np.random.default_rng(5)
-    with DatasetWriter(ds, Manifest("t", cam, depth_kind="none")) as w:
+    stated = {"horizontal_m": 0.9, "vertical_m": 1.8, "fixes": 30, "source": "NavSatFix position_covariance"}
+    with DatasetWriter(ds, Manifest("t", cam, depth_kind="none", pose_error=stated)) as w:
         for k, img in enumerate(_images(30)):
             T = T_from_tq(rng.normal(size=3) * 20 + [0, 0, 30], np.array([1.0, 0, 0, 0]))
             w.add_frame(1_000_000_000 * k, T, img)
@@ -364,6 +400,7 @@ def test_cli_localize_calibrate(ckpt: Path, tmp_path: Path) -> None:
     assert isinstance(cal, Calibration) and cal.n_frames == 30 and cal.source["split"] == "all"
     check_covariance(cal.covariance)
     assert cal.errors["position_median_m"] > 0
+    assert cal.pose_error == {"horizontal_m": 0.9, "vertical_m": 1.8}  # the GPS's: added by the node at run time
     before = out.read_text()
     assert main(["localize", "calibrate", "--checkpoint", str(ckpt), "--dataset", str(ds),
                  "--out", str(ckpt)]) == 2  # fmt: skip  # never the checkpoint

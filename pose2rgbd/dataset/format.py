@@ -17,7 +17,7 @@ import datetime as _dt
 import hashlib
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +69,10 @@ class Manifest:
     # the poses' own error against the true ones where the producer knows it (a recording's GPS receiver's
     # reported covariance): {horizontal_m, vertical_m, fixes, source} (docs/dataset-format.md); {} not known
     pose_error: dict[str, object] = field(default_factory=dict)
+
+    def pose_error_sigmas(self) -> tuple[float, float] | None:
+        """:attr:`pose_error` as ``(horizontal, vertical)`` standard deviations in metres; None where not known."""
+        return pose_error_sigmas(self.pose_error)
 
     def __post_init__(self) -> None:
         if self.pose_units not in ("", *POSE_UNITS):
@@ -170,6 +174,15 @@ class Manifest:
             source_cameras=list(source_cameras),
             pose_error=dict(pose_error),
         )
+
+
+def pose_error_sigmas(e: object) -> tuple[float, float] | None:
+    """A manifest's ``pose_error`` (checked when read: :func:`_good_pose_error`) as ``(horizontal, vertical)``
+    standard deviations in metres; None where it is empty or absent."""
+    if not isinstance(e, Mapping) or not e:
+        return None
+    h, v = e["horizontal_m"], e["vertical_m"]
+    return (float(h), float(v)) if isinstance(h, (int, float)) and isinstance(v, (int, float)) else None
 
 
 def _good_pose_error(e: object) -> bool:

@@ -127,6 +127,14 @@ def calibrate(
         T_est, ds.frames.T_world_cam[frames], conf, ood_quantile=ood_quantile,
         confidence_bins=confidence_bins, source=source,
     )  # fmt: skip
+    stated = ds.manifest.pose_error_sigmas()
+    if stated is not None:  # errors against GPS poses: the model is off the truth by the GPS's error too
+        cal.pose_error = {"horizontal_m": stated[0], "vertical_m": stated[1]}
+        notes.append(
+            f"the dataset's poses are off the true ones by {stated[0]:.3g} m horizontally and {stated[1]:.3g} m "
+            "vertically (its pose_error, the GPS receiver's statement): added to every covariance the localize node "
+            "publishes (the file's pose_error)"
+        )
     return cal, notes
 
 

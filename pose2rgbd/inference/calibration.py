@@ -108,6 +108,11 @@ class Calibration:
     gate: dict[str, float] = field(default_factory=dict)
     # confidence = P(position error < bound_m) (fit_confidence: bound_m, kappa; empty: the localizer's own score)
     confidence_model: dict[str, float] = field(default_factory=dict)
+    # the calibration dataset's own poses against the truth (its manifest's pose_error: horizontal_m, vertical_m,
+    # standard deviations; a recording's GPS receiver's statement): the errors above were measured against those
+    # poses, so a model trained and calibrated on them is off the truth by this much more (:meth:`pose_error_sigmas`,
+    # added by the localize node to what it publishes); empty: the dataset states none
+    pose_error: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.covariance = check_covariance(self.covariance, "calibration covariance")
@@ -126,6 +131,20 @@ class Calibration:
             raise ConfigError("calibration: the gate, the confidence model and the scale bound must be finite numbers")
         if self.confidence_model and not {"bound_m", "kappa"} <= set(self.confidence_model):
             raise ConfigError("calibration: confidence_model needs bound_m and kappa")
+        if self.pose_error and not (
+            {"horizontal_m", "vertical_m"} <= set(self.pose_error)
+            and all(math.isfinite(float(v)) and float(v) >= 0 for v in self.pose_error.values())
+        ):
+            raise ConfigError(
+                f"calibration: pose_error {self.pose_error!r} needs horizontal_m and vertical_m, finite numbers >= 0 "
+                "(standard deviations in metres); delete the key to add no dataset pose error"
+            )
+
+    def pose_error_sigmas(self) -> tuple[float, float] | None:
+        """The calibration dataset's own pose error (:attr:`pose_error`) as ``(horizontal, vertical)`` standard
+        deviations in metres, for :func:`with_pose_error`; None where it states none."""
+        e = self.pose_error
+        return (float(e["horizontal_m"]), float(e["vertical_m"])) if e else None
 
     def covariance_of_fix(self, information_covariance: np.ndarray) -> np.ndarray:
         """A fix's own covariance (from its inliers' information) scaled: the position block by
@@ -204,6 +223,7 @@ class Calibration:
             "information_scale_bound": {k: float(v) for k, v in self.information_scale_bound.items()},
             "gate": {k: float(v) for k, v in self.gate.items()},
             "confidence_model": {k: float(v) for k, v in self.confidence_model.items()},
+            "pose_error": {k: float(v) for k, v in self.pose_error.items()},
             "source": {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in self.source.items()},
         }
 
@@ -231,11 +251,27 @@ class Calibration:
                 information_scale_bound={str(k): float(v) for k, v in (d.get("information_scale_bound") or {}).items()},
                 gate={str(k): float(v) for k, v in (d.get("gate") or {}).items()},
                 confidence_model={str(k): float(v) for k, v in (d.get("confidence_model") or {}).items()},
+                pose_error={str(k): float(v) for k, v in (d.get("pose_error") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConfigError):
                 raise ConfigError(f"{where}: {e}") from e
             raise ConfigError(f"{where}: malformed calibration file ({type(e).__name__}: {e})") from e
+
+
+def with_pose_error(covariance: np.ndarray, pose_error: tuple[float, float] | None) -> np.ndarray:
+    """``covariance`` (6x6, world x y z then rotations) with the error of the poses a localizer was calibrated
+    against added (a place map's, or a calibration dataset's: :meth:`Calibration.pose_error_sigmas`): ``(horizontal,
+    vertical)`` standard deviations in metres on the world's x, y and z (REP-103: z up), independent of the
+    localizer's own error; unchanged without one."""
+    if pose_error is None:
+        return covariance
+    h, v = pose_error
+    out = np.array(covariance, dtype=np.float64, copy=True)
+    out[0, 0] += h * h
+    out[1, 1] += h * h
+    out[2, 2] += v * v
+    return out
 
 
 def check_covariance(c: Any, what: str = "covariance") -> np.ndarray:

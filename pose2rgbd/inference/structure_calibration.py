@@ -39,6 +39,7 @@ from pose2rgbd.inference.calibration import (
     gate_ranges,
     information_factors,
     pose_error_vectors,
+    with_pose_error,
 )
 from pose2rgbd.inference.structure_fix import Fix
 
@@ -139,7 +140,7 @@ def finish_fix(
     fix.quat_xyzw = matrix_to_quat_xyzw(fix.T_world_cam[:3, :3])
     fix.information = fix.covariance
     if cal is None:
-        fix.covariance = with_map_pose_error(fix.covariance, map_pose_error)
+        fix.covariance = with_pose_error(fix.covariance, map_pose_error)
         return
     cov = cal.covariance_of_fix(fix.covariance)
     if cal.gate:
@@ -150,24 +151,10 @@ def finish_fix(
             cov = gap_scaled(cov, cal.gate)
     if fix.flag:
         cov = cov * ood_covariance_scale
-    fix.covariance = cov = with_map_pose_error(cov, map_pose_error)
+    fix.covariance = cov = with_pose_error(cov, map_pose_error)
     p = cal.confidence_of(cov)
     if p is not None:
         fix.confidence, fix.confidence_bound_m = p, cal.confidence_model["bound_m"]
-
-
-def with_map_pose_error(covariance: np.ndarray, map_pose_error: tuple[float, float] | None) -> np.ndarray:
-    """``covariance`` (6x6, world x y z then rotations) with the map's own position error added: ``(horizontal,
-    vertical)`` standard deviations in metres on the world's x, y and z (REP-103: z up), independent of the fix's
-    own; unchanged without one."""
-    if map_pose_error is None:
-        return covariance
-    h, v = map_pose_error
-    out = np.array(covariance, dtype=np.float64, copy=True)
-    out[0, 0] += h * h
-    out[1, 1] += h * h
-    out[2, 2] += v * v
-    return out
 
 
 def flag_fix(fix: Fix, reason: str, cal: Calibration | None, ood_covariance_scale: float) -> None:

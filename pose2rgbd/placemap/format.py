@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from pose2rgbd.atomic import make_temp_dir, swap_in, sweep_stale_siblings, write_text_atomic
+from pose2rgbd.dataset.format import pose_error_sigmas
 from pose2rgbd.errors import Pose2RGBDError
 from pose2rgbd.jsonio import json_text
 from pose2rgbd.output_guard import OutputKind, refuse_existing
@@ -303,8 +304,7 @@ def stated_pose_error(manifest: Mapping[str, object]) -> tuple[float, float] | N
     manifest's ``dataset.pose_error`` (a recording's GPS receiver's statement, docs/dataset-format.md); None where
     its dataset states none."""
     dataset = manifest.get("dataset")
-    e = dataset.get("pose_error") if isinstance(dataset, Mapping) else None
-    return (float(e["horizontal_m"]), float(e["vertical_m"])) if isinstance(e, Mapping) and e else None
+    return pose_error_sigmas(dataset.get("pose_error")) if isinstance(dataset, Mapping) else None
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -307,6 +307,9 @@ def _describe_localizer(cfg: LocalizerConfig, res: dict[str, Any]) -> str:
         )
     h, w = engine.input_hw
     cov = "calibrated covariance" if cal else "default covariance"
+    sigmas = res["calibration"].pose_error_sigmas() if cal else None
+    if sigmas is not None:  # the calibration dataset's GPS error, added to each pose's covariance
+        cov += f" + the dataset's pose error, {sigmas[0]:.3g} m horizontal / {sigmas[1]:.3g} m vertical"
     return f"localizing {cfg.image_type} images from {cfg.topics.image} at {w}x{h} on {engine.device} ({cov})"
 
 

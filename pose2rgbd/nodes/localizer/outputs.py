@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd import messages as M
-from pose2rgbd.inference.calibration import Calibration, default_covariance
+from pose2rgbd.inference.calibration import Calibration, default_covariance, with_pose_error
 from pose2rgbd.nodes.localizer.config import LocalizerConfig
 
 Outgoing = tuple[str, Any]
@@ -34,12 +34,16 @@ class PoseCovariance:
         return self.calibration.ood_threshold if self.calibration is not None else 0.0
 
     def at(self, cfg: LocalizerConfig, confidence: float, ood: bool) -> np.ndarray:
-        """The 6x6 covariance published with a pose of this confidence."""
+        """The 6x6 covariance published with a pose of this confidence: the model's (scaled by the confidence,
+        inflated out of distribution), then the calibration dataset's own pose error added (its GPS receiver's
+        statement: the model was trained and calibrated against those poses, not the true ones)."""
         if self.calibration is not None and cfg.scale_by_confidence:
             cov = self.calibration.covariance_at(confidence)
         else:
             cov = self.base.copy()
-        return cov * cfg.ood_covariance_scale if ood else cov
+        if ood:
+            cov = cov * cfg.ood_covariance_scale
+        return cov if self.calibration is None else with_pose_error(cov, self.calibration.pose_error_sigmas())
 
 
 def _pose_with_covariance(f: M.MessageFactory, stamp: int, frame: str, T: np.ndarray, cov: np.ndarray) -> Any:

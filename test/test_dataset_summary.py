@@ -23,9 +23,10 @@ FRAMES = [
 ]
 
 
-def _write(path: Path, depth_kind: str = "metric") -> Path:
+def _write(path: Path, depth_kind: str = "metric", extra: dict[str, object] | None = None) -> Path:
     sources = [{"id": i, "kind": "sim", "name": f"s{i}"} for i in (0, 2, 5)]
-    with DatasetWriter(path, Manifest("summary-unit", CAM, depth_kind=depth_kind, sources=sources)) as w:
+    man = Manifest("summary-unit", CAM, depth_kind=depth_kind, sources=sources, extra=dict(extra or {}))
+    with DatasetWriter(path, man) as w:
         for dt, pos, sid in FRAMES:
             rgb = np.full((30, 40, 3), 90, np.uint8)
             depth = np.full((30, 40), 20.0, np.float32) if depth_kind != "none" else None
@@ -68,3 +69,44 @@ def test_cli_dataset_info_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "  extent (m)   x 5.5  y 8.0  z 3.5",
         f"  fingerprint  {Dataset(path).fingerprint()}",
     ]
+
+
+def test_a_suspect_import_is_said_by_dataset_info_and_map_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dataset whose import's pose check found a likely mistake (``convert images``: verdict ``suspect``, its
+    findings in report/summary.json) says so in ``dataset info``, and ``map build`` (as ``train``) warns before it
+    builds on the poses; an import that passed says OK, a dataset no check ran on says nothing."""
+    import contextlib
+    import json
+    import logging
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset.summary import import_pose_check, suspect_import_warning
+    from pose2rgbd.errors import Pose2RGBDError
+    from pose2rgbd.placemap.build import build_map
+
+    path = _write(tmp_path / "ds", extra={"pose_check": "suspect"})
+    mistake = "the depth contradicts the poses: ... with the depth multiplied by 10: the depth units are off"
+    (path / "report").mkdir()
+    (path / "report" / "summary.json").write_text(json.dumps({"pose_check": {"verdict": "suspect",
+                                                                             "mistakes": [mistake]}}))  # fmt: skip
+    ds = Dataset(path)
+    assert import_pose_check(ds) == ("suspect", [mistake])
+    warning = suspect_import_warning(ds)
+    assert warning is not None and "SUSPECT" in warning and mistake in warning and "convert again" in warning
+    assert main(["dataset", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"  pose check   SUSPECT at import ({path / 'report'})" in out and f"  WARNING      {mistake}" in out
+    # four flat grey frames make no map; the warning comes first
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd"), contextlib.suppress(Pose2RGBDError):
+        build_map(path, tmp_path / "map", progress=False)
+    assert any("SUSPECT" in r.getMessage() and mistake in r.getMessage() for r in caplog.records)
+    # the report gone: the verdict still; an import that passed: OK, no warning; no import check: nothing
+    (path / "report" / "summary.json").unlink()
+    assert import_pose_check(Dataset(path)) == ("suspect", []) and suspect_import_warning(Dataset(path))
+    passed = Dataset(_write(tmp_path / "ok", extra={"pose_check": "ok"}))
+    assert import_pose_check(passed) == ("ok", []) and suspect_import_warning(passed) is None
+    assert main(["dataset", "info", str(passed.path)]) == 0
+    assert "  pose check   OK at import\n" in capsys.readouterr().out
+    assert import_pose_check(Dataset(_write(tmp_path / "plain"))) is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose2rgbd.convert.pose_check import DepthEvidence, check_poses, depth_sample
+from pose2rgbd.convert.pose_check import DepthEvidence, check_poses, depth_sample, other_quaternion_order
 from pose2rgbd.geometry.camera_axes import GL_FROM_OPTICAL
 
 W, H = 64, 48
@@ -53,10 +53,13 @@ def _evidence(T: np.ndarray, depth_scale: float = 1.0) -> DepthEvidence:
 @pytest.mark.parametrize("pan_deg", [15.0, 25.0])
 def test_a_correct_handheld_sweep_in_a_y_up_world_is_not_suspect(pan_deg: float) -> None:
     T = _sweep(pan_deg=pan_deg)
-    # without depth: nearly parallel axes prove nothing, and +z is not this world's up: nothing is called a mistake
+    # without depth: nearly parallel axes prove nothing, and +z is not this world's up: nothing is called a mistake,
+    # but the poses' direction is said to be unverified (an inverted sweep would look the same)
     plain = check_poses(T, up_hint=np.array([0.0, 0.0, 1.0]))
     st = {f.name: f for f in plain.findings}
-    assert plain.verdict == "ok", plain.mistakes
+    assert plain.verdict == "check" and [f.name for f in plain.findings if f.status in ("warn", "fail")] == [
+        "direction"], plain.mistakes  # fmt: skip
+    assert "could not be verified" in st["direction"].message and "--depth" in st["direction"].message
     assert st["common_target"].status == "info" and "parallel" in st["common_target"].message
     assert st["upright"].status == "info" and "not gravity aligned" in st["upright"].message
     np.testing.assert_allclose(np.abs(st["upright"].values["estimated_up"]), [0, 1, 0], atol=0.15)
@@ -83,6 +86,66 @@ def test_depth_names_the_convention_mistake(mistake: str, named: str) -> None:
     d = c.findings[0]
     assert d.name == "depth" and d.status == "fail" and named in d.message, d.message
     assert c.verdict == "suspect"
+
+
+def _read_in_order(T: np.ndarray, file_order: str, read_as: str) -> np.ndarray:
+    """``T`` as an importer reading ``read_as`` makes it of quaternions written ``file_order``."""
+    q = Rotation.from_matrix(T[:, :3, :3]).as_quat()  # x y z w
+    numbers = q if file_order == "xyzw" else np.roll(q, 1, axis=1)
+    xyzw = numbers if read_as == "xyzw" else np.roll(numbers, -1, axis=1)
+    out = T.copy()
+    out[:, :3, :3] = Rotation.from_quat(xyzw).as_matrix()
+    return out
+
+
+@pytest.mark.parametrize(("file_order", "read_as", "named"), [("wxyz", "xyzw", "w first"), ("xyzw", "wxyz", "w last")])
+def test_depth_names_quaternions_in_the_other_order(file_order: str, read_as: str, named: str) -> None:
+    """TUM's ``qx qy qz qw`` written w first (or COLMAP's ``qw qx qy qz`` written w last): the depth fits the poses
+    with the quaternions read the other way, and the check says so; reading them back gives the poses again."""
+    T = _sweep()
+    wrong = _read_in_order(T, file_order, read_as)
+    np.testing.assert_allclose(other_quaternion_order(wrong, read_as), T, atol=1e-9)
+    c = check_poses(wrong, depth=_evidence(T), quaternion_order=read_as)
+    d = c.findings[0]
+    assert d.name == "depth" and d.status == "fail" and d.values["best_hypothesis"] == "quaternion order"
+    assert named in d.message and "reorder the columns" in d.message and c.verdict == "suspect"
+    assert check_poses(T, depth=_evidence(T), quaternion_order=read_as).verdict == "ok"  # read right: no doubt
+
+
+@pytest.mark.parametrize("heading_deg", [0.0, 180.0])
+def test_quaternions_in_the_other_order_are_named_without_depth(heading_deg: float) -> None:
+    """A forward camera pitched 20 deg down on a straight flight, its TUM quaternions written w first: as read the
+    cameras disagree about up; read w first they look along the travel and agree, and the check names the order
+    beside the OpenGL axes. The same poses read right pass, and an inverted trajectory is not called verified."""
+    R0 = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])  # optical axes of a camera looking along world +x, z up
+    heading = Rotation.from_euler("z", heading_deg, degrees=True).as_matrix()
+    pitch = Rotation.from_euler("x", -20.0, degrees=True).as_matrix()
+    T = np.tile(np.eye(4), (40, 1, 1))
+    for i in range(40):
+        T[i, :3, :3] = Rotation.from_euler("z", 10 * np.sin(i / 8), degrees=True).as_matrix() @ heading @ R0 @ pitch
+        T[i, :3, 3] = 0.5 * i * heading[:, 0] + [0.0, 0.0, 1.5]
+    good = check_poses(T, quaternion_order="xyzw")
+    assert good.verdict == "ok" and not any(f.name == "direction" for f in good.findings), good.mistakes
+    c = check_poses(_read_in_order(T, "wxyz", "xyzw"), quaternion_order="xyzw")
+    st = {f.name: f for f in c.findings}
+    assert c.verdict != "ok" and st["quaternion_order"].status == "warn"
+    assert "w first (qw qx qy qz)" in st["quaternion_order"].message and "OpenGL" in st["quaternion_order"].message
+    inverted = check_poses(np.linalg.inv(T), quaternion_order="xyzw")
+    assert inverted.verdict != "ok", [(f.name, f.status) for f in inverted.findings]
+
+
+def test_a_straight_down_survey_without_depth_is_unverified() -> None:
+    """Cameras looking straight down along a line (a mapping flight) without depth or points: nothing tells the
+    poses from their inverse, and the verdict says so instead of OK -- for the poses and their inverse alike."""
+    R_down = np.array([[0.0, -1, 0], [-1, 0, 0], [0, 0, -1]])  # optical z down, x along -y: a nadir camera
+    T = np.tile(np.eye(4), (30, 1, 1))
+    for i in range(30):
+        T[i, :3, :3] = R_down
+        T[i, :3, 3] = [2.0 * i, 0.1 * np.sin(i), 50.0]
+    for poses in (T, np.linalg.inv(T)):
+        c = check_poses(poses, up_hint=np.array([0.0, 0.0, 1.0]))
+        st = {f.name: f for f in c.findings}
+        assert c.verdict == "check" and st["direction"].status == "warn", c.mistakes
 
 
 def test_depth_outweighs_a_geometric_guess() -> None:

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _info(args: argparse.Namespace) -> int:
     from pose2rgbd.dataset import Dataset
-    from pose2rgbd.dataset.summary import summarize_dataset
+    from pose2rgbd.dataset.summary import import_pose_check, summarize_dataset
 
     ds = Dataset(args.path)
     s = summarize_dataset(ds)
@@ -73,6 +73,12 @@ def _info(args: argparse.Namespace) -> int:
 
     for line in depth_import_lines((ds.manifest.extra.get("conversion") or {}).get("depth_import")):
         print(f"  import       {line}")
+    found = import_pose_check(ds)
+    if found is not None:  # convert images checked the poses when it imported them
+        verdict, mistakes = found
+        print(f"  pose check   {verdict.upper()} at import" + (f" ({ds.path / 'report'})" if mistakes else ""))
+        for m in mistakes:
+            print(f"  WARNING      {m}")
     if check is not None and check.saturated_depth_pixels:
         vals = ", ".join(f"{v:g}" for v in check.saturated_depth_values)
         print(

@@ -27,6 +27,15 @@ Tests (each gives a :class:`Finding`; ``fail`` = a likely convention mistake, ``
   otherwise the cameras should at least agree with each other.
 * ``axes_convention``: a trajectory that looks backwards *and* is upside down is the camera turned 180 deg about
   its x axis: OpenGL axes taken for optical ones (or converted twice).
+* ``quaternion_order`` (formats that store quaternions: TUM ``qx qy qz qw``, COLMAP ``qw qx qy qz``): when the
+  cameras look backwards or upside down as given, the rotations are read again with the quaternion's four numbers
+  in the other order (w first instead of last, or last instead of first); where that makes the cameras look along
+  their travel and stand upright, the order is named as a likely cause, beside the OpenGL axes (the depth test
+  tries the order too, and tells the two apart).
+* ``direction``: nothing above proved which way the poses map (camera-to-world, or world-to-camera read as it) --
+  no depth agreed, no 3D points, the cameras neither face a common target nor look along their travel: a warning
+  that the poses' direction could not be verified, since an inverted trajectory (or one whose quaternions are in
+  the other order) can look upright and plausible.
 * ``common_target`` and ``motion`` disagree on a curved path (the axes of a car in a turn meet behind it); a
   camera that looks along its direction of travel wins and the target test says "not conclusive".
 """
@@ -209,6 +218,27 @@ def _motion_test(T: np.ndarray) -> Finding:
                    f"{med:.2f}): not conclusive", vals)  # fmt: skip
 
 
+QUATERNION_ORDERS = ("xyzw", "wxyz")
+
+
+def other_quaternion_order(T: np.ndarray, order: str) -> np.ndarray:
+    """The poses ``T`` with their rotations read again from the same four numbers in the other order: the file's
+    quaternions were read as ``order`` (``"xyzw"``: TUM; ``"wxyz"``: COLMAP); this is what they give when written in
+    the other one (w first instead of last, or last instead of first). Positions unchanged. (Which sign the numbers
+    had does not matter: a quaternion and its negative are one rotation in either reading.)"""
+    from scipy.spatial.transform import Rotation
+
+    if order not in QUATERNION_ORDERS:
+        raise ValueError(f"quaternion order {order!r}: expected one of {QUATERNION_ORDERS}")
+    T = np.asarray(T, dtype=np.float64)
+    read = Rotation.from_matrix(T[:, :3, :3]).as_quat()  # x y z w: the numbers as the importer put them
+    file = read if order == "xyzw" else np.roll(read, 1, axis=1)  # the four numbers in the file's order
+    other = np.roll(file, -1, axis=1) if order == "xyzw" else file  # read as w x y z, or as x y z w
+    out: np.ndarray = T.copy()
+    out[:, :3, :3] = Rotation.from_quat(other).as_matrix()
+    return out
+
+
 def _common_up(T: np.ndarray) -> np.ndarray | None:
     """The axis the cameras' x axes are all (nearly) perpendicular to -- the up of a shared horizon, sign
     unknown -- or None when the cameras roll freely (or there are fewer than 3)."""
@@ -295,7 +325,7 @@ def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.n
 DEPTH_SCALES = (0.1, 0.2, 0.5, 2.0, 5.0, 10.0)
 
 
-def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
+def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "") -> Finding:
     """The ``depth`` test of the module docstring. Each sampled keyframe is compared with the next two (the
     second gives the parallax that shows a wrong depth scale). Hypotheses are ranked by the median relative
     depth difference of the points that land; one that fits clearly better than the poses as given (half the
@@ -304,6 +334,8 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
         return Finding("depth", "info", "fewer than 2 frames with depth: not tested")
     hyps: dict[str, tuple[np.ndarray, float]] = {"as given": (T, 1.0), "inverted": (np.linalg.inv(T), 1.0),
                                                  "opengl": (T @ GL_FROM_OPTICAL, 1.0)}  # fmt: skip
+    if quaternion_order:
+        hyps["quaternion order"] = (other_quaternion_order(T, quaternion_order), 1.0)
     for s in DEPTH_SCALES:
         hyps[f"scale {s:g}"] = (T, s)
     grids = [_pixel_grid(K, d) for K, d in zip(ev.K, ev.depth, strict=True)]
@@ -331,6 +363,9 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
             "inverted": "with the poses inverted: the poses are world-to-camera, read as camera-to-world (or "
                         "inverted twice)",
             "opengl": "with OpenGL camera axes (x right, y up, z back) read as optical ones: --camera-axes opengl",
+            "quaternion order": "with the quaternions read in the other order: the file has them "
+            + ("w first (qw qx qy qz), this format qx qy qz qw" if quaternion_order == "xyzw" else
+               "w last (qx qy qz qw), this format qw qx qy qz") + " (reorder the columns)",
         }.get(best) or (
             f"with the depth multiplied by {best.split()[1]}: the depth units are off (units per metre: "
             "--depth-scale; nerfstudio's depth_unit_scale_factor)"
@@ -353,6 +388,32 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence) -> Finding:
     return Finding("depth", "warn", msg, vals)
 
 
+def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray | None,
+                     order: str) -> Finding | None:  # fmt: skip
+    """The ``quaternion_order`` test of the module docstring: None unless the cameras look backwards or upside down
+    (or away from their common target) as given."""
+    doubt = [f for f in findings if f.name in ("motion", "upright", "common_target", "axes_convention")
+             and f.status in ("warn", "fail")]  # fmt: skip
+    if not doubt or len(T) < 3:
+        return None
+    alt = other_quaternion_order(T, order)
+    motion, (upright, _) = _motion_test(alt), _upright_test(alt, up_hint, "")
+    if motion.status != "ok" or upright.status == "warn":
+        return None
+    other = "w first (qw qx qy qz)" if order == "xyzw" else "w last (qx qy qz qw)"
+    given = "qx qy qz qw" if order == "xyzw" else "qw qx qy qz"
+    stand = " and stand upright" if upright.status == "ok" else ""
+    return Finding(
+        "quaternion_order", "warn",
+        f"read in the other order, {other}, the same quaternions make the cameras look along their travel "
+        f"(median cos {motion.values['median_cos_view_travel']:.2f}){stand}: "
+        f"the file's quaternions are probably written {other}, where this format has {given} (reorder the "
+        "columns); the OpenGL camera axes are the other explanation of cameras that look backwards, and depth "
+        "(--depth) tells the two apart",
+        {"median_cos_view_travel": motion.values.get("median_cos_view_travel"), "read_as": order},
+    )  # fmt: skip
+
+
 def check_poses(
     T_world_cam: np.ndarray,
     *,
@@ -361,8 +422,10 @@ def check_poses(
     up_hint: np.ndarray | None = None,
     convention: str = "",
     depth: DepthEvidence | None = None,
+    quaternion_order: str = "",
 ) -> PoseCheck:
-    """Run the tests of the module docstring on ``(N, 4, 4)`` optical-frame camera poses."""
+    """Run the tests of the module docstring on ``(N, 4, 4)`` optical-frame camera poses. ``quaternion_order``: the
+    order the importer read the source's quaternions in (``"xyzw"``, ``"wxyz"``; ``""``: a format of matrices)."""
     T = np.asarray(T_world_cam, dtype=np.float64)
     conv = convention or "check the source's camera convention"
     findings: list[Finding] = []
@@ -395,12 +458,16 @@ def check_poses(
             {"median_cos_view_travel": motion.values.get("median_cos_view_travel"),
              "median_cos_image_up": f.values.get("median_cos_image_up")},
         ))  # fmt: skip
+    if quaternion_order:
+        q = _quaternion_test(T, findings, up_hint, quaternion_order)
+        if q is not None:
+            findings.append(q)
     if depth is not None:
-        df = _depth_test(T, depth)
+        df = _depth_test(T, depth, quaternion_order)
         if df.status == "ok":  # proven by the depth: the geometric guesses about orientation are outweighed
             for k, f in enumerate(findings):
                 if f.status in ("fail", "warn") and f.name in ("points_in_front", "common_target", "motion",
-                                                               "axes_convention"):  # fmt: skip
+                                                               "axes_convention", "quaternion_order"):  # fmt: skip
                     findings[k] = Finding(f.name, "info", f"{f.message} -- outweighed: the depth agrees across "
                                           "keyframes as given", f.values)  # fmt: skip
                     bad[:] = False
@@ -411,6 +478,16 @@ def check_poses(
                                           "rendering does not mind", f.values)  # fmt: skip
                     bad[:] = False
         findings.insert(0, df)
+    proven = any(
+        f.status == "ok" for f in findings if f.name in ("depth", "points_in_front", "common_target", "motion")
+    )
+    if not proven and not any(f.status in ("fail", "warn") for f in findings):
+        findings.append(Finding(
+            "direction", "warn", "the poses' direction could not be verified: no depth agreed, no 3D points, and the "
+            "cameras neither face a common target nor look along their travel, so poses inverted (world-to-camera "
+            f"read as camera-to-world){' or quaternions in the other order' if quaternion_order else ''} would look "
+            f"as plausible: {conv}. Check one frame by hand, or give depth (--depth) that the check can test",
+        ))  # fmt: skip
     fails = [f.message for f in findings if f.status == "fail"]
     warns = [f.message for f in findings if f.status == "warn"]
     verdict = "suspect" if fails else ("check" if warns else "ok")

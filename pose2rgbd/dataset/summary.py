@@ -51,3 +51,37 @@ def summarize_dataset(dataset: Dataset | str | Path) -> DatasetSummary:
         extent_m=(float(ext[0]), float(ext[1]), float(ext[2])),
         fingerprint=ds.fingerprint(),
     )
+
+
+def import_pose_check(ds: Dataset) -> tuple[str, list[str]] | None:
+    """What the pose check of the dataset's import found (``convert images``: :mod:`pose2rgbd.convert.pose_check`):
+    its verdict (``ok``, ``check``, ``suspect``) and its warnings, the latter from the import's report
+    (``report/summary.json``; none where it is gone); None for a dataset no pose check ran on."""
+    import json
+
+    verdict = ds.manifest.extra.get("pose_check")
+    if not isinstance(verdict, str):
+        return None
+    mistakes: list[str] = []
+    report = ds.path / "report" / "summary.json"
+    try:
+        pc = json.loads(report.read_text()).get("pose_check") or {}
+        mistakes = [str(m) for m in pc.get("mistakes") or []]
+    except (OSError, ValueError, AttributeError):
+        pass  # the verdict alone: the report was removed or is not the import's
+    return verdict, mistakes
+
+
+def suspect_import_warning(ds: Dataset) -> str | None:
+    """A warning for a dataset whose import's pose check found a likely mistake (verdict ``suspect``): what it found
+    and what to do, for the commands that build on the poses (``train``, ``map build``); None otherwise."""
+    found = import_pose_check(ds)
+    if found is None or found[0] != "suspect":
+        return None
+    first = f": {found[1][0]}" if found[1] else ""
+    more = f" (and {len(found[1]) - 1} more)" if len(found[1]) > 1 else ""
+    return (
+        f"{ds.path}: its import's pose check found a likely mistake in the poses (SUSPECT){first}{more}. Whatever is "
+        f"built on these poses inherits it: see {ds.path / 'report'} (poses.png), convert again with the fix, or "
+        "check one frame by hand if the check is wrong"
+    )

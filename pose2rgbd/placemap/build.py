@@ -31,6 +31,7 @@ import numpy as np
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.dataset import Dataset
 from pose2rgbd.dataset.repeats import RepeatFilter, digest
+from pose2rgbd.dataset.summary import suspect_import_warning
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.placemap.features import FeatureConfig, ImageFeatures, extract
 from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter, encode_depth, encode_rgb, read_manifest
@@ -292,6 +293,8 @@ def build_map(
     check_output(out, PLACE_MAP, inputs=[dataset], overwrite=overwrite)
     refuse_existing(out, overwrite=overwrite)
     ds = Dataset(dataset)
+    if doubt := suspect_import_warning(ds):
+        log.warning("%s", doubt)
     explicit = rows is not None
     rows = select_frames(ds, cfg.selection) if rows is None else np.unique(np.asarray(rows, np.int64))
     if explicit and (len(rows) < 2 or rows[0] < 0 or rows[-1] >= len(ds)):

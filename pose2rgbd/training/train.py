@@ -30,6 +30,7 @@ import yaml
 from pose2rgbd import config as cfgmod
 from pose2rgbd.atomic import write_text_atomic
 from pose2rgbd.dataset import Dataset
+from pose2rgbd.dataset.summary import suspect_import_warning
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weight
@@ -206,6 +207,8 @@ def train_one_process(
     tc = train_cfg if train_cfg is not None else TrainConfig()
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     check_dataset_for(family, ds)
+    if (doubt := suspect_import_warning(ds)) and distributed.current().is_main:
+        log.warning("%s", doubt)
     out = Path(out_dir)
     extra = [*inputs, *([resume] if isinstance(resume, (str, Path)) else [])]
     main = distributed.current().is_main  # under torchrun rank 0 checks and writes out_dir, alone

@@ -107,3 +107,17 @@ def test_posed_jpeg_is_the_sensors_own_encoding(tmp_path: Path) -> None:
     assert len(rep) >= 1
     for n in rep:
         assert (root / frames[n]["file_path"]).read_bytes() == (root / frames[n - 1]["file_path"]).read_bytes()
+
+
+def test_posed_depth_beyond_the_16_bit_range_is_not_clipped_to_a_false_depth() -> None:
+    """The export's 16-bit depth holds 1 cm codes up to 655.34 m: a surface farther away is the saturated code
+    (read as invalid by `convert images`), not 655.34 m; sky stays no return, saturation saturated."""
+    from pose2rgbd.sim.export_posed import NO_RETURN, SATURATED, depth_units
+
+    depth = np.array([[1.234, 655.34, 655.36, 900.0, np.inf, np.nan]])
+    saturated = np.array([[False, False, False, False, False, False]])
+    units = depth_units(depth, saturated)
+    assert units.dtype == np.uint16
+    assert units.tolist() == [[123, 65534, SATURATED, SATURATED, NO_RETURN, NO_RETURN]]
+    saturated[0, 0] = True
+    assert depth_units(depth, saturated)[0, 0] == SATURATED

@@ -8,8 +8,9 @@ Layout::
                              transform_matrix (camera-to-world, OpenGL camera axes as nerfstudio writes them;
                              the world is ENU, or y-up with ``realism.world_up: y``)
     OUT/images/NNNNN.jpg     the sensor's JPEG bytes (.png without JPEG: ``realism.jpeg_quality 0`` or realism off)
-    OUT/depth/NNNNN.png      16-bit depth in units of ``DEPTH_UNIT_M`` (1 cm: up to 655 m); 0 where the sensor
+    OUT/depth/NNNNN.png      16-bit depth in units of ``DEPTH_UNIT_M`` (1 cm: up to 655.34 m); 0 where the sensor
                              had no return (holes, sky), 65535 where it saturated (beyond ``realism.max_range_m``)
+                             or the surface lies beyond what the 16 bits hold (:func:`depth_units`)
     OUT/ground_truth.npz     the clean render's depth (metres, +inf sky) and the ENU poses, for tests
 
 A repeated frame (``realism.repeat_prob``) is a byte-identical copy of the previous frame's files.
@@ -28,6 +29,15 @@ from pose2rgbd.sim.realism import world_up_rotation
 
 DEPTH_UNIT_M = 0.01  # metres per unit of the 16-bit depth files
 NO_RETURN, SATURATED = 0, 65535
+
+
+def depth_units(depth: np.ndarray, saturated: np.ndarray) -> np.ndarray:
+    """Depth in metres ``(H, W)`` (inf or NaN: no return) as the 16-bit export's codes: ``DEPTH_UNIT_M`` units, 0 for
+    no return, 65535 where ``saturated`` and where the surface lies farther than the largest code below it holds
+    (655.34 m): such a pixel is not clipped to 655.34 m, which would be a depth no surface has."""
+    units = np.where(np.isfinite(depth), np.rint(depth / DEPTH_UNIT_M), NO_RETURN)
+    out = np.where(saturated | (units > SATURATED - 1), SATURATED, np.maximum(units, NO_RETURN)).astype(np.uint16)
+    return out
 
 
 def export_posed_images(
@@ -65,9 +75,7 @@ def export_posed_images(
                 rgb, depth, saturated, data = f.rgb, f.depth, f.saturated, f.jpeg
                 if f.repeated:
                     repeated.append(n)
-            units = np.where(np.isfinite(depth), np.rint(depth / DEPTH_UNIT_M), NO_RETURN)
-            units = np.clip(units, NO_RETURN, SATURATED - 1).astype(np.uint16)
-            units[saturated] = SATURATED
+            units = depth_units(depth, saturated)
             name = f"{n:05d}"
             img = f"images/{name}.{'jpg' if jpeg else 'png'}"
             if data is not None:  # the sensor's own JPEG (what the dataset holds is its decoding), not a re-encoding

@@ -633,3 +633,25 @@ def test_an_output_it_cannot_write_is_refused_before_the_checkpoint_is_loaded(
     with pytest.raises(OutputError, match="cannot be written"):
         render_trajectory(Engine(), read_trajectory(traj), out, progress=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_renders_of_an_unscaled_place_say_its_units_not_metres(tmp_path: Path) -> None:
+    """A checkpoint trained on poses without a metric scale (structure from motion without depth: the dataset's
+    pose_units "unscaled", kept by train) gets no metres in the folder's note; the distance line names only poses
+    farther than the median (none where all are as near)."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import NOTE_NAME, Trajectory, coverage_message, pose_unit_of, render_trajectory
+
+    class _Unscaled(_Ok):
+        loaded = type("L", (), {"extra": {"pose_units": "unscaled"}})()
+
+    assert pose_unit_of(_Unscaled()) == "units" and pose_unit_of(_Ok()) == "m"
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(3), T0_S + 0.1 * np.arange(3)))
+    render_trajectory(_Unscaled(), traj, tmp_path / "out", batch=2, progress=False)
+    lines = {line.split()[0]: line for line in (tmp_path / "out" / NOTE_NAME).read_text().splitlines()[2:]}
+    assert "tx ty tz (the training dataset's own units" in lines["poses.csv"] and "(METRES)" not in lines["poses.csv"]
+    n = 4
+    same = Trajectory(tmp_path / "t.tum", "tum", np.arange(n, dtype=np.int64), np.repeat(np.eye(4)[None], n, 0),
+                      np.arange(1, n + 1))  # fmt: skip
+    msg = coverage_message(same, np.zeros(n), np.zeros(n), unit="units")
+    assert msg == "distance to the nearest training camera: median 0.00 units / 0.0 deg", msg

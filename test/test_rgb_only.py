@@ -89,3 +89,27 @@ def test_grid_columns_follow_what_exists(tmp_path: Path) -> None:
     assert cv2.imread(str(p)).shape[1] == 7 * 250
     p = qualitative_grid(tmp_path / "b.png", rgb, rgb, None, None, None, depth_range=(0, 1))
     assert cv2.imread(str(p)).shape[1] == 2 * 250
+
+
+def test_an_unscaled_place_is_not_measured_in_metres(rgb_only: Path, tmp_path: Path) -> None:
+    """Poses without a metric scale (an SfM world without depth: pose_units "unscaled"): the checkpoint keeps the
+    units, and evaluate's baseline distance and coverage are in the dataset's units, not metres."""
+    from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest
+    from pose2rgbd.models import load_checkpoint
+
+    src = Dataset(rgb_only)
+    ds = tmp_path / "unscaled"
+    m = Manifest(name="sfm", camera=src.camera, depth_kind="none", sources=src.manifest.sources, pose_units="unscaled")
+    with DatasetWriter(ds, m) as w:
+        for i in range(len(src)):
+            f = src.frames
+            w.add_frame(int(f.stamp_ns[i]), f.T_world_cam[i], src.read_rgb(i), None, source_id=int(f.source_id[i]))
+    out, ev = tmp_path / "run", tmp_path / "ev"
+    assert main(["train", "--dataset", str(ds), "--out", str(out), "--size", "64", "--epochs", "1", "--batch-size",
+                 "8", "--split", "every-nth", "--every-nth", "4", "--no-tensorboard"]) == 0  # fmt: skip
+    assert load_checkpoint(out / "best.pt").extra["pose_units"] == "unscaled"
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", str(ds), "--out", str(ev),
+                 "--fly-frames", "2", "--grid_rows", "1"]) == 0  # fmt: skip
+    md = (ev / "metrics.md").read_text()
+    assert "10.0 units/rad" in md and " m/rad" not in md
+    assert json.loads((ev / "metrics.json").read_text())["info"]["pose_unit"] == "units"

@@ -231,6 +231,7 @@ def evaluate(
     use_baseline = cfg.baseline and len(sp.train) > 0 and not other
     # no depth anywhere (an RGB-only model on a dataset without depth): no depth unit, no depth columns
     unit = depth_unit_label(loaded.depth_kind if model.has_depth or cache.depth is not None else "none")
+    pose_unit = "m" if ds.manifest.resolved_pose_units == "m" else "units"  # unscaled poses: no metres
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
 
     nn_base = train_kf = None  # the baselines read the training frames as keyframes
@@ -328,9 +329,10 @@ def evaluate(
         "split": sp.description,
         "precision": "as trained (fp32)" if cfg.precision == "trained" else f"as served ({engine.precision})",
         "depth_unit": unit,
+        "pose_unit": pose_unit,
         "baseline": None
         if nn_base is None
-        else f"nearest training pose, d = |dt| + {nn_base.rot_weight_m:.1f} m/rad * angle ("
+        else f"nearest training pose, d = |dt| + {nn_base.rot_weight_m:.1f} {pose_unit}/rad * angle ("
         + (
             "--rot-weight"
             if cfg.rot_weight_m is not None
@@ -540,10 +542,10 @@ def _write_outputs(
         md += (f"Depth at points: {res.info['point_depth']}; a render is scored at each point's pixel "
                "(docs/models.md, \"Depth at triangulated points\").\n")  # fmt: skip
     if "coverage_median_m" in res.metrics["model"]:
-        m = res.metrics["model"]
+        m, pu = res.metrics["model"], res.info.get("pose_unit", "m")
         md += (
-            f"Coverage (test pose to the nearest training camera): median {m['coverage_median_m']:.2f} m / "
-            f"{m['coverage_median_deg']:.1f} deg, 90th percentile {m['coverage_p90_m']:.2f} m / "
+            f"Coverage (test pose to the nearest training camera): median {m['coverage_median_m']:.2f} {pu} / "
+            f"{m['coverage_median_deg']:.1f} deg, 90th percentile {m['coverage_p90_m']:.2f} {pu} / "
             f"{m['coverage_p90_deg']:.1f} deg; per frame in per_frame.csv, error against it in coverage.png.\n"
         )
     if res.info.get("depth_uncertainty"):

@@ -125,14 +125,23 @@ def _coverage(engine: object, T: np.ndarray) -> tuple[np.ndarray | None, np.ndar
     return (None, None) if m is None or d is None else (np.asarray(m, np.float64), np.asarray(d, np.float64))
 
 
+def pose_unit_of(engine: object) -> str:
+    """The unit of the positions a render engine's checkpoint was trained on: ``"m"``, or ``"units"`` for a dataset
+    whose poses have no metric scale (structure from motion without depth: its manifest's ``pose_units``, which
+    ``train`` keeps in the checkpoint); ``"m"`` for a checkpoint that states none."""
+    extra = getattr(getattr(engine, "loaded", None), "extra", None)
+    units = extra.get("pose_units") if isinstance(extra, dict) else None
+    return "units" if units == "unscaled" else "m"
+
+
 def out_of_bounds_message(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov_deg: np.ndarray | None,
-                          table: Path | None = None) -> str:  # fmt: skip
+                          table: Path | None = None, unit: str = "m") -> str:  # fmt: skip
     """The warning for the poses outside the training poses: how many, the first :data:`LISTED` by name with their
     distance to the nearest training camera, how many more, and where every pose's flag is."""
     idx = np.flatnonzero(oob)
     named = []
     for i in idx[:LISTED]:
-        far = "" if cov_m is None or cov_deg is None else f" ({cov_m[i]:.2f} m, {cov_deg[i]:.1f} deg)"
+        far = "" if cov_m is None or cov_deg is None else f" ({cov_m[i]:.2f} {unit}, {cov_deg[i]:.1f} deg)"
         named.append(f"{traj.label(int(i))}{far}")
     more = f", and {len(idx) - LISTED} more" if len(idx) > LISTED else ""
     dist = (
@@ -147,16 +156,20 @@ def out_of_bounds_message(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray |
     )
 
 
-def coverage_message(traj: Trajectory, cov_m: np.ndarray, cov_deg: np.ndarray, table: Path | None = None) -> str:
+def coverage_message(traj: Trajectory, cov_m: np.ndarray, cov_deg: np.ndarray, table: Path | None = None,
+                     unit: str = "m") -> str:  # fmt: skip
     """How far the poses are from the training cameras, whether flagged or not (the flag is a box around the
-    training poses; a pose inside it can still be metres from every camera): the median, and the :data:`LISTED`
-    farthest in position by name."""
-    far = np.argsort(-cov_m, kind="stable")[:LISTED]
-    named = ", ".join(f"{traj.label(int(i))} ({cov_m[i]:.2f} m, {cov_deg[i]:.1f} deg)" for i in far)
+    training poses; a pose inside it can still be metres from every camera): the median, and by name up to
+    :data:`LISTED` of the farthest in position, those farther than the median (none where all are as near);
+    ``unit``: the positions' (:func:`pose_unit_of`)."""
+    median = float(np.median(cov_m))
+    far = [i for i in np.argsort(-cov_m, kind="stable")[:LISTED] if cov_m[i] > median]
+    named = ", ".join(f"{traj.label(int(i))} ({cov_m[i]:.2f} {unit}, {cov_deg[i]:.1f} deg)" for i in far)
     where = f"; every pose's: {table}" if table is not None else ""
     return (
-        f"distance to the nearest training camera: median {float(np.median(cov_m)):.2f} m / "
-        f"{float(np.median(cov_deg)):.1f} deg; the farthest: {named}{where}"
+        f"distance to the nearest training camera: median {median:.2f} {unit} / {float(np.median(cov_deg)):.1f} deg"
+        + (f"; the farthest: {named}" if named else "")
+        + where
     )
 
 
@@ -176,9 +189,11 @@ def poses_table(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray | None, cov
     return "\n".join(rows) + "\n"
 
 
-def render_note(rgb: bool, depth: bool, sigma: bool) -> str:
+def render_note(rgb: bool, depth: bool, sigma: bool, pose_unit: str = "m") -> str:
     """The note written as :data:`NOTE_NAME` into a folder of renders: each kind of file it holds (``rgb``,
-    ``depth``, ``sigma``: whether the renders have one) and its units, so that the folder says it itself."""
+    ``depth``, ``sigma``: whether the renders have one) and its units, so that the folder says it itself;
+    ``pose_unit``: the positions' (:func:`pose_unit_of`)."""
+    where = "METRES" if pose_unit == "m" else "the training dataset's own units: its poses have no metric scale"
     files = [
         ("rgb_NNNNNN.png", "8-bit colour image (RGB)", rgb),
         ("depth_NNNNNN.png", "16-bit depth in MILLIMETRES (metres x 1000) along the camera's optical axis (z); 0 = no "
@@ -189,10 +204,10 @@ def render_note(rgb: bool, depth: bool, sigma: bool) -> str:
          "larger the farther the pose is from what the model saw (its coverage distance); NaN where there is no "
          "depth", sigma),
         ("poses.csv", "one row per pose rendered: index (the NNNNNN of its files), frame (the trajectory CSV's, "
-         "empty for TUM), line (in the trajectory file), stamp_ns (nanoseconds), tx ty tz (METRES) qx qy qz qw: "
+         f"empty for TUM), line (in the trajectory file), stamp_ns (nanoseconds), tx ty tz ({where}) qx qy qz qw: "
          "the pose T_world_cam, camera frame optical (x right, y down, z forward), quaternion x y z w; out_of_bounds "
          "(true: outside the training poses), "
-         "coverage_m / coverage_deg (distance to the nearest training camera, METRES / DEGREES; empty where the "
+         f"coverage_m / coverage_deg (distance to the nearest training camera, {where} / DEGREES; empty where the "
          "checkpoint carries no training cameras)", True),
         ("camera.yaml", "the renders' pinhole camera (a ROS camera calibration YAML, pixels): back-project the "
          "depth with it", True),
@@ -272,10 +287,11 @@ def render_trajectory(
     check_render_output(out, overwrite)
     oob = np.asarray(engine.out_of_bounds(T), dtype=bool).reshape(len(T))
     cov_m, cov_deg = _coverage(engine, T)
+    unit = pose_unit_of(engine)
     if oob.any():
-        log.warning("%s", out_of_bounds_message(traj, oob, cov_m, cov_deg, table))
+        log.warning("%s", out_of_bounds_message(traj, oob, cov_m, cov_deg, table, unit))
     if cov_m is not None and cov_deg is not None and len(T):
-        log.info("%s", coverage_message(traj, cov_m, cov_deg, table))
+        log.info("%s", coverage_message(traj, cov_m, cov_deg, table, unit))
     steps = np.diff(traj.stamps_ns) / 1e9
     timed = traj.timed and len(T) > 1 and bool(np.all(steps > 0))
     fps = fps or (1.0 / float(np.median(steps)) if timed else 10.0)
@@ -337,7 +353,7 @@ def render_trajectory(
         else:
             (dest / table.name).write_text(text)
             (dest / camera_file.name).write_text(cam)
-            (dest / NOTE_NAME).write_text(render_note(**wrote))  # put in place with the folder, whole
+            (dest / NOTE_NAME).write_text(render_note(**wrote, pose_unit=unit))  # put in place with the folder
             staged.commit()
     except BaseException:
         if writer is not None:

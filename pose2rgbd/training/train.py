@@ -357,6 +357,7 @@ def _fit(
                 "split": split.description,
                 "val": dict(trainer.last_val),
                 "dataset": dataset_path,
+                "pose_units": ds.manifest.resolved_pose_units,  # "m", or "unscaled" (render trajectory says which)
                 "bn_recalibrated": bool(tc.recalibrate_bn and trainer.bn_fresh),
             }
         )

@@ -13,6 +13,14 @@ Every node pose2rgbd ships runs in :class:`NodeHost` (``ros_nodes/NAME_node`` ->
 * ``on_activate``: subscriptions, timers and services are created (nothing is consumed while inactive);
 * ``on_deactivate``: they are destroyed again; ``on_cleanup``: logic, publishers and resources are dropped.
 
+Diagnostics while inactive: the diagnostics timer (a spec's timer of :meth:`~pose2rgbd.nodes.logic.NodeLogic.
+diagnostics_tick`) runs from configure to cleanup / shutdown, not only while active, and its publisher (the output
+``topics.diagnostics``) is a plain publisher, not a lifecycle one (diagnostic_updater's is a plain one on a lifecycle
+node too): while the node is configured but not active its status says so (level OK, :func:`inactive_status`), so
+a diagnostic aggregator tells a node parked on purpose from a dead one (whose status goes stale); an activation or a
+deactivation is reported at once. Every other output is a lifecycle publisher: nothing else is published while
+inactive.
+
 Threads and TF: every callback runs on the executor's one thread (rclpy's ``SingleThreadedExecutor``). The ``/tf``
 and ``/tf_static`` subscriptions are not among the executor's: their messages wait in DDS's queue until the node
 needs TF, and every lookup (and every TF poll) first takes all that arrived since the last one
@@ -54,9 +62,11 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from pose2rgbd.errors import ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.tf_buffer import TransformException
+from pose2rgbd.nodes.logic import DIAGNOSTICS_TOPIC, NodeLogic
 from pose2rgbd.nodes.spec import (
     Handler,
     NodeSpec,
+    Timer,
     bound,
     check_logic,
     config_from_flat,
@@ -69,6 +79,24 @@ from pose2rgbd_ros.factory import RclpyFactory
 
 AUTOSTART = "autostart"
 TF_DEPTH = 1000  # /tf messages DDS keeps between two takes (1 s at 1 kHz; tf2's listener keeps 100, taken at once)
+
+
+def is_diagnostics(timer: Timer) -> bool:
+    """``timer`` is the node's diagnostics timer (:meth:`NodeLogic.diagnostics_tick`, bound by name as every handler
+    is): it runs while the node is inactive too (the module docstring)."""
+    return timer.handler.__name__ == NodeLogic.diagnostics_tick.__name__
+
+
+def inactive_status(array: object, fqn: str) -> None:
+    """Make every status of the DiagnosticArray ``array`` (the node's own, its values as they stand) say that the node
+    ``fqn`` is inactive: level OK (inactive is a state a user or a lifecycle manager chose, not a fault; docs/ros.md,
+    "Diagnostics while inactive"), how to activate it, and the value ``lifecycle_state: inactive``."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    for status in getattr(array, "status", ()):
+        status.level = DiagnosticStatus.OK
+        status.message = f"inactive: activate with `ros2 lifecycle set {fqn} activate`"
+        status.values = [*status.values, KeyValue(key="lifecycle_state", value="inactive")]
 
 
 def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
@@ -172,6 +200,8 @@ class NodeHost(LifecycleNode):
         self._host_subs: list[Any] = []
         self._host_services: list[Any] = []
         self._host_timers: dict[int, tuple[Any, float]] = {}  # timer index -> (rclpy timer, period)
+        # the diagnostics timers: from configure to cleanup, also while inactive (the module docstring)
+        self._diagnostics_timers = {k for k, t in enumerate(spec.timers) if is_diagnostics(t)}
         self._tf: TFInput | None = None
         self._tf_subs: list[tuple[Any, str, bool]] = []  # (subscription, topic, static)
         self._tf_group = TakenOnDemand()
@@ -243,9 +273,13 @@ class NodeHost(LifecycleNode):
             self._start_tf(cfg)
         for out in self.spec.outputs:
             topic = get_key(cfg, out.topic)
-            self._host_pubs[topic] = self.create_lifecycle_publisher(
-                self.factory.cls(out.type), topic, _qos(out.qos, out.depth)
-            )
+            args = (self.factory.cls(out.type), topic, _qos(out.qos, out.depth))
+            if out.topic == DIAGNOSTICS_TOPIC:  # not a lifecycle publisher: it reports while inactive too (docstring)
+                self._host_pubs[topic] = self.create_publisher(*args)
+            else:
+                self._host_pubs[topic] = self.create_lifecycle_publisher(*args)
+        for k in self._diagnostics_timers:  # from now until cleanup, saying inactive until activated
+            self._start_timer(k)
         describe: Callable[..., str] | None = self.spec.extras.get("describe")
         self.get_logger().info(describe(cfg, resources) if describe else f"{self.spec.name} configured")
         return TransitionCallbackReturn.SUCCESS
@@ -263,7 +297,8 @@ class NodeHost(LifecycleNode):
                 )
             )
         for k in range(len(self.spec.timers)):
-            self._start_timer(k)
+            if k not in self._diagnostics_timers:  # those run since configure
+                self._start_timer(k)
         for srv in self.spec.services:
             self._host_services.append(
                 self.create_service(self.factory.cls(srv.type), srv.name, self._service_callback(srv.handler))
@@ -271,6 +306,7 @@ class NodeHost(LifecycleNode):
         if self.spec.tf_used(cfg) and self.spec.tf is not None and self.spec.tf.on_update:
             self._tf_poll = self.create_timer(self.spec.tf.poll_s, self._poll_tf)
         self._active = True
+        self._diagnose_now()
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -278,12 +314,13 @@ class NodeHost(LifecycleNode):
             self.destroy_subscription(s)
         for srv in self._host_services:
             self.destroy_service(srv)
-        for t, _ in self._host_timers.values():
-            self.destroy_timer(t)
+        for k in [k for k in self._host_timers if k not in self._diagnostics_timers]:  # those run until cleanup
+            self.destroy_timer(self._host_timers.pop(k)[0])
         if self._tf_poll is not None:
             self.destroy_timer(self._tf_poll)
-        self._host_subs, self._host_services, self._host_timers, self._tf_poll = [], [], {}, None
+        self._host_subs, self._host_services, self._tf_poll = [], [], None
         self._active = False
+        self._diagnose_now()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -295,8 +332,11 @@ class NodeHost(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
+        for t, _ in self._host_timers.values():  # the diagnostics timers (and, at a shutdown while active, all)
+            self.destroy_timer(t)
+        self._host_timers = {}
         for pub in self._host_pubs.values():
-            self.destroy_lifecycle_publisher(pub)
+            self.destroy_lifecycle_publisher(pub)  # also the diagnostics' plain one (not a managed entity)
         self._host_pubs = {}
         self._stop_tf()
         with self._lock:
@@ -351,6 +391,9 @@ class NodeHost(LifecycleNode):
                 if self.logic is None:
                     return
                 outputs = bound(self.logic, handler)(self._now())
+                if not self._active:  # a diagnostics timer, the one kind that runs while inactive
+                    for _, msg in outputs or ():
+                        inactive_status(msg, self.get_fully_qualified_name())
             self._publish(outputs)
 
         return callback
@@ -361,6 +404,13 @@ class NodeHost(LifecycleNode):
                 return bound(self.logic, handler)(request, response, self._now())
 
         return callback
+
+    def _diagnose_now(self) -> None:
+        """At an activation or a deactivation: the diagnostics say the new state now, not up to a period later (not
+        at configure: with ``autostart`` the activation follows at once, and otherwise the first tick says it)."""
+        for k in self._diagnostics_timers:
+            if k in self._host_timers:  # its period is not 0 (off)
+                self._timer_callback(self.spec.timers[k].handler)()
 
     def _start_timer(self, k: int) -> None:
         spec = self.spec.timers[k]
@@ -468,11 +518,12 @@ class NodeHost(LifecycleNode):
                     return SetParametersResult(successful=False, reason=reason)
                 applied.append((p.name, old))
             self.cfg = self.logic.cfg
-            if self._active:  # re-create the timers whose period changed
-                for k, spec in enumerate(self.spec.timers):
-                    current = self._host_timers.get(k)
-                    if (current[1] if current else 0.0) != float(spec.period_s(self.cfg)):
-                        self._start_timer(k)
+            for k, spec in enumerate(self.spec.timers):  # re-create the running timers whose period changed
+                if not (self._active or k in self._diagnostics_timers):
+                    continue  # not running while inactive
+                current = self._host_timers.get(k)
+                if (current[1] if current else 0.0) != float(spec.period_s(self.cfg)):
+                    self._start_timer(k)
         return SetParametersResult(successful=True)
 
 

@@ -379,16 +379,28 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     assert not r.successful and "configure" in r.reason
     assert h.get_param(node, RENDERER, "world_frame") == ""  # render.yaml: empty, the model's world frame
 
-    # lifecycle: deactivate (nothing published), cleanup, switch to the PoseStamped source, configure, activate
+    # lifecycle: deactivate (nothing published but the diagnostics saying so), cleanup (not even those), switch to
+    # the PoseStamped source, configure, activate
     assert h.lifecycle_state(node, RENDERER) == "active"
     h.transition(node, RENDERER, Transition.TRANSITION_DEACTIVATE)
     assert h.lifecycle_state(node, RENDERER) == "inactive"
     h.spin_for(0.5)
     rgbd.clear()
+    diags.clear()
     h.spin_for(1.0)
-    assert rgbd == [], "an inactive node publishes nothing"
+    # once a second, as when active: well within a diagnostic aggregator's 5 s before it calls a node stale
+    h.spin_until(lambda: _diag_status(diags, "pose2rgbd: renderer") is not None, 3.0, "inactive diagnostics", node)
+    assert rgbd == [], "an inactive node publishes nothing but its diagnostics"
+    inactive = f"inactive: activate with `ros2 lifecycle set {RENDERER} activate`"
+    st = _diag_status(diags, "pose2rgbd: renderer")
+    assert st.level == b"\x00" and st.message == inactive, st
+    assert {kv.key: kv.value for kv in st.values}["lifecycle_state"] == "inactive", st
     h.transition(node, RENDERER, Transition.TRANSITION_CLEANUP)
     assert h.lifecycle_state(node, RENDERER) == "unconfigured"
+    h.spin_for(0.2)
+    diags.clear()
+    h.spin_for(1.2)
+    assert _diag_status(diags, "pose2rgbd: renderer") is None, "cleaned up: no diagnostics"
     h.node.destroy_timer(timer)
     assert h.set_param(node, RENDERER, "pose_source", "topic").successful
     h.transition(node, RENDERER, Transition.TRANSITION_CONFIGURE)
@@ -409,6 +421,9 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     h.spin_until(lambda: any(_ns(x.header.stamp) in pose_stamps for x in rgbd), WAIT_S, "frames from PoseStamped", node)
     m = next(x for x in reversed(rgbd) if _ns(x.header.stamp) in pose_stamps)
     np.testing.assert_allclose(_image_array(m.depth), 15.0, rtol=1e-4)
+    h.spin_until(lambda: getattr(_diag_status(diags, "pose2rgbd: renderer"), "message", "") == "rendering", WAIT_S,
+                 "the active diagnostics again", node)  # fmt: skip
+    assert "lifecycle_state" not in {kv.key for kv in _diag_status(diags, "pose2rgbd: renderer").values}
 
     rc = node.interrupt()
     assert rc == 0, f"exit code {rc}:\n{node.output()[-3000:]}"

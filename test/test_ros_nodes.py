@@ -498,3 +498,122 @@ def test_the_cores_warnings_go_to_the_nodes_ros_logger(rclpy_context, capfd) -> 
     finally:
         node.destroy_node()
     assert node.core_log not in logging.getLogger("pose2rgbd").handlers
+
+
+# A toy node built on NodeLogic: its diagnostics timer (NodeLogic.diagnostics_tick) and one more output.
+@dataclass
+class DiagToyTopics:
+    output: str = help_field("diag_toy_out", "output (std_msgs/Int32)")
+    diagnostics: str = help_field("diag_toy_diagnostics", "diagnostics (diagnostic_msgs/DiagnosticArray)")
+
+
+@dataclass
+class DiagToyConfig:
+    warn_throttle_s: float = ranged_field(5.0, "warning throttle", 0.0, 60.0)
+    diagnostics_period_s: float = ranged_field(0.1, "diagnostics period (0: off)", 0.0, 5.0)
+    topics: DiagToyTopics = field(default_factory=DiagToyTopics, metadata={"help": "topics"})
+
+
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+def _diag_toy_spec() -> NodeSpec:
+    from pose2rgbd import messages as M
+    from pose2rgbd.nodes.logic import NodeLogic
+
+    class DiagToy(NodeLogic):
+        live = ("diagnostics_period_s",)
+
+        def diagnostics(self, now_ns: int) -> Any:
+            return M.diagnostic_array(self.f, now_ns, "diag toy", 1, "waiting for input", {"frames": 0}, "cam")
+
+        def tick(self, now_ns: int) -> list[tuple[str, Any]]:
+            return [(self.cfg.topics.output, self.f.new("std_msgs/msg/Int32", data=1))]
+
+    return NodeSpec(
+        name="diag_toy",
+        config=DiagToyConfig,
+        build=lambda cfg, factory, logger=None, **_: DiagToy(cfg, factory, logger),
+        outputs=(Output("topics.output", "std_msgs/msg/Int32"), Output("topics.diagnostics", DIAGNOSTIC_ARRAY)),
+        timers=(Timer(lambda c: 0.1, DiagToy.tick), Timer(lambda c: c.diagnostics_period_s, DiagToy.diagnostics_tick)),
+        live=DiagToy.live,
+    )
+
+
+def test_host_reports_inactive_on_diagnostics_until_cleanup(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """Configured but not active (before activate, after deactivate), a node still publishes its diagnostics: its
+    own status at level OK saying it is inactive and how to activate it, at the diagnostics period (a diagnostic
+    aggregator sees it alive, not stale). Its other outputs stay silent; active, the node's own status is back;
+    cleaned up, nothing comes any more."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Int32
+
+    from pose2rgbd_ros.host import NodeHost
+
+    node = NodeHost(_diag_toy_spec(), parameter_overrides=[Parameter("autostart", value=False)])
+    listener = rclpy_context.create_node("diag_listener")
+    diags: list[Any] = []
+    outs: list[Any] = []
+    listener.create_subscription(DiagnosticArray, "diag_toy_diagnostics", diags.append, 10)
+    listener.create_subscription(Int32, "diag_toy_out", outs.append, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(listener)
+    inactive = "inactive: activate with `ros2 lifecycle set /diag_toy activate`"
+
+    def statuses(n: int, what: str) -> list[Any]:
+        """The next ``n`` diagnostics received (after those before)."""
+        start = len(diags)
+        _spin_until(executor, lambda: len(diags) >= start + n, 10.0, f"{what}: {len(diags) - start} of {n} came")
+        return [a.status[0] for a in diags[start : start + n]]
+
+    try:
+        node.trigger_configure()
+        # discovery first: the first ticks may have gone before the listener was matched
+        _spin_until(executor, lambda: len(diags) >= 2, 10.0, "no diagnostics while configured, not yet active")
+        for st in statuses(3, "inactive after configure"):
+            values = {kv.key: kv.value for kv in st.values}
+            assert st.level == b"\x00" and st.message == inactive and (st.name, st.hardware_id) == ("diag toy", "cam")
+            assert values == {"frames": "0", "lifecycle_state": "inactive"}, "its own values, and the state"
+        assert outs == [], "nothing but the diagnostics is published while inactive"
+
+        # activated: the node's own status comes at once, not a diagnostics period (here 5 s) later; a live change
+        # of the diagnostics period applies while inactive too
+        assert node.set_parameters([Parameter("diagnostics_period_s", value=5.0)])[0].successful
+        assert [p for _, p in node._host_timers.values()] == [5.0], "the diagnostics timer alone runs"
+        node.trigger_activate()
+        _spin_until(executor, lambda: diags[-1].status[0].message != inactive, 2.0, "still inactive when active")
+        st = diags[-1].status[0]
+        assert st.level == b"\x01" and st.message == "waiting for input", st
+        assert "lifecycle_state" not in {kv.key for kv in st.values}
+        _spin_until(executor, lambda: len(outs) >= 2, 10.0, "no output while active")
+
+        # deactivated: the inactive status comes at once too
+        node.trigger_deactivate()
+        assert [p for _, p in node._host_timers.values()] == [5.0], "the diagnostics timer alone runs"
+        _spin_until(executor, lambda: diags[-1].status[0].message == inactive, 2.0, "no inactive status at once")
+        assert node.set_parameters([Parameter("diagnostics_period_s", value=0.1)])[0].successful
+        _spin_for(executor, 0.3)  # what was sent before the deactivation has come
+        before = len(outs)
+        for st in statuses(3, "inactive after deactivate"):
+            assert st.level == b"\x00" and st.message == inactive, st
+        assert len(outs) == before, "the other outputs stopped"
+
+        node.trigger_cleanup()
+        assert node._host_timers == {}
+        _spin_for(executor, 0.3)  # what was sent before the cleanup has come
+        start = len(diags)
+        _spin_for(executor, 0.5)
+        assert len(diags) == start, "cleaned up: no more diagnostics"
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        listener.destroy_node()
+
+
+def _spin_for(executor: Any, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.01)

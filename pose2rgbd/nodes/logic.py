@@ -29,6 +29,9 @@ import numpy as np
 from pose2rgbd.nodes.spec import parameter_change
 
 Outgoing = tuple[str, Any]
+# the config key of the topic of :meth:`NodeLogic.diagnostics_tick`; the lifecycle host publishes on it while the node
+# is inactive too (pose2rgbd_ros/host.py)
+DIAGNOSTICS_TOPIC = "topics.diagnostics"
 
 
 class Throttle:

@@ -54,6 +54,9 @@ FRONT_OK = 0.9  # fraction of observed points in front of a correct camera (nois
 AXES_MEET_DEG = 20.0
 TARGET_MAX_SPREADS = 3.0  # a common target farther than this many camera spreads away: the axes are ~parallel
 PARALLEL_FAN_DEG = 30.0  # 90 % of the viewing directions within this of their mean: a sweep, not an object capture
+# the second-smallest eigenvalue of the x axes' second moment below this: they spread over less than about 14 deg of one
+# line (a straight capture), and no up is estimated from them
+PARALLEL_X = 0.02
 NOT_GRAVITY_DEG = 30.0  # the cameras' common up this far from the format's up axis: the world is not that-up
 DEPTH_TOL = 0.10  # relative depth difference of a back-projected point that still agrees
 DEPTH_SAMPLES = 24  # keyframes whose depth the check reads
@@ -241,12 +244,15 @@ def other_quaternion_order(T: np.ndarray, order: str) -> np.ndarray:
 
 def _common_up(T: np.ndarray) -> np.ndarray | None:
     """The axis the cameras' x axes are all (nearly) perpendicular to -- the up of a shared horizon, sign
-    unknown -- or None when the cameras roll freely (or there are fewer than 3)."""
+    unknown -- or None when the cameras roll freely, when their x axes are all nearly parallel (a straight capture:
+    no one axis is singled out) or there are fewer than 3."""
     if len(T) < 3:
         return None
     x = T[:, :3, 0]
     w, V = np.linalg.eigh(x.T @ x / len(T))
-    return None if w[0] > 0.05 else V[:, 0]
+    # the x axes all (nearly) parallel (a straight capture that never turns): every axis across them is
+    # perpendicular to all, so the horizon fixes no up (the smallest eigenvalue's vector is any of them)
+    return None if w[0] > 0.05 or w[1] < PARALLEL_X else V[:, 0]
 
 
 def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) -> tuple[Finding, np.ndarray]:
@@ -280,7 +286,11 @@ def _upright_test(T: np.ndarray, up_hint: np.ndarray | None, convention: str) ->
     if len(T) < 3:
         return Finding("upright", "info", "fewer than 3 cameras: not tested"), none
     if common is None:
-        return Finding("upright", "info", "the cameras roll freely (no common horizon): not tested"), none
+        x = T[:, :3, 0]
+        why = ("the cameras' x axes are all nearly parallel (a straight capture that never turns): their horizon "
+               "does not say which way is up" if np.linalg.eigvalsh(x.T @ x / len(T))[1] < PARALLEL_X
+               else "the cameras roll freely (no common horizon)")  # fmt: skip
+        return Finding("upright", "info", f"{why}: not tested"), none
     u = common * np.sign(np.sum(np.sign(up_img @ common)) or 1.0)
     d = up_img @ u
     f = float(np.mean(d > 0))
@@ -392,16 +402,27 @@ def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray
                      order: str) -> Finding | None:  # fmt: skip
     """The ``quaternion_order`` test of the module docstring: None unless the cameras look backwards or upside down
     (or away from their common target) as given."""
+    if len(T) < 3:
+        return None
     doubt = [f for f in findings if f.name in ("motion", "upright", "common_target", "axes_convention")
              and f.status in ("warn", "fail")]  # fmt: skip
-    if not doubt or len(T) < 3:
-        return None
     alt = other_quaternion_order(T, order)
     motion, (upright, _) = _motion_test(alt), _upright_test(alt, up_hint, "")
     if motion.status != "ok" or upright.status == "warn":
         return None
     other = "w first (qw qx qy qz)" if order == "xyzw" else "w last (qx qy qz qw)"
     given = "qx qy qz qw" if order == "xyzw" else "qw qx qy qz"
+    if not doubt:  # plausible both ways: unless the two readings are nearly one, the order is not verified
+        apart = np.degrees(np.median(np.arccos(np.clip((np.einsum("nij,nij->n", T[:, :3, :3], alt[:, :3, :3]) - 1) / 2,
+                                                       -1.0, 1.0))))  # fmt: skip
+        if apart < 10.0:
+            return None
+        return Finding(
+            "quaternion_order", "warn",
+            f"the quaternions' order could not be verified: read {other} instead of {given}, the cameras (turned "
+            f"{apart:.0f} deg from these) look along their travel as well; check one frame by hand, or give depth "
+            "(--depth), which tells the two apart", {"read_as": order, "median_turn_deg": float(apart)},
+        )  # fmt: skip
     stand = " and stand upright" if upright.status == "ok" else ""
     return Finding(
         "quaternion_order", "warn",

@@ -101,8 +101,8 @@ def unknown_camera_warning(place_map: StructureMap, w: int, h: int, no_exif: str
         assert d is not None
         coeffs = ", ".join(f"{v:.4g}" for v in d.coeffs)
         text += (
-            f". The map's images were undistorted from a {d.model} lens ({coeffs}): for photos from that camera "
-            "pass --camera map"
+            f". The map's images were undistorted from a lens of the {d.model} model ({coeffs}): for photos from that "
+            "camera pass --camera map"
         )
     return text
 

@@ -443,7 +443,10 @@ def test_bad_inputs(ring, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
         convert_images(src.parent, src.parent / "ds", progress=False)
     # wrong image size for the camera
     _write_png(tmp_path / "n" / "images" / "frame_002.png", np.zeros((10, 10, 3), np.uint8))
-    with pytest.raises(PoseImportError, match="10x10 but its camera says 40x30"):
+    with pytest.raises(
+        PoseImportError,
+        match="1 of 8 images do not have the size of their camera: 1 is 10x10 where its camera says 40x30",
+    ):
         convert_images(src, tmp_path / "o4", progress=False)
     assert not (tmp_path / "o4").exists()
 

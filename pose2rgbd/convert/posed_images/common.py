@@ -54,7 +54,8 @@ class ImagesConfig:
     )  # fmt: skip
     times: str = help_field("", "KITTI times.txt, one time (s) per pose (default: times.txt beside calib.txt)")
     image_list: str = help_field(
-        "", "TUM: a 'timestamp filename' list (e.g. rgb.txt); default: the timestamp is the image file name"
+        "", "TUM: a 'timestamp filename' list (e.g. rgb.txt; names relative to --images, or to the list's folder "
+        "where the files are there instead); default: the timestamp is the image file name"
     )  # fmt: skip
     tolerance_s: float = help_field(0.02, "TUM: an image needs a pose within this many seconds of its timestamp")
     skip_unmatched: bool = help_field(
@@ -271,6 +272,8 @@ class PosedImages:
     pose_units: str = "m"  # "unscaled": a format without a scale of its own (structure from motion)
     bounds: np.ndarray | None = None  # (N, 2) near / far depth of the scene content per frame (LLFF), scene units
     skipped_depth: list[str] = field(default_factory=list)  # their depth file missing (skip_missing): the depth path
+    # what the user should know about the import though it goes on (logged once, kept in the report's "warnings")
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -8,14 +8,19 @@ than 0 gets its baseline from ``P<N>``; a calib.txt without ``P0:`` labels is re
 flags. Stamps: ``times.txt`` when present, else index x interval.
 
 TUM (``timestamp tx ty tz qx qy qz qw``, seconds, ``T_world_cam``): images are matched by time. Each image's
-time is its file name (``1305031102.175304.png``) or comes from a ``timestamp filename`` list (``rgb.txt``).
+time is its file name (``1305031102.175304.png``) or comes from a ``timestamp filename`` list (``rgb.txt``; its
+names relative to ``--images`` or, where the files are there instead, to the list's folder).
 Matching rule: an image needs a pose within ``tolerance_s`` of its time; its pose is interpolated (position
 linear, rotation slerp) between the two poses around the image time, or is the nearest pose at either end of
-the trajectory. Intrinsics from flags. The camera frame is optical unless ``--camera-axes`` says otherwise.
+the trajectory. Refused: more than a few images (2, or 5 %) outside the trajectory's span that would all get
+the same end pose (a tolerance far beyond the sample spacing); an error on unmatched images says when the
+images' times are evidently not capture times (consecutive whole numbers: frame numbers; all before or after the
+trajectory). Intrinsics from flags. The camera frame is optical unless ``--camera-axes`` says otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -35,6 +40,8 @@ from pose2rgbd.convert.posed_images.common import (
 from pose2rgbd.convert.posed_images.errors import PoseImportError
 from pose2rgbd.geometry.camera_axes import axes_matrix
 from pose2rgbd.geometry.transforms import T_from_tq
+
+log = logging.getLogger(__name__)
 
 
 def read_table(path: Path, what: str) -> tuple[np.ndarray, list[int]]:
@@ -277,12 +284,35 @@ def associate_stamps(a_ns: np.ndarray, b_ns: np.ndarray, tol_ns: int, *, reuse: 
     return out
 
 
-def _tum_images(cfg: ImagesConfig, traj: Path) -> tuple[list[Path], np.ndarray]:
+def _list_base(lst: Path, names: list[Path], images: str) -> tuple[Path, str, str]:
+    """The folder the names of an image list are relative to: ``--images`` when given and the files are there,
+    else the list's own folder when they are there instead (TUM RGB-D's rgb.txt names ``rgb/<t>.png``, relative to
+    the sequence folder, so ``--images SEQ/rgb`` with it would double ``rgb/``). With the note that says which
+    was used, and the hint for an error on missing files (both bases tried)."""
+    bases = list(dict.fromkeys([Path(images), lst.parent] if images else [lst.parent]))
+    found = [sum((b / n).is_file() for n in names) for b in bases]
+    k = 1 if len(bases) > 1 and found[1] > found[0] else 0
+    if len(bases) == 1:
+        return bases[0], "", f"; names in an image list are relative to its folder ({bases[0]}) or --images DIR"
+    other = f"relative to {bases[1 - k]} {found[1 - k]} of them exist"
+    if k == 1:
+        note = (f"the names in {lst.name} are relative to its own folder ({lst.parent}), not to --images "
+                f"({images}), where {found[0]} of the {len(names)} files exist: {lst.parent} used")  # fmt: skip
+        return bases[1], note, f"; names in {lst.name} taken relative to its folder {lst.parent} ({other})"
+    hint = (f"; names in {lst.name} taken relative to --images {images} ({other}): give --images the folder the "
+            f"names are relative to, or leave --images out to take the list's folder ({lst.parent})")  # fmt: skip
+    return bases[0], "", hint
+
+
+def _tum_images(cfg: ImagesConfig, traj: Path) -> tuple[list[Path], np.ndarray, str, str]:
     """The images and their stamps (int64 ns): a ``timestamp filename`` list (``--image-list``), else the folder's
-    files, each named by its time in seconds."""
+    files, each named by its time in seconds; with a note (which folder a list's names are relative to) and the
+    hint for an error on missing files."""
     if cfg.image_list:
         lst = Path(cfg.image_list)
-        return read_stamped_list(lst, Path(cfg.images) if cfg.images else lst.parent, "image list")
+        names, ns = read_stamped_list(lst, Path(), "image list")
+        base, note, hint = _list_base(lst, names, cfg.images)
+        return [base / n for n in names], ns, note, hint
     if not cfg.images:
         raise PoseImportError(f"{traj}: a TUM trajectory needs the images: --images DIR (and/or --image-list rgb.txt)")
     files = image_files(Path(cfg.images), "TUM images")
@@ -295,7 +325,69 @@ def _tum_images(cfg: ImagesConfig, traj: Path) -> tuple[list[Path], np.ndarray]:
                 "'timestamp filename' list with --image-list"
             )
         ts.append(t)
-    return files, np.asarray(ts, dtype=np.int64)
+    return files, np.asarray(ts, dtype=np.int64), "", ""
+
+
+FRAME_NUMBER_MAX_S = 10**6  # image "times" that are consecutive whole numbers below this: frame numbers
+
+
+def _not_times_hint(cfg: ImagesConfig, paths: list[Path], ns_img: np.ndarray, ns_p: np.ndarray) -> str:
+    """Why the images' times cannot be capture times, when they evidently are not -- whole consecutive numbers
+    from a small one (``000000.png`` ...: frame numbers, KITTI's naming), or all before / after the trajectory --
+    with what to do; empty otherwise."""
+    src = f"the list {Path(cfg.image_list).name}" if cfg.image_list else "the file names"
+    s = np.sort(ns_img)
+    sec = 1_000_000_000
+    numbered = (len(s) > 1 and bool(np.all(s % sec == 0)) and bool(np.all(np.diff(s) == sec))
+                and s[0] < FRAME_NUMBER_MAX_S * sec)  # fmt: skip
+    if numbered:
+        why = (f"The image times from {src} are the consecutive whole numbers {s[0] // sec} .. {s[-1] // sec}: they "
+               "look like frame numbers, not capture times in seconds")  # fmt: skip
+    elif s[-1] < ns_p[0] or s[0] > ns_p[-1]:
+        why = (f"The image times from {src} ({s[0] / 1e9:.3f} .. {s[-1] / 1e9:.3f} s) lie wholly "
+               f"{'before' if s[-1] < ns_p[0] else 'after'} the trajectory ({ns_p[0] / 1e9:.3f} .. "
+               f"{ns_p[-1] / 1e9:.3f} s): they are not times on the trajectory's clock")  # fmt: skip
+    else:
+        return ""
+    same = (f" The trajectory has {len(ns_p)} poses for the {len(paths)} images: if it is one pose per image in "
+            "their order, an --image-list whose line k holds the time of pose k and the k-th image's name pairs "
+            "them by index." if len(ns_p) == len(paths) else "")  # fmt: skip
+    return (
+        f"{why}. Give each image its capture time on the trajectory's clock with --image-list FILE ('timestamp "
+        f"filename' lines, as TUM RGB-D's rgb.txt).{same} (Poses one per image in order can also be written as a "
+        "KITTI pose file, 12 numbers per line, the 3x4 T_world_cam, which --format kitti matches to the sorted "
+        "images by index.)"
+    )
+
+
+SAME_POSE_SHARE = 0.05  # more images than this share (and more than 2) given one end pose of a trajectory: refused
+
+
+def _check_same_pose(traj: Path, cfg: ImagesConfig, paths: list[Path], ti: np.ndarray, tp: np.ndarray,
+                     hint: str) -> None:  # fmt: skip
+    """Refuse when many images outside the trajectory's time span would all get the same end pose: nearest-time
+    matching with a --tolerance far beyond the trajectory's sample spacing (each of them is a different view,
+    never taken at that pose)."""
+    before, after = ti < tp[0], ti > tp[-1]
+    groups = [("before the trajectory's first pose", before), ("after the trajectory's last pose", after)]
+    if len(tp) == 1:
+        groups = [("away from the trajectory's only pose", before | after)]
+    for where, g in groups:
+        m = int(g.sum())
+        if m <= max(2, SAME_POSE_SHARE * len(paths)):
+            continue
+        far = float(np.abs(ti[g] - (tp[0] if where.startswith("before") else tp[-1])).max()) / 1e9
+        spacing = (f"far beyond the trajectory's sample spacing (median {float(np.median(np.diff(tp))) / 1e9:.3f} s)"
+                   if len(tp) > 1 else "with a single pose")  # fmt: skip
+        shown = ", ".join([p.name for p, k in zip(paths, g, strict=True) if k][:3]) + (" ..." if m > 3 else "")
+        raise PoseImportError(
+            f"{traj}: {m} of {len(paths)} images ({shown}) lie {where}, up to {far:.3f} s away, and would all "
+            f"get that one pose: --tolerance {cfg.tolerance_s} s reaches {spacing}, so nearest-time matching gives "
+            "different images the same pose, and the dataset would be wrong. "
+            + (hint + " " if hint else "Check that images and poses share a clock. ")
+            + "Otherwise lower --tolerance to about the sample spacing and pass --skip-unmatched to leave those "
+            "images out"
+        )
 
 
 def _tum_depths(cfg: ImagesConfig, paths: list[Path], ns: np.ndarray) -> tuple[list[Path | None], str, str]:
@@ -358,11 +450,14 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     ns_p, Tp, lines = ns_p[order], Tp[order], [lines[i] for i in order]
     keep = np.concatenate([[True], np.diff(ns_p) > 0])  # a repeated stamp: its first line
     ns_p, Tp, lines = ns_p[keep], Tp[keep], [ln for ln, k in zip(lines, keep, strict=True) if k]
-    paths, ns_img = _tum_images(cfg, traj)
+    paths, ns_img, base_note, missing_hint = _tum_images(cfg, traj)
     order_i = np.argsort(ns_img, kind="stable")
     paths = [paths[i] for i in order_i]
     ns_img = ns_img[order_i]
-    notes = []
+    not_times = _not_times_hint(cfg, paths, ns_img, ns_p)
+    notes = [base_note] if base_note else []
+    if base_note:
+        log.info("%s", base_note)
     depths: list[Path | None] | None = None
     if cfg.depth_list:  # depth paired by time first, over all the images (as associate.py pairs rgb.txt, depth.txt)
         depths, why, note = _tum_depths(cfg, paths, ns_img)
@@ -398,16 +493,20 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
                 f"{traj}: {len(bad_i)} of {len(paths)} images have no pose within {cfg.tolerance_s} s of their "
                 f"timestamp (nearest pose: {shown}); the trajectory covers {ns_p[0] / 1e9:.3f} .. "
                 f"{ns_p[-1] / 1e9:.3f} s. "
-                "Check that images and poses share a clock, raise --tolerance, or pass --skip-unmatched"
-            )
+                + (not_times or "Check that images and poses share a clock, raise --tolerance, or pass "
+                   "--skip-unmatched")
+            )  # fmt: skip
         notes.append(f"{len(bad_i)} images without a pose within {cfg.tolerance_s} s were dropped (skip_unmatched)")
         paths = [p for p, k in zip(paths, ok, strict=True) if k]
         ti, ns_img = ti[ok], ns_img[ok]
         if depths is not None:
             depths = [d for d, k in zip(depths, ok, strict=True) if k]
         if not paths:
-            raise PoseImportError(f"{traj}: no image has a pose within {cfg.tolerance_s} s")
-    missing_images(paths, traj)
+            raise PoseImportError(
+                f"{traj}: no image has a pose within {cfg.tolerance_s} s" + (f"; {not_times}" if not_times else "")
+            )
+    _check_same_pose(traj, cfg, paths, ti, tp, not_times)
+    missing_images(paths, traj, missing_hint)
     inside = (ti >= tp[0]) & (ti <= tp[-1])
     T = np.empty((len(paths), 4, 4))
     if inside.any() and len(tp) > 1:

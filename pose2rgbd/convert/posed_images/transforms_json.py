@@ -135,6 +135,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     cache: dict[str, SourceCamera] = {}
     skipped: list[str] = []
     skipped_depth: list[str] = []
+    times: list[tuple[bool, object]] = []  # per kept frame: whether it has timestamp_ns, and its value
     for i, fr in enumerate(frames):
         w = f"{p}: frames[{i}]"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
@@ -165,6 +166,7 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         mats.append(M)
         depths.append(depth)
         where.append(w)
+        times.append(("timestamp_ns" in fr, fr.get("timestamp_ns")))
     if not images and not skipped_depth:
         raise PoseImportError(f"{p}: none of the {len(frames)} images listed exists (first: {skipped[0]})")
     if not images:
@@ -177,8 +179,9 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         "transform_matrix is camera-to-world with OpenGL camera axes (x right, y up, z back); converted to the "
         "optical frame (x right, y down, z forward) by flipping the camera's y and z",
         "the world frame is the file's own (z up by the format's convention; not ENU, no datum)",
-        f"frames have no capture times: stamps are index x {cfg.frame_interval_s} s",
     ]
+    stamps, stamp_note, stamp_warning = _stamps(times, where, images, frames, cfg)
+    notes.append(stamp_note)
     depth_scale, depth_note = _depth_scale(doc, p)
     if skipped:
         shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
@@ -192,12 +195,57 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         notes.append("instant-ngp 'scale' / 'offset' are ignored: poses are written in the file's own units")
     return PosedImages(
         kind="transforms.json", source=p, images=images, T_world_cam=T, pose_units="unscaled",
-        stamps_ns=stamps_from_interval(len(images), cfg.frame_interval_s), cameras=cams,
+        stamps_ns=stamps, cameras=cams, warnings=[stamp_warning] if stamp_warning else [],
         up_hint=np.array([0.0, 0.0, 1.0]), convention="transforms.json uses OpenGL camera axes (x right, y up, "
         "z back), converted once here",
         depths=depths if any(d is not None for d in depths) else None, assumptions=notes,
         depth_scale=depth_scale, depth_scale_note=depth_note, skipped=skipped, skipped_depth=skipped_depth,
     )  # fmt: skip
+
+
+OTHER_TIME_KEYS = ("timestamp", "time", "stamp")  # per-frame times of other tools, in units nobody defines
+
+
+def _stamps(times: list[tuple[bool, object]], where: list[str], images: list[Path], frames: list[object],
+            cfg: ImagesConfig) -> tuple[np.ndarray, str, str]:  # fmt: skip
+    """The frames' stamps (int64 ns): each frame's ``timestamp_ns`` (integer nanoseconds, as pose2rgbd's simulator
+    writes them) when every frame has one -- in the file's order, strictly increasing, else refused -- or index x
+    ``frame_interval_s`` when none has; with the note for the report and a warning when frames carry times under
+    another key (``time``, ``timestamp``: their unit is no standard's, so they are not read)."""
+    have = [h for h, _ in times]
+    if any(have) and not all(have):
+        k = have.index(False)
+        j = have.index(True)
+        raise PoseImportError(
+            f"{where[k]}: no timestamp_ns, but {where[j].rsplit(': ', 1)[-1]} has one; give every frame its capture "
+            "time (timestamp_ns, integer nanoseconds) or none (then stamps are index x frame_interval_s)"
+        )
+    if not any(have):
+        other = sorted({k for fr in frames if isinstance(fr, dict) for k in OTHER_TIME_KEYS if k in fr})
+        warn = (f"the frames carry {', '.join(repr(k) for k in other)} keys, which are not read: their unit is not "
+                "defined by the format; give each frame its capture time as timestamp_ns (integer nanoseconds) to "
+                f"have real times (now index x {cfg.frame_interval_s} s)" if other else "")  # fmt: skip
+        note = f"frames have no capture times (timestamp_ns): stamps are index x {cfg.frame_interval_s} s"
+        return stamps_from_interval(len(images), cfg.frame_interval_s), note, warn
+    ns: list[int] = []
+    for w, (_, v) in zip(where, times, strict=True):
+        if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+            raise PoseImportError(
+                f"{w}: timestamp_ns {v!r} is not an integer number of nanoseconds (e.g. 1700000150100000000)"
+            )
+        ns.append(v)
+    a = np.asarray(ns, dtype=np.int64)
+    back = np.flatnonzero(np.diff(a) <= 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise PoseImportError(
+            f"{where[k]} ({images[k].name}): timestamp_ns {ns[k]} is not after the previous frame's ({ns[k - 1]}, "
+            f"{images[k - 1].name}); frames must be listed in capture order with strictly increasing times (sort "
+            "the frames by timestamp_ns, or remove the repeated one)"
+        )
+    span = (a[-1] - a[0]) / 1e9
+    return a, (f"capture times from each frame's timestamp_ns ({span:.3f} s over {len(a)} frames, in the file's "
+               "order)"), ""  # fmt: skip
 
 
 def _depth_scale(doc: dict[str, Any], p: Path) -> tuple[float | None, str]:

@@ -202,6 +202,33 @@ class Undistorter:
         return cv2.remap(img, m[0], m[1], interp, borderMode=border, borderValue=fill)
 
 
+LENS_ZOOM_LIMIT = 2.0  # undistortion changing the focal length by more than this factor: a lens no camera has
+
+
+def _lens_doubt(pi: PosedImages, target: PinholeCamera, alpha: float) -> list[str]:
+    """A warning when undistorting the first camera's lens changes its focal length by more than
+    :data:`LENS_ZOOM_LIMIT` (more, or -- keeping only valid pixels, ``alpha`` 0 -- less): real lenses do not do
+    that; a failed reconstruction or calibration (COLMAP's lens of a model of two photos: k1 = 30.9, fx 408
+    undistorted to fx 5331) does. (``alpha`` > 0 keeps the corners of a wide lens and may shrink it more.)"""
+    ref = pi.cameras[0]
+    if not ref.has_distortion:
+        return []
+    zoom = target.fx / ref.fx
+    if zoom <= LENS_ZOOM_LIMIT and (zoom >= 1.0 / LENS_ZOOM_LIMIT or alpha > 0):
+        return []
+    coeffs = ", ".join(f"{v:.4g}" for v in ref.dist)
+    what = (f"each image written shows only the central 1/{zoom:.0f} of the photo's width, magnified" if zoom > 1
+            else f"each photo is shrunk to {zoom:.2f} of its width in the image written")  # fmt: skip
+    src = {"colmap": "the COLMAP model (a model of few images, or one the mapper got wrong)",
+           "transforms.json": "the transforms.json (k1 k2 p1 p2 / k1 k2 k3 k4)"}.get(pi.kind, "the source")  # fmt: skip
+    return [
+        f"{pi.source}: the source camera's lens ({ref.model}: {coeffs}) is probably a failed reconstruction or "
+        f"calibration: undistorting it turns the focal length fx {ref.fx:.1f} px into {target.fx:.1f} px "
+        f"({zoom:.1f}x; {what}), which no real lens does. Check the lens of {src}; a reconstruction from more "
+        "photos, or the camera's own calibration, gives a usable one"
+    ]
+
+
 def _bounds(b: np.ndarray) -> dict[str, Any]:
     """The per-frame near / far depth bounds of a source (LLFF), for the report."""
     return {"near_min": float(b[:, 0].min()), "far_max": float(b[:, 1].max()), "units": "the poses' own",
@@ -214,17 +241,77 @@ def _new_camera_how(cam: SourceCamera) -> str:
     return "getOptimalNewCameraMatrix"
 
 
-def _read_rgb(path: Path, cam: SourceCamera) -> np.ndarray:
+def _read_rgb(path: Path) -> np.ndarray:
     # as stored: an EXIF orientation tag is not applied (the source's intrinsics describe the stored pixels)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise PoseImportError(f"{path}: cannot decode image")
-    if (img.shape[1], img.shape[0]) != (cam.width, cam.height):
-        raise PoseImportError(
-            f"{path}: image is {img.shape[1]}x{img.shape[0]} but its camera says {cam.width}x{cam.height}; the pose "
-            "file and the images do not belong together (or the images were resized after the poses were made)"
-        )
     return np.ascontiguousarray(img[..., ::-1])
+
+
+def _stored_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file as stored, from its header (PIL, no decoding; OpenCV when PIL cannot)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (OSError, ValueError, SyntaxError):  # Pillow raises these for corrupt or foreign files
+        from pose2rgbd.convert.posed_images.common import image_size
+
+        return image_size(path)
+
+
+def _size_fix(pi: PosedImages, cfg: ImagesConfig) -> str:
+    """What to do about images whose size is not their camera's, by where the camera came from."""
+    resize = "resize the images to one size"
+    if pi.kind == "transforms.json":
+        return (f"{resize}, or give the frames of the other size their own intrinsics (w, h, fl_x, fl_y, cx, cy "
+                "inside each such frame: keys in a frame win over the top-level ones)")  # fmt: skip
+    if pi.kind in ("kitti", "tum", "llff") and cfg.has_intrinsics():
+        return (
+            f"the camera of --fx / --hfov is made for the first image's size ({pi.cameras[0].width}x"
+            f"{pi.cameras[0].height}) and used for every image: {resize} (the flags are pixels of that size), or "
+            "import each size separately"
+        )
+    if pi.kind in ("kitti", "llff"):
+        return (
+            f"the camera ({'calib.txt' if pi.kind == 'kitti' else 'poses_bounds.npy'}) is set to the first "
+            f"image's size ({pi.cameras[0].width}x{pi.cameras[0].height}) and used for every image: {resize} "
+            "(those the poses were made from)"
+        )
+    if pi.kind == "colmap":
+        return (
+            "the model's cameras give the size the photos had when it was reconstructed: use those photos "
+            "(--images DIR), or resize the images back to that size"
+        )
+    return resize
+
+
+def _size_mismatch(pi: PosedImages, cfg: ImagesConfig, first: int, wh: tuple[int, int]) -> PoseImportError:
+    """The error for images whose size is not their camera's (image ``first`` decoded at ``wh``, the first such):
+    how many of each size, a few names, what to do (every image's size read from its header: the count is
+    complete)."""
+    sizes = [_stored_size(p) for p in pi.images]
+    sizes[first] = wh
+    bad = [i for i, (s, c) in enumerate(zip(sizes, pi.cameras, strict=True)) if s != (c.width, c.height)]
+    by: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
+    for i in bad:
+        by.setdefault((sizes[i], (pi.cameras[i].width, pi.cameras[i].height)), []).append(i)
+    parts = []
+    for ((w, h), (cw, ch)), idx in sorted(by.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(pi.images[i].name for i in idx[:3]) + (" ..." if len(idx) > 3 else "")
+        verb, its = ("is", "its") if len(idx) == 1 else ("are", "their")
+        parts.append(f"{len(idx)} {verb} {w}x{h} where {its} camera says {cw}x{ch} ({shown})")
+    n_ok = len(pi.images) - len(bad)
+    bad_set = set(bad)
+    rest = " or ".join(sorted({f"{w}x{h}" for i, (w, h) in enumerate(sizes) if i not in bad_set}))
+    others = (f"; the other {n_ok} {'is' if n_ok == 1 else 'are'} {rest}, as {'its' if n_ok == 1 else 'their'} "
+              "camera says" if n_ok else "")  # fmt: skip
+    return PoseImportError(
+        f"{pi.source}: {len(bad)} of {len(pi.images)} images do not have the size of their camera: "
+        + "; ".join(parts) + others + f". What to do: {_size_fix(pi, cfg)}"
+    )  # fmt: skip
 
 
 def _depth_list_hint(folder: Path) -> str:
@@ -342,6 +429,9 @@ class PosedImagesSource(SourceBase):
                 + " | ".join(check.mistakes)
             )
         self._und = und = Undistorter.for_cameras(pi.cameras, cfg.undistort_alpha)
+        warnings = [*pi.warnings, *_lens_doubt(pi, und.target, cfg.undistort_alpha)]
+        for w in warnings:
+            log.warning("%s", w)
         wh = cfg.size_wh()
         doubt = size_warning(wh, und.target.width, und.target.height)
         if doubt:
@@ -364,6 +454,7 @@ class PosedImagesSource(SourceBase):
             **({} if pi.bounds is None else {"depth_bounds": _bounds(pi.bounds)}),
             "pose_check": check.to_dict(),
             "assumptions": pi.assumptions,
+            "warnings": warnings,
             "config": to_dict(cfg),
         }
         man = Manifest(
@@ -384,7 +475,9 @@ class PosedImagesSource(SourceBase):
         pi, und = self.pi, self._und
         for i in range(len(pi.images)):
             sc = pi.cameras[i]
-            raw = _read_rgb(pi.images[i], sc)  # a repeat is judged as stored, before undistortion
+            raw = _read_rgb(pi.images[i])  # a repeat is judged as stored, before undistortion
+            if (raw.shape[1], raw.shape[0]) != (sc.width, sc.height):
+                raise _size_mismatch(pi, self.cfg, i, (raw.shape[1], raw.shape[0]))
             depth = None if self._depth_files is None else partial(self._depth, i, sc)  # read for kept frames only
             yield Frame(i, und.apply(raw, sc), depth, pi.images[i].name, raw)
 

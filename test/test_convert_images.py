@@ -520,3 +520,26 @@ def test_tum_photos_without_flags_take_their_exif_focal(drive, tmp_path: Path) -
     Image.fromarray(rgb[0]).save(tmp_path / "rgb" / f"{10.0:.6f}.jpg", quality=95)  # one photo without EXIF
     with pytest.raises(Exception, match=r"1 of 9 images have no usable EXIF focal length.*--fx"):
         convert_images(traj, tmp_path / "ds2", ImagesConfig(images=str(tmp_path / "rgb")), progress=False)
+
+
+@pytest.mark.parametrize("axes", ["optical", "opengl"])
+def test_tum_quaternions_written_w_first_are_never_passed(drive, tmp_path: Path, axes: str) -> None:  # type: ignore[no-untyped-def]
+    """A TUM trajectory whose quaternions are written w first (qw qx qy qz): the import's pose check names the
+    order or says it could not verify it -- also after --camera-axes opengl, which a hint about cameras that look
+    backwards may suggest (it made such an import pass, 91 deg off)."""
+    T, rgb = drive
+    t0 = 1305031102.0
+    lines = ["# timestamp tx ty tz qx qy qz qw"]
+    for k in range(len(T)):
+        q = matrix_to_quat_xyzw(T[k, :3, :3])
+        lines.append(f"{t0 + 0.5 * k:.6f} " + " ".join(f"{x:.12f}" for x in (*T[k, :3, 3], q[3], *q[:3])))
+        _write_png(tmp_path / "rgb" / f"{t0 + 0.5 * k:.6f}.png", rgb[k])
+    traj = tmp_path / "groundtruth.txt"
+    traj.write_text("\n".join(lines) + "\n")
+    cfg = ImagesConfig(images=str(tmp_path / "rgb"), fx=CAM.fx, fy=CAM.fy, cx=CAM.cx, cy=CAM.cy, camera_axes=axes)
+    out = convert_images(traj, tmp_path / "ds", cfg, progress=False)
+    pc = json.loads((out / "report" / "summary.json").read_text())["pose_check"]
+    assert pc["verdict"] != "ok", pc
+    q = next((f for f in pc["findings"] if f["name"] == "quaternion_order"), None)
+    assert q is not None, [(f["name"], f["status"], f["message"][:80]) for f in pc["findings"]]
+    assert q["status"] == "warn" and "w first (qw qx qy qz)" in q["message"], q["message"]

@@ -152,7 +152,7 @@ def test_cameras_looking_backwards_name_the_quaternion_order_beside_the_opengl_a
     st = {f.name: f for f in c.findings}
     assert st["motion"].status == "warn" and "look backwards" in st["motion"].message
     q = st["quaternion_order"]
-    assert q.status == "warn" and "probably written w first (qw qx qy qz)" in q.message and "OpenGL" in q.message
+    assert q.status == "warn" and "may be written w first (qw qx qy qz)" in q.message and "OpenGL" in q.message
     assert "quaternion_order" not in {f.name for f in check_poses(T).findings}  # a format of matrices: not asked
 
 

@@ -224,16 +224,21 @@ def _motion_test(T: np.ndarray) -> Finding:
 QUATERNION_ORDERS = ("xyzw", "wxyz")
 
 
-def other_quaternion_order(T: np.ndarray, order: str) -> np.ndarray:
+def other_quaternion_order(T: np.ndarray, order: str, axes: np.ndarray | None = None) -> np.ndarray:
     """The poses ``T`` with their rotations read again from the same four numbers in the other order: the file's
     quaternions were read as ``order`` (``"xyzw"``: TUM; ``"wxyz"``: COLMAP); this is what they give when written in
     the other one (w first instead of last, or last instead of first). Positions unchanged. (Which sign the numbers
-    had does not matter: a quaternion and its negative are one rotation in either reading.)"""
+    had does not matter: a quaternion and its negative are one rotation in either reading.) ``axes``: the 4x4 the
+    importer multiplied the file's poses by on the right (``--camera-axes``: ``T = T_file @ axes``), taken off
+    before the reading and put back after."""
     from scipy.spatial.transform import Rotation
 
     if order not in QUATERNION_ORDERS:
         raise ValueError(f"quaternion order {order!r}: expected one of {QUATERNION_ORDERS}")
     T = np.asarray(T, dtype=np.float64)
+    if axes is not None:
+        A = np.asarray(axes, dtype=np.float64)
+        return np.asarray(other_quaternion_order(T @ np.linalg.inv(A), order) @ A)
     read = Rotation.from_matrix(T[:, :3, :3]).as_quat()  # x y z w: the numbers as the importer put them
     file = read if order == "xyzw" else np.roll(read, 1, axis=1)  # the four numbers in the file's order
     other = np.roll(file, -1, axis=1) if order == "xyzw" else file  # read as w x y z, or as x y z w
@@ -335,7 +340,8 @@ def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.n
 DEPTH_SCALES = (0.1, 0.2, 0.5, 2.0, 5.0, 10.0)
 
 
-def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "") -> Finding:
+def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
+                quaternion_axes: np.ndarray | None = None) -> Finding:  # fmt: skip
     """The ``depth`` test of the module docstring. Each sampled keyframe is compared with the next two (the
     second gives the parallax that shows a wrong depth scale). Hypotheses are ranked by the median relative
     depth difference of the points that land; one that fits clearly better than the poses as given (half the
@@ -345,7 +351,7 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "") ->
     hyps: dict[str, tuple[np.ndarray, float]] = {"as given": (T, 1.0), "inverted": (np.linalg.inv(T), 1.0),
                                                  "opengl": (T @ GL_FROM_OPTICAL, 1.0)}  # fmt: skip
     if quaternion_order:
-        hyps["quaternion order"] = (other_quaternion_order(T, quaternion_order), 1.0)
+        hyps["quaternion order"] = (other_quaternion_order(T, quaternion_order, quaternion_axes), 1.0)
     for s in DEPTH_SCALES:
         hyps[f"scale {s:g}"] = (T, s)
     grids = [_pixel_grid(K, d) for K, d in zip(ev.K, ev.depth, strict=True)]
@@ -398,41 +404,70 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "") ->
     return Finding("depth", "warn", msg, vals)
 
 
-def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray | None,
-                     order: str) -> Finding | None:  # fmt: skip
-    """The ``quaternion_order`` test of the module docstring: None unless the cameras look backwards or upside down
-    (or away from their common target) as given."""
+def _turn_deg(Ta: np.ndarray, Tb: np.ndarray) -> float:
+    """The median angle (deg) between the rotations of two pose sets."""
+    cos = (np.einsum("nij,nij->n", Ta[:, :3, :3], Tb[:, :3, :3]) - 1) / 2
+    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
+
+
+def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray | None, order: str,
+                     axes: np.ndarray | None = None) -> Finding | None:  # fmt: skip
+    """The ``quaternion_order`` test of the module docstring. Cameras that look backwards, upside down or away as
+    given: the other order is named where it removes those warnings. Cameras that look plausible as given: the order
+    is said to be unverified where the other reading makes them look along their travel as well (or, with camera
+    axes given, looks as plausible with the camera's own optical axes: axes turned to make up for the order)."""
     if len(T) < 3:
         return None
     doubt = [f for f in findings if f.name in ("motion", "upright", "common_target", "axes_convention")
              and f.status in ("warn", "fail")]  # fmt: skip
-    alt = other_quaternion_order(T, order)
-    motion, (upright, _) = _motion_test(alt), _upright_test(alt, up_hint, "")
-    if motion.status != "ok" or upright.status == "warn":
-        return None
     other = "w first (qw qx qy qz)" if order == "xyzw" else "w last (qx qy qz qw)"
     given = "qx qy qz qw" if order == "xyzw" else "qw qx qy qz"
-    if not doubt:  # plausible both ways: unless the two readings are nearly one, the order is not verified
-        apart = np.degrees(np.median(np.arccos(np.clip((np.einsum("nij,nij->n", T[:, :3, :3], alt[:, :3, :3]) - 1) / 2,
-                                                       -1.0, 1.0))))  # fmt: skip
-        if apart < 10.0:
-            return None
+    alt = other_quaternion_order(T, order, axes)
+    motion, (upright, _) = _motion_test(alt), _upright_test(alt, up_hint, "")
+    turned = axes is not None and not np.allclose(axes, np.eye(4))
+    if doubt:
+        # the other order with the axes given, and (axes given) with the camera's own optical axes
+        tries = [(alt, "")]
+        if turned:
+            bare = other_quaternion_order(T @ np.linalg.inv(np.asarray(axes, np.float64)), order)
+            tries.append((bare, " with the camera's own optical axes (no --camera-axes)"))
+        for cand, how in tries:
+            m, (u, _) = _motion_test(cand), _upright_test(cand, up_hint, "")
+            if m.status == "warn" or u.status == "warn":
+                continue
+            looks = (f"look along their travel (median cos {m.values['median_cos_view_travel']:.2f})"
+                     if m.status == "ok" else "no longer look backwards")  # fmt: skip
+            stand = " and stand upright" if u.status == "ok" else ""
+            return Finding(
+                "quaternion_order", "warn",
+                f"read in the other order, {other}{how}, the same quaternions make the cameras {looks}{stand}: the "
+                f"file's quaternions may be written {other}, where this format has {given} (reorder the columns); the "
+                "OpenGL camera axes are the other explanation of cameras that look backwards, and depth (--depth) "
+                "tells the two apart",
+                {"median_cos_view_travel": m.values.get("median_cos_view_travel"), "read_as": order,
+                 "without_camera_axes": bool(how)},
+            )  # fmt: skip
+        return None
+    if motion.status == "ok" and upright.status != "warn" and (apart := _turn_deg(T, alt)) >= 10.0:
         return Finding(
             "quaternion_order", "warn",
             f"the quaternions' order could not be verified: read {other} instead of {given}, the cameras (turned "
             f"{apart:.0f} deg from these) look along their travel as well; check one frame by hand, or give depth "
-            "(--depth), which tells the two apart", {"read_as": order, "median_turn_deg": float(apart)},
+            "(--depth), which tells the two apart", {"read_as": order, "median_turn_deg": apart},
         )  # fmt: skip
-    stand = " and stand upright" if upright.status == "ok" else ""
-    return Finding(
-        "quaternion_order", "warn",
-        f"read in the other order, {other}, the same quaternions make the cameras look along their travel "
-        f"(median cos {motion.values['median_cos_view_travel']:.2f}){stand}: "
-        f"the file's quaternions are probably written {other}, where this format has {given} (reorder the "
-        "columns); the OpenGL camera axes are the other explanation of cameras that look backwards, and depth "
-        "(--depth) tells the two apart",
-        {"median_cos_view_travel": motion.values.get("median_cos_view_travel"), "read_as": order},
-    )  # fmt: skip
+    if turned:
+        bare = other_quaternion_order(T @ np.linalg.inv(np.asarray(axes, np.float64)), order)
+        if _motion_test(bare).status != "warn" and _upright_test(bare, up_hint, "")[0].status != "warn" and (
+                apart := _turn_deg(T, bare)) >= 10.0:  # fmt: skip
+            return Finding(
+                "quaternion_order", "warn",
+                f"the quaternions' order could not be verified: read {other} instead of {given}, with the camera's "
+                f"own optical axes (no --camera-axes), the cameras (turned {apart:.0f} deg from these) look as "
+                "plausible; were the camera axes changed to make up for quaternions in the other order? Check one "
+                "frame by hand, or give depth (--depth), which tells them apart",
+                {"read_as": order, "median_turn_deg": apart, "without_camera_axes": True},
+            )  # fmt: skip
+    return None
 
 
 def check_poses(
@@ -444,9 +479,11 @@ def check_poses(
     convention: str = "",
     depth: DepthEvidence | None = None,
     quaternion_order: str = "",
+    quaternion_axes: np.ndarray | None = None,
 ) -> PoseCheck:
     """Run the tests of the module docstring on ``(N, 4, 4)`` optical-frame camera poses. ``quaternion_order``: the
-    order the importer read the source's quaternions in (``"xyzw"``, ``"wxyz"``; ``""``: a format of matrices)."""
+    order the importer read the source's quaternions in (``"xyzw"``, ``"wxyz"``; ``""``: a format of matrices);
+    ``quaternion_axes``: the camera axes it applied after (:func:`other_quaternion_order`)."""
     T = np.asarray(T_world_cam, dtype=np.float64)
     conv = convention or "check the source's camera convention"
     findings: list[Finding] = []
@@ -480,11 +517,11 @@ def check_poses(
              "median_cos_image_up": f.values.get("median_cos_image_up")},
         ))  # fmt: skip
     if quaternion_order:
-        q = _quaternion_test(T, findings, up_hint, quaternion_order)
+        q = _quaternion_test(T, findings, up_hint, quaternion_order, quaternion_axes)
         if q is not None:
             findings.append(q)
     if depth is not None:
-        df = _depth_test(T, depth, quaternion_order)
+        df = _depth_test(T, depth, quaternion_order, quaternion_axes)
         if df.status == "ok":  # proven by the depth: the geometric guesses about orientation are outweighed
             for k, f in enumerate(findings):
                 if f.status in ("fail", "warn") and f.name in ("points_in_front", "common_target", "motion",

@@ -263,6 +263,10 @@ class PosedImages:
     observations: list[np.ndarray] | None = None  # per frame: indices into points it observes
     up_hint: np.ndarray | None = None  # the world's up axis when the format defines one
     convention: str = ""  # the format's camera convention, for messages of the pose check
+    # a format of quaternions: the order they were read in ("xyzw": TUM) and the camera axes applied after them
+    # (T = T_file @ quaternion_axes): the pose check tries the other order; "": a format of matrices
+    quaternion_order: str = ""
+    quaternion_axes: np.ndarray | None = None
     depths: list[Path | None] | None = None
     assumptions: list[str] = field(default_factory=list)
     # integer depth units per metre declared by the source for its own depth files (``depths``), and where

@@ -531,6 +531,7 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     return PosedImages(
         kind="tum", source=traj, images=paths, T_world_cam=T, stamps_ns=ns_img, cameras=cams,
         convention="TUM poses are T_world_cam of the camera's optical frame (no axis change)", depths=depths,
+        quaternion_order="xyzw", quaternion_axes=axes_matrix(cfg.camera_axes),
         assumptions=notes, depth_scale=TUM_DEPTH_SCALE if tum_png else None,
         depth_scale_note="TUM RGB-D's depth scale (the PNGs of a --depth-list)" if tum_png else "",
     )  # fmt: skip

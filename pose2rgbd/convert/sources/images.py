@@ -422,7 +422,8 @@ class PosedImagesSource(SourceBase):
                                      DepthReadStats(), npy_scale=npy_scale) for i in idx]  # fmt: skip
             evidence = DepthEvidence(idx, [pi.cameras[i].K for i in idx], sample)
         check = check_poses(pi.T_world_cam, points=pi.points, observations=pi.observations, up_hint=pi.up_hint,
-                            convention=pi.convention, depth=evidence)  # fmt: skip
+                            convention=pi.convention, depth=evidence, quaternion_order=pi.quaternion_order,
+                            quaternion_axes=pi.quaternion_axes)  # fmt: skip
         if cfg.strict and check.verdict == "suspect":
             raise PoseImportError(
                 f"{pi.source}: the pose check found a likely mistake (strict, nothing written): "

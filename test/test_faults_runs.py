@@ -514,3 +514,26 @@ def test_train_on_a_read_only_dataset_leaves_no_empty_out_folder(
     assert rc == 2
     assert "pass --cache-root DIR" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_overwrite_names_what_it_leaves_beside_the_new_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`train --overwrite` moves the earlier run's own files aside; an evaluation or export made from its
+    checkpoints stays in the folder, and the log says so (they describe the earlier run, not the new best.pt)."""
+    from pose2rgbd.training.run_folder import move_aside
+
+    out = tmp_path / "run"
+    (out / "eval-route").mkdir(parents=True)
+    for name in ("best.pt", "last.pt", "config.yaml", "model.onnx"):
+        (out / name).write_text(name)
+    with caplog.at_level(logging.INFO, logger="pose2rgbd.training.run_folder"):
+        aside = move_aside(out, ["best.pt", "last.pt", "config.yaml"])
+    assert sorted(p.name for p in aside.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([aside.name, "eval-route", "model.onnx"])  # nothing else
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "left as they are: eval-route, model.onnx" in said[0] and "make them again" in said[0]
+    caplog.clear()
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "best.pt").write_text("best.pt")
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.training.run_folder"):
+        move_aside(tmp_path / "alone", ["best.pt"])
+    assert not caplog.records  # a folder of the run's files alone: nothing to say

@@ -109,6 +109,15 @@ def move_aside(out: Path, names: list[str]) -> Path:
         aside.rmdir()  # every file went back: it is empty
         raise
     log.info("replacing the earlier run in %s: its files are in %s until the new run finishes", out, aside)
+    left = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.startswith("previous-run-"))
+    if left:  # evaluations, exports, renders: the user's or made from the earlier run; either way not touched
+        shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+        log.warning(
+            "%s: left as they are: %s (not the training run's own files). Any made from the earlier run's "
+            "checkpoints (evaluate's eval-*, export's .onnx, renders) describe that run, not the new best.pt: make "
+            "them again, or move them away",
+            out, shown,
+        )  # fmt: skip
     return aside
 
 

@@ -372,7 +372,11 @@ def parse_size(text: str, key: str = "size") -> tuple[int, int] | None:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 640x480 (empty: keep), got {text!r}") from None
+        one = text.strip().isdigit()
+        why = (" (one number: a dataset's frames are stored at a width and a height, keeping the camera's aspect "
+               f"ratio, e.g. {int(text)}x{int(text) * 3 // 4} for 4:3; the square side models train at is train's "
+               "--size)" if one else "")  # fmt: skip
+        raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 640x480 (empty: keep), got {text!r}{why}") from None
     if w < 8 or h < 8:
         raise ConfigError(f"{key}: {text!r} is too small (at least 8x8)")
     return w, h

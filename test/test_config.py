@@ -115,5 +115,5 @@ def test_shared_datum_and_size_formats():
     assert parse_size("") is None and parse_size("640X480") == (640, 480)
     with pytest.raises(ConfigError, match="datum: expected 'lat,lon,alt'"):
         parse_datum_text("44.4,26.1")
-    with pytest.raises(ConfigError, match="size: expected WIDTHxHEIGHT"):
+    with pytest.raises(ConfigError, match=r"size: expected WIDTHxHEIGHT.*one number.*640x480 for 4:3"):
         parse_size("640")

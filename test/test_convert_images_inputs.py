@@ -259,3 +259,19 @@ def test_mixed_image_sizes_are_counted_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(PoseImportError, match=r"1 of 7 images do not have the size of their camera: 1 is "
                        r".* where its camera says .*made for the first image's size"):  # fmt: skip
         convert_images(traj, tmp_path / "ds2", ImagesConfig(images=str(tmp_path / "rgb"), fx=F), progress=False)
+
+
+def test_a_folder_of_pose_files_names_them(tmp_path: Path) -> None:
+    """A folder holding a KITTI or TUM pose file given as the source: the error names the files by format and
+    says that a trajectory is given as its file (before: "no poses found" and nothing more)."""
+    from pose2rgbd.convert.sources.images import detect_format
+
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    (seq / "poses.txt").write_text("1 0 0 0 0 1 0 0 0 0 1 0\n")
+    (seq / "groundtruth_tum.txt").write_text("# t tx ty tz qx qy qz qw\n0.0 0 0 0 0 0 0 1\n")
+    (seq / "notes.txt").write_text("not a table\n")
+    with pytest.raises(PoseImportError, match=r"pose files: groundtruth_tum.txt \(TUM\), poses.txt \(KITTI\)\. A "
+                       r"trajectory is given as its file") as e:  # fmt: skip
+        detect_format(seq)
+    assert f"convert images {seq / 'groundtruth_tum.txt'} --images" in str(e.value) and "notes.txt" not in str(e.value)

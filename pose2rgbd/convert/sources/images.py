@@ -93,7 +93,7 @@ def detect_format(path: str | Path) -> str:
         part = incomplete_model(p)
         if part:
             raise PoseImportError(f"{p}: an incomplete COLMAP model: {part}; give a complete model folder")
-        hint = _tum_sequence_hint(p) or _photos_hint(p)
+        hint = _tum_sequence_hint(p) or _trajectory_files_hint(p) or _photos_hint(p)
         raise PoseImportError(
             f"{p}: no poses found in this folder: no transforms.json, no COLMAP model (cameras + images .bin / "
             f".txt, here or in sparse/0) and no {POSES_BOUNDS}; "
@@ -111,6 +111,26 @@ def detect_format(path: str | Path) -> str:
     raise PoseImportError(
         f"{p}: cannot tell the format ({'not a table of numbers' if n is None else f'{n} numbers per line'}; "
         "KITTI has 12, TUM 8); give --format transforms-json, colmap, llff, kitti or tum"
+    )
+
+
+def _trajectory_files_hint(folder: Path) -> str:
+    """For a folder holding KITTI or TUM pose files (text tables of 12 or 8 numbers per line) next to its images:
+    those files, by format, and that a trajectory is given as the file with its images (``--images``)."""
+    from pose2rgbd.convert.posed_images.trajectory import columns
+
+    tables: list[str] = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in ("", ".txt", ".csv") and f.stat().st_size < 50_000_000:
+            n = columns(f)
+            if n in (8, 12):
+                tables.append(f"{f.name} ({'TUM' if n == 8 else 'KITTI'})")
+    if not tables:
+        return ""
+    return (
+        f"it holds pose files: {', '.join(tables[:4])}{' ...' if len(tables) > 4 else ''}. A trajectory is given as "
+        f"its file, with the images' folder: `pose2rgbd convert images {folder / tables[0].split(' (')[0]} "
+        "--images IMAGES_DIR --fx F --out DS` (docs/byod.md)"
     )
 
 

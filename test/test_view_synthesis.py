@@ -118,6 +118,11 @@ def test_interpolate_between_dataset_frames(gp_checkpoint: Path, tmp_path: Path)
     rc = main(argv)
     assert rc == 0
     assert (out / "sheet_linear.png").exists() and not (out / "sheet_parabolic.png").exists()
+    # the real start and end tiles show the dataset's depth beside its image (before: a white half), in colour
+    sheet = cv2.imread(str(out / "sheet_linear.png"))
+    h = (sheet.shape[0] - 4) // 2 - 4  # two rows of tiles (real start, 4 renders, real end in columns of 5)
+    start_depth = sheet[4 + 20 : 4 + h, 4 + h : 4 + 2 * h]  # below the label, the right half of the first tile
+    assert start_depth.std() > 1 or start_depth.mean() < 250, start_depth.mean()
     import json
 
     info = json.loads((out / "interpolation.json").read_text())

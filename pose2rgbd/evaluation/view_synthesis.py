@@ -186,6 +186,7 @@ def synthesize_views(
     sheet_frames: int = 8,
     real_from: np.ndarray | None = None,
     real_to: np.ndarray | None = None,
+    real_depth: tuple[np.ndarray, np.ndarray] | None = None,
     tile: int = 0,
     overwrite: bool = False,
     inputs: tuple[str | Path, ...] = (),
@@ -194,7 +195,8 @@ def synthesize_views(
     """Render the routes from ``T_from`` to ``T_to`` with ``engine`` (a
     :class:`~pose2rgbd.inference.render.RenderEngine`) into ``out_dir``: ``route_<mode>.mp4``,
     ``sheet_<mode>.png``, ``poses_<mode>.csv`` (frame, tx, ty, tz, qx, qy, qz, qw) and ``interpolation.json``.
-    ``real_from`` / ``real_to``: the real images at the end points (dataset frames), shown on the sheets.
+    ``real_from`` / ``real_to``: the real images at the end points (dataset frames), shown on the sheets, with
+    ``real_depth`` (their depth maps, metres, NaN invalid) beside them in the renders' colour scale.
     An existing ``out_dir`` of an earlier run is replaced only with ``overwrite``; any other non-empty folder is
     refused."""
     out = Path(out_dir)
@@ -238,6 +240,8 @@ def synthesize_views(
             real = [blank.copy(), blank.copy()]
             for k, img in enumerate((real_from, real_to)):
                 real[k][:, :tile_px] = cv2.resize(img, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
+                if real_depth is not None and depth is not None:  # the recorded depth in the renders' colours
+                    real[k][:, tile_px:] = _tile(img, real_depth[k], depth_range, tile_px)[:, tile_px:]
             sheet_tiles = [real[0], *sheet_tiles, real[1]]
             labels = ["real start", *labels, "real end"]
         sheet = write_png(contact_sheet(sheet_tiles, labels, cols=min(len(sheet_tiles), 5)), out / f"sheet_{mode}.png")
@@ -304,6 +308,8 @@ def interpolate_checkpoint(
         T_all = ds.frames.T_world_cam
         A, B = T_all[from_frame], T_all[to_frame]
         real_from, real_to = ds.read_rgb(from_frame), ds.read_rgb(to_frame)
+        if ds.manifest.depth_kind != "none":
+            kwargs["real_depth"] = (ds.read_depth(from_frame), ds.read_depth(to_frame))
         info.update({"dataset": str(ds.path), "from_frame": from_frame, "to_frame": to_frame})
         inputs = (checkpoint, ds.path)
     info.update({"from_pose": A.tolist(), "to_pose": B.tolist()})

@@ -655,3 +655,14 @@ def test_renders_of_an_unscaled_place_say_its_units_not_metres(tmp_path: Path) -
                       np.arange(1, n + 1))  # fmt: skip
     msg = coverage_message(same, np.zeros(n), np.zeros(n), unit="units")
     assert msg == "distance to the nearest training camera: median 0.00 units / 0.0 deg", msg
+
+
+def test_renders_of_squeezed_frames_say_so() -> None:
+    """A model trained on 480x271 frames renders 64x64 with non-square pixels (fx != fy): the command says so and
+    what the source aspect was; square pixels say nothing."""
+    from pose2rgbd.cli.render import squeeze_note
+
+    cam = PinholeCamera(480, 271, 400.0, 400.0, 239.5, 135.0).scaled(64, 64)
+    note = squeeze_note(cam)
+    assert "64x64 with pixels 1.77 times as wide as tall" in note and "aspect 1.77:1" in note, note
+    assert squeeze_note(PinholeCamera(64, 64, 50.0, 50.5, 31.5, 31.5)) == ""

@@ -252,4 +252,20 @@ def _trajectory(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite)  # fmt: skip
     print(f"{res.out}: {res.frames} frames from {format_title(traj.format)} ({res.out_of_bounds} out of bounds); "
           f"per pose: {res.poses}")  # fmt: skip
+    squeeze = squeeze_note(engine.camera)
+    if squeeze:
+        print(f"  {squeeze}")
     return 0
+
+
+def squeeze_note(cam: object) -> str:
+    """What to know of renders whose pixels are not square (``fx != fy`` by more than 2 %): the training frames of
+    another aspect ratio were resized to the model's size; the camera file describes the renders as they are."""
+    fx, fy = float(getattr(cam, "fx", 0.0)), float(getattr(cam, "fy", 0.0))
+    if fx <= 0 or fy <= 0 or abs(fx / fy - 1.0) <= 0.02:
+        return ""
+    w, h = int(getattr(cam, "width", 0)), int(getattr(cam, "height", 0))
+    src = w * fy / fx / h if h else 0.0
+    return (f"the renders are {w}x{h} with pixels {fy / fx:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}): the "
+            f"training frames (aspect {src:.2f}:1) were squeezed into the model's size; the camera file holds these "
+            "intrinsics, and stretching a render back to that aspect shows the scene undistorted")  # fmt: skip

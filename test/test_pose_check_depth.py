@@ -226,3 +226,21 @@ def test_import_of_the_sweep_reports_what_depth_proves(tmp_path: Path) -> None:
     pc = json.loads((out / "report" / "summary.json").read_text())["pose_check"]
     assert pc["verdict"] == "ok", pc["mistakes"]
     assert pc["findings"][0]["name"] == "depth" and pc["findings"][0]["status"] == "ok"
+
+
+@pytest.mark.parametrize(("height", "named"), [(0.0, "object capture"), (40.0, "looking down at one area")])
+def test_a_common_target_below_every_camera_is_not_called_an_object_capture(height: float, named: str) -> None:
+    """Cameras on a ring facing its centre: at the object's height an object capture; 40 m up and looking down at a
+    point on the ground (a survey's orbit), cameras looking down at one area, the point below them named."""
+    target = np.zeros(3)
+    T = np.tile(np.eye(4), (24, 1, 1))
+    for i in range(24):
+        a = 2 * np.pi * i / 24
+        c = np.array([30 * np.cos(a), 30 * np.sin(a), height])
+        z = (target - c) / np.linalg.norm(target - c)
+        x = np.cross(z, [0.0, 0.0, 1.0])
+        x /= np.linalg.norm(x)
+        T[i, :3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+        T[i, :3, 3] = c
+    f = {f.name: f for f in check_poses(T, up_hint=np.array([0.0, 0.0, 1.0])).findings}["common_target"]
+    assert f.status == "ok" and named in f.message, f.message

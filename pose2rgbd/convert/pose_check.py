@@ -156,7 +156,8 @@ def common_target(T: np.ndarray) -> tuple[np.ndarray | None, float, float]:
     return p, ev, float(np.degrees(np.arccos(np.clip(np.median(cosang), -1, 1))))
 
 
-def _target_test(T: np.ndarray, convention: str) -> tuple[Finding, np.ndarray | None, np.ndarray]:
+def _target_test(T: np.ndarray, convention: str, up: np.ndarray | None = None) -> tuple[
+        Finding, np.ndarray | None, np.ndarray]:  # fmt: skip
     none = np.zeros(len(T), bool)
     if len(T) < 3:
         return Finding("common_target", "info", "fewer than 3 cameras: not tested"), None, none
@@ -185,8 +186,13 @@ def _target_test(T: np.ndarray, convention: str) -> tuple[Finding, np.ndarray | 
     f = float(front.mean())
     vals.update(fraction_facing_target=f, target=[float(x) for x in p])
     if f >= 0.8:
+        what = "object capture"
+        if up is not None:  # a point below every camera: cameras looking down at one area (a survey), no object
+            below = float(np.min(c @ up) - p @ up)
+            if below > 0:
+                what = f"cameras looking down at one area: the point lies {below:.3g} below the lowest camera"
         return Finding("common_target", "ok", f"the optical axes meet at a common point and {100 * f:.0f} % of the "
-                       "cameras face it (object capture)", vals), p, none  # fmt: skip
+                       f"cameras face it ({what})", vals), p, none  # fmt: skip
     if f <= 0.2:
         msg = (f"cameras look away from the scene: the optical axes meet at a common point but {100 * (1 - f):.0f} % "
                f"of the cameras face away from it. The z axis points backwards: {convention}; were the axes "
@@ -493,7 +499,8 @@ def check_poses(
         f, b = _points_in_front(T, np.asarray(points, dtype=np.float64), observations, conv)
         findings.append(f)
         bad |= b
-    f, target, b = _target_test(T, conv)
+    up = None if up_hint is None else np.asarray(up_hint, np.float64) / np.linalg.norm(up_hint)
+    f, target, b = _target_test(T, conv, up)
     motion = _motion_test(T)
     if f.status == "fail" and motion.status == "ok":
         # cameras looking along their direction of travel are not all turned round: the axes of a camera on a

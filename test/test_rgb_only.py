@@ -113,3 +113,18 @@ def test_an_unscaled_place_is_not_measured_in_metres(rgb_only: Path, tmp_path: P
     md = (ev / "metrics.md").read_text()
     assert "10.0 units/rad" in md and " m/rad" not in md
     assert json.loads((ev / "metrics.json").read_text())["info"]["pose_unit"] == "units"
+
+
+def test_a_depth_model_on_a_dataset_without_depth_says_so(rgb_only: Path, tmp_path: Path) -> None:
+    """A model that renders depth, evaluated on frames without depth: metrics.md says there is nothing to score the
+    depth against (before: a "Depth metrics over the pixels valid ... valid share: n/a" sentence)."""
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    src = make_toy_dataset(tmp_path / "toy", n_survey=30, n_route=10, size=32)
+    out, ev = tmp_path / "run", tmp_path / "ev"
+    assert main(["train", "--dataset", str(src), "--out", str(out), "--size", "64", "--epochs", "1", "--batch-size",
+                 "8", "--split", "every-nth", "--every-nth", "4", "--no-tensorboard"]) == 0  # fmt: skip
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", str(rgb_only), "--out", str(ev),
+                 "--fly-frames", "2", "--grid_rows", "1", "--allow-other-dataset"]) == 0  # fmt: skip
+    md = (ev / "metrics.md").read_text()
+    assert "the dataset has no depth to score the renders against" in md and "n/a" not in md, md

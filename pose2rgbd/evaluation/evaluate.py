@@ -551,7 +551,10 @@ def _write_outputs(
     if res.info.get("depth_uncertainty"):
         md += f"Depth uncertainty: {res.info['depth_uncertainty']} (depth_sigma.png).\n"
     far = res.metrics["model"].get("depth_far_fraction")
-    if res.depth_unit:  # nothing to say about depth when there is none
+    scored = any(m.get("depth_valid_fraction") is not None for m in res.metrics.values())
+    if res.depth_unit and not scored:  # a model with depth on a dataset without: nothing to score it against
+        md += "Depth: the dataset has no depth to score the renders against, so the table has no depth columns.\n"
+    elif res.depth_unit:  # nothing to say about depth when there is none
         md += (
             "Depth metrics over the pixels valid in both the answer and the ground truth (sky = +inf and invalid = "
             "NaN excluded; " + _valid_share(res.metrics) + ")"

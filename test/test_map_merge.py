@@ -216,3 +216,70 @@ def test_dask_build_without_dask_names_the_extra(
                  "--no-progress"]) != 0  # fmt: skip
     assert "pip install 'pose2rgbd[distributed]'" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_merge_keeps_a_view_once_across_datasets(world: dict, tmp_path: Path) -> None:
+    """Maps of different datasets (fingerprints) that hold one view twice -- the same flight converted twice, a
+    dataset appended to since its first map, a merged map merged again with one of its inputs -- keep it once: the
+    same image bytes, or (maps without images) the same instant and pose. Kept twice, the self-calibration held out
+    keyframes whose twins stayed in the map and fitted covariances 8x too small in standard deviation."""
+    from pose2rgbd.placemap import PlaceMap, merge_maps
+
+    halves = _halves(world, tmp_path, "--localization-only", "--max-features", "200")
+    n0, n1 = len(PlaceMap(halves[0])), len(PlaceMap(halves[1]))
+
+    def as_other_dataset(src: Path, name: str) -> Path:  # the same keyframes, another dataset's fingerprint
+        p = tmp_path / name
+        shutil.copytree(src, p)
+        m = json.loads((p / "map.json").read_text())
+        m["dataset"]["fingerprint"] = f"{name}-" + m["dataset"]["fingerprint"]
+        (p / "map.json").write_text(json.dumps(m))
+        return p
+
+    twin = as_other_dataset(halves[0], "twin")
+    m = merge_maps([halves[0], twin], tmp_path / "m1", progress=False)  # no images: by instant and pose
+    assert m["keyframes"] == n0 and any("views an earlier map holds already" in n for n in m["merge_notes"])
+    assert [e["kept"] for e in m["merged_from"]] == [n0, 0]
+    # a merged map merged again with one of its inputs: nothing twice, no dataset's frames counted twice
+    merge_maps([halves[0], as_other_dataset(halves[1], "b")], tmp_path / "ab", progress=False)
+    again = merge_maps([tmp_path / "ab", twin], tmp_path / "aba", progress=False)
+    assert again["keyframes"] == n0 + n1
+    frames = {d["fingerprint"]: d["frames"] for d in again["dataset"]["datasets"]}
+    assert len(frames) == 3 and again["dataset"]["frames"] == sum(frames.values())
+    # maps with images: the same encoded image is the same view whatever its stamp says
+    full = _halves(world, tmp_path / "img")
+    stamps = np.load(full[0] / "stamp_ns.npy")
+    shifted = as_other_dataset(full[0], "shifted")
+    np.save(shifted / "stamp_ns.npy", stamps + 10**12)
+    m = merge_maps([full[0], shifted], tmp_path / "m2", progress=False)
+    assert m["keyframes"] == len(PlaceMap(full[0]))
+
+
+def test_merge_of_datasets_converted_with_different_datums_into_one_frame(world: dict, tmp_path: Path) -> None:
+    """Two datasets converted into one robot TF frame, each with its own datum (the first fix of each flight) and the
+    fitted transform from its ENU frame: one world frame, merged with a note; the same datums without transforms
+    that place a fix alike (11 m apart) are refused."""
+    from pose2rgbd.geometry.geodesy import Datum
+    from pose2rgbd.placemap import MapError, merge_maps
+
+    halves = _halves(world, tmp_path, "--localization-only", "--max-features", "200")
+    d0 = json.loads((halves[0] / "map.json").read_text())["dataset"]["datum"]
+    a = Datum(d0["lat_deg"], d0["lon_deg"], d0["alt_m"], (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    b0 = Datum(d0["lat_deg"] + 1e-4, d0["lon_deg"], d0["alt_m"])  # 11 m north
+    e = a.to_enu(np.array(b0.lat_deg), np.array(b0.lon_deg), np.array(b0.alt_m))  # b's origin in a's ENU = world
+    b = Datum(b0.lat_deg, b0.lon_deg, b0.alt_m, (float(e[0]), float(e[1]), float(e[2]), 0.0, 0.0, 0.0, 1.0))
+
+    def with_datum(src: Path, name: str, d: Datum) -> Path:
+        p = tmp_path / name
+        shutil.copytree(src, p)
+        m = json.loads((p / "map.json").read_text())
+        m["dataset"]["datum"] = d.to_dict()
+        (p / "map.json").write_text(json.dumps(m))
+        return p
+
+    A, B = with_datum(halves[0], "A", a), with_datum(halves[1], "B", b)
+    m = merge_maps([A, B], tmp_path / "ab", progress=False)
+    assert any("converted with different datums into one frame" in n for n in m["merge_notes"]), m["merge_notes"]
+    wrong = with_datum(halves[1], "wrong", Datum(b0.lat_deg, b0.lon_deg, b0.alt_m, (0.0,) * 6 + (1.0,)))
+    with pytest.raises(MapError, match=r"different datums .* disagree: a GPS fix lands up to 11\.\d+ m apart"):
+        merge_maps([A, wrong], tmp_path / "bad", progress=False)

@@ -4,12 +4,15 @@ Pieces of one large place (``map build --selection.piece K/N`` on several machin
 over the same place, become one map the localizer and the renderers read like any other:
 
 - **One world frame, checked** (:func:`check_same_frame`): every map's dataset names the same world frame and
-  the same datum (the geodetic origin of its ENU frame); maps whose datasets have no datum are joined only when
+  the same datum (the geodetic origin of its ENU frame), or -- datasets converted into one robot TF frame, each
+  with the transform from its ENU frame -- datums whose fits place a GPS fix within :data:`WORLD_FIT_TOL_M` of
+  each other in that frame; maps whose datasets have no datum are joined only when
   they come from the same dataset (the same fingerprint) -- two datasets' own frames without a datum are not
   known to have anything in common. Anything else is refused with what to do.
 - **Keyframes** are copied as stored (encoded images and depth, features with their world points: nothing is
   decoded or extracted again) and numbered anew: pieces of one dataset in its frame order (a keyframe in two
-  pieces once), maps of different datasets one after the other, in the order given. The k-d tree over the poses
+  pieces once), maps of different datasets one after the other, in the order given, a view an earlier map holds
+  already (the same image, or the same instant and pose) once. The k-d tree over the poses
   is built from the merged poses when the map is opened (:class:`~pose2rgbd.placemap.PlaceMap`).
 - **One place-recognition vocabulary**: each map learned its own, and VLADs over different vocabularies cannot
   be compared, so the vocabulary is learned again as ``map build`` learns it -- k-means on a seeded sample of
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
 from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter
 from pose2rgbd.placemap.place import GlobalConfig, GlobalDescriber
@@ -72,18 +76,29 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                 "world frames cannot be the same; convert both datasets with one datum (--datum LAT,LON,ALT)"
             )
         if da is not None and db is not None:
-            if (
+            other_origin = (
                 abs(da.lat_deg - db.lat_deg) > DATUM_TOL_DEG
                 or abs(da.lon_deg - db.lon_deg) > DATUM_TOL_DEG
                 or abs(da.alt_m - db.alt_m) > DATUM_TOL_M
-            ):
+            )
+            # datasets converted into one robot TF frame (each datum's ENU frame placed in it) may have different
+            # datums: the check below is where a GPS fix lands in the world through each (the first kept)
+            if other_origin and (da.world_from_enu is None or db.world_from_enu is None):
                 raise MapError(
                     f"{m.path} and {first.path} have different datums ({db.lat_deg:.9f}, {db.lon_deg:.9f}, "
                     f"{db.alt_m:.3f} m vs {da.lat_deg:.9f}, {da.lon_deg:.9f}, {da.alt_m:.3f} m): their world frames "
                     "have different origins; convert the datasets with one datum (--datum LAT,LON,ALT) and build the "
                     "maps again"
                 )
-            gap = _fit_gap_m(first, m, da.T_world_enu, db.T_world_enu)
+            gap = _fit_gap_m(first, m, da, db)
+            if gap > WORLD_FIT_TOL_M and other_origin:
+                raise MapError(
+                    f"{m.path} and {first.path} have different datums ({db.lat_deg:.9f}, {db.lon_deg:.9f}, "
+                    f"{db.alt_m:.3f} m vs {da.lat_deg:.9f}, {da.lon_deg:.9f}, {da.alt_m:.3f} m) and their GPS fits "
+                    f"into {first.world_frame!r} disagree: a GPS fix lands up to {gap:.2f} m apart in the two (more "
+                    f"than {WORLD_FIT_TOL_M} m); their world frames are not the same; convert the datasets with one "
+                    "datum (--datum LAT,LON,ALT) into one frame and build the maps again"
+                )
             if gap > WORLD_FIT_TOL_M:
                 raise MapError(
                     f"{m.path} and {first.path} have one datum but place its ENU frame differently in the world frame "
@@ -92,7 +107,13 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                     "GPS fits far apart); their world frames are not the same; convert the datasets into one frame "
                     "(convert bag --world-frame enu for both, with one --datum) and build the maps again"
                 )
-            if gap > DATUM_TOL_M:
+            if other_origin:
+                notes.append(
+                    f"{m.path.name} and {first.path.name} were converted with different datums into one frame "
+                    f"{first.world_frame!r}: their GPS fits agree within {gap:.2f} m over their keyframes (within "
+                    f"{WORLD_FIT_TOL_M} m: one frame); the merged map keeps {first.path.name}'s datum"
+                )
+            elif gap > DATUM_TOL_M:
                 notes.append(
                     f"{m.path.name} and {first.path.name}: their conversions' GPS fits into {first.world_frame!r} "
                     f"differ by up to {gap:.2f} m over their keyframes (within {WORLD_FIT_TOL_M} m: one frame); the "
@@ -107,12 +128,16 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
     return notes
 
 
-def _fit_gap_m(a: PlaceMap, b: PlaceMap, T_a: np.ndarray, T_b: np.ndarray) -> float:
-    """How far apart one GPS fix lands in the world through two datums' ``T_world_enu`` (metres, the most over the
-    keyframes of both maps: a turn between the two moves far keyframes more)."""
-    move = T_b @ np.linalg.inv(T_a)  # a world point placed through a's fit -> through b's
+def _fit_gap_m(a: PlaceMap, b: PlaceMap, da: Datum, db: Datum) -> float:
+    """How far apart one GPS fix lands in the world through two datums (their origins and ``T_world_enu``; metres,
+    the most over the keyframes of both maps: a turn between the two moves far keyframes more)."""
     p = np.concatenate([np.asarray(pm.T_world_cam, np.float64)[:, :3, 3] for pm in (a, b)])
-    return float(np.linalg.norm(p @ move[:3, :3].T + move[:3, 3] - p, axis=1).max()) if len(p) else 0.0
+    if not len(p):
+        return 0.0
+    T_a = da.T_world_enu
+    enu_a = (p - T_a[:3, 3]) @ T_a[:3, :3]  # the world point in a's ENU frame (T_a^-1 p)
+    there = db.to_world(*da.from_enu(enu_a))  # the same place on the Earth, in the world through b's fit
+    return float(np.linalg.norm(there - p, axis=1).max())
 
 
 def _common(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -120,15 +145,59 @@ def _common(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in dicts[0].items() if all(k in d and d[k] == v for d in dicts[1:])}
 
 
-def _order(maps: Sequence[PlaceMap], same_dataset: bool) -> list[tuple[int, int]]:
-    """``(map, keyframe)`` of the merged map's keyframes, in their new order (see the module docstring)."""
+# a keyframe of a later map at the same instant as a kept one of an earlier map (within DUP_STAMP_NS), this close in
+# position and turn, is the same view (one flight converted twice, a map merged again with one of its own inputs)
+DUP_STAMP_NS = 1_000_000
+DUP_POSITION_M = 0.05
+DUP_TURN_DEG = 1.0
+
+
+def _order(maps: Sequence[PlaceMap], same_dataset: bool) -> tuple[list[tuple[int, int]], int]:
+    """``(map, keyframe)`` of the merged map's keyframes, in their new order (see the module docstring), and how many
+    keyframes of maps of different datasets were left out as the same view as one kept (:func:`_same_views`)."""
     entries = [(m, k) for m, pm in enumerate(maps) for k in range(len(pm))]
     if not same_dataset:
-        return entries
+        kept = _same_views(maps, entries)
+        return kept, len(entries) - len(kept)
     frames = np.concatenate([pm.frames for pm in maps])
     order = np.argsort(frames, kind="stable")  # frame order; a frame in two maps: the first map's copy first
     _, first = np.unique(frames[order], return_index=True)
-    return [entries[int(i)] for i in order[first]]
+    return [entries[int(i)] for i in order[first]], 0
+
+
+def _same_views(maps: Sequence[PlaceMap], entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``entries`` without the keyframes of a later map that are a kept keyframe of an earlier map again: the same
+    encoded image, or the same instant (:data:`DUP_STAMP_NS`) and pose (:data:`DUP_POSITION_M`, :data:`DUP_TURN_DEG`).
+    Maps of different datasets can hold one view twice (a map merged again with one of its inputs, a flight converted
+    twice, a dataset appended to after its first map); kept twice, the merged map's self-calibration holds out a
+    keyframe whose twin is still in the map and sees no error, and every fix's covariance shrinks with it."""
+    kept: list[tuple[int, int]] = []
+    digests: set[bytes] = set()
+    by_stamp: dict[int, list[tuple[int, np.ndarray]]] = {}  # stamp // DUP_STAMP_NS -> (map, pose) kept
+    cos_turn = np.cos(np.radians(DUP_TURN_DEG))
+    for m, k in entries:
+        rgb, _ = maps[m].encoded(k)
+        digest = hashlib.sha1(rgb).digest() if rgb else b""
+        T = np.asarray(maps[m].T_world_cam[k], np.float64)
+        stamps = maps[m].stamp_ns
+        bucket = None if stamps is None else int(stamps[k]) // DUP_STAMP_NS
+        same = bool(digest) and digest in digests
+        if not same and bucket is not None:
+            for b in (bucket - 1, bucket, bucket + 1):
+                for other_map, U in by_stamp.get(b, []):
+                    if other_map == m:
+                        continue  # one map's own keyframes are its own business
+                    near = np.linalg.norm(U[:3, 3] - T[:3, 3]) <= DUP_POSITION_M
+                    if near and (np.trace(U[:3, :3].T @ T[:3, :3]) - 1) / 2 >= cos_turn:
+                        same = True
+        if same:
+            continue
+        kept.append((m, k))
+        if digest:
+            digests.add(digest)
+        if bucket is not None:
+            by_stamp.setdefault(bucket, []).append((m, T))
+    return kept
 
 
 def merge_maps(
@@ -185,8 +254,14 @@ def merge_maps(
     stored = {k: v for k, v in first.manifest.get("global", {}).items() if k in keys}
     gcfg = global_cfg or cfgmod.from_dict(GlobalConfig, stored, where=f"{first.path}: global")
     same_dataset = len({pm.fingerprint for pm in pms}) == 1
-    entries = _order(pms, same_dataset)
-    if len(entries) < sum(len(pm) for pm in pms):
+    entries, twins = _order(pms, same_dataset)
+    if twins:
+        notes.append(
+            f"{twins} keyframes of later maps were views an earlier map holds already (the same image, or the same "
+            "instant and pose: a map merged again with one of its inputs, a flight converted twice, a dataset appended "
+            "to since its first map): kept once"
+        )
+    elif len(entries) < sum(len(pm) for pm in pms):
         notes.append(f"{sum(len(pm) for pm in pms) - len(entries)} keyframes were in more than one map: kept once")
     image = first.manifest["image"]
     with MapWriter(out, has_depth=has_depth, image_codec=str(image.get("codec", "jpg")),
@@ -291,6 +366,21 @@ def _flights(
     return source, np.array(stamps, np.int64)
 
 
+def _leaf_datasets(mans: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The datasets the maps were built from, each once (by fingerprint): a merged map's own ``datasets`` in its
+    place, so that a map merged again counts no dataset's frames twice."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in mans:
+        d = m["dataset"]
+        for leaf in d.get("datasets") or [d]:
+            out.setdefault(str(leaf.get("fingerprint")), leaf)
+    return list(out.values())
+
+
+def _kept_per_map(pms: Sequence[PlaceMap], entries: Sequence[tuple[int, int]]) -> list[int]:
+    return [sum(1 for m, _ in entries if m == i) for i in range(len(pms))]
+
+
 def _manifest(
     pms: Sequence[PlaceMap],
     entries: Sequence[tuple[int, int]],
@@ -312,8 +402,8 @@ def _manifest(
             "datum": mans[0]["dataset"].get("datum"),
             "name": f"merged from {len(pms)} datasets",
             "fingerprint": "merged-" + hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16],
-            "frames": int(sum(int(m["dataset"].get("frames") or 0) for m in mans)),
-            "datasets": [m["dataset"] for m in mans],
+            "frames": int(sum(int(d.get("frames") or 0) for d in _leaf_datasets(mans))),
+            "datasets": _leaf_datasets(mans),
         }
         stated = [m["dataset"]["pose_error"] for m in mans if m["dataset"].get("pose_error")]
         if stated:  # the largest of the datasets' (their keyframes side by side: a fix may match any of them)
@@ -341,7 +431,13 @@ def _manifest(
         "features": {
             **features,
             "total": int(offsets[-1]),
-            "extracted": int(sum(int(m.get("features", {}).get("extracted") or 0) for m in mans)),
+            # each map's share of its keyframes kept (a keyframe held by an earlier map is not counted twice)
+            "extracted": int(
+                sum(
+                    int(m.get("features", {}).get("extracted") or 0) * kept / max(len(pm), 1)
+                    for m, pm, kept in zip(mans, pms, _kept_per_map(pms, entries), strict=True)
+                )
+            ),
         },
         # the keyframe-weighted mean of the maps' rotation weights (each their depth's median, metres per radian)
         "rot_weight_m": float(
@@ -351,7 +447,7 @@ def _manifest(
             {
                 "path": str(pm.path.resolve()),
                 "keyframes": len(pm),
-                "kept": sum(1 for m, _ in entries if m == i),
+                "kept": _kept_per_map(pms, entries)[i],
                 "fingerprint": pm.fingerprint,
                 "selection": str(pm.manifest.get("selection", {}).get("description", "")),
                 "created_utc": pm.manifest.get("created_utc"),

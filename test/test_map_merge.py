@@ -242,6 +242,8 @@ def test_merge_keeps_a_view_once_across_datasets(world: dict, tmp_path: Path) ->
     assert [e["kept"] for e in m["merged_from"]] == [n0, 0]
     # a merged map merged again with one of its inputs: nothing twice, no dataset's frames counted twice
     merge_maps([halves[0], as_other_dataset(halves[1], "b")], tmp_path / "ab", progress=False)
+    # each dataset's flight numbered apart (the raw ids were 0 for both)
+    assert np.unique(np.load(tmp_path / "ab" / "source_id.npy")).tolist() == [0, 1]
     again = merge_maps([tmp_path / "ab", twin], tmp_path / "aba", progress=False)
     assert again["keyframes"] == n0 + n1
     frames = {d["fingerprint"]: d["frames"] for d in again["dataset"]["datasets"]}

@@ -287,7 +287,9 @@ def merge_maps(
         w.save_npz("vocabulary", **describer.arrays())
         for name in ("T_world_cam", "intrinsics", "frames", "stamp_ns", "source_id"):
             arrays = [getattr(pm, name) for pm in pms]
-            if all(a is not None for a in arrays):
+            if name == "source_id" and not same_dataset:  # each map's flights numbered apart (a map merged again
+                w.save_array(name, _flights(pms, entries, same_dataset)[0])  # keeps its flights apart)
+            elif all(a is not None for a in arrays):
                 file = {"T_world_cam": "poses"}.get(name, name)
                 w.save_array(file, np.stack([arrays[m][k] for m, k in entries]))
         manifest = _manifest(pms, entries, same_dataset, selection, has_images, has_depth, offsets)
@@ -351,7 +353,8 @@ def _flights(
     pms: Sequence[PlaceMap], entries: list[tuple[int, int]], same_dataset: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The merged keyframes' ``source_id`` (a flight's number: the dataset's source, per map when the maps are of
-    different datasets; a map without sources: one flight) and ``stamp_ns`` (None unless every map has them)."""
+    different datasets, numbered 0, 1, ... in the order of (map, source); a map without sources: one flight) and
+    ``stamp_ns`` (None unless every map has them)."""
     keys = []
     for m, k in entries:
         src = pms[m].source_id

@@ -187,3 +187,45 @@ def test_gps_odom_offers_only_its_own_settings(
     rc = main(["convert", "gps-odom", str(bag), "--report", str(tmp_path / "r"), "--set", "size=64x64"])
     assert rc == 2 and "unknown key 'size'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_depth_topic_named_is_refused_unless_the_bag_has_it_as_depth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--depth-topic /depth` (not in the bag) was left out in silence: exit 0 and a dataset without depth. A depth
+    topic named is refused like a wrong --image-topic, listing the bag's image topics with their encodings; the
+    default topic (the simulator's /ground_truth/depth) absent still gives an RGB-only dataset."""
+    from pose2rgbd.convert.config import DEFAULT_DEPTH_TOPIC
+    from pose2rgbd.convert.sources.bag import find_depth_topic
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=1.0, size=32)
+    out = tmp_path / "ds"
+    cases = {
+        "/depth": "depth topic '/depth' (--depth-topic, topics.depth) is not in the bag",
+        "/camera/image_raw": "depth topic '/camera/image_raw' (--depth-topic, topics.depth) holds rgb8 images, not "
+        "depth",
+        "/gps/fix": "has type sensor_msgs/msg/NavSatFix, not sensor_msgs/msg/Image",
+    }
+    for topic, what in cases.items():
+        rc = main(["convert", "bag", str(bag), "--out", str(out), "--no-progress", "--depth-topic", topic])
+        err = capsys.readouterr().err
+        assert rc == 2 and what in err, err
+        assert "the bag's image topics: /camera/image_raw (rgb8), /ground_truth/depth (32FC1: depth)" in err, err
+        assert "--depth-topic TOPIC" in err and "--depth-topic ''" in err, err
+        assert not out.exists()
+
+    class _Bag:  # a bag without the default depth topic, or with it as another type
+        def __init__(self, topics: dict[str, str]) -> None:
+            from pose2rgbd.bags import TopicInfo
+
+            self.topics = {t: TopicInfo(t, mt, 1) for t, mt in topics.items()}
+
+        def topic_name(self, name: str) -> str:
+            return name
+
+    assert find_depth_topic(_Bag({"/camera/image_raw": "sensor_msgs/msg/Image"}), DEFAULT_DEPTH_TOPIC) is None  # type: ignore[arg-type]
+    odd = _Bag({DEFAULT_DEPTH_TOPIC: "sensor_msgs/msg/CompressedImage"})
+    assert find_depth_topic(odd, DEFAULT_DEPTH_TOPIC) is None  # type: ignore[arg-type]
+    assert find_depth_topic(_Bag({}), "") is None  # type: ignore[arg-type]

@@ -323,7 +323,7 @@ def test_a_recording_resumed_into_a_converted_dataset_stays_in_its_frame(
 
     bag, _ = turned_bag
     # a dataset without depth (the recorder writes none; it resumes only a dataset of its own kind)
-    ds, summary = _convert(bag, tmp_path / "ds", orientation="tf", topics=ConvertTopics(depth="/none"))
+    ds, summary = _convert(bag, tmp_path / "ds", orientation="tf", topics=ConvertTopics(depth=""))
     n0 = len(ds)
     later = write_flight_bag(
         tmp_path / "later", duration_s=4.0, size=32, T_map_enu=_T_map_enu(), t0_ns=T0_NS + 20 * 10**9

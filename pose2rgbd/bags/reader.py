@@ -29,6 +29,8 @@ from pose2rgbd.messages.typestore import get_typestore, normalize_msgtype
 log = logging.getLogger(__name__)
 
 _STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+# the encodings of a depth image (REP-118: 32FC1 metres; 16UC1 millimetres)
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
 
 @dataclass(frozen=True)
@@ -374,6 +376,16 @@ class BagReader:
         lines = [f"  {t.name:<{w}}  {t.msgtype}  ({t.count} message{'' if t.count == 1 else 's'})"
                  for t in self._topics.values()]  # fmt: skip
         return "\n".join(lines)
+
+    def first_encoding(self, topic: str) -> str | None:
+        """The ``encoding`` of an Image topic's first message (``format`` of a CompressedImage's), None where it has
+        none or cannot be read: tells a camera's images (``rgb8``) from a depth image (:data:`DEPTH_ENCODINGS`)."""
+        try:
+            for m in self.messages([topic]):
+                return str(getattr(m.msg, "encoding", "") or getattr(m.msg, "format", "")) or None
+        except BagError:
+            return None
+        return None
 
     def topic_name(self, name: str) -> str:
         """``name`` as the bag spells it: a name given without its leading slash (``fix``) is the bag's ``/fix``

@@ -55,6 +55,11 @@ class ConvertOutput:
             raise ConfigError(f"output.rgb_encoding must be 'png' or 'jpg', got {self.rgb_encoding!r}")
 
 
+# the depth topic a conversion takes when the bag has it (the simulator's ground truth): without it, the dataset is
+# RGB-only; a topic named instead of it must be in the bag (pose2rgbd.convert.sources.bag.BagTopics)
+DEFAULT_DEPTH_TOPIC = "/ground_truth/depth"
+
+
 @dataclass
 class ConvertTopics(SensorTopics):
     """Bag topics: the sensor topics of the record node (:class:`~pose2rgbd.messages.topics.SensorTopics`) and the
@@ -62,7 +67,10 @@ class ConvertTopics(SensorTopics):
     a ``ConvertTopics`` made by hand has the record node's names unless given."""
 
     imu: str = help_field("", "Imu; empty = by type (optional)")
-    depth: str = help_field("/ground_truth/depth", "32FC1 depth included as metric depth if present")
+    depth: str = help_field(
+        DEFAULT_DEPTH_TOPIC, f"depth Image (32FC1 m, 16UC1 mm) included as metric depth; {DEFAULT_DEPTH_TOPIC} (the "
+        "simulator's) when the bag has it, another topic named must be in the bag, empty: none"
+    )  # fmt: skip
 
 
 def _bag_topics() -> ConvertTopics:

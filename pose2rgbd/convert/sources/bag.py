@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pose2rgbd.convert.config import ConvertConfig
+from pose2rgbd.convert.config import DEFAULT_DEPTH_TOPIC, ConvertConfig
 from pose2rgbd.convert.pipeline import DatasetPlan, convert
 from pose2rgbd.convert.sources.bag_orientation import (
     ENU_ALIGNED_NOTE,
@@ -110,21 +110,60 @@ class BagTopics:
     @classmethod
     def choose(cls, bag: BagReader, cfg: ConvertConfig) -> BagTopics:
         tp = cfg.topics
-        depth = bag.topic_name(tp.depth) if tp.depth else None
-        depth = depth if depth in bag.topics else None
-        if depth and bag.topics[depth].msgtype != "sensor_msgs/msg/Image":
-            depth = None
         return cls(
             image=find_image_topic(bag, tp.image),
             gps=bag.find_topic("sensor_msgs/msg/NavSatFix", tp.gps or None, "topics.gps"),
             info=_find_optional(bag, "sensor_msgs/msg/CameraInfo", tp.camera_info, "topics.camera_info"),
             odom=_find_optional(bag, "nav_msgs/msg/Odometry", tp.odom, "topics.odom"),
             imu=_find_optional(bag, "sensor_msgs/msg/Imu", tp.imu, "topics.imu"),
-            depth=depth,
+            depth=find_depth_topic(bag, tp.depth),
         )
 
     def to_dict(self) -> dict[str, str | None]:
         return dict(vars(self))
+
+
+# what image_msg_to_depth reads as depth (REP-118, and the aliases drivers write)
+_DEPTH_READABLE = ("16UC1", "mono16", "32FC1", "64FC1")
+
+
+def find_depth_topic(bag: BagReader, name: str) -> str | None:
+    """The depth topic (a ``sensor_msgs/Image`` of depth), or None: an RGB-only dataset. The default topic
+    (:data:`~pose2rgbd.convert.config.DEFAULT_DEPTH_TOPIC`, the simulator's) is taken where the bag has it as an
+    Image; a topic the user named instead must be in the bag, an Image with a depth encoding, else a clear error
+    lists the bag's image topics with their encodings (a depth topic named by mistake was once left out in silence,
+    and the dataset came out without depth)."""
+    if not name:
+        return None
+    topic = bag.topic_name(name)
+    info = bag.topics.get(topic)
+    if name == DEFAULT_DEPTH_TOPIC:
+        return topic if info is not None and info.msgtype == "sensor_msgs/msg/Image" else None
+    if info is None:
+        what = "is not in the bag"
+    elif info.msgtype != "sensor_msgs/msg/Image":
+        what = f"has type {info.msgtype}, not sensor_msgs/msg/Image"
+    else:
+        enc = bag.first_encoding(topic)
+        if enc is None or enc in _DEPTH_READABLE:
+            return topic
+        what = f"holds {enc} images, not depth"
+    raise _depth_topic_error(bag, topic, what)
+
+
+def _depth_topic_error(bag: BagReader, topic: str, what: str) -> BagError:
+    images = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES]
+    named = []
+    for t in images:
+        enc = bag.first_encoding(t) if bag.topics[t].msgtype == "sensor_msgs/msg/Image" else "compressed"
+        kind = ": depth" if enc in _DEPTH_READABLE else ""
+        named.append(f"{t} ({enc or 'encoding unknown'}{kind})")
+    has = f"the bag's image topics: {', '.join(named)}" if named else "the bag has no image topic"
+    return BagError(
+        f"{bag.path}: depth topic {topic!r} (--depth-topic, topics.depth) {what}; {has}. Name the depth image's "
+        "topic (32FC1 metres or 16UC1 millimetres) with --depth-topic TOPIC, or convert without depth (an RGB-only "
+        f"dataset) with --depth-topic ''; topics:\n{bag.describe_topics()}"
+    )
 
 
 @dataclass

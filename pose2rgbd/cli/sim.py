@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
+if TYPE_CHECKING:
+    from pose2rgbd.sim.config import SimConfig
 
-def _size(values: list[int]) -> dict[str, Any]:
+log = logging.getLogger(__name__)
+
+
+def _size(values: list[int]) -> dict[str, int]:
     from pose2rgbd.errors import ConfigError
 
     if len(values) > 2:
@@ -17,7 +24,7 @@ def _size(values: list[int]) -> dict[str, Any]:
     return {"width": values[0], "height": values[-1]}
 
 
-def _gps_noise(value: float) -> dict[str, Any]:
+def _gps_noise(value: float) -> dict[str, float]:
     return {"gps_noise_h_m": value, "gps_noise_v_m": 1.6 * value}
 
 
@@ -90,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> SimConfig:
     from dataclasses import replace
 
     cfg = config_from_args(args)
@@ -103,6 +110,19 @@ def _config(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def _realism_scope(res: Mapping[str, object]) -> str:
+    """What realism was applied to among the outputs ``res`` of :func:`~pose2rgbd.sim.simulate` (the dataset, the
+    posed images), and what is the clean render (the bags, the videos: realism does not apply to them)."""
+    took = [w for w, k in (("the dataset", "dataset"), ("the posed images", "posed_images")) if res.get(k)]
+    bags, videos = (len(v) if isinstance(v := res.get(k), (list, tuple)) else 0 for k in ("bags", "videos"))
+    clean = [w for w, n in (("the bag" if bags == 1 else "the bags", bags),
+                            ("the video" if videos == 1 else "the videos", videos)) if n]  # fmt: skip
+    text = f"applied to {' and '.join(took)}" if took else "applied to nothing written"
+    if clean:
+        text += f"; {' and '.join(clean)} {'is' if len(clean) == 1 and bags + videos == 1 else 'are'} the clean render"
+    return f"on ({text})"
+
+
 def _run(args: argparse.Namespace) -> int:
     import time
 
@@ -110,6 +130,15 @@ def _run(args: argparse.Namespace) -> int:
     from pose2rgbd.sim.preview import contact_sheet, flight_paths_plot
 
     cfg = _config(args)
+    if cfg.realism.enabled and not (args.dataset or args.posed_images):
+        # said before the minutes of rendering: realism is on, and nothing written takes it
+        clean = [w for w, on in (("the bag", args.bag), ("the video", args.video)) if on]
+        what = f"{' and '.join(clean)} will be the clean render, as without it" if clean else "nothing it changes"
+        log.warning(
+            "realism is on, but it applies only to the dataset and the posed images, and neither is written "
+            f"(--no-dataset, no --posed-images): {what}. For sensor effects write the dataset (drop --no-dataset) or "
+            '--posed-images (docs/sim.md, "Sensor realism")'
+        )
     t = time.perf_counter()
     res = simulate(
         cfg,
@@ -132,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
     for pi in res["posed_images"]:
         print(f"  posed    {pi}  (transforms.json; `pose2rgbd convert images {pi} --out DS`)")
     if cfg.realism.enabled:
-        print("  realism  on: " + ", ".join(f"{k} {v}" for k, v in vars(cfg.realism).items() if k != "enabled"))
+        print(f"  realism  {_realism_scope(res)}: "
+              + ", ".join(f"{k} {v}" for k, v in vars(cfg.realism).items() if k != "enabled"))  # fmt: skip
     if args.preview:
         print(f"  preview  {contact_sheet(cfg, Path(args.out) / 'sim_contact_sheet.png')}")
         print(f"  preview  {flight_paths_plot(cfg, Path(args.out) / 'sim_flight_paths.png')}")

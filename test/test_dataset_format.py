@@ -97,8 +97,15 @@ def test_append_mode_survives_torn_row_and_resumes(tmp_path):
     w2.close()
     ds = Dataset(out)
     assert len(ds) == 4 and list(ds.frames.index) == [0, 1, 2, 3]
-    with pytest.raises(DatasetError, match="another camera"):
-        DatasetWriter(out, Manifest("rec", CAM.scaled(20, 15)), mode="append")
+    # what differs is named, both ways, and what to do
+    with pytest.raises(DatasetError) as e:
+        DatasetWriter(out, Manifest("rec", CAM.scaled(20, 15), depth_kind="none"), mode="append")
+    msg = str(e.value)
+    assert "cannot resume, the existing dataset has another camera and depth kind than the new frames" in msg, msg
+    assert f"camera {CAM.width}x{CAM.height}, fx" in msg and "there, 20x15, fx" in msg, msg
+    assert "depth kind 'metric' there, 'none' here" in msg and "write them into a new dataset" in msg, msg
+    with pytest.raises(DatasetError, match=r"another camera than the new frames .* record with --size 40x30"):
+        DatasetWriter(out, Manifest("rec", CAM.scaled(20, 15)), mode="append")  # the same camera, resized
 
 
 def _edit_manifest(path: Path, fn) -> None:

@@ -403,6 +403,22 @@ def test_record_refuses_a_wrong_topic_type_or_size(
     assert tree_hash(bag) == before and not (tmp_path / "rec").exists()
 
 
+def test_record_into_a_converted_dataset_with_depth_names_what_differs(
+    bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`record bag --out DS` where DS was made by `convert bag` (metric depth) failed with "cannot resume, the existing
+    dataset has another camera or depth kind", not saying which nor what to do. It names the depth kinds (the
+    record node writes none) and says to record into a new dataset, before the bag is read; DS is untouched."""
+    ds = tmp_path / "ds"
+    assert run_cli(capsys, "convert", "bag", bag, "--out", ds, "--no-progress")[0] == 0
+    before = tree_hash(ds)
+    rc, out = run_cli(capsys, "record", "bag", "--bag", bag, "--out", ds)
+    assert rc == 2 and f"cannot resume the existing dataset {ds}: its frames have metric depth" in out, out
+    assert "the record node writes frames without depth (depth kind none)" in out, out
+    assert "Record into a new dataset (another --out" in out, out
+    assert tree_hash(ds) == before
+
+
 def test_record_without_frames_says_no_dataset_was_written(
     bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

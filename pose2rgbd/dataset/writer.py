@@ -27,6 +27,7 @@ import yaml
 from pose2rgbd.atomic import make_temp_dir, swap_in
 from pose2rgbd.dataset.format import FRAME_COLUMNS, FRAMES, MANIFEST, Manifest
 from pose2rgbd.errors import DatasetError
+from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output, refuse_existing
 
@@ -40,6 +41,32 @@ def _row(
 ) -> list[str]:
     return [str(i), str(int(stamp_ns)), *(repr(float(x)) for x in t), *(repr(float(x)) for x in q),
             *(_fmt(x) for x in lla), str(int(sid)), rgb, depth]  # fmt: skip
+
+
+def _camera_text(cam: PinholeCamera) -> str:
+    return f"{cam.width}x{cam.height}, fx {cam.fx:.6g} fy {cam.fy:.6g} cx {cam.cx:.6g} cy {cam.cy:.6g}"
+
+
+def _not_resumable(root: Path, existing: Manifest, new: Manifest) -> str:
+    """Why frames cannot be appended to the dataset at ``root``: what differs between its manifest and the new
+    frames' (the camera, the depth kind), both named, and what to do."""
+    kinds, diff = [], []
+    if existing.camera != new.camera:
+        kinds.append("camera")
+        diff.append(f"camera {_camera_text(existing.camera)} there, {_camera_text(new.camera)} here")
+    if existing.depth_kind != new.depth_kind:
+        kinds.append("depth kind")
+        diff.append(f"depth kind {existing.depth_kind!r} there, {new.depth_kind!r} here")
+    e, n = existing.camera, new.camera
+    at = n.scaled(e.width, e.height)
+    resized = kinds == ["camera"] and np.allclose([at.fx, at.fy, at.cx, at.cy], [e.fx, e.fy, e.cx, e.cy], rtol=1e-6)
+    size = f", or, for the same camera at the dataset's size, record with --size {e.width}x{e.height} (size)"
+    size = size if resized else ""
+    return (
+        f"{root}: cannot resume, the existing dataset has another {' and '.join(kinds)} than the new frames "
+        f"({'; '.join(diff)}). Frames of another camera or depth kind do not belong in one dataset: write them into a "
+        f"new dataset (another output folder: `record bag --out NEW`, the record node's output.dataset){size}"
+    )
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -163,7 +190,7 @@ class DatasetWriter:
         if mpath.exists():
             existing = Manifest.from_dict(yaml.safe_load(mpath.read_text()), str(mpath))
             if existing.camera != self.manifest.camera or existing.depth_kind != self.manifest.depth_kind:
-                raise DatasetError(f"{self.root}: cannot resume, the existing dataset has another camera or depth kind")
+                raise DatasetError(_not_resumable(self.root, existing, self.manifest))
             self.manifest.created_utc = existing.created_utc
         _atomic_write_bytes(mpath, yaml.safe_dump(self.manifest.to_dict(), sort_keys=False).encode())
         fpath = self.root / FRAMES

@@ -74,6 +74,13 @@ class DatasetAppend(NodeLogic):
             if "no frames" not in str(e):
                 raise
             return
+        if ds.manifest.depth_kind != "none":  # the recorder writes RGB frames: said before the bag is read
+            raise ConfigError(
+                f"cannot resume the existing dataset {path}: its frames have {ds.manifest.depth_kind} depth (a "
+                "dataset made by `pose2rgbd convert` or the simulator, say), and the record node writes frames without "
+                "depth (depth kind none); one dataset holds one depth kind. Record into a new dataset (another --out, "
+                "output.dataset), and merge their maps if one place map of both is wanted (`pose2rgbd map merge`)"
+            )
         mine = self.cfg.datum_obj()
         theirs = ds.manifest.datum
         if mine is not None and theirs is not None and not _same_datum(mine, theirs):

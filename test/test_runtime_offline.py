@@ -514,3 +514,18 @@ def test_the_demo_sets_aside_an_earlier_versions_render_and_nothing_else(flight,
         w.write("/camera/rgb/image_raw", T0, image(w.factory, T0, "cam", np.zeros((4, 4, 3), np.uint8), "rgb8"))
     before = _files(camera)
     assert set_aside_an_earlier_demos_render(camera, cfg) is None and _files(camera) == before
+
+
+def test_a_camera_info_logged_at_its_images_instant_is_given_before_it() -> None:
+    """A bag holding an image and then its CameraInfo at one log time (the simulator's bags) was replayed in that
+    order: the localize node took every first image as one before any CameraInfo. Messages of one instant are
+    replayed with the CameraInfo first; nothing else changes order."""
+    from pose2rgbd.bags import BagMessage
+    from pose2rgbd.runtime.offline import camera_info_first
+
+    info, img, fix = "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image", "sensor_msgs/msg/NavSatFix"
+    msgs = [BagMessage("/fix", 5, "f0", fix), BagMessage("/img", 10, "i1", img), BagMessage("/fix", 10, "f1", fix),
+            BagMessage("/info", 10, "c1", info), BagMessage("/img", 20, "i2", img), BagMessage("/info", 21, "c2", info),
+            BagMessage("/img", 30, "i3", img)]  # fmt: skip
+    assert [m.msg for m in camera_info_first(msgs)] == ["f0", "c1", "i1", "f1", "i2", "c2", "i3"]
+    assert list(camera_info_first([])) == []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from pose2rgbd.atomic import note_kept
-from pose2rgbd.bags import BagReader, BagWriter, TopicInfo, open_bag
+from pose2rgbd.bags import BagMessage, BagReader, BagWriter, TopicInfo, open_bag
+from pose2rgbd.bags.reader import DEPTH_ENCODINGS
 from pose2rgbd.bags.writer import check_bag_name
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.messages import TypestoreFactory, new_typestore, register_custom_msgs
@@ -196,24 +197,32 @@ def run_node_bag(
     return stats
 
 
+_CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+
+
+def camera_info_first(messages: Iterable[BagMessage]) -> Iterator[BagMessage]:
+    """A bag's messages in log-time order, with a CameraInfo logged at the very instant of other messages (its
+    image) given before them. A camera driver publishes an image and its CameraInfo together, with one stamp, and a
+    bag may hold the image first (the simulator's do): a node replayed in the bag's order would take the image as one
+    before any CameraInfo (the localize node warned so on every simulator bag and localized it with the map's
+    camera). Only messages of one log time are reordered, and only a CameraInfo moved ahead of them."""
+    group: list[BagMessage] = []
+    for m in messages:
+        if group and m.stamp_ns != group[0].stamp_ns:
+            yield from group
+            group = []
+        if m.msgtype == _CAMERA_INFO:
+            at = next((i for i, g in enumerate(group) if g.msgtype != _CAMERA_INFO), len(group))
+            group.insert(at, m)
+        else:
+            group.append(m)
+    yield from group
+
+
 def _kept_on(e: BaseException) -> bool:
     """Whether a recording stopped by ``e`` keeps what it wrote: Ctrl-C, and errors the CLI reports with what was
     kept (pose2rgbd's own, the OS's); not a bug's exception, which shows its traceback."""
     return isinstance(e, (KeyboardInterrupt, Pose2RGBDError, OSError))
-
-
-# the encodings of a depth image (REP-118: 32FC1 metres; 16UC1 millimetres)
-_DEPTH_ENCODINGS = ("32FC1", "16UC1")
-
-
-def _first_encoding(reader: BagReader, topic: str) -> str | None:
-    """The ``encoding`` of a sensor_msgs/Image topic's first message, None where it cannot be read."""
-    try:
-        for m in reader.messages([topic]):
-            return str(getattr(m.msg, "encoding", "")) or None
-    except BagError:
-        return None
-    return None
 
 
 def _topics_of_the_type(reader: BagReader, types: Sequence[str], key: str) -> str:
@@ -225,12 +234,12 @@ def _topics_of_the_type(reader: BagReader, types: Sequence[str], key: str) -> st
     if not same:
         return "the bag has no topic of that type"
     image = {t for t in same if reader.topics[t].msgtype == "sensor_msgs/msg/Image"}
-    enc = {t: _first_encoding(reader, t) for t in sorted(image)}
+    enc = {t: reader.first_encoding(t) for t in sorted(image)}
     named = [f"{t} ({enc[t]})" if enc.get(t) else t for t in same]
     if image:
         want_depth = key.rsplit(".", 1)[-1].endswith("depth")
         fits = [n for t, n in zip(same, named, strict=True)
-                if t not in image or (enc[t] in _DEPTH_ENCODINGS) == want_depth]  # fmt: skip
+                if t not in image or (enc[t] in DEPTH_ENCODINGS) == want_depth]  # fmt: skip
         named = fits or named
     return f"the bag's topics of that type: {', '.join(named)}; give the one to use with --{key} TOPIC"
 
@@ -409,7 +418,8 @@ def _run_node_bag(
 
             deadlines: list[int | None] = [None] * len(timers)
             total = sum(reader.topics[t].count for t in wanted)
-            for m in bar(reader.messages(wanted), total=total, progress=progress, desc=spec.name, unit="msg"):
+            messages = camera_info_first(reader.messages(wanted))
+            for m in bar(messages, total=total, progress=progress, desc=spec.name, unit="msg"):
                 now = m.stamp_ns
                 pacer(now)
                 for k, (fn, period) in enumerate(timers):

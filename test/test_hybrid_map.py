@@ -115,3 +115,49 @@ def test_truncated_map_images_are_refused_when_the_engine_loads(hybrid: dict, tm
     (m / "images.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(MapDamagedError, match=r"images.bin is \d+ bytes.*pose2rgbd map build --dataset"):
         _render(hybrid["checkpoint"], hybrid["queries"], str(m))
+
+
+def _edited_map(src: Path, dst: Path, dataset: dict) -> Path:
+    """A copy of the map ``src`` whose manifest records ``dataset`` (map.json is not in its own file table)."""
+    import json
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "map.json").read_text())
+    m["dataset"] = dataset
+    (dst / "map.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_map_link_refuses_a_merged_map_or_another_datasets_naming_the_map_to_give(
+    hybrid: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`map link --map` with a map merged from several datasets said "built from another dataset (fingerprint
+    merged-...)" and "give the map of its training dataset with engine.map (--map)", no flag of `map link`. It says
+    a merged map cannot back a hybrid (trained on one dataset), and to build a map of the checkpoint's own training
+    dataset -- named where the merged map lists it -- and give it to `map link` with --map."""
+    import json
+
+    from pose2rgbd.cli.main import main
+
+    own = json.loads((hybrid["map"] / "map.json").read_text())["dataset"]
+    other = {**own, "path": str(tmp_path / "elsewhere"), "name": "elsewhere", "fingerprint": "0123456789abcdef"}
+    merged = {k: v for k, v in own.items() if k != "path"}
+    merged.update(name="merged from 2 datasets", fingerprint="merged-aed13cbe699eb048", datasets=[own, other])
+    m = _edited_map(hybrid["map"], tmp_path / "merged", merged)
+    out = tmp_path / "linked.pt"
+    rc = main(["map", "link", "--checkpoint", str(hybrid["checkpoint"]), "--map", str(m), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists(), err
+    assert f"{m} is a map merged from 2 datasets ({own['path']}, {other['path']}; fingerprint merged-" in err, err
+    assert "one of those merged" in err and "a merged map of several datasets cannot back it" in err, err
+    assert f"`pose2rgbd map build --dataset {own['path']} --out MAP`" in err, err
+    assert f"`pose2rgbd map link --checkpoint {hybrid['checkpoint']} --map MAP --out OUT.pt`" in err, err
+    assert "engine.map (--map)" not in err
+    # a map of another dataset: the same advice (the training dataset unknown here: named by its fingerprint)
+    m = _edited_map(hybrid["map"], tmp_path / "other", other)
+    rc = main(["map", "link", "--checkpoint", str(hybrid["checkpoint"]), "--map", str(m), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists(), err
+    assert f"{m} was built from another dataset (fingerprint 0123456789abcdef, {other['path']})" in err, err
+    assert "`pose2rgbd map build --dataset DATASET --out MAP` (DATASET: the one of fingerprint " in err, err
+    assert "--map MAP --out OUT.pt" in err and "engine.map (--map)" not in err, err

@@ -336,10 +336,13 @@ def _query_rows(world: dict, n: int) -> tuple[np.ndarray, np.ndarray, list[np.nd
     return rows, ds.frames.T_world_cam[rows], [ds.read_rgb(int(i)) for i in rows]
 
 
-def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_localize_node_offline_with_a_map(
+    world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """`pose2rgbd localize bag --map` (the offline localize node, structure method, no checkpoint): a pose per
     image near the truth with its own covariance and inlier count in the status; an image of another world
-    publishes no pose, only a status saying why."""
+    publishes no pose, only a status saying why. Each image's CameraInfo, logged at its instant after it (as the
+    simulator's bags hold them), is the camera of that image: no "image before any CameraInfo" warning."""
     from pose2rgbd.bags import open_bag
     from pose2rgbd.cli.main import main
     from pose2rgbd.dataset import Dataset
@@ -354,6 +357,7 @@ def test_localize_node_offline_with_a_map(world: dict, tmp_path: Path, capsys: p
     assert main(["localize", "bag", "--bag", str(tmp_path / "in"), "--out", str(out), "--map", str(world["map"]),
                  "--namespace", "loc"]) == 0  # fmt: skip
     assert "query camera: the CameraInfo on /camera/camera_info" in capsys.readouterr().out
+    assert "before any CameraInfo" not in caplog.text, caplog.text
     poses, status = {}, {}
     with open_bag(out) as r:
         for m in r.messages(["/loc/pose", "/loc/localization_status"]):
@@ -613,3 +617,57 @@ def test_map_summary_counts_units_and_ordinals(world: dict, tmp_path: Path, caps
         re.search(rf"features +{n} SIFT \(\d+ per keyframe\); {n} \(100\.0 %", text) and "lifted from the depth" in text
     )
     assert "extent (m)" in text
+
+
+def test_a_dataset_appended_to_since_its_map_was_built_is_called_changed_not_another(
+    world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A map whose dataset was appended to afterwards (a recording resumed into it) was refused as "built from
+    another dataset" by `localize calibrate`, and `map info` said nothing. The same folder, grown: the error and
+    `map info` (with or without --verify) say the dataset has changed since the build, with its frames then and now,
+    and give the command that builds the map again (--overwrite). Another folder stays "another dataset"."""
+    import shutil
+
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.dataset import Dataset, DatasetWriter
+    from pose2rgbd.placemap import PlaceMap
+    from pose2rgbd.placemap.format import MapError
+
+    ds_path, m = tmp_path / "ds", tmp_path / "map"
+    shutil.copytree(world["dataset"], ds_path)
+    shutil.copytree(world["map"], m)
+    manifest = json.loads((m / "map.json").read_text())
+    manifest["dataset"]["path"] = str(ds_path.resolve())  # the map of this copy (the fingerprint is the content's)
+    (m / "map.json").write_text(json.dumps(manifest))
+    ds = Dataset(ds_path)
+    n = len(ds)
+    PlaceMap(m).check_dataset(ds.fingerprint(), str(ds_path), path=ds_path, frames=n)  # unchanged: passes
+    assert main(["map", "info", str(m)]) == 0 and "dataset now" not in capsys.readouterr().out
+    w = DatasetWriter(ds_path, ds.manifest, mode="append")
+    for i in (n - 2, n - 1):  # two frames appended, as a resumed recording appends them
+        f = ds.frames
+        w.add_frame(int(f.stamp_ns[i]) + 10**9, f.T_world_cam[i], ds.read_rgb(i), ds.read_depth(i),
+                    latlonalt=tuple(f.latlonalt[i]), source_id=int(f.source_id[i]))  # fmt: skip
+    w.close()
+    grown = Dataset(ds_path)
+    assert len(grown) == n + 2
+    with pytest.raises(MapError) as e:
+        PlaceMap(m).check_dataset(grown.fingerprint(), str(ds_path), path=ds_path, frames=len(grown))
+    msg = str(e.value)
+    assert "another dataset" not in msg and f"{ds_path}: the dataset has changed since {m} was built from it" in msg
+    assert f"{n} frames when the map was built, {n + 2} now: 2 frames added since" in msg, msg
+    assert f"`pose2rgbd map build --dataset {ds_path.resolve()} --out {m} --overwrite`" in msg, msg
+    rc = main(["localize", "calibrate", "--map", str(m), "--dataset", str(ds_path), "--out", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the dataset has changed since" in err and "--overwrite" in err, err
+    for verify in ([], ["--verify"]):
+        assert main(["map", "info", str(m), *verify]) == 0
+        out = capsys.readouterr().out
+        assert f"  dataset now  the dataset has changed since {m} was built from it ({n} frames when" in out, out
+    assert main(["map", "info", str(m), "--json"]) == 0
+    now = json.loads(capsys.readouterr().out)["dataset_now"]
+    assert now["status"] == "changed" and (now["frames_then"], now["frames_now"]) == (n, n + 2), now
+    # the grown dataset copied elsewhere is another dataset for this map
+    shutil.copytree(ds_path, tmp_path / "copy")
+    with pytest.raises(MapError, match="was built from another dataset"):
+        PlaceMap(m).check_dataset(grown.fingerprint(), "copy", path=tmp_path / "copy", frames=len(grown))

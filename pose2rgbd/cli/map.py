@@ -223,6 +223,8 @@ def _info(args: argparse.Namespace) -> int:
     info = pm.info()
     if args.verify:
         info["verified"] = pm.verified.line()
+    # the dataset at the folder the map was built from, where it is still there: changed since (frames appended)?
+    info["dataset_now"] = pm.dataset_now()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -242,7 +244,12 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
     n_kf, total, with_pt = s["keyframes"], s["features"], s["features_with_point"]
     print(f"{s['path']}: pose2rgbd place map")
     print(f"  keyframes    {n_kf} ({sel}) of {ds.get('frames')} frames")
-    print(f"  dataset      {ds.get('path')} (fingerprint {ds.get('fingerprint')}, world frame {ds.get('world_frame')})")
+    where = ds.get("path") or ds.get("name")  # a merged map of several datasets has a name, no path
+    print(f"  dataset      {where} (fingerprint {ds.get('fingerprint')}, world frame {ds.get('world_frame')})")
+    now = s.get("dataset_now") or {}
+    for d in now.get("datasets") or [now]:  # a merged map: each of its datasets
+        if d.get("status") == "changed":
+            print(f"  dataset now  {d.get('note')}")
     print(f"  images       {s['image']}; depth {s['depth']}")
     how = {"depth": "lifted from the depth", "triangulated": "triangulated across keyframes"}.get(s["points"], "")
     share = 100.0 * with_pt / total if total else 0.0

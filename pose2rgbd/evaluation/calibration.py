@@ -192,7 +192,7 @@ def calibrate_map(
 
     ds = Dataset(dataset)
     pm = PlaceMap(map_path)
-    pm.check_dataset(ds.fingerprint(), str(dataset))
+    pm.check_dataset(ds.fingerprint(), str(dataset), path=ds.path, frames=len(ds))
     sel = pm.selection  # the one selection: the map's own split, seed and fractions (map build's select_frames)
     kind = split or sel.split or "all"
     notes: list[str] = []

@@ -134,7 +134,7 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
     if cfg.structure_map:
         map_path = Path(cfg.structure_map)
         pm = PlaceMap(map_path)
-        pm.check_dataset(ds.fingerprint(), str(dpath))
+        pm.check_dataset(ds.fingerprint(), str(dpath), path=ds.path, frames=len(ds))
         check_map_excludes(pm.frames, test, f"the map {map_path}")
     else:
         map_path = run_dir / "map"

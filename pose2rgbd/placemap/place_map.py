@@ -9,6 +9,7 @@ small LRU cache. Thread-safe.
 
 from __future__ import annotations
 
+import shlex
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,17 @@ from pose2rgbd.placemap.selection import MapSelection
 if TYPE_CHECKING:
     from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
+
+# the fingerprint of a map merged from maps of several datasets begins with it (pose2rgbd.placemap.merge)
+MERGED_PREFIX = "merged-"
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one folder (the same file on disk, else the same resolved path)."""
+    try:
+        return Path(a).expanduser().samefile(Path(b).expanduser())
+    except OSError:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def pose_units_of(manifest: Mapping[str, object]) -> str:
@@ -178,13 +190,115 @@ class PlaceMap:
         return rgb, self._depth.read(self._depth_off[i], self._depth_off[i + 1])
 
     # ------------------------------------------------------------------ checks and summary
-    def check_dataset(self, fingerprint: str, what: str) -> None:
-        """Refuse a map built from another dataset than ``what`` (whose fingerprint is given)."""
+    @property
+    def merged(self) -> bool:
+        """Whether the map was merged from maps of several datasets (``map merge``): its keyframes are the frames of
+        all of them, and its fingerprint (``merged-...``) is no dataset's."""
+        return self.fingerprint.startswith(MERGED_PREFIX)
+
+    @property
+    def merged_datasets(self) -> list[dict[str, object]]:
+        """The datasets of a :attr:`merged` map as its manifest records them (path, name, fingerprint, frames), else
+        empty."""
+        leaves = self.manifest.get("dataset", {}).get("datasets") if self.merged else None
+        return [d for d in leaves if isinstance(d, dict)] if isinstance(leaves, list) else []
+
+    def check_dataset(
+        self, fingerprint: str, what: str, *, path: str | Path | None = None, frames: int | None = None
+    ) -> None:
+        """Refuse a map built from another dataset than ``what`` (whose fingerprint is given): a merged map of several
+        datasets, a map of another dataset, or -- ``path`` the dataset's folder, where the map was built from that
+        very folder -- a map of the dataset as it was before it changed (frames appended since, ``frames`` now)."""
         if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
-            raise MapError(
-                f"{self.path} was built from another dataset (fingerprint {self.fingerprint}) than {what} "
-                f"({fingerprint}); build a map of this dataset with `pose2rgbd map build`"
+            raise MapError(self._other_dataset(fingerprint, what, path, frames))
+
+    def _other_dataset(self, fingerprint: str, what: str, path: str | Path | None, frames: int | None) -> str:
+        build = f"`pose2rgbd map build --dataset {shlex.quote(str(path or what))} --out MAP`"
+        if self.merged:
+            leaves = self.merged_datasets
+            names = ", ".join(str(d.get("path") or d.get("name") or "?") for d in leaves)
+            among = any(d.get("fingerprint") == fingerprint for d in leaves)
+            return (
+                f"{self.path} is a map merged from {len(leaves) or 'several'} datasets ({names}; fingerprint "
+                f"{self.fingerprint}), not a map of {what} ({fingerprint}) alone: a map of another dataset, whose "
+                f"keyframes are frames of {'several datasets, this one among them' if among else 'other datasets'}. "
+                f"Use a map built from this dataset alone: {build}"
             )
+        change = self.dataset_change(path, fingerprint, frames)
+        if change:
+            return f"{what}: {change}"
+        return (
+            f"{self.path} was built from another dataset (fingerprint {self.fingerprint}) than {what} "
+            f"({fingerprint}); build a map of this dataset with {build}"
+        )
+
+    def dataset_change(self, path: str | Path | None, fingerprint: str, frames: int | None) -> str:
+        """Why the map no longer fits its own dataset, where ``path`` is the folder it was built from (as its
+        manifest records it) and the dataset there now has the fingerprint ``fingerprint`` (``frames`` frames): the
+        frames then and now, and the command that builds the map again. Empty where ``path`` is another folder or
+        the dataset is unchanged."""
+        rec = self.manifest.get("dataset", {})
+        built_from = rec.get("path")
+        if not path or not built_from or fingerprint == self.fingerprint or not _same_folder(built_from, path):
+            return ""
+        then = rec.get("frames")
+        if isinstance(then, int) and frames is not None and frames != then:
+            grew = (f"{frames - then} frames added since, as a recording resumed into it appends them"
+                    if frames > then else f"{then - frames} frames fewer")  # fmt: skip
+            counts = f"{then} frames when the map was built, {frames} now: {grew}"
+        elif isinstance(then, int) and frames is not None:
+            counts = f"{then} frames then and now, but its frames or manifest were rewritten"
+        else:
+            counts = "its frames or manifest were rewritten"
+        sel = str(self.manifest.get("selection", {}).get("description") or "")
+        same = f" (with the selection it was built with: {sel})" if sel and sel != "every frame" else ""
+        return (
+            f"the dataset has changed since {self.path} was built from it ({counts}; fingerprint {self.fingerprint} "
+            f"then, {fingerprint} now), and the map's keyframes are frames of the dataset as it was. Build the map "
+            f"again from the dataset as it is: {rebuild_command(self.path, self.manifest)}{same}"
+        )
+
+    def dataset_now(self) -> dict[str, object]:
+        """The map's dataset as it is now at the folder the manifest records (``map info``): ``status`` ``unchanged``,
+        ``changed`` (with ``frames_then`` / ``frames_now``, ``fingerprint_now`` and a ``note``: what to do), ``not
+        found`` (moved, or on another machine: nothing to compare) or ``unreadable`` (``note``: why); the datasets of
+        a merged map each (``datasets``)."""
+        from pose2rgbd.dataset import Dataset
+        from pose2rgbd.errors import Pose2RGBDError
+
+        recs = self.merged_datasets if self.merged else [self.manifest.get("dataset", {})]
+        out: list[dict[str, object]] = []
+        for rec in recs:
+            p = rec.get("path")
+            entry: dict[str, object] = {"path": p}
+            if not p or not (Path(str(p)) / "manifest.yaml").is_file():
+                entry["status"] = "not found"
+            else:
+                try:
+                    ds = Dataset(str(p), check_files=False)
+                    fp, n = ds.fingerprint(), len(ds)
+                except (Pose2RGBDError, OSError) as e:
+                    entry.update(status="unreadable", note=str(e))
+                else:
+                    if fp == rec.get("fingerprint"):
+                        entry["status"] = "unchanged"
+                    else:
+                        entry.update(status="changed", frames_then=rec.get("frames"), frames_now=n,
+                                     fingerprint_now=fp)  # fmt: skip
+                        if self.merged:
+                            entry["note"] = (
+                                f"the dataset {p} has changed since it was merged into {self.path} (fingerprint "
+                                f"{rec.get('fingerprint')} then, {fp} now; {rec.get('frames')} frames then, {n} "
+                                "now): build its map again and merge the maps again"
+                            )
+                        else:
+                            entry["note"] = self.dataset_change(str(p), fp, n)
+            out.append(entry)
+        if self.merged:
+            statuses = {e["status"] for e in out}
+            worst = next((w for w in ("changed", "unreadable", "not found") if w in statuses), "unchanged")
+            return {"status": worst, "datasets": out}
+        return out[0]
 
     @property
     def pose_units(self) -> str:

@@ -68,7 +68,7 @@ def training_map(ds: Dataset, cache: TrainingCache, train: np.ndarray, path: Pat
 
     try:
         pm = PlaceMap(path, cache_keyframes=0)
-        pm.check_dataset(ds.fingerprint(), str(ds.path))
+        pm.check_dataset(ds.fingerprint(), str(ds.path), path=ds.path, frames=len(ds))
     except MapError as e:
         raise ConfigError(f"model.map: {e}") from e
     if not pm.has_depth:

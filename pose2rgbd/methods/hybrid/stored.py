@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from pose2rgbd.placemap.fused import FusedGeometry
     from pose2rgbd.placemap.keyframe_view import SizedKeyframes
     from pose2rgbd.placemap.keyframes import Keyframes
+    from pose2rgbd.placemap.place_map import PlaceMap
 
 
 class HybridNet(Protocol):
@@ -226,10 +228,8 @@ def _open_map(p: Path, where: str, ref: dict[str, Any] | None, dataset_fingerpri
         raise CheckpointError(f"{what}: {e}. To serve it, {fix}") from e
     fingerprint = str(ref.get("fingerprint", "")) if ref else dataset_fingerprint
     if not ref:  # a map given instead of the checkpoint's: of the model's training dataset
-        try:
-            pm.check_dataset(fingerprint, where)
-        except MapError as e:
-            raise CheckpointError(f"{e}. Give the map of its training dataset with engine.map (--map)") from e
+        if fingerprint and pm.fingerprint and fingerprint != pm.fingerprint:
+            raise CheckpointError(_not_of_the_training_dataset(pm, where, fingerprint))
     else:
         if fingerprint and pm.fingerprint and fingerprint != pm.fingerprint:
             raise CheckpointError(
@@ -248,6 +248,54 @@ def _open_map(p: Path, where: str, ref: dict[str, Any] | None, dataset_fingerpri
             "without metric depth, or a localization-only map)"
         )
     return pm
+
+
+def _not_of_the_training_dataset(pm: PlaceMap, where: str, fingerprint: str) -> str:
+    """Why the place map ``pm``, given instead of the checkpoint's, cannot back the hybrid ``where`` trained on the
+    dataset ``fingerprint`` (a merged map of several datasets, or a map of another dataset), and the map to give:
+    one built from its own training dataset, named where the merged map lists it or the run's config.yaml does."""
+    trained = _training_dataset(where, fingerprint)
+    if pm.merged:
+        leaves = pm.merged_datasets
+        names = ", ".join(str(d.get("path") or d.get("name") or "?") for d in leaves)
+        own = next((str(d.get("path") or "") for d in leaves if d.get("fingerprint") == fingerprint), "")
+        trained = trained or own
+        on = f"{trained}, fingerprint {fingerprint}" if trained else f"fingerprint {fingerprint}"
+        why = (
+            f"{pm.path} is a map merged from {len(leaves) or 'several'} datasets ({names}; fingerprint "
+            f"{pm.fingerprint}): a map of another dataset than the one {where} was trained on ({on}"
+            f"{', one of those merged' if own else ''}). A hybrid checkpoint is trained on one dataset and warps that "
+            "dataset's keyframes, so a merged map of several datasets cannot back it"
+        )
+    else:
+        built = pm.manifest.get("dataset", {}).get("path")
+        why = (
+            f"{pm.path} was built from another dataset (fingerprint {pm.fingerprint}{', ' + built if built else ''}) "
+            f"than the one {where} was trained on (fingerprint {fingerprint}{', ' + trained if trained else ''}): a "
+            "hybrid warps the keyframes of its own training dataset"
+        )
+    ds = shlex.quote(trained) if trained else "DATASET"
+    which = "" if trained else f" (DATASET: the one of fingerprint {fingerprint})"
+    return (
+        f"{why}. Give a map built from the checkpoint's own training dataset, `pose2rgbd map build --dataset {ds} "
+        f"--out MAP`{which}: to `pose2rgbd map link --checkpoint {shlex.quote(where)} --map MAP --out OUT.pt`, or to a "
+        "render or localize node as its engine.map parameter"
+    )
+
+
+def _training_dataset(where: str, fingerprint: str) -> str:
+    """The dataset a checkpoint was trained on, where the run folder it lies in says (its config.yaml's ``dataset``,
+    with this ``fingerprint``), else empty."""
+    import yaml
+
+    cfg = Path(where).parent / "config.yaml"
+    try:
+        data = yaml.safe_load(cfg.read_text()) if cfg.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return ""
+    if not isinstance(data, dict) or str(data.get("dataset_fingerprint", "")) != fingerprint:
+        return ""
+    return str(data.get("dataset") or "")
 
 
 def migrate_store(data: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "by default their size and modification time are compared",
     )
     cache.set_defaults(func=_cache)
+    merge = dsub.add_parser(
+        "merge",
+        help="join datasets of one place (several flights) into one training dataset",
+        description="Join datasets of one place -- flights or recordings converted one by one -- into one dataset "
+        "that a model trains on. They must share the camera, depth kind and image codec; the first one's world "
+        "frame is the merged one's, and a dataset with a GPS datum in another frame (converted with its own datum, "
+        "its first fix by default) has its poses moved into it through the GPS. Each dataset's sources are numbered "
+        "apart (`train --split route` trains on the first and holds out the others); a view an earlier dataset "
+        "holds already is kept once. Images and depth are hard-linked (copied across file systems), not encoded "
+        'again; the result appears whole or not at all. docs/dataset-format.md, "Merging datasets".',
+    )
+    merge.add_argument("datasets", type=Path, nargs="+", metavar="DATASET", help="two datasets or more")
+    merge.add_argument("--out", type=Path, required=True, help="the merged dataset's folder (a new one)")
+    merge.add_argument("--overwrite", action="store_true", help="replace an earlier dataset at --out")
+    merge.add_argument(
+        "--same-frame",
+        action="store_true",
+        help="datasets without a GPS datum share one world frame (motion capture of one room, one SLAM map): "
+        "their poses are kept as they are; without it such datasets are refused",
+    )
+    merge.add_argument("--name", default="", help="the merged dataset's name (default: 'merged from N datasets')")
+    merge.add_argument("--no-progress", action="store_true", help="no progress bar")
+    merge.set_defaults(func=_merge)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -131,4 +154,20 @@ def _cache(args: argparse.Namespace) -> int:
 
     c = build_cache(args.path, args.size, cache_root=args.cache_root, deep=args.deep)
     print(c.path)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pose2rgbd.dataset.merge import merge_datasets
+
+    r = merge_datasets(args.datasets, args.out, overwrite=args.overwrite, same_frame=args.same_frame,
+                       name=args.name, progress=not args.no_progress)  # fmt: skip
+    print(f"{r.path}: {r.frames} frames merged from {len(r.inputs)} datasets")
+    for d in r.inputs:
+        moved = f", poses moved {d.shift_m:.2f} m / {d.turn_deg:.4f} deg" if d.shift_m is not None else ""
+        print(f"  {d.path}: {d.kept} of {d.frames} frames{moved}")
+    for note in r.notes:
+        print(f"  note: {note}")
+    print(f"Train on it: `pose2rgbd train --dataset {r.path}` (--split route trains on source 0, the first "
+          "dataset's first flight, and holds out the others)")  # fmt: skip
     return 0

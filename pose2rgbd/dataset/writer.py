@@ -43,7 +43,7 @@ def _row(
             *(_fmt(x) for x in lla), str(int(sid)), rgb, depth]  # fmt: skip
 
 
-def _camera_text(cam: PinholeCamera) -> str:
+def camera_text(cam: PinholeCamera) -> str:
     return f"{cam.width}x{cam.height}, fx {cam.fx:.6g} fy {cam.fy:.6g} cx {cam.cx:.6g} cy {cam.cy:.6g}"
 
 
@@ -53,7 +53,7 @@ def _not_resumable(root: Path, existing: Manifest, new: Manifest) -> str:
     kinds, diff = [], []
     if existing.camera != new.camera:
         kinds.append("camera")
-        diff.append(f"camera {_camera_text(existing.camera)} there, {_camera_text(new.camera)} here")
+        diff.append(f"camera {camera_text(existing.camera)} there, {camera_text(new.camera)} here")
     if existing.depth_kind != new.depth_kind:
         kinds.append("depth kind")
         diff.append(f"depth kind {existing.depth_kind!r} there, {new.depth_kind!r} here")
@@ -109,6 +109,16 @@ def _encode_depth(depth: np.ndarray) -> bytes:
     bio = io.BytesIO()
     np.save(bio, d.astype(np.float32, copy=False))
     return bio.getvalue()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` where the file system allows, else a copy (written aside, then renamed)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 class DatasetWriter:
@@ -249,6 +259,44 @@ class DatasetWriter:
         if depth is not None:
             depth_rel = f"depth/{i:06d}.npy"
             _atomic_write_bytes(self.root / depth_rel, _encode_depth(depth))
+        lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
+        self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
+        self._flush()
+        self._count += 1
+        return i
+
+    def add_frame_files(
+        self,
+        stamp_ns: int,
+        T_world_cam: np.ndarray,
+        rgb_file: Path,
+        depth_file: Path | None = None,
+        *,
+        latlonalt: tuple[float, float, float] | None = None,
+        source_id: int = 0,
+    ) -> int:
+        """Add one frame whose image (and depth) are files of another dataset, as they are: hard-linked where both
+        lie on one file system (a dataset's files are never changed in place, so a link shares them safely), copied
+        otherwise; nothing is decoded or encoded again. Their encoding must be the manifest's. Returns its index."""
+        if self._closed:
+            raise DatasetError("writer is closed")
+        if self._csv_file is None:
+            raise DatasetError("the dataset writer has no manifest yet: call begin(manifest) first")
+        ext = "png" if self.manifest.rgb_encoding == "png" else "jpg"
+        if rgb_file.suffix.lower().lstrip(".") not in ((ext, "jpeg") if ext == "jpg" else (ext,)):
+            raise DatasetError(f"{rgb_file}: not a {ext} image, the dataset's rgb encoding")
+        if (depth_file is None) != (self.manifest.depth_kind == "none"):
+            raise DatasetError(
+                f"depth given={depth_file is not None} but manifest depth kind is {self.manifest.depth_kind!r}"
+            )
+        t, q = tq_from_T(np.asarray(T_world_cam).reshape(4, 4))
+        i = self._count
+        rgb_rel = f"rgb/{i:06d}.{ext}"
+        _link_or_copy(rgb_file, self.root / rgb_rel)
+        depth_rel = ""
+        if depth_file is not None:
+            depth_rel = f"depth/{i:06d}.npy"
+            _link_or_copy(depth_file, self.root / depth_rel)
         lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
         self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
         self._flush()

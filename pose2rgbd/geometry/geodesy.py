@@ -133,6 +133,37 @@ class Datum:
                    _number(d.get("alt_m"), "alt_m"), w)  # fmt: skip
 
 
+def T_ecef_enu(datum: Datum) -> np.ndarray:
+    """``(4, 4)`` pose of the datum's ENU frame in ECEF (WGS-84): the east, north and up axes at its geodetic latitude
+    and longitude as the rotation's columns, its origin's ECEF position as the translation -- the frame
+    :meth:`Datum.to_enu` (pymap3d's ``geodetic2enu``) measures in."""
+    lat, lon = np.radians(datum.lat_deg), np.radians(datum.lon_deg)
+    sl, cl, so, co = np.sin(lat), np.cos(lat), np.sin(lon), np.cos(lon)
+    T = np.eye(4)
+    T[:3, :3] = np.array([[-so, -sl * co, cl * co], [co, -sl * so, cl * so], [0.0, cl, sl]])
+    T[:3, 3] = geodetic_to_ecef(np.array(datum.lat_deg), np.array(datum.lon_deg), np.array(datum.alt_m))
+    return T
+
+
+def T_world_world(to: Datum, source: Datum) -> np.ndarray:
+    """``(4, 4)`` rigid transform ``T_to_source`` from the world frame of one dataset (its datum ``source``: its ENU
+    frame and where that lies in its world) to another's (``to``), through the Earth: a point's position in the
+    source world, moved by it, is the same place in the ``to`` world. Exact for any distance (both ENU frames are
+    rigid in ECEF); it carries no GPS error of its own, but each dataset's poses are only as right as the GPS fit
+    that placed its world frame."""
+    T_a, T_b = to.T_world_enu, source.T_world_enu
+    T_ea, T_eb = T_ecef_enu(to), T_ecef_enu(source)
+
+    def inv(T: np.ndarray) -> np.ndarray:
+        out = np.eye(4)
+        out[:3, :3] = T[:3, :3].T
+        out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+        return out
+
+    out: np.ndarray = T_a @ inv(T_ea) @ T_eb @ inv(T_b)
+    return out
+
+
 def _number(x: object, key: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
         raise GeometryError(f"datum: {key} must be a number, got {x!r}")

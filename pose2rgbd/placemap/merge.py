@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.dataset.same_views import SameViews
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
@@ -145,13 +146,6 @@ def _common(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in dicts[0].items() if all(k in d and d[k] == v for d in dicts[1:])}
 
 
-# a keyframe of a later map at the same instant as a kept one of an earlier map (within DUP_STAMP_NS), this close in
-# position and turn, is the same view (one flight converted twice, a map merged again with one of its own inputs)
-DUP_STAMP_NS = 1_000_000
-DUP_POSITION_M = 0.05
-DUP_TURN_DEG = 1.0
-
-
 def _order(maps: Sequence[PlaceMap], same_dataset: bool) -> tuple[list[tuple[int, int]], int]:
     """``(map, keyframe)`` of the merged map's keyframes, in their new order (see the module docstring), and how many
     keyframes of maps of different datasets were left out as the same view as one kept (:func:`_same_views`)."""
@@ -166,37 +160,19 @@ def _order(maps: Sequence[PlaceMap], same_dataset: bool) -> tuple[list[tuple[int
 
 
 def _same_views(maps: Sequence[PlaceMap], entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``entries`` without the keyframes of a later map that are a kept keyframe of an earlier map again: the same
-    encoded image, or the same instant (:data:`DUP_STAMP_NS`) and pose (:data:`DUP_POSITION_M`, :data:`DUP_TURN_DEG`).
-    Maps of different datasets can hold one view twice (a map merged again with one of its inputs, a flight converted
+    """``entries`` without the keyframes of a later map that are a kept keyframe of an earlier map again (the rule of
+    :mod:`pose2rgbd.dataset.same_views`: the same encoded image, or the same instant and pose). Maps of different
+    datasets can hold one view twice (a map merged again with one of its inputs, a flight converted
     twice, a dataset appended to after its first map); kept twice, the merged map's self-calibration holds out a
     keyframe whose twin is still in the map and sees no error, and every fix's covariance shrinks with it."""
     kept: list[tuple[int, int]] = []
-    digests: set[bytes] = set()
-    by_stamp: dict[int, list[tuple[int, np.ndarray]]] = {}  # stamp // DUP_STAMP_NS -> (map, pose) kept
-    cos_turn = np.cos(np.radians(DUP_TURN_DEG))
+    views = SameViews()
     for m, k in entries:
         rgb, _ = maps[m].encoded(k)
-        digest = hashlib.sha1(rgb).digest() if rgb else b""
-        T = np.asarray(maps[m].T_world_cam[k], np.float64)
         stamps = maps[m].stamp_ns
-        bucket = None if stamps is None else int(stamps[k]) // DUP_STAMP_NS
-        same = bool(digest) and digest in digests
-        if not same and bucket is not None:
-            for b in (bucket - 1, bucket, bucket + 1):
-                for other_map, U in by_stamp.get(b, []):
-                    if other_map == m:
-                        continue  # one map's own keyframes are its own business
-                    near = np.linalg.norm(U[:3, 3] - T[:3, 3]) <= DUP_POSITION_M
-                    if near and (np.trace(U[:3, :3].T @ T[:3, :3]) - 1) / 2 >= cos_turn:
-                        same = True
-        if same:
-            continue
-        kept.append((m, k))
-        if digest:
-            digests.add(digest)
-        if bucket is not None:
-            by_stamp.setdefault(bucket, []).append((m, T))
+        stamp = None if stamps is None else int(stamps[k])
+        if views.offer(m, hashlib.sha1(rgb).digest() if rgb else b"", stamp, maps[m].T_world_cam[k]):
+            kept.append((m, k))
     return kept
 
 

@@ -1,0 +1,302 @@
+"""Join datasets of one place into one: ``pose2rgbd dataset merge A B ... --out M``.
+
+Several flights or recordings of one place (each converted or recorded on its own) become one training dataset,
+so that one model learns the place from all of them:
+
+- **One camera, one depth kind, one image codec, poses in metres.** Frames of another camera or depth kind do not
+  belong in one dataset (convert or record them again at one ``--size``); poses up to an unknown scale (structure
+  from motion without GPS) are each in a frame of their own and are refused.
+- **One world frame.** The first dataset's frame is the merged dataset's. A dataset with a GPS datum whose world
+  frame is not the first's -- converted with its own datum (its first fix, the default), or into a robot's TF frame
+  that started elsewhere -- has its poses moved into the first's frame through the Earth
+  (:func:`~pose2rgbd.geometry.geodesy.T_world_world`: exact, the shift and turn are said); where both name one frame
+  and their GPS fits place a fix within :data:`SAME_FRAME_TOL_M` of each other the poses are kept as they are.
+  Datasets without a datum have nothing that relates their frames: refused, unless ``same_frame`` says they share
+  one (motion capture of one room, one SLAM map).
+- **Flights kept apart.** Each dataset's sources are numbered after the previous dataset's, so ``train --split
+  route`` trains on the first flight and holds out the others, and time order holds within each.
+- **A view once.** A later dataset's frame that an earlier one holds already (the same image, or the same instant
+  and pose: :mod:`pose2rgbd.dataset.same_views`) is left out.
+- **Files as they are.** Images and depth are hard-linked (copied across file systems), never decoded again; the
+  result is written atomically beside its place and appears whole or not at all.
+
+The manifest keeps what the datasets say alike, the largest stated ``pose_error`` (the poses are as good as the
+worst), the worst import pose check, and under ``extra.merge`` each input (path, name, fingerprint, frames kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pose2rgbd.dataset.format import Dataset, Manifest
+from pose2rgbd.dataset.same_views import SameViews
+from pose2rgbd.dataset.writer import DatasetWriter, camera_text
+from pose2rgbd.errors import ConfigError
+from pose2rgbd.geometry.geodesy import Datum, T_world_world
+from pose2rgbd.progress import bar
+
+# two datasets naming one world frame whose GPS fits place a fix within this of each other are in one frame (their
+# poses kept as they are): the GPS fits' own disagreement, not two frames (pose2rgbd.placemap.merge's tolerance)
+SAME_FRAME_TOL_M = 0.5
+# the import pose check's verdicts, best first (pose2rgbd.convert.pose_check)
+_VERDICTS = ("ok", "check", "suspect")
+
+
+@dataclass(frozen=True)
+class MergedInput:
+    """One input of a merge: its frames, how many were kept, and how far its poses were moved (None: not)."""
+
+    path: str
+    name: str
+    fingerprint: str
+    frames: int
+    kept: int
+    shift_m: float | None = None
+    turn_deg: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The manifest's ``extra.merge.datasets`` entry."""
+        moved = None if self.shift_m is None else {"shift_m": self.shift_m, "turn_deg": self.turn_deg}
+        return {"path": self.path, "name": self.name, "fingerprint": self.fingerprint, "frames": self.frames,
+                "kept": self.kept, "moved": moved}  # fmt: skip
+
+
+@dataclass
+class MergeResult:
+    """What :func:`merge_datasets` wrote."""
+
+    path: Path
+    frames: int
+    inputs: list[MergedInput]
+    notes: list[str] = field(default_factory=list)
+
+
+def merge_datasets(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    same_frame: bool = False,
+    name: str = "",
+    progress: bool = False,
+) -> MergeResult:
+    """Merge the datasets ``inputs`` into a new dataset at ``out`` (see the module docstring). ``same_frame``: the
+    datasets without a GPS datum share one world frame (the user says so). Raises :class:`ConfigError` for inputs
+    that cannot be one dataset, naming what differs and what to do."""
+    paths = [Path(p) for p in inputs]
+    if len(paths) < 2:
+        raise ConfigError("dataset merge needs two datasets or more (the first's world frame is the merged one's)")
+    resolved = [p.resolve() for p in paths]
+    for k, r in enumerate(resolved):
+        if r in resolved[:k]:
+            raise ConfigError(f"{paths[k]} is given twice: give each dataset once")
+    dss = [Dataset(p) for p in paths]
+    _check_alike(dss)
+    notes: list[str] = []
+    moves = [np.eye(4)] + [_frame_move(dss[0], ds, same_frame, notes) for ds in dss[1:]]
+    manifest, id_maps = _manifest(dss, name or f"merged from {len(dss)} datasets", notes)
+
+    total = sum(len(ds) for ds in dss)
+    kept_counts = [0] * len(dss)
+    views = SameViews()
+    writer = DatasetWriter(out, manifest, overwrite=overwrite, inputs=paths)
+    try:
+        with bar(total=total, progress=progress, desc="merge", unit="frame") as pbar:
+            for k, ds in enumerate(dss):
+                f = ds.frames
+                T = moves[k] @ f.T_world_cam
+                for i in range(len(ds)):
+                    pbar.update(1)
+                    rgb = ds.path / f.rgb[i]
+                    if not views.offer(k, hashlib.sha1(rgb.read_bytes()).digest(), int(f.stamp_ns[i]), T[i]):
+                        continue
+                    lla = f.latlonalt[i]
+                    writer.add_frame_files(
+                        int(f.stamp_ns[i]), T[i], rgb, ds.path / f.depth[i] if f.depth[i] else None,
+                        latlonalt=None if np.isnan(lla).all() else (float(lla[0]), float(lla[1]), float(lla[2])),
+                        source_id=id_maps[k][int(f.source_id[i])],
+                    )  # fmt: skip
+                    kept_counts[k] += 1
+        summary = _inputs(dss, kept_counts, moves)
+        manifest.extra["merge"] = {"datasets": [s.to_dict() for s in summary], "notes": notes}
+        for k, s in enumerate(summary):
+            if s.kept < s.frames:
+                notes.append(
+                    f"{paths[k].name}: {s.frames - s.kept} of its {s.frames} frames left out, the same views as frames "
+                    "of an earlier dataset (the same image, or the same instant and pose)"
+                )
+        path = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return MergeResult(path, sum(kept_counts), summary, notes)
+
+
+def _check_alike(dss: Sequence[Dataset]) -> None:
+    """Refuse datasets that cannot be one: another camera, depth kind or image codec, or poses without scale."""
+    first = dss[0]
+    a = first.manifest
+    for ds in dss:
+        m = ds.manifest
+        if m.resolved_pose_units != "m":
+            raise ConfigError(
+                f"{ds.path}: its poses are up to an unknown scale (pose units {m.resolved_pose_units!r}: structure "
+                "from motion without GPS), each such dataset in a frame and scale of its own; only datasets in metres "
+                "merge. Give it a scale first (`convert images --gps-positions`, or a metric source)"
+            )
+    for ds in dss[1:]:
+        m = ds.manifest
+        if m.camera != a.camera:
+            e, n = a.camera, m.camera
+            at = n.scaled(e.width, e.height)
+            resized = np.allclose([at.fx, at.fy, at.cx, at.cy], [e.fx, e.fy, e.cx, e.cy], rtol=1e-6)
+            how = (
+                f"it is the same camera at another size: convert or record it again with --size {e.width}x{e.height}"
+                if resized
+                else "frames of another camera do not belong in one dataset: train a model of each, or convert both "
+                "from one camera"
+            )
+            raise ConfigError(
+                f"{ds.path} has another camera ({camera_text(n)}) than {first.path} ({camera_text(e)}); {how}"
+            )
+        if m.depth_kind != a.depth_kind:
+            raise ConfigError(
+                f"{ds.path} has depth of kind {m.depth_kind!r}, {first.path} {a.depth_kind!r}: one dataset holds one "
+                "depth kind; convert them alike (the same --depth for videos), or merge only those of one kind"
+            )
+        if m.rgb_encoding != a.rgb_encoding:
+            raise ConfigError(
+                f"{ds.path} stores its images as {m.rgb_encoding}, {first.path} as {a.rgb_encoding}: a dataset has one "
+                "image codec; convert one of them again with --set output.rgb_encoding="
+                f"{a.rgb_encoding}"
+            )
+        src_a, src_b = _depth_source(first), _depth_source(ds)
+        if src_a != src_b:
+
+            def say(src: str | None) -> str:
+                return f"estimated ({src})" if src else "measured (or not said)"
+
+            raise ConfigError(
+                f"{ds.path}'s depth is {say(src_b)}, {first.path}'s {say(src_a)}: depth of one "
+                "source in one dataset, so that it is scored as what it is; merge datasets whose depth came alike"
+            )
+
+
+def _depth_source(ds: Dataset) -> str | None:
+    depth = ds.manifest.extra.get("depth")
+    src = depth.get("source") if isinstance(depth, dict) else None
+    return str(src) if src else None
+
+
+def _frame_move(first: Dataset, ds: Dataset, same_frame: bool, notes: list[str]) -> np.ndarray:
+    """``T_first_ds``: what moves ``ds``'s poses into ``first``'s world frame (identity where they share it)."""
+    da, db = first.manifest.datum, ds.manifest.datum
+    wa, wb = first.manifest.world_frame, ds.manifest.world_frame
+    if da is None or db is None:
+        if same_frame:
+            notes.append(
+                f"{ds.path.name} and {first.path.name} taken to share one world frame (--same-frame): their poses are "
+                f"kept as they are{'' if wa == wb else f' (frames named {wb!r} and {wa!r})'}"
+            )
+            return np.eye(4)
+        has = first if db is None and da is not None else ds if da is None and db is not None else None
+        why = (
+            f"{has.path} has a GPS datum and {(ds if has is first else first).path} none"
+            if has is not None
+            else f"neither {first.path} nor {ds.path} has a GPS datum"
+        )
+        raise ConfigError(
+            f"{why}: nothing relates their world frames. Convert both with GPS (one --datum for both is simplest), or, "
+            "where their poses are in one frame already (motion capture of one room, one SLAM map), say so with "
+            "--same-frame"
+        )
+    T = T_world_world(da, db)
+    if wa == wb and _fit_gap_m(first, ds, da, db) <= SAME_FRAME_TOL_M:
+        return np.eye(4)  # one frame: the GPS fits agree (the same datum, or one robot frame fitted twice)
+    shift = float(np.linalg.norm(T[:3, 3]))
+    turn = math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0))))
+    why = (
+        f"its world frame {wb!r} is not {first.path.name}'s {wa!r}"
+        if wa != wb
+        else f"its datum ({db.lat_deg:.7f}, {db.lon_deg:.7f}, {db.alt_m:.2f} m) places its frame elsewhere"
+    )
+    notes.append(
+        f"{ds.path.name}: {why}; its poses were moved into {first.path.name}'s frame through the GPS "
+        f"({shift:.2f} m, {turn:.4f} deg): as right as each dataset's GPS fit"
+    )
+    return T
+
+
+def _fit_gap_m(a: Dataset, b: Dataset, da: Datum, db: Datum) -> float:
+    """How far apart one place lands in the world through the two datums, the most over both datasets' cameras."""
+    p = np.concatenate([ds.frames.translation for ds in (a, b)])
+    T = T_world_world(da, db)
+    return float(np.linalg.norm(p @ T[:3, :3].T + T[:3, 3] - p, axis=1).max())
+
+
+def _manifest(dss: Sequence[Dataset], name: str, notes: list[str]) -> tuple[Manifest, list[dict[int, int]]]:
+    """The merged manifest and, per dataset, its source ids -> the merged ones."""
+    ms = [ds.manifest for ds in dss]
+    a = ms[0]
+    sources: list[dict[str, object]] = []
+    id_maps: list[dict[int, int]] = []
+    for ds in dss:
+        ids: dict[int, int] = {}
+        for s in ds.manifest.sources:
+            ids[int(s["id"])] = len(sources)
+            sources.append({**s, "id": len(sources), "dataset": ds.manifest.name})
+        id_maps.append(ids)
+    extras = [m.extra for m in ms]
+    extra = {k: v for k, v in extras[0].items() if all(k in e and e[k] == v for e in extras[1:])}
+    if "depth" not in extra and _depth_source(dss[0]):
+        extra["depth"] = {"source": _depth_source(dss[0]), "datasets": [e.get("depth") for e in extras]}
+    verdicts = [e.get("pose_check") for e in extras if e.get("pose_check") in _VERDICTS]
+    if verdicts:
+        extra["pose_check"] = max(verdicts, key=_VERDICTS.index)
+    errors = [m.pose_error for m in ms if m.pose_error_sigmas() is not None]
+    pose_error: dict[str, object] = {}
+    if errors:
+        h = max(float(e["horizontal_m"]) for e in errors)  # type: ignore[arg-type]
+        v = max(float(e["vertical_m"]) for e in errors)  # type: ignore[arg-type]
+        pose_error = {"horizontal_m": h, "vertical_m": v, "source": "the largest of the merged datasets'"}
+        if len(errors) < len(ms):
+            notes.append(
+                f"the poses' own error is stated by {len(errors)} of the {len(ms)} datasets; the merged dataset states "
+                "the largest of theirs"
+            )
+    cameras: list[dict[str, object]] = []
+    for m in ms:
+        cameras += [c for c in m.source_cameras if c not in cameras]
+    merged = Manifest(
+        name=name,
+        camera=a.camera,
+        depth_kind=a.depth_kind,
+        rgb_encoding=a.rgb_encoding,
+        world_frame=a.world_frame,
+        camera_frame=a.camera_frame,
+        datum=a.datum,
+        sources=sources,
+        extra=extra,
+        pose_units="m",
+        source_cameras=cameras,
+        pose_error=pose_error,
+    )
+    return merged, id_maps
+
+
+def _inputs(dss: Sequence[Dataset], kept: Sequence[int], moves: Sequence[np.ndarray]) -> list[MergedInput]:
+    out = []
+    for ds, k, T in zip(dss, kept, moves, strict=True):
+        shift = turn = None
+        if not np.allclose(T, np.eye(4)):
+            shift = round(float(np.linalg.norm(T[:3, 3])), 4)
+            turn = round(math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0)))), 5)
+        out.append(MergedInput(str(ds.path.resolve()), ds.manifest.name, ds.fingerprint(), len(ds), int(k), shift,
+                               turn))  # fmt: skip
+    return out

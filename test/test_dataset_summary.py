@@ -40,7 +40,7 @@ def test_summary_numbers(tmp_path: Path) -> None:
     assert isinstance(s, DatasetSummary)
     assert s.path == path and s.name == "summary-unit" and s.frames == 4
     assert s.duration_s == pytest.approx(2.75, abs=1e-9)
-    assert s.sources == 3
+    assert s.sources == 3 and s.within_sources_s == pytest.approx(0.25, abs=1e-9)  # source 0's two frames
     assert (s.width, s.height, s.fx, s.fy) == (40, 30, 35.25, 36.5)
     assert s.depth_kind == "metric"
     assert s.extent_m == pytest.approx((5.5, 8.0, 3.5))
@@ -63,7 +63,7 @@ def test_cli_dataset_info_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.splitlines() == [
         f"{path}: pose2rgbd dataset v1, valid (files present; --deep reads every image and depth map)",
         "  name         summary-unit",
-        "  frames       4 over 2.8 s, 3 source(s)",
+        "  frames       4 over 2.8 s, 3 source(s) (0.2 s within its sources: they lie apart in time)",
         "  camera       40x30 fx=35.2 fy=36.5",
         "  depth        metric, values p5 20 / median 20 / p95 20 m (4 frames sampled)",
         "  extent (m)   x 5.5  y 8.0  z 3.5",

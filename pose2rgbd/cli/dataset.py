@@ -79,7 +79,10 @@ def _info(args: argparse.Namespace) -> int:
         verdict = f"INVALID: {len(check.bad)} bad file(s)"
     print(f"{s.path}: pose2rgbd dataset v1, {verdict}")
     print(f"  name         {s.name}")
-    print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s)")
+    apart = ""
+    if s.sources > 1 and s.within_sources_s < 0.5 * s.duration_s:  # flights hours apart: the span says little
+        apart = f" ({s.within_sources_s:.1f} s within its sources: they lie apart in time)"
+    print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s){apart}")
     print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
     for c in ds.manifest.source_cameras:
         lens = f"{c['model']} {', '.join(f'{v:.4g}' for v in c['distortion'])}" if c.get("distortion") else "pinhole"

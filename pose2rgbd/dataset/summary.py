@@ -12,8 +12,10 @@ from pose2rgbd.dataset.format import Dataset
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """``duration_s``: first to last frame stamp; ``extent_m``: size (x, y, z) of the box around the camera
-    positions, metres in the world frame; ``sources``: how many distinct source ids the frames carry."""
+    """``duration_s``: first to last frame stamp; ``within_sources_s``: the same within each source, summed (less
+    where sources lie apart in time: flights merged into one dataset); ``extent_m``: size (x, y, z) of the box
+    around the camera positions, metres in the world frame; ``sources``: how many distinct source ids the frames
+    carry."""
 
     path: Path
     name: str
@@ -27,6 +29,7 @@ class DatasetSummary:
     depth_kind: str
     extent_m: tuple[float, float, float]
     fingerprint: str
+    within_sources_s: float = 0.0
 
 
 def summarize_dataset(dataset: Dataset | str | Path) -> DatasetSummary:
@@ -34,7 +37,8 @@ def summarize_dataset(dataset: Dataset | str | Path) -> DatasetSummary:
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     f = ds.frames
     n = len(f)
-    duration = (int(f.stamp_ns[-1]) - int(f.stamp_ns[0])) / 1e9 if n else 0.0
+    duration = (int(f.stamp_ns.max()) - int(f.stamp_ns.min())) / 1e9 if n else 0.0
+    within = sum(float(np.ptp(f.stamp_ns[f.source_id == s])) for s in np.unique(f.source_id)) / 1e9
     ext = f.translation.max(0) - f.translation.min(0) if n else np.zeros(3)
     cam = ds.camera
     return DatasetSummary(
@@ -42,6 +46,7 @@ def summarize_dataset(dataset: Dataset | str | Path) -> DatasetSummary:
         name=ds.manifest.name,
         frames=n,
         duration_s=duration,
+        within_sources_s=within,
         sources=len(np.unique(f.source_id)),
         width=cam.width,
         height=cam.height,

@@ -127,7 +127,8 @@ class DatasetAppend(NodeLogic):
         self._refuse(
             f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "
             f"output.resume_gap_s {self.cfg.output.resume_gap_s:g} s): it looks like a different flight, and "
-            "resuming would skip or mix its frames. Record it into a new dataset (another --out)"
+            "resuming would skip or mix its frames. Record it into a new dataset (another --out), then join the "
+            "flights into one with `pose2rgbd dataset merge`"
         )
         return False
 

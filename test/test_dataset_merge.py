@@ -232,5 +232,6 @@ def test_two_flights_converted_with_their_own_datums_land_in_one_frame(
     assert gap.max() < 0.05, gap  # the same point of the route, in one frame
     split = make_split(M.frames.source_id, M.frames.stamp_ns, "route", test_fraction=0.1)
     assert set(split.train.tolist()) == set(range(len(A)))
+    assert (m / "report" / "merge.png").stat().st_size > 10_000  # the flights from above, in one frame
     assert main(["dataset", "info", str(m)]) == 0  # an hour between the flights: not an hour of frames
     assert "3601.9 s, 2 source(s) (3.8 s within its sources: they lie apart in time)" in capsys.readouterr().out

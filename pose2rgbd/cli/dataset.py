@@ -171,6 +171,7 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"  {d.path}: {d.kept} of {d.frames} frames{moved}")
     for note in r.notes:
         print(f"  note: {note}")
+    print(f"  report: {r.path / 'report' / 'merge.png'} (the flights from above, in one frame)")
     print(f"Train on it: `pose2rgbd train --dataset {r.path}` (--split route trains on source 0, the first "
           "dataset's first flight, and holds out the others)")  # fmt: skip
     return 0

@@ -17,6 +17,8 @@ so that one model learns the place from all of them:
   route`` trains on the first flight and holds out the others, and time order holds within each.
 - **A view once.** A later dataset's frame that an earlier one holds already (the same image, or the same instant
   and pose: :mod:`pose2rgbd.dataset.same_views`) is left out.
+- **A picture** (``report/merge.png``): every dataset's camera path from above in the merged frame, and where a
+  moved dataset's path was before its move.
 - **Files as they are.** Images and depth are hard-linked (copied across file systems), never decoded again; the
   result is written atomically beside its place and appears whole or not at all.
 
@@ -131,6 +133,7 @@ def merge_datasets(
                     f"{paths[k].name}: {s.frames - s.kept} of its {s.frames} frames left out, the same views as frames "
                     "of an earlier dataset (the same image, or the same instant and pose)"
                 )
+        _plot_paths(writer.root / "report" / "merge.png", dss, moves, summary)
         path = writer.close()
     except BaseException:
         writer.abort()
@@ -300,3 +303,37 @@ def _inputs(dss: Sequence[Dataset], kept: Sequence[int], moves: Sequence[np.ndar
         out.append(MergedInput(str(ds.path.resolve()), ds.manifest.name, ds.fingerprint(), len(ds), int(k), shift,
                                turn))  # fmt: skip
     return out
+
+
+def _plot_paths(
+    path: Path, dss: Sequence[Dataset], moves: Sequence[np.ndarray], summary: Sequence[MergedInput]
+) -> None:
+    """``report/merge.png``: the datasets' camera positions from above (x, y of the merged world frame), one colour
+    each; a moved dataset's positions before the move faint and dashed, so that a wrong frame shows at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for k, (ds, T, s) in enumerate(zip(dss, moves, summary, strict=True)):
+        p = ds.frames.translation
+        q = p @ T[:3, :3].T + T[:3, 3]
+        colour = f"C{k % 10}"
+        label = f"{ds.path.name}: {s.kept} of {s.frames} frames"
+        if s.shift_m is not None:
+            ax.plot(p[:, 0], p[:, 1], ls="--", lw=0.8, alpha=0.4, color=colour)
+            label += f", moved {s.shift_m:.2f} m (dashed: before)"
+        marker = "oxs+^v"[k % 6]  # each its own marker: paths that overlap, as they should, stay told apart
+        ax.plot(q[:, 0], q[:, 1], ls="-", marker=marker, ms=5, mfc="none", lw=0.8, color=colour, label=label)
+    first = dss[0].manifest
+    ax.set_xlabel(f"x (m), {first.world_frame!r} of {dss[0].path.name}")
+    ax.set_ylabel("y (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{len(dss)} datasets merged: camera positions from above")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -183,11 +183,9 @@ def _merge(args: argparse.Namespace) -> int:
     from pose2rgbd.placemap import PlaceMap
     from pose2rgbd.placemap.merge import merge_maps
 
-    manifest = merge_maps(args.maps, args.out, overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
-                          calibrate=self_calibrate)  # fmt: skip
-    _print_info(PlaceMap(args.out).info())
-    for note in manifest["merge_notes"]:
-        print(f"  note         {note}")
+    merge_maps(args.maps, args.out, overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
+               calibrate=self_calibrate)  # fmt: skip
+    _print_info(PlaceMap(args.out).info())  # its notes too (the manifest's merge_notes)
     return 0
 
 
@@ -244,8 +242,15 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
     n_kf, total, with_pt = s["keyframes"], s["features"], s["features_with_point"]
     print(f"{s['path']}: pose2rgbd place map")
     print(f"  keyframes    {n_kf} ({sel}) of {ds.get('frames')} frames")
-    where = ds.get("path") or ds.get("name")  # a merged map of several datasets has a name, no path
+    # a map merged from several datasets: how many, then each (counted here: the name the merge stored counts its
+    # input maps, two for a merged map merged again with a third dataset, three for A B A)
+    leaves = [d for d in ds.get("datasets") or [] if isinstance(d, dict)]
+    where = f"merged from {len(leaves)} datasets" if leaves else ds.get("path") or ds.get("name")
     print(f"  dataset      {where} (fingerprint {ds.get('fingerprint')}, world frame {ds.get('world_frame')})")
+    for d in leaves:
+        named = f"{d['name']}: " if d.get("path") and d.get("name") else ""
+        print(f"               - {d.get('path') or d.get('name')} ({named}{d.get('frames')} frames, fingerprint "
+              f"{d.get('fingerprint')})")  # fmt: skip
     now = s.get("dataset_now") or {}
     for d in now.get("datasets") or [now]:  # a merged map: each of its datasets
         if d.get("status") == "changed":
@@ -261,8 +266,7 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
         print(f"               ({dropped} more extracted and not stored: {why})")
     print(f"  places       {s['global']}")
     print(extent_line(s["extent"], s["pose_units"]))
-    per = s["size_mb_per_1000_keyframes"]
-    print(f"  size         {s['size_bytes'] / 1e6:.1f} MB ({per:.0f} MB per 1,000 keyframes)")
+    print(f"  size         {_size_words(s)}")
     if s.get("build_s") is not None:
         print(f"  built in     {s['build_s']:.1f} s ({s['build_s_per_1000_keyframes']:.0f} s per 1,000 keyframes)")
     c = s.get("calibration") or {}
@@ -274,5 +278,28 @@ def _print_info(s: dict) -> None:  # type: ignore[type-arg]
         note = f"; {c['note']}" if c.get("note") else ""
         print(f"  calibration  {c['status']}{why}: fixes get their inliers' raw covariance (too small) and none is "
               f"flagged{note}")  # fmt: skip
+    for note in s.get("merge_notes") or []:
+        print(f"  note         {note}")
     if s.get("verified"):
         print(f"  verified     {s['verified']}")
+
+
+def _size_words(s: dict) -> str:  # type: ignore[type-arg]
+    """The ``size`` line of :func:`_print_info`: what the map folder holds on disk, and what is what where it holds
+    more than the keyframe store (the fused geometry in fused/, anything else)."""
+    per = s["size_mb_per_1000_keyframes"]
+    parts = s["size_parts"]
+    store = f"({per:.0f} MB per 1,000 keyframes)"
+    if not parts.get("fused") and not parts.get("other"):
+        return f"{s['size_bytes'] / 1e6:.1f} MB {store}"
+    words = [f"{parts['keyframe_store'] / 1e6:.1f} MB keyframe store {store}"]
+    if parts.get("fused"):
+        words.append(f"{parts['fused'] / 1e6:.1f} MB fused geometry (fused/)")
+    if parts.get("other"):
+        names = s.get("size_other_names") or []
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        # .fused.partial-<pid>-..., .fused.old-...: the hidden sibling of fused/ a killed `map fuse` leaves
+        left = any(n.startswith(".fused.") for n in names)
+        why = "; a hidden .fused.* folder is what an interrupted `map fuse` left: remove it" if left else ""
+        words.append(f"{parts['other'] / 1e6:.1f} MB in other files ({shown}: not part of the map{why})")
+    return f"{s['size_bytes'] / 1e6:.1f} MB on disk: " + ", ".join(words)

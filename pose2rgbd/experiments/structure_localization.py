@@ -173,7 +173,7 @@ def run_structure(cfg: Any, split: str, seed: int, test: np.ndarray, main_estima
         rows.append(sparse)
     info = pm.info()
     res = {"key": key, "split": split, "seed": seed, "rows": rows, "map_keyframes": len(pm),
-           "map_build_s": build_s, "map_mb": info["size_bytes"] / 1e6, "size": cfg.structure_size,
+           "map_build_s": build_s, "map_mb": info["size_parts"]["keyframe_store"] / 1e6, "size": cfg.structure_size,
            "test_frames": len(test), "place_recognition": recall}  # fmt: skip
     write_text_atomic(done, json_text(res, nan_as_null=False, default=float))
     return res

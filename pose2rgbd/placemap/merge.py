@@ -379,7 +379,7 @@ def _manifest(
             **_common([m["dataset"] for m in mans]),
             # one datum for the GPS prior (check_same_frame: equal, or fits within WORLD_FIT_TOL_M, the first kept)
             "datum": mans[0]["dataset"].get("datum"),
-            "name": f"merged from {len(pms)} datasets",
+            "name": f"merged from {len(_leaf_datasets(mans))} datasets",  # (A B A: two; a merged input's own)
             "fingerprint": "merged-" + hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16],
             "frames": int(sum(int(d.get("frames") or 0) for d in _leaf_datasets(mans))),
             "datasets": _leaf_datasets(mans),

@@ -9,9 +9,12 @@ small LRU cache. Thread-safe.
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,15 @@ import numpy as np
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
-from pose2rgbd.placemap.format import BlobReader, MapError, decode_depth, decode_rgb, read_manifest, stated_pose_error
+from pose2rgbd.placemap.format import (
+    MANIFEST,
+    BlobReader,
+    MapError,
+    decode_depth,
+    decode_rgb,
+    read_manifest,
+    stated_pose_error,
+)
 from pose2rgbd.placemap.lru import LRU
 from pose2rgbd.placemap.place import GlobalDescriber
 from pose2rgbd.placemap.selection import MapSelection
@@ -31,6 +42,32 @@ from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
 
 # the fingerprint of a map merged from maps of several datasets begins with it (pose2rgbd.placemap.merge)
 MERGED_PREFIX = "merged-"
+# the folder of the fused geometry `map fuse` stores with a map (pose2rgbd.placemap.fused.tsdf.FUSED_DIR; not imported:
+# `map info` does not load the fusion's modules)
+FUSED_DIR = "fused"
+
+
+def _tree_bytes(path: Path) -> int:
+    """The bytes of the regular files at ``path`` (a file, or a folder and everything under it; links not followed);
+    a file that vanishes while counted counts nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if not stat.S_ISDIR(st.st_mode):
+        return 0
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 def _same_folder(a: str | Path, b: str | Path) -> bool:
@@ -51,6 +88,23 @@ def pose_units_of(manifest: Mapping[str, object]) -> str:
     if units is None:  # a map of an older pose2rgbd: metres when the dataset had a datum or metric depth
         units = "m" if ds.get("datum") or ds.get("depth_kind") == "metric" else "not recorded"
     return str(units)
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """What a map folder holds on disk, in bytes (each file's size where it is now): ``keyframe_store`` (the manifest
+    and the files it lists: keyframes, features, the index -- what grows with the keyframes), ``fused`` (the fused
+    geometry ``map fuse`` stores in ``fused/``; 0 without one), ``other`` (anything else in the folder: a partial
+    fused geometry a killed ``map fuse`` left, files put there by hand), named in ``other_names``."""
+
+    keyframe_store: int
+    fused: int
+    other: int
+    other_names: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return self.keyframe_store + self.fused + self.other
 
 
 class PlaceMap:
@@ -305,10 +359,26 @@ class PlaceMap:
         """The units of the keyframes' positions (and the extent): :func:`pose_units_of` its manifest."""
         return pose_units_of(self.manifest)
 
+    def disk_usage(self) -> DiskUsage:
+        """What the map folder holds on disk now (:class:`DiskUsage`: the keyframe store, the fused geometry, anything
+        else)."""
+        listed = {str(n) for n in self.manifest.get("files", {})} | {MANIFEST}
+        store = fused = other = 0
+        names: list[str] = []
+        for entry in sorted(self.path.iterdir()):
+            size = _tree_bytes(entry)
+            if entry.name in listed and entry.is_file():
+                store += size
+            elif entry.name == FUSED_DIR and entry.is_dir():
+                fused += size
+            else:
+                other += size
+                names.append(entry.name)
+        return DiskUsage(store, fused, other, tuple(names))
+
     def info(self) -> dict[str, Any]:
         m = self.manifest
-        files = m.get("files", {})
-        total = int(sum(files.values()))
+        disk = self.disk_usage()
         h, w = self.image_hw
         lo, hi = self.positions.min(axis=0), self.positions.max(axis=0)
         return {
@@ -326,12 +396,18 @@ class PlaceMap:
             "selection": m.get("selection", {}),
             "extent": [float(v) for v in hi - lo],
             "pose_units": self.pose_units,
-            "size_bytes": total,
-            "size_mb_per_1000_keyframes": total / 1e6 * 1000 / len(self),
+            # everything in the folder, and what is what (DiskUsage); the rate is the keyframe store's (what grows
+            # with the keyframes: a fused geometry grows with the place)
+            "size_bytes": disk.total,
+            "size_parts": {"keyframe_store": disk.keyframe_store, "fused": disk.fused, "other": disk.other},
+            "size_other_names": list(disk.other_names),
+            "size_mb_per_1000_keyframes": disk.keyframe_store / 1e6 * 1000 / len(self),
             "build_s": m.get("build_s"),
             "build_s_per_1000_keyframes": (m.get("build_s") or 0) * 1000 / len(self),
             "created_utc": m.get("created_utc"),
             "calibration": self.calibration_status(),
+            # what `map merge` left out or decided, as it recorded it (empty for a built map)
+            "merge_notes": [str(n) for n in m.get("merge_notes") or []],
         }
 
     def calibration_status(self) -> dict[str, object]:

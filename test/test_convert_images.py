@@ -543,3 +543,36 @@ def test_tum_quaternions_written_w_first_are_never_passed(drive, tmp_path: Path,
     q = next((f for f in pc["findings"] if f["name"] == "quaternion_order"), None)
     assert q is not None, [(f["name"], f["status"], f["message"][:80]) for f in pc["findings"]]
     assert q["status"] == "warn" and "w first (qw qx qy qz)" in q["message"], q["message"]
+
+
+def test_a_correct_tum_import_without_depth_says_what_it_could_not_check(
+    drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """A correct TUM trajectory (quaternions qx qy qz qw as the format has them) imported without depth: read w first
+    the cameras look along their travel too, so the order cannot be verified -- the same findings as a file written
+    w first, which must not pass (test above): CHECK, never SUSPECT. The warning says that nothing points to a
+    mistake, what it could not test and why (no depth), and how to give depth to a TUM import (--depth-list)."""
+    from pose2rgbd.cli.main import main
+
+    T, rgb = drive
+    t0 = 1305031102.0
+    lines = ["# timestamp tx ty tz qx qy qz qw"]
+    for k in range(len(T)):
+        q = matrix_to_quat_xyzw(T[k, :3, :3])
+        lines.append(f"{t0 + 0.5 * k:.6f} " + " ".join(f"{x:.12f}" for x in (*T[k, :3, 3], *q)))
+        _write_png(tmp_path / "rgb" / f"{t0 + 0.5 * k:.6f}.png", rgb[k])
+    traj = tmp_path / "groundtruth.txt"
+    traj.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ds"
+    assert main(["convert", "images", str(traj), "--format", "tum", "--images", str(tmp_path / "rgb"), "--fx",
+                 str(CAM.fx), "--fy", str(CAM.fy), "--cx", str(CAM.cx), "--cy", str(CAM.cy), "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    np.testing.assert_allclose(Dataset(out).frames.T_world_cam, T, atol=1e-6)
+    pc = json.loads((out / "report" / "summary.json").read_text())["pose_check"]
+    assert pc["verdict"] == "check" and "pose check: CHECK" in text, text
+    assert [f["name"] for f in pc["findings"] if f["status"] in ("warn", "fail")] == ["quaternion_order"], pc
+    q = next(f for f in pc["findings"] if f["name"] == "quaternion_order")["message"]
+    assert q.startswith("the quaternions' order could not be verified (nothing points to a mistake"), q
+    assert "The import has no depth to test the order against" in q and "--depth-list FILE" in q, q
+    assert f"WARNING: {q}" in text

@@ -244,3 +244,25 @@ def test_a_common_target_below_every_camera_is_not_called_an_object_capture(heig
         T[i, :3, 3] = c
     f = {f.name: f for f in check_poses(T, up_hint=np.array([0.0, 0.0, 1.0])).findings}["common_target"]
     assert f.status == "ok" and named in f.message, f.message
+
+
+def test_an_unverified_quaternion_order_says_whether_depth_was_there_to_test_it() -> None:
+    """The order of a forward flight's quaternions cannot be verified from the geometry (read w first, the cameras
+    look along their travel too): without depth the warning says the import has none to test it against and how to
+    give it; with depth that does not settle it (one frame of it: nothing to compare), it asks for no depth."""
+    R0 = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    pitch = Rotation.from_euler("x", -20.0, degrees=True).as_matrix()
+    T = np.tile(np.eye(4), (40, 1, 1))
+    for i in range(40):
+        T[i, :3, :3] = Rotation.from_euler("z", 30 * np.sin(i / 8), degrees=True).as_matrix() @ R0 @ pitch
+        T[i, :3, 3] = [0.5 * i, 0.0, 1.5]
+    plain = check_poses(T, quaternion_order="xyzw")
+    q = {f.name: f for f in plain.findings}["quaternion_order"]
+    assert plain.verdict == "check" and q.status == "warn", plain.mistakes
+    assert "nothing points to a mistake" in q.message and "has no depth to test the order against" in q.message
+    one = DepthEvidence([0], [K], [_room_depth(T[0])])
+    c = check_poses(T, quaternion_order="xyzw", depth=one)
+    st = {f.name: f for f in c.findings}
+    assert st["depth"].status == "info" and st["quaternion_order"].status == "warn", c.mistakes
+    assert "The depth test decides" in st["quaternion_order"].message
+    assert "no depth" not in st["quaternion_order"].message and "--depth-list" not in st["quaternion_order"].message

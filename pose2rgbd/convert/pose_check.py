@@ -417,13 +417,24 @@ def _turn_deg(Ta: np.ndarray, Tb: np.ndarray) -> float:
 
 
 def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray | None, order: str,
-                     axes: np.ndarray | None = None) -> Finding | None:  # fmt: skip
+                     axes: np.ndarray | None = None, has_depth: bool = False) -> Finding | None:  # fmt: skip
     """The ``quaternion_order`` test of the module docstring. Cameras that look backwards, upside down or away as
     given: the other order is named where it removes those warnings. Cameras that look plausible as given: the order
     is said to be unverified where the other reading makes them look along their travel as well (or, with camera
-    axes given, looks as plausible with the camera's own optical axes: axes turned to make up for the order)."""
+    axes given, looks as plausible with the camera's own optical axes: axes turned to make up for the order) -- a
+    warning still: a file written in the other order gives the same findings, and only depth (or a look at a frame)
+    tells the two apart; the message says that nothing points to a mistake and what could not be tested, and why
+    (``has_depth``: the import has depth, to be tested by the depth test, which outweighs this warning where it
+    agrees)."""
     if len(T) < 3:
         return None
+    untested = (
+        "The depth test decides between the two readings where the depth agrees with one (see its finding); "
+        "otherwise check one frame by hand"
+        if has_depth
+        else "The import has no depth to test the order against: check one frame by hand, or give the depth "
+        "(--depth DIR, or --depth-list FILE: a TUM RGB-D sequence's depth.txt), which tells the two apart"
+    )
     doubt = [f for f in findings if f.name in ("motion", "upright", "common_target", "axes_convention")
              and f.status in ("warn", "fail")]  # fmt: skip
     other = "w first (qw qx qy qz)" if order == "xyzw" else "w last (qx qy qz qw)"
@@ -457,9 +468,10 @@ def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray
     if motion.status == "ok" and upright.status != "warn" and (apart := _turn_deg(T, alt)) >= 10.0:
         return Finding(
             "quaternion_order", "warn",
-            f"the quaternions' order could not be verified: read {other} instead of {given}, the cameras (turned "
-            f"{apart:.0f} deg from these) look along their travel as well; check one frame by hand, or give depth "
-            "(--depth), which tells the two apart", {"read_as": order, "median_turn_deg": apart},
+            f"the quaternions' order could not be verified (nothing points to a mistake; nothing proves the order "
+            f"either): read {given}, as this format has them, or {other}, the cameras look along their travel "
+            f"alike (the two readings {apart:.0f} deg apart), so a file written in the other order would look as "
+            f"right as this one. {untested}", {"read_as": order, "median_turn_deg": apart},
         )  # fmt: skip
     if turned:
         bare = other_quaternion_order(T @ np.linalg.inv(np.asarray(axes, np.float64)), order)
@@ -469,8 +481,7 @@ def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray
                 "quaternion_order", "warn",
                 f"the quaternions' order could not be verified: read {other} instead of {given}, with the camera's "
                 f"own optical axes (no --camera-axes), the cameras (turned {apart:.0f} deg from these) look as "
-                "plausible; were the camera axes changed to make up for quaternions in the other order? Check one "
-                "frame by hand, or give depth (--depth), which tells them apart",
+                f"plausible; were the camera axes changed to make up for quaternions in the other order? {untested}",
                 {"read_as": order, "median_turn_deg": apart, "without_camera_axes": True},
             )  # fmt: skip
     return None
@@ -524,7 +535,7 @@ def check_poses(
              "median_cos_image_up": f.values.get("median_cos_image_up")},
         ))  # fmt: skip
     if quaternion_order:
-        q = _quaternion_test(T, findings, up_hint, quaternion_order, quaternion_axes)
+        q = _quaternion_test(T, findings, up_hint, quaternion_order, quaternion_axes, has_depth=depth is not None)
         if q is not None:
             findings.append(q)
     if depth is not None:

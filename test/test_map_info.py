@@ -58,6 +58,11 @@ def test_map_info_of_a_merged_map_lists_its_datasets_and_the_merge_notes(
         assert f"  note         {n}" in text, text
     for n in notes:  # `map merge` prints its summary with the notes, each once
         assert merged.count(n) == 1, merged
+    # a merged map is made again by merging its inputs again, not by `map build` (it has no dataset of its own)
+    from pose2rgbd.placemap.verify import rebuild_command
+
+    again_cmd = rebuild_command(out, manifest)
+    assert again_cmd == f"`pose2rgbd map merge {a.resolve()} {b.resolve()} {twin.resolve()} --out {out} --overwrite`"
 
     assert main(["map", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

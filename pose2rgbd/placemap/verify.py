@@ -29,8 +29,14 @@ class MapDamagedError(MapError, DamagedFileError):
 
 
 def rebuild_command(path: Path, manifest: dict[str, Any]) -> str:
-    """The command that builds the map at ``path`` again from its dataset."""
-    ds = manifest.get("dataset", {}).get("path") or "DATASET"
+    """The command that builds the map at ``path`` again from its dataset; for a map merged from maps of several
+    datasets (no dataset of its own: ``map build`` cannot make it), the ``map merge`` of its input maps."""
+    dataset = manifest.get("dataset", {})
+    inputs = [str(m.get("path")) for m in manifest.get("merged_from") or [] if isinstance(m, dict) and m.get("path")]
+    if str(dataset.get("fingerprint", "")).startswith("merged-") and inputs:
+        maps = " ".join(shlex.quote(p) for p in inputs)
+        return f"`pose2rgbd map merge {maps} --out {shlex.quote(str(path))} --overwrite`"
+    ds = dataset.get("path") or "DATASET"
     return f"`pose2rgbd map build --dataset {shlex.quote(str(ds))} --out {shlex.quote(str(path))} --overwrite`"
 
 

@@ -459,8 +459,8 @@ def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray
                 "quaternion_order", "warn",
                 f"read in the other order, {other}{how}, the same quaternions make the cameras {looks}{stand}: the "
                 f"file's quaternions may be written {other}, where this format has {given} (reorder the columns); the "
-                "OpenGL camera axes are the other explanation of cameras that look backwards, and depth (--depth) "
-                "tells the two apart",
+                "OpenGL camera axes are the other explanation of cameras that look backwards, and depth (--depth, "
+                "--depth-list) tells the two apart",
                 {"median_cos_view_travel": m.values.get("median_cos_view_travel"), "read_as": order,
                  "without_camera_axes": bool(how)},
             )  # fmt: skip
@@ -562,7 +562,8 @@ def check_poses(
             "direction", "warn", "the poses' direction could not be verified: no depth agreed, no 3D points, and the "
             "cameras neither face a common target nor look along their travel, so poses inverted (world-to-camera "
             f"read as camera-to-world){' or quaternions in the other order' if quaternion_order else ''} would look "
-            f"as plausible: {conv}. Check one frame by hand, or give depth (--depth) that the check can test",
+            f"as plausible: {conv}. Check one frame by hand, or give depth the check can test (--depth DIR, or "
+            "--depth-list FILE)",
         ))  # fmt: skip
     fails = [f.message for f in findings if f.status == "fail"]
     warns = [f.message for f in findings if f.status == "warn"]

@@ -267,6 +267,11 @@ def closest(key: str, valid: typing.Iterable[str], n: int = 3) -> list[str]:
     return found
 
 
+# the train / validation / test split kinds (pose2rgbd.dataset.splits.make_split: what each holds out), here so that
+# every config schema and CLI choice list that names them reads one tuple without importing the dataset package
+SPLIT_KINDS = ("random", "route", "blocks", "every-nth")
+
+
 def ordinal(n: int) -> str:
     """English ordinal of a whole number: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 102nd (for "every 2nd")."""
     n = int(n)

@@ -39,6 +39,28 @@ def test_route_split_single_source_uses_contiguous_blocks() -> None:
     assert all(len(r) % 10 == 0 for r in runs)
 
 
+def test_blocks_split_trains_on_every_source_and_holds_out_time_blocks_of_them() -> None:
+    """Two flights merged into one dataset (sources 0 and 1, each its own clock): `route` trains on flight 0 alone;
+    `blocks` cuts both, in time order within each, into contiguous blocks and holds out a seeded share, so both
+    flights train and held-out stretches lie within them. With one source it is `route`, frame for frame."""
+    sid = np.repeat([1, 0], 50)  # the second flight's rows first: order is by (source, time), not by row
+    stamps = np.concatenate([np.arange(50) + 10**6, np.arange(50)[::-1]])
+    s = make_split(sid, stamps, "blocks", seed=4, val_fraction=0.2, test_fraction=0.2, blocks=10)
+    assert set(sid[s.train].tolist()) == {0, 1}
+    assert s.kind == "blocks" and s.description.startswith("blocks (2 sources): 4 of 10 contiguous time blocks")
+    for held in (s.val, s.test):
+        for src in np.unique(sid[held]):  # each held-out block: 10 consecutive stamps of one source
+            t = np.sort(stamps[held][sid[held] == src])
+            runs = np.split(t, np.flatnonzero(np.diff(t) != 1) + 1)
+            assert all(len(r) % 10 == 0 for r in runs), runs
+    route = make_split(sid, stamps, "route", seed=4, val_fraction=0.2, test_fraction=0.2, blocks=10)
+    assert set(sid[route.train].tolist()) == {0}
+    one = np.zeros(60, np.int64)
+    b = make_split(one, np.arange(60), "blocks", seed=3, test_fraction=0.1)
+    r = make_split(one, np.arange(60), "route", seed=3, test_fraction=0.1)
+    assert (b.train.tolist(), b.val.tolist(), b.test.tolist()) == (r.train.tolist(), r.val.tolist(), r.test.tolist())
+
+
 def test_bad_split() -> None:
     with pytest.raises(ConfigError):
         make_split(np.zeros(5), np.arange(5), "sideways")
@@ -61,7 +83,7 @@ def _three_way(s, n: int) -> None:
     [np.zeros(60, np.int64), np.repeat([0, 1], 30), np.repeat([0, 1, 2, 3], 15), np.repeat([2, 5, 7], 20)],
     ids=["one-source", "two-sources", "four-sources", "no-source-0"],
 )
-@pytest.mark.parametrize("kind", ["random", "route", "every-nth"])
+@pytest.mark.parametrize("kind", ["random", "route", "blocks", "every-nth"])
 def test_validation_never_equals_test(kind: str, sid: np.ndarray) -> None:
     n = len(sid)
     stamps = np.tile(np.arange(n // len(np.unique(sid))), len(np.unique(sid))) * 10

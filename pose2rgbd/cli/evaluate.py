@@ -9,7 +9,7 @@ from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_ar
 
 # The spellings users and docs rely on; each feeds the same keys as the generated --<key> flags and --set.
 ALIASES = (
-    Alias("--split", "split", metavar="{random,route,every-nth,all,null}"),
+    Alias("--split", "split", metavar="{random,route,blocks,every-nth,all,null}"),
     Alias("--max-frames", "max_frames"),
     Alias("--no-baseline", "baseline", const=False, help="skip all three baselines"),
     Alias("--rot-weight", "rot_weight_m", metavar="X"),

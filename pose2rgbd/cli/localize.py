@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, input_bag, need_checkpoint
+from pose2rgbd.config import SPLIT_KINDS
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
 
 CHECKPOINT_GROUP = "checkpoint localizer (PoseGAN)"
@@ -140,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--map", type=Path, default=None,
                    help="or a place map: calibrate the structure localizer (frames outside the map only)")  # fmt: skip
     c.add_argument("--dataset", type=Path, required=True, help="the dataset (format v1) with ground-truth poses")
-    c.add_argument("--split", choices=["random", "route", "every-nth", "all"], default=None,
+    c.add_argument("--split", choices=[*SPLIT_KINDS, "all"], default=None,
                    help="frames to calibrate on (default: the validation frames of the split the checkpoint was "
                    "trained with / the map was selected with)")  # fmt: skip
     c.add_argument("--out", type=Path, required=True, help="calibration YAML to write (for covariance_file)")

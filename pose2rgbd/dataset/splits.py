@@ -14,6 +14,11 @@ frames the evaluation reports, which flatters it).
   others test; with one, its earlier part (in time) validates and its later part tests. With a single source
   (a real recording) the time-ordered frames are cut into ``blocks`` contiguous blocks and a seeded
   ``val_fraction + test_fraction`` of the blocks is held out, part validation blocks, part test blocks.
+* ``blocks``: held-out time blocks of every source: the frames in time order within each source, the sources one
+  after another (a dataset merged from several flights: ``dataset merge``), are cut into ``blocks`` contiguous
+  blocks and a seeded ``val_fraction + test_fraction`` of them is held out, as ``route`` does for one source --
+  so the model learns the place from all flights, and is tested on stretches of them it never saw. With one
+  source it is ``route``.
 * ``every-nth``: hold-out frames spread evenly through time: in time order (per source), every N-th frame
   (``every_nth``) is a test frame and the frame halfway between two test frames validates; the rest train.
   Good for a single short recording where a few held-out views along the whole path are wanted.
@@ -27,10 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from pose2rgbd.config import SPLIT_KINDS as SPLIT_KINDS  # re-exported: where the splits are
 from pose2rgbd.config import ordinal
 from pose2rgbd.errors import ConfigError
-
-SPLIT_KINDS = ("random", "route", "every-nth")
 
 
 @dataclass(frozen=True)
@@ -137,10 +141,10 @@ def make_split(
         )
         return Split("every-nth", np.flatnonzero(~(test_m | val_m)), np.flatnonzero(val_m), what,
                      np.flatnonzero(test_m))  # fmt: skip
-    if kind != "route":
+    if kind not in ("route", "blocks"):
         raise ConfigError(f"unknown split {kind!r}; use one of {', '.join(SPLIT_KINDS)}")
     ids = np.unique(sid)
-    if len(ids) > 1:
+    if kind == "route" and len(ids) > 1:
         train_id = 0 if 0 in ids else int(ids[0])
         train = np.flatnonzero(sid == train_id)
         held_ids = [int(i) for i in ids if i != train_id]
@@ -166,7 +170,7 @@ def make_split(
             f"validate, the last {len(t_order) - n_val} test",
             _arr(t_order[n_val:]),
         )  # fmt: skip
-    order = np.argsort(stamps, kind="stable")
+    order = np.lexsort((stamps, sid))  # time order within each source, the sources one after another
     nb = int(min(blocks, n))
     chunks = np.array_split(order, nb)
     n_held = max(2 if three else 1, round(nb * (val_fraction + test_fraction)))
@@ -190,9 +194,9 @@ def make_split(
         if three
         else f"blocks {held_b.tolist()} (no separate test set: test = validation)"
     )
+    where = "route (one source)" if kind == "route" else f"blocks ({len(ids)} source{'s' if len(ids) > 1 else ''})"
     return Split(
-        "route", train, val,
-        f"route (one source): {n_held} of {nb} contiguous time blocks held out, {what} (seed {seed})", test,
+        kind, train, val, f"{where}: {n_held} of {nb} contiguous time blocks held out, {what} (seed {seed})", test,
     )  # fmt: skip
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pose2rgbd.config import help_field
+from pose2rgbd.config import SPLIT_KINDS, help_field
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.models.device import PRECISION_CHOICES
 
-EVAL_SPLITS = ("random", "route", "every-nth", "all")
+EVAL_SPLITS = (*SPLIT_KINDS, "all")
 POINT_DEPTH = ("auto", "on", "off")
 
 
@@ -21,9 +21,8 @@ class EvaluateConfig:
 
     split: str | None = help_field(
         None,
-        "test frames: random | route | every-nth | all (null: the split the checkpoint was trained with, same seed "
-        "and fractions: its test frames; "
-        "all when evaluating on another dataset)",
+        "test frames: random | route | blocks | every-nth | all (null: the split the checkpoint was trained with, "
+        "same seed and fractions: its test frames; all when evaluating on another dataset)",
     )
     baseline: bool = help_field(
         True,

@@ -130,6 +130,7 @@ def _route_frames(cache: TrainingCache, split: Split, n_max: int) -> tuple[np.nd
         sel = test
         what = {
             "route": "held-out time blocks of the recording",
+            "blocks": "held-out time blocks of the recordings",
             "every-nth": "every N-th frame of the recording (interleaved with training frames)",
         }.get(split.kind, "test frames (random split: interleaved with training frames)")
     sel = sel[np.argsort(cache.stamp_ns[sel], kind="stable")]

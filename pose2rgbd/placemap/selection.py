@@ -13,10 +13,10 @@ import numpy as np
 
 from pose2rgbd.config import help_field, ordinal, ranged_field
 from pose2rgbd.dataset import Dataset
-from pose2rgbd.dataset.splits import Split, make_split
+from pose2rgbd.dataset.splits import SPLIT_KINDS, Split, make_split
 from pose2rgbd.errors import ConfigError
 
-SELECTION_SPLITS = ("", "random", "route", "every-nth")
+SELECTION_SPLITS = ("", *SPLIT_KINDS)
 
 
 @dataclass
@@ -24,8 +24,8 @@ class MapSelection:
     """Which dataset frames become keyframes."""
 
     split: str = help_field(
-        "", "take the training frames of this split (random | route | every-nth, as `pose2rgbd train` makes it); "
-        "empty: no split"
+        "", "take the training frames of this split (random | route | blocks | every-nth, as `pose2rgbd train` makes "
+        "it); empty: no split"
     )  # fmt: skip
     seed: int = help_field(0, "seed of the random split")
     val_fraction: float = help_field(0.1, "validation share of the split (as train.val_fraction)")
@@ -40,7 +40,7 @@ class MapSelection:
 
     def __post_init__(self) -> None:
         if self.split not in SELECTION_SPLITS:
-            raise ConfigError(f"selection.split {self.split!r}: use random, route, every-nth or leave it empty")
+            raise ConfigError(f"selection.split {self.split!r}: use {', '.join(SPLIT_KINDS)} or leave it empty")
         self.piece_of()
 
     def piece_of(self) -> tuple[int, int] | None:

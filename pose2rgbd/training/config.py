@@ -19,12 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pose2rgbd.config import from_dict, help_field
+from pose2rgbd.config import SPLIT_KINDS, from_dict, help_field
 from pose2rgbd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("random", "route", "every-nth")
+SPLITS = SPLIT_KINDS
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -111,8 +111,9 @@ class TrainConfig:
     split: str = help_field(
         "random",
         "train/validation/test split: random (shuffled frames) | route (held-out routes, or held-out time blocks "
-        "of a single recording) | every-nth (every N-th frame in time tests, the one halfway between validates; "
-        "N = every_nth). Saved with the run in split.json (docs/training.md)",
+        "of a single recording) | blocks (held-out time blocks of every source: a dataset merged from several "
+        "flights trained on all of them) | every-nth (every N-th frame in time tests, the one halfway between "
+        "validates; N = every_nth). Saved with the run in split.json (docs/training.md)",
     )
     val_fraction: float = help_field(
         0.1, "validation share of the random split / of the blocks of a one-route set (selects best.pt)"

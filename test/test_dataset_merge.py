@@ -61,6 +61,7 @@ def test_merge_moves_a_dataset_of_another_datum_into_the_first_frame_through_the
     assert main(["dataset", "merge", str(a), str(b), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert f"{out}: 12 frames merged from 2 datasets" in text, text
+    assert f"`pose2rgbd train --method hybrid --dataset {out} --split blocks --out runs/m`" in text, text
     shift = np.linalg.norm(T_world_world(da, db)[:3, 3])
     assert f"poses moved {shift:.2f} m" in text and "moved into a's frame through the GPS" in text, text
     m, A, B = Dataset(out), Dataset(a), Dataset(b)
@@ -71,7 +72,11 @@ def test_merge_moves_a_dataset_of_another_datum_into_the_first_frame_through_the
     assert np.abs(f.translation[6:] - B.frames.translation).max() > 10  # moved indeed
     np.testing.assert_allclose(f.translation[:6], A.frames.translation)
     assert f.source_id.tolist() == [0] * 6 + [1, 2] * 3
-    assert [s["dataset"] for s in m.manifest.sources] == ["flight0", "flight1", "flight1"]
+    assert [s["dataset"] for s in m.manifest.sources] == ["a", "b", "b"]  # the folders they came from
+    moved = m.manifest.extra["merge"]["datasets"][1]["moved"]["T_merged_input_xyz_qxyzw"]  # the move itself
+    from pose2rgbd.geometry.transforms import T_from_tq
+
+    np.testing.assert_allclose(T_from_tq(moved[:3], moved[3:]), T_world_world(da, db), atol=1e-9)
     assert (out / f.rgb[7]).read_bytes() == (b / B.frames.rgb[1]).read_bytes()
     assert (out / f.rgb[7]).stat().st_ino == (b / B.frames.rgb[1]).stat().st_ino  # a hard link: not copied
     np.testing.assert_array_equal(m.read_depth(7), B.read_depth(1))
@@ -84,7 +89,9 @@ def test_merge_moves_a_dataset_of_another_datum_into_the_first_frame_through_the
     np.testing.assert_allclose(B.frames.translation @ T[:3, :3].T + T[:3, 3], f.translation[6:], atol=1e-6)
 
 
-def test_merge_keeps_one_frame_as_it_is_and_a_view_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_keeps_one_frame_as_it_is_and_a_view_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """One datum: poses unchanged. A dataset holding frames of the first again (a copy appended to) adds only its
     own frames, with a note; the manifest keeps the largest stated pose error and the worst import check."""
     d = Datum(LAT, LON, ALT)
@@ -102,12 +109,20 @@ def test_merge_keeps_one_frame_as_it_is_and_a_view_once(tmp_path: Path, capsys: 
     np.testing.assert_allclose(m.frames.translation[6:], Dataset(b).frames.translation)
     assert m.manifest.pose_error["horizontal_m"] == 1.5 and m.manifest.pose_error["vertical_m"] == 3.0
     assert m.manifest.extra["pose_check"] == "check"
-    # the merged dataset merged again with one of its inputs: b's frames are there already
+    # the merged dataset merged again with one of its inputs: b's frames are there already, nothing to merge
     again = tmp_path / "again"
-    assert main(["dataset", "merge", str(both), str(b), "--out", str(again), "--no-progress"]) == 0
+    assert main(["dataset", "merge", str(both), str(b), "--out", str(again), "--no-progress"]) == 2
+    assert "no dataset after" in capsys.readouterr().err and not again.exists()
+    # ... and with a third flight: b adds nothing (a warning, a note), its source is not declared empty; the sources
+    # keep naming the dataset they came from (a and b through the merged input)
+    c = _flight(tmp_path / "c", datum=d, seed=2, start_ns=3 * 10**18)
+    assert main(["dataset", "merge", str(both), str(b), str(c), "--out", str(again), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "0 of 6 frames" in text and "6 of its 6 frames left out, the same views" in text, text
-    assert len(Dataset(again)) == 12
+    assert f"{b} adds no frame to the merge" in caplog.text, caplog.text
+    m3 = Dataset(again)
+    assert len(m3) == 18 and [s["dataset"] for s in m3.manifest.sources] == ["a", "b", "c"]
+    assert sorted(set(m3.frames.source_id.tolist())) == [0, 1, 2]
 
 
 def test_merge_refuses_what_cannot_be_one_dataset_and_writes_nothing(
@@ -175,7 +190,9 @@ def test_merge_into_a_robot_frame_fitted_twice_keeps_the_poses(tmp_path: Path) -
     from pose2rgbd.dataset.merge import merge_datasets
 
     r = merge_datasets([a, b], tmp_path / "m")
-    assert r.inputs[1].shift_m is None and not r.notes
+    assert r.inputs[1].shift_m is None
+    assert r.notes == ["b and a name one frame 'map' and their GPS fits place a fix up to 0.20 m apart in it (within "
+                       "0.5 m: one frame, the poses kept as they are)"]  # fmt: skip
     np.testing.assert_allclose(Dataset(r.path).frames.translation[6:], Dataset(b).frames.translation)
     shutil.rmtree(r.path)
     T2[:3, 3] += [3.0, 0.0, 0.0]  # 3.2 m: another frame of the same name (a robot's map started elsewhere)
@@ -223,6 +240,8 @@ def test_two_flights_converted_with_their_own_datums_land_in_one_frame(
         img = cv2.imread(str(b / rel))
         cv2.imwrite(str(b / rel), np.minimum(img, 254) + 1)
     assert np.abs(B.frames.translation - A.frames.translation).max() > 25  # two frames
+    assert main(["dataset", "merge", str(a_bag), str(b), "--out", str(m), "--no-progress"]) == 2  # a bag, not converted
+    assert f"{a_bag} is a rosbag2 recording, not a dataset" in capsys.readouterr().err
     assert main(["dataset", "merge", str(a), str(b), "--out", str(m), "--no-progress"]) == 0
     capsys.readouterr()
     M = Dataset(m)
@@ -234,4 +253,7 @@ def test_two_flights_converted_with_their_own_datums_land_in_one_frame(
     assert set(split.train.tolist()) == set(range(len(A)))
     assert (m / "report" / "merge.png").stat().st_size > 10_000  # the flights from above, in one frame
     assert main(["dataset", "info", str(m)]) == 0  # an hour between the flights: not an hour of frames
-    assert "3601.9 s, 2 source(s) (3.8 s within its sources: they lie apart in time)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "3601.9 s, 2 source(s) (3.8 s within its sources: they lie apart in time)" in text, text
+    assert f"  merged from  {b.resolve()}: {len(B)} of {len(B)} frames, moved " in text, text
+    assert f"  source 1     bag_b (b): {len(B)} frames" in text, text

@@ -153,7 +153,10 @@ def test_merge_checks_the_world_frame(world: dict, tmp_path: Path) -> None:
     datum = json.loads((halves[0] / "map.json").read_text())["dataset"]["datum"]
     cases = {
         "frame": ({"world_frame": "odom"}, "world frame 'odom'"),
-        "datum": ({"datum": {**datum, "lat_deg": datum["lat_deg"] + 1e-4}}, "different datums"),
+        "datum": (
+            {"datum": {**datum, "lat_deg": datum["lat_deg"] + 1e-4}},
+            r"different datums.*or join the datasets first \(`pose2rgbd dataset merge DATASET_A DATASET_B",
+        ),
         "nodatum": ({"datum": None}, "has a datum"),
     }
     for name, (change, match) in cases.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,8 @@ def _info(args: argparse.Namespace) -> int:
     if s.sources > 1 and s.within_sources_s < 0.5 * s.duration_s:  # flights hours apart: the span says little
         apart = f" ({s.within_sources_s:.1f} s within its sources: they lie apart in time)"
     print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s){apart}")
+    for line in _merge_lines(ds):
+        print(line)
     print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
     for c in ds.manifest.source_cameras:
         lens = f"{c['model']} {', '.join(f'{v:.4g}' for v in c['distortion'])}" if c.get("distortion") else "pinhole"
@@ -172,6 +175,29 @@ def _merge(args: argparse.Namespace) -> int:
     for note in r.notes:
         print(f"  note: {note}")
     print(f"  report: {r.path / 'report' / 'merge.png'} (the flights from above, in one frame)")
-    print(f"Train on it: `pose2rgbd train --dataset {r.path}` (--split route trains on source 0, the first "
-          "dataset's first flight, and holds out the others)")  # fmt: skip
+    out = shlex.quote(f"runs/{r.path.name}")
+    print(f"Train on it: `pose2rgbd train --method hybrid --dataset {shlex.quote(str(r.path))} --split blocks --out "
+          f"{out}` (time blocks of every flight held out; --split route trains on source 0 alone and holds out the "
+          "others: how well a model of one flight renders another)")  # fmt: skip
     return 0
+
+
+def _merge_lines(ds: Dataset) -> list[str]:
+    """`dataset info`'s lines of a dataset made by `dataset merge`: each input (frames kept, the move) and each
+    source (which input it came from, its frames: source 0 is the one `--split route` trains on)."""
+    import numpy as np
+
+    rec = ds.manifest.extra.get("merge")
+    if not isinstance(rec, dict):
+        return []
+    lines = []
+    for d in rec.get("datasets") or []:
+        moved = d.get("moved") or {}
+        how = f", moved {moved['shift_m']:.2f} m / {moved['turn_deg']:.4f} deg into the first's frame" if moved else ""
+        lines.append(f"  merged from  {d.get('path')}: {d.get('kept')} of {d.get('frames')} frames{how}")
+    counts = dict(zip(*np.unique(ds.frames.source_id, return_counts=True), strict=True))
+    for src in ds.manifest.sources:
+        sid = int(src["id"])
+        name = src.get("name") or src.get("kind") or "?"
+        lines.append(f"  source {sid:<5} {name} ({src.get('dataset', '?')}): {counts.get(sid, 0)} frames")
+    return lines

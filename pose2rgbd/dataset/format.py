@@ -320,6 +320,12 @@ class Dataset:
                     f"{self.path} is a place map, not a dataset (no {MANIFEST}); its dataset is the one it was built "
                     "from (`pose2rgbd map info` names it)"
                 )
+            if (self.path / "metadata.yaml").is_file():  # a rosbag2 recording's folder
+                raise DatasetError(
+                    f"{self.path} is a rosbag2 recording, not a dataset (no {MANIFEST}): make a dataset of it with "
+                    f"`pose2rgbd convert bag {self.path} --out DATASET` (or `pose2rgbd record bag`, topics already "
+                    "synchronized)"
+                )
             raise DatasetError(f"{mpath}: missing; is {self.path} a pose2rgbd dataset?")
         try:
             raw = yaml.safe_load(mpath.read_text())

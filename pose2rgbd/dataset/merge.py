@@ -29,6 +29,7 @@ worst), the worst import pose check, and under ``extra.merge`` each input (path,
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from pose2rgbd.dataset.writer import DatasetWriter, camera_text
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.geodesy import Datum, T_world_world
 from pose2rgbd.progress import bar
+
+log = logging.getLogger(__name__)
 
 # two datasets naming one world frame whose GPS fits place a fix within this of each other are in one frame (their
 # poses kept as they are): the GPS fits' own disagreement, not two frames (pose2rgbd.placemap.merge's tolerance)
@@ -61,10 +64,15 @@ class MergedInput:
     kept: int
     shift_m: float | None = None
     turn_deg: float | None = None
+    # the move itself, T_merged_input as x, y, z, qx, qy, qz, qw (quaternion x, y, z, w); None: not moved
+    move_xyz_qxyzw: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The manifest's ``extra.merge.datasets`` entry."""
-        moved = None if self.shift_m is None else {"shift_m": self.shift_m, "turn_deg": self.turn_deg}
+        moved = None
+        if self.shift_m is not None:
+            moved = {"shift_m": self.shift_m, "turn_deg": self.turn_deg,
+                     "T_merged_input_xyz_qxyzw": list(self.move_xyz_qxyzw or ())}  # fmt: skip
         return {"path": self.path, "name": self.name, "fingerprint": self.fingerprint, "frames": self.frames,
                 "kept": self.kept, "moved": moved}  # fmt: skip
 
@@ -102,43 +110,70 @@ def merge_datasets(
     _check_alike(dss)
     notes: list[str] = []
     moves = [np.eye(4)] + [_frame_move(dss[0], ds, same_frame, notes) for ds in dss[1:]]
-    manifest, id_maps = _manifest(dss, name or f"merged from {len(dss)} datasets", notes)
+    kept = _kept_frames(dss, moves, progress)
+    summary = _inputs(dss, [len(k) for k in kept], moves)
+    for p, s in zip(paths, summary, strict=True):
+        if s.kept == 0:
+            log.warning(f"{p} adds no frame to the merge: every one of its {s.frames} frames is a view an earlier "
+                        "dataset holds already (the same image, or the same instant and pose)")  # fmt: skip
+        if 0 < s.kept < s.frames or s.kept == 0:
+            notes.append(
+                f"{p.name}: {s.frames - s.kept} of its {s.frames} frames left out, the same views as frames of an "
+                "earlier dataset (the same image, or the same instant and pose)"
+            )
+    if not any(len(k) for k in kept[1:]):
+        raise ConfigError(
+            f"no dataset after {paths[0]} adds a frame to it (every frame is a view it holds already): nothing to "
+            "merge; the first dataset is the dataset"
+        )
+    used = [ds for ds, k in zip(dss, kept, strict=True) if len(k)]
+    manifest, id_maps = _manifest(dss, kept, name or f"merged from {len(used)} datasets", notes)
+    manifest.extra["merge"] = {"datasets": [s.to_dict() for s in summary], "notes": notes}
 
-    total = sum(len(ds) for ds in dss)
-    kept_counts = [0] * len(dss)
-    views = SameViews()
     writer = DatasetWriter(out, manifest, overwrite=overwrite, inputs=paths)
     try:
-        with bar(total=total, progress=progress, desc="merge", unit="frame") as pbar:
+        with bar(total=sum(len(k) for k in kept), progress=progress, desc="merge (link)", unit="frame") as pbar:
             for k, ds in enumerate(dss):
                 f = ds.frames
                 T = moves[k] @ f.T_world_cam
-                for i in range(len(ds)):
-                    pbar.update(1)
-                    rgb = ds.path / f.rgb[i]
-                    if not views.offer(k, hashlib.sha1(rgb.read_bytes()).digest(), int(f.stamp_ns[i]), T[i]):
-                        continue
+                for i in kept[k]:
                     lla = f.latlonalt[i]
                     writer.add_frame_files(
-                        int(f.stamp_ns[i]), T[i], rgb, ds.path / f.depth[i] if f.depth[i] else None,
+                        int(f.stamp_ns[i]), T[i], ds.path / f.rgb[i], ds.path / f.depth[i] if f.depth[i] else None,
                         latlonalt=None if np.isnan(lla).all() else (float(lla[0]), float(lla[1]), float(lla[2])),
                         source_id=id_maps[k][int(f.source_id[i])],
                     )  # fmt: skip
-                    kept_counts[k] += 1
-        summary = _inputs(dss, kept_counts, moves)
-        manifest.extra["merge"] = {"datasets": [s.to_dict() for s in summary], "notes": notes}
-        for k, s in enumerate(summary):
-            if s.kept < s.frames:
-                notes.append(
-                    f"{paths[k].name}: {s.frames - s.kept} of its {s.frames} frames left out, the same views as frames "
-                    "of an earlier dataset (the same image, or the same instant and pose)"
-                )
+                    pbar.update(1)
+        if writer.copied_bytes:
+            notes.append(
+                f"{writer.copied_bytes / 1e6:.1f} MB of images and depth copied, not linked: {writer.path.parent} is "
+                "on another file system than the inputs (a merge on the inputs' file system takes no space for them)"
+            )
         _plot_paths(writer.root / "report" / "merge.png", dss, moves, summary)
         path = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return MergeResult(path, sum(kept_counts), summary, notes)
+    return MergeResult(path, sum(len(k) for k in kept), summary, notes)
+
+
+def _kept_frames(dss: Sequence[Dataset], moves: Sequence[np.ndarray], progress: bool) -> list[np.ndarray]:
+    """Per dataset, the rows kept: all but the views an earlier dataset holds already (:class:`SameViews`: each
+    image's bytes hashed, each pose in the merged frame)."""
+    views = SameViews()
+    out: list[np.ndarray] = []
+    with bar(total=sum(len(ds) for ds in dss), progress=progress, desc="merge (compare)", unit="frame") as pbar:
+        for k, ds in enumerate(dss):
+            f = ds.frames
+            T = moves[k] @ f.T_world_cam
+            rows = []
+            for i in range(len(ds)):
+                digest = hashlib.sha1((ds.path / f.rgb[i]).read_bytes()).digest()
+                if views.offer(k, digest, int(f.stamp_ns[i]), T[i]):
+                    rows.append(i)
+                pbar.update(1)
+            out.append(np.asarray(rows, np.int64))
+    return out
 
 
 def _check_alike(dss: Sequence[Dataset]) -> None:
@@ -171,7 +206,8 @@ def _check_alike(dss: Sequence[Dataset]) -> None:
         if m.depth_kind != a.depth_kind:
             raise ConfigError(
                 f"{ds.path} has depth of kind {m.depth_kind!r}, {first.path} {a.depth_kind!r}: one dataset holds one "
-                "depth kind; convert them alike (the same --depth for videos), or merge only those of one kind"
+                "depth kind; convert them alike (the same --depth for videos, the same --depth-topic or none for "
+                "bags), or merge only those of one kind"
             )
         if m.rgb_encoding != a.rgb_encoding:
             raise ConfigError(
@@ -220,8 +256,14 @@ def _frame_move(first: Dataset, ds: Dataset, same_frame: bool, notes: list[str])
             "--same-frame"
         )
     T = T_world_world(da, db)
-    if wa == wb and _fit_gap_m(first, ds, da, db) <= SAME_FRAME_TOL_M:
-        return np.eye(4)  # one frame: the GPS fits agree (the same datum, or one robot frame fitted twice)
+    gap = _fit_gap_m(first, ds, da, db) if wa == wb else math.inf
+    if gap <= SAME_FRAME_TOL_M:  # one frame: the GPS fits agree (the same datum, or one robot frame fitted twice)
+        if gap > 0.01:
+            notes.append(
+                f"{ds.path.name} and {first.path.name} name one frame {wa!r} and their GPS fits place a fix up to "
+                f"{gap:.2f} m apart in it (within {SAME_FRAME_TOL_M} m: one frame, the poses kept as they are)"
+            )
+        return np.eye(4)
     shift = float(np.linalg.norm(T[:3, 3]))
     turn = math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0))))
     why = (
@@ -243,18 +285,27 @@ def _fit_gap_m(a: Dataset, b: Dataset, da: Datum, db: Datum) -> float:
     return float(np.linalg.norm(p @ T[:3, :3].T + T[:3, 3] - p, axis=1).max())
 
 
-def _manifest(dss: Sequence[Dataset], name: str, notes: list[str]) -> tuple[Manifest, list[dict[int, int]]]:
-    """The merged manifest and, per dataset, its source ids -> the merged ones."""
-    ms = [ds.manifest for ds in dss]
-    a = ms[0]
+def _manifest(
+    dss: Sequence[Dataset], kept: Sequence[np.ndarray], name: str, notes: list[str]
+) -> tuple[Manifest, list[dict[int, int]]]:
+    """The merged manifest and, per dataset, its source ids -> the merged ones: the sources that keep a frame, each
+    naming the dataset it came from (its folder's name, or the name a merged input's source already had)."""
+    a = dss[0].manifest
     sources: list[dict[str, object]] = []
     id_maps: list[dict[int, int]] = []
-    for ds in dss:
+    for ds, rows in zip(dss, kept, strict=True):
         ids: dict[int, int] = {}
+        used = set(ds.frames.source_id[rows].tolist())
         for s in ds.manifest.sources:
-            ids[int(s["id"])] = len(sources)
-            sources.append({**s, "id": len(sources), "dataset": ds.manifest.name})
+            if int(s["id"]) in used:
+                ids[int(s["id"])] = len(sources)
+                sources.append({**s, "id": len(sources), "dataset": s.get("dataset") or ds.path.name})
         id_maps.append(ids)
+    ms = [ds.manifest for ds, rows in zip(dss, kept, strict=True) if len(rows)]  # the datasets that add frames
+    if any(m.camera_frame != a.camera_frame for m in ms):
+        names = sorted({m.camera_frame for m in ms})
+        notes.append(f"the datasets name their camera frame differently ({', '.join(names)}): the merged dataset "
+                     f"names it {a.camera_frame!r}, the first's")  # fmt: skip
     extras = [m.extra for m in ms]
     extra = {k: v for k, v in extras[0].items() if all(k in e and e[k] == v for e in extras[1:])}
     if "depth" not in extra and _depth_source(dss[0]):
@@ -294,14 +345,18 @@ def _manifest(dss: Sequence[Dataset], name: str, notes: list[str]) -> tuple[Mani
 
 
 def _inputs(dss: Sequence[Dataset], kept: Sequence[int], moves: Sequence[np.ndarray]) -> list[MergedInput]:
+    from pose2rgbd.geometry.transforms import tq_from_T
+
     out = []
     for ds, k, T in zip(dss, kept, moves, strict=True):
-        shift = turn = None
+        shift = turn = move = None
         if not np.allclose(T, np.eye(4)):
             shift = round(float(np.linalg.norm(T[:3, 3])), 4)
             turn = round(math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0)))), 5)
+            t, q = tq_from_T(T)
+            move = tuple(float(x) for x in (*t, *q))
         out.append(MergedInput(str(ds.path.resolve()), ds.manifest.name, ds.fingerprint(), len(ds), int(k), shift,
-                               turn))  # fmt: skip
+                               turn, move))  # fmt: skip
     return out
 
 

@@ -111,14 +111,17 @@ def _encode_depth(depth: np.ndarray) -> bytes:
     return bio.getvalue()
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` as a hard link to ``src`` where the file system allows, else a copy (written aside, then renamed)."""
+def _link_or_copy(src: Path, dst: Path) -> int:
+    """``dst`` as a hard link to ``src`` where the file system allows, else a copy (written aside, then renamed);
+    returns the bytes copied (0 for a link)."""
     try:
         os.link(src, dst)
+        return 0
     except OSError:
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
+        return dst.stat().st_size
 
 
 class DatasetWriter:
@@ -160,6 +163,7 @@ class DatasetWriter:
         self.overwrite = overwrite
         self._closed = False
         self._shape: tuple[int, int] | None = None
+        self.copied_bytes = 0  # add_frame_files: what it had to copy rather than link
         if mode == "atomic":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             refuse_existing(self.path, overwrite=overwrite)  # (an earlier dataset a killed run moved aside is back)
@@ -292,11 +296,11 @@ class DatasetWriter:
         t, q = tq_from_T(np.asarray(T_world_cam).reshape(4, 4))
         i = self._count
         rgb_rel = f"rgb/{i:06d}.{ext}"
-        _link_or_copy(rgb_file, self.root / rgb_rel)
+        self.copied_bytes += _link_or_copy(rgb_file, self.root / rgb_rel)
         depth_rel = ""
         if depth_file is not None:
             depth_rel = f"depth/{i:06d}.npy"
-            _link_or_copy(depth_file, self.root / depth_rel)
+            self.copied_bytes += _link_or_copy(depth_file, self.root / depth_rel)
         lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
         self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
         self._flush()

@@ -57,6 +57,14 @@ DATUM_TOL_M = 1e-3
 WORLD_FIT_TOL_M = 0.5
 
 
+# what a refusal of maps in different frames offers besides converting again: the datasets joined into one frame
+# through their GPS (pose2rgbd.dataset.merge), then one map of them
+DATASET_MERGE_HINT = (
+    "`pose2rgbd dataset merge DATASET_A DATASET_B --out D` moves each into the first's frame through the GPS; then "
+    "`pose2rgbd map build --dataset D`"
+)
+
+
 def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
     """Refuse (:class:`MapError`) maps whose poses are not in one world frame (see the module docstring); the
     notes to keep (datasets converted into a robot's TF frame whose GPS fits differ within :data:`WORLD_FIT_TOL_M`).
@@ -68,6 +76,11 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
             raise MapError(
                 f"{m.path} is in world frame {m.world_frame!r}, {first.path} in {first.world_frame!r}: maps are merged "
                 "only in one world frame; convert their datasets into the same frame and build the maps again"
+                + (
+                    ""
+                    if first.datum is None or m.datum is None
+                    else f", or join the datasets first ({DATASET_MERGE_HINT})"
+                )
             )
         da, db = first.datum, m.datum
         if (da is None) != (db is None):
@@ -89,7 +102,7 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                     f"{m.path} and {first.path} have different datums ({db.lat_deg:.9f}, {db.lon_deg:.9f}, "
                     f"{db.alt_m:.3f} m vs {da.lat_deg:.9f}, {da.lon_deg:.9f}, {da.alt_m:.3f} m): their world frames "
                     "have different origins; convert the datasets with one datum (--datum LAT,LON,ALT) and build the "
-                    "maps again"
+                    f"maps again, or join the datasets first ({DATASET_MERGE_HINT})"
                 )
             gap = _fit_gap_m(first, m, da, db)
             if gap > WORLD_FIT_TOL_M and other_origin:
@@ -98,7 +111,8 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                     f"{db.alt_m:.3f} m vs {da.lat_deg:.9f}, {da.lon_deg:.9f}, {da.alt_m:.3f} m) and their GPS fits "
                     f"into {first.world_frame!r} disagree: a GPS fix lands up to {gap:.2f} m apart in the two (more "
                     f"than {WORLD_FIT_TOL_M} m); their world frames are not the same; convert the datasets with one "
-                    "datum (--datum LAT,LON,ALT) into one frame and build the maps again"
+                    f"datum (--datum LAT,LON,ALT) into one frame and build the maps again, or join the datasets first "
+                    f"({DATASET_MERGE_HINT})"
                 )
             if gap > WORLD_FIT_TOL_M:
                 raise MapError(
@@ -106,7 +120,8 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                     f"{first.world_frame!r}: a GPS fix lands up to {gap:.2f} m apart in the two over their keyframes "
                     f"(more than {WORLD_FIT_TOL_M} m: two conversions into different robot frames of one name, or "
                     "GPS fits far apart); their world frames are not the same; convert the datasets into one frame "
-                    "(convert bag --world-frame enu for both, with one --datum) and build the maps again"
+                    "(convert bag --world-frame enu for both, with one --datum) and build the maps again, or join the "
+                    f"datasets first ({DATASET_MERGE_HINT})"
                 )
             if other_origin:
                 notes.append(

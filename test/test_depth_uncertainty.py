@@ -60,7 +60,7 @@ def test_the_fitted_bound_holds_at_its_level_on_fresh_draws_per_kind_of_pixel() 
     assert f"95 % of them within {normal.wide[1]:.2f} x depth_sigma" in normal.describe()
     assert "tails are heavier" not in normal.describe()
     heavy = fitted.describe()
-    assert f"where the confidence is >= 0.5, {fitted.wide[0]:.2f} x below" in heavy, heavy
+    assert f"(confidence >= 0.5; {fitted.wide[0]:.2f} x below)" in heavy, heavy
     assert ("tails are heavier" in heavy) == (max(fitted.wide) > 2.5), heavy
     wide = sigma * np.where(conf >= 0.5, fitted.wide[1], fitted.wide[0])  # each kind of pixel its own multiple
     for row in (0.0, 1.0):

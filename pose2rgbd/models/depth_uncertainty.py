@@ -164,18 +164,19 @@ class DepthUncertainty:
         return cls(level, (lo, hi), rel, px, fitted, (w0, w1), growth, reference)
 
     def describe(self) -> str:
-        """One line: the level and each cell's relative bound (the holes' row only where the fit saw holes)."""
+        """One line: the level and each cell's relative bound (the holes' row only where the fit saw holes), how much
+        wider its 95 % is, and how it grows with the coverage distance."""
         r, (lo, hi) = self.relative, self.depth_edges
-        text = f"|depth error| <= {r[1, 0]:.1%} / {r[1, 1]:.1%} / {r[1, 2]:.1%} of the depth"
+        n = int(self.fitted_on.get("pixels", self.pixels.sum()))
+        text = (f"{self.level:.1%} of {n} held-out pixels have |depth error| <= {r[1, 0]:.1%} / {r[1, 1]:.1%} / "
+                f"{r[1, 2]:.1%} of the depth (depth below {lo:.3g} m / to {hi:.3g} m / beyond)")  # fmt: skip
         if self.pixels[0].sum() > 0:  # answers of confidence below 0.5 seen (the hybrid's holes)
             text += f" where the confidence is >= {CONFIDENCE_SPLIT}, "
-            text += f"{r[0, 0]:.1%} / {r[0, 1]:.1%} / {r[0, 2]:.1%} below"
-        n = int(self.fitted_on.get("pixels", self.pixels.sum()))
-        text += f" (depth below {lo:.3g} m / to {hi:.3g} m / beyond), on {self.level:.1%} of {n} held-out pixels"
+            text += f"{r[0, 0]:.1%} / {r[0, 1]:.1%} / {r[0, 2]:.1%} below it"
         if np.isfinite(self.wide[1]):
             text += f"; 95 % of them within {self.wide[1]:.2f} x depth_sigma"
             if self.pixels[0].sum() > 0 and np.isfinite(self.wide[0]):
-                text += f" where the confidence is >= {CONFIDENCE_SPLIT}, {self.wide[0]:.2f} x below"
+                text += f" (confidence >= {CONFIDENCE_SPLIT}; {self.wide[0]:.2f} x below)"
             if np.nanmax(self.wide) > 2.5:  # a normal error's 95 % lies within 1.96 of its 68.3 % bound
                 text += " (a normal error would need 1.96 x: the errors' tails are heavier)"
         if "near_m" not in self.fitted_on:  # fitted before the growth, or on frames it had no distance for
@@ -183,9 +184,11 @@ class DepthUncertainty:
                      "evaluate --checkpoint C --dataset D --fit-depth-uncertainty` fits it again with it)")  # fmt: skip
         elif self.growth_per_m > 0:
             near, far = self.fitted_on.get("near_m"), self.fitted_on.get("far_m")
-            seen = f"; the held-out frames' halves at a median {near:.3g} and {far:.3g} m" if near and far else ""
-            text += (f"; these at coverage distance 0, times 1 + {self.growth_per_m:.3g} per metre of it (x"
-                     f"{1 + self.growth_per_m * self.reference_m:.2f} at {self.reference_m:.3g} m{seen})")  # fmt: skip
+            seen = (f"; the held-out frames lie a median {near:.3g} m (nearer half) and {far:.3g} m (farther half) "
+                    "from it") if near and far else ""  # fmt: skip
+            text += (f". The bound grows with the coverage distance (from the pose to the nearest keyframe): times "
+                     f"1 + {self.growth_per_m:.3g} per metre of it, x{1 + self.growth_per_m * self.reference_m:.2f} at "
+                     f"{self.reference_m:.3g} m{seen}")  # fmt: skip
         return text
 
 

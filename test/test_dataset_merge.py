@@ -257,3 +257,18 @@ def test_two_flights_converted_with_their_own_datums_land_in_one_frame(
     assert "3601.9 s, 2 source(s) (3.8 s within its sources: they lie apart in time)" in text, text
     assert f"  merged from  {b.resolve()}: {len(B)} of {len(B)} frames, moved " in text, text
     assert f"  source 1     bag_b (b): {len(B)} frames" in text, text
+
+
+def test_an_inputs_own_identical_frames_stay_only_other_inputs_twins_go() -> None:
+    """The same-view rule compares inputs with each other, never an input with itself: a recording's repeated
+    frames (kept on purpose) stay; the same image or the same instant and pose in a later input goes."""
+    from pose2rgbd.dataset.same_views import SameViews
+
+    v, T = SameViews(), np.eye(4)
+    assert v.offer(0, b"img", 100, T) and v.offer(0, b"img", 100, T)  # input 0's own twins: both kept
+    assert not v.offer(1, b"img", 5 * 10**9, T)  # input 1: the same bytes
+    U = T.copy()
+    U[0, 3] = 0.03
+    assert not v.offer(1, b"other", 100 + 500_000, U)  # the same instant (0.5 ms) and pose (3 cm)
+    U[0, 3] = 0.2
+    assert v.offer(1, b"third", 100, U)  # 20 cm away: another view

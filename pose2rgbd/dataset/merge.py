@@ -116,7 +116,7 @@ def merge_datasets(
         if s.kept == 0:
             log.warning(f"{p} adds no frame to the merge: every one of its {s.frames} frames is a view an earlier "
                         "dataset holds already (the same image, or the same instant and pose)")  # fmt: skip
-        if 0 < s.kept < s.frames or s.kept == 0:
+        if s.kept < s.frames:
             notes.append(
                 f"{p.name}: {s.frames - s.kept} of its {s.frames} frames left out, the same views as frames of an "
                 "earlier dataset (the same image, or the same instant and pose)"

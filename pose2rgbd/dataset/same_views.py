@@ -7,8 +7,8 @@ there, no error is seen, and whatever is fitted on it (a covariance scale, a val
 
 A later input's view is the same as a kept view of an earlier input when its encoded image is the same bytes, or it
 is of the same instant (within :data:`DUP_STAMP_NS`) and pose (within :data:`DUP_POSITION_M` and
-:data:`DUP_TURN_DEG`). One input's own views are never compared with each other: a hovering camera's frames are
-that input's business.
+:data:`DUP_TURN_DEG`). One input's own views are never compared with each other: a hovering camera's frames, or a
+recording's repeated frames kept on purpose, are that input's business.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DUP_TURN_DEG = 1.0
 class SameViews:
     """The views kept so far, and whether a next one is one of them again (:meth:`offer`)."""
 
-    _digests: set[bytes] = field(default_factory=set)
+    _digests: dict[bytes, int] = field(default_factory=dict)  # image hash -> the input that holds it
     _by_stamp: dict[int, list[tuple[int, np.ndarray]]] = field(default_factory=dict)  # stamp bucket -> (input, T)
 
     def offer(self, source: int, digest: bytes, stamp_ns: int | None, T_world_cam: np.ndarray) -> bool:
@@ -37,13 +37,13 @@ class SameViews:
         if self._seen(source, digest, bucket, T):
             return False
         if digest:
-            self._digests.add(digest)
+            self._digests.setdefault(digest, source)
         if bucket is not None:
             self._by_stamp.setdefault(bucket, []).append((source, T))
         return True
 
     def _seen(self, source: int, digest: bytes, bucket: int | None, T: np.ndarray) -> bool:
-        if digest and digest in self._digests:
+        if digest and self._digests.get(digest, source) != source:
             return True
         if bucket is None:
             return False

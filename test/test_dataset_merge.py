@@ -30,6 +30,7 @@ def _flight(
     depth: bool = True,
     camera: PinholeCamera = CAM,
     sources: int = 1,
+    lat_offset: float = 0.0,
 ) -> Path:
     """A small dataset whose cameras fly over known GPS positions, posed in its datum's frame (the world at the
     datum's origin, or a made-up frame without one)."""
@@ -39,7 +40,7 @@ def _flight(
                    sources=[{"id": s, "kind": "bag", "name": f"f{seed}-{s}"} for s in range(sources)])  # fmt: skip
     with DatasetWriter(path, man) as w:
         for i in range(n):
-            lla = (LAT + 1e-5 * i + 1e-4 * seed, LON + 2e-5 * i, ALT + 10.0)
+            lla = (LAT + lat_offset + 1e-5 * i + 1e-4 * seed, LON + 2e-5 * i, ALT + 10.0)
             T = np.eye(4)
             T[:3, 3] = datum.to_world(*lla) if datum is not None else [i, 0.0, 10.0]
             rgb = rng.integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
@@ -84,6 +85,12 @@ def test_merge_moves_a_dataset_of_another_datum_into_the_first_frame_through_the
     assert set(split.train.tolist()) == set(range(6))
     rec = m.manifest.extra["merge"]
     assert [d["kept"] for d in rec["datasets"]] == [6, 6] and rec["datasets"][1]["moved"]["shift_m"] > 20
+    # a flight 5 km away is merged as asked, with a warning: most likely another place
+    far = _flight(tmp_path / "far", datum=Datum(LAT + 0.045, LON, ALT), seed=3, lat_offset=0.045)
+    assert main(["dataset", "merge", str(a), str(far), "--out", str(tmp_path / "af"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "none of its cameras comes within 503" in text and "most likely another place" in text, text
+    assert "most likely another place" not in (out / "manifest.yaml").read_text()  # the flights of one place: none
     # the rigid move is the Earth's: the same as through lat/lon/alt
     T = T_world_world(da, db)
     np.testing.assert_allclose(B.frames.translation @ T[:3, :3].T + T[:3, 3], f.translation[6:], atol=1e-6)

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # two datasets naming one world frame whose GPS fits place a fix within this of each other are in one frame (their
 # poses kept as they are): the GPS fits' own disagreement, not two frames (pose2rgbd.placemap.merge's tolerance)
 SAME_FRAME_TOL_M = 0.5
+# a dataset none of whose cameras comes this close to an earlier dataset's is warned of: flights of one place pass
+# over or beside each other; one this far from all of them is most likely of another place (a folder mixed up)
+APART_WARN_M = 500.0
 # the import pose check's verdicts, best first (pose2rgbd.convert.pose_check)
 _VERDICTS = ("ok", "check", "suspect")
 
@@ -110,6 +113,7 @@ def merge_datasets(
     _check_alike(dss)
     notes: list[str] = []
     moves = [np.eye(4)] + [_frame_move(dss[0], ds, same_frame, notes) for ds in dss[1:]]
+    _warn_apart(paths, dss, moves, notes)
     kept = _kept_frames(dss, moves, progress)
     summary = _inputs(dss, [len(k) for k in kept], moves)
     for p, s in zip(paths, summary, strict=True):
@@ -155,6 +159,26 @@ def merge_datasets(
         writer.abort()
         raise
     return MergeResult(path, sum(len(k) for k in kept), summary, notes)
+
+
+def _warn_apart(paths: Sequence[Path], dss: Sequence[Dataset], moves: Sequence[np.ndarray], notes: list[str]) -> None:
+    """Warn of a dataset whose cameras all lie over :data:`APART_WARN_M` from every earlier dataset's (in the merged
+    frame): most likely another place, not another flight of this one."""
+    from scipy.spatial import cKDTree
+
+    seen = dss[0].frames.translation @ moves[0][:3, :3].T + moves[0][:3, 3]
+    for k in range(1, len(dss)):
+        p = dss[k].frames.translation @ moves[k][:3, :3].T + moves[k][:3, 3]
+        gap = float(cKDTree(seen).query(p)[0].min())
+        if gap > APART_WARN_M:
+            text = (
+                f"{paths[k]}: none of its cameras comes within {gap:.0f} m of the cameras of the datasets before it "
+                f"(over {APART_WARN_M:.0f} m): most likely another place, not another flight of this one; merged as "
+                "asked (a model of two places far apart learns each from its own frames alone)"
+            )
+            log.warning(text)
+            notes.append(text)
+        seen = np.concatenate([seen, p])
 
 
 def _kept_frames(dss: Sequence[Dataset], moves: Sequence[np.ndarray], progress: bool) -> list[np.ndarray]:

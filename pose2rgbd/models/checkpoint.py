@@ -100,7 +100,7 @@ class Expectations:
             out.append(
                 f"the checkpoint was trained on dataset fingerprint {fingerprint}, but {self.fingerprint} is "
                 "expected (this dataset's); use a checkpoint trained on this dataset, or score it on another one on "
-                "purpose with `evaluate --allow-other-dataset` (in the library: no expect_fingerprint)"
+                "purpose with `evaluate --allow-other-dataset` (from Python: load it without expect_fingerprint)"
             )
         for name, want in (("size", self.size), ("preset", self.preset)):
             if not want:

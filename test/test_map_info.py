@@ -134,5 +134,10 @@ def test_map_info_size_is_the_map_folder_on_disk_fused_geometry_included(
     assert info["size_parts"]["other"] == 301_000 and info["size_other_names"] == [partial.name, "notes.txt"]
     assert main(["map", "info", str(m)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  size "))
-    assert f", 0.3 MB in other files ({partial.name}, notes.txt: not part of the map; a hidden .fused.* folder" in line
+    assert f", 0.3 MB in other files ({partial.name}, notes.txt: not part of the map; a hidden .fused.partial-" in line
     assert "interrupted `map fuse` left: remove it)" in line, line
+    # the earlier fused geometry moved aside (.fused.old-): never "remove it", the next map fuse puts it back
+    from pose2rgbd.cli.map import _size_words
+
+    aside = _size_words({**info, "size_other_names": [".fused.old-4242"]})
+    assert "remove it" not in aside and "keep it, the next `map fuse` of this map puts it back" in aside, aside

@@ -298,8 +298,14 @@ def _size_words(s: dict) -> str:  # type: ignore[type-arg]
     if parts.get("other"):
         names = s.get("size_other_names") or []
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        # .fused.partial-<pid>-..., .fused.old-...: the hidden sibling of fused/ a killed `map fuse` leaves
-        left = any(n.startswith(".fused.") for n in names)
-        why = "; a hidden .fused.* folder is what an interrupted `map fuse` left: remove it" if left else ""
+        # the hidden siblings of fused/ a killed `map fuse` leaves (pose2rgbd.atomic.siblings): a new one never put
+        # in place (partial, tmp: to remove), or the earlier one moved aside (old: the next `map fuse` puts it back
+        # where fused/ is absent, so it is not to be removed by hand)
+        left = [n for n in names if n.startswith((".fused.partial-", ".fused.tmp-"))]
+        aside = [n for n in names if n.startswith(".fused.old-")]
+        why = "; a hidden .fused.partial- folder is what an interrupted `map fuse` left: remove it" if left else ""
+        if aside:
+            why += ("; a hidden .fused.old- folder is the earlier fused geometry an interrupted `map fuse` moved "
+                    "aside: keep it, the next `map fuse` of this map puts it back where fused/ is missing")  # fmt: skip
         words.append(f"{parts['other'] / 1e6:.1f} MB in other files ({shown}: not part of the map{why})")
     return f"{s['size_bytes'] / 1e6:.1f} MB on disk: " + ", ".join(words)

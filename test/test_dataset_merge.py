@@ -279,3 +279,34 @@ def test_an_inputs_own_identical_frames_stay_only_other_inputs_twins_go() -> Non
     assert not v.offer(1, b"other", 100 + 500_000, U)  # the same instant (0.5 ms) and pose (3 cm)
     U[0, 3] = 0.2
     assert v.offer(1, b"third", 100, U)  # 20 cm away: another view
+
+
+def test_merge_of_datasets_without_sources_copied_across_file_systems_rgb_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest may declare no sources (optional): its frames' ids stand for themselves (was a KeyError). Where a
+    link is refused (another file system), the files are copied and the note says why and how much. An RGB-only
+    merge's next step trains the default kind (the hybrid needs metric depth)."""
+    import errno
+    import os
+
+    d = Datum(LAT, LON, ALT)
+    a = _flight(tmp_path / "a", datum=d, seed=0, depth=False)
+    b = _flight(tmp_path / "b", datum=d, seed=1, depth=False, start_ns=2 * 10**18)
+    man = yaml_load(b / "manifest.yaml")
+    man["sources"] = []
+    (b / "manifest.yaml").write_text(yaml_dump(man))
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    out = tmp_path / "m"
+    assert main(["dataset", "merge", str(a), str(b), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    m = Dataset(out)
+    assert len(m) == 12 and [s["name"] for s in m.manifest.sources] == ["f0-0", "source 0"]
+    assert m.frames.source_id.tolist() == [0] * 6 + [1] * 6
+    assert "MB of images and depth copied, not linked: the output is on another file system than the inputs" in text
+    assert (out / m.frames.rgb[0]).stat().st_ino != (a / Dataset(a).frames.rgb[0]).stat().st_ino  # a copy
+    assert f"`pose2rgbd train --dataset {out} --split blocks --out runs/m`" in text, text  # no --method hybrid

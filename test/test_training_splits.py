@@ -39,26 +39,32 @@ def test_route_split_single_source_uses_contiguous_blocks() -> None:
     assert all(len(r) % 10 == 0 for r in runs)
 
 
-def test_blocks_split_trains_on_every_source_and_holds_out_time_blocks_of_them() -> None:
-    """Two flights merged into one dataset (sources 0 and 1, each its own clock): `route` trains on flight 0 alone;
-    `blocks` cuts both, in time order within each, into contiguous blocks and holds out a seeded share, so both
-    flights train and held-out stretches lie within them. With one source it is `route`, frame for frame."""
-    sid = np.repeat([1, 0], 50)  # the second flight's rows first: order is by (source, time), not by row
-    stamps = np.concatenate([np.arange(50) + 10**6, np.arange(50)[::-1]])
-    s = make_split(sid, stamps, "blocks", seed=4, val_fraction=0.2, test_fraction=0.2, blocks=10)
-    assert set(sid[s.train].tolist()) == {0, 1}
-    assert s.kind == "blocks" and s.description.startswith("blocks (2 sources): 4 of 10 contiguous time blocks")
-    for held in (s.val, s.test):
-        for src in np.unique(sid[held]):  # each held-out block: 10 consecutive stamps of one source
-            t = np.sort(stamps[held][sid[held] == src])
-            runs = np.split(t, np.flatnonzero(np.diff(t) != 1) + 1)
-            assert all(len(r) % 10 == 0 for r in runs), runs
+def test_blocks_split_trains_on_every_source_and_holds_out_time_blocks_of_each() -> None:
+    """Flights merged into one dataset (sources, each its own clock): `route` trains on source 0 alone; `blocks` cuts
+    every source, in time order, into contiguous blocks and holds out a share of each, so every flight trains,
+    validates and tests on stretches of itself -- five equal flights, or a long and a short one. With one source it
+    is `route`, frame for frame."""
+    for sizes in ((50, 50), (20, 20, 20, 20, 20), (950, 50)):
+        sid = np.concatenate([np.full(k, s, np.int64) for s, k in enumerate(sizes)])[::-1].copy()  # rows not in order
+        stamps = np.concatenate([np.arange(k) + 10**6 * s for s, k in enumerate(sizes)])[::-1].copy()
+        for seed in range(5):
+            s = make_split(sid, stamps, "blocks", seed=seed, val_fraction=0.1, test_fraction=0.1, blocks=10)
+            assert s.kind == "blocks" and s.description.startswith(f"blocks ({len(sizes)} sources): source 0: ")
+            for src in range(len(sizes)):
+                parts = [sid[p] == src for p in (s.train, s.val, s.test)]
+                assert all(m.any() for m in parts), (sizes, seed, src)  # each flight trains, validates and tests
+            for held in (s.val, s.test):
+                for src in np.unique(sid[held]):  # each held-out block: consecutive stamps of one source
+                    t = np.sort(stamps[held][sid[held] == src])
+                    assert len(np.split(t, np.flatnonzero(np.diff(t) != 1) + 1)) <= 2
     route = make_split(sid, stamps, "route", seed=4, val_fraction=0.2, test_fraction=0.2, blocks=10)
     assert set(sid[route.train].tolist()) == {0}
     one = np.zeros(60, np.int64)
     b = make_split(one, np.arange(60), "blocks", seed=3, test_fraction=0.1)
     r = make_split(one, np.arange(60), "route", seed=3, test_fraction=0.1)
     assert (b.train.tolist(), b.val.tolist(), b.test.tolist()) == (r.train.tolist(), r.val.tolist(), r.test.tolist())
+    tiny = make_split(np.array([0] * 30 + [1, 1]), np.arange(32), "blocks", test_fraction=0.1)  # 2 frames: train
+    assert {30, 31} <= set(tiny.train.tolist()) and "source 1: 2 frame(s), all training" in tiny.description
 
 
 def test_bad_split() -> None:

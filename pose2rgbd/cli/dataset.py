@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "that a model trains on. They must share the camera, depth kind and image codec; the first one's world "
         "frame is the merged one's, and a dataset with a GPS datum in another frame (converted with its own datum, "
         "its first fix by default) has its poses moved into it through the GPS. Each dataset's sources are numbered "
-        "apart (`train --split route` trains on the first and holds out the others); a view an earlier dataset "
-        "holds already is kept once. Images and depth are hard-linked (copied across file systems), not encoded "
-        'again; the result appears whole or not at all. docs/dataset-format.md, "Merging datasets".',
+        "apart (`train --split blocks` trains on every flight, holding out time blocks of each); a view an earlier "
+        "dataset holds already is kept once. Images and depth are hard-linked (copied across file systems), not "
+        'encoded again; the result appears whole or not at all. docs/dataset-format.md, "Merging datasets".',
     )
     merge.add_argument("datasets", type=Path, nargs="+", metavar="DATASET", help="two datasets or more")
     merge.add_argument("--out", type=Path, required=True, help="the merged dataset's folder (a new one)")
@@ -175,10 +175,14 @@ def _merge(args: argparse.Namespace) -> int:
     for note in r.notes:
         print(f"  note: {note}")
     print(f"  report: {r.path / 'report' / 'merge.png'} (the flights from above, in one frame)")
+    from pose2rgbd.dataset import Dataset
+
     out = shlex.quote(f"runs/{r.path.name}")
-    print(f"Train on it: `pose2rgbd train --method hybrid --dataset {shlex.quote(str(r.path))} --split blocks --out "
-          f"{out}` (time blocks of every flight held out; --split route trains on source 0 alone and holds out the "
-          "others: how well a model of one flight renders another)")  # fmt: skip
+    # the hybrid (the best renderer on real data) needs metric depth; without it the default kind, RGB-only
+    method = "--method hybrid " if Dataset(r.path, check_files=False).manifest.depth_kind == "metric" else ""
+    print(f"Train on it: `pose2rgbd train {method}--dataset {shlex.quote(str(r.path))} --split blocks --out {out}` "
+          "(time blocks of every flight held out; --split route trains on source 0 alone and holds out the others: "
+          "how well a model of one flight renders another)")  # fmt: skip
     return 0
 
 

@@ -13,8 +13,9 @@ so that one model learns the place from all of them:
   and their GPS fits place a fix within :data:`SAME_FRAME_TOL_M` of each other the poses are kept as they are.
   Datasets without a datum have nothing that relates their frames: refused, unless ``same_frame`` says they share
   one (motion capture of one room, one SLAM map).
-- **Flights kept apart.** Each dataset's sources are numbered after the previous dataset's, so ``train --split
-  route`` trains on the first flight and holds out the others, and time order holds within each.
+- **Flights kept apart.** Each dataset's sources are numbered after the previous dataset's, so time order holds
+  within each; ``train --split blocks`` trains on every flight and holds out time blocks of each, ``--split
+  route`` trains on source 0 (the first dataset's first) and holds out the others.
 - **A view once.** A later dataset's frame that an earlier one holds already (the same image, or the same instant
   and pose: :mod:`pose2rgbd.dataset.same_views`) is left out.
 - **A picture** (``report/merge.png``): every dataset's camera path from above in the merged frame, and where a
@@ -150,8 +151,8 @@ def merge_datasets(
                     pbar.update(1)
         if writer.copied_bytes:
             notes.append(
-                f"{writer.copied_bytes / 1e6:.1f} MB of images and depth copied, not linked: {writer.path.parent} is "
-                "on another file system than the inputs (a merge on the inputs' file system takes no space for them)"
+                f"{writer.copied_bytes / 1e6:.1f} MB of images and depth copied, not linked: "
+                f"{'; '.join(sorted(writer.copy_reasons))} (a link takes no space; a copy does)"
             )
         _plot_paths(writer.root / "report" / "merge.png", dss, moves, summary)
         path = writer.close()
@@ -210,7 +211,8 @@ def _check_alike(dss: Sequence[Dataset]) -> None:
             raise ConfigError(
                 f"{ds.path}: its poses are up to an unknown scale (pose units {m.resolved_pose_units!r}: structure "
                 "from motion without GPS), each such dataset in a frame and scale of its own; only datasets in metres "
-                "merge. Give it a scale first (`convert images --gps-positions`, or a metric source)"
+                "merge. Give it a scale first: geo-register the model (COLMAP's model_aligner) or import it with "
+                "metric depth (--depth DIR), docs/byod.md"
             )
     for ds in dss[1:]:
         m = ds.manifest
@@ -320,7 +322,11 @@ def _manifest(
     for ds, rows in zip(dss, kept, strict=True):
         ids: dict[int, int] = {}
         used = set(ds.frames.source_id[rows].tolist())
-        for s in ds.manifest.sources:
+        declared = list(ds.manifest.sources)
+        # a manifest may declare no sources (optional): its frames' ids stand for themselves
+        have = {int(s["id"]) for s in declared}
+        declared += [{"id": i, "kind": "unknown", "name": f"source {i}"} for i in sorted(used - have)]
+        for s in declared:
             if int(s["id"]) in used:
                 ids[int(s["id"])] = len(sources)
                 sources.append({**s, "id": len(sources), "dataset": s.get("dataset") or ds.path.name})

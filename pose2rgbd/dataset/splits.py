@@ -14,11 +14,11 @@ frames the evaluation reports, which flatters it).
   others test; with one, its earlier part (in time) validates and its later part tests. With a single source
   (a real recording) the time-ordered frames are cut into ``blocks`` contiguous blocks and a seeded
   ``val_fraction + test_fraction`` of the blocks is held out, part validation blocks, part test blocks.
-* ``blocks``: held-out time blocks of every source: the frames in time order within each source, the sources one
-  after another (a dataset merged from several flights: ``dataset merge``), are cut into ``blocks`` contiguous
-  blocks and a seeded ``val_fraction + test_fraction`` of them is held out, as ``route`` does for one source --
-  so the model learns the place from all flights, and is tested on stretches of them it never saw. With one
-  source it is ``route``.
+* ``blocks``: held-out time blocks of every source: each source's frames in time order (a dataset merged from
+  several flights: ``dataset merge``) are cut into ``blocks`` contiguous blocks and a seeded ``val_fraction +
+  test_fraction`` of each source's blocks is held out, as ``route`` does for one source -- so the model learns the
+  place from every flight, and is validated and tested on stretches of each it never saw (a source too short to
+  hold a block out and keep one trains whole). With one source it is ``route``.
 * ``every-nth``: hold-out frames spread evenly through time: in time order (per source), every N-th frame
   (``every_nth``) is a test frame and the frame halfway between two test frames validates; the rest train.
   Good for a single short recording where a few held-out views along the whole path are wanted.
@@ -170,12 +170,42 @@ def make_split(
             f"validate, the last {len(t_order) - n_val} test",
             _arr(t_order[n_val:]),
         )  # fmt: skip
-    order = np.lexsort((stamps, sid))  # time order within each source, the sources one after another
+    # each source's frames in time order, cut into blocks and held out by the same rule (one source: route's)
+    rng = np.random.default_rng(seed)
+    val_parts, test_parts, said = [], [], []
+    for s_id in ids:
+        rows = np.flatnonzero(sid == s_id)
+        order = rows[np.argsort(stamps[rows], kind="stable")]
+        got = _held_blocks(order, blocks, rng, three, val_fraction, test_fraction)
+        if got is None:  # too few frames to hold a block out and still train on one: all of it trains
+            said.append(f"source {int(s_id)}: {len(order)} frame(s), all training")
+            continue
+        v, t, text = got
+        val_parts.append(v)
+        test_parts.append(t)
+        said.append(text if len(ids) == 1 else f"source {int(s_id)}: {text}")
+    if not val_parts:
+        raise ConfigError(f"cannot split {n} frame(s) into blocks: no source has enough frames to hold one out")
+    val, test = _arr(np.concatenate(val_parts)), _arr(np.concatenate(test_parts))
+    train = np.setdiff1d(np.arange(n), np.concatenate([val, test]))
+    where = "route (one source)" if kind == "route" else f"blocks ({len(ids)} source{'s' if len(ids) > 1 else ''})"
+    return Split(kind, train, val, f"{where}: {'; '.join(said)} (seed {seed})", test)
+
+
+def _held_blocks(
+    order: np.ndarray, blocks: int, rng: np.random.Generator, three: bool, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """One recording's frames ``order`` (time order) cut into ``blocks`` contiguous blocks, a ``val_fraction +
+    test_fraction`` share of them held out (``rng``), validation and test blocks alternating: ``(val, test, what)``
+    frame indices and a description; None where too few frames leave a block to train on."""
+    n = len(order)
     nb = int(min(blocks, n))
+    if nb < (3 if three else 2):
+        return None
     chunks = np.array_split(order, nb)
     n_held = max(2 if three else 1, round(nb * (val_fraction + test_fraction)))
     n_held = min(n_held, nb - 1)
-    held_b = np.sort(np.random.default_rng(seed).choice(nb, size=n_held, replace=False))
+    held_b = np.sort(rng.choice(nb, size=n_held, replace=False))
     if three:
         # alternate validation and test blocks along the recording, so neither is only its start or its end
         n_test_b = _portion(n_held, test_fraction / (val_fraction + test_fraction))
@@ -186,18 +216,14 @@ def make_split(
         val_b = np.array([b for b in held_b if b not in test_b], np.int64)
     else:
         test_b = val_b = held_b
-    val = _arr(np.concatenate([chunks[b] for b in val_b]))
-    test = _arr(np.concatenate([chunks[b] for b in test_b]))
-    train = np.setdiff1d(np.arange(n), np.concatenate([val, test]))
+    val = np.concatenate([chunks[b] for b in val_b])
+    test = np.concatenate([chunks[b] for b in test_b])
     what = (
         f"validation blocks {val_b.tolist()}, test blocks {test_b.tolist()}"
         if three
         else f"blocks {held_b.tolist()} (no separate test set: test = validation)"
     )
-    where = "route (one source)" if kind == "route" else f"blocks ({len(ids)} source{'s' if len(ids) > 1 else ''})"
-    return Split(
-        kind, train, val, f"{where}: {n_held} of {nb} contiguous time blocks held out, {what} (seed {seed})", test,
-    )  # fmt: skip
+    return val, test, f"{n_held} of {nb} contiguous time blocks held out, {what}"
 
 
 def split_from_config(source_id: np.ndarray, stamp_ns: np.ndarray, train_config: Any) -> Split:

@@ -13,6 +13,7 @@ Two writing modes:
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import shutil
@@ -111,17 +112,25 @@ def _encode_depth(depth: np.ndarray) -> bytes:
     return bio.getvalue()
 
 
-def _link_or_copy(src: Path, dst: Path) -> int:
+_LINK_REFUSED = {
+    errno.EXDEV: "the output is on another file system than the inputs",
+    errno.EPERM: "linking was not permitted (the kernel's protected_hardlinks: files another user owns)",
+    errno.EMLINK: "a file has as many hard links as its file system allows",
+}
+
+
+def _link_or_copy(src: Path, dst: Path) -> tuple[int, str]:
     """``dst`` as a hard link to ``src`` where the file system allows, else a copy (written aside, then renamed);
-    returns the bytes copied (0 for a link)."""
+    returns the bytes copied (0 for a link) and why it was copied (empty for a link)."""
     try:
         os.link(src, dst)
-        return 0
-    except OSError:
+        return 0, ""
+    except OSError as e:
+        why = _LINK_REFUSED.get(e.errno or 0, f"the file system refused a link ({e.strerror})")
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
-        return dst.stat().st_size
+        return dst.stat().st_size, why
 
 
 class DatasetWriter:
@@ -163,7 +172,8 @@ class DatasetWriter:
         self.overwrite = overwrite
         self._closed = False
         self._shape: tuple[int, int] | None = None
-        self.copied_bytes = 0  # add_frame_files: what it had to copy rather than link
+        self.copied_bytes = 0  # add_frame_files: what it had to copy rather than link, and why
+        self.copy_reasons: set[str] = set()
         if mode == "atomic":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             refuse_existing(self.path, overwrite=overwrite)  # (an earlier dataset a killed run moved aside is back)
@@ -296,11 +306,13 @@ class DatasetWriter:
         t, q = tq_from_T(np.asarray(T_world_cam).reshape(4, 4))
         i = self._count
         rgb_rel = f"rgb/{i:06d}.{ext}"
-        self.copied_bytes += _link_or_copy(rgb_file, self.root / rgb_rel)
-        depth_rel = ""
-        if depth_file is not None:
-            depth_rel = f"depth/{i:06d}.npy"
-            self.copied_bytes += _link_or_copy(depth_file, self.root / depth_rel)
+        for src, rel in ((rgb_file, rgb_rel), (depth_file, f"depth/{i:06d}.npy")):
+            if src is not None:
+                copied, why = _link_or_copy(src, self.root / rel)
+                self.copied_bytes += copied
+                if why:
+                    self.copy_reasons.add(why)
+        depth_rel = f"depth/{i:06d}.npy" if depth_file is not None else ""
         lla = np.full(3, np.nan) if latlonalt is None else np.asarray(latlonalt, dtype=np.float64)
         self._csv.writerow(_row(i, int(stamp_ns), t, q, lla, source_id, rgb_rel, depth_rel))
         self._flush()

@@ -15,7 +15,7 @@ from pose2rgbd.evaluation import EvaluateConfig, evaluate_config
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"split": "test"}, r"split 'test' is not one of random \| route \| every-nth \| all"),
+        ({"split": "test"}, r"split 'test' is not one of random \| route \| blocks \| every-nth \| all"),
         ({"rot_weight_m": 0.0}, "rot_weight_m must be a positive number"),
         ({"rot_weight_m": float("nan")}, "rot_weight_m must be a positive number"),
         ({"max_frames": -1}, "max_frames must be >= 0"),

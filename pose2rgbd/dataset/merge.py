@@ -291,7 +291,7 @@ def _frame_move(first: Dataset, ds: Dataset, same_frame: bool, notes: list[str])
             )
         return np.eye(4)
     shift = float(np.linalg.norm(T[:3, 3]))
-    turn = math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0))))
+    turn = _turn_deg(T)
     why = (
         f"its world frame {wb!r} is not {first.path.name}'s {wa!r}"
         if wa != wb
@@ -302,6 +302,13 @@ def _frame_move(first: Dataset, ds: Dataset, same_frame: bool, notes: list[str])
         f"({shift:.2f} m, {turn:.4f} deg): as right as each dataset's GPS fit"
     )
     return T
+
+
+def _turn_deg(T: np.ndarray) -> float:
+    """The rotation angle of ``T`` in degrees."""
+    from pose2rgbd.geometry.rotations import rotation_angle_between
+
+    return math.degrees(float(rotation_angle_between(np.eye(3), T[:3, :3])))
 
 
 def _fit_gap_m(a: Dataset, b: Dataset, da: Datum, db: Datum) -> float:
@@ -382,7 +389,7 @@ def _inputs(dss: Sequence[Dataset], kept: Sequence[int], moves: Sequence[np.ndar
         shift = turn = move = None
         if not np.allclose(T, np.eye(4)):
             shift = round(float(np.linalg.norm(T[:3, 3])), 4)
-            turn = round(math.degrees(math.acos(float(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0)))), 5)
+            turn = round(_turn_deg(T), 5)
             t, q = tq_from_T(T)
             move = tuple(float(x) for x in (*t, *q))
         out.append(MergedInput(str(ds.path.resolve()), ds.manifest.name, ds.fingerprint(), len(ds), int(k), shift,

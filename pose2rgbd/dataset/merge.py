@@ -418,7 +418,9 @@ def _plot_paths(
             ax.plot(p[:, 0], p[:, 1], ls="--", lw=0.8, alpha=0.4, color=colour)
             label += f", moved {s.shift_m:.2f} m (dashed: before)"
         marker = "oxs+^v"[k % 6]  # each its own marker: paths that overlap, as they should, stay told apart
-        ax.plot(q[:, 0], q[:, 1], ls="-", marker=marker, ms=5, mfc="none", lw=0.8, color=colour, label=label)
+        every = max(1, len(q) // 80)  # markers on a long flight's path: some, not a solid band
+        ax.plot(q[:, 0], q[:, 1], ls="-", marker=marker, ms=5, mfc="none", lw=0.8, color=colour, label=label,
+                markevery=every)  # fmt: skip
     first = dss[0].manifest
     ax.set_xlabel(f"x (m), {first.world_frame!r} of {dss[0].path.name}")
     ax.set_ylabel("y (m)")

@@ -31,6 +31,7 @@ def _flight(
     camera: PinholeCamera = CAM,
     sources: int = 1,
     lat_offset: float = 0.0,
+    plain: bool = False,
 ) -> Path:
     """A small dataset whose cameras fly over known GPS positions, posed in its datum's frame (the world at the
     datum's origin, or a made-up frame without one)."""
@@ -44,6 +45,8 @@ def _flight(
             T = np.eye(4)
             T[:3, 3] = datum.to_world(*lla) if datum is not None else [i, 0.0, 10.0]
             rgb = rng.integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
+            if plain:  # one colour: a small PNG, of one size for every frame
+                rgb[:] = 40 + 10 * seed
             d = np.full((camera.height, camera.width), 5.0 + i, np.float32) if depth else None
             w.add_frame(start_ns + i * 10**8, T, rgb, d, latlonalt=lla, source_id=i % sources)
     return path
@@ -310,3 +313,28 @@ def test_merge_of_datasets_without_sources_copied_across_file_systems_rgb_only(
     assert "MB of images and depth copied, not linked: the output is on another file system than the inputs" in text
     assert (out / m.frames.rgb[0]).stat().st_ino != (a / Dataset(a).frames.rgb[0]).stat().st_ino  # a copy
     assert f"`pose2rgbd train --dataset {out} --split blocks --out runs/m`" in text, text  # no --method hybrid
+
+
+def test_merge_hashes_only_images_whose_size_another_input_has(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes are the same size: an image no other input has a file of its size is never read to be hashed
+    (a merge of flights reads next to nothing); one whose size another input shares is, and its twin goes."""
+    import hashlib
+
+    import pose2rgbd.dataset.merge as merge_mod
+
+    d = Datum(LAT, LON, ALT)
+    a = _flight(tmp_path / "a", datum=d, seed=0)  # noise: large PNGs
+    b = _flight(tmp_path / "b", datum=d, seed=1, start_ns=2 * 10**18, plain=True)  # one colour: small ones
+    hashed: list[int] = []
+    real = hashlib.sha1
+
+    def counting(data: bytes = b"") -> object:
+        hashed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(merge_mod.hashlib, "sha1", counting)
+    r = merge_mod.merge_datasets([a, b], tmp_path / "m")
+    assert r.frames == 12 and hashed == []
+    shutil.copytree(b, tmp_path / "b2")  # b again under another name: the same sizes, hashed, all left out
+    r = merge_mod.merge_datasets([a, b, tmp_path / "b2"], tmp_path / "m2")
+    assert r.frames == 12 and len(hashed) == 12 and [i.kept for i in r.inputs] == [6, 6, 0]

@@ -183,17 +183,25 @@ def _warn_apart(paths: Sequence[Path], dss: Sequence[Dataset], moves: Sequence[n
 
 
 def _kept_frames(dss: Sequence[Dataset], moves: Sequence[np.ndarray], progress: bool) -> list[np.ndarray]:
-    """Per dataset, the rows kept: all but the views an earlier dataset holds already (:class:`SameViews`: each
-    image's bytes hashed, each pose in the merged frame)."""
+    """Per dataset, the rows kept: all but the views an earlier dataset holds already (:class:`SameViews`: an
+    image's bytes hashed where another input has a file of its size, each pose in the merged frame)."""
     views = SameViews()
     out: list[np.ndarray] = []
+    # an image is hashed only where another input holds a file of its very size: the same bytes are the same size,
+    # so the others cannot match, and a merge of flights reads next to nothing instead of every image
+    sizes = [[(ds.path / r).stat().st_size for r in ds.frames.rgb] for ds in dss]
+    inputs_of: dict[int, set[int]] = {}
+    for k, ks in enumerate(sizes):
+        for size in ks:
+            inputs_of.setdefault(size, set()).add(k)
     with bar(total=sum(len(ds) for ds in dss), progress=progress, desc="merge (compare)", unit="frame") as pbar:
         for k, ds in enumerate(dss):
             f = ds.frames
             T = moves[k] @ f.T_world_cam
             rows = []
             for i in range(len(ds)):
-                digest = hashlib.sha1((ds.path / f.rgb[i]).read_bytes()).digest()
+                shared = len(inputs_of[sizes[k][i]]) > 1
+                digest = hashlib.sha1((ds.path / f.rgb[i]).read_bytes()).digest() if shared else b""
                 if views.offer(k, digest, int(f.stamp_ns[i]), T[i]):
                     rows.append(i)
                 pbar.update(1)

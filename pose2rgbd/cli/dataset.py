@@ -175,11 +175,9 @@ def _merge(args: argparse.Namespace) -> int:
     for note in r.notes:
         print(f"  note: {note}")
     print(f"  report: {r.path / 'report' / 'merge.png'} (the flights from above, in one frame)")
-    from pose2rgbd.dataset import Dataset
-
     out = shlex.quote(f"runs/{r.path.name}")
     # the hybrid (the best renderer on real data) needs metric depth; without it the default kind, RGB-only
-    method = "--method hybrid " if Dataset(r.path, check_files=False).manifest.depth_kind == "metric" else ""
+    method = "--method hybrid " if r.depth_kind == "metric" else ""
     print(f"Train on it: `pose2rgbd train {method}--dataset {shlex.quote(str(r.path))} --split blocks --out {out}` "
           "(time blocks of every flight held out; --split route trains on source 0 alone and holds out the others: "
           "how well a model of one flight renders another)")  # fmt: skip

@@ -42,7 +42,7 @@ from pose2rgbd.dataset.format import Dataset, Manifest
 from pose2rgbd.dataset.same_views import SameViews
 from pose2rgbd.dataset.writer import DatasetWriter, camera_text
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.geometry.geodesy import Datum, T_world_world
+from pose2rgbd.geometry.geodesy import T_world_world, fit_gap_m
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class MergeResult:
     frames: int
     inputs: list[MergedInput]
     notes: list[str] = field(default_factory=list)
+    depth_kind: str = "metric"  # the merged dataset's (its inputs' one kind)
 
 
 def merge_datasets(
@@ -114,8 +115,9 @@ def merge_datasets(
     _check_alike(dss)
     notes: list[str] = []
     moves = [np.eye(4)] + [_frame_move(dss[0], ds, same_frame, notes) for ds in dss[1:]]
-    _warn_apart(paths, dss, moves, notes)
-    kept = _kept_frames(dss, moves, progress)
+    poses = [T @ ds.frames.T_world_cam for T, ds in zip(moves, dss, strict=True)]  # each in the merged frame
+    _warn_apart(paths, poses, notes)
+    kept = _kept_frames(dss, poses, progress)
     summary = _inputs(dss, [len(k) for k in kept], moves)
     for p, s in zip(paths, summary, strict=True):
         if s.kept == 0:
@@ -140,7 +142,7 @@ def merge_datasets(
         with bar(total=sum(len(k) for k in kept), progress=progress, desc="merge (link)", unit="frame") as pbar:
             for k, ds in enumerate(dss):
                 f = ds.frames
-                T = moves[k] @ f.T_world_cam
+                T = poses[k]
                 for i in kept[k]:
                     lla = f.latlonalt[i]
                     writer.add_frame_files(
@@ -154,22 +156,22 @@ def merge_datasets(
                 f"{writer.copied_bytes / 1e6:.1f} MB of images and depth copied, not linked: "
                 f"{'; '.join(sorted(writer.copy_reasons))} (a link takes no space; a copy does)"
             )
-        _plot_paths(writer.root / "report" / "merge.png", dss, moves, summary)
+        _plot_paths(writer.root / "report" / "merge.png", dss, poses, summary)
         path = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return MergeResult(path, sum(len(k) for k in kept), summary, notes)
+    return MergeResult(path, sum(len(k) for k in kept), summary, notes, manifest.depth_kind)
 
 
-def _warn_apart(paths: Sequence[Path], dss: Sequence[Dataset], moves: Sequence[np.ndarray], notes: list[str]) -> None:
+def _warn_apart(paths: Sequence[Path], poses: Sequence[np.ndarray], notes: list[str]) -> None:
     """Warn of a dataset whose cameras all lie over :data:`APART_WARN_M` from every earlier dataset's (in the merged
     frame): most likely another place, not another flight of this one."""
     from scipy.spatial import cKDTree
 
-    seen = dss[0].frames.translation @ moves[0][:3, :3].T + moves[0][:3, 3]
-    for k in range(1, len(dss)):
-        p = dss[k].frames.translation @ moves[k][:3, :3].T + moves[k][:3, 3]
+    seen = poses[0][:, :3, 3]
+    for k in range(1, len(poses)):
+        p = poses[k][:, :3, 3]
         gap = float(cKDTree(seen).query(p)[0].min())
         if gap > APART_WARN_M:
             text = (
@@ -182,7 +184,7 @@ def _warn_apart(paths: Sequence[Path], dss: Sequence[Dataset], moves: Sequence[n
         seen = np.concatenate([seen, p])
 
 
-def _kept_frames(dss: Sequence[Dataset], moves: Sequence[np.ndarray], progress: bool) -> list[np.ndarray]:
+def _kept_frames(dss: Sequence[Dataset], poses: Sequence[np.ndarray], progress: bool) -> list[np.ndarray]:
     """Per dataset, the rows kept: all but the views an earlier dataset holds already (:class:`SameViews`: an
     image's bytes hashed where another input has a file of its size, each pose in the merged frame)."""
     views = SameViews()
@@ -196,8 +198,7 @@ def _kept_frames(dss: Sequence[Dataset], moves: Sequence[np.ndarray], progress: 
             inputs_of.setdefault(size, set()).add(k)
     with bar(total=sum(len(ds) for ds in dss), progress=progress, desc="merge (compare)", unit="frame") as pbar:
         for k, ds in enumerate(dss):
-            f = ds.frames
-            T = moves[k] @ f.T_world_cam
+            f, T = ds.frames, poses[k]
             rows = []
             for i in range(len(ds)):
                 shared = len(inputs_of[sizes[k][i]]) > 1
@@ -226,11 +227,9 @@ def _check_alike(dss: Sequence[Dataset]) -> None:
         m = ds.manifest
         if m.camera != a.camera:
             e, n = a.camera, m.camera
-            at = n.scaled(e.width, e.height)
-            resized = np.allclose([at.fx, at.fy, at.cx, at.cy], [e.fx, e.fy, e.cx, e.cy], rtol=1e-6)
             how = (
                 f"it is the same camera at another size: convert or record it again with --size {e.width}x{e.height}"
-                if resized
+                if e.is_resized(n)
                 else "frames of another camera do not belong in one dataset: train a model of each, or convert both "
                 "from one camera"
             )
@@ -290,7 +289,7 @@ def _frame_move(first: Dataset, ds: Dataset, same_frame: bool, notes: list[str])
             "--same-frame"
         )
     T = T_world_world(da, db)
-    gap = _fit_gap_m(first, ds, da, db) if wa == wb else math.inf
+    gap = fit_gap_m(np.concatenate([first.frames.translation, ds.frames.translation]), da, db) if wa == wb else math.inf
     if gap <= SAME_FRAME_TOL_M:  # one frame: the GPS fits agree (the same datum, or one robot frame fitted twice)
         if gap > 0.01:
             notes.append(
@@ -317,13 +316,6 @@ def _turn_deg(T: np.ndarray) -> float:
     from pose2rgbd.geometry.rotations import rotation_angle_between
 
     return math.degrees(float(rotation_angle_between(np.eye(3), T[:3, :3])))
-
-
-def _fit_gap_m(a: Dataset, b: Dataset, da: Datum, db: Datum) -> float:
-    """How far apart one place lands in the world through the two datums, the most over both datasets' cameras."""
-    p = np.concatenate([ds.frames.translation for ds in (a, b)])
-    T = T_world_world(da, db)
-    return float(np.linalg.norm(p @ T[:3, :3].T + T[:3, 3] - p, axis=1).max())
 
 
 def _manifest(
@@ -406,7 +398,7 @@ def _inputs(dss: Sequence[Dataset], kept: Sequence[int], moves: Sequence[np.ndar
 
 
 def _plot_paths(
-    path: Path, dss: Sequence[Dataset], moves: Sequence[np.ndarray], summary: Sequence[MergedInput]
+    path: Path, dss: Sequence[Dataset], poses: Sequence[np.ndarray], summary: Sequence[MergedInput]
 ) -> None:
     """``report/merge.png``: the datasets' camera positions from above (x, y of the merged world frame), one colour
     each; a moved dataset's positions before the move faint and dashed, so that a wrong frame shows at a glance."""
@@ -417,9 +409,8 @@ def _plot_paths(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 6))
-    for k, (ds, T, s) in enumerate(zip(dss, moves, summary, strict=True)):
-        p = ds.frames.translation
-        q = p @ T[:3, :3].T + T[:3, 3]
+    for k, (ds, moved, s) in enumerate(zip(dss, poses, summary, strict=True)):
+        p, q = ds.frames.translation, moved[:, :3, 3]
         colour = f"C{k % 10}"
         label = f"{ds.path.name}: {s.kept} of {s.frames} frames"
         if s.shift_m is not None:

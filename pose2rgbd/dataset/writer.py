@@ -58,9 +58,8 @@ def _not_resumable(root: Path, existing: Manifest, new: Manifest) -> str:
     if existing.depth_kind != new.depth_kind:
         kinds.append("depth kind")
         diff.append(f"depth kind {existing.depth_kind!r} there, {new.depth_kind!r} here")
-    e, n = existing.camera, new.camera
-    at = n.scaled(e.width, e.height)
-    resized = kinds == ["camera"] and np.allclose([at.fx, at.fy, at.cx, at.cy], [e.fx, e.fy, e.cx, e.cy], rtol=1e-6)
+    e = existing.camera
+    resized = kinds == ["camera"] and e.is_resized(new.camera)
     size = f", or, for the same camera at the dataset's size, record with --size {e.width}x{e.height} (size)"
     size = size if resized else ""
     return (

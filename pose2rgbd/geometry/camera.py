@@ -52,6 +52,12 @@ class PinholeCamera:
             width, height, self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5
         )
 
+    def is_resized(self, other: PinholeCamera) -> bool:
+        """Whether ``other`` is this camera at another size: its intrinsics scaled to this size (:meth:`scaled`) are
+        these, to a relative 1e-6."""
+        at = other.scaled(self.width, self.height)
+        return bool(np.allclose([at.fx, at.fy, at.cx, at.cy], [self.fx, self.fy, self.cx, self.cy], rtol=1e-6))
+
     def rays(self) -> np.ndarray:
         """``(H, W, 3)`` ray directions in the optical frame with z = 1."""
         u, v = np.meshgrid(np.arange(self.width, dtype=np.float64), np.arange(self.height, dtype=np.float64))

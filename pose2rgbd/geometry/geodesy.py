@@ -164,6 +164,18 @@ def T_world_world(to: Datum, source: Datum) -> np.ndarray:
     return out
 
 
+def fit_gap_m(positions: np.ndarray, a: Datum, b: Datum) -> float:
+    """How far apart one place on the Earth lands through two datums' fits (their origins and ``T_world_enu``):
+    the most, over ``positions`` ``(N, 3)`` in ``a``'s world, of how far :func:`T_world_world` moves each into
+    ``b``'s (metres; a turn between the two moves far points more). 0 where no position is given. The same either
+    way round: a rigid move displaces a point as far as its inverse displaces the point's image."""
+    p = np.asarray(positions, np.float64).reshape(-1, 3)
+    if not len(p):
+        return 0.0
+    T = T_world_world(b, a)
+    return float(np.linalg.norm(p @ T[:3, :3].T + T[:3, 3] - p, axis=1).max())
+
+
 def _number(x: object, key: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
         raise GeometryError(f"datum: {key} must be a number, got {x!r}")

@@ -42,7 +42,7 @@ import numpy as np
 
 from pose2rgbd.dataset.same_views import SameViews
 from pose2rgbd.errors import ConfigError
-from pose2rgbd.geometry.geodesy import Datum
+from pose2rgbd.geometry.geodesy import fit_gap_m
 from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
 from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter
 from pose2rgbd.placemap.place import GlobalConfig, GlobalDescriber
@@ -104,7 +104,7 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
                     "have different origins; convert the datasets with one datum (--datum LAT,LON,ALT) and build the "
                     f"maps again, or join the datasets first ({DATASET_MERGE_HINT})"
                 )
-            gap = _fit_gap_m(first, m, da, db)
+            gap = fit_gap_m(_positions(first, m), da, db)
             if gap > WORLD_FIT_TOL_M and other_origin:
                 raise MapError(
                     f"{m.path} and {first.path} have different datums ({db.lat_deg:.9f}, {db.lon_deg:.9f}, "
@@ -144,16 +144,9 @@ def check_same_frame(maps: Sequence[PlaceMap]) -> list[str]:
     return notes
 
 
-def _fit_gap_m(a: PlaceMap, b: PlaceMap, da: Datum, db: Datum) -> float:
-    """How far apart one GPS fix lands in the world through two datums (their origins and ``T_world_enu``; metres,
-    the most over the keyframes of both maps: a turn between the two moves far keyframes more)."""
-    p = np.concatenate([np.asarray(pm.T_world_cam, np.float64)[:, :3, 3] for pm in (a, b)])
-    if not len(p):
-        return 0.0
-    T_a = da.T_world_enu
-    enu_a = (p - T_a[:3, 3]) @ T_a[:3, :3]  # the world point in a's ENU frame (T_a^-1 p)
-    there = db.to_world(*da.from_enu(enu_a))  # the same place on the Earth, in the world through b's fit
-    return float(np.linalg.norm(there - p, axis=1).max())
+def _positions(*maps: PlaceMap) -> np.ndarray:
+    """The keyframe positions of ``maps``, ``(N, 3)``: where :func:`fit_gap_m` compares two datums' fits."""
+    return np.concatenate([np.asarray(pm.T_world_cam, np.float64)[:, :3, 3] for pm in maps])
 
 
 def _common(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -279,6 +279,18 @@ def saturation_values(manifest: Manifest) -> np.ndarray:
 MODEL_SUFFIXES = {".pt": "a model checkpoint", ".pth": "a model checkpoint", ".onnx": "an exported model"}
 
 
+def run_dataset(checkpoint: str | Path) -> tuple[str, str]:
+    """The dataset a checkpoint's training run was trained on, as the run folder it lies in records it (its
+    config.yaml's ``dataset`` and ``dataset_fingerprint``, written by ``train``); empty strings where there is none."""
+    try:
+        run = yaml.safe_load((Path(checkpoint).parent / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return "", ""
+    if not isinstance(run, dict):
+        return "", ""
+    return str(run.get("dataset") or ""), str(run.get("dataset_fingerprint") or "")
+
+
 def not_a_dataset_file(path: Path) -> str:
     """Why the file ``path`` given as a dataset is not one, and what to give instead: a dataset's own file (its
     folder), a checkpoint (named as such, with the dataset its training run recorded in its config.yaml), any
@@ -289,12 +301,8 @@ def not_a_dataset_file(path: Path) -> str:
         hint = f"; give its folder, {path.parent}"
     elif path.suffix.lower() in MODEL_SUFFIXES:
         what = f"{MODEL_SUFFIXES[path.suffix.lower()]} file (what --checkpoint takes)"
-        try:
-            run = yaml.safe_load((path.parent / "config.yaml").read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            run = None
-        trained_on = run.get("dataset") if isinstance(run, dict) else None
-        if isinstance(trained_on, str) and trained_on:
+        trained_on, _ = run_dataset(path)
+        if trained_on:
             hint = f"; the run it comes from ({path.parent / 'config.yaml'}) was trained on the dataset {trained_on}"
     else:
         what = "a file"

@@ -53,6 +53,8 @@ from pose2rgbd.placemap.digests import file_table
 FORMAT_NAME = "pose2rgbd-map"
 FORMAT_VERSION = 1
 MANIFEST = "map.json"
+# the fingerprint of a map merged from maps of several datasets begins with it (`map merge`): no dataset's
+MERGED_PREFIX = "merged-"
 # its manifest, the arrays the manifest lists, and the fused geometry `map fuse` adds (placemap.fused.tsdf.FUSED_DIR)
 PLACE_MAP = OutputKind("place map", True, (MANIFEST,), contents=(MANIFEST, "*.npy", "*.bin", "*.npz", "fused"))
 

@@ -44,7 +44,7 @@ from pose2rgbd.dataset.same_views import SameViews
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.geodesy import fit_gap_m
 from pose2rgbd.placemap.build import CalibrateStep, MapBuildConfig, SelfCalibrationConfig
-from pose2rgbd.placemap.format import PLACE_MAP, MapError, MapWriter
+from pose2rgbd.placemap.format import MERGED_PREFIX, PLACE_MAP, MapError, MapWriter
 from pose2rgbd.placemap.place import GlobalConfig, GlobalDescriber
 from pose2rgbd.placemap.place_map import PlaceMap
 from pose2rgbd.placemap.view import MapView
@@ -388,7 +388,7 @@ def _manifest(
             # one datum for the GPS prior (check_same_frame: equal, or fits within WORLD_FIT_TOL_M, the first kept)
             "datum": mans[0]["dataset"].get("datum"),
             "name": f"merged from {len(_leaf_datasets(mans))} datasets",  # (A B A: two; a merged input's own)
-            "fingerprint": "merged-" + hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16],
+            "fingerprint": MERGED_PREFIX + hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16],
             "frames": int(sum(int(d.get("frames") or 0) for d in _leaf_datasets(mans))),
             "datasets": _leaf_datasets(mans),
         }

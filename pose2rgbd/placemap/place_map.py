@@ -25,6 +25,7 @@ from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.placemap.features import KeyframeFeatures as KeyframeFeatures  # where it was: map.place_map
 from pose2rgbd.placemap.format import (
     MANIFEST,
+    MERGED_PREFIX,
     BlobReader,
     MapError,
     decode_depth,
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.placemap.verify import Verified, rebuild_command, verify_files
 
-# the fingerprint of a map merged from maps of several datasets begins with it (pose2rgbd.placemap.merge)
-MERGED_PREFIX = "merged-"
 # the folder of the fused geometry `map fuse` stores with a map (pose2rgbd.placemap.fused.tsdf.FUSED_DIR; not imported:
 # `map info` does not load the fusion's modules)
 FUSED_DIR = "fused"

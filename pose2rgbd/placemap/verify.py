@@ -21,7 +21,7 @@ from typing import Any
 from pose2rgbd.errors import DamagedFileError
 from pose2rgbd.filehash import file_sha256
 from pose2rgbd.placemap.digests import HASH
-from pose2rgbd.placemap.format import MapError
+from pose2rgbd.placemap.format import MERGED_PREFIX, MapError
 
 
 class MapDamagedError(MapError, DamagedFileError):
@@ -33,7 +33,7 @@ def rebuild_command(path: Path, manifest: dict[str, Any]) -> str:
     datasets (no dataset of its own: ``map build`` cannot make it), the ``map merge`` of its input maps."""
     dataset = manifest.get("dataset", {})
     inputs = [str(m.get("path")) for m in manifest.get("merged_from") or [] if isinstance(m, dict) and m.get("path")]
-    if str(dataset.get("fingerprint", "")).startswith("merged-") and inputs:
+    if str(dataset.get("fingerprint", "")).startswith(MERGED_PREFIX) and inputs:
         maps = " ".join(shlex.quote(p) for p in inputs)
         return f"`pose2rgbd map merge {maps} --out {shlex.quote(str(path))} --overwrite`"
     ds = dataset.get("path") or "DATASET"

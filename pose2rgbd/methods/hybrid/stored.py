@@ -286,16 +286,10 @@ def _not_of_the_training_dataset(pm: PlaceMap, where: str, fingerprint: str) -> 
 def _training_dataset(where: str, fingerprint: str) -> str:
     """The dataset a checkpoint was trained on, where the run folder it lies in says (its config.yaml's ``dataset``,
     with this ``fingerprint``), else empty."""
-    import yaml
+    from pose2rgbd.dataset.format import run_dataset
 
-    cfg = Path(where).parent / "config.yaml"
-    try:
-        data = yaml.safe_load(cfg.read_text()) if cfg.is_file() else None
-    except (OSError, yaml.YAMLError):
-        return ""
-    if not isinstance(data, dict) or str(data.get("dataset_fingerprint", "")) != fingerprint:
-        return ""
-    return str(data.get("dataset") or "")
+    dataset, recorded = run_dataset(where)
+    return dataset if recorded == fingerprint else ""
 
 
 def migrate_store(data: dict[str, Any]) -> dict[str, Any]:

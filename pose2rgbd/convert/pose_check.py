@@ -412,8 +412,9 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
 
 def _turn_deg(Ta: np.ndarray, Tb: np.ndarray) -> float:
     """The median angle (deg) between the rotations of two pose sets."""
-    cos = (np.einsum("nij,nij->n", Ta[:, :3, :3], Tb[:, :3, :3]) - 1) / 2
-    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    from pose2rgbd.geometry.rotations import rotation_angle_between
+
+    return float(np.degrees(np.median(rotation_angle_between(Ta[:, :3, :3], Tb[:, :3, :3]))))
 
 
 def _quaternion_test(T: np.ndarray, findings: list[Finding], up_hint: np.ndarray | None, order: str,

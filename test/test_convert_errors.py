@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,18 @@ def test_gps_odom_offers_only_its_own_settings(
     for key in ("--size", "--hfov_deg", "--orientation", "--lens", "--check_gps_log", "--output.name",
                 "--topics.image", "--mount.source", "--world_frame"):  # fmt: skip
         assert key not in text, key
+    # the GPS keys are one definition (GpsSettings) in both schemas: the same defaults, help and rules
+    from pose2rgbd.convert.config import ConvertConfig, GpsOdomConfig, GpsSettings
+
+    shared = {f.name: f for f in dataclasses.fields(GpsSettings)}
+    assert {"time_offset_s", "datum", "max_speed_mps", "gps", "jump_tolerance_m", "speed_window_s", "sync"} <= set(
+        shared
+    )
+    for cls in (ConvertConfig, GpsOdomConfig):
+        mine = {f.name: f for f in dataclasses.fields(cls)}
+        for name, f in shared.items():
+            assert mine[name].metadata == f.metadata and mine[name].default == f.default, (cls, name)
+    assert set(f.name for f in dataclasses.fields(GpsOdomConfig)) == set(shared) | {"topics"}
     bag = shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap"
     rc = main(["convert", "gps-odom", str(bag), "--report", str(tmp_path / "r"), "--set", "size=64x64"])
     assert rc == 2 and "unknown key 'size'" in capsys.readouterr().err

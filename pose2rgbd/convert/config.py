@@ -91,27 +91,52 @@ CONVERT_RENAMED_KEYS = {
 
 
 @dataclass
-class ConvertConfig:
-    """Bag / video + GPS -> dataset conversion."""
+class GpsSettings:
+    """The GPS settings every GPS comparison reads, under the same keys in :class:`ConvertConfig` (a camera against
+    the GPS) and :class:`GpsOdomConfig` (wheel odometry against the GPS): the time offset's fallback, the datum, the
+    fixes' gate, the altitude, the speed from positions and the offset estimator. The reference clock is the
+    camera's in a conversion and the odometry's in ``convert gps-odom``."""
 
-    size: str = help_field("", SIZE_HELP)
     time_offset_s: float | None = help_field(
-        None, "GPS time offset d in s (fix stamped t was measured at camera time t - d); used when "
-        "estimate_offset is false, and as the fallback when the estimate is too weak (else 0)"
+        None, "GPS time offset d in s (a fix stamped t was measured at reference time t - d: the camera's, or the "
+        "odometry's in convert gps-odom); used when the offset is not estimated (estimate_offset false) and "
+        "as the fallback when the estimate is too weak (else 0)"
     )  # fmt: skip
-    estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
     datum: str = help_field("", DATUM_HELP)
-    world_frame: str = help_field("auto", WORLD_FRAME_HELP)
     max_speed_mps: float = help_field(
         60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
     )
     gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as the record node's)"})
     jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
-    speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
     speed_window_s: float = help_field(
         2.0, "window of the local line fit giving GPS speed from positions (s); longer averages more GPS noise "
         "but blurs speed changes and dips the speed in turns (docs/convert.md)"
     )  # fmt: skip
+    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
+
+    def __post_init__(self) -> None:
+        from pose2rgbd.config import from_dict
+
+        if isinstance(self.sync, dict):
+            self.sync = from_dict(SyncConfig, self.sync, where="sync")
+        if isinstance(self.gps, dict):
+            self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        check_gate(self.max_speed_mps, self.jump_tolerance_m)  # the GPS gate's own rule (pose2rgbd.sync.gps)
+        if self.datum:
+            self.datum_obj()
+
+    def datum_obj(self) -> Datum | None:
+        return datum_from_text(self.datum)
+
+
+@dataclass
+class ConvertConfig(GpsSettings):
+    """Bag / video + GPS -> dataset conversion (the GPS settings: :class:`GpsSettings`)."""
+
+    size: str = help_field("", SIZE_HELP)
+    estimate_offset: bool = help_field(True, "estimate the offset from flow vs GPS speed (Algorithm 1)")
+    world_frame: str = help_field("auto", WORLD_FRAME_HELP)
+    speed_3d: bool = help_field(True, "GPS speed from positions includes the vertical component (climbs)")
     use_reported_speed: bool = help_field(True, "use the speed column of a GPS log when present")
     orientation: str = help_field(
         "auto", "orientation source: auto (the first present of: bags imu > odom > tf, videos attitude; else "
@@ -136,35 +161,21 @@ class ConvertConfig:
     topics: ConvertTopics = field(default_factory=_bag_topics, metadata={"help": "bag topics (empty: found by type)"})
     output: ConvertOutput = field(default_factory=ConvertOutput, metadata={"help": "the dataset written"})
     max_frame_gap_s: float = help_field(1.0, "GPS gaps longer than this drop the frames inside them")
-    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = CONVERT_RENAMED_KEYS
 
     def __post_init__(self) -> None:
-        if isinstance(self.sync, dict):
-            from pose2rgbd.config import from_dict
-
-            self.sync = from_dict(SyncConfig, self.sync, where="sync")
-        if isinstance(self.gps, dict):
-            from pose2rgbd.config import from_dict
-
-            self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        super().__post_init__()
         if self.lens not in LENSES:
             raise ConfigError(f"lens must be one of {LENSES}, got {self.lens!r}")
         if self.orientation not in ORIENTATION_SOURCES:
             raise ConfigError(f"orientation must be one of {ORIENTATION_SOURCES}, got {self.orientation!r}")
-        check_gate(self.max_speed_mps, self.jump_tolerance_m)  # the GPS gate's own rule (pose2rgbd.sync.gps)
         if self.size:
             self.size_wh()
-        if self.datum:
-            self.datum_obj()
         check_world_frame(self.world_frame)
 
     def size_wh(self) -> tuple[int, int] | None:
         return parse_size(self.size, "size")
-
-    def datum_obj(self) -> Datum | None:
-        return datum_from_text(self.datum)
 
 
 @dataclass
@@ -176,39 +187,16 @@ class GpsOdomTopics:
 
 
 @dataclass
-class GpsOdomConfig:
-    """GPS against wheel odometry in a camera-less bag (``pose2rgbd convert gps-odom``): the settings of
-    :class:`ConvertConfig` that this comparison reads, under the same keys (no camera, no dataset: the image,
-    lens, size, orientation and output keys would be ignored, so they are not offered)."""
+class GpsOdomConfig(GpsSettings):
+    """GPS against wheel odometry in a camera-less bag (``pose2rgbd convert gps-odom``): the GPS settings of
+    :class:`ConvertConfig` (:class:`GpsSettings`, the same keys) and the two topics (no camera, no dataset: the
+    image, lens, size, orientation and output keys would be ignored, so they are not offered)."""
 
-    time_offset_s: float | None = help_field(
-        None, "GPS time offset d in s used when the estimate is too weak (else 0); fix stamped t was measured at "
-        "odometry time t - d"
-    )  # fmt: skip
-    datum: str = help_field("", DATUM_HELP)
-    max_speed_mps: float = help_field(
-        60.0, "fixes implying a faster jump from the last kept fix are dropped (judged from a consensus anchor)"
-    )
-    gps: GpsConfig = field(default_factory=GpsConfig, metadata={"help": "GPS altitude (as the record node's)"})
-    jump_tolerance_m: float = help_field(10.0, "GPS noise allowance (m) subtracted from a jump before the speed test")
-    speed_window_s: float = help_field(
-        2.0, "window of the local line fit giving GPS speed from positions (s) (docs/convert.md)"
-    )
     topics: GpsOdomTopics = field(default_factory=GpsOdomTopics, metadata={"help": "bag topics (empty: by type)"})
-    sync: SyncConfig = field(default_factory=SyncConfig, metadata={"help": "time-offset estimator"})
 
     def __post_init__(self) -> None:
-        from pose2rgbd.config import from_dict
-
-        if isinstance(self.sync, dict):
-            self.sync = from_dict(SyncConfig, self.sync, where="sync")
-        if isinstance(self.gps, dict):
-            self.gps = from_dict(GpsConfig, self.gps, where="gps")
+        super().__post_init__()
         if isinstance(self.topics, dict):
-            self.topics = from_dict(GpsOdomTopics, self.topics, where="topics")
-        check_gate(self.max_speed_mps, self.jump_tolerance_m)
-        if self.datum:
-            self.datum_obj()
+            from pose2rgbd.config import from_dict
 
-    def datum_obj(self) -> Datum | None:
-        return datum_from_text(self.datum)
+            self.topics = from_dict(GpsOdomTopics, self.topics, where="topics")

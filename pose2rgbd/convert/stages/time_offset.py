@@ -24,7 +24,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from pose2rgbd.config import to_dict
-from pose2rgbd.convert.config import ConvertConfig, GpsOdomConfig
+from pose2rgbd.convert.config import ConvertConfig, GpsSettings
 from pose2rgbd.convert.stages.orientation import (
     ODOM_ENU_NOTE,
     OrientationTrack,
@@ -122,7 +122,7 @@ def _turning_frames(s: Streams, cfg: ConvertConfig) -> tuple[np.ndarray, str]:
     return turning, note
 
 
-def gps_in_enu(track: GpsTrack, cfg: ConvertConfig | GpsOdomConfig) -> tuple[GpsTrack, Datum, np.ndarray]:
+def gps_in_enu(track: GpsTrack, cfg: GpsSettings) -> tuple[GpsTrack, Datum, np.ndarray]:
     """``(kept fixes, datum, their ENU positions (N, 3))``: the fixes the consensus gate keeps (the dropped ones
     counted in a warning), about the configured datum or the first kept fix (a bad first fix cannot become the
     origin)."""

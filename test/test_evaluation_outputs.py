@@ -168,7 +168,7 @@ def test_evaluate_as_served_renders_the_served_model_and_says_so(toy: Path, tmp_
     kw = {"fly_frames": 2, "progress": False, "reprojection_frames": 0, "fused_baseline": False}
     trained = evaluate(res.last, toy, out_dir=tmp_path / "trained", **kw)
     served = evaluate(res.last, toy, out_dir=tmp_path / "served", precision="fp32", **kw)
-    assert trained.info["precision"] == "as trained (fp32)" and served.info["precision"] == "as served (fp32)"
+    assert trained.info["precision"] == "the trained weights in fp32" and served.info["precision"] == "as served (fp32)"
     assert "rendered as served (fp32)" in (tmp_path / "served" / "metrics.md").read_text()
     for k in ("rgb_mae_px", "depth_mae"):  # BatchNorm folding and the layout change only reorder the arithmetic
         assert served.metrics["model"][k] == pytest.approx(trained.metrics["model"][k], rel=1e-3)

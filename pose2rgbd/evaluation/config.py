@@ -61,9 +61,9 @@ class EvaluateConfig:
     device: str = help_field("auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: str = help_field(
         "trained",
-        "trained (the model as trained: fp32, no serving preparation) or an engine.precision (auto | fp32 | bf16 | "
-        "fp16): the model as the render node serves it at that precision (BatchNorm folded, channels-last), to see "
-        "what the served precision costs in quality",
+        "trained (the trained weights in float32, no serving preparation, whatever autocast training ran in) or an "
+        "engine.precision (auto | fp32 | bf16 | fp16): the model as the render node serves it at that precision "
+        "(BatchNorm folded, channels-last), to see what the served precision costs in quality",
     )
     allow_other_dataset: bool = help_field(
         False, "evaluate on a dataset the checkpoint was not trained on (split all, no baseline)"

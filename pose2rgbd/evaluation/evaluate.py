@@ -328,7 +328,7 @@ def evaluate(
         "step": loaded.step,
         "epoch": loaded.epoch,
         "split": sp.description,
-        "precision": "as trained (fp32)" if cfg.precision == "trained" else f"as served ({engine.precision})",
+        "precision": "the trained weights in fp32" if cfg.precision == "trained" else f"as served ({engine.precision})",
         "depth_unit": unit,
         "pose_unit": pose_unit,
         "baseline": None

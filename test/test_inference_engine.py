@@ -121,7 +121,10 @@ def test_constant_velocity_extrapolation() -> None:
     np.testing.assert_allclose(held[0], pose(0.1))
 
 
-def test_lookahead_serves_cache_within_tolerance() -> None:
+def test_lookahead_serves_cache_within_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every request predicts all 4 poses: on a slow or busy machine a 32x32 forward can take more than 25 ms, and the
+    # horizon (renders that fit in a period) would predict fewer (tested below, with set forward times)
+    monkeypatch.setattr(RenderEngine, "horizon", property(lambda self: int(self.cfg.lookahead)))
     eng = make_engine(lookahead=4, tolerance_m=0.05, tolerance_deg=0.5)
     period = 100_000_000
     # steady motion 1 m/s east: after two poses the predictions match the real ones
@@ -150,6 +153,15 @@ def test_lookahead_serves_cache_within_tolerance() -> None:
     assert eng.wait_lookahead()
     assert eng.stats["inline_frames"] == 4
     assert eng.stats["ahead_frames"] == 4 + 4 + 4
+
+
+def test_lookahead_predicts_no_further_than_the_thread_renders_in_a_period() -> None:
+    eng = make_engine(lookahead=4)
+    assert eng.horizon == 4  # no forward timed yet
+    for frame_s, horizon in ((0.001, 4), (0.03, 3), (0.049, 2), (0.2, 1)):
+        eng._frame_s = frame_s  # a one-pose forward's recent wall time, at the engine's 10 Hz
+        assert eng.horizon == horizon, frame_s
+    assert make_engine(lookahead=1).horizon == 1
 
 
 def test_a_cached_frames_depth_sigma_covers_the_change_to_the_requested_pose() -> None:

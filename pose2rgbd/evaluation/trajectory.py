@@ -156,6 +156,20 @@ def out_of_bounds_message(traj: Trajectory, oob: np.ndarray, cov_m: np.ndarray |
     )
 
 
+def unseen_message(traj: Trajectory, unseen: np.ndarray, cov_deg: np.ndarray | None, table: Path | None = None) -> str:
+    """The warning for the poses within the training poses' box whose views see almost nothing the keyframes saw
+    (the render engine's ``min_seen``): flagged out of bounds in the pose table as well."""
+    idx = np.flatnonzero(unseen)
+    named = [f"{traj.label(int(i))}" + ("" if cov_deg is None else f" ({cov_deg[i]:.0f} deg)") for i in idx[:LISTED]]
+    more = f", and {len(idx) - LISTED} more" if len(idx) > LISTED else ""
+    where = f"; flagged out_of_bounds in {table}" if table is not None else ""
+    return (
+        f"{len(idx)} of {len(unseen)} poses look where no keyframe looked (keyframe points on fewer than "
+        f"engine.min_seen of the pixels; angle to the nearest keyframe in brackets): their depth is the network's "
+        f"guess, not a surface seen: {', '.join(named)}{more}{where}"
+    )
+
+
 def coverage_message(traj: Trajectory, cov_m: np.ndarray, cov_deg: np.ndarray, table: Path | None = None,
                      unit: str = "m") -> str:  # fmt: skip
     """How far the poses are from the training cameras, whether flagged or not (the flag is a box around the
@@ -308,12 +322,15 @@ def render_trajectory(
 
     writer = None
     n = 0
+    unseen = np.zeros(len(T), dtype=bool)
     wrote = {"rgb": False, "depth": False, "sigma": False}  # the kinds of file in the folder (its note names them)
     try:
         for s in bar(range(0, len(T), batch), desc="render", unit="batch", progress=progress):
             res = engine.render(T[s : s + batch])
             for i in range(len(res)):
                 k = s + i
+                flags = getattr(res, "out_of_bounds", None)  # an engine is duck-typed here (as its depth_sigma)
+                unseen[k] = flags is not None and bool(flags[i]) and not oob[k]  # a view no keyframe saw (min_seen)
                 rgb = res.rgb[i] if res.rgb is not None else None
                 depth = res.depth[i] if res.depth is not None else None
                 if depth is not None and max_depth <= 0:
@@ -346,6 +363,9 @@ def render_trajectory(
         if writer is not None:
             writer.release()
             writer = None
+        if unseen.any():
+            log.warning("%s", unseen_message(traj, unseen, cov_deg, table))
+            oob = oob | unseen
         text = poses_table(traj, oob, cov_m, cov_deg)
         cam = engine.camera.camera_info_yaml()
         if video:

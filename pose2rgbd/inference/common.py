@@ -103,6 +103,14 @@ class EngineConfig:
         0.0,
         100.0,
     )
+    min_seen: float = ranged_field(
+        0.05,
+        "out of bounds too: a render where what the model saw lands on fewer than this share of the pixels (the "
+        "hybrid: keyframe points; a view direction no keyframe looked in, e.g. up into the sky or out of the "
+        "place); its depth is the fill's guess everywhere. 0: the pose's position alone decides",
+        0.0,
+        1.0,
+    )
     map: str = help_field(
         "",
         "place map the model reads its keyframes from instead of the checkpoint's (the hybrid; a map of its training "

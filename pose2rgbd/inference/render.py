@@ -80,6 +80,9 @@ class RenderResult:
     # per pixel the bound the depth's absolute error stayed within on the held-out frames' share ``level`` of pixels
     # (pose2rgbd.models.depth_uncertainty; metres, NaN where the depth is no answer); None when the checkpoint has none
     depth_sigma: np.ndarray | None = None  # (N, S, S) float32
+    # per frame the share of pixels where what the model saw landed (a keyframe's point: the model's
+    # ``confidence_is_seen``), None for other models; below ``engine.min_seen`` the frame is out of bounds
+    seen: np.ndarray | None = None  # (N,) float64
 
     def __len__(self) -> int:
         return len(self.T_world_cam)
@@ -99,6 +102,7 @@ class RenderResult:
             pick(self.coverage_m),
             pick(self.coverage_deg),
             pick(self.depth_sigma),
+            pick(self.seen),
         )
 
 
@@ -325,19 +329,36 @@ class RenderEngine:
             self.stats["renders"] += calls
             self.stats["frames"] += len(T)
             self.stats["inline_frames" if inline else "ahead_frames"] += len(T)
+        seen = self._seen(arrays.get("confidence"))
         return RenderResult(
             T,
             arrays.get("rgb"),
             arrays.get("depth"),
             arrays.get("confidence"),
-            oob,
+            self._unseen(oob, seen),
             np.zeros(len(T), dtype=bool),
             time.perf_counter() - t0,
             # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
             cov.position_m if inline and cov is not None else None,
             cov.angle_deg if inline and cov is not None else None,
             self._depth_sigma(arrays.get("depth"), arrays.get("confidence"), cov),
+            seen,
         )
+
+    def _seen(self, confidence: np.ndarray | None) -> np.ndarray | None:
+        """Per frame the share of pixels where what the model saw landed, for a model whose confidence says so
+        (:attr:`~pose2rgbd.models.interfaces.PoseToImage.confidence_is_seen`), else None."""
+        if confidence is None or not self.model.confidence_is_seen:
+            return None
+        return np.asarray((confidence > 0.5).mean(axis=(1, 2)), dtype=np.float64)
+
+    def _unseen(self, oob: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
+        """The out-of-bounds flags ``oob`` of the poses, also set for a frame whose ``seen`` share is below
+        ``engine.min_seen``: a view no keyframe looked in (up into the sky, out of the place) at a position within
+        the training box; its depth would be the fill's guess everywhere."""
+        if seen is None or self.cfg.min_seen <= 0:
+            return oob
+        return np.asarray(oob, dtype=bool) | (seen < self.cfg.min_seen)
 
     def _depth_sigma(
         self, depth: np.ndarray | None, confidence: np.ndarray | None, cov: Coverage | None
@@ -391,11 +412,12 @@ class RenderEngine:
                 served.rgb,
                 served.depth,
                 served.confidence,
-                self.model.out_of_bounds(T, self.cfg.oob_margin),
+                self._unseen(self.model.out_of_bounds(T, self.cfg.oob_margin), served.seen),
                 np.ones(1, dtype=bool),
                 0.0,
                 *self.coverage(T),
                 self._served_sigma(served, T1),
+                served.seen,
             )
         else:
             with self._lock:

@@ -174,6 +174,13 @@ class PoseToImage(PoseNormalization):
         """The depth range the model can answer in (metres or dataset units), ``None`` when unbounded."""
         return None
 
+    @property
+    def confidence_is_seen(self) -> bool:
+        """Whether the ``"confidence"`` output is 1 where something the model saw landed (the hybrid: a keyframe's
+        point) and 0 where it filled: then the share of such pixels says whether a view looks at anything the model
+        saw at all (the render engine's ``min_seen``). False for a learned confidence (Slice-S's)."""
+        return False
+
     def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
         """The ``"depth"`` output -> metres (or dataset units for unscaled depth)."""
         return depth

@@ -221,6 +221,8 @@ class Renderer(NodeLogic):
         self._rejected_why = ""  # why the latest PoseStamped was rejected ("" once a valid one arrived)
         self.latency = Latencies()  # of the rendered frames
         self._last_oob = False
+        self._last_oob_why = ""  # the latest frame's reason for its out-of-bounds flag (_oob_why)
+        self._last_oob_kind = ""  # "", "pose" or "unseen": a warning as it starts or changes
         self._camera_info_cache: Any = None
         self._said_looks_up = False  # the warning of a camera_frame whose view points steeply up, once
         self._published_s: deque[float] = deque(maxlen=RATE_WINDOW)  # time.monotonic() of the latest renders
@@ -362,7 +364,7 @@ class Renderer(NodeLogic):
         stamp = stamp or now_ns
         msgs = self._build(res, stamp)
         response.success = True
-        response.message = "out of bounds: outside the training poses" if bool(res.out_of_bounds[0]) else "ok"
+        response.message = f"out of bounds: {self._oob_why(res)}" if bool(res.out_of_bounds[0]) else "ok"
         response.rgbd = msgs["rgbd"]
         return response
 
@@ -394,6 +396,25 @@ class Renderer(NodeLogic):
         )
         return {"rgb": rgb, "depth": depth, "confidence": conf, "depth_sigma": sigma, "camera_info": info,
                 "rgbd": rgbd}  # fmt: skip
+
+    def _unseen(self, res: RenderResult) -> bool:
+        """Whether frame 0's view sees too little of what the model saw (``engine.min_seen``)."""
+        return res.seen is not None and float(res.seen[0]) < self.engine.cfg.min_seen
+
+    def _oob_why(self, res: RenderResult) -> str:
+        """Why frame 0 is out of bounds, as the end of a sentence starting with "camera" or "current"."""
+        if self._unseen(res):
+            assert res.seen is not None
+            far = (
+                "" if res.coverage_deg is None else f", {float(res.coverage_deg[0]):.0f} deg from the nearest keyframe"
+            )
+            return (
+                f"view is out of the training bounds: it sees almost nothing the keyframes saw (keyframe points on "
+                f"{100 * float(res.seen[0]):.1f} % of its pixels{far})"
+            )
+        cov = res.coverage_m
+        far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
+        return f"pose is out of the training bounds (outside the training poses + margin{far})"
 
     def valid_mask(self, res: RenderResult) -> np.ndarray | None:
         """``(H, W)`` bool of frame 0: finite depth > 0, within ``cloud.max_range_m``, confidence at least
@@ -443,22 +464,28 @@ class Renderer(NodeLogic):
         self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
-        if oob and not self._last_oob:
-            cov = res.coverage_m
-            far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
+        why = self._oob_why(res) if oob else ""
+        kind = ("unseen" if self._unseen(res) else "pose") if oob else ""
+        if oob and kind != self._last_oob_kind:  # warned once as it starts, and again if its reason changes
             dropped = (
                 ""
                 if self.cfg.cloud.keep_out_of_bounds
                 else "; while it is, depth/points and the mask hold no valid point "
                 "(cloud.keep_out_of_bounds keeps them)"
             )
-            self.log.warning(
-                f"camera pose is outside the training poses (+ margin){far}: renders are unreliable{dropped}. Where "
-                f"every pose is, {self.world_frame!r} in TF may not be where the model's training poses are (a "
-                "converted bag's world is its TF map where its /tf had one, else ENU about the GPS datum: "
-                'docs/conventions.md, "world frame")'
-            )
-        self._last_oob = oob
+            if kind == "unseen":
+                hint = (
+                    "The camera looks where no keyframe looked (up into the sky, or out of the mapped place): the "
+                    "depth there is the network's guess, not a surface seen (engine.min_seen sets the share)"
+                )
+            else:
+                hint = (
+                    f"Where every pose is, {self.world_frame!r} in TF may not be where the model's training poses "
+                    "are (a converted bag's world is its TF map where its /tf had one, else ENU about the GPS datum: "
+                    'docs/conventions.md, "world frame")'
+                )
+            self.log.warning(f"camera {why}: renders are unreliable{dropped}. {hint}")
+        self._last_oob, self._last_oob_why, self._last_oob_kind = oob, why, kind
         pub, top = self.cfg.publish, self.cfg.topics
         out: list[Outgoing] = []
         if pub.rgb and res.rgb is not None:
@@ -552,7 +579,7 @@ class Renderer(NodeLogic):
         elif stalled:  # the latest frame's out-of-bounds flag is no longer the current pose's
             level, text = 1, stalled
         elif self._last_oob:
-            level, text = 1, "current pose is out of the training bounds"
+            level, text = 1, f"current {self._last_oob_why}"
             if not self.cfg.cloud.keep_out_of_bounds:
                 text += ": depth/points and the mask hold no valid point"
         else:

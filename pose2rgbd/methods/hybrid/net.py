@@ -512,6 +512,11 @@ class HybridNet(PoseToImage, ModelBase):
         dn = self.depth_normalizer
         return (dn.min_m, dn.max_m)
 
+    @property
+    def confidence_is_seen(self) -> bool:
+        """The confidence is ``valid``: 1 where a keyframe's point (or the fused surface) landed, 0 where filled."""
+        return True
+
     def depth_to_metres(self, depth: torch.Tensor) -> torch.Tensor:
         return self.depth_normalizer.denormalize(depth)  # type: ignore[no-any-return]
 

@@ -402,3 +402,85 @@ def test_node_help_names_every_node_of_the_table(capsys: pytest.CaptureFixture[s
         main(["node", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert all(name in out for name in NODES), out
+
+
+def test_a_transform_stamped_in_the_future_is_refused_not_rendered_until_the_clock_reaches_it(
+    engine: RenderEngine, factory: TypestoreFactory
+) -> None:
+    """One TF message stamped 30 s ahead among good ones at 50 Hz: a latest-time lookup answered it (the render node
+    published one frame stamped 30 s ahead, then nothing for 30 s while good TF kept coming, its diagnostics saying
+    TF "has not moved on for -23.97 s"). The TF input refuses a dynamic transform stamped more than FUTURE_STAMP_S
+    after the node's clock (counted, said why), so rendering goes on; a stamp within it (a publisher post-dating on
+    purpose, as AMCL does) is kept, and the diagnostics say how far ahead it is, not a negative age; with the clock
+    at 0 (sim time before its first /clock) nothing is refused."""
+    import logging
+
+    from pose2rgbd.messages import tf_message, transform_stamped
+    from pose2rgbd.nodes.tf import FUTURE_STAMP_S, TFInput
+    from pose2rgbd.testing.ground_plane import look_down_pose
+
+    S = 10**9
+    assert 1.0 < FUTURE_STAMP_S <= 10.0
+    r = Renderer(RendererConfig(rate_hz=50.0), engine, factory)
+    tf = TFInput(r, logging.getLogger("test"))
+
+    def send(stamp_ns: int, now_ns: int, x: float = 1.0) -> int:
+        msg = tf_message(factory, [transform_stamped(factory, stamp_ns, "map", "camera_optical_frame",
+                                                     look_down_pose(x, 2.0, 12.0))])  # fmt: skip
+        return tf.add(msg, "/tf", static=False, now_ns=now_ns)
+
+    rendered = []
+    for k in range(10):
+        now = 100 * S + k * S // 50
+        if k == 3:
+            assert send(now + 30 * S, now) == 1  # the glitch: refused
+        else:
+            assert send(now, now, x=1.0 + 0.01 * k) == 0
+        out = dict(r.tick(now + 1, tf.lookup_transform))
+        rendered.append("rgbd" in out and out["rgbd"].header.stamp.sec < 110)
+    assert rendered == [True, True, True, False, True, True, True, True, True, True], rendered
+    assert r.counters["tf_rejected"] == 1 and "30.000 s after the latest stamp taken" not in tf.buffer.last_rejection
+    assert "s after the latest stamp taken" in tf.buffer.last_rejection and "use_sim_time" in tf.buffer.last_rejection
+    # within the limit: kept and rendered; then, TF stopped, the age is said as a stamp ahead, not a negative age
+    now = 200 * S
+    assert send(now + 2 * S, now) == 0
+    assert "rgbd" in dict(r.tick(now + 1, tf.lookup_transform))
+    assert r.tick(now + S // 50, tf.lookup_transform) == []
+    status = r.diagnostics(now + 3 * S).status[0]
+    assert status.level == 1 and "after this node's clock" in status.message, status.message
+    assert "for -" not in status.message, status.message
+    # the clock at 0 (sim time before /clock): nothing to compare with, nothing refused
+    fresh = TFInput(Renderer(RendererConfig(), engine, factory), logging.getLogger("test"))
+    msg = tf_message(factory, [transform_stamped(factory, 500 * S, "map", "camera_optical_frame", np.eye(4))])
+    assert fresh.add(msg, "/tf", static=False, now_ns=0) == 0
+    # a link stamped ahead from its first transform (a bag whose stamps run on another clock than its log time): kept
+    other = Renderer(RendererConfig(rate_hz=50.0), engine, factory)
+    ahead = TFInput(other, logging.getLogger("test"))
+    for k in range(3):
+        now = 100 * S + k * S // 50
+        msg = tf_message(factory, [transform_stamped(factory, now + 1000 * S, "map", "camera_optical_frame",
+                                                     look_down_pose(1.0 + 0.01 * k, 2.0, 12.0))])  # fmt: skip
+        assert ahead.add(msg, "/tf", static=False, now_ns=now) == 0
+        assert "rgbd" in dict(other.tick(now + 1, ahead.lookup_transform))
+
+
+def test_a_topic_pose_stamped_in_the_future_is_refused(engine: RenderEngine, factory: TypestoreFactory) -> None:
+    from pose2rgbd.messages import default_factory, pose_stamped
+    from pose2rgbd.testing.ground_plane import look_down_pose
+
+    S = 10**9
+    r = Renderer(RendererConfig(pose_source="topic"), engine, factory)
+    f = default_factory()
+    r.on_pose(pose_stamped(f, 100 * S, "map", look_down_pose(1.0, 2.0, 12.0)), 100 * S)
+    assert "rgbd" in dict(r.tick(100 * S + 1))
+    assert r.on_pose(pose_stamped(f, 131 * S, "map", look_down_pose(1.0, 2.0, 12.0)), 101 * S) == []
+    assert r.tick(101 * S + 1) == [] and r.counters["rejected_poses"] == 1
+    assert "stamped 30.00 s after this node's clock" in r._rejected_why, r._rejected_why
+    r.on_pose(pose_stamped(f, 102 * S, "map", look_down_pose(1.0, 2.0, 12.0)), 102 * S)
+    assert "rgbd" in dict(r.tick(102 * S + 1))  # the next pose in step is rendered
+    # poses stamped ahead from the first (another clock than the node's): taken as they come
+    r2 = Renderer(RendererConfig(pose_source="topic", rate_hz=0.0), engine, factory)
+    for k in range(3):
+        out = dict(r2.on_pose(pose_stamped(f, (1000 + k) * S, "map", look_down_pose(1.0, 2.0, 12.0)), (100 + k) * S))
+        assert "rgbd" in out
+    assert r2.counters["rejected_poses"] == 0

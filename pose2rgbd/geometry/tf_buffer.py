@@ -169,15 +169,29 @@ class TFBuffer:
                 self._links[child] = link
             link.insert(int(stamp_ns), t, q, self._cache_ns)
 
-    def add_tf_message(self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0) -> int:
+    def add_tf_message(
+        self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0, latest_ns: int | None = None
+    ) -> int:
         """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped; also
         counted in :attr:`rejected`, the reason of the latest in :attr:`last_rejection`: the rules of
-        :meth:`set_transform`). ``default_stamp_ns`` stands in for a zero header stamp (e.g. the
-        bag log time)."""
+        :meth:`set_transform`, and with ``latest_ns`` a dynamic transform stamped after it on a link whose stamps
+        so far were not: a link in step with the clock that jumps ahead, which a latest-time lookup would answer,
+        hiding every later transform, until the clock reached its stamp. A link whose stamps were all ahead from its
+        first (a bag whose stamps run on another clock than its log time) is taken as it comes).
+        ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
             st = _stamp_ns(ts.header.stamp)
+            if not static and latest_ns is not None and st > latest_ns and self._in_step(ts.child_frame_id, latest_ns):
+                bad += 1
+                self.rejected += 1
+                self.last_rejection = (
+                    f"{ts.header.frame_id} -> {ts.child_frame_id}: stamped {_fmt_time(st)}, "
+                    f"{(st - latest_ns) / 1e9:.3f} s after the latest stamp taken ({_fmt_time(latest_ns)}): its "
+                    "publisher's clock or stamp is off, or one side runs on sim time (use_sim_time) and the other not"
+                )
+                continue
             try:
                 self._set(ts.header.frame_id, ts.child_frame_id, st if st > 0 else default_stamp_ns,
                           float(tr.x), float(tr.y), float(tr.z), float(r.x), float(r.y), float(r.z), float(r.w),
@@ -187,6 +201,12 @@ class TFBuffer:
                 self.rejected += 1
                 self.last_rejection = f"{ts.header.frame_id} -> {ts.child_frame_id}: {e}"
         return bad
+
+    def _in_step(self, child: str, latest_ns: int) -> bool:
+        """Whether the dynamic link to ``child`` has a newest stamp no later than ``latest_ns``."""
+        with self._lock:
+            link = self._links.get(self._strip(child))
+            return link is not None and not link.static and bool(link.stamps) and link.stamps[-1] <= latest_ns
 
     def clear_dynamic(self) -> int:
         """Forget every dynamic link's history (the static ones stay), as tf2_ros does when time jumps back; returns

@@ -50,6 +50,7 @@ from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
 from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
+from pose2rgbd.nodes.tf import FUTURE_STAMP_S
 
 Outgoing = tuple[str, Any]
 Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
@@ -223,6 +224,7 @@ class Renderer(NodeLogic):
         self._last_oob = False
         self._last_oob_why = ""  # the latest frame's reason for its out-of-bounds flag (_oob_why)
         self._last_oob_kind = ""  # "", "pose" or "unseen": a warning as it starts or changes
+        self._poses_ahead: bool | None = None  # whether the last pose taken on the pose topic was stamped far ahead
         self._camera_info_cache: Any = None
         self._said_looks_up = False  # the warning of a camera_frame whose view points steeply up, once
         self._published_s: deque[float] = deque(maxlen=RATE_WINDOW)  # time.monotonic() of the latest renders
@@ -271,6 +273,17 @@ class Renderer(NodeLogic):
             self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {e}"
             self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {e}")
             return []
+        ahead = now_ns > 0 and stamp > now_ns + int(FUTURE_STAMP_S * 1e9)
+        if ahead and self._poses_ahead is False:  # a jump ahead of poses in step with the clock: refused, as the TF
+            self.count("rejected_poses")  # input refuses such a transform (poses all ahead, another clock: taken)
+            future = (
+                f"stamped {(stamp - now_ns) / 1e9:.2f} s after this node's clock (more than {FUTURE_STAMP_S:g} s): "
+                "the publisher's clock or stamp is off, or one side runs on sim time (use_sim_time) and the other not"
+            )
+            self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {future}"
+            self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {future}")
+            return []
+        self._poses_ahead = ahead
         if stamp == 0:  # no header stamp (`ros2 topic pub` without one): the receive time, as the record node does
             stamp = now_ns
             self.count("zero_stamp_poses")
@@ -310,7 +323,12 @@ class Renderer(NodeLogic):
                 stamp = now_ns
             elif stamp == self._last_rendered_stamp:  # TF did not move on: nothing new to render
                 age_s = (now_ns - stamp) * 1e-9
-                self._silent_why = f"no new pose: TF {tf_pair} has not moved on for {age_s:.2f} s"
+                self._silent_why = (
+                    f"no new pose: TF {tf_pair} has not moved on for {age_s:.2f} s"
+                    if age_s >= 0
+                    else f"no new pose: TF {tf_pair} has not moved on from a stamp {-age_s:.2f} s after this node's "
+                    "clock (clocks or stamps differ)"
+                )
                 if self._stale(age_s):  # TF stopped: the pose rendered last is the newest, and it is stale now
                     self.count("stale_poses")
                     self._silent_why += f" (max_pose_age_s {self.cfg.max_pose_age_s:g})"

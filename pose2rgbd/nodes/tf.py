@@ -4,10 +4,10 @@
 dynamic link (tf2's default is 10 s; an image that arrives late still resolves), fed with every
 ``tf2_msgs/TFMessage`` from ``/tf`` and ``/tf_static`` (:func:`tf_topics`: which of them a node's
 :class:`~pose2rgbd.nodes.spec.TFNeed` reads). A transform the buffer rejects (a NaN translation, a quaternion
-breaking the rule, a self transform) is skipped, counted as ``tf_rejected`` in the node's counters (its diagnostics)
-and logged as a throttled warning: through :meth:`NodeLogic.warning <pose2rgbd.nodes.logic.NodeLogic.warning>` (the
-node's ``warn_throttle_s``) for a logic built on :class:`~pose2rgbd.nodes.logic.NodeLogic`, else at most every
-:data:`TF_WARN_THROTTLE_S`.
+breaking the rule, a self transform, a dynamic one jumping more than :data:`FUTURE_STAMP_S` ahead of the node's clock)
+is skipped, counted as ``tf_rejected`` in the node's counters (its diagnostics) and logged as a throttled warning:
+through :meth:`NodeLogic.warning <pose2rgbd.nodes.logic.NodeLogic.warning>` (the node's ``warn_throttle_s``) for a
+logic built on :class:`~pose2rgbd.nodes.logic.NodeLogic`, else at most every :data:`TF_WARN_THROTTLE_S`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ TF_STATIC_TOPIC = "/tf_static"
 TF_CACHE_S = 30.0  # history kept per dynamic TF link (tf2 keeps 10 s; the offline runner always kept 30 s)
 TF_WARN_THROTTLE_S = 5.0  # rejected-transform warnings of a logic that is no NodeLogic
 TIME_JUMP_BACK_S = 1.0  # the node's clock going back more than this (a bag played again under sim time): TF cleared
+# a dynamic transform stamped more than this after the node's clock, on a link whose stamps were in step with it, is
+# refused (a latest-time lookup would answer it, hiding every transform after it, until the clock reached its stamp;
+# TFBuffer.add_tf_message), and so is a pose on the render node's pose topic. Above the post-dating some publishers do
+# on purpose (AMCL's map -> odom by transform_tolerance, 1 s by default in Nav2)
+FUTURE_STAMP_S = 5.0
 
 
 def tf_topics(need: TFNeed, tf_topic: str = TF_TOPIC, tf_static_topic: str = TF_STATIC_TOPIC) -> list[tuple[str, bool]]:
@@ -60,7 +65,9 @@ class TFInput:
             self.log.info(f"time jumped back {(self._last_now_ns - now_ns) / 1e9:.1f} s (a bag played again?): the "
                           f"history of {n} dynamic TF link(s) cleared")  # fmt: skip
         self._last_now_ns = now_ns
-        bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns)
+        # the clock at 0: sim time before the first /clock, nothing to compare with
+        latest = now_ns + int(FUTURE_STAMP_S * 1e9) if now_ns > 0 else None
+        bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns, latest_ns=latest)
         if bad:
             self._rejected(topic, now_ns)
         return bad

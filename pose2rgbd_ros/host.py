@@ -117,6 +117,20 @@ def parameter_descriptor(spec: NodeSpec, name: str) -> ParameterDescriptor:
     return d
 
 
+def _whole_numbers_as_floats(spec: NodeSpec, overrides: dict[str, Any] | None) -> None:
+    """A whole number given at start for a parameter that takes a float (``-p rate_hz:=5``, ``rate_hz: 5`` in a
+    params file) is taken as that float: rclpy refused it as an INTEGER for a DOUBLE, and the node exited. (A value
+    set while running is typed by the caller: ``ros2 param set ... rate_hz 5.0``.)"""
+    if not isinstance(overrides, dict):
+        return
+    from rclpy.parameter import Parameter
+
+    for name, p in spec.parameters().items():
+        given = overrides.get(name)
+        if isinstance(p.default, float) and given is not None and given.type_ == Parameter.Type.INTEGER:
+            overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
+
+
 def _qos(kind: str, depth: int) -> Any:
     if kind == "sensor_data":
         return qos_profile_sensor_data
@@ -210,6 +224,7 @@ class NodeHost(LifecycleNode):
         self._active = False
         from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
+        _whole_numbers_as_floats(spec, getattr(self, "_parameter_overrides", None))
         for name, p in spec.parameters().items():
             try:
                 self.declare_parameter(name, p.default, parameter_descriptor(spec, name))

@@ -133,10 +133,16 @@ def test_host_declares_parameters_with_descriptions_and_ranges(rclpy_context) ->
     from pose2rgbd.nodes.recorder import RECORDER
     from pose2rgbd_ros.host import NodeHost
 
-    overrides = [Parameter("autostart", value=False), Parameter("sync.max_gap_s", value=0.25)]
+    # a whole number for a float parameter (`-p rate_hz:=5`, `rate_hz: 5` in a params file) is that float: rclpy
+    # refused it (INTEGER for DOUBLE) and the node exited
+    overrides = [Parameter("autostart", value=False), Parameter("sync.max_gap_s", value=0.25),
+                 Parameter("max_speed_mps", value=70)]  # fmt: skip
+    assert isinstance(RECORDER.parameters()["max_speed_mps"].default, float)
     node = NodeHost(RECORDER, parameter_overrides=overrides)  # not configured: no TF, no custom messages needed
     try:
         assert node.get_parameter("sync.max_gap_s").value == 0.25
+        got = node.get_parameter("max_speed_mps")
+        assert got.type_ == Parameter.Type.DOUBLE and got.value == 70.0
         for name, p in RECORDER.parameters().items():
             d = node.describe_parameter(name)
             assert d.description == p.description

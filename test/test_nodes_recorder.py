@@ -141,6 +141,41 @@ def test_close_says_what_was_recorded_and_dropped(caplog: pytest.LogCaptureFixtu
     assert "recorded 4 frames of 10 images (dropped_no_support 6" in caplog.text
 
 
+def test_gps_and_odometry_without_a_camera_are_said_in_the_diagnostics_and_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The live recorder on a bag without a camera (or with topics.image wrong) said "recording, 0 frames" at level
+    OK all along. GPS or odometry for NO_CAMERA_S without one image: WARN, naming the topic; at the end too."""
+    import logging
+
+    from pose2rgbd.nodes.recorder.node import NO_CAMERA_S
+
+    rec, ts = _recorder()
+    for k in range(70):  # 7 s of 10 Hz GPS and odometry, no image
+        t = k * 100 * MS
+        lat, lon, alt = DATUM.from_enu(np.array([t / S, 0.0, 10.0]))
+        rec.on_gps(navsatfix(ts, t, "gps", float(lat), float(lon), float(alt)), t)
+        T = np.eye(4)
+        T[:3, 3] = [t / S, 0.0, 10.0]
+        rec.on_odom(odometry(ts, t, "odom", "base_link", T), t)
+        status = rec.diagnostics(t).status[0]
+        quiet = t < NO_CAMERA_S * S
+        assert (status.level == 0) == quiet, (t, status.message)
+        assert ("no image on '/camera/image_raw' (Image)" in status.message) != quiet, status.message
+    assert "70 GPS fixes and 70 odometry messages came" in status.message, status.message
+    with caplog.at_level(logging.INFO):
+        rec.close()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recorded 0 frames of 0 images")]
+    assert len(said) == 1 and said[0].endswith(
+        "; 70 GPS fixes and 70 odometry messages came, no image on '/camera/image_raw' (topics.image)"
+    ), said
+    # with images, nothing of it: the counters of the inputs are not drops
+    rec, ts = _recorder()
+    _feed_synthetic(rec, ts)
+    assert "no image" not in rec.diagnostics(2 * S).status[0].message
+    assert rec.counters["fixes"] == 11 and rec.counters["odometry"] == 51
+
+
 def test_approximate_policy() -> None:
     rec, ts = _recorder(policy="approximate", slop_s=0.06)
     out = _feed_synthetic(rec, ts)

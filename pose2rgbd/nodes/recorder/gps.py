@@ -45,7 +45,12 @@ class GpsInput(FrameSync, DatasetAppend):
         """The header stamp, or the receive time (the recorder's)."""
         raise NotImplementedError
 
+    def _other_input(self, now_ns: int, key: str) -> None:
+        """A message other than an image arrived (the recorder's: counted, for its diagnostics)."""
+        raise NotImplementedError
+
     def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        self._other_input(now_ns, "fixes")
         fix = M.read_navsatfix(msg)
         if self.cfg.gps.altitude == "fixed":
             fix = dataclasses.replace(fix, lla=np.array([fix.lla[0], fix.lla[1], self.cfg.gps.fixed_altitude_m]))

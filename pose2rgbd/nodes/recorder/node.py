@@ -27,6 +27,8 @@ Outgoing = tuple[str, Any]
 COUNTERS = (
     "frames",
     "images",
+    "fixes",
+    "odometry",
     "dropped_no_support",
     "dropped_queue",
     "dropped_no_mount",
@@ -46,6 +48,7 @@ COUNTERS = (
     "skipped_rate",
 )
 FROZEN_RUN = 3  # repeats in a row from which the diagnostics say the camera is frozen
+NO_CAMERA_S = 5.0  # GPS or odometry for this long and not one image: the diagnostics say the camera is missing
 RATE_SLACK = 0.5  # output.max_rate_hz: an image this share of the camera's period before its turn is taken (a
 # camera's jitter would otherwise skip one more image now and then: 30 -> 10 Hz takes every third exactly)
 
@@ -68,6 +71,7 @@ class Recorder(GpsInput, MountLookup):
         self.camera_info: Any = None
         self.camera: PinholeCamera | None = None
         self._zero_stamp_warned: set[str] = set()
+        self._first_other_ns: int | None = None  # the first GPS fix or odometry message (node clock)
         self._last_image_ns: int | None = None
         self.gaps = StampGaps()  # the camera's frames that never arrived, from its stamps
         self._rate_due_ns: float | None = None  # output.max_rate_hz: when the next image is due
@@ -130,6 +134,7 @@ class Recorder(GpsInput, MountLookup):
         return int(now_ns)
 
     def on_odom(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        self._other_input(now_ns, "odometry")
         try:
             t, q = M.pose_tq(msg)
         except GeometryError as e:
@@ -242,10 +247,16 @@ class Recorder(GpsInput, MountLookup):
         """What the recording came to: frames written of the images seen, and every drop counted (non-zero)."""
         c = self.counters
         into = f" into {self.cfg.output.dataset}" if self.cfg.output.dataset and wrote else ""
-        drops = [f"{k} {v}" for k, v in c.items() if v and k not in ("frames", "images")]
-        return f"recorded {c['frames']} frames of {c['images']} images{into}" + (
+        drops = [f"{k} {v}" for k, v in c.items() if v and k not in ("frames", "images", "fixes", "odometry")]
+        text = f"recorded {c['frames']} frames of {c['images']} images{into}" + (
             f" ({', '.join(drops)})" if drops else ""
         )
+        if not c["images"] and (c["fixes"] or c["odometry"]):
+            text += (
+                f"; {c['fixes']} GPS fixes and {c['odometry']} odometry messages came, no image on "
+                f"'{self.cfg.topics.image}' (topics.image)"
+            )
+        return text
 
     # ------------------------------------------------------------------ outputs
     def pose_at(self, lla: np.ndarray, q_odom: np.ndarray) -> np.ndarray:
@@ -324,10 +335,30 @@ class Recorder(GpsInput, MountLookup):
             "fell behind (its queue dropped them: a busy CPU)"
         )
 
+    def _other_input(self, now_ns: int, key: str) -> None:
+        """A GPS fix or an odometry message arrived: counted, and the time of the first kept (:meth:`_no_camera`)."""
+        self.count(key)
+        if self._first_other_ns is None:
+            self._first_other_ns = now_ns
+
+    def _no_camera(self, now_ns: int) -> str | None:
+        """What the diagnostics say where GPS or odometry came for :data:`NO_CAMERA_S` and not one image did."""
+        c, t0 = self.counters, self._first_other_ns
+        if c["images"] or t0 is None or now_ns - t0 < NO_CAMERA_S * 1e9:
+            return None
+        kind = "CompressedImage" if self.cfg.topics.compressed else "Image"
+        return (
+            f"no image on '{self.cfg.topics.image}' ({kind}) in {(now_ns - t0) / 1e9:.0f} s, while {c['fixes']} GPS "
+            f"fixes and {c['odometry']} odometry messages came: is topics.image the camera's topic (and "
+            "topics.compressed its type)? No frame can be recorded without it"
+        )
+
     def diagnostics(self, now_ns: int) -> Any:
         c = self.counters
         level = 0 if c["frames"] > 0 or c["images"] == 0 else 1
         text = ("recording" if self.recording else "stopped") + f", {c['frames']} frames"
+        if (missing := self._no_camera(now_ns)) is not None:
+            level, text = 1, f"{text}; {missing}"
         if self.repeats.run >= FROZEN_RUN:
             level = 1
             text += f"; camera frozen? the last {self.repeats.run + 1} images are one image"

@@ -92,8 +92,8 @@ def test_bigendian_32fc1_values() -> None:
 
 def test_clear_errors() -> None:
     msg = image(F, 0, "", _random("rgb8"), "rgb8")
-    msg.encoding = "bayer_rggb8"
-    with pytest.raises(BagError, match="unsupported image encoding 'bayer_rggb8'"):
+    msg.encoding = "bayer_rggb12p"  # packed 12-bit: not read
+    with pytest.raises(BagError, match="unsupported image encoding 'bayer_rggb12p'"):
         image_to_numpy(msg)
     msg = image(F, 0, "", _random("rgb8"), "rgb8")
     msg.data = msg.data[:-30]
@@ -179,6 +179,24 @@ def test_image_msg_to_rgb_every_colour_encoding() -> None:
     )
     with pytest.raises(BagError, match="not a colour encoding"):
         image_msg_to_rgb(image(F, 0, "", np.zeros((2, 2), np.float32), "32FC1"))
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_a_bayer_mosaic_is_demosaiced_by_its_pattern(pattern: str) -> None:
+    """A colour camera's raw mosaic (bayer_rggb8 on a machine-vision camera's image_raw) had been refused as "not a
+    colour encoding"; each of the four patterns, 8 and 16 bit, gives the colours of the scene it sampled."""
+    h, w = 8, 10
+    scene = np.empty((h, w, 3), np.uint8)
+    scene[...] = (200, 100, 50)  # RGB
+    where = {c: [(i // 2, i % 2) for i, ch in enumerate(pattern) if ch == c] for c in "rgb"}
+    mosaic = np.zeros((h, w), np.uint8)
+    for ch, k in (("r", 0), ("g", 1), ("b", 2)):
+        for dy, dx in where[ch]:
+            mosaic[dy::2, dx::2] = scene[dy::2, dx::2, k]
+    for enc, data in ((f"bayer_{pattern}8", mosaic), (f"bayer_{pattern}16", mosaic.astype(np.uint16) << 8)):
+        rgb = image_msg_to_rgb(image(F, 0, "", data, enc))
+        assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8, enc
+        np.testing.assert_array_equal(rgb[2:-2, 2:-2], scene[2:-2, 2:-2], err_msg=enc)  # inside the border
 
 
 def test_depth_32fc1() -> None:

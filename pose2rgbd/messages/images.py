@@ -40,6 +40,12 @@ ENCODINGS: dict[str, tuple[str, int]] = {
     "64FC1": ("f8", 1),
     "yuv422": ("u1", 2),  # UYVY
     "yuv422_yuy2": ("u1", 2),  # YUYV
+    # a colour camera's raw mosaic (e.g. a machine-vision camera's image_raw), named by its top-left 2x2 pattern
+    **{
+        f"bayer_{p}{bits}": ("u1" if bits == 8 else "u2", 1)
+        for p in ("rggb", "bggr", "gbrg", "grbg")
+        for bits in (8, 16)
+    },
 }
 _ALIASES = {"uyvy": "yuv422", "yuyv": "yuv422_yuy2", "8uc1": "8UC1", "8uc3": "8UC3", "16uc1": "16UC1", "32fc1": "32FC1"}
 
@@ -152,6 +158,8 @@ def _to_channels(img: np.ndarray, src: str, want: str, bit_depth: int = 16) -> n
         img = img[..., 0]
     if src == want:
         return img
+    if src.startswith("bayer_") and want in _BAYER_TO:
+        return cv2.cvtColor(np.ascontiguousarray(img), getattr(cv2, f"COLOR_Bayer{src[6:].upper()}2{_BAYER_TO[want]}"))
     conv = {
         ("mono", "rgb"): cv2.COLOR_GRAY2RGB,
         ("mono", "bgr"): cv2.COLOR_GRAY2BGR,
@@ -200,7 +208,10 @@ _LAYOUT = {
     "bgr16": "bgr",
     "yuv422": "yuv422",
     "yuv422_yuy2": "yuv422_yuy2",
+    **{f"bayer_{p}{bits}": f"bayer_{p}" for p in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
 }
+# a Bayer mosaic's demosaicing (OpenCV's codes named by the same top-left 2x2 pattern as ROS: COLOR_BayerRGGB2RGB)
+_BAYER_TO = {"rgb": "RGB", "bgr": "BGR", "mono": "GRAY", "rgba": "RGBA", "bgra": "BGRA"}
 
 
 def compressed_to_numpy(msg: Any, *, want: str = "rgb8", bit_depth: int = 16) -> np.ndarray:
@@ -337,7 +348,11 @@ def image_msg_to_rgb(msg: Any, *, bit_depth: int = 16) -> np.ndarray:
     enc = _norm_encoding(msg.encoding)
     layout = _LAYOUT.get(enc)
     if layout is None:
-        raise BagError(f"image encoding {msg.encoding!r} is not a colour encoding (depth? use image_msg_to_depth)")
+        colour = ", ".join(sorted(_LAYOUT))
+        raise BagError(
+            f"image encoding {msg.encoding!r} is not a colour encoding (a depth image, 16UC1 or 32FC1, belongs on a "
+            f"depth topic); colour encodings read: {colour}"
+        )
     return np.ascontiguousarray(_to_channels(image_to_numpy(msg), layout, "rgb", bit_depth))
 
 

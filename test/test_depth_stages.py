@@ -205,6 +205,8 @@ def test_a_stopped_video_depth_run_continues_from_its_finished_stages(
     ds = Dataset(res.path)
     assert len(ds) == 9 and ds.manifest.depth_kind == "unscaled"
     assert ds.manifest.extra["poses"]["kind"] == "pseudo-absolute"
+    # the video's own poses without GPS: no metres (dataset info had shown "extent (m)" for them)
+    assert ds.manifest.pose_units == "unscaled" and ds.manifest.resolved_pose_units == "unscaled"
     assert estimated_depth_source(ds) == "selfsup-depth"  # evaluate scores its depth at triangulated points too
     assert not work.exists()
     # the network is kept with its depth (the work folder is gone): the manifest names it inside the dataset

@@ -167,10 +167,13 @@ class DepthSource(SourceBase):
             "model": {"width": mc.width, "height": mc.height, "pose_source": mc.pose_source},
             "spread": {**spread, "collapsed": collapsed},
         }
+        # the video's own poses without GPS are up to the scale of the depth: no metres (dataset info, evaluate,
+        # render and the localizer say "units"); otherwise the poses' units stay the dataset's
+        units = "unscaled" if self.poses == "video" and not use_gps else ds.manifest.pose_units
         man = Manifest(
             name=ds.manifest.name, camera=ds.camera, depth_kind=kind, rgb_encoding=ds.manifest.rgb_encoding,
             world_frame=ds.manifest.world_frame, camera_frame=ds.manifest.camera_frame, datum=ds.manifest.datum,
-            sources=ds.manifest.sources, extra=extra,
+            sources=ds.manifest.sources, extra=extra, pose_units=units,
         )  # fmt: skip
         self._frames, self._pred, self._fits, self._scale_of = frames, pred, fits, scale_of
         self._kind, self._spread, self._collapsed = kind, spread, collapsed

@@ -206,6 +206,42 @@ def test_a_model_with_metres_per_unit_keeps_its_scale_where_the_gps_fit_cannot_c
         _fit_scales(ds, sid, T_rel, True, 0.0, False, cfg)  # type: ignore[arg-type]
 
 
+def test_a_gps_track_too_short_for_the_scale_is_refused_before_the_depth_training(tmp_path: Path) -> None:
+    """A 10-frame clip with its GPS log trained its depth network for the whole budget, then the export's scale fit
+    said the GPS spans 0.4 m. The GPS alone tells that before the training: where no frame has a metric pose (or the
+    pose network makes them), the conversion is refused then, naming a way that works (no --gps: unscaled depth);
+    where the metric poses give the scale, a short track is no reason to refuse (the fit only checks it)."""
+    from pose2rgbd.convert.stages.scale import TooLittleGpsMotion, check_gps_windows
+    from pose2rgbd.convert.stages.work import Product
+    from pose2rgbd.convert.video_depth import _check_gps_scale_before_training
+    from pose2rgbd.methods.selfsup_depth.metric import POSENET, SFM, MetricPoses
+
+    short, long = _flight(100, speed=0.15), _flight(1200)  # 1.5 m of GPS track; 960 m
+    stamps = (np.arange(1200) * 1e8).astype(np.int64)
+    with pytest.raises(TooLittleGpsMotion, match=r"only 0 window\(s\)"):
+        check_gps_windows(short[:, :3, 3], stamps[:100])
+    check_gps_windows(long[:, :3, 3], stamps)  # as many windows as fit_scale finds there
+    assert fit_scale(long[:, :3, 3], stamps, relative_from_absolute(long)).n_windows >= 3
+    cam = PinholeCamera.from_fov(16, 12, 60.0)
+    path = tmp_path / "frames"
+    with DatasetWriter(path, Manifest("short", cam, datum=Datum(44.0, 26.0, 80.0), depth_kind="none")) as w:
+        for k, T in enumerate(short):
+            w.add_frame(int(stamps[k]), T, np.zeros((12, 16, 3), np.uint8))
+    frames = Product(path, {})
+    with pytest.raises(SyncError, match="refused before the depth training; record a longer path, or leave out --gps"):
+        _check_gps_scale_before_training(frames, None, None, own_gps=False)
+    with pytest.raises(SyncError, match="this GoPro clip's own GPS cannot be left out"):
+        _check_gps_scale_before_training(frames, None, None, own_gps=True)
+    none_metric = MetricPoses(np.full((100, 4, 4), np.nan), np.full(100, POSENET))
+    metric_path = none_metric.save(tmp_path / "none.npz")
+    with pytest.raises(SyncError, match="structure from motion gave no frame a metric pose"):
+        _check_gps_scale_before_training(frames, Product(metric_path, {}), None, own_gps=False)
+    label = np.full(100, POSENET)
+    label[:50] = SFM  # half the frames with a metric pose: the scale comes from them
+    some = MetricPoses(short.copy(), label).save(tmp_path / "some.npz")
+    _check_gps_scale_before_training(frames, Product(some, {}), None, own_gps=False)
+
+
 def test_gps_pair_distances_average_the_noise() -> None:
     T = _flight(600)
     rng = np.random.default_rng(1)

@@ -44,6 +44,44 @@ log = logging.getLogger(__name__)
 DEPTH_POSES = ("metric", "posenet")
 
 
+def _check_gps_scale_before_training(
+    frames: Product, metric: Product | None, scale_cfg: ScaleConfig | None, own_gps: bool
+) -> None:
+    """Where no frame has a metric pose (structure from motion registered none, or ``--depth-poses posenet``) the
+    depth's metres come from the GPS window fit at the export: a GPS track too short for it is refused here, before
+    the training's minutes, not after them."""
+    import numpy as np
+
+    from pose2rgbd.convert.stages.scale import TooLittleGpsMotion, check_gps_windows
+    from pose2rgbd.dataset import Dataset
+    from pose2rgbd.errors import SyncError
+    from pose2rgbd.methods.selfsup_depth.metric import MetricPoses
+
+    if metric is not None and MetricPoses.load(metric.path).n_metric > 0:
+        return  # the metric poses give the scale; the fit only checks it
+    ds = Dataset(frames.path)
+    sid = ds.frames.source_id
+    for s in np.unique(sid):
+        idx = np.flatnonzero(sid == s)
+        try:
+            check_gps_windows(ds.frames.translation[idx], ds.frames.stamp_ns[idx], scale_cfg)
+        except TooLittleGpsMotion as e:
+            why = (
+                "structure from motion gave no frame a metric pose"
+                if metric is not None
+                else "--depth-poses posenet: the scale comes from this fit"
+            )
+            way = (
+                "this GoPro clip's own GPS cannot be left out: record a longer path"
+                if own_gps
+                else "record a longer path, or leave out --gps: unscaled depth with the video's own poses"
+            )
+            raise SyncError(
+                f"scale: {e.what}: the GPS shows too little motion to fit the metric scale the depth needs ({why}); "
+                f"refused before the depth training; {way}"
+            ) from e
+
+
 def convert_video_with_depth(
     video: str | Path,
     gps_log: str | Path | None,
@@ -130,6 +168,8 @@ def convert_video_with_depth(
             shutil.rmtree(work, ignore_errors=True)
             assert mvs.result is not None
             return check_written_depth(mvs.result, progress=progress) if check_depth else mvs.result
+        if gps_log is not None:
+            _check_gps_scale_before_training(frames, metric, scale_cfg, gps_log == video)
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, max_steps=steps, val_every=0,
                                       progress=progress, tensorboard=False)  # fmt: skip
         stage = "training"

@@ -110,6 +110,21 @@ def gps_windows(positions: np.ndarray, t_s: np.ndarray, cfg: ScaleConfig) -> tup
     return wins, hovers
 
 
+def check_gps_windows(gps_positions: np.ndarray, stamps_ns: np.ndarray, cfg: ScaleConfig | None = None) -> None:
+    """Raise :class:`TooLittleGpsMotion` where the GPS alone already gives fewer windows than :func:`fit_scale`
+    needs (the network's poses can only reject more): checked before minutes of depth training whose scale would
+    come from this fit."""
+    cfg = cfg or ScaleConfig()
+    p = np.asarray(gps_positions, dtype=np.float64)
+    if len(p) == 0 or not np.all(np.isfinite(p)):
+        return  # the fit says what is wrong with such positions
+    t = (np.asarray(stamps_ns, dtype=np.int64) - int(stamps_ns[0])) / 1e9
+    wins, hovers = gps_windows(p, t, cfg)
+    if len(wins) < cfg.min_windows:
+        span = float(np.linalg.norm(p.max(0) - p.min(0)))
+        raise TooLittleGpsMotion(len(wins), cfg.min_windows, cfg.min_baseline_m, hovers, span)
+
+
 def fit_scale(
     gps_positions: np.ndarray,
     stamps_ns: np.ndarray,

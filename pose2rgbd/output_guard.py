@@ -113,6 +113,9 @@ EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
 POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",),
                           contents=("transforms.json", "images", "depth", "ground_truth.npz"))  # fmt: skip
 VIDEO = OutputKind("video", False, suffixes=(".mp4", ".avi", ".mkv"))
+# a file named as a video (upper or lower case: a GoPro's .MP4): one given where posed images or a folder of images
+# are expected is said to be a video, with the command that takes it
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mts", ".m2ts", ".webm")
 RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"),  # render trajectory's folder
                      contents=("rgb_*.png", "depth_*.png", "depth_*.npy", "depth_sigma_*.npy", "poses.csv",
                                "camera.yaml", "README_pose2rgbd.txt"))  # fmt: skip

@@ -242,3 +242,28 @@ def test_a_depth_topic_named_is_refused_unless_the_bag_has_it_as_depth(
     odd = _Bag({DEFAULT_DEPTH_TOPIC: "sensor_msgs/msg/CompressedImage"})
     assert find_depth_topic(odd, DEFAULT_DEPTH_TOPIC) is None  # type: ignore[arg-type]
     assert find_depth_topic(_Bag({}), "") is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["hero7.mp4", "GX010042.MP4", "clip.mov", "c.MTS"])
+def test_a_video_given_to_convert_images_names_convert_video(tmp_path: Path, capsys, name: str) -> None:
+    vid = tmp_path / name
+    vid.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    rc = main(["convert", "images", str(vid), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "a video file" in err and f"pose2rgbd convert video {vid}" in err, err
+    assert "cannot tell the format" not in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_one_frame_video_names_its_frames_and_the_way_out(tmp_path: Path, capsys) -> None:
+    """Too few frames to estimate the time offset: the error says how many the video had and the flags that convert
+    it anyway, and those flags do."""
+    vid = _video(tmp_path / "one.mp4", n=1)
+    log = _csv(tmp_path / "g.csv", [f"{t:.2f},44.43,{26.1 + 1e-5 * t:.7f},80,,1" for t in np.arange(0, 2.0, 0.1)])
+    args = ["convert", "video", str(vid), "--gps", str(log), "--out", str(tmp_path / "ds"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 frame, 0 with an optical-flow value" in err and "--time-offset S --no-estimate" in err, err
+    assert not (tmp_path / "ds").exists()
+    assert main([*args, "--time-offset", "0", "--no-estimate"]) == 0
+    assert (tmp_path / "ds" / "manifest.yaml").is_file()

@@ -169,6 +169,40 @@ def test_a_straight_capture_estimates_no_up_from_its_horizon() -> None:
     assert up.status == "info" and "nearly parallel" in up.message and "estimated_up" not in up.values
 
 
+def test_the_side_view_calls_z_up_only_when_the_world_has_a_known_up(tmp_path: Path) -> None:
+    """poses.png's side view: a format's up (or the cameras' common horizon) is labelled as up; a COLMAP model of
+    a capture whose horizon says nothing (no up: "upright ... not tested") draws the world's z, labelled as an axis
+    whose up is not known."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from pose2rgbd.convert.sources.images import plot_pose_report
+
+    R0 = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    T = np.tile(np.eye(4), (30, 1, 1))
+    for i in range(30):  # the straight, nodding walk above: no up from its horizon
+        T[i, :3, :3] = R0 @ Rotation.from_euler("x", 5 * np.sin(i / 4), degrees=True).as_matrix()
+        T[i, :3, 3] = [0.4 * i, 0.0, 1.6]
+    labels: list[list[str]] = []
+    real_save = plt.Figure.savefig
+
+    def record(fig, *a, **kw):  # type: ignore[no-untyped-def]
+        labels.append([ax.get_ylabel() for ax in fig.axes[:2]])
+        return real_save(fig, *a, **kw)
+
+    check = check_poses(T)
+    assert "not tested" in {f.name: f for f in check.findings}["upright"].message
+    for up_hint in (None, np.array([0.0, 0.0, 1.0])):
+        pi = SimpleNamespace(up_hint=up_hint, T_world_cam=T, points=None, kind="colmap", source=tmp_path,
+                             images=[f"{i}.jpg" for i in range(30)])  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(plt.Figure, "savefig", record)
+            plot_pose_report(tmp_path, pi, check)  # type: ignore[arg-type]
+    assert labels == [["y (world)", "z (world; up not known)"], ["y (world)", "z (world) = up"]], labels
+    assert (tmp_path / "poses.png").stat().st_size > 10_000
+
+
 def test_a_straight_down_survey_without_depth_is_unverified() -> None:
     """Cameras looking straight down along a line (a mapping flight) without depth or points: nothing tells the
     poses from their inverse, and the verdict says so instead of OK -- for the poses and their inverse alike."""

@@ -102,6 +102,30 @@ def test_factors_that_scatter_widely_do_not_judge_a_camera_wrong() -> None:
     assert reasons[-1].startswith("camera focal: the last 8 fixes")
 
 
+def test_the_summary_says_within_only_when_the_factor_is_within() -> None:
+    """`localize images`'s camera line: a median factor further off than the tolerance but not significant (the
+    statue's scattered photos, or fewer than MIN_FIXES fixes) is not called "within 5%": it says how far off it is
+    and why nothing is flagged; a fitting camera is within, a wrong one OFF."""
+    from pose2rgbd.cli.localize import _focal_line
+
+    scattered = FocalCheck(0.05)
+    for s, sd in STATUE:
+        scattered.add(FocalEstimate(s, sd))
+    line = _focal_line(scattered, 0.05)
+    assert "within" not in line and "OFF" not in line, line
+    assert f"matches fit {scattered.median:.3f} x" in line and "more than 5%, but not significant yet" in line
+    assert "scatter too much" in line and "--camera FX,FY,CX,CY" in line
+    few = FocalCheck(0.05)
+    few.add(FocalEstimate(1.2, 0.05))
+    assert "not significant yet -- too few fixes to judge (5 needed)" in _focal_line(few, 0.05)
+    fits, wrong = FocalCheck(0.05), FocalCheck(0.05)
+    for k in range(8):
+        fits.add(FocalEstimate(1.01 + 0.005 * (k % 3), 0.005))
+        wrong.add(FocalEstimate(1.08 + 0.005 * (k % 3), 0.005))
+    assert _focal_line(fits, 0.05).endswith("(within 5%)")
+    assert "(OFF by more than 5%); its fixes are flagged" in _focal_line(wrong, 0.05)
+
+
 @pytest.fixture(scope="module")
 def crossing(map_world: dict) -> dict:
     from pose2rgbd.dataset import Dataset

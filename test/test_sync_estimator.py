@@ -121,3 +121,17 @@ def test_everything_masked_is_weak_and_says_why() -> None:
     assert "masked" in r.reasons[0] and "max_rotation_dps" in r.reasons[0]
     with pytest.raises(SyncError, match="validity flags"):
         correlate_signals(tf, flow, tg, speed, ref_valid=np.ones(3, bool))
+
+
+@pytest.mark.parametrize("n", [4, 6, 9])
+def test_a_clip_shorter_than_the_median_filter_warns_nothing(n: int) -> None:
+    """A few frames at 30 fps are fewer than the flow's median filter (0.3 s: 9 samples): the filter is shortened
+    to the clip (SciPy's own warning about zero-padding is not what a user should read), and answers weak."""
+    import warnings
+
+    tf = np.arange(n) / 30
+    tg = np.arange(-1, 2, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = correlate_signals(tf, 1.0 + 0.1 * np.arange(n), tg, 5.0 + np.sin(tg), SyncConfig(n_surrogates=0))
+    assert r.verdict == "weak" and r.offset_s == 0.0

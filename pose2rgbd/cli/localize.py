@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pose2rgbd.cli.render import add_bag_replay_args, engine_aliases, input_bag, need_checkpoint
 from pose2rgbd.config import SPLIT_KINDS
 from pose2rgbd.config_cli import Alias, Schema, add_config_flags, config_from_args
+
+if TYPE_CHECKING:
+    from pose2rgbd.inference.focal_check import FocalCheck
 
 CHECKPOINT_GROUP = "checkpoint localizer (PoseGAN)"
 # pose2rgbd.inference.image_sequence.IMAGE_SUFFIXES (test_image_sequence.py pins them equal): the parser is built
@@ -295,12 +298,7 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         print(f"  camera: {loc.focal.cameras} cameras; {loc.focal.flagged} fix(es) flagged because their matches do "
               "not fit their camera's focal length")  # fmt: skip
     elif scfg.focal_tolerance > 0 and loc.focal.scales:
-        wrong = loc.focal.verdict()
-        print(
-            f"  camera: the last {len(loc.focal.scales)} fixes' matches fit {loc.focal.median:.3f} x its focal "
-            f"length ({'OFF by more than' if wrong else 'within'} {scfg.focal_tolerance:.0%})"
-            + ("; its fixes are flagged: give the images' camera, --camera FX,FY,CX,CY" if wrong else "")
-        )
+        print(f"  camera: {_focal_line(loc.focal, scfg.focal_tolerance)}")
     cal_name = {"map": "the map's own calibration", "file": f"{args.calibration}"}.get(loc.calibration_source, "none")
     print(f"  covariance calibration: {cal_name}; out of distribution: {s.flagged} fix(es) flagged"
           + (f" (policy {scfg.ood_policy})" if loc.calibration is not None else ""))  # fmt: skip
@@ -314,6 +312,25 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
     if s.no_exif:
         print(f"  {no_exif_note(s.no_exif, len(files))}")
     return 0 if s.poses(args.out) else 1  # a trajectory without a pose (a TUM file's flagged fixes are comments)
+
+
+def _focal_line(focal: FocalCheck, tolerance: float) -> str:
+    """What the run's fixes say of the query camera's focal length (:class:`~pose2rgbd.inference.focal_check.
+    FocalCheck`): the median factor their matches fit and whether it is off -- judged wrong (its fixes flagged),
+    within the tolerance, or further off than it but not significant (too few fixes, or too scattered) yet."""
+    m = focal.median
+    head = f"the last {len(focal.scales)} fixes' matches fit {m:.3f} x its focal length"
+    if focal.verdict():
+        return (f"{head} (OFF by more than {tolerance:.0%}); its fixes are flagged: give the images' camera, "
+                "--camera FX,FY,CX,CY")  # fmt: skip
+    if abs(m - 1.0) <= tolerance:
+        return f"{head} (within {tolerance:.0%})"
+    from pose2rgbd.inference.focal_check import MIN_FIXES
+
+    n = len(focal.scales)
+    why = f"too few fixes to judge ({MIN_FIXES} needed)" if n < MIN_FIXES else "the fixes scatter too much to judge"
+    return (f"{head} ({abs(m - 1.0):.1%} off: more than {tolerance:.0%}, but not significant yet -- {why}; none is "
+            "flagged. If the images' camera is not the map's, give it: --camera FX,FY,CX,CY)")  # fmt: skip
 
 
 def _uncalibrated_why(place_map: object) -> str:

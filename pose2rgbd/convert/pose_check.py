@@ -575,7 +575,8 @@ def check_poses(
 def plot_poses(path: Path, T_world_cam: np.ndarray, check: PoseCheck, *, points: np.ndarray | None = None,
                up: np.ndarray | None = None, title: str = "") -> None:  # fmt: skip
     """Top view and side view of the camera centres with their viewing directions (arrows), the common target,
-    the scene points (grey) and the cameras a failed test blames (red)."""
+    the scene points (grey) and the cameras a failed test blames (red). ``up``: the world's up (the side view's
+    vertical); None where it is not known: the world's z is drawn and labelled as not known to be up."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -633,7 +634,10 @@ def plot_poses(path: Path, T_world_cam: np.ndarray, check: PoseCheck, *, points:
         ax.set_xlim(0.5 * (lo[i] + hi[i]) - half, 0.5 * (lo[i] + hi[i]) + half)
         ax.set_ylim(0.5 * (lo[j] + hi[j]) - half, 0.5 * (lo[j] + hi[j]) + half)
         ax.set_xlabel(f"{lab[i]} (world)")
-        ax.set_ylabel(f"{lab[j]} (world)" + (" = up" if j == 2 else ""))
+        if j != 2:
+            ax.set_ylabel(f"{lab[j]} (world)")
+        else:  # no up given (a COLMAP model; no common horizon): the world's z is drawn, which need not be up
+            ax.set_ylabel(f"{lab[j]} (world) = up" if up is not None else f"{lab[j]} (world; up not known)")
         ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
         ax.set_title(view, fontsize=11)

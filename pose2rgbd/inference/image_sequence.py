@@ -37,6 +37,7 @@ from pose2rgbd.atomic import note_kept, write_text_atomic
 from pose2rgbd.errors import BagError, ConfigError, Pose2RGBDError
 from pose2rgbd.geometry.exif import exif_camera
 from pose2rgbd.inference.query_camera import unknown_camera_warning
+from pose2rgbd.output_guard import VIDEO_SUFFIXES
 from pose2rgbd.progress import bar
 
 if TYPE_CHECKING:
@@ -59,6 +60,12 @@ def list_images(folder: Path) -> list[Path]:
     """The image files of ``folder`` (not recursive), in name order; an empty or missing folder raises."""
     if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:
         raise ConfigError(f"{folder}: an image file; give the folder of images it is in (or a folder of only it)")
+    if folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES:
+        raise ConfigError(
+            f"{folder}: a video file, not a folder of images; extract its frames into a folder DIR and give that "
+            f"(e.g. `mkdir DIR && ffmpeg -i {folder} -vf fps=2 DIR/%05d.jpg`: 2 frames a second), or convert the "
+            f"video with its GPS to a dataset: `pose2rgbd convert video {folder} --out DS` (docs/convert.md)"
+        )
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder of images")
     entries = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]

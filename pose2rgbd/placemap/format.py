@@ -321,9 +321,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise MapError(f"{p}: place map folder not found (build one with `pose2rgbd map build`)")
     m = p / MANIFEST
     if not m.is_file():
-        what = " (it is a dataset: build a map of it with `pose2rgbd map build --dataset`)" if (
-            p / "manifest.yaml").is_file() else ""  # fmt: skip
-        raise MapError(f"{p}: not a place map ({MANIFEST} missing){what}; build one with `pose2rgbd map build`")
+        what = (
+            f": it is a dataset; build a map of it with `pose2rgbd map build --dataset {p} --out MAP`"
+            if (p / "manifest.yaml").is_file()
+            else "; build one with `pose2rgbd map build`"
+        )
+        raise MapError(f"{p}: not a place map ({MANIFEST} missing){what}")
     try:
         d = json.loads(m.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -304,7 +304,9 @@ def correlate_signals(
     vx[ref_ok] = _robust_mask(x_ref[ref_ok], cfg.outlier_mad)
     if vx.sum() >= 3:
         xs = x_ref.copy()
-        xs[vx] = medfilt(x_ref[vx], _odd(round(cfg.ref_median_s / dt)))
+        # a clip shorter than the filter: the longest odd length it holds (SciPy would zero-pad and warn)
+        n_vx = int(vx.sum())
+        xs[vx] = medfilt(x_ref[vx], min(_odd(round(cfg.ref_median_s / dt)), n_vx if n_vx % 2 else n_vx - 1))
     else:
         xs = x_ref
     ys = medfilt(y_other, cfg.other_median_n) if y_other.size >= cfg.other_median_n else y_other

@@ -40,6 +40,7 @@ from pose2rgbd.dataset import Manifest
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry import PinholeCamera
 from pose2rgbd.geometry.lens import Distortion
+from pose2rgbd.output_guard import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def detect_format(path: str | Path) -> str:
             f"{p}: no poses found in this folder: no transforms.json, no COLMAP model (cameras + images .bin / "
             f".txt, here or in sparse/0) and no {POSES_BOUNDS}; "
             + (hint or "give the file or model folder, or --format")
+        )
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        raise PoseImportError(
+            f"{p}: a video file, not posed images; convert a video with `pose2rgbd convert video {p} --out DS` "
+            "(its GPS from a GoPro's telemetry or --gps LOG; docs/convert.md)"
         )
     if p.suffix.lower() == ".json":
         return "transforms-json"

@@ -165,7 +165,12 @@ def plan_poses(s: Streams, cfg: ConvertConfig) -> PosePlan:
     if cfg.estimate_offset:
         good = np.isfinite(s.flow)
         if good.sum() < 3:
-            raise SyncError(f"{s.input_path}: fewer than 3 frames with an optical-flow value; cannot synchronize")
+            n = s.frame_t.size
+            raise SyncError(
+                f"{s.input_path}: {n} frame{'' if n == 1 else 's'}, {int(good.sum())} with an optical-flow value: "
+                "too few to estimate the camera-GPS time offset (at least 3 needed); give the offset instead: "
+                "--time-offset S --no-estimate (S in seconds; 0 where the camera's and the GPS's clocks agree)"
+            )
         from pose2rgbd.sync.flow import flow_times
 
         tflow = flow_times(s.frame_t, cfg.sync.flow.frame_step)

@@ -238,7 +238,13 @@ def test_localize_node_offline_on_a_synthetic_bag(ckpt: Path, engine: LocalizeEn
     assert np.ptp(np.array(ts), axis=0).max() > 1e-3  # the poses depend on the images
     assert [m.data for _, m in got["/loc/out_of_distribution"]] == [False] * len(good)  # threshold 0: never
     status = got["/loc/localization_status"]
-    assert [M.stamp_to_ns(m.header.stamp) for _, m in status] == good_stamps
+    # one per image, stamped with it: a rejected image's says why at ERROR (it had none: the docs' "one per image")
+    assert [M.stamp_to_ns(m.header.stamp) for _, m in status] == [int(s) for s in stamps]
+    rejected = [m.status[0] for (_, m), im in zip(status, images) if not isinstance(im, np.ndarray)]
+    assert [r.level for r in rejected] == [2] * 4
+    reasons = [{kv.key: kv.value for kv in r.values}["reason"] for r in rejected]
+    assert reasons == ["rejected_encoding", "rejected_corrupt", "rejected_size", "rejected_size"], reasons
+    assert all(r.message.startswith("rejected image: ") for r in rejected)
     tfs = got["/tf"]
     assert [(t.transforms[0].header.frame_id, t.transforms[0].child_frame_id) for _, t in tfs] == [
         ("odom", "camera_localized")
@@ -333,7 +339,10 @@ def test_a_failing_model_is_counted_not_raised(engine: LocalizeEngine) -> None:
     f = TypestoreFactory(get_typestore("humble"))
     node = LocalizerNode(LocalizerConfig(), Broken(), f)
     msg = M.image(f, 5, "cam", _images(1)[0], "rgb8")
-    assert node.on_image(msg, 10) == [] and node.counters["localize_errors"] == 1
+    said = node.on_image(msg, 10)
+    assert [t for t, _ in said] == ["localization_status"] and node.counters["localize_errors"] == 1
+    st = said[0][1].status[0]
+    assert st.level == 2 and "CUDA out of memory" in st.message and M.stamp_to_ns(said[0][1].header.stamp) == 5
     ok = LocalizerNode(LocalizerConfig(), engine, f).on_image(msg, 10)
     assert [t for t, _ in ok] == ["pose", "out_of_distribution", "localization_status"]
     assert M.stamp_to_ns(ok[0][1].header.stamp) == 5

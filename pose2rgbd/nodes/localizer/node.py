@@ -83,11 +83,20 @@ class LocalizerNode(NodeLogic):
         close_engine(self.engine)
 
     # ------------------------------------------------------------------ input
-    def _reject(self, reason: str, now_ns: int, text: str) -> list[Outgoing]:
+    def _reject(self, msg: Any, reason: str, now_ns: int, text: str) -> list[Outgoing]:
         self.count("rejected")
         self.count(f"rejected_{reason}")
         self.warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
-        return []
+        return self._no_pose(msg, now_ns, f"rejected image: {text}", f"rejected_{reason}")
+
+    def _no_pose(self, msg: Any, now_ns: int, text: str, reason: str) -> list[Outgoing]:
+        """The status of an image that gets no pose (rejected, or its localization failed): one per image, stamped
+        with it, level ERROR, the reason in its values, as a "no fix" is said at WARN."""
+        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
+        status = M.diagnostic_array(self.f, stamp, "pose2rgbd: localization", 2, text,
+                                    {"fix": "false", "reason": reason}, camera)  # fmt: skip
+        return [(self.cfg.topics.status, status)]
 
     def decode(self, msg: Any) -> tuple[np.ndarray | None, str, str]:
         """Image / CompressedImage -> ``(uint8 RGB, "", "")`` or ``(None, reason, text)`` with reason
@@ -111,11 +120,11 @@ class LocalizerNode(NodeLogic):
         self.count("images")
         rgb, reason, text = self.decode(msg)
         if rgb is None:
-            return self._reject(reason, now_ns, text)
+            return self._reject(msg, reason, now_ns, text)
         h, w = rgb.shape[:2]
         if min(h, w) < self.cfg.min_image_side or max(h, w) > self.cfg.max_aspect * min(h, w):
             return self._reject(
-                "size", now_ns,
+                msg, "size", now_ns,
                 f"{w}x{h} cannot be fitted to the model input (min_image_side {self.cfg.min_image_side}, "
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
@@ -128,13 +137,13 @@ class LocalizerNode(NodeLogic):
         except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
             self.count("localize_errors")
             self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
-            return []
+            return self._no_pose(msg, now_ns, f"localization failed: {e}", "localize_error")
         T = res.T_world_cam[0]
         conf = float(res.confidence[0])
         if not (np.all(np.isfinite(T)) and math.isfinite(conf)):
             self.count("localize_errors")
             self.warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
-            return []
+            return self._no_pose(msg, now_ns, "the model returned a non-finite pose", "localize_error")
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
         threshold = self.ood_threshold
         ood = conf < threshold
@@ -184,7 +193,7 @@ class LocalizerNode(NodeLogic):
         except (Pose2RGBDError, RuntimeError) as e:
             self.count("localize_errors")
             self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
-            return []
+            return self._no_pose(msg, now_ns, f"localization failed: {e}", "localize_error")
         self.last_fix = fix
         self.latency.add((time.perf_counter() - t0) * 1e3)
         self.count("frames")
@@ -279,8 +288,9 @@ class LocalizerNode(NodeLogic):
             values["map"] = self.cfg.map
         if focal is not None:  # the focal lengths the last fixes' matches fit over the camera's
             values["focal_scale_median"] = f"{focal.median:.3f}"
-        values["device"] = str(getattr(self.engine, "device", ""))
-        values["precision"] = str(getattr(self.engine, "precision", ""))
+        for key in ("device", "precision"):  # a model's; the structure localizer alone runs no network
+            if value := str(getattr(self.engine, key, "") or ""):
+                values[key] = value
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: localizer", level, text, values, self.world_frame)
 
 

@@ -498,7 +498,7 @@ def test_the_start_line_and_a_relative_checkpoint_say_what_they_mean(
     from pose2rgbd.nodes.renderer import _describe_renderer
 
     line = _describe_renderer(RendererConfig(pose_source="topic", rate_hz=0.0), {"engine": engine})
-    assert line.endswith("every pose as it arrives (rate_hz 0)") and "0.0 Hz" not in line
+    assert line.endswith("from the poses on 'pose' each as it arrives (rate_hz 0)") and "0.0 Hz" not in line
     assert _describe_renderer(RendererConfig(rate_hz=10.0), {"engine": engine}).endswith("at 10 Hz")
     monkeypatch.chdir(tmp_path)
     says = rf"runs/best\.pt \(relative to the working directory {re.escape(str(tmp_path))}; give an absolute path\)"

@@ -636,8 +636,9 @@ def build_renderer(cfg: RendererConfig, factory: M.MessageFactory, logger: Any =
 
 def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
     engine = res["engine"]
-    source = f"TF {looked_up_frame(cfg, engine)} -> {cfg.camera_frame}" if cfg.pose_source == "tf" else cfg.topics.pose
-    when = f"at {cfg.rate_hz:g} Hz" if cfg.rate_hz > 0 else "every pose as it arrives (rate_hz 0)"
+    tf = cfg.pose_source == "tf"
+    source = f"TF {looked_up_frame(cfg, engine)} -> {cfg.camera_frame}" if tf else f"the poses on '{cfg.topics.pose}'"
+    when = f"at {cfg.rate_hz:g} Hz" if cfg.rate_hz > 0 else "each as it arrives (rate_hz 0)"
     return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} {when}"
 
 

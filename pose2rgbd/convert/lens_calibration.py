@@ -156,6 +156,7 @@ def calibrate_fisheye(
         run = SequentialSfm(
             "OPENCV_FISHEYE", (f0, f0, cw / 2.0, ch / 2.0, 0.0, 0.0, 0.0, 0.0), refine_intrinsics=True,
             threads=threads, max_image_size=max_size, overlap=10, init_num_trials=20, max_num_models=3,
+            distortion_after_mapping=True,
         )  # fmt: skip
         recs = sequential_sfm(pycolmap, root, names, run, progress=progress)
         if not recs:

@@ -250,9 +250,13 @@ def test_manifest_without_the_new_keys_reads_as_before(tmp_path: Path) -> None:
     assert (
         Manifest.from_dict({**base, "sources": [{"id": 0, "kind": "bag", "name": "x"}]}, "m").resolved_pose_units == "m"
     )
-    # a video converted without GPS before its units were written: unscaled depth, no datum -> unscaled poses
-    video = {**base, "depth": {"kind": "unscaled"}, "sources": [{"id": 0, "kind": "video", "name": "x"}]}
+    # a video converted without GPS before its units were written: unscaled depth, the video's own poses -> unscaled
+    video = {**base, "depth": {"kind": "unscaled"}, "sources": [{"id": 0, "kind": "video-frames", "name": "x"}],
+             "extra": {"poses": {"kind": "pseudo-absolute"}}}  # fmt: skip
     assert Manifest.from_dict(video, "m").resolved_pose_units == "unscaled"
+    # a bag's metric TF poses with unscaled depth (`depth export --gps off`, no datum): still metres
+    bag = {**base, "depth": {"kind": "unscaled"}, "sources": [{"id": 0, "kind": "bag", "name": "x"}]}
+    assert Manifest.from_dict(bag, "m").resolved_pose_units == "m"
     with pytest.raises(Exception, match="source_cameras"):
         Manifest.from_dict({**base, "source_cameras": [{"width": 10, "model": "opencv"}]}, "m")
     yaml.safe_dump(d)

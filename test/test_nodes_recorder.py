@@ -151,7 +151,9 @@ def test_gps_and_odometry_without_a_camera_are_said_in_the_diagnostics_and_at_th
     from pose2rgbd.nodes.recorder.node import NO_CAMERA_S
 
     rec, ts = _recorder()
-    for k in range(70):  # 7 s of 10 Hz GPS and odometry, no image
+    lat0, lon0, alt0 = DATUM.from_enu(np.zeros(3))
+    rec.on_gps(navsatfix(ts, 1, "gps", float(lat0), float(lon0), float(alt0)), 0)  # the clock at 0: no start
+    for k in range(1, 71):  # 7 s of 10 Hz GPS and odometry from 0.1 s, no image
         t = k * 100 * MS
         lat, lon, alt = DATUM.from_enu(np.array([t / S, 0.0, 10.0]))
         rec.on_gps(navsatfix(ts, t, "gps", float(lat), float(lon), float(alt)), t)
@@ -159,15 +161,15 @@ def test_gps_and_odometry_without_a_camera_are_said_in_the_diagnostics_and_at_th
         T[:3, 3] = [t / S, 0.0, 10.0]
         rec.on_odom(odometry(ts, t, "odom", "base_link", T), t)
         status = rec.diagnostics(t).status[0]
-        quiet = t < NO_CAMERA_S * S
+        quiet = t - 100 * MS < NO_CAMERA_S * S  # counted from the first message with the clock running
         assert (status.level == 0) == quiet, (t, status.message)
         assert ("no image on '/camera/image_raw' (Image)" in status.message) != quiet, status.message
-    assert "70 GPS fixes and 70 odometry messages came" in status.message, status.message
+    assert "71 GPS fixes and 70 odometry messages came" in status.message, status.message
     with caplog.at_level(logging.INFO):
         rec.close()
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recorded 0 frames of 0 images")]
     assert len(said) == 1 and said[0].endswith(
-        "; 70 GPS fixes and 70 odometry messages came, no image on '/camera/image_raw' (topics.image)"
+        "; 71 GPS fixes and 70 odometry messages came, no image on '/camera/image_raw' (topics.image)"
     ), said
     # with images, nothing of it: the counters of the inputs are not drops
     rec, ts = _recorder()

@@ -102,9 +102,19 @@ def test_the_render_node_gives_an_unseen_view_no_points_and_says_why(ck, caplog:
     status = r.diagnostics(2 * S).status[0]
     assert status.level == 1 and status.message.startswith("current view is out of the training bounds"), status
     assert "depth/points and the mask hold no valid point" in status.message
-    back = dict(r.on_pose(pose_stamped(f, 3 * S, "map", down), 3 * S))
+    # a pose far outside the keyframes sees nothing either: said as outside, with the world-frame hint
+    far = down.copy()
+    far[:3, 3] += [580.0, 0.0, 0.0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.renderer"):
+        assert dict(r.on_pose(pose_stamped(f, 3 * S, "map", far), 3 * S))["rgbd"].out_of_bounds
+    said = [m.getMessage() for m in caplog.records if "out of the training bounds" in m.getMessage()]
+    assert len(said) == 1 and "outside the training poses" in said[0] and "world frame" in said[0], said
+    assert "no keyframe looked" not in said[0]
+    assert r.diagnostics(3 * S).status[0].message.startswith("current pose is out of the training bounds")
+    back = dict(r.on_pose(pose_stamped(f, 4 * S, "map", down), 4 * S))
     assert not back["rgbd"].out_of_bounds and (image_to_numpy(back["mask/image_raw"]) == 255).any()
-    assert r.diagnostics(3 * S).status[0].level == 0
+    assert r.diagnostics(4 * S).status[0].level == 0
 
 
 def test_render_trajectory_flags_and_names_an_unseen_view(ck, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

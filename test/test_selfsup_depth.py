@@ -230,7 +230,7 @@ def test_a_gps_track_too_short_for_the_scale_is_refused_before_the_depth_trainin
     frames = Product(path, {})
     with pytest.raises(SyncError, match="refused before the depth training; record a longer path, or leave out --gps"):
         _check_gps_scale_before_training(frames, None, None, own_gps=False)
-    with pytest.raises(SyncError, match="this GoPro clip's own GPS cannot be left out"):
+    with pytest.raises(SyncError, match="this GoPro clip carries its own GPS, read where --gps is left out"):
         _check_gps_scale_before_training(frames, None, None, own_gps=True)
     none_metric = MetricPoses(np.full((100, 4, 4), np.nan), np.full(100, POSENET))
     metric_path = none_metric.save(tmp_path / "none.npz")

@@ -42,6 +42,7 @@ LENS_EVERY = 3  # at most every 3rd frame of a video (30 fps: 0.1 s apart, paral
 LENS_MAX_FRAMES = 150  # COLMAP's time grows with the frames; 150 fix four coefficients and two focal lengths well
 MIN_REGISTERED_FRACTION = 0.5  # at least this share of the calibration frames in COLMAP's largest model
 FOCAL_RANGE = (0.4, 2.5)  # the refined focal length within this factor of the one --hfov implies
+MAX_FISHEYE_K = 5.0  # |k1..k4| of OPENCV_FISHEYE beyond this: the bundle adjustment diverged, no lens (hero7: < 0.05)
 ADVICE = (
     "calibrating the lens needs frames with parallax (a camera that moves, not one that only turns or stands): "
     "use a part of the recording where the camera travels, or --lens pinhole with --hfov set to the camera's "
@@ -170,6 +171,9 @@ def calibrate_fisheye(
         raise ConfigError(f"lens calibration: COLMAP registered {reg} of {len(names)} frames in one model (need "
                           f"{MIN_REGISTERED_FRACTION:.0%}); {ADVICE}")  # fmt: skip
     fx_c, fy_c, cx_c, cy_c, *k = params
+    if any(math.isfinite(x) and abs(x) > MAX_FISHEYE_K for x in k):  # diverged in the last bundle adjustment
+        raise ConfigError(f"lens calibration: COLMAP's fisheye coefficients k1..k4 {', '.join(f'{x:.3g}' for x in k)} "
+                          f"diverged (a real lens's are within +-{MAX_FISHEYE_K:g}); {ADVICE}")  # fmt: skip
     ok = all(math.isfinite(x) for x in params) and fx_c > 0 and fy_c > 0
     ratio = math.sqrt(fx_c * fy_c) / f0 if ok else float("nan")
     if not ok or not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1]:

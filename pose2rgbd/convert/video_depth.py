@@ -72,7 +72,7 @@ def _check_gps_scale_before_training(
                 else "--depth-poses posenet: the scale comes from this fit"
             )
             way = (
-                "this GoPro clip's own GPS cannot be left out: record a longer path"
+                "this GoPro clip carries its own GPS, read where --gps is left out: record a longer path"
                 if own_gps
                 else "record a longer path, or leave out --gps: unscaled depth with the video's own poses"
             )
@@ -169,7 +169,10 @@ def convert_video_with_depth(
             assert mvs.result is not None
             return check_written_depth(mvs.result, progress=progress) if check_depth else mvs.result
         if gps_log is not None:
-            _check_gps_scale_before_training(frames, metric, scale_cfg, gps_log == video)
+            from pose2rgbd.convert.gopro import has_gpmf
+
+            # a GoPro clip's own GPS is read where --gps is left out: leaving it out is no way to unscaled depth
+            _check_gps_scale_before_training(frames, metric, scale_cfg, Path(video).is_file() and has_gpmf(video))
         tc = train_cfg or TrainConfig(epochs=1000, max_minutes=minutes, max_steps=steps, val_every=0,
                                       progress=progress, tensorboard=False)  # fmt: skip
         stage = "training"

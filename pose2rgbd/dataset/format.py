@@ -81,14 +81,16 @@ class Manifest:
     @property
     def resolved_pose_units(self) -> str:
         """``m`` or ``unscaled``: as written, else inferred -- metres with a GPS datum or metric depth, unscaled with
-        unscaled depth and no datum (a video converted without GPS, written before its units were) or when every
+        unscaled depth and the video's own poses (``extra.poses.kind`` pseudo-absolute: a video converted without
+        GPS, written before its units were) or when every
         source is of a kind without a scale of its own (COLMAP, transforms.json, LLFF), else metres."""
         if self.pose_units:
             return self.pose_units
         if self.datum is not None or self.depth_kind == "metric":
             return "m"
-        if self.depth_kind == "unscaled":
-            return "unscaled"
+        poses = self.extra.get("poses")
+        if self.depth_kind == "unscaled" and isinstance(poses, dict) and poses.get("kind") == "pseudo-absolute":
+            return "unscaled"  # the video's own poses, scaled by its unscaled depth
         kinds = {str(s.get("kind", "")) for s in self.sources}
         return "unscaled" if kinds and kinds <= set(UNSCALED_SOURCE_KINDS) else "m"
 

@@ -170,26 +170,35 @@ class TFBuffer:
             link.insert(int(stamp_ns), t, q, self._cache_ns)
 
     def add_tf_message(
-        self, msg: Any, *, static: bool = False, default_stamp_ns: int = 0, latest_ns: int | None = None
+        self,
+        msg: Any,
+        *,
+        static: bool = False,
+        default_stamp_ns: int = 0,
+        clock_ns: int | None = None,
+        max_ahead_ns: int = 0,
     ) -> int:
         """Add every ``TransformStamped`` of a ``tf2_msgs/TFMessage``; returns how many were bad (skipped; also
         counted in :attr:`rejected`, the reason of the latest in :attr:`last_rejection`: the rules of
-        :meth:`set_transform`, and with ``latest_ns`` a dynamic transform stamped after it on a link whose stamps
-        so far were not: a link in step with the clock that jumps ahead, which a latest-time lookup would answer,
-        hiding every later transform, until the clock reached its stamp. A link whose stamps were all ahead from its
-        first (a bag whose stamps run on another clock than its log time) is taken as it comes).
-        ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
+        :meth:`set_transform`, and with ``clock_ns`` a dynamic transform stamped more than ``max_ahead_ns`` after it
+        on a link whose stamps so far were not: a link in step with the clock that jumps ahead, which a latest-time
+        lookup would answer, hiding every later transform, until the clock reached its stamp. A link whose stamps
+        were all ahead from its first (a bag whose stamps run on another clock than its log time) is taken as it
+        comes). ``default_stamp_ns`` stands in for a zero header stamp (e.g. the bag log time)."""
         bad = 0
         for ts in msg.transforms:
             tr, r = ts.transform.translation, ts.transform.rotation
             st = _stamp_ns(ts.header.stamp)
-            if not static and latest_ns is not None and st > latest_ns and self._in_step(ts.child_frame_id, latest_ns):
+            latest = None if clock_ns is None else clock_ns + max_ahead_ns
+            if not static and latest is not None and st > latest and self._in_step(ts.child_frame_id, latest):
+                assert clock_ns is not None
                 bad += 1
                 self.rejected += 1
                 self.last_rejection = (
                     f"{ts.header.frame_id} -> {ts.child_frame_id}: stamped {_fmt_time(st)}, "
-                    f"{(st - latest_ns) / 1e9:.3f} s after the latest stamp taken ({_fmt_time(latest_ns)}): its "
-                    "publisher's clock or stamp is off, or one side runs on sim time (use_sim_time) and the other not"
+                    f"{(st - clock_ns) / 1e9:.3f} s after the node's clock ({_fmt_time(clock_ns)}; more than "
+                    f"{max_ahead_ns / 1e9:g} s): its publisher's clock or stamp is off, or one side runs on sim time "
+                    "(use_sim_time) and the other not"
                 )
                 continue
             try:

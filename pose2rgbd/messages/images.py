@@ -159,7 +159,8 @@ def _to_channels(img: np.ndarray, src: str, want: str, bit_depth: int = 16) -> n
     if src == want:
         return img
     if src.startswith("bayer_") and want in _BAYER_TO:
-        return cv2.cvtColor(np.ascontiguousarray(img), getattr(cv2, f"COLOR_Bayer{src[6:].upper()}2{_BAYER_TO[want]}"))
+        code = getattr(cv2, f"COLOR_Bayer{_BAYER_OPENCV[src[6:]]}2{_BAYER_TO[want]}")
+        return cv2.cvtColor(np.ascontiguousarray(img), code)
     conv = {
         ("mono", "rgb"): cv2.COLOR_GRAY2RGB,
         ("mono", "bgr"): cv2.COLOR_GRAY2BGR,
@@ -210,7 +211,10 @@ _LAYOUT = {
     "yuv422_yuy2": "yuv422_yuy2",
     **{f"bayer_{p}{bits}": f"bayer_{p}" for p in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
 }
-# a Bayer mosaic's demosaicing (OpenCV's codes named by the same top-left 2x2 pattern as ROS: COLOR_BayerRGGB2RGB)
+# a Bayer mosaic's demosaicing: OpenCV's legacy codes name the pattern by its second row and column (ROS's rggb is
+# OpenCV's BayerBG, as cv_bridge maps it); the codes named like ROS's (COLOR_BayerRGGB2RGB) are newer than some
+# OpenCV builds a ROS distribution ships
+_BAYER_OPENCV = {"rggb": "BG", "bggr": "RG", "gbrg": "GR", "grbg": "GB"}
 _BAYER_TO = {"rgb": "RGB", "bgr": "BGR", "mono": "GRAY", "rgba": "RGBA", "bgra": "BGRA"}
 
 

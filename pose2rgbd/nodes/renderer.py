@@ -283,7 +283,8 @@ class Renderer(NodeLogic):
             self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {future}"
             self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {future}")
             return []
-        self._poses_ahead = ahead
+        if now_ns > 0:  # the clock at 0 (sim time before /clock): nothing to compare with, nothing learnt
+            self._poses_ahead = ahead
         if stamp == 0:  # no header stamp (`ros2 topic pub` without one): the receive time, as the record node does
             stamp = now_ns
             self.count("zero_stamp_poses")
@@ -416,8 +417,12 @@ class Renderer(NodeLogic):
                 "rgbd": rgbd}  # fmt: skip
 
     def _unseen(self, res: RenderResult) -> bool:
-        """Whether frame 0's view sees too little of what the model saw (``engine.min_seen``)."""
-        return res.seen is not None and float(res.seen[0]) < self.engine.cfg.min_seen
+        """Whether frame 0 is out of bounds for its view alone: it sees too little of what the model saw
+        (``engine.min_seen``) from a pose within the training poses' box (a pose outside it is said as that, with
+        the world-frame hint: far from the map nothing is seen either)."""
+        if res.seen is None or float(res.seen[0]) >= self.engine.cfg.min_seen:
+            return False
+        return not bool(self.engine.out_of_bounds(res.T_world_cam[:1])[0])
 
     def _oob_why(self, res: RenderResult) -> str:
         """Why frame 0 is out of bounds, as the end of a sentence starting with "camera" or "current"."""

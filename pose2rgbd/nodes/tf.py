@@ -66,8 +66,9 @@ class TFInput:
                           f"history of {n} dynamic TF link(s) cleared")  # fmt: skip
         self._last_now_ns = now_ns
         # the clock at 0: sim time before the first /clock, nothing to compare with
-        latest = now_ns + int(FUTURE_STAMP_S * 1e9) if now_ns > 0 else None
-        bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns, latest_ns=latest)
+        bad = self.buffer.add_tf_message(msg, static=static, default_stamp_ns=now_ns,
+                                         clock_ns=now_ns if now_ns > 0 else None,
+                                         max_ahead_ns=int(FUTURE_STAMP_S * 1e9))  # fmt: skip
         if bad:
             self._rejected(topic, now_ns)
         return bad

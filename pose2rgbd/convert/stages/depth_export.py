@@ -169,7 +169,7 @@ class DepthSource(SourceBase):
         }
         # the video's own poses without GPS are up to the scale of the depth: no metres (dataset info, evaluate,
         # render and the localizer say "units"); otherwise the poses' units stay the dataset's
-        units = "unscaled" if self.poses == "video" and not use_gps else ds.manifest.pose_units
+        units = "unscaled" if self.poses == "video" and not use_gps else ds.manifest.resolved_pose_units
         man = Manifest(
             name=ds.manifest.name, camera=ds.camera, depth_kind=kind, rgb_encoding=ds.manifest.rgb_encoding,
             world_frame=ds.manifest.world_frame, camera_frame=ds.manifest.camera_frame, datum=ds.manifest.datum,

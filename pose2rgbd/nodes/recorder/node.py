@@ -338,7 +338,7 @@ class Recorder(GpsInput, MountLookup):
     def _other_input(self, now_ns: int, key: str) -> None:
         """A GPS fix or an odometry message arrived: counted, and the time of the first kept (:meth:`_no_camera`)."""
         self.count(key)
-        if self._first_other_ns is None:
+        if self._first_other_ns is None and now_ns > 0:  # the clock at 0 (sim time before /clock): not a start
             self._first_other_ns = now_ns
 
     def _no_camera(self, now_ns: int) -> str | None:

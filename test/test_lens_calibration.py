@@ -200,3 +200,22 @@ def test_convert_video_with_the_fisheye_lens(tmp_path: Path, fisheye_flight: lis
 
     with pytest.raises(ConfigError, match="is for videos"):  # a bag's camera is its CameraInfo's
         BagSource(tmp_path / "any.mcap", ConvertConfig(lens="fisheye"))
+
+
+def test_a_lens_no_camera_has_is_refused() -> None:
+    """What COLMAP fitted on clips it could not calibrate: the karma clip's fx 749.8 / fy 188.8 (121 of 121 frames
+    registered, so the registration count passed), k1..k4 diverged in the last bundle adjustment, a focal length
+    far from the field given; hero7's lens passes."""
+    from pose2rgbd.convert.lens_calibration import check_fisheye_params
+
+    f0 = 320.0 / math.radians(59.0)  # 640 px wide, 118 deg
+    check_fisheye_params((326.1, 330.5, 320.0, 181.0, 0.049, 0.026, -0.035, 0.015), f0, 118.0)  # hero7, at 640
+    cases = {
+        (749.8, 188.8, 320.0, 181.0, 0.306, 0.245, -0.380, 0.182): r"fx 749\.8 and fy 188\.8 px differ by 3\.97x",
+        (326.0, 330.0, 320.0, 181.0, 0.05, -1.7e6, 0.0, 0.0): r"k1\.\.k4 .*diverged",
+        (1200.0, 1200.0, 320.0, 181.0, 0.0, 0.0, 0.0, 0.0): r"3\.86x the one a 118 deg field implies",
+        (float("nan"), 330.0, 320.0, 181.0, 0.0, 0.0, 0.0, 0.0): r"not finite",
+    }
+    for params, match in cases.items():
+        with pytest.raises(ConfigError, match=match):
+            check_fisheye_params(params, f0, 118.0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -42,6 +42,7 @@ LENS_EVERY = 3  # at most every 3rd frame of a video (30 fps: 0.1 s apart, paral
 LENS_MAX_FRAMES = 150  # COLMAP's time grows with the frames; 150 fix four coefficients and two focal lengths well
 MIN_REGISTERED_FRACTION = 0.5  # at least this share of the calibration frames in COLMAP's largest model
 FOCAL_RANGE = (0.4, 2.5)  # the refined focal length within this factor of the one --hfov implies
+MAX_FOCAL_ASPECT = 1.15  # fx / fy of a calibrated lens beyond this: no camera (hero7: 1.014)
 MAX_FISHEYE_K = 5.0  # |k1..k4| of OPENCV_FISHEYE beyond this: the bundle adjustment diverged, no lens (hero7: < 0.05)
 ADVICE = (
     "calibrating the lens needs frames with parallax (a camera that moves, not one that only turns or stands): "
@@ -110,6 +111,29 @@ def calibration_stride(n_frames: int, every: int, max_frames: int) -> int:
     return max(every, math.ceil(max(n_frames, 1) / max_frames))
 
 
+def check_fisheye_params(params: Sequence[float], f0: float, hfov_deg: float) -> None:
+    """Refuse COLMAP's ``OPENCV_FISHEYE`` parameters ``(fx, fy, cx, cy, k1..k4)`` that are no real lens, with
+    :class:`ConfigError` saying what to do: not finite; k1..k4 beyond :data:`MAX_FISHEYE_K` (a diverged bundle
+    adjustment); focal lengths that differ by more than :data:`MAX_FOCAL_ASPECT` (a camera's pixels are square
+    within a few per cent: the karma clip's model fitted fx 749.8 and fy 188.8); their mean outside
+    :data:`FOCAL_RANGE` of ``f0``, the one ``--hfov`` implies."""
+    fx, fy, _cx, _cy, *k = (float(x) for x in params)
+    if not all(math.isfinite(x) for x in params) or fx <= 0 or fy <= 0:
+        raise ConfigError(f"lens calibration: COLMAP's lens is not finite ({list(params)}); {ADVICE}")
+    if any(abs(x) > MAX_FISHEYE_K for x in k):  # diverged in the last bundle adjustment
+        raise ConfigError(f"lens calibration: COLMAP's fisheye coefficients k1..k4 {', '.join(f'{x:.3g}' for x in k)} "
+                          f"diverged (a real lens's are within +-{MAX_FISHEYE_K:g}); {ADVICE}")  # fmt: skip
+    if max(fx, fy) / min(fx, fy) > MAX_FOCAL_ASPECT:
+        raise ConfigError(f"lens calibration: COLMAP's focal lengths fx {fx:.1f} and fy {fy:.1f} px differ by "
+                          f"{max(fx, fy) / min(fx, fy):.2f}x, which no camera's pixels do (at most "
+                          f"{MAX_FOCAL_ASPECT:g}x): the calibration failed; convert with --lens pinhole")  # fmt: skip
+    ratio = math.sqrt(fx * fy) / f0
+    if not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1]:
+        raise ConfigError(f"lens calibration: COLMAP's focal length {fx:.1f} px is {ratio:.2f}x the one a "
+                          f"{hfov_deg:.0f} deg field implies; set --hfov nearer the camera's field, or --lens "
+                          "pinhole")  # fmt: skip
+
+
 def calibrate_fisheye(
     frames: Iterable[np.ndarray],
     hfov_deg: float,
@@ -170,16 +194,8 @@ def calibrate_fisheye(
     if reg < max(3, MIN_REGISTERED_FRACTION * len(names)):
         raise ConfigError(f"lens calibration: COLMAP registered {reg} of {len(names)} frames in one model (need "
                           f"{MIN_REGISTERED_FRACTION:.0%}); {ADVICE}")  # fmt: skip
+    check_fisheye_params(params, f0, hfov_deg)
     fx_c, fy_c, cx_c, cy_c, *k = params
-    if any(math.isfinite(x) and abs(x) > MAX_FISHEYE_K for x in k):  # diverged in the last bundle adjustment
-        raise ConfigError(f"lens calibration: COLMAP's fisheye coefficients k1..k4 {', '.join(f'{x:.3g}' for x in k)} "
-                          f"diverged (a real lens's are within +-{MAX_FISHEYE_K:g}); {ADVICE}")  # fmt: skip
-    ok = all(math.isfinite(x) for x in params) and fx_c > 0 and fy_c > 0
-    ratio = math.sqrt(fx_c * fy_c) / f0 if ok else float("nan")
-    if not ok or not FOCAL_RANGE[0] <= ratio <= FOCAL_RANGE[1]:
-        raise ConfigError(f"lens calibration: COLMAP's focal length {fx_c:.1f} px is {ratio:.2f}x the one a "
-                          f"{hfov_deg:.0f} deg field implies; set --hfov nearer the camera's field, or --lens "
-                          "pinhole")  # fmt: skip
     s = w / cw  # COLMAP's pixel corners -> OpenCV's pixel centres, at the video's size
     camera = SourceCamera(w, h, fx_c * s, fy_c * (h / ch), cx_c * s - 0.5, cy_c * (h / ch) - 0.5, tuple(k),
                           "fisheye")  # fmt: skip

@@ -190,7 +190,9 @@ def test_a_garbled_compressed_jpeg_is_rejected_as_corrupt(loc_ckpt: Path) -> Non
     bad.data = np.frombuffer(_garbled(bytes(bad.data)), np.uint8).copy()
     engine = LocalizeEngine.from_config(EngineConfig(checkpoint=str(loc_ckpt), warmup=0, device="cpu"))
     node = LocalizerNode(LocalizerConfig(image_type="compressed"), engine, f)
-    assert node.on_image(good, 10) and node.on_image(bad, 10) == []
+    assert node.on_image(good, 10)
+    said = node.on_image(bad, 10)  # no pose: its status alone, saying why
+    assert [t for t, _ in said] == ["localization_status"] and said[0][1].status[0].level == 2
     assert node.counters["rejected_corrupt"] == 1 and node.counters["frames"] == 1
 
 

@@ -83,19 +83,22 @@ class LocalizerNode(NodeLogic):
         close_engine(self.engine)
 
     # ------------------------------------------------------------------ input
-    def _reject(self, msg: Any, reason: str, now_ns: int, text: str) -> list[Outgoing]:
+    def _reject(self, image: tuple[int, str], reason: str, now_ns: int, text: str) -> list[Outgoing]:
         self.count("rejected")
         self.count(f"rejected_{reason}")
         self.warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
-        return self._no_pose(msg, now_ns, f"rejected image: {text}", f"rejected_{reason}")
+        return self._no_pose(image, f"rejected image: {text}", f"rejected_{reason}")
 
-    def _no_pose(self, msg: Any, now_ns: int, text: str, reason: str) -> list[Outgoing]:
-        """The status of an image that gets no pose (rejected, or its localization failed): one per image, stamped
-        with it, level ERROR, the reason in its values, as a "no fix" is said at WARN."""
-        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
-        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
-        status = M.diagnostic_array(self.f, stamp, "pose2rgbd: localization", 2, text,
-                                    {"fix": "false", "reason": reason}, camera)  # fmt: skip
+    def _camera_frame(self, frame_id: str) -> str:
+        """The frame a status names: ``camera_frame``, else the image's own, else the optical frame's usual name."""
+        return self.cfg.camera_frame or frame_id.lstrip("/") or "camera_optical_frame"
+
+    def _no_pose(self, image: tuple[int, str], text: str, reason: str) -> list[Outgoing]:
+        """The status of an image (``(stamp_ns, camera frame)``) that gets no pose
+        (rejected, or its localization failed): one per image, stamped with it, level ERROR, the reason in its
+        values, as a "no fix" is said at WARN."""
+        status = M.diagnostic_array(self.f, image[0], "pose2rgbd: localization", 2, text,
+                                    {"fix": "false", "reason": reason}, image[1])  # fmt: skip
         return [(self.cfg.topics.status, status)]
 
     def decode(self, msg: Any) -> tuple[np.ndarray | None, str, str]:
@@ -118,13 +121,14 @@ class LocalizerNode(NodeLogic):
         """An image arrived: localize it (see the module docstring). Never raises on a bad image."""
         t0 = time.perf_counter()
         self.count("images")
+        image = (M.stamp_to_ns(msg.header.stamp) or now_ns, self._camera_frame(str(msg.header.frame_id)))
         rgb, reason, text = self.decode(msg)
         if rgb is None:
-            return self._reject(msg, reason, now_ns, text)
+            return self._reject(image, reason, now_ns, text)
         h, w = rgb.shape[:2]
         if min(h, w) < self.cfg.min_image_side or max(h, w) > self.cfg.max_aspect * min(h, w):
             return self._reject(
-                msg, "size", now_ns,
+                image, "size", now_ns,
                 f"{w}x{h} cannot be fitted to the model input (min_image_side {self.cfg.min_image_side}, "
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
@@ -137,13 +141,13 @@ class LocalizerNode(NodeLogic):
         except (Pose2RGBDError, RuntimeError) as e:  # RuntimeError: torch (e.g. out of GPU memory)
             self.count("localize_errors")
             self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
-            return self._no_pose(msg, now_ns, f"localization failed: {e}", "localize_error")
+            return self._no_pose(image, f"localization failed: {e}", "localize_error")
         T = res.T_world_cam[0]
         conf = float(res.confidence[0])
         if not (np.all(np.isfinite(T)) and math.isfinite(conf)):
             self.count("localize_errors")
             self.warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
-            return self._no_pose(msg, now_ns, "the model returned a non-finite pose", "localize_error")
+            return self._no_pose(image, "the model returned a non-finite pose", "localize_error")
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
         threshold = self.ood_threshold
         ood = conf < threshold
@@ -181,6 +185,7 @@ class LocalizerNode(NodeLogic):
     def _localize_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
         """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""
         stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        camera = self._camera_frame(str(msg.header.frame_id))
         waiting = self.cfg.topics.camera_info and not self.cfg.camera and hasattr(self.engine, "camera_expected")
         if waiting and self.engine.query_intrinsics is None:
             # an image before the first CameraInfo of the topic given (a bag's first messages): said as that, not as
@@ -193,13 +198,12 @@ class LocalizerNode(NodeLogic):
         except (Pose2RGBDError, RuntimeError) as e:
             self.count("localize_errors")
             self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
-            return self._no_pose(msg, now_ns, f"localization failed: {e}", "localize_error")
+            return self._no_pose((stamp, camera), f"localization failed: {e}", "localize_error")
         self.last_fix = fix
         self.latency.add((time.perf_counter() - t0) * 1e3)
         self.count("frames")
         values = {"inliers": fix.inliers, "correspondences": fix.correspondences, "prior": fix.prior or "none",
                   "latency_ms": f"{self.latency.last_ms:.1f}"}  # fmt: skip
-        camera = self.cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
         if not fix.ok:
             self.count("no_fix")
             self.count("no_fix_" + fix.reason.replace(" ", "_"))

@@ -20,6 +20,11 @@ from pose2rgbd.messages.build import header
 from pose2rgbd.messages.decode import decode_image_bytes, to_uint8
 from pose2rgbd.messages.factory import MessageFactory
 
+# a Bayer mosaic (ROS names it by its top-left 2x2 pattern) -> OpenCV's legacy demosaicing code, which names the
+# pattern by its second row and column (ROS's rggb is OpenCV's BayerBG, as cv_bridge maps it); the codes named like
+# ROS's (COLOR_BayerRGGB2RGB) are newer than some OpenCV builds a ROS distribution ships
+_BAYER_OPENCV = {"rggb": "BG", "bggr": "RG", "gbrg": "GR", "grbg": "GB"}
+
 # encoding -> (numpy dtype, channels)
 ENCODINGS: dict[str, tuple[str, int]] = {
     "rgb8": ("u1", 3),
@@ -41,11 +46,7 @@ ENCODINGS: dict[str, tuple[str, int]] = {
     "yuv422": ("u1", 2),  # UYVY
     "yuv422_yuy2": ("u1", 2),  # YUYV
     # a colour camera's raw mosaic (e.g. a machine-vision camera's image_raw), named by its top-left 2x2 pattern
-    **{
-        f"bayer_{p}{bits}": ("u1" if bits == 8 else "u2", 1)
-        for p in ("rggb", "bggr", "gbrg", "grbg")
-        for bits in (8, 16)
-    },
+    **{f"bayer_{p}{bits}": ("u1" if bits == 8 else "u2", 1) for p in _BAYER_OPENCV for bits in (8, 16)},
 }
 _ALIASES = {"uyvy": "yuv422", "yuyv": "yuv422_yuy2", "8uc1": "8UC1", "8uc3": "8UC3", "16uc1": "16UC1", "32fc1": "32FC1"}
 
@@ -209,12 +210,8 @@ _LAYOUT = {
     "bgr16": "bgr",
     "yuv422": "yuv422",
     "yuv422_yuy2": "yuv422_yuy2",
-    **{f"bayer_{p}{bits}": f"bayer_{p}" for p in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
+    **{f"bayer_{p}{bits}": f"bayer_{p}" for p in _BAYER_OPENCV for bits in (8, 16)},
 }
-# a Bayer mosaic's demosaicing: OpenCV's legacy codes name the pattern by its second row and column (ROS's rggb is
-# OpenCV's BayerBG, as cv_bridge maps it); the codes named like ROS's (COLOR_BayerRGGB2RGB) are newer than some
-# OpenCV builds a ROS distribution ships
-_BAYER_OPENCV = {"rggb": "BG", "bggr": "RG", "gbrg": "GR", "grbg": "GB"}
 _BAYER_TO = {"rgb": "RGB", "bgr": "BGR", "mono": "GRAY", "rgba": "RGBA", "bgra": "BGRA"}
 
 

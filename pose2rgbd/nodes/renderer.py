@@ -383,7 +383,7 @@ class Renderer(NodeLogic):
         stamp = stamp or now_ns
         msgs = self._build(res, stamp)
         response.success = True
-        response.message = f"out of bounds: {self._oob_why(res)}" if bool(res.out_of_bounds[0]) else "ok"
+        response.message = f"out of bounds: {self._oob_why(res)[1]}" if bool(res.out_of_bounds[0]) else "ok"
         response.rgbd = msgs["rgbd"]
         return response
 
@@ -424,20 +424,21 @@ class Renderer(NodeLogic):
             return False
         return not bool(self.engine.out_of_bounds(res.T_world_cam[:1])[0])
 
-    def _oob_why(self, res: RenderResult) -> str:
-        """Why frame 0 is out of bounds, as the end of a sentence starting with "camera" or "current"."""
+    def _oob_why(self, res: RenderResult) -> tuple[str, str]:
+        """Why frame 0 is out of bounds: ``("unseen" | "pose", the reason as the end of a sentence starting with
+        "camera" or "current")``."""
         if self._unseen(res):
             assert res.seen is not None
             far = (
                 "" if res.coverage_deg is None else f", {float(res.coverage_deg[0]):.0f} deg from the nearest keyframe"
             )
-            return (
+            return "unseen", (
                 f"view is out of the training bounds: it sees almost nothing the keyframes saw (keyframe points on "
                 f"{100 * float(res.seen[0]):.1f} % of its pixels{far})"
             )
         cov = res.coverage_m
         far = "" if cov is None else f", {float(cov[0]):.1f} m from the nearest training camera"
-        return f"pose is out of the training bounds (outside the training poses + margin{far})"
+        return "pose", f"pose is out of the training bounds (outside the training poses + margin{far})"
 
     def valid_mask(self, res: RenderResult) -> np.ndarray | None:
         """``(H, W)`` bool of frame 0: finite depth > 0, within ``cloud.max_range_m``, confidence at least
@@ -487,8 +488,7 @@ class Renderer(NodeLogic):
         self.count("cache_hits", int(res.from_cache[0]))
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
-        why = self._oob_why(res) if oob else ""
-        kind = ("unseen" if self._unseen(res) else "pose") if oob else ""
+        kind, why = self._oob_why(res) if oob else ("", "")
         if oob and kind != self._last_oob_kind:  # warned once as it starts, and again if its reason changes
             dropped = (
                 ""

@@ -19,7 +19,7 @@ from pose2rgbd.errors import BagError, Pose2RGBDError
 from pose2rgbd.inference.focal_check import FocalCheck
 from pose2rgbd.inference.images import prepare_for_model
 from pose2rgbd.nodes.localizer.config import IMAGE_TYPES, LOCALIZER_LIVE, LocalizerConfig
-from pose2rgbd.nodes.localizer.outputs import PoseCovariance, pose_messages, refined_pose
+from pose2rgbd.nodes.localizer.outputs import PoseCovariance, pose_messages, refined_pose, status_frame
 from pose2rgbd.nodes.localizer.resources import configure_localizer
 from pose2rgbd.nodes.localizer.structure import Priors
 from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
@@ -89,10 +89,6 @@ class LocalizerNode(NodeLogic):
         self.warning(f"reject_{reason}", now_ns, f"rejected image on '{self.cfg.topics.image}': {text}")
         return self._no_pose(image, f"rejected image: {text}", f"rejected_{reason}")
 
-    def _camera_frame(self, frame_id: str) -> str:
-        """The frame a status names: ``camera_frame``, else the image's own, else the optical frame's usual name."""
-        return self.cfg.camera_frame or frame_id.lstrip("/") or "camera_optical_frame"
-
     def _no_pose(self, image: tuple[int, str], text: str, reason: str) -> list[Outgoing]:
         """The status of an image (``(stamp_ns, camera frame)``) that gets no pose
         (rejected, or its localization failed): one per image, stamped with it, level ERROR, the reason in its
@@ -121,7 +117,7 @@ class LocalizerNode(NodeLogic):
         """An image arrived: localize it (see the module docstring). Never raises on a bad image."""
         t0 = time.perf_counter()
         self.count("images")
-        image = (M.stamp_to_ns(msg.header.stamp) or now_ns, self._camera_frame(str(msg.header.frame_id)))
+        image = (M.stamp_to_ns(msg.header.stamp) or now_ns, status_frame(self.cfg, str(msg.header.frame_id)))
         rgb, reason, text = self.decode(msg)
         if rgb is None:
             return self._reject(image, reason, now_ns, text)
@@ -133,7 +129,7 @@ class LocalizerNode(NodeLogic):
                 f"max_aspect {self.cfg.max_aspect:g})",
             )  # fmt: skip
         if self.structured:
-            return self._localize_structure(msg, rgb, now_ns, t0)
+            return self._localize_structure(image, rgb, now_ns, t0)
         try:
             model = getattr(self.engine, "model", None)  # a Localizer need not expose one
             x = prepare_for_model(model, rgb, self.engine.input_hw, crop_scale=self.cfg.crop_scale)
@@ -148,11 +144,11 @@ class LocalizerNode(NodeLogic):
             self.count("localize_errors")
             self.warning("nan", now_ns, "the model returned a non-finite pose; nothing published")
             return self._no_pose(image, "the model returned a non-finite pose", "localize_error")
-        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
+        stamp = image[0]
         threshold = self.ood_threshold
         ood = conf < threshold
         cov = self.cov.at(self.cfg, conf, ood)
-        out = pose_messages(self.f, self.cfg, self.world_frame, msg, stamp, T, conf, ood, cov, threshold,
+        out = pose_messages(self.f, self.cfg, self.world_frame, image[1], stamp, T, conf, ood, cov, threshold,
                             self.cov.source)  # fmt: skip
         self.latency.add((time.perf_counter() - t0) * 1e3)  # image -> pose (refinement is reported apart)
         if self.refiner is not None:
@@ -182,10 +178,10 @@ class LocalizerNode(NodeLogic):
         return [refined_pose(self.f, self.cfg, self.world_frame, stamp, r.T_world_cam[0], cov)]
 
     # ------------------------------------------------------------------ the structure localizer
-    def _localize_structure(self, msg: Any, rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
-        """Localize against the map with the freshest prior; a "no fix" publishes only the status and why."""
-        stamp = M.stamp_to_ns(msg.header.stamp) or now_ns
-        camera = self._camera_frame(str(msg.header.frame_id))
+    def _localize_structure(self, image: tuple[int, str], rgb: np.ndarray, now_ns: int, t0: float) -> list[Outgoing]:
+        """Localize the image ``(stamp_ns, camera frame)`` against the map with the freshest prior; a "no fix"
+        publishes only the status and why."""
+        stamp, camera = image
         waiting = self.cfg.topics.camera_info and not self.cfg.camera and hasattr(self.engine, "camera_expected")
         if waiting and self.engine.query_intrinsics is None:
             # an image before the first CameraInfo of the topic given (a bag's first messages): said as that, not as
@@ -198,7 +194,7 @@ class LocalizerNode(NodeLogic):
         except (Pose2RGBDError, RuntimeError) as e:
             self.count("localize_errors")
             self.warning("localize", now_ns, f"localization failed: {type(e).__name__}: {e}")
-            return self._no_pose((stamp, camera), f"localization failed: {e}", "localize_error")
+            return self._no_pose(image, f"localization failed: {e}", "localize_error")
         self.last_fix = fix
         self.latency.add((time.perf_counter() - t0) * 1e3)
         self.count("frames")
@@ -223,7 +219,7 @@ class LocalizerNode(NodeLogic):
         values.update(flag=fix.flag, covariance_source=self._covariance_source())
         if fix.confidence_bound_m > 0:
             values["confidence_bound_m"] = f"{fix.confidence_bound_m:.4g}"
-        return pose_messages(self.f, self.cfg, self.world_frame, msg, stamp, fix.T_world_cam, fix.confidence, ood,
+        return pose_messages(self.f, self.cfg, self.world_frame, camera, stamp, fix.T_world_cam, fix.confidence, ood,
                              fix.covariance, threshold, self.cov.source, {"fix": "true", **values})  # fmt: skip
 
     def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:

@@ -61,19 +61,24 @@ def refined_pose(f: M.MessageFactory, cfg: LocalizerConfig, world_frame: str, st
     return cfg.topics.refined_pose, _pose_with_covariance(f, stamp, world_frame, T, cov)
 
 
+def status_frame(cfg: LocalizerConfig, frame_id: str) -> str:
+    """The frame an image's status names: ``camera_frame``, else the image's own, else the optical frame's usual
+    name."""
+    return cfg.camera_frame or frame_id.lstrip("/") or "camera_optical_frame"
+
+
 def pose_messages(
-    f: M.MessageFactory, cfg: LocalizerConfig, world_frame: str, msg: Any, stamp: int, T: np.ndarray, conf: float,
+    f: M.MessageFactory, cfg: LocalizerConfig, world_frame: str, camera: str, stamp: int, T: np.ndarray, conf: float,
     ood: bool, cov: np.ndarray, threshold: float, covariance_source: str, extra: dict[str, Any] | None = None,
 ) -> list[Outgoing]:  # fmt: skip
     """A pose's messages: the pose (``topics.pose``), the OOD flag (``topics.ood``), the per-image status stamped
-    with the image (``topics.status``; ``extra`` adds to its values, its ``flag`` names why a fix is flagged) and,
-    with ``publish_tf``, the debugging transform."""
+    with the image and naming its ``camera`` frame (``topics.status``, :func:`status_frame`; ``extra`` adds to its
+    values, its ``flag`` names why a fix is flagged) and, with ``publish_tf``, the debugging transform."""
     top = cfg.topics
     out: list[Outgoing] = [
         (top.pose, _pose_with_covariance(f, stamp, world_frame, T, cov)),
         (top.ood, f.new("std_msgs/msg/Bool", data=bool(ood))),
     ]
-    camera = cfg.camera_frame or str(msg.header.frame_id).lstrip("/") or "camera_optical_frame"
     values = {
         "confidence": f"{conf:.4f}",
         "ood_threshold": f"{threshold:.4f}",

@@ -42,15 +42,19 @@ def _summary(out: Path) -> dict:  # type: ignore[type-arg]
 
 
 # ------------------------------------------------------------------------------------------------------- COLMAP
-def _colmap_model(model: Path, T: np.ndarray, names: list[str], cam: str = f"PINHOLE {W} {H} {F} {F} 8 6") -> None:
+def _colmap_model(
+    model: Path, T: np.ndarray, names: list[str], cam: str = f"PINHOLE {W} {H} {F} {F} 8 6", *more_cams: str
+) -> None:
+    """A COLMAP text model; with ``more_cams``, the images take the cameras in turn (camera ids 1, 2, ...)."""
     model.mkdir(parents=True)
-    (model / "cameras.txt").write_text(f"1 {cam}\n")
+    cams = [cam, *more_cams]
+    (model / "cameras.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(cams)))
     lines = []
     for i, (t, name) in enumerate(zip(T, names, strict=True)):
         cw = np.linalg.inv(t)
         q = matrix_to_quat_xyzw(cw[:3, :3])
         vals = [q[3], q[0], q[1], q[2], *cw[:3, 3]]
-        lines += [f"{i + 1} " + " ".join(repr(float(x)) for x in vals) + f" 1 {name}", ""]
+        lines += [f"{i + 1} " + " ".join(repr(float(x)) for x in vals) + f" {i % len(cams) + 1} {name}", ""]
     (model / "images.txt").write_text("\n".join(lines) + "\n")
     (model / "points3D.txt").write_text("")
 
@@ -108,6 +112,24 @@ def test_an_absurd_lens_is_named(tmp_path: Path) -> None:
     assert Dataset(out).camera.fx > 2 * F
     # a usual lens (k1 = -0.1) undistorts without a warning
     _colmap_model(tmp_path / "q" / "sparse" / "0", _ring(4)[:2], names, cam=f"SIMPLE_RADIAL {W} {H} {F} 8 6 -0.1")
+    out = convert_images(tmp_path / "q" / "sparse" / "0", tmp_path / "ds2", ImagesConfig(images=str(proj / "images")),
+                         progress=False)  # fmt: skip
+    assert _summary(out)["warnings"] == []
+
+
+def test_an_absurd_lens_of_a_second_camera_is_named(tmp_path: Path) -> None:
+    """The first camera's lens is a usual one; the second's (k1 = 204) is what a failed reconstruction leaves.
+    Its photos are mapped onto the first camera's pinhole; the import names that camera and its photos."""
+    proj = tmp_path / "p"
+    names = [f"f{i}.png" for i in range(4)]
+    for i, n in enumerate(names):
+        _png(proj / "images" / n, i)
+    good = f"SIMPLE_RADIAL {W} {H} {F} 8 6 -0.1"
+    _colmap_model(proj / "sparse" / "0", _ring(4), names, good, f"SIMPLE_RADIAL {W} {H} {F} 8 6 204")
+    (w,) = _summary(convert_images(proj, tmp_path / "ds", progress=False))["warnings"]
+    assert "the lens of source camera 2 of 2 (2 of 4 images)" in w and "204" in w and "probably a failed" in w
+    # both cameras usual: no warning
+    _colmap_model(tmp_path / "q" / "sparse" / "0", _ring(4), names, good, f"SIMPLE_RADIAL {W} {H} {F} 8 6 -0.05")
     out = convert_images(tmp_path / "q" / "sparse" / "0", tmp_path / "ds2", ImagesConfig(images=str(proj / "images")),
                          progress=False)  # fmt: skip
     assert _summary(out)["warnings"] == []

@@ -232,27 +232,39 @@ LENS_ZOOM_LIMIT = 2.0  # undistortion changing the focal length by more than thi
 
 
 def _lens_doubt(pi: PosedImages, target: PinholeCamera, alpha: float) -> list[str]:
-    """A warning when undistorting the first camera's lens changes its focal length by more than
+    """A warning for each source camera whose lens, undistorted alone, changes its focal length by more than
     :data:`LENS_ZOOM_LIMIT` (more, or -- keeping only valid pixels, ``alpha`` 0 -- less): real lenses do not do
     that; a failed reconstruction or calibration (COLMAP's lens of a model of two photos: k1 = 30.9, fx 408
-    undistorted to fx 5331) does. (``alpha`` > 0 keeps the corners of a wide lens and may shrink it more.)"""
-    ref = pi.cameras[0]
-    if not ref.has_distortion:
-        return []
-    zoom = target.fx / ref.fx
-    if zoom <= LENS_ZOOM_LIMIT and (zoom >= 1.0 / LENS_ZOOM_LIMIT or alpha > 0):
-        return []
-    coeffs = ", ".join(f"{v:.4g}" for v in ref.dist)
-    what = (f"each image written shows only the central 1/{zoom:.0f} of the photo's width, magnified" if zoom > 1
-            else f"each photo is shrunk to {zoom:.2f} of its width in the image written")  # fmt: skip
+    undistorted to fx 5331) does. (``alpha`` > 0 keeps the corners of a wide lens and may shrink it more.) Every
+    camera is looked at, not only the first (whose undistortion sets ``target``): a model whose second camera has
+    k1 = 204 maps that camera's photos onto the first one's pinhole from a lens no camera has."""
     src = {"colmap": "the COLMAP model (a model of few images, or one the mapper got wrong)",
            "transforms.json": "the transforms.json (k1 k2 p1 p2 / k1 k2 k3 k4)"}.get(pi.kind, "the source")  # fmt: skip
-    return [
-        f"{pi.source}: the source camera's lens ({ref.model}: {coeffs}) is probably a failed reconstruction or "
-        f"calibration: undistorting it turns the focal length fx {ref.fx:.1f} px into {target.fx:.1f} px "
-        f"({zoom:.1f}x; {what}), which no real lens does. Check the lens of {src}; a reconstruction from more "
-        "photos, or the camera's own calibration, gives a usable one"
-    ]
+    used: dict[SourceCamera, int] = {}
+    for cam in pi.cameras:
+        used[cam] = used.get(cam, 0) + 1
+    out = []
+    for n, cam in enumerate(used):
+        lens = cam.distortion
+        if lens is None or not cam.has_distortion:
+            continue
+        fx = target.fx if n == 0 else float(lens.new_camera(cam.K, (cam.width, cam.height), alpha)[0, 0])
+        zoom = fx / cam.fx
+        if zoom <= LENS_ZOOM_LIMIT and (zoom >= 1.0 / LENS_ZOOM_LIMIT or alpha > 0):
+            continue
+        coeffs = ", ".join(f"{v:.4g}" for v in cam.dist)
+        what = (f"each image written shows only the central 1/{zoom:.0f} of the photo's width, magnified" if zoom > 1
+                else f"each photo is shrunk to {zoom:.2f} of its width in the image written")  # fmt: skip
+        whose = "the source camera's lens"
+        if len(used) > 1:
+            whose = f"the lens of source camera {n + 1} of {len(used)} ({used[cam]} of {len(pi.images)} images)"
+        out.append(
+            f"{pi.source}: {whose} ({cam.model}: {coeffs}) is probably a failed reconstruction or "
+            f"calibration: undistorting it turns the focal length fx {cam.fx:.1f} px into {fx:.1f} px "
+            f"({zoom:.1f}x; {what}), which no real lens does. Check the lens of {src}; a reconstruction from more "
+            "photos, or the camera's own calibration, gives a usable one"
+        )
+    return out
 
 
 def _bounds(b: np.ndarray) -> dict[str, Any]:

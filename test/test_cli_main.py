@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,18 @@ def test_the_onnx_exporters_chatter_is_held_back_unless_verbose(tmp_path) -> Non
         assert main([*verbose, "dataset", "info", str(tmp_path / "missing")]) == 2
         for name, level in QUIET_LIBRARY_LOGGERS.items():
             assert logging.getLogger(name).level == (logging.NOTSET if verbose else level)  # NOTSET: the root's
+
+
+def test_a_native_crash_prints_the_python_stacks() -> None:
+    """A segmentation fault in native code after the command line has run (as at interpreter exit after Ctrl-C)
+    prints the Python stacks on stderr, not only the signal: faulthandler, enabled by ``main``."""
+    script = (
+        "import ctypes\n"
+        "from pose2rgbd.cli.main import main\n"
+        "main([])\n"  # the help: main returns
+        "ctypes.string_at(0)\n"  # a read of address 0: SIGSEGV
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == -11, r.stderr
+    assert "Segmentation fault" in r.stderr and "in string_at" in r.stderr

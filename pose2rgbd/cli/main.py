@@ -8,6 +8,8 @@ errors (:mod:`pose2rgbd.errors`); this is the only place that turns them into me
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import importlib
 import logging
 import os
@@ -154,7 +156,19 @@ def _kept_after_error() -> str:
     return f"; kept {'; '.join(kept)}" if kept else ""
 
 
+def _stacks_on_native_crash() -> None:
+    """A crash in native code (a segmentation fault in a compiled library, also while the interpreter shuts down
+    after Ctrl-C) prints every thread's Python stack on stderr (:mod:`faulthandler`), where the process had ended
+    with nothing but its signal: the stacks are what a bug report needs. Left as it is where a host (pytest, an
+    application calling :func:`main`) enabled it already, and where stderr is not a file."""
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # stderr without a file descriptor
+        faulthandler.enable(file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stacks_on_native_crash()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while the commands are imported or the flags parsed: nothing was started

@@ -35,7 +35,9 @@ def test_resume_takes_the_runs_settings_the_command_does_not_give(tmp_path: Path
     model, train = cfg["model"], cfg["train"]
     assert (model.preset, model.size, model.neighbours) == ("hybrid-fast", 128, 3)
     assert (train.split, train.seed) == ("route", 4)
-    assert train.max_minutes != 2.0  # not a setting a resume must keep: the command's own
+    assert train.max_minutes == 2.0  # the run's length: a plain --resume had trained on to 100 epochs
+    args = build_parser().parse_args(["train", "--out", str(out), "--resume", "--max-minutes", "5"])
+    assert config_from_args(args)["train"].max_minutes == 5.0  # the command may change it
     # a flag given wins (the resume's check then refuses a real difference)
     args = build_parser().parse_args(["train", "--out", str(out), "--resume", "--size", "64", "--split", "random"])
     cfg = config_from_args(args)

@@ -128,15 +128,16 @@ def _run_config(out: Path | None) -> dict[str, object]:
 @dataclass(frozen=True)
 class RunSettings:
     """What ``train --resume`` takes from the run's own OUT/config.yaml where the command does not give it: the
-    dataset, the kind (``method``), the model settings (all of them: a resume keeps the checkpoint's model) and the
-    training settings that define the data split (:data:`pose2rgbd.training.run_folder.RESUME_FIXED`)."""
+    dataset, the kind (``method``), the model settings (all of them: a resume keeps the checkpoint's model), the
+    training settings that define the data split (:data:`pose2rgbd.training.run_folder.RESUME_FIXED`) and those of
+    the run's length (:data:`~pose2rgbd.training.run_folder.RESUME_LENGTH`: its time budget among them)."""
 
     path: Path | None = None  # OUT/config.yaml; None: not resuming
     problem: str = ""  # why it cannot be read ("" where it was read)
     dataset: Path | None = None
     method: str | None = None
     model: dict[str, object] = field(default_factory=dict)  # top-level model.* keys of the run's method
-    train: dict[str, object] = field(default_factory=dict)  # the train.* keys a resume must keep
+    train: dict[str, object] = field(default_factory=dict)  # the train.* keys a resume keeps (split, length)
 
 
 def _run_settings(out: Path | None, resume: bool, method: str, preset: str | None) -> RunSettings:
@@ -147,7 +148,7 @@ def _run_settings(out: Path | None, resume: bool, method: str, preset: str | Non
         return RunSettings()
     from dataclasses import fields
 
-    from pose2rgbd.training.run_folder import RESUME_FIXED
+    from pose2rgbd.training.run_folder import RESUME_FIXED, RESUME_LENGTH
 
     saved, problem = _read_run_config(out)
     path = out / "config.yaml"
@@ -162,7 +163,8 @@ def _run_settings(out: Path | None, resume: bool, method: str, preset: str | Non
         by_preset = (set(family.presets.get(preset) or {}) | {"preset"}) if preset is not None else set()
         model = {k: v for k, v in section.items() if k in names and k not in by_preset}
     train = saved.get("train")
-    fixed = {k: train[k] for k in RESUME_FIXED if k in train} if isinstance(train, dict) else {}
+    kept = (*RESUME_FIXED, *RESUME_LENGTH)
+    fixed = {k: train[k] for k in kept if k in train} if isinstance(train, dict) else {}
     return RunSettings(path=path, dataset=Path(ds) if isinstance(ds, str) and ds else None,
                        method=kind if isinstance(kind, str) else None, model=model, train=fixed)  # fmt: skip
 

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 # Train-config fields that must not change when resuming (they define the data the model saw). Every model-config
 # key is fixed on resume as well (see check_resume), method-owned data settings included.
 RESUME_FIXED = ("split", "seed", "val_fraction", "test_fraction", "every_nth")
+# Train-config fields a resume continues with where the command does not give them (the command may change them):
+# how long the run is. Its time budget is summed over resumes, so a `--resume` that dropped it trained on to the
+# epoch default (100 epochs) after a run of a few minutes was stopped.
+RESUME_LENGTH = ("epochs", "max_steps", "max_minutes", "patience", "min_delta")
 
 # What a training run writes into its folder (pose2rgbd.training.train.train_one_process; "keyframes": the
 # hybrid's keyframe map, pose2rgbd.methods.hybrid.recipe).

@@ -243,3 +243,31 @@ def test_training_curves_give_each_validation_error_its_own_panel(tmp_path, name
     assert [label.split(" MAE")[0] for label in shown[0][1:]] == [
         {"rgb_mae_px": "val RGB", "depth_mae": "val depth"}[n] for n in errors
     ]
+
+
+def test_evaluate_refuses_to_replace_the_users_files_of_its_names(toy: Path, tmp_path: Path) -> None:
+    """A folder of the user's holding a metrics.md and a grid.png, no evaluation: refused before any work, the files
+    kept; a folder of an earlier evaluation is evaluated into again (its files replaced, the rest kept)."""
+    from pose2rgbd.errors import OutputError
+
+    mine = tmp_path / "report"
+    mine.mkdir()
+    (mine / "metrics.md").write_text("my own metrics table")
+    (mine / "grid.png").write_text("my own figure")
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"holds metrics.md, grid.png, which evaluate writes, and no earlier"):
+        evaluate(tmp_path / "no-such.pt", toy, out_dir=mine, progress=False)  # refused before the checkpoint is read
+    assert (mine / "metrics.md").read_text() == "my own metrics table"
+    (mine / "metrics.json").write_text('{"my": "own"}')  # a metrics.json of the user's is no evaluation either
+    with pytest.raises(OutputError, match=r"holds metrics.json, metrics.md, grid.png"):
+        evaluate(tmp_path / "no-such.pt", toy, out_dir=mine, progress=False)
+    # an earlier evaluation's folder: no refusal (the missing checkpoint is what stops this one)
+    (mine / "metrics.json").write_text('{"metrics": {}, "info": {}}')
+    with pytest.raises(CheckpointError):
+        evaluate(tmp_path / "no-such.pt", toy, out_dir=mine, progress=False)
+    # a folder of other files only: evaluate adds its own beside them
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError):
+        evaluate(tmp_path / "no-such.pt", toy, out_dir=other, progress=False)

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "dataset's depth was estimated, depth is also scored at points triangulated among the test frames "
         "(--point_depth). Writes OUT/metrics.md, OUT/metrics.json, OUT/per_frame.csv, OUT/grid.png, "
         "OUT/coverage.png (with a baseline), OUT/depth_sigma.png (when the checkpoint carries a depth "
-        "uncertainty), OUT/curves.png (when log.csv sits next to the checkpoint) and OUT/flythrough.mp4.",
+        "uncertainty), OUT/curves.png (when log.csv sits next to the checkpoint) and OUT/flythrough.mp4, beside what "
+        "OUT holds: an earlier evaluation's files are replaced; files of those names in a folder without one (the "
+        "user's) are refused.",
         allow_abbrev=False,
     )
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -4,6 +4,7 @@ fly-through video along a route the model never trained on."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -199,6 +200,7 @@ def evaluate(
         check_output(out_dir, EVALUATION, inputs=[ds.path])
         if Path(out_dir).is_file():
             raise OutputError(f"output {out_dir} is a file (e.g. the checkpoint); give a folder for the results")
+        refuse_the_users_files(Path(out_dir))
     # a hybrid opens the place map its checkpoint names (pose2rgbd.methods.hybrid.stored)
     loaded = load_checkpoint(checkpoint, expect_fingerprint=None if cfg.allow_other_dataset else ds.fingerprint())
     model = loaded.model
@@ -234,6 +236,8 @@ def evaluate(
     unit = depth_unit_label(loaded.depth_kind if model.has_depth or cache.depth is not None else "none")
     pose_unit = "m" if ds.manifest.resolved_pose_units == "m" else "units"  # unscaled poses: no metres
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
+    if write_files and out_dir is None:
+        refuse_the_users_files(out)
 
     nn_base = train_kf = None  # the baselines read the training frames as keyframes
     rot_w: float | None = None  # their pose distance's metres per radian, once computed
@@ -493,6 +497,36 @@ def baselines_ahead(rows: list[tuple[str, dict[str, float]]], model: dict[str, f
         "the model is behind a training-free baseline here: " + "; ".join(found) + ". A longer training "
         '(train --max-minutes) may close it, or not: docs/results.md has both ("Real data")'
     )
+
+
+# the files evaluate writes into its folder (_write_outputs)
+EVALUATION_FILES = ("metrics.json", "metrics.md", "per_frame.csv", "grid.png", "coverage.png", "depth_sigma.png",
+                    "curves.png", "flythrough.mp4", "flythrough.gif")  # fmt: skip
+
+
+def _is_evaluation(metrics_json: Path) -> bool:
+    """Whether ``metrics_json`` is one :func:`_write_metrics_json` wrote (its two sections), not the user's own."""
+    try:
+        data = json.loads(metrics_json.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("metrics"), dict) and isinstance(data.get("info"), dict)
+
+
+def refuse_the_users_files(out: Path) -> None:
+    """Evaluation adds its files (:data:`EVALUATION_FILES`) to ``out``, which may hold other things (the checkpoint),
+    and replaces those of an earlier evaluation there. In a folder that holds no earlier evaluation (no
+    ``metrics.json`` of one), a file of one of those names is the user's: refused, named, before any work."""
+    if not out.is_dir() or _is_evaluation(out / "metrics.json"):
+        return
+    clash = [n for n in EVALUATION_FILES if (out / n).exists() or (out / n).is_symlink()]
+    if clash:
+        them = "them" if len(clash) > 1 else "it"
+        raise OutputError(
+            f"{out} holds {', '.join(clash)}, which evaluate writes, and no earlier evaluation (no metrics.json of "
+            f"one): evaluating into it would replace {them}. Choose another --out, or move {them} out of {out} "
+            "(nothing was written)"
+        )
 
 
 def _write_metrics_json(path: Path, res: EvaluationResult) -> None:

@@ -212,6 +212,17 @@ def test_train_refuses_an_earlier_run_without_resume_or_overwrite(
     assert tree_hash(run) == before
 
 
+def test_train_with_a_device_that_is_not_one_writes_nothing(
+    toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device gpu` (a typo) is refused before OUT is made: the corrected command is not then told of an earlier
+    run (config.yaml, split.json) that never trained."""
+    run = tmp_path / "run"
+    rc, out = run_cli(capsys, "train", "--dataset", toy_dataset, "--out", run, "--epochs", "1", "--device", "gpu")
+    assert rc == 2 and "device 'gpu' is not a torch device" in out, out
+    assert not run.exists()
+
+
 def test_train_overwrite_puts_the_earlier_run_back_when_the_new_one_fails_early(
     toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,6 +38,7 @@ from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.checkpoint import save_loaded
 from pose2rgbd.models.depth_uncertainty import DepthUncertainty
+from pose2rgbd.models.device import resolve_device
 from pose2rgbd.models.interfaces import PoseToImage
 from pose2rgbd.models.registry import ModelFamily, family_of_config, get_family
 from pose2rgbd.training import distributed, run_folder
@@ -205,6 +206,7 @@ def train_one_process(
             f"model config is a {type(mc).__name__}, method {method!r} takes a {family.config_cls.__name__}"
         )
     tc = train_cfg if train_cfg is not None else TrainConfig()
+    resolve_device(tc.device)  # a device that does not exist here (`--device gpu`) is refused before OUT is written
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     check_dataset_for(family, ds)
     if (doubt := suspect_import_warning(ds)) and distributed.current().is_main:
@@ -550,7 +552,6 @@ def recalibrate_checkpoint(
     (:func:`pose2rgbd.training.batchnorm.recalibrate_batchnorm`), and writes the checkpoint back atomically (in
     the current format) with ``extra["bn_recalibrated"] = True``. Returns its path.
     """
-    from pose2rgbd.models.device import resolve_device
     from pose2rgbd.training.batchnorm import recalibrate_batchnorm
 
     path = Path(checkpoint)

@@ -335,6 +335,19 @@ def test_trajectory_row_with_zero_quaternion_is_named(tmp_path: Path) -> None:
     assert p.read_bytes() == before
 
 
+def test_trajectory_row_with_a_quaternion_not_of_unit_length_is_named(tmp_path: Path) -> None:
+    """As a TUM file's: a quaternion of length 1.249 is refused, not normalized in silence; one rounded to 6 digits
+    (length 1 within 1e-3) is taken."""
+    from pose2rgbd.convert.trajectories import read_trajectory_csv
+
+    p = tmp_path / "traj.csv"
+    p.write_text("frame,time_s,tx,ty,tz,qx,qy,qz,qw\n0,0.0,0,0,10,0,0,0,1\n1,0.1,1,0,10,0.5,0.5,0.5,0.9\n")
+    with pytest.raises(ConfigError, match=r"traj.csv: row 3: quaternion \(qx, qy, qz, qw\) has length 1\.2490, not 1"):
+        read_trajectory_csv(p)
+    p.write_text("frame,time_s,tx,ty,tz,qx,qy,qz,qw\n0,0.0,0,0,10,0.707107,0,0,0.707107\n")
+    assert read_trajectory_csv(p)[1].shape == (1, 4, 4)
+
+
 # ------------------------------------------------------------------- item 13: SIGTERM and leftovers of a kill
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -130,8 +130,10 @@ def _format(p: Path, lines: list[tuple[int, str]]) -> str:
 
 
 def _poses_checked(path: Path, t: np.ndarray, q: np.ndarray, rows: list[int]) -> np.ndarray:
-    """The CSV's poses (``rows``: the file's lines): NaN / inf and zero quaternions refused; quaternions
-    normalized and rotations checked as the TUM reader does, so that one pose in either format is one matrix."""
+    """The CSV's poses (``rows``: the file's lines): NaN / inf, zero quaternions and quaternions not of unit length
+    (to 1e-3: a w-first row, a column swapped) refused; quaternions normalized and rotations checked as the TUM reader
+    does (:func:`pose2rgbd.convert.posed_images.trajectory.read_tum_poses`), so that one pose in either format is one
+    matrix."""
     ok = np.isfinite(t).all(1) & np.isfinite(q).all(1)
     if not ok.all():
         raise ConfigError(f"{path}: row {rows[int(np.argmax(~ok))]} has NaN / inf")
@@ -140,6 +142,12 @@ def _poses_checked(path: Path, t: np.ndarray, q: np.ndarray, rows: list[int]) ->
         raise ConfigError(
             f"{path}: row {rows[int(np.argmax(qn < 1e-6))]} has a zero quaternion (qx, qy, qz, qw); an orientation "
             "needs a non-zero quaternion, e.g. 0,0,0,1 for no rotation"
+        )
+    bad = np.flatnonzero(~(np.abs(qn - 1.0) <= 1e-3))
+    if bad.size:
+        raise ConfigError(
+            f"{path}: row {rows[bad[0]]}: quaternion (qx, qy, qz, qw) has length {qn[bad[0]]:.4f}, not 1 ({bad.size} "
+            f"of {len(qn)} rows); the columns are named, and qw is the scalar part: is w in the qx column?"
         )
     return check_rotations(T_from_tq(t, q / qn[:, None]), [f"{path}: row {r}" for r in rows])
 

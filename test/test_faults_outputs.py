@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pose2rgbd.cli.main import main
 
@@ -470,3 +471,23 @@ def test_a_file_kind_with_a_header_matches_only_files_that_start_with_it(tmp_pat
         check_output(mine, kind, overwrite=True)
     (tmp_path / "empty.yaml").write_bytes(b"")
     assert not kind.matches(tmp_path / "empty.yaml")
+
+
+def test_sim_refuses_to_replace_a_sim_config_yaml_of_the_users(tmp_path: Path) -> None:
+    """``OUT/sim_config.yaml`` is replaced with each run's outputs; a file of the user's of that name is refused,
+    with or without overwrite, before any work; an earlier run's is replaced."""
+    from pose2rgbd.errors import OutputError
+    from pose2rgbd.sim import SimConfig, simulate
+
+    cfg = SimConfig(frames=2, width=16, height=16)
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "sim_config.yaml").write_text("my own yaml notes\n")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match=r"sim_config.yaml exists and is not a simulator config"):
+            simulate(cfg, out, dataset=False, bag=False, overwrite=overwrite, progress=False)
+    assert (out / "sim_config.yaml").read_text() == "my own yaml notes\n"
+    (out / "sim_config.yaml").unlink()
+    simulate(cfg, out, dataset=False, bag=False, progress=False)  # its own, then again: replaced
+    simulate(SimConfig(frames=2, width=16, height=16, seed=3), out, dataset=False, bag=False, progress=False)
+    assert yaml.safe_load((out / "sim_config.yaml").read_text())["seed"] == 3

@@ -10,10 +10,30 @@ from typing import Any
 import yaml
 
 from pose2rgbd.atomic import StagedOutputs
+from pose2rgbd.config import to_dict
+from pose2rgbd.errors import OutputError
 from pose2rgbd.output_guard import BAG, DATASET, FILE, POSED_IMAGES, VIDEO, check_output, refuse_existing
 from pose2rgbd.sim import export as ex  # looked up at call time: tests stop an export midway by patching it
 from pose2rgbd.sim.config import SimConfig, sim_config_dict
 from pose2rgbd.sim.export_posed import export_posed_images
+
+
+def _refuse_a_foreign_config(path: Path) -> None:
+    """``sim_config.yaml`` is replaced with each run's outputs (it describes them); one that is not a simulator's
+    config (the user's own file of that name: not a mapping of the config's keys with its ``seed``) is refused
+    whatever ``overwrite`` says, before any work."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict) and "seed" in data and set(data) <= set(to_dict(SimConfig())):
+        return
+    raise OutputError(
+        f"{path} exists and is not a simulator config (the one each run writes beside its outputs); move it away or "
+        "choose another --out (nothing was written)"
+    )
 
 
 def simulate(
@@ -50,6 +70,7 @@ def simulate(
     for p, kind in targets:  # every refusal before any work
         check_output(p, kind, overwrite=overwrite)
         refuse_existing(p, overwrite=overwrite)
+    _refuse_a_foreign_config(out / "sim_config.yaml")
     # the folders this run makes inside OUT (bags/, video/, posed_images/): removed again, if left empty, when it
     # fails (OUT itself stays, as after an interruption)
     made = sorted({p.parent for p, _ in targets if p.parent != out and not p.parent.exists()}, reverse=True)

@@ -227,3 +227,13 @@ def test_png_images_are_lossless_with_the_up_filter_and_without_it_on_an_older_o
         assert ok and np.array_equal(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), rgb)
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):
         assert png_rgb_params()[2:] == [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
+def test_a_training_run_given_as_a_dataset_names_its_dataset(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"method: hybrid\ndataset: {tmp_path / 'flight1'}\n")
+    (run / "last.pt").write_bytes(b"weights")
+    with pytest.raises(DatasetError, match=r"is a training run \(config.yaml, checkpoints\), not a dataset") as e:
+        Dataset(run)
+    assert f"its dataset, as its config.yaml records it, is {tmp_path / 'flight1'}" in str(e.value)

@@ -70,6 +70,11 @@ def test_resume_continues_and_rejects_other_model(toy: Path, tmp_path: Path) -> 
         train_model(toy, out, preset_config("base", size=64, outputs="rgbd"), tc2, resume=True)
     with pytest.raises(CheckpointError, match="split"):
         train_model(toy, out, mc, TrainConfig(epochs=3, split="route", progress=False), resume=True)
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    other = make_toy_dataset(tmp_path / "other", n_survey=8, n_route=2, size=16)
+    with pytest.raises(CheckpointError, match=r"cannot resume, trained on dataset .*; leave out --dataset"):
+        train_model(other, out, mc, tc2, resume=True)
 
 
 class _TwoGroup(ModelBase):

@@ -339,6 +339,13 @@ class Dataset:
                     f"`pose2rgbd convert bag {self.path} --out DATASET` (or `pose2rgbd record bag`, topics already "
                     "synchronized)"
                 )
+            if (self.path / "config.yaml").is_file() and any(self.path.glob("*.pt")):  # a training run's folder
+                trained_on, _ = run_dataset(self.path / "last.pt")
+                on = f": its dataset, as its config.yaml records it, is {trained_on}" if trained_on else ""
+                raise DatasetError(
+                    f"{self.path} is a training run (config.yaml, checkpoints), not a dataset (no {MANIFEST}){on}; "
+                    "a run's checkpoint is what --checkpoint takes"
+                )
             raise DatasetError(f"{mpath}: missing; is {self.path} a pose2rgbd dataset?")
         try:
             raw = yaml.safe_load(mpath.read_text())

@@ -199,7 +199,9 @@ def check_resume(
         )
     if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(
-            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}"
+            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}; "
+            "leave out --dataset (--resume trains on the run's own, as its config.yaml names it), or train on this "
+            "dataset into a new --out"
         )
     old, tdict = ck.train_config, cfgmod.to_dict(tc)
     diff = [

@@ -380,8 +380,6 @@ def _run(args: argparse.Namespace) -> int:
     run = _run_settings(args.out, args.resume, args.method, args.preset)  # as the schema's defaults (_schema)
     if args.dataset is None:  # only with --resume (argparse requires it otherwise)
         args.dataset = _resumed_dataset(args.out, run)
-    if not method_given and not args.resume:
-        _hint_hybrid(args.dataset)
     data = config_data(args)  # --config files (read once), flags, --set
     cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
@@ -391,6 +389,8 @@ def _run(args: argparse.Namespace) -> int:
     mc = _fit_to_dataset(args, mc, data, run)
     if args.resume:
         _note_changed_lr(args.out, tc.lr)
+    if not method_given and not args.resume:  # after the settings were taken: not before a message about a flag
+        _hint_hybrid(args.dataset)
     res = _train(args.method, args.dataset, args.out, mc, tc, resume=args.resume, cache_root=args.cache_root,
                  overwrite=args.overwrite, inputs=getattr(args, FILES, None) or [], cache_deep=args.deep,
                  stop_on_ctrl_c=True)  # fmt: skip

@@ -338,3 +338,20 @@ def test_merge_hashes_only_images_whose_size_another_input_has(tmp_path: Path, m
     shutil.copytree(b, tmp_path / "b2")  # b again under another name: the same sizes, hashed, all left out
     r = merge_mod.merge_datasets([a, b, tmp_path / "b2"], tmp_path / "m2")
     assert r.frames == 12 and len(hashed) == 12 and [i.kept for i in r.inputs] == [6, 6, 0]
+
+
+def test_inputs_of_one_folder_name_are_told_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two simulator outputs, each OUT/dataset: the merged sources name them sim1/dataset and sim2/dataset (were:
+    "dataset" twice, in `dataset info` and in merge.png's legend)."""
+    from pose2rgbd.dataset.merge import input_labels
+
+    d = Datum(LAT, LON, ALT)
+    a = _flight(tmp_path / "sim1" / "dataset", datum=d, seed=0, sources=2)
+    b = _flight(tmp_path / "sim2" / "dataset", datum=d, seed=1, start_ns=2 * 10**18)
+    assert input_labels([a, b]) == ["sim1/dataset", "sim2/dataset"]
+    assert input_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
+    assert main(["dataset", "merge", str(a), str(b), "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    capsys.readouterr()
+    m = Dataset(tmp_path / "m")
+    assert [s["dataset"] for s in m.manifest.sources] == ["sim1/dataset", "sim1/dataset", "sim2/dataset"]
+    assert (tmp_path / "m" / "report" / "merge.png").stat().st_size > 0

@@ -318,15 +318,27 @@ def _turn_deg(T: np.ndarray) -> float:
     return math.degrees(float(rotation_angle_between(np.eye(3), T[:3, :3])))
 
 
+def input_labels(paths: Sequence[Path]) -> list[str]:
+    """A short name per input that tells the inputs apart: its folder's name, with as many of the folders above as
+    make the names differ (``sim1/dataset`` and ``sim2/dataset``, not ``dataset`` twice)."""
+    parts = [p.resolve().parts for p in paths]
+    for n in range(1, max(len(q) for q in parts) + 1):
+        labels = ["/".join(q[-n:]) for q in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
 def _manifest(
     dss: Sequence[Dataset], kept: Sequence[np.ndarray], name: str, notes: list[str]
 ) -> tuple[Manifest, list[dict[int, int]]]:
     """The merged manifest and, per dataset, its source ids -> the merged ones: the sources that keep a frame, each
-    naming the dataset it came from (its folder's name, or the name a merged input's source already had)."""
+    naming the dataset it came from (its folder's name, with the folders above it that tell the inputs apart:
+    :func:`input_labels`; or the name a merged input's source already had)."""
     a = dss[0].manifest
     sources: list[dict[str, object]] = []
     id_maps: list[dict[int, int]] = []
-    for ds, rows in zip(dss, kept, strict=True):
+    for ds, rows, label in zip(dss, kept, input_labels([ds.path for ds in dss]), strict=True):
         ids: dict[int, int] = {}
         used = set(ds.frames.source_id[rows].tolist())
         declared = list(ds.manifest.sources)
@@ -336,7 +348,7 @@ def _manifest(
         for s in declared:
             if int(s["id"]) in used:
                 ids[int(s["id"])] = len(sources)
-                sources.append({**s, "id": len(sources), "dataset": s.get("dataset") or ds.path.name})
+                sources.append({**s, "id": len(sources), "dataset": s.get("dataset") or label})
         id_maps.append(ids)
     ms = [ds.manifest for ds, rows in zip(dss, kept, strict=True) if len(rows)]  # the datasets that add frames
     if any(m.camera_frame != a.camera_frame for m in ms):
@@ -409,19 +421,24 @@ def _plot_paths(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 6))
+    labels = input_labels([ds.path for ds in dss])
     for k, (ds, moved, s) in enumerate(zip(dss, poses, summary, strict=True)):
-        p, q = ds.frames.translation, moved[:, :3, 3]
         colour = f"C{k % 10}"
-        label = f"{ds.path.name}: {s.kept} of {s.frames} frames"
+        label: str | None = f"{labels[k]}: {s.kept} of {s.frames} frames"
         if s.shift_m is not None:
-            ax.plot(p[:, 0], p[:, 1], ls="--", lw=0.8, alpha=0.4, color=colour)
-            label += f", moved {s.shift_m:.2f} m (dashed: before)"
+            label = f"{label}, moved {s.shift_m:.2f} m (dashed: before)"
         marker = "oxs+^v"[k % 6]  # each its own marker: paths that overlap, as they should, stay told apart
-        every = max(1, len(q) // 80)  # markers on a long flight's path: some, not a solid band
-        ax.plot(q[:, 0], q[:, 1], ls="-", marker=marker, ms=5, mfc="none", lw=0.8, color=colour, label=label,
-                markevery=every)  # fmt: skip
+        every = max(1, len(ds) // 80)  # markers on a long flight's path: some, not a solid band
+        for sid in np.unique(ds.frames.source_id):  # each source (route, recording) its own line: none joined
+            rows = np.flatnonzero(ds.frames.source_id == sid)
+            p, q = ds.frames.translation[rows], moved[rows, :3, 3]
+            if s.shift_m is not None:
+                ax.plot(p[:, 0], p[:, 1], ls="--", lw=0.8, alpha=0.4, color=colour)
+            ax.plot(q[:, 0], q[:, 1], ls="-", marker=marker, ms=5, mfc="none", lw=0.8, color=colour, label=label,
+                    markevery=every)  # fmt: skip
+            label = None  # one legend entry per dataset
     first = dss[0].manifest
-    ax.set_xlabel(f"x (m), {first.world_frame!r} of {dss[0].path.name}")
+    ax.set_xlabel(f"x (m), {first.world_frame!r} of {labels[0]}")
     ax.set_ylabel("y (m)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(alpha=0.3)

@@ -38,8 +38,9 @@ from pathlib import Path
 from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import OutputError, OutputExistsError
 
-__all__ = ["OutputError", "OutputExistsError", "OutputKind", "check_not_foreign_dir", "check_output",
-           "check_replaced_whole", "check_writable", "refuse_existing"]  # fmt: skip
+__all__ = ["CHECKPOINT", "OutputError", "OutputExistsError", "OutputKind", "check_checkpoint_output",
+           "check_not_foreign_dir", "check_output", "check_replaced_whole", "check_writable",
+           "refuse_existing"]  # fmt: skip
 
 
 def _first_line(path: Path) -> str:
@@ -123,6 +124,8 @@ RENDERS = OutputKind("render", True, ("rgb_000000.png", "depth_000000.npy"),  # 
 GPS_ODOM_REPORT = OutputKind("GPS-odometry report", True, ("summary.json",), excludes=("manifest.yaml",),
                              contents=("sync.png", "track.png", "summary.json"))  # fmt: skip
 FILE = OutputKind("file", False)
+# a checkpoint file written whole (`export --bundle`, `map link`)
+CHECKPOINT = OutputKind("checkpoint", False, suffixes=(".pt",))
 
 
 def _resolved(p: str | Path) -> Path:
@@ -183,6 +186,26 @@ def check_output(
                 "written)"
             )
     return p
+
+
+def check_checkpoint_output(out: str | Path, *, inputs: Iterable[str | Path | None], overwrite: bool) -> Path:
+    """The checks of a :data:`CHECKPOINT` written whole: :func:`check_output`'s; a training run's own checkpoint
+    (``last.pt`` or ``best.pt`` beside the run's ``config.yaml`` and its ``log.csv`` or ``split.json``:
+    :data:`pose2rgbd.training.run_folder.RUN_FILES`) refused whatever ``overwrite`` says, since replacing it would
+    lose that training (its weights, its optimizer state for ``--resume``); then :func:`refuse_existing`."""
+    p = check_output(out, CHECKPOINT, inputs=inputs, overwrite=overwrite)
+    run = p.parent
+    if (
+        p.name in ("last.pt", "best.pt")
+        and p.is_file()
+        and (run / "config.yaml").is_file()
+        and ((run / "log.csv").is_file() or (run / "split.json").is_file())
+    ):
+        raise OutputError(
+            f"{p} is a checkpoint of the training run in {run} (beside its config.yaml), not an earlier output of this "
+            "command; --overwrite would lose that training. Choose another --out (nothing was written)"
+        )
+    return refuse_existing(p, overwrite=overwrite)
 
 
 def check_links(path: str | Path, name: str = "output") -> None:

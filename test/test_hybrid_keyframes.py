@@ -83,7 +83,7 @@ def test_trained_checkpoint_has_no_embedded_store_and_names_its_map(run: Path) -
 
 
 def test_bundle_round_trip_renders_bit_identical_to_the_map_backed_checkpoint(
-    run: Path, toy: Path, tmp_path: Path
+    run: Path, toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "elsewhere" / "bundle.pt"
     assert main(["export", "--bundle", "--checkpoint", str(run / "last.pt"), "--out", str(bundle)]) == 0
@@ -100,6 +100,22 @@ def test_bundle_round_trip_renders_bit_identical_to_the_map_backed_checkpoint(
                  str(linked)]) == 0  # fmt: skip
     assert "keyframes" not in _raw(linked)["extra"]
     np.testing.assert_array_equal(_render(linked, Q).rgb, ref.rgb)
+    # a training run's own checkpoint is not an earlier bundle: refused even with --overwrite, and kept
+    other = tmp_path / "other_run"
+    other.mkdir()
+    for name in ("config.yaml", "log.csv"):
+        (other / name).write_text("a run's\n")
+    (other / "best.pt").write_bytes(b"a trained model")
+    for cmd in (["export", "--bundle", "--checkpoint", str(run / "last.pt")],
+                ["map", "link", "--checkpoint", str(bundle), "--map", str(run / "keyframes")]):  # fmt: skip
+        capsys.readouterr()
+        assert main([*cmd, "--out", str(other / "best.pt"), "--overwrite"]) == 2
+        assert "is a checkpoint of the training run in" in capsys.readouterr().err
+    assert (other / "best.pt").read_bytes() == b"a trained model"
+    # an earlier bundle in a run's folder, under a name of its own, is replaced with --overwrite
+    shutil.copy(bundle, other / "bundle.pt")
+    assert main(["export", "--bundle", "--checkpoint", str(run / "last.pt"), "--out", str(other / "bundle.pt"),
+                 "--overwrite"]) == 0  # fmt: skip
 
 
 def test_a_moved_missing_or_other_map_is_a_clear_error(run: Path, toy: Path, tmp_path: Path) -> None:

@@ -77,14 +77,12 @@ def _bundle(args: argparse.Namespace) -> int:
     from pose2rgbd.methods.hybrid import HybridNet
     from pose2rgbd.methods.hybrid.stored import bundle_keyframes
     from pose2rgbd.models.checkpoint import load_checkpoint, save_loaded
-    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
+    from pose2rgbd.output_guard import OutputError, check_checkpoint_output
 
     out: Path = args.out
     if out.suffix.lower() != ".pt":
         raise OutputError(f"--out {out}: a bundle is a checkpoint file, ending in .pt")
-    check_output(out, OutputKind("checkpoint", False, suffixes=(".pt",)), inputs=[args.checkpoint],
-                 overwrite=args.overwrite)  # fmt: skip
-    refuse_existing(out, overwrite=args.overwrite)
+    check_checkpoint_output(out, inputs=[args.checkpoint], overwrite=args.overwrite)
     loaded = load_checkpoint(args.checkpoint, map_location="cpu")  # opens the map it names, checked
     model = loaded.model
     if not isinstance(model, HybridNet) or model.keyframes is None:

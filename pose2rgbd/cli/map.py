@@ -193,13 +193,11 @@ def _link(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.methods.hybrid import HybridNet
     from pose2rgbd.models import load_checkpoint, save_loaded
-    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
+    from pose2rgbd.output_guard import OutputError, check_checkpoint_output
 
     if not args.out.name.endswith(".pt"):
         raise OutputError(f"--out {args.out}: a checkpoint file ends in .pt")
-    check_output(args.out, OutputKind("checkpoint", False, suffixes=(".pt",)), inputs=[args.checkpoint, args.map],
-                 overwrite=args.overwrite)  # fmt: skip
-    refuse_existing(args.out, overwrite=args.overwrite)
+    check_checkpoint_output(args.out, inputs=[args.checkpoint, args.map], overwrite=args.overwrite)
     # the one mechanism: loaded with the map instead of its keyframes (dataset checked; a model that reads no
     # keyframes refuses a map), saved naming the map
     loaded = load_checkpoint(args.checkpoint, map_location="cpu", place_map=args.map)

@@ -86,3 +86,31 @@ def test_resume_without_a_readable_config_names_what_to_pass(
     with pytest.raises(SystemExit):
         main(["train", "--out", str(out)])
     assert "the following arguments are required: --dataset" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_runs_length_unless_it_gives_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain --resume keeps the run's own length (it had dropped a --max-minutes budget and trained on to 100
+    epochs); a resume of a run that had ended says nothing is trained, and how to train on; a resume that gives a
+    length sets it anew (the run's max_steps, kept beside a given --epochs, had ended it before its first step)."""
+    import logging
+
+    from pose2rgbd.experiments.toy import make_toy_dataset
+
+    ds = make_toy_dataset(tmp_path / "ds", n_survey=8, n_route=2, size=16)
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--batch-size", "4", "--device", "cpu", "--amp", "off", "--no-progress",
+              "--no-tensorboard", "--cache-root", str(tmp_path / "cache")]  # fmt: skip
+    first = ["train", "--method", "pose2rgbd", "--dataset", str(ds), "--size", "64", "--train.max_steps", "2"]
+    assert main([*first, *common]) == 0
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "--resume", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "train.max_steps=2" in printed and "2 steps" in printed, printed
+    assert "the resumed run had ended already (max_steps 2 reached): nothing is trained" in caplog.text
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == 2
+    assert main(["train", "--resume", "--epochs", "2", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "train.max_steps" not in printed and "(done)" in printed and " 2 epochs" in printed, printed

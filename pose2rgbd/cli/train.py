@@ -208,6 +208,23 @@ def _schema(pre: argparse.Namespace) -> Schema:
     return Schema({"model": family.config_cls, "train": TrainConfig}, defaults=defaults, moved=MOVED_KEYS)
 
 
+def _length_as_given(method: str, data: dict[str, object], run: RunSettings) -> None:
+    """A resume that gives any of ``epochs``, ``max_steps`` and ``max_minutes`` sets the run's length anew: the
+    length settings it does not give go back to their defaults instead of the run's own (its ``max_steps`` 3, kept
+    beside a given ``--epochs 5``, ended the resumed run before its first step). Without any of them the run's own
+    length is kept (:data:`~pose2rgbd.training.run_folder.RESUME_LENGTH`)."""
+    from pose2rgbd.training.config import TrainConfig
+    from pose2rgbd.training.run_folder import RESUME_LENGTH
+
+    given = data.get("train")
+    if not isinstance(given, dict) or not any(k in given for k in ("epochs", "max_steps", "max_minutes")):
+        return
+    defaults = {**cfgmod.to_dict(TrainConfig()), **_family(method).train_defaults}
+    for k in RESUME_LENGTH:
+        if k not in given and k in run.train:
+            given[k] = defaults[k]
+
+
 def _shown(value: object) -> str:
     """A setting's value as a flag takes it (a list as ``a,b,c``)."""
     if isinstance(value, (list, tuple)):
@@ -272,8 +289,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/last.pt if it exists, with the run's own dataset, --method, model settings and data "
-        "split from OUT/config.yaml where the command does not give them (what it gives must match the run)",
+        help="continue from OUT/last.pt if it exists, with the run's own dataset, --method, model settings, data "
+        "split and length (--epochs, --train.max_steps, --max-minutes, early stopping; a length given sets it "
+        "anew) from OUT/config.yaml where the command does not give them (what it gives must match the run)",
     )
     p.add_argument(
         "--overwrite",
@@ -381,6 +399,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dataset is None:  # only with --resume (argparse requires it otherwise)
         args.dataset = _resumed_dataset(args.out, run)
     data = config_data(args)  # --config files (read once), flags, --set
+    _length_as_given(args.method, data, run)
     cfg = getattr(args, SCHEMA).build(data)
     mc, tc = cfg["model"], cfg["train"]  # the method's own config class, the preset's values as its base
     taken = _taken_from_run(args, run, data, method_given, dataset_given)

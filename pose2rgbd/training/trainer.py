@@ -365,6 +365,13 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_start(self)
             stop = not dist_.broadcast_flag(self._budget_left())
+            if self.step > 0 and (stop or self.should_stop):  # a resumed run that had ended already
+                log.warning(
+                    "the resumed run had ended already (%s): nothing is trained. To train on, give a larger limit "
+                    "(--epochs, --train.max_steps, --max-minutes; the run's own are kept otherwise) or, after an "
+                    "early stop, --train.patience 0",
+                    f"{self.max_epochs} epochs done" if self.stop_reason == "done" else self.stop_reason,
+                )
             epoch_end = False
             while not stop:
                 if dist_.broadcast_flag(self.should_stop):  # asked at the end of the last epoch (early stopping)

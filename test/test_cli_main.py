@@ -104,3 +104,18 @@ def test_a_native_crash_prints_the_python_stacks() -> None:
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == -11, r.stderr
     assert "Segmentation fault" in r.stderr and "in string_at" in r.stderr
+
+
+def test_the_crash_stacks_leave_a_closed_stderr_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with stderr closed (``2>&-``: ``sys.stderr`` is None), a command runs as before: faulthandler has no
+    file to write to and is left off (``faulthandler.enable`` raises RuntimeError there)."""
+    import faulthandler
+
+    import pose2rgbd.cli.main as cli
+
+    calls: list[object] = []
+    monkeypatch.setattr(faulthandler, "is_enabled", lambda: False)  # (pytest enables it for its own run)
+    monkeypatch.setattr(faulthandler, "enable", lambda file=None: calls.append(file))
+    monkeypatch.setattr(sys, "stderr", None)
+    cli._stacks_on_native_crash()
+    assert calls == []

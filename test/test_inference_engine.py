@@ -105,6 +105,23 @@ def test_device_and_precision_selection() -> None:
         make_engine(device="not-a-device")
 
 
+def test_a_cuda_device_number_the_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--device cuda:7` on a machine of one GPU is refused where it is resolved, naming the devices there (a command
+    checks it before it writes anything)."""
+    import torch
+
+    from pose2rgbd.models.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"'cuda:7' requested but this machine has 1 CUDA device \(cuda:0\)"):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:0") == torch.device("cuda:0") and resolve_device("cuda") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+
+
 def test_constant_velocity_extrapolation() -> None:
     from scipy.spatial.transform import Rotation
 

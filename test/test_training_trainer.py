@@ -73,7 +73,9 @@ def test_resume_continues_and_rejects_other_model(toy: Path, tmp_path: Path) -> 
     from pose2rgbd.experiments.toy import make_toy_dataset
 
     other = make_toy_dataset(tmp_path / "other", n_survey=8, n_route=2, size=16)
-    with pytest.raises(CheckpointError, match=r"cannot resume, trained on dataset .*; leave out --dataset"):
+    with pytest.raises(
+        CheckpointError, match=r"cannot resume, trained on dataset .*: if another dataset was given, leave"
+    ):
         train_model(other, out, mc, tc2, resume=True)
 
 

@@ -161,9 +161,9 @@ def _stacks_on_native_crash() -> None:
     after Ctrl-C) prints every thread's Python stack on stderr (:mod:`faulthandler`), where the process had ended
     with nothing but its signal: the stacks are what a bug report needs. Left as it is where a host (pytest, an
     application calling :func:`main`) enabled it already, and where stderr is not a file."""
-    if faulthandler.is_enabled():
+    if faulthandler.is_enabled() or sys.stderr is None:  # (None: started with stderr closed, `2>&-`)
         return
-    with contextlib.suppress(AttributeError, OSError, ValueError):  # stderr without a file descriptor
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):  # stderr without a file descriptor
         faulthandler.enable(file=sys.stderr)
 
 

@@ -55,6 +55,11 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (n := torch.cuda.device_count()):
+        raise ConfigError(
+            f"device {name!r} requested but this machine has {n} CUDA device{'s' if n != 1 else ''} "
+            f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of them, or auto"
+        )
     return dev
 
 

@@ -199,9 +199,10 @@ def check_resume(
         )
     if ck.dataset_fingerprint != fingerprint:
         raise CheckpointError(
-            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}; "
-            "leave out --dataset (--resume trains on the run's own, as its config.yaml names it), or train on this "
-            "dataset into a new --out"
+            f"{path}: cannot resume, trained on dataset {ck.dataset_fingerprint}, this dataset is {fingerprint}: "
+            "if another dataset was given, leave it out (--resume trains on the run's own, as its config.yaml names "
+            "it); if the run's own dataset has changed since (frames added), a resume cannot continue on it: train "
+            "on it into a new --out"
         )
     old, tdict = ck.train_config, cfgmod.to_dict(tc)
     diff = [

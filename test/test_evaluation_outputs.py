@@ -245,7 +245,9 @@ def test_training_curves_give_each_validation_error_its_own_panel(tmp_path, name
     ]
 
 
-def test_evaluate_refuses_to_replace_the_users_files_of_its_names(toy: Path, tmp_path: Path) -> None:
+def test_evaluate_refuses_to_replace_the_users_files_of_its_names(
+    toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A folder of the user's holding a metrics.md and a grid.png, no evaluation: refused before any work, the files
     kept; a folder of an earlier evaluation is evaluated into again (its files replaced, the rest kept)."""
     from pose2rgbd.errors import OutputError
@@ -258,6 +260,13 @@ def test_evaluate_refuses_to_replace_the_users_files_of_its_names(toy: Path, tmp
     with pytest.raises(OutputError, match=r"holds metrics.md, grid.png, which evaluate writes, and no earlier"):
         evaluate(tmp_path / "no-such.pt", toy, out_dir=mine, progress=False)  # refused before the checkpoint is read
     assert (mine / "metrics.md").read_text() == "my own metrics table"
+    # with --fit-depth-uncertainty the refusal comes before the fit writes the checkpoint
+    from pose2rgbd.cli.main import main
+
+    cmd = ["evaluate", "--checkpoint", str(tmp_path / "no-such.pt"), "--dataset", str(toy), "--out", str(mine)]
+    capsys.readouterr()
+    assert main([*cmd, "--fit-depth-uncertainty", "--no-progress"]) == 2
+    assert "which evaluate writes" in capsys.readouterr().err  # not the missing checkpoint: the fit did not run
     (mine / "metrics.json").write_text('{"my": "own"}')  # a metrics.json of the user's is no evaluation either
     with pytest.raises(OutputError, match=r"holds metrics.json, metrics.md, grid.png"):
         evaluate(tmp_path / "no-such.pt", toy, out_dir=mine, progress=False)

@@ -64,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     from pose2rgbd.evaluation import evaluate
 
     cfg = config_from_args(args)
+    if args.fit_depth_uncertainty and args.out is not None:  # refused before the fit writes the checkpoint
+        from pose2rgbd.evaluation.evaluate import refuse_the_users_files
+
+        refuse_the_users_files(args.out)
     if args.fit_depth_uncertainty:
         from pose2rgbd.models.device import resolve_device
         from pose2rgbd.training import fit_checkpoint_depth_uncertainty

@@ -212,6 +212,9 @@ def evaluate(
     kind = cfg.split or ("all" if other else str(loaded.train_config.get("split", "random")))
     if kind not in EVAL_SPLITS:
         raise ConfigError(f"evaluation split {kind!r} is not one of {list(EVAL_SPLITS)}")
+    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
+    if write_files and out_dir is None:  # the default folder, known now: before the cache is built
+        refuse_the_users_files(out)
     cache = build_cache(ds, size, cache_root=cache_root, progress=cfg.progress)
     sp = _split(cache, kind, loaded.train_config)
     notes: list[str] = []
@@ -235,9 +238,6 @@ def evaluate(
     # no depth anywhere (an RGB-only model on a dataset without depth): no depth unit, no depth columns
     unit = depth_unit_label(loaded.depth_kind if model.has_depth or cache.depth is not None else "none")
     pose_unit = "m" if ds.manifest.resolved_pose_units == "m" else "units"  # unscaled poses: no metres
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{kind}"
-    if write_files and out_dir is None:
-        refuse_the_users_files(out)
 
     nn_base = train_kf = None  # the baselines read the training frames as keyframes
     rot_w: float | None = None  # their pose distance's metres per radian, once computed

@@ -382,6 +382,18 @@ def test_render_bag_without_tf_says_what_the_bag_has_and_the_next_step(shared_da
     assert not (tmp_path / "out").exists()
 
 
+def test_record_bag_of_gps_and_odometry_without_a_camera_names_what_can_be_done(shared_data: Path, tmp_path) -> None:
+    """The Husky bag (GPS, odometry, IMU; no camera) given to the recorder: the error names `convert gps-odom`, as
+    `convert bag` does, not only the missing image topic."""
+    husky = shared_data / "husky-gps-odom-imu-bag" / "husky_test1_rosbag2_mcap"
+    with pytest.raises(BagError) as ei:
+        run_recorder_bag(_record_cfg(tmp_path / "ds"), husky)
+    msg = str(ei.value)
+    assert "topic '/camera/image_raw'" in msg and "not in bag" in msg
+    assert f"it has GPS and odometry without a camera; `pose2rgbd convert gps-odom {husky} --report DIR`" in msg
+    assert not (tmp_path / "ds").exists()
+
+
 def test_an_existing_or_file_named_output_bag_is_refused_before_the_model_loads(flight, tmp_path: Path) -> None:
     from pose2rgbd.bags import BagWriter
     from pose2rgbd.errors import OutputExistsError

@@ -232,6 +232,16 @@ def _topics_of_the_type(reader: BagReader, types: Sequence[str], key: str) -> st
     images, a camera input the others (all of them where that leaves none), each named with its encoding."""
     same = sorted(t for mt in types for t in reader.topics_of_type(mt))
     if not same:
+        camera = any(mt.startswith("sensor_msgs/msg/") and mt.endswith("Image") for mt in types)
+        if (
+            camera
+            and reader.topics_of_type("sensor_msgs/msg/NavSatFix")
+            and reader.topics_of_type("nav_msgs/msg/Odometry")
+        ):  # a robot's GPS and odometry without a camera (the Husky bag): what can be done with them
+            return (
+                "the bag has no topic of that type: it has GPS and odometry without a camera; `pose2rgbd convert "
+                f"gps-odom {reader.path} --report DIR` aligns the two in time (docs/convert.md)"
+            )
         return "the bag has no topic of that type"
     image = {t for t in same if reader.topics[t].msgtype == "sensor_msgs/msg/Image"}
     enc = {t: reader.first_encoding(t) for t in sorted(image)}

@@ -496,6 +496,10 @@ def test_convert_finds_topics_named_without_their_leading_slash(flight) -> None:
         assert (t.image, t.gps, t.odom) == ("/camera/image_raw", "/gps/fix", "/odom")
         cfg.topics.depth = "ground_truth/depth"
         assert BagTopics.choose(r, cfg).depth == "/ground_truth/depth"
+        # a camera topic that is not there: the bag's camera topics named, with the flag
+        with pytest.raises(BagError, match=r"image topic '/camera/img' is not in the bag; its camera topics: "
+                           r"/camera/image_raw \(give one with --image-topic\)"):  # fmt: skip
+            find_image_topic(r, "/camera/img")
 
 
 def test_the_demo_sets_aside_an_earlier_versions_render_and_nothing_else(flight, engine, tmp_path: Path) -> None:

@@ -59,6 +59,11 @@ MISSING_REASON = "missing from the bag (gaps in the camera's stamps)"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
+def _camera_topics(bag: BagReader) -> list[str]:
+    """The bag's image topics that are not depth images (by name)."""
+    return [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
+
+
 def find_image_topic(bag: BagReader, name: str = "") -> str:
     """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
     if name:
@@ -66,9 +71,13 @@ def find_image_topic(bag: BagReader, name: str = "") -> str:
         info = bag.topics.get(name)
         if info is None or info.msgtype not in IMAGE_TYPES:
             what = "not in the bag" if info is None else f"of type {info.msgtype}"
-            raise BagError(f"{bag.path}: image topic {name!r} is {what}; topics present:\n{bag.describe_topics()}")
+            named = _camera_topics(bag)
+            which = f"its camera topics: {', '.join(named)} (give one with --image-topic); " if named else ""
+            raise BagError(
+                f"{bag.path}: image topic {name!r} is {what}; {which}topics present:\n{bag.describe_topics()}"
+            )
         return name
-    cands = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
+    cands = _camera_topics(bag)
     if not cands:
         types = {t.msgtype for t in bag.topics.values()}
         both = {"sensor_msgs/msg/NavSatFix", "nav_msgs/msg/Odometry"} <= types

@@ -130,6 +130,10 @@ class _Link:
         return T_from_tq(t, slerp_quat_xyzw(self.q[i - 1], self.q[i], a))
 
 
+# why a stamp is far after the clock of the node that got it (a transform here, a pose on the render node's topic)
+CLOCKS_DIFFER = "its publisher's clock or stamp is off, or one side runs on sim time (use_sim_time) and the other not"
+
+
 class TFBuffer:
     """Thread-safe TF buffer. ``cache_time_s``: how much history each dynamic link keeps."""
 
@@ -197,8 +201,7 @@ class TFBuffer:
                 self.last_rejection = (
                     f"{ts.header.frame_id} -> {ts.child_frame_id}: stamped {_fmt_time(st)}, "
                     f"{(st - clock_ns) / 1e9:.3f} s after the node's clock ({_fmt_time(clock_ns)}; more than "
-                    f"{max_ahead_ns / 1e9:g} s): its publisher's clock or stamp is off, or one side runs on sim time "
-                    "(use_sim_time) and the other not"
+                    f"{max_ahead_ns / 1e9:g} s): {CLOCKS_DIFFER}"
                 )
                 continue
             try:

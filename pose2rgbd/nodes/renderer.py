@@ -45,7 +45,7 @@ from pose2rgbd import messages as M
 from pose2rgbd.config import help_field, ranged_field
 from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry.camera import depth_to_points
-from pose2rgbd.geometry.tf_buffer import TransformException
+from pose2rgbd.geometry.tf_buffer import CLOCKS_DIFFER, TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
 from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
@@ -278,7 +278,7 @@ class Renderer(NodeLogic):
             self.count("rejected_poses")  # input refuses such a transform (poses all ahead, another clock: taken)
             future = (
                 f"stamped {(stamp - now_ns) / 1e9:.2f} s after this node's clock (more than {FUTURE_STAMP_S:g} s): "
-                "the publisher's clock or stamp is off, or one side runs on sim time (use_sim_time) and the other not"
+                f"{CLOCKS_DIFFER}"
             )
             self._rejected_why = f"the newest pose on '{self.cfg.topics.pose}' was rejected: {future}"
             self.warning("bad_pose", now_ns, f"rejected pose on '{self.cfg.topics.pose}': {future}")

@@ -271,6 +271,46 @@ def test_the_keyframe_from_behind_is_the_nearest_behind_however_far(plane) -> No
     assert not usable[2, 3]  # above every keyframe: none behind
 
 
+@pytest.mark.parametrize("tree", [False, True])
+def test_one_search_gives_the_neighbours_and_the_keyframe_from_behind(plane, monkeypatch, tree: bool) -> None:
+    """keyframes_to_warp takes the neighbours and the keyframe from behind from one search (one distance row per
+    query on a small map, the k-d tree's nearest candidates on a large one): the neighbours are select_keyframes'
+    own, ties (keyframes at one pose) to the lower row, and the keyframe from behind the brute-force one, for queries
+    among, below and above the keyframes, with and without training's exclusion."""
+    import pose2rgbd.methods.hybrid.net as net_module
+    from pose2rgbd.geometry import coverage
+
+    if tree:  # every map is "large": the k-d tree's path (its brute-force size too, so the tree answers)
+        monkeypatch.setattr(net_module, "COVERAGE_TREE_MIN", 1)
+        monkeypatch.setattr(coverage, "BRUTE_FORCE_MAX", 1)
+    ck, cam = plane
+    model, _ = _plane_model(plane, neighbours=3)
+    line = [look_down_pose(2.0 * i, 0.0, 24.0 + (i % 3)) for i in range(40)]
+    T = np.stack([*line, line[5], line[5], line[5], look_down_pose(20.0, 0.0, 50.0)])  # 5 at one pose; a high one
+    rgb, depth = _render(ck, T)
+    model.set_keyframes(rgb, depth, T, cam, source_id=np.zeros(len(T)), seq_pos=np.arange(len(T)),
+                        index=np.arange(len(T)), rot_weight_m=20.0)  # fmt: skip
+    q = np.stack([line[5], look_down_pose(9.0, 0.3, 20.0), look_down_pose(40.0, 0.0, 30.0),
+                  look_down_pose(30.0, 0.0, 60.0)])  # fmt: skip
+    d_all = model.keyframes.poses.distances(q)
+    along = np.einsum("bnk,bk->bn", T[None, :, :3, 3] - q[:, None, :3, 3], q[:, :3, 2])
+    exclude = (np.zeros(len(q)), np.array([5, 4, 20, 15]), np.full(len(q), 1))
+    for ex in (None, exclude):
+        rows, usable, fallback = model.keyframes_to_warp(q, ex)
+        near, near_usable = model.select_keyframes(q, ex)
+        assert fallback == 1 and np.array_equal(rows[:, :3], near) and np.array_equal(usable[:, :3], near_usable)
+        d = d_all if ex is None else model._excluded(d_all, ex)
+        want = np.stack([np.lexsort((np.arange(len(T)), r))[:3] for r in d])  # by distance, ties by row
+        assert np.array_equal(near, want)
+        db = np.where(along < 0.0, d, np.inf)
+        np.put_along_axis(db, near, np.inf, axis=1)
+        assert np.array_equal(rows[:, 3], np.argmin(db, axis=1))
+        assert np.array_equal(usable[:, 3], np.isfinite(db.min(axis=1)))
+        assert not usable[3, 3]  # above every keyframe: none behind
+        # four keyframes at the query's pose tie: the lowest rows (5 itself left out in training, its time window)
+        assert list(rows[0, :3]) == ([5, 40, 41] if ex is None else [40, 41, 42])
+
+
 def test_the_default_blend_renders_a_keyframe_pose_as_that_keyframe(plane) -> None:
     """The model's blend weights come from the pose distances: at a keyframe's own pose its colours come back,
     between keyframes the colours differ from the z-buffer winner's (a mean of the views)."""

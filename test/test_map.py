@@ -170,6 +170,40 @@ def test_pose_set_kdtree_search_is_exact() -> None:
         assert np.array_equal(ps.nearest(Q, 7), ps._nearest_brute(Q, 7, 64))
 
 
+def test_k_smallest_orders_by_value_then_by_column() -> None:
+    """The k smallest of each row, smallest first, ties to the lower column (also where the tie straddles the k-th
+    place), +inf last: a full sort's answer on small integer rows full of ties."""
+    from pose2rgbd.geometry.coverage import k_smallest
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        m, n = int(rng.integers(1, 5)), int(rng.integers(1, 30))
+        k = int(rng.integers(1, n + 1))
+        d = rng.integers(0, 5, (m, n)).astype(np.float64)
+        d[rng.random((m, n)) < 0.2] = np.inf
+        want = np.stack([np.lexsort((np.arange(n), r))[:k] for r in d])
+        assert np.array_equal(k_smallest(d, k), want)
+    assert np.array_equal(k_smallest(np.array([[1.0, 0.0, 0.0, 0.0]]), 2), [[1, 2]])
+
+
+def test_pose_set_brute_force_and_kdtree_break_ties_alike() -> None:
+    """Keyframes at one pose (a robot standing still) tie: the brute force and the k-d tree both give the lowest
+    rows, so a map's neighbours do not depend on its size."""
+    from pose2rgbd.geometry.coverage import BRUTE_FORCE_MAX, PoseSet
+
+    rng = np.random.default_rng(1)
+    n = BRUTE_FORCE_MAX + 50
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, 3] = rng.uniform(-50, 50, (n, 3))
+    T[100:160] = T[7]  # 61 keyframes at one pose
+    ps = PoseSet(T, rot_weight_m=10.0)
+    Q = T[[7, 7]].copy()
+    Q[1, 0, 3] += 0.01
+    for k in (1, 5, 40):
+        tree, brute = ps.nearest(Q, k), ps._nearest_brute(Q, k, 64)
+        assert np.array_equal(tree, brute) and list(tree[0, :3]) == [7, 100, 101][:k]
+
+
 def test_pose_set_coverage_of_a_large_map_is_the_brute_force_answer_without_the_full_matrix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

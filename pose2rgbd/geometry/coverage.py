@@ -41,6 +41,23 @@ def median_depth_weight(depths: Iterable[np.ndarray] | np.ndarray) -> float:
     return float(np.median(f)) if f.size else DEFAULT_ROT_WEIGHT_M
 
 
+def k_smallest(d: np.ndarray, k: int) -> np.ndarray:
+    """``(M, k)`` columns of the ``k`` smallest entries of each row of ``d`` ``(M, N)`` (``k <= N``), smallest first,
+    ties to the lower column: the order :meth:`PoseSet.nearest` gives, whether by its k-d tree or by the full
+    distance matrix. ``d`` may hold +inf (a reference left out); it sorts last."""
+    m, n = d.shape
+    part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (m, 1))
+    vals = np.take_along_axis(d, part, axis=1)
+    out = np.take_along_axis(part, np.lexsort((part, vals)), axis=1)  # by value, then by column
+    # where more entries than places share the k-th value, the partition picked among them arbitrarily: those rows
+    # are sorted whole (the lowest columns of the tie win, as the k-d tree's search has them)
+    kth = vals.max(axis=1, keepdims=True)
+    for i in np.flatnonzero((d <= kth).sum(axis=1) > k):
+        cand = np.flatnonzero(d[i] <= kth[i, 0])
+        out[i] = cand[np.lexsort((cand, d[i, cand]))[:k]]
+    return out
+
+
 @dataclass
 class Coverage:
     """Per query pose: the nearest reference pose and how far it is."""
@@ -141,9 +158,7 @@ class PoseSet:
         out = np.empty((len(T), k), np.int64)
         for s in range(0, len(T), chunk):
             d = self.distances(T[s : s + chunk], None if Q is None else Q[s : s + chunk])
-            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
-            order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
-            out[s : s + chunk] = np.take_along_axis(part, order, axis=1)
+            out[s : s + chunk] = k_smallest(d, k)
         return out
 
     def within(self, position: np.ndarray, radius_m: float) -> np.ndarray:

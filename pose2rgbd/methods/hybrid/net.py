@@ -55,8 +55,9 @@ import torch
 
 from pose2rgbd.errors import ConfigError
 from pose2rgbd.geometry.camera import PinholeCamera
+from pose2rgbd.geometry.coverage import COVERAGE_TREE_MIN, k_smallest
 from pose2rgbd.geometry.encoding import encoding_dim
-from pose2rgbd.geometry.rotations import rotation_angle_between
+from pose2rgbd.geometry.rotations import matrix_to_quat_xyzw, rotation_angle_between
 from pose2rgbd.methods.hybrid.config import HybridConfig
 from pose2rgbd.methods.hybrid.fused_input import FusedInput
 from pose2rgbd.methods.hybrid.hole_depth import background_colour, background_fill_with_source, border_holes
@@ -85,7 +86,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# the keyframe from behind is looked for first among this many nearest keyframes (HybridNet.keyframes_to_warp)
+# on a map of COVERAGE_TREE_MIN keyframes or more the keyframe from behind is looked for first among this many
+# nearest keyframes, the neighbours among them (HybridNet.keyframes_to_warp; a smaller map: one distance row)
 BEHIND_CANDIDATES = 64
 
 
@@ -387,23 +389,27 @@ class HybridNet(PoseToImage, ModelBase):
         """The store rows of the ``neighbours`` keyframes nearest each query ``(B, 4, 4)``, nearest first, and
         which of them may be used ``(B, k)`` bool. ``exclude = (source_id (B,), seq_pos (B,), window (B,))``
         removes, per query, the keyframes of its source within ``window`` frames of it (training)."""
+        kf = self._keyframes_to_search(exclude)
+        k = min(int(self.config.neighbours), len(kf))
+        if exclude is None:
+            rows = kf.nearest(T_world_cam, k)
+            return rows, np.ones(rows.shape, bool)
+        d = self._excluded(kf.poses.distances(T_world_cam), exclude)  # (B, N): metres + rot_weight_m * radians
+        rows = k_smallest(d, k)
+        return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+
+    def _keyframes_to_search(self, exclude: object | None) -> SizedKeyframes:
+        """The keyframes, or a ConfigError naming what is missing: none at all, or (``exclude`` given: training)
+        their times."""
         kf = self.keyframes
         if kf is None:
             raise ConfigError(
                 "the hybrid model has no keyframes: train it with `pose2rgbd train --method hybrid`, load a trained "
                 "checkpoint (it names its place map), or give it a place map (engine.map)"
             )
-        k = min(int(self.config.neighbours), len(kf))
-        if exclude is None:
-            rows = kf.nearest(T_world_cam, k)
-            return rows, np.ones(rows.shape, bool)
-        if self.keyframe_times is None:
+        if exclude is not None and self.keyframe_times is None:
             raise ConfigError("training excludes neighbours in time: use_keyframes(..., times=...) was not given them")
-        d = self._excluded(kf.poses.distances(T_world_cam), exclude)  # (B, N): metres + rot_weight_m * radians
-        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(k), (len(d), 1))
-        order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
-        rows = np.take_along_axis(part, order, axis=1)
-        return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+        return kf
 
     def _excluded(self, d: np.ndarray, exclude: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """``d`` (B, N) with inf where training excludes keyframe n from query b: ``exclude = (source_id (B,),
@@ -419,31 +425,42 @@ class HybridNet(PoseToImage, ModelBase):
         """What the warp splats for each query ``(B, 4, 4)``: ``(rows (B, k'), usable (B, k'), fallback)``, the
         :meth:`select_keyframes` neighbours, then with ``behind_keyframe`` one fallback (``fallback`` 1) that fills
         only their holes: the nearest keyframe, by the same pose distance and ``exclude``, whose camera centre lies
-        behind the query camera's image plane (unusable where none does)."""
-        rows, usable = self.select_keyframes(T_world_cam, exclude)
+        behind the query camera's image plane (unusable where none does).
+
+        One search answers both: below :data:`~pose2rgbd.geometry.coverage.COVERAGE_TREE_MIN` keyframes (and in
+        training, which excludes by time) one row of distances per query, from which the neighbours and the
+        keyframe from behind are both taken; a larger map asks its k-d tree once for the nearest
+        :data:`BEHIND_CANDIDATES` (the neighbours are the first of them) and scans every keyframe only where none of
+        those is behind."""
         if not self.config.behind_keyframe:
+            rows, usable = self.select_keyframes(T_world_cam, exclude)
             return rows, usable, 0
-        assert self.keyframes is not None
+        kf = self._keyframes_to_search(exclude)
         T = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
-        kf = self.keyframes
+        k = min(int(self.config.neighbours), len(kf))
         centres = np.asarray(kf.T_world_cam, np.float64)[:, :3, 3]  # (N, 3)
         behind = np.zeros((len(T), 1), np.int64)
         ok = np.zeros((len(T), 1), bool)
-        todo = np.arange(len(T))
-        if exclude is None:  # the nearest few (the k-d tree above 512 keyframes); a full scan only where none is behind
-            cand = kf.nearest(T, min(len(kf), BEHIND_CANDIDATES))  # (B, M) nearest first, ties by row
+        Q = matrix_to_quat_xyzw(T[:, :3, :3])  # once for every distance below
+        if exclude is None and len(kf) >= COVERAGE_TREE_MIN:
+            cand = kf.poses.nearest(T, min(len(kf), max(k, BEHIND_CANDIDATES)), quat_xyzw=Q)  # nearest first
+            rows, usable = cand[:, :k], np.ones((len(T), k), bool)
             along = np.einsum("bmk,bk->bm", centres[cand] - T[:, None, :3, 3], T[:, :3, 2])
             good = (along < 0.0) & ~(cand[:, :, None] == rows[:, None, :]).any(axis=2)
             found = good.any(axis=1)
             behind[found, 0] = cand[found, good[found].argmax(axis=1)]
             ok[found, 0] = True
             todo = np.flatnonzero(~found)
-        if len(todo):
-            Tt = T[todo]
-            d = kf.poses.distances(Tt)  # (b, N): metres + rot_weight_m * radians
+            d = kf.poses.distances(T[todo], Q[todo]) if len(todo) else None
+        else:
+            d = kf.poses.distances(T, Q)  # (B, N): metres + rot_weight_m * radians
             if exclude is not None:
-                src_q, pos_q, win_q = (np.asarray(x).reshape(-1)[todo] for x in exclude)
-                d = self._excluded(d, (src_q, pos_q, win_q))
+                d = self._excluded(d, exclude)
+            rows = k_smallest(d, k)
+            usable = np.isfinite(np.take_along_axis(d, rows, axis=1))
+            todo = np.arange(len(T))
+        if d is not None:
+            Tt = T[todo]
             along = np.einsum("bnk,bk->bn", centres[None] - Tt[:, None, :3, 3], Tt[:, :3, 2])  # along each query's z
             d = np.where(along < 0.0, d, np.inf)
             np.put_along_axis(d, rows[todo], np.inf, axis=1)  # not one of the neighbours again

@@ -111,6 +111,22 @@ def test_record_bag_from_the_cli(flight_bag: Path, tmp_path: Path):
     assert np.isfinite(ds.frames.latlonalt).all()
 
 
+def test_record_bag_again_says_nothing_was_new_and_what_another_flight_needs(
+    flight_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same bag recorded again into its dataset adds nothing (a resume past its end): the summary says so, and
+    that another flight of the same stamps goes into a new dataset and `dataset merge`."""
+    out = tmp_path / "recorded"
+    assert main(["record", "bag", "--bag", str(flight_bag), "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert "nothing was new" not in first
+    n = len(Dataset(out))
+    assert main(["record", "bag", "--bag", str(flight_bag), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "recorded 0 frames" in said and "nothing was new" in said and "`pose2rgbd dataset merge`" in said, said
+    assert len(Dataset(out)) == n
+
+
 def test_cli_errors_are_messages_not_tracebacks(flight_bag: Path, tmp_path: Path, capsys):
     rc = main(["render", "bag", "--checkpoint", str(tmp_path / "nope.pt"), "--bag", str(flight_bag), "--out", "x"])
     assert rc == 2

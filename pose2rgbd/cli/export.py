@@ -77,6 +77,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from pose2rgbd.methods.hybrid import HybridNet
     from pose2rgbd.methods.hybrid.stored import bundle_keyframes
     from pose2rgbd.models.checkpoint import load_checkpoint, save_loaded
+    from pose2rgbd.models.coverage import DATUM_KEY, model_datum
     from pose2rgbd.output_guard import OutputError, check_checkpoint_output
 
     out: Path = args.out
@@ -91,8 +92,13 @@ def _bundle(args: argparse.Namespace) -> int:
             "keyframes into its checkpoint (other checkpoints are one file already)"
         )
     n = model.n_keyframes
+    # the GPS datum of the map, kept: the bundle no longer names the map (a checkpoint written before DATUM_KEY)
+    datum = model_datum(loaded)
     bundle_keyframes(model)
-    save_loaded(loaded, out, extra={k: v for k, v in loaded.extra.items() if k != "place_map"})
+    extra = {k: v for k, v in loaded.extra.items() if k != "place_map"}
+    if datum is not None:
+        extra[DATUM_KEY] = datum.to_dict()
+    save_loaded(loaded, out, extra=extra)
     print(
         f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
         f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)"

@@ -177,9 +177,13 @@ def _bag(args: argparse.Namespace) -> int:
         p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
         print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         print(f"  out of the training poses' bounds: {c.get('out_of_bounds', 0)} of {c['frames']} frames")
+        gps = gps_line(c, cfg.topics.gps)
+        if gps:
+            print(gps)
         if cfg.engine.lookahead > 0:
             print(lookahead_line(cfg.engine, c, args.rate))
-    skipped = {k: v for k, v in c.items() if k not in ("frames", "cache_hits", "out_of_bounds") and v}
+    said = ("frames", "cache_hits", "out_of_bounds", "gps_fixes", "gps_checked", "gps_out_of_place")
+    skipped = {k: v for k, v in c.items() if k not in said and v}
     if skipped:
         print(f"  not rendered / flagged: {skipped}")
     if not c["frames"]:
@@ -188,6 +192,25 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  no frame was rendered: {why}. The output bag {args.out} holds only the node's diagnostics "
               f"({held} messages); delete it or run again with --overwrite")  # fmt: skip
     return 0 if c["frames"] else 1
+
+
+def gps_line(c: dict[str, int], topic: str) -> str:
+    """What the GPS check did in a render run over a bag (docs/ros.md, "Wrong place"): how many frames were flagged
+    out of bounds because the bag's fixes lie far from the model's place, or why its fixes were not checked ("" for
+    a bag without fixes on ``topic``)."""
+    fixes, checked, far = c.get("gps_fixes", 0), c.get("gps_checked", 0), c.get("gps_out_of_place", 0)
+    if not fixes:
+        return ""
+    if not checked:
+        return (
+            f"  GPS: {fixes} fixes on {topic}, none checked against the model's place (the model has no GPS datum, "
+            "or no fix had a valid status)"
+        )
+    where = "the bag's GPS puts it far from the model's place: check that the model matches" if far else "within it"
+    return (
+        f"  flagged out of bounds for the GPS fix's distance from the model's place: {far} of {c['frames']} frames "
+        f"({checked} of {fixes} fixes on {topic} checked; {where})"
+    )
 
 
 def lookahead_line(engine_cfg: EngineConfig, c: dict[str, int], rate: float) -> str:

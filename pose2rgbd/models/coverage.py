@@ -2,6 +2,10 @@
 uncertainty's fit) is from what the model saw. The keyframes a model warps (:class:`WarpsKeyframes`, the hybrid: the
 place's keyframes, their own index), else the training cameras its checkpoint carries (:func:`training_pose_set`).
 Here, below both training and serving, so that the fit and the render engine measure one distance.
+
+Where on the Earth that coverage lies is :func:`model_datum`: the GPS datum of the model's world frame (the place
+map's it warps, else the training dataset's that ``train`` stores in the checkpoint, :data:`DATUM_KEY`), which the
+render node places GPS fixes with (:mod:`pose2rgbd.nodes.place_check`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pose2rgbd.geometry.coverage import PoseSet
 from pose2rgbd.geometry.transforms import T_from_tq
 
 if TYPE_CHECKING:
+    from pose2rgbd.geometry.geodesy import Datum
     from pose2rgbd.models.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -60,4 +65,38 @@ def coverage_poses(loaded: LoadedCheckpoint) -> PoseSet | None:
     return training_pose_set(loaded)
 
 
-__all__ = ["PoseIndexed", "WarpsKeyframes", "coverage_poses", "training_pose_set"]
+# the key of a checkpoint's extra that holds its training dataset's datum (Datum.to_dict: lat_deg, lon_deg, alt_m and,
+# for a world frame that is not ENU, world_from_enu_xyz_qxyzw); absent in checkpoints of older versions and of
+# datasets without GPS
+DATUM_KEY = "datum"
+
+
+def model_datum(loaded: LoadedCheckpoint) -> Datum | None:
+    """The GPS datum of the model's world frame, or None where it has none: the place map's whose keyframes the model
+    warps (the hybrid naming a map, or one given with ``engine.map``), else the training dataset's that the checkpoint
+    carries (``extra["datum"]``, :data:`DATUM_KEY`; a one-file bundle keeps it). A damaged entry is warned of and
+    taken as none."""
+    from pose2rgbd.errors import GeometryError
+    from pose2rgbd.geometry.geodesy import Datum
+
+    model = loaded.model
+    if isinstance(model, WarpsKeyframes) and model.keyframes is not None:
+        source = getattr(model.keyframes, "keyframes", model.keyframes)  # the sized view's source: a place map
+        try:
+            datum = getattr(source, "datum", None)
+        except GeometryError as e:  # a damaged datum in the map's manifest
+            log.warning("%s: the datum of its place map ignored (%s)", loaded.where, e)
+            datum = None
+        if isinstance(datum, Datum):
+            return datum
+    d = loaded.extra.get(DATUM_KEY)
+    if not d:
+        return None
+    try:
+        return Datum.from_dict(d)
+    except (GeometryError, AttributeError, TypeError) as e:
+        log.warning("%s: its datum %r ignored (%s)", loaded.where, d, e)
+        return None
+
+
+__all__ = ["DATUM_KEY", "PoseIndexed", "WarpsKeyframes", "coverage_poses", "model_datum", "training_pose_set"]

@@ -39,6 +39,7 @@ from pose2rgbd.atomic import atomic_file, sibling_prefix, sweep_stale_siblings
 from pose2rgbd.errors import CheckpointError, ConfigError
 from pose2rgbd.models.base import ModelBase
 from pose2rgbd.models.checkpoint import Expectations, LoadedCheckpoint, parse_header
+from pose2rgbd.models.coverage import DATUM_KEY, model_datum
 from pose2rgbd.models.depth_uncertainty import EXTRA_KEY
 from pose2rgbd.models.device import example_input, network_input_shape
 from pose2rgbd.models.interfaces import ImageToPose, PoseToImage
@@ -254,6 +255,9 @@ def export_onnx(
             "coverage": _coverage_meta(loaded.extra),
             # the depth's uncertainty fitted at the end of training (absent in older checkpoints)
             EXTRA_KEY: loaded.extra.get(EXTRA_KEY),
+            # the GPS datum of the model's world frame, which the render node places GPS fixes with (absent in older
+            # checkpoints and for datasets without GPS)
+            DATUM_KEY: None if (datum := model_datum(loaded)) is None else datum.to_dict(),
         }
         m = onnx.load(str(tmp))
         del m.metadata_props[:]
@@ -359,5 +363,10 @@ def load_onnx_checkpoint(path: str | Path, *, expect: Expectations | None = None
         depth_kind=h.depth_kind,
         world_frame=h.world_frame,
         step=h.step,
-        extra={"onnx": meta, **(meta.get("coverage") or {}), **_uncertainty_extra(meta)},
+        extra={
+            "onnx": meta,
+            **(meta.get("coverage") or {}),
+            **_uncertainty_extra(meta),
+            **({DATUM_KEY: meta[DATUM_KEY]} if meta.get(DATUM_KEY) else {}),
+        },
     )

@@ -27,12 +27,17 @@ uncertainty per pixel, fitted on held-out frames when the model was trained
 (:mod:`pose2rgbd.models.depth_uncertainty`): a planner may inflate obstacles by it, or drop pixels whose bound is
 too loose for it.
 
+A ``sensor_msgs/NavSatFix`` on ``topics.gps`` (:meth:`Renderer.on_gps`, optional) checks the robot's place against
+the model's (:mod:`~pose2rgbd.nodes.place_check`): while the latest fix lies beyond the model's keyframes / training
+cameras (``gps.*``), every render is flagged out of bounds, as a pose out of the place is.
+
 Bad input never raises out of these calls: NaN poses are rejected and logged, missing / stale TF gives a
 throttled warning and publishes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +54,7 @@ from pose2rgbd.geometry.tf_buffer import CLOCKS_DIFFER, TransformException
 from pose2rgbd.inference.common import EngineConfig
 from pose2rgbd.inference.render import RenderEngine, RenderResult
 from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
+from pose2rgbd.nodes.place_check import Log, PlaceCheck, RendererGps
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
 from pose2rgbd.nodes.tf import FUTURE_STAMP_S
 
@@ -76,6 +82,11 @@ class RendererTopics:
     mask: str = help_field("mask/image_raw", "validity mask: 255 valid depth, 0 not (sensor_msgs/Image, mono8)")
     diagnostics: str = help_field("/diagnostics", "latency and out-of-bounds (diagnostic_msgs/DiagnosticArray)")
     pose: str = help_field("pose", "input T_world_cam when pose_source is 'topic' (geometry_msgs/PoseStamped)")
+    gps: str = help_field(
+        "/gps/fix",
+        "the robot's GPS (sensor_msgs/NavSatFix; optional): with a model that has a GPS datum, a fix far from its "
+        "place flags every render out of bounds (gps.*; empty: not subscribed)",
+    )
 
 
 @dataclass
@@ -150,6 +161,9 @@ class RendererConfig:
     cloud: RendererCloud = field(
         default_factory=RendererCloud, metadata={"help": "point cloud and validity mask for planners"}
     )
+    gps: RendererGps = field(
+        default_factory=RendererGps, metadata={"help": "the robot's place, by its GPS, against the model's"}
+    )
 
     def __post_init__(self) -> None:
         if self.pose_source not in ("tf", "topic"):
@@ -184,6 +198,7 @@ RENDERER_LIVE = (
     "camera_frame",
     "publish.*",
     "cloud.*",
+    "gps.*",
 )
 
 
@@ -203,7 +218,7 @@ class Renderer(NodeLogic):
         tf_lookup: Lookup | None = None,
     ):
         counters = ("frames", "rejected_poses", "superseded_poses", "zero_stamp_poses", "tf_failures", "stale_poses",
-                    "out_of_bounds", "cache_hits", "render_errors")  # fmt: skip
+                    "out_of_bounds", "cache_hits", "render_errors", *GPS_COUNTERS)  # fmt: skip
         super().__init__(cfg, factory, logger, dict.fromkeys(counters, 0))
         self.engine = engine
         self.world_frame = looked_up_frame(cfg, engine)
@@ -228,6 +243,8 @@ class Renderer(NodeLogic):
         self._camera_info_cache: Any = None
         self._said_looks_up = False  # the warning of a camera_frame whose view points steeply up, once
         self._published_s: deque[float] = deque(maxlen=RATE_WINDOW)  # time.monotonic() of the latest renders
+        self.place = place_check(engine, cfg.topics.gps, self.log)  # the robot's place by GPS against the model's
+        self._gps_why = ""  # why the frame being published is out of bounds for the GPS ("": it is not)
 
     # ------------------------------------------------------------------ runtime hooks
     @property
@@ -298,6 +315,21 @@ class Renderer(NodeLogic):
             return self.tick(now_ns)
         return []
 
+    def on_gps(self, msg: Any, now_ns: int) -> list[Outgoing]:
+        """A NavSatFix arrived (``topics.gps``): the robot's place against the model's (:class:`PlaceCheck`)."""
+        self.count("gps_fixes")
+        if self.place.on_fix(msg, now_ns, self.cfg.gps):
+            self.count("gps_checked")
+        return []
+
+    def _place_flagged(self, res: RenderResult, now_ns: int) -> RenderResult:
+        """``res`` flagged out of bounds while the latest GPS fix lies beyond the model's place (a copy: the engine's
+        cache keeps its own); ``res`` itself otherwise."""
+        self._gps_why = self.place.flag(now_ns, self.cfg.gps)
+        if not self._gps_why:
+            return res
+        return dataclasses.replace(res, out_of_bounds=np.ones(len(res), dtype=bool))
+
     def tick(self, now_ns: int, lookup: Lookup | None = None) -> list[Outgoing]:
         """Render the current pose (TF lookup or latest topic pose). Never raises on bad input."""
         if self.cfg.pose_source == "tf":
@@ -362,7 +394,7 @@ class Renderer(NodeLogic):
             self.warning("bad_pose", now_ns, f"rejected pose: {e}")
             return []
         self._last_rendered_stamp = stamp
-        out = self._outputs(res, stamp)
+        out = self._outputs(self._place_flagged(res, now_ns), stamp)
         self._last_frame_ns, self._silent_why = now_ns, ""
         return out
 
@@ -374,7 +406,7 @@ class Renderer(NodeLogic):
         """RenderAtPose service: fills and returns ``response`` (success false + message on bad input)."""
         try:
             stamp, T = self.pose_from_msg(request.pose)
-            res = self.engine.render(T)
+            res = self._place_flagged(self.engine.render(T), now_ns)
         except GeometryError as e:
             self.count("rejected_poses")
             response.success = False
@@ -425,8 +457,10 @@ class Renderer(NodeLogic):
         return not bool(self.engine.out_of_bounds(res.T_world_cam[:1])[0])
 
     def _oob_why(self, res: RenderResult) -> tuple[str, str]:
-        """Why frame 0 is out of bounds: ``("unseen" | "pose", the reason as the end of a sentence starting with
-        "camera" or "current")``."""
+        """Why frame 0 is out of bounds: ``("gps" | "unseen" | "pose", the reason as the end of a sentence starting
+        with "camera" or "current")``; the GPS first (the robot is not in the model's place: nothing else matters)."""
+        if self._gps_why:
+            return "gps", self._gps_why
         if self._unseen(res):
             assert res.seen is not None
             far = (
@@ -489,7 +523,9 @@ class Renderer(NodeLogic):
         oob = bool(res.out_of_bounds[0])
         self.count("out_of_bounds", int(oob))
         kind, why = self._oob_why(res) if oob else ("", "")
-        if oob and kind != self._last_oob_kind:  # warned once as it starts, and again if its reason changes
+        self.count("gps_out_of_place", int(kind == "gps"))
+        # warned once as it starts, and again if its reason changes (the GPS check warns of its own)
+        if oob and kind != self._last_oob_kind and kind != "gps":
             dropped = (
                 ""
                 if self.cfg.cloud.keep_out_of_bounds
@@ -627,6 +663,24 @@ class Renderer(NodeLogic):
         return M.diagnostic_array(self.f, now_ns, "pose2rgbd: renderer", level, text, values, self.cfg.camera_frame)
 
 
+# counters of the GPS check: fixes received on topics.gps, those checked against the model's place (a model with a
+# datum, a fix of a valid status), frames flagged out of bounds for the GPS
+GPS_COUNTERS = ("gps_fixes", "gps_checked", "gps_out_of_place")
+
+
+def place_check(engine: RenderEngine, topic: str, log: Log) -> PlaceCheck:
+    """The GPS check of ``engine``'s model (:class:`PlaceCheck`): its datum (:func:`model_datum`) and coverage
+    positions (the keyframes it warps, else its training cameras; ``engine.coverage_poses``)."""
+    from pose2rgbd.models.coverage import WarpsKeyframes, model_datum  # here: `render bag --help` imports no torch
+
+    loaded = getattr(engine, "loaded", None)
+    datum = None if loaded is None else model_datum(loaded)
+    poses = getattr(engine, "coverage_poses", None)
+    warps = loaded is not None and isinstance(loaded.model, WarpsKeyframes) and loaded.model.keyframes is not None
+    return PlaceCheck(datum, None if poses is None else poses.t, what="keyframe" if warps else "training camera",
+                      topic=topic, log=log)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- the node spec
 def configure_renderer(cfg: RendererConfig) -> dict[str, Any]:
     """Load the model (heavy: once, at configure). Look-ahead poses are spaced at the node's ``rate_hz`` (with
@@ -655,6 +709,13 @@ RENDERER = NodeSpec(
     inputs=(
         Input(
             "topics.pose", ("geometry_msgs/msg/PoseStamped",), Renderer.on_pose, when=lambda c: c.pose_source == "topic"
+        ),
+        Input(
+            "topics.gps",
+            ("sensor_msgs/msg/NavSatFix",),
+            Renderer.on_gps,
+            when=lambda c: bool(c.topics.gps),
+            required=lambda c: False,
         ),
     ),
     outputs=(

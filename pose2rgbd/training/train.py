@@ -37,6 +37,7 @@ from pose2rgbd.geometry.coverage import DEFAULT_ROT_WEIGHT_M, median_depth_weigh
 from pose2rgbd.geometry.transforms import tq_from_T
 from pose2rgbd.models import LoadedCheckpoint, ModelBase, count_parameters, load_checkpoint, save_checkpoint
 from pose2rgbd.models.checkpoint import save_loaded
+from pose2rgbd.models.coverage import DATUM_KEY
 from pose2rgbd.models.depth_uncertainty import DepthUncertainty
 from pose2rgbd.models.device import resolve_device
 from pose2rgbd.models.interfaces import PoseToImage
@@ -315,6 +316,14 @@ def training_coverage(ds: Dataset, split: Split, *, depth_frames: int = 32) -> d
     }
 
 
+def training_datum(ds: Dataset) -> dict[str, dict[str, object]]:
+    """What a checkpoint carries so that serving knows where on the Earth its world frame is
+    (:func:`pose2rgbd.models.coverage.model_datum`): the dataset's GPS datum, ``datum`` (:data:`DATUM_KEY`,
+    :meth:`~pose2rgbd.geometry.geodesy.Datum.to_dict`); nothing for a dataset without one."""
+    datum = ds.manifest.datum
+    return {} if datum is None else {DATUM_KEY: datum.to_dict()}
+
+
 def _fit(
     family: ModelFamily,
     ds: Dataset,
@@ -343,7 +352,7 @@ def _fit(
         write_text_atomic(out / "split.json", json.dumps(split.to_dict()))
 
     best_val: dict[str, float] = {}  # the validation that selected best.pt (the train summary prints it)
-    coverage = training_coverage(ds, split)
+    coverage = {**training_coverage(ds, split), **training_datum(ds)}  # where the model's poses are, and on Earth
 
     def snapshot(trainer: Trainer) -> Any:
         """Copy what the checkpoint holds now (weights, optimizer states, trainer state: a few tens of ms) so

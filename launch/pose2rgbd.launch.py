@@ -27,6 +27,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
         DeclareLaunchArgument(
+            "gps_topic",
+            default_value="/gps/fix",
+            description="render node: the robot's NavSatFix, checked against the model's place (render.launch.py's "
+            "gps_topic; empty: none)",
+        ),
+        DeclareLaunchArgument(
             "render_params_file",
             default_value=PathJoinSubstitution([share, "config", "render.yaml"]),
             description="parameters of the render node",
@@ -81,6 +87,7 @@ def generate_launch_description() -> LaunchDescription:
         rate=c("rate"),
         device=c("device"),
         use_sim_time=c("use_sim_time"),
+        gps_topic=c("gps_topic"),
         fastdds_profile=c("fastdds_profile"),
     )
     record = include(

@@ -1,6 +1,6 @@
 """Start the render node: rendered RGB + metric depth for the TF pose of the camera.
 
-ros2 launch pose2rgbd render.launch.py checkpoint:=/path/model.pt [rate:=10.0 device:=cuda ...]
+ros2 launch pose2rgbd render.launch.py checkpoint:=/path/model.pt [rate:=10.0 device:=cuda gps_topic:=/fix ...]
 """
 
 from launch import LaunchDescription
@@ -37,6 +37,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
         DeclareLaunchArgument(
+            "gps_topic",
+            default_value="/gps/fix",
+            description="the robot's NavSatFix: a fix far from the model's place flags every render out of bounds "
+            "(docs/ros.md, 'Wrong place'; empty: not subscribed)",
+        ),
+        DeclareLaunchArgument(
             "fastdds_profile",
             default_value=EnvironmentVariable(
                 "FASTRTPS_DEFAULT_PROFILES_FILE",
@@ -68,6 +74,7 @@ def generate_launch_description() -> LaunchDescription:
                 "pose_source": ParameterValue(LaunchConfiguration("pose_source"), value_type=str),
                 "rate_hz": ParameterValue(LaunchConfiguration("rate"), value_type=float),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "topics.gps": ParameterValue(LaunchConfiguration("gps_topic"), value_type=str),
             },
         ],
     )

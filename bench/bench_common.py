@@ -27,6 +27,21 @@ NAMES = {
 }
 
 
+def depth_uncertainty_extra() -> dict[str, Any]:
+    """A depth uncertainty as ``train`` fits one (10 % of the depth at the 68 % level, growing 10 % per metre of
+    coverage distance), as a checkpoint's ``extra`` entry, for the benchmarks' checkpoints: a trained checkpoint
+    carries one, so serving computes each render's ``depth_sigma``, and the timed work includes it (without one the
+    engine also warns, with advice for a trained model that does not apply here)."""
+    import numpy as np
+
+    from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty
+
+    du = DepthUncertainty(level=0.683, depth_edges=(20.0, 60.0), relative=np.full((2, 3), 0.1, np.float32),
+                          pixels=np.full((2, 3), 10_000), wide=(2.5, 2.5), growth_per_m=0.1,
+                          reference_m=1.0)  # fmt: skip
+    return {EXTRA_KEY: du.to_dict()}
+
+
 def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
     """fp32 ``n x n`` matmul GFLOP/s on torch's threads (best of repeated timings)."""
     import torch

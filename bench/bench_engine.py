@@ -58,20 +58,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-from bench_common import NAMES, reported_free_kib, reset_peak_rss, resident_mib, settle_free_page_reporting
-
-
-def _depth_uncertainty() -> dict:
-    """A depth uncertainty as ``train`` fits one (10 % of the depth at the 68 % level, growing 10 % per metre of
-    coverage distance), in the benchmark's checkpoints: a trained checkpoint carries one, so serving computes each
-    render's ``depth_sigma``, and the timed work includes it (without one the engine also warns, with advice for a
-    trained model that does not apply here)."""
-    from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty
-
-    du = DepthUncertainty(level=0.683, depth_edges=(20.0, 60.0), relative=np.full((2, 3), 0.1, np.float32),
-                          pixels=np.full((2, 3), 10_000), wide=(2.5, 2.5), growth_per_m=0.1,
-                          reference_m=1.0)  # fmt: skip
-    return {EXTRA_KEY: du.to_dict()}
+from bench_common import (
+    NAMES,
+    depth_uncertainty_extra,
+    reported_free_kib,
+    reset_peak_rss,
+    resident_mib,
+    settle_free_page_reporting,
+)
 
 
 def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Path:
@@ -87,7 +81,7 @@ def _hybrid_checkpoint(tmp: Path, preset: str, size: int, keyframes: int) -> Pat
         return path
     ck = make_hybrid_checkpoint(size, keyframes, preset=name, **overrides)
     return save_checkpoint(path, ck.model, dataset_fingerprint="bench", camera=ck.camera, depth_kind="metric",
-                           extra=_depth_uncertainty())  # fmt: skip
+                           extra=depth_uncertainty_extra())  # fmt: skip
 
 
 def _checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> Path:
@@ -125,7 +119,7 @@ def _make_checkpoint(tmp: Path, preset: str, size: int, keyframes: int = 0) -> P
         dataset_fingerprint="bench",
         camera=PinholeCamera.from_fov(size, size, 90.0),
         depth_kind="metric",
-        extra=_depth_uncertainty(),
+        extra=depth_uncertainty_extra(),
     )
 
 

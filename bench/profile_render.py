@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pose2rgbd, not an installed one
 
-from bench_common import matmul_gflops
+from bench_common import depth_uncertainty_extra, matmul_gflops
 from bench_engine import _machine
 
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     gflops = matmul_gflops()  # the CPU's speed at the start, for ratios between runs
     t0 = time.perf_counter()
     ck = make_hybrid_checkpoint(args.size, args.keyframes, preset=args.preset)
+    ck.extra.update(depth_uncertainty_extra())  # as bench_engine.py's: each render computes its depth_sigma
     graphs = args.cuda_graphs or EngineConfig().cuda_graphs
     cfg = EngineConfig(device=args.device, precision=args.precision, threads=args.threads, warmup=3, cuda_graphs=graphs)
     eng = RenderEngine(cfg, ck)

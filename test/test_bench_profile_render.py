@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import profile_render
 
 
-def test_profile_render_writes_the_operator_and_python_tables(tmp_path: Path, capsys) -> None:
+def test_profile_render_writes_the_operator_and_python_tables(tmp_path: Path, capsys, caplog) -> None:
     rc = profile_render.main(
         ["--size", "64", "--keyframes", "24", "--calls", "3", "--batch", "2", "--precision", "fp32",
          "--threads", "1", "--rows", "8", "--out", str(tmp_path)]
@@ -27,6 +27,7 @@ def test_profile_render_writes_the_operator_and_python_tables(tmp_path: Path, ca
     assert "net.py" in text.split("## Python (cProfile)")[1]  # the hybrid's forward was profiled
     assert (tmp_path / "trace.json").stat().st_size > 0
     assert not list(tmp_path.glob("*.tmp"))
+    assert "carries no depth uncertainty" not in caplog.text  # as bench_engine.py's: each render's depth_sigma timed
 
 
 def test_profile_render_refuses_cuda_where_there_is_none(tmp_path: Path) -> None:

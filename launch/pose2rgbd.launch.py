@@ -29,8 +29,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "gps_topic",
             default_value="/gps/fix",
-            description="render node: the robot's NavSatFix, checked against the model's place (render.launch.py's "
-            "gps_topic; empty: none)",
+            description="the robot's NavSatFix: the record node's GPS, and the render node's check of the model's "
+            "place (each launch file's gps_topic)",
         ),
         DeclareLaunchArgument(
             "render_params_file",
@@ -95,6 +95,7 @@ def generate_launch_description() -> LaunchDescription:
         dataset=c("dataset"),
         params_file=c("record_params_file"),
         namespace=c("namespace"),
+        gps_topic=c("gps_topic"),
         camera_frame=c("camera_frame"),
         use_sim_time=c("use_sim_time"),
     )

@@ -218,6 +218,13 @@ def test_render_bag_flags_and_counts_the_frames_of_a_bag_far_from_the_models_pla
     with open_bag(out) as r:
         rgbd = [msg.msg for msg in r.messages() if msg.topic.endswith("/rgbd")]
     assert len(rgbd) == frames and all(bool(x.out_of_bounds) == flagged for x in rgbd)
+    # the poses lie in the model's box: the frames flagged for the GPS are not counted as out of the poses' bounds
+    assert f"out of the training poses' bounds: 0 of {frames} frames" in said, said
+    if flagged:  # a GPS topic the bag lacks: the check was not made, and the summary names the bag's NavSatFix
+        assert main([*argv[:-1], str(tmp_path / "out2"), "--no-progress", "--topics.gps", "/gps/fixx"]) == 0
+        said = capsys.readouterr().out
+        assert "GPS check not made: no /gps/fixx in the bag, whose NavSatFix is on /gps/fix" in said, said
+        assert "--topics.gps TOPIC" in said and "flagged out of bounds for the GPS" not in said, said
 
 
 def test_an_onnx_export_carries_the_datum_to_the_engine(tmp_path: Path) -> None:

@@ -176,8 +176,9 @@ def _bag(args: argparse.Namespace) -> int:
     if c["frames"]:
         p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
         print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-        print(f"  out of the training poses' bounds: {c.get('out_of_bounds', 0)} of {c['frames']} frames")
-        gps = gps_line(c, cfg.topics.gps)
+        pose_oob = c.get("out_of_bounds", 0) - c.get("gps_out_of_place", 0)  # the GPS's are counted on their line
+        print(f"  out of the training poses' bounds: {pose_oob} of {c['frames']} frames")
+        gps = gps_line(c, cfg.topics.gps, stats.absent.get("topics.gps"))
         if gps:
             print(gps)
         if cfg.engine.lookahead > 0:
@@ -194,11 +195,17 @@ def _bag(args: argparse.Namespace) -> int:
     return 0 if c["frames"] else 1
 
 
-def gps_line(c: dict[str, int], topic: str) -> str:
+def gps_line(c: dict[str, int], topic: str, absent: tuple[str, list[str]] | None = None) -> str:
     """What the GPS check did in a render run over a bag (docs/ros.md, "Wrong place"): how many frames were flagged
-    out of bounds because the bag's fixes lie far from the model's place, or why its fixes were not checked ("" for
-    a bag without fixes on ``topic``)."""
+    out of bounds because the bag's fixes lie far from the model's place, or why its fixes were not checked; where
+    ``topics.gps`` is not in the bag (``absent``: the topic looked for, the bag's NavSatFix topics) but the bag has
+    others, that it was not made and the flag that names one ("" for a bag without NavSatFix)."""
     fixes, checked, far = c.get("gps_fixes", 0), c.get("gps_checked", 0), c.get("gps_out_of_place", 0)
+    if absent is not None and absent[1]:
+        return (
+            f"  GPS check not made: no {absent[0]} in the bag, whose NavSatFix is on {', '.join(absent[1])}; give it "
+            'with --topics.gps TOPIC (docs/ros.md, "Wrong place")'
+        )
     if not fixes:
         return ""
     if not checked:

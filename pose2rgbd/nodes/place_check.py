@@ -72,6 +72,11 @@ class FarFix:
     threshold_m: float  # max_distance_m + GPS_SIGMAS x sigma_m
     sigma_m: float  # the fix's horizontal standard deviation (0: unknown)
 
+    def beyond(self, cfg: RendererGps) -> str:
+        """``201 m: gps.max_distance_m 200 + 3 x the fix's horizontal std 0.3 m``: the distance it lies beyond."""
+        sigma = f" + {GPS_SIGMAS:g} x the fix's horizontal std {self.sigma_m:.1f} m" if self.sigma_m > 0 else ""
+        return f"{self.threshold_m:.0f} m: gps.max_distance_m {cfg.max_distance_m:g}{sigma}"
+
 
 def distance_text(m: float) -> str:
     """``1,870 km``, ``12.3 km``, ``350 m``."""
@@ -165,22 +170,21 @@ class PlaceCheck:
             return ""
         return (
             f"GPS fix is {distance_text(far.distance_m)} from the model's place (its nearest {self.what}), beyond "
-            f"{far.threshold_m:.0f} m (gps.max_distance_m): every render is out of bounds, the model may not be of "
-            "this place"
+            f"{far.beyond(cfg)}: every render is out of bounds, the model may not be of this place"
         )
 
     def _far_text(self, far: FarFix, cfg: RendererGps) -> str:
         assert self.datum is not None
         d = self.datum
-        sigma = f" + 3 x the fix's horizontal std {far.sigma_m:.1f} m" if far.sigma_m > 0 else ""
         return (
             f"this bag / robot is {distance_text(far.distance_m)} from the model's place by its GPS fix on "
             f"'{self.topic}' (from the nearest of the model's {self.what}s; the model's datum {d.lat_deg:.6f}, "
-            f"{d.lon_deg:.6f}; beyond {far.threshold_m:.0f} m: gps.max_distance_m {cfg.max_distance_m:g}{sigma}): "
+            f"{d.lon_deg:.6f}; beyond {far.beyond(cfg)}): "
             "renders are flagged out of bounds (RGBD out_of_bounds, no valid point in depth/points and the mask) while "
             f"the latest fix, at most gps.max_age_s {cfg.max_age_s:g} s old, is that far. Check that the model "
             "(engine.checkpoint) matches the place: every map frame starts near (0, 0, 0), so the poses of another "
-            "place fall inside the model's bounds and would render the depth of the wrong place"
+            "place fall inside the model's bounds and would render the depth of the wrong place (a robot of this "
+            "place away from the model's route: raise gps.max_distance_m)"
         )
 
 

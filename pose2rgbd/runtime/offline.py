@@ -66,6 +66,8 @@ class RunStats:
     # frames the node's dataset held before the run (a resumed recording: they are not recorded again, so an output
     # bag of this run starts after them)
     dataset_frames_before: int = 0
+    # optional inputs whose topic the bag lacks: config key -> (the topic looked for, the bag's topics of its types)
+    absent: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     def latency_percentile(self, q: float) -> float:
         return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
@@ -372,6 +374,7 @@ def _run_node_bag(
                         f"{_topics_of_the_type(reader, inp.types, inp.topic)}; topics:\n"
                         f"{reader.describe_topics()}"
                     )
+                stats.absent[inp.topic] = (topic, sorted(t for mt in inp.types for t in reader.topics_of_type(mt)))
                 continue
             if info.msgtype not in inp.types:
                 raise BagError(

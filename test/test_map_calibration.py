@@ -191,6 +191,23 @@ def test_localize_calibrate_reports_the_default_factor(cal_world: dict, tmp_path
                  "--split", "all", "--out", str(tmp_path / "cal.yaml"), "--max-frames", "40"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "the map's own calibration on these frames: covariance factor" in text
+    factor = float(re.search(r"covariance factor ([0-9.e+-]+)", text).group(1))  # type: ignore[union-attr]
+    assert ("not honest on these frames" in text) == (not 0.5 <= factor <= 2.0), text
+
+
+def test_localize_calibrate_warns_where_the_maps_own_covariance_is_not_honest() -> None:
+    """The warnings `localize calibrate --map` prints under its measurement: a covariance factor outside 0.5-2 (with
+    what to check first: the dataset's poses it scores against), a confidence far from the share within its bound;
+    none where it is honest."""
+    from pose2rgbd.cli.localize import honesty_warnings
+
+    narrow = honesty_warnings({"factor": 5.65, "mean_confidence": 0.5, "share_within_bound": 0.08})
+    assert len(narrow) == 2 and "2.4 times too narrow" in narrow[0] and "the dataset's poses" in narrow[0]
+    assert "optimistic" in narrow[1] and "0.50 against 0.08" in narrow[1]
+    wide = honesty_warnings({"factor": 0.12, "mean_confidence": 0.3, "share_within_bound": 0.9})
+    assert "2.9 times too wide" in wide[0] and "pessimistic" in wide[1]
+    assert honesty_warnings({"factor": 1.0, "mean_confidence": 0.86, "share_within_bound": 0.82}) == []
+    assert honesty_warnings({}) == []
 
 
 def test_a_sequence_fix_the_calibration_flags_is_solved_again_without_the_previous_fix(cal_world: dict) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -385,6 +386,38 @@ def _images_model(args: argparse.Namespace, cfg: Any, files: list[Path]) -> int:
     return 0 if rows.poses else 1
 
 
+# the span of the covariance factor (variance) within which a calibration is honest (docs/results.md, "Honest
+# uncertainty by default"), and how far the mean confidence may lie from the share of fixes within its bound
+HONEST_FACTOR = (0.5, 2.0)
+HONEST_CONFIDENCE_GAP = 0.2
+
+
+def honesty_warnings(default: dict[str, float]) -> list[str]:
+    """What ``localize calibrate`` warns of when the map's own calibration is not honest on the frames it measured
+    (``default``: :func:`~pose2rgbd.evaluation.calibration.calibrate_map`'s measurement of it): a covariance factor
+    outside :data:`HONEST_FACTOR`, a mean confidence more than :data:`HONEST_CONFIDENCE_GAP` from the share within
+    its bound."""
+    out = []
+    f = default.get("factor")
+    if f is not None and not HONEST_FACTOR[0] <= f <= HONEST_FACTOR[1]:
+        narrow = f > HONEST_FACTOR[1]
+        out.append(
+            f"the map's own covariance is not honest on these frames: factor {f:.3g}, so its standard deviations are "
+            f"{math.sqrt(f) if narrow else 1 / math.sqrt(f):.2g} times too {'narrow' if narrow else 'wide'} "
+            f"(honest: {HONEST_FACTOR[0]:g}-{HONEST_FACTOR[1]:g}). The file written here rescales them to these "
+            "frames' errors: check first that the dataset's poses are good enough to score against (a video's GPS "
+            'track, with no SfM, can be off by more than the localizer; docs/results.md, "Held-out blocks of a '
+            'walking clip: the GPS track as the yardstick")'
+        )
+    m, share = default.get("mean_confidence"), default.get("share_within_bound")
+    if m is not None and share is not None and abs(m - share) > HONEST_CONFIDENCE_GAP:
+        out.append(
+            f"the confidence is {'optimistic' if m > share else 'pessimistic'} on these frames: mean {m:.2f} "
+            f"against {share:.2f} of the fixes within its bound"
+        )
+    return out
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     import math
 
@@ -429,6 +462,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             if "mean_confidence" in default:
                 print(f"  confidence: mean {default['mean_confidence']:.2f}, share within its bound "
                       f"{default['share_within_bound']:.2f}")  # fmt: skip
+            for line in honesty_warnings(default):
+                print(f"  WARNING: {line}")
         elif not default.get("source"):
             print("  the map holds no calibration of its own (built without one): rebuild it with `map build`")
         for n in notes:

@@ -164,6 +164,8 @@ def test_localize_images_reads_16_bit_pngs_by_bit_depth_and_rejects_damaged_jpeg
     (folder / "c_truncated.jpg").write_bytes(good[: len(good) * 3 // 10])
     (folder / "d_garbled.jpg").write_bytes(_garbled(good))
     (folder / "e_good.jpg").write_bytes(good)
+    png = cv2.imencode(".png", scenes[0])[1].tobytes()
+    (folder / "f_truncated.png").write_bytes(png[: len(png) // 3])
     out = tmp_path / "poses.csv"
     assert main(["localize", "images", str(folder), "--checkpoint", str(loc_ckpt), "--out", str(out),
                  "--device", "cpu"]) == 0  # fmt: skip
@@ -172,6 +174,9 @@ def test_localize_images_reads_16_bit_pngs_by_bit_depth_and_rejects_damaged_jpeg
     assert sorted(rows) == ["a_8bit.png", "b_10bit_in_16.png", "e_good.jpg"]  # damaged files get no pose
     assert "c_truncated.jpg: damaged JPEG: truncated" in text, text
     assert "d_garbled.jpg: damaged JPEG (the decoder reported: Corrupt JPEG data" in text, text
+    # the decoder's words, without OpenCV's log prefix ([ WARN:0@0.5] global grfmt_png.cpp:793 function)
+    assert "f_truncated.png: not a decodable image (PNG input buffer is incomplete)" in text, text
+    assert "[ WARN" not in text and ".cpp:" not in text, text
     engine = LocalizeEngine.from_config(EngineConfig(checkpoint=str(loc_ckpt), warmup=0, device="cpu"))
     ref = engine.localize(fit_to_input(scenes[1], engine.input_hw))  # the 8-bit original of the 10-bit file
     np.testing.assert_allclose([float(v) for v in rows["b_10bit_in_16.png"][1:4]], ref.T_world_cam[0, :3, 3],

@@ -517,3 +517,21 @@ def test_a_trajectory_without_a_pose_exits_1(
         assert rc == 1 and f"{out}: 0 poses from 2 images" in text, text
     else:
         assert rc == 0 and f"{out}: 2 poses from 2 images" in text, text
+
+
+def test_images_of_another_place_get_no_fix_and_the_summary_says_what_that_likely_means(
+    map_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images no keyframe matches (noise here; a user's: another place) get no fix each; the summary says that no
+    image was localized and what that likely means, and the exit status is 1."""
+    from pose2rgbd.cli.main import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        cv2.imwrite(str(folder / f"n{k}.png"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    out = tmp_path / "p.csv"
+    rc = main(["localize", "images", str(folder), "--map", str(map_world["map"]), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 1 and "no image got a fix (exit status 1)" in text and "another place than the map" in text, text

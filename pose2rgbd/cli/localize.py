@@ -312,6 +312,10 @@ def _images_structure(args: argparse.Namespace, cfgs: Any, method: str, files: l
         print(line)
     if s.no_exif:
         print(f"  {no_exif_note(s.no_exif, len(files))}")
+    if sum(s.no_fix.values()) == len(files):
+        print(f"  no image got a fix (exit status 1): where the reasons above are too few matches or inliers for every "
+              f"one, the images are likely of another place than the map {args.map}'s, or of a part of it its "
+              "keyframes do not see")  # fmt: skip
     return 0 if s.poses(args.out) else 1  # a trajectory without a pose (a TUM file's flagged fixes are comments)
 
 

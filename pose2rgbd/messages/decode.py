@@ -31,6 +31,9 @@ from pose2rgbd.errors import BagError, ConfigError
 
 CONTAINER_BITS = (10, 12, 14, 16)  # what cameras put in 16-bit containers
 # what libjpeg (through OpenCV) prints for data it decoded anyway; OpenCV's own "[ WARN...] ... imgcodecs" lines too
+# OpenCV's own log prefix on a decoder's line (``[ WARN:0@0.515] global grfmt_png.cpp:793 readFromStreamOrBuffer``):
+# where and when, which tells a user nothing; the message after it is what is kept
+_OPENCV_LOG_PREFIX = re.compile(r"^\[\s*[A-Z]+:[^\]]*\]\s*(global\s+)?\S+\.(cpp|hpp|c|h):\d+\s+\w+\s+")
 _DECODER_LINE = re.compile(
     r"^(Corrupt JPEG data|Premature end of JPEG file|Invalid JPEG file structure|Bogus |Inconsistent progression"
     r"|Unsupported marker|Warning: |JPEG datastream)|imgcodecs|grfmt",
@@ -108,7 +111,7 @@ def decode_image_bytes(data: bytes | np.ndarray, *, what: str, flags: int = cv2.
     with _stderr_captured() as captured:
         img = cv2.imdecode(buf, flags)
     lines = [ln for ln in "".join(captured).splitlines() if ln.strip()]
-    ours = [ln.strip() for ln in lines if _DECODER_LINE.search(ln.strip())]
+    ours = [_OPENCV_LOG_PREFIX.sub("", ln.strip()) for ln in lines if _DECODER_LINE.search(ln.strip())]
     others = [ln for ln in lines if not _DECODER_LINE.search(ln.strip())]
     if others:  # not the decoder's: written by another thread meanwhile
         sys.stderr.write("\n".join(others) + "\n")

@@ -300,3 +300,28 @@ def test_an_unverified_quaternion_order_says_whether_depth_was_there_to_test_it(
     assert st["depth"].status == "info" and st["quaternion_order"].status == "warn", c.mistakes
     assert "The depth test decides" in st["quaternion_order"].message
     assert "no depth" not in st["quaternion_order"].message and "--depth-list" not in st["quaternion_order"].message
+
+
+@pytest.mark.parametrize("read_as", [100.0, 0.001, 0.02])
+def test_depth_units_off_by_powers_of_ten_name_the_factor_itself(read_as: float) -> None:
+    """Depth read 100x too large (centimetres as metres), 1000x too small, or 50x too small (centimetres read at
+    TUM's 5000 units per metre): the check names the factor that fits (refined, not the nearest hypothesis), the
+    one to divide --depth-scale by."""
+    T = _sweep()
+    d = check_poses(T, depth=_evidence(T, depth_scale=read_as)).findings[0]
+    assert d.status == "fail" and "multiplied by about" in d.message and "--depth-scale" in d.message, d.message
+    assert d.values["fitted_depth_factor"] == pytest.approx(1.0 / read_as, rel=0.12)
+
+
+def test_a_far_scene_from_a_short_path_leaves_the_depth_scale_undecided_and_says_so() -> None:
+    """Cameras a few centimetres apart looking at walls metres away: every depth scale fits the poses, so the check
+    says the scale is not decided and gives the depth's median for the user to judge, instead of calling it right."""
+    T = _sweep()
+    c0 = T[:, :3, 3].mean(axis=0)
+    near = T.copy()
+    near[:, :3, 3] = c0 + 0.01 * (T[:, :3, 3] - c0)
+    d = check_poses(near, depth=_evidence(near)).findings[0]
+    assert d.status == "ok" and d.values["depth_scale_decided"] is False, d.message
+    assert "not decided by the poses" in d.message and "Its median is 3 m" in d.message, d.message
+    full = check_poses(T, depth=_evidence(T)).findings[0]
+    assert full.values["depth_scale_decided"] is True and "the depth scale are right" in full.message, full.message

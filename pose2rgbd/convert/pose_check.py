@@ -343,7 +343,13 @@ def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.n
     return rel
 
 
-DEPTH_SCALES = (0.1, 0.2, 0.5, 2.0, 5.0, 10.0)
+# the depth-scale hypotheses (millimetres or centimetres read as metres, and the reverse, among them); the best is then
+# refined (DEPTH_SCALE_REFINE) so that the message gives the factor itself, not the nearest of these
+DEPTH_SCALES = (0.001, 0.01, 0.1, 0.2, 0.5, 2.0, 5.0, 10.0, 100.0, 1000.0)
+DEPTH_SCALE_REFINE = 25  # log-spaced factors within sqrt(10) either side of the best hypothesis
+# a scale hypothesis whose median error is within this factor of the poses as given does not lose to them: the
+# depth's scale is not decided by the poses (a far scene seen from a short path)
+DEPTH_SCALE_UNDECIDED = 1.5
 
 
 def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
@@ -362,11 +368,13 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
         hyps[f"scale {s:g}"] = (T, s)
     grids = [_pixel_grid(K, d) for K, d in zip(ev.K, ev.depth, strict=True)]
     pairs = [(a, b) for a in range(len(ev.frames)) for b in (a + 1, a + 2) if b < len(ev.frames)]
-    errs: dict[str, np.ndarray] = {}
-    for name, (TT, s) in hyps.items():
+
+    def errors(TT: np.ndarray, s: float) -> np.ndarray:
         e = [_relative_errors(TT[ev.frames[a]], TT[ev.frames[b]], grids[a][0] * s, ev.K[b], ev.depth[b] * s)
              for a, b in pairs]  # fmt: skip
-        errs[name] = np.concatenate(e) if e else np.zeros(0)
+        return np.concatenate(e) if e else np.zeros(0)
+
+    errs = {name: errors(TT, s) for name, (TT, s) in hyps.items()}
     most = max(len(e) for e in errs.values())
     vals: dict[str, Any] = {"frames": len(ev.frames), "pairs": len(pairs), "tolerance": DEPTH_TOL,
                             "points": int(sum(len(g[1]) for g in grids))}  # fmt: skip
@@ -381,6 +389,10 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
     best = min(med, key=lambda k: med[k])
     g = med.get("as given", np.inf)
     if best != "as given" and g >= 2.0 * med[best] + 0.005:
+        if best.startswith("scale "):  # the factor itself, for the message: refined around the best hypothesis
+            grid = float(best.split()[1]) * np.logspace(-0.5, 0.5, DEPTH_SCALE_REFINE)
+            fits = [(float(np.median(e)), float(f)) for f in grid if len(e := errors(T, float(f))) >= 0.3 * most]
+            vals["fitted_depth_factor"] = min(fits)[1] if fits else float(best.split()[1])
         why = {
             "inverted": "with the poses inverted: the poses are world-to-camera, read as camera-to-world (or "
                         "inverted twice)",
@@ -389,8 +401,9 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
             + ("w first (qw qx qy qz), this format qx qy qz qw" if quaternion_order == "xyzw" else
                "w last (qx qy qz qw), this format qw qx qy qz") + " (reorder the columns)",
         }.get(best) or (
-            f"with the depth multiplied by {best.split()[1]}: the depth units are off (units per metre: "
-            "--depth-scale; nerfstudio's depth_unit_scale_factor)"
+            f"with the depth multiplied by about {vals['fitted_depth_factor']:.3g}: the depth units are off (divide "
+            "the units per metre it was read with, --depth-scale, by that; nerfstudio's depth_unit_scale_factor: "
+            "multiply it)"
         )  # fmt: skip
         shown = "no point lands" if not np.isfinite(g) else f"the median difference is {100 * g:.1f} %"
         msg = (
@@ -399,10 +412,21 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
         )
         return Finding("depth", "fail", msg, {**vals, "best_hypothesis": best})
     if share >= DEPTH_AGREE_OK:
-        return Finding("depth", "ok", f"the depth agrees across keyframes: {100 * share:.0f} % of the points "
-                       f"back-projected from one keyframe land on the next ones' depth within "
-                       f"{100 * DEPTH_TOL:.0f} % ({len(ev.frames)} keyframes): the poses' direction, the camera "
-                       "axes and the depth scale are right", vals)  # fmt: skip
+        scales = {k: v for k, v in med.items() if k.startswith("scale ")}
+        rival = min(scales, key=lambda k: scales[k]) if scales else ""
+        agrees = (f"the depth agrees across keyframes: {100 * share:.0f} % of the points back-projected from one "
+                  f"keyframe land on the next ones' depth within {100 * DEPTH_TOL:.0f} % ({len(ev.frames)} "
+                  "keyframes): the poses' direction")  # fmt: skip
+        if rival and scales[rival] <= DEPTH_SCALE_UNDECIDED * g:  # a far scene from a short path: scale unseen
+            d = np.concatenate([x[np.isfinite(x) & (x > 0)].ravel() for x in ev.depth])
+            median_m = float(np.median(d)) if d.size else float("nan")
+            vals.update(depth_scale_decided=False, median_depth_m=median_m)
+            return Finding("depth", "ok", f"{agrees} and the camera axes are right; the depth's scale is not "
+                           f"decided by the poses (the depth multiplied by {rival.split()[1]} fits as well: the scene "
+                           f"is far compared with the cameras' motion). Its median is {median_m:.3g} m: if that is "
+                           "not the scene's, the units per metre (--depth-scale) are off", vals)  # fmt: skip
+        vals["depth_scale_decided"] = True
+        return Finding("depth", "ok", f"{agrees}, the camera axes and the depth scale are right", vals)
     msg = (f"the depth and the poses disagree: only {100 * share:.0f} % of the points back-projected from one "
            f"keyframe land on the next ones' depth within {100 * DEPTH_TOL:.0f} %, and no simple convention "
            "mistake explains it (intrinsics wrong, depth not registered to the colour camera, depth and poses "

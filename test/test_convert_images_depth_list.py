@@ -243,3 +243,19 @@ def test_depth_list_pngs_are_read_at_tums_scale_unless_told(seq: Path, tmp_path:
                        depth_scale=1000.0)  # fmt: skip
     ds = Dataset(convert_images(seq / "groundtruth.txt", tmp_path / "mm", cfg, progress=False))
     assert {_image_index(ds, i): round(float(ds.read_depth(i)[0, 0]) * 1000) for i in range(len(ds))} == EXPECT
+
+
+def test_a_listed_image_that_is_missing_is_refused_with_the_flag_that_leaves_it_out(seq: Path, tmp_path: Path) -> None:
+    """An image rgb.txt lists but the folder lacks: the error names it and --skip-missing, which leaves that frame
+    out (named in the report's notes) for a TUM list as for transforms.json."""
+    gone = sorted((seq / "rgb").iterdir())[2]
+    gone.unlink()
+    cfg = ImagesConfig(image_list=str(seq / "rgb.txt"), depth_list=str(seq / "depth.txt"), fx=12.0,
+                       depth_scale=5000.0, skip_unmatched=True)  # fmt: skip
+    with pytest.raises(PoseImportError, match=rf"1 of 5 images are missing: .*{gone.name}.*--skip-missing"):
+        convert_images(seq / "groundtruth.txt", tmp_path / "ds", cfg, progress=False)
+    cfg.skip_missing = True
+    ds = Dataset(convert_images(seq / "groundtruth.txt", tmp_path / "ds", cfg, progress=False))
+    assert len(ds) == 4 and 2 not in {_image_index(ds, i) for i in range(len(ds))}
+    notes = " | ".join(json.loads((tmp_path / "ds" / "report" / "summary.json").read_text())["assumptions"])
+    assert f"1 of 5 images left out: image missing (skip_missing): {gone.name}" in notes, notes

@@ -64,7 +64,7 @@ class ImagesConfig:
     )  # fmt: skip
     skip_missing: bool = help_field(
         False, "transforms.json: leave out frames whose image file, or depth file (depth_file_path), does not exist "
-        "(listed in the report) instead of failing"
+        "(listed in the report) instead of failing; TUM: leave out listed images that do not exist"
     )  # fmt: skip
     allow_outside: bool = help_field(
         False, "transforms.json: allow file_path / depth_file_path outside the json's folder (../, absolute paths); "

@@ -506,7 +506,19 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
                 f"{traj}: no image has a pose within {cfg.tolerance_s} s" + (f"; {not_times}" if not_times else "")
             )
     _check_same_pose(traj, cfg, paths, ti, tp, not_times)
-    missing_images(paths, traj, missing_hint)
+    if cfg.skip_missing:  # images listed but not on disk: left out, named in the notes (as transforms.json's)
+        there = np.array([p.is_file() for p in paths], bool)
+        if not there.all():
+            gone = [p.name for p, k in zip(paths, there, strict=True) if not k]
+            shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+            notes.append(f"{len(gone)} of {len(paths)} images left out: image missing (skip_missing): {shown}")
+            paths = [p for p, k in zip(paths, there, strict=True) if k]
+            ti, ns_img = ti[there], ns_img[there]
+            if depths is not None:
+                depths = [d for d, k in zip(depths, there, strict=True) if k]
+            if not paths:
+                raise PoseImportError(f"{traj}: every listed image is missing{missing_hint}")
+    missing_images(paths, traj, missing_hint + "; pass --skip-missing to leave those frames out")
     inside = (ti >= tp[0]) & (ti <= tp[-1])
     T = np.empty((len(paths), 4, 4))
     if inside.any() and len(tp) > 1:

@@ -570,6 +570,30 @@ def test_a_folder_of_renders_says_what_each_file_holds_and_its_units(engine: typ
     assert not list(tmp_path.glob("*README*")) and not list(tmp_path.glob(f"v*{NOTE_NAME}"))
 
 
+def test_depth_beyond_what_a_16_bit_png_holds_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A render whose depth reaches past 65.535 m (an outdoor scene): the PNGs hold 65535 there, and the run says
+    what share of the depth that is and that the .npy files keep the metres."""
+    from pose2rgbd.convert.trajectories import read_trajectory
+    from pose2rgbd.evaluation.trajectory import render_trajectory
+
+    class Far(_Ok):
+        def render(self, T: np.ndarray) -> object:
+            r = super().render(T)
+            r.depth[:, :2] = 80.0  # 2 of 8 rows: 25 % of the depth
+            return r
+
+    traj = read_trajectory(_write_tum(tmp_path / "gt.txt", _route(3), T0_S + 0.1 * np.arange(3)))
+    with caplog.at_level("WARNING"):
+        render_trajectory(Far(), traj, tmp_path / "out", batch=2, progress=False)
+    assert "25.0 % of the rendered depth lies at 65.535 m or farther" in caplog.text, caplog.text
+    assert int(cv2.imread(str(tmp_path / "out" / "depth_000000.png"), cv2.IMREAD_UNCHANGED).max()) == 65535
+    assert float(np.load(tmp_path / "out" / "depth_000000.npy").max()) == 80.0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        render_trajectory(_Ok(), traj, tmp_path / "near", batch=2, progress=False)
+    assert "or farther" not in caplog.text
+
+
 def test_a_mount_point_as_the_output_is_refused_before_the_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

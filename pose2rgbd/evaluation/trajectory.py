@@ -81,13 +81,16 @@ class TrajectoryRender:
     flagged: tuple[int, ...] = ()
 
 
+PNG_DEPTH_MAX_MM = 65535  # a 16-bit depth PNG's farthest value (65.535 m at 1000 units per metre)
+
+
 def depth_millimetres(depth: np.ndarray) -> np.ndarray:
     """Depth in metres (NaN / inf / <= 0: none) as a 16-bit PNG's millimetres: metres x 1000 rounded to the nearest
     millimetre, 0 where there is no depth, at least 1 where there is (0 would read as none), 65535 at 65.535 m and
     beyond (the TUM RGB-D / ROS ``16UC1`` convention, at 1000 units per metre)."""
     d = np.asarray(depth)
     ok = np.isfinite(d) & (d > 0)
-    mm = np.clip(np.rint(np.where(ok, d, 0.0) * 1000.0), 1, 65535)
+    mm = np.clip(np.rint(np.where(ok, d, 0.0) * 1000.0), 1, PNG_DEPTH_MAX_MM)
     return np.where(ok, mm, 0).astype(np.uint16)
 
 
@@ -324,6 +327,7 @@ def render_trajectory(
     n = 0
     unseen = np.zeros(len(T), dtype=bool)
     wrote = {"rgb": False, "depth": False, "sigma": False}  # the kinds of file in the folder (its note names them)
+    beyond = answered = 0  # depth pixels at the PNGs' farthest value, and with a depth at all
     try:
         for s in bar(range(0, len(T), batch), desc="render", unit="batch", progress=progress):
             res = engine.render(T[s : s + batch])
@@ -352,7 +356,10 @@ def render_trajectory(
                         write_png(dest / f"rgb_{k:06d}.png", np.ascontiguousarray(rgb[..., ::-1]))
                         wrote["rgb"] = True
                     if depth is not None:
-                        write_png(dest / f"depth_{k:06d}.png", depth_millimetres(depth))
+                        mm = depth_millimetres(depth)
+                        write_png(dest / f"depth_{k:06d}.png", mm)
+                        beyond += int(np.count_nonzero(mm == PNG_DEPTH_MAX_MM))
+                        answered += int(np.count_nonzero(mm))
                         np.save(dest / f"depth_{k:06d}.npy", depth.astype(np.float32))
                         wrote["depth"] = True
                     sigma = getattr(res, "depth_sigma", None)  # an engine is duck-typed here: it may give none
@@ -365,6 +372,12 @@ def render_trajectory(
             writer = None
         if unseen.any():
             log.warning("%s", unseen_message(traj, unseen, cov_deg, table))
+        if beyond:
+            log.warning(
+                "%.1f %% of the rendered depth lies at %.3f m or farther: the 16-bit depth PNGs (millimetres) hold "
+                "%d there, the farthest they can; the depth_NNNNNN.npy files have the metres",
+                100.0 * beyond / max(answered, 1), PNG_DEPTH_MAX_MM / 1000.0, PNG_DEPTH_MAX_MM,
+            )  # fmt: skip
             oob = oob | unseen
         text = poses_table(traj, oob, cov_m, cov_deg)
         cam = engine.camera.camera_info_yaml()

@@ -80,6 +80,23 @@ def test_writer_rejects_bad_frames(tmp_path):
         DatasetWriter(tmp_path / "ds", Manifest("x", CAM))
 
 
+def test_an_empty_folder_takes_the_dataset_and_a_folder_of_other_files_is_refused_without_overwrite_advice(
+    tmp_path: Path,
+) -> None:
+    """A folder the user made for the output, empty: the dataset goes in without --overwrite. A folder of the
+    user's own files: refused, saying --overwrite would not replace it (it only replaces an earlier dataset), and
+    the files are kept."""
+    (tmp_path / "empty").mkdir()
+    assert len(Dataset(_write(tmp_path / "empty"))) == 4
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"not a dataset's .*only replaces an earlier dataset") as e:
+        DatasetWriter(mine, Manifest("x", CAM))
+    assert "pass --overwrite" not in str(e.value)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+
+
 def test_append_mode_survives_torn_row_and_resumes(tmp_path):
     out = tmp_path / "rec"
     w = DatasetWriter(out, Manifest("rec", CAM), mode="append")

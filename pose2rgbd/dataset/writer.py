@@ -175,7 +175,7 @@ class DatasetWriter:
         self.copy_reasons: set[str] = set()
         if mode == "atomic":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            refuse_existing(self.path, overwrite=overwrite)  # (an earlier dataset a killed run moved aside is back)
+            refuse_existing(self.path, overwrite=overwrite, kind=DATASET)  # (a killed run's moved-aside one is back)
             self.root = make_temp_dir(self.path, "partial")  # with the umask's mode, as the final dataset
             self._count = 0
         else:
@@ -335,7 +335,7 @@ class DatasetWriter:
                 text = yaml.safe_dump(self.manifest.to_dict(), sort_keys=False)
                 _atomic_write_bytes(self.root / MANIFEST, text.encode())
                 late = "it appeared while this one was written; the new dataset was not kept"
-                refuse_existing(self.path, overwrite=self.overwrite, nothing=late)
+                refuse_existing(self.path, overwrite=self.overwrite, nothing=late, kind=DATASET)
                 swap_in([(self.root, self.path)])  # all or nothing, the earlier dataset back on any failure
             except BaseException:
                 shutil.rmtree(self.root, ignore_errors=True)  # (gone already when the swap was complete)

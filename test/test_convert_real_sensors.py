@@ -199,6 +199,11 @@ def test_transforms_json_skip_missing_covers_a_missing_depth_file(
     fr = json.loads((tmp_path / "ds" / "report" / "summary.json").read_text())["frames"]
     assert fr["total"] == 5 and fr["skipped_missing_depth"] == {"count": 1, "entries": [depth[2]]}
     assert "skipped_missing" not in fr
+    # an image missing too: one error names both kinds (before: the depth file only once the image was back)
+    (s / names[0]).unlink()
+    with pytest.raises(PoseImportError, match=rf"1 of 5 images are missing: .*f00.png; and 1 depth file\(s\) are "
+                       rf"missing: .*{depth[2]}.*--skip-missing"):  # fmt: skip
+        convert_images(src, tmp_path / "refused", progress=False)
 
 
 @pytest.mark.parametrize("path", ["../outside/secret.png", "ABSOLUTE"])

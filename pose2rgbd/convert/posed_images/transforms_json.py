@@ -173,7 +173,10 @@ def read_transforms_json(path: str | Path, cfg: ImagesConfig) -> PosedImages:
         first = (skipped + skipped_depth)[0]
         raise PoseImportError(f"{p}: none of the {len(frames)} frames listed has its image and depth files (first "
                               f"missing: {first})")  # fmt: skip
-    missing_images(images, p, "; pass --skip-missing to leave those frames out (they are listed in the report)")
+    gone_depth = [str(d) for d in depths if d is not None and not d.is_file()]  # said with the images, at once
+    also = (f"; and {len(gone_depth)} depth file(s) are missing: " + ", ".join(gone_depth[:3])
+            + (" ..." if len(gone_depth) > 3 else "")) if gone_depth else ""  # fmt: skip
+    missing_images(images, p, also + "; pass --skip-missing to leave those frames out (they are listed in the report)")
     T = check_rotations(np.stack(mats), where) @ GL_FROM_OPTICAL
     notes = [
         "transform_matrix is camera-to-world with OpenGL camera axes (x right, y up, z back); converted to the "

@@ -320,14 +320,11 @@ def refuse_existing(
     instead: str = "",
     nothing: str = "nothing was written",
     renamed_into_place: bool = True,
-    kind: OutputKind | None = None,
 ) -> Path:
     """The one overwrite policy: raise :class:`OutputExistsError` if ``out`` exists and ``overwrite`` is not
     set. ``holds``: what is there, when worth saying (``an earlier training run (config.yaml, last.pt)``);
     ``instead``: the other ways on (``pass --resume to continue it, ``); ``nothing``: what the refusal left as
-    it was. ``kind`` (a folder output): an existing empty folder is taken without ``overwrite``, and one holding
-    files that are not of ``kind`` is refused without suggesting ``--overwrite``, which :func:`check_output` would
-    refuse. An earlier output that a killed run had moved aside is put back first
+    it was. An earlier output that a killed run had moved aside is put back first
     (:func:`pose2rgbd.atomic.sweep_stale_siblings`). A mount point is refused whatever ``overwrite`` says where the
     output is put in place by a rename (``renamed_into_place``; a writer that adds files to the folder, a training
     run, passes False): a rename cannot replace it."""
@@ -340,14 +337,5 @@ def refuse_existing(
         )
     if overwrite or not (p.exists() or p.is_symlink()):
         return p
-    if kind is not None and kind.is_dir and p.is_dir() and not p.is_symlink():
-        if not any(p.iterdir()):
-            return p  # an empty folder made for the output: nothing to lose, the output takes its place
-        if not kind.matches(p):  # the user's own folder: --overwrite would be refused too (check_output)
-            raise OutputExistsError(
-                f"{p} exists and holds files that are not a {kind.name}'s (a {kind.name} folder has "
-                f"{' or '.join(kind.markers)}); --overwrite only replaces an earlier {kind.name}. Choose a new or "
-                f"empty output folder ({nothing})"
-            )
     what = f"holds {holds}" if holds else "exists"
     raise OutputExistsError(f"{p} {what}; {instead}pass --overwrite to replace it ({nothing})")

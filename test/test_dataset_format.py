@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pose2rgbd.dataset import Dataset, DatasetWriter, Manifest, build_cache, load_cache
-from pose2rgbd.errors import DatasetError, OutputExistsError
+from pose2rgbd.errors import DatasetError, OutputError, OutputExistsError
 from pose2rgbd.geometry import Datum, PinholeCamera, T_from_tq, rpy_to_quat_xyzw
 
 CAM = PinholeCamera.from_fov(40, 30, 80.0)
@@ -81,7 +81,7 @@ def test_writer_rejects_bad_frames(tmp_path):
 
 
 def test_an_empty_folder_takes_the_dataset_and_a_folder_of_other_files_is_refused_without_overwrite_advice(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A folder the user made for the output, empty: the dataset goes in without --overwrite. A folder of the
     user's own files: refused, saying --overwrite would not replace it (it only replaces an earlier dataset), and
@@ -91,10 +91,17 @@ def test_an_empty_folder_takes_the_dataset_and_a_folder_of_other_files_is_refuse
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"not a dataset's .*only replaces an earlier dataset") as e:
+    with pytest.raises(OutputError, match=r"is a folder that is not a dataset .*only replaces an earlier dataset") as e:
         DatasetWriter(mine, Manifest("x", CAM))
     assert "pass --overwrite" not in str(e.value)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+    # the folder the command runs in, even empty, cannot be moved aside: refused before any work (its partial
+    # dataset would have been made inside it)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(OutputError, match="the folder the command runs in"):
+        DatasetWriter(Path("."), Manifest("x", CAM))
+    assert list((tmp_path / "here").iterdir()) == []
 
 
 def test_append_mode_survives_torn_row_and_resumes(tmp_path):

@@ -325,3 +325,33 @@ def test_a_far_scene_from_a_short_path_leaves_the_depth_scale_undecided_and_says
     assert "not decided by the poses" in d.message and "Its median is 3 m" in d.message, d.message
     full = check_poses(T, depth=_evidence(T)).findings[0]
     assert full.values["depth_scale_decided"] is True and "the depth scale are right" in full.message, full.message
+
+
+def test_a_corridor_walked_along_is_not_called_a_depth_units_mistake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera walking down a long corridor without turning: the scene does not change along the motion, so a
+    depth 1000x larger (no parallax) fits as well as the true one; with the depth as given agreeing, that is the scale
+    undecided, not a failure (it had been: 'multiplied by about 3.16e+03')."""
+    import test_pose_check_depth as here
+
+    monkeypatch.setattr(here, "ROOM_LO", np.array([-1.5, 0.0, -60.0]))
+    monkeypatch.setattr(here, "ROOM_HI", np.array([1.5, 2.6, 3.0]))
+    R0 = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])
+    for length in (2.0, 10.0):
+        T = np.tile(np.eye(4), (60, 1, 1))
+        T[:, :3, :3] = R0
+        T[:, :3, 3] = np.stack([np.zeros(60), np.full(60, 1.3), -np.linspace(0.0, length, 60)], 1)
+        c = check_poses(T, depth=_evidence(T))
+        d = c.findings[0]
+        assert d.status == "ok" and d.values["depth_scale_decided"] is False and c.verdict != "suspect", d.message
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.03])
+def test_a_sensors_depth_noise_does_not_undecide_the_scale(noise: float) -> None:
+    """Consumer RGB-D depth noise (1-3 % per pixel) raises every hypothesis' error alike: the room sweep's scale is
+    still decided (an absolute margin, not a ratio of medians)."""
+    T = _sweep()
+    rng = np.random.default_rng(0)
+    ev = _evidence(T)
+    ev.depth = [d * (1.0 + rng.normal(0.0, noise, d.shape)).astype(np.float32) for d in ev.depth]
+    d = check_poses(T, depth=ev).findings[0]
+    assert d.status == "ok" and d.values["depth_scale_decided"] is True, d.message

@@ -347,9 +347,10 @@ def _relative_errors(Ti: np.ndarray, Tj: np.ndarray, pts_i: np.ndarray, Kj: np.n
 # refined (DEPTH_SCALE_REFINE) so that the message gives the factor itself, not the nearest of these
 DEPTH_SCALES = (0.001, 0.01, 0.1, 0.2, 0.5, 2.0, 5.0, 10.0, 100.0, 1000.0)
 DEPTH_SCALE_REFINE = 25  # log-spaced factors within sqrt(10) either side of the best hypothesis
-# a scale hypothesis whose median error is within this factor of the poses as given does not lose to them: the
-# depth's scale is not decided by the poses (a far scene seen from a short path)
-DEPTH_SCALE_UNDECIDED = 1.5
+# the depth's scale is decided by the poses only where every other scale's median error exceeds the poses' as given
+# by this much (an absolute margin: the sensor's own noise raises every hypothesis' median alike); else (a far scene
+# seen from a short path, motion along a corridor) the scale is said not decided
+DEPTH_SCALE_MARGIN = 0.002
 
 
 def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
@@ -388,7 +389,11 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
                 median_relative_error={k: round(v, 4) for k, v in med.items()})  # fmt: skip
     best = min(med, key=lambda k: med[k])
     g = med.get("as given", np.inf)
-    if best != "as given" and g >= 2.0 * med[best] + 0.005:
+    # a far larger depth (x10 and more) that wins while the depth as given already agrees is no mistake found: it
+    # takes the parallax away, which fits as well where the scene does not change along the motion (a corridor
+    # walked along) -- the undecided case below; a win of a smaller depth is a finding whatever the agreement
+    scale_won_anyway = best.startswith("scale ") and float(best.split()[1]) >= 10.0 and share >= DEPTH_AGREE_OK
+    if best != "as given" and g >= 2.0 * med[best] + 0.005 and not scale_won_anyway:
         if best.startswith("scale "):  # the factor itself, for the message: refined around the best hypothesis
             grid = float(best.split()[1]) * np.logspace(-0.5, 0.5, DEPTH_SCALE_REFINE)
             fits = [(float(np.median(e)), float(f)) for f in grid if len(e := errors(T, float(f))) >= 0.3 * most]
@@ -417,14 +422,15 @@ def _depth_test(T: np.ndarray, ev: DepthEvidence, quaternion_order: str = "",
         agrees = (f"the depth agrees across keyframes: {100 * share:.0f} % of the points back-projected from one "
                   f"keyframe land on the next ones' depth within {100 * DEPTH_TOL:.0f} % ({len(ev.frames)} "
                   "keyframes): the poses' direction")  # fmt: skip
-        if rival and scales[rival] <= DEPTH_SCALE_UNDECIDED * g:  # a far scene from a short path: scale unseen
+        if rival and scales[rival] - g < DEPTH_SCALE_MARGIN:  # no other scale fits clearly worse: scale unseen
             d = np.concatenate([x[np.isfinite(x) & (x > 0)].ravel() for x in ev.depth])
             median_m = float(np.median(d)) if d.size else float("nan")
             vals.update(depth_scale_decided=False, median_depth_m=median_m)
             return Finding("depth", "ok", f"{agrees} and the camera axes are right; the depth's scale is not "
                            f"decided by the poses (the depth multiplied by {rival.split()[1]} fits as well: the scene "
-                           f"is far compared with the cameras' motion). Its median is {median_m:.3g} m: if that is "
-                           "not the scene's, the units per metre (--depth-scale) are off", vals)  # fmt: skip
+                           "is far compared with the cameras' motion, or does not change along it). Its median is "
+                           f"{median_m:.3g} m: if that is not the scene's, the units per metre (--depth-scale) are off",
+                           vals)  # fmt: skip
         vals["depth_scale_decided"] = True
         return Finding("depth", "ok", f"{agrees}, the camera axes and the depth scale are right", vals)
     msg = (f"the depth and the poses disagree: only {100 * share:.0f} % of the points back-projected from one "

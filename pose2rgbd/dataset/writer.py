@@ -30,7 +30,13 @@ from pose2rgbd.dataset.format import FRAME_COLUMNS, FRAMES, MANIFEST, Manifest
 from pose2rgbd.errors import DatasetError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.transforms import tq_from_T
-from pose2rgbd.output_guard import DATASET, check_not_foreign_dir, check_output, refuse_existing
+from pose2rgbd.output_guard import (
+    DATASET,
+    check_not_foreign_dir,
+    check_output,
+    check_replaced_whole,
+    refuse_existing,
+)
 
 
 def _fmt(v: float) -> str:
@@ -132,6 +138,11 @@ def _link_or_copy(src: Path, dst: Path) -> tuple[int, str]:
         return dst.stat().st_size, why
 
 
+def _empty_folder(p: Path) -> bool:
+    """An existing empty folder (not a link, not a mount point): what an output put in place whole may replace."""
+    return p.is_dir() and not p.is_symlink() and not os.path.ismount(p) and not any(p.iterdir())
+
+
 class DatasetWriter:
     """Write a format-v1 dataset; use as a context manager.
 
@@ -161,7 +172,10 @@ class DatasetWriter:
             raise DatasetError(f"unknown writer mode {mode!r}")
         if manifest is None and mode != "atomic":
             raise DatasetError("an append writer needs its manifest when it opens")
-        self.path = check_output(path, DATASET, inputs=inputs, overwrite=overwrite and mode == "atomic")
+        if mode == "atomic":  # put in place whole: an empty folder is taken, the user's folder or the cwd refused
+            self.path = check_replaced_whole(path, DATASET, inputs=inputs, overwrite=overwrite)
+        else:
+            self.path = check_output(path, DATASET, inputs=inputs)
         if mode == "append":
             check_not_foreign_dir(
                 self.path, DATASET, what_to_do="record into a new or empty folder, or into an existing dataset"
@@ -175,7 +189,6 @@ class DatasetWriter:
         self.copy_reasons: set[str] = set()
         if mode == "atomic":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            refuse_existing(self.path, overwrite=overwrite, kind=DATASET)  # (a killed run's moved-aside one is back)
             self.root = make_temp_dir(self.path, "partial")  # with the umask's mode, as the final dataset
             self._count = 0
         else:
@@ -335,7 +348,8 @@ class DatasetWriter:
                 text = yaml.safe_dump(self.manifest.to_dict(), sort_keys=False)
                 _atomic_write_bytes(self.root / MANIFEST, text.encode())
                 late = "it appeared while this one was written; the new dataset was not kept"
-                refuse_existing(self.path, overwrite=self.overwrite, nothing=late, kind=DATASET)
+                if not _empty_folder(self.path):  # (an empty folder was taken at the start: it still is)
+                    refuse_existing(self.path, overwrite=self.overwrite, nothing=late)
                 swap_in([(self.root, self.path)])  # all or nothing, the earlier dataset back on any failure
             except BaseException:
                 shutil.rmtree(self.root, ignore_errors=True)  # (gone already when the swap was complete)

@@ -372,13 +372,13 @@ def render_trajectory(
             writer = None
         if unseen.any():
             log.warning("%s", unseen_message(traj, unseen, cov_deg, table))
+            oob = oob | unseen
         if beyond:
             log.warning(
                 "%.1f %% of the rendered depth lies at %.3f m or farther: the 16-bit depth PNGs (millimetres) hold "
                 "%d there, the farthest they can; the depth_NNNNNN.npy files have the metres",
                 100.0 * beyond / max(answered, 1), PNG_DEPTH_MAX_MM / 1000.0, PNG_DEPTH_MAX_MM,
             )  # fmt: skip
-            oob = oob | unseen
         text = poses_table(traj, oob, cov_m, cov_deg)
         cam = engine.camera.camera_info_yaml()
         if video:

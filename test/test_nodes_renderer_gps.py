@@ -151,6 +151,11 @@ def test_a_stale_fix_no_longer_flags(
     assert _flagged(_render(r, S + 9 * S))  # 9 s old: within gps.max_age_s 10
     assert not _flagged(_render(r, S + 11 * S))  # 11 s old: not used
     assert len(_said(caplog, "no usable GPS fix", logging.INFO)) == 1
+    # the node's clock going back (a bag replayed again): the fix is not the latest any more, and it says why
+    r.on_gps(_fix(20 * S, FAR), 20 * S)
+    assert _flagged(_render(r, 20 * S + 1))
+    assert not _flagged(_render(r, 5 * S))
+    assert len(_said(caplog, "since the node's clock went back 15.0 s", logging.INFO)) == 1
 
 
 def test_a_model_without_a_datum_renders_as_before_and_says_so_once(

@@ -177,7 +177,8 @@ def _bag(args: argparse.Namespace) -> int:
         p50, p99 = stats.latency_percentile(50), stats.latency_percentile(99)
         print(f"  pose-to-images latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         pose_oob = c.get("out_of_bounds", 0) - c.get("gps_out_of_place", 0)  # the GPS's are counted on their line
-        print(f"  out of the training poses' bounds: {pose_oob} of {c['frames']} frames")
+        besides = " (besides those flagged for the GPS, below)" if c.get("gps_out_of_place", 0) else ""
+        print(f"  out of the training poses' bounds: {pose_oob} of {c['frames']} frames{besides}")
         gps = gps_line(c, cfg.topics.gps, stats.absent.get("topics.gps"))
         if gps:
             print(gps)

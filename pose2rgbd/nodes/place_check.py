@@ -160,12 +160,16 @@ class PlaceCheck:
         if far is None:
             return ""
         age_s = (now_ns - far.received_ns) * 1e-9
-        if age_s > cfg.max_age_s:
+        if age_s > cfg.max_age_s or age_s < 0:  # stale, or the clock went back (a bag replayed again): not the latest
             self.far = None
+            since = (
+                f"for {age_s:.1f} s (gps.max_age_s {cfg.max_age_s:g})"
+                if age_s >= 0
+                else f"since the node's clock went back {-age_s:.1f} s"
+            )
             self.log.info(
-                f"no usable GPS fix on '{self.topic}' for {age_s:.1f} s (gps.max_age_s {cfg.max_age_s:g}): the last "
-                f"one was {distance_text(far.distance_m)} from the model's place; renders are no longer flagged for "
-                "the GPS"
+                f"no usable GPS fix on '{self.topic}' {since}: the last one was {distance_text(far.distance_m)} from "
+                "the model's place; renders are no longer flagged for the GPS"
             )
             return ""
         return (

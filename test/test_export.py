@@ -71,6 +71,31 @@ def test_cli_exports_pose2rgbd_with_dynamic_batch(tmp_path: Path, preset: str, c
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
 
 
+def test_an_exported_file_damaged_after_export_is_refused(tmp_path: Path) -> None:
+    """A weight changed after export (a damaged copy on the robot's disk) no longer matches the graph's digest the
+    metadata recorded: the file is refused, naming what to do, instead of served with wrong renders; a file
+    exported before the digest was recorded loads as before."""
+    from pose2rgbd.models.export import GRAPH_DIGEST_KEY
+
+    out = tmp_path / "m.onnx"
+    export_onnx(load_checkpoint(pose2rgbd_checkpoint(tmp_path, "base")), out, exporter="torchscript")
+    assert load_onnx_checkpoint(out).extra["onnx"][GRAPH_DIGEST_KEY]
+    m = onnx.load(str(out))
+    w = next(t for t in m.graph.initializer if len(t.raw_data) >= 64)
+    w.raw_data = bytes(b ^ 0x5A for b in w.raw_data[:64]) + w.raw_data[64:]
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(m.SerializeToString())
+    with pytest.raises(CheckpointError, match=r"changed or damaged after export.*Export it again"):
+        load_onnx_checkpoint(damaged)
+    props = {p.key: p for p in m.metadata_props}  # an older export: no digest recorded, nothing to check
+    meta = json.loads(props[ONNX_META_KEY].value)
+    del meta[GRAPH_DIGEST_KEY]
+    props[ONNX_META_KEY].value = json.dumps(meta)
+    older = tmp_path / "older.onnx"
+    older.write_bytes(m.SerializeToString())
+    assert GRAPH_DIGEST_KEY not in load_onnx_checkpoint(older).extra["onnx"]
+
+
 @pytest.mark.slow  # the dynamo exporter takes ~15-40 s even for a tiny model
 def test_dynamo_exporter_and_transforms_reload(tmp_path: Path) -> None:
     ck = pose2rgbd_checkpoint(tmp_path, "slice10")

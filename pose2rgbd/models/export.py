@@ -260,6 +260,7 @@ def export_onnx(
             DATUM_KEY: None if (datum := model_datum(loaded)) is None else datum.to_dict(),
         }
         m = onnx.load(str(tmp))
+        meta[GRAPH_DIGEST_KEY] = graph_digest(m)  # the weights and the graph, checked where the file is read
         del m.metadata_props[:]
         entry = m.metadata_props.add()
         entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
@@ -273,6 +274,10 @@ def export_onnx(
             tmp.unlink()
     log.info("exported %s (%s, opset %d): max abs error %s", p, exporter, opset, err)
     return ExportReport(p, exporter, opset, network_input_shape(model), names, err, tolerance, batches)
+
+
+# the key of the ONNX metadata that records graph_digest at export (a file whose graph no longer matches is refused)
+GRAPH_DIGEST_KEY = "graph_sha256"
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -301,7 +306,21 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
             f"{p}: pose2rgbd ONNX metadata {meta.get('format')!r} version {meta.get('version')!r}; this pose2rgbd "
             f"reads {ONNX_FORMAT!r} version {ONNX_VERSION}: export again"
         )
+    want = meta.get(GRAPH_DIGEST_KEY)
+    if want is not None and graph_digest(m) != want:  # (absent in files exported before it was written)
+        raise CheckpointError(
+            f"{p}: its graph and weights are not the ones exported (their SHA-256 differs from the one its metadata "
+            "recorded): the file was changed or damaged after export. Export it again from its checkpoint"
+        )
     return meta  # type: ignore[no-any-return]
+
+
+def graph_digest(model: Any) -> str:
+    """SHA-256 of an ONNX model's graph (its nodes and weights; not the metadata that records the digest), as the
+    ``onnx`` package serializes the parsed graph: the same bytes at export and wherever the file is read."""
+    import hashlib
+
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
 
 
 def _build_transforms_only(family: Any, config: Any, transforms: dict[str, Any], where: Path) -> ModelBase:

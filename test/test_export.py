@@ -146,7 +146,10 @@ def test_cli_output_rules(tmp_path: Path, capsys) -> None:
     out.write_text("mine")
     assert main(args) == 2
     assert "pass --overwrite" in capsys.readouterr().err and out.read_text() == "mine"
-    assert main([*args, "--overwrite"]) == 0
+    assert main([*args, "--overwrite"]) == 2  # a file of the user's named .onnx: not an earlier export
+    assert "not an ONNX file of `pose2rgbd export`" in capsys.readouterr().err and out.read_text() == "mine"
+    out.unlink()
+    assert main(args) == 0 and main([*args, "--overwrite"]) == 0  # an earlier export is replaced
     assert onnx.load(str(out)).graph.output[0].name == "rgb"
     onnx_in = tmp_path / "in.onnx"
     onnx_in.write_bytes(out.read_bytes())

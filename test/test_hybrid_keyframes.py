@@ -86,7 +86,12 @@ def test_bundle_round_trip_renders_bit_identical_to_the_map_backed_checkpoint(
     run: Path, toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "elsewhere" / "bundle.pt"
+    capsys.readouterr()
     assert main(["export", "--bundle", "--checkpoint", str(run / "last.pt"), "--out", str(bundle)]) == 0
+    said = capsys.readouterr().out
+    assert "+ the map" in said and ("carries no depth uncertainty" in said) == (
+        "depth_uncertainty" not in _raw(run / "last.pt")["extra"]
+    ), said
     raw = _raw(bundle)
     assert "place_map" not in raw["extra"] and raw["extra"]["keyframes"]["rgb"].shape == (12, SIZE, SIZE, 3)
     Q = _queries(toy)
@@ -116,6 +121,29 @@ def test_bundle_round_trip_renders_bit_identical_to_the_map_backed_checkpoint(
     shutil.copy(bundle, other / "bundle.pt")
     assert main(["export", "--bundle", "--checkpoint", str(run / "last.pt"), "--out", str(other / "bundle.pt"),
                  "--overwrite"]) == 0  # fmt: skip
+    # a checkpoint without a depth uncertainty (a mid-run one): the bundle says its renders will have no depth_sigma
+    from pose2rgbd.models.checkpoint import load_checkpoint, save_loaded
+
+    ck = load_checkpoint(run / "last.pt")
+    bare = save_loaded(ck, run / "bare.pt", extra={k: v for k, v in ck.extra.items() if k != "depth_uncertainty"})
+    capsys.readouterr()
+    assert main(["export", "--bundle", "--checkpoint", str(bare), "--out", str(tmp_path / "bare_bundle.pt")]) == 0
+    assert "carries no depth uncertainty" in capsys.readouterr().out
+    bare.unlink()
+    # a bundle bundled again names no map it came with
+    capsys.readouterr()
+    assert main(["export", "--bundle", "--checkpoint", str(bundle), "--out", str(tmp_path / "again.pt")]) == 0
+    assert "+ the map" not in capsys.readouterr().out
+    # a checkpoint of the user's outside any run (a copy of a trained model), or any other .pt: not a bundle, kept
+    shutil.copy(run / "last.pt", tmp_path / "mycopy.pt")
+    (tmp_path / "notes.pt").write_text("mine")
+    for name in ("mycopy.pt", "notes.pt"):
+        before = (tmp_path / name).read_bytes()
+        capsys.readouterr()
+        assert main(["export", "--bundle", "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / name),
+                     "--overwrite"]) == 2  # fmt: skip
+        assert "is not a bundle of `export --bundle`" in capsys.readouterr().err
+        assert (tmp_path / name).read_bytes() == before
 
 
 def test_a_moved_missing_or_other_map_is_a_clear_error(run: Path, toy: Path, tmp_path: Path) -> None:

@@ -43,15 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=1e-4,
         help="largest max abs difference allowed between ONNX Runtime's and torch's outputs (default 1e-4)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output of this command (an exported .onnx, or a bundle)")  # fmt: skip
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.models.checkpoint import load_checkpoint
-    from pose2rgbd.models.export import export_onnx
-    from pose2rgbd.output_guard import OutputKind, check_output, refuse_existing
+    from pose2rgbd.models.export import export_onnx, is_exported_onnx
+    from pose2rgbd.output_guard import OutputError, OutputKind, check_output, refuse_existing
 
     out: Path = args.out
     if args.bundle:
@@ -60,6 +61,12 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: an ONNX file must end in .onnx (the engine picks its backend by it)")
     check_output(out, OutputKind("ONNX model", False, suffixes=(".onnx",)), inputs=[args.checkpoint],
                  overwrite=args.overwrite)  # fmt: skip
+    if args.overwrite and out.is_file() and not is_exported_onnx(out):
+        raise OutputError(
+            f"{out} exists and is not an ONNX file of `pose2rgbd export` (no pose2rgbd metadata in it: another "
+            "model of yours?); --overwrite only replaces an earlier export. Choose another --out or move it away "
+            "yourself (nothing was written)"
+        )
     refuse_existing(out, overwrite=args.overwrite)
     loaded = load_checkpoint(args.checkpoint, map_location="cpu")
     rep = export_onnx(loaded, out, exporter=args.exporter, opset=args.opset, tolerance=args.tolerance)
@@ -75,15 +82,22 @@ def _export(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from pose2rgbd.errors import CheckpointError
     from pose2rgbd.methods.hybrid import HybridNet
-    from pose2rgbd.methods.hybrid.stored import bundle_keyframes
+    from pose2rgbd.methods.hybrid.stored import bundle_keyframes, is_bundle
     from pose2rgbd.models.checkpoint import load_checkpoint, save_loaded
     from pose2rgbd.models.coverage import DATUM_KEY, model_datum
+    from pose2rgbd.models.depth_uncertainty import EXTRA_KEY as DU_KEY
     from pose2rgbd.output_guard import OutputError, check_checkpoint_output
 
     out: Path = args.out
     if out.suffix.lower() != ".pt":
         raise OutputError(f"--out {out}: a bundle is a checkpoint file, ending in .pt")
     check_checkpoint_output(out, inputs=[args.checkpoint], overwrite=args.overwrite)
+    if args.overwrite and out.is_file() and not is_bundle(out):
+        raise OutputError(
+            f"{out} exists and is not a bundle of `export --bundle` (a checkpoint with its keyframes inside): a "
+            "checkpoint or file of yours, which a copy elsewhere may not keep; --overwrite only replaces an earlier "
+            "bundle. Choose another --out or move it away yourself (nothing was written)"
+        )
     loaded = load_checkpoint(args.checkpoint, map_location="cpu")  # opens the map it names, checked
     model = loaded.model
     if not isinstance(model, HybridNet) or model.keyframes is None:
@@ -92,6 +106,7 @@ def _bundle(args: argparse.Namespace) -> int:
             "keyframes into its checkpoint (other checkpoints are one file already)"
         )
     n = model.n_keyframes
+    bundled = "place_map" not in loaded.extra  # its keyframes inside already (a bundle bundled again): no map
     # the GPS datum of the map, kept: the bundle no longer names the map (a checkpoint written before DATUM_KEY)
     datum = model_datum(loaded)
     bundle_keyframes(model)
@@ -99,8 +114,13 @@ def _bundle(args: argparse.Namespace) -> int:
     if datum is not None:
         extra[DATUM_KEY] = datum.to_dict()
     save_loaded(loaded, out, extra=extra)
-    print(
-        f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; "
-        f"{args.checkpoint} and its map: {args.checkpoint.stat().st_size / 1e6:.1f} MB + the map)"
-    )
+    was = f"{args.checkpoint}: {args.checkpoint.stat().st_size / 1e6:.1f} MB" + ("" if bundled else " + the map")
+    print(f"{out}: {loaded.kind} checkpoint with its {n} keyframes inside ({out.stat().st_size / 1e6:.1f} MB; {was})")
+    if DU_KEY not in loaded.extra:
+        print(
+            f"  note: {args.checkpoint} carries no depth uncertainty (saved before training fitted it: a mid-run "
+            "checkpoint, or an older one), so neither does the bundle: its renders will have no depth_sigma. Bundle "
+            "a finished run's best.pt, or add it first: `pose2rgbd evaluate --checkpoint "
+            f"{args.checkpoint} --dataset DATASET --fit-depth-uncertainty`"
+        )
     return 0

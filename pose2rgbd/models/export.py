@@ -315,6 +315,18 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     return meta  # type: ignore[no-any-return]
 
 
+def is_exported_onnx(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX file with pose2rgbd's metadata (an earlier ``export``), whether or not its graph
+    still matches its digest: what ``export --overwrite`` may replace."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX (whatever the parser raises for it)
+        return False
+    return any(e.key == ONNX_META_KEY for e in m.metadata_props)
+
+
 def graph_digest(model: Any) -> str:
     """SHA-256 of an ONNX model's graph (its nodes and weights; not the metadata that records the digest), as the
     ``onnx`` package serializes the parsed graph: the same bytes at export and wherever the file is read."""

@@ -309,3 +309,15 @@ def migrate_store(data: dict[str, Any]) -> dict[str, Any]:
             "frames": store.get("kf_index", torch.arange(int(store["kf_T"].shape[0]))),
         }
     return {**data, "state_dict": sd, "extra": extra}
+
+
+def is_bundle(p: Path) -> bool:
+    """Whether the file ``p`` is a checkpoint with its keyframes inside (``export --bundle``'s output; its header
+    alone is read, the tensors mapped); False for anything else, readable or not."""
+    import torch
+
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        return isinstance(data, dict) and isinstance(data.get("extra"), dict) and KEYFRAMES in data["extra"]
+    except Exception:  # not a checkpoint torch can map (whatever it raises for it): no bundle
+        return False

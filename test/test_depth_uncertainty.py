@@ -373,6 +373,28 @@ def test_the_engine_grows_it_with_each_requests_distance_from_the_keyframes(hybr
         ).all()  # type: ignore[index]
 
 
+def test_a_render_out_of_bounds_carries_no_bound(hybrid_run: Path) -> None:
+    """A pose far beyond the training poses (here 5 km away, flagged out of bounds): its depth_sigma is +inf where
+    the depth answers (no fit covers an extrapolation), NaN where it does not; the in-bounds frame of the same
+    batch keeps its bound, and a frame served from the look-ahead cache for such a pose too."""
+    engine = RenderEngine(EngineConfig(warmup=0), load_checkpoint(hybrid_run))
+    T = np.repeat(load_checkpoint(hybrid_run).model.keyframes.T_world_cam[:1], 2, axis=0)  # type: ignore[attr-defined]
+    T[1, :3, 3] += [5000.0, 0.0, 0.0]
+    res = engine.render(T)
+    assert res.depth is not None and res.depth_sigma is not None
+    assert list(res.out_of_bounds) == [False, True]
+    ok = np.isfinite(res.depth)
+    assert np.isfinite(res.depth_sigma[0][ok[0]]).all() and (res.depth_sigma[1][ok[1]] == np.inf).all()
+    assert np.isnan(res.depth_sigma[~ok]).all()
+    ahead = RenderEngine(EngineConfig(warmup=0, lookahead=2), load_checkpoint(hybrid_run))
+    try:
+        got = [ahead.render_lookahead(T[1:], 10**9 * i) for i in range(1, 5)]
+    finally:
+        ahead.close()
+    for g in got:
+        assert g.depth_sigma is not None and g.out_of_bounds[0] and not np.isfinite(g.depth_sigma).any()
+
+
 def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_path: Path) -> None:
     ev = evaluate(hybrid_run, toy, out_dir=tmp_path / "ev", fly_frames=2, progress=False)
     m = ev.metrics["model"]

@@ -162,6 +162,19 @@ class _Ahead:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def unbounded_where(sigma: np.ndarray | None, out_of_bounds: np.ndarray) -> np.ndarray | None:
+    """``sigma`` ``(N, H, W)`` with +inf over the frames flagged ``out_of_bounds`` ``(N,)`` (a copy where any is):
+    no bound was measured there -- the depth uncertainty is fitted on validation frames within the place, and a view
+    beyond the training poses, or one no keyframe saw, is an extrapolation no fit covers (NaN, no answer, stays
+    NaN)."""
+    if sigma is None or not np.any(out_of_bounds):
+        return sigma
+    out = np.array(sigma, copy=True)
+    flagged = out[np.asarray(out_of_bounds, bool)]
+    out[np.asarray(out_of_bounds, bool)] = np.where(np.isnan(flagged), np.nan, np.inf)
+    return out
+
+
 class RenderEngine:
     """Serve a pose -> image model. Build with :meth:`from_config` (loads ``cfg.checkpoint``: a ``.pt`` checkpoint
     or an exported ``.onnx`` file) or from a :class:`~pose2rgbd.models.LoadedCheckpoint` (e.g. one made in memory).
@@ -330,18 +343,20 @@ class RenderEngine:
             self.stats["frames"] += len(T)
             self.stats["inline_frames" if inline else "ahead_frames"] += len(T)
         seen = self._seen(arrays.get("confidence"))
+        flags = self._unseen(oob, seen)
+        sigma = self._depth_sigma(arrays.get("depth"), arrays.get("confidence"), cov)
         return RenderResult(
             T,
             arrays.get("rgb"),
             arrays.get("depth"),
             arrays.get("confidence"),
-            self._unseen(oob, seen),
+            flags,
             np.zeros(len(T), dtype=bool),
             time.perf_counter() - t0,
             # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
             cov.position_m if inline and cov is not None else None,
             cov.angle_deg if inline and cov is not None else None,
-            self._depth_sigma(arrays.get("depth"), arrays.get("confidence"), cov),
+            unbounded_where(sigma, flags) if inline else sigma,  # (ahead: the hit path flags the request's pose)
             seen,
         )
 
@@ -407,16 +422,17 @@ class RenderEngine:
         if served is not None:
             with self._lock:
                 self.stats["cache_hits"] += 1
+            flags = self._unseen(self.model.out_of_bounds(T, self.cfg.oob_margin), served.seen)
             res = RenderResult(
                 T,
                 served.rgb,
                 served.depth,
                 served.confidence,
-                self._unseen(self.model.out_of_bounds(T, self.cfg.oob_margin), served.seen),
+                flags,
                 np.ones(1, dtype=bool),
                 0.0,
                 *self.coverage(T),
-                self._served_sigma(served, T1),
+                unbounded_where(self._served_sigma(served, T1), flags),
                 served.seen,
             )
         else:

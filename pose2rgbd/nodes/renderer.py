@@ -52,7 +52,7 @@ from pose2rgbd.errors import ConfigError, GeometryError
 from pose2rgbd.geometry.camera import depth_to_points
 from pose2rgbd.geometry.tf_buffer import CLOCKS_DIFFER, TransformException
 from pose2rgbd.inference.common import EngineConfig
-from pose2rgbd.inference.render import RenderEngine, RenderResult
+from pose2rgbd.inference.render import RenderEngine, RenderResult, unbounded_where
 from pose2rgbd.nodes.logic import Latencies, NodeLogic, close_engine
 from pose2rgbd.nodes.place_check import Log, PlaceCheck, RendererGps
 from pose2rgbd.nodes.spec import Input, NodeSpec, Output, Service, TFNeed, Timer
@@ -328,7 +328,8 @@ class Renderer(NodeLogic):
         self._gps_why = self.place.flag(now_ns, self.cfg.gps)
         if not self._gps_why:
             return res
-        return dataclasses.replace(res, out_of_bounds=np.ones(len(res), dtype=bool))
+        flags = np.ones(len(res), dtype=bool)
+        return dataclasses.replace(res, out_of_bounds=flags, depth_sigma=unbounded_where(res.depth_sigma, flags))
 
     def tick(self, now_ns: int, lookup: Lookup | None = None) -> list[Outgoing]:
         """Render the current pose (TF lookup or latest topic pose). Never raises on bad input."""

@@ -67,6 +67,19 @@ def test_damaged_checkpoint_is_named_at_load_and_at_the_cli(
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_a_damaged_bundle_names_export_bundle_as_the_way_back(saved: Path, tmp_path: Path) -> None:
+    """A bundle (its keyframes inside) whose content no longer matches its digest: besides an intact copy, the way
+    back is to bundle its run's checkpoint again, not to train again; a plain checkpoint's message does not say so."""
+    raw = torch.load(saved, weights_only=True)
+    raw["extra"] = {**raw["extra"], "keyframes": {"rgb": torch.zeros(1)}}  # changed after the digest was recorded
+    torch.save(raw, tmp_path / "bundle.pt")
+    with pytest.raises(CheckpointDamagedError, match=r"damaged checkpoint.*`export --bundle` it again"):
+        load_checkpoint(tmp_path / "bundle.pt")
+    with pytest.raises(CheckpointDamagedError) as e:
+        load_checkpoint(_damaged(saved, tmp_path, "flip", 0.7))
+    assert "export --bundle" not in str(e.value)
+
+
 def test_checkpoint_written_without_a_digest_still_loads(saved: Path, tmp_path: Path) -> None:
     raw = torch.load(saved, weights_only=True)
     del raw[DIGEST_KEY]

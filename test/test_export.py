@@ -87,6 +87,9 @@ def test_an_exported_file_damaged_after_export_is_refused(tmp_path: Path) -> Non
     damaged.write_bytes(m.SerializeToString())
     with pytest.raises(CheckpointError, match=r"changed or damaged after export.*Export it again"):
         load_onnx_checkpoint(damaged)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"the ONNX file is empty \(0 bytes"):
+        load_onnx_checkpoint(tmp_path / "empty.onnx")
     props = {p.key: p for p in m.metadata_props}  # an older export: no digest recorded, nothing to check
     meta = json.loads(props[ONNX_META_KEY].value)
     del meta[GRAPH_DIGEST_KEY]

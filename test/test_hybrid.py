@@ -447,7 +447,7 @@ def test_checkpoint_round_trip_renders_identically_and_the_engine_serves_it(
 def test_onnx_export_is_refused_with_a_reason(trained: Path, tmp_path: Path) -> None:
     from pose2rgbd.models.export import export_onnx
 
-    with pytest.raises(CheckpointError, match=r"cannot be exported to ONNX.*engine.backend torch"):
+    with pytest.raises(CheckpointError, match=r"cannot be exported to ONNX.*engine.backend torch.*export --bundle"):
         export_onnx(load_checkpoint(trained / "last.pt"), tmp_path / "h.onnx")
     assert not (tmp_path / "h.onnx").exists()
 

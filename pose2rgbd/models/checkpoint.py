@@ -367,11 +367,20 @@ def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
     """:class:`CheckpointDamagedError` when :func:`read_checkpoint_dict` found the content changed since it was
     saved (its SHA-256 differs from the recorded one; files without one pass)."""
     if not data.get("content_intact", True):
+        again = "; a bundle: `export --bundle` it again from its run's checkpoint" if _named_bundle(data) else ""
         raise CheckpointDamagedError(
             f"{p}: damaged checkpoint: its content is not what was saved (the SHA-256 recorded when it was written "
-            f"differs: changed since, by a bad copy or disk); {RETRAIN}",
+            f"differs: changed since, by a bad copy or disk); {RETRAIN}{again}",
             path=p,
         )
+
+
+def _named_bundle(data: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's dict holds its keyframes (an ``export --bundle`` output; the key of
+    :data:`pose2rgbd.methods.hybrid.stored.KEYFRAMES`, written out here: the layers below the methods do not import
+    them)."""
+    extra = data.get("extra")
+    return isinstance(extra, Mapping) and "keyframes" in extra
 
 
 @dataclass

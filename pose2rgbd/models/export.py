@@ -287,6 +287,8 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: ONNX file not found")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: the ONNX file is empty (0 bytes; an interrupted copy?): copy or export it again")
     try:
         m = onnx.load(str(p), load_external_data=False)
     except Exception as e:

@@ -180,7 +180,8 @@ class HybridNet(PoseToImage, ModelBase):
     onnx_unsupported = (
         "its forward pass looks up the nearest keyframes of the stored training frames and splats them with "
         "data-dependent scatters, which no ONNX graph expresses; serve the .pt checkpoint (engine.backend torch, "
-        "or onnxruntime: its fill network (and decoder) then run in ONNX Runtime, the warp in torch)"
+        "or onnxruntime: its fill network (and decoder) then run in ONNX Runtime, the warp in torch), and to ship "
+        "it as one file, `pose2rgbd export --bundle --checkpoint CKPT --out MODEL.pt` (its keyframes inside)"
     )
     # the warped keyframes (most of the render) are splatted without gradient: d(render)/d(pose) misses them
     pose_gradient_unsupported = (

@@ -219,7 +219,7 @@ def render_note(rgb: bool, depth: bool, sigma: bool, pose_unit: str = "m") -> st
         ("depth_sigma_NNNNNN.npy", "float32 METRES per pixel, NumPy .npy: the depth's uncertainty, the bound its "
          "absolute error stayed within on 68.3 % of the held-out pixels it was fitted on (by `pose2rgbd train`), "
          "larger the farther the pose is from what the model saw (its coverage distance); NaN where there is no "
-         "depth", sigma),
+         "depth; +inf over a render the engine flagged out of bounds (no bound was measured there)", sigma),
         ("poses.csv", "one row per pose rendered: index (the NNNNNN of its files), frame (the trajectory CSV's, "
          f"empty for TUM), line (in the trajectory file), stamp_ns (nanoseconds), tx ty tz ({where}) qx qy qz qw: "
          "the pose T_world_cam, camera frame optical (x right, y down, z forward), quaternion x y z w; out_of_bounds "

@@ -375,7 +375,7 @@ def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
         )
 
 
-def _named_bundle(data: Mapping[str, Any]) -> bool:
+def _named_bundle(data: Mapping[str, object]) -> bool:
     """Whether a checkpoint's dict holds its keyframes (an ``export --bundle`` output; the key of
     :data:`pose2rgbd.methods.hybrid.stored.KEYFRAMES`, written out here: the layers below the methods do not import
     them)."""

@@ -85,6 +85,7 @@ def main() -> None:
             ]
         )
         ok = np.isfinite(gt) & (gt > lo) & (gt < hi) & np.isfinite(r_b.depth) & np.isfinite(r_a.depth)
+        ok &= np.isfinite(r_a.depth_sigma) & np.isfinite(r_b.depth_sigma)  # a frame flagged out of bounds: no bound
         e_b, e_a = np.abs(r_b.depth - gt)[ok], np.abs(r_a.depth - gt)[ok]
         at_b, at_a, wide = (100 * np.mean(e <= s) for e, s in ((e_b, r_b.depth_sigma[ok]), (e_a, r_a.depth_sigma[ok]),
                                                                   (e_a, widened[ok])))  # fmt: skip

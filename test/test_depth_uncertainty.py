@@ -393,6 +393,27 @@ def test_a_render_out_of_bounds_carries_no_bound(hybrid_run: Path) -> None:
         ahead.close()
     for g in got:
         assert g.depth_sigma is not None and g.out_of_bounds[0] and not np.isfinite(g.depth_sigma).any()
+    # a frame rendered for a request just past the bounds, served from the cache for a nearby request within them:
+    # the cache keeps the finite bound, and the request in bounds gets it (it had kept the first request's +inf)
+    lo, hi = 0.0, 5000.0  # the distance along x at which the pose leaves the bounds
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        probe = T[:1].copy()
+        probe[0, 0, 3] += mid
+        lo, hi = (lo, mid) if engine.out_of_bounds(probe)[0] else (mid, hi)
+    past, inside = T[:1].copy(), T[:1].copy()
+    past[0, 0, 3] += hi + 0.05
+    inside[0, 0, 3] += lo - 0.05
+    near = RenderEngine(EngineConfig(warmup=0, lookahead=2, tolerance_m=0.5, tolerance_deg=5.0),
+                        load_checkpoint(hybrid_run))  # fmt: skip
+    try:
+        first = near.render_lookahead(past, 10**9)
+        second = near.render_lookahead(inside, 2 * 10**9)
+    finally:
+        near.close()
+    assert first.out_of_bounds[0] and first.depth_sigma is not None and not np.isfinite(first.depth_sigma).any()
+    assert second.from_cache[0] and not second.out_of_bounds[0], (second.from_cache, second.out_of_bounds)
+    assert second.depth_sigma is not None and np.isfinite(second.depth_sigma[np.isfinite(second.depth)]).all()
 
 
 def test_evaluate_scores_it_on_the_test_frames(hybrid_run: Path, toy: Path, tmp_path: Path) -> None:

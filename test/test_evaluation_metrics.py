@@ -247,3 +247,20 @@ def test_a_baseline_is_ahead_only_where_it_is_as_printed() -> None:
     assert baselines_ahead([("reprojection baseline", {"rgb_mae_px": 7.5, "rgb_psnr_db": 26.88852})], model, "m") == ""
     said = baselines_ahead([("reprojection baseline", {"rgb_mae_px": 6.9, "rgb_psnr_db": 27.1})], model, "m")
     assert "RGB MAE 7 px against the reprojection baseline's 6.9 px" in said and "PSNR 26.89 dB against" in said
+
+
+def test_frames_flagged_out_of_bounds_carry_no_bound_and_are_counted_not_scored() -> None:
+    """A test frame whose depth_sigma is +inf (the engine flagged it out of bounds): its pixels are not scored as
+    within (an infinite bound holds for any error), and the count of such frames is reported and said."""
+    from pose2rgbd.evaluation.metrics import SigmaAccumulator
+    from pose2rgbd.models.depth_uncertainty import DepthUncertainty
+
+    u = DepthUncertainty(0.683, (5.0, 20.0), np.full((2, 3), 0.1), np.full((2, 3), 1000), wide=(2.5, 2.0))
+    depth = np.full((2, 4, 4), 10.0, np.float32)
+    truth = np.full((2, 4, 4), 12.0, np.float32)  # 2 m off: outside a 1 m bound
+    sigma = np.stack([np.full((4, 4), 1.0, np.float32), np.full((4, 4), np.inf, np.float32)])
+    acc = SigmaAccumulator(np.inf, u)
+    acc.add(depth, truth, sigma, np.ones((2, 4, 4), np.float32))
+    r = acc.result(u)
+    assert r["depth_sigma_within"] == 0.0 and r["depth_sigma_unbounded_frames"] == 1.0
+    assert "1 test frame(s) flagged out of bounds carry no bound (+inf) and are not scored" in acc.describe(r)

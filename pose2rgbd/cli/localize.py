@@ -403,7 +403,7 @@ def honesty_warnings(default: dict[str, float]) -> list[str]:
     its bound."""
     out = []
     f = default.get("factor")
-    if f is not None and math.isfinite(f) and f > 0 and not HONEST_FACTOR[0] <= f <= HONEST_FACTOR[1]:
+    if f is not None and not math.isnan(f) and f > 0 and not HONEST_FACTOR[0] <= f <= HONEST_FACTOR[1]:
         narrow = f > HONEST_FACTOR[1]
         out.append(
             f"the map's own covariance is not honest on these frames: factor {f:.3g}, so its standard deviations are "

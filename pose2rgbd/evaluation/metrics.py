@@ -275,6 +275,7 @@ class SigmaAccumulator:
         self.within_k = np.zeros((2, len(SIGMA_MULTIPLES)), np.int64)  # per row: |error| <= k * sigma, per k
         self.within_far = np.zeros(2, np.int64)  # by half of the frames: nearer / farther from what the model saw
         self.scored_far = np.zeros(2, np.int64)
+        self.unbounded = 0  # frames whose depth_sigma is +inf (flagged out of bounds: no bound, so not scored)
 
     def add(
         self,
@@ -287,6 +288,7 @@ class SigmaAccumulator:
         """One batch ``(N, H, W)``; ``far`` ``(N,)`` bool: the images of the farther half (None: not by half)."""
         if depth is None or sigma is None:
             return
+        self.unbounded += int(np.isposinf(np.asarray(sigma)).reshape(len(sigma), -1).any(axis=1).sum())
         m = scored_pixels(depth, truth, self.max_depth) & np.isfinite(sigma)
         if far is not None:
             half = np.broadcast_to(np.asarray(far, bool).reshape((-1,) + (1,) * (m.ndim - 1)), m.shape)[m]
@@ -355,6 +357,8 @@ class SigmaAccumulator:
         if self.scored_far.all():  # both halves of the frames scored
             out["depth_sigma_within_near"] = float(self.within_far[0] / self.scored_far[0])
             out["depth_sigma_within_far"] = float(self.within_far[1] / self.scored_far[1])
+        if self.unbounded:
+            out["depth_sigma_unbounded_frames"] = float(self.unbounded)
         return out
 
     @staticmethod
@@ -373,4 +377,10 @@ class SigmaAccumulator:
             f"the scored test pixels{kinds}, against the {100 * m['depth_sigma_level']:.1f} % it was "
             f"fitted for on the validation frames{wide}; median depth_sigma "
             f"{100 * m['depth_sigma_relative_median']:.1f} % of the depth"
+            + (
+                f"; {m['depth_sigma_unbounded_frames']:.0f} test frame(s) flagged out of bounds carry no bound (+inf) "
+                "and are not scored"
+                if m.get("depth_sigma_unbounded_frames")
+                else ""
+            )
         )

@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -173,6 +173,14 @@ def unbounded_where(sigma: np.ndarray | None, out_of_bounds: np.ndarray) -> np.n
     flagged = out[np.asarray(out_of_bounds, bool)]
     out[np.asarray(out_of_bounds, bool)] = np.where(np.isnan(flagged), np.nan, np.inf)
     return out
+
+
+def _flagged(res: RenderResult) -> RenderResult:
+    """``res`` as handed out: its depth uncertainty +inf over the frames it flags out of bounds
+    (:func:`unbounded_where`; a copy where any is flagged, so that a cached frame keeps its finite bound for a nearby
+    request in bounds)."""
+    sigma = unbounded_where(res.depth_sigma, res.out_of_bounds)
+    return res if sigma is res.depth_sigma else replace(res, depth_sigma=sigma)
 
 
 class RenderEngine:
@@ -356,7 +364,7 @@ class RenderEngine:
             # a frame rendered ahead is served for the request's own pose, whose coverage the hit path computes
             cov.position_m if inline and cov is not None else None,
             cov.angle_deg if inline and cov is not None else None,
-            unbounded_where(sigma, flags) if inline else sigma,  # (ahead: the hit path flags the request's pose)
+            sigma,  # finite: what the cache keeps (the frame's flags are applied where it is handed out: _flagged)
             seen,
         )
 
@@ -396,7 +404,7 @@ class RenderEngine:
 
     def render(self, T_world_cam: np.ndarray) -> RenderResult:
         """Render a batch of poses ``(N, 4, 4)`` (or one ``(4, 4)``); bad poses raise GeometryError."""
-        return self._render(check_pose_batch(T_world_cam), inline=True)
+        return _flagged(self._render(check_pose_batch(T_world_cam), inline=True))
 
     def render_lookahead(self, T_world_cam: np.ndarray, stamp_ns: int) -> RenderResult:
         """Render one pose, using and refilling the look-ahead cache (see the module docstring).
@@ -440,7 +448,8 @@ class RenderEngine:
                 self.stats["cache_misses"] += 1
             res = self._render(T, inline=True)  # only the requested pose on the request path
         with self._lock:
-            self._replan(int(stamp_ns), T1, None if served is not None else res)
+            self._replan(int(stamp_ns), T1, None if served is not None else res)  # (the cache: the finite sigma)
+        res = _flagged(res)
         res.latency_s = time.perf_counter() - t_start
         return res
 

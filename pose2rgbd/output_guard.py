@@ -284,6 +284,12 @@ def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str
         )
 
 
+def is_empty_folder(p: Path) -> bool:
+    """An existing empty folder (not a link, not a mount point): what an output put in place whole may replace
+    without ``--overwrite`` (:func:`check_replaced_whole`, and a writer's second look before its rename)."""
+    return p.is_dir() and not p.is_symlink() and not any(p.iterdir()) and not os.path.ismount(p)
+
+
 def check_replaced_whole(
     out: str | Path,
     kind: OutputKind,
@@ -305,7 +311,7 @@ def check_replaced_whole(
             f"output {p} {how} the folder the command runs in, which cannot be moved aside; name a folder for the "
             "output, e.g. ./out (nothing was written)"
         )
-    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()) and not os.path.ismount(p):
+    if is_empty_folder(p):
         return p  # an empty folder holds nothing to lose (a mount point: refuse_existing says why it cannot be one)
     if p.exists() and (overwrite or not kind.matches(p)):
         check_output(p, kind, overwrite=True)  # not of the kind, or one holding the user's files: refused, named

@@ -423,8 +423,6 @@ def honesty_warnings(default: dict[str, float]) -> list[str]:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    import math
-
     from pose2rgbd.errors import ConfigError
     from pose2rgbd.evaluation.calibration import calibrate
     from pose2rgbd.inference.calibration import SCALE_LEVEL, save_calibration

@@ -87,7 +87,7 @@ def _bag(args: argparse.Namespace) -> int:
     dropped = {k: v for k, v in c.items() if k not in skip and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")
-    if not c["frames"] and c["skipped_already_recorded"] and c["skipped_already_recorded"] == c["images"]:
+    if c["images"] and c["skipped_already_recorded"] == c["images"]:  # (so no frame was recorded)
         print(f"  every image lies at or before the last frame of the dataset {cfg.output.dataset}: an earlier run "
               "recorded them, nothing was new. Another flight of the same stamps and place (a simulator's export of "
               "another seed, a bag re-stamped) cannot be told from such a resume: record it into a new dataset "

@@ -35,6 +35,7 @@ from pose2rgbd.output_guard import (
     check_not_foreign_dir,
     check_output,
     check_replaced_whole,
+    is_empty_folder,
     refuse_existing,
 )
 
@@ -136,11 +137,6 @@ def _link_or_copy(src: Path, dst: Path) -> tuple[int, str]:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
         return dst.stat().st_size, why
-
-
-def _empty_folder(p: Path) -> bool:
-    """An existing empty folder (not a link, not a mount point): what an output put in place whole may replace."""
-    return p.is_dir() and not p.is_symlink() and not os.path.ismount(p) and not any(p.iterdir())
 
 
 class DatasetWriter:
@@ -348,7 +344,7 @@ class DatasetWriter:
                 text = yaml.safe_dump(self.manifest.to_dict(), sort_keys=False)
                 _atomic_write_bytes(self.root / MANIFEST, text.encode())
                 late = "it appeared while this one was written; the new dataset was not kept"
-                if not _empty_folder(self.path):  # (an empty folder was taken at the start: it still is)
+                if not is_empty_folder(self.path):  # (an empty folder was taken at the start: it still is)
                     refuse_existing(self.path, overwrite=self.overwrite, nothing=late)
                 swap_in([(self.root, self.path)])  # all or nothing, the earlier dataset back on any failure
             except BaseException:

@@ -430,17 +430,16 @@ class RenderEngine:
         if served is not None:
             with self._lock:
                 self.stats["cache_hits"] += 1
-            flags = self._unseen(self.model.out_of_bounds(T, self.cfg.oob_margin), served.seen)
             res = RenderResult(
                 T,
                 served.rgb,
                 served.depth,
                 served.confidence,
-                flags,
+                self._unseen(self.model.out_of_bounds(T, self.cfg.oob_margin), served.seen),
                 np.ones(1, dtype=bool),
                 0.0,
                 *self.coverage(T),
-                unbounded_where(self._served_sigma(served, T1), flags),
+                self._served_sigma(served, T1),
                 served.seen,
             )
         else:
@@ -449,7 +448,7 @@ class RenderEngine:
             res = self._render(T, inline=True)  # only the requested pose on the request path
         with self._lock:
             self._replan(int(stamp_ns), T1, None if served is not None else res)  # (the cache: the finite sigma)
-        res = _flagged(res)
+        res = _flagged(res)  # a hit or a miss: +inf over the request's own flags
         res.latency_s = time.perf_counter() - t_start
         return res
 

@@ -367,7 +367,7 @@ def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
     """:class:`CheckpointDamagedError` when :func:`read_checkpoint_dict` found the content changed since it was
     saved (its SHA-256 differs from the recorded one; files without one pass)."""
     if not data.get("content_intact", True):
-        again = "; a bundle: `export --bundle` it again from its run's checkpoint" if _named_bundle(data) else ""
+        again = "; a bundle: `export --bundle` it again from its run's checkpoint" if holds_keyframes(data) else ""
         raise CheckpointDamagedError(
             f"{p}: damaged checkpoint: its content is not what was saved (the SHA-256 recorded when it was written "
             f"differs: changed since, by a bad copy or disk); {RETRAIN}{again}",
@@ -375,10 +375,10 @@ def raise_if_changed(p: Path, data: Mapping[str, Any]) -> None:
         )
 
 
-def _named_bundle(data: Mapping[str, object]) -> bool:
+def holds_keyframes(data: Mapping[str, object]) -> bool:
     """Whether a checkpoint's dict holds its keyframes (an ``export --bundle`` output; the key of
     :data:`pose2rgbd.methods.hybrid.stored.KEYFRAMES`, written out here: the layers below the methods do not import
-    them)."""
+    them; :func:`pose2rgbd.methods.hybrid.stored.is_bundle` asks this of a file)."""
     extra = data.get("extra")
     return isinstance(extra, Mapping) and "keyframes" in extra
 

@@ -443,6 +443,15 @@ def _tum_depths(cfg: ImagesConfig, paths: list[Path], ns: np.ndarray) -> tuple[l
 TUM_DEPTH_SCALE = 5000.0  # TUM RGB-D's 16-bit depth PNGs: units per metre (its dataset's documentation)
 
 
+def _kept(
+    keep: np.ndarray, paths: list[Path], ti: np.ndarray, ns_img: np.ndarray, depths: list[Path | None] | None
+) -> tuple[list[Path], np.ndarray, np.ndarray, list[Path | None] | None]:
+    """The images ``keep`` (bool, one per image) selects, with their times and depth files, in order."""
+    kept = [p for p, k in zip(paths, keep, strict=True) if k]
+    kept_depths = None if depths is None else [d for d, k in zip(depths, keep, strict=True) if k]
+    return kept, ti[keep], ns_img[keep], kept_depths
+
+
 def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
     traj = Path(path)
     ns_p, Tp, lines = read_tum_poses(traj)  # the one reader of TUM lines: exact int ns, rotations checked
@@ -497,10 +506,7 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
                    "--skip-unmatched")
             )  # fmt: skip
         notes.append(f"{len(bad_i)} images without a pose within {cfg.tolerance_s} s were dropped (skip_unmatched)")
-        paths = [p for p, k in zip(paths, ok, strict=True) if k]
-        ti, ns_img = ti[ok], ns_img[ok]
-        if depths is not None:
-            depths = [d for d, k in zip(depths, ok, strict=True) if k]
+        paths, ti, ns_img, depths = _kept(ok, paths, ti, ns_img, depths)
         if not paths:
             raise PoseImportError(
                 f"{traj}: no image has a pose within {cfg.tolerance_s} s" + (f"; {not_times}" if not_times else "")
@@ -512,10 +518,7 @@ def read_tum(path: str | Path, cfg: ImagesConfig) -> PosedImages:
             gone = [p.name for p, k in zip(paths, there, strict=True) if not k]
             shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
             notes.append(f"{len(gone)} of {len(paths)} images left out: image missing (skip_missing): {shown}")
-            paths = [p for p, k in zip(paths, there, strict=True) if k]
-            ti, ns_img = ti[there], ns_img[there]
-            if depths is not None:
-                depths = [d for d, k in zip(depths, there, strict=True) if k]
+            paths, ti, ns_img, depths = _kept(there, paths, ti, ns_img, depths)
             if not paths:
                 raise PoseImportError(f"{traj}: every listed image is missing{missing_hint}")
     missing_images(paths, traj, missing_hint + "; pass --skip-missing to leave those frames out")

@@ -91,6 +91,13 @@ log = logging.getLogger(__name__)
 BEHIND_CANDIDATES = 64
 
 
+def _nearest_usable(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows per query of the distances ``d`` ``(B, N)`` (metres + rot_weight_m * radians; +inf
+    where training excludes a keyframe), nearest first, ties to the lower row, and which of them are usable (finite)."""
+    rows = k_smallest(d, k)
+    return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+
+
 def _unfitted_border() -> torch.Tensor:
     """``hole_border_fit`` before :meth:`HybridNet.fit_hole_border`: the background rule, no errors measured."""
     return torch.tensor([0.0, float("nan"), float("nan"), float("nan")], dtype=torch.float64)
@@ -395,9 +402,7 @@ class HybridNet(PoseToImage, ModelBase):
         if exclude is None:
             rows = kf.nearest(T_world_cam, k)
             return rows, np.ones(rows.shape, bool)
-        d = self._excluded(kf.poses.distances(T_world_cam), exclude)  # (B, N): metres + rot_weight_m * radians
-        rows = k_smallest(d, k)
-        return rows, np.isfinite(np.take_along_axis(d, rows, axis=1))
+        return _nearest_usable(self._excluded(kf.poses.distances(T_world_cam), exclude), k)
 
     def _keyframes_to_search(self, exclude: object | None) -> SizedKeyframes:
         """The keyframes, or a ConfigError naming what is missing: none at all, or (``exclude`` given: training)
@@ -457,8 +462,7 @@ class HybridNet(PoseToImage, ModelBase):
             d = kf.poses.distances(T, Q)  # (B, N): metres + rot_weight_m * radians
             if exclude is not None:
                 d = self._excluded(d, exclude)
-            rows = k_smallest(d, k)
-            usable = np.isfinite(np.take_along_axis(d, rows, axis=1))
+            rows, usable = _nearest_usable(d, k)
             todo = np.arange(len(T))
         if d is not None:
             Tt = T[todo]

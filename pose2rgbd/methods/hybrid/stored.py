@@ -316,8 +316,10 @@ def is_bundle(p: Path) -> bool:
     alone is read, the tensors mapped); False for anything else, readable or not."""
     import torch
 
+    from pose2rgbd.models.checkpoint import holds_keyframes
+
     try:
         data = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        return isinstance(data, dict) and isinstance(data.get("extra"), dict) and KEYFRAMES in data["extra"]
+        return isinstance(data, dict) and holds_keyframes(data)
     except Exception:  # not a checkpoint torch can map (whatever it raises for it): no bundle
         return False

@@ -232,6 +232,35 @@ def test_render_bag_flags_and_counts_the_frames_of_a_bag_far_from_the_models_pla
         assert "--topics.gps TOPIC" in said and "flagged out of bounds for the GPS" not in said, said
 
 
+def test_render_bag_summarizes_the_frames_coverage_and_depth_uncertainty(
+    flight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary of `render bag` says how far the frames were from the training cameras and what depth_sigma they
+    carried: a bound at the model's place, +inf (no bound) on every frame of a bag 1,870 km away."""
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.models.depth_uncertainty import EXTRA_KEY, DepthUncertainty
+
+    du = DepthUncertainty(level=0.683, depth_edges=(5.0, 15.0), relative=np.full((2, 3), 0.1, np.float32),
+                          pixels=np.full((2, 3), 10_000), wide=(2.5, 2.5), growth_per_m=0.0,
+                          reference_m=1.0)  # fmt: skip
+    positions = T_world_cam(np.linspace(0.0, 1.5, 16))[:, :3, 3]
+    for datum, flagged in ((DATUM, False), (Datum(*FAR), True)):
+        ck = _checkpoint(datum, positions)
+        ck.extra[EXTRA_KEY] = du.to_dict()
+        path = save_loaded(ck, tmp_path / f"model-{flagged}.pt")
+        out = tmp_path / f"out-{flagged}"
+        assert main(["render", "bag", str(flight), "--checkpoint", str(path), "--out", str(out), "--no-progress"]) == 0
+        said = capsys.readouterr().out
+        frames = int(re.search(r"(\d+) frames in", said).group(1))  # type: ignore[union-attr]
+        m = re.search(r"from the nearest training camera: median ([\d.]+) m / [\d.]+ deg, .* \((\d+) frames\)", said)
+        assert m and float(m.group(1)) < 0.2 and int(m.group(2)) == frames, said  # the flight's own camera path
+        bounded = re.search(r"depth_sigma \(the depth's error bound; [^)]*\): median ([\d.]+) m", said)
+        if flagged:
+            assert not bounded and f"+inf (no bound) on {frames} frames flagged out of bounds" in said, said
+        else:  # 10 % of the depth (the ground plane about 20 m below): a finite bound, never +inf
+            assert bounded and 0.5 < float(bounded.group(1)) < 5.0 and "+inf" not in said, said
+
+
 def test_an_onnx_export_carries_the_datum_to_the_engine(tmp_path: Path) -> None:
     from export_helpers import pose2rgbd_checkpoint
 

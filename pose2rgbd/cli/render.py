@@ -182,6 +182,8 @@ def _bag(args: argparse.Namespace) -> int:
         gps = gps_line(c, cfg.topics.gps, stats.absent.get("topics.gps"))
         if gps:
             print(gps)
+        for line in frame_lines(stats.frame_stats):
+            print(line)
         if cfg.engine.lookahead > 0:
             print(lookahead_line(cfg.engine, c, args.rate))
     said = ("frames", "cache_hits", "out_of_bounds", "gps_fixes", "gps_checked", "gps_out_of_place")
@@ -194,6 +196,39 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  no frame was rendered: {why}. The output bag {args.out} holds only the node's diagnostics "
               f"({held} messages); delete it or run again with --overwrite")  # fmt: skip
     return 0 if c["frames"] else 1
+
+
+def frame_lines(fs: dict[str, list[float]]) -> list[str]:
+    """The summary of a render run's frames (``RunStats.frame_stats``, one value per frame): how far its poses were
+    from the nearest training camera, and the depth's uncertainty (``depth_sigma``: the median pixel's bound per
+    frame, then over the frames with one; how many frames had none, flagged out of bounds)."""
+    import numpy as np
+
+    lines = []
+    m, deg = np.asarray(fs.get("coverage_m", []), float), np.asarray(fs.get("coverage_deg", []), float)
+    known = np.isfinite(m) & np.isfinite(deg) if len(m) == len(deg) else np.zeros(0, bool)
+    if known.any():
+        m, deg = m[known], deg[known]
+        lines.append(
+            f"  from the nearest training camera: median {np.median(m):.2f} m / {np.median(deg):.1f} deg, 95th "
+            f"percentile {np.percentile(m, 95):.2f} m / {np.percentile(deg, 95):.1f} deg, farthest {m.max():.2f} m / "
+            f"{deg.max():.1f} deg ({int(known.sum())} frames)"
+        )
+    sig = np.asarray(fs.get("depth_sigma_median_m", []), float)
+    if sig.size:
+        bounded, unbounded = sig[np.isfinite(sig)], int(np.isposinf(sig).sum())
+        head = "  depth_sigma (the depth's error bound; each frame's median pixel): "
+        parts = []
+        if bounded.size:
+            parts.append(
+                f"median {np.median(bounded):.3g} m, 95th percentile {np.percentile(bounded, 95):.3g} m over "
+                f"{bounded.size} frames"
+            )
+        if unbounded:
+            parts.append(f"+inf (no bound) on {unbounded} frames flagged out of bounds")
+        if parts:
+            lines.append(head + "; ".join(parts))
+    return lines
 
 
 def gps_line(c: dict[str, int], topic: str, absent: tuple[str, list[str]] | None = None) -> str:

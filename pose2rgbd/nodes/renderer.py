@@ -72,7 +72,8 @@ class RendererTopics:
     depth_sigma: str = help_field(
         "depth/sigma",
         "per-pixel depth uncertainty in metres: the bound the depth's |error| stayed within on 68.3 % of the held-out "
-        "pixels it was fitted on (sensor_msgs/Image, 32FC1, NaN where the depth is NaN)",
+        "pixels it was fitted on (sensor_msgs/Image, 32FC1, NaN where the depth is NaN, +inf over a frame flagged out "
+        "of bounds)",
     )
     camera_info: str = help_field("camera_info", "intrinsics at the output size (sensor_msgs/CameraInfo)")
     rgbd: str = help_field("rgbd", "everything bundled with the query pose (pose2rgbd/msg/RGBD)")
@@ -236,6 +237,7 @@ class Renderer(NodeLogic):
         self._silent_why = ""  # why the latest tick published nothing ("" after a frame): the diagnostics say it
         self._rejected_why = ""  # why the latest PoseStamped was rejected ("" once a valid one arrived)
         self.latency = Latencies()  # of the rendered frames
+        self._last_res: RenderResult | None = None  # the newest published frame (last_frame_stats)
         self._last_oob = False
         self._last_oob_why = ""  # the latest frame's reason for its out-of-bounds flag (_oob_why)
         self._last_oob_kind = ""  # "", "pose" or "unseen": a warning as it starts or changes
@@ -251,6 +253,29 @@ class Renderer(NodeLogic):
     def last_latency_ms(self) -> float:
         """The newest rendered frame's latency (ms; NaN before the first), which the runtimes record."""
         return self.latency.last_ms
+
+    @property
+    def last_frame_stats(self) -> dict[str, float]:
+        """What the offline runtime records of the newest published frame, computed when asked (never on the live
+        path): its distance from the nearest training camera (``coverage_m``, ``coverage_deg``; NaN unknown), its
+        out-of-bounds flag (1 or 0) and, where the checkpoint carries a depth uncertainty, the median of the frame's
+        finite ``depth_sigma`` (``depth_sigma_median_m``; +inf where the frame's is +inf, flagged out of bounds; NaN
+        where it has no depth)."""
+        res = self._last_res
+        if res is None:
+            return {}
+        nan = float("nan")
+        out = {
+            "coverage_m": nan if res.coverage_m is None else float(res.coverage_m[0]),
+            "coverage_deg": nan if res.coverage_deg is None else float(res.coverage_deg[0]),
+            "out_of_bounds": float(res.out_of_bounds[0]),
+        }
+        if res.depth_sigma is not None:
+            s = res.depth_sigma[0]
+            finite = s[np.isfinite(s)]
+            unbounded = float("inf") if np.isposinf(s).any() else nan
+            out["depth_sigma_median_m"] = float(np.median(finite)) if finite.size else unbounded
+        return out
 
     def close(self) -> None:
         """The host's cleanup: stop the engine's look-ahead and let go of the model."""
@@ -515,6 +540,7 @@ class Renderer(NodeLogic):
         msgs = self._build(res, stamp)
         msgs.update(self._planner_outputs(res, stamp))
         self.latency.add((res.latency_s + time.perf_counter() - t0) * 1e3)
+        self._last_res = res
         self.count("frames")
         now = time.monotonic()
         if self._published_s and now - self._published_s[-1] > self._gap_s():

@@ -61,6 +61,9 @@ class RunStats:
     messages_out: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)  # per produced frame (nodes with last_latency_ms)
+    # per produced frame, what the node says of it (nodes with last_frame_stats: the renderer's coverage distance and
+    # depth uncertainty): name -> one value per frame
+    frame_stats: dict[str, list[float]] = field(default_factory=dict)
     wall_s: float = 0.0
     world_frame: str = ""  # the frame the node looked poses up in / answered in (nodes that have one)
     # frames the node's dataset held before the run (a resumed recording: they are not recorded again, so an output
@@ -100,17 +103,21 @@ def _output_typestore() -> Any:
 
 
 class _FrameLatency:
-    """Records ``logic.last_latency_ms`` each time the logic's ``frames`` counter grows."""
+    """Records ``logic.last_latency_ms`` (and where the logic has it, ``logic.last_frame_stats``: a mapping of name to
+    number, computed when asked) each time the logic's ``frames`` counter grows."""
 
     def __init__(self, logic: Any, stats: RunStats) -> None:
         self.logic, self.stats = logic, stats
         self.enabled = hasattr(logic, "last_latency_ms") and "frames" in getattr(logic, "counters", {})
         self.frames = logic.counters["frames"] if self.enabled else 0
+        self.per_frame = self.enabled and hasattr(type(logic), "last_frame_stats")  # (a property's error is raised)
 
     def __call__(self) -> None:
         if self.enabled and self.logic.counters["frames"] > self.frames:
             self.frames = self.logic.counters["frames"]
             self.stats.latency_ms.append(float(self.logic.last_latency_ms))
+            for name, value in (self.logic.last_frame_stats if self.per_frame else {}).items():
+                self.stats.frame_stats.setdefault(name, []).append(float(value))
 
 
 def run_node_bag(

@@ -262,6 +262,12 @@ def test_two_flights_converted_with_their_own_datums_land_in_one_frame(
     split = make_split(M.frames.source_id, M.frames.stamp_ns, "route", test_fraction=0.1)
     assert set(split.train.tolist()) == set(range(len(A)))
     assert (m / "report" / "merge.png").stat().st_size > 10_000  # the flights from above, in one frame
+    for k, d in enumerate((a, b)):  # each conversion's own report kept, as it was
+        own = sorted(f.relative_to(d / "report") for f in (d / "report").rglob("*") if f.is_file())
+        assert own, f"{d}: the conversion wrote no report"
+        kept = m / "report" / "inputs" / f"{k:02d}-{d.name}"
+        assert sorted(f.relative_to(kept) for f in kept.rglob("*") if f.is_file()) == own
+        assert all((kept / f).read_bytes() == (d / "report" / f).read_bytes() for f in own)
     assert main(["dataset", "info", str(m)]) == 0  # an hour between the flights: not an hour of frames
     text = capsys.readouterr().out
     assert "3601.9 s, 2 source(s) (3.8 s within its sources: they lie apart in time)" in text, text

@@ -20,6 +20,8 @@ so that one model learns the place from all of them:
   and pose: :mod:`pose2rgbd.dataset.same_views`) is left out.
 - **A picture** (``report/merge.png``): every dataset's camera path from above in the merged frame, and where a
   moved dataset's path was before its move.
+- **The inputs' reports kept.** Each input's own ``report/`` (its conversion's sync plot, camera path, summary) is
+  linked into ``report/inputs/NN-NAME/`` (NN its place among the inputs, NAME its folder's name).
 - **Files as they are.** Images and depth are hard-linked (copied across file systems), never decoded again; the
   result is written atomically beside its place and appears whole or not at all.
 
@@ -157,11 +159,35 @@ def merge_datasets(
                 f"{'; '.join(sorted(writer.copy_reasons))} (a link takes no space; a copy does)"
             )
         _plot_paths(writer.root / "report" / "merge.png", dss, poses, summary)
+        kept_reports = _keep_reports(writer.root / "report" / "inputs", paths)
+        if kept_reports:
+            notes.append(f"the inputs' reports are in report/inputs/ ({', '.join(kept_reports)})")
         path = writer.close()
     except BaseException:
         writer.abort()
         raise
     return MergeResult(path, sum(len(k) for k in kept), summary, notes, manifest.depth_kind)
+
+
+def _keep_reports(into: Path, paths: Sequence[Path]) -> list[str]:
+    """Link (or copy) each input's ``report/`` files into ``into/NN-NAME/`` (NN: the input's place, from 00; NAME:
+    its folder's name), as the frames' files are; returns the folders made. Links and other non-files are left
+    out."""
+    from pose2rgbd.dataset.writer import link_or_copy
+
+    made = []
+    for k, p in enumerate(paths):
+        report = p / "report"
+        files = sorted(f for f in report.rglob("*") if f.is_file() and not f.is_symlink()) if report.is_dir() else []
+        if not files:
+            continue
+        name = f"{k:02d}-{p.resolve().name}"
+        for f in files:
+            dst = into / name / f.relative_to(report)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(f, dst)
+        made.append(name)
+    return made
 
 
 def _warn_apart(paths: Sequence[Path], poses: Sequence[np.ndarray], notes: list[str]) -> None:

@@ -125,7 +125,7 @@ _LINK_REFUSED = {
 }
 
 
-def _link_or_copy(src: Path, dst: Path) -> tuple[int, str]:
+def link_or_copy(src: Path, dst: Path) -> tuple[int, str]:
     """``dst`` as a hard link to ``src`` where the file system allows, else a copy (written aside, then renamed);
     returns the bytes copied (0 for a link) and why it was copied (empty for a link)."""
     try:
@@ -316,7 +316,7 @@ class DatasetWriter:
         rgb_rel = f"rgb/{i:06d}.{ext}"
         for src, rel in ((rgb_file, rgb_rel), (depth_file, f"depth/{i:06d}.npy")):
             if src is not None:
-                copied, why = _link_or_copy(src, self.root / rel)
+                copied, why = link_or_copy(src, self.root / rel)
                 self.copied_bytes += copied
                 if why:
                     self.copy_reasons.add(why)

@@ -132,8 +132,16 @@ def _whole_numbers_as_floats(spec: NodeSpec, overrides: dict[str, Any] | None) -
 
 
 def _qos(kind: str, depth: int) -> Any:
+    """The QoS of a topic of ``kind`` with a queue of ``depth``: ``sensor_data`` is rclpy's sensor-data profile (best
+    effort, volatile, keep last) with the spec's depth in place of the profile's 5 (the localize node's images keep
+    1: the newest wins when the model is slower than the camera)."""
     if kind == "sensor_data":
-        return qos_profile_sensor_data
+        return QoSProfile(
+            history=qos_profile_sensor_data.history,
+            depth=depth,
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+        )
     if kind == "latched":
         return QoSProfile(depth=depth, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     return QoSProfile(depth=depth)

@@ -127,6 +127,23 @@ def test_interfaces_built_from_an_older_definition_are_refused_by_name(rclpy_con
         check_built_interface("pose2rgbd/srv/RenderAtPose", StaleService)
 
 
+def test_a_sensor_data_input_keeps_the_queue_its_spec_asks_for(rclpy_context) -> None:  # type: ignore[no-untyped-def]
+    """The localize node's images: sensor-data QoS with a queue of 1 (the newest wins when the localizer is slower
+    than the camera); rclpy's sensor-data profile alone has 5, which the host had used for every such input."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    from pose2rgbd.nodes.localizer.node import LOCALIZER
+    from pose2rgbd_ros.host import _qos
+
+    images = next(i for i in LOCALIZER.inputs if i.topic == "topics.image")
+    assert (images.qos, images.depth) == ("sensor_data", 1)
+    q = _qos(images.qos, images.depth)
+    assert q.depth == 1 and q.history == HistoryPolicy.KEEP_LAST
+    assert q.reliability == ReliabilityPolicy.BEST_EFFORT and q.durability == DurabilityPolicy.VOLATILE
+    assert _qos("sensor_data", Input("t", ("std_msgs/msg/Int32",), Toy.on_int).depth).depth == 5  # the profile's
+    assert _qos("reliable", 7).reliability == ReliabilityPolicy.RELIABLE and _qos("reliable", 7).depth == 7
+
+
 def test_host_declares_parameters_with_descriptions_and_ranges(rclpy_context) -> None:  # type: ignore[no-untyped-def]
     from rclpy.parameter import Parameter
 

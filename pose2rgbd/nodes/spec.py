@@ -68,7 +68,7 @@ class Input:
     types: tuple[str, ...]
     handler: Handler
     qos: QoS = "sensor_data"
-    depth: int = 10
+    depth: int = 5  # the queue (keep last): sensor-data QoS keeps the 5 of rclpy's sensor-data profile
     when: Callable[[Any], bool] = _always  # used with this config?
     required: Callable[[Any], bool] = _always  # offline: the bag must have it (else: used when present)
     choose_type: Callable[[Any], str] | None = None

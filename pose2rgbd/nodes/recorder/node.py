@@ -410,6 +410,7 @@ RECORDER = NodeSpec(
             ("std_msgs/msg/Bool",),
             Recorder.on_recording_msg,
             qos="reliable",
+            depth=10,
             required=lambda c: False,
         ),
     ),

@@ -294,8 +294,12 @@ class NodeHost(LifecycleNode):
             self.cfg, self.resources, self.logic = cfg, resources, logic
         if self.spec.tf_used(cfg):
             self._start_tf(cfg)
+        silent = self.spec.silent_outputs(cfg, logic)
         for out in self.spec.outputs:
             topic = get_key(cfg, out.topic)
+            if topic in silent:  # what was loaded never publishes there: not advertised
+                self.get_logger().info(f"not advertised: {topic}: {silent[topic]}")
+                continue
             args = (self.factory.cls(out.type), topic, _qos(out.qos, out.depth))
             if out.topic == DIAGNOSTICS_TOPIC:  # not a lifecycle publisher: it reports while inactive too (docstring)
                 self._host_pubs[topic] = self.create_publisher(*args)

@@ -223,6 +223,8 @@ def test_render_bag_flags_and_counts_the_frames_of_a_bag_far_from_the_models_pla
     with open_bag(out) as r:
         rgbd = [msg.msg for msg in r.messages() if msg.topic.endswith("/rgbd")]
     assert len(rgbd) == frames and all(bool(x.out_of_bounds) == flagged for x in rgbd)
+    with open_bag(out) as r:  # a checkpoint without a depth uncertainty: no depth/sigma topic that stays empty
+        assert "/pose2rgbd/depth/image_raw" in r.topics and "/pose2rgbd/depth/sigma" not in r.topics, r.topics
     # the poses lie in the model's box: the frames flagged for the GPS are not counted as out of the poses' bounds
     assert f"out of the training poses' bounds: 0 of {frames} frames" in said, said
     if flagged:  # a GPS topic the bag lacks: the check was not made, and the summary names the bag's NavSatFix
@@ -251,6 +253,7 @@ def test_render_bag_summarizes_the_frames_coverage_and_depth_uncertainty(
         out = tmp_path / f"out-{flagged}"
         assert main(["render", "bag", str(flight), "--checkpoint", str(path), "--out", str(out), "--no-progress"]) == 0
         said = capsys.readouterr().out
+        assert re.search(r"/pose2rgbd/depth/sigma +\d+", said), said  # with a depth uncertainty: its topic
         frames = int(re.search(r"(\d+) frames in", said).group(1))  # type: ignore[union-attr]
         m = re.search(r"from the nearest training camera: median ([\d.]+) m / [\d.]+ deg, .* \((\d+) frames\)", said)
         assert m and float(m.group(1)) < 0.2 and int(m.group(2)) == frames, said  # the flight's own camera path

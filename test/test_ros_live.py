@@ -323,6 +323,9 @@ def test_render_node_live(ros: Harness, ground_plane_checkpoint: Path) -> None:
     np.testing.assert_allclose(_image_array(m.depth), 20.0, rtol=1e-4)
     np.testing.assert_allclose(_image_array(m.confidence), 1.0, atol=1e-5)
     assert not m.out_of_bounds and m.latency_ms > 0
+    # a checkpoint without a depth uncertainty: depth/sigma is not advertised (no topic that never publishes)
+    assert m.depth_sigma.width == 0 and len(h.node.get_publishers_info_by_topic(f"{NS}/depth/image_raw")) == 1
+    assert h.node.get_publishers_info_by_topic(f"{NS}/depth/sigma") == []
     # the separate topics: same encodings, frame ids, sizes; CameraInfo consistent with the images
     assert rgb[-1].encoding == "rgb8" and rgb[-1].step == 3 * SIZE and len(rgb[-1].data) == 3 * SIZE * SIZE
     assert depth[-1].encoding == "32FC1" and conf[-1].encoding == "32FC1"

@@ -728,6 +728,24 @@ def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
     return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} {when}"
 
 
+def _no_head(r: Renderer, head: Literal["rgb", "depth"]) -> str:
+    """Why the render node's model never gives ``head`` ("" where it does): its topics are not advertised."""
+    has = r.engine.has_rgb if head == "rgb" else r.engine.has_depth
+    return "" if has else f"the model has no {head} head"
+
+
+def _no_sigma(r: Renderer) -> str:
+    """Why the render node never publishes ``depth/sigma`` ("" where it does)."""
+    if r.engine.depth_uncertainty is not None:
+        return ""
+    if not r.engine.has_depth:
+        return "the model has no depth head"
+    return (
+        "the checkpoint carries no depth uncertainty (`pose2rgbd evaluate --checkpoint C --dataset D "
+        "--fit-depth-uncertainty` fits one into it)"
+    )
+
+
 RENDERER = NodeSpec(
     name="pose2rgbd_renderer",
     config=RendererConfig,
@@ -746,14 +764,14 @@ RENDERER = NodeSpec(
         ),
     ),
     outputs=(
-        Output("topics.rgb", "sensor_msgs/msg/Image", depth=2),
-        Output("topics.depth", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.rgb", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_head(r, "rgb")),
+        Output("topics.depth", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_head(r, "depth")),
         Output("topics.confidence", "sensor_msgs/msg/Image", depth=2),
-        Output("topics.depth_sigma", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.depth_sigma", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_sigma(r)),
         Output("topics.camera_info", "sensor_msgs/msg/CameraInfo", depth=2),
         Output("topics.rgbd", "pose2rgbd/msg/RGBD", depth=2),
-        Output("topics.points", "sensor_msgs/msg/PointCloud2", depth=2),
-        Output("topics.mask", "sensor_msgs/msg/Image", depth=2),
+        Output("topics.points", "sensor_msgs/msg/PointCloud2", depth=2, silent=lambda r: _no_head(r, "depth")),
+        Output("topics.mask", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_head(r, "depth")),
         Output("topics.diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
     ),
     timers=(

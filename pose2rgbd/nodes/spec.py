@@ -76,12 +76,15 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
-    """A publisher of ``type`` on the topic named by config key ``topic``."""
+    """A publisher of ``type`` on the topic named by config key ``topic``. ``silent(logic)``: given the built logic,
+    why it never publishes there ("" where it may), e.g. the render node's ``depth/sigma`` for a checkpoint without a
+    depth uncertainty: such a topic is not advertised (what was loaded is fixed until the node is configured again)."""
 
     topic: str
     type: str
     qos: QoS = "reliable"
     depth: int = 10
+    silent: Callable[[Any], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,16 @@ class NodeSpec:
             for name, (default, text) in describe(self.config).items()
         }
 
-    def output_types(self, cfg: Any) -> dict[str, str]:
-        """topic name -> message type of every output with this config."""
-        return {get_key(cfg, o.topic): o.type for o in self.outputs}
+    def output_types(self, cfg: Any, logic: Any = None) -> dict[str, str]:
+        """topic name -> message type of every output with this config (and with the built ``logic``, every output
+        it may publish on: not the :meth:`silent_outputs`)."""
+        quiet = self.silent_outputs(cfg, logic) if logic is not None else {}
+        return {get_key(cfg, o.topic): o.type for o in self.outputs if get_key(cfg, o.topic) not in quiet}
+
+    def silent_outputs(self, cfg: Any, logic: Any) -> dict[str, str]:
+        """topic name -> why the built ``logic`` never publishes there (:attr:`Output.silent`)."""
+        whys = {get_key(cfg, o.topic): o.silent(logic) if o.silent else "" for o in self.outputs}
+        return {topic: why for topic, why in whys.items() if why}
 
     def active_inputs(self, cfg: Any) -> list[Input]:
         return [i for i in self.inputs if i.when(cfg)]

@@ -419,7 +419,9 @@ def _run_node_bag(
         tf_update = bound(logic, spec.tf.on_update) if spec.tf_used(cfg) and spec.tf and spec.tf.on_update else None
         tf_waiting = tf_update is not None
         latency = _FrameLatency(logic, stats)
-        out_topics = {name: resolve_topic(name, namespace) for name in spec.output_types(cfg)}
+        for name, why in spec.silent_outputs(cfg, logic).items():
+            log.info("%s: not written: %s", resolve_topic(name, namespace), why)
+        out_topics = {name: resolve_topic(name, namespace) for name in spec.output_types(cfg, logic)}
         timers = [(bound(logic, t.handler), int(t.period_s(cfg) * 1e9)) for t in spec.timers]
         timers = [(fn, period) for fn, period in timers if period > 0]
         writer = None
@@ -427,7 +429,7 @@ def _run_node_bag(
             if out is not None:
                 writer = BagWriter(out, storage=storage, typestore=ts, overwrite=overwrite, inputs=[bag, *inputs])
                 writer.set_custom_data(NODE_MARK, spec.name)  # what --overwrite looks for
-                for name, mt in spec.output_types(cfg).items():
+                for name, mt in spec.output_types(cfg, logic).items():
                     writer.add_topic(out_topics[name], mt)
 
             def emit(outputs: list[tuple[str, Any]] | None, now: int) -> None:

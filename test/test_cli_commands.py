@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,27 @@ def test_record_bag_again_says_nothing_was_new_and_what_another_flight_needs(
     said = capsys.readouterr().out
     assert "recorded 0 frames" in said and "nothing was new" in said and "`pose2rgbd dataset merge`" in said, said
     assert len(Dataset(out)) == n
+
+
+def test_record_bag_refuses_another_flight_of_the_same_stamps_and_counts_what_it_received(
+    flight_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second flight with the same stamps (a simulator's other export, a bag re-stamped) recorded into a dataset:
+    a resume would skip its first part without a word; the image at the dataset's last frame's stamp is not the one
+    recorded there, so it is refused and the dataset left as it was. The summary counts the messages received apart
+    from what was dropped."""
+    out = tmp_path / "recorded"
+    assert main(["record", "bag", "--bag", str(flight_bag), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"\(\d+ GPS fixes and \d+ odometry messages received\)", said), said
+    assert "'fixes'" not in said and "'odometry'" not in said, said  # not among the dropped
+    before = (out / "frames.csv").read_bytes()
+    other = tmp_path / "other"
+    write_flight_bag(other, duration_s=3.0, size=64, hfov_deg=60.0)  # the same stamps, other views, a second longer
+    assert main(["record", "bag", "--bag", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr()
+    assert "is not the image the dataset" in err.err + err.out and "`pose2rgbd dataset merge`" in err.err + err.out, err
+    assert (out / "frames.csv").read_bytes() == before
 
 
 def test_cli_errors_are_messages_not_tracebacks(flight_bag: Path, tmp_path: Path, capsys):

@@ -335,6 +335,12 @@ def test_a_recording_resumed_into_a_converted_dataset_stays_in_its_frame(
     assert after.manifest.extra["conversion"]["world_frame"] == summary["world_frame"]
     new = after.frames.stamp_ns > ds.frames.stamp_ns.max()
     assert new.sum() == len(after) - n0 > 20
+    # the dataset's name and sources kept; the recording is a source of its own (another flight: split apart)
+    assert after.manifest.name == ds.manifest.name and after.manifest.sources[:-1] == ds.manifest.sources
+    own = after.manifest.sources[-1]
+    assert own["kind"] == "recording" and int(own["id"]) == max(int(s["id"]) for s in ds.manifest.sources) + 1
+    assert set(after.frames.source_id[new].tolist()) == {int(own["id"])}
+    assert set(after.frames.source_id[~new].tolist()) == set(ds.frames.source_id.tolist())
     t = (after.frames.stamp_ns[new] - T0_NS - 20 * 10**9) / 1e9
     body_true = (_T_map_enu() @ T_world_base(t))[:, :3, 3]  # the GPS antenna is the base's origin
     from pose2rgbd.testing.flight_bag import T_BASE_CAM

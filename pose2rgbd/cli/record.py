@@ -74,7 +74,8 @@ def _bag(args: argparse.Namespace) -> int:
         progress=True,
     )
     c = stats.counters
-    print(f"recorded {c['frames']} frames from {c['images']} images in {stats.wall_s:.1f} s")
+    print(f"recorded {c['frames']} frames from {c['images']} images in {stats.wall_s:.1f} s ({c['fixes']} GPS fixes "
+          f"and {c['odometry']} odometry messages received)")  # fmt: skip
     if c.get("repeated_images"):
         what = "kept (output.keep_repeats)" if cfg.output.keep_repeats else "dropped (output.keep_repeats keeps them)"
         print(f"  {c['repeated_images']} of {c['images']} images repeat the previous image byte for byte (a camera "
@@ -83,7 +84,7 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  at least {c['images_lost_upstream']} of the camera's frames are missing between its {c['images']} "
               "images (gaps in their stamps, counted once the camera's period is known; `convert bag` counts them "
               "all): lost before the bag was written (docs/ros.md, \"Large images over DDS\")")  # fmt: skip
-    skip = ("frames", "images", "repeated_images", "images_lost_upstream")
+    skip = ("frames", "images", "fixes", "odometry", "repeated_images", "images_lost_upstream")
     dropped = {k: v for k, v in c.items() if k not in skip and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")
@@ -92,6 +93,10 @@ def _bag(args: argparse.Namespace) -> int:
               "recorded them, nothing was new. Another flight of the same stamps and place (a simulator's export of "
               "another seed, a bag re-stamped) cannot be told from such a resume: record it into a new dataset "
               "(another --out), then join the two with `pose2rgbd dataset merge`")  # fmt: skip
+    elif c["skipped_already_recorded"]:
+        print(f"  {c['skipped_already_recorded']} images at or before the last frame of the dataset "
+              f"{cfg.output.dataset} were skipped as recorded by an earlier run (a resume; the image at its last "
+              "frame's stamp is checked against the one recorded there, where the recording has it)")  # fmt: skip
     if cfg.output.dataset:
         made = (Path(cfg.output.dataset) / "manifest.yaml").is_file()
         print(f"  dataset: {cfg.output.dataset}" if made else f"  no dataset was written at {cfg.output.dataset}")

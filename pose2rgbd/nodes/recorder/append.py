@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from pose2rgbd.config import parse_size
-from pose2rgbd.errors import ConfigError, DatasetError
+from pose2rgbd.errors import BagError, ConfigError, DatasetError, GeometryError
 from pose2rgbd.geometry.camera import PinholeCamera
 from pose2rgbd.geometry.geodesy import Datum
 from pose2rgbd.nodes.logic import NodeLogic
@@ -21,6 +21,9 @@ from pose2rgbd.nodes.recorder.mount import RecordedMount
 from pose2rgbd.sync.gps import horizontal_distance_m
 
 Outgoing = tuple[str, Any]
+# the mean absolute difference (of 255) above which an image is not the one a resumed dataset recorded at its stamp: a
+# frame written again (resized the same way; a JPEG's loss is 1-3) is well below it, another flight's view far above
+RESUME_IMAGE_DIFF = 12.0
 
 
 def _same_datum(a: Datum, b: Datum) -> bool:
@@ -53,6 +56,12 @@ class DatasetAppend(NodeLogic):
         self._resume_first_ns: int | None = None
         self._resume_last_lla: np.ndarray | None = None
         self._resume_checked = False
+        self._resume_last_rgb: Path | None = None  # the resumed dataset's last frame's image (same_as_recorded)
+        self._resume_image_checked = False
+        self._resumed_name: str | None = None  # a resumed dataset's own name and sources (kept, not rewritten)
+        self._resumed_sources: list[dict[str, object]] | None = None
+        self._writer_start = 0  # the frames the dataset held when the writer opened (close() counts this run's)
+        self._source_id = 0  # the manifest source this recording's frames belong to
         if cfg.output.dataset:
             self._load_existing(Path(cfg.output.dataset))
 
@@ -111,7 +120,22 @@ class DatasetAppend(NodeLogic):
         last = int(np.argmax(ds.frames.stamp_ns))
         lla = np.asarray(ds.frames.latlonalt[last, :2], dtype=np.float64)
         self._resume_last_lla = lla if np.isfinite(lla).all() else None
-        self.log.info(f"resuming {path}: {len(ds)} frames, continuing after stamp {self.resume_after_ns}")
+        self._resume_last_rgb = path / ds.frames.rgb[last]
+        # its name and sources are kept; a recording resumed goes on as the source of its last frame, a recording
+        # appended to a dataset the record node did not write (`convert`'s) is a source of its own: another flight
+        sources = [dict(s) for s in ds.manifest.sources]
+        if isinstance(recorder, dict):
+            self._source_id = int(ds.frames.source_id[last])
+            what = f"continuing after stamp {self.resume_after_ns}"
+        else:
+            self._source_id = max((int(str(s["id"])) for s in sources), default=-1) + 1
+            sources.append({"id": self._source_id, "kind": "recording", "name": self.cfg.output.source_name})
+            what = (
+                f"appending after stamp {self.resume_after_ns} as source {self._source_id} (the dataset was not "
+                "recorded by the record node: this recording is a flight of its own)"
+            )
+        self._resumed_name, self._resumed_sources = ds.manifest.name, sources
+        self.log.info(f"resuming {path}: {len(ds)} frames, {what}")
 
     def _check_resume_time(self, stamp: int) -> bool:
         first, last = self._resume_first_ns, self.resume_after_ns
@@ -128,6 +152,37 @@ class DatasetAppend(NodeLogic):
             f"this recording starts {where} frame of the dataset {self.cfg.output.dataset} (more than "
             f"output.resume_gap_s {self.cfg.output.resume_gap_s:g} s): it looks like a different flight, and "
             "resuming would skip or mix its frames. Record it into a new dataset (another --out), then join the "
+            "flights into one with `pose2rgbd dataset merge`"
+        )
+        return False
+
+    def _check_resume_image(self, msg: Any, stamp: int) -> bool:
+        """At the image stamped as the resumed dataset's last frame: is it the image recorded there? (else refuse:
+        another flight with the same stamps -- a simulator's export of another seed, a bag re-stamped -- whose first
+        part a resume would skip without a word)"""
+        if self._resume_image_checked or stamp != self.resume_after_ns or self._resume_last_rgb is None:
+            return True
+        self._resume_image_checked = True
+        from pose2rgbd.messages import image_msg_to_rgb
+
+        stored = cv2.imread(str(self._resume_last_rgb), cv2.IMREAD_COLOR)
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except (GeometryError, BagError):  # an image it cannot read: counted where it would be recorded; no check
+            return True
+        if stored is None:
+            return True
+        h, w = stored.shape[:2]
+        if rgb.shape[:2] != (h, w):
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        diff = float(np.abs(rgb.astype(np.int16) - stored[:, :, ::-1].astype(np.int16)).mean())
+        if diff <= RESUME_IMAGE_DIFF:
+            return True
+        self._refuse(
+            f"this recording's image stamped {stamp} is not the image the dataset {self.cfg.output.dataset} recorded "
+            f"at that stamp, its last frame (they differ by {diff:.1f} of 255 on average): another flight with the "
+            "same stamps (a simulator's export of another seed, a bag re-stamped), not the rest of this recording, "
+            "whose first part resuming would skip. Record it into a new dataset (another --out), then join the "
             "flights into one with `pose2rgbd dataset merge`"
         )
         return False
@@ -161,7 +216,7 @@ class DatasetAppend(NodeLogic):
             np.asarray([k for _, k in self.fix_covariances], dtype=np.int64),
         )
         manifest = Manifest(
-            name=out.name,
+            name=self._resumed_name or out.name,
             camera=cam,
             # the poses are the GPS's: off the true ones by its error, as the receiver states it (the fixes so far)
             pose_error=self._resumed_pose_error or stated or {},
@@ -170,7 +225,7 @@ class DatasetAppend(NodeLogic):
             world_frame=self.world_frame,
             camera_frame=self.camera_frame or "camera_optical_frame",
             datum=self.datum,
-            sources=[{"id": 0, "kind": "recording", "name": out.source_name}],
+            sources=self._resumed_sources or [{"id": 0, "kind": "recording", "name": out.source_name}],
             extra={
                 **self._resumed_extra,  # a resumed dataset keeps what its manifest said (e.g. its conversion)
                 "recorder": {
@@ -181,6 +236,7 @@ class DatasetAppend(NodeLogic):
             },
         )
         self.writer = DatasetWriter(out.dataset, manifest, mode="append")
+        self._writer_start = len(self.writer)
 
     def _mount_entry(self) -> dict[str, object] | None:
         """The manifest's ``extra.recorder.mount``: the mount the dataset was first recorded with (a resumed dataset
@@ -197,4 +253,5 @@ class DatasetAppend(NodeLogic):
         cam = self.writer.manifest.camera
         if rgb.shape[:2] != (cam.height, cam.width):
             rgb = cv2.resize(rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
-        self.writer.add_frame(stamp, T, rgb, None, latlonalt=(float(lla[0]), float(lla[1]), float(lla[2])))
+        lla3 = (float(lla[0]), float(lla[1]), float(lla[2]))
+        self.writer.add_frame(stamp, T, rgb, None, latlonalt=lla3, source_id=self._source_id)

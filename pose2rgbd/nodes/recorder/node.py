@@ -166,6 +166,8 @@ class Recorder(GpsInput, MountLookup):
             if (warn := self._lost_upstream()) is not None:
                 self.warning("img_lost", now_ns, warn)
         if self.resume_after_ns is not None and stamp <= self.resume_after_ns:
+            if not self._check_resume_image(msg, stamp):
+                return []
             self.count("skipped_already_recorded")
             return []
         if self._repeated(msg, stamp, now_ns):
@@ -239,6 +241,8 @@ class Recorder(GpsInput, MountLookup):
         self._end()
         wrote = self.writer is not None
         if self.writer is not None:
+            # the frames this run wrote: a Ctrl-C between a frame's write and its count leaves the count one short
+            self.counters["frames"] = len(self.writer) - self._writer_start
             self.writer.close()
             self.writer = None
         self.log.info(self.summary(wrote))

@@ -88,7 +88,8 @@ class DatasetAppend(NodeLogic):
                 f"cannot resume the existing dataset {path}: its frames have {ds.manifest.depth_kind} depth (a "
                 "dataset made by `pose2rgbd convert` or the simulator, say), and the record node writes frames without "
                 "depth (depth kind none); one dataset holds one depth kind. Record into a new dataset (another --out, "
-                "output.dataset), and merge their maps if one place map of both is wanted (`pose2rgbd map merge`)"
+                "output.dataset); a dataset without depth joins another without depth with `pose2rgbd dataset merge`, "
+                "and the place maps of both join with `pose2rgbd map merge`"
             )
         mine = self.cfg.datum_obj()
         theirs = ds.manifest.datum

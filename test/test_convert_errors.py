@@ -267,3 +267,47 @@ def test_a_one_frame_video_names_its_frames_and_the_way_out(tmp_path: Path, caps
     assert not (tmp_path / "ds").exists()
     assert main([*args, "--time-offset", "0", "--no-estimate"]) == 0
     assert (tmp_path / "ds" / "manifest.yaml").is_file()
+
+
+def test_a_depth_topic_given_as_the_image_topic_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--image-topic /ground_truth/depth` (a 32FC1 topic) read every frame, logged one "frame N unreadable" line per
+    frame (601 for the simulator's survey) and then failed; the reverse mistake (`--depth-topic /camera/image_raw`)
+    was refused at once. Now this one is too: one error, naming the bag's colour topics, nothing written."""
+    import logging
+
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=1.0, size=16)
+    out = tmp_path / "ds"
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd"):
+        rc = main(["convert", "bag", str(bag), "--out", str(out), "--no-progress", "--image-topic",
+                   "/ground_truth/depth"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "image topic '/ground_truth/depth' is a depth image topic (32FC1)" in err, err
+    assert "its camera topics: /camera/image_raw (give one with --image-topic)" in err, err
+    assert "a depth topic goes to --depth-topic (this one is read by default)" in err, err
+    assert "unreadable" not in caplog.text and not out.exists()
+
+
+def test_unreadable_frames_are_said_once_per_reason_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames of a camera topic that cannot be read for one reason are said once (the first) and counted, not one
+    warning line each."""
+    import logging
+
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import BagSource
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=3.0, size=16, unreadable_images=[5, 9, 14, 20])
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd"), BagSource(bag, ConvertConfig()) as src:
+        im = src._image_pass("/camera/image_raw", None, progress=False)
+    assert im.unreadable == 4
+    lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(lines) == 2 and "frame 5 unreadable" in lines[0], lines
+    assert "4 of 30 frames unreadable (its reason is said once above, at its first frame)" in lines[1], lines

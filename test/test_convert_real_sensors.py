@@ -77,6 +77,8 @@ def test_16bit_no_return_codes_are_invalid_and_counted(tmp_path: Path, capsys: p
     assert main(["dataset", "info", str(out2), "--deep", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "depth = 65.535: 9 pixel(s) in 3 file(s)" in text and "saturated" in text
+    # the advice is for how the dataset was made: `convert images`, with the codes it was told
+    assert "`pose2rgbd convert images` imported it with --depth-invalid-codes zero: import the source again" in text
     assert "depth codes read as invalid (NaN): 6 pixel(s) = 0" in text
     assert main(["dataset", "info", str(out), "--deep", "--no-progress"]) == 0
     text = capsys.readouterr().out

@@ -37,3 +37,19 @@ def test_a_video_conversion_says_its_size_is_swapped(tmp_path: Path, caplog: pyt
     with caplog.at_level(logging.WARNING, logger="pose2rgbd.convert"):
         VideoFramesSource(video, ConvertConfig(size="48x32")).plan(progress=False)
     assert "--size" not in caplog.text
+
+
+def test_a_bag_conversion_says_its_size_under_the_bag_source(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The `--size` warning of `convert bag` came from the logger pose2rgbd.convert.sources.clock_offset (the
+    shared base of the bag and video + GPS sources, about clock offsets); it is said under the source that reads the
+    frames, as `convert video` and `convert images` say theirs."""
+    from pose2rgbd.convert.config import ConvertConfig
+    from pose2rgbd.convert.sources.bag import BagSource
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=4.0, size=32)
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd"), BagSource(bag, ConvertConfig(size="16x32")) as src:
+        src.plan(progress=False)
+    said = [r for r in caplog.records if "--size 16x32" in r.getMessage()]
+    assert [r.name for r in said] == ["pose2rgbd.convert.sources.bag"], [(r.name, r.getMessage()) for r in said]

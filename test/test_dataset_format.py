@@ -261,3 +261,80 @@ def test_a_training_run_given_as_a_dataset_names_its_dataset(tmp_path: Path) -> 
     with pytest.raises(DatasetError, match=r"is a training run \(config.yaml, checkpoints\), not a dataset") as e:
         Dataset(run)
     assert f"its dataset, as its config.yaml records it, is {tmp_path / 'flight1'}" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "must"),
+    [
+        (1, "abc", "column stamp_ns is 'abc'; it must be an integer, the frame's time in nanoseconds since the epoch"),
+        (1, "1.7e18", "column stamp_ns is '1.7e18'; it must be an integer, the frame's time in nanoseconds"),
+        (1, "99999999999999999999", "column stamp_ns is '99999999999999999999'; it must be an integer"),
+        (3, "north", "column ty is 'north'; it must be a number, metres in the world frame"),
+        (10, "?", "column lon is '?'; it must be a number in degrees, or empty (no GPS)"),
+        (12, "a", "column source_id is 'a'; it must be an integer, a source id the manifest's 'sources' declares"),
+    ],
+)
+def test_a_bad_value_in_frames_csv_names_its_column_and_what_it_must_be(
+    tmp_path: Path, column: int, value: str, must: str
+) -> None:
+    """`frames.csv:4: invalid literal for int() with base 10: 'abc'` named neither the column nor what it holds."""
+    path = _write(tmp_path / "ds", n=3)
+    lines = (path / "frames.csv").read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[column] = value
+    lines[3] = ",".join(fields)
+    (path / "frames.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as e:
+        Dataset(path)
+    assert str(e.value) == f"{path / 'frames.csv'}:4: " + str(e.value).split(":4: ", 1)[1] and must in str(e.value)
+
+
+def test_a_failed_or_interrupted_cache_build_leaves_no_cache_folder(tmp_path: Path, monkeypatch) -> None:
+    """`dataset cache D` stopped by an error (a damaged image) or by Ctrl-C left an empty `cache/` in the dataset;
+    the folders the build made are removed when it makes no cache. A cache folder that holds another build's cache
+    stays."""
+    import pose2rgbd.dataset.cache as cache_mod
+
+    path = _write(tmp_path / "ds", n=3)
+    (path / "rgb" / "000001.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="cannot decode image"):
+        build_cache(path, 16, progress=False)
+    assert not (path / "cache").exists()
+    with pytest.raises(DatasetError):
+        build_cache(path, 16, cache_root=tmp_path / "caches" / "deep", progress=False)
+    assert not (tmp_path / "caches").exists()
+    path = _write(tmp_path / "ok", n=3)
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "resize_depth_nearest", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(path, 16, progress=False)
+    assert not (path / "cache").exists()
+    monkeypatch.undo()
+    kept = build_cache(path, 16, progress=False).path
+    monkeypatch.setattr(cache_mod, "resize_depth_nearest", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(path, 24, progress=False)
+    assert [p.name for p in (path / "cache").iterdir()] == [kept.name]
+
+
+def test_dataset_cache_without_size_says_the_size_it_builds_at_and_why(tmp_path: Path, capsys) -> None:
+    """`dataset cache D` with no --size built at 128 from a 40x30 dataset without a word; it says the size and why
+    (what `train` trains at by default), and that default is the default method's model.size."""
+    from pose2rgbd.cli.dataset import DEFAULT_CACHE_SIZE
+    from pose2rgbd.cli.main import main
+    from pose2rgbd.cli.train import DEFAULT_METHOD
+    from pose2rgbd.methods.pose2rgbd.config import Pose2RGBDConfig
+
+    assert DEFAULT_METHOD == "pose2rgbd" and Pose2RGBDConfig().size == DEFAULT_CACHE_SIZE == 128
+    path = _write(tmp_path / "ds", n=3)
+    assert main(["dataset", "cache", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(next((path / "cache").iterdir())) and out.strip().split("/")[-1].startswith("128-")
+    assert "dataset cache: no --size: the cache is 128x128, the size `pose2rgbd train` trains at by default" in err
+    assert "the dataset's 40x30 images are upscaled to it" in err and "Give --size the size your model" in err, err
+    assert main(["dataset", "cache", str(path), "--size", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert "/16-" in out and "no --size" not in err

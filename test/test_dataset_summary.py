@@ -110,3 +110,88 @@ def test_a_suspect_import_is_said_by_dataset_info_and_map_build(
     assert main(["dataset", "info", str(passed.path)]) == 0
     assert "  pose check   OK at import\n" in capsys.readouterr().out
     assert import_pose_check(Dataset(_write(tmp_path / "plain"))) is None
+
+
+def _write_depth(
+    path: Path, maps: list[np.ndarray], kind: str = "rosbag", extra: dict[str, object] | None = None
+) -> Path:
+    """A dataset of 40x30 frames with the depth maps ``maps`` (float32), from one source of ``kind``."""
+    man = Manifest("depth-unit", CAM, sources=[{"id": 0, "kind": kind, "name": "s"}], extra=dict(extra or {}))
+    with DatasetWriter(path, man) as w:
+        for i, d in enumerate(maps):
+            w.add_frame(T0 + i * 10**8, T_from_tq([float(i), 0.0, 50.0], [0.0, 0.0, 0.0, 1.0]),
+                        np.full((30, 40, 3), 90, np.uint8), d)  # fmt: skip
+    return path
+
+
+def test_a_float_depth_of_65_535_m_is_not_called_a_16bit_sensor_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dataset info --deep` of a dataset converted from the simulator's 32FC1 depth warned that one pixel at
+    65.535 m sat "at a 16-bit sensor's maximum code" and advised --depth-invalid-codes, which `convert bag` does not
+    have. Depth is stored as float32 metres: a float depth that happens to be 65.535 m among depths that are no whole
+    number of millimetres is a distance like any other, not a code; depth of whole codes with 65.535 still warns, with
+    advice for how the dataset was made (no flag of another command)."""
+    from pose2rgbd.cli.main import main
+
+    rng = np.random.default_rng(0)
+    floats = [rng.uniform(5.0, 300.0, (30, 40)).astype(np.float32) for _ in range(3)]
+    floats[1][4, 7] = np.float32(65.535)
+    path = _write_depth(tmp_path / "float", floats)
+    assert main(["dataset", "info", str(path), "--deep", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and "65.535" not in out, out
+    # whole millimetres (16-bit depth imported by another tool) with the maximum code kept: warned, no foreign flag
+    codes = [(np.rint(f * 30) / 1000).astype(np.float32) for f in floats]  # whole mm, 0.15 .. 9 m
+    codes[1][4, 7] = np.float32(65.535)
+    path = _write_depth(tmp_path / "codes", codes)
+    assert main(["dataset", "info", str(path), "--deep", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING      depth = 65.535: 1 pixel(s) in 1 file(s) sit at a 16-bit sensor's maximum code" in out, out
+    assert "Set these pixels to NaN (invalid) in depth/*.npy" in out and "--depth-invalid-codes" not in out
+
+
+def test_dataset_info_without_deep_is_not_valid_when_its_sample_disagrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest whose camera width no file has (edited to 80): `dataset info` said `valid` (exit 0) above its own
+    line `depth is float32 (30, 40), expected float32 (30, 80)`. What the sample read is now the verdict: INVALID,
+    the file and why, that it was a sample, exit 1."""
+    import yaml
+
+    from pose2rgbd.cli.main import main
+
+    path = _write(tmp_path / "ds")
+    man = yaml.safe_load((path / "manifest.yaml").read_text())
+    man["camera"]["width"] = 80
+    (path / "manifest.yaml").write_text(yaml.safe_dump(man))
+    assert main(["dataset", "info", str(path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{path}: pose2rgbd dataset v1, INVALID: rgb/000000.png: image is 40x30, the manifest "
+                            "camera is 80x30"), first  # fmt: skip
+    assert "found in a sample" in first and "--deep reads every image and depth map" in first, first
+    # depth alone disagreeing (an image that fits) is found too
+    man["camera"]["width"] = 40
+    (path / "manifest.yaml").write_text(yaml.safe_dump(man))
+    np.save(path / "depth" / "000002.npy", np.zeros((30, 41), np.float32))
+    assert main(["dataset", "info", str(path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "INVALID: depth/000002.npy: depth is float32 (30, 41), expected float32 (30, 40)" in first, first
+
+
+def test_dataset_info_notes_a_torn_last_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """frames.csv cut mid-line (a recorder stopped while writing it): the reader ignores the torn row, and
+    `dataset info` now says so instead of nothing."""
+    from pose2rgbd.cli.main import main
+
+    path = _write(tmp_path / "ds")
+    text = (path / "frames.csv").read_text()
+    (path / "frames.csv").write_text(text[:-20])  # the last row cut
+    assert main(["dataset", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  frames       3 over" in out, out
+    assert "  note         frames.csv ends in a torn row (cut mid-line, no line end: '3," in out, out
+    assert "ignored: a recording stopped while writing it; the 3 full rows before it are the dataset" in out, out
+    (path / "frames.csv").write_text(text)
+    assert main(["dataset", "info", str(path)]) == 0
+    assert "torn row" not in capsys.readouterr().out

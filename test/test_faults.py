@@ -100,9 +100,13 @@ def test_bad_dataset_file_is_named_by_info_deep_and_refused_by_loaders(
 ) -> None:
     rel, why = BAD_FILES[fault](toy)
     before = snapshot(toy)
-    # the default check only looks for the files; --deep reads them
-    assert main(["dataset", "info", str(toy)]) == 0
-    assert "--deep reads every image" in capsys.readouterr().out
+    # the default check looks for the files and reads a sample (the first image, the depth maps of up to 16
+    # frames: all of the toy's); a bad file in it is the verdict, exit 1; --deep reads them all
+    sampled = rel.startswith("depth")
+    assert main(["dataset", "info", str(toy)]) == (1 if sampled else 0)
+    out = capsys.readouterr().out
+    assert "--deep reads every image" in out
+    assert (f"INVALID: {rel}: " in out and "found in a sample" in out and why in out.splitlines()[0]) == sampled, out
     assert main(["dataset", "info", "--deep", "--no-progress", str(toy)]) == 1
     out = capsys.readouterr().out
     assert f"{toy}: pose2rgbd dataset v1, INVALID: 1 bad file(s)" in out
@@ -118,8 +122,8 @@ def test_bad_dataset_file_is_named_by_info_deep_and_refused_by_loaders(
         build_cache(toy, 16, progress=False)
     assert main(["dataset", "cache", str(toy), "--size", "16"]) == 2
     assert str(toy / rel) in capsys.readouterr().err
-    assert snapshot(toy) == before  # the cache directory may exist, but holds nothing (no half cache)
-    assert not (toy / "cache").exists() or not any((toy / "cache").iterdir())
+    assert snapshot(toy) == before  # no half cache, and no empty cache folder either
+    assert not (toy / "cache").exists()
 
 
 def test_negative_depth_is_invalid_and_counted(toy: Path, capsys: pytest.CaptureFixture[str], caplog) -> None:
@@ -171,7 +175,7 @@ def test_os_error_while_writing_is_a_message_not_a_traceback(
     assert ".partial-" not in last  # names the output asked for, not the writer's hidden temporary
     assert "Traceback" not in err
     assert snapshot(toy) == before
-    assert list(root.iterdir()) == []  # no half cache, no hidden leftover
+    assert not root.exists()  # no half cache, no hidden leftover, and the --cache-root folder it made is gone
     # -v adds the traceback
     assert main(["-v", "dataset", "cache", str(toy), "--size", "16", "--cache-root", str(root)]) == 2
     assert "Traceback" in capsys.readouterr().err

@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pose2rgbd.dataset import Dataset
 
+# the cache size without --size: the model.size `train` trains at by default (its default method, pose2rgbd;
+# Pose2RGBDConfig.size, which imports torch, so it is not read here: test_cli_commands checks the two agree)
+DEFAULT_CACHE_SIZE = 128
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("dataset", help="inspect / validate / cache a dataset (format v1)")
@@ -31,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     info.set_defaults(func=_info)
     cache = dsub.add_parser("cache", help="build (or reuse) the training cache at a resolution")
     cache.add_argument("path", type=Path)
-    cache.add_argument("--size", type=int, default=128, help="square output size in pixels")
+    cache.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"square output size in pixels: the size the model trains at (`train --size`); default "
+        f"{DEFAULT_CACHE_SIZE}, what `train` uses by default (method pose2rgbd, model.size {DEFAULT_CACHE_SIZE})",
+    )
     cache.add_argument("--cache-root", type=Path, help="where training caches live (default DATASET/cache)")
     cache.add_argument(
         "--deep",
@@ -72,7 +82,15 @@ def _info(args: argparse.Namespace) -> int:
     ds = Dataset(args.path)
     s = summarize_dataset(ds)
     check = ds.verify_files(progress=not args.no_progress) if args.deep else None
+    depth_values, sample_bad = _depth_values(ds)
     if check is None:
+        sample_bad = _first_image_problem(ds) or sample_bad
+    if check is None and sample_bad:  # what the shallow check read disagrees with the manifest
+        verdict = (
+            f"INVALID: {sample_bad} (found in a sample: the first image and the depth maps of "
+            f"{_sampled(ds)} frame(s); --deep reads every image and depth map and lists each bad one)"
+        )
+    elif check is None:
         verdict = "valid (files present; --deep reads every image and depth map)"
     elif check.ok:
         verdict = f"valid (all {check.frames_checked} frames' files read)"
@@ -84,13 +102,20 @@ def _info(args: argparse.Namespace) -> int:
     if s.sources > 1 and s.within_sources_s < 0.5 * s.duration_s:  # flights hours apart: the span says little
         apart = f" ({s.within_sources_s:.1f} s within its sources: they lie apart in time)"
     print(f"  frames       {s.frames} over {s.duration_s:.1f} s, {s.sources} source(s){apart}")
+    if ds.frames.torn_row:
+        torn = ds.frames.torn_row
+        shown = torn if len(torn) <= 40 else torn[:37] + "..."
+        print(
+            f"  note         frames.csv ends in a torn row (cut mid-line, no line end: {shown!r}), ignored: a "
+            f"recording stopped while writing it; the {s.frames} full rows before it are the dataset"
+        )
     for line in _merge_lines(ds):
         print(line)
     print(f"  camera       {s.width}x{s.height} fx={s.fx:.1f} fy={s.fy:.1f}")
     for c in ds.manifest.source_cameras:
         lens = f"{c['model']} {', '.join(f'{v:.4g}' for v in c['distortion'])}" if c.get("distortion") else "pinhole"
         print(f"  source lens  {c['width']}x{c['height']} fx={c['fx']:.1f} {lens}: the images were undistorted from it")
-    print(f"  depth        {s.depth_kind}{_depth_values(ds)}")
+    print(f"  depth        {s.depth_kind}{depth_values}")
     print(extent_line(s.extent_m, ds.manifest.resolved_pose_units))
     print(f"  fingerprint  {s.fingerprint}")
     if check is not None and check.negative_depth_pixels:
@@ -112,38 +137,87 @@ def _info(args: argparse.Namespace) -> int:
         vals = ", ".join(f"{v:g}" for v in check.saturated_depth_values)
         print(
             f"  WARNING      depth = {vals}: {check.saturated_depth_pixels} pixel(s) in {check.saturated_depth_files} "
-            "file(s) sit at a 16-bit sensor's maximum code (65535) over a usual depth scale: a saturated / "
-            "'no return' value imported as a distance. Import the source again (16-bit codes are invalid by "
-            "default: --depth-invalid-codes), or set them to NaN"
+            "file(s) sit at a 16-bit sensor's maximum code (65535) over the depth scale, in depth maps of whole "
+            f"codes (imported from 16-bit depth): a saturated / 'no return' value imported as a distance. "
+            f"{_saturation_advice(ds)}"
         )
     if check is not None and check.bad:
         for rel, why in check.bad:
             print(f"  bad file     {rel}: {why}")
         return 1
-    return 0
+    return 1 if check is None and sample_bad else 0
 
 
-def _depth_values(ds: Dataset, frames: int = 16) -> str:
-    """``: p5 / median / p95 of the valid depth`` of up to ``frames`` frames spread over the dataset (a wrong depth
-    scale shows as metres off by 10x or 1000x), or "" without depth."""
+def _saturation_advice(ds: Dataset) -> str:
+    """What to do about 16-bit maximum codes kept as distances, for how the dataset was made: only `convert
+    images` reads 16-bit depth images with a choice of codes (--depth-invalid-codes); `convert bag` and `record bag`
+    always read a 16UC1 image's 0 and 65535 as invalid, and other sources give float depth."""
+    di = (ds.manifest.extra.get("conversion") or {}).get("depth_import")
+    if isinstance(di, dict):
+        used = ",".join(di.get("invalid_codes") or []) or "none"
+        return (
+            f"`pose2rgbd convert images` imported it with --depth-invalid-codes {used}: import the source again "
+            "with the default (zero,max: 0 and 65535 invalid), or set these pixels to NaN in depth/*.npy"
+        )
+    return (
+        "Set these pixels to NaN (invalid) in depth/*.npy, or write the depth maps again with that code read as "
+        "invalid: this dataset records no `convert images` depth import (the one pose2rgbd import that can keep the "
+        "code), and `convert bag` / `record bag` always read a 16-bit depth image's 65535 as invalid, so another "
+        "tool wrote or changed these maps"
+    )
+
+
+def _sampled(ds: Dataset, frames: int = 16) -> int:
+    """How many frames the shallow `dataset info` reads the depth of (:func:`_depth_values`)."""
+    return min(frames, len(ds)) if ds.has_depth else 0
+
+
+def _first_image_problem(ds: Dataset) -> str:
+    """Why the first image cannot be read as the manifest describes it (another size, not 8-bit, damaged), as
+    ``rel: reason``; "" when it can (or the dataset has no frames)."""
+    from pose2rgbd.errors import DatasetError
+
+    if not len(ds):
+        return ""
+    try:
+        ds.read_rgb(0)
+    except DatasetError as e:
+        return _bad_file(ds, ds.frames.rgb[0], e)
+    return ""
+
+
+def _bad_file(ds: Dataset, rel: str, e: Exception) -> str:
+    """``rel: reason`` of a file a read refused (the reason without the file's full path)."""
+    msg, full = str(e), f"{ds.path / rel}: "
+    return f"{rel}: {msg[len(full) :] if msg.startswith(full) else msg}"
+
+
+def _depth_values(ds: Dataset, frames: int = 16) -> tuple[str, str]:
+    """``(text, bad)``: text ``: p5 / median / p95 of the valid depth`` of up to ``frames`` frames spread over the
+    dataset (a wrong depth scale shows as metres off by 10x or 1000x), "" without depth; ``bad``: ``rel: reason`` of
+    a sampled depth map that cannot be read as the manifest describes it, "" when all can."""
     import numpy as np
 
     if not ds.has_depth or not len(ds):
-        return ""
-    pick = np.unique(np.linspace(0, len(ds) - 1, min(frames, len(ds))).round().astype(int))
+        return "", ""
+    pick = np.unique(np.linspace(0, len(ds) - 1, _sampled(ds, frames)).round().astype(int))
     from pose2rgbd.errors import DatasetError
 
-    try:
-        step = max(1, round((ds.camera.width * ds.camera.height / 65536) ** 0.5))  # about 64k pixels per frame
-        d = np.concatenate([ds.read_depth(int(i))[::step, ::step].ravel() for i in pick])
-    except DatasetError as e:  # a damaged file: --deep lists every bad one
-        return f" (depth values not read: {e})"
+    step = max(1, round((ds.camera.width * ds.camera.height / 65536) ** 0.5))  # about 64k pixels per frame
+    parts = []
+    for i in pick:
+        try:
+            parts.append(ds.read_depth(int(i))[::step, ::step].ravel())
+        except DatasetError as e:  # a damaged file: --deep lists every bad one
+            bad = _bad_file(ds, ds.frames.depth[int(i)], e)
+            return f" (depth values not read: {bad})", bad
+    d = np.concatenate(parts)
     d = d[np.isfinite(d) & (d > 0)]
     if not d.size:
-        return f": no valid depth in {len(pick)} frames sampled"
+        return f": no valid depth in {len(pick)} frames sampled", ""
     unit = " m" if ds.manifest.depth_kind == "metric" else ""
     p5, p50, p95 = (float(v) for v in np.percentile(d, [5, 50, 95]))
-    return f", values p5 {p5:.3g} / median {p50:.3g} / p95 {p95:.3g}{unit} ({len(pick)} frames sampled)"
+    return f", values p5 {p5:.3g} / median {p50:.3g} / p95 {p95:.3g}{unit} ({len(pick)} frames sampled)", ""
 
 
 def extent_line(extent: Any, units: str) -> str:
@@ -156,9 +230,29 @@ def extent_line(extent: Any, units: str) -> str:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from pose2rgbd.dataset import build_cache
+    import sys
 
-    c = build_cache(args.path, args.size, cache_root=args.cache_root, deep=args.deep)
+    from pose2rgbd.dataset import Dataset, build_cache
+
+    ds = Dataset(args.path)
+    size = args.size
+    if size is None:  # say which size, and why: a cache at another size than the model's is never used
+        size = DEFAULT_CACHE_SIZE
+        cam = ds.camera
+        how = "resized to it"
+        if (cam.width, cam.height) == (size, size):
+            how = "that size already"
+        elif max(cam.width, cam.height) < size:
+            how = "upscaled to it"
+        elif min(cam.width, cam.height) > size:
+            how = "downscaled to it"
+        print(
+            f"dataset cache: no --size: the cache is {size}x{size}, the size `pose2rgbd train` trains at by default "
+            f"(method pose2rgbd, model.size {size}); the dataset's {cam.width}x{cam.height} images are {how}. Give "
+            "--size the size your model trains at (`train --size`; --method hybrid: 64 by default)",
+            file=sys.stderr,
+        )
+    c = build_cache(ds, size, cache_root=args.cache_root, deep=args.deep)
     print(c.path)
     return 0
 

@@ -155,12 +155,17 @@ def build_cache(
             del cache  # its memory maps: the files are moved aside and deleted below
             log.warning("%s: training cache out of date: %s; rebuilding it", out, stale)
             _remove_cache(out, cache_root)
+    made = _missing_folders(out.parent)  # removed again if this build makes no cache (an error, Ctrl-C)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_siblings(out)
         tmp = make_temp_dir(out, "partial")
     except OSError as e:
+        _remove_empty(made)
         raise _unwritable(out, e, cache_root) from e
+    except BaseException:
+        _remove_empty(made)
+        raise
     W, H = ds.camera.width, ds.camera.height
     if abs(W / H - 1.0) > 0.02:
         log.info(
@@ -211,10 +216,32 @@ def build_cache(
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
     if negative:
         log.warning("%s: %d negative depth pixel(s) read as invalid (NaN) in the cache", ds.path, negative)
     return load_cache(out)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what ``mkdir(parents=True)``
+    makes."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.exists() or f.is_symlink():
+            break
+        missing.append(f)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed or interrupted build made (deepest first), each only while it is empty: a cache
+    folder that holds nothing is not left in the dataset."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:  # not empty (another build's cache), or gone: leave it
+            return
 
 
 def _unwritable(out: Path, e: OSError, cache_root: str | Path | None) -> Exception:

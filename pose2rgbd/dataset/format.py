@@ -230,6 +230,9 @@ class Frames:
     source_id: np.ndarray  # (N,) int64
     rgb: list[str]
     depth: list[str]
+    # the text of a torn last row that was ignored (the file cut mid-line: a recorder stopped while writing it);
+    # "" when the file ends with a full row
+    torn_row: str = ""
 
     def __len__(self) -> int:
         return len(self.index)
@@ -279,6 +282,20 @@ def saturation_values(manifest: Manifest) -> np.ndarray:
     if isinstance(rec, (int, float)) and rec > 0:
         scales.append(float(rec))
     return np.unique(np.float32(65535.0) / np.asarray(scales, np.float32))
+
+
+def _on_code_grid(d: np.ndarray, sat: np.ndarray) -> bool:
+    """Whether depth ``d`` can have come from 16-bit codes over the scale of its saturated pixels ``sat``: every
+    valid value a whole number of codes (65535 / value per metre). Depth imported from codes is (a code over the
+    scale); depth from a float source (a 32FC1 topic, a renderer, a depth network) is not, and a pixel of it that
+    happens to equal 65.535 m is a distance like any other, not a sensor's code."""
+    valid = np.isfinite(d) & (d > 0)
+    for v in np.unique(d[sat]):
+        scale = 65535.0 / float(v)
+        units = d[valid].astype(np.float64) * scale
+        if np.all(np.abs(units - np.rint(units)) < 0.02):  # float32 rounding of code / scale: < 0.01 code
+            return True
+    return False
 
 
 MODEL_SUFFIXES = {".pt": "a model checkpoint", ".pth": "a model checkpoint", ".onnx": "an exported model"}
@@ -440,7 +457,7 @@ class Dataset:
                     check.bad.append((self.frames.depth[i], _reason(e, self.path / self.frames.depth[i])))
                 else:
                     sat = np.isin(d, codes)
-                    if sat.any():
+                    if sat.any() and _on_code_grid(d, sat):
                         check.saturated_depth_pixels += int(np.count_nonzero(sat))
                         check.saturated_depth_files += 1
                         found = {float(v) for v in np.unique(d[sat])} | set(check.saturated_depth_values)
@@ -490,8 +507,10 @@ def _read_frames(path: Path, manifest: Manifest) -> Frames:
     if not path.is_file():
         raise DatasetError(f"{path}: missing")
     text = path.read_text()
+    torn = ""
     if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # torn last row (recorder crash): ignore it
+        cut = text.rfind("\n") + 1
+        text, torn = text[:cut], text[cut:]  # torn last row (recorder crash): ignore it (dataset info says so)
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         raise DatasetError(f"{path}: empty file (no header)")
@@ -514,15 +533,12 @@ def _read_frames(path: Path, manifest: Manifest) -> Frames:
         line = k + 2
         if len(r) != len(FRAME_COLUMNS):
             raise DatasetError(f"{path}:{line}: expected {len(FRAME_COLUMNS)} fields, got {len(r)}")
-        try:
-            idx[k] = int(r[0])
-            stamps[k] = int(r[1])
-            tq[k] = [float(x) for x in r[2:9]]
-            for j in range(3):
-                lla[k, j] = float(r[9 + j]) if r[9 + j] != "" else np.nan
-            sid[k] = int(r[12])
-        except ValueError as e:
-            raise DatasetError(f"{path}:{line}: {e}") from e
+        idx[k] = _field(r, 0, int, path, line)
+        stamps[k] = _field(r, 1, int, path, line)
+        tq[k] = [_field(r, j, float, path, line) for j in range(2, 9)]
+        for j in range(3):
+            lla[k, j] = _field(r, 9 + j, float, path, line) if r[9 + j] != "" else np.nan
+        sid[k] = _field(r, 12, int, path, line)
         if idx[k] != k:
             raise DatasetError(f"{path}:{line}: index {idx[k]} out of sequence (expected {k})")
         if not np.all(np.isfinite(tq[k])):
@@ -549,4 +565,30 @@ def _read_frames(path: Path, manifest: Manifest) -> Frames:
                 f"{path}:{line}: stamp_ns goes backwards within source {s} (frames must be in time order)"
             )
     q = canonical_quat_xyzw(tq[:, 3:])
-    return Frames(idx, stamps, tq[:, :3], q, lla, sid, rgb, depth)
+    return Frames(idx, stamps, tq[:, :3], q, lla, sid, rgb, depth, torn_row=torn)
+
+
+# what each number column of frames.csv must hold (docs/dataset-format.md), for the error of a value that is not
+_COLUMN_MEANS = {
+    "index": "an integer, the row's number from 0",
+    "stamp_ns": "an integer, the frame's time in nanoseconds since the epoch (e.g. 1700000000033333333)",
+    **{c: "a number, metres in the world frame" for c in ("tx", "ty", "tz")},
+    **{c: "a number, a unit quaternion's component" for c in ("qx", "qy", "qz", "qw")},
+    "lat": "a number in degrees, or empty (no GPS)",
+    "lon": "a number in degrees, or empty (no GPS)",
+    "alt": "a number in metres, or empty (no GPS)",
+    "source_id": "an integer, a source id the manifest's 'sources' declares",
+}
+
+
+def _field(row: list[str], j: int, kind: type[int] | type[float], path: Path, line: int) -> Any:
+    """``row[j]`` as ``kind``; a value that is not one is refused naming the column, the value and what the
+    column holds."""
+    try:
+        v = kind(row[j])
+    except ValueError:
+        v = None
+    if v is None or (kind is int and not -(2**63) <= v < 2**63):  # past int64: not a time in ns either
+        col = FRAME_COLUMNS[j]
+        raise DatasetError(f"{path}:{line}: column {col} is {row[j]!r}; it must be {_COLUMN_MEANS[col]}")
+    return v

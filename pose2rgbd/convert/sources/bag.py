@@ -65,16 +65,29 @@ def _camera_topics(bag: BagReader) -> list[str]:
 
 
 def find_image_topic(bag: BagReader, name: str = "") -> str:
-    """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics."""
+    """The camera topic (Image or CompressedImage, not a depth image); a clear error lists the topics. A topic
+    named whose first message is a depth image (16UC1, 32FC1) is refused before the image pass, which would find
+    every frame of it unreadable."""
     if name:
         name = bag.topic_name(name)
         info = bag.topics.get(name)
-        if info is None or info.msgtype not in IMAGE_TYPES:
-            what = "not in the bag" if info is None else f"of type {info.msgtype}"
-            named = _camera_topics(bag)
+        enc = bag.first_encoding(name) if info is not None and info.msgtype == "sensor_msgs/msg/Image" else None
+        if info is None or info.msgtype not in IMAGE_TYPES or enc in _DEPTH_ONLY:
+            if info is None:
+                what = "not in the bag"
+            elif enc in _DEPTH_ONLY:
+                what = f"a depth image topic ({enc}), not a camera's colour images"
+            else:
+                what = f"of type {info.msgtype}"
+            named = _colour_topics(bag)
             which = f"its camera topics: {', '.join(named)} (give one with --image-topic); " if named else ""
+            depth = ""
+            if enc in _DEPTH_ONLY:
+                by_default = name == bag.topic_name(DEFAULT_DEPTH_TOPIC)
+                depth = "a depth topic goes to --depth-topic" + (" (this one is read by default)" if by_default
+                                                                  else f" {name}") + "; "  # fmt: skip
             raise BagError(
-                f"{bag.path}: image topic {name!r} is {what}; {which}topics present:\n{bag.describe_topics()}"
+                f"{bag.path}: image topic {name!r} is {what}; {which}{depth}topics present:\n{bag.describe_topics()}"
             )
         return name
     cands = _camera_topics(bag)
@@ -134,6 +147,21 @@ class BagTopics:
 
 # what image_msg_to_depth reads as depth (REP-118, and the aliases drivers write)
 _DEPTH_READABLE = ("16UC1", "mono16", "32FC1", "64FC1")
+# of those, what image_msg_to_rgb cannot read as a camera's image (mono16 is a grey camera's too)
+_DEPTH_ONLY = ("16UC1", "32FC1", "64FC1")
+
+
+def _colour_topics(bag: BagReader) -> list[str]:
+    """The bag's camera topics: Image topics whose first message is not a depth image, and CompressedImage
+    topics that are not depth by name (compressedDepth)."""
+    out = []
+    for t in bag.topics.values():
+        if t.msgtype == "sensor_msgs/msg/Image":
+            if bag.first_encoding(t.name) not in _DEPTH_ONLY:
+                out.append(t.name)
+        elif t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower():
+            out.append(t.name)
+    return out
 
 
 def find_depth_topic(bag: BagReader, name: str) -> str | None:
@@ -271,6 +299,7 @@ class BagSource(ClockOffsetSource):
         fm = FlowMagnitude(self.cfg.sync.flow, camera)
         out = _ImagePass([], [], [], 0, "", None)
         headers: list[int] = []  # every image's header stamp, unreadable ones too (0: none; then no gap count)
+        reasons: dict[str, int] = {}  # why images were unreadable: how many each
         msgs = bar(bag.messages([topic]), total=bag.topics[topic].count, desc="flow (pass 1)", unit="frame",
                    progress=progress)  # fmt: skip
         for k, m in enumerate(msgs):
@@ -282,7 +311,9 @@ class BagSource(ClockOffsetSource):
                 rgb = image_msg_to_rgb(m.msg)
             except BagError as e:
                 out.unreadable += 1
-                log.warning("%s: frame %d unreadable: %s", topic, k, e)
+                if str(e) not in reasons:  # said once per reason (a whole topic of one kind: once, not per frame)
+                    log.warning("%s: frame %d unreadable: %s", topic, k, e)
+                reasons[str(e)] = reasons.get(str(e), 0) + 1
                 continue
             out.camera_frame = out.camera_frame or m.msg.header.frame_id
             out.shape = rgb.shape
@@ -294,6 +325,10 @@ class BagSource(ClockOffsetSource):
             out.stamps.append(st)
             out.message_index.append(k)
             out.flows.append(fm.add_image((st - out.stamps[0]) / 1e9, rgb))
+        if out.unreadable > len(reasons):  # some reason repeated: the count, once
+            said = "its reason is" if len(reasons) == 1 else f"each of their {len(reasons)} reasons is"
+            log.warning("%s: %d of %d frames unreadable (%s said once above, at its first frame)", topic,
+                        out.unreadable, len(headers), said)  # fmt: skip
         if not out.stamps:
             raise BagError(f"{bag.path}: no readable image on {topic}")
         # the camera's own stamps only: the bag's log times (zero header stamps) carry the recorder's delays

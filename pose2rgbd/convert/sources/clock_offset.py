@@ -16,8 +16,6 @@ from pose2rgbd.convert.pipeline import DatasetPlan, Frame, SourceBase
 from pose2rgbd.convert.stages.time_offset import PosePlan, Streams, plan_poses
 from pose2rgbd.dataset import Manifest
 
-log = logging.getLogger(__name__)
-
 
 class ClockOffsetSource(SourceBase):
     """Base of the sources whose camera and GPS clocks differ (Algorithm 1 finds the offset): a subclass reads
@@ -43,8 +41,8 @@ class ClockOffsetSource(SourceBase):
         pose = plan_poses(s, self.cfg)
         wh = self.cfg.size_wh()
         doubt = size_warning(wh, s.camera.width, s.camera.height)
-        if doubt:
-            log.warning(doubt)
+        if doubt:  # under the source's own module (convert.sources.bag, .video), as convert images and video say it
+            logging.getLogger(type(self).__module__).warning(doubt)
         keep = np.flatnonzero(pose.keep)
         summary = pose.summary
         if s.lens is not None:

@@ -8,9 +8,14 @@ trajectory files) calls :func:`check_output` first. It refuses, whatever ``overw
 - with ``overwrite``, an existing path that is not an output of the same kind (a bag folder has
   ``metadata.yaml``, a dataset ``manifest.yaml``, a training run ``config.yaml`` or ``*.pt``, ...): replacing
   it would delete something the user made by other means;
+- with ``overwrite``, an existing path with the marker of the kind that is still someone else's (a folder with a
+  ``manifest.yaml`` that does not say ``format: pose2rgbd-dataset``: a Kubernetes manifest, another tool's): it is no
+  earlier output of the kind;
 - with ``overwrite``, an earlier output of the same kind that the new one replaces whole (a bag, a dataset, a place
   map, posed images, a folder of renders) but that also holds entries no output of its kind has (the user's notes,
-  labels, a notebook put there since): replacing the folder would delete them with it. The error names them.
+  labels, a notebook put there since): replacing the folder would delete them with it. The error names them. Inside a
+  dataset's subfolders too: a file in rgb/ or depth/ that its frames.csv does not list, one in report/ or cache/
+  that pose2rgbd does not write there (``rgb/holiday.jpg``, ``report/my_analysis.md``).
 
 :func:`refuse_existing` is the one overwrite policy: an existing output is replaced only with ``overwrite``;
 without it every writer and command raises the same :class:`~pose2rgbd.errors.OutputExistsError` with the same
@@ -25,15 +30,20 @@ its output checks it first.
 
 from __future__ import annotations
 
+import csv
 import errno
 import fnmatch
+import io
 import os
+import posixpath
 import re
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from pose2rgbd.atomic import sweep_stale_siblings
 from pose2rgbd.errors import OutputError, OutputExistsError
@@ -74,6 +84,12 @@ class OutputKind:
     # a file of this kind starts with one of these (its header line; empty: any): a table of the user's with the same
     # suffix is not one
     first_lines: tuple[str, ...] = ()
+    # why a folder that holds a marker is still not of this kind ("" where it is): a dataset's manifest.yaml says
+    # ``format: pose2rgbd-dataset``, someone else's manifest.yaml does not. None: a marker is enough
+    not_ours: Callable[[Path], str] | None = None
+    # where --overwrite replaces the folder whole: the entries inside its subfolders that no output of this kind holds
+    # (relative paths, e.g. rgb/holiday.jpg), where :attr:`contents` names only the subfolders. None: none checked
+    inside: Callable[[Path], list[str]] | None = None
 
     def matches(self, path: Path) -> bool:
         if self.is_dir:
@@ -81,32 +97,170 @@ class OutputKind:
                 path.is_dir()
                 and any(any(path.glob(m)) for m in self.markers)
                 and not any(any(path.glob(m)) for m in self.excludes)
+                and not self.refuted(path)
             )
         if not (path.is_file() and (not self.suffixes or path.name.endswith(self.suffixes))):
             return False
         return not self.first_lines or _first_line(path).startswith(self.first_lines)
 
+    def refuted(self, path: Path) -> str:
+        """Why the folder ``path``, which holds a marker of this kind, is not of this kind after all (what it holds,
+        e.g. ``a manifest.yaml that is not a pose2rgbd dataset's (...)``); empty where it is, or holds no marker."""
+        if self.not_ours is None or not path.is_dir() or not any(any(path.glob(m)) for m in self.markers):
+            return ""
+        return self.not_ours(path)
+
     def foreign_entries(self, path: Path) -> list[str]:
-        """The names directly inside the folder ``path`` that no output of this kind holds (sorted; empty where
-        the kind lists no :attr:`contents`)."""
+        """The names directly inside the folder ``path`` that no output of this kind holds, and the relative paths
+        inside its subfolders that none holds (:attr:`inside`) (sorted; empty where the kind lists no
+        :attr:`contents`)."""
         if self.contents is None or not path.is_dir():
             return []
-        return sorted(
+        contents = self.contents
+        top = [
             e.name
             for e in path.iterdir()
-            if not _HIDDEN_SIBLING.match(e.name) and not any(fnmatch.fnmatchcase(e.name, c) for c in self.contents)
-        )
+            if not _HIDDEN_SIBLING.match(e.name) and not any(fnmatch.fnmatchcase(e.name, c) for c in contents)
+        ]
+        return sorted(top + (self.inside(path) if self.inside is not None else []))
 
 
 # a bag: its metadata and storage files (rosbags / ros2 bag: NAME_0.mcap, NAME.db3 and SQLite's journal files, zstd)
 BAG = OutputKind("bag", True, ("metadata.yaml",),
                  contents=("metadata.yaml", "*.mcap", "*.db3", "*.db3-shm", "*.db3-wal", "*.db3-journal",
                            "*.zstd"))  # fmt: skip
+
+
+def _dataset_not_ours(path: Path) -> str:
+    """Why the folder ``path``, which holds a manifest.yaml, is not a pose2rgbd dataset: its manifest.yaml does not
+    parse as a YAML mapping with ``format: pose2rgbd-dataset`` (a Kubernetes manifest, another tool's); "" where it
+    does. Only the format is asked here: a dataset of another version is still pose2rgbd's, and the reader names it."""
+    from pose2rgbd.dataset.format import FORMAT_NAME, MANIFEST  # (the dataset package imports this module)
+
+    m = path / MANIFEST
+    what = f"a {MANIFEST} that is not a pose2rgbd dataset's"
+    try:
+        d = yaml.safe_load(m.read_bytes())
+    except OSError as e:
+        return f"{what} ({m} cannot be read: {e.strerror})"
+    except (yaml.YAMLError, ValueError):  # (a UnicodeDecodeError is a ValueError)
+        return f"{what} ({m} is not YAML)"
+    if not isinstance(d, dict):
+        return f"{what} ({m}: expected a mapping at the top level, got {type(d).__name__})"
+    if d.get("format") != FORMAT_NAME:
+        return f"{what} ({m}: 'format' is {d.get('format')!r}, expected {FORMAT_NAME!r})"
+    return ""
+
+
+# what pose2rgbd writes into a dataset's report/ (convert.pipeline: summary.json; convert.report: sync.png, track.png,
+# world.png; convert.sources.images: poses.png; convert.stages.depth_report and convert.mvs_depth: samples.png,
+# scale.png, trajectory.png; dataset.merge: merge.png), beside the folder inputs/ of a merge
+DATASET_REPORT_FILES = ("summary.json", "sync.png", "track.png", "world.png", "poses.png", "samples.png", "scale.png",
+                        "trajectory.png", "merge.png")  # fmt: skip
+# report/inputs/NN-NAME/ of a merged dataset: the NN-th input's own report, linked whole (dataset.merge._keep_reports)
+_MERGED_REPORT = re.compile(r"^\d{2,}-.+$")
+# a training cache in a dataset's cache/: <size>-<fingerprint> (dataset.cache._cache_dir), derived data pose2rgbd owns
+_CACHE_DIR = re.compile(r"^\d+-[0-9a-f]+$")
+# the names DatasetWriter gives a frame's files (rgb/000000.png or .jpg, depth/000000.npy)
+_FRAME_FILE = {"rgb": re.compile(r"^(\d{6,})\.(png|jpg)$"), "depth": re.compile(r"^(\d{6,})\.npy$")}
+
+
+def _files_under(folder: Path, rel: str) -> Iterator[str]:
+    """``rel/...``: the relative path of everything under ``folder`` but its folders (files, links; a link to a folder
+    is not followed), pose2rgbd's hidden siblings left out at every level; ``rel`` itself where ``folder`` is no
+    folder (or a link to one)."""
+    if not _real_dir(folder):
+        yield rel
+        return
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _HIDDEN_SIBLING.match(d)]
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        base = Path(rel) / Path(root).relative_to(folder)
+        for name in files + links:
+            if not _HIDDEN_SIBLING.match(name):
+                yield (base / name).as_posix()
+
+
+def _frames_listed(path: Path) -> tuple[set[str], int]:
+    """The rgb and depth files the dataset's frames.csv lists (relative paths, normalized) and its full rows (a torn
+    last line left out, as an appending writer drops it); nothing where it cannot be read."""
+    try:
+        data = (path / "frames.csv").read_bytes()
+    except OSError:
+        return set(), 0
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]  # a recorder killed within a row: its files are the frame's below
+    listed: set[str] = set()
+    rows = 0
+    try:
+        for row in csv.DictReader(io.StringIO(data.decode("utf-8", "replace"), newline="")):
+            rows += 1
+            for col in ("rgb", "depth"):
+                v = row.get(col)
+                if isinstance(v, str) and v:
+                    listed.add(posixpath.normpath(v))
+    except csv.Error:
+        pass
+    return listed, rows
+
+
+def _dataset_inside(path: Path) -> list[str]:
+    """The files inside the subfolders of the dataset at ``path`` that pose2rgbd did not write there: in rgb/ and
+    depth/ those its frames.csv does not list (but a frame's files a writer stopped within its row had written, named
+    as DatasetWriter names them, from the first frame the table has no row of); in report/ all but
+    :data:`DATASET_REPORT_FILES` and a merge's inputs/NN-NAME/ folders; in cache/ all but the training caches
+    (``<size>-<fingerprint>/``). Relative paths, unsorted."""
+    found: list[str] = []
+    if any(_real_dir(path / sub) for sub in _FRAME_FILE):
+        listed, rows = _frames_listed(path)
+        for sub, named in _FRAME_FILE.items():
+            folder = path / sub
+            if not _real_dir(folder):
+                continue
+            for rel in _files_under(folder, sub):
+                m = named.match(rel[len(sub) + 1 :])
+                if rel not in listed and not (m and int(m.group(1)) >= rows):
+                    found.append(rel)
+    for sub, ours in (("report", _report_entry_ours), ("report/inputs", _merged_report_ours),
+                      ("cache", _cache_entry_ours)):  # fmt: skip
+        folder = path / sub
+        if not _real_dir(folder) or (sub == "report/inputs" and not _real_dir(path / "report")):
+            continue
+        for e in folder.iterdir():
+            if not _HIDDEN_SIBLING.match(e.name) and not ours(e):
+                found.extend(_files_under(e, f"{sub}/{e.name}"))
+    return found
+
+
+def _real_dir(p: Path) -> bool:
+    """A folder, not a link to one."""
+    return p.is_dir() and not p.is_symlink()
+
+
+def _report_entry_ours(e: Path) -> bool:
+    """An entry of a dataset's report/ that pose2rgbd writes: a file it names so, a merge's inputs/ folder (its entries
+    are asked by :func:`_merged_report_ours`)."""
+    return e.name == "inputs" if _real_dir(e) else e.name in DATASET_REPORT_FILES
+
+
+def _merged_report_ours(e: Path) -> bool:
+    """An entry of a merged dataset's report/inputs/ that the merge writes: an input's report, inputs/NN-NAME/,
+    whatever it holds (the input's report/ as it was, linked)."""
+    return bool(_MERGED_REPORT.match(e.name)) and _real_dir(e)
+
+
+def _cache_entry_ours(e: Path) -> bool:
+    """An entry of a dataset's cache/ that pose2rgbd writes: a training cache, <size>-<fingerprint>/."""
+    return bool(_CACHE_DIR.match(e.name)) and _real_dir(e)
+
+
 # a dataset (docs/dataset-format.md): what DatasetWriter writes, the conversion's report, the training cache `train`
-# adds, the depth network `convert video` keeps (convert.stages.depth_export.KEPT_NETWORK)
+# adds, the depth network `convert video` keeps (convert.stages.depth_export.KEPT_NETWORK); its manifest.yaml says
+# what it is (format: pose2rgbd-dataset), and inside rgb/, depth/, report/ and cache/ only pose2rgbd's files
 DATASET = OutputKind("dataset", True, ("manifest.yaml",),
                      contents=("manifest.yaml", "frames.csv", "rgb", "depth", "report", "cache",
-                               "depth_network.pt"))  # fmt: skip
+                               "depth_network.pt"),
+                     not_ours=_dataset_not_ours, inside=_dataset_inside)  # fmt: skip
 # a dataset may hold a .pt of its own (the depth network `convert video` keeps): it is still no training run
 TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"), excludes=("manifest.yaml",))
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
@@ -165,6 +319,12 @@ def check_output(
         if kind.is_dir and p.is_dir() and not any(p.iterdir()):
             return p  # an empty folder holds nothing to lose
         if not kind.matches(p):
+            refuted = kind.refuted(p)
+            if refuted:  # it has the kind's marker, but someone else's
+                raise OutputError(
+                    f"{p} exists and holds {refuted}; --overwrite only replaces an earlier {kind.name}. Choose another "
+                    f"output path or move {p} away yourself (nothing was written)"
+                )
             what = "a folder" if p.is_dir() else "a file"
             if kind.is_dir:
                 looks = f"a {kind.name} folder has {' or '.join(kind.markers)}"
@@ -278,6 +438,9 @@ def check_not_foreign_dir(path: str | Path, kind: OutputKind, *, what_to_do: str
     if p.exists() and not p.is_dir():
         raise OutputError(f"{p} is a file, not a {kind.name} folder; {what_to_do}")
     if p.is_dir() and any(p.iterdir()) and not kind.matches(p):
+        refuted = kind.refuted(p)
+        if refuted:
+            raise OutputError(f"{p} is a folder that holds {refuted}; {what_to_do} (nothing was written)")
         raise OutputError(
             f"{p} is a folder with other files in it and not a pose2rgbd {kind.name} "
             f"(no {' or '.join(kind.markers)}); {what_to_do} (nothing was written)"

@@ -346,6 +346,8 @@ class DatasetWriter:
                 late = "it appeared while this one was written; the new dataset was not kept"
                 if not is_empty_folder(self.path):  # (an empty folder was taken at the start: it still is)
                     refuse_existing(self.path, overwrite=self.overwrite, nothing=late)
+                    if self.path.exists():  # a second look: the user's files put into the earlier one meanwhile
+                        check_output(self.path, DATASET, overwrite=True)
                 swap_in([(self.root, self.path)])  # all or nothing, the earlier dataset back on any failure
             except BaseException:
                 shutil.rmtree(self.root, ignore_errors=True)  # (gone already when the swap was complete)

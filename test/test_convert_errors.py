@@ -311,3 +311,27 @@ def test_unreadable_frames_are_said_once_per_reason_with_a_count(
     lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(lines) == 2 and "frame 5 unreadable" in lines[0], lines
     assert "4 of 30 frames unreadable (its reason is said once above, at its first frame)" in lines[1], lines
+
+
+@pytest.mark.parametrize(
+    ("flag", "name", "expected"),
+    [
+        ("--gps-topic", "/fix", "the bag's topics of type sensor_msgs/msg/NavSatFix: /gps/fix (give one with"),
+        ("--odom-topic", "/gps/fix", "the bag's topics of type nav_msgs/msg/Odometry: /odom (give one with"),
+        ("--imu-topic", "/imu", "the bag has no topic of type sensor_msgs/msg/Imu"),
+    ],
+)
+def test_a_misnamed_topic_names_the_bags_topics_of_its_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, name: str, expected: str
+) -> None:
+    """A topic named that the bag lacks (or has as another type): the error names the bag's topics of the type the
+    flag takes, as `record bag` does, not only the whole topic list."""
+    from pose2rgbd.testing.flight_bag import write_flight_bag
+
+    bag = tmp_path / "flight"
+    write_flight_bag(bag, duration_s=1.0, size=16)
+    out = tmp_path / "ds"
+    assert main(["convert", "bag", str(bag), "--out", str(out), "--no-progress", flag, name]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and f"topic {name!r}" in err, err
+    assert not out.exists()

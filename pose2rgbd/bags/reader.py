@@ -405,24 +405,25 @@ class BagReader:
         Raises :class:`BagError` listing every topic and its type when it is missing or ambiguous.
         """
         mt = normalize_msgtype(msgtype)
+        how = f"--{key} TOPIC" if key else "the command's topic flag or setting"
+        cands = self.topics_of_type(mt)
         if name:
             name = self.topic_name(name)
             info = self._topics.get(name)
-            if info is None:
-                raise BagError(f"{self.path}: topic {name!r} not in bag; topics:\n{self.describe_topics()}")
-            if info.msgtype != mt:
-                raise BagError(
-                    f"{self.path}: topic {name!r} has type {info.msgtype}, expected {mt}; topics:\n"
-                    f"{self.describe_topics()}"
-                )
-            return name
-        cands = self.topics_of_type(mt)
+            if info is not None and info.msgtype == mt:
+                return name
+            what = "not in bag" if info is None else f"has type {info.msgtype}, expected {mt}"
+            of_type = (
+                f"the bag's topics of type {mt}: {', '.join(cands)} (give one with {how})"
+                if cands
+                else f"the bag has no topic of type {mt}"
+            )
+            raise BagError(f"{self.path}: topic {name!r} {what}; {of_type}. Topics:\n{self.describe_topics()}")
         if len(cands) == 1:
             return cands[0]
         if not cands:
             raise BagError(f"{self.path}: no topic of type {mt}: the bag does not carry it. Topics:\n"
                            f"{self.describe_topics()}")  # fmt: skip
-        how = f"--{key} TOPIC" if key else "the command's topic flag or setting"
         raise BagError(
             f"{self.path}: {len(cands)} topics of type {mt} ({', '.join(cands)}); name the one to use ({how}). "
             f"Topics:\n{self.describe_topics()}"

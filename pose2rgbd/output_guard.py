@@ -489,6 +489,7 @@ def refuse_existing(
     instead: str = "",
     nothing: str = "nothing was written",
     renamed_into_place: bool = True,
+    kind: OutputKind | None = None,
 ) -> Path:
     """The one overwrite policy: raise :class:`OutputExistsError` if ``out`` exists and ``overwrite`` is not
     set. ``holds``: what is there, when worth saying (``an earlier training run (config.yaml, last.pt)``);
@@ -496,7 +497,9 @@ def refuse_existing(
     it was. An earlier output that a killed run had moved aside is put back first
     (:func:`pose2rgbd.atomic.sweep_stale_siblings`). A mount point is refused whatever ``overwrite`` says where the
     output is put in place by a rename (``renamed_into_place``; a writer that adds files to the folder, a training
-    run, passes False): a rename cannot replace it."""
+    run, passes False): a rename cannot replace it. ``kind``: an output replaced whole; an existing path that is no
+    earlier output of it (a folder of the user's files) is refused without the advice to pass ``--overwrite``,
+    which would be refused too (:func:`check_output`)."""
     p = Path(out)
     sweep_stale_siblings(p)
     if renamed_into_place and os.path.ismount(p):  # a rename cannot replace a mount point (EBUSY, after the work)
@@ -506,5 +509,13 @@ def refuse_existing(
         )
     if overwrite or not (p.exists() or p.is_symlink()):
         return p
+    if kind is not None and not (kind.is_dir and p.is_dir() and not any(p.iterdir())) and not kind.matches(p):
+        refuted = kind.refuted(p)
+        kind_of = "a folder" if p.is_dir() else "a file"
+        what = f"holds {refuted}" if refuted else f"is {kind_of} that is not a {kind.name}"
+        raise OutputExistsError(
+            f"{p} exists and {what}; --overwrite only replaces an earlier {kind.name}. Choose another output path or "
+            f"move {p} away yourself ({nothing})"
+        )
     what = f"holds {holds}" if holds else "exists"
     raise OutputExistsError(f"{p} {what}; {instead}pass --overwrite to replace it ({nothing})")

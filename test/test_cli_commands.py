@@ -149,6 +149,25 @@ def test_record_bag_refuses_another_flight_of_the_same_stamps_and_counts_what_it
     assert (out / "frames.csv").read_bytes() == before
 
 
+def test_record_bag_out_bag_messages_say_what_is_wrong(
+    flight_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out-bag at a folder of the user's files is refused without advice to pass --overwrite (which would be refused
+    too), and --out-bag at the dataset's own folder says the two outputs are one folder, not "the input"."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.txt").write_text("mine")
+    assert main(["record", "bag", "--bag", str(flight_bag), "--out", str(tmp_path / "d1"), "--out-bag", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder that is not a bag; --overwrite only replaces an earlier bag" in err, err
+    assert "pass --overwrite" not in err and (mine / "a.txt").read_text() == "mine", err
+    d2 = tmp_path / "d2"
+    assert main(["record", "bag", "--bag", str(flight_bag), "--out", str(d2), "--out-bag", str(d2)]) == 2
+    err = capsys.readouterr().err
+    assert f"the output bag {d2} and the dataset {d2} are one folder" in err and "is the input" not in err, err
+    assert not d2.exists()
+
+
 def test_cli_errors_are_messages_not_tracebacks(flight_bag: Path, tmp_path: Path, capsys):
     rc = main(["render", "bag", "--checkpoint", str(tmp_path / "nope.pt"), "--bag", str(flight_bag), "--out", "x"])
     assert rc == 2

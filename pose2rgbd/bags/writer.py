@@ -121,7 +121,7 @@ class BagWriter:
         check_bag_name(self.path)
         if storage not in ("mcap", "sqlite3"):
             raise BagError(f"{self.path}: storage must be 'mcap' or 'sqlite3', not {storage!r}")
-        refuse_existing(self.path, overwrite=overwrite)
+        refuse_existing(self.path, overwrite=overwrite, kind=BAG)
         self.storage = storage
         self.typestore = typestore if typestore is not None else get_typestore("humble")
         self.factory = TypestoreFactory(self.typestore)  # builds messages of this bag's typestore

@@ -15,6 +15,7 @@ mark in their ``metadata.yaml`` (``custom_data``: ``pose2rgbd.node: <node name>`
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,14 @@ def run_node_bag(
     dataset = spec.dataset_dir(cfg)
     if keep_partial is None:
         keep_partial = bool(spec.dataset)
+    if dataset and out is not None:  # two outputs of one run: neither is the other's input
+        rd, ro = (Path(os.path.realpath(Path(p).expanduser())) for p in (dataset, out))
+        if rd == ro or rd in ro.parents or ro in rd.parents:
+            how = "one folder" if rd == ro else "one inside the other"
+            raise OutputError(
+                f"the output bag {out} and the dataset {dataset} are {how}: the run writes them apart; give the bag "
+                "(--out-bag) a path of its own (nothing was written)"
+            )
     if dataset:  # checked before the replay, not at the first frame
         check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
         check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
@@ -167,7 +176,7 @@ def run_node_bag(
         _refuse_bag_of_a_resumed_recording(Path(out), Path(dataset or ""), before, overwrite)
     if out is not None:  # what BagWriter refuses, before the node (a model) is loaded
         check_bag_name(Path(out))
-        refuse_existing(out, overwrite=overwrite)  # (an earlier bag a killed run moved aside is back first)
+        refuse_existing(out, overwrite=overwrite, kind=BAG)  # (an earlier bag a killed run moved aside: back first)
         if overwrite:
             _refuse_a_bag_the_node_did_not_write(spec, Path(out))
     resumed = (

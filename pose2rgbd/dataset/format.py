@@ -581,7 +581,7 @@ _COLUMN_MEANS = {
 }
 
 
-def _field(row: list[str], j: int, kind: type[int] | type[float], path: Path, line: int) -> Any:
+def _field(row: list[str], j: int, kind: type[int] | type[float], path: Path, line: int) -> int | float:
     """``row[j]`` as ``kind``; a value that is not one is refused naming the column, the value and what the
     column holds."""
     try:

@@ -728,14 +728,16 @@ def _describe_renderer(cfg: RendererConfig, res: dict[str, Any]) -> str:
     return f"rendering {engine.size}x{engine.size} on {engine.device} from {source} {when}"
 
 
-def _no_head(r: Renderer, head: Literal["rgb", "depth"]) -> str:
+def _no_head(r: object, head: Literal["rgb", "depth"]) -> str:
     """Why the render node's model never gives ``head`` ("" where it does): its topics are not advertised."""
+    assert isinstance(r, Renderer)
     has = r.engine.has_rgb if head == "rgb" else r.engine.has_depth
     return "" if has else f"the model has no {head} head"
 
 
-def _no_sigma(r: Renderer) -> str:
+def _no_sigma(r: object) -> str:
     """Why the render node never publishes ``depth/sigma`` ("" where it does)."""
+    assert isinstance(r, Renderer)
     if r.engine.depth_uncertainty is not None:
         return ""
     if not r.engine.has_depth:
@@ -767,7 +769,7 @@ RENDERER = NodeSpec(
         Output("topics.rgb", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_head(r, "rgb")),
         Output("topics.depth", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_head(r, "depth")),
         Output("topics.confidence", "sensor_msgs/msg/Image", depth=2),
-        Output("topics.depth_sigma", "sensor_msgs/msg/Image", depth=2, silent=lambda r: _no_sigma(r)),
+        Output("topics.depth_sigma", "sensor_msgs/msg/Image", depth=2, silent=_no_sigma),
         Output("topics.camera_info", "sensor_msgs/msg/CameraInfo", depth=2),
         Output("topics.rgbd", "pose2rgbd/msg/RGBD", depth=2),
         Output("topics.points", "sensor_msgs/msg/PointCloud2", depth=2, silent=lambda r: _no_head(r, "depth")),

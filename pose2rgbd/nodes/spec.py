@@ -84,7 +84,7 @@ class Output:
     type: str
     qos: QoS = "reliable"
     depth: int = 10
-    silent: Callable[[Any], str] | None = None
+    silent: Callable[[object], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,13 @@ class NodeSpec:
             for name, (default, text) in describe(self.config).items()
         }
 
-    def output_types(self, cfg: Any, logic: Any = None) -> dict[str, str]:
+    def output_types(self, cfg: Any, logic: object = None) -> dict[str, str]:
         """topic name -> message type of every output with this config (and with the built ``logic``, every output
         it may publish on: not the :meth:`silent_outputs`)."""
         quiet = self.silent_outputs(cfg, logic) if logic is not None else {}
         return {get_key(cfg, o.topic): o.type for o in self.outputs if get_key(cfg, o.topic) not in quiet}
 
-    def silent_outputs(self, cfg: Any, logic: Any) -> dict[str, str]:
+    def silent_outputs(self, cfg: object, logic: object) -> dict[str, str]:
         """topic name -> why the built ``logic`` never publishes there (:attr:`Output.silent`)."""
         whys = {get_key(cfg, o.topic): o.silent(logic) if o.silent else "" for o in self.outputs}
         return {topic: why for topic, why in whys.items() if why}

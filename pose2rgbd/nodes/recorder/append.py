@@ -157,7 +157,7 @@ class DatasetAppend(NodeLogic):
         )
         return False
 
-    def _check_resume_image(self, msg: Any, stamp: int) -> bool:
+    def _check_resume_image(self, msg: object, stamp: int) -> bool:
         """At the image stamped as the resumed dataset's last frame: is it the image recorded there? (else refuse:
         another flight with the same stamps -- a simulator's export of another seed, a bag re-stamped -- whose first
         part a resume would skip without a word)"""

@@ -131,14 +131,18 @@ BAG = OutputKind("bag", True, ("metadata.yaml",),
                            "*.zstd"))  # fmt: skip
 
 
+# a dataset's manifest file and what its 'format' says (pose2rgbd.dataset.format's MANIFEST and FORMAT_NAME, which this
+# lower layer cannot import; test_output_guard_subfolders checks they agree)
+DATASET_MANIFEST = "manifest.yaml"
+DATASET_FORMAT = "pose2rgbd-dataset"
+
+
 def _dataset_not_ours(path: Path) -> str:
     """Why the folder ``path``, which holds a manifest.yaml, is not a pose2rgbd dataset: its manifest.yaml does not
     parse as a YAML mapping with ``format: pose2rgbd-dataset`` (a Kubernetes manifest, another tool's); "" where it
     does. Only the format is asked here: a dataset of another version is still pose2rgbd's, and the reader names it."""
-    from pose2rgbd.dataset.format import FORMAT_NAME, MANIFEST  # (the dataset package imports this module)
-
-    m = path / MANIFEST
-    what = f"a {MANIFEST} that is not a pose2rgbd dataset's"
+    m = path / DATASET_MANIFEST
+    what = f"a {DATASET_MANIFEST} that is not a pose2rgbd dataset's"
     try:
         d = yaml.safe_load(m.read_bytes())
     except OSError as e:
@@ -147,8 +151,8 @@ def _dataset_not_ours(path: Path) -> str:
         return f"{what} ({m} is not YAML)"
     if not isinstance(d, dict):
         return f"{what} ({m}: expected a mapping at the top level, got {type(d).__name__})"
-    if d.get("format") != FORMAT_NAME:
-        return f"{what} ({m}: 'format' is {d.get('format')!r}, expected {FORMAT_NAME!r})"
+    if d.get("format") != DATASET_FORMAT:
+        return f"{what} ({m}: 'format' is {d.get('format')!r}, expected {DATASET_FORMAT!r})"
     return ""
 
 

@@ -273,3 +273,11 @@ def test_the_writer_looks_again_before_it_replaces_the_earlier_dataset(tmp_path:
         w.close()
     assert tree_hash(earlier) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the new dataset's staging folder is gone
+
+
+def test_the_guards_dataset_names_are_the_formats() -> None:
+    """output_guard (a lower layer) spells the dataset's manifest name and format itself: they are the format's."""
+    from pose2rgbd.dataset.format import FORMAT_NAME, MANIFEST
+    from pose2rgbd.output_guard import DATASET, DATASET_FORMAT, DATASET_MANIFEST
+
+    assert (DATASET_MANIFEST, DATASET_FORMAT) == (MANIFEST, FORMAT_NAME) and DATASET.markers == (MANIFEST,)

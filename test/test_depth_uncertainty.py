@@ -3,6 +3,7 @@ node, the RGBD message and evaluate."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -217,6 +218,39 @@ def test_no_growth_where_the_error_does_not_grow_or_every_frame_is_as_far() -> N
     same = fit_depth_uncertainty(depth, truth, conf, distance_m=np.full_like(dist, 3.0))  # every frame 3 m away
     assert same is not None and same.growth_per_m == 0.0
     np.testing.assert_array_equal(same.sigma(depth, conf, 100.0), same.sigma(depth, conf))
+
+
+def test_the_bound_is_not_carried_below_the_nearest_held_out_distance() -> None:
+    """Held-out frames 30-55 m from every training camera (a route split's validation block) whose error grows with
+    the distance: the growth fitted there, carried down to 0 m, made the bound well below the one measured at 30 m
+    (a hundredth on a simulated run), and a near view whose error is as the nearest measured one's was within it for
+    few of its pixels. Below the nearest held-out pixels' distance the bound now stays as it was there."""
+    rng = np.random.default_rng(21)
+    frames, per = 80, 800
+    dist = np.repeat(rng.uniform(30.0, 55.0, frames), per)
+    depth, truth, conf = _draw(rng, frames * per, (0.1, 0.02), far=1.0)
+    depth = truth / (1.0 + (truth / depth - 1.0) * (1.0 + 0.05 * dist))
+    fitted = fit_depth_uncertainty(depth, truth, conf, distance_m=dist)
+    assert fitted is not None and fitted.growth_per_m > 0.01
+    assert 30.0 < fitted.nearest_m < 33.0  # the 5th percentile of 30-55 m
+    d = np.full((1, 4), 30.0, np.float32)
+    at_nearest = fitted.sigma(d, None, fitted.nearest_m)
+    np.testing.assert_array_equal(fitted.sigma(d, None, 0.0), at_nearest)  # not carried down to 0 m
+    np.testing.assert_array_equal(fitted.sigma(d, None, 20.0), at_nearest)
+    assert (fitted.sigma(d, None, 55.0) > at_nearest).all()  # within the measured range it still grows
+    # a view 0.4 m from a camera whose error is as at the nearest measured: within the bound about as often as the
+    # level says (the nearest 5 % of the held-out pixels lie 30-31 m away)
+    d2, t2, c2 = _draw(np.random.default_rng(22), 20_000, (0.1, 0.02), far=1.0)
+    d2 = t2 / (1.0 + (t2 / d2 - 1.0) * (1.0 + 0.05 * fitted.nearest_m))
+    assert share_within(d2, t2, fitted.sigma(d2, c2, 0.4)) == pytest.approx(LEVEL, abs=0.05)
+    carried = dataclasses.replace(fitted, nearest_m=0.0)  # as before: the growth carried down to 0 m
+    assert share_within(d2, t2, carried.sigma(d2, c2, 0.4)) < LEVEL - 0.25
+    assert "never below its value at 3" in fitted.describe()
+    back = DepthUncertainty.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert back.nearest_m == fitted.nearest_m
+    old = fitted.to_dict()
+    del old["nearest_m"]  # written before: carried down to 0 m, as it was
+    assert DepthUncertainty.from_dict(old).nearest_m == 0.0
 
 
 def test_a_batch_takes_one_distance_per_image_and_a_bad_one_is_named() -> None:

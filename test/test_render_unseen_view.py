@@ -131,6 +131,15 @@ def test_render_trajectory_flags_and_names_an_unseen_view(ck, tmp_path: Path, ca
     assert len(said) == 1 and said[0].startswith("1 of 3 poses look where no keyframe looked"), caplog.text
     assert "frame 11 (" in said[0] and "frame 10" not in said[0], said
     assert not any("outside the training poses" in m.getMessage() for m in caplog.records)
+    assert "check its orientations" not in said[0]  # one pose of three turned: a plan, not a convention
     with (tmp_path / "out" / "poses.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [row["out_of_bounds"] for row in rows] == ["false", "true", "false"]
+    # most poses turned away (a w-first quaternion read as x, y, z, w does that): the warning says what to check
+    caplog.clear()
+    turned = Trajectory(tmp_path / "t.csv", "csv", stamps, np.stack([up, up, down]), np.arange(3) + 2,
+                        np.arange(3) + 10.0)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="pose2rgbd.evaluation.trajectory"):
+        render_trajectory(_engine(ck), turned, tmp_path / "out2", progress=False)
+    said = [m.getMessage() for m in caplog.records if "look where no keyframe looked" in m.getMessage()]
+    assert len(said) == 1 and "check its orientations" in said[0] and "w last" in said[0], said

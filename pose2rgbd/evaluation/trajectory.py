@@ -32,6 +32,9 @@ VIDEO_SUFFIXES = VIDEO.suffixes  # .mp4, .avi, .mkv: what the output check takes
 POSES_COLUMNS = ("index", "frame", "line", "stamp_ns", "tx", "ty", "tz", "qx", "qy", "qz", "qw", "out_of_bounds",
                  "coverage_m", "coverage_deg")  # fmt: skip
 LISTED = 10  # poses named in the out-of-bounds warning; the rest are counted
+# the median angle to the nearest keyframe over which the unseen poses' warning suggests checking the orientations (a
+# w-first quaternion read as x, y, z, w, or another camera-axes convention, turns every view away)
+TURNED_DEG = 90.0
 # in a folder of renders: its files and their units (render_note); not README.txt, which a user may keep there (an
 # --overwrite would replace it with the folder)
 NOTE_NAME = "README_pose2rgbd.txt"
@@ -166,10 +169,17 @@ def unseen_message(traj: Trajectory, unseen: np.ndarray, cov_deg: np.ndarray | N
     named = [f"{traj.label(int(i))}" + ("" if cov_deg is None else f" ({cov_deg[i]:.0f} deg)") for i in idx[:LISTED]]
     more = f", and {len(idx) - LISTED} more" if len(idx) > LISTED else ""
     where = f"; flagged out_of_bounds in {table}" if table is not None else ""
+    turned = ""
+    if cov_deg is not None and len(cov_deg) and float(np.median(cov_deg)) > TURNED_DEG:
+        turned = (
+            f". Half the trajectory's poses or more face over {TURNED_DEG:.0f} deg away from every keyframe (median "
+            f"{float(np.median(cov_deg)):.0f} deg): where that is not the plan, check its orientations -- the "
+            "quaternion's order (x, y, z, w: w last) and the camera's axes (--camera-axes)"
+        )
     return (
         f"{len(idx)} of {len(unseen)} poses look where no keyframe looked (keyframe points on fewer than "
         f"engine.min_seen of the pixels; angle to the nearest keyframe in brackets): their depth is the network's "
-        f"guess, not a surface seen: {', '.join(named)}{more}{where}"
+        f"guess, not a surface seen: {', '.join(named)}{more}{where}{turned}"
     )
 
 

@@ -208,7 +208,7 @@ def add_frame_errors(
 SIGMA_KINDS: tuple[tuple[str, str], ...] = (
     ("all", "all scored pixels"),
     ("confident", f"confidence >= {CONFIDENCE_SPLIT}"),
-    ("holes", f"confidence < {CONFIDENCE_SPLIT} (the hybrid's holes)"),
+    ("holes", f"confidence < {CONFIDENCE_SPLIT} (low confidence: a hybrid's holes)"),
 )
 """The kinds of scored pixel :class:`SigmaAccumulator` reports (``depth_sigma_within[_<kind>]``, the ``all`` kind
 without a suffix) and their names, in metrics.md and in the legend of ``depth_sigma.png`` alike."""

@@ -78,6 +78,8 @@ def test_registry_lookup_and_errors(toy_kind: ModelFamily) -> None:
     assert fam.engine == "render" and fam.data == "pose_to_image" and fam.default_preset in fam.presets
     assert fam.make_config("base", size=64).preset == "base" and fam.make_config().preset == fam.default_preset
     assert fam.load_recipe().__name__ == "prepare"
+    with pytest.raises(ConfigError, match=r"unknown model kind 'Hybird'; did you mean 'hybrid'\? Known kinds: "):
+        get_family("Hybird")  # a capital and two letters swapped
     with pytest.raises(ConfigError, match=r"unknown model kind 'no-such-kind'; known kinds: .*pose2rgbd.*toy-render"):
         get_family("no-such-kind")
     with pytest.raises(ConfigError, match="already registered"):

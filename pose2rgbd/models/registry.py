@@ -172,7 +172,12 @@ def get_family(kind: str) -> ModelFamily:
         return fam
     module = _BUILTIN.get(kind) or _STAND_INS.get(kind)
     if module is None:
-        raise ConfigError(f"unknown model kind {kind!r}; known kinds: {', '.join(family_names())}")
+        from pose2rgbd.config import closest
+
+        known = family_names()
+        near = closest(kind.lower(), known, n=1) if isinstance(kind, str) else []
+        mean = f"did you mean {near[0]!r}? Known" if near else "known"
+        raise ConfigError(f"unknown model kind {kind!r}; {mean} kinds: {', '.join(known)}")
     fam = importlib.import_module(module).FAMILY
     if not isinstance(fam, ModelFamily) or fam.kind != kind:
         raise ConfigError(f"{module}.FAMILY is not the ModelFamily of kind {kind!r}")

@@ -6,7 +6,7 @@ trajectory files) calls :func:`check_output` first. It refuses, whatever ``overw
 - an output that *is*, *contains* or *lies inside* one of the inputs (symlinks resolved): replacing it would
   delete the recording being read;
 - with ``overwrite``, an existing path that is not an output of the same kind (a bag folder has
-  ``metadata.yaml``, a dataset ``manifest.yaml``, a training run ``config.yaml`` or ``*.pt``, ...): replacing
+  ``metadata.yaml``, a dataset ``manifest.yaml``, a training run its ``config.yaml``, ``last.pt``, ...): replacing
   it would delete something the user made by other means;
 - with ``overwrite``, an existing path with the marker of the kind that is still someone else's (a folder with a
   ``manifest.yaml`` that does not say ``format: pose2rgbd-dataset``: a Kubernetes manifest, another tool's): it is no
@@ -265,8 +265,13 @@ DATASET = OutputKind("dataset", True, ("manifest.yaml",),
                      contents=("manifest.yaml", "frames.csv", "rgb", "depth", "report", "cache",
                                "depth_network.pt"),
                      not_ours=_dataset_not_ours, inside=_dataset_inside)  # fmt: skip
-# a dataset may hold a .pt of its own (the depth network `convert video` keeps): it is still no training run
-TRAINING_RUN = OutputKind("training run", True, ("config.yaml", "*.pt", "log.csv"), excludes=("manifest.yaml",))
+# a training run: a folder holding the files a run writes (pose2rgbd.training.run_folder.RUN_FILES: the run's
+# config, data split, checkpoints, log, TensorBoard events, the hybrid's keyframe map). Named, not any *.pt: a folder
+# of the user's with a detector.pt in it is no run. Their names only: run_folder.RUN adds the checks of what they
+# hold (a config.yaml or log.csv of the user's is not a run's), which need the layers above. A dataset is never one.
+TRAINING_RUN = OutputKind("training run", True,
+                          ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv", "tb", "keyframes"),
+                          excludes=("manifest.yaml",))  # fmt: skip
 EVALUATION = OutputKind("evaluation", True, ("metrics.json", "metrics.md"))
 # the simulator's posed images (sim.export_posed)
 POSED_IMAGES = OutputKind("posed images", True, ("transforms.json",),

@@ -91,7 +91,9 @@ def test_a_file_size_limit_in_train_is_one_line_and_leaves_no_checkpoint(tmp_pat
                     "--no-progress", "--no-tensorboard")  # fmt: skip
     one_line_error(r, "train", out)
     assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
-    assert hidden(out) == []  # no half-written checkpoint under a hidden name either
+    # stopped before its first checkpoint: what it wrote (config.yaml, split.json, log.csv) is removed, then the
+    # folder it made; no half-written checkpoint under a hidden name either
+    assert not out.exists(), hidden(out) + sorted(p.name for p in out.iterdir())
 
 
 # ------------------------------------------------------------------------------------------------------ sim

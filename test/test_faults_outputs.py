@@ -196,10 +196,12 @@ def test_foreign_entries_leave_out_what_pose2rgbd_writes_while_it_writes(tmp_pat
 
 # ------------------------------------------------------------------------------- 2: train --out an earlier run
 def _fake_run(path: Path) -> Path:
+    """An earlier run's config.yaml, split.json, checkpoints and log.csv, as a run writes them (a run's folder is
+    judged by what its files hold: test_run_folder_own_files)."""
+    from test_run_folder_own_files import fake_run_files
+
     path.mkdir()
-    for name in ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv"):
-        (path / name).write_bytes(f"earlier run's {name}".encode())
-    return path
+    return fake_run_files(path)
 
 
 def test_train_refuses_an_earlier_run_without_resume_or_overwrite(

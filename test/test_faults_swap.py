@@ -266,10 +266,9 @@ def test_train_overwrite_interrupted_while_the_earlier_run_is_moved_aside_keeps_
 
     train_mod = importlib.import_module("pose2rgbd.training.train")
     toy = make_toy_dataset(tmp_path / "toy", n_survey=12, n_route=4, size=16)
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("config.yaml", "split.json", "last.pt", "best.pt", "log.csv"):
-        (run / name).write_bytes(f"earlier run's {name}".encode())
+    from test_run_folder_own_files import fake_run_files  # as a run writes them: recognised as an earlier run's
+
+    run = fake_run_files(tmp_path / "run")
     before = snapshot(run)
 
     def fit(*a: object, **k: object) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import shutil
@@ -121,6 +122,41 @@ def split_for(
                       test_fraction=test_fraction, every_nth=every_nth)  # fmt: skip
 
 
+def upsampling_warning(family: ModelFamily, mc: object, ds: Dataset) -> str:
+    """What to say where the model's square side (``model.size``) exceeds the dataset's images on both axes: the
+    training cache upsamples every frame (more pixels to train and render, no detail gained); with the largest size
+    the family takes that does not. Empty where the images are as large, or the model has no ``size``."""
+    size = getattr(mc, "size", None)
+    cam = ds.manifest.camera
+    if not isinstance(size, int) or size <= max(cam.width, cam.height):
+        return ""
+
+    def takes(s: int) -> bool:  # the family's config accepts this size (a power of two in its range)
+        if not dataclasses.is_dataclass(mc) or isinstance(mc, type):
+            return True
+        try:
+            dataclasses.replace(mc, size=s)
+        except (ConfigError, TypeError, ValueError):
+            return False
+        return True
+
+    side = max(cam.width, cam.height)
+    smaller = [1 << k for k in range(size.bit_length() - 1) if takes(1 << k)]  # the sizes below model.size
+    factor = size * size / (cam.width * cam.height)
+    times = f"{factor:.0f}x" if factor >= 10 or factor == round(factor) else f"{factor:.1f}x"
+    within = [s for s in smaller if s <= side]
+    if within:
+        use = f"use --size {within[-1]}"
+    elif smaller:
+        use = f"use --size {smaller[0]}, the smallest model kind {family.kind!r} takes"
+    else:
+        use = f"model kind {family.kind!r} takes no smaller size"
+    return (
+        f"the dataset's images are {cam.width}x{cam.height}; --size {size} upsamples them ({times} the pixels, no "
+        f"detail gained): {use}"
+    )
+
+
 def check_dataset_for(family: ModelFamily, ds: Dataset) -> None:
     """Refuse a dataset that cannot give what ``family`` trains on (ConfigError naming both)."""
     caps = ds.capabilities()
@@ -212,6 +248,8 @@ def train_one_process(
     check_dataset_for(family, ds)
     if (doubt := suspect_import_warning(ds)) and distributed.current().is_main:
         log.warning("%s", doubt)
+    if (upsampled := upsampling_warning(family, mc, ds)) and distributed.current().is_main:
+        log.warning("%s", upsampled)
     out = Path(out_dir)
     extra = [*inputs, *([resume] if isinstance(resume, (str, Path)) else [])]
     main = distributed.current().is_main  # under torchrun rank 0 checks and writes out_dir, alone
@@ -261,6 +299,7 @@ def _train_in(
     # the earlier run goes aside before the recipe writes into out (the hybrid's keyframe map): what the new run
     # writes is its own, and a failure anywhere puts the earlier run back
     aside = run_folder.move_aside(out, earlier) if earlier else None
+    had = run_folder.present(out)  # a run stopped before its first checkpoint removes only what it wrote
     try:
         recipe = family.load_recipe()
         seed_everything(tc.seed)  # the recipe builds the model: its initial weights follow train.seed
@@ -289,9 +328,9 @@ def _train_in(
         train_dict = cfgmod.to_dict(tc)
         return _fit(family, ds, out, mc, tc, setup, resumed, train_dict, fingerprint, callbacks, aside,
                     stop_on_ctrl_c)  # fmt: skip
-    except BaseException:
-        if aside is not None:
-            run_folder.restore(out, aside)
+    except BaseException as e:
+        if main:
+            run_folder.stopped(out, had, aside, e)  # its own files removed, an earlier run put back
         raise
 
 

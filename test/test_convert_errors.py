@@ -335,3 +335,16 @@ def test_a_misnamed_topic_names_the_bags_topics_of_its_type(
     err = capsys.readouterr().err
     assert expected in err and f"topic {name!r}" in err, err
     assert not out.exists()
+
+
+def test_the_camera_topic_found_by_type_is_not_a_depth_image_by_its_encoding() -> None:
+    """With no --image-topic, an Image topic whose messages are depth (32FC1) is not the camera even where its name
+    does not say depth (it was, and every frame was then unreadable); a name that says depth is not either."""
+    from types import SimpleNamespace
+
+    from pose2rgbd.convert.sources.bag import find_image_topic
+
+    topics = {n: SimpleNamespace(name=n, msgtype="sensor_msgs/msg/Image") for n in ("/cam/rgb", "/cam/range", "/depth")}
+    enc = {"/cam/rgb": "rgb8", "/cam/range": "32FC1", "/depth": "rgb8"}
+    bag = SimpleNamespace(topics=topics, first_encoding=enc.get, path=Path("bag"), describe_topics=lambda: "")
+    assert find_image_topic(bag) == "/cam/rgb"  # type: ignore[arg-type]

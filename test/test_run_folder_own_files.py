@@ -158,6 +158,19 @@ def test_an_earlier_runs_own_files_are_still_replaced_with_overwrite(tmp_path: P
 
 
 # ---------------------------------------------------------------- 2: a folder of the user's files with a *.pt in it
+def test_a_finders_dot_file_in_tb_is_no_one_s_and_a_dangling_link_is_named_as_one(tmp_path: Path) -> None:
+    """A .DS_Store in tb/ (a file browser's) does not make a run the user's; a run file that is a link to nothing is
+    said to be that, not "a folder, where a run has a file"."""
+    from pose2rgbd.training.run_folder import RUN_FILES, not_the_runs
+
+    run = fake_run_files(tmp_path / "run", RUN_FILES)
+    (run / "tb" / ".DS_Store").write_bytes(b"\0")
+    assert not_the_runs(run) == {}
+    (run / "best.pt").unlink()
+    (run / "best.pt").symlink_to(tmp_path / "gone.pt")
+    assert not_the_runs(run) == {"best.pt": f"a link to nothing ({tmp_path / 'gone.pt'})"}
+
+
 @pytest.mark.parametrize("flag", [None, "--overwrite"])
 def test_a_folder_of_the_users_files_with_a_pt_is_not_a_run(
     flag: str | None, toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

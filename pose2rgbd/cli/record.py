@@ -84,7 +84,8 @@ def _bag(args: argparse.Namespace) -> int:
         print(f"  at least {c['images_lost_upstream']} of the camera's frames are missing between its {c['images']} "
               "images (gaps in their stamps, counted once the camera's period is known; `convert bag` counts them "
               "all): lost before the bag was written (docs/ros.md, \"Large images over DDS\")")  # fmt: skip
-    skip = ("frames", "images", "fixes", "odometry", "repeated_images", "images_lost_upstream")
+    skip = ("frames", "images", "fixes", "odometry", "repeated_images", "images_lost_upstream",
+            "skipped_already_recorded")  # fmt: skip  # (said on a line of its own below)
     dropped = {k: v for k, v in c.items() if k not in skip and v}
     if dropped:
         print(f"  dropped / skipped: {dropped}")

@@ -172,8 +172,8 @@ def unseen_message(traj: Trajectory, unseen: np.ndarray, cov_deg: np.ndarray | N
     turned = ""
     if cov_deg is not None and len(cov_deg) and float(np.median(cov_deg)) > TURNED_DEG:
         turned = (
-            f". Half the trajectory's poses or more face over {TURNED_DEG:.0f} deg away from every keyframe (median "
-            f"{float(np.median(cov_deg)):.0f} deg): where that is not the plan, check its orientations -- the "
+            f". Half the trajectory's poses or more face over {TURNED_DEG:.0f} deg away from their nearest keyframe ("
+            f"median {float(np.median(cov_deg)):.0f} deg): where that is not the plan, check its orientations -- the "
             "quaternion's order (x, y, z, w: w last) and the camera's axes (--camera-axes)"
         )
     return (

@@ -56,11 +56,16 @@ _TB_EVENTS = "events.out.tfevents."
 
 
 def _is_dir(p: Path) -> str:
-    return "" if p.is_dir() else "a file, where a run has a folder"
+    return _dangling(p) or ("" if p.is_dir() else "a file, where a run has a folder")
 
 
 def _is_file(p: Path) -> str:
-    return "" if p.is_file() else "a folder, where a run has a file"
+    return _dangling(p) or ("" if p.is_file() else "a folder, where a run has a file")
+
+
+def _dangling(p: Path) -> str:
+    """Why a link to nothing is no run file ("" for anything else)."""
+    return f"a link to nothing ({os.readlink(p)})" if p.is_symlink() and not p.exists() else ""
 
 
 def _config_not_the_runs(p: Path) -> str:
@@ -139,7 +144,8 @@ def _checkpoint_not_the_runs(p: Path) -> str:
 
 def _tb_not_the_runs(p: Path) -> str:
     """tb/ as the run's TensorBoard logger writes it: event files only."""
-    other = sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file() and not f.name.startswith(_TB_EVENTS))
+    other = sorted(str(f.relative_to(p)) for f in p.rglob("*")
+                   if f.is_file() and not f.name.startswith((_TB_EVENTS, ".")))  # fmt: skip  # (.DS_Store: no one's)
     if other:
         shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
         return f"it holds {shown}, which TensorBoard does not write"

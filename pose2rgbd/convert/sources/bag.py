@@ -60,8 +60,15 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
 def _camera_topics(bag: BagReader) -> list[str]:
-    """The bag's image topics that are not depth images (by name)."""
-    return [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower()]
+    """The bag's camera topics: Image and CompressedImage topics that are not depth by name (``depth``,
+    compressedDepth), nor, for an Image topic, by its first message's encoding (16UC1, 32FC1, 64FC1)."""
+    return [
+        t.name
+        for t in bag.topics.values()
+        if t.msgtype in IMAGE_TYPES
+        and "depth" not in t.name.lower()
+        and (t.msgtype != "sensor_msgs/msg/Image" or bag.first_encoding(t.name) not in _DEPTH_ONLY)
+    ]
 
 
 def find_image_topic(bag: BagReader, name: str = "") -> str:
@@ -79,7 +86,7 @@ def find_image_topic(bag: BagReader, name: str = "") -> str:
                 what = f"a depth image topic ({enc}), not a camera's colour images"
             else:
                 what = f"of type {info.msgtype}"
-            named = _colour_topics(bag)
+            named = _camera_topics(bag)
             which = f"its camera topics: {', '.join(named)} (give one with --image-topic); " if named else ""
             depth = ""
             if enc in _DEPTH_ONLY:
@@ -149,19 +156,6 @@ class BagTopics:
 _DEPTH_READABLE = ("16UC1", "mono16", "32FC1", "64FC1")
 # of those, what image_msg_to_rgb cannot read as a camera's image (mono16 is a grey camera's too)
 _DEPTH_ONLY = ("16UC1", "32FC1", "64FC1")
-
-
-def _colour_topics(bag: BagReader) -> list[str]:
-    """The bag's camera topics: Image topics whose first message is not a depth image, and CompressedImage
-    topics that are not depth by name (compressedDepth)."""
-    out = []
-    for t in bag.topics.values():
-        if t.msgtype == "sensor_msgs/msg/Image":
-            if bag.first_encoding(t.name) not in _DEPTH_ONLY:
-                out.append(t.name)
-        elif t.msgtype in IMAGE_TYPES and "depth" not in t.name.lower():
-            out.append(t.name)
-    return out
 
 
 def find_depth_topic(bag: BagReader, name: str) -> str | None:

@@ -7,27 +7,14 @@ byte-identical afterwards (the trees are hashed before and after).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-
-from pose2rgbd.cli.main import main
+from output_helpers import fake_run_files, make_toy, run_cli, tree_hash
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def tree_hash(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``path`` (or of ``path`` itself), plus the folders."""
-    if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    out = {}
-    for p in sorted(path.rglob("*")):
-        rel = str(p.relative_to(path))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +35,7 @@ def bag(flight_bag: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pose2rgbd.experiments.toy import make_toy_dataset
-
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", n_survey=12, n_route=4, size=16)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
+    return make_toy(tmp_path_factory)
 
 
 def _foreign_dir(path: Path) -> Path:
@@ -198,8 +177,6 @@ def test_foreign_entries_leave_out_what_pose2rgbd_writes_while_it_writes(tmp_pat
 def _fake_run(path: Path) -> Path:
     """An earlier run's config.yaml, split.json, checkpoints and log.csv, as a run writes them (a run's folder is
     judged by what its files hold: test_run_folder_own_files)."""
-    from test_run_folder_own_files import fake_run_files
-
     path.mkdir()
     return fake_run_files(path)
 

@@ -266,7 +266,7 @@ def test_train_overwrite_interrupted_while_the_earlier_run_is_moved_aside_keeps_
 
     train_mod = importlib.import_module("pose2rgbd.training.train")
     toy = make_toy_dataset(tmp_path / "toy", n_survey=12, n_route=4, size=16)
-    from test_run_folder_own_files import fake_run_files  # as a run writes them: recognised as an earlier run's
+    from output_helpers import fake_run_files  # as a run writes them: recognised as an earlier run's
 
     run = fake_run_files(tmp_path / "run")
     before = snapshot(run)

@@ -7,34 +7,17 @@ Each command runs as a user would (``pose2rgbd.cli.main.main``); the refused fol
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pose2rgbd.cli.main import main
+from output_helpers import run_cli, tree_hash
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 LAT, LON, ALT = 47.3977, 8.5456, 488.0
-
-
-def tree_hash(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``path``, plus the folders."""
-    out = {}
-    for p in sorted(path.rglob("*")):
-        rel = str(p.relative_to(path))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
 
 
 @pytest.fixture(scope="module")

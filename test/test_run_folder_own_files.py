@@ -6,7 +6,6 @@ them."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -14,64 +13,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
-
-from pose2rgbd.cli.main import main
+from output_helpers import fake_run_files, make_toy, run_cli, tree_hash
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-LOG_HEADER = "wall_s,step,epoch,phase,name,value"
-
-
-def fake_run_files(path: Path, names: tuple[str, ...] = ("config.yaml", "split.json", "last.pt", "best.pt",
-                                                         "log.csv")) -> Path:  # fmt: skip
-    """An earlier training run's files as a run writes them (what :func:`pose2rgbd.training.run_folder.not_the_runs`
-    recognises), each with content of its own so that a test can see it was kept byte for byte: a config.yaml with
-    the run's sections, a split.json of the run's shape, a log.csv with the trainer's header, checkpoints that are
-    pose2rgbd's (a torch archive saying ``format: pose2rgbd-checkpoint``)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        p = path / name
-        if name == "config.yaml":
-            p.write_text(yaml.safe_dump({"method": "pose2rgbd", "model": {"size": 64}, "train": {"epochs": 1},
-                                         "dataset": "/earlier/dataset", "dataset_fingerprint": "0123abcd",
-                                         "split": "earlier run's split"}, sort_keys=False))  # fmt: skip
-        elif name == "split.json":
-            p.write_text(json.dumps({"kind": "random", "description": "earlier run's split", "train": [0, 1],
-                                     "val": [2], "test": [2], "separate_test": False}))  # fmt: skip
-        elif name == "log.csv":
-            p.write_text(f"{LOG_HEADER}\n0.10,1,0,train,loss,0.5\n")
-        elif name.endswith(".pt"):
-            torch.save({"format": "pose2rgbd-checkpoint", "version": 2, "note": f"earlier run's {name}"}, p)
-        elif name == "tb":
-            p.mkdir()
-            (p / "events.out.tfevents.1.host.1.0").write_bytes(b"earlier run's events")
-        elif name == "keyframes":
-            p.mkdir()
-            (p / "map.json").write_text(json.dumps({"format": "pose2rgbd-map", "version": 1}))
-    return path
-
-
-def tree_hash(path: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-        for p in sorted(path.rglob("*"))
-    }
-
 
 @pytest.fixture(scope="module")
 def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pose2rgbd.experiments.toy import make_toy_dataset
-
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", n_survey=12, n_route=4, size=16)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
+    return make_toy(tmp_path_factory)
 
 
 TRAIN = ("--epochs", "1", "--size", "64", "--no-progress")

@@ -300,6 +300,15 @@ def _within(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def overlap(a: str | Path, b: str | Path) -> str:
+    """How the path ``a`` stands to ``b`` (symlinks resolved): ``"is"``, ``"lies inside"``, ``"contains"``, or ""
+    where neither holds the other."""
+    ra, rb = _resolved(a), _resolved(b)
+    if ra == rb:
+        return "is"
+    return "lies inside" if _within(ra, rb) else "contains" if _within(rb, ra) else ""
+
+
 def check_output(
     out: str | Path,
     kind: OutputKind,
@@ -311,13 +320,11 @@ def check_output(
     foreign file; returns ``out`` as a Path. See the module docstring for the rules."""
     p = Path(out)
     check_links(p)
-    rp = _resolved(p)
     for inp in inputs:
         if inp is None or str(inp) == "":
             continue
-        ri = _resolved(inp)
-        if _within(rp, ri) or _within(ri, rp):
-            how = "is" if rp == ri else ("lies inside" if _within(rp, ri) else "contains")
+        how = overlap(p, inp)
+        if how:
             why = ("pose2rgbd never writes into what it reads" if how == "lies inside"
                    else "writing it would destroy the input")  # fmt: skip
             raise OutputError(

@@ -15,7 +15,6 @@ mark in their ``metadata.yaml`` (``custom_data``: ``pose2rgbd.node: <node name>`
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,15 @@ from pose2rgbd.nodes.recorder import RECORDER, RecorderConfig
 from pose2rgbd.nodes.renderer import RENDERER, RendererConfig
 from pose2rgbd.nodes.spec import NodeSpec, bound, check_logic, get_key, with_resources
 from pose2rgbd.nodes.tf import TF_STATIC_TOPIC, TF_TOPIC, TFInput, tf_topics
-from pose2rgbd.output_guard import BAG, DATASET, OutputError, check_not_foreign_dir, check_output, refuse_existing
+from pose2rgbd.output_guard import (
+    BAG,
+    DATASET,
+    OutputError,
+    check_not_foreign_dir,
+    check_output,
+    overlap,
+    refuse_existing,
+)
 from pose2rgbd.progress import bar
 
 log = logging.getLogger(__name__)
@@ -157,14 +164,12 @@ def run_node_bag(
     dataset = spec.dataset_dir(cfg)
     if keep_partial is None:
         keep_partial = bool(spec.dataset)
-    if dataset and out is not None:  # two outputs of one run: neither is the other's input
-        rd, ro = (Path(os.path.realpath(Path(p).expanduser())) for p in (dataset, out))
-        if rd == ro or rd in ro.parents or ro in rd.parents:
-            how = "one folder" if rd == ro else "one inside the other"
-            raise OutputError(
-                f"the output bag {out} and the dataset {dataset} are {how}: the run writes them apart; give the bag "
-                "(--out-bag) a path of its own (nothing was written)"
-            )
+    if dataset and out is not None and (how := overlap(out, dataset)):  # two outputs: neither is the other's input
+        where = "one folder" if how == "is" else "one inside the other"
+        raise OutputError(
+            f"the output bag {out} and the dataset {dataset} are {where}: the run writes them apart; give the bag "
+            "(--out-bag) a path of its own (nothing was written)"
+        )
     if dataset:  # checked before the replay, not at the first frame
         check_output(dataset, DATASET, inputs=[bag] + ([out] if out is not None else []))
         check_not_foreign_dir(dataset, DATASET, what_to_do="record into a new or empty folder, or an existing dataset")
